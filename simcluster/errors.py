@@ -1,0 +1,20 @@
+"""Errors raised for users. A ScenarioError names the field at fault; the CLI prints it on one line, exit 2."""
+
+from __future__ import annotations
+
+
+class ScenarioError(ValueError):
+    """A user error in a scenario, a command-line option or an input file.
+
+    ``field`` is the dotted path of what is wrong (``parallelism.tp``, ``cluster.gpu``, ``--op``),
+    ``message`` says what was expected.
+    """
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class OutOfMemoryError(ScenarioError):
+    """A layout whose per-GPU memory exceeds the GPU's HBM; the message carries the breakdown."""
