@@ -39,7 +39,8 @@ class Cluster(_Strict):
     gpu: GpuSpec = Field(description="catalog name (h100-sxm, a100-80gb-sxm, ...) or an inline GPU spec")
     gpus_per_node: PositiveInt = Field(8, description="GPUs in one NVLink/NVSwitch domain")
     nodes: PositiveInt = Field(1, description="number of nodes")
-    nic: NicSpec = Field("connectx-7", validate_default=True, description="catalog name or inline NIC spec, one per GPU")
+    nic: NicSpec = Field("connectx-7", validate_default=True,
+                         description="catalog name or inline NIC spec, one per GPU")
     topology: str = Field("rail-fat-tree", description="builtin fabric name or a path to a YAML/GraphML file")
     topology_options: dict[str, Any] = Field(
         default_factory=dict, description="options of the fabric builder, e.g. {oversubscription: 4}")
@@ -102,7 +103,8 @@ class Economics(_Strict):
 class Scenario(_Strict):
     name: str = "scenario"
     cluster: Cluster
-    model: TransformerSpec = Field(description="preset name or inline {layers, hidden, heads, kv_heads, ffn_hidden, vocab}")
+    model: TransformerSpec = Field(
+        description="preset name or inline {layers, hidden, heads, kv_heads, ffn_hidden, vocab}")
     training: Training
     parallelism: Parallelism = Field(default_factory=Parallelism)
     network: Literal["analytic", "flow", "chunk"] = Field("flow", description="network model")

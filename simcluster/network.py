@@ -1,9 +1,10 @@
 """Network models behind one interface: pure, event-driven, free of SimPy (the engine drives them).
 
-A ``TransferClass`` is a set of point-to-point transfers that start together and, by symmetry, progress at one
-rate (the n sends of one ring step, or a pipeline send repeated in every data-parallel replica). The engine and
-``collectives.simulate`` hand classes to a model with ``start``, ask when the next one completes with
-``next_completion_s`` and move time forward with ``advance``. Completion = bytes done + the largest path latency.
+A ``TransferClass`` is a set of point-to-point transfers that start together and, by symmetry, progress at
+one rate (the n sends of one ring step, or a pipeline send repeated in every data-parallel replica). The
+engine and ``collectives.simulate`` hand classes to a model with ``start``, ask when the next one completes
+with ``next_completion_s`` and move time forward with ``advance``. Completion = bytes done + the largest
+path latency.
 
 Models: ``analytic`` (alpha-beta, no contention), ``flow`` (max-min fair sharing, ``flow.py``), ``chunk``
 (store-and-forward chunks through per-link queues, ``chunk.py``).
@@ -11,10 +12,13 @@ Models: ``analytic`` (alpha-beta, no contention), ``flow`` (max-min fair sharing
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+
+from simcluster.errors import ScenarioError
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,4 +58,94 @@ class NetworkModel(ABC):
 
     @abstractmethod
     def advance(self, to_s: float) -> list[int]:
-        """Move time to ``to_s`` (never past ``next_completion_s()``); returns the handles completed by then."""
+        """Move time to ``to_s`` (never past ``next_completion_s()``); returns the handles completed by then.
+        """
+
+
+# ---- shared helpers of the models --------------------------------------------------------------------------
+
+def class_load(fabric, transfers: TransferClass) -> tuple[np.ndarray, np.ndarray, float]:
+    """Directed links a class uses, how many of its transfers cross each, and its largest path latency.
+
+    Cached on the class object (a ring's classes are reused for all its steps, so routing happens once).
+    """
+    routes = getattr(fabric, "raw", fabric)  # a calibrated view routes as its fabric does
+    cached = transfers.__dict__.get("_load")
+    if cached is not None and cached[0] is routes:
+        return cached[1]
+    pairs = transfers.pairs[transfers.pairs[:, 0] != transfers.pairs[:, 1]]
+    if len(pairs):
+        links, counts = fabric.links_of(pairs)
+        latency_s = max_path_latency_s(fabric, pairs)
+    else:
+        links, counts, latency_s = np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
+    load = (np.asarray(links, dtype=np.int64), np.asarray(counts, dtype=float), latency_s)
+    object.__setattr__(transfers, "_load", (routes, load))
+    return load
+
+
+def max_path_latency_s(fabric, pairs: np.ndarray) -> float:
+    """Largest path latency over ``pairs`` (vectorised ``pair_latencies_s`` when the fabric offers it)."""
+    if hasattr(fabric, "pair_latencies_s"):
+        return float(np.max(fabric.pair_latencies_s(pairs)))
+    return max(fabric.path_latency_s(int(src), int(dst)) for src, dst in np.unique(pairs, axis=0))
+
+
+class AnalyticNetwork(NetworkModel):
+    """Alpha-beta, no contention: each class runs alone on the fabric at its own bottleneck.
+
+    A class of transfers of S bytes completes after max path latency + S * max_l(count_l / capacity_l), where
+    count_l is how many of its own transfers cross link l (Hockney's alpha-beta model, with the class's own
+    load on its busiest link as beta). Classes active at the same time do not slow each other down: this is
+    the oracle the contention-aware models are checked against on an idle fabric.
+    """
+
+    name = "analytic"
+
+    def __init__(self, fabric):
+        super().__init__(fabric)
+        self._capacity = np.asarray(fabric.link_bytes_per_s, dtype=float)
+        self._ends: dict[int, float] = {}
+        self._next_handle = 0
+
+    def duration_s(self, transfers: TransferClass) -> float:
+        """Time of ``transfers`` alone on the idle fabric."""
+        links, counts, latency_s = class_load(self.fabric, transfers)
+        if not len(links) or transfers.size_bytes == 0:
+            return latency_s
+        return latency_s + transfers.size_bytes * float(np.max(counts / self._capacity[links]))
+
+    def start(self, transfers: TransferClass, now_s: float) -> int:
+        links, counts, _ = class_load(self.fabric, transfers)
+        self.link_bytes[links] += counts * transfers.size_bytes
+        handle = self._next_handle
+        self._next_handle += 1
+        self._ends[handle] = now_s + self.duration_s(transfers)
+        return handle
+
+    def next_completion_s(self) -> float:
+        return min(self._ends.values(), default=math.inf)
+
+    def advance(self, to_s: float) -> list[int]:
+        done = [handle for handle, end_s in self._ends.items() if end_s <= to_s]
+        for handle in done:
+            del self._ends[handle]
+        return done
+
+
+MODELS = ("analytic", "flow", "chunk")
+
+
+def make(name: str, fabric, **options) -> NetworkModel:
+    """The network model ``name`` (analytic | flow | chunk) on ``fabric``; options go to the model."""
+    if name == "analytic":
+        return AnalyticNetwork(fabric, **options)
+    if name == "flow":
+        from simcluster.flow import FlowNetwork
+
+        return FlowNetwork(fabric, **options)
+    if name == "chunk":
+        from simcluster.chunk import ChunkNetwork
+
+        return ChunkNetwork(fabric, **options)
+    raise ScenarioError("network", f"unknown network model {name!r} (known: {', '.join(MODELS)})")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 
 def split_layers(layers: int, pp: int, virtual_stages: int = 1, explicit: list[int] | None = None) -> list[int]:
     """Transformer layers of each pipeline chunk, in model order (pp * virtual_stages entries).
@@ -30,3 +34,113 @@ def split_layers(layers: int, pp: int, virtual_stages: int = 1, explicit: list[i
     counts[-1] -= 1
     assert sum(counts) == layers and min(counts) >= 0
     return counts
+
+
+AXES = ("tp", "cp", "pp", "dp")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Rank <-> (tp, cp, pp, dp) coordinates. ``order`` lists the axes innermost first ("tp-cp-pp-dp": tensor
+    parallel ranks are consecutive, so with tp <= gpus_per_node a TP group stays inside one NVSwitch domain)."""
+
+    tp: int = 1
+    cp: int = 1
+    pp: int = 1
+    dp: int = 1
+    order: tuple[str, ...] = AXES
+
+    @classmethod
+    def of(cls, parallelism) -> Layout:
+        p = parallelism
+        return cls(tp=p.tp, cp=p.cp, pp=p.pp, dp=p.dp, order=tuple(p.order.split("-")))
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.cp * self.pp * self.dp
+
+    def _sizes(self) -> list[int]:
+        return [getattr(self, axis) for axis in self.order]
+
+    def coords(self, rank: int) -> dict[str, int]:
+        """{'tp': i, 'cp': j, 'pp': k, 'dp': l} of a global rank."""
+        out = {}
+        for axis, size in zip(self.order, self._sizes(), strict=True):
+            rank, out[axis] = divmod(rank, size)
+        return out
+
+    def rank(self, **coords: int) -> int:
+        """Global rank of the given coordinates (missing axes are 0)."""
+        rank, stride = 0, 1
+        for axis, size in zip(self.order, self._sizes(), strict=True):
+            rank += coords.get(axis, 0) * stride
+            stride *= size
+        return rank
+
+    def group(self, rank: int, axis: str) -> list[int]:
+        """Ranks that share every coordinate of ``rank`` except ``axis`` (its TP, CP, PP or DP group), in order."""
+        coords = self.coords(rank)
+        return [self.rank(**{**coords, axis: i}) for i in range(getattr(self, axis))]
+
+    def moved(self, ranks, axis: str, value: int) -> np.ndarray:
+        """The ranks whose coordinates equal those of ``ranks`` except ``axis``, which is ``value`` (vectorised)."""
+        ranks = np.asarray(ranks, dtype=np.int64)
+        stride = 1
+        for name, size in zip(self.order, self._sizes(), strict=True):
+            if name == axis:
+                return ranks - ((ranks // stride) % size) * stride + value * stride
+            stride *= size
+        raise ValueError(axis)
+
+    def groups(self, axis: str) -> list[list[int]]:
+        """All groups along ``axis`` (each rank in exactly one)."""
+        seen, out = set(), []
+        for rank in range(self.world_size):
+            if rank not in seen:
+                members = self.group(rank, axis)
+                seen.update(members)
+                out.append(members)
+        return out
+
+
+@dataclass(frozen=True)
+class Work:
+    """One entry of a pipeline rank's compute order: forward or backward of a microbatch on a model chunk."""
+
+    phase: str  # "forward" | "backward"
+    microbatch: int
+    chunk: int  # global chunk index in model order (0 .. pp*virtual_stages - 1)
+
+
+def pipeline_order(schedule: str, pp: int, stage: int, microbatches: int, virtual_stages: int = 1) -> list[Work]:
+    """The order in which pipeline rank ``stage`` runs its forward and backward passes.
+
+    gpipe: all forwards, then all backwards (Huang et al. 2019). 1f1b: pp-stage-1 warm-up forwards, then one
+    forward/one backward, then the cool-down backwards (Narayanan et al. 2021, PipeDream-Flush). With
+    virtual_stages > 1 Megatron-LM's interleaved 1F1B: rank ``stage`` holds chunks stage, stage+pp, ...; forwards
+    walk microbatch groups of size pp through the chunks, warm-up (pp-stage-1)*2 + (v-1)*pp units (Narayanan et al.
+    2021, section 2.2.2; Megatron-LM schedules.py).
+    """
+    m, v = microbatches, virtual_stages
+    if v == 1:
+        forwards = [Work("forward", mb, stage) for mb in range(m)]
+        backwards = [Work("backward", mb, stage) for mb in range(m)]
+        warmup = m if schedule == "gpipe" else min(pp - stage - 1, m)
+    else:
+        assert schedule == "1f1b" and m % pp == 0, "validated in config"
+
+        def unit(k: int, backward: bool) -> Work:
+            local = (k // pp) % v
+            if backward:
+                local = v - 1 - local
+            microbatch = (k // (pp * v)) * pp + k % pp
+            return Work("backward" if backward else "forward", microbatch, local * pp + stage)
+
+        forwards = [unit(k, False) for k in range(m * v)]
+        backwards = [unit(k, True) for k in range(m * v)]
+        warmup = min((pp - stage - 1) * 2 + (v - 1) * pp, m * v)
+    order = forwards[:warmup]
+    for i in range(len(forwards) - warmup):
+        order += [forwards[warmup + i], backwards[i]]
+    order += backwards[len(forwards) - warmup:]
+    return order

@@ -28,8 +28,12 @@ def fail(field: str, message: str) -> None:
 
 
 # ---- subcommand registration: one import per module, each registers its commands on `app` ----
-from simcluster.cli import schema as _schema  # noqa: E402,F401
+from simcluster.cli import collective as _collective  # noqa: E402,F401
+from simcluster.cli import laws as _laws  # noqa: E402,F401
 from simcluster.cli import run as _run  # noqa: E402,F401
+from simcluster.cli import schema as _schema  # noqa: E402,F401
+from simcluster.cli import validate as _validate  # noqa: E402,F401
+
 # ---- end of registration ----
 
 
@@ -45,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
-    except Exception as err:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
+    except Exception as err:
+        # usage errors of the (vendored or not) click layer carry their own exit code (2) and message
+        show, code = getattr(err, "show", None), getattr(err, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
         raise
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -9,22 +10,80 @@ from rich.console import Console
 from rich.table import Table
 
 from simcluster import config
-from simcluster.cli import app
+from simcluster.cli import app, fail
+from simcluster.config import NETWORK_MODELS
+from simcluster.units import BYTES, SECONDS, fmt
+
+
+def unique_dir(path: Path) -> Path:
+    """``path`` if it does not exist or is empty, else the first free ``path-2``, ``path-3``, ... (never overwrite)."""
+    if not path.exists() or not any(path.iterdir()):
+        return path
+    index = 2
+    while (candidate := path.with_name(f"{path.name}-{index}")).exists():
+        index += 1
+    return candidate
+
+
+def check_network(network: str | None) -> None:
+    if network is not None and network not in NETWORK_MODELS:
+        fail("--network", f"unknown network model {network!r} (expected one of {', '.join(NETWORK_MODELS)})")
+
+
+def summary_table(summary: dict, memory) -> Table:
+    """The readable summary printed after a run."""
+    table = Table(title=f"{summary['name']}: {summary['gpus']} x {summary['gpu']} on {summary['topology']}, "
+                  f"network model {summary['network_model']}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    layout = summary["layout"]
+    rows = [
+        ("layout (tp x cp x pp x dp)", f"{layout['tp']} x {layout['cp']} x {layout['pp']} x {layout['dp']}"),
+        ("microbatches per replica", str(summary["microbatches"])),
+        ("step time", fmt(summary["step_time_s"], SECONDS, 4)),
+        ("  compute", fmt(summary["compute_s"], SECONDS, 4)),
+        ("  exposed communication", fmt(summary["exposed_comm_s"], SECONDS, 4)),
+        ("  pipeline bubble", fmt(summary["pipeline_bubble_s"], SECONDS, 4)),
+        ("tokens/s", f"{summary['tokens_per_s']:,.0f}"),
+        ("model TFLOP/s per GPU (MFU)", f"{summary['model_tflops_per_gpu']:.1f} ({summary['mfu']:.1%})"),
+        ("hardware TFLOP/s per GPU (HFU)", f"{summary['hardware_tflops_per_gpu']:.1f} ({summary['hfu']:.1%})"),
+        ("busiest link utilisation", f"{summary['busiest_link_utilisation']:.1%}"),
+        ("cost per step", f"${summary['cost_per_step_usd']:.2f}"),
+    ]
+    rows += [(f"memory: {label}", fmt(value, BYTES, 3)) for label, value in memory.rows()]
+    rows.append(("simulated in", f"{summary['wall_time_s']:.2f} s wall, {summary['events']:,} events"))
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
 
 
 @app.command()
 def run(
-    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the bundled demo"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>/)"),
+    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the bundled demo "
+                                          f"({config.DEFAULT_SCENARIO})"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>/; never overwritten)"),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
     steps: int | None = typer.Option(None, "--steps", min=1, help="optimizer steps to simulate"),
+    expand: bool = typer.Option(False, "--expand", help="one agent per GPU (no symmetry collapse); slower"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
 ) -> None:
-    """Simulate one scenario and print its summary."""
+    """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events and trace."""
+    check_network(network)
     spec = config.load(scenario)
-    table = Table(title=spec.name)
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    table.add_row("GPUs", str(spec.cluster.gpus))
-    table.add_row("model params", f"{spec.model.params / 1e9:.1f} B")
-    Console().print(table)
+    from simcluster.engine import Simulation
+
+    console = Console(stderr=as_json)
+    sim = Simulation(spec, network, expand=expand)
+    total = steps or spec.training.steps
+    with console.status(f"simulating {spec.name} ({spec.cluster.gpus} GPUs, {total} step(s))..."):
+        result = sim.run(steps, on_step=lambda i: None)
+    out_dir = unique_dir(out or Path("runs") / spec.name)
+    written = result.write(out_dir)
+    from simcluster.analysis.timeline import plot_timeline
+
+    written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2))
+        return
+    console.print(summary_table(result.summary, result.memory))
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")

@@ -1,0 +1,152 @@
+"""`simcluster collective`: one collective over a range of sizes, reported like nccl-tests.
+
+Columns: size, time, algbw, busbw.
+
+Sizes double from --min-bytes to --max-bytes (nccl-tests' -b/-e/-f); --json prints the rows of DESIGN.md:
+``{bytes, time_s, algbw_bytes_per_s, busbw_bytes_per_s}`` (plus the algorithm and protocol that ran).
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simcluster import collectives, hardware, network, topology, units
+from simcluster.cli import app, fail
+from simcluster.errors import ScenarioError
+
+
+def message_sizes(min_bytes: float, max_bytes: float, step_factor: int) -> list[int]:
+    """nccl-tests' size sweep: min, min*f, min*f^2, ... up to max inclusive."""
+    sizes, size = [], int(min_bytes)
+    while size <= max_bytes:
+        sizes.append(size)
+        size *= step_factor
+    return sizes
+
+
+def _size(text: str, option: str) -> float:
+    try:
+        value = units.parse_message_size(text)
+    except ScenarioError as err:
+        raise ScenarioError(option, err.message) from None
+    if value < 1 or value != int(value):
+        fail(option, f"expected a whole number of bytes >= 1, got {text!r}")
+    return value
+
+
+def _topology_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail("--topology-option", f"expected KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@app.command()
+def collective(
+    op: str = typer.Option("allreduce", "--op", help=f"collective: {', '.join(collectives.OPS)}"),
+    gpus: int = typer.Option(8, "--gpus", help="GPUs in the group (all GPUs of the fabric)"),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (NVSwitch domain)"),
+    topology_name: str = typer.Option(
+        "rail-fat-tree", "--topology", help="builtin fabric or a YAML/GraphML file"
+    ),
+    topology_option: list[str] = typer.Option(
+        [], "--topology-option", help="fabric option KEY=VALUE, repeatable"
+    ),
+    gpu_name: str = typer.Option("h100-sxm", "--gpu", help="GPU catalog name"),
+    nic_name: str = typer.Option("connectx-7", "--nic", help="NIC catalog name"),
+    min_bytes: str = typer.Option("8", "--min-bytes", help="smallest message, e.g. 8, 128K, 1M"),
+    max_bytes: str = typer.Option("128M", "--max-bytes", help="largest message, e.g. 8G"),
+    step_factor: int = typer.Option(2, "--step-factor", help="size multiplier between rows (nccl-tests -f)"),
+    network_name: str = typer.Option("flow", "--network", help="network model: analytic | flow | chunk"),
+    algorithm: str = typer.Option(
+        "auto", "--algorithm", help=f"algorithm: {', '.join(collectives.ALGORITHMS)}"
+    ),
+    protocol: str = typer.Option("auto", "--protocol", help="NCCL protocol: auto | LL | LL128 | Simple"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
+) -> None:
+    """Time one collective over doubling message sizes, like nccl-tests."""
+    op = {
+        "all_reduce": "allreduce",
+        "allgather": "all_gather",
+        "reducescatter": "reduce_scatter",
+        "all_to_all": "alltoall",
+    }.get(op, op)
+    if op not in collectives.OPS:
+        fail("--op", f"unknown collective {op!r} (known: {', '.join(collectives.OPS)})")
+    if algorithm not in collectives.ALGORITHMS:
+        fail("--algorithm", f"unknown algorithm {algorithm!r} (known: {', '.join(collectives.ALGORITHMS)})")
+    if protocol != "auto" and protocol not in ("LL", "LL128", "Simple"):
+        fail("--protocol", f"unknown protocol {protocol!r} (known: auto, LL, LL128, Simple)")
+    if network_name not in network.MODELS:
+        fail("--network", f"unknown network model {network_name!r} (known: {', '.join(network.MODELS)})")
+    if gpus < 1:
+        fail("--gpus", f"expected at least 1 GPU, got {gpus}")
+    if gpus_per_node < 1:
+        fail("--gpus-per-node", f"expected at least 1, got {gpus_per_node}")
+    if step_factor < 2:
+        fail("--step-factor", f"expected an integer >= 2, got {step_factor}")
+    low, high = _size(min_bytes, "--min-bytes"), _size(max_bytes, "--max-bytes")
+    if low > high:
+        fail("--max-bytes", f"{max_bytes} is below --min-bytes {min_bytes}")
+    gpu = hardware.gpu(gpu_name, field="--gpu")
+    nic = hardware.nic(nic_name, field="--nic")
+    try:
+        fabric = topology.build(
+            topology_name,
+            gpus=gpus,
+            gpus_per_node=min(gpus_per_node, gpus),
+            gpu=gpu,
+            nic=nic,
+            options=_topology_options(topology_option),
+        )
+    except ScenarioError as err:
+        raise ScenarioError(
+            "--topology" if err.field.startswith("cluster") else err.field, err.message
+        ) from None
+    group = list(range(gpus)) if op != "sendrecv" else [0, gpus - 1]
+    rows = []
+    for size in message_sizes(low, high, step_factor):
+        try:
+            call = collectives.Collective(
+                op=op, group=group, size_bytes=float(size), algorithm=algorithm, protocol=protocol
+            )
+            outcome = collectives.run(call, fabric, network_name, gpu=gpu)
+        except ScenarioError as err:
+            raise ScenarioError(
+                f"--{err.field}" if not err.field.startswith("-") else err.field, err.message
+            ) from None
+        rows.append(
+            {
+                "bytes": size,
+                "time_s": outcome.time_s,
+                "algbw_bytes_per_s": outcome.algbw_bytes_per_s,
+                "busbw_bytes_per_s": outcome.busbw_bytes_per_s,
+                "algorithm": outcome.algorithm,
+                "protocol": outcome.protocol,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table(title=f"{op} on {len(group)} x {gpu.name}, {fabric.name}, {network_name} model")
+    for column in ("size", "time", "algbw", "busbw", "algorithm"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            units.fmt(row["bytes"], units.BYTES),
+            units.fmt(row["time_s"], units.SECONDS),
+            units.fmt(row["algbw_bytes_per_s"], units.BYTES_PER_S),
+            units.fmt(row["busbw_bytes_per_s"], units.BYTES_PER_S),
+            f"{row['algorithm']}/{row['protocol']}",
+        )
+    Console().print(table)

@@ -1,0 +1,272 @@
+"""`simcluster laws`: scaling laws, loss over wall-clock time for a scenario, and the multi-year projection.
+
+    simcluster laws eval --law chinchilla --params 70e9 --tokens 1.4e12 --json
+    simcluster laws optimal --law chinchilla --flop 5.76e23 --json
+    simcluster laws relative-loss --gamma 1 --kappa 0.05 --years 5 --json
+    simcluster laws plot --out figures/
+    simcluster laws project [--json] [--out DIR]
+    simcluster laws loss-vs-time [SCENARIO] --target-loss 2.0 [--law chinchilla] [--json] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simcluster import catalog, config, economics, laws, projection, units
+from simcluster.cli import app, fail
+
+laws_app = typer.Typer(
+    name="laws", no_args_is_help=True,
+    help="Scaling laws: loss, compute-optimal allocation, loss over wall-clock time, cost and energy to a "
+         "target, and the multi-year projection.")
+app.add_typer(laws_app, name="laws")
+
+LAW_HELP = "chinchilla | chinchilla-refit | kaplan | custom (with --fit)"
+FIT_HELP = "custom law E + A/N^alpha + B/D^beta, e.g. 'E=1.69,A=406.4,B=410.7,alpha=0.34,beta=0.28'"
+
+
+def _law(name: str, fit: str | None) -> laws.Law:
+    if fit is not None and name != "custom":
+        fail("--fit", "only applies with --law custom")
+    if name != "custom":
+        return laws.get(name)
+    if fit is None:
+        fail("--fit", "--law custom needs --fit 'E=..,A=..,B=..,alpha=..,beta=..'")
+    values = {}
+    for item in fit.split(","):
+        key, _, text = item.partition("=")
+        try:
+            values[key.strip()] = float(text)
+        except ValueError:
+            fail("--fit", f"cannot read {item.strip()!r} as name=number")
+    expected = {"E", "A", "B", "alpha", "beta"}
+    if set(values) != expected:
+        got = ", ".join(sorted(values)) or "nothing"
+        fail("--fit", f"needs exactly {', '.join(sorted(expected))}; got {got}")
+    return laws.custom(**values)
+
+
+def _echo_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+@laws_app.command("eval")
+def eval_(
+    law: str = typer.Option("chinchilla", "--law", help=LAW_HELP),
+    params: float = typer.Option(..., "--params", help="parameters N (non-embedding for kaplan)"),
+    tokens: float = typer.Option(..., "--tokens", help="training tokens D"),
+    fit: str | None = typer.Option(None, "--fit", help=FIT_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print {law, params, tokens, loss} as JSON"),
+) -> None:
+    """Loss L(N, D) of one law."""
+    chosen = _law(law, fit)
+    params = laws.check_positive(params, "--params")
+    tokens = laws.check_positive(tokens, "--tokens")
+    loss = float(chosen.loss(params, tokens))
+    if as_json:
+        _echo_json({"law": chosen.name, "params": params, "tokens": tokens, "loss": loss})
+    else:
+        typer.echo(f"{chosen.name}: L(N={params:.4g}, D={tokens:.4g}) = {loss:.4f} nats/token")
+
+
+@laws_app.command()
+def optimal(
+    law: str = typer.Option("chinchilla", "--law", help=LAW_HELP),
+    flop: float = typer.Option(..., "--flop", help="training compute C in FLOP (C = 6ND)"),
+    fit: str | None = typer.Option(None, "--fit", help=FIT_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print {params, tokens, loss, ...} as JSON"),
+) -> None:
+    """Compute-optimal parameters and tokens for a FLOP budget (closed form)."""
+    chosen = _law(law, fit)
+    best = chosen.optimal(laws.check_positive(flop, "--flop"))
+    result = {"law": chosen.name, "flop": flop, "params": float(best.params), "tokens": float(best.tokens),
+              "loss": float(best.loss), "tokens_per_param": float(best.tokens_per_param)}
+    if as_json:
+        _echo_json(result)
+    else:
+        typer.echo(f"{chosen.name} at C = {flop:.3g} FLOP: N_opt = {best.params:.4g} params, "
+                   f"D_opt = {best.tokens:.4g} tokens ({best.tokens_per_param:.3g} tokens/param), "
+                   f"loss = {best.loss:.4f} nats/token")
+
+
+@laws_app.command("relative-loss")
+def relative_loss(
+    gamma: float = typer.Option(..., "--gamma", help="efficiency doublings per year (2: every 6 mo)"),
+    kappa: float | None = typer.Option(None, "--kappa", help="compute exponent (default 0.05, Lu 2025)"),
+    years: float = typer.Option(..., "--years", help="time t in years"),
+    as_json: bool = typer.Option(False, "--json", help="print {relative_loss, gamma, kappa, years} as JSON"),
+) -> None:
+    """Lu 2025's relative loss R(t) = (1 + (2^(gamma t) - 1)/(gamma ln2 * 1 yr))^-kappa."""
+    kappa = catalog.load("scaling_laws")["lu_2025"]["kappa"] if kappa is None else kappa
+    value = float(laws.relative_loss(years, gamma, kappa))
+    if as_json:
+        _echo_json({"relative_loss": value, "gamma": gamma, "kappa": kappa, "years": years,
+                    "efficiency": float(laws.efficiency(years, gamma))})
+    else:
+        typer.echo(f"R({years:g} y) = {value:.5f} at gamma = {gamma:g}/y, kappa = {kappa:g}")
+
+
+@laws_app.command()
+def plot(
+    out: Path = typer.Option(Path("runs/laws"), "--out", help="output folder for the PNG and PDF files"),
+    min_flop: float = typer.Option(1e18, "--min-flop", help="smallest compute on the x axis (FLOP)"),
+    max_flop: float = typer.Option(1e27, "--max-flop", help="largest compute on the x axis (FLOP)"),
+) -> None:
+    """Loss vs compute per law, the compute-optimal frontier, and L(t) for several gamma (Lu 2025)."""
+    from simcluster.analysis import plots
+
+    laws.check_positive(min_flop, "--min-flop")
+    if max_flop <= min_flop:
+        fail("--max-flop", f"must exceed --min-flop ({min_flop:g})")
+    all_laws = [laws.get(name) for name in laws.LAW_NAMES]
+    lu = catalog.load("scaling_laws")["lu_2025"]
+    written = []
+    written += plots.save(plots.loss_vs_compute(all_laws, min_flop, max_flop), out, "loss_vs_compute")
+    written += plots.save(plots.compute_optimal(all_laws, min_flop, max_flop), out, "compute_optimal")
+    written += plots.save(plots.relative_loss(lu["gammas_plotted"], lu["kappa"]), out, "relative_loss")
+    for path in written:
+        typer.echo(str(path))
+
+
+@laws_app.command()
+def project(
+    as_json: bool = typer.Option(False, "--json", help="print the yearly rows and the phase map as JSON"),
+    out: Path | None = typer.Option(None, "--out", help="also write projection.png/.pdf into this folder"),
+    law: str | None = typer.Option(None, "--law", help="chinchilla | chinchilla-refit | kaplan"),
+    start_year: int | None = typer.Option(None, "--start-year"),
+    years: int | None = typer.Option(None, "--years", help="number of years"),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", help="start-year budget of one run (USD)"),
+    power_cap_w: float | None = typer.Option(None, "--power-cap-w", help="power cap of the site (W)"),
+    gamma: float | None = typer.Option(None, "--gamma", help="algorithmic efficiency doublings per year"),
+    phase: str | None = typer.Option(None, "--phase", help="phase-map axis: budget | power | compute | data"),
+) -> None:
+    """Which constraint caps the largest run each year: compute, memory, network, budget, energy or data."""
+    if law is not None:
+        laws.get(law)
+    inputs = projection.defaults(law=law, start_year=start_year, years=years, budget_usd=budget_usd,
+                                 power_cap_w=power_cap_w, gamma=gamma)
+    rows = projection.project(inputs)
+    phase_map = projection.phase_map(inputs, parameter=phase)
+    if out is not None:
+        from simcluster.analysis import plots
+
+        figure = plots.projection(rows, phase_map, projection.CONSTRAINTS)
+        paths = plots.save(figure, out, "projection")
+    if as_json:
+        _echo_json({"inputs": vars(inputs), "years": rows, "phase_map": phase_map})
+        return
+    table = Table(title=f"Largest run per year: log10 FLOP ceilings ({inputs.law}, gamma {inputs.gamma:g}/y)")
+    letters = [projection.LETTERS[name] for name in projection.CONSTRAINTS]
+    for column in ("year", *letters, "binding", "eff.", "loss"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = [f"{math.log10(row[f'{name}_flop']):.1f}" for name in projection.CONSTRAINTS]
+        cells = [f"[bold]{cell}[/bold]" if name == row["binding"] else cell
+                 for cell, name in zip(cells, projection.CONSTRAINTS, strict=True)]
+        table.add_row(str(row["year"]), *cells, row["binding"], f"{math.log10(row['effective_flop']):.1f}",
+                      f"{row['loss']:.3f}")
+    console = Console()
+    console.print(table)
+    console.print("log10 of the FLOP each constraint allows one run; the smallest binds; "
+                  "eff. = x 2^(gamma t) for algorithmic progress. "
+                  + "  ".join(f"{projection.LETTERS[name]} {name}" for name in projection.CONSTRAINTS)
+                  + ". Inputs and sources: simcluster/data/projection.yaml")
+    typer.echo("")
+    typer.echo(projection.ascii_phase(phase_map))
+    if out is not None:
+        for path in paths:
+            typer.echo(str(path))
+
+
+def _busy(text: str | None) -> float | str | None:
+    if text is None or text == "mfu":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        fail("--busy-fraction", f"expected a number in [0, 1] or 'mfu', got {text!r}")
+
+
+def _summary(scenario_spec, network: str | None, summary_file: Path | None) -> dict:
+    if summary_file is not None:
+        try:
+            data = json.loads(summary_file.read_text())
+        except OSError as err:
+            fail("--summary", f"cannot read {str(summary_file)!r}: {err.strerror}")
+        except json.JSONDecodeError as err:
+            fail("--summary", f"{str(summary_file)!r} is not JSON: {err.msg} at line {err.lineno}")
+        if not isinstance(data, dict):
+            fail("--summary", "expected a JSON object (summary.json of `simcluster run`)")
+        return data
+    try:
+        from simcluster.engine import simulate
+    except ImportError:
+        fail("SCENARIO", "the training engine (simcluster.engine.simulate) is not available in this build; "
+             "pass --summary with the summary.json of a run instead")
+    result = simulate(scenario_spec, network=network)
+    return result.summary if hasattr(result, "summary") else result
+
+
+@laws_app.command("loss-vs-time")
+def loss_vs_time(
+    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
+    target_loss: float | None = typer.Option(None, "--target-loss", help="loss to reach (nats/token)"),
+    tokens: float | None = typer.Option(None, "--tokens", help="or: a token budget to train on"),
+    law: str = typer.Option("chinchilla", "--law", help="chinchilla | chinchilla-refit | kaplan"),
+    goodput: float = typer.Option(1.0, "--goodput", help="fraction of wall-clock time spent on useful steps"),
+    busy_fraction: str | None = typer.Option(
+        None, "--busy-fraction", help="GPU busy fraction for power: a number, 'mfu'; default: from the step"),
+    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    summary_file: Path | None = typer.Option(None, "--summary", help="summary.json of a run (no simulation)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    out: Path | None = typer.Option(None, "--out", help="folder for loss_vs_time.png/.pdf (runs/<name>/)"),
+) -> None:
+    """Run the scenario; time, GPU-hours, cost, energy and CO2 to reach a target loss; loss vs days."""
+    if network is not None and network not in config.NETWORK_MODELS:
+        fail("--network", f"unknown network model {network!r} (known: {', '.join(config.NETWORK_MODELS)})")
+    if (target_loss is None) == (tokens is None):
+        fail("--target-loss", "give exactly one of --target-loss and --tokens")
+    spec = config.load(scenario)
+    chosen = laws.get(law)
+    busy = _busy(busy_fraction)
+    summary = _summary(spec, network, summary_file)
+    report = economics.time_to_target(summary, spec, chosen, target_loss=target_loss, tokens=tokens,
+                                      goodput=goodput, busy_fraction=busy)
+    if out is not None or not as_json:
+        from simcluster.analysis import plots
+
+        curve = economics.loss_curve(summary, spec, chosen, 3.0 * report["time_to_target_s"], goodput=goodput)
+        figure = plots.loss_vs_time(curve, report, f"{spec.name}: loss over wall-clock time")
+        paths = plots.save(figure, out if out is not None else Path("runs") / spec.name, "loss_vs_time")
+    if as_json:
+        _echo_json(report)
+        return
+    goal = f"loss {report['loss']:.4f}" if target_loss is not None else f"{tokens:.3g} tokens"
+    table = Table(title=f"{spec.name}: to {goal}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [
+        ("law", f"{report['law']} (N = {report['params']:.4g} params)"),
+        ("loss", f"{report['loss']:.4f} nats/token"),
+        ("tokens", f"{report['tokens_to_target']:.4g} ({report['tokens_per_param']:.3g} per param)"),
+        ("throughput", f"{report['tokens_per_s']:.4g} tokens/s x goodput {report['goodput']:g}"),
+        ("time", f"{report['time_to_target_s'] / 86400.0:.4g} days ({report['time_to_target_s']:.4g} s)"),
+        ("GPU-hours", f"{report['gpu_hours']:.4g} on {report['gpus']} GPUs"),
+        ("cost", f"${report['cost_usd']:,.0f}"),
+        ("power", f"{units.fmt(report['facility_power_w'], units.WATTS)} "
+                  f"(busy {report['busy_fraction']:.2f}: {report['busy_fraction_basis']})"),
+        ("energy", f"{report['energy_j'] / 3.6e9:.4g} MWh"),
+        ("CO2", f"{report['co2_kg'] / 1000.0:.4g} t"),
+        ("energy / Landauer bound", f"{report['energy_over_landauer']:.3g}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+    for path in paths:
+        typer.echo(str(path))

@@ -1,0 +1,111 @@
+"""GPU agents: one SimPy process per GPU, or per symmetry class of GPUs (a pipeline stage's data-parallel and
+tensor-parallel replicas, which are exactly symmetric absent stragglers or faults).
+
+An agent runs its pipeline stage's schedule on a compute stream; pipeline sends and data-parallel collectives run on
+communication streams, so overlap follows from the dependencies rather than from hand-set ratios.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simcluster.programs import bucket_count
+
+
+@dataclass
+class Tally:
+    """Where one agent's step time went (seconds, summed over the steps simulated)."""
+
+    compute_s: float = 0.0
+    tp_comm_s: float = 0.0  # tensor/context-parallel collectives inside the compute blocks (blocking)
+    p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
+    bubble_wait_s: float = 0.0  # waiting for a pipeline peer that had not yet produced its message
+    dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
+    optimizer_s: float = 0.0
+
+
+@dataclass(eq=False)
+class Agent:
+    """A pipeline stage's ranks (collapsed) or one rank (expanded). ``ranks[0]`` is the representative."""
+
+    sim: object
+    stage: int
+    ranks: list[int]
+    tally: Tally = field(default_factory=Tally)
+
+    @property
+    def rank(self) -> int:
+        return self.ranks[0]
+
+    @property
+    def multiplicity(self) -> int:
+        return len(self.ranks)
+
+    # ---- one training step ------------------------------------------------------------------------------------
+    def step(self, step_index: int):
+        sim, plan = self.sim, self.sim.plan
+        env, last_chunk = sim.env, plan.chunk_count - 1
+        dp_pending = []
+        for work in plan.orders[self.stage]:
+            cost = plan.chunks[work.chunk]
+            if work.phase == "forward":
+                if work.chunk > 0:
+                    yield from self._receive(("forward", step_index, work.microbatch, work.chunk))
+                yield from self._compute("forward", work, cost.forward_compute_s, cost.forward_tp_comm_s)
+                if work.chunk < last_chunk:
+                    sim.send(self, ("forward", step_index, work.microbatch, work.chunk + 1), work.chunk + 1)
+            else:
+                if work.chunk < last_chunk:
+                    yield from self._receive(("backward", step_index, work.microbatch, work.chunk))
+                if work.microbatch == plan.microbatches - 1 and sim.dp_size > 1:
+                    # last backward of this chunk: gradients become final bucket by bucket and are reduced
+                    # while the rest of the backward runs (PyTorch DDP / Megatron overlap_grad_reduce)
+                    buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
+                    for bucket in range(buckets):
+                        yield from self._compute("backward", work, cost.backward_compute_s / buckets,
+                                                 cost.backward_tp_comm_s / buckets, part=bucket)
+                        dp_pending.append(sim.data_parallel(self, plan.dp_grad_op, cost.grad_bytes / buckets,
+                                                            f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}"))
+                else:
+                    yield from self._compute("backward", work, cost.backward_compute_s, cost.backward_tp_comm_s)
+                if work.chunk > 0:
+                    sim.send(self, ("backward", step_index, work.microbatch, work.chunk - 1), work.chunk - 1)
+        if dp_pending:
+            started_at_s = env.now
+            yield env.all_of(dp_pending)
+            self.tally.dp_wait_s += env.now - started_at_s
+        started_at_s = env.now
+        yield env.timeout(plan.optimizer_s)
+        self.tally.optimizer_s += plan.optimizer_s
+        sim.recorder.compute(self, "compute", "optimizer", -1, started_at_s, env.now)
+        if plan.param_gather and sim.dp_size > 1:
+            started_at_s = env.now
+            param_bytes = sum(c.param_bytes for c in plan.chunks if c.stage == self.stage)
+            yield sim.data_parallel(self, "all_gather", param_bytes, "param all_gather")
+            self.tally.dp_wait_s += env.now - started_at_s
+
+    def _compute(self, phase: str, work, compute_s: float, tp_comm_s: float, part: int | None = None):
+        """One fused timeout for a (chunk, microbatch, phase) block: compute, then its tensor-parallel collectives."""
+        env = self.sim.env
+        started_at_s = env.now
+        yield env.timeout(compute_s + tp_comm_s)
+        self.tally.compute_s += compute_s
+        self.tally.tp_comm_s += tp_comm_s
+        name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
+        self.sim.recorder.compute(self, "compute", name, work.microbatch, started_at_s, started_at_s + compute_s)
+        if tp_comm_s > 0:
+            self.sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, started_at_s + compute_s,
+                                      env.now)
+
+    def _receive(self, key):
+        """Wait for a pipeline message; the wait counts as communication once the message is on the wire."""
+        env = self.sim.env
+        message = self.sim.inbox(self, key)
+        if message.arrived.triggered:
+            return
+        started_at_s = env.now
+        yield message.arrived
+        sent_at_s = message.sent_at_s if message.sent_at_s is not None else env.now
+        on_wire_s = env.now - max(started_at_s, sent_at_s)
+        self.tally.p2p_wait_s += on_wire_s
+        self.tally.bubble_wait_s += (env.now - started_at_s) - on_wire_s

@@ -1,0 +1,27 @@
+"""Flat event records of a simulation: one row per compute block, transfer and collective."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+COLUMNS = ["rank", "stream", "kind", "name", "microbatch", "start_s", "end_s", "bytes", "group"]
+
+
+class Recorder:
+    """Collects rows as tuples (cheap on the hot path) and builds the events table once at the end."""
+
+    def __init__(self):
+        self.rows: list[tuple] = []
+
+    def compute(self, agent, stream: str, name: str, microbatch: int, start_s: float, end_s: float) -> None:
+        kind = "comm" if stream == "tp" else "compute"
+        self.rows.append((agent.rank, stream, kind, name, microbatch, start_s, end_s, 0.0, agent.multiplicity))
+
+    def transfer(self, agent, stream: str, name: str, microbatch: int, start_s: float, end_s: float,
+                 size_bytes: float) -> None:
+        self.rows.append((agent.rank, stream, "comm", name, microbatch, start_s, end_s, size_bytes,
+                          agent.multiplicity))
+
+    def table(self) -> pd.DataFrame:
+        """Events as a DataFrame; ``group`` is how many GPUs the row stands for (1 when expanded)."""
+        return pd.DataFrame.from_records(self.rows, columns=COLUMNS)

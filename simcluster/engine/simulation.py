@@ -1,0 +1,206 @@
+"""The training-step simulation: SimPy environment, agents, network and recorder, owned by one object."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from simcluster import collectives, memory, network, programs, topology, workload
+from simcluster.config import Scenario
+from simcluster.engine.agents import Agent
+from simcluster.engine.network import NetworkDriver
+from simcluster.engine.recorder import Recorder
+from simcluster.network import TransferClass
+from simcluster.results import Result, summarize
+
+
+def engine_schedule(fabric, op: str, group, size_bytes: float) -> list:
+    """The steps the engine runs for a collective: NCCL's automatic choice, except that NVLS runs as a ring.
+
+    The engine's single network model carries the ring's measured link efficiencies; NVLS's in-switch reduction
+    would need its own (a known simplification, documented in docs/architecture.md).
+    """
+    steps = collectives.schedule(collectives.Collective(op=op, group=group, size_bytes=size_bytes), fabric)
+    if steps.algorithm == "nvls":
+        steps = collectives.schedule(collectives.Collective(op=op, group=group, size_bytes=size_bytes,
+                                                            algorithm="ring"), fabric)
+    return steps
+
+
+@dataclass(eq=False)
+class Message:
+    """A pipeline message to an agent: fires ``arrived`` when on the receiver; ``sent_at_s`` when put on the wire."""
+
+    arrived: simpy.Event
+    sent_at_s: float | None = None
+
+
+class Simulation:
+    """One scenario on one fabric with one network model.
+
+    ``expand=False`` (default) collapses each pipeline stage's data-, context- and tensor-parallel replicas into one
+    representative agent; the network still carries every replica's traffic, so contention is exact. ``expand=True``
+    runs one agent per GPU; both give the same step time on a symmetric fabric.
+    """
+
+    def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None):
+        self.scenario = scenario
+        self.memory = memory.check_fits(scenario)  # a layout that does not fit fails before anything is built
+        self.network_name = network_model or scenario.network
+        self.fabric = fabric or topology.from_scenario(scenario)
+        self.plan = programs.plan(scenario, self.fabric)
+        self.env = simpy.Environment()
+        # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
+        self.model = network.make(self.network_name, collectives.calibrated(self.fabric))
+        self.net = NetworkDriver(self.env, self.model)
+        self.recorder = Recorder()
+        self.expand = expand
+        layout = self.plan.layout
+        self.dp_size = layout.dp * layout.cp
+        if expand:
+            self.agents = [Agent(self, layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
+            self._agent_of_rank = {agent.rank: agent for agent in self.agents}
+        else:
+            self.agents = [Agent(self, s, [r for r in range(layout.world_size) if layout.coords(r)["pp"] == s])
+                           for s in range(layout.pp)]
+            self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
+        self._messages: dict = {}
+        self._dp_streams: dict[int, simpy.Event] = {}
+        self._rendezvous: dict = {}
+        self._schedules: dict = {}
+        self._pairs: dict = {}
+        self._groups: dict = {}
+        self._latency_s: dict[int, float] = {}
+
+    # ---- pipeline messages ------------------------------------------------------------------------------------
+    def inbox(self, agent: Agent, key) -> Message:
+        full_key = (agent.rank, key)
+        if full_key not in self._messages:
+            self._messages[full_key] = Message(self.env.event())
+        return self._messages[full_key]
+
+    def send(self, agent: Agent, key, chunk: int) -> None:
+        """Send the activation (or its gradient) of ``key`` from ``agent`` to the stage holding ``chunk``."""
+        plan = self.plan
+        dst_stage = plan.stage_of(chunk)
+        pairs = self._peer_pairs(agent, dst_stage)
+        receiver = self._agent_of_rank[int(pairs[0, 1])]
+        message = self.inbox(receiver, key)
+        message.sent_at_s = self.env.now
+        if dst_stage == agent.stage:
+            message.arrived.succeed()
+            return
+        started_at_s = self.env.now
+        done = self.net.transfer(TransferClass(pairs, plan.p2p_bytes, label="pp"))
+        done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))
+
+    def _peer_pairs(self, agent: Agent, stage: int) -> np.ndarray:
+        """(rank, same rank moved to pipeline ``stage``) for every rank ``agent`` stands for; cached."""
+        key = (agent.rank, stage)
+        if key not in self._pairs:
+            ranks = np.asarray(agent.ranks, dtype=np.int64)
+            self._pairs[key] = np.stack([ranks, self.plan.layout.moved(ranks, "pp", stage)], axis=1)
+        return self._pairs[key]
+
+    def _agent_groups(self, agent: Agent) -> list[tuple[int, ...]]:
+        """The data-parallel groups of ``agent``'s ranks (ranks holding the same parameters: their data- and
+        context-parallel peers), sorted; cached."""
+        if agent.rank not in self._groups:
+            layout = self.plan.layout
+            bases = np.unique(layout.moved(layout.moved(agent.ranks, "dp", 0), "cp", 0))
+            members = [layout.moved(layout.moved(bases, "dp", d), "cp", c)
+                       for d in range(layout.dp) for c in range(layout.cp)]
+            self._groups[agent.rank] = sorted(map(tuple, np.stack(members, axis=1).tolist()))
+        return self._groups[agent.rank]
+
+    def _delivered(self, agent: Agent, message: Message, key, started_at_s: float) -> None:
+        message.arrived.succeed()
+        phase, _step, microbatch, chunk = key
+        self.recorder.transfer(agent, "pp", f"send {phase} to c{chunk}", microbatch, started_at_s, self.env.now,
+                               self.plan.p2p_bytes)
+
+    # ---- data-parallel collectives ----------------------------------------------------------------------------
+    def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str) -> simpy.Event:
+        """Queue a collective over the data-parallel groups of ``agent``'s ranks on its data-parallel stream.
+
+        The collective starts when every member rank has reached it and finished its previous one (NCCL runs a
+        communicator's collectives in order); it returns the event of its completion.
+        """
+        done = self.env.event()
+        previous = self._dp_streams.get(agent.rank)
+        self._dp_streams[agent.rank] = done
+        self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done))
+        return done
+
+    def _join_collective(self, agent, op, size_bytes, name, previous, done):
+        if previous is not None and not previous.triggered:
+            yield previous
+        groups = self._agent_groups(agent)
+        key = (groups[0], name)
+        entry = self._rendezvous.setdefault(key, {"arrived": 0, "done": []})
+        entry["arrived"] += agent.multiplicity
+        entry["done"].append(done)
+        needed = sum(len(g) for g in groups)
+        if entry["arrived"] < needed:
+            return
+        del self._rendezvous[key]
+        started_at_s = self.env.now
+        yield from self._run_collective(op, groups, size_bytes)
+        self.recorder.transfer(agent, "dp", name, -1, started_at_s, self.env.now, size_bytes)
+        for event in entry["done"]:
+            event.succeed()
+
+    def _run_collective(self, op: str, groups: list[tuple[int, ...]], size_bytes: float):
+        """Drive a collective's steps through the network, all ``groups`` at once (identical schedules).
+
+        A step repeated k times (the 2(n-1) steps of a ring) runs once, then as one transfer of the remaining
+        (k-1) steps' bytes plus their software and path latencies: one event instead of k, and identical to k
+        separate steps while the rates do not change.
+        """
+        key = (op, tuple(groups), round(size_bytes))
+        if key not in self._schedules:
+            self._schedules[key] = collectives.merge([engine_schedule(self.fabric, op, g, size_bytes) for g in groups])
+        for step in self._schedules[key]:
+            if step.overhead_s > 0:
+                yield self.env.timeout(step.overhead_s)
+            if step.transfers:
+                yield self.env.all_of([self.net.transfer(tc) for tc in step.transfers])
+            if step.repeat > 1:
+                rest = step.repeat - 1
+                latency_s = max((self._class_latency_s(tc) for tc in step.transfers), default=0.0)
+                yield self.env.timeout(rest * step.overhead_s + (rest - 1) * latency_s)
+                if step.transfers:
+                    yield self.env.all_of([self.net.transfer(TransferClass(tc.pairs, rest * tc.size_bytes, tc.label))
+                                           for tc in step.transfers])
+
+    def _class_latency_s(self, transfers: TransferClass) -> float:
+        """Largest path latency among a class's pairs (what a network model adds at completion)."""
+        key = id(transfers)  # classes live in the cached schedules, so their ids stay valid
+        if key not in self._latency_s:
+            self._latency_s[key] = max(self.fabric.path_latency_s(int(src), int(dst)) for src, dst in transfers.pairs)
+        return self._latency_s[key]
+
+    # ---- run --------------------------------------------------------------------------------------------------
+    def run(self, steps: int | None = None, on_step=None) -> Result:
+        """Simulate ``steps`` optimizer steps; ``on_step(i)`` is called after each (for progress bars).
+
+        Steps end with a barrier over all ranks: the optimizer's gradient-norm all-reduce for clipping spans the
+        whole job (Megatron-LM clip_grad_norm), so no rank starts step i+1 before every rank has finished step i.
+        """
+        steps = steps or self.scenario.training.steps
+        started = time.perf_counter()
+        for index in range(steps):
+            processes = [self.env.process(agent.step(index)) for agent in self.agents]
+            self.env.run(until=self.env.all_of(processes))
+            if on_step is not None:
+                on_step(index)
+        wall_time_s = time.perf_counter() - started
+        t, m = self.scenario.training, self.scenario.model
+        flop = {
+            "model": workload.model_flop_per_step(m, t.seq_len, t.global_batch_size),
+            "hardware": workload.hardware_flop_per_step(m, t.seq_len, t.global_batch_size, t.activation_recompute),
+        }
+        return summarize(self, steps, flop, self.memory, wall_time_s)

@@ -1,0 +1,49 @@
+"""`simcluster run` as a user runs it: summary on stdout, files written, runs never overwritten."""
+
+import json
+
+
+def test_run_json_prints_the_contract_keys_and_writes_outputs(cli, write_scenario, small_scenario, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = cli("run", write_scenario(small_scenario), "--json", "--out", out)
+    assert code == 0
+    summary = json.loads(stdout)
+    from simcluster.results import SUMMARY_KEYS
+
+    assert set(SUMMARY_KEYS) <= set(summary)
+    assert summary["gpus"] == 16 and summary["network_model"] == "flow"
+    written = {p.name for p in out.iterdir()}
+    assert {"summary.json", "links.csv", "trace.json.gz", "timeline.png"} <= written
+    assert "events.csv" in written or "events.parquet" in written
+
+
+def test_second_run_goes_to_a_new_folder(cli, write_scenario, small_scenario, tmp_path):
+    out = tmp_path / "run"
+    path = write_scenario(small_scenario)
+    assert cli("run", path, "--out", out, "--json")[0] == 0
+    first = (out / "summary.json").read_text()
+    assert cli("run", path, "--out", out, "--json", "--network", "analytic")[0] == 0
+    assert (out / "summary.json").read_text() == first  # untouched
+    assert json.loads((tmp_path / "run-2" / "summary.json").read_text())["network_model"] == "analytic"
+
+
+def test_readable_summary_table(cli, write_scenario, small_scenario, tmp_path):
+    code, stdout, _ = cli("run", write_scenario(small_scenario), "--out", tmp_path / "o")
+    assert code == 0
+    for label in ("step time", "exposed communication", "pipeline bubble", "MFU", "memory: activations"):
+        assert label in stdout
+
+
+def test_unknown_network_model_is_a_user_error(cli, write_scenario, small_scenario, tmp_path):
+    code, _, err = cli("run", write_scenario(small_scenario), "--network", "psychic", "--out", tmp_path / "o")
+    assert code == 2 and err.startswith("error: --network: unknown network model 'psychic'")
+
+
+def test_layout_that_does_not_fit_fails_before_simulating(cli, write_scenario, small_scenario, tmp_path):
+    small_scenario["model"] = "gpt3-175b"
+    small_scenario["parallelism"] = {"tp": 1, "pp": 1, "dp": 16}
+    small_scenario["training"]["global_batch_size"] = 16
+    code, _, err = cli("run", write_scenario(small_scenario), "--out", tmp_path / "o")
+    assert code == 2
+    assert "error: parallelism:" in err and "weights" in err and "optimizer" in err
+    assert not (tmp_path / "o").exists()

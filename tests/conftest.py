@@ -1,0 +1,49 @@
+"""Shared fixtures: scenario files written from dicts, and the CLI invoked in-process."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simcluster.cli import main
+
+SMALL = {
+    "name": "small",
+    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2, "nic": "connectx-7", "topology": "rail-fat-tree"},
+    "model": "gpt3-1.3b",
+    "training": {"seq_len": 2048, "global_batch_size": 32, "micro_batch_size": 1, "precision": "bf16"},
+    "parallelism": {"tp": 2, "pp": 2, "dp": 4},
+}
+
+
+@pytest.fixture
+def small_scenario() -> dict:
+    """A 16-GPU 3D-parallel scenario as a plain dict, to be edited by a test."""
+    return copy.deepcopy(SMALL)
+
+
+@pytest.fixture
+def write_scenario(tmp_path):
+    """Write a dict (or raw text) as a scenario file and return its path."""
+
+    def write(data, name: str = "scenario.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `simcluster ARGS` in-process; returns (exit_code, stdout, stderr)."""
+
+    def invoke(*args: str):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke

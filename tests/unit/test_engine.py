@@ -1,0 +1,106 @@
+"""The training engine against hand composition of its parts (analytic network: no contention)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+
+import pytest
+
+from simcluster import collectives, config, network, topology
+from simcluster.engine import Simulation, simulate
+from simcluster.engine.simulation import engine_schedule
+
+
+def scenario(**overrides):
+    data = {
+        "name": "t",
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7",
+                    "topology": "rail-fat-tree"},
+        "model": {"layers": 8, "hidden": 2048, "heads": 16, "vocab": 32000},
+        "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1},
+        "parallelism": {"tp": 1, "pp": 1, "dp": 8},
+        "network": "analytic",
+    }
+    for path, value in overrides.items():
+        *parents, leaf = path.split("__")
+        node = data
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return config.from_dict(data)
+
+
+def test_pure_data_parallel_step_is_compute_plus_exposed_allreduce():
+    # one microbatch per replica, one gradient bucket: nothing can overlap the all-reduce
+    spec = scenario(parallelism__grad_bucket_size="100 GB", parallelism__zero_stage=0)
+    sim = Simulation(spec)
+    result = sim.run()
+    plan = sim.plan
+    (chunk,) = plan.chunks
+    fabric = topology.from_scenario(spec)
+    steps = engine_schedule(fabric, "allreduce", list(range(8)), chunk.grad_bytes)
+    allreduce_s = collectives.simulate(steps, network.make("analytic", collectives.calibrated(fabric)))
+    by_hand = chunk.forward_compute_s + chunk.backward_compute_s + allreduce_s + plan.optimizer_s
+    assert result.summary["step_time_s"] == pytest.approx(by_hand, rel=1e-9)
+    assert result.summary["exposed_comm_s"] == pytest.approx(allreduce_s, rel=1e-9)
+
+
+def test_gradient_buckets_hide_all_but_the_last_bucket():
+    one = simulate(scenario(parallelism__grad_bucket_size="100 GB", parallelism__zero_stage=0))
+    many = simulate(scenario(parallelism__grad_bucket_size="10 MB", parallelism__zero_stage=0))
+    assert many.summary["step_time_s"] < one.summary["step_time_s"]
+    assert many.summary["exposed_comm_s"] < 0.5 * one.summary["exposed_comm_s"]
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe"])
+def test_pipeline_bubble_matches_closed_form(schedule):
+    pp, m = 4, 8
+    spec = scenario(cluster__gpus_per_node=4, parallelism__pp=pp, parallelism__dp=1, parallelism__schedule=schedule,
+                    training__global_batch_size=m)
+    sim = Simulation(spec)
+    # the closed form assumes identical stages (no embedding/logits) and free pipeline messages
+    middle = sim.plan.chunks[1]
+    sim.plan.chunks = [dataclasses.replace(middle, chunk=c.chunk, stage=c.stage) for c in sim.plan.chunks]
+    with_messages_s = Simulation(spec).run().summary["step_time_s"]
+    sim.plan.p2p_bytes = 0.0
+    step = sim.run().summary["step_time_s"] - sim.plan.optimizer_s
+    t_f, t_b = middle.forward_compute_s, middle.backward_compute_s
+    # Narayanan et al. 2021: m + pp - 1 slots of t_f + t_b; the bubble is (pp-1)/(m+pp-1) of the step
+    assert step == pytest.approx((m + pp - 1) * (t_f + t_b), rel=1e-9)
+    assert (step - m * (t_f + t_b)) / step == pytest.approx((pp - 1) / (m + pp - 1), rel=1e-9)
+    assert with_messages_s > step  # real messages only add time
+
+
+def test_collapsed_and_expanded_give_the_same_step_time_at_256_gpus():
+    spec = scenario(cluster__nodes=32, parallelism__tp=4, parallelism__pp=4, parallelism__dp=16,
+                    training__global_batch_size=64, network="flow",
+                    model={"layers": 16, "hidden": 2048, "heads": 16, "vocab": 32000})
+    collapsed = simulate(spec)
+    expanded = simulate(spec, expand=True)
+    assert collapsed.summary["agents"] == 4 and expanded.summary["agents"] == 256
+    assert expanded.summary["step_time_s"] == pytest.approx(collapsed.summary["step_time_s"], rel=1e-9)
+
+
+def test_trace_is_valid_chrome_trace_json(tmp_path):
+    spec = scenario(cluster__gpus_per_node=4, parallelism__pp=2, parallelism__dp=2, training__global_batch_size=8)
+    result = simulate(spec)
+    result.write(tmp_path)
+    with gzip.open(tmp_path / "trace.json.gz", "rt") as handle:
+        trace = json.load(handle)
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    names = [e for e in trace["traceEvents"] if e["ph"] == "M"]
+    assert spans and names
+    assert {e["pid"] for e in spans} <= {e["pid"] for e in names if e["name"] == "process_name"}
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
+    assert {e["tid"] for e in spans} >= {0, 2}  # compute and pipeline streams both visible
+    assert json.loads((tmp_path / "summary.json").read_text())["step_time_s"] == result.summary["step_time_s"]
+
+
+def test_summary_has_the_design_contract_keys():
+    from simcluster.results import SUMMARY_KEYS
+
+    summary = simulate(scenario()).summary
+    assert set(SUMMARY_KEYS) <= set(summary)
+    assert 0 < summary["mfu"] <= summary["hfu"] < 1

@@ -1,0 +1,157 @@
+"""The flow model: max-min fair rates between transfer classes, checked against closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simcluster import hardware, topology
+from simcluster.flow import FlowNetwork
+from simcluster.network import TransferClass
+
+H100 = hardware.gpu("h100-sxm")
+CX7 = hardware.nic("connectx-7")
+PCIE5 = hardware.pcie("pcie-gen5")
+NIC_BYTES_PER_S = 400e9 / 8          # ConnectX-7 line rate, the bottleneck of GPU -> PCIe -> NIC -> switch
+NVLINK_BYTES_PER_S = 450e9
+NDR_HOP_S = hardware.switch("infiniband-ndr").latency
+ROCE_HOP_S = hardware.switch("ethernet-roce").latency
+GIB = 2.0**30
+
+
+def build(name, gpus, gpus_per_node=8, **options):
+    return topology.build(name, gpus=gpus, gpus_per_node=gpus_per_node, gpu=H100, nic=CX7, options=options)
+
+
+def run(net: FlowNetwork, classes: list[tuple[float, TransferClass]]) -> dict[int, float]:
+    """Start classes at their times, drive the model to the end; returns completion time per handle."""
+    pending = sorted(classes, key=lambda item: item[0])
+    done: dict[int, float] = {}
+    while pending or net.next_completion_s() < np.inf:
+        next_start_s = pending[0][0] if pending else np.inf
+        next_done_s = net.next_completion_s()
+        if next_start_s <= next_done_s:
+            start_s, transfers = pending.pop(0)
+            net.advance(start_s)
+            net.start(transfers, start_s)
+        else:
+            for handle in net.advance(next_done_s):
+                done[handle] = next_done_s
+    return done
+
+
+def test_single_class_on_idle_fabric_runs_at_bottleneck_plus_latency():
+    fabric = build("rail-fat-tree", 16)
+    size_bytes = GIB
+    (t,) = run(FlowNetwork(fabric), [(0.0, TransferClass([[0, 8]], size_bytes))]).values()
+    latency_s = 2 * PCIE5.latency + 2 * CX7.latency + NDR_HOP_S     # same rail: one leaf hop
+    assert t == pytest.approx(size_bytes / NIC_BYTES_PER_S + latency_s, rel=1e-12)
+
+
+def test_ring_step_inside_a_node_runs_at_nvlink_rate():
+    fabric = build("nvswitch-node", 8)
+    ring = [[i, (i + 1) % 8] for i in range(8)]
+    (t,) = run(FlowNetwork(fabric), [(0.0, TransferClass(ring, GIB / 8))]).values()
+    # each GPU sends one flow and receives one: every NVSwitch port carries one flow per direction
+    assert t == pytest.approx(GIB / 8 / NVLINK_BYTES_PER_S + hardware.switch("nvswitch").latency, rel=1e-12)
+
+
+def test_two_jobs_crossing_one_oversubscribed_spine_each_get_half_the_bandwidth():
+    # 8 NICs per leaf at 50 GB/s, 4:1 oversubscribed onto a single spine: 8 * 50 / 4 = 100 GB/s up per leaf.
+    fabric = build("leaf-spine", 16, hosts_per_leaf=8, oversubscription=4, spines=1)
+    job_a = TransferClass([[0, 8], [1, 9]], GIB, "job a")      # server 0 -> server 1, two flows
+    job_b = TransferClass([[2, 10], [3, 11]], GIB, "job b")
+    latency_s = 2 * PCIE5.latency + 2 * CX7.latency + 3 * ROCE_HOP_S  # leaf, spine, leaf
+    # alone, a job's two flows fill the 100 GB/s uplink exactly: each runs at the NIC rate
+    (alone,) = run(FlowNetwork(fabric), [(0.0, job_a)]).values()
+    assert alone == pytest.approx(GIB / NIC_BYTES_PER_S + latency_s, rel=1e-12)
+    # together four flows share 100 GB/s: 25 GB/s each, half of what each job had alone
+    together = run(FlowNetwork(fabric), [(0.0, job_a), (0.0, job_b)])
+    for t in together.values():
+        assert t == pytest.approx(GIB / (NIC_BYTES_PER_S / 2) + latency_s, rel=1e-12)
+
+
+def test_rates_are_recomputed_when_a_class_finishes():
+    fabric = build("leaf-spine", 16, hosts_per_leaf=8, oversubscription=4, spines=1)
+    big = TransferClass([[0, 8], [1, 9]], 3 * GIB)
+    small = TransferClass([[2, 10], [3, 11]], GIB)
+    latency_s = 2 * PCIE5.latency + 2 * CX7.latency + 3 * ROCE_HOP_S
+    done = run(FlowNetwork(fabric), [(0.0, big), (0.0, small)])
+    half = NIC_BYTES_PER_S / 2
+    small_sent_s = GIB / half                        # both at half rate until the small one has sent
+    assert done[1] == pytest.approx(small_sent_s + latency_s, rel=1e-12)
+    # the big one has 3 GiB - 1 GiB left, now alone at the full NIC rate
+    assert done[0] == pytest.approx(small_sent_s + 2 * GIB / NIC_BYTES_PER_S + latency_s, rel=1e-12)
+
+
+def test_late_start_shares_only_the_remaining_bytes():
+    fabric = build("leaf-spine", 16, hosts_per_leaf=8, oversubscription=4, spines=1)
+    first = TransferClass([[0, 8], [1, 9]], GIB)
+    second = TransferClass([[2, 10], [3, 11]], GIB)
+    start_s = 0.25 * GIB / NIC_BYTES_PER_S           # first has sent a quarter alone
+    latency_s = 2 * PCIE5.latency + 2 * CX7.latency + 3 * ROCE_HOP_S
+    done = run(FlowNetwork(fabric), [(0.0, first), (start_s, second)])
+    half = NIC_BYTES_PER_S / 2
+    first_sent_s = start_s + 0.75 * GIB / half
+    assert done[0] == pytest.approx(first_sent_s + latency_s, rel=1e-12)
+    # second: 0.75 GiB at half rate, then the last 0.25 GiB alone at the full rate
+    assert done[1] == pytest.approx(first_sent_s + 0.25 * GIB / NIC_BYTES_PER_S + latency_s, rel=1e-12)
+
+
+def test_class_runs_at_its_most_constrained_member_and_others_take_the_leftover():
+    fabric = build("rail-fat-tree", 16)
+    mixed = TransferClass([[0, 8], [1, 2]], GIB)     # one pair over the NIC (50 GB/s), one over NVLink
+    nvlink = TransferClass([[1, 3]], GIB)           # shares GPU 1's NVSwitch port (450 GB/s) with mixed
+    net = FlowNetwork(fabric)
+    a = net.start(mixed, 0.0)
+    b = net.start(nvlink, 0.0)
+    rates = net.class_rates_bytes_per_s()
+    assert rates[a] == pytest.approx(NIC_BYTES_PER_S)
+    assert rates[b] == pytest.approx(NVLINK_BYTES_PER_S - NIC_BYTES_PER_S)
+
+
+def test_link_bytes_count_every_pair_crossing_a_link():
+    fabric = build("rail-fat-tree", 32)
+    ring = np.array([[i, (i + 1) % 32] for i in range(32)])
+    net = FlowNetwork(fabric)
+    run(net, [(0.0, TransferClass(ring, 1e6)), (1e-6, TransferClass(ring[:5], 3e6))])
+    expected = np.zeros(fabric.links)
+    for pairs, size_bytes in ((ring, 1e6), (ring[:5], 3e6)):
+        for s, d in pairs:
+            expected[fabric.path_links(int(s), int(d))] += size_bytes
+    np.testing.assert_allclose(net.link_bytes, expected, rtol=1e-9)
+    assert np.all(net.link_busy_s[expected > 0] > 0)
+    assert np.all(net.link_busy_s[expected == 0] == 0)
+
+
+def test_empty_and_zero_byte_classes_complete_after_latency_only():
+    fabric = build("rail-fat-tree", 16)
+    net = FlowNetwork(fabric)
+    done = run(net, [(1.0, TransferClass(np.zeros((0, 2)), 1e9)), (2.0, TransferClass([[0, 8]], 0.0)),
+                     (3.0, TransferClass([[4, 4]], 1e9))])
+    assert done[0] == 1.0
+    assert done[1] == pytest.approx(2.0 + fabric.path_latency_s(0, 8))
+    assert done[2] == 3.0                            # a GPU sending to itself crosses no link
+
+
+def test_utilisation_of_a_saturated_link_is_one():
+    fabric = build("rail-fat-tree", 16)
+    net = FlowNetwork(fabric)
+    done = run(net, [(0.0, TransferClass([[0, 8]], GIB))])
+    sent_s = GIB / NIC_BYTES_PER_S
+    nic_up = [k for k in fabric.path_links(0, 8) if fabric.link_bytes_per_s[k] == NIC_BYTES_PER_S][0]
+    assert net.utilisation(sent_s)[nic_up] == pytest.approx(1.0)
+    assert done[0] > sent_s
+
+
+def test_ring_class_on_three_tier_fabric_runs_at_its_tightest_link_share():
+    # routing at 16k GPUs is exercised in benchmarks/topology.py; here a 1,024-GPU three-tier fabric
+    fabric = build("rail-fat-tree", 1024, radix=16)
+    ring = np.stack([np.arange(1024), (np.arange(1024) + 1) % 1024], axis=1)
+    net = FlowNetwork(fabric)
+    handle = net.start(TransferClass(ring, 1e6), 0.0)
+    rate = net.class_rates_bytes_per_s()[handle]
+    links, counts = fabric.links_of(ring)
+    # one rate for the class: the tightest link divides its capacity among the pairs that cross it
+    assert rate == pytest.approx(np.min(fabric.link_bytes_per_s[links] / counts))
+    assert np.all(net.link_load_bytes_per_s() <= fabric.link_bytes_per_s * (1 + 1e-12))

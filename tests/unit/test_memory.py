@@ -1,0 +1,138 @@
+"""Memory model: ZeRO accounting, Korthikanti et al. 2022 activation equations, in-flight microbatches."""
+
+import pytest
+
+from simcluster import config, memory, model
+from simcluster.workload import Shard
+
+
+def scenario(model_name="gpt3-1.3b", gpus=1, tp=1, pp=1, dp=1, cp=1, batch=None, seq_len=2048,
+             micro_batch=1, recompute="none", zero_stage=0, schedule="1f1b", virtual_stages=1,
+             attention="flash", gpu="h100-sxm"):
+    batch = batch or dp * micro_batch * 8
+    return config.from_dict({
+        "cluster": {"gpu": gpu, "gpus_per_node": gpus, "nodes": 1},
+        "model": model_name,
+        "training": {"seq_len": seq_len, "global_batch_size": batch, "micro_batch_size": micro_batch,
+                     "activation_recompute": recompute, "attention": attention},
+        "parallelism": {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "zero_stage": zero_stage,
+                        "schedule": schedule, "virtual_stages": virtual_stages},
+    })
+
+
+def test_model_states_are_2_2_12_bytes_per_parameter_without_sharding():
+    s = scenario("gpt3-1.3b")
+    params = s.model.params
+    b = memory.per_gpu_memory(s)
+    assert (b.weights_bytes, b.gradients_bytes, b.optimizer_bytes) == (2 * params, 2 * params, 12 * params)
+
+
+@pytest.mark.parametrize("stage, sharded", [(0, ()), (1, ("optimizer",)), (2, ("optimizer", "gradients")),
+                                            (3, ("optimizer", "gradients", "weights"))])
+def test_zero_stages_shard_states_over_data_parallel_ranks(stage, sharded):
+    base = memory.per_gpu_memory(scenario(gpus=8, dp=8, zero_stage=0))
+    b = memory.per_gpu_memory(scenario(gpus=8, dp=8, zero_stage=stage))
+    for part in ("weights", "gradients", "optimizer"):
+        expected = getattr(base, f"{part}_bytes") / (8 if part in sharded else 1)
+        assert getattr(b, f"{part}_bytes") == pytest.approx(expected)
+
+
+def test_pipeline_stages_hold_all_parameters_exactly_once_for_untied_embeddings():
+    spec = model.preset("llama2-7b")
+    total = sum(memory.stage_params(spec, tp=1, pp=4, stage=i) for i in range(4))
+    assert total == spec.params
+
+
+def test_tensor_parallel_ranks_hold_one_tp_th_of_the_matrices():
+    spec = model.preset("gpt3-175b")
+    h = spec.hidden
+    per_rank = memory.layer_params_per_rank(spec, 8)
+    assert per_rank == pytest.approx(12 * h * h / 8, rel=0.002)   # 12h^2 of matrices, biases/norms negligible
+
+
+def _gpt(tp=1, sp=True, recompute="none", attention="naive", s=2048, b=1):
+    return model.preset("gpt3-175b"), Shard(seq_len=s, micro_batch=b, tp=tp, sequence_parallel=sp,
+                                             recompute=recompute, attention=attention)
+
+
+def test_activations_without_parallelism_match_korthikanti_eq1():
+    spec, shard = _gpt()
+    s, b, h, a = 2048, 1, 12288, 96
+    assert memory.layer_activation_bytes(spec, shard) == pytest.approx(s * b * h * (34 + 5 * a * s / h))
+
+
+def test_activations_with_tensor_parallel_match_korthikanti_eq2():
+    spec, shard = _gpt(tp=8, sp=False)
+    s, b, h, a, t = 2048, 1, 12288, 96, 8
+    expected = s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
+    assert memory.layer_activation_bytes(spec, shard) == pytest.approx(expected)
+
+
+def test_activations_with_tensor_and_sequence_parallel_match_korthikanti_eq4():
+    spec, shard = _gpt(tp=8, sp=True)
+    s, b, h, a, t = 2048, 1, 12288, 96, 8
+    assert memory.layer_activation_bytes(spec, shard) == pytest.approx(s * b * h / t * (34 + 5 * a * s / h))
+
+
+def test_selective_recompute_and_flash_attention_drop_the_score_term():
+    s, b, h, t = 2048, 2, 12288, 8
+    for recompute, attention in (("selective", "naive"), ("none", "flash"), ("selective", "flash")):
+        spec, shard = _gpt(tp=t, recompute=recompute, attention=attention, b=b)
+        assert memory.layer_activation_bytes(spec, shard) == pytest.approx(34 * s * b * h / t)
+
+
+def test_full_recompute_keeps_only_the_layer_input():
+    s, b, h = 2048, 1, 12288
+    spec, shard = _gpt(tp=1, recompute="full")
+    assert memory.layer_activation_bytes(spec, shard) == 2 * s * b * h
+    spec, shard = _gpt(tp=8, sp=True, recompute="full")
+    assert memory.layer_activation_bytes(spec, shard) == pytest.approx(2 * s * b * h / 8)
+
+
+def test_context_parallel_divides_stored_activations_by_cp():
+    spec = model.preset("llama3-8b")
+    one = memory.layer_activation_bytes(spec, Shard(seq_len=32768, micro_batch=1, cp=1))
+    four = memory.layer_activation_bytes(spec, Shard(seq_len=32768, micro_batch=1, cp=4))
+    assert four == pytest.approx(one / 4)
+
+
+def test_1f1b_stage_i_holds_pp_minus_i_microbatches_and_gpipe_all():
+    assert [len(memory.in_flight_chunks("1f1b", 8, 1, 64, i)) for i in range(8)] == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert [len(memory.in_flight_chunks("1f1b", 8, 1, 3, i)) for i in (0, 6)] == [3, 2]
+    assert len(memory.in_flight_chunks("gpipe", 8, 1, 64, 5)) == 64
+
+
+def test_interleaved_first_stage_matches_korthikanti_interleaving_factor():
+    # Korthikanti et al. 2022, section 4.2.3: the first stage of the interleaved schedule holds
+    # L * (1 + (p - 1) / (p * m)) layers' activations, m = model chunks per rank
+    spec = model.preset("gpt3-175b")
+    shard = Shard(seq_len=2048, micro_batch=1, tp=8, recompute="selective")
+    p, v, L = 8, 3, 96
+    per_layer = 34 * 2048 * 12288 / 8
+    held = memory.stage_activation_bytes(spec, shard, "1f1b", p, v, 64, stage=0)
+    embedding_masks = memory.embedding_activation_bytes(spec, shard) * sum(
+        1 for c in memory.in_flight_chunks("1f1b", p, v, 64, 0) if c == 0)
+    assert held - embedding_masks == pytest.approx(L * (1 + (p - 1) / (p * v)) * per_layer)
+
+
+def test_last_stage_carries_the_fp32_logits_of_one_microbatch():
+    spec = model.preset("gpt3-1.3b")
+    shard = Shard(seq_len=2048, micro_batch=1, tp=2)
+    last = memory.stage_activation_bytes(spec, shard, "1f1b", 4, 1, 16, stage=3)
+    layers = 24 // 4
+    expected_logits = 4 * 2048 * 50257 / 2
+    assert last - layers * memory.layer_activation_bytes(spec, shard) == pytest.approx(
+        expected_logits, rel=0.15)   # plus the norm and projection inputs, 2 * 2 * s * h / t
+
+
+def test_worst_stage_is_the_largest_and_rows_add_up_to_total():
+    s = scenario("gpt3-2.7b", gpus=4, pp=4, batch=32)
+    worst = memory.per_gpu_memory(s)
+    stages = [memory.per_gpu_memory(s, i) for i in range(4)]
+    assert worst.total_bytes == max(b.total_bytes for b in stages)
+    assert sum(value for _, value in worst.rows()) == pytest.approx(worst.total_bytes)
+
+
+def test_bundled_default_scenario_fits_on_h100():
+    breakdown = memory.check_fits(config.load())
+    assert breakdown.total_bytes < config.load().cluster.gpu.hbm_capacity
