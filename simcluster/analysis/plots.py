@@ -141,8 +141,8 @@ def loss_vs_time(curve: dict, report: dict, title: str) -> Figure:
     ax.axhline(curve["loss_floor"], linestyle=":", color="0.4", linewidth=1.0,
                label=f"floor at this N (unlimited data): {curve['loss_floor']:.3f}")
     reached_day = report["time_to_target_s"] / SECONDS_PER_DAY
-    ax.axhline(report["loss"], linestyle="--", color="C1", linewidth=1.0,
-               label=f"target {report['loss']:.3f}")
+    what = "target" if report.get("target_loss") is not None else "loss at the token budget"
+    ax.axhline(report["loss"], linestyle="--", color="C1", linewidth=1.0, label=f"{what} {report['loss']:.3f}")
     ax.axvline(reached_day, linestyle="--", color="C1", linewidth=1.0)
     ax.plot([reached_day], [report["loss"]], marker="o", color="C1",
             label=f"reached after {reached_day:.3g} days, {report['gpu_hours']:.3g} GPU-h, "
