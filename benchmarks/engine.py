@@ -21,7 +21,7 @@ def llama405b(nodes: int, dp: int, gbs: int) -> config.Scenario:
                     "topology": "rail-fat-tree"},
         "model": "llama3-405b",
         "training": {"seq_len": 8192, "global_batch_size": gbs, "micro_batch_size": 1,
-                     "activation_recompute": "selective"},
+                     "activation_recompute": "full"},
         "parallelism": {"tp": 8, "pp": 16, "dp": dp, "virtual_stages": 1, "zero_stage": 1},
     })
 

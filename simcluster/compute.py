@@ -85,19 +85,29 @@ def efficiency(op: Op, gpu: GpuSpec) -> Efficiency:
     return Efficiency(_table()["gemm"]["ceiling"], bandwidth_fraction)
 
 
+def sustained_fraction() -> float:
+    """Tensor-core throughput sustained in training relative to a short benchmark (efficiency.yaml)."""
+    return _table()["sustained_fraction"]
+
+
 def launch_overhead_s() -> float:
     """Per-kernel launch cost (efficiency.yaml, launch_overhead_source)."""
     return _table()["launch_overhead_s"]
 
 
-def op_time_s(op: Op, gpu: GpuSpec, precision: str) -> float:
-    """Roofline time of one kernel: max(compute time, HBM time) + launch overhead."""
+def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> float:
+    """Roofline time of one kernel: max(compute time, HBM time) + launch overhead.
+
+    ``sustained`` (training): compute throughput is scaled by ``sustained_fraction``; False gives the time of the
+    kernel in a short benchmark, which is what the GEMM ceiling was measured as.
+    """
     eff = efficiency(op, gpu)
     op_precision = precision if op.kind == "gemm" else _NON_GEMM_PRECISION.get(precision, precision)
     compute_s = 0.0
     if op.flop > 0:
         peak_flop_per_s = gpu.peak_flop_per_s(op_precision)
-        compute_s = op.flop * eff.executed_flop_ratio / (peak_flop_per_s * eff.flop_fraction)
+        compute_s = op.flop * eff.executed_flop_ratio / (peak_flop_per_s * eff.flop_fraction
+                                                       * (sustained_fraction() if sustained else 1.0))
     memory_s = op.hbm_bytes / (gpu.hbm_bandwidth * eff.bandwidth_fraction)
     return max(compute_s, memory_s) + launch_overhead_s()
 
@@ -108,5 +118,5 @@ def ops_time_s(ops: list[Op], gpu: GpuSpec, precision: str) -> float:
 
 
 def achieved_flop_per_s(op: Op, gpu: GpuSpec, precision: str) -> float:
-    """Counted FLOP over roofline time: what a profiler-based benchmark of this kernel would report."""
-    return op.flop / op_time_s(op, gpu, precision)
+    """Counted FLOP over roofline time: what a short benchmark of this kernel would report."""
+    return op.flop / op_time_s(op, gpu, precision, sustained=False)

@@ -85,6 +85,14 @@ class Parallelism(_Strict):
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
     order: str = Field("tp-cp-pp-dp", description="rank order, innermost first")
     grad_bucket_size: str = Field("25 MB", description="data-parallel gradient bucket (PyTorch DDP default 25 MB)")
+    grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="precision of the gradient reduction (Megatron-LM reduces in fp32 when training in bf16)")
+    overlap_grad_reduce: bool = Field(
+        True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
+    tp_comm_overlap: bool = Field(
+        False, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers)")
+    overlap_param_gather: bool = Field(
+        False, description="ZeRO >= 1: gather updated parameters during the next step's forward (Megatron-Core)")
 
     @field_validator("order")
     @classmethod

@@ -123,15 +123,17 @@ def plan(scenario: Scenario, fabric) -> StepPlan:
                 bwd_s += _phase_s(ops, BACKWARD_PHASES, gpu, precision)
                 fwd_flop += _phase_flop(ops, ("forward",))
                 bwd_flop += _phase_flop(ops, BACKWARD_PHASES)
-        param_bytes = memory.chunk_params(m, p.tp, layers, first, last, p.pp) * element_bytes
+        params = memory.chunk_params(m, p.tp, layers, first, last, p.pp)
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,
-            forward_compute_s=fwd_s, forward_tp_comm_s=layers * tp_cost["forward"],
-            backward_compute_s=bwd_s, backward_tp_comm_s=layers * tp_cost["backward"],
-            forward_flop=fwd_flop, backward_flop=bwd_flop, grad_bytes=param_bytes, param_bytes=param_bytes,
+            forward_compute_s=fwd_s, forward_tp_comm_s=exposed_tp_s(p, layers * tp_cost["forward"], fwd_s),
+            backward_compute_s=bwd_s, backward_tp_comm_s=exposed_tp_s(p, layers * tp_cost["backward"], bwd_s),
+            forward_flop=fwd_flop, backward_flop=bwd_flop,
+            grad_bytes=params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * element_bytes,
         ))
 
     stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / element_bytes for s in range(p.pp)]
+    # ZeRO >= 1 shards the optimizer over the data- and context-parallel ranks holding the same parameters
     sharded = max(stage_params) / (p.dp * p.cp if p.zero_stage >= 1 else 1)
     orders = [pipeline_order(p.schedule, p.pp, s, scenario.microbatches, p.virtual_stages) for s in range(p.pp)]
     p2p_bytes = activation_bytes / (p.tp if p.sequence_parallel else 1)
@@ -141,6 +143,18 @@ def plan(scenario: Scenario, fabric) -> StepPlan:
         optimizer_s=optimizer_time_s(sharded, gpu), dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage >= 1, stage_params=stage_params,
     )
+
+
+def exposed_tp_s(parallelism, tp_comm_s: float, compute_s: float) -> float:
+    """Tensor-parallel communication left on the critical path of a block.
+
+    Without overlap all of it; with Transformer Engine's userbuffers overlap the GEMM and its collective are split
+    into ``splits`` pipelined chunks and only one chunk's communication (or what exceeds the compute) is exposed.
+    """
+    if not parallelism.tp_comm_overlap:
+        return tp_comm_s
+    splits = _engine_constants()["tp_comm_overlap"]["splits"]
+    return max(tp_comm_s - compute_s, tp_comm_s / splits)
 
 
 def context_parallel_s(scenario: Scenario, fabric, layout: Layout) -> dict[str, float]:

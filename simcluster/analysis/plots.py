@@ -1,8 +1,10 @@
 """Figures, in one style (``simcluster/data/simcluster.mplstyle``), written as PNG and PDF by ``save``.
 
-The only module of simcluster that imports matplotlib. It never touches pyplot or the global backend: figures
-are ``matplotlib.figure.Figure`` objects, which render through Agg (PNG) and the PDF backend without a
-display, so the module is safe headless, in tests and inside other people's notebooks alike.
+The style and figure helpers of ``simcluster.analysis`` (the only package that imports matplotlib; its other
+modules, ``scaling``, ``heatmap`` and ``timeline``, build on ``figure``, ``styled`` and ``save``). Nothing here
+touches pyplot or the global backend: figures are ``matplotlib.figure.Figure`` objects, which render through Agg
+(PNG) and the PDF backend without a display, so the package is safe headless, in tests, in worker processes and
+inside other people's notebooks alike.
 """
 
 from __future__ import annotations
@@ -50,14 +52,14 @@ def figure(nrows: int = 1, ncols: int = 1, width_in: float | None = None, height
     return fig, (axes[0, 0] if nrows == ncols == 1 else axes.ravel())
 
 
-def save(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write ``<out_dir>/<stem>.png`` and ``.pdf``; returns the two paths."""
+def save(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``<out_dir>/<stem>.png`` and ``.pdf`` (or the given ``formats``); returns the paths."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ScenarioError("--out", f"cannot create {str(out)!r}: {err.strerror}") from None
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    paths = [out / f"{stem}.{suffix}" for suffix in formats]
     with matplotlib.style.context(style_path()):
         for path in paths:
             fig.savefig(path)
@@ -198,4 +200,57 @@ def projection(rows: list[dict], phase: dict, constraints: Sequence[str]) -> Fig
     present = sorted({name for row in phase["binding"] for name in row}, key=index.get)
     right.legend(handles=[Patch(color=_CONSTRAINT_COLORS[name], label=name) for name in present],
                  loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+# ---- topology comparison -----------------------------------------------------------------------------------
+_PARTS = (("compute_s", "compute", "#0072B2"), ("exposed_comm_s", "exposed communication", "#D55E00"),
+          ("pipeline_bubble_s", "pipeline bubble", "#E69F00"))
+
+
+@styled
+def step_breakdown(runs: Sequence[dict], title: str = "Step time per fabric") -> Figure:
+    """Horizontal stacked bars, one per run (``{'label', 'summary'}``): compute, exposed communication and pipeline
+    bubble (their sum is the step time, results.summarize), with the step time and MFU written at the end."""
+    fig, ax = figure(width_in=8.0, height_in=1.6 + 0.55 * len(runs))
+    labels = [run["label"] for run in runs]
+    y = np.arange(len(runs))
+    left = np.zeros(len(runs))
+    for key, name, colour in _PARTS:
+        widths = np.array([float(run["summary"][key]) for run in runs])
+        ax.barh(y, widths, left=left, height=0.6, color=colour, label=name)
+        left += widths
+    for index, run in enumerate(runs):
+        s = run["summary"]
+        ax.text(left[index], index, f"  {s['step_time_s']:.3g} s, MFU {s['mfu']:.1%}", va="center", fontsize=8.5)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, left.max() * 1.3)
+    ax.set_xlabel("time per optimizer step (s)")
+    ax.grid(axis="y", visible=False)
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(runs) < 4 else -0.1), ncols=3)
+    return fig
+
+
+@styled
+def loss_over_time(curves: Sequence[dict], target_loss: float, title: str = "Loss over wall-clock time") -> Figure:
+    """L(t) per run (``{'label', 'curve': economics.loss_curve(...), 'report': economics.time_to_target(...)}``),
+    the target loss and the day each run reaches it."""
+    fig, ax = figure(width_in=7.5)
+    floor = min(item["curve"]["loss_floor"] for item in curves)
+    for item in curves:
+        curve, report = item["curve"], item["report"]
+        line, = ax.plot(curve["time_s"] / SECONDS_PER_DAY, curve["loss"],
+                        label=f"{item['label']}: {report['time_to_target_s'] / SECONDS_PER_DAY:.3g} days, "
+                              f"${report['cost_usd'] / 1e6:.3g}M")
+        ax.plot([report["time_to_target_s"] / SECONDS_PER_DAY], [target_loss], marker="o", color=line.get_color())
+    ax.axhline(target_loss, linestyle="--", color="0.3", linewidth=1.0, label=f"target loss {target_loss:.3f}")
+    ax.set_xlim(0.0, max(item["curve"]["time_s"][-1] for item in curves) / SECONDS_PER_DAY)
+    high = target_loss + 2.5 * (target_loss - floor)
+    ax.set_ylim(floor - 0.1 * (high - floor), high)
+    ax.set_xlabel("wall-clock time (days)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
     return fig

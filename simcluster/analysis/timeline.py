@@ -1,19 +1,22 @@
-"""One-page timeline (Gantt) of a simulated step: a row per (rank, stream), bars coloured by kind of work."""
+"""Timeline (Gantt) of a simulated step: a row per (rank, stream), bars coloured by kind of work.
+
+Built on ``plots.figure`` (the simcluster style, no pyplot, no global backend). With the symmetry collapse the
+events hold one representative rank per pipeline stage (column ``group``: how many GPUs it stands for).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from simcluster.analysis.plots import figure, save, styled
 
 STREAM_ORDER = ["compute", "tp", "pp", "dp"]
-COLOURS = {"forward": "#4C72B0", "backward": "#55A868", "optimizer": "#8172B2", "tp": "#C44E52",
-           "pp": "#DD8452", "dp": "#937860"}
+COLOURS = {"forward": "#0072B2", "backward": "#009E73", "optimizer": "#CC79A7", "tp": "#D55E00",
+           "pp": "#E69F00", "dp": "#56B4E9"}
 LABELS = {"forward": "forward", "backward": "backward (+recompute)", "optimizer": "optimizer",
           "tp": "tensor-parallel comm", "pp": "pipeline send/recv", "dp": "data-parallel comm"}
 
@@ -25,13 +28,17 @@ def _colour_key(stream: str, name: str) -> str:
     return first if first in COLOURS else "forward"
 
 
-def plot_timeline(events: pd.DataFrame, path: Path, title: str = "", max_ranks: int = 32) -> Path:
-    """Draw the events of the first ``max_ranks`` ranks as horizontal bars (time in ms) and save a PNG."""
+@styled
+def timeline(events: pd.DataFrame, title: str = "", max_ranks: int = 32, until_s: float | None = None) -> Figure:
+    """Events of the first ``max_ranks`` ranks as horizontal bars (time in ms); ``until_s`` keeps the events that
+    start before it (e.g. the first step's time, for a run of several steps)."""
     ranks = sorted(events["rank"].unique())[:max_ranks]
     shown = events[events["rank"].isin(ranks)]
+    if until_s is not None:
+        shown = shown[shown["start_s"] < until_s]
     lanes = [(r, s) for r in ranks for s in STREAM_ORDER if ((shown["rank"] == r) & (shown["stream"] == s)).any()]
     lane_index = {lane: i for i, lane in enumerate(lanes)}
-    fig, ax = plt.subplots(figsize=(14, max(3.0, 0.28 * len(lanes) + 1.5)))
+    fig, ax = figure(width_in=12.0, height_in=max(3.0, 0.22 * len(lanes) + 1.6))
     keys = [_colour_key(s, n) for s, n in zip(shown["stream"], shown["name"], strict=True)]
     for key, group in shown.groupby(pd.Series(keys, index=shown.index)):
         ys = [lane_index[(r, s)] for r, s in zip(group["rank"], group["stream"], strict=True)]
@@ -39,11 +46,17 @@ def plot_timeline(events: pd.DataFrame, path: Path, title: str = "", max_ranks: 
                 color=COLOURS.get(key, "#999999"), linewidth=0)
     ax.set_yticks(range(len(lanes)), [f"rank {r} {s}" for r, s in lanes], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("time (ms)")
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("simulated time (ms)")
     ax.set_title(title or "step timeline")
     ax.legend(handles=[Patch(color=c, label=LABELS[k]) for k, c in COLOURS.items()], loc="upper center",
-              bbox_to_anchor=(0.5, -0.12), ncol=6, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+              bbox_to_anchor=(0.5, -0.08 if len(lanes) > 12 else -0.2), ncols=6)
+    return fig
+
+
+def plot_timeline(events: pd.DataFrame, path: Path, title: str = "", max_ranks: int = 32) -> Path:
+    """Draw ``timeline`` and write it as a PNG at ``path`` (used by ``simcluster run``)."""
+    path = Path(path)
+    fig = timeline(events, title=title, max_ranks=max_ranks)
+    save(fig, path.parent, path.stem, formats=(path.suffix.lstrip(".") or "png",))
     return path

@@ -29,9 +29,12 @@ def fail(field: str, message: str) -> None:
 
 # ---- subcommand registration: one import per module, each registers its commands on `app` ----
 from simcluster.cli import collective as _collective  # noqa: E402,F401
+from simcluster.cli import compare as _compare  # noqa: E402,F401
 from simcluster.cli import laws as _laws  # noqa: E402,F401
+from simcluster.cli import replay as _replay  # noqa: E402,F401
 from simcluster.cli import run as _run  # noqa: E402,F401
 from simcluster.cli import schema as _schema  # noqa: E402,F401
+from simcluster.cli import sweep as _sweep  # noqa: E402,F401
 from simcluster.cli import validate as _validate  # noqa: E402,F401
 
 # ---- end of registration ----

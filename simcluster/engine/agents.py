@@ -45,44 +45,69 @@ class Agent:
     def step(self, step_index: int):
         sim, plan = self.sim, self.sim.plan
         env, last_chunk = sim.env, plan.chunk_count - 1
+        options = sim.scenario.parallelism
+        data_parallel = sim.dp_size > 1
+        gathered = {}
+        if data_parallel and plan.param_gather and options.overlap_param_gather:
+            # Megatron-Core overlap_param_gather: the parameters updated by the previous step are gathered chunk by
+            # chunk while this step's forward runs; a chunk's first forward waits for its own gather
+            for chunk in sorted({w.chunk for w in plan.orders[self.stage]}):
+                gathered[chunk] = sim.data_parallel(self, "all_gather", plan.chunks[chunk].param_bytes,
+                                                    f"param all_gather c{chunk}")
         dp_pending = []
         for work in plan.orders[self.stage]:
             cost = plan.chunks[work.chunk]
+            if work.chunk in gathered:
+                yield from self._wait_data_parallel([gathered.pop(work.chunk)])
+            if data_parallel and options.zero_stage == 3:
+                # ZeRO-3: the chunk's parameters are gathered before each use (not prefetched: conservative)
+                yield from self._wait_data_parallel([sim.data_parallel(
+                    self, "all_gather", cost.param_bytes, f"zero3 all_gather c{work.chunk}")])
             if work.phase == "forward":
                 if work.chunk > 0:
                     yield from self._receive(("forward", step_index, work.microbatch, work.chunk))
                 yield from self._compute("forward", work, cost.forward_compute_s, cost.forward_tp_comm_s)
                 if work.chunk < last_chunk:
                     sim.send(self, ("forward", step_index, work.microbatch, work.chunk + 1), work.chunk + 1)
+                continue
+            if work.chunk < last_chunk:
+                yield from self._receive(("backward", step_index, work.microbatch, work.chunk))
+            final = work.microbatch == plan.microbatches - 1
+            if final and data_parallel and options.overlap_grad_reduce:
+                # last backward of this chunk: gradients become final bucket by bucket and are reduced while the
+                # rest of the backward runs (PyTorch DDP / Megatron-Core overlap_grad_reduce)
+                buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
+                for bucket in range(buckets):
+                    yield from self._compute("backward", work, cost.backward_compute_s / buckets,
+                                             cost.backward_tp_comm_s / buckets, part=bucket)
+                    dp_pending.append(sim.data_parallel(self, plan.dp_grad_op, cost.grad_bytes / buckets,
+                                                        f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}"))
             else:
-                if work.chunk < last_chunk:
-                    yield from self._receive(("backward", step_index, work.microbatch, work.chunk))
-                if work.microbatch == plan.microbatches - 1 and sim.dp_size > 1:
-                    # last backward of this chunk: gradients become final bucket by bucket and are reduced
-                    # while the rest of the backward runs (PyTorch DDP / Megatron overlap_grad_reduce)
-                    buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
-                    for bucket in range(buckets):
-                        yield from self._compute("backward", work, cost.backward_compute_s / buckets,
-                                                 cost.backward_tp_comm_s / buckets, part=bucket)
-                        dp_pending.append(sim.data_parallel(self, plan.dp_grad_op, cost.grad_bytes / buckets,
-                                                            f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}"))
-                else:
-                    yield from self._compute("backward", work, cost.backward_compute_s, cost.backward_tp_comm_s)
-                if work.chunk > 0:
-                    sim.send(self, ("backward", step_index, work.microbatch, work.chunk - 1), work.chunk - 1)
-        if dp_pending:
-            started_at_s = env.now
-            yield env.all_of(dp_pending)
-            self.tally.dp_wait_s += env.now - started_at_s
+                yield from self._compute("backward", work, cost.backward_compute_s, cost.backward_tp_comm_s)
+            if work.chunk > 0:
+                sim.send(self, ("backward", step_index, work.microbatch, work.chunk - 1), work.chunk - 1)
+        if data_parallel and not options.overlap_grad_reduce:
+            # one reduction of each chunk's gradient buffer after the whole backward (Megatron-LM's 2021 DDP)
+            for chunk in sorted({w.chunk for w in plan.orders[self.stage]}, reverse=True):
+                dp_pending.append(sim.data_parallel(self, plan.dp_grad_op, plan.chunks[chunk].grad_bytes,
+                                                    f"grad {plan.dp_grad_op} c{chunk}"))
+        yield from self._wait_data_parallel(dp_pending)
         started_at_s = env.now
         yield env.timeout(plan.optimizer_s)
         self.tally.optimizer_s += plan.optimizer_s
         sim.recorder.compute(self, "compute", "optimizer", -1, started_at_s, env.now)
-        if plan.param_gather and sim.dp_size > 1:
-            started_at_s = env.now
+        if data_parallel and plan.param_gather and not options.overlap_param_gather:
             param_bytes = sum(c.param_bytes for c in plan.chunks if c.stage == self.stage)
-            yield sim.data_parallel(self, "all_gather", param_bytes, "param all_gather")
-            self.tally.dp_wait_s += env.now - started_at_s
+            yield from self._wait_data_parallel([sim.data_parallel(self, "all_gather", param_bytes,
+                                                                   "param all_gather")])
+
+    def _wait_data_parallel(self, events):
+        """Block the compute stream on data-parallel collectives; the wait is exposed communication."""
+        pending = [event for event in events if not event.triggered]
+        if pending:
+            started_at_s = self.sim.env.now
+            yield self.sim.env.all_of(pending)
+            self.tally.dp_wait_s += self.sim.env.now - started_at_s
 
     def _compute(self, phase: str, work, compute_s: float, tp_comm_s: float, part: int | None = None):
         """One fused timeout for a (chunk, microbatch, phase) block: compute, then its tensor-parallel collectives."""

@@ -1,0 +1,101 @@
+"""Figures of a GPU-count sweep: throughput and scaling efficiency, time and cost to a target loss, with the
+diminishing-returns knee (``diminishing.knee``) marked on every series.
+
+Input: the series of ``sweep.table``, each ``{'label', 'rows': diminishing.sweep_table(...), 'knee': {...},
+'law', 'target_loss'}``. GPU counts go on a log2 axis, so doubling steps are evenly spaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from simcluster.analysis.plots import SECONDS_PER_DAY, figure, styled
+
+
+def _gpu_axis(ax, counts: Sequence[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(counts))))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.0f}"))
+    ax.set_xlabel("GPUs (log2 scale)")
+    if len(set(counts)) > 7:
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+
+
+def _counts(series: Sequence[dict]) -> list[int]:
+    return [row["gpus"] for group in series for row in group["rows"]]
+
+
+def _mark_knee(ax, group: dict, colour, key: str, scale: float = 1.0, annotate: bool = True) -> None:
+    knee = group["knee"]
+    row = next(r for r in group["rows"] if r["gpus"] == knee["knee_gpus"])
+    if knee["first_below_gpus"] is None:
+        return  # efficiency never fell below the threshold: no knee inside the sweep
+    ax.plot([row["gpus"]], [row[key] * scale], marker="D", markersize=9, markerfacecolor="none",
+            markeredgewidth=1.6, color=colour, linestyle="none")
+    if annotate:
+        ax.annotate(f"knee {row['gpus']:,}", (row["gpus"], row[key] * scale), textcoords="offset points",
+                    xytext=(-8, -16), ha="right", fontsize=8, color=colour)
+
+
+@styled
+def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure:
+    """Left: cluster throughput vs GPUs, with linear scaling from each series' smallest run dashed.
+    Right: scaling efficiency tokens/s(n) / (n/n0 * tokens/s(n0)), the threshold and the knee (diamond)."""
+    fig, (left, right) = figure(1, 2, width_in=11.0, height_in=4.4)
+    for group in series:
+        rows = group["rows"]
+        gpus = [r["gpus"] for r in rows]
+        tps = [r["tokens_per_s"] for r in rows]
+        line, = left.plot(gpus, tps, marker="o", label=group["label"])
+        left.plot(gpus, [tps[0] * n / gpus[0] for n in gpus], linestyle="--", linewidth=1.0,
+                  color=line.get_color(), alpha=0.6)
+        right.plot(gpus, [r["efficiency"] for r in rows], marker="o", color=line.get_color(), label=group["label"])
+        _mark_knee(right, group, line.get_color(), "efficiency")
+    for ax in (left, right):
+        _gpu_axis(ax, _counts(series))
+    left.set_yscale("log")
+    left.set_ylabel("throughput (tokens/s)")
+    left.set_title("Throughput (dashed: linear scaling)")
+    left.legend(loc="upper left")
+    right.axhline(threshold, linestyle=":", color="0.3", linewidth=1.0, label=f"threshold {threshold:.0%}")
+    low = min(min(r["efficiency"] for r in group["rows"]) for group in series)
+    right.set_ylim(min(low, threshold) - 0.05, 1.05)
+    right.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.0%}"))
+    right.set_ylabel("scaling efficiency (vs. smallest run)")
+    right.set_title("Scaling efficiency (diamond: knee)")
+    right.legend(loc="lower left")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+@styled
+def time_and_cost(series: Sequence[dict], title: str = "") -> Figure:
+    """Left: wall-clock days to the target loss vs GPUs. Right: cost in USD (GPU-hours x price). Knees marked."""
+    fig, (left, right) = figure(1, 2, width_in=11.0, height_in=4.4)
+    for group in series:
+        rows = group["rows"]
+        gpus = [r["gpus"] for r in rows]
+        line, = left.plot(gpus, [r["time_to_target_s"] / SECONDS_PER_DAY for r in rows], marker="o",
+                          label=group["label"])
+        right.plot(gpus, [r["cost_usd"] / 1e6 for r in rows], marker="o", color=line.get_color(),
+                   label=group["label"])
+        _mark_knee(left, group, line.get_color(), "time_to_target_s", 1.0 / SECONDS_PER_DAY, annotate=False)
+        _mark_knee(right, group, line.get_color(), "cost_usd", 1e-6)
+    for ax in (left, right):
+        _gpu_axis(ax, _counts(series))
+    left.set_yscale("log")
+    left.set_ylabel("time to target loss (days)")
+    left.set_title("Time to target")
+    left.legend(loc="upper right")
+    right.set_ylabel("cost to target loss (million USD)")
+    right.set_title("Cost to target (diamond: knee)")
+    right.legend(loc="upper left")
+    first = series[0]
+    fig.suptitle(title or f"To loss {first['target_loss']:.3f} ({first['law']} law)")
+    return fig

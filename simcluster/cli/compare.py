@@ -1,0 +1,172 @@
+"""`simcluster compare`: one scenario on several fabrics (and GPU counts), side by side.
+
+    simcluster compare gpt3-175b-1024-h100 --topology rail-fat-tree --topology leaf-spine:oversubscription=4
+    simcluster compare SCENARIO --topology leaf-spine --option leaf-spine.oversubscription=2 --gpus 512 --gpus 2048
+
+A fabric is ``NAME[:key=value,...]``: a builtin (``simcluster.topology.BUILTIN``) or a topology file, with the
+options of its builder (``cluster.topology_options``, docs/topologies.md). ``--gpus`` moves the scenario to that
+many GPUs the way ``sweep`` does (data parallelism absorbs the count, the global batch follows it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from simcluster import config, economics, laws, sweep, topology
+from simcluster.cli import app, fail
+from simcluster.cli.run import check_network, unique_dir
+from simcluster.errors import ScenarioError
+from simcluster.units import SECONDS, fmt
+
+TOPOLOGY_HELP = ("fabric NAME[:key=value,...], repeatable; e.g. rail-fat-tree, leaf-spine:oversubscription=4 "
+                 f"(builtins: {', '.join(topology.BUILTIN)}); default: the scenario's")
+OPTION_HELP = "builder option NAME.key=value for every --topology NAME (topology.key=value: for all), repeatable"
+LAW_HELP = "scaling law for the time to target: chinchilla | chinchilla-refit | kaplan"
+DAYS = 86400.0
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")
+
+
+def _label(task: sweep.Task, several_counts: bool) -> str:
+    return f"{task.params['topology']} @ {task.params['gpus']:,} GPUs" if several_counts else task.params["topology"]
+
+
+def _simulate(task: sweep.Task, network: str | None):
+    """(scenario, fabric, result) of one comparison point; the fabric is kept for the link heatmap."""
+    if task.error is not None:
+        raise ScenarioError(task.params["topology"], task.error)
+    from simcluster.engine import simulate
+
+    scenario = config.from_dict(task.scenario, source="compare")
+    fabric = topology.from_scenario(scenario)
+    return scenario, fabric, simulate(scenario, network=network, fabric=fabric)
+
+
+def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
+    table = Table(title=f"to loss {target_loss:.3f} ({law.name} law)")
+    table.add_column("quantity")
+    for run in runs:
+        table.add_column(escape(run["label"]), justify="right")
+    rows = [
+        ("GPUs", lambda s, e: f"{s['gpus']:,}"),
+        ("layout (tp x cp x pp x dp)", lambda s, e: "{tp} x {cp} x {pp} x {dp}".format(**s["layout"])),
+        ("step time", lambda s, e: fmt(s["step_time_s"], SECONDS, 4)),
+        ("  compute", lambda s, e: fmt(s["compute_s"], SECONDS, 4)),
+        ("  exposed communication", lambda s, e: fmt(s["exposed_comm_s"], SECONDS, 4)),
+        ("  pipeline bubble", lambda s, e: fmt(s["pipeline_bubble_s"], SECONDS, 4)),
+        ("tokens/s", lambda s, e: f"{s['tokens_per_s']:,.0f}"),
+        ("MFU", lambda s, e: f"{s['mfu']:.1%}"),
+        ("busiest link utilisation", lambda s, e: f"{s['busiest_link_utilisation']:.1%}"),
+        ("cost per step", lambda s, e: f"${s['cost_per_step_usd']:.2f}"),
+        ("time to target", lambda s, e: f"{e['time_to_target_s'] / DAYS:.3g} days"),
+        ("GPU-hours to target", lambda s, e: f"{e['gpu_hours']:.3g}"),
+        ("cost to target", lambda s, e: f"${e['cost_usd']:,.0f}"),
+    ]
+    for name, cell in rows:
+        table.add_row(name, *[cell(run["summary"], run["economics"]) for run in runs])
+    return table
+
+
+def _write_csv(runs: list[dict], path: Path) -> Path:
+    fields = ["label", "topology", "gpus", "step_time_s", "compute_s", "exposed_comm_s", "pipeline_bubble_s",
+              "tokens_per_s", "mfu", "busiest_link_utilisation", "cost_per_step_usd", "target_loss",
+              "time_to_target_s", "gpu_hours", "cost_usd"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for run in runs:
+            merged = {"label": run["label"], **run["params"], **run["summary"], **run["economics"]}
+            writer.writerow({key: merged.get(key) for key in fields})
+    return path
+
+
+@app.command()
+def compare(
+    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
+    topologies: list[str] = typer.Option([], "--topology", help=TOPOLOGY_HELP),
+    gpus: list[int] = typer.Option([], "--gpus", min=1, help="GPU count(s) to run at, repeatable; default: the "
+                                   "scenario's"),
+    options: list[str] = typer.Option([], "--option", help=OPTION_HELP),
+    target_loss: float | None = typer.Option(None, "--target-loss", help="loss to reach (nats/token); default: "
+                                             "the loss of a compute-optimal run of the model"),
+    law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
+    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-compare/; never "
+                                    "overwritten)"),
+    as_json: bool = typer.Option(False, "--json", help="print the runs (summary, economics) as JSON on stdout"),
+) -> None:
+    """Run a scenario on each fabric (and GPU count): step time, MFU, communication, links, time and cost to a
+    target loss, side by side; writes compare.csv/json and the plots."""
+    check_network(network)
+    chosen = laws.get(law)
+    if target_loss is not None:
+        laws.check_positive(target_loss, "--target-loss")
+    spec = config.load(scenario)
+    base = spec.model_dump(mode="json")
+    fabric_specs = sweep.fabrics(topologies, options, base)
+    if len(set(gpus)) != len(gpus):
+        fail("--gpus", f"counts repeat: {gpus}")
+    tasks = sweep.grid(base, list(gpus) or None, fabric_specs, network=network)
+    console = Console(stderr=True)
+    runs, failures = [], []
+    for task in tasks:
+        label = _label(task, len(gpus) > 1)
+        with console.status(f"simulating {label} ..."):
+            try:
+                run_spec, fabric, result = _simulate(task, network)
+            except ScenarioError as err:
+                failures.append((label, err))
+                console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
+                continue
+        target = target_loss if target_loss is not None else sweep.default_target_loss(run_spec, chosen)
+        report = economics.time_to_target(result.summary, run_spec, chosen, target_loss=target)
+        runs.append({"label": label, "params": task.params, "scenario": run_spec, "fabric": fabric,
+                     "summary": result.summary, "links": result.links, "economics": report})
+    if not runs:
+        label, err = failures[0]
+        raise ScenarioError(err.field, f"{err.message} (every run failed; first: {label})")
+    target = runs[0]["economics"]["target_loss"]
+    out_dir = unique_dir(out or Path("runs") / f"{spec.name}-compare")
+    written = _outputs(runs, out_dir, chosen, target, spec.name)
+    if as_json:
+        typer.echo(json.dumps(_json(runs, chosen, failures), indent=2, default=str))
+        return
+    Console().print(_table(runs, chosen, target))
+    typer.echo(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
+
+
+def _json(runs: list[dict], chosen: laws.Law, failures: list) -> dict:
+    return {"law": chosen.name,
+            "runs": [{"label": r["label"], "params": r["params"], "summary": r["summary"], "economics": r["economics"]}
+                     for r in runs],
+            "failed": [{"label": label, "error": str(err)} for label, err in failures]}
+
+
+def _outputs(runs: list[dict], out_dir: Path, chosen: laws.Law, target: float, name: str) -> list[Path]:
+    from simcluster.analysis import heatmap, plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [_write_csv(runs, out_dir / "compare.csv"), out_dir / "compare.json"]
+    written[1].write_text(json.dumps(_json(runs, chosen, []), indent=2, default=str) + "\n")
+    written += plots.save(plots.step_breakdown(runs, title=f"{name}: step time per fabric"), out_dir, "breakdown")
+    duration_s = 1.3 * max(run["economics"]["time_to_target_s"] for run in runs)
+    curves = [{"label": run["label"], "report": run["economics"],
+               "curve": economics.loss_curve(run["summary"], run["scenario"], chosen, duration_s)} for run in runs]
+    written += plots.save(plots.loss_over_time(curves, target, title=f"{name}: loss over wall-clock time "
+                                               f"({chosen.name} law)"), out_dir, "loss_vs_time")
+    top = max(run["summary"]["busiest_link_utilisation"] for run in runs)
+    for run in runs:
+        figure = heatmap.link_utilisation(run["links"], run["fabric"], title=f"Link utilisation: {run['label']}",
+                                          vmax=top)
+        written += plots.save(figure, out_dir, f"links-{slug(run['label'])}")
+    return written

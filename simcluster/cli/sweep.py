@@ -1,0 +1,134 @@
+"""`simcluster sweep`: a grid of runs over GPU counts, fabrics and varied fields; scaling plots and the knee.
+
+    simcluster sweep gpt3-175b-1024-h100 --gpus 64,128,...,8192 \\
+        --topology rail-fat-tree --topology leaf-spine:oversubscription=4 --jobs 2
+    simcluster sweep SCENARIO --gpus 256,512 --vary parallelism.tp=4,8 --scheduler tcp://10.0.0.5:8786
+
+Runs go to local processes (``--jobs``, default one per CPU) or to a Dask cluster (``--scheduler``, needs
+``simcluster[distributed]``). Every run leaves a shard in ``OUT/shards/``; running the same command again reuses
+them and computes only what is missing (``--fresh`` recomputes everything). How grid points are built:
+``simcluster.sweep``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from simcluster import config, diminishing, laws, sweep
+from simcluster.cli import app
+from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
+from simcluster.cli.run import check_network
+from simcluster.errors import ScenarioError
+
+DAYS = 86400.0
+
+
+def _results_table(frame, groups: list[dict]) -> Table:
+    table = Table(title=f"to loss {groups[0]['target_loss']:.3f} ({groups[0]['law']} law)" if groups else "sweep")
+    table.add_column("series", overflow="fold")
+    for column in ("GPUs", "tokens/s", "effic.", "MFU", "step", "days", "cost"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in frame[frame["status"] == "ok"].itertuples(index=False):
+        table.add_row(escape(row.series), f"{row.gpus:,}", f"{row.tokens_per_s:.3g}", f"{row.efficiency:.1%}",
+                      f"{row.mfu:.1%}", f"{row.step_time_s:.3f} s", f"{row.time_to_target_s / DAYS:.3g}",
+                      f"${row.cost_usd / 1e6:.3g}M")
+    return table
+
+
+def _failures_table(failed: list[dict]) -> Table:
+    table = Table(title=f"{len(failed)} failed run(s)")
+    table.add_column("parameters")
+    table.add_column("error")
+    for shard in failed:
+        params = ", ".join(f"{key}={value}" for key, value in shard["params"].items())
+        table.add_row(escape(params), escape(f"{shard['status']}: {shard['error']}"))
+    return table
+
+
+def _knee_line(group: dict) -> str:
+    knee = group["knee"]
+    if knee["first_below_gpus"] is None:
+        return (f"{group['label']}: efficiency stays >= {knee['threshold']:.0%} up to {knee['knee_gpus']:,} GPUs "
+                f"({knee['knee_efficiency']:.1%})")
+    return (f"{group['label']}: knee at {knee['knee_gpus']:,} GPUs ({knee['knee_efficiency']:.1%}); "
+            f"{knee['first_below_gpus']:,} GPUs fall to {knee['first_below_efficiency']:.1%}")
+
+
+@app.command("sweep")
+def sweep_command(
+    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU counts, e.g. 64,128,...,16384 (doublings) or "
+                                    "64,96,128; default: the scenario's"),
+    topologies: list[str] = typer.Option([], "--topology", help=TOPOLOGY_HELP),
+    options: list[str] = typer.Option([], "--option", help=OPTION_HELP),
+    vary: list[str] = typer.Option([], "--vary", help="scenario field and values, e.g. parallelism.tp=4,8 or "
+                                   "micro_batch_size=1,2 (repeatable; fixing parallelism.dp or "
+                                   "training.global_batch_size stops their scaling with the GPU count)"),
+    jobs: int | None = typer.Option(None, "--jobs", min=1, help="local worker processes (default: one per CPU; "
+                                    "1: in this process)"),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT "
+                                         "(needs simcluster[distributed])"),
+    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    target_loss: float | None = typer.Option(None, "--target-loss", help="loss to reach (nats/token); default: "
+                                             "the loss of a compute-optimal run of the model"),
+    law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
+    threshold: float = typer.Option(diminishing.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold",
+                                    help="scaling efficiency below which more GPUs are deemed wasteful (knee)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); rerunning "
+                                    "into the same folder resumes"),
+    fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
+    as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),
+) -> None:
+    """Grid of runs (GPU counts x fabrics x varied fields) on local processes or a Dask cluster, resumable;
+    writes results (CSV or Parquet), throughput/efficiency and time/cost-to-target plots with the knee."""
+    check_network(network)
+    chosen = laws.get(law)
+    if target_loss is not None:
+        laws.check_positive(target_loss, "--target-loss")
+    if jobs is not None and scheduler is not None:
+        raise ScenarioError("--jobs", "give --jobs (local processes) or --scheduler (Dask), not both")
+    spec = config.load(scenario)
+    base = spec.model_dump(mode="json")
+    counts = sweep.parse_gpus(gpus) if gpus else None
+    tasks = sweep.grid(base, counts, sweep.fabrics(topologies, options, base), sweep.parse_vary(vary), network)
+    out_dir = out or Path("runs") / f"{spec.name}-sweep"
+    console = Console(stderr=True)
+    with sweep.executor(jobs, scheduler) as (pool, slots), Progress(
+            TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, transient=as_json) as progress:
+        bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
+        run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,
+                             on_done=lambda shard, reused: progress.advance(bar))
+    if not run.summaries:
+        first = run.failed[0]
+        raise ScenarioError("sweep", f"all {len(tasks)} runs failed; first ({first['params']}): {first['error']}")
+    frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
+    written = [sweep.write_table(frame, out_dir)]
+    report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
+              "series": groups, "failed": run.failed}
+    written.append(out_dir / "sweep.json")
+    written[-1].write_text(json.dumps(report, indent=1, default=str) + "\n")
+    from simcluster.analysis import plots, scaling
+
+    written += plots.save(scaling.scaling(groups, threshold, title=f"{spec.name}: scaling"), out_dir, "scaling")
+    written += plots.save(scaling.time_and_cost(groups, title=f"{spec.name}: to loss {groups[0]['target_loss']:.3f} "
+                                                f"({chosen.name} law)"), out_dir, "time_and_cost")
+    if as_json:
+        typer.echo(json.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
+        return
+    console = Console()
+    console.print(_results_table(frame, groups))
+    for group in groups:
+        console.print(escape(_knee_line(group)), highlight=False)
+    if run.failed:
+        console.print(_failures_table(run.failed))
+    console.print(f"{len(tasks)} runs: {len(run.executed)} computed, {len(run.reused)} reused from shards, "
+                  f"{len(run.failed)} failed", highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False)

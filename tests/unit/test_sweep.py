@@ -1,0 +1,217 @@
+"""simcluster.sweep: grid points built by hand-checkable rules, shards that make a sweep resumable, failures
+that are reported without sinking the sweep."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from simcluster import config, laws, sweep
+from simcluster.errors import ScenarioError
+
+TINY = {
+    "name": "tiny",
+    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7", "topology": "rail-fat-tree"},
+    "model": "gpt3-1.3b",
+    "training": {"seq_len": 2048, "global_batch_size": 16, "micro_batch_size": 1},
+    "parallelism": {"tp": 2, "pp": 2, "dp": 2},
+    "network": "analytic",
+}
+
+
+@pytest.fixture
+def base() -> dict:
+    return config.from_dict(copy.deepcopy(TINY)).model_dump(mode="json")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count engine calls (the runs actually simulated) through the module's engine seam."""
+    calls = []
+    real = sweep._simulate
+
+    def simulate(scenario, network, steps):
+        calls.append(scenario.cluster.gpus)
+        return real(scenario, network, steps)
+
+    monkeypatch.setattr(sweep, "_simulate", simulate)
+    return calls
+
+
+# ---- parsing ---------------------------------------------------------------------------------------------------
+def test_fabric_spec_reads_typed_options_and_lists():
+    spec = sweep.parse_fabric("leaf-spine:oversubscription=4,spines=8")
+    assert spec.name == "leaf-spine" and dict(spec.options) == {"oversubscription": 4, "spines": 8}
+    assert spec.label == "leaf-spine:oversubscription=4,spines=8"
+    torus = sweep.parse_fabric("torus:dims=[4,4,2]")
+    assert dict(torus.options) == {"dims": [4, 4, 2]}
+    with pytest.raises(ScenarioError, match="not key=value"):
+        sweep.parse_fabric("leaf-spine:oversubscription")
+
+
+def test_option_flag_applies_to_the_named_fabric_only(base):
+    specs = sweep.fabrics(["rail-fat-tree", "leaf-spine"], ["leaf-spine.oversubscription=2"], base)
+    assert [s.label for s in specs] == ["rail-fat-tree", "leaf-spine:oversubscription=2"]
+    with pytest.raises(ScenarioError, match="no --topology named 'torus'"):
+        sweep.fabrics(["leaf-spine"], ["torus.dims=[2,2]"], base)
+
+
+def test_gpu_list_with_ellipsis_doubles_between_its_neighbours():
+    assert sweep.parse_gpus("64,128,...,1024") == [64, 128, 256, 512, 1024]
+    assert sweep.parse_gpus("8,...,64") == [8, 16, 32, 64]
+    assert sweep.parse_gpus("64,96,128") == [64, 96, 128]
+    with pytest.raises(ScenarioError, match="repeat"):
+        sweep.parse_gpus("64,64")
+
+
+def test_bare_field_names_resolve_to_their_one_section():
+    assert sweep.parse_vary(["tp=4,8", "training.micro_batch_size=1,2", "schedule=gpipe,1f1b"]) == {
+        "parallelism.tp": [4, 8], "training.micro_batch_size": [1, 2], "parallelism.schedule": ["gpipe", "1f1b"]}
+    with pytest.raises(ScenarioError, match="--gpus"):
+        sweep.parse_vary(["gpus=8,16"])
+    with pytest.raises(ScenarioError, match="--topology"):
+        sweep.parse_vary(["cluster.topology=torus"])
+
+
+# ---- grid points -----------------------------------------------------------------------------------------------
+def test_scaling_to_more_gpus_grows_dp_and_keeps_microbatches_per_replica(base):
+    # 64 GPUs at tp=2, pp=2, cp=1: dp = 64/4 = 16; 16 sequences over dp=2 is 8 per replica, so 8 * 16 = 128
+    scaled = sweep.scale_to_gpus(base, 64)
+    assert scaled["cluster"]["nodes"] == 8
+    assert scaled["parallelism"] == {**base["parallelism"], "dp": 16}
+    assert scaled["training"]["global_batch_size"] == 128
+    before, after = config.from_dict(base), config.from_dict(scaled)
+    assert after.microbatches == before.microbatches == 8
+
+
+def test_fixed_global_batch_is_kept_and_fixed_dp_is_not_rescaled(base):
+    scaled = sweep.scale_to_gpus(base, 32, fixed=frozenset({"training.global_batch_size"}))
+    assert scaled["parallelism"]["dp"] == 8 and scaled["training"]["global_batch_size"] == 16
+    unscaled = sweep.scale_to_gpus(base, 32, fixed=frozenset({"parallelism.dp"}))
+    assert unscaled["parallelism"]["dp"] == 2  # the layout check then rejects tp*pp*dp = 8 != 32
+
+
+def test_grid_is_the_product_of_fabrics_values_and_counts(base):
+    fabrics = [sweep.parse_fabric("rail-fat-tree"), sweep.parse_fabric("leaf-spine:oversubscription=2")]
+    tasks = sweep.grid(base, [8, 16, 32], fabrics, {"parallelism.pp": [1, 2]})
+    assert len(tasks) == 2 * 2 * 3
+    assert len({t.key for t in tasks}) == len(tasks)
+    for task in tasks:
+        data = task.scenario
+        assert data["cluster"]["nodes"] * data["cluster"]["gpus_per_node"] == task.params["gpus"]
+        p = data["parallelism"]
+        assert p["tp"] * p["pp"] * p["dp"] * p["cp"] == task.params["gpus"]
+        assert p["pp"] == task.params["parallelism.pp"]
+        assert data["cluster"]["topology"] == task.params["topology"].split(":")[0]
+
+
+def test_grid_point_that_cannot_exist_is_a_failed_task_not_an_exception(base):
+    tasks = sweep.grid(base, [6])  # 6 GPUs: not a multiple of tp*pp = 4
+    assert tasks[0].scenario is None and "multiple of tp*pp*cp = 4" in tasks[0].error
+
+
+def test_default_target_is_the_loss_of_a_compute_optimal_run():
+    law = laws.get("chinchilla")
+    scenario = config.from_dict(copy.deepcopy(TINY))
+    n = float(scenario.model.params)
+    # Hoffmann et al. 2022 approach 3: N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = (C/6)/N_opt; invert for C
+    a, b = law.alpha, law.beta
+    g = (a * law.A / (b * law.B)) ** (1.0 / (a + b))
+    d_opt = (n / g) ** (1.0 / (b / (a + b))) / n
+    expected = law.E + law.A / n**a + law.B / d_opt**b
+    assert sweep.default_target_loss(scenario, law) == pytest.approx(expected, rel=1e-9)
+
+
+# ---- running, shards, resume -----------------------------------------------------------------------------------
+def _numbers(run: sweep.SweepRun) -> dict:
+    return {s["key"]: (s["summary"]["step_time_s"], s["summary"]["tokens_per_s"]) for s in run.summaries}
+
+
+def test_interrupted_sweep_resumes_computing_only_the_missing_runs(base, tmp_path, counted):
+    tasks = sweep.grid(base, [8, 16, 32, 64])
+    seen = []
+
+    def kill_after_two(shard, reused):
+        seen.append(shard["key"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C after two runs
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor(), on_done=kill_after_two)
+    assert len(counted) == 2
+    assert len(list((tmp_path / "shards").glob("*.json"))) == 2
+    counted.clear()
+    resumed = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    assert sorted(counted) == [32, 64]  # only the two runs without a shard were simulated
+    assert len(resumed.reused) == 2 and len(resumed.executed) == 2
+    fresh = sweep.run_grid(tasks, tmp_path / "fresh", sweep.InlineExecutor())
+    assert _numbers(resumed) == _numbers(fresh)
+
+
+def test_deleting_one_shard_recomputes_exactly_that_run(base, tmp_path, counted):
+    tasks = sweep.grid(base, [8, 16, 32])
+    sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    sweep.shard_path(tmp_path, tasks[1].key).unlink()
+    (tmp_path / "shards" / f"{tasks[2].key}.json").write_text("{truncated")  # half-written by a crash
+    counted.clear()
+    again = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    assert sorted(counted) == [16, 32]
+    assert again.executed == [tasks[1].key, tasks[2].key]
+
+
+def test_failing_runs_are_reported_with_their_parameters_and_do_not_sink_the_sweep(base, tmp_path, counted):
+    # tp=32 does not divide gpt3-1.3b's 32 heads? it does; tp=3 does not (and 8 GPUs are no multiple of 3*2)
+    tasks = sweep.grid(base, [8, 16], vary={"parallelism.tp": [2, 3]})
+    run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    assert [s["params"]["parallelism.tp"] for s in run.summaries] == [2, 2]
+    assert {(s["params"]["parallelism.tp"], s["params"]["gpus"]) for s in run.failed} == {(3, 8), (3, 16)}
+    assert all(s["status"] == "failed" and s["error"] for s in run.failed)
+    counted.clear()
+    again = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    assert counted == [] and len(again.failed) == 2  # user errors are deterministic: cached, not retried
+
+
+def test_unexpected_crash_is_reported_but_retried_next_time(base, tmp_path, monkeypatch):
+    tasks = sweep.grid(base, [8, 16])
+    real = sweep._simulate
+
+    def flaky(scenario, network, steps):
+        if scenario.cluster.gpus == 16:
+            raise RuntimeError("worker lost")
+        return real(scenario, network, steps)
+
+    monkeypatch.setattr(sweep, "_simulate", flaky)
+    run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    assert [(s["params"]["gpus"], s["status"]) for s in run.shards] == [(8, "ok"), (16, "error")]
+    assert "RuntimeError: worker lost" in run.failed[0]["error"]
+    assert not sweep.shard_path(tmp_path, tasks[1].key).exists()
+    monkeypatch.setattr(sweep, "_simulate", real)
+    again = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    assert again.executed == [tasks[1].key] and not again.failed
+
+
+def test_shards_of_another_format_or_key_are_ignored(base, tmp_path):
+    tasks = sweep.grid(base, [8])
+    path = sweep.shard_path(tmp_path, tasks[0].key)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"format": sweep.SHARD_FORMAT + 1, "key": tasks[0].key, "status": "ok"}))
+    assert sweep.read_shard(tmp_path, tasks[0].key) is None
+
+
+def test_table_efficiency_is_relative_to_the_smallest_run_of_each_series(base, tmp_path):
+    fabrics = [sweep.parse_fabric("rail-fat-tree"), sweep.parse_fabric("leaf-spine")]
+    tasks = sweep.grid(base, [8, 16, 32], fabrics)
+    run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    frame, groups = sweep.table(run, tasks, "chinchilla")
+    assert len(groups) == 2 and len(frame) == 6
+    for label, rows in frame.groupby("series"):
+        rows = rows.sort_values("gpus")
+        n0, tps0 = rows["gpus"].iloc[0], rows["tokens_per_s"].iloc[0]
+        expected = rows["tokens_per_s"] / (rows["gpus"] / n0 * tps0)
+        assert rows["efficiency"].tolist() == pytest.approx(expected.tolist())
+        # time to target = tokens needed / throughput: the product is the same token count on every row
+        tokens = (rows["time_to_target_s"] * rows["tokens_per_s"]).tolist()
+        assert tokens == pytest.approx([tokens[0]] * len(tokens), rel=1e-9)
+    assert sweep.write_table(frame, tmp_path).name in ("results.csv", "results.parquet")
