@@ -145,8 +145,9 @@ class Scenario(_Strict):
             if any(n < 0 for n in p.layers_per_stage) or sum(p.layers_per_stage) != m.layers:
                 raise ScenarioError("parallelism.layers_per_stage", f"sums to {sum(p.layers_per_stage)}, "
                                     f"expected the model's {m.layers} layers (entries >= 0)")
-        elif m.layers < chunks:
-            raise ScenarioError("parallelism.pp", f"{m.layers} layers cannot fill pp*virtual_stages = {chunks} chunks")
+        elif m.layers + 2 < chunks:  # the embedding and the output layer may fill a chunk each (Llama 3 405B)
+            raise ScenarioError("parallelism.pp", f"{m.layers} layers (+ embedding and output) cannot fill "
+                                f"pp*virtual_stages = {chunks} chunks")
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")
         if p.virtual_stages > 1 and self.microbatches % p.pp:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from simcluster import units
 from simcluster.errors import OutOfMemoryError
+from simcluster.hardware import BYTES_PER_ELEMENT
 from simcluster.model import TransformerSpec
 from simcluster.parallel import split_layers
 from simcluster.workload import (
@@ -131,10 +132,16 @@ def stage_params(model: TransformerSpec, tp: int, pp: int, stage: int, virtual_s
     return sum(chunk_params(model, tp, layers[c], c == 0, c == len(layers) - 1, pp) for c in chunks)
 
 
-def _state_bytes(params: float, precision: str, zero_stage: int, shards: int) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer) bytes of ``params`` with ZeRO ``zero_stage`` over ``shards`` ranks."""
+def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
+                 grad_bytes_per_param: float | None = None) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes of ``params`` with ZeRO ``zero_stage`` over ``shards`` ranks.
+
+    ``grad_bytes_per_param`` overrides the gradient buffer's element size: Megatron-LM keeps fp32 main gradients
+    when it reduces in fp32, 2 + 4 + 12 bytes per parameter (Megatron-LM docs, distributed optimizer).
+    """
     per = state_bytes_per_param(precision)
-    weights, gradients, optimizer = (params * per["weights"], params * per["gradients"],
+    grad_bytes = per["gradients"] if grad_bytes_per_param is None else grad_bytes_per_param
+    weights, gradients, optimizer = (params * per["weights"], params * grad_bytes,
                                      params * per["optimizer"])
     if zero_stage >= 1:
         optimizer /= shards
@@ -238,7 +245,8 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     assert 0 <= stage < p.pp, stage
     shard = shard_for(scenario)
     params = stage_params(m, p.tp, p.pp, stage, p.virtual_stages, p.layers_per_stage)
-    weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp)
+    grad_bytes = None if t.precision in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes)
     activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
                                          stage, p.layers_per_stage)
     return MemoryBreakdown(weights, gradients, optimizer, activations, workspace_bytes(m, shard), stage)

@@ -4,8 +4,10 @@ routes.
 ``build`` makes a builtin fabric (``BUILTIN``, builders in ``topology_builders``) or imports a user's
 YAML/GraphML file (``topology_io``); ``Fabric`` holds the graph and per-link arrays indexed by link id, and
 answers route queries (``path_links``, ``links_of``) through a lazily built, cached router
-(``topology_routing``). The file format and the conventions (one edge per direction of a cable, switch latency
-folded into the links entering it) are in docs/topologies.md.
+(``topology_routing``). A fabric's ``routing`` policy says how flows share equal-cost paths: ``adaptive``
+(InfiniBand: every flow sprayed over all shortest paths) or ``ecmp`` (Ethernet/RoCE: one hashed path per flow).
+The file format and the conventions (one edge per direction of a cable, switch latency folded into the links
+entering it) are in docs/topologies.md.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from simcluster import topology_builders, topology_io, units
 from simcluster.errors import ScenarioError
 from simcluster.hardware import GpuSpec, NicSpec
-from simcluster.topology_routing import Router, TorusRouter
+from simcluster.topology_routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing
 
 BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus")
 ROLES = topology_io.ROLES
@@ -32,7 +34,11 @@ _ROUTE_CACHE_ENTRIES = 64
 
 @dataclass(eq=False)
 class Fabric:
-    """A fabric graph plus per-link arrays (index = link id) and cached routes between GPU ranks."""
+    """A fabric graph plus per-link arrays (index = link id) and cached routes between GPU ranks.
+
+    ``routing`` ("adaptive" or "ecmp", ``ROUTING_POLICIES``) decides how ``links_of`` loads the links; torus
+    fabrics route dimension-order paths chosen per flow by hash whatever it says.
+    """
 
     name: str
     graph: nx.DiGraph
@@ -41,6 +47,7 @@ class Fabric:
     link_bytes_per_s: np.ndarray
     link_latency_s: np.ndarray
     link_kind: list[str]
+    routing: str = "ecmp"
     _router: object = field(default=None, repr=False)
     _routes: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
@@ -71,7 +78,9 @@ class Fabric:
         """Directed link ids from GPU ``src`` to GPU ``dst`` (empty when src == dst).
 
         Shortest path by hop count; among equal-cost paths the ECMP choice is a deterministic hash of
-        (src, dst, salt). Routes are cached; core distances are cached per destination switch.
+        (src, dst, salt). Under adaptive routing this is one representative of the paths the flow is sprayed
+        over (all have the same hop count). Routes are cached; core distances are cached per destination
+        switch.
         """
         self._check_rank(src, "src")
         self._check_rank(dst, "dst")
@@ -85,7 +94,7 @@ class Fabric:
         return float(self.link_latency_s[self.path_links(src, dst)].sum())
 
     def _route_set(self, pairs: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(unique link ids, pairs crossing each, path latency per pair) for a pair array; LRU-cached."""
+        """(unique link ids, load on each, path latency per pair) for a pair array; LRU-cached."""
         pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
         key = (pairs.tobytes(), int(salt))
         hit = self._routes.get(key)
@@ -94,11 +103,24 @@ class Fabric:
             return hit
         if len(pairs) and (pairs.min() < 0 or pairs.max() >= self.gpus):
             raise ScenarioError("pairs", f"GPU indices must lie in 0..{self.gpus - 1}")
-        path = self.router.path
+        router = self.router
         try:
-            paths = [path(s, d, salt) for s, d in pairs.tolist()]
+            if isinstance(router, Router):
+                result = router.route_set(pairs[:, 0], pairs[:, 1], int(salt), self.routing == "adaptive",
+                                          self.links)
+            else:
+                result = self._paths_route_set(pairs, int(salt))
         except KeyError as err:
             raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
+        self._routes[key] = result
+        if len(self._routes) > _ROUTE_CACHE_ENTRIES:
+            self._routes.popitem(last=False)
+        return result
+
+    def _paths_route_set(self, pairs: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Route set from one path per pair (routers without a vectorised route set: the torus)."""
+        path = self.router.path
+        paths = [path(s, d, salt) for s, d in pairs.tolist()]
         if paths:
             lengths = np.fromiter((len(p) for p in paths), dtype=np.int64, count=len(paths))
             flat = np.concatenate(paths) if lengths.sum() else np.zeros(0, dtype=np.int64)
@@ -107,19 +129,24 @@ class Fabric:
         links, counts = np.unique(flat, return_counts=True)
         owner = np.repeat(np.arange(len(paths)), lengths)
         latency_s = np.bincount(owner, weights=self.link_latency_s[flat], minlength=len(paths))
-        result = (links, counts, latency_s)
-        self._routes[key] = result
-        if len(self._routes) > _ROUTE_CACHE_ENTRIES:
-            self._routes.popitem(last=False)
-        return result
+        return links, counts, latency_s
 
     def links_of(self, pairs: np.ndarray, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """For many (src, dst) pairs: the unique link ids they use and how many of the pairs cross each."""
+        """For many (src, dst) pairs: the unique link ids they use and the load each link carries.
+
+        The load of a link is the number of pairs whose traffic crosses it, counting each pair by the fraction
+        of its bytes on the link: under ``ecmp`` a whole number (each pair takes one hashed path); under
+        ``adaptive`` a pair's bytes are sprayed over all its shortest paths, so a core link carries fractions
+        (a flow between two leaves of a two-tier fat-tree puts 1/spines on every uplink), while the access
+        links GPU -> PCIe -> NIC -> leaf carry whole pairs. A class of transfers of S bytes each thus puts
+        S x load bytes on each link. Cached per pair array (and salt).
+        """
         links, counts, _ = self._route_set(pairs, salt)
         return links, counts
 
     def pair_latencies_s(self, pairs: np.ndarray, salt: int = 0) -> np.ndarray:
-        """Path latency of each (src, dst) pair, in pair order."""
+        """Path latency of each (src, dst) pair, in pair order: its ``path_latency_s`` under ``ecmp``; under
+        ``adaptive`` the slowest of the sprayed paths (the same on fabrics whose switches have one latency)."""
         return self._route_set(pairs, salt)[2]
 
     def summary(self) -> dict:
@@ -130,11 +157,15 @@ class Fabric:
         kinds: dict[str, int] = {}
         for kind in self.link_kind:
             kinds[kind] = kinds.get(kind, 0) + 1
-        return {"name": self.name, "gpus": self.gpus, "nodes": roles, "links": kinds}
+        return {"name": self.name, "gpus": self.gpus, "nodes": roles, "links": kinds, "routing": self.routing}
 
 
 def fabric_from_graph(name: str, graph: nx.DiGraph, gpu_nodes: list, gpus_per_node: int) -> Fabric:
-    """Wrap a graph whose edges carry bytes_per_s, latency_s, kind and link_id 0..E-1 into a Fabric."""
+    """Wrap a graph whose edges carry bytes_per_s, latency_s, kind and link_id 0..E-1 into a Fabric.
+
+    The routing policy is the graph's ``routing`` attribute when set (builders set it), else the default for
+    its switch-to-switch links (``topology_routing.default_routing``: adaptive on InfiniBand, else ECMP).
+    """
     n = graph.number_of_edges()
     link_bytes_per_s = np.zeros(n)
     link_latency_s = np.zeros(n)
@@ -143,7 +174,10 @@ def fabric_from_graph(name: str, graph: nx.DiGraph, gpu_nodes: list, gpus_per_no
         k = d["link_id"]
         link_bytes_per_s[k], link_latency_s[k], link_kind[k] = d["bytes_per_s"], d["latency_s"], d["kind"]
     assert all(link_kind), "link ids must be 0..E-1"
-    return Fabric(name, graph, list(gpu_nodes), gpus_per_node, link_bytes_per_s, link_latency_s, link_kind)
+    routing = graph.graph.get("routing") or graph_default_routing(graph)
+    assert routing in ROUTING_POLICIES, routing
+    return Fabric(name, graph, list(gpu_nodes), gpus_per_node, link_bytes_per_s, link_latency_s, link_kind,
+                  routing)
 
 
 def _options(topology: str, options: dict | None) -> dict:
@@ -165,6 +199,10 @@ def _options(topology: str, options: dict | None) -> dict:
             if value not in topology_builders.PROTOCOL_KIND:
                 raise ScenarioError(where, f"expected one of {', '.join(topology_builders.PROTOCOL_KIND)}, "
                                     f"got {value!r}")
+            out[key] = value
+        elif key == "routing":
+            if value not in ROUTING_POLICIES:
+                raise ScenarioError(where, f"expected one of {', '.join(ROUTING_POLICIES)}, got {value!r}")
             out[key] = value
         elif key == "dims":
             if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
@@ -210,9 +248,7 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
         raise ScenarioError("cluster.topology",
                             f"{topology!r} is neither a builtin fabric ({', '.join(BUILTIN)}) "
                             "nor a YAML/GraphML file")
-    if options:
-        raise ScenarioError("cluster.topology_options",
-                            f"options apply to builtin fabrics only, not to {path}")
+    routing = _file_routing(options, path)
     builder, file_gpus_per_node = topology_io.load(path)
     if len(builder.gpu_nodes) != gpus:
         raise ScenarioError(str(path),
@@ -221,10 +257,27 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
     if file_gpus_per_node is not None and file_gpus_per_node != gpus_per_node:
         raise ScenarioError(f"{path}:gpus_per_node", f"{file_gpus_per_node} differs from the cluster's "
                             f"gpus_per_node {gpus_per_node}")
+    if routing is not None:
+        builder.graph.graph["routing"] = routing
     fabric = fabric_from_graph(builder.graph.graph.get("name") or path.stem, builder.graph, builder.gpu_nodes,
                                gpus_per_node)
     _check_routes(fabric, str(path))
     return fabric
+
+
+def _file_routing(options: dict | None, path: Path) -> str | None:
+    """The routing policy a scenario sets for a fabric file (the only option files take), or None."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"routing"})
+    if unknown:
+        raise ScenarioError(f"cluster.topology_options.{unknown[0]}",
+                            f"only routing applies to a fabric file ({path}); other options are for builtin "
+                            "fabrics")
+    routing = options.get("routing")
+    if routing is not None and routing not in ROUTING_POLICIES:
+        raise ScenarioError("cluster.topology_options.routing",
+                            f"expected one of {', '.join(ROUTING_POLICIES)}, got {routing!r}")
+    return routing
 
 
 def _check_routes(fabric: Fabric, source: str):
@@ -251,7 +304,7 @@ def from_scenario(scenario) -> Fabric:
 def write_graphml(fabric: Fabric, path: str | Path):
     """Export a fabric as GraphML with unit strings (readable back by ``build``)."""
     out = nx.DiGraph(name=fabric.name, gpus_per_node=fabric.gpus_per_node,
-                     gpu_transit=bool(fabric.graph.graph.get("gpu_transit", False)))
+                     gpu_transit=bool(fabric.graph.graph.get("gpu_transit", False)), routing=fabric.routing)
     rank = {node: i for i, node in enumerate(fabric.gpu_nodes)}
     for node, d in fabric.graph.nodes(data=True):
         attrs = {"role": d["role"], "latency": f"{d.get('latency_s', 0.0) * 1e9:.6g} ns"}

@@ -8,6 +8,8 @@ Every builder fills a ``GraphBuilder`` (a networkx DiGraph with SI attributes) a
 - the latency of a directed link is the traversal latency of the node it enters (switch hop, NIC, PCIe
   switch), so the latency of a path is the sum over its links and nothing is counted twice;
 - parallel cables between the same two nodes are one edge with the summed bandwidth (a trunk).
+The Clos builders also set the fabric's routing policy (graph attribute ``routing``): the ``routing`` option, or
+by default adaptive spraying on InfiniBand and hash ECMP on Ethernet (``topology_routing.default_routing``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from simcluster import hardware
 from simcluster.errors import ScenarioError
 from simcluster.hardware import GpuSpec, NicSpec
+from simcluster.topology_routing import default_routing
 
 # Switch radix (ports per switch) of the builtin fabrics, at the NIC's line rate.
 # NVIDIA Quantum-2 QM9700 datasheet: 64 ports of NDR 400 Gb/s InfiniBand.
@@ -126,6 +129,11 @@ def _default_radix(nic: NicSpec, protocol: str) -> int:
     return QUANTUM2_NDR_PORTS if nic.rate >= NDR_BYTES_PER_S else QUANTUM_HDR_PORTS
 
 
+def _set_routing(b: GraphBuilder, kind: str, options: dict):
+    """Routing policy of a Clos fabric whose switches are joined by links of ``kind``."""
+    b.graph.graph["routing"] = options.get("routing") or default_routing([kind])
+
+
 def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
     """Rail-optimised, non-blocking fat-tree (NVIDIA DGX SuperPOD reference architecture).
 
@@ -134,10 +142,12 @@ def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, 
     to each of ``min(radix/2, servers)`` spines (at least as much up as down: non-blocking); this holds up to
     ``radix`` leaves (2,048 NDR GPUs). Three tiers: pods of ``radix/2`` leaves with ``radix/2`` aggregation
     switches each (role spine), aggregation switch i of every pod wired to core group i of ``radix/2`` cores
-    (Al-Fares et al. 2008 wiring), up to ``radix`` pods (65,536 NDR GPUs).
+    (Al-Fares et al. 2008 wiring), up to ``radix`` pods (65,536 NDR GPUs). Routing: adaptive by default
+    (InfiniBand), as in DGX SuperPOD fabrics of Quantum-2 switches.
     """
     protocol = options.get("protocol", "infiniband")
     kind, switch = PROTOCOL_KIND[protocol], hardware.switch(PROTOCOL_SWITCH[protocol]).latency
+    _set_routing(b, kind, options)
     radix = int(options.get("radix", _default_radix(nic, protocol)))
     down = radix // 2
     nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
@@ -187,10 +197,13 @@ def leaf_spine(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic
     A leaf takes ``hosts_per_leaf`` NICs (default half the radix); its uplink capacity is the down capacity
     divided by ``oversubscription`` (default 1), spread over ``spines`` spines (default ceil(hosts_per_leaf /
     oversubscription)), one cable each, so a leaf-spine cable carries hosts_per_leaf * rate /
-    (oversubscription * spines) (a trunk when that exceeds one port). ECMP spreads flows over the spines.
+    (oversubscription * spines) (a trunk when that exceeds one port). Hash ECMP spreads flows over the
+    spines (the default on Ethernet; ``protocol: infiniband`` makes it adaptive unless ``routing`` says
+    otherwise).
     """
     protocol = options.get("protocol", "ethernet")
     kind, switch = PROTOCOL_KIND[protocol], hardware.switch(PROTOCOL_SWITCH[protocol]).latency
+    _set_routing(b, kind, options)
     radix = int(options.get("radix", _default_radix(nic, protocol)))
     hosts = int(options.get("hosts_per_leaf", radix // 2))
     ratio = float(options.get("oversubscription", 1))
@@ -214,9 +227,11 @@ def fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: 
     aggregation switches, (k/2)^2 core switches, k^3/4 hosts; every switch has k ports of one link rate.
 
     Each GPU's NIC is one host, in GPU order; the default k is the smallest even k with k^3/4 >= GPUs.
+    Routing: adaptive by default (InfiniBand), hash ECMP with ``protocol: ethernet``.
     """
     protocol = options.get("protocol", "infiniband")
     kind, switch = PROTOCOL_KIND[protocol], hardware.switch(PROTOCOL_SWITCH[protocol]).latency
+    _set_routing(b, kind, options)
     k = int(options.get("k", 0)) or next(k for k in range(2, 10_000, 2) if k**3 // 4 >= gpus)
     if k < 2 or k % 2:
         raise ScenarioError("cluster.topology_options.k", f"must be an even number >= 2, got {k}")
@@ -297,8 +312,8 @@ def torus(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Nic
 
 BUILDERS = {
     "nvswitch-node": (nvswitch_node, ()),
-    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "protocol")),
-    "leaf-spine": (leaf_spine, ("oversubscription", "hosts_per_leaf", "spines", "radix", "protocol")),
-    "fat-tree": (fat_tree, ("k", "link", "protocol")),
+    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "protocol", "routing")),
+    "leaf-spine": (leaf_spine, ("oversubscription", "hosts_per_leaf", "spines", "radix", "protocol", "routing")),
+    "fat-tree": (fat_tree, ("k", "link", "protocol", "routing")),
     "torus": (torus, ("dims", "link", "hop_latency")),
 }

@@ -1,19 +1,29 @@
-"""Shortest-path routing with ECMP over a fabric graph, computed lazily and cached.
+"""Shortest-path routing over a fabric graph, by hash ECMP or by adaptive spraying; computed lazily, cached.
 
 A route from GPU ``src`` to GPU ``dst`` is split in three: an *access* segment from the GPU through its
 host-side nodes (PCIe switch, NIC) up to a network switch, a *core* segment between network switches, and an
-access segment down to ``dst``. Access segments are found once per GPU; core distances are found once per
-destination switch by a breadth-first search vectorised with numpy (a few milliseconds on a 16k-GPU fabric),
-and cached. Among equal-cost core paths the next hop at every switch is chosen by a deterministic hash of
-(src, dst, salt, hop), as hash-based ECMP does in real switches (RFC 2992 describes hash-threshold next-hop
-selection).
+access segment down to ``dst``. Access segments of all GPUs are found at once by a breadth-first search
+vectorised with numpy; core distances are found once per destination switch by a vectorised breadth-first
+search (about a millisecond on a 16k-GPU fabric), and cached. Cost is the hop count (the usual metric of
+fat-tree routing); a direct GPU-GPU link is always taken when it exists. GPUs are never transit nodes unless
+the fabric says so (``gpu_transit``: torus fabrics, where chips route).
 
-Cost is the hop count (the usual metric of fat-tree ECMP); a direct GPU-GPU link is always taken when it
-exists. GPUs are never transit nodes unless the fabric says so (``gpu_transit``: torus fabrics, where chips
-route).
+Two policies share the equal-cost core paths among flows (``ROUTING_POLICIES``):
+- ``ecmp``: at every switch the next hop is picked by a deterministic hash of (src, dst, salt, hop), as
+  hash-based ECMP does in Ethernet switches (RFC 2992, hash-threshold next-hop selection). A flow stays on one
+  path, so two flows can collide on one uplink while another idles.
+- ``adaptive``: the fluid limit of per-packet adaptive routing. At every switch a flow's bytes split evenly
+  over the next hops that lie on shortest paths to the destination, so a link carries a *fraction* of each
+  flow. NVIDIA InfiniBand switches (Quantum, Quantum-2) select the output port per packet by port load among an
+  AR group that, for fat-trees (the TREE algorithm), holds all ports with minimal hops to the destination; the
+  subnet manager enables it by default (NVIDIA, "InfiniBand Cluster Bring-up Procedure" v1.0, 2024, section
+  Adaptive Routing: "AR is enabled by default in the opensm.conf file", routing engine ``ar_updn``). Splitting
+  evenly is the steady state of load-based port choice over equal ports.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -22,8 +32,33 @@ import numpy as np
 # only.
 CORE_ROLES = frozenset({"nvswitch", "leaf", "spine", "core", "switch"})
 HOST_ROLES = frozenset({"pcie", "nic"})
+# Network switches: the links between two of them decide a fabric's default routing policy.
+NETWORK_SWITCH_ROLES = frozenset({"leaf", "spine", "core", "switch"})
+
+ROUTING_POLICIES = ("adaptive", "ecmp")
+# Link kinds whose switches spray adaptively by default. InfiniBand: adaptive routing is on by default in the
+# subnet manager (NVIDIA InfiniBand Cluster Bring-up Procedure v1.0, "Adaptive Routing"), and DGX SuperPOD
+# compute fabrics are rail-optimised InfiniBand fat-trees of Quantum-2 switches (NVIDIA DGX SuperPOD reference
+# architecture, DGX H100, RA-11333-001). Ethernet/RoCE is not: on NVIDIA Spectrum switches adaptive routing is
+# "disabled" by default (Cumulus Linux NVUE reference, ``nv set router adaptive-routing``), leaving per-flow
+# hash ECMP.
+ADAPTIVE_LINK_KINDS = frozenset({"ib"})
 
 _NO_LINKS = np.zeros(0, dtype=np.int64)
+
+
+def default_routing(switch_link_kinds) -> str:
+    """The policy of a fabric whose switch-to-switch links have these kinds: adaptive when there are some and
+    all are InfiniBand, else ECMP (hash ECMP is also what a fabric without equal-cost choices amounts to)."""
+    kinds = set(switch_link_kinds)
+    return "adaptive" if kinds and kinds <= ADAPTIVE_LINK_KINDS else "ecmp"
+
+
+def graph_default_routing(graph: nx.DiGraph) -> str:
+    """``default_routing`` of the links joining two network switches (leaf, spine, core, switch) of ``graph``."""
+    roles = graph.nodes(data="role")
+    return default_routing(d["kind"] for u, v, d in graph.edges(data=True)
+                           if roles[u] in NETWORK_SWITCH_ROLES and roles[v] in NETWORK_SWITCH_ROLES)
 
 
 def _csr(n: int, src: np.ndarray, dst: np.ndarray, link: np.ndarray):
@@ -45,24 +80,42 @@ def _ranges(ptr: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return offsets + np.arange(total)
 
 
+@dataclass(frozen=True)
+class AccessTable:
+    """The access segments of every GPU in one direction: row r of GPU g (ptr[g] <= r < ptr[g+1]) reaches
+    network switch ``switch[r]`` (core numbering) in ``hops[r]`` links ``links[r, :hops[r]]`` (travel order,
+    padded with -1) of total latency ``latency_s[r]``. Rows of a GPU are in breadth-first order."""
+
+    ptr: np.ndarray
+    switch: np.ndarray
+    hops: np.ndarray
+    links: np.ndarray
+    latency_s: np.ndarray
+
+
 class Router:
     """Routes between the GPUs of one fabric graph. Pure: the same (src, dst, salt) always gives the same
-    path."""
+    path, and the same pairs the same link loads."""
 
     def __init__(self, graph: nx.DiGraph, gpu_nodes: list, link_latency_s: np.ndarray):
         nodes = list(graph.nodes)
         index = {node: i for i, node in enumerate(nodes)}
         self.nodes = nodes
-        roles = [graph.nodes[node]["role"] for node in nodes]
+        roles = [role for _, role in graph.nodes(data="role")]
         gpu_transit = bool(graph.graph.get("gpu_transit", False))
         core_roles = CORE_ROLES | ({"gpu"} if gpu_transit else set())
         self.is_core = np.array([role in core_roles for role in roles], dtype=bool)
         self.is_host = np.array([role in HOST_ROLES for role in roles], dtype=bool)
         self.gpu_index = np.array([index[node] for node in gpu_nodes], dtype=np.int64)
-        edges = [(index[u], index[v], d["link_id"]) for u, v, d in graph.edges(data=True)]
+        src_list, dst_list, link_list = [], [], []
+        for u, out in graph.adjacency():   # plain loops: several times faster than edges(data=...) views
+            iu = index[u]
+            for v, d in out.items():
+                src_list.append(iu)
+                dst_list.append(index[v])
+                link_list.append(d["link_id"])
         n = len(nodes)
-        src, dst, link = (np.array(col, dtype=np.int64) for col in zip(*edges, strict=True)) if edges else (
-            _NO_LINKS, _NO_LINKS, _NO_LINKS)
+        src, dst, link = (np.array(col, dtype=np.int64) for col in (src_list, dst_list, link_list))
         is_gpu = np.zeros(n, dtype=bool)
         is_gpu[self.gpu_index] = True
         direct = is_gpu[src] & is_gpu[dst]
@@ -79,50 +132,70 @@ class Router:
         m = len(self.core_ids)
         self.core_ptr, self.core_nbr, self.core_link = _csr(m, csrc, cdst, link[both])
         self.rcore_ptr, self.rcore_nbr, _ = _csr(m, cdst, csrc, link[both])
-        self.link_latency_s = link_latency_s
-        self._up: dict[int, list] = {}
-        self._down: dict[int, list] = {}
+        self.link_latency_s = np.asarray(link_latency_s, dtype=float)
+        self._tables: dict[bool, AccessTable] = {}
         self._dist: dict[int, np.ndarray] = {}
         self._paths: dict[tuple[int, int, int], np.ndarray] = {}
-        self._lists: dict | None = None
+        self._sprays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = {}
 
     # ---- access segments -------------------------------------------------------------------------------
-    def _access(self, gpu: int, upward: bool) -> list[tuple[int, int, tuple[int, ...]]]:
-        """(switch, hops, links in travel order) for each network switch nearest to ``gpu`` via its host
-        side."""
-        cache = self._up if upward else self._down
-        if gpu in cache:
-            return cache[gpu]
-        node = int(self.gpu_index[gpu])
-        if self.is_core[node]:
-            cache[gpu] = [(int(self.core_pos[node]), 0, ())]
-            return cache[gpu]
-        if self._lists is None:  # plain lists: scalar indexing in this loop is ~10x faster than on arrays
-            self._lists = {name: getattr(self, name).tolist() for name in (
-                "out_ptr", "out_nbr", "out_link", "in_ptr", "in_nbr", "in_link", "is_core", "is_host", "core_pos")}
-        lists = self._lists
-        ptr, nbr, lnk = (lists["out_ptr"], lists["out_nbr"], lists["out_link"]) if upward else (
-            lists["in_ptr"], lists["in_nbr"], lists["in_link"])
-        is_core, is_host, core_pos = lists["is_core"], lists["is_host"], lists["core_pos"]
-        found: list[tuple[int, int, tuple[int, ...]]] = []
-        seen = {node}
-        frontier = [(node, ())]
-        while frontier:
-            nxt = []
-            for here, links in frontier:
-                for k in range(ptr[here], ptr[here + 1]):
-                    there = nbr[k]
-                    if there in seen:
-                        continue
-                    seen.add(there)
-                    path = links + (lnk[k],) if upward else (lnk[k],) + links
-                    if is_core[there]:
-                        found.append((core_pos[there], len(path), path))
-                    elif is_host[there]:
-                        nxt.append((there, path))
-            frontier = nxt
-        cache[gpu] = found
-        return found
+    def access(self, upward: bool) -> AccessTable:
+        """Access segments of every GPU (up: GPU -> switch; down: switch -> GPU); found once, all GPUs at once.
+
+        A breadth-first search from each GPU through host-side nodes; every network switch it meets is a way in
+        (or out) at that hop count. Among equal-length ways to one switch the first found wins (neighbours in
+        link order), as a per-GPU search would pick.
+        """
+        table = self._tables.get(upward)
+        if table is not None:
+            return table
+        ptr, nbr, lnk = (self.out_ptr, self.out_nbr, self.out_link) if upward else (
+            self.in_ptr, self.in_nbr, self.in_link)
+        n, gpus = len(self.nodes), len(self.gpu_index)
+        start_core = self.is_core[self.gpu_index]
+        # found switches, one array per breadth-first level: (owning GPU, switch, hops, links in search order)
+        found = [(np.flatnonzero(start_core), self.core_pos[self.gpu_index[start_core]], 0,
+                  np.zeros((int(start_core.sum()), 0), dtype=np.int64))]
+        origin = np.flatnonzero(~start_core)
+        here = self.gpu_index[origin]
+        path = np.zeros((len(origin), 0), dtype=np.int64)
+        seen = np.sort(origin * n + here)     # (GPU, node) pairs met so far, as sorted keys
+        level = 0
+        while len(origin):
+            level += 1
+            edge = _ranges(ptr, here)
+            walker = np.repeat(np.arange(len(origin)), ptr[here + 1] - ptr[here])
+            there = nbr[edge]
+            keys = origin[walker] * n + there
+            at = np.minimum(np.searchsorted(seen, keys), len(seen) - 1)
+            fresh = np.flatnonzero(seen[at] != keys)
+            order = np.argsort(keys[fresh], kind="stable")
+            ranked = keys[fresh][order]
+            first = order[np.concatenate(([True], ranked[1:] != ranked[:-1]))]
+            keep = fresh[np.sort(first)]          # first arrival at each (GPU, node), in search order
+            seen = np.sort(np.concatenate((seen, keys[keep])))
+            there, walker = there[keep], walker[keep]
+            step = np.column_stack([path[walker], lnk[edge[keep]]])
+            core = self.is_core[there]
+            found.append((origin[walker[core]], self.core_pos[there[core]], level, step[core]))
+            onward = self.is_host[there]
+            origin, here, path = origin[walker[onward]], there[onward], step[onward]
+        width = max(level_links.shape[1] for *_, level_links in found)
+        owner = np.concatenate([f[0] for f in found])
+        order = np.argsort(owner, kind="stable")  # per GPU: by level, then in search order
+        switch = np.concatenate([f[1] for f in found])[order]
+        hops = np.concatenate([np.full(len(f[0]), f[2], dtype=np.int64) for f in found])[order]
+        links = np.concatenate([np.pad(f[3], ((0, 0), (0, width - f[3].shape[1])), constant_values=-1)
+                                for f in found])[order]
+        if not upward and width:  # searched from the GPU backwards: travel order is the reverse
+            back = hops[:, None] - 1 - np.arange(width)
+            links = np.where(back >= 0, np.take_along_axis(links, np.maximum(back, 0), axis=1), -1)
+        ptr_out = np.zeros(gpus + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=gpus), out=ptr_out[1:])
+        latency_s = np.where(links >= 0, self.link_latency_s[np.maximum(links, 0)], 0.0).sum(axis=1)
+        table = AccessTable(ptr_out, switch, hops, links, latency_s)
+        self._tables[upward] = table
+        return table
 
     # ---- core distances ---------------------------------------------------------------------------------
     def _dist_to(self, switch: int) -> np.ndarray:
@@ -134,16 +207,74 @@ class Router:
         dist = np.full(len(self.core_ids), -1, dtype=np.int32)
         dist[switch] = 0
         frontier = np.array([switch], dtype=np.int64)
+        reached = np.zeros(len(self.core_ids), dtype=bool)
         level = 0
         while frontier.size:
             level += 1
             preds = self.rcore_nbr[_ranges(self.rcore_ptr, frontier)]
-            preds = np.unique(preds[dist[preds] < 0])
-            dist[preds] = level
-            frontier = preds
+            preds = preds[dist[preds] < 0]
+            reached[preds] = True
+            frontier = np.flatnonzero(reached)
+            reached[frontier] = False
+            dist[frontier] = level
         self._dist[switch] = dist
         return dist
 
+    def _core_hops(self, a: np.ndarray, b: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """Core hop counts a[i] -> b[i] where ``wanted`` (-1: unreachable or not wanted), with one breadth-first
+        search per distinct b."""
+        hops = np.where(a == b, 0, -1).astype(np.int64)
+        # a switch with no core link out (or in) reaches (is reached by) no other: no search needed
+        need = np.flatnonzero(wanted & (a != b) & (np.diff(self.core_ptr)[a] > 0)
+                              & (np.diff(self.rcore_ptr)[b] > 0))
+        if len(need):
+            need = need[np.argsort(b[need], kind="stable")]
+            cuts = np.flatnonzero(np.diff(b[need])) + 1
+            for group in np.split(need, cuts):
+                hops[group] = self._dist_to(int(b[group[0]]))[a[group]]
+        return hops
+
+    # ---- choice of the switches where a route enters and leaves the core ---------------------------------
+    def _endpoints(self, src: np.ndarray, dst: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the up and down access tables taken by each pair (src[i], dst[i]) (vectorised).
+
+        Every combination of a way up from src and a way down to dst is costed (access hops + core hops); the
+        cheapest wins, and ties (ordered by lower bound, then up row, then down row) are broken by
+        hash((src, dst, salt)), as ECMP would. Raises KeyError naming the first pair without a route.
+        """
+        up, down = self.access(True), self.access(False)
+        n_up = up.ptr[src + 1] - up.ptr[src]
+        n_down = down.ptr[dst + 1] - down.ptr[dst]
+        combos = n_up * n_down
+        if np.any(combos == 0):
+            bad = int(np.flatnonzero(combos == 0)[0])
+            raise KeyError(f"no route from GPU {int(src[bad])} to GPU {int(dst[bad])}")
+        pair = np.repeat(np.arange(len(src)), combos)
+        starts = np.cumsum(combos) - combos
+        local = np.arange(int(combos.sum())) - starts[pair]
+        i, j = local // n_down[pair], local % n_down[pair]
+        up_row, down_row = up.ptr[src[pair]] + i, down.ptr[dst[pair]] + j
+        a, b = up.switch[up_row], down.switch[down_row]
+        bound = up.hops[up_row] + down.hops[down_row] + (a != b)   # exact when a == b
+        exact = np.minimum.reduceat(np.where(a == b, bound, np.iinfo(np.int64).max), starts)
+        core_hops = self._core_hops(a, b, bound <= exact[pair])    # others can neither win nor tie
+        cost = np.where(core_hops >= 0, up.hops[up_row] + core_hops + down.hops[down_row],
+                        np.iinfo(np.int64).max)
+        best = np.minimum.reduceat(cost, starts)
+        unroutable = best == np.iinfo(np.int64).max
+        if np.any(unroutable):
+            bad = int(np.flatnonzero(unroutable)[0])
+            raise KeyError(f"no route from GPU {int(src[bad])} to GPU {int(dst[bad])}")
+        tie = cost == best[pair]
+        order = np.lexsort((j, i, bound, ~tie, pair))        # per pair: its ties first, in candidate order
+        ties = np.bincount(pair[tie], minlength=len(src))
+        pick = np.zeros(len(src), dtype=np.int64)
+        for p in np.flatnonzero(ties > 1).tolist():
+            pick[p] = hash((int(src[p]), int(dst[p]), int(salt))) % int(ties[p])
+        chosen = order[starts + pick]
+        return up_row[chosen], down_row[chosen]
+
+    # ---- one path (ECMP) -----------------------------------------------------------------------------------
     def _walk(self, a: int, b: int, dist: np.ndarray, key: tuple[int, int, int]) -> list[int]:
         """Links of one shortest core path a -> b; at each hop the next switch is picked by hash (ECMP)."""
         links = []
@@ -158,46 +289,134 @@ class Router:
             hop += 1
         return links
 
-    # ---- public --------------------------------------------------------------------------------------
+    def _direct(self, src: int, dst: int) -> int | None:
+        return self.edge_link.get((int(self.gpu_index[src]), int(self.gpu_index[dst]))) if self.edge_link else None
+
     def path(self, src: int, dst: int, salt: int = 0) -> np.ndarray:
         """Directed link ids of the route GPU ``src`` -> GPU ``dst`` (cached); raises KeyError when
-        unreachable."""
+        unreachable. Under either policy this is the hash-ECMP path: one representative shortest path."""
         key = (src, dst, salt)
         cached = self._paths.get(key)
         if cached is not None:
             return cached
+        direct = self._direct(src, dst) if src != dst else None
         if src == dst:
             result = _NO_LINKS
+        elif direct is not None:
+            result = np.array([direct], dtype=np.int64)
         else:
-            direct = self.edge_link.get((int(self.gpu_index[src]), int(self.gpu_index[dst])))
-            result = (np.array([direct], dtype=np.int64) if direct is not None
-                      else self._via_core(src, dst, key))
+            up, down = self.access(True), self.access(False)
+            (u,), (d,) = self._endpoints(np.array([src]), np.array([dst]), salt)
+            a, b = int(up.switch[u]), int(down.switch[d])
+            core = self._walk(a, b, self._dist_to(b), key) if a != b else []
+            result = np.array([*up.links[u, :up.hops[u]], *core, *down.links[d, :down.hops[d]]], dtype=np.int64)
         self._paths[key] = result
         return result
 
-    def _via_core(self, src: int, dst: int, key: tuple[int, int, int]) -> np.ndarray:
-        ups, downs = self._access(src, True), self._access(dst, False)
-        candidates = sorted(((u[1] + d[1] + (u[0] != d[0]), i, j) for i, u in enumerate(ups)
-                             for j, d in enumerate(downs)))
-        best, ties = None, []
-        for bound, i, j in candidates:
-            if best is not None and bound > best:
-                break
-            (a, up_hops, _), (b, down_hops, _) = ups[i], downs[j]
-            core_hops = self._dist_to(b)[a] if a != b else 0
-            if core_hops < 0:
-                continue
-            cost = up_hops + int(core_hops) + down_hops
-            if best is None or cost < best:
-                best, ties = cost, [(i, j)]
-            elif cost == best:
-                ties.append((i, j))
-        if best is None:
-            raise KeyError(f"no route from GPU {src} to GPU {dst}")
-        i, j = ties[hash(key) % len(ties)] if len(ties) > 1 else ties[0]
-        (a, _, up_links), (b, _, down_links) = ups[i], downs[j]
-        core = self._walk(a, b, self._dist_to(b), key) if a != b else []
-        return np.array([*up_links, *core, *down_links], dtype=np.int64)
+    # ---- spraying (adaptive) -------------------------------------------------------------------------------
+    def _spray_to(self, b: int, sources: np.ndarray, flows: np.ndarray):
+        """Traffic of ``flows[i]`` flows from core switch sources[i] to core switch ``b``, each spread evenly
+        over the shortest-path next hops at every switch: (core links, load on each, for each source the
+        latency of its slowest shortest path to b).
+
+        Level by level down the distance to ``b``: a switch holding load f passes f / k to each of its k
+        neighbours one hop closer; loads entering a switch add up, with the flows that start there. Spreading
+        is linear, so all sources of one destination go in one pass. Every unit that leaves a level arrives at
+        the next: the loads crossing any cut between the sources and b sum to the number of flows.
+        """
+        dist = self._dist_to(b)
+        if np.any(dist[sources] < 0):
+            a = int(sources[np.flatnonzero(dist[sources] < 0)[0]])
+            raise KeyError(f"no route between switches {self.nodes[self.core_ids[a]]} and "
+                           f"{self.nodes[self.core_ids[b]]}")
+        m = len(self.core_ids)
+        held = np.bincount(sources, weights=flows, minlength=m).astype(float)
+        steps = []                            # per level: (from switch, to switch, link, load)
+        for level in range(int(dist[sources].max()), 0, -1):
+            here = np.flatnonzero((dist == level) & (held > 0))
+            edge = _ranges(self.core_ptr, here)
+            owner = np.repeat(np.arange(len(here)), self.core_ptr[here + 1] - self.core_ptr[here])
+            nbr = self.core_nbr[edge]
+            closer = dist[nbr] == level - 1
+            edge, owner, nbr = edge[closer], owner[closer], nbr[closer]
+            load = held[here][owner] / np.bincount(owner, minlength=len(here))[owner]
+            held += np.bincount(nbr, weights=load, minlength=m)
+            steps.append((here[owner], nbr, self.core_link[edge], load))
+        slowest_s = np.zeros(m)                # latency of the slowest path on to b, back up the levels
+        for came, went, link, _ in reversed(steps):
+            np.maximum.at(slowest_s, came, self.link_latency_s[link] + slowest_s[went])
+        if not steps:
+            return _NO_LINKS, np.zeros(0), slowest_s[sources]
+        return (np.concatenate([st[2] for st in steps]), np.concatenate([st[3] for st in steps]),
+                slowest_s[sources])
+
+    def spray(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(core links, fraction of the bytes on each, latency of the slowest path) of one flow from core
+        switch ``a`` to core switch ``b`` sprayed over all shortest paths; cached per switch pair."""
+        key = (a, b)
+        cached = self._sprays.get(key)
+        if cached is None:
+            links, fractions, slowest_s = self._spray_to(b, np.array([a], dtype=np.int64), np.ones(1))
+            cached = self._sprays[key] = (links, fractions, float(slowest_s[0]))
+        return cached
+
+    # ---- many pairs at once ----------------------------------------------------------------------------
+    def route_set(self, src: np.ndarray, dst: np.ndarray, salt: int, adaptive: bool, links: int):
+        """(link ids in use, load on each, latency per pair) of the flows src[i] -> dst[i] over ``links`` links.
+
+        Load = number of flows crossing a link; under ``adaptive`` the sum over flows of the fraction of each
+        flow's bytes on the link (access segments carry a whole flow). Latency = the pair's path (ECMP), or its
+        access segments plus the slowest sprayed core path (adaptive; all equal on the builtin fabrics).
+        Raises KeyError when a pair has no route.
+        """
+        latency_s = np.zeros(len(src))
+        parts: list[np.ndarray] = []        # link ids, one array per piece of route
+        weights: list[np.ndarray] = []      # with the load each piece puts on them
+        via = np.flatnonzero(src != dst)
+        if self.edge_link and len(via):
+            direct = [self._direct(s, d) for s, d in zip(src[via].tolist(), dst[via].tolist(), strict=True)]
+            has = np.array([k is not None for k in direct], dtype=bool)
+            if has.any():
+                hit = np.array([k for k in direct if k is not None], dtype=np.int64)
+                parts.append(hit)
+                weights.append(np.ones(len(hit)))
+                latency_s[via[has]] = self.link_latency_s[hit]
+            via = via[~has]
+        if len(via):
+            up, down = self.access(True), self.access(False)
+            u, d = self._endpoints(src[via], dst[via], salt)
+            for table, rows in ((up, u), (down, d)):
+                flat = table.links[rows].ravel()
+                parts.append(flat[flat >= 0])
+                weights.append(np.ones(int((flat >= 0).sum())))
+            latency_s[via] = up.latency_s[u] + down.latency_s[d]
+            a, b = up.switch[u], down.switch[d]
+            cross = np.flatnonzero(a != b)
+            if adaptive and len(cross):        # one spreading pass per destination switch
+                cross = cross[np.argsort(b[cross], kind="stable")]
+                for group in np.split(cross, np.flatnonzero(np.diff(b[cross])) + 1):
+                    sources, inverse, flows = np.unique(a[group], return_inverse=True, return_counts=True)
+                    core_links, core_load, slowest_s = self._spray_to(int(b[group[0]]), sources, flows)
+                    parts.append(core_links)
+                    weights.append(core_load)
+                    latency_s[via[group]] += slowest_s[inverse]
+            elif len(cross):
+                walks = [self._walk(int(a[c]), int(b[c]), self._dist_to(int(b[c])),
+                                    (int(src[via[c]]), int(dst[via[c]]), int(salt))) for c in cross.tolist()]
+                flat = np.fromiter((k for w in walks for k in w), dtype=np.int64)
+                parts.append(flat)
+                weights.append(np.ones(len(flat)))
+                owner = np.repeat(cross, [len(w) for w in walks])
+                latency_s[via] += np.bincount(owner, weights=self.link_latency_s[flat], minlength=len(via))
+        if not parts:
+            return _NO_LINKS, np.zeros(0), latency_s
+        ids = np.concatenate(parts)
+        load = np.bincount(ids, weights=np.concatenate(weights), minlength=links)
+        used = np.flatnonzero(load > 0)
+        load = load[used]
+        if not adaptive:
+            load = np.rint(load).astype(np.int64)   # whole flows
+        return used, load, latency_s
 
 
 class TorusRouter:

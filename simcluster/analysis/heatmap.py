@@ -29,6 +29,15 @@ def _natural(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
+def _role_from_name(name: str) -> str:
+    """The builders' naming: ``n<server>/<part><i>`` inside a server (``n3/nic2``), ``<role>/...`` for switches
+    (``leaf/4``, ``spine/p15/3``), ``gpu<i>`` on a torus."""
+    parts = name.split("/")
+    if len(parts) > 1 and re.fullmatch(r"n\d+", parts[0]):
+        return parts[-1].rstrip("0123456789")
+    return parts[0].rstrip("0123456789")
+
+
 def _ends(links: pd.DataFrame, fabric) -> tuple[list[str], list[str], dict[str, str]]:
     """(source names, destination names, role of each node name) of the links table's rows."""
     roles: dict[str, str] = {}
@@ -42,7 +51,7 @@ def _ends(links: pd.DataFrame, fabric) -> tuple[list[str], list[str], dict[str, 
     else:
         raise ValueError("the links table has no src/dst columns: pass the fabric to resolve link ids")
     for name in src + dst:
-        roles.setdefault(name, name.split("/")[-1].rstrip("0123456789") if "/" in name else name.split("/")[0])
+        roles.setdefault(name, _role_from_name(name))
     return src, dst, roles
 
 

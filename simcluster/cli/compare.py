@@ -126,7 +126,6 @@ def compare(
                 run_spec, fabric, result = _simulate(task, network)
             except ScenarioError as err:
                 failures.append((label, err))
-                console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
                 continue
         target = target_loss if target_loss is not None else sweep.default_target_loss(run_spec, chosen)
         report = economics.time_to_target(result.summary, run_spec, chosen, target_loss=target)
@@ -135,6 +134,8 @@ def compare(
     if not runs:
         label, err = failures[0]
         raise ScenarioError(err.field, f"{err.message} (every run failed; first: {label})")
+    for label, err in failures:
+        console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
     target = runs[0]["economics"]["target_loss"]
     out_dir = unique_dir(out or Path("runs") / f"{spec.name}-compare")
     written = _outputs(runs, out_dir, chosen, target, spec.name)

@@ -61,6 +61,14 @@ def _knee_line(group: dict) -> str:
             f"{knee['first_below_gpus']:,} GPUs fall to {knee['first_below_efficiency']:.1%}")
 
 
+def _plots(groups: list[dict], threshold: float, out_dir: Path, name: str, law: str) -> list[Path]:
+    from simcluster.analysis import plots, scaling
+
+    written = plots.save(scaling.scaling(groups, threshold, title=f"{name}: scaling"), out_dir, "scaling")
+    title = f"{name}: to loss {groups[0]['target_loss']:.3f} ({law} law)"
+    return written + plots.save(scaling.time_and_cost(groups, title=title), out_dir, "time_and_cost")
+
+
 @app.command("sweep")
 def sweep_command(
     scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
@@ -84,6 +92,7 @@ def sweep_command(
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); rerunning "
                                     "into the same folder resumes"),
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="draw the PNG/PDF figures"),
     as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),
 ) -> None:
     """Grid of runs (GPU counts x fabrics x varied fields) on local processes or a Dask cluster, resumable;
@@ -115,11 +124,8 @@ def sweep_command(
               "series": groups, "failed": run.failed}
     written.append(out_dir / "sweep.json")
     written[-1].write_text(json.dumps(report, indent=1, default=str) + "\n")
-    from simcluster.analysis import plots, scaling
-
-    written += plots.save(scaling.scaling(groups, threshold, title=f"{spec.name}: scaling"), out_dir, "scaling")
-    written += plots.save(scaling.time_and_cost(groups, title=f"{spec.name}: to loss {groups[0]['target_loss']:.3f} "
-                                                f"({chosen.name} law)"), out_dir, "time_and_cost")
+    if plots:
+        written += _plots(groups, threshold, out_dir, spec.name, chosen.name)
     if as_json:
         typer.echo(json.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
         return

@@ -20,11 +20,20 @@ def scenario(model_name="gpt3-1.3b", gpus=1, tp=1, pp=1, dp=1, cp=1, batch=None,
     })
 
 
-def test_model_states_are_2_2_12_bytes_per_parameter_without_sharding():
+def test_model_states_are_2_4_12_bytes_per_parameter_without_sharding():
+    # bf16 weights, fp32 main gradients (Megatron-LM reduces in fp32 by default), fp32 master + Adam moments
     s = scenario("gpt3-1.3b")
     params = s.model.params
     b = memory.per_gpu_memory(s)
-    assert (b.weights_bytes, b.gradients_bytes, b.optimizer_bytes) == (2 * params, 2 * params, 12 * params)
+    assert (b.weights_bytes, b.gradients_bytes, b.optimizer_bytes) == (2 * params, 4 * params, 12 * params)
+
+
+def test_bf16_gradient_reduction_gives_zero_paper_2_2_12():
+    data = scenario("gpt3-1.3b").model_dump(mode="json")
+    data["parallelism"]["grad_reduce_dtype"] = "bf16"
+    s = config.from_dict(data)
+    b = memory.per_gpu_memory(s)
+    assert b.gradients_bytes == 2 * s.model.params  # Rajbhandari et al. 2020
 
 
 @pytest.mark.parametrize("stage, sharded", [(0, ()), (1, ("optimizer",)), (2, ("optimizer", "gradients")),

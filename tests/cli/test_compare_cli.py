@@ -1,0 +1,66 @@
+"""`simcluster compare` as a user runs it: one column per fabric, the step time split three ways, plots."""
+
+import csv
+import json
+
+import pytest
+
+
+def test_compare_json_has_one_run_per_fabric_and_a_consistent_breakdown(cli, write_scenario, small_scenario,
+                                                                        tmp_path):
+    out = tmp_path / "cmp"
+    code, stdout, _ = cli("compare", write_scenario(small_scenario), "--topology", "rail-fat-tree",
+                          "--topology", "leaf-spine:oversubscription=4", "--network", "analytic", "--json",
+                          "--out", out)
+    assert code == 0
+    report = json.loads(stdout)
+    assert [run["label"] for run in report["runs"]] == ["rail-fat-tree", "leaf-spine:oversubscription=4"]
+    for run in report["runs"]:
+        s, e = run["summary"], run["economics"]
+        assert s["gpus"] == 16 and s["network_model"] == "analytic"
+        # the three parts of a step add up to it (pipeline bubble is the remainder, clipped at zero)
+        assert s["compute_s"] + s["exposed_comm_s"] + s["pipeline_bubble_s"] == pytest.approx(s["step_time_s"])
+        # time to target = tokens to target / throughput; cost = GPU-hours x price
+        assert e["time_to_target_s"] == pytest.approx(e["tokens_to_target"] / s["tokens_per_s"])
+        assert e["cost_usd"] == pytest.approx(s["gpus"] * e["time_to_target_s"] / 3600 * s["cost_per_step_usd"]
+                                              / (s["gpus"] * s["step_time_s"] / 3600))
+    assert report["runs"][0]["economics"]["target_loss"] == report["runs"][1]["economics"]["target_loss"]
+    written = {p.name for p in out.iterdir()}
+    assert {"compare.csv", "compare.json", "breakdown.png", "breakdown.pdf", "loss_vs_time.png",
+            "links-rail-fat-tree.png", "links-leaf-spine_oversubscription=4.pdf"} <= written
+    with (out / "compare.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+
+
+def test_gpu_counts_scale_data_parallelism_and_the_global_batch(cli, write_scenario, small_scenario, tmp_path):
+    code, stdout, _ = cli("compare", write_scenario(small_scenario), "--gpus", "16", "--gpus", "32", "--network",
+                          "analytic", "--json", "--out", tmp_path / "c")
+    assert code == 0
+    small, large = (run["summary"] for run in json.loads(stdout)["runs"])
+    assert (small["gpus"], large["gpus"]) == (16, 32)
+    assert (small["layout"]["dp"], large["layout"]["dp"]) == (4, 8)
+    assert large["tokens_per_step"] == 2 * small["tokens_per_step"]  # same sequences per replica
+    assert large["microbatches"] == small["microbatches"]
+
+
+def test_option_flag_sets_a_builder_option_and_the_table_is_readable(cli, write_scenario, small_scenario, tmp_path):
+    code, stdout, _ = cli("compare", write_scenario(small_scenario), "--topology", "leaf-spine",
+                          "--option", "leaf-spine.oversubscription=2", "--network", "analytic",
+                          "--target-loss", "2.5", "--out", tmp_path / "c")
+    assert code == 0
+    for label in ("leaf-spine:oversubscription=2", "step time", "exposed communication", "pipeline bubble",
+                  "busiest link", "time to target", "cost to target", "to loss 2.500"):
+        assert label in stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--topology", "leaf-spine:oversubscription"], "error: --topology: option 'oversubscription'"),
+    (["--option", "oversubscription=4"], "error: --option: expected NAME.key=value"),
+    (["--topology", "leaf-spine:colour=blue"], "error: cluster.topology_options.colour: unknown option"),
+    (["--law", "moore"], "error: --law"),
+])
+def test_bad_fabric_arguments_are_one_line_user_errors(cli, write_scenario, small_scenario, tmp_path, args, message):
+    code, _, err = cli("compare", write_scenario(small_scenario), *args, "--network", "analytic",
+                       "--out", tmp_path / "c")
+    assert code == 2
+    assert err.startswith(message) and "Traceback" not in err

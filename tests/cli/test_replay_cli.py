@@ -1,0 +1,100 @@
+"""`simcluster replay` as a user runs it: the JSON contract, files written, stepping through events, and one-line
+errors (exit 2) for traces that cannot be read."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent.parent / "data"
+TWO_RANKS = DATA / "kineto" / "a100-2rank-allreduce.rank0.json.gz"
+
+
+def test_json_reports_every_step_and_the_assumptions_and_writes_outputs(cli, tmp_path):
+    out = tmp_path / "replay"
+    code, stdout, _ = cli("replay", TWO_RANKS, "--json", "--out", out)
+    assert code == 0
+    report = json.loads(stdout)
+    assert [s["step"] for s in report["steps"]] == [4, 5, 6]  # ProfilerStep#4..6 in the trace
+    for step in report["steps"]:
+        assert {"recorded_step_s", "replayed_step_s", "compute_s", "exposed_comm_s"} <= set(step)
+        assert 0 < step["compute_s"] < step["replayed_step_s"]
+    text = " ".join(report["assumptions"])
+    assert "a100-40gb-sxm" in text and "nvswitch-node" in text and "mirror" in text
+    written = {p.name for p in out.iterdir()}
+    assert {"events.csv", "replay.json", "trace.json.gz", "timeline.png", "timeline-recorded.png"} <= written
+    trace = json.loads(gzip.decompress((out / "trace.json.gz").read_bytes()))
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "process_name"}
+    assert {"replayed rank 0", "recorded rank 0", "replayed rank 1", "recorded rank 1"} <= names
+
+
+def test_slower_custom_nic_grows_exposed_communication(cli, tmp_path):
+    """The same run on two single-GPU nodes behind a 10 Gb/s NIC (leaf-spine): compute unchanged, exposed
+    communication larger than on the NVSwitch node it ran on."""
+    base = json.loads(cli("replay", TWO_RANKS, "--json", "--out", tmp_path / "a")[1])
+    slow = json.loads(cli("replay", TWO_RANKS, "--json", "--out", tmp_path / "b", "--topology", "leaf-spine",
+                          "--gpus-per-node", "1", "--nic", "10 Gb/s")[1])
+    for b, s in zip(base["steps"], slow["steps"], strict=True):
+        assert s["compute_s"] == b["compute_s"]
+        assert s["exposed_comm_s"] > 10 * b["exposed_comm_s"]
+    assert any("10 Gb/s" in a for a in slow["assumptions"])
+
+
+def test_events_prints_the_first_n_events_in_time_order(cli):
+    code, stdout, _ = cli("replay", TWO_RANKS, "--events", "6")
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    assert lines[0].split()[:6] == ["time", "rank", "stream", "kind", "bytes", "name"]
+    assert len(lines) == 7
+    assert "broadcast" in stdout and "collective" in stdout  # the first NCCL op of the trace
+    times_ms = [float(line.split()[0]) for line in lines[1:]]
+    assert times_ms == sorted(times_ms) and all(line.split()[1] == "ms" for line in lines[1:])
+
+
+def test_until_prints_only_events_starting_before_the_time(cli):
+    code, stdout, _ = cli("replay", TWO_RANKS, "--until", "9ms")
+    assert code == 0
+    rows = stdout.strip().splitlines()[1:]
+    # recorded (= replayed) starts before 9 ms: two compute kernels and one broadcast, on each of the 2 ranks
+    assert len(rows) == 6
+    assert all(float(row.split()[0]) <= 9.0 for row in rows)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x1f\x8b\x08\x00garbage", "gzip"),
+    (b'{"traceEvents": [{"ph": "X", "cat": "kernel"', "not valid JSON"),
+    (b'{"some": "other tool"}', "not a Kineto"),
+    (b"\x00\x01\x02binary", "not a text JSON"),
+])
+def test_unreadable_kineto_traces_give_one_line_and_exit_2(cli, tmp_path, content, message):
+    path = tmp_path / "broken.rank0.json"
+    path.write_bytes(content)
+    code, stdout, err = cli("replay", path)
+    assert code == 2 and stdout == ""
+    assert len(err.strip().splitlines()) == 1 and message in err and str(path) in err
+
+
+def test_truncated_real_trace_gives_one_line_and_exit_2(cli, tmp_path):
+    path = tmp_path / "cut.rank0.json.gz"
+    path.write_bytes(TWO_RANKS.read_bytes()[:50_000])
+    code, _, err = cli("replay", path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "truncated" in err
+
+
+def test_corrupt_chakra_trace_gives_one_line_and_exit_2(cli, tmp_path):
+    path = tmp_path / "job.0.et"
+    path.write_bytes(b"\xff\xff\xff\xff\xff")
+    code, _, err = cli("replay", path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Chakra" in err
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (["--gpu", "tpu-v9"], "--gpu"), (["--until", "12"], "--until"), (["--nic", "fast"], "--nic"),
+    (["--network", "psychic"], "--network"), (["--until", "1ms", "--events", "3"], "--until"),
+])
+def test_bad_options_give_one_line_and_exit_2(cli, args, field):
+    code, _, err = cli("replay", TWO_RANKS, *args)
+    assert code == 2 and err.startswith(f"error: {field}")
