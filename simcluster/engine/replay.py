@@ -19,9 +19,9 @@ import pandas as pd
 import simpy
 
 from simcluster import collectives, network
+from simcluster.engine.collective import CollectiveDriver
 from simcluster.engine.network import NetworkDriver
 from simcluster.engine.recorder import COLUMNS
-from simcluster.engine.simulation import Simulation
 from simcluster.errors import ScenarioError
 from simcluster.replay import ReplayOp, ReplayPlan
 from simcluster.traces.recorded import COLLECTIVE, COMPUTE
@@ -31,25 +31,6 @@ from simcluster.traces.recorded import COLLECTIVE, COMPUTE
 EXTRA_COLUMNS = ["cuda_stream", "op_kind", "step", "index", "busy_s", "recorded_start_s", "recorded_end_s",
                  "simulated"]
 EVENT_COLUMNS = COLUMNS + EXTRA_COLUMNS
-
-
-class _CollectiveDriver:
-    """Drives a collective's steps through the network exactly as ``Simulation`` does.
-
-    A thin adapter: it borrows ``Simulation._run_collective`` (and the latency helper it calls) so replayed and
-    simulated collectives share one driver, until that driver becomes a free function of engine/simulation.py.
-    """
-
-    _run_collective = Simulation._run_collective
-    _class_latency_s = Simulation._class_latency_s
-
-    def __init__(self, env: simpy.Environment, fabric, net: NetworkDriver):
-        self.env, self.fabric, self.net = env, fabric, net
-        self._schedules: dict = {}
-        self._latency_s: dict = {}
-
-    def run(self, op: str, group: tuple[int, ...], size_bytes: float):
-        yield from self._run_collective(op, [group], size_bytes)
 
 
 @dataclass
@@ -81,7 +62,7 @@ class ReplayEngine:
         # one network for all traffic, seen through NCCL's measured efficiencies (as Simulation does)
         self.model = network.make(network_model, collectives.calibrated(fabric))
         self.net = NetworkDriver(self.env, self.model)
-        self.driver = _CollectiveDriver(self.env, fabric, self.net)
+        self.driver = CollectiveDriver(self.env, fabric, self.net)
         self._done = {rank: [self.env.event() for _ in ops] for rank, ops in plan.ops.items()}
         self._end_s: dict[tuple[int, int], float] = {}
         self._rendezvous: dict[tuple, _Rendezvous] = {}
@@ -130,7 +111,7 @@ class ReplayEngine:
         return entry.done
 
     def _communicate(self, op: ReplayOp, done: simpy.Event):
-        yield from self.driver.run(op.collective, op.group, op.size_bytes)
+        yield from self.driver.run(op.collective, [op.group], op.size_bytes)
         done.succeed()
 
     def _record(self, op: ReplayOp, start_s: float, end_s: float) -> None:

@@ -11,23 +11,11 @@ import simpy
 from simcluster import collectives, memory, network, programs, topology, workload
 from simcluster.config import Scenario
 from simcluster.engine.agents import Agent
+from simcluster.engine.collective import CollectiveDriver
 from simcluster.engine.network import NetworkDriver
 from simcluster.engine.recorder import Recorder
 from simcluster.network import TransferClass
 from simcluster.results import Result, summarize
-
-
-def engine_schedule(fabric, op: str, group, size_bytes: float) -> list:
-    """The steps the engine runs for a collective: NCCL's automatic choice, except that NVLS runs as a ring.
-
-    The engine's single network model carries the ring's measured link efficiencies; NVLS's in-switch reduction
-    would need its own (a known simplification, documented in docs/architecture.md).
-    """
-    steps = collectives.schedule(collectives.Collective(op=op, group=group, size_bytes=size_bytes), fabric)
-    if steps.algorithm == "nvls":
-        steps = collectives.schedule(collectives.Collective(op=op, group=group, size_bytes=size_bytes,
-                                                            algorithm="ring"), fabric)
-    return steps
 
 
 @dataclass(eq=False)
@@ -56,6 +44,7 @@ class Simulation:
         # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
         self.model = network.make(self.network_name, collectives.calibrated(self.fabric))
         self.net = NetworkDriver(self.env, self.model)
+        self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net)
         self.recorder = Recorder()
         self.expand = expand
         layout = self.plan.layout
@@ -70,10 +59,8 @@ class Simulation:
         self._messages: dict = {}
         self._dp_streams: dict[int, simpy.Event] = {}
         self._rendezvous: dict = {}
-        self._schedules: dict = {}
         self._pairs: dict = {}
         self._groups: dict = {}
-        self._latency_s: dict[int, float] = {}
 
     # ---- pipeline messages ------------------------------------------------------------------------------------
     def inbox(self, agent: Agent, key) -> Message:
@@ -148,40 +135,10 @@ class Simulation:
             return
         del self._rendezvous[key]
         started_at_s = self.env.now
-        yield from self._run_collective(op, groups, size_bytes)
+        yield from self.collective_driver.run(op, groups, size_bytes)
         self.recorder.transfer(agent, "dp", name, -1, started_at_s, self.env.now, size_bytes)
         for event in entry["done"]:
             event.succeed()
-
-    def _run_collective(self, op: str, groups: list[tuple[int, ...]], size_bytes: float):
-        """Drive a collective's steps through the network, all ``groups`` at once (identical schedules).
-
-        A step repeated k times (the 2(n-1) steps of a ring) runs once, then as one transfer of the remaining
-        (k-1) steps' bytes plus their software and path latencies: one event instead of k, and identical to k
-        separate steps while the rates do not change.
-        """
-        key = (op, tuple(groups), round(size_bytes))
-        if key not in self._schedules:
-            self._schedules[key] = collectives.merge([engine_schedule(self.fabric, op, g, size_bytes) for g in groups])
-        for step in self._schedules[key]:
-            if step.overhead_s > 0:
-                yield self.env.timeout(step.overhead_s)
-            if step.transfers:
-                yield self.env.all_of([self.net.transfer(tc) for tc in step.transfers])
-            if step.repeat > 1:
-                rest = step.repeat - 1
-                latency_s = max((self._class_latency_s(tc) for tc in step.transfers), default=0.0)
-                yield self.env.timeout(rest * step.overhead_s + (rest - 1) * latency_s)
-                if step.transfers:
-                    yield self.env.all_of([self.net.transfer(TransferClass(tc.pairs, rest * tc.size_bytes, tc.label))
-                                           for tc in step.transfers])
-
-    def _class_latency_s(self, transfers: TransferClass) -> float:
-        """Largest path latency among a class's pairs (what a network model adds at completion)."""
-        key = id(transfers)  # classes live in the cached schedules, so their ids stay valid
-        if key not in self._latency_s:
-            self._latency_s[key] = max(self.fabric.path_latency_s(int(src), int(dst)) for src, dst in transfers.pairs)
-        return self._latency_s[key]
 
     # ---- run --------------------------------------------------------------------------------------------------
     def run(self, steps: int | None = None, on_step=None) -> Result:

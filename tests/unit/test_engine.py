@@ -10,7 +10,7 @@ import pytest
 
 from simcluster import collectives, config, network, topology
 from simcluster.engine import Simulation, simulate
-from simcluster.engine.simulation import engine_schedule
+from simcluster.engine.collective import engine_schedule
 
 
 def scenario(**overrides):

@@ -1,0 +1,62 @@
+"""Collectives driven through the network as SimPy processes: shared by the training engine and the replay."""
+
+from __future__ import annotations
+
+import simpy
+
+from simcluster import collectives
+from simcluster.engine.network import NetworkDriver
+from simcluster.network import TransferClass
+
+
+def engine_schedule(fabric, op: str, group, size_bytes: float) -> list:
+    """The steps the engine runs for a collective: NCCL's automatic choice, except that NVLS runs as a ring.
+
+    The engine's single network model carries the ring's measured link efficiencies; NVLS's in-switch reduction
+    would need its own (a known simplification, documented in docs/architecture.md).
+    """
+    steps = collectives.schedule(collectives.Collective(op=op, group=group, size_bytes=size_bytes), fabric)
+    if steps.algorithm == "nvls":
+        steps = collectives.schedule(collectives.Collective(op=op, group=group, size_bytes=size_bytes,
+                                                            algorithm="ring"), fabric)
+    return steps
+
+
+class CollectiveDriver:
+    """Runs collectives' steps on a ``NetworkDriver``; schedules and class latencies are cached."""
+
+    def __init__(self, env: simpy.Environment, fabric, net: NetworkDriver):
+        self.env, self.fabric, self.net = env, fabric, net
+        self._schedules: dict = {}
+        self._latency_s: dict[int, float] = {}
+
+    def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float):
+        """Drive a collective's steps through the network, all ``groups`` at once (identical schedules).
+
+        A step repeated k times (the 2(n-1) steps of a ring) runs once, then as one transfer of the remaining
+        (k-1) steps' bytes plus their software and path latencies: one event instead of k, and identical to k
+        separate steps while the rates do not change.
+        """
+        key = (op, tuple(groups), round(size_bytes))
+        if key not in self._schedules:
+            self._schedules[key] = collectives.merge([engine_schedule(self.fabric, op, g, size_bytes)
+                                                      for g in groups])
+        for step in self._schedules[key]:
+            if step.overhead_s > 0:
+                yield self.env.timeout(step.overhead_s)
+            if step.transfers:
+                yield self.env.all_of([self.net.transfer(tc) for tc in step.transfers])
+            if step.repeat > 1:
+                rest = step.repeat - 1
+                latency_s = max((self._class_latency_s(tc) for tc in step.transfers), default=0.0)
+                yield self.env.timeout(rest * step.overhead_s + (rest - 1) * latency_s)
+                if step.transfers:
+                    yield self.env.all_of([self.net.transfer(TransferClass(tc.pairs, rest * tc.size_bytes, tc.label))
+                                           for tc in step.transfers])
+
+    def _class_latency_s(self, transfers: TransferClass) -> float:
+        """Largest path latency among a class's pairs (what a network model adds at completion)."""
+        key = id(transfers)  # classes live in the cached schedules, so their ids stay valid
+        if key not in self._latency_s:
+            self._latency_s[key] = max(self.fabric.path_latency_s(int(src), int(dst)) for src, dst in transfers.pairs)
+        return self._latency_s[key]
