@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import simpy
 
 from simcluster import collectives
+from simcluster import collectives_calibration as calibration
+from simcluster.collectives_algorithms import Step
 from simcluster.engine.network import NetworkDriver
 from simcluster.network import TransferClass
 
 
-def engine_schedule(fabric, op: str, group, size_bytes: float) -> list:
+def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
     """The steps the engine runs for a collective: NCCL's automatic choice, except that NVLS runs as a ring.
 
-    The engine's single network model carries the ring's measured link efficiencies; NVLS's in-switch reduction
-    would need its own (a known simplification, documented in docs/architecture.md).
+    The engine has one network for all traffic, seen through the links' measured efficiencies (ring, Simple
+    protocol). A protocol or algorithm that carries less payload per wire byte (LL: an 8-byte flag per 8 bytes;
+    LL128: 120 of 128; trees: NCCL's 0.92 cap) puts proportionally more bytes on the wire: the transfers grow by
+    that factor, so on an idle fabric the engine's collective takes what ``collectives.run`` gives. NVLS's
+    in-switch reduction would need its own link efficiency (a known simplification, docs/architecture.md).
     """
     steps = collectives.schedule(collectives.Collective(op=op, group=group, size_bytes=size_bytes), fabric)
     if steps.algorithm == "nvls":
         steps = collectives.schedule(collectives.Collective(op=op, group=group, size_bytes=size_bytes,
                                                             algorithm="ring"), fabric)
-    return steps
+    payload = (calibration.efficiency(steps.algorithm, steps.protocol, "network")
+               / calibration.efficiency("ring", "Simple", "network"))
+    if payload == 1.0:
+        return list(steps)
+    return [dataclasses.replace(step, transfers=tuple(
+        TransferClass(tc.pairs, tc.size_bytes / payload, tc.label) for tc in step.transfers)) for step in steps]
 
 
 class CollectiveDriver:

@@ -104,3 +104,25 @@ def test_summary_has_the_design_contract_keys():
     summary = simulate(scenario()).summary
     assert set(SUMMARY_KEYS) <= set(summary)
     assert 0 < summary["mfu"] <= summary["hfu"] < 1
+
+
+@pytest.mark.parametrize(("gpus_per_node", "nodes", "size_bytes"), [(8, 1, 2**20), (8, 1, 2**30), (4, 4, 2**24)])
+def test_engine_collective_on_an_idle_fabric_takes_what_the_collective_command_gives(gpus_per_node, nodes,
+                                                                                       size_bytes):
+    # the engine's one network carries ring/Simple efficiencies; protocols with less payload per wire byte
+    # (LL, LL128, trees) must still cost what NCCL's calibration gives them
+    import simpy
+
+    from simcluster.engine.collective import CollectiveDriver
+    from simcluster.engine.network import NetworkDriver
+
+    spec = scenario(cluster__gpus_per_node=gpus_per_node, cluster__nodes=nodes, parallelism__dp=gpus_per_node * nodes,
+                    training__global_batch_size=gpus_per_node * nodes)
+    fabric = topology.from_scenario(spec)
+    group = tuple(range(gpus_per_node * nodes))
+    env = simpy.Environment()
+    driver = CollectiveDriver(env, fabric, NetworkDriver(env, network.make("flow", collectives.calibrated(fabric))))
+    env.process(driver.run("reduce_scatter", [group], size_bytes))
+    env.run()
+    expected = collectives.run(collectives.Collective("reduce_scatter", group, size_bytes), fabric, "flow").time_s
+    assert env.now == pytest.approx(expected, rel=1e-6)

@@ -12,6 +12,8 @@ import yaml
 
 from simcluster import config, hardware, topology
 from simcluster.errors import ScenarioError
+from simcluster.flow import FlowNetwork
+from simcluster.network import TransferClass
 
 H100 = hardware.gpu("h100-sxm")
 A100 = hardware.gpu("a100-80gb-sxm")
@@ -229,7 +231,7 @@ def test_ecmp_is_deterministic_and_spreads_over_spines():
 
 
 def test_links_of_counts_how_many_pairs_cross_each_link():
-    fabric = build("rail-fat-tree", 32)
+    fabric = build("rail-fat-tree", 32, routing="ecmp")   # one hashed path per pair
     pairs = np.array([[i, (i + 1) % 32] for i in range(32)] + [[0, 8], [0, 8]])
     links, counts = fabric.links_of(pairs)
     expected: dict[int, int] = {}
@@ -239,6 +241,153 @@ def test_links_of_counts_how_many_pairs_cross_each_link():
     assert dict(zip(links.tolist(), counts.tolist(), strict=True)) == expected
     latencies = fabric.pair_latencies_s(pairs)
     assert latencies[-1] == pytest.approx(fabric.path_latency_s(0, 8))
+
+
+# ---- routing policies: adaptive spraying vs hash ECMP ------------------------------------------------------
+
+def role_links(fabric, from_role, to_role, node=None) -> list[int]:
+    """Link ids from nodes of ``from_role`` (or from/to ``node``) to nodes of ``to_role``."""
+    g = fabric.graph
+    return [d["link_id"] for u, v, d in g.edges(data=True)
+            if g.nodes[u]["role"] == from_role and g.nodes[v]["role"] == to_role and node in (None, u, v)]
+
+
+def load_on(fabric, pairs) -> np.ndarray:
+    """links_of as a dense array over all link ids."""
+    links, load = fabric.links_of(np.asarray(pairs))
+    dense = np.zeros(fabric.links)
+    dense[links] = load
+    return dense
+
+
+def test_infiniband_clos_fabrics_default_to_adaptive_and_ethernet_to_ecmp():
+    assert build("rail-fat-tree", 16).routing == "adaptive"
+    assert build("fat-tree", 16).routing == "adaptive"
+    assert build("leaf-spine", 16).routing == "ecmp"
+    assert build("rail-fat-tree", 16, protocol="ethernet").routing == "ecmp"
+    assert build("leaf-spine", 16, protocol="infiniband").routing == "adaptive"
+    assert build("rail-fat-tree", 16, routing="ecmp").routing == "ecmp"
+    assert build("leaf-spine", 16, routing="adaptive").routing == "adaptive"
+    assert build("torus", 8, dims=[2, 4]).routing == "ecmp"        # dimension-order, hashed per flow
+    with pytest.raises(ScenarioError) as err:
+        build("rail-fat-tree", 16, routing="spray")
+    assert err.value.field == "cluster.topology_options.routing"
+    with pytest.raises(ScenarioError) as err:
+        build("torus", 8, routing="adaptive")
+    assert err.value.field == "cluster.topology_options.routing"
+
+
+def test_leaf_spine_ecmp_loads_are_whole_flows_on_hashed_paths():
+    fabric = build("leaf-spine", 64, hosts_per_leaf=16)
+    pairs = np.array([[i, (i + 17) % 64] for i in range(64)])
+    links, load = fabric.links_of(pairs)
+    expected: dict[int, int] = {}
+    for s, d in pairs:
+        for k in fabric.path_links(int(s), int(d)):
+            expected[int(k)] = expected.get(int(k), 0) + 1
+    assert dict(zip(links.tolist(), load.tolist(), strict=True)) == expected
+
+
+def test_adaptive_flow_between_two_leaves_puts_one_over_spines_on_every_uplink():
+    fabric = build("rail-fat-tree", 256)     # 32 servers: one leaf per rail, 32 spines
+    spines = 32
+    load = load_on(fabric, [[0, 9]])         # rail 0 of server 0 -> rail 1 of server 1: leaf, spine, leaf
+    up = role_links(fabric, "leaf", "spine", "leaf/g0/r0")
+    down = role_links(fabric, "spine", "leaf", "leaf/g0/r1")
+    assert len(up) == len(down) == spines
+    np.testing.assert_allclose(load[up], 1 / spines, rtol=1e-12)
+    np.testing.assert_allclose(load[down], 1 / spines, rtol=1e-12)
+    assert load[up].sum() == pytest.approx(1.0, rel=1e-12)     # the whole flow leaves the source leaf
+    (nic_up,) = role_links(fabric, "nic", "leaf", "n0/nic0")
+    (nic_down,) = role_links(fabric, "leaf", "nic", "n1/nic1")
+    assert load[nic_up] == load[nic_down] == 1.0               # access segments carry the whole flow
+    assert load[role_links(fabric, "leaf", "spine")].sum() == pytest.approx(1.0, rel=1e-12)
+
+
+def test_adaptive_spray_on_a_symmetric_fat_tree_is_uniform_over_all_shortest_paths():
+    fabric = build("fat-tree", 16, gpus_per_node=1, k=4)       # one GPU per host: no NVSwitch shortcut
+    g = fabric.graph
+    for src, dst in [(0, 15), (0, 3), (5, 6)]:                 # across pods, within a pod, on one edge switch
+        a, b = fabric.gpu_nodes[src], fabric.gpu_nodes[dst]
+        view = nx.restricted_view(g, [n for n in fabric.gpu_nodes if n not in (a, b)], [])
+        paths = list(nx.all_shortest_paths(view, a, b))
+        expected = np.zeros(fabric.links)
+        for path in paths:
+            for u, v in zip(path, path[1:], strict=False):
+                expected[g.edges[u, v]["link_id"]] += 1 / len(paths)
+        np.testing.assert_allclose(load_on(fabric, [[src, dst]]), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_sixteen_flows_that_collide_under_ecmp_get_their_fair_share_under_adaptive():
+    # 16 flows rail 0 -> rail 1 between different servers of a 16-server fabric with 16 spines: the leaf-spine
+    # links can carry them at one flow per uplink, the fair share 16 flows / 16 spines
+    pairs = [[8 * k, 8 * ((k + 1) % 16) + 1] for k in range(16)]
+    def core_load(fabric):
+        used = role_links(fabric, "leaf", "spine", "leaf/g0/r0") + role_links(fabric, "spine", "leaf", "leaf/g0/r1")
+        assert len(used) == 2 * 16
+        load = load_on(fabric, pairs)
+        assert load[role_links(fabric, "leaf", "spine")].sum() == pytest.approx(16, rel=1e-12)  # all go up
+        return load[used]
+
+    assert core_load(build("rail-fat-tree", 128, routing="ecmp")).max() > 1   # hash collisions: 2+ on one
+    share = core_load(build("rail-fat-tree", 128))
+    np.testing.assert_allclose(share, 16 / 16, rtol=1e-12)     # every uplink and downlink: its fair share
+
+
+def test_adaptive_loads_add_up_to_the_hops_of_every_pair_and_cover_the_representative_path():
+    fabric = build("rail-fat-tree", 64, radix=8)                # three tiers
+    assert fabric.routing == "adaptive"
+    pairs = np.random.default_rng(3).integers(0, 64, size=(200, 2))
+    links, load = fabric.links_of(pairs)
+    # every shortest path of a pair has the same hop count, and each hop carries all of the pair's bytes
+    hops = sum(len(fabric.path_links(int(s), int(d))) for s, d in pairs)
+    assert load.sum() == pytest.approx(hops, rel=1e-12)
+    used = set(links.tolist())
+    for s, d in pairs[:50]:
+        assert set(fabric.path_links(int(s), int(d)).tolist()) <= used
+    # one switch latency everywhere: the slowest sprayed path is as slow as the representative one
+    expected = [fabric.path_latency_s(int(s), int(d)) for s, d in pairs]
+    np.testing.assert_allclose(fabric.pair_latencies_s(pairs), expected, rtol=1e-12)
+
+
+def test_ring_on_a_two_tier_rail_fabric_runs_at_nic_rate_under_adaptive_routing():
+    # 32 servers, one leaf per rail: the ring's 32 node-crossing flows all go rail 7 -> rail 0 over 32 spines
+    gpus, size_bytes = 256, 1e8
+    ring = np.stack([np.arange(gpus), (np.arange(gpus) + 1) % gpus], axis=1)
+    cross_rail_s = 2 * PCIE5.latency + 2 * CX7.latency + 3 * NDR_HOP_S
+    finish_s = {}
+    for routing in ("adaptive", "ecmp"):
+        net = FlowNetwork(build("rail-fat-tree", gpus, routing=routing))
+        net.start(TransferClass(ring, size_bytes), 0.0)
+        finish_s[routing] = net.next_completion_s()
+    assert finish_s["adaptive"] == pytest.approx(size_bytes / CX7.rate + cross_rail_s, rel=1e-9)
+    assert finish_s["ecmp"] >= 2 * size_bytes / CX7.rate       # collisions: at most half the NIC rate
+
+
+def test_scenario_sets_the_routing_of_a_fabric_file_and_other_options_are_refused(tmp_path):
+    path = str(REPO / "topologies" / "two-servers-one-switch.yaml")
+    assert build(path, 8, gpus_per_node=4).routing == "ecmp"   # a single switch: no switch-to-switch links
+    assert build(path, 8, gpus_per_node=4, routing="adaptive").routing == "adaptive"
+    with pytest.raises(ScenarioError) as err:
+        build(path, 8, gpus_per_node=4, radix=8)
+    assert err.value.field == "cluster.topology_options.radix"
+    with pytest.raises(ScenarioError) as err:
+        build(path, 8, gpus_per_node=4, routing="random")
+    assert err.value.field == "cluster.topology_options.routing"
+
+
+def test_fabric_file_with_infiniband_between_switches_defaults_to_adaptive(tmp_path):
+    data = {"nodes": {"g0": "gpu", "g1": "gpu", "s0": "switch", "s1": "switch", "t0": "switch",
+                      "t1": "switch"},
+            "defaults": {"bandwidth": "400 Gb/s", "kind": "ib"},
+            "links": [{"ends": ["g0", "s0"]}, {"ends": ["g1", "s1"]}, {"ends": ["s0", "t0"]},
+                      {"ends": ["s0", "t1"]}, {"ends": ["s1", "t0"]}, {"ends": ["s1", "t1"]}]}
+    fabric = build(write(tmp_path, data), 2, gpus_per_node=1)
+    assert fabric.routing == "adaptive"
+    load = load_on(fabric, [[0, 1]])
+    np.testing.assert_allclose(load[role_links(fabric, "switch", "switch", "s0")[:2]], 0.5)
+    data["defaults"]["kind"] = "ethernet"
+    assert build(write(tmp_path, data), 2, gpus_per_node=1).routing == "ecmp"
 
 
 def test_out_of_range_gpu_is_a_clear_error():
