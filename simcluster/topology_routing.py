@@ -45,6 +45,9 @@ ROUTING_POLICIES = ("adaptive", "ecmp")
 ADAPTIVE_LINK_KINDS = frozenset({"ib"})
 
 _NO_LINKS = np.zeros(0, dtype=np.int64)
+# Destination groups with at most this many source switches use cached per switch-pair sprays; larger groups
+# (e.g. a random permutation) are spread in one pass, which costs about as much as one cached spray.
+_CACHED_SPRAY_SOURCES = 4
 
 
 def default_routing(switch_link_kinds) -> str:
@@ -396,9 +399,19 @@ class Router:
                 cross = cross[np.argsort(b[cross], kind="stable")]
                 for group in np.split(cross, np.flatnonzero(np.diff(b[cross])) + 1):
                     sources, inverse, flows = np.unique(a[group], return_inverse=True, return_counts=True)
-                    core_links, core_load, slowest_s = self._spray_to(int(b[group[0]]), sources, flows)
-                    parts.append(core_links)
-                    weights.append(core_load)
+                    target = int(b[group[0]])
+                    if len(sources) <= _CACHED_SPRAY_SOURCES:
+                        # few sources: per switch-pair sprays, cached across calls (rings, pipeline sends and
+                        # data-parallel groups revisit the same switch pairs with different GPU pairs)
+                        slowest_s = np.empty(len(sources))
+                        for k, (source, count) in enumerate(zip(sources.tolist(), flows.tolist(), strict=True)):
+                            core_links, fractions, slowest_s[k] = self.spray(source, target)
+                            parts.append(core_links)
+                            weights.append(fractions * count)
+                    else:
+                        core_links, core_load, slowest_s = self._spray_to(target, sources, flows)
+                        parts.append(core_links)
+                        weights.append(core_load)
                     latency_s[via[group]] += slowest_s[inverse]
             elif len(cross):
                 walks = [self._walk(int(a[c]), int(b[c]), self._dist_to(int(b[c])),

@@ -6,7 +6,7 @@ import dataclasses
 
 import simpy
 
-from simcluster import collectives
+from simcluster import collectives, network
 from simcluster import collectives_calibration as calibration
 from simcluster.collectives_algorithms import Step
 from simcluster.engine.network import NetworkDriver
@@ -70,5 +70,5 @@ class CollectiveDriver:
         """Largest path latency among a class's pairs (what a network model adds at completion)."""
         key = id(transfers)  # classes live in the cached schedules, so their ids stay valid
         if key not in self._latency_s:
-            self._latency_s[key] = max(self.fabric.path_latency_s(int(src), int(dst)) for src, dst in transfers.pairs)
+            self._latency_s[key] = network.max_path_latency_s(self.fabric, transfers.pairs)
         return self._latency_s[key]

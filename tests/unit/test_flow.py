@@ -117,8 +117,9 @@ def test_link_bytes_count_every_pair_crossing_a_link():
     run(net, [(0.0, TransferClass(ring, 1e6)), (1e-6, TransferClass(ring[:5], 3e6))])
     expected = np.zeros(fabric.links)
     for pairs, size_bytes in ((ring, 1e6), (ring[:5], 3e6)):
-        for s, d in pairs:
-            expected[fabric.path_links(int(s), int(d))] += size_bytes
+        for s, d in pairs:  # each pair's share of its bytes on each link (1 on a path; a fraction when sprayed)
+            links, share = fabric.links_of(np.array([[s, d]]))
+            expected[links] += share * size_bytes
     np.testing.assert_allclose(net.link_bytes, expected, rtol=1e-9)
     assert np.all(net.link_busy_s[expected > 0] > 0)
     assert np.all(net.link_busy_s[expected == 0] == 0)
