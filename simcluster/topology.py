@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import networkx as nx
@@ -58,6 +59,14 @@ class Fabric:
     @property
     def links(self) -> int:
         return len(self.link_bytes_per_s)
+
+    @cached_property
+    def link_ends(self) -> list[tuple]:
+        """(source node, destination node) of every directed link, by link id."""
+        ends: list[tuple] = [()] * self.links
+        for u, v, link_id in self.graph.edges(data="link_id"):
+            ends[link_id] = (u, v)
+        return ends
 
     @property
     def router(self):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simcluster import config
@@ -75,8 +76,10 @@ def run(
     console = Console(stderr=as_json)
     sim = Simulation(spec, network, expand=expand)
     total = steps or spec.training.steps
-    with console.status(f"simulating {spec.name} ({spec.cluster.gpus} GPUs, {total} step(s))..."):
-        result = sim.run(steps, on_step=lambda i: None)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
+        result = sim.run(steps, on_step=lambda _index: progress.advance(task))
     out_dir = unique_dir(out or Path("runs") / spec.name)
     written = result.write(out_dir)
     from simcluster.analysis.timeline import plot_timeline
