@@ -40,4 +40,4 @@ def error_stats(results: list[CaseResult]) -> dict[str, float]:
     """Median and maximum absolute relative error."""
     errors = np.abs([r.error for r in results])
     return {"median_abs_error": float(np.median(errors)), "max_abs_error": float(errors.max()),
-            "cases": len(results)}
+            "case_count": len(results)}

@@ -40,4 +40,4 @@ def validate(
     console.print(table)
     if stats:
         console.print(f"median |error| {stats['median_abs_error']:.1%}, max |error| {stats['max_abs_error']:.1%} "
-                      f"over {stats['cases']} cases")
+                      f"over {stats['case_count']} cases")
