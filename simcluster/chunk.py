@@ -55,9 +55,12 @@ class ChunkNetwork(NetworkModel):
 
     name = "chunk"
 
-    def __init__(self, fabric, chunk_bytes: float | None = None):
+    def __init__(self, fabric, chunk_bytes: float | None = None, max_chunks: int | None = None):
+        """``max_chunks``: cut no transfer into more chunks than this (larger chunks for large transfers), which
+        bounds the events of multi-gigabyte transfers at a store-and-forward cost of (hops - 1) / max_chunks."""
         super().__init__(fabric)
         self.chunk_bytes = float(chunk_bytes) if chunk_bytes else default_chunk_bytes()
+        self.max_chunks = max_chunks
         assert self.chunk_bytes > 0
         self.now_s = 0.0
         self.events = 0  # chunk-hop events processed (for benchmarks)
@@ -87,8 +90,11 @@ class ChunkNetwork(NetworkModel):
             state.done_at_s[handle] = now_s + latency_s
             return handle
         self._paths[handle] = paths
-        full, rest = divmod(transfers.size_bytes, self.chunk_bytes)
-        sizes = [self.chunk_bytes] * int(full) + ([rest] if rest > 0 else [])
+        chunk_bytes = self.chunk_bytes
+        if self.max_chunks:
+            chunk_bytes = max(chunk_bytes, transfers.size_bytes / self.max_chunks)
+        full, rest = divmod(transfers.size_bytes, chunk_bytes)
+        sizes = [chunk_bytes] * int(full) + ([rest] if rest > 1e-9 * chunk_bytes else [])
         state.chunks_left[handle] = len(sizes) * len(paths)
         state.last_arrival_s[handle] = now_s
         for size in sizes:

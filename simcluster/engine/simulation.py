@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from simcluster import collectives, memory, network, programs, topology, workload
+from simcluster import catalog, collectives, memory, network, programs, topology, workload
 from simcluster.config import Scenario
 from simcluster.engine.agents import Agent
 from simcluster.engine.collective import CollectiveDriver
@@ -42,7 +42,10 @@ class Simulation:
         self.plan = programs.plan(scenario, self.fabric)
         self.env = simpy.Environment()
         # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
-        self.model = network.make(self.network_name, collectives.calibrated(self.fabric))
+        options = {}
+        if self.network_name == "chunk":  # bound the chunk events of multi-gigabyte gradient transfers
+            options["max_chunks"] = catalog.load("engine")["chunk_model"]["max_chunks_per_transfer"]
+        self.model = network.make(self.network_name, collectives.calibrated(self.fabric), **options)
         self.net = NetworkDriver(self.env, self.model)
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net)
         self.recorder = Recorder()
