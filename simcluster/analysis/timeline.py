@@ -17,17 +17,18 @@ from matplotlib.patches import Patch
 from simcluster.analysis.plots import figure, save, styled
 
 STREAM_ORDER = ["compute", "tp", "pp", "dp"]
-COLOURS = {"forward": "#0072B2", "backward": "#009E73", "optimizer": "#CC79A7", "tp": "#D55E00",
-           "pp": "#E69F00", "dp": "#56B4E9"}
+COLOURS = {"forward": "#0072B2", "backward": "#009E73", "optimizer": "#CC79A7", "compute": "#0072B2",
+           "tp": "#D55E00", "pp": "#E69F00", "dp": "#56B4E9"}
 LABELS = {"forward": "forward", "backward": "backward (+recompute)", "optimizer": "optimizer",
-          "tp": "tensor-parallel comm", "pp": "pipeline send/recv", "dp": "data-parallel comm"}
+          "compute": "compute", "tp": "tensor-parallel comm", "pp": "pipeline send/recv",
+          "dp": "data-parallel comm"}
 
 
 def _colour_key(stream: str, name: str) -> str:
     if stream != "compute":
         return stream
-    first = name.split()[0]
-    return first if first in COLOURS else "forward"
+    first = name.split()[0] if name else ""
+    return first if first in ("forward", "backward", "optimizer") else "compute"
 
 
 @styled
@@ -58,7 +59,9 @@ def timeline(events: pd.DataFrame, title: str = "", max_ranks: int = 32, until_s
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("simulated time (ms)")
     ax.set_title(title or "step timeline")
-    ax.legend(handles=[Patch(color=c, label=LABELS[k]) for k, c in COLOURS.items()], loc="upper center",
+    present = set(keys)
+    ax.legend(handles=[Patch(color=c, label=LABELS[k]) for k, c in COLOURS.items() if k in present],
+              loc="upper center",
               bbox_to_anchor=(0.5, -0.08 if len(lanes) > 12 else -0.2), ncols=6)
     return fig
 
