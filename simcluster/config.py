@@ -27,6 +27,7 @@ from simcluster import hardware, model
 from simcluster.errors import ScenarioError
 from simcluster.hardware import GpuSpec, NicSpec, Precision
 from simcluster.model import TransformerSpec
+from simcluster.units import Bytes
 
 NETWORK_MODELS = ("analytic", "flow", "chunk")
 
@@ -84,7 +85,8 @@ class Parallelism(_Strict):
     layers_per_stage: list[int] | None = Field(
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
     order: str = Field("tp-cp-pp-dp", description="rank order, innermost first")
-    grad_bucket_size: str = Field("25 MB", description="data-parallel gradient bucket (PyTorch DDP default 25 MB)")
+    grad_bucket_size: Bytes = Field("25 MB", validate_default=True,
+                                    description="data-parallel gradient bucket (PyTorch DDP default 25 MB)")
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="precision of the gradient reduction (Megatron-LM reduces in fp32 when training in bf16)")
     overlap_grad_reduce: bool = Field(
@@ -93,6 +95,13 @@ class Parallelism(_Strict):
         False, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers)")
     overlap_param_gather: bool = Field(
         False, description="ZeRO >= 1: gather updated parameters during the next step's forward (Megatron-Core)")
+
+    @field_validator("grad_bucket_size")
+    @classmethod
+    def _positive_bucket(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive size, e.g. '25 MB'")
+        return value
 
     @field_validator("order")
     @classmethod
@@ -109,7 +118,8 @@ class Economics(_Strict):
 
 
 class Scenario(_Strict):
-    name: str = "scenario"
+    name: str = Field("scenario", pattern=r"^[^/\\.][^/\\]*$",
+                      description="names the output folder runs/<name>/: no '/' or '\\', no leading '.'")
     cluster: Cluster
     model: TransformerSpec = Field(
         description="preset name or inline {layers, hidden, heads, kv_heads, ffn_hidden, vocab}")

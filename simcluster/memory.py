@@ -249,7 +249,14 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes)
     activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
                                          stage, p.layers_per_stage)
-    return MemoryBreakdown(weights, gradients, optimizer, activations, workspace_bytes(m, shard), stage)
+    workspace = workspace_bytes(m, shard)
+    if p.zero_stage == 3 and p.dp * p.cp > 1:
+        # ZeRO-3 materialises the full parameters of the chunk in use (the engine gathers one chunk at a time)
+        layers = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
+        chunks = range(stage, len(layers), p.pp)
+        workspace += max(chunk_params(m, p.tp, layers[c], c == 0, c == len(layers) - 1, p.pp) for c in chunks) \
+            * state_bytes_per_param(t.precision)["weights"]
+    return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)
 
 
 def per_gpu_memory(scenario: Scenario, stage: int | None = None) -> MemoryBreakdown:

@@ -26,7 +26,9 @@ def split_layers(layers: int, pp: int, virtual_stages: int = 1, explicit: list[i
     base, extra = divmod(units, chunks)
     counts = [base] * chunks
     # hand the remainder to the middle chunks, away from the first and last (which carry embedding/output)
-    middle = list(range(1, chunks - 1)) or list(range(chunks))
+    middle = list(range(1, chunks - 1))
+    if extra > len(middle):  # more leftovers than middle chunks (e.g. 32 layers on 5 stages): spread over all
+        middle = list(range(chunks))
     start = (len(middle) - extra) // 2
     for i in middle[start:start + extra]:
         counts[i] += 1

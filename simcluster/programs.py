@@ -16,7 +16,6 @@ from simcluster import catalog, collectives, compute, memory, network, workload
 from simcluster.config import Scenario
 from simcluster.hardware import BYTES_PER_ELEMENT
 from simcluster.parallel import Layout, Work, pipeline_order, split_layers
-from simcluster.units import BYTES, parse
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,9 @@ class StepPlan:
     microbatches: int
     p2p_bytes: float  # activation (or its gradient) sent between stages per microbatch, per tensor-parallel rank
     bucket_bytes: float
-    optimizer_s: float  # per rank, after the gradients are reduced
+    optimizer_s: list[float]  # per pipeline stage, per rank, after the gradients are reduced
     dp_grad_op: str  # "allreduce" (ZeRO-0) or "reduce_scatter" (ZeRO >= 1)
-    param_gather: bool  # ZeRO >= 1: all-gather updated parameters after the optimizer
+    param_gather: bool  # ZeRO-1/2: all-gather updated parameters after the optimizer (ZeRO-3 gathers before use)
     stage_params: list[float] = field(default_factory=list)
 
     def stage_of(self, chunk: int) -> int:
@@ -94,7 +93,8 @@ def plan(scenario: Scenario, fabric) -> StepPlan:
     gpu, precision = scenario.cluster.gpu, t.precision
     layout = Layout.of(p)
     shard = workload.shard_for(scenario)
-    element_bytes = BYTES_PER_ELEMENT[precision]
+    activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
+    weight_element = memory.state_bytes_per_param(precision)["weights"]
     layer = workload.layer_ops(m, shard)
     embed = workload.embedding_ops(m, shard)
     output = workload.output_ops(m, shard)
@@ -104,7 +104,7 @@ def plan(scenario: Scenario, fabric) -> StepPlan:
     # Tensor-parallel collectives move the full activation of the microbatch (s*b*h elements; each rank holds
     # 1/tp of it with sequence parallelism) among the tp ranks of one node, over NVLink: timed once here with the
     # analytic model, which is exact for a group alone on its NVSwitch.
-    activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * element_bytes
+    activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * activation_element
     tp_group = layout.group(0, "tp")
     tp_cost = {phase: sum(count * collective_time_s(fabric, op, tuple(tp_group), activation_bytes)
                           for op, count in ops) for phase, ops in tp_collectives_per_layer(scenario).items()}
@@ -129,19 +129,20 @@ def plan(scenario: Scenario, fabric) -> StepPlan:
             forward_compute_s=fwd_s, forward_tp_comm_s=exposed_tp_s(p, layers * tp_cost["forward"], fwd_s),
             backward_compute_s=bwd_s, backward_tp_comm_s=exposed_tp_s(p, layers * tp_cost["backward"], bwd_s),
             forward_flop=fwd_flop, backward_flop=bwd_flop,
-            grad_bytes=params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * element_bytes,
+            grad_bytes=params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
         ))
 
-    stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / element_bytes for s in range(p.pp)]
+    stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / weight_element for s in range(p.pp)]
     # ZeRO >= 1 shards the optimizer over the data- and context-parallel ranks holding the same parameters
-    sharded = max(stage_params) / (p.dp * p.cp if p.zero_stage >= 1 else 1)
+    shards = p.dp * p.cp if p.zero_stage >= 1 else 1
     orders = [pipeline_order(p.schedule, p.pp, s, scenario.microbatches, p.virtual_stages) for s in range(p.pp)]
     p2p_bytes = activation_bytes / (p.tp if p.sequence_parallel else 1)
     return StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
-        p2p_bytes=p2p_bytes, bucket_bytes=parse(p.grad_bucket_size, BYTES, "parallelism.grad_bucket_size"),
-        optimizer_s=optimizer_time_s(sharded, gpu), dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
-        param_gather=p.zero_stage >= 1, stage_params=stage_params,
+        p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
+        optimizer_s=[optimizer_time_s(params / shards, gpu, precision) for params in stage_params],
+        dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
+        param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
     )
 
 
@@ -167,9 +168,11 @@ def context_parallel_s(scenario: Scenario, fabric, layout: Layout) -> dict[str, 
     p, t, m = scenario.parallelism, scenario.training, scenario.model
     if p.cp == 1:
         return {"forward": 0.0, "backward": 0.0}
-    kv_bytes = 2 * t.seq_len / p.cp * t.micro_batch_size * m.kv_hidden / p.tp * BYTES_PER_ELEMENT[t.precision]
+    shard = workload.shard_for(scenario)
+    kv_bytes = (2 * t.seq_len / p.cp * t.micro_batch_size * workload.local_kv_hidden(m, p.tp)
+                * shard.activation_bytes_per_element)
     group = tuple(layout.group(0, "cp"))
-    core = dict(zip(("forward", "backward"), workload.attention_core(m, workload.shard_for(scenario)), strict=True))
+    core = dict(zip(("forward", "backward"), workload.attention_core(m, shard), strict=True))
     out = {}
     for phase, factor in (("forward", 1), ("backward", 2)):
         attention_s = compute.ops_time_s(core[phase], scenario.cluster.gpu, t.precision)
@@ -183,12 +186,13 @@ def _engine_constants() -> dict:
     return catalog.load("engine")
 
 
-def optimizer_time_s(params: float, gpu) -> float:
-    """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml."""
+def optimizer_time_s(params: float, gpu, precision: str) -> float:
+    """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
+    (its few FLOP per parameter are timed at the training precision's peak; they never bind)."""
     constants = _engine_constants()["optimizer"]
     op = workload.Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
                      hbm_bytes=constants["hbm_bytes_per_param"] * params)
-    return compute.op_time_s(op, gpu, "fp32")
+    return compute.op_time_s(op, gpu, precision)
 
 
 _COST_CACHE: dict = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +136,3 @@ def write_chrome_trace(events: pd.DataFrame, path: Path, max_ranks: int | None =
     with gzip.open(path, "wt") as handle:
         json.dump({"traceEvents": trace, "displayTimeUnit": "ms"}, handle)
     return path
-
-
-def finite(value: float) -> float | None:
-    return value if isinstance(value, int | float) and math.isfinite(value) else None

@@ -172,7 +172,17 @@ def _quantity(dimension: str):
         except ScenarioError as err:
             raise ValueError(err.message) from None
 
-    return Annotated[float, BeforeValidator(validate), PlainSerializer(lambda v: fmt(v, dimension, 6))]
+    return Annotated[float, BeforeValidator(validate), PlainSerializer(lambda v: exact_text(v, dimension))]
+
+
+def exact_text(value: float, dimension: str) -> str:
+    """The shortest unit string that parses back to exactly ``value`` (for dumps that are read again)."""
+    for digits in range(3, 18):  # 3 significant digits at least: "80 GB", not "8e+01 GB"
+        for binary in (False, True) if dimension == BYTES else (None,):
+            text = fmt(value, dimension, digits, binary=binary)
+            if parse(text, dimension) == value:
+                return text
+    return fmt(value, dimension, 17)
 
 
 # Field types for pydantic models (config.py, hardware.py): written as strings, stored as SI floats.

@@ -18,6 +18,8 @@ from simcluster.units import BYTES, SECONDS, fmt
 
 def unique_dir(path: Path) -> Path:
     """``path`` if it does not exist or is empty, else the first free ``path-2``, ``path-3``, ... (never overwrite)."""
+    if path.exists() and not path.is_dir():
+        fail("--out", f"{str(path)!r} is a file, not a folder")
     if not path.exists() or not any(path.iterdir()):
         return path
     index = 2
@@ -86,7 +88,7 @@ def run(
 
     written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
     if as_json:
-        typer.echo(json.dumps(result.summary, indent=2))
+        typer.echo(json.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(summary_table(result.summary, result.memory))
     console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")

@@ -19,7 +19,6 @@ class Tally:
     compute_s: float = 0.0
     tp_comm_s: float = 0.0  # tensor/context-parallel collectives inside the compute blocks (blocking)
     p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
-    bubble_wait_s: float = 0.0  # waiting for a pipeline peer that had not yet produced its message
     dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
     optimizer_s: float = 0.0
 
@@ -47,22 +46,34 @@ class Agent:
         env, last_chunk = sim.env, plan.chunk_count - 1
         options = sim.scenario.parallelism
         data_parallel = sim.dp_size > 1
-        gathered = {}
+        gathered: dict[int, list] = {}
         if data_parallel and plan.param_gather and options.overlap_param_gather:
-            # Megatron-Core overlap_param_gather: the parameters updated by the previous step are gathered chunk by
-            # chunk while this step's forward runs; a chunk's first forward waits for its own gather
+            # Megatron-Core overlap_param_gather: the parameters updated by the previous step are gathered bucket by
+            # bucket while this step's forward runs; each part of a chunk's first forward waits for its own bucket
             for chunk in sorted({w.chunk for w in plan.orders[self.stage]}):
-                gathered[chunk] = sim.data_parallel(self, "all_gather", plan.chunks[chunk].param_bytes,
-                                                    f"param all_gather c{chunk}")
+                cost = plan.chunks[chunk]
+                buckets = bucket_count(cost.param_bytes, plan.bucket_bytes, cost.layers)
+                gathered[chunk] = [
+                    sim.data_parallel(self, "all_gather", cost.param_bytes / buckets, f"param all_gather c{chunk}b{b}")
+                    for b in range(buckets)]
         dp_pending = []
         for work in plan.orders[self.stage]:
             cost = plan.chunks[work.chunk]
-            if work.chunk in gathered:
-                yield from self._wait_data_parallel([gathered.pop(work.chunk)])
             if data_parallel and options.zero_stage == 3:
                 # ZeRO-3: the chunk's parameters are gathered before each use (not prefetched: conservative)
                 yield from self._wait_data_parallel([sim.data_parallel(
                     self, "all_gather", cost.param_bytes, f"zero3 all_gather c{work.chunk}")])
+            if work.phase == "forward" and work.chunk in gathered:
+                if work.chunk > 0:
+                    yield from self._receive(("forward", step_index, work.microbatch, work.chunk))
+                parts = gathered.pop(work.chunk)
+                for bucket, event in enumerate(parts):
+                    yield from self._wait_data_parallel([event])
+                    yield from self._compute("forward", work, cost.forward_compute_s / len(parts),
+                                             cost.forward_tp_comm_s / len(parts), part=bucket)
+                if work.chunk < last_chunk:
+                    sim.send(self, ("forward", step_index, work.microbatch, work.chunk + 1), work.chunk + 1)
+                continue
             if work.phase == "forward":
                 if work.chunk > 0:
                     yield from self._receive(("forward", step_index, work.microbatch, work.chunk))
@@ -72,10 +83,11 @@ class Agent:
                 continue
             if work.chunk < last_chunk:
                 yield from self._receive(("backward", step_index, work.microbatch, work.chunk))
-            final = work.microbatch == plan.microbatches - 1
+            # gradients are reduced on the chunk's last microbatch, when they are final (PyTorch DDP, Megatron-Core
+            # overlap_grad_reduce); ZeRO-2/3 keep only a gradient shard, so they reduce-scatter every microbatch
+            final = work.microbatch == plan.microbatches - 1 or options.zero_stage >= 2
             if final and data_parallel and options.overlap_grad_reduce:
-                # last backward of this chunk: gradients become final bucket by bucket and are reduced while the
-                # rest of the backward runs (PyTorch DDP / Megatron-Core overlap_grad_reduce)
+                # bucket by bucket, while the rest of the backward runs
                 buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
                 for bucket in range(buckets):
                     yield from self._compute("backward", work, cost.backward_compute_s / buckets,
@@ -93,8 +105,8 @@ class Agent:
                                                     f"grad {plan.dp_grad_op} c{chunk}"))
         yield from self._wait_data_parallel(dp_pending)
         started_at_s = env.now
-        yield env.timeout(plan.optimizer_s)
-        self.tally.optimizer_s += plan.optimizer_s
+        yield env.timeout(plan.optimizer_s[self.stage])
+        self.tally.optimizer_s += plan.optimizer_s[self.stage]
         sim.recorder.compute(self, "compute", "optimizer", -1, started_at_s, env.now)
         if data_parallel and plan.param_gather and not options.overlap_param_gather:
             param_bytes = sum(c.param_bytes for c in plan.chunks if c.stage == self.stage)
@@ -133,4 +145,3 @@ class Agent:
         sent_at_s = message.sent_at_s if message.sent_at_s is not None else env.now
         on_wire_s = env.now - max(started_at_s, sent_at_s)
         self.tally.p2p_wait_s += on_wire_s
-        self.tally.bubble_wait_s += (env.now - started_at_s) - on_wire_s

@@ -84,7 +84,8 @@ class Simulation:
             message.arrived.succeed()
             return
         started_at_s = self.env.now
-        done = self.net.transfer(TransferClass(pairs, plan.p2p_bytes, label="pp"))
+        # the label names the stage boundary: only the same boundary's sends in other replicas merge into one class
+        done = self.net.transfer(TransferClass(pairs, plan.p2p_bytes, label=f"pp {agent.stage}->{dst_stage}"))
         done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))
 
     def _peer_pairs(self, agent: Agent, stage: int) -> np.ndarray:
@@ -151,6 +152,7 @@ class Simulation:
         whole job (Megatron-LM clip_grad_norm), so no rank starts step i+1 before every rank has finished step i.
         """
         steps = steps or self.scenario.training.steps
+        assert self.env.now == 0, "a Simulation runs once (step indices key its messages)"
         started = time.perf_counter()
         for index in range(steps):
             processes = [self.env.process(agent.step(index)) for agent in self.agents]

@@ -77,3 +77,22 @@ def test_schema_is_json_schema_of_the_scenario(cli):
     assert code == 0
     assert set(schema["required"]) >= {"cluster", "model", "training"}
     assert "Parallelism" in schema["$defs"]
+
+
+def test_non_positive_gradient_bucket_is_a_user_error(cli, write_scenario, small_scenario):
+    small_scenario["parallelism"]["grad_bucket_size"] = "0 MB"
+    code, _, err = cli("run", write_scenario(small_scenario))
+    assert code == 2 and err.startswith("error: parallelism.grad_bucket_size: must be a positive size")
+
+
+def test_scenario_name_cannot_escape_the_runs_folder(cli, write_scenario, small_scenario):
+    small_scenario["name"] = "../../escape"
+    code, _, err = cli("run", write_scenario(small_scenario))
+    assert code == 2 and err.startswith("error: name:")
+
+
+def test_out_pointing_at_a_file_is_a_user_error(cli, write_scenario, small_scenario, tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    code, _, err = cli("run", write_scenario(small_scenario), "--out", target)
+    assert code == 2 and "--out" in err and target.read_text() == "keep me"
