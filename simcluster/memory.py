@@ -204,7 +204,10 @@ def in_flight_chunks(schedule: str, pp: int, virtual_stages: int, microbatches: 
         return [c for c in range(virtual_stages) for _ in range(microbatches)]
     if virtual_stages == 1:
         return [0] * min(pp - stage, microbatches)
-    units_in_flight = min(2 * (pp - stage - 1) + (virtual_stages - 1) * pp + 1, microbatches * virtual_stages)
+    units = microbatches * virtual_stages
+    # with exactly pp microbatches Megatron-LM runs every forward before the first backward
+    units_in_flight = units if microbatches == pp else min(2 * (pp - stage - 1) + (virtual_stages - 1) * pp + 1,
+                                                             units)
     return [(k // pp) % virtual_stages for k in range(units_in_flight)]
 
 

@@ -140,7 +140,8 @@ def pipeline_order(schedule: str, pp: int, stage: int, microbatches: int, virtua
 
         forwards = [unit(k, False) for k in range(m * v)]
         backwards = [unit(k, True) for k in range(m * v)]
-        warmup = min((pp - stage - 1) * 2 + (v - 1) * pp, m * v)
+        # Megatron-LM runs every forward first when there are exactly pp microbatches (all_warmup_microbatches)
+        warmup = m * v if m == pp else min((pp - stage - 1) * 2 + (v - 1) * pp, m * v)
     order = forwards[:warmup]
     for i in range(len(forwards) - warmup):
         order += [forwards[warmup + i], backwards[i]]

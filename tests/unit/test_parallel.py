@@ -77,3 +77,11 @@ def test_interleaved_order_follows_megatron_for_two_stages_two_chunks():
     order = [(w.phase[0], w.microbatch, w.chunk) for w in pipeline_order("1f1b", 2, 0, 4, 2)]
     assert order[:4] == [("f", 0, 0), ("f", 1, 0), ("f", 0, 2), ("f", 1, 2)]
     assert order[4:6] == [("f", 2, 0), ("b", 0, 2)]
+
+
+def test_interleaved_with_exactly_pp_microbatches_runs_all_forwards_first():
+    # Megatron-LM: num_microbatches == pipeline size -> all_warmup_microbatches
+    for stage in range(4):
+        order = pipeline_order("1f1b", 4, stage, 4, 2)
+        phases = [w.phase for w in order]
+        assert phases == ["forward"] * 8 + ["backward"] * 8
