@@ -54,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:
         # usage errors of the (vendored or not) click layer carry their own exit code (2) and message
-        show, code = getattr(err, "show", None), getattr(err, "exit_code", None)
-        if callable(show) and isinstance(code, int):
-            show()
+        message, code = getattr(err, "format_message", None), getattr(err, "exit_code", None)
+        if callable(message) and isinstance(code, int):
+            text = " ".join(message().split())
+            print(f"error: {text} (see --help)", file=sys.stderr)
             return code
         raise
     return 0

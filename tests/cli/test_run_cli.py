@@ -47,3 +47,9 @@ def test_layout_that_does_not_fit_fails_before_simulating(cli, write_scenario, s
     assert code == 2
     assert "error: parallelism:" in err and "weights" in err and "optimizer" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_option_type_errors_are_one_line_with_exit_2(cli):
+    code, _, err = cli("run", "--steps", "0")
+    assert code == 2
+    assert err.startswith("error: Invalid value for '--steps'") and err.count("\n") == 1
