@@ -47,6 +47,11 @@ def _scalar_or_array(array):
     return float(array) if np.ndim(array) == 0 else array
 
 
+def _ratio_power(scale: float, value, name: str, exponent: float):
+    """(scale / value)^exponent, Kaplan et al. 2020's single-variable power law, with ``value`` checked > 0."""
+    return _scalar_or_array(np.power(scale / check_positive(value, name), exponent))
+
+
 @dataclass(frozen=True)
 class Allocation:
     """A compute-optimal split of a FLOP budget: parameters, tokens and the loss the law predicts for them."""
@@ -188,23 +193,19 @@ class KaplanLaw:
 
     def loss_floor(self, params):
         """L(N, D -> inf) = (Nc/N)^aN with the joint fit's constants."""
-        n = check_positive(params, "params")
-        return _scalar_or_array(np.power(self.Nc / n, self.aN))
+        return _ratio_power(self.Nc, params, "params", self.aN)
 
     def loss_of_params(self, params):
         """Eq. 1.1: L(N) = (Nc/N)^aN for models trained to convergence on ample data."""
-        n = check_positive(params, "params")
-        return _scalar_or_array(np.power(self.Nc_single / n, self.aN_single))
+        return _ratio_power(self.Nc_single, params, "params", self.aN_single)
 
     def loss_of_tokens(self, tokens):
         """Eq. 1.2: L(D) = (Dc/D)^aD for large models trained with early stopping."""
-        d = check_positive(tokens, "tokens")
-        return _scalar_or_array(np.power(self.Dc_single / d, self.aD_single))
+        return _ratio_power(self.Dc_single, tokens, "tokens", self.aD_single)
 
     def loss_of_compute(self, flop_min):
         """Eq. 1.3: L(C_min) = (Cc/C_min)^aC on the compute-efficient frontier (batch << B_crit)."""
-        c = check_positive(flop_min, "flop")
-        return _scalar_or_array(np.power(self.Cc_flop / c, self.aC))
+        return _ratio_power(self.Cc_flop, flop_min, "flop", self.aC)
 
     def critical_batch_tokens(self, loss):
         """Eq. 1.4: B_crit(L) = B_star / L^(1/aB), in tokens."""
