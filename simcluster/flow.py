@@ -266,6 +266,12 @@ class FlowNetwork(NetworkModel):
         rate = np.zeros(len(routes))
         frozen = np.zeros(len(routes), dtype=bool)
         fixed_load = np.zeros(len(links))
+        if len(links) == len(local):
+            # routes share no link: each runs alone at its own bottleneck, which is what progressive filling
+            # would give (most re-solves in pipeline-parallel runs are of this kind)
+            starts = np.concatenate([[0], np.cumsum([len(r[0]) for r in routes])[:-1]])
+            rate = np.minimum.reduceat(capacity[local] / counts, starts)
+            frozen[:] = True
         while not frozen.all():
             open_entry = ~frozen[owner]
             open_count = np.bincount(local[open_entry], weights=counts[open_entry], minlength=len(links))
