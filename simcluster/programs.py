@@ -207,19 +207,12 @@ def collective_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float
         if op == "sendrecv_ring":
             pairs = [(group[i], group[(i + 1) % len(group)]) for i in range(len(group))]
             model = network.make("analytic", collectives.calibrated(fabric))
-            _COST_CACHE[key] = run_alone(model, network.TransferClass(pairs, size_bytes))
+            step = collectives.Step((network.TransferClass(pairs, size_bytes),))
+            _COST_CACHE[key] = collectives.simulate([step], model)
         else:
             coll = collectives.Collective(op=op, group=group, size_bytes=size_bytes)
             _COST_CACHE[key] = collectives.run(coll, fabric, "analytic").time_s
     return _COST_CACHE[key]
-
-
-def run_alone(model, transfers) -> float:
-    """Duration of one transfer class alone on an idle network model."""
-    model.start(transfers, 0.0)
-    end_s = model.next_completion_s()
-    model.advance(end_s)
-    return end_s
 
 
 def bucket_count(grad_bytes: float, bucket_bytes: float, layers: int) -> int:
