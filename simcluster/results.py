@@ -57,6 +57,7 @@ def summarize(sim, steps: int, flop: dict, memory_breakdown, wall_time_s: float)
 
     compute_s = mean("compute_s") + mean("optimizer_s")
     exposed_comm_s = mean("tp_comm_s") + mean("p2p_wait_s") + mean("dp_wait_s")
+    bubble_s = step_time_s - compute_s - exposed_comm_s
     peak = scenario.cluster.gpu.peak_flop_per_s(scenario.training.precision)
     model_flop_per_gpu_s = flop["model"] / step_time_s / gpus
     hardware_flop_per_gpu_s = flop["hardware"] / step_time_s / gpus
@@ -72,7 +73,7 @@ def summarize(sim, steps: int, flop: dict, memory_breakdown, wall_time_s: float)
         "peak_memory_per_gpu_bytes": memory_breakdown.total_bytes,
         "compute_s": compute_s,
         "exposed_comm_s": exposed_comm_s,
-        "pipeline_bubble_s": max(0.0, step_time_s - compute_s - exposed_comm_s),
+        "pipeline_bubble_s": bubble_s if bubble_s > 1e-9 * step_time_s else 0.0,  # float noise is no bubble
         "gpus": gpus,
         "network_model": sim.network_name,
         "wall_time_s": wall_time_s,
