@@ -22,6 +22,9 @@ from simcluster import catalog
 from simcluster.network import NetworkModel, TransferClass, class_load
 from simcluster.units import BYTES, parse
 
+# Equal-cost paths a pair's chunks rotate over under adaptive routing.
+_SPRAY_SALTS = 8
+
 
 def default_chunk_bytes() -> float:
     """NCCL's Simple-protocol slice (data/nccl.yaml ``chunk.bytes``)."""
@@ -32,7 +35,7 @@ class _State:
     """Everything the event loop mutates, so that a look-ahead can run on a copy."""
 
     def __init__(self, links: int):
-        self.heap: list[tuple] = []  # (arrival_at_s, seq, handle, pair, hop, chunk_bytes)
+        self.heap: list[tuple] = []  # (arrival_at_s, seq, handle, route, hop, chunk_bytes)
         self.free_at_s = [0.0] * links  # when each link finishes the chunk it is sending
         self.chunks_left: dict[int, int] = {}  # per class still sending
         self.last_arrival_s: dict[int, float] = {}
@@ -83,13 +86,17 @@ class ChunkNetwork(NetworkModel):
         links, counts, latency_s = class_load(self.fabric, transfers)
         self.link_bytes[links] += counts * transfers.size_bytes
         self._latency_s[handle] = latency_s
-        paths = [self.fabric.path_links(int(s), int(d)).tolist() for s, d in transfers.pairs if s != d]
-        paths = [p for p in paths if p]
+        # under adaptive routing successive chunks of a pair take different equal-cost paths (per-chunk spraying,
+        # the packet-level counterpart of the flow model's fluid split); under ECMP a pair keeps one path
+        salts = _SPRAY_SALTS if getattr(self.fabric, "routing", "ecmp") == "adaptive" else 1
+        paths = [[self.fabric.path_links(int(s), int(d), salt).tolist() for salt in range(salts)]
+                 for s, d in transfers.pairs if s != d]
+        paths = [p for p in paths if p[0]]
         state = self._state
         if not paths or transfers.size_bytes <= 0:
             state.done_at_s[handle] = now_s + latency_s
             return handle
-        self._paths[handle] = paths
+        self._paths[handle] = [path for per_pair in paths for path in per_pair]
         chunk_bytes = self.chunk_bytes
         if self.max_chunks:
             chunk_bytes = max(chunk_bytes, transfers.size_bytes / self.max_chunks)
@@ -97,9 +104,10 @@ class ChunkNetwork(NetworkModel):
         sizes = [chunk_bytes] * int(full) + ([rest] if rest > 1e-9 * chunk_bytes else [])
         state.chunks_left[handle] = len(sizes) * len(paths)
         state.last_arrival_s[handle] = now_s
-        for size in sizes:
+        for index, size in enumerate(sizes):
             for pair in range(len(paths)):
-                heapq.heappush(state.heap, (now_s, state.seq, handle, pair, 0, size))
+                route = pair * salts + index % salts
+                heapq.heappush(state.heap, (now_s, state.seq, handle, route, 0, size))
                 state.seq += 1
         return handle
 
@@ -141,14 +149,14 @@ class ChunkNetwork(NetworkModel):
             horizon_s = min(until_s, min(state.done_at_s.values(), default=math.inf))
             if heap[0][0] > horizon_s:
                 break
-            arrival_s, _, handle, pair, hop, size = heapq.heappop(heap)
-            path = self._paths[handle][pair]
+            arrival_s, _, handle, route, hop, size = heapq.heappop(heap)
+            path = self._paths[handle][route]
             link = path[hop]
             sent_s = max(arrival_s, free_at_s[link]) + size * spb[link]
             free_at_s[link] = sent_s
             events += 1
             if hop + 1 < len(path):
-                heapq.heappush(heap, (sent_s, state.seq, handle, pair, hop + 1, size))
+                heapq.heappush(heap, (sent_s, state.seq, handle, route, hop + 1, size))
                 state.seq += 1
                 continue
             state.last_arrival_s[handle] = max(state.last_arrival_s[handle], sent_s)
