@@ -175,8 +175,8 @@ def _depth(parents: np.ndarray) -> int:
 
 def pipeline_chunks(payload_bytes: float, fill_steps: int, bytes_per_s: float, latency_s: float) -> int:
     """Chunks of a pipelined algorithm: the optimum sqrt(fill * S / (B * a)) of T = (K + fill)(a + S/(K B)),
-    no finer than NCCL's chunk (nccl.yaml), at least one."""
-    finest = max(1, math.ceil(payload_bytes / constants()["chunk_bytes"]))
+    no finer than the smallest chunk NCCL pipelines with (nccl.yaml ``min_pipelined_bytes``), at least one."""
+    finest = max(1, math.ceil(payload_bytes / constants()["min_pipelined_bytes"]))
     if fill_steps <= 0 or latency_s <= 0 or bytes_per_s <= 0:
         return finest
     best = math.sqrt(fill_steps * payload_bytes / (bytes_per_s * latency_s))

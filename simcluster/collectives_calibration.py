@@ -52,6 +52,7 @@ def constants() -> dict:
     out["nvls_latency_s"] = parse(raw["nvls"]["latency"], SECONDS)
     out["nvls_min_gpus"] = int(raw["nvls"]["min_gpus"])
     out["chunk_bytes"] = parse(raw["chunk"]["bytes"], BYTES)
+    out["min_pipelined_bytes"] = parse(raw["chunk"]["min_pipelined_bytes"], BYTES)
     return out
 
 
