@@ -321,15 +321,22 @@ def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
     norm, norm_bwd = _norm_ops("final_norm", model, shard)
     n_logits = tokens * vocab_local
     e = shard.activation_bytes_per_element
-    softmax_e = LOGITS_SOFTMAX_BYTES_PER_ELEMENT
-    # forward reads the logits and writes fp32 probabilities; backward reads them and writes dlogits
-    cross_entropy = _memory("cross_entropy", CROSS_ENTROPY_FLOP_PER_ELEMENT * n_logits,
-                            n_logits * (e + softmax_e))
-    cross_entropy_bwd = _memory("cross_entropy",
-                                BACKWARD_ELEMENTWISE_FLOP_RATIO * CROSS_ENTROPY_FLOP_PER_ELEMENT * n_logits,
-                                n_logits * (softmax_e + e))
-    return {"forward": [norm, logits.forward(shard), cross_entropy],
-            "backward_input": [cross_entropy_bwd, logits.dgrad(shard), norm_bwd],
+    f = LOGITS_SOFTMAX_BYTES_PER_ELEMENT
+    # Megatron-LM's vocab-parallel cross entropy is unfused by default (--cross-entropy-loss-fusion is opt-in):
+    # pass by pass over the [tokens, vocab/tp] logits (megatron/core/tensor_parallel/cross_entropy.py; conf R):
+    # forward: contiguous copy (e in, e out), cast to fp32 (e, f), max (f), subtract max (f, f), exp (f, f),
+    # sum (f), normalise into the saved softmax (f, f); backward: scale the softmax by the incoming gradient
+    # (f, f), cast back (f, e), copy (e, e).
+    forward_passes = [("ce_copy", e + e), ("ce_cast", e + f), ("ce_max", f), ("ce_subtract", 2 * f),
+                      ("ce_exp", 2 * f), ("ce_sum", f), ("ce_softmax", 2 * f)]
+    backward_passes = [("ce_grad", 2 * f), ("ce_cast", f + e), ("ce_copy", e + e)]
+    flop_per_pass = CROSS_ENTROPY_FLOP_PER_ELEMENT / len(forward_passes)
+    cross_entropy = [_memory(name, flop_per_pass * n_logits, per_element * n_logits)
+                     for name, per_element in forward_passes]
+    backward_flop = BACKWARD_ELEMENTWISE_FLOP_RATIO * flop_per_pass * n_logits
+    cross_entropy_bwd = [_memory(name, backward_flop, per_element * n_logits) for name, per_element in backward_passes]
+    return {"forward": [norm, logits.forward(shard), *cross_entropy],
+            "backward_input": [*cross_entropy_bwd, logits.dgrad(shard), norm_bwd],
             "backward_weight": [logits.wgrad(shard)],
             "recompute": []}
 

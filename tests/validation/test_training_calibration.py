@@ -1,7 +1,7 @@
 """Simulated vs published training throughput over the whole calibration set (simcluster/data/validation.yaml).
 
 Tolerances (issue 4): median absolute error <= 10% over the set, every run within 20%, with one documented
-exception: Megatron-Core's 1.7B model on 48 H100 (41% MFU published) is over-predicted by about 41%; nothing in
+exception: Megatron-Core's 1.7B model on 48 H100 (41% MFU published) is over-predicted by about 29%; nothing in
 the model (GEMM shapes, attention, memory-bound kernels, data-parallel traffic) accounts for the gap, and we
 refuse to fit a per-row factor (docs/calibration.md).
 """
@@ -11,7 +11,7 @@ import pytest
 
 from simcluster import validation
 
-KNOWN_OUTLIERS = {"megatron-1.7b-h100": 0.50}
+KNOWN_OUTLIERS = {"megatron-1.7b-h100": 0.35}
 
 
 @pytest.fixture(scope="module")
