@@ -12,8 +12,10 @@ import pstats
 import sys
 import time
 
-from simcluster import collectives, hardware, network, topology
+from simcluster import collectives, network
 from simcluster.collectives import Collective
+from simcluster.fabric import topology
+from simcluster.spec import hardware
 
 GPUS = 16_384
 SIZE_BYTES = 2**30

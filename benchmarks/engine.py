@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
-from simcluster import config
 from simcluster.engine import Simulation
+from simcluster.spec import config
 
 
 def llama405b(nodes: int, dp: int, gbs: int) -> config.Scenario:

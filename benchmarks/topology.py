@@ -15,9 +15,10 @@ import time
 
 import numpy as np
 
-from simcluster import hardware, topology
-from simcluster.flow import FlowNetwork
-from simcluster.network import TransferClass
+from simcluster.fabric import topology
+from simcluster.network.base import TransferClass
+from simcluster.network.flow import FlowNetwork
+from simcluster.spec import hardware
 
 BUILD_AND_ROUTE_TARGET_S = 10.0
 SOLVE_TARGET_S = 1.0

@@ -1,6 +1,6 @@
 """simcluster: an agent-based discrete-event simulator of GPU clusters training large models."""
 
-from simcluster.errors import OutOfMemoryError, ScenarioError
+from simcluster.core.errors import OutOfMemoryError, ScenarioError
 
 __version__ = "0.1.0"
 __all__ = ["ScenarioError", "OutOfMemoryError", "__version__"]

@@ -20,8 +20,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from simcluster import laws
-from simcluster.errors import ScenarioError
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import laws
 
 SECONDS_PER_DAY = 86400.0
 

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from simcluster.errors import ScenarioError
+from simcluster.core.errors import ScenarioError
 
 app = typer.Typer(
     name="simcluster",

@@ -14,9 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster import collectives, hardware, network, topology, units
+from simcluster import collectives, network
 from simcluster.cli import app, fail
-from simcluster.errors import ScenarioError
+from simcluster.core import units
+from simcluster.core.errors import ScenarioError
+from simcluster.fabric import topology
+from simcluster.spec import hardware
 
 
 def message_sizes(min_bytes: float, max_bytes: float, step_factor: int) -> list[int]:

@@ -20,11 +20,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster import config, economics, laws, sweep, topology
 from simcluster.cli import app, fail
 from simcluster.cli.run import check_network, unique_dir
-from simcluster.errors import ScenarioError
-from simcluster.units import SECONDS, fmt
+from simcluster.core.errors import ScenarioError
+from simcluster.core.units import SECONDS, fmt
+from simcluster.fabric import topology
+from simcluster.outcomes import economics, laws
+from simcluster.spec import config
+from simcluster.studies import sweep
 
 TOPOLOGY_HELP = ("fabric NAME[:key=value,...], repeatable; e.g. rail-fat-tree, leaf-spine:oversubscription=4 "
                  f"(builtins: {', '.join(topology.BUILTIN)}); default: the scenario's")

@@ -18,8 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster import catalog, config, economics, laws, projection, units
 from simcluster.cli import app, fail
+from simcluster.core import catalog, units
+from simcluster.outcomes import economics, laws, projection
+from simcluster.spec import config
 
 laws_app = typer.Typer(
     name="laws", no_args_is_help=True,

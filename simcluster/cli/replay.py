@@ -16,12 +16,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster import catalog, hardware, replay, topology, units
 from simcluster.cli import app, fail
 from simcluster.cli.collective import _topology_options
 from simcluster.cli.run import check_network, unique_dir
-from simcluster.errors import ScenarioError
-from simcluster.traces import load_trace, read_kineto
+from simcluster.core import catalog, units
+from simcluster.core.errors import ScenarioError
+from simcluster.fabric import topology
+from simcluster.replay import plan as replay
+from simcluster.replay.formats import load_trace, read_kineto
+from simcluster.spec import hardware
 
 _RANK_SUFFIX = re.compile(r"([._-]rank[_-]?\d+)?(\.\d+)?(\.json(\.gz)?|\.et)$", re.IGNORECASE)
 

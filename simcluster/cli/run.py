@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simcluster import config
 from simcluster.cli import app, fail
-from simcluster.config import NETWORK_MODELS
-from simcluster.units import BYTES, SECONDS, fmt
+from simcluster.core.units import BYTES, SECONDS, fmt
+from simcluster.spec import config
+from simcluster.spec.config import NETWORK_MODELS
 
 
 def unique_dir(path: Path) -> Path:

@@ -6,8 +6,8 @@ import json
 
 import typer
 
-from simcluster import config
 from simcluster.cli import app
+from simcluster.spec import config
 
 
 @app.command()

@@ -21,11 +21,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simcluster import config, diminishing, laws, sweep
 from simcluster.cli import app
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
 from simcluster.cli.run import check_network
-from simcluster.errors import ScenarioError
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import laws, returns
+from simcluster.spec import config
+from simcluster.studies import sweep
 
 DAYS = 86400.0
 
@@ -87,7 +89,7 @@ def sweep_command(
     target_loss: float | None = typer.Option(None, "--target-loss", help="loss to reach (nats/token); default: "
                                              "the loss of a compute-optimal run of the model"),
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
-    threshold: float = typer.Option(diminishing.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold",
+    threshold: float = typer.Option(returns.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold",
                                     help="scaling efficiency below which more GPUs are deemed wasteful (knee)"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); rerunning "
                                     "into the same folder resumes"),

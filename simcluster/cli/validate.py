@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from simcluster import units, validation
 from simcluster.cli import app, fail
 from simcluster.cli.run import check_network
+from simcluster.core import units
+from simcluster.studies import validation
 
 
 @app.command()

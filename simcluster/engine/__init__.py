@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from simcluster.config import Scenario
+from simcluster.engine.results import Result
 from simcluster.engine.simulation import Simulation
-from simcluster.results import Result
+from simcluster.spec.config import Scenario
 
 
 def simulate(scenario: Scenario, network: str | None = None, expand: bool = False, steps: int | None = None,

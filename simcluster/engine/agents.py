@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from simcluster.programs import bucket_count
+from simcluster.parallel.plan import bucket_count
 
 
 @dataclass

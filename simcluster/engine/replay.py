@@ -19,12 +19,12 @@ import pandas as pd
 import simpy
 
 from simcluster import collectives, network
-from simcluster.engine.collective import CollectiveDriver
-from simcluster.engine.network import NetworkDriver
+from simcluster.core.errors import ScenarioError
+from simcluster.engine.collective_driver import CollectiveDriver
+from simcluster.engine.drivers import NetworkDriver
 from simcluster.engine.recorder import COLUMNS
-from simcluster.errors import ScenarioError
-from simcluster.replay import ReplayOp, ReplayPlan
-from simcluster.traces.recorded import COLLECTIVE, COMPUTE
+from simcluster.replay.plan import ReplayOp, ReplayPlan
+from simcluster.replay.recorded import COLLECTIVE, COMPUTE
 
 # Lanes of the engine's timeline (analysis.timeline): collectives on the data-parallel lane, point-to-point on
 # the pipeline lane; the recorded CUDA stream stays in ``cuda_stream``.

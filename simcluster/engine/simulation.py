@@ -8,14 +8,19 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from simcluster import catalog, collectives, memory, network, programs, topology, workload
-from simcluster.config import Scenario
+from simcluster import collectives, network
+from simcluster.core import catalog
 from simcluster.engine.agents import Agent
-from simcluster.engine.collective import CollectiveDriver
-from simcluster.engine.network import NetworkDriver
+from simcluster.engine.collective_driver import CollectiveDriver
+from simcluster.engine.drivers import NetworkDriver
 from simcluster.engine.recorder import Recorder
-from simcluster.network import TransferClass
-from simcluster.results import Result, summarize
+from simcluster.engine.results import Result, summarize
+from simcluster.fabric import topology
+from simcluster.network.base import TransferClass
+from simcluster.parallel import memory
+from simcluster.parallel import plan as programs
+from simcluster.spec.config import Scenario
+from simcluster.workload import ops
 
 
 @dataclass(eq=False)
@@ -164,7 +169,7 @@ class Simulation:
         wall_time_s = time.perf_counter() - started
         t, m = self.scenario.training, self.scenario.model
         flop = {
-            "model": workload.model_flop_per_step(m, t.seq_len, t.global_batch_size),
-            "hardware": workload.hardware_flop_per_step(m, t.seq_len, t.global_batch_size, t.activation_recompute),
+            "model": ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
+            "hardware": ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size, t.activation_recompute),
         }
         return summarize(self, steps, flop, self.memory, wall_time_s)

@@ -116,7 +116,7 @@ def test_loss_vs_time_from_a_summary_file_prints_time_cost_energy_and_co2(tmp_pa
                             "--out", str(tmp_path)])
     assert REPORT_KEYS <= set(out)
     # the bundled default: GPT-3 175B on 1,024 H100 at $2.50/GPU-h; tokens to 2.0 under Chinchilla approach 3
-    from simcluster import config
+    from simcluster.spec import config
 
     n = config.load(None).model.params
     tokens = (410.7 / (2.0 - 1.69 - 406.4 / n**0.34)) ** (1 / 0.28)

@@ -8,7 +8,7 @@ def test_run_json_prints_the_contract_keys_and_writes_outputs(cli, write_scenari
     code, stdout, _ = cli("run", write_scenario(small_scenario), "--json", "--out", out)
     assert code == 0
     summary = json.loads(stdout)
-    from simcluster.results import SUMMARY_KEYS
+    from simcluster.engine.results import SUMMARY_KEYS
 
     assert set(SUMMARY_KEYS) <= set(summary)
     assert summary["gpus"] == 16 and summary["network_model"] == "flow"

@@ -2,7 +2,9 @@
 
 import pytest
 
-from simcluster import collectives, hardware, topology
+from simcluster import collectives
+from simcluster.fabric import topology
+from simcluster.spec import hardware
 
 
 @pytest.mark.parametrize("gpus", [8, 64, 256])

@@ -6,9 +6,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcluster import hardware, topology
-from simcluster.flow import FlowNetwork
-from simcluster.network import TransferClass
+from simcluster.fabric import topology
+from simcluster.network.base import TransferClass
+from simcluster.network.flow import FlowNetwork
+from simcluster.spec import hardware
 
 H100 = hardware.gpu("h100-sxm")
 CX7 = hardware.nic("connectx-7")

@@ -5,7 +5,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcluster import laws
+from simcluster.outcomes import laws
 
 years = st.floats(min_value=1e-3, max_value=30.0)
 gammas = st.floats(min_value=0.0, max_value=4.0)

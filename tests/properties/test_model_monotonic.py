@@ -3,9 +3,10 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcluster import memory, workload
-from simcluster.model import TransformerSpec
-from simcluster.workload import Shard
+from simcluster.parallel import memory
+from simcluster.spec.model import TransformerSpec
+from simcluster.workload import ops as workload
+from simcluster.workload.ops import Shard
 
 layers = st.integers(1, 64)
 heads = st.sampled_from([4, 8, 16])

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simcluster.units import BYTES, BYTES_PER_S, FLOP_PER_S, SECONDS, WATTS, fmt, parse
+from simcluster.core.units import BYTES, BYTES_PER_S, FLOP_PER_S, SECONDS, WATTS, fmt, parse
 
 magnitudes = st.floats(min_value=1e-9, max_value=1e18, allow_nan=False, allow_infinity=False)
 

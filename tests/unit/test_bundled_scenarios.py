@@ -3,7 +3,9 @@ over-count (a held-out case marked ``memory_check: false``, docs/calibration.md)
 
 import pytest
 
-from simcluster import config, memory, validation
+from simcluster.parallel import memory
+from simcluster.spec import config
+from simcluster.studies import validation
 
 OVER_COUNTED = {c["scenario"] for c in validation.held_out_cases() if not c.get("memory_check", True)}
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from simcluster.errors import ScenarioError
-from simcluster.traces import protobuf as pb
-from simcluster.traces import read_chakra, read_kineto, write_chakra
-from simcluster.traces.recorded import RecordedOp, RecordedRun, RecordedStep
+from simcluster.core.errors import ScenarioError
+from simcluster.replay.formats import protobuf as pb
+from simcluster.replay.formats import read_chakra, read_kineto, write_chakra
+from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep
 
 DATA = Path(__file__).parents[1] / "data"
 ASTRA_ALLREDUCE = sorted((DATA / "chakra").glob("all_reduce.*.et"))

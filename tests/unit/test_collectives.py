@@ -7,11 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from simcluster import catalog, collectives, hardware, network, topology
-from simcluster.chunk import ChunkNetwork
+from simcluster import collectives, network
 from simcluster.collectives import Collective
-from simcluster.errors import ScenarioError
-from simcluster.units import SECONDS, parse
+from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
+from simcluster.core.units import SECONDS, parse
+from simcluster.fabric import topology
+from simcluster.network.analytic import AnalyticNetwork
+from simcluster.network.store_forward import ChunkNetwork
+from simcluster.spec import hardware
 
 H100, A100 = hardware.gpu("h100-sxm"), hardware.gpu("a100-80gb-sxm")
 CX7 = hardware.nic("connectx-7")
@@ -140,7 +144,7 @@ def test_three_models_agree_with_the_closed_form_across_nodes(rail32, size):
 
 
 def test_repeated_ring_steps_are_solved_once(rail32):
-    class Counting(network.AnalyticNetwork):
+    class Counting(AnalyticNetwork):
         starts = 0
 
         def start(self, transfers, now_s):
@@ -242,7 +246,7 @@ def test_hierarchical_costs_its_three_phases(rail32):
 
 @pytest.mark.parametrize("count", [2, 6, 8, 32, 100])
 def test_double_binary_tree_leaves_of_one_tree_are_inner_nodes_of_the_other(count):
-    from simcluster.collectives_algorithms import balanced_tree_parents
+    from simcluster.collectives.algorithms import balanced_tree_parents
 
     parents = balanced_tree_parents(count)
     assert (parents == -1).sum() == 1  # one root, and every other unit reaches it
@@ -309,7 +313,7 @@ def test_rail_fabric_beats_a_4_to_1_leaf_spine_by_the_ecmp_collision_factor():
     376 GB/s, a 2% correction), L read from the fabric's routes. L >= 2 for 8 flows hashed on 8 cables (balls
     in bins).
     """
-    from simcluster.collectives_algorithms import ring_transfers
+    from simcluster.collectives.algorithms import ring_transfers
 
     gpus, size = 256, 8 * 2**30
     rail = topology.build("rail-fat-tree", gpus=gpus, gpus_per_node=8, gpu=H100, nic=CX7)

@@ -2,8 +2,10 @@
 
 import pytest
 
-from simcluster import catalog, compute, hardware
-from simcluster.workload import Op, Shard, _gemm
+from simcluster.core import catalog
+from simcluster.spec import hardware
+from simcluster.workload import kernels
+from simcluster.workload.ops import Op, Shard, _gemm
 
 H100 = hardware.gpu("h100-sxm")
 H200 = hardware.gpu("h200-sxm")
@@ -16,7 +18,7 @@ def gemm(m, n, k, shard=BF16):
 
 def achieved_fraction(op, gpu, precision="bf16"):
     """As a short benchmark measures it (no sustained-clock derating)."""
-    return compute.achieved_flop_per_s(op, gpu, precision) / gpu.peak_flop_per_s(precision)
+    return kernels.achieved_flop_per_s(op, gpu, precision) / gpu.peak_flop_per_s(precision)
 
 
 def test_8192_cubed_bf16_gemm_on_h100_reaches_measured_081_of_peak():
@@ -27,7 +29,7 @@ def test_8192_cubed_bf16_gemm_on_h100_reaches_measured_081_of_peak():
 def test_8192_cubed_bf16_gemm_on_h200_lies_in_measured_range():
     # measured 769-798 TFLOP/s on a real H200 (shared/reference/hardware.yaml)
     op = gemm(8192, 8192, 8192)
-    achieved_tflop_per_s = compute.achieved_flop_per_s(op, H200, "bf16")
+    achieved_tflop_per_s = kernels.achieved_flop_per_s(op, H200, "bf16")
     assert 769e12 * 0.99 <= achieved_tflop_per_s <= 798e12 * 1.01
 
 
@@ -35,54 +37,54 @@ def test_large_copy_reaches_090_of_hbm_bandwidth():
     # measured device-to-device copy: 3.0 TB/s of 3.35 TB/s on H100, read + write bytes counted
     size_bytes = 8e9
     copy = Op("copy", "memory", 0.0, 2 * size_bytes)
-    time_s = compute.op_time_s(copy, H100, "bf16")
+    time_s = kernels.op_time_s(copy, H100, "bf16")
     assert 2 * size_bytes / time_s == pytest.approx(0.9 * 3.35e12, rel=0.01)
 
 
 def test_training_sustains_a_fitted_fraction_of_the_benchmark_throughput():
     op = gemm(8192, 8192, 8192)
-    benchmark_s = compute.op_time_s(op, H100, "bf16", sustained=False)
-    training_s = compute.op_time_s(op, H100, "bf16")
-    launch_s = compute.launch_overhead_s()
-    assert (benchmark_s - launch_s) / (training_s - launch_s) == pytest.approx(compute.sustained_fraction(H100.name))
+    benchmark_s = kernels.op_time_s(op, H100, "bf16", sustained=False)
+    training_s = kernels.op_time_s(op, H100, "bf16")
+    launch_s = kernels.launch_overhead_s()
+    assert (benchmark_s - launch_s) / (training_s - launch_s) == pytest.approx(kernels.sustained_fraction(H100.name))
 
 
 def test_empty_kernel_costs_a_few_microseconds_of_launch_overhead():
-    time_s = compute.op_time_s(Op("noop", "memory", 0.0, 0.0), H100, "bf16")
+    time_s = kernels.op_time_s(Op("noop", "memory", 0.0, 0.0), H100, "bf16")
     assert 1e-6 <= time_s <= 10e-6
 
 
 def test_roofline_takes_the_slower_of_compute_and_memory():
     # a matrix-vector product (m = 1) is bandwidth-bound: its time is its bytes at 0.9 of HBM bandwidth
     gemv = gemm(1, 16384, 16384)
-    expected_s = gemv.hbm_bytes / (0.9 * H100.hbm_bandwidth) + compute.launch_overhead_s()
-    assert compute.op_time_s(gemv, H100, "bf16") == pytest.approx(expected_s, rel=1e-9)
+    expected_s = gemv.hbm_bytes / (0.9 * H100.hbm_bandwidth) + kernels.launch_overhead_s()
+    assert kernels.op_time_s(gemv, H100, "bf16") == pytest.approx(expected_s, rel=1e-9)
     # a large square GEMM is compute-bound: its time exceeds its bytes at full bandwidth many times over
     square = gemm(8192, 8192, 8192)
-    assert compute.op_time_s(square, H100, "bf16") > 5 * square.hbm_bytes / H100.hbm_bandwidth
+    assert kernels.op_time_s(square, H100, "bf16") > 5 * square.hbm_bytes / H100.hbm_bandwidth
 
 
 def test_one_full_wave_of_large_tiles_has_no_quantisation_loss():
     # 12 x 11 tiles of 256 x 128 = 132 tiles = one wave on 132 SMs: only ceiling and k-depth terms remain
-    table = compute._table()["gemm"]
+    table = kernels._table()["gemm"]
     k = 4096
     expected = table["ceiling"] * k / (k + table["k_overhead"])
-    assert compute.gemm_efficiency(256 * 12, 128 * 11, k, "h100-sxm") == pytest.approx(expected, rel=1e-12)
+    assert kernels.gemm_efficiency(256 * 12, 128 * 11, k, "h100-sxm") == pytest.approx(expected, rel=1e-12)
     # one row more spills a second, almost empty wave (or forces smaller tiles): strictly less efficient
-    assert compute.gemm_efficiency(256 * 12 + 1, 128 * 11, k, "h100-sxm") < 0.95 * expected
+    assert kernels.gemm_efficiency(256 * 12 + 1, 128 * 11, k, "h100-sxm") < 0.95 * expected
 
 
 def test_small_and_skinny_gemms_are_less_efficient_than_large_ones():
-    large = compute.gemm_efficiency(8192, 8192, 8192, "h100-sxm")
-    assert compute.gemm_efficiency(512, 512, 512, "h100-sxm") < 0.5 * large
-    assert compute.gemm_efficiency(16, 8192, 8192, "h100-sxm") < 0.2 * large          # skinny m
-    assert compute.gemm_efficiency(8192, 8192, 64, "h100-sxm") < 0.4 * large          # shallow k
-    assert all(0 < compute.gemm_efficiency(m, m, m, "h100-sxm") <= large * 1.0001
+    large = kernels.gemm_efficiency(8192, 8192, 8192, "h100-sxm")
+    assert kernels.gemm_efficiency(512, 512, 512, "h100-sxm") < 0.5 * large
+    assert kernels.gemm_efficiency(16, 8192, 8192, "h100-sxm") < 0.2 * large          # skinny m
+    assert kernels.gemm_efficiency(8192, 8192, 64, "h100-sxm") < 0.4 * large          # shallow k
+    assert all(0 < kernels.gemm_efficiency(m, m, m, "h100-sxm") <= large * 1.0001
                for m in (64, 256, 1024, 4096, 8192))
 
 
 def test_efficiency_grows_with_reduction_depth():
-    fractions = [compute.gemm_efficiency(4096, 4096, k, "h100-sxm") for k in (64, 256, 1024, 4096, 16384)]
+    fractions = [kernels.gemm_efficiency(4096, 4096, k, "h100-sxm") for k in (64, 256, 1024, 4096, 16384)]
     assert fractions == sorted(fractions)
 
 
@@ -93,16 +95,16 @@ def test_flash_attention_efficiency_tracks_fa3_measurements_on_h100():
     for seq_len, tflop_per_s in measured.items():
         op = Op("attention", "attention", 4.0 * (16384 // seq_len) * seq_len**2 * 16 * 128, 0.0,
                 seq_len, seq_len, 128, 16 * (16384 // seq_len))
-        fraction, _ = compute.attention_efficiency(op, "h100-sxm")
+        fraction, _ = kernels.attention_efficiency(op, "h100-sxm")
         assert fraction * H100.peak_flop_per_s("bf16") == pytest.approx(tflop_per_s * 1e12, rel=0.03)
 
 
 def test_causal_flash_attention_executes_half_the_counted_flop_and_backward_is_slower():
     forward = Op("attention", "attention", 1e12, 0.0, 8192, 8192, 128, 64)
     backward = Op("attention_backward", "attention", 2e12, 0.0, 8192, 8192, 128, 64)
-    assert compute.efficiency(forward, H100).executed_flop_ratio == 0.5
+    assert kernels.efficiency(forward, H100).executed_flop_ratio == 0.5
     # backward: twice the counted FLOP, 2.5x executed per FlashAttention's convention, at a lower efficiency
-    ratio = compute.op_time_s(backward, H100, "bf16") / compute.op_time_s(forward, H100, "bf16")
+    ratio = kernels.op_time_s(backward, H100, "bf16") / kernels.op_time_s(forward, H100, "bf16")
     assert 2.5 < ratio < 4.0
 
 
@@ -112,27 +114,27 @@ def test_fp8_gemm_is_faster_than_bf16_and_reads_half_the_operand_bytes():
     n = 8192 * 8192
     assert fp8.hbm_bytes == 2 * n * 1 + n * 2      # fp8 A and B, 16-bit C (Transformer Engine's output)
     assert bf16.hbm_bytes == 3 * n * 2
-    assert compute.op_time_s(fp8, H100, "fp8") == pytest.approx(compute.op_time_s(bf16, H100, "bf16") / 2,
+    assert kernels.op_time_s(fp8, H100, "fp8") == pytest.approx(kernels.op_time_s(bf16, H100, "bf16") / 2,
                                                                  rel=0.01)
 
 
 def test_ops_time_is_the_sum_of_op_times():
     ops = [gemm(4096, 4096, 4096), Op("norm", "memory", 1e6, 1e8), gemm(128, 128, 128)]
-    assert compute.ops_time_s(ops, H100, "bf16") == pytest.approx(
-        sum(compute.op_time_s(op, H100, "bf16") for op in ops))
+    assert kernels.ops_time_s(ops, H100, "bf16") == pytest.approx(
+        sum(kernels.op_time_s(op, H100, "bf16") for op in ops))
 
 
 def test_a_gemm_marked_bf16_runs_at_bf16_speed_in_an_fp8_run():
     bf16 = gemm(8192, 8192, 8192)
     marked = Op("logits", "gemm", bf16.flop, bf16.hbm_bytes, 8192, 8192, 8192, 1, "bf16")
-    assert compute.op_time_s(marked, H100, "fp8") == pytest.approx(compute.op_time_s(bf16, H100, "bf16"))
+    assert kernels.op_time_s(marked, H100, "fp8") == pytest.approx(kernels.op_time_s(bf16, H100, "bf16"))
 
 
 def test_sustained_fraction_is_looked_up_per_gpu_generation():
     table = catalog.load("efficiency")["sustained_fraction"]
-    assert compute.sustained_fraction("a100-80gb-sxm") == table["a100-80gb-sxm"]
-    assert compute.sustained_fraction("h100-sxm") == table["h100-sxm"]
-    assert compute.sustained_fraction("a100-80gb-sxm") != compute.sustained_fraction("h100-sxm")
-    assert compute.sustained_fraction("no-such-gpu") == table["default"]
+    assert kernels.sustained_fraction("a100-80gb-sxm") == table["a100-80gb-sxm"]
+    assert kernels.sustained_fraction("h100-sxm") == table["h100-sxm"]
+    assert kernels.sustained_fraction("a100-80gb-sxm") != kernels.sustained_fraction("h100-sxm")
+    assert kernels.sustained_fraction("no-such-gpu") == table["default"]
     # every key names a catalog GPU (a typo would silently fall back to the default)
     assert set(table) - {"default"} <= set(catalog.load("hardware")["gpus"])

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from simcluster import diminishing, economics
-from simcluster.errors import ScenarioError
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import economics, returns
 
 PLANT = economics.Plant(price_per_gpu_hour=2.0, gpu_tdp_w=700.0, gpu_idle_w=70.0, gpus_per_node=8,
                         node_overhead_w=1500.0, pue=1.2, grid_kg_co2_per_kwh=0.4, params=7e9,
@@ -20,16 +20,16 @@ def amdahl_sweep(serial_fraction, counts=(8, 16, 32, 64, 128, 256)):
 
 
 def test_linear_scaling_has_unit_efficiency_equal_gpu_hours_and_no_knee():
-    rows = diminishing.sweep_table(amdahl_sweep(0.0), PLANT, "chinchilla", target_loss=2.3)
+    rows = returns.sweep_table(amdahl_sweep(0.0), PLANT, "chinchilla", target_loss=2.3)
     assert all(row["efficiency"] == pytest.approx(1.0) for row in rows)
     assert all(row["gpu_hours"] == pytest.approx(rows[0]["gpu_hours"]) for row in rows)
     assert all(math.isinf(row["hours_saved_per_extra_gpu_hour"]) for row in rows[1:])
-    assert diminishing.knee(rows)["first_below_gpus"] is None
+    assert returns.knee(rows)["first_below_gpus"] is None
 
 
 def test_efficiency_of_an_amdahl_sweep_matches_its_closed_form():
     s = 0.01
-    rows = diminishing.scaling_efficiency(amdahl_sweep(s))
+    rows = returns.scaling_efficiency(amdahl_sweep(s))
     for row in rows:
         n = row["gpus"]
         expected = (n / (1 + s * (n - 1))) / (n / 8 * 8 / (1 + s * 7))
@@ -39,7 +39,7 @@ def test_efficiency_of_an_amdahl_sweep_matches_its_closed_form():
 def test_knee_is_the_last_count_before_efficiency_drops_below_the_threshold():
     s = 0.01
     # efficiency(n) = (1 + 7 s) / (1 + s (n - 1)): 0.82 at 32, 0.66 at 64 for s = 0.01 -> knee at 32 for 0.8
-    result = diminishing.knee(amdahl_sweep(s), threshold=0.8)
+    result = returns.knee(amdahl_sweep(s), threshold=0.8)
     assert result["knee_gpus"] == 32
     assert result["first_below_gpus"] == 64
     assert result["first_below_efficiency"] == pytest.approx(1.07 / 1.63)
@@ -48,7 +48,7 @@ def test_knee_is_the_last_count_before_efficiency_drops_below_the_threshold():
 def test_marginal_loss_per_gpu_hour_at_a_deadline_by_hand():
     sweep = [{"gpus": 8, "tokens_per_s": 16000.0}, {"gpus": 16, "tokens_per_s": 24000.0}]
     deadline_s = 30 * 86400.0
-    rows = diminishing.sweep_table(sweep, PLANT, "chinchilla", target_loss=2.3, deadline_s=deadline_s)
+    rows = returns.sweep_table(sweep, PLANT, "chinchilla", target_loss=2.3, deadline_s=deadline_s)
 
     def loss(tokens):
         return 1.69 + 406.4 / 7e9**0.34 + 410.7 / tokens**0.28
@@ -65,14 +65,14 @@ def test_marginal_loss_per_gpu_hour_at_a_deadline_by_hand():
 
 
 def test_sweep_rows_come_out_sorted_by_gpu_count():
-    rows = diminishing.scaling_efficiency(list(reversed(amdahl_sweep(0.02))))
+    rows = returns.scaling_efficiency(list(reversed(amdahl_sweep(0.02))))
     assert [row["gpus"] for row in rows] == [8, 16, 32, 64, 128, 256]
 
 
 def test_repeated_gpu_counts_and_empty_sweeps_are_refused():
     with pytest.raises(ScenarioError, match="repeat"):
-        diminishing.scaling_efficiency([{"gpus": 8, "tokens_per_s": 1.0}, {"gpus": 8, "tokens_per_s": 2.0}])
+        returns.scaling_efficiency([{"gpus": 8, "tokens_per_s": 1.0}, {"gpus": 8, "tokens_per_s": 2.0}])
     with pytest.raises(ScenarioError, match="at least one"):
-        diminishing.scaling_efficiency([])
+        returns.scaling_efficiency([])
     with pytest.raises(ScenarioError, match="threshold"):
-        diminishing.knee(amdahl_sweep(0.0), threshold=0.0)
+        returns.knee(amdahl_sweep(0.0), threshold=0.0)

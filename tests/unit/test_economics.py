@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from simcluster import config, economics, laws
-from simcluster.errors import ScenarioError
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import economics, laws
+from simcluster.spec import config
 
 # A small hand-built plant: 16 GPUs at 700 W TDP / 70 W idle, 8 per node with 1.5 kW overhead, PUE 1.2.
 PLANT = economics.Plant(price_per_gpu_hour=2.5, gpu_tdp_w=700.0, gpu_idle_w=70.0, gpus_per_node=8,

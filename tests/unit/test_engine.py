@@ -8,9 +8,11 @@ import json
 
 import pytest
 
-from simcluster import collectives, config, network, topology
+from simcluster import collectives, network
 from simcluster.engine import Simulation, simulate
-from simcluster.engine.collective import engine_schedule
+from simcluster.engine.collective_driver import engine_schedule
+from simcluster.fabric import topology
+from simcluster.spec import config
 
 
 def scenario(**overrides):
@@ -99,7 +101,7 @@ def test_trace_is_valid_chrome_trace_json(tmp_path):
 
 
 def test_summary_has_the_design_contract_keys():
-    from simcluster.results import SUMMARY_KEYS
+    from simcluster.engine.results import SUMMARY_KEYS
 
     summary = simulate(scenario()).summary
     assert set(SUMMARY_KEYS) <= set(summary)
@@ -113,8 +115,8 @@ def test_engine_collective_on_an_idle_fabric_takes_what_the_collective_command_g
     # (LL, LL128, trees) must still cost what NCCL's calibration gives them
     import simpy
 
-    from simcluster.engine.collective import CollectiveDriver
-    from simcluster.engine.network import NetworkDriver
+    from simcluster.engine.collective_driver import CollectiveDriver
+    from simcluster.engine.drivers import NetworkDriver
 
     spec = scenario(cluster__gpus_per_node=gpus_per_node, cluster__nodes=nodes, parallelism__dp=gpus_per_node * nodes,
                     training__global_batch_size=gpus_per_node * nodes)

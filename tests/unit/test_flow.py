@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simcluster import hardware, topology
-from simcluster.flow import FlowNetwork
-from simcluster.network import TransferClass
+from simcluster.fabric import topology
+from simcluster.network.base import TransferClass
+from simcluster.network.flow import FlowNetwork
+from simcluster.spec import hardware
 
 H100 = hardware.gpu("h100-sxm")
 CX7 = hardware.nic("connectx-7")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from simcluster.errors import ScenarioError
-from simcluster.traces import load_trace, read_kineto
-from simcluster.traces.recorded import COLLECTIVE, COMPUTE
+from simcluster.core.errors import ScenarioError
+from simcluster.replay.formats import load_trace, read_kineto
+from simcluster.replay.recorded import COLLECTIVE, COMPUTE
 
 DATA = Path(__file__).parents[1] / "data" / "kineto"
 TWO_RANK = DATA / "a100-2rank-allreduce.rank0.json.gz"

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from simcluster import laws
-from simcluster.errors import ScenarioError
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import laws
 
 PF_DAY_FLOP = 1e15 * 86400
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from simcluster import config, memory, model
-from simcluster.workload import Shard
+from simcluster.parallel import memory
+from simcluster.spec import config, model
+from simcluster.workload.ops import Shard
 
 
 def scenario(model_name="gpt3-1.3b", gpus=1, tp=1, pp=1, dp=1, cp=1, batch=None, seq_len=2048,

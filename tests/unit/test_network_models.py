@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from simcluster import network
-from simcluster.chunk import ChunkNetwork
-from simcluster.errors import ScenarioError
-from simcluster.network import AnalyticNetwork, TransferClass
+from simcluster.core.errors import ScenarioError
+from simcluster.network.analytic import AnalyticNetwork
+from simcluster.network.base import TransferClass
+from simcluster.network.store_forward import ChunkNetwork
 
 
 class StarFabric:

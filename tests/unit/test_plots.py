@@ -3,9 +3,9 @@ writes a PNG and a PDF."""
 
 import pytest
 
-from simcluster import laws
 from simcluster.analysis import plots
-from simcluster.errors import ScenarioError
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import laws
 
 
 def test_loss_vs_compute_has_log_compute_axis_with_units_and_a_legend():

@@ -5,8 +5,9 @@ import dataclasses
 
 import pytest
 
-from simcluster import catalog, laws, projection
-from simcluster.errors import ScenarioError
+from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import laws, projection
 
 H100_PEAK = 989.4e12
 H100_TDP_W = 700.0

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from simcluster import collectives, hardware, network, replay, topology
+from simcluster import collectives, network
+from simcluster.core.errors import ScenarioError
 from simcluster.engine.replay import replay as run_replay
-from simcluster.errors import ScenarioError
-from simcluster.traces import read_chakra, read_kineto, write_chakra
-from simcluster.traces.recorded import RecordedOp, RecordedRun
+from simcluster.fabric import topology
+from simcluster.replay import plan as replay
+from simcluster.replay.formats import read_chakra, read_kineto, write_chakra
+from simcluster.replay.recorded import RecordedOp, RecordedRun
+from simcluster.spec import hardware
 
 DATA = Path(__file__).parent.parent / "data"
 TWO_RANKS = DATA / "kineto" / "a100-2rank-allreduce.rank0.json.gz"
@@ -243,7 +246,7 @@ def test_astra_sim_chakra_allreduce_takes_the_time_of_the_collective_alone():
     """The 8-rank 1 MiB allreduce of astra-sim's examples (no steps, no times) is one pseudo-step whose time is
     the collective alone: the same schedule and calibrated network driven by the pure loop
     (``collectives.simulate``) instead of SimPy events; and no faster than the ring's bandwidth term."""
-    from simcluster.engine.collective import engine_schedule
+    from simcluster.engine.collective_driver import engine_schedule
 
     run = read_chakra(sorted((DATA / "chakra").glob("all_reduce.*.et")))
     fabric = fabric_for(8, A100_80)

@@ -8,8 +8,10 @@ import json
 
 import pytest
 
-from simcluster import config, laws, sweep
-from simcluster.errors import ScenarioError
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import laws
+from simcluster.spec import config
+from simcluster.studies import sweep
 
 TINY = {
     "name": "tiny",

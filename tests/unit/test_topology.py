@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
-from simcluster import config, hardware, topology
-from simcluster.errors import ScenarioError
-from simcluster.flow import FlowNetwork
-from simcluster.network import TransferClass
+from simcluster.core.errors import ScenarioError
+from simcluster.fabric import topology
+from simcluster.network.base import TransferClass
+from simcluster.network.flow import FlowNetwork
+from simcluster.spec import config, hardware
 
 H100 = hardware.gpu("h100-sxm")
 A100 = hardware.gpu("a100-80gb-sxm")

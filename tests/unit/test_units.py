@@ -2,8 +2,8 @@
 
 import pytest
 
-from simcluster.errors import ScenarioError
-from simcluster.units import BYTES, BYTES_PER_S, FLOP_PER_S, SECONDS, WATTS, fmt, parse, parse_message_size
+from simcluster.core.errors import ScenarioError
+from simcluster.core.units import BYTES, BYTES_PER_S, FLOP_PER_S, SECONDS, WATTS, fmt, parse, parse_message_size
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,10 @@
 
 import pytest
 
-from simcluster import model, workload
-from simcluster.model import TransformerSpec
-from simcluster.workload import MATMUL_KINDS, Shard, embedding_ops, layer_ops, output_ops
+from simcluster.spec import model
+from simcluster.spec.model import TransformerSpec
+from simcluster.workload import ops as workload
+from simcluster.workload.ops import MATMUL_KINDS, Shard, embedding_ops, layer_ops, output_ops
 
 TRAIN_PHASES = ("forward", "backward_input", "backward_weight")
 

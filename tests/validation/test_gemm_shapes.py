@@ -8,8 +8,9 @@ used for anything. Tolerance 6%: the table does not say at what clock it was mea
 
 import pytest
 
-from simcluster import compute, hardware
-from simcluster.workload import Shard, _gemm
+from simcluster.spec import hardware
+from simcluster.workload import kernels
+from simcluster.workload.ops import Shard, _gemm
 
 H100 = hardware.gpu("h100-sxm")
 
@@ -26,5 +27,5 @@ MEASURED_TFLOP_PER_S = {
 def test_gemm_model_matches_measured_h100_throughput_of_smaller_shapes(shape, measured):
     m, n, k = shape
     op = _gemm("gemm", m, n, k, Shard(seq_len=2048, micro_batch=1, precision="bf16"))
-    simulated = compute.achieved_flop_per_s(op, H100, "bf16") / 1e12
+    simulated = kernels.achieved_flop_per_s(op, H100, "bf16") / 1e12
     assert simulated == pytest.approx(measured, rel=0.06)

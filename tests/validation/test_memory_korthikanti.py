@@ -2,8 +2,9 @@
 
 import pytest
 
-from simcluster import config, memory
-from simcluster.errors import OutOfMemoryError
+from simcluster.core.errors import OutOfMemoryError
+from simcluster.parallel import memory
+from simcluster.spec import config
 
 # GPT-3 175B (Brown et al. 2020): 96 layers, hidden 12288, 96 heads, vocab 50257, 2048 learned positions
 L, h, a, V, POSITIONS = 96, 12288, 96, 50257, 2048

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from simcluster import collectives, hardware, topology
+from simcluster import collectives
 from simcluster.collectives import Collective
+from simcluster.fabric import topology
+from simcluster.spec import hardware
 
 H100 = hardware.gpu("h100-sxm")
 CX7 = hardware.nic("connectx-7")

@@ -11,7 +11,7 @@ of the suite): every run within 15%.
 import numpy as np
 import pytest
 
-from simcluster import validation
+from simcluster.studies import validation
 
 HELD_OUT_TOLERANCE = 0.15
 

@@ -1,0 +1,291 @@
+"""Collective algorithms as steps of point-to-point transfers (pure: numpy arrays of GPU pairs, no time).
+
+A ``Step`` is a set of transfer classes that run together and end together; ``repeat`` says how many identical
+steps follow each other. Every step of a ring sends between the same pairs (only the chunk index rotates), so
+a 16,384-GPU ring allreduce is one ``Step`` repeated 32,766 times, and a network model solves it once.
+
+Each builder takes the group laid out by node (``layout``: one array of fabric GPU indices per node, in group
+order) and returns steps; sizes follow nccl-tests conventions (allreduce/broadcast: the buffer;
+reduce-scatter: the input; all-gather: the output; all-to-all: what one rank sends in total).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from simcluster.collectives.nccl import constants, ring_latency_s, ring_steps, tree_latency_s
+from simcluster.network.base import TransferClass
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """Transfers that start together after ``overhead_s`` of software latency; the step ends when all end.
+
+    ``repeat``: this step is followed by ``repeat - 1`` identical ones (same pairs, same sizes). A step
+    without transfers is a pure delay (NCCL's per-collective launch latency).
+    """
+
+    transfers: tuple[TransferClass, ...]
+    repeat: int = 1
+    overhead_s: float = 0.0
+    label: str = ""
+
+    def __post_init__(self):
+        assert self.repeat >= 1 and self.overhead_s >= 0
+
+    @property
+    def classes(self) -> tuple[TransferClass, ...]:
+        return self.transfers
+
+
+def delay(seconds: float, label: str = "latency") -> Step:
+    return Step(transfers=(), overhead_s=seconds, label=label)
+
+
+def _cyclic(order: np.ndarray) -> np.ndarray:
+    """Pairs (order[i], order[i+1]) around the cycle."""
+    return np.stack([order, np.roll(order, -1)], axis=1)
+
+
+def _uniform(layout: list[np.ndarray]) -> bool:
+    return len({len(gpus) for gpus in layout}) == 1
+
+
+def ring_transfers(layout: list[np.ndarray], step_bytes: float) -> tuple[TransferClass, ...]:
+    """One ring step in which every rank sends ``step_bytes`` to its successor, over NCCL-style channels.
+
+    Inside one node a single ring carries the load (all rotations load each GPU's NVLink the same). Across
+    nodes with m GPUs each, NCCL runs m channels, one per NIC rail, and keeps the network hop on its rail
+    (PXN, NCCL 2.12+): channel c enters node k at local c, visits c+1, ..., c-1, and local c-1 hands the data
+    over NVLink to local c, whose NIC sends it to local c of node k+1. Over the m channels every local NVLink
+    successor pair (c-1 -> c) carries step_bytes (each channel moves step_bytes/m per hop, m hops per node),
+    and every NIC one channel, step_bytes/m, to the same rail of the next node.
+    """
+    if len(layout) == 1 or not _uniform(layout) or len(layout[0]) == 1:
+        order = np.concatenate(layout)
+        return (TransferClass(_cyclic(order), step_bytes, "ring"),)
+    grid = np.stack(layout)  # nodes x m
+    m = grid.shape[1]
+    intra = np.stack([grid.ravel(), np.roll(grid, -1, axis=1).ravel()], axis=1)
+    inter = np.stack([grid.ravel(), np.roll(grid, -1, axis=0).ravel()], axis=1)
+    return (
+        TransferClass(intra, step_bytes, "ring nvlink"),
+        TransferClass(inter, step_bytes / m, "ring network"),
+    )
+
+
+def ring(op: str, layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:
+    """Ring allreduce (reduce-scatter then all-gather, 2(n-1) steps), or ring reduce-scatter/all-gather (n-1).
+
+    Each step every rank sends S/n (Patarasuk & Yuan 2009; nccl-tests PERFORMANCE.md).
+    """
+    n = sum(len(gpus) for gpus in layout)
+    base_s, per_step_s = ring_latency_s(op, n, len(layout), protocol)
+    transfers = ring_transfers(layout, size_bytes / n)
+    return [
+        delay(base_s),
+        Step(transfers, repeat=ring_steps(op, n), overhead_s=per_step_s, label=f"ring {op}"),
+    ]
+
+
+def hierarchical(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:
+    """Allreduce in three phases: intra-node reduce-scatter, inter-node allreduce of the shard among the GPUs
+    of the same local rank (m rings in parallel, one per rail), intra-node all-gather.
+
+    Time = 2(m-1) a_nvl + 2(m-1)/m S/B_nvl + 2(N-1) a_net + 2(N-1)/N (S/m)/B_nic (m GPUs per node, N nodes).
+    Falls back to the flat ring when nodes hold different numbers of the group's GPUs.
+    """
+    if len(layout) == 1 or len(layout[0]) == 1 or not _uniform(layout):
+        return ring("allreduce", layout, size_bytes, protocol)
+    proto = constants()["protocols"][protocol]
+    grid = np.stack(layout)
+    nodes, m = grid.shape
+    intra = TransferClass(
+        np.stack([grid.ravel(), np.roll(grid, -1, axis=1).ravel()], axis=1), size_bytes / m, "intra-node ring"
+    )
+    inter = TransferClass(
+        np.stack([grid.ravel(), np.roll(grid, -1, axis=0).ravel()], axis=1),
+        size_bytes / (m * nodes),
+        "inter-node ring",
+    )
+    return [
+        delay(proto["base_latency_s"]),
+        Step((intra,), repeat=m - 1, overhead_s=proto["nvlink_step_latency_s"], label="intra reduce-scatter"),
+        Step(
+            (inter,),
+            repeat=2 * (nodes - 1),
+            overhead_s=proto["network_step_latency_s"],
+            label="inter allreduce",
+        ),
+        Step((intra,), repeat=m - 1, overhead_s=proto["nvlink_step_latency_s"], label="intra all-gather"),
+    ]
+
+
+def nvls(layout: list[np.ndarray], size_bytes: float) -> list[Step]:
+    """NVLink SHARP allreduce: the NVSwitch reduces and multicasts, one step.
+
+    Per GPU and direction the NVLink carries S(n+1)/n (up: S read by the switch's reduction + the S/n shard
+    stored for multicast; down: the reduced S/n + S multicast in). A shift permutation i -> i+1 of that size
+    puts exactly this load on every GPU's uplink and downlink, which is all the switch sees.
+    """
+    order = np.concatenate(layout)
+    n = len(order)
+    transfer = TransferClass(_cyclic(order), size_bytes * (n + 1) / n, "nvls")
+    return [delay(constants()["nvls_latency_s"]), Step((transfer,), label="nvls allreduce")]
+
+
+def balanced_tree_parents(count: int) -> np.ndarray:
+    """Parent of each of ``count`` units in the in-order binary tree of Sanders, Speck & Traff 2009 (root -1).
+
+    With 1-based labels, label x with lowest set bit b has children x - b/2 and x + b/2 (the right one moved
+    down while it exceeds ``count``): leaves are the odd labels, so mirroring the labels of an even count
+    turns every leaf into an inner node, which is what makes two such trees a *double* binary tree.
+    """
+    parents = np.full(count, -1, dtype=np.int64)
+    if count == 0:
+        return parents
+    root = 1 << (count.bit_length() - 1)
+    stack = [root]
+    while stack:
+        x = stack.pop()
+        half = (x & -x) // 2
+        if half == 0:
+            continue
+        left, step = x - half, half
+        while step and x + step > count:
+            step //= 2
+        for child in (left, x + step) if step else (left,):
+            parents[child - 1] = x - 1
+            stack.append(child)
+    return parents
+
+
+def _depth(parents: np.ndarray) -> int:
+    depth = 0
+    for unit in range(len(parents)):
+        d, node = 0, unit
+        while parents[node] >= 0:
+            node, d = parents[node], d + 1
+        depth = max(depth, d)
+    return depth
+
+
+def pipeline_chunks(payload_bytes: float, fill_steps: int, bytes_per_s: float, latency_s: float) -> int:
+    """Chunks of a pipelined algorithm: the optimum sqrt(fill * S / (B * a)) of T = (K + fill)(a + S/(K B)),
+    no finer than the smallest chunk NCCL pipelines with (nccl.yaml ``min_pipelined_bytes``), at least one."""
+    finest = max(1, math.ceil(payload_bytes / constants()["min_pipelined_bytes"]))
+    if fill_steps <= 0 or latency_s <= 0 or bytes_per_s <= 0:
+        return finest
+    best = math.sqrt(fill_steps * payload_bytes / (bytes_per_s * latency_s))
+    return int(min(max(1, round(best)), finest))
+
+
+def tree(
+    layout: list[np.ndarray], size_bytes: float, protocol: str, bytes_per_s: float, latency_s: float
+) -> list[Step]:
+    """Double binary tree allreduce (Sanders, Speck & Traff 2009; NCCL 2.4): two trees each reduce then
+    broadcast half the data, pipelined in K chunks; a rank that is a leaf in one tree is inner in the other.
+
+    As in NCCL, the trees span nodes and each node hangs its GPUs as a chain below its head; with m GPUs per
+    node NCCL runs the trees on m channels, channel c with tree A's head at local c and tree B's at local c +
+    m/2, so every NIC carries 1/m of the data. Inside one node the trees span GPUs. Every pipelined step moves
+    one chunk over every edge, up and down, in both trees of every channel; the pipeline takes K + 2 depth - 1
+    steps. Latency per NCCL's model: base + 2((m-1) a_nvl + log2(N) a_net).
+    """
+    multi_node = len(layout) > 1 and _uniform(layout)
+    units = layout if multi_node else [np.array([g]) for g in np.concatenate(layout)]
+    grid = np.stack(units)
+    count, m = grid.shape
+    parents_a = balanced_tree_parents(count)
+    # tree B: mirror of A for an even count, shift by one for an odd count (leaves of A become inner nodes)
+    relabel = (count - 1 - np.arange(count)) if count % 2 == 0 else (np.arange(count) + 1) % count
+    parents_b = np.full(count, -1, dtype=np.int64)
+    for unit in range(count):
+        parent = parents_a[unit]
+        if parent >= 0:
+            parents_b[relabel[unit]] = relabel[parent]
+    edges = []
+    children_a, children_b = np.flatnonzero(parents_a >= 0), np.flatnonzero(parents_b >= 0)
+    for channel in range(m):
+        for parents, children, head in (
+            (parents_a, children_a, channel),
+            (parents_b, children_b, channel + m // 2),
+        ):
+            chain = np.roll(grid, -(head % m), axis=1)  # chain[u, 0] is the head of unit u
+            edges.append(np.stack([chain[children, 0], chain[parents[children], 0]], axis=1))
+            if m > 1:
+                edges.append(np.stack([chain[:, 1:].ravel(), chain[:, :-1].ravel()], axis=1))
+    up = np.concatenate(edges)
+    pairs = np.concatenate([up, up[:, ::-1]])
+    depth = (m - 1) + _depth(parents_a)
+    fill = 2 * depth - 1
+    payload = size_bytes / 2 / m  # per tree and channel
+    chunks = pipeline_chunks(payload, fill, bytes_per_s, latency_s)
+    transfer = TransferClass(pairs, payload / chunks, "double binary tree")
+    local = m if multi_node else len(grid)  # one node: NCCL's chain model, ppn = group size
+    return [
+        delay(tree_latency_s(local, len(layout), protocol)),
+        Step((transfer,), repeat=chunks + fill, label="tree allreduce"),
+    ]
+
+
+def pipeline(
+    op: str,
+    layout: list[np.ndarray],
+    size_bytes: float,
+    protocol: str,
+    root: int,
+    bytes_per_s: float,
+    latency_s: float,
+) -> list[Step]:
+    """Broadcast (root -> chain) or reduce (chain -> root) pipelined in K chunks along the ring order:
+    K + n - 2 steps of S/K; the limit is S/B, hence nccl-tests' busbw factor 1."""
+    order = np.concatenate(layout)
+    order = np.roll(order, -root)
+    n = len(order)
+    pairs = np.stack([order[:-1], order[1:]], axis=1)
+    if op == "reduce":
+        pairs = pairs[::-1, ::-1]
+    base_s, per_step_s = ring_latency_s("broadcast", n, len(layout), protocol)
+    chunks = pipeline_chunks(size_bytes, n - 2, bytes_per_s, latency_s)
+    transfer = TransferClass(pairs, size_bytes / chunks, op)
+    return [delay(base_s + per_step_s), Step((transfer,), repeat=chunks + n - 2, label=f"pipelined {op}")]
+
+
+# Up to this many ranks an all-to-all is one step of n(n-1) transfers (as NCCL posts them all at once);
+# beyond, n-1 shift steps (rank i sends to i+k at step k), which bounds the pairs per step by n.
+ALLTOALL_ONE_STEP_MAX_RANKS = 256
+
+
+def alltoall(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:
+    """All-to-all: every rank sends S/n to every other rank."""
+    order = np.concatenate(layout)
+    n = len(order)
+    base_s, per_step_s = ring_latency_s("alltoall", n, len(layout), protocol)
+    if n <= ALLTOALL_ONE_STEP_MAX_RANKS:
+        src, dst = np.meshgrid(order, order, indexing="ij")
+        mask = ~np.eye(n, dtype=bool)
+        pairs = np.stack([src[mask], dst[mask]], axis=1)
+        return [
+            delay(base_s),
+            Step((TransferClass(pairs, size_bytes / n, "alltoall"),), overhead_s=per_step_s),
+        ]
+    steps = [delay(base_s)]
+    for shift in range(1, n):
+        pairs = np.stack([order, np.roll(order, -shift)], axis=1)
+        steps.append(
+            Step((TransferClass(pairs, size_bytes / n, f"alltoall shift {shift}"),), overhead_s=per_step_s)
+        )
+    return steps
+
+
+def sendrecv(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:
+    """Point-to-point: the group's first GPU sends S to its second."""
+    order = np.concatenate(layout)
+    proto = constants()["protocols"][protocol]
+    hop = "network_step_latency_s" if len(layout) > 1 else "nvlink_step_latency_s"
+    transfer = TransferClass(order[None, :2], size_bytes, "sendrecv")
+    return [delay(proto["base_latency_s"]), Step((transfer,), overhead_s=proto[hop])]

@@ -1,0 +1,260 @@
+"""NCCL calibration of collective costs: link efficiencies, protocol latencies and NCCL's algorithm choice.
+
+Measured NCCL throughput is below line rate (ring allreduce reaches 370 of 450 GB/s on H100 NVLink, a 400 Gb/s
+NIC 46-48 of 50 GB/s). Those fractions are applied in ONE place: ``calibrated(fabric, algorithm, protocol)``
+returns a view of the fabric whose link capacities are scaled by ``efficiency``; every network model run on
+that view then charges the calibrated cost. The constants and their sources are in
+``simcluster/data/nccl.yaml``.
+
+``choose`` reproduces NCCL's selection rule: NCCL's tuning model (src/graph/tuning.cc, ``ncclTopoTuneModel``
+and ``ncclTopoGetAlgoTime``) predicts ``time = latency + bytes / algbw`` for every (algorithm, protocol) pair
+from the topology, and runs the fastest. We evaluate the same closed forms with the fabric's calibrated
+bandwidths.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+
+from simcluster.core import catalog
+from simcluster.core.units import BYTES, BYTES_PER_S, SECONDS, parse
+
+PROTOCOLS = ("LL", "LL128", "Simple")
+
+# Link-kind families. A fabric labels every directed link with a kind (fabric.link_kind); these substrings
+# decide which measured efficiency applies. Host links (PCIe) are never the measured bottleneck: efficiency 1.
+_NVLINK_MARKERS = ("nvlink", "nvswitch", "nvl")
+_HOST_MARKERS = ("pcie", "host")
+
+
+@cache
+def constants() -> dict:
+    """nccl.yaml with its quantities parsed to SI floats (efficiencies derived in ``efficiency_table``)."""
+    raw = catalog.load("nccl")
+    out = {"protocols": {}, "tree": {}, "measured": raw["measured"]}
+    for name, spec in raw["protocols"].items():
+        out["protocols"][name] = {
+            "bandwidth_fraction": float(spec["bandwidth_fraction"]),
+            "base_latency_s": parse(spec["base_latency"], SECONDS),
+            "nvlink_step_latency_s": parse(spec["nvlink_step_latency"], SECONDS),
+            "network_step_latency_s": parse(spec["network_step_latency"], SECONDS),
+        }
+    tree = raw["tree"]
+    out["tree"] = {
+        "bandwidth_fraction": float(tree["bandwidth_fraction"]),
+        "nvlink_step_latency_s": {p: parse(v, SECONDS) for p, v in tree["nvlink_step_latency"].items()},
+        "network_step_latency_s": {p: parse(v, SECONDS) for p, v in tree["network_step_latency"].items()},
+        "base_latency_s": {p: parse(v, SECONDS) for p, v in tree["base_latency"].items()},
+    }
+    out["nvls_latency_s"] = parse(raw["nvls"]["latency"], SECONDS)
+    out["nvls_min_gpus"] = int(raw["nvls"]["min_gpus"])
+    out["chunk_bytes"] = parse(raw["chunk"]["bytes"], BYTES)
+    out["min_pipelined_bytes"] = parse(raw["chunk"]["min_pipelined_bytes"], BYTES)
+    return out
+
+
+def _rate(entry: dict, key: str) -> float:
+    return parse(entry[key], BYTES_PER_S)
+
+
+@cache
+def efficiency_table() -> dict[str, dict[str, float]]:
+    """Achieved fraction of line rate per (algorithm family, link family), derived from the measurements.
+
+    - ring over NVLink: a ring step loads every GPU's NVLink with exactly busbw (nccl-tests PERFORMANCE.md),
+    so
+      efficiency = busbw / line rate = 370 / 450.
+    - NVLS over NVLink: each GPU's NVLink carries S(n+1)/n per direction (S/n reduced shard back, S multicast
+      in; S read for the reduction + S/n stored out), so the per-link rate is algbw (n+1)/n with
+      algbw = busbw n / (2(n-1)); efficiency = that / line rate (480 GB/s busbw at n = 8 -> 0.686).
+    - network links: per-NIC busbw of a cross-node ring / NIC line rate (47 GB/s of 50 GB/s for NDR).
+    """
+    measured = constants()["measured"]
+    ring = measured["nvlink_ring_busbw"]
+    ring_eff = _rate(ring, "value") / _rate(ring, "line_rate")
+    nvls = measured["nvls_busbw"]
+    n = int(nvls["gpus"])
+    nvls_algbw = _rate(nvls, "value") * n / (2 * (n - 1))
+    nvls_eff = nvls_algbw * (n + 1) / n / _rate(nvls, "line_rate")
+    nic = measured["per_nic_busbw"]
+    nic_eff = _rate(nic, "value") / _rate(nic, "line_rate")
+    return {
+        "default": {"nvlink": ring_eff, "network": nic_eff, "host": 1.0},
+        "nvls": {"nvlink": nvls_eff, "network": nic_eff, "host": 1.0},
+    }
+
+
+def link_family(kind: str) -> str:
+    """'nvlink', 'host' or 'network' for a fabric link kind such as 'nvlink', 'pcie', 'ib', 'ethernet'."""
+    lowered = kind.lower()
+    if any(marker in lowered for marker in _NVLINK_MARKERS):
+        return "nvlink"
+    if any(marker in lowered for marker in _HOST_MARKERS):
+        return "host"
+    return "network"
+
+
+def efficiency(algorithm: str, protocol: str, family: str) -> float:
+    """Fraction of a ``family`` link's line rate a collective achieves with ``algorithm`` and ``protocol``.
+
+    The product of the measured link efficiency (``efficiency_table``), the protocol's payload fraction (LL
+    0.5, LL128 0.92, Simple 1) and, for trees, NCCL's tree cap (0.92 of the ring's busBw, tuning.cc).
+    """
+    table = efficiency_table()
+    link = table["nvls" if algorithm == "nvls" else "default"][family]
+    factor = link * constants()["protocols"][protocol]["bandwidth_fraction"]
+    if algorithm == "tree":
+        factor *= constants()["tree"]["bandwidth_fraction"]
+    return factor
+
+
+class CalibratedFabric:
+    """A fabric seen through NCCL's efficiencies: same graph, routes and latencies, scaled link capacities.
+
+    Everything but ``link_bytes_per_s`` is delegated to the underlying fabric (``raw``), so any network model
+    runs on it unchanged.
+    """
+
+    def __init__(self, fabric, algorithm: str, protocol: str):
+        self.raw = getattr(fabric, "raw", fabric)
+        self.algorithm = algorithm
+        self.protocol = protocol
+        kinds, index = np.unique(np.asarray(self.raw.link_kind, dtype=str), return_inverse=True)
+        factors = np.array(
+            [efficiency(algorithm, protocol, link_family(kind)) for kind in kinds], dtype=float
+        )
+        self.link_bytes_per_s = np.asarray(self.raw.link_bytes_per_s, dtype=float) * factors[index]
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
+def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple") -> CalibratedFabric:
+    """The fabric with NCCL's achieved fractions of line rate on every link (the one place they apply)."""
+    return CalibratedFabric(fabric, algorithm, protocol)
+
+
+# ---- NCCL-style selection ----------------------------------------------------------------------------------
+
+
+def ring_latency_s(op: str, n: int, nodes: int, protocol: str) -> tuple[float, float]:
+    """NCCL's ring latency: (per-collective base, mean per-step latency).
+
+    tuning.cc: latency = baseLat + (nsteps - nInterSteps) * intraLat + nInterSteps * interLat, with
+    nsteps = 2(n-1) for allreduce, n-1 for reduce-scatter/all-gather, and nInterSteps the same with nodes for
+    n. We spread the step part evenly over the steps (each step of a multi-node ring crosses nodes somewhere).
+    """
+    proto = constants()["protocols"][protocol]
+    steps = ring_steps(op, n)
+    inter = ring_steps(op, nodes) if nodes > 1 else 0
+    total = (steps - inter) * proto["nvlink_step_latency_s"] + inter * proto["network_step_latency_s"]
+    return proto["base_latency_s"], total / max(steps, 1)
+
+
+def ring_steps(op: str, n: int) -> int:
+    """Steps of a ring: 2(n-1) for allreduce (reduce-scatter then all-gather), n-1 for one of them."""
+    return 2 * (n - 1) if op == "allreduce" else n - 1
+
+
+def tree_latency_s(local: int, nodes: int, protocol: str) -> float:
+    """NCCL's tree allreduce latency: baseLat + 2((ppn-1) intraLat + log2(nodes) interLat) (tuning.cc)."""
+    tree = constants()["tree"]
+    return tree["base_latency_s"][protocol] + 2 * (
+        (local - 1) * tree["nvlink_step_latency_s"][protocol]
+        + math.log2(max(nodes, 1)) * tree["network_step_latency_s"][protocol]
+    )
+
+
+def estimate_s(
+    op: str,
+    algorithm: str,
+    protocol: str,
+    size_bytes: float,
+    *,
+    n: int,
+    nodes: int,
+    local: int,
+    nvlink_bytes_per_s: float,
+    network_bytes_per_s: float,
+) -> float:
+    """NCCL's predicted time of one (algorithm, protocol): latency + size / algbw, or inf when not applicable.
+
+    ``nvlink_bytes_per_s``/``network_bytes_per_s``: line rate of one GPU's scale-up link and of one NIC.
+    """
+    if n < 2:
+        return 0.0
+    if algorithm == "nvls":
+        if op != "allreduce" or nodes > 1 or protocol != "Simple" or n < constants()["nvls_min_gpus"]:
+            return math.inf
+        rate = nvlink_bytes_per_s * efficiency("nvls", protocol, "nvlink")
+        return constants()["nvls_latency_s"] + size_bytes * (n + 1) / n / rate
+    nvl = nvlink_bytes_per_s * efficiency(algorithm, protocol, "nvlink")
+    net = network_bytes_per_s * efficiency(algorithm, protocol, "network")
+    if nodes == 1:
+        busbw = nvl
+    else:  # one channel per NIC rail; each GPU's NVLink carries every channel's hop (ring_transfers)
+        busbw = min(local * net, nvl) if local > 1 else net
+    if algorithm == "ring":
+        base, per_step = ring_latency_s(op, n, nodes, protocol)
+        factor = {"allreduce": 2 * (n - 1) / n}.get(op, (n - 1) / n)
+        return base + ring_steps(op, n) * per_step + factor * size_bytes / busbw
+    if algorithm == "tree":
+        if op != "allreduce":
+            return math.inf
+        return (
+            tree_latency_s(local, nodes, protocol) + 2 * size_bytes / busbw
+        )  # algbw = busbw / 2 (tuning.cc)
+    return math.inf
+
+
+def choose(
+    op: str,
+    size_bytes: float,
+    *,
+    n: int,
+    nodes: int,
+    local: int,
+    nvls: bool,
+    nvlink_bytes_per_s: float,
+    network_bytes_per_s: float,
+    algorithm: str = "auto",
+    protocol: str = "auto",
+) -> tuple[str, str]:
+    """(algorithm, protocol) NCCL would run: the fastest by its tuning model among those allowed.
+
+    Only allreduce has a choice of algorithm in NCCL (ring, tree, NVLS); the other collectives are rings (or
+    direct sends for all-to-all). NVLS needs NVLink SHARP (``nvls``) and a group inside one NVSwitch domain;
+    it runs the Simple protocol only. Hierarchical allreduce is never picked automatically (NCCL has no such
+    algorithm; it is offered for comparison).
+    """
+    if algorithm == "auto":
+        candidates = ["ring", "tree"] + (["nvls"] if nvls else []) if op == "allreduce" else ["ring"]
+    else:
+        candidates = [algorithm]
+    protocols = list(PROTOCOLS) if protocol == "auto" else [protocol]
+    best, best_s = None, math.inf
+    for algo in candidates:
+        for proto in protocols:
+            if algo not in ("ring", "tree", "nvls"):
+                return algo, (proto if protocol != "auto" else "Simple")
+            time_s = estimate_s(
+                op,
+                algo,
+                proto,
+                size_bytes,
+                n=n,
+                nodes=nodes,
+                local=local,
+                nvlink_bytes_per_s=nvlink_bytes_per_s,
+                network_bytes_per_s=network_bytes_per_s,
+            )
+            if time_s < best_s:
+                best, best_s = (algo, proto), time_s
+    if (
+        best is None
+    ):  # e.g. NVLS forced where it does not apply: keep the request, the schedule will refuse it
+        return candidates[0], protocols[-1]
+    return best

@@ -1,0 +1,389 @@
+"""Collectives: NCCL's algorithms as steps of point-to-point transfers, their closed-form costs, and a driver.
+
+``schedule(Collective(op, group, size_bytes, algorithm), fabric)`` returns the steps (``Schedule``, a list of
+``Step``; the builders are in ``collectives_algorithms.py``); ``simulate(collective, network)`` runs them
+through any ``NetworkModel`` and returns the time. ``algorithm="auto"`` picks the (algorithm, protocol) NCCL's
+tuning model would (``collectives_calibration.choose``). NCCL's measured efficiencies are applied by building
+the network model on ``calibrated(fabric, algorithm, protocol)``; ``run`` does all of it, as the ``simcluster
+collective`` command.
+
+Closed forms (``alpha_beta_time_s``) are the oracle of the tests; bus-bandwidth factors are those of
+nccl-tests (doc/PERFORMANCE.md, copied in data/nccl.yaml): busbw = algbw * factor(n), algbw = S / t.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simcluster.collectives import algorithms
+from simcluster.collectives.algorithms import Step, delay
+from simcluster.collectives.nccl import PROTOCOLS, calibrated, choose
+from simcluster.core.errors import ScenarioError
+from simcluster.network.base import NetworkModel, TransferClass, class_load
+
+__all__ = [
+    "ALGORITHMS",
+    "OPS",
+    "Collective",
+    "Schedule",
+    "Step",
+    "alpha_beta_time_s",
+    "algbw_bytes_per_s",
+    "busbw_bytes_per_s",
+    "busbw_factor",
+    "calibrated",
+    "delay",
+    "merge",
+    "run",
+    "schedule",
+    "simulate",
+]
+
+OPS = ("allreduce", "reduce_scatter", "all_gather", "alltoall", "broadcast", "reduce", "sendrecv")
+ALGORITHMS = ("auto", "ring", "hierarchical", "tree", "nvls", "pipeline", "direct")
+_ALIASES = {
+    "all_reduce": "allreduce",
+    "allgather": "all_gather",
+    "reducescatter": "reduce_scatter",
+    "all_to_all": "alltoall",
+    "send_recv": "sendrecv",
+    "p2p": "sendrecv",
+}
+# Algorithms each op can run ("auto" aside); the first is what NCCL uses when it has no choice.
+_SUPPORTED = {
+    "allreduce": ("ring", "tree", "nvls", "hierarchical"),
+    "reduce_scatter": ("ring",),
+    "all_gather": ("ring",),
+    "alltoall": ("direct",),
+    "broadcast": ("pipeline",),
+    "reduce": ("pipeline",),
+    "sendrecv": ("direct",),
+}
+
+
+@dataclass(frozen=True)
+class Collective:
+    """One collective call: ``op`` over ``group`` (fabric GPU indices, in rank order) of ``size_bytes``.
+
+    ``root`` is a position in ``group`` (broadcast, reduce). ``sendrecv`` sends from group[0] to group[1].
+    """
+
+    op: str
+    group: tuple[int, ...]
+    size_bytes: float
+    algorithm: str = "auto"
+    protocol: str = "auto"
+    root: int = 0
+
+    def __post_init__(self):
+        op = _ALIASES.get(self.op, self.op)
+        if op not in OPS:
+            raise ScenarioError("op", f"unknown collective {self.op!r} (known: {', '.join(OPS)})")
+        object.__setattr__(self, "op", op)
+        object.__setattr__(self, "group", tuple(int(g) for g in self.group))
+        if self.algorithm not in ALGORITHMS:
+            raise ScenarioError(
+                "algorithm", f"unknown algorithm {self.algorithm!r} (known: {', '.join(ALGORITHMS)})"
+            )
+        if self.algorithm != "auto" and self.algorithm not in _SUPPORTED[op]:
+            raise ScenarioError("algorithm", f"{op} runs {', '.join(_SUPPORTED[op])}, not {self.algorithm!r}")
+        if self.protocol != "auto" and self.protocol not in PROTOCOLS:
+            raise ScenarioError(
+                "protocol", f"unknown protocol {self.protocol!r} (known: {', '.join(PROTOCOLS)})"
+            )
+        if not self.size_bytes >= 0:
+            raise ScenarioError("size", f"must be >= 0 bytes, got {self.size_bytes!r}")
+        if len(set(self.group)) != len(self.group):
+            raise ScenarioError("group", "lists a GPU twice")
+        if op == "sendrecv" and len(self.group) != 2:
+            raise ScenarioError(
+                "group", f"sendrecv needs exactly 2 GPUs (source, destination), got {len(self.group)}"
+            )
+        if not 0 <= self.root < max(len(self.group), 1):
+            raise ScenarioError("root", f"{self.root} is not a position in the group of {len(self.group)}")
+
+    @property
+    def n(self) -> int:
+        return len(self.group)
+
+
+class Schedule(list):
+    """The steps of one collective (a list of ``Step``), with the algorithm and protocol behind them."""
+
+    def __init__(self, steps, collective: Collective, algorithm: str, protocol: str):
+        super().__init__(steps)
+        self.collective = collective
+        self.algorithm = algorithm
+        self.protocol = protocol
+
+    @property
+    def step_count(self) -> int:
+        """Steps as the algorithm counts them (repeats expanded, delays not counted)."""
+        return sum(step.repeat for step in self if step.transfers)
+
+
+# ---- closed forms ------------------------------------------------------------------------------------------
+
+
+def busbw_factor(op: str, n: int) -> float:
+    """nccl-tests' bus-bandwidth factor (doc/PERFORMANCE.md; data/nccl.yaml ``busbw_factor``)."""
+    op = _ALIASES.get(op, op)
+    if op == "allreduce":
+        return 2 * (n - 1) / n
+    if op in ("reduce_scatter", "all_gather", "alltoall"):
+        return (n - 1) / n
+    return 1.0
+
+
+def algbw_bytes_per_s(size_bytes: float, time_s: float) -> float:
+    return size_bytes / time_s if time_s > 0 else math.inf
+
+
+def busbw_bytes_per_s(op: str, n: int, size_bytes: float, time_s: float) -> float:
+    return algbw_bytes_per_s(size_bytes, time_s) * busbw_factor(op, n)
+
+
+def alpha_beta_time_s(
+    op: str, algorithm: str, n: int, size_bytes: float, alpha_s: float, bus_bytes_per_s: float
+) -> float:
+    """Closed-form time of a collective with per-step latency alpha and per-rank link bandwidth B.
+
+    ring allreduce 2(n-1) a + 2(n-1)/n S/B; ring reduce-scatter / all-gather (n-1) a + (n-1)/n S/B (Thakur,
+    Rabenseifner & Gropp 2005, sec. 4; Patarasuk & Yuan 2009); direct all-to-all a + (n-1)/n S/B; pipelined
+    broadcast/reduce, large-message limit (n-1) a + S/B; double binary tree 2 log2(n) a + 2 S/B (each rank
+    sends S up and S down across its two trees); NVLS a + (n+1)/n S/B (see collectives_algorithms.nvls);
+    point-to-point a + S/B.
+    """
+    op = _ALIASES.get(op, op)
+    s, b = size_bytes, bus_bytes_per_s
+    if n < 2:
+        return 0.0
+    if algorithm in ("ring", "auto") and op in ("allreduce", "reduce_scatter", "all_gather"):
+        steps = 2 * (n - 1) if op == "allreduce" else n - 1
+        return steps * alpha_s + busbw_factor(op, n) * s / b
+    if algorithm == "tree":
+        return 2 * math.ceil(math.log2(n)) * alpha_s + 2 * s / b
+    if algorithm == "nvls":
+        return alpha_s + (n + 1) / n * s / b
+    if op == "alltoall":
+        return alpha_s + (n - 1) / n * s / b
+    if op in ("broadcast", "reduce"):
+        return (n - 1) * alpha_s + s / b
+    if op == "sendrecv":
+        return alpha_s + s / b
+    raise ValueError(f"no closed form for {op} with {algorithm}")
+
+
+# ---- schedules ---------------------------------------------------------------------------------------------
+
+
+def _layout(group: tuple[int, ...], fabric) -> list[np.ndarray]:
+    """The group split by node, in group order within each node, nodes in order of first appearance.
+
+    A GPU's node is its graph node's ``server`` attribute (set by the builders), else i // gpus_per_node
+    (topology.build numbers GPUs node by node).
+    """
+    raw = getattr(fabric, "raw", fabric)
+    per_node = max(int(getattr(raw, "gpus_per_node", 1)), 1)
+    graph, names = getattr(raw, "graph", None), getattr(raw, "gpu_nodes", None)
+    by_node: dict[int, list[int]] = {}
+    for gpu in group:
+        server = graph.nodes[names[gpu]].get("server") if graph is not None and names is not None else None
+        by_node.setdefault(gpu // per_node if server is None else server, []).append(gpu)
+    return [np.asarray(gpus, dtype=np.int64) for gpus in by_node.values()]
+
+
+def _sample_path(fabric, layout: list[np.ndarray], across_nodes: bool) -> tuple[float, float]:
+    """(bottleneck line rate, latency) of one path inside a node or across nodes; (0, 0) if none."""
+    raw = getattr(fabric, "raw", fabric)
+    if across_nodes:
+        if len(layout) < 2:
+            return 0.0, 0.0
+        src, dst = int(layout[0][0]), int(layout[1][0])
+    else:
+        node = next((gpus for gpus in layout if len(gpus) > 1), None)
+        if node is None:
+            return 0.0, 0.0
+        src, dst = int(node[0]), int(node[1])
+    links = raw.path_links(src, dst)
+    rate = float(np.min(np.asarray(raw.link_bytes_per_s)[links])) if len(links) else math.inf
+    return rate, float(raw.path_latency_s(src, dst))
+
+
+def _gpu_has_nvls(fabric, gpu) -> bool:
+    spec = gpu if gpu is not None else getattr(getattr(fabric, "raw", fabric), "gpu", None)
+    return bool(getattr(spec, "nvls", False))
+
+
+def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
+    """The steps of ``collective`` on ``fabric``; ``gpu`` (GpuSpec) tells whether NVLS exists.
+
+    ``algorithm``/``protocol`` "auto" are resolved as NCCL would (``collectives_calibration.choose``).
+    """
+    c = collective
+    layout = _layout(c.group, fabric)
+    n, nodes = c.n, len(layout)
+    nvl_rate, nvl_latency = _sample_path(fabric, layout, across_nodes=False)
+    net_rate, net_latency = _sample_path(fabric, layout, across_nodes=True)
+    local = max(len(gpus) for gpus in layout) if layout else 0
+    has_nvls = _gpu_has_nvls(fabric, gpu)
+    if c.algorithm == "nvls":
+        if not has_nvls:
+            raise ScenarioError("algorithm", "nvls needs a GPU with NVLink SHARP (gpu.nvls)")
+        if nodes > 1:
+            raise ScenarioError(
+                "algorithm", "nvls needs the whole group inside one NVSwitch domain (one node)"
+            )
+    algorithm, protocol = choose(
+        c.op,
+        c.size_bytes,
+        n=n,
+        nodes=nodes,
+        local=local,
+        nvls=has_nvls,
+        nvlink_bytes_per_s=nvl_rate if nvl_rate else net_rate,
+        network_bytes_per_s=net_rate if net_rate else nvl_rate,
+        algorithm=c.algorithm if c.algorithm != "auto" else "auto",
+        protocol=c.protocol,
+    )
+    if algorithm == "auto" or algorithm not in _SUPPORTED[c.op]:
+        algorithm = _SUPPORTED[c.op][0]
+    if n < 2 or c.size_bytes == 0:
+        return Schedule([], c, algorithm, protocol)
+    rate = min(r for r in (nvl_rate, net_rate, math.inf) if r) if nodes == 1 else (net_rate or nvl_rate)
+    latency_s = max(nvl_latency, net_latency)
+    if algorithm == "ring":
+        steps = algorithms.ring(c.op, layout, c.size_bytes, protocol)
+    elif algorithm == "hierarchical":
+        steps = algorithms.hierarchical(layout, c.size_bytes, protocol)
+    elif algorithm == "nvls":
+        steps = algorithms.nvls(layout, c.size_bytes)
+    elif algorithm == "tree":
+        steps = algorithms.tree(layout, c.size_bytes, protocol, rate, latency_s)
+    elif algorithm == "pipeline":
+        steps = algorithms.pipeline(c.op, layout, c.size_bytes, protocol, c.root, rate, latency_s)
+    elif c.op == "alltoall":
+        steps = algorithms.alltoall(layout, c.size_bytes, protocol)
+    else:
+        steps = algorithms.sendrecv(layout, c.size_bytes, protocol)
+    return Schedule([_net_of_fabric_latency(step, fabric) for step in steps], c, algorithm, protocol)
+
+
+def _net_of_fabric_latency(step: Step, fabric) -> Step:
+    """NCCL's per-step latencies are totals measured on real fabrics, hardware included; the network models
+    charge the path latency themselves, so the step keeps only the software remainder (never below zero)."""
+    if not step.transfers or step.overhead_s == 0:
+        return step
+    path_s = max(class_load(getattr(fabric, "raw", fabric), t)[2] for t in step.transfers)
+    return Step(step.transfers, step.repeat, max(0.0, step.overhead_s - path_s), step.label)
+
+
+def merge(schedules: list[list[Step]]) -> list[Step]:
+    """Several schedules with the same shape (the same collective over disjoint groups) as one: step k of the
+    result holds step k of every schedule, transfer class j concatenating the pairs of every class j."""
+    schedules = [list(s) for s in schedules if len(s)]
+    if len(schedules) <= 1:
+        return schedules[0] if schedules else []
+    shape = [(len(step.transfers), step.repeat) for step in schedules[0]]
+    assert all([(len(step.transfers), step.repeat) for step in s] == shape for s in schedules), (
+        "same shape only"
+    )
+    merged = []
+    for steps in zip(*schedules, strict=True):
+        first = steps[0]
+        transfers = tuple(
+            TransferClass(
+                np.concatenate([step.transfers[j].pairs for step in steps]),
+                first.transfers[j].size_bytes,
+                first.transfers[j].label,
+            )
+            for j in range(len(first.transfers))
+        )
+        merged.append(
+            Step(
+                transfers, repeat=first.repeat, overhead_s=max(s.overhead_s for s in steps), label=first.label
+            )
+        )
+    return merged
+
+
+# ---- driver ------------------------------------------------------------------------------------------------
+
+
+def _run_step(network: NetworkModel, step: Step, now_s: float) -> float:
+    """Issue one step's classes at ``now_s`` + overhead, advance the model to their last completion."""
+    now_s += step.overhead_s
+    pending = {network.start(transfers, now_s) for transfers in step.transfers}
+    while pending:
+        next_s = network.next_completion_s()
+        assert math.isfinite(next_s), "a started class never completes"
+        pending.difference_update(network.advance(next_s))
+        now_s = next_s
+    return now_s
+
+
+def simulate(
+    collective: Collective | list[Step], network: NetworkModel, *, fabric=None, gpu=None, start_s: float = 0.0
+) -> float:
+    """Duration in seconds of a collective (or a schedule) alone on ``network``.
+
+    Identical consecutive steps are solved once: the model is otherwise idle, so each repeat takes the same
+    time; the links' byte counters are advanced by the same amount per repeat.
+    """
+    steps = (
+        collective
+        if not isinstance(collective, Collective)
+        else schedule(collective, fabric if fabric is not None else network.fabric, gpu=gpu)
+    )
+    now_s = start_s
+    for step in steps:
+        started_at_s = now_s
+        before = network.link_bytes.copy() if step.repeat > 1 and step.transfers else None
+        now_s = _run_step(network, step, now_s)
+        if step.repeat > 1:
+            now_s += (step.repeat - 1) * (now_s - started_at_s)
+            if before is not None:
+                network.link_bytes += (step.repeat - 1) * (network.link_bytes - before)
+    return now_s - start_s
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One collective run: its time, rates per nccl-tests, and what ran."""
+
+    op: str
+    n: int
+    size_bytes: float
+    time_s: float
+    algorithm: str
+    protocol: str
+    steps: int = field(default=0)
+
+    @property
+    def algbw_bytes_per_s(self) -> float:
+        return algbw_bytes_per_s(self.size_bytes, self.time_s)
+
+    @property
+    def busbw_bytes_per_s(self) -> float:
+        return busbw_bytes_per_s(self.op, self.n, self.size_bytes, self.time_s)
+
+
+def run(collective: Collective, fabric, network: str = "flow", gpu=None) -> Outcome:
+    """Schedule ``collective``, build the ``network`` model on the NCCL-calibrated fabric, and time it."""
+    from simcluster.network import make
+
+    steps = schedule(collective, fabric, gpu=gpu)
+    model = make(network, calibrated(fabric, steps.algorithm, steps.protocol))
+    time_s = simulate(steps, model)
+    return Outcome(
+        collective.op,
+        collective.n,
+        collective.size_bytes,
+        time_s,
+        steps.algorithm,
+        steps.protocol,
+        steps.step_count,
+    )

@@ -1,0 +1,193 @@
+"""Human unit strings <-> SI floats: the only module that knows unit spellings.
+
+Inside simcluster every quantity is a plain SI float (s, bytes, bytes/s, FLOP, FLOP/s, W, J, USD) and the
+name carries the unit (``link_bytes_per_s``). This module parses what users write ("400 Gb/s", "80 GiB",
+"2 us", "989 TFLOP/s", "700 W") and formats values back for reports.
+
+Conventions: decimal prefixes (k, M, G, T, P, E) are powers of 1000, binary prefixes (Ki, Mi, Gi, Ti, Pi) powers
+of 1024; a lower-case ``b`` or ``bit`` is a bit (1/8 byte), an upper-case ``B`` or ``byte`` is a byte.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from simcluster.core.errors import ScenarioError
+
+# Dimensions a parsed quantity can have.
+BYTES = "bytes"
+BYTES_PER_S = "bytes/s"
+SECONDS = "s"
+FLOP = "FLOP"
+FLOP_PER_S = "FLOP/s"
+WATTS = "W"
+JOULES = "J"
+DIMENSIONLESS = "1"
+
+DECIMAL_PREFIXES = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+BINARY_PREFIXES = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50}
+SUBUNIT_PREFIXES = {"m": 1e-3, "u": 1e-6, "µ": 1e-6, "n": 1e-9, "p": 1e-12}
+
+# base unit spelling -> (dimension, factor to SI)
+_DATA_UNITS = {"B": 1.0, "byte": 1.0, "bytes": 1.0, "b": 0.125, "bit": 0.125, "bits": 0.125}
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0, "day": 86400.0,
+               "days": 86400.0, "yr": 365.25 * 86400.0, "year": 365.25 * 86400.0, "years": 365.25 * 86400.0}
+_ENERGY_UNITS = {"J": 1.0, "Wh": 3600.0}
+
+_NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
+
+
+def _prefixed(unit: str, bases: dict[str, float], prefixes: dict[str, float]) -> float | None:
+    """Factor of ``unit`` = prefix + base, or None when it is not of that family."""
+    for base, base_factor in bases.items():
+        if unit.endswith(base):
+            prefix = unit[: len(unit) - len(base)]
+            if prefix in prefixes:
+                return prefixes[prefix] * base_factor
+    return None
+
+
+def _unit_factor(unit: str) -> tuple[str, float]:
+    """Dimension and SI factor of a unit spelling such as 'GiB', 'Gb/s', 'us', 'TFLOP/s'."""
+    all_prefixes = {**DECIMAL_PREFIXES, **BINARY_PREFIXES}
+    if unit == "":
+        return DIMENSIONLESS, 1.0
+    if unit == "%":
+        return DIMENSIONLESS, 0.01
+    # rates: X/s, Xps (Gbps, GBps), FLOPS
+    rate_base = None
+    if unit.endswith("/s"):
+        rate_base = unit[:-2]
+    elif unit.endswith("ps") and unit[:-2] and unit[-3] in "bB":
+        rate_base = unit[:-2]
+    elif unit.endswith("FLOPS"):
+        rate_base = unit[:-1]
+    if rate_base is not None:
+        if rate_base.endswith("FLOP"):
+            factor = _prefixed(rate_base, {"FLOP": 1.0}, DECIMAL_PREFIXES)
+            if factor is not None:
+                return FLOP_PER_S, factor
+        factor = _prefixed(rate_base, _DATA_UNITS, all_prefixes)
+        if factor is not None:
+            return BYTES_PER_S, factor
+        raise ValueError(f"unknown rate unit {unit!r}")
+    factor = _prefixed(unit, {"FLOP": 1.0, "FLOPs": 1.0}, DECIMAL_PREFIXES)
+    if factor is not None:
+        return FLOP, factor
+    if unit in _TIME_UNITS:
+        return SECONDS, _TIME_UNITS[unit]
+    if len(unit) >= 2 and unit[0] in SUBUNIT_PREFIXES and unit[1:] == "s":
+        return SECONDS, SUBUNIT_PREFIXES[unit[0]]
+    factor = _prefixed(unit, _DATA_UNITS, all_prefixes)
+    if factor is not None:
+        return BYTES, factor
+    factor = _prefixed(unit, _ENERGY_UNITS, DECIMAL_PREFIXES)
+    if factor is not None:
+        return JOULES, factor
+    factor = _prefixed(unit, {"W": 1.0}, DECIMAL_PREFIXES)
+    if factor is not None:
+        return WATTS, factor
+    raise ValueError(f"unknown unit {unit!r}")
+
+
+def parse(text: str | float | int, dimension: str | None = None, field: str = "value") -> float:
+    """Parse a quantity such as '400 Gb/s' into an SI float; check its dimension when one is given.
+
+    Bare numbers are accepted only when ``dimension`` is None or dimensionless: elsewhere the unit must be
+    written (a bare 400 could be Gb/s or GB/s). Raises ScenarioError naming ``field`` on any problem.
+    """
+    if isinstance(text, bool):
+        raise ScenarioError(field, f"expected a quantity with a unit, got {text!r}")
+    if isinstance(text, int | float):
+        if dimension not in (None, DIMENSIONLESS):
+            raise ScenarioError(field, f"a bare number {text!r} is ambiguous: write the unit ({dimension})")
+        return float(text)
+    match = _NUMBER.match(str(text))
+    if not match:
+        raise ScenarioError(field, f"cannot read a quantity from {text!r} (expected e.g. '400 Gb/s')")
+    number, unit = match.groups()
+    try:
+        found, factor = _unit_factor(unit)
+    except ValueError as err:
+        raise ScenarioError(field, f"{err} in {text!r}") from None
+    if dimension is not None and found != dimension:
+        raise ScenarioError(field, f"{text!r} is a {found} quantity, expected {dimension}")
+    return float(number) * factor
+
+
+_FORMAT_PREFIXES = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
+_BINARY_FORMAT = [(2.0**50, "Pi"), (2.0**40, "Ti"), (2.0**30, "Gi"), (2.0**20, "Mi"), (2.0**10, "Ki"), (1.0, "")]
+_TIME_FORMAT = [(86400.0, "d"), (3600.0, "h"), (60.0, "min"), (1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")]
+
+
+def _scaled(value: float, table: list[tuple[float, str]]) -> tuple[float, str]:
+    magnitude = abs(value)
+    for factor, prefix in table:
+        if magnitude >= factor:
+            return value / factor, prefix
+    factor, prefix = table[-1]
+    return value / factor, prefix
+
+
+def fmt(value: float, dimension: str, digits: int = 3, binary: bool | None = None) -> str:
+    """Format an SI float for a report: fmt(85899345920, 'bytes') -> '80 GiB'.
+
+    Byte counts default to binary prefixes, rates to decimal ones (as vendors quote links).
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if dimension == SECONDS:
+        scaled, unit = _scaled(value, _TIME_FORMAT)
+        return f"{scaled:.{digits}g} {unit}"
+    if dimension == BYTES:
+        use_binary = True if binary is None else binary
+        scaled, prefix = _scaled(value, _BINARY_FORMAT if use_binary else _FORMAT_PREFIXES)
+        return f"{scaled:.{digits}g} {prefix}B"
+    suffix = {BYTES_PER_S: "B/s", FLOP: "FLOP", FLOP_PER_S: "FLOP/s", WATTS: "W", JOULES: "J",
+              DIMENSIONLESS: ""}[dimension]
+    scaled, prefix = _scaled(value, _FORMAT_PREFIXES)
+    return f"{scaled:.{digits}g} {prefix}{suffix}".rstrip()
+
+
+def parse_message_size(text: str | int) -> float:
+    """Sizes as nccl-tests writes them on its command line: '8', '128K', '8G' (binary prefixes), or '80 GiB'."""
+    raw = str(text).strip()
+    if raw and raw[-1] in "KMGT" and raw[:-1].replace(".", "", 1).isdigit():
+        return float(raw[:-1]) * BINARY_PREFIXES[raw[-1] + "i"]
+    if raw.replace(".", "", 1).isdigit():
+        return float(raw)
+    return parse(raw, BYTES, field="size")
+
+
+def _quantity(dimension: str):
+    """A pydantic field type that accepts a unit string of ``dimension`` and stores the SI float."""
+    from typing import Annotated
+
+    from pydantic import BeforeValidator, PlainSerializer
+
+    def validate(value):
+        try:
+            return parse(value, dimension)
+        except ScenarioError as err:
+            raise ValueError(err.message) from None
+
+    return Annotated[float, BeforeValidator(validate), PlainSerializer(lambda v: exact_text(v, dimension))]
+
+
+def exact_text(value: float, dimension: str) -> str:
+    """The shortest unit string that parses back to exactly ``value`` (for dumps that are read again)."""
+    for digits in range(3, 18):  # 3 significant digits at least: "80 GB", not "8e+01 GB"
+        for binary in (False, True) if dimension == BYTES else (None,):
+            text = fmt(value, dimension, digits, binary=binary)
+            if parse(text, dimension) == value:
+                return text
+    return fmt(value, dimension, 17)
+
+
+# Field types for pydantic models (config.py, hardware.py): written as strings, stored as SI floats.
+Bytes = _quantity(BYTES)
+BytesPerS = _quantity(BYTES_PER_S)
+Seconds = _quantity(SECONDS)
+FlopPerS = _quantity(FLOP_PER_S)
+Watts = _quantity(WATTS)

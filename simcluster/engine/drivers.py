@@ -1,0 +1,86 @@
+"""SimPy side of the network models: turns a pure NetworkModel into events agents can wait on.
+
+One process owns the model: it sleeps until the model's next completion (or until a new transfer starts, which
+changes the rates), advances the model and triggers the completed transfers' events. Agents never compute wire
+time themselves.
+
+Transfers that start at the same simulated instant with the same label and size are one symmetric step (the
+same pipeline send in every replica, the same ring step in every group) and go to the model as ONE class. This is
+what makes a collapsed simulation, whose representative agents start the union of their replicas' transfers, and
+an expanded one, whose agents start them one by one, hand the network the same classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import simpy
+from simpy.events import NORMAL
+
+from simcluster.network.base import NetworkModel, TransferClass
+
+TIME_EPS_S = 1e-12  # relative tolerance when comparing simulated times
+
+
+class NetworkDriver:
+    """Transfers on a network model as SimPy events."""
+
+    def __init__(self, env: simpy.Environment, model: NetworkModel):
+        self.env = env
+        self.model = model
+        self._done: dict[int, simpy.Event] = {}
+        self._batches: dict[tuple, tuple[list[np.ndarray], simpy.Event]] = {}
+        self._wake = env.event()
+        env.process(self._run())
+
+    def transfer(self, transfers: TransferClass) -> simpy.Event:
+        """Start a class of transfers now; the returned event fires when all of them have arrived."""
+        if transfers.members == 0 or transfers.size_bytes <= 0:
+            done = self.env.event()
+            done.succeed()
+            return done
+        key = (transfers.label, transfers.size_bytes)
+        if key in self._batches:
+            pairs, done = self._batches[key]
+            pairs.append(transfers.pairs)
+            return done
+        done = self.env.event()
+        self._batches[key] = ([transfers.pairs], done)
+        # start the batch once every transfer of this instant has joined: after the events already queued now
+        flush = self.env.event()
+        flush.callbacks.append(lambda _event: self._start(key))
+        flush._ok, flush._value = True, None
+        self.env.schedule(flush, priority=NORMAL, delay=0)
+        return done
+
+    def _start(self, key) -> None:
+        pairs, done = self._batches.pop(key)
+        label, size_bytes = key
+        self._settle()
+        merged = TransferClass(np.concatenate(pairs) if len(pairs) > 1 else pairs[0], size_bytes, label)
+        handle = self.model.start(merged, self.env.now)
+        self._done[handle] = done
+        if not self._wake.triggered:
+            self._wake.succeed()
+
+    def _settle(self) -> None:
+        """Bring the model to the current time, releasing what completed."""
+        now = self.env.now
+        next_s = self.model.next_completion_s()
+        # a completion within float rounding of now counts as now (timeouts add durations, not absolute times)
+        if next_s <= now + TIME_EPS_S * max(1.0, now):
+            for handle in self.model.advance(max(now, next_s)):
+                self._done.pop(handle).succeed()
+
+    def _run(self):
+        env = self.env
+        while True:
+            next_s = self.model.next_completion_s()
+            if math.isinf(next_s):
+                yield self._wake
+            else:
+                yield self._wake | env.timeout(max(0.0, next_s - env.now))
+            if self._wake.triggered:
+                self._wake = env.event()
+            self._settle()

@@ -1,0 +1,139 @@
+"""Result of a simulation: the summary (keys of DESIGN.md), the events table and per-link usage; and writers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SUMMARY_KEYS = (
+    "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu",
+    "peak_memory_per_gpu_bytes", "compute_s", "exposed_comm_s", "pipeline_bubble_s", "gpus", "network_model",
+    "wall_time_s",
+)
+
+
+@dataclass
+class Result:
+    summary: dict
+    events: pd.DataFrame
+    links: pd.DataFrame
+    memory: object  # MemoryBreakdown of the worst stage
+
+    def write(self, out_dir: Path, trace_ranks: int | None = None) -> list[Path]:
+        """Write summary.json, events.csv (Parquet with pyarrow), links.csv, trace.json.gz into ``out_dir``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [out_dir / "summary.json"]
+        written[0].write_text(json.dumps(self.summary, indent=2) + "\n")
+        try:
+            import pyarrow  # noqa: F401
+
+            path = out_dir / "events.parquet"
+            self.events.to_parquet(path)
+        except ImportError:
+            path = out_dir / "events.csv"
+            self.events.to_csv(path, index=False)
+        written.append(path)
+        written.append(out_dir / "links.csv")
+        self.links.to_csv(written[-1], index=False)
+        written.append(write_chrome_trace(self.events, out_dir / "trace.json.gz", max_ranks=trace_ranks))
+        return written
+
+
+def summarize(sim, steps: int, flop: dict, memory_breakdown, wall_time_s: float) -> Result:
+    """Turn a finished simulation into its Result. Per-rank figures are means over GPUs, per step."""
+    scenario, plan = sim.scenario, sim.plan
+    gpus = scenario.cluster.gpus
+    step_time_s = sim.env.now / steps
+    weights = np.array([agent.multiplicity for agent in sim.agents], dtype=float)
+
+    def mean(attr: str) -> float:
+        values = np.array([getattr(agent.tally, attr) for agent in sim.agents])
+        return float(np.dot(values, weights) / weights.sum()) / steps
+
+    compute_s = mean("compute_s") + mean("optimizer_s")
+    exposed_comm_s = mean("tp_comm_s") + mean("p2p_wait_s") + mean("dp_wait_s")
+    bubble_s = step_time_s - compute_s - exposed_comm_s
+    peak = scenario.cluster.gpu.peak_flop_per_s(scenario.training.precision)
+    model_flop_per_gpu_s = flop["model"] / step_time_s / gpus
+    hardware_flop_per_gpu_s = flop["hardware"] / step_time_s / gpus
+    links = link_table(sim.fabric, sim.model.link_bytes, sim.env.now)
+    summary = {
+        "name": scenario.name,
+        "step_time_s": step_time_s,
+        "tokens_per_s": scenario.tokens_per_step / step_time_s,
+        "model_tflops_per_gpu": model_flop_per_gpu_s / 1e12,
+        "hardware_tflops_per_gpu": hardware_flop_per_gpu_s / 1e12,
+        "mfu": model_flop_per_gpu_s / peak,
+        "hfu": hardware_flop_per_gpu_s / peak,
+        "peak_memory_per_gpu_bytes": memory_breakdown.total_bytes,
+        "compute_s": compute_s,
+        "exposed_comm_s": exposed_comm_s,
+        "pipeline_bubble_s": bubble_s if bubble_s > 1e-9 * step_time_s else 0.0,  # float noise is no bubble
+        "gpus": gpus,
+        "network_model": sim.network_name,
+        "wall_time_s": wall_time_s,
+        "steps": steps,
+        "tokens_per_step": scenario.tokens_per_step,
+        "microbatches": plan.microbatches,
+        "model_flop_per_step": flop["model"],
+        "hardware_flop_per_step": flop["hardware"],
+        "busiest_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
+        "topology": sim.fabric.name,
+        "gpu": scenario.cluster.gpu.name,
+        "layout": {"tp": plan.layout.tp, "cp": plan.layout.cp, "pp": plan.layout.pp, "dp": plan.layout.dp},
+        "agents": len(sim.agents),
+        "events": len(sim.recorder.rows),
+        "cost_per_step_usd": scenario.price_per_gpu_hour * gpus * step_time_s / 3600.0,
+    }
+    return Result(summary=summary, events=sim.recorder.table(), links=links, memory=memory_breakdown)
+
+
+def link_table(fabric, link_bytes: np.ndarray, duration_s: float) -> pd.DataFrame:
+    """Bytes and mean utilisation of every link that carried traffic."""
+    used = np.flatnonzero(link_bytes > 0)
+    ends = getattr(fabric, "link_ends", None)
+    capacity = fabric.link_bytes_per_s[used]
+    table = pd.DataFrame({
+        "link_id": used,
+        "kind": [fabric.link_kind[i] for i in used],
+        "bytes": link_bytes[used],
+        "utilisation": link_bytes[used] / (capacity * duration_s) if duration_s > 0 else 0.0,
+    })
+    if ends is not None:
+        table.insert(1, "src", [str(ends[i][0]) for i in used])
+        table.insert(2, "dst", [str(ends[i][1]) for i in used])
+    return table
+
+
+STREAM_TIDS = {"compute": 0, "tp": 1, "pp": 2, "dp": 3}
+
+
+def write_chrome_trace(events: pd.DataFrame, path: Path, max_ranks: int | None = None) -> Path:
+    """Chrome trace (opens in Perfetto / chrome://tracing): pid = rank, one tid per stream, times in us.
+
+    Only the first ``max_ranks`` ranks that recorded events are written (at 16k GPUs: representative ranks).
+    """
+    from simcluster.core import catalog
+
+    max_ranks = max_ranks or catalog.load("engine")["trace"]["max_ranks"]
+    ranks = sorted(events["rank"].unique())[:max_ranks]
+    kept = events[events["rank"].isin(ranks)]
+    trace = []
+    for rank in ranks:
+        trace.append({"ph": "M", "name": "process_name", "pid": int(rank), "tid": 0, "args": {"name": f"rank {rank}"}})
+        for stream, tid in STREAM_TIDS.items():
+            trace.append({"ph": "M", "name": "thread_name", "pid": int(rank), "tid": tid, "args": {"name": stream}})
+    for row in kept.itertuples(index=False):
+        trace.append({
+            "ph": "X", "name": row.name, "cat": row.kind, "pid": int(row.rank), "tid": STREAM_TIDS.get(row.stream, 9),
+            "ts": row.start_s * 1e6, "dur": max(0.0, (row.end_s - row.start_s) * 1e6),
+            "args": {"microbatch": int(row.microbatch), "bytes": float(row.bytes), "gpus": int(row.group)},
+        })
+    with gzip.open(path, "wt") as handle:
+        json.dump({"traceEvents": trace, "displayTimeUnit": "ms"}, handle)
+    return path

@@ -1,0 +1,187 @@
+"""Import of a user's fabric from YAML or GraphML, validated into the same graph the builders produce.
+
+The YAML format is documented in docs/topologies.md. Any problem is a ScenarioError whose field is
+``<file>:<key>`` (``my.yaml:links[3].bandwidth``), so the CLI prints one line that says where to look.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import yaml
+
+from simcluster.core import units
+from simcluster.core.errors import ScenarioError
+from simcluster.fabric.builders import GraphBuilder
+
+ROLES = ("gpu", "nvswitch", "pcie", "nic", "leaf", "spine", "core", "switch")
+LINK_KINDS = ("nvlink", "pcie", "ib", "ethernet", "torus")
+
+_TOP_KEYS = {"name", "gpus_per_node", "gpu_transit", "defaults", "nodes", "links"}
+_NODE_KEYS = {"role", "rank", "latency"}
+_LINK_KEYS = {"ends", "bandwidth", "latency", "kind", "directed", "count"}
+_DEFAULT_KEYS = {"bandwidth", "latency", "kind"}
+
+
+def _check_keys(where: str, data: dict, allowed: set[str]):
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ScenarioError(f"{where}.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _quantity(value, dimension: str, field: str) -> float:
+    """A unit string (or, for keys read from GraphML as SI floats, a bare number) as an SI float."""
+    return units.parse(value, dimension, field=field)
+
+
+def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
+    """Validate a parsed YAML fabric and build its graph; returns the builder and the file's gpus_per_node."""
+    if not isinstance(data, dict):
+        raise ScenarioError(source, "expected a mapping with keys nodes and links")
+    _check_keys(source, data, _TOP_KEYS)
+    for key in ("nodes", "links"):
+        if key not in data:
+            raise ScenarioError(f"{source}:{key}", "required key is missing")
+    nodes, links = data["nodes"], data["links"]
+    if not isinstance(nodes, dict) or not nodes:
+        raise ScenarioError(f"{source}:nodes", "expected a mapping of node id -> {role: ...}")
+    if not isinstance(links, list) or not links:
+        raise ScenarioError(f"{source}:links", "expected a list of links {ends: [a, b], bandwidth: ...}")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ScenarioError(f"{source}:defaults", "expected a mapping")
+    _check_keys(f"{source}:defaults", defaults, _DEFAULT_KEYS)
+
+    b = GraphBuilder(str(data.get("name", Path(source).stem)))
+    b.graph.graph["gpu_transit"] = bool(data.get("gpu_transit", False))
+    gpus = []
+    for node_id, attrs in nodes.items():
+        where = f"{source}:nodes.{node_id}"
+        attrs = {"role": attrs} if isinstance(attrs, str) else (attrs or {})
+        if not isinstance(attrs, dict):
+            raise ScenarioError(where, "expected {role: ..., latency: ...} or a role name")
+        _check_keys(where, attrs, _NODE_KEYS)
+        role = attrs.get("role")
+        if role not in ROLES:
+            raise ScenarioError(f"{where}.role",
+                                f"unknown role {role!r} (expected one of: {', '.join(ROLES)})")
+        latency_s = _quantity(attrs.get("latency", "0 s"), units.SECONDS, f"{where}.latency")
+        b.node(str(node_id), role, latency_s)
+        if role == "gpu":
+            gpus.append((attrs.get("rank"), len(gpus), str(node_id)))
+    for i, link in enumerate(links):
+        where = f"{source}:links[{i}]"
+        if not isinstance(link, dict):
+            raise ScenarioError(where, "expected a mapping {ends: [a, b], bandwidth: ...}")
+        _check_keys(where, link, _LINK_KEYS)
+        ends = link.get("ends")
+        if not isinstance(ends, list) or len(ends) != 2:
+            raise ScenarioError(f"{where}.ends", "expected two node ids [a, b]")
+        for end in ends:
+            if str(end) not in b.graph:
+                raise ScenarioError(f"{where}.ends", f"node {end!r} is not declared under nodes")
+        if str(ends[0]) == str(ends[1]):
+            raise ScenarioError(f"{where}.ends", "a link cannot join a node to itself")
+        bandwidth = link.get("bandwidth", defaults.get("bandwidth"))
+        if bandwidth is None:
+            raise ScenarioError(f"{where}.bandwidth",
+                                "missing bandwidth (e.g. '400 Gb/s'; or set defaults.bandwidth)")
+        bytes_per_s = _quantity(bandwidth, units.BYTES_PER_S, f"{where}.bandwidth")
+        if bytes_per_s <= 0:
+            raise ScenarioError(f"{where}.bandwidth", f"must be positive, got {bandwidth!r}")
+        latency = link.get("latency", defaults.get("latency", "0 s"))
+        latency_s = _quantity(latency, units.SECONDS, f"{where}.latency")
+        kind = link.get("kind", defaults.get("kind", "ethernet"))
+        if kind not in LINK_KINDS:
+            raise ScenarioError(f"{where}.kind",
+                                f"unknown link kind {kind!r} (expected one of: {', '.join(LINK_KINDS)})")
+        count = link.get("count", 1)
+        if not isinstance(count, int) or count < 1:
+            raise ScenarioError(f"{where}.count", f"expected a positive integer, got {count!r}")
+        add = b.link if link.get("directed", False) else b.cable
+        add(str(ends[0]), str(ends[1]), bytes_per_s * count, kind, latency_s)
+    _order_gpus(b, gpus, source)
+    gpus_per_node = data.get("gpus_per_node")
+    if gpus_per_node is not None and (not isinstance(gpus_per_node, int) or gpus_per_node < 1):
+        raise ScenarioError(f"{source}:gpus_per_node", f"expected a positive integer, got {gpus_per_node!r}")
+    validate_graph(b.graph, b.gpu_nodes, source)
+    return b, gpus_per_node
+
+
+def _order_gpus(b: GraphBuilder, gpus: list[tuple], source: str):
+    """GPU rank order: the ``rank`` keys when given (all of them, 0..n-1), else order of declaration."""
+    if not gpus:
+        raise ScenarioError(f"{source}:nodes", "no node has role gpu")
+    ranks = [rank for rank, _, _ in gpus]
+    if all(rank is None for rank in ranks):
+        b.gpu_nodes = [name for _, _, name in gpus]
+        return
+    if any(rank is None for rank in ranks) or sorted(ranks) != list(range(len(gpus))):
+        raise ScenarioError(f"{source}:nodes", "GPU ranks must be given for all GPUs or none, and be 0..n-1")
+    b.gpu_nodes = [name for _, _, name in sorted(gpus)]
+
+
+def validate_graph(graph: nx.DiGraph, gpu_nodes: list, source: str):
+    """Structural checks shared by YAML and GraphML imports: dangling GPUs and disconnected graphs."""
+    for node in gpu_nodes:
+        if graph.out_degree(node) == 0 or graph.in_degree(node) == 0:
+            raise ScenarioError(f"{source}:nodes.{node}", "dangling GPU: it has no link in or out")
+    if not nx.is_weakly_connected(graph):
+        parts = sorted(nx.weakly_connected_components(graph), key=len)
+        sample = sorted(map(str, parts[0]))[:3]
+        raise ScenarioError(f"{source}:links",
+                            f"the graph is disconnected: {len(parts)} parts; one of them holds "
+                            f"only {', '.join(sample)}{' ...' if len(parts[0]) > 3 else ''}")
+
+
+def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
+    """A GraphML fabric: node attribute ``role`` (optional ``rank``, ``latency``), edge attributes
+    ``bandwidth`` and optional ``latency``, ``kind`` as unit strings. An undirected graph's edges are
+    full-duplex cables."""
+    source = str(path)
+    try:
+        raw = nx.read_graphml(path)
+    except Exception as err:  # networkx raises several types (ParseError, NetworkXError, KeyError)
+        raise ScenarioError(source, f"not a readable GraphML file: {err}") from None
+    nodes = {}
+    for node, attrs in raw.nodes(data=True):
+        nodes[str(node)] = {key: value for key, value in attrs.items() if key in _NODE_KEYS | {"role"}}
+        extra = set(attrs) - _NODE_KEYS
+        if extra:
+            raise ScenarioError(f"{source}:nodes.{node}.{sorted(extra)[0]}",
+                                f"unknown node attribute (allowed: "
+                                f"{', '.join(sorted(_NODE_KEYS))})")
+    links = []
+    for u, v, attrs in raw.edges(data=True):
+        extra = set(attrs) - {"bandwidth", "latency", "kind", "count", "id"}
+        if extra:
+            raise ScenarioError(f"{source}:edge {u}-{v}.{sorted(extra)[0]}",
+                                "unknown edge attribute (allowed: "
+                                "bandwidth, latency, kind, count)")
+        link = {"ends": [str(u), str(v)], "directed": raw.is_directed()}
+        link.update({key: value for key, value in attrs.items()
+                     if key in {"bandwidth", "latency", "kind", "count"}})
+        links.append(link)
+    data = {"name": raw.graph.get("name") or path.stem, "nodes": nodes, "links": links}
+    if "gpus_per_node" in raw.graph:
+        data["gpus_per_node"] = int(raw.graph["gpus_per_node"])
+    if "gpu_transit" in raw.graph:
+        data["gpu_transit"] = bool(raw.graph["gpu_transit"])
+    return from_spec(data, source)
+
+
+def load(path: Path) -> tuple[GraphBuilder, int | None]:
+    """Read a fabric file (.yaml/.yml or .graphml)."""
+    source = str(path)
+    if path.suffix.lower() == ".graphml":
+        return from_graphml(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ScenarioError(source, f"invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+    except OSError as err:
+        raise ScenarioError(source, f"cannot read: {err.strerror}") from None
+    return from_spec(data, source)

@@ -1,0 +1,345 @@
+"""Fabrics: networkx graphs of GPUs, NVSwitch, PCIe, NICs and switches with SI link attributes, and their
+routes.
+
+``build`` makes a builtin fabric (``BUILTIN``, builders in ``topology_builders``) or imports a user's
+YAML/GraphML file (``topology_io``); ``Fabric`` holds the graph and per-link arrays indexed by link id, and
+answers route queries (``path_links``, ``links_of``) through a lazily built, cached router
+(``topology_routing``). A fabric's ``routing`` policy says how flows share equal-cost paths: ``adaptive``
+(InfiniBand: every flow sprayed over all shortest paths) or ``ecmp`` (Ethernet/RoCE: one hashed path per flow).
+The file format and the conventions (one edge per direction of a cable, switch latency folded into the links
+entering it) are in docs/topologies.md.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from simcluster.core import units
+from simcluster.core.errors import ScenarioError
+from simcluster.fabric import builders, files
+from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing
+from simcluster.spec.hardware import GpuSpec, NicSpec
+
+BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus")
+ROLES = files.ROLES
+LINK_KINDS = files.LINK_KINDS
+
+# Route sets of this many distinct pair arrays are kept per fabric (a ring collective reuses one per step).
+_ROUTE_CACHE_ENTRIES = 64
+# Pair arrays up to this size (pipeline send/recv classes) are kept in a larger cache than collectives' arrays
+_SMALL_PAIRS = 64
+_SMALL_CACHE_ENTRIES = 2**16
+
+
+@dataclass(eq=False)
+class Fabric:
+    """A fabric graph plus per-link arrays (index = link id) and cached routes between GPU ranks.
+
+    ``routing`` ("adaptive" or "ecmp", ``ROUTING_POLICIES``) decides how ``links_of`` loads the links; torus
+    fabrics route dimension-order paths chosen per flow by hash whatever it says.
+    """
+
+    name: str
+    graph: nx.DiGraph
+    gpu_nodes: list
+    gpus_per_node: int
+    link_bytes_per_s: np.ndarray
+    link_latency_s: np.ndarray
+    link_kind: list[str]
+    routing: str = "ecmp"
+    _router: object = field(default=None, repr=False)
+    _routes: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _small_routes: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def gpus(self) -> int:
+        return len(self.gpu_nodes)
+
+    @property
+    def links(self) -> int:
+        return len(self.link_bytes_per_s)
+
+    @cached_property
+    def link_ends(self) -> list[tuple]:
+        """(source node, destination node) of every directed link, by link id."""
+        ends: list[tuple] = [()] * self.links
+        for u, v, link_id in self.graph.edges(data="link_id"):
+            ends[link_id] = (u, v)
+        return ends
+
+    @property
+    def router(self):
+        if self._router is None:
+            dims = self.graph.graph.get("torus_dims")
+            tables = self.graph.graph.get("_torus_tables")
+            if dims is not None and tables is not None:
+                self._router = TorusRouter(*tables)
+            else:
+                self._router = Router(self.graph, self.gpu_nodes, self.link_latency_s)
+        return self._router
+
+    def _check_rank(self, rank: int, what: str):
+        if not 0 <= rank < self.gpus:
+            raise ScenarioError(what, f"GPU {rank} is not in this {self.gpus}-GPU fabric")
+
+    def path_links(self, src: int, dst: int, salt: int = 0) -> np.ndarray:
+        """Directed link ids from GPU ``src`` to GPU ``dst`` (empty when src == dst).
+
+        Shortest path by hop count; among equal-cost paths the ECMP choice is a deterministic hash of
+        (src, dst, salt). Under adaptive routing this is one representative of the paths the flow is sprayed
+        over (all have the same hop count). Routes are cached; core distances are cached per destination
+        switch.
+        """
+        self._check_rank(src, "src")
+        self._check_rank(dst, "dst")
+        try:
+            return self.router.path(int(src), int(dst), int(salt))
+        except KeyError as err:
+            raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
+
+    def path_latency_s(self, src: int, dst: int) -> float:
+        """Sum of the link latencies (switch hops, NICs, PCIe) along the route src -> dst."""
+        return float(self.link_latency_s[self.path_links(src, dst)].sum())
+
+    def _route_set(self, pairs: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unique link ids, load on each, path latency per pair) for a pair array.
+
+        Cached: large pair arrays (collectives) in a small LRU, since each pins arrays of up to ~10^5 entries;
+        small ones (pipeline send/recv, which recur in many subsets) in a larger cache, cleared when full."""
+        pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+        key = (pairs.tobytes(), int(salt))
+        small = len(pairs) <= _SMALL_PAIRS
+        hit = self._small_routes.get(key) if small else self._routes.get(key)
+        if hit is not None:
+            if not small:
+                self._routes.move_to_end(key)
+            return hit
+        if len(pairs) and (pairs.min() < 0 or pairs.max() >= self.gpus):
+            raise ScenarioError("pairs", f"GPU indices must lie in 0..{self.gpus - 1}")
+        result = self._computed_route_set(pairs, int(salt))
+        if small:
+            # few pairs (pipeline send/recv): small arrays, kept in a large cache so that the same pairs always
+            # return the same arrays (the flow model keys its rate solutions on route identity)
+            if len(self._small_routes) >= _SMALL_CACHE_ENTRIES:
+                self._small_routes.clear()
+            self._small_routes[key] = result
+            return result
+        self._routes[key] = result
+        if len(self._routes) > _ROUTE_CACHE_ENTRIES:
+            self._routes.popitem(last=False)
+        return result
+
+    def _computed_route_set(self, pairs: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        router = self.router
+        try:
+            if isinstance(router, Router):
+                return router.route_set(pairs[:, 0], pairs[:, 1], salt, self.routing == "adaptive", self.links)
+            return self._paths_route_set(pairs, salt)
+        except KeyError as err:
+            raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
+
+    def _paths_route_set(self, pairs: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Route set from one path per pair (routers without a vectorised route set: the torus)."""
+        path = self.router.path
+        paths = [path(s, d, salt) for s, d in pairs.tolist()]
+        if paths:
+            lengths = np.fromiter((len(p) for p in paths), dtype=np.int64, count=len(paths))
+            flat = np.concatenate(paths) if lengths.sum() else np.zeros(0, dtype=np.int64)
+        else:
+            lengths, flat = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        links, counts = np.unique(flat, return_counts=True)
+        owner = np.repeat(np.arange(len(paths)), lengths)
+        latency_s = np.bincount(owner, weights=self.link_latency_s[flat], minlength=len(paths))
+        return links, counts, latency_s
+
+    def links_of(self, pairs: np.ndarray, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """For many (src, dst) pairs: the unique link ids they use and the load each link carries.
+
+        The load of a link is the number of pairs whose traffic crosses it, counting each pair by the fraction
+        of its bytes on the link: under ``ecmp`` a whole number (each pair takes one hashed path); under
+        ``adaptive`` a pair's bytes are sprayed over all its shortest paths, so a core link carries fractions
+        (a flow between two leaves of a two-tier fat-tree puts 1/spines on every uplink), while the access
+        links GPU -> PCIe -> NIC -> leaf carry whole pairs. A class of transfers of S bytes each thus puts
+        S x load bytes on each link. Cached per pair array (and salt).
+        """
+        links, counts, _ = self._route_set(pairs, salt)
+        return links, counts
+
+    def pair_latencies_s(self, pairs: np.ndarray, salt: int = 0) -> np.ndarray:
+        """Path latency of each (src, dst) pair, in pair order: its ``path_latency_s`` under ``ecmp``; under
+        ``adaptive`` the slowest of the sprayed paths (the same on fabrics whose switches have one latency)."""
+        return self._route_set(pairs, salt)[2]
+
+    def summary(self) -> dict:
+        """Counts of nodes per role and directed links per kind (for reports and tests)."""
+        roles: dict[str, int] = {}
+        for _, role in self.graph.nodes(data="role"):
+            roles[role] = roles.get(role, 0) + 1
+        kinds: dict[str, int] = {}
+        for kind in self.link_kind:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return {"name": self.name, "gpus": self.gpus, "nodes": roles, "links": kinds, "routing": self.routing}
+
+
+def fabric_from_graph(name: str, graph: nx.DiGraph, gpu_nodes: list, gpus_per_node: int) -> Fabric:
+    """Wrap a graph whose edges carry bytes_per_s, latency_s, kind and link_id 0..E-1 into a Fabric.
+
+    The routing policy is the graph's ``routing`` attribute when set (builders set it), else the default for
+    its switch-to-switch links (``topology_routing.default_routing``: adaptive on InfiniBand, else ECMP).
+    """
+    n = graph.number_of_edges()
+    link_bytes_per_s = np.zeros(n)
+    link_latency_s = np.zeros(n)
+    link_kind = [""] * n
+    for _, _, d in graph.edges(data=True):
+        k = d["link_id"]
+        link_bytes_per_s[k], link_latency_s[k], link_kind[k] = d["bytes_per_s"], d["latency_s"], d["kind"]
+    assert all(link_kind), "link ids must be 0..E-1"
+    routing = graph.graph.get("routing") or graph_default_routing(graph)
+    assert routing in ROUTING_POLICIES, routing
+    return Fabric(name, graph, list(gpu_nodes), gpus_per_node, link_bytes_per_s, link_latency_s, link_kind,
+                  routing)
+
+
+def _options(topology: str, options: dict | None) -> dict:
+    """Check a builder's options against its allowed names; parse unit strings and enums once."""
+    options = dict(options or {})
+    allowed = builders.BUILDERS[topology][1]
+    for key in options:
+        if key not in allowed:
+            raise ScenarioError(f"cluster.topology_options.{key}", f"unknown option for {topology} "
+                                f"(allowed: {', '.join(allowed) or 'none'})")
+    out = {}
+    for key, value in options.items():
+        where = f"cluster.topology_options.{key}"
+        if key == "link":
+            out["link_bytes_per_s"] = units.parse(value, units.BYTES_PER_S, field=where)
+        elif key == "hop_latency":
+            out["hop_latency_s"] = units.parse(value, units.SECONDS, field=where)
+        elif key == "protocol":
+            if value not in builders.PROTOCOL_KIND:
+                raise ScenarioError(where, f"expected one of {', '.join(builders.PROTOCOL_KIND)}, "
+                                    f"got {value!r}")
+            out[key] = value
+        elif key == "routing":
+            if value not in ROUTING_POLICIES:
+                raise ScenarioError(where, f"expected one of {', '.join(ROUTING_POLICIES)}, got {value!r}")
+            out[key] = value
+        elif key == "dims":
+            if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
+                raise ScenarioError(where, f"expected a list of integers such as [4, 4, 4], got {value!r}")
+            out[key] = list(value)
+        elif key == "oversubscription":
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ScenarioError(where, f"expected a positive ratio such as 4 (for 4:1), got {value!r}")
+            out[key] = float(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ScenarioError(where, f"expected a positive integer, got {value!r}")
+            out[key] = value
+    return out
+
+
+def _resolve_file(topology: str) -> Path | None:
+    """A topology file: the path as given, or under ./topologies/, with or without its suffix."""
+    for candidate in (Path(topology), Path("topologies") / topology):
+        for path in (candidate, candidate.with_name(candidate.name + ".yaml"),
+                     candidate.with_name(candidate.name + ".graphml")):
+            if path.is_file():
+                return path
+    return None
+
+
+def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec,
+          options: dict | None = None) -> Fabric:
+    """A fabric of ``gpus`` GPUs: a builtin name (``BUILTIN``) or a path to a YAML/GraphML fabric file."""
+    if gpus < 1 or gpus_per_node < 1:
+        raise ScenarioError("cluster",
+                            f"need at least one GPU and gpus_per_node >= 1 (got {gpus}, {gpus_per_node})")
+    if topology in builders.BUILDERS:
+        builder = builders.GraphBuilder(topology)
+        make = builders.BUILDERS[topology][0]
+        make(builder, gpus, gpus_per_node, gpu, nic, _options(topology, options))
+        tables = getattr(builder, "torus_tables", None)
+        if tables is not None:
+            builder.graph.graph["_torus_tables"] = tables
+        return fabric_from_graph(topology, builder.graph, builder.gpu_nodes, gpus_per_node)
+    path = _resolve_file(topology)
+    if path is None:
+        raise ScenarioError("cluster.topology",
+                            f"{topology!r} is neither a builtin fabric ({', '.join(BUILTIN)}) "
+                            "nor a YAML/GraphML file")
+    routing = _file_routing(options, path)
+    builder, file_gpus_per_node = files.load(path)
+    if len(builder.gpu_nodes) != gpus:
+        raise ScenarioError(str(path),
+                            f"the file has {len(builder.gpu_nodes)} GPUs but the cluster has {gpus} "
+                            "(nodes * gpus_per_node)")
+    if file_gpus_per_node is not None and file_gpus_per_node != gpus_per_node:
+        raise ScenarioError(f"{path}:gpus_per_node", f"{file_gpus_per_node} differs from the cluster's "
+                            f"gpus_per_node {gpus_per_node}")
+    if routing is not None:
+        builder.graph.graph["routing"] = routing
+    fabric = fabric_from_graph(builder.graph.graph.get("name") or path.stem, builder.graph, builder.gpu_nodes,
+                               gpus_per_node)
+    _check_routes(fabric, str(path))
+    return fabric
+
+
+def _file_routing(options: dict | None, path: Path) -> str | None:
+    """The routing policy a scenario sets for a fabric file (the only option files take), or None."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"routing"})
+    if unknown:
+        raise ScenarioError(f"cluster.topology_options.{unknown[0]}",
+                            f"only routing applies to a fabric file ({path}); other options are for builtin "
+                            "fabrics")
+    routing = options.get("routing")
+    if routing is not None and routing not in ROUTING_POLICIES:
+        raise ScenarioError("cluster.topology_options.routing",
+                            f"expected one of {', '.join(ROUTING_POLICIES)}, got {routing!r}")
+    return routing
+
+
+def _check_routes(fabric: Fabric, source: str):
+    """Every GPU reaches GPU 0 and back (GPUs are not transit unless gpu_transit: a connected graph can still
+    leave a GPU unreachable when its only way out is through another GPU)."""
+    for rank in range(1, fabric.gpus):
+        for src, dst in ((0, rank), (rank, 0)):
+            try:
+                fabric.router.path(src, dst)
+            except KeyError:
+                raise ScenarioError(f"{source}:nodes.{fabric.gpu_nodes[rank]}",
+                                    f"no route between GPU {fabric.gpu_nodes[src]} and GPU "
+                                    f"{fabric.gpu_nodes[dst]} through switches (GPUs do not forward unless "
+                                    "gpu_transit: true)") from None
+
+
+def from_scenario(scenario) -> Fabric:
+    """The fabric of ``scenario.cluster`` (gpu, nic, nodes, gpus_per_node, topology, topology_options)."""
+    c = scenario.cluster
+    return build(c.topology, gpus=c.gpus, gpus_per_node=c.gpus_per_node, gpu=c.gpu, nic=c.nic,
+                 options=c.topology_options)
+
+
+def write_graphml(fabric: Fabric, path: str | Path):
+    """Export a fabric as GraphML with unit strings (readable back by ``build``)."""
+    out = nx.DiGraph(name=fabric.name, gpus_per_node=fabric.gpus_per_node,
+                     gpu_transit=bool(fabric.graph.graph.get("gpu_transit", False)), routing=fabric.routing)
+    rank = {node: i for i, node in enumerate(fabric.gpu_nodes)}
+    for node, d in fabric.graph.nodes(data=True):
+        attrs = {"role": d["role"], "latency": f"{d.get('latency_s', 0.0) * 1e9:.6g} ns"}
+        if node in rank:
+            attrs["rank"] = rank[node]
+        out.add_node(str(node), **attrs)
+    for u, v, d in fabric.graph.edges(data=True):
+        entered = fabric.graph.nodes[v].get("latency_s", 0.0)
+        out.add_edge(str(u), str(v), bandwidth=f"{d['bytes_per_s']:.17g} B/s",
+                     latency=f"{(d['latency_s'] - entered) * 1e9:.6g} ns", kind=d["kind"])
+    nx.write_graphml(out, str(path))

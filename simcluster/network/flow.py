@@ -1,0 +1,308 @@
+"""The ``flow`` network model: transfer classes share link capacity max-min fairly.
+
+Each active ``TransferClass`` is routed once (``Fabric.links_of``: the links its pairs cross and how many
+pairs cross each). All members of a class progress at one rate, so a class is one variable of the rate
+allocation: link l carries sum over classes c of count[c, l] * rate[c] bytes/s. Rates are the max-min fair
+allocation found by progressive filling (Bertsekas & Gallager, Data Networks, 2nd ed., section 6.5.2): raise
+every unfrozen class's rate together until a link saturates, freeze the classes crossing it, repeat. A class
+is thereby held to the rate of its most constrained member, and the capacity its other members leave unused
+goes to the other classes. Rates are recomputed only when a class starts or finishes sending; between those
+events every rate is constant, so the model advances from event to event in closed form.
+
+Latency phase (the simplest correct choice): a class occupies its links from its start until its bytes are
+sent, then completes after the largest path latency among its pairs, during which it no longer loads the
+links. On an idle fabric a class of S bytes per pair whose bottleneck gives each pair B bytes/s completes
+after S / B + max latency, the alpha-beta cost of one transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simcluster.network.base import NetworkModel, TransferClass, class_load
+
+# Classes whose finishing times agree to this relative precision finish together (floating-point slack).
+_SAME_TIME_RTOL = 1e-12
+# Links within this relative margin of the lowest fill level saturate in the same progressive-filling round.
+_SATURATION_RTOL = 1e-9
+# Solved rate sets kept; a ring collective reuses one route set for all its steps, so a few suffice.
+_RATE_CACHE_ENTRIES = 256
+# Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
+_ROUTES_KEPT = 512
+
+
+@dataclass(eq=False)
+class _Sending:
+    """A class still sending bytes: its route (links, pairs crossing each) and the bytes left per member."""
+
+    links: np.ndarray
+    counts: np.ndarray
+    remaining_bytes: float
+    latency_s: float
+
+    @property
+    def route(self) -> int:
+        """Identity of the route arrays: classes routed over the same pairs share them (routes are cached)."""
+        return id(self.links)
+
+
+class FlowNetwork(NetworkModel):
+    """Max-min fair sharing of link bandwidth between transfer classes (the default network model).
+
+    Per-step work is kept to a few dictionary operations so that a ring collective can run one event per step
+    on 16k GPUs: routes are cached per class, rates per set of routes, and the per-link byte and busy-time
+    counters are accumulated per route and spread over the links only when read.
+    """
+
+    name = "flow"
+
+    def __init__(self, fabric, salt: int = 0):
+        self._route_bytes: dict[int, list] = {}     # route -> [links, counts, bytes/member not yet spread]
+        self._busy_pending: dict[tuple, list] = {}  # route set -> [links carrying traffic, s not spread]
+        self._link_busy_s = np.zeros(len(fabric.link_bytes_per_s))
+        super().__init__(fabric)
+        self.salt = salt
+        self.now_s = 0.0
+        self.rate_solves = 0
+        self._sending: dict[int, _Sending] = {}
+        self._done_at_s: dict[int, float] = {}   # classes in their latency phase -> completion time
+        self._rates_cache: dict[tuple[int, ...], tuple] = {}
+        self._next_completion_s: float | None = None
+        self._next_handle = 0
+        self._finished: list[int] = []           # completed during an implicit advance in start()
+        self._present: np.ndarray | None = None   # scratch arrays of _union
+        self._position: np.ndarray | None = None
+
+    # ---- per-link counters, spread lazily ----------------------------------------------------------------
+    @property
+    def link_bytes(self) -> np.ndarray:
+        """Bytes carried per directed link so far."""
+        for route in self._route_bytes.values():
+            if route[2]:
+                self._link_bytes[route[0]] += route[1] * route[2]   # link ids are unique within a route
+                route[2] = 0.0
+        return self._link_bytes
+
+    @link_bytes.setter
+    def link_bytes(self, value: np.ndarray):
+        self._link_bytes = value
+
+    @property
+    def link_busy_s(self) -> np.ndarray:
+        """Time each link has carried any traffic so far."""
+        for pending in self._busy_pending.values():
+            if pending[1]:
+                self._link_busy_s[pending[0]] += pending[1]
+                pending[1] = 0.0
+        return self._link_busy_s
+
+    # ---- the NetworkModel interface ------------------------------------------------------------------
+    def start(self, transfers: TransferClass, now_s: float) -> int:
+        """Route the class and let it compete for bandwidth from ``now_s`` (rates are re-solved lazily)."""
+        assert now_s >= self.now_s * (1 - _SAME_TIME_RTOL), "a class cannot start in the past"
+        if now_s > self.now_s:  # classes completing meanwhile are reported by the next advance()
+            self._finished.extend(self.advance(now_s))
+        handle = self._next_handle
+        self._next_handle += 1
+        if self.salt == 0:
+            links, counts, latency_s = class_load(self.fabric, transfers)    # cached on the class
+        elif transfers.members:
+            links, counts = self.fabric.links_of(transfers.pairs, self.salt)
+            latency_s = float(self.fabric.pair_latencies_s(transfers.pairs, self.salt).max())
+        else:
+            links, counts, latency_s = np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
+        if len(self._route_bytes) > _ROUTES_KEPT:
+            self._prune()
+        if transfers.size_bytes > 0 and len(links):
+            sending = _Sending(links, counts, float(transfers.size_bytes), latency_s)
+            self._sending[handle] = sending
+            if sending.route not in self._route_bytes:
+                self._route_bytes[sending.route] = [links, np.asarray(counts, dtype=float), 0.0]
+        else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
+            self._done_at_s[handle] = self.now_s + latency_s
+        self._next_completion_s = None
+        return handle
+
+    def next_completion_s(self) -> float:
+        """Earliest completion, looking ahead through the rate changes of classes that finish sending
+        first."""
+        if self._finished:
+            return self.now_s
+        if self._next_completion_s is None:
+            now_s = self.now_s
+            if self._sending:
+                solved = self._solve(self._route_key(self._sending))
+                if solved[5]:
+                    # routes share no link: a class's rate does not change when others finish, so each one
+                    # completes at its own closed-form time (most pipeline send/recv sets are of this kind)
+                    rate_of_route = solved[0]
+                    self._next_completion_s = float(min(
+                        min(now_s + c.remaining_bytes / rate_of_route[c.route] + c.latency_s
+                            for c in self._sending.values()),
+                        min(self._done_at_s.values(), default=np.inf)))
+                    return self._next_completion_s
+            remaining = {h: c.remaining_bytes for h, c in self._sending.items()}
+            done_at_s = dict(self._done_at_s)
+            while True:
+                first_done_s = min(done_at_s.values(), default=np.inf)
+                if not remaining:
+                    break
+                end_s, ending, rates = self._next_send_end(now_s, remaining)
+                if first_done_s <= end_s:
+                    break
+                for h in remaining:
+                    remaining[h] -= rates[h] * (end_s - now_s)
+                for h in ending:
+                    del remaining[h]
+                    done_at_s[h] = end_s + self._sending[h].latency_s
+                now_s = end_s
+            self._next_completion_s = float(first_done_s)
+        return self._next_completion_s
+
+    def advance(self, to_s: float) -> list[int]:
+        """Move to ``to_s``, carrying bytes at the current rates; returns the classes completed by then."""
+        assert to_s >= self.now_s * (1 - _SAME_TIME_RTOL), "time never runs backwards"
+        horizon_s = to_s + _SAME_TIME_RTOL * abs(to_s)
+        while self._sending:
+            remaining = {h: c.remaining_bytes for h, c in self._sending.items()}
+            end_s, ending, rates = self._next_send_end(self.now_s, remaining)
+            if end_s > horizon_s:
+                break
+            self._carry(end_s, rates, ending)
+            for h in ending:
+                self._done_at_s[h] = end_s + self._sending.pop(h).latency_s
+        if self._sending and to_s > self.now_s:
+            self._carry(to_s, self._rates(self._sending), ())
+        self.now_s = max(self.now_s, to_s)
+        finished = sorted((t, h) for h, t in self._done_at_s.items() if t <= horizon_s)
+        for _, h in finished:
+            del self._done_at_s[h]
+        self._next_completion_s = None
+        done, self._finished = self._finished + [h for _, h in finished], []
+        return done
+
+    # ---- introspection -------------------------------------------------------------------------------
+    def link_load_bytes_per_s(self) -> np.ndarray:
+        """Current bytes/s on every link (zero where idle)."""
+        load = np.zeros(len(self.fabric.link_bytes_per_s))
+        if self._sending:
+            solved = self._solve(self._route_key(self._sending))
+            load[solved[2]] = solved[3]
+        return load
+
+    def class_rates_bytes_per_s(self) -> dict[int, float]:
+        """Current per-member rate of every class still sending."""
+        return self._rates(self._sending) if self._sending else {}
+
+    def utilisation(self, elapsed_s: float) -> np.ndarray:
+        """Mean utilisation of each link over ``elapsed_s``: bytes carried / (capacity * elapsed)."""
+        if elapsed_s <= 0:
+            return np.zeros_like(self._link_bytes)
+        return self.link_bytes / (self.fabric.link_bytes_per_s * elapsed_s)
+
+    # ---- internals -----------------------------------------------------------------------------------
+    def _prune(self):
+        """Spread the pending counters, then forget the routes of classes no longer sending.
+
+        Every cache keyed by route identity is cleared together, so a recycled id cannot hit a stale entry.
+        """
+        self.link_bytes, self.link_busy_s  # noqa: B018 (properties that spread the pending counters)
+        active = {c.route for c in self._sending.values()}
+        self._route_bytes = {r: v for r, v in self._route_bytes.items() if r in active}
+        self._busy_pending.clear()
+        self._rates_cache.clear()
+
+    def _route_key(self, handles) -> tuple[int, ...]:
+        return tuple(sorted(self._sending[h].route for h in handles))
+
+    def _rates(self, handles) -> dict[int, float]:
+        """Per-member rate of each sending class in ``handles`` (solved once per set of routes)."""
+        rate_of_route = self._solve(self._route_key(handles))[0]
+        return {h: rate_of_route[self._sending[h].route] for h in handles}
+
+    def _next_send_end(self, now_s: float, remaining: dict[int, float]):
+        """When the next class(es) finish sending at the rates of the set ``remaining``, and which ones."""
+        rates = self._rates(remaining)
+        left_s = {h: remaining[h] / rates[h] for h in remaining}
+        soonest_s = min(left_s.values())
+        ending = [h for h, s in left_s.items() if s <= soonest_s * (1 + _SAME_TIME_RTOL)]
+        return now_s + soonest_s, ending, rates
+
+    def _carry(self, until_s: float, rates: dict[int, float], ending):
+        """Send at constant ``rates`` from now to ``until_s``; classes in ``ending`` send exactly their
+        rest."""
+        dt_s = until_s - self.now_s
+        for h, c in self._sending.items():
+            sent = c.remaining_bytes if h in ending else min(c.remaining_bytes, rates[h] * dt_s)
+            c.remaining_bytes -= sent
+            self._route_bytes[c.route][2] += sent
+        if dt_s > 0:
+            key = self._route_key(self._sending)
+            pending = self._busy_pending.get(key)
+            if pending is None:
+                pending = self._busy_pending[key] = [self._solve(key)[1], 0.0]
+            pending[1] += dt_s
+        self.now_s = until_s
+
+    def _union(self, link_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique link ids and each entry's index among them: np.unique(..., return_inverse=True) by
+        marking a fabric-sized array instead of sorting (O(links + entries); sprayed routes have ~10^5 entries)."""
+        if self._present is None:
+            self._present = np.zeros(len(self.fabric.link_bytes_per_s), dtype=bool)
+            self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
+        self._present[link_ids] = True
+        links = np.flatnonzero(self._present)
+        self._present[links] = False
+        self._position[links] = np.arange(len(links))
+        return links, self._position[link_ids]
+
+    def _solve(self, key: tuple[int, ...]) -> tuple:
+        """Max-min fair per-member rate of each route in ``key`` by progressive filling (vectorised).
+
+        Returns (rate per route, links carrying traffic, link ids in use, bytes/s on each, the route arrays,
+        whether the routes share no link).
+        Identical routes get identical rates (symmetry), so the result is cached per multiset of routes; the
+        entry keeps the route arrays alive so their ids cannot be reused while it exists.
+        """
+        cached = self._rates_cache.get(key)
+        if cached is not None:
+            return cached
+        self.rate_solves += 1
+        routes = [self._route_bytes[route] for route in key]
+        owner = np.repeat(np.arange(len(routes)), [len(r[0]) for r in routes])
+        counts = np.concatenate([r[1] for r in routes])
+        links, local = self._union(np.concatenate([r[0] for r in routes]))
+        capacity = self.fabric.link_bytes_per_s[links]
+        rate = np.zeros(len(routes))
+        frozen = np.zeros(len(routes), dtype=bool)
+        fixed_load = np.zeros(len(links))
+        disjoint = len(links) == len(local)
+        if disjoint:
+            # routes share no link: each runs alone at its own bottleneck, which is what progressive filling
+            # would give (most re-solves in pipeline-parallel runs are of this kind)
+            starts = np.concatenate([[0], np.cumsum([len(r[0]) for r in routes])[:-1]])
+            rate = np.minimum.reduceat(capacity[local] / counts, starts)
+            frozen[:] = True
+        while not frozen.all():
+            open_entry = ~frozen[owner]
+            open_count = np.bincount(local[open_entry], weights=counts[open_entry], minlength=len(links))
+            used = np.flatnonzero(open_count > 0)
+            level = np.maximum(capacity[used] - fixed_load[used], 0.0) / open_count[used]
+            fill = level.min()
+            saturated = np.zeros(len(links), dtype=bool)
+            saturated[used[level <= fill * (1 + _SATURATION_RTOL)]] = True
+            # routes crossing a saturated link freeze at this level (boolean masks: no sorting)
+            newly = np.bincount(owner[open_entry & saturated[local]], minlength=len(routes)) > 0
+            rate[newly] = fill
+            frozen |= newly
+            entry = newly[owner]
+            fixed_load += np.bincount(local[entry], weights=counts[entry] * fill, minlength=len(links))
+        link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(links))
+        rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
+        result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint)
+        if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
+            self._rates_cache.clear()
+        self._rates_cache[key] = result
+        return result

@@ -1,0 +1,378 @@
+"""Scaling laws: loss as a function of parameters N and training tokens D, the compute-optimal allocation for
+a FLOP budget C = 6 N D, the time-aware relative loss of Lu 2025 and the batch-size trade-off of McCandlish et
+al. 2018.
+
+Pure and deterministic; constants and their sources live in ``simcluster/data/scaling_laws.yaml``. Losses are
+in nats per token on each paper's own data: compare them within one law, never across laws.
+
+Every function accepts floats or numpy arrays (the plots evaluate whole curves) and raises ``ScenarioError``
+naming the parameter when a value is outside the law's domain (non-positive N, D or C, negative exponents, a
+target loss at or below what the law can ever reach).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
+
+# Training FLOP per parameter per token: forward 2, backward 4 (Kaplan et al. 2020, sec. 2.1, C ~ 6 N D).
+FLOP_PER_PARAM_TOKEN = 6.0
+
+LAW_NAMES = ("chinchilla", "chinchilla-refit", "kaplan")
+
+SECONDS_PER_YEAR = 365.25 * 86400.0
+
+
+def check_positive(value, field: str):
+    """``value`` as float or array, all finite and > 0, else a ScenarioError naming ``field``."""
+    array = np.asarray(value, dtype=float)
+    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
+        raise ScenarioError(field, f"must be a finite number > 0, got {value!r}")
+    return array if array.ndim else float(array)
+
+
+def check_non_negative(value, field: str):
+    array = np.asarray(value, dtype=float)
+    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ScenarioError(field, f"must be a finite number >= 0, got {value!r}")
+    return array if array.ndim else float(array)
+
+
+def _scalar_or_array(array):
+    return float(array) if np.ndim(array) == 0 else array
+
+
+def _ratio_power(scale: float, value, name: str, exponent: float):
+    """(scale / value)^exponent, Kaplan et al. 2020's single-variable power law, with ``value`` checked > 0."""
+    return _scalar_or_array(np.power(scale / check_positive(value, name), exponent))
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A compute-optimal split of a FLOP budget: parameters, tokens and the loss the law predicts for them."""
+
+    flop: float
+    params: float
+    tokens: float
+    loss: float
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.tokens / self.params
+
+
+@dataclass(frozen=True)
+class ParametricLaw:
+    """L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, eq. 2), N total parameters, D tokens.
+
+    Chinchilla approach 3, the Besiroglu et al. 2024 refit and any user-defined fit share this form.
+    """
+
+    name: str
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    source: str = "user-defined"
+    non_embedding: bool = False  # N counts all parameters (Hoffmann et al. include embeddings)
+
+    def __post_init__(self):
+        check_non_negative(self.E, f"{self.name}.E")
+        check_positive(self.A, f"{self.name}.A")
+        check_positive(self.B, f"{self.name}.B")
+        check_positive(self.alpha, f"{self.name}.alpha")
+        check_positive(self.beta, f"{self.name}.beta")
+
+    @property
+    def irreducible_loss(self) -> float:
+        """The entropy of text as the law sees it: the loss of an infinite model trained on infinite data."""
+        return self.E
+
+    def loss(self, params, tokens):
+        n = check_positive(params, "params")
+        d = check_positive(tokens, "tokens")
+        return _scalar_or_array(self.E + self.A / np.power(n, self.alpha) + self.B / np.power(d, self.beta))
+
+    def loss_floor(self, params):
+        """Loss of ``params`` parameters trained on unlimited data: E + A / N^alpha."""
+        n = check_positive(params, "params")
+        return _scalar_or_array(self.E + self.A / np.power(n, self.alpha))
+
+    def tokens_for_loss(self, params: float, target_loss: float) -> float:
+        """Tokens a model of ``params`` parameters needs to reach ``target_loss``: invert B / D^beta."""
+        params = check_positive(params, "params")
+        target_loss = check_positive(target_loss, "target_loss")
+        floor = self.loss_floor(params)
+        if target_loss <= floor:
+            raise ScenarioError("target_loss", f"{target_loss:g} is not above {floor:.4g}, the loss a "
+                                f"{params:.3g}-parameter model reaches with unlimited data under {self.name} "
+                                f"(irreducible E = {self.E:g}); lower targets need a larger model")
+        return (self.B / (target_loss - floor)) ** (1.0 / self.beta)
+
+    # ---- compute-optimal allocation ------------------------------------------------------------------------
+    # Minimise L(N, C/(6N)) over N: dL/dN = -alpha A N^(-alpha-1) + beta B (C/6)^(-beta) N^(beta-1) = 0 gives
+    # N^(alpha+beta) = (alpha A / (beta B)) (C/6)^beta, i.e. Hoffmann et al. 2022 eq. 4:
+    #   N_opt = G (C/6)^a,  D_opt = G^-1 (C/6)^b,  G = (alpha A / (beta B))^(1/(alpha+beta)),
+    #   a = beta/(alpha+beta),  b = alpha/(alpha+beta).
+    # L is convex in log N, so this stationary point is the minimum.
+    @property
+    def _G(self) -> float:
+        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+
+    @property
+    def params_exponent(self) -> float:
+        """a in N_opt ~ C^a."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def tokens_exponent(self) -> float:
+        """b in D_opt ~ C^b."""
+        return self.alpha / (self.alpha + self.beta)
+
+    def optimal(self, flop) -> Allocation:
+        c = check_positive(flop, "flop")
+        params = self._G * np.power(c / FLOP_PER_PARAM_TOKEN, self.params_exponent)
+        tokens = np.power(c / FLOP_PER_PARAM_TOKEN, self.tokens_exponent) / self._G
+        return Allocation(flop=c, params=_scalar_or_array(params), tokens=_scalar_or_array(tokens),
+                          loss=self.loss(params, tokens))
+
+    def flop_for_optimal_params(self, params):
+        """The budget whose compute-optimal model has ``params`` parameters (inverse of N_opt(C))."""
+        n = check_positive(params, "params")
+        return _scalar_or_array(FLOP_PER_PARAM_TOKEN * np.power(n / self._G, 1.0 / self.params_exponent))
+
+    def flop_for_optimal_tokens(self, tokens):
+        """The budget whose compute-optimal run uses ``tokens`` tokens (inverse of D_opt(C))."""
+        d = check_positive(tokens, "tokens")
+        return _scalar_or_array(FLOP_PER_PARAM_TOKEN * np.power(d * self._G, 1.0 / self.tokens_exponent))
+
+
+@dataclass(frozen=True)
+class KaplanLaw:
+    """Kaplan et al. 2020: the joint law L(N, D) = ((Nc/N)^(aN/aD) + Dc/D)^aD (eq. 1.5), N non-embedding
+    parameters, plus the single-variable laws L(N), L(D), L(C_min) (eqs. 1.1-1.3) and the critical
+    batch (eq. 1.4)."""
+
+    Nc: float
+    Dc: float
+    aN: float
+    aD: float
+    Nc_single: float
+    aN_single: float
+    Dc_single: float
+    aD_single: float
+    Cc_flop: float
+    aC: float
+    B_star_tokens: float
+    aB: float
+    name: str = "kaplan"
+    source: str = ""
+    non_embedding: bool = True  # N excludes embeddings (Kaplan et al. 2020, sec. 2.1)
+
+    def __post_init__(self):
+        for field in ("Nc", "Dc", "aN", "aD", "Nc_single", "aN_single", "Dc_single", "aD_single", "Cc_flop",
+                      "aC", "B_star_tokens", "aB"):
+            check_positive(getattr(self, field), f"kaplan.{field}")
+
+    irreducible_loss = 0.0  # the Kaplan laws are pure power laws: they tend to 0 (no entropy term)
+
+    @property
+    def _r(self) -> float:
+        return self.aN / self.aD
+
+    def loss(self, params, tokens):
+        n = check_positive(params, "params")
+        d = check_positive(tokens, "tokens")
+        return _scalar_or_array(np.power(np.power(self.Nc / n, self._r) + self.Dc / d, self.aD))
+
+    def loss_floor(self, params):
+        """L(N, D -> inf) = (Nc/N)^aN with the joint fit's constants."""
+        return _ratio_power(self.Nc, params, "params", self.aN)
+
+    def loss_of_params(self, params):
+        """Eq. 1.1: L(N) = (Nc/N)^aN for models trained to convergence on ample data."""
+        return _ratio_power(self.Nc_single, params, "params", self.aN_single)
+
+    def loss_of_tokens(self, tokens):
+        """Eq. 1.2: L(D) = (Dc/D)^aD for large models trained with early stopping."""
+        return _ratio_power(self.Dc_single, tokens, "tokens", self.aD_single)
+
+    def loss_of_compute(self, flop_min):
+        """Eq. 1.3: L(C_min) = (Cc/C_min)^aC on the compute-efficient frontier (batch << B_crit)."""
+        return _ratio_power(self.Cc_flop, flop_min, "flop", self.aC)
+
+    def critical_batch_tokens(self, loss):
+        """Eq. 1.4: B_crit(L) = B_star / L^(1/aB), in tokens."""
+        value = check_positive(loss, "loss")
+        return _scalar_or_array(self.B_star_tokens / np.power(value, 1.0 / self.aB))
+
+    def tokens_for_loss(self, params: float, target_loss: float) -> float:
+        """Invert eq. 1.5 for D: D = Dc / (L^(1/aD) - (Nc/N)^(aN/aD))."""
+        params = check_positive(params, "params")
+        target_loss = check_positive(target_loss, "target_loss")
+        floor = self.loss_floor(params)
+        if target_loss <= floor:
+            raise ScenarioError("target_loss", f"{target_loss:g} is not above {floor:.4g}, the loss a "
+                                f"{params:.3g}-parameter (non-embedding) model reaches with unlimited data "
+                                "under kaplan; lower targets need a larger model")
+        return self.Dc / (target_loss ** (1.0 / self.aD) - (self.Nc / params) ** self._r)
+
+    # ---- compute-optimal allocation under C = 6 N D --------------------------------------------------------
+    # L is increasing in f(N) = (Nc/N)^r + 6 Dc N / C (r = aN/aD); f'(N) = 0 gives
+    #   N_opt = (k C)^(1/(r+1)),  k = r Nc^r / (6 Dc),  D_opt = C / (6 N_opt),
+    # so N_opt ~ C^(aD/(aN+aD)) = C^0.58. Derived here from eq. 1.5; Kaplan et al.'s own N ~ C^0.73
+    # (eq. 1.7) comes from the L(N, S) early-stopping analysis, which does not train to a fixed D; the two
+    # differ and this one is what eq. 1.5 implies.
+    @property
+    def _k(self) -> float:
+        return self._r * self.Nc**self._r / (FLOP_PER_PARAM_TOKEN * self.Dc)
+
+    @property
+    def params_exponent(self) -> float:
+        return 1.0 / (self._r + 1.0)
+
+    @property
+    def tokens_exponent(self) -> float:
+        return self._r / (self._r + 1.0)
+
+    def optimal(self, flop) -> Allocation:
+        c = check_positive(flop, "flop")
+        params = np.power(self._k * c, self.params_exponent)
+        tokens = c / (FLOP_PER_PARAM_TOKEN * params)
+        return Allocation(flop=c, params=_scalar_or_array(params), tokens=_scalar_or_array(tokens),
+                          loss=self.loss(params, tokens))
+
+    def flop_for_optimal_params(self, params):
+        n = check_positive(params, "params")
+        return _scalar_or_array(np.power(n, self._r + 1.0) / self._k)
+
+    def flop_for_optimal_tokens(self, tokens):
+        # D_opt = N^r / (6 k)  =>  N = (6 k D)^(1/r)
+        d = check_positive(tokens, "tokens")
+        return self.flop_for_optimal_params(np.power(FLOP_PER_PARAM_TOKEN * self._k * d, 1.0 / self._r))
+
+
+Law = ParametricLaw | KaplanLaw
+
+
+def get(name: str, field: str = "--law") -> Law:
+    """The published law ``name``: 'chinchilla' (Hoffmann et al. 2022 approach 3), 'chinchilla-refit'
+    (Besiroglu et al. 2024) or 'kaplan' (Kaplan et al. 2020)."""
+    data = catalog.load("scaling_laws")
+    if name == "kaplan":
+        k = data["kaplan"]
+        return KaplanLaw(
+            Nc=k["L_N_D"]["Nc"], Dc=k["L_N_D"]["Dc"], aN=k["L_N_D"]["aN"], aD=k["L_N_D"]["aD"],
+            Nc_single=k["L_N"]["Nc"], aN_single=k["L_N"]["aN"],
+            Dc_single=k["L_D"]["Dc"], aD_single=k["L_D"]["aD"],
+            Cc_flop=k["L_C_min"]["Cc_pf_days"] * k["pf_day_flop"], aC=k["L_C_min"]["aC"],
+            B_star_tokens=k["B_crit"]["B_star_tokens"], aB=k["B_crit"]["aB"], source=k["source"])
+    if name in ("chinchilla", "chinchilla-refit"):
+        fit = data[name]
+        return ParametricLaw(name=name, E=fit["E"], A=fit["A"], B=fit["B"], alpha=fit["alpha"],
+                             beta=fit["beta"], source=fit["source"])
+    raise ScenarioError(field, f"unknown law {name!r} (known: {', '.join(LAW_NAMES)}, "
+                        "or custom E/A/B/alpha/beta)")
+
+
+def custom(E: float, A: float, B: float, alpha: float, beta: float, name: str = "custom") -> ParametricLaw:
+    """A user-defined law E + A/N^alpha + B/D^beta; negative or zero coefficients are ScenarioErrors."""
+    return ParametricLaw(name=name, E=E, A=A, B=B, alpha=alpha, beta=beta)
+
+
+def resolve(law: Law | str) -> Law:
+    return get(law) if isinstance(law, str) else law
+
+
+def tokens_per_param(law: Law, flop: float) -> float:
+    """D_opt / N_opt at budget ``flop`` (about 20 for Chinchilla near 1e23-1e24 FLOP; it drifts with C
+    whenever the two exponents differ)."""
+    return resolve(law).optimal(flop).tokens_per_param
+
+
+# ---- time-aware law: Lu 2025 -------------------------------------------------------------------------------
+def _expm1_over_x(x):
+    """(e^x - 1)/x, exact at x = 0 (value 1) and accurate near it (no 0/0, no cancellation)."""
+    x = np.asarray(x, dtype=float)
+    small = np.abs(x) < 1e-8
+    safe = np.where(small, 1.0, x)
+    # series 1 + x/2 + x^2/6 below 1e-8 (the next term is < 1e-24, far under double precision); underflow of
+    # the tiny terms to zero is exact enough and not an error
+    with np.errstate(under="ignore"):
+        return np.where(small, 1.0 + x / 2.0 * (1.0 + x / 3.0), np.expm1(safe) / safe)
+
+
+def _check_time_law(years, gamma, kappa=None):
+    t = check_non_negative(years, "years")
+    g = check_non_negative(gamma, "gamma")
+    if kappa is not None:
+        check_positive(kappa, "kappa")
+    return t, g
+
+
+def efficiency(years, gamma: float, e0: float = 1.0):
+    """Lu 2025: E(t) = E0 2^(gamma t), t in years, gamma doublings of efficiency per year."""
+    t, g = _check_time_law(years, gamma)
+    return _scalar_or_array(e0 * np.exp2(g * t))
+
+
+def cumulative_compute_years(years, gamma: float):
+    """Compute accumulated by time t at constant power, in units of one year at the initial efficiency:
+    integral_0^t 2^(gamma tau) d tau / 1 yr = (2^(gamma t) - 1)/(gamma ln 2), written as t (e^x - 1)/x with
+    x = gamma t ln 2 so that gamma -> 0 gives exactly t."""
+    t, g = _check_time_law(years, gamma)
+    x = g * t * math.log(2.0)
+    return _scalar_or_array(t * _expm1_over_x(x))
+
+
+def relative_loss(years, gamma: float, kappa: float):
+    """Lu 2025 relative-loss equation: R(t) = (1 + (2^(gamma t) - 1)/(gamma ln2 * 1 yr))^(-kappa).
+
+    The loss at time t relative to the loss of the initial one-year budget C0, when compute keeps accruing at
+    constant power with efficiency E(t) (L ~ C^-kappa, C(t) = C0 + Delta C(t)).
+    gamma = 0 gives (1 + t)^-kappa.
+    """
+    t, g = _check_time_law(years, gamma, kappa)
+    return _scalar_or_array(np.power(1.0 + cumulative_compute_years(t, g), -kappa))
+
+
+# ---- batch size: McCandlish et al. 2018 --------------------------------------------------------------------
+def _check_batch(batch_tokens, critical_batch_tokens):
+    return (check_positive(batch_tokens, "batch_tokens"),
+            check_positive(critical_batch_tokens, "critical_batch_tokens"))
+
+
+def min_steps(steps, batch_tokens, critical_batch_tokens):
+    """Steps S_min the same loss would need with an infinitely large batch: S_min = S / (1 + B_crit/B)
+    (McCandlish et al. 2018, eq. 2.11; Kaplan et al. 2020, eq. 5.4)."""
+    s = check_positive(steps, "steps")
+    b, b_crit = _check_batch(batch_tokens, critical_batch_tokens)
+    return _scalar_or_array(s / (1.0 + b_crit / b))
+
+
+def min_compute(flop, batch_tokens, critical_batch_tokens):
+    """Compute C_min the same loss would need with a vanishing batch: C_min = C / (1 + B/B_crit)
+    (McCandlish et al. 2018, eq. 2.11; Kaplan et al. 2020, eq. 5.5)."""
+    c = check_positive(flop, "flop")
+    b, b_crit = _check_batch(batch_tokens, critical_batch_tokens)
+    return _scalar_or_array(c / (1.0 + b / b_crit))
+
+
+def steps_at_batch(steps_min, batch_tokens, critical_batch_tokens):
+    """Inverse of ``min_steps``: S = S_min (1 + B_crit/B)."""
+    s = check_positive(steps_min, "steps_min")
+    b, b_crit = _check_batch(batch_tokens, critical_batch_tokens)
+    return _scalar_or_array(s * (1.0 + b_crit / b))
+
+
+def compute_at_batch(flop_min, batch_tokens, critical_batch_tokens):
+    """Inverse of ``min_compute``: C = C_min (1 + B/B_crit)."""
+    c = check_positive(flop_min, "flop_min")
+    b, b_crit = _check_batch(batch_tokens, critical_batch_tokens)
+    return _scalar_or_array(c * (1.0 + b / b_crit))

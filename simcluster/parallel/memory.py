@@ -1,0 +1,309 @@
+"""Per-GPU memory: model states (weights, gradients, Adam), activations in flight, and a workspace margin.
+
+Model states follow ZeRO's mixed-precision accounting (Rajbhandari et al. 2020, section 3.1): 2 bytes of
+16-bit weights, 2 bytes of 16-bit gradients and K = 12 bytes of fp32 master weights, momentum and variance per
+parameter; ZeRO stage 1 shards the optimizer states over the data-parallel group, stage 2 also the gradients,
+stage 3 also the weights. Megatron-LM's distributed optimizer shards over data x context parallel ranks, and
+so does this model.
+
+Activations per layer and microbatch follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in
+Large Transformer Models"), section 4, term by term, so that GPT shapes give the paper's equations exactly:
+    no parallelism               s*b*h*(34 + 5*a*s/h)                   (eq. 1)
+    tensor parallel              s*b*h*(10 + 24/t + 5*a*s/(h*t))        (eq. 2)
+    tensor + sequence parallel   s*b*h/t*(34 + 5*a*s/h)                 (eq. 4)
+    selective recompute          s*b*h/t*34                             (section 5)
+    full recompute               2*s*b*h per layer (its input only; /t with sequence parallelism)
+and generalise them to GQA (smaller K and V), SwiGLU (3 MLP matrices) and context parallelism (s -> s/cp for
+the stored tensors, a*s^2 -> a*(s/cp)*s for the scores). Flash attention never stores the a*s^2 softmax,
+dropout mask and dropout output, so it removes the 5*a*s/h term (Dao et al. 2022), like selective recompute.
+
+In-flight microbatches (Korthikanti et al. 2022, section 4.2.3; Narayanan et al. 2021): with 1F1B pipeline
+rank i holds min(pp - i, m) microbatches; GPipe holds all m; Megatron's interleaved 1F1B holds
+2*(pp - i - 1) + (v - 1)*pp + 1 model-chunk microbatches, which on the first rank is the paper's
+L*(1 + (p - 1)/(p*v)) layers' worth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from simcluster.core import units
+from simcluster.core.errors import OutOfMemoryError
+from simcluster.parallel.layout import split_layers
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.spec.model import TransformerSpec
+from simcluster.workload.ops import (
+    LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
+    MASK_BYTES_PER_ELEMENT,
+    Shard,
+    local_kv_hidden,
+    shard_for,
+)
+
+if TYPE_CHECKING:
+    from simcluster.spec.config import Scenario
+
+# Bytes per parameter of the model states, mixed-precision Adam (Rajbhandari et al. 2020, ZeRO, section 3.1):
+# 16-bit weights and gradients, fp32 master copy + momentum + variance (K = 12). FP8 training keeps 16-bit
+# weights (Transformer Engine casts them per GEMM). Full fp32/tf32 training has no master copy: 4 + 4 + 8
+# (Adam m, v).
+MIXED_PRECISION_STATE_BYTES = {"weights": 2, "gradients": 2, "optimizer": 12}
+FP32_STATE_BYTES = {"weights": 4, "gradients": 4, "optimizer": 8}
+
+# Fixed per-GPU overhead outside the model (assumption, stated): CUDA context and kernel images (~0.5-1 GiB on
+# Hopper with lazy loading), cuBLAS/cuDNN workspaces (tens of MiB), NCCL buffers of the tp/pp/dp/cp
+# communicators (NCCL_BUFFSIZE 4 MiB per channel and peer; a few hundred MiB each). Rounded to 2 GiB.
+WORKSPACE_FIXED_BYTES = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes on one GPU at the peak of a training step."""
+
+    weights_bytes: float
+    gradients_bytes: float
+    optimizer_bytes: float
+    activations_bytes: float
+    workspace_bytes: float
+    stage: int = 0
+
+    @property
+    def total_bytes(self) -> float:
+        return (self.weights_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
+                + self.workspace_bytes)
+
+    def rows(self) -> list[tuple[str, float]]:
+        """(label, bytes) per component, for reports; the total is ``total_bytes``, not a row."""
+        return [("weights", self.weights_bytes), ("gradients", self.gradients_bytes),
+                ("optimizer states", self.optimizer_bytes), ("activations", self.activations_bytes),
+                ("workspace", self.workspace_bytes)]
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{label} {units.fmt(value, units.BYTES)}" for label, value in self.rows())
+        return f"{units.fmt(self.total_bytes, units.BYTES)} ({parts})"
+
+
+# ---- model states ------------------------------------------------------------------------------------------
+
+def state_bytes_per_param(precision: str) -> dict[str, int]:
+    """Bytes per parameter of weights, gradients and Adam states for the training precision."""
+    return FP32_STATE_BYTES if precision in ("fp32", "tf32") else MIXED_PRECISION_STATE_BYTES
+
+
+def layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
+    """Parameters of one layer held by one tensor-parallel rank (Shoeybi et al. 2019 split).
+
+    Q, K, V, the MLP's first matrices and their biases are split by columns, the output projections by rows;
+    the row-parallel biases and the norms are replicated. KV heads are replicated when kv_heads < tp.
+    """
+    h, kv_local = model.hidden, local_kv_hidden(model, tp)
+    q_local, ffn_local = h / tp, model.ffn / tp
+    weights = 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
+    biases = (q_local + 2 * kv_local + h + ffn_local + h) if model.norm == "layernorm" else 0
+    return weights + biases + model.norm_params
+
+
+def chunk_params(model: TransformerSpec, tp: int, layers: int, first: bool, last: bool, pp: int) -> float:
+    """Parameters of one model chunk of ``layers`` layers, per tensor-parallel rank.
+
+    The first chunk holds the vocab-parallel token embedding (and learned positions), the last chunk the final
+    norm and the output projection; with tied embeddings and pp > 1 the last stage keeps its own copy of the
+    word embedding for the logits (Megatron-LM, Narayanan et al. 2021).
+    """
+    params = layers * layer_params_per_rank(model, tp)
+    word_embedding = math.ceil(model.vocab / tp) * model.hidden
+    if first:
+        params += word_embedding
+        params += model.max_seq_len * model.hidden if model.position == "learned" else 0
+    if last:
+        params += 2 * model.hidden if model.norm == "layernorm" else model.hidden
+        if not model.tied_embeddings or pp > 1:
+            params += word_embedding
+    return params
+
+
+def stage_params(model: TransformerSpec, tp: int, pp: int, stage: int, virtual_stages: int = 1,
+                 layers_per_stage: list[int] | None = None) -> float:
+    """Parameters held by one GPU of pipeline rank ``stage`` (all its model chunks), per tensor-parallel rank."""
+    layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
+    chunks = range(stage, len(layers), pp)
+    return sum(chunk_params(model, tp, layers[c], c == 0, c == len(layers) - 1, pp) for c in chunks)
+
+
+def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
+                 grad_bytes_per_param: float | None = None) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes of ``params`` with ZeRO ``zero_stage`` over ``shards`` ranks.
+
+    ``grad_bytes_per_param`` overrides the gradient buffer's element size: Megatron-LM keeps fp32 main gradients
+    when it reduces in fp32, 2 + 4 + 12 bytes per parameter (Megatron-LM docs, distributed optimizer).
+    """
+    per = state_bytes_per_param(precision)
+    grad_bytes = per["gradients"] if grad_bytes_per_param is None else grad_bytes_per_param
+    weights, gradients, optimizer = (params * per["weights"], params * grad_bytes,
+                                     params * per["optimizer"])
+    if zero_stage >= 1:
+        optimizer /= shards
+    if zero_stage >= 2:
+        gradients /= shards
+    if zero_stage >= 3:
+        weights /= shards
+    return weights, gradients, optimizer
+
+
+# ---- activations -------------------------------------------------------------------------------------------
+
+def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """Activation bytes one layer keeps for the backward, per microbatch and rank (Korthikanti 2022 s.4).
+
+    Term by term, for 16-bit activations (e = 2 bytes) and 1-byte dropout masks, with T = b*s/cp local tokens:
+    replicated across TP unless sequence parallel: two norm inputs 2eTh, QKV input eTh, MLP input eTh, two
+    dropout masks 2Th (= 10sbh); split by TP: Q eTh, K and V eT*kv each, attention-output input eTh, MLP
+    activation input and down-projection input eT*ffn each (3 for SwiGLU) (= 24sbh for GPT); the scores:
+    softmax output, dropout mask and dropout output (2e + 1)*b*(a/t)*(s/cp)*s (= 5as^2b), dropped by flash
+    attention and selective recompute. Full recompute keeps the layer input only. A model trained without
+    dropout (Llama) stores no masks and no dropout output: 8sbh + 24sbh, and e*a*s^2*b for the scores.
+
+    FP8 training (Transformer Engine) keeps the inputs its GEMMs need for the weight gradients in the fp8 form
+    it already cast them to, 1 byte: the QKV and MLP inputs and the down-projection input; the attention output
+    stays 16-bit for the attention backward and gains a 1-byte copy for its projection (conf R: TE's Linear,
+    LayerNormLinear and LayerNormMLP save their cast inputs).
+    """
+    h, e = model.hidden, shard.activation_bytes_per_element
+    tokens = shard.tokens
+    if shard.recompute == "full":
+        return e * tokens * h / shard.sp_divisor
+    fp8 = shard.precision == "fp8"
+    g = BYTES_PER_ELEMENT["fp8"] if fp8 else e     # a stored GEMM input
+    masks = 2 * MASK_BYTES_PER_ELEMENT * h if model.dropout else 0
+    replicated = ((2 * e + 2 * g) * h + masks) * tokens / shard.sp_divisor
+    q_local = h / shard.tp
+    kv_local = local_kv_hidden(model, shard.tp)
+    mlp_tensors = 3 if model.mlp == "swiglu" else 2
+    ffn_local = model.ffn / shard.tp
+    attention = e * (2 * q_local + 2 * kv_local) + (BYTES_PER_ELEMENT["fp8"] * q_local if fp8 else 0)
+    split = tokens * (attention + (mlp_tensors - 1) * e * ffn_local + g * ffn_local)
+    scores = 0.0
+    if shard.attention == "naive" and shard.recompute == "none":
+        s_q = shard.seq_len / shard.cp
+        heads_local = model.heads / shard.tp
+        per_score = (2 * e + MASK_BYTES_PER_ELEMENT) if model.dropout else e  # softmax (+ mask and dropout output)
+        scores = per_score * shard.micro_batch * heads_local * s_q * shard.seq_len
+    return replicated + split + scores
+
+
+def embedding_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """The embedding's dropout mask (Korthikanti et al. 2022, section 4.3: s*b*h/t with sequence parallel)."""
+    if not model.dropout:
+        return 0.0
+    return MASK_BYTES_PER_ELEMENT * shard.tokens * model.hidden / shard.sp_divisor
+
+
+def output_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """Final norm and logits inputs plus the fp32 softmax of the vocab-parallel cross entropy (ibid., 4.3)."""
+    e = shard.activation_bytes_per_element
+    stored_inputs = 2 * e * shard.tokens * model.hidden / shard.sp_divisor
+    return stored_inputs + LOGITS_SOFTMAX_BYTES_PER_ELEMENT * shard.tokens * math.ceil(model.vocab / shard.tp)
+
+
+def in_flight_chunks(schedule: str, pp: int, virtual_stages: int, microbatches: int, stage: int) -> list[int]:
+    """Model chunk (0..v-1) of every microbatch whose activations pipeline rank ``stage`` holds at its peak.
+
+    GPipe: all m microbatches. 1F1B (PipeDream-Flush, Narayanan et al. 2021): min(pp - stage, m). Interleaved
+    1F1B (Megatron-LM): the warm-up forwards 2*(pp - stage - 1) + (v - 1)*pp plus one, which cycle through the
+    chunks in groups of pp microbatches (chunk of the k-th forward = (k // pp) % v).
+    """
+    if schedule == "gpipe":
+        return [c for c in range(virtual_stages) for _ in range(microbatches)]
+    if virtual_stages == 1:
+        return [0] * min(pp - stage, microbatches)
+    units = microbatches * virtual_stages
+    # with exactly pp microbatches Megatron-LM runs every forward before the first backward
+    units_in_flight = units if microbatches == pp else min(2 * (pp - stage - 1) + (virtual_stages - 1) * pp + 1,
+                                                             units)
+    return [(k // pp) % virtual_stages for k in range(units_in_flight)]
+
+
+def stage_activation_bytes(model: TransformerSpec, shard: Shard, schedule: str, pp: int,
+                           virtual_stages: int, microbatches: int, stage: int,
+                           layers_per_stage: list[int] | None = None) -> float:
+    """Activations held by pipeline rank ``stage`` at its peak: all in-flight microbatches of its chunks."""
+    layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
+    per_layer = layer_activation_bytes(model, shard)
+    chunks = in_flight_chunks(schedule, pp, virtual_stages, microbatches, stage)
+    total = sum(layers[c * pp + stage] for c in chunks) * per_layer
+    if stage == 0:       # chunk 0 carries the embedding
+        total += chunks.count(0) * embedding_activation_bytes(model, shard)
+    if stage == pp - 1:  # the last chunk carries the output layer
+        total += chunks.count(virtual_stages - 1) * output_activation_bytes(model, shard)
+    return total
+
+
+def workspace_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """Margin for what is alive only transiently: the fixed runtime overhead plus one layer's full
+    activations.
+
+    During a layer's backward its discarded activations are rebuilt (recompute) and its gradients allocated,
+    so about one layer's worth without recompute is live on top of the stored ones (an assumption of this
+    model).
+    """
+    transient = layer_activation_bytes(model, Shard(
+        seq_len=shard.seq_len, micro_batch=shard.micro_batch, tp=shard.tp, cp=shard.cp,
+        sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
+        recompute="none"))
+    return WORKSPACE_FIXED_BYTES + transient
+
+
+# ---- per GPU -----------------------------------------------------------------------------------------------
+
+def zero3_gathered_bytes(model: TransformerSpec, tp: int, precision: str, grad_bytes: int | None) -> float:
+    """What ZeRO-3/FSDP materialises beyond the shards: the full parameters of the unit in use and of the next
+    one (prefetched), and the full gradient of one unit before it is reduce-scattered.
+
+    The unit is one transformer layer, or the embedding or output projection where larger (FSDP wraps each
+    block: Zhao et al. 2023, PyTorch FSDP, section 3.2; ZeRO-3 gathers per module: Rajbhandari et al. 2020).
+    """
+    states = state_bytes_per_param(precision)
+    unit = max(layer_params_per_rank(model, tp), math.ceil(model.vocab / tp) * model.hidden)
+    return unit * (2 * states["weights"] + (grad_bytes or states["gradients"]))
+
+
+def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
+    m, p, t = scenario.model, scenario.parallelism, scenario.training
+    assert 0 <= stage < p.pp, stage
+    shard = shard_for(scenario)
+    params = stage_params(m, p.tp, p.pp, stage, p.virtual_stages, p.layers_per_stage)
+    grad_bytes = None if t.precision in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes)
+    activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
+                                         stage, p.layers_per_stage)
+    workspace = workspace_bytes(m, shard)
+    if p.zero_stage == 3 and p.dp * p.cp > 1:
+        workspace += zero3_gathered_bytes(m, p.tp, t.precision, grad_bytes)
+    return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)
+
+
+def per_gpu_memory(scenario: Scenario, stage: int | None = None) -> MemoryBreakdown:
+    """Peak bytes on one GPU of pipeline rank ``stage``; None gives the stage with the largest total."""
+    if stage is not None:
+        return _stage_memory(scenario, stage)
+    stages = (_stage_memory(scenario, s) for s in range(scenario.parallelism.pp))
+    return max(stages, key=lambda b: b.total_bytes)
+
+
+def check_fits(scenario: Scenario) -> MemoryBreakdown:
+    """The worst stage's breakdown, or OutOfMemoryError naming the layout and the breakdown."""
+    worst = per_gpu_memory(scenario)
+    gpu = scenario.cluster.gpu
+    if worst.total_bytes > gpu.hbm_capacity:
+        p, t = scenario.parallelism, scenario.training
+        layout = (f"tp={p.tp} pp={p.pp} dp={p.dp} cp={p.cp} zero_stage={p.zero_stage} "
+                  f"micro_batch_size={t.micro_batch_size} activation_recompute={t.activation_recompute}")
+        capacity = (f"{units.fmt(gpu.hbm_capacity, units.BYTES, binary=False)} = "
+                    f"{units.fmt(gpu.hbm_capacity, units.BYTES)}")
+        raise OutOfMemoryError("parallelism", (
+            f"{scenario.model.name} does not fit on {gpu.name} ({capacity} HBM) "
+            f"with {layout}: pipeline stage {worst.stage} needs {worst.describe()}; "
+            f"use more tp/pp, a higher zero_stage or activation_recompute"))
+    return worst

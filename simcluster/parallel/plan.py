@@ -1,0 +1,225 @@
+"""Per-rank programs: what each pipeline stage computes and communicates in one training step (pure, no SimPy).
+
+``plan(scenario, fabric)`` turns the model, the layout and the schedule into a ``StepPlan``: per model chunk the
+fused compute time of its forward and backward for one microbatch (with the tensor-parallel collectives inside it),
+the pipeline messages, the data-parallel gradient buckets and the optimizer step. The engine replays the plan with
+one timeout per (chunk, microbatch, phase), which is what keeps 16k-GPU simulations fast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+
+from simcluster import collectives, network
+from simcluster.core import catalog
+from simcluster.network.base import TransferClass
+from simcluster.parallel import memory
+from simcluster.parallel.layout import Layout, Work, pipeline_order, split_layers
+from simcluster.spec.config import Scenario
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.workload import kernels
+from simcluster.workload import ops as workload
+
+
+@dataclass(frozen=True)
+class ChunkCost:
+    """One model chunk on one rank, for one microbatch. Times in seconds, FLOP per rank."""
+
+    chunk: int
+    stage: int
+    layers: int
+    forward_compute_s: float
+    forward_tp_comm_s: float
+    backward_compute_s: float  # backward-input + backward-weight + recompute
+    backward_tp_comm_s: float
+    forward_flop: float
+    backward_flop: float
+    grad_bytes: float  # gradients of this chunk on one rank (reduced over data parallel)
+    param_bytes: float  # parameters of this chunk on one rank (all-gathered by ZeRO >= 1)
+
+
+@dataclass
+class StepPlan:
+    """Everything the engine needs to simulate one step of a scenario."""
+
+    scenario: Scenario
+    layout: Layout
+    chunks: list[ChunkCost]
+    orders: list[list[Work]]  # per pipeline stage
+    microbatches: int
+    p2p_bytes: float  # activation (or its gradient) sent between stages per microbatch, per tensor-parallel rank
+    bucket_bytes: float
+    optimizer_s: list[float]  # per pipeline stage, per rank, after the gradients are reduced
+    dp_grad_op: str  # "allreduce" (ZeRO-0) or "reduce_scatter" (ZeRO >= 1)
+    param_gather: bool  # ZeRO-1/2: all-gather updated parameters after the optimizer (ZeRO-3 gathers before use)
+    stage_params: list[float] = field(default_factory=list)
+
+    def stage_of(self, chunk: int) -> int:
+        return chunk % self.layout.pp
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunks)
+
+
+def _phase_s(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str) -> float:
+    return sum(kernels.ops_time_s(ops[phase], gpu, precision) for phase in phases)
+
+
+def _phase_flop(ops: dict[str, list], phases: tuple[str, ...]) -> float:
+    return sum(op.flop for phase in phases for op in ops[phase])
+
+
+BACKWARD_PHASES = ("recompute", "backward_input", "backward_weight")
+
+
+def tp_collectives_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:
+    """Megatron tensor-parallel collectives of one layer per phase, as (op, count).
+
+    Without sequence parallelism: 2 all-reduces forward (after attention and MLP) and 2 backward (Shoeybi et al.
+    2019, fig. 4). With it, each all-reduce becomes a reduce-scatter + all-gather pair (Korthikanti et al. 2022,
+    section 4.2.2). Full recompute repeats the forward's collectives during the backward.
+    """
+    if scenario.parallelism.tp == 1:
+        return {"forward": [], "backward": []}
+    fwd = ([("reduce_scatter", 2), ("all_gather", 2)] if scenario.parallelism.sequence_parallel
+           else [("allreduce", 2)])
+    bwd = list(fwd)
+    if scenario.training.activation_recompute == "full":
+        bwd = bwd + fwd
+    return {"forward": fwd, "backward": bwd}
+
+
+def plan(scenario: Scenario, fabric) -> StepPlan:
+    """Build the step plan of ``scenario`` on ``fabric``."""
+    t, p, m = scenario.training, scenario.parallelism, scenario.model
+    gpu, precision = scenario.cluster.gpu, t.precision
+    layout = Layout.of(p)
+    shard = workload.shard_for(scenario)
+    activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
+    weight_element = memory.state_bytes_per_param(precision)["weights"]
+    layer = workload.layer_ops(m, shard)
+    embed = workload.embedding_ops(m, shard)
+    output = workload.output_ops(m, shard)
+    layer_fwd_s = _phase_s(layer, ("forward",), gpu, precision)
+    layer_bwd_s = _phase_s(layer, BACKWARD_PHASES, gpu, precision)
+
+    # Tensor-parallel collectives move the full activation of the microbatch (s*b*h elements; each rank holds
+    # 1/tp of it with sequence parallelism) among the tp ranks of one node, over NVLink: timed once here with the
+    # analytic model, which is exact for a group alone on its NVSwitch.
+    activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * activation_element
+    tp_group = layout.group(0, "tp")
+    tp_cost = {phase: sum(count * collective_time_s(fabric, op, tuple(tp_group), activation_bytes)
+                          for op, count in ops) for phase, ops in tp_collectives_per_layer(scenario).items()}
+    cp_cost = context_parallel_s(scenario, fabric, layout)
+
+    counts = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
+    chunks = []
+    for index, layers in enumerate(counts):
+        first, last = index == 0, index == len(counts) - 1
+        fwd_s, bwd_s = layers * (layer_fwd_s + cp_cost["forward"]), layers * (layer_bwd_s + cp_cost["backward"])
+        fwd_flop = layers * _phase_flop(layer, ("forward",))
+        bwd_flop = layers * _phase_flop(layer, BACKWARD_PHASES)
+        for ops, present in ((embed, first), (output, last)):
+            if present:
+                fwd_s += _phase_s(ops, ("forward",), gpu, precision)
+                bwd_s += _phase_s(ops, BACKWARD_PHASES, gpu, precision)
+                fwd_flop += _phase_flop(ops, ("forward",))
+                bwd_flop += _phase_flop(ops, BACKWARD_PHASES)
+        params = memory.chunk_params(m, p.tp, layers, first, last, p.pp)
+        chunks.append(ChunkCost(
+            chunk=index, stage=index % p.pp, layers=layers,
+            forward_compute_s=fwd_s, forward_tp_comm_s=exposed_tp_s(p, layers * tp_cost["forward"], fwd_s),
+            backward_compute_s=bwd_s, backward_tp_comm_s=exposed_tp_s(p, layers * tp_cost["backward"], bwd_s),
+            forward_flop=fwd_flop, backward_flop=bwd_flop,
+            grad_bytes=params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
+        ))
+
+    stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / weight_element for s in range(p.pp)]
+    # ZeRO >= 1 shards the optimizer over the data- and context-parallel ranks holding the same parameters
+    shards = p.dp * p.cp if p.zero_stage >= 1 else 1
+    orders = [pipeline_order(p.schedule, p.pp, s, scenario.microbatches, p.virtual_stages) for s in range(p.pp)]
+    p2p_bytes = activation_bytes / (p.tp if p.sequence_parallel else 1)
+    return StepPlan(
+        scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
+        p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
+        optimizer_s=[optimizer_time_s(params / shards, gpu, precision) for params in stage_params],
+        dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
+        param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
+    )
+
+
+def exposed_tp_s(parallelism, tp_comm_s: float, compute_s: float) -> float:
+    """Tensor-parallel communication left on the critical path of a block.
+
+    Without overlap all of it; with Transformer Engine's userbuffers overlap the GEMM and its collective are split
+    into ``splits`` pipelined chunks and only one chunk's communication (or what exceeds the compute) is exposed.
+    """
+    if not parallelism.tp_comm_overlap:
+        return tp_comm_s
+    splits = _engine_constants()["tp_comm_overlap"]["splits"]
+    return max(tp_comm_s - compute_s, tp_comm_s / splits)
+
+
+def context_parallel_s(scenario: Scenario, fabric, layout: Layout) -> dict[str, float]:
+    """Exposed time of ring attention's key/value exchange per layer (Liu et al. 2023; Megatron-Core CP).
+
+    Each of the cp-1 ring steps passes this rank's K and V block to its neighbour while attention on the previous
+    block runs, so only the part of the exchange longer than the attention compute is exposed. Backward also passes
+    the K/V gradients: twice the bytes.
+    """
+    p, t, m = scenario.parallelism, scenario.training, scenario.model
+    if p.cp == 1:
+        return {"forward": 0.0, "backward": 0.0}
+    shard = workload.shard_for(scenario)
+    kv_bytes = (2 * t.seq_len / p.cp * t.micro_batch_size * workload.local_kv_hidden(m, p.tp)
+                * shard.activation_bytes_per_element)
+    group = tuple(layout.group(0, "cp"))
+    core = dict(zip(("forward", "backward"), workload.attention_core(m, shard), strict=True))
+    out = {}
+    for phase, factor in (("forward", 1), ("backward", 2)):
+        attention_s = kernels.ops_time_s(core[phase], scenario.cluster.gpu, t.precision)
+        exchange_s = (p.cp - 1) * collective_time_s(fabric, "sendrecv_ring", group, factor * kv_bytes)
+        out[phase] = max(0.0, exchange_s - attention_s)
+    return out
+
+
+@cache
+def _engine_constants() -> dict:
+    return catalog.load("engine")
+
+
+def optimizer_time_s(params: float, gpu, precision: str) -> float:
+    """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
+    (its few FLOP per parameter are timed at the training precision's peak; they never bind)."""
+    constants = _engine_constants()["optimizer"]
+    op = workload.Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
+                     hbm_bytes=constants["hbm_bytes_per_param"] * params)
+    return kernels.op_time_s(op, gpu, precision)
+
+
+_COST_CACHE: dict = {}
+
+
+def collective_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) -> float:
+    """Time of one collective alone on the fabric (analytic model, NCCL-calibrated), cached."""
+    if len(group) <= 1 or size_bytes <= 0:
+        return 0.0
+    key = (id(fabric), op, group, round(size_bytes))
+    if key not in _COST_CACHE:
+        if op == "sendrecv_ring":
+            pairs = [(group[i], group[(i + 1) % len(group)]) for i in range(len(group))]
+            model = network.make("analytic", collectives.calibrated(fabric))
+            step = collectives.Step((TransferClass(pairs, size_bytes),))
+            _COST_CACHE[key] = collectives.simulate([step], model)
+        else:
+            coll = collectives.Collective(op=op, group=group, size_bytes=size_bytes)
+            _COST_CACHE[key] = collectives.run(coll, fabric, "analytic").time_s
+    return _COST_CACHE[key]
+
+
+def bucket_count(grad_bytes: float, bucket_bytes: float, layers: int) -> int:
+    """Gradient buckets of a chunk: DDP-style fixed-size buckets, never finer than one per layer."""
+    return max(1, min(max(layers, 1), math.ceil(grad_bytes / bucket_bytes)))

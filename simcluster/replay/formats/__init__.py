@@ -1,0 +1,30 @@
+"""Recorded runs: import PyTorch-profiler (Kineto) and Chakra traces, export Chakra.
+
+``load_trace`` picks the importer from the file names: ``*.et`` are Chakra, ``*.json``/``*.json.gz`` Kineto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from simcluster.core.errors import ScenarioError
+from simcluster.replay.formats.chakra import read_chakra, write_chakra
+from simcluster.replay.formats.kineto import read_kineto
+from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep
+
+__all__ = ["RecordedOp", "RecordedRun", "RecordedStep", "load_trace", "read_chakra", "read_kineto",
+           "write_chakra"]
+
+
+def load_trace(paths: Sequence[str | Path]) -> RecordedRun:
+    """Import trace files of one run (one per rank), Chakra or Kineto by extension (not both at once)."""
+    if not paths:
+        raise ScenarioError("trace", "no trace files given")
+    names = [Path(p).name.lower() for p in paths]
+    chakra = [n.endswith(".et") for n in names]
+    if all(chakra):
+        return read_chakra(paths)
+    if any(chakra):
+        raise ScenarioError("trace", "mixed Chakra (.et) and Kineto (.json) files: give one run's files")
+    return read_kineto(paths)

@@ -1,0 +1,497 @@
+"""Import PyTorch-profiler (Kineto) traces, one JSON file per rank, into a ``RecordedRun``.
+
+What is read (Chrome trace format written by ``torch.profiler``; ``ts``/``dur`` in microseconds):
+- GPU operations: ``ph: "X"`` events of category ``kernel``, ``gpu_memcpy``, ``gpu_memset``; ``tid`` is the
+  CUDA stream. Memory copies and sets are kept as compute (local work that occupies the stream).
+- NCCL kernels (``ncclKernel_*``, ``ncclDevKernel_*``): what they communicate comes from the first source that
+  has it: (1) the kernel's own args ("Collective name", "In msg nelems", "Out msg nelems", "dtype",
+  "Group size", "Process Group Ranks"); (2) the ``record_param_comms`` CPU op that launched it (same fields);
+  (3) older traces: the ``nccl:<collective>`` annotation and the ``c10d::`` op around the launch, whose
+  "Input Dims"/"Input type" give the tensors; (4) the kernel name alone (collective known, size unknown).
+  A kernel is tied to its CPU side through the ``cudaLaunchKernel`` runtime event of the same correlation id.
+- Cross-stream dependencies: ``cudaStreamWaitEvent`` calls make the next kernel launched from that CPU thread
+  wait for the most recently launched kernel of another stream. Traces recorded without runtime events fall
+  back to timing: a kernel that started within ``WAIT_MATCH_WINDOW_S`` after an op of another stream ended,
+  after an idle gap, is taken to have waited for it.
+- ``ProfilerStep#N`` annotations: step boundaries; each GPU op belongs to the step it was launched in.
+- ``distributedInfo``: rank, world size, process groups (``pg_config``); ``deviceProperties``: GPU name.
+
+Whatever is missing is stated in ``RecordedRun.assumptions``; unreadable files raise ``ScenarioError``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import math
+import re
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simcluster.core.errors import ScenarioError
+from simcluster.replay.recorded import (
+    COLLECTIVE,
+    COMPUTE,
+    RECV,
+    SEND,
+    SENDRECV,
+    UNKNOWN_COLLECTIVE,
+    RecordedOp,
+    RecordedRun,
+    RecordedStep,
+    describe_ranges,
+    mirror_missing_ranks,
+    summarize_notes,
+)
+
+US = 1e-6  # Kineto timestamps and durations are microseconds
+
+# Timing fallback for cross-stream waits. In the HolisticTraceAnalysis A100 traces (tests/data), kernels whose
+# wait was established from cudaStreamWaitEvent started a few microseconds after the op they waited for
+# (CUDA event signalling is on-GPU); 20 us keeps such waits while rejecting unrelated ops.
+WAIT_MATCH_WINDOW_S = 20e-6
+
+# Bytes per element of the dtypes Kineto writes ("Float", "c10::BFloat16", "unsigned char", ...), keyed in
+# lower case without the "c10::" prefix. Source: PyTorch torch.dtype.itemsize of the same types.
+DTYPE_BYTES: dict[str, int] = {
+    "float": 4, "float32": 4, "double": 8, "float64": 8, "half": 2, "float16": 2, "bfloat16": 2,
+    "long": 8, "int64": 8, "int": 4, "int32": 4, "short": 2, "int16": 2, "char": 1, "signed char": 1,
+    "int8": 1, "byte": 1, "unsigned char": 1, "uint8": 1, "bool": 1, "complexfloat": 8, "complexdouble": 16,
+    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
+}
+
+# Collective spellings (args "Collective name", "nccl:" annotations, kernel names) -> simcluster names.
+_COLLECTIVE_ALIASES = {
+    "allreduce": "allreduce", "allgather": "allgather", "reducescatter": "reduce_scatter",
+    "alltoall": "alltoall", "alltoallv": "alltoall", "broadcast": "broadcast", "reduce": "reduce",
+    "gather": "gather", "scatter": "scatter", "barrier": "barrier", "send": "send", "recv": "recv",
+    "sendrecv": "sendrecv",
+}
+_NCCL_KERNEL = re.compile(r"^nccl(?:Dev)?Kernel_([A-Za-z]+)")
+_STEP = re.compile(r"^ProfilerStep#(\d+)$")
+_RANK_IN_NAME = re.compile(r"rank[_-]?(\d+)", re.IGNORECASE)
+_GPU_CATEGORIES = {"kernel", "gpu_memcpy", "gpu_memset"}
+
+
+def normalize_collective(text: str) -> str:
+    """'nccl:_all_gather_base', 'allgather_into_tensor_coalesced', 'AllGather' -> 'allgather'."""
+    key = text.lower().removeprefix("nccl:").strip("_")
+    for suffix in ("_coalesced", "_base", "_into_tensor", "_tensor", "_single"):
+        key = key.replace(suffix, "")
+    key = key.replace("_", "").replace(" ", "")
+    return _COLLECTIVE_ALIASES.get(key, UNKNOWN_COLLECTIVE)
+
+
+def dtype_bytes(dtype: str) -> int | None:
+    return DTYPE_BYTES.get(dtype.lower().removeprefix("c10::").strip())
+
+
+def load_json(path: Path) -> dict:
+    """The parsed trace file (plain or gzip JSON); ScenarioError with one line when it cannot be."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ScenarioError(str(path), f"cannot read the trace: {err.strerror or err}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ScenarioError(str(path), f"corrupt or truncated gzip data ({err})") from None
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ScenarioError(str(path), "not a text JSON file (binary data)") from None
+    except json.JSONDecodeError as err:
+        raise ScenarioError(str(path), f"not valid JSON, truncated or corrupt? ({err.msg} at line "
+                                       f"{err.lineno}, column {err.colno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
+        raise ScenarioError(str(path), "not a Kineto/PyTorch-profiler trace: no 'traceEvents' list")
+    return data
+
+
+@dataclass
+class _GpuOp:
+    """One GPU kernel/memcpy/memset while importing; becomes a RecordedOp."""
+
+    ts_us: float
+    dur_us: float
+    stream: int | str
+    name: str
+    args: dict
+    launch_ts_us: float | None = None
+    launch_tid: object = None
+    kind: str = COMPUTE
+    collective: str = ""
+    size_bytes: float | None = 0.0
+    group: tuple[int, ...] = ()
+    group_size: int | None = None
+    step: int | None = None
+    waits: set[int] = field(default_factory=set)
+    is_wait_source: bool = False
+
+    @property
+    def end_us(self) -> float:
+        return self.ts_us + self.dur_us
+
+
+@dataclass
+class _RankTrace:
+    path: Path
+    rank: int | None
+    world_size: int | None
+    pg_ranks: dict[str, tuple[int, ...]]
+    gpu_name: str | None
+    ops: list[_GpuOp]
+    steps: list[tuple[int, float, float]]  # (N, ts_us, dur_us)
+    notes: Counter
+
+
+def _number(event: dict, key: str, path: Path) -> float:
+    value = event.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ScenarioError(str(path), f"GPU event {event.get('name', '?')!r} has no numeric {key!r}")
+    return float(value)
+
+
+def _parse_ranks(value: object) -> tuple[int, ...] | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None  # e.g. a truncated "[0, 1, ..., 127]"
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    return None
+
+
+def _tensor_bytes(dims: list, types: list) -> list[float]:
+    """Bytes of each tensor input listed in a CPU op's "Input Dims"/"Input type" (scalars skipped)."""
+    sizes = []
+    for shape, dtype in zip(dims, types, strict=False):
+        width = dtype_bytes(dtype) if isinstance(dtype, str) else None
+        if width is None or not isinstance(shape, list) or not shape:
+            continue
+        sizes.append(float(math.prod(shape)) * width)
+    return sizes
+
+
+def _read_rank(path: Path) -> _RankTrace:
+    data = load_json(path)
+    info = data.get("distributedInfo") if isinstance(data.get("distributedInfo"), dict) else {}
+    rank = info.get("rank") if isinstance(info.get("rank"), int) else None
+    world_size = info.get("world_size") if isinstance(info.get("world_size"), int) else None
+    pg_ranks = {}
+    for pg in info.get("pg_config") or []:
+        if isinstance(pg, dict) and (ranks := _parse_ranks(pg.get("ranks"))) is not None:
+            pg_ranks[str(pg.get("pg_name"))] = ranks
+    devices = data.get("deviceProperties")
+    first_device = devices[0] if isinstance(devices, list) and devices else None
+    gpu_name = first_device.get("name") if isinstance(first_device, dict) else None
+
+    ops: list[_GpuOp] = []
+    runtime: dict[object, dict] = {}
+    cpu_comm: dict[object, list[dict]] = defaultdict(list)
+    waits: list[dict] = []
+    steps: list[tuple[int, float, float]] = []
+    devices_seen: set = set()
+    for event in data["traceEvents"]:
+        if not isinstance(event, dict) or event.get("ph") != "X":
+            continue
+        cat = str(event.get("cat", "")).lower()
+        name = str(event.get("name", ""))
+        args = event.get("args") if isinstance(event.get("args"), dict) else {}
+        if cat in _GPU_CATEGORIES:
+            stream = event.get("tid", args.get("stream"))
+            devices_seen.add(event.get("pid"))
+            ops.append(_GpuOp(_number(event, "ts", path), max(_number(event, "dur", path), 0.0),
+                              (event.get("pid"), stream), name, args))
+        elif cat == "cuda_runtime":
+            if "correlation" in args:
+                runtime[args["correlation"]] = event
+            if name == "cudaStreamWaitEvent":
+                waits.append(event)
+        elif cat in ("cpu_op", "user_annotation"):
+            if match := _STEP.match(name):
+                steps.append((int(match.group(1)), _number(event, "ts", path), _number(event, "dur", path)))
+            elif name == "record_param_comms" or name.startswith(("nccl:", "c10d::")):
+                cpu_comm[event.get("tid")].append(event)
+    if not ops:
+        raise ScenarioError(str(path), "the trace has no GPU kernels (was it recorded with CUDA activities?)")
+    one_device = len(devices_seen) == 1
+    for op in ops:  # stream key: the CUDA stream id, or "device:stream" if one file holds several GPUs
+        pid, stream = op.stream
+        op.stream = stream if one_device else f"{pid}:{stream}"
+        if (launch := runtime.get(op.args.get("correlation"))) is not None:
+            op.launch_ts_us, op.launch_tid = float(launch.get("ts", 0.0)), launch.get("tid")
+    ops.sort(key=lambda o: (o.ts_us, o.end_us))
+    steps = sorted({s[0]: s for s in steps}.values(), key=lambda s: s[1])
+    trace = _RankTrace(path, rank, world_size, pg_ranks, gpu_name, ops, steps, Counter())
+    if not one_device:
+        trace.notes["several devices in one file"] += 1
+    _classify_communication(trace, cpu_comm)
+    _assign_steps(trace)
+    _infer_waits(trace, waits, cpu_comm)
+    return trace
+
+
+def _enclosing(cpu_comm: dict[object, list[dict]], op: _GpuOp) -> list[dict]:
+    """CPU comm ops (record_param_comms, nccl:*, c10d::*) around the kernel's launch, innermost last."""
+    if op.launch_ts_us is None:
+        return []
+    found = [e for e in cpu_comm.get(op.launch_tid, ())
+             if e.get("ts", math.inf) <= op.launch_ts_us <= e.get("ts", 0) + e.get("dur", 0)]
+    return sorted(found, key=lambda e: e["ts"])
+
+
+def _classify_communication(trace: _RankTrace, cpu_comm: dict[object, list[dict]]) -> None:
+    for op in trace.ops:
+        match = _NCCL_KERNEL.match(op.name)
+        if not match:
+            continue
+        from_kernel = normalize_collective(match.group(1))
+        meta = op.args if "Collective name" in op.args else None
+        outer = _enclosing(cpu_comm, op)
+        if meta is None:
+            meta = next((e["args"] for e in reversed(outer) if e.get("name") == "record_param_comms"
+                         and "Collective name" in e.get("args", {})), None)
+        if meta is not None:
+            name = normalize_collective(str(meta["Collective name"]))
+            width = dtype_bytes(str(meta.get("dtype", "")))
+            in_n, out_n = meta.get("In msg nelems"), meta.get("Out msg nelems")
+            if width is not None and isinstance(in_n, int):
+                in_b, out_b = in_n * width, (out_n if isinstance(out_n, int) else in_n) * width
+                op.size_bytes = float(in_b if name in ("alltoall", "send") else
+                                      out_b if name == "recv" else max(in_b, out_b))
+            else:
+                op.size_bytes = None
+                trace.notes["size unknown (no dtype/nelems)"] += 1
+            op.group = _parse_ranks(meta.get("Process Group Ranks")) or \
+                trace.pg_ranks.get(str(meta.get("Process Group Name")), ())
+            size = meta.get("Group size")
+            op.group_size = size if isinstance(size, int) else (len(op.group) or None)
+            trace.notes["metadata from NCCL args"] += 1
+        elif annotation := next((e for e in reversed(outer) if e.get("name", "").startswith("nccl:")), None):
+            name = normalize_collective(annotation["name"])
+            args = annotation.get("args", {})
+            sizes = _tensor_bytes(args.get("Input Dims", []), args.get("Input type", []))
+            op.size_bytes = sum(sizes) if sizes else None
+            c10d = next((e for e in reversed(outer) if e.get("name", "").startswith("c10d::")), None)
+            if c10d is not None and name in ("allgather", "reduce_scatter"):
+                # c10d::_allgather_base_ / _reduce_scatter_base_ list (output, input): the larger is the whole
+                # buffer (nccl-tests size) and the ratio is the group size.
+                cargs = c10d.get("args", {})
+                tensors = _tensor_bytes(cargs.get("Input Dims", []), cargs.get("Input type", []))
+                if len(tensors) >= 2 and min(tensors) > 0:
+                    op.size_bytes = max(tensors)
+                    ratio = max(tensors) / min(tensors)
+                    op.group_size = round(ratio) if abs(ratio - round(ratio)) < 1e-9 else None
+            if op.size_bytes is None:
+                trace.notes["size unknown (annotation without tensor shapes)"] += 1
+            trace.notes["metadata from CPU annotations"] += 1
+        else:
+            name = from_kernel
+            op.size_bytes = None
+            trace.notes[f"{match.group(1)} kernels without metadata: size unknown"] += 1
+        if name == "sendrecv" or (name == UNKNOWN_COLLECTIVE and from_kernel == "sendrecv"):
+            op.kind, op.collective = SENDRECV, "sendrecv"
+        elif name in ("send", "recv"):
+            op.kind, op.collective = (SEND if name == "send" else RECV), name
+        else:
+            op.kind, op.collective = COLLECTIVE, name
+            if name == UNKNOWN_COLLECTIVE:
+                trace.notes["collective of unknown type"] += 1
+
+
+def _assign_steps(trace: _RankTrace) -> None:
+    """Each op belongs to the ProfilerStep in which its kernel was launched (by GPU start when no launch)."""
+    if not trace.steps:
+        return
+    starts = [s[1] for s in trace.steps]
+    for op in trace.ops:
+        at = op.launch_ts_us if op.launch_ts_us is not None else op.ts_us
+        i = bisect.bisect_right(starts, at) - 1
+        if i >= 0 and at <= trace.steps[i][1] + trace.steps[i][2]:
+            op.step = trace.steps[i][0]
+
+
+def _inside_comm_call(cpu_comm: dict[object, list[dict]], event: dict) -> bool:
+    at = event.get("ts", 0.0)
+    return any(e.get("ts", math.inf) <= at <= e.get("ts", 0) + e.get("dur", 0)
+               for e in cpu_comm.get(event.get("tid"), ())
+               if e.get("name") == "record_param_comms" or e.get("name", "").startswith("nccl:"))
+
+
+def _infer_waits(trace: _RankTrace, waits: list[dict], cpu_comm: dict[object, list[dict]]) -> None:
+    ops = trace.ops
+    if waits:
+        # Replay the CPU launch order: a cudaStreamWaitEvent makes the next kernel launched from its thread
+        # wait for the most recently launched op of another stream (where the event was recorded).
+        # Waits issued inside a communication call (NCCL's own stream juggling) only bind its NCCL kernel.
+        timeline: list[tuple[float, int, object, int]] = [
+            (w["ts"], 0, w.get("tid"), int(_inside_comm_call(cpu_comm, w))) for w in waits]
+        timeline += [(op.launch_ts_us, 1, op.launch_tid, i) for i, op in enumerate(ops)
+                     if op.launch_ts_us is not None]
+        timeline.sort(key=lambda t: (t[0], t[1]))
+        last_launched: dict[object, int] = {}
+        pending: dict[object, bool] = {}  # CPU thread -> the pending wait binds communication kernels only
+        for _ts, is_launch, tid, i in timeline:
+            if not is_launch:
+                pending[tid] = pending.get(tid, True) and bool(i)
+                continue
+            op = ops[i]
+            if tid in pending:
+                comm_only = pending.pop(tid)
+                if comm_only and op.kind == COMPUTE:
+                    last_launched[op.stream] = i
+                    continue
+                others = [j for s, j in last_launched.items() if s != op.stream]
+                if others:
+                    source = max(others, key=lambda j: ops[j].launch_ts_us)
+                    if ops[source].end_us <= op.ts_us + 1e-3:  # a wait must agree with the recorded times
+                        op.waits.add(source)
+                    else:
+                        trace.notes["waits dropped: source ended after the waiter started"] += 1
+            last_launched[op.stream] = i
+        trace.notes["cross-stream waits from cudaStreamWaitEvent"] += sum(len(o.waits) for o in ops)
+    else:
+        window_us = WAIT_MATCH_WINDOW_S / US
+        ends: dict[object, list[tuple[float, int]]] = defaultdict(list)
+        for i, op in enumerate(ops):
+            ends[op.stream].append((op.end_us, i))
+        for stream_ends in ends.values():
+            stream_ends.sort()
+        prev_end: dict[object, float] = {}
+        for op in ops:
+            idle_from = prev_end.get(op.stream, -math.inf)
+            prev_end[op.stream] = op.end_us
+            best = None
+            for stream, stream_ends in ends.items():
+                if stream == op.stream:
+                    continue
+                k = bisect.bisect_right(stream_ends, (op.ts_us + 1e-3, math.inf)) - 1
+                if k >= 0:
+                    end, j = stream_ends[k]
+                    if end > idle_from and op.ts_us - end <= window_us and (best is None or end > best[0]):
+                        best = (end, j)
+            if best is not None:
+                op.waits.add(best[1])
+        trace.notes["cross-stream waits from timing (no cudaStreamWaitEvent records)"] += \
+            sum(len(o.waits) for o in ops)
+    for op in ops:
+        for j in op.waits:
+            ops[j].is_wait_source = True
+
+
+def _short_name(name: str) -> str:
+    cut = min((i for i in (name.find("("), name.find("<")) if i > 0), default=len(name))
+    return name[:cut].removeprefix("void ").strip() or name
+
+
+def _to_recorded(trace: _RankTrace, rank: int, origin_us: float, merge_compute: bool) -> list[RecordedOp]:
+    """Kernels -> RecordedOps: compute kernels merged into segments unless a wait starts or ends inside."""
+    ops = trace.ops
+    groups: list[list[int]] = []
+    open_segment: dict[object, list[int]] = {}
+    for i, op in enumerate(ops):
+        current = open_segment.get(op.stream)
+        joinable = (merge_compute and current is not None and op.kind == COMPUTE and not op.waits
+                    and ops[current[-1]].kind == COMPUTE and not ops[current[-1]].is_wait_source
+                    and ops[current[-1]].step == op.step)
+        if joinable:
+            current.append(i)
+        else:
+            open_segment[op.stream] = [i]
+            groups.append(open_segment[op.stream])
+    groups.sort(key=lambda g: (ops[g[0]].ts_us, g[0]))
+    position = {i: n for n, g in enumerate(groups) for i in g}
+    recorded = []
+    for members in groups:
+        first = ops[members[0]]
+        start_us, end_us = first.ts_us, max(ops[i].end_us for i in members)
+        kind = first.kind
+        name = first.collective if kind != COMPUTE else (
+            first.name if len(members) == 1 else f"{_short_name(first.name)} +{len(members) - 1} kernels")
+        busy_us = sum(ops[i].dur_us for i in members)
+        duration_us = end_us - start_us if len(members) > 1 else first.dur_us
+        recorded.append(RecordedOp(
+            rank=rank, stream=first.stream, kind=kind, name=name, started_at_s=(start_us - origin_us) * US,
+            duration_s=duration_us * US, size_bytes=first.size_bytes if kind != COMPUTE else 0.0,
+            group=first.group, group_size=first.group_size, step=first.step,
+            waits_for=tuple(sorted(position[j] for j in first.waits)), kernels=len(members),
+            busy_s=busy_us * US if len(members) > 1 else None))
+    return recorded
+
+
+def read_kineto(paths: Sequence[str | Path], *, merge_compute: bool = True) -> RecordedRun:
+    """Import one Kineto trace per rank (``.json`` or ``.json.gz``) as a RecordedRun.
+
+    ``merge_compute`` fuses consecutive compute kernels of a stream into segments (far fewer events to
+    replay); segments never hide a cross-stream wait. Missing ranks are assumed to mirror recorded ones.
+    """
+    if not paths:
+        raise ScenarioError("trace", "no trace files given")
+    traces = [_read_rank(Path(p)) for p in paths]
+    assumptions: list[str] = []
+    ranks: dict[int, _RankTrace] = {}
+    for position, trace in enumerate(traces):
+        rank = trace.rank
+        if rank is None:
+            match = _RANK_IN_NAME.search(trace.path.name)
+            rank = int(match.group(1)) if match else position
+            assumptions.append(f"{trace.path.name}: no distributedInfo rank; taken as rank {rank} "
+                               f"({'from the file name' if match else 'from the file order'})")
+        if rank in ranks:
+            raise ScenarioError(str(trace.path), f"rank {rank} appears twice (also {ranks[rank].path.name})")
+        ranks[rank] = trace
+    sizes = {t.world_size for t in traces if t.world_size is not None}
+    if len(sizes) > 1:
+        raise ScenarioError(str(traces[0].path), f"the files disagree on the world size ({sorted(sizes)})")
+    world_size = sizes.pop() if sizes else max(len(traces), max(ranks) + 1)
+    if not any(t.world_size for t in traces):
+        assumptions.append(f"no distributedInfo: world size assumed to be {world_size} (the ranks given)")
+    if max(ranks) >= world_size:
+        raise ScenarioError(str(ranks[max(ranks)].path), f"rank {max(ranks)} outside world size {world_size}")
+    gpu_names = {t.gpu_name for t in traces if t.gpu_name}
+    gpu_name = sorted(gpu_names)[0] if gpu_names else None
+    if gpu_name is None:
+        assumptions.append("no deviceProperties: GPU model unknown")
+    elif len(gpu_names) > 1:
+        assumptions.append(f"ranks ran on different GPUs ({', '.join(sorted(gpu_names))}); using {gpu_name}")
+    if len(traces) > 1:
+        assumptions.append("the rank files are assumed to share one clock (timestamps compared across ranks)")
+    origin_us = min(min(t.ops[0].ts_us, *(s[1] for s in t.steps)) if t.steps else t.ops[0].ts_us
+                    for t in traces)
+
+    recorded: dict[int, list[RecordedOp]] = {}
+    steps: list[RecordedStep] = []
+    for rank, trace in sorted(ranks.items()):
+        for op in trace.ops:
+            if op.kind != COMPUTE and not op.group and op.kind == COLLECTIVE:
+                if op.group_size in (None, world_size):
+                    if op.group_size is None:
+                        trace.notes["process group unknown: assumed to span all ranks"] += 1
+                    op.group, op.group_size = tuple(range(world_size)), world_size
+                else:
+                    trace.notes["process group members unknown (only its size)"] += 1
+            elif op.kind in (SEND, RECV, SENDRECV):
+                trace.notes["peer rank of send/recv unknown"] += 1
+        recorded[rank] = _to_recorded(trace, rank, origin_us, merge_compute)
+        steps += [RecordedStep(n, rank, (ts - origin_us) * US, dur * US) for n, ts, dur in trace.steps]
+        if not trace.steps:
+            assumptions.append(f"rank {rank}: no ProfilerStep#N annotations: step boundaries unknown")
+    assumptions += summarize_notes({rank: t.notes for rank, t in ranks.items()}, "GPU ops")
+    mirrored = mirror_missing_ranks(list(recorded), world_size)
+    if mirrored:
+        missing = sorted(mirrored)
+        label = f"rank{'s' if len(missing) > 1 else ''} {describe_ranges(missing)}"
+        rule = f"recorded rank {min(recorded)}" if len(recorded) == 1 else \
+            f"recorded ranks {describe_ranges(sorted(recorded))} (r mirrors the (r mod {len(recorded)})-th)"
+        assumptions.append(f"{label} missing (world size {world_size}): assumed to mirror {rule}")
+    steps.sort(key=lambda s: (s.step, s.rank))
+    return RecordedRun(ranks=recorded, world_size=world_size, gpu_name=gpu_name, steps=steps,
+                       assumptions=assumptions, source="kineto: " + ", ".join(t.path.name for t in traces),
+                       mirrored=mirrored)

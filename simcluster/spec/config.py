@@ -1,0 +1,250 @@
+"""Scenario YAML -> validated pydantic models, with presets resolved and units parsed once.
+
+Every user error becomes a ``ScenarioError`` naming the field (``parallelism.tp``) and what was expected.
+The format is documented field by field in ``docs/scenario.md``; ``simcluster schema`` prints its JSON Schema.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from simcluster.core.errors import ScenarioError
+from simcluster.core.units import Bytes
+from simcluster.spec import hardware, model
+from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
+from simcluster.spec.model import TransformerSpec
+
+NETWORK_MODELS = ("analytic", "flow", "chunk")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Cluster(_Strict):
+    gpu: GpuSpec = Field(description="catalog name (h100-sxm, a100-80gb-sxm, ...) or an inline GPU spec")
+    gpus_per_node: PositiveInt = Field(8, description="GPUs in one NVLink/NVSwitch domain")
+    nodes: PositiveInt = Field(1, description="number of nodes")
+    nic: NicSpec = Field("connectx-7", validate_default=True,
+                         description="catalog name or inline NIC spec, one per GPU")
+    topology: str = Field("rail-fat-tree", description="builtin fabric name or a path to a YAML/GraphML file")
+    topology_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of the fabric builder, e.g. {oversubscription: 4}")
+    price_per_gpu_hour: PositiveFloat | None = Field(None, description="USD per GPU-hour; default: GPU catalog")
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu_preset(cls, value):
+        return hardware.gpu(value).model_dump(mode="json") if isinstance(value, str) else value
+
+    @field_validator("nic", mode="before")
+    @classmethod
+    def _nic_preset(cls, value):
+        return hardware.nic(value).model_dump(mode="json") if isinstance(value, str) else value
+
+    @property
+    def gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+class Training(_Strict):
+    seq_len: PositiveInt = Field(2048, description="tokens per sequence")
+    global_batch_size: PositiveInt = Field(description="sequences per optimizer step")
+    micro_batch_size: PositiveInt = Field(1, description="sequences per microbatch")
+    precision: Precision = Field("bf16", description="compute precision of the GEMMs")
+    activation_recompute: Literal["none", "selective", "full"] = "none"
+    attention: Literal["flash", "naive"] = Field("flash", description="attention kernel: fused (flash) or naive")
+    optimizer: Literal["adam"] = "adam"
+    steps: PositiveInt = Field(1, description="optimizer steps to simulate")
+
+
+class Parallelism(_Strict):
+    tp: PositiveInt = Field(1, description="tensor parallel degree")
+    pp: PositiveInt = Field(1, description="pipeline parallel degree")
+    dp: PositiveInt = Field(1, description="data parallel degree")
+    cp: PositiveInt = Field(1, description="context parallel degree")
+    schedule: Literal["gpipe", "1f1b"] = "1f1b"
+    virtual_stages: PositiveInt = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
+    sequence_parallel: bool = Field(True, description="Megatron sequence parallelism (needs tp > 1 to matter)")
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage of the distributed optimizer")
+    layers_per_stage: list[int] | None = Field(
+        None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
+    order: str = Field("tp-cp-pp-dp", description="rank order, innermost first")
+    grad_bucket_size: Bytes = Field("25 MB", validate_default=True,
+                                    description="data-parallel gradient bucket (PyTorch DDP default 25 MB)")
+    grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="precision of the gradient reduction (Megatron-LM reduces in fp32 when training in bf16)")
+    overlap_grad_reduce: bool = Field(
+        True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
+    tp_comm_overlap: bool = Field(
+        False, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers)")
+    overlap_param_gather: bool = Field(
+        False, description="ZeRO >= 1: gather updated parameters during the next step's forward (Megatron-Core)")
+
+    @field_validator("grad_bucket_size")
+    @classmethod
+    def _positive_bucket(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive size, e.g. '25 MB'")
+        return value
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, value: str) -> str:
+        if sorted(value.split("-")) != ["cp", "dp", "pp", "tp"]:
+            raise ValueError("must name tp, cp, pp and dp once each, e.g. 'tp-cp-pp-dp'")
+        return value
+
+
+class Economics(_Strict):
+    pue: PositiveFloat = Field(1.2, description="datacenter power usage effectiveness (Uptime Institute 2023 ~1.2-1.6)")
+    node_overhead: str = Field("1.5 kW", description="CPU, NICs, fans per node beyond the GPUs")
+    grid_kg_co2_per_kwh: NonNegativeFloat = Field(0.4, description="grid carbon intensity (IEA 2023 world ~0.45)")
+
+
+class Scenario(_Strict):
+    name: str = Field("scenario", pattern=r"^[^/\\.][^/\\]*$",
+                      description="names the output folder runs/<name>/: no '/' or '\\', no leading '.'")
+    cluster: Cluster
+    model: TransformerSpec = Field(
+        description="preset name or inline {layers, hidden, heads, kv_heads, ffn_hidden, vocab}")
+    training: Training
+    parallelism: Parallelism = Field(default_factory=Parallelism)
+    network: Literal["analytic", "flow", "chunk"] = Field("flow", description="network model")
+    economics: Economics = Field(default_factory=Economics)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_preset(cls, value):
+        return model.preset(value).model_dump() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_layout(self) -> Scenario:
+        p, t, m = self.parallelism, self.training, self.model
+        product = p.tp * p.pp * p.dp * p.cp
+        if product != self.cluster.gpus:
+            raise ScenarioError("parallelism", f"tp*pp*dp*cp = {p.tp}*{p.pp}*{p.dp}*{p.cp} = {product} "
+                                f"but the cluster has {self.cluster.gpus} GPUs (nodes*gpus_per_node)")
+        if m.heads % p.tp:
+            raise ScenarioError("parallelism.tp", f"{m.heads} attention heads are not divisible by tp={p.tp}")
+        if t.global_batch_size % (p.dp * t.micro_batch_size):
+            raise ScenarioError("training.global_batch_size", f"{t.global_batch_size} sequences are not divisible "
+                                f"by dp*micro_batch_size = {p.dp}*{t.micro_batch_size}")
+        if t.seq_len % p.cp:
+            raise ScenarioError("parallelism.cp", f"seq_len {t.seq_len} is not divisible by cp={p.cp}")
+        chunks = p.pp * p.virtual_stages
+        if p.layers_per_stage is not None:
+            if len(p.layers_per_stage) != chunks:
+                raise ScenarioError("parallelism.layers_per_stage", f"has {len(p.layers_per_stage)} entries, "
+                                    f"expected pp*virtual_stages = {chunks}")
+            if any(n < 0 for n in p.layers_per_stage) or sum(p.layers_per_stage) != m.layers:
+                raise ScenarioError("parallelism.layers_per_stage", f"sums to {sum(p.layers_per_stage)}, "
+                                    f"expected the model's {m.layers} layers (entries >= 0)")
+        elif m.layers + 2 < chunks:  # the embedding and the output layer may fill a chunk each (Llama 3 405B)
+            raise ScenarioError("parallelism.pp", f"{m.layers} layers (+ embedding and output) cannot fill "
+                                f"pp*virtual_stages = {chunks} chunks")
+        if p.virtual_stages > 1 and p.schedule != "1f1b":
+            raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")
+        if p.virtual_stages > 1 and self.microbatches % p.pp:
+            raise ScenarioError("parallelism.virtual_stages", f"the interleaved schedule needs microbatches "
+                                f"({self.microbatches}) divisible by pp={p.pp} (as Megatron-LM requires)")
+        return self
+
+    @property
+    def microbatches(self) -> int:
+        """Microbatches per data-parallel replica per step."""
+        return self.training.global_batch_size // (self.parallelism.dp * self.training.micro_batch_size)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.training.global_batch_size * self.training.seq_len
+
+    @property
+    def price_per_gpu_hour(self) -> float:
+        return self.cluster.price_per_gpu_hour or self.cluster.gpu.price_per_gpu_hour
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def from_dict(data: Any, source: str = "scenario") -> Scenario:
+    """Validate a parsed YAML document; any problem is a ScenarioError naming the field."""
+    if not isinstance(data, dict):
+        raise ScenarioError(source, f"expected a mapping of scenario fields, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ScenarioError:
+        raise
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        field = _field_path(first["loc"]) or source
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (see `simcluster schema` for the allowed fields)"
+        elif first["type"] == "missing":
+            message = "required field is missing"
+        ctx_error = (first.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, ScenarioError):
+            field, message = ctx_error.field, ctx_error.message
+        raise ScenarioError(field, message) from None
+
+
+def bundled_dir() -> Path:
+    """Folder of the scenarios shipped with the package (the repo's ``scenarios/`` links to it)."""
+    return Path(str(resources.files("simcluster").joinpath("data", "scenarios")))
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.stem for p in bundled_dir().glob("*.yaml"))
+
+
+DEFAULT_SCENARIO = "gpt3-175b-1024-h100"
+
+
+def resolve_path(name_or_path: str | Path | None) -> Path:
+    """A scenario file: a path, or the name of a bundled scenario; None is the bundled default."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_SCENARIO
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_dir() / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise ScenarioError("SCENARIO", f"no file {str(path)!r} and no bundled scenario of that name "
+                        f"(bundled: {', '.join(bundled_names())})")
+
+
+def load(name_or_path: str | Path | None = None) -> Scenario:
+    """Read and validate a scenario file (or a bundled scenario by name)."""
+    path = resolve_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ScenarioError(str(path), f"invalid YAML{where}: {problem}") from None
+    except OSError as err:
+        raise ScenarioError(str(path), f"cannot read: {err.strerror}") from None
+    return from_dict(data, source=str(path))
+
+
+def json_schema() -> dict:
+    return Scenario.model_json_schema()

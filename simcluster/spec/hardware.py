@@ -1,0 +1,111 @@
+"""GPUs, NICs and host links: specs with their sources, and the catalog in ``simcluster/data/hardware.yaml``.
+
+A scenario names a catalog entry (``gpu: h100-sxm``) or writes an inline spec with the same keys; both go through
+the same pydantic models, so units are parsed once and unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
+
+from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
+from simcluster.core.units import Bytes, BytesPerS, FlopPerS, Seconds, Watts
+
+Precision = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
+
+# Bytes of one element of each training precision (weights and activations stored in it).
+BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+
+
+class GpuSpec(BaseModel):
+    """One accelerator: tensor-core peaks, HBM, scale-up link, power and an indicative price."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "custom-gpu"
+    vendor: str = "custom"
+    peak: dict[Precision, FlopPerS] = Field(description="dense peak FLOP/s per precision, e.g. {bf16: 989 TFLOP/s}")
+    hbm_capacity: Bytes = Field(description="HBM capacity, e.g. '80 GB'")
+    hbm_bandwidth: BytesPerS = Field(description="HBM bandwidth, e.g. '3.35 TB/s'")
+    nvlink_bandwidth: BytesPerS = Field(description="scale-up bandwidth per GPU per direction, e.g. '450 GB/s'")
+    nvlink_generation: int = Field(4, ge=0, le=6, description="NVLink generation (0: not NVLink)")
+    nvls: bool = Field(False, description="NVSwitch in-network reduction (NVLink SHARP) available")
+    tdp: Watts = Field(description="board power at full load, e.g. '700 W'")
+    idle_power: Watts = Field(description="board power when idle, e.g. '70 W'")
+    price_per_gpu_hour: PositiveFloat = Field(description="USD per GPU-hour, indicative")
+    source: str = ""
+
+    def peak_flop_per_s(self, precision: str) -> float:
+        """Dense peak for ``precision``; fp16/bf16 share tensor cores."""
+        if precision not in self.peak:
+            raise ScenarioError("training.precision", f"{self.name} has no {precision} peak listed "
+                                f"(has: {', '.join(sorted(self.peak))})")
+        return self.peak[precision]
+
+
+class NicSpec(BaseModel):
+    """A network adapter, one per GPU on the scale-out fabric."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "custom-nic"
+    rate: BytesPerS = Field(description="line rate per direction, e.g. '400 Gb/s'")
+    latency: Seconds = Field("1 us", description="adapter latency, e.g. '1 us'")
+    host: str = Field("pcie-gen5", description="host link, a name in the pcie catalog")
+    source: str = ""
+
+    @field_validator("host")
+    @classmethod
+    def _known_host(cls, value: str) -> str:
+        if value not in catalog.load("hardware")["pcie"]:
+            raise ValueError(f"unknown host link {value!r}")
+        return value
+
+
+class LinkSpec(BaseModel):
+    """A host link (PCIe) or a switch traversal: bandwidth and/or latency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    bandwidth: BytesPerS | None = None
+    latency: Seconds = 0.0
+    source: str = ""
+
+
+def _entry(section: str, name: str, field: str) -> dict:
+    entries = catalog.load("hardware")[section]
+    if name not in entries:
+        raise ScenarioError(field, f"unknown {section[:-1]} preset {name!r} (known: {', '.join(sorted(entries))})")
+    return {"name": name, **entries[name]}
+
+
+def gpu(name: str, field: str = "cluster.gpu") -> GpuSpec:
+    """The catalog GPU ``name`` (e.g. 'h100-sxm')."""
+    return GpuSpec(**_entry("gpus", name, field))
+
+
+def nic(name: str, field: str = "cluster.nic") -> NicSpec:
+    """The catalog NIC ``name`` (e.g. 'connectx-7')."""
+    return NicSpec(**_entry("nics", name, field))
+
+
+def pcie(name: str) -> LinkSpec:
+    """The catalog host link ``name`` (e.g. 'pcie-gen5')."""
+    return LinkSpec(**_entry("pcie", name, "nic.host"))
+
+
+def switch(name: str) -> LinkSpec:
+    """Per-hop latency of a switch family ('infiniband-ndr', 'ethernet-roce', 'nvswitch')."""
+    return LinkSpec(**_entry("switches", name, "topology"))
+
+
+def gpu_names() -> list[str]:
+    return sorted(catalog.load("hardware")["gpus"])
+
+
+def nic_names() -> list[str]:
+    return sorted(catalog.load("hardware")["nics"])

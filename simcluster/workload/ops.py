@@ -1,0 +1,414 @@
+"""FLOP and HBM bytes of every kernel of a transformer layer, per rank and microbatch, per training phase.
+
+A layer is a list of ``Op`` per phase: ``forward``, ``backward_input`` (activation gradients, "dgrad"),
+``backward_weight`` (weight gradients, "wgrad") and ``recompute`` (the forward work re-run before the backward
+when activations were discarded). The engine turns the lists into durations with ``compute.ops_time_s``.
+
+FLOP conventions (Narayanan et al. 2021, "Efficient Large-Scale Language Model Training on GPU Clusters Using
+Megatron-LM", section 5.1 / appendix): a GEMM of (m x k) by (k x n) is 2*m*n*k FLOP; the attention scores Q
+K^T and the context P V are 2*b*s^2*h each in the forward pass, causal masking NOT halved; each backward GEMM
+(dgrad and wgrad) costs as much as its forward GEMM, and the attention core's backward is twice its forward
+with no weight gradient. Model FLOP (for MFU) and hardware FLOP (for HFU) count the matrix multiplications
+only (``MATMUL_KINDS``), which gives exactly 72*B*s*l*h^2*(1 + s/(6h) + V/(12*l*h)) per step for GPT shapes;
+elementwise kernels carry their (small) FLOP for the roofline but are left out of MFU, as in Megatron-LM and
+PaLM (Chowdhery et al. 2022, app. B).
+
+Sharding: tensor parallelism (Shoeybi et al. 2019) splits the GEMMs' head/ffn dimension by ``tp``; sequence
+parallelism (Korthikanti et al. 2022) splits the norms, dropouts and residual adds over the sequence by
+``tp``; context parallelism splits the sequence by ``cp`` (each rank's queries attend to all keys, so
+attention FLOP per rank are 1/cp of the full causal attention). Communication is not an op here: the engine
+adds it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.spec.model import TransformerSpec
+
+if TYPE_CHECKING:
+    from simcluster.spec.config import Scenario
+
+PHASES = ("forward", "backward_input", "backward_weight", "recompute")
+KINDS = ("gemm", "attention", "memory")
+MATMUL_KINDS = ("gemm", "attention")
+RECOMPUTE_MODES = ("none", "selective", "full")
+
+# FLOP per element of the bandwidth-bound kernels: a counting convention (one FLOP per add, multiply, compare
+# or transcendental), not a measurement. These ops are memory-bound on every GPU in the catalog, so the
+# roofline time does not depend on the exact count; they are excluded from model FLOP (MFU) anyway.
+LAYERNORM_FLOP_PER_ELEMENT = 8      # mean (1), variance (3), normalise (2), gain and bias (2)
+RMSNORM_FLOP_PER_ELEMENT = 4        # square-accumulate (2), scale (1), gain (1)
+GELU_FLOP_PER_ELEMENT = 8           # tanh approximation: x^3, scale, add, tanh, add, two multiplies
+SWIGLU_FLOP_PER_ELEMENT = 5         # silu(gate) = gate * sigmoid(gate) (4), times up (1)
+ROPE_FLOP_PER_ELEMENT = 3           # x*cos + rotate(x)*sin
+SOFTMAX_FLOP_PER_ELEMENT = 5        # max, subtract, exp, sum, divide
+DROPOUT_ADD_FLOP_PER_ELEMENT = 3    # mask compare, scale, residual add
+CROSS_ENTROPY_FLOP_PER_ELEMENT = 5  # max, subtract, exp, sum, log/select
+BACKWARD_ELEMENTWISE_FLOP_RATIO = 2  # an elementwise backward re-derives the forward, then the chain rule
+
+# FP8 training (Transformer Engine's recipe): each GEMM input or output gradient is cast from bf16 by a fused
+# cast-transpose kernel that reads 2 bytes and writes the fp8 tensor and its transpose, 1 byte each (Hopper fp8
+# GEMMs take only the TN layout, so both orientations are needed; TE docs, "Using FP8 with Transformer Engine").
+FP8_CAST_BYTES_PER_ELEMENT = 4
+# What runs in 16-bit even in fp8 training: attention and elementwise kernels (Transformer Engine's recipe) and
+# Megatron-LM's output projection, a plain linear layer.
+HIGH_PRECISION = {"fp8": "bf16"}
+MASK_BYTES_PER_ELEMENT = 1          # dropout masks are stored as bytes (Korthikanti et al. 2022, section 4.1)
+LOGITS_SOFTMAX_BYTES_PER_ELEMENT = 4  # Megatron's vocab-parallel cross entropy works in fp32
+LSE_BYTES_PER_ELEMENT = 4           # flash attention's log-sum-exp per query row and head, fp32
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel (or a fused group) on one rank for one microbatch.
+
+    For ``kind == "gemm"`` (m, n, k) is the shape of one product of (m x k) by (k x n), repeated ``batch``
+    times (batched GEMMs of naive attention). For ``kind == "attention"`` (a fused flash kernel) m is the
+    local query length, n the key/value length, k the head dimension and batch = micro_batch * local heads.
+    """
+
+    name: str
+    kind: str
+    flop: float
+    hbm_bytes: float
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    batch: int = 1
+    precision: str | None = None  # a GEMM's own precision where it differs from the run's (fp8 runs' output layer)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What one rank computes for one microbatch: sequence and batch, and the parallel split applied."""
+
+    seq_len: int
+    micro_batch: int
+    tp: int = 1
+    cp: int = 1
+    sequence_parallel: bool = True
+    attention: str = "flash"      # "flash" | "naive"
+    precision: str = "bf16"
+    recompute: str = "none"       # "none" | "selective" | "full"
+
+    def __post_init__(self):
+        assert self.attention in ("flash", "naive"), self.attention
+        assert self.recompute in RECOMPUTE_MODES, self.recompute
+        assert self.precision in BYTES_PER_ELEMENT, self.precision
+        assert self.seq_len % self.cp == 0, "validated in config"
+
+    @property
+    def tokens(self) -> int:
+        """Tokens this rank's GEMMs see: the microbatch's local sequence (1/cp of it), TP-replicated."""
+        return self.micro_batch * self.seq_len // self.cp
+
+    @property
+    def sp_divisor(self) -> int:
+        """Split of the norms/dropouts/residuals: tp with sequence parallelism, else replicated (1)."""
+        return self.tp if self.sequence_parallel else 1
+
+    @property
+    def gemm_bytes_per_element(self) -> int:
+        return BYTES_PER_ELEMENT[self.precision]
+
+    @property
+    def activation_bytes_per_element(self) -> int:
+        """Elementwise kernels and stored activations: 16-bit for bf16/fp16/fp8 training, 32-bit for
+        fp32/tf32.
+
+        FP8 training (Transformer Engine) keeps activations between GEMMs in bf16 and casts only GEMM inputs.
+        """
+        return 4 if self.precision in ("fp32", "tf32") else 2
+
+
+def shard_for(scenario: Scenario) -> Shard:
+    """The per-rank, per-microbatch work description of a scenario."""
+    t, p = scenario.training, scenario.parallelism
+    return Shard(seq_len=t.seq_len, micro_batch=t.micro_batch_size, tp=p.tp, cp=p.cp,
+                 sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
+                 recompute=t.activation_recompute)
+
+
+def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, precision: str | None = None) -> Op:
+    """C (m x n) = A (m x k) B (k x n): reads A and B, writes C (Narayanan et al. 2021 FLOP convention).
+
+    FP8 GEMMs read fp8 operands but write a 16-bit result (Transformer Engine), hence the output's own width.
+    """
+    bytes_per_element = BYTES_PER_ELEMENT[precision] if precision else shard.gemm_bytes_per_element
+    output_bytes = max(bytes_per_element, BYTES_PER_ELEMENT["bf16"])
+    hbm = batch * ((m * k + k * n) * bytes_per_element + m * n * output_bytes)
+    return Op(name, "gemm", 2.0 * batch * m * n * k, float(hbm), m, n, k, batch, precision)
+
+
+def _memory(name: str, flop: float, hbm_bytes: float) -> Op:
+    return Op(name, "memory", float(flop), float(hbm_bytes))
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """A linear layer of one rank, remembered so dgrad and wgrad can be derived from its forward shape."""
+
+    name: str
+    tokens: int
+    in_features: int
+    out_features: int
+    precision: str | None = None
+
+    def forward(self, shard: Shard) -> Op:
+        return _gemm(self.name, self.tokens, self.out_features, self.in_features, shard, precision=self.precision)
+
+    def dgrad(self, shard: Shard) -> Op:
+        """dX (tokens x in) = dY (tokens x out) W^T."""
+        return _gemm(self.name, self.tokens, self.in_features, self.out_features, shard, precision=self.precision)
+
+    def wgrad(self, shard: Shard) -> Op:
+        """dW (in x out) = X^T (in x tokens) dY (tokens x out)."""
+        return _gemm(self.name, self.in_features, self.out_features, self.tokens, shard, precision=self.precision)
+
+
+def local_kv_hidden(model: TransformerSpec, tp: int) -> int:
+    """Key (or value) width on one TP rank; KV heads are replicated when fewer of them than ranks."""
+    return math.ceil(model.n_kv_heads / tp) * model.head_dim
+
+
+def _norm_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
+    """A layernorm/RMSnorm over the (sequence-parallel) tokens: forward and backward kernels."""
+    elements = shard.tokens / shard.sp_divisor * model.hidden
+    per_element = LAYERNORM_FLOP_PER_ELEMENT if model.norm == "layernorm" else RMSNORM_FLOP_PER_ELEMENT
+    e = shard.activation_bytes_per_element
+    forward = _memory(name, per_element * elements, 2 * elements * e)                # read x, write y
+    backward = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * elements,
+                       3 * elements * e)                                              # read x, dy; write dx
+    return forward, backward
+
+
+def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
+    """Fused bias-dropout-residual-add (Megatron-LM): forward and backward kernels.
+
+    Without dropout (Llama) it is a plain residual add: read x and the residual, write y; its backward adds
+    the branch gradient to the skip gradient (read two, write one).
+    """
+    elements = shard.tokens / shard.sp_divisor * model.hidden
+    e = shard.activation_bytes_per_element
+    if not model.dropout:
+        forward = _memory(name, elements, 3 * e * elements)
+        return forward, _memory(name, elements, 3 * e * elements)
+    # forward reads x and the residual, writes y and the mask; backward reads dy and the mask, writes dx
+    forward = _memory(name, DROPOUT_ADD_FLOP_PER_ELEMENT * elements,
+                      elements * (3 * e + MASK_BYTES_PER_ELEMENT))
+    backward = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * DROPOUT_ADD_FLOP_PER_ELEMENT * elements,
+                       elements * (2 * e + MASK_BYTES_PER_ELEMENT))
+    return forward, backward
+
+
+def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list[Op]]:
+    """Forward and backward kernels of softmax(Q K^T / sqrt(d)) V on one rank.
+
+    Per rank: heads/tp heads, local queries s/cp against all s keys. Forward FLOP 2*b*s_q*s*h_local for the
+    scores plus the same for the context (Narayanan et al. 2021, causal not halved); backward twice that.
+    """
+    b, d = shard.micro_batch, model.head_dim
+    heads = model.heads // shard.tp
+    s_q, s_kv = shard.seq_len // shard.cp, shard.seq_len
+    kv_local = local_kv_hidden(model, shard.tp)
+    h_local = heads * d
+    e = shard.activation_bytes_per_element
+    score_flop = 2.0 * b * s_q * s_kv * h_local
+    if shard.attention == "flash":
+        # Dao et al. 2022 / 2023: Q, K, V are read and O written once; the s^2 scores never reach HBM.
+        q_o = b * s_q * h_local * e
+        k_v = b * s_kv * kv_local * e
+        lse = b * heads * s_q * LSE_BYTES_PER_ELEMENT
+        forward = Op("attention", "attention", 2 * score_flop, 2 * q_o + 2 * k_v + lse,
+                     s_q, s_kv, d, b * heads)
+        # backward reads Q, K, V, O, dO, LSE and writes dQ, dK, dV
+        backward = Op("attention_backward", "attention", 4 * score_flop, 4 * q_o + 4 * k_v + lse,
+                      s_q, s_kv, d, b * heads)
+        return [forward], [backward]
+    # Naive attention materialises the (b, heads, s_q, s_kv) score matrix in HBM (Korthikanti et al. 2022,
+    # 4.1).
+    batch = b * heads
+    scores = batch * s_q * s_kv
+    dropout = [_memory("attention_dropout", DROPOUT_ADD_FLOP_PER_ELEMENT * scores,
+                       scores * (2 * e + MASK_BYTES_PER_ELEMENT))] if model.dropout else []
+    dropout_bwd = [_memory("attention_dropout", BACKWARD_ELEMENTWISE_FLOP_RATIO * DROPOUT_ADD_FLOP_PER_ELEMENT
+                           * scores, scores * (2 * e + MASK_BYTES_PER_ELEMENT))] if model.dropout else []
+    forward = [
+        _gemm("attention_scores", s_q, s_kv, d, shard, batch),
+        _memory("softmax", SOFTMAX_FLOP_PER_ELEMENT * scores, 2 * scores * e),
+        *dropout,
+        _gemm("attention_context", s_q, d, s_kv, shard, batch),
+    ]
+    backward = [
+        _gemm("attention_context_dv", s_kv, d, s_q, shard, batch),     # dV = P^T dO
+        _gemm("attention_context_dp", s_q, s_kv, d, shard, batch),     # dP = dO V^T
+        *dropout_bwd,
+        _memory("softmax", BACKWARD_ELEMENTWISE_FLOP_RATIO * SOFTMAX_FLOP_PER_ELEMENT * scores,
+                3 * scores * e),
+        _gemm("attention_scores_dq", s_q, d, s_kv, shard, batch),      # dQ = dS K
+        _gemm("attention_scores_dk", s_kv, d, s_q, shard, batch),      # dK = dS^T Q
+    ]
+    assert sum(op.flop for op in forward if op.kind == "gemm") == 2 * score_flop
+    return forward, backward
+
+
+def layer_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
+    """Kernels of one transformer layer on one rank for one microbatch, keyed by phase (``PHASES``).
+
+    ``recompute`` holds what is re-run before the backward: nothing, the attention core ("selective",
+    Korthikanti et al. 2022 section 5) or the whole forward ("full").
+    """
+    h, tokens, tp = model.hidden, shard.tokens, shard.tp
+    q_local = model.hidden // tp
+    kv_local = local_kv_hidden(model, tp)
+    ffn_local = model.ffn // tp
+    e = shard.activation_bytes_per_element
+    up_width = ffn_local * (2 if model.mlp == "swiglu" else 1)   # gate and up fused in one GEMM (Megatron-LM)
+
+    qkv = _Linear("qkv", tokens, h, q_local + 2 * kv_local)
+    attn_out = _Linear("attn_out", tokens, q_local, h)
+    mlp_up = _Linear("mlp_up", tokens, h, up_width)
+    mlp_down = _Linear("mlp_down", tokens, ffn_local, h)
+
+    attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard)
+    mlp_norm, mlp_norm_bwd = _norm_ops("mlp_norm", model, shard)
+    attn_residual, attn_residual_bwd = _dropout_add_ops("attn_residual", model, shard)
+    mlp_residual, mlp_residual_bwd = _dropout_add_ops("mlp_residual", model, shard)
+    core_forward, core_backward = attention_core(model, shard)
+
+    rope: list[Op] = []
+    rope_bwd: list[Op] = []
+    if model.position == "rope":
+        elements = tokens * (q_local + kv_local)
+        rope = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]
+        rope_bwd = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]
+
+    act_out = tokens * ffn_local
+    if model.mlp == "swiglu":
+        # forward reads gate and up, writes one; backward reads gate, up and dy, writes two
+        act = _memory("mlp_act", SWIGLU_FLOP_PER_ELEMENT * act_out, 3 * act_out * e)
+        act_bwd = _memory("mlp_act", BACKWARD_ELEMENTWISE_FLOP_RATIO * SWIGLU_FLOP_PER_ELEMENT * act_out,
+                          5 * act_out * e)
+    else:
+        act = _memory("mlp_act", GELU_FLOP_PER_ELEMENT * act_out, 2 * act_out * e)
+        act_bwd = _memory("mlp_act", BACKWARD_ELEMENTWISE_FLOP_RATIO * GELU_FLOP_PER_ELEMENT * act_out,
+                          3 * act_out * e)
+
+    casts: list[Op] = []
+    casts_bwd: list[Op] = []
+    if shard.precision == "fp8":
+        # Transformer Engine casts every GEMM input to fp8 (and, fused, its transpose for the other GEMM of the
+        # backward): the sequence-parallel h-wide inputs before their all-gather, the TP-split ones locally;
+        # backward the same for each output gradient. Weights are cast once per step (cached): left out.
+        sp_tokens = tokens / shard.sp_divisor
+        forward_elements = 2 * sp_tokens * h + tokens * (q_local + ffn_local)
+        backward_elements = 2 * sp_tokens * h + tokens * (q_local + 2 * kv_local + up_width)
+        casts = [_memory("fp8_cast", forward_elements, FP8_CAST_BYTES_PER_ELEMENT * forward_elements)]
+        casts_bwd = [_memory("fp8_cast", backward_elements, FP8_CAST_BYTES_PER_ELEMENT * backward_elements)]
+
+    forward = [attn_norm, qkv.forward(shard), *rope, *core_forward, attn_out.forward(shard), attn_residual,
+               mlp_norm, mlp_up.forward(shard), act, mlp_down.forward(shard), mlp_residual, *casts]
+    backward_input = [mlp_residual_bwd, mlp_down.dgrad(shard), act_bwd, mlp_up.dgrad(shard), mlp_norm_bwd,
+                      attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, qkv.dgrad(shard),
+                      attn_norm_bwd, *casts_bwd]
+    backward_weight = [mlp_down.wgrad(shard), mlp_up.wgrad(shard), attn_out.wgrad(shard), qkv.wgrad(shard)]
+    recompute = {"none": [], "selective": list(core_forward), "full": list(forward)}[shard.recompute]
+    return {"forward": forward, "backward_input": backward_input, "backward_weight": backward_weight,
+            "recompute": recompute}
+
+
+def _empty_phases() -> dict[str, list[Op]]:
+    return {phase: [] for phase in PHASES}
+
+
+def embedding_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
+    """Token (and learned position) embedding on the first pipeline stage.
+
+    Vocab-parallel (Shoeybi et al. 2019): each TP rank gathers the rows of its vocabulary slice and writes a
+    full (partial-sum) output; the position add runs on the sequence-parallel shard. No matmul FLOP; the
+    weight gradient is a scatter-add into the table. Nothing precedes the embedding, so there is no input
+    gradient, and Megatron's full recompute checkpoints transformer layers only, so nothing is recomputed
+    here.
+    """
+    h, tokens = model.hidden, shard.tokens
+    e = shard.activation_bytes_per_element
+    local = tokens / shard.sp_divisor * h
+    ops = _empty_phases()
+    ops["forward"].append(_memory("embedding", 0.0, (tokens * h / shard.tp + tokens * h) * e))
+    ops["backward_weight"].append(_memory("embedding", float(tokens * h / shard.tp),
+                                          (tokens * h + 2 * tokens * h / shard.tp) * e))
+    if model.position == "learned":
+        ops["forward"].append(_memory("position_embedding", float(local), 3 * local * e))
+        ops["backward_weight"].append(_memory("position_embedding", float(local), 3 * local * e))
+    return ops
+
+
+def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
+    """Final norm, logits projection (vocab-parallel, Shoeybi et al. 2019) and cross-entropy, last stage."""
+    h, tokens = model.hidden, shard.tokens
+    vocab_local = math.ceil(model.vocab / shard.tp)
+    # the output layer is not a Transformer Engine module in Megatron-LM: it stays in 16-bit in fp8 training
+    logits = _Linear("logits", tokens, h, vocab_local, HIGH_PRECISION.get(shard.precision))
+    norm, norm_bwd = _norm_ops("final_norm", model, shard)
+    n_logits = tokens * vocab_local
+    e = shard.activation_bytes_per_element
+    f = LOGITS_SOFTMAX_BYTES_PER_ELEMENT
+    # Megatron-LM's vocab-parallel cross entropy is unfused by default (--cross-entropy-loss-fusion is opt-in):
+    # pass by pass over the [tokens, vocab/tp] logits (megatron/core/tensor_parallel/cross_entropy.py; conf R):
+    # forward: contiguous copy (e in, e out), cast to fp32 (e, f), max (f), subtract max (f, f), exp (f, f),
+    # sum (f), normalise into the saved softmax (f, f); backward: scale the softmax by the incoming gradient
+    # (f, f), cast back (f, e), copy (e, e).
+    forward_passes = [("ce_copy", e + e), ("ce_cast", e + f), ("ce_max", f), ("ce_subtract", 2 * f),
+                      ("ce_exp", 2 * f), ("ce_sum", f), ("ce_softmax", 2 * f)]
+    backward_passes = [("ce_grad", 2 * f), ("ce_cast", f + e), ("ce_copy", e + e)]
+    flop_per_pass = CROSS_ENTROPY_FLOP_PER_ELEMENT / len(forward_passes)
+    cross_entropy = [_memory(name, flop_per_pass * n_logits, per_element * n_logits)
+                     for name, per_element in forward_passes]
+    backward_flop = BACKWARD_ELEMENTWISE_FLOP_RATIO * flop_per_pass * n_logits
+    cross_entropy_bwd = [_memory(name, backward_flop, per_element * n_logits) for name, per_element in backward_passes]
+    return {"forward": [norm, logits.forward(shard), *cross_entropy],
+            "backward_input": [*cross_entropy_bwd, logits.dgrad(shard), norm_bwd],
+            "backward_weight": [logits.wgrad(shard)],
+            "recompute": []}
+
+
+def flop(ops: list[Op], kinds: tuple[str, ...] = KINDS) -> float:
+    """Total FLOP of ``ops`` restricted to ``kinds`` (``MATMUL_KINDS`` for model/hardware FLOP)."""
+    return sum(op.flop for op in ops if op.kind in kinds)
+
+
+def hbm_bytes(ops: list[Op]) -> float:
+    return sum(op.hbm_bytes for op in ops)
+
+
+def _matmul_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int,
+                          phases: tuple[str, ...], recompute: str) -> float:
+    """Matmul FLOP of the whole model (no sharding) for ``global_batch`` sequences, summed over ``phases``."""
+    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    per_layer = layer_ops(model, shard)
+    total = model.layers * sum(flop(per_layer[p], MATMUL_KINDS) for p in phases)
+    for ends in (embedding_ops(model, shard), output_ops(model, shard)):
+        total += sum(flop(ends[p], MATMUL_KINDS) for p in phases)
+    return total
+
+
+def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int) -> float:
+    """Model FLOP of one optimizer step: forward + backward matmuls, no recompute (the numerator of MFU).
+
+    Equals 72*B*s*l*h^2*(1 + s/(6h) + V/(12*l*h)) for GPT shapes (Narayanan et al. 2021, eq. in section 5.1).
+    """
+    phases = ("forward", "backward_input", "backward_weight")
+    return _matmul_flop_per_step(model, seq_len, global_batch, phases, "none")
+
+
+def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str) -> float:
+    """Hardware FLOP of one step: model FLOP plus the recomputed forward work (the numerator of HFU).
+
+    With full recompute this is 96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h)) for GPT shapes (Narayanan et al. 2021).
+    """
+    assert recompute in RECOMPUTE_MODES, recompute
+    return _matmul_flop_per_step(model, seq_len, global_batch, PHASES, recompute)
