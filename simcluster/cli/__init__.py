@@ -1,4 +1,5 @@
-"""The ``simcluster`` command. Each subcommand lives in a module of this package named for it.
+"""The ``simcluster`` command. Each subcommand lives in a module of this package named for it; ``app`` holds
+the typer application they register on.
 
 User errors (ScenarioError) print one line and exit with code 2, never a traceback.
 """
@@ -9,35 +10,12 @@ import sys
 
 import typer
 
+# each subcommand module registers its commands on ``app`` when imported
+from simcluster.cli import collective, compare, laws, replay, run, schema, sweep, validate  # noqa: F401
+from simcluster.cli.app import USER_ERROR_EXIT, app, fail
 from simcluster.core.errors import ScenarioError
 
-app = typer.Typer(
-    name="simcluster",
-    help="Simulate GPU clusters training large models: step time, MFU, network, loss over wall-clock, cost.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-USER_ERROR_EXIT = 2
-
-
-def fail(field: str, message: str) -> None:
-    """Raise the one-line user error for a bad command-line option."""
-    raise ScenarioError(field, message)
-
-
-# ---- subcommand registration: one import per module, each registers its commands on `app` ----
-from simcluster.cli import collective as _collective  # noqa: E402,F401
-from simcluster.cli import compare as _compare  # noqa: E402,F401
-from simcluster.cli import laws as _laws  # noqa: E402,F401
-from simcluster.cli import replay as _replay  # noqa: E402,F401
-from simcluster.cli import run as _run  # noqa: E402,F401
-from simcluster.cli import schema as _schema  # noqa: E402,F401
-from simcluster.cli import sweep as _sweep  # noqa: E402,F401
-from simcluster.cli import validate as _validate  # noqa: E402,F401
-
-# ---- end of registration ----
+__all__ = ["USER_ERROR_EXIT", "app", "console", "fail", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simcluster import collectives, network
-from simcluster.cli import app, fail
+from simcluster.cli.app import app, fail
 from simcluster.core import units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster.cli import app, fail
+from simcluster.cli.app import app, fail
 from simcluster.cli.run import check_network, unique_dir
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import SECONDS, fmt

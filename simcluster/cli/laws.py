@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster.cli import app, fail
+from simcluster.cli.app import app, fail
 from simcluster.core import catalog, units
 from simcluster.outcomes import economics, laws, projection
 from simcluster.spec import config

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster.cli import app, fail
+from simcluster.cli.app import app, fail
 from simcluster.cli.collective import _topology_options
 from simcluster.cli.run import check_network, unique_dir
 from simcluster.core import catalog, units

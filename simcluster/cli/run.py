@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simcluster.cli import app, fail
+from simcluster.cli.app import app, fail
 from simcluster.core.units import BYTES, SECONDS, fmt
 from simcluster.spec import config
 from simcluster.spec.config import NETWORK_MODELS

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from simcluster.cli import app
+from simcluster.cli.app import app
 from simcluster.spec import config
 
 

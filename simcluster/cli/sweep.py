@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simcluster.cli import app
+from simcluster.cli.app import app
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
 from simcluster.cli.run import check_network
 from simcluster.core.errors import ScenarioError

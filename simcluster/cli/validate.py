@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from simcluster.cli import app, fail
+from simcluster.cli.app import app, fail
 from simcluster.cli.run import check_network
 from simcluster.core import units
 from simcluster.studies import validation

@@ -1,50 +1,27 @@
-"""Collectives: NCCL's algorithms as steps of point-to-point transfers, their closed-form costs, and a driver.
+"""A collective call and its schedule: NCCL's algorithms as steps of point-to-point transfers (pure, no time).
 
 ``schedule(Collective(op, group, size_bytes, algorithm), fabric)`` returns the steps (``Schedule``, a list of
-``Step``; the builders are in ``collectives_algorithms.py``); ``simulate(collective, network)`` runs them
-through any ``NetworkModel`` and returns the time. ``algorithm="auto"`` picks the (algorithm, protocol) NCCL's
-tuning model would (``collectives_calibration.choose``). NCCL's measured efficiencies are applied by building
-the network model on ``calibrated(fabric, algorithm, protocol)``; ``run`` does all of it, as the ``simcluster
-collective`` command.
-
-Closed forms (``alpha_beta_time_s``) are the oracle of the tests; bus-bandwidth factors are those of
-nccl-tests (doc/PERFORMANCE.md, copied in data/nccl.yaml): busbw = algbw * factor(n), algbw = S / t.
+``Step``; the builders are in ``algorithms``). ``algorithm="auto"`` picks the (algorithm, protocol) NCCL's tuning
+model would (``nccl.choose``). ``merge`` stacks the same collective over disjoint groups into one schedule.
+Timing the steps is ``timing``'s job; closed forms are in ``closed_form``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from simcluster.collectives import algorithms
-from simcluster.collectives.algorithms import Step, delay
-from simcluster.collectives.nccl import PROTOCOLS, calibrated, choose
+from simcluster.collectives.algorithms import Step
+from simcluster.collectives.nccl import PROTOCOLS, choose
 from simcluster.core.errors import ScenarioError
-from simcluster.network.base import NetworkModel, TransferClass, class_load
-
-__all__ = [
-    "ALGORITHMS",
-    "OPS",
-    "Collective",
-    "Schedule",
-    "Step",
-    "alpha_beta_time_s",
-    "algbw_bytes_per_s",
-    "busbw_bytes_per_s",
-    "busbw_factor",
-    "calibrated",
-    "delay",
-    "merge",
-    "run",
-    "schedule",
-    "simulate",
-]
+from simcluster.network.base import TransferClass, class_load
 
 OPS = ("allreduce", "reduce_scatter", "all_gather", "alltoall", "broadcast", "reduce", "sendrecv")
 ALGORITHMS = ("auto", "ring", "hierarchical", "tree", "nvls", "pipeline", "direct")
-_ALIASES = {
+ALIASES = {
     "all_reduce": "allreduce",
     "allgather": "all_gather",
     "reducescatter": "reduce_scatter",
@@ -79,7 +56,7 @@ class Collective:
     root: int = 0
 
     def __post_init__(self):
-        op = _ALIASES.get(self.op, self.op)
+        op = ALIASES.get(self.op, self.op)
         if op not in OPS:
             raise ScenarioError("op", f"unknown collective {self.op!r} (known: {', '.join(OPS)})")
         object.__setattr__(self, "op", op)
@@ -125,61 +102,6 @@ class Schedule(list):
         return sum(step.repeat for step in self if step.transfers)
 
 
-# ---- closed forms ------------------------------------------------------------------------------------------
-
-
-def busbw_factor(op: str, n: int) -> float:
-    """nccl-tests' bus-bandwidth factor (doc/PERFORMANCE.md; data/nccl.yaml ``busbw_factor``)."""
-    op = _ALIASES.get(op, op)
-    if op == "allreduce":
-        return 2 * (n - 1) / n
-    if op in ("reduce_scatter", "all_gather", "alltoall"):
-        return (n - 1) / n
-    return 1.0
-
-
-def algbw_bytes_per_s(size_bytes: float, time_s: float) -> float:
-    return size_bytes / time_s if time_s > 0 else math.inf
-
-
-def busbw_bytes_per_s(op: str, n: int, size_bytes: float, time_s: float) -> float:
-    return algbw_bytes_per_s(size_bytes, time_s) * busbw_factor(op, n)
-
-
-def alpha_beta_time_s(
-    op: str, algorithm: str, n: int, size_bytes: float, alpha_s: float, bus_bytes_per_s: float
-) -> float:
-    """Closed-form time of a collective with per-step latency alpha and per-rank link bandwidth B.
-
-    ring allreduce 2(n-1) a + 2(n-1)/n S/B; ring reduce-scatter / all-gather (n-1) a + (n-1)/n S/B (Thakur,
-    Rabenseifner & Gropp 2005, sec. 4; Patarasuk & Yuan 2009); direct all-to-all a + (n-1)/n S/B; pipelined
-    broadcast/reduce, large-message limit (n-1) a + S/B; double binary tree 2 log2(n) a + 2 S/B (each rank
-    sends S up and S down across its two trees); NVLS a + (n+1)/n S/B (see collectives_algorithms.nvls);
-    point-to-point a + S/B.
-    """
-    op = _ALIASES.get(op, op)
-    s, b = size_bytes, bus_bytes_per_s
-    if n < 2:
-        return 0.0
-    if algorithm in ("ring", "auto") and op in ("allreduce", "reduce_scatter", "all_gather"):
-        steps = 2 * (n - 1) if op == "allreduce" else n - 1
-        return steps * alpha_s + busbw_factor(op, n) * s / b
-    if algorithm == "tree":
-        return 2 * math.ceil(math.log2(n)) * alpha_s + 2 * s / b
-    if algorithm == "nvls":
-        return alpha_s + (n + 1) / n * s / b
-    if op == "alltoall":
-        return alpha_s + (n - 1) / n * s / b
-    if op in ("broadcast", "reduce"):
-        return (n - 1) * alpha_s + s / b
-    if op == "sendrecv":
-        return alpha_s + s / b
-    raise ValueError(f"no closed form for {op} with {algorithm}")
-
-
-# ---- schedules ---------------------------------------------------------------------------------------------
-
-
 def _layout(group: tuple[int, ...], fabric) -> list[np.ndarray]:
     """The group split by node, in group order within each node, nodes in order of first appearance.
 
@@ -221,7 +143,7 @@ def _gpu_has_nvls(fabric, gpu) -> bool:
 def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
     """The steps of ``collective`` on ``fabric``; ``gpu`` (GpuSpec) tells whether NVLS exists.
 
-    ``algorithm``/``protocol`` "auto" are resolved as NCCL would (``collectives_calibration.choose``).
+    ``algorithm``/``protocol`` "auto" are resolved as NCCL would (``nccl.choose``).
     """
     c = collective
     layout = _layout(c.group, fabric)
@@ -308,82 +230,3 @@ def merge(schedules: list[list[Step]]) -> list[Step]:
             )
         )
     return merged
-
-
-# ---- driver ------------------------------------------------------------------------------------------------
-
-
-def _run_step(network: NetworkModel, step: Step, now_s: float) -> float:
-    """Issue one step's classes at ``now_s`` + overhead, advance the model to their last completion."""
-    now_s += step.overhead_s
-    pending = {network.start(transfers, now_s) for transfers in step.transfers}
-    while pending:
-        next_s = network.next_completion_s()
-        assert math.isfinite(next_s), "a started class never completes"
-        pending.difference_update(network.advance(next_s))
-        now_s = next_s
-    return now_s
-
-
-def simulate(
-    collective: Collective | list[Step], network: NetworkModel, *, fabric=None, gpu=None, start_s: float = 0.0
-) -> float:
-    """Duration in seconds of a collective (or a schedule) alone on ``network``.
-
-    Identical consecutive steps are solved once: the model is otherwise idle, so each repeat takes the same
-    time; the links' byte counters are advanced by the same amount per repeat.
-    """
-    steps = (
-        collective
-        if not isinstance(collective, Collective)
-        else schedule(collective, fabric if fabric is not None else network.fabric, gpu=gpu)
-    )
-    now_s = start_s
-    for step in steps:
-        started_at_s = now_s
-        before = network.link_bytes.copy() if step.repeat > 1 and step.transfers else None
-        now_s = _run_step(network, step, now_s)
-        if step.repeat > 1:
-            now_s += (step.repeat - 1) * (now_s - started_at_s)
-            if before is not None:
-                network.link_bytes += (step.repeat - 1) * (network.link_bytes - before)
-    return now_s - start_s
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One collective run: its time, rates per nccl-tests, and what ran."""
-
-    op: str
-    n: int
-    size_bytes: float
-    time_s: float
-    algorithm: str
-    protocol: str
-    steps: int = field(default=0)
-
-    @property
-    def algbw_bytes_per_s(self) -> float:
-        return algbw_bytes_per_s(self.size_bytes, self.time_s)
-
-    @property
-    def busbw_bytes_per_s(self) -> float:
-        return busbw_bytes_per_s(self.op, self.n, self.size_bytes, self.time_s)
-
-
-def run(collective: Collective, fabric, network: str = "flow", gpu=None) -> Outcome:
-    """Schedule ``collective``, build the ``network`` model on the NCCL-calibrated fabric, and time it."""
-    from simcluster.network import make
-
-    steps = schedule(collective, fabric, gpu=gpu)
-    model = make(network, calibrated(fabric, steps.algorithm, steps.protocol))
-    time_s = simulate(steps, model)
-    return Outcome(
-        collective.op,
-        collective.n,
-        collective.size_bytes,
-        time_s,
-        steps.algorithm,
-        steps.protocol,
-        steps.step_count,
-    )

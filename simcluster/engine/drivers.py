@@ -1,4 +1,4 @@
-"""SimPy side of the network models: turns a pure NetworkModel into events agents can wait on.
+"""SimPy drivers: a pure NetworkModel as events agents can wait on, and collectives driven through it.
 
 One process owns the model: it sleeps until the model's next completion (or until a new transfer starts, which
 changes the rates), advances the model and triggers the completed transfers' events. Agents never compute wire
@@ -18,6 +18,8 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL
 
+from simcluster import collectives
+from simcluster.collectives import timing
 from simcluster.network.base import NetworkModel, TransferClass
 
 TIME_EPS_S = 1e-12  # relative tolerance when comparing simulated times
@@ -84,3 +86,23 @@ class NetworkDriver:
             if self._wake.triggered:
                 self._wake = env.event()
             self._settle()
+
+
+class CollectiveDriver:
+    """Runs collectives on a ``NetworkDriver``: the actions of ``collectives.timing.engine_program``, cached."""
+
+    def __init__(self, env: simpy.Environment, fabric, net: NetworkDriver):
+        self.env, self.fabric, self.net = env, fabric, net
+        self._programs: dict = {}
+
+    def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float):
+        """Drive a collective through the network, all ``groups`` at once (identical schedules)."""
+        key = (op, tuple(groups), round(size_bytes))
+        if key not in self._programs:
+            steps = collectives.merge([timing.engine_schedule(self.fabric, op, g, size_bytes) for g in groups])
+            self._programs[key] = timing.engine_program(steps, self.fabric)
+        for action in self._programs[key]:
+            if isinstance(action, timing.Wait):
+                yield self.env.timeout(action.seconds)
+            else:
+                yield self.env.all_of([self.net.transfer(tc) for tc in action.transfers])

@@ -20,8 +20,7 @@ import simpy
 
 from simcluster import collectives, network
 from simcluster.core.errors import ScenarioError
-from simcluster.engine.collective_driver import CollectiveDriver
-from simcluster.engine.drivers import NetworkDriver
+from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
 from simcluster.engine.recorder import COLUMNS
 from simcluster.replay.plan import ReplayOp, ReplayPlan
 from simcluster.replay.recorded import COLLECTIVE, COMPUTE

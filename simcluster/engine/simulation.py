@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -9,10 +10,10 @@ import numpy as np
 import simpy
 
 from simcluster import collectives, network
+from simcluster.collectives import timing
 from simcluster.core import catalog
 from simcluster.engine.agents import Agent
-from simcluster.engine.collective_driver import CollectiveDriver
-from simcluster.engine.drivers import NetworkDriver
+from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
 from simcluster.fabric import topology
@@ -46,7 +47,7 @@ class Simulation:
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
         self.network_name = network_model or scenario.network
         self.fabric = fabric or topology.from_scenario(scenario)
-        self.plan = programs.plan(scenario, self.fabric)
+        self.plan = programs.plan(scenario, functools.partial(timing.isolated_time_s, self.fabric))
         self.env = simpy.Environment()
         # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
         options = {}

@@ -9,12 +9,11 @@ one timeout per (chunk, microbatch, phase), which is what keeps 16k-GPU simulati
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
-from simcluster import collectives, network
 from simcluster.core import catalog
-from simcluster.network.base import TransferClass
 from simcluster.parallel import memory
 from simcluster.parallel.layout import Layout, Work, pipeline_order, split_layers
 from simcluster.spec.config import Scenario
@@ -92,8 +91,14 @@ def tp_collectives_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, in
     return {"forward": fwd, "backward": bwd}
 
 
-def plan(scenario: Scenario, fabric) -> StepPlan:
-    """Build the step plan of ``scenario`` on ``fabric``."""
+# Time of one collective alone on the fabric: (op, group of fabric GPU indices, size_bytes) -> seconds. The engine
+# supplies it (collectives.timing.isolated_time_s on its fabric), so the plan needs no network or fabric of its own.
+CollectiveTime = Callable[[str, tuple[int, ...], float], float]
+
+
+def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
+    """Build the step plan of ``scenario``, timing its tensor- and context-parallel collectives with
+    ``collective_time_s``."""
     t, p, m = scenario.training, scenario.parallelism, scenario.model
     gpu, precision = scenario.cluster.gpu, t.precision
     layout = Layout.of(p)
@@ -111,9 +116,9 @@ def plan(scenario: Scenario, fabric) -> StepPlan:
     # analytic model, which is exact for a group alone on its NVSwitch.
     activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * activation_element
     tp_group = layout.group(0, "tp")
-    tp_cost = {phase: sum(count * collective_time_s(fabric, op, tuple(tp_group), activation_bytes)
+    tp_cost = {phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes)
                           for op, count in ops) for phase, ops in tp_collectives_per_layer(scenario).items()}
-    cp_cost = context_parallel_s(scenario, fabric, layout)
+    cp_cost = context_parallel_s(scenario, collective_time_s, layout)
 
     counts = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
     chunks = []
@@ -163,7 +168,7 @@ def exposed_tp_s(parallelism, tp_comm_s: float, compute_s: float) -> float:
     return max(tp_comm_s - compute_s, tp_comm_s / splits)
 
 
-def context_parallel_s(scenario: Scenario, fabric, layout: Layout) -> dict[str, float]:
+def context_parallel_s(scenario: Scenario, collective_time_s: CollectiveTime, layout: Layout) -> dict[str, float]:
     """Exposed time of ring attention's key/value exchange per layer (Liu et al. 2023; Megatron-Core CP).
 
     Each of the cp-1 ring steps passes this rank's K and V block to its neighbour while attention on the previous
@@ -181,7 +186,7 @@ def context_parallel_s(scenario: Scenario, fabric, layout: Layout) -> dict[str, 
     out = {}
     for phase, factor in (("forward", 1), ("backward", 2)):
         attention_s = kernels.ops_time_s(core[phase], scenario.cluster.gpu, t.precision)
-        exchange_s = (p.cp - 1) * collective_time_s(fabric, "sendrecv_ring", group, factor * kv_bytes)
+        exchange_s = (p.cp - 1) * collective_time_s("sendrecv_ring", group, factor * kv_bytes)
         out[phase] = max(0.0, exchange_s - attention_s)
     return out
 
@@ -198,26 +203,6 @@ def optimizer_time_s(params: float, gpu, precision: str) -> float:
     op = workload.Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
                      hbm_bytes=constants["hbm_bytes_per_param"] * params)
     return kernels.op_time_s(op, gpu, precision)
-
-
-_COST_CACHE: dict = {}
-
-
-def collective_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) -> float:
-    """Time of one collective alone on the fabric (analytic model, NCCL-calibrated), cached."""
-    if len(group) <= 1 or size_bytes <= 0:
-        return 0.0
-    key = (id(fabric), op, group, round(size_bytes))
-    if key not in _COST_CACHE:
-        if op == "sendrecv_ring":
-            pairs = [(group[i], group[(i + 1) % len(group)]) for i in range(len(group))]
-            model = network.make("analytic", collectives.calibrated(fabric))
-            step = collectives.Step((TransferClass(pairs, size_bytes),))
-            _COST_CACHE[key] = collectives.simulate([step], model)
-        else:
-            coll = collectives.Collective(op=op, group=group, size_bytes=size_bytes)
-            _COST_CACHE[key] = collectives.run(coll, fabric, "analytic").time_s
-    return _COST_CACHE[key]
 
 
 def bucket_count(grad_bytes: float, bucket_bytes: float, layers: int) -> int:

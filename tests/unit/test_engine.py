@@ -9,8 +9,8 @@ import json
 import pytest
 
 from simcluster import collectives, network
+from simcluster.collectives.timing import engine_schedule
 from simcluster.engine import Simulation, simulate
-from simcluster.engine.collective_driver import engine_schedule
 from simcluster.fabric import topology
 from simcluster.spec import config
 
@@ -115,8 +115,7 @@ def test_engine_collective_on_an_idle_fabric_takes_what_the_collective_command_g
     # (LL, LL128, trees) must still cost what NCCL's calibration gives them
     import simpy
 
-    from simcluster.engine.collective_driver import CollectiveDriver
-    from simcluster.engine.drivers import NetworkDriver
+    from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
 
     spec = scenario(cluster__gpus_per_node=gpus_per_node, cluster__nodes=nodes, parallelism__dp=gpus_per_node * nodes,
                     training__global_batch_size=gpus_per_node * nodes)

@@ -246,7 +246,7 @@ def test_astra_sim_chakra_allreduce_takes_the_time_of_the_collective_alone():
     """The 8-rank 1 MiB allreduce of astra-sim's examples (no steps, no times) is one pseudo-step whose time is
     the collective alone: the same schedule and calibrated network driven by the pure loop
     (``collectives.simulate``) instead of SimPy events; and no faster than the ring's bandwidth term."""
-    from simcluster.engine.collective_driver import engine_schedule
+    from simcluster.collectives.timing import engine_schedule
 
     run = read_chakra(sorted((DATA / "chakra").glob("all_reduce.*.et")))
     fabric = fabric_for(8, A100_80)

@@ -1,0 +1,60 @@
+"""Closed-form collective costs: the alpha-beta oracle of the tests, and nccl-tests' bandwidth conventions.
+
+Bus-bandwidth factors are those of nccl-tests (doc/PERFORMANCE.md, copied in data/nccl.yaml):
+busbw = algbw * factor(n), algbw = S / t.
+"""
+
+from __future__ import annotations
+
+import math
+
+from simcluster.collectives.schedule import ALIASES
+
+
+def busbw_factor(op: str, n: int) -> float:
+    """nccl-tests' bus-bandwidth factor (doc/PERFORMANCE.md; data/nccl.yaml ``busbw_factor``)."""
+    op = ALIASES.get(op, op)
+    if op == "allreduce":
+        return 2 * (n - 1) / n
+    if op in ("reduce_scatter", "all_gather", "alltoall"):
+        return (n - 1) / n
+    return 1.0
+
+
+def algbw_bytes_per_s(size_bytes: float, time_s: float) -> float:
+    return size_bytes / time_s if time_s > 0 else math.inf
+
+
+def busbw_bytes_per_s(op: str, n: int, size_bytes: float, time_s: float) -> float:
+    return algbw_bytes_per_s(size_bytes, time_s) * busbw_factor(op, n)
+
+
+def alpha_beta_time_s(
+    op: str, algorithm: str, n: int, size_bytes: float, alpha_s: float, bus_bytes_per_s: float
+) -> float:
+    """Closed-form time of a collective with per-step latency alpha and per-rank link bandwidth B.
+
+    ring allreduce 2(n-1) a + 2(n-1)/n S/B; ring reduce-scatter / all-gather (n-1) a + (n-1)/n S/B (Thakur,
+    Rabenseifner & Gropp 2005, sec. 4; Patarasuk & Yuan 2009); direct all-to-all a + (n-1)/n S/B; pipelined
+    broadcast/reduce, large-message limit (n-1) a + S/B; double binary tree 2 log2(n) a + 2 S/B (each rank
+    sends S up and S down across its two trees); NVLS a + (n+1)/n S/B (see algorithms.nvls);
+    point-to-point a + S/B.
+    """
+    op = ALIASES.get(op, op)
+    s, b = size_bytes, bus_bytes_per_s
+    if n < 2:
+        return 0.0
+    if algorithm in ("ring", "auto") and op in ("allreduce", "reduce_scatter", "all_gather"):
+        steps = 2 * (n - 1) if op == "allreduce" else n - 1
+        return steps * alpha_s + busbw_factor(op, n) * s / b
+    if algorithm == "tree":
+        return 2 * math.ceil(math.log2(n)) * alpha_s + 2 * s / b
+    if algorithm == "nvls":
+        return alpha_s + (n + 1) / n * s / b
+    if op == "alltoall":
+        return alpha_s + (n - 1) / n * s / b
+    if op in ("broadcast", "reduce"):
+        return (n - 1) * alpha_s + s / b
+    if op == "sendrecv":
+        return alpha_s + s / b
+    raise ValueError(f"no closed form for {op} with {algorithm}")

@@ -1,0 +1,178 @@
+"""Timing collectives on a network model, without SimPy: alone on a fabric (``simulate``, ``run``,
+``isolated_time_s``), and the step sequence the engine drives through its shared network (``engine_steps``).
+
+A step repeated k times (the 2(n-1) steps of a ring) is the one place where the two differ, and both rules live
+here. Alone on the fabric every repeat takes the same time, so ``simulate`` solves the step once and multiplies
+(exact; the links' byte counters advance by the same factor). On the engine's shared network the rates can change
+between repeats, so ``engine_steps`` runs the first repeat, then one transfer of the other k-1 repeats' bytes after
+their software and path latencies: one event instead of k, identical to k steps while the rates do not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from dataclasses import dataclass, field
+
+from simcluster.collectives import nccl
+from simcluster.collectives.algorithms import Step
+from simcluster.collectives.closed_form import algbw_bytes_per_s, busbw_bytes_per_s
+from simcluster.collectives.schedule import Collective, schedule
+from simcluster.network import make as make_model
+from simcluster.network.base import NetworkModel, TransferClass, max_path_latency_s
+
+
+def _run_step(network: NetworkModel, step: Step, now_s: float) -> float:
+    """Issue one step's classes at ``now_s`` + overhead, advance the model to their last completion."""
+    now_s += step.overhead_s
+    pending = {network.start(transfers, now_s) for transfers in step.transfers}
+    while pending:
+        next_s = network.next_completion_s()
+        assert math.isfinite(next_s), "a started class never completes"
+        pending.difference_update(network.advance(next_s))
+        now_s = next_s
+    return now_s
+
+
+def simulate(
+    collective: Collective | list[Step], network: NetworkModel, *, fabric=None, gpu=None, start_s: float = 0.0
+) -> float:
+    """Duration in seconds of a collective (or a schedule) alone on ``network``.
+
+    Identical consecutive steps are solved once: the model is otherwise idle, so each repeat takes the same
+    time; the links' byte counters are advanced by the same amount per repeat.
+    """
+    steps = (
+        collective
+        if not isinstance(collective, Collective)
+        else schedule(collective, fabric if fabric is not None else network.fabric, gpu=gpu)
+    )
+    now_s = start_s
+    for step in steps:
+        started_at_s = now_s
+        before = network.link_bytes.copy() if step.repeat > 1 and step.transfers else None
+        now_s = _run_step(network, step, now_s)
+        if step.repeat > 1:
+            now_s += (step.repeat - 1) * (now_s - started_at_s)
+            if before is not None:
+                network.link_bytes += (step.repeat - 1) * (network.link_bytes - before)
+    return now_s - start_s
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One collective run: its time, rates per nccl-tests, and what ran."""
+
+    op: str
+    n: int
+    size_bytes: float
+    time_s: float
+    algorithm: str
+    protocol: str
+    steps: int = field(default=0)
+
+    @property
+    def algbw_bytes_per_s(self) -> float:
+        return algbw_bytes_per_s(self.size_bytes, self.time_s)
+
+    @property
+    def busbw_bytes_per_s(self) -> float:
+        return busbw_bytes_per_s(self.op, self.n, self.size_bytes, self.time_s)
+
+
+def run(collective: Collective, fabric, network: str = "flow", gpu=None) -> Outcome:
+    """Schedule ``collective``, build the ``network`` model on the NCCL-calibrated fabric, and time it."""
+    steps = schedule(collective, fabric, gpu=gpu)
+    model = make_model(network, nccl.calibrated(fabric, steps.algorithm, steps.protocol))
+    time_s = simulate(steps, model)
+    return Outcome(
+        collective.op,
+        collective.n,
+        collective.size_bytes,
+        time_s,
+        steps.algorithm,
+        steps.protocol,
+        steps.step_count,
+    )
+
+
+def isolated_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) -> float:
+    """Time of one collective alone on ``fabric`` (analytic model, NCCL-calibrated), cached per fabric.
+
+    ``op`` is a collective of ``schedule.OPS`` or ``"sendrecv_ring"``: every member sends ``size_bytes`` to its
+    successor at once (one step of ring attention's key/value exchange).
+    """
+    if len(group) <= 1 or size_bytes <= 0:
+        return 0.0
+    cache = _ISOLATED.setdefault(fabric, {})  # weak on the fabric: a collected fabric takes its entries along
+    key = (op, group, round(size_bytes))
+    if key not in cache:
+        if op == "sendrecv_ring":
+            pairs = [(group[i], group[(i + 1) % len(group)]) for i in range(len(group))]
+            model = make_model("analytic", nccl.calibrated(fabric))
+            cache[key] = simulate([Step((TransferClass(pairs, size_bytes),))], model)
+        else:
+            cache[key] = run(Collective(op=op, group=group, size_bytes=size_bytes), fabric, "analytic").time_s
+    return cache[key]
+
+
+_ISOLATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+# ---- the engine's steps -----------------------------------------------------------------------------------------
+
+def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
+    """The steps the engine runs for a collective: NCCL's automatic choice, except that NVLS runs as a ring.
+
+    The engine has one network for all traffic, seen through the links' measured efficiencies (ring, Simple
+    protocol). A protocol or algorithm that carries less payload per wire byte (LL: an 8-byte flag per 8 bytes;
+    LL128: 120 of 128; trees: NCCL's 0.92 cap) puts proportionally more bytes on the wire: the transfers grow by
+    that factor, so on an idle fabric the engine's collective takes what ``run`` gives. NVLS's
+    in-switch reduction would need its own link efficiency (a known simplification, docs/architecture.md).
+    """
+    steps = schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric)
+    if steps.algorithm == "nvls":
+        steps = schedule(Collective(op=op, group=group, size_bytes=size_bytes, algorithm="ring"), fabric)
+    payload = (nccl.efficiency(steps.algorithm, steps.protocol, "network")
+               / nccl.efficiency("ring", "Simple", "network"))
+    if payload == 1.0:
+        return list(steps)
+    return [dataclasses.replace(step, transfers=tuple(
+        TransferClass(tc.pairs, tc.size_bytes / payload, tc.label) for tc in step.transfers)) for step in steps]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Software latency before the next transfers (a SimPy timeout in the engine, even when zero)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Send:
+    """Transfer classes that start together; the next action waits for all of them."""
+
+    transfers: tuple[TransferClass, ...]
+
+
+def engine_program(steps: list[Step], fabric) -> list[Wait | Send]:
+    """The actions the engine drives through its shared network for ``steps`` (see the module docstring).
+
+    A step repeated k times runs once, then waits the other k-1 repeats' software latency and k-2 path latencies
+    (the last one the network model charges itself), then sends their bytes as one transfer per class.
+    """
+    actions: list[Wait | Send] = []
+    for step in steps:
+        if step.overhead_s > 0:
+            actions.append(Wait(step.overhead_s))
+        if step.transfers:
+            actions.append(Send(step.transfers))
+        if step.repeat > 1:
+            rest = step.repeat - 1
+            latency_s = max((max_path_latency_s(fabric, tc.pairs) for tc in step.transfers), default=0.0)
+            actions.append(Wait(rest * step.overhead_s + (rest - 1) * latency_s))
+            if step.transfers:
+                actions.append(Send(tuple(TransferClass(tc.pairs, rest * tc.size_bytes, tc.label)
+                                          for tc in step.transfers)))
+    return actions
