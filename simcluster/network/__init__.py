@@ -25,7 +25,7 @@ def make(name: str, fabric, **options) -> NetworkModel:
 
         return FlowNetwork(fabric, **options)
     if name == "chunk":
-        from simcluster.network.store_forward import ChunkNetwork
+        from simcluster.network.store_forward import StoreForwardNetwork
 
-        return ChunkNetwork(fabric, **options)
+        return StoreForwardNetwork(fabric, **options)
     raise ScenarioError("network", f"unknown network model {name!r} (known: {', '.join(MODELS)})")

@@ -1,4 +1,5 @@
-"""The ``chunk`` network model: store-and-forward chunks through per-link FIFO queues (a pure event loop).
+"""The store-and-forward network model (``--network chunk``): chunks through per-link FIFO queues, a pure event
+loop.
 
 Every transfer is cut into chunks of ``chunk_bytes`` (NCCL moves data in buffer slices of this order: 512 KiB
 for the Simple protocol, data/nccl.yaml). A chunk crosses its path link by link; a link sends one chunk at a
@@ -53,7 +54,7 @@ class _State:
         return other
 
 
-class ChunkNetwork(NetworkModel):
+class StoreForwardNetwork(NetworkModel):
     """Chunks of ``chunk_bytes`` through per-link FIFO queues, store and forward."""
 
     name = "chunk"

@@ -25,8 +25,6 @@ FLOP_PER_PARAM_TOKEN = 6.0
 
 LAW_NAMES = ("chinchilla", "chinchilla-refit", "kaplan")
 
-SECONDS_PER_YEAR = 365.25 * 86400.0
-
 
 def check_positive(value, field: str):
     """``value`` as float or array, all finite and > 0, else a ScenarioError naming ``field``."""

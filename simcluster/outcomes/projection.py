@@ -197,7 +197,3 @@ def ascii_phase(phase: dict) -> str:
     lines.append("legend: " + "  ".join(f"{LETTERS[name]} {name}" for name in CONSTRAINTS))
     return "\n".join(lines)
 
-
-def years_until(rows: list[dict], constraint: str) -> int | None:
-    """First year in which ``constraint`` binds, or None."""
-    return next((row["year"] for row in rows if row["binding"] == constraint), None)

@@ -15,11 +15,12 @@ from functools import cache
 
 from simcluster.core import catalog
 from simcluster.parallel import memory
-from simcluster.parallel.layout import Layout, Work, pipeline_order, split_layers
+from simcluster.parallel.layout import Layout, split_layers
+from simcluster.parallel.schedules import Work, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import kernels
-from simcluster.workload import ops as workload
+from simcluster.workload.ops import Op, attention_core, embedding_ops, layer_ops, local_kv_hidden, output_ops, shard_for
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     t, p, m = scenario.training, scenario.parallelism, scenario.model
     gpu, precision = scenario.cluster.gpu, t.precision
     layout = Layout.of(p)
-    shard = workload.shard_for(scenario)
+    shard = shard_for(scenario)
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
-    layer = workload.layer_ops(m, shard)
-    embed = workload.embedding_ops(m, shard)
-    output = workload.output_ops(m, shard)
+    layer = layer_ops(m, shard)
+    embed = embedding_ops(m, shard)
+    output = output_ops(m, shard)
     layer_fwd_s = _phase_s(layer, ("forward",), gpu, precision)
     layer_bwd_s = _phase_s(layer, BACKWARD_PHASES, gpu, precision)
 
@@ -178,11 +179,11 @@ def context_parallel_s(scenario: Scenario, collective_time_s: CollectiveTime, la
     p, t, m = scenario.parallelism, scenario.training, scenario.model
     if p.cp == 1:
         return {"forward": 0.0, "backward": 0.0}
-    shard = workload.shard_for(scenario)
-    kv_bytes = (2 * t.seq_len / p.cp * t.micro_batch_size * workload.local_kv_hidden(m, p.tp)
+    shard = shard_for(scenario)
+    kv_bytes = (2 * t.seq_len / p.cp * t.micro_batch_size * local_kv_hidden(m, p.tp)
                 * shard.activation_bytes_per_element)
     group = tuple(layout.group(0, "cp"))
-    core = dict(zip(("forward", "backward"), workload.attention_core(m, shard), strict=True))
+    core = dict(zip(("forward", "backward"), attention_core(m, shard), strict=True))
     out = {}
     for phase, factor in (("forward", 1), ("backward", 2)):
         attention_s = kernels.ops_time_s(core[phase], scenario.cluster.gpu, t.precision)
@@ -200,7 +201,7 @@ def optimizer_time_s(params: float, gpu, precision: str) -> float:
     """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
     (its few FLOP per parameter are timed at the training precision's peak; they never bind)."""
     constants = _engine_constants()["optimizer"]
-    op = workload.Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
+    op = Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
                      hbm_bytes=constants["hbm_bytes_per_param"] * params)
     return kernels.op_time_s(op, gpu, precision)
 

@@ -116,6 +116,3 @@ def preset(name: str, field: str = "model") -> TransformerSpec:
         raise ScenarioError(field, f"unknown model preset {name!r} (known: {', '.join(sorted(entries))})")
     return TransformerSpec(name=name, **entries[name])
 
-
-def preset_names() -> list[str]:
-    return sorted(catalog.load("models"))

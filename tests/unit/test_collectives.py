@@ -14,7 +14,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.core.units import SECONDS, parse
 from simcluster.fabric import topology
 from simcluster.network.analytic import AnalyticNetwork
-from simcluster.network.store_forward import ChunkNetwork
+from simcluster.network.store_forward import StoreForwardNetwork
 from simcluster.spec import hardware
 
 H100, A100 = hardware.gpu("h100-sxm"), hardware.gpu("a100-80gb-sxm")
@@ -109,7 +109,7 @@ def test_three_models_agree_with_the_closed_form_on_one_node(node8, n, size):
         for name, model in (
             ("analytic", network.make("analytic", node8)),
             ("flow", network.make("flow", node8)),
-            ("chunk", ChunkNetwork(node8, chunk_bytes=chunk_bytes)),
+            ("chunk", StoreForwardNetwork(node8, chunk_bytes=chunk_bytes)),
         )
     }
     assert times["analytic"] == pytest.approx(expected, rel=1e-9)
@@ -137,7 +137,7 @@ def test_three_models_agree_with_the_closed_form_across_nodes(rail32, size):
     chunk_slack = 2 * (n - 1) * (hops - 1) * chunk_bytes / NIC_BYTES_PER_S
     analytic = collectives.simulate(steps, network.make("analytic", rail32))
     flow = collectives.simulate(steps, network.make("flow", rail32))
-    chunk = collectives.simulate(steps, ChunkNetwork(rail32, chunk_bytes=chunk_bytes))
+    chunk = collectives.simulate(steps, StoreForwardNetwork(rail32, chunk_bytes=chunk_bytes))
     assert analytic == pytest.approx(expected, rel=1e-9)
     assert flow == pytest.approx(expected, rel=1e-6)
     assert expected * (1 - 1e-9) <= chunk <= expected + chunk_slack

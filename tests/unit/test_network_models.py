@@ -9,7 +9,7 @@ from simcluster import network
 from simcluster.core.errors import ScenarioError
 from simcluster.network.analytic import AnalyticNetwork
 from simcluster.network.base import TransferClass
-from simcluster.network.store_forward import ChunkNetwork
+from simcluster.network.store_forward import StoreForwardNetwork
 
 
 class StarFabric:
@@ -87,7 +87,7 @@ def test_chunk_store_and_forward_pipeline_on_an_idle_path(hops):
     chunk_bytes, chunks, rate = 1e6, 10, 10e9
     fabric = ChainFabric(hops, rate)
     elapsed = run_alone(
-        ChunkNetwork(fabric, chunk_bytes=chunk_bytes), TransferClass([(0, 1)], chunks * chunk_bytes)
+        StoreForwardNetwork(fabric, chunk_bytes=chunk_bytes), TransferClass([(0, 1)], chunks * chunk_bytes)
     )
     # K chunks through h store-and-forward stages: (K + h - 1) c / B
     assert elapsed == pytest.approx((chunks + hops - 1) * chunk_bytes / rate)
@@ -95,14 +95,14 @@ def test_chunk_store_and_forward_pipeline_on_an_idle_path(hops):
 
 def test_chunk_fifo_link_shares_capacity_between_transfers():
     fabric = StarFabric(4, link_bytes_per_s=10e9, link_latency_s=0.0)
-    model = ChunkNetwork(fabric, chunk_bytes=1e6)
+    model = StoreForwardNetwork(fabric, chunk_bytes=1e6)
     fan_out = TransferClass([(0, 1), (0, 2)], 20e6)  # 40 MB through GPU 0's uplink, then one chunk downstream
     assert run_alone(model, fan_out) == pytest.approx(40e6 / 10e9 + 1e6 / 10e9)
 
 
 def test_chunk_look_ahead_survives_a_class_started_before_the_predicted_completion():
     fabric = StarFabric(3, link_bytes_per_s=10e9, link_latency_s=0.0)
-    model = ChunkNetwork(fabric, chunk_bytes=1e6)
+    model = StoreForwardNetwork(fabric, chunk_bytes=1e6)
     first = model.start(TransferClass([(0, 1)], 10e6), 0.0)
     alone_s = model.next_completion_s()  # looks ahead assuming nothing else starts
     model.advance(alone_s / 2)

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simcluster.parallel.layout import Layout, pipeline_order, split_layers
+from simcluster.parallel.layout import Layout, split_layers
+from simcluster.parallel.schedules import pipeline_order
 
 
 @given(st.integers(1, 200), st.integers(1, 16), st.sampled_from([1, 2, 3, 4, 8]))
