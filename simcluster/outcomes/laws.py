@@ -41,6 +41,19 @@ def check_non_negative(value, field: str):
     return array if array.ndim else float(array)
 
 
+def _above_floor(law, params, target_loss, model: str = "model", note: str = "") -> tuple[float, float, float]:
+    """(params, target_loss, floor) checked: a target at or below the law's unlimited-data loss of ``params`` is a
+    user error that names the floor."""
+    params = check_positive(params, "params")
+    target_loss = check_positive(target_loss, "target_loss")
+    floor = law.loss_floor(params)
+    if target_loss <= floor:
+        raise ScenarioError("target_loss", f"{target_loss:g} is not above {floor:.4g}, the loss a "
+                            f"{params:.3g}-parameter {model} reaches with unlimited data under {law.name}{note}; "
+                            "lower targets need a larger model")
+    return params, target_loss, floor
+
+
 def _scalar_or_array(array):
     return float(array) if np.ndim(array) == 0 else array
 
@@ -104,13 +117,7 @@ class ParametricLaw:
 
     def tokens_for_loss(self, params: float, target_loss: float) -> float:
         """Tokens a model of ``params`` parameters needs to reach ``target_loss``: invert B / D^beta."""
-        params = check_positive(params, "params")
-        target_loss = check_positive(target_loss, "target_loss")
-        floor = self.loss_floor(params)
-        if target_loss <= floor:
-            raise ScenarioError("target_loss", f"{target_loss:g} is not above {floor:.4g}, the loss a "
-                                f"{params:.3g}-parameter model reaches with unlimited data under {self.name} "
-                                f"(irreducible E = {self.E:g}); lower targets need a larger model")
+        params, target_loss, floor = _above_floor(self, params, target_loss, note=f" (irreducible E = {self.E:g})")
         return (self.B / (target_loss - floor)) ** (1.0 / self.beta)
 
     # ---- compute-optimal allocation ------------------------------------------------------------------------
@@ -212,13 +219,7 @@ class KaplanLaw:
 
     def tokens_for_loss(self, params: float, target_loss: float) -> float:
         """Invert eq. 1.5 for D: D = Dc / (L^(1/aD) - (Nc/N)^(aN/aD))."""
-        params = check_positive(params, "params")
-        target_loss = check_positive(target_loss, "target_loss")
-        floor = self.loss_floor(params)
-        if target_loss <= floor:
-            raise ScenarioError("target_loss", f"{target_loss:g} is not above {floor:.4g}, the loss a "
-                                f"{params:.3g}-parameter (non-embedding) model reaches with unlimited data "
-                                "under kaplan; lower targets need a larger model")
+        params, target_loss, _ = _above_floor(self, params, target_loss, model="(non-embedding) model")
         return self.Dc / (target_loss ** (1.0 / self.aD) - (self.Nc / params) ** self._r)
 
     # ---- compute-optimal allocation under C = 6 N D --------------------------------------------------------
