@@ -10,7 +10,6 @@ many GPUs the way ``sweep`` does (data parallelism absorbs the count, the global
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -27,7 +26,8 @@ from simcluster.core.units import SECONDS, fmt
 from simcluster.fabric import topology
 from simcluster.outcomes import economics, laws
 from simcluster.spec import config
-from simcluster.studies import sweep
+from simcluster.studies import compare as study
+from simcluster.studies import grid, sweep
 
 TOPOLOGY_HELP = ("fabric NAME[:key=value,...], repeatable; e.g. rail-fat-tree, leaf-spine:oversubscription=4 "
                  f"(builtins: {', '.join(topology.BUILTIN)}); default: the scenario's")
@@ -38,21 +38,6 @@ DAYS = 86400.0
 
 def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")
-
-
-def _label(task: sweep.Task, several_counts: bool) -> str:
-    return f"{task.params['topology']} @ {task.params['gpus']:,} GPUs" if several_counts else task.params["topology"]
-
-
-def _simulate(task: sweep.Task, network: str | None):
-    """(scenario, fabric, result) of one comparison point; the fabric is kept for the link heatmap."""
-    if task.error is not None:
-        raise ScenarioError(task.params["topology"], task.error)
-    from simcluster.engine import simulate
-
-    scenario = config.from_dict(task.scenario, source="compare")
-    fabric = topology.from_scenario(scenario)
-    return scenario, fabric, simulate(scenario, network=network, fabric=fabric)
 
 
 def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
@@ -80,19 +65,6 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
     return table
 
 
-def _write_csv(runs: list[dict], path: Path) -> Path:
-    fields = ["label", "topology", "gpus", "step_time_s", "compute_s", "exposed_comm_s", "pipeline_bubble_s",
-              "tokens_per_s", "mfu", "busiest_link_utilisation", "cost_per_step_usd", "target_loss",
-              "time_to_target_s", "gpu_hours", "cost_usd"]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for run in runs:
-            merged = {"label": run["label"], **run["params"], **run["summary"], **run["economics"]}
-            writer.writerow({key: merged.get(key) for key in fields})
-    return path
-
-
 @app.command()
 def compare(
     scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
@@ -116,24 +88,19 @@ def compare(
         laws.check_positive(target_loss, "--target-loss")
     spec = config.load(scenario)
     base = spec.model_dump(mode="json")
-    fabric_specs = sweep.fabrics(topologies, options, base)
+    fabric_specs = grid.fabrics(topologies, options, base)
     if len(set(gpus)) != len(gpus):
         fail("--gpus", f"counts repeat: {gpus}")
-    tasks = sweep.grid(base, list(gpus) or None, fabric_specs, network=network)
+    tasks = grid.grid(base, list(gpus) or None, fabric_specs, network=network)
     console = Console(stderr=True)
     runs, failures = [], []
     for task in tasks:
-        label = _label(task, len(gpus) > 1)
+        label = study.label(task, len(gpus) > 1)
         with console.status(f"simulating {label} ..."):
             try:
-                run_spec, fabric, result = _simulate(task, network)
+                runs.append(study.run_point(task, label, network, chosen, target_loss))
             except ScenarioError as err:
                 failures.append((label, err))
-                continue
-        target = target_loss if target_loss is not None else sweep.default_target_loss(run_spec, chosen)
-        report = economics.time_to_target(result.summary, run_spec, chosen, target_loss=target)
-        runs.append({"label": label, "params": task.params, "scenario": run_spec, "fabric": fabric,
-                     "summary": result.summary, "links": result.links, "economics": report})
     if not runs:
         label, err = failures[0]
         raise ScenarioError(err.field, f"{err.message} (every run failed; first: {label})")
@@ -143,25 +110,18 @@ def compare(
     out_dir = unique_dir(out or Path("runs") / f"{spec.name}-compare")
     written = _outputs(runs, out_dir, chosen, target, spec.name)
     if as_json:
-        typer.echo(json.dumps(_json(runs, chosen, failures), indent=2, default=str))
+        typer.echo(json.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))
         return
     Console().print(_table(runs, chosen, target))
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
-
-
-def _json(runs: list[dict], chosen: laws.Law, failures: list) -> dict:
-    return {"law": chosen.name,
-            "runs": [{"label": r["label"], "params": r["params"], "summary": r["summary"], "economics": r["economics"]}
-                     for r in runs],
-            "failed": [{"label": label, "error": str(err)} for label, err in failures]}
 
 
 def _outputs(runs: list[dict], out_dir: Path, chosen: laws.Law, target: float, name: str) -> list[Path]:
     from simcluster.analysis import heatmap, plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_write_csv(runs, out_dir / "compare.csv"), out_dir / "compare.json"]
-    written[1].write_text(json.dumps(_json(runs, chosen, []), indent=2, default=str) + "\n")
+    written = [study.write_csv(runs, out_dir / "compare.csv"), out_dir / "compare.json"]
+    written[1].write_text(json.dumps(study.as_json(runs, chosen, []), indent=2, default=str) + "\n")
     written += plots.save(plots.step_breakdown(runs, title=f"{name}: step time per fabric"), out_dir, "breakdown")
     duration_s = 1.3 * max(run["economics"]["time_to_target_s"] for run in runs)
     curves = [{"label": run["label"], "report": run["economics"],

@@ -27,7 +27,7 @@ from simcluster.cli.run import check_network
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws, returns
 from simcluster.spec import config
-from simcluster.studies import sweep
+from simcluster.studies import grid, sweep
 
 DAYS = 86400.0
 
@@ -107,8 +107,8 @@ def sweep_command(
         raise ScenarioError("--jobs", "give --jobs (local processes) or --scheduler (Dask), not both")
     spec = config.load(scenario)
     base = spec.model_dump(mode="json")
-    counts = sweep.parse_gpus(gpus) if gpus else None
-    tasks = sweep.grid(base, counts, sweep.fabrics(topologies, options, base), sweep.parse_vary(vary), network)
+    counts = grid.parse_gpus(gpus) if gpus else None
+    tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network)
     out_dir = out or Path("runs") / f"{spec.name}-sweep"
     console = Console(stderr=True)
     with sweep.executor(jobs, scheduler) as (pool, slots), Progress(

@@ -1,16 +1,7 @@
 """Grids of runs: one scenario over GPU counts, fabrics and varied fields, run on any
 ``concurrent.futures.Executor`` (local processes, a Dask cluster, or in-process), one shard per run.
 
-How a grid point is built from the base scenario (``scenario.model_dump(mode="json")``), in this order:
-
-1. the fabric (``--topology NAME[:key=value,...]``) replaces ``cluster.topology`` and ``cluster.topology_options``;
-2. each varied field (``--vary parallelism.tp=4,8``) is set;
-3. the GPU count is applied (``scale_to_gpus``): ``cluster.nodes`` follows it, the data-parallel degree absorbs it
-   (dp = gpus / (tp * pp * cp)) unless dp is varied by the user, and the global batch grows with dp (the same
-   sequences per replica, so the same microbatches per step: weak scaling) unless the user varies it.
-
-Each run is keyed by a hash of everything that determines its outcome (the full scenario dict after the steps
-above, the network model, the step count). The driver writes the run's shard, ``shards/<key>.json``, as soon as
+How grid points are built and keyed: ``grid``. The driver writes the run's shard, ``shards/<key>.json``, as soon as
 the run returns (atomically: temporary file, then rename), so workers need no shared file system and a sweep
 interrupted at any point resumes by computing only the keys without a shard. Runs that fail with a user error
 (layout does not fit in memory, invalid layout) are deterministic: their shard records the error and they are
@@ -22,8 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import copy
-import hashlib
 import itertools
 import json
 import os
@@ -33,261 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, returns
 from simcluster.spec import config
+from simcluster.studies.grid import SHARD_FORMAT, Task
 
-# Bumped when the shard layout changes, so that old shards are not read as new ones.
-SHARD_FORMAT = 1
 SHARD_DIR = "shards"
 DEFAULT_LAW = "chinchilla-refit"
-
-# Sections of the scenario whose fields may be named without their section in --vary (``tp=4,8``).
-_SECTIONS = {"cluster": config.Cluster, "training": config.Training, "parallelism": config.Parallelism,
-             "economics": config.Economics}
-_RESERVED = {"cluster.nodes": "use --gpus", "cluster.topology": "use --topology",
-             "cluster.topology_options": "use --topology NAME:key=value"}
-
-
-# ---- fabrics and varied fields ---------------------------------------------------------------------------------
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets, so that ``dims=[4,4,4],link=400 Gb/s`` is two items."""
-    items, depth, current = [], 0, []
-    for char in text:
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    items.append("".join(current))
-    return [item.strip() for item in items if item.strip()]
-
-
-def parse_value(text: str):
-    """A command-line value as YAML reads it: ``4`` -> 4, ``2.5`` -> 2.5, ``true`` -> True, ``1f1b`` -> '1f1b'."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-@dataclass(frozen=True)
-class FabricSpec:
-    """A fabric of a comparison or sweep: builtin name (or file) plus builder options."""
-
-    name: str
-    options: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def label(self) -> str:
-        if not self.options:
-            return self.name
-        return self.name + ":" + ",".join(f"{key}={_fmt_option(value)}" for key, value in self.options)
-
-    def with_options(self, extra: dict) -> FabricSpec:
-        merged = dict(self.options) | extra
-        return FabricSpec(self.name, tuple(merged.items()))
-
-
-def _fmt_option(value) -> str:
-    if isinstance(value, list):
-        return "[" + ",".join(map(str, value)) + "]"
-    return str(value)
-
-
-def parse_fabric(text: str, field: str = "--topology") -> FabricSpec:
-    """``leaf-spine:oversubscription=4,spines=8`` -> FabricSpec('leaf-spine', (('oversubscription', 4), ...))."""
-    name, _, rest = text.strip().partition(":")
-    if not name:
-        raise ScenarioError(field, f"expected NAME or NAME:key=value,..., got {text!r}")
-    options = []
-    for item in _split_top_level(rest):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ScenarioError(field, f"option {item!r} of {name} is not key=value (e.g. oversubscription=4)")
-        options.append((key.strip(), parse_value(value.strip())))
-    return FabricSpec(name, tuple(options))
-
-
-def fabric_of(data: dict) -> FabricSpec:
-    cluster = data["cluster"]
-    return FabricSpec(cluster.get("topology", "rail-fat-tree"), tuple((cluster.get("topology_options") or {}).items()))
-
-
-def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec]:
-    """The fabrics of ``--topology`` (default: the scenario's own) with ``--option NAME.key=value`` applied to the
-    fabrics named NAME, and ``--option topology.key=value`` to all of them."""
-    specs = [parse_fabric(text) for text in texts] or [fabric_of(base)]
-    for item in options:
-        target, sep, value = item.partition("=")
-        name, dot, key = target.strip().rpartition(".")
-        if not sep or not dot or not name or not key:
-            raise ScenarioError("--option", f"expected NAME.key=value (e.g. leaf-spine.oversubscription=4), "
-                                f"got {item!r}")
-        matched = [i for i, spec in enumerate(specs) if name in ("topology", spec.name)]
-        if not matched:
-            raise ScenarioError("--option", f"no --topology named {name!r} (fabrics: "
-                                f"{', '.join(spec.name for spec in specs)})")
-        for i in matched:
-            specs[i] = specs[i].with_options({key: parse_value(value.strip())})
-    labels = [spec.label for spec in specs]
-    if len(set(labels)) != len(labels):
-        raise ScenarioError("--topology", f"a fabric is given twice: {', '.join(labels)}")
-    return specs
-
-
-def resolve_key(key: str, field: str = "--vary") -> str:
-    """A dotted scenario path; a bare field name (``tp``) is looked up in the cluster, training, parallelism and
-    economics sections and must belong to exactly one."""
-    key = key.strip()
-    if key == "gpus":
-        raise ScenarioError(field, "the GPU count is swept with --gpus, not --vary")
-    if "." not in key:
-        if key in config.Scenario.model_fields:
-            return key
-        owners = [section for section, model in _SECTIONS.items() if key in model.model_fields]
-        if len(owners) != 1:
-            where = "several sections: " + ", ".join(owners) if owners else "no section of the scenario"
-            raise ScenarioError(field, f"{key!r} names {where}; write it in full, e.g. parallelism.tp")
-        key = f"{owners[0]}.{key}"
-    if key in _RESERVED or key.startswith("cluster.topology_options"):
-        reason = _RESERVED.get(key, "use --topology NAME:key=value")
-        raise ScenarioError(field, f"{key} is not varied this way: {reason}")
-    return key
-
-
-def parse_vary(items: list[str]) -> dict[str, list]:
-    """``['parallelism.tp=4,8', 'micro_batch_size=1,2']`` -> {'parallelism.tp': [4, 8], 'training.micro_batch_size':
-    [1, 2]} (values read as YAML scalars)."""
-    out: dict[str, list] = {}
-    for item in items:
-        key, sep, values = item.partition("=")
-        if not sep:
-            raise ScenarioError("--vary", f"expected key=v1,v2,..., got {item!r}")
-        path = resolve_key(key)
-        if path in out:
-            raise ScenarioError("--vary", f"{path} is varied twice")
-        parsed = [parse_value(v) for v in _split_top_level(values)]
-        if not parsed:
-            raise ScenarioError("--vary", f"{path} has no values")
-        out[path] = parsed
-    return out
-
-
-def set_path(data: dict, path: str, value) -> None:
-    """Set ``data['a']['b'] = value`` for ``path='a.b'``, creating sections as needed."""
-    *parents, leaf = path.split(".")
-    node = data
-    for part in parents:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise ScenarioError(path, f"{part} is not a section (it holds {child!r})")
-        node = child
-    node[leaf] = value
-
-
-def parse_gpus(text: str) -> list[int]:
-    """``64,128,...,1024`` (powers of two between the neighbours of ``...``) or a plain list ``64,96,128``."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    counts: list[int] = []
-    for index, item in enumerate(items):
-        if item == "...":
-            if not counts or index + 1 >= len(items):
-                raise ScenarioError("--gpus", "'...' needs a count on each side, e.g. 64,128,...,16384")
-            low, high = counts[-1], int(parse_value(items[index + 1]))
-            ratio = low // counts[-2] if len(counts) >= 2 and counts[-2] and low % counts[-2] == 0 else 2
-            ratio = max(ratio, 2)
-            value = low * ratio
-            while value < high:
-                counts.append(value)
-                value *= ratio
-            continue
-        value = parse_value(item)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ScenarioError("--gpus", f"expected positive integers, got {item!r}")
-        counts.append(value)
-    if len(set(counts)) != len(counts):
-        raise ScenarioError("--gpus", f"counts repeat: {counts}")
-    return counts
-
-
-# ---- grid points ---------------------------------------------------------------------------------------------
-def scale_to_gpus(data: dict, gpus: int, fixed: frozenset[str] = frozenset()) -> dict:
-    """The scenario dict moved to ``gpus`` GPUs (see the module docstring); ``fixed`` are the user's paths."""
-    data = copy.deepcopy(data)
-    cluster, training = data["cluster"], data["training"]
-    par = data.setdefault("parallelism", {})
-    per_node = int(cluster.get("gpus_per_node", 8))
-    if gpus % per_node == 0:
-        cluster["nodes"] = gpus // per_node
-    elif per_node % gpus == 0:
-        cluster["gpus_per_node"], cluster["nodes"] = gpus, 1  # less than one node: a partial node
-    else:
-        raise ScenarioError("--gpus", f"{gpus} GPUs is not a whole number of {per_node}-GPU nodes")
-    if "parallelism.dp" in fixed:
-        return data  # the user fixed dp: the layout check of config says whether tp*pp*dp*cp matches
-    model_parallel = int(par.get("tp", 1)) * int(par.get("pp", 1)) * int(par.get("cp", 1))
-    if gpus % model_parallel:
-        raise ScenarioError("--gpus", f"{gpus} GPUs is not a multiple of tp*pp*cp = {model_parallel}")
-    old_dp, new_dp = int(par.get("dp", 1)), gpus // model_parallel
-    par["dp"] = new_dp
-    if "training.global_batch_size" not in fixed:
-        micro = int(training.get("micro_batch_size", 1))
-        per_replica = int(training["global_batch_size"]) / old_dp
-        per_replica = max(micro, round(per_replica / micro) * micro)
-        training["global_batch_size"] = int(per_replica * new_dp)
-    return data
-
-
-def run_key(data: dict, network: str | None, steps: int | None) -> str:
-    """Hash of what determines a run's outcome (sha256 of the canonical JSON, 16 hex digits)."""
-    blob = json.dumps({"format": SHARD_FORMAT, "scenario": data, "network": network, "steps": steps},
-                      sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Task:
-    """One grid point: its parameters (what the user varies), the scenario dict to simulate, its key."""
-
-    key: str
-    params: dict
-    scenario: dict | None
-    network: str | None = None
-    steps: int | None = None
-    error: str | None = None  # the grid point itself is invalid (reported like a failed run)
-
-
-def grid(base: dict, gpus: list[int] | None = None, fabrics: list[FabricSpec] | None = None,
-         vary: dict[str, list] | None = None, network: str | None = None, steps: int | None = None) -> list[Task]:
-    """Every combination of fabric x varied values x GPU count, in that nesting order."""
-    vary = vary or {}
-    fabrics = fabrics or [fabric_of(base)]
-    counts = gpus or [int(base["cluster"].get("nodes", 1)) * int(base["cluster"].get("gpus_per_node", 8))]
-    fixed = frozenset(vary)
-    tasks = []
-    for fabric, values, count in itertools.product(fabrics, itertools.product(*vary.values()), counts):
-        params = {"topology": fabric.label, **dict(zip(vary, values, strict=True)), "gpus": count}
-        data = copy.deepcopy(base)
-        data["cluster"]["topology"] = fabric.name
-        data["cluster"]["topology_options"] = dict(fabric.options)
-        try:
-            for path, value in zip(vary, values, strict=True):
-                set_path(data, path, value)
-            data = scale_to_gpus(data, count, fixed)
-        except ScenarioError as err:
-            key = run_key({"invalid": params, "base": base}, network, steps)
-            tasks.append(Task(key, params, None, network, steps, error=str(err)))
-            continue
-        data["name"] = f"{base.get('name', 'scenario')}-{count}gpu-{fabric.label}"
-        tasks.append(Task(run_key(data, network, steps), params, data, network, steps))
-    return tasks
-
 
 # ---- running one ---------------------------------------------------------------------------------------------
 def _simulate(scenario, network, steps):

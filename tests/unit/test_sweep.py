@@ -11,7 +11,7 @@ import pytest
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws
 from simcluster.spec import config
-from simcluster.studies import sweep
+from simcluster.studies import grid, sweep
 
 TINY = {
     "name": "tiny",
@@ -44,43 +44,43 @@ def counted(monkeypatch):
 
 # ---- parsing ---------------------------------------------------------------------------------------------------
 def test_fabric_spec_reads_typed_options_and_lists():
-    spec = sweep.parse_fabric("leaf-spine:oversubscription=4,spines=8")
+    spec = grid.parse_fabric("leaf-spine:oversubscription=4,spines=8")
     assert spec.name == "leaf-spine" and dict(spec.options) == {"oversubscription": 4, "spines": 8}
     assert spec.label == "leaf-spine:oversubscription=4,spines=8"
-    torus = sweep.parse_fabric("torus:dims=[4,4,2]")
+    torus = grid.parse_fabric("torus:dims=[4,4,2]")
     assert dict(torus.options) == {"dims": [4, 4, 2]}
     with pytest.raises(ScenarioError, match="not key=value"):
-        sweep.parse_fabric("leaf-spine:oversubscription")
+        grid.parse_fabric("leaf-spine:oversubscription")
 
 
 def test_option_flag_applies_to_the_named_fabric_only(base):
-    specs = sweep.fabrics(["rail-fat-tree", "leaf-spine"], ["leaf-spine.oversubscription=2"], base)
+    specs = grid.fabrics(["rail-fat-tree", "leaf-spine"], ["leaf-spine.oversubscription=2"], base)
     assert [s.label for s in specs] == ["rail-fat-tree", "leaf-spine:oversubscription=2"]
     with pytest.raises(ScenarioError, match="no --topology named 'torus'"):
-        sweep.fabrics(["leaf-spine"], ["torus.dims=[2,2]"], base)
+        grid.fabrics(["leaf-spine"], ["torus.dims=[2,2]"], base)
 
 
 def test_gpu_list_with_ellipsis_doubles_between_its_neighbours():
-    assert sweep.parse_gpus("64,128,...,1024") == [64, 128, 256, 512, 1024]
-    assert sweep.parse_gpus("8,...,64") == [8, 16, 32, 64]
-    assert sweep.parse_gpus("64,96,128") == [64, 96, 128]
+    assert grid.parse_gpus("64,128,...,1024") == [64, 128, 256, 512, 1024]
+    assert grid.parse_gpus("8,...,64") == [8, 16, 32, 64]
+    assert grid.parse_gpus("64,96,128") == [64, 96, 128]
     with pytest.raises(ScenarioError, match="repeat"):
-        sweep.parse_gpus("64,64")
+        grid.parse_gpus("64,64")
 
 
 def test_bare_field_names_resolve_to_their_one_section():
-    assert sweep.parse_vary(["tp=4,8", "training.micro_batch_size=1,2", "schedule=gpipe,1f1b"]) == {
+    assert grid.parse_vary(["tp=4,8", "training.micro_batch_size=1,2", "schedule=gpipe,1f1b"]) == {
         "parallelism.tp": [4, 8], "training.micro_batch_size": [1, 2], "parallelism.schedule": ["gpipe", "1f1b"]}
     with pytest.raises(ScenarioError, match="--gpus"):
-        sweep.parse_vary(["gpus=8,16"])
+        grid.parse_vary(["gpus=8,16"])
     with pytest.raises(ScenarioError, match="--topology"):
-        sweep.parse_vary(["cluster.topology=torus"])
+        grid.parse_vary(["cluster.topology=torus"])
 
 
 # ---- grid points -----------------------------------------------------------------------------------------------
 def test_scaling_to_more_gpus_grows_dp_and_keeps_microbatches_per_replica(base):
     # 64 GPUs at tp=2, pp=2, cp=1: dp = 64/4 = 16; 16 sequences over dp=2 is 8 per replica, so 8 * 16 = 128
-    scaled = sweep.scale_to_gpus(base, 64)
+    scaled = grid.scale_to_gpus(base, 64)
     assert scaled["cluster"]["nodes"] == 8
     assert scaled["parallelism"] == {**base["parallelism"], "dp": 16}
     assert scaled["training"]["global_batch_size"] == 128
@@ -89,15 +89,15 @@ def test_scaling_to_more_gpus_grows_dp_and_keeps_microbatches_per_replica(base):
 
 
 def test_fixed_global_batch_is_kept_and_fixed_dp_is_not_rescaled(base):
-    scaled = sweep.scale_to_gpus(base, 32, fixed=frozenset({"training.global_batch_size"}))
+    scaled = grid.scale_to_gpus(base, 32, fixed=frozenset({"training.global_batch_size"}))
     assert scaled["parallelism"]["dp"] == 8 and scaled["training"]["global_batch_size"] == 16
-    unscaled = sweep.scale_to_gpus(base, 32, fixed=frozenset({"parallelism.dp"}))
+    unscaled = grid.scale_to_gpus(base, 32, fixed=frozenset({"parallelism.dp"}))
     assert unscaled["parallelism"]["dp"] == 2  # the layout check then rejects tp*pp*dp = 8 != 32
 
 
 def test_grid_is_the_product_of_fabrics_values_and_counts(base):
-    fabrics = [sweep.parse_fabric("rail-fat-tree"), sweep.parse_fabric("leaf-spine:oversubscription=2")]
-    tasks = sweep.grid(base, [8, 16, 32], fabrics, {"parallelism.pp": [1, 2]})
+    fabrics = [grid.parse_fabric("rail-fat-tree"), grid.parse_fabric("leaf-spine:oversubscription=2")]
+    tasks = grid.grid(base, [8, 16, 32], fabrics, {"parallelism.pp": [1, 2]})
     assert len(tasks) == 2 * 2 * 3
     assert len({t.key for t in tasks}) == len(tasks)
     for task in tasks:
@@ -110,9 +110,9 @@ def test_grid_is_the_product_of_fabrics_values_and_counts(base):
 
 
 def test_grid_point_that_cannot_exist_is_a_failed_task_not_an_exception(base):
-    odd = sweep.grid(base, [6])  # 6 GPUs: not a whole number of 8-GPU nodes
+    odd = grid.grid(base, [6])  # 6 GPUs: not a whole number of 8-GPU nodes
     assert odd[0].scenario is None and "whole number of 8-GPU nodes" in odd[0].error
-    wide = sweep.grid(base, [8], vary={"parallelism.tp": [8]})  # tp*pp = 16 > 8 GPUs
+    wide = grid.grid(base, [8], vary={"parallelism.tp": [8]})  # tp*pp = 16 > 8 GPUs
     assert wide[0].scenario is None and "multiple of tp*pp*cp = 16" in wide[0].error
     assert sweep.run_task(wide[0])["status"] == "failed"
 
@@ -135,7 +135,7 @@ def _numbers(run: sweep.SweepRun) -> dict:
 
 
 def test_interrupted_sweep_resumes_computing_only_the_missing_runs(base, tmp_path, counted):
-    tasks = sweep.grid(base, [8, 16, 32, 64])
+    tasks = grid.grid(base, [8, 16, 32, 64])
     seen = []
 
     def kill_after_two(shard, reused):
@@ -156,7 +156,7 @@ def test_interrupted_sweep_resumes_computing_only_the_missing_runs(base, tmp_pat
 
 
 def test_deleting_one_shard_recomputes_exactly_that_run(base, tmp_path, counted):
-    tasks = sweep.grid(base, [8, 16, 32])
+    tasks = grid.grid(base, [8, 16, 32])
     sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
     sweep.shard_path(tmp_path, tasks[1].key).unlink()
     (tmp_path / "shards" / f"{tasks[2].key}.json").write_text("{truncated")  # half-written by a crash
@@ -168,7 +168,7 @@ def test_deleting_one_shard_recomputes_exactly_that_run(base, tmp_path, counted)
 
 def test_failing_runs_are_reported_with_their_parameters_and_do_not_sink_the_sweep(base, tmp_path, counted):
     # tp=3 divides neither gpt3-1.3b's 32 heads nor the 8 and 16 GPUs (tp*pp = 6)
-    tasks = sweep.grid(base, [8, 16], vary={"parallelism.tp": [2, 3]})
+    tasks = grid.grid(base, [8, 16], vary={"parallelism.tp": [2, 3]})
     run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
     assert [s["params"]["parallelism.tp"] for s in run.summaries] == [2, 2]
     assert {(s["params"]["parallelism.tp"], s["params"]["gpus"]) for s in run.failed} == {(3, 8), (3, 16)}
@@ -179,7 +179,7 @@ def test_failing_runs_are_reported_with_their_parameters_and_do_not_sink_the_swe
 
 
 def test_unexpected_crash_is_reported_but_retried_next_time(base, tmp_path, monkeypatch):
-    tasks = sweep.grid(base, [8, 16])
+    tasks = grid.grid(base, [8, 16])
     real = sweep._simulate
 
     def flaky(scenario, network, steps):
@@ -198,16 +198,16 @@ def test_unexpected_crash_is_reported_but_retried_next_time(base, tmp_path, monk
 
 
 def test_shards_of_another_format_or_key_are_ignored(base, tmp_path):
-    tasks = sweep.grid(base, [8])
+    tasks = grid.grid(base, [8])
     path = sweep.shard_path(tmp_path, tasks[0].key)
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"format": sweep.SHARD_FORMAT + 1, "key": tasks[0].key, "status": "ok"}))
+    path.write_text(json.dumps({"format": grid.SHARD_FORMAT + 1, "key": tasks[0].key, "status": "ok"}))
     assert sweep.read_shard(tmp_path, tasks[0].key) is None
 
 
 def test_table_efficiency_is_relative_to_the_smallest_run_of_each_series(base, tmp_path):
-    fabrics = [sweep.parse_fabric("rail-fat-tree"), sweep.parse_fabric("leaf-spine")]
-    tasks = sweep.grid(base, [8, 16, 32], fabrics)
+    fabrics = [grid.parse_fabric("rail-fat-tree"), grid.parse_fabric("leaf-spine")]
+    tasks = grid.grid(base, [8, 16, 32], fabrics)
     run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
     frame, groups = sweep.table(run, tasks, "chinchilla")
     assert len(groups) == 2 and len(frame) == 6
@@ -232,7 +232,7 @@ def test_scheduler_without_dask_installed_is_a_clear_user_error(monkeypatch):
 
 
 def test_local_process_pool_gives_the_same_numbers_as_running_inline(base, tmp_path):
-    tasks = sweep.grid(base, [8, 16], [sweep.parse_fabric("leaf-spine:oversubscription=4")])
+    tasks = grid.grid(base, [8, 16], [grid.parse_fabric("leaf-spine:oversubscription=4")])
     inline = sweep.run_grid(tasks, tmp_path / "inline", sweep.InlineExecutor())
     with sweep.executor(jobs=2) as (pool, slots):
         assert slots == 2
