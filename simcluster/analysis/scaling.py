@@ -1,7 +1,7 @@
 """Figures of a GPU-count sweep: throughput and scaling efficiency, time and cost to a target loss, with the
-diminishing-returns knee (``diminishing.knee``) marked on every series.
+diminishing-returns knee (``returns.knee``) marked on every series.
 
-Input: the series of ``sweep.table``, each ``{'label', 'rows': diminishing.sweep_table(...), 'knee': {...},
+Input: the series of ``sweep.table``, each ``{'label', 'rows': returns.sweep_table(...), 'knee': {...},
 'law', 'target_loss'}``. GPU counts go on a log2 axis, so doubling steps are evenly spaced.
 """
 

@@ -3,7 +3,7 @@
     simcluster compare gpt3-175b-1024-h100 --topology rail-fat-tree --topology leaf-spine:oversubscription=4
     simcluster compare SCENARIO --topology leaf-spine --option leaf-spine.oversubscription=2 --gpus 512 --gpus 2048
 
-A fabric is ``NAME[:key=value,...]``: a builtin (``simcluster.topology.BUILTIN``) or a topology file, with the
+A fabric is ``NAME[:key=value,...]``: a builtin (``simcluster.fabric.topology.BUILTIN``) or a topology file, with the
 options of its builder (``cluster.topology_options``, docs/topologies.md). ``--gpus`` moves the scenario to that
 many GPUs the way ``sweep`` does (data parallelism absorbs the count, the global batch follows it).
 """

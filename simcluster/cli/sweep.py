@@ -7,7 +7,7 @@
 Runs go to local processes (``--jobs``, default one per CPU) or to a Dask cluster (``--scheduler``, needs
 ``simcluster[distributed]``). Every run leaves a shard in ``OUT/shards/``; running the same command again reuses
 them and computes only what is missing (``--fresh`` recomputes everything). How grid points are built:
-``simcluster.sweep``.
+``simcluster.studies.grid``.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ def exact_text(value: float, dimension: str) -> str:
     return fmt(value, dimension, 17)
 
 
-# Field types for pydantic models (config.py, hardware.py): written as strings, stored as SI floats.
+# Field types for pydantic models (spec.config, spec.hardware): written as strings, stored as SI floats.
 Bytes = _quantity(BYTES)
 BytesPerS = _quantity(BYTES_PER_S)
 Seconds = _quantity(SECONDS)

@@ -9,7 +9,7 @@ Every builder fills a ``GraphBuilder`` (a networkx DiGraph with SI attributes) a
   switch), so the latency of a path is the sum over its links and nothing is counted twice;
 - parallel cables between the same two nodes are one edge with the summed bandwidth (a trunk).
 The Clos builders also set the fabric's routing policy (graph attribute ``routing``): the ``routing`` option, or
-by default adaptive spraying on InfiniBand and hash ECMP on Ethernet (``topology_routing.default_routing``).
+by default adaptive spraying on InfiniBand and hash ECMP on Ethernet (``routing.default_routing``).
 """
 
 from __future__ import annotations

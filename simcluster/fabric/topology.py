@@ -1,10 +1,10 @@
 """Fabrics: networkx graphs of GPUs, NVSwitch, PCIe, NICs and switches with SI link attributes, and their
 routes.
 
-``build`` makes a builtin fabric (``BUILTIN``, builders in ``topology_builders``) or imports a user's
-YAML/GraphML file (``topology_io``); ``Fabric`` holds the graph and per-link arrays indexed by link id, and
+``build`` makes a builtin fabric (``BUILTIN``, builders in ``builders``) or imports a user's
+YAML/GraphML file (``files``); ``Fabric`` holds the graph and per-link arrays indexed by link id, and
 answers route queries (``path_links``, ``links_of``) through a lazily built, cached router
-(``topology_routing``). A fabric's ``routing`` policy says how flows share equal-cost paths: ``adaptive``
+(``routing``). A fabric's ``routing`` policy says how flows share equal-cost paths: ``adaptive``
 (InfiniBand: every flow sprayed over all shortest paths) or ``ecmp`` (Ethernet/RoCE: one hashed path per flow).
 The file format and the conventions (one edge per direction of a cable, switch latency folded into the links
 entering it) are in docs/topologies.md.
@@ -191,7 +191,7 @@ def fabric_from_graph(name: str, graph: nx.DiGraph, gpu_nodes: list, gpus_per_no
     """Wrap a graph whose edges carry bytes_per_s, latency_s, kind and link_id 0..E-1 into a Fabric.
 
     The routing policy is the graph's ``routing`` attribute when set (builders set it), else the default for
-    its switch-to-switch links (``topology_routing.default_routing``: adaptive on InfiniBand, else ECMP).
+    its switch-to-switch links (``routing.default_routing``: adaptive on InfiniBand, else ECMP).
     """
     n = graph.number_of_edges()
     link_bytes_per_s = np.zeros(n)

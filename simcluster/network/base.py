@@ -2,12 +2,12 @@
 
 A ``TransferClass`` is a set of point-to-point transfers that start together and, by symmetry, progress at
 one rate (the n sends of one ring step, or a pipeline send repeated in every data-parallel replica). The
-engine and ``collectives.simulate`` hand classes to a model with ``start``, ask when the next one completes
+engine and ``collectives.timing`` hand classes to a model with ``start``, ask when the next one completes
 with ``next_completion_s`` and move time forward with ``advance``. Completion = bytes done + the largest
 path latency.
 
-Models: ``analytic`` (alpha-beta, no contention), ``flow`` (max-min fair sharing, ``flow.py``), ``chunk``
-(store-and-forward chunks through per-link queues, ``chunk.py``).
+Models: ``analytic`` (alpha-beta, no contention), ``flow`` (max-min fair sharing, ``flow``), ``chunk``
+(store-and-forward chunks through per-link queues, ``store_forward``); ``make`` in the package builds one.
 """
 
 from __future__ import annotations

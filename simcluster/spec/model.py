@@ -1,6 +1,6 @@
 """Transformer shapes: the preset catalog (``simcluster/data/models.yaml``) and parameter counts.
 
-FLOP and HBM bytes per layer and phase live in ``workload.py``; activation and state memory in ``memory.py``.
+FLOP and HBM bytes per layer and phase live in ``workload.ops``; activation and state memory in ``parallel.memory``.
 """
 
 from __future__ import annotations

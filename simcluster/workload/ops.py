@@ -2,7 +2,7 @@
 
 A layer is a list of ``Op`` per phase: ``forward``, ``backward_input`` (activation gradients, "dgrad"),
 ``backward_weight`` (weight gradients, "wgrad") and ``recompute`` (the forward work re-run before the backward
-when activations were discarded). The engine turns the lists into durations with ``compute.ops_time_s``.
+when activations were discarded). The engine turns the lists into durations with ``kernels.ops_time_s``.
 
 FLOP conventions (Narayanan et al. 2021, "Efficient Large-Scale Language Model Training on GPU Clusters Using
 Megatron-LM", section 5.1 / appendix): a GEMM of (m x k) by (k x n) is 2*m*n*k FLOP; the attention scores Q
