@@ -117,3 +117,12 @@ def test_the_walker_sees_lazy_imports_and_submodules():
     deps = graph()
     assert "simcluster.network.flow" in deps["simcluster.network"]  # imported inside make()
     assert "simcluster.replay.formats.protobuf" in deps["simcluster.replay.formats.chakra"]
+
+
+def test_public_api_is_importable_from_the_package_root():
+    import simcluster
+
+    scenario = simcluster.load(None)  # the bundled default
+    assert isinstance(scenario, simcluster.Scenario)
+    assert callable(simcluster.simulate) and simcluster.Result.__name__ == "Result"
+    from simcluster import ScenarioError, simulate  # noqa: F401  (the from-import form works too)
