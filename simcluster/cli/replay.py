@@ -22,7 +22,7 @@ from simcluster.cli.run import check_network, unique_dir
 from simcluster.core import catalog, units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology
-from simcluster.replay import plan as replay
+from simcluster.replay import plan, report, rescale
 from simcluster.replay.formats import load_trace, read_kineto
 from simcluster.spec import hardware
 
@@ -91,7 +91,7 @@ def replay_command(
                                         "another GPU rescales compute"),
     nic_name: str | None = typer.Option(None, "--nic", help="NIC catalog name or a line rate such as '25 Gb/s'"),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", min=1, help="GPUs per node "
-                                             f"(default {replay.DEFAULT_GPUS_PER_NODE})"),
+                                             f"(default {rescale.DEFAULT_GPUS_PER_NODE})"),
     scale_dp: int = typer.Option(1, "--scale-dp", min=1, help="replicate the data-parallel dimension K times"),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
     gpu_scaling: str = typer.Option("roofline", "--gpu-scaling", help="compute rescaling when --gpu changes: "
@@ -119,7 +119,7 @@ def replay_command(
     network = network or "flow"
     run = load_trace(traces)
 
-    recorded_gpu, gpu_sentence = replay.infer_gpu(run.gpu_name)
+    recorded_gpu, gpu_sentence = rescale.infer_gpu(run.gpu_name)
     target_gpu = gpu_name or recorded_gpu
     new_spec = hardware.gpu(target_gpu, field="--gpu")
     assumptions = list(run.assumptions) + [gpu_sentence]
@@ -127,11 +127,11 @@ def replay_command(
     if target_gpu != recorded_gpu:
         kineto = all(not p.name.lower().endswith(".et") for p in traces)
         kernels = read_kineto(traces, merge_compute=False) if kineto and gpu_scaling == "roofline" else None
-        busy_s, sentence = replay.busy_rescaled(run, hardware.gpu(recorded_gpu), new_spec, gpu_scaling, kernels)
+        busy_s, sentence = rescale.busy_rescaled(run, hardware.gpu(recorded_gpu), new_spec, gpu_scaling, kernels)
         assumptions.append(sentence)
     world = run.world_size * scale_dp
-    per_node = gpus_per_node or replay.DEFAULT_GPUS_PER_NODE
-    default_topology, default_nic, fabric_sentence = replay.default_fabric(world, target_gpu, per_node)
+    per_node = gpus_per_node or rescale.DEFAULT_GPUS_PER_NODE
+    default_topology, default_nic, fabric_sentence = rescale.default_fabric(world, target_gpu, per_node)
     nic = _nic(nic_name, default_nic) if nic_name else hardware.nic(default_nic)
     if topology_name is None and nic_name is None and gpus_per_node is None:
         assumptions.append(fabric_sentence)
@@ -140,16 +140,16 @@ def replay_command(
                        f"{network}")
     fabric = topology.build(topology_name or default_topology, gpus=world, gpus_per_node=per_node, gpu=new_spec,
                             nic=nic, options=_topology_options(topology_option))
-    plan = replay.build_plan(run, scale_dp=scale_dp, busy_s=busy_s)
-    assumptions += plan.assumptions + [replay.describe_plan(plan)]
+    replay_plan = plan.build_plan(run, scale_dp=scale_dp, busy_s=busy_s)
+    assumptions += replay_plan.assumptions + [report.describe_plan(replay_plan)]
 
     from simcluster.engine.replay import replay as run_replay
 
     console = Console(stderr=as_json)
-    with console.status(f"replaying {plan.op_count()} ops on {world} ranks..."):
-        result = run_replay(plan, fabric, network)
+    with console.status(f"replaying {replay_plan.op_count()} ops on {world} ranks..."):
+        result = run_replay(replay_plan, fabric, network)
     events = result.events
-    steps = replay.step_report(run, events)
+    steps = report.step_report(run, events)
 
     if stepping:
         typer.echo("\n".join(_event_lines(events, until_s, events_count)))
@@ -179,8 +179,8 @@ def _write(out_dir: Path, events, steps: list[dict], assumptions: list[str], nam
     written[1].write_text(json.dumps({"steps": steps, "assumptions": assumptions}, indent=2) + "\n")
     max_ranks = catalog.load("engine")["trace"]["max_ranks"]
     with gzip.open(written[2], "wt") as handle:
-        json.dump(replay.chrome_trace(events, max_ranks), handle)
+        json.dump(report.chrome_trace(events, max_ranks), handle)
     written.append(plot_timeline(events, out_dir / "timeline.png", title=f"{name}: replayed"))
-    written.append(plot_timeline(replay.recorded_view(events), out_dir / "timeline-recorded.png",
+    written.append(plot_timeline(report.recorded_view(events), out_dir / "timeline-recorded.png",
                                  title=f"{name}: recorded"))
     return written
