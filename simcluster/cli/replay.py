@@ -3,6 +3,7 @@
 Compute keeps its recorded durations (rescaled when ``--gpu`` changes), communication is re-simulated on the
 chosen fabric. Reports recorded vs replayed step time per step, writes the events, a Perfetto trace with both
 timelines and timeline pictures; ``--until``/``--events`` print the replayed events in time order instead.
+The replay itself is ``simcluster.studies.replay``; this module parses options, prints and writes files.
 """
 
 from __future__ import annotations
@@ -21,26 +22,11 @@ from simcluster.cli.collective import _topology_options
 from simcluster.cli.run import check_network, unique_dir
 from simcluster.core import catalog, units
 from simcluster.core.errors import ScenarioError
-from simcluster.fabric import topology
-from simcluster.replay import plan as replay
-from simcluster.replay.formats import load_trace, read_kineto
-from simcluster.spec import hardware
+from simcluster.replay.report import chrome_trace, recorded_view
+from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE
+from simcluster.studies.replay import ReplayOutcome, replay_traces
 
 _RANK_SUFFIX = re.compile(r"([._-]rank[_-]?\d+)?(\.\d+)?(\.json(\.gz)?|\.et)$", re.IGNORECASE)
-
-
-def _nic(text: str, default_name: str) -> hardware.NicSpec:
-    """A catalog NIC, or a line rate ('25 Gb/s'): the default NIC's adapter and host link at that rate."""
-    if text in hardware.nic_names():
-        return hardware.nic(text, field="--nic")
-    try:
-        rate = units.parse(text, units.BYTES_PER_S, field="--nic")
-    except ScenarioError:
-        fail("--nic", f"expected a catalog NIC ({', '.join(hardware.nic_names())}) or a line rate such as "
-                      f"'25 Gb/s', got {text!r}")
-    base = hardware.nic(default_name)
-    return hardware.NicSpec(**{**base.model_dump(), "name": f"custom {rate * 8 / 1e9:g} Gb/s",
-                               "rate": f"{rate} B/s"})
 
 
 def _trace_name(paths: list[Path]) -> str:
@@ -91,7 +77,7 @@ def replay_command(
                                         "another GPU rescales compute"),
     nic_name: str | None = typer.Option(None, "--nic", help="NIC catalog name or a line rate such as '25 Gb/s'"),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", min=1, help="GPUs per node "
-                                             f"(default {replay.DEFAULT_GPUS_PER_NODE})"),
+                                             f"(default {DEFAULT_GPUS_PER_NODE})"),
     scale_dp: int = typer.Option(1, "--scale-dp", min=1, help="replicate the data-parallel dimension K times"),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
     gpu_scaling: str = typer.Option("roofline", "--gpu-scaling", help="compute rescaling when --gpu changes: "
@@ -105,82 +91,58 @@ def replay_command(
 ) -> None:
     """Replay a recorded run (PyTorch-profiler or Chakra traces) on a fabric: recorded vs replayed step time."""
     check_network(network)
-    if until is not None and events_count is not None:
-        fail("--until", "give --until or --events, not both")
     stepping = until is not None or events_count is not None
-    if stepping and as_json:
-        fail("--json", "--json prints the step report; --until/--events print events: choose one")
-    until_s = None
-    if until is not None:
-        try:
-            until_s = units.parse(until, units.SECONDS, field="--until")
-        except ScenarioError:
-            fail("--until", f"expected a time with its unit, such as 12.5ms, got {until!r}")
-    network = network or "flow"
-    run = load_trace(traces)
-
-    recorded_gpu, gpu_sentence = replay.infer_gpu(run.gpu_name)
-    target_gpu = gpu_name or recorded_gpu
-    new_spec = hardware.gpu(target_gpu, field="--gpu")
-    assumptions = list(run.assumptions) + [gpu_sentence]
-    busy_s = None
-    if target_gpu != recorded_gpu:
-        kineto = all(not p.name.lower().endswith(".et") for p in traces)
-        kernels = read_kineto(traces, merge_compute=False) if kineto and gpu_scaling == "roofline" else None
-        busy_s, sentence = replay.busy_rescaled(run, hardware.gpu(recorded_gpu), new_spec, gpu_scaling, kernels)
-        assumptions.append(sentence)
-    world = run.world_size * scale_dp
-    per_node = gpus_per_node or replay.DEFAULT_GPUS_PER_NODE
-    default_topology, default_nic, fabric_sentence = replay.default_fabric(world, target_gpu, per_node)
-    nic = _nic(nic_name, default_nic) if nic_name else hardware.nic(default_nic)
-    if topology_name is None and nic_name is None and gpus_per_node is None:
-        assumptions.append(fabric_sentence)
-    assumptions.append(f"fabric replayed on: {topology_name or default_topology}, {world} x {target_gpu}, "
-                       f"{per_node} per node, NIC {nic.name} ({nic.rate * 8 / 1e9:g} Gb/s), network model "
-                       f"{network}")
-    fabric = topology.build(topology_name or default_topology, gpus=world, gpus_per_node=per_node, gpu=new_spec,
-                            nic=nic, options=_topology_options(topology_option))
-    plan = replay.build_plan(run, scale_dp=scale_dp, busy_s=busy_s)
-    assumptions += plan.assumptions + [replay.describe_plan(plan)]
-
-    from simcluster.engine.replay import replay as run_replay
-
+    until_s = _until_s(until, events_count, as_json)
     console = Console(stderr=as_json)
-    with console.status(f"replaying {plan.op_count()} ops on {world} ranks..."):
-        result = run_replay(plan, fabric, network)
-    events = result.events
-    steps = replay.step_report(run, events)
-
+    outcome = replay_traces(traces, topology_name=topology_name, topology_options=_topology_options(topology_option),
+                            gpu_name=gpu_name, nic=nic_name, gpus_per_node=gpus_per_node, scale_dp=scale_dp,
+                            network_model=network, gpu_scaling=gpu_scaling, status=console.status)
     if stepping:
-        typer.echo("\n".join(_event_lines(events, until_s, events_count)))
+        typer.echo("\n".join(_event_lines(outcome.events, until_s, events_count)))
         if out is None:
             return
-    out_dir = unique_dir(out or Path("runs") / f"replay-{_trace_name(traces)}")
-    written = _write(out_dir, events, steps, assumptions, _trace_name(traces))
+    name = _trace_name(traces)
+    out_dir = unique_dir(out or Path("runs") / f"replay-{name}")
+    written = _write(out_dir, outcome, name)
     if stepping:
         return
     if as_json:
-        typer.echo(json.dumps({"steps": steps, "assumptions": assumptions}, indent=2))
+        typer.echo(json.dumps(outcome.report(), indent=2))
         return
-    console.print(_steps_table(steps, f"{_trace_name(traces)} replayed on {fabric.name} ({world} x {target_gpu})"))
-    for sentence in assumptions:
+    console.print(_steps_table(outcome.steps, f"{name} replayed on {outcome.fabric.name} "
+                                              f"({outcome.plan.world_size} x {outcome.gpu})"))
+    for sentence in outcome.assumptions:
         console.print(f"- {sentence}", highlight=False)
     console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
 
 
-def _write(out_dir: Path, events, steps: list[dict], assumptions: list[str], name: str) -> list[Path]:
+def _until_s(until: str | None, events_count: int | None, as_json: bool) -> float | None:
+    """``--until`` in seconds, once checked against ``--events`` and ``--json`` (each prints something else)."""
+    if until is not None and events_count is not None:
+        fail("--until", "give --until or --events, not both")
+    if (until is not None or events_count is not None) and as_json:
+        fail("--json", "--json prints the step report; --until/--events print events: choose one")
+    if until is None:
+        return None
+    try:
+        return units.parse(until, units.SECONDS, field="--until")
+    except ScenarioError:
+        fail("--until", f"expected a time with its unit, such as 12.5ms, got {until!r}")
+
+
+def _write(out_dir: Path, outcome: ReplayOutcome, name: str) -> list[Path]:
     """events.csv, replay.json (steps, assumptions), trace.json.gz (recorded and replayed side by side),
     timeline.png (replayed) and timeline-recorded.png."""
     from simcluster.analysis.timeline import plot_timeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "events.csv", out_dir / "replay.json", out_dir / "trace.json.gz"]
-    events.to_csv(written[0], index=False)
-    written[1].write_text(json.dumps({"steps": steps, "assumptions": assumptions}, indent=2) + "\n")
+    outcome.events.to_csv(written[0], index=False)
+    written[1].write_text(json.dumps(outcome.report(), indent=2) + "\n")
     max_ranks = catalog.load("engine")["trace"]["max_ranks"]
     with gzip.open(written[2], "wt") as handle:
-        json.dump(replay.chrome_trace(events, max_ranks), handle)
-    written.append(plot_timeline(events, out_dir / "timeline.png", title=f"{name}: replayed"))
-    written.append(plot_timeline(replay.recorded_view(events), out_dir / "timeline-recorded.png",
+        json.dump(chrome_trace(outcome.events, max_ranks), handle)
+    written.append(plot_timeline(outcome.events, out_dir / "timeline.png", title=f"{name}: replayed"))
+    written.append(plot_timeline(recorded_view(outcome.events), out_dir / "timeline-recorded.png",
                                  title=f"{name}: recorded"))
     return written

@@ -15,9 +15,11 @@ from simcluster import collectives, network
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.replay import replay as run_replay
 from simcluster.fabric import topology
-from simcluster.replay import plan as replay
 from simcluster.replay.formats import read_chakra, read_kineto, write_chakra
+from simcluster.replay.plan import _unknown_group, build_plan
 from simcluster.replay.recorded import RecordedOp, RecordedRun
+from simcluster.replay.report import RECORDED_PID_OFFSET, chrome_trace, exposed_s, step_report
+from simcluster.replay.rescale import busy_rescaled, default_fabric, infer_gpu, kernel_speedup
 from simcluster.spec import hardware
 
 DATA = Path(__file__).parent.parent / "data"
@@ -59,7 +61,7 @@ def test_replay_without_resimulated_communication_reproduces_every_recorded_time
            op(0, 7, "compute", 5.0, 1.0, waits_for=(1,)),
            op(0, 9, "compute", 7.0, 0.2)]
     run = RecordedRun(ranks={0: ops}, world_size=1)
-    events = run_replay(replay.build_plan(run), fabric_for(1, A100_80)).events
+    events = run_replay(build_plan(run), fabric_for(1, A100_80)).events
     for row in events.itertuples():
         assert math.isclose(row.start_s, row.recorded_start_s, abs_tol=1e-12)
         assert math.isclose(row.end_s, row.recorded_end_s, abs_tol=1e-12)
@@ -75,7 +77,7 @@ def test_collective_slower_than_recorded_delays_the_op_waiting_for_it_by_the_rec
                     waits_for=(0,)),
                  op(r, 7, "compute", 1.31, 1.0, waits_for=(1,))] for r in range(8)}
     run = RecordedRun(ranks=ranks, world_size=8)
-    events = run_replay(replay.build_plan(run), fabric_for(8, A100_80), "analytic").events
+    events = run_replay(build_plan(run), fabric_for(8, A100_80), "analytic").events
     coll = events[events["op_kind"] == "collective"].iloc[0]
     after = events[(events["index"] == 2) & (events["rank"] == 0)].iloc[0]
     assert coll.simulated and coll.start_s == pytest.approx(1e-3)
@@ -92,7 +94,7 @@ def test_collectives_are_matched_by_order_and_unmatched_ones_keep_their_recorded
              1: [op(1, 9, "collective", 0.5, 0.5, name="allreduce", size_bytes=1e6, group=pair),
                  op(1, 9, "collective", 3.0, 2.0, name="allreduce", size_bytes=1e6, group=pair)]}
     run = RecordedRun(ranks=ranks, world_size=2)
-    plan = replay.build_plan(run)
+    plan = build_plan(run)
     events = run_replay(plan, fabric_for(2, A100_80)).events.set_index(["rank", "index"])
     assert events.loc[(0, 0), "simulated"] and events.loc[(1, 0), "simulated"]
     assert events.loc[(0, 0), "end_s"] == events.loc[(1, 0), "end_s"]  # one collective, one completion
@@ -111,18 +113,18 @@ def test_ranks_disagreeing_on_collective_order_stall_with_a_clear_error():
                  op(1, 9, "collective", 2, 1, name="allreduce", size_bytes=1e6, group=g1)],
              2: [op(2, 9, "collective", 0, 1, name="allreduce", size_bytes=1e6, group=g2)]}
     with pytest.raises(ScenarioError, match="stalled"):
-        run_replay(replay.build_plan(RecordedRun(ranks=ranks, world_size=3)), fabric_for(3, A100_80))
+        run_replay(build_plan(RecordedRun(ranks=ranks, world_size=3)), fabric_for(3, A100_80))
 
 
 def test_group_known_by_size_only_is_the_block_of_consecutive_ranks():
-    assert replay._unknown_group(5, 4, 16) == (4, 5, 6, 7)
-    assert replay._unknown_group(13, 8, 16) == tuple(range(8, 16))
+    assert _unknown_group(5, 4, 16) == (4, 5, 6, 7)
+    assert _unknown_group(13, 8, 16) == tuple(range(8, 16))
 
 
 def test_exposed_communication_is_the_part_not_covered_by_compute():
     # comm 0..10 ms, compute 2..5 and 4..6: covered 2..6 = 4 ms, exposed 6 ms
-    assert replay.exposed_s([(0.0, 10.0)], [(2.0, 5.0), (4.0, 6.0)]) == pytest.approx(6.0)
-    assert replay.exposed_s([(1.0, 2.0)], [(0.0, 3.0)]) == 0.0
+    assert exposed_s([(0.0, 10.0)], [(2.0, 5.0), (4.0, 6.0)]) == pytest.approx(6.0)
+    assert exposed_s([(1.0, 2.0)], [(0.0, 3.0)]) == 0.0
 
 
 # ---- GPU and fabric inference, rescaling ---------------------------------------------------------------------
@@ -131,34 +133,34 @@ def test_exposed_communication_is_the_part_not_covered_by_compute():
     ("NVIDIA A100-PG509-200", "a100-40gb-sxm"), ("NVIDIA A100-SXM4-80GB", "a100-80gb-sxm"),
     ("NVIDIA A100-SXM4-40GB", "a100-40gb-sxm"), ("NVIDIA H100 80GB HBM3", "h100-sxm"), (None, "a100-80gb-sxm")])
 def test_device_names_map_to_catalog_gpus(device, expected):
-    name, sentence = replay.infer_gpu(device)
+    name, sentence = infer_gpu(device)
     assert name == expected and expected in sentence
 
 
 def test_roofline_rescaling_uses_peak_ratio_for_gemms_and_hbm_ratio_for_the_rest():
     """A100 40 GB -> H100 SXM, datasheet figures: bf16 312 -> 989.4 TFLOP/s, HBM 1.555 -> 3.35 TB/s."""
     h100 = hardware.gpu("h100-sxm")
-    assert replay.kernel_speedup("cutlass_80_tensorop_s1688gemm", A100_40, h100) == pytest.approx(989.4 / 312)
-    assert replay.kernel_speedup("vectorized_elementwise_kernel", A100_40, h100) == pytest.approx(3.35 / 1.555)
-    assert replay.kernel_speedup("vectorized_elementwise_kernel", A100_40, h100, "peak") == \
+    assert kernel_speedup("cutlass_80_tensorop_s1688gemm", A100_40, h100) == pytest.approx(989.4 / 312)
+    assert kernel_speedup("vectorized_elementwise_kernel", A100_40, h100) == pytest.approx(3.35 / 1.555)
+    assert kernel_speedup("vectorized_elementwise_kernel", A100_40, h100, "peak") == \
         pytest.approx(989.4 / 312)
     # a merged segment of a 1 ms GEMM and a 1 ms elementwise kernel, 0.5 ms of launch gap between them
     segment = op(0, 7, "compute", 0.0, 2.5, name="gemm +1 kernels", kernels=2, busy_s=2e-3)
     kernels = RecordedRun(ranks={0: [op(0, 7, "compute", 0.0, 1.0, name="sm80_xmma_gemm"),
                                      op(0, 7, "compute", 1.5, 1.0, name="elementwise_kernel")]}, world_size=1)
     run = RecordedRun(ranks={0: [segment]}, world_size=1)
-    busy, sentence = replay.busy_rescaled(run, A100_40, h100, "roofline", kernels)
+    busy, sentence = busy_rescaled(run, A100_40, h100, "roofline", kernels)
     assert busy[(0, 0)] == pytest.approx(1e-3 * 312 / 989.4 + 1e-3 * 1.555 / 3.35)
-    plan = replay.build_plan(run, busy_s=busy)
+    plan = build_plan(run, busy_s=busy)
     assert plan.ops[0][0].duration_s == pytest.approx(0.5e-3 + busy[(0, 0)])  # the launch gap is kept
     assert "kernel by kernel" in sentence
 
 
 def test_faster_gpu_shortens_compute_of_a_real_trace(two_ranks):
-    busy, _ = replay.busy_rescaled(two_ranks, A100_40, hardware.gpu("h100-sxm"))
+    busy, _ = busy_rescaled(two_ranks, A100_40, hardware.gpu("h100-sxm"))
     fabric = fabric_for(2, hardware.gpu("h100-sxm"))
-    base = replay.step_report(two_ranks, run_replay(replay.build_plan(two_ranks), fabric_for(2, A100_40)).events)
-    fast = replay.step_report(two_ranks, run_replay(replay.build_plan(two_ranks, busy_s=busy), fabric).events)
+    base = step_report(two_ranks, run_replay(build_plan(two_ranks), fabric_for(2, A100_40)).events)
+    fast = step_report(two_ranks, run_replay(build_plan(two_ranks, busy_s=busy), fabric).events)
     for b, f in zip(base, fast, strict=True):
         # every kernel speeds up by between the HBM ratio (2.15x) and the peak ratio (3.17x)
         assert b["compute_s"] / 3.18 < f["compute_s"] < b["compute_s"] / 2.15
@@ -184,14 +186,14 @@ def test_replay_on_the_fabric_it_ran_on_reproduces_the_recorded_step_time(trace,
     fat-tree (rail-fat-tree). The communication is re-simulated (most ops), not copied: its durations change.
     """
     run = request.getfixturevalue(trace)
-    gpu_name, _ = replay.infer_gpu(run.gpu_name)
-    topology_name, nic, _ = replay.default_fabric(run.world_size, gpu_name, 8)
+    gpu_name, _ = infer_gpu(run.gpu_name)
+    topology_name, nic, _ = default_fabric(run.world_size, gpu_name, 8)
     assert (gpu_name, topology_name, nic) == {
         "two_ranks": ("a100-40gb-sxm", "nvswitch-node", "connectx-6"),
         "sixteen_ranks": ("a100-80gb-sxm", "rail-fat-tree", "connectx-6")}[trace]
     fabric = fabric_for(run.world_size, hardware.gpu(gpu_name), topology_name, nic)
-    events = run_replay(replay.build_plan(run), fabric).events
-    steps = replay.step_report(run, events)
+    events = run_replay(build_plan(run), fabric).events
+    steps = step_report(run, events)
     assert [s["step"] for s in steps] == run.step_numbers()
     for s in steps:
         assert abs(s["replayed_step_s"] / run.step_time_s(s["step"]) - 1) < 0.10
@@ -206,11 +208,11 @@ def test_replay_on_the_fabric_it_ran_on_reproduces_the_recorded_step_time(trace,
 def test_slower_fabric_grows_exposed_communication_and_keeps_compute(two_ranks):
     """The 2-rank run moved to two nodes, one GPU each, behind ConnectX-6 on a 4:1 oversubscribed leaf-spine
     (one host per leaf: every byte crosses a 200/4 = 50 Gb/s uplink)."""
-    plan = replay.build_plan(two_ranks)
+    plan = build_plan(two_ranks)
     base = run_replay(plan, fabric_for(2, A100_40)).events
     slow_fabric = fabric_for(2, A100_40, "leaf-spine", gpus_per_node=1, oversubscription=4, hosts_per_leaf=1)
     slow = run_replay(plan, slow_fabric).events
-    before, after = replay.step_report(two_ranks, base), replay.step_report(two_ranks, slow)
+    before, after = step_report(two_ranks, base), step_report(two_ranks, slow)
     for b, a in zip(before, after, strict=True):
         assert a["compute_s"] == b["compute_s"]
         assert a["exposed_comm_s"] > b["exposed_comm_s"] + 1e-3
@@ -221,7 +223,7 @@ def test_slower_fabric_grows_exposed_communication_and_keeps_compute(two_ranks):
 
 
 def test_scale_dp_grows_world_spanning_groups_and_explains_it(two_ranks):
-    plan = replay.build_plan(two_ranks, scale_dp=4)
+    plan = build_plan(two_ranks, scale_dp=4)
     assert plan.world_size == 8 and set(plan.ops) == set(range(8))
     groups = {o.group for ops in plan.ops.values() for o in ops if o.collective}
     assert groups == {tuple(range(8))}
@@ -234,8 +236,8 @@ def test_chakra_export_then_import_gives_the_same_replayed_step_time(two_ranks, 
     """simcluster's Chakra export keeps times to the nanosecond: the replay of the re-imported run matches."""
     again = read_chakra(write_chakra(two_ranks, tmp_path, "job"))
     fabric = fabric_for(2, A100_40)
-    original = replay.step_report(two_ranks, run_replay(replay.build_plan(two_ranks), fabric).events)
-    reread = replay.step_report(again, run_replay(replay.build_plan(again), fabric).events)
+    original = step_report(two_ranks, run_replay(build_plan(two_ranks), fabric).events)
+    reread = step_report(again, run_replay(build_plan(again), fabric).events)
     assert [s["step"] for s in reread] == [s["step"] for s in original]
     for a, b in zip(original, reread, strict=True):
         assert b["replayed_step_s"] == pytest.approx(a["replayed_step_s"], abs=1e-8)
@@ -250,7 +252,7 @@ def test_astra_sim_chakra_allreduce_takes_the_time_of_the_collective_alone():
 
     run = read_chakra(sorted((DATA / "chakra").glob("all_reduce.*.et")))
     fabric = fabric_for(8, A100_80)
-    steps = replay.step_report(run, run_replay(replay.build_plan(run), fabric).events)
+    steps = step_report(run, run_replay(build_plan(run), fabric).events)
     group, size = tuple(range(8)), 2**20
     alone_s = collectives.simulate(engine_schedule(fabric, "allreduce", group, size),
                                    network.make("flow", collectives.calibrated(fabric)))
@@ -261,17 +263,17 @@ def test_astra_sim_chakra_allreduce_takes_the_time_of_the_collective_alone():
 
 
 def test_perfetto_trace_holds_recorded_and_replayed_copies(two_ranks):
-    events = run_replay(replay.build_plan(two_ranks), fabric_for(2, A100_40), "analytic").events
-    trace = replay.chrome_trace(events, max_ranks=8)["traceEvents"]
+    events = run_replay(build_plan(two_ranks), fabric_for(2, A100_40), "analytic").events
+    trace = chrome_trace(events, max_ranks=8)["traceEvents"]
     spans = [e for e in trace if e["ph"] == "X"]
     pids = {e["pid"] for e in spans}
-    assert pids == {0, 1, replay.RECORDED_PID_OFFSET, replay.RECORDED_PID_OFFSET + 1}
+    assert pids == {0, 1, RECORDED_PID_OFFSET, RECORDED_PID_OFFSET + 1}
     assert len(spans) == 2 * len(events)
 
 
 def test_steps_without_annotations_become_one_step():
     ops = [op(0, 7, "compute", 0.0, 1.0), op(0, 7, "compute", 2.0, 1.0)]
     run = RecordedRun(ranks={0: ops}, world_size=1, steps=[])
-    steps = replay.step_report(run, run_replay(replay.build_plan(run), fabric_for(1, A100_80)).events)
+    steps = step_report(run, run_replay(build_plan(run), fabric_for(1, A100_80)).events)
     assert len(steps) == 1 and steps[0]["recorded_step_s"] == pytest.approx(3e-3)
     assert steps[0]["compute_s"] == pytest.approx(2e-3)

@@ -13,16 +13,20 @@ from simcluster.replay.formats.chakra import read_chakra, write_chakra
 from simcluster.replay.formats.kineto import read_kineto
 from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep
 
-__all__ = ["RecordedOp", "RecordedRun", "RecordedStep", "load_trace", "read_chakra", "read_kineto",
+__all__ = ["RecordedOp", "RecordedRun", "RecordedStep", "is_chakra", "load_trace", "read_chakra", "read_kineto",
            "write_chakra"]
+
+
+def is_chakra(path: str | Path) -> bool:
+    """Whether a trace file is Chakra (``*.et``), by its name; anything else is read as Kineto JSON."""
+    return Path(path).name.lower().endswith(".et")
 
 
 def load_trace(paths: Sequence[str | Path]) -> RecordedRun:
     """Import trace files of one run (one per rank), Chakra or Kineto by extension (not both at once)."""
     if not paths:
         raise ScenarioError("trace", "no trace files given")
-    names = [Path(p).name.lower() for p in paths]
-    chakra = [n.endswith(".et") for n in names]
+    chakra = [is_chakra(p) for p in paths]
     if all(chakra):
         return read_chakra(paths)
     if any(chakra):

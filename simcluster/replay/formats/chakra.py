@@ -6,7 +6,8 @@ Node fields used: id (1), name (2), type (3), ctrl_deps (4), data_deps (5), star
 duration_micros (7), attr (10). Node types: COMP_NODE 4, COMM_SEND_NODE 5, COMM_RECV_NODE 6, COMM_COLL_NODE 7.
 Attributes read: comm_type (CollectiveCommType: ALL_REDUCE 0, REDUCE 1, ALL_GATHER 2, GATHER 3, SCATTER 4,
 BROADCAST 5, ALL_TO_ALL 6, REDUCE_SCATTER 7, REDUCE_SCATTER_BLOCK 8, BARRIER 9), comm_size (bytes), comm_src,
-comm_dst, is_cpu_op. The wire format is decoded by ``simcluster.traces.protobuf`` (no protobuf dependency).
+comm_dst, is_cpu_op. The wire format is decoded by ``simcluster.replay.formats.protobuf`` (no protobuf
+dependency).
 
 Export writes what ASTRA-sim reads (types, comm_type, comm_size, comm_src/comm_dst, durations in
 microseconds, ctrl_deps = previous op of the same stream, data_deps = cross-stream waits) plus attributes of

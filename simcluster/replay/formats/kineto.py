@@ -326,64 +326,76 @@ def _inside_comm_call(cpu_comm: dict[object, list[dict]], event: dict) -> bool:
 
 
 def _infer_waits(trace: _RankTrace, waits: list[dict], cpu_comm: dict[object, list[dict]]) -> None:
-    ops = trace.ops
+    """Cross-stream waits of every op: from the ``cudaStreamWaitEvent`` calls when the trace has them, else from
+    timing; the ops waited for are marked (a compute segment never merges across one)."""
     if waits:
-        # Replay the CPU launch order: a cudaStreamWaitEvent makes the next kernel launched from its thread
-        # wait for the most recently launched op of another stream (where the event was recorded).
-        # Waits issued inside a communication call (NCCL's own stream juggling) only bind its NCCL kernel.
-        timeline: list[tuple[float, int, object, int]] = [
-            (w["ts"], 0, w.get("tid"), int(_inside_comm_call(cpu_comm, w))) for w in waits]
-        timeline += [(op.launch_ts_us, 1, op.launch_tid, i) for i, op in enumerate(ops)
-                     if op.launch_ts_us is not None]
-        timeline.sort(key=lambda t: (t[0], t[1]))
-        last_launched: dict[object, int] = {}
-        pending: dict[object, bool] = {}  # CPU thread -> the pending wait binds communication kernels only
-        for _ts, is_launch, tid, i in timeline:
-            if not is_launch:
-                pending[tid] = pending.get(tid, True) and bool(i)
-                continue
-            op = ops[i]
-            if tid in pending:
-                comm_only = pending.pop(tid)
-                if comm_only and op.kind == COMPUTE:
-                    last_launched[op.stream] = i
-                    continue
-                others = [j for s, j in last_launched.items() if s != op.stream]
-                if others:
-                    source = max(others, key=lambda j: ops[j].launch_ts_us)
-                    if ops[source].end_us <= op.ts_us + 1e-3:  # a wait must agree with the recorded times
-                        op.waits.add(source)
-                    else:
-                        trace.notes["waits dropped: source ended after the waiter started"] += 1
-            last_launched[op.stream] = i
-        trace.notes["cross-stream waits from cudaStreamWaitEvent"] += sum(len(o.waits) for o in ops)
+        _waits_from_launches(trace, waits, cpu_comm)
+        trace.notes["cross-stream waits from cudaStreamWaitEvent"] += sum(len(o.waits) for o in trace.ops)
     else:
-        window_us = WAIT_MATCH_WINDOW_S / US
-        ends: dict[object, list[tuple[float, int]]] = defaultdict(list)
-        for i, op in enumerate(ops):
-            ends[op.stream].append((op.end_us, i))
-        for stream_ends in ends.values():
-            stream_ends.sort()
-        prev_end: dict[object, float] = {}
-        for op in ops:
-            idle_from = prev_end.get(op.stream, -math.inf)
-            prev_end[op.stream] = op.end_us
-            best = None
-            for stream, stream_ends in ends.items():
-                if stream == op.stream:
-                    continue
-                k = bisect.bisect_right(stream_ends, (op.ts_us + 1e-3, math.inf)) - 1
-                if k >= 0:
-                    end, j = stream_ends[k]
-                    if end > idle_from and op.ts_us - end <= window_us and (best is None or end > best[0]):
-                        best = (end, j)
-            if best is not None:
-                op.waits.add(best[1])
+        _waits_from_timing(trace.ops)
         trace.notes["cross-stream waits from timing (no cudaStreamWaitEvent records)"] += \
-            sum(len(o.waits) for o in ops)
-    for op in ops:
+            sum(len(o.waits) for o in trace.ops)
+    for op in trace.ops:
         for j in op.waits:
-            ops[j].is_wait_source = True
+            trace.ops[j].is_wait_source = True
+
+
+def _waits_from_launches(trace: _RankTrace, waits: list[dict], cpu_comm: dict[object, list[dict]]) -> None:
+    """Replay the CPU launch order: a cudaStreamWaitEvent makes the next kernel launched from its thread wait for
+    the most recently launched op of another stream (where the event was recorded). Waits issued inside a
+    communication call (NCCL's own stream juggling) only bind its NCCL kernel."""
+    ops = trace.ops
+    timeline: list[tuple[float, int, object, int]] = [
+        (w["ts"], 0, w.get("tid"), int(_inside_comm_call(cpu_comm, w))) for w in waits]
+    timeline += [(op.launch_ts_us, 1, op.launch_tid, i) for i, op in enumerate(ops)
+                 if op.launch_ts_us is not None]
+    timeline.sort(key=lambda t: (t[0], t[1]))
+    last_launched: dict[object, int] = {}
+    pending: dict[object, bool] = {}  # CPU thread -> the pending wait binds communication kernels only
+    for _ts, is_launch, tid, i in timeline:
+        if not is_launch:
+            pending[tid] = pending.get(tid, True) and bool(i)
+            continue
+        op = ops[i]
+        if tid in pending:
+            comm_only = pending.pop(tid)
+            if comm_only and op.kind == COMPUTE:
+                last_launched[op.stream] = i
+                continue
+            others = [j for s, j in last_launched.items() if s != op.stream]
+            if others:
+                source = max(others, key=lambda j: ops[j].launch_ts_us)
+                if ops[source].end_us <= op.ts_us + 1e-3:  # a wait must agree with the recorded times
+                    op.waits.add(source)
+                else:
+                    trace.notes["waits dropped: source ended after the waiter started"] += 1
+        last_launched[op.stream] = i
+
+
+def _waits_from_timing(ops: list[_GpuOp]) -> None:
+    """Without launch records: an op that starts within ``WAIT_MATCH_WINDOW_S`` after an op of another stream
+    ended, after an idle gap on its own stream, waited for the latest such op."""
+    window_us = WAIT_MATCH_WINDOW_S / US
+    ends: dict[object, list[tuple[float, int]]] = defaultdict(list)
+    for i, op in enumerate(ops):
+        ends[op.stream].append((op.end_us, i))
+    for stream_ends in ends.values():
+        stream_ends.sort()
+    prev_end: dict[object, float] = {}
+    for op in ops:
+        idle_from = prev_end.get(op.stream, -math.inf)
+        prev_end[op.stream] = op.end_us
+        best = None
+        for stream, stream_ends in ends.items():
+            if stream == op.stream:
+                continue
+            k = bisect.bisect_right(stream_ends, (op.ts_us + 1e-3, math.inf)) - 1
+            if k >= 0:
+                end, j = stream_ends[k]
+                if end > idle_from and op.ts_us - end <= window_us and (best is None or end > best[0]):
+                    best = (end, j)
+        if best is not None:
+            op.waits.add(best[1])
 
 
 def _short_name(name: str) -> str:

@@ -197,11 +197,6 @@ class MessageWriter:
             self.bytes_field(number, b"".join(encode_varint(v) for v in values))
         return self
 
-    def packed_doubles(self, number: int, values: list[float]) -> MessageWriter:
-        if values:
-            self.bytes_field(number, b"".join(struct.pack("<d", v) for v in values))
-        return self
-
     def __bytes__(self) -> bytes:
         return bytes(self._out)
 

@@ -1,0 +1,157 @@
+"""What a replay measured: per-step figures, and the recorded and replayed timelines side by side.
+
+Everything here reads the events table of ``engine/replay.py`` (one row per replayed op, its recorded times
+alongside), so the same measure is taken on both timelines: what the replay changed is the difference.
+- ``step_report``: per recorded step, recorded and replayed step time, compute, and exposed communication (the
+  time communication runs and no compute does, ``exposed_s``);
+- ``chrome_trace``: a Perfetto trace with each rank's replayed and recorded timelines as two processes;
+- ``recorded_view``: the events with their recorded times, to draw the recording with the same plotting code;
+- ``describe_plan``: the sentence saying how much of the communication the replay re-simulated.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from simcluster.replay.plan import ReplayPlan
+from simcluster.replay.recorded import RecordedRun, describe_ranges
+
+# ---- what a replay measured -------------------------------------------------------------------------------
+
+# Start and end columns of the events table for each timeline.
+REPLAYED = ("start_s", "end_s")
+RECORDED = ("recorded_start_s", "recorded_end_s")
+
+
+def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted disjoint intervals covering the same time as ``intervals`` (touching ones merged)."""
+    merged: list[list[float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        elif end > start:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def _length(intervals: list[tuple[float, float]]) -> float:
+    return sum(b - a for a, b in intervals)
+
+
+def _clip(intervals: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
+    return [(max(a, lo), min(b, hi)) for a, b in intervals if min(b, hi) > max(a, lo)]
+
+
+def exposed_s(comm: list[tuple[float, float]], compute: list[tuple[float, float]]) -> float:
+    """Time during which communication runs and no compute does: |union(comm) \\ union(compute)|."""
+    comm, compute = _union(comm), _union(compute)
+    return _length(comm) - _length(_union([(max(a, c), min(b, d)) for a, b in comm for c, d in compute
+                                           if min(b, d) > max(a, c)]))
+
+
+def step_report(run: RecordedRun, events: pd.DataFrame) -> list[dict]:
+    """Per recorded step: recorded and replayed step time, compute and exposed communication (means over
+    replayed ranks).
+
+    ``recorded_step_s`` is the profiler's own figure (``RecordedRun.step_time_s``: the ProfilerStep span of the
+    slowest rank). The replay moves it by what it changed on the GPU: a step's GPU work ends when the last op
+    launched in it ends (on any rank), and ``replayed_step_s = recorded_step_s + shift(end of this step) -
+    shift(end of the previous step)``, the shift being replayed minus recorded end (0 before the first step:
+    the replay keeps the recorded time origin). A GPU-bound step's ops run after its CPU annotation ends, so
+    GPU ends, not CPU annotations, mark what the replay moved. ``compute_s`` is the kernel time of the step's
+    compute ops; ``exposed_comm_s`` the time, in the step's GPU window (previous step's end to this one's),
+    during which a communication op runs and no compute segment does; ``recorded_exposed_comm_s`` the same
+    measure on the recorded times. Without step annotations the whole trace is one step.
+    """
+    numbers = run.step_numbers()
+    whole = not numbers or events["step"].isna().all()
+    rows = []
+    ranks = events["rank"].nunique()
+    start_s = recorded_start_s = float(events["recorded_start_s"].min()) if whole else \
+        min(s.started_at_s for s in run.steps)
+    for number in [None] if whole else numbers:
+        mine = events if number is None else events[events["step"] == number]
+        if mine.empty:
+            continue
+        end_s, recorded_end_s = float(mine["end_s"].max()), float(mine["recorded_end_s"].max())
+        if number is None:
+            recorded_step_s = recorded_end_s - recorded_start_s
+        else:
+            recorded_step_s = run.step_time_s(number)
+        shift_s = (end_s - recorded_end_s) - (start_s - recorded_start_s)
+        rows.append({"step": number, "recorded_step_s": recorded_step_s,
+                     "replayed_step_s": recorded_step_s + shift_s,
+                     "compute_s": float(mine.loc[mine["kind"] == "compute", "busy_s"].sum()) / ranks,
+                     "exposed_comm_s": _mean_exposed_s(events, start_s, end_s, REPLAYED),
+                     "recorded_exposed_comm_s": _mean_exposed_s(events, recorded_start_s, recorded_end_s,
+                                                                RECORDED)})
+        start_s, recorded_start_s = end_s, recorded_end_s
+    return rows
+
+
+def _mean_exposed_s(events: pd.DataFrame, lo_s: float, hi_s: float, timeline: tuple[str, str]) -> float:
+    """Exposed communication (``exposed_s``) between ``lo_s`` and ``hi_s`` on one timeline (the start and end
+    columns of ``REPLAYED`` or ``RECORDED``), mean over ranks: every op of a rank counts, whatever its step,
+    since an op launched in one step may overlap the next one's window."""
+    start_col, end_col = timeline
+    ranks = events["rank"].nunique()
+    total_s = 0.0
+    for _rank, of_rank in events.groupby("rank"):
+        is_comm = (of_rank["kind"] == "comm").tolist()
+        spans = list(zip(of_rank[start_col], of_rank[end_col], strict=True))
+        comm = _clip([s for s, c in zip(spans, is_comm, strict=True) if c], lo_s, hi_s)
+        compute = _clip([s for s, c in zip(spans, is_comm, strict=True) if not c], lo_s, hi_s)
+        total_s += exposed_s(comm, compute) / ranks
+    return total_s
+
+
+# ---- Perfetto: the recorded and the replayed timelines side by side ---------------------------------------
+
+RECORDED_PID_OFFSET = 1_000_000  # recorded rank r is process RECORDED_PID_OFFSET + r in the Perfetto trace
+
+
+def chrome_trace(events: pd.DataFrame, max_ranks: int) -> dict:
+    """Chrome/Perfetto trace: replayed rank r is process r, its recorded twin RECORDED_PID_OFFSET + r; one
+    thread per CUDA stream; times in microseconds. Only the first ``max_ranks`` ranks are written."""
+    ranks = sorted(events["rank"].unique())[:max_ranks]
+    kept = events[events["rank"].isin(ranks)]
+    trace: list[dict] = []
+    tids: dict[str, int] = {}
+    for (rank, stream), _rows in kept.groupby(["rank", "cuda_stream"]):
+        tid = tids.setdefault(stream, len(tids) + 1)
+        for pid, label in ((int(rank), "replayed"), (RECORDED_PID_OFFSET + int(rank), "recorded")):
+            trace.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                          "args": {"name": f"{label} rank {rank}"}})
+            trace.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
+                          "args": {"sort_index": 2 * int(rank) + (label == "recorded")}})
+            trace.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+                          "args": {"name": f"stream {stream}"}})
+    for row in kept.itertuples(index=False):
+        args = {"bytes": float(row.bytes), "step": None if pd.isna(row.step) else int(row.step),
+                "simulated": bool(row.simulated)}
+        for pid, start, end in ((int(row.rank), row.start_s, row.end_s),
+                                (RECORDED_PID_OFFSET + int(row.rank), row.recorded_start_s, row.recorded_end_s)):
+            trace.append({"ph": "X", "name": row.name, "cat": row.op_kind, "pid": pid,
+                          "tid": tids[row.cuda_stream], "ts": start * 1e6, "dur": max(0.0, (end - start) * 1e6),
+                          "args": args})
+    return {"traceEvents": trace, "displayTimeUnit": "ms"}
+
+
+def recorded_view(events: pd.DataFrame) -> pd.DataFrame:
+    """The events table with the recorded times in ``start_s``/``end_s`` (to plot the recording)."""
+    view = events.copy()
+    view["start_s"], view["end_s"] = events["recorded_start_s"], events["recorded_end_s"]
+    return view
+
+
+def describe_plan(plan: ReplayPlan) -> str:
+    """One sentence: how many ops are replayed and how many of the communication ops are re-simulated."""
+    comm = [op for ops in plan.ops.values() for op in ops if op.is_communication]
+    simulated = [op for op in comm if op.collective is not None]
+    kept = sorted({op.rank for op in comm if op.collective is None})
+    tail = f"; kept at recorded duration on ranks {describe_ranges(kept)}" if kept else ""
+    return (f"replayed {plan.op_count()} ops on {plan.world_size} ranks: {len(simulated)} of {len(comm)} "
+            f"communication ops re-simulated on the fabric{tail}")
+
+
+__all__ = ["RECORDED_PID_OFFSET", "chrome_trace", "describe_plan", "exposed_s", "recorded_view", "step_report"]
