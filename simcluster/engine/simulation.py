@@ -14,6 +14,7 @@ from simcluster.collectives import timing
 from simcluster.core import catalog
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
+from simcluster.engine.merge import SYMMETRIC, MergePolicy
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
 from simcluster.fabric import topology
@@ -37,11 +38,13 @@ class Simulation:
 
     ``expand=False`` (default) collapses each pipeline stage's data-, context- and tensor-parallel replicas into one
     representative agent; the network still carries every replica's traffic, so contention is exact. ``expand=True``
-    runs one agent per GPU; both give the same step time on a symmetric fabric.
+    runs one agent per GPU; both give the same step time on a symmetric fabric. ``merge`` decides which transfers
+    of one instant the network solves as one class (``engine.merge``; ``NO_MERGE`` to measure what merging costs on
+    an asymmetric fabric).
     """
 
     def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None,
-                 check_memory: bool = True):
+                 check_memory: bool = True, merge: MergePolicy = SYMMETRIC):
         self.scenario = scenario
         # a layout that does not fit fails before anything is built
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
@@ -54,7 +57,7 @@ class Simulation:
         if self.network_name == "chunk":  # bound the chunk events of multi-gigabyte gradient transfers
             options["max_chunks"] = catalog.load("engine")["chunk_model"]["max_chunks_per_transfer"]
         self.model = network.make(self.network_name, collectives.calibrated(self.fabric), **options)
-        self.net = NetworkDriver(self.env, self.model)
+        self.net = NetworkDriver(self.env, self.model, merge)
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net)
         self.recorder = Recorder()
         self.expand = expand

@@ -6,12 +6,14 @@ import dataclasses
 import gzip
 import json
 
+import numpy as np
 import pytest
 
 from simcluster import collectives, network
 from simcluster.collectives.timing import engine_schedule
 from simcluster.engine import Simulation, simulate
 from simcluster.fabric import topology
+from simcluster.network.base import TransferClass
 from simcluster.spec import config
 
 
@@ -141,3 +143,64 @@ def test_three_network_models_agree_within_their_resolution_on_a_small_3d_step()
     assert steps["flow"] >= steps["analytic"] * (1 - 1e-9)
     assert steps["flow"] == pytest.approx(steps["analytic"], rel=0.05)
     assert steps["chunk"] == pytest.approx(steps["flow"], rel=0.05)
+
+
+# ---- the merge policy of the network driver --------------------------------------------------------------------
+
+def classes_started(model) -> list[int]:
+    """The size of every class ``model`` is asked to start from now on, filled as the run goes."""
+    sizes, start = [], model.start
+
+    def counting_start(transfers, now_s):
+        sizes.append(transfers.members)
+        return start(transfers, now_s)
+
+    model.start = counting_start
+    return sizes
+
+
+def test_merge_policies_key_transfers_as_documented():
+    from simcluster.engine.merge import NO_MERGE, SYMMETRIC
+
+    send = TransferClass(np.array([[0, 8]]), 1e6, label="pp 0->1")
+    replica = TransferClass(np.array([[1, 9]]), 1e6, label="pp 0->1")
+    assert SYMMETRIC.key(send) == SYMMETRIC.key(replica)  # the same step in another replica
+    assert SYMMETRIC.key(send) != SYMMETRIC.key(TransferClass(send.pairs, 2e6, label="pp 0->1"))
+    assert SYMMETRIC.key(send) != SYMMETRIC.key(TransferClass(send.pairs, 1e6, label="pp 1->2"))
+    assert NO_MERGE.key(send) != NO_MERGE.key(send)  # every call its own class
+
+
+@pytest.mark.parametrize(("policy", "classes"), [("SYMMETRIC", 1), ("NO_MERGE", 2)])
+def test_network_driver_hands_the_model_the_classes_its_policy_makes(policy, classes):
+    import simpy
+
+    from simcluster.engine import merge
+    from simcluster.engine.drivers import NetworkDriver
+
+    fabric = topology.from_scenario(scenario(cluster__nodes=2, parallelism__dp=16, training__global_batch_size=16))
+    model = network.make("analytic", collectives.calibrated(fabric))
+    started = classes_started(model)
+    env = simpy.Environment()
+    driver = NetworkDriver(env, model, merge=getattr(merge, policy))
+    events = [driver.transfer(TransferClass(np.array([[r, r + 8]]), 1e6, label="pp 0->1")) for r in (0, 1)]
+    env.run()
+    assert sorted(started) == ([2] if classes == 1 else [1, 1])
+    assert all(event.triggered for event in events)
+    assert (events[0] is events[1]) == (classes == 1)
+
+
+def test_no_merge_gives_the_default_step_time_on_a_symmetric_fabric():
+    # expanded, every replica's send and every group's ring step is its own transfer() call: unmerged, each is its
+    # own class, and on a non-blocking rail-optimised fat-tree each gets the rate the merged class gets
+    from simcluster.engine.merge import NO_MERGE
+
+    spec = scenario(cluster__nodes=2, parallelism__tp=2, parallelism__pp=2, parallelism__dp=4,
+                    training__global_batch_size=16, network="flow")
+    merged = Simulation(spec, expand=True)
+    unmerged = Simulation(spec, expand=True, merge=NO_MERGE)
+    merged_classes, unmerged_classes = classes_started(merged.model), classes_started(unmerged.model)
+    merged_s = merged.run().summary["step_time_s"]
+    unmerged_s = unmerged.run().summary["step_time_s"]
+    assert len(unmerged_classes) > len(merged_classes)  # the policy did split classes
+    assert sum(unmerged_classes) == sum(merged_classes)  # the same transfers
+    assert unmerged_s == pytest.approx(merged_s, rel=1e-9)
