@@ -9,18 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from simcluster.engine.record import Tally
 from simcluster.parallel.plan import bucket_count
-
-
-@dataclass
-class Tally:
-    """Where one agent's step time went (seconds, summed over the steps simulated)."""
-
-    compute_s: float = 0.0
-    tp_comm_s: float = 0.0  # tensor/context-parallel collectives inside the compute blocks (blocking)
-    p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
-    dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
-    optimizer_s: float = 0.0
 
 
 @dataclass(eq=False)

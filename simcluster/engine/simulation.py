@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -15,6 +15,7 @@ from simcluster.core import catalog
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
 from simcluster.engine.merge import SYMMETRIC, MergePolicy
+from simcluster.engine.record import AgentTally, FabricLinks, RunRecord
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
 from simcluster.fabric import topology
@@ -25,7 +26,7 @@ from simcluster.spec.config import Scenario
 from simcluster.workload import ops
 
 
-@dataclass(eq=False)
+@dataclasses.dataclass(eq=False)
 class Message:
     """A pipeline message to an agent: fires ``arrived`` when on the receiver; ``sent_at_s`` when put on the wire."""
 
@@ -170,10 +171,18 @@ class Simulation:
             self.env.run(until=self.env.all_of(processes))
             if on_step is not None:
                 on_step(index)
-        wall_time_s = time.perf_counter() - started
-        t, m = self.scenario.training, self.scenario.model
-        flop = {
-            "model": ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
-            "hardware": ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size, t.activation_recompute),
-        }
-        return summarize(self, steps, flop, self.memory, wall_time_s)
+        return summarize(self.record(steps, time.perf_counter() - started))
+
+    def record(self, steps: int, wall_time_s: float) -> RunRecord:
+        """What the run measured, as plain data for ``results.summarize``."""
+        t, m, layout = self.scenario.training, self.scenario.model, self.plan.layout
+        return RunRecord(
+            scenario=self.scenario, steps=steps, microbatches=self.plan.microbatches,
+            layout={"tp": layout.tp, "cp": layout.cp, "pp": layout.pp, "dp": layout.dp},
+            agents=tuple(AgentTally(dataclasses.replace(agent.tally), agent.multiplicity) for agent in self.agents),
+            events=self.recorder.table(), link_bytes=self.model.link_bytes.copy(), fabric=FabricLinks.of(self.fabric),
+            network_model=self.network_name, end_s=self.env.now, wall_time_s=wall_time_s, memory=self.memory,
+            model_flop_per_step=ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
+            hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
+                                                              t.activation_recompute),
+        )

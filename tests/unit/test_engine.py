@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from simcluster import collectives, network
@@ -204,3 +206,28 @@ def test_no_merge_gives_the_default_step_time_on_a_symmetric_fabric():
     assert len(unmerged_classes) > len(merged_classes)  # the policy did split classes
     assert sum(unmerged_classes) == sum(merged_classes)  # the same transfers
     assert unmerged_s == pytest.approx(merged_s, rel=1e-9)
+
+
+# ---- the parts of a step -----------------------------------------------------------------------------------------
+
+def test_summary_is_computed_from_the_run_record_alone():
+    # two agents standing for 1 and 3 GPUs: per-GPU figures are means weighted by multiplicity, per step
+    from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, Tally
+    from simcluster.engine.recorder import COLUMNS
+    from simcluster.engine.results import summarize
+
+    spec = scenario(parallelism__dp=4, cluster__gpus_per_node=4, training__global_batch_size=4)
+    fabric = FabricLinks("two links", ["nvlink", "ib"], np.array([100.0, 50.0]), None)
+    record = RunRecord(
+        scenario=spec, steps=2, microbatches=1, layout={"tp": 1, "cp": 1, "pp": 1, "dp": 4},
+        agents=(AgentTally(Tally(compute_s=4.0, dp_wait_s=2.0), 1), AgentTally(Tally(compute_s=8.0), 3)),
+        events=pd.DataFrame(columns=COLUMNS), link_bytes=np.array([0.0, 500.0]), fabric=fabric,
+        network_model="analytic", end_s=10.0, wall_time_s=0.5, memory=SimpleNamespace(total_bytes=1.0),
+        model_flop_per_step=1e15, hardware_flop_per_step=2e15)
+    result = summarize(record)
+    assert result.summary["step_time_s"] == 5.0
+    assert result.summary["compute_s"] == pytest.approx((4.0 + 3 * 8.0) / 4 / 2)
+    assert result.summary["exposed_comm_s"] == pytest.approx(2.0 / 4 / 2)
+    assert result.summary["pipeline_bubble_s"] == pytest.approx(5.0 - 3.5 - 0.25)
+    assert result.summary["agents"] == 2 and result.summary["topology"] == "two links"
+    assert result.links.to_dict("list") == {"link_id": [1], "kind": ["ib"], "bytes": [500.0], "utilisation": [1.0]}
