@@ -12,6 +12,7 @@ import simpy
 from simcluster import collectives, network
 from simcluster.collectives import timing
 from simcluster.core import catalog
+from simcluster.engine import data_parallel
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
 from simcluster.engine.merge import SYMMETRIC, MergePolicy
@@ -65,10 +66,10 @@ class Simulation:
         layout = self.plan.layout
         self.dp_size = layout.dp * layout.cp
         if expand:
-            self.agents = [Agent(self, layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
+            self.agents = [self._agent(layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
             self._agent_of_rank = {agent.rank: agent for agent in self.agents}
         else:
-            self.agents = [Agent(self, s, [r for r in range(layout.world_size) if layout.coords(r)["pp"] == s])
+            self.agents = [self._agent(s, [r for r in range(layout.world_size) if layout.coords(r)["pp"] == s])
                            for s in range(layout.pp)]
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
@@ -76,6 +77,10 @@ class Simulation:
         self._rendezvous: dict = {}
         self._pairs: dict = {}
         self._groups: dict = {}
+
+    def _agent(self, stage: int, ranks: list[int]) -> Agent:
+        gradients, parameters = data_parallel.strategies(self.scenario.parallelism, self.plan, self.dp_size > 1)
+        return Agent(self, stage, ranks, gradients, parameters)
 
     # ---- pipeline messages ------------------------------------------------------------------------------------
     def inbox(self, agent: Agent, key) -> Message:

@@ -210,6 +210,26 @@ def test_no_merge_gives_the_default_step_time_on_a_symmetric_fabric():
 
 # ---- the parts of a step -----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize(("zero_stage", "overlap_grad", "overlap_param", "gradients", "parameters"), [
+    (0, True, False, "ReduceBucketsDuringBackward", "ParameterGathering"),
+    (1, False, False, "ReduceAfterBackward", "GatherAfterOptimizer"),
+    (2, True, True, "ReduceBucketsDuringBackward", "GatherDuringForward"),
+    (3, True, True, "ReduceBucketsDuringBackward", "GatherBeforeUse"),
+])
+def test_data_parallel_strategies_follow_the_zero_stage_and_overlap_options(zero_stage, overlap_grad, overlap_param,
+                                                                            gradients, parameters):
+    spec = scenario(parallelism__zero_stage=zero_stage, parallelism__overlap_grad_reduce=overlap_grad,
+                    parallelism__overlap_param_gather=overlap_param)
+    agent = Simulation(spec).agents[0]
+    assert type(agent.gradients).__name__ == gradients
+    assert type(agent.parameters).__name__ == parameters
+    assert getattr(agent.gradients, "every_microbatch", zero_stage >= 2) == (zero_stage >= 2)
+    alone = Simulation(scenario(parallelism__dp=1, cluster__gpus_per_node=1, training__global_batch_size=1,
+                                parallelism__zero_stage=zero_stage)).agents[0]
+    assert (type(alone.gradients).__name__, type(alone.parameters).__name__) == ("GradientReduction",
+                                                                                "ParameterGathering")
+
+
 def test_summary_is_computed_from_the_run_record_alone():
     # two agents standing for 1 and 3 GPUs: per-GPU figures are means weighted by multiplicity, per step
     from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, Tally
