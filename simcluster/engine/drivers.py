@@ -2,17 +2,15 @@
 
 One process owns the model: it sleeps until the model's next completion (or until a new transfer starts, which
 changes the rates), advances the model and triggers the completed transfers' events. Agents never compute wire
-time themselves.
-
-Transfers that start at the same simulated instant with the same label and size are one symmetric step (the
-same pipeline send in every replica, the same ring step in every group) and go to the model as ONE class. This is
-what makes a collapsed simulation, whose representative agents start the union of their replicas' transfers, and
-an expanded one, whose agents start them one by one, hand the network the same classes.
+time themselves. Which transfers of one instant go to the model as one class is the driver's merge policy
+(``engine.merge``): by default, those with the same label and size.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -20,19 +18,31 @@ from simpy.events import NORMAL
 
 from simcluster import collectives
 from simcluster.collectives import timing
+from simcluster.engine.merge import SYMMETRIC, MergePolicy
 from simcluster.network.base import NetworkModel, TransferClass
 
 TIME_EPS_S = 1e-12  # relative tolerance when comparing simulated times
 
 
+@dataclass(slots=True)
+class _Batch:
+    """The calls of one instant that go to the model as one class."""
+
+    label: str
+    size_bytes: float
+    pairs: list[np.ndarray]
+    done: simpy.Event
+
+
 class NetworkDriver:
     """Transfers on a network model as SimPy events."""
 
-    def __init__(self, env: simpy.Environment, model: NetworkModel):
+    def __init__(self, env: simpy.Environment, model: NetworkModel, merge: MergePolicy = SYMMETRIC):
         self.env = env
         self.model = model
+        self.merge = merge
         self._done: dict[int, simpy.Event] = {}
-        self._batches: dict[tuple, tuple[list[np.ndarray], simpy.Event]] = {}
+        self._batches: dict[Hashable, _Batch] = {}  # by merge key, until the end of the instant
         self._wake = env.event()
         env.process(self._run())
 
@@ -42,13 +52,13 @@ class NetworkDriver:
             done = self.env.event()
             done.succeed()
             return done
-        key = (transfers.label, transfers.size_bytes)
+        key = self.merge.key(transfers)
         if key in self._batches:
-            pairs, done = self._batches[key]
-            pairs.append(transfers.pairs)
-            return done
+            batch = self._batches[key]
+            batch.pairs.append(transfers.pairs)
+            return batch.done
         done = self.env.event()
-        self._batches[key] = ([transfers.pairs], done)
+        self._batches[key] = _Batch(transfers.label, transfers.size_bytes, [transfers.pairs], done)
         # start the batch once every transfer of this instant has joined: after the events already queued now
         flush = self.env.event()
         flush.callbacks.append(lambda _event: self._start(key))
@@ -57,12 +67,11 @@ class NetworkDriver:
         return done
 
     def _start(self, key) -> None:
-        pairs, done = self._batches.pop(key)
-        label, size_bytes = key
+        batch = self._batches.pop(key)
         self._settle()
-        merged = TransferClass(np.concatenate(pairs) if len(pairs) > 1 else pairs[0], size_bytes, label)
-        handle = self.model.start(merged, self.env.now)
-        self._done[handle] = done
+        pairs = np.concatenate(batch.pairs) if len(batch.pairs) > 1 else batch.pairs[0]
+        handle = self.model.start(TransferClass(pairs, batch.size_bytes, batch.label), self.env.now)
+        self._done[handle] = batch.done
         if not self._wake.triggered:
             self._wake.succeed()
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simcluster.engine.record import FabricLinks, RunRecord
+
 SUMMARY_KEYS = (
     "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu",
     "peak_memory_per_gpu_bytes", "compute_s", "exposed_comm_s", "pipeline_bubble_s", "gpus", "network_model",
@@ -44,24 +46,24 @@ class Result:
         return written
 
 
-def summarize(sim, steps: int, flop: dict, memory_breakdown, wall_time_s: float) -> Result:
-    """Turn a finished simulation into its Result. Per-rank figures are means over GPUs, per step."""
-    scenario, plan = sim.scenario, sim.plan
+def summarize(record: RunRecord) -> Result:
+    """The Result of a finished run. Per-rank figures are means over GPUs, per step."""
+    scenario, steps = record.scenario, record.steps
     gpus = scenario.cluster.gpus
-    step_time_s = sim.env.now / steps
-    weights = np.array([agent.multiplicity for agent in sim.agents], dtype=float)
+    step_time_s = record.end_s / steps
+    weights = np.array([agent.multiplicity for agent in record.agents], dtype=float)
 
     def mean(attr: str) -> float:
-        values = np.array([getattr(agent.tally, attr) for agent in sim.agents])
+        values = np.array([getattr(agent.tally, attr) for agent in record.agents])
         return float(np.dot(values, weights) / weights.sum()) / steps
 
     compute_s = mean("compute_s") + mean("optimizer_s")
     exposed_comm_s = mean("tp_comm_s") + mean("p2p_wait_s") + mean("dp_wait_s")
     bubble_s = step_time_s - compute_s - exposed_comm_s
     peak = scenario.cluster.gpu.peak_flop_per_s(scenario.training.precision)
-    model_flop_per_gpu_s = flop["model"] / step_time_s / gpus
-    hardware_flop_per_gpu_s = flop["hardware"] / step_time_s / gpus
-    links = link_table(sim.fabric, sim.model.link_bytes, sim.env.now)
+    model_flop_per_gpu_s = record.model_flop_per_step / step_time_s / gpus
+    hardware_flop_per_gpu_s = record.hardware_flop_per_step / step_time_s / gpus
+    links = link_table(record.fabric, record.link_bytes, record.end_s)
     summary = {
         "name": scenario.name,
         "step_time_s": step_time_s,
@@ -70,43 +72,42 @@ def summarize(sim, steps: int, flop: dict, memory_breakdown, wall_time_s: float)
         "hardware_tflops_per_gpu": hardware_flop_per_gpu_s / 1e12,
         "mfu": model_flop_per_gpu_s / peak,
         "hfu": hardware_flop_per_gpu_s / peak,
-        "peak_memory_per_gpu_bytes": memory_breakdown.total_bytes,
+        "peak_memory_per_gpu_bytes": record.memory.total_bytes,
         "compute_s": compute_s,
         "exposed_comm_s": exposed_comm_s,
         "pipeline_bubble_s": bubble_s if bubble_s > 1e-9 * step_time_s else 0.0,  # float noise is no bubble
         "gpus": gpus,
-        "network_model": sim.network_name,
-        "wall_time_s": wall_time_s,
+        "network_model": record.network_model,
+        "wall_time_s": record.wall_time_s,
         "steps": steps,
         "tokens_per_step": scenario.tokens_per_step,
-        "microbatches": plan.microbatches,
-        "model_flop_per_step": flop["model"],
-        "hardware_flop_per_step": flop["hardware"],
+        "microbatches": record.microbatches,
+        "model_flop_per_step": record.model_flop_per_step,
+        "hardware_flop_per_step": record.hardware_flop_per_step,
         "busiest_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
-        "topology": sim.fabric.name,
+        "topology": record.fabric.topology,
         "gpu": scenario.cluster.gpu.name,
-        "layout": {"tp": plan.layout.tp, "cp": plan.layout.cp, "pp": plan.layout.pp, "dp": plan.layout.dp},
-        "agents": len(sim.agents),
-        "events": len(sim.recorder.rows),
+        "layout": dict(record.layout),
+        "agents": len(record.agents),
+        "events": len(record.events),
         "cost_per_step_usd": scenario.price_per_gpu_hour * gpus * step_time_s / 3600.0,
     }
-    return Result(summary=summary, events=sim.recorder.table(), links=links, memory=memory_breakdown)
+    return Result(summary=summary, events=record.events, links=links, memory=record.memory)
 
 
-def link_table(fabric, link_bytes: np.ndarray, duration_s: float) -> pd.DataFrame:
+def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float) -> pd.DataFrame:
     """Bytes and mean utilisation of every link that carried traffic."""
     used = np.flatnonzero(link_bytes > 0)
-    ends = getattr(fabric, "link_ends", None)
-    capacity = fabric.link_bytes_per_s[used]
+    capacity = fabric.capacity_bytes_per_s[used]
     table = pd.DataFrame({
         "link_id": used,
-        "kind": [fabric.link_kind[i] for i in used],
+        "kind": [fabric.kinds[i] for i in used],
         "bytes": link_bytes[used],
         "utilisation": link_bytes[used] / (capacity * duration_s) if duration_s > 0 else 0.0,
     })
-    if ends is not None:
-        table.insert(1, "src", [str(ends[i][0]) for i in used])
-        table.insert(2, "dst", [str(ends[i][1]) for i in used])
+    if fabric.ends is not None:
+        table.insert(1, "src", [str(fabric.ends[i][0]) for i in used])
+        table.insert(2, "dst", [str(fabric.ends[i][1]) for i in used])
     return table
 
 

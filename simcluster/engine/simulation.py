@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -12,8 +12,11 @@ import simpy
 from simcluster import collectives, network
 from simcluster.collectives import timing
 from simcluster.core import catalog
+from simcluster.engine import data_parallel
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
+from simcluster.engine.merge import SYMMETRIC, MergePolicy
+from simcluster.engine.record import AgentTally, FabricLinks, RunRecord
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
 from simcluster.fabric import topology
@@ -24,7 +27,7 @@ from simcluster.spec.config import Scenario
 from simcluster.workload import ops
 
 
-@dataclass(eq=False)
+@dataclasses.dataclass(eq=False)
 class Message:
     """A pipeline message to an agent: fires ``arrived`` when on the receiver; ``sent_at_s`` when put on the wire."""
 
@@ -37,11 +40,13 @@ class Simulation:
 
     ``expand=False`` (default) collapses each pipeline stage's data-, context- and tensor-parallel replicas into one
     representative agent; the network still carries every replica's traffic, so contention is exact. ``expand=True``
-    runs one agent per GPU; both give the same step time on a symmetric fabric.
+    runs one agent per GPU; both give the same step time on a symmetric fabric. ``merge`` decides which transfers
+    of one instant the network solves as one class (``engine.merge``; ``NO_MERGE`` to measure what merging costs on
+    an asymmetric fabric).
     """
 
     def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None,
-                 check_memory: bool = True):
+                 check_memory: bool = True, merge: MergePolicy = SYMMETRIC):
         self.scenario = scenario
         # a layout that does not fit fails before anything is built
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
@@ -54,17 +59,17 @@ class Simulation:
         if self.network_name == "chunk":  # bound the chunk events of multi-gigabyte gradient transfers
             options["max_chunks"] = catalog.load("engine")["chunk_model"]["max_chunks_per_transfer"]
         self.model = network.make(self.network_name, collectives.calibrated(self.fabric), **options)
-        self.net = NetworkDriver(self.env, self.model)
+        self.net = NetworkDriver(self.env, self.model, merge)
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net)
         self.recorder = Recorder()
         self.expand = expand
         layout = self.plan.layout
         self.dp_size = layout.dp * layout.cp
         if expand:
-            self.agents = [Agent(self, layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
+            self.agents = [self._agent(layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
             self._agent_of_rank = {agent.rank: agent for agent in self.agents}
         else:
-            self.agents = [Agent(self, s, [r for r in range(layout.world_size) if layout.coords(r)["pp"] == s])
+            self.agents = [self._agent(s, [r for r in range(layout.world_size) if layout.coords(r)["pp"] == s])
                            for s in range(layout.pp)]
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
@@ -72,6 +77,10 @@ class Simulation:
         self._rendezvous: dict = {}
         self._pairs: dict = {}
         self._groups: dict = {}
+
+    def _agent(self, stage: int, ranks: list[int]) -> Agent:
+        gradients, parameters = data_parallel.strategies(self.scenario.parallelism, self.plan, self.dp_size > 1)
+        return Agent(self, stage, ranks, gradients, parameters)
 
     # ---- pipeline messages ------------------------------------------------------------------------------------
     def inbox(self, agent: Agent, key) -> Message:
@@ -167,10 +176,18 @@ class Simulation:
             self.env.run(until=self.env.all_of(processes))
             if on_step is not None:
                 on_step(index)
-        wall_time_s = time.perf_counter() - started
-        t, m = self.scenario.training, self.scenario.model
-        flop = {
-            "model": ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
-            "hardware": ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size, t.activation_recompute),
-        }
-        return summarize(self, steps, flop, self.memory, wall_time_s)
+        return summarize(self.record(steps, time.perf_counter() - started))
+
+    def record(self, steps: int, wall_time_s: float) -> RunRecord:
+        """What the run measured, as plain data for ``results.summarize``."""
+        t, m, layout = self.scenario.training, self.scenario.model, self.plan.layout
+        return RunRecord(
+            scenario=self.scenario, steps=steps, microbatches=self.plan.microbatches,
+            layout={"tp": layout.tp, "cp": layout.cp, "pp": layout.pp, "dp": layout.dp},
+            agents=tuple(AgentTally(dataclasses.replace(agent.tally), agent.multiplicity) for agent in self.agents),
+            events=self.recorder.table(), link_bytes=self.model.link_bytes.copy(), fabric=FabricLinks.of(self.fabric),
+            network_model=self.network_name, end_s=self.env.now, wall_time_s=wall_time_s, memory=self.memory,
+            model_flop_per_step=ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
+            hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
+                                                              t.activation_recompute),
+        )

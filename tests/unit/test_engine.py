@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from simcluster import collectives, network
 from simcluster.collectives.timing import engine_schedule
 from simcluster.engine import Simulation, simulate
 from simcluster.fabric import topology
+from simcluster.network.base import TransferClass
 from simcluster.spec import config
 
 
@@ -141,3 +145,109 @@ def test_three_network_models_agree_within_their_resolution_on_a_small_3d_step()
     assert steps["flow"] >= steps["analytic"] * (1 - 1e-9)
     assert steps["flow"] == pytest.approx(steps["analytic"], rel=0.05)
     assert steps["chunk"] == pytest.approx(steps["flow"], rel=0.05)
+
+
+# ---- the merge policy of the network driver --------------------------------------------------------------------
+
+def classes_started(model) -> list[int]:
+    """The size of every class ``model`` is asked to start from now on, filled as the run goes."""
+    sizes, start = [], model.start
+
+    def counting_start(transfers, now_s):
+        sizes.append(transfers.members)
+        return start(transfers, now_s)
+
+    model.start = counting_start
+    return sizes
+
+
+def test_merge_policies_key_transfers_as_documented():
+    from simcluster.engine.merge import NO_MERGE, SYMMETRIC
+
+    send = TransferClass(np.array([[0, 8]]), 1e6, label="pp 0->1")
+    replica = TransferClass(np.array([[1, 9]]), 1e6, label="pp 0->1")
+    assert SYMMETRIC.key(send) == SYMMETRIC.key(replica)  # the same step in another replica
+    assert SYMMETRIC.key(send) != SYMMETRIC.key(TransferClass(send.pairs, 2e6, label="pp 0->1"))
+    assert SYMMETRIC.key(send) != SYMMETRIC.key(TransferClass(send.pairs, 1e6, label="pp 1->2"))
+    assert NO_MERGE.key(send) != NO_MERGE.key(send)  # every call its own class
+
+
+@pytest.mark.parametrize(("policy", "classes"), [("SYMMETRIC", 1), ("NO_MERGE", 2)])
+def test_network_driver_hands_the_model_the_classes_its_policy_makes(policy, classes):
+    import simpy
+
+    from simcluster.engine import merge
+    from simcluster.engine.drivers import NetworkDriver
+
+    fabric = topology.from_scenario(scenario(cluster__nodes=2, parallelism__dp=16, training__global_batch_size=16))
+    model = network.make("analytic", collectives.calibrated(fabric))
+    started = classes_started(model)
+    env = simpy.Environment()
+    driver = NetworkDriver(env, model, merge=getattr(merge, policy))
+    events = [driver.transfer(TransferClass(np.array([[r, r + 8]]), 1e6, label="pp 0->1")) for r in (0, 1)]
+    env.run()
+    assert sorted(started) == ([2] if classes == 1 else [1, 1])
+    assert all(event.triggered for event in events)
+    assert (events[0] is events[1]) == (classes == 1)
+
+
+def test_no_merge_gives_the_default_step_time_on_a_symmetric_fabric():
+    # expanded, every replica's send and every group's ring step is its own transfer() call: unmerged, each is its
+    # own class, and on a non-blocking rail-optimised fat-tree each gets the rate the merged class gets
+    from simcluster.engine.merge import NO_MERGE
+
+    spec = scenario(cluster__nodes=2, parallelism__tp=2, parallelism__pp=2, parallelism__dp=4,
+                    training__global_batch_size=16, network="flow")
+    merged = Simulation(spec, expand=True)
+    unmerged = Simulation(spec, expand=True, merge=NO_MERGE)
+    merged_classes, unmerged_classes = classes_started(merged.model), classes_started(unmerged.model)
+    merged_s = merged.run().summary["step_time_s"]
+    unmerged_s = unmerged.run().summary["step_time_s"]
+    assert len(unmerged_classes) > len(merged_classes)  # the policy did split classes
+    assert sum(unmerged_classes) == sum(merged_classes)  # the same transfers
+    assert unmerged_s == pytest.approx(merged_s, rel=1e-9)
+
+
+# ---- the parts of a step -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("zero_stage", "overlap_grad", "overlap_param", "gradients", "parameters"), [
+    (0, True, False, "ReduceBucketsDuringBackward", "ParameterGathering"),
+    (1, False, False, "ReduceAfterBackward", "GatherAfterOptimizer"),
+    (2, True, True, "ReduceBucketsDuringBackward", "GatherDuringForward"),
+    (3, True, True, "ReduceBucketsDuringBackward", "GatherBeforeUse"),
+])
+def test_data_parallel_strategies_follow_the_zero_stage_and_overlap_options(zero_stage, overlap_grad, overlap_param,
+                                                                            gradients, parameters):
+    spec = scenario(parallelism__zero_stage=zero_stage, parallelism__overlap_grad_reduce=overlap_grad,
+                    parallelism__overlap_param_gather=overlap_param)
+    agent = Simulation(spec).agents[0]
+    assert type(agent.gradients).__name__ == gradients
+    assert type(agent.parameters).__name__ == parameters
+    assert getattr(agent.gradients, "every_microbatch", zero_stage >= 2) == (zero_stage >= 2)
+    alone = Simulation(scenario(parallelism__dp=1, cluster__gpus_per_node=1, training__global_batch_size=1,
+                                parallelism__zero_stage=zero_stage)).agents[0]
+    assert (type(alone.gradients).__name__, type(alone.parameters).__name__) == ("GradientReduction",
+                                                                                "ParameterGathering")
+
+
+def test_summary_is_computed_from_the_run_record_alone():
+    # two agents standing for 1 and 3 GPUs: per-GPU figures are means weighted by multiplicity, per step
+    from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, Tally
+    from simcluster.engine.recorder import COLUMNS
+    from simcluster.engine.results import summarize
+
+    spec = scenario(parallelism__dp=4, cluster__gpus_per_node=4, training__global_batch_size=4)
+    fabric = FabricLinks("two links", ["nvlink", "ib"], np.array([100.0, 50.0]), None)
+    record = RunRecord(
+        scenario=spec, steps=2, microbatches=1, layout={"tp": 1, "cp": 1, "pp": 1, "dp": 4},
+        agents=(AgentTally(Tally(compute_s=4.0, dp_wait_s=2.0), 1), AgentTally(Tally(compute_s=8.0), 3)),
+        events=pd.DataFrame(columns=COLUMNS), link_bytes=np.array([0.0, 500.0]), fabric=fabric,
+        network_model="analytic", end_s=10.0, wall_time_s=0.5, memory=SimpleNamespace(total_bytes=1.0),
+        model_flop_per_step=1e15, hardware_flop_per_step=2e15)
+    result = summarize(record)
+    assert result.summary["step_time_s"] == 5.0
+    assert result.summary["compute_s"] == pytest.approx((4.0 + 3 * 8.0) / 4 / 2)
+    assert result.summary["exposed_comm_s"] == pytest.approx(2.0 / 4 / 2)
+    assert result.summary["pipeline_bubble_s"] == pytest.approx(5.0 - 3.5 - 0.25)
+    assert result.summary["agents"] == 2 and result.summary["topology"] == "two links"
+    assert result.links.to_dict("list") == {"link_id": [1], "kind": ["ib"], "bytes": [500.0], "utilisation": [1.0]}

@@ -1,0 +1,152 @@
+"""How an agent keeps its data-parallel replicas in step: when gradients are reduced and parameters gathered.
+
+The ZeRO stage and the two overlap options decide both, once per agent (``strategies``); the agent's step then
+calls the same four hooks whatever they are. Every hook starts the same collectives and yields the same SimPy
+events, in the same order, as one generator testing the options in the loop would: the network driver merges
+transfers by the instant and order they start, so a change of order would change the results.
+"""
+
+from __future__ import annotations
+
+from simcluster.parallel.plan import StepPlan, bucket_count
+from simcluster.spec.config import Parallelism
+
+
+class GradientReduction:
+    """Without data parallelism there is nothing to reduce: a backward is one block."""
+
+    def backward(self, agent, work):
+        """Run ``work``'s backward; returns the gradient reductions it started (events)."""
+        cost = agent.sim.plan.chunks[work.chunk]
+        yield from agent.compute("backward", work, cost.backward_compute_s, cost.backward_tp_comm_s)
+        return []
+
+    def after_backward(self, agent) -> list:
+        """Reductions to start once the stage's whole backward has run."""
+        return []
+
+
+class ReduceBucketsDuringBackward(GradientReduction):
+    """PyTorch DDP / Megatron-Core ``overlap_grad_reduce``: a bucket is reduced as soon as the backward has made it,
+    while the rest of the backward runs.
+
+    Gradients are final on a chunk's last microbatch; ZeRO-2/3 keep only a gradient shard, so they reduce-scatter
+    on every microbatch (``every_microbatch``).
+    """
+
+    def __init__(self, every_microbatch: bool):
+        self.every_microbatch = every_microbatch
+
+    def backward(self, agent, work):
+        plan = agent.sim.plan
+        if not (work.microbatch == plan.microbatches - 1 or self.every_microbatch):
+            return (yield from super().backward(agent, work))
+        cost = plan.chunks[work.chunk]
+        buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
+        reductions = []
+        for bucket in range(buckets):
+            yield from agent.compute("backward", work, cost.backward_compute_s / buckets,
+                                     cost.backward_tp_comm_s / buckets, part=bucket)
+            reductions.append(agent.sim.data_parallel(agent, plan.dp_grad_op, cost.grad_bytes / buckets,
+                                                      f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}"))
+        return reductions
+
+
+class ReduceAfterBackward(GradientReduction):
+    """One reduction of each chunk's gradient buffer after the whole backward (Megatron-LM's 2021 DDP): nothing
+    overlaps it."""
+
+    def after_backward(self, agent) -> list:
+        plan = agent.sim.plan
+        return [agent.sim.data_parallel(agent, plan.dp_grad_op, plan.chunks[chunk].grad_bytes,
+                                        f"grad {plan.dp_grad_op} c{chunk}")
+                for chunk in reversed(agent.chunks())]
+
+
+class ParameterGathering:
+    """Every rank holds all of its stage's parameters (ZeRO-0, or no data parallelism): nothing to gather."""
+
+    def start_step(self, agent) -> None:
+        """Start what the step's forwards will wait for."""
+
+    def before_use(self, agent, work):
+        """Make ``work``'s chunk's parameters whole before it runs."""
+        yield from ()
+
+    def forward(self, agent, work):
+        """Run ``work``'s forward, in one block."""
+        cost = agent.sim.plan.chunks[work.chunk]
+        yield from agent.compute("forward", work, cost.forward_compute_s, cost.forward_tp_comm_s)
+
+    def after_optimizer(self, agent):
+        """Make the updated parameters whole for the next step."""
+        yield from ()
+
+
+class GatherAfterOptimizer(ParameterGathering):
+    """ZeRO-1/2: each rank updated its shard only, so the stage's parameters are all-gathered after the optimizer,
+    exposed."""
+
+    def after_optimizer(self, agent):
+        param_bytes = sum(c.param_bytes for c in agent.sim.plan.chunks if c.stage == agent.stage)
+        yield from agent.wait_data_parallel([agent.sim.data_parallel(agent, "all_gather", param_bytes,
+                                                                     "param all_gather")])
+
+
+class GatherDuringForward(ParameterGathering):
+    """ZeRO-1/2 with Megatron-Core ``overlap_param_gather``: the parameters the previous step updated are gathered
+    bucket by bucket while this step's forward runs; each part of a chunk's first forward waits for its own bucket.
+
+    Holds the step's gathers until their forward: one instance per agent.
+    """
+
+    def __init__(self):
+        self._buckets: dict[int, list] = {}
+
+    def start_step(self, agent) -> None:
+        plan = agent.sim.plan
+        self._buckets = {}
+        for chunk in agent.chunks():
+            cost = plan.chunks[chunk]
+            buckets = bucket_count(cost.param_bytes, plan.bucket_bytes, cost.layers)
+            self._buckets[chunk] = [agent.sim.data_parallel(agent, "all_gather", cost.param_bytes / buckets,
+                                                            f"param all_gather c{chunk}b{b}") for b in range(buckets)]
+
+    def forward(self, agent, work):
+        parts = self._buckets.pop(work.chunk, None)
+        if parts is None:
+            yield from super().forward(agent, work)
+            return
+        cost = agent.sim.plan.chunks[work.chunk]
+        for bucket, event in enumerate(parts):
+            yield from agent.wait_data_parallel([event])
+            yield from agent.compute("forward", work, cost.forward_compute_s / len(parts),
+                                     cost.forward_tp_comm_s / len(parts), part=bucket)
+
+
+class GatherBeforeUse(ParameterGathering):
+    """ZeRO-3: a chunk's parameters are gathered before each use, forward and backward, without prefetching
+    (conservative timing)."""
+
+    def before_use(self, agent, work):
+        cost = agent.sim.plan.chunks[work.chunk]
+        yield from agent.wait_data_parallel([agent.sim.data_parallel(agent, "all_gather", cost.param_bytes,
+                                                                     f"zero3 all_gather c{work.chunk}")])
+
+
+def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tuple[GradientReduction,
+                                                                                  ParameterGathering]:
+    """One agent's gradient reduction and parameter gathering, from the scenario's parallelism options."""
+    if not data_parallel:
+        return GradientReduction(), ParameterGathering()
+    if options.overlap_grad_reduce:
+        gradients = ReduceBucketsDuringBackward(every_microbatch=options.zero_stage >= 2)
+    else:
+        gradients = ReduceAfterBackward()
+    if options.zero_stage == 3:
+        parameters = GatherBeforeUse()
+    elif plan.param_gather:  # ZeRO-1/2
+        parameters = GatherDuringForward() if options.overlap_param_gather else GatherAfterOptimizer()
+    else:
+        parameters = ParameterGathering()
+    return gradients, parameters

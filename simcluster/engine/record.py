@@ -1,0 +1,68 @@
+"""What a finished run leaves behind, as plain data: the boundary between the SimPy engine and its results.
+
+``results.summarize`` reads only a ``RunRecord``, so the summary, links and trace can be computed (and tested)
+without a SimPy environment, and the engine's internals can change without touching what users see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from simcluster.spec.config import Scenario
+
+
+@dataclass
+class Tally:
+    """Where one agent's step time went (seconds, summed over the steps simulated)."""
+
+    compute_s: float = 0.0
+    tp_comm_s: float = 0.0  # tensor/context-parallel collectives inside the compute blocks (blocking)
+    p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
+    dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
+    optimizer_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class AgentTally:
+    """One agent's tally and how many GPUs it stands for (its weight in per-GPU means)."""
+
+    tally: Tally
+    multiplicity: int
+
+
+@dataclass(frozen=True)
+class FabricLinks:
+    """The fabric as the links table needs it; ``ends`` is None for a fabric that does not name its nodes."""
+
+    topology: str
+    kinds: Sequence[str]
+    capacity_bytes_per_s: np.ndarray
+    ends: Sequence[tuple] | None
+
+    @classmethod
+    def of(cls, fabric) -> FabricLinks:
+        return cls(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, getattr(fabric, "link_ends", None))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One simulated run: the scenario and plan figures it ran, and everything the engine measured."""
+
+    scenario: Scenario
+    steps: int
+    microbatches: int
+    layout: dict[str, int]  # tp, cp, pp, dp
+    agents: tuple[AgentTally, ...]
+    events: pd.DataFrame  # recorder rows (recorder.COLUMNS)
+    link_bytes: np.ndarray  # bytes carried per directed link, by link id
+    fabric: FabricLinks
+    network_model: str
+    end_s: float  # simulated time at the end of the last step
+    wall_time_s: float
+    memory: object  # MemoryBreakdown of the worst stage
+    model_flop_per_step: float
+    hardware_flop_per_step: float
