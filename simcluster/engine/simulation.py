@@ -22,7 +22,7 @@ from simcluster.engine.results import Result, summarize
 from simcluster.fabric import topology
 from simcluster.network.base import TransferClass
 from simcluster.parallel import memory
-from simcluster.parallel import plan as programs
+from simcluster.parallel.plan import plan as step_plan
 from simcluster.spec.config import Scenario
 from simcluster.workload import ops
 
@@ -52,7 +52,7 @@ class Simulation:
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
         self.network_name = network_model or scenario.network
         self.fabric = fabric or topology.from_scenario(scenario)
-        self.plan = programs.plan(scenario, functools.partial(timing.isolated_time_s, self.fabric))
+        self.plan = step_plan(scenario, functools.partial(timing.isolated_time_s, self.fabric))
         self.env = simpy.Environment()
         # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
         options = {}
