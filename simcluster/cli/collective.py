@@ -16,6 +16,8 @@ from rich.table import Table
 
 from simcluster import collectives, network
 from simcluster.cli.app import app, fail
+from simcluster.collectives.nccl import PROTOCOLS
+from simcluster.collectives.schedule import ALIASES
 from simcluster.core import units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology
@@ -54,6 +56,20 @@ def _topology_options(pairs: list[str]) -> dict:
     return options
 
 
+def _row(op: str, group: list[int], size: int, algorithm: str, protocol: str, fabric, network_name: str,
+         gpu) -> dict:
+    """One nccl-tests row (DESIGN.md's contract): the collective of ``size`` bytes timed on ``fabric``."""
+    try:
+        call = collectives.Collective(op=op, group=group, size_bytes=float(size), algorithm=algorithm,
+                                      protocol=protocol)
+        outcome = collectives.run(call, fabric, network_name, gpu=gpu)
+    except ScenarioError as err:
+        raise ScenarioError(f"--{err.field}" if not err.field.startswith("-") else err.field, err.message) from None
+    return {"bytes": size, "time_s": outcome.time_s, "algbw_bytes_per_s": outcome.algbw_bytes_per_s,
+            "busbw_bytes_per_s": outcome.busbw_bytes_per_s, "algorithm": outcome.algorithm,
+            "protocol": outcome.protocol}
+
+
 @app.command()
 def collective(
     op: str = typer.Option("allreduce", "--op", help=f"collective: {', '.join(collectives.OPS)}"),
@@ -78,18 +94,13 @@ def collective(
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
 ) -> None:
     """Time one collective over doubling message sizes, like nccl-tests."""
-    op = {
-        "all_reduce": "allreduce",
-        "allgather": "all_gather",
-        "reducescatter": "reduce_scatter",
-        "all_to_all": "alltoall",
-    }.get(op, op)
+    op = ALIASES.get(op, op)
     if op not in collectives.OPS:
         fail("--op", f"unknown collective {op!r} (known: {', '.join(collectives.OPS)})")
     if algorithm not in collectives.ALGORITHMS:
         fail("--algorithm", f"unknown algorithm {algorithm!r} (known: {', '.join(collectives.ALGORITHMS)})")
-    if protocol != "auto" and protocol not in ("LL", "LL128", "Simple"):
-        fail("--protocol", f"unknown protocol {protocol!r} (known: auto, LL, LL128, Simple)")
+    if protocol != "auto" and protocol not in PROTOCOLS:
+        fail("--protocol", f"unknown protocol {protocol!r} (known: auto, {', '.join(PROTOCOLS)})")
     if network_name not in network.MODELS:
         fail("--network", f"unknown network model {network_name!r} (known: {', '.join(network.MODELS)})")
     if gpus < 1:
@@ -117,27 +128,8 @@ def collective(
             "--topology" if err.field.startswith("cluster") else err.field, err.message
         ) from None
     group = list(range(gpus)) if op != "sendrecv" else [0, gpus - 1]
-    rows = []
-    for size in message_sizes(low, high, step_factor):
-        try:
-            call = collectives.Collective(
-                op=op, group=group, size_bytes=float(size), algorithm=algorithm, protocol=protocol
-            )
-            outcome = collectives.run(call, fabric, network_name, gpu=gpu)
-        except ScenarioError as err:
-            raise ScenarioError(
-                f"--{err.field}" if not err.field.startswith("-") else err.field, err.message
-            ) from None
-        rows.append(
-            {
-                "bytes": size,
-                "time_s": outcome.time_s,
-                "algbw_bytes_per_s": outcome.algbw_bytes_per_s,
-                "busbw_bytes_per_s": outcome.busbw_bytes_per_s,
-                "algorithm": outcome.algorithm,
-                "protocol": outcome.protocol,
-            }
-        )
+    rows = [_row(op, group, size, algorithm, protocol, fabric, network_name, gpu)
+            for size in message_sizes(low, high, step_factor)]
     if as_json:
         typer.echo(json.dumps(rows))
         return
