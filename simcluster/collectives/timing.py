@@ -123,23 +123,40 @@ _ISOLATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # ---- the engine's steps -----------------------------------------------------------------------------------------
 
 def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
-    """The steps the engine runs for a collective: NCCL's automatic choice, except that NVLS runs as a ring.
+    """The steps the engine runs for a collective: NCCL's automatic choice, on the engine's one network.
 
-    The engine has one network for all traffic, seen through the links' measured efficiencies (ring, Simple
-    protocol). A protocol or algorithm that carries less payload per wire byte (LL: an 8-byte flag per 8 bytes;
-    LL128: 120 of 128; trees: NCCL's 0.92 cap) puts proportionally more bytes on the wire: the transfers grow by
-    that factor, so on an idle fabric the engine's collective takes what ``run`` gives. NVLS's
-    in-switch reduction would need its own link efficiency (a known simplification, docs/architecture.md).
+    That network sees every link through its measured ring/Simple efficiency. An algorithm or protocol that moves
+    less payload per wire byte (LL: an 8-byte flag per 8 bytes; LL128: 120 of 128; trees: NCCL's 0.92 cap) or
+    whose links run at another measured efficiency (NVLS: the NVSwitch's reduction and multicast, 0.686 of NVLink
+    line rate against the ring's 0.822) puts proportionally more bytes on the wire: the transfers grow by the ratio
+    of the two efficiencies on the links the algorithm uses (NVLink for NVLS, which stays inside one NVSwitch
+    domain; the network links otherwise), so on an idle fabric the engine's collective takes what ``run`` gives.
     """
     steps = schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric)
-    if steps.algorithm == "nvls":
-        steps = schedule(Collective(op=op, group=group, size_bytes=size_bytes, algorithm="ring"), fabric)
-    payload = (nccl.efficiency(steps.algorithm, steps.protocol, "network")
-               / nccl.efficiency("ring", "Simple", "network"))
+    family = "nvlink" if steps.algorithm == "nvls" else "network"
+    payload = (nccl.efficiency(steps.algorithm, steps.protocol, family)
+               / nccl.efficiency("ring", "Simple", family))
     if payload == 1.0:
         return list(steps)
     return [dataclasses.replace(step, transfers=tuple(
         TransferClass(tc.pairs, tc.size_bytes / payload, tc.label) for tc in step.transfers)) for step in steps]
+
+
+def repeated(steps: list[Step], count: int, tag: str = "") -> list[Step]:
+    """``count`` back-to-back runs of ``steps`` as one schedule: every step repeated ``count`` times as often and
+    every pure delay ``count`` times as long (the same total on an idle fabric, with ``count`` times fewer actions
+    than concatenating the runs); ``tag`` prefixes every transfer label."""
+    if count == 1 and not tag:
+        return list(steps)
+    out = []
+    for step in steps:
+        transfers = tuple(TransferClass(tc.pairs, tc.size_bytes, f"{tag} {tc.label}" if tag else tc.label)
+                          for tc in step.transfers)
+        if transfers:
+            out.append(dataclasses.replace(step, transfers=transfers, repeat=step.repeat * count))
+        else:
+            out.append(dataclasses.replace(step, overhead_s=step.overhead_s * count))
+    return out
 
 
 @dataclass(frozen=True)

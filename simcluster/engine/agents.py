@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from simcluster.engine.data_parallel import GradientReduction, ParameterGathering
 from simcluster.engine.record import Tally
+from simcluster.parallel.plan import overlapped_tp_share_s
 
 
 @dataclass(eq=False)
@@ -87,18 +88,43 @@ class Agent:
             yield self.sim.env.all_of(pending)
             self.tally.dp_wait_s += self.sim.env.now - started_at_s
 
-    def compute(self, phase: str, work, compute_s: float, tp_comm_s: float, part: int | None = None):
-        """One fused timeout for a (chunk, microbatch, phase) block: compute, then its tensor-parallel collectives."""
-        env = self.sim.env
-        started_at_s = env.now
-        yield env.timeout(compute_s + tp_comm_s)
-        self.tally.compute_s += compute_s
-        self.tally.tp_comm_s += tp_comm_s
+    def compute(self, phase: str, work, part: int | None = None, parts: int = 1):
+        """One block: part ``part`` of ``parts`` of a (chunk, microbatch, phase), fused into one timeout of compute
+        (plus ring attention's exposed exchange), then its tensor-parallel collectives on the network.
+
+        The collectives are blocking, as Megatron issues them between the GEMMs; with ``tp_comm_overlap`` they run
+        under the compute and only one of Transformer Engine's pipelined splits stays after it.
+        """
+        sim = self.sim
+        env, cost = sim.env, sim.plan.chunks[work.chunk]
+        compute_s = getattr(cost, f"{phase}_compute_s") / parts
+        cp_s = getattr(cost, f"{phase}_cp_comm_s") / parts
+        calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)
         name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
-        self.sim.recorder.compute(self, "compute", name, work.microbatch, started_at_s, started_at_s + compute_s)
+        started_at_s = env.now
+        if not calls:
+            yield env.timeout(compute_s + cp_s)
+        else:
+            overlap_s = overlapped_tp_share_s(sim.scenario.parallelism, getattr(cost, f"{phase}_tp_comm_s") / parts)
+            if overlap_s > 0:
+                done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
+                yield env.timeout(compute_s + cp_s + overlap_s)
+            else:
+                yield env.timeout(compute_s + cp_s)
+                done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
+            if not done.triggered:
+                yield done
+        tp_comm_s = env.now - started_at_s - compute_s - cp_s
+        self.tally.compute_s += compute_s
+        self.tally.cp_comm_s += cp_s
+        self.tally.tp_comm_s += tp_comm_s
+        sim.recorder.compute(self, "compute", name, work.microbatch, started_at_s, started_at_s + compute_s)
+        if cp_s > 0:
+            sim.recorder.compute(self, "cp", f"cp comm {name}", work.microbatch, started_at_s + compute_s,
+                                 started_at_s + compute_s + cp_s)
         if tp_comm_s > 0:
-            self.sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, started_at_s + compute_s,
-                                      env.now)
+            sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, started_at_s + compute_s + cp_s,
+                                 env.now)
 
     def _receive(self, key):
         """Wait for a pipeline message; the wait counts as communication once the message is on the wire."""
@@ -111,3 +137,16 @@ class Agent:
         sent_at_s = message.sent_at_s if message.sent_at_s is not None else env.now
         on_wire_s = env.now - max(started_at_s, sent_at_s)
         self.tally.p2p_wait_s += on_wire_s
+
+
+def share(calls: tuple[tuple[str, int], ...], part: int, parts: int) -> tuple[tuple[str, int], ...]:
+    """Part ``part`` of ``parts`` of a block's collectives ((op, count)): whole layers' collectives, the counts
+    spread as evenly as integers allow."""
+    if parts == 1:
+        return tuple(call for call in calls if call[1] > 0)
+    out = []
+    for op, count in calls:
+        mine = count * (part + 1) // parts - count * part // parts
+        if mine > 0:
+            out.append((op, mine))
+    return tuple(out)

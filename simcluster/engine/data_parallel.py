@@ -17,8 +17,7 @@ class GradientReduction:
 
     def backward(self, agent, work):
         """Run ``work``'s backward; returns the gradient reductions it started (events)."""
-        cost = agent.sim.plan.chunks[work.chunk]
-        yield from agent.compute("backward", work, cost.backward_compute_s, cost.backward_tp_comm_s)
+        yield from agent.compute("backward", work)
         return []
 
     def after_backward(self, agent) -> list:
@@ -45,8 +44,7 @@ class ReduceBucketsDuringBackward(GradientReduction):
         buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
         reductions = []
         for bucket in range(buckets):
-            yield from agent.compute("backward", work, cost.backward_compute_s / buckets,
-                                     cost.backward_tp_comm_s / buckets, part=bucket)
+            yield from agent.compute("backward", work, part=bucket, parts=buckets)
             reductions.append(agent.sim.data_parallel(agent, plan.dp_grad_op, cost.grad_bytes / buckets,
                                                       f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}"))
         return reductions
@@ -75,8 +73,7 @@ class ParameterGathering:
 
     def forward(self, agent, work):
         """Run ``work``'s forward, in one block."""
-        cost = agent.sim.plan.chunks[work.chunk]
-        yield from agent.compute("forward", work, cost.forward_compute_s, cost.forward_tp_comm_s)
+        yield from agent.compute("forward", work)
 
     def after_optimizer(self, agent):
         """Make the updated parameters whole for the next step."""
@@ -117,11 +114,9 @@ class GatherDuringForward(ParameterGathering):
         if parts is None:
             yield from super().forward(agent, work)
             return
-        cost = agent.sim.plan.chunks[work.chunk]
         for bucket, event in enumerate(parts):
             yield from agent.wait_data_parallel([event])
-            yield from agent.compute("forward", work, cost.forward_compute_s / len(parts),
-                                     cost.forward_tp_comm_s / len(parts), part=bucket)
+            yield from agent.compute("forward", work, part=bucket, parts=len(parts))
 
 
 class GatherBeforeUse(ParameterGathering):

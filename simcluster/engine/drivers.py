@@ -104,12 +104,14 @@ class CollectiveDriver:
         self.env, self.fabric, self.net = env, fabric, net
         self._programs: dict = {}
 
-    def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float):
-        """Drive a collective through the network, all ``groups`` at once (identical schedules)."""
-        key = (op, tuple(groups), round(size_bytes))
+    def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float, count: int = 1, tag: str = ""):
+        """Drive ``count`` back-to-back collectives through the network, all ``groups`` at once (identical
+        schedules); ``tag`` prefixes their transfers' labels (tensor-parallel traffic never merges with another
+        parallelism's)."""
+        key = (op, tuple(groups), round(size_bytes), count, tag)
         if key not in self._programs:
             steps = collectives.merge([timing.engine_schedule(self.fabric, op, g, size_bytes) for g in groups])
-            self._programs[key] = timing.engine_program(steps, self.fabric)
+            self._programs[key] = timing.engine_program(timing.repeated(steps, count, tag), self.fabric)
         for action in self._programs[key]:
             if isinstance(action, timing.Wait):
                 yield self.env.timeout(action.seconds)

@@ -20,7 +20,8 @@ class Tally:
     """Where one agent's step time went (seconds, summed over the steps simulated)."""
 
     compute_s: float = 0.0
-    tp_comm_s: float = 0.0  # tensor/context-parallel collectives inside the compute blocks (blocking)
+    tp_comm_s: float = 0.0  # waiting for tensor-parallel collectives on the network (blocking, or what overlap leaves)
+    cp_comm_s: float = 0.0  # ring attention's key/value exchange not hidden by the attention (analytic)
     p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
     dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
     optimizer_s: float = 0.0

@@ -111,7 +111,7 @@ def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float) -
     return table
 
 
-STREAM_TIDS = {"compute": 0, "tp": 1, "pp": 2, "dp": 3}
+STREAM_TIDS = {"compute": 0, "tp": 1, "pp": 2, "dp": 3, "cp": 4}
 
 
 def write_chrome_trace(events: pd.DataFrame, path: Path, max_ranks: int | None = None) -> Path:

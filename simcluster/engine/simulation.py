@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import time
 
 import numpy as np
@@ -76,7 +77,7 @@ class Simulation:
         self._dp_streams: dict[int, simpy.Event] = {}
         self._rendezvous: dict = {}
         self._pairs: dict = {}
-        self._groups: dict = {}
+        self._groups_cache: dict = {}
 
     def _agent(self, stage: int, ranks: list[int]) -> Agent:
         gradients, parameters = data_parallel.strategies(self.scenario.parallelism, self.plan, self.dp_size > 1)
@@ -113,16 +114,24 @@ class Simulation:
             self._pairs[key] = np.stack([ranks, self.plan.layout.moved(ranks, "pp", stage)], axis=1)
         return self._pairs[key]
 
-    def _agent_groups(self, agent: Agent) -> list[tuple[int, ...]]:
-        """The data-parallel groups of ``agent``'s ranks (ranks holding the same parameters: their data- and
-        context-parallel peers), sorted; cached."""
-        if agent.rank not in self._groups:
+    def _groups(self, agent: Agent, axes: tuple[str, ...]) -> list[tuple[int, ...]]:
+        """The groups along ``axes`` of ``agent``'s ranks (each rank with the peers that differ from it only on
+        those axes), sorted; cached. ("dp", "cp"): the ranks holding the same parameters; ("tp",): a TP group."""
+        key = (agent.rank, axes)
+        if key not in self._groups_cache:
             layout = self.plan.layout
-            bases = np.unique(layout.moved(layout.moved(agent.ranks, "dp", 0), "cp", 0))
-            members = [layout.moved(layout.moved(bases, "dp", d), "cp", c)
-                       for d in range(layout.dp) for c in range(layout.cp)]
-            self._groups[agent.rank] = sorted(map(tuple, np.stack(members, axis=1).tolist()))
-        return self._groups[agent.rank]
+            bases = np.asarray(agent.ranks, dtype=np.int64)
+            for axis in axes:
+                bases = layout.moved(bases, axis, 0)
+            bases = np.unique(bases)
+            members = []
+            for coords in itertools.product(*(range(getattr(layout, axis)) for axis in axes)):
+                ranks = bases
+                for axis, value in zip(axes, coords, strict=True):
+                    ranks = layout.moved(ranks, axis, value)
+                members.append(ranks)
+            self._groups_cache[key] = sorted(map(tuple, np.stack(members, axis=1).tolist()))
+        return self._groups_cache[key]
 
     def _delivered(self, agent: Agent, message: Message, key, started_at_s: float) -> None:
         message.arrived.succeed()
@@ -146,19 +155,47 @@ class Simulation:
     def _join_collective(self, agent, op, size_bytes, name, previous, done):
         if previous is not None and not previous.triggered:
             yield previous
-        groups = self._agent_groups(agent)
+        groups = self._groups(agent, ("dp", "cp"))
+        waiting = self._arrive(agent, groups, name, done)
+        if waiting is None:
+            return
+        started_at_s = self.env.now
+        yield from self.collective_driver.run(op, groups, size_bytes)
+        self.recorder.transfer(agent, "dp", name, -1, started_at_s, self.env.now, size_bytes)
+        for event in waiting:
+            event.succeed()
+
+    def _arrive(self, agent: Agent, groups, name: str, done: simpy.Event) -> list[simpy.Event] | None:
+        """Count ``agent``'s ranks in at the rendezvous of collective ``name`` over ``groups``. When every member
+        rank is in, the rendezvous closes and returns the members' completion events (the caller runs the
+        collective, then fires them); before that, None."""
         key = (groups[0], name)
         entry = self._rendezvous.setdefault(key, {"arrived": 0, "done": []})
         entry["arrived"] += agent.multiplicity
         entry["done"].append(done)
-        needed = sum(len(g) for g in groups)
-        if entry["arrived"] < needed:
-            return
+        if entry["arrived"] < sum(len(g) for g in groups):
+            return None
         del self._rendezvous[key]
-        started_at_s = self.env.now
-        yield from self.collective_driver.run(op, groups, size_bytes)
-        self.recorder.transfer(agent, "dp", name, -1, started_at_s, self.env.now, size_bytes)
-        for event in entry["done"]:
+        return entry["done"]
+
+    # ---- tensor-parallel collectives --------------------------------------------------------------------------
+    def tensor_parallel(self, agent: Agent, calls: tuple[tuple[str, int], ...], size_bytes: float,
+                        name: str) -> simpy.Event:
+        """Run a block's tensor-parallel collectives ((op, count) of ``size_bytes`` each, in order) over the TP
+        groups of ``agent``'s ranks on the network, once every member rank has reached them; returns the event of
+        their completion. The TP ranks of a collapsed agent are all its own, so they start at once."""
+        done = self.env.event()
+        self.env.process(self._join_tensor_parallel(agent, calls, size_bytes, name, done))
+        return done
+
+    def _join_tensor_parallel(self, agent, calls, size_bytes, name, done):
+        groups = self._groups(agent, ("tp",))
+        waiting = self._arrive(agent, groups, name, done)
+        if waiting is None:
+            return
+        for op, count in calls:
+            yield from self.collective_driver.run(op, groups, size_bytes, count=count, tag="tp")
+        for event in waiting:
             event.succeed()
 
     # ---- run --------------------------------------------------------------------------------------------------

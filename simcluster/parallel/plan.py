@@ -25,7 +25,12 @@ from simcluster.workload.ops import Op, attention_core, embedding_ops, layer_ops
 
 @dataclass(frozen=True)
 class ChunkCost:
-    """One model chunk on one rank, for one microbatch. Times in seconds, FLOP per rank."""
+    """One model chunk on one rank, for one microbatch. Times in seconds, FLOP per rank.
+
+    The tensor-parallel collectives of a phase (``tp_collectives``: (op, count) of ``tp_bytes`` each) run on the
+    engine's network; ``*_tp_comm_s`` is their time alone on the fabric, kept for the overlapped share of
+    ``tp_comm_overlap`` and for comparison.
+    """
 
     chunk: int
     stage: int
@@ -38,6 +43,10 @@ class ChunkCost:
     backward_flop: float
     grad_bytes: float  # gradients of this chunk on one rank (reduced over data parallel)
     param_bytes: float  # parameters of this chunk on one rank (all-gathered by ZeRO >= 1)
+    forward_cp_comm_s: float = 0.0  # ring attention's key/value exchange left exposed (analytic, see below)
+    backward_cp_comm_s: float = 0.0
+    tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
+    tp_bytes: float = 0.0
 
 
 @dataclass
@@ -117,15 +126,16 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     # analytic model, which is exact for a group alone on its NVSwitch.
     activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * activation_element
     tp_group = layout.group(0, "tp")
-    tp_cost = {phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes)
-                          for op, count in ops) for phase, ops in tp_collectives_per_layer(scenario).items()}
+    per_layer = tp_collectives_per_layer(scenario)
+    tp_cost = {phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes) for op, count in ops)
+               for phase, ops in per_layer.items()}
     cp_cost = context_parallel_s(scenario, collective_time_s, layout)
 
     counts = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
     chunks = []
     for index, layers in enumerate(counts):
         first, last = index == 0, index == len(counts) - 1
-        fwd_s, bwd_s = layers * (layer_fwd_s + cp_cost["forward"]), layers * (layer_bwd_s + cp_cost["backward"])
+        fwd_s, bwd_s = layers * layer_fwd_s, layers * layer_bwd_s
         fwd_flop = layers * _phase_flop(layer, ("forward",))
         bwd_flop = layers * _phase_flop(layer, BACKWARD_PHASES)
         for ops, present in ((embed, first), (output, last)):
@@ -137,10 +147,14 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         params = memory.chunk_params(m, p.tp, layers, first, last, p.pp)
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,
-            forward_compute_s=fwd_s, forward_tp_comm_s=exposed_tp_s(p, layers * tp_cost["forward"], fwd_s),
-            backward_compute_s=bwd_s, backward_tp_comm_s=exposed_tp_s(p, layers * tp_cost["backward"], bwd_s),
+            forward_compute_s=fwd_s, forward_tp_comm_s=layers * tp_cost["forward"],
+            backward_compute_s=bwd_s, backward_tp_comm_s=layers * tp_cost["backward"],
             forward_flop=fwd_flop, backward_flop=bwd_flop,
             grad_bytes=params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
+            forward_cp_comm_s=layers * cp_cost["forward"], backward_cp_comm_s=layers * cp_cost["backward"],
+            tp_collectives={phase: tuple((op, layers * count) for op, count in ops)
+                            for phase, ops in per_layer.items()},
+            tp_bytes=activation_bytes,
         ))
 
     stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / weight_element for s in range(p.pp)]
@@ -157,16 +171,13 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     )
 
 
-def exposed_tp_s(parallelism, tp_comm_s: float, compute_s: float) -> float:
-    """Tensor-parallel communication left on the critical path of a block.
-
-    Without overlap all of it; with Transformer Engine's userbuffers overlap the GEMM and its collective are split
-    into ``splits`` pipelined chunks and only one chunk's communication (or what exceeds the compute) is exposed.
-    """
+def overlapped_tp_share_s(parallelism, tp_alone_s: float) -> float:
+    """With Transformer Engine's userbuffers overlap (``tp_comm_overlap``) a GEMM and its collective are split into
+    ``splits`` pipelined chunks: one chunk's communication stays on the critical path after the compute, the rest
+    runs under it. 0 without overlap (the collectives then simply follow the compute)."""
     if not parallelism.tp_comm_overlap:
-        return tp_comm_s
-    splits = _engine_constants()["tp_comm_overlap"]["splits"]
-    return max(tp_comm_s - compute_s, tp_comm_s / splits)
+        return 0.0
+    return tp_alone_s / _engine_constants()["tp_comm_overlap"]["splits"]
 
 
 def context_parallel_s(scenario: Scenario, collective_time_s: CollectiveTime, layout: Layout) -> dict[str, float]:
