@@ -46,6 +46,8 @@ def summary_table(summary: dict, memory) -> Table:
         ("step time", fmt(summary["step_time_s"], SECONDS, 4)),
         ("  compute", fmt(summary["compute_s"], SECONDS, 4)),
         ("  exposed communication", fmt(summary["exposed_comm_s"], SECONDS, 4)),
+        ("    by parallelism", ", ".join(f"{axis} {fmt(value, SECONDS, 3)}" for axis, value
+                                         in summary["exposed_comm_by_parallelism_s"].items() if value > 0) or "-"),
         ("  pipeline bubble", fmt(summary["pipeline_bubble_s"], SECONDS, 4)),
         ("tokens/s", f"{summary['tokens_per_s']:,.0f}"),
         ("model TFLOP/s per GPU (MFU)", f"{summary['model_tflops_per_gpu']:.1f} ({summary['mfu']:.1%})"),

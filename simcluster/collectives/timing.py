@@ -142,23 +142,6 @@ def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
         TransferClass(tc.pairs, tc.size_bytes / payload, tc.label) for tc in step.transfers)) for step in steps]
 
 
-def repeated(steps: list[Step], count: int, tag: str = "") -> list[Step]:
-    """``count`` back-to-back runs of ``steps`` as one schedule: every step repeated ``count`` times as often and
-    every pure delay ``count`` times as long (the same total on an idle fabric, with ``count`` times fewer actions
-    than concatenating the runs); ``tag`` prefixes every transfer label."""
-    if count == 1 and not tag:
-        return list(steps)
-    out = []
-    for step in steps:
-        transfers = tuple(TransferClass(tc.pairs, tc.size_bytes, f"{tag} {tc.label}" if tag else tc.label)
-                          for tc in step.transfers)
-        if transfers:
-            out.append(dataclasses.replace(step, transfers=transfers, repeat=step.repeat * count))
-        else:
-            out.append(dataclasses.replace(step, overhead_s=step.overhead_s * count))
-    return out
-
-
 @dataclass(frozen=True)
 class Wait:
     """Software latency before the next transfers (a SimPy timeout in the engine, even when zero)."""
@@ -192,4 +175,38 @@ def engine_program(steps: list[Step], fabric) -> list[Wait | Send]:
             if step.transfers:
                 actions.append(Send(tuple(TransferClass(tc.pairs, rest * tc.size_bytes, tc.label)
                                           for tc in step.transfers)))
+    return actions
+
+
+def fused_program(calls: list[tuple[list[Step], int]], fabric, tag: str = "") -> list[Wait | Send]:
+    """Collectives run back to back (each ``(steps, count)``: a schedule run ``count`` times) as one wait and one
+    transfer per kind of step: a tensor-parallel block's collectives (2 per layer, tens per block) as one event.
+
+    Steps that send the same bytes between the same pairs (a ring's steps, and those of the block's other ring
+    collectives over the same group) are one kind: their R repeats become one transfer of R times the bytes after
+    all their software latencies and R-1 path latencies (the network model charges the last). On an idle fabric
+    this takes exactly the time of the collectives one after the other; under contention the block's traffic
+    shares the links as one flow. ``tag`` prefixes the labels, so that the merge policy keeps them apart from
+    other parallelisms' transfers.
+    """
+    kinds: dict[tuple, list] = {}  # signature -> [transfers, repeats, overhead_s]
+    delay_s = 0.0
+    for steps, count in calls:
+        for step in steps:
+            if not step.transfers:
+                delay_s += step.overhead_s * count
+                continue
+            signature = tuple((tc.pairs.tobytes(), tc.size_bytes) for tc in step.transfers)
+            kind = kinds.setdefault(signature, [step.transfers, 0, 0.0])
+            kind[1] += step.repeat * count
+            kind[2] += step.overhead_s * step.repeat * count
+    actions: list[Wait | Send] = []
+    for transfers, repeats, overhead_s in kinds.values():
+        latency_s = max(max_path_latency_s(fabric, tc.pairs) for tc in transfers)
+        actions.append(Wait(delay_s + overhead_s + (repeats - 1) * latency_s))
+        actions.append(Send(tuple(TransferClass(tc.pairs, repeats * tc.size_bytes, f"{tag} {tc.label}".strip())
+                                  for tc in transfers)))
+        delay_s = 0.0
+    if delay_s > 0:
+        actions.append(Wait(delay_s))
     return actions

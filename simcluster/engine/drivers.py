@@ -32,6 +32,7 @@ class _Batch:
     size_bytes: float
     pairs: list[np.ndarray]
     done: simpy.Event
+    first: TransferClass  # the batch's first class, started as it is when nothing joins it
 
 
 class NetworkDriver:
@@ -58,7 +59,7 @@ class NetworkDriver:
             batch.pairs.append(transfers.pairs)
             return batch.done
         done = self.env.event()
-        self._batches[key] = _Batch(transfers.label, transfers.size_bytes, [transfers.pairs], done)
+        self._batches[key] = _Batch(transfers.label, transfers.size_bytes, [transfers.pairs], done, transfers)
         # start the batch once every transfer of this instant has joined: after the events already queued now
         flush = self.env.event()
         flush.callbacks.append(lambda _event: self._start(key))
@@ -69,8 +70,11 @@ class NetworkDriver:
     def _start(self, key) -> None:
         batch = self._batches.pop(key)
         self._settle()
-        pairs = np.concatenate(batch.pairs) if len(batch.pairs) > 1 else batch.pairs[0]
-        handle = self.model.start(TransferClass(pairs, batch.size_bytes, batch.label), self.env.now)
+        if len(batch.pairs) == 1:  # the class itself: its routing, cached on it, is reused (collectives' programs)
+            merged = batch.first
+        else:
+            merged = TransferClass(np.concatenate(batch.pairs), batch.size_bytes, batch.label)
+        handle = self.model.start(merged, self.env.now)
         self._done[handle] = batch.done
         if not self._wake.triggered:
             self._wake.succeed()
@@ -104,15 +108,27 @@ class CollectiveDriver:
         self.env, self.fabric, self.net = env, fabric, net
         self._programs: dict = {}
 
-    def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float, count: int = 1, tag: str = ""):
-        """Drive ``count`` back-to-back collectives through the network, all ``groups`` at once (identical
-        schedules); ``tag`` prefixes their transfers' labels (tensor-parallel traffic never merges with another
-        parallelism's)."""
-        key = (op, tuple(groups), round(size_bytes), count, tag)
+    def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float):
+        """Drive a collective through the network, all ``groups`` at once (identical schedules)."""
+        key = (op, tuple(groups), round(size_bytes))
         if key not in self._programs:
             steps = collectives.merge([timing.engine_schedule(self.fabric, op, g, size_bytes) for g in groups])
-            self._programs[key] = timing.engine_program(timing.repeated(steps, count, tag), self.fabric)
-        for action in self._programs[key]:
+            self._programs[key] = timing.engine_program(steps, self.fabric)
+        yield from self._play(self._programs[key])
+
+    def run_block(self, calls: tuple[tuple[str, int], ...], groups: list[tuple[int, ...]], size_bytes: float,
+                  tag: str):
+        """Drive a block's collectives ((op, count) of ``size_bytes`` each) as ``timing.fused_program`` does: one
+        transfer per kind of step, labelled with ``tag``."""
+        key = (calls, tuple(groups), round(size_bytes), tag)
+        if key not in self._programs:
+            schedules = [(collectives.merge([timing.engine_schedule(self.fabric, op, g, size_bytes) for g in groups]),
+                          count) for op, count in calls]
+            self._programs[key] = timing.fused_program(schedules, self.fabric, tag)
+        yield from self._play(self._programs[key])
+
+    def _play(self, actions):
+        for action in actions:
             if isinstance(action, timing.Wait):
                 yield self.env.timeout(action.seconds)
             else:

@@ -58,7 +58,11 @@ def summarize(record: RunRecord) -> Result:
         return float(np.dot(values, weights) / weights.sum()) / steps
 
     compute_s = mean("compute_s") + mean("optimizer_s")
-    exposed_comm_s = mean("tp_comm_s") + mean("p2p_wait_s") + mean("dp_wait_s")
+    # seconds of the step each parallelism's communication kept the compute stream waiting (expert parallelism: none
+    # modelled yet, so 0)
+    by_parallelism = {"tp": mean("tp_comm_s"), "cp": mean("cp_comm_s"), "pp": mean("p2p_wait_s"),
+                      "dp": mean("dp_wait_s"), "ep": 0.0}
+    exposed_comm_s = by_parallelism["tp"] + by_parallelism["cp"] + by_parallelism["pp"] + by_parallelism["dp"]
     bubble_s = step_time_s - compute_s - exposed_comm_s
     peak = scenario.cluster.gpu.peak_flop_per_s(scenario.training.precision)
     model_flop_per_gpu_s = record.model_flop_per_step / step_time_s / gpus
@@ -75,6 +79,7 @@ def summarize(record: RunRecord) -> Result:
         "peak_memory_per_gpu_bytes": record.memory.total_bytes,
         "compute_s": compute_s,
         "exposed_comm_s": exposed_comm_s,
+        "exposed_comm_by_parallelism_s": by_parallelism,
         "pipeline_bubble_s": bubble_s if bubble_s > 1e-9 * step_time_s else 0.0,  # float noise is no bubble
         "gpus": gpus,
         "network_model": record.network_model,

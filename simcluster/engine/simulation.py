@@ -193,8 +193,7 @@ class Simulation:
         waiting = self._arrive(agent, groups, name, done)
         if waiting is None:
             return
-        for op, count in calls:
-            yield from self.collective_driver.run(op, groups, size_bytes, count=count, tag="tp")
+        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag="tp")
         for event in waiting:
             event.succeed()
 

@@ -1,0 +1,85 @@
+"""Tensor-parallel collectives run on the engine's network: alone they take their closed-form (analytic) time, across
+nodes they load the NICs, and an oversubscribed fabric slows them."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from simcluster.collectives import timing
+from simcluster.engine import Simulation, simulate
+from simcluster.spec import config
+
+BASE = {
+    "name": "tp",
+    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7", "topology": "rail-fat-tree"},
+    "model": "gpt3-1.3b",
+    "training": {"seq_len": 2048, "global_batch_size": 4, "micro_batch_size": 1, "precision": "bf16"},
+    "parallelism": {"tp": 8, "pp": 1, "dp": 1},
+}
+
+
+def scenario(**changes):
+    data = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        section, key = path.split("__")
+        data[section][key] = value
+    return config.from_dict(data)
+
+
+@pytest.mark.parametrize("sequence_parallel", [True, False])
+def test_tp_collectives_alone_on_an_nvswitch_take_their_isolated_time(sequence_parallel):
+    """One node, no other traffic: the engine's TP time is the sum over blocks of each collective timed alone with
+    the analytic model (collectives.run), which the engine never calls while it runs."""
+    spec = scenario(parallelism__sequence_parallel=sequence_parallel)
+    sim = Simulation(spec)
+    summary = sim.run().summary
+    group = tuple(range(8))
+    expected = 0.0
+    for chunk in sim.plan.chunks:
+        for calls in chunk.tp_collectives.values():
+            expected += sum(count * timing.isolated_time_s(sim.fabric, op, group, chunk.tp_bytes)
+                            for op, count in calls)
+    expected *= sim.plan.microbatches
+    assert expected > 0
+    assert summary["exposed_comm_by_parallelism_s"]["tp"] == pytest.approx(expected, rel=1e-9)
+    assert summary["exposed_comm_s"] == pytest.approx(expected, rel=1e-9)  # nothing else communicates
+
+
+def test_tp_across_nodes_loads_the_nics():
+    """tp 16 on 8-GPU nodes without data or pipeline parallelism: every NIC byte is tensor-parallel traffic."""
+    result = simulate(scenario(cluster__nodes=2, parallelism__tp=16))
+    nic_bytes = result.links[result.links["kind"] == "ib"]["bytes"].sum()
+    assert nic_bytes > 0
+    assert result.summary["exposed_comm_by_parallelism_s"]["tp"] > 0
+    assert result.summary["exposed_comm_by_parallelism_s"]["dp"] == 0
+
+
+def test_tp_across_nodes_is_slower_on_an_oversubscribed_leaf_spine():
+    rail = simulate(scenario(cluster__nodes=16, parallelism__tp=16, parallelism__dp=8, training__global_batch_size=32))
+    leaf = simulate(scenario(cluster__nodes=16, cluster__topology="leaf-spine",
+                             cluster__topology_options={"oversubscription": 4}, parallelism__tp=16,
+                             parallelism__dp=8, training__global_batch_size=32))
+    tp_rail = rail.summary["exposed_comm_by_parallelism_s"]["tp"]
+    tp_leaf = leaf.summary["exposed_comm_by_parallelism_s"]["tp"]
+    assert tp_leaf > 1.01 * tp_rail
+    assert leaf.summary["step_time_s"] > rail.summary["step_time_s"]
+
+
+def test_tp_across_nodes_collapsed_equals_expanded():
+    spec = scenario(cluster__nodes=4, parallelism__tp=16, parallelism__dp=2, training__global_batch_size=8)
+    collapsed = simulate(spec).summary
+    expanded = simulate(spec, expand=True).summary
+    assert collapsed["step_time_s"] == pytest.approx(expanded["step_time_s"], rel=1e-9)
+    assert collapsed["exposed_comm_by_parallelism_s"]["tp"] == pytest.approx(
+        expanded["exposed_comm_by_parallelism_s"]["tp"], rel=1e-9)
+
+
+def test_exposed_communication_is_the_sum_of_its_parts(small_scenario):
+    summary = simulate(config.from_dict(small_scenario)).summary
+    parts = summary["exposed_comm_by_parallelism_s"]
+    assert set(parts) == {"tp", "cp", "pp", "dp", "ep"}
+    assert sum(parts.values()) == pytest.approx(summary["exposed_comm_s"], rel=1e-12)
+    assert summary["step_time_s"] == pytest.approx(
+        summary["compute_s"] + summary["exposed_comm_s"] + summary["pipeline_bubble_s"], rel=1e-9)
