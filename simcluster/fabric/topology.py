@@ -53,6 +53,7 @@ class Fabric:
     link_latency_s: np.ndarray
     link_kind: list[str]
     routing: str = "ecmp"
+    gpu: GpuSpec | None = None  # the GPUs' spec: collectives ask it what the GPUs can do (NVLink SHARP)
     _router: object = field(default=None, repr=False)
     _routes: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _small_routes: dict = field(default_factory=dict, repr=False)
@@ -269,7 +270,9 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
         tables = getattr(builder, "torus_tables", None)
         if tables is not None:
             builder.graph.graph["_torus_tables"] = tables
-        return fabric_from_graph(topology, builder.graph, builder.gpu_nodes, gpus_per_node)
+        fabric = fabric_from_graph(topology, builder.graph, builder.gpu_nodes, gpus_per_node)
+        fabric.gpu = gpu
+        return fabric
     path = _resolve_file(topology)
     if path is None:
         raise ScenarioError("cluster.topology",
@@ -289,6 +292,7 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
     fabric = fabric_from_graph(builder.graph.graph.get("name") or path.stem, builder.graph, builder.gpu_nodes,
                                gpus_per_node)
     _check_routes(fabric, str(path))
+    fabric.gpu = gpu
     return fabric
 
 

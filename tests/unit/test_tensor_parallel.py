@@ -83,3 +83,25 @@ def test_exposed_communication_is_the_sum_of_its_parts(small_scenario):
     assert sum(parts.values()) == pytest.approx(summary["exposed_comm_s"], rel=1e-12)
     assert summary["step_time_s"] == pytest.approx(
         summary["compute_s"] + summary["exposed_comm_s"] + summary["pipeline_bubble_s"], rel=1e-9)
+
+
+@pytest.mark.parametrize("size_bytes", [64e6, 1e9])
+def test_nvls_runs_in_the_engine_as_it_does_alone(size_bytes):
+    """On an H100 NVSwitch node auto picks NVLink SHARP for large all-reduces (NCCL's default there); the engine
+    runs it with NVLS's own NVLink efficiency, so alone it takes exactly the time collectives.run gives."""
+    import simpy
+
+    from simcluster import collectives, network
+    from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
+    from simcluster.fabric import topology
+    from simcluster.spec import hardware
+
+    fabric = topology.build("nvswitch-node", gpus=8, gpus_per_node=8, gpu=hardware.gpu("h100-sxm"),
+                            nic=hardware.nic("connectx-7"))
+    alone = collectives.run(collectives.Collective("allreduce", range(8), size_bytes), fabric, "flow")
+    assert alone.algorithm == "nvls"
+    env = simpy.Environment()
+    driver = CollectiveDriver(env, fabric, NetworkDriver(env, network.make("flow", collectives.calibrated(fabric))))
+    env.process(driver.run("allreduce", [tuple(range(8))], size_bytes))
+    env.run()
+    assert env.now == pytest.approx(alone.time_s, rel=1e-12)
