@@ -11,25 +11,27 @@ from simcluster.collectives import timing
 from simcluster.engine import Simulation, simulate
 from simcluster.spec import config
 
-BASE = {
-    "name": "tp",
-    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7", "topology": "rail-fat-tree"},
-    "model": "gpt3-1.3b",
-    "training": {"seq_len": 2048, "global_batch_size": 4, "micro_batch_size": 1, "precision": "bf16"},
-    "parallelism": {"tp": 8, "pp": 1, "dp": 1},
-}
+# one 8-GPU H100 node running tensor parallelism only (conftest's small scenario, moved)
+ONE_NODE_TP = {"cluster__nodes": 1, "parallelism__tp": 8, "parallelism__pp": 1, "parallelism__dp": 1,
+               "training__global_batch_size": 4}
 
 
-def scenario(**changes):
-    data = copy.deepcopy(BASE)
-    for path, value in changes.items():
-        section, key = path.split("__")
-        data[section][key] = value
-    return config.from_dict(data)
+@pytest.fixture
+def scenario(small_scenario):
+    """The one-node TP scenario with ``section__key=value`` changes applied."""
+
+    def make(**changes):
+        data = copy.deepcopy(small_scenario)
+        for path, value in {**ONE_NODE_TP, **changes}.items():
+            section, key = path.split("__")
+            data[section][key] = value
+        return config.from_dict(data)
+
+    return make
 
 
 @pytest.mark.parametrize("sequence_parallel", [True, False])
-def test_tp_collectives_alone_on_an_nvswitch_take_their_isolated_time(sequence_parallel):
+def test_tp_collectives_alone_on_an_nvswitch_take_their_isolated_time(scenario, sequence_parallel):
     """One node, no other traffic: the engine's TP time is the sum over blocks of each collective timed alone with
     the analytic model (collectives.run), which the engine never calls while it runs."""
     spec = scenario(parallelism__sequence_parallel=sequence_parallel)
@@ -47,7 +49,7 @@ def test_tp_collectives_alone_on_an_nvswitch_take_their_isolated_time(sequence_p
     assert summary["exposed_comm_s"] == pytest.approx(expected, rel=1e-9)  # nothing else communicates
 
 
-def test_tp_across_nodes_loads_the_nics():
+def test_tp_across_nodes_loads_the_nics(scenario):
     """tp 16 on 8-GPU nodes without data or pipeline parallelism: every NIC byte is tensor-parallel traffic."""
     result = simulate(scenario(cluster__nodes=2, parallelism__tp=16))
     nic_bytes = result.links[result.links["kind"] == "ib"]["bytes"].sum()
@@ -56,7 +58,7 @@ def test_tp_across_nodes_loads_the_nics():
     assert result.summary["exposed_comm_by_parallelism_s"]["dp"] == 0
 
 
-def test_tp_across_nodes_is_slower_on_an_oversubscribed_leaf_spine():
+def test_tp_across_nodes_is_slower_on_an_oversubscribed_leaf_spine(scenario):
     rail = simulate(scenario(cluster__nodes=16, parallelism__tp=16, parallelism__dp=8, training__global_batch_size=32))
     leaf = simulate(scenario(cluster__nodes=16, cluster__topology="leaf-spine",
                              cluster__topology_options={"oversubscription": 4}, parallelism__tp=16,
@@ -67,7 +69,7 @@ def test_tp_across_nodes_is_slower_on_an_oversubscribed_leaf_spine():
     assert leaf.summary["step_time_s"] > rail.summary["step_time_s"]
 
 
-def test_tp_across_nodes_collapsed_equals_expanded():
+def test_tp_across_nodes_collapsed_equals_expanded(scenario):
     spec = scenario(cluster__nodes=4, parallelism__tp=16, parallelism__dp=2, training__global_batch_size=8)
     collapsed = simulate(spec).summary
     expanded = simulate(spec, expand=True).summary
