@@ -97,6 +97,13 @@ def run(collective: Collective, fabric, network: str = "flow", gpu=None) -> Outc
     )
 
 
+def ring_exchange(groups: list[tuple[int, ...]], size_bytes: float) -> list[Step]:
+    """One step in which every member of every group sends ``size_bytes`` to its successor around the group (a
+    ring attention key/value pass): point-to-point sends, no NCCL collective latency."""
+    pairs = [(group[i], group[(i + 1) % len(group)]) for group in groups for i in range(len(group))]
+    return [Step((TransferClass(pairs, size_bytes, "ring exchange"),))]
+
+
 def isolated_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) -> float:
     """Time of one collective alone on ``fabric`` (analytic model, NCCL-calibrated), cached per fabric.
 
@@ -109,9 +116,7 @@ def isolated_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) 
     key = (op, group, round(size_bytes))
     if key not in cache:
         if op == "sendrecv_ring":
-            pairs = [(group[i], group[(i + 1) % len(group)]) for i in range(len(group))]
-            model = make_model("analytic", nccl.calibrated(fabric))
-            cache[key] = simulate([Step((TransferClass(pairs, size_bytes),))], model)
+            cache[key] = simulate(ring_exchange([group], size_bytes), make_model("analytic", nccl.calibrated(fabric)))
         else:
             cache[key] = run(Collective(op=op, group=group, size_bytes=size_bytes), fabric, "analytic").time_s
     return cache[key]

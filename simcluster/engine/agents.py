@@ -89,42 +89,64 @@ class Agent:
             self.tally.dp_wait_s += self.sim.env.now - started_at_s
 
     def compute(self, phase: str, work, part: int | None = None, parts: int = 1):
-        """One block: part ``part`` of ``parts`` of a (chunk, microbatch, phase), fused into one timeout of compute
-        (plus ring attention's exposed exchange), then its tensor-parallel collectives on the network.
+        """One block: part ``part`` of ``parts`` of a (chunk, microbatch, phase), fused into one timeout of compute,
+        then its tensor-parallel collectives on the network.
 
-        The collectives are blocking, as Megatron issues them between the GEMMs; with ``tp_comm_overlap`` they run
-        under the compute and only one of Transformer Engine's pipelined splits stays after it.
+        With context parallelism the key/value exchange runs on the network during the block's attention, and
+        the block waits for whichever ends last. The TP collectives are blocking, as Megatron issues them between
+        the GEMMs; with ``tp_comm_overlap`` they run under the compute and only one of Transformer Engine's
+        pipelined splits stays after it.
         """
         sim = self.sim
         env, cost = sim.env, sim.plan.chunks[work.chunk]
         compute_s = getattr(cost, f"{phase}_compute_s") / parts
-        cp_s = getattr(cost, f"{phase}_cp_comm_s") / parts
-        calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)
         name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
         started_at_s = env.now
-        if not calls:
-            yield env.timeout(compute_s + cp_s)
-        else:
-            overlap_s = overlapped_tp_share_s(sim.scenario.parallelism, getattr(cost, f"{phase}_tp_comm_s") / parts)
-            if overlap_s > 0:
-                done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
-                yield env.timeout(compute_s + cp_s + overlap_s)
-            else:
-                yield env.timeout(compute_s + cp_s)
-                done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
-            if not done.triggered:
-                yield done
+        calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)
+        overlap_s = overlapped_tp_share_s(sim.scenario.parallelism, getattr(cost, f"{phase}_tp_comm_s") / parts)
+        tp_done = None
+        if calls and overlap_s > 0:  # Transformer Engine overlap: the TP collectives start with the compute
+            tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
+        cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name,
+                                                 overlap_s if tp_done is not None else 0.0)
+        if calls:
+            if tp_done is None:
+                tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
+            if not tp_done.triggered:
+                yield tp_done
         tp_comm_s = env.now - started_at_s - compute_s - cp_s
+        tp_started_at_s = started_at_s + compute_s + cp_s
         self.tally.compute_s += compute_s
         self.tally.cp_comm_s += cp_s
         self.tally.tp_comm_s += tp_comm_s
         sim.recorder.compute(self, "compute", name, work.microbatch, started_at_s, started_at_s + compute_s)
         if cp_s > 0:
             sim.recorder.compute(self, "cp", f"cp comm {name}", work.microbatch, started_at_s + compute_s,
-                                 started_at_s + compute_s + cp_s)
+                                 tp_started_at_s)
         if tp_comm_s > 0:
-            sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, started_at_s + compute_s + cp_s,
-                                 env.now)
+            sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, tp_started_at_s, env.now)
+
+    def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str,
+                          tail_s: float):
+        """The block's compute (and ``tail_s`` after it: the overlapped TP share), its key/value exchange hidden
+        behind the attention where it is shorter; returns the exposed exchange (seconds past the compute)."""
+        sim, env = self.sim, self.sim.env
+        exchange = sim.plan.chunks[work.chunk].cp_exchange.get(phase)
+        steps = share((("ring", exchange[1]),), part, parts) if exchange else ()
+        if not steps:
+            yield env.timeout(compute_s + tail_s)
+            return 0.0
+        started_at_s = env.now
+        attention_s = exchange[0] / parts
+        yield env.timeout(compute_s - attention_s)
+        done = sim.context_parallel(self, steps[0][1], exchange[2], f"{name} m{work.microbatch}")
+        yield env.timeout(attention_s)
+        if not done.triggered:
+            yield done
+        cp_s = env.now - started_at_s - compute_s
+        if tail_s > 0:
+            yield env.timeout(tail_s)
+        return cp_s
 
     def _receive(self, key):
         """Wait for a pipeline message; the wait counts as communication once the message is on the wire."""

@@ -127,6 +127,15 @@ class CollectiveDriver:
             self._programs[key] = timing.fused_program(schedules, self.fabric, tag)
         yield from self._play(self._programs[key])
 
+    def run_ring_exchange(self, groups: list[tuple[int, ...]], size_bytes: float, steps: int, tag: str):
+        """``steps`` ring steps over each group (every member sends ``size_bytes`` to its successor), fused as
+        ``run_block`` fuses a block's collectives."""
+        key = ("ring exchange", tuple(groups), round(size_bytes), steps, tag)
+        if key not in self._programs:
+            self._programs[key] = timing.fused_program([(timing.ring_exchange(groups, size_bytes), steps)],
+                                                       self.fabric, tag)
+        yield from self._play(self._programs[key])
+
     def _play(self, actions):
         for action in actions:
             if isinstance(action, timing.Wait):

@@ -197,6 +197,24 @@ class Simulation:
         for event in waiting:
             event.succeed()
 
+    # ---- context-parallel exchange ----------------------------------------------------------------------------
+    def context_parallel(self, agent: Agent, steps: int, size_bytes: float, name: str) -> simpy.Event:
+        """Ring attention's key/value exchange of a block: ``steps`` ring steps in which every rank of the CP groups
+        of ``agent``'s ranks passes ``size_bytes`` to its neighbour, on the network, once every member has reached
+        it; returns the event of its completion."""
+        done = self.env.event()
+        self.env.process(self._join_context_parallel(agent, steps, size_bytes, name, done))
+        return done
+
+    def _join_context_parallel(self, agent, steps, size_bytes, name, done):
+        groups = self._groups(agent, ("cp",))
+        waiting = self._arrive(agent, groups, name, done)
+        if waiting is None:
+            return
+        yield from self.collective_driver.run_ring_exchange(groups, size_bytes, steps, tag="cp")
+        for event in waiting:
+            event.succeed()
+
     # ---- run --------------------------------------------------------------------------------------------------
     def run(self, steps: int | None = None, on_step=None) -> Result:
         """Simulate ``steps`` optimizer steps; ``on_step(i)`` is called after each (for progress bars).

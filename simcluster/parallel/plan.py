@@ -43,8 +43,8 @@ class ChunkCost:
     backward_flop: float
     grad_bytes: float  # gradients of this chunk on one rank (reduced over data parallel)
     param_bytes: float  # parameters of this chunk on one rank (all-gathered by ZeRO >= 1)
-    forward_cp_comm_s: float = 0.0  # ring attention's key/value exchange left exposed (analytic, see below)
-    backward_cp_comm_s: float = 0.0
+    # ring attention's key/value exchange per phase: (attention time it hides behind, ring steps, bytes per step)
+    cp_exchange: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
     tp_bytes: float = 0.0
 
@@ -107,8 +107,8 @@ CollectiveTime = Callable[[str, tuple[int, ...], float], float]
 
 
 def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
-    """Build the step plan of ``scenario``, timing its tensor- and context-parallel collectives with
-    ``collective_time_s``."""
+    """Build the step plan of ``scenario``; ``collective_time_s`` times its tensor-parallel collectives alone on the
+    fabric (the share ``tp_comm_overlap`` leaves exposed)."""
     t, p, m = scenario.training, scenario.parallelism, scenario.model
     gpu, precision = scenario.cluster.gpu, t.precision
     layout = Layout.of(p)
@@ -129,7 +129,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     per_layer = tp_collectives_per_layer(scenario)
     tp_cost = {phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes) for op, count in ops)
                for phase, ops in per_layer.items()}
-    cp_cost = context_parallel_s(scenario, collective_time_s, layout)
+    cp_per_layer = context_parallel_exchange(scenario)
 
     counts = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
     chunks = []
@@ -151,7 +151,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             backward_compute_s=bwd_s, backward_tp_comm_s=layers * tp_cost["backward"],
             forward_flop=fwd_flop, backward_flop=bwd_flop,
             grad_bytes=params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
-            forward_cp_comm_s=layers * cp_cost["forward"], backward_cp_comm_s=layers * cp_cost["backward"],
+            cp_exchange={phase: (layers * attention_s, layers * steps, step_bytes)
+                         for phase, (attention_s, steps, step_bytes) in cp_per_layer.items()},
             tp_collectives={phase: tuple((op, layers * count) for op, count in ops)
                             for phase, ops in per_layer.items()},
             tp_bytes=activation_bytes,
@@ -180,27 +181,23 @@ def overlapped_tp_share_s(parallelism, tp_alone_s: float) -> float:
     return tp_alone_s / _engine_constants()["tp_comm_overlap"]["splits"]
 
 
-def context_parallel_s(scenario: Scenario, collective_time_s: CollectiveTime, layout: Layout) -> dict[str, float]:
-    """Exposed time of ring attention's key/value exchange per layer (Liu et al. 2023; Megatron-Core CP).
+def context_parallel_exchange(scenario: Scenario) -> dict[str, tuple[float, int, float]]:
+    """Ring attention's key/value exchange of one layer per phase (Liu et al. 2023; Megatron-Core CP): the attention
+    time it overlaps, its cp-1 ring steps, and the bytes each rank passes to its neighbour per step.
 
-    Each of the cp-1 ring steps passes this rank's K and V block to its neighbour while attention on the previous
-    block runs, so only the part of the exchange longer than the attention compute is exposed. Backward also passes
-    the K/V gradients: twice the bytes.
+    Each ring step passes this rank's K and V block on while attention on the previous block runs, so only the part
+    of the exchange longer than the attention is exposed (the engine times the exchange on the network). Backward
+    also passes the K/V gradients: twice the bytes. Empty without context parallelism.
     """
     p, t, m = scenario.parallelism, scenario.training, scenario.model
     if p.cp == 1:
-        return {"forward": 0.0, "backward": 0.0}
+        return {}
     shard = shard_for(scenario)
     kv_bytes = (2 * t.seq_len / p.cp * t.micro_batch_size * local_kv_hidden(m, p.tp)
                 * shard.activation_bytes_per_element)
-    group = tuple(layout.group(0, "cp"))
     core = dict(zip(("forward", "backward"), attention_core(m, shard), strict=True))
-    out = {}
-    for phase, factor in (("forward", 1), ("backward", 2)):
-        attention_s = kernels.ops_time_s(core[phase], scenario.cluster.gpu, t.precision)
-        exchange_s = (p.cp - 1) * collective_time_s("sendrecv_ring", group, factor * kv_bytes)
-        out[phase] = max(0.0, exchange_s - attention_s)
-    return out
+    return {phase: (kernels.ops_time_s(core[phase], scenario.cluster.gpu, t.precision), p.cp - 1, factor * kv_bytes)
+            for phase, factor in (("forward", 1), ("backward", 2))}
 
 
 @cache

@@ -107,3 +107,27 @@ def test_nvls_runs_in_the_engine_as_it_does_alone(size_bytes):
     env.process(driver.run("allreduce", [tuple(range(8))], size_bytes))
     env.run()
     assert env.now == pytest.approx(alone.time_s, rel=1e-12)
+
+
+def test_cp_exchange_on_the_network_is_exposed_only_beyond_the_attention(scenario):
+    """Context parallelism across two nodes (one GPU each): alone on the fabric, each block exposes its ring
+    exchange (timed alone with the analytic model) minus the attention it hides behind, never less than 0. The
+    gradients (reduced over dp x cp) wait for the end of the backward, so nothing shares the NIC with the exchange;
+    overlapping them makes the exchange slower (they contend)."""
+    spec = scenario(cluster__gpus_per_node=1, cluster__nodes=2, parallelism__tp=1, parallelism__cp=2,
+                    parallelism__overlap_grad_reduce=False, training__seq_len=8192, training__global_batch_size=2)
+    sim = Simulation(spec)
+    summary = sim.run().summary
+    expected = 0.0
+    for chunk in sim.plan.chunks:
+        for attention_s, steps, step_bytes in chunk.cp_exchange.values():
+            exchange_s = steps * timing.isolated_time_s(sim.fabric, "sendrecv_ring", (0, 1), step_bytes)
+            expected += max(0.0, exchange_s - attention_s)
+    expected *= sim.plan.microbatches
+    assert expected > 0
+    assert summary["exposed_comm_by_parallelism_s"]["cp"] == pytest.approx(expected, rel=1e-9)
+    expanded = simulate(spec, expand=True).summary
+    assert expanded["step_time_s"] == pytest.approx(summary["step_time_s"], rel=1e-9)
+    overlapped = simulate(scenario(cluster__gpus_per_node=1, cluster__nodes=2, parallelism__tp=1, parallelism__cp=2,
+                                   training__seq_len=8192, training__global_batch_size=2)).summary
+    assert overlapped["exposed_comm_by_parallelism_s"]["cp"] > 1.01 * summary["exposed_comm_by_parallelism_s"]["cp"]
