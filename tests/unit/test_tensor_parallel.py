@@ -8,6 +8,7 @@ import copy
 import pytest
 
 from simcluster.collectives import timing
+from simcluster.core import catalog
 from simcluster.engine import Simulation, simulate
 from simcluster.spec import config
 
@@ -131,3 +132,19 @@ def test_cp_exchange_on_the_network_is_exposed_only_beyond_the_attention(scenari
     overlapped = simulate(scenario(cluster__gpus_per_node=1, cluster__nodes=2, parallelism__tp=1, parallelism__cp=2,
                                    training__seq_len=8192, training__global_batch_size=2)).summary
     assert overlapped["exposed_comm_by_parallelism_s"]["cp"] > 1.01 * summary["exposed_comm_by_parallelism_s"]["cp"]
+
+
+def test_tp_comm_overlap_leaves_one_split_or_what_exceeds_the_compute(scenario):
+    """Transformer Engine's overlap on an idle NVSwitch: a block exposes max(TP alone / 4 splits, TP alone -
+    compute), the collectives running on the network under the compute."""
+    sim = Simulation(scenario(parallelism__tp_comm_overlap=True))
+    summary = sim.run().summary
+    splits = catalog.load("engine")["tp_comm_overlap"]["splits"]
+    expected = 0.0
+    for chunk in sim.plan.chunks:
+        for phase in ("forward", "backward"):
+            alone_s = getattr(chunk, f"{phase}_tp_comm_s")
+            expected += max(alone_s / splits, alone_s - getattr(chunk, f"{phase}_compute_s"))
+    expected *= sim.plan.microbatches
+    assert expected > 0
+    assert summary["exposed_comm_by_parallelism_s"]["tp"] == pytest.approx(expected, rel=1e-9)
