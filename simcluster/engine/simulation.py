@@ -30,10 +30,12 @@ from simcluster.workload import ops
 
 @dataclasses.dataclass(eq=False)
 class Message:
-    """A pipeline message to an agent: fires ``arrived`` when on the receiver; ``sent_at_s`` when put on the wire."""
+    """A pipeline message to an agent: fires ``arrived`` when on the receiver; ``sent_at_s`` when put on the wire;
+    ``posted`` (blocking sends only) fires when the receiver has posted its receive."""
 
     arrived: simpy.Event
     sent_at_s: float | None = None
+    posted: simpy.Event | None = None
 
 
 class Simulation:
@@ -90,8 +92,9 @@ class Simulation:
             self._messages[full_key] = Message(self.env.event())
         return self._messages[full_key]
 
-    def send(self, agent: Agent, key, chunk: int) -> None:
-        """Send the activation (or its gradient) of ``key`` from ``agent`` to the stage holding ``chunk``."""
+    def send(self, agent: Agent, key, chunk: int) -> simpy.Event:
+        """Send the activation (or its gradient) of ``key`` from ``agent`` to the stage holding ``chunk``; returns
+        the event of its arrival."""
         plan = self.plan
         dst_stage = plan.stage_of(chunk)
         pairs = self._peer_pairs(agent, dst_stage)
@@ -100,11 +103,29 @@ class Simulation:
         message.sent_at_s = self.env.now
         if dst_stage == agent.stage:
             message.arrived.succeed()
-            return
+            return message.arrived
         started_at_s = self.env.now
         # the label names the stage boundary: only the same boundary's sends in other replicas merge into one class
         done = self.net.transfer(TransferClass(pairs, plan.p2p_bytes, label=f"pp {agent.stage}->{dst_stage}"))
         done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))
+        return done
+
+    def post_receive(self, agent: Agent, key) -> None:
+        """``agent`` posts its receive of ``key``: a blocking sender of it may start (``receiver_ready``)."""
+        message = self.inbox(agent, key)
+        if message.posted is None:
+            message.posted = self.env.event()
+        if not message.posted.triggered:
+            message.posted.succeed()
+
+    def receiver_ready(self, agent: Agent, key, chunk: int) -> simpy.Event:
+        """The event of the receiver of ``key`` (the stage holding ``chunk``) posting its receive: an NCCL send
+        larger than its buffers completes only into a posted receive."""
+        receiver = self._agent_of_rank[int(self._peer_pairs(agent, self.plan.stage_of(chunk))[0, 1])]
+        message = self.inbox(receiver, key)
+        if message.posted is None:
+            message.posted = self.env.event()
+        return message.posted
 
     def _peer_pairs(self, agent: Agent, stage: int) -> np.ndarray:
         """(rank, same rank moved to pipeline ``stage``) for every rank ``agent`` stands for; cached."""
@@ -180,20 +201,21 @@ class Simulation:
 
     # ---- tensor-parallel collectives --------------------------------------------------------------------------
     def tensor_parallel(self, agent: Agent, calls: tuple[tuple[str, int], ...], size_bytes: float,
-                        name: str) -> simpy.Event:
+                        name: str, tag: str = "tp") -> simpy.Event:
         """Run a block's tensor-parallel collectives ((op, count) of ``size_bytes`` each, in order) over the TP
         groups of ``agent``'s ranks on the network, once every member rank has reached them; returns the event of
-        their completion. The TP ranks of a collapsed agent are all its own, so they start at once."""
+        their completion. The TP ranks of a collapsed agent are all its own, so they start at once. ``tag`` labels
+        the transfers (the merge policy keeps differently labelled traffic apart)."""
         done = self.env.event()
-        self.env.process(self._join_tensor_parallel(agent, calls, size_bytes, name, done))
+        self.env.process(self._join_tensor_parallel(agent, calls, size_bytes, name, done, tag))
         return done
 
-    def _join_tensor_parallel(self, agent, calls, size_bytes, name, done):
+    def _join_tensor_parallel(self, agent, calls, size_bytes, name, done, tag):
         groups = self._groups(agent, ("tp",))
         waiting = self._arrive(agent, groups, name, done)
         if waiting is None:
             return
-        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag="tp")
+        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=tag)
         for event in waiting:
             event.succeed()
 
@@ -215,12 +237,59 @@ class Simulation:
         for event in waiting:
             event.succeed()
 
+    # ---- the step's last collectives --------------------------------------------------------------------------
+    def step_collective(self, agent: Agent, kind: str, size_bytes: float) -> simpy.Event:
+        """All-reduce ``size_bytes`` over the ``kind`` groups of ``agent``'s ranks on the network, once every
+        member rank has arrived; the event's value is when the collective started (its last member arrived).
+
+        ``embedding``: the first and last pipeline stage of every (tp, cp, dp) coordinate (Megatron's embedding
+        group); ``grad norm``: the ranks differing only on the plan's ``grad_norm_axes``.
+        """
+        done = self.env.event()
+        groups = self._step_groups(agent, kind)
+        if len(groups[0]) < 2:
+            done.succeed(self.env.now)
+            return done
+        self.env.process(self._join_step_collective(agent, groups, kind, size_bytes, done))
+        return done
+
+    def _join_step_collective(self, agent, groups, kind, size_bytes, done):
+        waiting = self._arrive(agent, groups, f"{kind} allreduce", done)
+        if waiting is None:
+            return
+        started_at_s = self.env.now
+        yield from self.collective_driver.run("allreduce", groups, size_bytes)
+        stream = "pp" if kind == "embedding" else "dp"
+        self.recorder.transfer(agent, stream, f"{kind} allreduce", -1, started_at_s, self.env.now, size_bytes)
+        for event in waiting:
+            event.succeed(started_at_s)
+
+    def _step_groups(self, agent: Agent, kind: str) -> list[tuple[int, ...]]:
+        """The groups of ``step_collective``, members in rank order (ring neighbours on NVLink first); cached."""
+        key = (agent.rank, kind)
+        if key not in self._groups_cache:
+            layout = self.plan.layout
+            if kind == "embedding":
+                ranks = np.asarray(agent.ranks, dtype=np.int64)
+                ends = zip(layout.moved(ranks, "pp", 0).tolist(), layout.moved(ranks, "pp", layout.pp - 1).tolist(),
+                           strict=True)
+                groups = sorted(set(ends))
+            elif len(self.plan.grad_norm_axes) == len(layout.order):  # every rank: one group
+                groups = [tuple(range(layout.world_size))]
+            else:
+                groups = sorted(tuple(sorted(group)) for group in self._groups(agent, self.plan.grad_norm_axes))
+            self._groups_cache[key] = groups
+        return self._groups_cache[key]
+
     # ---- run --------------------------------------------------------------------------------------------------
     def run(self, steps: int | None = None, on_step=None) -> Result:
         """Simulate ``steps`` optimizer steps; ``on_step(i)`` is called after each (for progress bars).
 
-        Steps end with a barrier over all ranks: the optimizer's gradient-norm all-reduce for clipping spans the
-        whole job (Megatron-LM clip_grad_norm), so no rank starts step i+1 before every rank has finished step i.
+        Before the optimizer, the gradient-norm all-reduce of clipping (Megatron-LM clip_grad_norm) runs on the
+        network over every rank holding gradients (the whole job with the distributed optimizer), synchronising
+        them. Steps still end with a barrier over all ranks: no rank starts step i+1 before every rank has finished
+        step i (stages whose optimizer or parameter gathering ends earlier wait; in Megatron they would start the
+        next step's first forward).
         """
         steps = steps or self.scenario.training.steps
         assert self.env.now == 0, "a Simulation runs once (step indices key its messages)"
