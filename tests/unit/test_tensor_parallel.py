@@ -10,6 +10,7 @@ import pytest
 from simcluster.collectives import timing
 from simcluster.core import catalog
 from simcluster.engine import Simulation, simulate
+from simcluster.parallel.plan import GRAD_NORM_BYTES
 from simcluster.spec import config
 
 # one 8-GPU H100 node running tensor parallelism only (conftest's small scenario, moved)
@@ -47,16 +48,22 @@ def test_tp_collectives_alone_on_an_nvswitch_take_their_isolated_time(scenario, 
     expected *= sim.plan.microbatches
     assert expected > 0
     assert summary["exposed_comm_by_parallelism_s"]["tp"] == pytest.approx(expected, rel=1e-9)
-    assert summary["exposed_comm_s"] == pytest.approx(expected, rel=1e-9)  # nothing else communicates
+    # nothing else communicates but the gradient norm's all-reduce over the node (distributed optimizer)
+    norm_s = timing.isolated_time_s(sim.fabric, "allreduce", group, GRAD_NORM_BYTES)
+    assert summary["exposed_comm_by_parallelism_s"]["dp"] == pytest.approx(norm_s, rel=1e-9)
+    assert summary["exposed_comm_s"] == pytest.approx(expected + norm_s, rel=1e-9)
 
 
 def test_tp_across_nodes_loads_the_nics(scenario):
     """tp 16 on 8-GPU nodes without data or pipeline parallelism: every NIC byte is tensor-parallel traffic."""
-    result = simulate(scenario(cluster__nodes=2, parallelism__tp=16))
+    sim = Simulation(scenario(cluster__nodes=2, parallelism__tp=16))
+    result = sim.run()
     nic_bytes = result.links[result.links["kind"] == "ib"]["bytes"].sum()
     assert nic_bytes > 0
     assert result.summary["exposed_comm_by_parallelism_s"]["tp"] > 0
-    assert result.summary["exposed_comm_by_parallelism_s"]["dp"] == 0
+    # no data-parallel traffic but the gradient norm's all-reduce (4 bytes), which takes its time alone
+    assert result.summary["exposed_comm_by_parallelism_s"]["dp"] == pytest.approx(
+        timing.isolated_time_s(sim.fabric, "allreduce", tuple(range(16)), GRAD_NORM_BYTES), rel=1e-9)
 
 
 def test_tp_across_nodes_is_slower_on_an_oversubscribed_leaf_spine(scenario):
