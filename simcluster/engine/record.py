@@ -37,16 +37,19 @@ class AgentTally:
 
 @dataclass(frozen=True)
 class FabricLinks:
-    """The fabric as the links table needs it; ``ends`` is None for a fabric that does not name its nodes."""
+    """The fabric as the links table needs it; ``ends`` is None for a fabric that does not name its nodes, ``classes``
+    (tiers such as nvlink, pcie, nic, leaf-spine: ``fabric.classes``) None for one that has no roles."""
 
     topology: str
     kinds: Sequence[str]
     capacity_bytes_per_s: np.ndarray
     ends: Sequence[tuple] | None
+    classes: Sequence[str] | None = None
 
     @classmethod
     def of(cls, fabric) -> FabricLinks:
-        return cls(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, getattr(fabric, "link_ends", None))
+        return cls(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, getattr(fabric, "link_ends", None),
+                   getattr(fabric, "link_class", None))
 
 
 @dataclass(frozen=True)
