@@ -25,6 +25,7 @@ class Tally:
     p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
     dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
     optimizer_s: float = 0.0
+    interference_s: float = 0.0  # of compute_s: what communication kernels beside the compute added to it
 
 
 @dataclass(frozen=True)

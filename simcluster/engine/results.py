@@ -80,6 +80,8 @@ def summarize(record: RunRecord) -> Result:
         "compute_s": compute_s,
         "exposed_comm_s": exposed_comm_s,
         "exposed_comm_by_parallelism_s": by_parallelism,
+        # of compute_s: what communication kernels running beside the compute added to it (SMs and HBM they take)
+        "comm_interference_s": mean("interference_s"),
         "pipeline_bubble_s": bubble_s if bubble_s > 1e-9 * step_time_s else 0.0,  # float noise is no bubble
         "gpus": gpus,
         "network_model": record.network_model,

@@ -17,6 +17,7 @@ from simcluster.engine import data_parallel
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
 from simcluster.engine.merge import SYMMETRIC, MergePolicy
+from simcluster.engine.overlap import Slowdowns, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
@@ -140,6 +141,16 @@ class Simulation:
                                self.plan.p2p_bytes)
 
     # ---- data-parallel collectives ----------------------------------------------------------------------------
+    @functools.cached_property
+    def slowdowns(self) -> Slowdowns:
+        """How much compute slows beside this run's communication kernels (``engine.overlap``)."""
+        return slowdowns(self.scenario, self.plan.layout)
+
+    def data_parallel_busy(self, agent: Agent) -> bool:
+        """Whether ``agent``'s data-parallel stream has a collective queued or running (its kernel holds SMs)."""
+        last = self._dp_streams.get(agent.rank)
+        return last is not None and not last.triggered
+
     def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str) -> simpy.Event:
         """Queue a collective over the data-parallel groups of ``agent``'s ranks on its data-parallel stream.
 
