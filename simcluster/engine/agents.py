@@ -95,15 +95,15 @@ class Agent:
         With context parallelism the key/value exchange runs on the network during the block's attention, and
         the block waits for whichever ends last. The TP collectives are blocking, as Megatron issues them between
         the GEMMs; with ``tp_comm_overlap`` they run under the compute, which waits for whichever ends last.
-        Communication kernels beside the compute slow it (``engine.overlap``): a block that starts while the
-        data-parallel stream is busy runs slower by the whole factor (whether the collective ends before the block
-        or starts during it: the state at the block's start decides); the overlapped TP collectives slow it for
-        their time alone on the fabric (``interference.overlapped_s``).
+        Communication kernels beside the compute slow it (``engine.overlap``, ``interference.overlapped_s``): a
+        block that starts while the data-parallel stream is busy runs slower while the queued collectives last at
+        their time alone on the fabric (an estimate: the state at the block's start decides, and a collective
+        started during the block does not slow it); the overlapped TP collectives slow it for their time alone.
         """
         sim = self.sim
         env, cost = sim.env, sim.plan.chunks[work.chunk]
         alone_s = getattr(cost, f"{phase}_compute_s") / parts
-        compute_s = alone_s * sim.slowdowns.dp[phase] if sim.data_parallel_busy(self) else alone_s
+        compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
         name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
         started_at_s = env.now
         calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)

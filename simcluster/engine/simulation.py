@@ -76,6 +76,7 @@ class Simulation:
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
         self._dp_streams: dict[int, simpy.Event] = {}
+        self._dp_busy_until: dict[int, float] = {}  # when each data-parallel stream empties, at isolated times
         self._rendezvous: dict = {}
         self._pairs: dict = {}
         self._groups_cache: dict = {}
@@ -146,10 +147,14 @@ class Simulation:
         """How much compute slows beside this run's communication kernels (``engine.overlap``)."""
         return slowdowns(self.scenario, self.plan.layout)
 
-    def data_parallel_busy(self, agent: Agent) -> bool:
-        """Whether ``agent``'s data-parallel stream has a collective queued or running (its kernel holds SMs)."""
+    def data_parallel_busy_s(self, agent: Agent) -> float:
+        """How much longer ``agent``'s data-parallel stream stays busy (its kernels hold SMs): the collectives
+        queued on it, each for its time alone on the fabric (an estimate: contention and late peers make them
+        longer); 0 when it is idle."""
         last = self._dp_streams.get(agent.rank)
-        return last is not None and not last.triggered
+        if last is None or last.triggered:
+            return 0.0
+        return max(0.0, self._dp_busy_until[agent.rank] - self.env.now)
 
     def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str) -> simpy.Event:
         """Queue a collective over the data-parallel groups of ``agent``'s ranks on its data-parallel stream.
@@ -160,6 +165,8 @@ class Simulation:
         done = self.env.event()
         previous = self._dp_streams.get(agent.rank)
         self._dp_streams[agent.rank] = done
+        alone_s = timing.isolated_time_s(self.fabric, op, self._groups(agent, ("dp", "cp"))[0], size_bytes)
+        self._dp_busy_until[agent.rank] = max(self._dp_busy_until.get(agent.rank, 0.0), self.env.now) + alone_s
         self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done))
         return done
 

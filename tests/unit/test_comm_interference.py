@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from simcluster.collectives import timing
 from simcluster.core import catalog
 from simcluster.engine import Simulation, simulate
 from simcluster.parallel.plan import bucket_count
@@ -54,9 +55,10 @@ def one_node(small_scenario):
     return make
 
 
-def test_backward_buckets_started_beside_a_reduction_run_slower_by_the_dp_factor(one_node):
+def test_backward_buckets_started_beside_a_reduction_run_slower_while_it_lasts(one_node):
     """ZeRO-0 data parallelism over one node, one microbatch: the backward's first bucket starts with an idle
-    data-parallel stream, each of the other B-1 beside the all-reduce the previous one started."""
+    data-parallel stream, each of the other B-1 beside the all-reduce the previous one started, slowed while it
+    lasts."""
     sim = Simulation(one_node(parallelism__tp=1, parallelism__pp=1, parallelism__dp=8, parallelism__zero_stage=0,
                               training__global_batch_size=8))
     assert sim.plan.microbatches == 1
@@ -65,8 +67,11 @@ def test_backward_buckets_started_beside_a_reduction_run_slower_by_the_dp_factor
     assert buckets > 1
     factor = sim.slowdowns.dp["backward"]
     assert factor > 1.1
+    allreduce_s = timing.isolated_time_s(sim.fabric, "allreduce", tuple(range(8)), cost.grad_bytes / buckets)
+    assert 0 < allreduce_s < cost.backward_compute_s / buckets  # each all-reduce ends during the next bucket
     summary = sim.run().summary
-    expected_s = (buckets - 1) / buckets * cost.backward_compute_s * (factor - 1)
+    # each of those buckets runs slower while the all-reduce lasts: allreduce_s of wall time does allreduce_s / factor
+    expected_s = (buckets - 1) * allreduce_s * (1 - 1 / factor)
     assert summary["comm_interference_s"] == pytest.approx(expected_s, rel=1e-9)
     plain_s = cost.forward_compute_s + cost.backward_compute_s + sim.plan.optimizer_s[0]
     assert summary["compute_s"] == pytest.approx(plain_s + expected_s, rel=1e-9)
