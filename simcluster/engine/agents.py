@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from simcluster.engine.data_parallel import GradientReduction, ParameterGathering
 from simcluster.engine.record import Tally
-from simcluster.parallel.plan import GRAD_NORM_BYTES, overlapped_tp_share_s
+from simcluster.parallel.plan import GRAD_NORM_BYTES
 from simcluster.parallel.schedules import batches_next_receive
+from simcluster.workload.interference import overlapped_s
 
 
 @dataclass(eq=False)
@@ -138,21 +139,24 @@ class Agent:
 
         With context parallelism the key/value exchange runs on the network during the block's attention, and
         the block waits for whichever ends last. The TP collectives are blocking, as Megatron issues them between
-        the GEMMs; with ``tp_comm_overlap`` they run under the compute and only one of Transformer Engine's
-        pipelined splits stays after it.
+        the GEMMs; with ``tp_comm_overlap`` they run under the compute, which waits for whichever ends last.
+        Communication kernels beside the compute slow it (``engine.overlap``, ``interference.overlapped_s``): a
+        block that starts while the data-parallel stream is busy runs slower while the queued collectives last at
+        their time alone on the fabric (an estimate: the state at the block's start decides, and a collective
+        started during the block does not slow it); the overlapped TP collectives slow it for their time alone.
         """
         sim = self.sim
         env, cost = sim.env, sim.plan.chunks[work.chunk]
-        compute_s = getattr(cost, f"{phase}_compute_s") / parts
+        alone_s = getattr(cost, f"{phase}_compute_s") / parts
+        compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
         name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
         started_at_s = env.now
         calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)
-        overlap_s = overlapped_tp_share_s(sim.scenario.parallelism, getattr(cost, f"{phase}_tp_comm_s") / parts)
         tp_done = None
-        if calls and overlap_s > 0:  # Transformer Engine overlap: the TP collectives start with the compute
+        if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
-        cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name,
-                                                 overlap_s if tp_done is not None else 0.0)
+            compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / parts, sim.slowdowns.tp[phase])
+        cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
         if calls:
             if tp_done is None:
                 tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
@@ -161,6 +165,7 @@ class Agent:
         tp_comm_s = env.now - started_at_s - compute_s - cp_s
         tp_started_at_s = started_at_s + compute_s + cp_s
         self.tally.compute_s += compute_s
+        self.tally.interference_s += compute_s - alone_s
         self.tally.cp_comm_s += cp_s
         self.tally.tp_comm_s += tp_comm_s
         sim.recorder.compute(self, "compute", name, work.microbatch, started_at_s, started_at_s + compute_s)
@@ -170,15 +175,14 @@ class Agent:
         if tp_comm_s > 0:
             sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, tp_started_at_s, env.now)
 
-    def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str,
-                          tail_s: float):
-        """The block's compute (and ``tail_s`` after it: the overlapped TP share), its key/value exchange hidden
-        behind the attention where it is shorter; returns the exposed exchange (seconds past the compute)."""
+    def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str):
+        """The block's compute, its key/value exchange hidden behind the attention where it is shorter; returns the
+        exposed exchange (seconds past the compute)."""
         sim, env = self.sim, self.sim.env
         exchange = sim.plan.chunks[work.chunk].cp_exchange.get(phase)
         steps = share((("ring", exchange[1]),), part, parts) if exchange else ()
         if not steps:
-            yield env.timeout(compute_s + tail_s)
+            yield env.timeout(compute_s)
             return 0.0
         started_at_s = env.now
         attention_s = exchange[0] / parts
@@ -187,10 +191,7 @@ class Agent:
         yield env.timeout(attention_s)
         if not done.triggered:
             yield done
-        cp_s = env.now - started_at_s - compute_s
-        if tail_s > 0:
-            yield env.timeout(tail_s)
-        return cp_s
+        return env.now - started_at_s - compute_s
 
     def _send(self, key, chunk: int, then):
         """Send ``key`` to the stage holding ``chunk``. Asynchronous sends let the sender go on. A blocking send

@@ -25,6 +25,7 @@ class Tally:
     p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
     dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
     optimizer_s: float = 0.0
+    interference_s: float = 0.0  # of compute_s: what communication kernels beside the compute added to it
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,19 @@ class AgentTally:
 
 @dataclass(frozen=True)
 class FabricLinks:
-    """The fabric as the links table needs it; ``ends`` is None for a fabric that does not name its nodes."""
+    """The fabric as the links table needs it; ``ends`` is None for a fabric that does not name its nodes, ``classes``
+    (tiers such as nvlink, pcie, nic, leaf-spine: ``fabric.classes``) None for one that has no roles."""
 
     topology: str
     kinds: Sequence[str]
     capacity_bytes_per_s: np.ndarray
     ends: Sequence[tuple] | None
+    classes: Sequence[str] | None = None
 
     @classmethod
     def of(cls, fabric) -> FabricLinks:
-        return cls(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, getattr(fabric, "link_ends", None))
+        return cls(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, getattr(fabric, "link_ends", None),
+                   getattr(fabric, "link_class", None))
 
 
 @dataclass(frozen=True)

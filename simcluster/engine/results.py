@@ -80,6 +80,8 @@ def summarize(record: RunRecord) -> Result:
         "compute_s": compute_s,
         "exposed_comm_s": exposed_comm_s,
         "exposed_comm_by_parallelism_s": by_parallelism,
+        # of compute_s: what communication kernels running beside the compute added to it (SMs and HBM they take)
+        "comm_interference_s": mean("interference_s"),
         "pipeline_bubble_s": bubble_s if bubble_s > 1e-9 * step_time_s else 0.0,  # float noise is no bubble
         "gpus": gpus,
         "network_model": record.network_model,
@@ -90,6 +92,8 @@ def summarize(record: RunRecord) -> Result:
         "model_flop_per_step": record.model_flop_per_step,
         "hardware_flop_per_step": record.hardware_flop_per_step,
         "busiest_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
+        "busiest_link_utilisation_by_kind": {str(kind): float(value) for kind, value
+                                             in links.groupby("kind")["utilisation"].max().items()},
         "topology": record.fabric.topology,
         "gpu": scenario.cluster.gpu.name,
         "layout": dict(record.layout),
@@ -101,12 +105,16 @@ def summarize(record: RunRecord) -> Result:
 
 
 def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float) -> pd.DataFrame:
-    """Bytes and mean utilisation of every link that carried traffic."""
+    """Bytes and mean utilisation of every link that carried traffic; ``kind`` is the link's class (its tier:
+    nvlink, pcie, nic, leaf-spine, spine-core, torus ...), ``technology`` what it is made of (nvlink, pcie, ib,
+    ethernet, torus)."""
     used = np.flatnonzero(link_bytes > 0)
     capacity = fabric.capacity_bytes_per_s[used]
+    classes = fabric.classes if fabric.classes is not None else fabric.kinds
     table = pd.DataFrame({
         "link_id": used,
-        "kind": [fabric.kinds[i] for i in used],
+        "kind": [classes[i] for i in used],
+        "technology": [fabric.kinds[i] for i in used],
         "bytes": link_bytes[used],
         "utilisation": link_bytes[used] / (capacity * duration_s) if duration_s > 0 else 0.0,
     })

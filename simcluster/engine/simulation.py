@@ -17,6 +17,7 @@ from simcluster.engine import data_parallel
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
 from simcluster.engine.merge import SYMMETRIC, MergePolicy
+from simcluster.engine.overlap import Slowdowns, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
@@ -77,6 +78,7 @@ class Simulation:
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
         self._dp_streams: dict[int, simpy.Event] = {}
+        self._dp_busy_until: dict[int, float] = {}  # when each data-parallel stream empties, at isolated times
         self._rendezvous: dict = {}
         self._pairs: dict = {}
         self._groups_cache: dict = {}
@@ -161,6 +163,20 @@ class Simulation:
                                self.plan.p2p_bytes)
 
     # ---- data-parallel collectives ----------------------------------------------------------------------------
+    @functools.cached_property
+    def slowdowns(self) -> Slowdowns:
+        """How much compute slows beside this run's communication kernels (``engine.overlap``)."""
+        return slowdowns(self.scenario, self.plan.layout)
+
+    def data_parallel_busy_s(self, agent: Agent) -> float:
+        """How much longer ``agent``'s data-parallel stream stays busy (its kernels hold SMs): the collectives
+        queued on it, each for its time alone on the fabric (an estimate: contention and late peers make them
+        longer); 0 when it is idle."""
+        last = self._dp_streams.get(agent.rank)
+        if last is None or last.triggered:
+            return 0.0
+        return max(0.0, self._dp_busy_until[agent.rank] - self.env.now)
+
     def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str) -> simpy.Event:
         """Queue a collective over the data-parallel groups of ``agent``'s ranks on its data-parallel stream.
 
@@ -170,6 +186,8 @@ class Simulation:
         done = self.env.event()
         previous = self._dp_streams.get(agent.rank)
         self._dp_streams[agent.rank] = done
+        alone_s = timing.isolated_time_s(self.fabric, op, self._groups(agent, ("dp", "cp"))[0], size_bytes)
+        self._dp_busy_until[agent.rank] = max(self._dp_busy_until.get(agent.rank, 0.0), self.env.now) + alone_s
         self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done))
         return done
 

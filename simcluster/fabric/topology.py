@@ -22,7 +22,7 @@ import numpy as np
 
 from simcluster.core import units
 from simcluster.core.errors import ScenarioError
-from simcluster.fabric import builders, files
+from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
@@ -73,6 +73,12 @@ class Fabric:
         for u, v, link_id in self.graph.edges(data="link_id"):
             ends[link_id] = (u, v)
         return ends
+
+    @cached_property
+    def link_class(self) -> list[str]:
+        """Where every directed link sits (``nvlink``, ``pcie``, ``nic``, ``leaf-spine``, ``spine-core``, ``torus``
+        ...: ``classes``), by link id."""
+        return classes.of_graph(self.graph, self.links)
 
     @property
     def router(self):
@@ -185,7 +191,11 @@ class Fabric:
         kinds: dict[str, int] = {}
         for kind in self.link_kind:
             kinds[kind] = kinds.get(kind, 0) + 1
-        return {"name": self.name, "gpus": self.gpus, "nodes": roles, "links": kinds, "routing": self.routing}
+        tiers: dict[str, int] = {}
+        for link_class in self.link_class:
+            tiers[link_class] = tiers.get(link_class, 0) + 1
+        return {"name": self.name, "gpus": self.gpus, "nodes": roles, "links": kinds, "link_classes": tiers,
+                "routing": self.routing}
 
 
 def fabric_from_graph(name: str, graph: nx.DiGraph, gpu_nodes: list, gpus_per_node: int) -> Fabric:
@@ -345,5 +355,6 @@ def write_graphml(fabric: Fabric, path: str | Path):
     for u, v, d in fabric.graph.edges(data=True):
         entered = fabric.graph.nodes[v].get("latency_s", 0.0)
         out.add_edge(str(u), str(v), bandwidth=f"{d['bytes_per_s']:.17g} B/s",
-                     latency=f"{(d['latency_s'] - entered) * 1e9:.6g} ns", kind=d["kind"])
+                     latency=f"{(d['latency_s'] - entered) * 1e9:.6g} ns", kind=d["kind"],
+                     **{"class": fabric.link_class[d["link_id"]]})
     nx.write_graphml(out, str(path))

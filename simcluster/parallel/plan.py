@@ -28,8 +28,8 @@ class ChunkCost:
     """One model chunk on one rank, for one microbatch. Times in seconds, FLOP per rank.
 
     The tensor-parallel collectives of a phase (``tp_collectives``: (op, count) of ``tp_bytes`` each) run on the
-    engine's network; ``*_tp_comm_s`` is their time alone on the fabric, kept for the overlapped share of
-    ``tp_comm_overlap`` and for comparison.
+    engine's network; ``*_tp_comm_s`` is their time alone on the fabric, how long ``tp_comm_overlap`` slows the
+    compute it runs under (``workload.interference``), and for comparison.
     """
 
     chunk: int
@@ -112,7 +112,7 @@ CollectiveTime = Callable[[str, tuple[int, ...], float], float]
 
 def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     """Build the step plan of ``scenario``; ``collective_time_s`` times its tensor-parallel collectives alone on the
-    fabric (the share ``tp_comm_overlap`` leaves exposed)."""
+    fabric (how long ``tp_comm_overlap`` slows the compute)."""
     t, p, m = scenario.training, scenario.parallelism, scenario.model
     gpu, precision = scenario.cluster.gpu, t.precision
     layout = Layout.of(p)
@@ -210,15 +210,6 @@ def embedding_grad_bytes(scenario: Scenario) -> float:
 
 # Megatron-LM clip_grads.get_grad_norm_fp32: the squared norm of a rank's gradients is one float32, all-reduced (SUM)
 GRAD_NORM_BYTES = 4.0
-
-
-def overlapped_tp_share_s(parallelism, tp_alone_s: float) -> float:
-    """With Transformer Engine's userbuffers overlap (``tp_comm_overlap``) a GEMM and its collective are split into
-    ``splits`` pipelined chunks: one chunk's communication stays on the critical path after the compute, the rest
-    runs under it. 0 without overlap (the collectives then simply follow the compute)."""
-    if not parallelism.tp_comm_overlap:
-        return 0.0
-    return tp_alone_s / _engine_constants()["tp_comm_overlap"]["splits"]
 
 
 def context_parallel_exchange(scenario: Scenario) -> dict[str, tuple[float, int, float]]:

@@ -252,4 +252,6 @@ def test_summary_is_computed_from_the_run_record_alone():
     assert result.summary["exposed_comm_s"] == pytest.approx(2.0 / 4 / 2)
     assert result.summary["pipeline_bubble_s"] == pytest.approx(5.0 - 3.5 - 0.25)
     assert result.summary["agents"] == 2 and result.summary["topology"] == "two links"
-    assert result.links.to_dict("list") == {"link_id": [1], "kind": ["ib"], "bytes": [500.0], "utilisation": [1.0]}
+    # a record without link classes names each link by its technology in both columns
+    assert result.links.to_dict("list") == {"link_id": [1], "kind": ["ib"], "technology": ["ib"], "bytes": [500.0],
+                                            "utilisation": [1.0]}
