@@ -4,7 +4,8 @@ A ``TransferClass`` is a set of point-to-point transfers that start together and
 one rate (the n sends of one ring step, or a pipeline send repeated in every data-parallel replica). The
 engine and ``collectives.timing`` hand classes to a model with ``start``, ask when the next one completes
 with ``next_completion_s`` and move time forward with ``advance``. Completion = bytes done + the largest
-path latency.
+path latency. A class may stand for several independent transfers (``parts``); models that check merged classes
+say in ``held_back`` when merging held one back (``engine.merge`` states the rule).
 
 Models: ``analytic`` (alpha-beta, no contention), ``flow`` (max-min fair sharing, ``flow``), ``chunk``
 (store-and-forward chunks through per-link queues, ``store_forward``); ``make`` in the package builds one.

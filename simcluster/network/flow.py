@@ -9,6 +9,11 @@ is thereby held to the rate of its most constrained member, and the capacity its
 goes to the other classes. Rates are recomputed only when a class starts or finishes sending; between those
 events every rate is constant, so the model advances from event to event in closed form.
 
+Merged classes (``TransferClass.parts``, ``engine.merge``): a class that stands for several independent transfers
+gives them one rate, its most constrained part's. On every rate solution the model checks that no part is held back
+(``_held_back``: each part crosses a saturated link on which no class is faster) and tallies, in ``held_back``, the
+classes that fail and the time their held-back parts could have saved.
+
 Latency phase (the simplest correct choice): a class occupies its links from its start until its bytes are
 sent, then completes after the largest path latency among its pairs, during which it no longer loads the
 links. On an idle fabric a class of S bytes per pair whose bottleneck gives each pair B bytes/s completes
