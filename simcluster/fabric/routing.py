@@ -46,7 +46,7 @@ ADAPTIVE_LINK_KINDS = frozenset({"ib"})
 
 _NO_LINKS = np.zeros(0, dtype=np.int64)
 # (part, link) keys below this are counted in a dense array (8 bytes each) rather than sorted
-_DENSE_PART_KEYS = 2**24
+_DENSE_PART_KEYS = 2**22
 # Destination groups with at most this many source switches use cached per switch-pair sprays; larger groups
 # (e.g. a random permutation) are spread in one pass, which costs about as much as one cached spray.
 _CACHED_SPRAY_SOURCES = 4
