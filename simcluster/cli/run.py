@@ -94,6 +94,8 @@ def run(
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
         result = sim.run(steps, on_step=lambda _index: progress.advance(task))
+    if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
+        console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
     out_dir = unique_dir(out or Path("runs") / spec.name)
     written = result.write(out_dir, trace_ranks=trace_ranks)
     from simcluster.analysis.timeline import plot_timeline

@@ -54,6 +54,16 @@ class FabricLinks:
 
 
 @dataclass(frozen=True)
+class SymmetryCheck:
+    """What the network model found of the merge policy's classes (``engine.merge``): how many held a part back and
+    the time those parts could have saved, over the whole run (None: the model does not check)."""
+
+    collapsed: bool
+    held_back_classes: int | None
+    held_back_s: float | None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One simulated run: the scenario and plan figures it ran, and everything the engine measured."""
 
@@ -71,3 +81,4 @@ class RunRecord:
     memory: object  # MemoryBreakdown of the worst stage
     model_flop_per_step: float
     hardware_flop_per_step: float
+    symmetry: SymmetryCheck | None = None  # None: a run without merged classes (replay)

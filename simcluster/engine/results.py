@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simcluster.engine.record import FabricLinks, RunRecord
+from simcluster.core.units import SECONDS, fmt
+from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
 
 SUMMARY_KEYS = (
     "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu",
@@ -100,8 +101,34 @@ def summarize(record: RunRecord) -> Result:
         "agents": len(record.agents),
         "events": len(record.events),
         "cost_per_step_usd": scenario.price_per_gpu_hour * gpus * step_time_s / 3600.0,
+        "symmetry": symmetry(record.symmetry, steps, step_time_s),
     }
     return Result(summary=summary, events=record.events, links=links, memory=record.memory)
+
+
+def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dict:
+    """The summary's ``symmetry`` entry: whether the merge policy's classes were exact (``engine.merge``), and if
+    not, by how much the step time may be pessimistic (``bound_s`` per step, ``bound_pct`` of the step)."""
+    collapsed = bool(check and check.collapsed)
+    if check is None or check.held_back_classes is None:
+        return {"collapsed": collapsed, "exact": None, "held_back_classes": None, "bound_s": None, "bound_pct": None,
+                "note": "this network model does not check merged transfer classes; --expand (one agent per GPU, "
+                        "every transfer its own class) gives the reference" if collapsed else
+                        "this network model does not check merged transfer classes"}
+    bound_s = check.held_back_s / steps
+    bound_pct = 100.0 * bound_s / step_time_s if step_time_s > 0 else 0.0
+    exact = check.held_back_classes == 0
+    if exact:
+        note = ("every merged transfer class was exact (each replica's transfer was held at its class's rate by a "
+                "saturated link): the collapsed run equals the expanded one" if collapsed else
+                "every transfer class was exact (expanded: every transfer call its own class, the reference)")
+    else:
+        note = (f"{check.held_back_classes} merged transfer classes held some replicas' transfers back (unequally "
+                f"loaded routes: ECMP, oversubscription or an asymmetric layout); the step time may be pessimistic "
+                f"by up to about {fmt(bound_s, SECONDS, 3)} ({bound_pct:.2f}%); "
+                + ("run with --expand for the exact figure" if collapsed else "merge=NO_MERGE gives the reference"))
+    return {"collapsed": collapsed, "exact": exact, "held_back_classes": check.held_back_classes,
+            "bound_s": bound_s, "bound_pct": bound_pct, "note": note}
 
 
 def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float) -> pd.DataFrame:

@@ -16,9 +16,9 @@ from simcluster.core import catalog
 from simcluster.engine import data_parallel
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
-from simcluster.engine.merge import SYMMETRIC, MergePolicy
+from simcluster.engine.merge import MergePolicy, default_policy
 from simcluster.engine.overlap import Slowdowns, slowdowns
-from simcluster.engine.record import AgentTally, FabricLinks, RunRecord
+from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
 from simcluster.fabric import topology
@@ -45,12 +45,12 @@ class Simulation:
     ``expand=False`` (default) collapses each pipeline stage's data-, context- and tensor-parallel replicas into one
     representative agent; the network still carries every replica's traffic, so contention is exact. ``expand=True``
     runs one agent per GPU; both give the same step time on a symmetric fabric. ``merge`` decides which transfers
-    of one instant the network solves as one class (``engine.merge``; ``NO_MERGE`` to measure what merging costs on
-    an asymmetric fabric).
+    of one instant the network solves as one class (``engine.merge``; default: ``SYMMETRIC`` collapsed, checked by
+    the network model and reported in the summary's ``symmetry``; ``NO_MERGE`` expanded, the reference).
     """
 
     def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None,
-                 check_memory: bool = True, merge: MergePolicy = SYMMETRIC):
+                 check_memory: bool = True, merge: MergePolicy | None = None):
         self.scenario = scenario
         # a layout that does not fit fails before anything is built
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
@@ -63,7 +63,7 @@ class Simulation:
         if self.network_name == "chunk":  # bound the chunk events of multi-gigabyte gradient transfers
             options["max_chunks"] = catalog.load("engine")["chunk_model"]["max_chunks_per_transfer"]
         self.model = network.make(self.network_name, collectives.calibrated(self.fabric), **options)
-        self.net = NetworkDriver(self.env, self.model, merge)
+        self.net = NetworkDriver(self.env, self.model, merge or default_policy(expand))
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net)
         self.recorder = Recorder()
         self.expand = expand
@@ -99,16 +99,15 @@ class Simulation:
         the event of its arrival."""
         plan = self.plan
         dst_stage = plan.stage_of(chunk)
-        pairs = self._peer_pairs(agent, dst_stage)
-        receiver = self._agent_of_rank[int(pairs[0, 1])]
+        transfers = self._peer_sends(agent, dst_stage, plan.p2p_bytes)
+        receiver = self._agent_of_rank[int(transfers.pairs[0, 1])]
         message = self.inbox(receiver, key)
         message.sent_at_s = self.env.now
         if dst_stage == agent.stage:
             message.arrived.succeed()
             return message.arrived
         started_at_s = self.env.now
-        # the label names the stage boundary: only the same boundary's sends in other replicas merge into one class
-        done = self.net.transfer(TransferClass(pairs, plan.p2p_bytes, label=f"pp {agent.stage}->{dst_stage}"))
+        done = self.net.transfer(transfers)
         done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))
         return done
 
@@ -129,12 +128,16 @@ class Simulation:
             message.posted = self.env.event()
         return message.posted
 
-    def _peer_pairs(self, agent: Agent, stage: int) -> np.ndarray:
-        """(rank, same rank moved to pipeline ``stage``) for every rank ``agent`` stands for; cached."""
-        key = (agent.rank, stage)
+    def _peer_sends(self, agent: Agent, stage: int, size_bytes: float) -> TransferClass:
+        """The pipeline send of every rank ``agent`` stands for to the same rank moved to ``stage``: one part per
+        rank (each replica's send is its own transfer). The label names the stage boundary, so only the same
+        boundary's sends in other replicas can merge into one class. Cached: the network routes a class once."""
+        key = (agent.rank, stage, size_bytes)
         if key not in self._pairs:
             ranks = np.asarray(agent.ranks, dtype=np.int64)
-            self._pairs[key] = np.stack([ranks, self.plan.layout.moved(ranks, "pp", stage)], axis=1)
+            pairs = np.stack([ranks, self.plan.layout.moved(ranks, "pp", stage)], axis=1)
+            self._pairs[key] = TransferClass(pairs, size_bytes, label=f"pp {agent.stage}->{stage}",
+                                             parts=np.arange(len(pairs)) if len(pairs) > 1 else None)
         return self._pairs[key]
 
     def _groups(self, agent: Agent, axes: tuple[str, ...]) -> list[tuple[int, ...]]:
@@ -328,6 +331,9 @@ class Simulation:
             agents=tuple(AgentTally(dataclasses.replace(agent.tally), agent.multiplicity) for agent in self.agents),
             events=self.recorder.table(), link_bytes=self.model.link_bytes.copy(), fabric=FabricLinks.of(self.fabric),
             network_model=self.network_name, end_s=self.env.now, wall_time_s=wall_time_s, memory=self.memory,
+            symmetry=SymmetryCheck(collapsed=not self.expand,
+                                   held_back_classes=getattr(self.model, "held_back_classes", None),
+                                   held_back_s=getattr(self.model, "held_back_s", None)),
             model_flop_per_step=ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
             hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),

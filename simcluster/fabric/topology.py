@@ -23,7 +23,7 @@ import numpy as np
 from simcluster.core import units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import builders, classes, files
-from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing
+from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing, loads_by_part
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
 BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus")
@@ -177,6 +177,25 @@ class Fabric:
         """
         links, counts, _ = self._route_set(pairs, salt)
         return links, counts
+
+    def links_of_parts(self, pairs: np.ndarray, part: np.ndarray, salt: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``links_of`` kept apart per part, for all parts in one pass: (part of each entry, link id, load), sorted
+        by part then link; ``part`` gives each pair's part id. Not cached (callers keep what they reuse)."""
+        pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+        if len(pairs) and (pairs.min() < 0 or pairs.max() >= self.gpus):
+            raise ScenarioError("pairs", f"GPU indices must lie in 0..{self.gpus - 1}")
+        router = self.router
+        try:
+            if isinstance(router, Router):
+                return router.route_set(pairs[:, 0], pairs[:, 1], int(salt), self.routing == "adaptive", self.links,
+                                        part=part)[:3]
+            paths = [router.path(s, d, int(salt)) for s, d in pairs.tolist()]
+        except KeyError as err:
+            raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
+        owner = np.repeat(np.arange(len(paths)), [len(p) for p in paths])
+        flat = np.concatenate(paths).astype(np.int64) if paths else np.zeros(0, dtype=np.int64)
+        return loads_by_part(part, owner, flat, np.ones(len(flat)), self.links)
 
     def pair_latencies_s(self, pairs: np.ndarray, salt: int = 0) -> np.ndarray:
         """Path latency of each (src, dst) pair, in pair order: its ``path_latency_s`` under ``ecmp``; under

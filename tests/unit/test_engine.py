@@ -196,11 +196,11 @@ def test_network_driver_hands_the_model_the_classes_its_policy_makes(policy, cla
 def test_no_merge_gives_the_default_step_time_on_a_symmetric_fabric():
     # expanded, every replica's send and every group's ring step is its own transfer() call: unmerged, each is its
     # own class, and on a non-blocking rail-optimised fat-tree each gets the rate the merged class gets
-    from simcluster.engine.merge import NO_MERGE
+    from simcluster.engine.merge import NO_MERGE, SYMMETRIC
 
     spec = scenario(cluster__nodes=2, parallelism__tp=2, parallelism__pp=2, parallelism__dp=4,
                     training__global_batch_size=16, network="flow")
-    merged = Simulation(spec, expand=True)
+    merged = Simulation(spec, expand=True, merge=SYMMETRIC)
     unmerged = Simulation(spec, expand=True, merge=NO_MERGE)
     merged_classes, unmerged_classes = classes_started(merged.model), classes_started(unmerged.model)
     merged_s = merged.run().summary["step_time_s"]
