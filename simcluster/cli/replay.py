@@ -88,6 +88,8 @@ def replay_command(
     until: str | None = typer.Option(None, "--until", help="print the replayed events starting up to this "
                                      "time, e.g. 12.5ms"),
     events_count: int | None = typer.Option(None, "--events", min=1, help="print the first N replayed events"),
+    expand: bool = typer.Option(False, "--expand", help="one replay agent per rank (no symmetry collapse: ranks "
+                                "running the same recorded program are otherwise one agent); slower"),
 ) -> None:
     """Replay a recorded run (PyTorch-profiler or Chakra traces) on a fabric: recorded vs replayed step time."""
     check_network(network)
@@ -96,7 +98,8 @@ def replay_command(
     console = Console(stderr=as_json)
     outcome = replay_traces(traces, topology_name=topology_name, topology_options=_topology_options(topology_option),
                             gpu_name=gpu_name, nic=nic_name, gpus_per_node=gpus_per_node, scale_dp=scale_dp,
-                            network_model=network, gpu_scaling=gpu_scaling, status=console.status)
+                            network_model=network, gpu_scaling=gpu_scaling, expand=expand,
+                            status=console.status)
     if stepping:
         typer.echo("\n".join(_event_lines(outcome.events, until_s, events_count)))
         if out is None:

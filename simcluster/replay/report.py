@@ -51,7 +51,7 @@ def exposed_s(comm: list[tuple[float, float]], compute: list[tuple[float, float]
 
 def step_report(run: RecordedRun, events: pd.DataFrame) -> list[dict]:
     """Per recorded step: recorded and replayed step time, compute and exposed communication (means over
-    replayed ranks).
+    replayed ranks: an agent's rows count once per rank it stands for).
 
     ``recorded_step_s`` is the profiler's own figure (``RecordedRun.step_time_s``: the ProfilerStep span of the
     slowest rank). The replay moves it by what it changed on the GPU: a step's GPU work ends when the last op
@@ -66,7 +66,7 @@ def step_report(run: RecordedRun, events: pd.DataFrame) -> list[dict]:
     numbers = run.step_numbers()
     whole = not numbers or events["step"].isna().all()
     rows = []
-    ranks = events["rank"].nunique()
+    ranks = _weights(events).sum()
     start_s = recorded_start_s = float(events["recorded_start_s"].min()) if whole else \
         min(s.started_at_s for s in run.steps)
     for number in [None] if whole else numbers:
@@ -81,7 +81,8 @@ def step_report(run: RecordedRun, events: pd.DataFrame) -> list[dict]:
         shift_s = (end_s - recorded_end_s) - (start_s - recorded_start_s)
         rows.append({"step": number, "recorded_step_s": recorded_step_s,
                      "replayed_step_s": recorded_step_s + shift_s,
-                     "compute_s": float(mine.loc[mine["kind"] == "compute", "busy_s"].sum()) / ranks,
+                     "compute_s": float((compute["busy_s"] * compute["group"]).sum()) / ranks
+                     if not (compute := mine[mine["kind"] == "compute"]).empty else 0.0,
                      "exposed_comm_s": _mean_exposed_s(events, start_s, end_s, REPLAYED),
                      "recorded_exposed_comm_s": _mean_exposed_s(events, recorded_start_s, recorded_end_s,
                                                                 RECORDED)})
@@ -94,15 +95,20 @@ def _mean_exposed_s(events: pd.DataFrame, lo_s: float, hi_s: float, timeline: tu
     columns of ``REPLAYED`` or ``RECORDED``), mean over ranks: every op of a rank counts, whatever its step,
     since an op launched in one step may overlap the next one's window."""
     start_col, end_col = timeline
-    ranks = events["rank"].nunique()
+    weights = _weights(events)
     total_s = 0.0
-    for _rank, of_rank in events.groupby("rank"):
+    for rank, of_rank in events.groupby("rank"):
         is_comm = (of_rank["kind"] == "comm").tolist()
         spans = list(zip(of_rank[start_col], of_rank[end_col], strict=True))
         comm = _clip([s for s, c in zip(spans, is_comm, strict=True) if c], lo_s, hi_s)
         compute = _clip([s for s, c in zip(spans, is_comm, strict=True) if not c], lo_s, hi_s)
-        total_s += exposed_s(comm, compute) / ranks
-    return total_s
+        total_s += exposed_s(comm, compute) * weights[rank]
+    return total_s / weights.sum()
+
+
+def _weights(events: pd.DataFrame) -> pd.Series:
+    """How many replayed ranks each agent's rows stand for (column ``group``), by agent (rank)."""
+    return events.groupby("rank")["group"].first()
 
 
 # ---- Perfetto: the recorded and the replayed timelines side by side ---------------------------------------
@@ -112,16 +118,19 @@ RECORDED_PID_OFFSET = 1_000_000  # recorded rank r is process RECORDED_PID_OFFSE
 
 def chrome_trace(events: pd.DataFrame, max_ranks: int) -> dict:
     """Chrome/Perfetto trace: replayed rank r is process r, its recorded twin RECORDED_PID_OFFSET + r; one
-    thread per CUDA stream; times in microseconds. Only the first ``max_ranks`` ranks are written."""
+    thread per CUDA stream; times in microseconds. Only the first ``max_ranks`` agents are written; an agent
+    standing for several ranks is named so."""
     ranks = sorted(events["rank"].unique())[:max_ranks]
     kept = events[events["rank"].isin(ranks)]
     trace: list[dict] = []
     tids: dict[str, int] = {}
-    for (rank, stream), _rows in kept.groupby(["rank", "cuda_stream"]):
+    for (rank, stream), rows in kept.groupby(["rank", "cuda_stream"]):
         tid = tids.setdefault(stream, len(tids) + 1)
+        alike = int(rows["group"].iloc[0]) - 1
+        also = f" (and {alike} rank{'s' if alike > 1 else ''} like it)" if alike else ""
         for pid, label in ((int(rank), "replayed"), (RECORDED_PID_OFFSET + int(rank), "recorded")):
             trace.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-                          "args": {"name": f"{label} rank {rank}"}})
+                          "args": {"name": f"{label} rank {rank}{also}"}})
             trace.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
                           "args": {"sort_index": 2 * int(rank) + (label == "recorded")}})
             trace.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
@@ -147,10 +156,11 @@ def recorded_view(events: pd.DataFrame) -> pd.DataFrame:
 def describe_plan(plan: ReplayPlan) -> str:
     """One sentence: how many ops are replayed and how many of the communication ops are re-simulated."""
     comm = [op for ops in plan.ops.values() for op in ops if op.is_communication]
-    simulated = [op for op in comm if op.collective is not None]
-    kept = sorted({op.rank for op in comm if op.collective is None})
+    total = sum(plan.multiplicity(op.rank) for op in comm)
+    simulated = sum(plan.multiplicity(op.rank) for op in comm if op.collective is not None)
+    kept = sorted({r for op in comm if op.collective is None for r in plan.members[op.rank]})
     tail = f"; kept at recorded duration on ranks {describe_ranges(kept)}" if kept else ""
-    return (f"replayed {plan.op_count()} ops on {plan.world_size} ranks: {len(simulated)} of {len(comm)} "
+    return (f"replayed {plan.op_count()} ops on {plan.world_size} ranks: {simulated} of {total} "
             f"communication ops re-simulated on the fabric{tail}")
 
 

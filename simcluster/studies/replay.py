@@ -52,7 +52,7 @@ class ReplayOutcome:
 def replay_traces(traces: Sequence[str | Path], *, topology_name: str | None = None,
                   topology_options: Mapping[str, object] | None = None, gpu_name: str | None = None,
                   nic: str | None = None, gpus_per_node: int | None = None, scale_dp: int = 1,
-                  network_model: str | None = None, gpu_scaling: str = "roofline",
+                  network_model: str | None = None, gpu_scaling: str = "roofline", expand: bool = False,
                   status: Callable[[str], AbstractContextManager] = nullcontext) -> ReplayOutcome:
     """Replay the run recorded in ``traces`` (Kineto, one file per rank, or Chakra) on a fabric.
 
@@ -66,7 +66,7 @@ def replay_traces(traces: Sequence[str | Path], *, topology_name: str | None = N
     network_model = network_model or DEFAULT_NETWORK_MODEL
     fabric, fabric_assumptions = _fabric(run.world_size * scale_dp, gpu, gpu_spec, topology_name, topology_options,
                                          nic, gpus_per_node, network_model)
-    plan = build_plan(run, scale_dp=scale_dp, busy_s=busy_s)
+    plan = build_plan(run, scale_dp=scale_dp, busy_s=busy_s, expand=expand)
     assumptions = [*run.assumptions, *gpu_assumptions, *fabric_assumptions, *plan.assumptions, describe_plan(plan)]
     with status(f"replaying {plan.op_count()} ops on {plan.world_size} ranks..."):
         events = run_plan(plan, fabric, network_model).events

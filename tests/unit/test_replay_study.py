@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from simcluster.core.errors import ScenarioError
+from simcluster.replay.formats import write_chakra
+from simcluster.replay.recorded import RecordedOp, RecordedRun
 from simcluster.replay.report import step_report
 from simcluster.spec import hardware
 from simcluster.studies.replay import nic_from_text, replay_traces
@@ -46,3 +48,44 @@ def test_a_line_rate_nic_is_the_default_nic_at_that_rate():
     assert nic_from_text("connectx-7", "connectx-6") == hardware.nic("connectx-7")
     with pytest.raises(ScenarioError, match="--nic"):
         nic_from_text("fast", "connectx-6")
+
+
+def comm_bound_trace(tmp_path: Path, allreduce_s: float, name: str) -> list[Path]:
+    """16 ranks (2 A100 nodes) of a communication-bound step: 2 ms of compute, a 256 MiB all-reduce of the
+    gradients recorded as ``allreduce_s``, then 2 ms of compute that waits for it (launched 5 us after it)."""
+    size = 256 * 2**20
+    ranks = {}
+    for r in range(16):
+        ranks[r] = [
+            RecordedOp(r, 7, "compute", "backward", 0.0, 2e-3),
+            RecordedOp(r, 20, "collective", "allreduce", 2e-3, allreduce_s, size_bytes=size, group=tuple(range(16)),
+                       waits_for=(0,)),
+            RecordedOp(r, 7, "compute", "optimizer", 2e-3 + allreduce_s + 5e-6, 2e-3, waits_for=(1,))]
+    run = RecordedRun(ranks=ranks, world_size=16, gpu_name="NVIDIA A100-SXM4-80GB")
+    return write_chakra(run, tmp_path / name, "step")
+
+
+def test_a_faster_nic_shortens_a_communication_bound_step_and_a_slower_one_lengthens_it(tmp_path):
+    """The trace is recorded with the all-reduce taking what the default fabric (rail-optimised fat-tree,
+    ConnectX-6 200 Gb/s) gives, so replaying it there changes nothing; 10x the NIC rate must shorten the step,
+    a tenth of it lengthen it. The optimizer starts its 5 us lag after the all-reduce wherever that ends (a
+    wait on another stream is never a fixed gap). Independent bound: an all-reduce over two nodes must move at
+    least S/2 out of each node and S/2 back in, through 8 NICs: S / (8 x NIC rate)."""
+    probe = replay_traces(comm_bound_trace(tmp_path, 1e-3, "probe"), network_model="analytic")
+    allreduce_s = float(probe.events.loc[probe.events["name"] == "allreduce", "end_s"].iloc[0]) - 2e-3
+    paths = comm_bound_trace(tmp_path, allreduce_s, "recorded")
+    same = replay_traces(paths, network_model="analytic")
+    fast = replay_traces(paths, network_model="analytic", nic="2000 Gb/s")
+    slow = replay_traces(paths, network_model="analytic", nic="20 Gb/s")
+    recorded_s = 4e-3 + allreduce_s + 5e-6
+    (s_same,), (s_fast,), (s_slow,) = same.steps, fast.steps, slow.steps
+    assert s_same["recorded_step_s"] == pytest.approx(recorded_s)
+    assert s_same["replayed_step_s"] == pytest.approx(recorded_s, rel=1e-9)
+    assert 4e-3 < s_fast["replayed_step_s"] < 0.95 * recorded_s
+    assert s_slow["replayed_step_s"] > 3 * recorded_s
+    assert s_slow["replayed_step_s"] - 4e-3 - 5e-6 >= 256 * 2**20 / (8 * 20e9 / 8)
+    for outcome in (fast, slow):
+        ev = outcome.events
+        optimizer = ev[ev["name"] == "optimizer"].iloc[0]
+        allreduce = ev[ev["name"] == "allreduce"].iloc[0]
+        assert optimizer.start_s == pytest.approx(allreduce.end_s + 5e-6, abs=1e-12)
