@@ -87,7 +87,7 @@ def _program(rank: int, rows: list[tuple], layout: Layout) -> list[RecordedOp]:
     rows.sort(key=lambda r: (r[0], r[1]))
     dp_group = tuple(int(r) for r in _dp_group(layout, rank))
     ops: list[RecordedOp] = []
-    for start_s, end_s, stream, name, microbatch, size, _group in rows:
+    for start_s, end_s, stream, name, _microbatch, size, _group in rows:
         kind, op_name, group, peer, size_bytes = COMPUTE, name, (), None, 0.0
         if stream == "dp":
             kind, op_name, group, size_bytes = COLLECTIVE, _RECORDED_NAME[_DP_NAME.match(name).group(1)], \
