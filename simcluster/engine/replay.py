@@ -29,7 +29,7 @@ from simcluster.replay.recorded import COLLECTIVE, COMPUTE
 # Lanes of the engine's timeline (analysis.timeline): collectives on the data-parallel lane, point-to-point on
 # the pipeline lane; the recorded CUDA stream stays in ``cuda_stream``.
 EXTRA_COLUMNS = ["cuda_stream", "op_kind", "step", "index", "busy_s", "recorded_start_s", "recorded_end_s",
-                 "simulated"]
+                 "simulated", "disagree"]
 EVENT_COLUMNS = COLUMNS + EXTRA_COLUMNS
 
 
@@ -120,7 +120,7 @@ class ReplayEngine:
         lane = "compute" if op.kind == COMPUTE else ("dp" if op.kind == COLLECTIVE else "pp")
         self.rows.append((op.rank, lane, "compute" if op.kind == COMPUTE else "comm", op.name, -1, start_s, end_s,
                           op.size_bytes, self._multiplicity[op.rank], op.stream, op.kind, op.step, op.index, op.busy_s,
-                          op.recorded_start_s, op.recorded_end_s, op.collective is not None))
+                          op.recorded_start_s, op.recorded_end_s, op.collective is not None, op.disagree))
 
     def _check_finished(self) -> None:
         """Every op must have run; a replay that stalls names where (inconsistent traces can deadlock)."""

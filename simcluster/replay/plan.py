@@ -71,6 +71,7 @@ class ReplayOp:
     match: tuple | None = None
     needed: int = 0
     role: str = ""
+    disagree: bool = False  # its members recorded another type or size (matched by order; the largest is used)
 
     @property
     def is_communication(self) -> bool:
@@ -367,6 +368,7 @@ class _Matcher:
                 for op in ops:
                     op.size_bytes = size_bytes
                     op.collective = ops[0].collective
+                    op.disagree = True
             for op in ops:
                 op.needed = len(needed)
 

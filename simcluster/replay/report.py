@@ -111,6 +111,38 @@ def _weights(events: pd.DataFrame) -> pd.Series:
     return events.groupby("rank")["group"].first()
 
 
+# ---- which ops the replay does not reproduce -----------------------------------------------------------------
+
+def deviations(events: pd.DataFrame, limit: int = 10) -> list[dict]:
+    """The re-simulated ops whose replayed duration differs most from the recorded one (largest first): on the
+    fabric a trace ran on these are what the model does not reproduce, and by how much. ``disagree``: the
+    members of the collective recorded different types or sizes (matched by order, the largest size used), a
+    sign the ranks' traces order their collectives differently."""
+    simulated = events[events["simulated"]]
+    change_s = (simulated["end_s"] - simulated["start_s"]) - (simulated["recorded_end_s"] -
+                                                               simulated["recorded_start_s"])
+    top = change_s.abs().sort_values(ascending=False, kind="stable").index[:limit]
+    return [{"rank": int(row.rank), "index": int(row.index), "name": row.name, "bytes": float(row.bytes),
+             "recorded_s": float(row.recorded_end_s - row.recorded_start_s),
+             "replayed_s": float(row.end_s - row.start_s), "change_s": float(change_s[i]),
+             "disagree": bool(row.disagree)}
+            for i, row in zip(top, simulated.loc[top].itertuples(index=False), strict=True)]
+
+
+def describe_disagreement(events: pd.DataFrame) -> str | None:
+    """One sentence on the collectives whose members disagree: how many, and how much longer they replay."""
+    mixed = events[events["simulated"] & events["disagree"]]
+    if mixed.empty:
+        return None
+    weight = mixed["group"]
+    change_s = ((mixed["end_s"] - mixed["start_s"]) - (mixed["recorded_end_s"] - mixed["recorded_start_s"]))
+    ranks = _weights(events).sum()
+    return (f"{int(weight.sum())} collective ops whose members recorded different types or sizes are outside "
+            f"the model (the ranks' traces order their collectives differently, so matching by order pairs "
+            f"different collectives): they replay {float((change_s * weight).sum()) / ranks * 1e3:+.3g} ms per "
+            "rank in total against their recorded durations; see 'deviations'")
+
+
 # ---- Perfetto: the recorded and the replayed timelines side by side ---------------------------------------
 
 RECORDED_PID_OFFSET = 1_000_000  # recorded rank r is process RECORDED_PID_OFFSET + r in the Perfetto trace
@@ -164,4 +196,5 @@ def describe_plan(plan: ReplayPlan) -> str:
             f"communication ops re-simulated on the fabric{tail}")
 
 
-__all__ = ["RECORDED_PID_OFFSET", "chrome_trace", "describe_plan", "exposed_s", "recorded_view", "step_report"]
+__all__ = ["RECORDED_PID_OFFSET", "chrome_trace", "describe_disagreement", "describe_plan", "deviations",
+           "exposed_s", "recorded_view", "step_report"]

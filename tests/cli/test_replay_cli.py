@@ -101,3 +101,35 @@ def test_corrupt_chakra_trace_gives_one_line_and_exit_2(cli, tmp_path):
 def test_bad_options_give_one_line_and_exit_2(cli, args, field):
     code, _, err = cli("replay", TWO_RANKS, *args)
     assert code == 2 and err.startswith(f"error: {field}")
+
+
+def test_json_without_out_prints_the_report_and_writes_nothing(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = cli("replay", TWO_RANKS, "--json")
+    assert code == 0 and json.loads(stdout)["fabric"] == "nvswitch-node"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_repeated_topology_replays_on_each_fabric_side_by_side(cli, tmp_path):
+    """compare's syntax (NAME:key=value, --option NAME.key=value): two fabrics, two reports in the given order,
+    one overlay plot and one folder of events per fabric; a 4:1 oversubscribed uplink exposes more."""
+    out = tmp_path / "two"
+    code, stdout, _ = cli("replay", TWO_RANKS, "--json", "--out", out, "--gpus-per-node", "1",
+                          "--topology", "rail-fat-tree", "--topology", "leaf-spine:hosts_per_leaf=1",
+                          "--option", "leaf-spine.oversubscription=4")
+    assert code == 0
+    replays = json.loads(stdout)["replays"]
+    assert [r["fabric"] for r in replays] == ["rail-fat-tree", "leaf-spine:hosts_per_leaf=1,oversubscription=4"]
+    for fat, slim in zip(replays[0]["steps"], replays[1]["steps"], strict=True):
+        assert slim["exposed_comm_s"] > fat["exposed_comm_s"]
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"replay.json", "step_overlay.png", "rail-fat-tree/events.csv",
+            "leaf-spine_hosts_per_leaf=1_oversubscription=4/events.csv"} <= written
+    code, stdout, _ = cli("replay", TWO_RANKS, "--gpus-per-node", "1", "--out", tmp_path / "text",
+                          "--topology", "rail-fat-tree", "--topology", "leaf-spine:oversubscription=4")
+    assert code == 0 and "rail-fat-tree" in stdout and "recorded" in stdout
+
+
+def test_a_topology_given_twice_is_an_error(cli):
+    code, _, err = cli("replay", TWO_RANKS, "--topology", "rail-fat-tree", "--topology", "rail-fat-tree")
+    assert code == 2 and err.startswith("error: --topology")

@@ -32,12 +32,34 @@ def test_outcome_holds_the_events_their_report_and_every_assumption_in_order():
     outcome = replay_traces(CHAKRA, network_model="analytic", status=status)
     assert shown == ["replaying 8 ops on 8 ranks..."]
     assert outcome.steps == step_report(outcome.run, outcome.events)
-    assert outcome.report() == {"steps": outcome.steps, "assumptions": outcome.assumptions}
+    report = outcome.report()
+    assert report["steps"] == outcome.steps and report["assumptions"] == outcome.assumptions
+    assert (report["fabric"], report["gpu"], report["gpu_assumed"]) == ("nvswitch-node", "a100-80gb-sxm", True)
     assert outcome.gpu == "a100-80gb-sxm" and outcome.fabric.name == "nvswitch-node"
     own = outcome.assumptions[len(outcome.run.assumptions):]
-    assert own[0].startswith("GPU: ") and own[1].startswith("fabric: the trace does not record it")
-    assert own[2].startswith("fabric replayed on: nvswitch-node, 8 x a100-80gb-sxm") and "analytic" in own[2]
+    assert own[0].startswith("GPU: the trace does not name its GPU")
+    assert own[1].startswith("fabric: the trace does not record it")
+    # what was built, read from the fabric: 8 GPUs on one NVSwitch, A100 NVLink 300 GB/s per direction
+    assert own[2] == "fabric replayed on: nvswitch-node, 8 GPUs, 8 per node, links nvlink 2400 Gb/s, network " \
+                     "model analytic"
     assert own[-1].startswith("replayed 8 ops on 8 ranks: 8 of 8 communication ops re-simulated")
+
+
+def test_gpu_changes_compute_only_and_a_fabric_file_is_reported_as_built(tmp_path):
+    """--gpu h100-sxm on an A100 trace: the fabric keeps the A100's NVLink and ConnectX-6 (the trace's), and
+    the links reported are those of the fabric built, not a catalog NIC."""
+    paths = comm_bound_trace(tmp_path, 1e-3, "t")
+    same = replay_traces(paths, network_model="analytic")
+    faster_gpu = replay_traces(paths, network_model="analytic", gpu_name="h100-sxm")
+    assert faster_gpu.gpu == "h100-sxm" and not faster_gpu.gpu_assumed
+    assert list(faster_gpu.fabric.link_bytes_per_s) == list(same.fabric.link_bytes_per_s)
+    allreduce = [o.events.loc[o.events["name"] == "allreduce"] for o in (same, faster_gpu)]
+    assert float((allreduce[0]["end_s"] - allreduce[0]["start_s"]).iloc[0]) == \
+        pytest.approx(float((allreduce[1]["end_s"] - allreduce[1]["start_s"]).iloc[0]))
+    # "backward" and "optimizer" are not GEMM kernel names: rescaled by the ratio of HBM bandwidths
+    hbm_ratio = hardware.gpu("h100-sxm").hbm_bandwidth / hardware.gpu("a100-80gb-sxm").hbm_bandwidth
+    assert faster_gpu.steps[0]["compute_s"] == pytest.approx(same.steps[0]["compute_s"] / hbm_ratio)
+    assert any("links nvlink 2400 Gb/s" in a and "200 Gb/s" in a for a in same.assumptions)
 
 
 def test_a_line_rate_nic_is_the_default_nic_at_that_rate():
