@@ -35,6 +35,10 @@ from simcluster.replay.recorded import COLLECTIVE, COMPUTE, RECV, SEND, Recorded
 # simcluster.collectives op for each recorded collective name that can be re-simulated.
 COLLECTIVE_OPS = {"allreduce": "allreduce", "allgather": "all_gather", "reduce_scatter": "reduce_scatter",
                   "alltoall": "alltoall", "broadcast": "broadcast", "reduce": "reduce", "barrier": "allreduce"}
+# Collectives over the whole recorded world that --scale-dp grows to span every replica: those of data
+# parallelism (gradients, parameters, the step's barrier and norms). An all-to-all (expert or embedding
+# exchange) or a broadcast stays inside its replica.
+GROWS_WITH_DP = frozenset({"allreduce", "reduce_scatter", "allgather", "barrier", "reduce"})
 # c10d's NCCL barrier is an allreduce of a one-element tensor (PyTorch ProcessGroupNCCL::barrier).
 BARRIER_BYTES = 4.0
 
@@ -162,8 +166,9 @@ def _build(run: RecordedRun, scale_dp: int, busy_s: dict[tuple[int, int], float]
         plan.assumptions.insert(0, (
             f"--scale-dp {scale_dp}: the {base_world} recorded ranks are repeated {scale_dp} times ({world} "
             f"ranks; replayed rank r behaves like recorded rank r mod {base_world}); weak scaling: every rank "
-            "keeps its recorded work and message sizes; collectives over the whole recorded world grow to span "
-            "all replicas (data-parallel gradients), smaller groups and point-to-point stay inside each replica"))
+            "keeps its recorded work and message sizes; all-reduce, reduce-scatter, all-gather, reduce and barrier "
+            "over the whole recorded world grow to span all replicas (data-parallel gradients and parameters); "
+            "all-to-all, broadcast, smaller groups and point-to-point stay inside each replica"))
     if not expand and plan.agents < world:
         plan.assumptions.append(f"{world} ranks replayed as {plan.agents} agent(s), one per recorded program "
                                 "(ranks mirroring a recorded rank, and its replicas, run the same ops)")
@@ -232,7 +237,7 @@ class _Groups:
         """(role, groups, note) of ``op`` run by every rank of ``ranks``: role 'collective', 'send', 'recv' or
         'sendrecv'; one group or pair per rank, duplicates dropped, in rank order; the note says what was
         assumed about the groups (None: they are in the trace)."""
-        key = (ranks[0], op.kind, op.group, op.group_size, op.peer)
+        key = (ranks[0], op.kind, op.name, op.group, op.group_size, op.peer)
         if key not in self._cache:
             notes: set[str] = set()
             groups = tuple(dict.fromkeys(self._one(op, r, notes) for r in ranks))
@@ -253,7 +258,8 @@ class _Groups:
             elif source not in group:  # a mirrored rank: its own group is not in the trace, only its size
                 group = _unknown_group(source, len(group), self.base_world)
                 notes.add(MIRRORED_GROUP)
-            if self.scale_dp > 1 and set(group) == self._whole:
+            if self.scale_dp > 1 and op.name in GROWS_WITH_DP and len(group) == self.base_world and \
+                    set(group) == self._whole:
                 return self._world
             return group if shift == 0 else tuple(g + shift for g in group)
         me, peer = source + shift, op.peer + shift

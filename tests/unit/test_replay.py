@@ -228,11 +228,14 @@ def test_scale_dp_grows_world_spanning_groups_and_explains_it(two_ranks):
     plan = build_plan(two_ranks, scale_dp=4)
     assert plan.world_size == 8 and plan.members == {0: tuple(range(8))}
     assert plan.op_count() == 8 * len(two_ranks.ranks[0])
-    assert {o.groups for ops in plan.ops.values() for o in ops if o.collective} == {(tuple(range(8)),)}
+    replicas = tuple((2 * k, 2 * k + 1) for k in range(4))
+    groups = {o.name: o.groups for ops in plan.ops.values() for o in ops if o.collective}
+    # gradients are reduced over every replica; the broadcast (of the initial parameters) stays in each
+    assert groups == {"allreduce": (tuple(range(8)),), "broadcast": replicas}
     assert "weak scaling" in plan.assumptions[0]
     expanded = build_plan(two_ranks, scale_dp=4, expand=True)
     assert set(expanded.ops) == set(range(8)) and expanded.op_count() == plan.op_count()
-    assert {o.groups for ops in expanded.ops.values() for o in ops if o.collective} == {(tuple(range(8)),)}
+    assert {o.groups for o in expanded.ops[5] if o.collective} == {(tuple(range(8)),), ((4, 5),)}
     events = run_replay(plan, fabric_for(8, A100_40)).events
     assert events["rank"].nunique() == 1 and (events["group"] == 8).all()
 
