@@ -21,6 +21,9 @@ from pathlib import Path
 from simcluster.replay.formats import protobuf as pb
 from simcluster.studies.replay import replay_traces
 
+# Switch radix of the rail-optimised fat-tree at every scale: the default (40 ports, HDR InfiniBand) holds at
+# most 16,000 GPUs in three tiers; NDR Quantum-2 switches have 64 ports (NVIDIA QM9700 datasheet).
+FAT_TREE_RADIX = 64
 TRACE = Path(__file__).parents[1] / "tests" / "data" / "kineto" / "a100-16rank-sendrecv.rank0.json.gz"
 
 
@@ -34,7 +37,8 @@ def measure(kind: str, ranks: int, model: str) -> None:
             label = f"chakra data-parallel, {ranks} files ({model})"
             args, options = write_data_parallel(Path(folder), ranks), {"gpu_name": "a100-80gb-sxm"}
         started = time.perf_counter()
-        outcome = replay_traces(args, network_model=model, **options)
+        outcome = replay_traces(args, network_model=model, topology_name="rail-fat-tree",
+                                topology_options={"radix": FAT_TREE_RADIX}, **options)
         wall_s = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
     step = outcome.steps[-1]

@@ -180,9 +180,17 @@ def _alike(run: RecordedRun, busy_s: dict[tuple[int, int], float] | None) -> dic
     peers as recorded; rescaled kernel times), whose agent it joins."""
     first: dict[tuple, int] = {}
     out = {}
+    by_id: dict[int, int] = {}  # a group object -> the number of its content (hashed once per object)
+    by_content: dict[tuple[int, ...], int] = {}
+
+    def group_key(group: tuple[int, ...]) -> int:
+        if id(group) not in by_id:
+            by_id[id(group)] = by_content.setdefault(group, len(by_content))
+        return by_id[id(group)]
+
     for rank in sorted(run.ranks):
         ops = run.ranks[rank]
-        key = tuple((op.stream, op.kind, op.name, op.started_at_s, op.duration_s, op.size_bytes, op.group,
+        key = tuple((op.stream, op.kind, op.name, op.started_at_s, op.duration_s, op.size_bytes, group_key(op.group),
                      op.group_size, op.peer, op.step, op.waits_for, op.busy_s,
                      None if busy_s is None else busy_s.get((rank, i))) for i, op in enumerate(ops))
         out[rank] = first.setdefault(key, rank)
@@ -224,12 +232,14 @@ def _times_s(op: RecordedOp, busy_s: dict[tuple[int, int], float] | None,
 
 class _Groups:
     """The group (or point-to-point pair) of each replayed rank for a recorded op, and the agent's set of them,
-    computed once per (agent, kind of op) and shared by every op that uses it."""
+    computed once per (agent, kind of op) and shared by every op that uses it. Equal groups are one object
+    (memos by identity, then content), so that building a set of N ranks' groups costs O(N), not O(N^2)."""
 
     def __init__(self, base_world: int, scale_dp: int, notes: Counter):
         self.base_world, self.scale_dp, self.notes = base_world, scale_dp, notes
-        self._cache: dict[tuple, tuple[str, Groups]] = {}
+        self._cache: dict[tuple, tuple[str, Groups, str | None]] = {}
         self._interned: dict[Groups, Groups] = {}
+        self._memo: dict[tuple, tuple[int, ...]] = {}  # (what, ...) -> one shared group object
         self._world = tuple(range(base_world * scale_dp))
         self._whole = frozenset(range(base_world))
 
@@ -237,37 +247,54 @@ class _Groups:
         """(role, groups, note) of ``op`` run by every rank of ``ranks``: role 'collective', 'send', 'recv' or
         'sendrecv'; one group or pair per rank, duplicates dropped, in rank order; the note says what was
         assumed about the groups (None: they are in the trace)."""
-        key = (ranks[0], op.kind, op.name, op.group, op.group_size, op.peer)
+        key = (ranks[0], op.kind, op.name, id(op.group), op.group_size, op.peer)
         if key not in self._cache:
             notes: set[str] = set()
-            groups = tuple(dict.fromkeys(self._one(op, r, notes) for r in ranks))
-            groups = self._interned.setdefault(groups, groups)  # one object per distinct set: shared by reference
+            if op.kind == COLLECTIVE:
+                members = frozenset(op.group)
+                grows = (self.scale_dp > 1 and op.name in GROWS_WITH_DP and len(op.group) == self.base_world
+                         and members == self._whole)
+                per_rank = [self._collective(op, members, grows, r, notes) for r in ranks]
+            else:
+                per_rank = [self._pair(op, r) for r in ranks]
+            unique = tuple({id(g): g for g in per_rank}.values())  # equal groups are one object
+            groups = self._interned.setdefault(unique, unique)  # one object per distinct set: shared by reference
             self._cache[key] = self._role(op), groups, min(notes, default=None)
         return self._cache[key]
 
     def _role(self, op: RecordedOp) -> str:
         return {COLLECTIVE: "collective", SEND: "send", RECV: "recv"}.get(op.kind, "sendrecv")
 
-    def _one(self, op: RecordedOp, rank: int, notes: set[str]) -> tuple[int, ...]:
+    def _shared(self, key: tuple, make) -> tuple[int, ...]:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def _collective(self, op: RecordedOp, members: frozenset, grows: bool, rank: int,
+                    notes: set[str]) -> tuple[int, ...]:
+        if grows:
+            return self._world
         source, shift = rank % self.base_world, rank // self.base_world * self.base_world
-        if op.kind == COLLECTIVE:
-            group = tuple(op.group)
-            if not group:
-                group = _unknown_group(source, op.group_size or self.base_world, self.base_world)
-                notes.add(UNKNOWN_GROUP)
-            elif source not in group:  # a mirrored rank: its own group is not in the trace, only its size
-                group = _unknown_group(source, len(group), self.base_world)
-                notes.add(MIRRORED_GROUP)
-            if self.scale_dp > 1 and op.name in GROWS_WITH_DP and len(group) == self.base_world and \
-                    set(group) == self._whole:
-                return self._world
-            return group if shift == 0 else tuple(g + shift for g in group)
+        if not op.group or source not in members:
+            # group known by size only, or a mirrored rank whose own group the trace does not hold
+            size = min(max(len(op.group) if op.group else (op.group_size or self.base_world), 1), self.base_world)
+            notes.add(MIRRORED_GROUP if op.group else UNKNOWN_GROUP)
+            return self._shared(("block", source // size, size, shift), lambda: tuple(
+                g + shift for g in _unknown_group(source, size, self.base_world)))
+        if shift == 0:
+            return op.group
+        return self._shared(("shifted", id(op.group), shift), lambda: tuple(g + shift for g in op.group))
+
+    def _pair(self, op: RecordedOp, rank: int) -> tuple[int, int]:
+        source, shift = rank % self.base_world, rank // self.base_world * self.base_world
         me, peer = source + shift, op.peer + shift
         if op.kind == RECV:
-            return peer, me
+            return self._shared(("pair", peer, me), lambda: (peer, me))
         if op.kind == SEND:
-            return me, peer
-        return min(me, peer), max(me, peer)  # an NCCL SendRecv kernel: both ranks run one, each names the other
+            return self._shared(("pair", me, peer), lambda: (me, peer))
+        # an NCCL SendRecv kernel: both ranks run one, each names the other
+        low, high = min(me, peer), max(me, peer)
+        return self._shared(("pair", low, high), lambda: (low, high))
 
 
 def _plan_communication(target: ReplayOp, op: RecordedOp, ranks: tuple[int, ...], groups: _Groups,

@@ -144,7 +144,8 @@ def _read_file(path: Path) -> tuple[dict[str, object], list[dict]]:
     return metadata, nodes
 
 
-def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter) -> list[RecordedOp]:
+def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter,
+            groups: dict[tuple[int, ...], tuple[int, ...]]) -> list[RecordedOp]:
     """Chakra nodes of one rank -> RecordedOps in start order, dependencies as indices."""
     by_id: dict[int, dict] = {}
     for node in nodes:
@@ -187,6 +188,7 @@ def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter) -> li
         size: float | None = 0.0
         name = node["name"]
         group: tuple[int, ...] = tuple(attr.get("group", ()))
+        group = groups.setdefault(group, group)  # equal groups of all ranks are one object
         group_size = attr.get("group_size")
         peer = None
         if kind != COMPUTE:
@@ -199,7 +201,7 @@ def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter) -> li
                 raise ScenarioError("chakra", f"node {node['id']} ({name!r}): bad comm_type {comm_type!r}")
             name = _COMM_NAMES[comm_type]
             if not group:
-                group = tuple(range(world_size))
+                group = groups.setdefault(("world",), tuple(range(world_size)))
                 notes["process groups not in the trace: collectives assumed to span all ranks"] += 1
             group_size = group_size or len(group)
         elif kind in (SEND, SENDRECV):
@@ -280,6 +282,7 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
     steps: list[RecordedStep] = []
     run_meta: dict[str, object] = {}
     notes_by_rank: dict[int, Counter] = {}
+    groups: dict[tuple[int, ...], tuple[int, ...]] = {}
     timed = True
     for rank, (_path, metadata, nodes) in sorted(files.items()):
         run_meta = run_meta or metadata
@@ -287,7 +290,7 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
             mirrored[rank] = metadata["mirrors_rank"]
             continue
         notes = notes_by_rank[rank] = Counter()
-        ranks[rank] = _to_ops(rank, nodes, world_size, notes)
+        ranks[rank] = _to_ops(rank, nodes, world_size, notes, groups)
         timed = timed and not notes[UNTIMED]
         starts, durations = metadata.get("step_started_at_ns", []), metadata.get("step_duration_ns", [])
         steps += [RecordedStep(n, rank, s * 1e-9, d * 1e-9)
