@@ -15,16 +15,19 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simcluster.cli.app import app, fail
-from simcluster.cli.collective import _topology_options
+from simcluster.cli.compare import OPTION_HELP, slug
 from simcluster.cli.run import check_network, unique_dir
 from simcluster.core import catalog, units
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.report import chrome_trace, recorded_view
 from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE
-from simcluster.studies.replay import ReplayOutcome, replay_traces
+from simcluster.studies import grid
+from simcluster.studies.grid import FabricSpec
+from simcluster.studies.replay import ReplayOutcome, replay_on_fabrics
 
 _RANK_SUFFIX = re.compile(r"([._-]rank[_-]?\d+)?(\.\d+)?(\.json(\.gz)?|\.et)$", re.IGNORECASE)
 
@@ -51,7 +54,7 @@ def _short(name: str, width: int = 72) -> str:
     return name if len(name) <= width else name[:width - 3] + "..."
 
 
-def _steps_table(steps: list[dict], title: str) -> Table:
+def _step_table(steps: list[dict], title: str) -> Table:
     table = Table(title=title)
     for column in ("step", "recorded", "replayed", "change", "compute", "exposed comm", "(recorded)"):
         table.add_column(column, justify="right")
@@ -69,12 +72,14 @@ def _steps_table(steps: list[dict], title: str) -> Table:
 def replay_command(
     traces: list[Path] = typer.Argument(..., help="trace files of one run: Kineto *.json[.gz] (one per rank) "
                                         "or Chakra *.et"),
-    topology_name: str | None = typer.Option(None, "--topology", help="fabric: builtin name or YAML/GraphML "
-                                             "file (default: what the trace most likely ran on)"),
-    topology_option: list[str] = typer.Option([], "--topology-option", help="fabric option KEY=VALUE "
-                                              "(e.g. oversubscription=4), repeatable"),
+    topologies: list[str] = typer.Option([], "--topology", help="fabric NAME[:key=value,...] as in compare: a "
+                                         "builtin or a YAML/GraphML file; repeatable (replays on each, side by "
+                                         "side); default: what the trace most likely ran on"),
+    options: list[str] = typer.Option([], "--option", help=OPTION_HELP),
+    topology_option: list[str] = typer.Option([], "--topology-option", help="fabric option KEY=VALUE for every "
+                                              "--topology (e.g. oversubscription=4), repeatable"),
     gpu_name: str | None = typer.Option(None, "--gpu", help="GPU catalog name (default: the trace's GPU); "
-                                        "another GPU rescales compute"),
+                                        "another GPU rescales compute only, the fabric stays"),
     nic_name: str | None = typer.Option(None, "--nic", help="NIC catalog name or a line rate such as '25 Gb/s'"),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", min=1, help="GPUs per node "
                                              f"(default {DEFAULT_GPUS_PER_NODE})"),
@@ -83,37 +88,93 @@ def replay_command(
     gpu_scaling: str = typer.Option("roofline", "--gpu-scaling", help="compute rescaling when --gpu changes: "
                                     "roofline (GEMMs by peak, others by HBM) | peak"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; never "
-                                    "overwritten; with --until/--events only when given)"),
-    as_json: bool = typer.Option(False, "--json", help='print {"steps": [...], "assumptions": [...]} as JSON'),
+                                    "overwritten; with --json, --until or --events only when given)"),
+    as_json: bool = typer.Option(False, "--json", help='print the report ({"fabric", "gpu", "steps", '
+                                 '"deviations", "assumptions"}; several fabrics: {"replays": [...]}) as JSON'),
     until: str | None = typer.Option(None, "--until", help="print the replayed events starting up to this "
                                      "time, e.g. 12.5ms"),
     events_count: int | None = typer.Option(None, "--events", min=1, help="print the first N replayed events"),
+    expand: bool = typer.Option(False, "--expand", help="one replay agent per rank (no symmetry collapse: ranks "
+                                "running the same recorded program are otherwise one agent); slower"),
 ) -> None:
-    """Replay a recorded run (PyTorch-profiler or Chakra traces) on a fabric: recorded vs replayed step time."""
+    """Replay a recorded run (PyTorch-profiler or Chakra traces) on one or several fabrics: recorded vs replayed
+    step time."""
     check_network(network)
     stepping = until is not None or events_count is not None
     until_s = _until_s(until, events_count, as_json)
+    fabrics = _fabrics(topologies, options, topology_option)
+    if stepping and fabrics and len(fabrics) > 1:
+        fail("--topology", "--until/--events print one replay's events: give one --topology")
     console = Console(stderr=as_json)
-    outcome = replay_traces(traces, topology_name=topology_name, topology_options=_topology_options(topology_option),
-                            gpu_name=gpu_name, nic=nic_name, gpus_per_node=gpus_per_node, scale_dp=scale_dp,
-                            network_model=network, gpu_scaling=gpu_scaling, status=console.status)
+    outcomes = replay_on_fabrics(traces, fabrics=fabrics, gpu_name=gpu_name, nic=nic_name,
+                                 gpus_per_node=gpus_per_node, scale_dp=scale_dp, network_model=network,
+                                 gpu_scaling=gpu_scaling, expand=expand, status=console.status)
     if stepping:
-        typer.echo("\n".join(_event_lines(outcome.events, until_s, events_count)))
-        if out is None:
-            return
+        typer.echo("\n".join(_event_lines(outcomes[0].events, until_s, events_count)))
     name = _trace_name(traces)
-    out_dir = unique_dir(out or Path("runs") / f"replay-{name}")
-    written = _write(out_dir, outcome, name)
+    written, out_dir = [], None
+    if out is not None or not (as_json or stepping):
+        out_dir = unique_dir(out or Path("runs") / f"replay-{name}")
+        written = _write(out_dir, outcomes, name)
     if stepping:
         return
     if as_json:
-        typer.echo(json.dumps(outcome.report(), indent=2))
+        reports = [o.report() for o in outcomes]
+        typer.echo(json.dumps(reports[0] if len(reports) == 1 else {"replays": reports}, indent=2))
         return
-    console.print(_steps_table(outcome.steps, f"{name} replayed on {outcome.fabric.name} "
-                                              f"({outcome.plan.world_size} x {outcome.gpu})"))
-    for sentence in outcome.assumptions:
-        console.print(f"- {sentence}", highlight=False)
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
+    first = outcomes[0]
+    if first.gpu_assumed:
+        console.print(f"[yellow]the trace does not name its GPU: compute is taken as recorded on {first.gpu} "
+                      "(give --gpu to say which)[/yellow]", highlight=False)
+    title = f"{name}: {first.plan.world_size} x {first.gpu}"
+    console.print(_steps_table(outcomes, title) if len(outcomes) > 1 else
+                  _step_table(first.steps, f"{name} replayed on {first.label} ({first.plan.world_size} x "
+                                           f"{first.gpu})"))
+    for sentence in _assumption_lines(outcomes):
+        console.print(f"- {escape(sentence)}", highlight=False)
+    console.print(f"wrote {', '.join(str(p.relative_to(out_dir)) for p in written)} to {out_dir}/")
+
+
+def _fabrics(topologies: list[str], options: list[str], topology_option: list[str]) -> list[FabricSpec] | None:
+    """The fabrics of ``--topology`` (compare's syntax, ``--option NAME.key=value``), with ``--topology-option``
+    KEY=VALUE applied to every one; None: the trace's default fabric."""
+    if not topologies:
+        if options or topology_option:
+            fail("--topology", "--option/--topology-option need a --topology")
+        return None
+    shared = [f"topology.{item}" for item in topology_option]
+    return grid.fabrics(topologies, [*shared, *options], {})
+
+
+def _steps_table(outcomes: list[ReplayOutcome], title: str) -> Table:
+    """Recorded and replayed step time per step, one column per fabric (with the change)."""
+    table = Table(title=title)
+    table.add_column("step", justify="right")
+    table.add_column("recorded", justify="right")
+    for outcome in outcomes:
+        table.add_column(escape(outcome.label), justify="right")
+    for i, s in enumerate(outcomes[0].steps):
+        cells = []
+        for outcome in outcomes:
+            row = outcome.steps[i]
+            change = row["replayed_step_s"] / row["recorded_step_s"] - 1 if row["recorded_step_s"] > 0 else 0.0
+            cells.append(f"{units.fmt(row['replayed_step_s'], units.SECONDS, 4)} ({change:+.1%}, exposed "
+                         f"{units.fmt(row['exposed_comm_s'], units.SECONDS, 3)})")
+        table.add_row(str(s["step"] if s["step"] is not None else "all"),
+                      units.fmt(s["recorded_step_s"], units.SECONDS, 4), *cells)
+    return table
+
+
+def _assumption_lines(outcomes: list[ReplayOutcome]) -> list[str]:
+    """Every assumption once (those of one fabric only prefixed with its label)."""
+    lines: list[str] = []
+    for outcome in outcomes:
+        for sentence in outcome.assumptions:
+            shared = all(sentence in other.assumptions for other in outcomes)
+            line = sentence if shared or len(outcomes) == 1 else f"[{outcome.label}] {sentence}"
+            if line not in lines:
+                lines.append(line)
+    return lines
 
 
 def _until_s(until: str | None, events_count: int | None, as_json: bool) -> float | None:
@@ -130,19 +191,37 @@ def _until_s(until: str | None, events_count: int | None, as_json: bool) -> floa
         fail("--until", f"expected a time with its unit, such as 12.5ms, got {until!r}")
 
 
-def _write(out_dir: Path, outcome: ReplayOutcome, name: str) -> list[Path]:
-    """events.csv, replay.json (steps, assumptions), trace.json.gz (recorded and replayed side by side),
-    timeline.png (replayed) and timeline-recorded.png."""
+def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str) -> list[Path]:
+    """replay.json (the --json report), step_overlay.png (recorded vs each replay) and, per fabric (in a
+    folder named after it when there are several): events.csv, trace.json.gz (recorded and replayed side by
+    side), timeline.png (replayed) and timeline-recorded.png."""
+    from simcluster.analysis.plots import save
+    from simcluster.analysis.replay import step_overlay
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = [o.report() for o in outcomes]
+    written = [out_dir / "replay.json"]
+    written[0].write_text(json.dumps(reports[0] if len(reports) == 1 else {"replays": reports}, indent=2) + "\n")
+    written += save(step_overlay([{"label": o.label, "steps": o.steps} for o in outcomes],
+                                 title=f"{name}: recorded and replayed step time"), out_dir, "step_overlay",
+                    formats=("png",))
+    for outcome in outcomes:
+        folder = out_dir if len(outcomes) == 1 else out_dir / slug(outcome.label)
+        written += _write_one(folder, outcome, name)
+    return written
+
+
+def _write_one(out_dir: Path, outcome: ReplayOutcome, name: str) -> list[Path]:
     from simcluster.analysis.timeline import plot_timeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "events.csv", out_dir / "replay.json", out_dir / "trace.json.gz"]
+    written = [out_dir / "events.csv", out_dir / "trace.json.gz"]
     outcome.events.to_csv(written[0], index=False)
-    written[1].write_text(json.dumps(outcome.report(), indent=2) + "\n")
     max_ranks = catalog.load("engine")["trace"]["max_ranks"]
-    with gzip.open(written[2], "wt") as handle:
+    with gzip.open(written[1], "wt") as handle:
         json.dump(chrome_trace(outcome.events, max_ranks), handle)
-    written.append(plot_timeline(outcome.events, out_dir / "timeline.png", title=f"{name}: replayed"))
+    written.append(plot_timeline(outcome.events, out_dir / "timeline.png",
+                                 title=f"{name}: replayed on {outcome.label}"))
     written.append(plot_timeline(recorded_view(outcome.events), out_dir / "timeline-recorded.png",
                                  title=f"{name}: recorded"))
     return written

@@ -1,13 +1,14 @@
-"""Replay of a recorded run on a fabric: one SimPy process per (rank, stream) walking its ``ReplayOp``s.
+"""Replay of a recorded run on a fabric: one SimPy process per (agent, stream) walking its ``ReplayOp``s.
 
-Compute ops are timeouts of their recorded (or rescaled) duration. Communication ops the plan re-simulates
-meet at a rendezvous (the k-th collective of a group on every member, a send and its receive); when the last
-member arrives the collective runs on the network through the engine's own collective driver, and every member's
-op ends when it completes, so an early rank's op includes its wait, as an NCCL kernel does. Other
-communication ops are timeouts of their recorded duration.
+An agent stands for the replayed ranks that run the same recorded program (``ReplayPlan.members``; one rank with
+``expand``). Compute ops are timeouts of their recorded (or rescaled) duration. Communication ops the plan
+re-simulates meet at a rendezvous (the k-th collective of a group on every member, a send and its receive); when
+the last agent arrives the collective runs on the network through the engine's own collective driver, over the
+groups of every rank the agents stand for, and every member's op ends when it completes, so an early rank's op
+includes its wait, as an NCCL kernel does. Other communication ops are timeouts of their recorded duration.
 
-Dependencies follow the recording (``simcluster.replay``): an op starts at the latest of (end of the previous op
-on its stream + recorded idle gap) and (end of each op it waits for + recorded lag).
+Dependencies (``simcluster.replay.plan``): an op is ready when its stream is free and the ops it waits for have
+ended, and starts its recorded gap after the latest of those.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from simcluster.replay.recorded import COLLECTIVE, COMPUTE
 # Lanes of the engine's timeline (analysis.timeline): collectives on the data-parallel lane, point-to-point on
 # the pipeline lane; the recorded CUDA stream stays in ``cuda_stream``.
 EXTRA_COLUMNS = ["cuda_stream", "op_kind", "step", "index", "busy_s", "recorded_start_s", "recorded_end_s",
-                 "simulated"]
+                 "simulated", "disagree"]
 EVENT_COLUMNS = COLUMNS + EXTRA_COLUMNS
 
 
@@ -65,6 +66,7 @@ class ReplayEngine:
         self._done = {rank: [self.env.event() for _ in ops] for rank, ops in plan.ops.items()}
         self._end_s: dict[tuple[int, int], float] = {}
         self._rendezvous: dict[tuple, _Rendezvous] = {}
+        self._multiplicity = {rank: len(members) for rank, members in plan.members.items()}
         self.rows: list[tuple] = []
 
     def run(self) -> ReplayResult:
@@ -84,11 +86,12 @@ class ReplayEngine:
     def _stream(self, rank: int, ops: list[ReplayOp]):
         env = self.env
         for op in ops:
-            ready_s = env.now + op.gap_s
-            for index, lag_s in op.waits:
+            ready_s = env.now  # the stream is free
+            for index in op.waits:
                 if not self._done[rank][index].triggered:
                     yield self._done[rank][index]
-                ready_s = max(ready_s, self._end_s[(rank, index)] + lag_s)
+                ready_s = max(ready_s, self._end_s[(rank, index)])
+            ready_s += op.gap_s
             if ready_s > env.now:
                 yield env.timeout(ready_s - env.now)
             started_at_s = env.now
@@ -104,20 +107,20 @@ class ReplayEngine:
         """This rank's arrival at ``op``'s rendezvous; the last member to arrive starts the communication."""
         entry = self._rendezvous.setdefault(op.match, _Rendezvous(done=self.env.event()))
         entry.arrived += 1
-        if entry.arrived == len(op.group):
+        if entry.arrived == op.needed:
             del self._rendezvous[op.match]
             self.env.process(self._communicate(op, entry.done))
         return entry.done
 
     def _communicate(self, op: ReplayOp, done: simpy.Event):
-        yield from self.driver.run(op.collective, [op.group], op.size_bytes)
+        yield from self.driver.run(op.collective, list(op.groups), op.size_bytes)
         done.succeed()
 
     def _record(self, op: ReplayOp, start_s: float, end_s: float) -> None:
         lane = "compute" if op.kind == COMPUTE else ("dp" if op.kind == COLLECTIVE else "pp")
         self.rows.append((op.rank, lane, "compute" if op.kind == COMPUTE else "comm", op.name, -1, start_s, end_s,
-                          op.size_bytes, 1, op.stream, op.kind, op.step, op.index, op.busy_s,
-                          op.recorded_start_s, op.recorded_end_s, op.collective is not None))
+                          op.size_bytes, self._multiplicity[op.rank], op.stream, op.kind, op.step, op.index, op.busy_s,
+                          op.recorded_start_s, op.recorded_end_s, op.collective is not None, op.disagree))
 
     def _check_finished(self) -> None:
         """Every op must have run; a replay that stalls names where (inconsistent traces can deadlock)."""

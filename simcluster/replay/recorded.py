@@ -11,10 +11,14 @@ Dependencies are kept the way the GPU enforces them:
 - collectives: the k-th collective of a process group on every member rank is the same collective (NCCL's
   ordering rule), so a replay matches them by order.
 
-Replay rule that reproduces the recording exactly when durations are unchanged (and moves operations the
-right way when they change): an operation starts at the latest of (end of the previous op on its stream + the
-idle gap recorded between them) and (end of each op it waits for + the lag recorded after it). Gaps and lags
-are derived from ``started_at_s`` and ``duration_s``; they are time the CPU spent launching, not GPU work.
+Replay rule (``replay/plan.py``), which separates what the trace says about the host from waits on the GPU:
+an operation is ready when its stream is free (the previous op on the stream has ended) and every op it waits
+for has ended; it starts ``gap`` after the latest of those. The gap is measured on the recording from the
+latest of the same constraints (never from the op's recorded start alone, and never from the previous op of
+the stream when a cross-stream wait came later): it is the launch latency and host time the trace shows between
+the op becoming ready on the GPU and starting. So unchanged durations reproduce the recording exactly, and a
+faster (slower) op moves everything that waited for it earlier (later). Traces without recorded start times
+(``RecordedRun.timed`` False: Chakra files as ASTRA-sim's generators write them) have no gaps at all.
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class RecordedRun:
     assumptions: list[str] = field(default_factory=list)
     source: str = ""
     mirrored: dict[int, int] = field(default_factory=dict)
+    timed: bool = True  # False: start times were synthesised (no recorded timestamps), so there are no gaps
 
     def ops_of(self, rank: int) -> list[RecordedOp]:
         """The ops of ``rank``: recorded, or copied from the rank it is assumed to mirror."""

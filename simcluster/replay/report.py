@@ -51,7 +51,7 @@ def exposed_s(comm: list[tuple[float, float]], compute: list[tuple[float, float]
 
 def step_report(run: RecordedRun, events: pd.DataFrame) -> list[dict]:
     """Per recorded step: recorded and replayed step time, compute and exposed communication (means over
-    replayed ranks).
+    replayed ranks: an agent's rows count once per rank it stands for).
 
     ``recorded_step_s`` is the profiler's own figure (``RecordedRun.step_time_s``: the ProfilerStep span of the
     slowest rank). The replay moves it by what it changed on the GPU: a step's GPU work ends when the last op
@@ -66,7 +66,7 @@ def step_report(run: RecordedRun, events: pd.DataFrame) -> list[dict]:
     numbers = run.step_numbers()
     whole = not numbers or events["step"].isna().all()
     rows = []
-    ranks = events["rank"].nunique()
+    ranks = _weights(events).sum()
     start_s = recorded_start_s = float(events["recorded_start_s"].min()) if whole else \
         min(s.started_at_s for s in run.steps)
     for number in [None] if whole else numbers:
@@ -81,7 +81,8 @@ def step_report(run: RecordedRun, events: pd.DataFrame) -> list[dict]:
         shift_s = (end_s - recorded_end_s) - (start_s - recorded_start_s)
         rows.append({"step": number, "recorded_step_s": recorded_step_s,
                      "replayed_step_s": recorded_step_s + shift_s,
-                     "compute_s": float(mine.loc[mine["kind"] == "compute", "busy_s"].sum()) / ranks,
+                     "compute_s": float((compute["busy_s"] * compute["group"]).sum()) / ranks
+                     if not (compute := mine[mine["kind"] == "compute"]).empty else 0.0,
                      "exposed_comm_s": _mean_exposed_s(events, start_s, end_s, REPLAYED),
                      "recorded_exposed_comm_s": _mean_exposed_s(events, recorded_start_s, recorded_end_s,
                                                                 RECORDED)})
@@ -94,15 +95,52 @@ def _mean_exposed_s(events: pd.DataFrame, lo_s: float, hi_s: float, timeline: tu
     columns of ``REPLAYED`` or ``RECORDED``), mean over ranks: every op of a rank counts, whatever its step,
     since an op launched in one step may overlap the next one's window."""
     start_col, end_col = timeline
-    ranks = events["rank"].nunique()
+    weights = _weights(events)
     total_s = 0.0
-    for _rank, of_rank in events.groupby("rank"):
+    for rank, of_rank in events.groupby("rank"):
         is_comm = (of_rank["kind"] == "comm").tolist()
         spans = list(zip(of_rank[start_col], of_rank[end_col], strict=True))
         comm = _clip([s for s, c in zip(spans, is_comm, strict=True) if c], lo_s, hi_s)
         compute = _clip([s for s, c in zip(spans, is_comm, strict=True) if not c], lo_s, hi_s)
-        total_s += exposed_s(comm, compute) / ranks
-    return total_s
+        total_s += exposed_s(comm, compute) * weights[rank]
+    return total_s / weights.sum()
+
+
+def _weights(events: pd.DataFrame) -> pd.Series:
+    """How many replayed ranks each agent's rows stand for (column ``group``), by agent (rank)."""
+    return events.groupby("rank")["group"].first()
+
+
+# ---- which ops the replay does not reproduce -----------------------------------------------------------------
+
+def deviations(events: pd.DataFrame, limit: int = 10) -> list[dict]:
+    """The re-simulated ops whose replayed duration differs most from the recorded one (largest first): on the
+    fabric a trace ran on these are what the model does not reproduce, and by how much. ``disagree``: the
+    members of the collective recorded different types or sizes (matched by order, the largest size used), a
+    sign the ranks' traces order their collectives differently."""
+    simulated = events[events["simulated"]]
+    change_s = (simulated["end_s"] - simulated["start_s"]) - (simulated["recorded_end_s"] -
+                                                               simulated["recorded_start_s"])
+    top = change_s.abs().sort_values(ascending=False, kind="stable").index[:limit]
+    return [{"rank": int(row.rank), "index": int(row.index), "name": row.name, "bytes": float(row.bytes),
+             "recorded_s": float(row.recorded_end_s - row.recorded_start_s),
+             "replayed_s": float(row.end_s - row.start_s), "change_s": float(change_s[i]),
+             "disagree": bool(row.disagree)}
+            for i, row in zip(top, simulated.loc[top].itertuples(index=False), strict=True)]
+
+
+def describe_disagreement(events: pd.DataFrame) -> str | None:
+    """One sentence on the collectives whose members disagree: how many, and how much longer they replay."""
+    mixed = events[events["simulated"] & events["disagree"]]
+    if mixed.empty:
+        return None
+    weight = mixed["group"]
+    change_s = ((mixed["end_s"] - mixed["start_s"]) - (mixed["recorded_end_s"] - mixed["recorded_start_s"]))
+    ranks = _weights(events).sum()
+    return (f"{int(weight.sum())} collective ops whose members recorded different types or sizes are outside "
+            f"the model (the ranks' traces order their collectives differently, so matching by order pairs "
+            f"different collectives): they replay {float((change_s * weight).sum()) / ranks * 1e3:+.3g} ms per "
+            "rank in total against their recorded durations; see 'deviations'")
 
 
 # ---- Perfetto: the recorded and the replayed timelines side by side ---------------------------------------
@@ -112,16 +150,19 @@ RECORDED_PID_OFFSET = 1_000_000  # recorded rank r is process RECORDED_PID_OFFSE
 
 def chrome_trace(events: pd.DataFrame, max_ranks: int) -> dict:
     """Chrome/Perfetto trace: replayed rank r is process r, its recorded twin RECORDED_PID_OFFSET + r; one
-    thread per CUDA stream; times in microseconds. Only the first ``max_ranks`` ranks are written."""
+    thread per CUDA stream; times in microseconds. Only the first ``max_ranks`` agents are written; an agent
+    standing for several ranks is named so."""
     ranks = sorted(events["rank"].unique())[:max_ranks]
     kept = events[events["rank"].isin(ranks)]
     trace: list[dict] = []
     tids: dict[str, int] = {}
-    for (rank, stream), _rows in kept.groupby(["rank", "cuda_stream"]):
+    for (rank, stream), rows in kept.groupby(["rank", "cuda_stream"]):
         tid = tids.setdefault(stream, len(tids) + 1)
+        alike = int(rows["group"].iloc[0]) - 1
+        also = f" (and {alike} rank{'s' if alike > 1 else ''} like it)" if alike else ""
         for pid, label in ((int(rank), "replayed"), (RECORDED_PID_OFFSET + int(rank), "recorded")):
             trace.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-                          "args": {"name": f"{label} rank {rank}"}})
+                          "args": {"name": f"{label} rank {rank}{also}"}})
             trace.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
                           "args": {"sort_index": 2 * int(rank) + (label == "recorded")}})
             trace.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
@@ -147,11 +188,13 @@ def recorded_view(events: pd.DataFrame) -> pd.DataFrame:
 def describe_plan(plan: ReplayPlan) -> str:
     """One sentence: how many ops are replayed and how many of the communication ops are re-simulated."""
     comm = [op for ops in plan.ops.values() for op in ops if op.is_communication]
-    simulated = [op for op in comm if op.collective is not None]
-    kept = sorted({op.rank for op in comm if op.collective is None})
+    total = sum(plan.multiplicity(op.rank) for op in comm)
+    simulated = sum(plan.multiplicity(op.rank) for op in comm if op.collective is not None)
+    kept = sorted({r for op in comm if op.collective is None for r in plan.members[op.rank]})
     tail = f"; kept at recorded duration on ranks {describe_ranges(kept)}" if kept else ""
-    return (f"replayed {plan.op_count()} ops on {plan.world_size} ranks: {len(simulated)} of {len(comm)} "
+    return (f"replayed {plan.op_count()} ops on {plan.world_size} ranks: {simulated} of {total} "
             f"communication ops re-simulated on the fabric{tail}")
 
 
-__all__ = ["RECORDED_PID_OFFSET", "chrome_trace", "describe_plan", "exposed_s", "recorded_view", "step_report"]
+__all__ = ["RECORDED_PID_OFFSET", "chrome_trace", "describe_disagreement", "describe_plan", "deviations",
+           "exposed_s", "recorded_view", "step_report"]

@@ -25,16 +25,19 @@ from simcluster.replay import rescale
 from simcluster.replay.formats import is_chakra, load_trace, read_kineto
 from simcluster.replay.plan import ReplayPlan, build_plan
 from simcluster.replay.recorded import RecordedRun
-from simcluster.replay.report import describe_plan, step_report
+from simcluster.replay.report import describe_disagreement, describe_plan, deviations, step_report
 from simcluster.spec import hardware
+from simcluster.studies.grid import FabricSpec
 
 DEFAULT_NETWORK_MODEL = "flow"  # contention between concurrent collectives matters in a replay
 
 
 @dataclass
 class ReplayOutcome:
-    """A replayed run: the events (one row per replayed op, recorded times alongside), the per-step report rows
-    (``report.step_report``) and the sentences of what was assumed, with the plan, fabric and GPU it ran on."""
+    """A replayed run on one fabric: the events (one row per replayed op of each agent, recorded times
+    alongside), the per-step report rows (``report.step_report``) and the sentences of what was assumed, with
+    the plan, the fabric (``label``: as the user named it) and the GPU it ran on (``gpu_assumed``: the trace
+    does not name its GPU and none was given)."""
 
     run: RecordedRun
     plan: ReplayPlan
@@ -43,40 +46,60 @@ class ReplayOutcome:
     events: pd.DataFrame
     steps: list[dict]
     assumptions: list[str]
+    label: str = ""
+    gpu_assumed: bool = False
 
     def report(self) -> dict:
         """The report ``--json`` prints and ``replay.json`` holds."""
-        return {"steps": self.steps, "assumptions": self.assumptions}
+        return {"fabric": self.label or self.fabric.name, "gpu": self.gpu, "gpu_assumed": self.gpu_assumed,
+                "steps": self.steps, "deviations": deviations(self.events), "assumptions": self.assumptions}
 
 
 def replay_traces(traces: Sequence[str | Path], *, topology_name: str | None = None,
-                  topology_options: Mapping[str, object] | None = None, gpu_name: str | None = None,
-                  nic: str | None = None, gpus_per_node: int | None = None, scale_dp: int = 1,
-                  network_model: str | None = None, gpu_scaling: str = "roofline",
-                  status: Callable[[str], AbstractContextManager] = nullcontext) -> ReplayOutcome:
-    """Replay the run recorded in ``traces`` (Kineto, one file per rank, or Chakra) on a fabric.
+                  topology_options: Mapping[str, object] | None = None, **options) -> ReplayOutcome:
+    """Replay the run recorded in ``traces`` on one fabric (``replay_on_fabrics`` for the options)."""
+    fabrics = None if topology_name is None else [FabricSpec(topology_name, tuple((topology_options or {}).items()))]
+    return replay_on_fabrics(traces, fabrics=fabrics, **options)[0]
 
-    Options left ``None`` are taken from the trace: the GPU (another one rescales compute, ``gpu_scaling``
-    saying how), the fabric and its NIC (``nic``: a catalog name or a line rate such as '25 Gb/s'), the GPUs
-    per node. ``scale_dp`` repeats the recorded world (weak scaling). ``status`` wraps the simulation, the one
+
+def replay_on_fabrics(traces: Sequence[str | Path], *, fabrics: Sequence[FabricSpec] | None = None,
+                      gpu_name: str | None = None, nic: str | None = None, gpus_per_node: int | None = None,
+                      scale_dp: int = 1, network_model: str | None = None, gpu_scaling: str = "roofline",
+                      expand: bool = False,
+                      status: Callable[[str], AbstractContextManager] = nullcontext) -> list[ReplayOutcome]:
+    """Replay the run recorded in ``traces`` (Kineto, one file per rank, or Chakra) on each of ``fabrics``.
+
+    The trace is read and planned once. Options left ``None`` are taken from the trace: the GPU (another one
+    rescales compute only, ``gpu_scaling`` saying how), the fabric (``fabrics`` None: the one the trace most
+    likely ran on) and its NIC (``nic``: a catalog name or a line rate such as '25 Gb/s'; default: the recorded
+    GPU's reference server's), the GPUs per node. The fabric never depends on ``gpu_name``: its NVLink is the
+    recorded GPU's. ``scale_dp`` repeats the recorded world (weak scaling). ``status`` wraps each simulation, the
     slow part, with its description (the command line shows it as a spinner).
     """
     run = load_trace(traces)
-    gpu, gpu_spec, busy_s, gpu_assumptions = _compute_on(run, traces, gpu_name, gpu_scaling)
+    recorded_gpu, gpu, busy_s, gpu_assumptions = _compute_on(run, traces, gpu_name, gpu_scaling)
+    gpu_assumed = run.gpu_name is None and gpu_name is None
     network_model = network_model or DEFAULT_NETWORK_MODEL
-    fabric, fabric_assumptions = _fabric(run.world_size * scale_dp, gpu, gpu_spec, topology_name, topology_options,
-                                         nic, gpus_per_node, network_model)
-    plan = build_plan(run, scale_dp=scale_dp, busy_s=busy_s)
-    assumptions = [*run.assumptions, *gpu_assumptions, *fabric_assumptions, *plan.assumptions, describe_plan(plan)]
-    with status(f"replaying {plan.op_count()} ops on {plan.world_size} ranks..."):
-        events = run_plan(plan, fabric, network_model).events
-    return ReplayOutcome(run, plan, fabric, gpu, events, step_report(run, events), assumptions)
+    plan = build_plan(run, scale_dp=scale_dp, busy_s=busy_s, expand=expand)
+    outcomes = []
+    for spec in fabrics or [None]:
+        fabric, fabric_assumptions = _fabric(run.world_size * scale_dp, recorded_gpu, spec, nic, gpus_per_node,
+                                             network_model)
+        with status(f"replaying {plan.op_count()} ops on {plan.world_size} ranks"
+                    f"{'' if spec is None else ' on ' + spec.label}..."):
+            events = run_plan(plan, fabric, network_model).events
+        mixed = describe_disagreement(events)
+        assumptions = [*run.assumptions, *gpu_assumptions, *fabric_assumptions, *plan.assumptions,
+                       describe_plan(plan), *([mixed] if mixed else [])]
+        outcomes.append(ReplayOutcome(run, plan, fabric, gpu, events, step_report(run, events), assumptions,
+                                      label=spec.label if spec else fabric.name, gpu_assumed=gpu_assumed))
+    return outcomes
 
 
-def _compute_on(run: RecordedRun, traces: Sequence[str | Path], gpu_name: str | None,
-                gpu_scaling: str) -> tuple[str, hardware.GpuSpec, dict[tuple[int, int], float] | None, list[str]]:
-    """The GPU replayed on (``gpu_name``, else the trace's), its spec, and when it is not the recorded GPU every
-    compute op's kernel time on it; with the sentences saying why.
+def _compute_on(run: RecordedRun, traces: Sequence[str | Path], gpu_name: str | None, gpu_scaling: str
+                ) -> tuple[str, str, dict[tuple[int, int], float] | None, list[str]]:
+    """The GPU the trace ran on, the GPU replayed on (``gpu_name``, else the trace's), and when they differ
+    every compute op's kernel time on the latter; with the sentences saying why.
 
     Kineto traces are read a second time without merging kernels, so that each kernel of a merged segment is
     rescaled by its own roof; Chakra nodes are already the unit the trace gives.
@@ -85,29 +108,39 @@ def _compute_on(run: RecordedRun, traces: Sequence[str | Path], gpu_name: str | 
     gpu = gpu_name or recorded_gpu
     gpu_spec = hardware.gpu(gpu, field="--gpu")
     if gpu == recorded_gpu:
-        return gpu, gpu_spec, None, [gpu_sentence]
+        return recorded_gpu, gpu, None, [gpu_sentence]
     kineto = not any(is_chakra(path) for path in traces)
     kernels = read_kineto(traces, merge_compute=False) if kineto and gpu_scaling == "roofline" else None
     busy_s, rescale_sentence = rescale.busy_rescaled(run, hardware.gpu(recorded_gpu), gpu_spec, gpu_scaling,
                                                      kernels)
-    return gpu, gpu_spec, busy_s, [gpu_sentence, rescale_sentence]
+    return recorded_gpu, gpu, busy_s, [gpu_sentence, rescale_sentence]
 
 
-def _fabric(world: int, gpu: str, gpu_spec: hardware.GpuSpec, topology_name: str | None,
-            topology_options: Mapping[str, object] | None, nic: str | None, gpus_per_node: int | None,
+def _fabric(world: int, gpu: str, spec: FabricSpec | None, nic: str | None, gpus_per_node: int | None,
             network_model: str) -> tuple[Fabric, list[str]]:
-    """The fabric of ``world`` GPUs replayed on, and the sentences saying what it is (and, when the user chose
-    none of topology, NIC and GPUs per node, why the default one)."""
+    """The fabric of ``world`` GPUs ``gpu`` replayed on, and the sentences saying what it is, read from the
+    built fabric (so a fabric file's own links are what is reported), and, when the user chose none of
+    topology, NIC and GPUs per node, why the default one."""
     per_node = gpus_per_node or rescale.DEFAULT_GPUS_PER_NODE
     default_topology, default_nic, default_sentence = rescale.default_fabric(world, gpu, per_node)
     nic_spec = nic_from_text(nic, default_nic) if nic else hardware.nic(default_nic)
-    name = topology_name or default_topology
-    assumptions = [default_sentence] if topology_name is None and nic is None and gpus_per_node is None else []
-    assumptions.append(f"fabric replayed on: {name}, {world} x {gpu}, {per_node} per node, NIC {nic_spec.name} "
-                       f"({nic_spec.rate * 8 / 1e9:g} Gb/s), network model {network_model}")
-    fabric = topology.build(name, gpus=world, gpus_per_node=per_node, gpu=gpu_spec, nic=nic_spec,
-                            options=dict(topology_options or {}))
+    name = spec.name if spec else default_topology
+    assumptions = [default_sentence] if spec is None and nic is None and gpus_per_node is None else []
+    fabric = topology.build(name, gpus=world, gpus_per_node=per_node, gpu=hardware.gpu(gpu), nic=nic_spec,
+                            options=dict(spec.options) if spec else {})
+    label = spec.label if spec else name
+    assumptions.append(f"fabric replayed on: {label}, {world} GPUs, {per_node} per node, links "
+                       f"{describe_links(fabric)}, network model {network_model}")
     return fabric, assumptions
+
+
+def describe_links(fabric: Fabric) -> str:
+    """'nvlink 2400 Gb/s, nic 200 Gb/s, ...': each kind of link of ``fabric`` with its rates (what was built)."""
+    rates: dict[str, set[float]] = {}
+    for kind, rate in zip(fabric.link_kind, fabric.link_bytes_per_s, strict=True):
+        rates.setdefault(kind, set()).add(float(rate))
+    return ", ".join(f"{kind} " + "/".join(f"{r * 8 / 1e9:.4g}" for r in sorted(values)) + " Gb/s"
+                     for kind, values in rates.items())
 
 
 def nic_from_text(text: str, default_name: str) -> hardware.NicSpec:
@@ -124,4 +157,5 @@ def nic_from_text(text: str, default_name: str) -> hardware.NicSpec:
                                "rate": f"{rate} B/s"})
 
 
-__all__ = ["DEFAULT_NETWORK_MODEL", "ReplayOutcome", "nic_from_text", "replay_traces"]
+__all__ = ["DEFAULT_NETWORK_MODEL", "ReplayOutcome", "describe_links", "nic_from_text", "replay_on_fabrics",
+           "replay_traces"]

@@ -28,7 +28,8 @@ def test_json_reports_every_step_and_the_assumptions_and_writes_outputs(cli, tmp
     assert {"events.csv", "replay.json", "trace.json.gz", "timeline.png", "timeline-recorded.png"} <= written
     trace = json.loads(gzip.decompress((out / "trace.json.gz").read_bytes()))
     names = {e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "process_name"}
-    assert {"replayed rank 0", "recorded rank 0", "replayed rank 1", "recorded rank 1"} <= names
+    # rank 1 mirrors rank 0: one agent stands for both
+    assert {"replayed rank 0 (and 1 rank like it)", "recorded rank 0 (and 1 rank like it)"} == names
 
 
 def test_slower_custom_nic_grows_exposed_communication(cli, tmp_path):
@@ -55,12 +56,14 @@ def test_events_prints_the_first_n_events_in_time_order(cli):
 
 
 def test_until_prints_only_events_starting_before_the_time(cli):
-    code, stdout, _ = cli("replay", TWO_RANKS, "--until", "9ms")
-    assert code == 0
-    rows = stdout.strip().splitlines()[1:]
-    # recorded (= replayed) starts before 9 ms: two compute kernels and one broadcast, on each of the 2 ranks
-    assert len(rows) == 6
-    assert all(float(row.split()[0]) <= 9.0 for row in rows)
+    # recorded (= replayed) starts before 9 ms: two compute kernels and one broadcast, once for the agent that
+    # stands for both ranks (rank 1 mirrors rank 0), on each of the 2 ranks with --expand
+    for args, count in (((), 3), (("--expand",), 6)):
+        code, stdout, _ = cli("replay", TWO_RANKS, "--until", "9ms", *args)
+        assert code == 0
+        rows = stdout.strip().splitlines()[1:]
+        assert len(rows) == count
+        assert all(float(row.split()[0]) <= 9.0 for row in rows)
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -98,3 +101,35 @@ def test_corrupt_chakra_trace_gives_one_line_and_exit_2(cli, tmp_path):
 def test_bad_options_give_one_line_and_exit_2(cli, args, field):
     code, _, err = cli("replay", TWO_RANKS, *args)
     assert code == 2 and err.startswith(f"error: {field}")
+
+
+def test_json_without_out_prints_the_report_and_writes_nothing(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = cli("replay", TWO_RANKS, "--json")
+    assert code == 0 and json.loads(stdout)["fabric"] == "nvswitch-node"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_repeated_topology_replays_on_each_fabric_side_by_side(cli, tmp_path):
+    """compare's syntax (NAME:key=value, --option NAME.key=value): two fabrics, two reports in the given order,
+    one overlay plot and one folder of events per fabric; a 4:1 oversubscribed uplink exposes more."""
+    out = tmp_path / "two"
+    code, stdout, _ = cli("replay", TWO_RANKS, "--json", "--out", out, "--gpus-per-node", "1",
+                          "--topology", "rail-fat-tree", "--topology", "leaf-spine:hosts_per_leaf=1",
+                          "--option", "leaf-spine.oversubscription=4")
+    assert code == 0
+    replays = json.loads(stdout)["replays"]
+    assert [r["fabric"] for r in replays] == ["rail-fat-tree", "leaf-spine:hosts_per_leaf=1,oversubscription=4"]
+    for fat, slim in zip(replays[0]["steps"], replays[1]["steps"], strict=True):
+        assert slim["exposed_comm_s"] > fat["exposed_comm_s"]
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"replay.json", "step_overlay.png", "rail-fat-tree/events.csv",
+            "leaf-spine_hosts_per_leaf=1_oversubscription=4/events.csv"} <= written
+    code, stdout, _ = cli("replay", TWO_RANKS, "--gpus-per-node", "1", "--out", tmp_path / "text",
+                          "--topology", "rail-fat-tree", "--topology", "leaf-spine:oversubscription=4")
+    assert code == 0 and "rail-fat-tree" in stdout and "recorded" in stdout
+
+
+def test_a_topology_given_twice_is_an_error(cli):
+    code, _, err = cli("replay", TWO_RANKS, "--topology", "rail-fat-tree", "--topology", "rail-fat-tree")
+    assert code == 2 and err.startswith("error: --topology")

@@ -223,13 +223,34 @@ def test_slower_fabric_grows_exposed_communication_and_keeps_compute(two_ranks):
 
 
 def test_scale_dp_grows_world_spanning_groups_and_explains_it(two_ranks):
+    """Rank 1 mirrors rank 0 and --scale-dp 4 repeats both: the 8 ranks run one program, so the collapsed plan
+    is one agent standing for all 8 whose world-spanning collectives run over all 8; expanded, 8 agents."""
     plan = build_plan(two_ranks, scale_dp=4)
-    assert plan.world_size == 8 and set(plan.ops) == set(range(8))
-    groups = {o.group for ops in plan.ops.values() for o in ops if o.collective}
-    assert groups == {tuple(range(8))}
+    assert plan.world_size == 8 and plan.members == {0: tuple(range(8))}
+    assert plan.op_count() == 8 * len(two_ranks.ranks[0])
+    replicas = tuple((2 * k, 2 * k + 1) for k in range(4))
+    groups = {o.name: o.groups for ops in plan.ops.values() for o in ops if o.collective}
+    # gradients are reduced over every replica; the broadcast (of the initial parameters) stays in each
+    assert groups == {"allreduce": (tuple(range(8)),), "broadcast": replicas}
     assert "weak scaling" in plan.assumptions[0]
+    expanded = build_plan(two_ranks, scale_dp=4, expand=True)
+    assert set(expanded.ops) == set(range(8)) and expanded.op_count() == plan.op_count()
+    assert {o.groups for o in expanded.ops[5] if o.collective} == {(tuple(range(8)),), ((4, 5),)}
     events = run_replay(plan, fabric_for(8, A100_40)).events
-    assert events["rank"].nunique() == 8
+    assert events["rank"].nunique() == 1 and (events["group"] == 8).all()
+
+
+@pytest.mark.parametrize("trace", ["two_ranks", "sixteen_ranks"])
+def test_collapsed_replay_equals_one_agent_per_rank(trace, request):
+    """The symmetry collapse changes what is simulated, not the result: the same step report as one agent per
+    rank (the network sees every rank's traffic either way)."""
+    run = request.getfixturevalue(trace)
+    fabric = fabric_for(run.world_size * 2, hardware.gpu(infer_gpu(run.gpu_name)[0]), "rail-fat-tree")
+    collapsed = step_report(run, run_replay(build_plan(run, scale_dp=2), fabric).events)
+    expanded = step_report(run, run_replay(build_plan(run, scale_dp=2, expand=True), fabric).events)
+    for a, b in zip(collapsed, expanded, strict=True):
+        for key in ("replayed_step_s", "compute_s", "exposed_comm_s"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12)
 
 
 def test_chakra_export_then_import_gives_the_same_replayed_step_time(two_ranks, tmp_path):
@@ -263,7 +284,7 @@ def test_astra_sim_chakra_allreduce_takes_the_time_of_the_collective_alone():
 
 
 def test_perfetto_trace_holds_recorded_and_replayed_copies(two_ranks):
-    events = run_replay(build_plan(two_ranks), fabric_for(2, A100_40), "analytic").events
+    events = run_replay(build_plan(two_ranks, expand=True), fabric_for(2, A100_40), "analytic").events
     trace = chrome_trace(events, max_ranks=8)["traceEvents"]
     spans = [e for e in trace if e["ph"] == "X"]
     pids = {e["pid"] for e in spans}

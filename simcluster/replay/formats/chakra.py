@@ -60,6 +60,8 @@ _ATTR_SCALARS = {
 }
 _INT64, _INT64_LIST, _BOOL, _STRING, _STRING_LIST = 9, 10, 27, 29, 30
 _RANK_IN_NAME = re.compile(r"\.(\d+)\.et$")
+UNTIMED = ("no start times in the trace: ops in dependency order, each as soon as its stream and dependencies "
+           "allow (no launch gaps)")
 
 
 def _decode_scalar(kind: str, raw: int | bytes) -> object:
@@ -142,7 +144,8 @@ def _read_file(path: Path) -> tuple[dict[str, object], list[dict]]:
     return metadata, nodes
 
 
-def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter) -> list[RecordedOp]:
+def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter,
+            groups: dict[tuple[int, ...], tuple[int, ...]]) -> list[RecordedOp]:
     """Chakra nodes of one rank -> RecordedOps in start order, dependencies as indices."""
     by_id: dict[int, dict] = {}
     for node in nodes:
@@ -185,6 +188,7 @@ def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter) -> li
         size: float | None = 0.0
         name = node["name"]
         group: tuple[int, ...] = tuple(attr.get("group", ()))
+        group = groups.setdefault(group, group)  # equal groups of all ranks are one object
         group_size = attr.get("group_size")
         peer = None
         if kind != COMPUTE:
@@ -197,7 +201,7 @@ def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter) -> li
                 raise ScenarioError("chakra", f"node {node['id']} ({name!r}): bad comm_type {comm_type!r}")
             name = _COMM_NAMES[comm_type]
             if not group:
-                group = tuple(range(world_size))
+                group = groups.setdefault(("world",), tuple(range(world_size)))
                 notes["process groups not in the trace: collectives assumed to span all ranks"] += 1
             group_size = group_size or len(group)
         elif kind in (SEND, SENDRECV):
@@ -224,7 +228,7 @@ def _start_times(by_id: dict[int, dict], notes: Counter) -> None:
         for n in nodes:
             n["start_s"] = n["start_us"] * 1e-6
         return
-    notes["no start times in the trace: ops scheduled as soon as their dependencies allow"] += len(nodes)
+    notes[UNTIMED] += len(nodes)
     deps = {i: {d for d in n["ctrl_deps"] + n["data_deps"] if d in by_id} for i, n in by_id.items()}
     waiting = {i: len(d) for i, d in deps.items()}
     users: dict[int, list[int]] = {i: [] for i in by_id}
@@ -268,7 +272,9 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
             raise ScenarioError(str(path), f"rank {rank} appears twice (also in {files[rank][0].name})")
         files[rank] = (path, metadata, nodes)
     sizes = {m.get("world_size") for _p, m, _n in files.values() if isinstance(m.get("world_size"), int)}
-    world_size = sizes.pop() if len(sizes) == 1 else max(len(files), max(files) + 1)
+    if len(sizes) > 1:
+        raise ScenarioError(str(paths[0]), f"the files disagree on the world size ({sorted(sizes)})")
+    world_size = next(iter(sizes)) if sizes else max(len(files), max(files) + 1)
     if not sizes:
         assumptions.append(f"no world size in the metadata: taken as {world_size} (the rank files given)")
     ranks: dict[int, list[RecordedOp]] = {}
@@ -276,13 +282,16 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
     steps: list[RecordedStep] = []
     run_meta: dict[str, object] = {}
     notes_by_rank: dict[int, Counter] = {}
+    groups: dict[tuple[int, ...], tuple[int, ...]] = {}
+    timed = True
     for rank, (_path, metadata, nodes) in sorted(files.items()):
         run_meta = run_meta or metadata
         if isinstance(metadata.get("mirrors_rank"), int):
             mirrored[rank] = metadata["mirrors_rank"]
             continue
         notes = notes_by_rank[rank] = Counter()
-        ranks[rank] = _to_ops(rank, nodes, world_size, notes)
+        ranks[rank] = _to_ops(rank, nodes, world_size, notes, groups)
+        timed = timed and not notes[UNTIMED]
         starts, durations = metadata.get("step_started_at_ns", []), metadata.get("step_duration_ns", [])
         steps += [RecordedStep(n, rank, s * 1e-9, d * 1e-9)
                   for n, s, d in zip(metadata.get("step_ids", []), starts, durations, strict=False)]
@@ -300,7 +309,7 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
     gpu_name = run_meta.get("gpu_name")
     return RecordedRun(ranks=ranks, world_size=world_size,
                        gpu_name=gpu_name if isinstance(gpu_name, str) else None, steps=steps,
-                       assumptions=assumptions, mirrored=mirrored,
+                       assumptions=assumptions, mirrored=mirrored, timed=timed,
                        source="chakra: " + ", ".join(Path(p).name for p in paths))
 
 
