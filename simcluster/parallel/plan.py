@@ -175,8 +175,15 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
         embedding_grad_bytes=embedding_grad_bytes(scenario),
-        grad_norm_axes=("tp", "cp", "pp", "dp") if p.zero_stage >= 1 else ("tp", "pp"),
+        grad_norm_axes=grad_norm_axes(p),
     )
+
+
+def grad_norm_axes(parallelism) -> tuple[str, ...]:
+    """The axes of the gradient-norm all-reduce's group: every rank with the distributed optimizer (ZeRO >= 1, each
+    holds a shard of the gradients), the model-parallel group (tp x pp) without it (Megatron-Core
+    get_grad_stats_parallel_group)."""
+    return ("tp", "cp", "pp", "dp") if parallelism.zero_stage >= 1 else ("tp", "pp")
 
 
 def pipeline_messages(scenario: Scenario, activation_bytes: float) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from simcluster.engine.replay import replay
 from simcluster.fabric import topology
 from simcluster.parallel.layout import Layout
 from simcluster.replay.formats import read_chakra, write_chakra
+from simcluster.parallel.plan import grad_norm_axes
 from simcluster.replay.formats.simulated import from_simulation
 from simcluster.replay.plan import build_plan
 from simcluster.replay.report import step_report
@@ -32,7 +33,8 @@ def scenario(nic_rate: str, parallelism: dict, seq_len: int):
 
 def exported(spec, tmp_path):
     result = simulate(spec)
-    run = from_simulation(result.events, Layout.of(spec.parallelism), "NVIDIA A100-SXM4-80GB")
+    run = from_simulation(result.events, Layout.of(spec.parallelism), "NVIDIA A100-SXM4-80GB",
+                          grad_norm_axes=grad_norm_axes(spec.parallelism))
     return result, read_chakra(write_chakra(run, tmp_path, "sim"))
 
 

@@ -13,6 +13,9 @@ its pipeline stage, ``group`` > 1):
 - ``pp`` rows (``send forward to c1``): a send on the sender and a receive on the stage holding the chunk; the
   receive is posted when the receiver's previous receive ended (as a batched irecv is posted ahead), so it waits
   for its sender inside the op, as an NCCL kernel does;
+- the step's last collectives: ``embedding allreduce`` (``pp`` row) over the first and last stage's ranks,
+  ``grad norm allreduce`` (``dp`` row) over the ranks differing on ``grad_norm_axes`` (``plan.grad_norm_axes``);
+  ``gather ...`` (``pp`` row: a scattered pipeline message all-gathered) over the receiver's TP group;
 - ``tp`` and ``cp`` rows: the time blocked on tensor-parallel collectives and the context-parallel exchange;
   the engine does not record their bytes, so they are communication of unknown size, kept at their duration.
 
@@ -46,8 +49,10 @@ SAME_INSTANT_S = 1e-12  # the engine's times are exact: ends and starts that coi
 
 
 def from_simulation(events: pd.DataFrame, layout: Layout, gpu_name: str | None = None,
-                    source: str = "simulation") -> RecordedRun:
-    """The ``RecordedRun`` of one simulated step (``Result.events``) of a run with ``layout``."""
+                    source: str = "simulation",
+                    grad_norm_axes: tuple[str, ...] = ("tp", "cp", "pp", "dp")) -> RecordedRun:
+    """The ``RecordedRun`` of one simulated step (``Result.events``) of a run with ``layout``; ``grad_norm_axes``:
+    the run's ``plan.grad_norm_axes`` (``parallel.plan.grad_norm_axes`` of its parallelism; default: ZeRO >= 1)."""
     if events.empty:
         raise ScenarioError("events", "the simulation recorded no events")
     world = layout.world_size
@@ -66,7 +71,7 @@ def from_simulation(events: pd.DataFrame, layout: Layout, gpu_name: str | None =
         receives = [(row[0], row[1], "pp-recv", row[3].replace("send", "recv", 1), *row[4:])
                     for sender in rows for row in rows[sender]
                     if _SEND.match(row[3]) and _destination(row, layout, sender, rep, stage_of_rank)]
-        ranks[rank] = _program(rank, rows[rep] + receives, layout)
+        ranks[rank] = _program(rank, rows[rep] + receives, layout, grad_norm_axes)
     end_s = float(events["end_s"].max())
     steps = [RecordedStep(0, rank, 0.0, end_s) for rank in ranks]
     return RecordedRun(ranks=ranks, world_size=world, gpu_name=gpu_name, steps=steps, source=source,
@@ -80,7 +85,7 @@ def _destination(row: tuple, layout: Layout, sender: int, rep: int, stage_of_ran
     return chunk % layout.pp == int(stage_of_rank[rep]) and sender != rep
 
 
-def _program(rank: int, rows: list[tuple], layout: Layout) -> list[RecordedOp]:
+def _program(rank: int, rows: list[tuple], layout: Layout, grad_norm_axes: tuple[str, ...]) -> list[RecordedOp]:
     """One rank's ops (its agent's rows with its own groups and peers) in start order, with their waits."""
     rows = sorted(rows, key=lambda r: (r[0], r[1]))
     _post_receives_early(rows)
@@ -89,7 +94,13 @@ def _program(rank: int, rows: list[tuple], layout: Layout) -> list[RecordedOp]:
     ops: list[RecordedOp] = []
     for start_s, end_s, stream, name, _microbatch, size, _group in rows:
         kind, op_name, group, peer, size_bytes = COMPUTE, name, (), None, 0.0
-        if stream == "dp":
+        if name in _STEP_COLLECTIVES:
+            kind, op_name, size_bytes = COLLECTIVE, "allreduce", size
+            group = _step_group(layout, rank, name, grad_norm_axes)
+        elif name.startswith("gather "):
+            kind, op_name, size_bytes = COLLECTIVE, "allgather", size
+            group = tuple(int(r) for r in layout.group(rank, "tp"))
+        elif stream == "dp":
             kind, op_name, group, size_bytes = COLLECTIVE, _RECORDED_NAME[_DP_NAME.match(name).group(1)], \
                 dp_group, size
         elif stream == "pp":
@@ -109,6 +120,19 @@ def _program(rank: int, rows: list[tuple], layout: Layout) -> list[RecordedOp]:
     names = [r[3] for r in rows]
     microbatches = [r[4] for r in rows]
     return [_with_waits(i, op, ops, names, microbatches) for i, op in enumerate(ops)]
+
+
+_STEP_COLLECTIVES = ("embedding allreduce", "grad norm allreduce")
+
+
+def _step_group(layout: Layout, rank: int, name: str, grad_norm_axes: tuple[str, ...]) -> tuple[int, ...]:
+    """The group of one of the step's last collectives (``Simulation.step_collective``) holding ``rank``."""
+    if name == "embedding allreduce":
+        return int(layout.moved([rank], "pp", 0)[0]), int(layout.moved([rank], "pp", layout.pp - 1)[0])
+    ranks = np.asarray([rank], dtype=np.int64)
+    for axis in grad_norm_axes:
+        ranks = np.unique(np.concatenate([layout.moved(ranks, axis, v) for v in range(getattr(layout, axis))]))
+    return tuple(int(r) for r in ranks)
 
 
 def _post_receives_early(rows: list[tuple]) -> None:
