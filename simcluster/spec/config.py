@@ -45,6 +45,9 @@ class Cluster(_Strict):
     topology: str = Field("rail-fat-tree", description="builtin fabric name or a path to a YAML/GraphML file")
     topology_options: dict[str, Any] = Field(
         default_factory=dict, description="options of the fabric builder, e.g. {oversubscription: 4}")
+    sharp: Literal["auto", "on", "off"] = Field(
+        "auto", description="in-network reduction in InfiniBand switches (SHARP): auto = where the fabric has it, "
+        "chosen where NCCL's tuner would; on = required; off = never")
     price_per_gpu_hour: PositiveFloat | None = Field(None, description="USD per GPU-hour; default: GPU catalog")
 
     @field_validator("gpu", mode="before")
