@@ -232,7 +232,9 @@ def _resolve_sharp(mode: str, fabric: Fabric, nic: NicSpec) -> bool:
     """``cluster.sharp`` against what the fabric has: True when SHARP is available and allowed."""
     if mode not in SHARP_MODES:
         raise ScenarioError("cluster.sharp", f"expected one of {', '.join(SHARP_MODES)}, got {mode!r}")
-    capable = sharp_capable(fabric.graph) and nic.rate >= SHARP_MIN_NIC_BYTES_PER_S
+    if mode == "off":
+        return False
+    capable = nic.rate >= SHARP_MIN_NIC_BYTES_PER_S and sharp_capable(fabric.graph)
     if mode == "on" and not capable:
         raise ScenarioError("cluster.sharp", f"on needs InfiniBand switches (NVIDIA Quantum HDR or newer) and "
                             f"NICs of 200 Gb/s or more; {fabric.name} with {nic.name} has no IB SHARP")
