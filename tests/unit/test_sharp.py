@@ -273,3 +273,26 @@ def test_forcing_sharp_where_it_cannot_run_is_refused(fabric_kwargs, group, word
 def test_sharp_is_no_algorithm_of_all_to_all():
     with pytest.raises(ScenarioError):
         Collective("alltoall", range(16), 2**20, algorithm="sharp")
+
+
+# ---- in a training step -----------------------------------------------------------------------------------------
+
+def test_data_parallel_all_reduce_uses_sharp_in_the_engine_and_collapsed_equals_expanded(small_scenario):
+    """tp 8 on 4 nodes: every data-parallel group has one GPU per node, its 25 MB gradient buckets go to SHARP
+    (S per NIC instead of a ring's 1.5 S), so the exposed reduction shrinks by that ratio; the symmetry collapse
+    still holds."""
+    from simcluster.engine import simulate
+
+    data = {**small_scenario, "cluster": {**small_scenario["cluster"], "nodes": 4},
+            "parallelism": {"tp": 8, "pp": 1, "dp": 4, "zero_stage": 0, "overlap_grad_reduce": False}}
+    runs = {}
+    for mode in ("auto", "off"):
+        data["cluster"]["sharp"] = mode
+        runs[mode] = simulate(config.from_dict(data)).summary
+    dp = {mode: summary["exposed_comm_by_parallelism_s"]["dp"] for mode, summary in runs.items()}
+    # bandwidth-bound: S per NIC at 0.95 of the point-to-point rate against a ring's 2(n-1)/n S = 1.5 S
+    assert dp["auto"] / dp["off"] == pytest.approx(1 / (1.5 * SHARP["bandwidth_fraction_of_point_to_point"]),
+                                                   rel=0.03)
+    data["cluster"]["sharp"] = "auto"
+    expanded = simulate(config.from_dict(data), expand=True).summary
+    assert expanded["step_time_s"] == pytest.approx(runs["auto"]["step_time_s"], rel=1e-9)
