@@ -296,3 +296,14 @@ def test_data_parallel_all_reduce_uses_sharp_in_the_engine_and_collapsed_equals_
     data["cluster"]["sharp"] = "auto"
     expanded = simulate(config.from_dict(data), expand=True).summary
     assert expanded["step_time_s"] == pytest.approx(runs["auto"]["step_time_s"], rel=1e-9)
+
+
+def test_the_collective_command_forces_sharp_or_refuses_in_one_line(cli):
+    code, out, _ = cli("collective", "--gpus", "32", "--algorithm", "sharp", "--min-bytes", "1M", "--max-bytes", "1M",
+                       "--json")
+    assert code == 0 and '"algorithm": "nvls_sharp"' in out
+    for args, field in ((("--topology", "leaf-spine", "--algorithm", "sharp"), "--algorithm"),
+                        (("--sharp", "on", "--topology", "leaf-spine"), "--sharp"),
+                        (("--sharp", "sometimes"), "--sharp")):
+        code, _, err = cli("collective", "--gpus", "32", "--max-bytes", "1M", *args)
+        assert code == 2 and err.strip().count("\n") == 0 and field in err, (args, err)
