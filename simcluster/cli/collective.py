@@ -91,6 +91,10 @@ def collective(
         "auto", "--algorithm", help=f"algorithm: {', '.join(collectives.ALGORITHMS)}"
     ),
     protocol: str = typer.Option("auto", "--protocol", help="NCCL protocol: auto | LL | LL128 | Simple"),
+    sharp: str | None = typer.Option(
+        None, "--sharp", help="IB SHARP in the switches: off (NCCL's default; auto with --algorithm sharp) | auto "
+        "(where the fabric has it) | on", show_default=False
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
 ) -> None:
     """Time one collective over doubling message sizes, like nccl-tests."""
@@ -101,6 +105,10 @@ def collective(
         fail("--algorithm", f"unknown algorithm {algorithm!r} (known: {', '.join(collectives.ALGORITHMS)})")
     if protocol != "auto" and protocol not in PROTOCOLS:
         fail("--protocol", f"unknown protocol {protocol!r} (known: auto, {', '.join(PROTOCOLS)})")
+    if sharp is None:  # forcing the algorithm asks for the capability
+        sharp = "auto" if algorithm == "sharp" else "off"
+    if sharp not in topology.SHARP_MODES:
+        fail("--sharp", f"expected one of {', '.join(topology.SHARP_MODES)}, got {sharp!r}")
     if network_name not in network.MODELS:
         fail("--network", f"unknown network model {network_name!r} (known: {', '.join(network.MODELS)})")
     if gpus < 1:
@@ -122,11 +130,12 @@ def collective(
             gpu=gpu,
             nic=nic,
             options=_topology_options(topology_option),
+            sharp=sharp,
         )
     except ScenarioError as err:
-        raise ScenarioError(
-            "--topology" if err.field.startswith("cluster") else err.field, err.message
-        ) from None
+        field = "--sharp" if err.field == "cluster.sharp" else "--topology" if err.field.startswith("cluster") \
+            else err.field
+        raise ScenarioError(field, err.message) from None
     group = list(range(gpus)) if op != "sendrecv" else [0, gpus - 1]
     rows = [_row(op, group, size, algorithm, protocol, fabric, network_name, gpu)
             for size in message_sizes(low, high, step_factor)]

@@ -13,11 +13,12 @@ from simcluster.collectives.closed_form import (
     alpha_beta_time_s,
     busbw_bytes_per_s,
     busbw_factor,
+    in_network_time_s,
 )
 from simcluster.collectives.nccl import calibrated
 from simcluster.collectives.schedule import ALGORITHMS, OPS, Collective, Schedule, merge, schedule
 from simcluster.collectives.timing import Outcome, run, simulate
 
 __all__ = ["ALGORITHMS", "OPS", "Collective", "Outcome", "Schedule", "Step", "algbw_bytes_per_s",
-           "alpha_beta_time_s", "busbw_bytes_per_s", "busbw_factor", "calibrated", "delay", "merge", "run",
-           "schedule", "simulate"]
+           "alpha_beta_time_s", "busbw_bytes_per_s", "busbw_factor", "calibrated", "delay", "in_network_time_s",
+           "merge", "run", "schedule", "simulate"]

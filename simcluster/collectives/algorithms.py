@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcluster.collectives.nccl import constants, ring_latency_s, ring_steps, tree_latency_s
+from simcluster.collectives.nccl import (
+    constants,
+    ring_latency_s,
+    ring_steps,
+    sharp_bytes,
+    sharp_latency_s,
+    tree_latency_s,
+)
 from simcluster.network.base import TransferClass
 
 
@@ -50,7 +57,8 @@ def _cyclic(order: np.ndarray) -> np.ndarray:
     return np.stack([order, np.roll(order, -1)], axis=1)
 
 
-def _uniform(layout: list[np.ndarray]) -> bool:
+def uniform(layout: list[np.ndarray]) -> bool:
+    """Every node holds the same number of the group's GPUs."""
     return len({len(gpus) for gpus in layout}) == 1
 
 
@@ -64,7 +72,7 @@ def ring_transfers(layout: list[np.ndarray], step_bytes: float) -> tuple[Transfe
     successor pair (c-1 -> c) carries step_bytes (each channel moves step_bytes/m per hop, m hops per node),
     and every NIC one channel, step_bytes/m, to the same rail of the next node.
     """
-    if len(layout) == 1 or not _uniform(layout) or len(layout[0]) == 1:
+    if len(layout) == 1 or not uniform(layout) or len(layout[0]) == 1:
         order = np.concatenate(layout)
         return (TransferClass(_cyclic(order), step_bytes, "ring"),)
     grid = np.stack(layout)  # nodes x m
@@ -98,7 +106,7 @@ def hierarchical(layout: list[np.ndarray], size_bytes: float, protocol: str) -> 
     Time = 2(m-1) a_nvl + 2(m-1)/m S/B_nvl + 2(N-1) a_net + 2(N-1)/N (S/m)/B_nic (m GPUs per node, N nodes).
     Falls back to the flat ring when nodes hold different numbers of the group's GPUs.
     """
-    if len(layout) == 1 or len(layout[0]) == 1 or not _uniform(layout):
+    if len(layout) == 1 or len(layout[0]) == 1 or not uniform(layout):
         return ring("allreduce", layout, size_bytes, protocol)
     proto = constants()["protocols"][protocol]
     grid = np.stack(layout)
@@ -135,6 +143,33 @@ def nvls(layout: list[np.ndarray], size_bytes: float) -> list[Step]:
     n = len(order)
     transfer = TransferClass(_cyclic(order), size_bytes * (n + 1) / n, "nvls")
     return [delay(constants()["nvls_latency_s"]), Step((transfer,), label="nvls allreduce")]
+
+
+def sharp(op: str, layout: list[np.ndarray], size_bytes: float, uses_nvls: bool) -> list[Step]:
+    """In-network (IB SHARP) allreduce, reduce-scatter or all-gather over nodes holding m GPUs of the group each:
+    one step in which the NVLink exchange inside the nodes and the SHARP trees stream concurrently (NCCL
+    pipelines them chunk by chunk), ended when both have moved their bytes (``nccl.sharp_bytes``).
+
+    The trees are real transfers on the fabric. Local GPU c of every node sits on rail c and feeds that rail's
+    tree; its NIC sends S/m up and receives S/m back. A cycle over the rail's GPUs in node order, node k -> node
+    k+1, each sending S/m, loads the links exactly as the tree does: every NIC uplink and downlink once, and,
+    because the nodes under one switch are consecutive, every switch's uplinks to the next tier once per
+    direction in total (the one pair that leaves its subtree and the one that enters it), up to the top of the
+    tree, whose crossing is the class's longest path: the tree's depth is the latency, not the number of nodes.
+    Simplification: with adaptive routing the up-link bytes are spread over all uplinks instead of the one
+    toward the tree's root; for reduce-scatter (all-gather) the down (up) direction carries S/m instead of S/n.
+    Inside the node a shift permutation of the NVLink bytes loads every GPU's NVLink as the exchange does.
+    """
+    grid = np.stack(layout)  # nodes x m (uniform layouts only: schedule checks)
+    m = grid.shape[1]
+    nvlink_bytes, nic_bytes = sharp_bytes(op, size_bytes, m, uses_nvls)
+    transfers = [TransferClass(np.stack([grid.ravel(), np.roll(grid, -1, axis=0).ravel()], axis=1), nic_bytes,
+                               "sharp network")]
+    if m > 1:
+        intra = np.stack([grid.ravel(), np.roll(grid, -1, axis=1).ravel()], axis=1)
+        transfers.append(TransferClass(intra, nvlink_bytes, "nvls" if uses_nvls else "sharp nvlink"))
+    name = "nvls+sharp" if uses_nvls else "sharp"
+    return [Step(tuple(transfers), overhead_s=sharp_latency_s(m, uses_nvls), label=f"{name} {op}")]
 
 
 def balanced_tree_parents(count: int) -> np.ndarray:
@@ -195,7 +230,7 @@ def tree(
     one chunk over every edge, up and down, in both trees of every channel; the pipeline takes K + 2 depth - 1
     steps. Latency per NCCL's model: base + 2((m-1) a_nvl + log2(N) a_net).
     """
-    multi_node = len(layout) > 1 and _uniform(layout)
+    multi_node = len(layout) > 1 and uniform(layout)
     units = layout if multi_node else [np.array([g]) for g in np.concatenate(layout)]
     grid = np.stack(units)
     count, m = grid.shape

@@ -58,3 +58,38 @@ def alpha_beta_time_s(
     if op == "sendrecv":
         return alpha_s + s / b
     raise ValueError(f"no closed form for {op} with {algorithm}")
+
+
+def in_network_time_s(
+    op: str,
+    local: int,
+    size_bytes: float,
+    alpha_s: float,
+    nvlink_bytes_per_s: float,
+    network_bytes_per_s: float,
+    *,
+    nvls: bool = False,
+    nvlink_latency_s: float = 0.0,
+    network_latency_s: float = 0.0,
+) -> float:
+    """Closed-form time of an in-network (IB SHARP) reduction over nodes of ``local`` GPUs of the group each, every
+    GPU with its own NIC: software latency alpha, then the NVLink exchange and the switch tree stream at once,
+    each after its path latency (the tree's: up to its root and down), and the slower ends the collective.
+
+    Bytes per GPU in the busier direction (Graham et al. 2016/2020; NCCL CollNetDirect and NVLS):
+    NIC S/m for allreduce, reduce-scatter and all-gather alike (a ring allreduce moves 2(n-1)/n S/m);
+    NVLink 2(m-1)/m S for allreduce (reduce-scatter + all-gather inside the node), (m+1)/m S with NVLink SHARP,
+    (m-1)/m S for reduce-scatter and all-gather. The number of nodes enters only through the tree's depth.
+    """
+    op = ALIASES.get(op, op)
+    m, s = local, size_bytes
+    if op == "allreduce":
+        nvlink_bytes = (m + 1) / m * s if nvls else 2 * (m - 1) / m * s
+    elif op in ("reduce_scatter", "all_gather"):
+        nvlink_bytes = (m - 1) / m * s
+    else:
+        raise ValueError(f"no in-network closed form for {op}")
+    phases = [network_latency_s + s / m / network_bytes_per_s]
+    if m > 1:
+        phases.append(nvlink_latency_s + nvlink_bytes / nvlink_bytes_per_s)
+    return alpha_s + max(phases)

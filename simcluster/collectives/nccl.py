@@ -51,6 +51,15 @@ def constants() -> dict:
     }
     out["nvls_latency_s"] = parse(raw["nvls"]["latency"], SECONDS)
     out["nvls_min_gpus"] = int(raw["nvls"]["min_gpus"])
+    sharp = raw["sharp"]
+    out["sharp"] = {
+        "fraction_of_point_to_point": float(sharp["bandwidth_fraction_of_point_to_point"]),
+        "direct_intra_latency_s": parse(sharp["direct_intra_latency"], SECONDS),
+        "direct_per_local_rank_latency_s": parse(sharp["direct_per_local_rank_latency"], SECONDS),
+        "direct_inter_latency_s": parse(sharp["direct_inter_latency"], SECONDS),
+        "nvls_inter_latency_s": parse(sharp["nvls_inter_latency"], SECONDS),
+        "ops": tuple(sharp["ops"]),
+    }
     out["chunk_bytes"] = parse(raw["chunk"]["bytes"], BYTES)
     out["min_pipelined_bytes"] = parse(raw["chunk"]["min_pipelined_bytes"], BYTES)
     return out
@@ -71,6 +80,9 @@ def efficiency_table() -> dict[str, dict[str, float]]:
       in; S read for the reduction + S/n stored out), so the per-link rate is algbw (n+1)/n with
       algbw = busbw n / (2(n-1)); efficiency = that / line rate (480 GB/s busbw at n = 8 -> 0.686).
     - network links: per-NIC busbw of a cross-node ring / NIC line rate (47 GB/s of 50 GB/s for NDR).
+    - IB SHARP on network links: that point-to-point efficiency times SHARP's fraction of point-to-point bandwidth
+      (0.95, Graham et al. 2020); inside the node CollNetDirect moves data as a ring does ("sharp"), NVLS+SHARP
+      as NVLS does ("nvls_sharp").
     """
     measured = constants()["measured"]
     ring = measured["nvlink_ring_busbw"]
@@ -81,9 +93,12 @@ def efficiency_table() -> dict[str, dict[str, float]]:
     nvls_eff = nvls_algbw * (n + 1) / n / _rate(nvls, "line_rate")
     nic = measured["per_nic_busbw"]
     nic_eff = _rate(nic, "value") / _rate(nic, "line_rate")
+    sharp_eff = nic_eff * constants()["sharp"]["fraction_of_point_to_point"]
     return {
         "default": {"nvlink": ring_eff, "network": nic_eff, "host": 1.0},
         "nvls": {"nvlink": nvls_eff, "network": nic_eff, "host": 1.0},
+        "sharp": {"nvlink": ring_eff, "network": sharp_eff, "host": 1.0},
+        "nvls_sharp": {"nvlink": nvls_eff, "network": sharp_eff, "host": 1.0},
     }
 
 
@@ -104,7 +119,7 @@ def efficiency(algorithm: str, protocol: str, family: str) -> float:
     0.5, LL128 0.92, Simple 1) and, for trees, NCCL's tree cap (0.92 of the ring's busBw, tuning.cc).
     """
     table = efficiency_table()
-    link = table["nvls" if algorithm == "nvls" else "default"][family]
+    link = table.get(algorithm, table["default"])[family]
     factor = link * constants()["protocols"][protocol]["bandwidth_fraction"]
     if algorithm == "tree":
         factor *= constants()["tree"]["bandwidth_fraction"]
@@ -135,6 +150,15 @@ class CalibratedFabric:
 def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple") -> CalibratedFabric:
     """The fabric with NCCL's achieved fractions of line rate on every link (the one place they apply)."""
     return CalibratedFabric(fabric, algorithm, protocol)
+
+
+def wire_factor(algorithm: str, protocol: str, label: str) -> float:
+    """Bytes a transfer class of ``algorithm``/``protocol`` puts on a network calibrated for ring/Simple, per byte
+    it moves: the ratio of the two efficiencies on the links the class uses, read from its label (the builders
+    name classes by their links: "ring nvlink", "sharp network", "nvls"). 1 for ring/Simple; for the algorithms
+    whose efficiency is one factor on every link family (protocols, the tree cap) the family does not matter."""
+    family = link_family(label)
+    return efficiency("ring", "Simple", family) / efficiency(algorithm, protocol, family)
 
 
 # ---- NCCL-style selection ----------------------------------------------------------------------------------
@@ -168,6 +192,41 @@ def tree_latency_s(local: int, nodes: int, protocol: str) -> float:
     )
 
 
+def sharp_uses_nvls(op: str, nvls: bool, local: int) -> bool:
+    """Whether an in-network allreduce reduces inside the node with NVLink SHARP (NCCL's multi-node NVLS, which
+    needs CollNet) rather than NVLink transfers (CollNetDirect): GPUs with NVLS and at least ``nvls.min_gpus`` of
+    the group per node. Reduce-scatter and all-gather keep the direct intra-node exchange (a simplification)."""
+    return op == "allreduce" and nvls and local >= constants()["nvls_min_gpus"]
+
+
+def sharp_latency_s(local: int, uses_nvls: bool) -> float:
+    """NCCL's latency of an in-network collective (tuning.cc, data/nccl.yaml ``sharp``): CollNetDirect
+    2 (min(1, m-1) a_intra + (m-1) a_rank) + a_inter; NVLS+SHARP a_nvls + a_inter(NVLS). One tree traversal,
+    whatever the number of nodes."""
+    c = constants()["sharp"]
+    if uses_nvls:
+        return constants()["nvls_latency_s"] + c["nvls_inter_latency_s"]
+    return 2 * (min(1, local - 1) * c["direct_intra_latency_s"]
+                + (local - 1) * c["direct_per_local_rank_latency_s"]) + c["direct_inter_latency_s"]
+
+
+def sharp_bytes(op: str, size_bytes: float, local: int, uses_nvls: bool) -> tuple[float, float]:
+    """(NVLink bytes per GPU, NIC bytes per GPU), each in its busier direction, of an in-network collective with
+    ``local`` GPUs of the group in each node, each with its own NIC (one SHARP tree per rail).
+
+    allreduce: every NIC sends its node's partial sum of a 1/m shard up once and receives the result once, S/m
+    each way (a ring moves 2(n-1)/n S/m); inside the node a reduce-scatter and an all-gather, 2(m-1)/m S over
+    NVLink (CollNetDirect), or S(m+1)/m with NVLink SHARP (as ``algorithms.nvls``). reduce-scatter (input S):
+    S/m up, S/n down; all-gather (output S): S/n up, S/m down; (m-1)/m S over NVLink.
+    """
+    m = local
+    if op == "allreduce":
+        nvlink = size_bytes * (m + 1) / m if uses_nvls else 2 * (m - 1) / m * size_bytes
+    else:
+        nvlink = (m - 1) / m * size_bytes
+    return nvlink, size_bytes / m
+
+
 def estimate_s(
     op: str,
     algorithm: str,
@@ -179,13 +238,24 @@ def estimate_s(
     local: int,
     nvlink_bytes_per_s: float,
     network_bytes_per_s: float,
+    nvls: bool = False,
 ) -> float:
     """NCCL's predicted time of one (algorithm, protocol): latency + size / algbw, or inf when not applicable.
 
-    ``nvlink_bytes_per_s``/``network_bytes_per_s``: line rate of one GPU's scale-up link and of one NIC.
+    ``nvlink_bytes_per_s``/``network_bytes_per_s``: line rate of one GPU's scale-up link and of one NIC; ``nvls``:
+    the GPUs have NVLink SHARP (for in-network reductions, which then reduce inside the node with it).
     """
     if n < 2:
         return 0.0
+    if algorithm == "sharp":
+        if op not in constants()["sharp"]["ops"] or nodes < 2 or protocol != "Simple":
+            return math.inf
+        uses_nvls = sharp_uses_nvls(op, nvls, local)
+        calibration = "nvls_sharp" if uses_nvls else "sharp"
+        nvlink_bytes, nic_bytes = sharp_bytes(op, size_bytes, local, uses_nvls)
+        nvl = nvlink_bytes_per_s * efficiency(calibration, protocol, "nvlink")
+        net = network_bytes_per_s * efficiency(calibration, protocol, "network")
+        return sharp_latency_s(local, uses_nvls) + max(nvlink_bytes / nvl, nic_bytes / net)
     if algorithm == "nvls":
         if op != "allreduce" or nodes > 1 or protocol != "Simple" or n < constants()["nvls_min_gpus"]:
             return math.inf
@@ -222,23 +292,26 @@ def choose(
     network_bytes_per_s: float,
     algorithm: str = "auto",
     protocol: str = "auto",
+    sharp: bool = False,
 ) -> tuple[str, str]:
     """(algorithm, protocol) NCCL would run: the fastest by its tuning model among those allowed.
 
-    Only allreduce has a choice of algorithm in NCCL (ring, tree, NVLS); the other collectives are rings (or
-    direct sends for all-to-all). NVLS needs NVLink SHARP (``nvls``) and a group inside one NVSwitch domain;
-    it runs the Simple protocol only. Hierarchical allreduce is never picked automatically (NCCL has no such
-    algorithm; it is offered for comparison).
+    Allreduce chooses among ring, tree, NVLS and IB SHARP; reduce-scatter and all-gather among ring and IB SHARP;
+    the other collectives are rings (or direct sends for all-to-all). NVLS needs NVLink SHARP (``nvls``) and a
+    group inside one NVSwitch domain; IB SHARP (``sharp``: the fabric's switches offer it) needs the group on at
+    least two nodes; both run the Simple protocol only. Hierarchical allreduce is never picked automatically
+    (NCCL has no such algorithm; it is offered for comparison).
     """
+    in_network = ["sharp"] if sharp and op in constants()["sharp"]["ops"] else []
     if algorithm == "auto":
-        candidates = ["ring", "tree"] + (["nvls"] if nvls else []) if op == "allreduce" else ["ring"]
+        candidates = (["ring", "tree"] + (["nvls"] if nvls else []) if op == "allreduce" else ["ring"]) + in_network
     else:
         candidates = [algorithm]
     protocols = list(PROTOCOLS) if protocol == "auto" else [protocol]
     best, best_s = None, math.inf
     for algo in candidates:
         for proto in protocols:
-            if algo not in ("ring", "tree", "nvls"):
+            if algo not in ("ring", "tree", "nvls", "sharp"):
                 return algo, (proto if protocol != "auto" else "Simple")
             time_s = estimate_s(
                 op,
@@ -250,6 +323,7 @@ def choose(
                 local=local,
                 nvlink_bytes_per_s=nvlink_bytes_per_s,
                 network_bytes_per_s=network_bytes_per_s,
+                nvls=nvls,
             )
             if time_s < best_s:
                 best, best_s = (algo, proto), time_s

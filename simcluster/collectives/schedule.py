@@ -15,12 +15,12 @@ import numpy as np
 
 from simcluster.collectives import algorithms
 from simcluster.collectives.algorithms import Step
-from simcluster.collectives.nccl import PROTOCOLS, choose
+from simcluster.collectives.nccl import PROTOCOLS, choose, sharp_uses_nvls
 from simcluster.core.errors import ScenarioError
 from simcluster.network.base import TransferClass, class_load
 
 OPS = ("allreduce", "reduce_scatter", "all_gather", "alltoall", "broadcast", "reduce", "sendrecv")
-ALGORITHMS = ("auto", "ring", "hierarchical", "tree", "nvls", "pipeline", "direct")
+ALGORITHMS = ("auto", "ring", "hierarchical", "tree", "nvls", "sharp", "pipeline", "direct")
 ALIASES = {
     "all_reduce": "allreduce",
     "allgather": "all_gather",
@@ -31,9 +31,9 @@ ALIASES = {
 }
 # Algorithms each op can run ("auto" aside); the first is what NCCL uses when it has no choice.
 _SUPPORTED = {
-    "allreduce": ("ring", "tree", "nvls", "hierarchical"),
-    "reduce_scatter": ("ring",),
-    "all_gather": ("ring",),
+    "allreduce": ("ring", "tree", "nvls", "sharp", "hierarchical"),
+    "reduce_scatter": ("ring", "sharp"),
+    "all_gather": ("ring", "sharp"),
     "alltoall": ("direct",),
     "broadcast": ("pipeline",),
     "reduce": ("pipeline",),
@@ -140,10 +140,28 @@ def _gpu_has_nvls(fabric, gpu) -> bool:
     return bool(getattr(spec, "nvls", False))
 
 
-def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
-    """The steps of ``collective`` on ``fabric``; ``gpu`` (GpuSpec) tells whether NVLS exists.
+def _fabric_has_sharp(fabric) -> bool:
+    return bool(getattr(getattr(fabric, "raw", fabric), "sharp", False))
 
-    ``algorithm``/``protocol`` "auto" are resolved as NCCL would (``nccl.choose``).
+
+def _check_sharp(layout: list[np.ndarray], fabric):
+    """Refuse a forced in-network reduction where it cannot run, naming why."""
+    if not _fabric_has_sharp(fabric):
+        raise ScenarioError("algorithm", "sharp needs InfiniBand switches with SHARP (cluster.sharp: auto or on, on "
+                            "an InfiniBand fabric); this fabric offers none")
+    if len(layout) < 2:
+        raise ScenarioError("algorithm", "sharp reduces across nodes: the group must span at least two nodes")
+    if not algorithms.uniform(layout):
+        raise ScenarioError("algorithm", "sharp needs the same number of the group's GPUs on every node "
+                            f"(got {sorted({len(gpus) for gpus in layout})})")
+
+
+def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
+    """The steps of ``collective`` on ``fabric``; ``gpu`` (GpuSpec) tells whether NVLS exists, the fabric's
+    ``sharp`` whether its switches reduce (IB SHARP).
+
+    ``algorithm``/``protocol`` "auto" are resolved as NCCL would (``nccl.choose``). An in-network reduction
+    reports itself as "sharp" (CollNetDirect) or "nvls_sharp" (NVLink SHARP inside the nodes).
     """
     c = collective
     layout = _layout(c.group, fabric)
@@ -159,6 +177,9 @@ def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
             raise ScenarioError(
                 "algorithm", "nvls needs the whole group inside one NVSwitch domain (one node)"
             )
+    if c.algorithm == "sharp":
+        _check_sharp(layout, fabric)
+    has_sharp = _fabric_has_sharp(fabric) and nodes > 1 and algorithms.uniform(layout)
     algorithm, protocol = choose(
         c.op,
         c.size_bytes,
@@ -170,6 +191,7 @@ def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
         network_bytes_per_s=net_rate if net_rate else nvl_rate,
         algorithm=c.algorithm if c.algorithm != "auto" else "auto",
         protocol=c.protocol,
+        sharp=has_sharp,
     )
     if algorithm == "auto" or algorithm not in _SUPPORTED[c.op]:
         algorithm = _SUPPORTED[c.op][0]
@@ -183,6 +205,10 @@ def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
         steps = algorithms.hierarchical(layout, c.size_bytes, protocol)
     elif algorithm == "nvls":
         steps = algorithms.nvls(layout, c.size_bytes)
+    elif algorithm == "sharp":
+        uses_nvls = sharp_uses_nvls(c.op, has_nvls, local)
+        steps = algorithms.sharp(c.op, layout, c.size_bytes, uses_nvls)
+        algorithm = "nvls_sharp" if uses_nvls else "sharp"
     elif algorithm == "tree":
         steps = algorithms.tree(layout, c.size_bytes, protocol, rate, latency_s)
     elif algorithm == "pipeline":

@@ -134,18 +134,17 @@ def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
     That network sees every link through its measured ring/Simple efficiency. An algorithm or protocol that moves
     less payload per wire byte (LL: an 8-byte flag per 8 bytes; LL128: 120 of 128; trees: NCCL's 0.92 cap) or
     whose links run at another measured efficiency (NVLS: the NVSwitch's reduction and multicast, 0.686 of NVLink
-    line rate against the ring's 0.822) puts proportionally more bytes on the wire: the transfers grow by the ratio
-    of the two efficiencies on the links the algorithm uses (NVLink for NVLS, which stays inside one NVSwitch
-    domain; the network links otherwise), so on an idle fabric the engine's collective takes what ``run`` gives.
+    line rate against the ring's 0.822; IB SHARP: 0.95 of the NIC's point-to-point rate) puts proportionally more
+    bytes on the wire: each class grows by the ratio of the two efficiencies on the links it uses
+    (``nccl.wire_factor``), so on an idle fabric the engine's collective takes what ``run`` gives.
     """
     steps = schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric)
-    family = "nvlink" if steps.algorithm == "nvls" else "network"
-    payload = (nccl.efficiency(steps.algorithm, steps.protocol, family)
-               / nccl.efficiency("ring", "Simple", family))
-    if payload == 1.0:
+    if (steps.algorithm, steps.protocol) == ("ring", "Simple"):
         return list(steps)
     return [dataclasses.replace(step, transfers=tuple(
-        dataclasses.replace(tc, size_bytes=tc.size_bytes / payload) for tc in step.transfers)) for step in steps]
+        dataclasses.replace(tc, size_bytes=tc.size_bytes * nccl.wire_factor(steps.algorithm, steps.protocol,
+                                                                           tc.label))
+        for tc in step.transfers)) for step in steps]
 
 
 @dataclass(frozen=True)

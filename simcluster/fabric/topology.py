@@ -30,6 +30,14 @@ BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus")
 ROLES = files.ROLES
 LINK_KINDS = files.LINK_KINDS
 
+# In-network reduction (IB SHARP) in the scale-out switches: ``cluster.sharp`` auto (where the fabric has it), on
+# (it must), off. NCCL reaches SHARP through CollNet with NVIDIA Quantum HDR switches or newer and ConnectX-6 HDR
+# NICs or newer ("Using NVIDIA SHARP with NVIDIA NCCL", SHARP 3.9.1 LTS documentation): InfiniBand switch links,
+# and NICs of at least HDR's 200 Gb/s.
+SHARP_MODES = ("auto", "on", "off")
+SHARP_MIN_NIC_BYTES_PER_S = 200e9 / 8
+_SCALE_OUT_ROLES = ("leaf", "spine", "core", "switch")
+
 # Route sets of this many distinct pair arrays are kept per fabric (a ring collective reuses one per step).
 _ROUTE_CACHE_ENTRIES = 64
 # Pair arrays up to this size (pipeline send/recv classes) are kept in a larger cache than collectives' arrays
@@ -54,6 +62,7 @@ class Fabric:
     link_kind: list[str]
     routing: str = "ecmp"
     gpu: GpuSpec | None = None  # the GPUs' spec: collectives ask it what the GPUs can do (NVLink SHARP)
+    sharp: bool = False  # the switches reduce in the network (IB SHARP), as the scenario allows
     _router: object = field(default=None, repr=False)
     _routes: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _small_routes: dict = field(default_factory=dict, repr=False)
@@ -237,6 +246,30 @@ def fabric_from_graph(name: str, graph: nx.DiGraph, gpu_nodes: list, gpus_per_no
                   routing)
 
 
+def sharp_capable(graph: nx.DiGraph) -> bool:
+    """Whether a fabric's switches can reduce in the network: it has scale-out switches (leaf, spine, core or a
+    file's switch) and every link into or out of them is InfiniBand (``ib``). Ethernet/RoCE switches, NVSwitch
+    alone and GPU-routed tori cannot (NVLink SHARP inside a node is the GPU's ``nvls``)."""
+    switches = [node for node, role in graph.nodes(data="role") if role in _SCALE_OUT_ROLES]
+    return bool(switches) and all(
+        kind == "ib" for node in switches
+        for edges in (graph.in_edges(node, data="kind"), graph.out_edges(node, data="kind"))
+        for _, _, kind in edges)
+
+
+def _resolve_sharp(mode: str, fabric: Fabric, nic: NicSpec) -> bool:
+    """``cluster.sharp`` against what the fabric has: True when SHARP is available and allowed."""
+    if mode not in SHARP_MODES:
+        raise ScenarioError("cluster.sharp", f"expected one of {', '.join(SHARP_MODES)}, got {mode!r}")
+    if mode == "off":
+        return False
+    capable = nic.rate >= SHARP_MIN_NIC_BYTES_PER_S and sharp_capable(fabric.graph)
+    if mode == "on" and not capable:
+        raise ScenarioError("cluster.sharp", f"on needs InfiniBand switches (NVIDIA Quantum HDR or newer) and "
+                            f"NICs of 200 Gb/s or more; {fabric.name} with {nic.name} has no IB SHARP")
+    return capable and mode != "off"
+
+
 def _options(topology: str, options: dict | None) -> dict:
     """Check a builder's options against its allowed names; parse unit strings and enums once."""
     options = dict(options or {})
@@ -287,8 +320,10 @@ def _resolve_file(topology: str) -> Path | None:
 
 
 def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec,
-          options: dict | None = None) -> Fabric:
-    """A fabric of ``gpus`` GPUs: a builtin name (``BUILTIN``) or a path to a YAML/GraphML fabric file."""
+          options: dict | None = None, sharp: str = "off") -> Fabric:
+    """A fabric of ``gpus`` GPUs: a builtin name (``BUILTIN``) or a path to a YAML/GraphML fabric file.
+
+    ``sharp`` (``SHARP_MODES``) says whether its switches may reduce in the network (``Fabric.sharp``)."""
     if gpus < 1 or gpus_per_node < 1:
         raise ScenarioError("cluster",
                             f"need at least one GPU and gpus_per_node >= 1 (got {gpus}, {gpus_per_node})")
@@ -301,6 +336,7 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
             builder.graph.graph["_torus_tables"] = tables
         fabric = fabric_from_graph(topology, builder.graph, builder.gpu_nodes, gpus_per_node)
         fabric.gpu = gpu
+        fabric.sharp = _resolve_sharp(sharp, fabric, nic)
         return fabric
     path = _resolve_file(topology)
     if path is None:
@@ -322,6 +358,7 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
                                gpus_per_node)
     _check_routes(fabric, str(path))
     fabric.gpu = gpu
+    fabric.sharp = _resolve_sharp(sharp, fabric, nic)
     return fabric
 
 
@@ -355,10 +392,10 @@ def _check_routes(fabric: Fabric, source: str):
 
 
 def from_scenario(scenario) -> Fabric:
-    """The fabric of ``scenario.cluster`` (gpu, nic, nodes, gpus_per_node, topology, topology_options)."""
+    """The fabric of ``scenario.cluster`` (gpu, nic, nodes, gpus_per_node, topology, topology_options, sharp)."""
     c = scenario.cluster
     return build(c.topology, gpus=c.gpus, gpus_per_node=c.gpus_per_node, gpu=c.gpu, nic=c.nic,
-                 options=c.topology_options)
+                 options=c.topology_options, sharp=c.sharp)
 
 
 def write_graphml(fabric: Fabric, path: str | Path):

@@ -45,6 +45,10 @@ class Cluster(_Strict):
     topology: str = Field("rail-fat-tree", description="builtin fabric name or a path to a YAML/GraphML file")
     topology_options: dict[str, Any] = Field(
         default_factory=dict, description="options of the fabric builder, e.g. {oversubscription: 4}")
+    sharp: Literal["auto", "on", "off"] = Field(
+        "off", description="in-network reduction in InfiniBand switches (SHARP): off (default, as NCCL without "
+        "NCCL_COLLNET_ENABLE=1) = never; auto = where the fabric has it, chosen where NCCL's tuner would; "
+        "on = required")
     price_per_gpu_hour: PositiveFloat | None = Field(None, description="USD per GPU-hour; default: GPU catalog")
 
     @field_validator("gpu", mode="before")

@@ -10,8 +10,8 @@ from simcluster.engine import simulate
 from simcluster.engine.replay import replay
 from simcluster.fabric import topology
 from simcluster.parallel.layout import Layout
-from simcluster.replay.formats import read_chakra, write_chakra
 from simcluster.parallel.plan import grad_norm_axes
+from simcluster.replay.formats import read_chakra, write_chakra
 from simcluster.replay.formats.simulated import from_simulation
 from simcluster.replay.plan import build_plan
 from simcluster.replay.report import step_report
