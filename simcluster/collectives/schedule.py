@@ -102,19 +102,23 @@ class Schedule(list):
         return sum(step.repeat for step in self if step.transfers)
 
 
-def _layout(group: tuple[int, ...], fabric) -> list[np.ndarray]:
-    """The group split by node, in group order within each node, nodes in order of first appearance.
-
-    A GPU's node is its graph node's ``server`` attribute (set by the builders), else i // gpus_per_node
-    (topology.build numbers GPUs node by node).
-    """
+def _nodes(group: tuple[int, ...], fabric) -> list:
+    """The node of each GPU of ``group``: its graph node's ``server`` attribute (set by the builders), else
+    i // gpus_per_node (topology.build numbers GPUs node by node)."""
     raw = getattr(fabric, "raw", fabric)
     per_node = max(int(getattr(raw, "gpus_per_node", 1)), 1)
     graph, names = getattr(raw, "graph", None), getattr(raw, "gpu_nodes", None)
+    if graph is None or names is None:
+        return [gpu // per_node for gpu in group]
+    servers = [graph.nodes[names[gpu]].get("server") for gpu in group]
+    return [gpu // per_node if server is None else server for gpu, server in zip(group, servers, strict=True)]
+
+
+def _layout(group: tuple[int, ...], fabric) -> list[np.ndarray]:
+    """The group split by node, in group order within each node, nodes in order of first appearance."""
     by_node: dict[int, list[int]] = {}
-    for gpu in group:
-        server = graph.nodes[names[gpu]].get("server") if graph is not None and names is not None else None
-        by_node.setdefault(gpu // per_node if server is None else server, []).append(gpu)
+    for gpu, node in zip(group, _nodes(group, fabric), strict=True):
+        by_node.setdefault(node, []).append(gpu)
     return [np.asarray(gpus, dtype=np.int64) for gpus in by_node.values()]
 
 
@@ -157,8 +161,16 @@ def _check_sharp(layout: list[np.ndarray], fabric):
 
 
 def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
-    """The steps of ``collective`` on ``fabric``; ``gpu`` (GpuSpec) tells whether NVLS exists, the fabric's
-    ``sharp`` whether its switches reduce (IB SHARP).
+    """The steps of ``collective`` on ``fabric`` (``_steps``), each step's latency net of the fabric's path latency
+    (``_net_of_fabric_latency``)."""
+    steps = _steps(collective, fabric, gpu)
+    return Schedule([_net_of_fabric_latency(step, fabric) for step in steps], collective, steps.algorithm,
+                    steps.protocol)
+
+
+def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
+    """The steps of ``collective`` on ``fabric``, with NCCL's whole per-step latencies; ``gpu`` (GpuSpec) tells
+    whether NVLS exists, the fabric's ``sharp`` whether its switches reduce (IB SHARP).
 
     ``algorithm``/``protocol`` "auto" are resolved as NCCL would (``nccl.choose``). An in-network reduction
     reports itself as "sharp" (CollNetDirect) or "nvls_sharp" (NVLink SHARP inside the nodes).
@@ -217,7 +229,7 @@ def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
         steps = algorithms.alltoall(layout, c.size_bytes, protocol)
     else:
         steps = algorithms.sendrecv(layout, c.size_bytes, protocol)
-    return Schedule([_net_of_fabric_latency(step, fabric) for step in steps], c, algorithm, protocol)
+    return Schedule(steps, c, algorithm, protocol)
 
 
 def _net_of_fabric_latency(step: Step, fabric) -> Step:
@@ -227,6 +239,59 @@ def _net_of_fabric_latency(step: Step, fabric) -> Step:
         return step
     path_s = max(class_load(getattr(fabric, "raw", fabric), t)[2] for t in step.transfers)
     return Step(step.transfers, step.repeat, max(0.0, step.overhead_s - path_s), step.label)
+
+
+def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedule]:
+    """``collective`` (its group aside) over every group of ``groups`` (disjoint, equal sizes): one ``Schedule`` per
+    kind of group, holding the steps of all its groups as ``merge`` would (one part per group).
+
+    Groups are of one kind when their GPUs sit alike (GPU i and j on one node in both, in the same order) and the
+    paths ``schedule`` samples to choose the algorithm have the same rate and latency: the algorithm then builds the
+    same steps with GPU i of one group in place of GPU i of the other, so one group's steps are built and moved to
+    the others (tens of thousands of tensor-parallel groups at 16k GPUs). Each step's latency is then net of each
+    group's own path latency (``_net_of_fabric_latency``), the largest remainder kept, as ``merge`` keeps it.
+    """
+    kinds: dict[tuple, list[tuple[int, ...]]] = {}
+    for group in groups:
+        group = tuple(int(g) for g in group)
+        nodes = _nodes(group, fabric)
+        first: dict = {}
+        pattern = tuple(first.setdefault(node, len(first)) for node in nodes)
+        layout = _layout(group, fabric)
+        key = (pattern, _sample_path(fabric, layout, False), _sample_path(fabric, layout, True))
+        kinds.setdefault(key, []).append(group)
+    raw = getattr(fabric, "raw", fabric)
+    out = []
+    for members in kinds.values():
+        template = _steps(Collective(collective.op, members[0], collective.size_bytes, collective.algorithm,
+                                     collective.protocol, collective.root), fabric)
+        matrix = np.asarray(members, dtype=np.int64)                   # groups x members
+        position = np.zeros(int(matrix[0].max()) + 1, dtype=np.int64)
+        position[matrix[0]] = np.arange(matrix.shape[1])
+        steps = []
+        for step in template:
+            transfers = tuple(_moved(tc, matrix, position) for tc in step.transfers)
+            overhead_s = step.overhead_s
+            if transfers and overhead_s:
+                path_s = np.max([raw.pair_latencies_s(tc.pairs).reshape(len(members), -1).max(axis=1)
+                                 if tc.members else np.zeros(len(members)) for tc in transfers], axis=0)
+                overhead_s = float(np.max(np.maximum(0.0, step.overhead_s - path_s)))
+            steps.append(Step(transfers, step.repeat, overhead_s, step.label))
+        out.append(Schedule(steps, template.collective, template.algorithm, template.protocol))
+    return out
+
+
+def _moved(transfers: TransferClass, matrix: np.ndarray, position: np.ndarray) -> TransferClass:
+    """A template group's class of transfers repeated for every group (row) of ``matrix``, one part per group."""
+    count = len(matrix)
+    local = position[transfers.pairs]                                   # positions in the template group
+    pairs = matrix[:, local].reshape(-1, 2)
+    if count == 1:
+        return transfers
+    per_part = transfers.part_count
+    inner = np.zeros(transfers.members, dtype=np.int64) if transfers.parts is None else transfers.parts
+    parts = (np.arange(count, dtype=np.int64)[:, None] * per_part + inner[None, :]).reshape(-1)
+    return TransferClass(pairs, transfers.size_bytes, transfers.label, parts)
 
 
 def merge(schedules: list[list[Step]]) -> list[Step]:

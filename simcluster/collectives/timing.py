@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from simcluster.collectives import nccl
 from simcluster.collectives.algorithms import Step
 from simcluster.collectives.closed_form import algbw_bytes_per_s, busbw_bytes_per_s
-from simcluster.collectives.schedule import Collective, schedule
+from simcluster.collectives.schedule import Collective, Schedule, merge, schedule, schedules_over_groups
 from simcluster.network import make as make_model
 from simcluster.network.base import NetworkModel, TransferClass, max_path_latency_s
 
@@ -138,7 +138,19 @@ def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
     bytes on the wire: each class grows by the ratio of the two efficiencies on the links it uses
     (``nccl.wire_factor``), so on an idle fabric the engine's collective takes what ``run`` gives.
     """
-    steps = schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric)
+    return _on_engine_network(schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric))
+
+
+def engine_schedules(fabric, op: str, groups, size_bytes: float) -> list[Step]:
+    """``engine_schedule`` over every group of ``groups`` (disjoint, equal sizes) as one schedule (``merge``: one
+    part per group), built once per kind of group (``schedule.schedules_over_groups``)."""
+    kinds = schedules_over_groups(Collective(op=op, group=groups[0], size_bytes=size_bytes), groups, fabric)
+    return merge([_on_engine_network(steps) for steps in kinds])
+
+
+def _on_engine_network(steps: Schedule) -> list[Step]:
+    """``steps`` with each class's bytes scaled to the engine's ring/Simple-calibrated network
+    (``engine_schedule``)."""
     if (steps.algorithm, steps.protocol) == ("ring", "Simple"):
         return list(steps)
     return [dataclasses.replace(step, transfers=tuple(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import simpy
 from simpy.events import NORMAL
 
-from simcluster import collectives
 from simcluster.collectives import timing
 from simcluster.engine.merge import SYMMETRIC, MergePolicy
 from simcluster.network.base import NetworkModel, TransferClass
@@ -110,7 +109,7 @@ class CollectiveDriver:
         """Drive a collective through the network, all ``groups`` at once (identical schedules)."""
         key = (op, tuple(groups), round(size_bytes))
         if key not in self._programs:
-            steps = collectives.merge([timing.engine_schedule(self.fabric, op, g, size_bytes) for g in groups])
+            steps = timing.engine_schedules(self.fabric, op, groups, size_bytes)
             self._programs[key] = timing.engine_program(steps, self.fabric)
         yield from self._play(self._programs[key])
 
@@ -120,7 +119,7 @@ class CollectiveDriver:
         transfer per kind of step, labelled with ``tag``."""
         key = (calls, tuple(groups), round(size_bytes), tag)
         if key not in self._programs:
-            schedules = [(collectives.merge([timing.engine_schedule(self.fabric, op, g, size_bytes) for g in groups]),
+            schedules = [(timing.engine_schedules(self.fabric, op, groups, size_bytes),
                           count) for op, count in calls]
             self._programs[key] = timing.fused_program(schedules, self.fabric, tag)
         yield from self._play(self._programs[key])

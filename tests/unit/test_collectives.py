@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simcluster import collectives, network
-from simcluster.collectives import Collective
+from simcluster.collectives import Collective, timing
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import SECONDS, parse
@@ -330,3 +330,29 @@ def test_rail_fabric_beats_a_4_to_1_leaf_spine_by_the_ecmp_collision_factor():
     collisions = int(counts[np.array([leaf_spine.link_kind[k] == "ethernet" for k in links])].max())
     assert collisions >= 2
     assert leaf_s / rail_s == pytest.approx(collisions * 370 / 376, rel=0.1)
+
+
+@pytest.mark.parametrize("name,options", [("rail-fat-tree", {}), ("leaf-spine", {"oversubscription": 4}),
+                                          ("torus", {})])
+def test_schedules_built_once_per_kind_of_group_equal_each_group_built_alone(name, options):
+    """The engine builds one group's steps and moves them to the groups that sit alike; the result must be what
+    building every group alone and merging gives (pairs, parts, bytes, labels, latencies)."""
+    from simcluster.collectives import merge
+
+    fab = topology.build(name, gpus=64, gpus_per_node=8, gpu=hardware.gpu("h100-sxm"),
+                         nic=hardware.nic("connectx-7"), options=options)
+    layouts = ([tuple(range(i, i + 8)) for i in range(0, 64, 8)], [tuple(range(i, 64, 8)) for i in range(8)],
+               [tuple(range(i, i + 16)) for i in range(0, 64, 16)], [tuple(range(64))])
+    for groups in layouts:
+        for op in ("allreduce", "all_gather", "reduce_scatter"):
+            for size in (4.0, 1e5, 1e8):
+                moved = timing.engine_schedules(fab, op, groups, size)
+                alone = merge([timing.engine_schedule(fab, op, g, size) for g in groups])
+                assert len(moved) == len(alone) > 0
+                for a, b in zip(moved, alone, strict=True):
+                    assert a.repeat == b.repeat and a.overhead_s == pytest.approx(b.overhead_s, rel=1e-12, abs=1e-18)
+                    for ta, tb in zip(a.transfers, b.transfers, strict=True):
+                        assert np.array_equal(ta.pairs, tb.pairs) and ta.size_bytes == tb.size_bytes
+                        assert ta.label == tb.label and ta.part_count == tb.part_count
+                        assert (ta.parts is None) == (tb.parts is None)
+                        assert ta.parts is None or np.array_equal(ta.parts, tb.parts)
