@@ -82,7 +82,8 @@ def run(
                       "simulated anyway (--no-memory-check)")
     total = steps or spec.training.steps
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
         result = sim.run(steps, on_step=lambda _index: progress.advance(task))
     from simcluster.analysis.timeline import plot_timeline

@@ -123,12 +123,12 @@ def sweep_command(
     out_dir = sweep.folder_for(requested, tasks)
     console = Console(stderr=True)
     if out_dir != requested:
-        console.print(escape(f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/"),
-                      highlight=False)
+        typer.echo(f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/", err=True)
     try:
         with sweep.executor(jobs, scheduler) as (pool, slots), Progress(
                 TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console, transient=as_json) as progress:
+                TimeElapsedColumn(), console=console, transient=as_json,
+                disable=not console.is_terminal) as progress:  # no bar in logs: an interrupt stays one line
             bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
             run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,
                                  on_done=lambda shard, reused: progress.advance(bar))
