@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except OSError as err:
-        # an output that cannot be written (full disk, read-only folder, closed or full stdout)
-        target = err.filename if err.filename is not None else "output"
-        _error(f"cannot write {target}: {err.strerror or err}")
+        # a file that cannot be written or read (full disk, read-only folder, closed or full stdout)
+        where = f"{err.filename}: " if err.filename is not None else "cannot write output: "
+        _error(f"{where}{err.strerror or err}")
         return USER_ERROR_EXIT
     except Exception as err:
         # usage errors of the (vendored or not) click layer carry their own exit code (2) and message

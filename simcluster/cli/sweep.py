@@ -96,8 +96,9 @@ def sweep_command(
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
     threshold: float = typer.Option(returns.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold", parser=finite,
                                     help="scaling efficiency below which more GPUs are deemed wasteful (knee)"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); rerunning "
-                                    "into the same folder resumes"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); the same "
+                                    "grid resumes there, another grid goes to NAME-2, ... (reusing the runs it "
+                                    "shares)"),
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="draw the PNG/PDF figures"),
     as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),
@@ -131,7 +132,8 @@ def sweep_command(
                 disable=not console.is_terminal) as progress:  # no bar in logs: an interrupt stays one line
             bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
             run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,
-                                 on_done=lambda shard, reused: progress.advance(bar))
+                                 on_done=lambda shard, reused: progress.advance(bar),
+                                 shard_sources=sweep.sibling_folders(requested, out_dir))
     except Interrupted as stop:
         stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold)
         raise

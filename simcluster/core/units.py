@@ -227,3 +227,16 @@ PositiveFlopPerS = _quantity(FLOP_PER_S, POSITIVE)
 PositiveWatts = _quantity(WATTS, POSITIVE)
 NonNegativeSeconds = _quantity(SECONDS, NON_NEGATIVE)
 NonNegativeWatts = _quantity(WATTS, NON_NEGATIVE)
+
+
+def _count():
+    from typing import Annotated
+
+    from pydantic import Field, Strict
+
+    return Annotated[int, Strict(), Field(gt=0)]
+
+
+# Counts (GPUs, layers, degrees of parallelism) are strict integers > 0: YAML's `tp: true` or `dp: 4.0` is refused,
+# not read as 1 or 4.
+Count = _count()

@@ -23,15 +23,13 @@ from pydantic import (
 
 from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError
-from simcluster.core.units import Bytes
+from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
 from simcluster.spec.model import TransformerSpec
 
 NETWORK_MODELS = ("analytic", "flow", "chunk")
 
-# Counts are strict integers: YAML's `tp: true` or `tp: 8.0` is refused, not read as 1 or 8.
-Count = Annotated[int, Strict(), Field(gt=0)]
 # Plain numbers of the scenario (prices, ratios) are finite: YAML's .inf and .nan are refused.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -297,11 +295,14 @@ def resolve_path(name_or_path: str | Path | None) -> Path:
     if name_or_path is None:
         name_or_path = DEFAULT_SCENARIO
     path = Path(name_or_path)
-    if path.is_file():
-        return path
     bundled = bundled_dir() / f"{name_or_path}.yaml"
-    if bundled.is_file():
-        return bundled
+    try:
+        if path.is_file():
+            return path
+        if bundled.is_file():
+            return bundled
+    except OSError as err:  # a name longer than the file system takes
+        raise ScenarioError("SCENARIO", f"cannot use {str(name_or_path)[:60]!r}...: {err.strerror}") from None
     raise ScenarioError("SCENARIO", f"no file {str(path)!r} and no bundled scenario of that name "
                         f"(bundled: {', '.join(bundled_names())})")
 

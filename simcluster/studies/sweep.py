@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import glob
 import hashlib
 import itertools
 import os
@@ -216,8 +217,12 @@ class SweepRun:
 
 
 def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1, *, resume: bool = True,
-             on_done: Callable[[dict, bool], None] | None = None) -> SweepRun:
+             on_done: Callable[[dict, bool], None] | None = None, shard_sources: list[Path] = ()) -> SweepRun:
     """Run every task without a shard in ``out_dir`` on ``pool``; write each shard when it returns.
+
+    ``shard_sources``: other sweep folders (of other grids) whose shards are reused when they hold a task's key
+    (keys hash the whole run, so a shard is the same whichever grid computed it); a reused shard is copied into
+    ``out_dir``, which stays complete on its own.
 
     At most ``2 * slots`` runs are in flight, so an interrupted sweep has little queued work to throw away.
     ``on_done(shard, reused)`` is called once per grid point (for progress bars).
@@ -229,7 +234,15 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
     reused: list[str] = []
     todo = []
     for task in tasks:
-        shard = read_shard(out_dir, task.key) if resume else None
+        shard = None
+        if resume:
+            shard = read_shard(out_dir, task.key)
+            for source in shard_sources:
+                if shard is not None:
+                    break
+                shard = read_shard(source, task.key)
+                if shard is not None:
+                    write_shard(out_dir, shard)
         if shard is not None:
             done[task.key] = shard
             reused.append(task.key)
@@ -305,6 +318,17 @@ def folder_for(out_dir: Path, tasks: list[Task]) -> Path:
     outputs.write_text(candidate / GRID_FILE, outputs.dumps({"format": SHARD_FORMAT, "grid_key": key,
                                                              "runs": len(tasks)}) + "\n")
     return candidate
+
+
+def sibling_folders(requested: Path, out_dir: Path) -> list[Path]:
+    """The sweep folders ``requested``, ``requested-2``, ... other than ``out_dir``: other grids of the same
+    sweep, whose shards ``run_grid`` may reuse."""
+    requested = Path(requested)
+    found = []
+    for candidate in [requested, *sorted(requested.parent.glob(f"{glob.escape(requested.name)}-*"))]:
+        if candidate != Path(out_dir) and (candidate / GRID_FILE).is_file():
+            found.append(candidate)
+    return found
 
 
 def collect(tasks: list[Task], out_dir: Path) -> SweepRun:

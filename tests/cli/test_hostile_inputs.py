@@ -330,6 +330,7 @@ def test_sweep_of_another_grid_into_the_default_folder_picks_a_new_one(cli, writ
     code, stdout, err = cli("sweep", scenario, "--gpus", "16,32", *common)
     assert code == 0 and "writing to runs/small-sweep-2/" in err
     assert json.loads(stdout)["out_dir"] == "runs/small-sweep-2"
+    assert json.loads(stdout)["reused"] == 1  # the 16-GPU run, from the first grid's folder
     assert (tmp_path / "runs" / "small-sweep" / "sweep.json").read_text() == first  # untouched
     code, stdout, _ = cli("sweep", scenario, "--gpus", "8,16", *common)  # the first grid again: resumes in place
     assert code == 0 and json.loads(stdout)["out_dir"] == "runs/small-sweep"
