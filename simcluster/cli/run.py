@@ -86,6 +86,8 @@ def run(
                   disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
         result = sim.run(steps, on_step=lambda _index: progress.advance(task))
+    if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
+        console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
     from simcluster.analysis.timeline import plot_timeline
 
     with fresh_folder(unique_dir(out_dir)) as out_dir:  # unique again: another run may have taken it meanwhile

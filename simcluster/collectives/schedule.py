@@ -205,7 +205,8 @@ def _net_of_fabric_latency(step: Step, fabric) -> Step:
 
 def merge(schedules: list[list[Step]]) -> list[Step]:
     """Several schedules with the same shape (the same collective over disjoint groups) as one: step k of the
-    result holds step k of every schedule, transfer class j concatenating the pairs of every class j."""
+    result holds step k of every schedule, transfer class j concatenating the pairs of every class j, each
+    schedule's pairs one part of it (``TransferClass.parts``: the groups progress independently)."""
     schedules = [list(s) for s in schedules if len(s)]
     if len(schedules) <= 1:
         return schedules[0] if schedules else []
@@ -217,11 +218,8 @@ def merge(schedules: list[list[Step]]) -> list[Step]:
     for steps in zip(*schedules, strict=True):
         first = steps[0]
         transfers = tuple(
-            TransferClass(
-                np.concatenate([step.transfers[j].pairs for step in steps]),
-                first.transfers[j].size_bytes,
-                first.transfers[j].label,
-            )
+            TransferClass.joined([step.transfers[j] for step in steps], first.transfers[j].size_bytes,
+                                 first.transfers[j].label)
             for j in range(len(first.transfers))
         )
         merged.append(

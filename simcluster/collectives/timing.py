@@ -101,7 +101,8 @@ def ring_exchange(groups: list[tuple[int, ...]], size_bytes: float) -> list[Step
     """One step in which every member of every group sends ``size_bytes`` to its successor around the group (a
     ring attention key/value pass): point-to-point sends, no NCCL collective latency."""
     pairs = [(group[i], group[(i + 1) % len(group)]) for group in groups for i in range(len(group))]
-    return [Step((TransferClass(pairs, size_bytes, "ring exchange"),))]
+    parts = [k for k, group in enumerate(groups) for _ in group] if len(groups) > 1 else None
+    return [Step((TransferClass(pairs, size_bytes, "ring exchange", parts),))]
 
 
 def isolated_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) -> float:
@@ -144,7 +145,7 @@ def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
     if payload == 1.0:
         return list(steps)
     return [dataclasses.replace(step, transfers=tuple(
-        TransferClass(tc.pairs, tc.size_bytes / payload, tc.label) for tc in step.transfers)) for step in steps]
+        dataclasses.replace(tc, size_bytes=tc.size_bytes / payload) for tc in step.transfers)) for step in steps]
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def engine_program(steps: list[Step], fabric) -> list[Wait | Send]:
             latency_s = max((max_path_latency_s(fabric, tc.pairs) for tc in step.transfers), default=0.0)
             actions.append(Wait(rest * step.overhead_s + (rest - 1) * latency_s))
             if step.transfers:
-                actions.append(Send(tuple(TransferClass(tc.pairs, rest * tc.size_bytes, tc.label)
+                actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=rest * tc.size_bytes)
                                           for tc in step.transfers)))
     return actions
 
@@ -201,7 +202,8 @@ def fused_program(calls: list[tuple[list[Step], int]], fabric, tag: str = "") ->
             if not step.transfers:
                 delay_s += step.overhead_s * count
                 continue
-            signature = tuple((tc.pairs.tobytes(), tc.size_bytes) for tc in step.transfers)
+            signature = tuple((tc.pairs.tobytes(), None if tc.parts is None else tc.parts.tobytes(), tc.size_bytes)
+                              for tc in step.transfers)
             kind = kinds.setdefault(signature, [step.transfers, 0, 0.0])
             kind[1] += step.repeat * count
             kind[2] += step.overhead_s * step.repeat * count
@@ -209,8 +211,8 @@ def fused_program(calls: list[tuple[list[Step], int]], fabric, tag: str = "") ->
     for transfers, repeats, overhead_s in kinds.values():
         latency_s = max(max_path_latency_s(fabric, tc.pairs) for tc in transfers)
         actions.append(Wait(delay_s + overhead_s + (repeats - 1) * latency_s))
-        actions.append(Send(tuple(TransferClass(tc.pairs, repeats * tc.size_bytes, f"{tag} {tc.label}".strip())
-                                  for tc in transfers)))
+        actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=repeats * tc.size_bytes,
+                                                      label=f"{tag} {tc.label}".strip()) for tc in transfers)))
         delay_s = 0.0
     if delay_s > 0:
         actions.append(Wait(delay_s))

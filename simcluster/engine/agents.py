@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from simcluster.engine.data_parallel import GradientReduction, ParameterGathering
 from simcluster.engine.record import Tally
-from simcluster.parallel.plan import overlapped_tp_share_s
+from simcluster.parallel.plan import GRAD_NORM_BYTES
+from simcluster.parallel.schedules import batches_next_receive
+from simcluster.workload.interference import overlapped_s
 
 
 @dataclass(eq=False)
@@ -41,36 +43,79 @@ class Agent:
 
     # ---- one training step ------------------------------------------------------------------------------------
     def step(self, step_index: int):
-        """The stage's schedule, then the gradient reductions still pending, the optimizer and the parameters."""
+        """The stage's schedule, then the gradient reductions still pending, the step's last collectives
+        (tied embedding, gradient norm), the optimizer and the parameters."""
         self.parameters.start_step(self)
         reductions = []
-        for work in self.sim.plan.orders[self.stage]:
+        order = self.sim.plan.orders[self.stage]
+        for index, work in enumerate(order):
             yield from self.parameters.before_use(self, work)
+            then = self._batched_receive(step_index, order, index)
             if work.phase == "forward":
-                yield from self._forward(step_index, work)
+                yield from self._forward(step_index, work, then)
             else:
-                reductions += yield from self._backward(step_index, work)
+                reductions += yield from self._backward(step_index, work, then)
         reductions += self.gradients.after_backward(self)
         yield from self.wait_data_parallel(reductions)
+        yield from self._finalize_gradients()
         yield from self._optimizer()
         yield from self.parameters.after_optimizer(self)
 
-    def _forward(self, step_index: int, work):
-        """One microbatch through one chunk: its activations in, its compute, its activations out."""
-        if work.chunk > 0:
-            yield from self._receive(("forward", step_index, work.microbatch, work.chunk))
+    def _forward(self, step_index: int, work, then=None):
+        """One microbatch through one chunk: its activations in, its compute, its activations out (``then``: the
+        receive batched with the send)."""
+        key = self._receive_key(step_index, work)
+        if key is not None:
+            yield from self._receive(key)
         yield from self.parameters.forward(self, work)
         if work.chunk < self.sim.plan.chunk_count - 1:
-            self.sim.send(self, ("forward", step_index, work.microbatch, work.chunk + 1), work.chunk + 1)
+            yield from self._send(("forward", step_index, work.microbatch, work.chunk + 1), work.chunk + 1, then)
 
-    def _backward(self, step_index: int, work):
+    def _backward(self, step_index: int, work, then=None):
         """One microbatch back through one chunk; returns the gradient reductions it started."""
-        if work.chunk < self.sim.plan.chunk_count - 1:
-            yield from self._receive(("backward", step_index, work.microbatch, work.chunk))
+        key = self._receive_key(step_index, work)
+        if key is not None:
+            yield from self._receive(key)
         reductions = yield from self.gradients.backward(self, work)
         if work.chunk > 0:
-            self.sim.send(self, ("backward", step_index, work.microbatch, work.chunk - 1), work.chunk - 1)
+            yield from self._send(("backward", step_index, work.microbatch, work.chunk - 1), work.chunk - 1, then)
         return reductions
+
+    def _receive_key(self, step_index: int, work):
+        """The message ``work`` waits for (None: the first chunk's forward, the last chunk's backward)."""
+        if work.phase == "forward":
+            return ("forward", step_index, work.microbatch, work.chunk) if work.chunk > 0 else None
+        last = work.chunk == self.sim.plan.chunk_count - 1
+        return None if last else ("backward", step_index, work.microbatch, work.chunk)
+
+    def _batched_receive(self, step_index: int, order, index: int):
+        """With blocking sends, the receive of ``order[index + 1]`` when Megatron batches it with the send after
+        ``order[index]`` (``schedules.batches_next_receive``); else None."""
+        if not self.sim.plan.p2p_blocking:
+            return None
+        if not batches_next_receive(order, index):
+            return None
+        return self._receive_key(step_index, order[index + 1])
+
+    def _finalize_gradients(self):
+        """Megatron's collectives between the gradient reduction and the update, both on the critical path: the
+        first and last stage all-reduce the tied word-embedding gradient (finalize_model_grads; pipeline
+        communication), then clipping all-reduces the gradient norm (optimizer.step -> clip_grad_norm: one fp32
+        over the model-parallel group, or over every rank with the distributed optimizer; counted as data-parallel
+        communication, the gradient synchronisation it completes). Waiting for the last member to arrive is bubble;
+        from then on, communication."""
+        plan = self.sim.plan
+        if plan.embedding_grad_bytes > 0 and self.stage in (0, plan.layout.pp - 1):
+            yield from self._step_collective("embedding", plan.embedding_grad_bytes, "p2p_wait_s")
+        if plan.grad_norm_axes:
+            yield from self._step_collective("grad norm", GRAD_NORM_BYTES, "dp_wait_s")
+
+    def _step_collective(self, kind: str, size_bytes: float, tally_field: str):
+        env = self.sim.env
+        arrived_at_s = env.now
+        started_at_s = yield self.sim.step_collective(self, kind, size_bytes)
+        exposed_s = env.now - max(arrived_at_s, started_at_s)
+        setattr(self.tally, tally_field, getattr(self.tally, tally_field) + exposed_s)
 
     def _optimizer(self):
         env, optimizer_s = self.sim.env, self.sim.plan.optimizer_s[self.stage]
@@ -94,21 +139,24 @@ class Agent:
 
         With context parallelism the key/value exchange runs on the network during the block's attention, and
         the block waits for whichever ends last. The TP collectives are blocking, as Megatron issues them between
-        the GEMMs; with ``tp_comm_overlap`` they run under the compute and only one of Transformer Engine's
-        pipelined splits stays after it.
+        the GEMMs; with ``tp_comm_overlap`` they run under the compute, which waits for whichever ends last.
+        Communication kernels beside the compute slow it (``engine.overlap``, ``interference.overlapped_s``): a
+        block that starts while the data-parallel stream is busy runs slower while the queued collectives last at
+        their time alone on the fabric (an estimate: the state at the block's start decides, and a collective
+        started during the block does not slow it); the overlapped TP collectives slow it for their time alone.
         """
         sim = self.sim
         env, cost = sim.env, sim.plan.chunks[work.chunk]
-        compute_s = getattr(cost, f"{phase}_compute_s") / parts
+        alone_s = getattr(cost, f"{phase}_compute_s") / parts
+        compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
         name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
         started_at_s = env.now
         calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)
-        overlap_s = overlapped_tp_share_s(sim.scenario.parallelism, getattr(cost, f"{phase}_tp_comm_s") / parts)
         tp_done = None
-        if calls and overlap_s > 0:  # Transformer Engine overlap: the TP collectives start with the compute
+        if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
-        cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name,
-                                                 overlap_s if tp_done is not None else 0.0)
+            compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / parts, sim.slowdowns.tp[phase])
+        cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
         if calls:
             if tp_done is None:
                 tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
@@ -117,6 +165,7 @@ class Agent:
         tp_comm_s = env.now - started_at_s - compute_s - cp_s
         tp_started_at_s = started_at_s + compute_s + cp_s
         self.tally.compute_s += compute_s
+        self.tally.interference_s += compute_s - alone_s
         self.tally.cp_comm_s += cp_s
         self.tally.tp_comm_s += tp_comm_s
         sim.recorder.compute(self, "compute", name, work.microbatch, started_at_s, started_at_s + compute_s)
@@ -126,15 +175,14 @@ class Agent:
         if tp_comm_s > 0:
             sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, tp_started_at_s, env.now)
 
-    def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str,
-                          tail_s: float):
-        """The block's compute (and ``tail_s`` after it: the overlapped TP share), its key/value exchange hidden
-        behind the attention where it is shorter; returns the exposed exchange (seconds past the compute)."""
+    def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str):
+        """The block's compute, its key/value exchange hidden behind the attention where it is shorter; returns the
+        exposed exchange (seconds past the compute)."""
         sim, env = self.sim, self.sim.env
         exchange = sim.plan.chunks[work.chunk].cp_exchange.get(phase)
         steps = share((("ring", exchange[1]),), part, parts) if exchange else ()
         if not steps:
-            yield env.timeout(compute_s + tail_s)
+            yield env.timeout(compute_s)
             return 0.0
         started_at_s = env.now
         attention_s = exchange[0] / parts
@@ -143,22 +191,57 @@ class Agent:
         yield env.timeout(attention_s)
         if not done.triggered:
             yield done
-        cp_s = env.now - started_at_s - compute_s
-        if tail_s > 0:
-            yield env.timeout(tail_s)
-        return cp_s
+        return env.now - started_at_s - compute_s
+
+    def _send(self, key, chunk: int, then):
+        """Send ``key`` to the stage holding ``chunk``. Asynchronous sends let the sender go on. A blocking send
+        posts the receive ``then`` batched with it, starts once its receiver has posted the matching receive (an
+        NCCL send completes only into a posted receive) and holds the sender until it arrives: the wait for the
+        receiver is bubble, the time on the wire exposed pipeline communication."""
+        sim, env = self.sim, self.sim.env
+        if not sim.plan.p2p_blocking or sim.plan.stage_of(chunk) == self.stage:
+            sim.send(self, key, chunk)
+            return
+        if then is not None:
+            sim.post_receive(self, then)
+        ready = sim.receiver_ready(self, key, chunk)
+        if not ready.triggered:
+            yield ready
+        started_at_s = env.now
+        done = sim.send(self, key, chunk)
+        if not done.triggered:
+            yield done
+        self.tally.p2p_wait_s += env.now - started_at_s
 
     def _receive(self, key):
-        """Wait for a pipeline message; the wait counts as communication once the message is on the wire."""
-        env = self.sim.env
-        message = self.sim.inbox(self, key)
-        if message.arrived.triggered:
-            return
+        """Wait for a pipeline message; the wait counts as communication once the message is on the wire. A
+        scattered message (no sequence parallelism) is then all-gathered over the TP group, also counted as
+        pipeline communication."""
+        sim, env = self.sim, self.sim.env
+        if sim.plan.p2p_blocking:
+            sim.post_receive(self, key)
+        message = sim.inbox(self, key)
+        if not message.arrived.triggered:
+            started_at_s = env.now
+            yield message.arrived
+            sent_at_s = message.sent_at_s if message.sent_at_s is not None else env.now
+            self.tally.p2p_wait_s += env.now - max(started_at_s, sent_at_s)
+        if sim.plan.p2p_gather_bytes > 0:
+            yield from self._gather(key)
+
+    def _gather(self, key):
+        """Megatron's scatter/gather of pipeline messages: the pieces sent by the TP ranks are all-gathered over
+        the receiver's TP group (``Simulation.tensor_parallel``, on the network)."""
+        sim, env = self.sim, self.sim.env
+        phase, _step, microbatch, chunk = key
         started_at_s = env.now
-        yield message.arrived
-        sent_at_s = message.sent_at_s if message.sent_at_s is not None else env.now
-        on_wire_s = env.now - max(started_at_s, sent_at_s)
-        self.tally.p2p_wait_s += on_wire_s
+        done = sim.tensor_parallel(self, (("all_gather", 1),), sim.plan.p2p_gather_bytes, f"pp gather {key}",
+                                   tag="pp gather")
+        if not done.triggered:
+            yield done
+        self.tally.p2p_wait_s += env.now - started_at_s
+        sim.recorder.transfer(self, "pp", f"gather {phase} c{chunk}", microbatch, started_at_s, env.now,
+                              sim.plan.p2p_gather_bytes)
 
 
 def share(calls: tuple[tuple[str, int], ...], part: int, parts: int) -> tuple[tuple[str, int], ...]:

@@ -8,6 +8,7 @@ transfers by the instant and order they start, so a change of order would change
 
 from __future__ import annotations
 
+from simcluster.parallel.memory import zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import Parallelism
 
@@ -17,7 +18,7 @@ class GradientReduction:
 
     def backward(self, agent, work):
         """Run ``work``'s backward; returns the gradient reductions it started (events)."""
-        yield from agent.compute("backward", work)
+        yield from agent.parameters.run(agent, "backward", work)
         return []
 
     def after_backward(self, agent) -> list:
@@ -41,9 +42,11 @@ class ReduceBucketsDuringBackward(GradientReduction):
         if not (work.microbatch == plan.microbatches - 1 or self.every_microbatch):
             return (yield from super().backward(agent, work))
         cost = plan.chunks[work.chunk]
-        buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
+        # ZeRO-3/FSDP reduce-scatters each unit's gradient as its backward ends (Zhao et al. 2023, section 3.2)
+        buckets = agent.parameters.units(agent, work) or bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
         reductions = []
         for bucket in range(buckets):
+            yield from agent.parameters.before_part(agent, work, bucket, buckets)
             yield from agent.compute("backward", work, part=bucket, parts=buckets)
             reductions.append(agent.sim.data_parallel(agent, plan.dp_grad_op, cost.grad_bytes / buckets,
                                                       f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}"))
@@ -68,12 +71,24 @@ class ParameterGathering:
         """Start what the step's forwards will wait for."""
 
     def before_use(self, agent, work):
-        """Make ``work``'s chunk's parameters whole before it runs."""
+        """Make ``work``'s chunk's parameters whole before it runs (or start gathering them)."""
         yield from ()
 
+    def units(self, agent, work) -> int | None:
+        """How many units ``work``'s chunk is gathered in, when they set the parts of its blocks; else None."""
+        return None
+
+    def before_part(self, agent, work, part: int, parts: int):
+        """Before part ``part`` of ``parts`` of ``work``'s block runs: wait for what it needs."""
+        yield from ()
+
+    def run(self, agent, phase: str, work):
+        """Run ``work``'s ``phase``, in one block."""
+        yield from agent.compute(phase, work)
+
     def forward(self, agent, work):
-        """Run ``work``'s forward, in one block."""
-        yield from agent.compute("forward", work)
+        """Run ``work``'s forward."""
+        yield from self.run(agent, "forward", work)
 
     def after_optimizer(self, agent):
         """Make the updated parameters whole for the next step."""
@@ -120,13 +135,47 @@ class GatherDuringForward(ParameterGathering):
 
 
 class GatherBeforeUse(ParameterGathering):
-    """ZeRO-3: a chunk's parameters are gathered before each use, forward and backward, without prefetching
-    (conservative timing)."""
+    """ZeRO-3/FSDP: a chunk's parameters are gathered unit by unit (a layer, the embedding, the output projection:
+    ``memory.zero3_units``) before each use, forward and backward, and the next unit's all-gather is prefetched
+    while the current unit computes (FSDP ``forward_prefetch``/``BACKWARD_PRE``, DeepSpeed's stage-3 prefetch): at
+    most two units are whole at a time, as ``memory.zero3_gathered_bytes`` counts them.
+
+    A block of L units, each gathering in g and computing in c, takes g + (L-1) max(g, c) + c: the first unit's
+    gather is exposed, the others hide behind the previous unit's compute when shorter. Units are equal shares of
+    the chunk's parameters and compute (the embedding and output units are in truth larger than a layer).
+    Holds the all-gather of the unit to run next: one instance per agent.
+    """
+
+    def __init__(self):
+        self._next = None
+
+    def units(self, agent, work) -> int:
+        plan = agent.sim.plan
+        cost, p = plan.chunks[work.chunk], plan.scenario.parallelism
+        return zero3_units(plan.scenario.model, cost.layers, work.chunk == 0, work.chunk == plan.chunk_count - 1,
+                           p.pp)
 
     def before_use(self, agent, work):
+        self._next = self._gather(agent, work, 0, self.units(agent, work))
+        yield from ()
+
+    def before_part(self, agent, work, part: int, parts: int):
+        current, self._next = self._next, None
+        yield from agent.wait_data_parallel([current])
+        if part + 1 < parts:  # prefetch: the next unit's gather runs while this one computes
+            self._next = self._gather(agent, work, part + 1, parts)
+
+    def run(self, agent, phase: str, work):
+        units = self.units(agent, work)
+        for unit in range(units):
+            yield from self.before_part(agent, work, unit, units)
+            yield from agent.compute(phase, work, part=unit, parts=units)
+
+    @staticmethod
+    def _gather(agent, work, unit: int, units: int):
         cost = agent.sim.plan.chunks[work.chunk]
-        yield from agent.wait_data_parallel([agent.sim.data_parallel(agent, "all_gather", cost.param_bytes,
-                                                                     f"zero3 all_gather c{work.chunk}")])
+        return agent.sim.data_parallel(agent, "all_gather", cost.param_bytes / units,
+                                       f"zero3 all_gather {work.phase} c{work.chunk} u{unit}")
 
 
 def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tuple[GradientReduction,

@@ -3,7 +3,8 @@
 One process owns the model: it sleeps until the model's next completion (or until a new transfer starts, which
 changes the rates), advances the model and triggers the completed transfers' events. Agents never compute wire
 time themselves. Which transfers of one instant go to the model as one class is the driver's merge policy
-(``engine.merge``): by default, those with the same label and size.
+(``engine.merge``); the calls merged stay distinct parts of the class, so the model can check that merging them
+held none back.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-import numpy as np
 import simpy
 from simpy.events import NORMAL
 
@@ -28,11 +28,8 @@ TIME_EPS_S = 1e-12  # relative tolerance when comparing simulated times
 class _Batch:
     """The calls of one instant that go to the model as one class."""
 
-    label: str
-    size_bytes: float
-    pairs: list[np.ndarray]
+    calls: list[TransferClass]
     done: simpy.Event
-    first: TransferClass  # the batch's first class, started as it is when nothing joins it
 
 
 class NetworkDriver:
@@ -56,10 +53,10 @@ class NetworkDriver:
         key = self.merge.key(transfers)
         if key in self._batches:
             batch = self._batches[key]
-            batch.pairs.append(transfers.pairs)
+            batch.calls.append(transfers)
             return batch.done
         done = self.env.event()
-        self._batches[key] = _Batch(transfers.label, transfers.size_bytes, [transfers.pairs], done, transfers)
+        self._batches[key] = _Batch([transfers], done)
         # start the batch once every transfer of this instant has joined: after the events already queued now
         flush = self.env.event()
         flush.callbacks.append(lambda _event: self._start(key))
@@ -70,10 +67,11 @@ class NetworkDriver:
     def _start(self, key) -> None:
         batch = self._batches.pop(key)
         self._settle()
-        if len(batch.pairs) == 1:  # the class itself: its routing, cached on it, is reused (collectives' programs)
-            merged = batch.first
-        else:
-            merged = TransferClass(np.concatenate(batch.pairs), batch.size_bytes, batch.label)
+        first = batch.calls[0]
+        if len(batch.calls) == 1:  # the class itself: its routing, cached on it, is reused (collectives' programs)
+            merged = first
+        else:  # every call's parts stay parts of the merged class
+            merged = TransferClass.joined(batch.calls, first.size_bytes, first.label)
         handle = self.model.start(merged, self.env.now)
         self._done[handle] = batch.done
         if not self._wake.triggered:

@@ -1,23 +1,37 @@
-"""Which transfers started at one simulated instant the network model sees as one ``TransferClass``.
+"""Which transfers started at one simulated instant the network model sees as one ``TransferClass``: the rule.
 
-Why merge at all: a collapsed simulation's representative agent starts, in one ``transfer`` call, the union of its
-replicas' transfers (every data-parallel replica's pipeline send, every group's ring step), while an expanded one
-starts them one call per agent. Merging the calls of one instant that share a label and a size hands the model the
-same classes in both cases, so the two agree, and keeps the number of classes the model solves small.
+Terms. A *part* is one independent transfer: one rank's pipeline send, or one group's step of a collective (the
+pairs of one ring step are coupled: the ring advances at its slowest link). A *class* is what the network model
+solves as one variable: every member progresses at one rate and the class completes at once, after its slowest
+pair's path latency. A class made of several parts says which pair belongs to which (``TransferClass.parts``).
 
-Why it is valid: a class progresses at one rate. Symmetric replicas (the same pipeline boundary in every
-data-parallel replica, the same ring step in every group) cross equally loaded routes on a symmetric fabric and
-would each get that same rate as separate classes, so one class for all of them changes no completion time
-(``test_engine`` holds merged and unmerged equal within 1e-9 on a rail-optimised fat-tree).
+The rule.
+1. A ``transfer`` call is a class. A collapsed agent's call stands for all its replicas (the pipeline send of
+   every rank it represents, one part each; the step of a collective over all its groups, one part per group), so
+   it is a class of several parts: a representative agent cannot move at two times, so its replicas' transfers
+   complete together.
+2. Calls of one instant merge into one class only as the policy's key says: ``SYMMETRIC`` (the default of a
+   collapsed simulation) merges calls with the same label and size (the same pipeline boundary or ring step in
+   another replica); ``NO_MERGE`` (the default of an expanded one, ``Simulation(expand=True)``) merges none. The
+   calls merged stay distinct parts of the class.
+3. Merging is exact when no part is held back, and the network model checks it on every rate solution: with
+   every part of a class given the class's rate the link loads are unchanged, so the split allocation equals the
+   merged one exactly when every part crosses a saturated link on which no class is faster (the max-min
+   fairness condition; ``network.flow``), and every part's slowest path latency equals the class's. A part that
+   fails it would have gone faster on its own; the model counts such classes (``held_back_classes``) and sums,
+   over the time they ran, what their most held-back part could have saved: class time x (1 - class rate / the
+   best rate that part could reach given the others' load), plus the latency difference (``held_back_s``).
+   The analytic model checks the same against each part's own bottleneck; the chunk model does not check.
+4. The summary reports it (``symmetry``: collapsed, exact, held_back_classes, bound_s, bound_pct, note). When
+   merging held a part back, the collapsed result is pessimistic by about ``bound_s`` per step (an estimate, not a
+   proof: the held-back time is summed over classes, and in the expanded run the faster parts' consumers start
+   earlier); ``--expand`` runs one agent per GPU with every call its own class, the reference.
 
-When it is not exact: transfers with the same label and size whose routes are not equally loaded, as on ECMP or
-oversubscribed fabrics where hashing puts some flows on busier links. Merged, every member waits for the slowest
-member's rate, so the merged run is pessimistic: about 2.6% on the step time of a tp2 pp4 dp8 case on a 4:1
-oversubscribed leaf-spine (a review's measurement; 0.5% for a 32-layer, 4096-wide model on a 4:1 leaf-spine of 8
-hosts per leaf, expanded). ``NO_MERGE`` gives each ``transfer`` call its own class, at the price of more classes to
-solve: to measure that difference. It splits calls, not the pairs of one call: a collapsed agent's transfer already
-carries all its replicas' pairs and its collective steps all its groups', so only an expanded simulation
-(``expand=True``) gives each replica its own class.
+Why it holds on symmetric fabrics: the same boundary or step in every replica crosses equally loaded routes (a
+rail-optimised fat-tree, non-blocking), so every part crosses a link that binds the class and the check passes;
+collapsed and expanded runs agree within 1e-9 (``tests/unit/test_symmetry.py``). Where equal-looking transfers
+take unequally loaded routes (hash ECMP on an oversubscribed leaf-spine, a hand-written GraphML fabric, a layout
+whose ``order`` puts tensor parallelism across nodes) the check flags the classes and the summary gives the bound.
 """
 
 from __future__ import annotations
@@ -35,15 +49,15 @@ class MergePolicy(Protocol):
 
 
 class SameLabelAndSize:
-    """The default: a pipeline boundary or a collective step is named by its label, so equal label and size means
-    the same step in another replica."""
+    """A pipeline boundary or a collective step is named by its label, so equal label and size means the same step
+    in another replica (the default of a collapsed simulation)."""
 
     def key(self, transfers: TransferClass) -> Hashable:
         return transfers.label, transfers.size_bytes
 
 
 class NoMerge:
-    """Every ``transfer`` call its own class: exact on asymmetric routes, slower with many replicas."""
+    """Every ``transfer`` call its own class (the default of an expanded simulation: the reference)."""
 
     def key(self, transfers: TransferClass) -> Hashable:
         return object()  # equal to no other key
@@ -53,4 +67,10 @@ SYMMETRIC = SameLabelAndSize()
 NO_MERGE = NoMerge()
 
 
-__all__ = ["MergePolicy", "NO_MERGE", "NoMerge", "SYMMETRIC", "SameLabelAndSize"]
+def default_policy(expand: bool) -> MergePolicy:
+    """``NO_MERGE`` for an expanded simulation (every agent's transfers keep their own rates: exact by
+    construction), ``SYMMETRIC`` for a collapsed one (checked by the network model)."""
+    return NO_MERGE if expand else SYMMETRIC
+
+
+__all__ = ["MergePolicy", "NO_MERGE", "NoMerge", "SYMMETRIC", "SameLabelAndSize", "default_policy"]

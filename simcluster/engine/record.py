@@ -25,6 +25,7 @@ class Tally:
     p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
     dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
     optimizer_s: float = 0.0
+    interference_s: float = 0.0  # of compute_s: what communication kernels beside the compute added to it
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,29 @@ class AgentTally:
 
 @dataclass(frozen=True)
 class FabricLinks:
-    """The fabric as the links table needs it; ``ends`` is None for a fabric that does not name its nodes."""
+    """The fabric as the links table needs it; ``ends`` is None for a fabric that does not name its nodes, ``classes``
+    (tiers such as nvlink, pcie, nic, leaf-spine: ``fabric.classes``) None for one that has no roles."""
 
     topology: str
     kinds: Sequence[str]
     capacity_bytes_per_s: np.ndarray
     ends: Sequence[tuple] | None
+    classes: Sequence[str] | None = None
 
     @classmethod
     def of(cls, fabric) -> FabricLinks:
-        return cls(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, getattr(fabric, "link_ends", None))
+        return cls(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, getattr(fabric, "link_ends", None),
+                   getattr(fabric, "link_class", None))
+
+
+@dataclass(frozen=True)
+class SymmetryCheck:
+    """What the network model found of the merge policy's classes (``engine.merge``): how many held a part back and
+    the time those parts could have saved, over the whole run (None: the model does not check)."""
+
+    collapsed: bool
+    held_back_classes: int | None
+    held_back_s: float | None
 
 
 @dataclass(frozen=True)
@@ -67,3 +81,4 @@ class RunRecord:
     memory: object  # MemoryBreakdown of the worst stage
     model_flop_per_step: float
     hardware_flop_per_step: float
+    symmetry: SymmetryCheck | None = None  # None: a run without merged classes (replay)

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from simcluster.core import outputs
-from simcluster.engine.record import FabricLinks, RunRecord
+from simcluster.core.units import SECONDS, fmt
+from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
 
 SUMMARY_KEYS = (
     "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu",
@@ -84,6 +85,8 @@ def summarize(record: RunRecord) -> Result:
         "compute_s": compute_s,
         "exposed_comm_s": exposed_comm_s,
         "exposed_comm_by_parallelism_s": by_parallelism,
+        # of compute_s: what communication kernels running beside the compute added to it (SMs and HBM they take)
+        "comm_interference_s": mean("interference_s"),
         "pipeline_bubble_s": bubble_s if bubble_s > 1e-9 * step_time_s else 0.0,  # float noise is no bubble
         "gpus": gpus,
         "network_model": record.network_model,
@@ -94,23 +97,55 @@ def summarize(record: RunRecord) -> Result:
         "model_flop_per_step": record.model_flop_per_step,
         "hardware_flop_per_step": record.hardware_flop_per_step,
         "busiest_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
+        "busiest_link_utilisation_by_kind": {str(kind): float(value) for kind, value
+                                             in links.groupby("kind")["utilisation"].max().items()},
         "topology": record.fabric.topology,
         "gpu": scenario.cluster.gpu.name,
         "layout": dict(record.layout),
         "agents": len(record.agents),
         "events": len(record.events),
         "cost_per_step_usd": scenario.price_per_gpu_hour * gpus * step_time_s / 3600.0,
+        "symmetry": symmetry(record.symmetry, steps, step_time_s),
     }
     return Result(summary=summary, events=record.events, links=links, memory=record.memory)
 
 
+def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dict:
+    """The summary's ``symmetry`` entry: whether the merge policy's classes were exact (``engine.merge``), and if
+    not, by how much the step time may be pessimistic (``bound_s`` per step, ``bound_pct`` of the step)."""
+    collapsed = bool(check and check.collapsed)
+    if check is None or check.held_back_classes is None:
+        return {"collapsed": collapsed, "exact": None, "held_back_classes": None, "bound_s": None, "bound_pct": None,
+                "note": "this network model does not check merged transfer classes; --expand (one agent per GPU, "
+                        "every transfer its own class) gives the reference" if collapsed else
+                        "this network model does not check merged transfer classes"}
+    bound_s = check.held_back_s / steps
+    bound_pct = 100.0 * bound_s / step_time_s if step_time_s > 0 else 0.0
+    exact = check.held_back_classes == 0
+    if exact:
+        note = ("every merged transfer class was exact (each replica's transfer was held at its class's rate by a "
+                "saturated link): the collapsed run equals the expanded one" if collapsed else
+                "every transfer class was exact (expanded: every transfer call its own class, the reference)")
+    else:
+        note = (f"{check.held_back_classes} merged transfer classes held some replicas' transfers back (unequally "
+                f"loaded routes: ECMP, oversubscription or an asymmetric layout); the step time may be pessimistic "
+                f"by up to about {fmt(bound_s, SECONDS, 3)} ({bound_pct:.2f}%); "
+                + ("run with --expand for the exact figure" if collapsed else "merge=NO_MERGE gives the reference"))
+    return {"collapsed": collapsed, "exact": exact, "held_back_classes": check.held_back_classes,
+            "bound_s": bound_s, "bound_pct": bound_pct, "note": note}
+
+
 def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float) -> pd.DataFrame:
-    """Bytes and mean utilisation of every link that carried traffic."""
+    """Bytes and mean utilisation of every link that carried traffic; ``kind`` is the link's class (its tier:
+    nvlink, pcie, nic, leaf-spine, spine-core, torus ...), ``technology`` what it is made of (nvlink, pcie, ib,
+    ethernet, torus)."""
     used = np.flatnonzero(link_bytes > 0)
     capacity = fabric.capacity_bytes_per_s[used]
+    classes = fabric.classes if fabric.classes is not None else fabric.kinds
     table = pd.DataFrame({
         "link_id": used,
-        "kind": [fabric.kinds[i] for i in used],
+        "kind": [classes[i] for i in used],
+        "technology": [fabric.kinds[i] for i in used],
         "bytes": link_bytes[used],
         "utilisation": link_bytes[used] / (capacity * duration_s) if duration_s > 0 else 0.0,
     })

@@ -16,8 +16,9 @@ from simcluster.core import catalog
 from simcluster.engine import data_parallel
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
-from simcluster.engine.merge import SYMMETRIC, MergePolicy
-from simcluster.engine.record import AgentTally, FabricLinks, RunRecord
+from simcluster.engine.merge import MergePolicy, default_policy
+from simcluster.engine.overlap import Slowdowns, slowdowns
+from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
 from simcluster.fabric import topology
@@ -30,10 +31,12 @@ from simcluster.workload import ops
 
 @dataclasses.dataclass(eq=False)
 class Message:
-    """A pipeline message to an agent: fires ``arrived`` when on the receiver; ``sent_at_s`` when put on the wire."""
+    """A pipeline message to an agent: fires ``arrived`` when on the receiver; ``sent_at_s`` when put on the wire;
+    ``posted`` (blocking sends only) fires when the receiver has posted its receive."""
 
     arrived: simpy.Event
     sent_at_s: float | None = None
+    posted: simpy.Event | None = None
 
 
 class Simulation:
@@ -42,12 +45,12 @@ class Simulation:
     ``expand=False`` (default) collapses each pipeline stage's data-, context- and tensor-parallel replicas into one
     representative agent; the network still carries every replica's traffic, so contention is exact. ``expand=True``
     runs one agent per GPU; both give the same step time on a symmetric fabric. ``merge`` decides which transfers
-    of one instant the network solves as one class (``engine.merge``; ``NO_MERGE`` to measure what merging costs on
-    an asymmetric fabric).
+    of one instant the network solves as one class (``engine.merge``; default: ``SYMMETRIC`` collapsed, checked by
+    the network model and reported in the summary's ``symmetry``; ``NO_MERGE`` expanded, the reference).
     """
 
     def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None,
-                 check_memory: bool = True, merge: MergePolicy = SYMMETRIC):
+                 check_memory: bool = True, merge: MergePolicy | None = None):
         self.scenario = scenario
         # a layout that does not fit fails before anything is built
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
@@ -60,7 +63,7 @@ class Simulation:
         if self.network_name == "chunk":  # bound the chunk events of multi-gigabyte gradient transfers
             options["max_chunks"] = catalog.load("engine")["chunk_model"]["max_chunks_per_transfer"]
         self.model = network.make(self.network_name, collectives.calibrated(self.fabric), **options)
-        self.net = NetworkDriver(self.env, self.model, merge)
+        self.net = NetworkDriver(self.env, self.model, merge or default_policy(expand))
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net)
         self.recorder = Recorder()
         self.expand = expand
@@ -75,6 +78,7 @@ class Simulation:
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
         self._dp_streams: dict[int, simpy.Event] = {}
+        self._dp_busy_until: dict[int, float] = {}  # when each data-parallel stream empties, at isolated times
         self._rendezvous: dict = {}
         self._pairs: dict = {}
         self._groups_cache: dict = {}
@@ -90,28 +94,50 @@ class Simulation:
             self._messages[full_key] = Message(self.env.event())
         return self._messages[full_key]
 
-    def send(self, agent: Agent, key, chunk: int) -> None:
-        """Send the activation (or its gradient) of ``key`` from ``agent`` to the stage holding ``chunk``."""
+    def send(self, agent: Agent, key, chunk: int) -> simpy.Event:
+        """Send the activation (or its gradient) of ``key`` from ``agent`` to the stage holding ``chunk``; returns
+        the event of its arrival."""
         plan = self.plan
         dst_stage = plan.stage_of(chunk)
-        pairs = self._peer_pairs(agent, dst_stage)
-        receiver = self._agent_of_rank[int(pairs[0, 1])]
+        transfers = self._peer_sends(agent, dst_stage, plan.p2p_bytes)
+        receiver = self._agent_of_rank[int(transfers.pairs[0, 1])]
         message = self.inbox(receiver, key)
         message.sent_at_s = self.env.now
         if dst_stage == agent.stage:
             message.arrived.succeed()
-            return
+            return message.arrived
         started_at_s = self.env.now
-        # the label names the stage boundary: only the same boundary's sends in other replicas merge into one class
-        done = self.net.transfer(TransferClass(pairs, plan.p2p_bytes, label=f"pp {agent.stage}->{dst_stage}"))
+        done = self.net.transfer(transfers)
         done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))
+        return done
 
-    def _peer_pairs(self, agent: Agent, stage: int) -> np.ndarray:
-        """(rank, same rank moved to pipeline ``stage``) for every rank ``agent`` stands for; cached."""
-        key = (agent.rank, stage)
+    def post_receive(self, agent: Agent, key) -> None:
+        """``agent`` posts its receive of ``key``: a blocking sender of it may start (``receiver_ready``)."""
+        message = self.inbox(agent, key)
+        if message.posted is None:
+            message.posted = self.env.event()
+        if not message.posted.triggered:
+            message.posted.succeed()
+
+    def receiver_ready(self, agent: Agent, key, chunk: int) -> simpy.Event:
+        """The event of the receiver of ``key`` (the stage holding ``chunk``) posting its receive: an NCCL send
+        larger than its buffers completes only into a posted receive."""
+        receiver = self._agent_of_rank[int(self._peer_pairs(agent, self.plan.stage_of(chunk))[0, 1])]
+        message = self.inbox(receiver, key)
+        if message.posted is None:
+            message.posted = self.env.event()
+        return message.posted
+
+    def _peer_sends(self, agent: Agent, stage: int, size_bytes: float) -> TransferClass:
+        """The pipeline send of every rank ``agent`` stands for to the same rank moved to ``stage``: one part per
+        rank (each replica's send is its own transfer). The label names the stage boundary, so only the same
+        boundary's sends in other replicas can merge into one class. Cached: the network routes a class once."""
+        key = (agent.rank, stage, size_bytes)
         if key not in self._pairs:
             ranks = np.asarray(agent.ranks, dtype=np.int64)
-            self._pairs[key] = np.stack([ranks, self.plan.layout.moved(ranks, "pp", stage)], axis=1)
+            pairs = np.stack([ranks, self.plan.layout.moved(ranks, "pp", stage)], axis=1)
+            self._pairs[key] = TransferClass(pairs, size_bytes, label=f"pp {agent.stage}->{stage}",
+                                             parts=np.arange(len(pairs)) if len(pairs) > 1 else None)
         return self._pairs[key]
 
     def _groups(self, agent: Agent, axes: tuple[str, ...]) -> list[tuple[int, ...]]:
@@ -140,6 +166,20 @@ class Simulation:
                                self.plan.p2p_bytes)
 
     # ---- data-parallel collectives ----------------------------------------------------------------------------
+    @functools.cached_property
+    def slowdowns(self) -> Slowdowns:
+        """How much compute slows beside this run's communication kernels (``engine.overlap``)."""
+        return slowdowns(self.scenario, self.plan.layout)
+
+    def data_parallel_busy_s(self, agent: Agent) -> float:
+        """How much longer ``agent``'s data-parallel stream stays busy (its kernels hold SMs): the collectives
+        queued on it, each for its time alone on the fabric (an estimate: contention and late peers make them
+        longer); 0 when it is idle."""
+        last = self._dp_streams.get(agent.rank)
+        if last is None or last.triggered:
+            return 0.0
+        return max(0.0, self._dp_busy_until[agent.rank] - self.env.now)
+
     def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str) -> simpy.Event:
         """Queue a collective over the data-parallel groups of ``agent``'s ranks on its data-parallel stream.
 
@@ -149,6 +189,8 @@ class Simulation:
         done = self.env.event()
         previous = self._dp_streams.get(agent.rank)
         self._dp_streams[agent.rank] = done
+        alone_s = timing.isolated_time_s(self.fabric, op, self._groups(agent, ("dp", "cp"))[0], size_bytes)
+        self._dp_busy_until[agent.rank] = max(self._dp_busy_until.get(agent.rank, 0.0), self.env.now) + alone_s
         self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done))
         return done
 
@@ -180,20 +222,21 @@ class Simulation:
 
     # ---- tensor-parallel collectives --------------------------------------------------------------------------
     def tensor_parallel(self, agent: Agent, calls: tuple[tuple[str, int], ...], size_bytes: float,
-                        name: str) -> simpy.Event:
+                        name: str, tag: str = "tp") -> simpy.Event:
         """Run a block's tensor-parallel collectives ((op, count) of ``size_bytes`` each, in order) over the TP
         groups of ``agent``'s ranks on the network, once every member rank has reached them; returns the event of
-        their completion. The TP ranks of a collapsed agent are all its own, so they start at once."""
+        their completion. The TP ranks of a collapsed agent are all its own, so they start at once. ``tag`` labels
+        the transfers (the merge policy keeps differently labelled traffic apart)."""
         done = self.env.event()
-        self.env.process(self._join_tensor_parallel(agent, calls, size_bytes, name, done))
+        self.env.process(self._join_tensor_parallel(agent, calls, size_bytes, name, done, tag))
         return done
 
-    def _join_tensor_parallel(self, agent, calls, size_bytes, name, done):
+    def _join_tensor_parallel(self, agent, calls, size_bytes, name, done, tag):
         groups = self._groups(agent, ("tp",))
         waiting = self._arrive(agent, groups, name, done)
         if waiting is None:
             return
-        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag="tp")
+        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=tag)
         for event in waiting:
             event.succeed()
 
@@ -215,12 +258,59 @@ class Simulation:
         for event in waiting:
             event.succeed()
 
+    # ---- the step's last collectives --------------------------------------------------------------------------
+    def step_collective(self, agent: Agent, kind: str, size_bytes: float) -> simpy.Event:
+        """All-reduce ``size_bytes`` over the ``kind`` groups of ``agent``'s ranks on the network, once every
+        member rank has arrived; the event's value is when the collective started (its last member arrived).
+
+        ``embedding``: the first and last pipeline stage of every (tp, cp, dp) coordinate (Megatron's embedding
+        group); ``grad norm``: the ranks differing only on the plan's ``grad_norm_axes``.
+        """
+        done = self.env.event()
+        groups = self._step_groups(agent, kind)
+        if len(groups[0]) < 2:
+            done.succeed(self.env.now)
+            return done
+        self.env.process(self._join_step_collective(agent, groups, kind, size_bytes, done))
+        return done
+
+    def _join_step_collective(self, agent, groups, kind, size_bytes, done):
+        waiting = self._arrive(agent, groups, f"{kind} allreduce", done)
+        if waiting is None:
+            return
+        started_at_s = self.env.now
+        yield from self.collective_driver.run("allreduce", groups, size_bytes)
+        stream = "pp" if kind == "embedding" else "dp"
+        self.recorder.transfer(agent, stream, f"{kind} allreduce", -1, started_at_s, self.env.now, size_bytes)
+        for event in waiting:
+            event.succeed(started_at_s)
+
+    def _step_groups(self, agent: Agent, kind: str) -> list[tuple[int, ...]]:
+        """The groups of ``step_collective``, members in rank order (ring neighbours on NVLink first); cached."""
+        key = (agent.rank, kind)
+        if key not in self._groups_cache:
+            layout = self.plan.layout
+            if kind == "embedding":
+                ranks = np.asarray(agent.ranks, dtype=np.int64)
+                ends = zip(layout.moved(ranks, "pp", 0).tolist(), layout.moved(ranks, "pp", layout.pp - 1).tolist(),
+                           strict=True)
+                groups = sorted(set(ends))
+            elif len(self.plan.grad_norm_axes) == len(layout.order):  # every rank: one group
+                groups = [tuple(range(layout.world_size))]
+            else:
+                groups = sorted(tuple(sorted(group)) for group in self._groups(agent, self.plan.grad_norm_axes))
+            self._groups_cache[key] = groups
+        return self._groups_cache[key]
+
     # ---- run --------------------------------------------------------------------------------------------------
     def run(self, steps: int | None = None, on_step=None) -> Result:
         """Simulate ``steps`` optimizer steps; ``on_step(i)`` is called after each (for progress bars).
 
-        Steps end with a barrier over all ranks: the optimizer's gradient-norm all-reduce for clipping spans the
-        whole job (Megatron-LM clip_grad_norm), so no rank starts step i+1 before every rank has finished step i.
+        Before the optimizer, the gradient-norm all-reduce of clipping (Megatron-LM clip_grad_norm) runs on the
+        network over every rank holding gradients (the whole job with the distributed optimizer), synchronising
+        them. Steps still end with a barrier over all ranks: no rank starts step i+1 before every rank has finished
+        step i (stages whose optimizer or parameter gathering ends earlier wait; in Megatron they would start the
+        next step's first forward).
         """
         steps = steps or self.scenario.training.steps
         assert self.env.now == 0, "a Simulation runs once (step indices key its messages)"
@@ -241,6 +331,9 @@ class Simulation:
             agents=tuple(AgentTally(dataclasses.replace(agent.tally), agent.multiplicity) for agent in self.agents),
             events=self.recorder.table(), link_bytes=self.model.link_bytes.copy(), fabric=FabricLinks.of(self.fabric),
             network_model=self.network_name, end_s=self.env.now, wall_time_s=wall_time_s, memory=self.memory,
+            symmetry=SymmetryCheck(collapsed=not self.expand,
+                                   held_back_classes=getattr(self.model, "held_back_classes", None),
+                                   held_back_s=getattr(self.model, "held_back_s", None)),
             model_flop_per_step=ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
             hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),

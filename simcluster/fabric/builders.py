@@ -65,20 +65,22 @@ class GraphBuilder:
             self.gpu_nodes.append(name)
         return name
 
-    def link(self, u, v, bytes_per_s: float, kind: str, extra_latency_s: float = 0.0):
+    def link(self, u, v, bytes_per_s: float, kind: str, extra_latency_s: float = 0.0, link_class: str | None = None):
         """One directed link u -> v; entering v costs v's traversal latency. A second link u -> v adds
-        capacity."""
+        capacity. ``link_class`` overrides the class inferred from the ends' roles (``classes.infer``)."""
         if self.graph.has_edge(u, v):
             self.graph.edges[u, v]["bytes_per_s"] += bytes_per_s
             return
         self.graph.add_edge(u, v, bytes_per_s=bytes_per_s, latency_s=self._node_latency[v] + extra_latency_s,
                             kind=kind, link_id=self._next_link)
+        if link_class:
+            self.graph.edges[u, v]["link_class"] = link_class
         self._next_link += 1
 
-    def cable(self, u, v, bytes_per_s: float, kind: str, extra_latency_s: float = 0.0):
+    def cable(self, u, v, bytes_per_s: float, kind: str, extra_latency_s: float = 0.0, link_class: str | None = None):
         """A full-duplex cable: two directed links of ``bytes_per_s`` each."""
-        self.link(u, v, bytes_per_s, kind, extra_latency_s)
-        self.link(v, u, bytes_per_s, kind, extra_latency_s)
+        self.link(u, v, bytes_per_s, kind, extra_latency_s, link_class)
+        self.link(v, u, bytes_per_s, kind, extra_latency_s, link_class)
 
 
 def _server_sizes(gpus: int, gpus_per_node: int) -> list[int]:

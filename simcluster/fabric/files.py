@@ -6,6 +6,7 @@ The YAML format is documented in docs/topologies.md. Any problem is a ScenarioEr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -19,8 +20,10 @@ LINK_KINDS = ("nvlink", "pcie", "ib", "ethernet", "torus")
 
 _TOP_KEYS = {"name", "gpus_per_node", "gpu_transit", "defaults", "nodes", "links"}
 _NODE_KEYS = {"role", "rank", "latency"}
-_LINK_KEYS = {"ends", "bandwidth", "latency", "kind", "directed", "count"}
+_LINK_KEYS = {"ends", "bandwidth", "latency", "kind", "class", "directed", "count"}
 _DEFAULT_KEYS = {"bandwidth", "latency", "kind"}
+_EDGE_ATTRIBUTES = {"bandwidth", "latency", "kind", "class", "count"}  # GraphML
+_CLASS_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 def _check_keys(where: str, data: dict, allowed: set[str]):
@@ -109,8 +112,11 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
         if not _is_int(count) or not 1 <= count <= MAX_LINK_COUNT:
             raise ScenarioError(f"{where}.count", f"expected an integer from 1 to {MAX_LINK_COUNT} (cables of one "
                                 f"switch), got {count!r}")
+        link_class = link.get("class")
+        if link_class is not None and not (isinstance(link_class, str) and _CLASS_NAME.fullmatch(link_class)):
+            raise ScenarioError(f"{where}.class", f"expected a lower-case name such as leaf-spine, got {link_class!r}")
         add = b.link if link.get("directed", False) else b.cable
-        add(str(ends[0]), str(ends[1]), bytes_per_s * count, kind, latency_s)
+        add(str(ends[0]), str(ends[1]), bytes_per_s * count, kind, latency_s, link_class)
     _order_gpus(b, gpus, source)
     gpus_per_node = data.get("gpus_per_node")
     if gpus_per_node is not None and (not _is_int(gpus_per_node) or gpus_per_node < 1):
@@ -148,7 +154,7 @@ def validate_graph(graph: nx.DiGraph, gpu_nodes: list, source: str):
 
 def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
     """A GraphML fabric: node attribute ``role`` (optional ``rank``, ``latency``), edge attributes
-    ``bandwidth`` and optional ``latency``, ``kind`` as unit strings. An undirected graph's edges are
+    ``bandwidth`` and optional ``latency``, ``kind``, ``class`` as unit strings. An undirected graph's edges are
     full-duplex cables."""
     source = str(path)
     inputs.read_text(path, inputs.MAX_FABRIC_BYTES, "GraphML fabric file")  # size and text, before XML parsing
@@ -166,14 +172,13 @@ def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
                                 f"{', '.join(sorted(_NODE_KEYS))})")
     links = []
     for u, v, attrs in raw.edges(data=True):
-        extra = set(attrs) - {"bandwidth", "latency", "kind", "count", "id"}
+        extra = set(attrs) - _EDGE_ATTRIBUTES - {"id"}
         if extra:
             raise ScenarioError(f"{source}:edge {u}-{v}.{sorted(extra)[0]}",
                                 "unknown edge attribute (allowed: "
-                                "bandwidth, latency, kind, count)")
+                                f"{', '.join(sorted(_EDGE_ATTRIBUTES))})")
         link = {"ends": [str(u), str(v)], "directed": raw.is_directed()}
-        link.update({key: value for key, value in attrs.items()
-                     if key in {"bandwidth", "latency", "kind", "count"}})
+        link.update({key: value for key, value in attrs.items() if key in _EDGE_ATTRIBUTES})
         links.append(link)
     data = {"name": raw.graph.get("name") or path.stem, "nodes": nodes, "links": links}
     for key in ("gpus_per_node", "gpu_transit"):

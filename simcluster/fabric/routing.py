@@ -45,6 +45,8 @@ ROUTING_POLICIES = ("adaptive", "ecmp")
 ADAPTIVE_LINK_KINDS = frozenset({"ib"})
 
 _NO_LINKS = np.zeros(0, dtype=np.int64)
+# (part, link) keys below this are counted in a dense array (8 bytes each) rather than sorted
+_DENSE_PART_KEYS = 2**22
 # Destination groups with at most this many source switches use cached per switch-pair sprays; larger groups
 # (e.g. a random permutation) are spread in one pass, which costs about as much as one cached spray.
 _CACHED_SPRAY_SOURCES = 4
@@ -364,17 +366,22 @@ class Router:
         return cached
 
     # ---- many pairs at once ----------------------------------------------------------------------------
-    def route_set(self, src: np.ndarray, dst: np.ndarray, salt: int, adaptive: bool, links: int):
+    def route_set(self, src: np.ndarray, dst: np.ndarray, salt: int, adaptive: bool, links: int,
+                  part: np.ndarray | None = None):
         """(link ids in use, load on each, latency per pair) of the flows src[i] -> dst[i] over ``links`` links.
 
         Load = number of flows crossing a link; under ``adaptive`` the sum over flows of the fraction of each
         flow's bytes on the link (access segments carry a whole flow). Latency = the pair's path (ECMP), or its
         access segments plus the slowest sprayed core path (adaptive; all equal on the builtin fabrics).
         Raises KeyError when a pair has no route.
+
+        With ``part`` (an id per pair) the loads are kept apart per part: (part of each entry, link ids, load,
+        latency per pair), entries sorted by part then link (the route of each part, all parts in one pass).
         """
         latency_s = np.zeros(len(src))
         parts: list[np.ndarray] = []        # link ids, one array per piece of route
         weights: list[np.ndarray] = []      # with the load each piece puts on them
+        owners: list[np.ndarray] | None = None if part is None else []  # the pair of every entry, per part
         via = np.flatnonzero(src != dst)
         if self.edge_link and len(via):
             direct = [self._direct(s, d) for s, d in zip(src[via].tolist(), dst[via].tolist(), strict=True)]
@@ -383,6 +390,8 @@ class Router:
                 hit = np.array([k for k in direct if k is not None], dtype=np.int64)
                 parts.append(hit)
                 weights.append(np.ones(len(hit)))
+                if owners is not None:
+                    owners.append(via[has])
                 latency_s[via[has]] = self.link_latency_s[hit]
             via = via[~has]
         if len(via):
@@ -392,27 +401,34 @@ class Router:
                 flat = table.links[rows].ravel()
                 parts.append(flat[flat >= 0])
                 weights.append(np.ones(int((flat >= 0).sum())))
+                if owners is not None:
+                    owners.append(np.repeat(via, table.links.shape[1])[flat >= 0])
             latency_s[via] = up.latency_s[u] + down.latency_s[d]
             a, b = up.switch[u], down.switch[d]
             cross = np.flatnonzero(a != b)
             if adaptive and len(cross):        # one spreading pass per destination switch
                 cross = cross[np.argsort(b[cross], kind="stable")]
-                for group in np.split(cross, np.flatnonzero(np.diff(b[cross])) + 1):
-                    sources, inverse, flows = np.unique(a[group], return_inverse=True, return_counts=True)
-                    target = int(b[group[0]])
-                    if len(sources) <= _CACHED_SPRAY_SOURCES:
-                        # few sources: per switch-pair sprays, cached across calls (rings, pipeline sends and
-                        # data-parallel groups revisit the same switch pairs with different GPU pairs)
-                        slowest_s = np.empty(len(sources))
-                        for k, (source, count) in enumerate(zip(sources.tolist(), flows.tolist(), strict=True)):
-                            core_links, fractions, slowest_s[k] = self.spray(source, target)
+                for by_target in np.split(cross, np.flatnonzero(np.diff(b[cross])) + 1):
+                    target = int(b[by_target[0]])
+                    # per part, the part's flows to this switch as one spray (a part's load, not a pair's, is kept)
+                    for group in _split_by_part(by_target, None if part is None else part[via[by_target]]):
+                        sources, inverse, flows = np.unique(a[group], return_inverse=True, return_counts=True)
+                        pieces = len(parts)
+                        if len(sources) <= _CACHED_SPRAY_SOURCES:
+                            # few sources: per switch-pair sprays, cached across calls (rings, pipeline sends and
+                            # data-parallel groups revisit the same switch pairs with different GPU pairs)
+                            slowest_s = np.empty(len(sources))
+                            for k, (source, count) in enumerate(zip(sources.tolist(), flows.tolist(), strict=True)):
+                                core_links, fractions, slowest_s[k] = self.spray(source, target)
+                                parts.append(core_links)
+                                weights.append(fractions * count)
+                        else:
+                            core_links, core_load, slowest_s = self._spray_to(target, sources, flows)
                             parts.append(core_links)
-                            weights.append(fractions * count)
-                    else:
-                        core_links, core_load, slowest_s = self._spray_to(target, sources, flows)
-                        parts.append(core_links)
-                        weights.append(core_load)
-                    latency_s[via[group]] += slowest_s[inverse]
+                            weights.append(core_load)
+                        if owners is not None:  # any pair of the part stands for it
+                            owners.append(np.full(sum(len(piece) for piece in parts[pieces:]), via[group[0]]))
+                        latency_s[via[group]] += slowest_s[inverse]
             elif len(cross):
                 walks = [self._walk(int(a[c]), int(b[c]), self._dist_to(int(b[c])),
                                     (int(src[via[c]]), int(dst[via[c]]), int(salt))) for c in cross.tolist()]
@@ -420,7 +436,12 @@ class Router:
                 parts.append(flat)
                 weights.append(np.ones(len(flat)))
                 owner = np.repeat(cross, [len(w) for w in walks])
+                if owners is not None:
+                    owners.append(via[owner])
                 latency_s[via] += np.bincount(owner, weights=self.link_latency_s[flat], minlength=len(via))
+        if owners is not None:
+            return (*loads_by_part(part, _concat(owners), _concat(parts), _concat(weights, float), links),
+                    latency_s)
         if not parts:
             return _NO_LINKS, np.zeros(0), latency_s
         ids = np.concatenate(parts)
@@ -430,6 +451,33 @@ class Router:
         if not adaptive:
             load = np.rint(load).astype(np.int64)   # whole flows
         return used, load, latency_s
+
+
+def _split_by_part(indices: np.ndarray, part: np.ndarray | None) -> list[np.ndarray]:
+    """``indices`` split by ``part`` (one id per index; None: one part)."""
+    if part is None:
+        return [indices]
+    order = np.argsort(part, kind="stable")
+    return np.split(indices[order], np.flatnonzero(np.diff(part[order])) + 1)
+
+
+def _concat(arrays: list[np.ndarray], dtype=np.int64) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
+
+
+def loads_by_part(part: np.ndarray, owner: np.ndarray, ids: np.ndarray, weights: np.ndarray,
+                  links: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Route entries (pair ``owner[i]`` puts ``weights[i]`` on link ``ids[i]``) summed per (part of the pair,
+    link): (part, link id, load) sorted by part then link."""
+    key = np.asarray(part, dtype=np.int64)[owner] * links + ids
+    if len(key) and key.max() < _DENSE_PART_KEYS:  # few parts: a dense count beats sorting millions of entries
+        load = np.bincount(key, weights=weights)
+        key = np.flatnonzero(load)
+        load = load[key]
+    else:
+        key, inverse = np.unique(key, return_inverse=True)
+        load = np.bincount(inverse, weights=weights, minlength=len(key))
+    return key // links, key % links, load
 
 
 class TorusRouter:

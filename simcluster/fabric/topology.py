@@ -23,8 +23,8 @@ import numpy as np
 
 from simcluster.core import units
 from simcluster.core.errors import ScenarioError
-from simcluster.fabric import builders, files
-from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing
+from simcluster.fabric import builders, classes, files
+from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing, loads_by_part
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
 BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus")
@@ -74,6 +74,12 @@ class Fabric:
         for u, v, link_id in self.graph.edges(data="link_id"):
             ends[link_id] = (u, v)
         return ends
+
+    @cached_property
+    def link_class(self) -> list[str]:
+        """Where every directed link sits (``nvlink``, ``pcie``, ``nic``, ``leaf-spine``, ``spine-core``, ``torus``
+        ...: ``classes``), by link id."""
+        return classes.of_graph(self.graph, self.links)
 
     @property
     def router(self):
@@ -173,6 +179,25 @@ class Fabric:
         links, counts, _ = self._route_set(pairs, salt)
         return links, counts
 
+    def links_of_parts(self, pairs: np.ndarray, part: np.ndarray, salt: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``links_of`` kept apart per part, for all parts in one pass: (part of each entry, link id, load), sorted
+        by part then link; ``part`` gives each pair's part id. Not cached (callers keep what they reuse)."""
+        pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+        if len(pairs) and (pairs.min() < 0 or pairs.max() >= self.gpus):
+            raise ScenarioError("pairs", f"GPU indices must lie in 0..{self.gpus - 1}")
+        router = self.router
+        try:
+            if isinstance(router, Router):
+                return router.route_set(pairs[:, 0], pairs[:, 1], int(salt), self.routing == "adaptive", self.links,
+                                        part=part)[:3]
+            paths = [router.path(s, d, int(salt)) for s, d in pairs.tolist()]
+        except KeyError as err:
+            raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
+        owner = np.repeat(np.arange(len(paths)), [len(p) for p in paths])
+        flat = np.concatenate(paths).astype(np.int64) if paths else np.zeros(0, dtype=np.int64)
+        return loads_by_part(part, owner, flat, np.ones(len(flat)), self.links)
+
     def pair_latencies_s(self, pairs: np.ndarray, salt: int = 0) -> np.ndarray:
         """Path latency of each (src, dst) pair, in pair order: its ``path_latency_s`` under ``ecmp``; under
         ``adaptive`` the slowest of the sprayed paths (the same on fabrics whose switches have one latency)."""
@@ -186,7 +211,11 @@ class Fabric:
         kinds: dict[str, int] = {}
         for kind in self.link_kind:
             kinds[kind] = kinds.get(kind, 0) + 1
-        return {"name": self.name, "gpus": self.gpus, "nodes": roles, "links": kinds, "routing": self.routing}
+        tiers: dict[str, int] = {}
+        for link_class in self.link_class:
+            tiers[link_class] = tiers.get(link_class, 0) + 1
+        return {"name": self.name, "gpus": self.gpus, "nodes": roles, "links": kinds, "link_classes": tiers,
+                "routing": self.routing}
 
 
 def fabric_from_graph(name: str, graph: nx.DiGraph, gpu_nodes: list, gpus_per_node: int) -> Fabric:
@@ -351,5 +380,6 @@ def write_graphml(fabric: Fabric, path: str | Path):
     for u, v, d in fabric.graph.edges(data=True):
         entered = fabric.graph.nodes[v].get("latency_s", 0.0)
         out.add_edge(str(u), str(v), bandwidth=f"{d['bytes_per_s']:.17g} B/s",
-                     latency=f"{(d['latency_s'] - entered) * 1e9:.6g} ns", kind=d["kind"])
+                     latency=f"{(d['latency_s'] - entered) * 1e9:.6g} ns", kind=d["kind"],
+                     **{"class": fabric.link_class[d["link_id"]]})
     nx.write_graphml(out, str(path))

@@ -6,7 +6,15 @@ import math
 
 import numpy as np
 
-from simcluster.network.base import NetworkModel, TransferClass, class_load
+from simcluster.network.base import (
+    SAME_RTOL,
+    HeldBack,
+    NetworkModel,
+    TransferClass,
+    class_load,
+    latency_gaps_s,
+    part_routes,
+)
 
 
 class AnalyticNetwork(NetworkModel):
@@ -16,6 +24,10 @@ class AnalyticNetwork(NetworkModel):
     count_l is how many of its own transfers cross link l (Hockney's alpha-beta model, with the class's own
     load on its busiest link as beta). Classes active at the same time do not slow each other down: this is
     the oracle the contention-aware models are checked against on an idle fabric.
+
+    A class of several parts (``TransferClass.parts``) runs at its slowest part's bottleneck; a part whose own
+    bottleneck is less loaded, or whose paths are shorter, is held back: ``held_back_classes`` counts such classes
+    and ``held_back_s`` sums the time their most held-back part would have saved alone.
     """
 
     name = "analytic"
@@ -25,6 +37,7 @@ class AnalyticNetwork(NetworkModel):
         self._capacity = np.asarray(fabric.link_bytes_per_s, dtype=float)
         self._ends: dict[int, float] = {}
         self._next_handle = 0
+        self.held_back = HeldBack()
 
     def duration_s(self, transfers: TransferClass) -> float:
         """Time of ``transfers`` alone on the idle fabric."""
@@ -39,7 +52,28 @@ class AnalyticNetwork(NetworkModel):
         handle = self._next_handle
         self._next_handle += 1
         self._ends[handle] = now_s + self.duration_s(transfers)
+        if transfers.part_count > 1:
+            saved_s = self._bytes_saved_s(transfers, links, counts)
+            gaps_s = latency_gaps_s(self.fabric, transfers)
+            if gaps_s is not None:
+                saved_s = gaps_s if saved_s is None else saved_s + gaps_s
+            if saved_s is not None:
+                self.held_back.add(saved_s)
         return handle
+
+    def _bytes_saved_s(self, transfers: TransferClass, links: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
+        """Sending time each part would save alone, its own bottleneck less loaded than the class's; None when no
+        part's is."""
+        if not len(links) or transfers.size_bytes == 0:
+            return None
+        routes = part_routes(self.fabric, transfers)
+        slowest = float(np.max(counts / self._capacity[links]))
+        worst = np.full(routes.parts, slowest)   # a part without links waits for the class
+        worst[np.unique(routes.part)] = 0.0
+        np.maximum.at(worst, routes.part, routes.counts / self._capacity[routes.links])
+        if worst.min() >= slowest * (1 - SAME_RTOL):
+            return None
+        return transfers.size_bytes * (slowest - worst)
 
     def next_completion_s(self) -> float:
         return min(self._ends.values(), default=math.inf)

@@ -4,7 +4,8 @@ A ``TransferClass`` is a set of point-to-point transfers that start together and
 one rate (the n sends of one ring step, or a pipeline send repeated in every data-parallel replica). The
 engine and ``collectives.timing`` hand classes to a model with ``start``, ask when the next one completes
 with ``next_completion_s`` and move time forward with ``advance``. Completion = bytes done + the largest
-path latency.
+path latency. A class may stand for several independent transfers (``parts``); models that check merged classes
+say in ``held_back`` when merging held one back (``engine.merge`` states the rule).
 
 Models: ``analytic`` (alpha-beta, no contention), ``flow`` (max-min fair sharing, ``flow``), ``chunk``
 (store-and-forward chunks through per-link queues, ``store_forward``); ``make`` in the package builds one.
@@ -12,38 +13,83 @@ Models: ``analytic`` (alpha-beta, no contention), ``flow`` (max-min fair sharing
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 
+# Rates or latencies within this relative margin are equal (float rounding of sums along different paths).
+SAME_RTOL = 1e-9
+
 
 @dataclass(frozen=True, eq=False)
 class TransferClass:
-    """Transfers ``pairs[i] = (src_gpu, dst_gpu)`` (fabric GPU indices) of ``size_bytes`` each."""
+    """Transfers ``pairs[i] = (src_gpu, dst_gpu)`` (fabric GPU indices) of ``size_bytes`` each.
+
+    ``parts[i]`` (ids 0..k-1) names the independent transfer pair i belongs to when the class stands for several:
+    one part per group of a collective step run over several groups, one per replica of a collapsed agent's
+    pipeline send. The pairs of one part are coupled (a ring step advances at its slowest link); different parts
+    progress at one rate only because they were merged, which the network models check (``held_back``).
+    None: one part.
+    """
 
     pairs: np.ndarray
     size_bytes: float
     label: str = ""
+    parts: np.ndarray | None = None
 
     def __post_init__(self):
         pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
         object.__setattr__(self, "pairs", pairs)
+        if self.parts is not None:
+            parts = np.asarray(self.parts, dtype=np.int64).reshape(-1)
+            assert len(parts) == len(pairs), "one part id per pair"
+            object.__setattr__(self, "parts", parts)
         assert self.size_bytes >= 0
 
     @property
     def members(self) -> int:
         return len(self.pairs)
 
+    @property
+    def part_count(self) -> int:
+        """How many independent transfers the class stands for."""
+        if self.parts is None or not len(self.parts):
+            return 1
+        return int(self.parts.max()) + 1
+
+    @classmethod
+    def joined(cls, classes, size_bytes: float, label: str) -> TransferClass:
+        """One class of the pairs of ``classes`` (each sending ``size_bytes``), their parts kept apart: class j's
+        parts are numbered after those of classes 0..j-1."""
+        classes = list(classes)
+        offsets = np.cumsum([0] + [c.part_count for c in classes[:-1]])
+        parts = np.concatenate([np.zeros(c.members, dtype=np.int64) + offset if c.parts is None else c.parts + offset
+                                for c, offset in zip(classes, offsets, strict=True)])
+        return cls(np.concatenate([c.pairs for c in classes]), size_bytes, label,
+                   parts if offsets[-1] + classes[-1].part_count > 1 else None)
+
 
 class NetworkModel(ABC):
     """A fabric's links carrying transfer classes. Subclasses decide how transfers share the links."""
 
     name: str = "abstract"
+    held_back: HeldBack | None = None  # what merged classes held back; None: the model does not check
 
     def __init__(self, fabric):
         self.fabric = fabric
         self.link_bytes = np.zeros(len(fabric.link_bytes_per_s))  # bytes carried per directed link so far
+
+    @property
+    def held_back_classes(self) -> int | None:
+        """Classes that held a part back (``HeldBack``); None when the model does not check."""
+        return None if self.held_back is None else self.held_back.classes
+
+    @property
+    def held_back_s(self) -> float | None:
+        """The most one replica's transfers could have saved had no class held them back (``HeldBack``)."""
+        return None if self.held_back is None else self.held_back.seconds
 
     @abstractmethod
     def start(self, transfers: TransferClass, now_s: float) -> int:
@@ -79,6 +125,90 @@ def class_load(fabric, transfers: TransferClass) -> tuple[np.ndarray, np.ndarray
     load = (np.asarray(links, dtype=np.int64), np.asarray(counts, dtype=float), latency_s)
     object.__setattr__(transfers, "_load", (routes, load))
     return load
+
+
+@dataclass(frozen=True)
+class PartRoutes:
+    """The route of every part of a class: entry i puts ``counts[i]`` of part ``part[i]``'s pairs on ``links[i]``
+    (sorted by part, then link)."""
+
+    part: np.ndarray
+    links: np.ndarray
+    counts: np.ndarray
+    parts: int
+
+
+def part_routes(fabric, transfers: TransferClass) -> PartRoutes:
+    """Per-part routes of a class, all parts in one pass (``Fabric.links_of_parts``); cached on the class as
+    ``class_load`` caches the class's route, and per fabric by pairs and parts (collectives of several sizes over
+    the same groups are different classes with the same routes)."""
+    routes = getattr(fabric, "raw", fabric)
+    cached = transfers.__dict__.get("_part_routes")
+    if cached is not None and cached[0] is routes:
+        return cached[1]
+    part = np.zeros(transfers.members, dtype=np.int64) if transfers.parts is None else transfers.parts
+    key = (transfers.pairs.tobytes(), part.tobytes())
+    by_pairs = _PART_ROUTES.setdefault(routes, {})   # weak on the fabric: a collected fabric takes its entries along
+    result = by_pairs.get(key)
+    if result is None:
+        moving = transfers.pairs[:, 0] != transfers.pairs[:, 1]
+        if moving.any():
+            entry_part, links, counts = fabric.links_of_parts(transfers.pairs[moving], part[moving])
+        else:
+            entry_part, links, counts = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+        result = PartRoutes(entry_part, links, np.asarray(counts, dtype=float), transfers.part_count)
+        if len(by_pairs) >= _PART_ROUTES_KEPT:
+            by_pairs.clear()
+        by_pairs[key] = result
+    object.__setattr__(transfers, "_part_routes", (routes, result))
+    return result
+
+
+_PART_ROUTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PART_ROUTES_KEPT = 256  # per fabric: the distinct groups of a run's collectives and pipeline sends
+
+
+def latency_gaps_s(fabric, transfers: TransferClass) -> np.ndarray | None:
+    """How much earlier than the class each of its parts would complete on its own by path latency alone (a class
+    completes after its slowest pair's latency, a part after its own slowest pair's); None when no part would (one
+    part, or equal latencies: every builtin fabric's equal-cost paths). Cached on the class."""
+    cached = transfers.__dict__.get("_latency_gaps_s", False)
+    if cached is not False:
+        return cached
+    gaps_s = None
+    moving = transfers.pairs[:, 0] != transfers.pairs[:, 1]
+    if transfers.part_count > 1 and moving.any():
+        latency_s = np.asarray(fabric.pair_latencies_s(transfers.pairs[moving]), dtype=float)
+        if np.ptp(latency_s) > SAME_RTOL * latency_s.max():
+            slowest_s = np.full(transfers.part_count, latency_s.max())  # a part without links waits for nothing
+            slowest_s[np.unique(transfers.parts[moving])] = 0.0
+            np.maximum.at(slowest_s, transfers.parts[moving], latency_s)
+            gaps_s = latency_s.max() - slowest_s
+            if gaps_s.max() <= SAME_RTOL * latency_s.max():  # pairs differ, but every part's slowest is the class's
+                gaps_s = None
+    object.__setattr__(transfers, "_latency_gaps_s", gaps_s)
+    return gaps_s
+
+
+class HeldBack:
+    """What merging transfers into classes cost, as a network model finds it (``engine.merge``).
+
+    ``classes``: how many classes held at least one part back. ``seconds``: the time the held-back parts could have
+    saved, summed over those classes (per class, its most held-back part's saving). A loose upper estimate of how
+    much earlier a step could end: a class's consumers usually wait for its slowest part, which merging did not
+    slow, so the step gains only what the faster parts' earlier completion frees for others; the sum counts
+    everything they could have gained themselves.
+    """
+
+    def __init__(self):
+        self.classes = 0
+        self.seconds = 0.0
+
+    def add(self, saved_s: np.ndarray, new: bool = True) -> None:
+        """A class held its parts back by ``saved_s`` (seconds per part, 0 where not held back); ``new``: the
+        first time for this class."""
+        self.classes += new
+        self.seconds += float(saved_s.max())
 
 
 def max_path_latency_s(fabric, pairs: np.ndarray) -> float:

@@ -9,6 +9,11 @@ is thereby held to the rate of its most constrained member, and the capacity its
 goes to the other classes. Rates are recomputed only when a class starts or finishes sending; between those
 events every rate is constant, so the model advances from event to event in closed form.
 
+Merged classes (``TransferClass.parts``, ``engine.merge``): a class that stands for several independent transfers
+gives them one rate, its most constrained part's. On every rate solution the model checks that no part is held back
+(``_held_back``: each part crosses a saturated link on which no class is faster) and tallies, in ``held_back``, the
+classes that fail and the time their held-back parts could have saved.
+
 Latency phase (the simplest correct choice): a class occupies its links from its start until its bytes are
 sent, then completes after the largest path latency among its pairs, during which it no longer loads the
 links. On an idle fabric a class of S bytes per pair whose bottleneck gives each pair B bytes/s completes
@@ -21,7 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcluster.network.base import NetworkModel, TransferClass, class_load
+from simcluster.network.base import (
+    HeldBack,
+    NetworkModel,
+    PartRoutes,
+    TransferClass,
+    class_load,
+    latency_gaps_s,
+    part_routes,
+)
 
 # Classes whose finishing times agree to this relative precision finish together (floating-point slack).
 _SAME_TIME_RTOL = 1e-12
@@ -31,6 +44,9 @@ _SATURATION_RTOL = 1e-9
 _RATE_CACHE_ENTRIES = 256
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
+# A link is saturated (can bind a class) when its spare capacity is below this fraction of it: progressive filling
+# fills a link to within _SATURATION_RTOL, plus float slack.
+_SATURATED_RTOL = 1e-6
 
 
 @dataclass(eq=False)
@@ -41,6 +57,7 @@ class _Sending:
     counts: np.ndarray
     remaining_bytes: float
     latency_s: float
+    merged: TransferClass | None = None  # the class, when it stands for several parts (checked for exactness)
 
     @property
     def route(self) -> int:
@@ -74,6 +91,11 @@ class FlowNetwork(NetworkModel):
         self._finished: list[int] = []           # completed during an implicit advance in start()
         self._present: np.ndarray | None = None   # scratch arrays of _union
         self._position: np.ndarray | None = None
+        # exactness of merged classes (module docstring, ``_held_back``)
+        self.held_back = HeldBack()
+        self._parted: set[int] = set()            # sending classes of several parts
+        self._witness: dict[int, tuple] = {}      # part routes -> each part's own bottleneck link
+        self._held: set[int] = set()              # ... of which found holding a part back
 
     # ---- per-link counters, spread lazily ----------------------------------------------------------------
     @property
@@ -115,13 +137,19 @@ class FlowNetwork(NetworkModel):
             links, counts, latency_s = np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
         if len(self._route_bytes) > _ROUTES_KEPT:
             self._prune()
+        parted = transfers.part_count > 1
+        if parted and (gaps_s := latency_gaps_s(self.fabric, transfers)) is not None:
+            self._hold(handle, gaps_s)
         if transfers.size_bytes > 0 and len(links):
-            sending = _Sending(links, counts, float(transfers.size_bytes), latency_s)
+            sending = _Sending(links, counts, float(transfers.size_bytes), latency_s, transfers if parted else None)
             self._sending[handle] = sending
+            if parted:
+                self._parted.add(handle)
             if sending.route not in self._route_bytes:
                 self._route_bytes[sending.route] = [links, np.asarray(counts, dtype=float), 0.0]
         else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
             self._done_at_s[handle] = self.now_s + latency_s
+            self._held.discard(handle)
         self._next_completion_s = None
         return handle
 
@@ -173,6 +201,8 @@ class FlowNetwork(NetworkModel):
             self._carry(end_s, rates, ending)
             for h in ending:
                 self._done_at_s[h] = end_s + self._sending.pop(h).latency_s
+                self._parted.discard(h)
+                self._held.discard(h)
         if self._sending and to_s > self.now_s:
             self._carry(to_s, self._rates(self._sending), ())
         self.now_s = max(self.now_s, to_s)
@@ -244,7 +274,129 @@ class FlowNetwork(NetworkModel):
             if pending is None:
                 pending = self._busy_pending[key] = [self._solve(key)[1], 0.0]
             pending[1] += dt_s
+            if self._parted:
+                solved = self._solve(key)
+                for h in self._parted:
+                    saving = self._held_back(solved, self._sending[h])
+                    if saving is not None:
+                        self._hold(h, dt_s * saving)
         self.now_s = until_s
+
+    # ---- exactness of merged classes ---------------------------------------------------------------------
+    def _hold(self, handle: int, saved_s: np.ndarray) -> None:
+        """Class ``handle`` held its parts back by ``saved_s`` (seconds per part)."""
+        self.held_back.add(saved_s, new=handle not in self._held)
+        self._held.add(handle)
+
+    def _held_back(self, solved: tuple, sending: _Sending) -> np.ndarray | None:
+        """Fraction of the time a merged class spends sending at the current rates that each of its parts could
+        save on its own: 1 - class rate / the best rate the part could reach; None when the merge is exact.
+
+        Max-min fairness (Bertsekas & Gallager, Data Networks, 2nd ed., section 6.5.2): an allocation is max-min
+        fair exactly when every flow crosses a saturated link on which no flow is faster. Give each part of a
+        class the class's rate: the link loads are unchanged, so the split allocation equals the merged one if
+        and only if every part crosses such a link (saturated, with no class faster than this one on it); a part
+        that does not could go faster on its own. It could take at most its links' spare capacity plus what
+        faster classes carry there, which bounds its best rate. Cached per solve and class; a class alone on its
+        links gets the same answer in every solve, so it is cached on the class.
+        """
+        checks = solved[6]
+        cached = checks.get(id(sending.merged))
+        if cached is not None:
+            return cached[1]
+        links, saturated, max_rate, shared, all_binding = self._link_state(solved)
+        if all_binding[sending.route]:  # every link of the class binds it, so every part crosses one
+            return None
+        position = self._positions(links)
+        if not shared[position[sending.links]].any():
+            saving = self._held_back_alone(sending)
+        else:
+            rate = solved[0][sending.route]
+            routes = part_routes(self.fabric, sending.merged)
+            witness = position[self._witnesses(routes)]
+            saving = None
+            if not (saturated[witness] & (max_rate[witness] <= rate * (1 + _SATURATED_RTOL))).all():
+                # some part's own bottleneck does not bind it: look at all its links
+                owner, local, counts, rates, capacity, load = solved[7]
+                binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))
+                faster = rates[owner] > rate * (1 + _SATURATED_RTOL)
+                room = np.maximum(capacity - load, 0.0) + np.bincount(
+                    local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(links))
+                saving = self._part_savings(routes, rate, binding, room, position)
+        checks[id(sending.merged)] = (sending.merged, saving)  # the entry keeps the class alive: ids stay unique
+        return saving
+
+    def _witnesses(self, routes: PartRoutes) -> np.ndarray:
+        """Each part's own bottleneck link (most of its pairs per byte/s of capacity): where a part of a symmetric
+        class is bound, so checking these first usually settles it. Cached per part routes."""
+        cached = self._witness.get(id(routes))
+        if cached is None:
+            if len(self._witness) >= _RATE_CACHE_ENTRIES:
+                self._witness.clear()
+            load = routes.counts / self.fabric.link_bytes_per_s[routes.links]
+            order = np.lexsort((-load, routes.part))         # per part, its most loaded link first
+            first = order[np.flatnonzero(np.diff(routes.part[order], prepend=-1))]
+            cached = self._witness[id(routes)] = (routes, routes.links[first])   # the entry keeps routes alive
+        return cached[1]
+
+    def _held_back_alone(self, sending: _Sending) -> np.ndarray | None:
+        """``_held_back`` for a class no other crosses a link of: every part runs at the class's own bottleneck."""
+        capacity = self.fabric.link_bytes_per_s
+        cached = sending.merged.__dict__.get("_alone")
+        if cached is not None and cached[0] is capacity:
+            return cached[1]
+        per_member = capacity[sending.links] / sending.counts
+        rate = per_member.min()
+        binding = per_member <= rate * (1 + _SATURATED_RTOL)
+        saving = None
+        if not binding.all():
+            room = capacity[sending.links] - sending.counts * rate
+            saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room,
+                                        self._positions(sending.links))
+        object.__setattr__(sending.merged, "_alone", (capacity, saving))  # per calibration of the links
+        return saving
+
+    @staticmethod
+    def _part_savings(routes: PartRoutes, rate: float, binding: np.ndarray, room: np.ndarray,
+                      position: np.ndarray) -> np.ndarray | None:
+        """Per part, 1 - ``rate`` / its best rate, 0 for a part that crosses a ``binding`` link; None when all do.
+        ``binding`` and ``room`` (bytes/s a part could add) are by link index, ``position`` maps link ids to it."""
+        at = position[routes.links]
+        bound = np.ones(routes.parts, dtype=bool)   # a part without links waits for nothing
+        bound[routes.part] = False
+        bound[routes.part[binding[at]]] = True
+        if bound.all():
+            return None
+        best = np.full(routes.parts, np.inf)
+        np.minimum.at(best, routes.part, rate + room[at] / routes.counts)
+        saving = np.where(bound, 0.0, 1.0 - rate / best)
+        return saving if saving.max() > _SATURATED_RTOL else None
+
+    def _positions(self, links: np.ndarray) -> np.ndarray:
+        """A fabric-sized array whose entry at each of ``links`` is its index there (scratch, valid until the
+        next call)."""
+        if self._position is None:
+            self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
+        self._position[links] = np.arange(len(links))
+        return self._position
+
+    def _link_state(self, solved: tuple) -> tuple:
+        """(links of a solve, which are saturated, the fastest class rate on each, which carry several classes,
+        route -> whether every link of the route binds it); computed once per solve."""
+        state = solved[6].get("links")
+        if state is None:
+            owner, local, _counts, rates, capacity, load = solved[7]
+            shared = np.bincount(local, minlength=len(capacity)) > 1
+            saturated = capacity - load <= _SATURATED_RTOL * capacity
+            on = saturated[local]                                 # only saturated links can bind
+            max_rate = np.zeros(len(capacity))
+            np.maximum.at(max_rate, local[on], rates[owner[on]])
+            binds = saturated[local] & (max_rate[local] <= rates[owner] * (1 + _SATURATED_RTOL))
+            starts = np.flatnonzero(np.diff(owner, prepend=-1))   # entries are grouped by route
+            all_binding = dict(zip((id(route) for route in solved[4]), np.logical_and.reduceat(binds, starts).tolist(),
+                                   strict=True))
+            state = solved[6]["links"] = (solved[2], saturated, max_rate, shared, all_binding)
+        return state
 
     def _union(self, link_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sorted unique link ids and each entry's index among them: np.unique(..., return_inverse=True) by
@@ -262,7 +414,8 @@ class FlowNetwork(NetworkModel):
         """Max-min fair per-member rate of each route in ``key`` by progressive filling (vectorised).
 
         Returns (rate per route, links carrying traffic, link ids in use, bytes/s on each, the route arrays,
-        whether the routes share no link).
+        whether the routes share no link, a dict for what ``_held_back`` derives from the solve, and the arrays it
+        derives it from: (route of each entry, its link's index, its count, rate per route, capacity, load)).
         Identical routes get identical rates (symmetry), so the result is cached per multiset of routes; the
         entry keeps the route arrays alive so their ids cannot be reused while it exists.
         """
@@ -301,7 +454,8 @@ class FlowNetwork(NetworkModel):
             fixed_load += np.bincount(local[entry], weights=counts[entry] * fill, minlength=len(links))
         link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(links))
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
-        result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint)
+        result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint, {},
+                  (owner, local, counts, rate, capacity, link_load))
         if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
             self._rates_cache.clear()
         self._rates_cache[key] = result

@@ -269,6 +269,14 @@ def zero3_gathered_bytes(model: TransformerSpec, tp: int, precision: str, grad_b
     return unit * (2 * states["weights"] + (grad_bytes or states["gradients"]))
 
 
+def zero3_units(model: TransformerSpec, layers: int, first: bool, last: bool, pp: int) -> int:
+    """ZeRO-3/FSDP units of a model chunk, the granularity ``zero3_gathered_bytes`` counts and the engine gathers
+    at: one per transformer layer, plus the word embedding on the first chunk and the output projection on the last
+    (unless tied to the embedding in the same chunk, as ``chunk_params`` counts it)."""
+    output = last and (not model.tied_embeddings or pp > 1)
+    return max(1, layers + int(first) + int(output))
+
+
 def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     m, p, t = scenario.model, scenario.parallelism, scenario.training
     assert 0 <= stage < p.pp, stage

@@ -16,7 +16,7 @@ from functools import cache
 from simcluster.core import catalog
 from simcluster.parallel import memory
 from simcluster.parallel.layout import Layout, split_layers
-from simcluster.parallel.schedules import Work, pipeline_order
+from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import kernels
@@ -28,8 +28,8 @@ class ChunkCost:
     """One model chunk on one rank, for one microbatch. Times in seconds, FLOP per rank.
 
     The tensor-parallel collectives of a phase (``tp_collectives``: (op, count) of ``tp_bytes`` each) run on the
-    engine's network; ``*_tp_comm_s`` is their time alone on the fabric, kept for the overlapped share of
-    ``tp_comm_overlap`` and for comparison.
+    engine's network; ``*_tp_comm_s`` is their time alone on the fabric, how long ``tp_comm_overlap`` slows the
+    compute it runs under (``workload.interference``), and for comparison.
     """
 
     chunk: int
@@ -64,6 +64,10 @@ class StepPlan:
     dp_grad_op: str  # "allreduce" (ZeRO-0) or "reduce_scatter" (ZeRO >= 1)
     param_gather: bool  # ZeRO-1/2: all-gather updated parameters after the optimizer (ZeRO-3 gathers before use)
     stage_params: list[float] = field(default_factory=list)
+    p2p_blocking: bool = False  # a pipeline send blocks its sender until the exchange completes (parallelism.p2p)
+    p2p_gather_bytes: float = 0.0  # all-gather over the receiver's TP group rebuilding a scattered message (total)
+    embedding_grad_bytes: float = 0.0  # tied word-embedding gradient all-reduced by the first and last stage
+    grad_norm_axes: tuple[str, ...] = ()  # the gradient-norm all-reduce's group: ranks differing on these axes
 
     def stage_of(self, chunk: int) -> int:
         return chunk % self.layout.pp
@@ -108,7 +112,7 @@ CollectiveTime = Callable[[str, tuple[int, ...], float], float]
 
 def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     """Build the step plan of ``scenario``; ``collective_time_s`` times its tensor-parallel collectives alone on the
-    fabric (the share ``tp_comm_overlap`` leaves exposed)."""
+    fabric (how long ``tp_comm_overlap`` slows the compute)."""
     t, p, m = scenario.training, scenario.parallelism, scenario.model
     gpu, precision = scenario.cluster.gpu, t.precision
     layout = Layout.of(p)
@@ -162,23 +166,50 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     # ZeRO >= 1 shards the optimizer over the data- and context-parallel ranks holding the same parameters
     shards = p.dp * p.cp if p.zero_stage >= 1 else 1
     orders = [pipeline_order(p.schedule, p.pp, s, scenario.microbatches, p.virtual_stages) for s in range(p.pp)]
-    p2p_bytes = activation_bytes / (p.tp if p.sequence_parallel else 1)
+    p2p_bytes, gather_bytes = pipeline_messages(scenario, activation_bytes)
     return StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
         optimizer_s=[optimizer_time_s(params / shards, gpu, precision) for params in stage_params],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
+        p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
+        embedding_grad_bytes=embedding_grad_bytes(scenario),
+        grad_norm_axes=("tp", "cp", "pp", "dp") if p.zero_stage >= 1 else ("tp", "pp"),
     )
 
 
-def overlapped_tp_share_s(parallelism, tp_alone_s: float) -> float:
-    """With Transformer Engine's userbuffers overlap (``tp_comm_overlap``) a GEMM and its collective are split into
-    ``splits`` pipelined chunks: one chunk's communication stays on the critical path after the compute, the rest
-    runs under it. 0 without overlap (the collectives then simply follow the compute)."""
-    if not parallelism.tp_comm_overlap:
+def pipeline_messages(scenario: Scenario, activation_bytes: float) -> tuple[float, float]:
+    """Bytes of a pipeline message per TP rank on the inter-stage link, and of the all-gather that rebuilds it on
+    the receiver (0 when none).
+
+    With sequence parallelism each TP rank holds 1/tp of the activation and sends it. Without it the activation is
+    replicated over the TP group; Megatron-LM's scatter/gather (--scatter-gather-tensors-in-pipeline, on by
+    default; Narayanan et al. 2021, section 4.1) sends 1/tp of it per TP rank, each over its own NIC, and
+    all-gathers the pieces over the receiver's TP group (NVLink). Megatron-Core dropped it: every TP rank then sends
+    the whole activation (``p2p_scatter_gather: false``).
+    """
+    p = scenario.parallelism
+    if p.tp == 1 or p.sequence_parallel:
+        return activation_bytes / p.tp, 0.0
+    if p.p2p_scatter_gather:
+        return activation_bytes / p.tp, activation_bytes
+    return activation_bytes, 0.0
+
+
+def embedding_grad_bytes(scenario: Scenario) -> float:
+    """The tied word-embedding gradient the first and last pipeline stage all-reduce after the backward (Megatron-LM
+    finalize_model_grads -> _allreduce_word_embedding_grads, over the "embedding group" of the two stages): each
+    holds a copy of the vocab/tp x hidden shard, its gradient in the gradient buffer's precision. 0 when the
+    embeddings are untied or there is no pipeline (vocabulary padding ignored)."""
+    m, p = scenario.model, scenario.parallelism
+    if not m.tied_embeddings or p.pp == 1:
         return 0.0
-    return tp_alone_s / _engine_constants()["tp_comm_overlap"]["splits"]
+    return m.vocab / p.tp * m.hidden * BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+
+
+# Megatron-LM clip_grads.get_grad_norm_fp32: the squared norm of a rank's gradients is one float32, all-reduced (SUM)
+GRAD_NORM_BYTES = 4.0
 
 
 def context_parallel_exchange(scenario: Scenario) -> dict[str, tuple[float, int, float]]:

@@ -48,3 +48,30 @@ def pipeline_order(schedule: str, pp: int, stage: int, microbatches: int, virtua
         order += [forwards[warmup + i], backwards[i]]
     order += backwards[len(forwards) - warmup:]
     return order
+
+
+def p2p_blocks(p2p: str, schedule: str, virtual_stages: int) -> bool:
+    """Whether a pipeline send blocks its sender until the exchange completes (``parallelism.p2p``).
+
+    ``auto`` follows Megatron-LM: its non-interleaved 1F1B (forward_backward_pipelining_without_interleaving)
+    issues each send as a batched isend/irecv and waits on it (send_forward_recv_backward, ...); the interleaved
+    schedule overlaps the exchange with compute (overlap_p2p_comm). GPipe is not a Megatron schedule: its sends
+    stay asynchronous, as the engine always had them.
+    """
+    if p2p != "auto":
+        return p2p == "blocking"
+    return schedule == "1f1b" and virtual_stages == 1
+
+
+def batches_next_receive(order: list[Work], index: int) -> bool:
+    """Whether the send after ``order[index]`` is one batched exchange with the receive of ``order[index + 1]``
+    (posted together, waited together), as Megatron-LM's non-interleaved 1F1B issues them.
+
+    A send is batched with the next receive when both go to the same peer: a forward's output with the next
+    backward's input gradient (send_forward_recv_backward), a backward's with the next forward's input
+    (send_backward_recv_forward); warm-up and cool-down sends go alone (send_forward, send_backward). The
+    interleaved schedule's blocking variant (its sends batched after a forward and a backward) is not modelled.
+    """
+    if index + 1 >= len(order):
+        return False
+    return order[index + 1].phase != order[index].phase

@@ -125,6 +125,14 @@ class Parallelism(_Strict):
         False, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers)")
     overlap_param_gather: bool = Field(
         False, description="ZeRO >= 1: gather updated parameters during the next step's forward (Megatron-Core)")
+    p2p: Literal["auto", "blocking", "async"] = Field(
+        "auto", description="pipeline send semantics: blocking (the sender waits until its batched send/receive "
+        "with the peer completes, Megatron's non-interleaved 1F1B), async (the sender goes on), auto (blocking for "
+        "non-interleaved 1f1b, async for the interleaved schedule, which overlaps them, and gpipe); blocking needs "
+        "virtual_stages: 1")
+    p2p_scatter_gather: bool = Field(
+        True, description="without sequence parallelism, send 1/tp of a pipeline message per TP rank and all-gather "
+        "it over the TP group on the receiver (Megatron-LM --scatter-gather-tensors-in-pipeline)")
 
     @field_validator("zero_stage", mode="before")
     @classmethod
@@ -227,6 +235,9 @@ class Scenario(_Strict):
             raise ScenarioError("training.global_batch_size", f"{t.global_batch_size} sequences give "
                                 f"{self.microbatches} microbatches per replica (global_batch_size / (dp * "
                                 f"micro_batch_size)), above the {MAX_MICROBATCHES:.0e} simulated in reasonable time")
+        if p.virtual_stages > 1 and p.p2p == "blocking":
+            raise ScenarioError("parallelism.p2p", "blocking sends are modelled for non-interleaved schedules only "
+                                "(virtual_stages: 1); use auto or async with interleaving")
         if p.virtual_stages > 1 and self.microbatches % p.pp:
             raise ScenarioError("parallelism.virtual_stages", f"the interleaved schedule needs microbatches "
                                 f"({self.microbatches}) divisible by pp={p.pp} (as Megatron-LM requires)")

@@ -43,7 +43,7 @@ def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1) -> fl
     table = _table()["gemm"]
     if min(m, n, k, batch) <= 0:
         return table["ceiling"]
-    sms = table["sms"].get(gpu_name, table["sms"]["default"])
+    sms = sm_count(gpu_name)
     best = 0.0
     for tile_m, tile_n, relative in table["tiles"]:
         tiles = batch * math.ceil(m / tile_m) * math.ceil(n / tile_n)
@@ -52,6 +52,17 @@ def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1) -> fl
         best = max(best, relative * useful)
     depth = k / (k + table["k_overhead"])
     return table["ceiling"] * best * depth
+
+
+def hbm_fraction() -> float:
+    """Achievable fraction of the datasheet HBM bandwidth (efficiency.yaml, bandwidth_fraction)."""
+    return _table()["bandwidth_fraction"]
+
+
+def sm_count(gpu_name: str) -> int:
+    """Streaming multiprocessors of a GPU (efficiency.yaml, gemm.sms; GPUs not listed take ``default``)."""
+    table = _table()["gemm"]["sms"]
+    return table.get(gpu_name, table["default"])
 
 
 def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
@@ -71,7 +82,7 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
 
 def efficiency(op: Op, gpu: GpuSpec) -> Efficiency:
     """Achievable fractions of peak FLOP/s and HBM bandwidth for ``op`` on ``gpu`` (data: efficiency.yaml)."""
-    bandwidth_fraction = _table()["bandwidth_fraction"]
+    bandwidth_fraction = hbm_fraction()
     if op.kind == "gemm":
         return Efficiency(gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch), bandwidth_fraction)
     if op.kind == "attention":
@@ -100,6 +111,11 @@ def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> f
     ``sustained`` (training): compute throughput is scaled by ``sustained_fraction``; False gives the time of the
     kernel in a short benchmark, which is what the GEMM ceiling was measured as.
     """
+    return max(roofline_s(op, gpu, precision, sustained)) + launch_overhead_s()
+
+
+def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> tuple[float, float]:
+    """(compute time, HBM time) of one kernel at its achievable fractions; the larger one binds."""
     eff = efficiency(op, gpu)
     # FP8 recipes (Transformer Engine's default) run attention and elementwise kernels in 16-bit; GEMMs in fp8
     op_precision = op.precision or (precision if op.kind == "gemm" else HIGH_PRECISION.get(precision, precision))
@@ -109,7 +125,7 @@ def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> f
         compute_s = op.flop * eff.executed_flop_ratio / (peak_flop_per_s * eff.flop_fraction
                                                        * (sustained_fraction(gpu.name) if sustained else 1.0))
     memory_s = op.hbm_bytes / (gpu.hbm_bandwidth * eff.bandwidth_fraction)
-    return max(compute_s, memory_s) + launch_overhead_s()
+    return compute_s, memory_s
 
 
 def ops_time_s(ops: list[Op], gpu: GpuSpec, precision: str) -> float:

@@ -26,6 +26,7 @@ def edit(scenario: dict, path: str, value):
         ("training.precision", "fp64", "training.precision: Input should be"),
         ("cluster.nodes", 0, "cluster.nodes: Input should be greater than 0"),
         ("training.bogus_key", 1, "training.bogus_key: unknown key"),
+        ("parallelism.p2p", "sometimes", "parallelism.p2p: Input should be 'auto', 'blocking' or 'async'"),
     ],
 )
 def test_bad_scenario_field_exits_2_with_one_line(cli, write_scenario, small_scenario, path, value, expected,

@@ -1,0 +1,42 @@
+"""Link classes: where a directed link sits in a fabric, for the links table and reports.
+
+A link's ``kind`` says what it is made of (``nvlink``, ``pcie``, ``ib``, ``ethernet``, ``torus``: what NCCL's
+efficiencies and the routing policy depend on); its class says which tier of the fabric it belongs to, the
+question a fabric choice changes: ``nvlink`` (a GPU's scale-up port, to an NVSwitch or a peer GPU), ``pcie`` (GPU ->
+PCIe switch -> NIC), ``nic`` (a NIC's, or a GPU's own network port, cable to its first switch), ``leaf-spine``,
+``spine-core`` (switch-to-switch links, named by the two tiers they join, lower first), ``torus`` (GPU-to-GPU
+links of a torus). Builders need not say it: it follows from the roles of the two ends. A fabric file may set it
+per link (``class``) for links whose ends do not tell (docs/topologies.md).
+"""
+
+from __future__ import annotations
+
+NETWORK_SWITCHES = ("leaf", "switch", "spine", "core")  # in tier order, lowest first
+_TIER = {role: tier for tier, role in enumerate(NETWORK_SWITCHES)}
+_SCALE_UP = frozenset({"gpu", "nvswitch"})
+
+
+def infer(src_role: str, dst_role: str, kind: str) -> str:
+    """The class of a link from ``src_role`` to ``dst_role`` made of ``kind`` (symmetric in its ends)."""
+    roles = {src_role, dst_role}
+    if roles <= _SCALE_UP:
+        return "torus" if kind == "torus" else "nvlink"
+    if "pcie" in roles or roles == {"gpu", "nic"}:
+        return "pcie"
+    switches, hosts = roles & _TIER.keys(), roles - _TIER.keys()
+    if switches and hosts and hosts <= {"gpu", "nic"}:
+        return "nic"
+    if roles <= _TIER.keys():
+        low, high = sorted((src_role, dst_role), key=_TIER.__getitem__)
+        return f"{low}-{high}"
+    return "-".join(sorted(roles))
+
+
+def of_graph(graph, links: int) -> list[str]:
+    """The class of every directed link of a fabric graph, by link id: the edge's ``link_class`` when set (fabric
+    files), else inferred from its ends' roles."""
+    classes = [""] * links
+    nodes = graph.nodes
+    for u, v, d in graph.edges(data=True):
+        classes[d["link_id"]] = d.get("link_class") or infer(nodes[u]["role"], nodes[v]["role"], d["kind"])
+    return classes
