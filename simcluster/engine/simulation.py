@@ -122,7 +122,8 @@ class Simulation:
     def receiver_ready(self, agent: Agent, key, chunk: int) -> simpy.Event:
         """The event of the receiver of ``key`` (the stage holding ``chunk``) posting its receive: an NCCL send
         larger than its buffers completes only into a posted receive."""
-        receiver = self._agent_of_rank[int(self._peer_pairs(agent, self.plan.stage_of(chunk))[0, 1])]
+        transfers = self._peer_sends(agent, self.plan.stage_of(chunk), self.plan.p2p_bytes)
+        receiver = self._agent_of_rank[int(transfers.pairs[0, 1])]
         message = self.inbox(receiver, key)
         if message.posted is None:
             message.posted = self.env.event()
