@@ -20,6 +20,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws
 
@@ -53,7 +54,7 @@ def figure(nrows: int = 1, ncols: int = 1, width_in: float | None = None, height
 
 
 def save(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Write ``<out_dir>/<stem>.png`` and ``.pdf`` (or the given ``formats``); returns the paths."""
+    """Write ``<out_dir>/<stem>.png`` and ``.pdf`` (or the given ``formats``), each atomically; returns the paths."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,8 @@ def save(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str] = (
     paths = [out / f"{stem}.{suffix}" for suffix in formats]
     with matplotlib.style.context(style_path()):
         for path in paths:
-            fig.savefig(path)
+            with outputs.atomic_path(path) as tmp:
+                fig.savefig(tmp)
     return paths
 
 

@@ -1,48 +1,104 @@
 """The ``simcluster`` command. Each subcommand lives in a module of this package named for it; ``app`` holds
 the typer application they register on.
 
-User errors (ScenarioError) print one line and exit with code 2, never a traceback.
+User errors (ScenarioError, a bad option, an output that cannot be written) print one line and exit with code 2,
+never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (docs/scenario.md, "What is
+refused").
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
 
 import typer
 
 # each subcommand module registers its commands on ``app`` when imported
 from simcluster.cli import collective, compare, laws, replay, run, schema, sweep, validate  # noqa: F401
-from simcluster.cli.app import USER_ERROR_EXIT, app, fail
+from simcluster.cli.app import USER_ERROR_EXIT, Interrupted, app, fail
 from simcluster.core.errors import ScenarioError
 
 __all__ = ["USER_ERROR_EXIT", "app", "console", "fail", "main"]
+
+# An error line is cut here: a message that quotes a huge input must still be one readable line.
+MAX_ERROR_CHARS = 2000
+
+
+def one_line(text: str) -> str:
+    """``text`` on one printable line: control characters escaped (a field named 'a\\nb' stays one line)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _interrupts():
+    """SIGINT and SIGTERM raise ``Interrupted`` while a command runs, so that ``finally`` blocks run (a sweep
+    writes what it finished, worker processes are stopped) and the exit code says which signal it was."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _error(text: str) -> None:
+    print(f"error: {one_line(text)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: typer app with user errors turned into exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        with _interrupts():
+            app(args=argv, standalone_mode=False)
     except ScenarioError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(str(err))
         return USER_ERROR_EXIT
+    except Interrupted as err:
+        name = signal.Signals(err.signum).name
+        print(one_line(f"interrupted by {name}" + (f": {err.message}" if err.message else "")), file=sys.stderr)
+        return err.exit_code
     except typer.Exit as err:
         return err.exit_code
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as err:
+        # a file that cannot be written or read (full disk, read-only folder, closed or full stdout)
+        where = f"{err.filename}: " if err.filename is not None else "cannot write output: "
+        _error(f"{where}{err.strerror or err}")
+        return USER_ERROR_EXIT
     except Exception as err:
         # usage errors of the (vendored or not) click layer carry their own exit code (2) and message
         message, code = getattr(err, "format_message", None), getattr(err, "exit_code", None)
         if callable(message) and isinstance(code, int):
-            text = " ".join(message().split())
-            print(f"error: {text} (see --help)", file=sys.stderr)
+            text = " ".join(message().split()).replace("Value error, ", "")
+            _error(f"{text} (see --help)")
             return code
         raise
     return 0
 
 
 def console() -> None:
-    sys.exit(main())
+    code = main()
+    try:
+        sys.stdout.flush()
+    except OSError as err:  # stdout on a full device or a closed pipe: one line, and no second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if code == 0:  # else the error was reported already (main caught the failed write)
+            _error(f"cannot write to standard output: {err.strerror or err}")
+            code = USER_ERROR_EXIT
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""The typer application every subcommand registers on, and the one-line user error of an option."""
+"""The typer application every subcommand registers on, the one-line user error of an option, and the checked
+option types (finite floats) and interrupts shared by the subcommands."""
 
 from __future__ import annotations
+
+import math
 
 import typer
 
@@ -20,3 +23,35 @@ USER_ERROR_EXIT = 2
 def fail(field: str, message: str) -> None:
     """Raise the one-line user error for a bad command-line option."""
     raise ScenarioError(field, message)
+
+
+def finite(text) -> float:
+    """Parser of every float option, ``typer.Option(..., parser=finite)``: click's FLOAT reads 'inf' and 'nan'
+    as numbers; a ValueError here becomes click's one-line usage error (exit 2)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def check_count(value: int | None, option: str, maximum: int, reason: str) -> int | None:
+    """An integer option within [1, maximum]; ``reason`` says why the bound (it is printed with the error)."""
+    if value is not None and not 1 <= value <= maximum:
+        fail(option, f"expected 1 to {maximum:,}, got {value:,} ({reason})")
+    return value
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM received: the CLI exits with 128 + the signal number (130, 143) and one line.
+
+    A BaseException, not a KeyboardInterrupt: click turns KeyboardInterrupt into a bare Abort (and an empty line),
+    and ``except Exception`` handlers in libraries must not swallow it."""
+
+    def __init__(self, signum: int, message: str = ""):
+        self.signum = signum
+        self.message = message
+        super().__init__(signum, message)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

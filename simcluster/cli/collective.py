@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from simcluster import collectives, network
-from simcluster.cli.app import app, fail
+from simcluster.cli.app import app, check_count, fail
 from simcluster.collectives.nccl import PROTOCOLS
 from simcluster.collectives.schedule import ALIASES
-from simcluster.core import units
+from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology
-from simcluster.spec import hardware
+from simcluster.spec import config, hardware
 
 
 def message_sizes(min_bytes: float, max_bytes: float, step_factor: int) -> list[int]:
@@ -111,10 +111,8 @@ def collective(
         fail("--sharp", f"expected one of {', '.join(topology.SHARP_MODES)}, got {sharp!r}")
     if network_name not in network.MODELS:
         fail("--network", f"unknown network model {network_name!r} (known: {', '.join(network.MODELS)})")
-    if gpus < 1:
-        fail("--gpus", f"expected at least 1 GPU, got {gpus}")
-    if gpus_per_node < 1:
-        fail("--gpus-per-node", f"expected at least 1, got {gpus_per_node}")
+    check_count(gpus, "--gpus", config.MAX_GPUS, "a plausibility bound: about fifty times the largest clusters")
+    check_count(gpus_per_node, "--gpus-per-node", config.MAX_GPUS_PER_NODE, "the largest NVLink domain announced")
     if step_factor < 2:
         fail("--step-factor", f"expected an integer >= 2, got {step_factor}")
     low, high = _size(min_bytes, "--min-bytes"), _size(max_bytes, "--max-bytes")
@@ -140,7 +138,7 @@ def collective(
     rows = [_row(op, group, size, algorithm, protocol, fabric, network_name, gpu)
             for size in message_sizes(low, high, step_factor)]
     if as_json:
-        typer.echo(json.dumps(rows))
+        typer.echo(outputs.dumps(rows))
         return
     table = Table(title=f"{op} on {len(group)} x {gpu.name}, {fabric.name}, {network_name} model")
     for column in ("size", "time", "algbw", "busbw", "algorithm"):

@@ -10,7 +10,6 @@ many GPUs the way ``sweep`` does (data parallelism absorbs the count, the global
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -19,8 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster.cli.app import app, fail
-from simcluster.cli.run import check_network, unique_dir
+from simcluster.cli.app import app, fail, finite
+from simcluster.cli.outputs import check_writable, fresh_folder, unique_dir
+from simcluster.cli.run import check_network
+from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import SECONDS, fmt
 from simcluster.fabric import topology
@@ -72,7 +73,8 @@ def compare(
     gpus: list[int] = typer.Option([], "--gpus", min=1, help="GPU count(s) to run at, repeatable; default: the "
                                    "scenario's"),
     options: list[str] = typer.Option([], "--option", help=OPTION_HELP),
-    target_loss: float | None = typer.Option(None, "--target-loss", help="loss to reach (nats/token); default: "
+    target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
+                                             help="loss to reach (nats/token); default: "
                                              "the loss of a compute-optimal run of the model"),
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
@@ -92,6 +94,7 @@ def compare(
     if len(set(gpus)) != len(gpus):
         fail("--gpus", f"counts repeat: {gpus}")
     tasks = grid.grid(base, list(gpus) or None, fabric_specs, network=network)
+    out_dir = check_writable(unique_dir(out or Path("runs") / f"{spec.name}-compare"))  # before simulating
     console = Console(stderr=True)
     runs, failures = [], []
     for task in tasks:
@@ -107,10 +110,10 @@ def compare(
     for label, err in failures:
         console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
     target = runs[0]["economics"]["target_loss"]
-    out_dir = unique_dir(out or Path("runs") / f"{spec.name}-compare")
-    written = _outputs(runs, out_dir, chosen, target, spec.name)
+    with fresh_folder(unique_dir(out_dir)) as out_dir:
+        written = _outputs(runs, out_dir, chosen, target, spec.name)
     if as_json:
-        typer.echo(json.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))
+        typer.echo(outputs.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))
         return
     Console().print(_table(runs, chosen, target))
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
@@ -121,7 +124,7 @@ def _outputs(runs: list[dict], out_dir: Path, chosen: laws.Law, target: float, n
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [study.write_csv(runs, out_dir / "compare.csv"), out_dir / "compare.json"]
-    written[1].write_text(json.dumps(study.as_json(runs, chosen, []), indent=2, default=str) + "\n")
+    outputs.write_text(written[1], outputs.dumps(study.as_json(runs, chosen, []), indent=2, default=str) + "\n")
     written += plots.save(plots.step_breakdown(runs, title=f"{name}: step time per fabric"), out_dir, "breakdown")
     duration_s = 1.3 * max(run["economics"]["time_to_target_s"] for run in runs)
     curves = [{"label": run["label"], "report": run["economics"],

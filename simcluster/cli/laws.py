@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,8 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster.cli.app import app, fail
-from simcluster.core import catalog, units
+from simcluster.cli.app import app, fail, finite
+from simcluster.cli.outputs import check_writable, free_dir, fresh_folder
+from simcluster.core import catalog, inputs, outputs, units
+from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, projection
 from simcluster.spec import config
 
@@ -54,15 +55,22 @@ def _law(name: str, fit: str | None) -> laws.Law:
     return laws.custom(**values)
 
 
+def _files(stems) -> list[str]:
+    """The files ``plots.save`` writes for ``stems``."""
+    return [f"{stem}.{suffix}" for stem in stems for suffix in ("png", "pdf")]
+
+
 def _echo_json(data) -> None:
-    typer.echo(json.dumps(data, indent=2))
+    typer.echo(outputs.dumps(data, indent=2))
 
 
 @laws_app.command("eval")
 def eval_(
     law: str = typer.Option("chinchilla", "--law", help=LAW_HELP),
-    params: float = typer.Option(..., "--params", help="parameters N (non-embedding for kaplan)"),
-    tokens: float = typer.Option(..., "--tokens", help="training tokens D"),
+    params: float = typer.Option(..., "--params", parser=finite,
+                                 help="parameters N (non-embedding for kaplan)"),
+    tokens: float = typer.Option(..., "--tokens", parser=finite,
+                                 help="training tokens D"),
     fit: str | None = typer.Option(None, "--fit", help=FIT_HELP),
     as_json: bool = typer.Option(False, "--json", help="print {law, params, tokens, loss} as JSON"),
 ) -> None:
@@ -80,7 +88,8 @@ def eval_(
 @laws_app.command()
 def optimal(
     law: str = typer.Option("chinchilla", "--law", help=LAW_HELP),
-    flop: float = typer.Option(..., "--flop", help="training compute C in FLOP (C = 6ND)"),
+    flop: float = typer.Option(..., "--flop", parser=finite,
+                               help="training compute C in FLOP (C = 6ND)"),
     fit: str | None = typer.Option(None, "--fit", help=FIT_HELP),
     as_json: bool = typer.Option(False, "--json", help="print {params, tokens, loss, ...} as JSON"),
 ) -> None:
@@ -99,9 +108,12 @@ def optimal(
 
 @laws_app.command("relative-loss")
 def relative_loss(
-    gamma: float = typer.Option(..., "--gamma", help="efficiency doublings per year (2: every 6 mo)"),
-    kappa: float | None = typer.Option(None, "--kappa", help="compute exponent (default 0.05, Lu 2025)"),
-    years: float = typer.Option(..., "--years", help="time t in years"),
+    gamma: float = typer.Option(..., "--gamma", parser=finite,
+                                help="efficiency doublings per year (2: every 6 mo)"),
+    kappa: float | None = typer.Option(None, "--kappa", parser=finite,
+                                       help="compute exponent (default 0.05, Lu 2025)"),
+    years: float = typer.Option(..., "--years", parser=finite,
+                                help="time t in years"),
     as_json: bool = typer.Option(False, "--json", help="print {relative_loss, gamma, kappa, years} as JSON"),
 ) -> None:
     """Lu 2025's relative loss R(t) = (1 + (2^(gamma t) - 1)/(gamma ln2 * 1 yr))^-kappa."""
@@ -116,9 +128,12 @@ def relative_loss(
 
 @laws_app.command()
 def plot(
-    out: Path = typer.Option(Path("runs/laws"), "--out", help="output folder for the PNG and PDF files"),
-    min_flop: float = typer.Option(1e18, "--min-flop", help="smallest compute on the x axis (FLOP)"),
-    max_flop: float = typer.Option(1e27, "--max-flop", help="largest compute on the x axis (FLOP)"),
+    out: Path = typer.Option(Path("runs/laws"), "--out", help="output folder for the PNG and PDF files (never "
+                             "overwritten: a folder holding files gets -2, -3, ...)"),
+    min_flop: float = typer.Option(1e18, "--min-flop", parser=finite,
+                                   help="smallest compute on the x axis (FLOP)"),
+    max_flop: float = typer.Option(1e27, "--max-flop", parser=finite,
+                                   help="largest compute on the x axis (FLOP)"),
 ) -> None:
     """Loss vs compute per law, the compute-optimal frontier, and L(t) for several gamma (Lu 2025)."""
     from simcluster.analysis import plots
@@ -129,9 +144,11 @@ def plot(
     all_laws = [laws.get(name) for name in laws.LAW_NAMES]
     lu = catalog.load("scaling_laws")["lu_2025"]
     written = []
-    written += plots.save(plots.loss_vs_compute(all_laws, min_flop, max_flop), out, "loss_vs_compute")
-    written += plots.save(plots.compute_optimal(all_laws, min_flop, max_flop), out, "compute_optimal")
-    written += plots.save(plots.relative_loss(lu["gammas_plotted"], lu["kappa"]), out, "relative_loss")
+    stems = ("loss_vs_compute", "compute_optimal", "relative_loss")
+    with fresh_folder(free_dir(out, _files(stems))) as out_dir:
+        written += plots.save(plots.loss_vs_compute(all_laws, min_flop, max_flop), out_dir, "loss_vs_compute")
+        written += plots.save(plots.compute_optimal(all_laws, min_flop, max_flop), out_dir, "compute_optimal")
+        written += plots.save(plots.relative_loss(lu["gammas_plotted"], lu["kappa"]), out_dir, "relative_loss")
     for path in written:
         typer.echo(str(path))
 
@@ -143,9 +160,12 @@ def project(
     law: str | None = typer.Option(None, "--law", help="chinchilla | chinchilla-refit | kaplan"),
     start_year: int | None = typer.Option(None, "--start-year"),
     years: int | None = typer.Option(None, "--years", help="number of years"),
-    budget_usd: float | None = typer.Option(None, "--budget-usd", help="start-year budget of one run (USD)"),
-    power_cap_w: float | None = typer.Option(None, "--power-cap-w", help="power cap of the site (W)"),
-    gamma: float | None = typer.Option(None, "--gamma", help="algorithmic efficiency doublings per year"),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", parser=finite,
+                                            help="start-year budget of one run (USD)"),
+    power_cap_w: float | None = typer.Option(None, "--power-cap-w", parser=finite,
+                                             help="power cap of the site (W)"),
+    gamma: float | None = typer.Option(None, "--gamma", parser=finite,
+                                       help="algorithmic efficiency doublings per year"),
     phase: str | None = typer.Option(None, "--phase", help="phase-map axis: budget | power | compute | data"),
 ) -> None:
     """Which constraint caps the largest run each year: compute, memory, network, budget, energy or data."""
@@ -159,7 +179,8 @@ def project(
         from simcluster.analysis import plots
 
         figure = plots.projection(rows, phase_map, projection.CONSTRAINTS)
-        paths = plots.save(figure, out, "projection")
+        with fresh_folder(free_dir(out, _files(["projection"]))) as out_dir:
+            paths = plots.save(figure, out_dir, "projection")
     if as_json:
         _echo_json({"inputs": vars(inputs), "years": rows, "phase_map": phase_map})
         return
@@ -198,11 +219,9 @@ def _busy(text: str | None) -> float | str | None:
 def _summary(scenario_spec, network: str | None, summary_file: Path | None) -> dict:
     if summary_file is not None:
         try:
-            data = json.loads(summary_file.read_text())
-        except OSError as err:
-            fail("--summary", f"cannot read {str(summary_file)!r}: {err.strerror}")
-        except json.JSONDecodeError as err:
-            fail("--summary", f"{str(summary_file)!r} is not JSON: {err.msg} at line {err.lineno}")
+            data = inputs.load_json(summary_file, what="summary.json")
+        except ScenarioError as err:
+            fail("--summary", f"{err.field} {err.message}")
         if not isinstance(data, dict):
             fail("--summary", "expected a JSON object (summary.json of `simcluster run`)")
         return data
@@ -218,16 +237,20 @@ def _summary(scenario_spec, network: str | None, summary_file: Path | None) -> d
 @laws_app.command("loss-vs-time")
 def loss_vs_time(
     scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
-    target_loss: float | None = typer.Option(None, "--target-loss", help="loss to reach (nats/token)"),
-    tokens: float | None = typer.Option(None, "--tokens", help="or: a token budget to train on"),
+    target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
+                                             help="loss to reach (nats/token)"),
+    tokens: float | None = typer.Option(None, "--tokens", parser=finite,
+                                        help="or: a token budget to train on"),
     law: str = typer.Option("chinchilla", "--law", help="chinchilla | chinchilla-refit | kaplan"),
-    goodput: float = typer.Option(1.0, "--goodput", help="fraction of wall-clock time spent on useful steps"),
+    goodput: float = typer.Option(1.0, "--goodput", parser=finite,
+                                  help="fraction of wall-clock time spent on useful steps"),
     busy_fraction: str | None = typer.Option(
         None, "--busy-fraction", help="GPU busy fraction for power: a number, 'mfu'; default: from the step"),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
     summary_file: Path | None = typer.Option(None, "--summary", help="summary.json of a run (no simulation)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    out: Path | None = typer.Option(None, "--out", help="folder for loss_vs_time.png/.pdf (runs/<name>/)"),
+    out: Path | None = typer.Option(None, "--out", help="folder for loss_vs_time.png/.pdf (default "
+                                    "runs/<name>-loss-vs-time/; never overwritten)"),
 ) -> None:
     """Run the scenario; time, GPU-hours, cost, energy and CO2 to reach a target loss; loss vs days."""
     if network is not None and network not in config.NETWORK_MODELS:
@@ -237,17 +260,23 @@ def loss_vs_time(
     spec = config.load(scenario)
     chosen = laws.get(law)
     busy = _busy(busy_fraction)
+    out_dir = None
+    if out is not None or not as_json:
+        out_dir = free_dir(out if out is not None else Path("runs") / f"{spec.name}-loss-vs-time",
+                           _files(["loss_vs_time"]))
+        check_writable(out_dir)  # before the simulation
     summary = _summary(spec, network, summary_file)
     report = economics.time_to_target(summary, spec, chosen, target_loss=target_loss, tokens=tokens,
                                       goodput=goodput, busy_fraction=busy)
-    if out is not None or not as_json:
+    if out_dir is not None:
         from simcluster.analysis import plots
 
         curve = economics.loss_curve(summary, spec, chosen, 3.0 * report["time_to_target_s"], goodput=goodput)
         figure = plots.loss_vs_time(curve, report, f"{spec.name}: loss over wall-clock time")
-        paths = plots.save(figure, out if out is not None else Path("runs") / spec.name, "loss_vs_time")
+        with fresh_folder(free_dir(out_dir, _files(["loss_vs_time"]))) as out_dir:
+            paths = plots.save(figure, out_dir, "loss_vs_time")
     if as_json:
-        _echo_json(report)
+        _echo_json(report if out_dir is None else {**report, "out_dir": str(out_dir)})
         return
     goal = f"loss {report['loss']:.4f}" if target_loss is not None else f"{tokens:.3g} tokens"
     table = Table(title=f"{spec.name}: to {goal}")
@@ -270,5 +299,4 @@ def loss_vs_time(
     for name, value in rows:
         table.add_row(name, value)
     Console().print(table)
-    for path in paths:
-        typer.echo(str(path))
+    typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out_dir}/")

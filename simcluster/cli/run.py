@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -11,21 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from simcluster.cli.app import app, fail
+from simcluster.cli.outputs import check_writable, fresh_folder, unique_dir
+from simcluster.core import outputs
 from simcluster.core.units import BYTES, SECONDS, fmt
 from simcluster.spec import config
 from simcluster.spec.config import NETWORK_MODELS
-
-
-def unique_dir(path: Path) -> Path:
-    """``path`` if it does not exist or is empty, else the first free ``path-2``, ``path-3``, ... (never overwrite)."""
-    if path.exists() and not path.is_dir():
-        fail("--out", f"{str(path)!r} is a file, not a folder")
-    if not path.exists() or not any(path.iterdir()):
-        return path
-    index = 2
-    while (candidate := path.with_name(f"{path.name}-{index}")).exists():
-        index += 1
-    return candidate
 
 
 def check_network(network: str | None) -> None:
@@ -68,7 +57,8 @@ def run(
                                           f"({config.DEFAULT_SCENARIO})"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>/; never overwritten)"),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
-    steps: int | None = typer.Option(None, "--steps", min=1, help="optimizer steps to simulate"),
+    steps: int | None = typer.Option(None, "--steps", min=1, max=config.MAX_STEPS,
+                                     help="optimizer steps to simulate"),
     expand: bool = typer.Option(False, "--expand", help="one agent per GPU (no symmetry collapse); slower"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
     trace_ranks: int | None = typer.Option(
@@ -81,6 +71,7 @@ def run(
     """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events and trace."""
     check_network(network)
     spec = config.load(scenario)
+    out_dir = check_writable(unique_dir(out or Path("runs") / spec.name))  # before a simulation of hours
     from simcluster.engine import Simulation
 
     console = Console(stderr=as_json)
@@ -91,18 +82,19 @@ def run(
                       "simulated anyway (--no-memory-check)")
     total = steps or spec.training.steps
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
         result = sim.run(steps, on_step=lambda _index: progress.advance(task))
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
         console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
-    out_dir = unique_dir(out or Path("runs") / spec.name)
-    written = result.write(out_dir, trace_ranks=trace_ranks)
     from simcluster.analysis.timeline import plot_timeline
 
-    written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
+    with fresh_folder(unique_dir(out_dir)) as out_dir:  # unique again: another run may have taken it meanwhile
+        written = result.write(out_dir, trace_ranks=trace_ranks)
+        written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
     if as_json:
-        typer.echo(json.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
+        typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(summary_table(result.summary, result.memory))
     console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 from simcluster.cli.app import app
+from simcluster.core import outputs
 from simcluster.spec import config
 
 
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the scenario YAML."""
-    typer.echo(json.dumps(config.json_schema(), indent=2))
+    typer.echo(outputs.dumps(config.json_schema(), indent=2))

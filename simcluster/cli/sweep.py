@@ -12,7 +12,6 @@ them and computes only what is missing (``--fresh`` recomputes everything). How 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -21,15 +20,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simcluster.cli.app import app
+from simcluster.cli.app import Interrupted, app, check_count, fail, finite
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
+from simcluster.cli.outputs import check_writable
 from simcluster.cli.run import check_network
+from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws, returns
 from simcluster.spec import config
 from simcluster.studies import grid, sweep
 
 DAYS = 86400.0
+# Local worker processes: each is a Python process of ~100 MB (numpy, pandas, networkx loaded), so 1024 of them is
+# already 100 GB; more is a typo.
+MAX_JOBS = 1024
 
 
 def _results_table(frame, groups: list[dict]) -> Table:
@@ -86,13 +90,15 @@ def sweep_command(
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT "
                                          "(needs simcluster[distributed])"),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
-    target_loss: float | None = typer.Option(None, "--target-loss", help="loss to reach (nats/token); default: "
+    target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
+                                             help="loss to reach (nats/token); default: "
                                              "the loss of a compute-optimal run of the model"),
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
-    threshold: float = typer.Option(returns.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold",
+    threshold: float = typer.Option(returns.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold", parser=finite,
                                     help="scaling efficiency below which more GPUs are deemed wasteful (knee)"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); rerunning "
-                                    "into the same folder resumes"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); the same "
+                                    "grid resumes there, another grid goes to NAME-2, ... (reusing the runs it "
+                                    "shares)"),
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="draw the PNG/PDF figures"),
     as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),
@@ -103,33 +109,45 @@ def sweep_command(
     chosen = laws.get(law)
     if target_loss is not None:
         laws.check_positive(target_loss, "--target-loss")
+    if not 0.0 < threshold <= 1.0:
+        fail("--threshold", f"must be within (0, 1], got {threshold:g}")
     if jobs is not None and scheduler is not None:
         raise ScenarioError("--jobs", "give --jobs (local processes) or --scheduler (Dask), not both")
+    check_count(jobs, "--jobs", MAX_JOBS, "worker processes of ~100 MB each")
+    if scheduler is not None:
+        sweep.check_scheduler(scheduler)
     spec = config.load(scenario)
     base = spec.model_dump(mode="json")
     counts = grid.parse_gpus(gpus) if gpus else None
     tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network)
-    out_dir = out or Path("runs") / f"{spec.name}-sweep"
+    requested = check_writable(out or Path("runs") / f"{spec.name}-sweep")
+    out_dir = sweep.folder_for(requested, tasks)
     console = Console(stderr=True)
-    with sweep.executor(jobs, scheduler) as (pool, slots), Progress(
-            TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, transient=as_json) as progress:
-        bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
-        run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,
-                             on_done=lambda shard, reused: progress.advance(bar))
+    if out_dir != requested:
+        typer.echo(f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/", err=True)
+    try:
+        with sweep.executor(jobs, scheduler) as (pool, slots), Progress(
+                TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=console, transient=as_json,
+                disable=not console.is_terminal) as progress:  # no bar in logs: an interrupt stays one line
+            bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
+            run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,
+                                 on_done=lambda shard, reused: progress.advance(bar),
+                                 shard_sources=sweep.sibling_folders(requested, out_dir))
+    except Interrupted as stop:
+        stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold)
+        raise
     if not run.summaries:
         first = run.failed[0]
         raise ScenarioError("sweep", f"all {len(tasks)} runs failed; first ({first['params']}): {first['error']}")
     frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
-    written = [sweep.write_table(frame, out_dir)]
     report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
-              "series": groups, "failed": run.failed}
-    written.append(out_dir / "sweep.json")
-    written[-1].write_text(json.dumps(report, indent=1, default=str) + "\n")
+              "partial": False, "pending": 0, "out_dir": str(out_dir), "series": groups, "failed": run.failed}
+    written = _write_results(frame, report, out_dir)
     if plots:
         written += _plots(groups, threshold, out_dir, spec.name, chosen.name)
     if as_json:
-        typer.echo(json.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
+        typer.echo(outputs.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
         return
     console = Console()
     console.print(_results_table(frame, groups))
@@ -139,4 +157,28 @@ def sweep_command(
         console.print(_failures_table(run.failed))
     console.print(f"{len(tasks)} runs: {len(run.executed)} computed, {len(run.reused)} reused from shards, "
                   f"{len(run.failed)} failed", highlight=False)
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False)
+    console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)
+
+
+def _write_results(frame, report: dict, out_dir: Path) -> list[Path]:
+    """results.csv (or .parquet) and sweep.json, each written atomically."""
+    written = [sweep.write_table(frame, out_dir), out_dir / "sweep.json"]
+    outputs.write_text(written[1], outputs.dumps(report, indent=1, default=str) + "\n")
+    return written
+
+
+def _write_partial(tasks: list, out_dir: Path, chosen, target_loss: float | None, threshold: float) -> str:
+    """After SIGINT/SIGTERM: the table of the runs finished so far (their shards), marked partial; the line the
+    CLI prints. Running the same command again resumes from the shards."""
+    run = sweep.collect(tasks, out_dir)
+    finished = len(tasks) - len(run.pending)
+    kept = f"{finished} of {len(tasks)} runs finished"
+    try:
+        frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
+        report = {"law": chosen.name, "threshold": threshold, "executed": None, "reused": None, "partial": True,
+                  "pending": len(run.pending), "out_dir": str(out_dir), "series": groups, "failed": run.failed}
+        written = _write_results(frame, report, out_dir)
+    except (ScenarioError, OSError, ValueError) as err:
+        return f"{kept}, kept as shards in {out_dir}/ (no results table: {err}); run the same command to resume"
+    return (f"{kept}; wrote {', '.join(p.name for p in written)} (partial) to {out_dir}/; run the same command "
+            "to resume")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.console import Console
 from rich.progress import track
@@ -11,7 +9,7 @@ from rich.table import Table
 
 from simcluster.cli.app import app, fail
 from simcluster.cli.run import check_network
-from simcluster.core import units
+from simcluster.core import outputs, units
 from simcluster.studies import validation
 
 
@@ -38,7 +36,7 @@ def validate(
                                  transient=True)]
     stats = validation.error_stats(results) if results else {}
     if as_json:
-        typer.echo(json.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats}, indent=2))
+        typer.echo(outputs.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats}, indent=2))
         return
     table = Table(title=f"simulated vs published TFLOP/s per GPU ({label} runs)")
     for column in ("scenario", "metric", "published", "simulated", "error", "memory/GPU"):

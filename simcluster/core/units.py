@@ -102,6 +102,8 @@ def parse(text: str | float | int, dimension: str | None = None, field: str = "v
     if isinstance(text, int | float):
         if dimension not in (None, DIMENSIONLESS):
             raise ScenarioError(field, f"a bare number {text!r} is ambiguous: write the unit ({dimension})")
+        if not math.isfinite(text):
+            raise ScenarioError(field, f"{text!r} is not a finite number")
         return float(text)
     match = _NUMBER.match(str(text))
     if not match:
@@ -113,7 +115,32 @@ def parse(text: str | float | int, dimension: str | None = None, field: str = "v
         raise ScenarioError(field, f"{err} in {text!r}") from None
     if dimension is not None and found != dimension:
         raise ScenarioError(field, f"{text!r} is a {found} quantity, expected {dimension}")
-    return float(number) * factor
+    value = float(number) * factor
+    if not math.isfinite(value):
+        raise ScenarioError(field, f"{text!r} is not a finite quantity")
+    return value
+
+
+# What a physical quantity may be, besides finite (``check_sign``).
+ANY, POSITIVE, NON_NEGATIVE = "any", "positive", "non-negative"
+
+
+def check_sign(value: float, sign: str, field: str, text=None) -> float:
+    """``value`` when it is finite and of ``sign`` (POSITIVE: > 0, for rates, peaks and capacities;
+    NON_NEGATIVE: >= 0, for latencies and powers), else a ScenarioError naming ``field`` and the value as written."""
+    shown = repr(value if text is None else text)
+    if not math.isfinite(value):
+        raise ScenarioError(field, f"must be finite, got {shown}")
+    if sign == POSITIVE and value <= 0:
+        raise ScenarioError(field, f"must be > 0, got {shown}")
+    if sign == NON_NEGATIVE and value < 0:
+        raise ScenarioError(field, f"must be >= 0, got {shown}")
+    return value
+
+
+def parse_checked(text: str | float | int, dimension: str, sign: str, field: str = "value") -> float:
+    """``parse`` then ``check_sign``: a quantity such as a link rate (POSITIVE) or a latency (NON_NEGATIVE)."""
+    return check_sign(parse(text, dimension, field=field), sign, field, text)
 
 
 _FORMAT_PREFIXES = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
@@ -160,15 +187,16 @@ def parse_message_size(text: str | int) -> float:
     return parse(raw, BYTES, field="size")
 
 
-def _quantity(dimension: str):
-    """A pydantic field type that accepts a unit string of ``dimension`` and stores the SI float."""
+def _quantity(dimension: str, sign: str = ANY):
+    """A pydantic field type that accepts a unit string of ``dimension`` and stores the SI float (finite, and of
+    ``sign``: ANY, POSITIVE or NON_NEGATIVE)."""
     from typing import Annotated
 
     from pydantic import BeforeValidator, PlainSerializer
 
     def validate(value):
         try:
-            return parse(value, dimension)
+            return check_sign(parse(value, dimension), sign, "", value)
         except ScenarioError as err:
             raise ValueError(err.message) from None
 
@@ -185,9 +213,30 @@ def exact_text(value: float, dimension: str) -> str:
     return fmt(value, dimension, 17)
 
 
-# Field types for pydantic models (spec.config, spec.hardware): written as strings, stored as SI floats.
+# Field types for pydantic models (spec.config, spec.hardware): written as strings, stored as SI floats, always
+# finite. The Positive/NonNegative variants are for quantities that cannot be zero (rates, peaks, capacities: a
+# zero divides) or negative (latencies, powers: a negative latency runs time backwards).
 Bytes = _quantity(BYTES)
 BytesPerS = _quantity(BYTES_PER_S)
 Seconds = _quantity(SECONDS)
 FlopPerS = _quantity(FLOP_PER_S)
 Watts = _quantity(WATTS)
+PositiveBytes = _quantity(BYTES, POSITIVE)
+PositiveBytesPerS = _quantity(BYTES_PER_S, POSITIVE)
+PositiveFlopPerS = _quantity(FLOP_PER_S, POSITIVE)
+PositiveWatts = _quantity(WATTS, POSITIVE)
+NonNegativeSeconds = _quantity(SECONDS, NON_NEGATIVE)
+NonNegativeWatts = _quantity(WATTS, NON_NEGATIVE)
+
+
+def _count():
+    from typing import Annotated
+
+    from pydantic import Field, Strict
+
+    return Annotated[int, Strict(), Field(gt=0)]
+
+
+# Counts (GPUs, layers, degrees of parallelism) are strict integers > 0: YAML's `tp: true` or `dp: 4.0` is refused,
+# not read as 1 or 4.
+Count = _count()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simcluster.core import outputs
 from simcluster.core.units import SECONDS, fmt
 from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
 
@@ -28,21 +29,24 @@ class Result:
     memory: object  # MemoryBreakdown of the worst stage
 
     def write(self, out_dir: Path, trace_ranks: int | None = None) -> list[Path]:
-        """Write summary.json, events.csv (Parquet with pyarrow), links.csv, trace.json.gz into ``out_dir``."""
+        """Write summary.json, events.csv (Parquet with pyarrow), links.csv, trace.json.gz into ``out_dir``, each
+        atomically; non-finite figures of the summary are written as null (``core.outputs``)."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        written = [out_dir / "summary.json"]
-        written[0].write_text(json.dumps(self.summary, indent=2) + "\n")
+        written = [outputs.write_text(out_dir / "summary.json", outputs.dumps(self.summary, indent=2) + "\n")]
         try:
             import pyarrow  # noqa: F401
 
             path = out_dir / "events.parquet"
-            self.events.to_parquet(path)
+            with outputs.atomic_path(path) as tmp:
+                self.events.to_parquet(tmp)
         except ImportError:
             path = out_dir / "events.csv"
-            self.events.to_csv(path, index=False)
+            with outputs.atomic_path(path) as tmp:
+                self.events.to_csv(tmp, index=False)
         written.append(path)
         written.append(out_dir / "links.csv")
-        self.links.to_csv(written[-1], index=False)
+        with outputs.atomic_path(written[-1]) as tmp:
+            self.links.to_csv(tmp, index=False)
         written.append(write_chrome_trace(self.events, out_dir / "trace.json.gz", max_ranks=trace_ranks))
         return written
 
@@ -175,6 +179,6 @@ def write_chrome_trace(events: pd.DataFrame, path: Path, max_ranks: int | None =
             "ts": row.start_s * 1e6, "dur": max(0.0, (row.end_s - row.start_s) * 1e6),
             "args": {"microbatch": int(row.microbatch), "bytes": float(row.bytes), "gpus": int(row.group)},
         })
-    with gzip.open(path, "wt") as handle:
-        json.dump({"traceEvents": trace, "displayTimeUnit": "ms"}, handle)
+    with outputs.atomic_path(path) as tmp, gzip.open(tmp, "wt") as handle:
+        json.dump({"traceEvents": trace, "displayTimeUnit": "ms"}, handle, allow_nan=False)
     return path

@@ -32,6 +32,12 @@ QUANTUM_HDR_PORTS = 40
 # 25.6 Tb/s Ethernet switch ASICs (Broadcom Tomahawk 4, NVIDIA Spectrum-3/4 class): 64 ports of 400 GbE.
 ETHERNET_400G_PORTS = 64
 NDR_BYTES_PER_S = 400e9 / 8
+# Bound on radix, spines, hosts per leaf and k given as options: the largest switch ASICs have 512 ports
+# (Broadcom Tomahawk 5, 51.2 Tb/s as 512 x 100 GbE). It also bounds the size of the graph a small option can ask for.
+MAX_SWITCH_PORTS = 512
+# A k-ary fat-tree given k may hold at most this many times the cluster's GPUs (plus a few): its switches and
+# cables grow as k^2 and k^3 whatever the GPU count.
+MAX_FAT_TREE_HOST_RATIO = 8
 
 # Torus defaults, TPU-v4-like: an ICI link carries 400 Gb/s per direction (Jouppi et al. 2023, "TPU v4: an
 # optically reconfigurable supercomputer", ISCA; via glennklockwood.com/garden/processors/TPUv4), and a hop
@@ -213,6 +219,9 @@ def leaf_spine(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic
         raise ScenarioError("cluster.topology_options",
                             "hosts_per_leaf must be >= 1 and oversubscription > 0")
     spine_count = int(options.get("spines", math.ceil(hosts / ratio)))
+    if spine_count > MAX_SWITCH_PORTS:
+        raise ScenarioError("cluster.topology_options", f"{spine_count} spines (hosts_per_leaf / oversubscription) "
+                            f"exceed the {MAX_SWITCH_PORTS} ports a leaf switch can have")
     uplink_bytes_per_s = hosts * nic.rate / (ratio * spine_count)
     nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
     leaves = [b.node(f"leaf/{j}", "leaf", switch) for j in range(math.ceil(gpus / hosts))]
@@ -240,6 +249,9 @@ def fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: 
     if gpus > k**3 // 4:
         raise ScenarioError("cluster.topology_options.k", f"a {k}-ary fat-tree has {k**3 // 4} hosts, "
                             f"fewer than {gpus} GPUs")
+    if k**3 // 4 > MAX_FAT_TREE_HOST_RATIO * gpus + 16:
+        raise ScenarioError("cluster.topology_options.k", f"a {k}-ary fat-tree has {k**3 // 4} hosts, more than "
+                            f"{MAX_FAT_TREE_HOST_RATIO} times the {gpus} GPUs: choose a smaller k")
     link_bytes_per_s = options.get("link_bytes_per_s", nic.rate)
     half = k // 2
     nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
@@ -281,7 +293,7 @@ def torus(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Nic
     """
     dims = options.get("dims") or _near_cube(gpus, 3)
     dims = [int(d) for d in dims]
-    if len(dims) not in (1, 2, 3) or min(dims) < 1 or int(np.prod(dims)) != gpus:
+    if len(dims) not in (1, 2, 3) or min(dims) < 1 or math.prod(dims) != gpus:
         raise ScenarioError("cluster.topology_options.dims",
                             f"{dims} must list 1 to 3 sizes whose product is the "
                             f"{gpus} GPUs")

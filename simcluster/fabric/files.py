@@ -10,9 +10,8 @@ import re
 from pathlib import Path
 
 import networkx as nx
-import yaml
 
-from simcluster.core import units
+from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric.builders import GraphBuilder
 
@@ -33,9 +32,18 @@ def _check_keys(where: str, data: dict, allowed: set[str]):
         raise ScenarioError(f"{where}.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
-def _quantity(value, dimension: str, field: str) -> float:
-    """A unit string (or, for keys read from GraphML as SI floats, a bare number) as an SI float."""
-    return units.parse(value, dimension, field=field)
+# Parallel cables one link entry may stand for: the largest switches have 512 ports (51.2 Tb/s at 100 Gb/s).
+MAX_LINK_COUNT = 512
+
+
+def _quantity(value, dimension: str, field: str, sign: str) -> float:
+    """A unit string as an SI float: finite, and > 0 (bandwidths) or >= 0 (latencies) as ``sign`` says. A negative
+    latency would run time backwards (the event loop never ends), a zero bandwidth divides by zero."""
+    return units.parse_checked(value, dimension, sign, field=field)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
@@ -57,7 +65,10 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
     _check_keys(f"{source}:defaults", defaults, _DEFAULT_KEYS)
 
     b = GraphBuilder(str(data.get("name", Path(source).stem)))
-    b.graph.graph["gpu_transit"] = bool(data.get("gpu_transit", False))
+    gpu_transit = data.get("gpu_transit", False)
+    if not isinstance(gpu_transit, bool):
+        raise ScenarioError(f"{source}:gpu_transit", f"expected true or false, got {gpu_transit!r}")
+    b.graph.graph["gpu_transit"] = gpu_transit
     gpus = []
     for node_id, attrs in nodes.items():
         where = f"{source}:nodes.{node_id}"
@@ -69,7 +80,7 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
         if role not in ROLES:
             raise ScenarioError(f"{where}.role",
                                 f"unknown role {role!r} (expected one of: {', '.join(ROLES)})")
-        latency_s = _quantity(attrs.get("latency", "0 s"), units.SECONDS, f"{where}.latency")
+        latency_s = _quantity(attrs.get("latency", "0 s"), units.SECONDS, f"{where}.latency", units.NON_NEGATIVE)
         b.node(str(node_id), role, latency_s)
         if role == "gpu":
             gpus.append((attrs.get("rank"), len(gpus), str(node_id)))
@@ -90,18 +101,17 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
         if bandwidth is None:
             raise ScenarioError(f"{where}.bandwidth",
                                 "missing bandwidth (e.g. '400 Gb/s'; or set defaults.bandwidth)")
-        bytes_per_s = _quantity(bandwidth, units.BYTES_PER_S, f"{where}.bandwidth")
-        if bytes_per_s <= 0:
-            raise ScenarioError(f"{where}.bandwidth", f"must be positive, got {bandwidth!r}")
+        bytes_per_s = _quantity(bandwidth, units.BYTES_PER_S, f"{where}.bandwidth", units.POSITIVE)
         latency = link.get("latency", defaults.get("latency", "0 s"))
-        latency_s = _quantity(latency, units.SECONDS, f"{where}.latency")
+        latency_s = _quantity(latency, units.SECONDS, f"{where}.latency", units.NON_NEGATIVE)
         kind = link.get("kind", defaults.get("kind", "ethernet"))
         if kind not in LINK_KINDS:
             raise ScenarioError(f"{where}.kind",
                                 f"unknown link kind {kind!r} (expected one of: {', '.join(LINK_KINDS)})")
         count = link.get("count", 1)
-        if not isinstance(count, int) or count < 1:
-            raise ScenarioError(f"{where}.count", f"expected a positive integer, got {count!r}")
+        if not _is_int(count) or not 1 <= count <= MAX_LINK_COUNT:
+            raise ScenarioError(f"{where}.count", f"expected an integer from 1 to {MAX_LINK_COUNT} (cables of one "
+                                f"switch), got {count!r}")
         link_class = link.get("class")
         if link_class is not None and not (isinstance(link_class, str) and _CLASS_NAME.fullmatch(link_class)):
             raise ScenarioError(f"{where}.class", f"expected a lower-case name such as leaf-spine, got {link_class!r}")
@@ -109,7 +119,7 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
         add(str(ends[0]), str(ends[1]), bytes_per_s * count, kind, latency_s, link_class)
     _order_gpus(b, gpus, source)
     gpus_per_node = data.get("gpus_per_node")
-    if gpus_per_node is not None and (not isinstance(gpus_per_node, int) or gpus_per_node < 1):
+    if gpus_per_node is not None and (not _is_int(gpus_per_node) or gpus_per_node < 1):
         raise ScenarioError(f"{source}:gpus_per_node", f"expected a positive integer, got {gpus_per_node!r}")
     validate_graph(b.graph, b.gpu_nodes, source)
     return b, gpus_per_node
@@ -123,7 +133,8 @@ def _order_gpus(b: GraphBuilder, gpus: list[tuple], source: str):
     if all(rank is None for rank in ranks):
         b.gpu_nodes = [name for _, _, name in gpus]
         return
-    if any(rank is None for rank in ranks) or sorted(ranks) != list(range(len(gpus))):
+    if (any(rank is None or not _is_int(rank) for rank in ranks)
+            or sorted(ranks) != list(range(len(gpus)))):
         raise ScenarioError(f"{source}:nodes", "GPU ranks must be given for all GPUs or none, and be 0..n-1")
     b.gpu_nodes = [name for _, _, name in sorted(gpus)]
 
@@ -146,6 +157,7 @@ def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
     ``bandwidth`` and optional ``latency``, ``kind``, ``class`` as unit strings. An undirected graph's edges are
     full-duplex cables."""
     source = str(path)
+    inputs.read_text(path, inputs.MAX_FABRIC_BYTES, "GraphML fabric file")  # size and text, before XML parsing
     try:
         raw = nx.read_graphml(path)
     except Exception as err:  # networkx raises several types (ParseError, NetworkXError, KeyError)
@@ -169,24 +181,14 @@ def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
         link.update({key: value for key, value in attrs.items() if key in _EDGE_ATTRIBUTES})
         links.append(link)
     data = {"name": raw.graph.get("name") or path.stem, "nodes": nodes, "links": links}
-    if "gpus_per_node" in raw.graph:
-        data["gpus_per_node"] = int(raw.graph["gpus_per_node"])
-    if "gpu_transit" in raw.graph:
-        data["gpu_transit"] = bool(raw.graph["gpu_transit"])
+    for key in ("gpus_per_node", "gpu_transit"):
+        if key in raw.graph:
+            data[key] = raw.graph[key]
     return from_spec(data, source)
 
 
 def load(path: Path) -> tuple[GraphBuilder, int | None]:
-    """Read a fabric file (.yaml/.yml or .graphml)."""
-    source = str(path)
+    """Read a fabric file (.yaml/.yml or .graphml): size, text and YAML aliases bounded (``core.inputs``)."""
     if path.suffix.lower() == ".graphml":
         return from_graphml(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ScenarioError(source, f"invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
-    except OSError as err:
-        raise ScenarioError(source, f"cannot read: {err.strerror}") from None
-    return from_spec(data, source)
+    return from_spec(inputs.load_yaml(path, inputs.MAX_FABRIC_BYTES, "fabric file"), str(path))

@@ -12,6 +12,7 @@ entering it) are in docs/topologies.md.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -282,9 +283,9 @@ def _options(topology: str, options: dict | None) -> dict:
     for key, value in options.items():
         where = f"cluster.topology_options.{key}"
         if key == "link":
-            out["link_bytes_per_s"] = units.parse(value, units.BYTES_PER_S, field=where)
+            out["link_bytes_per_s"] = units.parse_checked(value, units.BYTES_PER_S, units.POSITIVE, field=where)
         elif key == "hop_latency":
-            out["hop_latency_s"] = units.parse(value, units.SECONDS, field=where)
+            out["hop_latency_s"] = units.parse_checked(value, units.SECONDS, units.NON_NEGATIVE, field=where)
         elif key == "protocol":
             if value not in builders.PROTOCOL_KIND:
                 raise ScenarioError(where, f"expected one of {', '.join(builders.PROTOCOL_KIND)}, "
@@ -295,16 +296,21 @@ def _options(topology: str, options: dict | None) -> dict:
                 raise ScenarioError(where, f"expected one of {', '.join(ROUTING_POLICIES)}, got {value!r}")
             out[key] = value
         elif key == "dims":
-            if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
-                raise ScenarioError(where, f"expected a list of integers such as [4, 4, 4], got {value!r}")
+            if (not isinstance(value, list | tuple) or not 1 <= len(value) <= 3
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+                raise ScenarioError(where, f"expected 1 to 3 positive integers such as [4, 4, 4], got {value!r}")
             out[key] = list(value)
         elif key == "oversubscription":
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ScenarioError(where, f"expected a positive ratio such as 4 (for 4:1), got {value!r}")
+            if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                    or not 1 / builders.MAX_SWITCH_PORTS <= value <= builders.MAX_SWITCH_PORTS):
+                raise ScenarioError(where, f"expected a ratio such as 4 (for 4:1), from 1/{builders.MAX_SWITCH_PORTS}"
+                                    f" to {builders.MAX_SWITCH_PORTS} (ports of a switch), got {value!r}")
             out[key] = float(value)
         else:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ScenarioError(where, f"expected a positive integer, got {value!r}")
+            low = 2 if key in ("radix", "k") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= builders.MAX_SWITCH_PORTS:
+                raise ScenarioError(where, f"expected an integer from {low} to {builders.MAX_SWITCH_PORTS} (ports of "
+                                    f"the largest switches), got {value!r}")
             out[key] = value
     return out
 

@@ -307,11 +307,20 @@ def _expm1_over_x(x):
         return np.where(small, 1.0 + x / 2.0 * (1.0 + x / 3.0), np.expm1(safe) / safe)
 
 
+# Efficiency doublings gamma * t the time laws accept: 2^1000 ~ 1e301 is the largest power of two a float holds
+# with room for the products that follow; beyond it E(t) is infinite and R(t) meaningless.
+MAX_DOUBLINGS = 1000.0
+
+
 def _check_time_law(years, gamma, kappa=None):
     t = check_non_negative(years, "years")
     g = check_non_negative(gamma, "gamma")
     if kappa is not None:
         check_positive(kappa, "kappa")
+    doublings = np.max(np.asarray(g) * np.asarray(t))
+    if doublings > MAX_DOUBLINGS:
+        raise ScenarioError("gamma", f"gamma * years = {doublings:.3g} efficiency doublings; at most "
+                            f"{MAX_DOUBLINGS:g} (2^gamma*t overflows a float beyond)")
     return t, g
 
 

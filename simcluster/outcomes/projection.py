@@ -19,6 +19,7 @@ run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from simcluster.core import catalog, units
@@ -28,6 +29,12 @@ from simcluster.spec import config, hardware
 
 CONSTRAINTS = ("compute", "memory", "network", "budget", "energy", "data")
 LETTERS = {"compute": "C", "memory": "M", "network": "N", "budget": "B", "energy": "E", "data": "D"}
+
+
+# Plausible ranges of the projection's horizon: the growth rates of projection.yaml are fitted on 2010-2024 data
+# (Epoch AI) and a century beyond is far past anything they can say.
+MAX_YEARS = 100
+MIN_START_YEAR, MAX_START_YEAR = 2000, 2100
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,18 @@ class ProjectionInputs:
     node_overhead_w: float
 
     def __post_init__(self):
-        if self.years < 1:
-            raise ScenarioError("years", f"must be >= 1, got {self.years}")
+        if not 1 <= self.years <= MAX_YEARS:
+            raise ScenarioError("years", f"must be within 1 to {MAX_YEARS} (growth rates extrapolated further mean "
+                                f"nothing), got {self.years}")
+        if not MIN_START_YEAR <= self.start_year <= MAX_START_YEAR:
+            raise ScenarioError("start_year", f"must be within {MIN_START_YEAR} to {MAX_START_YEAR}, "
+                                f"got {self.start_year}")
         if not 0.0 < self.mfu <= 1.0:
             raise ScenarioError("mfu", f"must be within (0, 1], got {self.mfu}")
         laws.check_non_negative(self.gamma, "gamma")
+        if self.gamma * self.years > laws.MAX_DOUBLINGS:
+            raise ScenarioError("gamma", f"gamma * years = {self.gamma * self.years:.3g} efficiency doublings; at "
+                                f"most {laws.MAX_DOUBLINGS:g} (2^gamma*t overflows a float beyond)")
         for field in ("run_duration_s", "flop_per_usd_growth", "flop_per_j_growth", "peak_growth",
                       "hbm_growth", "compute_flop_per_s", "compute_growth", "budget_usd", "budget_growth",
                       "power_cap_w", "power_growth", "data_stock_tokens", "data_epochs", "data_growth",
@@ -114,7 +128,20 @@ def base_rates(inputs: ProjectionInputs) -> dict:
 
 
 def ceilings(inputs: ProjectionInputs, t: float, law: laws.Law | None = None) -> dict[str, float]:
-    """FLOP ceiling of one run under each constraint, ``t`` years after the start year."""
+    """FLOP ceiling of one run under each constraint, ``t`` years after the start year; a ScenarioError when the
+    inputs grow past what a float holds."""
+    try:
+        caps = _ceilings(inputs, t, law)
+    except OverflowError:
+        caps = {"all": math.inf}
+    overflow = [name for name, value in caps.items() if not math.isfinite(value)]
+    if overflow:
+        raise ScenarioError("projection", f"the {overflow[0]} ceiling overflows {t:g} years after "
+                            f"{inputs.start_year}: an input or growth rate is implausibly large")
+    return caps
+
+
+def _ceilings(inputs: ProjectionInputs, t: float, law: laws.Law | None) -> dict[str, float]:
     law = laws.get(inputs.law, field="law") if law is None else law
     base = base_rates(inputs)
     T = inputs.run_duration_s

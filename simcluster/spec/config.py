@@ -6,30 +6,52 @@ The format is documented field by field in ``docs/scenario.md``; ``simcluster sc
 
 from __future__ import annotations
 
+import unicodedata
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError
-from simcluster.core.units import Bytes
+from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
 from simcluster.spec.model import TransformerSpec
 
 NETWORK_MODELS = ("analytic", "flow", "chunk")
+
+# Plain numbers of the scenario (prices, ratios) are finite: YAML's .inf and .nan are refused.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+# Plausibility bounds, checked before anything is allocated (docs/scenario.md, "What is refused"):
+# GPUs in one cluster: ten million is about fifty times the largest training clusters announced by 2025 (~2e5
+# GPUs); the per-rank tables of a larger fabric alone would take gigabytes.
+MAX_GPUS = 10**7
+# GPUs in one NVLink domain: NVIDIA's largest announced is 576 (Rubin Ultra NVL576, GTC 2025).
+MAX_GPUS_PER_NODE = 576
+# Sequence length: 2^24 = 16.8M tokens, above the longest context trained (10M, Llama 4 Scout, 2025).
+MAX_SEQ_LEN = 2**24
+# Sequences per optimizer step: 10^8; published runs use at most a few thousand (Llama 3 405B: 16M tokens =
+# 2048 x 8192), and critical batch sizes (McCandlish et al. 2018) stay far below.
+MAX_GLOBAL_BATCH_SIZE = 10**8
+# Microbatches per replica per step: each costs about a millisecond of simulation per pipeline stage, so 10^5 is
+# already minutes; published pipelines run a few hundred at most.
+MAX_MICROBATCHES = 10**5
+# Optimizer steps simulated: each is simulated event by event and steady state is reached in the first few.
+MAX_STEPS = 10**4
+# A scenario name becomes a folder name (runs/<name>/, runs/<name>-sweep-2/): file systems allow 255 bytes; the
+# rest is left for the suffixes simcluster appends.
+MAX_NAME_BYTES = 200
 
 
 class _Strict(BaseModel):
@@ -38,8 +60,8 @@ class _Strict(BaseModel):
 
 class Cluster(_Strict):
     gpu: GpuSpec = Field(description="catalog name (h100-sxm, a100-80gb-sxm, ...) or an inline GPU spec")
-    gpus_per_node: PositiveInt = Field(8, description="GPUs in one NVLink/NVSwitch domain")
-    nodes: PositiveInt = Field(1, description="number of nodes")
+    gpus_per_node: Count = Field(8, le=MAX_GPUS_PER_NODE, description="GPUs in one NVLink/NVSwitch domain")
+    nodes: Count = Field(1, le=MAX_GPUS, description="number of nodes")
     nic: NicSpec = Field("connectx-7", validate_default=True,
                          description="catalog name or inline NIC spec, one per GPU")
     topology: str = Field("rail-fat-tree", description="builtin fabric name or a path to a YAML/GraphML file")
@@ -49,7 +71,7 @@ class Cluster(_Strict):
         "off", description="in-network reduction in InfiniBand switches (SHARP): off (default, as NCCL without "
         "NCCL_COLLNET_ENABLE=1) = never; auto = where the fabric has it, chosen where NCCL's tuner would; "
         "on = required")
-    price_per_gpu_hour: PositiveFloat | None = Field(None, description="USD per GPU-hour; default: GPU catalog")
+    price_per_gpu_hour: FiniteFloat | None = Field(None, ge=0, description="USD per GPU-hour; default: GPU catalog")
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -61,32 +83,40 @@ class Cluster(_Strict):
     def _nic_preset(cls, value):
         return hardware.nic(value).model_dump(mode="json") if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _plausible_size(self) -> Cluster:
+        if self.gpus > MAX_GPUS:
+            raise ScenarioError("cluster.nodes", f"{self.nodes} nodes x {self.gpus_per_node} GPUs = {self.gpus} "
+                                f"GPUs, above the {MAX_GPUS:.0e} this simulator accepts (about fifty times the "
+                                "largest clusters built)")
+        return self
+
     @property
     def gpus(self) -> int:
         return self.nodes * self.gpus_per_node
 
 
 class Training(_Strict):
-    seq_len: PositiveInt = Field(2048, description="tokens per sequence")
-    global_batch_size: PositiveInt = Field(description="sequences per optimizer step")
-    micro_batch_size: PositiveInt = Field(1, description="sequences per microbatch")
+    seq_len: Count = Field(2048, le=MAX_SEQ_LEN, description="tokens per sequence")
+    global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
+    micro_batch_size: Count = Field(1, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
     activation_recompute: Literal["none", "selective", "full"] = "none"
     attention: Literal["flash", "naive"] = Field("flash", description="attention kernel: fused (flash) or naive")
     optimizer: Literal["adam"] = "adam"
-    steps: PositiveInt = Field(1, description="optimizer steps to simulate")
+    steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
 class Parallelism(_Strict):
-    tp: PositiveInt = Field(1, description="tensor parallel degree")
-    pp: PositiveInt = Field(1, description="pipeline parallel degree")
-    dp: PositiveInt = Field(1, description="data parallel degree")
-    cp: PositiveInt = Field(1, description="context parallel degree")
+    tp: Count = Field(1, description="tensor parallel degree")
+    pp: Count = Field(1, description="pipeline parallel degree")
+    dp: Count = Field(1, description="data parallel degree")
+    cp: Count = Field(1, description="context parallel degree")
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
-    virtual_stages: PositiveInt = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
+    virtual_stages: Count = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism (needs tp > 1 to matter)")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage of the distributed optimizer")
-    layers_per_stage: list[int] | None = Field(
+    layers_per_stage: list[Annotated[int, Strict()]] | None = Field(
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
     order: str = Field("tp-cp-pp-dp", description="rank order, innermost first")
     grad_bucket_size: Bytes = Field("25 MB", validate_default=True,
@@ -108,6 +138,13 @@ class Parallelism(_Strict):
         True, description="without sequence parallelism, send 1/tp of a pipeline message per TP rank and all-gather "
         "it over the TP group on the receiver (Megatron-LM --scatter-gather-tensors-in-pipeline)")
 
+    @field_validator("zero_stage", mode="before")
+    @classmethod
+    def _zero_stage_not_bool(cls, value):
+        if isinstance(value, bool):
+            raise ValueError(f"expected 0, 1, 2 or 3, got {value!r}")
+        return value
+
     @field_validator("grad_bucket_size")
     @classmethod
     def _positive_bucket(cls, value: float) -> float:
@@ -124,14 +161,26 @@ class Parallelism(_Strict):
 
 
 class Economics(_Strict):
-    pue: PositiveFloat = Field(1.2, description="datacenter power usage effectiveness (Uptime Institute 2023 ~1.2-1.6)")
+    # PUE is facility power over IT power: >= 1 by its definition (The Green Grid, White Paper 49, 2012).
+    pue: FiniteFloat = Field(1.2, ge=1.0,
+                             description="datacenter power usage effectiveness (Uptime Institute 2023 ~1.2-1.6)")
     node_overhead: str = Field("1.5 kW", description="CPU, NICs, fans per node beyond the GPUs")
-    grid_kg_co2_per_kwh: NonNegativeFloat = Field(0.4, description="grid carbon intensity (IEA 2023 world ~0.45)")
+    grid_kg_co2_per_kwh: FiniteFloat = Field(0.4, ge=0, description="grid carbon intensity (IEA 2023 world ~0.45)")
+
+    @field_validator("node_overhead")
+    @classmethod
+    def _node_overhead_power(cls, value: str) -> str:
+        try:
+            units.parse_checked(value, units.WATTS, units.NON_NEGATIVE)
+        except ScenarioError as err:
+            raise ValueError(err.message) from None
+        return value
 
 
 class Scenario(_Strict):
     name: str = Field("scenario", pattern=r"^[^/\\.][^/\\]*$",
-                      description="names the output folder runs/<name>/: no '/' or '\\', no leading '.'")
+                      description="names the output folder runs/<name>/: no '/' or '\\', no leading '.', no "
+                      "control characters, no leading or trailing space, at most 200 bytes")
     cluster: Cluster
     model: TransformerSpec = Field(
         description="preset name or inline {layers, hidden, heads, kv_heads, ffn_hidden, vocab}")
@@ -139,6 +188,20 @@ class Scenario(_Strict):
     parallelism: Parallelism = Field(default_factory=Parallelism)
     network: Literal["analytic", "flow", "chunk"] = Field("flow", description="network model")
     economics: Economics = Field(default_factory=Economics)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        """The name becomes a folder: refuse what a file system refuses or what would hide in a listing."""
+        control = [c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+        if control:
+            raise ValueError(f"must not contain control characters (found {control[0]!r} in {value[:40]!r})")
+        if value != value.strip():
+            raise ValueError(f"must not start or end with white space, got {value[:40]!r}")
+        size = len(value.encode())
+        if size > MAX_NAME_BYTES:
+            raise ValueError(f"is {size} bytes long, at most {MAX_NAME_BYTES} (it names a folder)")
+        return value
 
     @field_validator("model", mode="before")
     @classmethod
@@ -172,6 +235,10 @@ class Scenario(_Strict):
                                 f"pp*virtual_stages = {chunks} chunks")
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")
+        if self.microbatches > MAX_MICROBATCHES:
+            raise ScenarioError("training.global_batch_size", f"{t.global_batch_size} sequences give "
+                                f"{self.microbatches} microbatches per replica (global_batch_size / (dp * "
+                                f"micro_batch_size)), above the {MAX_MICROBATCHES:.0e} simulated in reasonable time")
         if p.virtual_stages > 1 and p.p2p == "blocking":
             raise ScenarioError("parallelism.p2p", "blocking sends are modelled for non-interleaved schedules only "
                                 "(virtual_stages: 1); use auto or async with interleaving")
@@ -191,7 +258,8 @@ class Scenario(_Strict):
 
     @property
     def price_per_gpu_hour(self) -> float:
-        return self.cluster.price_per_gpu_hour or self.cluster.gpu.price_per_gpu_hour
+        price = self.cluster.price_per_gpu_hour
+        return self.cluster.gpu.price_per_gpu_hour if price is None else price
 
 
 def _field_path(loc: tuple) -> str:
@@ -210,6 +278,11 @@ def from_dict(data: Any, source: str = "scenario") -> Scenario:
         first = err.errors(include_url=False)[0]
         field = _field_path(first["loc"]) or source
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] not in ("value_error", "missing", "extra_forbidden") and "input" in first:
+            shown = repr(first["input"])
+            message += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+        if first["type"] == "less_than_equal":
+            message += " (a plausibility bound, see docs/scenario.md)"
         if first["type"] == "extra_forbidden":
             message = "unknown key (see `simcluster schema` for the allowed fields)"
         elif first["type"] == "missing":
@@ -237,27 +310,23 @@ def resolve_path(name_or_path: str | Path | None) -> Path:
     if name_or_path is None:
         name_or_path = DEFAULT_SCENARIO
     path = Path(name_or_path)
-    if path.is_file():
-        return path
     bundled = bundled_dir() / f"{name_or_path}.yaml"
-    if bundled.is_file():
-        return bundled
+    try:
+        if path.is_file():
+            return path
+        if bundled.is_file():
+            return bundled
+    except OSError as err:  # a name longer than the file system takes
+        raise ScenarioError("SCENARIO", f"cannot use {str(name_or_path)[:60]!r}...: {err.strerror}") from None
     raise ScenarioError("SCENARIO", f"no file {str(path)!r} and no bundled scenario of that name "
                         f"(bundled: {', '.join(bundled_names())})")
 
 
 def load(name_or_path: str | Path | None = None) -> Scenario:
-    """Read and validate a scenario file (or a bundled scenario by name)."""
+    """Read and validate a scenario file (or a bundled scenario by name); size, text and YAML aliases are
+    bounded (``core.inputs``)."""
     path = resolve_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ScenarioError(str(path), f"invalid YAML{where}: {problem}") from None
-    except OSError as err:
-        raise ScenarioError(str(path), f"cannot read: {err.strerror}") from None
+    data = inputs.load_yaml(path, inputs.MAX_SCENARIO_BYTES, "scenario file")
     return from_dict(data, source=str(path))
 
 

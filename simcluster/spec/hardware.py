@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
-from simcluster.core.units import Bytes, BytesPerS, FlopPerS, Seconds, Watts
+from simcluster.core.units import (
+    NonNegativeSeconds,
+    NonNegativeWatts,
+    PositiveBytes,
+    PositiveBytesPerS,
+    PositiveFlopPerS,
+    PositiveWatts,
+)
 
 Precision = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
 
@@ -27,16 +34,25 @@ class GpuSpec(BaseModel):
 
     name: str = "custom-gpu"
     vendor: str = "custom"
-    peak: dict[Precision, FlopPerS] = Field(description="dense peak FLOP/s per precision, e.g. {bf16: 989 TFLOP/s}")
-    hbm_capacity: Bytes = Field(description="HBM capacity, e.g. '80 GB'")
-    hbm_bandwidth: BytesPerS = Field(description="HBM bandwidth, e.g. '3.35 TB/s'")
-    nvlink_bandwidth: BytesPerS = Field(description="scale-up bandwidth per GPU per direction, e.g. '450 GB/s'")
+    # Peaks, capacities and bandwidths are > 0 (a rate divides: zero has no meaning, a negative one would run
+    # the simulation backwards); powers are >= 0 and idle <= TDP. All are finite.
+    peak: dict[Precision, PositiveFlopPerS] = Field(
+        description="dense peak FLOP/s per precision, e.g. {bf16: 989 TFLOP/s}")
+    hbm_capacity: PositiveBytes = Field(description="HBM capacity, e.g. '80 GB'")
+    hbm_bandwidth: PositiveBytesPerS = Field(description="HBM bandwidth, e.g. '3.35 TB/s'")
+    nvlink_bandwidth: PositiveBytesPerS = Field(description="scale-up bandwidth per GPU per direction, e.g. '450 GB/s'")
     nvlink_generation: int = Field(4, ge=0, le=6, description="NVLink generation (0: not NVLink)")
     nvls: bool = Field(False, description="NVSwitch in-network reduction (NVLink SHARP) available")
-    tdp: Watts = Field(description="board power at full load, e.g. '700 W'")
-    idle_power: Watts = Field(description="board power when idle, e.g. '70 W'")
-    price_per_gpu_hour: PositiveFloat = Field(description="USD per GPU-hour, indicative")
+    tdp: PositiveWatts = Field(description="board power at full load, e.g. '700 W'")
+    idle_power: NonNegativeWatts = Field(description="board power when idle, e.g. '70 W'")
+    price_per_gpu_hour: float = Field(gt=0, allow_inf_nan=False, description="USD per GPU-hour, indicative")
     source: str = ""
+
+    @model_validator(mode="after")
+    def _idle_below_tdp(self) -> GpuSpec:
+        if self.idle_power > self.tdp:
+            raise ValueError(f"idle_power ({self.idle_power:g} W) exceeds tdp ({self.tdp:g} W)")
+        return self
 
     def peak_flop_per_s(self, precision: str) -> float:
         """Dense peak for ``precision``; fp16/bf16 share tensor cores."""
@@ -52,8 +68,8 @@ class NicSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "custom-nic"
-    rate: BytesPerS = Field(description="line rate per direction, e.g. '400 Gb/s'")
-    latency: Seconds = Field("1 us", description="adapter latency, e.g. '1 us'")
+    rate: PositiveBytesPerS = Field(description="line rate per direction, e.g. '400 Gb/s'")
+    latency: NonNegativeSeconds = Field("1 us", validate_default=True, description="adapter latency, e.g. '1 us'")
     host: str = Field("pcie-gen5", description="host link, a name in the pcie catalog")
     source: str = ""
 
@@ -71,8 +87,8 @@ class LinkSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    bandwidth: BytesPerS | None = None
-    latency: Seconds = 0.0
+    bandwidth: PositiveBytesPerS | None = None
+    latency: NonNegativeSeconds = 0.0
     source: str = ""
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
+from simcluster.core.units import Count
 
 
 class TransformerSpec(BaseModel):
@@ -19,12 +20,12 @@ class TransformerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "custom-model"
-    layers: PositiveInt
-    hidden: PositiveInt
-    heads: PositiveInt
-    kv_heads: PositiveInt | None = Field(None, description="key/value heads (GQA); default: heads")
-    ffn_hidden: PositiveInt | None = Field(None, description="MLP inner size; default 4*hidden")
-    vocab: PositiveInt
+    layers: Count
+    hidden: Count
+    heads: Count
+    kv_heads: Count | None = Field(None, description="key/value heads (GQA); default: heads")
+    ffn_hidden: Count | None = Field(None, description="MLP inner size; default 4*hidden")
+    vocab: Count
     mlp: Literal["gelu", "swiglu"] = "gelu"
     tied_embeddings: bool = True
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
@@ -32,7 +33,7 @@ class TransformerSpec(BaseModel):
     dropout: bool = Field(True, description=(
         "hidden and attention dropout in training (GPT-3 and Megatron-LM: 0.1); Llama models train without it, "
         "so no dropout masks are stored or applied"))
-    max_seq_len: PositiveInt = 2048
+    max_seq_len: Count = 2048
     source: str = ""
 
     @model_validator(mode="after")

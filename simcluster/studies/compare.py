@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology
 from simcluster.outcomes import economics, laws
@@ -51,7 +52,7 @@ def write_csv(runs: list[dict], path: Path) -> Path:
     fields = ["label", "topology", "gpus", "step_time_s", "compute_s", "exposed_comm_s", "pipeline_bubble_s",
               "tokens_per_s", "mfu", "busiest_link_utilisation", "cost_per_step_usd", "target_loss",
               "time_to_target_s", "gpu_hours", "cost_usd"]
-    with path.open("w", newline="") as handle:
+    with outputs.atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for run in runs:

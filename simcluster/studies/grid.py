@@ -18,15 +18,19 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 
-import yaml
-
+from simcluster.core import inputs
 from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
 
 # Bumped when the shard layout changes, so that old shards are not read as new ones.
 SHARD_FORMAT = 1
+
+# Grid points of one sweep or comparison: each holds a copy of the scenario and, when run, a shard; 10^4 points are
+# days of simulation already, and a few repeated options (--vary a=1,...,100 --vary b=1,...,100 ...) multiply fast.
+MAX_GRID_POINTS = 10_000
 
 # Sections of the scenario whose fields may be named without their section in --vary (``tp=4,8``).
 _SECTIONS = {"cluster": config.Cluster, "training": config.Training, "parallelism": config.Parallelism,
@@ -53,8 +57,8 @@ def _split_top_level(text: str) -> list[str]:
 def parse_value(text: str):
     """A command-line value as YAML reads it: ``4`` -> 4, ``2.5`` -> 2.5, ``true`` -> True, ``1f1b`` -> '1f1b'."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return inputs.parse_yaml(text, "value")  # aliases bounded like a file's
+    except ScenarioError:
         return text
 
 
@@ -175,15 +179,24 @@ def set_path(data: dict, path: str, value) -> None:
     node[leaf] = value
 
 
+def _gpu_count(item: str) -> int:
+    value = parse_value(item)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= config.MAX_GPUS:
+        raise ScenarioError("--gpus", f"expected whole GPU counts from 1 to {config.MAX_GPUS:,} (a plausibility "
+                            f"bound), got {item!r}")
+    return value
+
+
 def parse_gpus(text: str) -> list[int]:
-    """``64,128,...,1024`` (powers of two between the neighbours of ``...``) or a plain list ``64,96,128``."""
+    """``64,128,...,1024`` (powers of two between the neighbours of ``...``) or a plain list ``64,96,128``; every
+    count within 1..config.MAX_GPUS."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     counts: list[int] = []
     for index, item in enumerate(items):
         if item == "...":
             if not counts or index + 1 >= len(items):
                 raise ScenarioError("--gpus", "'...' needs a count on each side, e.g. 64,128,...,16384")
-            low, high = counts[-1], int(parse_value(items[index + 1]))
+            low, high = counts[-1], _gpu_count(items[index + 1])
             ratio = low // counts[-2] if len(counts) >= 2 and counts[-2] and low % counts[-2] == 0 else 2
             ratio = max(ratio, 2)
             value = low * ratio
@@ -191,10 +204,7 @@ def parse_gpus(text: str) -> list[int]:
                 counts.append(value)
                 value *= ratio
             continue
-        value = parse_value(item)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ScenarioError("--gpus", f"expected positive integers, got {item!r}")
-        counts.append(value)
+        counts.append(_gpu_count(item))
     if len(set(counts)) != len(counts):
         raise ScenarioError("--gpus", f"counts repeat: {counts}")
     return counts
@@ -253,6 +263,10 @@ def grid(base: dict, gpus: list[int] | None = None, fabrics: list[FabricSpec] | 
     vary = vary or {}
     fabrics = fabrics or [fabric_of(base)]
     counts = gpus or [int(base["cluster"].get("nodes", 1)) * int(base["cluster"].get("gpus_per_node", 8))]
+    points = len(fabrics) * len(counts) * math.prod(len(values) for values in vary.values())
+    if points > MAX_GRID_POINTS:
+        raise ScenarioError("--vary" if vary else "--gpus", f"the grid has {points:,} points, more than "
+                            f"{MAX_GRID_POINTS:,} (fabrics x varied values x GPU counts): split the study")
     fixed = frozenset(vary)
     tasks = []
     for fabric, values, count in itertools.product(fabrics, itertools.product(*vary.values()), counts):

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
+import glob
+import hashlib
 import itertools
-import json
 import os
+import signal
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from simcluster.core import inputs, outputs
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, returns
 from simcluster.spec import config
@@ -30,6 +35,11 @@ from simcluster.studies.grid import SHARD_FORMAT, Task
 
 SHARD_DIR = "shards"
 DEFAULT_LAW = "chinchilla-refit"
+# The grid a sweep folder belongs to: written before the first run, so that a sweep of another grid never writes
+# its results into the folder (``folder_for``).
+GRID_FILE = "grid.json"
+# Status of a grid point an interrupted sweep did not finish (``collect``).
+PENDING = "pending"
 
 # ---- running one ---------------------------------------------------------------------------------------------
 def _simulate(scenario, network, steps):
@@ -71,11 +81,14 @@ def shard_path(out_dir: Path, key: str) -> Path:
 
 
 def read_shard(out_dir: Path, key: str) -> dict | None:
-    """The stored outcome of run ``key``, or None when absent, unreadable or of another format."""
+    """The stored outcome of run ``key``, or None when absent, unreadable (binary, truncated, too deep) or of
+    another format: it is then simply run again."""
     path = shard_path(out_dir, key)
+    if not path.is_file():
+        return None
     try:
-        shard = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        shard = inputs.load_json(path, what="sweep shard")
+    except ScenarioError:
         return None
     if not isinstance(shard, dict) or shard.get("format") != SHARD_FORMAT or shard.get("key") != key:
         return None
@@ -86,10 +99,7 @@ def write_shard(out_dir: Path, shard: dict) -> Path:
     """Write atomically: a killed sweep leaves whole shards or none, never half a file."""
     path = shard_path(out_dir, shard["key"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(shard, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return outputs.write_text(path, outputs.dumps(shard, indent=1, default=str) + "\n")
 
 
 # ---- executors -----------------------------------------------------------------------------------------------
@@ -105,6 +115,21 @@ class InlineExecutor(cf.Executor):
         return future
 
 
+# Address schemes of Dask's communication layer (distributed.comm.registry); anything else cannot connect.
+SCHEDULER_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
+
+
+def check_scheduler(address: str) -> str:
+    """A Dask scheduler address SCHEME://HOST:PORT (or HOST:PORT, tcp implied) with a known scheme."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme not in SCHEDULER_SCHEMES or not rest:
+        raise ScenarioError("--scheduler", f"expected SCHEME://HOST:PORT with SCHEME one of "
+                            f"{', '.join(SCHEDULER_SCHEMES)}, got {address!r}")
+    return address
+
+
 @contextlib.contextmanager
 def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[tuple[cf.Executor, int]]:
     """(executor, parallel slots): a Dask cluster's when ``scheduler`` is given, else ``jobs`` local processes
@@ -114,10 +139,12 @@ def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[
             from dask.distributed import Client
         except ImportError:
             raise ScenarioError("--scheduler", "needs Dask: pip install 'simcluster[distributed]'") from None
+        check_scheduler(scheduler)
         try:
             client = Client(scheduler, timeout="10s", set_as_default=False)
-        except (OSError, TimeoutError) as err:
-            raise ScenarioError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+        except (OSError, TimeoutError, ValueError) as err:
+            raise ScenarioError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: "
+                                f"{' '.join(str(err).split()) or type(err).__name__}") from None
         try:
             slots = max(1, sum(client.nthreads().values()))
             yield client.get_executor(pure=False), slots
@@ -128,12 +155,42 @@ def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[
     if jobs == 1:
         yield InlineExecutor(), 1
         return
-    with cf.ProcessPoolExecutor(max_workers=jobs) as pool:
-        try:
-            yield pool, jobs
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    try:
+        yield pool, jobs
+    except BaseException:
+        _stop_workers(pool)  # an error or an interrupt: in-flight runs are abandoned, not waited for
+        raise
+    pool.shutdown(wait=True)
+
+
+# Linux prctl option: the signal a process receives when its parent dies (man 2 prctl).
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init() -> None:
+    """In each worker process: Ctrl-C is the parent's to handle (it stops the workers); SIGTERM ends the worker
+    at once (not the parent's handler, inherited through fork); and on Linux the worker gets SIGTERM when its
+    parent dies, even by SIGKILL, so that no worker outlives the sweep."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor, timeout_s: float = 5.0) -> None:
+    """Terminate a process pool's workers (the executor has no public call for it) and release the pool."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with contextlib.suppress(OSError, AttributeError):
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, AttributeError, AssertionError):
+            process.join(timeout_s)
 
 
 # ---- running a grid ------------------------------------------------------------------------------------------
@@ -147,7 +204,12 @@ class SweepRun:
 
     @property
     def failed(self) -> list[dict]:
-        return [shard for shard in self.shards if shard["status"] != "ok"]
+        return [shard for shard in self.shards if shard["status"] not in ("ok", PENDING)]
+
+    @property
+    def pending(self) -> list[dict]:
+        """Grid points not run yet (an interrupted sweep)."""
+        return [shard for shard in self.shards if shard["status"] == PENDING]
 
     @property
     def summaries(self) -> list[dict]:
@@ -155,8 +217,12 @@ class SweepRun:
 
 
 def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1, *, resume: bool = True,
-             on_done: Callable[[dict, bool], None] | None = None) -> SweepRun:
+             on_done: Callable[[dict, bool], None] | None = None, shard_sources: list[Path] = ()) -> SweepRun:
     """Run every task without a shard in ``out_dir`` on ``pool``; write each shard when it returns.
+
+    ``shard_sources``: other sweep folders (of other grids) whose shards are reused when they hold a task's key
+    (keys hash the whole run, so a shard is the same whichever grid computed it); a reused shard is copied into
+    ``out_dir``, which stays complete on its own.
 
     At most ``2 * slots`` runs are in flight, so an interrupted sweep has little queued work to throw away.
     ``on_done(shard, reused)`` is called once per grid point (for progress bars).
@@ -168,7 +234,15 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
     reused: list[str] = []
     todo = []
     for task in tasks:
-        shard = read_shard(out_dir, task.key) if resume else None
+        shard = None
+        if resume:
+            shard = read_shard(out_dir, task.key)
+            for source in shard_sources:
+                if shard is not None:
+                    break
+                shard = read_shard(source, task.key)
+                if shard is not None:
+                    write_shard(out_dir, shard)
         if shard is not None:
             done[task.key] = shard
             reused.append(task.key)
@@ -207,6 +281,65 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
         for future in pending:
             future.cancel()
     return SweepRun([done[key] for key in keys], executed, reused)
+
+
+# ---- the folder of a grid, and what an interrupted sweep finished ---------------------------------------------
+def grid_key(tasks: list[Task]) -> str:
+    """Hash of the grid's run keys (order-independent): two commands with this key compute the same runs."""
+    blob = "\n".join(sorted(task.key for task in tasks))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _owner(folder: Path) -> str | None:
+    """The grid key a sweep folder belongs to; '' for an empty folder, None for a folder of something else."""
+    if not folder.exists():
+        return ""
+    if not folder.is_dir():
+        return None
+    if not any(folder.iterdir()):
+        return ""
+    try:
+        data = inputs.load_json(folder / GRID_FILE, what="sweep grid file")
+    except ScenarioError:
+        return None
+    return data.get("grid_key") if isinstance(data, dict) else None
+
+
+def folder_for(out_dir: Path, tasks: list[Task]) -> Path:
+    """The folder of this grid: ``out_dir`` when it is new, empty, or holds this grid's sweep (resume), else the
+    first ``out_dir-2``, ``out_dir-3``, ... that is: a sweep of another grid, or another command's outputs, are
+    never overwritten. The grid file is written into it."""
+    key = grid_key(tasks)
+    candidate, index = Path(out_dir), 2
+    while _owner(candidate) not in ("", key):
+        candidate = Path(out_dir).with_name(f"{Path(out_dir).name}-{index}")
+        index += 1
+    candidate.mkdir(parents=True, exist_ok=True)
+    outputs.write_text(candidate / GRID_FILE, outputs.dumps({"format": SHARD_FORMAT, "grid_key": key,
+                                                             "runs": len(tasks)}) + "\n")
+    return candidate
+
+
+def sibling_folders(requested: Path, out_dir: Path) -> list[Path]:
+    """The sweep folders ``requested``, ``requested-2``, ... other than ``out_dir``: other grids of the same
+    sweep, whose shards ``run_grid`` may reuse."""
+    requested = Path(requested)
+    found = []
+    for candidate in [requested, *sorted(requested.parent.glob(f"{glob.escape(requested.name)}-*"))]:
+        if candidate != Path(out_dir) and (candidate / GRID_FILE).is_file():
+            found.append(candidate)
+    return found
+
+
+def collect(tasks: list[Task], out_dir: Path) -> SweepRun:
+    """The grid as far as its shards go: every finished point's shard, ``PENDING`` for the others (what an
+    interrupted sweep reports and writes)."""
+    shards = []
+    for task in tasks:
+        shard = read_shard(out_dir, task.key)
+        shards.append(shard or {"format": SHARD_FORMAT, "key": task.key, "params": task.params, "status": PENDING,
+                                "error": None})
+    return SweepRun(shards)
 
 
 # ---- tables --------------------------------------------------------------------------------------------------
@@ -276,8 +409,10 @@ def write_table(frame: pd.DataFrame, out_dir: Path) -> Path:
         import pyarrow  # noqa: F401
     except ImportError:
         path = out_dir / "results.csv"
-        frame.to_csv(path, index=False)
+        with outputs.atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
         return path
     path = out_dir / "results.parquet"
-    frame.to_parquet(path, index=False)
+    with outputs.atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return path

@@ -1,0 +1,108 @@
+"""Output folders of the commands: never overwritten, checked before any simulation, and left whole or not at all.
+
+- ``unique_dir``: the folder asked for when it is new or empty, else the first free ``NAME-2``, ``NAME-3``, ...;
+  ``free_dir``: the same for commands that add a few named files to a folder (plots next to a run);
+- ``check_writable``: a folder that can be made and written (not under a file, not read-only, a name the file
+  system takes), checked before a simulation that may take hours;
+- ``fresh_folder``: the folder made for a command's files; when the command fails or is interrupted, what it
+  wrote there is removed again, so no half-written folder is left behind (each file is also written atomically,
+  ``core.outputs``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from simcluster.cli.app import fail
+
+# Bytes of one file or folder name on Linux and macOS file systems (NAME_MAX); the temporary files of
+# core.outputs add about 20.
+NAME_MAX_BYTES = 255
+
+
+def _exists(path: Path, option: str) -> bool:
+    try:
+        return path.exists()
+    except OSError as err:
+        fail(option, f"cannot use {str(path)!r}: {err.strerror}")
+    return False  # unreachable: fail raises
+
+
+def check_name(path: Path, option: str = "--out") -> Path:
+    """Refuse a path with a NUL byte or a part longer than a file system takes."""
+    text = str(path)
+    if "\0" in text:
+        fail(option, f"{text!r} holds a NUL byte")
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > NAME_MAX_BYTES:
+            fail(option, f"the name {part[:40]!r}... is {len(os.fsencode(part))} bytes, more than the "
+                 f"{NAME_MAX_BYTES} a file system takes")
+    return path
+
+
+def unique_dir(path: Path, option: str = "--out") -> Path:
+    """``path`` if it does not exist or is empty, else the first free ``path-2``, ``path-3``, ... (never overwrite)."""
+    check_name(path, option)
+    if _exists(path, option) and not path.is_dir():
+        fail(option, f"{str(path)!r} is a file, not a folder")
+    if not _exists(path, option) or not any(path.iterdir()):
+        return path
+    index = 2
+    while _exists(candidate := path.with_name(f"{path.name}-{index}"), option):
+        index += 1
+    return check_name(candidate, option)
+
+
+def free_dir(path: Path, names: list[str], option: str = "--out") -> Path:
+    """``path`` unless it holds a file of ``names`` (what the command writes), else the first ``path-2``,
+    ``path-3``, ... that holds none of them: a folder may be shared (a plot next to a run), a file is never
+    overwritten."""
+    check_name(path, option)
+    candidate, index = path, 2
+    while _exists(candidate, option) and (not candidate.is_dir()
+                                          or any(_exists(candidate / name, option) for name in names)):
+        candidate = path.with_name(f"{path.name}-{index}")
+        index += 1
+    return check_name(candidate, option)
+
+
+def check_writable(path: Path, option: str = "--out") -> Path:
+    """``path`` when it is, or can be made, a folder this process may write into; else a one-line error."""
+    check_name(path, option)
+    ancestor = Path(os.path.abspath(path))
+    while not _exists(ancestor, option):
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        fail(option, f"cannot make {str(path)!r}: {str(ancestor)!r} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        fail(option, f"cannot write into {str(ancestor)!r}: permission denied (read-only?)")
+    return path
+
+
+@contextlib.contextmanager
+def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
+    """Make ``path`` (new or empty: ``unique_dir``) for a command's outputs; if the block raises (an error, a full
+    disk, SIGINT), remove what was written into it, and the folder itself when this made it."""
+    check_writable(path, option)
+    existed = _exists(path, option)
+    before = set(path.iterdir()) if existed else set()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(option, f"cannot make {str(path)!r}: {err.strerror}")
+    try:
+        yield path
+    except BaseException:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            for child in set(path.iterdir()) - before:
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise

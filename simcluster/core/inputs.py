@@ -1,0 +1,144 @@
+"""Users' files read safely: size checked before reading, text not binary, YAML with bounded alias expansion,
+JSON with bounded nesting. Every problem is one ScenarioError naming the file (docs/scenario.md, "What is refused").
+
+Why each limit:
+- size: PyYAML needs about 100 bytes of memory and a few microseconds per byte of YAML (a 6 MB fabric file:
+  ~0.5 GB, tens of seconds), so a file is refused by its size before a byte is parsed;
+- text: a binary file would otherwise fail deep inside the decoder;
+- aliases: a YAML anchor may be reused (``*name``), but the document with every alias expanded must stay under
+  ``MAX_YAML_NODES`` nodes and ``MAX_NESTING`` levels: an "alias bomb" of a few hundred bytes expands to 10^9
+  nodes, and validating or printing it would never end; a recursive alias (``&a [*a]``) is refused too;
+- JSON nesting: Python's decoder recurses once per level and raises RecursionError on deep input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simcluster.core.errors import ScenarioError
+
+KIB = 1024
+MIB = 1024 * KIB
+# Scenario files are a few kB; 1 MiB leaves room for inline specs and comments.
+MAX_SCENARIO_BYTES = 1 * MIB
+# Fabric files list every node and link: 8 MiB holds ~10^5 links (parsing takes about a minute, half a GB).
+MAX_FABRIC_BYTES = 8 * MIB
+# summary.json of a run is a few kB; shards and reports of a sweep stay far below this too.
+MAX_JSON_BYTES = 16 * MIB
+# Nodes (keys, values, list items) of a YAML document with its aliases expanded; a 1 MiB scenario has < 10^5.
+MAX_YAML_NODES = 10**6
+# Nesting levels of a YAML or JSON document: scenarios and fabrics need fewer than ten.
+MAX_NESTING = 100
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: several times faster
+
+
+def read_text(path: Path, max_bytes: int, what: str = "file") -> str:
+    """The UTF-8 text of ``path``, refused when larger than ``max_bytes``, binary, or unreadable."""
+    source = str(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ScenarioError(source, f"is {size / MIB:.3g} MiB, above the {max_bytes / MIB:.3g} MiB limit for a "
+                                f"{what} (see docs/scenario.md)")
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)  # the file may grow between stat and read
+    except OSError as err:
+        raise ScenarioError(source, f"cannot read: {err.strerror or err}") from None
+    if len(data) > max_bytes:
+        raise ScenarioError(source, f"is above the {max_bytes / MIB:.3g} MiB limit for a {what}")
+    if b"\0" in data:
+        raise ScenarioError(source, f"is a binary file, not a {what} (it holds NUL bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError(source, f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}): "
+                            f"not a {what}") from None
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Refuse a composed YAML graph that is recursive, nests deeper than MAX_NESTING or expands (aliases followed)
+    to more than MAX_YAML_NODES nodes. Iterative, linear in the composed (not the expanded) graph."""
+    expanded: dict[int, int] = {}  # id(node) -> nodes of its expanded subtree
+    depth: dict[int, int] = {}  # id(node) -> levels of its expanded subtree
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in children)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            if expanded[key] > MAX_YAML_NODES:
+                raise ScenarioError(source, f"its aliases expand to more than {MAX_YAML_NODES:.0e} values "
+                                    f"(line {node.start_mark.line + 1}): an alias bomb?")
+            if depth[key] > MAX_NESTING:
+                raise ScenarioError(source, f"nests deeper than {MAX_NESTING} levels "
+                                    f"(line {node.start_mark.line + 1})")
+            continue
+        if key in expanded:
+            continue
+        if key in open_nodes:
+            raise ScenarioError(source, f"a recursive alias at line {node.start_mark.line + 1} (a value that "
+                                "contains itself)")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in expanded)
+        for child in children:
+            if id(child) in open_nodes:
+                raise ScenarioError(source, f"a recursive alias at line {child.start_mark.line + 1} (a value "
+                                    "that contains itself)")
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"invalid YAML{where}: {problem}"
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """The document in ``text``, with aliases bounded (see the module docstring); errors name ``source``."""
+    loader = _LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ScenarioError(source, _yaml_problem(err)) from None
+    except RecursionError:
+        raise ScenarioError(source, f"nests deeper than {MAX_NESTING} levels") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: Path, max_bytes: int, what: str = "YAML file") -> Any:
+    """``read_text`` then ``parse_yaml``."""
+    return parse_yaml(read_text(path, max_bytes, what), str(path))
+
+
+def load_json(path: Path, max_bytes: int = MAX_JSON_BYTES, what: str = "JSON file") -> Any:
+    """The JSON document in ``path``: size, text and nesting checked; errors name the file."""
+    text = read_text(path, max_bytes, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ScenarioError(str(path), f"is not JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except RecursionError:
+        raise ScenarioError(str(path), "nests too deeply to be read") from None

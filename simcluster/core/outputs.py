@@ -1,0 +1,60 @@
+"""Files written for users: atomically, and JSON that is valid JSON.
+
+- ``atomic_path`` / ``write_text``: the file is written under a temporary name next to its target and renamed
+  into place when complete, so a command that fails, runs out of disk or is interrupted leaves the previous file or
+  none, never half of one (a rename within one folder is atomic on POSIX file systems);
+- ``dumps``: JSON has no NaN or Infinity (Python's ``json`` would write the invalid tokens ``NaN`` and
+  ``Infinity``); a non-finite float is written as ``null``. Inputs are validated so that results are finite; a
+  null marks a figure that has no value (e.g. a ratio over zero).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` with the same suffix (writers that pick a format by extension still
+    work); renamed to ``path`` when the block succeeds, removed when it raises."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def finite(data: Any) -> Any:
+    """``data`` with every non-finite float (nan, inf; numpy's too) replaced by None, recursively."""
+    if isinstance(data, float):  # numpy.float64 is a float
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite(value) for value in data]
+    if hasattr(data, "dtype") and getattr(data, "shape", None) == () and data.dtype.kind == "f":
+        value = float(data)
+        return value if math.isfinite(value) else None
+    return data
+
+
+def dumps(data: Any, **kwargs) -> str:
+    """``json.dumps`` of ``finite(data)``: valid JSON always (``allow_nan=False`` guards what ``finite`` missed)."""
+    return json.dumps(finite(data), allow_nan=False, **kwargs)
