@@ -18,14 +18,14 @@ The rule.
    every part of a class given the class's rate the link loads are unchanged, so the split allocation equals the
    merged one exactly when every part crosses a saturated link on which no class is faster (the max-min
    fairness condition; ``network.flow``), and every part's slowest path latency equals the class's. A part that
-   fails it would have gone faster on its own; the model counts such classes (``held_back_classes``) and sums,
-   over the time they ran, what their most held-back part could have saved: class time x (1 - class rate / the
-   best rate that part could reach given the others' load), plus the latency difference (``held_back_s``).
+   fails it would have gone faster on its own; the model counts such classes (``held_back_classes``) and adds up,
+   over each interval of constant rates, the interval x the largest fraction any held-back part could save
+   (1 - class rate / the best rate that part could reach given the others' load; concurrent classes' savings do
+   not add, the critical path waits on one at a time), plus the latency difference (``held_back_s``).
    The analytic model checks the same against each part's own bottleneck; the chunk model does not check.
 4. The summary reports it (``symmetry``: collapsed, exact, held_back_classes, bound_s, bound_pct, note). When
-   merging held a part back, the collapsed result is pessimistic by about ``bound_s`` per step (an estimate, not a
-   proof: the held-back time is summed over classes, and in the expanded run the faster parts' consumers start
-   earlier); ``--expand`` runs one agent per GPU with every call its own class, the reference.
+   merging held a part back, the collapsed result is pessimistic by about ``bound_s`` per step (an estimate from
+   above, not a proof: in the expanded run the faster parts' consumers start earlier, which can shift contention); ``--expand`` runs one agent per GPU with every call its own class, the reference.
 
 Why it holds on symmetric fabrics: the same boundary or step in every replica crosses equally loaded routes (a
 rail-optimised fat-tree, non-blocking), so every part crosses a link that binds the class and the check passes;

@@ -193,11 +193,12 @@ def latency_gaps_s(fabric, transfers: TransferClass) -> np.ndarray | None:
 class HeldBack:
     """What merging transfers into classes cost, as a network model finds it (``engine.merge``).
 
-    ``classes``: how many classes held at least one part back. ``seconds``: the time the held-back parts could have
-    saved, summed over those classes (per class, its most held-back part's saving). A loose upper estimate of how
-    much earlier a step could end: a class's consumers usually wait for its slowest part, which merging did not
-    slow, so the step gains only what the faster parts' earlier completion frees for others; the sum counts
-    everything they could have gained themselves.
+    ``classes``: how many classes held at least one part back. ``seconds``: how much earlier the step could end had
+    no class held a part back, estimated from above: over each interval of constant rates (flow model), the
+    interval times the largest fraction of it any held-back part could have saved (classes sending at once overlap,
+    and the step's critical path waits on one transfer at a time, so their savings do not add), plus what parts
+    would have saved on path latency alone. Still loose: a class's consumers usually wait for its slowest part,
+    which merging did not slow, so the step gains only what the faster parts' earlier completion frees for others.
     """
 
     def __init__(self):
