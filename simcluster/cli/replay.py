@@ -21,6 +21,7 @@ from rich.table import Table
 from simcluster.cli.app import app, fail
 from simcluster.cli.compare import OPTION_HELP, slug
 from simcluster.cli.run import check_network, unique_dir
+from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, units
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.report import chrome_trace, recorded_view
@@ -94,12 +95,16 @@ def replay_command(
     until: str | None = typer.Option(None, "--until", help="print the replayed events starting up to this "
                                      "time, e.g. 12.5ms"),
     events_count: int | None = typer.Option(None, "--events", min=1, help="print the first N replayed events"),
+    algorithm: str = typer.Option("auto", "--algorithm", help="collective algorithm where an op has it: "
+                                  f"{', '.join(ALGORITHMS)} (as NCCL_ALGO); default: NCCL's choice"),
     expand: bool = typer.Option(False, "--expand", help="one replay agent per rank (no symmetry collapse: ranks "
                                 "running the same recorded program are otherwise one agent); slower"),
 ) -> None:
     """Replay a recorded run (PyTorch-profiler or Chakra traces) on one or several fabrics: recorded vs replayed
     step time."""
     check_network(network)
+    if algorithm not in ALGORITHMS:
+        fail("--algorithm", f"unknown algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})")
     stepping = until is not None or events_count is not None
     until_s = _until_s(until, events_count, as_json)
     fabrics = _fabrics(topologies, options, topology_option)
@@ -108,7 +113,8 @@ def replay_command(
     console = Console(stderr=as_json)
     outcomes = replay_on_fabrics(traces, fabrics=fabrics, gpu_name=gpu_name, nic=nic_name,
                                  gpus_per_node=gpus_per_node, scale_dp=scale_dp, network_model=network,
-                                 gpu_scaling=gpu_scaling, expand=expand, status=console.status)
+                                 gpu_scaling=gpu_scaling, expand=expand, algorithm=algorithm,
+                                 status=console.status)
     if stepping:
         typer.echo("\n".join(_event_lines(outcomes[0].events, until_s, events_count)))
     name = _trace_name(traces)

@@ -41,6 +41,11 @@ _SUPPORTED = {
 }
 
 
+def supports(op: str, algorithm: str) -> bool:
+    """Whether ``op`` can run ``algorithm`` ("auto" always can)."""
+    return algorithm == "auto" or algorithm in _SUPPORTED[ALIASES.get(op, op)]
+
+
 @dataclass(frozen=True)
 class Collective:
     """One collective call: ``op`` over ``group`` (fabric GPU indices, in rank order) of ``size_bytes``.

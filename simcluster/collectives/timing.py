@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from simcluster.collectives import nccl
 from simcluster.collectives.algorithms import Step
 from simcluster.collectives.closed_form import algbw_bytes_per_s, busbw_bytes_per_s
-from simcluster.collectives.schedule import Collective, Schedule, merge, schedule, schedules_over_groups
+from simcluster.collectives.schedule import Collective, Schedule, merge, schedule, schedules_over_groups, supports
 from simcluster.network import make as make_model
 from simcluster.network.base import NetworkModel, TransferClass, max_path_latency_s
 
@@ -141,10 +141,14 @@ def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
     return _on_engine_network(schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric))
 
 
-def engine_schedules(fabric, op: str, groups, size_bytes: float) -> list[Step]:
+def engine_schedules(fabric, op: str, groups, size_bytes: float, algorithm: str = "auto") -> list[Step]:
     """``engine_schedule`` over every group of ``groups`` (disjoint, equal sizes) as one schedule (``merge``: one
-    part per group), built once per kind of group (``schedule.schedules_over_groups``)."""
-    kinds = schedules_over_groups(Collective(op=op, group=groups[0], size_bytes=size_bytes), groups, fabric)
+    part per group), built once per kind of group (``schedule.schedules_over_groups``). ``algorithm`` forces one
+    where ``op`` can run it (NCCL_ALGO restricts the algorithms of the collectives that have it); others choose
+    as NCCL would."""
+    algorithm = algorithm if supports(op, algorithm) else "auto"
+    kinds = schedules_over_groups(Collective(op=op, group=groups[0], size_bytes=size_bytes, algorithm=algorithm),
+                                  groups, fabric)
     return merge([_on_engine_network(steps) for steps in kinds])
 
 

@@ -13,7 +13,11 @@ class ScenarioError(ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
+        # args are the constructor's, so that copies (SimPy re-raising a process's error, pickling) rebuild it
+        super().__init__(field, message)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
 
 
 class OutOfMemoryError(ScenarioError):

@@ -105,11 +105,12 @@ class CollectiveDriver:
         self.env, self.fabric, self.net = env, fabric, net
         self._programs: dict = {}
 
-    def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float):
-        """Drive a collective through the network, all ``groups`` at once (identical schedules)."""
-        key = (op, tuple(groups), round(size_bytes))
+    def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float, algorithm: str = "auto"):
+        """Drive a collective through the network, all ``groups`` at once (identical schedules); ``algorithm``
+        forces one where the op has it (``timing.engine_schedules``)."""
+        key = (op, tuple(groups), round(size_bytes), algorithm)
         if key not in self._programs:
-            steps = timing.engine_schedules(self.fabric, op, groups, size_bytes)
+            steps = timing.engine_schedules(self.fabric, op, groups, size_bytes, algorithm)
             self._programs[key] = timing.engine_program(steps, self.fabric)
         yield from self._play(self._programs[key])
 

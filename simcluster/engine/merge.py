@@ -25,7 +25,8 @@ The rule.
    The analytic model checks the same against each part's own bottleneck; the chunk model does not check.
 4. The summary reports it (``symmetry``: collapsed, exact, held_back_classes, bound_s, bound_pct, note). When
    merging held a part back, the collapsed result is pessimistic by about ``bound_s`` per step (an estimate from
-   above, not a proof: in the expanded run the faster parts' consumers start earlier, which can shift contention); ``--expand`` runs one agent per GPU with every call its own class, the reference.
+   above, not a proof: in the expanded run the faster parts' consumers start earlier, which can shift contention);
+   ``--expand`` runs one agent per GPU with every call its own class, the reference.
 
 Why it holds on symmetric fabrics: the same boundary or step in every replica crosses equally loaded routes (a
 rail-optimised fat-tree, non-blocking), so every part crosses a link that binds the class and the check passes;

@@ -49,15 +49,17 @@ class ReplayResult:
 
 
 class ReplayEngine:
-    """A ``ReplayPlan`` on ``fabric`` (at least ``plan.world_size`` GPUs) with the ``network_model``."""
+    """A ``ReplayPlan`` on ``fabric`` (at least ``plan.world_size`` GPUs) with the ``network_model``; ``algorithm``
+    forces a collective algorithm where an op has it (else NCCL's choice)."""
 
-    def __init__(self, plan: ReplayPlan, fabric, network_model: str = "flow"):
+    def __init__(self, plan: ReplayPlan, fabric, network_model: str = "flow", algorithm: str = "auto"):
         if fabric.gpus < plan.world_size:
             raise ScenarioError("--topology", f"the fabric has {fabric.gpus} GPUs, the replay needs "
                                               f"{plan.world_size}")
         self.plan = plan
         self.fabric = fabric
         self.network_name = network_model
+        self.algorithm = algorithm
         self.env = simpy.Environment()
         # one network for all traffic, seen through NCCL's measured efficiencies (as Simulation does)
         self.model = network.make(network_model, collectives.calibrated(fabric))
@@ -113,7 +115,7 @@ class ReplayEngine:
         return entry.done
 
     def _communicate(self, op: ReplayOp, done: simpy.Event):
-        yield from self.driver.run(op.collective, list(op.groups), op.size_bytes)
+        yield from self.driver.run(op.collective, list(op.groups), op.size_bytes, self.algorithm)
         done.succeed()
 
     def _record(self, op: ReplayOp, start_s: float, end_s: float) -> None:
@@ -135,9 +137,9 @@ class ReplayEngine:
                         "(the ranks' traces disagree on the order of their collectives)"))
 
 
-def replay(plan: ReplayPlan, fabric, network_model: str = "flow") -> ReplayResult:
+def replay(plan: ReplayPlan, fabric, network_model: str = "flow", algorithm: str = "auto") -> ReplayResult:
     """Run ``plan`` on ``fabric`` and return its events."""
-    return ReplayEngine(plan, fabric, network_model).run()
+    return ReplayEngine(plan, fabric, network_model, algorithm).run()
 
 
 __all__ = ["EVENT_COLUMNS", "ReplayEngine", "ReplayResult", "replay"]

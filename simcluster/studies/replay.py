@@ -65,7 +65,7 @@ def replay_traces(traces: Sequence[str | Path], *, topology_name: str | None = N
 def replay_on_fabrics(traces: Sequence[str | Path], *, fabrics: Sequence[FabricSpec] | None = None,
                       gpu_name: str | None = None, nic: str | None = None, gpus_per_node: int | None = None,
                       scale_dp: int = 1, network_model: str | None = None, gpu_scaling: str = "roofline",
-                      expand: bool = False,
+                      expand: bool = False, algorithm: str = "auto",
                       status: Callable[[str], AbstractContextManager] = nullcontext) -> list[ReplayOutcome]:
     """Replay the run recorded in ``traces`` (Kineto, one file per rank, or Chakra) on each of ``fabrics``.
 
@@ -73,7 +73,8 @@ def replay_on_fabrics(traces: Sequence[str | Path], *, fabrics: Sequence[FabricS
     rescales compute only, ``gpu_scaling`` saying how), the fabric (``fabrics`` None: the one the trace most
     likely ran on) and its NIC (``nic``: a catalog name or a line rate such as '25 Gb/s'; default: the recorded
     GPU's reference server's), the GPUs per node. The fabric never depends on ``gpu_name``: its NVLink is the
-    recorded GPU's. ``scale_dp`` repeats the recorded world (weak scaling). ``status`` wraps each simulation, the
+    recorded GPU's. ``algorithm`` forces a collective algorithm where an op has it (NCCL_ALGO; else NCCL's
+    choice). ``scale_dp`` repeats the recorded world (weak scaling). ``status`` wraps each simulation, the
     slow part, with its description (the command line shows it as a spinner).
     """
     run = load_trace(traces)
@@ -87,10 +88,17 @@ def replay_on_fabrics(traces: Sequence[str | Path], *, fabrics: Sequence[FabricS
                                              network_model)
         with status(f"replaying {plan.op_count()} ops on {plan.world_size} ranks"
                     f"{'' if spec is None else ' on ' + spec.label}..."):
-            events = run_plan(plan, fabric, network_model).events
+            try:
+                events = run_plan(plan, fabric, network_model, algorithm).events
+            except ScenarioError as err:  # a forced algorithm the fabric or GPU cannot run
+                if err.field != "algorithm":
+                    raise
+                raise ScenarioError("--algorithm", err.message) from None
         mixed = describe_disagreement(events)
         assumptions = [*run.assumptions, *gpu_assumptions, *fabric_assumptions, *plan.assumptions,
-                       describe_plan(plan), *([mixed] if mixed else [])]
+                       describe_plan(plan), *([mixed] if mixed else []),
+                       *([f"collective algorithm forced: {algorithm} where an op has it (NCCL's choice elsewhere)"]
+                         if algorithm != "auto" else [])]
         outcomes.append(ReplayOutcome(run, plan, fabric, gpu, events, step_report(run, events), assumptions,
                                       label=spec.label if spec else fabric.name, gpu_assumed=gpu_assumed))
     return outcomes

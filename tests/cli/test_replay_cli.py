@@ -133,3 +133,18 @@ def test_repeated_topology_replays_on_each_fabric_side_by_side(cli, tmp_path):
 def test_a_topology_given_twice_is_an_error(cli):
     code, _, err = cli("replay", TWO_RANKS, "--topology", "rail-fat-tree", "--topology", "rail-fat-tree")
     assert code == 2 and err.startswith("error: --topology")
+
+
+def test_algorithm_forces_the_collectives_algorithm_where_it_applies(cli):
+    """Two single-GPU nodes behind 10 Gb/s: a forced ring (NCCL's choice for 2 ranks) exposes what NCCL's choice
+    does, a forced tree (at most 0.92 of the ring's bandwidth, its own step structure) more; NVLS on an A100 is
+    refused in one line."""
+    slow = ("--json", "--topology", "leaf-spine", "--gpus-per-node", "1", "--nic", "10 Gb/s")
+    auto, ring, tree = (json.loads(cli("replay", TWO_RANKS, *slow, "--algorithm", a)[1]) for a in ("auto", "ring",
+                                                                                                   "tree"))
+    for a, r, t in zip(auto["steps"], ring["steps"], tree["steps"], strict=True):
+        assert r["exposed_comm_s"] == pytest.approx(a["exposed_comm_s"], rel=1e-9)
+        assert t["exposed_comm_s"] > 1.2 * a["exposed_comm_s"]
+    assert any("forced: tree" in s for s in tree["assumptions"])
+    code, _, err = cli("replay", TWO_RANKS, *slow, "--algorithm", "nvls")
+    assert code == 2 and err.startswith("error: --algorithm") and err.strip().count("\n") == 0
