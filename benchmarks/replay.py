@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from simcluster.replay.formats import protobuf as pb
+from simcluster.replay.formats.synthetic import data_parallel_chakra
 from simcluster.studies.replay import replay_traces
 
 # Switch radix of the rail-optimised fat-tree at every scale: the default (40 ports, HDR InfiniBand) holds at
@@ -35,7 +35,9 @@ def measure(kind: str, ranks: int, model: str) -> None:
             args, options = [TRACE], {"scale_dp": ranks // 16}
         else:
             label = f"chakra data-parallel, {ranks} files ({model})"
-            args, options = write_data_parallel(Path(folder), ranks), {"gpu_name": "a100-80gb-sxm"}
+            # 24 layers, 1 ms forward, weight- and input-gradient compute each, a 10 MB all-reduce per layer
+            args = data_parallel_chakra(Path(folder), ranks, 24, 1000, 1000, 1000, 10_000_000)
+            options = {"gpu_name": "a100-80gb-sxm"}
         started = time.perf_counter()
         outcome = replay_traces(args, network_model=model, topology_name="rail-fat-tree",
                                 topology_options={"radix": FAT_TREE_RADIX}, **options)
@@ -44,35 +46,6 @@ def measure(kind: str, ranks: int, model: str) -> None:
     step = outcome.steps[-1]
     print(f"{label:<50} {outcome.plan.world_size:>6} ranks {outcome.plan.agents:>3} agents {wall_s:7.2f} s  "
           f"peak RSS {peak_mib:7.0f} MiB  step {step['replayed_step_s'] * 1e3:8.2f} ms", flush=True)
-
-
-def write_data_parallel(out: Path, ranks: int, layers: int = 24, grad_bytes: int = 10_000_000) -> list[Path]:
-    """A 24-layer data-parallel step per rank, laid out as Chakra's text converter writes it (see
-    tests/unit/test_chakra.py): 1 ms forward, weight- and input-gradient compute per layer, one all-reduce each."""
-    def node(node_id, name, node_type, duration_us=0, deps=(), attrs=()):
-        writer = pb.MessageWriter().varint(1, node_id).string(2, name).varint(3, node_type)
-        writer.packed_varints(5, list(deps)).varint(7, duration_us)
-        for key, value in attrs:
-            writer.message(10, pb.MessageWriter().string(1, key).varint(9, value))
-        return bytes(writer)
-
-    messages = [bytes(pb.MessageWriter().string(1, "0.0.4"))]
-    for layer in range(layers):
-        messages.append(node(layer, f"fwd{layer}", 4, 1000, [layer - 1] if layer else []))
-    previous, next_id = layers - 1, layers
-    for layer in reversed(range(layers)):
-        wg, next_id = next_id, next_id + 1
-        messages.append(node(wg, f"wg{layer}", 4, 1000, [previous]))
-        messages.append(node(next_id, f"ar{layer}", 7, 0, [wg], [("comm_type", 0), ("comm_size", grad_bytes)]))
-        next_id += 1
-        if layer:
-            previous, next_id = next_id, next_id + 1
-            messages.append(node(previous, f"ig{layer}", 4, 1000, [wg]))
-    blob = pb.write_delimited(messages)
-    paths = [out / f"dp.{rank}.et" for rank in range(ranks)]
-    for path in paths:
-        path.write_bytes(blob)
-    return paths
 
 
 def main(quick: bool) -> None:

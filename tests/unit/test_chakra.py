@@ -9,6 +9,7 @@ import pytest
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.formats import protobuf as pb
 from simcluster.replay.formats import read_chakra, read_kineto, write_chakra
+from simcluster.replay.formats.synthetic import data_parallel_chakra
 from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep
 
 DATA = Path(__file__).parents[1] / "data"
@@ -158,42 +159,6 @@ def test_corrupt_truncated_or_foreign_files_are_clear_errors(tmp_path, content):
 
 # --- timestamp-less traces as ASTRA-sim's generators write them ----------------------------------------------
 
-def write_astra_data_parallel(out_dir: Path, ranks: int, layers: int, fwd_us: int, ig_us: int, wg_us: int,
-                              grad_bytes: int) -> list[Path]:
-    """One ``<name>.<rank>.et`` per rank laid out as Chakra's text converter writes a DATA-parallel workload
-    (mlcommons/chakra src/converter/text_converter.py, ``convert_data_parallel``): no start times, only
-    ``data_deps``; forward layers in order; backward in reverse, each layer's weight-gradient compute, its
-    all-reduce (depending on it), then its input-gradient compute (none for the first layer)."""
-    def node(node_id, name, node_type, duration_us=0, deps=(), attrs=()):
-        writer = pb.MessageWriter().varint(1, node_id).string(2, name).varint(3, node_type)
-        writer.packed_varints(5, list(deps)).varint(7, duration_us)
-        for key, value in attrs:
-            writer.message(10, pb.MessageWriter().string(1, key).varint(9, value))
-        return bytes(writer)
-
-    messages = [bytes(pb.MessageWriter().message(2, pb.MessageWriter().string(1, "schema")
-                                                 .string(29, "1.0.2-chakra.1.0.0")))]
-    ids = iter(range(1_000_000))
-    fwd = []
-    for layer in range(layers):
-        fwd.append(next(ids))
-        messages.append(node(fwd[-1], f"COMP_NODE_l{layer}_FWD", 4, fwd_us, fwd[-1:] and fwd[-2:-1]))
-    previous = fwd[-1]
-    for layer in reversed(range(layers)):
-        wg = next(ids)
-        messages.append(node(wg, f"COMP_NODE_l{layer}_BWD_WG", 4, wg_us, [previous]))
-        messages.append(node(next(ids), f"COMM_COLL_NODE_l{layer}_ALLREDUCE", 7, 0, [wg],
-                             [("comm_type", 0), ("comm_size", grad_bytes)]))
-        if layer:
-            previous = next(ids)
-            messages.append(node(previous, f"COMP_NODE_l{layer}_BWD_IG", 4, ig_us, [wg]))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"dp.{rank}.et" for rank in range(ranks)]
-    for path in paths:
-        path.write_bytes(pb.write_delimited(messages))
-    return paths
-
-
 def test_timestampless_data_parallel_step_is_compute_plus_one_exposed_allreduce(tmp_path):
     """24 layers, 64 ranks (8 A100 nodes, the default fabric): 1 ms per forward, weight- and input-gradient
     compute, one 10 MB all-reduce per layer (~0.85 ms, shorter than the 2 ms of backward compute that follows
@@ -205,7 +170,7 @@ def test_timestampless_data_parallel_step_is_compute_plus_one_exposed_allreduce(
     from simcluster.studies.replay import replay_traces
 
     grad_bytes = 10_000_000
-    paths = write_astra_data_parallel(tmp_path, 64, 24, 1000, 1000, 1000, grad_bytes)
+    paths = data_parallel_chakra(tmp_path, 64, 24, 1000, 1000, 1000, grad_bytes)
     outcome = replay_traces(paths, gpu_name="a100-80gb-sxm")
     run = outcome.run
     assert not run.timed and run.world_size == 64
