@@ -23,7 +23,10 @@ faster (slower) op moves everything that waited for it earlier (later). Traces w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
+
+from simcluster.core.errors import ScenarioError
 
 # Operation kinds.
 COMPUTE = "compute"
@@ -140,6 +143,53 @@ class RecordedRun:
 
     def op_count(self) -> int:
         return sum(len(ops) for ops in self.ranks.values())
+
+
+# The largest world a replay accepts: the largest scale simcluster is built for (131,072 GPUs, the performance
+# targets of benchmarks/engine.py), far above any profiled job; a world size beyond it in a trace is an error, not a
+# request to allocate per-rank state for it.
+MAX_WORLD_SIZE = 131_072
+# The longest recorded span a replay accepts: profiler traces cover a few steps (seconds to minutes); a day of
+# trace is a corrupt timestamp, not a step.
+MAX_TRACE_SPAN_S = 86_400.0
+# The largest trace file (after gzip) a reader accepts: real Kineto traces of a few steps are tens of MB (the
+# bundled 16-rank A100 ones 1-6 MB); parsing JSON takes several times its size, so the limit keeps a file or a
+# decompression bomb from taking the machine's memory (a refused bomb peaks near 0.6 GB).
+MAX_TRACE_BYTES = 256 * 1024 * 1024
+
+
+def read_trace_bytes(path) -> bytes:
+    """The bytes of a trace file, refused in one line when unreadable or above MAX_TRACE_BYTES."""
+    try:
+        if path.stat().st_size > MAX_TRACE_BYTES:
+            raise ScenarioError(str(path), f"larger than {MAX_TRACE_BYTES // 2**20} MiB, the largest trace file "
+                                           "the readers accept (profile fewer steps)")
+        return path.read_bytes()
+    except OSError as err:
+        raise ScenarioError(str(path), f"cannot read the trace: {err.strerror or err}") from None
+
+
+def check_world_size(world_size, source: str) -> int:
+    """``world_size`` if it is a whole number of ranks in 1..MAX_WORLD_SIZE, else one ScenarioError naming
+    ``source``."""
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or not 1 <= world_size <= MAX_WORLD_SIZE:
+        raise ScenarioError(source, f"world size {world_size!r} outside 1..{MAX_WORLD_SIZE:,} (the largest world "
+                                    "simcluster replays)")
+    return world_size
+
+
+def check_times(run: RecordedRun, source: str) -> None:
+    """Every op's start and duration finite, durations >= 0, and the whole recording within MAX_TRACE_SPAN_S."""
+    starts = [op.started_at_s for ops in run.ranks.values() for op in ops]
+    ends = [op.started_at_s + op.duration_s for ops in run.ranks.values() for op in ops]
+    if not starts:
+        return
+    if not all(math.isfinite(t) for t in (*starts, *ends)) or any(e < s for s, e in zip(starts, ends, strict=True)):
+        raise ScenarioError(source, "an op has a non-finite start or a negative duration")
+    span_s = max(ends) - min(starts)
+    if span_s > MAX_TRACE_SPAN_S:
+        raise ScenarioError(source, f"the ops span {span_s:.3g} s, above the {MAX_TRACE_SPAN_S:.0f} s (one day) a "
+                                    "profiler trace of a few steps can cover: a corrupt timestamp?")
 
 
 def mirror_missing_ranks(present: list[int], world_size: int) -> dict[int, int]:

@@ -24,7 +24,7 @@ from simcluster.fabric.topology import Fabric
 from simcluster.replay import rescale
 from simcluster.replay.formats import is_chakra, load_trace, read_kineto
 from simcluster.replay.plan import ReplayPlan, build_plan
-from simcluster.replay.recorded import RecordedRun
+from simcluster.replay.recorded import RecordedRun, check_world_size
 from simcluster.replay.report import describe_disagreement, describe_plan, deviations, step_report
 from simcluster.spec import hardware
 from simcluster.studies.grid import FabricSpec
@@ -78,6 +78,7 @@ def replay_on_fabrics(traces: Sequence[str | Path], *, fabrics: Sequence[FabricS
     slow part, with its description (the command line shows it as a spinner).
     """
     run = load_trace(traces)
+    check_world_size(run.world_size * scale_dp, "--scale-dp")
     recorded_gpu, gpu, busy_s, gpu_assumptions = _compute_on(run, traces, gpu_name, gpu_scaling)
     gpu_assumed = run.gpu_name is None and gpu_name is None
     network_model = network_model or DEFAULT_NETWORK_MODEL

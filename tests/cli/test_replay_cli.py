@@ -148,3 +148,34 @@ def test_algorithm_forces_the_collectives_algorithm_where_it_applies(cli):
     assert any("forced: tree" in s for s in tree["assumptions"])
     code, _, err = cli("replay", TWO_RANKS, *slow, "--algorithm", "nvls")
     assert code == 2 and err.startswith("error: --algorithm") and err.strip().count("\n") == 0
+
+
+def _kineto(path: Path, events: list[dict], world_size: int = 2) -> Path:
+    path.write_text(json.dumps({"distributedInfo": {"rank": 0, "world_size": world_size, "backend": "nccl"},
+                                "traceEvents": events}))
+    return path
+
+
+KERNEL = {"ph": "X", "cat": "kernel", "name": "gemm", "ts": 0, "dur": 10, "pid": 0, "tid": 7,
+          "args": {"device": 0, "stream": 7}}
+
+
+def test_hostile_traces_are_refused_in_one_line_before_allocating(cli, tmp_path):
+    """A world size of 10^9 (per-rank state for each), a timestamp of 10^300 us, a gzip bomb of 300 MB of blanks
+    and --scale-dp 10^8: each refused in one line naming what, exit 2 (issue 14)."""
+    import gzip as gz
+    bomb = tmp_path / "bomb.rank0.json.gz"
+    with gz.open(bomb, "wb", compresslevel=1) as f:
+        f.write(b'{"traceEvents": [')
+        for _ in range(300):
+            f.write(b" " * 2**20)
+        f.write(b"]}")
+    cases = [
+        ((_kineto(tmp_path / "ws.rank0.json", [KERNEL], world_size=10**9),), "world size"),
+        ((_kineto(tmp_path / "ts.rank0.json", [KERNEL, {**KERNEL, "ts": 1e300}]),), "span"),
+        ((bomb,), "MiB"),
+        ((TWO_RANKS, "--scale-dp", "100000000"), "--scale-dp"),
+    ]
+    for args, words in cases:
+        code, _, err = cli("replay", *args, "--json")
+        assert code == 2 and err.strip().count("\n") == 0 and words in err, (args, err)

@@ -11,7 +11,7 @@ from pathlib import Path
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.formats.chakra import read_chakra, write_chakra
 from simcluster.replay.formats.kineto import read_kineto
-from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep
+from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep, check_times
 
 __all__ = ["RecordedOp", "RecordedRun", "RecordedStep", "is_chakra", "load_trace", "read_chakra", "read_kineto",
            "write_chakra"]
@@ -27,8 +27,8 @@ def load_trace(paths: Sequence[str | Path]) -> RecordedRun:
     if not paths:
         raise ScenarioError("trace", "no trace files given")
     chakra = [is_chakra(p) for p in paths]
-    if all(chakra):
-        return read_chakra(paths)
-    if any(chakra):
+    if any(chakra) and not all(chakra):
         raise ScenarioError("trace", "mixed Chakra (.et) and Kineto (.json) files: give one run's files")
-    return read_kineto(paths)
+    run = read_chakra(paths) if all(chakra) else read_kineto(paths)
+    check_times(run, str(paths[0]))
+    return run

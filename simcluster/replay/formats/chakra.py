@@ -36,7 +36,9 @@ from simcluster.replay.recorded import (
     RecordedOp,
     RecordedRun,
     RecordedStep,
+    check_world_size,
     describe_ranges,
+    read_trace_bytes,
     summarize_notes,
 )
 
@@ -113,10 +115,7 @@ def _scalar(fields: list, number: int, default: object = 0) -> object:
 
 def _read_file(path: Path) -> tuple[dict[str, object], list[dict]]:
     """GlobalMetadata attributes and the nodes (as dicts) of one .et file; ScenarioError if unreadable."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ScenarioError(str(path), f"cannot read the trace: {err.strerror or err}") from None
+    data = read_trace_bytes(path)
     try:
         messages = list(pb.read_delimited(data))
         if not messages:
@@ -274,7 +273,7 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
     sizes = {m.get("world_size") for _p, m, _n in files.values() if isinstance(m.get("world_size"), int)}
     if len(sizes) > 1:
         raise ScenarioError(str(paths[0]), f"the files disagree on the world size ({sorted(sizes)})")
-    world_size = next(iter(sizes)) if sizes else max(len(files), max(files) + 1)
+    world_size = check_world_size(next(iter(sizes)) if sizes else max(len(files), max(files) + 1), str(paths[0]))
     if not sizes:
         assumptions.append(f"no world size in the metadata: taken as {world_size} (the rank files given)")
     ranks: dict[int, list[RecordedOp]] = {}

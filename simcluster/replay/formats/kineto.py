@@ -22,7 +22,6 @@ Whatever is missing is stated in ``RecordedRun.assumptions``; unreadable files r
 from __future__ import annotations
 
 import bisect
-import gzip
 import json
 import math
 import re
@@ -36,6 +35,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.replay.recorded import (
     COLLECTIVE,
     COMPUTE,
+    MAX_TRACE_BYTES,
     RECV,
     SEND,
     SENDRECV,
@@ -43,8 +43,10 @@ from simcluster.replay.recorded import (
     RecordedOp,
     RecordedRun,
     RecordedStep,
+    check_world_size,
     describe_ranges,
     mirror_missing_ranks,
+    read_trace_bytes,
     summarize_notes,
 )
 
@@ -92,15 +94,19 @@ def dtype_bytes(dtype: str) -> int | None:
 
 def load_json(path: Path) -> dict:
     """The parsed trace file (plain or gzip JSON); ScenarioError with one line when it cannot be."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ScenarioError(str(path), f"cannot read the trace: {err.strerror or err}") from None
+    raw = read_trace_bytes(path)
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as err:
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            raw_text = inflate.decompress(raw, MAX_TRACE_BYTES + 1)
+        except zlib.error as err:
             raise ScenarioError(str(path), f"corrupt or truncated gzip data ({err})") from None
+        if len(raw_text) > MAX_TRACE_BYTES or inflate.unconsumed_tail:
+            raise ScenarioError(str(path), f"decompresses to more than {MAX_TRACE_BYTES // 2**20} MiB, the largest "
+                                           "trace the reader accepts (profile fewer steps)")
+        if not inflate.eof:
+            raise ScenarioError(str(path), "corrupt or truncated gzip data (the stream ends early)")
+        raw = raw_text
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:
@@ -462,7 +468,7 @@ def read_kineto(paths: Sequence[str | Path], *, merge_compute: bool = True) -> R
     sizes = {t.world_size for t in traces if t.world_size is not None}
     if len(sizes) > 1:
         raise ScenarioError(str(traces[0].path), f"the files disagree on the world size ({sorted(sizes)})")
-    world_size = sizes.pop() if sizes else max(len(traces), max(ranks) + 1)
+    world_size = check_world_size(sizes.pop() if sizes else max(len(traces), max(ranks) + 1), str(traces[0].path))
     if not any(t.world_size for t in traces):
         assumptions.append(f"no distributedInfo: world size assumed to be {world_size} (the ranks given)")
     if max(ranks) >= world_size:
