@@ -71,7 +71,8 @@ def _decode_scalar(kind: str, raw: int | bytes) -> object:
         return raw.decode() if isinstance(raw, bytes) else str(raw)
     if kind == "bytes":
         return raw
-    assert isinstance(raw, int)
+    if not isinstance(raw, int):  # a length-delimited value where a number belongs: a corrupt file
+        raise pb.ProtobufError(f"a {kind} attribute holds bytes")
     return {"double": pb.as_double, "float": pb.as_float, "int": pb.as_int64, "uint": int,
             "sint": pb.as_sint, "bool": bool, "sfixed32": lambda v: pb.as_sfixed(v, 32),
             "sfixed64": lambda v: pb.as_sfixed(v, 64)}[kind](raw)

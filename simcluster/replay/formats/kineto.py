@@ -163,6 +163,18 @@ def _number(event: dict, key: str, path: Path) -> float:
     return float(value)
 
 
+def _finite(value: object) -> float | None:
+    """A finite number as float, else None (CPU-side events with a malformed time are ignored, not trusted)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _key(value: object) -> object:
+    """A thread, stream or correlation id usable as a dictionary key (a malformed list or object becomes text)."""
+    return value if value is None or isinstance(value, int | float | str) else repr(value)
+
+
 def _parse_ranks(value: object) -> tuple[int, ...] | None:
     if isinstance(value, str):
         try:
@@ -188,15 +200,17 @@ def _tensor_bytes(dims: list, types: list) -> list[float]:
 def _read_rank(path: Path) -> _RankTrace:
     data = load_json(path)
     info = data.get("distributedInfo") if isinstance(data.get("distributedInfo"), dict) else {}
-    rank = info.get("rank") if isinstance(info.get("rank"), int) else None
-    world_size = info.get("world_size") if isinstance(info.get("world_size"), int) else None
+    rank, world_size = (value if isinstance(value, int) and not isinstance(value, bool) else None
+                        for value in (info.get("rank"), info.get("world_size")))
     pg_ranks = {}
-    for pg in info.get("pg_config") or []:
+    configs = info.get("pg_config")
+    for pg in configs if isinstance(configs, list) else []:
         if isinstance(pg, dict) and (ranks := _parse_ranks(pg.get("ranks"))) is not None:
             pg_ranks[str(pg.get("pg_name"))] = ranks
     devices = data.get("deviceProperties")
     first_device = devices[0] if isinstance(devices, list) and devices else None
     gpu_name = first_device.get("name") if isinstance(first_device, dict) else None
+    gpu_name = gpu_name if isinstance(gpu_name, str) else None
 
     ops: list[_GpuOp] = []
     runtime: dict[object, dict] = {}
@@ -211,27 +225,33 @@ def _read_rank(path: Path) -> _RankTrace:
         name = str(event.get("name", ""))
         args = event.get("args") if isinstance(event.get("args"), dict) else {}
         if cat in _GPU_CATEGORIES:
-            stream = event.get("tid", args.get("stream"))
-            devices_seen.add(event.get("pid"))
+            stream = _key(event.get("tid", args.get("stream")))
+            devices_seen.add(_key(event.get("pid")))
             ops.append(_GpuOp(_number(event, "ts", path), max(_number(event, "dur", path), 0.0),
-                              (event.get("pid"), stream), name, args))
-        elif cat == "cuda_runtime":
+                              (_key(event.get("pid")), stream), name, args))
+            continue
+        # CPU-side events only place GPU ops (launches, waits, steps): one with a malformed time or id is skipped
+        ts_us, dur_us = _finite(event.get("ts")), _finite(event.get("dur", 0.0))
+        if ts_us is None or dur_us is None:
+            continue
+        event = {**event, "ts": ts_us, "dur": dur_us, "tid": _key(event.get("tid")), "args": args}
+        if cat == "cuda_runtime":
             if "correlation" in args:
-                runtime[args["correlation"]] = event
+                runtime[_key(args["correlation"])] = event
             if name == "cudaStreamWaitEvent":
                 waits.append(event)
         elif cat in ("cpu_op", "user_annotation"):
             if match := _STEP.match(name):
-                steps.append((int(match.group(1)), _number(event, "ts", path), _number(event, "dur", path)))
+                steps.append((int(match.group(1)), ts_us, dur_us))
             elif name == "record_param_comms" or name.startswith(("nccl:", "c10d::")):
-                cpu_comm[event.get("tid")].append(event)
+                cpu_comm[event["tid"]].append(event)
     if not ops:
         raise ScenarioError(str(path), "the trace has no GPU kernels (was it recorded with CUDA activities?)")
     one_device = len(devices_seen) == 1
     for op in ops:  # stream key: the CUDA stream id, or "device:stream" if one file holds several GPUs
         pid, stream = op.stream
         op.stream = stream if one_device else f"{pid}:{stream}"
-        if (launch := runtime.get(op.args.get("correlation"))) is not None:
+        if (launch := runtime.get(_key(op.args.get("correlation")))) is not None:
             op.launch_ts_us, op.launch_tid = float(launch.get("ts", 0.0)), launch.get("tid")
     ops.sort(key=lambda o: (o.ts_us, o.end_us))
     steps = sorted({s[0]: s for s in steps}.values(), key=lambda s: s[1])

@@ -1,0 +1,86 @@
+"""Hostile trace files (issue 14): the Kineto and Chakra readers either return a run or refuse with one
+ScenarioError; never another exception. Fuzzed with hypothesis from small valid traces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simcluster.core.errors import ScenarioError
+from simcluster.replay.formats import load_trace
+
+CHAKRA = sorted((Path(__file__).parents[1] / "data" / "chakra").glob("all_reduce.*.et"))
+
+# a 2-rank Kineto step: a profiler step, a GEMM, an all-reduce with its CPU-side record and launch, a stream wait
+KINETO = {
+    "distributedInfo": {"rank": 0, "world_size": 2, "backend": "nccl",
+                        "pg_config": [{"pg_name": "0", "ranks": [0, 1]}]},
+    "deviceProperties": [{"name": "NVIDIA A100-SXM4-80GB"}],
+    "traceEvents": [
+        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#3", "ts": 0, "dur": 1000, "pid": 1, "tid": 1},
+        {"ph": "X", "cat": "kernel", "name": "sm80_gemm", "ts": 10, "dur": 300, "pid": 0, "tid": 7,
+         "args": {"device": 0, "stream": 7, "correlation": 1}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 5, "dur": 2, "pid": 1, "tid": 1,
+         "args": {"correlation": 1}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamWaitEvent", "ts": 8, "dur": 1, "pid": 1, "tid": 1,
+         "args": {}},
+        {"ph": "X", "cat": "cpu_op", "name": "record_param_comms", "ts": 9, "dur": 5, "pid": 1, "tid": 1,
+         "args": {"Collective name": "allreduce", "dtype": "Float", "In msg nelems": 1000, "Out msg nelems": 1000,
+                  "Group size": 2}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 10, "dur": 2, "pid": 1, "tid": 1,
+         "args": {"correlation": 2}},
+        {"ph": "X", "cat": "kernel", "name": "ncclKernel_AllReduce_RING_LL_Sum_float", "ts": 320, "dur": 100,
+         "pid": 0, "tid": 20, "args": {"device": 0, "stream": 20, "correlation": 2}},
+    ],
+}
+ODD = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                st.text(max_size=8), st.lists(st.integers(-3, 3), max_size=3), st.dictionaries(st.text(max_size=3),
+                                                                                             st.integers(), max_size=2))
+
+
+def _refused_or_read(paths) -> None:
+    try:
+        run = load_trace(paths)
+    except ScenarioError as err:
+        assert "\n" not in str(err)
+    else:
+        assert run.world_size >= 1
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, len(KINETO["traceEvents"]) - 1), st.sampled_from(
+    ["ts", "dur", "tid", "pid", "name", "cat", "args", "ph", "args.correlation", "args.stream",
+     "args.Collective name", "args.In msg nelems", "args.dtype"]), ODD), min_size=1, max_size=4),
+       top=st.one_of(st.none(), st.tuples(st.sampled_from(["distributedInfo", "deviceProperties"]), ODD)))
+def test_kineto_fields_of_any_value_are_read_or_refused_in_one_line(tmp_path, edits, top):
+    data = json.loads(json.dumps(KINETO))
+    for index, key, value in edits:
+        event = data["traceEvents"][index]
+        if key.startswith("args."):
+            event.setdefault("args", {})
+            if isinstance(event["args"], dict):
+                event["args"][key[5:]] = value
+        else:
+            event[key] = value
+    if top is not None:
+        data[top[0]] = top[1]
+    path = tmp_path / "fuzz.rank0.json"
+    path.write_text(json.dumps(data))
+    _refused_or_read([path])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, len(CHAKRA) - 1), st.integers(0, 10**6), st.integers(0, 255)),
+                      min_size=1, max_size=6))
+def test_chakra_bytes_of_any_value_are_read_or_refused_in_one_line(tmp_path, flips):
+    blobs = [bytearray(p.read_bytes()) for p in CHAKRA]
+    for file, offset, byte in flips:
+        blobs[file][offset % len(blobs[file])] = byte
+    paths = []
+    for path, blob in zip(CHAKRA, blobs, strict=True):
+        paths.append(tmp_path / path.name)
+        paths[-1].write_bytes(bytes(blob))
+    _refused_or_read(paths)
