@@ -73,9 +73,11 @@ def run(
     spec = config.load(scenario)
     out_dir = check_writable(unique_dir(out or Path("runs") / spec.name))  # before a simulation of hours
     from simcluster.engine import Simulation
+    from simcluster.engine.merge import SYMMETRIC
+    from simcluster.engine.simulation import run_expanded
 
     console = Console(stderr=as_json)
-    sim = Simulation(spec, network, expand=expand, check_memory=not no_memory_check)
+    sim = Simulation(spec, network, expand=expand, check_memory=not no_memory_check, merge=SYMMETRIC)
     if sim.memory.total_bytes > spec.cluster.gpu.hbm_capacity:
         console.print(f"warning: the memory model puts this layout at {fmt(sim.memory.total_bytes, BYTES, 3)} per "
                       f"GPU, over the {fmt(spec.cluster.gpu.hbm_capacity, BYTES, 3)} of {spec.cluster.gpu.name}; "
@@ -85,7 +87,12 @@ def run(
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
-        result = sim.run(steps, on_step=lambda _index: progress.advance(task))
+        if expand:  # merged where proven exact, else rerun with every call its own class (engine.run_expanded)
+            result = run_expanded(lambda merge: sim if merge is SYMMETRIC else Simulation(
+                spec, network, expand=True, check_memory=not no_memory_check, merge=merge), steps,
+                on_step=lambda _index: progress.advance(task))
+        else:
+            result = sim.run(steps, on_step=lambda _index: progress.advance(task))
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
         console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
     from simcluster.analysis.timeline import plot_timeline

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from simcluster.engine.results import Result
-from simcluster.engine.simulation import Simulation
+from simcluster.engine.simulation import Simulation, run_expanded
 from simcluster.spec.config import Scenario
 
 
@@ -14,7 +14,10 @@ def simulate(scenario: Scenario, network: str | None = None, expand: bool = Fals
     ``check_memory=False`` simulates a layout the memory model says does not fit (its summary still reports the
     memory it needs): for published runs that did fit, to report the throughput and the memory model's error.
     """
-    return Simulation(scenario, network, expand=expand, fabric=fabric, check_memory=check_memory).run(steps)
+    if expand:  # merged where the network model proves it exact, else every call its own class
+        return run_expanded(lambda merge: Simulation(scenario, network, expand=True, fabric=fabric,
+                                                     check_memory=check_memory, merge=merge), steps)
+    return Simulation(scenario, network, fabric=fabric, check_memory=check_memory).run(steps)
 
 
 __all__ = ["Simulation", "simulate", "Result"]

@@ -12,8 +12,10 @@ The rule.
    complete together.
 2. Calls of one instant merge into one class only as the policy's key says: ``SYMMETRIC`` (the default of a
    collapsed simulation) merges calls with the same label and size (the same pipeline boundary or ring step in
-   another replica); ``NO_MERGE`` (the default of an expanded one, ``Simulation(expand=True)``) merges none. The
-   calls merged stay distinct parts of the class.
+   another replica); ``NO_MERGE`` (the default of an expanded one, ``Simulation(expand=True)``: the reference)
+   merges none. ``engine.run_expanded`` (``--expand``) runs expanded with ``SYMMETRIC`` first and keeps it when
+   the check below proves it exact, else reruns with ``NO_MERGE``. The calls merged stay distinct parts of the
+   class.
 3. Merging is exact when no part is held back, and the network model checks it on every rate solution: with
    every part of a class given the class's rate the link loads are unchanged, so the split allocation equals the
    merged one exactly when every part crosses a saturated link on which no class is faster (the max-min

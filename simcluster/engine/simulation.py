@@ -16,7 +16,7 @@ from simcluster.core import catalog
 from simcluster.engine import data_parallel
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
-from simcluster.engine.merge import MergePolicy, default_policy
+from simcluster.engine.merge import NO_MERGE, SYMMETRIC, MergePolicy, default_policy
 from simcluster.engine.overlap import Slowdowns, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
 from simcluster.engine.recorder import Recorder
@@ -339,3 +339,15 @@ class Simulation:
             hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),
         )
+
+
+def run_expanded(build, steps: int | None = None, on_step=None) -> Result:
+    """An expanded run (one agent per GPU) as fast as merging allows and exact: first with the calls of one instant
+    merged (``SYMMETRIC``), which the network model checks; when the check does not prove every merge exact (or
+    the model does not check), again with every call its own class (``NO_MERGE``), the reference. ``build(merge)``
+    returns the ``Simulation`` to run (a Simulation runs once)."""
+    result = build(SYMMETRIC).run(steps, on_step)
+    if result.summary["symmetry"]["exact"] is True:
+        return result
+    return build(NO_MERGE).run(steps, on_step)
+

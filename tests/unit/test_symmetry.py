@@ -174,3 +174,18 @@ def test_bundled_scenario_collapsed_equals_expanded_when_exact(name):
     collapsed = Simulation(spec, check_memory=False).run().summary
     expanded = Simulation(spec, expand=True, check_memory=False).run().summary
     assert_equal_or_flagged_within_bound(collapsed, expanded)
+
+
+@pytest.mark.parametrize("spec", [
+    scenario(),                                                                   # symmetric: the merged run stands
+    scenario("leaf-spine", {"oversubscription": 4, "hosts_per_leaf": 8}, nodes=8, pp=4),   # flagged: rerun
+], ids=["rail-fat-tree", "leaf-spine-4to1"])
+def test_expanded_simulate_merges_only_where_proven_and_equals_the_reference(spec):
+    """``simulate(expand=True)`` (and ``run --expand``) first merges equal calls, which the network checks, and
+    reruns with every call its own class when the check fails: either way the reference's step time."""
+    from simcluster.engine import simulate
+
+    reference = Simulation(spec, expand=True, merge=NO_MERGE).run().summary
+    fast = simulate(spec, expand=True).summary
+    assert fast["step_time_s"] == pytest.approx(reference["step_time_s"], rel=1e-9)
+    assert fast["symmetry"]["exact"] is True
