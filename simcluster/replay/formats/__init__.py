@@ -1,4 +1,4 @@
-"""Recorded runs: import PyTorch-profiler (Kineto) and Chakra traces, export Chakra.
+"""Recorded runs: import PyTorch-profiler (Kineto) and Chakra traces, export both.
 
 ``load_trace`` picks the importer from the file names: ``*.et`` are Chakra, ``*.json``/``*.json.gz`` Kineto.
 """
@@ -11,10 +11,11 @@ from pathlib import Path
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.formats.chakra import read_chakra, write_chakra
 from simcluster.replay.formats.kineto import read_kineto
+from simcluster.replay.formats.kineto_writer import write_kineto
 from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep, check_times
 
 __all__ = ["RecordedOp", "RecordedRun", "RecordedStep", "is_chakra", "load_trace", "read_chakra", "read_kineto",
-           "write_chakra"]
+           "write_chakra", "write_kineto"]
 
 
 def is_chakra(path: str | Path) -> bool:

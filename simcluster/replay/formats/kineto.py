@@ -9,10 +9,14 @@ What is read (Chrome trace format written by ``torch.profiler``; ``ts``/``dur`` 
   (3) older traces: the ``nccl:<collective>`` annotation and the ``c10d::`` op around the launch, whose
   "Input Dims"/"Input type" give the tensors; (4) the kernel name alone (collective known, size unknown).
   A kernel is tied to its CPU side through the ``cudaLaunchKernel`` runtime event of the same correlation id.
-- Cross-stream dependencies: ``cudaStreamWaitEvent`` calls make the next kernel launched from that CPU thread
-  wait for the most recently launched kernel of another stream. Traces recorded without runtime events fall
-  back to timing: a kernel that started within ``WAIT_MATCH_WINDOW_S`` after an op of another stream ended,
+- Cross-stream dependencies: with CUDA sync events (``cuda_sync`` "Stream Wait Event", recorded when the
+  profiler runs with ``enable_cuda_sync_events``; what ``kineto_writer`` writes), exactly: each names the
+  stream and the ``cudaEventRecord`` call it waits for, so an op may wait for several. Else the
+  ``cudaStreamWaitEvent`` calls make the next kernel launched from that CPU thread wait for the most recently
+  launched kernel of another stream. Traces recorded without runtime events fall back to timing: a kernel that started within ``WAIT_MATCH_WINDOW_S`` after an op of another stream ended,
   after an idle gap, is taken to have waited for it.
+- Point-to-point peers: a send or receive whose process group has two ranks (as PyTorch's p2p communicators
+  do) is with the other one; otherwise the peer is unknown.
 - ``ProfilerStep#N`` annotations: step boundaries; each GPU op belongs to the step it was launched in.
 - ``distributedInfo``: rank, world size, process groups (``pg_config``); ``deviceProperties``: GPU name.
 
@@ -52,6 +56,21 @@ from simcluster.replay.recorded import (
 
 US = 1e-6  # Kineto timestamps and durations are microseconds
 
+# Names in the Chrome-trace JSON torch.profiler (Kineto) writes, shared by this reader and ``kineto_writer``.
+# Event categories and names (PyTorch profiler output; CUDA sync events: libkineto CudaSyncActivity, written
+# when the profiler runs with ``enable_cuda_sync_events``).
+CAT_KERNEL, CAT_RUNTIME, CAT_SYNC, CAT_ANNOTATION = "kernel", "cuda_runtime", "cuda_sync", "user_annotation"
+LAUNCH_KERNEL, STREAM_WAIT_EVENT, EVENT_RECORD = "cudaLaunchKernel", "cudaStreamWaitEvent", "cudaEventRecord"
+SYNC_STREAM_WAIT = "Stream Wait Event"  # the cuda_sync event of a cudaStreamWaitEvent, on the waiting stream
+STEP_PREFIX = "ProfilerStep#"
+# Args: of every GPU event and runtime call; of NCCL kernels and record_param_comms (c10d ParamCommsUtils);
+# of a "Stream Wait Event" (the stream whose event it waits for, and the correlation id of the cudaEventRecord).
+ARG_CORRELATION, ARG_STREAM = "correlation", "stream"
+ARG_COLLECTIVE, ARG_DTYPE = "Collective name", "dtype"
+ARG_IN_NELEMS, ARG_OUT_NELEMS = "In msg nelems", "Out msg nelems"
+ARG_GROUP_SIZE, ARG_GROUP_RANKS, ARG_GROUP_NAME = "Group size", "Process Group Ranks", "Process Group Name"
+ARG_WAIT_ON_STREAM, ARG_WAIT_ON_RECORD = "wait_on_stream", "wait_on_cuda_event_record_corr_id"
+
 # Timing fallback for cross-stream waits. In the HolisticTraceAnalysis A100 traces (tests/data), kernels whose
 # wait was established from cudaStreamWaitEvent started a few microseconds after the op they waited for
 # (CUDA event signalling is on-GPU); 20 us keeps such waits while rejecting unrelated ops.
@@ -74,9 +93,9 @@ _COLLECTIVE_ALIASES = {
     "sendrecv": "sendrecv",
 }
 _NCCL_KERNEL = re.compile(r"^nccl(?:Dev)?Kernel_([A-Za-z]+)")
-_STEP = re.compile(r"^ProfilerStep#(\d+)$")
+_STEP = re.compile(rf"^{STEP_PREFIX}(\d+)$")
 _RANK_IN_NAME = re.compile(r"rank[_-]?(\d+)", re.IGNORECASE)
-_GPU_CATEGORIES = {"kernel", "gpu_memcpy", "gpu_memset"}
+_GPU_CATEGORIES = {CAT_KERNEL, "gpu_memcpy", "gpu_memset"}
 
 
 def normalize_collective(text: str) -> str:
@@ -135,6 +154,7 @@ class _GpuOp:
     size_bytes: float | None = 0.0
     group: tuple[int, ...] = ()
     group_size: int | None = None
+    peer: int | None = None
     step: int | None = None
     waits: set[int] = field(default_factory=set)
     is_wait_source: bool = False
@@ -216,6 +236,7 @@ def _read_rank(path: Path) -> _RankTrace:
     runtime: dict[object, dict] = {}
     cpu_comm: dict[object, list[dict]] = defaultdict(list)
     waits: list[dict] = []
+    syncs: list[dict] = []
     steps: list[tuple[int, float, float]] = []
     devices_seen: set = set()
     for event in data["traceEvents"]:
@@ -225,7 +246,7 @@ def _read_rank(path: Path) -> _RankTrace:
         name = str(event.get("name", ""))
         args = event.get("args") if isinstance(event.get("args"), dict) else {}
         if cat in _GPU_CATEGORIES:
-            stream = _key(event.get("tid", args.get("stream")))
+            stream = _key(event.get("tid", args.get(ARG_STREAM)))
             devices_seen.add(_key(event.get("pid")))
             ops.append(_GpuOp(_number(event, "ts", path), max(_number(event, "dur", path), 0.0),
                               (_key(event.get("pid")), stream), name, args))
@@ -235,12 +256,15 @@ def _read_rank(path: Path) -> _RankTrace:
         if ts_us is None or dur_us is None:
             continue
         event = {**event, "ts": ts_us, "dur": dur_us, "tid": _key(event.get("tid")), "args": args}
-        if cat == "cuda_runtime":
-            if "correlation" in args:
-                runtime[_key(args["correlation"])] = event
-            if name == "cudaStreamWaitEvent":
+        if cat == CAT_SYNC:
+            if name == SYNC_STREAM_WAIT:
+                syncs.append(event)
+        elif cat == CAT_RUNTIME:
+            if ARG_CORRELATION in args:
+                runtime[_key(args[ARG_CORRELATION])] = event
+            if name == STREAM_WAIT_EVENT:
                 waits.append(event)
-        elif cat in ("cpu_op", "user_annotation"):
+        elif cat in ("cpu_op", CAT_ANNOTATION):
             if match := _STEP.match(name):
                 steps.append((int(match.group(1)), ts_us, dur_us))
             elif name == "record_param_comms" or name.startswith(("nccl:", "c10d::")):
@@ -251,7 +275,12 @@ def _read_rank(path: Path) -> _RankTrace:
     for op in ops:  # stream key: the CUDA stream id, or "device:stream" if one file holds several GPUs
         pid, stream = op.stream
         op.stream = stream if one_device else f"{pid}:{stream}"
-        if (launch := runtime.get(_key(op.args.get("correlation")))) is not None:
+    for sync in syncs:  # the waiting stream and the stream waited for, keyed as the ops' streams
+        pid, args = _key(sync.get("pid")), sync["args"]
+        sync["waiter"], sync["source"] = ((stream if one_device else f"{pid}:{stream}") for stream in
+                                          (sync["tid"], _key(args.get(ARG_WAIT_ON_STREAM))))
+    for op in ops:
+        if (launch := runtime.get(_key(op.args.get(ARG_CORRELATION)))) is not None:
             op.launch_ts_us, op.launch_tid = float(launch.get("ts", 0.0)), launch.get("tid")
     ops.sort(key=lambda o: (o.ts_us, o.end_us))
     steps = sorted({s[0]: s for s in steps}.values(), key=lambda s: s[1])
@@ -260,7 +289,7 @@ def _read_rank(path: Path) -> _RankTrace:
         trace.notes["several devices in one file"] += 1
     _classify_communication(trace, cpu_comm)
     _assign_steps(trace)
-    _infer_waits(trace, waits, cpu_comm)
+    _infer_waits(trace, waits, cpu_comm, syncs)
     return trace
 
 
@@ -279,15 +308,15 @@ def _classify_communication(trace: _RankTrace, cpu_comm: dict[object, list[dict]
         if not match:
             continue
         from_kernel = normalize_collective(match.group(1))
-        meta = op.args if "Collective name" in op.args else None
+        meta = op.args if ARG_COLLECTIVE in op.args else None
         outer = _enclosing(cpu_comm, op)
         if meta is None:
             meta = next((e["args"] for e in reversed(outer) if e.get("name") == "record_param_comms"
-                         and "Collective name" in e.get("args", {})), None)
+                         and ARG_COLLECTIVE in e.get("args", {})), None)
         if meta is not None:
-            name = normalize_collective(str(meta["Collective name"]))
-            width = dtype_bytes(str(meta.get("dtype", "")))
-            in_n, out_n = meta.get("In msg nelems"), meta.get("Out msg nelems")
+            name = normalize_collective(str(meta[ARG_COLLECTIVE]))
+            width = dtype_bytes(str(meta.get(ARG_DTYPE, "")))
+            in_n, out_n = meta.get(ARG_IN_NELEMS), meta.get(ARG_OUT_NELEMS)
             if width is not None and isinstance(in_n, int):
                 in_b, out_b = in_n * width, (out_n if isinstance(out_n, int) else in_n) * width
                 op.size_bytes = float(in_b if name in ("alltoall", "send") else
@@ -295,9 +324,9 @@ def _classify_communication(trace: _RankTrace, cpu_comm: dict[object, list[dict]
             else:
                 op.size_bytes = None
                 trace.notes["size unknown (no dtype/nelems)"] += 1
-            op.group = _parse_ranks(meta.get("Process Group Ranks")) or \
-                trace.pg_ranks.get(str(meta.get("Process Group Name")), ())
-            size = meta.get("Group size")
+            op.group = _parse_ranks(meta.get(ARG_GROUP_RANKS)) or \
+                trace.pg_ranks.get(str(meta.get(ARG_GROUP_NAME)), ())
+            size = meta.get(ARG_GROUP_SIZE)
             op.group_size = size if isinstance(size, int) else (len(op.group) or None)
             trace.notes["metadata from NCCL args"] += 1
         elif annotation := next((e for e in reversed(outer) if e.get("name", "").startswith("nccl:")), None):
@@ -351,10 +380,16 @@ def _inside_comm_call(cpu_comm: dict[object, list[dict]], event: dict) -> bool:
                if e.get("name") == "record_param_comms" or e.get("name", "").startswith("nccl:"))
 
 
-def _infer_waits(trace: _RankTrace, waits: list[dict], cpu_comm: dict[object, list[dict]]) -> None:
-    """Cross-stream waits of every op: from the ``cudaStreamWaitEvent`` calls when the trace has them, else from
-    timing; the ops waited for are marked (a compute segment never merges across one)."""
-    if waits:
+def _infer_waits(trace: _RankTrace, waits: list[dict], cpu_comm: dict[object, list[dict]],
+                 syncs: list[dict]) -> None:
+    """Cross-stream waits of every op: from the CUDA sync events when the trace has them (each names the event
+    record it waits for), else from the ``cudaStreamWaitEvent`` calls, else from timing; the ops waited for are
+    marked (a compute segment never merges across one)."""
+    if syncs:
+        _waits_from_sync_events(trace, syncs)
+        trace.notes["cross-stream waits from CUDA sync events (Stream Wait Event)"] += \
+            sum(len(o.waits) for o in trace.ops)
+    elif waits:
         _waits_from_launches(trace, waits, cpu_comm)
         trace.notes["cross-stream waits from cudaStreamWaitEvent"] += sum(len(o.waits) for o in trace.ops)
     else:
@@ -396,6 +431,34 @@ def _waits_from_launches(trace: _RankTrace, waits: list[dict], cpu_comm: dict[ob
                 else:
                     trace.notes["waits dropped: source ended after the waiter started"] += 1
         last_launched[op.stream] = i
+
+
+def _waits_from_sync_events(trace: _RankTrace, syncs: list[dict]) -> None:
+    """Each "Stream Wait Event" makes the first op launched on its stream after the ``cudaStreamWaitEvent`` call
+    (the event's own correlation id) wait for the last op launched on ``wait_on_stream`` before the
+    ``cudaEventRecord`` it names (``wait_on_cuda_event_record_corr_id``): CUDA correlation ids number the runtime
+    calls of a process in call order, so they order launches, records and waits exactly."""
+    ops = trace.ops
+    launched: dict[object, list[tuple[float, int]]] = defaultdict(list)  # stream -> (launch correlation, op)
+    for i, op in enumerate(ops):
+        if (correlation := _finite(op.args.get(ARG_CORRELATION))) is not None:
+            launched[op.stream].append((correlation, i))
+    for entries in launched.values():
+        entries.sort()
+    for sync in syncs:
+        record = _finite(sync["args"].get(ARG_WAIT_ON_RECORD))
+        wait = _finite(sync["args"].get(ARG_CORRELATION))
+        producers, consumers = launched.get(sync["source"], []), launched.get(sync["waiter"], [])
+        k = bisect.bisect_left(producers, (record, -1)) - 1 if record is not None and record >= 0 else -1
+        m = bisect.bisect_right(consumers, (wait, math.inf)) if wait is not None else len(consumers)
+        if k < 0 or m >= len(consumers):
+            trace.notes["stream waits whose event record or waiting op is not in the trace"] += 1
+            continue
+        source, waiter = producers[k][1], consumers[m][1]
+        if ops[source].end_us <= ops[waiter].ts_us + 1e-3:  # a wait must agree with the recorded times
+            ops[waiter].waits.add(source)
+        else:
+            trace.notes["waits dropped: source ended after the waiter started"] += 1
 
 
 def _waits_from_timing(ops: list[_GpuOp]) -> None:
@@ -458,7 +521,7 @@ def _to_recorded(trace: _RankTrace, rank: int, origin_us: float, merge_compute: 
         recorded.append(RecordedOp(
             rank=rank, stream=first.stream, kind=kind, name=name, started_at_s=(start_us - origin_us) * US,
             duration_s=duration_us * US, size_bytes=first.size_bytes if kind != COMPUTE else 0.0,
-            group=first.group, group_size=first.group_size, step=first.step,
+            group=first.group, group_size=first.group_size, peer=first.peer, step=first.step,
             waits_for=tuple(sorted(position[j] for j in first.waits)), kernels=len(members),
             busy_s=busy_us * US if len(members) > 1 else None))
     return recorded
@@ -516,7 +579,11 @@ def read_kineto(paths: Sequence[str | Path], *, merge_compute: bool = True) -> R
                 else:
                     trace.notes["process group members unknown (only its size)"] += 1
             elif op.kind in (SEND, RECV, SENDRECV):
-                trace.notes["peer rank of send/recv unknown"] += 1
+                if len(op.group) == 2 and rank in op.group:  # a two-rank group: the peer is the other one
+                    op.peer = op.group[1 - op.group.index(rank)]
+                    trace.notes["peer of send/recv: the other rank of its two-rank process group"] += 1
+                else:
+                    trace.notes["peer rank of send/recv unknown"] += 1
         recorded[rank] = _to_recorded(trace, rank, origin_us, merge_compute)
         steps += [RecordedStep(n, rank, (ts - origin_us) * US, dur * US) for n, ts, dur in trace.steps]
         if not trace.steps:
