@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.recorded import COLLECTIVE, COMPUTE, RECV, SEND, RecordedOp, RecordedRun
 
@@ -240,6 +242,7 @@ class _Groups:
         self._cache: dict[tuple, tuple[str, Groups, str | None]] = {}
         self._interned: dict[Groups, Groups] = {}
         self._memo: dict[tuple, tuple[int, ...]] = {}  # (what, ...) -> one shared group object
+        self._pairs: dict[tuple[int, int], tuple[int, int]] = {}  # point-to-point pairs, one object each
         self._world = tuple(range(base_world * scale_dp))
         self._whole = frozenset(range(base_world))
 
@@ -254,13 +257,28 @@ class _Groups:
                 members = frozenset(op.group)
                 grows = (self.scale_dp > 1 and op.name in GROWS_WITH_DP and len(op.group) == self.base_world
                          and members == self._whole)
-                per_rank = [self._collective(op, members, grows, r, notes) for r in ranks]
+                per_rank = [self._collective(op, members, grows, ranks[i], notes)
+                            for i in self._distinct_collective_ranks(op, ranks, grows)]
             else:
                 per_rank = [self._pair(op, r) for r in ranks]
             unique = tuple({id(g): g for g in per_rank}.values())  # equal groups are one object
             groups = self._interned.setdefault(unique, unique)  # one object per distinct set: shared by reference
             self._cache[key] = self._role(op), groups, min(notes, default=None)
         return self._cache[key]
+
+    def _distinct_collective_ranks(self, op: RecordedOp, ranks: tuple[int, ...], grows: bool) -> list[int]:
+        """Positions in ``ranks`` of the first rank of each distinct group ``_collective`` gives them, in order:
+        a rank's group depends only on its replica (shift) and, when its recorded rank is not in the recorded
+        group, on the block of consecutive ranks holding it, so the groups are built once per distinct pair."""
+        if grows:
+            return [0]
+        at = np.asarray(ranks, dtype=np.int64)
+        source = at % self.base_world
+        inside = np.isin(source, np.fromiter(op.group, dtype=np.int64, count=len(op.group))) if op.group else \
+            np.zeros(len(at), dtype=bool)
+        size = min(max(len(op.group) if op.group else (op.group_size or self.base_world), 1), self.base_world)
+        keys = np.stack([at - source, np.where(inside, -1, source // size)], axis=1)
+        return sorted(np.unique(keys, axis=0, return_index=True)[1].tolist())
 
     def _role(self, op: RecordedOp) -> str:
         return {COLLECTIVE: "collective", SEND: "send", RECV: "recv"}.get(op.kind, "sendrecv")
@@ -286,15 +304,10 @@ class _Groups:
         return self._shared(("shifted", id(op.group), shift), lambda: tuple(g + shift for g in op.group))
 
     def _pair(self, op: RecordedOp, rank: int) -> tuple[int, int]:
-        source, shift = rank % self.base_world, rank // self.base_world * self.base_world
-        me, peer = source + shift, op.peer + shift
-        if op.kind == RECV:
-            return self._shared(("pair", peer, me), lambda: (peer, me))
-        if op.kind == SEND:
-            return self._shared(("pair", me, peer), lambda: (me, peer))
-        # an NCCL SendRecv kernel: both ranks run one, each names the other
-        low, high = min(me, peer), max(me, peer)
-        return self._shared(("pair", low, high), lambda: (low, high))
+        me, peer = rank, op.peer + rank // self.base_world * self.base_world
+        # a receive is (sender, me); an NCCL SendRecv kernel runs on both ranks, each naming the other: (low, high)
+        pair = (peer, me) if op.kind == RECV else (me, peer) if op.kind == SEND else (min(me, peer), max(me, peer))
+        return self._pairs.setdefault(pair, pair)  # one object per pair
 
 
 def _plan_communication(target: ReplayOp, op: RecordedOp, ranks: tuple[int, ...], groups: _Groups,

@@ -18,9 +18,10 @@ metadata.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,21 +115,33 @@ def _scalar(fields: list, number: int, default: object = 0) -> object:
     return found[-1] if found else default
 
 
-def _read_file(path: Path) -> tuple[dict[str, object], list[dict]]:
-    """GlobalMetadata attributes and the nodes (as dicts) of one .et file; ScenarioError if unreadable."""
+def _read_metadata(path: Path) -> tuple[dict[str, object], bytes, bytes]:
+    """GlobalMetadata attributes of one .et file, the digest of its nodes' bytes (files whose nodes are
+    byte-identical hold the same program: parsed once) and those bytes; ScenarioError if unreadable."""
     data = read_trace_bytes(path)
     try:
-        messages = list(pb.read_delimited(data))
-        if not messages:
+        if not data:
             raise pb.ProtobufError("empty file")
-        meta_fields = pb.parse_message(messages[0])
+        length, pos = pb.read_varint(data, 0)
+        if pos + length > len(data):
+            raise pb.ProtobufError(f"message claims {length} bytes, {len(data) - pos} left (truncated file?)")
+        meta_fields = pb.parse_message(data[pos:pos + length])
         version = _scalar(meta_fields, 1, b"")
         if not isinstance(version, bytes) or any(n not in (1, 2) for n, _w, _r in meta_fields):
             raise pb.ProtobufError("the first message is not a GlobalMetadata")
         version.decode()
         metadata = _attrs(meta_fields, 2)
+    except (pb.ProtobufError, UnicodeDecodeError) as err:
+        raise ScenarioError(str(path), f"not a readable Chakra execution trace ({err})") from None
+    body = data[pos + length:]
+    return metadata, hashlib.blake2b(body, digest_size=16).digest(), body
+
+
+def _read_nodes(path: Path, body: bytes) -> list[dict]:
+    """The nodes (as dicts) of one .et file, from the bytes after its metadata; ScenarioError if unreadable."""
+    try:
         nodes = []
-        for message in messages[1:]:
+        for message in pb.read_delimited(body):
             fields = pb.parse_message(message)
             node_type = _scalar(fields, 3)
             name = _scalar(fields, 2, b"")
@@ -141,7 +154,7 @@ def _read_file(path: Path) -> tuple[dict[str, object], list[dict]]:
                           "attr": _attrs(fields, 10)})
     except (pb.ProtobufError, UnicodeDecodeError) as err:
         raise ScenarioError(str(path), f"not a readable Chakra execution trace ({err})") from None
-    return metadata, nodes
+    return nodes
 
 
 def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter,
@@ -260,17 +273,19 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
     if not paths:
         raise ScenarioError("trace", "no trace files given")
     assumptions: list[str] = []
-    files: dict[int, tuple[Path, dict, list[dict]]] = {}
+    files: dict[int, tuple[Path, dict, bytes]] = {}
+    bodies: dict[bytes, tuple[Path, bytes]] = {}  # digest of a node list -> the first file holding it
     for position, p in enumerate(paths):
         path = Path(p)
-        metadata, nodes = _read_file(path)
+        metadata, digest, body = _read_metadata(path)
+        bodies.setdefault(digest, (path, body))
         rank = metadata.get("rank")
         if not isinstance(rank, int):
             match = _RANK_IN_NAME.search(path.name)
             rank = int(match.group(1)) if match else position
         if rank in files:
             raise ScenarioError(str(path), f"rank {rank} appears twice (also in {files[rank][0].name})")
-        files[rank] = (path, metadata, nodes)
+        files[rank] = (path, metadata, digest)
     sizes = {m.get("world_size") for _p, m, _n in files.values() if isinstance(m.get("world_size"), int)}
     if len(sizes) > 1:
         raise ScenarioError(str(paths[0]), f"the files disagree on the world size ({sorted(sizes)})")
@@ -284,20 +299,30 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
     notes_by_rank: dict[int, Counter] = {}
     groups: dict[tuple[int, ...], tuple[int, ...]] = {}
     timed = True
-    for rank, (_path, metadata, nodes) in sorted(files.items()):
+    owner_of: dict[bytes, int] = {}  # digest of a node list -> the recorded rank it was read for
+    same: dict[int, list[int]] = defaultdict(list)  # that rank -> the ranks whose files hold the same nodes
+    for rank, (_path, metadata, digest) in sorted(files.items()):
         run_meta = run_meta or metadata
         if isinstance(metadata.get("mirrors_rank"), int):
             mirrored[rank] = metadata["mirrors_rank"]
             continue
-        notes = notes_by_rank[rank] = Counter()
-        ranks[rank] = _to_ops(rank, nodes, world_size, notes, groups)
-        timed = timed and not notes[UNTIMED]
+        if digest in owner_of:  # the same program as a rank already read: not parsed again
+            mirrored[rank] = owner_of[digest]
+            same[owner_of[digest]].append(rank)
+        else:
+            owner_of[digest] = rank
+            notes = notes_by_rank[rank] = Counter()
+            ranks[rank] = _to_ops(rank, _read_nodes(*bodies.pop(digest)), world_size, notes, groups)
+            timed = timed and not notes[UNTIMED]
         starts, durations = metadata.get("step_started_at_ns", []), metadata.get("step_duration_ns", [])
         steps += [RecordedStep(n, rank, s * 1e-9, d * 1e-9)
                   for n, s, d in zip(metadata.get("step_ids", []), starts, durations, strict=False)]
     if not ranks:
         raise ScenarioError(str(paths[0]), "every file mirrors another rank: no recorded rank to import")
+    mirrored = {rank: mirrored.get(source, source) for rank, source in mirrored.items()}  # to a read rank
     assumptions += summarize_notes(notes_by_rank, "nodes")
+    assumptions += [f"ranks {describe_ranges(others)}: the same nodes as rank {rank}'s file (byte for byte): read "
+                    "once, the same program" for rank, others in same.items()]
     recorded_assumptions = run_meta.get("assumptions")
     if isinstance(recorded_assumptions, list):
         assumptions = [str(a) for a in recorded_assumptions] + assumptions
