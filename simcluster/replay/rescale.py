@@ -13,6 +13,7 @@ import math
 import re
 
 from simcluster.core.errors import ScenarioError
+from simcluster.fabric.builders import QUANTUM2_NDR_PORTS, QUANTUM_HDR_PORTS
 from simcluster.replay.recorded import COMPUTE, RecordedOp, RecordedRun
 from simcluster.spec.hardware import GpuSpec
 
@@ -51,6 +52,29 @@ def infer_gpu(device_name: str | None) -> tuple[str, str]:
         return FALLBACK_GPU, (f"GPU: {device_name!r} is not in the catalog; assumed {FALLBACK_GPU} "
                               "(pass --gpu to choose)")
     return FALLBACK_GPU, f"GPU: the trace does not name its GPU; assumed {FALLBACK_GPU} (pass --gpu to choose)"
+
+
+def rail_fat_tree_pods(gpus: int, gpus_per_node: int, radix: int) -> int:
+    """Pods a three-tier rail-optimised fat-tree of ``radix``-port switches needs for ``gpus`` GPUs, as
+    ``fabric/builders.rail_fat_tree`` wires it: a leaf per rail takes ``radix/2`` servers, a pod ``radix/2`` leaves;
+    it holds at most ``radix`` pods (16,000 GPUs of 8 per node at 40 ports, 65,536 at 64)."""
+    down = radix // 2
+    servers = math.ceil(gpus / gpus_per_node)
+    return math.ceil(math.ceil(servers / down) * min(gpus_per_node, gpus) / down)
+
+
+def default_fabric_options(world_size: int, gpus_per_node: int) -> tuple[dict, str | None]:
+    """Options of the default rail-optimised fat-tree and the sentence why, when its switches must be larger
+    than the builder's default: a world beyond what 40-port HDR switches (NVIDIA Quantum QM8700, the default for
+    a 200 Gb/s NIC) hold in three tiers gets 64-port Quantum-2 switches (QM9700 datasheet: 64 ports of 400 Gb/s,
+    or 128 of 200 Gb/s, so 64 ports at an HDR NIC's rate is within what it offers), the next generation of the
+    same family, which holds 65,536 GPUs (of 8 per node); beyond that the builder's own error stands."""
+    if rail_fat_tree_pods(world_size, gpus_per_node, QUANTUM_HDR_PORTS) <= QUANTUM_HDR_PORTS:
+        return {}, None
+    return {"radix": QUANTUM2_NDR_PORTS}, (
+        f"fabric switches: {world_size} ranks exceed the {QUANTUM_HDR_PORTS}-port HDR switches' three-tier "
+        f"fat-tree ({QUANTUM_HDR_PORTS ** 3 // 4:,} GPUs of 8 per node); {QUANTUM2_NDR_PORTS}-port Quantum-2 "
+        "switches assumed (radix 64)")
 
 
 def default_fabric(world_size: int, gpu_name: str, gpus_per_node: int) -> tuple[str, str, str]:
@@ -149,4 +173,4 @@ def _rescale_sentence(old: GpuSpec, new: GpuSpec, mode: str, per_kernel: bool) -
 
 
 __all__ = ["DEFAULT_GPUS_PER_NODE", "GPU_NAME_RULES", "MATMUL_KERNEL", "RESCALE_MODES", "busy_rescaled",
-           "default_fabric", "infer_gpu", "kernel_speedup"]
+           "default_fabric", "default_fabric_options", "infer_gpu", "kernel_speedup", "rail_fat_tree_pods"]

@@ -135,8 +135,12 @@ def _fabric(world: int, gpu: str, spec: FabricSpec | None, nic: str | None, gpus
     nic_spec = nic_from_text(nic, default_nic) if nic else hardware.nic(default_nic)
     name = spec.name if spec else default_topology
     assumptions = [default_sentence] if spec is None and nic is None and gpus_per_node is None else []
+    options = dict(spec.options) if spec else {}
+    if spec is None and name == "rail-fat-tree":
+        options, why = rescale.default_fabric_options(world, per_node)
+        assumptions += [why] if why else []
     fabric = topology.build(name, gpus=world, gpus_per_node=per_node, gpu=hardware.gpu(gpu), nic=nic_spec,
-                            options=dict(spec.options) if spec else {})
+                            options=options)
     label = spec.label if spec else name
     assumptions.append(f"fabric replayed on: {label}, {world} GPUs, {per_node} per node, links "
                        f"{describe_links(fabric)}, network model {network_model}")

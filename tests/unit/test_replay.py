@@ -298,3 +298,31 @@ def test_steps_without_annotations_become_one_step():
     steps = step_report(run, run_replay(build_plan(run), fabric_for(1, A100_80)).events)
     assert len(steps) == 1 and steps[0]["recorded_step_s"] == pytest.approx(3e-3)
     assert steps[0]["compute_s"] == pytest.approx(2e-3)
+
+
+@pytest.mark.parametrize("gpus,holds", [(128, True), (136, False)])
+def test_rail_fat_tree_capacity_is_the_builders(gpus, holds):
+    """The pods the default fabric's choice counts are the ones the builder wires: radix 8 holds 8^3/4 = 128 GPUs
+    of 8 per node in three tiers, and refuses one server more."""
+    from simcluster.replay.rescale import rail_fat_tree_pods
+    assert (rail_fat_tree_pods(gpus, 8, 8) <= 8) is holds
+    if holds:
+        assert fabric_for(gpus, A100_80, "rail-fat-tree", radix=8, tiers=3).gpus == gpus
+    else:
+        with pytest.raises(ScenarioError, match="pods"):
+            fabric_for(gpus, A100_80, "rail-fat-tree", radix=8, tiers=3)
+
+
+def test_default_fabric_beyond_sixteen_thousand_ranks_takes_larger_switches(tmp_path):
+    """A100 traces default to a fat-tree of 40-port HDR switches, which holds 16,000 GPUs: a 16,400-rank replay
+    (a 16-rank data-parallel Chakra step, --scale-dp 1025) builds on 64-port switches and says so; 16,000 ranks
+    keep the default switches."""
+    from simcluster.replay.formats.synthetic import data_parallel_chakra
+    from simcluster.replay.rescale import default_fabric_options
+    from simcluster.studies.replay import replay_traces
+    assert default_fabric_options(16_000, 8) == ({}, None)
+    files = data_parallel_chakra(tmp_path, 16, 2, 1000, 1000, 1000, 1_000_000)
+    outcome = replay_traces(files, gpu_name="a100-80gb-sxm", scale_dp=1025, network_model="analytic")
+    assert outcome.plan.world_size == 16_400 and outcome.fabric.gpus == 16_400
+    assert any("64-port Quantum-2" in sentence for sentence in outcome.assumptions)
+    assert outcome.steps[0]["replayed_step_s"] > 5 * 1e-3  # 2 layers x 3 ms of compute and the all-reduces
