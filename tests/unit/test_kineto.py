@@ -244,3 +244,41 @@ def test_load_trace_picks_the_importer_from_the_extension():
     assert load_trace([TWO_RANK]).source.startswith("kineto")
     with pytest.raises(ScenarioError):
         load_trace([TWO_RANK, Path("x.0.et")])
+
+
+def runtime(name: str, ts: float, correlation: int) -> dict:
+    return {"ph": "X", "cat": "cuda_runtime", "name": name, "pid": 1, "tid": 1, "ts": ts, "dur": 1.0,
+            "args": {"correlation": correlation}}
+
+
+def stream_wait(stream: int, ts: float, correlation: int, on_stream: int, record: int) -> dict:
+    return {"ph": "X", "cat": "cuda_sync", "name": "Stream Wait Event", "pid": 0, "tid": stream, "ts": ts, "dur": 0,
+            "args": {"stream": stream, "correlation": correlation, "wait_on_stream": on_stream,
+                     "wait_on_cuda_event_record_corr_id": record}}
+
+
+@pytest.mark.parametrize("records_known", [True, False])
+def test_cuda_sync_events_name_every_op_waited_for(tmp_path, records_known):
+    """C (stream 30) waits for A (stream 7) and B (stream 20) through two CUDA events; D, launched on stream 7 after
+    A's event was recorded, is not waited for although it is the last op launched before C. The sync events give
+    both waits exactly; without their record ids the reader falls back to the launch order (one wait, on D, which
+    the recorded times contradict: dropped)."""
+    record_a, record_b = (2, 4) if records_known else (-1, -1)
+    events = [
+        kernel("A", 0.0, 10.0, stream=7, correlation=1), runtime("cudaLaunchKernel", 0.0, 1),
+        runtime("cudaEventRecord", 1.0, 2),
+        kernel("B", 0.0, 50.0, stream=20, correlation=3), runtime("cudaLaunchKernel", 2.0, 3),
+        runtime("cudaEventRecord", 3.0, 4),
+        kernel("D", 10.0, 90.0, stream=7, correlation=5), runtime("cudaLaunchKernel", 4.0, 5),
+        runtime("cudaStreamWaitEvent", 5.0, 6), stream_wait(30, 5.0, 6, 7, record_a),
+        runtime("cudaStreamWaitEvent", 6.0, 7), stream_wait(30, 6.0, 7, 20, record_b),
+        kernel("C", 60.0, 5.0, stream=30, correlation=8), runtime("cudaLaunchKernel", 7.0, 8),
+    ]
+    run = read_kineto([write_trace(tmp_path / "trace.json", events, distributedInfo={"rank": 0, "world_size": 1})],
+                      merge_compute=False)
+    a, b, d, c = run.ranks[0]
+    assert (a.name, b.name, d.name, c.name) == ("A", "B", "D", "C")
+    assert c.waits_for == ((0, 1) if records_known else ())
+    text = " | ".join(run.assumptions)
+    assert ("CUDA sync events" in text) is records_known
+    assert ("source ended after the waiter started" in text) is not records_known

@@ -385,8 +385,7 @@ def _infer_waits(trace: _RankTrace, waits: list[dict], cpu_comm: dict[object, li
     """Cross-stream waits of every op: from the CUDA sync events when the trace has them (each names the event
     record it waits for), else from the ``cudaStreamWaitEvent`` calls, else from timing; the ops waited for are
     marked (a compute segment never merges across one)."""
-    if syncs:
-        _waits_from_sync_events(trace, syncs)
+    if syncs and _waits_from_sync_events(trace, syncs):
         trace.notes["cross-stream waits from CUDA sync events (Stream Wait Event)"] += \
             sum(len(o.waits) for o in trace.ops)
     elif waits:
@@ -433,12 +432,14 @@ def _waits_from_launches(trace: _RankTrace, waits: list[dict], cpu_comm: dict[ob
         last_launched[op.stream] = i
 
 
-def _waits_from_sync_events(trace: _RankTrace, syncs: list[dict]) -> None:
+def _waits_from_sync_events(trace: _RankTrace, syncs: list[dict]) -> int:
     """Each "Stream Wait Event" makes the first op launched on its stream after the ``cudaStreamWaitEvent`` call
     (the event's own correlation id) wait for the last op launched on ``wait_on_stream`` before the
     ``cudaEventRecord`` it names (``wait_on_cuda_event_record_corr_id``): CUDA correlation ids number the runtime
-    calls of a process in call order, so they order launches, records and waits exactly."""
+    calls of a process in call order, so they order launches, records and waits exactly. Returns how many waits
+    were placed (none: the events lack their record ids, and the caller falls back to the launch order)."""
     ops = trace.ops
+    placed = 0
     launched: dict[object, list[tuple[float, int]]] = defaultdict(list)  # stream -> (launch correlation, op)
     for i, op in enumerate(ops):
         if (correlation := _finite(op.args.get(ARG_CORRELATION))) is not None:
@@ -457,8 +458,10 @@ def _waits_from_sync_events(trace: _RankTrace, syncs: list[dict]) -> None:
         source, waiter = producers[k][1], consumers[m][1]
         if ops[source].end_us <= ops[waiter].ts_us + 1e-3:  # a wait must agree with the recorded times
             ops[waiter].waits.add(source)
+            placed += 1
         else:
             trace.notes["waits dropped: source ended after the waiter started"] += 1
+    return placed
 
 
 def _waits_from_timing(ops: list[_GpuOp]) -> None:
