@@ -215,6 +215,12 @@ def describe_ranges(numbers: list[int]) -> str:
     return ", ".join(parts)
 
 
+def describe_files(paths) -> str:
+    """The file names of a trace, all of them when few, else the first two, the last and how many."""
+    names = [str(p).replace("\\", "/").rsplit("/", 1)[-1] for p in paths]
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]}, ..., {names[-1]} ({len(names)} files)"
+
+
 def summarize_notes(notes_by_rank: dict[int, dict[str, int]], unit: str) -> list[str]:
     """One assumption line per distinct note: the ranks it applies to and how many ``unit`` it concerns."""
     ranks_of: dict[str, list[int]] = {}

@@ -1,6 +1,7 @@
 """Round trip: a simulated step exported as a Chakra or a Kineto (PyTorch profiler) trace and replayed gives the
-simulation back, on the fabric it ran on and on another one. The engine knows the true dependencies and times; the replay only sees the trace,
-so these check the replay rule (gaps measured from the latest dependency) and its re-simulated communication."""
+simulation back, on the fabric it ran on and on another one. The engine knows the true dependencies and times;
+the replay only sees the trace, so these check the replay rule (gaps measured from the latest dependency) and its
+re-simulated communication."""
 
 from __future__ import annotations
 

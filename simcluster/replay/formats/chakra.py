@@ -38,6 +38,7 @@ from simcluster.replay.recorded import (
     RecordedRun,
     RecordedStep,
     check_world_size,
+    describe_files,
     describe_ranges,
     read_trace_bytes,
     summarize_notes,
@@ -335,7 +336,7 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
     return RecordedRun(ranks=ranks, world_size=world_size,
                        gpu_name=gpu_name if isinstance(gpu_name, str) else None, steps=steps,
                        assumptions=assumptions, mirrored=mirrored, timed=timed,
-                       source="chakra: " + ", ".join(Path(p).name for p in paths))
+                       source="chakra: " + describe_files(paths))
 
 
 # --- export ------------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ What is read (Chrome trace format written by ``torch.profiler``; ``ts``/``dur`` 
   profiler runs with ``enable_cuda_sync_events``; what ``kineto_writer`` writes), exactly: each names the
   stream and the ``cudaEventRecord`` call it waits for, so an op may wait for several. Else the
   ``cudaStreamWaitEvent`` calls make the next kernel launched from that CPU thread wait for the most recently
-  launched kernel of another stream. Traces recorded without runtime events fall back to timing: a kernel that started within ``WAIT_MATCH_WINDOW_S`` after an op of another stream ended,
-  after an idle gap, is taken to have waited for it.
+  launched kernel of another stream. Traces recorded without runtime events fall back to timing: a kernel
+  that started within ``WAIT_MATCH_WINDOW_S`` after an op of another stream ended, after an idle gap, is taken
+  to have waited for it.
 - Point-to-point peers: a send or receive whose process group has two ranks (as PyTorch's p2p communicators
   do) is with the other one; otherwise the peer is unknown.
 - ``ProfilerStep#N`` annotations: step boundaries; each GPU op belongs to the step it was launched in.
@@ -48,6 +49,7 @@ from simcluster.replay.recorded import (
     RecordedRun,
     RecordedStep,
     check_world_size,
+    describe_files,
     describe_ranges,
     mirror_missing_ranks,
     read_trace_bytes,
@@ -601,5 +603,5 @@ def read_kineto(paths: Sequence[str | Path], *, merge_compute: bool = True) -> R
         assumptions.append(f"{label} missing (world size {world_size}): assumed to mirror {rule}")
     steps.sort(key=lambda s: (s.step, s.rank))
     return RecordedRun(ranks=recorded, world_size=world_size, gpu_name=gpu_name, steps=steps,
-                       assumptions=assumptions, source="kineto: " + ", ".join(t.path.name for t in traces),
+                       assumptions=assumptions, source="kineto: " + describe_files(t.path for t in traces),
                        mirrored=mirrored)
