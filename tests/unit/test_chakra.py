@@ -192,3 +192,26 @@ def test_world_size_in_the_metadata_is_used_without_a_warning(tmp_path):
     assert not any("world size" in a for a in run.assumptions)
     astra = read_chakra(ASTRA_ALLREDUCE)  # astra-sim's files have no world size: taken from the files, said
     assert astra.world_size == 8 and any("no world size in the metadata" in a for a in astra.assumptions)
+
+
+def test_files_with_identical_nodes_are_read_once_and_replay_as_if_each_were_read(tmp_path):
+    """16 byte-identical rank files: rank 0 is parsed, ranks 1..15 are its mirrors (said), and the replay equals
+    that of the same run with every rank's ops recorded separately."""
+    from dataclasses import replace
+
+    from simcluster.engine.replay import replay
+    from simcluster.fabric import topology
+    from simcluster.replay.plan import build_plan
+    from simcluster.replay.report import step_report
+    from simcluster.spec import hardware
+
+    run = read_chakra(data_parallel_chakra(tmp_path, 16, 4, 1000, 1000, 1000, 10_000_000))
+    assert list(run.ranks) == [0] and run.mirrored == {r: 0 for r in range(1, 16)}
+    assert any("ranks 1..15: the same nodes as rank 0's file" in a for a in run.assumptions)
+    every = RecordedRun(ranks={r: [replace(op, rank=r) for op in run.ranks[0]] for r in range(16)}, world_size=16,
+                        timed=run.timed)
+    fabric = topology.build("rail-fat-tree", gpus=16, gpus_per_node=8, gpu=hardware.gpu("a100-80gb-sxm"),
+                            nic=hardware.nic("connectx-6"))
+    steps = [step_report(r, replay(build_plan(r, expand=True), fabric).events)[0]["replayed_step_s"]
+             for r in (run, every)]
+    assert steps[0] == pytest.approx(steps[1], rel=1e-12)
