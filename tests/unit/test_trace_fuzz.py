@@ -36,6 +36,17 @@ KINETO = {
          "pid": 0, "tid": 20, "args": {"device": 0, "stream": 20, "correlation": 2}},
     ],
 }
+# the same step with its cross-stream wait as CUDA sync events (what write_kineto writes): the GEMM's event record,
+# the all-reduce's stream wait naming it
+KINETO_SYNC = {**KINETO, "traceEvents": [
+    *KINETO["traceEvents"],
+    {"ph": "X", "cat": "cuda_runtime", "name": "cudaEventRecord", "ts": 6, "dur": 1, "pid": 1, "tid": 1,
+     "args": {"correlation": 3}},
+    {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamWaitEvent", "ts": 9.5, "dur": 0.1, "pid": 1, "tid": 1,
+     "args": {"correlation": 4}},
+    {"ph": "X", "cat": "cuda_sync", "name": "Stream Wait Event", "ts": 9.5, "dur": 0, "pid": 0, "tid": 20,
+     "args": {"stream": 20, "correlation": 4, "wait_on_stream": 7, "wait_on_cuda_event_record_corr_id": 3}},
+]}
 ODD = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
                 st.text(max_size=8), st.lists(st.integers(-3, 3), max_size=3), st.dictionaries(st.text(max_size=3),
                                                                                              st.integers(), max_size=2))
@@ -70,6 +81,35 @@ def test_kineto_fields_of_any_value_are_read_or_refused_in_one_line(tmp_path, ed
     path = tmp_path / "fuzz.rank0.json"
     path.write_text(json.dumps(data))
     _refused_or_read([path])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(len(KINETO["traceEvents"]), len(KINETO_SYNC["traceEvents"]) - 1),
+                                st.sampled_from(["ts", "tid", "pid", "name", "cat", "args", "args.correlation",
+                                                 "args.wait_on_stream", "args.wait_on_cuda_event_record_corr_id"]),
+                                ODD), min_size=1, max_size=4))
+def test_kineto_sync_events_of_any_value_are_read_or_refused_in_one_line(tmp_path, edits):
+    data = json.loads(json.dumps(KINETO_SYNC))
+    for index, key, value in edits:
+        event = data["traceEvents"][index]
+        if key.startswith("args."):
+            if isinstance(event["args"], dict):
+                event["args"][key[5:]] = value
+        else:
+            event[key] = value
+    path = tmp_path / "fuzz.rank0.json"
+    path.write_text(json.dumps(data))
+    _refused_or_read([path])
+
+
+def test_the_unfuzzed_sync_trace_places_its_wait():
+    """The base of the fuzzing above is read as meant: the all-reduce waits for the GEMM."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sync.rank0.json"
+        path.write_text(json.dumps(KINETO_SYNC))
+        gemm, allreduce = load_trace([path]).ranks[0]
+    assert allreduce.waits_for == (0,)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
