@@ -69,12 +69,13 @@ def default_fabric_options(world_size: int, gpus_per_node: int) -> tuple[dict, s
     a 200 Gb/s NIC) hold in three tiers gets 64-port Quantum-2 switches (QM9700 datasheet: 64 ports of 400 Gb/s,
     or 128 of 200 Gb/s, so 64 ports at an HDR NIC's rate is within what it offers), the next generation of the
     same family, which holds 65,536 GPUs (of 8 per node); beyond that the builder's own error stands."""
-    if rail_fat_tree_pods(world_size, gpus_per_node, QUANTUM_HDR_PORTS) <= QUANTUM_HDR_PORTS:
+    pods = rail_fat_tree_pods(world_size, gpus_per_node, QUANTUM_HDR_PORTS)
+    if pods <= QUANTUM_HDR_PORTS:
         return {}, None
     return {"radix": QUANTUM2_NDR_PORTS}, (
-        f"fabric switches: {world_size} ranks exceed the {QUANTUM_HDR_PORTS}-port HDR switches' three-tier "
-        f"fat-tree ({QUANTUM_HDR_PORTS ** 3 // 4:,} GPUs of 8 per node); {QUANTUM2_NDR_PORTS}-port Quantum-2 "
-        "switches assumed (radix 64)")
+        f"fabric switches: {world_size} ranks ({gpus_per_node} per node) need {pods} pods of {QUANTUM_HDR_PORTS}-port "
+        f"HDR switches, more than the {QUANTUM_HDR_PORTS} a three-tier fat-tree holds; {QUANTUM2_NDR_PORTS}-port "
+        f"Quantum-2 switches assumed (radix {QUANTUM2_NDR_PORTS})")
 
 
 def default_fabric(world_size: int, gpu_name: str, gpus_per_node: int) -> tuple[str, str, str]:
