@@ -44,7 +44,8 @@ def _mark_knee(ax, group: dict, colour, key: str, scale: float = 1.0, annotate: 
 
 @styled
 def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure:
-    """Left: cluster throughput vs GPUs, with linear scaling from each series' smallest run dashed.
+    """Left: cluster throughput vs GPUs, with linear scaling from each series' smallest run dashed and, dotted,
+    the throughput with failures (x goodput: checkpoints, lost work and restarts, ``outcomes.reliability``).
     Right: scaling efficiency tokens/s(n) / (n/n0 * tokens/s(n0)), the threshold and the knee (diamond)."""
     fig, (left, right) = figure(1, 2, width_in=11.0, height_in=4.4)
     for group in series:
@@ -54,13 +55,16 @@ def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure
         line, = left.plot(gpus, tps, marker="o", label=group["label"])
         left.plot(gpus, [tps[0] * n / gpus[0] for n in gpus], linestyle="--", linewidth=1.0,
                   color=line.get_color(), alpha=0.6)
+        if all(r.get("goodput_tokens_per_s") is not None for r in rows):
+            left.plot(gpus, [r["goodput_tokens_per_s"] for r in rows], linestyle=":", marker=".",
+                      color=line.get_color(), label=f"{group['label']} with failures")
         right.plot(gpus, [r["efficiency"] for r in rows], marker="o", color=line.get_color(), label=group["label"])
         _mark_knee(right, group, line.get_color(), "efficiency")
     for ax in (left, right):
         _gpu_axis(ax, _counts(series))
     left.set_yscale("log")
     left.set_ylabel("throughput (tokens/s)")
-    left.set_title("Throughput (dashed: linear scaling)")
+    left.set_title("Throughput (dashed: linear scaling; dotted: with failures)")
     left.legend(loc="upper left")
     right.axhline(threshold, linestyle=":", color="0.3", linewidth=1.0, label=f"threshold {threshold:.0%}")
     low = min(min(r["efficiency"] for r in group["rows"]) for group in series)

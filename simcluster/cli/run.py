@@ -43,6 +43,10 @@ def summary_table(summary: dict, memory) -> Table:
         ("hardware TFLOP/s per GPU (HFU)", f"{summary['hardware_tflops_per_gpu']:.1f} ({summary['hfu']:.1%})"),
         ("busiest link utilisation", f"{summary['busiest_link_utilisation']:.1%}"),
         ("cost per step", f"${summary['cost_per_step_usd']:.2f}"),
+        ("goodput (failures, checkpoints, restarts)", f"{summary['goodput']:.1%}"),
+        ("  interruptions per day", f"{summary['interruptions_per_day']:.3g}"),
+        ("  checkpoint every", "-" if summary["checkpoint_interval_s"] is None
+         else fmt(summary["checkpoint_interval_s"], SECONDS, 3)),
     ]
     rows += [(f"memory: {label}", fmt(value, BYTES, 3)) for label, value in memory.rows()]
     rows.append(("simulated in", f"{summary['wall_time_s']:.2f} s wall, {summary['events']:,} events"))

@@ -27,6 +27,7 @@ from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
 from simcluster.spec.model import TransformerSpec
+from simcluster.spec.reliability import Reliability
 
 NETWORK_MODELS = ("analytic", "flow", "chunk")
 
@@ -188,6 +189,8 @@ class Scenario(_Strict):
     parallelism: Parallelism = Field(default_factory=Parallelism)
     network: Literal["analytic", "flow", "chunk"] = Field("flow", description="network model")
     economics: Economics = Field(default_factory=Economics)
+    reliability: Reliability = Field(default_factory=Reliability,
+                                     description="failure rates, checkpoints, restarts (docs/reliability.md)")
 
     @field_validator("name")
     @classmethod
