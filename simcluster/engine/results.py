@@ -107,6 +107,7 @@ def summarize(record: RunRecord) -> Result:
         "events": len(record.events),
         "cost_per_step_usd": scenario.price_per_gpu_hour * gpus * step_time_s / 3600.0,
         "symmetry": symmetry(record.symmetry, steps, step_time_s),
+        **({"variability": record.variability} if record.variability is not None else {}),
         # failures, checkpoints and restarts over a whole run (outcomes.reliability)
         **reliability.summary_entries(scenario, step_time_s),
     }
