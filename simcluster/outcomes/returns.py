@@ -33,7 +33,10 @@ def scaling_efficiency(summaries: list[dict]) -> list[dict]:
     n0, tps0 = float(rows[0]["gpus"]), float(rows[0]["tokens_per_s"])
     return [{"gpus": int(s["gpus"]), "tokens_per_s": float(s["tokens_per_s"]),
              "speedup": float(s["tokens_per_s"]) / tps0,
-             "efficiency": float(s["tokens_per_s"]) / (float(s["gpus"]) / n0 * tps0)} for s in rows]
+             "efficiency": float(s["tokens_per_s"]) / (float(s["gpus"]) / n0 * tps0),
+             # the band of several variability seeds (studies.samples): throughput at the p90 and p10 step times
+             "tokens_per_s_low": s.get("tokens_per_s_p90_step"), "tokens_per_s_high": s.get("tokens_per_s_p10_step")}
+            for s in rows]
 
 
 def sweep_table(summaries: list[dict], scenario, law: laws.Law | str, target_loss: float, *,
