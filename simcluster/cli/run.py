@@ -101,8 +101,11 @@ def run(
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
 
         def simulate(seeded, first=None):
-            build = (lambda merge: first if first is not None and merge is SYMMETRIC else Simulation(
-                seeded, network, expand=True, check_memory=not no_memory_check, merge=merge))
+            def build(merge):
+                if first is not None and merge is SYMMETRIC:
+                    return first
+                return Simulation(seeded, network, expand=True, check_memory=not no_memory_check, merge=merge)
+
             if expand:  # merged where proven exact, else rerun with every call its own class (engine.run_expanded)
                 return run_expanded(build, steps, on_step=lambda _index: progress.advance(task))
             simulation = first or Simulation(seeded, network, check_memory=not no_memory_check, merge=SYMMETRIC)

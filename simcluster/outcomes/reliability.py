@@ -76,6 +76,11 @@ class RunModel:
         return self.detection_s + self.restart_s + requeue
 
 
+def _pick(value, default):
+    """The scenario's value, or the sourced default when it left the field unset."""
+    return default if value is None else value
+
+
 def defaults() -> dict:
     return catalog.load("reliability")
 
@@ -109,20 +114,19 @@ def model_of(scenario, step_time_s: float) -> RunModel:
     ckpt, restart = data["checkpoint"], data["restart"]
     write = options.write_bandwidth_per_gpu or ckpt["write_bytes_per_s_per_gpu"]
     read = options.read_bandwidth_per_gpu or ckpt["read_bytes_per_s_per_gpu"]
-    pick = lambda value, default: default if value is None else value  # noqa: E731
     simulation = data["event_simulation"]
     return RunModel(
         rates_per_s=rates, hardware=frozenset(failures["hardware"]),
-        planned_per_s=pick(options.planned_per_day, data["planned_per_day"]) / SECONDS_PER_DAY,
+        planned_per_s=_pick(options.planned_per_day, data["planned_per_day"]) / SECONDS_PER_DAY,
         checkpoint_bytes=size, checkpoint_write_s=size / (write * gpus), restore_s=size / (read * gpus),
-        detection_s=pick(options.detection, restart["detection_s"]),
-        restart_s=pick(options.restart, restart["restart_s"]),
-        requeue_s=pick(options.requeue, restart["requeue_s"]),
-        repair_s=pick(options.repair, restart["repair_s"]),
+        detection_s=_pick(options.detection, restart["detection_s"]),
+        restart_s=_pick(options.restart, restart["restart_s"]),
+        requeue_s=_pick(options.requeue, restart["requeue_s"]),
+        repair_s=_pick(options.repair, restart["repair_s"]),
         hot_spares=options.hot_spares, step_time_s=step_time_s,
         interval=None if options.checkpoint_interval == "auto" else options.checkpoint_interval,
-        horizon_s=pick(options.horizon, simulation["horizon_days"] * SECONDS_PER_DAY),
-        seed=pick(options.seed, simulation["seed"]))
+        horizon_s=_pick(options.horizon, simulation["horizon_days"] * SECONDS_PER_DAY),
+        seed=_pick(options.seed, simulation["seed"]))
 
 
 # ---- closed form ----------------------------------------------------------------------------------------------
@@ -134,7 +138,8 @@ def expected_goodput(run: RunModel, interval_s: float) -> float:
     if lam == 0.0:  # no failures: only the checkpoints cost (none when the interval is infinite)
         failures = interval_s / (interval_s + delta) if math.isfinite(interval_s) else 1.0
     else:
-        segment_s = math.exp(lam * run.restore_s) * (1.0 / lam + run.downtime_s) * math.expm1(lam * (interval_s + delta))
+        segment_s = (math.exp(lam * run.restore_s) * (1.0 / lam + run.downtime_s)
+                     * math.expm1(lam * (interval_s + delta)))
         failures = interval_s / segment_s if math.isfinite(segment_s) else 0.0
     planned_cost_s = delta + run.restart_s + run.restore_s
     return max(0.0, failures * (1.0 - run.planned_per_s * planned_cost_s))

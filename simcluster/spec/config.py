@@ -208,7 +208,8 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _stragglers_exist(self) -> Scenario:
         for index, straggler in enumerate(self.variability.stragglers if self.variability else ()):
-            field, limit = ("ranks", self.cluster.gpus) if straggler.ranks is not None else ("nodes", self.cluster.nodes)
+            field, limit = (("ranks", self.cluster.gpus) if straggler.ranks is not None
+                            else ("nodes", self.cluster.nodes))
             beyond = [i for i in getattr(straggler, field) if i >= limit]
             if beyond:
                 raise ScenarioError(f"variability.stragglers.{index}.{field}",
