@@ -37,6 +37,11 @@ from simcluster.parallel import memory
 from simcluster.spec.reliability import COMPONENTS, Reliability
 
 SECONDS_PER_DAY = 86400.0
+# exp(700) is near the largest float (1.8e308): beyond it a segment's expected time overflows; its goodput is 0.
+MAX_EXPONENT = 700.0
+# Events the event simulation plays at most (about a second of Python); a longer horizon is cut to this many
+# expected interruptions and the result says so (``horizon_cut``).
+MAX_EVENTS = 200_000
 
 
 @dataclass(frozen=True)
@@ -138,9 +143,12 @@ def expected_goodput(run: RunModel, interval_s: float) -> float:
     if lam == 0.0:  # no failures: only the checkpoints cost (none when the interval is infinite)
         failures = interval_s / (interval_s + delta) if math.isfinite(interval_s) else 1.0
     else:
+        exponent = lam * (run.restore_s + interval_s + delta)
+        if exponent > MAX_EXPONENT:  # the segment (almost) never completes
+            return 0.0
         segment_s = (math.exp(lam * run.restore_s) * (1.0 / lam + run.downtime_s)
                      * math.expm1(lam * (interval_s + delta)))
-        failures = interval_s / segment_s if math.isfinite(segment_s) else 0.0
+        failures = interval_s / segment_s
     planned_cost_s = delta + run.restart_s + run.restore_s
     return max(0.0, failures * (1.0 - run.planned_per_s * planned_cost_s))
 
@@ -202,6 +210,9 @@ def simulate_run(run: RunModel, interval_s: float | None, horizon_s: float | Non
     horizon_s = run.horizon_s if horizon_s is None else horizon_s
     rng = np.random.default_rng(run.seed if seed is None else seed)
     lam, planned = run.failure_rate_per_s, run.planned_per_s
+    horizon_cut = (lam + planned) * horizon_s > MAX_EVENTS
+    if horizon_cut:
+        horizon_s = MAX_EVENTS / (lam + planned)
     components = list(run.rates_per_s)
     weights = np.array([run.rates_per_s[c] for c in components]) / lam if lam > 0 else None
     tau = interval_s if interval_s is not None else math.inf
@@ -255,6 +266,7 @@ def simulate_run(run: RunModel, interval_s: float | None, horizon_s: float | Non
     return {"goodput": useful / horizon_s if horizon_s > 0 else 1.0, "days": days, "seed": run.seed if seed is None
             else seed, "failures": counts["failures"], "planned": counts["planned"],
             "requeued_without_spare": counts["requeued"], "failures_by_component": by_component,
+            "horizon_cut": horizon_cut,
             "interruptions_per_day": (counts["failures"] + counts["planned"]) / days if days > 0 else 0.0}
 
 

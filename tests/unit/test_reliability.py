@@ -152,3 +152,9 @@ def test_event_simulation_confirms_the_optimal_interval():
     for factor in (0.25, 4.0):
         other, other_stderr = event_goodput(run, tau * factor, seeds=5)
         assert other < best - 4 * (stderr + other_stderr)
+
+
+def test_absurd_rates_give_zero_goodput_and_a_bounded_event_simulation():
+    entries = reliability.summary_entries(scenario(failures_per_1000_node_days=1e7, horizon="100 years"), STEP_S)
+    assert entries["goodput"] == pytest.approx(0.0, abs=1e-6)
+    assert entries["reliability"]["event_simulation"]["horizon_cut"] is True
