@@ -44,7 +44,8 @@ def _mark_knee(ax, group: dict, colour, key: str, scale: float = 1.0, annotate: 
 
 @styled
 def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure:
-    """Left: cluster throughput vs GPUs, with linear scaling from each series' smallest run dashed.
+    """Left: cluster throughput vs GPUs, with linear scaling from each series' smallest run dashed and, dotted,
+    the throughput with failures (x goodput: checkpoints, lost work and restarts, ``outcomes.reliability``).
     Right: scaling efficiency tokens/s(n) / (n/n0 * tokens/s(n0)), the threshold and the knee (diamond)."""
     fig, (left, right) = figure(1, 2, width_in=11.0, height_in=4.4)
     for group in series:
@@ -52,22 +53,38 @@ def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure
         gpus = [r["gpus"] for r in rows]
         tps = [r["tokens_per_s"] for r in rows]
         line, = left.plot(gpus, tps, marker="o", label=group["label"])
+        if all(r.get("tokens_per_s_low") is not None for r in rows):  # several seeds: the p10-p90 band
+            left.fill_between(gpus, [r["tokens_per_s_low"] for r in rows], [r["tokens_per_s_high"] for r in rows],
+                              color=line.get_color(), alpha=0.25, linewidth=0)
         left.plot(gpus, [tps[0] * n / gpus[0] for n in gpus], linestyle="--", linewidth=1.0,
                   color=line.get_color(), alpha=0.6)
+        if all(r.get("goodput_tokens_per_s") is not None for r in rows):
+            left.plot(gpus, [r["goodput_tokens_per_s"] for r in rows], linestyle=":", marker=".",
+                      color=line.get_color(), label=f"{group['label']} with failures")
         right.plot(gpus, [r["efficiency"] for r in rows], marker="o", color=line.get_color(), label=group["label"])
+        linear = [tps[0] * n / gpus[0] for n in gpus]  # efficiency = throughput / linear scaling of the first run
+        if all(r.get("tokens_per_s_low") is not None for r in rows):
+            right.fill_between(gpus, [r["tokens_per_s_low"] / x for r, x in zip(rows, linear, strict=True)],
+                               [r["tokens_per_s_high"] / x for r, x in zip(rows, linear, strict=True)],
+                               color=line.get_color(), alpha=0.25, linewidth=0, label="p10-p90 over seeds")
+        if all(r.get("goodput_tokens_per_s") is not None for r in rows):
+            right.plot(gpus, [r["goodput_tokens_per_s"] / x for r, x in zip(rows, linear, strict=True)],
+                       linestyle=":", marker=".", color=line.get_color(), label=f"{group['label']} with failures")
         _mark_knee(right, group, line.get_color(), "efficiency")
     for ax in (left, right):
         _gpu_axis(ax, _counts(series))
     left.set_yscale("log")
     left.set_ylabel("throughput (tokens/s)")
-    left.set_title("Throughput (dashed: linear scaling)")
+    left.set_title("Throughput (dashed: linear scaling; dotted: with failures)")
     left.legend(loc="upper left")
     right.axhline(threshold, linestyle=":", color="0.3", linewidth=1.0, label=f"threshold {threshold:.0%}")
-    low = min(min(r["efficiency"] for r in group["rows"]) for group in series)
+    low = min(min(min(r["efficiency"], r["goodput_tokens_per_s"] / r["tokens_per_s"] * r["efficiency"]
+                      if r.get("goodput_tokens_per_s") else r["efficiency"]) for r in group["rows"])
+              for group in series)
     right.set_ylim(min(low, threshold) - 0.05, 1.05)
     right.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.0%}"))
     right.set_ylabel("scaling efficiency (vs. smallest run)")
-    right.set_title("Scaling efficiency (diamond: knee)")
+    right.set_title("Per-GPU throughput vs smallest run (diamond: knee)")
     right.legend(loc="lower left")
     if title:
         fig.suptitle(title)

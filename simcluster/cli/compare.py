@@ -57,6 +57,7 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
         ("MFU", lambda s, e: f"{s['mfu']:.1%}"),
         ("busiest link utilisation", lambda s, e: f"{s['busiest_link_utilisation']:.1%}"),
         ("cost per step", lambda s, e: f"${s['cost_per_step_usd']:.2f}"),
+        ("goodput (failures, checkpoints)", lambda s, e: f"{e['goodput']:.1%}"),
         ("time to target", lambda s, e: f"{e['time_to_target_s'] / DAYS:.3g} days"),
         ("GPU-hours to target", lambda s, e: f"{e['gpu_hours']:.3g}"),
         ("cost to target", lambda s, e: f"${e['cost_usd']:,.0f}"),

@@ -242,8 +242,9 @@ def loss_vs_time(
     tokens: float | None = typer.Option(None, "--tokens", parser=finite,
                                         help="or: a token budget to train on"),
     law: str = typer.Option("chinchilla", "--law", help="chinchilla | chinchilla-refit | kaplan"),
-    goodput: float = typer.Option(1.0, "--goodput", parser=finite,
-                                  help="fraction of wall-clock time spent on useful steps"),
+    goodput: float | None = typer.Option(
+        None, "--goodput", parser=finite, help="fraction of wall-clock time spent on useful steps; default: the "
+        "run's, from failures, checkpoints and restarts (docs/reliability.md)"),
     busy_fraction: str | None = typer.Option(
         None, "--busy-fraction", help="GPU busy fraction for power: a number, 'mfu'; default: from the step"),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
@@ -286,7 +287,8 @@ def loss_vs_time(
         ("law", f"{report['law']} (N = {report['params']:.4g} params)"),
         ("loss", f"{report['loss']:.4f} nats/token"),
         ("tokens", f"{report['tokens_to_target']:.4g} ({report['tokens_per_param']:.3g} per param)"),
-        ("throughput", f"{report['tokens_per_s']:.4g} tokens/s x goodput {report['goodput']:g}"),
+        ("throughput", f"{report['tokens_per_s']:.4g} tokens/s x goodput {report['goodput']:.4g} "
+                       f"({report['goodput_basis']})"),
         ("time", f"{report['time_to_target_s'] / 86400.0:.4g} days ({report['time_to_target_s']:.4g} s)"),
         ("GPU-hours", f"{report['gpu_hours']:.4g} on {report['gpus']} GPUs"),
         ("cost", f"${report['cost_usd']:,.0f}"),

@@ -15,6 +15,7 @@ from simcluster.core import outputs
 from simcluster.core.units import BYTES, SECONDS, fmt
 from simcluster.spec import config
 from simcluster.spec.config import NETWORK_MODELS
+from simcluster.studies.samples import MAX_SAMPLES
 
 
 def check_network(network: str | None) -> None:
@@ -33,6 +34,8 @@ def summary_table(summary: dict, memory) -> Table:
         ("layout (tp x cp x pp x dp)", f"{layout['tp']} x {layout['cp']} x {layout['pp']} x {layout['dp']}"),
         ("microbatches per replica", str(summary["microbatches"])),
         ("step time", fmt(summary["step_time_s"], SECONDS, 4)),
+        *([(f"  p50 / p90 / p99 over {summary['samples']} seeds", " / ".join(
+            fmt(summary[f"step_time_p{p}_s"], SECONDS, 4) for p in (50, 90, 99)))] if "samples" in summary else []),
         ("  compute", fmt(summary["compute_s"], SECONDS, 4)),
         ("  exposed communication", fmt(summary["exposed_comm_s"], SECONDS, 4)),
         ("    by parallelism", ", ".join(f"{axis} {fmt(value, SECONDS, 3)}" for axis, value
@@ -43,6 +46,10 @@ def summary_table(summary: dict, memory) -> Table:
         ("hardware TFLOP/s per GPU (HFU)", f"{summary['hardware_tflops_per_gpu']:.1f} ({summary['hfu']:.1%})"),
         ("busiest link utilisation", f"{summary['busiest_link_utilisation']:.1%}"),
         ("cost per step", f"${summary['cost_per_step_usd']:.2f}"),
+        ("goodput (failures, checkpoints, restarts)", f"{summary['goodput']:.1%}"),
+        ("  interruptions per day", f"{summary['interruptions_per_day']:.3g}"),
+        ("  checkpoint every", "-" if summary["checkpoint_interval_s"] is None
+         else fmt(summary["checkpoint_interval_s"], SECONDS, 3)),
     ]
     rows += [(f"memory: {label}", fmt(value, BYTES, 3)) for label, value in memory.rows()]
     rows.append(("simulated in", f"{summary['wall_time_s']:.2f} s wall, {summary['events']:,} events"))
@@ -67,6 +74,9 @@ def run(
     no_memory_check: bool = typer.Option(
         False, "--no-memory-check", help="simulate even a layout the memory model says does not fit (the summary "
         "still reports the memory it needs): for runs known to fit, e.g. with a leaner schedule"),
+    samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
+                                help="runs with variability seeds seed, seed+1, ...: the summary gains "
+                                "step_time_p50_s/p90_s/p99_s; the files are the median sample's"),
 ) -> None:
     """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events and trace."""
     check_network(network)
@@ -82,17 +92,27 @@ def run(
         console.print(f"warning: the memory model puts this layout at {fmt(sim.memory.total_bytes, BYTES, 3)} per "
                       f"GPU, over the {fmt(spec.cluster.gpu.hbm_capacity, BYTES, 3)} of {spec.cluster.gpu.name}; "
                       "simulated anyway (--no-memory-check)")
-    total = steps or spec.training.steps
+    total = (steps or spec.training.steps) * samples
+    from simcluster.studies import samples as sampling
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
-        if expand:  # merged where proven exact, else rerun with every call its own class (engine.run_expanded)
-            result = run_expanded(lambda merge: sim if merge is SYMMETRIC else Simulation(
-                spec, network, expand=True, check_memory=not no_memory_check, merge=merge), steps,
-                on_step=lambda _index: progress.advance(task))
-        else:
-            result = sim.run(steps, on_step=lambda _index: progress.advance(task))
+
+        def simulate(seeded, first=None):
+            def build(merge):
+                if first is not None and merge is SYMMETRIC:
+                    return first
+                return Simulation(seeded, network, expand=True, check_memory=not no_memory_check, merge=merge)
+
+            if expand:  # merged where proven exact, else rerun with every call its own class (engine.run_expanded)
+                return run_expanded(build, steps, on_step=lambda _index: progress.advance(task))
+            simulation = first or Simulation(seeded, network, check_memory=not no_memory_check, merge=SYMMETRIC)
+            return simulation.run(steps, on_step=lambda _index: progress.advance(task))
+
+        results = [simulate(spec, sim)] + [simulate(seeded) for seeded in list(sampling.scenarios(spec, samples))[1:]]
+        result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
         console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
     from simcluster.analysis.timeline import plot_timeline

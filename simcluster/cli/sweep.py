@@ -29,6 +29,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws, returns
 from simcluster.spec import config
 from simcluster.studies import grid, sweep
+from simcluster.studies.samples import MAX_SAMPLES
 
 DAYS = 86400.0
 # Local worker processes: each is a Python process of ~100 MB (numpy, pandas, networkx loaded), so 1024 of them is
@@ -99,6 +100,8 @@ def sweep_command(
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); the same "
                                     "grid resumes there, another grid goes to NAME-2, ... (reusing the runs it "
                                     "shares)"),
+    samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
+                                help="variability seeds per point: the scaling plot draws the p10-p90 band"),
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="draw the PNG/PDF figures"),
     as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),
@@ -119,7 +122,8 @@ def sweep_command(
     spec = config.load(scenario)
     base = spec.model_dump(mode="json")
     counts = grid.parse_gpus(gpus) if gpus else None
-    tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network)
+    tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network,
+                      samples=samples)
     requested = check_writable(out or Path("runs") / f"{spec.name}-sweep")
     out_dir = sweep.folder_for(requested, tasks)
     console = Console(stderr=True)

@@ -119,6 +119,8 @@ class Agent:
 
     def _optimizer(self):
         env, optimizer_s = self.sim.env, self.sim.plan.optimizer_s[self.stage]
+        if self.sim.variability is not None:  # per-GPU speed and stragglers (engine.variability)
+            optimizer_s *= self.sim.variability.speed_of(self)
         started_at_s = env.now
         yield env.timeout(optimizer_s)
         self.tally.optimizer_s += optimizer_s
@@ -148,6 +150,8 @@ class Agent:
         sim = self.sim
         env, cost = sim.env, sim.plan.chunks[work.chunk]
         alone_s = getattr(cost, f"{phase}_compute_s") / parts
+        if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
+            alone_s *= sim.variability.block_factor(self)
         compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
         name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
         started_at_s = env.now
@@ -185,7 +189,7 @@ class Agent:
             yield env.timeout(compute_s)
             return 0.0
         started_at_s = env.now
-        attention_s = exchange[0] / parts
+        attention_s = min(exchange[0] / parts, compute_s)  # a faster-than-median GPU shortens it too
         yield env.timeout(compute_s - attention_s)
         done = sim.context_parallel(self, steps[0][1], exchange[2], f"{name} m{work.microbatch}")
         yield env.timeout(attention_s)

@@ -82,3 +82,4 @@ class RunRecord:
     model_flop_per_step: float
     hardware_flop_per_step: float
     symmetry: SymmetryCheck | None = None  # None: a run without merged classes (replay)
+    variability: dict | None = None  # engine.variability's description; None: every GPU alike

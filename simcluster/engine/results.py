@@ -13,11 +13,12 @@ import pandas as pd
 from simcluster.core import outputs
 from simcluster.core.units import SECONDS, fmt
 from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
+from simcluster.outcomes import reliability
 
 SUMMARY_KEYS = (
     "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu",
     "peak_memory_per_gpu_bytes", "compute_s", "exposed_comm_s", "pipeline_bubble_s", "gpus", "network_model",
-    "wall_time_s",
+    "wall_time_s", "goodput", "interruptions_per_day", "checkpoint_interval_s",
 )
 
 
@@ -106,6 +107,9 @@ def summarize(record: RunRecord) -> Result:
         "events": len(record.events),
         "cost_per_step_usd": scenario.price_per_gpu_hour * gpus * step_time_s / 3600.0,
         "symmetry": symmetry(record.symmetry, steps, step_time_s),
+        **({"variability": record.variability} if record.variability is not None else {}),
+        # failures, checkpoints and restarts over a whole run (outcomes.reliability)
+        **reliability.summary_entries(scenario, step_time_s),
     }
     return Result(summary=summary, events=record.events, links=links, memory=record.memory)
 

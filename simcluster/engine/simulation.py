@@ -13,7 +13,7 @@ import simpy
 from simcluster import collectives, network
 from simcluster.collectives import timing
 from simcluster.core import catalog
-from simcluster.engine import data_parallel
+from simcluster.engine import data_parallel, variability
 from simcluster.engine.agents import Agent
 from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
 from simcluster.engine.merge import NO_MERGE, SYMMETRIC, MergePolicy, default_policy
@@ -69,6 +69,9 @@ class Simulation:
         self.expand = expand
         layout = self.plan.layout
         self.dp_size = layout.dp * layout.cp
+        # the simulation's one random generator (Mesa style); variability draws from it (None: every GPU alike)
+        self.rng = np.random.default_rng(scenario.variability.seed if scenario.variability else 0)
+        self.variability = variability.of(scenario, layout, self.rng, expand)
         if expand:
             self.agents = [self._agent(layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
             self._agent_of_rank = {agent.rank: agent for agent in self.agents}
@@ -338,6 +341,7 @@ class Simulation:
             model_flop_per_step=ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
             hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),
+            variability=self.variability.describe(self.plan, not self.expand) if self.variability else None,
         )
 
 

@@ -121,21 +121,31 @@ def _check_goodput(goodput: float) -> float:
     return float(goodput)
 
 
+def goodput_of(summary: dict, goodput: float | None) -> tuple[float, str]:
+    """The goodput to use and where it came from: the caller's, else the run's (failures, checkpoints and
+    restarts over a whole run, ``outcomes.reliability``), else 1 for a summary without one."""
+    if goodput is not None:
+        return _check_goodput(goodput), "given"
+    if summary.get("goodput") is not None:
+        return _check_goodput(float(summary["goodput"])), "simulated: failures, checkpoints, restarts (summary)"
+    return 1.0, "none: the summary has no goodput"
+
+
 def time_to_target(summary: dict, scenario, law: laws.Law | str = "chinchilla",
-                   target_loss: float | None = None, tokens: float | None = None, *, goodput: float = 1.0,
+                   target_loss: float | None = None, tokens: float | None = None, *, goodput: float | None = None,
                    busy_fraction: float | str | None = None, params: float | None = None) -> dict:
     """Time, GPU-hours, cost, energy and CO2 to reach ``target_loss`` (or to train on ``tokens`` tokens).
 
     ``summary`` is a run summary (``Result.summary``: at least ``tokens_per_s`` and ``gpus``), ``scenario`` a
     ``config.Scenario`` (or a ``Plant``); ``params`` overrides the model size (default: the scenario's,
     non-embedding for Kaplan). Exactly one of ``target_loss`` and ``tokens`` is given. Returns a flat dict of
-    SI floats.
+    SI floats. ``goodput`` None takes the summary's (``goodput_of``); ``goodput_basis`` says which.
     """
     law = laws.resolve(law)
     plant = plant_of(scenario)
     if (target_loss is None) == (tokens is None):
         raise ScenarioError("target_loss", "give exactly one of a target loss and a token budget")
-    goodput = _check_goodput(goodput)
+    goodput, goodput_basis = goodput_of(summary, goodput)
     n_params = plant.params_for(law) if params is None else laws.check_positive(params, "params")
     tokens_per_s = summary_value(summary, "tokens_per_s")
     gpus = int(summary_value(summary, "gpus"))
@@ -161,6 +171,7 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = "chinchilla",
         "tokens_per_param": float(tokens_needed / n_params),
         "tokens_per_s": tokens_per_s,
         "goodput": goodput,
+        "goodput_basis": goodput_basis,
         "gpus": gpus,
         "time_to_target_s": time_s,
         "gpu_hours": gpu_hours,
@@ -177,14 +188,14 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = "chinchilla",
 
 
 def loss_curve(summary: dict, scenario, law: laws.Law | str, duration_s: float, points: int = 200, *,
-               goodput: float = 1.0, params: float | None = None) -> dict:
+               goodput: float | None = None, params: float | None = None) -> dict:
     """L(t) on a grid of wall-clock times up to ``duration_s``: D(t) = goodput * tokens_per_s * t.
 
     Evenly spaced in time, without t = 0 (a model trained on no tokens has no defined loss).
     """
     law = laws.resolve(law)
     plant = plant_of(scenario)
-    goodput = _check_goodput(goodput)
+    goodput, _basis = goodput_of(summary, goodput)
     duration_s = laws.check_positive(duration_s, "duration_s")
     n_params = plant.params_for(law) if params is None else laws.check_positive(params, "params")
     tokens_per_s = summary_value(summary, "tokens_per_s")

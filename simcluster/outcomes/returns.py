@@ -33,11 +33,14 @@ def scaling_efficiency(summaries: list[dict]) -> list[dict]:
     n0, tps0 = float(rows[0]["gpus"]), float(rows[0]["tokens_per_s"])
     return [{"gpus": int(s["gpus"]), "tokens_per_s": float(s["tokens_per_s"]),
              "speedup": float(s["tokens_per_s"]) / tps0,
-             "efficiency": float(s["tokens_per_s"]) / (float(s["gpus"]) / n0 * tps0)} for s in rows]
+             "efficiency": float(s["tokens_per_s"]) / (float(s["gpus"]) / n0 * tps0),
+             # the band of several variability seeds (studies.samples): throughput at the p90 and p10 step times
+             "tokens_per_s_low": s.get("tokens_per_s_p90_step"), "tokens_per_s_high": s.get("tokens_per_s_p10_step")}
+            for s in rows]
 
 
 def sweep_table(summaries: list[dict], scenario, law: laws.Law | str, target_loss: float, *,
-                deadline_s: float | None = None, goodput: float = 1.0,
+                deadline_s: float | None = None, goodput: float | None = None,
                 busy_fraction: float | str | None = None, params: float | None = None) -> list[dict]:
     """One row per GPU count: efficiency, time/GPU-hours/cost/energy/CO2 to ``target_loss``, and two margins.
 
@@ -46,6 +49,9 @@ def sweep_table(summaries: list[dict], scenario, law: laws.Law | str, target_los
       cost: inf);
     - ``marginal_loss_per_gpu_hour``: at a fixed wall-clock deadline (default: the smallest count's time to
       target), the loss reduction bought per extra GPU-hour, (L(n_prev) - L(n)) / (n - n_prev) / deadline_h.
+
+    ``goodput`` None takes each summary's (failures, checkpoints and restarts at that GPU count); every row
+    carries the ``goodput`` used and ``goodput_tokens_per_s`` = goodput x tokens_per_s.
     """
     law = laws.resolve(law)
     plant = economics.plant_of(scenario)
@@ -55,14 +61,16 @@ def sweep_table(summaries: list[dict], scenario, law: laws.Law | str, target_los
     for point, summary in zip(eff, _sorted(summaries), strict=True):
         report = economics.time_to_target(summary, plant, law, target_loss=target_loss, goodput=goodput,
                                           busy_fraction=busy_fraction, params=n_params)
-        rows.append({**point, **{key: report[key] for key in (
-            "time_to_target_s", "tokens_to_target", "gpu_hours", "cost_usd", "energy_j", "co2_kg")}})
+        rows.append({**point, "goodput": report["goodput"],
+                     "goodput_tokens_per_s": report["goodput"] * point["tokens_per_s"],
+                     **{key: report[key] for key in (
+                         "time_to_target_s", "tokens_to_target", "gpu_hours", "cost_usd", "energy_j", "co2_kg")}})
     if deadline_s is None:
         deadline_s = rows[0]["time_to_target_s"]
     deadline_s = laws.check_positive(deadline_s, "deadline_s")
     previous = None
     for row in rows:
-        tokens = goodput * row["tokens_per_s"] * deadline_s
+        tokens = row["goodput_tokens_per_s"] * deadline_s
         row["deadline_s"] = deadline_s
         row["loss_at_deadline"] = float(law.loss(n_params, tokens))
         row["gpu_hours_at_deadline"] = row["gpus"] * deadline_s / economics.SECONDS_PER_HOUR

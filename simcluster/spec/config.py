@@ -27,6 +27,8 @@ from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
 from simcluster.spec.model import TransformerSpec
+from simcluster.spec.reliability import Reliability
+from simcluster.spec.variability import Variability, measured
 
 NETWORK_MODELS = ("analytic", "flow", "chunk")
 
@@ -188,6 +190,31 @@ class Scenario(_Strict):
     parallelism: Parallelism = Field(default_factory=Parallelism)
     network: Literal["analytic", "flow", "chunk"] = Field("flow", description="network model")
     economics: Economics = Field(default_factory=Economics)
+    reliability: Reliability = Field(default_factory=Reliability,
+                                     description="failure rates, checkpoints, restarts (docs/reliability.md)")
+    variability: Variability | None = Field(
+        None, description="per-GPU speed, kernel jitter, stragglers; 'measured' = the sourced defaults "
+        "(docs/variability.md); none: every GPU alike")
+
+    @field_validator("variability", mode="before")
+    @classmethod
+    def _measured_variability(cls, value):
+        if value == "measured":
+            return measured()
+        if isinstance(value, str):
+            raise ValueError(f"expected a mapping or 'measured', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _stragglers_exist(self) -> Scenario:
+        for index, straggler in enumerate(self.variability.stragglers if self.variability else ()):
+            field, limit = (("ranks", self.cluster.gpus) if straggler.ranks is not None
+                            else ("nodes", self.cluster.nodes))
+            beyond = [i for i in getattr(straggler, field) if i >= limit]
+            if beyond:
+                raise ScenarioError(f"variability.stragglers.{index}.{field}",
+                                    f"{beyond[0]} is not one of the cluster's {limit} {field} (0 to {limit - 1})")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -50,7 +50,8 @@ def as_json(runs: list[dict], law: laws.Law, failures: list) -> dict:
 
 def write_csv(runs: list[dict], path: Path) -> Path:
     fields = ["label", "topology", "gpus", "step_time_s", "compute_s", "exposed_comm_s", "pipeline_bubble_s",
-              "tokens_per_s", "mfu", "busiest_link_utilisation", "cost_per_step_usd", "target_loss",
+              "tokens_per_s", "mfu", "busiest_link_utilisation", "cost_per_step_usd", "goodput",
+              "interruptions_per_day", "checkpoint_interval_s", "target_loss",
               "time_to_target_s", "gpu_hours", "cost_usd"]
     with outputs.atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)

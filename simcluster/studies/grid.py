@@ -255,11 +255,14 @@ class Task:
     network: str | None = None
     steps: int | None = None
     error: str | None = None  # the grid point itself is invalid (reported like a failed run)
+    samples: int = 1  # seeds run per point (studies.samples)
 
 
 def grid(base: dict, gpus: list[int] | None = None, fabrics: list[FabricSpec] | None = None,
-         vary: dict[str, list] | None = None, network: str | None = None, steps: int | None = None) -> list[Task]:
-    """Every combination of fabric x varied values x GPU count, in that nesting order."""
+         vary: dict[str, list] | None = None, network: str | None = None, steps: int | None = None,
+         samples: int = 1) -> list[Task]:
+    """Every combination of fabric x varied values x GPU count, in that nesting order; ``samples`` seeds of each
+    (keyed apart from single runs)."""
     vary = vary or {}
     fabrics = fabrics or [fabric_of(base)]
     counts = gpus or [int(base["cluster"].get("nodes", 1)) * int(base["cluster"].get("gpus_per_node", 8))]
@@ -283,5 +286,6 @@ def grid(base: dict, gpus: list[int] | None = None, fabrics: list[FabricSpec] | 
             tasks.append(Task(key, params, None, network, steps, error=str(err)))
             continue
         data["name"] = f"{base.get('name', 'scenario')}-{count}gpu-{fabric.label}"
-        tasks.append(Task(run_key(data, network, steps), params, data, network, steps))
+        key = run_key(data if samples == 1 else {"samples": samples, "scenario": data}, network, steps)
+        tasks.append(Task(key, params, data, network, steps, samples=samples))
     return tasks

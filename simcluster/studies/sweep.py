@@ -60,7 +60,13 @@ def run_task(task: Task) -> dict:
         return {**shard, "status": "failed", "error": task.error}
     try:
         scenario = config.from_dict(task.scenario, source="sweep")
-        result = _simulate(scenario, task.network, task.steps)
+        if task.samples > 1:  # several variability seeds: the median run, with step-time percentiles
+            from simcluster.studies import samples
+
+            result = samples.run_samples(scenario, task.samples,
+                                         lambda seeded: _simulate(seeded, task.network, task.steps))
+        else:
+            result = _simulate(scenario, task.network, task.steps)
     except ScenarioError as err:
         return {**shard, "status": "failed", "error": str(err)}
     return {**shard, "status": "ok", "summary": result.summary}
@@ -354,7 +360,8 @@ def default_target_loss(scenario, law: laws.Law) -> float:
 _SCALAR_SUMMARY = ("step_time_s", "tokens_per_s", "mfu", "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu",
                    "compute_s", "exposed_comm_s", "pipeline_bubble_s", "busiest_link_utilisation",
                    "peak_memory_per_gpu_bytes", "cost_per_step_usd", "global_batch_size", "microbatches",
-                   "network_model", "wall_time_s")
+                   "network_model", "wall_time_s", "goodput", "interruptions_per_day", "checkpoint_interval_s",
+                   "step_time_p10_s", "step_time_p50_s", "step_time_p90_s", "step_time_p99_s", "samples")
 
 
 def group_label(params: dict) -> str:
@@ -395,7 +402,8 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
                        "law": law.name, "target_loss": target})
         for point in by_gpus:
             mask = (frame["series"] == label) & (frame["gpus"] == point["gpus"]) & (frame["status"] == "ok")
-            for key in ("speedup", "efficiency", "time_to_target_s", "gpu_hours", "cost_usd", "energy_j"):
+            for key in ("speedup", "efficiency", "goodput_tokens_per_s", "time_to_target_s", "gpu_hours", "cost_usd",
+                        "energy_j"):
                 frame.loc[mask, key] = point[key]
             frame.loc[mask, "target_loss"] = target
     return frame, groups

@@ -20,8 +20,9 @@ def test_compare_json_has_one_run_per_fabric_and_a_consistent_breakdown(cli, wri
         assert s["gpus"] == 16 and s["network_model"] == "analytic"
         # the three parts of a step add up to it (pipeline bubble is the remainder, clipped at zero)
         assert s["compute_s"] + s["exposed_comm_s"] + s["pipeline_bubble_s"] == pytest.approx(s["step_time_s"])
-        # time to target = tokens to target / throughput; cost = GPU-hours x price
-        assert e["time_to_target_s"] == pytest.approx(e["tokens_to_target"] / s["tokens_per_s"])
+        # time to target = tokens to target / (throughput x the run's goodput); cost = GPU-hours x price
+        assert e["goodput"] == s["goodput"]
+        assert e["time_to_target_s"] == pytest.approx(e["tokens_to_target"] / (s["tokens_per_s"] * s["goodput"]))
         assert e["cost_usd"] == pytest.approx(s["gpus"] * e["time_to_target_s"] / 3600 * s["cost_per_step_usd"]
                                               / (s["gpus"] * s["step_time_s"] / 3600))
     assert report["runs"][0]["economics"]["target_loss"] == report["runs"][1]["economics"]["target_loss"]

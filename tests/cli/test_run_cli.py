@@ -75,3 +75,25 @@ def test_trace_ranks_limits_the_processes_in_the_chrome_trace(cli, write_scenari
     trace = json.loads(gzip.decompress((tmp_path / "o" / "trace.json.gz").read_bytes()))
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     assert len({e["pid"] for e in events}) == 3
+
+
+def test_samples_report_step_time_percentiles_over_seeds(cli, write_scenario, small_scenario, tmp_path):
+    small_scenario["variability"] = {"gpu_speed_cv": 0.05, "kernel_jitter_cv": 0.02, "seed": 4}
+    small_scenario["network"] = "analytic"
+    code, stdout, _ = cli("run", write_scenario(small_scenario), "--samples", "5", "--json", "--out", tmp_path / "o")
+    assert code == 0
+    summary = json.loads(stdout)
+    times = summary["step_time_samples_s"]
+    assert summary["samples"] == 5 and len(set(times)) == 5  # five seeds, five different steps
+    assert min(times) <= summary["step_time_p50_s"] <= summary["step_time_p90_s"] <= summary["step_time_p99_s"]
+    assert summary["step_time_p99_s"] <= max(times)
+    # the files and the headline figures are the median sample's; its seed is the base seed + its index
+    assert summary["step_time_s"] == sorted(times)[2]
+    assert summary["variability"]["seed"] == 4 + summary["median_sample"]
+
+
+def test_samples_without_variability_are_identical(cli, write_scenario, small_scenario, tmp_path):
+    small_scenario["network"] = "analytic"
+    code, stdout, _ = cli("run", write_scenario(small_scenario), "--samples", "3", "--json", "--out", tmp_path / "o")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["step_time_p50_s"] == summary["step_time_p99_s"] == summary["step_time_s"]

@@ -14,8 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "simcluster"
 
 # The layers, lowest first. A module may import its own layer and the layers before it, never one after it.
-LAYERS = ("core", "spec", "workload", "parallel", "fabric", "network", "collectives", "replay", "engine",
-          "outcomes", "studies", "analysis", "cli")
+LAYERS = ("core", "spec", "workload", "parallel", "fabric", "network", "collectives", "replay", "outcomes",
+          "engine", "studies", "analysis", "cli")
 
 # Third-party packages that only one layer may import.
 OWNERS = {"simpy": "engine", "matplotlib": "analysis", "typer": "cli", "rich": "cli"}

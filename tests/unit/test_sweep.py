@@ -216,8 +216,10 @@ def test_table_efficiency_is_relative_to_the_smallest_run_of_each_series(base, t
         n0, tps0 = rows["gpus"].iloc[0], rows["tokens_per_s"].iloc[0]
         expected = rows["tokens_per_s"] / (rows["gpus"] / n0 * tps0)
         assert rows["efficiency"].tolist() == pytest.approx(expected.tolist())
-        # time to target = tokens needed / throughput: the product is the same token count on every row
-        tokens = (rows["time_to_target_s"] * rows["tokens_per_s"]).tolist()
+        # time to target = tokens needed / (throughput x goodput): the product is the same token count on every
+        # row; goodput falls as the cluster grows (failures scale with it)
+        tokens = (rows["time_to_target_s"] * rows["goodput_tokens_per_s"]).tolist()
+        assert rows["goodput"].is_monotonic_decreasing
         assert tokens == pytest.approx([tokens[0]] * len(tokens), rel=1e-9)
     assert sweep.write_table(frame, tmp_path).name in ("results.csv", "results.parquet")
 
@@ -238,3 +240,17 @@ def test_local_process_pool_gives_the_same_numbers_as_running_inline(base, tmp_p
         assert slots == 2
         pooled = sweep.run_grid(tasks, tmp_path / "pool", pool, slots)
     assert _numbers(pooled) == _numbers(inline)
+
+
+def test_samples_run_every_seed_and_give_the_scaling_curve_a_band(base, tmp_path, counted):
+    base["variability"] = {"gpu_speed_cv": 0.05, "kernel_jitter_cv": 0.02}
+    tasks = grid.grid(base, [8, 32], samples=3)
+    assert {t.key for t in tasks}.isdisjoint(t.key for t in grid.grid(base, [8, 32]))  # keyed apart
+    run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    assert sorted(counted) == [8, 8, 8, 32, 32, 32]
+    frame, groups = sweep.table(run, tasks, "chinchilla")
+    for row in groups[0]["rows"]:
+        assert row["tokens_per_s_low"] <= row["tokens_per_s"] <= row["tokens_per_s_high"]
+    assert (frame["step_time_p10_s"] <= frame["step_time_p90_s"]).all()
+    # more GPUs, a slower slowest GPU: the median step grows with the count (max of more draws)
+    assert frame.sort_values("gpus")["step_time_p50_s"].is_monotonic_increasing

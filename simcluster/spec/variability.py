@@ -1,0 +1,56 @@
+"""The scenario's ``variability:`` section: per-GPU speed, per-kernel jitter and named stragglers.
+
+``variability: measured`` selects the sourced defaults of ``simcluster/data/variability.yaml``; a mapping sets any
+of ``gpu_speed_cv``, ``kernel_jitter_cv``, ``seed`` and ``stragglers`` (absent keys are 0 / none). The engine
+applies it (``engine.variability``); docs/variability.md explains the model and its sources.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+
+from simcluster.core import catalog
+
+# A coefficient of variation above 1 would make most lognormal draws tiny or huge: not a GPU fleet.
+MAX_CV = 1.0
+# A straggler 1,000 times slower is a failure, not a straggler (see reliability).
+MAX_SLOWDOWN = 1000.0
+
+Index = Annotated[int, Strict(), Field(ge=0)]
+
+
+class Straggler(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ranks: list[Index] | None = Field(None, description="global ranks slowed")
+    nodes: list[Index] | None = Field(None, description="nodes slowed (all their GPUs)")
+    slowdown: float = Field(ge=1.0, le=MAX_SLOWDOWN, allow_inf_nan=False,
+                            description="factor on every compute duration of those GPUs (1.2 = 20% slower)")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Straggler:
+        if (self.ranks is None) == (self.nodes is None):
+            raise ValueError("give exactly one of ranks and nodes")
+        return self
+
+
+class Variability(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_speed_cv: float = Field(0.0, ge=0.0, le=MAX_CV, allow_inf_nan=False,
+                                description="per-GPU speed spread, drawn once per GPU (measured: 0.015)")
+    kernel_jitter_cv: float = Field(0.0, ge=0.0, le=MAX_CV, allow_inf_nan=False,
+                                    description="per-block compute jitter (measured: 0.015)")
+    seed: Index = Field(0, description="seed of the simulation's random generator")
+    stragglers: list[Straggler] = Field(default_factory=list, description="named slow GPUs or nodes")
+
+    @property
+    def active(self) -> bool:
+        return self.gpu_speed_cv > 0 or self.kernel_jitter_cv > 0 or bool(self.stragglers)
+
+
+def measured() -> dict:
+    """The sourced values of ``variability: measured``."""
+    return dict(catalog.load("variability")["measured"])
