@@ -2,8 +2,7 @@
 the typer application they register on.
 
 User errors (ScenarioError, a bad option, an output that cannot be written) print one line and exit with code 2,
-never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (docs/scenario.md, "What is
-refused").
+never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 import typer
 
@@ -59,7 +59,10 @@ def _error(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: typer app with user errors turned into exit code 2."""
     try:
-        with _interrupts():
+        with _interrupts(), warnings.catch_warnings():
+            # numpy's overflow and division warnings would add lines to a one-line error; results are checked
+            # (inputs bounded, JSON without NaN/Infinity), so the warnings say nothing a user can act on
+            warnings.simplefilter("ignore", RuntimeWarning)
             app(args=argv, standalone_mode=False)
     except ScenarioError as err:
         _error(str(err))

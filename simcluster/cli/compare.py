@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster.cli.app import app, fail, finite
+from simcluster.cli.app import app, check_count, check_target_loss, fail, finite
 from simcluster.cli.outputs import check_writable, fresh_folder, unique_dir
 from simcluster.cli.run import check_network
 from simcluster.core import outputs
@@ -86,11 +86,12 @@ def compare(
     target loss, side by side; writes compare.csv/json and the plots."""
     check_network(network)
     chosen = laws.get(law)
-    if target_loss is not None:
-        laws.check_positive(target_loss, "--target-loss")
+    check_target_loss(target_loss)
     spec = config.load(scenario)
     base = spec.model_dump(mode="json")
     fabric_specs = grid.fabrics(topologies, options, base)
+    for count in gpus:
+        check_count(count, "--gpus", config.MAX_GPUS, "a plausibility bound: about fifty times the largest clusters")
     if len(set(gpus)) != len(gpus):
         fail("--gpus", f"counts repeat: {gpus}")
     tasks = grid.grid(base, list(gpus) or None, fabric_specs, network=network)

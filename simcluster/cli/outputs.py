@@ -1,9 +1,10 @@
 """Output folders of the commands: never overwritten, checked before any simulation, and left whole or not at all.
 
-- ``unique_dir``: the folder asked for when it is new or empty, else the first free ``NAME-2``, ``NAME-3``, ...;
-  ``free_dir``: the same for commands that add a few named files to a folder (plots next to a run);
+- ``unique_dir``: the folder asked for when it is new or empty, else the first free ``NAME-2``, ``NAME-3``, ...:
+  a command never writes into a folder holding another run's (or anything else's) files;
 - ``check_writable``: a folder that can be made and written (not under a file, not read-only, a name the file
-  system takes), checked before a simulation that may take hours;
+  system takes), checked before a simulation that may take hours by making (and removing) a folder there: the
+  permission bits alone do not say it (root ignores them, a read-only mount or /proc refuses whatever they say);
 - ``fresh_folder``: the folder made for a command's files; when the command fails or is interrupted, what it
   wrote there is removed again, so no half-written folder is left behind (each file is also written atomically,
   ``core.outputs``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,19 +59,6 @@ def unique_dir(path: Path, option: str = "--out") -> Path:
     return check_name(candidate, option)
 
 
-def free_dir(path: Path, names: list[str], option: str = "--out") -> Path:
-    """``path`` unless it holds a file of ``names`` (what the command writes), else the first ``path-2``,
-    ``path-3``, ... that holds none of them: a folder may be shared (a plot next to a run), a file is never
-    overwritten."""
-    check_name(path, option)
-    candidate, index = path, 2
-    while _exists(candidate, option) and (not candidate.is_dir()
-                                          or any(_exists(candidate / name, option) for name in names)):
-        candidate = path.with_name(f"{path.name}-{index}")
-        index += 1
-    return check_name(candidate, option)
-
-
 def check_writable(path: Path, option: str = "--out") -> Path:
     """``path`` when it is, or can be made, a folder this process may write into; else a one-line error."""
     check_name(path, option)
@@ -78,8 +67,11 @@ def check_writable(path: Path, option: str = "--out") -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         fail(option, f"cannot make {str(path)!r}: {str(ancestor)!r} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        fail(option, f"cannot write into {str(ancestor)!r}: permission denied (read-only?)")
+    try:
+        probe = tempfile.mkdtemp(prefix=".simcluster-probe-", dir=ancestor)
+    except OSError as err:
+        fail(option, f"cannot write into {str(ancestor)!r}: {err.strerror or err} (read-only?)")
+    os.rmdir(probe)
     return path
 
 
