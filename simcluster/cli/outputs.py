@@ -70,7 +70,7 @@ def check_writable(path: Path, option: str = "--out") -> Path:
     try:
         probe = tempfile.mkdtemp(prefix=".simcluster-probe-", dir=ancestor)
     except OSError as err:
-        fail(option, f"cannot write into {str(ancestor)!r}: {err.strerror or err} (read-only?)")
+        fail(option, f"cannot write into {str(ancestor)!r}: {err.strerror or err}")
     os.rmdir(probe)
     return path
 
@@ -78,7 +78,8 @@ def check_writable(path: Path, option: str = "--out") -> Path:
 @contextlib.contextmanager
 def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
     """Make ``path`` (new or empty: ``unique_dir``) for a command's outputs; if the block raises (an error, a full
-    disk, SIGINT), remove what was written into it, and the folder itself when this made it."""
+    disk, SIGINT), remove what was written into it, and the folder itself when this made it; a failed write is
+    the one-line error of ``option``."""
     check_writable(path, option)
     existed = _exists(path, option)
     before = set(path.iterdir()) if existed else set()
@@ -88,7 +89,7 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
         fail(option, f"cannot make {str(path)!r}: {err.strerror}")
     try:
         yield path
-    except BaseException:
+    except BaseException as err:
         if not existed:
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -97,4 +98,6 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink(missing_ok=True)
+        if isinstance(err, OSError):  # a full disk, a file system gone read-only: say which folder, one line
+            fail(option, f"writing into {str(path)!r} failed ({err.strerror or err}); nothing was kept there")
         raise

@@ -120,7 +120,10 @@ def sweep_command(
     counts = grid.parse_gpus(gpus) if gpus is not None else None
     tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network)
     requested = check_writable(out or Path("runs") / f"{spec.name}-sweep")
-    out_dir = sweep.folder_for(requested, tasks)
+    try:
+        out_dir = sweep.folder_for(requested, tasks)
+    except OSError as err:
+        fail("--out", f"cannot write into {str(requested)!r}: {err.strerror or err}")
     console = Console(stderr=True)
     if out_dir != requested:
         typer.echo(f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/", err=True)
@@ -136,6 +139,9 @@ def sweep_command(
     except Interrupted as stop:
         stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold)
         raise
+    except OSError as err:  # a full disk: the shards written so far are whole (atomic) and resume the sweep
+        fail("--out", f"writing into {str(out_dir)!r} failed ({err.strerror or err}); the finished runs' shards "
+             "are kept: run the same command to resume")
     if not run.summaries:
         first = run.failed[0]
         raise ScenarioError("sweep", f"all {len(tasks)} runs failed; first ({first['params']}): {first['error']}")
