@@ -668,6 +668,8 @@ def cases(data: Path) -> list[Case]:
                 sample=key in ("under-a-file", "read-only"))
         add(f"{sub}/--out=full-disk", "outputs", *argv, "--out", "{here}/full", limit="fsize", refuse=True,
             field="out", sample=sub in ("run", "sweep"))
+        add(f"{sub}/--out=tiny-disk", "outputs", *argv, "--out", "{tinydisk}", refuse=sub not in (
+            "laws-project", "sweep"), field="out", sample=sub in ("run", "sweep"))
     # -- overwrites: a second command into the first one's folder must pick another
     for sub, argv in [("run", ("run", valid, "--network", "analytic", "--json")),
                       ("compare", ("compare", valid, "--network", "analytic", "--json")),
@@ -806,9 +808,9 @@ def _expand(case: Case, data: Path, here: Path) -> list[str]:
         (occupied / "summary.json").write_text(json.dumps({"step_time_s": 1.0}))
         for name in _RUN_FILES:
             (occupied / name).write_text("theirs\n")
-    readonly = os.environ.get("SIMCLUSTER_CORPUS_READONLY") or str(data / "readonly")
+    tiny = str(data / "tinydisk" / here.name)
     return [a.replace("{data}", str(data)).replace("{here}", str(here)).replace("{occupied}", str(occupied))
-            .replace("{readonly}", readonly) for a in case.argv]
+            .replace("{readonly}", str(data / "readonly")).replace("{tinydisk}", tiny) for a in case.argv]
 
 
 def _occupied_intact(data: Path) -> str | None:
@@ -1005,35 +1007,44 @@ def _run_worker(data: Path, ids: list[str], work: Path, timeout_s: float) -> lis
 
 
 @contextlib.contextmanager
-def _read_only_folder(data: Path):
-    """A folder no process may write into: a read-only tmpfs when this process may mount one (root ignores
-    permission bits), else a folder without write permission; None when neither holds (root without mounts)."""
-    folder = data / "readonly"
-    folder.mkdir(exist_ok=True)
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
-                             capture_output=True).returncode == 0
+def _special_folders(data: Path):
+    """{"readonly": a folder no process may write into, "tinydisk": a 64 KiB file system (a full disk)}: tmpfs
+    mounts when this process may mount (root, who also ignores permission bits), else a folder without write
+    permission and no tiny disk; None where a folder cannot be had (its cases are skipped)."""
+    folders: dict[str, Path | None] = {}
+    mounted = []
     try:
-        yield folder if mounted else None
+        for name, options in (("readonly", "ro,size=64k"), ("tinydisk", "size=64k")):
+            folder = data / name
+            folder.mkdir(exist_ok=True)
+            if os.geteuid() != 0:
+                if name == "readonly":
+                    folder.chmod(0o555)
+                folders[name] = folder if name == "readonly" else None
+                continue
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                                  capture_output=True).returncode == 0
+            folders[name] = folder if done else None
+            if done:
+                mounted.append(folder)
+        yield folders
     finally:
-        if mounted:
+        for folder in mounted:
             subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 def run_corpus(data: Path, work: Path, selected: list[Case], timeout_s: float = CASE_TIMEOUT_S) -> list[Result]:
     """Run ``selected`` cases: in-process ones in a worker under the memory limit, process ones as subprocesses;
-    read-only cases are skipped where no read-only folder can be had."""
+    cases needing a read-only folder or a tiny disk are skipped where none can be had."""
     materialise(data)
     order = {case.id: i for i, case in enumerate(selected)}
     results = []
-    with _read_only_folder(data) as readonly:
-        if readonly is None:
-            results += [Result(c.id, c.klass, "skipped", None, 0.0, "no read-only folder (root without mount)")
-                        for c in selected if "{readonly}" in " ".join(c.argv)]
-            selected = [c for c in selected if "{readonly}" not in " ".join(c.argv)]
+    with _special_folders(data) as folders:
+        for name, folder in folders.items():
+            if folder is None:
+                results += [Result(c.id, c.klass, "skipped", None, 0.0, f"no {name} folder (needs a tmpfs mount)")
+                            for c in selected if f"{{{name}}}" in " ".join(c.argv)]
+                selected = [c for c in selected if f"{{{name}}}" not in " ".join(c.argv)]
         inline = [case.id for case in selected if case.process is None]
         if inline:
             results += _run_worker(data, inline, work, timeout_s)
