@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simcluster.cli.app import app, check_count, check_target_loss, fail, finite
-from simcluster.cli.outputs import check_writable, fresh_folder, unique_dir
+from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError
@@ -95,7 +95,7 @@ def compare(
     if len(set(gpus)) != len(gpus):
         fail("--gpus", f"counts repeat: {gpus}")
     tasks = grid.grid(base, list(gpus) or None, fabric_specs, network=network)
-    out_dir = check_writable(unique_dir(out or Path("runs") / f"{spec.name}-compare"))  # before simulating
+    out_dir = output_dir(out or Path("runs") / f"{spec.name}-compare")  # before simulating
     console = Console(stderr=True)
     runs, failures = [], []
     for task in tasks:
@@ -111,7 +111,7 @@ def compare(
     for label, err in failures:
         console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
     target = runs[0]["economics"]["target_loss"]
-    with fresh_folder(unique_dir(out_dir)) as out_dir:
+    with fresh_folder(out_dir) as out_dir:
         written = _outputs(runs, out_dir, chosen, target, spec.name)
     if as_json:
         typer.echo(outputs.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simcluster.cli.app import app, check_at_least, check_target_loss, fail, finite
-from simcluster.cli.outputs import check_writable, fresh_folder, unique_dir
+from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, projection
@@ -157,11 +157,11 @@ def plot(
              "largest run)")
     if max_flop <= min_flop:
         fail("--max-flop", f"must exceed --min-flop ({min_flop:g})")
-    out = check_writable(unique_dir(out))
+    out = output_dir(out)
     all_laws = [laws.get(name) for name in laws.LAW_NAMES]
     lu = catalog.load("scaling_laws")["lu_2025"]
     written = []
-    with fresh_folder(unique_dir(out)) as out_dir:
+    with fresh_folder(out) as out_dir:
         written += plots.save(plots.loss_vs_compute(all_laws, min_flop, max_flop), out_dir, "loss_vs_compute")
         written += plots.save(plots.compute_optimal(all_laws, min_flop, max_flop), out_dir, "compute_optimal")
         written += plots.save(plots.relative_loss(lu["gammas_plotted"], lu["kappa"]), out_dir, "relative_loss")
@@ -194,7 +194,7 @@ def project(
     if phase is not None and not phase:
         fail("--phase", "expected budget, power, compute or data, got ''")
     if out is not None:
-        out = check_writable(unique_dir(out))
+        out = output_dir(out)
     inputs = projection.defaults(law=law, start_year=start_year, years=years, budget_usd=budget_usd,
                                  power_cap_w=power_cap_w, gamma=gamma)
     rows = projection.project(inputs)
@@ -203,7 +203,7 @@ def project(
         from simcluster.analysis import plots
 
         figure = plots.projection(rows, phase_map, projection.CONSTRAINTS)
-        with fresh_folder(unique_dir(out)) as out_dir:
+        with fresh_folder(out) as out_dir:
             paths = plots.save(figure, out_dir, "projection")
     if as_json:
         _echo_json({"inputs": vars(inputs), "years": rows, "phase_map": phase_map})
@@ -310,7 +310,7 @@ def loss_vs_time(
     busy = _busy(busy_fraction)
     out_dir = None
     if out is not None or not as_json:
-        out_dir = check_writable(unique_dir(out if out is not None else Path("runs") / f"{spec.name}-loss-vs-time"))
+        out_dir = output_dir(out if out is not None else Path("runs") / f"{spec.name}-loss-vs-time")
     summary = _summary(spec, network, summary_file)
     report = economics.time_to_target(summary, spec, chosen, target_loss=target_loss, tokens=tokens,
                                       goodput=goodput, busy_fraction=busy)
@@ -319,7 +319,7 @@ def loss_vs_time(
 
         curve = economics.loss_curve(summary, spec, chosen, 3.0 * report["time_to_target_s"], goodput=goodput)
         figure = plots.loss_vs_time(curve, report, f"{spec.name}: loss over wall-clock time")
-        with fresh_folder(unique_dir(out_dir)) as out_dir:  # unique again: taken meanwhile?
+        with fresh_folder(out_dir) as out_dir:
             paths = plots.save(figure, out_dir, "loss_vs_time")
     if as_json:
         _echo_json(report if out_dir is None else {**report, "out_dir": str(out_dir)})

@@ -2,6 +2,7 @@
 
 - ``unique_dir``: the folder asked for when it is new or empty, else the first free ``NAME-2``, ``NAME-3``, ...:
   a command never writes into a folder holding another run's (or anything else's) files;
+- ``output_dir``: both, with a line on stderr when the folder is not the one asked for;
 - ``check_writable``: a folder that can be made and written (not under a file, not read-only, a name the file
   system takes), checked before a simulation that may take hours by making (and removing) a folder there: the
   permission bits alone do not say it (root ignores them, a read-only mount or /proc refuses whatever they say);
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,15 @@ def unique_dir(path: Path, option: str = "--out") -> Path:
     return check_name(candidate, option)
 
 
+def output_dir(path: Path, option: str = "--out") -> Path:
+    """The folder a command will write into, checked before its work: ``unique_dir`` of ``path`` (saying so on
+    stderr when it is another), then ``check_writable``."""
+    chosen = unique_dir(path, option)
+    if chosen != path:
+        print(f"{path}/ holds other files: writing to {chosen}/", file=sys.stderr)
+    return check_writable(chosen, option)
+
+
 def check_writable(path: Path, option: str = "--out") -> Path:
     """``path`` when it is, or can be made, a folder this process may write into; else a one-line error."""
     check_name(path, option)
@@ -77,10 +88,14 @@ def check_writable(path: Path, option: str = "--out") -> Path:
 
 @contextlib.contextmanager
 def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
-    """Make ``path`` (new or empty: ``unique_dir``) for a command's outputs; if the block raises (an error, a full
+    """Make ``path`` (or, if it is no longer new or empty, the next ``unique_dir``) for a command's outputs; if
+    the block raises (an error, a full
     disk, SIGINT), remove what was written into it, and the folder itself when this made it; a failed write is
     the one-line error of ``option``."""
-    check_writable(path, option)
+    chosen = unique_dir(path, option)  # again: another command may have taken it meanwhile
+    if chosen != path:
+        print(f"{path}/ was taken meanwhile: writing to {chosen}/", file=sys.stderr)
+    path = check_writable(chosen, option)
     existed = _exists(path, option)
     before = set(path.iterdir()) if existed else set()
     try:

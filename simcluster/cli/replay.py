@@ -20,7 +20,7 @@ from rich.table import Table
 
 from simcluster.cli.app import app, fail
 from simcluster.cli.compare import OPTION_HELP, slug
-from simcluster.cli.outputs import check_writable, fresh_folder, unique_dir
+from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
@@ -120,7 +120,7 @@ def replay_command(
     name = _trace_name(traces)
     out_dir = None
     if out is not None or not (as_json or stepping):  # checked before the replay
-        out_dir = check_writable(unique_dir(out or Path("runs") / f"replay-{name}"))
+        out_dir = output_dir(out or Path("runs") / f"replay-{name}")
     fabrics = _fabrics(topologies, options, topology_option)
     if stepping and fabrics and len(fabrics) > 1:
         fail("--topology", "--until/--events print one replay's events: give one --topology")
@@ -133,7 +133,7 @@ def replay_command(
         typer.echo("\n".join(_event_lines(outcomes[0].events, until_s, events_count)))
     written = []
     if out_dir is not None:
-        with fresh_folder(unique_dir(out_dir)) as out_dir:  # nothing half-written is left when writing fails
+        with fresh_folder(out_dir) as out_dir:  # nothing half-written is left when writing fails
             written = _write(out_dir, outcomes, name)
     if stepping:
         return
