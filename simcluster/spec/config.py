@@ -326,6 +326,8 @@ def resolve_path(name_or_path: str | Path | None) -> Path:
             return path
         if bundled.is_file():
             return bundled
+        if path.exists():  # a folder, a FIFO (reading it would wait forever), a device
+            raise ScenarioError("SCENARIO", f"{str(path)!r} is not a regular file (a folder, a pipe or a device?)")
     except OSError as err:  # a name longer than the file system takes
         raise ScenarioError("SCENARIO", f"cannot use {str(name_or_path)[:60]!r}...: {err.strerror}") from None
     raise ScenarioError("SCENARIO", f"no file {str(path)!r} and no bundled scenario of that name "
