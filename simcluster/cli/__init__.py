@@ -2,8 +2,7 @@
 the typer application they register on.
 
 User errors (ScenarioError, a bad option, an output that cannot be written) print one line and exit with code 2,
-never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (docs/scenario.md, "What is
-refused").
+never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -13,13 +12,31 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
-import typer
 
-# each subcommand module registers its commands on ``app`` when imported
-from simcluster.cli import collective, compare, laws, replay, run, schema, sweep, validate  # noqa: F401
-from simcluster.cli.app import USER_ERROR_EXIT, Interrupted, app, fail
-from simcluster.core.errors import ScenarioError
+def _exit_while_importing(signum, _frame):
+    """SIGINT/SIGTERM while the command's modules load (a second or more): nothing has started, so exit at once
+    with the one line and code of an interrupt, not a KeyboardInterrupt traceback or a silent death."""
+    os.write(2, f"interrupted by {signal.Signals(signum).name}\n".encode())
+    os._exit(128 + signum)
+
+
+_IMPORTING = threading.current_thread() is threading.main_thread()
+if _IMPORTING:  # handlers only for the import below; main() installs its own while a command runs
+    _BEFORE_IMPORT = {signum: signal.signal(signum, _exit_while_importing) for signum in (signal.SIGINT,
+                                                                                          signal.SIGTERM)}
+try:
+    import typer
+
+    # each subcommand module registers its commands on ``app`` when imported
+    from simcluster.cli import collective, compare, laws, replay, run, schema, sweep, validate  # noqa: F401
+    from simcluster.cli.app import USER_ERROR_EXIT, Interrupted, app, fail
+    from simcluster.core.errors import ScenarioError
+finally:
+    if _IMPORTING:
+        for _signum, _handler in _BEFORE_IMPORT.items():
+            signal.signal(_signum, _handler)
 
 __all__ = ["USER_ERROR_EXIT", "app", "console", "fail", "main"]
 
@@ -59,7 +76,10 @@ def _error(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: typer app with user errors turned into exit code 2."""
     try:
-        with _interrupts():
+        with _interrupts(), warnings.catch_warnings():
+            # numpy's overflow and division warnings would add lines to a one-line error; results are checked
+            # (inputs bounded, JSON without NaN/Infinity), so the warnings say nothing a user can act on
+            warnings.simplefilter("ignore", RuntimeWarning)
             app(args=argv, standalone_mode=False)
     except ScenarioError as err:
         _error(str(err))

@@ -41,6 +41,26 @@ def check_count(value: int | None, option: str, maximum: int, reason: str) -> in
     return value
 
 
+def check_at_least(value: float, low: float, option: str, reason: str) -> float:
+    """A number option >= ``low`` (finite already: ``finite``); ``reason`` says why the bound."""
+    if not value >= low:
+        fail(option, f"expected at least {low:g}, got {value:g} ({reason})")
+    return value
+
+
+# A loss target above this is no target: a uniform guess over a vocabulary of 10^8 tokens already scores
+# ln(1e8) = 18.4 nats/token, and every model starts below it; above it the tokens needed round to zero.
+MAX_TARGET_LOSS = 20.0
+
+
+def check_target_loss(value: float | None, option: str = "--target-loss") -> float | None:
+    """A target loss in (0, MAX_TARGET_LOSS] nats/token, or None."""
+    if value is not None and not 0.0 < value <= MAX_TARGET_LOSS:
+        fail(option, f"expected a loss in (0, {MAX_TARGET_LOSS:g}] nats/token, got {value:g} (a uniform guess over "
+             "10^8 tokens scores 18.4)")
+    return value
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM received: the CLI exits with 128 + the signal number (130, 143) and one line.
 

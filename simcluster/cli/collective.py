@@ -9,6 +9,7 @@ Sizes double from --min-bytes to --max-bytes (nccl-tests' -b/-e/-f); --json prin
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -16,9 +17,10 @@ from rich.table import Table
 
 from simcluster import collectives, network
 from simcluster.cli.app import app, check_count, fail
+from simcluster.cli.outputs import check_name
 from simcluster.collectives.nccl import PROTOCOLS
 from simcluster.collectives.schedule import ALIASES
-from simcluster.core import outputs, units
+from simcluster.core import limits, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology
 from simcluster.spec import config, hardware
@@ -113,6 +115,10 @@ def collective(
         fail("--network", f"unknown network model {network_name!r} (known: {', '.join(network.MODELS)})")
     check_count(gpus, "--gpus", config.MAX_GPUS, "a plausibility bound: about fifty times the largest clusters")
     check_count(gpus_per_node, "--gpus-per-node", config.MAX_GPUS_PER_NODE, "the largest NVLink domain announced")
+    limits.check_cluster_memory(gpus, "--gpus")  # before the fabric is built
+    if not topology_name.strip() or not topology_name.isprintable():
+        fail("--topology", f"expected a builtin fabric or a file, got {topology_name!r}")
+    check_name(Path(topology_name), "--topology")
     if step_factor < 2:
         fail("--step-factor", f"expected an integer >= 2, got {step_factor}")
     low, high = _size(min_bytes, "--min-bytes"), _size(max_bytes, "--max-bytes")
@@ -131,9 +137,11 @@ def collective(
             sharp=sharp,
         )
     except ScenarioError as err:
-        field = "--sharp" if err.field == "cluster.sharp" else "--topology" if err.field.startswith("cluster") \
-            else err.field
-        raise ScenarioError(field, err.message) from None
+        if err.field == "cluster.sharp":
+            raise ScenarioError("--sharp", err.message) from None
+        if err.field.startswith("cluster.topology_options"):
+            raise ScenarioError("--topology-option", f"{err.field.rsplit('.', 1)[-1]}: {err.message}") from None
+        raise ScenarioError("--topology", str(err) if not err.field.startswith("cluster") else err.message) from None
     group = list(range(gpus)) if op != "sendrecv" else [0, gpus - 1]
     rows = [_row(op, group, size, algorithm, protocol, fabric, network_name, gpu)
             for size in message_sizes(low, high, step_factor)]

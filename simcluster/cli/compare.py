@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster.cli.app import app, fail, finite
-from simcluster.cli.outputs import check_writable, fresh_folder, unique_dir
+from simcluster.cli.app import app, check_count, check_target_loss, fail, finite
+from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError
@@ -87,15 +87,16 @@ def compare(
     target loss, side by side; writes compare.csv/json and the plots."""
     check_network(network)
     chosen = laws.get(law)
-    if target_loss is not None:
-        laws.check_positive(target_loss, "--target-loss")
+    check_target_loss(target_loss)
     spec = config.load(scenario)
     base = spec.model_dump(mode="json")
     fabric_specs = grid.fabrics(topologies, options, base)
+    for count in gpus:
+        check_count(count, "--gpus", config.MAX_GPUS, "a plausibility bound: about fifty times the largest clusters")
     if len(set(gpus)) != len(gpus):
         fail("--gpus", f"counts repeat: {gpus}")
     tasks = grid.grid(base, list(gpus) or None, fabric_specs, network=network)
-    out_dir = check_writable(unique_dir(out or Path("runs") / f"{spec.name}-compare"))  # before simulating
+    out_dir = output_dir(out or Path("runs") / f"{spec.name}-compare")  # before simulating
     console = Console(stderr=True)
     runs, failures = [], []
     for task in tasks:
@@ -111,7 +112,7 @@ def compare(
     for label, err in failures:
         console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
     target = runs[0]["economics"]["target_loss"]
-    with fresh_folder(unique_dir(out_dir)) as out_dir:
+    with fresh_folder(out_dir) as out_dir:
         written = _outputs(runs, out_dir, chosen, target, spec.name)
     if as_json:
         typer.echo(outputs.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))

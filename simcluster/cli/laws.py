@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster.cli.app import app, fail, finite
-from simcluster.cli.outputs import check_writable, free_dir, fresh_folder
+from simcluster.cli.app import app, check_at_least, check_target_loss, fail, finite
+from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, projection
@@ -32,6 +32,19 @@ app.add_typer(laws_app, name="laws")
 
 LAW_HELP = "chinchilla | chinchilla-refit | kaplan | custom (with --fit)"
 FIT_HELP = "custom law E + A/N^alpha + B/D^beta, e.g. 'E=1.69,A=406.4,B=410.7,alpha=0.34,beta=0.28'"
+# Bounds of the numbers the laws take (docs/robustness.md): a model has at least one parameter and is trained on at
+# least one token, so at least 6 FLOP (C = 6ND); 10^40 FLOP is ten trillion times the largest run of 2025 (~5e26).
+ONE = "a model has at least one parameter and sees at least one token"
+MAX_FLOP = 1e40
+# Lu 2025's kappa is the exponent of loss in compute: published fits lie between 0.05 and 0.35; above 1 loss would
+# fall faster than compute grows.
+MAX_KAPPA = 1.0
+# A run's budget: ten times world GDP (~1.1e14 USD in 2024, World Bank); a site's power: humanity's primary energy
+# use, ~19 TW (IEA World Energy Outlook 2023); tokens: 10^18, over a thousand times the stock of human-written
+# text (~3e14 tokens, Villalobos et al. 2024).
+MAX_BUDGET_USD = 1e15
+MAX_POWER_W = 2e13
+MAX_TOKENS = 1e18
 
 
 def _law(name: str, fit: str | None) -> laws.Law:
@@ -45,19 +58,14 @@ def _law(name: str, fit: str | None) -> laws.Law:
     for item in fit.split(","):
         key, _, text = item.partition("=")
         try:
-            values[key.strip()] = float(text)
+            values[key.strip()] = finite(text)
         except ValueError:
-            fail("--fit", f"cannot read {item.strip()!r} as name=number")
+            fail("--fit", f"cannot read {item.strip()!r} as name=finite number")
     expected = {"E", "A", "B", "alpha", "beta"}
     if set(values) != expected:
         got = ", ".join(sorted(values)) or "nothing"
         fail("--fit", f"needs exactly {', '.join(sorted(expected))}; got {got}")
     return laws.custom(**values)
-
-
-def _files(stems) -> list[str]:
-    """The files ``plots.save`` writes for ``stems``."""
-    return [f"{stem}.{suffix}" for stem in stems for suffix in ("png", "pdf")]
 
 
 def _echo_json(data) -> None:
@@ -76,8 +84,8 @@ def eval_(
 ) -> None:
     """Loss L(N, D) of one law."""
     chosen = _law(law, fit)
-    params = laws.check_positive(params, "--params")
-    tokens = laws.check_positive(tokens, "--tokens")
+    params = check_at_least(params, 1.0, "--params", ONE)
+    tokens = check_at_least(tokens, 1.0, "--tokens", ONE)
     loss = float(chosen.loss(params, tokens))
     if as_json:
         _echo_json({"law": chosen.name, "params": params, "tokens": tokens, "loss": loss})
@@ -95,7 +103,10 @@ def optimal(
 ) -> None:
     """Compute-optimal parameters and tokens for a FLOP budget (closed form)."""
     chosen = _law(law, fit)
-    best = chosen.optimal(laws.check_positive(flop, "--flop"))
+    check_at_least(flop, 6.0, "--flop", ONE + ": C = 6ND")
+    if flop > MAX_FLOP:
+        fail("--flop", f"expected at most {MAX_FLOP:.0e} FLOP, got {flop:g} (ten trillion times the largest run)")
+    best = chosen.optimal(flop)
     result = {"law": chosen.name, "flop": flop, "params": float(best.params), "tokens": float(best.tokens),
               "loss": float(best.loss), "tokens_per_param": float(best.tokens_per_param)}
     if as_json:
@@ -118,6 +129,8 @@ def relative_loss(
 ) -> None:
     """Lu 2025's relative loss R(t) = (1 + (2^(gamma t) - 1)/(gamma ln2 * 1 yr))^-kappa."""
     kappa = catalog.load("scaling_laws")["lu_2025"]["kappa"] if kappa is None else kappa
+    if not 0.0 <= kappa <= MAX_KAPPA:
+        fail("--kappa", f"expected 0 to {MAX_KAPPA:g}, got {kappa:g} (published fits: 0.05 to 0.35)")
     value = float(laws.relative_loss(years, gamma, kappa))
     if as_json:
         _echo_json({"relative_loss": value, "gamma": gamma, "kappa": kappa, "years": years,
@@ -138,14 +151,17 @@ def plot(
     """Loss vs compute per law, the compute-optimal frontier, and L(t) for several gamma (Lu 2025)."""
     from simcluster.analysis import plots
 
-    laws.check_positive(min_flop, "--min-flop")
+    check_at_least(min_flop, 6.0, "--min-flop", ONE + ": C = 6ND")
+    if max_flop > MAX_FLOP:
+        fail("--max-flop", f"expected at most {MAX_FLOP:.0e} FLOP, got {max_flop:g} (ten trillion times the "
+             "largest run)")
     if max_flop <= min_flop:
         fail("--max-flop", f"must exceed --min-flop ({min_flop:g})")
+    out = output_dir(out)
     all_laws = [laws.get(name) for name in laws.LAW_NAMES]
     lu = catalog.load("scaling_laws")["lu_2025"]
     written = []
-    stems = ("loss_vs_compute", "compute_optimal", "relative_loss")
-    with fresh_folder(free_dir(out, _files(stems))) as out_dir:
+    with fresh_folder(out) as out_dir:
         written += plots.save(plots.loss_vs_compute(all_laws, min_flop, max_flop), out_dir, "loss_vs_compute")
         written += plots.save(plots.compute_optimal(all_laws, min_flop, max_flop), out_dir, "compute_optimal")
         written += plots.save(plots.relative_loss(lu["gammas_plotted"], lu["kappa"]), out_dir, "relative_loss")
@@ -171,6 +187,14 @@ def project(
     """Which constraint caps the largest run each year: compute, memory, network, budget, energy or data."""
     if law is not None:
         laws.get(law)
+    if budget_usd is not None and not 1.0 <= budget_usd <= MAX_BUDGET_USD:
+        fail("--budget-usd", f"expected 1 to {MAX_BUDGET_USD:.0e} USD, got {budget_usd:g} (ten times world GDP)")
+    if power_cap_w is not None and not 1.0 <= power_cap_w <= MAX_POWER_W:
+        fail("--power-cap-w", f"expected 1 to {MAX_POWER_W:.0e} W, got {power_cap_w:g} (humanity's primary power)")
+    if phase is not None and not phase:
+        fail("--phase", "expected budget, power, compute or data, got ''")
+    if out is not None:
+        out = output_dir(out)
     inputs = projection.defaults(law=law, start_year=start_year, years=years, budget_usd=budget_usd,
                                  power_cap_w=power_cap_w, gamma=gamma)
     rows = projection.project(inputs)
@@ -179,7 +203,7 @@ def project(
         from simcluster.analysis import plots
 
         figure = plots.projection(rows, phase_map, projection.CONSTRAINTS)
-        with fresh_folder(free_dir(out, _files(["projection"]))) as out_dir:
+        with fresh_folder(out) as out_dir:
             paths = plots.save(figure, out_dir, "projection")
     if as_json:
         _echo_json({"inputs": vars(inputs), "years": rows, "phase_map": phase_map})
@@ -224,7 +248,7 @@ def _summary(scenario_spec, network: str | None, summary_file: Path | None) -> d
             fail("--summary", f"{err.field} {err.message}")
         if not isinstance(data, dict):
             fail("--summary", "expected a JSON object (summary.json of `simcluster run`)")
-        return data
+        return _checked_summary(data)
     try:
         from simcluster.engine import simulate
     except ImportError:
@@ -232,6 +256,27 @@ def _summary(scenario_spec, network: str | None, summary_file: Path | None) -> d
              "pass --summary with the summary.json of a run instead")
     result = simulate(scenario_spec, network=network)
     return result.summary if hasattr(result, "summary") else result
+
+
+# The figures of a summary.json that loss-vs-time reads: (key, must be > 0 rather than >= 0).
+_SUMMARY_NUMBERS = (("step_time_s", True), ("tokens_per_s", True), ("mfu", False), ("exposed_comm_s", False),
+                    ("pipeline_bubble_s", False))
+
+
+def _checked_summary(data: dict) -> dict:
+    """A summary.json read from a file: every figure loss-vs-time uses is a finite number of the right sign, and
+    ``gpus`` a whole number within the plausibility bound of a scenario."""
+    for key, positive in _SUMMARY_NUMBERS:
+        value = data.get(key)
+        if value is None and key not in ("step_time_s", "tokens_per_s"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or value < 0 or (positive and value == 0):
+            fail("--summary", f"{key} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
+    gpus = data.get("gpus")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= config.MAX_GPUS:
+        fail("--summary", f"gpus must be a whole number from 1 to {config.MAX_GPUS:,}, got {gpus!r}")
+    return data
 
 
 @laws_app.command("loss-vs-time")
@@ -258,14 +303,15 @@ def loss_vs_time(
         fail("--network", f"unknown network model {network!r} (known: {', '.join(config.NETWORK_MODELS)})")
     if (target_loss is None) == (tokens is None):
         fail("--target-loss", "give exactly one of --target-loss and --tokens")
+    check_target_loss(target_loss)
+    if tokens is not None and not 1.0 <= tokens <= MAX_TOKENS:
+        fail("--tokens", f"expected 1 to {MAX_TOKENS:.0e} tokens, got {tokens:g} (the text ever written is ~3e14)")
     spec = config.load(scenario)
     chosen = laws.get(law)
     busy = _busy(busy_fraction)
     out_dir = None
     if out is not None or not as_json:
-        out_dir = free_dir(out if out is not None else Path("runs") / f"{spec.name}-loss-vs-time",
-                           _files(["loss_vs_time"]))
-        check_writable(out_dir)  # before the simulation
+        out_dir = output_dir(out if out is not None else Path("runs") / f"{spec.name}-loss-vs-time")
     summary = _summary(spec, network, summary_file)
     report = economics.time_to_target(summary, spec, chosen, target_loss=target_loss, tokens=tokens,
                                       goodput=goodput, busy_fraction=busy)
@@ -274,7 +320,7 @@ def loss_vs_time(
 
         curve = economics.loss_curve(summary, spec, chosen, 3.0 * report["time_to_target_s"], goodput=goodput)
         figure = plots.loss_vs_time(curve, report, f"{spec.name}: loss over wall-clock time")
-        with fresh_folder(free_dir(out_dir, _files(["loss_vs_time"]))) as out_dir:
+        with fresh_folder(out_dir) as out_dir:
             paths = plots.save(figure, out_dir, "loss_vs_time")
     if as_json:
         _echo_json(report if out_dir is None else {**report, "out_dir": str(out_dir)})

@@ -1,9 +1,11 @@
 """Output folders of the commands: never overwritten, checked before any simulation, and left whole or not at all.
 
-- ``unique_dir``: the folder asked for when it is new or empty, else the first free ``NAME-2``, ``NAME-3``, ...;
-  ``free_dir``: the same for commands that add a few named files to a folder (plots next to a run);
+- ``unique_dir``: the folder asked for when it is new or empty, else the first free ``NAME-2``, ``NAME-3``, ...:
+  a command never writes into a folder holding another run's (or anything else's) files;
+- ``output_dir``: both, with a line on stderr when the folder is not the one asked for;
 - ``check_writable``: a folder that can be made and written (not under a file, not read-only, a name the file
-  system takes), checked before a simulation that may take hours;
+  system takes), checked before a simulation that may take hours by making (and removing) a folder there: the
+  permission bits alone do not say it (root ignores them, a read-only mount or /proc refuses whatever they say);
 - ``fresh_folder``: the folder made for a command's files; when the command fails or is interrupted, what it
   wrote there is removed again, so no half-written folder is left behind (each file is also written atomically,
   ``core.outputs``).
@@ -14,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,17 +61,13 @@ def unique_dir(path: Path, option: str = "--out") -> Path:
     return check_name(candidate, option)
 
 
-def free_dir(path: Path, names: list[str], option: str = "--out") -> Path:
-    """``path`` unless it holds a file of ``names`` (what the command writes), else the first ``path-2``,
-    ``path-3``, ... that holds none of them: a folder may be shared (a plot next to a run), a file is never
-    overwritten."""
-    check_name(path, option)
-    candidate, index = path, 2
-    while _exists(candidate, option) and (not candidate.is_dir()
-                                          or any(_exists(candidate / name, option) for name in names)):
-        candidate = path.with_name(f"{path.name}-{index}")
-        index += 1
-    return check_name(candidate, option)
+def output_dir(path: Path, option: str = "--out") -> Path:
+    """The folder a command will write into, checked before its work: ``unique_dir`` of ``path`` (saying so on
+    stderr when it is another), then ``check_writable``."""
+    chosen = unique_dir(path, option)
+    if chosen != path:
+        print(f"{path}/ holds other files: writing to {chosen}/", file=sys.stderr)
+    return check_writable(chosen, option)
 
 
 def check_writable(path: Path, option: str = "--out") -> Path:
@@ -78,16 +78,24 @@ def check_writable(path: Path, option: str = "--out") -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         fail(option, f"cannot make {str(path)!r}: {str(ancestor)!r} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        fail(option, f"cannot write into {str(ancestor)!r}: permission denied (read-only?)")
+    try:
+        probe = tempfile.mkdtemp(prefix=".simcluster-probe-", dir=ancestor)
+    except OSError as err:
+        fail(option, f"cannot write into {str(ancestor)!r}: {err.strerror or err}")
+    os.rmdir(probe)
     return path
 
 
 @contextlib.contextmanager
 def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
-    """Make ``path`` (new or empty: ``unique_dir``) for a command's outputs; if the block raises (an error, a full
-    disk, SIGINT), remove what was written into it, and the folder itself when this made it."""
-    check_writable(path, option)
+    """Make ``path`` (or, if it is no longer new or empty, the next ``unique_dir``) for a command's outputs; if
+    the block raises (an error, a full
+    disk, SIGINT), remove what was written into it, and the folder itself when this made it; a failed write is
+    the one-line error of ``option``."""
+    chosen = unique_dir(path, option)  # again: another command may have taken it meanwhile
+    if chosen != path:
+        print(f"{path}/ was taken meanwhile: writing to {chosen}/", file=sys.stderr)
+    path = check_writable(chosen, option)
     existed = _exists(path, option)
     before = set(path.iterdir()) if existed else set()
     try:
@@ -96,7 +104,7 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
         fail(option, f"cannot make {str(path)!r}: {err.strerror}")
     try:
         yield path
-    except BaseException:
+    except BaseException as err:
         if not existed:
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -105,4 +113,6 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink(missing_ok=True)
+        if isinstance(err, OSError):  # a full disk, a file system gone read-only: say which folder, one line
+            fail(option, f"writing into {str(path)!r} failed ({err.strerror or err}); nothing was kept there")
         raise

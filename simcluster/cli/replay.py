@@ -20,12 +20,14 @@ from rich.table import Table
 
 from simcluster.cli.app import app, fail
 from simcluster.cli.compare import OPTION_HELP, slug
-from simcluster.cli.run import check_network, unique_dir
+from simcluster.cli.outputs import fresh_folder, output_dir
+from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
-from simcluster.core import catalog, units
+from simcluster.core import catalog, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.report import chrome_trace, recorded_view
-from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE
+from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE, RESCALE_MODES
+from simcluster.spec import config
 from simcluster.studies import grid
 from simcluster.studies.grid import FabricSpec
 from simcluster.studies.replay import ReplayOutcome, replay_on_fabrics
@@ -105,8 +107,20 @@ def replay_command(
     check_network(network)
     if algorithm not in ALGORITHMS:
         fail("--algorithm", f"unknown algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})")
+    if gpu_scaling not in RESCALE_MODES:
+        fail("--gpu-scaling", f"expected one of {', '.join(RESCALE_MODES)}, got {gpu_scaling!r}")
+    for option, value in (("--gpu", gpu_name), ("--nic", nic_name)):
+        if value is not None and (not value.strip() or not value.isprintable()):
+            fail(option, f"expected a catalog name, got {value!r}")
+    if gpus_per_node is not None and gpus_per_node > config.MAX_GPUS_PER_NODE:
+        fail("--gpus-per-node", f"expected 1 to {config.MAX_GPUS_PER_NODE} (the largest NVLink domain announced), "
+             f"got {gpus_per_node:,}")
     stepping = until is not None or events_count is not None
     until_s = _until_s(until, events_count, as_json)
+    name = _trace_name(traces)
+    out_dir = None
+    if out is not None or not (as_json or stepping):  # checked before the replay
+        out_dir = output_dir(out or Path("runs") / f"replay-{name}")
     fabrics = _fabrics(topologies, options, topology_option)
     if stepping and fabrics and len(fabrics) > 1:
         fail("--topology", "--until/--events print one replay's events: give one --topology")
@@ -117,16 +131,15 @@ def replay_command(
                                  status=console.status)
     if stepping:
         typer.echo("\n".join(_event_lines(outcomes[0].events, until_s, events_count)))
-    name = _trace_name(traces)
-    written, out_dir = [], None
-    if out is not None or not (as_json or stepping):
-        out_dir = unique_dir(out or Path("runs") / f"replay-{name}")
-        written = _write(out_dir, outcomes, name)
+    written = []
+    if out_dir is not None:
+        with fresh_folder(out_dir) as out_dir:  # nothing half-written is left when writing fails
+            written = _write(out_dir, outcomes, name)
     if stepping:
         return
     if as_json:
         reports = [o.report() for o in outcomes]
-        typer.echo(json.dumps(reports[0] if len(reports) == 1 else {"replays": reports}, indent=2))
+        typer.echo(outputs.dumps(reports[0] if len(reports) == 1 else {"replays": reports}, indent=2))
         return
     first = outcomes[0]
     if first.gpu_assumed:
@@ -207,7 +220,8 @@ def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str) -> list[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = [o.report() for o in outcomes]
     written = [out_dir / "replay.json"]
-    written[0].write_text(json.dumps(reports[0] if len(reports) == 1 else {"replays": reports}, indent=2) + "\n")
+    outputs.write_text(written[0], outputs.dumps(reports[0] if len(reports) == 1 else {"replays": reports},
+                                                 indent=2) + "\n")
     written += save(step_overlay([{"label": o.label, "steps": o.steps} for o in outcomes],
                                  title=f"{name}: recorded and replayed step time"), out_dir, "step_overlay",
                     formats=("png",))

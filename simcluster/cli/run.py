@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from simcluster.cli.app import app, fail
-from simcluster.cli.outputs import check_writable, fresh_folder, unique_dir
+from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.core import outputs
 from simcluster.core.units import BYTES, SECONDS, fmt
 from simcluster.spec import config
@@ -81,7 +81,7 @@ def run(
     """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events and trace."""
     check_network(network)
     spec = config.load(scenario)
-    out_dir = check_writable(unique_dir(out or Path("runs") / spec.name))  # before a simulation of hours
+    out_dir = output_dir(out or Path("runs") / spec.name)  # before a simulation of hours
     from simcluster.engine import Simulation
     from simcluster.engine.merge import SYMMETRIC
     from simcluster.engine.simulation import run_expanded
@@ -117,7 +117,7 @@ def run(
         console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
     from simcluster.analysis.timeline import plot_timeline
 
-    with fresh_folder(unique_dir(out_dir)) as out_dir:  # unique again: another run may have taken it meanwhile
+    with fresh_folder(out_dir) as out_dir:  # unique again if another run took it meanwhile
         written = result.write(out_dir, trace_ranks=trace_ranks)
         written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
     if as_json:

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simcluster.cli.app import Interrupted, app, check_count, fail, finite
+from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
 from simcluster.cli.outputs import check_writable
 from simcluster.cli.run import check_network
@@ -110,8 +110,7 @@ def sweep_command(
     writes results (CSV or Parquet), throughput/efficiency and time/cost-to-target plots with the knee."""
     check_network(network)
     chosen = laws.get(law)
-    if target_loss is not None:
-        laws.check_positive(target_loss, "--target-loss")
+    check_target_loss(target_loss)
     if not 0.0 < threshold <= 1.0:
         fail("--threshold", f"must be within (0, 1], got {threshold:g}")
     if jobs is not None and scheduler is not None:
@@ -121,11 +120,14 @@ def sweep_command(
         sweep.check_scheduler(scheduler)
     spec = config.load(scenario)
     base = spec.model_dump(mode="json")
-    counts = grid.parse_gpus(gpus) if gpus else None
+    counts = grid.parse_gpus(gpus) if gpus is not None else None
     tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network,
                       samples=samples)
     requested = check_writable(out or Path("runs") / f"{spec.name}-sweep")
-    out_dir = sweep.folder_for(requested, tasks)
+    try:
+        out_dir = sweep.folder_for(requested, tasks)
+    except OSError as err:
+        fail("--out", f"cannot write into {str(requested)!r}: {err.strerror or err}")
     console = Console(stderr=True)
     if out_dir != requested:
         typer.echo(f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/", err=True)
@@ -141,6 +143,9 @@ def sweep_command(
     except Interrupted as stop:
         stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold)
         raise
+    except OSError as err:  # a full disk: the shards written so far are whole (atomic) and resume the sweep
+        fail("--out", f"writing into {str(out_dir)!r} failed ({err.strerror or err}); the finished runs' shards "
+             "are kept: run the same command to resume")
     if not run.summaries:
         first = run.failed[0]
         raise ScenarioError("sweep", f"all {len(tasks)} runs failed; first ({first['params']}): {first['error']}")

@@ -1,5 +1,5 @@
 """Users' files read safely: size checked before reading, text not binary, YAML with bounded alias expansion,
-JSON with bounded nesting. Every problem is one ScenarioError naming the file (docs/scenario.md, "What is refused").
+JSON with bounded nesting. Every problem is one ScenarioError naming the file (docs/robustness.md).
 
 Why each limit:
 - size: PyYAML needs about 100 bytes of memory and a few microseconds per byte of YAML (a 6 MB fabric file:
@@ -44,7 +44,7 @@ def read_text(path: Path, max_bytes: int, what: str = "file") -> str:
         size = path.stat().st_size
         if size > max_bytes:
             raise ScenarioError(source, f"is {size / MIB:.3g} MiB, above the {max_bytes / MIB:.3g} MiB limit for a "
-                                f"{what} (see docs/scenario.md)")
+                                f"{what} (see docs/robustness.md)")
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)  # the file may grow between stat and read
     except OSError as err:

@@ -125,9 +125,23 @@ def parse(text: str | float | int, dimension: str | None = None, field: str = "v
 ANY, POSITIVE, NON_NEGATIVE = "any", "positive", "non-negative"
 
 
-def check_sign(value: float, sign: str, field: str, text=None) -> float:
+# Plausible ranges of the physical quantities of devices and fabrics (rates, peaks, capacities, latencies, powers),
+# checked with their sign (``check_sign``): far wider than any hardware built, narrow enough that a typo (a unit
+# prefix too many, 1e-300 for 1e-3) cannot send a simulation to 1e300 seconds or overflow its sums.
+PLAUSIBLE = {
+    BYTES_PER_S: (1e6, 1e15, "1 MB/s (8 Mb/s, below any datacenter link) to 1 PB/s (over 100 times the fastest "
+                  "HBM, 8 TB/s on B200)"),
+    FLOP_PER_S: (1e9, 1e18, "1 GFLOP/s to 1 EFLOP/s per GPU (B200: 2.25 PFLOP/s dense bf16)"),
+    BYTES: (1e6, 1e15, "1 MB to 1 PB per device (B300: 288 GB of HBM)"),
+    SECONDS: (0.0, 1.0, "0 to 1 s for a latency (a transatlantic round trip takes 0.07 s)"),
+    WATTS: (0.0, 1e6, "0 to 1 MW (a GPU board draws at most 1.4 kW, GB300; a node's overhead a few kW)"),
+}
+
+
+def check_sign(value: float, sign: str, field: str, text=None, dimension: str | None = None) -> float:
     """``value`` when it is finite and of ``sign`` (POSITIVE: > 0, for rates, peaks and capacities;
-    NON_NEGATIVE: >= 0, for latencies and powers), else a ScenarioError naming ``field`` and the value as written."""
+    NON_NEGATIVE: >= 0, for latencies and powers) and, for a signed quantity of a ``dimension`` in ``PLAUSIBLE``,
+    within its range; else a ScenarioError naming ``field`` and the value as written."""
     shown = repr(value if text is None else text)
     if not math.isfinite(value):
         raise ScenarioError(field, f"must be finite, got {shown}")
@@ -135,12 +149,16 @@ def check_sign(value: float, sign: str, field: str, text=None) -> float:
         raise ScenarioError(field, f"must be > 0, got {shown}")
     if sign == NON_NEGATIVE and value < 0:
         raise ScenarioError(field, f"must be >= 0, got {shown}")
+    if sign != ANY and dimension in PLAUSIBLE:
+        low, high, why = PLAUSIBLE[dimension]
+        if not low <= value <= high:
+            raise ScenarioError(field, f"{shown} is outside the plausible range, {why}")
     return value
 
 
 def parse_checked(text: str | float | int, dimension: str, sign: str, field: str = "value") -> float:
     """``parse`` then ``check_sign``: a quantity such as a link rate (POSITIVE) or a latency (NON_NEGATIVE)."""
-    return check_sign(parse(text, dimension, field=field), sign, field, text)
+    return check_sign(parse(text, dimension, field=field), sign, field, text, dimension)
 
 
 _FORMAT_PREFIXES = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
@@ -196,7 +214,7 @@ def _quantity(dimension: str, sign: str = ANY):
 
     def validate(value):
         try:
-            return check_sign(parse(value, dimension), sign, "", value)
+            return check_sign(parse(value, dimension), sign, "", value, dimension)
         except ScenarioError as err:
             raise ValueError(err.message) from None
 
@@ -240,3 +258,22 @@ def _count():
 # Counts (GPUs, layers, degrees of parallelism) are strict integers > 0: YAML's `tp: true` or `dp: 4.0` is refused,
 # not read as 1 or 4.
 Count = _count()
+
+
+def _number():
+    from typing import Annotated
+
+    from pydantic import BeforeValidator, Field, Strict
+
+    def not_bool(value):
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        return value
+
+    return (Annotated[float, BeforeValidator(not_bool), Field(allow_inf_nan=False)],
+            Annotated[int, Strict()])
+
+
+# Plain numbers (prices, ratios) are finite and not booleans: YAML's `.inf`, `.nan` and `true` are refused (pydantic
+# would read true as 1.0); whole numbers (a generation, an index) are strict integers.
+FiniteNumber, WholeNumber = _number()

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from simcluster.core import inputs, units
+from simcluster.core import inputs, limits, units
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
@@ -32,10 +32,10 @@ from simcluster.spec.variability import Variability, measured
 
 NETWORK_MODELS = ("analytic", "flow", "chunk")
 
-# Plain numbers of the scenario (prices, ratios) are finite: YAML's .inf and .nan are refused.
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Plain numbers of the scenario (prices, ratios) are finite and not booleans: YAML's .inf, .nan and true are refused.
+FiniteFloat = units.FiniteNumber
 
-# Plausibility bounds, checked before anything is allocated (docs/scenario.md, "What is refused"):
+# Plausibility bounds, checked before anything is allocated (docs/robustness.md):
 # GPUs in one cluster: ten million is about fifty times the largest training clusters announced by 2025 (~2e5
 # GPUs); the per-rank tables of a larger fabric alone would take gigabytes.
 MAX_GPUS = 10**7
@@ -51,6 +51,12 @@ MAX_GLOBAL_BATCH_SIZE = 10**8
 MAX_MICROBATCHES = 10**5
 # Optimizer steps simulated: each is simulated event by event and steady state is reached in the first few.
 MAX_STEPS = 10**4
+# Power usage effectiveness: 1.58 on average in the Uptime Institute's 2023 survey, ~2.5 for the oldest sites; 3
+# would spend two watts on cooling and power delivery for every watt of computing.
+MAX_PUE = 3.0
+# Grid carbon intensity: coal-fired generation emits ~0.82 kg CO2-eq/kWh over its life cycle, lignite up to ~1.2
+# (IPCC AR5 WG3 2014, Annex III, table A.III.2); 2 is above any grid.
+MAX_KG_CO2_PER_KWH = 2.0
 # A scenario name becomes a folder name (runs/<name>/, runs/<name>-sweep-2/): file systems allow 255 bytes; the
 # rest is left for the suffixes simcluster appends.
 MAX_NAME_BYTES = 200
@@ -66,14 +72,16 @@ class Cluster(_Strict):
     nodes: Count = Field(1, le=MAX_GPUS, description="number of nodes")
     nic: NicSpec = Field("connectx-7", validate_default=True,
                          description="catalog name or inline NIC spec, one per GPU")
-    topology: str = Field("rail-fat-tree", description="builtin fabric name or a path to a YAML/GraphML file")
+    topology: str = Field("rail-fat-tree", min_length=1,
+                          description="builtin fabric name or a path to a YAML/GraphML file")
     topology_options: dict[str, Any] = Field(
         default_factory=dict, description="options of the fabric builder, e.g. {oversubscription: 4}")
     sharp: Literal["auto", "on", "off"] = Field(
         "off", description="in-network reduction in InfiniBand switches (SHARP): off (default, as NCCL without "
         "NCCL_COLLNET_ENABLE=1) = never; auto = where the fabric has it, chosen where NCCL's tuner would; "
         "on = required")
-    price_per_gpu_hour: FiniteFloat | None = Field(None, ge=0, description="USD per GPU-hour; default: GPU catalog")
+    price_per_gpu_hour: FiniteFloat | None = Field(None, ge=0, le=hardware.MAX_PRICE_PER_GPU_HOUR,
+                                                   description="USD per GPU-hour; default: GPU catalog")
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -91,6 +99,7 @@ class Cluster(_Strict):
             raise ScenarioError("cluster.nodes", f"{self.nodes} nodes x {self.gpus_per_node} GPUs = {self.gpus} "
                                 f"GPUs, above the {MAX_GPUS:.0e} this simulator accepts (about fifty times the "
                                 "largest clusters built)")
+        limits.check_cluster_memory(self.gpus, "cluster.nodes")  # before a fabric of that size is built
         return self
 
     @property
@@ -164,10 +173,11 @@ class Parallelism(_Strict):
 
 class Economics(_Strict):
     # PUE is facility power over IT power: >= 1 by its definition (The Green Grid, White Paper 49, 2012).
-    pue: FiniteFloat = Field(1.2, ge=1.0,
+    pue: FiniteFloat = Field(1.2, ge=1.0, le=MAX_PUE,
                              description="datacenter power usage effectiveness (Uptime Institute 2023 ~1.2-1.6)")
     node_overhead: str = Field("1.5 kW", description="CPU, NICs, fans per node beyond the GPUs")
-    grid_kg_co2_per_kwh: FiniteFloat = Field(0.4, ge=0, description="grid carbon intensity (IEA 2023 world ~0.45)")
+    grid_kg_co2_per_kwh: FiniteFloat = Field(0.4, ge=0, le=MAX_KG_CO2_PER_KWH,
+                                             description="grid carbon intensity (IEA 2023 world ~0.45)")
 
     @field_validator("node_overhead")
     @classmethod
@@ -309,7 +319,7 @@ def from_dict(data: Any, source: str = "scenario") -> Scenario:
             shown = repr(first["input"])
             message += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
         if first["type"] == "less_than_equal":
-            message += " (a plausibility bound, see docs/scenario.md)"
+            message += " (a plausibility bound, see docs/robustness.md)"
         if first["type"] == "extra_forbidden":
             message = "unknown key (see `simcluster schema` for the allowed fields)"
         elif first["type"] == "missing":
@@ -343,6 +353,8 @@ def resolve_path(name_or_path: str | Path | None) -> Path:
             return path
         if bundled.is_file():
             return bundled
+        if path.exists():  # a folder, a FIFO (reading it would wait forever), a device
+            raise ScenarioError("SCENARIO", f"{str(path)!r} is not a regular file (a folder, a pipe or a device?)")
     except OSError as err:  # a name longer than the file system takes
         raise ScenarioError("SCENARIO", f"cannot use {str(name_or_path)[:60]!r}...: {err.strerror}") from None
     raise ScenarioError("SCENARIO", f"no file {str(path)!r} and no bundled scenario of that name "

@@ -13,18 +13,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import (
+    FiniteNumber,
     NonNegativeSeconds,
     NonNegativeWatts,
     PositiveBytes,
     PositiveBytesPerS,
     PositiveFlopPerS,
     PositiveWatts,
+    WholeNumber,
 )
 
 Precision = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
 
 # Bytes of one element of each training precision (weights and activations stored in it).
 BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+
+
+# USD per GPU-hour: on-demand cloud list prices of an H100 were $2-12 in 2024 (AWS p5.48xlarge: $98.32/h for 8 GPUs);
+# a thousand dollars is about a hundred times the dearest, and far larger prices overflow the cost figures.
+MAX_PRICE_PER_GPU_HOUR = 1000.0
 
 
 class GpuSpec(BaseModel):
@@ -41,11 +48,12 @@ class GpuSpec(BaseModel):
     hbm_capacity: PositiveBytes = Field(description="HBM capacity, e.g. '80 GB'")
     hbm_bandwidth: PositiveBytesPerS = Field(description="HBM bandwidth, e.g. '3.35 TB/s'")
     nvlink_bandwidth: PositiveBytesPerS = Field(description="scale-up bandwidth per GPU per direction, e.g. '450 GB/s'")
-    nvlink_generation: int = Field(4, ge=0, le=6, description="NVLink generation (0: not NVLink)")
+    nvlink_generation: WholeNumber = Field(4, ge=0, le=6, description="NVLink generation (0: not NVLink)")
     nvls: bool = Field(False, description="NVSwitch in-network reduction (NVLink SHARP) available")
     tdp: PositiveWatts = Field(description="board power at full load, e.g. '700 W'")
     idle_power: NonNegativeWatts = Field(description="board power when idle, e.g. '70 W'")
-    price_per_gpu_hour: float = Field(gt=0, allow_inf_nan=False, description="USD per GPU-hour, indicative")
+    price_per_gpu_hour: FiniteNumber = Field(gt=0, le=MAX_PRICE_PER_GPU_HOUR,
+                                             description="USD per GPU-hour, indicative")
     source: str = ""
 
     @model_validator(mode="after")

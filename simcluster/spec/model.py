@@ -13,6 +13,13 @@ from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import Count
 
+# Plausibility bounds of a model's shape, far above any trained model (docs/robustness.md): the largest published
+# dense shapes are 128 layers and a hidden size of 25,600 (Megatron-LM's 1T model, Narayanan et al. 2021, table 1),
+# the largest vocabularies 256k tokens (Gemma, 2024); beyond these bounds the FLOP and memory sums only overflow.
+MAX_LAYERS = 10_000
+MAX_HIDDEN = 2**20
+MAX_VOCAB = 10**8
+
 
 class TransformerSpec(BaseModel):
     """A decoder-only transformer. GPT-style by default; Llama-style with mlp=swiglu, rmsnorm, rope, GQA."""
@@ -20,12 +27,12 @@ class TransformerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "custom-model"
-    layers: Count
-    hidden: Count
-    heads: Count
-    kv_heads: Count | None = Field(None, description="key/value heads (GQA); default: heads")
-    ffn_hidden: Count | None = Field(None, description="MLP inner size; default 4*hidden")
-    vocab: Count
+    layers: Count = Field(le=MAX_LAYERS)
+    hidden: Count = Field(le=MAX_HIDDEN)
+    heads: Count = Field(le=MAX_HIDDEN)
+    kv_heads: Count | None = Field(None, le=MAX_HIDDEN, description="key/value heads (GQA); default: heads")
+    ffn_hidden: Count | None = Field(None, le=8 * MAX_HIDDEN, description="MLP inner size; default 4*hidden")
+    vocab: Count = Field(le=MAX_VOCAB)
     mlp: Literal["gelu", "swiglu"] = "gelu"
     tied_embeddings: bool = True
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"

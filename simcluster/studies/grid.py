@@ -89,8 +89,11 @@ def _fmt_option(value) -> str:
 def parse_fabric(text: str, field: str = "--topology") -> FabricSpec:
     """``leaf-spine:oversubscription=4,spines=8`` -> FabricSpec('leaf-spine', (('oversubscription', 4), ...))."""
     name, _, rest = text.strip().partition(":")
-    if not name:
-        raise ScenarioError(field, f"expected NAME or NAME:key=value,..., got {text!r}")
+    if not name or not text.isprintable():  # the name becomes part of labels and folder names
+        raise ScenarioError(field, f"expected NAME or NAME:key=value,... (printable), got {text[:60]!r}")
+    if any(len(part.encode()) > 255 for part in name.split("/")):  # NAME_MAX of file systems
+        raise ScenarioError(field, f"{name[:40]!r}... is neither a builtin fabric nor a file name (a part of it is "
+                            "over 255 bytes)")
     options = []
     for item in _split_top_level(rest):
         key, sep, value = item.partition("=")
@@ -205,6 +208,8 @@ def parse_gpus(text: str) -> list[int]:
                 value *= ratio
             continue
         counts.append(_gpu_count(item))
+    if not counts:
+        raise ScenarioError("--gpus", f"no GPU count in {text!r} (e.g. 64,128,...,1024)")
     if len(set(counts)) != len(counts):
         raise ScenarioError("--gpus", f"counts repeat: {counts}")
     return counts
@@ -216,6 +221,12 @@ def scale_to_gpus(data: dict, gpus: int, fixed: frozenset[str] = frozenset()) ->
     data = copy.deepcopy(data)
     cluster, training = data["cluster"], data["training"]
     par = data.setdefault("parallelism", {})
+    for section, key in (("cluster", "gpus_per_node"), ("parallelism", "tp"), ("parallelism", "pp"),
+                         ("parallelism", "cp"), ("parallelism", "dp"), ("training", "micro_batch_size"),
+                         ("training", "global_batch_size")):
+        value = data.get(section, {}).get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # a --vary value, read as YAML
+            raise ScenarioError(f"{section}.{key}", f"expected a whole number >= 1, got {value!r}")
     per_node = int(cluster.get("gpus_per_node", 8))
     if gpus % per_node == 0:
         cluster["nodes"] = gpus // per_node
@@ -258,6 +269,15 @@ class Task:
     samples: int = 1  # seeds run per point (studies.samples)
 
 
+def _folder_name(text: str) -> str:
+    """``text`` as a scenario name (it names a folder): a fabric file's path separators and control characters
+    replaced, cut to ``config.MAX_NAME_BYTES``. Builtin fabrics' labels pass unchanged (the run keys hash names)."""
+    name = "".join("_" if char in "/\\" or not char.isprintable() else char for char in text)
+    while len(name.encode()) > config.MAX_NAME_BYTES:
+        name = name[:-1]
+    return name.rstrip()
+
+
 def grid(base: dict, gpus: list[int] | None = None, fabrics: list[FabricSpec] | None = None,
          vary: dict[str, list] | None = None, network: str | None = None, steps: int | None = None,
          samples: int = 1) -> list[Task]:
@@ -285,7 +305,7 @@ def grid(base: dict, gpus: list[int] | None = None, fabrics: list[FabricSpec] | 
             key = run_key({"invalid": params, "base": base}, network, steps)
             tasks.append(Task(key, params, None, network, steps, error=str(err)))
             continue
-        data["name"] = f"{base.get('name', 'scenario')}-{count}gpu-{fabric.label}"
+        data["name"] = _folder_name(f"{base.get('name', 'scenario')}-{count}gpu-{fabric.label}")
         key = run_key(data if samples == 1 else {"samples": samples, "scenario": data}, network, steps)
         tasks.append(Task(key, params, data, network, steps, samples=samples))
     return tasks

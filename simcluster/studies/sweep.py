@@ -320,9 +320,16 @@ def folder_for(out_dir: Path, tasks: list[Task]) -> Path:
     while _owner(candidate) not in ("", key):
         candidate = Path(out_dir).with_name(f"{Path(out_dir).name}-{index}")
         index += 1
+    made = not candidate.exists()
     candidate.mkdir(parents=True, exist_ok=True)
-    outputs.write_text(candidate / GRID_FILE, outputs.dumps({"format": SHARD_FORMAT, "grid_key": key,
-                                                             "runs": len(tasks)}) + "\n")
+    try:
+        outputs.write_text(candidate / GRID_FILE, outputs.dumps({"format": SHARD_FORMAT, "grid_key": key,
+                                                                 "runs": len(tasks)}) + "\n")
+    except BaseException:  # a full disk, an interrupt: leave no empty folder behind
+        if made:
+            with contextlib.suppress(OSError):
+                candidate.rmdir()
+        raise
     return candidate
 
 

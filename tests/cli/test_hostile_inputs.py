@@ -151,7 +151,7 @@ def test_negative_switch_latency_in_a_fabric_file_is_refused(tmp_path):
     (["laws", "plot", "--max-flop", "inf"], "--max-flop"),
     (["laws", "project", "--years", "100000000"], "years: must be within 1 to 100"),
     (["laws", "project", "--gamma", "1e6"], "gamma * years"),
-    (["laws", "project", "--budget-usd", "1e300"], "projection: the budget ceiling overflows"),
+    (["laws", "project", "--budget-usd", "1e300"], "--budget-usd: expected 1 to 1e+15 USD"),
     (["run", "--steps", "1000000000"], "--steps"),
 ])
 def test_absurd_option_is_refused_and_never_prints_infinity(cli, argv, needle, tmp_path):
@@ -234,7 +234,7 @@ def test_read_only_out_is_refused_before_the_simulation(cli, write_scenario, tmp
         code, _, err = cli("run", write_scenario(SMALL), "--out", locked / "run")
     finally:
         locked.chmod(0o700)
-    one_line_refusal(code, err, "--out", "permission denied")
+    one_line_refusal(code, err, "--out", "Permission denied")
 
 
 def test_a_run_that_fails_while_writing_leaves_no_folder(cli, write_scenario, tmp_path, monkeypatch):
@@ -427,3 +427,138 @@ def test_fuzzed_fabric_is_valid_or_one_scenario_error(nodes, links, extra):
         return
     for _, _, attrs in builder.graph.edges(data=True):
         assert 0 < attrs["bytes_per_s"] < math.inf and 0 <= attrs["latency_s"] < math.inf
+
+
+# ---- memory: a huge cluster refused by its estimate, before anything is built ----------------------------------
+def _cluster_of(gpus: int) -> dict:
+    data = copy.deepcopy(SMALL)
+    data["cluster"]["nodes"] = gpus // 8
+    data["parallelism"] = {"tp": 8, "pp": 1, "dp": gpus // 8}
+    data["training"]["global_batch_size"] = gpus // 8
+    return data
+
+
+def test_a_million_gpus_are_refused_by_their_memory_before_building(cli, write_scenario, monkeypatch):
+    import simcluster.fabric.topology as topology
+
+    monkeypatch.setattr(topology, "build", lambda *a, **k: pytest.fail("built a fabric before the memory check"))
+    started = time.perf_counter()
+    code, _, err = cli("run", write_scenario(_cluster_of(10**6)), "--json")
+    one_line_refusal(code, err, "cluster.nodes: 1,000,000 GPUs need at least 7.63 GiB", "4 GiB limit")
+    code, _, err = cli("collective", "--gpus", 10**6, "--json")
+    one_line_refusal(code, err, "--gpus: 1,000,000 GPUs need at least")
+    assert time.perf_counter() - started < 10.0
+
+
+def test_131072_gpus_are_allowed_and_the_limit_can_be_raised_or_lowered(monkeypatch):
+    from simcluster.core import limits
+
+    assert config.from_dict(_cluster_of(131_072)).cluster.gpus == 131_072  # issue 19's scale
+    monkeypatch.setenv(limits.MEMORY_LIMIT_ENV, "512 MiB")
+    with pytest.raises(ScenarioError, match="131,072 GPUs need at least 1 GiB"):
+        config.from_dict(_cluster_of(131_072))
+    monkeypatch.setenv(limits.MEMORY_LIMIT_ENV, "-1 GB")
+    with pytest.raises(ScenarioError, match="SIMCLUSTER_MEMORY_LIMIT: must be > 0"):
+        limits.memory_limit_bytes()
+
+
+def test_the_memory_estimate_per_gpu_bounds_a_measured_fabric():
+    """Python's allocations while building and routing a 2,048-GPU fabric stay under the per-GPU estimate (the
+    estimate's source, benchmarks/fabric_memory.py, measures resident memory at 8k and 32k GPUs)."""
+    import tracemalloc
+
+    from simcluster.core.limits import FABRIC_BYTES_PER_GPU
+    from simcluster.fabric import topology
+    from simcluster.spec import hardware
+
+    gpus = 2048
+    tracemalloc.start()
+    try:
+        fabric = topology.build("fat-tree", gpus=gpus, gpus_per_node=8, gpu=hardware.gpu("h100-sxm"),
+                                nic=hardware.nic("connectx-7"), options={})
+        fabric.path_links(0, gpus - 1)
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 0.25 * FABRIC_BYTES_PER_GPU < current / gpus <= FABRIC_BYTES_PER_GPU
+
+
+# ---- plausible ranges of device quantities ---------------------------------------------------------------------
+@pytest.mark.parametrize(("key", "value", "needle"), [
+    ("hbm_bandwidth", "1e-300 TB/s", "cluster.gpu.hbm_bandwidth: '1e-300 TB/s' is outside the plausible range"),
+    ("peak", {"bf16": "1e-300 TFLOP/s"}, "cluster.gpu.peak.bf16"),
+    ("hbm_capacity", "1e-300 GB", "cluster.gpu.hbm_capacity"),
+    ("tdp", "1e300 W", "cluster.gpu.tdp"),
+    ("price_per_gpu_hour", 1e300, "cluster.gpu.price_per_gpu_hour"),
+    ("price_per_gpu_hour", True, "cluster.gpu.price_per_gpu_hour: expected a number, got True"),
+    ("nvlink_generation", True, "cluster.gpu.nvlink_generation"),
+])
+def test_implausible_gpu_quantity_is_refused(write_scenario, key, value, needle):
+    with pytest.raises(ScenarioError) as caught:
+        config.load(write_scenario(edited("cluster.gpu", {**H100_INLINE, key: value})))
+    assert needle in str(caught.value)
+
+
+@pytest.mark.parametrize(("path", "value", "needle"), [
+    ("cluster.nic", {"rate": "1e300 Gb/s"}, "cluster.nic.rate"),
+    ("cluster.nic", {"rate": "400 Gb/s", "latency": "1e300 us"}, "0 to 1 s for a latency"),
+    ("economics", {"pue": 1e300}, "economics.pue"),
+    ("economics", {"pue": True}, "economics.pue"),
+    ("economics", {"grid_kg_co2_per_kwh": 50}, "economics.grid_kg_co2_per_kwh"),
+    ("model", {"layers": 10**30, "hidden": 2048, "heads": 16, "vocab": 50257}, "model.layers"),
+    ("cluster.topology", "", "cluster.topology"),
+])
+def test_implausible_scenario_value_is_refused(write_scenario, path, value, needle):
+    with pytest.raises(ScenarioError) as caught:
+        config.load(write_scenario(edited(path, value)))
+    assert needle in str(caught.value)
+
+
+# ---- outputs of every writing command: checked first, never into another run's folder -------------------------
+def test_sweep_and_replay_check_out_before_any_work(cli, write_scenario, tmp_path, monkeypatch):
+    import simcluster.cli.replay as replay_cli
+
+    monkeypatch.setattr(sweep_study, "_simulate", lambda *a: pytest.fail("simulated before checking --out"))
+    monkeypatch.setattr(replay_cli, "replay_on_fabrics", lambda *a, **k: pytest.fail("replayed before --out"))
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    trace = Path(__file__).parents[1] / "data" / "chakra" / "all_reduce.0.et"
+    for argv in (("sweep", write_scenario(SMALL), "--gpus", "16", "--jobs", "1"), ("replay", trace)):
+        for out, needle in ((a_file / "sub", "is a file, not a folder"), (tmp_path / ("n" * 300), "255")):
+            code, _, err = cli(*argv, "--out", out)
+            one_line_refusal(code, err, "--out", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "scenario.yaml"]
+
+
+def test_writing_commands_never_write_into_another_runs_folder(cli, tmp_path):
+    run_dir = tmp_path / "runs" / "small"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text('{"step_time_s": 1.0}')
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"step_time_s": 10.0, "tokens_per_s": 3.5e5, "gpus": 1024, "mfu": 0.45}))
+    code, stdout, _ = cli("laws", "loss-vs-time", "--summary", summary, "--target-loss", "2.0", "--out", run_dir)
+    assert code == 0 and stdout.strip().endswith(f"to {run_dir}-2/")
+    code, stdout, _ = cli("laws", "project", "--years", "3", "--out", run_dir)
+    assert code == 0 and f"{run_dir}-3/projection.png" in stdout
+    assert sorted(p.name for p in run_dir.iterdir()) == ["summary.json"]
+
+
+def test_loss_vs_time_summary_with_impossible_figures_is_refused(cli, tmp_path):
+    good = {"step_time_s": 10.0, "tokens_per_s": 3.5e5, "gpus": 1024, "mfu": 0.45}
+    for edit, needle in (({"step_time_s": -1}, "step_time_s must be a finite number > 0, got -1"),
+                         ({"tokens_per_s": "fast"}, "tokens_per_s"), ({"gpus": True}, "gpus must be a whole"),
+                         ({"mfu": [1]}, "mfu"), ({"gpus": 10**9}, "gpus")):
+        path = tmp_path / "summary.json"
+        path.write_text(json.dumps({**good, **edit}))
+        code, _, err = cli("laws", "loss-vs-time", "--summary", path, "--target-loss", "2.0", "--json")
+        one_line_refusal(code, err, "--summary", needle)
+
+
+def test_grid_names_a_fabric_file_point_as_a_valid_folder():
+    from simcluster.studies import grid
+
+    base = config.from_dict(SMALL).model_dump(mode="json")
+    task, = grid.grid(base, [16], [grid.FabricSpec("topologies/two-servers-one-switch.yaml")])
+    assert task.scenario["name"] == "small-16gpu-topologies_two-servers-one-switch.yaml"
+    with pytest.raises(ScenarioError, match="--topology"):
+        grid.parse_fabric("a\0b")

@@ -113,7 +113,7 @@ def test_loss_vs_time_from_a_summary_file_prints_time_cost_energy_and_co2(tmp_pa
     path = tmp_path / "summary.json"
     path.write_text(json.dumps(SUMMARY))
     out = run_json(capsys, ["laws", "loss-vs-time", "--summary", str(path), "--target-loss", "2.0", "--json",
-                            "--out", str(tmp_path)])
+                            "--out", str(tmp_path / "plots")])
     assert REPORT_KEYS <= set(out)
     # the bundled default: GPT-3 175B on 1,024 H100 at $2.50/GPU-h; tokens to 2.0 under Chinchilla approach 3
     from simcluster.spec import config
@@ -123,7 +123,8 @@ def test_loss_vs_time_from_a_summary_file_prints_time_cost_energy_and_co2(tmp_pa
     assert out["tokens_to_target"] == pytest.approx(tokens, rel=1e-12)
     assert out["time_to_target_s"] == pytest.approx(tokens / 350000.0, rel=1e-12)
     assert out["cost_usd"] == pytest.approx(1024 * tokens / 350000.0 / 3600 * 2.5, rel=1e-12)
-    assert (tmp_path / "loss_vs_time.png").read_bytes()[:8] == PNG_MAGIC
+    assert out["out_dir"] == str(tmp_path / "plots")
+    assert (tmp_path / "plots" / "loss_vs_time.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_loss_vs_time_target_below_the_floor_exits_2(tmp_path, capsys):

@@ -135,6 +135,8 @@ def load_json(path: Path) -> dict:
     except json.JSONDecodeError as err:
         raise ScenarioError(str(path), f"not valid JSON, truncated or corrupt? ({err.msg} at line "
                                        f"{err.lineno}, column {err.colno})") from None
+    except RecursionError:  # the decoder recurses once per level of nesting
+        raise ScenarioError(str(path), "not a Kineto trace: its JSON nests too deeply to be read") from None
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise ScenarioError(str(path), "not a Kineto/PyTorch-profiler trace: no 'traceEvents' list")
     return data
