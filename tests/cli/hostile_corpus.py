@@ -684,8 +684,10 @@ def cases(data: Path) -> list[Case]:
     # -- processes: signals and stdout on a full device
     add("run/sigint", "signals", "run", valid, "--steps", "50", "--out", "{here}/o", process="sigint", sample=True)
     add("run/sigterm", "signals", "run", valid, "--steps", "50", "--out", "{here}/o", process="sigterm")
-    add("sweep/sigterm-pool", "signals", "sweep", valid, "--gpus", "16,32,64,128", "--jobs", "2", "--no-plots",
-        "--out", "{here}/o", process="sigterm-pool", sample=True)
+    # enough points that the sweep is still running when the signal comes (it is sent a second after the
+    # workers start; a sweep that finished first would die of the signal during interpreter shutdown)
+    add("sweep/sigterm-pool", "signals", "sweep", valid, "--gpus", "16,32,64,128,256,512,1024,2048,4096,8192",
+        "--jobs", "2", "--no-plots", "--out", "{here}/o", process="sigterm-pool", sample=True)
     add("schema/full-stdout", "outputs", "schema", process="full-stdout", refuse=True)
     add("laws-project/full-stdout", "outputs", "laws", "project", "--json", process="full-stdout", refuse=True)
     ids = [case.id for case in out]
