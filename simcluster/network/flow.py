@@ -45,6 +45,9 @@ _RATE_CACHE_ENTRIES = 256
 # Solved components (sets of routes linked by shared links) kept: they recur far more often than whole route sets
 # (a stage's tensor-parallel block, a pipeline boundary), most are small, and one entry holds one component's arrays
 _COMPONENT_CACHE_ENTRIES = 1024
+# Route entries (a link of a route) the solve caches may hold: about 60 bytes each over the arrays of a solve and
+# of its symmetry check, so about 0.5 GB
+_CACHED_ROUTE_ENTRIES = 8_000_000
 # Pairs of routes whose overlap is remembered (cleared when full)
 _OVERLAPS_KEPT = 2**16
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
@@ -92,6 +95,7 @@ class FlowNetwork(NetworkModel):
         self._done_at_s: dict[int, float] = {}   # classes in their latency phase -> completion time
         self._rates_cache: dict[tuple[int, ...], tuple] = {}
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
+        self._cached_entries = 0   # route entries (link, route) held by the component cache
         self._overlap: dict[tuple[int, int], bool] = {}  # pairs of routes -> whether they share a link
         self._link_mark: np.ndarray | None = None  # scratch of _overlaps
         self._next_completion_s: float | None = None
@@ -252,6 +256,7 @@ class FlowNetwork(NetworkModel):
         self._busy_pending.clear()
         self._rates_cache.clear()
         self._component_cache.clear()
+        self._cached_entries = 0
         self._overlap.clear()
 
     def _route_key(self, handles) -> tuple[int, ...]:
@@ -553,7 +558,14 @@ class FlowNetwork(NetworkModel):
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
         result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint, {},
                   (owner, local, counts, rate, capacity, link_load))
-        if len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES:
+        if (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
+                or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
+            # bounded by the route entries held, not only by count: a sprayed data-parallel class at 16k GPUs has
+            # ~10^5 entries, so a few hundred such solves would hold gigabytes. Whole-set solves refer to these,
+            # so they go too.
             self._component_cache.clear()
+            self._rates_cache.clear()
+            self._cached_entries = 0
         self._component_cache[key] = result
+        self._cached_entries += len(owner)
         return result
