@@ -7,7 +7,10 @@ allocation found by progressive filling (Bertsekas & Gallager, Data Networks, 2n
 every unfrozen class's rate together until a link saturates, freeze the classes crossing it, repeat. A class
 is thereby held to the rate of its most constrained member, and the capacity its other members leave unused
 goes to the other classes. Rates are recomputed only when a class starts or finishes sending; between those
-events every rate is constant, so the model advances from event to event in closed form.
+events every rate is constant, so the model advances from event to event in closed form. Routes that share no
+link, directly or through other routes, form separate components whose rates do not affect each other; each
+component is solved and cached on its own, so a class starting or ending re-solves (and re-checks, below) only its
+component.
 
 Merged classes (``TransferClass.parts``, ``engine.merge``): a class that stands for several independent transfers
 gives them one rate, its most constrained part's. On every rate solution the model checks that no part is held back
@@ -419,9 +422,9 @@ class FlowNetwork(NetworkModel):
             # the fastest class on each saturated link: routes written slowest first, so the fastest one stays (a
             # few routes per component; np.maximum.at over the entries is an order slower)
             max_rate = np.zeros(len(capacity))
-            for route in np.argsort(rates[owner[starts]], kind="stable").tolist():
+            for route in np.argsort(rates, kind="stable").tolist():   # every route has entries: starts[route]
                 segment = slice(starts[route], ends[route])
-                max_rate[local[segment][on[segment]]] = rates[owner[starts[route]]]
+                max_rate[local[segment][on[segment]]] = rates[route]
             binds = on & (max_rate[local] <= rates[owner] * (1 + _SATURATED_RTOL))
             all_binding = dict(zip((id(route) for route in solved[4]), np.logical_and.reduceat(binds, starts).tolist(),
                                    strict=True))
