@@ -22,7 +22,6 @@ from simcluster.collectives.nccl import PROTOCOLS
 from simcluster.collectives.schedule import ALIASES
 from simcluster.core import limits, outputs, units
 from simcluster.core.errors import ScenarioError
-from simcluster.fabric import topology
 from simcluster.spec import config, hardware
 
 
@@ -100,6 +99,8 @@ def collective(
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
 ) -> None:
     """Time one collective over doubling message sizes, like nccl-tests."""
+    from simcluster.fabric import topology  # networkx: loaded by the commands that build a fabric
+
     op = ALIASES.get(op, op)
     if op not in collectives.OPS:
         fail("--op", f"unknown collective {op!r} (known: {', '.join(collectives.OPS)})")

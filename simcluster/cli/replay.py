@@ -12,6 +12,7 @@ import gzip
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -25,12 +26,13 @@ from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
 from simcluster.core.errors import ScenarioError
-from simcluster.replay.report import chrome_trace, recorded_view
 from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE, RESCALE_MODES
 from simcluster.spec import config
 from simcluster.studies import grid
 from simcluster.studies.grid import FabricSpec
-from simcluster.studies.replay import ReplayOutcome, replay_on_fabrics
+
+if TYPE_CHECKING:  # pandas and the engine: loaded when a replay runs, not with the command line
+    from simcluster.studies.replay import ReplayOutcome
 
 _RANK_SUFFIX = re.compile(r"([._-]rank[_-]?\d+)?(\.\d+)?(\.json(\.gz)?|\.et)$", re.IGNORECASE)
 
@@ -125,6 +127,8 @@ def replay_command(
     if stepping and fabrics and len(fabrics) > 1:
         fail("--topology", "--until/--events print one replay's events: give one --topology")
     console = Console(stderr=as_json)
+    from simcluster.studies.replay import replay_on_fabrics
+
     outcomes = replay_on_fabrics(traces, fabrics=fabrics, gpu_name=gpu_name, nic=nic_name,
                                  gpus_per_node=gpus_per_node, scale_dp=scale_dp, network_model=network,
                                  gpu_scaling=gpu_scaling, expand=expand, algorithm=algorithm,
@@ -233,6 +237,7 @@ def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str) -> list[Path
 
 def _write_one(out_dir: Path, outcome: ReplayOutcome, name: str) -> list[Path]:
     from simcluster.analysis.timeline import plot_timeline
+    from simcluster.replay.report import chrome_trace, recorded_view
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "events.csv", out_dir / "trace.json.gz"]

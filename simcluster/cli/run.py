@@ -71,6 +71,7 @@ def run(
     trace_ranks: int | None = typer.Option(
         None, "--trace-ranks", min=1,
         help="ranks written to trace.json.gz (default 256; the collapsed simulation records one pipeline's stages)"),
+    plot: bool = typer.Option(False, "--plot", help="also draw timeline.png (loads matplotlib: about a second)"),
     no_memory_check: bool = typer.Option(
         False, "--no-memory-check", help="simulate even a layout the memory model says does not fit (the summary "
         "still reports the memory it needs): for runs known to fit, e.g. with a leaner schedule"),
@@ -78,7 +79,8 @@ def run(
                                 help="runs with variability seeds seed, seed+1, ...: the summary gains "
                                 "step_time_p50_s/p90_s/p99_s; the files are the median sample's"),
 ) -> None:
-    """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events and trace."""
+    """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events, links and
+    trace (and timeline.png with --plot)."""
     check_network(network)
     spec = config.load(scenario)
     out_dir = output_dir(out or Path("runs") / spec.name)  # before a simulation of hours
@@ -115,11 +117,12 @@ def run(
         result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
         console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
-    from simcluster.analysis.timeline import plot_timeline
-
     with fresh_folder(out_dir) as out_dir:  # unique again if another run took it meanwhile
         written = result.write(out_dir, trace_ranks=trace_ranks)
-        written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
+        if plot:  # opt-in: matplotlib alone costs more than a small run
+            from simcluster.analysis.timeline import plot_timeline
+
+            written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
     if as_json:
         typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return

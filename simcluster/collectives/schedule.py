@@ -9,6 +9,7 @@ Timing the steps is ``timing``'s job; closed forms are in ``closed_form``.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,18 +257,9 @@ def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedu
     the others (tens of thousands of tensor-parallel groups at 16k GPUs). Each step's latency is then net of each
     group's own path latency (``_net_of_fabric_latency``), the largest remainder kept, as ``merge`` keeps it.
     """
-    kinds: dict[tuple, list[tuple[int, ...]]] = {}
-    for group in groups:
-        group = tuple(int(g) for g in group)
-        nodes = _nodes(group, fabric)
-        first: dict = {}
-        pattern = tuple(first.setdefault(node, len(first)) for node in nodes)
-        layout = _layout(group, fabric)
-        key = (pattern, _sample_path(fabric, layout, False), _sample_path(fabric, layout, True))
-        kinds.setdefault(key, []).append(group)
     raw = getattr(fabric, "raw", fabric)
     out = []
-    for members in kinds.values():
+    for members in _kinds(groups, fabric):
         template = _steps(Collective(collective.op, members[0], collective.size_bytes, collective.algorithm,
                                      collective.protocol, collective.root), fabric)
         matrix = np.asarray(members, dtype=np.int64)                   # groups x members
@@ -284,6 +276,32 @@ def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedu
             steps.append(Step(transfers, step.repeat, overhead_s, step.label))
         out.append(Schedule(steps, template.collective, template.algorithm, template.protocol))
     return out
+
+
+def _kinds(groups, fabric) -> list[list[tuple[int, ...]]]:
+    """``groups`` sorted into kinds (``schedules_over_groups``), in order of first appearance. Cached per fabric and
+    groups: a run's collectives of every size and op go over the same few sets of groups, and sorting tens of
+    thousands of groups costs more than building their steps."""
+    groups = tuple(tuple(int(g) for g in group) for group in groups)
+    cache = _KINDS.setdefault(getattr(fabric, "raw", fabric), {})  # weak on the fabric
+    kinds = cache.get(groups)
+    if kinds is None:
+        by_key: dict[tuple, list[tuple[int, ...]]] = {}
+        for group in groups:
+            nodes = _nodes(group, fabric)
+            first: dict = {}
+            pattern = tuple(first.setdefault(node, len(first)) for node in nodes)
+            layout = _layout(group, fabric)
+            key = (pattern, _sample_path(fabric, layout, False), _sample_path(fabric, layout, True))
+            by_key.setdefault(key, []).append(group)
+        kinds = cache[groups] = list(by_key.values())
+        if len(cache) > _KINDS_KEPT:
+            del cache[next(iter(cache))]
+    return kinds
+
+
+_KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KINDS_KEPT = 256  # sets of groups per fabric: a run's TP, CP, DP and step-collective groups, per stage
 
 
 def _moved(transfers: TransferClass, matrix: np.ndarray, position: np.ndarray) -> TransferClass:

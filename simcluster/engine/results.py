@@ -160,29 +160,59 @@ def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float) -
 
 
 STREAM_TIDS = {"compute": 0, "tp": 1, "pp": 2, "dp": 3, "cp": 4}
+# gzip level of the trace: level 1 writes several times faster than the default 9 for a file about a third larger
+# (zlib's documented speed/ratio trade-off), which matters for traces of millions of events
+TRACE_GZIP_LEVEL = 1
+# Events encoded and written per chunk: the trace is streamed, never held whole in memory as Python objects
+TRACE_CHUNK_EVENTS = 65536
 
 
 def write_chrome_trace(events: pd.DataFrame, path: Path, max_ranks: int | None = None) -> Path:
     """Chrome trace (opens in Perfetto / chrome://tracing): pid = rank, one tid per stream, times in us.
 
-    Only the first ``max_ranks`` ranks that recorded events are written (at 16k GPUs: representative ranks).
+    Only the first ``max_ranks`` ranks that recorded events are written (at 16k GPUs: representative ranks). The
+    JSON is streamed chunk by chunk from the event columns (each distinct name encoded once), not built as one
+    list of dicts: the same document ``json.dump`` would write, in a fraction of the time and memory.
     """
     from simcluster.core import catalog
 
     max_ranks = max_ranks or catalog.load("engine")["trace"]["max_ranks"]
     ranks = sorted(events["rank"].unique())[:max_ranks]
     kept = events[events["rank"].isin(ranks)]
-    trace = []
+    start_us = kept["start_s"].to_numpy(dtype=float) * 1e6
+    dur_us = np.maximum(0.0, (kept["end_s"].to_numpy(dtype=float) - kept["start_s"].to_numpy(dtype=float)) * 1e6)
+    sizes = kept["bytes"].to_numpy(dtype=float)
+    if not (np.isfinite(start_us).all() and np.isfinite(dur_us).all() and np.isfinite(sizes).all()):
+        raise ValueError("Out of range float values are not JSON compliant")  # json.dump's allow_nan=False
+    encoded: dict = {}
+
+    def text(value) -> str:  # JSON string of a name, encoded once per distinct name
+        out = encoded.get(value)
+        if out is None:
+            out = encoded[value] = json.dumps(str(value))
+        return out
+
+    head = []
     for rank in ranks:
-        trace.append({"ph": "M", "name": "process_name", "pid": int(rank), "tid": 0, "args": {"name": f"rank {rank}"}})
+        head.append(json.dumps({"ph": "M", "name": "process_name", "pid": int(rank), "tid": 0,
+                                "args": {"name": f"rank {rank}"}}))
         for stream, tid in STREAM_TIDS.items():
-            trace.append({"ph": "M", "name": "thread_name", "pid": int(rank), "tid": tid, "args": {"name": stream}})
-    for row in kept.itertuples(index=False):
-        trace.append({
-            "ph": "X", "name": row.name, "cat": row.kind, "pid": int(row.rank), "tid": STREAM_TIDS.get(row.stream, 9),
-            "ts": row.start_s * 1e6, "dur": max(0.0, (row.end_s - row.start_s) * 1e6),
-            "args": {"microbatch": int(row.microbatch), "bytes": float(row.bytes), "gpus": int(row.group)},
-        })
-    with outputs.atomic_path(path) as tmp, gzip.open(tmp, "wt") as handle:
-        json.dump({"traceEvents": trace, "displayTimeUnit": "ms"}, handle, allow_nan=False)
+            head.append(json.dumps({"ph": "M", "name": "thread_name", "pid": int(rank), "tid": tid,
+                                    "args": {"name": stream}}))
+    columns = (kept["name"].tolist(), kept["kind"].tolist(), kept["rank"].astype(int).tolist(),
+               [STREAM_TIDS.get(stream, 9) for stream in kept["stream"].tolist()], start_us.tolist(),
+               dur_us.tolist(), kept["microbatch"].astype(int).tolist(), sizes.tolist(),
+               kept["group"].astype(int).tolist())
+    with outputs.atomic_path(path) as tmp, gzip.open(tmp, "wt", compresslevel=TRACE_GZIP_LEVEL) as handle:
+        handle.write('{"traceEvents": [')
+        handle.write(", ".join(head))
+        separator = ", " if head else ""
+        for first in range(0, len(kept), TRACE_CHUNK_EVENTS):
+            rows = zip(*(column[first:first + TRACE_CHUNK_EVENTS] for column in columns), strict=True)
+            handle.write(separator + ", ".join(
+                f'{{"ph": "X", "name": {text(name)}, "cat": {text(kind)}, "pid": {rank}, "tid": {tid}, '
+                f'"ts": {ts!r}, "dur": {dur!r}, "args": {{"microbatch": {mb}, "bytes": {size!r}, "gpus": {group}}}}}'
+                for name, kind, rank, tid, ts, dur, mb, size, group in rows))
+            separator = ", "
+        handle.write('], "displayTimeUnit": "ms"}')
     return path

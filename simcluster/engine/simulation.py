@@ -76,8 +76,10 @@ class Simulation:
             self.agents = [self._agent(layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
             self._agent_of_rank = {agent.rank: agent for agent in self.agents}
         else:
-            self.agents = [self._agent(s, [r for r in range(layout.world_size) if layout.coords(r)["pp"] == s])
-                           for s in range(layout.pp)]
+            ranks = np.arange(layout.world_size)
+            stride = int(layout.moved(0, "pp", 1))    # rank distance between neighbouring stages
+            stage_of = (ranks - layout.moved(ranks, "pp", 0)) // stride   # each rank's pp coordinate
+            self.agents = [self._agent(s, np.flatnonzero(stage_of == s).tolist()) for s in range(layout.pp)]
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
         self._dp_streams: dict[int, simpy.Event] = {}

@@ -7,7 +7,10 @@ allocation found by progressive filling (Bertsekas & Gallager, Data Networks, 2n
 every unfrozen class's rate together until a link saturates, freeze the classes crossing it, repeat. A class
 is thereby held to the rate of its most constrained member, and the capacity its other members leave unused
 goes to the other classes. Rates are recomputed only when a class starts or finishes sending; between those
-events every rate is constant, so the model advances from event to event in closed form.
+events every rate is constant, so the model advances from event to event in closed form. Routes that share no
+link, directly or through other routes, form separate components whose rates do not affect each other; each
+component is solved and cached on its own, so a class starting or ending re-solves (and re-checks, below) only its
+component.
 
 Merged classes (``TransferClass.parts``, ``engine.merge``): a class that stands for several independent transfers
 gives them one rate, its most constrained part's. On every rate solution the model checks that no part is held back
@@ -42,6 +45,14 @@ _SAME_TIME_RTOL = 1e-12
 _SATURATION_RTOL = 1e-9
 # Solved rate sets kept; a ring collective reuses one route set for all its steps, so a few suffice.
 _RATE_CACHE_ENTRIES = 256
+# Solved components (sets of routes linked by shared links) kept: they recur far more often than whole route sets
+# (a stage's tensor-parallel block, a pipeline boundary), most are small, and one entry holds one component's arrays
+_COMPONENT_CACHE_ENTRIES = 1024
+# Route entries (a link of a route) the solve caches may hold: about 60 bytes each over the arrays of a solve and
+# of its symmetry check, so about 0.5 GB
+_CACHED_ROUTE_ENTRIES = 8_000_000
+# Pairs of routes whose overlap is remembered (cleared when full)
+_OVERLAPS_KEPT = 2**16
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
 # A link is saturated (can bind a class) when its spare capacity is below this fraction of it: progressive filling
@@ -77,7 +88,7 @@ class FlowNetwork(NetworkModel):
 
     def __init__(self, fabric, salt: int = 0):
         self._route_bytes: dict[int, list] = {}     # route -> [links, counts, bytes/member not yet spread]
-        self._busy_pending: dict[tuple, list] = {}  # route set -> [links carrying traffic, s not spread]
+        self._busy_pending: dict[tuple, list] = {}  # route set -> [links carrying traffic per component, s not spread]
         self._link_busy_s = np.zeros(len(fabric.link_bytes_per_s))
         super().__init__(fabric)
         self.salt = salt
@@ -86,11 +97,14 @@ class FlowNetwork(NetworkModel):
         self._sending: dict[int, _Sending] = {}
         self._done_at_s: dict[int, float] = {}   # classes in their latency phase -> completion time
         self._rates_cache: dict[tuple[int, ...], tuple] = {}
+        self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
+        self._cached_entries = 0   # route entries (link, route) held by the component cache
+        self._overlap: dict[tuple[int, int], bool] = {}  # pairs of routes -> whether they share a link
+        self._link_mark: np.ndarray | None = None  # scratch of _overlaps
         self._next_completion_s: float | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
-        self._present: np.ndarray | None = None   # scratch arrays of _union
-        self._position: np.ndarray | None = None
+        self._position: np.ndarray | None = None   # scratch array of _union and _positions
         # exactness of merged classes (module docstring, ``_held_back``)
         self.held_back = HeldBack()
         self._parted: set[int] = set()            # sending classes of several parts
@@ -116,7 +130,8 @@ class FlowNetwork(NetworkModel):
         """Time each link has carried any traffic so far."""
         for pending in self._busy_pending.values():
             if pending[1]:
-                self._link_busy_s[pending[0]] += pending[1]
+                for links in pending[0]:   # per component: disjoint sets of links
+                    self._link_busy_s[links] += pending[1]
                 pending[1] = 0.0
         return self._link_busy_s
 
@@ -162,7 +177,7 @@ class FlowNetwork(NetworkModel):
             now_s = self.now_s
             if self._sending:
                 solved = self._solve(self._route_key(self._sending))
-                if solved[5]:
+                if solved[1]:
                     # routes share no link: a class's rate does not change when others finish, so each one
                     # completes at its own closed-form time (most pipeline send/recv sets are of this kind)
                     rate_of_route = solved[0]
@@ -218,8 +233,8 @@ class FlowNetwork(NetworkModel):
         """Current bytes/s on every link (zero where idle)."""
         load = np.zeros(len(self.fabric.link_bytes_per_s))
         if self._sending:
-            solved = self._solve(self._route_key(self._sending))
-            load[solved[2]] = solved[3]
+            for component in self._solve(self._route_key(self._sending))[2]:
+                load[component[2]] = component[3]
         return load
 
     def class_rates_bytes_per_s(self) -> dict[int, float]:
@@ -243,6 +258,9 @@ class FlowNetwork(NetworkModel):
         self._route_bytes = {r: v for r, v in self._route_bytes.items() if r in active}
         self._busy_pending.clear()
         self._rates_cache.clear()
+        self._component_cache.clear()
+        self._cached_entries = 0
+        self._overlap.clear()
 
     def _route_key(self, handles) -> tuple[int, ...]:
         return tuple(sorted(self._sending[h].route for h in handles))
@@ -272,14 +290,15 @@ class FlowNetwork(NetworkModel):
             key = self._route_key(self._sending)
             pending = self._busy_pending.get(key)
             if pending is None:
-                pending = self._busy_pending[key] = [self._solve(key)[1], 0.0]
+                pending = self._busy_pending[key] = [[c[1] for c in self._solve(key)[2]], 0.0]
             pending[1] += dt_s
             if self._parted:
                 # classes sending at once overlap in time: the step's critical path, waiting on one of them at a
                 # time, can gain at most the largest saving of the interval, not their sum
-                solved, worst = self._solve(key), 0.0
+                of_route, worst = self._solve(key)[3], 0.0
                 for h in self._parted:
-                    saving = self._held_back(solved, self._sending[h])
+                    sending = self._sending[h]
+                    saving = self._held_back(of_route[sending.route], sending)
                     if saving is not None:
                         worst = max(worst, float(saving.max()))
                         self._hold(h, np.zeros(1))
@@ -372,7 +391,12 @@ class FlowNetwork(NetworkModel):
         if bound.all():
             return None
         best = np.full(routes.parts, np.inf)
-        np.minimum.at(best, routes.part, rate + room[at] / routes.counts)
+        if len(at):   # entries are sorted by part: a segmented minimum (np.minimum.at is an order slower)
+            starts = routes.__dict__.get("_starts")
+            if starts is None:
+                starts = np.flatnonzero(np.diff(routes.part, prepend=-1))
+                object.__setattr__(routes, "_starts", starts)
+            best[routes.part[starts]] = np.minimum.reduceat(rate + room[at] / routes.counts, starts)
         saving = np.where(bound, 0.0, 1.0 - rate / best)
         return saving if saving.max() > _SATURATED_RTOL else None
 
@@ -393,29 +417,106 @@ class FlowNetwork(NetworkModel):
             shared = np.bincount(local, minlength=len(capacity)) > 1
             saturated = capacity - load <= _SATURATED_RTOL * capacity
             on = saturated[local]                                 # only saturated links can bind
-            max_rate = np.zeros(len(capacity))
-            np.maximum.at(max_rate, local[on], rates[owner[on]])
-            binds = saturated[local] & (max_rate[local] <= rates[owner] * (1 + _SATURATED_RTOL))
             starts = np.flatnonzero(np.diff(owner, prepend=-1))   # entries are grouped by route
+            ends = np.append(starts[1:], len(owner))
+            # the fastest class on each saturated link: routes written slowest first, so the fastest one stays (a
+            # few routes per component; np.maximum.at over the entries is an order slower)
+            max_rate = np.zeros(len(capacity))
+            for route in np.argsort(rates, kind="stable").tolist():   # every route has entries: starts[route]
+                segment = slice(starts[route], ends[route])
+                max_rate[local[segment][on[segment]]] = rates[route]
+            binds = on & (max_rate[local] <= rates[owner] * (1 + _SATURATED_RTOL))
             all_binding = dict(zip((id(route) for route in solved[4]), np.logical_and.reduceat(binds, starts).tolist(),
                                    strict=True))
             state = solved[6]["links"] = (solved[2], saturated, max_rate, shared, all_binding)
         return state
 
     def _union(self, link_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted unique link ids and each entry's index among them: np.unique(..., return_inverse=True) by
-        marking a fabric-sized array instead of sorting (O(links + entries); sprayed routes have ~10^5 entries)."""
-        if self._present is None:
-            self._present = np.zeros(len(self.fabric.link_bytes_per_s), dtype=bool)
+        """Unique link ids and each entry's index among them, as np.unique(..., return_inverse=True) but in O(entries),
+        neither sorting nor scanning the fabric (sprayed routes have ~10^5 entries, a 131k-GPU fabric ~10^6 links):
+        scatter each entry's position to its link, keep the entry that landed (one per link, whichever), renumber.
+        The links come in no particular order, which no result depends on."""
+        if self._position is None:
             self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
-        self._present[link_ids] = True
-        links = np.flatnonzero(self._present)
-        self._present[links] = False
-        self._position[links] = np.arange(len(links))
-        return links, self._position[link_ids]
+        position = self._position
+        entries = np.arange(len(link_ids))
+        position[link_ids] = entries
+        links = link_ids[position[link_ids] == entries]
+        position[links] = np.arange(len(links))
+        return links, position[link_ids]
 
     def _solve(self, key: tuple[int, ...]) -> tuple:
-        """Max-min fair per-member rate of each route in ``key`` by progressive filling (vectorised).
+        """Max-min fair per-member rate of each route in ``key``, solved per component (``_components``).
+
+        Returns (rate per route, whether the routes share no link, the solves of the components
+        (``_solve_component``), route -> the solve of its component, which ``_held_back`` reads). Routes that share no
+        link, directly or through other routes, do not affect each other's rates (progressive filling raises and
+        freezes each component's routes on its own links only), so each component is solved, and cached, on its
+        own: when a class starts or ends, only its component is solved again, and the symmetry check of a class
+        whose component did not change is answered from that component's cache (``_held_back``). Cached per
+        multiset of routes; the entry keeps the route arrays alive so their ids cannot be reused while it exists.
+        """
+        cached = self._rates_cache.get(key)
+        if cached is not None:
+            return cached
+        components = self._components(key)
+        if len(components) == 1:
+            solved = [self._solve_component(key)]
+            rate_of_route, of_route = solved[0][0], dict.fromkeys(key, solved[0])
+        else:
+            solved = [self._solve_component(tuple(key[i] for i in members)) for members in components]
+            rate_of_route, of_route = {}, {}
+            for part in solved:
+                rate_of_route.update(part[0])
+                of_route.update(dict.fromkeys(part[0], part))
+        result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route)
+        if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
+            self._rates_cache.clear()
+        self._rates_cache[key] = result
+        return result
+
+    def _components(self, key: tuple[int, ...]) -> list[list[int]]:
+        """The routes of ``key`` grouped into components: two routes are in one when they share a link, directly or
+        through other routes of ``key`` (union-find over the pairs of routes that overlap, ``_overlaps``)."""
+        parent = list(range(len(key)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i in range(1, len(key)):
+            for j in range(i):
+                if self._overlaps(key[i], key[j]):
+                    a, b = root(i), root(j)
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(key)):
+            groups.setdefault(root(i), []).append(i)
+        return list(groups.values())
+
+    def _overlaps(self, route: int, other: int) -> bool:
+        """Whether two routes share a link; cached per pair of routes (a route set is a handful of routes, changing
+        by one as classes start and end, so nearly every pair was seen before)."""
+        pair = (route, other) if route < other else (other, route)
+        known = self._overlap.get(pair)
+        if known is None:
+            links, other_links = self._route_bytes[route][0], self._route_bytes[other][0]
+            if self._link_mark is None:
+                self._link_mark = np.zeros(len(self.fabric.link_bytes_per_s), dtype=bool)
+            self._link_mark[links] = True
+            known = bool(self._link_mark[other_links].any())
+            self._link_mark[links] = False
+            if len(self._overlap) >= _OVERLAPS_KEPT:
+                self._overlap.clear()
+            self._overlap[pair] = known
+        return known
+
+    def _solve_component(self, key: tuple[int, ...]) -> tuple:
+        """Max-min fair per-member rate of each route in ``key`` (one component) by progressive filling
+        (vectorised).
 
         Returns (rate per route, links carrying traffic, link ids in use, bytes/s on each, the route arrays,
         whether the routes share no link, a dict for what ``_held_back`` derives from the solve, and the arrays it
@@ -423,7 +524,7 @@ class FlowNetwork(NetworkModel):
         Identical routes get identical rates (symmetry), so the result is cached per multiset of routes; the
         entry keeps the route arrays alive so their ids cannot be reused while it exists.
         """
-        cached = self._rates_cache.get(key)
+        cached = self._component_cache.get(key)
         if cached is not None:
             return cached
         self.rate_solves += 1
@@ -460,7 +561,14 @@ class FlowNetwork(NetworkModel):
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
         result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint, {},
                   (owner, local, counts, rate, capacity, link_load))
-        if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
+        if (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
+                or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
+            # bounded by the route entries held, not only by count: a sprayed data-parallel class at 16k GPUs has
+            # ~10^5 entries, so a few hundred such solves would hold gigabytes. Whole-set solves refer to these,
+            # so they go too.
+            self._component_cache.clear()
             self._rates_cache.clear()
-        self._rates_cache[key] = result
+            self._cached_entries = 0
+        self._component_cache[key] = result
+        self._cached_entries += len(owner)
         return result

@@ -24,14 +24,16 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from simcluster.core import inputs, outputs
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, returns
 from simcluster.spec import config
 from simcluster.studies.grid import SHARD_FORMAT, Task
+
+if TYPE_CHECKING:  # pandas is loaded when a table is built, not by the commands importing this module
+    import pandas as pd
 
 SHARD_DIR = "shards"
 DEFAULT_LAW = "chinchilla-refit"
@@ -399,6 +401,8 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
             row |= {f"layout_{axis}": value for axis, value in summary.get("layout", {}).items()}
             series.setdefault(label, {"key": shard["key"], "summaries": []})["summaries"].append(summary)
         rows.append(row)
+    import pandas as pd
+
     frame = pd.DataFrame(rows)
     groups = []
     for label, entry in series.items():

@@ -244,7 +244,8 @@ def test_a_run_that_fails_while_writing_leaves_no_folder(cli, write_scenario, tm
         raise OSError(28, "No space left on device", str(tmp_path / "run" / "timeline.png"))
 
     monkeypatch.setattr(timeline, "plot_timeline", disk_full)
-    code, out, err = cli("run", write_scenario(SMALL), "--network", "analytic", "--json", "--out", tmp_path / "run")
+    code, out, err = cli("run", write_scenario(SMALL), "--network", "analytic", "--json", "--plot", "--out",
+                         tmp_path / "run")
     one_line_refusal(code, err, "No space left on device")
     assert not (tmp_path / "run").exists() and out == ""
 

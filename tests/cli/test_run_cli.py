@@ -13,8 +13,14 @@ def test_run_json_prints_the_contract_keys_and_writes_outputs(cli, write_scenari
     assert set(SUMMARY_KEYS) <= set(summary)
     assert summary["gpus"] == 16 and summary["network_model"] == "flow"
     written = {p.name for p in out.iterdir()}
-    assert {"summary.json", "links.csv", "trace.json.gz", "timeline.png"} <= written
+    assert {"summary.json", "links.csv", "trace.json.gz"} <= written and "timeline.png" not in written
     assert "events.csv" in written or "events.parquet" in written
+
+
+def test_plot_draws_the_timeline(cli, write_scenario, small_scenario, tmp_path):
+    out = tmp_path / "run"
+    assert cli("run", write_scenario(small_scenario), "--json", "--plot", "--network", "analytic", "--out", out)[0] == 0
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_second_run_goes_to_a_new_folder(cli, write_scenario, small_scenario, tmp_path):

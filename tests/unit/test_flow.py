@@ -111,6 +111,23 @@ def test_class_runs_at_its_most_constrained_member_and_others_take_the_leftover(
     assert rates[b] == pytest.approx(NVLINK_BYTES_PER_S - NIC_BYTES_PER_S)
 
 
+def test_classes_linked_through_a_third_share_one_max_min_solution():
+    # A (1 -> 2) and C (3 -> 4, 3 -> 5) share no link, but B (3 -> 2) shares GPU 2's NVSwitch port with A and GPU
+    # 3's with C: one component. Progressive filling: GPU 3's port holds B + 2 members of C, so B and C freeze at
+    # 450/3 GB/s; A then takes what B leaves on GPU 2's port. A class on another node is solved on its own.
+    fabric = build("rail-fat-tree", 16)
+    net = FlowNetwork(fabric)
+    a = net.start(TransferClass([[1, 2]], GIB), 0.0)
+    c = net.start(TransferClass([[3, 4], [3, 5]], GIB), 0.0)
+    b = net.start(TransferClass([[3, 2]], GIB), 0.0)
+    apart = net.start(TransferClass([[9, 10]], GIB), 0.0)
+    rates = net.class_rates_bytes_per_s()
+    third = NVLINK_BYTES_PER_S / 3
+    assert rates[b] == pytest.approx(third, rel=1e-12) and rates[c] == pytest.approx(third, rel=1e-12)
+    assert rates[a] == pytest.approx(NVLINK_BYTES_PER_S - third, rel=1e-12)
+    assert rates[apart] == pytest.approx(NVLINK_BYTES_PER_S, rel=1e-12)
+
+
 def test_link_bytes_count_every_pair_crossing_a_link():
     fabric = build("rail-fat-tree", 32)
     ring = np.array([[i, (i + 1) % 32] for i in range(32)])
@@ -177,7 +194,8 @@ def test_closed_form_completion_agrees_with_progressive_filling(monkeypatch):
     original = FlowNetwork._solve
 
     def never_disjoint(self, key):   # force the general look-ahead through successive send ends
-        return (*original(self, key)[:5], False)
+        solved = original(self, key)
+        return (solved[0], False, *solved[2:])
 
     monkeypatch.setattr(FlowNetwork, "_solve", never_disjoint)
     slow = run(FlowNetwork(fabric), classes)

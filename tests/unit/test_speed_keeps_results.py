@@ -1,0 +1,78 @@
+"""Speed work must not move a result: step times (and what the symmetry check found) of scenarios that exercise every
+path of the engine and the flow model, pinned to the values ``main`` gave before the speed work (issue 19).
+
+These are regression values, not physics: each one was produced by ``python tests/unit/test_speed_keeps_results.py``
+run with ``PYTHONPATH`` on main at commit 3d21988 (the tree before issue 19's changes), which prints them in the
+form of ``BEFORE`` below. They are not derived from anything else, so the test fails if the physics changes at all
+(a rate solution, a collective's schedule, the symmetry check), which is the point: a change meant to move results
+must update them and say by how much. Tolerance: 1e-9 relative (float summation order may differ).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simcluster.engine import simulate
+from simcluster.spec import config
+
+
+def _scenario(name: str, nodes: int, parallelism: dict, topology: str = "rail-fat-tree", options=None,
+              model=None, gbs: int = 32, recompute: str = "none") -> config.Scenario:
+    return config.from_dict({
+        "name": name,
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": nodes, "nic": "connectx-7",
+                    "topology": topology, "topology_options": options or {}},
+        "model": model or {"layers": 16, "hidden": 2048, "heads": 16, "vocab": 32000},
+        "training": {"seq_len": 2048, "global_batch_size": gbs, "micro_batch_size": 1,
+                     "activation_recompute": recompute},
+        "parallelism": parallelism,
+        "network": "flow",
+    })
+
+
+# name -> (scenario, expand); every path: interleaved 1F1B with TP overlap and CP, ZeRO-3 with pp, GPipe with
+# ZeRO-2, an oversubscribed hash-ECMP leaf-spine where the check flags classes, an expanded run, the default.
+CASES = {
+    "interleaved-cp-tp-overlap": (lambda: _scenario(
+        "interleaved", 8, {"tp": 2, "cp": 2, "pp": 4, "dp": 4, "virtual_stages": 2, "tp_comm_overlap": True,
+                           "overlap_param_gather": True, "zero_stage": 1}, gbs=32), False),
+    "zero3-pp": (lambda: _scenario("zero3", 8, {"tp": 2, "pp": 2, "dp": 16, "zero_stage": 3}, gbs=64), False),
+    "gpipe-zero2": (lambda: _scenario("gpipe", 4, {"tp": 4, "pp": 2, "dp": 4, "schedule": "gpipe",
+                                                   "zero_stage": 2}, gbs=32), False),
+    "leaf-spine-4to1-ecmp": (lambda: _scenario("ecmp", 8, {"tp": 2, "pp": 2, "dp": 16}, topology="leaf-spine",
+                                               options={"oversubscription": 4, "routing": "ecmp"}, gbs=64), False),
+    "expanded-3d": (lambda: _scenario("expanded", 4, {"tp": 2, "pp": 2, "dp": 8}, gbs=32), True),
+    "default-gpt3-175b-1024": (lambda: config.load(config.DEFAULT_SCENARIO), False),
+}
+
+# (step_time_s, held_back_classes, bound_s) per case, from main at 3d21988 (see the module docstring)
+BEFORE = {
+    'interleaved-cp-tp-overlap': (0.0351693330474872, 0, 0.0),
+    'zero3-pp': (0.1109487852254281, 0, 0.0),
+    'gpipe-zero2': (0.10085094814028125, 0, 0.0),
+    'leaf-spine-4to1-ecmp': (0.08160590811416632, 14, 0.021007697483891224),
+    'expanded-3d': (0.059142453594131165, 0, 0.0),
+    'default-gpt3-175b-1024': (9.415388835839806, 0, 0.0),
+}
+
+
+def measured(case: str) -> tuple:
+    make, expand = CASES[case]
+    summary = simulate(make(), expand=expand).summary
+    return summary["step_time_s"], summary["symmetry"]["held_back_classes"], summary["symmetry"]["bound_s"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_step_time_and_symmetry_check_are_unchanged(case):
+    step_s, held_back, bound_s = measured(case)
+    want_step_s, want_held_back, want_bound_s = BEFORE[case]
+    assert step_s == pytest.approx(want_step_s, rel=1e-9)
+    assert held_back == want_held_back
+    assert (bound_s is None) == (want_bound_s is None)
+    if bound_s is not None:
+        assert bound_s == pytest.approx(want_bound_s, rel=1e-9, abs=1e-15)
+
+
+if __name__ == "__main__":  # print BEFORE for the tree on PYTHONPATH
+    for name in CASES:
+        print(f"    {name!r}: {measured(name)!r},", flush=True)
