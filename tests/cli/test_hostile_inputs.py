@@ -517,10 +517,10 @@ def test_implausible_scenario_value_is_refused(write_scenario, path, value, need
 
 # ---- outputs of every writing command: checked first, never into another run's folder -------------------------
 def test_sweep_and_replay_check_out_before_any_work(cli, write_scenario, tmp_path, monkeypatch):
-    import simcluster.cli.replay as replay_cli
+    import simcluster.studies.replay as replay_study  # cli.replay imports it when a replay starts
 
     monkeypatch.setattr(sweep_study, "_simulate", lambda *a: pytest.fail("simulated before checking --out"))
-    monkeypatch.setattr(replay_cli, "replay_on_fabrics", lambda *a, **k: pytest.fail("replayed before --out"))
+    monkeypatch.setattr(replay_study, "replay_on_fabrics", lambda *a, **k: pytest.fail("replayed before --out"))
     a_file = tmp_path / "file"
     a_file.write_text("x")
     trace = Path(__file__).parents[1] / "data" / "chakra" / "all_reduce.0.et"
