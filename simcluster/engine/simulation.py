@@ -326,6 +326,7 @@ class Simulation:
     def record(self, steps: int, wall_time_s: float) -> RunRecord:
         """What the run measured, as plain data for ``results.summarize``."""
         t, m, layout = self.scenario.training, self.scenario.model, self.plan.layout
+        windows = self.model.link_windows()
         return RunRecord(
             scenario=self.scenario, steps=steps, microbatches=self.plan.microbatches,
             layout={"tp": layout.tp, "cp": layout.cp, "pp": layout.pp, "dp": layout.dp},
@@ -338,7 +339,22 @@ class Simulation:
             model_flop_per_step=ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
             hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),
+            bottleneck_by_parallelism=bottlenecks(self.fabric, layout),
+            link_peak_utilisation=None if windows is None else windows.peak_utilisation(self.fabric.link_bytes_per_s),
+            peak_window_s=None if windows is None else windows.width_s,
         )
+
+
+def bottlenecks(fabric, layout) -> dict[str, str | None]:
+    """The tier that bounds each parallelism's traffic: its ring step over all its groups at once (pipeline: every
+    stage's send to the next) on the idle fabric (``Fabric.bottleneck_tier``); None for an axis of size 1. Expert
+    parallelism is not simulated (None)."""
+    out: dict[str, str | None] = {}
+    for axis in ("tp", "cp", "pp", "dp"):
+        out[axis] = (fabric.bottleneck_tier(layout.ring_pairs(axis, wrap=axis != "pp"))
+                     if getattr(layout, axis) > 1 else None)
+    out["ep"] = None
+    return out
 
 
 def run_expanded(build, steps: int | None = None, on_step=None) -> Result:
