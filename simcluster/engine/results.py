@@ -12,8 +12,8 @@ import pandas as pd
 
 from simcluster.core import outputs
 from simcluster.core.units import SECONDS, fmt
-from simcluster.fabric.classes import TIERS
 from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
+from simcluster.fabric.classes import TIERS
 
 SUMMARY_KEYS = (
     "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu",
