@@ -86,3 +86,4 @@ class RunRecord:
     bottleneck_by_parallelism: dict[str, str | None] | None = None
     link_peak_utilisation: np.ndarray | None = None  # per link id: utilisation of its busiest window
     peak_window_s: float | None = None  # the width of those windows (``network.windows``)
+    fabric_bill: dict | None = None  # the fabric's bill of materials (``fabric.bom.bill``)

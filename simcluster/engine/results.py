@@ -13,6 +13,7 @@ import pandas as pd
 from simcluster.core import outputs
 from simcluster.core.units import SECONDS, fmt
 from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
+from simcluster.fabric import bom
 from simcluster.fabric.classes import TIERS
 
 SUMMARY_KEYS = (
@@ -74,6 +75,11 @@ def summarize(record: RunRecord) -> Result:
     model_flop_per_gpu_s = record.model_flop_per_step / step_time_s / gpus
     hardware_flop_per_gpu_s = record.hardware_flop_per_step / step_time_s / gpus
     links = link_table(record.fabric, record.link_bytes, record.end_s, record.link_peak_utilisation)
+    fabric = None
+    fabric_usd_per_gpu_hour = 0.0
+    if record.fabric_bill is not None:
+        fabric_usd_per_gpu_hour = bom.usd_per_gpu_hour(record.fabric_bill, gpus, scenario.economics.pue)
+        fabric = {**record.fabric_bill, "usd_per_gpu_hour": fabric_usd_per_gpu_hour}
     summary = {
         "name": scenario.name,
         "step_time_s": step_time_s,
@@ -112,7 +118,10 @@ def summarize(record: RunRecord) -> Result:
         "layout": dict(record.layout),
         "agents": len(record.agents),
         "events": len(record.events),
-        "cost_per_step_usd": scenario.price_per_gpu_hour * gpus * step_time_s / 3600.0,
+        "fabric": fabric,
+        # GPU-hours at the GPU's price plus the fabric's share (``fabric.usd_per_gpu_hour``)
+        "cost_per_step_usd": (scenario.price_per_gpu_hour + fabric_usd_per_gpu_hour) * gpus * step_time_s / 3600.0,
+        "cost_per_step_fabric_usd": fabric_usd_per_gpu_hour * gpus * step_time_s / 3600.0,
         "symmetry": symmetry(record.symmetry, steps, step_time_s),
     }
     return Result(summary=summary, events=record.events, links=links, memory=record.memory)

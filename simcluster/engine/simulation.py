@@ -21,7 +21,7 @@ from simcluster.engine.overlap import Slowdowns, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
-from simcluster.fabric import topology
+from simcluster.fabric import bom, topology
 from simcluster.network.base import TransferClass
 from simcluster.parallel import memory
 from simcluster.parallel.plan import plan as step_plan
@@ -342,6 +342,8 @@ class Simulation:
             bottleneck_by_parallelism=bottlenecks(self.fabric, layout),
             link_peak_utilisation=None if windows is None else windows.peak_utilisation(self.fabric.link_bytes_per_s),
             peak_window_s=None if windows is None else windows.width_s,
+            fabric_bill=bom.bill(self.fabric, bom.costs(self.scenario.economics.fabric_prices,
+                                                        self.scenario.economics.fabric_lifetime_years)),
         )
 
 
