@@ -24,7 +24,7 @@ from simcluster.cli.app import Interrupted, app, check_count, fail, finite
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
 from simcluster.cli.outputs import check_writable
 from simcluster.cli.run import check_network
-from simcluster.core import outputs
+from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws, returns
 from simcluster.spec import config
@@ -44,7 +44,7 @@ def _results_table(frame, groups: list[dict]) -> Table:
     for row in frame[frame["status"] == "ok"].itertuples(index=False):
         table.add_row(escape(row.series), f"{row.gpus:,}", f"{row.tokens_per_s:.3g}", f"{row.efficiency:.1%}",
                       f"{row.mfu:.1%}", f"{row.step_time_s:.3f} s", f"{row.time_to_target_s / DAYS:.3g}",
-                      f"${row.cost_usd / 1e6:.3g}M")
+                      units.fmt_usd(row.cost_usd))
     return table
 
 

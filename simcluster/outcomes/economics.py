@@ -8,7 +8,8 @@ What a run costs follows from the cluster: GPU-hours times the price of a GPU-ho
 
     P = PUE * (gpus * (P_idle + (P_tdp - P_idle) * u) + nodes * P_node_overhead)
 
-(plus PUE times the fabric's switches and optics) with u the GPUs' busy fraction (linear interpolation between idle and TDP; the model Meta used to report Llama
+(plus PUE times the fabric's switches and optics)
+with u the GPUs' busy fraction (linear interpolation between idle and TDP; the model Meta used to report Llama
 3's emissions is u = 1, GPU-hours at TDP). CO2 is energy times the grid's carbon intensity.
 
 The energy is also compared with the Landauer bound: k_B T ln 2 per irreversible bit operation. The bit

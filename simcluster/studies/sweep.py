@@ -357,6 +357,23 @@ _SCALAR_SUMMARY = ("step_time_s", "tokens_per_s", "mfu", "hfu", "model_tflops_pe
                    "network_model", "wall_time_s")
 
 
+def flat_attribution(summary: dict) -> dict:
+    """The summary's nested figures a row of a table needs, flat: exposed communication per link tier
+    (``exposed_comm_<tier>_s``), peak utilisation per link class (``peak_utilisation_<class>``) and the fabric's
+    capital cost, power and share of a step's cost."""
+    row = {f"exposed_comm_{tier}_s": seconds
+           for tier, seconds in (summary.get("exposed_comm_by_link_class_s") or {}).items()}
+    row |= {f"peak_utilisation_{kind}": value
+            for kind, value in (summary.get("peak_link_utilisation_by_kind") or {}).items()}
+    fabric = summary.get("fabric") or {}
+    if fabric:
+        row |= {"fabric_capex_usd": fabric["capex_usd"], "fabric_power_w": fabric["power_w"],
+                "fabric_usd_per_gpu_hour": fabric["usd_per_gpu_hour"]}
+    if "cost_per_step_fabric_usd" in summary:
+        row["cost_per_step_fabric_usd"] = summary["cost_per_step_fabric_usd"]
+    return row
+
+
 def group_label(params: dict) -> str:
     """The series a run belongs to in plots: its fabric plus every varied value except the GPU count."""
     parts = [str(params["topology"])]
@@ -383,6 +400,7 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
         if summary is not None:
             row |= {key: summary[key] for key in _SCALAR_SUMMARY if key in summary}
             row |= {f"layout_{axis}": value for axis, value in summary.get("layout", {}).items()}
+            row |= flat_attribution(summary)
             series.setdefault(label, {"key": shard["key"], "summaries": []})["summaries"].append(summary)
         rows.append(row)
     frame = pd.DataFrame(rows)
