@@ -109,6 +109,8 @@ def compare(
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-compare/; never "
                                     "overwritten)"),
     as_json: bool = typer.Option(False, "--json", help="print the runs (summary, economics) as JSON on stdout"),
+    report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (verdict, "
+                                "tables, figures, scenario, assumptions) that opens offline"),
 ) -> None:
     """Run a scenario on each fabric (and GPU count): step time, MFU, communication, links, time and cost to a
     target loss, side by side; writes compare.csv/json and the plots."""
@@ -140,6 +142,10 @@ def compare(
     target = runs[0]["economics"]["target_loss"]
     with fresh_folder(unique_dir(out_dir)) as out_dir:
         written = _outputs(runs, out_dir, chosen, target, spec.name)
+        if report:
+            from simcluster.analysis import report as html_report
+
+            written.append(html_report.write_compare(out_dir, spec.name, runs, chosen.name, written))
     if as_json:
         typer.echo(outputs.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))
         return

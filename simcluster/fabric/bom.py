@@ -3,8 +3,9 @@ list price and power (``data/fabric_costs.yaml``), and what they add to a GPU-ho
 
 Counted from the fabric graph, so builtin and file fabrics are priced alike:
 - a switch is a node of role leaf, spine, core or switch; its ports are the cables it terminates; it is priced as
-  the smallest switch model of its protocol (the kind of its links: ``ib`` or ``ethernet``) and port speed with at
-  least that many ports (beyond the largest model: per port of the largest);
+  the cheapest switch model of its protocol (the kind of its links: ``ib`` or ``ethernet``) whose ports are at least
+  as fast and whose capacity holds that many ports (breakout: 64 x 400G serve 128 x 200G; beyond the largest
+  model: per port of the largest);
 - a cable is a pair of directed links between two nodes; a trunk (links summed into one edge) is as many cables
   as its bandwidth holds ports at the fabric's port rate (the NICs' line rate, else the link's own);
 - a cable's reach class (dac, aoc, optics-mm, optics-sm) follows from its link class and the topology
@@ -59,17 +60,25 @@ def _merge(table: dict, overrides: dict, where: str) -> None:
 
 
 def _switch_model(prices: dict, protocol: str, port_gbps: float, ports: int) -> tuple[str, float, float, int]:
-    """(model, usd, power_w, radix) of a switch of ``protocol`` using ``ports`` ports of ``port_gbps``."""
+    """(model, usd, power_w, radix at ``port_gbps``) of a switch of ``protocol`` using ``ports`` ports of
+    ``port_gbps``: the cheapest model of the protocol whose ports are at least that fast and whose capacity holds
+    them (a faster port splits into slower ones: breakout, e.g. 64 x 400G as 128 x 200G); beyond the largest, per
+    port of the largest."""
     models = {name: m for name, m in prices["switches"].items() if m["protocol"] == protocol} or prices["switches"]
     fast = {n: m for n, m in models.items() if m.get("port_gbps", 0) >= port_gbps * (1 - _PORT_RTOL)} or models
-    fitting = sorted((m["ports"], n) for n, m in fast.items() if m["ports"] >= ports)
+
+    def radix(model: dict) -> int:
+        return int(model["ports"] * model.get("port_gbps", port_gbps) // max(port_gbps, 1e-9)) if port_gbps else int(
+            model["ports"])
+
+    fitting = sorted((m["usd"], n) for n, m in fast.items() if radix(m) >= ports)
     if fitting:
         name = fitting[0][1]
         model = fast[name]
-        return name, float(model["usd"]), float(model["power_w"]), int(model["ports"])
-    name = max(fast, key=lambda n: fast[n]["ports"])
+        return name, float(model["usd"]), float(model["power_w"]), radix(model)
+    name = max(fast, key=lambda n: radix(fast[n]))
     model = fast[name]
-    scale = ports / model["ports"]
+    scale = ports / radix(model)
     return name, model["usd"] * scale, model["power_w"] * scale, ports
 
 

@@ -27,7 +27,7 @@ from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing, loads_by_part
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
-BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus")
+BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus", "rail-only", "multi-plane")
 ROLES = files.ROLES
 LINK_KINDS = files.LINK_KINDS
 
