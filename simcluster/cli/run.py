@@ -67,6 +67,8 @@ def run(
     no_memory_check: bool = typer.Option(
         False, "--no-memory-check", help="simulate even a layout the memory model says does not fit (the summary "
         "still reports the memory it needs): for runs known to fit, e.g. with a leaner schedule"),
+    report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (summary, "
+                                "tables, figures, scenario, assumptions) that opens offline"),
 ) -> None:
     """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events and trace."""
     check_network(network)
@@ -100,6 +102,10 @@ def run(
     with fresh_folder(unique_dir(out_dir)) as out_dir:  # unique again: another run may have taken it meanwhile
         written = result.write(out_dir, trace_ranks=trace_ranks)
         written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
+        if report:
+            from simcluster.analysis import report as html_report
+
+            written.append(html_report.write_run(out_dir, result.summary, spec.model_dump(mode="json"), written))
     if as_json:
         typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return

@@ -36,6 +36,13 @@ DAYS = 86400.0
 MAX_JOBS = 1024
 
 
+# The columns of the sweep's report.html, in order (those a run has).
+REPORT_COLUMNS = ["series", "gpus", "status", "step_time_s", "tokens_per_s", "mfu", "efficiency", "exposed_comm_s",
+                  "exposed_comm_nvlink_s", "exposed_comm_pcie_s", "exposed_comm_nic_s", "exposed_comm_leaf_s",
+                  "exposed_comm_spine_s", "exposed_comm_core_s", "peak_utilisation_nic", "peak_utilisation_leaf-spine",
+                  "fabric_capex_usd", "cost_per_step_usd", "time_to_target_s", "cost_usd", "energy_j"]
+
+
 def _results_table(frame, groups: list[dict]) -> Table:
     table = Table(title=f"to loss {groups[0]['target_loss']:.3f} ({groups[0]['law']} law)" if groups else "sweep")
     table.add_column("series", overflow="fold")
@@ -102,6 +109,8 @@ def sweep_command(
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="draw the PNG/PDF figures"),
     as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),
+    html: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (rows, knees, "
+                              "figures, scenario, assumptions) that opens offline"),
 ) -> None:
     """Grid of runs (GPU counts x fabrics x varied fields) on local processes or a Dask cluster, resumable;
     writes results (CSV or Parquet), throughput/efficiency and time/cost-to-target plots with the knee."""
@@ -146,6 +155,13 @@ def sweep_command(
     written = _write_results(frame, report, out_dir)
     if plots:
         written += _plots(groups, threshold, out_dir, spec.name, chosen.name)
+    if html:
+        from simcluster.analysis import report as html_report
+
+        written.append(html_report.write_table_report(
+            out_dir, f"{spec.name}: sweep ({chosen.name} law)",
+            f"{len(tasks)} runs; target loss {groups[0]['target_loss']:.3f} ({chosen.name} law).", frame,
+            REPORT_COLUMNS, written, base, [_knee_line(group) for group in groups]))
     if as_json:
         typer.echo(outputs.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
         return
