@@ -134,7 +134,7 @@ def _check_goodput(goodput: float) -> float:
     return float(goodput)
 
 
-def time_to_target(summary: dict, scenario, law: laws.Law | str = "chinchilla",
+def time_to_target(summary: dict, scenario, law: laws.Law | str = laws.DEFAULT_LAW,
                    target_loss: float | None = None, tokens: float | None = None, *, goodput: float = 1.0,
                    busy_fraction: float | str | None = None, params: float | None = None) -> dict:
     """Time, GPU-hours, cost, energy and CO2 to reach ``target_loss`` (or to train on ``tokens`` tokens).

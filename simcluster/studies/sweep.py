@@ -34,7 +34,7 @@ from simcluster.spec import config
 from simcluster.studies.grid import SHARD_FORMAT, Task
 
 SHARD_DIR = "shards"
-DEFAULT_LAW = "chinchilla-refit"
+DEFAULT_LAW = laws.DEFAULT_LAW  # one default law everywhere (outcomes.laws)
 # The grid a sweep folder belongs to: written before the first run, so that a sweep of another grid never writes
 # its results into the folder (``folder_for``).
 GRID_FILE = "grid.json"

@@ -112,8 +112,8 @@ REPORT_KEYS = {"time_to_target_s", "tokens_to_target", "gpu_hours", "cost_usd", 
 def test_loss_vs_time_from_a_summary_file_prints_time_cost_energy_and_co2(tmp_path, capsys):
     path = tmp_path / "summary.json"
     path.write_text(json.dumps(SUMMARY))
-    out = run_json(capsys, ["laws", "loss-vs-time", "--summary", str(path), "--target-loss", "2.0", "--json",
-                            "--out", str(tmp_path)])
+    out = run_json(capsys, ["laws", "loss-vs-time", "--summary", str(path), "--target-loss", "2.0", "--law",
+                            "chinchilla", "--json", "--out", str(tmp_path)])
     assert REPORT_KEYS <= set(out)
     # the bundled default: GPT-3 175B on 1,024 H100 at $2.50/GPU-h; tokens to 2.0 under Chinchilla approach 3
     from simcluster.spec import config
@@ -146,7 +146,7 @@ def test_loss_vs_time_runs_the_bundled_scenario_through_the_engine(tmp_path, cap
     out = run_json(capsys, ["laws", "loss-vs-time", "--target-loss", "2.0", "--network", "analytic", "--json",
                             "--out", str(tmp_path)])
     assert REPORT_KEYS <= set(out)
-    assert out["law"] == "chinchilla"
+    assert out["law"] == "chinchilla-refit"   # the one default law of every command (outcomes.laws.DEFAULT_LAW)
     # time x throughput is the token count, and GPU-hours are GPUs x time
     assert out["time_to_target_s"] * out["tokens_per_s"] == pytest.approx(out["tokens_to_target"], rel=1e-9)
     assert out["gpu_hours"] == pytest.approx(out["gpus"] * out["time_to_target_s"] / 3600, rel=1e-12)
