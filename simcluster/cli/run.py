@@ -67,11 +67,13 @@ def run(
     no_memory_check: bool = typer.Option(
         False, "--no-memory-check", help="simulate even a layout the memory model says does not fit (the summary "
         "still reports the memory it needs): for runs known to fit, e.g. with a leaner schedule"),
+    table_format: str = typer.Option("csv", "--format", help="events table: csv | parquet (needs pyarrow)"),
     report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (summary, "
                                 "tables, figures, scenario, assumptions) that opens offline"),
 ) -> None:
     """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events and trace."""
     check_network(network)
+    outputs.check_table_format(table_format)
     spec = config.load(scenario)
     out_dir = check_writable(unique_dir(out or Path("runs") / spec.name))  # before a simulation of hours
     from simcluster.engine import Simulation
@@ -100,7 +102,7 @@ def run(
     from simcluster.analysis.timeline import plot_timeline
 
     with fresh_folder(unique_dir(out_dir)) as out_dir:  # unique again: another run may have taken it meanwhile
-        written = result.write(out_dir, trace_ranks=trace_ranks)
+        written = result.write(out_dir, trace_ranks=trace_ranks, table_format=table_format)
         written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
         if report:
             from simcluster.analysis import report as html_report

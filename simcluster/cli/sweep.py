@@ -109,12 +109,14 @@ def sweep_command(
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="draw the PNG/PDF figures"),
     as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),
+    table_format: str = typer.Option("csv", "--format", help="results table: csv | parquet (needs pyarrow)"),
     html: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (rows, knees, "
                               "figures, scenario, assumptions) that opens offline"),
 ) -> None:
     """Grid of runs (GPU counts x fabrics x varied fields) on local processes or a Dask cluster, resumable;
     writes results (CSV or Parquet), throughput/efficiency and time/cost-to-target plots with the knee."""
     check_network(network)
+    outputs.check_table_format(table_format)
     chosen = laws.get(law)
     if target_loss is not None:
         laws.check_positive(target_loss, "--target-loss")
@@ -144,7 +146,7 @@ def sweep_command(
                                  on_done=lambda shard, reused: progress.advance(bar),
                                  shard_sources=sweep.sibling_folders(requested, out_dir))
     except Interrupted as stop:
-        stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold)
+        stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold, table_format)
         raise
     if not run.summaries:
         first = run.failed[0]
@@ -152,7 +154,7 @@ def sweep_command(
     frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
     report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
               "partial": False, "pending": 0, "out_dir": str(out_dir), "series": groups, "failed": run.failed}
-    written = _write_results(frame, report, out_dir)
+    written = _write_results(frame, report, out_dir, table_format)
     if plots:
         written += _plots(groups, threshold, out_dir, spec.name, chosen.name)
     if html:
@@ -176,14 +178,15 @@ def sweep_command(
     console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)
 
 
-def _write_results(frame, report: dict, out_dir: Path) -> list[Path]:
+def _write_results(frame, report: dict, out_dir: Path, table_format: str = "csv") -> list[Path]:
     """results.csv (or .parquet) and sweep.json, each written atomically."""
-    written = [sweep.write_table(frame, out_dir), out_dir / "sweep.json"]
+    written = [sweep.write_table(frame, out_dir, table_format), out_dir / "sweep.json"]
     outputs.write_text(written[1], outputs.dumps(report, indent=1, default=str) + "\n")
     return written
 
 
-def _write_partial(tasks: list, out_dir: Path, chosen, target_loss: float | None, threshold: float) -> str:
+def _write_partial(tasks: list, out_dir: Path, chosen, target_loss: float | None, threshold: float,
+                   table_format: str = "csv") -> str:
     """After SIGINT/SIGTERM: the table of the runs finished so far (their shards), marked partial; the line the
     CLI prints. Running the same command again resumes from the shards."""
     run = sweep.collect(tasks, out_dir)
@@ -193,7 +196,7 @@ def _write_partial(tasks: list, out_dir: Path, chosen, target_loss: float | None
         frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
         report = {"law": chosen.name, "threshold": threshold, "executed": None, "reused": None, "partial": True,
                   "pending": len(run.pending), "out_dir": str(out_dir), "series": groups, "failed": run.failed}
-        written = _write_results(frame, report, out_dir)
+        written = _write_results(frame, report, out_dir, table_format)
     except (ScenarioError, OSError, ValueError) as err:
         return f"{kept}, kept as shards in {out_dir}/ (no results table: {err}); run the same command to resume"
     return (f"{kept}; wrote {', '.join(p.name for p in written)} (partial) to {out_dir}/; run the same command "

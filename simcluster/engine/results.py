@@ -30,22 +30,12 @@ class Result:
     links: pd.DataFrame
     memory: object  # MemoryBreakdown of the worst stage
 
-    def write(self, out_dir: Path, trace_ranks: int | None = None) -> list[Path]:
-        """Write summary.json, events.csv (Parquet with pyarrow), links.csv, trace.json.gz into ``out_dir``, each
-        atomically; non-finite figures of the summary are written as null (``core.outputs``)."""
+    def write(self, out_dir: Path, trace_ranks: int | None = None, table_format: str = "csv") -> list[Path]:
+        """Write summary.json, events.csv (``table_format`` parquet: events.parquet), links.csv, trace.json.gz into
+        ``out_dir``, each atomically; non-finite figures of the summary are written as null (``core.outputs``)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         written = [outputs.write_text(out_dir / "summary.json", outputs.dumps(self.summary, indent=2) + "\n")]
-        try:
-            import pyarrow  # noqa: F401
-
-            path = out_dir / "events.parquet"
-            with outputs.atomic_path(path) as tmp:
-                self.events.to_parquet(tmp)
-        except ImportError:
-            path = out_dir / "events.csv"
-            with outputs.atomic_path(path) as tmp:
-                self.events.to_csv(tmp, index=False)
-        written.append(path)
+        written.append(outputs.write_table(self.events, out_dir / "events", table_format))
         written.append(out_dir / "links.csv")
         with outputs.atomic_path(written[-1]) as tmp:
             self.links.to_csv(tmp, index=False)

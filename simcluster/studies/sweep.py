@@ -419,18 +419,8 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
     return frame, groups
 
 
-def write_table(frame: pd.DataFrame, out_dir: Path) -> Path:
-    """results.parquet when pyarrow is installed, else results.csv."""
+def write_table(frame: pd.DataFrame, out_dir: Path, table_format: str = "csv") -> Path:
+    """results.csv, or results.parquet with ``table_format`` parquet (``core.outputs.write_table``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        path = out_dir / "results.csv"
-        with outputs.atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False)
-        return path
-    path = out_dir / "results.parquet"
-    with outputs.atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return path
+    return outputs.write_table(frame, out_dir / "results", table_format)
