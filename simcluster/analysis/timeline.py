@@ -54,11 +54,23 @@ def timeline(events: pd.DataFrame, title: str = "", max_ranks: int = 32, until_s
     if len(shown):
         ax.set_xlim(shown["start_s"].min() * 1e3, shown["end_s"].max() * 1e3)
     ax.set_ylim(-0.6, len(lanes) - 0.4)
-    ax.set_yticks(range(len(lanes)), [f"rank {r} {s}" for r, s in lanes], fontsize=7)
+    stands_for = shown.groupby("rank")["group"].max().to_dict() if "group" in shown and len(shown) else {}
+    collapsed = any(g > 1 for g in stands_for.values())
+    # collapsed: one representative rank per pipeline stage, the lowest rank of the stage, so rank order is stage
+    # order
+    stage_of = {r: i for i, r in enumerate(ranks)}
+    names = [f"stage {stage_of[r]} (rank {r}) {s}" if collapsed else f"rank {r} {s}" for r, s in lanes]
+    ax.set_yticks(range(len(lanes)), names, fontsize=7)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("simulated time (ms)")
-    ax.set_title(title or "step timeline")
+    subtitle = ""
+    if collapsed:
+        sizes = sorted(set(stands_for.values()))
+        each = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,}"
+        subtitle = (f"\none row per pipeline stage: its lowest rank stands for {each} GPUs (the stage's data-, "
+                    "tensor- and context-parallel replicas)")
+    ax.set_title((title or "step timeline") + subtitle)
     present = set(keys)
     ax.legend(handles=[Patch(color=c, label=LABELS[k]) for k, c in COLOURS.items() if k in present],
               loc="upper center",

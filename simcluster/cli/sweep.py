@@ -44,15 +44,36 @@ REPORT_COLUMNS = ["series", "gpus", "status", "step_time_s", "tokens_per_s", "mf
 
 
 def _results_table(frame, groups: list[dict]) -> Table:
-    table = Table(title=f"to loss {groups[0]['target_loss']:.3f} ({groups[0]['law']} law)" if groups else "sweep")
-    table.add_column("series", overflow="fold")
+    """One row per run; a series is named by its number when its label would not fit (``_series_legend``)."""
+    table = Table(title=f"to loss {groups[0]['target_loss']:.3f} ({groups[0]['law']} law)" if groups else "sweep",
+                  box=None, title_justify="left")   # no rules: fits 80 columns
+    numbers = _series_numbers(frame)
+    long_labels = max((len(label) for label in numbers), default=0) > SERIES_WIDTH
+    table.add_column("series", no_wrap=True, overflow="ellipsis", max_width=SERIES_WIDTH)
     for column in ("GPUs", "tokens/s", "effic.", "MFU", "step", "days", "cost"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in frame[frame["status"] == "ok"].itertuples(index=False):
-        table.add_row(escape(row.series), f"{row.gpus:,}", f"{row.tokens_per_s:.3g}", f"{row.efficiency:.1%}",
-                      f"{row.mfu:.1%}", f"{row.step_time_s:.3f} s", f"{row.time_to_target_s / DAYS:.3g}",
+        series = f"{numbers[row.series]}. {row.series}"[:SERIES_WIDTH] if long_labels else row.series
+        table.add_row(escape(series), f"{row.gpus:,}", units.fmt_count(row.tokens_per_s), f"{row.efficiency:.1%}",
+                      f"{row.mfu:.1%}", f"{row.step_time_s:.3f}s", f"{row.time_to_target_s / DAYS:.3g}",
                       units.fmt_usd(row.cost_usd))
     return table
+
+
+# Widest series label the results table shows in full (the other columns take about 62 of 80).
+SERIES_WIDTH = 16
+
+
+def _series_numbers(frame) -> dict[str, int]:
+    return {label: i for i, label in enumerate(dict.fromkeys(frame["series"]), start=1)}
+
+
+def _series_legend(frame) -> list[str]:
+    """The full label of every numbered series, when some label is too wide for the table."""
+    numbers = _series_numbers(frame)
+    if max((len(label) for label in numbers), default=0) <= SERIES_WIDTH:
+        return []
+    return [f"{i}. {label}" for label, i in numbers.items()]
 
 
 def _failures_table(failed: list[dict]) -> Table:
@@ -167,7 +188,9 @@ def sweep_command(
     if as_json:
         typer.echo(outputs.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
         return
-    console = Console()
+    console = Console(width=80) if not Console().is_terminal else Console()
+    for line in _series_legend(frame):
+        console.print(escape(line), highlight=False)
     console.print(_results_table(frame, groups))
     for group in groups:
         console.print(escape(_knee_line(group)), highlight=False)
