@@ -245,7 +245,13 @@ def _write_one(out_dir: Path, outcome: ReplayOutcome, name: str) -> list[Path]:
     with gzip.open(written[1], "wt") as handle:
         json.dump(chrome_trace(outcome.events, max_ranks), handle)
     written.append(plot_timeline(outcome.events, out_dir / "timeline.png",
-                                 title=f"{name}: replayed on {outcome.label}"))
+                                 title=f"{name}: replayed on {outcome.label}", stages=False))
     written.append(plot_timeline(recorded_view(outcome.events), out_dir / "timeline-recorded.png",
-                                 title=f"{name}: recorded"))
+                                 title=f"{name}: recorded", stages=False))
+    from simcluster.analysis.plots import save
+    from simcluster.analysis.timeline import timelines
+
+    both = timelines([("recorded", recorded_view(outcome.events)), (f"replayed on {outcome.label}", outcome.events)],
+                     title=f"{name}: recorded and replayed, one time axis")
+    written += save(both, out_dir, "timeline-recorded-vs-replayed", formats=("png",))
     return written
