@@ -73,7 +73,7 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
         ("time to target", lambda r, s: f"{r['time_to_target_s'] / DAYS:.3g} days"),
         ("GPU-hours to target", lambda r, s: units.fmt_count(r["gpu_hours"])),
         ("cost to target", lambda r, s: units.fmt_usd(r["cost_usd"])),
-        ("energy to target", lambda r, s: f"{units.fmt_count(r['energy_j'] / 3.6e9)} MWh"),
+        ("energy to target", lambda r, s: units.fmt_energy(r["energy_j"])),
     ]
     flat = [study.row(run) for run in runs]
     for name, cell in rows:

@@ -270,3 +270,11 @@ def fmt_usd(value: float, digits: int = 3) -> str:
     if value >= 1:
         return f"{sign}${value:,.2f}"
     return f"{sign}${value:.2g}" if value else "$0"
+
+
+def fmt_energy(joules: float, digits: int = 3) -> str:
+    """Energy for a report in watt-hours with an SI prefix: 2.5e12 J -> '694 MWh', 9e12 J -> '2.5 GWh'."""
+    if joules is None or not math.isfinite(joules):
+        return "n/a"
+    scaled, prefix = _scaled(joules / 3600.0, _FORMAT_PREFIXES)
+    return f"{scaled:.{digits}g} {prefix}Wh"

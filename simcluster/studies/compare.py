@@ -90,7 +90,7 @@ def verdict(runs: list[dict], law_name: str) -> str:
         capex = "" if r["fabric_capex_usd"] is None else f", fabric capex {units.fmt_usd(r['fabric_capex_usd'])}"
         return (f"{r['time_to_target_s'] / 86400:.3g} days, {units.fmt_usd(r['cost_usd'])} "
                 f"(network {units.fmt_usd(r['fabric_cost_usd'] or 0.0)}{capex}), "
-                f"{units.fmt_count(r['energy_j'] / 3.6e9)} MWh; exposed communication "
+                f"{units.fmt_energy(r['energy_j'])}; exposed communication "
                 f"{seconds(r['exposed_comm_network_s'])} on the fabric + "
                 f"{seconds(r['exposed_comm_in_server_s'])} on NVLink/PCIe in the servers per step")
 
