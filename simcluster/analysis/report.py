@@ -145,8 +145,10 @@ def _caption(path: Path) -> str:
              "scaling": "Scaling: throughput and efficiency against GPUs",
              "time_and_cost": "Time and cost to the target loss", "step_overlay": "Recorded and replayed steps",
              "timeline-recorded": "Timeline of the recorded run"}
+    if stem.startswith("links-peak-"):
+        return f"Peak link utilisation over each link's busiest window: {stem[len('links-peak-'):]}"
     if stem.startswith("links-"):
-        return f"Link utilisation: {stem[len('links-'):]}"
+        return f"Mean link utilisation over the step: {stem[len('links-'):]}"
     return names.get(stem, stem) + (f" ({path.parent.name})" if path.parent.name.startswith("fabric") else "")
 
 

@@ -172,4 +172,8 @@ def _outputs(runs: list[dict], out_dir: Path, chosen: laws.Law, target: float, n
         figure = heatmap.link_utilisation(run["links"], run["fabric"], title=f"Link utilisation: {run['label']}",
                                           vmax=top)
         written += plots.save(figure, out_dir, f"links-{slug(run['label'])}")
+        if "peak_utilisation" in run["links"]:  # the bursts the step average hides, on a 0-100% scale
+            figure = heatmap.link_utilisation(run["links"], run["fabric"], vmax=1.0, column="peak_utilisation",
+                                              title=f"Peak link utilisation: {run['label']}")
+            written += plots.save(figure, out_dir, f"links-peak-{slug(run['label'])}")
     return written
