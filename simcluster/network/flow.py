@@ -45,6 +45,9 @@ _SATURATION_RTOL = 1e-9
 _RATE_CACHE_ENTRIES = 256
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
+# (route set, window) entries of link-window bytes kept before they are spread: each pins a rate solution's link
+# arrays (up to ~10^5 entries at 16k GPUs), so memory, not speed, sets the bound.
+_WINDOW_PENDING_KEPT = 64
 # A link is saturated (can bind a class) when its spare capacity is below this fraction of it: progressive filling
 # fills a link to within _SATURATION_RTOL, plus float slack.
 _SATURATED_RTOL = 1e-6
@@ -150,6 +153,8 @@ class FlowNetwork(NetworkModel):
             if seconds > 0:
                 pending = self._window_pending.get((key, window))
                 if pending is None:
+                    if len(self._window_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
+                        self._spread_windows()
                     pending = self._window_pending[(key, window)] = [solved[2], solved[3], 0.0]
                 pending[2] += seconds
 
