@@ -56,6 +56,8 @@ class Simulation:
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
         self.network_name = network_model or scenario.network
         self.fabric = fabric or topology.from_scenario(scenario)
+        # the fabric's prices, checked before the run (a typo in economics.fabric_prices fails now, not at the end)
+        self.fabric_prices = bom.costs(scenario.economics.fabric_prices, scenario.economics.fabric_lifetime_years)
         self.plan = step_plan(scenario, functools.partial(timing.isolated_time_s, self.fabric))
         self.env = simpy.Environment()
         # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
@@ -342,8 +344,7 @@ class Simulation:
             bottleneck_by_parallelism=bottlenecks(self.fabric, layout),
             link_peak_utilisation=None if windows is None else windows.peak_utilisation(self.fabric.link_bytes_per_s),
             peak_window_s=None if windows is None else windows.width_s,
-            fabric_bill=bom.bill(self.fabric, bom.costs(self.scenario.economics.fabric_prices,
-                                                        self.scenario.economics.fabric_lifetime_years)),
+            fabric_bill=bom.bill(self.fabric, self.fabric_prices),
         )
 
 

@@ -110,3 +110,11 @@ def test_scenario_lifetime_changes_the_share(small_scenario):
     s1 = simulate(config.from_dict(small_scenario)).summary["fabric"]
     s2 = simulate(config.from_dict(short)).summary["fabric"]
     assert s2["lifetime_years"] == 1 and s2["usd_per_gpu_hour"] > 4 * s1["usd_per_gpu_hour"]
+
+
+def test_a_bad_price_override_fails_before_the_simulation(small_scenario):
+    from simcluster.engine import Simulation
+
+    small_scenario["economics"] = {"fabric_prices": {"switches": {"ib-ndr-64": {"usd": "cheap"}}}}
+    with pytest.raises(ScenarioError, match="economics.fabric_prices.switches.ib-ndr-64.usd"):
+        Simulation(config.from_dict(small_scenario))
