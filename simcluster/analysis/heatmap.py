@@ -62,8 +62,10 @@ def _group(name: str, role: str) -> tuple[str, str]:
     return name, role
 
 
-def matrix(links: pd.DataFrame, fabric=None) -> tuple[np.ndarray, list[str], list[tuple[str, int, int]]]:
-    """(utilisation matrix, group names, role blocks (role, first index, end index)); NaN where no link."""
+def matrix(links: pd.DataFrame, fabric=None, column: str = "utilisation"
+           ) -> tuple[np.ndarray, list[str], list[tuple[str, int, int]]]:
+    """(utilisation matrix of ``column``: the mean ``utilisation`` or the busiest window's ``peak_utilisation``,
+    group names, role blocks (role, first index, end index)); NaN where no link."""
     src, dst, roles = _ends(links, fabric)
     src_groups = [_group(name, roles[name]) for name in src]
     dst_groups = [_group(name, roles[name]) for name in dst]
@@ -71,7 +73,7 @@ def matrix(links: pd.DataFrame, fabric=None) -> tuple[np.ndarray, list[str], lis
     groups = sorted(set(src_groups) | set(dst_groups), key=lambda g: (rank.get(g[1], len(rank)), g[1], _natural(g[0])))
     index = {group: i for i, group in enumerate(groups)}
     grid = np.full((len(groups), len(groups)), np.nan)
-    for s, d, value in zip(src_groups, dst_groups, links["utilisation"].to_numpy(float), strict=True):
+    for s, d, value in zip(src_groups, dst_groups, links[column].to_numpy(float), strict=True):
         i, j = index[s], index[d]
         grid[i, j] = value if np.isnan(grid[i, j]) else max(grid[i, j], value)
     blocks, start = [], 0
@@ -98,15 +100,16 @@ def _binned(grid: np.ndarray, factor: int) -> np.ndarray:
 
 @styled
 def link_utilisation(links: pd.DataFrame, fabric=None, title: str = "Link utilisation", vmax: float | None = None,
-                     max_cells: int = 160) -> Figure:
+                     max_cells: int = 160, column: str = "utilisation") -> Figure:
     """The heatmap (see the module docstring). ``vmax``: top of the colour scale (share it across figures that
-    are compared side by side); default: the busiest link of this table."""
+    are compared side by side); default: the busiest link of this table. ``column``: ``utilisation`` (mean over
+    the step) or ``peak_utilisation`` (over each link's busiest window, ``network.windows``)."""
     fig, ax = figure(width_in=6.8, height_in=5.8)
     if len(links) == 0:
         ax.text(0.5, 0.5, "no link carried traffic", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
         return fig
-    grid, _names, blocks = matrix(links, fabric)
+    grid, _names, blocks = matrix(links, fabric, column)
     factor = max(1, math.ceil(grid.shape[0] / max_cells))
     shown = _binned(grid, factor)
     top = vmax if vmax is not None else float(np.nanmax(grid))
@@ -127,7 +130,8 @@ def link_utilisation(links: pd.DataFrame, fabric=None, title: str = "Link utilis
     ax.set_ylabel("from (source node)")
     ax.set_title(f"{title}\nbusiest link {float(np.nanmax(grid)):.0%}")
     bar = fig.colorbar(image, ax=ax, shrink=0.85)
-    bar.set_label("link utilisation (busy share of the step)")
+    bar.set_label("link utilisation (busy share of the step)" if column == "utilisation" else
+                  "peak link utilisation (its busiest window)")
     bar.formatter = PercentFormatter(1.0)
     bar.update_ticks()
     return fig

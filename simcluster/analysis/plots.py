@@ -20,7 +20,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from simcluster.core import outputs
+from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws
 
@@ -206,20 +206,32 @@ def projection(rows: list[dict], phase: dict, constraints: Sequence[str]) -> Fig
 
 
 # ---- topology comparison -----------------------------------------------------------------------------------
-_PARTS = (("compute_s", "compute", "#0072B2"), ("exposed_comm_s", "exposed communication", "#D55E00"),
-          ("pipeline_bubble_s", "pipeline bubble", "#E69F00"))
+_IN_SERVER = ("nvlink", "pcie", "unattributed")
+
+
+def _in_server_s(s: dict) -> float:
+    """Exposed communication on NVLink/PCIe inside the servers (no fabric changes it); 0 without the split."""
+    by_tier = s.get("exposed_comm_by_link_class_s") or {}
+    return float(sum(by_tier.get(tier, 0.0) for tier in _IN_SERVER))
+
+
+_PARTS = ((lambda s: s["compute_s"], "compute", "#0072B2"),
+          (lambda s: s["exposed_comm_s"] - _in_server_s(s), "exposed comm: fabric", "#D55E00"),
+          (_in_server_s, "exposed comm: NVLink/PCIe", "#CC79A7"),
+          (lambda s: s["pipeline_bubble_s"], "pipeline bubble", "#E69F00"))
 
 
 @styled
 def step_breakdown(runs: Sequence[dict], title: str = "Step time per fabric") -> Figure:
-    """Horizontal stacked bars, one per run (``{'label', 'summary'}``): compute, exposed communication and pipeline
-    bubble (their sum is the step time, results.summarize), with the step time and MFU written at the end."""
+    """Horizontal stacked bars, one per run (``{'label', 'summary'}``): compute, exposed communication on the fabric
+    and inside the servers (NVLink/PCIe), pipeline bubble (their sum is the step time, results.summarize), with the
+    step time and MFU written at the end."""
     fig, ax = figure(width_in=8.0, height_in=1.6 + 0.55 * len(runs))
     labels = [run["label"] for run in runs]
     y = np.arange(len(runs))
     left = np.zeros(len(runs))
-    for key, name, colour in _PARTS:
-        widths = np.array([float(run["summary"][key]) for run in runs])
+    for part, name, colour in _PARTS:
+        widths = np.maximum(np.array([float(part(run["summary"])) for run in runs]), 0.0)
         ax.barh(y, widths, left=left, height=0.6, color=colour, label=name)
         left += widths
     for index, run in enumerate(runs):
@@ -231,7 +243,7 @@ def step_breakdown(runs: Sequence[dict], title: str = "Step time per fabric") ->
     ax.set_xlabel("time per optimizer step (s)")
     ax.grid(axis="y", visible=False)
     ax.set_title(title)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(runs) < 4 else -0.1), ncols=3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(runs) < 4 else -0.1), ncols=2)
     return fig
 
 
@@ -245,7 +257,7 @@ def loss_over_time(curves: Sequence[dict], target_loss: float, title: str = "Los
         curve, report = item["curve"], item["report"]
         line, = ax.plot(curve["time_s"] / SECONDS_PER_DAY, curve["loss"],
                         label=f"{item['label']}: {report['time_to_target_s'] / SECONDS_PER_DAY:.3g} days, "
-                              f"${report['cost_usd'] / 1e6:.3g}M")
+                              f"{units.fmt_usd(report['cost_usd'])}")
         ax.plot([report["time_to_target_s"] / SECONDS_PER_DAY], [target_loss], marker="o", color=line.get_color())
     ax.axhline(target_loss, linestyle="--", color="0.3", linewidth=1.0, label=f"target loss {target_loss:.3f}")
     ax.set_xlim(0.0, max(item["curve"]["time_s"][-1] for item in curves) / SECONDS_PER_DAY)

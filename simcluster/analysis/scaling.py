@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from simcluster.analysis.plots import SECONDS_PER_DAY, figure, styled
+from simcluster.core import units
 
 
 def _gpu_axis(ax, counts: Sequence[int]) -> None:
@@ -38,8 +39,10 @@ def _mark_knee(ax, group: dict, colour, key: str, scale: float = 1.0, annotate: 
     ax.plot([row["gpus"]], [row[key] * scale], marker="D", markersize=9, markerfacecolor="none",
             markeredgewidth=1.6, color=colour, linestyle="none")
     if annotate:
+        # above the point, on a white box, so that the threshold line under it cannot strike the label through
         ax.annotate(f"knee {row['gpus']:,}", (row["gpus"], row[key] * scale), textcoords="offset points",
-                    xytext=(-8, -16), ha="right", fontsize=8, color=colour)
+                    xytext=(0, 11), ha="center", va="bottom", fontsize=8, color=colour, zorder=5,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.9})
 
 
 @styled
@@ -93,26 +96,30 @@ def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure
 
 @styled
 def time_and_cost(series: Sequence[dict], title: str = "") -> Figure:
-    """Left: wall-clock days to the target loss vs GPUs. Right: cost in USD (GPU-hours x price). Knees marked."""
+    """Left: wall-clock days to the target loss vs GPUs. Right: cost in USD (GPU-hours x (price + the fabric's
+    share)), from zero. Knees marked."""
     fig, (left, right) = figure(1, 2, width_in=11.0, height_in=4.4)
     for group in series:
         rows = group["rows"]
         gpus = [r["gpus"] for r in rows]
         line, = left.plot(gpus, [r["time_to_target_s"] / SECONDS_PER_DAY for r in rows], marker="o",
                           label=group["label"])
-        right.plot(gpus, [r["cost_usd"] / 1e6 for r in rows], marker="o", color=line.get_color(),
+        right.plot(gpus, [r["cost_usd"] for r in rows], marker="o", color=line.get_color(),
                    label=group["label"])
         _mark_knee(left, group, line.get_color(), "time_to_target_s", 1.0 / SECONDS_PER_DAY, annotate=False)
-        _mark_knee(right, group, line.get_color(), "cost_usd", 1e-6)
+        _mark_knee(right, group, line.get_color(), "cost_usd")
     for ax in (left, right):
         _gpu_axis(ax, _counts(series))
     left.set_yscale("log")
     left.set_ylabel("time to target loss (days)")
     left.set_title("Time to target")
     left.legend(loc="upper right")
-    right.set_ylabel("cost to target loss (million USD)")
+    right.set_ylim(bottom=0.0)   # costs are compared as ratios: the axis starts at zero
+    right.yaxis.set_major_formatter(FuncFormatter(
+        lambda value, _pos: units.fmt_usd(value) if value >= 1000 else f"${value:,.0f}"))
+    right.set_ylabel("cost to target loss (USD, network included)")
     right.set_title("Cost to target (diamond: knee)")
-    right.legend(loc="upper left")
+    right.legend(loc="lower left")
     first = series[0]
     fig.suptitle(title or f"To loss {first['target_loss']:.3f} ({first['law']} law)")
     return fig

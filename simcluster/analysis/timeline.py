@@ -31,17 +31,20 @@ def _colour_key(stream: str, name: str) -> str:
     return first if first in ("forward", "backward", "optimizer") else "compute"
 
 
-@styled
-def timeline(events: pd.DataFrame, title: str = "", max_ranks: int = 32, until_s: float | None = None) -> Figure:
-    """Events of the first ``max_ranks`` ranks as horizontal bars (time in ms); ``until_s`` keeps the events that
-    start before it (e.g. the first step's time, for a run of several steps)."""
+def _lanes(events: pd.DataFrame, max_ranks: int, until_s: float | None):
     ranks = sorted(events["rank"].unique())[:max_ranks]
     shown = events[events["rank"].isin(ranks)]
     if until_s is not None:
         shown = shown[shown["start_s"] < until_s]
     lanes = [(r, s) for r in ranks for s in STREAM_ORDER if ((shown["rank"] == r) & (shown["stream"] == s)).any()]
+    return ranks, shown, lanes
+
+
+def _draw(ax, ranks, shown: pd.DataFrame, lanes: list, title: str, stages: bool = True) -> set:
+    """The bars of ``shown`` on ``ax``, one lane per (rank, stream); returns the colour keys drawn. ``stages``: a
+    collapsed training run, whose representative ranks are its pipeline stages in order (a replay's are agents
+    running one recorded program)."""
     lane_index = {lane: i for i, lane in enumerate(lanes)}
-    fig, ax = figure(width_in=12.0, height_in=max(3.0, 0.22 * len(lanes) + 1.6))
     keys = [_colour_key(s, n) for s, n in zip(shown["stream"], shown["name"], strict=True)]
     for key, group in shown.groupby(pd.Series(keys, index=shown.index)):
         # one PolyCollection per colour: tens of thousands of bars draw in well under a second (barh makes a
@@ -54,21 +57,73 @@ def timeline(events: pd.DataFrame, title: str = "", max_ranks: int = 32, until_s
     if len(shown):
         ax.set_xlim(shown["start_s"].min() * 1e3, shown["end_s"].max() * 1e3)
     ax.set_ylim(-0.6, len(lanes) - 0.4)
-    ax.set_yticks(range(len(lanes)), [f"rank {r} {s}" for r, s in lanes], fontsize=7)
+    stands_for = shown.groupby("rank")["group"].max().to_dict() if "group" in shown and len(shown) else {}
+    collapsed = any(g > 1 for g in stands_for.values())
+    # collapsed: one representative rank per pipeline stage, the lowest rank of the stage, so rank order is stage
+    # order
+    stage_of = {r: i for i, r in enumerate(ranks)}
+    if collapsed and stages:
+        names = [f"stage {stage_of[r]} (rank {r}) {s}" for r, s in lanes]
+    elif collapsed:
+        names = [f"rank {r} (x{stands_for[r]:,}) {s}" for r, s in lanes]
+    else:
+        names = [f"rank {r} {s}" for r, s in lanes]
+    ax.set_yticks(range(len(lanes)), names, fontsize=7)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("simulated time (ms)")
-    ax.set_title(title or "step timeline")
-    present = set(keys)
+    subtitle = ""
+    if collapsed:
+        sizes = sorted(set(stands_for.values()))
+        each = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,}"
+        subtitle = (f"\none row per pipeline stage: its lowest rank stands for {each} GPUs (the stage's data-, "
+                    "tensor- and context-parallel replicas)" if stages else
+                    f"\na row's rank stands for {each} ranks that run the same recorded program")
+    ax.set_title((title or "step timeline") + subtitle)
+    return set(keys)
+
+
+def _legend(ax, present: set, below: float) -> None:
     ax.legend(handles=[Patch(color=c, label=LABELS[k]) for k, c in COLOURS.items() if k in present],
-              loc="upper center",
-              bbox_to_anchor=(0.5, -0.08 if len(lanes) > 12 else -0.2), ncols=6)
+              loc="upper center", bbox_to_anchor=(0.5, below), ncols=6)
+
+
+@styled
+def timeline(events: pd.DataFrame, title: str = "", max_ranks: int = 32, until_s: float | None = None,
+             stages: bool = True) -> Figure:
+    """Events of the first ``max_ranks`` ranks as horizontal bars (time in ms); ``until_s`` keeps the events that
+    start before it (e.g. the first step's time, for a run of several steps)."""
+    ranks, shown, lanes = _lanes(events, max_ranks, until_s)
+    fig, ax = figure(width_in=12.0, height_in=max(3.0, 0.22 * len(lanes) + 1.6))
+    present = _draw(ax, ranks, shown, lanes, title, stages)
+    _legend(ax, present, -0.08 if len(lanes) > 12 else -0.2)
     return fig
 
 
-def plot_timeline(events: pd.DataFrame, path: Path, title: str = "", max_ranks: int = 32) -> Path:
+@styled
+def timelines(panels: list[tuple[str, pd.DataFrame]], title: str = "", max_ranks: int = 16,
+              stages: bool = False) -> Figure:
+    """Several runs' timelines one above the other on one time axis (a recorded run and its replay; ``stages``
+    as in ``_draw``)."""
+    laid = [(name, *_lanes(events, max_ranks, None)) for name, events in panels]
+    heights = [max(1, len(lanes)) for *_, lanes in laid]
+    fig, axes = figure(len(panels), 1, width_in=12.0, height_in=max(4.0, 0.2 * sum(heights) + 2.0 * len(panels)))
+    axes = np.atleast_1d(axes)
+    present: set = set()
+    for ax, (name, ranks, shown, lanes) in zip(axes, laid, strict=True):
+        present |= _draw(ax, ranks, shown, lanes, name, stages)
+    end_ms = max((shown["end_s"].max() * 1e3 for _, _, shown, _ in laid if len(shown)), default=1.0)
+    for ax in axes:
+        ax.set_xlim(0.0, end_ms)
+    if title:
+        fig.suptitle(title)
+    _legend(axes[-1], present, -0.25)
+    return fig
+
+
+def plot_timeline(events: pd.DataFrame, path: Path, title: str = "", max_ranks: int = 32, stages: bool = True) -> Path:
     """Draw ``timeline`` and write it as a PNG at ``path`` (used by ``simcluster run``)."""
     path = Path(path)
-    fig = timeline(events, title=title, max_ranks=max_ranks)
+    fig = timeline(events, title=title, max_ranks=max_ranks, stages=stages)
     save(fig, path.parent, path.stem, formats=(path.suffix.lstrip(".") or "png",))
     return path

@@ -30,7 +30,7 @@ try:
     import typer
 
     # each subcommand module registers its commands on ``app`` when imported
-    from simcluster.cli import collective, compare, laws, replay, run, schema, sweep, validate  # noqa: F401
+    from simcluster.cli import collective, compare, explain, laws, replay, run, schema, sweep, validate  # noqa: F401
     from simcluster.cli.app import USER_ERROR_EXIT, Interrupted, app, fail
     from simcluster.core.errors import ScenarioError
 finally:

@@ -21,7 +21,7 @@ from rich.table import Table
 from simcluster.cli.app import app, check_count, check_target_loss, fail, finite
 from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.cli.run import check_network
-from simcluster.core import outputs
+from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import SECONDS, fmt
 from simcluster.fabric import topology
@@ -41,30 +41,58 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")
 
 
+def short_label(index: int, run: dict) -> str:
+    """A column header that fits: the fabric's number and builtin name (the legend above the table gives the rest)."""
+    name = str(run["params"]["topology"]).split(":")[0]
+    name = Path(name).stem if "/" in name or name.endswith((".yaml", ".graphml")) else name
+    gpus = f" @{run['summary']['gpus']:,}" if run["label"] != run["params"]["topology"] else ""
+    return f"{index}. {name}{gpus}"
+
+
 def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
-    table = Table(title=f"to loss {target_loss:.3f} ({law.name} law)")
-    table.add_column("quantity")
-    for run in runs:
-        table.add_column(escape(run["label"]), justify="right")
+    """The comparison, one column per fabric, within 80 columns for two or three fabrics."""
+    table = Table(title=f"to loss {target_loss:.3f} ({law.name} law)", title_justify="left")
+    table.add_column("quantity", no_wrap=True)
+    for index, run in enumerate(runs, start=1):
+        table.add_column(escape(short_label(index, run)), justify="right", overflow="fold")
     rows = [
-        ("GPUs", lambda s, e: f"{s['gpus']:,}"),
-        ("layout (tp x cp x pp x dp)", lambda s, e: "{tp} x {cp} x {pp} x {dp}".format(**s["layout"])),
-        ("step time", lambda s, e: fmt(s["step_time_s"], SECONDS, 4)),
-        ("  compute", lambda s, e: fmt(s["compute_s"], SECONDS, 4)),
-        ("  exposed communication", lambda s, e: fmt(s["exposed_comm_s"], SECONDS, 4)),
-        ("  pipeline bubble", lambda s, e: fmt(s["pipeline_bubble_s"], SECONDS, 4)),
-        ("tokens/s", lambda s, e: f"{s['tokens_per_s']:,.0f}"),
-        ("MFU", lambda s, e: f"{s['mfu']:.1%}"),
-        ("busiest link utilisation", lambda s, e: f"{s['busiest_link_utilisation']:.1%}"),
-        ("cost per step", lambda s, e: f"${s['cost_per_step_usd']:.2f}"),
-        ("goodput (failures, checkpoints)", lambda s, e: f"{e['goodput']:.1%}"),
-        ("time to target", lambda s, e: f"{e['time_to_target_s'] / DAYS:.3g} days"),
-        ("GPU-hours to target", lambda s, e: f"{e['gpu_hours']:.3g}"),
-        ("cost to target", lambda s, e: f"${e['cost_usd']:,.0f}"),
+        ("GPUs", lambda r, s: f"{s['gpus']:,}"),
+        ("layout tp x cp x pp x dp", lambda r, s: "{tp}x{cp}x{pp}x{dp}".format(**s["layout"])),
+        ("step time", lambda r, s: fmt(s["step_time_s"], SECONDS, 4)),
+        ("  compute", lambda r, s: fmt(s["compute_s"], SECONDS, 4)),
+        ("  exposed comm: fabric", lambda r, s: study.seconds(r["exposed_comm_network_s"])),
+        ("  exposed comm: NVLink/PCIe", lambda r, s: study.seconds(r["exposed_comm_in_server_s"])),
+        ("  pipeline bubble", lambda r, s: fmt(s["pipeline_bubble_s"], SECONDS, 4)),
+        ("tokens/s", lambda r, s: f"{s['tokens_per_s']:,.0f}"),
+        ("MFU", lambda r, s: f"{s['mfu']:.1%}"),
+        ("busiest link, mean/peak", lambda r, s: _busiest(s)),
+        ("fabric capex", lambda r, s: units.fmt_usd(r["fabric_capex_usd"] or 0.0)),
+        ("fabric power", lambda r, s: fmt(r["fabric_power_w"] or 0.0, units.WATTS)),
+        ("cost per step (network)", lambda r, s: f"{units.fmt_usd(r['cost_per_step_usd'])} "
+                                                 f"({units.fmt_usd(r['cost_per_step_fabric_usd'] or 0.0)})"),
+        ("goodput (failures, checkpoints)", lambda r, s: "n/a" if r["goodput"] is None else f"{r['goodput']:.1%}"),
+        ("time to target", lambda r, s: f"{r['time_to_target_s'] / DAYS:.3g} days"),
+        ("GPU-hours to target", lambda r, s: units.fmt_count(r["gpu_hours"])),
+        ("cost to target", lambda r, s: units.fmt_usd(r["cost_usd"])),
+        ("energy to target", lambda r, s: units.fmt_energy(r["energy_j"])),
     ]
+    flat = [study.row(run) for run in runs]
     for name, cell in rows:
-        table.add_row(name, *[cell(run["summary"], run["economics"]) for run in runs])
+        table.add_row(name, *[cell(r, run["summary"]) for r, run in zip(flat, runs, strict=True)])
     return table
+
+
+def _busiest(summary: dict) -> str:
+    """The busiest link's mean utilisation over the run and its busiest window's (peak)."""
+    peak = summary.get("peak_link_utilisation_by_kind") or {}
+    top = max(peak.values(), default=None)
+    mean = f"{summary['busiest_link_utilisation']:.0%}"
+    return mean if top is None else f"{mean}/{top:.0%}"
+
+
+def legend(runs: list[dict]) -> str:
+    """The full name of every numbered fabric."""
+    return "\n".join(f"{index}. {run['label']}" for index, run in enumerate(runs, start=1))
 
 
 @app.command()
@@ -82,6 +110,8 @@ def compare(
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-compare/; never "
                                     "overwritten)"),
     as_json: bool = typer.Option(False, "--json", help="print the runs (summary, economics) as JSON on stdout"),
+    report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (verdict, "
+                                "tables, figures, scenario, assumptions) that opens offline"),
 ) -> None:
     """Run a scenario on each fabric (and GPU count): step time, MFU, communication, links, time and cost to a
     target loss, side by side; writes compare.csv/json and the plots."""
@@ -114,10 +144,16 @@ def compare(
     target = runs[0]["economics"]["target_loss"]
     with fresh_folder(out_dir) as out_dir:
         written = _outputs(runs, out_dir, chosen, target, spec.name)
+        if report:
+            from simcluster.analysis import report as html_report
+
+            written.append(html_report.write_compare(out_dir, spec.name, runs, chosen.name, written))
     if as_json:
         typer.echo(outputs.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))
         return
-    Console().print(_table(runs, chosen, target))
+    typer.echo(legend(runs))
+    Console(width=80).print(_table(runs, chosen, target))
+    typer.echo(study.verdict(runs, chosen.name))
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
 
 
@@ -138,4 +174,8 @@ def _outputs(runs: list[dict], out_dir: Path, chosen: laws.Law, target: float, n
         figure = heatmap.link_utilisation(run["links"], run["fabric"], title=f"Link utilisation: {run['label']}",
                                           vmax=top)
         written += plots.save(figure, out_dir, f"links-{slug(run['label'])}")
+        if "peak_utilisation" in run["links"]:  # the bursts the step average hides, on a 0-100% scale
+            figure = heatmap.link_utilisation(run["links"], run["fabric"], vmax=1.0, column="peak_utilisation",
+                                              title=f"Peak link utilisation: {run['label']}")
+            written += plots.save(figure, out_dir, f"links-peak-{slug(run['label'])}")
     return written

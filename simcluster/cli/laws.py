@@ -74,7 +74,7 @@ def _echo_json(data) -> None:
 
 @laws_app.command("eval")
 def eval_(
-    law: str = typer.Option("chinchilla", "--law", help=LAW_HELP),
+    law: str = typer.Option(laws.DEFAULT_LAW, "--law", help=LAW_HELP),
     params: float = typer.Option(..., "--params", parser=finite,
                                  help="parameters N (non-embedding for kaplan)"),
     tokens: float = typer.Option(..., "--tokens", parser=finite,
@@ -95,7 +95,7 @@ def eval_(
 
 @laws_app.command()
 def optimal(
-    law: str = typer.Option("chinchilla", "--law", help=LAW_HELP),
+    law: str = typer.Option(laws.DEFAULT_LAW, "--law", help=LAW_HELP),
     flop: float = typer.Option(..., "--flop", parser=finite,
                                help="training compute C in FLOP (C = 6ND)"),
     fit: str | None = typer.Option(None, "--fit", help=FIT_HELP),
@@ -286,7 +286,7 @@ def loss_vs_time(
                                              help="loss to reach (nats/token)"),
     tokens: float | None = typer.Option(None, "--tokens", parser=finite,
                                         help="or: a token budget to train on"),
-    law: str = typer.Option("chinchilla", "--law", help="chinchilla | chinchilla-refit | kaplan"),
+    law: str = typer.Option(laws.DEFAULT_LAW, "--law", help="chinchilla | chinchilla-refit | kaplan"),
     goodput: float | None = typer.Option(
         None, "--goodput", parser=finite, help="fraction of wall-clock time spent on useful steps; default: the "
         "run's, from failures, checkpoints and restarts (docs/reliability.md)"),
@@ -336,8 +336,8 @@ def loss_vs_time(
         ("throughput", f"{report['tokens_per_s']:.4g} tokens/s x goodput {report['goodput']:.4g} "
                        f"({report['goodput_basis']})"),
         ("time", f"{report['time_to_target_s'] / 86400.0:.4g} days ({report['time_to_target_s']:.4g} s)"),
-        ("GPU-hours", f"{report['gpu_hours']:.4g} on {report['gpus']} GPUs"),
-        ("cost", f"${report['cost_usd']:,.0f}"),
+        ("GPU-hours", f"{units.fmt_count(report['gpu_hours'], 4)} on {report['gpus']:,} GPUs"),
+        ("cost", f"{units.fmt_usd(report['cost_usd'], 4)} (network {units.fmt_usd(report['fabric_cost_usd'], 3)})"),
         ("power", f"{units.fmt(report['facility_power_w'], units.WATTS)} "
                   f"(busy {report['busy_fraction']:.2f}: {report['busy_fraction_basis']})"),
         ("energy", f"{report['energy_j'] / 3.6e9:.4g} MWh"),

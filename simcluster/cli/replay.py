@@ -103,6 +103,8 @@ def replay_command(
                                   f"{', '.join(ALGORITHMS)} (as NCCL_ALGO); default: NCCL's choice"),
     expand: bool = typer.Option(False, "--expand", help="one replay agent per rank (no symmetry collapse: ranks "
                                 "running the same recorded program are otherwise one agent); slower"),
+    report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (steps, "
+                                "figures, assumptions) that opens offline"),
 ) -> None:
     """Replay a recorded run (PyTorch-profiler or Chakra traces) on one or several fabrics: recorded vs replayed
     step time."""
@@ -139,6 +141,8 @@ def replay_command(
     if out_dir is not None:
         with fresh_folder(out_dir) as out_dir:  # nothing half-written is left when writing fails
             written = _write(out_dir, outcomes, name)
+            if report:
+                written.append(_report(out_dir, outcomes, name, written))
     if stepping:
         return
     if as_json:
@@ -156,6 +160,20 @@ def replay_command(
     for sentence in _assumption_lines(outcomes):
         console.print(f"- {escape(sentence)}", highlight=False)
     console.print(f"wrote {', '.join(str(p.relative_to(out_dir)) for p in written)} to {out_dir}/")
+
+
+def _report(out_dir: Path, outcomes: list[ReplayOutcome], name: str, written: list[Path]) -> Path:
+    """report.html: every replayed step of every fabric, the figures and the replay's assumptions."""
+    import pandas as pd
+
+    from simcluster.analysis import report as html_report
+
+    rows = pd.DataFrame([{"fabric": o.label, **step} for o in outcomes for step in o.steps])
+    first = outcomes[0]
+    return html_report.write_table_report(
+        out_dir, f"{name}: replay", f"{name}: {first.plan.world_size} x {first.gpu}, replayed on "
+        f"{', '.join(o.label for o in outcomes)}.", rows, list(rows.columns), written, None,
+        _assumption_lines(outcomes))
 
 
 def _fabrics(topologies: list[str], options: list[str], topology_option: list[str]) -> list[FabricSpec] | None:
@@ -246,7 +264,13 @@ def _write_one(out_dir: Path, outcome: ReplayOutcome, name: str) -> list[Path]:
     with gzip.open(written[1], "wt") as handle:
         json.dump(chrome_trace(outcome.events, max_ranks), handle)
     written.append(plot_timeline(outcome.events, out_dir / "timeline.png",
-                                 title=f"{name}: replayed on {outcome.label}"))
+                                 title=f"{name}: replayed on {outcome.label}", stages=False))
     written.append(plot_timeline(recorded_view(outcome.events), out_dir / "timeline-recorded.png",
-                                 title=f"{name}: recorded"))
+                                 title=f"{name}: recorded", stages=False))
+    from simcluster.analysis.plots import save
+    from simcluster.analysis.timeline import timelines
+
+    both = timelines([("recorded", recorded_view(outcome.events)), (f"replayed on {outcome.label}", outcome.events)],
+                     title=f"{name}: recorded and replayed, one time axis")
+    written += save(both, out_dir, "timeline-recorded-vs-replayed", formats=("png",))
     return written

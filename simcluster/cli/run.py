@@ -78,10 +78,14 @@ def run(
     samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
                                 help="runs with variability seeds seed, seed+1, ...: the summary gains "
                                 "step_time_p50_s/p90_s/p99_s; the files are the median sample's"),
+    table_format: str = typer.Option("csv", "--format", help="events table: csv | parquet (needs pyarrow)"),
+    report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (summary, "
+                                "tables, figures incl. the timeline, scenario, assumptions) that opens offline"),
 ) -> None:
     """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events, links and
     trace (and timeline.png with --plot)."""
     check_network(network)
+    outputs.check_table_format(table_format)
     spec = config.load(scenario)
     out_dir = output_dir(out or Path("runs") / spec.name)  # before a simulation of hours
     from simcluster.engine import Simulation
@@ -118,11 +122,15 @@ def run(
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
         console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
     with fresh_folder(out_dir) as out_dir:  # unique again if another run took it meanwhile
-        written = result.write(out_dir, trace_ranks=trace_ranks)
-        if plot:  # opt-in: matplotlib alone costs more than a small run
+        written = result.write(out_dir, trace_ranks=trace_ranks, table_format=table_format)
+        if plot or report:  # opt-in (the report embeds it): matplotlib alone costs more than a small run
             from simcluster.analysis.timeline import plot_timeline
 
             written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
+        if report:
+            from simcluster.analysis import report as html_report
+
+            written.append(html_report.write_run(out_dir, result.summary, spec.model_dump(mode="json"), written))
     if as_json:
         typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return

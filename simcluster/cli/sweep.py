@@ -24,7 +24,7 @@ from simcluster.cli.app import Interrupted, app, check_count, check_target_loss,
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
 from simcluster.cli.outputs import check_writable
 from simcluster.cli.run import check_network
-from simcluster.core import outputs
+from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws, returns
 from simcluster.spec import config
@@ -37,16 +37,44 @@ DAYS = 86400.0
 MAX_JOBS = 1024
 
 
+# The columns of the sweep's report.html, in order (those a run has).
+REPORT_COLUMNS = ["series", "gpus", "status", "step_time_s", "tokens_per_s", "mfu", "efficiency", "exposed_comm_s",
+                  "exposed_comm_nvlink_s", "exposed_comm_pcie_s", "exposed_comm_nic_s", "exposed_comm_leaf_s",
+                  "exposed_comm_spine_s", "exposed_comm_core_s", "peak_utilisation_nic", "peak_utilisation_leaf-spine",
+                  "fabric_capex_usd", "cost_per_step_usd", "time_to_target_s", "cost_usd", "energy_j"]
+
+
 def _results_table(frame, groups: list[dict]) -> Table:
-    table = Table(title=f"to loss {groups[0]['target_loss']:.3f} ({groups[0]['law']} law)" if groups else "sweep")
-    table.add_column("series", overflow="fold")
+    """One row per run; a series is named by its number when its label would not fit (``_series_legend``)."""
+    table = Table(title=f"to loss {groups[0]['target_loss']:.3f} ({groups[0]['law']} law)" if groups else "sweep",
+                  box=None, title_justify="left")   # no rules: fits 80 columns
+    numbers = _series_numbers(frame)
+    long_labels = max((len(label) for label in numbers), default=0) > SERIES_WIDTH
+    table.add_column("series", no_wrap=True, overflow="ellipsis", max_width=SERIES_WIDTH)
     for column in ("GPUs", "tokens/s", "effic.", "MFU", "step", "days", "cost"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in frame[frame["status"] == "ok"].itertuples(index=False):
-        table.add_row(escape(row.series), f"{row.gpus:,}", f"{row.tokens_per_s:.3g}", f"{row.efficiency:.1%}",
-                      f"{row.mfu:.1%}", f"{row.step_time_s:.3f} s", f"{row.time_to_target_s / DAYS:.3g}",
-                      f"${row.cost_usd / 1e6:.3g}M")
+        series = f"{numbers[row.series]}. {row.series}"[:SERIES_WIDTH] if long_labels else row.series
+        table.add_row(escape(series), f"{row.gpus:,}", units.fmt_count(row.tokens_per_s), f"{row.efficiency:.1%}",
+                      f"{row.mfu:.1%}", f"{row.step_time_s:.3f}s", f"{row.time_to_target_s / DAYS:.3g}",
+                      units.fmt_usd(row.cost_usd))
     return table
+
+
+# Widest series label the results table shows in full (the other columns take about 62 of 80).
+SERIES_WIDTH = 16
+
+
+def _series_numbers(frame) -> dict[str, int]:
+    return {label: i for i, label in enumerate(dict.fromkeys(frame["series"]), start=1)}
+
+
+def _series_legend(frame) -> list[str]:
+    """The full label of every numbered series, when some label is too wide for the table."""
+    numbers = _series_numbers(frame)
+    if max((len(label) for label in numbers), default=0) <= SERIES_WIDTH:
+        return []
+    return [f"{i}. {label}" for label, i in numbers.items()]
 
 
 def _failures_table(failed: list[dict]) -> Table:
@@ -105,10 +133,14 @@ def sweep_command(
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="draw the PNG/PDF figures"),
     as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),
+    table_format: str = typer.Option("csv", "--format", help="results table: csv | parquet (needs pyarrow)"),
+    html: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (rows, knees, "
+                              "figures, scenario, assumptions) that opens offline"),
 ) -> None:
     """Grid of runs (GPU counts x fabrics x varied fields) on local processes or a Dask cluster, resumable;
     writes results (CSV or Parquet), throughput/efficiency and time/cost-to-target plots with the knee."""
     check_network(network)
+    outputs.check_table_format(table_format)
     chosen = laws.get(law)
     check_target_loss(target_loss)
     if not 0.0 < threshold <= 1.0:
@@ -141,7 +173,7 @@ def sweep_command(
                                  on_done=lambda shard, reused: progress.advance(bar),
                                  shard_sources=sweep.sibling_folders(requested, out_dir))
     except Interrupted as stop:
-        stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold)
+        stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold, table_format)
         raise
     except OSError as err:  # a full disk: the shards written so far are whole (atomic) and resume the sweep
         fail("--out", f"writing into {str(out_dir)!r} failed ({err.strerror or err}); the finished runs' shards "
@@ -152,13 +184,22 @@ def sweep_command(
     frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
     report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
               "partial": False, "pending": 0, "out_dir": str(out_dir), "series": groups, "failed": run.failed}
-    written = _write_results(frame, report, out_dir)
+    written = _write_results(frame, report, out_dir, table_format)
     if plots:
         written += _plots(groups, threshold, out_dir, spec.name, chosen.name)
+    if html:
+        from simcluster.analysis import report as html_report
+
+        written.append(html_report.write_table_report(
+            out_dir, f"{spec.name}: sweep ({chosen.name} law)",
+            f"{len(tasks)} runs; target loss {groups[0]['target_loss']:.3f} ({chosen.name} law).", frame,
+            REPORT_COLUMNS, written, base, [_knee_line(group) for group in groups]))
     if as_json:
         typer.echo(outputs.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
         return
-    console = Console()
+    console = Console(width=80) if not Console().is_terminal else Console()
+    for line in _series_legend(frame):
+        console.print(escape(line), highlight=False)
     console.print(_results_table(frame, groups))
     for group in groups:
         console.print(escape(_knee_line(group)), highlight=False)
@@ -169,14 +210,15 @@ def sweep_command(
     console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)
 
 
-def _write_results(frame, report: dict, out_dir: Path) -> list[Path]:
+def _write_results(frame, report: dict, out_dir: Path, table_format: str = "csv") -> list[Path]:
     """results.csv (or .parquet) and sweep.json, each written atomically."""
-    written = [sweep.write_table(frame, out_dir), out_dir / "sweep.json"]
+    written = [sweep.write_table(frame, out_dir, table_format), out_dir / "sweep.json"]
     outputs.write_text(written[1], outputs.dumps(report, indent=1, default=str) + "\n")
     return written
 
 
-def _write_partial(tasks: list, out_dir: Path, chosen, target_loss: float | None, threshold: float) -> str:
+def _write_partial(tasks: list, out_dir: Path, chosen, target_loss: float | None, threshold: float,
+                   table_format: str = "csv") -> str:
     """After SIGINT/SIGTERM: the table of the runs finished so far (their shards), marked partial; the line the
     CLI prints. Running the same command again resumes from the shards."""
     run = sweep.collect(tasks, out_dir)
@@ -186,7 +228,7 @@ def _write_partial(tasks: list, out_dir: Path, chosen, target_loss: float | None
         frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
         report = {"law": chosen.name, "threshold": threshold, "executed": None, "reused": None, "partial": True,
                   "pending": len(run.pending), "out_dir": str(out_dir), "series": groups, "failed": run.failed}
-        written = _write_results(frame, report, out_dir)
+        written = _write_results(frame, report, out_dir, table_format)
     except (ScenarioError, OSError, ValueError) as err:
         return f"{kept}, kept as shards in {out_dir}/ (no results table: {err}); run the same command to resume"
     return (f"{kept}; wrote {', '.join(p.name for p in written)} (partial) to {out_dir}/; run the same command "

@@ -58,3 +58,32 @@ def finite(data: Any) -> Any:
 def dumps(data: Any, **kwargs) -> str:
     """``json.dumps`` of ``finite(data)``: valid JSON always (``allow_nan=False`` guards what ``finite`` missed)."""
     return json.dumps(finite(data), allow_nan=False, **kwargs)
+
+
+TABLE_FORMATS = ("csv", "parquet")
+
+
+def check_table_format(table_format: str, field: str = "--format") -> str:
+    """``table_format`` if it is one of ``TABLE_FORMATS`` and can be written here (Parquet needs pyarrow)."""
+    from simcluster.core.errors import ScenarioError
+
+    if table_format not in TABLE_FORMATS:
+        raise ScenarioError(field, f"expected one of {', '.join(TABLE_FORMATS)}, got {table_format!r}")
+    if table_format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ScenarioError(field, "parquet needs pyarrow (pip install pyarrow); csv needs nothing") from None
+    return table_format
+
+
+def write_table(frame, path: Path, table_format: str = "csv") -> Path:
+    """A pandas DataFrame as ``path`` with the format's suffix (.csv or .parquet), atomically; returns the path.
+    The format is what the caller asks for, never what happens to be installed."""
+    path = Path(path).with_suffix(f".{check_table_format(table_format)}")
+    with atomic_path(path) as tmp:
+        if table_format == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+    return path

@@ -277,3 +277,39 @@ def _number():
 # Plain numbers (prices, ratios) are finite and not booleans: YAML's `.inf`, `.nan` and `true` are refused (pydantic
 # would read true as 1.0); whole numbers (a generation, an index) are strict integers.
 FiniteNumber, WholeNumber = _number()
+_MONEY_FORMAT = [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")]
+
+
+def fmt_count(value: float, digits: int = 3) -> str:
+    """A large count for a report without exponent notation: 656,000 -> '656k', 1.234e6 -> '1.23M', 12.5 -> '12.5'."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    for factor, suffix in _MONEY_FORMAT:
+        if abs(value) >= factor * (1 - 0.5 * 10 ** (1 - digits)):
+            scaled = value / factor
+            decimals = max(0, digits - 1 - int(math.floor(math.log10(max(abs(scaled), 1.0)))))
+            return f"{scaled:.{decimals}f}".rstrip("0").rstrip(".") + suffix if decimals else f"{scaled:.0f}{suffix}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}" if value else "0"
+
+
+def fmt_usd(value: float, digits: int = 3) -> str:
+    """Money for a report: '$656k', '$1.23M', '$12.40', '$0.0042' (never '6.56e+05')."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    if value >= 1000 * (1 - 0.5 * 10 ** (1 - digits)):
+        return f"{sign}${fmt_count(value, digits)}"
+    if value >= 1:
+        return f"{sign}${value:,.2f}"
+    return f"{sign}${value:.2g}" if value else "$0"
+
+
+def fmt_energy(joules: float, digits: int = 3) -> str:
+    """Energy for a report in watt-hours with an SI prefix: 2.5e12 J -> '694 MWh', 9e12 J -> '2.5 GWh'."""
+    if joules is None or not math.isfinite(joules):
+        return "n/a"
+    scaled, prefix = _scaled(joules / 3600.0, _FORMAT_PREFIXES)
+    return f"{scaled:.{digits}g} {prefix}Wh"

@@ -83,3 +83,8 @@ class RunRecord:
     hardware_flop_per_step: float
     symmetry: SymmetryCheck | None = None  # None: a run without merged classes (replay)
     variability: dict | None = None  # engine.variability's description; None: every GPU alike
+    # tier (fabric.classes.TIERS) bounding each parallelism's traffic (``Fabric.bottleneck_tier``); None: unknown
+    bottleneck_by_parallelism: dict[str, str | None] | None = None
+    link_peak_utilisation: np.ndarray | None = None  # per link id: utilisation of its busiest window
+    peak_window_s: float | None = None  # the width of those windows (``network.windows``)
+    fabric_bill: dict | None = None  # the fabric's bill of materials (``fabric.bom.bill``)

@@ -13,6 +13,8 @@ import pandas as pd
 from simcluster.core import outputs
 from simcluster.core.units import SECONDS, fmt
 from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
+from simcluster.fabric import bom
+from simcluster.fabric.classes import TIERS
 from simcluster.outcomes import reliability
 
 SUMMARY_KEYS = (
@@ -29,22 +31,12 @@ class Result:
     links: pd.DataFrame
     memory: object  # MemoryBreakdown of the worst stage
 
-    def write(self, out_dir: Path, trace_ranks: int | None = None) -> list[Path]:
-        """Write summary.json, events.csv (Parquet with pyarrow), links.csv, trace.json.gz into ``out_dir``, each
-        atomically; non-finite figures of the summary are written as null (``core.outputs``)."""
+    def write(self, out_dir: Path, trace_ranks: int | None = None, table_format: str = "csv") -> list[Path]:
+        """Write summary.json, events.csv (``table_format`` parquet: events.parquet), links.csv, trace.json.gz into
+        ``out_dir``, each atomically; non-finite figures of the summary are written as null (``core.outputs``)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         written = [outputs.write_text(out_dir / "summary.json", outputs.dumps(self.summary, indent=2) + "\n")]
-        try:
-            import pyarrow  # noqa: F401
-
-            path = out_dir / "events.parquet"
-            with outputs.atomic_path(path) as tmp:
-                self.events.to_parquet(tmp)
-        except ImportError:
-            path = out_dir / "events.csv"
-            with outputs.atomic_path(path) as tmp:
-                self.events.to_csv(tmp, index=False)
-        written.append(path)
+        written.append(outputs.write_table(self.events, out_dir / "events", table_format))
         written.append(out_dir / "links.csv")
         with outputs.atomic_path(written[-1]) as tmp:
             self.links.to_csv(tmp, index=False)
@@ -73,7 +65,12 @@ def summarize(record: RunRecord) -> Result:
     peak = scenario.cluster.gpu.peak_flop_per_s(scenario.training.precision)
     model_flop_per_gpu_s = record.model_flop_per_step / step_time_s / gpus
     hardware_flop_per_gpu_s = record.hardware_flop_per_step / step_time_s / gpus
-    links = link_table(record.fabric, record.link_bytes, record.end_s)
+    links = link_table(record.fabric, record.link_bytes, record.end_s, record.link_peak_utilisation)
+    fabric = None
+    fabric_usd_per_gpu_hour = 0.0
+    if record.fabric_bill is not None:
+        fabric_usd_per_gpu_hour = bom.usd_per_gpu_hour(record.fabric_bill, gpus, scenario.economics.pue)
+        fabric = {**record.fabric_bill, "usd_per_gpu_hour": fabric_usd_per_gpu_hour}
     summary = {
         "name": scenario.name,
         "step_time_s": step_time_s,
@@ -86,6 +83,8 @@ def summarize(record: RunRecord) -> Result:
         "compute_s": compute_s,
         "exposed_comm_s": exposed_comm_s,
         "exposed_comm_by_parallelism_s": by_parallelism,
+        "exposed_comm_by_link_class_s": by_link_class(by_parallelism, record.bottleneck_by_parallelism),
+        "bottleneck_by_parallelism": record.bottleneck_by_parallelism,
         # of compute_s: what communication kernels running beside the compute added to it (SMs and HBM they take)
         "comm_interference_s": mean("interference_s"),
         "pipeline_bubble_s": bubble_s if bubble_s > 1e-9 * step_time_s else 0.0,  # float noise is no bubble
@@ -100,18 +99,41 @@ def summarize(record: RunRecord) -> Result:
         "busiest_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
         "busiest_link_utilisation_by_kind": {str(kind): float(value) for kind, value
                                              in links.groupby("kind")["utilisation"].max().items()},
+        # the same, over each link's busiest window of ``peak_window_s`` rather than the whole run
+        "peak_link_utilisation_by_kind": ({str(kind): float(value) for kind, value
+                                           in links.groupby("kind")["peak_utilisation"].max().items()}
+                                          if "peak_utilisation" in links else None),
+        "peak_window_s": record.peak_window_s,
         "topology": record.fabric.topology,
         "gpu": scenario.cluster.gpu.name,
         "layout": dict(record.layout),
         "agents": len(record.agents),
         "events": len(record.events),
-        "cost_per_step_usd": scenario.price_per_gpu_hour * gpus * step_time_s / 3600.0,
+        "fabric": fabric,
+        # GPU-hours at the GPU's price plus the fabric's share (``fabric.usd_per_gpu_hour``)
+        "cost_per_step_usd": (scenario.price_per_gpu_hour + fabric_usd_per_gpu_hour) * gpus * step_time_s / 3600.0,
+        "cost_per_step_fabric_usd": fabric_usd_per_gpu_hour * gpus * step_time_s / 3600.0,
         "symmetry": symmetry(record.symmetry, steps, step_time_s),
         **({"variability": record.variability} if record.variability is not None else {}),
         # failures, checkpoints and restarts over a whole run (outcomes.reliability)
         **reliability.summary_entries(scenario, step_time_s),
     }
     return Result(summary=summary, events=record.events, links=links, memory=record.memory)
+
+
+def by_link_class(by_parallelism: dict[str, float], bottleneck: dict[str, str | None] | None) -> dict | None:
+    """Exposed communication per tier of the fabric (``fabric.classes.TIERS``, plus ``torus`` or a file's own
+    classes where they bind): each parallelism's exposed seconds are charged to the tier that bounds its traffic
+    (``engine.simulation.bottlenecks``); seconds of a parallelism whose traffic never leaves a GPU go to
+    ``unattributed``. Sums to ``exposed_comm_s``. None when the run does not know its bottlenecks (replay)."""
+    if bottleneck is None:
+        return None
+    out = dict.fromkeys(TIERS, 0.0)
+    for axis, seconds in by_parallelism.items():
+        if seconds > 0:
+            key = bottleneck.get(axis) or "unattributed"
+            out[key] = out.get(key, 0.0) + seconds
+    return out
 
 
 def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dict:
@@ -139,10 +161,12 @@ def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dic
             "bound_s": bound_s, "bound_pct": bound_pct, "note": note}
 
 
-def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float) -> pd.DataFrame:
+def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,
+               peak_utilisation: np.ndarray | None = None) -> pd.DataFrame:
     """Bytes and mean utilisation of every link that carried traffic; ``kind`` is the link's class (its tier:
     nvlink, pcie, nic, leaf-spine, spine-core, torus ...), ``technology`` what it is made of (nvlink, pcie, ib,
-    ethernet, torus)."""
+    ethernet, torus); ``peak_utilisation`` (when the network model keeps windows) the utilisation of the link's
+    busiest time window (``network.windows``)."""
     used = np.flatnonzero(link_bytes > 0)
     capacity = fabric.capacity_bytes_per_s[used]
     classes = fabric.classes if fabric.classes is not None else fabric.kinds
@@ -153,6 +177,8 @@ def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float) -
         "bytes": link_bytes[used],
         "utilisation": link_bytes[used] / (capacity * duration_s) if duration_s > 0 else 0.0,
     })
+    if peak_utilisation is not None:
+        table["peak_utilisation"] = peak_utilisation[used]
     if fabric.ends is not None:
         table.insert(1, "src", [str(fabric.ends[i][0]) for i in used])
         table.insert(2, "dst", [str(fabric.ends[i][1]) for i in used])

@@ -21,7 +21,7 @@ from simcluster.engine.overlap import Slowdowns, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
-from simcluster.fabric import topology
+from simcluster.fabric import bom, topology
 from simcluster.network.base import TransferClass
 from simcluster.parallel import memory
 from simcluster.parallel.plan import plan as step_plan
@@ -56,6 +56,8 @@ class Simulation:
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
         self.network_name = network_model or scenario.network
         self.fabric = fabric or topology.from_scenario(scenario)
+        # the fabric's prices, checked before the run (a typo in economics.fabric_prices fails now, not at the end)
+        self.fabric_prices = bom.costs(scenario.economics.fabric_prices, scenario.economics.fabric_lifetime_years)
         self.plan = step_plan(scenario, functools.partial(timing.isolated_time_s, self.fabric))
         self.env = simpy.Environment()
         # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
@@ -331,6 +333,7 @@ class Simulation:
     def record(self, steps: int, wall_time_s: float) -> RunRecord:
         """What the run measured, as plain data for ``results.summarize``."""
         t, m, layout = self.scenario.training, self.scenario.model, self.plan.layout
+        windows = self.model.link_windows()
         return RunRecord(
             scenario=self.scenario, steps=steps, microbatches=self.plan.microbatches,
             layout={"tp": layout.tp, "cp": layout.cp, "pp": layout.pp, "dp": layout.dp},
@@ -344,7 +347,23 @@ class Simulation:
             hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),
             variability=self.variability.describe(self.plan, not self.expand) if self.variability else None,
+            bottleneck_by_parallelism=bottlenecks(self.fabric, layout),
+            link_peak_utilisation=None if windows is None else windows.peak_utilisation(self.fabric.link_bytes_per_s),
+            peak_window_s=None if windows is None else windows.width_s,
+            fabric_bill=bom.bill(self.fabric, self.fabric_prices),
         )
+
+
+def bottlenecks(fabric, layout) -> dict[str, str | None]:
+    """The tier that bounds each parallelism's traffic: its ring step over all its groups at once (pipeline: every
+    stage's send to the next) on the idle fabric (``Fabric.bottleneck_tier``); None for an axis of size 1. Expert
+    parallelism is not simulated (None)."""
+    out: dict[str, str | None] = {}
+    for axis in ("tp", "cp", "pp", "dp"):
+        out[axis] = (fabric.bottleneck_tier(layout.ring_pairs(axis, wrap=axis != "pp"))
+                     if getattr(layout, axis) > 1 else None)
+    out["ep"] = None
+    return out
 
 
 def run_expanded(build, steps: int | None = None, on_step=None) -> Result:

@@ -331,3 +331,119 @@ BUILDERS = {
     "fat-tree": (fat_tree, ("k", "link", "protocol", "routing")),
     "torus": (torus, ("dims", "link", "hop_latency")),
 }
+
+
+# ---- fabrics debated today: rail-only and multi-plane leaf-spine ------------------------------------------------
+
+def _rail_switches(b: GraphBuilder, rail: int, servers: int, radix: int, switch_latency_s: float, kind: str,
+                   rate_bytes_per_s: float) -> list:
+    """The switches of one rail: one switch when the rail's servers fit its ports, else a non-blocking two-tier
+    Clos of its own: leaves of radix/2 servers, and as few spines as hold the leaves' uplinks
+    (ceil(leaves x radix/2 / radix)), each leaf trunked to every spine with an equal share of its radix/2 uplinks.
+    Returns the leaf of each server."""
+    if servers <= radix:
+        switch = b.node(f"rail{rail}/switch", "leaf", switch_latency_s, rail=rail)
+        return [switch] * servers
+    down = radix // 2
+    leaves = [b.node(f"rail{rail}/leaf{j}", "leaf", switch_latency_s, rail=rail)
+              for j in range(math.ceil(servers / down))]
+    if len(leaves) > radix:
+        raise ScenarioError("cluster.topology", f"{servers} servers need {len(leaves)} leaves per rail, more than "
+                            f"a two-tier rail of radix {radix} holds ({radix}); raise topology_options.radix")
+    spine_count = math.ceil(len(leaves) * down / radix)
+    spines = [b.node(f"rail{rail}/spine{s}", "spine", switch_latency_s, rail=rail) for s in range(spine_count)]
+    for leaf in leaves:
+        for spine in spines:
+            b.cable(leaf, spine, down * rate_bytes_per_s / spine_count, kind)
+    return [leaves[server // down] for server in range(servers)]
+
+
+def rail_only(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
+    """Rail-only network (Wang et al. 2023, "How to Build Low-cost Networks for Large Language Models (without
+    Sacrificing Performance)", arXiv:2307.12169, section 4): the rail-optimised fabric without its spines. GPU r
+    of every server plugs into rail r's switch (or a rail's own two-tier Clos when the servers outnumber the ports);
+    rails are not connected to each other. Traffic between GPUs of different rails on different servers first
+    crosses the sender's NVSwitch to the GPU of the destination's rail and leaves through that GPU's NIC (NCCL's
+    PXN: "PCI x NVLink"), so the scale-up domain does the forwarding the spines did.
+
+    Modelled as NVLink links from each server's NVSwitch to every PCIe switch of the server (class ``nvlink``),
+    whose PCIe switches and NICs forward (node attribute ``transit``, ``routing.Router``): a path GPU -> NVSwitch ->
+    PCIe -> NIC -> rail, at the NVLink port rate, sharing the peer's PCIe and NIC. The forwarding may happen at the
+    sender's server or at the receiver's (equal hop counts; PXN forwards at the sender's). The peer GPU's own
+    NVLink port is not loaded by it (a simplification: PXN writes through it). Needs NVLink (an NVSwitch per
+    server).
+    """
+    protocol = options.get("protocol", "infiniband")
+    kind, switch_latency_s = PROTOCOL_KIND[protocol], hardware.switch(PROTOCOL_SWITCH[protocol]).latency
+    _set_routing(b, kind, options)
+    if gpu.nvlink_generation <= 0 and gpus > gpus_per_node:
+        raise ScenarioError("cluster.topology", "rail-only forwards between rails over NVSwitch; "
+                            f"{gpu.name} has no NVLink switch (use rail-fat-tree)")
+    radix = int(options.get("radix", _default_radix(nic, protocol)))
+    nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
+    servers = math.ceil(gpus / gpus_per_node)
+    rails = min(gpus_per_node, gpus)
+    leaf_of = [_rail_switches(b, r, servers, radix, switch_latency_s, kind, nic.rate) for r in range(rails)]
+    for g, card in enumerate(nics):
+        server, r = divmod(g, gpus_per_node)
+        b.cable(card, leaf_of[r][server], nic.rate, kind)
+    for server, size in enumerate(_server_sizes(gpus, gpus_per_node)):
+        for i in range(size):
+            b.graph.nodes[f"n{server}/pcie{i}"]["transit"] = True
+            b.graph.nodes[f"n{server}/nic{i}"]["transit"] = True
+            if size > 1:
+                b.cable(f"n{server}/nvswitch", f"n{server}/pcie{i}", gpu.nvlink_bandwidth, "nvlink",
+                        link_class="nvlink")
+
+
+def multi_plane(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
+    """Multi-plane leaf-spine: every NIC splits its line rate over ``planes`` ports (default 2), each cabled to a
+    leaf of its own plane; the planes are independent two-tier Clos networks of the same shape (as in Alibaba's
+    HPN, Qian et al. SIGCOMM 2024, dual-plane; and the multi-plane fat-trees of 800G NICs split into 2 x 400G or
+    4 x 200G). Each plane is ``leaf-spine`` at the port rate (rate / planes): ``hosts_per_leaf`` NICs a leaf
+    (default half the radix, the radix counted at the plane's port rate: ``planes`` times the ASIC's 400G ports),
+    uplinks = downlinks / ``oversubscription``, over as few spines as hold every leaf's uplinks (``spines``,
+    default ceil(leaves x uplinks / radix)), each leaf trunked to every spine (a trunk is one link of the summed
+    rate: hashing spreads flows over spines, not over the cables of a trunk, an optimistic simplification).
+    Routing is adaptive by default whatever the protocol: NCCL sees each port as a NIC and stripes its channels
+    over them, so a GPU's traffic splits evenly over the planes (the NIC is where routes fork: node attribute
+    ``transit``); the even spread over a plane's spines that comes with it is optimistic for Ethernet's hash ECMP,
+    which ``routing: ecmp`` restores (one plane and one spine per flow: pessimistic for a NIC's single flow).
+    A leaf failure costs a host 1/planes of its
+    bandwidth instead of all of it (not simulated here).
+    """
+    protocol = options.get("protocol", "ethernet")
+    kind, switch_latency_s = PROTOCOL_KIND[protocol], hardware.switch(PROTOCOL_SWITCH[protocol]).latency
+    b.graph.graph["routing"] = options.get("routing") or "adaptive"
+    planes = int(options.get("planes", 2))
+    port_bytes_per_s = nic.rate / planes
+    radix = int(options.get("radix", _default_radix(nic, protocol) * planes))
+    hosts = int(options.get("hosts_per_leaf", radix // 2))
+    ratio = float(options.get("oversubscription", 1))
+    if hosts < 1 or ratio <= 0:
+        raise ScenarioError("cluster.topology_options", "hosts_per_leaf must be >= 1 and oversubscription > 0")
+    leaf_count = math.ceil(gpus / hosts)
+    # as few spines as hold the leaves' uplinks (each leaf trunked to every spine), no more than a leaf has uplinks
+    uplinks = math.ceil(hosts / ratio)
+    spine_count = int(options.get("spines", min(uplinks, math.ceil(leaf_count * uplinks / radix))))
+    if spine_count > MAX_SWITCH_PORTS:
+        raise ScenarioError("cluster.topology_options", f"{spine_count} spines per plane exceed the "
+                            f"{MAX_SWITCH_PORTS} ports a leaf switch can have")
+    uplink_bytes_per_s = hosts * port_bytes_per_s / (ratio * spine_count)
+    nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
+    for p in range(planes):
+        leaves = [b.node(f"plane{p}/leaf{j}", "leaf", switch_latency_s, plane=p) for j in range(leaf_count)]
+        for g, card in enumerate(nics):
+            b.graph.nodes[card]["transit"] = True   # the NIC chooses the plane: it is where routes fork
+            b.cable(card, leaves[g // hosts], port_bytes_per_s, kind)
+        spines = [b.node(f"plane{p}/spine{s}", "spine", switch_latency_s, plane=p) for s in range(spine_count)]
+        for leaf in leaves:
+            for spine in spines:
+                b.cable(leaf, spine, uplink_bytes_per_s, kind)
+
+
+BUILDERS.update({
+    "rail-only": (rail_only, ("radix", "protocol", "routing")),
+    "multi-plane": (multi_plane, ("planes", "oversubscription", "hosts_per_leaf", "spines", "radix", "protocol",
+                                  "routing")),
+})

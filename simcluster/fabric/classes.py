@@ -40,3 +40,24 @@ def of_graph(graph, links: int) -> list[str]:
     for u, v, d in graph.edges(data=True):
         classes[d["link_id"]] = d.get("link_class") or infer(nodes[u]["role"], nodes[v]["role"], d["kind"])
     return classes
+
+
+# The summary's tiers (``exposed_comm_by_link_class_s``), closest to the GPU first: a switch-to-switch class is
+# charged to its lower end, whose uplinks it is (``leaf-spine`` -> leaf, ``spine-core`` -> spine); ``core`` holds
+# links between core switches or above them (none in the builtin fabrics).
+TIERS = ("nvlink", "pcie", "nic", "leaf", "spine", "core")
+_ORDER = {name: i for i, name in enumerate(("nvlink", "torus", "pcie", "nic", "leaf", "switch", "spine", "core"))}
+
+
+def tier(link_class: str) -> str:
+    """The summary tier of a link class: itself for nvlink, pcie, nic and torus; a switch-to-switch class its lower
+    switch (``leaf-spine`` -> ``leaf``); anything else its own name."""
+    if link_class in _ORDER:
+        return link_class
+    low = link_class.split("-")[0]
+    return low if low in _TIER else link_class
+
+
+def tier_order(name: str) -> int:
+    """Rank of a tier from the GPU outwards (unknown tiers last)."""
+    return _ORDER.get(name, len(_ORDER))

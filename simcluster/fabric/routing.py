@@ -109,8 +109,11 @@ class Router:
         roles = [role for _, role in graph.nodes(data="role")]
         gpu_transit = bool(graph.graph.get("gpu_transit", False))
         core_roles = CORE_ROLES | ({"gpu"} if gpu_transit else set())
-        self.is_core = np.array([role in core_roles for role in roles], dtype=bool)
-        self.is_host = np.array([role in HOST_ROLES for role in roles], dtype=bool)
+        # a host-side node marked ``transit`` forwards other GPUs' traffic (rail-only: NCCL's PXN through a peer's
+        # PCIe switch and NIC), so it belongs to the routing core
+        transit = [bool(d.get("transit")) for _, d in graph.nodes(data=True)]
+        self.is_core = np.array([role in core_roles or t for role, t in zip(roles, transit, strict=True)], dtype=bool)
+        self.is_host = np.array([role in HOST_ROLES for role in roles], dtype=bool) & ~self.is_core
         self.gpu_index = np.array([index[node] for node in gpu_nodes], dtype=np.int64)
         src_list, dst_list, link_list = [], [], []
         for u, out in graph.adjacency():   # plain loops: several times faster than edges(data=...) views

@@ -27,7 +27,7 @@ from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing, loads_by_part
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
-BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus")
+BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus", "rail-only", "multi-plane")
 ROLES = files.ROLES
 LINK_KINDS = files.LINK_KINDS
 
@@ -211,6 +211,20 @@ class Fabric:
         """Path latency of each (src, dst) pair, in pair order: its ``path_latency_s`` under ``ecmp``; under
         ``adaptive`` the slowest of the sprayed paths (the same on fabrics whose switches have one latency)."""
         return self._route_set(pairs, salt)[2]
+
+    def bottleneck_tier(self, pairs: np.ndarray) -> str | None:
+        """The tier (``classes.tier``) of the link that bounds ``pairs`` sending at once on the idle fabric: the link
+        carrying the most of them per byte/s of capacity (their max-min bottleneck). Ties (within 1e-6) go to the
+        tier closest to the GPU: on a non-blocking fabric the injection link, not the spine that matches it. None
+        when no pair leaves its GPU."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        if not len(pairs):
+            return None
+        links, counts = self.links_of(pairs)
+        load = np.asarray(counts, dtype=float) / self.link_bytes_per_s[links]
+        binding = links[load >= load.max() * (1 - 1e-6)]
+        return min((classes.tier(self.link_class[i]) for i in binding), key=classes.tier_order)
 
     def summary(self) -> dict:
         """Counts of nodes per role and directed links per kind (for reports and tests)."""

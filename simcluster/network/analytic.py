@@ -15,6 +15,7 @@ from simcluster.network.base import (
     latency_gaps_s,
     part_routes,
 )
+from simcluster.network.windows import LinkWindows
 
 
 class AnalyticNetwork(NetworkModel):
@@ -38,6 +39,7 @@ class AnalyticNetwork(NetworkModel):
         self._ends: dict[int, float] = {}
         self._next_handle = 0
         self.held_back = HeldBack()
+        self.windows = LinkWindows(len(fabric.link_bytes_per_s))
 
     def duration_s(self, transfers: TransferClass) -> float:
         """Time of ``transfers`` alone on the idle fabric."""
@@ -47,11 +49,14 @@ class AnalyticNetwork(NetworkModel):
         return latency_s + transfers.size_bytes * float(np.max(counts / self._capacity[links]))
 
     def start(self, transfers: TransferClass, now_s: float) -> int:
-        links, counts, _ = class_load(self.fabric, transfers)
+        links, counts, latency_s = class_load(self.fabric, transfers)
         self.link_bytes[links] += counts * transfers.size_bytes
         handle = self._next_handle
         self._next_handle += 1
         self._ends[handle] = now_s + self.duration_s(transfers)
+        sending_s = self._ends[handle] - now_s - latency_s
+        if sending_s > 0:  # the bytes at a constant rate over the sending time, as the class runs alone
+            self.windows.add(now_s, now_s + sending_s, links, counts * transfers.size_bytes / sending_s)
         if transfers.part_count > 1:
             saved_s = self._bytes_saved_s(transfers, links, counts)
             gaps_s = latency_gaps_s(self.fabric, transfers)

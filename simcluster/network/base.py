@@ -91,6 +91,11 @@ class NetworkModel(ABC):
         """The most one replica's transfers could have saved had no class held them back (``HeldBack``)."""
         return None if self.held_back is None else self.held_back.seconds
 
+    def link_windows(self):
+        """Bytes per link per time window so far (``windows.LinkWindows``); None when the model does not keep them
+        (the chunk model)."""
+        return getattr(self, "windows", None)
+
     @abstractmethod
     def start(self, transfers: TransferClass, now_s: float) -> int:
         """Begin a class of transfers at ``now_s``; returns a handle."""

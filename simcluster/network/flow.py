@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simcluster.network import windows as link_windows
 from simcluster.network.base import (
     HeldBack,
     NetworkModel,
@@ -55,6 +56,9 @@ _CACHED_ROUTE_ENTRIES = 8_000_000
 _OVERLAPS_KEPT = 2**16
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
+# (route set, window) entries of link-window bytes kept before they are spread: each pins a rate solution's link
+# arrays (up to ~10^5 entries at 16k GPUs), so memory, not speed, sets the bound.
+_WINDOW_PENDING_KEPT = 64
 # A link is saturated (can bind a class) when its spare capacity is below this fraction of it: progressive filling
 # fills a link to within _SATURATION_RTOL, plus float slack.
 _SATURATED_RTOL = 1e-6
@@ -110,6 +114,9 @@ class FlowNetwork(NetworkModel):
         self._parted: set[int] = set()            # sending classes of several parts
         self._witness: dict[int, tuple] = {}      # part routes -> each part's own bottleneck link
         self._held: set[int] = set()              # ... of which found holding a part back
+        # bytes per link per time window (``windows``), spread lazily: (route set, window) -> [links, load, s]
+        self.windows = link_windows.LinkWindows(len(fabric.link_bytes_per_s))
+        self._window_pending: dict[tuple, list] = {}
 
     # ---- per-link counters, spread lazily ----------------------------------------------------------------
     @property
@@ -134,6 +141,37 @@ class FlowNetwork(NetworkModel):
                     self._link_busy_s[links] += pending[1]
                 pending[1] = 0.0
         return self._link_busy_s
+
+    def link_windows(self) -> link_windows.LinkWindows:
+        """Bytes per link per time window so far (``windows.LinkWindows``)."""
+        self._spread_windows()
+        return self.windows
+
+    def _spread_windows(self) -> None:
+        rows = self.windows.bytes
+        for (_key, window), (links, load, seconds) in self._window_pending.items():
+            rows[window, links] += load * seconds
+        self._window_pending.clear()
+
+    def _window_carry(self, key: tuple, solved: tuple, until_s: float) -> None:
+        """The links of ``solved`` carried its loads from now to ``until_s``: pending per (route set, window)."""
+        windows = self.windows
+        if until_s > link_windows.WINDOWS * windows.width_s:
+            self._spread_windows()
+            windows._widen_until(until_s)
+        windows.end_s = max(windows.end_s, until_s)
+        width_s = windows.width_s
+        first = int(self.now_s // width_s)
+        last = min(int(until_s // width_s), link_windows.WINDOWS - 1)
+        for window in range(first, last + 1):
+            seconds = min(until_s, (window + 1) * width_s) - max(self.now_s, window * width_s)
+            if seconds > 0:
+                pending = self._window_pending.get((key, window))
+                if pending is None:
+                    if len(self._window_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
+                        self._spread_windows()
+                    pending = self._window_pending[(key, window)] = [solved[2], solved[3], 0.0]
+                pending[2] += seconds
 
     # ---- the NetworkModel interface ------------------------------------------------------------------
     def start(self, transfers: TransferClass, now_s: float) -> int:
@@ -254,6 +292,7 @@ class FlowNetwork(NetworkModel):
         Every cache keyed by route identity is cleared together, so a recycled id cannot hit a stale entry.
         """
         self.link_bytes, self.link_busy_s  # noqa: B018 (properties that spread the pending counters)
+        self._spread_windows()
         active = {c.route for c in self._sending.values()}
         self._route_bytes = {r: v for r, v in self._route_bytes.items() if r in active}
         self._busy_pending.clear()
@@ -292,6 +331,7 @@ class FlowNetwork(NetworkModel):
             if pending is None:
                 pending = self._busy_pending[key] = [[c[1] for c in self._solve(key)[2]], 0.0]
             pending[1] += dt_s
+            self._window_carry(key, self._solve(key), until_s)
             if self._parted:
                 # classes sending at once overlap in time: the step's critical path, waiting on one of them at a
                 # time, can gain at most the largest saving of the interval, not their sum

@@ -3,10 +3,12 @@ that takes.
 
 A simulated step gives tokens per second; a goodput fraction (time lost to failures and restarts) turns it
 into tokens per wall-clock second, D(t) = goodput * tokens_per_s * t, and a scaling law turns D(t) into L(t).
-What a run costs follows from the cluster: GPU-hours times the price, and power
+What a run costs follows from the cluster: GPU-hours times the price of a GPU-hour plus the fabric's share of it
+(its capital spread over its lifetime and its electricity: ``fabric.bom.usd_per_gpu_hour``), and power
 
     P = PUE * (gpus * (P_idle + (P_tdp - P_idle) * u) + nodes * P_node_overhead)
 
+(plus PUE times the fabric's switches and optics)
 with u the GPUs' busy fraction (linear interpolation between idle and TDP; the model Meta used to report Llama
 3's emissions is u = 1, GPU-hours at TDP). CO2 is energy times the grid's carbon intensity.
 
@@ -115,6 +117,17 @@ def facility_power_w(plant: Plant, gpus: int, busy_fraction: float) -> float:
     return plant.pue * (gpus * gpu_w + nodes * plant.node_overhead_w)
 
 
+def fabric_share(summary: dict) -> tuple[float, float]:
+    """(USD per GPU-hour, W) the fabric adds to a run: its amortised capital and electricity
+    (``fabric.usd_per_gpu_hour``, ``fabric.bom``), and its power beyond the NICs (which ``node_overhead`` already
+    counts); (0, 0) for a summary without a ``fabric`` (older runs, replays)."""
+    fabric = summary.get("fabric") or {}
+    if not isinstance(fabric, dict) or "usd_per_gpu_hour" not in fabric:
+        return 0.0, 0.0
+    nic_w = float((fabric.get("power_by_part_w") or {}).get("nics", 0.0))
+    return float(fabric["usd_per_gpu_hour"]), max(0.0, float(fabric.get("power_w", 0.0)) - nic_w)
+
+
 def _check_goodput(goodput: float) -> float:
     if not (isinstance(goodput, int | float) and 0.0 < goodput <= 1.0):
         raise ScenarioError("goodput", f"must be within (0, 1], got {goodput!r}")
@@ -131,7 +144,7 @@ def goodput_of(summary: dict, goodput: float | None) -> tuple[float, str]:
     return 1.0, "none: the summary has no goodput"
 
 
-def time_to_target(summary: dict, scenario, law: laws.Law | str = "chinchilla",
+def time_to_target(summary: dict, scenario, law: laws.Law | str = laws.DEFAULT_LAW,
                    target_loss: float | None = None, tokens: float | None = None, *, goodput: float | None = None,
                    busy_fraction: float | str | None = None, params: float | None = None) -> dict:
     """Time, GPU-hours, cost, energy and CO2 to reach ``target_loss`` (or to train on ``tokens`` tokens).
@@ -158,7 +171,8 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = "chinchilla",
     time_s = tokens_needed / (goodput * tokens_per_s)
     gpu_hours = gpus * time_s / SECONDS_PER_HOUR
     u, basis = busy_fraction_of(summary, busy_fraction)
-    power_w = facility_power_w(plant, gpus, u)
+    fabric_usd_per_gpu_hour, fabric_w = fabric_share(summary)
+    power_w = facility_power_w(plant, gpus, u) + plant.pue * fabric_w
     energy_j = power_w * time_s
     training_flop = laws.FLOP_PER_PARAM_TOKEN * plant.params * tokens_needed
     landauer_j = training_flop * plant.bits_per_flop * landauer_j_per_bit()
@@ -175,10 +189,13 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = "chinchilla",
         "gpus": gpus,
         "time_to_target_s": time_s,
         "gpu_hours": gpu_hours,
-        "cost_usd": gpu_hours * plant.price_per_gpu_hour,
+        "cost_usd": gpu_hours * (plant.price_per_gpu_hour + fabric_usd_per_gpu_hour),
+        "gpu_cost_usd": gpu_hours * plant.price_per_gpu_hour,
+        "fabric_cost_usd": gpu_hours * fabric_usd_per_gpu_hour,
         "busy_fraction": u,
         "busy_fraction_basis": basis,
         "facility_power_w": power_w,
+        "fabric_power_w": plant.pue * fabric_w,
         "energy_j": energy_j,
         "co2_kg": energy_j / J_PER_KWH * plant.grid_kg_co2_per_kwh,
         "training_flop": training_flop,

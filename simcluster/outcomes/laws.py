@@ -24,6 +24,9 @@ from simcluster.core.errors import ScenarioError
 FLOP_PER_PARAM_TOKEN = 6.0
 
 LAW_NAMES = ("chinchilla", "chinchilla-refit", "kaplan")
+# The law every command uses unless told otherwise (compare, sweep, laws eval/optimal/loss-vs-time, economics):
+# Besiroglu et al. 2024's refit of Chinchilla's approach 3, which reproduces the paper's other two approaches.
+DEFAULT_LAW = "chinchilla-refit"
 
 
 def check_positive(value, field: str):

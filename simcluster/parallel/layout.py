@@ -94,6 +94,20 @@ class Layout:
             stride *= size
         raise ValueError(axis)
 
+    def ring_pairs(self, axis: str, wrap: bool = True) -> np.ndarray:
+        """(rank, its successor along ``axis``) for every rank: the sends of one ring step over every group of
+        ``axis`` at once; ``wrap=False`` leaves out the last member's send to the first (a pipeline's stages)."""
+        ranks = np.arange(self.world_size, dtype=np.int64)
+        stride = 1
+        for name, size in zip(self.order, self._sizes(), strict=True):
+            if name == axis:
+                coord = (ranks // stride) % size
+                pairs = np.stack([ranks, ranks + ((coord + 1) % size - coord) * stride], axis=1)
+                keep = (coord < size - 1) if not wrap else (pairs[:, 0] != pairs[:, 1])
+                return pairs[keep]
+            stride *= size
+        raise ValueError(axis)
+
     def groups(self, axis: str) -> list[list[int]]:
         """All groups along ``axis`` (each rank in exactly one)."""
         seen, out = set(), []

@@ -178,6 +178,10 @@ class Economics(_Strict):
     node_overhead: str = Field("1.5 kW", description="CPU, NICs, fans per node beyond the GPUs")
     grid_kg_co2_per_kwh: FiniteFloat = Field(0.4, ge=0, le=MAX_KG_CO2_PER_KWH,
                                              description="grid carbon intensity (IEA 2023 world ~0.45)")
+    fabric_lifetime_years: FiniteFloat | None = Field(
+        None, gt=0, description="years over which the fabric's capital cost is spread; default: data/fabric_costs.yaml")
+    fabric_prices: dict[str, Any] | None = Field(
+        None, description="overrides of data/fabric_costs.yaml (same keys), e.g. {nic: {usd: 1500}}")
 
     @field_validator("node_overhead")
     @classmethod

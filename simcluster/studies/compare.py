@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from simcluster.core import outputs
+from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology
 from simcluster.outcomes import economics, laws
 from simcluster.spec import config
-from simcluster.studies import grid
+from simcluster.studies import grid, sweep
 from simcluster.studies.sweep import default_target_loss
 
 
@@ -40,23 +40,99 @@ def run_point(task: grid.Task, name: str, network: str | None, law: laws.Law, ta
             "summary": result.summary, "links": result.links, "economics": report}
 
 
+# Tiers of exposed communication inside a server: no fabric choice changes them.
+IN_SERVER_TIERS = ("nvlink", "pcie")
+
+
+def exposed_split_s(summary: dict) -> tuple[float, float]:
+    """(exposed communication on the scale-out fabric, inside the servers: NVLink and PCIe), seconds per step; what
+    no tier claims (``unattributed``) counts as inside the servers' GPUs."""
+    by_tier = summary.get("exposed_comm_by_link_class_s") or {}
+    inside = sum(by_tier.get(tier, 0.0) for tier in (*IN_SERVER_TIERS, "unattributed"))
+    return sum(by_tier.values()) - inside, inside
+
+
+def row(run: dict) -> dict:
+    """One fabric's figures, flat: what ``compare --json`` leads each run with and compare.csv holds."""
+    s, e = run["summary"], run["economics"]
+    fabric = s.get("fabric") or {}
+    network_s, in_server_s = exposed_split_s(s)
+    return {
+        "label": run["label"], "topology": run["params"]["topology"], "gpus": s["gpus"],
+        "step_time_s": s["step_time_s"], "compute_s": s["compute_s"], "exposed_comm_s": s["exposed_comm_s"],
+        "exposed_comm_network_s": network_s, "exposed_comm_in_server_s": in_server_s,
+        "pipeline_bubble_s": s["pipeline_bubble_s"], "tokens_per_s": s["tokens_per_s"], "mfu": s["mfu"],
+        "busiest_link_utilisation": s["busiest_link_utilisation"],
+        "goodput": s.get("goodput"), "interruptions_per_day": s.get("interruptions_per_day"),
+        "checkpoint_interval_s": s.get("checkpoint_interval_s"),
+        "fabric_capex_usd": fabric.get("capex_usd"), "fabric_power_w": fabric.get("power_w"),
+        "fabric_usd_per_gpu_hour": fabric.get("usd_per_gpu_hour"),
+        "cost_per_step_usd": s["cost_per_step_usd"], "cost_per_step_fabric_usd": s.get("cost_per_step_fabric_usd"),
+        "cost_per_million_tokens_usd": s["cost_per_step_usd"] / s["tokens_per_step"] * 1e6,
+        "energy_per_million_tokens_j": e["facility_power_w"] / s["tokens_per_s"] * 1e6,
+        "target_loss": e["target_loss"], "time_to_target_s": e["time_to_target_s"], "gpu_hours": e["gpu_hours"],
+        "cost_usd": e["cost_usd"], "fabric_cost_usd": e.get("fabric_cost_usd"), "energy_j": e["energy_j"],
+    } | sweep.flat_attribution(s)
+
+
+def seconds(value: float) -> str:
+    """A duration for a report; an exact zero reads '0 s'."""
+    return "0 s" if value == 0 else units.fmt(value, units.SECONDS)
+
+
+def verdict(runs: list[dict], law_name: str) -> str:
+    """One paragraph: each fabric's time, cost and energy to the target against the first fabric's, its fabric's
+    capital cost, and which reaches the target loss (the same result) for the least money."""
+    rows = [row(run) for run in runs]
+    first = rows[0]
+    target = first["target_loss"]
+    goal = f"to loss {target:.3f}, {law_name} law" if target is not None else "per token"
+
+    def figures(r: dict) -> str:
+        capex = "" if r["fabric_capex_usd"] is None else f", fabric capex {units.fmt_usd(r['fabric_capex_usd'])}"
+        return (f"{r['time_to_target_s'] / 86400:.3g} days, {units.fmt_usd(r['cost_usd'])} "
+                f"(network {units.fmt_usd(r['fabric_cost_usd'] or 0.0)}{capex}), "
+                f"{units.fmt_energy(r['energy_j'])}; exposed communication "
+                f"{seconds(r['exposed_comm_network_s'])} on the fabric + "
+                f"{seconds(r['exposed_comm_in_server_s'])} on NVLink/PCIe in the servers per step")
+
+    parts = [f"{first['label']}: {figures(first)}"]
+    for r in rows[1:]:
+        parts.append(f"{r['label']}: {figures(r)}; x{r['time_to_target_s'] / first['time_to_target_s']:.3f} time, "
+                     f"x{r['cost_usd'] / first['cost_usd']:.3f} cost, x{r['energy_j'] / first['energy_j']:.3f} energy "
+                     f"of {first['label']}")
+    cheapest = min(rows, key=lambda r: r["cost_usd"])
+    fastest = min(rows, key=lambda r: r["time_to_target_s"])
+    if len(rows) > 1:
+        dearest = max(rows, key=lambda r: r["cost_usd"])
+        saving = dearest["cost_usd"] - cheapest["cost_usd"]
+        end = (f"cheapest for the same result: {cheapest['label']}, {units.fmt_usd(saving)} "
+               f"({saving / dearest['cost_usd']:.1%}) less than {dearest['label']}")
+        end += ("; it is also the fastest" if fastest is cheapest else
+                f"; fastest: {fastest['label']} ({fastest['time_to_target_s'] / cheapest['time_to_target_s']:.3f}x "
+                "the cheapest's time)")
+    else:
+        end = f"one fabric: {cheapest['label']}"
+    return f"Verdict ({goal}): " + ". ".join(parts) + ". " + end[0].upper() + end[1:] + "."
+
+
 def as_json(runs: list[dict], law: laws.Law, failures: list) -> dict:
-    """The runs (label, params, summary, economics) and the failed points, as ``compare --json`` prints them."""
+    """``compare --json``: the verdict, and per fabric its flat figures (``row``: topology, step_time_s,
+    fabric_capex_usd, cost_per_step_usd ...) then its params, summary and economics; the failed points."""
     return {"law": law.name,
-            "runs": [{"label": r["label"], "params": r["params"], "summary": r["summary"], "economics": r["economics"]}
+            "verdict": verdict(runs, law.name) if runs else None,
+            "runs": [row(r) | {"params": r["params"], "summary": r["summary"], "economics": r["economics"]}
                      for r in runs],
             "failed": [{"label": name, "error": str(err)} for name, err in failures]}
 
 
 def write_csv(runs: list[dict], path: Path) -> Path:
-    fields = ["label", "topology", "gpus", "step_time_s", "compute_s", "exposed_comm_s", "pipeline_bubble_s",
-              "tokens_per_s", "mfu", "busiest_link_utilisation", "cost_per_step_usd", "goodput",
-              "interruptions_per_day", "checkpoint_interval_s", "target_loss",
-              "time_to_target_s", "gpu_hours", "cost_usd"]
+    """compare.csv: one ``row`` per fabric (columns: the union of the rows' keys, in first-seen order)."""
+    rows = [row(run) for run in runs]
+    fields = list(dict.fromkeys(key for r in rows for key in r))
     with outputs.atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        for run in runs:
-            merged = {"label": run["label"], **run["params"], **run["summary"], **run["economics"]}
-            writer.writerow({key: merged.get(key) for key in fields})
+        for r in rows:
+            writer.writerow({key: r.get(key) for key in fields})
     return path

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pandas is loaded when a table is built, not by the commands
     import pandas as pd
 
 SHARD_DIR = "shards"
-DEFAULT_LAW = "chinchilla-refit"
+DEFAULT_LAW = laws.DEFAULT_LAW  # one default law everywhere (outcomes.laws)
 # The grid a sweep folder belongs to: written before the first run, so that a sweep of another grid never writes
 # its results into the folder (``folder_for``).
 GRID_FILE = "grid.json"
@@ -373,6 +373,23 @@ _SCALAR_SUMMARY = ("step_time_s", "tokens_per_s", "mfu", "hfu", "model_tflops_pe
                    "step_time_p10_s", "step_time_p50_s", "step_time_p90_s", "step_time_p99_s", "samples")
 
 
+def flat_attribution(summary: dict) -> dict:
+    """The summary's nested figures a row of a table needs, flat: exposed communication per link tier
+    (``exposed_comm_<tier>_s``), peak utilisation per link class (``peak_utilisation_<class>``) and the fabric's
+    capital cost, power and share of a step's cost."""
+    row = {f"exposed_comm_{tier}_s": seconds
+           for tier, seconds in (summary.get("exposed_comm_by_link_class_s") or {}).items()}
+    row |= {f"peak_utilisation_{kind}": value
+            for kind, value in (summary.get("peak_link_utilisation_by_kind") or {}).items()}
+    fabric = summary.get("fabric") or {}
+    if fabric:
+        row |= {"fabric_capex_usd": fabric["capex_usd"], "fabric_power_w": fabric["power_w"],
+                "fabric_usd_per_gpu_hour": fabric["usd_per_gpu_hour"]}
+    if "cost_per_step_fabric_usd" in summary:
+        row["cost_per_step_fabric_usd"] = summary["cost_per_step_fabric_usd"]
+    return row
+
+
 def group_label(params: dict) -> str:
     """The series a run belongs to in plots: its fabric plus every varied value except the GPU count."""
     parts = [str(params["topology"])]
@@ -399,6 +416,7 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
         if summary is not None:
             row |= {key: summary[key] for key in _SCALAR_SUMMARY if key in summary}
             row |= {f"layout_{axis}": value for axis, value in summary.get("layout", {}).items()}
+            row |= flat_attribution(summary)
             series.setdefault(label, {"key": shard["key"], "summaries": []})["summaries"].append(summary)
         rows.append(row)
     import pandas as pd
@@ -420,18 +438,8 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
     return frame, groups
 
 
-def write_table(frame: pd.DataFrame, out_dir: Path) -> Path:
-    """results.parquet when pyarrow is installed, else results.csv."""
+def write_table(frame: pd.DataFrame, out_dir: Path, table_format: str = "csv") -> Path:
+    """results.csv, or results.parquet with ``table_format`` parquet (``core.outputs.write_table``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        path = out_dir / "results.csv"
-        with outputs.atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False)
-        return path
-    path = out_dir / "results.parquet"
-    with outputs.atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return path
+    return outputs.write_table(frame, out_dir / "results", table_format)

@@ -49,7 +49,7 @@ def test_option_flag_sets_a_builder_option_and_the_table_is_readable(cli, write_
                           "--option", "leaf-spine.oversubscription=2", "--network", "analytic",
                           "--target-loss", "2.5", "--out", tmp_path / "c")
     assert code == 0
-    for label in ("leaf-spine:oversubscription=2", "step time", "exposed communication", "pipeline bubble",
+    for label in ("leaf-spine:oversubscription=2", "step time", "exposed comm: fabric", "pipeline bubble",
                   "busiest link", "time to target", "cost to target", "to loss 2.500"):
         assert label in stdout
 
@@ -65,3 +65,39 @@ def test_bad_fabric_arguments_are_one_line_user_errors(cli, write_scenario, smal
                        "--out", tmp_path / "c")
     assert code == 2
     assert err.startswith(message) and "Traceback" not in err
+
+
+def test_compare_prints_a_verdict_with_fabric_cost_and_the_nvlink_share_apart(cli, write_scenario, small_scenario,
+                                                                             tmp_path):
+    code, stdout, _ = cli("compare", write_scenario(small_scenario), "--topology", "leaf-spine:oversubscription=4",
+                          "--topology", "rail-fat-tree", "--network", "analytic", "--out", tmp_path / "c")
+    assert code == 0
+    table = stdout[:stdout.index("Verdict")]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    assert "exposed comm: NVLink/PCIe" in table and "fabric capex" in table
+    assert "e+0" not in stdout   # money and GPU-hours without exponent notation
+    verdict = stdout[stdout.index("Verdict"):]
+    assert "fabric capex $" in verdict and "cheapest for the same result" in verdict.lower()
+
+
+def test_compare_json_rows_carry_the_contract_keys_and_the_verdict_names_the_cheapest(cli, write_scenario,
+                                                                                     small_scenario, tmp_path):
+    code, stdout, _ = cli("compare", write_scenario(small_scenario), "--topology", "leaf-spine:oversubscription=4",
+                          "--topology", "rail-fat-tree", "--network", "analytic", "--json", "--out", tmp_path / "c")
+    assert code == 0
+    report = json.loads(stdout)
+    rows = report["runs"]
+    for r in rows:
+        assert {"topology", "step_time_s", "fabric_capex_usd", "cost_per_step_usd"} <= set(r)
+        assert r["fabric_capex_usd"] == r["summary"]["fabric"]["capex_usd"] > 0
+        # the network's share is in the step's cost
+        price_per_gpu_hour = r["economics"]["gpu_cost_usd"] / r["economics"]["gpu_hours"]
+        gpu_only = price_per_gpu_hour * r["gpus"] * r["step_time_s"] / 3600
+        assert r["cost_per_step_usd"] == pytest.approx(gpu_only + r["cost_per_step_fabric_usd"])
+        assert r["cost_per_step_fabric_usd"] > 0
+        assert r["exposed_comm_network_s"] + r["exposed_comm_in_server_s"] == pytest.approx(r["exposed_comm_s"])
+    cheapest = min(rows, key=lambda r: r["cost_usd"])
+    assert f"Cheapest for the same result: {cheapest['label']}" in report["verdict"]
+    # the verdict's ratios are against the first fabric
+    second, first = rows[1], rows[0]
+    assert f"x{second['time_to_target_s'] / first['time_to_target_s']:.3f} time" in report["verdict"]

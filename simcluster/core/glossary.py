@@ -1,0 +1,59 @@
+"""The glossary of the terms simcluster reports (``data/glossary.yaml``): looked up by ``simcluster explain`` and
+rendered as docs/glossary.md (``markdown``; a test holds the page equal to it)."""
+
+from __future__ import annotations
+
+import difflib
+
+from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
+
+
+def terms() -> dict[str, dict]:
+    return catalog.load("glossary")["terms"]
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
+
+
+def lookup(term: str) -> tuple[str, dict]:
+    """(name, entry) of ``term``: its name or an alias, case, '-', '_' and spacing ignored; a ScenarioError naming
+    the closest terms otherwise."""
+    table = terms()
+    index = {}
+    for name, entry in table.items():
+        for alias in (name, *entry.get("aliases", ())):
+            index.setdefault(_key(alias), name)
+    name = index.get(_key(term))
+    if name is None:
+        close = difflib.get_close_matches(_key(term), list(index), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(dict.fromkeys(index[c] for c in close))}?" if close else ""
+        raise ScenarioError("TERM", f"{term!r} is not in the glossary (terms: {', '.join(table)}){hint}")
+    return name, table[name]
+
+
+def entry_text(name: str, entry: dict) -> str:
+    """One entry as plain text (what ``explain`` prints)."""
+    lines = [f"{name}: {entry['text']}"]
+    if entry.get("where"):
+        lines.append(f"  where: {entry['where']}")
+    if entry.get("source"):
+        lines.append(f"  source: {entry['source']}")
+    return "\n".join(lines)
+
+
+def markdown() -> str:
+    """docs/glossary.md: every term, in the file's order."""
+    out = ["# Glossary", "",
+           "Generated from `simcluster/data/glossary.yaml` (`simcluster explain TERM` prints one entry; "
+           "`python -m simcluster.core.glossary > docs/glossary.md` regenerates this page).", ""]
+    for name, entry in terms().items():
+        out.append(f"**{name}**" + (f" (`{entry['where']}`)" if entry.get("where") else ""))
+        out.append(f": {entry['text']}" + (f" Source: {entry['source']}." if entry.get("source") else ""))
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

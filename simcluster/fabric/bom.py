@@ -1,0 +1,165 @@
+"""Bill of materials of a fabric: switches per tier and radix, ports, cables and optics by reach, NICs; their
+list price and power (``data/fabric_costs.yaml``), and what they add to a GPU-hour.
+
+Counted from the fabric graph, so builtin and file fabrics are priced alike:
+- a switch is a node of role leaf, spine, core or switch; its ports are the cables it terminates; it is priced as
+  the cheapest switch model of its protocol (the kind of its links: ``ib`` or ``ethernet``) whose ports are at least
+  as fast and whose capacity holds that many ports (breakout: 64 x 400G serve 128 x 200G; beyond the largest
+  model: per port of the largest);
+- a cable is a pair of directed links between two nodes; a trunk (links summed into one edge) is as many cables
+  as its bandwidth holds ports at the fabric's port rate (the NICs' line rate, else the link's own);
+- a cable's reach class (dac, aoc, optics-mm, optics-sm) follows from its link class and the topology
+  (``cabling``); an optical cable is two transceivers and a fibre;
+- a NIC is a node of role nic. NVLink, NVSwitch and PCIe inside a server belong to the server, not the fabric.
+
+``usd_per_gpu_hour`` spreads the capital cost evenly over a stated lifetime (straight-line, no cost of capital,
+the fabric fully used by the job: an upper bound on a shared fabric's share) and adds the electricity the fabric
+draws (times PUE).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
+
+SWITCH_ROLES = ("leaf", "switch", "spine", "core")
+HOURS_PER_YEAR = 8766.0  # 365.25 days
+# Two trunk bandwidths within this relative margin of a whole number of ports are that many cables (float sums).
+_PORT_RTOL = 1e-6
+
+
+def costs(overrides: dict | None = None, lifetime_years: float | None = None) -> dict:
+    """The price and power table (``fabric_costs.yaml``), with a scenario's ``economics.fabric_prices`` merged in
+    (same keys; unknown keys are errors) and its lifetime."""
+    table = copy.deepcopy(catalog.load("fabric_costs"))
+    if overrides:
+        _merge(table, overrides, "economics.fabric_prices")
+    if lifetime_years is not None:
+        table["lifetime_years"] = lifetime_years
+    return table
+
+
+def _merge(table: dict, overrides: dict, where: str) -> None:
+    if not isinstance(overrides, dict):
+        raise ScenarioError(where, f"expected a mapping, got {overrides!r}")
+    for key, value in overrides.items():
+        path = f"{where}.{key}"
+        if key not in table:
+            raise ScenarioError(path, f"unknown entry (known: {', '.join(map(str, table))})")
+        if isinstance(table[key], dict):
+            _merge(table[key], value, path)
+        elif isinstance(table[key], str):
+            table[key] = str(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ScenarioError(path, f"expected a number >= 0, got {value!r}")
+            table[key] = value
+
+
+def _switch_model(prices: dict, protocol: str, port_gbps: float, ports: int) -> tuple[str, float, float, int]:
+    """(model, usd, power_w, radix at ``port_gbps``) of a switch of ``protocol`` using ``ports`` ports of
+    ``port_gbps``: the cheapest model of the protocol whose ports are at least that fast and whose capacity holds
+    them (a faster port splits into slower ones: breakout, e.g. 64 x 400G as 128 x 200G); beyond the largest, per
+    port of the largest."""
+    models = {name: m for name, m in prices["switches"].items() if m["protocol"] == protocol} or prices["switches"]
+    fast = {n: m for n, m in models.items() if m.get("port_gbps", 0) >= port_gbps * (1 - _PORT_RTOL)} or models
+
+    def radix(model: dict) -> int:
+        return int(model["ports"] * model.get("port_gbps", port_gbps) // max(port_gbps, 1e-9)) if port_gbps else int(
+            model["ports"])
+
+    fitting = sorted((m["usd"], n) for n, m in fast.items() if radix(m) >= ports)
+    if fitting:
+        name = fitting[0][1]
+        model = fast[name]
+        return name, float(model["usd"]), float(model["power_w"]), radix(model)
+    name = max(fast, key=lambda n: radix(fast[n]))
+    model = fast[name]
+    scale = ports / radix(model)
+    return name, model["usd"] * scale, model["power_w"] * scale, ports
+
+
+def _reach(prices: dict, topology: str, link_class: str) -> str:
+    cabling = prices["cabling"]
+    chosen = {**cabling.get("default", {}), **cabling.get(topology, {})}
+    return chosen.get(link_class, "optics-sm")
+
+
+def bill(fabric, prices: dict | None = None) -> dict:
+    """Counts, capital cost and power of ``fabric``'s scale-out network (module docstring)."""
+    prices = prices or costs()
+    graph, link_class = fabric.graph, fabric.link_class
+    nodes = graph.nodes
+    nic_rates = [d["bytes_per_s"] for u, v, d in graph.edges(data=True) if link_class[d["link_id"]] == "nic"]
+    port_bytes_per_s = max(nic_rates) if nic_rates else None
+    cables_by_class: dict[str, int] = {}
+    cables_by_reach: dict[str, int] = {}
+    ports: dict = {}
+    for u, v, d in graph.edges(data=True):
+        if str(u) > str(v) and graph.has_edge(v, u):
+            continue  # a cable is two directed links: count it once
+        cls = link_class[d["link_id"]]
+        if cls in ("nvlink", "pcie"):
+            continue  # inside the server
+        port = port_bytes_per_s or d["bytes_per_s"]
+        count = max(1, math.ceil(d["bytes_per_s"] / port * (1 - _PORT_RTOL)))
+        cables_by_class[cls] = cables_by_class.get(cls, 0) + count
+        reach = _reach(prices, fabric.name, cls)
+        if reach not in prices["reach"]:
+            raise ScenarioError(f"economics.fabric_prices.cabling.{cls}", f"unknown reach class {reach!r}")
+        cables_by_reach[reach] = cables_by_reach.get(reach, 0) + count
+        for end in (u, v):
+            if nodes[end]["role"] in SWITCH_ROLES:
+                ports[end] = ports.get(end, 0) + count
+    port_gbps = (port_bytes_per_s or 0.0) * 8 / 1e9
+    by_tier: dict[str, dict] = {}
+    switch_usd = switch_w = 0.0
+    for node, used in ports.items():
+        role = nodes[node]["role"]
+        kinds = {d for _, _, d in graph.out_edges(node, data="kind")}
+        protocol = "ib" if kinds <= {"ib"} else "ethernet"
+        model, usd, power_w, radix = _switch_model(prices, protocol, port_gbps, used)
+        tier = by_tier.setdefault(role, {"count": 0, "radix": radix, "ports_used": 0, "model": model})
+        tier["count"] += 1
+        tier["ports_used"] += used
+        tier["radix"] = max(tier["radix"], radix)
+        switch_usd += usd
+        switch_w += power_w
+    nics = sum(1 for _, role in nodes(data="role") if role == "nic")
+    transceivers = sum(n * prices["reach"][r]["transceivers"] for r, n in cables_by_reach.items())
+    cable_usd = sum(n * prices["reach"][r]["cable_usd"] for r, n in cables_by_reach.items())
+    cable_w = sum(n * prices["reach"][r]["cable_power_w"] for r, n in cables_by_reach.items())
+    optics_usd = sum(n * prices["reach"][r]["transceivers"] * prices["reach"][r].get("transceiver_usd", 0.0)
+                     for r, n in cables_by_reach.items())
+    optics_w = sum(n * prices["reach"][r]["transceivers"] * prices["reach"][r].get("transceiver_power_w", 0.0)
+                   for r, n in cables_by_reach.items())
+    nic_usd, nic_w = nics * prices["nic"]["usd"], nics * prices["nic"]["power_w"]
+    by_part = {"switches": switch_usd, "transceivers": optics_usd, "cables": cable_usd, "nics": nic_usd}
+    power_by_part = {"switches": switch_w, "transceivers": optics_w, "cables": cable_w, "nics": nic_w}
+    return {
+        "switches": sum(t["count"] for t in by_tier.values()),
+        "transceivers": int(transceivers),
+        "cables": sum(cables_by_class.values()),
+        "nics": nics,
+        "capex_usd": sum(by_part.values()),
+        "power_w": sum(power_by_part.values()),
+        "switches_by_tier": {role: by_tier[role] for role in SWITCH_ROLES if role in by_tier},
+        "ports": sum(ports.values()),
+        "cables_by_class": cables_by_class,
+        "cables_by_reach": cables_by_reach,
+        "capex_by_part_usd": by_part,
+        "power_by_part_w": power_by_part,
+        "lifetime_years": float(prices["lifetime_years"]),
+        "electricity_usd_per_kwh": float(prices["electricity_usd_per_kwh"]),
+    }
+
+
+def usd_per_gpu_hour(fabric_bill: dict, gpus: int, pue: float) -> float:
+    """What the fabric adds to one GPU-hour: its capital cost spread evenly over its lifetime and over the GPUs it
+    serves, plus its electricity (power x PUE x price)."""
+    capex_per_hour = fabric_bill["capex_usd"] / (fabric_bill["lifetime_years"] * HOURS_PER_YEAR)
+    energy_per_hour = fabric_bill["power_w"] * pue / 1000.0 * fabric_bill["electricity_usd_per_kwh"]
+    return (capex_per_hour + energy_per_hour) / gpus

@@ -1,0 +1,70 @@
+"""Bytes per link over time windows: the bursts a step average hides.
+
+A link's mean utilisation over a step (bytes / (capacity x step)) can read 30% while the link runs full for the
+third of the step in which the gradients are reduced. ``LinkWindows`` keeps the bytes each link carried in each of
+at most ``WINDOWS`` consecutive windows of equal width; when the run outgrows them, neighbouring windows merge in
+pairs and the width doubles, so memory stays bounded (``WINDOWS`` x links) and the final width is between
+1/``WINDOWS`` and 2/``WINDOWS`` of the run (at least ``FIRST_WIDTH_S``). ``peak_utilisation`` is, per link, the
+utilisation of its busiest window: the figure a step's bursts are judged by.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Windows kept (a power of two, so that merging pairs halves them): 32 resolves a step's phases (forward,
+# backward, gradient reduction, optimizer) at 3-6% of its length.
+WINDOWS = 32
+# Width of the first windows: 100 us, below the shortest collective worth resolving (a design choice).
+FIRST_WIDTH_S = 1e-4
+
+
+class LinkWindows:
+    """Bytes per (window, link) of a run, with windows that widen as the run grows."""
+
+    def __init__(self, links: int, first_width_s: float = FIRST_WIDTH_S):
+        self.width_s = first_width_s
+        self.bytes = np.zeros((WINDOWS, links))
+        self.end_s = 0.0
+
+    def _widen_until(self, t_s: float) -> None:
+        while t_s > WINDOWS * self.width_s:
+            merged = self.bytes[0::2] + self.bytes[1::2]
+            self.bytes[:WINDOWS // 2] = merged
+            self.bytes[WINDOWS // 2:] = 0.0
+            self.width_s *= 2.0
+
+    def add(self, start_s: float, end_s: float, links: np.ndarray, bytes_per_s: np.ndarray) -> None:
+        """Links ``links`` carried ``bytes_per_s`` each from ``start_s`` to ``end_s``."""
+        if end_s <= start_s or not len(links):
+            return
+        self._widen_until(end_s)
+        self.end_s = max(self.end_s, end_s)
+        first = int(start_s // self.width_s)
+        last = min(int(end_s // self.width_s), WINDOWS - 1)
+        for window in range(first, last + 1):
+            lo = max(start_s, window * self.width_s)
+            hi = min(end_s, (window + 1) * self.width_s)
+            if hi > lo:
+                self.bytes[window, links] += bytes_per_s * (hi - lo)
+
+    def peak_utilisation(self, capacity_bytes_per_s: np.ndarray) -> np.ndarray:
+        """Per link: bytes of its busiest window / (capacity x window width). The last window counts only the
+        part of it the run covered."""
+        if self.end_s <= 0:
+            return np.zeros(self.bytes.shape[1])
+        spans = np.clip(self.end_s - np.arange(WINDOWS) * self.width_s, 0.0, self.width_s)
+        used = spans > 0
+        # a window covering under a tenth of its width is too short to judge a burst by: fold it into the previous
+        if used.sum() > 1 and spans[used][-1] < 0.1 * self.width_s:
+            used[np.flatnonzero(used)[-1]] = False
+            last = np.flatnonzero(used)[-1]
+            spans = spans.copy()
+            tail = self.bytes[last + 1:].sum(axis=0)
+            rows = self.bytes[used].copy()
+            rows[-1] += tail
+            spans_used = spans[used]
+            spans_used[-1] += spans[last + 1:].sum()
+        else:
+            rows, spans_used = self.bytes[used], spans[used]
+        return (rows / spans_used[:, None]).max(axis=0) / capacity_bytes_per_s

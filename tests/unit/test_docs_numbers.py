@@ -1,0 +1,40 @@
+"""Numbers quoted in docs/ are recomputed here: the test fails when the code and the page drift apart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from simcluster import simulate
+from simcluster.outcomes import economics, laws
+from simcluster.spec import config
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+TOLERANCE = 0.01  # the page rounds to 3-4 digits; 1% catches a real drift (the issue found one of 20%)
+
+
+def example_lines(page: str, command: str) -> dict[str, str]:
+    text = (DOCS / page).read_text()
+    block = text[text.index(f"$ {command}"):].split("\n\n", 1)[0]
+    return {m.group(1).strip(): m.group(2) for m in re.finditer(r"^    (\w[\w /-]*?)\s{2,}(.+)$", block, re.M)}
+
+
+def number(text: str) -> float:
+    """The first number of ``text``, with its k/M suffix."""
+    m = re.search(r"(\d[\d.,]*)([kMB]?)(?![A-Za-z])", text) or re.search(r"(\d[\d.,]*)()", text)
+    return float(m.group(1).replace(",", "")) * {"": 1, "k": 1e3, "M": 1e6, "B": 1e9}[m.group(2)]
+
+
+def test_loss_vs_time_example_of_scaling_laws_page_matches_the_code():
+    lines = example_lines("scaling-laws.md", "simcluster laws loss-vs-time --target-loss 2.0")
+    scenario = config.load(None)
+    summary = simulate(scenario).summary
+    report = economics.time_to_target(summary, scenario, laws.DEFAULT_LAW, target_loss=2.0)
+    assert lines["law"].startswith(laws.DEFAULT_LAW)
+    assert number(lines["time"]) == pytest.approx(report["time_to_target_s"] / 86400, rel=TOLERANCE)
+    assert number(lines["GPU-hours"]) == pytest.approx(report["gpu_hours"], rel=TOLERANCE)
+    assert number(lines["cost"].split("$", 1)[1]) == pytest.approx(report["cost_usd"], rel=TOLERANCE)
+    assert number(lines["energy"]) == pytest.approx(report["energy_j"] / 3.6e9, rel=TOLERANCE)
+    assert float(lines["tokens"].split()[0]) == pytest.approx(report["tokens_to_target"], rel=TOLERANCE)

@@ -1,0 +1,51 @@
+"""The glossary (data/glossary.yaml): docs/glossary.md is generated from it, its entries name real summary keys, and
+`simcluster explain` finds a term by any alias."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from simcluster import simulate
+from simcluster.core import glossary
+from simcluster.core.errors import ScenarioError
+from simcluster.spec import config, hardware
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "glossary.md"
+
+
+def test_docs_page_is_the_generated_glossary():
+    # regenerate with: python -m simcluster.core.glossary > docs/glossary.md
+    assert DOCS.read_text() == glossary.markdown()
+
+
+def test_every_summary_key_an_entry_names_is_in_a_run_summary(small_scenario):
+    summary = simulate(config.from_dict(small_scenario), network="analytic").summary
+    named = {key for entry in glossary.terms().values()
+             for key in re.findall(r"summary\.([a-z_]+)", entry.get("where", ""))}
+    assert named and named <= set(summary)
+
+
+def test_the_mfu_entry_quotes_the_catalog_peak():
+    peak_tflops = hardware.gpu("h100-sxm").peak_flop_per_s("bf16") / 1e12
+    assert f"{peak_tflops:.0f} TFLOP/s" in glossary.lookup("MFU")[1]["text"]
+
+
+@pytest.mark.parametrize("alias, name", [("mfu", "MFU"), ("Exposed_Comm_S", "exposed communication"),
+                                         ("peak utilisation", "peak link utilisation"), ("PXN", "rail-only")])
+def test_lookup_ignores_case_underscores_and_finds_aliases(alias, name):
+    assert glossary.lookup(alias)[0] == name
+
+
+def test_unknown_term_is_one_line_naming_the_closest(cli):
+    with pytest.raises(ScenarioError, match="did you mean MFU"):
+        glossary.lookup("mfx")
+    code, _, err = cli("explain", "mfx")
+    assert code == 2 and "did you mean MFU" in err
+
+
+def test_explain_prints_the_entry_and_where_it_is(cli):
+    code, out, _ = cli("explain", "exposed", "communication")
+    assert code == 0 and "exposed_comm_by_link_class_s" in out
