@@ -139,7 +139,8 @@ class Agent:
 
         With context parallelism the key/value exchange runs on the network during the block's attention, and
         the block waits for whichever ends last. The TP collectives are blocking, as Megatron issues them between
-        the GEMMs; with ``tp_comm_overlap`` they run under the compute, which waits for whichever ends last.
+        the GEMMs, and so are the MoE layers' dispatch and combine all-to-alls (after them, over the EP groups);
+        with ``tp_comm_overlap`` the TP collectives run under the compute, which waits for whichever ends last.
         Communication kernels beside the compute slow it (``engine.overlap``, ``interference.overlapped_s``): a
         block that starts while the data-parallel stream is busy runs slower while the queued collectives last at
         their time alone on the fabric (an estimate: the state at the block's start decides, and a collective
@@ -164,6 +165,15 @@ class Agent:
                 yield tp_done
         tp_comm_s = env.now - started_at_s - compute_s - cp_s
         tp_started_at_s = started_at_s + compute_s + cp_s
+        ep_calls = share(cost.ep_collectives.get(phase, ()), part or 0, parts)
+        if ep_calls:  # token dispatch and combine: blocking, as Megatron-Core's alltoall dispatcher runs them
+            ep_started_at_s = env.now
+            ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
+            if not ep_done.triggered:
+                yield ep_done
+            self.tally.ep_comm_s += env.now - ep_started_at_s
+            if env.now > ep_started_at_s:
+                sim.recorder.compute(self, "ep", f"ep comm {name}", work.microbatch, ep_started_at_s, env.now)
         self.tally.compute_s += compute_s
         self.tally.interference_s += compute_s - alone_s
         self.tally.cp_comm_s += cp_s

@@ -23,10 +23,11 @@ from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
 from simcluster.fabric import topology
 from simcluster.network.base import TransferClass
+from simcluster.parallel import layout as layout_mod
 from simcluster.parallel import memory
 from simcluster.parallel.plan import plan as step_plan
 from simcluster.spec.config import Scenario
-from simcluster.workload import ops
+from simcluster.workload import moe
 
 
 @dataclasses.dataclass(eq=False)
@@ -241,6 +242,36 @@ class Simulation:
         for event in waiting:
             event.succeed()
 
+    # ---- expert-parallel all-to-alls ---------------------------------------------------------------------------
+    def expert_parallel(self, agent: Agent, calls: tuple[tuple[str, int], ...], size_bytes: float,
+                        name: str) -> simpy.Event:
+        """Run a block's token dispatch and combine all-to-alls ((op, count) of ``size_bytes`` each) over the EP
+        groups of ``agent``'s ranks on the network (``parallelism.ep_alltoall`` picks the algorithm), once every
+        member rank has reached them; returns the event of their completion."""
+        done = self.env.event()
+        self.env.process(self._join_expert_parallel(agent, calls, size_bytes, name, done))
+        return done
+
+    def _join_expert_parallel(self, agent, calls, size_bytes, name, done):
+        groups = self._expert_groups(agent)
+        waiting = self._arrive(agent, groups, f"ep {name}", done)
+        if waiting is None:
+            return
+        algorithm = self.scenario.parallelism.ep_alltoall
+        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag="ep", algorithm=algorithm)
+        for event in waiting:
+            event.succeed()
+
+    def _expert_groups(self, agent: Agent) -> list[tuple[int, ...]]:
+        """The EP groups holding ``agent``'s ranks (``layout.expert_groups``), sorted; cached."""
+        key = (agent.rank, "ep")
+        if key not in self._groups_cache:
+            p = self.scenario.parallelism
+            mine = set(agent.ranks)
+            groups = layout_mod.expert_groups(self.plan.layout, agent.stage, p.ep, p.etp)
+            self._groups_cache[key] = sorted(g for g in groups if mine.intersection(g))
+        return self._groups_cache[key]
+
     # ---- context-parallel exchange ----------------------------------------------------------------------------
     def context_parallel(self, agent: Agent, steps: int, size_bytes: float, name: str) -> simpy.Event:
         """Ring attention's key/value exchange of a block: ``steps`` ring steps in which every rank of the CP groups
@@ -335,8 +366,8 @@ class Simulation:
             symmetry=SymmetryCheck(collapsed=not self.expand,
                                    held_back_classes=getattr(self.model, "held_back_classes", None),
                                    held_back_s=getattr(self.model, "held_back_s", None)),
-            model_flop_per_step=ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
-            hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
+            model_flop_per_step=moe.model_flop_per_step(m, t.seq_len, t.global_batch_size),
+            hardware_flop_per_step=moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),
         )
 

@@ -7,11 +7,41 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, model_validator
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import Count
+
+
+class MoESpec(BaseModel):
+    """Mixture-of-experts MLPs (``model.moe``): a router sends each token to ``top_k`` of ``experts`` SwiGLU/GELU
+    experts of inner size ``ffn_hidden``; ``shared_experts`` more see every token (DeepSeekMoE, Dai et al. 2024).
+    The first ``dense_layers`` layers keep the dense MLP of ``model.ffn_hidden``; after them every ``interval``-th
+    layer is an MoE layer (1: all; Llama 4 Maverick alternates, 2). ``capacity_factor`` null is dropless
+    (Megatron-Core's default); a number caps each expert at that multiple of its mean load. ``load`` is the
+    tokens-per-expert distribution: ``measured`` (the sourced default of data/moe.yaml), ``balanced`` (benchmark
+    runs that force balance) or a coefficient of variation of tokens per expert (0 = balanced)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experts: Count = Field(description="routed experts per MoE layer")
+    top_k: Count = Field(description="routed experts per token")
+    ffn_hidden: Count = Field(description="inner size of one expert's MLP")
+    shared_experts: NonNegativeInt = Field(0, description="experts every token passes through (DeepSeekMoE)")
+    dense_layers: NonNegativeInt = Field(0, description="first layers that keep the dense MLP")
+    interval: Count = Field(1, description="every interval-th layer after dense_layers is an MoE layer")
+    capacity_factor: PositiveFloat | None = Field(None, description="tokens per expert capped at this multiple of "
+                                                  "the mean; null = dropless")
+    load: Literal["measured", "balanced"] | NonNegativeFloat = Field(
+        "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, or a "
+        "coefficient of variation")
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> MoESpec:
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k {self.top_k} exceeds experts {self.experts}")
+        return self
 
 
 class TransformerSpec(BaseModel):
@@ -34,6 +64,7 @@ class TransformerSpec(BaseModel):
         "hidden and attention dropout in training (GPT-3 and Megatron-LM: 0.1); Llama models train without it, "
         "so no dropout masks are stored or applied"))
     max_seq_len: Count = 2048
+    moe: MoESpec | None = Field(None, description="mixture-of-experts MLPs; null = dense")
     source: str = ""
 
     @model_validator(mode="after")
@@ -42,6 +73,8 @@ class TransformerSpec(BaseModel):
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.heads % self.n_kv_heads:
             raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.n_kv_heads}")
+        if self.moe is not None and self.moe.dense_layers > self.layers:
+            raise ValueError(f"moe.dense_layers {self.moe.dense_layers} exceeds the model's {self.layers} layers")
         return self
 
     @property
@@ -89,7 +122,42 @@ class TransformerSpec(BaseModel):
 
     @property
     def layer_params(self) -> int:
+        """Parameters of one dense layer."""
         return self.attention_params + self.mlp_params + self.norm_params
+
+    # ---- mixture of experts -------------------------------------------------------------------------------------
+    def is_moe_layer(self, index: int) -> bool:
+        """Whether layer ``index`` (0-based) has MoE MLPs: past ``dense_layers``, every ``interval``-th one."""
+        moe = self.moe
+        return moe is not None and index >= moe.dense_layers and (index - moe.dense_layers + 1) % moe.interval == 0
+
+    @property
+    def moe_layers(self) -> int:
+        return sum(self.is_moe_layer(i) for i in range(self.layers))
+
+    @property
+    def expert_params(self) -> int:
+        """Weights of one expert (no biases: every MoE preset is a bias-free rmsnorm model)."""
+        return self.mlp_matrices * self.hidden * self.moe.ffn_hidden if self.moe else 0
+
+    @property
+    def router_params(self) -> int:
+        return self.hidden * self.moe.experts if self.moe else 0
+
+    @property
+    def moe_layer_params(self) -> int:
+        """One MoE layer: attention, norms, router, routed and shared experts."""
+        moe = self.moe
+        experts = (moe.experts + moe.shared_experts) * self.expert_params
+        return self.attention_params + self.norm_params + self.router_params + experts
+
+    @property
+    def active_params(self) -> int:
+        """Parameters a token passes through: top_k routed experts instead of all (what "A22B" names)."""
+        if self.moe is None:
+            return self.params
+        idle = (self.moe.experts - self.moe.top_k) * self.expert_params
+        return self.params - self.moe_layers * idle
 
     @property
     def embedding_params(self) -> int:
@@ -103,7 +171,8 @@ class TransformerSpec(BaseModel):
     def non_embedding_params(self) -> int:
         """Kaplan et al. 2020's N: the layers plus the final norm."""
         final_norm = 2 * self.hidden if self.norm == "layernorm" else self.hidden
-        return self.layers * self.layer_params + final_norm
+        moe = self.moe_layers
+        return (self.layers - moe) * self.layer_params + moe * self.moe_layer_params + final_norm
 
     @property
     def params(self) -> int:
