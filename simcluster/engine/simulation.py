@@ -359,7 +359,8 @@ class Simulation:
         t, m, layout = self.scenario.training, self.scenario.model, self.plan.layout
         return RunRecord(
             scenario=self.scenario, steps=steps, microbatches=self.plan.microbatches,
-            layout={"tp": layout.tp, "cp": layout.cp, "pp": layout.pp, "dp": layout.dp},
+            layout={"tp": layout.tp, "cp": layout.cp, "pp": layout.pp, "dp": layout.dp,
+                    "ep": self.scenario.parallelism.ep, "etp": self.scenario.parallelism.etp},
             agents=tuple(AgentTally(dataclasses.replace(agent.tally), agent.multiplicity) for agent in self.agents),
             events=self.recorder.table(), link_bytes=self.model.link_bytes.copy(), fabric=FabricLinks.of(self.fabric),
             network_model=self.network_name, end_s=self.env.now, wall_time_s=wall_time_s, memory=self.memory,

@@ -172,7 +172,8 @@ class TransformerSpec(BaseModel):
         """Kaplan et al. 2020's N: the layers plus the final norm."""
         final_norm = 2 * self.hidden if self.norm == "layernorm" else self.hidden
         moe = self.moe_layers
-        return (self.layers - moe) * self.layer_params + moe * self.moe_layer_params + final_norm
+        moe_params = moe * self.moe_layer_params if moe else 0
+        return (self.layers - moe) * self.layer_params + moe_params + final_norm
 
     @property
     def params(self) -> int:

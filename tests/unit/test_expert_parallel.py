@@ -142,3 +142,31 @@ def test_imbalance_slows_the_step_by_the_busiest_ranks_extra_expert_work():
     assert b["exposed_comm_by_parallelism_s"]["ep"] == pytest.approx(
         load * a["exposed_comm_by_parallelism_s"]["ep"], rel=0.05)
     assert dispatch_bytes(skewed) == pytest.approx(load * dispatch_bytes(balanced), rel=1e-12)
+
+
+def test_collapsed_and_expanded_runs_agree_with_expert_parallelism():
+    """One agent per pipeline stage or one per GPU: the EP groups rendezvous the same way (rail fat-tree, symmetric)."""
+    from simcluster.engine.simulation import Simulation
+    sc = _moe_scenario("b200", 8, 4, ep=16, pp=2, dp=16, order="tp-cp-dp-pp")
+    collapsed = Simulation(sc).run().summary
+    expanded = Simulation(sc, expand=True).run().summary
+    assert expanded["step_time_s"] == pytest.approx(collapsed["step_time_s"], rel=1e-9)
+    assert expanded["exposed_comm_by_parallelism_s"]["ep"] == pytest.approx(
+        collapsed["exposed_comm_by_parallelism_s"]["ep"], rel=1e-9)
+
+
+def test_an_nvl72_rack_is_one_nvlink_domain_with_a_nic_per_gpu_beside_it():
+    """gpus_per_node: 72 builds each rack as one non-blocking NVLink 5 switch (72 ports at 900 GB/s per direction)
+    and 72 NICs on the scale-out fabric; GPUs of two racks talk over the NICs."""
+    fabric = topology.build("rail-fat-tree", gpus=144, gpus_per_node=72, gpu=GB200, nic=CX7,
+                            options={"radix": 128})
+    roles = fabric.graph.nodes
+    nvswitches = [n for n in roles if roles[n]["role"] == "nvswitch"]
+    assert len(nvswitches) == 2
+    nvlinks = [i for i, (u, v) in enumerate(fabric.link_ends) if roles[v]["role"] == "nvswitch"]
+    assert len(nvlinks) == 144 and {fabric.link_bytes_per_s[i] for i in nvlinks} == {GB200.nvlink_bandwidth}
+    assert sum(roles[n]["role"] == "nic" for n in roles) == 144
+    inside = fabric.path_links(0, 71)
+    across = fabric.path_links(0, 72)
+    assert {fabric.link_class[i] for i in inside} == {"nvlink"}
+    assert "nic" in {fabric.link_class[i] for i in across}
