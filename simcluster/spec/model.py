@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, field_validator, model_validator
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import Count
+
+LOAD_NAMES = ("measured", "balanced")
 
 
 class MoESpec(BaseModel):
@@ -33,9 +35,18 @@ class MoESpec(BaseModel):
     interval: Count = Field(1, description="every interval-th layer after dense_layers is an MoE layer")
     capacity_factor: PositiveFloat | None = Field(None, description="tokens per expert capped at this multiple of "
                                                   "the mean; null = dropless")
-    load: Literal["measured", "balanced"] | NonNegativeFloat = Field(
+    load: str | float = Field(
         "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, or a "
-        "coefficient of variation")
+        "coefficient of variation >= 0")
+
+    @field_validator("load", mode="before")
+    @classmethod
+    def _load(cls, value):
+        if value in LOAD_NAMES:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+            raise ValueError(f"expected measured, balanced or a coefficient of variation >= 0, got {value!r}")
+        return float(value)
 
     @model_validator(mode="after")
     def _check_routing(self) -> MoESpec:

@@ -168,3 +168,16 @@ def test_dispatch_bytes_are_top_k_tokens_of_the_rank_times_hidden_times_the_busi
     load = moe.busiest_rank_load(spec.moe, 8)
     assert dispatch_bytes(sc) == pytest.approx(4096 * 2 * spec.hidden * 2 * load, rel=1e-12)
     assert dispatch_bytes(scenario(ep=1)) == 0.0
+
+
+@pytest.mark.parametrize("moe_fields, message", [
+    ({"top_k": 9}, "top_k 9 exceeds experts 8"),
+    ({"load": "fast"}, "expected measured, balanced or a coefficient of variation"),
+    ({"load": -0.1}, "coefficient of variation >= 0"),
+])
+def test_bad_moe_fields_are_refused_naming_model_moe(moe_fields, message):
+    data = {**MIXTRAL, "model": {"layers": 2, "hidden": 512, "heads": 8, "vocab": 1000,
+                                 "moe": {"experts": 8, "top_k": 2, "ffn_hidden": 256, **moe_fields}}}
+    with pytest.raises(ScenarioError, match=message) as err:
+        config.from_dict(data)
+    assert err.value.field.startswith("model.moe")
