@@ -103,7 +103,7 @@ def layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
     the row-parallel biases and the norms are replicated. KV heads are replicated when kv_heads < tp.
     """
     h, kv_local = model.hidden, local_kv_hidden(model, tp)
-    q_local, ffn_local = h / tp, model.ffn / tp
+    q_local, ffn_local = model.q_hidden / tp, model.ffn / tp
     weights = 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
     biases = (q_local + 2 * kv_local + h + ffn_local + h) if model.norm == "layernorm" else 0
     return weights + biases + model.norm_params
@@ -220,7 +220,7 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     g = BYTES_PER_ELEMENT["fp8"] if fp8 else e     # a stored GEMM input
     masks = 2 * MASK_BYTES_PER_ELEMENT * h if model.dropout else 0
     replicated = ((2 * e + 2 * g) * h + masks) * tokens / shard.sp_divisor
-    q_local = h / shard.tp
+    q_local = model.q_hidden / shard.tp
     kv_local = local_kv_hidden(model, shard.tp)
     mlp_tensors = 3 if model.mlp == "swiglu" else 2
     ffn_local = model.ffn / shard.tp

@@ -66,6 +66,8 @@ class TransformerSpec(BaseModel):
     heads: Count
     kv_heads: Count | None = Field(None, description="key/value heads (GQA); default: heads")
     ffn_hidden: Count | None = Field(None, description="MLP inner size; default 4*hidden")
+    head_dim: Count | None = Field(None, description="width of one attention head; default hidden/heads (Qwen3: "
+                                   "128 with 64 heads on a 4096 hidden, so queries are 8192 wide)")
     vocab: Count
     mlp: Literal["gelu", "swiglu"] = "gelu"
     tied_embeddings: bool = True
@@ -80,7 +82,7 @@ class TransformerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_shape(self) -> TransformerSpec:
-        if self.hidden % self.heads:
+        if self.head_dim is None and self.hidden % self.heads:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.heads % self.n_kv_heads:
             raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.n_kv_heads}")
@@ -97,13 +99,20 @@ class TransformerSpec(BaseModel):
         return self.ffn_hidden or 4 * self.hidden
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
+    def d_head(self) -> int:
+        """Width of one attention head: ``head_dim``, else hidden / heads."""
+        return self.head_dim or self.hidden // self.heads
+
+    @property
+    def q_hidden(self) -> int:
+        """Width of the query projection (and of the attention output's input): heads * d_head (= hidden unless
+        ``head_dim`` is set)."""
+        return self.heads * self.d_head
 
     @property
     def kv_hidden(self) -> int:
-        """Width of the key (or value) projection: kv_heads * head_dim."""
-        return self.n_kv_heads * self.head_dim
+        """Width of the key (or value) projection: kv_heads * d_head."""
+        return self.n_kv_heads * self.d_head
 
     @property
     def mlp_matrices(self) -> int:
@@ -114,9 +123,9 @@ class TransformerSpec(BaseModel):
     @property
     def attention_params(self) -> int:
         """Q, K, V and output projections of one layer (biases counted for GPT-style layernorm models)."""
-        h, kv = self.hidden, self.kv_hidden
-        weights = h * h + 2 * h * kv + h * h
-        biases = (h + 2 * kv + h) if self.norm == "layernorm" else 0
+        h, q, kv = self.hidden, self.q_hidden, self.kv_hidden
+        weights = h * q + 2 * h * kv + q * h
+        biases = (q + 2 * kv + h) if self.norm == "layernorm" else 0
         return weights + biases
 
     @property

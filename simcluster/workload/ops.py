@@ -173,7 +173,7 @@ class _Linear:
 
 def local_kv_hidden(model: TransformerSpec, tp: int) -> int:
     """Key (or value) width on one TP rank; KV heads are replicated when fewer of them than ranks."""
-    return math.ceil(model.n_kv_heads / tp) * model.head_dim
+    return math.ceil(model.n_kv_heads / tp) * model.d_head
 
 
 def _norm_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
@@ -212,7 +212,7 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
     Per rank: heads/tp heads, local queries s/cp against all s keys. Forward FLOP 2*b*s_q*s*h_local for the
     scores plus the same for the context (Narayanan et al. 2021, causal not halved); backward twice that.
     """
-    b, d = shard.micro_batch, model.head_dim
+    b, d = shard.micro_batch, model.d_head
     heads = model.heads // shard.tp
     s_q, s_kv = shard.seq_len // shard.cp, shard.seq_len
     kv_local = local_kv_hidden(model, shard.tp)
@@ -306,7 +306,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     Korthikanti et al. 2022 section 5) or the whole forward ("full").
     """
     h, tokens, tp = model.hidden, shard.tokens, shard.tp
-    q_local = model.hidden // tp
+    q_local = model.q_hidden // tp
     kv_local = local_kv_hidden(model, tp)
     e = shard.activation_bytes_per_element
     mlp = mlp or mlp_block(model, shard)

@@ -23,6 +23,7 @@ TRAIN_PHASES = ("forward", "backward_input", "backward_weight")
     ("mixtral-8x22b", 141e9, 39e9, 0.005),         # Mistral AI model card
     ("grok-1", 314e9, None, 0.01),                 # xAI release
     ("llama4-maverick", 400e9, 17e9, 0.02),        # Meta model card
+    ("qwen3-235b-a22b", 235e9, 22e9, 0.01),        # Qwen3 technical report, Table 2
     ("deepseek-v3", 671e9, 37e9, 0.05),            # DeepSeek-V3 report; MLA approximated (+10% attention)
 ])
 def test_moe_presets_match_published_parameter_counts(name, total, active, rel):
@@ -30,6 +31,19 @@ def test_moe_presets_match_published_parameter_counts(name, total, active, rel):
     assert spec.params == pytest.approx(total, rel=rel)
     if active is not None:
         assert spec.active_params == pytest.approx(active, rel=rel)
+
+
+def test_head_dim_widens_the_query_projection_and_the_attention_core():
+    """Qwen3-style attention: 64 heads x 128 on a 4096 hidden. QKV GEMM 2 T h (q + 2 kv), output 2 T q h, core
+    4 T s q (Narayanan et al. 2021 convention, q = heads x head_dim)."""
+    spec = model.TransformerSpec(layers=1, hidden=4096, heads=64, kv_heads=4, head_dim=128, vocab=1000,
+                                 mlp="swiglu", norm="rmsnorm", position="rope", dropout=False)
+    tokens, h, q, kv = 2048, 4096, 64 * 128, 4 * 128
+    forward = {op.name: op.flop for op in layer_ops(spec, Shard(seq_len=tokens, micro_batch=1))["forward"]}
+    assert forward["qkv"] == 2 * tokens * h * (q + 2 * kv)
+    assert forward["attn_out"] == 2 * tokens * q * h
+    assert forward["attention"] == 4 * tokens * tokens * q
+    assert spec.attention_params == 2 * h * q + 2 * h * kv
 
 
 def _small_moe(**moe_fields) -> model.TransformerSpec:
