@@ -140,7 +140,8 @@ class Agent:
         With context parallelism the key/value exchange runs on the network during the block's attention, and
         the block waits for whichever ends last. The TP collectives are blocking, as Megatron issues them between
         the GEMMs, and so are the MoE layers' dispatch and combine all-to-alls (after them, over the EP groups);
-        with ``tp_comm_overlap`` the TP collectives run under the compute, which waits for whichever ends last.
+        with ``tp_comm_overlap`` the TP collectives run under the compute, which waits for whichever ends last, and
+        with ``ep_overlap`` the all-to-alls do (only what outlasts the compute is exposed).
         Communication kernels beside the compute slow it (``engine.overlap``, ``interference.overlapped_s``): a
         block that starts while the data-parallel stream is busy runs slower while the queued collectives last at
         their time alone on the fabric (an estimate: the state at the block's start decides, and a collective
@@ -153,6 +154,10 @@ class Agent:
         name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
         started_at_s = env.now
         calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)
+        ep_calls = share(cost.ep_collectives.get(phase, ()), part or 0, parts)
+        ep_done = None
+        if ep_calls and sim.scenario.parallelism.ep_overlap:  # under the compute (an upper bound of the gain)
+            ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
         tp_done = None
         if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
@@ -165,10 +170,10 @@ class Agent:
                 yield tp_done
         tp_comm_s = env.now - started_at_s - compute_s - cp_s
         tp_started_at_s = started_at_s + compute_s + cp_s
-        ep_calls = share(cost.ep_collectives.get(phase, ()), part or 0, parts)
         if ep_calls:  # token dispatch and combine: blocking, as Megatron-Core's alltoall dispatcher runs them
             ep_started_at_s = env.now
-            ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
+            if ep_done is None:
+                ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
             if not ep_done.triggered:
                 yield ep_done
             self.tally.ep_comm_s += env.now - ep_started_at_s

@@ -118,6 +118,10 @@ class Parallelism(_Strict):
     ep_alltoall: Literal["direct", "hierarchical"] = Field(
         "direct", description="token dispatch/combine all-to-all: direct (NCCL, every pair at once) or "
         "hierarchical (network to the same local rank of the destination node, then NVLink, as DeepEP does)")
+    ep_overlap: bool = Field(
+        False, description="run the MoE all-to-alls under the block's compute (Megatron-Core's shared-expert and "
+        "EP-communication overlap, DeepSeek's DualPipe): only what outlasts the compute is exposed; an upper bound "
+        "of the gain (the communication kernels' SM share is not charged to the compute)")
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
     virtual_stages: Count = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism (needs tp > 1 to matter)")

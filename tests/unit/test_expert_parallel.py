@@ -170,3 +170,14 @@ def test_an_nvl72_rack_is_one_nvlink_domain_with_a_nic_per_gpu_beside_it():
     across = fabric.path_links(0, 72)
     assert {fabric.link_class[i] for i in inside} == {"nvlink"}
     assert "nic" in {fabric.link_class[i] for i in across}
+
+
+def test_ep_overlap_hides_the_all_to_alls_under_the_compute_up_to_its_length():
+    """With ep_overlap the dispatch/combine run during the block: exposed EP time is what exceeds the compute, so
+    it falls, and never below max(0, blocking EP time - compute time)."""
+    blocking = simulate(_moe_scenario("b200", 8, 2, ep=16, network_model="analytic")).summary
+    hidden = simulate(_moe_scenario("b200", 8, 2, ep=16, network_model="analytic", ep_overlap=True)).summary
+    ep_blocking, ep_hidden = (s["exposed_comm_by_parallelism_s"]["ep"] for s in (blocking, hidden))
+    assert ep_hidden < ep_blocking
+    assert ep_hidden >= ep_blocking - blocking["compute_s"] - 1e-9
+    assert hidden["step_time_s"] < blocking["step_time_s"]
