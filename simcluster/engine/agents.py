@@ -176,6 +176,12 @@ class Agent:
                 ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
             if not ep_done.triggered:
                 yield ep_done
+            etp_calls = share(cost.etp_collectives.get(phase, ()), part or 0, parts)
+            if etp_calls:
+                etp_done = sim.expert_parallel(self, etp_calls, cost.etp_bytes, f"{name} m{work.microbatch}",
+                                               axis="etp")
+                if not etp_done.triggered:
+                    yield etp_done
             self.tally.ep_comm_s += env.now - ep_started_at_s
             if env.now > ep_started_at_s:
                 sim.recorder.compute(self, "ep", f"ep comm {name}", work.microbatch, ep_started_at_s, env.now)

@@ -244,31 +244,32 @@ class Simulation:
 
     # ---- expert-parallel all-to-alls ---------------------------------------------------------------------------
     def expert_parallel(self, agent: Agent, calls: tuple[tuple[str, int], ...], size_bytes: float,
-                        name: str) -> simpy.Event:
+                        name: str, axis: str = "ep") -> simpy.Event:
         """Run a block's token dispatch and combine all-to-alls ((op, count) of ``size_bytes`` each) over the EP
-        groups of ``agent``'s ranks on the network (``parallelism.ep_alltoall`` picks the algorithm), once every
-        member rank has reached them; returns the event of their completion."""
+        groups of ``agent``'s ranks on the network (``parallelism.ep_alltoall`` picks the algorithm), or with
+        ``axis="etp"`` its expert-TP collectives over the ETP groups, once every member rank has reached them;
+        returns the event of their completion."""
         done = self.env.event()
-        self.env.process(self._join_expert_parallel(agent, calls, size_bytes, name, done))
+        self.env.process(self._join_expert_parallel(agent, calls, size_bytes, name, done, axis))
         return done
 
-    def _join_expert_parallel(self, agent, calls, size_bytes, name, done):
-        groups = self._expert_groups(agent)
-        waiting = self._arrive(agent, groups, f"ep {name}", done)
+    def _join_expert_parallel(self, agent, calls, size_bytes, name, done, axis):
+        groups = self._expert_groups(agent, axis)
+        waiting = self._arrive(agent, groups, f"{axis} {name}", done)
         if waiting is None:
             return
-        algorithm = self.scenario.parallelism.ep_alltoall
-        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag="ep", algorithm=algorithm)
+        algorithm = self.scenario.parallelism.ep_alltoall if axis == "ep" else "auto"
+        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=axis, algorithm=algorithm)
         for event in waiting:
             event.succeed()
 
-    def _expert_groups(self, agent: Agent) -> list[tuple[int, ...]]:
-        """The EP groups holding ``agent``'s ranks (``layout.expert_groups``), sorted; cached."""
-        key = (agent.rank, "ep")
+    def _expert_groups(self, agent: Agent, axis: str = "ep") -> list[tuple[int, ...]]:
+        """The EP (or ETP) groups holding ``agent``'s ranks (``layout.expert_groups``), sorted; cached."""
+        key = (agent.rank, axis)
         if key not in self._groups_cache:
             p = self.scenario.parallelism
             mine = set(agent.ranks)
-            groups = layout_mod.expert_groups(self.plan.layout, agent.stage, p.ep, p.etp)
+            groups = layout_mod.expert_groups(self.plan.layout, agent.stage, p.ep, p.etp, axis)
             self._groups_cache[key] = sorted(g for g in groups if mine.intersection(g))
         return self._groups_cache[key]
 

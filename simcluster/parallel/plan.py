@@ -50,6 +50,10 @@ class ChunkCost:
     # expert parallelism's token dispatch and combine per phase: all-to-alls over the EP groups, ``ep_bytes`` each
     ep_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     ep_bytes: float = 0.0
+    # expert tensor parallelism: the dispatched tokens all-gathered over the ETP group, the expert outputs
+    # reduce-scattered back, per phase, ``etp_bytes`` each (the gathered size)
+    etp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    etp_bytes: float = 0.0
 
 
 @dataclass
@@ -133,6 +137,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     moe_fwd_s = _phase_s(moe_layer, ("forward",), gpu, precision)
     moe_bwd_s = _phase_s(moe_layer, BACKWARD_PHASES, gpu, precision)
     ep_per_layer = expert_parallel_per_layer(scenario)
+    etp_per_layer = expert_tensor_parallel_per_layer(scenario)
     ep_bytes = dispatch_bytes(scenario)
 
     # Tensor-parallel collectives move the full activation of the microbatch (s*b*h elements; each rank holds
@@ -182,6 +187,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
                             for phase, ops in ep_per_layer.items()},
             ep_bytes=ep_bytes,
+            etp_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
+                             for phase, ops in etp_per_layer.items()},
+            etp_bytes=ep_bytes * p.etp,
         ))
 
     stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / weight_element for s in range(p.pp)]
@@ -214,6 +222,20 @@ def expert_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, i
     if scenario.model.moe is None or scenario.parallelism.ep == 1:
         return {"forward": [], "backward": []}
     forward = [("alltoall", 2)]
+    backward = list(forward)
+    if scenario.training.activation_recompute == "full":
+        backward = backward + forward
+    return {"forward": forward, "backward": backward}
+
+
+def expert_tensor_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:
+    """Expert tensor parallelism's collectives of one MoE layer per phase: after the dispatch the ETP ranks
+    all-gather their tokens (each expert shard sees the group's tokens), before the combine they reduce-scatter the
+    partial expert outputs (Megatron-Core's alltoall dispatcher with moe_expert_tensor_parallel_size > 1);
+    backward the reverse pair; full recompute repeats the forward's. None with etp = 1."""
+    if scenario.model.moe is None or scenario.parallelism.etp == 1:
+        return {"forward": [], "backward": []}
+    forward = [("all_gather", 1), ("reduce_scatter", 1)]
     backward = list(forward)
     if scenario.training.activation_recompute == "full":
         backward = backward + forward

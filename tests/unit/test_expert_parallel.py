@@ -181,3 +181,24 @@ def test_ep_overlap_hides_the_all_to_alls_under_the_compute_up_to_its_length():
     assert ep_hidden < ep_blocking
     assert ep_hidden >= ep_blocking - blocking["compute_s"] - 1e-9
     assert hidden["step_time_s"] < blocking["step_time_s"]
+
+
+def test_expert_tensor_parallelism_adds_its_gather_and_reduce_scatter_over_the_etp_groups():
+    """etp = 2: after each dispatch the two ranks of an expert shard all-gather their tokens (etp x the dispatch
+    bytes), before each combine they reduce-scatter: per MoE layer and phase one all-gather and one reduce-scatter
+    on NVLink, on top of the two all-to-alls; on an idle fabric the exposed EP time is their sum."""
+    from simcluster.parallel.layout import Layout, expert_groups
+    sc = _moe_scenario("b200", 8, 2, ep=8, etp=2, network_model="analytic")
+    fabric = topology.from_scenario(sc)
+    layout = Layout.of(sc.parallelism)
+    assert expert_groups(layout, 0, 8, 2, "etp")[0] == (0, 1)
+    size = dispatch_bytes(sc)
+    ep_group = expert_groups(layout, 0, 8, 2)[0]
+    alltoall_s = collectives.run(Collective("alltoall", ep_group, size, algorithm="direct"), fabric,
+                                 "analytic").time_s
+    gather_s = collectives.run(Collective("all_gather", (0, 1), 2 * size), fabric, "analytic").time_s
+    scatter_s = collectives.run(Collective("reduce_scatter", (0, 1), 2 * size), fabric, "analytic").time_s
+    per_phase = 2 * alltoall_s + gather_s + scatter_s
+    summary = simulate(sc, fabric=fabric).summary
+    assert summary["exposed_comm_by_parallelism_s"]["ep"] == pytest.approx(
+        2 * sc.model.moe_layers * per_phase, rel=0.05)
