@@ -56,7 +56,7 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
         ("step time", lambda s, e: fmt(s["step_time_s"], SECONDS, 4)),
         ("  compute", lambda s, e: fmt(s["compute_s"], SECONDS, 4)),
         ("  exposed communication", lambda s, e: fmt(s["exposed_comm_s"], SECONDS, 4)),
-        ("    of which expert all-to-all", lambda s, e: _share(s, s["exposed_comm_by_parallelism_s"]["ep"])),
+        ("    of which expert parallel (ep)", lambda s, e: _share(s, s["exposed_comm_by_parallelism_s"]["ep"])),
         ("  pipeline bubble", lambda s, e: fmt(s["pipeline_bubble_s"], SECONDS, 4)),
         ("tokens/s", lambda s, e: f"{s['tokens_per_s']:,.0f}"),
         ("MFU", lambda s, e: f"{s['mfu']:.1%}"),
