@@ -170,21 +170,6 @@ class Agent:
                 yield tp_done
         tp_comm_s = env.now - started_at_s - compute_s - cp_s
         tp_started_at_s = started_at_s + compute_s + cp_s
-        if ep_calls:  # token dispatch and combine: blocking, as Megatron-Core's alltoall dispatcher runs them
-            ep_started_at_s = env.now
-            if ep_done is None:
-                ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
-            if not ep_done.triggered:
-                yield ep_done
-            etp_calls = share(cost.etp_collectives.get(phase, ()), part or 0, parts)
-            if etp_calls:
-                etp_done = sim.expert_parallel(self, etp_calls, cost.etp_bytes, f"{name} m{work.microbatch}",
-                                               axis="etp")
-                if not etp_done.triggered:
-                    yield etp_done
-            self.tally.ep_comm_s += env.now - ep_started_at_s
-            if env.now > ep_started_at_s:
-                sim.recorder.compute(self, "ep", f"ep comm {name}", work.microbatch, ep_started_at_s, env.now)
         self.tally.compute_s += compute_s
         self.tally.interference_s += compute_s - alone_s
         self.tally.cp_comm_s += cp_s
@@ -195,6 +180,29 @@ class Agent:
                                  tp_started_at_s)
         if tp_comm_s > 0:
             sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, tp_started_at_s, env.now)
+        if ep_calls:
+            yield from self._expert_parallel(phase, work, part or 0, parts, name, ep_calls, ep_done)
+
+    def _expert_parallel(self, phase: str, work, part: int, parts: int, name: str, calls, done):
+        """The block's token dispatch and combine all-to-alls (``calls``; ``done`` when already started under the
+        compute, ``ep_overlap``), then its expert-TP collectives: blocking, as Megatron-Core's alltoall dispatcher
+        runs them; the wait is exposed expert-parallel communication."""
+        sim, env = self.sim, self.sim.env
+        cost = sim.plan.chunks[work.chunk]
+        label = f"{name} m{work.microbatch}"
+        started_at_s = env.now
+        if done is None:
+            done = sim.expert_parallel(self, calls, cost.ep_bytes, label)
+        if not done.triggered:
+            yield done
+        etp_calls = share(cost.etp_collectives.get(phase, ()), part, parts)
+        if etp_calls:
+            etp_done = sim.expert_parallel(self, etp_calls, cost.etp_bytes, label, axis="etp")
+            if not etp_done.triggered:
+                yield etp_done
+        self.tally.ep_comm_s += env.now - started_at_s
+        if env.now > started_at_s:
+            sim.recorder.compute(self, "ep", f"ep comm {name}", work.microbatch, started_at_s, env.now)
 
     def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str):
         """The block's compute, its key/value exchange hidden behind the attention where it is shorter; returns the

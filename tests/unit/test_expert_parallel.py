@@ -101,7 +101,15 @@ def _moe_scenario(gpu, gpus_per_node, nodes, ep, load="balanced", network_model=
 
 
 def test_expert_parallel_traffic_shows_in_exposed_comm_by_parallelism_ep():
-    with_ep = simulate(_moe_scenario("b200", 8, 2, ep=16)).summary
+    result = simulate(_moe_scenario("b200", 8, 2, ep=16))
+    with_ep = result.summary
+    # the timeline's ep rows hold the exposed all-to-all time; tensor-parallel rows none of it (tp = 1: rounding only)
+    events = result.events
+    ep_rows = events[events["stream"] == "ep"]
+    assert (ep_rows["end_s"] - ep_rows["start_s"]).sum() == pytest.approx(
+        with_ep["exposed_comm_by_parallelism_s"]["ep"], rel=1e-9)
+    tp_rows = events[events["stream"] == "tp"]
+    assert (tp_rows["end_s"] - tp_rows["start_s"]).sum() < 1e-12
     without = simulate(_moe_scenario("b200", 8, 2, ep=1)).summary
     parts = with_ep["exposed_comm_by_parallelism_s"]
     assert parts["ep"] > 0 and without["exposed_comm_by_parallelism_s"]["ep"] == 0
