@@ -95,17 +95,20 @@ def _phase_flop(ops: dict[str, list], phases: tuple[str, ...]) -> float:
 BACKWARD_PHASES = ("recompute", "backward_input", "backward_weight")
 
 
-def tp_collectives_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:
+def tp_collectives_per_layer(scenario: Scenario, moe_layer: bool = False) -> dict[str, list[tuple[str, int]]]:
     """Megatron tensor-parallel collectives of one layer per phase, as (op, count).
 
     Without sequence parallelism: 2 all-reduces forward (after attention and MLP) and 2 backward (Shoeybi et al.
     2019, fig. 4). With it, each all-reduce becomes a reduce-scatter + all-gather pair (Korthikanti et al. 2022,
-    section 4.2.2). Full recompute repeats the forward's collectives during the backward.
+    section 4.2.2). Full recompute repeats the forward's collectives during the backward. An MoE layer without
+    shared experts keeps only the attention's pair: its router and experts work on the sequence-parallel tokens,
+    which the dispatch moves (Megatron-Core's alltoall dispatcher); shared experts are a TP-split MLP with its pair.
     """
     if scenario.parallelism.tp == 1:
         return {"forward": [], "backward": []}
-    fwd = ([("reduce_scatter", 2), ("all_gather", 2)] if scenario.parallelism.sequence_parallel
-           else [("allreduce", 2)])
+    per_layer = 1 if moe_layer and not scenario.model.moe.shared_experts else 2
+    fwd = ([("reduce_scatter", per_layer), ("all_gather", per_layer)] if scenario.parallelism.sequence_parallel
+           else [("allreduce", per_layer)])
     bwd = list(fwd)
     if scenario.training.activation_recompute == "full":
         bwd = bwd + fwd
@@ -146,8 +149,10 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * activation_element
     tp_group = layout.group(0, "tp")
     per_layer = tp_collectives_per_layer(scenario)
-    tp_cost = {phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes) for op, count in ops)
-               for phase, ops in per_layer.items()}
+    moe_per_layer = tp_collectives_per_layer(scenario, moe_layer=True) if m.moe else per_layer
+    tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes)
+                                        for op, count in ops) for phase, ops in calls.items()}
+                            for calls in (per_layer, moe_per_layer))
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
@@ -175,13 +180,16 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         params += moe_layers * experts_per_layer
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,
-            forward_compute_s=fwd_s, forward_tp_comm_s=layers * tp_cost["forward"],
-            backward_compute_s=bwd_s, backward_tp_comm_s=layers * tp_cost["backward"],
+            forward_compute_s=fwd_s,
+            forward_tp_comm_s=dense * tp_cost["forward"] + moe_layers * moe_tp_cost["forward"],
+            backward_compute_s=bwd_s,
+            backward_tp_comm_s=dense * tp_cost["backward"] + moe_layers * moe_tp_cost["backward"],
             forward_flop=fwd_flop, backward_flop=bwd_flop,
             grad_bytes=grad_params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
             cp_exchange={phase: (layers * attention_s, layers * steps, step_bytes)
                          for phase, (attention_s, steps, step_bytes) in cp_per_layer.items()},
-            tp_collectives={phase: tuple((op, layers * count) for op, count in ops)
+            tp_collectives={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
+                                         in zip(ops, moe_per_layer[phase], strict=True))
                             for phase, ops in per_layer.items()},
             tp_bytes=activation_bytes,
             ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)

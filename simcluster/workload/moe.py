@@ -115,7 +115,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     rows = max(1, math.ceil(per_expert))
     up = _Linear("expert_up", rows, h, up_width, batch=local_experts)
     down = _Linear("expert_down", rows, ffn_local, h, batch=local_experts)
-    scale = per_expert / rows   # FLOP and bytes of the exact (fractional) mean, shape of the whole rows
+    scale = per_expert / rows   # FLOP of the exact (fractional) mean; shape and bytes of the whole rows
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
     forward = [router.forward(shard), router_act, permute,
                _scaled(up.forward(shard), scale), act, _scaled(down.forward(shard), scale), unpermute]

@@ -195,3 +195,17 @@ def test_bad_moe_fields_are_refused_naming_model_moe(moe_fields, message):
     with pytest.raises(ScenarioError, match=message) as err:
         config.from_dict(data)
     assert err.value.field.startswith("model.moe")
+
+
+def test_moe_layers_keep_only_the_attentions_tensor_parallel_pair_unless_they_have_shared_experts():
+    """Sequence parallelism: a dense layer reduce-scatters and all-gathers twice per phase (attention, MLP); an MoE
+    layer's router and experts work on the sequence-parallel tokens (the dispatch moves them), so once; shared
+    experts, a TP-split MLP, bring the second pair back."""
+    from simcluster.parallel.plan import tp_collectives_per_layer
+    sc = scenario(tp=2, dp=4, sequence_parallel=True)
+    assert tp_collectives_per_layer(sc)["forward"] == [("reduce_scatter", 2), ("all_gather", 2)]
+    assert tp_collectives_per_layer(sc, moe_layer=True)["forward"] == [("reduce_scatter", 1), ("all_gather", 1)]
+    data = sc.model_dump(mode="json")
+    data["model"]["moe"]["shared_experts"] = 1
+    shared = config.from_dict(data)
+    assert tp_collectives_per_layer(shared, moe_layer=True)["forward"] == [("reduce_scatter", 2), ("all_gather", 2)]
