@@ -16,12 +16,12 @@ from matplotlib.patches import Patch
 
 from simcluster.analysis.plots import figure, save, styled
 
-STREAM_ORDER = ["compute", "tp", "pp", "dp"]
+STREAM_ORDER = ["compute", "tp", "cp", "ep", "pp", "dp"]
 COLOURS = {"forward": "#0072B2", "backward": "#009E73", "optimizer": "#CC79A7", "compute": "#0072B2",
-           "tp": "#D55E00", "pp": "#E69F00", "dp": "#56B4E9"}
+           "tp": "#D55E00", "cp": "#F0E442", "ep": "#000000", "pp": "#E69F00", "dp": "#56B4E9"}
 LABELS = {"forward": "forward", "backward": "backward (+recompute)", "optimizer": "optimizer",
-          "compute": "compute", "tp": "tensor-parallel comm", "pp": "pipeline send/recv",
-          "dp": "data-parallel comm"}
+          "compute": "compute", "tp": "tensor-parallel comm", "cp": "context-parallel exchange",
+          "ep": "expert all-to-all", "pp": "pipeline send/recv", "dp": "data-parallel comm"}
 
 
 def _colour_key(stream: str, name: str) -> str:
@@ -36,6 +36,7 @@ def _lanes(events: pd.DataFrame, max_ranks: int, until_s: float | None):
     shown = events[events["rank"].isin(ranks)]
     if until_s is not None:
         shown = shown[shown["start_s"] < until_s]
+    shown = shown[shown["stream"].isin(STREAM_ORDER)]
     lanes = [(r, s) for r in ranks for s in STREAM_ORDER if ((shown["rank"] == r) & (shown["stream"] == s)).any()]
     return ranks, shown, lanes
 

@@ -1,7 +1,9 @@
-"""`simcluster compare`: one scenario on several fabrics (and GPU counts), side by side.
+"""`simcluster compare`: one scenario on several fabrics (and GPU counts), side by side; or several scenarios (other
+GPUs, other racks), each on its own fabric or on those given.
 
     simcluster compare gpt3-175b-1024-h100 --topology rail-fat-tree --topology leaf-spine:oversubscription=4
     simcluster compare SCENARIO --topology leaf-spine --option leaf-spine.oversubscription=2 --gpus 512 --gpus 2048
+    simcluster compare deepseek-v3-256-h100 deepseek-v3-256-b200 deepseek-v3-288-gb200-nvl72
 
 A fabric is ``NAME[:key=value,...]``: a builtin (``simcluster.fabric.topology.BUILTIN``) or a topology file, with the
 options of its builder (``cluster.topology_options``, docs/topologies.md). ``--gpus`` moves the scenario to that
@@ -10,6 +12,7 @@ many GPUs the way ``sweep`` does (data parallelism absorbs the count, the global
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -57,11 +60,13 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
         table.add_column(escape(short_label(index, run)), justify="right", overflow="fold")
     rows = [
         ("GPUs", lambda r, s: f"{s['gpus']:,}"),
-        ("layout tp x cp x pp x dp", lambda r, s: "{tp}x{cp}x{pp}x{dp}".format(**s["layout"])),
+        ("layout tp x cp x pp x dp (ep)", lambda r, s: "{tp}x{cp}x{pp}x{dp}".format(**s["layout"])
+         + (f" ({s['layout']['ep']})" if s["layout"].get("ep", 1) > 1 else "")),
         ("step time", lambda r, s: fmt(s["step_time_s"], SECONDS, 4)),
         ("  compute", lambda r, s: fmt(s["compute_s"], SECONDS, 4)),
         ("  exposed comm: fabric", lambda r, s: study.seconds(r["exposed_comm_network_s"])),
         ("  exposed comm: NVLink/PCIe", lambda r, s: study.seconds(r["exposed_comm_in_server_s"])),
+        ("    of which expert parallel", lambda r, s: _share(s, s["exposed_comm_by_parallelism_s"]["ep"])),
         ("  pipeline bubble", lambda r, s: fmt(s["pipeline_bubble_s"], SECONDS, 4)),
         ("tokens/s", lambda r, s: f"{s['tokens_per_s']:,.0f}"),
         ("MFU", lambda r, s: f"{s['mfu']:.1%}"),
@@ -95,9 +100,14 @@ def legend(runs: list[dict]) -> str:
     return "\n".join(f"{index}. {run['label']}" for index, run in enumerate(runs, start=1))
 
 
+def _share(summary: dict, seconds: float) -> str:
+    return f"{fmt(seconds, SECONDS, 4)} ({seconds / summary['step_time_s']:.1%})"
+
+
 @app.command()
 def compare(
-    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
+    scenarios: list[str] | None = typer.Argument(None, help="scenario YAML file(s) or bundled name(s); several: "
+                                                 "each one's runs side by side; default: the demo"),
     topologies: list[str] = typer.Option([], "--topology", help=TOPOLOGY_HELP),
     gpus: list[int] = typer.Option([], "--gpus", min=1, help="GPU count(s) to run at, repeatable; default: the "
                                    "scenario's"),
@@ -118,19 +128,24 @@ def compare(
     check_network(network)
     chosen = laws.get(law)
     check_target_loss(target_loss)
-    spec = config.load(scenario)
-    base = spec.model_dump(mode="json")
-    fabric_specs = grid.fabrics(topologies, options, base)
     for count in gpus:
         check_count(count, "--gpus", config.MAX_GPUS, "a plausibility bound: about fifty times the largest clusters")
     if len(set(gpus)) != len(gpus):
         fail("--gpus", f"counts repeat: {gpus}")
-    tasks = grid.grid(base, list(gpus) or None, fabric_specs, network=network)
+    specs = [config.load(scenario) for scenario in (scenarios or [None])]
+    if len(set(s.name for s in specs)) != len(specs):
+        fail("SCENARIO", f"scenario names repeat: {', '.join(s.name for s in specs)}")
+    spec = specs[0]
+    labelled = []  # (task, label) over the scenarios, each with its own fabric unless --topology is given
+    for each in specs:
+        base = each.model_dump(mode="json")
+        tasks = grid.grid(base, list(gpus) or None, grid.fabrics(topologies, options, base), network=network)
+        prefix = each.name if len(specs) > 1 else None
+        labelled += [(task, study.label(task, len(gpus) > 1, prefix)) for task in tasks]
     out_dir = output_dir(out or Path("runs") / f"{spec.name}-compare")  # before simulating
     console = Console(stderr=True)
     runs, failures = [], []
-    for task in tasks:
-        label = study.label(task, len(gpus) > 1)
+    for task, label in labelled:
         with console.status(f"simulating {label} ..."):
             try:
                 runs.append(study.run_point(task, label, network, chosen, target_loss))
@@ -142,12 +157,13 @@ def compare(
     for label, err in failures:
         console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
     target = runs[0]["economics"]["target_loss"]
+    title = spec.name if len(specs) == 1 else os.path.commonprefix([s.name for s in specs]).rstrip("-_") + "-*"
     with fresh_folder(out_dir) as out_dir:
-        written = _outputs(runs, out_dir, chosen, target, spec.name)
+        written = _outputs(runs, out_dir, chosen, target, title)
         if report:
             from simcluster.analysis import report as html_report
 
-            written.append(html_report.write_compare(out_dir, spec.name, runs, chosen.name, written))
+            written.append(html_report.write_compare(out_dir, title, runs, chosen.name, written))
     if as_json:
         typer.echo(outputs.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))
         return

@@ -31,7 +31,8 @@ def summary_table(summary: dict, memory) -> Table:
     table.add_column("value", justify="right")
     layout = summary["layout"]
     rows = [
-        ("layout (tp x cp x pp x dp)", f"{layout['tp']} x {layout['cp']} x {layout['pp']} x {layout['dp']}"),
+        ("layout (tp x cp x pp x dp)", f"{layout['tp']} x {layout['cp']} x {layout['pp']} x {layout['dp']}"
+         + (f", ep {layout['ep']}" if layout.get("ep", 1) > 1 else "")),
         ("microbatches per replica", str(summary["microbatches"])),
         ("step time", fmt(summary["step_time_s"], SECONDS, 4)),
         *([(f"  p50 / p90 / p99 over {summary['samples']} seeds", " / ".join(

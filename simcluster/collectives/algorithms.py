@@ -317,6 +317,37 @@ def alltoall(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list
     return steps
 
 
+def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:
+    """All-to-all across nodes in two phases, as DeepEP's internode kernels route tokens (DeepSeek-AI 2025,
+    DeepEP README; DeepSeek-V3 report, section 3.2.2): over the network to the GPU of the same local rank on each
+    other node (one rail: rank i of node a sends node b's share for all its m GPUs, m S/n = S/N), then over NVLink
+    from that GPU to each of its m-1 node peers (what the node's other N-1 nodes and itself hold for that peer,
+    N S/n = S/m).
+
+    Per GPU: (N-1)/N S on its NIC, as the direct all-to-all, but every network transfer stays on its rail and the
+    messages are m times larger; (m-1)/m S on NVLink. The two phases run one after the other (DeepEP pipelines
+    them in chunks: an upper bound). Deduplication of a token bound for several experts of one node is not
+    modelled. Falls back to the direct all-to-all inside one node or on nodes holding different numbers of the
+    group's GPUs.
+    """
+    if len(layout) == 1 or len(layout[0]) == 1 or not uniform(layout):
+        return alltoall(layout, size_bytes, protocol)
+    proto = constants()["protocols"][protocol]
+    grid = np.stack(layout)
+    nodes, m = grid.shape
+    inter = np.concatenate([np.stack([grid.ravel(), np.roll(grid, -shift, axis=0).ravel()], axis=1)
+                            for shift in range(1, nodes)])
+    intra = np.concatenate([np.stack([grid.ravel(), np.roll(grid, -shift, axis=1).ravel()], axis=1)
+                            for shift in range(1, m)])
+    return [
+        delay(proto["base_latency_s"]),
+        Step((TransferClass(inter, size_bytes / nodes, "alltoall network"),),
+             overhead_s=proto["network_step_latency_s"], label="alltoall across nodes, one rail"),
+        Step((TransferClass(intra, size_bytes / m, "alltoall nvlink"),),
+             overhead_s=proto["nvlink_step_latency_s"], label="alltoall inside the node"),
+    ]
+
+
 def sendrecv(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:
     """Point-to-point: the group's first GPU sends S to its second."""
     order = np.concatenate(layout)

@@ -60,6 +60,14 @@ def alpha_beta_time_s(
     raise ValueError(f"no closed form for {op} with {algorithm}")
 
 
+def hierarchical_alltoall_time_s(nodes: int, local: int, size_bytes: float, alpha_s: float,
+                                  nvlink_bytes_per_s: float, network_bytes_per_s: float) -> float:
+    """Closed-form time of the two-phase all-to-all (``algorithms.alltoall_hierarchical``) over ``nodes`` nodes of
+    ``local`` GPUs each, S sent per GPU: a + (N-1)/N S / B_net (one rail) + (m-1)/m S / B_nvl, the phases in turn."""
+    n, m = nodes, local
+    return alpha_s + (n - 1) / n * size_bytes / network_bytes_per_s + (m - 1) / m * size_bytes / nvlink_bytes_per_s
+
+
 def in_network_time_s(
     op: str,
     local: int,

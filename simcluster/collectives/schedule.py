@@ -35,7 +35,7 @@ _SUPPORTED = {
     "allreduce": ("ring", "tree", "nvls", "sharp", "hierarchical"),
     "reduce_scatter": ("ring", "sharp"),
     "all_gather": ("ring", "sharp"),
-    "alltoall": ("direct",),
+    "alltoall": ("direct", "hierarchical"),
     "broadcast": ("pipeline",),
     "reduce": ("pipeline",),
     "sendrecv": ("direct",),
@@ -217,7 +217,10 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
         return Schedule([], c, algorithm, protocol)
     rate = min(r for r in (nvl_rate, net_rate, math.inf) if r) if nodes == 1 else (net_rate or nvl_rate)
     latency_s = max(nvl_latency, net_latency)
-    if algorithm == "ring":
+    if c.op == "alltoall":
+        builder = algorithms.alltoall_hierarchical if algorithm == "hierarchical" else algorithms.alltoall
+        steps = builder(layout, c.size_bytes, protocol)
+    elif algorithm == "ring":
         steps = algorithms.ring(c.op, layout, c.size_bytes, protocol)
     elif algorithm == "hierarchical":
         steps = algorithms.hierarchical(layout, c.size_bytes, protocol)
@@ -231,8 +234,6 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
         steps = algorithms.tree(layout, c.size_bytes, protocol, rate, latency_s)
     elif algorithm == "pipeline":
         steps = algorithms.pipeline(c.op, layout, c.size_bytes, protocol, c.root, rate, latency_s)
-    elif c.op == "alltoall":
-        steps = algorithms.alltoall(layout, c.size_bytes, protocol)
     else:
         steps = algorithms.sendrecv(layout, c.size_bytes, protocol)
     return Schedule(steps, c, algorithm, protocol)

@@ -141,7 +141,9 @@ class Agent:
 
         With context parallelism the key/value exchange runs on the network during the block's attention, and
         the block waits for whichever ends last. The TP collectives are blocking, as Megatron issues them between
-        the GEMMs; with ``tp_comm_overlap`` they run under the compute, which waits for whichever ends last.
+        the GEMMs, and so are the MoE layers' dispatch and combine all-to-alls (after them, over the EP groups);
+        with ``tp_comm_overlap`` the TP collectives run under the compute, which waits for whichever ends last, and
+        with ``ep_overlap`` the all-to-alls do (only what outlasts the compute is exposed).
         Communication kernels beside the compute slow it (``engine.overlap``, ``interference.overlapped_s``): a
         block that starts while the data-parallel stream is busy runs slower while the queued collectives last at
         their time alone on the fabric (an estimate: the state at the block's start decides, and a collective
@@ -156,6 +158,10 @@ class Agent:
         name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
         started_at_s = env.now
         calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)
+        ep_calls = share(cost.ep_collectives.get(phase, ()), part or 0, parts)
+        ep_done = None
+        if ep_calls and sim.scenario.parallelism.ep_overlap:  # under the compute (an upper bound of the gain)
+            ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
         tp_done = None
         if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
@@ -178,6 +184,29 @@ class Agent:
                                  tp_started_at_s)
         if tp_comm_s > 0:
             sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, tp_started_at_s, env.now)
+        if ep_calls:
+            yield from self._expert_parallel(phase, work, part or 0, parts, name, ep_calls, ep_done)
+
+    def _expert_parallel(self, phase: str, work, part: int, parts: int, name: str, calls, done):
+        """The block's token dispatch and combine all-to-alls (``calls``; ``done`` when already started under the
+        compute, ``ep_overlap``), then its expert-TP collectives: blocking, as Megatron-Core's alltoall dispatcher
+        runs them; the wait is exposed expert-parallel communication."""
+        sim, env = self.sim, self.sim.env
+        cost = sim.plan.chunks[work.chunk]
+        label = f"{name} m{work.microbatch}"
+        started_at_s = env.now
+        if done is None:
+            done = sim.expert_parallel(self, calls, cost.ep_bytes, label)
+        if not done.triggered:
+            yield done
+        etp_calls = share(cost.etp_collectives.get(phase, ()), part, parts)
+        if etp_calls:
+            etp_done = sim.expert_parallel(self, etp_calls, cost.etp_bytes, label, axis="etp")
+            if not etp_done.triggered:
+                yield etp_done
+        self.tally.ep_comm_s += env.now - started_at_s
+        if env.now > started_at_s:
+            sim.recorder.compute(self, "ep", f"ep comm {name}", work.microbatch, started_at_s, env.now)
 
     def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str):
         """The block's compute, its key/value exchange hidden behind the attention where it is shorter; returns the

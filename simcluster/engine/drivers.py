@@ -115,12 +115,12 @@ class CollectiveDriver:
         yield from self._play(self._programs[key])
 
     def run_block(self, calls: tuple[tuple[str, int], ...], groups: list[tuple[int, ...]], size_bytes: float,
-                  tag: str):
+                  tag: str, algorithm: str = "auto"):
         """Drive a block's collectives ((op, count) of ``size_bytes`` each) as ``timing.fused_program`` does: one
-        transfer per kind of step, labelled with ``tag``."""
-        key = (calls, tuple(groups), round(size_bytes), tag)
+        transfer per kind of step, labelled with ``tag``; ``algorithm`` forces one where the op has it."""
+        key = (calls, tuple(groups), round(size_bytes), tag, algorithm)
         if key not in self._programs:
-            schedules = [(timing.engine_schedules(self.fabric, op, groups, size_bytes),
+            schedules = [(timing.engine_schedules(self.fabric, op, groups, size_bytes, algorithm),
                           count) for op, count in calls]
             self._programs[key] = timing.fused_program(schedules, self.fabric, tag)
         yield from self._play(self._programs[key])

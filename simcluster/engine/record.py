@@ -24,6 +24,7 @@ class Tally:
     cp_comm_s: float = 0.0  # ring attention's key/value exchange not hidden by the attention (analytic)
     p2p_wait_s: float = 0.0  # waiting for a pipeline message that was already on the wire
     dp_wait_s: float = 0.0  # waiting for data-parallel gradient reduction and parameter gathering
+    ep_comm_s: float = 0.0  # waiting for expert parallelism's token dispatch and combine all-to-alls
     optimizer_s: float = 0.0
     interference_s: float = 0.0  # of compute_s: what communication kernels beside the compute added to it
 

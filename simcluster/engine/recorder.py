@@ -14,7 +14,7 @@ class Recorder:
         self.rows: list[tuple] = []
 
     def compute(self, agent, stream: str, name: str, microbatch: int, start_s: float, end_s: float) -> None:
-        kind = "comm" if stream in ("tp", "cp") else "compute"
+        kind = "comm" if stream in ("tp", "cp", "ep") else "compute"
         self.rows.append((agent.rank, stream, kind, name, microbatch, start_s, end_s, 0.0, agent.multiplicity))
 
     def transfer(self, agent, stream: str, name: str, microbatch: int, start_s: float, end_s: float,

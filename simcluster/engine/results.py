@@ -56,11 +56,11 @@ def summarize(record: RunRecord) -> Result:
         return float(np.dot(values, weights) / weights.sum()) / steps
 
     compute_s = mean("compute_s") + mean("optimizer_s")
-    # seconds of the step each parallelism's communication kept the compute stream waiting (expert parallelism: none
-    # modelled yet, so 0)
+    # seconds of the step each parallelism's communication kept the compute stream waiting
     by_parallelism = {"tp": mean("tp_comm_s"), "cp": mean("cp_comm_s"), "pp": mean("p2p_wait_s"),
-                      "dp": mean("dp_wait_s"), "ep": 0.0}
-    exposed_comm_s = by_parallelism["tp"] + by_parallelism["cp"] + by_parallelism["pp"] + by_parallelism["dp"]
+                      "dp": mean("dp_wait_s"), "ep": mean("ep_comm_s")}
+    exposed_comm_s = (by_parallelism["tp"] + by_parallelism["cp"] + by_parallelism["pp"] + by_parallelism["dp"]
+                      + by_parallelism["ep"])
     bubble_s = step_time_s - compute_s - exposed_comm_s
     peak = scenario.cluster.gpu.peak_flop_per_s(scenario.training.precision)
     model_flop_per_gpu_s = record.model_flop_per_step / step_time_s / gpus
@@ -185,7 +185,7 @@ def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,
     return table
 
 
-STREAM_TIDS = {"compute": 0, "tp": 1, "pp": 2, "dp": 3, "cp": 4}
+STREAM_TIDS = {"compute": 0, "tp": 1, "pp": 2, "dp": 3, "cp": 4, "ep": 5}
 # gzip level of the trace: level 1 writes several times faster than the default 9 for a file about a third larger
 # (zlib's documented speed/ratio trade-off), which matters for traces of millions of events
 TRACE_GZIP_LEVEL = 1

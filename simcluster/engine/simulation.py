@@ -23,10 +23,11 @@ from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
 from simcluster.fabric import bom, topology
 from simcluster.network.base import TransferClass
+from simcluster.parallel import layout as layout_mod
 from simcluster.parallel import memory
 from simcluster.parallel.plan import plan as step_plan
 from simcluster.spec.config import Scenario
-from simcluster.workload import ops
+from simcluster.workload import moe
 
 
 @dataclasses.dataclass(eq=False)
@@ -248,6 +249,37 @@ class Simulation:
         for event in waiting:
             event.succeed()
 
+    # ---- expert-parallel all-to-alls ---------------------------------------------------------------------------
+    def expert_parallel(self, agent: Agent, calls: tuple[tuple[str, int], ...], size_bytes: float,
+                        name: str, axis: str = "ep") -> simpy.Event:
+        """Run a block's token dispatch and combine all-to-alls ((op, count) of ``size_bytes`` each) over the EP
+        groups of ``agent``'s ranks on the network (``parallelism.ep_alltoall`` picks the algorithm), or with
+        ``axis="etp"`` its expert-TP collectives over the ETP groups, once every member rank has reached them;
+        returns the event of their completion."""
+        done = self.env.event()
+        self.env.process(self._join_expert_parallel(agent, calls, size_bytes, name, done, axis))
+        return done
+
+    def _join_expert_parallel(self, agent, calls, size_bytes, name, done, axis):
+        groups = self._expert_groups(agent, axis)
+        waiting = self._arrive(agent, groups, f"{axis} {name}", done)
+        if waiting is None:
+            return
+        algorithm = self.scenario.parallelism.ep_alltoall if axis == "ep" else "auto"
+        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=axis, algorithm=algorithm)
+        for event in waiting:
+            event.succeed()
+
+    def _expert_groups(self, agent: Agent, axis: str = "ep") -> list[tuple[int, ...]]:
+        """The EP (or ETP) groups holding ``agent``'s ranks (``layout.expert_groups``), sorted; cached."""
+        key = (agent.rank, axis)
+        if key not in self._groups_cache:
+            p = self.scenario.parallelism
+            mine = set(agent.ranks)
+            groups = layout_mod.expert_groups(self.plan.layout, agent.stage, p.ep, p.etp, axis)
+            self._groups_cache[key] = sorted(g for g in groups if mine.intersection(g))
+        return self._groups_cache[key]
+
     # ---- context-parallel exchange ----------------------------------------------------------------------------
     def context_parallel(self, agent: Agent, steps: int, size_bytes: float, name: str) -> simpy.Event:
         """Ring attention's key/value exchange of a block: ``steps`` ring steps in which every rank of the CP groups
@@ -336,15 +368,16 @@ class Simulation:
         windows = self.model.link_windows()
         return RunRecord(
             scenario=self.scenario, steps=steps, microbatches=self.plan.microbatches,
-            layout={"tp": layout.tp, "cp": layout.cp, "pp": layout.pp, "dp": layout.dp},
+            layout={"tp": layout.tp, "cp": layout.cp, "pp": layout.pp, "dp": layout.dp,
+                    "ep": self.scenario.parallelism.ep, "etp": self.scenario.parallelism.etp},
             agents=tuple(AgentTally(dataclasses.replace(agent.tally), agent.multiplicity) for agent in self.agents),
             events=self.recorder.table(), link_bytes=self.model.link_bytes.copy(), fabric=FabricLinks.of(self.fabric),
             network_model=self.network_name, end_s=self.env.now, wall_time_s=wall_time_s, memory=self.memory,
             symmetry=SymmetryCheck(collapsed=not self.expand,
                                    held_back_classes=getattr(self.model, "held_back_classes", None),
                                    held_back_s=getattr(self.model, "held_back_s", None)),
-            model_flop_per_step=ops.model_flop_per_step(m, t.seq_len, t.global_batch_size),
-            hardware_flop_per_step=ops.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
+            model_flop_per_step=moe.model_flop_per_step(m, t.seq_len, t.global_batch_size),
+            hardware_flop_per_step=moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),
             variability=self.variability.describe(self.plan, not self.expand) if self.variability else None,
             bottleneck_by_parallelism=bottlenecks(self.fabric, layout),

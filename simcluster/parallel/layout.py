@@ -117,3 +117,25 @@ class Layout:
                 seen.update(members)
                 out.append(members)
         return out
+
+
+def expert_groups(layout: Layout, stage: int, ep: int, etp: int, axis: str = "ep") -> list[tuple[int, ...]]:
+    """The expert-parallel groups of pipeline stage ``stage`` (global ranks, each group in order); ``axis="etp"``:
+    its expert tensor-parallel groups instead (the ranks splitting the same experts).
+
+    Megatron-Core lays the expert ranks of a stage out as (etp, ep, expert-dp), innermost first, over the stage's
+    ranks in rank order (its RankGenerator with order tp-ep-dp-pp, the expert tensor parallel size in place of tp):
+    the ``etp * ep`` consecutive ranks of a stage form an expert-model-parallel block, so with the default rank
+    order (tp innermost) an EP group fills an NVLink domain before it spans nodes. A group holds the ranks with
+    the same etp and expert-dp index.
+    """
+    ranks = [r for r in range(layout.world_size) if layout.coords(r)["pp"] == stage]
+    assert len(ranks) % (ep * etp) == 0, "validated in config"
+    assert axis in ("ep", "etp"), axis
+    groups = []
+    for block in range(0, len(ranks), ep * etp):
+        if axis == "ep":
+            groups += [tuple(ranks[block + t + etp * e] for e in range(ep)) for t in range(etp)]
+        else:
+            groups += [tuple(ranks[block + t + etp * e] for t in range(etp)) for e in range(ep)]
+    return groups

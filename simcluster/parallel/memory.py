@@ -34,6 +34,7 @@ from simcluster.core.errors import OutOfMemoryError
 from simcluster.parallel.layout import split_layers
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
+from simcluster.workload.moe import busiest_rank_load
 from simcluster.workload.ops import (
     LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
@@ -56,6 +57,9 @@ FP32_STATE_BYTES = {"weights": 4, "gradients": 4, "optimizer": 8}
 # Hopper with lazy loading), cuBLAS/cuDNN workspaces (tens of MiB), NCCL buffers of the tp/pp/dp/cp
 # communicators (NCCL_BUFFSIZE 4 MiB per channel and peer; a few hundred MiB each). Rounded to 2 GiB.
 WORKSPACE_FIXED_BYTES = 2 * 2**30
+# Router probabilities kept for the backward: fp32 assumed (Megatron-Core's moe_router_dtype: fp32 option; an
+# upper bound, tokens/tp x experts elements per MoE layer)
+ROUTER_PROBABILITY_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -99,20 +103,47 @@ def layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
     the row-parallel biases and the norms are replicated. KV heads are replicated when kv_heads < tp.
     """
     h, kv_local = model.hidden, local_kv_hidden(model, tp)
-    q_local, ffn_local = h / tp, model.ffn / tp
+    q_local, ffn_local = model.q_hidden / tp, model.ffn / tp
     weights = 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
     biases = (q_local + 2 * kv_local + h + ffn_local + h) if model.norm == "layernorm" else 0
     return weights + biases + model.norm_params
 
 
-def chunk_params(model: TransformerSpec, tp: int, layers: int, first: bool, last: bool, pp: int) -> float:
-    """Parameters of one model chunk of ``layers`` layers, per tensor-parallel rank.
+def moe_layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
+    """Parameters of an MoE layer on one rank outside its routed experts: attention and norms split as in a dense
+    layer, the shared experts split by tp like a dense MLP, the router replicated (Megatron-Core)."""
+    h, ffn_local = model.hidden, model.ffn / tp
+    dense_mlp = model.mlp_matrices * h * ffn_local + ((ffn_local + h) if model.norm == "layernorm" else 0)
+    shared = model.moe.shared_experts * model.expert_params / tp
+    return layer_params_per_rank(model, tp) - dense_mlp + shared + model.router_params
+
+
+def expert_params_per_rank(model: TransformerSpec, ep: int, etp: int) -> float:
+    """Routed-expert parameters of one MoE layer on one rank: experts/ep experts, each split over etp ranks."""
+    return model.moe.experts / ep * model.expert_params / etp if model.moe else 0.0
+
+
+def chunk_moe_layers(model: TransformerSpec, counts: list[int]) -> list[int]:
+    """MoE layers in each chunk of ``counts`` layers (model order)."""
+    out, start = [], 0
+    for layers in counts:
+        out.append(sum(model.is_moe_layer(i) for i in range(start, start + layers)))
+        start += layers
+    return out
+
+
+def chunk_params(model: TransformerSpec, tp: int, layers: int, first: bool, last: bool, pp: int,
+                 moe_layers: int = 0) -> float:
+    """Parameters of one model chunk of ``layers`` layers (``moe_layers`` of them MoE layers), per tensor-parallel
+    rank, routed experts aside (``expert_params_per_rank``: sharded by expert parallelism, not tp).
 
     The first chunk holds the vocab-parallel token embedding (and learned positions), the last chunk the final
     norm and the output projection; with tied embeddings and pp > 1 the last stage keeps its own copy of the
     word embedding for the logits (Megatron-LM, Narayanan et al. 2021).
     """
-    params = layers * layer_params_per_rank(model, tp)
+    params = (layers - moe_layers) * layer_params_per_rank(model, tp)
+    if moe_layers:
+        params += moe_layers * moe_layer_params_per_rank(model, tp)
     word_embedding = math.ceil(model.vocab / tp) * model.hidden
     if first:
         params += word_embedding
@@ -128,8 +159,19 @@ def stage_params(model: TransformerSpec, tp: int, pp: int, stage: int, virtual_s
                  layers_per_stage: list[int] | None = None) -> float:
     """Parameters held by one GPU of pipeline rank ``stage`` (all its model chunks), per tensor-parallel rank."""
     layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
+    moe = chunk_moe_layers(model, layers)
     chunks = range(stage, len(layers), pp)
-    return sum(chunk_params(model, tp, layers[c], c == 0, c == len(layers) - 1, pp) for c in chunks)
+    return sum(chunk_params(model, tp, layers[c], c == 0, c == len(layers) - 1, pp, moe[c]) for c in chunks)
+
+
+def stage_expert_params(model: TransformerSpec, pp: int, stage: int, ep: int, etp: int, virtual_stages: int = 1,
+                        layers_per_stage: list[int] | None = None) -> float:
+    """Routed-expert parameters held by one GPU of pipeline rank ``stage``."""
+    if model.moe is None:
+        return 0.0
+    layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
+    moe = chunk_moe_layers(model, layers)
+    return sum(moe[c] for c in range(stage, len(layers), pp)) * expert_params_per_rank(model, ep, etp)
 
 
 def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
@@ -178,7 +220,7 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     g = BYTES_PER_ELEMENT["fp8"] if fp8 else e     # a stored GEMM input
     masks = 2 * MASK_BYTES_PER_ELEMENT * h if model.dropout else 0
     replicated = ((2 * e + 2 * g) * h + masks) * tokens / shard.sp_divisor
-    q_local = h / shard.tp
+    q_local = model.q_hidden / shard.tp
     kv_local = local_kv_hidden(model, shard.tp)
     mlp_tensors = 3 if model.mlp == "swiglu" else 2
     ffn_local = model.ffn / shard.tp
@@ -191,6 +233,37 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
         per_score = (2 * e + MASK_BYTES_PER_ELEMENT) if model.dropout else e  # softmax (+ mask and dropout output)
         scores = per_score * shard.micro_batch * heads_local * s_q * shard.seq_len
     return replicated + split + scores
+
+
+def moe_layer_activation_bytes(model: TransformerSpec, shard: Shard, ep: int, etp: int, load: float) -> float:
+    """Activation bytes an MoE layer keeps, per microbatch and rank: a dense layer's (``layer_activation_bytes``)
+    with the dense MLP's split tensors replaced by the experts': the permuted expert input (a stored GEMM input,
+    h wide) and the activation and down-projection inputs, on the busiest rank's ``load`` x k x tokens/tp rows
+    (``workload.moe``); the router's probabilities (fp32, tokens/tp x experts); the shared experts like a dense MLP.
+    Full recompute keeps the layer input only, as for a dense layer."""
+    dense = layer_activation_bytes(model, shard)
+    if shard.recompute == "full":
+        return dense
+    moe, h, e = model.moe, model.hidden, shard.activation_bytes_per_element
+    g = BYTES_PER_ELEMENT["fp8"] if shard.precision == "fp8" else e
+    mlp_tensors = 3 if model.mlp == "swiglu" else 2
+    dense_mlp = shard.tokens * ((mlp_tensors - 1) * e + g) * model.ffn / shard.tp
+    shared = shard.tokens * ((mlp_tensors - 1) * e + g) * moe.shared_experts * moe.ffn_hidden / shard.tp
+    routed = shard.tokens / shard.tp
+    rows = etp * routed * moe.top_k * load      # expert rows on this rank: experts/ep x ep*etp*routed*k*load/E
+    experts = rows * (g * h + ((mlp_tensors - 1) * e + g) * moe.ffn_hidden / etp)
+    probabilities = ROUTER_PROBABILITY_BYTES * routed * moe.experts
+    return dense - dense_mlp + shared + experts + probabilities
+
+
+def dispatch_buffer_bytes(model: TransformerSpec, shard: Shard, load: float) -> float:
+    """The all-to-all buffers of one MoE layer's dispatch, live while it runs: the permuted tokens sent and those
+    received, top_k x tokens/tp rows of h each on the busiest rank (an assumption of this model: one dispatch or
+    combine in flight at a time, as Megatron-Core's alltoall dispatcher issues them)."""
+    if model.moe is None:
+        return 0.0
+    rows = shard.tokens / shard.tp * model.moe.top_k * load
+    return 2 * rows * model.hidden * shard.activation_bytes_per_element
 
 
 def embedding_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
@@ -227,12 +300,15 @@ def in_flight_chunks(schedule: str, pp: int, virtual_stages: int, microbatches: 
 
 def stage_activation_bytes(model: TransformerSpec, shard: Shard, schedule: str, pp: int,
                            virtual_stages: int, microbatches: int, stage: int,
-                           layers_per_stage: list[int] | None = None) -> float:
-    """Activations held by pipeline rank ``stage`` at its peak: all in-flight microbatches of its chunks."""
+                           layers_per_stage: list[int] | None = None, per_moe_layer: float = 0.0) -> float:
+    """Activations held by pipeline rank ``stage`` at its peak: all in-flight microbatches of its chunks
+    (``per_moe_layer``: what one MoE layer keeps, ``moe_layer_activation_bytes``)."""
     layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
+    moe = chunk_moe_layers(model, layers)
     per_layer = layer_activation_bytes(model, shard)
     chunks = in_flight_chunks(schedule, pp, virtual_stages, microbatches, stage)
-    total = sum(layers[c * pp + stage] for c in chunks) * per_layer
+    total = sum((layers[c * pp + stage] - moe[c * pp + stage]) * per_layer + moe[c * pp + stage] * per_moe_layer
+                for c in chunks)
     if stage == 0:       # chunk 0 carries the embedding
         total += chunks.count(0) * embedding_activation_bytes(model, shard)
     if stage == pp - 1:  # the last chunk carries the output layer
@@ -284,9 +360,20 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     params = stage_params(m, p.tp, p.pp, stage, p.virtual_stages, p.layers_per_stage)
     grad_bytes = None if t.precision in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes)
-    activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
-                                         stage, p.layers_per_stage)
+    per_moe_layer = 0.0
     workspace = workspace_bytes(m, shard)
+    if m.moe is not None:
+        # routed experts: sharded by ep (and etp); their gradients and optimizer states over the expert data-parallel
+        # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)
+        experts = stage_expert_params(m, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
+        expert_states = _state_bytes(experts, t.precision, p.zero_stage, scenario.expert_data_parallel, grad_bytes)
+        weights, gradients, optimizer = (a + b for a, b in zip((weights, gradients, optimizer), expert_states,
+                                                                strict=True))
+        load = busiest_rank_load(m.moe, p.ep)
+        per_moe_layer = moe_layer_activation_bytes(m, shard, p.ep, p.etp, load)
+        workspace += dispatch_buffer_bytes(m, shard, load)
+    activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
+                                         stage, p.layers_per_stage, per_moe_layer)
     if p.zero_stage == 3 and p.dp * p.cp > 1:
         workspace += zero3_gathered_bytes(m, p.tp, t.precision, grad_bytes)
     return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)

@@ -19,7 +19,7 @@ from simcluster.parallel.layout import Layout, split_layers
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import kernels
+from simcluster.workload import kernels, moe
 from simcluster.workload.ops import Op, attention_core, embedding_ops, layer_ops, local_kv_hidden, output_ops, shard_for
 
 
@@ -47,6 +47,13 @@ class ChunkCost:
     cp_exchange: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
     tp_bytes: float = 0.0
+    # expert parallelism's token dispatch and combine per phase: all-to-alls over the EP groups, ``ep_bytes`` each
+    ep_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    ep_bytes: float = 0.0
+    # expert tensor parallelism: the dispatched tokens all-gathered over the ETP group, the expert outputs
+    # reduce-scattered back, per phase, ``etp_bytes`` each (the gathered size)
+    etp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    etp_bytes: float = 0.0
 
 
 @dataclass
@@ -88,17 +95,20 @@ def _phase_flop(ops: dict[str, list], phases: tuple[str, ...]) -> float:
 BACKWARD_PHASES = ("recompute", "backward_input", "backward_weight")
 
 
-def tp_collectives_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:
+def tp_collectives_per_layer(scenario: Scenario, moe_layer: bool = False) -> dict[str, list[tuple[str, int]]]:
     """Megatron tensor-parallel collectives of one layer per phase, as (op, count).
 
     Without sequence parallelism: 2 all-reduces forward (after attention and MLP) and 2 backward (Shoeybi et al.
     2019, fig. 4). With it, each all-reduce becomes a reduce-scatter + all-gather pair (Korthikanti et al. 2022,
-    section 4.2.2). Full recompute repeats the forward's collectives during the backward.
+    section 4.2.2). Full recompute repeats the forward's collectives during the backward. An MoE layer without
+    shared experts keeps only the attention's pair: its router and experts work on the sequence-parallel tokens,
+    which the dispatch moves (Megatron-Core's alltoall dispatcher); shared experts are a TP-split MLP with its pair.
     """
     if scenario.parallelism.tp == 1:
         return {"forward": [], "backward": []}
-    fwd = ([("reduce_scatter", 2), ("all_gather", 2)] if scenario.parallelism.sequence_parallel
-           else [("allreduce", 2)])
+    per_layer = 1 if moe_layer and not scenario.model.moe.shared_experts else 2
+    fwd = ([("reduce_scatter", per_layer), ("all_gather", per_layer)] if scenario.parallelism.sequence_parallel
+           else [("allreduce", per_layer)])
     bwd = list(fwd)
     if scenario.training.activation_recompute == "full":
         bwd = bwd + fwd
@@ -124,6 +134,14 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     output = output_ops(m, shard)
     layer_fwd_s = _phase_s(layer, ("forward",), gpu, precision)
     layer_bwd_s = _phase_s(layer, BACKWARD_PHASES, gpu, precision)
+    # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
+    moe_layer = (layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep)))
+                 if m.moe else layer)
+    moe_fwd_s = _phase_s(moe_layer, ("forward",), gpu, precision)
+    moe_bwd_s = _phase_s(moe_layer, BACKWARD_PHASES, gpu, precision)
+    ep_per_layer = expert_parallel_per_layer(scenario)
+    etp_per_layer = expert_tensor_parallel_per_layer(scenario)
+    ep_bytes = dispatch_bytes(scenario)
 
     # Tensor-parallel collectives move the full activation of the microbatch (s*b*h elements; each rank holds
     # 1/tp of it with sequence parallelism) among the tp ranks of one node, over NVLink: timed once here with the
@@ -131,52 +149,118 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * activation_element
     tp_group = layout.group(0, "tp")
     per_layer = tp_collectives_per_layer(scenario)
-    tp_cost = {phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes) for op, count in ops)
-               for phase, ops in per_layer.items()}
+    moe_per_layer = tp_collectives_per_layer(scenario, moe_layer=True) if m.moe else per_layer
+    tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes)
+                                        for op, count in ops) for phase, ops in calls.items()}
+                            for calls in (per_layer, moe_per_layer))
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
+    moe_counts = memory.chunk_moe_layers(m, counts)
+    experts_per_layer = memory.expert_params_per_rank(m, p.ep, p.etp)
+    # routed-expert gradients are reduced over the expert data-parallel group; with one member, not at all
+    reduced_experts = experts_per_layer if scenario.expert_data_parallel > 1 else 0.0
     chunks = []
-    for index, layers in enumerate(counts):
+    for index, (layers, moe_layers) in enumerate(zip(counts, moe_counts, strict=True)):
         first, last = index == 0, index == len(counts) - 1
-        fwd_s, bwd_s = layers * layer_fwd_s, layers * layer_bwd_s
-        fwd_flop = layers * _phase_flop(layer, ("forward",))
-        bwd_flop = layers * _phase_flop(layer, BACKWARD_PHASES)
+        dense = layers - moe_layers
+        fwd_s = dense * layer_fwd_s + moe_layers * moe_fwd_s
+        bwd_s = dense * layer_bwd_s + moe_layers * moe_bwd_s
+        fwd_flop = dense * _phase_flop(layer, ("forward",)) + moe_layers * _phase_flop(moe_layer, ("forward",))
+        bwd_flop = (dense * _phase_flop(layer, BACKWARD_PHASES)
+                    + moe_layers * _phase_flop(moe_layer, BACKWARD_PHASES))
         for ops, present in ((embed, first), (output, last)):
             if present:
                 fwd_s += _phase_s(ops, ("forward",), gpu, precision)
                 bwd_s += _phase_s(ops, BACKWARD_PHASES, gpu, precision)
                 fwd_flop += _phase_flop(ops, ("forward",))
                 bwd_flop += _phase_flop(ops, BACKWARD_PHASES)
-        params = memory.chunk_params(m, p.tp, layers, first, last, p.pp)
+        params = memory.chunk_params(m, p.tp, layers, first, last, p.pp, moe_layers)
+        grad_params = params + moe_layers * reduced_experts
+        params += moe_layers * experts_per_layer
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,
-            forward_compute_s=fwd_s, forward_tp_comm_s=layers * tp_cost["forward"],
-            backward_compute_s=bwd_s, backward_tp_comm_s=layers * tp_cost["backward"],
+            forward_compute_s=fwd_s,
+            forward_tp_comm_s=dense * tp_cost["forward"] + moe_layers * moe_tp_cost["forward"],
+            backward_compute_s=bwd_s,
+            backward_tp_comm_s=dense * tp_cost["backward"] + moe_layers * moe_tp_cost["backward"],
             forward_flop=fwd_flop, backward_flop=bwd_flop,
-            grad_bytes=params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
+            grad_bytes=grad_params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
             cp_exchange={phase: (layers * attention_s, layers * steps, step_bytes)
                          for phase, (attention_s, steps, step_bytes) in cp_per_layer.items()},
-            tp_collectives={phase: tuple((op, layers * count) for op, count in ops)
+            tp_collectives={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
+                                         in zip(ops, moe_per_layer[phase], strict=True))
                             for phase, ops in per_layer.items()},
             tp_bytes=activation_bytes,
+            ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
+                            for phase, ops in ep_per_layer.items()},
+            ep_bytes=ep_bytes,
+            etp_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
+                             for phase, ops in etp_per_layer.items()},
+            etp_bytes=ep_bytes * p.etp,
         ))
 
     stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / weight_element for s in range(p.pp)]
-    # ZeRO >= 1 shards the optimizer over the data- and context-parallel ranks holding the same parameters
+    # ZeRO >= 1 shards the optimizer over the data- and context-parallel ranks holding the same parameters, routed
+    # experts over their expert data-parallel ranks
     shards = p.dp * p.cp if p.zero_stage >= 1 else 1
+    expert_shards = scenario.expert_data_parallel if p.zero_stage >= 1 else 1
+    stage_experts = [experts_per_layer * sum(n for c, n in enumerate(moe_counts) if c % p.pp == s)
+                     for s in range(p.pp)]
+    optimizer_params = [(params - experts) / shards + experts / expert_shards
+                        for params, experts in zip(stage_params, stage_experts, strict=True)]
     orders = [pipeline_order(p.schedule, p.pp, s, scenario.microbatches, p.virtual_stages) for s in range(p.pp)]
     p2p_bytes, gather_bytes = pipeline_messages(scenario, activation_bytes)
     return StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
-        optimizer_s=[optimizer_time_s(params / shards, gpu, precision) for params in stage_params],
+        optimizer_s=[optimizer_time_s(params, gpu, precision) for params in optimizer_params],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
         embedding_grad_bytes=embedding_grad_bytes(scenario),
         grad_norm_axes=grad_norm_axes(p),
     )
+
+
+def expert_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:
+    """Expert parallelism's all-to-alls of one MoE layer per phase, as (op, count): token dispatch and combine
+    forward, their gradients backward (Megatron-Core's alltoall token dispatcher); full recompute repeats the
+    forward's. None without expert parallelism (ep = 1: every token's experts are local)."""
+    if scenario.model.moe is None or scenario.parallelism.ep == 1:
+        return {"forward": [], "backward": []}
+    forward = [("alltoall", 2)]
+    backward = list(forward)
+    if scenario.training.activation_recompute == "full":
+        backward = backward + forward
+    return {"forward": forward, "backward": backward}
+
+
+def expert_tensor_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:
+    """Expert tensor parallelism's collectives of one MoE layer per phase: after the dispatch the ETP ranks
+    all-gather their tokens (each expert shard sees the group's tokens), before the combine they reduce-scatter the
+    partial expert outputs (Megatron-Core's alltoall dispatcher with moe_expert_tensor_parallel_size > 1);
+    backward the reverse pair; full recompute repeats the forward's. None with etp = 1."""
+    if scenario.model.moe is None or scenario.parallelism.etp == 1:
+        return {"forward": [], "backward": []}
+    forward = [("all_gather", 1), ("reduce_scatter", 1)]
+    backward = list(forward)
+    if scenario.training.activation_recompute == "full":
+        backward = backward + forward
+    return {"forward": forward, "backward": backward}
+
+
+def dispatch_bytes(scenario: Scenario) -> float:
+    """What one rank sends in a dispatch (or a combine) all-to-all, nccl-tests' all-to-all size: its tokens/tp
+    routed tokens, each to top_k experts, h elements of 16 bits (Megatron-Core dispatches the bf16 activations; fp8
+    dispatch, as DeepSeek-V3 does, is not modelled), times the busiest rank's load (the all-to-all ends when the
+    busiest rank has received its tokens; an approximation that puts that load on every pair)."""
+    m, p = scenario.model, scenario.parallelism
+    if m.moe is None or p.ep == 1:
+        return 0.0
+    shard = shard_for(scenario)
+    rows = moe.routed_tokens(m, shard) * m.moe.top_k * moe.busiest_rank_load(m.moe, p.ep)
+    return rows * m.hidden * shard.activation_bytes_per_element
 
 
 def grad_norm_axes(parallelism) -> tuple[str, ...]:

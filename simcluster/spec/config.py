@@ -123,6 +123,16 @@ class Parallelism(_Strict):
     pp: Count = Field(1, description="pipeline parallel degree")
     dp: Count = Field(1, description="data parallel degree")
     cp: Count = Field(1, description="context parallel degree")
+    ep: Count = Field(1, description="expert parallel degree: ranks sharing one MoE layer's experts, carved from "
+                      "tp x cp x dp as Megatron-Core does (ep x etp divides tp*cp*dp)")
+    etp: Count = Field(1, description="expert tensor parallel degree: each expert's ffn split over etp ranks")
+    ep_alltoall: Literal["direct", "hierarchical"] = Field(
+        "direct", description="token dispatch/combine all-to-all: direct (NCCL, every pair at once) or "
+        "hierarchical (network to the same local rank of the destination node, then NVLink, as DeepEP does)")
+    ep_overlap: bool = Field(
+        False, description="run the MoE all-to-alls under the block's compute (Megatron-Core's shared-expert and "
+        "EP-communication overlap, DeepSeek's DualPipe): only what outlasts the compute is exposed; an upper bound "
+        "of the gain (the communication kernels' SM share is not charged to the compute)")
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
     virtual_stages: Count = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism (needs tp > 1 to matter)")
@@ -263,6 +273,7 @@ class Scenario(_Strict):
                                 f"by dp*micro_batch_size = {p.dp}*{t.micro_batch_size}")
         if t.seq_len % p.cp:
             raise ScenarioError("parallelism.cp", f"seq_len {t.seq_len} is not divisible by cp={p.cp}")
+        self._check_experts()
         chunks = p.pp * p.virtual_stages
         if p.layers_per_stage is not None:
             if len(p.layers_per_stage) != chunks:
@@ -287,6 +298,31 @@ class Scenario(_Strict):
             raise ScenarioError("parallelism.virtual_stages", f"the interleaved schedule needs microbatches "
                                 f"({self.microbatches}) divisible by pp={p.pp} (as Megatron-LM requires)")
         return self
+
+    def _check_experts(self) -> None:
+        """Expert parallelism as Megatron-Core lays it out: ep x etp x expert-data-parallel = tp x cp x dp."""
+        p, moe = self.parallelism, self.model.moe
+        if moe is None:
+            if p.ep > 1 or p.etp > 1:
+                raise ScenarioError("parallelism.ep", "expert parallelism (ep, etp > 1) needs a model with moe")
+            return
+        if moe.experts % p.ep:
+            raise ScenarioError("parallelism.ep", f"{moe.experts} experts are not divisible by ep={p.ep}")
+        if (p.tp * p.cp * p.dp) % (p.ep * p.etp):
+            raise ScenarioError("parallelism.ep", f"ep*etp = {p.ep}*{p.etp} does not divide tp*cp*dp = "
+                                f"{p.tp}*{p.cp}*{p.dp} (the ranks of a pipeline stage, as Megatron-Core requires)")
+        if moe.ffn_hidden % p.etp:
+            raise ScenarioError("parallelism.etp", f"expert ffn_hidden {moe.ffn_hidden} is not divisible by "
+                                f"etp={p.etp}")
+        if p.tp > 1 and not p.sequence_parallel:
+            raise ScenarioError("parallelism.sequence_parallel", "MoE with tp > 1 needs sequence_parallel: true "
+                                "(Megatron-Core requires it)")
+
+    @property
+    def expert_data_parallel(self) -> int:
+        """Ranks of a pipeline stage holding the same expert shard (Megatron-Core's expert data parallel group)."""
+        p = self.parallelism
+        return p.tp * p.cp * p.dp // (p.ep * p.etp)
 
     @property
     def microbatches(self) -> int:

@@ -24,6 +24,9 @@ from simcluster.core.units import (
 )
 
 Precision = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
+# Precisions a datasheet lists peaks for: the training precisions and fp4 (Blackwell's NVFP4/MXFP4 tensor cores;
+# listed for reference, not a training precision of this simulator)
+PeakPrecision = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]
 
 # Bytes of one element of each training precision (weights and activations stored in it).
 BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
@@ -43,7 +46,7 @@ class GpuSpec(BaseModel):
     vendor: str = "custom"
     # Peaks, capacities and bandwidths are > 0 (a rate divides: zero has no meaning, a negative one would run
     # the simulation backwards); powers are >= 0 and idle <= TDP. All are finite.
-    peak: dict[Precision, PositiveFlopPerS] = Field(
+    peak: dict[PeakPrecision, PositiveFlopPerS] = Field(
         description="dense peak FLOP/s per precision, e.g. {bf16: 989 TFLOP/s}")
     hbm_capacity: PositiveBytes = Field(description="HBM capacity, e.g. '80 GB'")
     hbm_bandwidth: PositiveBytesPerS = Field(description="HBM bandwidth, e.g. '3.35 TB/s'")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, field_validator, model_validator
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
@@ -21,6 +21,48 @@ MAX_HIDDEN = 2**20
 MAX_VOCAB = 10**8
 
 
+LOAD_NAMES = ("measured", "balanced")
+
+
+class MoESpec(BaseModel):
+    """Mixture-of-experts MLPs (``model.moe``): a router sends each token to ``top_k`` of ``experts`` SwiGLU/GELU
+    experts of inner size ``ffn_hidden``; ``shared_experts`` more see every token (DeepSeekMoE, Dai et al. 2024).
+    The first ``dense_layers`` layers keep the dense MLP of ``model.ffn_hidden``; after them every ``interval``-th
+    layer is an MoE layer (1: all; Llama 4 Maverick alternates, 2). ``capacity_factor`` null is dropless
+    (Megatron-Core's default); a number caps each expert at that multiple of its mean load. ``load`` is the
+    tokens-per-expert distribution: ``measured`` (the sourced default of data/moe.yaml), ``balanced`` (benchmark
+    runs that force balance) or a coefficient of variation of tokens per expert (0 = balanced)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experts: Count = Field(description="routed experts per MoE layer")
+    top_k: Count = Field(description="routed experts per token")
+    ffn_hidden: Count = Field(description="inner size of one expert's MLP")
+    shared_experts: NonNegativeInt = Field(0, description="experts every token passes through (DeepSeekMoE)")
+    dense_layers: NonNegativeInt = Field(0, description="first layers that keep the dense MLP")
+    interval: Count = Field(1, description="every interval-th layer after dense_layers is an MoE layer")
+    capacity_factor: PositiveFloat | None = Field(None, description="tokens per expert capped at this multiple of "
+                                                  "the mean; null = dropless")
+    load: str | float = Field(
+        "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, or a "
+        "coefficient of variation >= 0")
+
+    @field_validator("load", mode="before")
+    @classmethod
+    def _load(cls, value):
+        if value in LOAD_NAMES:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+            raise ValueError(f"expected measured, balanced or a coefficient of variation >= 0, got {value!r}")
+        return float(value)
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> MoESpec:
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k {self.top_k} exceeds experts {self.experts}")
+        return self
+
+
 class TransformerSpec(BaseModel):
     """A decoder-only transformer. GPT-style by default; Llama-style with mlp=swiglu, rmsnorm, rope, GQA."""
 
@@ -32,6 +74,8 @@ class TransformerSpec(BaseModel):
     heads: Count = Field(le=MAX_HIDDEN)
     kv_heads: Count | None = Field(None, le=MAX_HIDDEN, description="key/value heads (GQA); default: heads")
     ffn_hidden: Count | None = Field(None, le=8 * MAX_HIDDEN, description="MLP inner size; default 4*hidden")
+    head_dim: Count | None = Field(None, le=MAX_HIDDEN, description="width of one attention head; default "
+                                   "hidden/heads (Qwen3: 128 with 64 heads on a 4096 hidden, so queries are 8192 wide)")
     vocab: Count = Field(le=MAX_VOCAB)
     mlp: Literal["gelu", "swiglu"] = "gelu"
     tied_embeddings: bool = True
@@ -41,14 +85,17 @@ class TransformerSpec(BaseModel):
         "hidden and attention dropout in training (GPT-3 and Megatron-LM: 0.1); Llama models train without it, "
         "so no dropout masks are stored or applied"))
     max_seq_len: Count = 2048
+    moe: MoESpec | None = Field(None, description="mixture-of-experts MLPs; null = dense")
     source: str = ""
 
     @model_validator(mode="after")
     def _check_shape(self) -> TransformerSpec:
-        if self.hidden % self.heads:
+        if self.head_dim is None and self.hidden % self.heads:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.heads % self.n_kv_heads:
             raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.n_kv_heads}")
+        if self.moe is not None and self.moe.dense_layers > self.layers:
+            raise ValueError(f"moe.dense_layers {self.moe.dense_layers} exceeds the model's {self.layers} layers")
         return self
 
     @property
@@ -60,13 +107,20 @@ class TransformerSpec(BaseModel):
         return self.ffn_hidden or 4 * self.hidden
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
+    def d_head(self) -> int:
+        """Width of one attention head: ``head_dim``, else hidden / heads."""
+        return self.head_dim or self.hidden // self.heads
+
+    @property
+    def q_hidden(self) -> int:
+        """Width of the query projection (and of the attention output's input): heads * d_head (= hidden unless
+        ``head_dim`` is set)."""
+        return self.heads * self.d_head
 
     @property
     def kv_hidden(self) -> int:
-        """Width of the key (or value) projection: kv_heads * head_dim."""
-        return self.n_kv_heads * self.head_dim
+        """Width of the key (or value) projection: kv_heads * d_head."""
+        return self.n_kv_heads * self.d_head
 
     @property
     def mlp_matrices(self) -> int:
@@ -77,9 +131,9 @@ class TransformerSpec(BaseModel):
     @property
     def attention_params(self) -> int:
         """Q, K, V and output projections of one layer (biases counted for GPT-style layernorm models)."""
-        h, kv = self.hidden, self.kv_hidden
-        weights = h * h + 2 * h * kv + h * h
-        biases = (h + 2 * kv + h) if self.norm == "layernorm" else 0
+        h, q, kv = self.hidden, self.q_hidden, self.kv_hidden
+        weights = h * q + 2 * h * kv + q * h
+        biases = (q + 2 * kv + h) if self.norm == "layernorm" else 0
         return weights + biases
 
     @property
@@ -96,7 +150,42 @@ class TransformerSpec(BaseModel):
 
     @property
     def layer_params(self) -> int:
+        """Parameters of one dense layer."""
         return self.attention_params + self.mlp_params + self.norm_params
+
+    # ---- mixture of experts -------------------------------------------------------------------------------------
+    def is_moe_layer(self, index: int) -> bool:
+        """Whether layer ``index`` (0-based) has MoE MLPs: past ``dense_layers``, every ``interval``-th one."""
+        moe = self.moe
+        return moe is not None and index >= moe.dense_layers and (index - moe.dense_layers + 1) % moe.interval == 0
+
+    @property
+    def moe_layers(self) -> int:
+        return sum(self.is_moe_layer(i) for i in range(self.layers))
+
+    @property
+    def expert_params(self) -> int:
+        """Weights of one expert (no biases: every MoE preset is a bias-free rmsnorm model)."""
+        return self.mlp_matrices * self.hidden * self.moe.ffn_hidden if self.moe else 0
+
+    @property
+    def router_params(self) -> int:
+        return self.hidden * self.moe.experts if self.moe else 0
+
+    @property
+    def moe_layer_params(self) -> int:
+        """One MoE layer: attention, norms, router, routed and shared experts."""
+        moe = self.moe
+        experts = (moe.experts + moe.shared_experts) * self.expert_params
+        return self.attention_params + self.norm_params + self.router_params + experts
+
+    @property
+    def active_params(self) -> int:
+        """Parameters a token passes through: top_k routed experts instead of all (what "A22B" names)."""
+        if self.moe is None:
+            return self.params
+        idle = (self.moe.experts - self.moe.top_k) * self.expert_params
+        return self.params - self.moe_layers * idle
 
     @property
     def embedding_params(self) -> int:
@@ -110,7 +199,9 @@ class TransformerSpec(BaseModel):
     def non_embedding_params(self) -> int:
         """Kaplan et al. 2020's N: the layers plus the final norm."""
         final_norm = 2 * self.hidden if self.norm == "layernorm" else self.hidden
-        return self.layers * self.layer_params + final_norm
+        moe = self.moe_layers
+        moe_params = moe * self.moe_layer_params if moe else 0
+        return (self.layers - moe) * self.layer_params + moe_params + final_norm
 
     @property
     def params(self) -> int:

@@ -1,4 +1,5 @@
-"""One scenario on several fabrics (and GPU counts), side by side: the runs behind ``simcluster compare``.
+"""One scenario on several fabrics (and GPU counts), or several scenarios, side by side: the runs behind
+``simcluster compare``.
 
 Each comparison point is a ``grid`` task; ``run_point`` simulates it and prices the time to a target loss, keeping
 the fabric for the link heatmap. The records are plain dicts (label, params, scenario, fabric, summary, links,
@@ -19,9 +20,11 @@ from simcluster.studies import grid, sweep
 from simcluster.studies.sweep import default_target_loss
 
 
-def label(task: grid.Task, several_counts: bool) -> str:
-    """The column name of a point: its fabric, and its GPU count when several are compared."""
-    return f"{task.params['topology']} @ {task.params['gpus']:,} GPUs" if several_counts else task.params["topology"]
+def label(task: grid.Task, several_counts: bool, scenario: str | None = None) -> str:
+    """The column name of a point: its fabric, and its GPU count when several are compared; prefixed with its
+    scenario's name when several scenarios are."""
+    name = f"{task.params['topology']} @ {task.params['gpus']:,} GPUs" if several_counts else task.params["topology"]
+    return f"{scenario}: {name}" if scenario else name
 
 
 def run_point(task: grid.Task, name: str, network: str | None, law: laws.Law, target_loss: float | None) -> dict:

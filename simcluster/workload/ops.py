@@ -157,22 +157,23 @@ class _Linear:
     in_features: int
     out_features: int
     precision: str | None = None
+    batch: int = 1  # a grouped GEMM: ``batch`` experts, ``tokens`` each
 
     def forward(self, shard: Shard) -> Op:
-        return _gemm(self.name, self.tokens, self.out_features, self.in_features, shard, precision=self.precision)
+        return _gemm(self.name, self.tokens, self.out_features, self.in_features, shard, self.batch, self.precision)
 
     def dgrad(self, shard: Shard) -> Op:
         """dX (tokens x in) = dY (tokens x out) W^T."""
-        return _gemm(self.name, self.tokens, self.in_features, self.out_features, shard, precision=self.precision)
+        return _gemm(self.name, self.tokens, self.in_features, self.out_features, shard, self.batch, self.precision)
 
     def wgrad(self, shard: Shard) -> Op:
         """dW (in x out) = X^T (in x tokens) dY (tokens x out)."""
-        return _gemm(self.name, self.in_features, self.out_features, self.tokens, shard, precision=self.precision)
+        return _gemm(self.name, self.in_features, self.out_features, self.tokens, shard, self.batch, self.precision)
 
 
 def local_kv_hidden(model: TransformerSpec, tp: int) -> int:
     """Key (or value) width on one TP rank; KV heads are replicated when fewer of them than ranks."""
-    return math.ceil(model.n_kv_heads / tp) * model.head_dim
+    return math.ceil(model.n_kv_heads / tp) * model.d_head
 
 
 def _norm_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
@@ -211,7 +212,7 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
     Per rank: heads/tp heads, local queries s/cp against all s keys. Forward FLOP 2*b*s_q*s*h_local for the
     scores plus the same for the context (Narayanan et al. 2021, causal not halved); backward twice that.
     """
-    b, d = shard.micro_batch, model.head_dim
+    b, d = shard.micro_batch, model.d_head
     heads = model.heads // shard.tp
     s_q, s_kv = shard.seq_len // shard.cp, shard.seq_len
     kv_local = local_kv_hidden(model, shard.tp)
@@ -256,23 +257,62 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
     return forward, backward
 
 
-def layer_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
+@dataclass(frozen=True)
+class MlpBlock:
+    """The MLP of a layer between its norm and its residual add, per phase, and the elements Transformer Engine
+    casts to fp8 for it (added to the layer's one fused cast kernel): the dense MLP (``mlp_block``) or an MoE
+    layer's router, permutations and experts (``workload.moe``)."""
+
+    forward: list[Op]
+    backward_input: list[Op]
+    backward_weight: list[Op]
+    cast_forward_elements: float = 0.0
+    cast_backward_elements: float = 0.0
+
+
+def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name: str = "mlp") -> MlpBlock:
+    """A dense MLP of inner size ``ffn`` (default the model's) over the layer's tokens, its ffn split by tp
+    (Megatron-LM: up column-parallel, down row-parallel; gate and up fused in one GEMM)."""
+    h, tokens, e = model.hidden, shard.tokens, shard.activation_bytes_per_element
+    ffn_local = (ffn or model.ffn) // shard.tp
+    up_width = ffn_local * (2 if model.mlp == "swiglu" else 1)
+    up = _Linear(f"{name}_up", tokens, h, up_width)
+    down = _Linear(f"{name}_down", tokens, ffn_local, h)
+    act, act_bwd = activation_ops(f"{name}_act", model, tokens * ffn_local, e)
+    sp_tokens = tokens / shard.sp_divisor
+    return MlpBlock([up.forward(shard), act, down.forward(shard)], [down.dgrad(shard), act_bwd, up.dgrad(shard)],
+                    [down.wgrad(shard), up.wgrad(shard)],
+                    sp_tokens * h + tokens * ffn_local, sp_tokens * h + tokens * up_width)
+
+
+def activation_ops(name: str, model: TransformerSpec, act_out: float, e: int) -> tuple[Op, Op]:
+    """The MLP activation over ``act_out`` output elements: forward and backward kernels."""
+    if model.mlp == "swiglu":
+        # forward reads gate and up, writes one; backward reads gate, up and dy, writes two
+        act = _memory(name, SWIGLU_FLOP_PER_ELEMENT * act_out, 3 * act_out * e)
+        act_bwd = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * SWIGLU_FLOP_PER_ELEMENT * act_out,
+                          5 * act_out * e)
+        return act, act_bwd
+    act = _memory(name, GELU_FLOP_PER_ELEMENT * act_out, 2 * act_out * e)
+    act_bwd = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * GELU_FLOP_PER_ELEMENT * act_out, 3 * act_out * e)
+    return act, act_bwd
+
+
+def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None) -> dict[str, list[Op]]:
     """Kernels of one transformer layer on one rank for one microbatch, keyed by phase (``PHASES``).
 
+    ``mlp`` is the layer's MLP block (default: the dense MLP, ``mlp_block``; an MoE layer passes its own).
     ``recompute`` holds what is re-run before the backward: nothing, the attention core ("selective",
     Korthikanti et al. 2022 section 5) or the whole forward ("full").
     """
     h, tokens, tp = model.hidden, shard.tokens, shard.tp
-    q_local = model.hidden // tp
+    q_local = model.q_hidden // tp
     kv_local = local_kv_hidden(model, tp)
-    ffn_local = model.ffn // tp
     e = shard.activation_bytes_per_element
-    up_width = ffn_local * (2 if model.mlp == "swiglu" else 1)   # gate and up fused in one GEMM (Megatron-LM)
+    mlp = mlp or mlp_block(model, shard)
 
     qkv = _Linear("qkv", tokens, h, q_local + 2 * kv_local)
     attn_out = _Linear("attn_out", tokens, q_local, h)
-    mlp_up = _Linear("mlp_up", tokens, h, up_width)
-    mlp_down = _Linear("mlp_down", tokens, ffn_local, h)
 
     attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard)
     mlp_norm, mlp_norm_bwd = _norm_ops("mlp_norm", model, shard)
@@ -287,17 +327,6 @@ def layer_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
         rope = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]
         rope_bwd = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]
 
-    act_out = tokens * ffn_local
-    if model.mlp == "swiglu":
-        # forward reads gate and up, writes one; backward reads gate, up and dy, writes two
-        act = _memory("mlp_act", SWIGLU_FLOP_PER_ELEMENT * act_out, 3 * act_out * e)
-        act_bwd = _memory("mlp_act", BACKWARD_ELEMENTWISE_FLOP_RATIO * SWIGLU_FLOP_PER_ELEMENT * act_out,
-                          5 * act_out * e)
-    else:
-        act = _memory("mlp_act", GELU_FLOP_PER_ELEMENT * act_out, 2 * act_out * e)
-        act_bwd = _memory("mlp_act", BACKWARD_ELEMENTWISE_FLOP_RATIO * GELU_FLOP_PER_ELEMENT * act_out,
-                          3 * act_out * e)
-
     casts: list[Op] = []
     casts_bwd: list[Op] = []
     if shard.precision == "fp8":
@@ -305,17 +334,17 @@ def layer_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
         # backward): the sequence-parallel h-wide inputs before their all-gather, the TP-split ones locally;
         # backward the same for each output gradient. Weights are cast once per step (cached): left out.
         sp_tokens = tokens / shard.sp_divisor
-        forward_elements = 2 * sp_tokens * h + tokens * (q_local + ffn_local)
-        backward_elements = 2 * sp_tokens * h + tokens * (q_local + 2 * kv_local + up_width)
+        forward_elements = sp_tokens * h + tokens * q_local + mlp.cast_forward_elements
+        backward_elements = sp_tokens * h + tokens * (q_local + 2 * kv_local) + mlp.cast_backward_elements
         casts = [_memory("fp8_cast", forward_elements, FP8_CAST_BYTES_PER_ELEMENT * forward_elements)]
         casts_bwd = [_memory("fp8_cast", backward_elements, FP8_CAST_BYTES_PER_ELEMENT * backward_elements)]
 
     forward = [attn_norm, qkv.forward(shard), *rope, *core_forward, attn_out.forward(shard), attn_residual,
-               mlp_norm, mlp_up.forward(shard), act, mlp_down.forward(shard), mlp_residual, *casts]
-    backward_input = [mlp_residual_bwd, mlp_down.dgrad(shard), act_bwd, mlp_up.dgrad(shard), mlp_norm_bwd,
+               mlp_norm, *mlp.forward, mlp_residual, *casts]
+    backward_input = [mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd,
                       attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, qkv.dgrad(shard),
                       attn_norm_bwd, *casts_bwd]
-    backward_weight = [mlp_down.wgrad(shard), mlp_up.wgrad(shard), attn_out.wgrad(shard), qkv.wgrad(shard)]
+    backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), qkv.wgrad(shard)]
     recompute = {"none": [], "selective": list(core_forward), "full": list(forward)}[shard.recompute]
     return {"forward": forward, "backward_input": backward_input, "backward_weight": backward_weight,
             "recompute": recompute}
@@ -386,29 +415,37 @@ def hbm_bytes(ops: list[Op]) -> float:
 
 
 def _matmul_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int,
-                          phases: tuple[str, ...], recompute: str) -> float:
-    """Matmul FLOP of the whole model (no sharding) for ``global_batch`` sequences, summed over ``phases``."""
+                          phases: tuple[str, ...], recompute: str, moe_mlp=None) -> float:
+    """Matmul FLOP of the whole model (no sharding) for ``global_batch`` sequences, summed over ``phases``.
+
+    ``moe_mlp(shard)`` builds an MoE layer's MLP block (``workload.moe``; required for MoE models)."""
+    assert model.moe is None or moe_mlp is not None, "MoE models: use workload.moe's FLOP functions"
     shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    moe_layers = model.moe_layers
     per_layer = layer_ops(model, shard)
-    total = model.layers * sum(flop(per_layer[p], MATMUL_KINDS) for p in phases)
+    total = (model.layers - moe_layers) * sum(flop(per_layer[p], MATMUL_KINDS) for p in phases)
+    if moe_layers:
+        moe_layer = layer_ops(model, shard, moe_mlp(shard))
+        total += moe_layers * sum(flop(moe_layer[p], MATMUL_KINDS) for p in phases)
     for ends in (embedding_ops(model, shard), output_ops(model, shard)):
         total += sum(flop(ends[p], MATMUL_KINDS) for p in phases)
     return total
 
 
-def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int) -> float:
+def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, moe_mlp=None) -> float:
     """Model FLOP of one optimizer step: forward + backward matmuls, no recompute (the numerator of MFU).
 
     Equals 72*B*s*l*h^2*(1 + s/(6h) + V/(12*l*h)) for GPT shapes (Narayanan et al. 2021, eq. in section 5.1).
     """
     phases = ("forward", "backward_input", "backward_weight")
-    return _matmul_flop_per_step(model, seq_len, global_batch, phases, "none")
+    return _matmul_flop_per_step(model, seq_len, global_batch, phases, "none", moe_mlp)
 
 
-def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str) -> float:
+def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str,
+                           moe_mlp=None) -> float:
     """Hardware FLOP of one step: model FLOP plus the recomputed forward work (the numerator of HFU).
 
     With full recompute this is 96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h)) for GPT shapes (Narayanan et al. 2021).
     """
     assert recompute in RECOMPUTE_MODES, recompute
-    return _matmul_flop_per_step(model, seq_len, global_batch, PHASES, recompute)
+    return _matmul_flop_per_step(model, seq_len, global_batch, PHASES, recompute, moe_mlp)

@@ -101,3 +101,18 @@ def test_compare_json_rows_carry_the_contract_keys_and_the_verdict_names_the_che
     # the verdict's ratios are against the first fabric
     second, first = rows[1], rows[0]
     assert f"x{second['time_to_target_s'] / first['time_to_target_s']:.3f} time" in report["verdict"]
+
+
+def test_several_scenarios_run_side_by_side_each_on_its_own_fabric(cli, write_scenario, small_scenario, tmp_path):
+    """Two GPUs, one scenario each: columns named scenario: fabric, each run with its own cluster."""
+    h100 = {**small_scenario, "name": "small-h100"}
+    b200 = {**small_scenario, "name": "small-b200", "cluster": {**small_scenario["cluster"], "gpu": "b200"}}
+    code, stdout, _ = cli("compare", write_scenario(h100, "a.yaml"), write_scenario(b200, "b.yaml"), "--network",
+                          "analytic", "--json", "--out", tmp_path / "c")
+    assert code == 0
+    runs = json.loads(stdout)["runs"]
+    topology = small_scenario["cluster"].get("topology", "rail-fat-tree")
+    assert [run["label"] for run in runs] == [f"small-h100: {topology}", f"small-b200: {topology}"]
+    assert [run["summary"]["gpu"] for run in runs] == ["h100-sxm", "b200"]
+    assert runs[1]["summary"]["compute_s"] < runs[0]["summary"]["compute_s"]
+    assert all(run["summary"]["exposed_comm_by_parallelism_s"]["ep"] == 0 for run in runs)

@@ -1,0 +1,158 @@
+"""Mixture-of-experts MLPs: the router, token permutation, grouped expert GEMMs and shared experts of one MoE layer
+on one rank, per phase (the MLP block ``ops.layer_ops`` wraps), and the load of the busiest expert-parallel rank.
+
+Layout (Megatron-Core, alltoall token dispatcher): with tensor parallelism the tokens are split over the TP ranks
+(sequence parallelism, which Megatron-Core requires for MoE with tp > 1), so each rank routes ``tokens/tp`` tokens
+of its microbatch. Each token goes to ``top_k`` experts; expert parallelism (``ep``) places ``experts/ep`` experts on
+each rank of an EP group, and the all-to-all dispatch (the engine's, not an op here) brings every rank the tokens
+routed to its experts. Expert tensor parallelism (``etp``) splits each expert's ffn over ``etp`` ranks, which then
+all see the tokens of their group: an expert's GEMMs have ``etp * ep * tokens/tp * top_k / experts`` rows on
+average. Shared experts (DeepSeekMoE) see every token and are split by ``tp`` like a dense MLP.
+
+Load: the ranks of an EP group wait for each other at the combine all-to-all, so a step is as slow as the rank with
+the most routed tokens. Its load relative to the mean (``busiest_rank_load``) comes from the tokens-per-expert
+distribution (``model.moe.load``; data/moe.yaml); the grouped GEMMs are sized with it, their efficiency falling with
+tokens per expert through the GEMM-shape model (``kernels.gemm_efficiency``: tile and wave quantisation in the
+token dimension, batch = local experts). Model FLOP (MFU) count the balanced load.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from statistics import NormalDist
+
+from simcluster.core import catalog
+from simcluster.spec.model import MoESpec, TransformerSpec
+from simcluster.workload import ops
+from simcluster.workload.ops import (
+    BACKWARD_ELEMENTWISE_FLOP_RATIO,
+    HIGH_PRECISION,
+    MlpBlock,
+    Op,
+    Shard,
+    _Linear,
+    _memory,
+    activation_ops,
+    mlp_block,
+)
+
+
+@cache
+def _constants() -> dict:
+    return catalog.load("moe")
+
+
+def expected_max_normal(n: int) -> float:
+    """Expected maximum of ``n`` independent standard normal samples, Blom's (1958) approximation
+    Phi^-1((n - 0.375) / (n + 0.25)); 0 for one sample."""
+    if n <= 1:
+        return 0.0
+    return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
+
+
+def load_cv(moe: MoESpec) -> float:
+    """Coefficient of variation of tokens per expert: ``moe.load`` when a number, 0 when ``balanced``, else from
+    the published maximum violation of data/moe.yaml (CV = MaxVio / z(E_ref))."""
+    if moe.load == "balanced":
+        return 0.0
+    if moe.load != "measured":
+        return float(moe.load)
+    load = _constants()["load"]
+    return load["max_violation"] / expected_max_normal(load["reference_experts"])
+
+
+def busiest_rank_load(moe: MoESpec, ep: int) -> float:
+    """Routed tokens of the busiest of ``ep`` expert-parallel ranks relative to the mean (>= 1).
+
+    Each rank holds experts/ep experts; their loads, independent with coefficient of variation CV, sum to a rank
+    load of CV / sqrt(experts/ep) relative spread, and the busiest of ep ranks is expected at
+    1 + CV / sqrt(experts/ep) * z(ep) (``expected_max_normal``). One rank (ep = 1) holds every token: 1. A capacity
+    factor caps it (tokens beyond are dropped; Fedus et al. 2021, Switch Transformer, section 2.2).
+    """
+    local = moe.experts / ep
+    load = 1.0 + load_cv(moe) / math.sqrt(local) * expected_max_normal(ep)
+    if moe.capacity_factor is not None:
+        load = min(load, moe.capacity_factor)
+    return load
+
+
+def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
+    """Tokens one rank routes per microbatch: its sequence-parallel share (``tokens / tp``)."""
+    return shard.tokens / shard.tp
+
+
+def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, load: float = 1.0) -> MlpBlock:
+    """The MLP block of an MoE layer on one rank for one microbatch, its experts sized for ``load`` times the mean
+    routed tokens (``busiest_rank_load`` for the step's time; 1 for model FLOP)."""
+    moe = model.moe
+    assert moe is not None and moe.experts % ep == 0, "validated in config"
+    h, e, k = model.hidden, shard.activation_bytes_per_element, moe.top_k
+    routed = routed_tokens(model, shard)
+    high = HIGH_PRECISION.get(shard.precision)
+
+    # router: logits = x W_r (tokens x experts), then softmax and top-k over the experts
+    router = _Linear("router", math.ceil(routed), h, moe.experts, high)
+    scores = routed * moe.experts
+    per_element = _constants()["router_flop_per_element"]
+    router_act = _memory("router_topk", per_element * scores, 2 * scores * e)
+    router_act_bwd = _memory("router_topk", BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * scores, 3 * scores * e)
+
+    # permutation: copy each token to its k slots, grouped by expert (read T*h, write k*T*h); unpermutation
+    # weights each expert output by its probability and sums the k of a token (read k*T*h, write T*h). Backward
+    # runs the same copies the other way. HBM-bound copies (Megatron-Core moe_utils.permute / unpermute).
+    copies = (1 + k) * routed * h
+    permute = _memory("permute", 0.0, copies * e)
+    unpermute = _memory("unpermute", 2.0 * k * routed * h, copies * e)
+    permute_bwd = _memory("permute", 0.0, copies * e)
+    unpermute_bwd = _memory("unpermute", 2.0 * k * routed * h, (copies + k * routed) * e)
+
+    # grouped expert GEMMs: experts/ep local experts, each with its mean tokens at ``load``, ffn split by etp
+    local_experts = moe.experts // ep
+    per_expert = etp * ep * routed * k * load / moe.experts
+    ffn_local = moe.ffn_hidden // etp
+    up_width = ffn_local * (2 if model.mlp == "swiglu" else 1)
+    rows = max(1, math.ceil(per_expert))
+    up = _Linear("expert_up", rows, h, up_width, batch=local_experts)
+    down = _Linear("expert_down", rows, ffn_local, h, batch=local_experts)
+    scale = per_expert / rows   # FLOP of the exact (fractional) mean; shape and bytes of the whole rows
+    act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
+    forward = [router.forward(shard), router_act, permute,
+               _scaled(up.forward(shard), scale), act, _scaled(down.forward(shard), scale), unpermute]
+    backward_input = [unpermute_bwd, _scaled(down.dgrad(shard), scale), act_bwd, _scaled(up.dgrad(shard), scale),
+                      permute_bwd, router_act_bwd, router.dgrad(shard)]
+    backward_weight = [_scaled(down.wgrad(shard), scale), _scaled(up.wgrad(shard), scale), router.wgrad(shard)]
+    expert_rows = local_experts * per_expert
+    cast_forward = expert_rows * (h + ffn_local)
+    cast_backward = expert_rows * (h + up_width)
+    if moe.shared_experts:
+        shared = mlp_block(model, shard, moe.shared_experts * moe.ffn_hidden, name="shared_expert")
+        forward += shared.forward
+        backward_input += shared.backward_input
+        backward_weight += shared.backward_weight
+        cast_forward += shared.cast_forward_elements
+        cast_backward += shared.cast_backward_elements
+    return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward)
+
+
+def _scaled(op: Op, scale: float) -> Op:
+    """``op`` with its FLOP scaled to the fractional mean rows of a grouped GEMM (its shape and bytes those of the
+    whole rows the kernel runs)."""
+    if scale == 1.0:
+        return op
+    return Op(op.name, op.kind, op.flop * scale, op.hbm_bytes, op.m, op.n, op.k, op.batch, op.precision)
+
+
+def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int) -> float:
+    """Model FLOP of one step (``ops.model_flop_per_step``), MoE layers with their balanced expert load: the
+    work the model needs, what MFU counts (6 x active parameters per token, plus attention)."""
+    return ops.model_flop_per_step(model, seq_len, global_batch, _balanced(model))
+
+
+def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str) -> float:
+    """Hardware FLOP of one step (``ops.hardware_flop_per_step``), MoE layers with their balanced expert load."""
+    return ops.hardware_flop_per_step(model, seq_len, global_batch, recompute, _balanced(model))
+
+
+def _balanced(model: TransformerSpec):
+    return None if model.moe is None else (lambda shard: moe_block(model, shard))

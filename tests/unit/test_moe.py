@@ -1,0 +1,211 @@
+"""Mixture-of-experts layers: parameters, FLOP and bytes against hand formulas, the load of the busiest expert rank,
+expert-parallel layout and memory (spec/model.py MoESpec, workload/moe.py, parallel/memory.py, parallel/plan.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from simcluster.core.errors import ScenarioError
+from simcluster.parallel import memory
+from simcluster.parallel.layout import Layout, expert_groups
+from simcluster.parallel.plan import dispatch_bytes
+from simcluster.spec import config, model
+from simcluster.workload import moe, ops
+from simcluster.workload.ops import MATMUL_KINDS, Shard, layer_ops
+
+TRAIN_PHASES = ("forward", "backward_input", "backward_weight")
+
+
+@pytest.mark.parametrize("name, total, active, rel", [
+    ("mixtral-8x7b", 46.7e9, 12.9e9, 0.005),       # Jiang et al. 2024, Table 1
+    ("mixtral-8x22b", 141e9, 39e9, 0.005),         # Mistral AI model card
+    ("grok-1", 314e9, None, 0.01),                 # xAI release
+    ("llama4-maverick", 400e9, 17e9, 0.02),        # Meta model card
+    ("qwen3-235b-a22b", 235e9, 22e9, 0.01),        # Qwen3 technical report, Table 2
+    ("deepseek-v3", 671e9, 37e9, 0.05),            # DeepSeek-V3 report; MLA approximated (+10% attention)
+])
+def test_moe_presets_match_published_parameter_counts(name, total, active, rel):
+    spec = model.preset(name)
+    assert spec.params == pytest.approx(total, rel=rel)
+    if active is not None:
+        assert spec.active_params == pytest.approx(active, rel=rel)
+
+
+def test_head_dim_widens_the_query_projection_and_the_attention_core():
+    """Qwen3-style attention: 64 heads x 128 on a 4096 hidden. QKV GEMM 2 T h (q + 2 kv), output 2 T q h, core
+    4 T s q (Narayanan et al. 2021 convention, q = heads x head_dim)."""
+    spec = model.TransformerSpec(layers=1, hidden=4096, heads=64, kv_heads=4, head_dim=128, vocab=1000,
+                                 mlp="swiglu", norm="rmsnorm", position="rope", dropout=False)
+    tokens, h, q, kv = 2048, 4096, 64 * 128, 4 * 128
+    forward = {op.name: op.flop for op in layer_ops(spec, Shard(seq_len=tokens, micro_batch=1))["forward"]}
+    assert forward["qkv"] == 2 * tokens * h * (q + 2 * kv)
+    assert forward["attn_out"] == 2 * tokens * q * h
+    assert forward["attention"] == 4 * tokens * tokens * q
+    assert spec.attention_params == 2 * h * q + 2 * h * kv
+
+
+def _small_moe(**moe_fields) -> model.TransformerSpec:
+    fields = {"experts": 8, "top_k": 2, "ffn_hidden": 1024, **moe_fields}
+    return model.TransformerSpec(layers=4, hidden=512, heads=8, kv_heads=8, ffn_hidden=2048, vocab=1000,
+                                 mlp="swiglu", norm="rmsnorm", position="rope", dropout=False,
+                                 tied_embeddings=False, moe=fields)
+
+
+def test_moe_layer_forward_matmul_flop_match_the_hand_formula():
+    """Per token, forward: router 2hE, top_k experts of three h x F matrices (SwiGLU) 6hFk, shared experts 6hFS, and
+    the attention GEMMs and core of a dense layer."""
+    spec = _small_moe(shared_experts=1)
+    h, F, E, k, S = 512, 1024, 8, 2, 1
+    tokens = 4096
+    shard = Shard(seq_len=tokens, micro_batch=1)
+    dense_mlp = 2 * 3 * h * spec.ffn * tokens
+    dense = ops.flop(layer_ops(spec, shard)["forward"], MATMUL_KINDS)
+    moe_layer = ops.flop(layer_ops(spec, shard, moe.moe_block(spec, shard))["forward"], MATMUL_KINDS)
+    expected = dense - dense_mlp + tokens * (2 * h * E + 6 * h * F * k + 6 * h * F * S)
+    assert moe_layer == pytest.approx(expected, rel=1e-12)
+
+
+def test_moe_model_flop_are_three_forwards_over_dense_and_moe_layers():
+    spec = _small_moe(dense_layers=1)
+    s, B = 1024, 8
+    shard = Shard(seq_len=s, micro_batch=B)
+    fwd = lambda ops_: ops.flop(ops_["forward"], MATMUL_KINDS)  # noqa: E731
+    dense, moe_layer = layer_ops(spec, shard), layer_ops(spec, shard, moe.moe_block(spec, shard))
+    logits = 2 * B * s * spec.hidden * spec.vocab
+    expected = 3 * (1 * fwd(dense) + 3 * fwd(moe_layer) + logits)
+    assert moe.model_flop_per_step(spec, s, B) == pytest.approx(expected, rel=1e-12)
+    assert spec.moe_layers == 3
+
+
+def test_permutation_copies_are_hbm_bound_top_k_copies_of_the_tokens():
+    spec = _small_moe()
+    shard = Shard(seq_len=2048, micro_batch=1, tp=2)
+    block = moe.moe_block(spec, shard)
+    (permute,) = [op for op in block.forward if op.name == "permute"]
+    routed = 2048 / 2  # sequence-parallel share of the rank
+    assert permute.kind == "memory" and permute.flop == 0
+    assert permute.hbm_bytes == pytest.approx((1 + 2) * routed * 512 * 2)   # read T h, write k T h, bf16
+
+
+def test_grouped_expert_gemms_are_sized_by_tokens_per_local_expert_and_lose_efficiency_with_fewer():
+    spec = _small_moe(experts=64, top_k=2)
+    shard = Shard(seq_len=4096, micro_batch=1)
+    block = moe.moe_block(spec, shard, ep=8)
+    (up,) = [op for op in block.forward if op.name == "expert_up"]
+    assert up.batch == 64 // 8
+    assert up.m == math.ceil(8 * 4096 * 2 / 64)        # ep * tokens * top_k / experts rows per expert
+    from simcluster.spec import hardware
+    from simcluster.workload import kernels
+    many = kernels.gemm_efficiency(4096, 2048, 512, "h100-sxm", batch=8)
+    few = kernels.gemm_efficiency(64, 2048, 512, "h100-sxm", batch=8)
+    assert few < many
+    assert hardware.gpu("h100-sxm")  # the catalog GPU the shapes were timed on
+
+
+def test_busiest_rank_load_is_one_when_balanced_or_on_one_rank_and_grows_with_ep():
+    balanced = model.MoESpec(experts=64, top_k=4, ffn_hidden=128, load="balanced")
+    measured = model.MoESpec(experts=64, top_k=4, ffn_hidden=128)
+    assert moe.busiest_rank_load(balanced, 64) == 1.0
+    assert moe.busiest_rank_load(measured, 1) == 1.0
+    loads = [moe.busiest_rank_load(measured, ep) for ep in (2, 8, 64)]
+    assert 1.0 < loads[0] < loads[1] < loads[2]
+    # one expert per rank: the busiest expert itself, 1 + MaxVio at the reference's 64 experts (data/moe.yaml)
+    assert loads[2] == pytest.approx(1.72, rel=1e-9)
+    capped = model.MoESpec(experts=64, top_k=4, ffn_hidden=128, capacity_factor=1.25)
+    assert moe.busiest_rank_load(capped, 64) == 1.25
+
+
+def test_expert_flop_of_the_busiest_rank_scale_with_its_load():
+    spec = _small_moe(experts=16)
+    shard = Shard(seq_len=4096, micro_batch=1)
+    expert = lambda load: sum(op.flop for op in moe.moe_block(spec, shard, 4, 1, load).forward  # noqa: E731
+                              if op.name.startswith("expert_") and op.kind == "gemm")
+    assert expert(1.5) == pytest.approx(1.5 * expert(1.0), rel=1e-12)
+
+
+MIXTRAL = {
+    "name": "t", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2, "topology": "rail-fat-tree"},
+    "model": "mixtral-8x7b",
+    "training": {"seq_len": 4096, "global_batch_size": 16, "micro_batch_size": 1, "activation_recompute": "full"},
+    "parallelism": {"tp": 1, "pp": 2, "dp": 8, "zero_stage": 1, "order": "tp-cp-dp-pp"},
+}
+
+
+def scenario(**parallelism):
+    data = {**MIXTRAL, "parallelism": {**MIXTRAL["parallelism"], **parallelism}}
+    return config.from_dict(data)
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"ep": 3}, "parallelism.ep"),                               # 8 experts
+    ({"ep": 8, "etp": 2}, "parallelism.ep"),                     # 16 does not divide tp*cp*dp = 8
+    ({"tp": 2, "dp": 4, "sequence_parallel": False}, "parallelism.sequence_parallel"),
+])
+def test_impossible_expert_layouts_name_the_field(fields, field):
+    with pytest.raises(ScenarioError) as err:
+        scenario(**fields)
+    assert err.value.field == field
+
+
+def test_expert_parallelism_needs_an_moe_model():
+    data = {**MIXTRAL, "model": "llama3-8b", "parallelism": {**MIXTRAL["parallelism"], "ep": 2}}
+    with pytest.raises(ScenarioError, match="moe"):
+        config.from_dict(data)
+
+
+def test_expert_groups_fill_the_nvlink_domain_first():
+    layout = Layout(tp=2, pp=2, dp=4, order=("tp", "cp", "dp", "pp"))   # 8 ranks per stage, one node each
+    assert expert_groups(layout, 0, ep=4, etp=1) == [(0, 1, 2, 3), (4, 5, 6, 7)]
+    assert expert_groups(layout, 1, ep=4, etp=2) == [(8, 10, 12, 14), (9, 11, 13, 15)]
+
+
+def test_memory_per_gpu_falls_with_ep_by_the_expert_states_it_shards():
+    """Routed experts are 97% of Mixtral; each doubling of ep halves their weights, gradients and the optimizer
+    states (over the expert data-parallel group, which shrinks as ep grows: the optimizer shard stays)."""
+    totals, weights = [], []
+    for ep in (1, 2, 4, 8):
+        breakdown = memory.per_gpu_memory(scenario(ep=ep))
+        totals.append(breakdown.total_bytes)
+        weights.append(breakdown.weights_bytes)
+    assert totals == sorted(totals, reverse=True) and len(set(totals)) == 4
+    spec = model.preset("mixtral-8x7b")
+    experts_per_stage = spec.moe_layers / 2 * spec.moe.experts * spec.expert_params   # pp = 2
+    for ep, weight in zip((2, 4, 8), weights[1:], strict=True):
+        assert weights[0] - weight == pytest.approx(2 * experts_per_stage * (1 - 1 / ep), rel=1e-9)
+
+
+def test_dispatch_bytes_are_top_k_tokens_of_the_rank_times_hidden_times_the_busiest_load():
+    sc = scenario(ep=8)
+    spec = sc.model
+    load = moe.busiest_rank_load(spec.moe, 8)
+    assert dispatch_bytes(sc) == pytest.approx(4096 * 2 * spec.hidden * 2 * load, rel=1e-12)
+    assert dispatch_bytes(scenario(ep=1)) == 0.0
+
+
+@pytest.mark.parametrize("moe_fields, message", [
+    ({"top_k": 9}, "top_k 9 exceeds experts 8"),
+    ({"load": "fast"}, "expected measured, balanced or a coefficient of variation"),
+    ({"load": -0.1}, "coefficient of variation >= 0"),
+])
+def test_bad_moe_fields_are_refused_naming_model_moe(moe_fields, message):
+    data = {**MIXTRAL, "model": {"layers": 2, "hidden": 512, "heads": 8, "vocab": 1000,
+                                 "moe": {"experts": 8, "top_k": 2, "ffn_hidden": 256, **moe_fields}}}
+    with pytest.raises(ScenarioError, match=message) as err:
+        config.from_dict(data)
+    assert err.value.field.startswith("model.moe")
+
+
+def test_moe_layers_keep_only_the_attentions_tensor_parallel_pair_unless_they_have_shared_experts():
+    """Sequence parallelism: a dense layer reduce-scatters and all-gathers twice per phase (attention, MLP); an MoE
+    layer's router and experts work on the sequence-parallel tokens (the dispatch moves them), so once; shared
+    experts, a TP-split MLP, bring the second pair back."""
+    from simcluster.parallel.plan import tp_collectives_per_layer
+    sc = scenario(tp=2, dp=4, sequence_parallel=True)
+    assert tp_collectives_per_layer(sc)["forward"] == [("reduce_scatter", 2), ("all_gather", 2)]
+    assert tp_collectives_per_layer(sc, moe_layer=True)["forward"] == [("reduce_scatter", 1), ("all_gather", 1)]
+    data = sc.model_dump(mode="json")
+    data["model"]["moe"]["shared_experts"] = 1
+    shared = config.from_dict(data)
+    assert tp_collectives_per_layer(shared, moe_layer=True)["forward"] == [("reduce_scatter", 2), ("all_gather", 2)]
