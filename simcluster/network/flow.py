@@ -149,8 +149,9 @@ class FlowNetwork(NetworkModel):
 
     def _spread_windows(self) -> None:
         rows = self.windows.bytes
-        for (_key, window), (links, load, seconds) in self._window_pending.items():
-            rows[window, links] += load * seconds
+        for (_key, window), (parts, seconds) in self._window_pending.items():
+            for links, load in parts:   # per component of the solve (``_solve``)
+                rows[window, links] += load * seconds
         self._window_pending.clear()
 
     def _window_carry(self, key: tuple, solved: tuple, until_s: float) -> None:
@@ -170,8 +171,9 @@ class FlowNetwork(NetworkModel):
                 if pending is None:
                     if len(self._window_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
                         self._spread_windows()
-                    pending = self._window_pending[(key, window)] = [solved[2], solved[3], 0.0]
-                pending[2] += seconds
+                    pending = self._window_pending[(key, window)] = [[(part[2], part[3]) for part in solved[2]],
+                                                                     0.0]
+                pending[1] += seconds
 
     # ---- the NetworkModel interface ------------------------------------------------------------------
     def start(self, transfers: TransferClass, now_s: float) -> int:
