@@ -136,10 +136,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
+    # Megatron's pipeline schedule spends host time on every model-chunk step (efficiency.yaml host_overhead)
+    step_s = kernels.pipeline_step_overhead_s() if p.pp > 1 else 0.0
     chunks = []
     for index, layers in enumerate(counts):
         first, last = index == 0, index == len(counts) - 1
-        fwd_s, bwd_s = layers * layer_fwd_s, layers * layer_bwd_s
+        fwd_s, bwd_s = layers * layer_fwd_s + step_s, layers * layer_bwd_s + step_s
         fwd_flop = layers * _phase_flop(layer, ("forward",))
         bwd_flop = layers * _phase_flop(layer, BACKWARD_PHASES)
         for ops, present in ((embed, first), (output, last)):
