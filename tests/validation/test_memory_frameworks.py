@@ -45,8 +45,14 @@ def test_model_states_match_megatron_distributed_optimizer_bytes_per_parameter(d
 ALL_PUBLISHED = validation.cases() + validation.held_out_cases()
 
 
-@pytest.mark.parametrize("case", [c["scenario"] for c in ALL_PUBLISHED])
+@pytest.mark.parametrize("case", ALL_PUBLISHED, ids=[c["scenario"] for c in ALL_PUBLISHED])
 def test_no_published_run_that_ran_is_refused_by_the_memory_model(case):
-    scenario = config.load(case)
+    scenario = config.load(case["scenario"])
+    if not case.get("memory_check", True):
+        # simulated with ZeRO-1 for speed (the scenario header says why); as published the gradients are sharded
+        # too (Llama 3's FSDP), and so it must fit
+        assert case["source"] == "llama3_2024"
+        scenario = scenario.model_copy(update={"parallelism": scenario.parallelism.model_copy(
+            update={"zero_stage": 2})})
     assert memory.per_gpu_memory(scenario).total_bytes <= scenario.cluster.gpu.hbm_capacity
     memory.check_fits(scenario)  # raises OutOfMemoryError otherwise
