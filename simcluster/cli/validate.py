@@ -36,7 +36,8 @@ def validate(
                                  transient=True)]
     stats = validation.error_stats(results) if results else {}
     if as_json:
-        typer.echo(outputs.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats}, indent=2))
+        typer.echo(outputs.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats,
+                                  "by_series": validation.error_by_group(results)}, indent=2))
         return
     table = Table(title=f"simulated vs published TFLOP/s per GPU ({label} runs)")
     for column in ("scenario", "metric", "published", "simulated", "error", "memory/GPU"):
@@ -49,6 +50,13 @@ def validate(
     if stats:
         console.print(f"median |error| {stats['median_abs_error']:.1%}, max |error| {stats['max_abs_error']:.1%} "
                       f"over {stats['case_count']} {label} cases")
+    groups = Table(title=f"error per series and precision ({label} runs)")
+    for column in ("series / precision", "runs", "median |error|", "max |error|", "mean error"):
+        groups.add_column(column, justify="left" if column.startswith("series") else "right")
+    for key, g in validation.error_by_group(results).items():
+        groups.add_row(key, str(g["case_count"]), f"{g['median_abs_error']:.1%}", f"{g['max_abs_error']:.1%}",
+                       f"{g['mean_error']:+.1%}")
+    console.print(groups)
     over = [r.scenario for r in results if not r.fits]
     if over:
         console.print(f"the memory model puts {', '.join(over)} above the GPU's HBM, though the published run fit: "

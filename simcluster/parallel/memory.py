@@ -316,18 +316,43 @@ def stage_activation_bytes(model: TransformerSpec, shard: Shard, schedule: str, 
     return total
 
 
-def workspace_bytes(model: TransformerSpec, shard: Shard) -> float:
-    """Margin for what is alive only transiently: the fixed runtime overhead plus one layer's full
-    activations.
+def backward_working_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """Gradient tensors live at once inside one layer's backward, beyond the stored activations.
 
-    During a layer's backward its discarded activations are rebuilt (recompute) and its gradients allocated,
-    so about one layer's worth without recompute is live on top of the stored ones (an assumption of this
-    model).
+    The widest moment is the MLP's: the down projection's input gradient [T, ffn/t] and the activation's input
+    gradient [T, up width/t] (gate and up for SwiGLU) exist together before the up projection's dgrad; weight
+    gradients are accumulated straight into the gradient buffer (Megatron-LM's gradient-accumulation fusion), so
+    they add nothing here. The attention backward's dQ, dK, dV and dO are smaller for every catalog model.
     """
-    transient = layer_activation_bytes(model, Shard(
-        seq_len=shard.seq_len, micro_batch=shard.micro_batch, tp=shard.tp, cp=shard.cp,
-        sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
-        recompute="none"))
+    e = shard.activation_bytes_per_element
+    ffn_local = model.ffn / shard.tp
+    up_width = ffn_local * (2 if model.mlp == "swiglu" else 1)
+    mlp = e * shard.tokens * (ffn_local + up_width)
+    attention = e * shard.tokens * (2 * model.hidden / shard.tp + 2 * local_kv_hidden(model, shard.tp))
+    return max(mlp, attention)
+
+
+def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = False) -> float:
+    """Margin for what is alive only transiently: the fixed runtime overhead plus the largest transient set.
+
+    Full recompute rebuilds one layer's activations before its backward: that layer's activations without
+    recompute are live on top of the stored inputs. Without it (or with selective recompute, which rebuilds only
+    the attention core) the transient set is one layer's backward working set (``backward_working_bytes``), and
+    on the last stage the output layer's: the 16-bit logits beside their fp32 copy in the cross entropy (and, in
+    the backward, the 16-bit gradient of the logits beside the fp32 one), whichever is larger.
+    """
+    full = Shard(seq_len=shard.seq_len, micro_batch=shard.micro_batch, tp=shard.tp, cp=shard.cp,
+                 sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
+                 recompute="none")
+    if shard.recompute == "full":
+        transient = layer_activation_bytes(model, full)
+    else:
+        transient = backward_working_bytes(model, shard)
+        if shard.recompute == "selective":
+            transient += layer_activation_bytes(model, full) - layer_activation_bytes(model, shard)
+    if last_stage:
+        logits = shard.activation_bytes_per_element * shard.tokens * math.ceil(model.vocab / shard.tp)
+        transient = max(transient, logits)
     return WORKSPACE_FIXED_BYTES + transient
 
 
@@ -361,7 +386,7 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     grad_bytes = None if t.precision in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes)
     per_moe_layer = 0.0
-    workspace = workspace_bytes(m, shard)
+    workspace = workspace_bytes(m, shard, last_stage=stage == p.pp - 1)
     if m.moe is not None:
         # routed experts: sharded by ep (and etp); their gradients and optimizer states over the expert data-parallel
         # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)

@@ -160,12 +160,14 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     experts_per_layer = memory.expert_params_per_rank(m, p.ep, p.etp)
     # routed-expert gradients are reduced over the expert data-parallel group; with one member, not at all
     reduced_experts = experts_per_layer if scenario.expert_data_parallel > 1 else 0.0
+    # Megatron's pipeline schedule spends host time on every model-chunk step (efficiency.yaml host_overhead)
+    step_s = kernels.pipeline_step_overhead_s() if p.pp > 1 else 0.0
     chunks = []
     for index, (layers, moe_layers) in enumerate(zip(counts, moe_counts, strict=True)):
         first, last = index == 0, index == len(counts) - 1
         dense = layers - moe_layers
-        fwd_s = dense * layer_fwd_s + moe_layers * moe_fwd_s
-        bwd_s = dense * layer_bwd_s + moe_layers * moe_bwd_s
+        fwd_s = dense * layer_fwd_s + moe_layers * moe_fwd_s + step_s
+        bwd_s = dense * layer_bwd_s + moe_layers * moe_bwd_s + step_s
         fwd_flop = dense * _phase_flop(layer, ("forward",)) + moe_layers * _phase_flop(moe_layer, ("forward",))
         bwd_flop = (dense * _phase_flop(layer, BACKWARD_PHASES)
                     + moe_layers * _phase_flop(moe_layer, BACKWARD_PHASES))

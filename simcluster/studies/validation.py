@@ -1,8 +1,12 @@
 """Validation cases: bundled scenarios simulated against published throughput (data/validation.yaml).
 
-Two sets: the calibration cases (``cases``; shared/reference/training.yaml, the set the one fitted factor per
-GPU generation was chosen on) and the held-out cases (``held_out_cases``; published runs never used to fit
-anything, which show whether the calibration generalises).
+Two sets: the calibration cases (``cases``; shared/reference/training.yaml, the set the fitted host-overhead
+constants were chosen on) and the held-out cases (``held_out_cases``; published runs never used to fit anything,
+which show whether the calibration generalises).
+
+A case publishes either TFLOP/s per GPU (``tflops_per_gpu`` with ``metric`` model or hardware) or a measured
+step time (``step_time_s``), which is turned into model TFLOP/s per GPU with the scenario's own model FLOP, so
+that every row compares the same quantity (the error is then published step time / simulated step time - 1).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 
 from simcluster.core import catalog
 from simcluster.spec import config
+from simcluster.workload import ops
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class CaseResult:
     source: str
     memory_bytes: float = 0.0   # per-GPU peak the memory model gives
     fits: bool = True           # whether that is within the GPU's HBM (held-out runs that did fit may not)
+    family: str = ""            # the series a case belongs to (its source), for errors per series
+    precision: str = ""         # the training precision (bf16, fp8, fp16, ...)
 
     @property
     def error(self) -> float:
@@ -43,6 +50,15 @@ def sources() -> dict[str, str]:
     return catalog.load("validation")["sources"]
 
 
+def published_tflops(case: dict, scenario: config.Scenario) -> float:
+    """The case's published TFLOP/s per GPU; from a published step time, model FLOP / (GPUs * step time)."""
+    if "step_time_s" in case:
+        assert case["metric"] == "model", case
+        flop = ops.model_flop_per_step(scenario.model, scenario.training.seq_len, scenario.training.global_batch_size)
+        return flop / (scenario.cluster.gpus * case["step_time_s"]) / 1e12
+    return case["tflops_per_gpu"]
+
+
 def run_case(case: dict, network: str | None = None) -> CaseResult:
     """Simulate one case. A held-out run that the memory model says does not fit (``memory_check: false``) is
     simulated anyway, since it did run: its result says how far over the HBM the memory model put it."""
@@ -52,8 +68,9 @@ def run_case(case: dict, network: str | None = None) -> CaseResult:
     summary = simulate(scenario, network, check_memory=case.get("memory_check", True)).summary
     key = "model_tflops_per_gpu" if case["metric"] == "model" else "hardware_tflops_per_gpu"
     memory_bytes = summary["peak_memory_per_gpu_bytes"]
-    return CaseResult(case["scenario"], case["metric"], case["tflops_per_gpu"], summary[key], case["source"],
-                      memory_bytes, memory_bytes <= scenario.cluster.gpu.hbm_capacity)
+    return CaseResult(case["scenario"], case["metric"], published_tflops(case, scenario), summary[key],
+                      case["source"], memory_bytes, memory_bytes <= scenario.cluster.gpu.hbm_capacity,
+                      case.get("series", case["source"]), scenario.training.precision)
 
 
 def error_stats(results: list[CaseResult]) -> dict[str, float]:
@@ -61,3 +78,13 @@ def error_stats(results: list[CaseResult]) -> dict[str, float]:
     errors = np.abs([r.error for r in results])
     return {"median_abs_error": float(np.median(errors)), "max_abs_error": float(errors.max()),
             "case_count": len(results)}
+
+
+def error_by_group(results: list[CaseResult]) -> dict[str, dict[str, float]]:
+    """Error statistics per (series, precision) group, keyed 'series/precision', plus the mean signed error
+    (the bias: positive = simulated faster than published)."""
+    groups: dict[str, list[CaseResult]] = {}
+    for r in results:
+        groups.setdefault(f"{r.family}/{r.precision}", []).append(r)
+    return {key: {**error_stats(group), "mean_error": float(np.mean([r.error for r in group]))}
+            for key, group in groups.items()}

@@ -33,16 +33,36 @@ def _table() -> dict:
     return catalog.load("efficiency")
 
 
-def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1) -> float:
-    """Achievable fraction of peak of a (m x k)(k x n) GEMM repeated ``batch`` times, from efficiency.yaml.
+def gemm_ceiling(precision: str) -> float:
+    """Large-GEMM ceiling of the precision's tensor-core peak (efficiency.yaml gemm.ceiling; precisions not
+    listed take bf16's)."""
+    ceilings = _table()["gemm"]["ceiling"]
+    return ceilings.get(precision, ceilings["bf16"])
 
-    ceiling * best over cuBLAS-like tiles of [relative tile throughput * useful/provisioned MACs] * k/(k + k0)
-    models tile and wave quantisation (NVIDIA Matrix Multiplication Background User's Guide, sections 3.1 and
-    3.2) and a fixed per-tile prologue/epilogue equivalent to k0 reduction elements.
+
+def k_overhead(precision: str, gpu: GpuSpec | None) -> float:
+    """The per-tile prologue/epilogue in reduction elements at ``precision``: a fixed time per output tile, so
+    k_overhead (stated for bf16) times the precision's peak over bf16's (twice as many fp8 elements fit in it)."""
+    base = _table()["gemm"]["k_overhead"]
+    if gpu is None or precision not in gpu.peak or "bf16" not in gpu.peak:
+        return base
+    return base * gpu.peak_flop_per_s(precision) / gpu.peak_flop_per_s("bf16")
+
+
+def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, precision: str = "bf16",
+                    gpu: GpuSpec | None = None) -> float:
+    """Achievable fraction of the precision's peak of a (m x k)(k x n) GEMM repeated ``batch`` times, from
+    efficiency.yaml.
+
+    ceiling(precision) * best over cuBLAS-like tiles of [relative tile throughput * useful/provisioned MACs]
+    * k/(k + k0) models tile and wave quantisation (NVIDIA Matrix Multiplication Background User's Guide,
+    sections 3.1 and 3.2) and a fixed per-tile prologue/epilogue equivalent to k0 reduction elements
+    (``k_overhead``).
     """
     table = _table()["gemm"]
+    ceiling = gemm_ceiling(precision)
     if min(m, n, k, batch) <= 0:
-        return table["ceiling"]
+        return ceiling
     sms = sm_count(gpu_name)
     best = 0.0
     for tile_m, tile_n, relative in table["tiles"]:
@@ -50,8 +70,8 @@ def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1) -> fl
         waves = math.ceil(tiles / sms)
         useful = batch * m * n / (waves * sms * tile_m * tile_n)
         best = max(best, relative * useful)
-    depth = k / (k + table["k_overhead"])
-    return table["ceiling"] * best * depth
+    depth = k / (k + k_overhead(precision, gpu))
+    return ceiling * best * depth
 
 
 def hbm_fraction() -> float:
@@ -80,50 +100,73 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     return peak_fraction * saturation, executed
 
 
-def efficiency(op: Op, gpu: GpuSpec) -> Efficiency:
-    """Achievable fractions of peak FLOP/s and HBM bandwidth for ``op`` on ``gpu`` (data: efficiency.yaml)."""
+def op_precision(op: Op, precision: str) -> str:
+    """The precision ``op`` runs in: its own where set (fp8 runs' output layer), the run's for GEMMs, and 16-bit
+    for attention and elementwise kernels in fp8 training (Transformer Engine's default recipe)."""
+    return op.precision or (precision if op.kind == "gemm" else HIGH_PRECISION.get(precision, precision))
+
+
+def efficiency(op: Op, gpu: GpuSpec, precision: str = "bf16") -> Efficiency:
+    """Achievable fractions of peak FLOP/s and HBM bandwidth for ``op`` on ``gpu`` in a run of ``precision``
+    (data: efficiency.yaml)."""
     bandwidth_fraction = hbm_fraction()
     if op.kind == "gemm":
-        return Efficiency(gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch), bandwidth_fraction)
+        return Efficiency(gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch, op_precision(op, precision), gpu),
+                          bandwidth_fraction)
     if op.kind == "attention":
         fraction, executed = attention_efficiency(op, gpu.name)
         return Efficiency(fraction, bandwidth_fraction, executed)
     assert op.kind == "memory", op.kind
     # Elementwise kernels run on the CUDA cores, far above what their bytes allow: bandwidth-bound everywhere.
-    return Efficiency(_table()["gemm"]["ceiling"], bandwidth_fraction)
+    return Efficiency(gemm_ceiling("bf16"), bandwidth_fraction)
 
 
-def sustained_fraction(gpu_name: str) -> float:
-    """Tensor-core throughput sustained in training relative to a short benchmark, per GPU generation
-    (efficiency.yaml, sustained_fraction; GPUs not listed take ``default``)."""
-    table = _table()["sustained_fraction"]
+TENSOR_CORE_KINDS = ("gemm", "attention")
+
+
+def clock_ratio(gpu_name: str) -> float:
+    """Sustained tensor-core clock in training over the clock of the short benchmarks the ceilings were measured
+    at: the power cap's share (efficiency.yaml clock_ratio, sourced per GPU; GPUs not listed take ``default``)."""
+    table = _table()["clock_ratio"]
     return table.get(gpu_name, table["default"])
 
 
 def launch_overhead_s() -> float:
-    """Per-kernel launch cost (efficiency.yaml, launch_overhead_source)."""
+    """Per-kernel launch cost of a short benchmark, kernels queued back to back (efficiency.yaml)."""
     return _table()["launch_overhead_s"]
 
 
-def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> float:
-    """Roofline time of one kernel: max(compute time, HBM time) + launch overhead.
+def host_gap_s(kind: str) -> float:
+    """Idle time of the GPU stream per kernel of class ``kind`` in training (efficiency.yaml host_overhead): the
+    fitted part of the compute model, see its source."""
+    return _table()["host_overhead"]["kernel_gap_s"][kind]
 
-    ``sustained`` (training): compute throughput is scaled by ``sustained_fraction``; False gives the time of the
-    kernel in a short benchmark, which is what the GEMM ceiling was measured as.
+
+def pipeline_step_overhead_s() -> float:
+    """Host time per pipeline step (one model chunk, one microbatch, one phase) during which the GPU idles
+    (efficiency.yaml host_overhead.pipeline_step_s; fitted)."""
+    return _table()["host_overhead"]["pipeline_step_s"]
+
+
+def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> float:
+    """Time of one kernel: max(compute time, HBM time) plus what separates it from the previous one.
+
+    ``sustained`` (training): tensor-core throughput at the clock the power cap allows (``clock_ratio``) and the
+    host gap of the kernel's class (``host_gap_s``); False gives the kernel in a short benchmark (ceilings as
+    measured, launch overhead only).
     """
-    return max(roofline_s(op, gpu, precision, sustained)) + launch_overhead_s()
+    overhead_s = host_gap_s(op.kind) if sustained else launch_overhead_s()
+    return max(roofline_s(op, gpu, precision, sustained)) + overhead_s
 
 
 def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> tuple[float, float]:
     """(compute time, HBM time) of one kernel at its achievable fractions; the larger one binds."""
-    eff = efficiency(op, gpu)
-    # FP8 recipes (Transformer Engine's default) run attention and elementwise kernels in 16-bit; GEMMs in fp8
-    op_precision = op.precision or (precision if op.kind == "gemm" else HIGH_PRECISION.get(precision, precision))
+    eff = efficiency(op, gpu, precision)
     compute_s = 0.0
     if op.flop > 0:
-        peak_flop_per_s = gpu.peak_flop_per_s(op_precision)
-        compute_s = op.flop * eff.executed_flop_ratio / (peak_flop_per_s * eff.flop_fraction
-                                                       * (sustained_fraction(gpu.name) if sustained else 1.0))
+        clock = clock_ratio(gpu.name) if sustained and op.kind in TENSOR_CORE_KINDS else 1.0
+        compute_s = op.flop * eff.executed_flop_ratio / (gpu.peak_flop_per_s(op_precision(op, precision))
+                                                       * eff.flop_fraction * clock)
     memory_s = op.hbm_bytes / (gpu.hbm_bandwidth * eff.bandwidth_fraction)
     return compute_s, memory_s
 

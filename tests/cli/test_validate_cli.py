@@ -21,9 +21,15 @@ def test_validate_held_out_runs_the_held_out_set_with_memory(cli):
     assert case["fits"] and 0 < case["memory_bytes"] < 80e9
 
 
-def test_validate_table_flags_held_out_runs_the_memory_model_puts_over_hbm(cli):
-    code, out, _ = cli("validate", "--held-out", "--only", "mpt-30b")
-    assert code == 0 and "(over HBM)" in out and "published run fit" in out
+def test_validate_table_shows_error_per_series_and_precision(cli):
+    code, out, _ = cli("validate", "--held-out", "--only", "mpt-7b-8")
+    assert code == 0 and "error per series and precision" in out and "llmfoundry/bf16" in out
+
+
+def test_validate_json_reports_error_per_series(cli):
+    code, out, _ = cli("validate", "--only", "a100-node", "--json")
+    by_series = json.loads(out)["by_series"]
+    assert list(by_series) == ["megatron_a100_2021/fp16"] and by_series["megatron_a100_2021/fp16"]["case_count"] == 4
 
 
 def test_only_matching_no_case_is_a_one_line_usage_error(cli):

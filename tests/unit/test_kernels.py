@@ -41,23 +41,37 @@ def test_large_copy_reaches_090_of_hbm_bandwidth():
     assert 2 * size_bytes / time_s == pytest.approx(0.9 * 3.35e12, rel=0.01)
 
 
-def test_training_sustains_a_fitted_fraction_of_the_benchmark_throughput():
+def test_training_runs_tensor_core_kernels_at_the_power_capped_clock_plus_the_host_gap():
     op = gemm(8192, 8192, 8192)
-    benchmark_s = kernels.op_time_s(op, H100, "bf16", sustained=False)
-    training_s = kernels.op_time_s(op, H100, "bf16")
-    launch_s = kernels.launch_overhead_s()
-    assert (benchmark_s - launch_s) / (training_s - launch_s) == pytest.approx(kernels.sustained_fraction(H100.name))
+    benchmark_s = kernels.op_time_s(op, H100, "bf16", sustained=False) - kernels.launch_overhead_s()
+    training_s = kernels.op_time_s(op, H100, "bf16") - kernels.host_gap_s("gemm")
+    assert benchmark_s / training_s == pytest.approx(kernels.clock_ratio(H100.name))
 
 
-def test_empty_kernel_costs_a_few_microseconds_of_launch_overhead():
-    time_s = kernels.op_time_s(Op("noop", "memory", 0.0, 0.0), H100, "bf16")
+def test_hbm_bound_kernels_are_not_slowed_by_the_power_capped_clock():
+    copy = Op("copy", "memory", 0.0, 8e9)
+    benchmark_s = kernels.op_time_s(copy, H100, "bf16", sustained=False) - kernels.launch_overhead_s()
+    training_s = kernels.op_time_s(copy, H100, "bf16") - kernels.host_gap_s("memory")
+    assert training_s == pytest.approx(benchmark_s)
+
+
+def test_empty_kernel_costs_a_few_microseconds_of_launch_overhead_in_a_benchmark():
+    time_s = kernels.op_time_s(Op("noop", "memory", 0.0, 0.0), H100, "bf16", sustained=False)
     assert 1e-6 <= time_s <= 10e-6
+
+
+def test_empty_kernel_in_training_costs_its_host_gap_of_tens_of_microseconds():
+    # the fitted gap stands for host dispatch the CPU cannot hide; a value outside 1-100 us would be no longer
+    # a per-kernel host cost but a stand-in for something else
+    time_s = kernels.op_time_s(Op("noop", "memory", 0.0, 0.0), H100, "bf16")
+    assert time_s == kernels.host_gap_s("memory")
+    assert 1e-6 <= time_s <= 100e-6
 
 
 def test_roofline_takes_the_slower_of_compute_and_memory():
     # a matrix-vector product (m = 1) is bandwidth-bound: its time is its bytes at 0.9 of HBM bandwidth
     gemv = gemm(1, 16384, 16384)
-    expected_s = gemv.hbm_bytes / (0.9 * H100.hbm_bandwidth) + kernels.launch_overhead_s()
+    expected_s = gemv.hbm_bytes / (0.9 * H100.hbm_bandwidth) + kernels.host_gap_s("gemm")
     assert kernels.op_time_s(gemv, H100, "bf16") == pytest.approx(expected_s, rel=1e-9)
     # a large square GEMM is compute-bound: its time exceeds its bytes at full bandwidth many times over
     square = gemm(8192, 8192, 8192)
@@ -68,7 +82,7 @@ def test_one_full_wave_of_large_tiles_has_no_quantisation_loss():
     # 12 x 11 tiles of 256 x 128 = 132 tiles = one wave on 132 SMs: only ceiling and k-depth terms remain
     table = kernels._table()["gemm"]
     k = 4096
-    expected = table["ceiling"] * k / (k + table["k_overhead"])
+    expected = table["ceiling"]["bf16"] * k / (k + table["k_overhead"])
     assert kernels.gemm_efficiency(256 * 12, 128 * 11, k, "h100-sxm") == pytest.approx(expected, rel=1e-12)
     # one row more spills a second, almost empty wave (or forces smaller tiles): strictly less efficient
     assert kernels.gemm_efficiency(256 * 12 + 1, 128 * 11, k, "h100-sxm") < 0.95 * expected
@@ -108,14 +122,24 @@ def test_causal_flash_attention_executes_half_the_counted_flop_and_backward_is_s
     assert 2.5 < ratio < 4.0
 
 
-def test_fp8_gemm_is_faster_than_bf16_and_reads_half_the_operand_bytes():
+def test_fp8_gemm_is_faster_than_bf16_but_less_than_twice_and_reads_half_the_operand_bytes():
     fp8 = gemm(8192, 8192, 8192, Shard(seq_len=2048, micro_batch=1, precision="fp8"))
     bf16 = gemm(8192, 8192, 8192)
     n = 8192 * 8192
     assert fp8.hbm_bytes == 2 * n * 1 + n * 2      # fp8 A and B, 16-bit C (Transformer Engine's output)
     assert bf16.hbm_bytes == 3 * n * 2
-    assert kernels.op_time_s(fp8, H100, "fp8") == pytest.approx(kernels.op_time_s(bf16, H100, "bf16") / 2,
-                                                                 rel=0.01)
+    # measured on Hopper: 798 TFLOP/s bf16 (H100) and 1507 fp8 (H800, same SMs): 1.89x, not 2x
+    speedup = (kernels.op_time_s(bf16, H100, "bf16", sustained=False)
+               / kernels.op_time_s(fp8, H100, "fp8", sustained=False))
+    assert speedup == pytest.approx(1507 / 798, rel=0.02)
+
+
+def test_shallow_reductions_cost_fp8_relatively_more_than_bf16():
+    # the per-tile prologue is a fixed time, which is twice as many fp8 reduction elements
+    shallow, deep = (kernels.gemm_efficiency(8192, 8192, k, "h100-sxm", precision="fp8", gpu=H100) /
+                     kernels.gemm_efficiency(8192, 8192, k, "h100-sxm", precision="bf16", gpu=H100)
+                     for k in (1024, 8192))
+    assert shallow < deep
 
 
 def test_ops_time_is_the_sum_of_op_times():
@@ -130,11 +154,11 @@ def test_a_gemm_marked_bf16_runs_at_bf16_speed_in_an_fp8_run():
     assert kernels.op_time_s(marked, H100, "fp8") == pytest.approx(kernels.op_time_s(bf16, H100, "bf16"))
 
 
-def test_sustained_fraction_is_looked_up_per_gpu_generation():
-    table = catalog.load("efficiency")["sustained_fraction"]
-    assert kernels.sustained_fraction("a100-80gb-sxm") == table["a100-80gb-sxm"]
-    assert kernels.sustained_fraction("h100-sxm") == table["h100-sxm"]
-    assert kernels.sustained_fraction("a100-80gb-sxm") != kernels.sustained_fraction("h100-sxm")
-    assert kernels.sustained_fraction("no-such-gpu") == table["default"]
+def test_clock_ratio_is_looked_up_per_gpu():
+    table = catalog.load("efficiency")["clock_ratio"]
+    assert kernels.clock_ratio("a100-80gb-sxm") == table["a100-80gb-sxm"]
+    assert kernels.clock_ratio("h100-sxm") == table["h100-sxm"]
+    assert 0 < kernels.clock_ratio("h100-sxm") <= 1
+    assert kernels.clock_ratio("no-such-gpu") == table["default"]
     # every key names a catalog GPU (a typo would silently fall back to the default)
     assert set(table) - {"default"} <= set(catalog.load("hardware")["gpus"])

@@ -12,7 +12,7 @@ from simcluster.outcomes import laws, projection
 H100_PEAK = 989.4e12
 H100_TDP_W = 700.0
 H100_PRICE = 2.50
-H100_HBM_BYTES = 80e9
+H100_HBM_BYTES = 81559 * 2**20  # as NVML reports it (simcluster/data/hardware.yaml)
 
 
 def test_start_year_ceilings_match_hand_arithmetic():

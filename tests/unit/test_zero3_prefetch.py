@@ -21,11 +21,13 @@ FSDP = {"cluster": {"nodes": 1, "topology": "nvswitch-node"},
 
 @pytest.fixture
 def fsdp(small_scenario):
-    def make(**training):
+    def make(model=None, **training):
         data = copy.deepcopy(small_scenario)
         for section, values in FSDP.items():
             data[section].update(values)
         data["training"].update(training)
+        if model is not None:
+            data["model"] = model
         return Simulation(config.from_dict(data))
 
     return make
@@ -68,8 +70,10 @@ def test_compute_far_longer_than_the_gathers_exposes_one_unit_gather_per_block(f
 
 
 def test_gathers_dominating_make_the_step_the_sum_of_the_collectives(fsdp):
-    # 128 tokens a microbatch: a unit gathers far longer than it computes
-    sim = fsdp(seq_len=128, micro_batch_size=1, global_batch_size=16)
+    # 128 tokens a microbatch of 8192-wide layers: a unit gathers far longer than it computes, even with each
+    # kernel's host gap (kernels.host_gap_s), which dominates the compute of so few tokens
+    wide = {"layers": 4, "hidden": 8192, "heads": 64, "vocab": 32000, "max_seq_len": 2048}
+    sim = fsdp(model=wide, seq_len=128, micro_batch_size=1, global_batch_size=16)
     units, gather_s, reduce_s, compute_s = unit_times(sim)
     assert gather_s > 2 * compute_s
     result = sim.run()
