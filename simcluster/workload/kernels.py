@@ -131,6 +131,13 @@ def clock_ratio(gpu_name: str) -> float:
     return table.get(gpu_name, table["default"])
 
 
+def ceiling_ratio(gpu_name: str) -> float:
+    """Tensor-core throughput in training of a GPU whose GEMM ceiling was not measured, relative to the measured
+    (Hopper) ceiling it borrows (efficiency.yaml ceiling_ratio: fitted on that GPU's own runs; 1 elsewhere)."""
+    table = _table()["ceiling_ratio"]
+    return table.get(gpu_name, table["default"])
+
+
 def launch_overhead_s() -> float:
     """Per-kernel launch cost of a short benchmark, kernels queued back to back (efficiency.yaml)."""
     return _table()["launch_overhead_s"]
@@ -164,7 +171,8 @@ def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> 
     eff = efficiency(op, gpu, precision)
     compute_s = 0.0
     if op.flop > 0:
-        clock = clock_ratio(gpu.name) if sustained and op.kind in TENSOR_CORE_KINDS else 1.0
+        clock = (clock_ratio(gpu.name) * ceiling_ratio(gpu.name)
+                 if sustained and op.kind in TENSOR_CORE_KINDS else 1.0)
         compute_s = op.flop * eff.executed_flop_ratio / (gpu.peak_flop_per_s(op_precision(op, precision))
                                                        * eff.flop_fraction * clock)
     memory_s = op.hbm_bytes / (gpu.hbm_bandwidth * eff.bandwidth_fraction)
