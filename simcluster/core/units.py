@@ -138,7 +138,13 @@ PLAUSIBLE = {
 }
 
 
-def check_sign(value: float, sign: str, field: str, text=None, dimension: str | None = None) -> float:
+# Durations of a whole run (checkpoint intervals, restart and repair times, horizons) are not latencies: from 0 to
+# a century (no training run lasts longer; beyond, goodput arithmetic over the run only overflows)
+PLAUSIBLE_DURATION = (0.0, 100 * 365.25 * 86400.0, "0 to 100 years for a duration of a run")
+
+
+def check_sign(value: float, sign: str, field: str, text=None, dimension: str | None = None,
+               bounds: tuple[float, float, str] | None = None) -> float:
     """``value`` when it is finite and of ``sign`` (POSITIVE: > 0, for rates, peaks and capacities;
     NON_NEGATIVE: >= 0, for latencies and powers) and, for a signed quantity of a ``dimension`` in ``PLAUSIBLE``,
     within its range; else a ScenarioError naming ``field`` and the value as written."""
@@ -149,8 +155,8 @@ def check_sign(value: float, sign: str, field: str, text=None, dimension: str | 
         raise ScenarioError(field, f"must be > 0, got {shown}")
     if sign == NON_NEGATIVE and value < 0:
         raise ScenarioError(field, f"must be >= 0, got {shown}")
-    if sign != ANY and dimension in PLAUSIBLE:
-        low, high, why = PLAUSIBLE[dimension]
+    if sign != ANY and (bounds is not None or dimension in PLAUSIBLE):
+        low, high, why = bounds or PLAUSIBLE[dimension]
         if not low <= value <= high:
             raise ScenarioError(field, f"{shown} is outside the plausible range, {why}")
     return value
@@ -205,16 +211,16 @@ def parse_message_size(text: str | int) -> float:
     return parse(raw, BYTES, field="size")
 
 
-def _quantity(dimension: str, sign: str = ANY):
+def _quantity(dimension: str, sign: str = ANY, bounds: tuple[float, float, str] | None = None):
     """A pydantic field type that accepts a unit string of ``dimension`` and stores the SI float (finite, and of
-    ``sign``: ANY, POSITIVE or NON_NEGATIVE)."""
+    ``sign``: ANY, POSITIVE or NON_NEGATIVE; within ``bounds``, else the dimension's ``PLAUSIBLE`` range)."""
     from typing import Annotated
 
     from pydantic import BeforeValidator, PlainSerializer
 
     def validate(value):
         try:
-            return check_sign(parse(value, dimension), sign, "", value, dimension)
+            return check_sign(parse(value, dimension), sign, "", value, dimension, bounds)
         except ScenarioError as err:
             raise ValueError(err.message) from None
 
@@ -244,6 +250,7 @@ PositiveBytesPerS = _quantity(BYTES_PER_S, POSITIVE)
 PositiveFlopPerS = _quantity(FLOP_PER_S, POSITIVE)
 PositiveWatts = _quantity(WATTS, POSITIVE)
 NonNegativeSeconds = _quantity(SECONDS, NON_NEGATIVE)
+NonNegativeDuration = _quantity(SECONDS, NON_NEGATIVE, PLAUSIBLE_DURATION)  # of a run, not a latency
 NonNegativeWatts = _quantity(WATTS, NON_NEGATIVE)
 
 

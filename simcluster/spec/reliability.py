@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
-from simcluster.core.units import NonNegativeSeconds, PositiveBytes, PositiveBytesPerS
+from simcluster.core.units import NonNegativeDuration, PositiveBytes, PositiveBytesPerS
 
 COMPONENTS = ("gpu", "hbm", "nvlink", "nic", "host", "network", "software")
 
@@ -28,7 +28,7 @@ class Reliability(BaseModel):
         "nvlink, nic, network, software; node for host), e.g. {nvlink: 1e-5}")
     planned_per_day: NonNegativeFloat | None = Field(
         None, description="planned interruptions per day (maintenance; checkpointed first), default 0")
-    checkpoint_interval: NonNegativeSeconds | Literal["auto"] = Field(
+    checkpoint_interval: NonNegativeDuration | Literal["auto"] = Field(
         "auto", description="time between checkpoints; auto = the optimum (Daly 2006), rounded to whole steps")
     checkpoint_bytes: PositiveBytes | None = Field(
         None, description="size of one checkpoint; default: weights + optimizer states of the model")
@@ -36,18 +36,18 @@ class Reliability(BaseModel):
         None, description="checkpoint write bandwidth per GPU, all GPUs writing at once (default 122 MB/s)")
     read_bandwidth_per_gpu: PositiveBytesPerS | None = Field(
         None, description="checkpoint read bandwidth per GPU at restore (default 427 MB/s)")
-    detection: NonNegativeSeconds | None = Field(
+    detection: NonNegativeDuration | None = Field(
         None, description="failure to detection (default 10 min, PyTorch's NCCL timeout)")
-    restart: NonNegativeSeconds | None = Field(
+    restart: NonNegativeDuration | None = Field(
         None, description="relaunch and initialisation, checkpoint read excluded (default 5 min)")
-    requeue: NonNegativeSeconds | None = Field(
+    requeue: NonNegativeDuration | None = Field(
         None, description="extra wait for a replacement node after a hardware failure without a hot spare "
         "(default 10 min)")
-    repair: NonNegativeSeconds | None = Field(
+    repair: NonNegativeDuration | None = Field(
         None, description="time until a failed node returns to the spare pool (default 1 day)")
     hot_spares: Annotated[int, Strict(), Field(ge=0)] = Field(
         0, description="spare nodes kept ready: a hardware failure restarts at once on one")
-    horizon: NonNegativeSeconds | None = Field(
+    horizon: NonNegativeDuration | None = Field(
         None, description="length of the run the event simulation plays (default 54 days)")
     seed: Annotated[int, Strict(), Field(ge=0)] | None = Field(
         None, description="seed of the event simulation (default 0)")
