@@ -43,12 +43,27 @@ def test_model_states_match_megatron_distributed_optimizer_bytes_per_parameter(d
 
 
 ALL_PUBLISHED = validation.cases() + validation.held_out_cases()
+# Published runs that ran and that the memory model still refuses: known gaps (docs/calibration.md, issue 15),
+# expected to fail here (strict: the test says so when one starts to fit). The NeMo 25.11 Blackwell rows (issue 16)
+# run Llama 3 70B under FSDP and Llama 3.1 405B with TP4 PP8 CP2 VP8, whose sharding and recompute the page does
+# not state; the memory model counts 168-331 GiB for them.
+KNOWN_REFUSED = {
+    "nemo2511-llama3-70b-64-gb200-fp8": "FSDP sharding as NeMo 25.11 ran it is not modelled",
+    "nemo2511-llama3-70b-64-gb300-fp8": "FSDP sharding as NeMo 25.11 ran it is not modelled",
+    "nemo2511-llama3-405b-128-b200-fp8": "the run's recompute/offloading is not stated on the page",
+}
 
 
-@pytest.mark.parametrize("case", ALL_PUBLISHED, ids=[c["scenario"] for c in ALL_PUBLISHED])
+def _published(case: dict):
+    reason = KNOWN_REFUSED.get(case["scenario"])
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(case, id=case["scenario"], marks=marks)
+
+
+@pytest.mark.parametrize("case", [_published(c) for c in ALL_PUBLISHED])
 def test_no_published_run_that_ran_is_refused_by_the_memory_model(case):
     scenario = config.load(case["scenario"])
-    if not case.get("memory_check", True):
+    if not case.get("memory_check", True) and case["scenario"] not in KNOWN_REFUSED:
         # simulated with ZeRO-1 for speed (the scenario header says why); as published the gradients are sharded
         # too (Llama 3's FSDP), and so it must fit
         assert case["source"] == "llama3_2024"
