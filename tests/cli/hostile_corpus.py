@@ -45,8 +45,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A worker's address space: the bound on memory before a refusal is 1 GB; a small run needs ~0.3 GB.
-MEMORY_LIMIT_BYTES = int(1.5 * 2**30)
+# A worker's address space: the bound on memory before a refusal, 1 GiB (a small run needs ~0.3 GB).
+MEMORY_LIMIT_BYTES = int(1.0 * 2**30)
 # Seconds one case may take (in process, on a loaded 2-core machine); a refusal takes milliseconds, a valid
 # 16-GPU run a second or two.
 CASE_TIMEOUT_S = 40.0
