@@ -14,6 +14,7 @@ from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.core import outputs
 from simcluster.core.units import BYTES, SECONDS, fmt
 from simcluster.spec import config
+from simcluster.spec import jobs as jobs_spec
 from simcluster.spec.config import NETWORK_MODELS
 from simcluster.studies.samples import MAX_SAMPLES
 
@@ -87,6 +88,13 @@ def run(
     trace (and timeline.png with --plot)."""
     check_network(network)
     outputs.check_table_format(table_format)
+    if jobs_spec.is_jobs_file(scenario):
+        for given, option in ((expand, "--expand"), (samples > 1, "--samples"), (plot, "--plot"),
+                              (report, "--report")):
+            if given:
+                fail(option, "does not apply to a scenario with several jobs (each job's files are written)")
+        run_jobs(jobs_spec.load(scenario), out, network, steps, as_json, not no_memory_check, table_format)
+        return
     spec = config.load(scenario)
     out_dir = output_dir(out or Path("runs") / spec.name)  # before a simulation of hours
     from simcluster.engine import Simulation
@@ -136,4 +144,42 @@ def run(
         typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(summary_table(result.summary, result.memory))
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
+
+
+def jobs_table(summary: dict) -> Table:
+    """Each job's step time with the other jobs and alone on the same nodes."""
+    table = Table(title=f"{summary['name']}: {len(summary['jobs'])} jobs on {summary['gpus']} x {summary['gpu']}, "
+                  f"{summary['topology']}, network model {summary['network_model']}")
+    for column in ("job", "GPUs", "nodes", "step time", "alone", "slowdown", "exposed comm", "(alone)"):
+        table.add_column(column, justify="left" if column in ("job", "nodes") else "right")
+    for row in summary["jobs"]:
+        nodes = row["nodes"]
+        shown = ",".join(map(str, nodes)) if len(nodes) <= 8 else f"{nodes[0]},{nodes[1]},...,{nodes[-1]}"
+        table.add_row(row["name"], str(row["gpus"]), shown, fmt(row["step_time_s"], SECONDS, 4),
+                      fmt(row["step_time_alone_s"], SECONDS, 4), f"{row['slowdown']:.3f}x",
+                      fmt(row["exposed_comm_s"], SECONDS, 3), fmt(row["exposed_comm_alone_s"], SECONDS, 3))
+    return table
+
+
+def run_jobs(spec, out: Path | None, network: str | None, steps: int | None, as_json: bool, check_memory: bool,
+             table_format: str) -> None:
+    """Several jobs on one fabric (``engine.jobs``): together, then each alone on its nodes; summary.json holds
+    the ``jobs`` rows, each job's folder its own files from the run together."""
+    out_dir = output_dir(out or Path("runs") / spec.name)
+    from simcluster.engine import jobs as jobs_engine
+
+    console = Console(stderr=as_json)
+    with console.status(f"simulating {len(spec.jobs)} jobs together, then each alone", spinner="dots"):
+        result = jobs_engine.run(spec, network, steps, check_memory)
+    summary = result.summary
+    with fresh_folder(out_dir) as out_dir:
+        written = [outputs.write_text(out_dir / "summary.json", outputs.dumps(summary, indent=2) + "\n")]
+        for job, together in zip(spec.jobs, result.together, strict=True):
+            together.write(out_dir / job.name, table_format=table_format)
+            written.append(out_dir / job.name)
+    if as_json:
+        typer.echo(outputs.dumps({**summary, "out_dir": str(out_dir)}, indent=2))
+        return
+    console.print(jobs_table(summary))
     console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")

@@ -51,7 +51,7 @@ class Simulation:
     """
 
     def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None,
-                 check_memory: bool = True, merge: MergePolicy | None = None):
+                 check_memory: bool = True, merge: MergePolicy | None = None, shared_network=None):
         self.scenario = scenario
         # a layout that does not fit fails before anything is built
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
@@ -60,13 +60,13 @@ class Simulation:
         # the fabric's prices, checked before the run (a typo in economics.fabric_prices fails now, not at the end)
         self.fabric_prices = bom.costs(scenario.economics.fabric_prices, scenario.economics.fabric_lifetime_years)
         self.plan = step_plan(scenario, functools.partial(timing.isolated_time_s, self.fabric))
-        self.env = simpy.Environment()
-        # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
-        options = {}
-        if self.network_name == "chunk":  # bound the chunk events of multi-gigabyte gradient transfers
-            options["max_chunks"] = catalog.load("engine")["chunk_model"]["max_chunks_per_transfer"]
-        self.model = network.make(self.network_name, collectives.calibrated(self.fabric), **options)
-        self.net = NetworkDriver(self.env, self.model, merge or default_policy(expand))
+        if shared_network is not None:  # one of several jobs on one fabric (engine.jobs): their traffic shares it
+            self.env, self.model, self.net = shared_network.env, shared_network.model, shared_network
+        else:
+            self.env = simpy.Environment()
+            # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
+            self.model = make_network(self.network_name, self.fabric)
+            self.net = NetworkDriver(self.env, self.model, merge or default_policy(expand))
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net)
         self.recorder = Recorder()
         self.expand = expand
@@ -385,6 +385,14 @@ class Simulation:
             peak_window_s=None if windows is None else windows.width_s,
             fabric_bill=bom.bill(self.fabric, self.fabric_prices),
         )
+
+
+def make_network(name: str, fabric):
+    """The engine's network model ``name`` on ``fabric``, seen through NCCL's measured efficiencies (ring, Simple)."""
+    options = {}
+    if name == "chunk":  # bound the chunk events of multi-gigabyte gradient transfers
+        options["max_chunks"] = catalog.load("engine")["chunk_model"]["max_chunks_per_transfer"]
+    return network.make(name, collectives.calibrated(fabric), **options)
 
 
 def bottlenecks(fabric, layout) -> dict[str, str | None]:

@@ -347,27 +347,35 @@ def from_dict(data: Any, source: str = "scenario") -> Scenario:
     """Validate a parsed YAML document; any problem is a ScenarioError naming the field."""
     if not isinstance(data, dict):
         raise ScenarioError(source, f"expected a mapping of scenario fields, got {type(data).__name__}")
+    if "jobs" in data:
+        raise ScenarioError("jobs", "a scenario with several jobs on one fabric runs with `simcluster run` "
+                            "(spec.jobs); this takes a single-job scenario")
     try:
         return Scenario.model_validate(data)
     except ScenarioError:
         raise
     except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        field = _field_path(first["loc"]) or source
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] not in ("value_error", "missing", "extra_forbidden") and "input" in first:
-            shown = repr(first["input"])
-            message += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
-        if first["type"] == "less_than_equal":
-            message += " (a plausibility bound, see docs/robustness.md)"
-        if first["type"] == "extra_forbidden":
-            message = "unknown key (see `simcluster schema` for the allowed fields)"
-        elif first["type"] == "missing":
-            message = "required field is missing"
-        ctx_error = (first.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, ScenarioError):
-            field, message = ctx_error.field, ctx_error.message
-        raise ScenarioError(field, message) from None
+        raise_first(err, source)
+
+
+def raise_first(err: ValidationError, source: str):
+    """Raise pydantic's first error as a ScenarioError naming its field."""
+    first = err.errors(include_url=False)[0]
+    field = _field_path(first["loc"]) or source
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] not in ("value_error", "missing", "extra_forbidden") and "input" in first:
+        shown = repr(first["input"])
+        message += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+    if first["type"] == "less_than_equal":
+        message += " (a plausibility bound, see docs/robustness.md)"
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (see `simcluster schema` for the allowed fields)"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    ctx_error = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, ScenarioError):
+        field, message = ctx_error.field, ctx_error.message
+    raise ScenarioError(field, message) from None
 
 
 def bundled_dir() -> Path:
