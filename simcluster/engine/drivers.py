@@ -101,8 +101,11 @@ class NetworkDriver:
 class CollectiveDriver:
     """Runs collectives on a ``NetworkDriver``: the actions of ``collectives.timing.engine_program``, cached."""
 
-    def __init__(self, env: simpy.Environment, fabric, net: NetworkDriver):
+    def __init__(self, env: simpy.Environment, fabric, net: NetworkDriver, latency_noise=None):
         self.env, self.fabric, self.net = env, fabric, net
+        # latency_noise(collectives, groups): extra seconds before a call of that many collectives over that many
+        # groups starts (engine.variability); None: none, and no event for it
+        self.latency_noise = latency_noise
         self._programs: dict = {}
 
     def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float, algorithm: str = "auto"):
@@ -112,6 +115,7 @@ class CollectiveDriver:
         if key not in self._programs:
             steps = timing.engine_schedules(self.fabric, op, groups, size_bytes, algorithm)
             self._programs[key] = timing.engine_program(steps, self.fabric)
+        yield from self._noise(1, len(groups))
         yield from self._play(self._programs[key])
 
     def run_block(self, calls: tuple[tuple[str, int], ...], groups: list[tuple[int, ...]], size_bytes: float,
@@ -123,6 +127,7 @@ class CollectiveDriver:
             schedules = [(timing.engine_schedules(self.fabric, op, groups, size_bytes, algorithm),
                           count) for op, count in calls]
             self._programs[key] = timing.fused_program(schedules, self.fabric, tag)
+        yield from self._noise(sum(count for _op, count in calls), len(groups))
         yield from self._play(self._programs[key])
 
     def run_ring_exchange(self, groups: list[tuple[int, ...]], size_bytes: float, steps: int, tag: str):
@@ -133,6 +138,10 @@ class CollectiveDriver:
             self._programs[key] = timing.fused_program([(timing.ring_exchange(groups, size_bytes), steps)],
                                                        self.fabric, tag)
         yield from self._play(self._programs[key])
+
+    def _noise(self, collectives: int, groups: int):
+        if self.latency_noise is not None:
+            yield self.env.timeout(self.latency_noise(collectives, groups))
 
     def _play(self, actions):
         for action in actions:

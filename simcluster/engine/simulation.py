@@ -67,7 +67,6 @@ class Simulation:
             # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
             self.model = make_network(self.network_name, self.fabric)
             self.net = NetworkDriver(self.env, self.model, merge or default_policy(expand))
-        self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net)
         self.recorder = Recorder()
         self.expand = expand
         layout = self.plan.layout
@@ -75,6 +74,8 @@ class Simulation:
         # the simulation's one random generator (Mesa style); variability draws from it (None: every GPU alike)
         self.rng = np.random.default_rng(scenario.variability.seed if scenario.variability else 0)
         self.variability = variability.of(scenario, layout, self.rng, expand)
+        self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net,
+                                                  self.variability and self.variability.latency_noise)
         if expand:
             self.agents = [self._agent(layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
             self._agent_of_rank = {agent.rank: agent for agent in self.agents}

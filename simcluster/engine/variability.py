@@ -1,4 +1,5 @@
-"""Variability inside a step: per-GPU speed, per-block jitter and named stragglers, as factors on compute durations.
+"""Variability inside a step: per-GPU speed, per-block jitter and named stragglers, as factors on compute durations;
+per-collective latency noise, as a delay before a collective starts.
 
 The Simulation owns one seeded numpy Generator (``Simulation.rng``, seeded from ``variability.seed``); this module
 draws from it, so a run is reproducible from its seed. Every GPU gets a duration multiplier once, exp(cv z) with z
@@ -17,6 +18,13 @@ gap) x the longest stage's forward + backward of one microbatch (``collapse_boun
 run ignores that data-parallel replicas drift apart between synchronisations (each replica's sum of per-block
 maxima is a little different; the step waits for the slowest sum), so it is slightly optimistic there. Tests
 measure both against expanded runs (tests/unit/test_variability.py).
+
+Collective latency noise (``collective_latency_noise``, a mean in seconds): every collective of every group waits
+an extra Exp(mean) before it starts (a late launch, a slow first handshake: an assumption, no sourced value). A
+call covering several groups (a collapsed agent's collective over its replicas' groups) waits for its slowest
+group, as a collapsed stage runs at its slowest GPU; a fused block of n collectives draws each group's sum,
+Gamma(n, mean). Only collectives run by ``CollectiveDriver.run`` and ``run_block`` are delayed: pipeline sends and
+context parallelism's ring exchange (point-to-point) are not.
 """
 
 from __future__ import annotations
@@ -48,6 +56,23 @@ class Variability:
         # jitter: the members that wait for each other after every block (an expanded agent draws its own)
         self.sync_members = 1 if expand else layout.tp * layout.cp
         self._agent_speed: dict[int, float] = {}
+        self.noise_drawn_s = 0.0  # the collective latency noise drawn so far, and in how many calls
+        self.noise_calls = 0
+
+    @property
+    def latency_noise(self):
+        """``collective_noise_s`` when the scenario sets a collective latency noise, else None (no draws, no
+        events: results as without it)."""
+        return self.collective_noise_s if self.spec.collective_latency_noise > 0 else None
+
+    def collective_noise_s(self, collectives: int, groups: int) -> float:
+        """Extra latency before a call of ``collectives`` collectives (a fused block's count) over ``groups``
+        groups: each collective of each group draws Exp(mean ``collective_latency_noise``), a group's draws add
+        (Gamma(collectives, mean)), and the call waits for its slowest group (a collapsed agent moves at once)."""
+        drawn_s = float(self.rng.gamma(collectives, self.spec.collective_latency_noise, size=groups).max())
+        self.noise_drawn_s += drawn_s
+        self.noise_calls += 1
+        return drawn_s
 
     def speed_of(self, agent) -> float:
         """The agent's duration multiplier: its slowest GPU's."""
@@ -73,6 +98,7 @@ class Variability:
         bound_s = (plan.layout.pp - 1) * (worst - best) * stage_s if collapsed else 0.0
         return {
             "gpu_speed_cv": self.spec.gpu_speed_cv, "kernel_jitter_cv": self.spec.kernel_jitter_cv,
+            "collective_latency_noise_s": self.spec.collective_latency_noise,
             "seed": self.spec.seed, "stragglers": len(self.spec.stragglers),
             "slowest_gpu_factor": worst, "fastest_gpu_factor": best,
             "collapse_bound_s": bound_s,

@@ -1,7 +1,9 @@
-"""The scenario's ``variability:`` section: per-GPU speed, per-kernel jitter and named stragglers.
+"""The scenario's ``variability:`` section: per-GPU speed, per-kernel jitter, per-collective latency noise and named
+stragglers.
 
 ``variability: measured`` selects the sourced defaults of ``simcluster/data/variability.yaml``; a mapping sets any
-of ``gpu_speed_cv``, ``kernel_jitter_cv``, ``seed`` and ``stragglers`` (absent keys are 0 / none). The engine
+of ``gpu_speed_cv``, ``kernel_jitter_cv``, ``collective_latency_noise``, ``seed`` and ``stragglers`` (absent keys
+are 0 / none). The engine
 applies it (``engine.variability``); docs/variability.md explains the model and its sources.
 """
 
@@ -12,6 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from simcluster.core import catalog
+from simcluster.core.units import NonNegativeSeconds
 
 # A coefficient of variation above 1 would make most lognormal draws tiny or huge: not a GPU fleet.
 MAX_CV = 1.0
@@ -43,12 +46,16 @@ class Variability(BaseModel):
                                 description="per-GPU speed spread, drawn once per GPU (measured: 0.015)")
     kernel_jitter_cv: float = Field(0.0, ge=0.0, le=MAX_CV, allow_inf_nan=False,
                                     description="per-block compute jitter (measured: 0.015)")
+    collective_latency_noise: NonNegativeSeconds = Field(
+        0.0, description="mean extra latency of each collective, drawn per collective (exponential), e.g. '20 us'; "
+        "no sourced default (measured: 0, docs/variability.md)")
     seed: Index = Field(0, description="seed of the simulation's random generator")
     stragglers: list[Straggler] = Field(default_factory=list, description="named slow GPUs or nodes")
 
     @property
     def active(self) -> bool:
-        return self.gpu_speed_cv > 0 or self.kernel_jitter_cv > 0 or bool(self.stragglers)
+        return (self.gpu_speed_cv > 0 or self.kernel_jitter_cv > 0 or self.collective_latency_noise > 0
+                or bool(self.stragglers))
 
 
 def measured() -> dict:
