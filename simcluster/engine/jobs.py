@@ -15,8 +15,9 @@ with one job), and reports each job's step time both ways and their ratio.
 
 Simplifications (docs/scenario.md): jobs start their first step together at t = 0, so identical jobs communicate
 in phase (their contention is the in-phase case, not an average over offsets); a job's summary carries the shared
-fabric's link loads and bill of materials (all jobs' traffic, the whole fabric), not its own share; torus fabrics
-(GPU-routed, indexed by global position) are not placed.
+fabric's link loads (all jobs' traffic) and its bill's counts (the whole fabric), with the fabric's capital cost and
+power pro rata to the job's GPUs (``own_share``); torus fabrics (GPU-routed, indexed by global position) are not
+placed.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def simulate_together(jobs: Jobs, placed: tuple[PlacedJob, ...], fabric: Fabric,
             yield env.all_of([env.process(agent.step(step)) for agent in sim.agents])
             step += 1
             if step == wanted:  # this job's result; it keeps training while the others finish theirs
-                records[index] = sim.record(wanted, time.perf_counter() - started)
+                records[index] = own_share(sim.record(wanted, time.perf_counter() - started), fabric)
                 if all(r is not None for r in records):
                     all_done.succeed()
                     return
@@ -113,6 +114,17 @@ def simulate_together(jobs: Jobs, placed: tuple[PlacedJob, ...], fabric: Fabric,
         env.process(train(index, sim, steps or sim.scenario.training.steps))
     env.run(until=all_done)
     return [summarize(record) for record in records]
+
+
+def own_share(record, fabric: Fabric):
+    """A job's record with the shared fabric's capital cost and power pro rata to its GPUs (the fabric's cost per
+    GPU-hour is the same for every job, as on the whole cluster); the bill's counts stay the whole fabric's."""
+    bill = record.fabric_bill
+    if bill is None:
+        return record
+    share = record.scenario.cluster.gpus / fabric.gpus
+    return dataclasses.replace(record, fabric_bill={**bill, "capex_usd": bill["capex_usd"] * share,
+                                                    "power_w": bill["power_w"] * share})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +159,8 @@ class JobsResult:
             "name": self.jobs.name, "gpus": c.gpus, "gpu": c.gpu.name, "topology": c.topology,
             "network_model": self.network_model, "jobs": self.rows, "wall_time_s": self.wall_time_s,
             "note": "jobs start together at t = 0 (in phase); slowdown = step time with the other jobs / alone on "
-                    "the same nodes; each job's own summary (its folder) carries the shared fabric's link loads",
+                    "the same nodes; each job's own summary (its folder) carries the shared fabric's link loads "
+                    "and its GPUs' share of the fabric's cost",
         }
 
 

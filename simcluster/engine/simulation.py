@@ -48,6 +48,8 @@ class Simulation:
     runs one agent per GPU; both give the same step time on a symmetric fabric. ``merge`` decides which transfers
     of one instant the network solves as one class (``engine.merge``; default: ``SYMMETRIC`` collapsed, checked by
     the network model and reported in the summary's ``symmetry``; ``NO_MERGE`` expanded, the reference).
+    ``shared_network`` (``engine.jobs.JobNetwork``): run as one of several jobs, in their environment and on their
+    one network (its merge policy then applies); ``fabric`` is then the job's placed view of the shared fabric.
     """
 
     def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None,

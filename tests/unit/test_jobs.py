@@ -138,3 +138,12 @@ def test_run_prints_each_jobs_slowdown(cli, write_scenario, tmp_path):
     assert code == 0 and "slowdown" in out
     code, _, err = cli("run", path, "--samples", "3")
     assert code == 2 and "--samples" in err
+
+
+def test_jobs_share_the_fabric_cost_by_their_gpus():
+    from simcluster.fabric import bom
+
+    placed = spec_jobs.from_dict(document(LEAF_SPINE, ({"first_node": 0},)))   # one 2-node job on 4 nodes
+    result = engine_jobs.run(placed)
+    whole = bom.bill(engine_jobs.shared_fabric(placed))
+    assert result.together[0].summary["fabric"]["capex_usd"] == pytest.approx(whole["capex_usd"] / 2, rel=1e-12)
