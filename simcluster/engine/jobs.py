@@ -91,9 +91,13 @@ def simulate_together(jobs: Jobs, placed: tuple[PlacedJob, ...], fabric: Fabric,
     """Simulate ``placed`` jobs at once on ``fabric`` (one network); each job's Result at the end of its own
     ``steps`` (default: its scenario's training.steps)."""
     shared = SharedNetwork(fabric, network_name or jobs.network)
-    sims = [Simulation(job.scenario, network_name or jobs.network, fabric=placed_fabric(fabric, job.gpus),
-                       check_memory=check_memory, shared_network=JobNetwork(shared, job.gpus, job.name))
-            for job in placed]
+    sims = []
+    for job in placed:
+        try:
+            sims.append(Simulation(job.scenario, network_name or jobs.network, fabric=placed_fabric(fabric, job.gpus),
+                                   check_memory=check_memory, shared_network=JobNetwork(shared, job.gpus, job.name)))
+        except ScenarioError as err:  # a layout that does not fit names its job
+            raise ScenarioError(f"jobs.{jobs.jobs.index(job)}.{err.field}", err.message) from None
     env = shared.env
     records: list = [None] * len(sims)
     all_done = env.event()

@@ -147,3 +147,8 @@ def test_jobs_share_the_fabric_cost_by_their_gpus():
     result = engine_jobs.run(placed)
     whole = bom.bill(engine_jobs.shared_fabric(placed))
     assert result.together[0].summary["fabric"]["capex_usd"] == pytest.approx(whole["capex_usd"] / 2, rel=1e-12)
+
+
+def test_schema_of_a_jobs_scenario(cli):
+    code, out, _ = cli("schema", "--jobs")
+    assert code == 0 and "placement" in json.loads(out)["$defs"]["Job"]["properties"]
