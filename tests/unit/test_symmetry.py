@@ -19,7 +19,7 @@ from simcluster.engine.merge import NO_MERGE, SYMMETRIC, default_policy
 from simcluster.fabric import topology
 from simcluster.network.base import TransferClass
 from simcluster.network.flow import FlowNetwork
-from simcluster.spec import config, hardware
+from simcluster.spec import config, hardware, jobs
 
 H100 = hardware.gpu("h100-sxm")
 CX7 = hardware.nic("connectx-7")
@@ -158,6 +158,8 @@ def test_order_with_tensor_parallelism_across_nodes_on_a_leaf_spine_is_equal_or_
 def small_bundled_scenarios(max_gpus: int = 64) -> list[str]:
     names = []
     for path in sorted(SCENARIOS.glob("*.yaml")):
+        if jobs.is_jobs_file(str(path)):  # several jobs on one fabric: tests/unit/test_jobs.py
+            continue
         spec = config.load(str(path))
         if spec.cluster.gpus <= max_gpus:
             names.append(path.stem)
