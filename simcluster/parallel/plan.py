@@ -135,7 +135,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer_fwd_s = _phase_s(layer, ("forward",), gpu, precision)
     layer_bwd_s = _phase_s(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
-    moe_layer = (layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep)))
+    moe_layer = (layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep),
+                                                   scenario.training.moe_cuda_graphs))
                  if m.moe else layer)
     moe_fwd_s = _phase_s(moe_layer, ("forward",), gpu, precision)
     moe_bwd_s = _phase_s(moe_layer, BACKWARD_PHASES, gpu, precision)

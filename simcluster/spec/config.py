@@ -114,6 +114,11 @@ class Training(_Strict):
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
     activation_recompute: Literal["none", "selective", "full"] = "none"
     attention: Literal["flash", "naive"] = Field("flash", description="attention kernel: fused (flash) or naive")
+    moe_cuda_graphs: bool = Field(
+        False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
+        "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
+        "host gap; the routed experts stay eager, and the shared experts Megatron also captures keep their gaps "
+        "here (data/moe.yaml host_launches)")
     optimizer: Literal["adam"] = "adam"
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 

@@ -82,9 +82,11 @@ def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
     return shard.tokens / shard.tp
 
 
-def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, load: float = 1.0) -> MlpBlock:
+def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, load: float = 1.0,
+              cuda_graphs: bool = False) -> MlpBlock:
     """The MLP block of an MoE layer on one rank for one microbatch, its experts sized for ``load`` times the mean
-    routed tokens (``busiest_rank_load`` for the step's time; 1 for model FLOP)."""
+    routed tokens (``busiest_rank_load`` for the step's time; 1 for model FLOP), with the kernel launches the
+    host pays for beyond its device ops (``host_launches``; ``cuda_graphs``: router and preprocess graphed)."""
     moe = model.moe
     assert moe is not None and moe.experts % ep == 0, "validated in config"
     h, e, k = model.hidden, shard.activation_bytes_per_element, moe.top_k
@@ -122,6 +124,10 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     backward_input = [unpermute_bwd, _scaled(down.dgrad(shard), scale), act_bwd, _scaled(up.dgrad(shard), scale),
                       permute_bwd, router_act_bwd, router.dgrad(shard)]
     backward_weight = [_scaled(down.wgrad(shard), scale), _scaled(up.wgrad(shard), scale), router.wgrad(shard)]
+    launches = host_launches(local_experts, cuda_graphs)
+    forward += launches["forward"]
+    backward_input += launches["backward_input"]
+    backward_weight += launches["backward_weight"]
     expert_rows = local_experts * per_expert
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
@@ -133,6 +139,37 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward)
+
+
+# The device ops of moe_block that stand for router kernels: the router GEMM and its softmax/top-k forward; their
+# gradients and the router's dgrad and wgrad backward. host_launches adds the rest of the router's launches.
+ROUTER_OPS = {"forward": 2, "backward": 3}
+GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 2}  # fc1 and fc2 in every phase
+
+
+def host_launches(local_experts: int, cuda_graphs: bool = False) -> dict[str, list[Op]]:
+    """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops that cost only the host
+    gap of a kernel (efficiency.yaml host_overhead; data/moe.yaml host_launches): the grouped GEMMs launch one
+    GEMM per local expert (the device model runs each as one batched op), and, without CUDA graphs, the fused
+    router and EP preprocess launch ``router_forward`` kernels forward (and ``router_backward_per_forward`` as
+    many backward, counted with the data gradients) where the device model has a few.
+
+    Simplification: the launches add their gaps to the layer's time, as every kernel's host gap does in this
+    model, rather than hiding under device time where the GPU is the bottleneck (a host-bound layer, which the
+    fine-grained FP8 MoE layers are, pays them in full)."""
+    table = _constants()["host_launches"]
+    router_forward = table["router_forward"]
+    router = {"forward": router_forward - ROUTER_OPS["forward"],
+              "backward_input": math.ceil(router_forward * table["router_backward_per_forward"])
+              - ROUTER_OPS["backward"],
+              "backward_weight": 0}
+    per_phase = {}
+    for phase, gemms in GROUPED_GEMMS.items():
+        count = gemms * (local_experts * table["gemm_per_local_expert"] - 1)
+        if not cuda_graphs:
+            count += max(0, router[phase])
+        per_phase[phase] = [_memory("moe_launch", 0.0, 0.0)] * count
+    return per_phase
 
 
 def _scaled(op: Op, scale: float) -> Op:

@@ -24,6 +24,7 @@ def edit(scenario: dict, path: str, value):
         ("parallelism.layers_per_stage", [10, 10], "parallelism.layers_per_stage: sums to 20, expected the model's 24"),
         ("parallelism.layers_per_stage", [24], "parallelism.layers_per_stage: has 1 entries, expected pp*virtual"),
         ("training.precision", "fp64", "training.precision: Input should be"),
+        ("training.moe_cuda_graphs", "maybe", "training.moe_cuda_graphs: Input should be a valid boolean"),
         ("cluster.nodes", 0, "cluster.nodes: Input should be greater than 0"),
         ("training.bogus_key", 1, "training.bogus_key: unknown key"),
         ("parallelism.p2p", "sometimes", "parallelism.p2p: Input should be 'auto', 'blocking' or 'async'"),

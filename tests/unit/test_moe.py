@@ -104,6 +104,48 @@ def test_grouped_expert_gemms_are_sized_by_tokens_per_local_expert_and_lose_effi
     assert hardware.gpu("h100-sxm")  # the catalog GPU the shapes were timed on
 
 
+def _launches(block, phase: str) -> int:
+    return sum(op.name == "moe_launch" for op in getattr(block, phase))
+
+
+@pytest.mark.parametrize("ep", [1, 2, 8])
+def test_grouped_gemms_launch_one_gemm_per_local_expert_in_every_phase(ep):
+    """Multi-stream cuBLAS grouped GEMM (Yao et al. 2025, NVIDIA/Megatron-LM deepseek-v3-gb200-optimization,
+    section 1 item 3): fc1 and fc2 each launch experts/ep GEMMs per phase, of which the device model's batched op
+    is one; with the router graphed, those are the only extra launches."""
+    spec = _small_moe(experts=64, top_k=2)
+    block = moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1), ep=ep, cuda_graphs=True)
+    local = 64 // ep
+    for phase in TRAIN_PHASES:
+        assert _launches(block, phase) == 2 * (local - 1)
+    for op in block.forward + block.backward_input + block.backward_weight:
+        if op.name == "moe_launch":
+            assert op.flop == 0 and op.hbm_bytes == 0   # host time only
+
+
+def test_eager_router_launches_the_fused_router_kernels_cuda_graphs_replay_them():
+    """Without CUDA graphs the fused router and EP preprocess launch 31 kernels forward (TE PR 1883, as the guide
+    counts them; data/moe.yaml), 2 of which the device model has; backward as many again, less its 3 ops."""
+    spec = _small_moe(experts=64, top_k=2)
+    shard = Shard(seq_len=4096, micro_batch=1)
+    eager, graphed = (moe.moe_block(spec, shard, ep=8, cuda_graphs=g) for g in (False, True))
+    assert _launches(eager, "forward") - _launches(graphed, "forward") == 31 - 2
+    assert _launches(eager, "backward_input") - _launches(graphed, "backward_input") == 31 - 3
+    assert _launches(eager, "backward_weight") == _launches(graphed, "backward_weight")
+
+
+def test_host_launches_cost_the_host_gap_each_and_leave_model_flop_unchanged():
+    from simcluster.spec import hardware
+    from simcluster.workload import kernels
+    spec = _small_moe(experts=64, top_k=2)
+    shard = Shard(seq_len=4096, micro_batch=1)
+    gpu = hardware.gpu("b200")
+    eager, graphed = (moe.moe_block(spec, shard, ep=8, cuda_graphs=g) for g in (False, True))
+    extra_s = kernels.ops_time_s(eager.forward, gpu, "fp8") - kernels.ops_time_s(graphed.forward, gpu, "fp8")
+    assert extra_s == pytest.approx(29 * kernels.host_gap_s("memory"), rel=1e-9)
+    assert ops.flop(eager.forward, MATMUL_KINDS) == ops.flop(graphed.forward, MATMUL_KINDS)
+
+
 def test_busiest_rank_load_is_one_when_balanced_or_on_one_rank_and_grows_with_ep():
     balanced = model.MoESpec(experts=64, top_k=4, ffn_hidden=128, load="balanced")
     measured = model.MoESpec(experts=64, top_k=4, ffn_hidden=128)
