@@ -17,14 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster.cli.app import app, check_at_least, check_target_loss, fail, finite
+from simcluster.cli.app import Typer, app, check_at_least, check_target_loss, fail, finite
 from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, projection
 from simcluster.spec import config
 
-laws_app = typer.Typer(
+laws_app = Typer(
     name="laws", no_args_is_help=True,
     help="Scaling laws: loss, compute-optimal allocation, loss over wall-clock time, cost and energy to a "
          "target, and the multi-year projection.")
