@@ -37,7 +37,6 @@ TOPOLOGY_HELP = ("fabric NAME[:key=value,...], repeatable; e.g. rail-fat-tree, l
                  f"(builtins: {', '.join(topology.BUILTIN)}); default: the scenario's")
 OPTION_HELP = "builder option NAME.key=value for every --topology NAME (topology.key=value: for all), repeatable"
 LAW_HELP = "scaling law for the time to target: chinchilla | chinchilla-refit | kaplan"
-DAYS = 86400.0
 
 
 def slug(label: str) -> str:
@@ -76,7 +75,7 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
         ("cost per step (network)", lambda r, s: f"{units.fmt_usd(r['cost_per_step_usd'])} "
                                                  f"({units.fmt_usd(r['cost_per_step_fabric_usd'] or 0.0)})"),
         ("goodput (failures, checkpoints)", lambda r, s: "n/a" if r["goodput"] is None else f"{r['goodput']:.1%}"),
-        ("time to target", lambda r, s: f"{r['time_to_target_s'] / DAYS:.3g} days"),
+        ("time to target", lambda r, s: units.fmt_days(r["time_to_target_s"])),
         ("GPU-hours to target", lambda r, s: units.fmt_count(r["gpu_hours"])),
         ("cost to target", lambda r, s: units.fmt_usd(r["cost_usd"])),
         ("energy to target", lambda r, s: units.fmt_energy(r["energy_j"])),

@@ -335,7 +335,7 @@ def loss_vs_time(
         ("tokens", f"{report['tokens_to_target']:.4g} ({report['tokens_per_param']:.3g} per param)"),
         ("throughput", f"{report['tokens_per_s']:.4g} tokens/s x goodput {report['goodput']:.4g} "
                        f"({report['goodput_basis']})"),
-        ("time", f"{report['time_to_target_s'] / 86400.0:.4g} days ({report['time_to_target_s']:.4g} s)"),
+        ("time", units.fmt_days(report["time_to_target_s"], 4)),
         ("GPU-hours", f"{units.fmt_count(report['gpu_hours'], 4)} on {report['gpus']:,} GPUs"),
         ("cost", f"{units.fmt_usd(report['cost_usd'], 4)} (network {units.fmt_usd(report['fabric_cost_usd'], 3)})"),
         ("power", f"{units.fmt(report['facility_power_w'], units.WATTS)} "

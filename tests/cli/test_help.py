@@ -1,13 +1,15 @@
 """`--help` of every command as a user reads it: flags shown without a type, every option listed."""
 
-import click
+import re
+
 import pytest
+import typer.core
 import typer.main
 
 from simcluster.cli import app
 
 
-def _commands(command: click.Command, path: tuple[str, ...] = ()):
+def _commands(command, path: tuple[str, ...] = ()):
     """(path, command) of ``simcluster`` and of every command and group under it."""
     yield path, command
     for name, sub in getattr(command, "commands", {}).items():
@@ -19,6 +21,8 @@ COMMANDS = list(_commands(typer.main.get_command(app)))
 
 def test_every_subcommand_is_reached():
     names = {" ".join(path) for path, _ in COMMANDS}
+    run = dict(COMMANDS)[("run",)]
+    assert sum(isinstance(p, typer.core.TyperOption) and p.is_flag for p in run.params) >= 5  # --json, --plot ...
     assert {"run", "compare", "sweep", "replay", "laws loss-vs-time", "laws project", "explain"} <= names
 
 
@@ -27,11 +31,12 @@ def test_help_shows_no_type_on_flags_and_lists_every_option(cli, path, command):
     code, stdout, _ = cli(*path, "--help")
     assert code == 0
     assert "<bool>" not in stdout  # a flag takes no value (typer 0.29 printed <bool> on each)
-    options = [p for p in command.params if isinstance(p, click.Option) and not p.hidden]
+    options = [p for p in command.params if isinstance(p, typer.core.TyperOption) and not p.hidden]
     for option in options:
         assert option.opts[0] in stdout, option.opts[0]
     for option in (o for o in options if not o.is_flag):
-        line = next(line for line in stdout.splitlines() if f"{option.opts[0]} " in line)
+        # the option's own row: the option column starts the line (after a required-marker '*')
+        line = next(line for line in stdout.splitlines() if re.match(rf"│ [* ]? {{0,3}}{re.escape(option.opts[0])}\s", line))
         assert "<" in line, f"{option.opts[0]} takes a value and shows its type: {line}"
 
 
