@@ -36,7 +36,8 @@ def test_help_shows_no_type_on_flags_and_lists_every_option(cli, path, command):
         assert option.opts[0] in stdout, option.opts[0]
     for option in (o for o in options if not o.is_flag):
         # the option's own row: the option column starts the line (after a required-marker '*')
-        line = next(line for line in stdout.splitlines() if re.match(rf"│ [* ]? {{0,3}}{re.escape(option.opts[0])}\s", line))
+        row = re.compile(rf"│ [* ]? {{0,3}}{re.escape(option.opts[0])}\s")
+        line = next(line for line in stdout.splitlines() if row.match(line))
         assert "<" in line, f"{option.opts[0]} takes a value and shows its type: {line}"
 
 
