@@ -38,3 +38,36 @@ def test_loss_vs_time_example_of_scaling_laws_page_matches_the_code():
     assert number(lines["cost"].split("$", 1)[1]) == pytest.approx(report["cost_usd"], rel=TOLERANCE)
     assert number(lines["energy"]) == pytest.approx(report["energy_j"] / 3.6e9, rel=TOLERANCE)
     assert number(lines["tokens"]) == pytest.approx(report["tokens_to_target"], rel=TOLERANCE)
+
+
+# --- README.md and docs/tutorial.md: the blocks scripts/docs_numbers.py produces -----------------------------------
+
+def _docs_numbers():
+    import importlib.util
+
+    path = DOCS.parent / "scripts" / "docs_numbers.py"
+    spec = importlib.util.spec_from_file_location("docs_numbers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DOCS_NUMBERS = _docs_numbers()
+
+
+def test_drift_allows_the_pages_rounding_and_nothing_more():
+    drift = DOCS_NUMBERS.drift
+    assert drift("step 9.18 s, $6.99M", "step 9.181 s, $6.994M") == []  # rounding of the page
+    assert drift("step 9.415 s", "step 9.181 s") == ["9.415 is now 9.181"]  # the 2.5% the tutorial had drifted
+    assert drift("107 days", "108 days") == []  # one unit of the last digit
+    assert drift("107 days", "110 days") != []
+    assert drift("on its leaf uplinks", "on its NICs") != []  # words count too
+    assert drift("│ 1,024 │   9.18 s │", "│  1,024 │ 9.18 s │") == []  # column widths do not
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(DOCS_NUMBERS.BLOCKS))
+def test_quoted_outputs_of_readme_and_tutorial_match_the_commands(name):
+    problems = DOCS_NUMBERS.drift(DOCS_NUMBERS.quoted(name), DOCS_NUMBERS.BLOCKS[name][1]())
+    assert not problems, (f"{name} in {DOCS_NUMBERS.BLOCKS[name][0]} drifted: {'; '.join(problems)} "
+                          "(regenerate: python scripts/docs_numbers.py --write)")
