@@ -50,7 +50,8 @@ def test_pipeline_stage_lanes_are_named_and_the_title_says_what_a_row_stands_for
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert any(label.startswith("stage 0 (rank 0)") for label in labels)
     assert any(label.startswith("stage 1 (rank ") for label in labels)
-    assert "one row per pipeline stage" in ax.get_title() and "stands for 8 GPUs" in ax.get_title()  # 16 GPUs / 2 stages
+    # 16 GPUs in 2 stages: each stage row stands for 8
+    assert "one row per pipeline stage" in ax.get_title() and "stands for 8 GPUs" in ax.get_title()
 
 
 def test_recorded_and_replayed_timelines_are_one_image_on_one_time_axis(collapsed_events):
