@@ -301,6 +301,22 @@ def fmt_count(value: float, digits: int = 3) -> str:
     return _significant(value, digits)
 
 
+# Below this a figure of a report is the rounding noise of a difference (an exposure of 4e-15 s).
+NOISE = 1e-9
+
+
+def fmt_plain(value: float, digits: int = 4) -> str:
+    """A number of a report table in positional notation, whatever its size: 4,056,000 (separated thousands from
+    10,000 up), 3.161, 0.09666; rounding noise below ``NOISE`` reads 0. Never '4.056e+06' nor '4.21e-15'."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if abs(value) < NOISE:
+        return "0"
+    if abs(value) >= 10 ** digits:
+        return f"{value:,.0f}"
+    return _significant(value, digits)
+
+
 def _significant(value: float, digits: int) -> str:
     """``value`` to ``digits`` significant digits in positional notation: 0.0000042 (not 4.2e-06), 12.5."""
     if not value:
