@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/simcluster run
 
 test: $(STAMP)
-	$(BIN)/ruff check simcluster tests benchmarks
+	$(BIN)/ruff check simcluster tests benchmarks scripts
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

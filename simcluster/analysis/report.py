@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from simcluster.core import outputs
+from simcluster.core import outputs, units
 
 # What every figure rests on, with where it comes from (docs/ pages of the repository hold the details).
 ASSUMPTIONS = (
@@ -88,7 +88,7 @@ _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".j
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return html.escape(f"{value:.4g}")
+        return html.escape(units.fmt_plain(value))
     return html.escape(str(value))
 
 

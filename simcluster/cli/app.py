@@ -3,13 +3,66 @@ option types (finite floats) and interrupts shared by the subcommands."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import typer
+import typer.core
 
 from simcluster.core.errors import ScenarioError
 
-app = typer.Typer(
+
+def _untyped_flags(command, ctx) -> None:
+    """Give every flag (an option that takes no value: ``--json``, ``--help``) an empty metavar, so that help shows
+    no type for it. typer 0.29's rich help prints each option's ``display_type_rich``, which for a flag is
+    ``<bool>``, as if ``--json`` took a value; click's plain help (and typer's rich help before 0.29) print none.
+    A flag's metavar is read nowhere else: click never asks a flag for a value."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False) and param.metavar is None:
+            param.metavar = ""
+
+
+def _one_line_paragraphs(text: str | None) -> str | None:
+    """A docstring's paragraphs each on one line: typer's rich help keeps a docstring's line breaks in the list of
+    commands, so a sentence broken at the source's 120 columns came out broken mid-line."""
+    if not text:
+        return text
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(text).split("\n\n"))
+
+
+class Command(typer.core.TyperCommand):
+    """Every subcommand's class (``Typer.command`` defaults to it): help without ``<bool>`` on flags, and
+    paragraphs that the terminal wraps rather than the source."""
+
+    def __init__(self, name, *, help: str | None = None, **kwargs):  # noqa: A002 (click's name)
+        super().__init__(name, help=_one_line_paragraphs(help), **kwargs)
+
+    def format_help(self, ctx, formatter) -> None:
+        _untyped_flags(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
+class Group(typer.core.TyperGroup):
+    """The class of ``simcluster`` and of its command groups (``laws``): help without ``<bool>`` on flags."""
+
+    def format_help(self, ctx, formatter) -> None:
+        _untyped_flags(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
+class Typer(typer.Typer):
+    """``typer.Typer`` whose commands and groups are ``Command`` and ``Group``; every command group of the CLI is
+    one (a plain ``typer.Typer`` would bring ``<bool>`` back to its help)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("cls", Group)
+        super().__init__(**kwargs)
+
+    def command(self, name: str | None = None, *, cls: type[typer.core.TyperCommand] | None = None, **kwargs):
+        return super().command(name, cls=cls or Command, **kwargs)
+
+
+app = Typer(
     name="simcluster",
     help="Simulate GPU clusters training large models: step time, MFU, network, loss over wall-clock, cost.",
     no_args_is_help=True,

@@ -37,27 +37,50 @@ TOPOLOGY_HELP = ("fabric NAME[:key=value,...], repeatable; e.g. rail-fat-tree, l
                  f"(builtins: {', '.join(topology.BUILTIN)}); default: the scenario's")
 OPTION_HELP = "builder option NAME.key=value for every --topology NAME (topology.key=value: for all), repeatable"
 LAW_HELP = "scaling law for the time to target: chinchilla | chinchilla-refit | kaplan"
-DAYS = 86400.0
 
 
 def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")
 
 
-def short_label(index: int, run: dict) -> str:
-    """A column header that fits: the fabric's number and builtin name (the legend above the table gives the rest)."""
+def _fabric_name(run: dict) -> str:
     name = str(run["params"]["topology"]).split(":")[0]
-    name = Path(name).stem if "/" in name or name.endswith((".yaml", ".graphml")) else name
-    gpus = f" @{run['summary']['gpus']:,}" if run["label"] != run["params"]["topology"] else ""
-    return f"{index}. {name}{gpus}"
+    return Path(name).stem if "/" in name or name.endswith((".yaml", ".graphml")) else name
+
+
+def _distinct_suffixes(names: list[str]) -> list[str]:
+    """Each name without the prefix all share, cut at a '-': deepseek-v3-256-h100, ...-b200 -> h100, b200."""
+    common = os.path.commonprefix(names)
+    cut = common.rfind("-") + 1 if len(set(names)) > 1 else 0
+    return [name[cut:] or name for name in names]
+
+
+def short_labels(runs: list[dict]) -> list[str]:
+    """Column headers that fit: each run's number and what sets it apart from the others (scenario, builtin fabric
+    name, GPU count; the legend above the table gives the full names)."""
+    parts = [[] for _ in runs]
+    # the scenario's own name: study.label prefixes it ("name: fabric") when several scenarios are compared
+    scenario_names = [run["label"].split(": ", 1)[0] if ": " in run["label"] else "" for run in runs]
+    if len(set(scenario_names)) > 1:
+        for part, suffix in zip(parts, _distinct_suffixes(scenario_names), strict=True):
+            part.append(suffix)
+    fabrics = [_fabric_name(run) for run in runs]
+    if len(set(fabrics)) > 1 or len(set(scenario_names)) == 1:
+        for part, fabric in zip(parts, fabrics, strict=True):
+            part.append(fabric)
+    counts = [run["summary"]["gpus"] for run in runs]
+    if len(set(counts)) > 1:
+        for part, count in zip(parts, counts, strict=True):
+            part.append(f"@{count:,}")
+    return [f"{index}. {' '.join(part)}" for index, part in enumerate(parts, start=1)]
 
 
 def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
     """The comparison, one column per fabric, within 80 columns for two or three fabrics."""
     table = Table(title=f"to loss {target_loss:.3f} ({law.name} law)", title_justify="left")
     table.add_column("quantity", no_wrap=True)
-    for index, run in enumerate(runs, start=1):
-        table.add_column(escape(short_label(index, run)), justify="right", overflow="fold")
+    for header in short_labels(runs):
+        table.add_column(escape(header), justify="right", overflow="fold")
     rows = [
         ("GPUs", lambda r, s: f"{s['gpus']:,}"),
         ("layout tp x cp x pp x dp (ep)", lambda r, s: "{tp}x{cp}x{pp}x{dp}".format(**s["layout"])
@@ -66,7 +89,10 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
         ("  compute", lambda r, s: fmt(s["compute_s"], SECONDS, 4)),
         ("  exposed comm: fabric", lambda r, s: study.seconds(r["exposed_comm_network_s"])),
         ("  exposed comm: NVLink/PCIe", lambda r, s: study.seconds(r["exposed_comm_in_server_s"])),
-        ("    of which expert parallel", lambda r, s: _share(s, s["exposed_comm_by_parallelism_s"]["ep"])),
+    ]
+    if any(run["summary"]["layout"].get("ep", 1) > 1 for run in runs):  # a dense model has no such row
+        rows.append(("    of which expert parallel", lambda r, s: _share(s, s["exposed_comm_by_parallelism_s"]["ep"])))
+    rows += [
         ("  pipeline bubble", lambda r, s: fmt(s["pipeline_bubble_s"], SECONDS, 4)),
         ("tokens/s", lambda r, s: f"{s['tokens_per_s']:,.0f}"),
         ("MFU", lambda r, s: f"{s['mfu']:.1%}"),
@@ -76,7 +102,7 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
         ("cost per step (network)", lambda r, s: f"{units.fmt_usd(r['cost_per_step_usd'])} "
                                                  f"({units.fmt_usd(r['cost_per_step_fabric_usd'] or 0.0)})"),
         ("goodput (failures, checkpoints)", lambda r, s: "n/a" if r["goodput"] is None else f"{r['goodput']:.1%}"),
-        ("time to target", lambda r, s: f"{r['time_to_target_s'] / DAYS:.3g} days"),
+        ("time to target", lambda r, s: units.fmt_days(r["time_to_target_s"])),
         ("GPU-hours to target", lambda r, s: units.fmt_count(r["gpu_hours"])),
         ("cost to target", lambda r, s: units.fmt_usd(r["cost_usd"])),
         ("energy to target", lambda r, s: units.fmt_energy(r["energy_j"])),

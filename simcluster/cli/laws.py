@@ -17,14 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster.cli.app import app, check_at_least, check_target_loss, fail, finite
+from simcluster.cli.app import Typer, app, check_at_least, check_target_loss, fail, finite
 from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, projection
 from simcluster.spec import config
 
-laws_app = typer.Typer(
+laws_app = Typer(
     name="laws", no_args_is_help=True,
     help="Scaling laws: loss, compute-optimal allocation, loss over wall-clock time, cost and energy to a "
          "target, and the multi-year projection.")
@@ -325,23 +325,23 @@ def loss_vs_time(
     if as_json:
         _echo_json(report if out_dir is None else {**report, "out_dir": str(out_dir)})
         return
-    goal = f"loss {report['loss']:.4f}" if target_loss is not None else f"{tokens:.3g} tokens"
+    goal = f"loss {report['loss']:.4f}" if target_loss is not None else f"{units.fmt_count(tokens)} tokens"
     table = Table(title=f"{spec.name}: to {goal}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     rows = [
-        ("law", f"{report['law']} (N = {report['params']:.4g} params)"),
+        ("law", f"{report['law']} (N = {units.fmt_count(report['params'], 4)} params)"),
         ("loss", f"{report['loss']:.4f} nats/token"),
-        ("tokens", f"{report['tokens_to_target']:.4g} ({report['tokens_per_param']:.3g} per param)"),
-        ("throughput", f"{report['tokens_per_s']:.4g} tokens/s x goodput {report['goodput']:.4g} "
+        ("tokens", f"{units.fmt_count(report['tokens_to_target'], 4)} ({report['tokens_per_param']:.3g} per param)"),
+        ("throughput", f"{units.fmt_count(report['tokens_per_s'], 4)} tokens/s x goodput {report['goodput']:.4g} "
                        f"({report['goodput_basis']})"),
-        ("time", f"{report['time_to_target_s'] / 86400.0:.4g} days ({report['time_to_target_s']:.4g} s)"),
+        ("time", units.fmt_days(report["time_to_target_s"], 4)),
         ("GPU-hours", f"{units.fmt_count(report['gpu_hours'], 4)} on {report['gpus']:,} GPUs"),
         ("cost", f"{units.fmt_usd(report['cost_usd'], 4)} (network {units.fmt_usd(report['fabric_cost_usd'], 3)})"),
         ("power", f"{units.fmt(report['facility_power_w'], units.WATTS)} "
                   f"(busy {report['busy_fraction']:.2f}: {report['busy_fraction_basis']})"),
-        ("energy", f"{report['energy_j'] / 3.6e9:.4g} MWh"),
-        ("CO2", f"{report['co2_kg'] / 1000.0:.4g} t"),
+        ("energy", units.fmt_energy(report["energy_j"], 4)),
+        ("CO2", f"{units.fmt_count(report['co2_kg'] / 1000.0, 4)} t"),
         ("energy / Landauer bound", f"{report['energy_over_landauer']:.3g}"),
     ]
     for name, value in rows:

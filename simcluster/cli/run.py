@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -22,6 +23,23 @@ from simcluster.studies.samples import MAX_SAMPLES
 def check_network(network: str | None) -> None:
     if network is not None and network not in NETWORK_MODELS:
         fail("--network", f"unknown network model {network!r} (expected one of {', '.join(NETWORK_MODELS)})")
+
+
+def scenario_tables() -> list[Table]:
+    """``run --list``: one table per question, each bundled scenario that answers it with its description."""
+    from simcluster.studies import scenarios
+
+    tables = []
+    for group in scenarios.groups():
+        table = Table(title=f"[bold]{escape(group.question)}[/bold]\n$ {escape(group.command)}", title_justify="left",
+                      box=None, title_style="",
+                      show_header=False, padding=(0, 1))
+        table.add_column("scenario", no_wrap=True, style="bold")
+        table.add_column("what it is")
+        for name, text in group.scenarios:
+            table.add_row(name, text)
+        tables.append(table)
+    return tables
 
 
 def summary_table(summary: dict, memory) -> Table:
@@ -83,9 +101,19 @@ def run(
     table_format: str = typer.Option("csv", "--format", help="events table: csv | parquet (needs pyarrow)"),
     report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (summary, "
                                 "tables, figures incl. the timeline, scenario, assumptions) that opens offline"),
+    list_scenarios: bool = typer.Option(False, "--list", help="list the bundled scenarios, grouped by the question "
+                                        "each answers, with what each is for; runs nothing"),
 ) -> None:
     """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events, links and
     trace (and timeline.png with --plot)."""
+    if list_scenarios:
+        if scenario is not None:
+            fail("--list", "lists the bundled scenarios; give no SCENARIO with it")
+        console = Console()
+        for table in scenario_tables():
+            console.print(table)
+            console.print()
+        return
     check_network(network)
     outputs.check_table_format(table_format)
     if jobs_spec.is_jobs_file(scenario):

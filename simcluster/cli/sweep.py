@@ -31,7 +31,6 @@ from simcluster.spec import config
 from simcluster.studies import grid, sweep
 from simcluster.studies.samples import MAX_SAMPLES
 
-DAYS = 86400.0
 # Local worker processes: each is a Python process of ~100 MB (numpy, pandas, networkx loaded), so 1024 of them is
 # already 100 GB; more is a typo.
 MAX_JOBS = 1024
@@ -54,9 +53,10 @@ def _results_table(frame, groups: list[dict]) -> Table:
     for column in ("GPUs", "tokens/s", "effic.", "MFU", "step", "days", "cost"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in frame[frame["status"] == "ok"].itertuples(index=False):
+        days = units.fmt_days(row.time_to_target_s).removesuffix(" days")
         series = f"{numbers[row.series]}. {row.series}"[:SERIES_WIDTH] if long_labels else row.series
         table.add_row(escape(series), f"{row.gpus:,}", units.fmt_count(row.tokens_per_s), f"{row.efficiency:.1%}",
-                      f"{row.mfu:.1%}", f"{row.step_time_s:.3f}s", f"{row.time_to_target_s / DAYS:.3g}",
+                      f"{row.mfu:.1%}", f"{row.step_time_s:.3f}s", days,
                       units.fmt_usd(row.cost_usd))
     return table
 

@@ -18,14 +18,17 @@ def _key(text: str) -> str:
 
 
 def lookup(term: str) -> tuple[str, dict]:
-    """(name, entry) of ``term``: its name or an alias, case, '-', '_' and spacing ignored; a ScenarioError naming
-    the closest terms otherwise."""
+    """(name, entry) of ``term``: its name, an alias or the start of exactly one of them, case, '-', '_' and spacing
+    ignored; a ScenarioError naming the closest terms otherwise."""
     table = terms()
     index = {}
     for name, entry in table.items():
         for alias in (name, *entry.get("aliases", ())):
             index.setdefault(_key(alias), name)
     name = index.get(_key(term))
+    if name is None:  # the start of one term only, as a table's row names it ("busiest link", "exposed comm")
+        starting = {index[key] for key in index if key.startswith(_key(term))}
+        name = starting.pop() if len(starting) == 1 and _key(term) else None
     if name is None:
         close = difflib.get_close_matches(_key(term), list(index), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(dict.fromkeys(index[c] for c in close))}?" if close else ""

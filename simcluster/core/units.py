@@ -298,20 +298,59 @@ def fmt_count(value: float, digits: int = 3) -> str:
             return f"{scaled:.{decimals}f}".rstrip("0").rstrip(".") + suffix if decimals else f"{scaled:.0f}{suffix}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
-    return f"{value:.{digits}g}" if value else "0"
+    return _significant(value, digits)
+
+
+# Below this a figure of a report is the rounding noise of a difference (an exposure of 4e-15 s).
+NOISE = 1e-9
+
+
+def fmt_plain(value: float, digits: int = 4) -> str:
+    """A number of a report table in positional notation, whatever its size: 4,056,000 (separated thousands from
+    10,000 up), 3.161, 0.09666; rounding noise below ``NOISE`` reads 0. Never '4.056e+06' nor '4.21e-15'."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if abs(value) < NOISE:
+        return "0"
+    if abs(value) >= 10 ** digits:
+        return f"{value:,.0f}"
+    return _significant(value, digits)
+
+
+def _significant(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits in positional notation: 0.0000042 (not 4.2e-06), 12.5."""
+    if not value:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def fmt_usd(value: float, digits: int = 3) -> str:
-    """Money for a report: '$656k', '$1.23M', '$12.40', '$0.0042' (never '6.56e+05')."""
+    """Money for a report: '$656k', '$1.23M', '$12.40', '$0.20', '$0.0042' (never '6.56e+05' nor '4.2e-06')."""
     if value is None or not math.isfinite(value):
         return "n/a"
     sign = "-" if value < 0 else ""
     value = abs(value)
     if value >= 1000 * (1 - 0.5 * 10 ** (1 - digits)):
         return f"{sign}${fmt_count(value, digits)}"
-    if value >= 1:
+    if value >= 0.01:
         return f"{sign}${value:,.2f}"
-    return f"{sign}${value:.2g}" if value else "$0"
+    if not value:
+        return "$0"
+    decimals = digits - 2 - math.floor(math.log10(value))  # two significant digits of a fraction of a cent
+    return f"{sign}${value:.{decimals}f}"
+
+
+DAY_S = 86400.0
+
+
+def fmt_days(seconds: float, digits: int = 3) -> str:
+    """A long duration in days for a report, without exponent notation: '17.1 days', '1,234 days'."""
+    if seconds is None or not math.isfinite(seconds):
+        return "n/a"
+    days = seconds / DAY_S
+    return f"{days:,.0f} days" if abs(days) >= 1000 else f"{_significant(days, digits)} days"
 
 
 def fmt_energy(joules: float, digits: int = 3) -> str:

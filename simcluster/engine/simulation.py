@@ -383,7 +383,7 @@ class Simulation:
             hardware_flop_per_step=moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               t.activation_recompute),
             variability=self.variability.describe(self.plan, not self.expand) if self.variability else None,
-            bottleneck_by_parallelism=bottlenecks(self.fabric, layout),
+            bottleneck_by_parallelism=bottlenecks(self.fabric, layout, self.scenario.parallelism),
             link_peak_utilisation=None if windows is None else windows.peak_utilisation(self.fabric.link_bytes_per_s),
             peak_window_s=None if windows is None else windows.width_s,
             fabric_bill=bom.bill(self.fabric, self.fabric_prices),
@@ -398,15 +398,20 @@ def make_network(name: str, fabric):
     return network.make(name, collectives.calibrated(fabric), **options)
 
 
-def bottlenecks(fabric, layout) -> dict[str, str | None]:
+def bottlenecks(fabric, layout, parallelism=None) -> dict[str, str | None]:
     """The tier that bounds each parallelism's traffic: its ring step over all its groups at once (pipeline: every
     stage's send to the next) on the idle fabric (``Fabric.bottleneck_tier``); None for an axis of size 1. Expert
-    parallelism is not simulated (None)."""
+    parallelism: its all-to-all, every member of each expert-parallel group of the first stage sending to every
+    other at once (the stages' groups are alike)."""
     out: dict[str, str | None] = {}
     for axis in ("tp", "cp", "pp", "dp"):
         out[axis] = (fabric.bottleneck_tier(layout.ring_pairs(axis, wrap=axis != "pp"))
                      if getattr(layout, axis) > 1 else None)
     out["ep"] = None
+    if parallelism is not None and parallelism.ep > 1:
+        groups = layout_mod.expert_groups(layout, 0, parallelism.ep, parallelism.etp)
+        pairs = np.array([(a, b) for group in groups for a, b in itertools.permutations(group, 2)], dtype=np.int64)
+        out["ep"] = fabric.bottleneck_tier(pairs)
     return out
 
 

@@ -90,12 +90,13 @@ class ProjectionInputs:
 
 
 def defaults(**overrides) -> ProjectionInputs:
-    """The inputs of ``projection.yaml`` with ``overrides`` (field=value) applied."""
+    """The inputs of ``projection.yaml`` and the default law (``laws.DEFAULT_LAW``, as in every command) with
+    ``overrides`` (field=value) applied."""
     data = catalog.load("projection")
     growth, cons = data["growth"], data["constraints"]
     econ = config.Economics()
     inputs = dict(
-        start_year=int(data["start_year"]), years=int(data["years"]), law=data["law"],
+        start_year=int(data["start_year"]), years=int(data["years"]), law=laws.DEFAULT_LAW,
         gpu=data["hardware"]["gpu"], precision=data["hardware"]["precision"],
         gpus_per_node=int(data["hardware"]["gpus_per_node"]), mfu=float(data["hardware"]["mfu"]),
         run_duration_s=float(data["run_duration_s"]),

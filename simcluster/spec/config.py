@@ -208,10 +208,16 @@ class Economics(_Strict):
         return value
 
 
+# A scenario's description is one line of a listing.
+MAX_DESCRIPTION_CHARS = 200
+
+
 class Scenario(_Strict):
     name: str = Field("scenario", pattern=r"^[^/\\.][^/\\]*$",
                       description="names the output folder runs/<name>/: no '/' or '\\', no leading '.', no "
                       "control characters, no leading or trailing space, at most 200 bytes")
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, pattern=r"^[^\n\r]*$",
+                             description="one line saying what the scenario is for (`simcluster run --list`)")
     cluster: Cluster
     model: TransformerSpec = Field(
         description="preset name or inline {layers, hidden, heads, kv_heads, ffn_hidden, vocab}")
@@ -411,7 +417,7 @@ def resolve_path(name_or_path: str | Path | None) -> Path:
     except OSError as err:  # a name longer than the file system takes
         raise ScenarioError("SCENARIO", f"cannot use {str(name_or_path)[:60]!r}...: {err.strerror}") from None
     raise ScenarioError("SCENARIO", f"no file {str(path)!r} and no bundled scenario of that name "
-                        f"(bundled: {', '.join(bundled_names())})")
+                        f"(bundled: {', '.join(bundled_names())}; `simcluster run --list` says what each is for)")
 
 
 def load(name_or_path: str | Path | None = None) -> Scenario:

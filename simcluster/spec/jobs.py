@@ -67,6 +67,8 @@ class JobsScenario(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field("jobs", pattern=r"^[^/\\.][^/\\]*$", max_length=config.MAX_NAME_BYTES)
+    description: str = Field("", max_length=config.MAX_DESCRIPTION_CHARS, pattern=r"^[^\n\r]*$",
+                             description="one line: what the scenario is for (`simcluster run --list`)")
     cluster: Cluster = Field(description="the shared cluster and fabric: every node the jobs may use")
     network: str = Field("flow", description="network model (analytic | flow | chunk)")
     jobs: list[Job] = Field(min_length=1, description="the jobs and their placements")

@@ -78,9 +78,14 @@ def row(run: dict) -> dict:
     } | sweep.flat_attribution(s)
 
 
+# Below this a duration is the rounding noise of a difference of times (an exposure of 4e-15 s is a span minus the
+# compute that overlapped it); nothing the simulator times is shorter (its fastest link latency is ~0.1 us).
+NOISE_S = 1e-9
+
+
 def seconds(value: float) -> str:
-    """A duration for a report; an exact zero reads '0 s'."""
-    return "0 s" if value == 0 else units.fmt(value, units.SECONDS)
+    """A duration for a report; zero, or rounding noise under a nanosecond, reads '0 s'."""
+    return "0 s" if abs(value) < NOISE_S else units.fmt(value, units.SECONDS)
 
 
 def verdict(runs: list[dict], law_name: str) -> str:
@@ -93,7 +98,7 @@ def verdict(runs: list[dict], law_name: str) -> str:
 
     def figures(r: dict) -> str:
         capex = "" if r["fabric_capex_usd"] is None else f", fabric capex {units.fmt_usd(r['fabric_capex_usd'])}"
-        return (f"{r['time_to_target_s'] / 86400:.3g} days, {units.fmt_usd(r['cost_usd'])} "
+        return (f"{units.fmt_days(r['time_to_target_s'])}, {units.fmt_usd(r['cost_usd'])} "
                 f"(network {units.fmt_usd(r['fabric_cost_usd'] or 0.0)}{capex}), "
                 f"{units.fmt_energy(r['energy_j'])}; exposed communication "
                 f"{seconds(r['exposed_comm_network_s'])} on the fabric + "

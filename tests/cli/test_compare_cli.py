@@ -116,3 +116,25 @@ def test_several_scenarios_run_side_by_side_each_on_its_own_fabric(cli, write_sc
     assert [run["summary"]["gpu"] for run in runs] == ["h100-sxm", "b200"]
     assert runs[1]["summary"]["compute_s"] < runs[0]["summary"]["compute_s"]
     assert all(run["summary"]["exposed_comm_by_parallelism_s"]["ep"] == 0 for run in runs)
+
+
+def test_table_of_several_scenarios_names_columns_by_what_sets_them_apart(cli, write_scenario, small_scenario,
+                                                                          tmp_path):
+    h100 = {**small_scenario, "name": "small-h100"}
+    b200 = {**small_scenario, "name": "small-b200", "cluster": {**small_scenario["cluster"], "gpu": "b200"}}
+    code, stdout, _ = cli("compare", write_scenario(h100, "a.yaml"), write_scenario(b200, "b.yaml"), "--network",
+                          "analytic", "--out", tmp_path / "c")
+    assert code == 0
+    table = stdout[:stdout.index("Verdict")]
+    header = next(line for line in table.splitlines() if "quantity" in line)
+    assert "1. h100" in header and "2. b200" in header  # not "1. rail-fat-tree" twice, folded over two lines
+    assert "expert parallel" not in table  # a dense model has no expert-parallel row
+    assert "e-0" not in stdout and "e+0" not in stdout  # no 4.21e-06 ns of rounding noise
+
+
+def test_short_labels_keep_only_what_differs():
+    from simcluster.cli.compare import _distinct_suffixes
+
+    assert _distinct_suffixes(["deepseek-v3-256-h100", "deepseek-v3-256-b200", "deepseek-v3-256-gb200-nvl72"]) == [
+        "h100", "b200", "gb200-nvl72"]
+    assert _distinct_suffixes(["a", "a"]) == ["a", "a"]

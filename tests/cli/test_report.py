@@ -5,6 +5,7 @@ checked: it parses, every figure the command drew is embedded as data, nothing i
 from __future__ import annotations
 
 import base64
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def assert_self_contained(report: Path, figures: list[Path]):
     raw = report.read_text()
     assert "<script" not in raw and "<link" not in raw and "@import" not in raw and "url(" not in raw
     assert "http://" not in raw and "https://" not in raw
+    # table cells in positional notation (issue 18: money read 4.056e+06, noise 4.21e-15)
+    assert not re.search(r"<td>[^<]*\de[+-]\d", raw), re.search(r"<td>[^<]*\de[+-]\d[^<]*", raw).group(0)
     assert not page.urls
     assert len(page.images) == len(figures) >= 1
     for src, figure in zip(page.images, figures, strict=True):

@@ -58,3 +58,14 @@ def test_jobs_and_scheduler_together_are_refused(cli, write_scenario, small_scen
     code, _, err = cli("sweep", write_scenario(small_scenario), "--jobs", "2", "--scheduler", "tcp://127.0.0.1:1",
                        "--out", tmp_path / "s")
     assert code == 2 and err.startswith("error: --jobs:")
+
+
+def test_results_table_fits_80_columns_with_long_fabric_labels(cli, write_scenario, small_scenario, tmp_path):
+    code, stdout, _ = cli("sweep", write_scenario(small_scenario), "--gpus", "8,16", "--topology",
+                          "leaf-spine:oversubscription=4,protocol=ethernet", "--topology", "rail-fat-tree",
+                          "--network", "analytic", "--jobs", "1", "--no-plots", "--out", tmp_path / "s")
+    assert code == 0
+    table = stdout[:stdout.index("runs:")]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    assert "e+0" not in table and "e-0" not in table  # counts, days and money without exponent notation
+    assert "1. leaf-spine:oversubscription=4,protocol=ethernet" in stdout  # the legend gives the full label

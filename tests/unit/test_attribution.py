@@ -84,3 +84,18 @@ def test_a_burst_reads_as_full_in_its_window_and_diluted_in_the_mean():
     mean = windows.bytes.sum() / (capacity[0] * 1.0)
     assert mean == pytest.approx(0.25)
     assert windows.peak_utilisation(capacity)[0] == pytest.approx(1.0)
+
+
+class _Experts:  # the two fields of parallelism that bottlenecks() reads for expert parallelism
+    def __init__(self, ep: int, etp: int = 1):
+        self.ep, self.etp = ep, etp
+
+
+def test_expert_all_to_all_across_servers_is_bound_by_the_nic_and_inside_one_by_nvlink():
+    # issue 18: an expert-parallel all-to-all was charged to no tier ("unattributed") and shown as in-server time
+    from simcluster.engine.simulation import bottlenecks
+
+    layout = Layout(dp=32, pp=4, order=("tp", "cp", "dp", "pp"))  # 128 GPUs; a stage: 32 consecutive ranks, 4 servers
+    assert bottlenecks(fabric("rail-fat-tree", 128), layout, _Experts(ep=32))["ep"] == "nic"  # 4 servers
+    assert bottlenecks(fabric("rail-fat-tree", 128), layout, _Experts(ep=8))["ep"] == "nvlink"  # one server
+    assert bottlenecks(fabric("rail-fat-tree", 128), layout, _Experts(ep=1))["ep"] is None

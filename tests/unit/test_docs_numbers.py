@@ -23,8 +23,8 @@ def example_lines(page: str, command: str) -> dict[str, str]:
 
 def number(text: str) -> float:
     """The first number of ``text``, with its k/M suffix."""
-    m = re.search(r"(\d[\d.,]*)([kMB]?)(?![A-Za-z])", text) or re.search(r"(\d[\d.,]*)()", text)
-    return float(m.group(1).replace(",", "")) * {"": 1, "k": 1e3, "M": 1e6, "B": 1e9}[m.group(2)]
+    m = re.search(r"(\d[\d.,]*)([kMBT]?)(?![A-Za-z])", text) or re.search(r"(\d[\d.,]*)()", text)
+    return float(m.group(1).replace(",", "")) * {"": 1, "k": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2)]
 
 
 def test_loss_vs_time_example_of_scaling_laws_page_matches_the_code():
@@ -37,4 +37,37 @@ def test_loss_vs_time_example_of_scaling_laws_page_matches_the_code():
     assert number(lines["GPU-hours"]) == pytest.approx(report["gpu_hours"], rel=TOLERANCE)
     assert number(lines["cost"].split("$", 1)[1]) == pytest.approx(report["cost_usd"], rel=TOLERANCE)
     assert number(lines["energy"]) == pytest.approx(report["energy_j"] / 3.6e9, rel=TOLERANCE)
-    assert float(lines["tokens"].split()[0]) == pytest.approx(report["tokens_to_target"], rel=TOLERANCE)
+    assert number(lines["tokens"]) == pytest.approx(report["tokens_to_target"], rel=TOLERANCE)
+
+
+# --- README.md and docs/tutorial.md: the blocks scripts/docs_numbers.py produces -----------------------------------
+
+def _docs_numbers():
+    import importlib.util
+
+    path = DOCS.parent / "scripts" / "docs_numbers.py"
+    spec = importlib.util.spec_from_file_location("docs_numbers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DOCS_NUMBERS = _docs_numbers()
+
+
+def test_drift_allows_the_pages_rounding_and_nothing_more():
+    drift = DOCS_NUMBERS.drift
+    assert drift("step 9.18 s, $6.99M", "step 9.181 s, $6.994M") == []  # rounding of the page
+    assert drift("step 9.415 s", "step 9.181 s") == ["9.415 is now 9.181"]  # the 2.5% the tutorial had drifted
+    assert drift("107 days", "108 days") == []  # one unit of the last digit
+    assert drift("107 days", "110 days") != []
+    assert drift("on its leaf uplinks", "on its NICs") != []  # words count too
+    assert drift("│ 1,024 │   9.18 s │", "│  1,024 │ 9.18 s │") == []  # column widths do not
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(DOCS_NUMBERS.BLOCKS))
+def test_quoted_outputs_of_readme_and_tutorial_match_the_commands(name):
+    problems = DOCS_NUMBERS.drift(DOCS_NUMBERS.quoted(name), DOCS_NUMBERS.BLOCKS[name][1]())
+    assert not problems, (f"{name} in {DOCS_NUMBERS.BLOCKS[name][0]} drifted: {'; '.join(problems)} "
+                          "(regenerate: python scripts/docs_numbers.py --write)")

@@ -49,3 +49,14 @@ def test_unknown_term_is_one_line_naming_the_closest(cli):
 def test_explain_prints_the_entry_and_where_it_is(cli):
     code, out, _ = cli("explain", "exposed", "communication")
     assert code == 0 and "exposed_comm_by_link_class_s" in out
+
+
+@pytest.mark.parametrize("words, name", [("busiest link", "busiest link utilisation"),
+                                         ("exposed comm", "exposed communication"), ("fabric cap", "fabric capex")])
+def test_the_start_of_one_term_finds_it_as_a_table_row_names_it(words, name):
+    assert glossary.lookup(words)[0] == name
+
+
+def test_the_start_of_several_terms_is_not_guessed():
+    with pytest.raises(ScenarioError):
+        glossary.lookup("p")  # pipeline bubble, peak link utilisation, pp, ...

@@ -2,6 +2,7 @@
 
 import pytest
 
+from simcluster.core import units
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import BYTES, BYTES_PER_S, FLOP_PER_S, SECONDS, WATTS, fmt, parse, parse_message_size
 
@@ -63,3 +64,13 @@ def test_fmt_picks_readable_prefixes():
     assert fmt(50e9, BYTES_PER_S) == "50 GB/s"
     assert fmt(2e-6, SECONDS) == "2 us"
     assert fmt(989.4e12, FLOP_PER_S, digits=4) == "989.4 TFLOP/s"
+
+
+def test_money_counts_and_days_in_reports_never_use_exponent_notation():
+    # issue 18: money and GPU-hours read '6.56e+05' in tables and figures
+    for value in (4.2e-6, 0.0042, 0.2, 12.4, 999.4, 6.56e5, 1.09e6, 3.2e9, 7.5e12):
+        for text in (units.fmt_usd(value), units.fmt_count(value), units.fmt_days(value * 86400)):
+            assert "e+" not in text and "e-" not in text, text
+    assert units.fmt_usd(6.56e5) == "$656k" and units.fmt_count(6.56e5) == "656k"
+    assert units.fmt_usd(0.2) == "$0.20" and units.fmt_usd(0.0042) == "$0.0042"
+    assert units.fmt_days(17.1 * 86400) == "17.1 days" and units.fmt_days(1234.4 * 86400) == "1,234 days"
