@@ -113,7 +113,9 @@ class Training(_Strict):
     micro_batch_size: Count = Field(1, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
     activation_recompute: Literal["none", "selective", "full"] = "none"
-    attention: Literal["flash", "naive"] = Field("flash", description="attention kernel: fused (flash) or naive")
+    attention: Literal["flash", "flash_triton", "naive"] = Field(
+        "flash", description="attention kernel: fused (flash: FlashAttention-2/3, cuDNN), the Triton FlashAttention "
+        "of flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
     optimizer: Literal["adam"] = "adam"
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 

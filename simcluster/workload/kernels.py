@@ -88,10 +88,13 @@ def sm_count(gpu_name: str) -> int:
 def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     """(achievable fraction of peak on executed FLOP, executed/counted FLOP) of a fused attention kernel.
 
-    A saturating function of the key/value length n fitted to FlashAttention-3 measurements on H100
-    (efficiency.yaml, attention.source); the backward kernel is the one named ``*_backward``.
+    A saturating function of the key/value length n, per kernel implementation (``op.kernel``): FlashAttention-2/3
+    fitted to FlashAttention-3 measurements on H100 (efficiency.yaml, attention.source), Triton FlashAttention
+    from its own sources (attention.flash_triton); the backward kernel is the one named ``*_backward``.
     """
     table = _table()["attention"]
+    if op.kernel != "flash":
+        table = table[op.kernel]
     curve = table.get(gpu_name, table["default"])
     backward = op.name.endswith("backward")
     peak_fraction = curve["backward_max" if backward else "forward_max"]

@@ -36,6 +36,12 @@ PHASES = ("forward", "backward_input", "backward_weight", "recompute")
 KINDS = ("gemm", "attention", "memory")
 MATMUL_KINDS = ("gemm", "attention")
 RECOMPUTE_MODES = ("none", "selective", "full")
+# Attention kernels (``training.attention``): "flash" is FlashAttention-2/3 or cuDNN's fused kernel (Megatron-Core,
+# NeMo); "flash_triton" the Triton FlashAttention of flash-attention's flash_attn_triton.py that MosaicML's
+# llm-foundry ran (attn_impl: triton), same HBM traffic, its own speed (efficiency.yaml attention.flash_triton);
+# "naive" materialises the score matrix (Megatron-LM before 2022).
+FLASH_KERNELS = ("flash", "flash_triton")
+ATTENTION_KERNELS = (*FLASH_KERNELS, "naive")
 
 # FLOP per element of the bandwidth-bound kernels: a counting convention (one FLOP per add, multiply, compare
 # or transcendental), not a measurement. These ops are memory-bound on every GPU in the catalog, so the
@@ -80,6 +86,7 @@ class Op:
     k: int = 0
     batch: int = 1
     precision: str | None = None  # a GEMM's own precision where it differs from the run's (fp8 runs' output layer)
+    kernel: str = "flash"  # a fused attention op's implementation (``FLASH_KERNELS``); unused by other kinds
 
 
 @dataclass(frozen=True)
@@ -91,12 +98,12 @@ class Shard:
     tp: int = 1
     cp: int = 1
     sequence_parallel: bool = True
-    attention: str = "flash"      # "flash" | "naive"
+    attention: str = "flash"      # one of ATTENTION_KERNELS
     precision: str = "bf16"
     recompute: str = "none"       # "none" | "selective" | "full"
 
     def __post_init__(self):
-        assert self.attention in ("flash", "naive"), self.attention
+        assert self.attention in ATTENTION_KERNELS, self.attention
         assert self.recompute in RECOMPUTE_MODES, self.recompute
         assert self.precision in BYTES_PER_ELEMENT, self.precision
         assert self.seq_len % self.cp == 0, "validated in config"
@@ -219,16 +226,16 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
     h_local = heads * d
     e = shard.activation_bytes_per_element
     score_flop = 2.0 * b * s_q * s_kv * h_local
-    if shard.attention == "flash":
+    if shard.attention in FLASH_KERNELS:
         # Dao et al. 2022 / 2023: Q, K, V are read and O written once; the s^2 scores never reach HBM.
         q_o = b * s_q * h_local * e
         k_v = b * s_kv * kv_local * e
         lse = b * heads * s_q * LSE_BYTES_PER_ELEMENT
         forward = Op("attention", "attention", 2 * score_flop, 2 * q_o + 2 * k_v + lse,
-                     s_q, s_kv, d, b * heads)
+                     s_q, s_kv, d, b * heads, kernel=shard.attention)
         # backward reads Q, K, V, O, dO, LSE and writes dQ, dK, dV
         backward = Op("attention_backward", "attention", 4 * score_flop, 4 * q_o + 4 * k_v + lse,
-                      s_q, s_kv, d, b * heads)
+                      s_q, s_kv, d, b * heads, kernel=shard.attention)
         return [forward], [backward]
     # Naive attention materialises the (b, heads, s_q, s_kv) score matrix in HBM (Korthikanti et al. 2022,
     # 4.1).

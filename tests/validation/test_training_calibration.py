@@ -18,10 +18,11 @@ import pytest
 from simcluster.studies import validation
 
 HELD_OUT_TOLERANCE = 0.15
-# Families the round-3 compute model over-predicts, with why (docs/calibration.md, "Held out"): the old per-generation
-# factor had absorbed their losses. Megatron-LM 2021 on A100 (SC21): the A100 clock ratio is an unmeasured 1.0;
-# MosaicML's FSDP runs: FSDP's per-unit host and synchronisation costs are not modelled.
-FAMILY_TOLERANCE = {"narayanan2021": 0.22, "llmfoundry": 0.35}
+# Families the compute model does not explain within 15%, with why (docs/calibration.md, "Held out"). Megatron-LM
+# 2021 on A100 (SC21): over-predicted by 8-19%, cause not found (the A100 clock is bounded near 1.0 by llm-foundry's
+# own A100 runs). MosaicML's FSDP runs with their Triton FlashAttention: the A100 runs land within -3..+9%, the H100
+# ones are under-predicted (-7..-17%) by the Hopper share of that kernel, derived, not measured.
+FAMILY_TOLERANCE = {"narayanan2021": 0.22, "llmfoundry": 0.20}
 
 
 @pytest.fixture(scope="module")
