@@ -22,6 +22,7 @@ adds it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -60,6 +61,11 @@ BACKWARD_ELEMENTWISE_FLOP_RATIO = 2  # an elementwise backward re-derives the fo
 # cast-transpose kernel that reads 2 bytes and writes the fp8 tensor and its transpose, 1 byte each (Hopper fp8
 # GEMMs take only the TN layout, so both orientations are needed; TE docs, "Using FP8 with Transformer Engine").
 FP8_CAST_BYTES_PER_ELEMENT = 4
+# Transformer Engine accumulates the backward fp8 GEMMs (dgrad, wgrad) with cuBLAS's split accumulator, which
+# promotes partial sums to fp32 along the reduction, and the forward ones with fast accumulation
+# (_2X_ACC_FPROP = False, _2X_ACC_DGRAD = _2X_ACC_WGRAD = True, transformer_engine/pytorch/module/base.py); the cost
+# is per GPU (efficiency.yaml gemm.split_accumulator_slowdown).
+SPLIT_ACCUMULATOR_PRECISIONS = ("fp8",)
 # What runs in 16-bit even in fp8 training: attention and elementwise kernels (Transformer Engine's recipe) and
 # Megatron-LM's output projection, a plain linear layer.
 HIGH_PRECISION = {"fp8": "bf16"}
@@ -87,6 +93,7 @@ class Op:
     batch: int = 1
     precision: str | None = None  # a GEMM's own precision where it differs from the run's (fp8 runs' output layer)
     kernel: str = "flash"  # a fused attention op's implementation (``FLASH_KERNELS``); unused by other kinds
+    split_accumulator: bool = False  # a GEMM promoting its partial sums to fp32 (fp8 backward GEMMs)
 
 
 @dataclass(frozen=True)
@@ -171,11 +178,18 @@ class _Linear:
 
     def dgrad(self, shard: Shard) -> Op:
         """dX (tokens x in) = dY (tokens x out) W^T."""
-        return _gemm(self.name, self.tokens, self.in_features, self.out_features, shard, self.batch, self.precision)
+        return self._backward(_gemm(self.name, self.tokens, self.in_features, self.out_features, shard, self.batch,
+                                    self.precision), shard)
 
     def wgrad(self, shard: Shard) -> Op:
         """dW (in x out) = X^T (in x tokens) dY (tokens x out)."""
-        return _gemm(self.name, self.in_features, self.out_features, self.tokens, shard, self.batch, self.precision)
+        return self._backward(_gemm(self.name, self.in_features, self.out_features, self.tokens, shard, self.batch,
+                                    self.precision), shard)
+
+    def _backward(self, op: Op, shard: Shard) -> Op:
+        """A backward GEMM, with the split accumulator where its precision takes one (``SPLIT_ACCUMULATOR_PRECISIONS``)."""
+        split = (self.precision or shard.precision) in SPLIT_ACCUMULATOR_PRECISIONS
+        return dataclasses.replace(op, split_accumulator=True) if split else op
 
 
 def local_kv_hidden(model: TransformerSpec, tp: int) -> int:

@@ -175,6 +175,23 @@ def test_fp8_gemm_is_faster_than_bf16_but_less_than_twice_and_reads_half_the_ope
     assert speedup == pytest.approx(1507 / 798, rel=0.02)
 
 
+def test_fp8_backward_gemms_take_the_split_accumulator_and_run_slower_on_hopper_only():
+    from simcluster.workload.ops import _Linear
+    fp8 = Shard(seq_len=4096, micro_batch=1, precision="fp8")
+    linear = _Linear("mlp_up", 4096, 4096, 28672)
+    forward, dgrad, wgrad = linear.forward(fp8), linear.dgrad(fp8), linear.wgrad(fp8)
+    assert (forward.split_accumulator, dgrad.split_accumulator, wgrad.split_accumulator) == (False, True, True)
+    # bf16 GEMMs and the 16-bit output layer of fp8 runs have nothing to promote
+    assert not linear.dgrad(BF16).split_accumulator
+    assert not _Linear("logits", 4096, 4096, 32000, "bf16").dgrad(fp8).split_accumulator
+    # fast accumulation is 1.1-1.2x faster on H100 (pytorch/ao#2377); Blackwell has no fast mode to lose
+    same_shape = Op(**{**dgrad.__dict__, "split_accumulator": False})
+    slowdown = kernels.op_time_s(dgrad, H100, "fp8", False) / kernels.op_time_s(same_shape, H100, "fp8", False)
+    assert 1.1 <= slowdown <= 1.2
+    b200 = hardware.gpu("b200")
+    assert kernels.op_time_s(dgrad, b200, "fp8", False) == kernels.op_time_s(same_shape, b200, "fp8", False)
+
+
 def test_shallow_reductions_cost_fp8_relatively_more_than_bf16():
     # the per-tile prologue is a fixed time, which is twice as many fp8 reduction elements
     shallow, deep = (kernels.gemm_efficiency(8192, 8192, k, "h100-sxm", precision="fp8", gpu=H100) /
