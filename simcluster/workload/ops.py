@@ -187,7 +187,7 @@ class _Linear:
                                     self.precision), shard)
 
     def _backward(self, op: Op, shard: Shard) -> Op:
-        """A backward GEMM, with the split accumulator where its precision takes one (``SPLIT_ACCUMULATOR_PRECISIONS``)."""
+        """A backward GEMM, with the split accumulator where its precision takes one (SPLIT_ACCUMULATOR_PRECISIONS)."""
         split = (self.precision or shard.precision) in SPLIT_ACCUMULATOR_PRECISIONS
         return dataclasses.replace(op, split_accumulator=True) if split else op
 

@@ -4,9 +4,9 @@ import pytest
 
 from simcluster.core import catalog
 from simcluster.spec import hardware
-from simcluster.workload import kernels
 from simcluster.spec.model import preset
-from simcluster.workload.ops import Op, Shard, _gemm, attention_core, layer_ops
+from simcluster.workload import kernels
+from simcluster.workload.ops import Op, Shard, _gemm, _Linear, attention_core, layer_ops
 
 H100 = hardware.gpu("h100-sxm")
 H200 = hardware.gpu("h200-sxm")
@@ -176,7 +176,6 @@ def test_fp8_gemm_is_faster_than_bf16_but_less_than_twice_and_reads_half_the_ope
 
 
 def test_fp8_backward_gemms_take_the_split_accumulator_and_run_slower_on_hopper_only():
-    from simcluster.workload.ops import _Linear
     fp8 = Shard(seq_len=4096, micro_batch=1, precision="fp8")
     linear = _Linear("mlp_up", 4096, 4096, 28672)
     forward, dgrad, wgrad = linear.forward(fp8), linear.dgrad(fp8), linear.wgrad(fp8)
