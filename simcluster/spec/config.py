@@ -113,7 +113,9 @@ class Training(_Strict):
     micro_batch_size: Count = Field(1, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
     activation_recompute: Literal["none", "selective", "full"] = "none"
-    attention: Literal["flash", "naive"] = Field("flash", description="attention kernel: fused (flash) or naive")
+    attention: Literal["flash", "flash_triton", "naive"] = Field(
+        "flash", description="attention kernel: fused (flash: FlashAttention-2/3, cuDNN), the Triton FlashAttention "
+        "of flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
     moe_cuda_graphs: bool = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "

@@ -74,6 +74,13 @@ def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, preci
     return ceiling * best * depth
 
 
+def split_accumulator_slowdown(gpu_name: str) -> float:
+    """Time of an fp8 GEMM with the split accumulator over the same GEMM with fast accumulation (efficiency.yaml
+    gemm.split_accumulator_slowdown; GPUs not listed: 1, no fast-accumulation mode to lose)."""
+    table = _table()["gemm"]["split_accumulator_slowdown"]
+    return table.get(gpu_name, table["default"])
+
+
 def hbm_fraction() -> float:
     """Achievable fraction of the datasheet HBM bandwidth (efficiency.yaml, bandwidth_fraction)."""
     return _table()["bandwidth_fraction"]
@@ -88,10 +95,13 @@ def sm_count(gpu_name: str) -> int:
 def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     """(achievable fraction of peak on executed FLOP, executed/counted FLOP) of a fused attention kernel.
 
-    A saturating function of the key/value length n fitted to FlashAttention-3 measurements on H100
-    (efficiency.yaml, attention.source); the backward kernel is the one named ``*_backward``.
+    A saturating function of the key/value length n, per kernel implementation (``op.kernel``): FlashAttention-2/3
+    fitted to FlashAttention-3 measurements on H100 (efficiency.yaml, attention.source), Triton FlashAttention
+    from its own sources (attention.flash_triton); the backward kernel is the one named ``*_backward``.
     """
     table = _table()["attention"]
+    if op.kernel != "flash":
+        table = table[op.kernel]
     curve = table.get(gpu_name, table["default"])
     backward = op.name.endswith("backward")
     peak_fraction = curve["backward_max" if backward else "forward_max"]
@@ -111,8 +121,10 @@ def efficiency(op: Op, gpu: GpuSpec, precision: str = "bf16") -> Efficiency:
     (data: efficiency.yaml)."""
     bandwidth_fraction = hbm_fraction()
     if op.kind == "gemm":
-        return Efficiency(gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch, op_precision(op, precision), gpu),
-                          bandwidth_fraction)
+        fraction = gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch, op_precision(op, precision), gpu)
+        if op.split_accumulator:
+            fraction /= split_accumulator_slowdown(gpu.name)
+        return Efficiency(fraction, bandwidth_fraction)
     if op.kind == "attention":
         fraction, executed = attention_efficiency(op, gpu.name)
         return Efficiency(fraction, bandwidth_fraction, executed)

@@ -22,6 +22,7 @@ adds it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +37,12 @@ PHASES = ("forward", "backward_input", "backward_weight", "recompute")
 KINDS = ("gemm", "attention", "memory")
 MATMUL_KINDS = ("gemm", "attention")
 RECOMPUTE_MODES = ("none", "selective", "full")
+# Attention kernels (``training.attention``): "flash" is FlashAttention-2/3 or cuDNN's fused kernel (Megatron-Core,
+# NeMo); "flash_triton" the Triton FlashAttention of flash-attention's flash_attn_triton.py that MosaicML's
+# llm-foundry ran (attn_impl: triton), same HBM traffic, its own speed (efficiency.yaml attention.flash_triton);
+# "naive" materialises the score matrix (Megatron-LM before 2022).
+FLASH_KERNELS = ("flash", "flash_triton")
+ATTENTION_KERNELS = (*FLASH_KERNELS, "naive")
 
 # FLOP per element of the bandwidth-bound kernels: a counting convention (one FLOP per add, multiply, compare
 # or transcendental), not a measurement. These ops are memory-bound on every GPU in the catalog, so the
@@ -54,6 +61,11 @@ BACKWARD_ELEMENTWISE_FLOP_RATIO = 2  # an elementwise backward re-derives the fo
 # cast-transpose kernel that reads 2 bytes and writes the fp8 tensor and its transpose, 1 byte each (Hopper fp8
 # GEMMs take only the TN layout, so both orientations are needed; TE docs, "Using FP8 with Transformer Engine").
 FP8_CAST_BYTES_PER_ELEMENT = 4
+# Transformer Engine accumulates the backward fp8 GEMMs (dgrad, wgrad) with cuBLAS's split accumulator, which
+# promotes partial sums to fp32 along the reduction, and the forward ones with fast accumulation
+# (_2X_ACC_FPROP = False, _2X_ACC_DGRAD = _2X_ACC_WGRAD = True, transformer_engine/pytorch/module/base.py); the cost
+# is per GPU (efficiency.yaml gemm.split_accumulator_slowdown).
+SPLIT_ACCUMULATOR_PRECISIONS = ("fp8",)
 # What runs in 16-bit even in fp8 training: attention and elementwise kernels (Transformer Engine's recipe) and
 # Megatron-LM's output projection, a plain linear layer.
 HIGH_PRECISION = {"fp8": "bf16"}
@@ -80,6 +92,8 @@ class Op:
     k: int = 0
     batch: int = 1
     precision: str | None = None  # a GEMM's own precision where it differs from the run's (fp8 runs' output layer)
+    kernel: str = "flash"  # a fused attention op's implementation (``FLASH_KERNELS``); unused by other kinds
+    split_accumulator: bool = False  # a GEMM promoting its partial sums to fp32 (fp8 backward GEMMs)
 
 
 @dataclass(frozen=True)
@@ -91,12 +105,12 @@ class Shard:
     tp: int = 1
     cp: int = 1
     sequence_parallel: bool = True
-    attention: str = "flash"      # "flash" | "naive"
+    attention: str = "flash"      # one of ATTENTION_KERNELS
     precision: str = "bf16"
     recompute: str = "none"       # "none" | "selective" | "full"
 
     def __post_init__(self):
-        assert self.attention in ("flash", "naive"), self.attention
+        assert self.attention in ATTENTION_KERNELS, self.attention
         assert self.recompute in RECOMPUTE_MODES, self.recompute
         assert self.precision in BYTES_PER_ELEMENT, self.precision
         assert self.seq_len % self.cp == 0, "validated in config"
@@ -164,11 +178,18 @@ class _Linear:
 
     def dgrad(self, shard: Shard) -> Op:
         """dX (tokens x in) = dY (tokens x out) W^T."""
-        return _gemm(self.name, self.tokens, self.in_features, self.out_features, shard, self.batch, self.precision)
+        return self._backward(_gemm(self.name, self.tokens, self.in_features, self.out_features, shard, self.batch,
+                                    self.precision), shard)
 
     def wgrad(self, shard: Shard) -> Op:
         """dW (in x out) = X^T (in x tokens) dY (tokens x out)."""
-        return _gemm(self.name, self.in_features, self.out_features, self.tokens, shard, self.batch, self.precision)
+        return self._backward(_gemm(self.name, self.in_features, self.out_features, self.tokens, shard, self.batch,
+                                    self.precision), shard)
+
+    def _backward(self, op: Op, shard: Shard) -> Op:
+        """A backward GEMM, with the split accumulator where its precision takes one (SPLIT_ACCUMULATOR_PRECISIONS)."""
+        split = (self.precision or shard.precision) in SPLIT_ACCUMULATOR_PRECISIONS
+        return dataclasses.replace(op, split_accumulator=True) if split else op
 
 
 def local_kv_hidden(model: TransformerSpec, tp: int) -> int:
@@ -219,16 +240,16 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
     h_local = heads * d
     e = shard.activation_bytes_per_element
     score_flop = 2.0 * b * s_q * s_kv * h_local
-    if shard.attention == "flash":
+    if shard.attention in FLASH_KERNELS:
         # Dao et al. 2022 / 2023: Q, K, V are read and O written once; the s^2 scores never reach HBM.
         q_o = b * s_q * h_local * e
         k_v = b * s_kv * kv_local * e
         lse = b * heads * s_q * LSE_BYTES_PER_ELEMENT
         forward = Op("attention", "attention", 2 * score_flop, 2 * q_o + 2 * k_v + lse,
-                     s_q, s_kv, d, b * heads)
+                     s_q, s_kv, d, b * heads, kernel=shard.attention)
         # backward reads Q, K, V, O, dO, LSE and writes dQ, dK, dV
         backward = Op("attention_backward", "attention", 4 * score_flop, 4 * q_o + 4 * k_v + lse,
-                      s_q, s_kv, d, b * heads)
+                      s_q, s_kv, d, b * heads, kernel=shard.attention)
         return [forward], [backward]
     # Naive attention materialises the (b, heads, s_q, s_kv) score matrix in HBM (Korthikanti et al. 2022,
     # 4.1).

@@ -18,10 +18,11 @@ import pytest
 from simcluster.studies import validation
 
 HELD_OUT_TOLERANCE = 0.15
-# Families the round-3 compute model over-predicts, with why (docs/calibration.md, "Held out"): the old per-generation
-# factor had absorbed their losses. Megatron-LM 2021 on A100 (SC21): the A100 clock ratio is an unmeasured 1.0;
-# MosaicML's FSDP runs: FSDP's per-unit host and synchronisation costs are not modelled.
-FAMILY_TOLERANCE = {"narayanan2021": 0.22, "llmfoundry": 0.35}
+# Families the compute model does not explain within 15%, with why (docs/calibration.md, "Held out"). Megatron-LM
+# 2021 on A100 (SC21): over-predicted by 8-19%, cause not found (the A100 clock is bounded near 1.0 by llm-foundry's
+# own A100 runs). MosaicML's FSDP runs with their Triton FlashAttention: the A100 runs land within -3..+9%, the H100
+# ones are under-predicted (-7..-17%) by the Hopper share of that kernel, derived, not measured.
+FAMILY_TOLERANCE = {"narayanan2021": 0.22, "llmfoundry": 0.20}
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +55,11 @@ def test_calibration_set_covers_every_gpu_generation_and_the_nemo_series(results
 
 # The same model, GPUs and layout family in BF16 (calibration) and FP8 (held out): GPT-3 175B on 128 H100 (tp 4,
 # pp 8, NeMo 24.05 / 24.07) and Llama 3 8B on 8 H100 (cp 2, NeMo 24.09 / 24.07).
-# Llama 3 8B: FP8 published only 1.19x BF16's throughput (697 vs 588 TFLOP/s, NeMo 24.07 vs 24.09), simulated 1.34x:
-# 13 points apart (20 with the former sustained fraction); what FP8 costs there beyond its casts is not modelled.
-PAIR_TOLERANCE = {"nemo2407-llama3-8b-8-h100-fp8": 0.15}
+# Llama 3 8B: FP8 published only 1.19x BF16's throughput (697 vs 588 TFLOP/s, NeMo 24.07 vs 24.09), simulated 1.29x
+# with Transformer Engine's split-accumulator backward GEMMs (1.34x before): 9 points apart (14 before, 20 with the
+# former sustained fraction). GPT-3 175B: the split accumulator took its FP8 run from -3% to -9% against -3% in
+# BF16: 6 points apart; what else the FP8 model over-counts there is not found (docs/calibration.md, "Round 4").
+PAIR_TOLERANCE = {"nemo2407-llama3-8b-8-h100-fp8": 0.10, "nemo2407-gpt3-175b-128-h100-fp8": 0.07}
 BF16_FP8_PAIRS = [("nemo2409-gpt3-175b-128-h100-bf16", "nemo2407-gpt3-175b-128-h100-fp8"),
                   ("nemo2409-llama31-8b-8-h100-bf16", "nemo2407-llama3-8b-8-h100-fp8")]
 
