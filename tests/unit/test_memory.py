@@ -189,3 +189,51 @@ def test_fp8_training_stores_gemm_inputs_in_one_byte():
     fp8 = memory.layer_activation_bytes(spec, Shard(seq_len=2048, micro_batch=1, precision="fp8"))
     assert bf16 == 34 * tokens * h
     assert fp8 == 29 * tokens * h
+
+
+# ---- activation offloading (Megatron-Core cpu_offloading_num_layers) ----------------------------------------------
+
+def _offloaded(layers: int, recompute="none", pp=1, gpus=8, dp=8, model_name="llama3-8b", virtual_stages=1):
+    return config.from_dict({
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": gpus, "nodes": 1},
+        "model": model_name,
+        "training": {"seq_len": 8192, "global_batch_size": 16 * dp, "micro_batch_size": 1,
+                     "activation_recompute": recompute, "activation_offload_layers": layers},
+        "parallelism": {"tp": 1, "pp": pp, "dp": dp, "zero_stage": 3, "virtual_stages": virtual_stages},
+    })
+
+
+@pytest.mark.parametrize("offload", [1, 8, 16, 31])
+def test_offloading_n_layers_removes_exactly_their_saved_activations(offload):
+    # closed form: the peak keeps the last L - n layers' activations (the first n wait in host memory); model
+    # states and workspace do not move
+    base, off = memory.per_gpu_memory(_offloaded(0)), memory.per_gpu_memory(_offloaded(offload))
+    s = _offloaded(offload)
+    per_layer = memory.layer_activation_bytes(s.model, Shard(seq_len=8192, micro_batch=1))
+    assert base.activations_bytes - off.activations_bytes == pytest.approx(offload * per_layer, rel=1e-12)
+    assert (off.weights_bytes, off.gradients_bytes, off.optimizer_bytes, off.workspace_bytes) == (
+        base.weights_bytes, base.gradients_bytes, base.optimizer_bytes, base.workspace_bytes)
+    # what stays is the output layer's and the resident layers'
+    assert off.activations_bytes > (32 - offload) * per_layer
+
+
+@pytest.mark.parametrize(("layers", "recompute", "pp", "virtual", "words"), [
+    (32, "none", 1, 1, "fewer than the model's 32"),
+    (4, "selective", 1, 1, "activation_recompute: none"),
+    (4, "full", 1, 1, "activation_recompute: none"),
+    (4, "none", 2, 1, "pp: 1"),
+])
+def test_offloading_outside_megatron_cores_limits_is_a_scenario_error(layers, recompute, pp, virtual, words):
+    from simcluster.core.errors import ScenarioError
+    with pytest.raises(ScenarioError) as caught:
+        _offloaded(layers, recompute=recompute, pp=pp, dp=8 // pp, virtual_stages=virtual)
+    assert caught.value.field == "training.activation_offload_layers"
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [True, -1, "4", 2.5])
+def test_offload_layers_must_be_a_non_negative_integer(value):
+    from simcluster.core.errors import ScenarioError
+    with pytest.raises(ScenarioError) as caught:
+        _offloaded(value)
+    assert caught.value.field == "training.activation_offload_layers"

@@ -3,7 +3,8 @@ bytes per parameter, and every published run that ran fits.
 
 Sources: GPU memory totals as nvidia-smi/NVML reports them (Modal, "Why does an NVIDIA H100 80GB card offer 85.52
 GB?", 2025, and modal-labs/modal-client#2797: H100 81,559 MiB, A100 80GB 81,920 MiB, A100 40GB 40,960 MiB, H200
-143,771 MiB); Megatron-LM docs/source/api-guide/dist_optimizer.md (bytes per parameter with bf16 parameters and
+143,771 MiB; B200 183,359 MiB in nvidia-smi output quoted in NVIDIA/TensorRT-LLM#10278; GB200 189,471 MiB and GB300
+284,208 MiB in public nvidia-smi outputs of NVL72 trays, drivers 580.x); Megatron-LM docs/source/api-guide/dist_optimizer.md (bytes per parameter with bf16 parameters and
 fp32 main gradients: 18 without the distributed optimizer, 6 + 12/d with it; fp32: 16 and 8 + 8/d).
 """
 
@@ -17,7 +18,8 @@ MIB = 2**20
 
 
 @pytest.mark.parametrize(("gpu", "mib"), [("h100-sxm", 81559), ("a100-80gb-sxm", 81920),
-                                          ("a100-40gb-sxm", 40960), ("h200-sxm", 143771)])
+                                          ("a100-40gb-sxm", 40960), ("h200-sxm", 143771), ("b200", 183359),
+                                          ("gb200", 189471), ("gb300", 284208)])
 def test_hbm_capacity_is_what_nvml_reports_not_the_decimal_marketing_size(gpu, mib):
     assert hardware.gpu(gpu).hbm_capacity == mib * MIB
 
@@ -63,3 +65,19 @@ def test_no_published_run_that_ran_is_refused_by_the_memory_model(case):
     scenario = validation.published_layout(case, config.load(case["scenario"]))
     assert memory.per_gpu_memory(scenario).total_bytes <= scenario.cluster.gpu.hbm_capacity
     memory.check_fits(scenario)  # raises OutOfMemoryError otherwise
+
+
+def test_memory_layout_restates_only_the_published_keys_and_nothing_else():
+    case = {"scenario": "llama3-405b-8k-h100-published", "memory_layout": {"zero_stage": 2}}
+    simulated = config.load(case["scenario"])
+    published = validation.published_layout(case, simulated)
+    assert (simulated.parallelism.zero_stage, published.parallelism.zero_stage) == (1, 2)
+    assert published.parallelism.model_dump(exclude={"zero_stage"}) == simulated.parallelism.model_dump(
+        exclude={"zero_stage"})
+    assert published.training == simulated.training and published.cluster == simulated.cluster
+    # ZeRO-2 shards the gradients over dp: the published layout holds 1/dp of the simulated one's
+    dp = simulated.parallelism.dp
+    assert memory.per_gpu_memory(published, 0).gradients_bytes == pytest.approx(
+        memory.per_gpu_memory(simulated, 0).gradients_bytes / dp)
+    with pytest.raises(AssertionError):
+        validation.published_layout({"scenario": case["scenario"], "memory_layout": {"tp": 4}}, simulated)
