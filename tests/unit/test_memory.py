@@ -237,3 +237,22 @@ def test_offload_layers_must_be_a_non_negative_integer(value):
     with pytest.raises(ScenarioError) as caught:
         _offloaded(value)
     assert caught.value.field == "training.activation_offload_layers"
+
+
+def test_offloading_counts_dense_and_moe_layers_by_their_own_activations():
+    # DeepSeek-V3's first 3 layers are dense, the rest MoE: offloading 3 layers removes 3 dense layers' worth,
+    # offloading 5 removes those and 2 MoE layers' worth
+    def peak(offload):
+        return memory.per_gpu_memory(config.from_dict({
+            "cluster": {"gpu": "b200", "gpus_per_node": 8, "nodes": 1}, "model": "deepseek-v3",
+            "training": {"seq_len": 4096, "global_batch_size": 8, "micro_batch_size": 1,
+                         "activation_offload_layers": offload},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 8, "ep": 8, "zero_stage": 3}})).activations_bytes
+    from simcluster.workload.moe import busiest_rank_load
+    spec = model.preset("deepseek-v3")
+    shard = Shard(seq_len=4096, micro_batch=1)
+    dense = memory.layer_activation_bytes(spec, shard)
+    moe_layer = memory.moe_layer_activation_bytes(spec, shard, 8, 1, busiest_rank_load(spec.moe, 8))
+    assert dense != pytest.approx(moe_layer, rel=0.01)
+    assert peak(0) - peak(3) == pytest.approx(3 * dense, rel=1e-9)
+    assert peak(0) - peak(5) == pytest.approx(3 * dense + 2 * moe_layer, rel=1e-9)
