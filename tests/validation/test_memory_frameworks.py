@@ -81,3 +81,25 @@ def test_memory_layout_restates_only_the_published_keys_and_nothing_else():
         memory.per_gpu_memory(simulated, 0).gradients_bytes / dp)
     with pytest.raises(AssertionError):
         validation.published_layout({"scenario": case["scenario"], "memory_layout": {"tp": 4}}, simulated)
+
+
+# NeMo 25.11's Llama 3 70B FSDP recipes choose how many layers to offload in steps of 10 (Megatron-Bridge
+# scripts/performance/configs/llama/llama3_workload_base_configs.py, *_V1, global batch 256 on 64 GPUs, micro batch
+# 2, Megatron FSDP; llama3_llm_pretrain.py: grad_reduce_in_fp32 = False): (gpu, precision, cpu_offloading_num_layers)
+OFFLOAD_RECIPES = [("gb200", "fp8", 40), ("gb300", "fp8", 20), ("gb300", "bf16", 30)]
+
+
+@pytest.mark.parametrize(("gpu", "precision", "offload"), OFFLOAD_RECIPES)
+def test_the_recipes_offload_count_fits_and_ten_layers_fewer_would_not(gpu, precision, offload):
+    # independent truth: the recipe's own choice. What it offloads must fit; had ten layers fewer fitted, the recipe
+    # would not pay for ten more layers of host copies.
+    def layout(layers):
+        return config.from_dict({
+            "cluster": {"gpu": gpu, "gpus_per_node": 64, "nodes": 1}, "model": "llama3-70b",
+            "training": {"seq_len": 8192, "global_batch_size": 256, "micro_batch_size": 2, "precision": precision,
+                         "activation_offload_layers": layers},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 64, "zero_stage": 3, "sequence_parallel": False,
+                            "grad_reduce_dtype": "bf16"}})
+    capacity = hardware.gpu(gpu).hbm_capacity
+    assert memory.per_gpu_memory(layout(offload)).total_bytes <= capacity
+    assert memory.per_gpu_memory(layout(offload - 10)).total_bytes > capacity
