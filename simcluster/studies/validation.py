@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcluster.core import catalog
+from simcluster.parallel import memory
 from simcluster.spec import config
 from simcluster.workload import ops
 
@@ -84,7 +85,6 @@ def run_case(case: dict, network: str | None = None) -> CaseResult:
     (``memory_layout``), or that the memory model refuses although it ran (``memory_check: false``), is simulated
     without the memory check: its result says how far from the HBM the memory model puts the published layout."""
     from simcluster.engine import simulate
-    from simcluster.parallel import memory
 
     scenario = config.load(case["scenario"])
     check = case.get("memory_check", True) and not case.get("memory_layout")
