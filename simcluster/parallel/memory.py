@@ -300,20 +300,43 @@ def in_flight_chunks(schedule: str, pp: int, virtual_stages: int, microbatches: 
 
 def stage_activation_bytes(model: TransformerSpec, shard: Shard, schedule: str, pp: int,
                            virtual_stages: int, microbatches: int, stage: int,
-                           layers_per_stage: list[int] | None = None, per_moe_layer: float = 0.0) -> float:
+                           layers_per_stage: list[int] | None = None, per_moe_layer: float = 0.0,
+                           offload_layers: int = 0) -> float:
     """Activations held by pipeline rank ``stage`` at its peak: all in-flight microbatches of its chunks
-    (``per_moe_layer``: what one MoE layer keeps, ``moe_layer_activation_bytes``)."""
+    (``per_moe_layer``: what one MoE layer keeps, ``moe_layer_activation_bytes``), less what activation
+    offloading keeps in host memory (``offloaded_activation_bytes``)."""
     layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
     moe = chunk_moe_layers(model, layers)
     per_layer = layer_activation_bytes(model, shard)
     chunks = in_flight_chunks(schedule, pp, virtual_stages, microbatches, stage)
     total = sum((layers[c * pp + stage] - moe[c * pp + stage]) * per_layer + moe[c * pp + stage] * per_moe_layer
                 for c in chunks)
+    if offload_layers:
+        assert pp == 1 and virtual_stages == 1 and shard.recompute == "none", "validated in config"
+        total -= len(chunks) * offloaded_activation_bytes(model, offload_layers, per_layer, per_moe_layer)
     if stage == 0:       # chunk 0 carries the embedding
         total += chunks.count(0) * embedding_activation_bytes(model, shard)
     if stage == pp - 1:  # the last chunk carries the output layer
         total += chunks.count(virtual_stages - 1) * output_activation_bytes(model, shard)
     return total
+
+
+def offloaded_activation_bytes(model: TransformerSpec, offload_layers: int, per_layer: float,
+                               per_moe_layer: float) -> float:
+    """What activation offloading takes off the GPU at the peak, per in-flight microbatch: the saved activations of
+    the model's first ``offload_layers`` layers.
+
+    Megatron-Core's CPU offloading (cpu_offloading_num_layers, through Transformer Engine's
+    get_cpu_offload_context) copies each of those layers' saved tensors to pinned host memory once its forward is
+    done and copies them back one layer ahead of its backward. The peak of a step comes at the start of the
+    backward, when every layer's forward is done and none of its backward: the offloaded layers are then on the
+    host, the last ``layers - offload_layers`` layers on the GPU. A layer brought back for its backward arrives
+    after the backward has freed at least one resident layer, so the transfers add nothing to the peak (stated
+    assumption: the copy engine keeps one layer ahead, no more). Megatron-Core allows offloading only with pp = 1
+    and no recompute (TransformerConfig checks; config refuses the rest).
+    """
+    moe = sum(model.is_moe_layer(i) for i in range(offload_layers))
+    return (offload_layers - moe) * per_layer + moe * per_moe_layer
 
 
 def backward_working_bytes(model: TransformerSpec, shard: Shard) -> float:
@@ -398,7 +421,7 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
         per_moe_layer = moe_layer_activation_bytes(m, shard, p.ep, p.etp, load)
         workspace += dispatch_buffer_bytes(m, shard, load)
     activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
-                                         stage, p.layers_per_stage, per_moe_layer)
+                                         stage, p.layers_per_stage, per_moe_layer, t.activation_offload_layers)
     if p.zero_stage == 3 and p.dp * p.cp > 1:
         workspace += zero3_gathered_bytes(m, p.tp, t.precision, grad_bytes)
     return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)

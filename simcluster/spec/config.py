@@ -113,6 +113,11 @@ class Training(_Strict):
     micro_batch_size: Count = Field(1, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
     activation_recompute: Literal["none", "selective", "full"] = "none"
+    activation_offload_layers: Annotated[int, Strict()] = Field(
+        0, ge=0, description="transformer layers whose saved activations go to host memory after their forward and "
+        "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
+        "memory only: the copies are assumed hidden under compute. Needs pp: 1 and activation_recompute: none, as "
+        "Megatron-Core requires")
     attention: Literal["flash", "flash_triton", "naive"] = Field(
         "flash", description="attention kernel: fused (flash: FlashAttention-2/3, cuDNN), the Triton FlashAttention "
         "of flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
@@ -298,6 +303,7 @@ class Scenario(_Strict):
         elif m.layers + 2 < chunks:  # the embedding and the output layer may fill a chunk each (Llama 3 405B)
             raise ScenarioError("parallelism.pp", f"{m.layers} layers (+ embedding and output) cannot fill "
                                 f"pp*virtual_stages = {chunks} chunks")
+        self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")
         if self.microbatches > MAX_MICROBATCHES:
@@ -311,6 +317,22 @@ class Scenario(_Strict):
             raise ScenarioError("parallelism.virtual_stages", f"the interleaved schedule needs microbatches "
                                 f"({self.microbatches}) divisible by pp={p.pp} (as Megatron-LM requires)")
         return self
+
+    def _check_offload(self) -> None:
+        """Megatron-Core's limits on activation offloading (TransformerConfig.__post_init__): fewer layers than the
+        model has, no pipeline parallelism, no activation recompute."""
+        t, offload = self.training, self.training.activation_offload_layers
+        if not offload:
+            return
+        if offload >= self.model.layers:
+            raise ScenarioError("training.activation_offload_layers", f"{offload} layers: must be fewer than the "
+                                f"model's {self.model.layers}")
+        if self.parallelism.pp > 1 or self.parallelism.virtual_stages > 1:
+            raise ScenarioError("training.activation_offload_layers", "activation offloading needs pp: 1 and "
+                                "virtual_stages: 1 (Megatron-Core has no pipeline parallelism with CPU offloading)")
+        if t.activation_recompute != "none":
+            raise ScenarioError("training.activation_offload_layers", "activation offloading needs "
+                                "activation_recompute: none (Megatron-Core does not combine them)")
 
     def _check_experts(self) -> None:
         """Expert parallelism as Megatron-Core lays it out: ep x etp x expert-data-parallel = tp x cp x dp."""

@@ -189,3 +189,70 @@ def test_fp8_training_stores_gemm_inputs_in_one_byte():
     fp8 = memory.layer_activation_bytes(spec, Shard(seq_len=2048, micro_batch=1, precision="fp8"))
     assert bf16 == 34 * tokens * h
     assert fp8 == 29 * tokens * h
+
+
+# ---- activation offloading (Megatron-Core cpu_offloading_num_layers) ----------------------------------------------
+
+def _offloaded(layers: int, recompute="none", pp=1, gpus=8, dp=8, model_name="llama3-8b", virtual_stages=1):
+    return config.from_dict({
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": gpus, "nodes": 1},
+        "model": model_name,
+        "training": {"seq_len": 8192, "global_batch_size": 16 * dp, "micro_batch_size": 1,
+                     "activation_recompute": recompute, "activation_offload_layers": layers},
+        "parallelism": {"tp": 1, "pp": pp, "dp": dp, "zero_stage": 3, "virtual_stages": virtual_stages},
+    })
+
+
+@pytest.mark.parametrize("offload", [1, 8, 16, 31])
+def test_offloading_n_layers_removes_exactly_their_saved_activations(offload):
+    # closed form: the peak keeps the last L - n layers' activations (the first n wait in host memory); model
+    # states and workspace do not move
+    base, off = memory.per_gpu_memory(_offloaded(0)), memory.per_gpu_memory(_offloaded(offload))
+    s = _offloaded(offload)
+    per_layer = memory.layer_activation_bytes(s.model, Shard(seq_len=8192, micro_batch=1))
+    assert base.activations_bytes - off.activations_bytes == pytest.approx(offload * per_layer, rel=1e-12)
+    assert (off.weights_bytes, off.gradients_bytes, off.optimizer_bytes, off.workspace_bytes) == (
+        base.weights_bytes, base.gradients_bytes, base.optimizer_bytes, base.workspace_bytes)
+    # what stays is the output layer's and the resident layers'
+    assert off.activations_bytes > (32 - offload) * per_layer
+
+
+@pytest.mark.parametrize(("layers", "recompute", "pp", "virtual", "words"), [
+    (32, "none", 1, 1, "fewer than the model's 32"),
+    (4, "selective", 1, 1, "activation_recompute: none"),
+    (4, "full", 1, 1, "activation_recompute: none"),
+    (4, "none", 2, 1, "pp: 1"),
+])
+def test_offloading_outside_megatron_cores_limits_is_a_scenario_error(layers, recompute, pp, virtual, words):
+    from simcluster.core.errors import ScenarioError
+    with pytest.raises(ScenarioError) as caught:
+        _offloaded(layers, recompute=recompute, pp=pp, dp=8 // pp, virtual_stages=virtual)
+    assert caught.value.field == "training.activation_offload_layers"
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [True, -1, "4", 2.5])
+def test_offload_layers_must_be_a_non_negative_integer(value):
+    from simcluster.core.errors import ScenarioError
+    with pytest.raises(ScenarioError) as caught:
+        _offloaded(value)
+    assert caught.value.field == "training.activation_offload_layers"
+
+
+def test_offloading_counts_dense_and_moe_layers_by_their_own_activations():
+    # DeepSeek-V3's first 3 layers are dense, the rest MoE: offloading 3 layers removes 3 dense layers' worth,
+    # offloading 5 removes those and 2 MoE layers' worth
+    def peak(offload):
+        return memory.per_gpu_memory(config.from_dict({
+            "cluster": {"gpu": "b200", "gpus_per_node": 8, "nodes": 1}, "model": "deepseek-v3",
+            "training": {"seq_len": 4096, "global_batch_size": 8, "micro_batch_size": 1,
+                         "activation_offload_layers": offload},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 8, "ep": 8, "zero_stage": 3}})).activations_bytes
+    from simcluster.workload.moe import busiest_rank_load
+    spec = model.preset("deepseek-v3")
+    shard = Shard(seq_len=4096, micro_batch=1)
+    dense = memory.layer_activation_bytes(spec, shard)
+    moe_layer = memory.moe_layer_activation_bytes(spec, shard, 8, 1, busiest_rank_load(spec.moe, 8))
+    assert dense != pytest.approx(moe_layer, rel=0.01)
+    assert peak(0) - peak(3) == pytest.approx(3 * dense, rel=1e-9)
+    assert peak(0) - peak(5) == pytest.approx(3 * dense + 2 * moe_layer, rel=1e-9)

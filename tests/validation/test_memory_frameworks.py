@@ -3,7 +3,8 @@ bytes per parameter, and every published run that ran fits.
 
 Sources: GPU memory totals as nvidia-smi/NVML reports them (Modal, "Why does an NVIDIA H100 80GB card offer 85.52
 GB?", 2025, and modal-labs/modal-client#2797: H100 81,559 MiB, A100 80GB 81,920 MiB, A100 40GB 40,960 MiB, H200
-143,771 MiB); Megatron-LM docs/source/api-guide/dist_optimizer.md (bytes per parameter with bf16 parameters and
+143,771 MiB; B200 183,359 MiB in nvidia-smi output quoted in NVIDIA/TensorRT-LLM#10278; GB200 189,471 MiB and GB300
+284,208 MiB in public nvidia-smi outputs of NVL72 trays, drivers 580.x); Megatron-LM docs/source/api-guide/dist_optimizer.md (bytes per parameter with bf16 parameters and
 fp32 main gradients: 18 without the distributed optimizer, 6 + 12/d with it; fp32: 16 and 8 + 8/d).
 """
 
@@ -46,14 +47,11 @@ def test_model_states_match_megatron_distributed_optimizer_bytes_per_parameter(d
 
 
 ALL_PUBLISHED = validation.cases() + validation.held_out_cases()
-# Published runs that ran and that the memory model still refuses: known gaps (docs/calibration.md, issue 15),
-# expected to fail here (strict: the test says so when one starts to fit). The NeMo 25.11 Blackwell rows (issue 16)
-# run Llama 3 70B under FSDP, whose sharding the page does not state; the memory model counts 331 GiB for them.
-# (Llama 3.1 405B on 128 B200 fits since B200's capacity is what nvidia-smi reports, 179.1 GiB: 168 GiB.)
-KNOWN_REFUSED = {
-    "nemo2511-llama3-70b-64-gb200-fp8": "FSDP sharding as NeMo 25.11 ran it is not modelled",
-    "nemo2511-llama3-70b-64-gb300-fp8": "FSDP sharding as NeMo 25.11 ran it is not modelled",
-}
+# Published runs that ran and that the memory model still refuses: known gaps (docs/compute-and-memory.md), expected
+# to fail here (strict: the test says so when one starts to fit). Empty since the NeMo 25.11 Blackwell rows were
+# fixed (issue 15): their HBM as NVML reports it, and the Llama 3 70B recipes' activation offloading
+# (activation_offload_layers).
+KNOWN_REFUSED: dict[str, str] = {}
 
 
 def _published(case: dict):
@@ -64,12 +62,46 @@ def _published(case: dict):
 
 @pytest.mark.parametrize("case", [_published(c) for c in ALL_PUBLISHED])
 def test_no_published_run_that_ran_is_refused_by_the_memory_model(case):
-    scenario = config.load(case["scenario"])
-    if not case.get("memory_check", True) and case["scenario"] not in KNOWN_REFUSED:
-        # simulated with ZeRO-1 for speed (the scenario header says why); as published the gradients are sharded
-        # too (Llama 3's FSDP), and so it must fit
-        assert case["source"] == "llama3_2024"
-        scenario = scenario.model_copy(update={"parallelism": scenario.parallelism.model_copy(
-            update={"zero_stage": 2})})
+    """Judged on the layout as published (``memory_layout`` restates what the simulation runs otherwise: Llama 3's
+    FSDP gradient sharding, NeMo 25.11's bf16 gradient reduction)."""
+    scenario = validation.published_layout(case, config.load(case["scenario"]))
     assert memory.per_gpu_memory(scenario).total_bytes <= scenario.cluster.gpu.hbm_capacity
     memory.check_fits(scenario)  # raises OutOfMemoryError otherwise
+
+
+def test_memory_layout_restates_only_the_published_keys_and_nothing_else():
+    case = {"scenario": "llama3-405b-8k-h100-published", "memory_layout": {"zero_stage": 2}}
+    simulated = config.load(case["scenario"])
+    published = validation.published_layout(case, simulated)
+    assert (simulated.parallelism.zero_stage, published.parallelism.zero_stage) == (1, 2)
+    assert published.parallelism.model_dump(exclude={"zero_stage"}) == simulated.parallelism.model_dump(
+        exclude={"zero_stage"})
+    assert published.training == simulated.training and published.cluster == simulated.cluster
+    # ZeRO-2 shards the gradients over dp: the published layout holds 1/dp of the simulated one's
+    dp = simulated.parallelism.dp
+    assert memory.per_gpu_memory(published, 0).gradients_bytes == pytest.approx(
+        memory.per_gpu_memory(simulated, 0).gradients_bytes / dp)
+    with pytest.raises(AssertionError):
+        validation.published_layout({"scenario": case["scenario"], "memory_layout": {"tp": 4}}, simulated)
+
+
+# NeMo 25.11's Llama 3 70B FSDP recipes choose how many layers to offload in steps of 10 (Megatron-Bridge
+# scripts/performance/configs/llama/llama3_workload_base_configs.py, *_V1, global batch 256 on 64 GPUs, micro batch
+# 2, Megatron FSDP; llama3_llm_pretrain.py: grad_reduce_in_fp32 = False): (gpu, precision, cpu_offloading_num_layers)
+OFFLOAD_RECIPES = [("gb200", "fp8", 40), ("gb300", "fp8", 20), ("gb300", "bf16", 30)]
+
+
+@pytest.mark.parametrize(("gpu", "precision", "offload"), OFFLOAD_RECIPES)
+def test_the_recipes_offload_count_fits_and_ten_layers_fewer_would_not(gpu, precision, offload):
+    # independent truth: the recipe's own choice. What it offloads must fit; had ten layers fewer fitted, the recipe
+    # would not pay for ten more layers of host copies.
+    def layout(layers):
+        return config.from_dict({
+            "cluster": {"gpu": gpu, "gpus_per_node": 64, "nodes": 1}, "model": "llama3-70b",
+            "training": {"seq_len": 8192, "global_batch_size": 256, "micro_batch_size": 2, "precision": precision,
+                         "activation_offload_layers": layers},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 64, "zero_stage": 3, "sequence_parallel": False,
+                            "grad_reduce_dtype": "bf16"}})
+    capacity = hardware.gpu(gpu).hbm_capacity
+    assert memory.per_gpu_memory(layout(offload)).total_bytes <= capacity
+    assert memory.per_gpu_memory(layout(offload - 10)).total_bytes > capacity
