@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.formats import load_trace
+from simcluster.replay.formats import protobuf as pb
 
 CHAKRA = sorted((Path(__file__).parents[1] / "data" / "chakra").glob("all_reduce.*.et"))
 
@@ -124,3 +126,13 @@ def test_chakra_bytes_of_any_value_are_read_or_refused_in_one_line(tmp_path, fli
         paths.append(tmp_path / path.name)
         paths[-1].write_bytes(bytes(blob))
     _refused_or_read(paths)
+
+
+def test_a_float_attribute_stored_as_a_wide_varint_is_refused_not_a_traceback():
+    # found by the fuzz test above: a corrupt wire type put a 2^40 varint where a 32-bit float belongs
+
+    with pytest.raises(pb.ProtobufError, match="32-bit fixed field"):
+        pb.as_float(1 << 40)
+    with pytest.raises(pb.ProtobufError, match="64-bit fixed field"):
+        pb.as_double(-1)
+    assert pb.as_float(0x3F800000) == 1.0

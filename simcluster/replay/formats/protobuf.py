@@ -106,11 +106,19 @@ def as_sint(value: int) -> int:
 
 
 def as_double(value: int) -> float:
-    return struct.unpack("<d", value.to_bytes(8, "little"))[0]
+    return struct.unpack("<d", _fixed_bytes(value, 8))[0]
 
 
 def as_float(value: int) -> float:
-    return struct.unpack("<f", value.to_bytes(4, "little"))[0]
+    return struct.unpack("<f", _fixed_bytes(value, 4))[0]
+
+
+def _fixed_bytes(value: int, width: int) -> bytes:
+    """The little-endian bytes of a fixed-width field; a value that does not fit (a varint where a fixed32/fixed64
+    belongs: a corrupt file) is refused."""
+    if not 0 <= value < 1 << (8 * width):
+        raise ProtobufError(f"a {8 * width}-bit fixed field holds {value}")
+    return value.to_bytes(width, "little")
 
 
 def as_sfixed(value: int, bits: int) -> int:
