@@ -200,21 +200,37 @@ class Simulation:
         self._dp_streams[agent.rank] = done
         alone_s = timing.isolated_time_s(self.fabric, op, self._groups(agent, ("dp", "cp"))[0], size_bytes)
         self._dp_busy_until[agent.rank] = max(self._dp_busy_until.get(agent.rank, 0.0), self.env.now) + alone_s
-        self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done))
+        if previous is not None and not previous.triggered:
+            self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done))
+        else:
+            self._join(agent, self._groups(agent, ("dp", "cp")), name, done, self._run_collective, op, size_bytes,
+                       name)
         return done
 
     def _join_collective(self, agent, op, size_bytes, name, previous, done):
-        if previous is not None and not previous.triggered:
-            yield previous
+        yield previous
         groups = self._groups(agent, ("dp", "cp"))
         waiting = self._arrive(agent, groups, name, done)
-        if waiting is None:
-            return
+        if waiting is not None:
+            yield from self._run_collective(waiting, agent, groups, op, size_bytes, name)
+
+    def _run_collective(self, waiting, agent, groups, op, size_bytes, name):
         started_at_s = self.env.now
         yield from self.collective_driver.run(op, groups, size_bytes)
         self.recorder.transfer(agent, "dp", name, -1, started_at_s, self.env.now, size_bytes)
         for event in waiting:
             event.succeed()
+
+    def _join(self, agent: Agent, groups, name: str, done: simpy.Event, run, *args) -> None:
+        """Count ``agent``'s ranks in at the rendezvous of ``name`` now (``_arrive``); the last member to arrive
+        starts the process ``run(waiting, agent, groups, *args)``, which runs the collective and fires ``waiting``.
+
+        The same events in the same order as a process per member that arrives when it starts (members arrive in
+        the order they call, and the last one's process starts where it would have): the others' processes, which
+        would only count themselves in and end, are not made (an expanded run's TP groups: most of its events)."""
+        waiting = self._arrive(agent, groups, name, done)
+        if waiting is not None:
+            self.env.process(run(waiting, agent, groups, *args))
 
     def _arrive(self, agent: Agent, groups, name: str, done: simpy.Event) -> list[simpy.Event] | None:
         """Count ``agent``'s ranks in at the rendezvous of collective ``name`` over ``groups``. When every member
@@ -237,14 +253,10 @@ class Simulation:
         their completion. The TP ranks of a collapsed agent are all its own, so they start at once. ``tag`` labels
         the transfers (the merge policy keeps differently labelled traffic apart)."""
         done = self.env.event()
-        self.env.process(self._join_tensor_parallel(agent, calls, size_bytes, name, done, tag))
+        self._join(agent, self._groups(agent, ("tp",)), name, done, self._run_tensor_parallel, calls, size_bytes, tag)
         return done
 
-    def _join_tensor_parallel(self, agent, calls, size_bytes, name, done, tag):
-        groups = self._groups(agent, ("tp",))
-        waiting = self._arrive(agent, groups, name, done)
-        if waiting is None:
-            return
+    def _run_tensor_parallel(self, waiting, agent, groups, calls, size_bytes, tag):
         yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=tag)
         for event in waiting:
             event.succeed()
@@ -257,14 +269,11 @@ class Simulation:
         ``axis="etp"`` its expert-TP collectives over the ETP groups, once every member rank has reached them;
         returns the event of their completion."""
         done = self.env.event()
-        self.env.process(self._join_expert_parallel(agent, calls, size_bytes, name, done, axis))
+        self._join(agent, self._expert_groups(agent, axis), f"{axis} {name}", done, self._run_expert_parallel, calls,
+                   size_bytes, axis)
         return done
 
-    def _join_expert_parallel(self, agent, calls, size_bytes, name, done, axis):
-        groups = self._expert_groups(agent, axis)
-        waiting = self._arrive(agent, groups, f"{axis} {name}", done)
-        if waiting is None:
-            return
+    def _run_expert_parallel(self, waiting, agent, groups, calls, size_bytes, axis):
         algorithm = self.scenario.parallelism.ep_alltoall if axis == "ep" else "auto"
         yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=axis, algorithm=algorithm)
         for event in waiting:
@@ -286,14 +295,10 @@ class Simulation:
         of ``agent``'s ranks passes ``size_bytes`` to its neighbour, on the network, once every member has reached
         it; returns the event of its completion."""
         done = self.env.event()
-        self.env.process(self._join_context_parallel(agent, steps, size_bytes, name, done))
+        self._join(agent, self._groups(agent, ("cp",)), name, done, self._run_context_parallel, steps, size_bytes)
         return done
 
-    def _join_context_parallel(self, agent, steps, size_bytes, name, done):
-        groups = self._groups(agent, ("cp",))
-        waiting = self._arrive(agent, groups, name, done)
-        if waiting is None:
-            return
+    def _run_context_parallel(self, waiting, agent, groups, steps, size_bytes):
         yield from self.collective_driver.run_ring_exchange(groups, size_bytes, steps, tag="cp")
         for event in waiting:
             event.succeed()
@@ -311,13 +316,10 @@ class Simulation:
         if len(groups[0]) < 2:
             done.succeed(self.env.now)
             return done
-        self.env.process(self._join_step_collective(agent, groups, kind, size_bytes, done))
+        self._join(agent, groups, f"{kind} allreduce", done, self._run_step_collective, kind, size_bytes)
         return done
 
-    def _join_step_collective(self, agent, groups, kind, size_bytes, done):
-        waiting = self._arrive(agent, groups, f"{kind} allreduce", done)
-        if waiting is None:
-            return
+    def _run_step_collective(self, waiting, agent, groups, kind, size_bytes):
         started_at_s = self.env.now
         yield from self.collective_driver.run("allreduce", groups, size_bytes)
         stream = "pp" if kind == "embedding" else "dp"
@@ -327,15 +329,16 @@ class Simulation:
 
     def _step_groups(self, agent: Agent, kind: str) -> list[tuple[int, ...]]:
         """The groups of ``step_collective``, members in rank order (ring neighbours on NVLink first); cached."""
-        key = (agent.rank, kind)
+        layout = self.plan.layout
+        whole = kind != "embedding" and len(self.plan.grad_norm_axes) == len(layout.order)
+        key = ("every rank",) if whole else (agent.rank, kind)  # one shared group (expanded: 16k agents use it)
         if key not in self._groups_cache:
-            layout = self.plan.layout
             if kind == "embedding":
                 ranks = np.asarray(agent.ranks, dtype=np.int64)
                 ends = zip(layout.moved(ranks, "pp", 0).tolist(), layout.moved(ranks, "pp", layout.pp - 1).tolist(),
                            strict=True)
                 groups = sorted(set(ends))
-            elif len(self.plan.grad_norm_axes) == len(layout.order):  # every rank: one group
+            elif whole:  # every rank: one group
                 groups = [tuple(range(layout.world_size))]
             else:
                 groups = sorted(tuple(sorted(group)) for group in self._groups(agent, self.plan.grad_norm_axes))
