@@ -154,19 +154,44 @@ class Simulation:
         those axes), sorted; cached. ("dp", "cp"): the ranks holding the same parameters; ("tp",): a TP group."""
         key = (agent.rank, axes)
         if key not in self._groups_cache:
-            layout = self.plan.layout
-            bases = np.asarray(agent.ranks, dtype=np.int64)
-            for axis in axes:
-                bases = layout.moved(bases, axis, 0)
-            bases = np.unique(bases)
-            members = []
-            for coords in itertools.product(*(range(getattr(layout, axis)) for axis in axes)):
-                ranks = bases
-                for axis, value in zip(axes, coords, strict=True):
-                    ranks = layout.moved(ranks, axis, value)
-                members.append(ranks)
-            self._groups_cache[key] = sorted(map(tuple, np.stack(members, axis=1).tolist()))
+            if agent.multiplicity == 1:  # expanded: looked up in every rank's groups; one list per group, shared
+                bases, members = self._every_group(axes)
+                row = int(np.searchsorted(members[:, 0], bases[agent.rank]))
+                shared = ("group", axes, row)
+                if shared not in self._groups_cache:
+                    self._groups_cache[shared] = [tuple(members[row].tolist())]
+                self._groups_cache[key] = self._groups_cache[shared]
+            else:
+                bases = self._bases(np.asarray(agent.ranks, dtype=np.int64), axes)
+                self._groups_cache[key] = sorted(map(tuple, self._members(np.unique(bases), axes).tolist()))
         return self._groups_cache[key]
+
+    def _every_group(self, axes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Every rank's group base (``_bases``) and every group's members (rows sorted by base, which is each
+        row's first member); made once per ``axes``: an expanded run's agents look theirs up (building each
+        agent's group alone costs a numpy call per member, O(N^2) in all at 16k GPUs)."""
+        key = ("every group", axes)
+        if key not in self._groups_cache:
+            bases = self._bases(np.arange(self.plan.layout.world_size, dtype=np.int64), axes)
+            self._groups_cache[key] = bases, self._members(np.unique(bases), axes)
+        return self._groups_cache[key]
+
+    def _bases(self, ranks: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        """Each rank's group named by its first member: the rank with ``axes`` moved to 0."""
+        for axis in axes:
+            ranks = self.plan.layout.moved(ranks, axis, 0)
+        return ranks
+
+    def _members(self, bases: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        """Row ``i``: the group of ``bases[i]``, members in the order of ``axes``' coordinates."""
+        layout = self.plan.layout
+        members = []
+        for coords in itertools.product(*(range(getattr(layout, axis)) for axis in axes)):
+            ranks = bases
+            for axis, value in zip(axes, coords, strict=True):
+                ranks = layout.moved(ranks, axis, value)
+            members.append(ranks)
+        return np.stack(members, axis=1)
 
     def _delivered(self, agent: Agent, message: Message, key, started_at_s: float) -> None:
         message.arrived.succeed()
