@@ -259,6 +259,7 @@ class Agent:
             yield message.arrived
             sent_at_s = message.sent_at_s if message.sent_at_s is not None else env.now
             self.tally.p2p_wait_s += env.now - max(started_at_s, sent_at_s)
+        sim.received(self, key)
         if sim.plan.p2p_gather_bytes > 0:
             yield from self._gather(key)
 

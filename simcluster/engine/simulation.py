@@ -119,13 +119,26 @@ class Simulation:
         done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))
         return done
 
+    def received(self, agent: Agent, key) -> None:
+        """``agent`` has taken message ``key`` from its inbox (sent and arrived): forget it (an expanded run keeps
+        a message per GPU and microbatch otherwise)."""
+        del self._messages[(agent.rank, key)]
+
     def post_receive(self, agent: Agent, key) -> None:
         """``agent`` posts its receive of ``key``: a blocking sender of it may start (``receiver_ready``)."""
         message = self.inbox(agent, key)
-        if message.posted is None:
-            message.posted = self.env.event()
-        if not message.posted.triggered:
+        if message.posted is None:  # no sender waits for it: posted already, without an event on the queue
+            message.posted = self._already_posted
+        elif not message.posted.triggered:
             message.posted.succeed()
+
+    @functools.cached_property
+    def _already_posted(self) -> simpy.Event:
+        """A processed event: what ``receiver_ready`` returns for a receive posted before its sender asked (the
+        sender tests ``triggered`` and goes on, as it would once the event had been processed)."""
+        event = self.env.event()
+        event._ok, event._value, event.callbacks = True, None, None
+        return event
 
     def receiver_ready(self, agent: Agent, key, chunk: int) -> simpy.Event:
         """The event of the receiver of ``key`` (the stage holding ``chunk``) posting its receive: an NCCL send
