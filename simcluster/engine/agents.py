@@ -28,14 +28,11 @@ class Agent:
     gradients: GradientReduction
     parameters: ParameterGathering
     tally: Tally = field(default_factory=Tally)
+    rank: int = field(init=False)          # ranks[0]: read on every event of the agent, so kept, not a property
+    multiplicity: int = field(init=False)  # len(ranks)
 
-    @property
-    def rank(self) -> int:
-        return self.ranks[0]
-
-    @property
-    def multiplicity(self) -> int:
-        return len(self.ranks)
+    def __post_init__(self):
+        self.rank, self.multiplicity = self.ranks[0], len(self.ranks)
 
     def chunks(self) -> list[int]:
         """The model chunks this agent's stage holds, in order (read from the plan at each use: tests edit it)."""
@@ -166,7 +163,11 @@ class Agent:
         if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
             compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / parts, sim.slowdowns.tp[phase])
-        cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
+        if cost.cp_exchange.get(phase):
+            cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
+        else:  # no key/value exchange: the compute alone (one generator less per block)
+            yield env.timeout(compute_s)
+            cp_s = 0.0
         if calls:
             if tp_done is None:
                 tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")

@@ -107,8 +107,7 @@ class Simulation:
         the event of its arrival."""
         plan = self.plan
         dst_stage = plan.stage_of(chunk)
-        transfers = self._peer_sends(agent, dst_stage, plan.p2p_bytes)
-        receiver = self._agent_of_rank[int(transfers.pairs[0, 1])]
+        transfers, receiver = self._peer_sends(agent, dst_stage, plan.p2p_bytes)
         message = self.inbox(receiver, key)
         message.sent_at_s = self.env.now
         if dst_stage == agent.stage:
@@ -143,23 +142,24 @@ class Simulation:
     def receiver_ready(self, agent: Agent, key, chunk: int) -> simpy.Event:
         """The event of the receiver of ``key`` (the stage holding ``chunk``) posting its receive: an NCCL send
         larger than its buffers completes only into a posted receive."""
-        transfers = self._peer_sends(agent, self.plan.stage_of(chunk), self.plan.p2p_bytes)
-        receiver = self._agent_of_rank[int(transfers.pairs[0, 1])]
+        _transfers, receiver = self._peer_sends(agent, self.plan.stage_of(chunk), self.plan.p2p_bytes)
         message = self.inbox(receiver, key)
         if message.posted is None:
             message.posted = self.env.event()
         return message.posted
 
-    def _peer_sends(self, agent: Agent, stage: int, size_bytes: float) -> TransferClass:
+    def _peer_sends(self, agent: Agent, stage: int, size_bytes: float) -> tuple[TransferClass, Agent]:
         """The pipeline send of every rank ``agent`` stands for to the same rank moved to ``stage``: one part per
         rank (each replica's send is its own transfer). The label names the stage boundary, so only the same
-        boundary's sends in other replicas can merge into one class. Cached: the network routes a class once."""
+        boundary's sends in other replicas can merge into one class. Cached with the receiving agent (of the first
+        rank's send): the network routes a class once."""
         key = (agent.rank, stage, size_bytes)
         if key not in self._pairs:
             ranks = np.asarray(agent.ranks, dtype=np.int64)
             pairs = np.stack([ranks, self.plan.layout.moved(ranks, "pp", stage)], axis=1)
-            self._pairs[key] = TransferClass(pairs, size_bytes, label=f"pp {agent.stage}->{stage}",
-                                             parts=np.arange(len(pairs)) if len(pairs) > 1 else None)
+            self._pairs[key] = (TransferClass(pairs, size_bytes, label=f"pp {agent.stage}->{stage}",
+                                              parts=np.arange(len(pairs)) if len(pairs) > 1 else None),
+                                self._agent_of_rank[int(pairs[0, 1])])
         return self._pairs[key]
 
     def _groups(self, agent: Agent, axes: tuple[str, ...]) -> list[tuple[int, ...]]:
