@@ -212,6 +212,11 @@ class Simulation:
         self.recorder.transfer(agent, "pp", f"send {phase} to c{chunk}", microbatch, started_at_s, self.env.now,
                                self.plan.p2p_bytes)
 
+    @functools.cached_property
+    def blocks(self) -> dict:
+        """What each compute block reads from the plan, by (chunk, phase, part, parts) (``Agent.compute``)."""
+        return {}
+
     # ---- data-parallel collectives ----------------------------------------------------------------------------
     @functools.cached_property
     def slowdowns(self) -> Slowdowns:
