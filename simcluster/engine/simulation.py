@@ -326,10 +326,17 @@ class Simulation:
         """The EP (or ETP) groups holding ``agent``'s ranks (``layout.expert_groups``), sorted; cached."""
         key = (agent.rank, axis)
         if key not in self._groups_cache:
-            p = self.scenario.parallelism
-            mine = set(agent.ranks)
-            groups = layout_mod.expert_groups(self.plan.layout, agent.stage, p.ep, p.etp, axis)
-            self._groups_cache[key] = sorted(g for g in groups if mine.intersection(g))
+            stage_key = ("expert groups", agent.stage, axis)  # made once per stage (a pass over every rank)
+            if stage_key not in self._groups_cache:
+                p = self.scenario.parallelism
+                groups = layout_mod.expert_groups(self.plan.layout, agent.stage, p.ep, p.etp, axis)
+                self._groups_cache[stage_key] = groups, {r: [g] for g in groups for r in g}
+            groups, of_rank = self._groups_cache[stage_key]
+            if agent.multiplicity == 1:  # expanded: the rank's own group, one list per group, shared
+                self._groups_cache[key] = of_rank[agent.rank]
+            else:
+                mine = set(agent.ranks)
+                self._groups_cache[key] = sorted(g for g in groups if mine.intersection(g))
         return self._groups_cache[key]
 
     # ---- context-parallel exchange ----------------------------------------------------------------------------
