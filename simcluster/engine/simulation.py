@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import itertools
 import time
 
@@ -408,11 +410,12 @@ class Simulation:
         steps = steps or self.scenario.training.steps
         assert self.env.now == 0, "a Simulation runs once (step indices key its messages)"
         started = time.perf_counter()
-        for index in range(steps):
-            processes = [self.env.process(agent.step(index)) for agent in self.agents]
-            self.env.run(until=self.env.all_of(processes))
-            if on_step is not None:
-                on_step(index)
+        with _no_cycle_collection():
+            for index in range(steps):
+                processes = [self.env.process(agent.step(index)) for agent in self.agents]
+                self.env.run(until=self.env.all_of(processes))
+                if on_step is not None:
+                    on_step(index)
         return summarize(self.record(steps, time.perf_counter() - started))
 
     def record(self, steps: int, wall_time_s: float) -> RunRecord:
@@ -450,6 +453,22 @@ def bottlenecks(fabric, layout) -> dict[str, str | None]:
                      if getattr(layout, axis) > 1 else None)
     out["ep"] = None
     return out
+
+
+@contextlib.contextmanager
+def _no_cycle_collection():
+    """Python's cycle collector paused while the events run, restored after. A run allocates millions of short-lived
+    objects (events, generators, records) while holding millions of live ones, so the collector's passes over the
+    live ones were 25-30% of an expanded run (2,048 GPUs: 7.1-7.7 s of CPU with it, 5.2-5.5 s without, the same
+    step time), and found nearly nothing to free (30 objects in 9 full passes): what a run drops, reference counting
+    frees. Results cannot depend on it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def run_expanded(build, steps: int | None = None, on_step=None) -> Result:
