@@ -254,9 +254,7 @@ class Agent:
         scattered message (no sequence parallelism) is then all-gathered over the TP group, also counted as
         pipeline communication."""
         sim, env = self.sim, self.sim.env
-        if sim.plan.p2p_blocking:
-            sim.post_receive(self, key)
-        message = sim.inbox(self, key)
+        message = sim.post_receive(self, key) if sim.plan.p2p_blocking else sim.inbox(self, key)
         if not message.arrived.triggered:
             started_at_s = env.now
             yield message.arrived

@@ -125,13 +125,15 @@ class Simulation:
         a message per GPU and microbatch otherwise)."""
         del self._messages[(agent.rank, key)]
 
-    def post_receive(self, agent: Agent, key) -> None:
-        """``agent`` posts its receive of ``key``: a blocking sender of it may start (``receiver_ready``)."""
+    def post_receive(self, agent: Agent, key) -> Message:
+        """``agent`` posts its receive of ``key``: a blocking sender of it may start (``receiver_ready``); returns
+        the message."""
         message = self.inbox(agent, key)
         if message.posted is None:  # no sender waits for it: posted already, without an event on the queue
             message.posted = self._already_posted
         elif not message.posted.triggered:
             message.posted.succeed()
+        return message
 
     @functools.cached_property
     def _already_posted(self) -> simpy.Event:
@@ -282,13 +284,15 @@ class Simulation:
         rank is in, the rendezvous closes and returns the members' completion events (the caller runs the
         collective, then fires them); before that, None."""
         key = (groups[0], name)
-        entry = self._rendezvous.setdefault(key, {"arrived": 0, "done": []})
-        entry["arrived"] += agent.multiplicity
-        entry["done"].append(done)
-        if entry["arrived"] < sum(len(g) for g in groups):
+        entry = self._rendezvous.get(key)
+        if entry is None:  # [member ranks still to arrive, the arrived members' completion events]
+            entry = self._rendezvous[key] = [sum(len(g) for g in groups), []]
+        entry[0] -= agent.multiplicity
+        entry[1].append(done)
+        if entry[0] > 0:
             return None
         del self._rendezvous[key]
-        return entry["done"]
+        return entry[1]
 
     # ---- tensor-parallel collectives --------------------------------------------------------------------------
     def tensor_parallel(self, agent: Agent, calls: tuple[tuple[str, int], ...], size_bytes: float,
