@@ -10,6 +10,7 @@ agent's two data-parallel strategies (``engine.data_parallel``), so the step its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from simcluster.engine.data_parallel import GradientReduction, ParameterGathering
 from simcluster.engine.record import Tally
@@ -28,14 +29,11 @@ class Agent:
     gradients: GradientReduction
     parameters: ParameterGathering
     tally: Tally = field(default_factory=Tally)
+    rank: int = field(init=False)          # ranks[0]: read on every event of the agent, so kept, not a property
+    multiplicity: int = field(init=False)  # len(ranks)
 
-    @property
-    def rank(self) -> int:
-        return self.ranks[0]
-
-    @property
-    def multiplicity(self) -> int:
-        return len(self.ranks)
+    def __post_init__(self):
+        self.rank, self.multiplicity = self.ranks[0], len(self.ranks)
 
     def chunks(self) -> list[int]:
         """The model chunks this agent's stage holds, in order (read from the plan at each use: tests edit it)."""
@@ -150,15 +148,16 @@ class Agent:
         started during the block does not slow it); the overlapped TP collectives slow it for their time alone.
         """
         sim = self.sim
-        env, cost = sim.env, sim.plan.chunks[work.chunk]
-        alone_s = getattr(cost, f"{phase}_compute_s") / parts
+        env = sim.env
+        key = (work.chunk, phase, part, parts)
+        block = sim.blocks.get(key)
+        if block is None:
+            block = sim.blocks[key] = _Block.of(sim.plan.chunks[work.chunk], work.chunk, phase, part, parts)
+        cost, alone_s, name, calls, ep_calls = block
         if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
             alone_s *= sim.variability.block_factor(self)
         compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
-        name = f"{phase} c{work.chunk}" + (f" b{part}" if part is not None else "")
         started_at_s = env.now
-        calls = share(cost.tp_collectives.get(phase, ()), part or 0, parts)
-        ep_calls = share(cost.ep_collectives.get(phase, ()), part or 0, parts)
         ep_done = None
         if ep_calls and sim.scenario.parallelism.ep_overlap:  # under the compute (an upper bound of the gain)
             ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
@@ -166,7 +165,11 @@ class Agent:
         if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
             compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / parts, sim.slowdowns.tp[phase])
-        cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
+        if cost.cp_exchange.get(phase):
+            cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
+        else:  # no key/value exchange: the compute alone (one generator less per block)
+            yield env.timeout(compute_s)
+            cp_s = 0.0
         if calls:
             if tp_done is None:
                 tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
@@ -251,14 +254,13 @@ class Agent:
         scattered message (no sequence parallelism) is then all-gathered over the TP group, also counted as
         pipeline communication."""
         sim, env = self.sim, self.sim.env
-        if sim.plan.p2p_blocking:
-            sim.post_receive(self, key)
-        message = sim.inbox(self, key)
+        message = sim.post_receive(self, key) if sim.plan.p2p_blocking else sim.inbox(self, key)
         if not message.arrived.triggered:
             started_at_s = env.now
             yield message.arrived
             sent_at_s = message.sent_at_s if message.sent_at_s is not None else env.now
             self.tally.p2p_wait_s += env.now - max(started_at_s, sent_at_s)
+        sim.received(self, key)
         if sim.plan.p2p_gather_bytes > 0:
             yield from self._gather(key)
 
@@ -275,6 +277,23 @@ class Agent:
         self.tally.p2p_wait_s += env.now - started_at_s
         sim.recorder.transfer(self, "pp", f"gather {phase} c{chunk}", microbatch, started_at_s, env.now,
                               sim.plan.p2p_gather_bytes)
+
+
+class _Block(NamedTuple):
+    """What a block's every run reads from the plan (``Agent.compute``; made once per simulation and block)."""
+
+    cost: object
+    alone_s: float
+    name: str
+    calls: tuple
+    ep_calls: tuple
+
+    @classmethod
+    def of(cls, cost, chunk: int, phase: str, part: int | None, parts: int) -> _Block:
+        return cls(cost, getattr(cost, f"{phase}_compute_s") / parts,
+                   f"{phase} c{chunk}" + (f" b{part}" if part is not None else ""),
+                   share(cost.tp_collectives.get(phase, ()), part or 0, parts),
+                   share(cost.ep_collectives.get(phase, ()), part or 0, parts))
 
 
 def share(calls: tuple[tuple[str, int], ...], part: int, parts: int) -> tuple[tuple[str, int], ...]:

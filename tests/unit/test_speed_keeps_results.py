@@ -18,8 +18,9 @@ from simcluster.spec import config
 
 
 def _scenario(name: str, nodes: int, parallelism: dict, topology: str = "rail-fat-tree", options=None,
-              model=None, gbs: int = 32, recompute: str = "none") -> config.Scenario:
-    return config.from_dict({
+              model=None, gbs: int = 32, recompute: str = "none", variability=None) -> config.Scenario:
+    extra = {"variability": variability} if variability else {}
+    return config.from_dict({**extra,
         "name": name,
         "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": nodes, "nic": "connectx-7",
                     "topology": topology, "topology_options": options or {}},
@@ -32,7 +33,8 @@ def _scenario(name: str, nodes: int, parallelism: dict, topology: str = "rail-fa
 
 
 # name -> (scenario, expand); every path: interleaved 1F1B with TP overlap and CP, ZeRO-3 with pp, GPipe with
-# ZeRO-2, an oversubscribed hash-ECMP leaf-spine where the check flags classes, an expanded run, the default.
+# ZeRO-2, an oversubscribed hash-ECMP leaf-spine where the check flags classes, expanded runs (plain, ZeRO-3 with
+# pp, ZeRO-2 with variability), ZeRO-2 with pp and bucketed reduce-scatters per microbatch, the default.
 CASES = {
     "interleaved-cp-tp-overlap": (lambda: _scenario(
         "interleaved", 8, {"tp": 2, "cp": 2, "pp": 4, "dp": 4, "virtual_stages": 2, "tp_comm_overlap": True,
@@ -43,6 +45,14 @@ CASES = {
     "leaf-spine-4to1-ecmp": (lambda: _scenario("ecmp", 8, {"tp": 2, "pp": 2, "dp": 16}, topology="leaf-spine",
                                                options={"oversubscription": 4, "routing": "ecmp"}, gbs=64), False),
     "expanded-3d": (lambda: _scenario("expanded", 4, {"tp": 2, "pp": 2, "dp": 8}, gbs=32), True),
+    "expanded-zero3-pp": (lambda: _scenario("expanded-zero3", 4, {"tp": 2, "pp": 2, "dp": 8, "zero_stage": 3},
+                                            gbs=32), True),
+    "expanded-zero2-pp-variability": (lambda: _scenario(
+        "expanded-variability", 4, {"tp": 2, "pp": 2, "dp": 8, "zero_stage": 2}, gbs=32,
+        variability={"gpu_speed_cv": 0.05, "kernel_jitter_cv": 0.03, "seed": 7,
+                     "stragglers": [{"nodes": [1], "slowdown": 1.3}]}), True),
+    "zero2-pp-buckets": (lambda: _scenario("zero2", 8, {"tp": 2, "pp": 4, "dp": 8, "zero_stage": 2}, gbs=64,
+                                           recompute="full"), False),
     "default-gpt3-175b-1024": (lambda: config.load(config.DEFAULT_SCENARIO), False),
 }
 
@@ -50,13 +60,17 @@ CASES = {
 # merge of issue 15's kernel-level compute model (power-capped clock, fitted host overheads per kernel and per
 # pipeline step), which moves every step on purpose: from 3d21988's values the small pipelined cases became 1.2-2.3x
 # slower (host time per pipeline step), the default GPT-3 175B 2.5% faster; the issue 19 speed work had kept them
-# to 1e-9 before that merge.
+# to 1e-9 before that merge. The three cases after 'expanded-3d' were added later (main at 83cae1b, before the
+# expanded and ZeRO speed work).
 BEFORE = {
     'interleaved-cp-tp-overlap': (0.08261877968587453, 0, 0.0),
     'zero3-pp': (0.12167083415624082, 0, 0.0),
     'gpipe-zero2': (0.13852083070084376, 0, 0.0),
     'leaf-spine-4to1-ecmp': (0.10734873452590837, 10, 0.017684726276942356),
     'expanded-3d': (0.08842031166564376, 0, 0.0),
+    'expanded-zero3-pp': (0.11183253053222805, 0, 0.0),
+    'expanded-zero2-pp-variability': (0.11680716489255663, 0, 0.0),
+    'zero2-pp-buckets': (0.15045494528286688, 0, 0.0),
     'default-gpt3-175b-1024': (9.180828886913767, 0, 0.0),
 }
 
