@@ -377,19 +377,32 @@ class FlowNetwork(NetworkModel):
             saving = self._held_back_alone(sending)
         else:
             rate = solved[0][sending.route]
-            routes = part_routes(self.fabric, sending.merged)
-            witness = position[self._witnesses(routes)]
+            binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))
             saving = None
-            if not (saturated[witness] & (max_rate[witness] <= rate * (1 + _SATURATED_RTOL))).all():
+            # parts bound on their access links, else on their own bottleneck, need no more
+            routes = None if self._bound_on_access(sending, binding, position) else part_routes(self.fabric,
+                                                                                               sending.merged)
+            if routes is not None and not binding[position[self._witnesses(routes)]].all():
                 # some part's own bottleneck does not bind it: look at all its links
                 owner, local, counts, rates, capacity, load = solved[7]
-                binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))
                 faster = rates[owner] > rate * (1 + _SATURATED_RTOL)
                 room = np.maximum(capacity - load, 0.0) + np.bincount(
                     local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(links))
                 saving = self._part_savings(routes, rate, binding, room, position)
         checks[id(sending.merged)] = (sending.merged, saving)  # the entry keeps the class alive: ids stay unique
         return saving
+
+    def _bound_on_access(self, sending: _Sending, binding: np.ndarray, position: np.ndarray) -> bool:
+        """Whether every part of a merged class crosses a ``binding`` link (by index, ``position`` maps link ids to it)
+        among the links its pairs take whatever their core paths (``part_routes(access=True)``: the GPUs' access
+        segments): enough to prove the merge exact without routing every part through the core. False when that
+        does not settle it (a part bound only in the core, a part without such links, a fabric without them)."""
+        routes = part_routes(self.fabric, sending.merged, access=True)
+        if routes is None:
+            return False
+        bound = np.zeros(routes.parts, dtype=bool)
+        bound[routes.part[binding[position[routes.links]]]] = True
+        return bool(bound.all())
 
     def _witnesses(self, routes: PartRoutes) -> np.ndarray:
         """Each part's own bottleneck link (most of its pairs per byte/s of capacity): where a part of a symmetric
@@ -414,10 +427,10 @@ class FlowNetwork(NetworkModel):
         rate = per_member.min()
         binding = per_member <= rate * (1 + _SATURATED_RTOL)
         saving = None
-        if not binding.all():
+        position = self._positions(sending.links)
+        if not binding.all() and not self._bound_on_access(sending, binding, position):
             room = capacity[sending.links] - sending.counts * rate
-            saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room,
-                                        self._positions(sending.links))
+            saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room, position)
         object.__setattr__(sending.merged, "_alone", (capacity, saving))  # per calibration of the links
         return saving
 
