@@ -56,9 +56,11 @@ _CACHED_ROUTE_ENTRIES = 8_000_000
 _OVERLAPS_KEPT = 2**16
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
-# (route set, window) entries of link-window bytes kept before they are spread: each pins a rate solution's link
-# arrays (up to ~10^5 entries at 16k GPUs), so memory, not speed, sets the bound.
-_WINDOW_PENDING_KEPT = 64
+# (component, window) entries of link-window bytes kept before they are spread: each pins a component solve's link
+# arrays (up to ~10^5 entries at 16k GPUs; most are held by the component cache anyway), so memory sets the bound.
+# Pending per component, not per route set: a large component (a data-parallel ring) stays the same while small
+# ones (pipeline sends) come and go around it, so it is spread once per window rather than once per route set.
+_WINDOW_PENDING_KEPT = 256
 # A link is saturated (can bind a class) when its spare capacity is below this fraction of it: progressive filling
 # fills a link to within _SATURATION_RTOL, plus float slack.
 _SATURATED_RTOL = 1e-6
@@ -114,7 +116,7 @@ class FlowNetwork(NetworkModel):
         self._parted: set[int] = set()            # sending classes of several parts
         self._witness: dict[int, tuple] = {}      # part routes -> each part's own bottleneck link
         self._held: set[int] = set()              # ... of which found holding a part back
-        # bytes per link per time window (``windows``), spread lazily: (route set, window) -> [links, load, s]
+        # bytes per link per time window (``windows``), spread lazily: (component, window) -> [its solve, s]
         self.windows = link_windows.LinkWindows(len(fabric.link_bytes_per_s))
         self._window_pending: dict[tuple, list] = {}
 
@@ -149,13 +151,12 @@ class FlowNetwork(NetworkModel):
 
     def _spread_windows(self) -> None:
         rows = self.windows.bytes
-        for (_key, window), (parts, seconds) in self._window_pending.items():
-            for links, load in parts:   # per component of the solve (``_solve``)
-                rows[window, links] += load * seconds
+        for (_component, window), (solved, seconds) in self._window_pending.items():
+            rows[window, solved[2]] += solved[3] * seconds
         self._window_pending.clear()
 
-    def _window_carry(self, key: tuple, solved: tuple, until_s: float) -> None:
-        """The links of ``solved`` carried its loads from now to ``until_s``: pending per (route set, window)."""
+    def _window_carry(self, solved: tuple, until_s: float) -> None:
+        """The links of ``solved`` carried its loads from now to ``until_s``: pending per (component, window)."""
         windows = self.windows
         if until_s > link_windows.WINDOWS * windows.width_s:
             self._spread_windows()
@@ -167,13 +168,13 @@ class FlowNetwork(NetworkModel):
         for window in range(first, last + 1):
             seconds = min(until_s, (window + 1) * width_s) - max(self.now_s, window * width_s)
             if seconds > 0:
-                pending = self._window_pending.get((key, window))
-                if pending is None:
-                    if len(self._window_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
-                        self._spread_windows()
-                    pending = self._window_pending[(key, window)] = [[(part[2], part[3]) for part in solved[2]],
-                                                                     0.0]
-                pending[1] += seconds
+                for component in solved[2]:
+                    pending = self._window_pending.get((id(component), window))
+                    if pending is None:
+                        if len(self._window_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
+                            self._spread_windows()
+                        pending = self._window_pending[(id(component), window)] = [component, 0.0]
+                    pending[1] += seconds
 
     # ---- the NetworkModel interface ------------------------------------------------------------------
     def start(self, transfers: TransferClass, now_s: float) -> int:
@@ -333,7 +334,7 @@ class FlowNetwork(NetworkModel):
             if pending is None:
                 pending = self._busy_pending[key] = [[c[1] for c in self._solve(key)[2]], 0.0]
             pending[1] += dt_s
-            self._window_carry(key, self._solve(key), until_s)
+            self._window_carry(self._solve(key), until_s)
             if self._parted:
                 # classes sending at once overlap in time: the step's critical path, waiting on one of them at a
                 # time, can gain at most the largest saving of the interval, not their sum
@@ -441,17 +442,17 @@ class FlowNetwork(NetworkModel):
         ``binding`` and ``room`` (bytes/s a part could add) are by link index, ``position`` maps link ids to it."""
         at = position[routes.links]
         bound = np.ones(routes.parts, dtype=bool)   # a part without links waits for nothing
-        bound[routes.part] = False
-        bound[routes.part[binding[at]]] = True
-        if bound.all():
-            return None
         best = np.full(routes.parts, np.inf)
-        if len(at):   # entries are sorted by part: a segmented minimum (np.minimum.at is an order slower)
+        if len(at):   # entries are sorted by part: segmented reductions (np.minimum.at is an order slower)
             starts = routes.__dict__.get("_starts")
             if starts is None:
                 starts = np.flatnonzero(np.diff(routes.part, prepend=-1))
                 object.__setattr__(routes, "_starts", starts)
-            best[routes.part[starts]] = np.minimum.reduceat(rate + room[at] / routes.counts, starts)
+            owner = routes.part[starts]
+            bound[owner] = np.logical_or.reduceat(binding[at], starts)
+            if bound.all():
+                return None
+            best[owner] = np.minimum.reduceat(rate + room[at] / routes.counts, starts)
         saving = np.where(bound, 0.0, 1.0 - rate / best)
         return saving if saving.max() > _SATURATED_RTOL else None
 
