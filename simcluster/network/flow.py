@@ -150,9 +150,8 @@ class FlowNetwork(NetworkModel):
         return self.windows
 
     def _spread_windows(self) -> None:
-        rows = self.windows.bytes
         for (_component, window), (solved, seconds) in self._window_pending.items():
-            rows[window, solved[2]] += solved[3] * seconds
+            self.windows.add_bytes(window, solved[2], solved[3] * seconds)
         self._window_pending.clear()
 
     def _window_carry(self, solved: tuple, until_s: float) -> None:
