@@ -382,13 +382,15 @@ def test_access_links_of_parts_are_the_whole_flows_every_route_of_the_part_takes
     pairs = rng.integers(0, 64, size=(300, 2))
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     part = rng.integers(0, 12, size=len(pairs))
-    whole = dict(zip(zip(*fabric.links_of_parts(pairs, part)[:2]), fabric.links_of_parts(pairs, part)[2]))
+    whole_part, whole_links, whole_load = fabric.links_of_parts(pairs, part)
+    whole = dict(zip(zip(whole_part.tolist(), whole_links.tolist(), strict=True), whole_load.tolist(), strict=True))
     access_part, access_links, access_load = fabric.access_links_of_parts(pairs, part)
     assert {fabric.link_class[int(k)] for k in access_links} <= {"nvlink", "pcie", "nic"}
-    for key, load in zip(zip(access_part.tolist(), access_links.tolist()), access_load.tolist(), strict=True):
+    for key, load in zip(zip(access_part.tolist(), access_links.tolist(), strict=True), access_load.tolist(),
+                         strict=True):
         assert whole[key] == load
     kept = {(p, k) for (p, k) in whole if fabric.link_class[k] in ("nvlink", "pcie", "nic")}
-    assert kept == set(zip(access_part.tolist(), access_links.tolist()))
+    assert kept == set(zip(access_part.tolist(), access_links.tolist(), strict=True))
 
 
 def test_ring_on_a_two_tier_rail_fabric_runs_at_nic_rate_under_adaptive_routing():
