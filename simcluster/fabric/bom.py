@@ -134,7 +134,7 @@ def bill(fabric, prices: dict | None = None) -> dict:
     used_ports = np.bincount(inverse, weights=end_count, minlength=len(switch_nodes)).astype(np.int64)
     non_ib_out = np.bincount(table.src_index, weights=np.array(
         [fabric.link_kind[i] != "ib" for i in table.link_id.tolist()], dtype=float), minlength=len(table.role))
-    node_list, met = list(nodes), np.argsort(first)
+    node_list, met = table.nodes, np.argsort(first)
     ports = {node_list[i]: (used, bool(non_ib_out[i] == 0))
              for i, used in zip(switch_nodes[met].tolist(), used_ports[met].tolist(), strict=True)}
     port_gbps = (port_bytes_per_s or 0.0) * 8 / 1e9

@@ -49,12 +49,11 @@ _SMALL_CACHE_ENTRIES = 2**16
 @dataclass(frozen=True, eq=False)
 class EdgeTable:
     """A fabric graph's directed links in its edge order (``graph.edges``), read in one pass over the adjacency:
-    the end nodes, their indices in node order, each link's id and the edge's own ``link_class`` (None when the
-    ends' roles tell it); ``role`` is every node's role in node order. Whole-fabric counts (the bill of materials,
+    the end nodes' indices in node order (``nodes``), each link's id and the edge's own ``link_class`` (None when
+    the ends' roles tell it); ``role`` is every node's role in node order. Whole-fabric counts (the bill of materials,
     link classes) read it instead of walking networkx views edge by edge."""
 
-    src: list
-    dst: list
+    nodes: list
     src_index: np.ndarray
     dst_index: np.ndarray
     link_id: np.ndarray
@@ -64,17 +63,15 @@ class EdgeTable:
     @classmethod
     def of(cls, graph: nx.DiGraph) -> EdgeTable:
         index = {node: i for i, node in enumerate(graph.nodes)}
-        src, dst, src_index, dst_index, link_id, own_class = [], [], [], [], [], []
+        src_index, dst_index, link_id, own_class = [], [], [], []
         for u, out in graph.adjacency():   # plain loops: several times faster than edges(data=...) views
             iu = index[u]
             for v, d in out.items():
-                src.append(u)
-                dst.append(v)
                 src_index.append(iu)
                 dst_index.append(index[v])
                 link_id.append(d["link_id"])
                 own_class.append(d.get("link_class"))
-        return cls(src, dst, np.array(src_index, dtype=np.int64), np.array(dst_index, dtype=np.int64),
+        return cls(list(index), np.array(src_index, dtype=np.int64), np.array(dst_index, dtype=np.int64),
                    np.array(link_id, dtype=np.int64), own_class, [role for _, role in graph.nodes(data="role")])
 
 
@@ -118,8 +115,10 @@ class Fabric:
         """(source node, destination node) of every directed link, by link id."""
         table = self.edge_table
         ends: list[tuple] = [()] * self.links
-        for u, v, link_id in zip(table.src, table.dst, table.link_id.tolist(), strict=True):
-            ends[link_id] = (u, v)
+        nodes = table.nodes
+        for u, v, link_id in zip(table.src_index.tolist(), table.dst_index.tolist(), table.link_id.tolist(),
+                                 strict=True):
+            ends[link_id] = (nodes[u], nodes[v])
         return ends
 
     @cached_property
