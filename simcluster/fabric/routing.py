@@ -512,14 +512,6 @@ class Router:
         latency_s[pair] += slowest_s[inverse]
 
 
-def _split_by_part(indices: np.ndarray, part: np.ndarray | None) -> list[np.ndarray]:
-    """``indices`` split by ``part`` (one id per index; None: one part)."""
-    if part is None:
-        return [indices]
-    order = np.argsort(part, kind="stable")
-    return np.split(indices[order], np.flatnonzero(np.diff(part[order])) + 1)
-
-
 def _concat(arrays: list[np.ndarray], dtype=np.int64) -> np.ndarray:
     return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
 
