@@ -501,8 +501,9 @@ class Router:
             weights.append(spray_fractions[entries] * np.repeat(triple_flows[at], per))
             if owners is not None:
                 owners.append(np.repeat(pair[first[at]], per))
+        group_ptr = np.concatenate(([0], np.cumsum(sources)))   # triples are sorted by group
         for g in np.flatnonzero(sources > _CACHED_SPRAY_SOURCES).tolist():
-            at = np.flatnonzero(group_of == g)
+            at = np.arange(group_ptr[g], group_ptr[g + 1])
             core_links, core_load, slowest_s[at] = self._spray_to(int(triple_b[at[0]]), triple_a[at],
                                                                   triple_flows[at])
             parts.append(core_links)
