@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
+
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
 
@@ -89,39 +91,62 @@ def _reach(prices: dict, topology: str, link_class: str) -> str:
 
 
 def bill(fabric, prices: dict | None = None) -> dict:
-    """Counts, capital cost and power of ``fabric``'s scale-out network (module docstring)."""
+    """Counts, capital cost and power of ``fabric``'s scale-out network (module docstring).
+
+    Counted over the fabric's edge table (``Fabric.edge_table``, the graph's edge order) with numpy; sums and dict
+    orders follow that order, as a walk over the graph's edges would."""
     prices = prices or costs()
-    graph, link_class = fabric.graph, fabric.link_class
-    nodes = graph.nodes
-    nic_rates = [d["bytes_per_s"] for u, v, d in graph.edges(data=True) if link_class[d["link_id"]] == "nic"]
-    port_bytes_per_s = max(nic_rates) if nic_rates else None
+    link_class, table = fabric.link_class, fabric.edge_table
+    nodes = fabric.graph.nodes
+    rate = np.asarray(fabric.link_bytes_per_s, dtype=float)[table.link_id]
+    edge_class = [link_class[i] for i in table.link_id.tolist()]
+    nic_rates = rate[np.array([cls == "nic" for cls in edge_class], dtype=bool)]
+    port_bytes_per_s = float(nic_rates.max()) if len(nic_rates) else None
+    # a cable is two directed links: count it once, from the end whose name sorts first
+    names = np.array([str(node) for node in nodes], dtype=str)
+    by_name = np.argsort(names, kind="stable")
+    name_rank = np.empty(len(names), dtype=np.int64)   # equal names, equal ranks
+    name_rank[by_name] = np.cumsum(np.concatenate(([True], names[by_name][1:] != names[by_name][:-1])))
+    n = len(table.role)
+    links_by_ends = np.sort(table.src_index * n + table.dst_index)
+    back = table.dst_index * n + table.src_index
+    reverse = (links_by_ends[np.minimum(np.searchsorted(links_by_ends, back), len(back) - 1)] == back
+               if len(back) else np.zeros(0, dtype=bool))
+    later = name_rank[table.src_index] > name_rank[table.dst_index]
+    inside = np.array([cls in ("nvlink", "pcie") for cls in edge_class], dtype=bool)   # NVLink, PCIe: in the server
+    kept = np.flatnonzero(~(later & reverse) & ~inside)
+    port = port_bytes_per_s or rate[kept]
+    count = np.maximum(1, np.ceil(rate[kept] / port * (1 - _PORT_RTOL))).astype(np.int64)
     cables_by_class: dict[str, int] = {}
     cables_by_reach: dict[str, int] = {}
-    ports: dict = {}
-    for u, v, d in graph.edges(data=True):
-        if str(u) > str(v) and graph.has_edge(v, u):
-            continue  # a cable is two directed links: count it once
-        cls = link_class[d["link_id"]]
-        if cls in ("nvlink", "pcie"):
-            continue  # inside the server
-        port = port_bytes_per_s or d["bytes_per_s"]
-        count = max(1, math.ceil(d["bytes_per_s"] / port * (1 - _PORT_RTOL)))
-        cables_by_class[cls] = cables_by_class.get(cls, 0) + count
+    for cls, n_cables in zip([edge_class[i] for i in kept.tolist()], count.tolist(), strict=True):
+        cables_by_class[cls] = cables_by_class.get(cls, 0) + n_cables
+    for cls, n_cables in cables_by_class.items():
         reach = _reach(prices, fabric.name, cls)
         if reach not in prices["reach"]:
             raise ScenarioError(f"economics.fabric_prices.cabling.{cls}", f"unknown reach class {reach!r}")
-        cables_by_reach[reach] = cables_by_reach.get(reach, 0) + count
-        for end in (u, v):
-            if nodes[end]["role"] in SWITCH_ROLES:
-                ports[end] = ports.get(end, 0) + count
+        cables_by_reach[reach] = cables_by_reach.get(reach, 0) + n_cables
+    # ports per switch, switches in the order a walk over the edges meets them (u then v of each cable)
+    ends = np.column_stack((table.src_index[kept], table.dst_index[kept])).ravel()
+    on_switch = np.array([role in SWITCH_ROLES for role in table.role], dtype=bool)[ends]
+    ends, end_count = ends[on_switch], np.repeat(count, 2)[on_switch]
+    switch_nodes, first, inverse = np.unique(ends, return_index=True, return_inverse=True)
+    used_ports = np.bincount(inverse, weights=end_count, minlength=len(switch_nodes)).astype(np.int64)
+    non_ib_out = np.bincount(table.src_index, weights=np.array(
+        [fabric.link_kind[i] != "ib" for i in table.link_id.tolist()], dtype=float), minlength=len(table.role))
+    node_list, met = table.nodes, np.argsort(first)
+    ports = {node_list[i]: (used, bool(non_ib_out[i] == 0))
+             for i, used in zip(switch_nodes[met].tolist(), used_ports[met].tolist(), strict=True)}
     port_gbps = (port_bytes_per_s or 0.0) * 8 / 1e9
     by_tier: dict[str, dict] = {}
     switch_usd = switch_w = 0.0
-    for node, used in ports.items():
+    models: dict[tuple, tuple] = {}
+    for node, (used, all_ib) in ports.items():
         role = nodes[node]["role"]
-        kinds = {d for _, _, d in graph.out_edges(node, data="kind")}
-        protocol = "ib" if kinds <= {"ib"} else "ethernet"
-        model, usd, power_w, radix = _switch_model(prices, protocol, port_gbps, used)
+        protocol = "ib" if all_ib else "ethernet"
+        if (protocol, used) not in models:
+            models[(protocol, used)] = _switch_model(prices, protocol, port_gbps, used)
+        model, usd, power_w, radix = models[(protocol, used)]
         tier = by_tier.setdefault(role, {"count": 0, "radix": radix, "ports_used": 0, "model": model})
         tier["count"] += 1
         tier["ports_used"] += used
@@ -147,7 +172,7 @@ def bill(fabric, prices: dict | None = None) -> dict:
         "capex_usd": sum(by_part.values()),
         "power_w": sum(power_by_part.values()),
         "switches_by_tier": {role: by_tier[role] for role in SWITCH_ROLES if role in by_tier},
-        "ports": sum(ports.values()),
+        "ports": sum(used for used, _ in ports.values()),
         "cables_by_class": cables_by_class,
         "cables_by_reach": cables_by_reach,
         "capex_by_part_usd": by_part,

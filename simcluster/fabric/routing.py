@@ -50,6 +50,8 @@ _DENSE_PART_KEYS = 2**22
 # Destination groups with at most this many source switches use cached per switch-pair sprays; larger groups
 # (e.g. a random permutation) are spread in one pass, which costs about as much as one cached spray.
 _CACHED_SPRAY_SOURCES = 4
+# Pair arrays longer than this are checked for repeated pairs, each routed once (``route_set``)
+_DEDUPLICATE_PAIRS = 4096
 
 
 def default_routing(switch_link_kinds) -> str:
@@ -370,7 +372,7 @@ class Router:
 
     # ---- many pairs at once ----------------------------------------------------------------------------
     def route_set(self, src: np.ndarray, dst: np.ndarray, salt: int, adaptive: bool, links: int,
-                  part: np.ndarray | None = None):
+                  part: np.ndarray | None = None, core: bool = True):
         """(link ids in use, load on each, latency per pair) of the flows src[i] -> dst[i] over ``links`` links.
 
         Load = number of flows crossing a link; under ``adaptive`` the sum over flows of the fraction of each
@@ -380,8 +382,31 @@ class Router:
 
         With ``part`` (an id per pair) the loads are kept apart per part: (part of each entry, link ids, load,
         latency per pair), entries sorted by part then link (the route of each part, all parts in one pass).
+
+        A pair listed several times (within one part) is routed once and counted that many times: a route is a
+        function of (src, dst, salt), and loads add over flows (a collective over many channels repeats its
+        pairs: the gradient-norm all-reduce of 16k GPUs lists 90k distinct pairs 524k times).
         """
+        src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+        if len(src) > _DEDUPLICATE_PAIRS:
+            gpus = len(self.gpu_index)
+            key = src * gpus + dst
+            if part is not None:
+                key = key + np.asarray(part, dtype=np.int64) * (gpus * gpus)
+            unique, first, inverse, repeats = np.unique(key, return_index=True, return_inverse=True,
+                                                        return_counts=True)
+            if len(unique) < len(key):
+                routed = self._route_set(src[first], dst[first], salt, adaptive, links,
+                                         None if part is None else np.asarray(part)[first], repeats.astype(float),
+                                         core)
+                return (*routed[:-1], routed[-1][inverse])
+        return self._route_set(src, dst, salt, adaptive, links, part, None, core)
+
+    def _route_set(self, src: np.ndarray, dst: np.ndarray, salt: int, adaptive: bool, links: int,
+                   part: np.ndarray | None, flows: np.ndarray | None, core: bool = True):
+        """``route_set`` of pairs each standing for ``flows[i]`` flows (None: one each)."""
         latency_s = np.zeros(len(src))
+        weight = np.ones(len(src)) if flows is None else flows
         parts: list[np.ndarray] = []        # link ids, one array per piece of route
         weights: list[np.ndarray] = []      # with the load each piece puts on them
         owners: list[np.ndarray] | None = None if part is None else []  # the pair of every entry, per part
@@ -392,7 +417,7 @@ class Router:
             if has.any():
                 hit = np.array([k for k in direct if k is not None], dtype=np.int64)
                 parts.append(hit)
-                weights.append(np.ones(len(hit)))
+                weights.append(weight[via[has]])
                 if owners is not None:
                     owners.append(via[has])
                 latency_s[via[has]] = self.link_latency_s[hit]
@@ -402,43 +427,24 @@ class Router:
             u, d = self._endpoints(src[via], dst[via], salt)
             for table, rows in ((up, u), (down, d)):
                 flat = table.links[rows].ravel()
-                parts.append(flat[flat >= 0])
-                weights.append(np.ones(int((flat >= 0).sum())))
+                on = flat >= 0
+                parts.append(flat[on])
+                weights.append(np.repeat(weight[via], table.links.shape[1])[on])
                 if owners is not None:
-                    owners.append(np.repeat(via, table.links.shape[1])[flat >= 0])
+                    owners.append(np.repeat(via, table.links.shape[1])[on])
             latency_s[via] = up.latency_s[u] + down.latency_s[d]
             a, b = up.switch[u], down.switch[d]
-            cross = np.flatnonzero(a != b)
-            if adaptive and len(cross):        # one spreading pass per destination switch
-                cross = cross[np.argsort(b[cross], kind="stable")]
-                for by_target in np.split(cross, np.flatnonzero(np.diff(b[cross])) + 1):
-                    target = int(b[by_target[0]])
-                    # per part, the part's flows to this switch as one spray (a part's load, not a pair's, is kept)
-                    for group in _split_by_part(by_target, None if part is None else part[via[by_target]]):
-                        sources, inverse, flows = np.unique(a[group], return_inverse=True, return_counts=True)
-                        pieces = len(parts)
-                        if len(sources) <= _CACHED_SPRAY_SOURCES:
-                            # few sources: per switch-pair sprays, cached across calls (rings, pipeline sends and
-                            # data-parallel groups revisit the same switch pairs with different GPU pairs)
-                            slowest_s = np.empty(len(sources))
-                            for k, (source, count) in enumerate(zip(sources.tolist(), flows.tolist(), strict=True)):
-                                core_links, fractions, slowest_s[k] = self.spray(source, target)
-                                parts.append(core_links)
-                                weights.append(fractions * count)
-                        else:
-                            core_links, core_load, slowest_s = self._spray_to(target, sources, flows)
-                            parts.append(core_links)
-                            weights.append(core_load)
-                        if owners is not None:  # any pair of the part stands for it
-                            owners.append(np.full(sum(len(piece) for piece in parts[pieces:]), via[group[0]]))
-                        latency_s[via[group]] += slowest_s[inverse]
+            cross = np.flatnonzero(a != b) if core else _NO_LINKS
+            if adaptive and len(cross):
+                self._sprayed(via[cross], a[cross], b[cross], weight[via[cross]],
+                              None if part is None else part[via[cross]], parts, weights, owners, latency_s)
             elif len(cross):
                 walks = [self._walk(int(a[c]), int(b[c]), self._dist_to(int(b[c])),
                                     (int(src[via[c]]), int(dst[via[c]]), int(salt))) for c in cross.tolist()]
                 flat = np.fromiter((k for w in walks for k in w), dtype=np.int64)
                 parts.append(flat)
-                weights.append(np.ones(len(flat)))
                 owner = np.repeat(cross, [len(w) for w in walks])
+                weights.append(weight[via[owner]])
                 if owners is not None:
                     owners.append(via[owner])
                 latency_s[via] += np.bincount(owner, weights=self.link_latency_s[flat], minlength=len(via))
@@ -455,13 +461,56 @@ class Router:
             load = np.rint(load).astype(np.int64)   # whole flows
         return used, load, latency_s
 
+    def _sprayed(self, pair: np.ndarray, a: np.ndarray, b: np.ndarray, flows: np.ndarray, part: np.ndarray | None,
+                 parts: list, weights: list, owners: list | None, latency_s: np.ndarray) -> None:
+        """The core segments of pairs ``pair[i]`` from core switch a[i] to b[i] (a != b), ``flows[i]`` flows each,
+        sprayed (``_spray_to``); appends their links and loads to ``parts``/``weights`` (and the pair standing
+        for each entry's part to ``owners``) and adds the slowest sprayed path to ``latency_s``.
 
-def _split_by_part(indices: np.ndarray, part: np.ndarray | None) -> list[np.ndarray]:
-    """``indices`` split by ``part`` (one id per index; None: one part)."""
-    if part is None:
-        return [indices]
-    order = np.argsort(part, kind="stable")
-    return np.split(indices[order], np.flatnonzero(np.diff(part[order])) + 1)
+        Flows are grouped by (part, destination switch): a part's load, not a pair's, is kept. A group of few
+        source switches takes the per switch-pair sprays, cached across calls (rings, pipeline sends and
+        data-parallel groups revisit the same switch pairs with different GPU pairs), gathered for all such groups
+        at once; a larger group (e.g. a random permutation) is spread in one pass, which costs about as much as
+        one cached spray.
+        """
+        m = len(self.core_ids)
+        group_key = b if part is None else np.asarray(part, dtype=np.int64) * m + b
+        # (group, source switch) triples with their flows
+        key = group_key * m + a
+        triple, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        triple_flows = np.bincount(inverse, weights=flows, minlength=len(triple))
+        triple_group = triple // m
+        group, group_of = np.unique(triple_group, return_inverse=True)
+        sources = np.bincount(group_of, minlength=len(group))
+        cached = sources[group_of] <= _CACHED_SPRAY_SOURCES
+        triple_a, triple_b = a[first], b[first]
+        slowest_s = np.empty(len(triple))
+        if cached.any():
+            at = np.flatnonzero(cached)
+            switch_pair, pair_of = np.unique(triple_b[at] * m + triple_a[at], return_inverse=True)
+            sprays = [self.spray(int(k % m), int(k // m)) for k in switch_pair.tolist()]
+            lengths = np.array([len(spray[0]) for spray in sprays], dtype=np.int64)
+            ptr = np.zeros(len(sprays) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=ptr[1:])
+            spray_links = _concat([spray[0] for spray in sprays])
+            spray_fractions = _concat([spray[1] for spray in sprays], float)
+            slowest_s[at] = np.array([spray[2] for spray in sprays])[pair_of]
+            entries = _ranges(ptr, pair_of)
+            per = lengths[pair_of]
+            parts.append(spray_links[entries])
+            weights.append(spray_fractions[entries] * np.repeat(triple_flows[at], per))
+            if owners is not None:
+                owners.append(np.repeat(pair[first[at]], per))
+        group_ptr = np.concatenate(([0], np.cumsum(sources)))   # triples are sorted by group
+        for g in np.flatnonzero(sources > _CACHED_SPRAY_SOURCES).tolist():
+            at = np.arange(group_ptr[g], group_ptr[g + 1])
+            core_links, core_load, slowest_s[at] = self._spray_to(int(triple_b[at[0]]), triple_a[at],
+                                                                  triple_flows[at])
+            parts.append(core_links)
+            weights.append(core_load)
+            if owners is not None:  # any pair of the part stands for it
+                owners.append(np.full(len(core_links), pair[first[at[0]]]))
+        latency_s[pair] += slowest_s[inverse]
 
 
 def _concat(arrays: list[np.ndarray], dtype=np.int64) -> np.ndarray:

@@ -46,6 +46,35 @@ _SMALL_PAIRS = 64
 _SMALL_CACHE_ENTRIES = 2**16
 
 
+@dataclass(frozen=True, eq=False)
+class EdgeTable:
+    """A fabric graph's directed links in its edge order (``graph.edges``), read in one pass over the adjacency:
+    the end nodes' indices in node order (``nodes``), each link's id and the edge's own ``link_class`` (None when
+    the ends' roles tell it); ``role`` is every node's role in node order. Whole-fabric counts (the bill of materials,
+    link classes) read it instead of walking networkx views edge by edge."""
+
+    nodes: list
+    src_index: np.ndarray
+    dst_index: np.ndarray
+    link_id: np.ndarray
+    own_class: list
+    role: list
+
+    @classmethod
+    def of(cls, graph: nx.DiGraph) -> EdgeTable:
+        index = {node: i for i, node in enumerate(graph.nodes)}
+        src_index, dst_index, link_id, own_class = [], [], [], []
+        for u, out in graph.adjacency():   # plain loops: several times faster than edges(data=...) views
+            iu = index[u]
+            for v, d in out.items():
+                src_index.append(iu)
+                dst_index.append(index[v])
+                link_id.append(d["link_id"])
+                own_class.append(d.get("link_class"))
+        return cls(list(index), np.array(src_index, dtype=np.int64), np.array(dst_index, dtype=np.int64),
+                   np.array(link_id, dtype=np.int64), own_class, [role for _, role in graph.nodes(data="role")])
+
+
 @dataclass(eq=False)
 class Fabric:
     """A fabric graph plus per-link arrays (index = link id) and cached routes between GPU ranks.
@@ -77,18 +106,34 @@ class Fabric:
         return len(self.link_bytes_per_s)
 
     @cached_property
+    def edge_table(self) -> EdgeTable:
+        """The directed links in the graph's edge order, read in one pass (``EdgeTable``)."""
+        return EdgeTable.of(self.graph)
+
+    @cached_property
     def link_ends(self) -> list[tuple]:
         """(source node, destination node) of every directed link, by link id."""
+        table = self.edge_table
         ends: list[tuple] = [()] * self.links
-        for u, v, link_id in self.graph.edges(data="link_id"):
-            ends[link_id] = (u, v)
+        nodes = table.nodes
+        for u, v, link_id in zip(table.src_index.tolist(), table.dst_index.tolist(), table.link_id.tolist(),
+                                 strict=True):
+            ends[link_id] = (nodes[u], nodes[v])
         return ends
 
     @cached_property
     def link_class(self) -> list[str]:
         """Where every directed link sits (``nvlink``, ``pcie``, ``nic``, ``leaf-spine``, ``spine-core``, ``torus``
         ...: ``classes``), by link id."""
-        return classes.of_graph(self.graph, self.links)
+        table = self.edge_table
+        roles = table.role
+        found = classes.of_links([roles[i] for i in table.src_index.tolist()],
+                                 [roles[i] for i in table.dst_index.tolist()],
+                                 [self.link_kind[i] for i in table.link_id.tolist()], table.own_class)
+        by_id = [""] * self.links
+        for link_id, link_class in zip(table.link_id.tolist(), found, strict=True):
+            by_id[link_id] = link_class
+        return by_id
 
     @property
     def router(self):
@@ -206,6 +251,22 @@ class Fabric:
         owner = np.repeat(np.arange(len(paths)), [len(p) for p in paths])
         flat = np.concatenate(paths).astype(np.int64) if paths else np.zeros(0, dtype=np.int64)
         return loads_by_part(part, owner, flat, np.ones(len(flat)), self.links)
+
+    def access_links_of_parts(self, pairs: np.ndarray, part: np.ndarray, salt: int = 0
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``links_of_parts`` of the links each route takes whatever its path through the network: a direct GPU-GPU
+        link, or the access segments (from the GPU up to its first network switch, and down from the last).
+        Much cheaper than whole routes when the core is sprayed; None on fabrics routed without access segments
+        (the torus)."""
+        pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+        router = self.router
+        if not isinstance(router, Router):
+            return None
+        try:
+            return router.route_set(pairs[:, 0], pairs[:, 1], int(salt), self.routing == "adaptive", self.links,
+                                    part=part, core=False)[:3]
+        except KeyError as err:
+            raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
 
     def pair_latencies_s(self, pairs: np.ndarray, salt: int = 0) -> np.ndarray:
         """Path latency of each (src, dst) pair, in pair order: its ``path_latency_s`` under ``ecmp``; under

@@ -143,32 +143,42 @@ class PartRoutes:
     parts: int
 
 
-def part_routes(fabric, transfers: TransferClass) -> PartRoutes:
+def part_routes(fabric, transfers: TransferClass, access: bool = False) -> PartRoutes | None:
     """Per-part routes of a class, all parts in one pass (``Fabric.links_of_parts``); cached on the class as
     ``class_load`` caches the class's route, and per fabric by pairs and parts (collectives of several sizes over
-    the same groups are different classes with the same routes)."""
+    the same groups are different classes with the same routes).
+
+    ``access``: only the links every route takes whatever its core path (``Fabric.access_links_of_parts``: a
+    direct link or the access segments), far cheaper on a sprayed core and enough to show a part bound on one of
+    them; None where the fabric has no such split (the torus)."""
     routes = getattr(fabric, "raw", fabric)
-    cached = transfers.__dict__.get("_part_routes")
+    attribute = "_access_routes" if access else "_part_routes"
+    cached = transfers.__dict__.get(attribute)
     if cached is not None and cached[0] is routes:
         return cached[1]
     part = np.zeros(transfers.members, dtype=np.int64) if transfers.parts is None else transfers.parts
-    key = (transfers.pairs.tobytes(), part.tobytes())
+    key = (access, transfers.pairs.tobytes(), part.tobytes())
     by_pairs = _PART_ROUTES.setdefault(routes, {})   # weak on the fabric: a collected fabric takes its entries along
-    result = by_pairs.get(key)
-    if result is None:
+    result = by_pairs.get(key, _MISSING)
+    if result is _MISSING:
         moving = transfers.pairs[:, 0] != transfers.pairs[:, 1]
-        if moving.any():
-            entry_part, links, counts = fabric.links_of_parts(transfers.pairs[moving], part[moving])
+        if not moving.any():
+            found = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+        elif access:
+            of_parts = getattr(fabric, "access_links_of_parts", None)
+            found = None if of_parts is None else of_parts(transfers.pairs[moving], part[moving])
         else:
-            entry_part, links, counts = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
-        result = PartRoutes(entry_part, links, np.asarray(counts, dtype=float), transfers.part_count)
+            found = fabric.links_of_parts(transfers.pairs[moving], part[moving])
+        result = None if found is None else PartRoutes(found[0], found[1], np.asarray(found[2], dtype=float),
+                                                       transfers.part_count)
         if len(by_pairs) >= _PART_ROUTES_KEPT:
             by_pairs.clear()
         by_pairs[key] = result
-    object.__setattr__(transfers, "_part_routes", (routes, result))
+    object.__setattr__(transfers, attribute, (routes, result))
     return result
 
 
+_MISSING = object()
 _PART_ROUTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PART_ROUTES_KEPT = 256  # per fabric: the distinct groups of a run's collectives and pipeline sends
 

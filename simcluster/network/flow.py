@@ -56,8 +56,11 @@ _CACHED_ROUTE_ENTRIES = 8_000_000
 _OVERLAPS_KEPT = 2**16
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
-# (route set, window) entries of link-window bytes kept before they are spread: each pins a rate solution's link
-# arrays (up to ~10^5 entries at 16k GPUs), so memory, not speed, sets the bound.
+# (component, window) entries of link-window bytes kept before they are spread: each pins a component solve's link
+# arrays (up to ~10^5 entries at 16k GPUs), also after the component cache lets them go, so memory sets the bound
+# (256 took GPT-3 175B on 16,384 GPUs from 0.85 to 1.2 GiB).
+# Pending per component, not per route set: a large component (a data-parallel ring) stays the same while small
+# ones (pipeline sends) come and go around it, so it is spread once per window rather than once per route set.
 _WINDOW_PENDING_KEPT = 64
 # A link is saturated (can bind a class) when its spare capacity is below this fraction of it: progressive filling
 # fills a link to within _SATURATION_RTOL, plus float slack.
@@ -114,7 +117,7 @@ class FlowNetwork(NetworkModel):
         self._parted: set[int] = set()            # sending classes of several parts
         self._witness: dict[int, tuple] = {}      # part routes -> each part's own bottleneck link
         self._held: set[int] = set()              # ... of which found holding a part back
-        # bytes per link per time window (``windows``), spread lazily: (route set, window) -> [links, load, s]
+        # bytes per link per time window (``windows``), spread lazily: (component, window) -> [its solve, s]
         self.windows = link_windows.LinkWindows(len(fabric.link_bytes_per_s))
         self._window_pending: dict[tuple, list] = {}
 
@@ -148,14 +151,12 @@ class FlowNetwork(NetworkModel):
         return self.windows
 
     def _spread_windows(self) -> None:
-        rows = self.windows.bytes
-        for (_key, window), (parts, seconds) in self._window_pending.items():
-            for links, load in parts:   # per component of the solve (``_solve``)
-                rows[window, links] += load * seconds
+        for (_component, window), (solved, seconds) in self._window_pending.items():
+            self.windows.add_bytes(window, solved[2], solved[3] * seconds)
         self._window_pending.clear()
 
-    def _window_carry(self, key: tuple, solved: tuple, until_s: float) -> None:
-        """The links of ``solved`` carried its loads from now to ``until_s``: pending per (route set, window)."""
+    def _window_carry(self, solved: tuple, until_s: float) -> None:
+        """The links of ``solved`` carried its loads from now to ``until_s``: pending per (component, window)."""
         windows = self.windows
         if until_s > link_windows.WINDOWS * windows.width_s:
             self._spread_windows()
@@ -167,13 +168,13 @@ class FlowNetwork(NetworkModel):
         for window in range(first, last + 1):
             seconds = min(until_s, (window + 1) * width_s) - max(self.now_s, window * width_s)
             if seconds > 0:
-                pending = self._window_pending.get((key, window))
-                if pending is None:
-                    if len(self._window_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
-                        self._spread_windows()
-                    pending = self._window_pending[(key, window)] = [[(part[2], part[3]) for part in solved[2]],
-                                                                     0.0]
-                pending[1] += seconds
+                for component in solved[2]:
+                    pending = self._window_pending.get((id(component), window))
+                    if pending is None:
+                        if len(self._window_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
+                            self._spread_windows()
+                        pending = self._window_pending[(id(component), window)] = [component, 0.0]
+                    pending[1] += seconds
 
     # ---- the NetworkModel interface ------------------------------------------------------------------
     def start(self, transfers: TransferClass, now_s: float) -> int:
@@ -333,7 +334,7 @@ class FlowNetwork(NetworkModel):
             if pending is None:
                 pending = self._busy_pending[key] = [[c[1] for c in self._solve(key)[2]], 0.0]
             pending[1] += dt_s
-            self._window_carry(key, self._solve(key), until_s)
+            self._window_carry(self._solve(key), until_s)
             if self._parted:
                 # classes sending at once overlap in time: the step's critical path, waiting on one of them at a
                 # time, can gain at most the largest saving of the interval, not their sum
@@ -377,19 +378,32 @@ class FlowNetwork(NetworkModel):
             saving = self._held_back_alone(sending)
         else:
             rate = solved[0][sending.route]
-            routes = part_routes(self.fabric, sending.merged)
-            witness = position[self._witnesses(routes)]
+            binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))
             saving = None
-            if not (saturated[witness] & (max_rate[witness] <= rate * (1 + _SATURATED_RTOL))).all():
+            # parts bound on their access links, else on their own bottleneck, need no more
+            routes = None if self._bound_on_access(sending, binding, position) else part_routes(self.fabric,
+                                                                                               sending.merged)
+            if routes is not None and not binding[position[self._witnesses(routes)]].all():
                 # some part's own bottleneck does not bind it: look at all its links
                 owner, local, counts, rates, capacity, load = solved[7]
-                binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))
                 faster = rates[owner] > rate * (1 + _SATURATED_RTOL)
                 room = np.maximum(capacity - load, 0.0) + np.bincount(
                     local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(links))
                 saving = self._part_savings(routes, rate, binding, room, position)
         checks[id(sending.merged)] = (sending.merged, saving)  # the entry keeps the class alive: ids stay unique
         return saving
+
+    def _bound_on_access(self, sending: _Sending, binding: np.ndarray, position: np.ndarray) -> bool:
+        """Whether every part of a merged class crosses a ``binding`` link (by index, ``position`` maps link ids to it)
+        among the links its pairs take whatever their core paths (``part_routes(access=True)``: the GPUs' access
+        segments): enough to prove the merge exact without routing every part through the core. False when that
+        does not settle it (a part bound only in the core, a part without such links, a fabric without them)."""
+        routes = part_routes(self.fabric, sending.merged, access=True)
+        if routes is None:
+            return False
+        bound = np.zeros(routes.parts, dtype=bool)
+        bound[routes.part[binding[position[routes.links]]]] = True
+        return bool(bound.all())
 
     def _witnesses(self, routes: PartRoutes) -> np.ndarray:
         """Each part's own bottleneck link (most of its pairs per byte/s of capacity): where a part of a symmetric
@@ -414,10 +428,10 @@ class FlowNetwork(NetworkModel):
         rate = per_member.min()
         binding = per_member <= rate * (1 + _SATURATED_RTOL)
         saving = None
-        if not binding.all():
+        position = self._positions(sending.links)
+        if not binding.all() and not self._bound_on_access(sending, binding, position):
             room = capacity[sending.links] - sending.counts * rate
-            saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room,
-                                        self._positions(sending.links))
+            saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room, position)
         object.__setattr__(sending.merged, "_alone", (capacity, saving))  # per calibration of the links
         return saving
 
@@ -428,17 +442,17 @@ class FlowNetwork(NetworkModel):
         ``binding`` and ``room`` (bytes/s a part could add) are by link index, ``position`` maps link ids to it."""
         at = position[routes.links]
         bound = np.ones(routes.parts, dtype=bool)   # a part without links waits for nothing
-        bound[routes.part] = False
-        bound[routes.part[binding[at]]] = True
-        if bound.all():
-            return None
         best = np.full(routes.parts, np.inf)
-        if len(at):   # entries are sorted by part: a segmented minimum (np.minimum.at is an order slower)
+        if len(at):   # entries are sorted by part: segmented reductions (np.minimum.at is an order slower)
             starts = routes.__dict__.get("_starts")
             if starts is None:
                 starts = np.flatnonzero(np.diff(routes.part, prepend=-1))
                 object.__setattr__(routes, "_starts", starts)
-            best[routes.part[starts]] = np.minimum.reduceat(rate + room[at] / routes.counts, starts)
+            owner = routes.part[starts]
+            bound[owner] = np.logical_or.reduceat(binding[at], starts)
+            if bound.all():
+                return None
+            best[owner] = np.minimum.reduceat(rate + room[at] / routes.counts, starts)
         saving = np.where(bound, 0.0, 1.0 - rate / best)
         return saving if saving.max() > _SATURATED_RTOL else None
 

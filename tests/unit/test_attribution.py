@@ -76,6 +76,18 @@ def test_windows_conserve_bytes_while_they_widen():
     assert windows.bytes.sum(axis=0) == pytest.approx([10.0, 10.0])
 
 
+def test_early_bursts_stay_in_the_window_of_their_time_through_many_widenings():
+    windows = LinkWindows(3)
+    windows.add(0.0, 0.5 * FIRST_WIDTH_S, np.array([0]), np.array([2.0]))                  # window 0
+    windows.add(2.5 * FIRST_WIDTH_S, 3.0 * FIRST_WIDTH_S, np.array([1]), np.array([4.0]))  # window 2 (odd rows in use)
+    windows.add(0.99, 1.0, np.array([2]), np.array([1.0]))                                  # the run lasts 1 s
+    assert windows.width_s == FIRST_WIDTH_S * 2 ** 9                      # the first power of two past 1 s / 32
+    assert windows.bytes[0, :2] == pytest.approx([FIRST_WIDTH_S, 2 * FIRST_WIDTH_S], rel=1e-12)
+    assert windows.bytes[1:, :2].sum() == 0.0
+    last = int(0.99 // windows.width_s)
+    assert windows.bytes[:, 2].sum() == pytest.approx(0.01) and windows.bytes[last:, 2].sum() == pytest.approx(0.01)
+
+
 def test_a_burst_reads_as_full_in_its_window_and_diluted_in_the_mean():
     capacity = np.array([100.0])
     windows = LinkWindows(1)

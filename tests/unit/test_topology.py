@@ -351,6 +351,48 @@ def test_adaptive_loads_add_up_to_the_hops_of_every_pair_and_cover_the_represent
     np.testing.assert_allclose(fabric.pair_latencies_s(pairs), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("routing", ["adaptive", "ecmp"])
+def test_a_pair_listed_k_times_loads_its_route_k_times(routing):
+    # loads add over flows and a route is a function of (src, dst, salt): 1,000 distinct pairs listed 1 to 9 times
+    # each (past the size where repeated pairs are routed once) load every link as the distinct pairs do, weighted
+    fabric = build("rail-fat-tree", 64, radix=8, routing=routing)
+    rng = np.random.default_rng(5)
+    distinct = np.unique(rng.integers(0, 64, size=(1200, 2)), axis=0)[:1000]
+    times = rng.integers(1, 10, size=len(distinct))
+    repeated = np.repeat(distinct, times, axis=0)
+    rng.shuffle(repeated)
+    assert len(repeated) > 4096
+    links, load = fabric.links_of(repeated)
+    expected = np.zeros(fabric.links)
+    for (src, dst), k in zip(distinct.tolist(), times.tolist(), strict=True):  # one pair at a time
+        one_links, one_load = fabric.links_of(np.array([[src, dst]]))
+        expected[one_links] += k * np.asarray(one_load, dtype=float)
+    assert np.array_equal(links, np.flatnonzero(expected))
+    np.testing.assert_allclose(load, expected[links], rtol=1e-12)
+    latency_s = {(s, d): fabric.path_latency_s(s, d) for s, d in distinct.tolist()}
+    np.testing.assert_allclose(fabric.pair_latencies_s(repeated), [latency_s[(s, d)] for s, d in repeated.tolist()],
+                               rtol=1e-12)
+
+
+def test_access_links_of_parts_are_the_whole_flows_every_route_of_the_part_takes():
+    # per part, the access links (GPU -> PCIe -> NIC -> leaf and back down, or NVLink inside a node) carry whole
+    # flows on every shortest path, so they appear in the part's whole route with the same load, and nothing else
+    fabric = build("rail-fat-tree", 64, radix=8)
+    rng = np.random.default_rng(7)
+    pairs = rng.integers(0, 64, size=(300, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    part = rng.integers(0, 12, size=len(pairs))
+    whole_part, whole_links, whole_load = fabric.links_of_parts(pairs, part)
+    whole = dict(zip(zip(whole_part.tolist(), whole_links.tolist(), strict=True), whole_load.tolist(), strict=True))
+    access_part, access_links, access_load = fabric.access_links_of_parts(pairs, part)
+    assert {fabric.link_class[int(k)] for k in access_links} <= {"nvlink", "pcie", "nic"}
+    for key, load in zip(zip(access_part.tolist(), access_links.tolist(), strict=True), access_load.tolist(),
+                         strict=True):
+        assert whole[key] == load
+    kept = {(p, k) for (p, k) in whole if fabric.link_class[k] in ("nvlink", "pcie", "nic")}
+    assert kept == set(zip(access_part.tolist(), access_links.tolist(), strict=True))
+
+
 def test_ring_on_a_two_tier_rail_fabric_runs_at_nic_rate_under_adaptive_routing():
     # 32 servers, one leaf per rail: the ring's 32 node-crossing flows all go rail 7 -> rail 0 over 32 spines
     gpus, size_bytes = 256, 1e8
