@@ -10,14 +10,7 @@ import pytest
 from simcluster import simulate
 from simcluster.analysis import scaling, timeline
 from simcluster.spec import config
-
-SMALL = {
-    "name": "small",
-    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2, "nic": "connectx-7", "topology": "rail-fat-tree"},
-    "model": "gpt3-1.3b",
-    "training": {"seq_len": 2048, "global_batch_size": 32, "micro_batch_size": 1, "precision": "bf16"},
-    "parallelism": {"tp": 2, "pp": 2, "dp": 4},
-}
+from tests.conftest import SMALL
 
 
 def _drawn(fig):
