@@ -106,6 +106,7 @@ class FlowNetwork(NetworkModel):
         self._rates_cache: dict[tuple[int, ...], tuple] = {}
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
         self._cached_entries = 0   # route entries (link, route) held by the component cache
+        self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
         self._overlap: dict[tuple[int, int], bool] = {}  # pairs of routes -> whether they share a link
         self._link_mark: np.ndarray | None = None  # scratch of _overlaps
         self._next_completion_s: float | None = None
@@ -301,6 +302,7 @@ class FlowNetwork(NetworkModel):
         self._busy_pending.clear()
         self._rates_cache.clear()
         self._component_cache.clear()
+        self._rates_of.clear()
         self._cached_entries = 0
         self._overlap.clear()
 
@@ -517,10 +519,12 @@ class FlowNetwork(NetworkModel):
             return cached
         components = self._components(key)
         if len(components) == 1:
+            parts = [key]
             solved = [self._solve_component(key)]
             rate_of_route, of_route = solved[0][0], dict.fromkeys(key, solved[0])
         else:
-            solved = [self._solve_component(tuple(key[i] for i in members)) for members in components]
+            parts = [tuple(key[i] for i in members) for members in components]
+            solved = [self._solve_component(part) for part in parts]
             rate_of_route, of_route = {}, {}
             for part in solved:
                 rate_of_route.update(part[0])
@@ -528,7 +532,10 @@ class FlowNetwork(NetworkModel):
         result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route)
         if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
             self._rates_cache.clear()
+            self._rates_of.clear()
         self._rates_cache[key] = result
+        for part in parts:   # so that evicting a component solve lets this entry (which holds it) go too
+            self._rates_of.setdefault(part, []).append(key)
         return result
 
     def _components(self, key: tuple[int, ...]) -> list[list[int]]:
@@ -580,8 +587,9 @@ class FlowNetwork(NetworkModel):
         Identical routes get identical rates (symmetry), so the result is cached per multiset of routes; the
         entry keeps the route arrays alive so their ids cannot be reused while it exists.
         """
-        cached = self._component_cache.get(key)
+        cached = self._component_cache.pop(key, None)
         if cached is not None:
+            self._component_cache[key] = cached   # most recently used last: eviction takes the oldest first
             return cached
         self.rate_solves += 1
         routes = [self._route_bytes[route] for route in key]
@@ -617,14 +625,17 @@ class FlowNetwork(NetworkModel):
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
         result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint, {},
                   (owner, local, counts, rate, capacity, link_load))
-        if (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
-                or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
+        while self._component_cache and (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
+                                         or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
             # bounded by the route entries held, not only by count: a sprayed data-parallel class at 16k GPUs has
-            # ~10^5 entries, so a few hundred such solves would hold gigabytes. Whole-set solves refer to these,
-            # so they go too.
-            self._component_cache.clear()
-            self._rates_cache.clear()
-            self._cached_entries = 0
+            # ~10^5 entries, so a few hundred such solves would hold gigabytes. The least recently used solve goes
+            # first (a pipelined ZeRO-3 step comes back to the same sets of routes microbatch after microbatch;
+            # clearing the whole cache at the bound lost them all), and whole-set solves that hold it go with it.
+            evicted, old = next(iter(self._component_cache.items()))
+            del self._component_cache[evicted]
+            self._cached_entries -= len(old[7][0])
+            for whole in self._rates_of.pop(evicted, ()):
+                self._rates_cache.pop(whole, None)
         self._component_cache[key] = result
         self._cached_entries += len(owner)
         return result
