@@ -607,20 +607,27 @@ class FlowNetwork(NetworkModel):
             starts = np.concatenate([[0], np.cumsum([len(r[0]) for r in routes])[:-1]])
             rate = np.minimum.reduceat(capacity[local] / counts, starts)
             frozen[:] = True
+        # the entries of routes not yet frozen, in their order (so every sum below adds the same terms in the same
+        # order as over masks of all entries); a round drops the routes it freezes, and the last round skips the
+        # load of the routes it froze, which nothing reads (most solves finish in one round)
+        open_owner, open_local, open_counts = owner, local, counts
         while not frozen.all():
-            open_entry = ~frozen[owner]
-            open_count = np.bincount(local[open_entry], weights=counts[open_entry], minlength=len(links))
+            open_count = np.bincount(open_local, weights=open_counts, minlength=len(links))
             used = np.flatnonzero(open_count > 0)
             level = np.maximum(capacity[used] - fixed_load[used], 0.0) / open_count[used]
             fill = level.min()
             saturated = np.zeros(len(links), dtype=bool)
             saturated[used[level <= fill * (1 + _SATURATION_RTOL)]] = True
             # routes crossing a saturated link freeze at this level (boolean masks: no sorting)
-            newly = np.bincount(owner[open_entry & saturated[local]], minlength=len(routes)) > 0
+            newly = np.bincount(open_owner[saturated[open_local]], minlength=len(routes)) > 0
             rate[newly] = fill
             frozen |= newly
-            entry = newly[owner]
-            fixed_load += np.bincount(local[entry], weights=counts[entry] * fill, minlength=len(links))
+            if frozen.all():
+                break
+            entry = newly[open_owner]
+            fixed_load += np.bincount(open_local[entry], weights=open_counts[entry] * fill, minlength=len(links))
+            kept = ~entry
+            open_owner, open_local, open_counts = open_owner[kept], open_local[kept], open_counts[kept]
         link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(links))
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
         result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint, {},
