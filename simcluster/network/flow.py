@@ -113,6 +113,7 @@ class FlowNetwork(NetworkModel):
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
         self._position: np.ndarray | None = None   # scratch array of _union and _positions
+        self._position_of: np.ndarray | None = None   # the links whose indices the scratch holds (_positions)
         # exactness of merged classes (module docstring, ``_held_back``)
         self.held_back = HeldBack()
         self._parted: set[int] = set()            # sending classes of several parts
@@ -461,9 +462,12 @@ class FlowNetwork(NetworkModel):
     def _positions(self, links: np.ndarray) -> np.ndarray:
         """A fabric-sized array whose entry at each of ``links`` is its index there (scratch, valid until the
         next call)."""
+        if self._position_of is links:   # the classes of one solve are checked one after another
+            return self._position
         if self._position is None:
             self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
         self._position[links] = np.arange(len(links))
+        self._position_of = links
         return self._position
 
     def _link_state(self, solved: tuple) -> tuple:
@@ -497,6 +501,7 @@ class FlowNetwork(NetworkModel):
         if self._position is None:
             self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
         position = self._position
+        self._position_of = None   # the scratch is overwritten
         entries = np.arange(len(link_ids))
         position[link_ids] = entries
         links = link_ids[position[link_ids] == entries]
