@@ -479,15 +479,18 @@ class FlowNetwork(NetworkModel):
             shared = np.bincount(local, minlength=len(capacity)) > 1
             saturated = capacity - load <= _SATURATED_RTOL * capacity
             on = saturated[local]                                 # only saturated links can bind
-            starts = np.flatnonzero(np.diff(owner, prepend=-1))   # entries are grouped by route
-            ends = np.append(starts[1:], len(owner))
+            lengths = np.array([len(route) for route in solved[4]])   # entries are grouped by route, in key order
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
             # the fastest class on each saturated link: routes written slowest first, so the fastest one stays (a
             # few routes per component; np.maximum.at over the entries is an order slower)
             max_rate = np.zeros(len(capacity))
             for route in np.argsort(rates, kind="stable").tolist():   # every route has entries: starts[route]
                 segment = slice(starts[route], ends[route])
                 max_rate[local[segment][on[segment]]] = rates[route]
-            binds = on & (max_rate[local] <= rates[owner] * (1 + _SATURATED_RTOL))
+            binds = np.zeros(len(owner), dtype=bool)
+            at = np.flatnonzero(on)   # entries on saturated links: the others do not bind
+            binds[at] = max_rate[local[at]] <= rates[owner[at]] * (1 + _SATURATED_RTOL)
             all_binding = dict(zip((id(route) for route in solved[4]), np.logical_and.reduceat(binds, starts).tolist(),
                                    strict=True))
             state = solved[6]["links"] = (solved[2], saturated, max_rate, shared, all_binding)
