@@ -443,19 +443,24 @@ class FlowNetwork(NetworkModel):
                       position: np.ndarray) -> np.ndarray | None:
         """Per part, 1 - ``rate`` / its best rate, 0 for a part that crosses a ``binding`` link; None when all do.
         ``binding`` and ``room`` (bytes/s a part could add) are by link index, ``position`` maps link ids to it."""
-        at = position[routes.links]
         bound = np.ones(routes.parts, dtype=bool)   # a part without links waits for nothing
         best = np.full(routes.parts, np.inf)
-        if len(at):   # entries are sorted by part: segmented reductions (np.minimum.at is an order slower)
+        if len(routes.links):   # entries are sorted by part: segmented reductions (np.minimum.at is an order slower)
             starts = routes.__dict__.get("_starts")
             if starts is None:
                 starts = np.flatnonzero(np.diff(routes.part, prepend=-1))
+                # the distinct links the parts cross and each entry's among them (parts share most of their links):
+                # a solve's values are looked up for those links, then spread to the entries from a small array
+                distinct, inverse = np.unique(routes.links, return_inverse=True)
+                object.__setattr__(routes, "_distinct", (distinct, inverse.astype(np.int32)))
                 object.__setattr__(routes, "_starts", starts)
+            distinct, inverse = routes.__dict__["_distinct"]
+            at = position[distinct]
             owner = routes.part[starts]
-            bound[owner] = np.logical_or.reduceat(binding[at], starts)
+            bound[owner] = np.logical_or.reduceat(binding[at][inverse], starts)
             if bound.all():
                 return None
-            best[owner] = np.minimum.reduceat(rate + room[at] / routes.counts, starts)
+            best[owner] = np.minimum.reduceat(rate + room[at][inverse] / routes.counts, starts)
         saving = np.where(bound, 0.0, 1.0 - rate / best)
         return saving if saving.max() > _SATURATED_RTOL else None
 
