@@ -564,10 +564,9 @@ class FlowNetwork(NetworkModel):
 
         for i in range(1, len(key)):
             for j in range(i):
-                if self._overlaps(key[i], key[j]):
-                    a, b = root(i), root(j)
-                    if a != b:
-                        parent[max(a, b)] = min(a, b)
+                a, b = root(i), root(j)
+                if a != b and self._overlaps(key[i], key[j]):   # routes already linked need no look-up
+                    parent[max(a, b)] = min(a, b)
         groups: dict[int, list[int]] = {}
         for i in range(len(key)):
             groups.setdefault(root(i), []).append(i)
