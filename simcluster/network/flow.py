@@ -102,6 +102,7 @@ class FlowNetwork(NetworkModel):
         self.now_s = 0.0
         self.rate_solves = 0
         self._sending: dict[int, _Sending] = {}
+        self._sending_key: tuple[int, ...] | None = None   # _route_key of all of _sending, until it changes
         self._done_at_s: dict[int, float] = {}   # classes in their latency phase -> completion time
         self._rates_cache: dict[tuple[int, ...], tuple] = {}
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
@@ -201,6 +202,7 @@ class FlowNetwork(NetworkModel):
         if transfers.size_bytes > 0 and len(links):
             sending = _Sending(links, counts, float(transfers.size_bytes), latency_s, transfers if parted else None)
             self._sending[handle] = sending
+            self._sending_key = None
             if parted:
                 self._parted.add(handle)
             if sending.route not in self._route_bytes:
@@ -259,6 +261,7 @@ class FlowNetwork(NetworkModel):
             self._carry(end_s, rates, ending)
             for h in ending:
                 self._done_at_s[h] = end_s + self._sending.pop(h).latency_s
+                self._sending_key = None
                 self._parted.discard(h)
                 self._held.discard(h)
         if self._sending and to_s > self.now_s:
@@ -308,6 +311,11 @@ class FlowNetwork(NetworkModel):
         self._overlap.clear()
 
     def _route_key(self, handles) -> tuple[int, ...]:
+        """The multiset of routes of ``handles`` (sending classes), sorted."""
+        if len(handles) == len(self._sending):   # all of them: handles are always among the sending classes
+            if self._sending_key is None:
+                self._sending_key = tuple(sorted(c.route for c in self._sending.values()))
+            return self._sending_key
         return tuple(sorted(self._sending[h].route for h in handles))
 
     def _rates(self, handles) -> dict[int, float]:
