@@ -102,16 +102,19 @@ class FlowNetwork(NetworkModel):
         self.now_s = 0.0
         self.rate_solves = 0
         self._sending: dict[int, _Sending] = {}
+        self._sending_key: tuple[int, ...] | None = None   # _route_key of all of _sending, until it changes
         self._done_at_s: dict[int, float] = {}   # classes in their latency phase -> completion time
         self._rates_cache: dict[tuple[int, ...], tuple] = {}
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
         self._cached_entries = 0   # route entries (link, route) held by the component cache
+        self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
         self._overlap: dict[tuple[int, int], bool] = {}  # pairs of routes -> whether they share a link
         self._link_mark: np.ndarray | None = None  # scratch of _overlaps
         self._next_completion_s: float | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
         self._position: np.ndarray | None = None   # scratch array of _union and _positions
+        self._position_of: np.ndarray | None = None   # the links whose indices the scratch holds (_positions)
         # exactness of merged classes (module docstring, ``_held_back``)
         self.held_back = HeldBack()
         self._parted: set[int] = set()            # sending classes of several parts
@@ -199,6 +202,7 @@ class FlowNetwork(NetworkModel):
         if transfers.size_bytes > 0 and len(links):
             sending = _Sending(links, counts, float(transfers.size_bytes), latency_s, transfers if parted else None)
             self._sending[handle] = sending
+            self._sending_key = None
             if parted:
                 self._parted.add(handle)
             if sending.route not in self._route_bytes:
@@ -257,6 +261,7 @@ class FlowNetwork(NetworkModel):
             self._carry(end_s, rates, ending)
             for h in ending:
                 self._done_at_s[h] = end_s + self._sending.pop(h).latency_s
+                self._sending_key = None
                 self._parted.discard(h)
                 self._held.discard(h)
         if self._sending and to_s > self.now_s:
@@ -301,10 +306,16 @@ class FlowNetwork(NetworkModel):
         self._busy_pending.clear()
         self._rates_cache.clear()
         self._component_cache.clear()
+        self._rates_of.clear()
         self._cached_entries = 0
         self._overlap.clear()
 
     def _route_key(self, handles) -> tuple[int, ...]:
+        """The multiset of routes of ``handles`` (sending classes), sorted."""
+        if len(handles) == len(self._sending):   # all of them: handles are always among the sending classes
+            if self._sending_key is None:
+                self._sending_key = tuple(sorted(c.route for c in self._sending.values()))
+            return self._sending_key
         return tuple(sorted(self._sending[h].route for h in handles))
 
     def _rates(self, handles) -> dict[int, float]:
@@ -440,28 +451,36 @@ class FlowNetwork(NetworkModel):
                       position: np.ndarray) -> np.ndarray | None:
         """Per part, 1 - ``rate`` / its best rate, 0 for a part that crosses a ``binding`` link; None when all do.
         ``binding`` and ``room`` (bytes/s a part could add) are by link index, ``position`` maps link ids to it."""
-        at = position[routes.links]
         bound = np.ones(routes.parts, dtype=bool)   # a part without links waits for nothing
         best = np.full(routes.parts, np.inf)
-        if len(at):   # entries are sorted by part: segmented reductions (np.minimum.at is an order slower)
+        if len(routes.links):   # entries are sorted by part: segmented reductions (np.minimum.at is an order slower)
             starts = routes.__dict__.get("_starts")
             if starts is None:
                 starts = np.flatnonzero(np.diff(routes.part, prepend=-1))
+                # the distinct links the parts cross and each entry's among them (parts share most of their links):
+                # a solve's values are looked up for those links, then spread to the entries from a small array
+                distinct, inverse = np.unique(routes.links, return_inverse=True)
+                object.__setattr__(routes, "_distinct", (distinct, inverse.astype(np.int32)))
                 object.__setattr__(routes, "_starts", starts)
+            distinct, inverse = routes.__dict__["_distinct"]
+            at = position[distinct]
             owner = routes.part[starts]
-            bound[owner] = np.logical_or.reduceat(binding[at], starts)
+            bound[owner] = np.logical_or.reduceat(binding[at][inverse], starts)
             if bound.all():
                 return None
-            best[owner] = np.minimum.reduceat(rate + room[at] / routes.counts, starts)
+            best[owner] = np.minimum.reduceat(rate + room[at][inverse] / routes.counts, starts)
         saving = np.where(bound, 0.0, 1.0 - rate / best)
         return saving if saving.max() > _SATURATED_RTOL else None
 
     def _positions(self, links: np.ndarray) -> np.ndarray:
         """A fabric-sized array whose entry at each of ``links`` is its index there (scratch, valid until the
         next call)."""
+        if self._position_of is links:   # the classes of one solve are checked one after another
+            return self._position
         if self._position is None:
             self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
         self._position[links] = np.arange(len(links))
+        self._position_of = links
         return self._position
 
     def _link_state(self, solved: tuple) -> tuple:
@@ -473,15 +492,18 @@ class FlowNetwork(NetworkModel):
             shared = np.bincount(local, minlength=len(capacity)) > 1
             saturated = capacity - load <= _SATURATED_RTOL * capacity
             on = saturated[local]                                 # only saturated links can bind
-            starts = np.flatnonzero(np.diff(owner, prepend=-1))   # entries are grouped by route
-            ends = np.append(starts[1:], len(owner))
+            lengths = np.array([len(route) for route in solved[4]])   # entries are grouped by route, in key order
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
             # the fastest class on each saturated link: routes written slowest first, so the fastest one stays (a
             # few routes per component; np.maximum.at over the entries is an order slower)
             max_rate = np.zeros(len(capacity))
             for route in np.argsort(rates, kind="stable").tolist():   # every route has entries: starts[route]
                 segment = slice(starts[route], ends[route])
                 max_rate[local[segment][on[segment]]] = rates[route]
-            binds = on & (max_rate[local] <= rates[owner] * (1 + _SATURATED_RTOL))
+            binds = np.zeros(len(owner), dtype=bool)
+            at = np.flatnonzero(on)   # entries on saturated links: the others do not bind
+            binds[at] = max_rate[local[at]] <= rates[owner[at]] * (1 + _SATURATED_RTOL)
             all_binding = dict(zip((id(route) for route in solved[4]), np.logical_and.reduceat(binds, starts).tolist(),
                                    strict=True))
             state = solved[6]["links"] = (solved[2], saturated, max_rate, shared, all_binding)
@@ -495,6 +517,7 @@ class FlowNetwork(NetworkModel):
         if self._position is None:
             self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
         position = self._position
+        self._position_of = None   # the scratch is overwritten
         entries = np.arange(len(link_ids))
         position[link_ids] = entries
         links = link_ids[position[link_ids] == entries]
@@ -517,10 +540,12 @@ class FlowNetwork(NetworkModel):
             return cached
         components = self._components(key)
         if len(components) == 1:
+            parts = [key]
             solved = [self._solve_component(key)]
             rate_of_route, of_route = solved[0][0], dict.fromkeys(key, solved[0])
         else:
-            solved = [self._solve_component(tuple(key[i] for i in members)) for members in components]
+            parts = [tuple(key[i] for i in members) for members in components]
+            solved = [self._solve_component(part) for part in parts]
             rate_of_route, of_route = {}, {}
             for part in solved:
                 rate_of_route.update(part[0])
@@ -528,7 +553,10 @@ class FlowNetwork(NetworkModel):
         result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route)
         if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
             self._rates_cache.clear()
+            self._rates_of.clear()
         self._rates_cache[key] = result
+        for part in parts:   # so that evicting a component solve lets this entry (which holds it) go too
+            self._rates_of.setdefault(part, []).append(key)
         return result
 
     def _components(self, key: tuple[int, ...]) -> list[list[int]]:
@@ -544,10 +572,9 @@ class FlowNetwork(NetworkModel):
 
         for i in range(1, len(key)):
             for j in range(i):
-                if self._overlaps(key[i], key[j]):
-                    a, b = root(i), root(j)
-                    if a != b:
-                        parent[max(a, b)] = min(a, b)
+                a, b = root(i), root(j)
+                if a != b and self._overlaps(key[i], key[j]):   # routes already linked need no look-up
+                    parent[max(a, b)] = min(a, b)
         groups: dict[int, list[int]] = {}
         for i in range(len(key)):
             groups.setdefault(root(i), []).append(i)
@@ -580,8 +607,9 @@ class FlowNetwork(NetworkModel):
         Identical routes get identical rates (symmetry), so the result is cached per multiset of routes; the
         entry keeps the route arrays alive so their ids cannot be reused while it exists.
         """
-        cached = self._component_cache.get(key)
+        cached = self._component_cache.pop(key, None)
         if cached is not None:
+            self._component_cache[key] = cached   # most recently used last: eviction takes the oldest first
             return cached
         self.rate_solves += 1
         routes = [self._route_bytes[route] for route in key]
@@ -599,32 +627,42 @@ class FlowNetwork(NetworkModel):
             starts = np.concatenate([[0], np.cumsum([len(r[0]) for r in routes])[:-1]])
             rate = np.minimum.reduceat(capacity[local] / counts, starts)
             frozen[:] = True
+        # the entries of routes not yet frozen, in their order (so every sum below adds the same terms in the same
+        # order as over masks of all entries); a round drops the routes it freezes, and the last round skips the
+        # load of the routes it froze, which nothing reads (most solves finish in one round)
+        open_owner, open_local, open_counts = owner, local, counts
         while not frozen.all():
-            open_entry = ~frozen[owner]
-            open_count = np.bincount(local[open_entry], weights=counts[open_entry], minlength=len(links))
+            open_count = np.bincount(open_local, weights=open_counts, minlength=len(links))
             used = np.flatnonzero(open_count > 0)
             level = np.maximum(capacity[used] - fixed_load[used], 0.0) / open_count[used]
             fill = level.min()
             saturated = np.zeros(len(links), dtype=bool)
             saturated[used[level <= fill * (1 + _SATURATION_RTOL)]] = True
             # routes crossing a saturated link freeze at this level (boolean masks: no sorting)
-            newly = np.bincount(owner[open_entry & saturated[local]], minlength=len(routes)) > 0
+            newly = np.bincount(open_owner[saturated[open_local]], minlength=len(routes)) > 0
             rate[newly] = fill
             frozen |= newly
-            entry = newly[owner]
-            fixed_load += np.bincount(local[entry], weights=counts[entry] * fill, minlength=len(links))
+            if frozen.all():
+                break
+            entry = newly[open_owner]
+            fixed_load += np.bincount(open_local[entry], weights=open_counts[entry] * fill, minlength=len(links))
+            kept = ~entry
+            open_owner, open_local, open_counts = open_owner[kept], open_local[kept], open_counts[kept]
         link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(links))
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
         result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint, {},
                   (owner, local, counts, rate, capacity, link_load))
-        if (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
-                or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
+        while self._component_cache and (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
+                                         or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
             # bounded by the route entries held, not only by count: a sprayed data-parallel class at 16k GPUs has
-            # ~10^5 entries, so a few hundred such solves would hold gigabytes. Whole-set solves refer to these,
-            # so they go too.
-            self._component_cache.clear()
-            self._rates_cache.clear()
-            self._cached_entries = 0
+            # ~10^5 entries, so a few hundred such solves would hold gigabytes. The least recently used solve goes
+            # first (a pipelined ZeRO-3 step comes back to the same sets of routes microbatch after microbatch;
+            # clearing the whole cache at the bound lost them all), and whole-set solves that hold it go with it.
+            evicted, old = next(iter(self._component_cache.items()))
+            del self._component_cache[evicted]
+            self._cached_entries -= len(old[7][0])
+            for whole in self._rates_of.pop(evicted, ()):
+                self._rates_cache.pop(whole, None)
         self._component_cache[key] = result
         self._cached_entries += len(owner)
         return result

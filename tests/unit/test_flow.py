@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from simcluster.fabric import topology
+from simcluster.network import flow
 from simcluster.network.base import TransferClass
 from simcluster.network.flow import FlowNetwork
 from simcluster.spec import hardware
@@ -200,3 +201,29 @@ def test_closed_form_completion_agrees_with_progressive_filling(monkeypatch):
     monkeypatch.setattr(FlowNetwork, "_solve", never_disjoint)
     slow = run(FlowNetwork(fabric), classes)
     assert sorted(fast.values()) == pytest.approx(sorted(slow.values()), rel=1e-12)
+
+
+def test_a_full_solve_cache_evicts_the_least_recently_used_solve(monkeypatch):
+    """At its bound the component cache lets the least recently used solve go, not all of them, and a solve taken
+    from the cache equals a fresh one."""
+    fabric = build("rail-fat-tree", 32)
+    one, two, three = (TransferClass([[i, i + 8]], GIB) for i in range(3))   # disjoint: one route each
+    net = FlowNetwork(fabric)
+    for transfers in (one, two, three):   # register the routes with the model
+        net.advance(net.now_s)
+        net.start(transfers, net.now_s)
+    routes = {t: next(c.route for c in net._sending.values() if c.links is flow.class_load(fabric, t)[0])
+              for t in (one, two, three)}
+    entries = len(flow.class_load(fabric, one)[0])
+    monkeypatch.setattr(flow, "_CACHED_ROUTE_ENTRIES", 2 * entries)   # room for two one-route solves
+    net._component_cache.clear()
+    net._cached_entries = 0
+    fresh = net._solve_component((routes[one],))[0]
+    net._solve_component((routes[two],))
+    solves = net.rate_solves
+    assert net._solve_component((routes[one],))[0] == fresh   # cached: no new solve
+    assert net.rate_solves == solves
+    net._solve_component((routes[three],))                     # full: evicts two, used longer ago than one
+    assert net.rate_solves == solves + 1
+    assert (routes[one],) in net._component_cache and (routes[two],) not in net._component_cache
+    assert net._cached_entries == 2 * entries
