@@ -4,8 +4,9 @@ bytes per parameter, and every published run that ran fits.
 Sources: GPU memory totals as nvidia-smi/NVML reports them (Modal, "Why does an NVIDIA H100 80GB card offer 85.52
 GB?", 2025, and modal-labs/modal-client#2797: H100 81,559 MiB, A100 80GB 81,920 MiB, A100 40GB 40,960 MiB, H200
 143,771 MiB; B200 183,359 MiB in nvidia-smi output quoted in NVIDIA/TensorRT-LLM#10278; GB200 189,471 MiB and GB300
-284,208 MiB in public nvidia-smi outputs of NVL72 trays, drivers 580.x); Megatron-LM docs/source/api-guide/dist_optimizer.md (bytes per parameter with bf16 parameters and
-fp32 main gradients: 18 without the distributed optimizer, 6 + 12/d with it; fp32: 16 and 8 + 8/d).
+284,208 MiB in public nvidia-smi outputs of NVL72 trays, drivers 580.x); Megatron-LM
+docs/source/api-guide/dist_optimizer.md (bytes per parameter with bf16 parameters and fp32 main
+gradients: 18 without the distributed optimizer, 6 + 12/d with it; fp32: 16 and 8 + 8/d).
 """
 
 import pytest
