@@ -100,15 +100,46 @@ class AccessTable:
     latency_s: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class EdgeTable:
+    """A fabric graph's directed links in its edge order (``graph.edges``), read in one pass over the adjacency:
+    the end nodes' indices in node order (``nodes``), each link's id and the edge's own ``link_class`` (None when
+    the ends' roles tell it); ``role`` is every node's role in node order. Whole-fabric counts (the bill of materials,
+    link classes) read it instead of walking networkx views edge by edge."""
+
+    nodes: list
+    src_index: np.ndarray
+    dst_index: np.ndarray
+    link_id: np.ndarray
+    own_class: list
+    role: list
+
+    @classmethod
+    def of(cls, graph: nx.DiGraph) -> EdgeTable:
+        index = {node: i for i, node in enumerate(graph.nodes)}
+        src_index, dst_index, link_id, own_class = [], [], [], []
+        for u, out in graph.adjacency():   # plain loops: several times faster than edges(data=...) views
+            iu = index[u]
+            for v, d in out.items():
+                src_index.append(iu)
+                dst_index.append(index[v])
+                link_id.append(d["link_id"])
+                own_class.append(d.get("link_class"))
+        return cls(list(index), np.array(src_index, dtype=np.int64), np.array(dst_index, dtype=np.int64),
+                   np.array(link_id, dtype=np.int64), own_class, [role for _, role in graph.nodes(data="role")])
+
+
 class Router:
     """Routes between the GPUs of one fabric graph. Pure: the same (src, dst, salt) always gives the same
     path, and the same pairs the same link loads."""
 
-    def __init__(self, graph: nx.DiGraph, gpu_nodes: list, link_latency_s: np.ndarray):
-        nodes = list(graph.nodes)
+    def __init__(self, graph: nx.DiGraph, gpu_nodes: list, link_latency_s: np.ndarray,
+                 edges: EdgeTable | None = None):
+        edges = edges if edges is not None else EdgeTable.of(graph)
+        nodes = edges.nodes
         index = {node: i for i, node in enumerate(nodes)}
         self.nodes = nodes
-        roles = [role for _, role in graph.nodes(data="role")]
+        roles = edges.role
         gpu_transit = bool(graph.graph.get("gpu_transit", False))
         core_roles = CORE_ROLES | ({"gpu"} if gpu_transit else set())
         # a host-side node marked ``transit`` forwards other GPUs' traffic (rail-only: NCCL's PXN through a peer's
@@ -117,15 +148,8 @@ class Router:
         self.is_core = np.array([role in core_roles or t for role, t in zip(roles, transit, strict=True)], dtype=bool)
         self.is_host = np.array([role in HOST_ROLES for role in roles], dtype=bool) & ~self.is_core
         self.gpu_index = np.array([index[node] for node in gpu_nodes], dtype=np.int64)
-        src_list, dst_list, link_list = [], [], []
-        for u, out in graph.adjacency():   # plain loops: several times faster than edges(data=...) views
-            iu = index[u]
-            for v, d in out.items():
-                src_list.append(iu)
-                dst_list.append(index[v])
-                link_list.append(d["link_id"])
         n = len(nodes)
-        src, dst, link = (np.array(col, dtype=np.int64) for col in (src_list, dst_list, link_list))
+        src, dst, link = edges.src_index, edges.dst_index, edges.link_id
         is_gpu = np.zeros(n, dtype=bool)
         is_gpu[self.gpu_index] = True
         direct = is_gpu[src] & is_gpu[dst]

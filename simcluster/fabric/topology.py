@@ -24,7 +24,14 @@ import numpy as np
 from simcluster.core import units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import builders, classes, files
-from simcluster.fabric.routing import ROUTING_POLICIES, Router, TorusRouter, graph_default_routing, loads_by_part
+from simcluster.fabric.routing import (
+    ROUTING_POLICIES,
+    EdgeTable,
+    Router,
+    TorusRouter,
+    graph_default_routing,
+    loads_by_part,
+)
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
 BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus", "rail-only", "multi-plane")
@@ -44,35 +51,6 @@ _ROUTE_CACHE_ENTRIES = 64
 # Pair arrays up to this size (pipeline send/recv classes) are kept in a larger cache than collectives' arrays
 _SMALL_PAIRS = 64
 _SMALL_CACHE_ENTRIES = 2**16
-
-
-@dataclass(frozen=True, eq=False)
-class EdgeTable:
-    """A fabric graph's directed links in its edge order (``graph.edges``), read in one pass over the adjacency:
-    the end nodes' indices in node order (``nodes``), each link's id and the edge's own ``link_class`` (None when
-    the ends' roles tell it); ``role`` is every node's role in node order. Whole-fabric counts (the bill of materials,
-    link classes) read it instead of walking networkx views edge by edge."""
-
-    nodes: list
-    src_index: np.ndarray
-    dst_index: np.ndarray
-    link_id: np.ndarray
-    own_class: list
-    role: list
-
-    @classmethod
-    def of(cls, graph: nx.DiGraph) -> EdgeTable:
-        index = {node: i for i, node in enumerate(graph.nodes)}
-        src_index, dst_index, link_id, own_class = [], [], [], []
-        for u, out in graph.adjacency():   # plain loops: several times faster than edges(data=...) views
-            iu = index[u]
-            for v, d in out.items():
-                src_index.append(iu)
-                dst_index.append(index[v])
-                link_id.append(d["link_id"])
-                own_class.append(d.get("link_class"))
-        return cls(list(index), np.array(src_index, dtype=np.int64), np.array(dst_index, dtype=np.int64),
-                   np.array(link_id, dtype=np.int64), own_class, [role for _, role in graph.nodes(data="role")])
 
 
 @dataclass(eq=False)
@@ -143,7 +121,7 @@ class Fabric:
             if dims is not None and tables is not None:
                 self._router = TorusRouter(*tables)
             else:
-                self._router = Router(self.graph, self.gpu_nodes, self.link_latency_s)
+                self._router = Router(self.graph, self.gpu_nodes, self.link_latency_s, self.edge_table)
         return self._router
 
     def _check_rank(self, rank: int, what: str):
