@@ -54,6 +54,10 @@ class ChunkCost:
     # reduce-scattered back, per phase, ``etp_bytes`` each (the gathered size)
     etp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     etp_bytes: float = 0.0
+    # the kernels of each phase's block as the host issues them (device time, count): the compute times above are
+    # their ``elapsed_s`` plus the pipeline step's host time (workload.kernels.StreamTime)
+    forward_stream: kernels.StreamTime = field(default_factory=kernels.StreamTime)
+    backward_stream: kernels.StreamTime = field(default_factory=kernels.StreamTime)
 
 
 @dataclass
@@ -84,8 +88,10 @@ class StepPlan:
         return len(self.chunks)
 
 
-def _phase_s(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str) -> float:
-    return sum(kernels.ops_time_s(ops[phase], gpu, precision) for phase in phases)
+def _phase_stream(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str) -> kernels.StreamTime:
+    """The kernels of ``phases`` as one block the host issues (their max of device and host time is taken per
+    block, ``kernels.StreamTime``)."""
+    return sum((kernels.stream_time(ops[phase], gpu, precision) for phase in phases), kernels.StreamTime())
 
 
 def _phase_flop(ops: dict[str, list], phases: tuple[str, ...]) -> float:
@@ -132,14 +138,14 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer = layer_ops(m, shard)
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
-    layer_fwd_s = _phase_s(layer, ("forward",), gpu, precision)
-    layer_bwd_s = _phase_s(layer, BACKWARD_PHASES, gpu, precision)
+    layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
+    layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
     moe_layer = (layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep),
                                                    scenario.training.moe_cuda_graphs))
                  if m.moe else layer)
-    moe_fwd_s = _phase_s(moe_layer, ("forward",), gpu, precision)
-    moe_bwd_s = _phase_s(moe_layer, BACKWARD_PHASES, gpu, precision)
+    moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
+    moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
     ep_per_layer = expert_parallel_per_layer(scenario)
     etp_per_layer = expert_tensor_parallel_per_layer(scenario)
     ep_bytes = dispatch_bytes(scenario)
@@ -167,15 +173,15 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     for index, (layers, moe_layers) in enumerate(zip(counts, moe_counts, strict=True)):
         first, last = index == 0, index == len(counts) - 1
         dense = layers - moe_layers
-        fwd_s = dense * layer_fwd_s + moe_layers * moe_fwd_s + step_s
-        bwd_s = dense * layer_bwd_s + moe_layers * moe_bwd_s + step_s
+        fwd_stream = dense * layer_fwd + moe_layers * moe_fwd
+        bwd_stream = dense * layer_bwd + moe_layers * moe_bwd
         fwd_flop = dense * _phase_flop(layer, ("forward",)) + moe_layers * _phase_flop(moe_layer, ("forward",))
         bwd_flop = (dense * _phase_flop(layer, BACKWARD_PHASES)
                     + moe_layers * _phase_flop(moe_layer, BACKWARD_PHASES))
         for ops, present in ((embed, first), (output, last)):
             if present:
-                fwd_s += _phase_s(ops, ("forward",), gpu, precision)
-                bwd_s += _phase_s(ops, BACKWARD_PHASES, gpu, precision)
+                fwd_stream += _phase_stream(ops, ("forward",), gpu, precision)
+                bwd_stream += _phase_stream(ops, BACKWARD_PHASES, gpu, precision)
                 fwd_flop += _phase_flop(ops, ("forward",))
                 bwd_flop += _phase_flop(ops, BACKWARD_PHASES)
         params = memory.chunk_params(m, p.tp, layers, first, last, p.pp, moe_layers)
@@ -183,9 +189,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         params += moe_layers * experts_per_layer
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,
-            forward_compute_s=fwd_s,
+            forward_compute_s=fwd_stream.elapsed_s() + step_s,
             forward_tp_comm_s=dense * tp_cost["forward"] + moe_layers * moe_tp_cost["forward"],
-            backward_compute_s=bwd_s,
+            backward_compute_s=bwd_stream.elapsed_s() + step_s,
             backward_tp_comm_s=dense * tp_cost["backward"] + moe_layers * moe_tp_cost["backward"],
             forward_flop=fwd_flop, backward_flop=bwd_flop,
             grad_bytes=grad_params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
@@ -201,6 +207,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             etp_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
                              for phase, ops in etp_per_layer.items()},
             etp_bytes=ep_bytes * p.etp,
+            forward_stream=fwd_stream, backward_stream=bwd_stream,
         ))
 
     stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / weight_element for s in range(p.pp)]
