@@ -138,6 +138,7 @@ def fit() -> tuple[tuple[float, float], list[validation.CaseResult], list[Run]]:
     print(f"start: kernel gap {at[0] * 1e6:.0f} us, pipeline step {at[1] * 1e6:.0f} us (efficiency.yaml); "
           f"host dispatch {host.dispatch_s * 1e6:.1f} us per kernel (measured, not fitted)")
     seen: dict[tuple[float, float], list[validation.CaseResult]] = {}
+    estimate = None
     for simulation in range(MAX_SIMULATIONS):
         started = time.perf_counter()
         seen[at] = simulate(*at)
@@ -145,7 +146,12 @@ def fit() -> tuple[tuple[float, float], list[validation.CaseResult], list[Run]]:
         print(f"simulation {simulation + 1} at ({at[0] * 1e6:.0f} us, {at[1] * 1e6:.0f} us): "
               f"median {stats['median_abs_error']:.1%}, max {stats['max_abs_error']:.1%} "
               f"({time.perf_counter() - started:.0f} s)")
-        i, _, j = best(estimated_errors(runs, seen[at], at, GAP_GRID_S, host.dispatch_s, STEP_GRID_S))
+        if estimate is not None:
+            worst = np.abs(estimate - np.array([r.error for r in seen[at]])).max()
+            print(f"  the estimate of the previous step was within {worst * 100:.2f} points of every run's error")
+        errors = estimated_errors(runs, seen[at], at, GAP_GRID_S, host.dispatch_s, STEP_GRID_S)
+        i, _, j = best(errors)
+        estimate = errors[:, i, 0, j]
         candidate = (round(float(GAP_GRID_S[i]), 9), round(float(STEP_GRID_S[j]), 9))
         converged = candidate == at or candidate in seen
         at = candidate
