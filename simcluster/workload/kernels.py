@@ -1,8 +1,8 @@
-"""Time of a kernel on a GPU: a roofline with shape-dependent efficiencies plus a launch latency; time of a block
-of kernels issued by the host: the device's time or the host's, whichever is longer.
+"""Time of a kernel on a GPU: a roofline with shape-dependent efficiencies plus the stream's gap before it; time of
+a block of kernels issued by the host: the device's time or the host's, whichever is longer.
 
     kernel time = max(executed FLOP / (peak FLOP/s * flop fraction),
-                      HBM bytes / (HBM bandwidth * bandwidth fraction)) + launch latency
+                      HBM bytes / (HBM bandwidth * bandwidth fraction)) + kernel gap
     block time  = max(sum of kernel times, kernels * host dispatch per kernel)
 
 The host (Python, PyTorch's dispatcher, Transformer Engine, cuBLASLt's heuristics) issues kernels asynchronously:
