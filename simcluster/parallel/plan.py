@@ -20,7 +20,8 @@ from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import kernels, moe
-from simcluster.workload.ops import Op, attention_core, embedding_ops, layer_ops, local_kv_hidden, output_ops, shard_for
+from simcluster.workload.ops import (HIGH_PRECISION, Op, attention_core, embedding_ops, layer_ops, local_kv_hidden,
+                                     output_ops, shard_for)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class ChunkCost:
     cp_exchange: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
     tp_bytes: float = 0.0
+    # bytes of one TP collective per op where they differ from ``tp_bytes`` (fp8 all-gathers, ``tp_collective_bytes``);
+    # ``*_tp_comm_s`` use them. The engine's network still moves ``tp_bytes`` for every op (docs/calibration.md,
+    # "Round 5": its per-op size is the engine's part, not wired yet).
+    tp_op_bytes: dict[str, float] = field(default_factory=dict)
     # expert parallelism's token dispatch and combine per phase: all-to-alls over the EP groups, ``ep_bytes`` each
     ep_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     ep_bytes: float = 0.0
@@ -115,6 +120,27 @@ def tp_collectives_per_layer(scenario: Scenario, moe_layer: bool = False) -> dic
     return {"forward": fwd, "backward": bwd}
 
 
+# Transformer Engine gathers the sequence-parallel inputs of its GEMMs in fp8 in fp8 training: LayerNormLinear and
+# LayerNormMLP write the norm output as fp8 and all-gather that (``ln_out`` of dtype uint8 before
+# gather_along_first_dim, also when re-gathered for the weight gradient), the row-parallel layers' backward casts dY
+# to fp8 before gathering it (TransformerEngineBaseModule.grad_output_preprocess, "FP8 case with gather"), and with
+# userbuffers overlap "AllGather buffers use fp8 when using fp8 recipe" (initialize_ub); all in
+# transformer_engine/pytorch/module/{layernorm_linear,base}.py, TE 1.x. Reduce-scatters and all-reduces sum partial
+# GEMM outputs, which stay 16-bit.
+FP8_GATHERED_OPS = ("all_gather",)
+
+
+def tp_collective_bytes(scenario: Scenario, activation_bytes: float) -> dict[str, float]:
+    """Bytes of one tensor-parallel collective per op, for ``activation_bytes`` of 16-bit activation: the all-gathers
+    of fp8 training move fp8 elements (``FP8_GATHERED_OPS``), everything else the activation's own width."""
+    sizes = {"allreduce": activation_bytes, "reduce_scatter": activation_bytes, "all_gather": activation_bytes}
+    precision = scenario.training.precision
+    if precision in HIGH_PRECISION:  # Transformer Engine's low-precision GEMM inputs (fp8)
+        ratio = BYTES_PER_ELEMENT[precision] / shard_for(scenario).activation_bytes_per_element
+        sizes.update({op: activation_bytes * ratio for op in FP8_GATHERED_OPS})
+    return sizes
+
+
 # Time of one collective alone on the fabric: (op, group of fabric GPU indices, size_bytes) -> seconds. The engine
 # supplies it (collectives.timing.isolated_time_s on its fabric), so the plan needs no network or fabric of its own.
 CollectiveTime = Callable[[str, tuple[int, ...], float], float]
@@ -151,7 +177,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     tp_group = layout.group(0, "tp")
     per_layer = tp_collectives_per_layer(scenario)
     moe_per_layer = tp_collectives_per_layer(scenario, moe_layer=True) if m.moe else per_layer
-    tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes)
+    tp_op_bytes = tp_collective_bytes(scenario, activation_bytes)
+    tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), tp_op_bytes[op])
                                         for op, count in ops) for phase, ops in calls.items()}
                             for calls in (per_layer, moe_per_layer))
     cp_per_layer = context_parallel_exchange(scenario)
@@ -195,6 +222,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                          in zip(ops, moe_per_layer[phase], strict=True))
                             for phase, ops in per_layer.items()},
             tp_bytes=activation_bytes,
+            tp_op_bytes={op: size for op, size in tp_op_bytes.items() if size != activation_bytes},
             ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
                             for phase, ops in ep_per_layer.items()},
             ep_bytes=ep_bytes,
