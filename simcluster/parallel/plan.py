@@ -245,7 +245,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     return StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
-        optimizer_s=[optimizer_time_s(params, gpu, precision) for params in optimizer_params],
+        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype) for params in optimizer_params],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
@@ -358,12 +358,27 @@ def _engine_constants() -> dict:
     return catalog.load("engine")
 
 
-def optimizer_time_s(params: float, gpu, precision: str) -> float:
+# fp16 training's loss scaling adds two passes over the gradients before Adam (Megatron-LM
+# megatron/optimizer/optimizer.py, Float16OptimizerWithFloat16Params: _copy_model_grads_to_main_grads casts the fp16
+# gradients into the fp32 main gradients, read 2 B + write 4 B per parameter, unless they already are fp32;
+# _unscale_main_grads_and_check_for_nan runs torch._amp_foreach_non_finite_check_and_unscale_ over them, read 4 B +
+# write 4 B). bf16 training has no grad scaler, and Megatron's bf16 main gradients are its fp32 buffer.
+LOSS_SCALING_UNSCALE_BYTES_PER_PARAM = 8
+FP16_GRAD_COPY_BYTES_PER_PARAM = 6
+
+
+def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32") -> float:
     """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
-    (its few FLOP per parameter are timed at the training precision's peak; they never bind)."""
+    (its few FLOP per parameter are timed at the training precision's peak; they never bind), plus fp16 loss
+    scaling's unscale pass and, for 16-bit gradients (``grad_dtype``), their copy into fp32 main gradients."""
     constants = _engine_constants()["optimizer"]
+    hbm_bytes_per_param = constants["hbm_bytes_per_param"]
+    if precision == "fp16":
+        hbm_bytes_per_param += LOSS_SCALING_UNSCALE_BYTES_PER_PARAM
+        if grad_dtype != "fp32":
+            hbm_bytes_per_param += FP16_GRAD_COPY_BYTES_PER_PARAM
     op = Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
-                     hbm_bytes=constants["hbm_bytes_per_param"] * params)
+            hbm_bytes=hbm_bytes_per_param * params)
     return kernels.op_time_s(op, gpu, precision)
 
 

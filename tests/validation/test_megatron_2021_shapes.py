@@ -37,3 +37,18 @@ def test_published_iteration_time_and_tflops_agree_on_the_scenario_model(name, g
     flop = hardware_flop_per_step(scenario.model, t.seq_len, t.global_batch_size, t.activation_recompute)
     implied = flop / (iteration_ms * 1e-3) / gpus / 1e12
     assert implied == pytest.approx(tflops, rel=TOLERANCE)
+
+
+def test_fp16_loss_scaling_adds_its_passes_over_the_gradients():
+    """Megatron-LM's fp16 optimizer (Float16OptimizerWithFloat16Params): the fp16 gradients are cast into fp32 main
+    gradients (2 + 4 bytes per parameter) and unscaled with an inf/nan check (4 + 4) before Adam; bf16 does neither.
+    Closed form: HBM-bound, so the extra time is the extra bytes at the achievable bandwidth."""
+    from simcluster.parallel.plan import optimizer_time_s
+    from simcluster.spec.hardware import gpu
+    from simcluster.workload import kernels
+
+    a100, params = gpu("a100-80gb-sxm"), 1e9
+    bandwidth = a100.hbm_bandwidth * kernels.hbm_fraction()
+    bf16 = optimizer_time_s(params, a100, "bf16")
+    assert optimizer_time_s(params, a100, "fp16", "fp16") - bf16 == pytest.approx(14 * params / bandwidth, rel=1e-9)
+    assert optimizer_time_s(params, a100, "fp16", "fp32") - bf16 == pytest.approx(8 * params / bandwidth, rel=1e-9)
