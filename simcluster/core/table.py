@@ -61,23 +61,46 @@ class Table:
         return pd.DataFrame({name: column for name, column in self.columns.items()}, columns=self.names)
 
     def write_csv(self, path: Path) -> Path:
-        """The table as CSV at ``path``, byte for byte what pandas' ``to_csv(path, index=False)`` writes."""
+        """The table as CSV at ``path``, byte for byte what pandas' ``to_csv(path, index=False)`` writes.
+
+        Each column is formatted at once (a float column's distinct values ``repr``-ed once each: a run's links
+        carry few distinct figures), then rows are joined with commas, unless a text cell needs the csv module's
+        quoting (a comma, quote or line break in it) or the table has a single column (an empty row is quoted)."""
+        plain = len(self.columns) > 1 and not any(_needs_quoting(text) for text in
+                                                  [self.names, *(c for c in self.columns.values() if
+                                                                 not isinstance(c, np.ndarray))])
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(self.names)
             for first in range(0, self._rows, CSV_CHUNK_ROWS):
                 last = min(first + CSV_CHUNK_ROWS, self._rows)
-                writer.writerows(zip(*(_cells(column[first:last]) for column in self.columns.values()), strict=True))
+                rows = zip(*(_cells(column[first:last]) for column in self.columns.values()), strict=True)
+                if plain:
+                    handle.write("\n".join(map(",".join, rows)) + "\n")
+                else:
+                    writer.writerows(rows)
         return Path(path)
 
 
-def _cells(column: Sequence) -> list:
-    """A column's values as the csv module should write them: Python numbers (``str`` of a float is its shortest
-    ``repr``, as numpy's ``astype(str)`` which pandas uses), a missing float (NaN) or None as an empty field."""
-    if isinstance(column, np.ndarray):
-        cells = column.tolist()
-        if column.dtype.kind == "f":
-            for i in np.flatnonzero(np.isnan(column)).tolist():
-                cells[i] = None
-        return cells
-    return list(column)
+# What the csv module's QUOTE_MINIMAL quotes a field for (its delimiter, quote character and line terminators)
+_QUOTED = (",", '"', "\r", "\n")
+
+
+def _needs_quoting(texts: Sequence[str]) -> bool:
+    joined = "\x00".join(map(str, texts))
+    return any(char in joined for char in _QUOTED)
+
+
+def _cells(column: Sequence) -> list[str]:
+    """A column's values as text, as pandas writes them: a float as numpy's ``astype(str)`` (Python's shortest
+    round-trip ``repr``), a missing float (NaN) or None as an empty field, anything else as ``str``."""
+    if not isinstance(column, np.ndarray):
+        return ["" if value is None else str(value) for value in column]
+    if column.dtype.kind != "f":
+        return list(map(str, column.tolist()))
+    if column.dtype != np.float64:  # pandas' own formatting of other widths
+        return np.where(np.isnan(column), "", column.astype(str)).tolist()
+    # distinct bit patterns (-0.0 is not 0.0), each formatted once
+    bits, where = np.unique(column.view(np.int64), return_inverse=True)
+    texts = ["" if value != value else repr(value) for value in bits.view(np.float64).tolist()]
+    return np.array(texts, dtype=object)[where.reshape(-1)].tolist()

@@ -15,20 +15,25 @@ HOSTILE_TEXT = ["plain", "with,comma", 'with "quotes"', "line\nbreak", "", " spa
                 "a\rb", "gpu0->leaf3"]
 
 
-def columns(rows: int, seed: int = 0) -> dict:
+PLAIN_TEXT = ["gpu0", "leaf-spine", "", " spaced ", "caf\u00e9", "nvlink"]
+
+
+def columns(rows: int, seed: int = 0, text: list[str] = HOSTILE_TEXT) -> dict:
     rng = np.random.default_rng(seed)
     floats = np.concatenate([HOSTILE_FLOATS, rng.random(rows) * 10.0 ** rng.integers(-30, 30, rows)])
     n = len(floats)
-    return {"link_id": np.arange(n, dtype=np.int64) - 3, "src": [HOSTILE_TEXT[i % len(HOSTILE_TEXT)] for i in range(n)],
-            "bytes": floats, "flag": np.arange(n) % 3 == 0, "utilisation": rng.random(n)}
+    return {"link_id": np.arange(n, dtype=np.int64) - 3, "src": [text[i % len(text)] for i in range(n)],
+            "bytes": floats, "flag": np.arange(n) % 3 == 0, "utilisation": rng.random(n),
+            "repeated": np.round(rng.random(n) * 4) / 3, "narrow": (rng.random(n) / 3).astype(np.float32)}
 
 
 @pytest.mark.parametrize("rows", [0, 5, 2000])
-def test_csv_is_byte_for_byte_what_pandas_writes(tmp_path, rows, monkeypatch):
+@pytest.mark.parametrize("text", [HOSTILE_TEXT, PLAIN_TEXT], ids=["quoted text", "plain text"])
+def test_csv_is_byte_for_byte_what_pandas_writes(tmp_path, rows, text, monkeypatch):
     import simcluster.core.table as table_module
 
     monkeypatch.setattr(table_module, "CSV_CHUNK_ROWS", 7)  # several chunks and a partial last one
-    data = columns(rows)
+    data = columns(rows, text=text)
     Table(data).write_csv(tmp_path / "ours.csv")
     pd.DataFrame(data).to_csv(tmp_path / "pandas.csv", index=False)
     assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
