@@ -86,7 +86,7 @@ class Table:
 _QUOTED = (",", '"', "\r", "\n")
 
 
-def _needs_quoting(texts: Sequence[str]) -> bool:
+def _needs_quoting(texts: Sequence) -> bool:
     joined = "\x00".join(map(str, texts))
     return any(char in joined for char in _QUOTED)
 
@@ -95,6 +95,8 @@ def _cells(column: Sequence) -> list[str]:
     """A column's values as text, as pandas writes them: a float as numpy's ``astype(str)`` (Python's shortest
     round-trip ``repr``), a missing float (NaN) or None as an empty field, anything else as ``str``."""
     if not isinstance(column, np.ndarray):
+        if isinstance(column, list) and not column.count(None):
+            return list(map(str, column))  # str of a string is itself
         return ["" if value is None else str(value) for value in column]
     if column.dtype.kind != "f":
         return list(map(str, column.tolist()))
