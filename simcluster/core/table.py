@@ -37,9 +37,12 @@ class Table:
     def of_rows(cls, rows: list[tuple], names: Sequence[str], dtypes: dict[str, str]) -> Table:
         """The table of ``rows`` (tuples in the order of ``names``); a column named in ``dtypes`` becomes a numpy
         array of that dtype, the others lists (strings)."""
-        values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-        return cls({name: np.array(column, dtype=dtypes[name]) if name in dtypes else list(column)
-                    for name, column in zip(names, values, strict=True)})
+        assert not rows or len(rows[0]) == len(names), "rows of another width than the names"
+        columns = {}
+        for i, name in enumerate(names):  # a column at a time: zip(*rows) is several times slower on long tables
+            values = [row[i] for row in rows]
+            columns[name] = np.array(values, dtype=dtypes[name]) if name in dtypes else values
+        return cls(columns)
 
     def __len__(self) -> int:
         return self._rows
