@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,14 +194,19 @@ def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,
     used = np.flatnonzero(link_bytes > 0)
     capacity = fabric.capacity_bytes_per_s[used]
     classes = fabric.classes if fabric.classes is not None else fabric.kinds
+    every = len(used) == len(fabric.kinds)  # every link carried traffic (a symmetric run's usual case)
     ids = used.tolist()
+
+    def of_used(values: Sequence) -> list:
+        return list(values) if every else [values[i] for i in ids]
+
     columns: dict = {"link_id": used}
     if fabric.ends is not None:
-        ends = fabric.ends
-        columns["src"] = [str(ends[i][0]) for i in ids]
-        columns["dst"] = [str(ends[i][1]) for i in ids]
-    columns["kind"] = [classes[i] for i in ids]
-    columns["technology"] = [fabric.kinds[i] for i in ids]
+        ends = of_used(fabric.ends)
+        columns["src"] = [str(src) for src, _ in ends]
+        columns["dst"] = [str(dst) for _, dst in ends]
+    columns["kind"] = of_used(classes)
+    columns["technology"] = of_used(fabric.kinds)
     columns["bytes"] = link_bytes[used]
     columns["utilisation"] = (link_bytes[used] / (capacity * duration_s) if duration_s > 0
                               else np.zeros(len(used)))
