@@ -166,7 +166,7 @@ def report(label: str, measured: Measured, max_s: float | None = None, max_bytes
     if max_bytes is not None:
         ok &= measured.rss_bytes <= max_bytes
         parts.append(f"peak {measured.rss_bytes / GIB:5.2f} GiB (<= {max_bytes / GIB:g} GiB)")
-    if measured.summary is not None:
+    if measured.summary is not None and "step_time_s" in measured.summary:  # a run's (not schema's JSON)
         name, step_s = measured.summary["name"], measured.summary["step_time_s"]
         parts.append(f"step {step_s:.6g} s")
         if name in MAIN_STEP_S:
