@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Rows handed to the csv module at once: the table's cells as Python objects exist a chunk at a time
+# Rows formatted and written at once: the table's cells as Python strings exist a chunk at a time
 CSV_CHUNK_ROWS = 65536
 
 
