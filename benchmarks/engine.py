@@ -269,8 +269,8 @@ def main() -> int:
         print("scaling (GPT-3 175B, tp 8, pp 8, 16 microbatches per replica, collapsed):", flush=True)
         points = []
         for gpus in (64, 1024, 16384) if quick else (64, 1024, 16384, 131072):
-            # a point may take at most its linear share of the 64-GPU point's time (and the timeout's floor)
-            budget_s = time_limit_s(points[0][1].cpu_s * gpus / 64) if points else time_limit_s(1.0)
+            # a point beyond twice its linear share of the 64-GPU point's time fails the target whatever the load
+            budget_s = max(MIN_TIMEOUT_S, 2 * points[0][1].cpu_s * gpus / 64) if points else time_limit_s(1.0)
             measured = run_scenario(scaling_point(gpus), folder, timeout_s=budget_s)
             points.append((gpus, measured))
             print(f"      {gpus:>7} GPUs  cpu {measured.cpu_s:7.2f} s  wall {measured.wall_s:7.2f} s  peak "
