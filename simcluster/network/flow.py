@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcluster.network import windows as link_windows
+from simcluster.network.link_classes import LinkClasses
 from simcluster.network.base import (
     HeldBack,
     NetworkModel,
@@ -97,6 +98,7 @@ class FlowNetwork(NetworkModel):
         self._route_bytes: dict[int, list] = {}     # route -> [links, counts, bytes/member not yet spread]
         self._busy_pending: dict[tuple, list] = {}  # route set -> [links carrying traffic per component, s not spread]
         self._link_busy_s = np.zeros(len(fabric.link_bytes_per_s))
+        self._classes = LinkClasses(fabric.link_bytes_per_s)   # the routes' links in classes solved alike
         super().__init__(fabric)
         self.salt = salt
         self.now_s = 0.0
@@ -109,11 +111,10 @@ class FlowNetwork(NetworkModel):
         self._cached_entries = 0   # route entries (link, route) held by the component cache
         self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
         self._overlap: dict[tuple[int, int], bool] = {}  # pairs of routes -> whether they share a link
-        self._link_mark: np.ndarray | None = None  # scratch of _overlaps
         self._next_completion_s: float | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
-        self._position: np.ndarray | None = None   # scratch array of _union and _positions
+        self._position: np.ndarray | None = None   # scratch array of _positions
         self._position_of: np.ndarray | None = None   # the links whose indices the scratch holds (_positions)
         # exactness of merged classes (module docstring, ``_held_back``)
         self.held_back = HeldBack()
@@ -143,8 +144,10 @@ class FlowNetwork(NetworkModel):
         """Time each link has carried any traffic so far."""
         for pending in self._busy_pending.values():
             if pending[1]:
-                for links in pending[0]:   # per component: disjoint sets of links
-                    self._link_busy_s[links] += pending[1]
+                for component in pending[0]:   # disjoint sets of links: per component, per link class
+                    for links, load in zip(component[1], component[2].tolist(), strict=True):
+                        if load > 0:
+                            self._link_busy_s[links] += pending[1]
                 pending[1] = 0.0
         return self._link_busy_s
 
@@ -155,7 +158,8 @@ class FlowNetwork(NetworkModel):
 
     def _spread_windows(self) -> None:
         for (_component, window), (solved, seconds) in self._window_pending.items():
-            self.windows.add_bytes(window, solved[2], solved[3] * seconds)
+            for links, link_bytes in zip(solved[1], (solved[2] * seconds).tolist(), strict=True):
+                self.windows.add_bytes(window, links, link_bytes)
         self._window_pending.clear()
 
     def _window_carry(self, solved: tuple, until_s: float) -> None:
@@ -207,6 +211,7 @@ class FlowNetwork(NetworkModel):
                 self._parted.add(handle)
             if sending.route not in self._route_bytes:
                 self._route_bytes[sending.route] = [links, np.asarray(counts, dtype=float), 0.0]
+                self._classes.add(sending.route, links, counts)
         else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
             self._done_at_s[handle] = self.now_s + latency_s
             self._held.discard(handle)
@@ -280,7 +285,8 @@ class FlowNetwork(NetworkModel):
         load = np.zeros(len(self.fabric.link_bytes_per_s))
         if self._sending:
             for component in self._solve(self._route_key(self._sending))[2]:
-                load[component[2]] = component[3]
+                for links, class_load in zip(component[1], component[2].tolist(), strict=True):
+                    load[links] = class_load
         return load
 
     def class_rates_bytes_per_s(self) -> dict[int, float]:
@@ -303,6 +309,9 @@ class FlowNetwork(NetworkModel):
         self._spread_windows()
         active = {c.route for c in self._sending.values()}
         self._route_bytes = {r: v for r, v in self._route_bytes.items() if r in active}
+        self._classes = LinkClasses(self.fabric.link_bytes_per_s)   # the classes of the routes still sending
+        for route, (links, counts, _bytes) in self._route_bytes.items():
+            self._classes.add(route, links, counts)
         self._busy_pending.clear()
         self._rates_cache.clear()
         self._component_cache.clear()
@@ -343,7 +352,7 @@ class FlowNetwork(NetworkModel):
             key = self._route_key(self._sending)
             pending = self._busy_pending.get(key)
             if pending is None:
-                pending = self._busy_pending[key] = [[c[1] for c in self._solve(key)[2]], 0.0]
+                pending = self._busy_pending[key] = [self._solve(key)[2], 0.0]
             pending[1] += dt_s
             self._window_carry(self._solve(key), until_s)
             if self._parted:
@@ -381,16 +390,16 @@ class FlowNetwork(NetworkModel):
         cached = checks.get(id(sending.merged))
         if cached is not None:
             return cached[1]
-        links, saturated, max_rate, shared, all_binding = self._link_state(solved)
+        saturated, max_rate, shared, all_binding, segments = self._link_state(solved)
         if all_binding[sending.route]:  # every link of the class binds it, so every part crosses one
             return None
-        position = self._positions(links)
-        if not shared[position[sending.links]].any():
+        if not shared[solved[7][1][segments[sending.route]]].any():
             saving = self._held_back_alone(sending)
         else:
             rate = solved[0][sending.route]
-            binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))
+            binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))   # per link class
             saving = None
+            position = self._class_positions(solved)   # link id -> its class's index in the solve
             # parts bound on their access links, else on their own bottleneck, need no more
             routes = None if self._bound_on_access(sending, binding, position) else part_routes(self.fabric,
                                                                                                sending.merged)
@@ -399,7 +408,7 @@ class FlowNetwork(NetworkModel):
                 owner, local, counts, rates, capacity, load = solved[7]
                 faster = rates[owner] > rate * (1 + _SATURATED_RTOL)
                 room = np.maximum(capacity - load, 0.0) + np.bincount(
-                    local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(links))
+                    local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(capacity))
                 saving = self._part_savings(routes, rate, binding, room, position)
         checks[id(sending.merged)] = (sending.merged, saving)  # the entry keeps the class alive: ids stay unique
         return saving
@@ -483,16 +492,29 @@ class FlowNetwork(NetworkModel):
         self._position_of = links
         return self._position
 
+    def _class_positions(self, solved: tuple) -> np.ndarray:
+        """A fabric-sized array whose entry at each link of the solve ``solved`` is the index of its link class there
+        (scratch, valid until the next call)."""
+        if self._position_of is solved:   # the classes of one solve are checked one after another
+            return self._position
+        if self._position is None:
+            self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
+        for index, links in enumerate(solved[1]):
+            self._position[links] = index
+        self._position_of = solved
+        return self._position
+
     def _link_state(self, solved: tuple) -> tuple:
-        """(links of a solve, which are saturated, the fastest class rate on each, which carry several classes,
-        route -> whether every link of the route binds it); computed once per solve."""
+        """(per link class of a solve: which are saturated, the fastest class rate on each, which carry several
+        classes; route -> whether every link of the route binds it; route -> its entries in the solve); computed once
+        per solve."""
         state = solved[6].get("links")
         if state is None:
             owner, local, _counts, rates, capacity, load = solved[7]
             shared = np.bincount(local, minlength=len(capacity)) > 1
             saturated = capacity - load <= _SATURATED_RTOL * capacity
             on = saturated[local]                                 # only saturated links can bind
-            lengths = np.array([len(route) for route in solved[4]])   # entries are grouped by route, in key order
+            lengths = np.array(solved[3])   # entries are grouped by route, in key order
             ends = np.cumsum(lengths)
             starts = ends - lengths
             # the fastest class on each saturated link: routes written slowest first, so the fastest one stays (a
@@ -504,25 +526,12 @@ class FlowNetwork(NetworkModel):
             binds = np.zeros(len(owner), dtype=bool)
             at = np.flatnonzero(on)   # entries on saturated links: the others do not bind
             binds[at] = max_rate[local[at]] <= rates[owner[at]] * (1 + _SATURATED_RTOL)
-            all_binding = dict(zip((id(route) for route in solved[4]), np.logical_and.reduceat(binds, starts).tolist(),
-                                   strict=True))
-            state = solved[6]["links"] = (solved[2], saturated, max_rate, shared, all_binding)
+            routes = [id(route) for route in solved[4]]
+            all_binding = dict(zip(routes, np.logical_and.reduceat(binds, starts).tolist(), strict=True))
+            segments = {route: slice(start, end) for route, start, end in zip(routes, starts.tolist(), ends.tolist(),
+                                                                                strict=True)}
+            state = solved[6]["links"] = (saturated, max_rate, shared, all_binding, segments)
         return state
-
-    def _union(self, link_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unique link ids and each entry's index among them, as np.unique(..., return_inverse=True) but in O(entries),
-        neither sorting nor scanning the fabric (sprayed routes have ~10^5 entries, a 131k-GPU fabric ~10^6 links):
-        scatter each entry's position to its link, keep the entry that landed (one per link, whichever), renumber.
-        The links come in no particular order, which no result depends on."""
-        if self._position is None:
-            self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
-        position = self._position
-        self._position_of = None   # the scratch is overwritten
-        entries = np.arange(len(link_ids))
-        position[link_ids] = entries
-        links = link_ids[position[link_ids] == entries]
-        position[links] = np.arange(len(links))
-        return links, position[link_ids]
 
     def _solve(self, key: tuple[int, ...]) -> tuple:
         """Max-min fair per-member rate of each route in ``key``, solved per component (``_components``).
@@ -586,12 +595,7 @@ class FlowNetwork(NetworkModel):
         pair = (route, other) if route < other else (other, route)
         known = self._overlap.get(pair)
         if known is None:
-            links, other_links = self._route_bytes[route][0], self._route_bytes[other][0]
-            if self._link_mark is None:
-                self._link_mark = np.zeros(len(self.fabric.link_bytes_per_s), dtype=bool)
-            self._link_mark[links] = True
-            known = bool(self._link_mark[other_links].any())
-            self._link_mark[links] = False
+            known = self._classes.overlap(route, other)
             if len(self._overlap) >= _OVERLAPS_KEPT:
                 self._overlap.clear()
             self._overlap[pair] = known
@@ -599,32 +603,41 @@ class FlowNetwork(NetworkModel):
 
     def _solve_component(self, key: tuple[int, ...]) -> tuple:
         """Max-min fair per-member rate of each route in ``key`` (one component) by progressive filling
-        (vectorised).
+        (vectorised), over link classes (``link_classes``): links of one capacity on which every route puts the same
+        count fill alike, so one entry per (route, class) stands for all of them.
 
-        Returns (rate per route, links carrying traffic, link ids in use, bytes/s on each, the route arrays,
-        whether the routes share no link, a dict for what ``_held_back`` derives from the solve, and the arrays it
-        derives it from: (route of each entry, its link's index, its count, rate per route, capacity, load)).
-        Identical routes get identical rates (symmetry), so the result is cached per multiset of routes; the
-        entry keeps the route arrays alive so their ids cannot be reused while it exists.
+        Returns (rate per route, the link ids of each class, bytes/s on each link of each class, the entries of each
+        route, the route arrays, whether the routes share no link, a dict for what ``_held_back`` derives from the
+        solve, and the arrays it derives it from: (route of each entry, its class's index, its count, rate per route,
+        capacity per class, load per class)). Identical routes get identical rates (symmetry), so the result is
+        cached per multiset of routes; the entry keeps the route arrays alive so their ids cannot be reused while it
+        exists.
+
+        Every sum adds, per class, the same terms in the same order as per link over the routes' link entries (the
+        routes in key order, one count each), so the rates and loads are those of the per-link solve to the last bit.
         """
         cached = self._component_cache.pop(key, None)
         if cached is not None:
             self._component_cache[key] = cached   # most recently used last: eviction takes the oldest first
             return cached
         self.rate_solves += 1
-        routes = [self._route_bytes[route] for route in key]
-        owner = np.repeat(np.arange(len(routes)), [len(r[0]) for r in routes])
+        classes = self._classes
+        routes = [classes.route(route) for route in key]
+        lengths = [len(r[0]) for r in routes]
+        owner = np.repeat(np.arange(len(routes)), lengths)
         counts = np.concatenate([r[1] for r in routes])
-        links, local = self._union(np.concatenate([r[0] for r in routes]))
-        capacity = self.fabric.link_bytes_per_s[links]
+        ids = np.concatenate([r[0] for r in routes])
+        class_ids, local = np.unique(ids, return_inverse=True)
+        capacity = classes.class_capacity[class_ids]
+        class_links = [classes.links[i] for i in class_ids.tolist()]
         rate = np.zeros(len(routes))
         frozen = np.zeros(len(routes), dtype=bool)
-        fixed_load = np.zeros(len(links))
-        disjoint = len(links) == len(local)
+        fixed_load = np.zeros(len(class_ids))
+        disjoint = len(class_ids) == len(local)
         if disjoint:
             # routes share no link: each runs alone at its own bottleneck, which is what progressive filling
             # would give (most re-solves in pipeline-parallel runs are of this kind)
-            starts = np.concatenate([[0], np.cumsum([len(r[0]) for r in routes])[:-1]])
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             rate = np.minimum.reduceat(capacity[local] / counts, starts)
             frozen[:] = True
         # the entries of routes not yet frozen, in their order (so every sum below adds the same terms in the same
@@ -632,11 +645,11 @@ class FlowNetwork(NetworkModel):
         # load of the routes it froze, which nothing reads (most solves finish in one round)
         open_owner, open_local, open_counts = owner, local, counts
         while not frozen.all():
-            open_count = np.bincount(open_local, weights=open_counts, minlength=len(links))
+            open_count = np.bincount(open_local, weights=open_counts, minlength=len(class_ids))
             used = np.flatnonzero(open_count > 0)
             level = np.maximum(capacity[used] - fixed_load[used], 0.0) / open_count[used]
             fill = level.min()
-            saturated = np.zeros(len(links), dtype=bool)
+            saturated = np.zeros(len(class_ids), dtype=bool)
             saturated[used[level <= fill * (1 + _SATURATION_RTOL)]] = True
             # routes crossing a saturated link freeze at this level (boolean masks: no sorting)
             newly = np.bincount(open_owner[saturated[open_local]], minlength=len(routes)) > 0
@@ -645,13 +658,13 @@ class FlowNetwork(NetworkModel):
             if frozen.all():
                 break
             entry = newly[open_owner]
-            fixed_load += np.bincount(open_local[entry], weights=open_counts[entry] * fill, minlength=len(links))
+            fixed_load += np.bincount(open_local[entry], weights=open_counts[entry] * fill, minlength=len(class_ids))
             kept = ~entry
             open_owner, open_local, open_counts = open_owner[kept], open_local[kept], open_counts[kept]
-        link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(links))
+        link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(class_ids))
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
-        result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint, {},
-                  (owner, local, counts, rate, capacity, link_load))
+        result = (rate_of_route, class_links, link_load, lengths, [self._route_bytes[route][0] for route in key],
+                  disjoint, {}, (owner, local, counts, rate, capacity, link_load))
         while self._component_cache and (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
                                          or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
             # bounded by the route entries held, not only by count: a sprayed data-parallel class at 16k GPUs has

@@ -1,0 +1,93 @@
+"""Link classes: the fabric's links grouped so that the flow model can solve per class instead of per link.
+
+Progressive filling (``flow``) treats two links alike when they have the same capacity and every route puts the
+same count of pairs on both: they get the same load and the same fill level in every round, saturate together and
+freeze the same routes. ``LinkClasses`` keeps the coarsest partition of the routed links with that property over
+every route registered (each route's links grouped by (count, capacity), refined against the classes already there):
+every route then crosses a class with all of its links or with none, with one count. A route is a handful of
+(class, count) entries however many links it sprays over (a 16k-GPU data-parallel ring crosses ~10^5 links in a few
+classes), so a solve, its symmetry check and the overlap test of two routes cost that handful.
+
+A class's link array is replaced, never changed in place, when a new route splits it: a solve keeps the arrays it was
+made with, which stay right for it (the split changes no route's load on any link).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class LinkClasses:
+    """The partition of a fabric's routed links into classes, and each registered route as (class, count) entries."""
+
+    def __init__(self, capacity: np.ndarray):
+        self.capacity = capacity                                  # bytes/s per link of the fabric
+        self.class_of = np.full(len(capacity), -1, dtype=np.int64)   # link -> its class; -1: no route crosses it
+        self.links: list[np.ndarray] = []                         # class -> its link ids
+        self.class_capacity = np.zeros(16)                        # class -> the capacity of its links
+        self._routes: list[dict[int, float]] = []                 # class -> route -> pairs it puts on each link
+        self._of_route: dict[int, dict[int, float]] = {}          # route -> class -> pairs per link
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # route -> (classes, counts), until a split
+
+    def __contains__(self, route: int) -> bool:
+        return route in self._of_route
+
+    def add(self, route: int, links: np.ndarray, counts: np.ndarray) -> None:
+        """Register ``route`` (identity), which puts ``counts[i]`` pairs on ``links[i]`` (distinct link ids)."""
+        links = np.asarray(links, dtype=np.int64)
+        counts = np.asarray(counts, dtype=float)
+        current = self.class_of[links]
+        capacity = self.capacity[links]
+        order = np.lexsort((capacity, counts, current))
+        current, counts, capacity, links = current[order], counts[order], capacity[order], links[order]
+        change = np.flatnonzero((current[1:] != current[:-1]) | (counts[1:] != counts[:-1])
+                                | (capacity[1:] != capacity[:-1])) + 1
+        starts = np.concatenate(([0], change)).tolist()
+        ends = np.concatenate((change, [len(links)])).tolist()
+        mine: dict[int, float] = {}
+        split: set[int] = set()
+        for start, end in zip(starts, ends, strict=True):
+            old, count = int(current[start]), float(counts[start])
+            if old >= 0 and end - start == len(self.links[old]):   # the route crosses all of the class alike
+                target = old
+            else:   # a new class: these links, with every route of the class they were in
+                target = self._new(links[start:end], float(capacity[start]),
+                                   dict(self._routes[old]) if old >= 0 else {})
+                if old >= 0:
+                    split.add(old)
+                    for other, other_count in self._routes[old].items():
+                        self._of_route[other][target] = other_count
+                        self._arrays.pop(other, None)
+            self._routes[target][route] = count
+            mine[target] = count
+        for old in split:   # what is left of a class split: a new array (solves keep the one they were made with)
+            rest = self.links[old][self.class_of[self.links[old]] == old]
+            self.links[old] = rest
+            if not len(rest):
+                for other in self._routes[old]:
+                    del self._of_route[other][old]
+                self._routes[old] = {}
+        self._of_route[route] = mine
+
+    def _new(self, links: np.ndarray, capacity: float, routes: dict[int, float]) -> int:
+        target = len(self.links)
+        self.links.append(links)
+        self._routes.append(routes)
+        if target >= len(self.class_capacity):
+            self.class_capacity = np.concatenate((self.class_capacity, np.zeros(len(self.class_capacity))))
+        self.class_capacity[target] = capacity
+        self.class_of[links] = target
+        return target
+
+    def route(self, route: int) -> tuple[np.ndarray, np.ndarray]:
+        """The classes ``route`` crosses and the pairs it puts on each of their links."""
+        arrays = self._arrays.get(route)
+        if arrays is None:
+            classes = self._of_route[route]
+            arrays = self._arrays[route] = (np.fromiter(classes.keys(), dtype=np.int64, count=len(classes)),
+                                            np.fromiter(classes.values(), dtype=float, count=len(classes)))
+        return arrays
+
+    def overlap(self, route: int, other: int) -> bool:
+        """Whether two routes share a link (a class: every route crosses a class with all its links or none)."""
+        return not self._of_route[route].keys().isdisjoint(self._of_route[other].keys())
