@@ -96,9 +96,13 @@ class FlowNetwork(NetworkModel):
 
     def __init__(self, fabric, salt: int = 0):
         self._route_bytes: dict[int, list] = {}     # route -> [links, counts, bytes/member not yet spread]
-        self._busy_pending: dict[tuple, list] = {}  # route set -> [links carrying traffic per component, s not spread]
+        self._busy_pending: dict[tuple, list] = {}  # route set -> [solve per component, s not spread]
         self._link_busy_s = np.zeros(len(fabric.link_bytes_per_s))
         self._classes = LinkClasses(fabric.link_bytes_per_s)   # the routes' links in classes solved alike
+        # the time and window bytes counters are kept per link class (every link of a class gets the same additions in
+        # the same order, so it holds the per-link value exactly) and written to the links when read
+        self._class_busy_s = np.zeros(0)
+        self._class_windows = link_windows.LinkWindows(0)
         super().__init__(fabric)
         self.salt = salt
         self.now_s = 0.0
@@ -115,7 +119,7 @@ class FlowNetwork(NetworkModel):
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
         self._position: np.ndarray | None = None   # scratch array of _positions
-        self._position_of: np.ndarray | None = None   # the links whose indices the scratch holds (_positions)
+        self._position_of: np.ndarray | None = None   # the links whose indices the scratch holds
         # exactness of merged classes (module docstring, ``_held_back``)
         self.held_back = HeldBack()
         self._parted: set[int] = set()            # sending classes of several parts
@@ -144,27 +148,46 @@ class FlowNetwork(NetworkModel):
         """Time each link has carried any traffic so far."""
         for pending in self._busy_pending.values():
             if pending[1]:
-                for component in pending[0]:   # disjoint sets of links: per component, per link class
-                    for links, load in zip(component[1], component[2].tolist(), strict=True):
-                        if load > 0:
-                            self._link_busy_s[links] += pending[1]
+                for component in pending[0]:   # disjoint sets of links: per component, the classes carrying traffic
+                    classes, index = self._class_columns(component)
+                    self._class_busy_s[classes[component[2][index] > 0]] += pending[1]
                 pending[1] = 0.0
+        for known, links in enumerate(self._classes.links):
+            if len(links):
+                self._link_busy_s[links] = self._class_busy_s[known]
         return self._link_busy_s
 
     def link_windows(self) -> link_windows.LinkWindows:
         """Bytes per link per time window so far (``windows.LinkWindows``)."""
         self._spread_windows()
-        return self.windows
+        windows, by_class = self.windows, self._class_windows
+        windows.width_s, windows.end_s, windows.rows_used = by_class.width_s, by_class.end_s, by_class.rows_used
+        for known, links in enumerate(self._classes.links):
+            if len(links):
+                windows.bytes[:, links] = by_class.bytes[:, known:known + 1]
+        return windows
 
     def _spread_windows(self) -> None:
         for (_component, window), (solved, seconds) in self._window_pending.items():
-            for links, link_bytes in zip(solved[1], (solved[2] * seconds).tolist(), strict=True):
-                self.windows.add_bytes(window, links, link_bytes)
+            classes, index = self._class_columns(solved)
+            self._class_windows.add_bytes(window, classes, (solved[2] * seconds)[index])
         self._window_pending.clear()
+
+    def _class_columns(self, solved: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """The link classes that now hold the links of the classes of the solve ``solved`` (``LinkClasses.descendants``)
+        and, for each, the index of its class in the solve; computed again after a class was split."""
+        classes = self._classes
+        cached = solved[6].get("columns")
+        if cached is None or cached[0] != classes.splits:
+            since = solved[6]["classes"]   # how many classes there were when the solve was made
+            found = [classes.descendants(known, since) for known in solved[1].tolist()]
+            cached = solved[6]["columns"] = (classes.splits, np.concatenate(found),
+                                             np.repeat(np.arange(len(found)), [len(f) for f in found]))
+        return cached[1], cached[2]
 
     def _window_carry(self, solved: tuple, until_s: float) -> None:
         """The links of ``solved`` carried its loads from now to ``until_s``: pending per (component, window)."""
-        windows = self.windows
+        windows = self._class_windows
         if until_s > link_windows.WINDOWS * windows.width_s:
             self._spread_windows()
             windows._widen_until(until_s)
@@ -211,7 +234,7 @@ class FlowNetwork(NetworkModel):
                 self._parted.add(handle)
             if sending.route not in self._route_bytes:
                 self._route_bytes[sending.route] = [links, np.asarray(counts, dtype=float), 0.0]
-                self._classes.add(sending.route, links, counts)
+                self._register(sending.route, links, counts)
         else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
             self._done_at_s[handle] = self.now_s + latency_s
             self._held.discard(handle)
@@ -279,14 +302,26 @@ class FlowNetwork(NetworkModel):
         done, self._finished = self._finished + [h for _, h in finished], []
         return done
 
+    def _register(self, route: int, links: np.ndarray, counts: np.ndarray) -> None:
+        """Add a route to the link classes; a class split from another starts with its counters."""
+        classes = self._classes
+        before = len(classes.links)
+        classes.add(route, links, counts)
+        if len(classes.links) > before:
+            copied = np.array(classes.parent[before:], dtype=np.int64)
+            self._class_windows.extend(copied)
+            self._class_busy_s = np.concatenate((self._class_busy_s, np.where(
+                copied >= 0, self._class_busy_s[np.maximum(copied, 0)] if len(self._class_busy_s) else 0.0, 0.0)))
+
     # ---- introspection -------------------------------------------------------------------------------
     def link_load_bytes_per_s(self) -> np.ndarray:
         """Current bytes/s on every link (zero where idle)."""
         load = np.zeros(len(self.fabric.link_bytes_per_s))
         if self._sending:
             for component in self._solve(self._route_key(self._sending))[2]:
-                for links, class_load in zip(component[1], component[2].tolist(), strict=True):
-                    load[links] = class_load
+                classes, index = self._class_columns(component)
+                for known, class_load in zip(classes.tolist(), component[2][index].tolist(), strict=True):
+                    load[self._classes.links[known]] = class_load
         return load
 
     def class_rates_bytes_per_s(self) -> dict[int, float]:
@@ -308,10 +343,9 @@ class FlowNetwork(NetworkModel):
         self.link_bytes, self.link_busy_s  # noqa: B018 (properties that spread the pending counters)
         self._spread_windows()
         active = {c.route for c in self._sending.values()}
-        self._route_bytes = {r: v for r, v in self._route_bytes.items() if r in active}
-        self._classes = LinkClasses(self.fabric.link_bytes_per_s)   # the classes of the routes still sending
-        for route, (links, counts, _bytes) in self._route_bytes.items():
-            self._classes.add(route, links, counts)
+        for route in [r for r in self._route_bytes if r not in active]:
+            del self._route_bytes[route]
+            self._classes.remove(route)   # its classes stay (they hold the per-class counters)
         self._busy_pending.clear()
         self._rates_cache.clear()
         self._component_cache.clear()
@@ -399,11 +433,11 @@ class FlowNetwork(NetworkModel):
             rate = solved[0][sending.route]
             binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))   # per link class
             saving = None
-            position = self._class_positions(solved)   # link id -> its class's index in the solve
+            position = self._class_index(solved)   # link ids -> their classes' indices in the solve
             # parts bound on their access links, else on their own bottleneck, need no more
             routes = None if self._bound_on_access(sending, binding, position) else part_routes(self.fabric,
                                                                                                sending.merged)
-            if routes is not None and not binding[position[self._witnesses(routes)]].all():
+            if routes is not None and not binding[position(self._witnesses(routes))].all():
                 # some part's own bottleneck does not bind it: look at all its links
                 owner, local, counts, rates, capacity, load = solved[7]
                 faster = rates[owner] > rate * (1 + _SATURATED_RTOL)
@@ -413,7 +447,7 @@ class FlowNetwork(NetworkModel):
         checks[id(sending.merged)] = (sending.merged, saving)  # the entry keeps the class alive: ids stay unique
         return saving
 
-    def _bound_on_access(self, sending: _Sending, binding: np.ndarray, position: np.ndarray) -> bool:
+    def _bound_on_access(self, sending: _Sending, binding: np.ndarray, position) -> bool:
         """Whether every part of a merged class crosses a ``binding`` link (by index, ``position`` maps link ids to it)
         among the links its pairs take whatever their core paths (``part_routes(access=True)``: the GPUs' access
         segments): enough to prove the merge exact without routing every part through the core. False when that
@@ -422,7 +456,7 @@ class FlowNetwork(NetworkModel):
         if routes is None:
             return False
         bound = np.zeros(routes.parts, dtype=bool)
-        bound[routes.part[binding[position[routes.links]]]] = True
+        bound[routes.part[binding[position(routes.links)]]] = True
         return bool(bound.all())
 
     def _witnesses(self, routes: PartRoutes) -> np.ndarray:
@@ -448,7 +482,7 @@ class FlowNetwork(NetworkModel):
         rate = per_member.min()
         binding = per_member <= rate * (1 + _SATURATED_RTOL)
         saving = None
-        position = self._positions(sending.links)
+        position = self._positions(sending.links).__getitem__
         if not binding.all() and not self._bound_on_access(sending, binding, position):
             room = capacity[sending.links] - sending.counts * rate
             saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room, position)
@@ -457,7 +491,7 @@ class FlowNetwork(NetworkModel):
 
     @staticmethod
     def _part_savings(routes: PartRoutes, rate: float, binding: np.ndarray, room: np.ndarray,
-                      position: np.ndarray) -> np.ndarray | None:
+                      position) -> np.ndarray | None:
         """Per part, 1 - ``rate`` / its best rate, 0 for a part that crosses a ``binding`` link; None when all do.
         ``binding`` and ``room`` (bytes/s a part could add) are by link index, ``position`` maps link ids to it."""
         bound = np.ones(routes.parts, dtype=bool)   # a part without links waits for nothing
@@ -472,7 +506,7 @@ class FlowNetwork(NetworkModel):
                 object.__setattr__(routes, "_distinct", (distinct, inverse.astype(np.int32)))
                 object.__setattr__(routes, "_starts", starts)
             distinct, inverse = routes.__dict__["_distinct"]
-            at = position[distinct]
+            at = position(distinct)
             owner = routes.part[starts]
             bound[owner] = np.logical_or.reduceat(binding[at][inverse], starts)
             if bound.all():
@@ -492,17 +526,17 @@ class FlowNetwork(NetworkModel):
         self._position_of = links
         return self._position
 
-    def _class_positions(self, solved: tuple) -> np.ndarray:
-        """A fabric-sized array whose entry at each link of the solve ``solved`` is the index of its link class there
-        (scratch, valid until the next call)."""
-        if self._position_of is solved:   # the classes of one solve are checked one after another
-            return self._position
-        if self._position is None:
-            self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
-        for index, links in enumerate(solved[1]):
-            self._position[links] = index
-        self._position_of = solved
-        return self._position
+    def _class_index(self, solved: tuple):
+        """A function mapping link ids of the solve ``solved`` to the indices of their classes there: through the
+        classes they are in now (``_class_columns``), without a pass over the solve's links."""
+        cached = solved[6].get("index")
+        if cached is None or cached[0] != self._classes.splits or len(cached[1]) < len(self._classes.links):
+            classes, index = self._class_columns(solved)
+            lookup = np.full(len(self._classes.links), -1, dtype=np.int64)
+            lookup[classes] = index
+            cached = solved[6]["index"] = (self._classes.splits, lookup)
+        lookup, class_of = cached[1], self._classes.class_of
+        return lambda links: lookup[class_of[links]]
 
     def _link_state(self, solved: tuple) -> tuple:
         """(per link class of a solve: which are saturated, the fastest class rate on each, which carry several
@@ -629,7 +663,6 @@ class FlowNetwork(NetworkModel):
         ids = np.concatenate([r[0] for r in routes])
         class_ids, local = np.unique(ids, return_inverse=True)
         capacity = classes.class_capacity[class_ids]
-        class_links = [classes.links[i] for i in class_ids.tolist()]
         rate = np.zeros(len(routes))
         frozen = np.zeros(len(routes), dtype=bool)
         fixed_load = np.zeros(len(class_ids))
@@ -663,8 +696,8 @@ class FlowNetwork(NetworkModel):
             open_owner, open_local, open_counts = open_owner[kept], open_local[kept], open_counts[kept]
         link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(class_ids))
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
-        result = (rate_of_route, class_links, link_load, lengths, [self._route_bytes[route][0] for route in key],
-                  disjoint, {}, (owner, local, counts, rate, capacity, link_load))
+        result = (rate_of_route, class_ids, link_load, lengths, [self._route_bytes[route][0] for route in key],
+                  disjoint, {"classes": len(classes.links)}, (owner, local, counts, rate, capacity, link_load))
         while self._component_cache and (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
                                          or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
             # bounded by the route entries held, not only by count: a sprayed data-parallel class at 16k GPUs has

@@ -25,6 +25,10 @@ class LinkClasses:
         self.class_of = np.full(len(capacity), -1, dtype=np.int64)   # link -> its class; -1: no route crosses it
         self.links: list[np.ndarray] = []                         # class -> its link ids
         self.class_capacity = np.zeros(16)                        # class -> the capacity of its links
+        self.splits = 0                                           # how many classes were split so far
+        self.parent: list[int] = []                               # class -> the class it was split from (-1: none)
+        self._children: list[list[int]] = []                      # class -> the classes split from it
+        self._descendants: dict[tuple, np.ndarray] = {}           # (class, since) -> ``descendants``, until a split
         self._routes: list[dict[int, float]] = []                 # class -> route -> pairs it puts on each link
         self._of_route: dict[int, dict[int, float]] = {}          # route -> class -> pairs per link
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # route -> (classes, counts), until a split
@@ -52,7 +56,7 @@ class LinkClasses:
                 target = old
             else:   # a new class: these links, with every route of the class they were in
                 target = self._new(links[start:end], float(capacity[start]),
-                                   dict(self._routes[old]) if old >= 0 else {})
+                                   dict(self._routes[old]) if old >= 0 else {}, old)
                 if old >= 0:
                     split.add(old)
                     for other, other_count in self._routes[old].items():
@@ -69,15 +73,42 @@ class LinkClasses:
                 self._routes[old] = {}
         self._of_route[route] = mine
 
-    def _new(self, links: np.ndarray, capacity: float, routes: dict[int, float]) -> int:
+    def _new(self, links: np.ndarray, capacity: float, routes: dict[int, float], parent: int) -> int:
         target = len(self.links)
         self.links.append(links)
         self._routes.append(routes)
+        self.parent.append(parent)
+        self._children.append([])
+        if parent >= 0:
+            self._children[parent].append(target)
+            self._descendants.clear()
+            self.splits += 1
         if target >= len(self.class_capacity):
             self.class_capacity = np.concatenate((self.class_capacity, np.zeros(len(self.class_capacity))))
         self.class_capacity[target] = capacity
         self.class_of[links] = target
         return target
+
+    def remove(self, route: int) -> None:
+        """Forget ``route`` (its classes stay: the partition only ever gets finer)."""
+        for known in self._of_route.pop(route):
+            self._routes[known].pop(route, None)
+        self._arrays.pop(route, None)
+
+    def descendants(self, known: int, since: int) -> np.ndarray:
+        """The classes that now hold the links class ``known`` held when there were ``since`` classes (itself and the
+        classes split from it after that, recursively), without those left empty: what a class of a solve made then
+        stands for now."""
+        found = self._descendants.get((known, since))
+        if found is None:
+            found, stack = [], [known]
+            while stack:
+                top = stack.pop()
+                if len(self.links[top]):
+                    found.append(top)
+                stack.extend(child for child in self._children[top] if child >= since)
+            found = self._descendants[(known, since)] = np.array(found, dtype=np.int64)
+        return found
 
     def route(self, route: int) -> tuple[np.ndarray, np.ndarray]:
         """The classes ``route`` crosses and the pairs it puts on each of their links."""
