@@ -118,12 +118,11 @@ class FlowNetwork(NetworkModel):
         self._next_completion_s: float | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
-        self._position: np.ndarray | None = None   # scratch array of _positions
-        self._position_of: np.ndarray | None = None   # the links whose indices the scratch holds
         # exactness of merged classes (module docstring, ``_held_back``)
         self.held_back = HeldBack()
         self._parted: set[int] = set()            # sending classes of several parts
         self._witness: dict[int, tuple] = {}      # part routes -> each part's own bottleneck link
+        self._part_classes: dict[int, tuple] = {}  # part routes -> their entries by link class (``_by_class``)
         self._held: set[int] = set()              # ... of which found holding a part back
         # bytes per link per time window (``windows``), spread lazily: (component, window) -> [its solve, s]
         self.windows = link_windows.LinkWindows(len(fabric.link_bytes_per_s))
@@ -433,31 +432,53 @@ class FlowNetwork(NetworkModel):
             rate = solved[0][sending.route]
             binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))   # per link class
             saving = None
-            position = self._class_index(solved)   # link ids -> their classes' indices in the solve
+            index = self._class_index(solved)   # link class (now) -> the index of its class in the solve
             # parts bound on their access links, else on their own bottleneck, need no more
-            routes = None if self._bound_on_access(sending, binding, position) else part_routes(self.fabric,
-                                                                                               sending.merged)
-            if routes is not None and not binding[position(self._witnesses(routes))].all():
+            routes = None if self._bound_on_access(sending, binding, index) else part_routes(self.fabric,
+                                                                                            sending.merged)
+            if routes is not None and not binding[index[self._classes.class_of[self._witnesses(routes)]]].all():
                 # some part's own bottleneck does not bind it: look at all its links
                 owner, local, counts, rates, capacity, load = solved[7]
                 faster = rates[owner] > rate * (1 + _SATURATED_RTOL)
                 room = np.maximum(capacity - load, 0.0) + np.bincount(
                     local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(capacity))
-                saving = self._part_savings(routes, rate, binding, room, position)
+                saving = self._part_savings(routes, rate, binding, room, index)
         checks[id(sending.merged)] = (sending.merged, saving)  # the entry keeps the class alive: ids stay unique
         return saving
 
-    def _bound_on_access(self, sending: _Sending, binding: np.ndarray, position) -> bool:
-        """Whether every part of a merged class crosses a ``binding`` link (by index, ``position`` maps link ids to it)
+    def _bound_on_access(self, sending: _Sending, binding: np.ndarray, index: np.ndarray) -> bool:
+        """Whether every part of a merged class crosses a ``binding`` link (by the index ``index`` gives its class)
         among the links its pairs take whatever their core paths (``part_routes(access=True)``: the GPUs' access
         segments): enough to prove the merge exact without routing every part through the core. False when that
         does not settle it (a part bound only in the core, a part without such links, a fabric without them)."""
         routes = part_routes(self.fabric, sending.merged, access=True)
         if routes is None:
             return False
+        part, known, _counts, _starts = self._by_class(routes)
         bound = np.zeros(routes.parts, dtype=bool)
-        bound[routes.part[binding[position(routes.links)]]] = True
+        bound[part[binding[index[known]]]] = True
         return bool(bound.all())
+
+    def _by_class(self, routes: PartRoutes) -> tuple:
+        """Per-part routes by link class: (part, class, the most pairs the part puts on one link of the class) once per
+        part and class, sorted by part, and where each part's entries start. What the symmetry check reads of a
+        part's links is the same for all links of a class (a binding flag, spare capacity / pairs: least for the
+        most pairs), so a 112-part data-parallel ring's 4.2 million link entries come down to a few per part. Made
+        again when a class was split."""
+        cached = self._part_classes.get(id(routes))
+        if cached is None or cached[1] != self._classes.splits:
+            if len(self._part_classes) >= _RATE_CACHE_ENTRIES:
+                self._part_classes.clear()
+            classes = len(self._classes.links)
+            key = routes.part * classes + self._classes.class_of[routes.links]
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            first = np.flatnonzero(np.diff(key, prepend=-1))
+            most = np.maximum.reduceat(routes.counts[order], first) if len(first) else np.zeros(0)
+            part, known = np.divmod(key[first], classes)
+            starts = np.flatnonzero(np.diff(part, prepend=-1))
+            cached = self._part_classes[id(routes)] = (routes, self._classes.splits, (part, known, most, starts))
+        return cached[2]
 
     def _witnesses(self, routes: PartRoutes) -> np.ndarray:
         """Each part's own bottleneck link (most of its pairs per byte/s of capacity): where a part of a symmetric
@@ -482,61 +503,47 @@ class FlowNetwork(NetworkModel):
         rate = per_member.min()
         binding = per_member <= rate * (1 + _SATURATED_RTOL)
         saving = None
-        position = self._positions(sending.links).__getitem__
-        if not binding.all() and not self._bound_on_access(sending, binding, position):
-            room = capacity[sending.links] - sending.counts * rate
-            saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room, position)
+        if not binding.all():
+            # the same per link class of the route (one capacity and count per class), for the per-part look-ups
+            known, counts = self._classes.route(sending.route)
+            capacity_of = self._classes.class_capacity[known]
+            index = np.full(len(self._classes.links), -1, dtype=np.int64)
+            index[known] = np.arange(len(known))
+            binding = capacity_of / counts <= rate * (1 + _SATURATED_RTOL)
+            if not self._bound_on_access(sending, binding, index):
+                room = capacity_of - counts * rate
+                saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room, index)
         object.__setattr__(sending.merged, "_alone", (capacity, saving))  # per calibration of the links
         return saving
 
-    @staticmethod
-    def _part_savings(routes: PartRoutes, rate: float, binding: np.ndarray, room: np.ndarray,
-                      position) -> np.ndarray | None:
+    def _part_savings(self, routes: PartRoutes, rate: float, binding: np.ndarray, room: np.ndarray,
+                      index: np.ndarray) -> np.ndarray | None:
         """Per part, 1 - ``rate`` / its best rate, 0 for a part that crosses a ``binding`` link; None when all do.
-        ``binding`` and ``room`` (bytes/s a part could add) are by link index, ``position`` maps link ids to it."""
+        ``binding`` and ``room`` (bytes/s a part could add per pair) are by the index ``index`` gives a link class."""
         bound = np.ones(routes.parts, dtype=bool)   # a part without links waits for nothing
         best = np.full(routes.parts, np.inf)
         if len(routes.links):   # entries are sorted by part: segmented reductions (np.minimum.at is an order slower)
-            starts = routes.__dict__.get("_starts")
-            if starts is None:
-                starts = np.flatnonzero(np.diff(routes.part, prepend=-1))
-                # the distinct links the parts cross and each entry's among them (parts share most of their links):
-                # a solve's values are looked up for those links, then spread to the entries from a small array
-                distinct, inverse = np.unique(routes.links, return_inverse=True)
-                object.__setattr__(routes, "_distinct", (distinct, inverse.astype(np.int32)))
-                object.__setattr__(routes, "_starts", starts)
-            distinct, inverse = routes.__dict__["_distinct"]
-            at = position(distinct)
-            owner = routes.part[starts]
-            bound[owner] = np.logical_or.reduceat(binding[at][inverse], starts)
+            part, known, most, starts = self._by_class(routes)
+            at = index[known]
+            owner = part[starts]
+            bound[owner] = np.logical_or.reduceat(binding[at], starts)
             if bound.all():
                 return None
-            best[owner] = np.minimum.reduceat(rate + room[at][inverse] / routes.counts, starts)
+            # rate + room / pairs is least for the most pairs on a link of the class: the per-link minimum exactly
+            best[owner] = np.minimum.reduceat(rate + room[at] / most, starts)
         saving = np.where(bound, 0.0, 1.0 - rate / best)
         return saving if saving.max() > _SATURATED_RTOL else None
 
-    def _positions(self, links: np.ndarray) -> np.ndarray:
-        """A fabric-sized array whose entry at each of ``links`` is its index there (scratch, valid until the
-        next call)."""
-        if self._position_of is links:   # the classes of one solve are checked one after another
-            return self._position
-        if self._position is None:
-            self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
-        self._position[links] = np.arange(len(links))
-        self._position_of = links
-        return self._position
-
-    def _class_index(self, solved: tuple):
-        """A function mapping link ids of the solve ``solved`` to the indices of their classes there: through the
-        classes they are in now (``_class_columns``), without a pass over the solve's links."""
+    def _class_index(self, solved: tuple) -> np.ndarray:
+        """Per link class now, the index in the solve ``solved`` of the class its links were in there (-1: not in the
+        solve): through ``_class_columns``, without a pass over the solve's links."""
         cached = solved[6].get("index")
         if cached is None or cached[0] != self._classes.splits or len(cached[1]) < len(self._classes.links):
             classes, index = self._class_columns(solved)
             lookup = np.full(len(self._classes.links), -1, dtype=np.int64)
             lookup[classes] = index
             cached = solved[6]["index"] = (self._classes.splits, lookup)
-        lookup, class_of = cached[1], self._classes.class_of
-        return lambda links: lookup[class_of[links]]
+        return cached[1]
 
     def _link_state(self, solved: tuple) -> tuple:
         """(per link class of a solve: which are saturated, the fastest class rate on each, which carry several
