@@ -464,20 +464,33 @@ class FlowNetwork(NetworkModel):
         part and class, sorted by part, and where each part's entries start. What the symmetry check reads of a
         part's links is the same for all links of a class (a binding flag, spare capacity / pairs: least for the
         most pairs), so a 112-part data-parallel ring's 4.2 million link entries come down to a few per part. Made
-        again when a class was split."""
+        again when one of those classes was split."""
         cached = self._part_classes.get(id(routes))
-        if cached is None or cached[1] != self._classes.splits:
+        if cached is None or not self._classes.unsplit_since(cached[3], cached[1]):
             if len(self._part_classes) >= _RATE_CACHE_ENTRIES:
                 self._part_classes.clear()
-            classes = len(self._classes.links)
-            key = routes.part * classes + self._classes.class_of[routes.links]
-            order = np.argsort(key, kind="stable")
-            key = key[order]
-            first = np.flatnonzero(np.diff(key, prepend=-1))
-            most = np.maximum.reduceat(routes.counts[order], first) if len(first) else np.zeros(0)
-            part, known = np.divmod(key[first], classes)
+            of_entry = self._classes.class_of[routes.links]
+            used = np.flatnonzero(np.bincount(of_entry, minlength=len(self._classes.links)))
+            slot = np.zeros(len(self._classes.links), dtype=np.int64)
+            slot[used] = np.arange(len(used))
+            # one slot per (part, class), in part order: scatter, no sort of the entries (ufunc.at is fast on numpy 2)
+            key = routes.part * len(used) + slot[of_entry]
+            slots = routes.parts * len(used)
+            if slots <= max(4 * len(key), 2**20):
+                present = np.flatnonzero(np.bincount(key, minlength=slots))
+                most = np.zeros(slots)
+                np.maximum.at(most, key, routes.counts)
+                most = most[present]
+            else:   # too many parts x classes for a dense table: sort the entries
+                order = np.argsort(key, kind="stable")
+                first = np.flatnonzero(np.diff(key[order], prepend=-1))
+                present = key[order][first]
+                most = np.maximum.reduceat(routes.counts[order], first)
+            part, known = np.divmod(present, len(used))
+            known = used[known]
             starts = np.flatnonzero(np.diff(part, prepend=-1))
-            cached = self._part_classes[id(routes)] = (routes, self._classes.splits, (part, known, most, starts))
+            cached = self._part_classes[id(routes)] = (routes, self._classes.splits, (part, known, most, starts),
+                                                       np.unique(known))
         return cached[2]
 
     def _witnesses(self, routes: PartRoutes) -> np.ndarray:

@@ -26,6 +26,7 @@ class LinkClasses:
         self.links: list[np.ndarray] = []                         # class -> its link ids
         self.class_capacity = np.zeros(16)                        # class -> the capacity of its links
         self.splits = 0                                           # how many classes were split so far
+        self.split_at = np.zeros(16, dtype=np.int64)              # class -> ``splits`` when it was last split
         self.parent: list[int] = []                               # class -> the class it was split from (-1: none)
         self._children: list[list[int]] = []                      # class -> the classes split from it
         self._descendants: dict[tuple, np.ndarray] = {}           # (class, since) -> ``descendants``, until a split
@@ -83,8 +84,10 @@ class LinkClasses:
             self._children[parent].append(target)
             self._descendants.clear()
             self.splits += 1
+            self.split_at[parent] = self.splits
         if target >= len(self.class_capacity):
             self.class_capacity = np.concatenate((self.class_capacity, np.zeros(len(self.class_capacity))))
+            self.split_at = np.concatenate((self.split_at, np.zeros(len(self.split_at), dtype=np.int64)))
         self.class_capacity[target] = capacity
         self.class_of[links] = target
         return target
@@ -109,6 +112,10 @@ class LinkClasses:
                 stack.extend(child for child in self._children[top] if child >= since)
             found = self._descendants[(known, since)] = np.array(found, dtype=np.int64)
         return found
+
+    def unsplit_since(self, classes: np.ndarray, splits: int) -> bool:
+        """Whether none of ``classes`` was split after ``splits`` (their links are still in them)."""
+        return not len(classes) or int(self.split_at[classes].max()) <= splits
 
     def route(self, route: int) -> tuple[np.ndarray, np.ndarray]:
         """The classes ``route`` crosses and the pairs it puts on each of their links."""
