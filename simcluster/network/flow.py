@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcluster.network import windows as link_windows
-from simcluster.network.link_classes import LinkClasses
 from simcluster.network.base import (
     HeldBack,
     NetworkModel,
@@ -40,6 +39,7 @@ from simcluster.network.base import (
     latency_gaps_s,
     part_routes,
 )
+from simcluster.network.link_classes import LinkClasses
 
 # Classes whose finishing times agree to this relative precision finish together (floating-point slack).
 _SAME_TIME_RTOL = 1e-12
