@@ -10,7 +10,9 @@ goes to the other classes. Rates are recomputed only when a class starts or fini
 events every rate is constant, so the model advances from event to event in closed form. Routes that share no
 link, directly or through other routes, form separate components whose rates do not affect each other; each
 component is solved and cached on its own, so a class starting or ending re-solves (and re-checks, below) only its
-component.
+component. Solves run over link classes (``link_classes``: links of one capacity on which every route puts the same
+count fill alike), a few per route however many links it sprays over, with the same sums as per link; the per-link
+counters (busy time, bytes per time window) are kept per class and written to the links when read.
 
 Merged classes (``TransferClass.parts``, ``engine.merge``): a class that stands for several independent transfers
 gives them one rate, its most constrained part's. On every rate solution the model checks that no part is held back
@@ -48,18 +50,21 @@ _SATURATION_RTOL = 1e-9
 # Solved rate sets kept; a ring collective reuses one route set for all its steps, so a few suffice.
 _RATE_CACHE_ENTRIES = 256
 # Solved components (sets of routes linked by shared links) kept: they recur far more often than whole route sets
-# (a stage's tensor-parallel block, a pipeline boundary), most are small, and one entry holds one component's arrays
+# (a stage's tensor-parallel block, a pipeline boundary), and one entry holds one component's arrays (a few entries
+# per route: by link class). 16,384 instead gives the same results with 7% fewer solves and no less CPU (ZeRO-3 with
+# pp on 1,024 GPUs: most solves are of sets of routes not seen before).
 _COMPONENT_CACHE_ENTRIES = 1024
-# Route entries (a link of a route) the solve caches may hold: about 60 bytes each over the arrays of a solve and
-# of its symmetry check, so about 0.5 GB
+# (route, link class) entries the solve caches may hold: a bound for fabrics whose routes share no classes (hash
+# ECMP on a large fabric splits classes down to single links), about 60 bytes each, so about 0.5 GB
 _CACHED_ROUTE_ENTRIES = 8_000_000
 # Pairs of routes whose overlap is remembered (cleared when full)
 _OVERLAPS_KEPT = 2**16
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
-# (component, window) entries of link-window bytes kept before they are spread: each pins a component solve's link
-# arrays (up to ~10^5 entries at 16k GPUs), also after the component cache lets them go, so memory sets the bound
-# (256 took GPT-3 175B on 16,384 GPUs from 0.85 to 1.2 GiB).
+# (component, window) entries of link-window bytes kept before they are spread: each pins a component solve (small,
+# by link class); the bound also sets which seconds are summed before they multiply a load, so it stays what it was
+# when the solves held per-link arrays (256 then took GPT-3 175B on 16,384 GPUs from 0.85 to 1.2 GiB): another bound
+# would move the windows' bytes in their last digits.
 # Pending per component, not per route set: a large component (a data-parallel ring) stays the same while small
 # ones (pipeline sends) come and go around it, so it is spread once per window rather than once per route set.
 _WINDOW_PENDING_KEPT = 64
