@@ -126,7 +126,6 @@ class FlowNetwork(NetworkModel):
         # exactness of merged classes (module docstring, ``_held_back``)
         self.held_back = HeldBack()
         self._parted: set[int] = set()            # sending classes of several parts
-        self._witness: dict[int, tuple] = {}      # part routes -> each part's own bottleneck link
         self._part_classes: dict[int, tuple] = {}  # part routes -> their entries by link class (``_by_class``)
         self._held: set[int] = set()              # ... of which found holding a part back
         # bytes per link per time window (``windows``), spread lazily: (component, window) -> [its solve, s]
@@ -438,11 +437,12 @@ class FlowNetwork(NetworkModel):
             binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))   # per link class
             saving = None
             index = self._class_index(solved)   # link class (now) -> the index of its class in the solve
-            # parts bound on their access links, else on their own bottleneck, need no more
+            # parts bound on their access links need no more
             routes = None if self._bound_on_access(sending, binding, index) else part_routes(self.fabric,
                                                                                             sending.merged)
-            if routes is not None and not binding[index[self._classes.class_of[self._witnesses(routes)]]].all():
-                # some part's own bottleneck does not bind it: look at all its links
+            if routes is not None:
+                # look at all its links, by class (each part's own bottleneck first was the shortcut when this read
+                # every link entry; by class the whole check costs about as little)
                 owner, local, counts, rates, capacity, load = solved[7]
                 faster = rates[owner] > rate * (1 + _SATURATED_RTOL)
                 room = np.maximum(capacity - load, 0.0) + np.bincount(
@@ -468,48 +468,57 @@ class FlowNetwork(NetworkModel):
         """Per-part routes by link class: (part, class, the most pairs the part puts on one link of the class) once per
         part and class, sorted by part, and where each part's entries start. What the symmetry check reads of a
         part's links is the same for all links of a class (a binding flag, spare capacity / pairs: least for the
-        most pairs), so a 112-part data-parallel ring's 4.2 million link entries come down to a few per part. Made
-        again when one of those classes was split."""
+        most pairs), so a 112-part data-parallel ring's 4.2 million link entries come down to a few per part. When
+        later routes split some of those classes, only the entries now in the classes split are read again (a
+        pipeline send's route splits a few access classes of a data-parallel ring's thousands)."""
+        classes = self._classes
         cached = self._part_classes.get(id(routes))
-        if cached is None or not self._classes.unsplit_since(cached[3], cached[1]):
+        if cached is not None and classes.unsplit_since(cached[3], cached[1]):
+            return cached[2]
+        if cached is None:
             if len(self._part_classes) >= _RATE_CACHE_ENTRIES:
                 self._part_classes.clear()
-            of_entry = self._classes.class_of[routes.links]
-            used = np.flatnonzero(np.bincount(of_entry, minlength=len(self._classes.links)))
-            slot = np.zeros(len(self._classes.links), dtype=np.int64)
-            slot[used] = np.arange(len(used))
-            # one slot per (part, class), in part order: scatter, no sort of the entries (ufunc.at is fast on numpy 2)
-            key = routes.part * len(used) + slot[of_entry]
-            slots = routes.parts * len(used)
-            if slots <= max(4 * len(key), 2**20):
-                present = np.flatnonzero(np.bincount(key, minlength=slots))
-                most = np.zeros(slots)
-                np.maximum.at(most, key, routes.counts)
-                most = most[present]
-            else:   # too many parts x classes for a dense table: sort the entries
-                order = np.argsort(key, kind="stable")
-                first = np.flatnonzero(np.diff(key[order], prepend=-1))
-                present = key[order][first]
-                most = np.maximum.reduceat(routes.counts[order], first)
-            part, known = np.divmod(present, len(used))
-            known = used[known]
-            starts = np.flatnonzero(np.diff(part, prepend=-1))
-            cached = self._part_classes[id(routes)] = (routes, self._classes.splits, (part, known, most, starts),
-                                                       np.unique(known))
+            part, known, most = self._class_rows(routes, None)
+        else:
+            part, known, most, _starts = cached[2]
+            stale = np.zeros(len(classes.links), dtype=bool)
+            stale[cached[3][classes.split_at[cached[3]] > cached[1]]] = True
+            stale[cached[4]:] = True   # the classes made since: split from those (the routes' links are in no other)
+            redone = self._class_rows(routes, np.flatnonzero(stale[classes.class_of[routes.links]]))
+            kept = ~stale[known]
+            part, known, most = (np.concatenate((old[kept], new)) for old, new in zip((part, known, most), redone,
+                                                                                    strict=True))
+            order = np.argsort(part, kind="stable")   # a part's entries in any order: its reductions are exact
+            part, known, most = part[order], known[order], most[order]
+        starts = np.flatnonzero(np.diff(part, prepend=-1))
+        cached = self._part_classes[id(routes)] = (routes, classes.splits, (part, known, most, starts),
+                                                   np.unique(known), len(classes.links))
         return cached[2]
 
-    def _witnesses(self, routes: PartRoutes) -> np.ndarray:
-        """Each part's own bottleneck link (most of its pairs per byte/s of capacity): where a part of a symmetric
-        class is bound, so checking these first usually settles it. Cached per part routes."""
-        cached = self._witness.get(id(routes))
-        if cached is None:
-            if len(self._witness) >= _RATE_CACHE_ENTRIES:
-                self._witness.clear()
-            load = routes.counts / self.fabric.link_bytes_per_s[routes.links]
-            order = np.lexsort((-load, routes.part))         # per part, its most loaded link first
-            first = order[np.flatnonzero(np.diff(routes.part[order], prepend=-1))]
-            cached = self._witness[id(routes)] = (routes, routes.links[first])   # the entry keeps routes alive
-        return cached[1]
+    def _class_rows(self, routes: PartRoutes, entries: np.ndarray | None) -> tuple:
+        """(part, class, most pairs on one link of the class) once per part and class of the entries ``entries`` of
+        ``routes`` (all: None), sorted by part."""
+        links, parts, counts = ((routes.links, routes.part, routes.counts) if entries is None else
+                                (routes.links[entries], routes.part[entries], routes.counts[entries]))
+        of_entry = self._classes.class_of[links]
+        used = np.flatnonzero(np.bincount(of_entry, minlength=len(self._classes.links)))
+        slot = np.zeros(len(self._classes.links), dtype=np.int64)
+        slot[used] = np.arange(len(used))
+        # one slot per (part, class), in part order: scatter, no sort of the entries (ufunc.at is fast on numpy 2)
+        key = parts * len(used) + slot[of_entry]
+        slots = routes.parts * len(used)
+        if slots <= max(4 * len(key), 2**20):
+            present = np.flatnonzero(np.bincount(key, minlength=slots))
+            most = np.zeros(slots)
+            np.maximum.at(most, key, counts)
+            most = most[present]
+        else:   # too many parts x classes for a dense table: sort the entries
+            order = np.argsort(key, kind="stable")
+            first = np.flatnonzero(np.diff(key[order], prepend=-1))
+            present = key[order][first]
+            most = np.maximum.reduceat(counts[order], first)
+        part, known = np.divmod(present, max(len(used), 1))
+        return part, used[known], most
 
     def _held_back_alone(self, sending: _Sending) -> np.ndarray | None:
         """``_held_back`` for a class no other crosses a link of: every part runs at the class's own bottleneck."""
