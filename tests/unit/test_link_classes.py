@@ -127,3 +127,35 @@ def test_rates_loads_and_counters_equal_a_per_link_progressive_filling():
     assert windows.bytes.sum(axis=0) == pytest.approx(net.link_bytes, rel=1e-9, abs=1e-3)
     assert np.all(net.link_busy_s <= net.now_s * (1 + 1e-12))
     assert np.all((net.link_busy_s > 0) == (net.link_bytes > 0))
+
+
+def test_per_part_routes_by_class_follow_the_classes_split_after_them():
+    # a merged class of four parts (ring steps of four groups) read by class, then routes that split its classes: the
+    # updated reading equals one made from scratch, and both equal the per-link truth (per part, per class now, the
+    # most pairs the part puts on one link of the class)
+    from simcluster.network.base import part_routes
+
+    fabric = _fabric(oversubscription=4, routing="ecmp")
+    net = FlowNetwork(fabric)
+    groups = np.arange(4)[:, None] + 8 * np.arange(8)   # four rings, one GPU per node each: all cross the network
+    pairs = np.concatenate([np.stack([g, np.roll(g, -1)], axis=1) for g in groups])
+    merged = TransferClass(pairs, GIB, parts=np.repeat(np.arange(4), 8))
+    net.start(merged, 0.0)
+    routes = part_routes(fabric, merged)
+    before = net._by_class(routes)
+    splits = net._classes.splits
+    for src in (0, 9, 18):   # single sends over some of the same links, with other counts
+        net.start(TransferClass([[src, src + 40], [src + 1, src + 41]], GIB), 0.0)
+    assert net._classes.splits > splits and not net._classes.unsplit_since(np.unique(before[1]), splits)
+    updated = net._by_class(routes)
+    fresh = net._class_rows(routes, None)
+
+    def rows(part, known, most):
+        return sorted(zip(part.tolist(), known.tolist(), most.tolist(), strict=True))
+
+    truth = {}
+    for part, link, count in zip(routes.part.tolist(), routes.links.tolist(), routes.counts.tolist(), strict=True):
+        key = (part, int(net._classes.class_of[link]))
+        truth[key] = max(truth.get(key, 0.0), count)
+    assert rows(*updated[:3]) == rows(*fresh) == sorted((p, c, m) for (p, c), m in truth.items())
+    assert np.all(np.diff(updated[0]) >= 0)   # sorted by part
