@@ -311,10 +311,16 @@ class FlowNetwork(NetworkModel):
         before = len(classes.links)
         classes.add(route, links, counts)
         if len(classes.links) > before:
-            copied = np.array(classes.parent[before:], dtype=np.int64)
-            self._class_windows.extend(copied)
-            self._class_busy_s = np.concatenate((self._class_busy_s, np.where(
-                copied >= 0, self._class_busy_s[np.maximum(copied, 0)] if len(self._class_busy_s) else 0.0, 0.0)))
+            columns = len(self._class_busy_s)
+            if len(classes.links) > columns:   # room for as many classes again: growing costs O(classes) overall
+                grow = max(len(classes.links) - columns, columns)
+                self._class_windows.extend(grow)
+                self._class_busy_s = np.concatenate((self._class_busy_s, np.zeros(grow)))
+            new = np.arange(before, len(classes.links))
+            parent = np.array(classes.parent[before:], dtype=np.int64)
+            split = parent >= 0
+            self._class_windows.bytes[:, new[split]] = self._class_windows.bytes[:, parent[split]]
+            self._class_busy_s[new[split]] = self._class_busy_s[parent[split]]
 
     # ---- introspection -------------------------------------------------------------------------------
     def link_load_bytes_per_s(self) -> np.ndarray:

@@ -42,13 +42,10 @@ class LinkWindows:
                 self.rows_used = half
             self.width_s *= 2.0
 
-    def extend(self, copied: np.ndarray) -> None:
-        """Append a link per entry of ``copied``: with the bytes so far of link ``copied[i]``, or none where it is -1
-        (the flow model keeps its windows per link class and a class split from another starts with its bytes)."""
-        copied = np.asarray(copied, dtype=np.int64)
-        columns = np.zeros((WINDOWS, len(copied)))
-        columns[:, copied >= 0] = self.bytes[:, copied[copied >= 0]]
-        self.bytes = np.concatenate((self.bytes, columns), axis=1)
+    def extend(self, links: int) -> None:
+        """Append ``links`` links that carried nothing yet (the flow model keeps its windows per link class, and
+        classes appear as routes are registered)."""
+        self.bytes = np.concatenate((self.bytes, np.zeros((WINDOWS, links))), axis=1)
 
     def add_bytes(self, window: int, links: np.ndarray, link_bytes: np.ndarray) -> None:
         """Add ``link_bytes`` to window ``window`` of ``links`` (distinct link ids)."""
