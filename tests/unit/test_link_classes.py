@@ -159,3 +159,37 @@ def test_per_part_routes_by_class_follow_the_classes_split_after_them():
         truth[key] = max(truth.get(key, 0.0), count)
     assert rows(*updated[:3]) == rows(*fresh) == sorted((p, c, m) for (p, c), m in truth.items())
     assert np.all(np.diff(updated[0]) >= 0)   # sorted by part
+
+
+def test_window_bytes_and_busy_time_per_class_equal_per_link_sums_exactly(monkeypatch):
+    """Kept per class, the windows' bytes and the busy time are the per-link sums to the last bit: a shadow adds each
+    spread to every link of the classes, in the same order, and must agree exactly, across classes split mid-run."""
+    from simcluster.network import windows as link_windows
+
+    fabric = _fabric(oversubscription=4, routing="ecmp")
+    shadow = link_windows.LinkWindows(len(fabric.link_bytes_per_s))
+    original = FlowNetwork._spread_windows
+
+    def spread_both(self):
+        by_class = self._class_windows
+        shadow._widen_until(by_class.width_s * link_windows.WINDOWS)   # the classes' windows widen first
+        for (_component, window), (solved, seconds) in self._window_pending.items():
+            classes, index = self._class_columns(solved)
+            for known, value in zip(classes.tolist(), (solved[2] * seconds)[index].tolist(), strict=True):
+                shadow.add_bytes(window, self._classes.links[known], value)
+        original(self)
+
+    monkeypatch.setattr(FlowNetwork, "_spread_windows", spread_both)
+    rng = np.random.default_rng(5)
+    net = FlowNetwork(fabric)
+    for step in range(12):
+        src = rng.choice(64, size=6, replace=False)
+        net.advance(step * 2e-4)
+        net.start(TransferClass(np.stack([src, (src + rng.integers(8, 56, size=6)) % 64], axis=1), GIB / 64),
+                  step * 2e-4)
+    while net.next_completion_s() < np.inf:
+        net.advance(net.next_completion_s())
+    assert net._classes.splits > 0
+    windows = net.link_windows()
+    assert windows.width_s == shadow.width_s
+    assert np.array_equal(windows.bytes, shadow.bytes)
