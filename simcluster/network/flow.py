@@ -10,7 +10,9 @@ goes to the other classes. Rates are recomputed only when a class starts or fini
 events every rate is constant, so the model advances from event to event in closed form. Routes that share no
 link, directly or through other routes, form separate components whose rates do not affect each other; each
 component is solved and cached on its own, so a class starting or ending re-solves (and re-checks, below) only its
-component.
+component. Solves run over link classes (``link_classes``: links of one capacity on which every route puts the same
+count fill alike), a few per route however many links it sprays over, with the same sums as per link; the per-link
+counters (busy time, bytes per time window) are kept per class and written to the links when read.
 
 Merged classes (``TransferClass.parts``, ``engine.merge``): a class that stands for several independent transfers
 gives them one rate, its most constrained part's. On every rate solution the model checks that no part is held back
@@ -39,6 +41,7 @@ from simcluster.network.base import (
     latency_gaps_s,
     part_routes,
 )
+from simcluster.network.link_classes import LinkClasses
 
 # Classes whose finishing times agree to this relative precision finish together (floating-point slack).
 _SAME_TIME_RTOL = 1e-12
@@ -47,18 +50,21 @@ _SATURATION_RTOL = 1e-9
 # Solved rate sets kept; a ring collective reuses one route set for all its steps, so a few suffice.
 _RATE_CACHE_ENTRIES = 256
 # Solved components (sets of routes linked by shared links) kept: they recur far more often than whole route sets
-# (a stage's tensor-parallel block, a pipeline boundary), most are small, and one entry holds one component's arrays
+# (a stage's tensor-parallel block, a pipeline boundary), and one entry holds one component's arrays (a few entries
+# per route: by link class). 16,384 instead gives the same results with 7% fewer solves and no less CPU (ZeRO-3 with
+# pp on 1,024 GPUs: most solves are of sets of routes not seen before).
 _COMPONENT_CACHE_ENTRIES = 1024
-# Route entries (a link of a route) the solve caches may hold: about 60 bytes each over the arrays of a solve and
-# of its symmetry check, so about 0.5 GB
+# (route, link class) entries the solve caches may hold: a bound for fabrics whose routes share no classes (hash
+# ECMP on a large fabric splits classes down to single links), about 60 bytes each, so about 0.5 GB
 _CACHED_ROUTE_ENTRIES = 8_000_000
 # Pairs of routes whose overlap is remembered (cleared when full)
 _OVERLAPS_KEPT = 2**16
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
-# (component, window) entries of link-window bytes kept before they are spread: each pins a component solve's link
-# arrays (up to ~10^5 entries at 16k GPUs), also after the component cache lets them go, so memory sets the bound
-# (256 took GPT-3 175B on 16,384 GPUs from 0.85 to 1.2 GiB).
+# (component, window) entries of link-window bytes kept before they are spread: each pins a component solve (small,
+# by link class); the bound also sets which seconds are summed before they multiply a load, so it stays what it was
+# when the solves held per-link arrays (256 then took GPT-3 175B on 16,384 GPUs from 0.85 to 1.2 GiB): another bound
+# would move the windows' bytes in their last digits.
 # Pending per component, not per route set: a large component (a data-parallel ring) stays the same while small
 # ones (pipeline sends) come and go around it, so it is spread once per window rather than once per route set.
 _WINDOW_PENDING_KEPT = 64
@@ -95,8 +101,13 @@ class FlowNetwork(NetworkModel):
 
     def __init__(self, fabric, salt: int = 0):
         self._route_bytes: dict[int, list] = {}     # route -> [links, counts, bytes/member not yet spread]
-        self._busy_pending: dict[tuple, list] = {}  # route set -> [links carrying traffic per component, s not spread]
+        self._busy_pending: dict[tuple, list] = {}  # route set -> [solve per component, s not spread]
         self._link_busy_s = np.zeros(len(fabric.link_bytes_per_s))
+        self._classes = LinkClasses(fabric.link_bytes_per_s)   # the routes' links in classes solved alike
+        # the time and window bytes counters are kept per link class (every link of a class gets the same additions in
+        # the same order, so it holds the per-link value exactly) and written to the links when read
+        self._class_busy_s = np.zeros(0)
+        self._class_windows = link_windows.LinkWindows(0)
         super().__init__(fabric)
         self.salt = salt
         self.now_s = 0.0
@@ -109,16 +120,13 @@ class FlowNetwork(NetworkModel):
         self._cached_entries = 0   # route entries (link, route) held by the component cache
         self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
         self._overlap: dict[tuple[int, int], bool] = {}  # pairs of routes -> whether they share a link
-        self._link_mark: np.ndarray | None = None  # scratch of _overlaps
         self._next_completion_s: float | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
-        self._position: np.ndarray | None = None   # scratch array of _union and _positions
-        self._position_of: np.ndarray | None = None   # the links whose indices the scratch holds (_positions)
         # exactness of merged classes (module docstring, ``_held_back``)
         self.held_back = HeldBack()
         self._parted: set[int] = set()            # sending classes of several parts
-        self._witness: dict[int, tuple] = {}      # part routes -> each part's own bottleneck link
+        self._part_classes: dict[int, tuple] = {}  # part routes -> their entries by link class (``_by_class``)
         self._held: set[int] = set()              # ... of which found holding a part back
         # bytes per link per time window (``windows``), spread lazily: (component, window) -> [its solve, s]
         self.windows = link_windows.LinkWindows(len(fabric.link_bytes_per_s))
@@ -143,24 +151,46 @@ class FlowNetwork(NetworkModel):
         """Time each link has carried any traffic so far."""
         for pending in self._busy_pending.values():
             if pending[1]:
-                for links in pending[0]:   # per component: disjoint sets of links
-                    self._link_busy_s[links] += pending[1]
+                for component in pending[0]:   # disjoint sets of links: per component, the classes carrying traffic
+                    classes, index = self._class_columns(component)
+                    self._class_busy_s[classes[component[2][index] > 0]] += pending[1]
                 pending[1] = 0.0
+        for known, links in enumerate(self._classes.links):
+            if len(links):
+                self._link_busy_s[links] = self._class_busy_s[known]
         return self._link_busy_s
 
     def link_windows(self) -> link_windows.LinkWindows:
         """Bytes per link per time window so far (``windows.LinkWindows``)."""
         self._spread_windows()
-        return self.windows
+        windows, by_class = self.windows, self._class_windows
+        windows.width_s, windows.end_s, windows.rows_used = by_class.width_s, by_class.end_s, by_class.rows_used
+        for known, links in enumerate(self._classes.links):
+            if len(links):
+                windows.bytes[:, links] = by_class.bytes[:, known:known + 1]
+        return windows
 
     def _spread_windows(self) -> None:
         for (_component, window), (solved, seconds) in self._window_pending.items():
-            self.windows.add_bytes(window, solved[2], solved[3] * seconds)
+            classes, index = self._class_columns(solved)
+            self._class_windows.add_bytes(window, classes, (solved[2] * seconds)[index])
         self._window_pending.clear()
+
+    def _class_columns(self, solved: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """The link classes that now hold the links of the classes of the solve ``solved`` (``LinkClasses.descendants``)
+        and, for each, the index of its class in the solve; computed again after a class was split."""
+        classes = self._classes
+        cached = solved[6].get("columns")
+        if cached is None or cached[0] != classes.splits:
+            since = solved[6]["classes"]   # how many classes there were when the solve was made
+            found = [classes.descendants(known, since) for known in solved[1].tolist()]
+            cached = solved[6]["columns"] = (classes.splits, np.concatenate(found),
+                                             np.repeat(np.arange(len(found)), [len(f) for f in found]))
+        return cached[1], cached[2]
 
     def _window_carry(self, solved: tuple, until_s: float) -> None:
         """The links of ``solved`` carried its loads from now to ``until_s``: pending per (component, window)."""
-        windows = self.windows
+        windows = self._class_windows
         if until_s > link_windows.WINDOWS * windows.width_s:
             self._spread_windows()
             windows._widen_until(until_s)
@@ -207,6 +237,7 @@ class FlowNetwork(NetworkModel):
                 self._parted.add(handle)
             if sending.route not in self._route_bytes:
                 self._route_bytes[sending.route] = [links, np.asarray(counts, dtype=float), 0.0]
+                self._register(sending.route, links, counts)
         else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
             self._done_at_s[handle] = self.now_s + latency_s
             self._held.discard(handle)
@@ -274,13 +305,32 @@ class FlowNetwork(NetworkModel):
         done, self._finished = self._finished + [h for _, h in finished], []
         return done
 
+    def _register(self, route: int, links: np.ndarray, counts: np.ndarray) -> None:
+        """Add a route to the link classes; a class split from another starts with its counters."""
+        classes = self._classes
+        before = len(classes.links)
+        classes.add(route, links, counts)
+        if len(classes.links) > before:
+            columns = len(self._class_busy_s)
+            if len(classes.links) > columns:   # room for as many classes again: growing costs O(classes) overall
+                grow = max(len(classes.links) - columns, columns)
+                self._class_windows.extend(grow)
+                self._class_busy_s = np.concatenate((self._class_busy_s, np.zeros(grow)))
+            new = np.arange(before, len(classes.links))
+            parent = np.array(classes.parent[before:], dtype=np.int64)
+            split = parent >= 0
+            self._class_windows.bytes[:, new[split]] = self._class_windows.bytes[:, parent[split]]
+            self._class_busy_s[new[split]] = self._class_busy_s[parent[split]]
+
     # ---- introspection -------------------------------------------------------------------------------
     def link_load_bytes_per_s(self) -> np.ndarray:
         """Current bytes/s on every link (zero where idle)."""
         load = np.zeros(len(self.fabric.link_bytes_per_s))
         if self._sending:
             for component in self._solve(self._route_key(self._sending))[2]:
-                load[component[2]] = component[3]
+                classes, index = self._class_columns(component)
+                for known, class_load in zip(classes.tolist(), component[2][index].tolist(), strict=True):
+                    load[self._classes.links[known]] = class_load
         return load
 
     def class_rates_bytes_per_s(self) -> dict[int, float]:
@@ -302,7 +352,9 @@ class FlowNetwork(NetworkModel):
         self.link_bytes, self.link_busy_s  # noqa: B018 (properties that spread the pending counters)
         self._spread_windows()
         active = {c.route for c in self._sending.values()}
-        self._route_bytes = {r: v for r, v in self._route_bytes.items() if r in active}
+        for route in [r for r in self._route_bytes if r not in active]:
+            del self._route_bytes[route]
+            self._classes.remove(route)   # its classes stay (they hold the per-class counters)
         self._busy_pending.clear()
         self._rates_cache.clear()
         self._component_cache.clear()
@@ -343,7 +395,7 @@ class FlowNetwork(NetworkModel):
             key = self._route_key(self._sending)
             pending = self._busy_pending.get(key)
             if pending is None:
-                pending = self._busy_pending[key] = [[c[1] for c in self._solve(key)[2]], 0.0]
+                pending = self._busy_pending[key] = [self._solve(key)[2], 0.0]
             pending[1] += dt_s
             self._window_carry(self._solve(key), until_s)
             if self._parted:
@@ -381,53 +433,98 @@ class FlowNetwork(NetworkModel):
         cached = checks.get(id(sending.merged))
         if cached is not None:
             return cached[1]
-        links, saturated, max_rate, shared, all_binding = self._link_state(solved)
+        saturated, max_rate, shared, all_binding, segments = self._link_state(solved)
         if all_binding[sending.route]:  # every link of the class binds it, so every part crosses one
             return None
-        position = self._positions(links)
-        if not shared[position[sending.links]].any():
+        if not shared[solved[7][1][segments[sending.route]]].any():
             saving = self._held_back_alone(sending)
         else:
             rate = solved[0][sending.route]
-            binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))
+            binding = saturated & (max_rate <= rate * (1 + _SATURATED_RTOL))   # per link class
             saving = None
-            # parts bound on their access links, else on their own bottleneck, need no more
-            routes = None if self._bound_on_access(sending, binding, position) else part_routes(self.fabric,
-                                                                                               sending.merged)
-            if routes is not None and not binding[position[self._witnesses(routes)]].all():
-                # some part's own bottleneck does not bind it: look at all its links
+            index = self._class_index(solved)   # link class (now) -> the index of its class in the solve
+            # parts bound on their access links need no more
+            routes = None if self._bound_on_access(sending, binding, index) else part_routes(self.fabric,
+                                                                                            sending.merged)
+            if routes is not None:
+                # look at all its links, by class (each part's own bottleneck first was the shortcut when this read
+                # every link entry; by class the whole check costs about as little)
                 owner, local, counts, rates, capacity, load = solved[7]
                 faster = rates[owner] > rate * (1 + _SATURATED_RTOL)
                 room = np.maximum(capacity - load, 0.0) + np.bincount(
-                    local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(links))
-                saving = self._part_savings(routes, rate, binding, room, position)
+                    local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(capacity))
+                saving = self._part_savings(routes, rate, binding, room, index)
         checks[id(sending.merged)] = (sending.merged, saving)  # the entry keeps the class alive: ids stay unique
         return saving
 
-    def _bound_on_access(self, sending: _Sending, binding: np.ndarray, position: np.ndarray) -> bool:
-        """Whether every part of a merged class crosses a ``binding`` link (by index, ``position`` maps link ids to it)
+    def _bound_on_access(self, sending: _Sending, binding: np.ndarray, index: np.ndarray) -> bool:
+        """Whether every part of a merged class crosses a ``binding`` link (by the index ``index`` gives its class)
         among the links its pairs take whatever their core paths (``part_routes(access=True)``: the GPUs' access
         segments): enough to prove the merge exact without routing every part through the core. False when that
         does not settle it (a part bound only in the core, a part without such links, a fabric without them)."""
         routes = part_routes(self.fabric, sending.merged, access=True)
         if routes is None:
             return False
+        part, known, _counts, _starts = self._by_class(routes)
         bound = np.zeros(routes.parts, dtype=bool)
-        bound[routes.part[binding[position[routes.links]]]] = True
+        bound[part[binding[index[known]]]] = True
         return bool(bound.all())
 
-    def _witnesses(self, routes: PartRoutes) -> np.ndarray:
-        """Each part's own bottleneck link (most of its pairs per byte/s of capacity): where a part of a symmetric
-        class is bound, so checking these first usually settles it. Cached per part routes."""
-        cached = self._witness.get(id(routes))
+    def _by_class(self, routes: PartRoutes) -> tuple:
+        """Per-part routes by link class: (part, class, the most pairs the part puts on one link of the class) once per
+        part and class, sorted by part, and where each part's entries start. What the symmetry check reads of a
+        part's links is the same for all links of a class (a binding flag, spare capacity / pairs: least for the
+        most pairs), so a 112-part data-parallel ring's 4.2 million link entries come down to a few per part. When
+        later routes split some of those classes, only the entries now in the classes split are read again (a
+        pipeline send's route splits a few access classes of a data-parallel ring's thousands)."""
+        classes = self._classes
+        cached = self._part_classes.get(id(routes))
+        if cached is not None and classes.unsplit_since(cached[3], cached[1]):
+            return cached[2]
         if cached is None:
-            if len(self._witness) >= _RATE_CACHE_ENTRIES:
-                self._witness.clear()
-            load = routes.counts / self.fabric.link_bytes_per_s[routes.links]
-            order = np.lexsort((-load, routes.part))         # per part, its most loaded link first
-            first = order[np.flatnonzero(np.diff(routes.part[order], prepend=-1))]
-            cached = self._witness[id(routes)] = (routes, routes.links[first])   # the entry keeps routes alive
-        return cached[1]
+            if len(self._part_classes) >= _RATE_CACHE_ENTRIES:
+                self._part_classes.clear()
+            part, known, most = self._class_rows(routes, None)
+        else:
+            part, known, most, _starts = cached[2]
+            stale = np.zeros(len(classes.links), dtype=bool)
+            stale[cached[3][classes.split_at[cached[3]] > cached[1]]] = True
+            stale[cached[4]:] = True   # the classes made since: split from those (the routes' links are in no other)
+            redone = self._class_rows(routes, np.flatnonzero(stale[classes.class_of[routes.links]]))
+            kept = ~stale[known]
+            part, known, most = (np.concatenate((old[kept], new)) for old, new in zip((part, known, most), redone,
+                                                                                    strict=True))
+            order = np.argsort(part, kind="stable")   # a part's entries in any order: its reductions are exact
+            part, known, most = part[order], known[order], most[order]
+        starts = np.flatnonzero(np.diff(part, prepend=-1))
+        cached = self._part_classes[id(routes)] = (routes, classes.splits, (part, known, most, starts),
+                                                   np.unique(known), len(classes.links))
+        return cached[2]
+
+    def _class_rows(self, routes: PartRoutes, entries: np.ndarray | None) -> tuple:
+        """(part, class, most pairs on one link of the class) once per part and class of the entries ``entries`` of
+        ``routes`` (all: None), sorted by part."""
+        links, parts, counts = ((routes.links, routes.part, routes.counts) if entries is None else
+                                (routes.links[entries], routes.part[entries], routes.counts[entries]))
+        of_entry = self._classes.class_of[links]
+        used = np.flatnonzero(np.bincount(of_entry, minlength=len(self._classes.links)))
+        slot = np.zeros(len(self._classes.links), dtype=np.int64)
+        slot[used] = np.arange(len(used))
+        # one slot per (part, class), in part order: scatter, no sort of the entries (ufunc.at is fast on numpy 2)
+        key = parts * len(used) + slot[of_entry]
+        slots = routes.parts * len(used)
+        if slots <= max(4 * len(key), 2**20):
+            present = np.flatnonzero(np.bincount(key, minlength=slots))
+            most = np.zeros(slots)
+            np.maximum.at(most, key, counts)
+            most = most[present]
+        else:   # too many parts x classes for a dense table: sort the entries
+            order = np.argsort(key, kind="stable")
+            first = np.flatnonzero(np.diff(key[order], prepend=-1))
+            present = key[order][first]
+            most = np.maximum.reduceat(counts[order], first)
+        part, known = np.divmod(present, max(len(used), 1))
+        return part, used[known], most
 
     def _held_back_alone(self, sending: _Sending) -> np.ndarray | None:
         """``_held_back`` for a class no other crosses a link of: every part runs at the class's own bottleneck."""
@@ -439,60 +536,59 @@ class FlowNetwork(NetworkModel):
         rate = per_member.min()
         binding = per_member <= rate * (1 + _SATURATED_RTOL)
         saving = None
-        position = self._positions(sending.links)
-        if not binding.all() and not self._bound_on_access(sending, binding, position):
-            room = capacity[sending.links] - sending.counts * rate
-            saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room, position)
+        if not binding.all():
+            # the same per link class of the route (one capacity and count per class), for the per-part look-ups
+            known, counts = self._classes.route(sending.route)
+            capacity_of = self._classes.class_capacity[known]
+            index = np.full(len(self._classes.links), -1, dtype=np.int64)
+            index[known] = np.arange(len(known))
+            binding = capacity_of / counts <= rate * (1 + _SATURATED_RTOL)
+            if not self._bound_on_access(sending, binding, index):
+                room = capacity_of - counts * rate
+                saving = self._part_savings(part_routes(self.fabric, sending.merged), rate, binding, room, index)
         object.__setattr__(sending.merged, "_alone", (capacity, saving))  # per calibration of the links
         return saving
 
-    @staticmethod
-    def _part_savings(routes: PartRoutes, rate: float, binding: np.ndarray, room: np.ndarray,
-                      position: np.ndarray) -> np.ndarray | None:
+    def _part_savings(self, routes: PartRoutes, rate: float, binding: np.ndarray, room: np.ndarray,
+                      index: np.ndarray) -> np.ndarray | None:
         """Per part, 1 - ``rate`` / its best rate, 0 for a part that crosses a ``binding`` link; None when all do.
-        ``binding`` and ``room`` (bytes/s a part could add) are by link index, ``position`` maps link ids to it."""
+        ``binding`` and ``room`` (bytes/s a part could add per pair) are by the index ``index`` gives a link class."""
         bound = np.ones(routes.parts, dtype=bool)   # a part without links waits for nothing
         best = np.full(routes.parts, np.inf)
         if len(routes.links):   # entries are sorted by part: segmented reductions (np.minimum.at is an order slower)
-            starts = routes.__dict__.get("_starts")
-            if starts is None:
-                starts = np.flatnonzero(np.diff(routes.part, prepend=-1))
-                # the distinct links the parts cross and each entry's among them (parts share most of their links):
-                # a solve's values are looked up for those links, then spread to the entries from a small array
-                distinct, inverse = np.unique(routes.links, return_inverse=True)
-                object.__setattr__(routes, "_distinct", (distinct, inverse.astype(np.int32)))
-                object.__setattr__(routes, "_starts", starts)
-            distinct, inverse = routes.__dict__["_distinct"]
-            at = position[distinct]
-            owner = routes.part[starts]
-            bound[owner] = np.logical_or.reduceat(binding[at][inverse], starts)
+            part, known, most, starts = self._by_class(routes)
+            at = index[known]
+            owner = part[starts]
+            bound[owner] = np.logical_or.reduceat(binding[at], starts)
             if bound.all():
                 return None
-            best[owner] = np.minimum.reduceat(rate + room[at][inverse] / routes.counts, starts)
+            # rate + room / pairs is least for the most pairs on a link of the class: the per-link minimum exactly
+            best[owner] = np.minimum.reduceat(rate + room[at] / most, starts)
         saving = np.where(bound, 0.0, 1.0 - rate / best)
         return saving if saving.max() > _SATURATED_RTOL else None
 
-    def _positions(self, links: np.ndarray) -> np.ndarray:
-        """A fabric-sized array whose entry at each of ``links`` is its index there (scratch, valid until the
-        next call)."""
-        if self._position_of is links:   # the classes of one solve are checked one after another
-            return self._position
-        if self._position is None:
-            self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
-        self._position[links] = np.arange(len(links))
-        self._position_of = links
-        return self._position
+    def _class_index(self, solved: tuple) -> np.ndarray:
+        """Per link class now, the index in the solve ``solved`` of the class its links were in there (-1: not in the
+        solve): through ``_class_columns``, without a pass over the solve's links."""
+        cached = solved[6].get("index")
+        if cached is None or cached[0] != self._classes.splits or len(cached[1]) < len(self._classes.links):
+            classes, index = self._class_columns(solved)
+            lookup = np.full(len(self._classes.links), -1, dtype=np.int64)
+            lookup[classes] = index
+            cached = solved[6]["index"] = (self._classes.splits, lookup)
+        return cached[1]
 
     def _link_state(self, solved: tuple) -> tuple:
-        """(links of a solve, which are saturated, the fastest class rate on each, which carry several classes,
-        route -> whether every link of the route binds it); computed once per solve."""
+        """(per link class of a solve: which are saturated, the fastest class rate on each, which carry several
+        classes; route -> whether every link of the route binds it; route -> its entries in the solve); computed once
+        per solve."""
         state = solved[6].get("links")
         if state is None:
             owner, local, _counts, rates, capacity, load = solved[7]
             shared = np.bincount(local, minlength=len(capacity)) > 1
             saturated = capacity - load <= _SATURATED_RTOL * capacity
             on = saturated[local]                                 # only saturated links can bind
-            lengths = np.array([len(route) for route in solved[4]])   # entries are grouped by route, in key order
+            lengths = np.array(solved[3])   # entries are grouped by route, in key order
             ends = np.cumsum(lengths)
             starts = ends - lengths
             # the fastest class on each saturated link: routes written slowest first, so the fastest one stays (a
@@ -504,25 +600,12 @@ class FlowNetwork(NetworkModel):
             binds = np.zeros(len(owner), dtype=bool)
             at = np.flatnonzero(on)   # entries on saturated links: the others do not bind
             binds[at] = max_rate[local[at]] <= rates[owner[at]] * (1 + _SATURATED_RTOL)
-            all_binding = dict(zip((id(route) for route in solved[4]), np.logical_and.reduceat(binds, starts).tolist(),
-                                   strict=True))
-            state = solved[6]["links"] = (solved[2], saturated, max_rate, shared, all_binding)
+            routes = [id(route) for route in solved[4]]
+            all_binding = dict(zip(routes, np.logical_and.reduceat(binds, starts).tolist(), strict=True))
+            segments = {route: slice(start, end) for route, start, end in zip(routes, starts.tolist(), ends.tolist(),
+                                                                                strict=True)}
+            state = solved[6]["links"] = (saturated, max_rate, shared, all_binding, segments)
         return state
-
-    def _union(self, link_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unique link ids and each entry's index among them, as np.unique(..., return_inverse=True) but in O(entries),
-        neither sorting nor scanning the fabric (sprayed routes have ~10^5 entries, a 131k-GPU fabric ~10^6 links):
-        scatter each entry's position to its link, keep the entry that landed (one per link, whichever), renumber.
-        The links come in no particular order, which no result depends on."""
-        if self._position is None:
-            self._position = np.zeros(len(self.fabric.link_bytes_per_s), dtype=np.int64)
-        position = self._position
-        self._position_of = None   # the scratch is overwritten
-        entries = np.arange(len(link_ids))
-        position[link_ids] = entries
-        links = link_ids[position[link_ids] == entries]
-        position[links] = np.arange(len(links))
-        return links, position[link_ids]
 
     def _solve(self, key: tuple[int, ...]) -> tuple:
         """Max-min fair per-member rate of each route in ``key``, solved per component (``_components``).
@@ -586,12 +669,7 @@ class FlowNetwork(NetworkModel):
         pair = (route, other) if route < other else (other, route)
         known = self._overlap.get(pair)
         if known is None:
-            links, other_links = self._route_bytes[route][0], self._route_bytes[other][0]
-            if self._link_mark is None:
-                self._link_mark = np.zeros(len(self.fabric.link_bytes_per_s), dtype=bool)
-            self._link_mark[links] = True
-            known = bool(self._link_mark[other_links].any())
-            self._link_mark[links] = False
+            known = self._classes.overlap(route, other)
             if len(self._overlap) >= _OVERLAPS_KEPT:
                 self._overlap.clear()
             self._overlap[pair] = known
@@ -599,32 +677,40 @@ class FlowNetwork(NetworkModel):
 
     def _solve_component(self, key: tuple[int, ...]) -> tuple:
         """Max-min fair per-member rate of each route in ``key`` (one component) by progressive filling
-        (vectorised).
+        (vectorised), over link classes (``link_classes``): links of one capacity on which every route puts the same
+        count fill alike, so one entry per (route, class) stands for all of them.
 
-        Returns (rate per route, links carrying traffic, link ids in use, bytes/s on each, the route arrays,
-        whether the routes share no link, a dict for what ``_held_back`` derives from the solve, and the arrays it
-        derives it from: (route of each entry, its link's index, its count, rate per route, capacity, load)).
-        Identical routes get identical rates (symmetry), so the result is cached per multiset of routes; the
-        entry keeps the route arrays alive so their ids cannot be reused while it exists.
+        Returns (rate per route, the link ids of each class, bytes/s on each link of each class, the entries of each
+        route, the route arrays, whether the routes share no link, a dict for what ``_held_back`` derives from the
+        solve, and the arrays it derives it from: (route of each entry, its class's index, its count, rate per route,
+        capacity per class, load per class)). Identical routes get identical rates (symmetry), so the result is
+        cached per multiset of routes; the entry keeps the route arrays alive so their ids cannot be reused while it
+        exists.
+
+        Every sum adds, per class, the same terms in the same order as per link over the routes' link entries (the
+        routes in key order, one count each), so the rates and loads are those of the per-link solve to the last bit.
         """
         cached = self._component_cache.pop(key, None)
         if cached is not None:
             self._component_cache[key] = cached   # most recently used last: eviction takes the oldest first
             return cached
         self.rate_solves += 1
-        routes = [self._route_bytes[route] for route in key]
-        owner = np.repeat(np.arange(len(routes)), [len(r[0]) for r in routes])
+        classes = self._classes
+        routes = [classes.route(route) for route in key]
+        lengths = [len(r[0]) for r in routes]
+        owner = np.repeat(np.arange(len(routes)), lengths)
         counts = np.concatenate([r[1] for r in routes])
-        links, local = self._union(np.concatenate([r[0] for r in routes]))
-        capacity = self.fabric.link_bytes_per_s[links]
+        ids = np.concatenate([r[0] for r in routes])
+        class_ids, local = np.unique(ids, return_inverse=True)
+        capacity = classes.class_capacity[class_ids]
         rate = np.zeros(len(routes))
         frozen = np.zeros(len(routes), dtype=bool)
-        fixed_load = np.zeros(len(links))
-        disjoint = len(links) == len(local)
+        fixed_load = np.zeros(len(class_ids))
+        disjoint = len(class_ids) == len(local)
         if disjoint:
             # routes share no link: each runs alone at its own bottleneck, which is what progressive filling
             # would give (most re-solves in pipeline-parallel runs are of this kind)
-            starts = np.concatenate([[0], np.cumsum([len(r[0]) for r in routes])[:-1]])
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             rate = np.minimum.reduceat(capacity[local] / counts, starts)
             frozen[:] = True
         # the entries of routes not yet frozen, in their order (so every sum below adds the same terms in the same
@@ -632,11 +718,11 @@ class FlowNetwork(NetworkModel):
         # load of the routes it froze, which nothing reads (most solves finish in one round)
         open_owner, open_local, open_counts = owner, local, counts
         while not frozen.all():
-            open_count = np.bincount(open_local, weights=open_counts, minlength=len(links))
+            open_count = np.bincount(open_local, weights=open_counts, minlength=len(class_ids))
             used = np.flatnonzero(open_count > 0)
             level = np.maximum(capacity[used] - fixed_load[used], 0.0) / open_count[used]
             fill = level.min()
-            saturated = np.zeros(len(links), dtype=bool)
+            saturated = np.zeros(len(class_ids), dtype=bool)
             saturated[used[level <= fill * (1 + _SATURATION_RTOL)]] = True
             # routes crossing a saturated link freeze at this level (boolean masks: no sorting)
             newly = np.bincount(open_owner[saturated[open_local]], minlength=len(routes)) > 0
@@ -645,13 +731,13 @@ class FlowNetwork(NetworkModel):
             if frozen.all():
                 break
             entry = newly[open_owner]
-            fixed_load += np.bincount(open_local[entry], weights=open_counts[entry] * fill, minlength=len(links))
+            fixed_load += np.bincount(open_local[entry], weights=open_counts[entry] * fill, minlength=len(class_ids))
             kept = ~entry
             open_owner, open_local, open_counts = open_owner[kept], open_local[kept], open_counts[kept]
-        link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(links))
+        link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(class_ids))
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
-        result = (rate_of_route, links[link_load > 0], links, link_load, [r[0] for r in routes], disjoint, {},
-                  (owner, local, counts, rate, capacity, link_load))
+        result = (rate_of_route, class_ids, link_load, lengths, [self._route_bytes[route][0] for route in key],
+                  disjoint, {"classes": len(classes.links)}, (owner, local, counts, rate, capacity, link_load))
         while self._component_cache and (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
                                          or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
             # bounded by the route entries held, not only by count: a sprayed data-parallel class at 16k GPUs has

@@ -42,6 +42,11 @@ class LinkWindows:
                 self.rows_used = half
             self.width_s *= 2.0
 
+    def extend(self, links: int) -> None:
+        """Append ``links`` links that carried nothing yet (the flow model keeps its windows per link class, and
+        classes appear as routes are registered)."""
+        self.bytes = np.concatenate((self.bytes, np.zeros((WINDOWS, links))), axis=1)
+
     def add_bytes(self, window: int, links: np.ndarray, link_bytes: np.ndarray) -> None:
         """Add ``link_bytes`` to window ``window`` of ``links`` (distinct link ids)."""
         self.bytes[window, links] += link_bytes

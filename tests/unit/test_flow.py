@@ -214,7 +214,8 @@ def test_a_full_solve_cache_evicts_the_least_recently_used_solve(monkeypatch):
         net.start(transfers, net.now_s)
     routes = {t: next(c.route for c in net._sending.values() if c.links is flow.class_load(fabric, t)[0])
               for t in (one, two, three)}
-    entries = len(flow.class_load(fabric, one)[0])
+    entries = len(net._classes.route(routes[one])[0])   # (route, link class) entries of a one-route solve
+    assert entries == len(net._classes.route(routes[two])[0]) == len(net._classes.route(routes[three])[0])
     monkeypatch.setattr(flow, "_CACHED_ROUTE_ENTRIES", 2 * entries)   # room for two one-route solves
     net._component_cache.clear()
     net._cached_entries = 0
