@@ -66,7 +66,8 @@ CASES = {
 # outweighs the pipeline step's 140 us less), the default GPT-3 175B +1.1%; and at its merge, where the refit kept
 # the A100 2021 series out (34 us and 470 us, scripts/fit_host_overheads.py): -0.9% to -3.4% against the 40/340 us
 # values, the default -0.7%, the 4:1 leaf-spine case one held-back class fewer (9). The issue 19 speed work had
-# kept them to 1e-9 before those merges. The three cases after 'expanded-3d' were added later (main at 83cae1b, before the expanded and ZeRO speed work).
+# kept them to 1e-9 before those merges. The three cases after 'expanded-3d' were added later (main at 83cae1b,
+# before the expanded and ZeRO speed work).
 BEFORE = {
     'interleaved-cp-tp-overlap': (0.08020964861362262, 0, 0.0),
     'zero3-pp': (0.12048895339395908, 0, 0.0),
