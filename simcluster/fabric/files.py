@@ -68,7 +68,7 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
     gpu_transit = data.get("gpu_transit", False)
     if not isinstance(gpu_transit, bool):
         raise ScenarioError(f"{source}:gpu_transit", f"expected true or false, got {gpu_transit!r}")
-    b.graph.graph["gpu_transit"] = gpu_transit
+    b.graph_attrs["gpu_transit"] = gpu_transit
     gpus = []
     for node_id, attrs in nodes.items():
         where = f"{source}:nodes.{node_id}"
@@ -93,7 +93,7 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
         if not isinstance(ends, list) or len(ends) != 2:
             raise ScenarioError(f"{where}.ends", "expected two node ids [a, b]")
         for end in ends:
-            if str(end) not in b.graph:
+            if str(end) not in b:
                 raise ScenarioError(f"{where}.ends", f"node {end!r} is not declared under nodes")
         if str(ends[0]) == str(ends[1]):
             raise ScenarioError(f"{where}.ends", "a link cannot join a node to itself")

@@ -115,6 +115,14 @@ class EdgeTable:
     role: list
 
     @classmethod
+    def of_tables(cls, tables) -> EdgeTable:
+        """The edge table of a fabric's ``FabricTables`` (no pass over a graph)."""
+        order = tables.edge_order()
+        own = tables.own_class
+        return cls(tables.nodes, tables.src[order], tables.dst[order], order,
+                   [own.get(k) for k in order.tolist()] if own else [None] * len(order), tables.role)
+
+    @classmethod
     def of(cls, graph: nx.DiGraph) -> EdgeTable:
         index = {node: i for i, node in enumerate(graph.nodes)}
         src_index, dst_index, link_id, own_class = [], [], [], []
@@ -133,21 +141,21 @@ class Router:
     """Routes between the GPUs of one fabric graph. Pure: the same (src, dst, salt) always gives the same
     path, and the same pairs the same link loads."""
 
-    def __init__(self, graph: nx.DiGraph, gpu_nodes: list, link_latency_s: np.ndarray,
-                 edges: EdgeTable | None = None):
-        edges = edges if edges is not None else EdgeTable.of(graph)
+    def __init__(self, edges: EdgeTable, gpu_index: np.ndarray, link_latency_s: np.ndarray, gpu_transit: bool = False,
+                 transit: np.ndarray | None = None):
+        """``edges``: the fabric's links; ``gpu_index``: the node index of every GPU, by rank; ``gpu_transit``: GPUs
+        forward (tori); ``transit``: per node, whether a host-side node forwards other GPUs' traffic."""
         nodes = edges.nodes
-        index = {node: i for i, node in enumerate(nodes)}
         self.nodes = nodes
         roles = edges.role
-        gpu_transit = bool(graph.graph.get("gpu_transit", False))
         core_roles = CORE_ROLES | ({"gpu"} if gpu_transit else set())
         # a host-side node marked ``transit`` forwards other GPUs' traffic (rail-only: NCCL's PXN through a peer's
         # PCIe switch and NIC), so it belongs to the routing core
-        transit = [bool(d.get("transit")) for _, d in graph.nodes(data=True)]
-        self.is_core = np.array([role in core_roles or t for role, t in zip(roles, transit, strict=True)], dtype=bool)
+        self.is_core = np.array([role in core_roles for role in roles], dtype=bool)
+        if transit is not None:
+            self.is_core |= np.asarray(transit, dtype=bool)
         self.is_host = np.array([role in HOST_ROLES for role in roles], dtype=bool) & ~self.is_core
-        self.gpu_index = np.array([index[node] for node in gpu_nodes], dtype=np.int64)
+        self.gpu_index = np.asarray(gpu_index, dtype=np.int64)
         n = len(nodes)
         src, dst, link = edges.src_index, edges.dst_index, edges.link_id
         is_gpu = np.zeros(n, dtype=bool)
