@@ -53,6 +53,8 @@ _ROUTE_CACHE_ENTRIES = 64
 # Pair arrays up to this size (pipeline send/recv classes) are kept in a larger cache than collectives' arrays
 _SMALL_PAIRS = 64
 _SMALL_CACHE_ENTRIES = 2**16
+# Latencies of pair arrays asked for without their route set (collectives' schedules), kept per fabric
+_LATENCY_CACHE_ENTRIES = 1024
 
 
 @dataclass(eq=False)
@@ -76,6 +78,7 @@ class Fabric:
     _router: object = field(default=None, repr=False)
     _routes: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _small_routes: dict = field(default_factory=dict, repr=False)
+    _latencies: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)  # fresh in a replace()
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -274,8 +277,32 @@ class Fabric:
 
     def pair_latencies_s(self, pairs: np.ndarray, salt: int = 0) -> np.ndarray:
         """Path latency of each (src, dst) pair, in pair order: its ``path_latency_s`` under ``ecmp``; under
-        ``adaptive`` the slowest of the sprayed paths (the same on fabrics whose switches have one latency)."""
-        return self._route_set(pairs, salt)[2]
+        ``adaptive`` the slowest of the sprayed paths (the same on fabrics whose switches have one latency).
+
+        The latencies of a route set already made, else found without spraying loads (``Router.latencies``) and
+        kept in a cache of their own."""
+        pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+        key = (pairs.tobytes(), int(salt))
+        hit = self._small_routes.get(key) if len(pairs) <= _SMALL_PAIRS else self._routes.get(key)
+        if hit is not None:
+            return hit[2]
+        router = self.router
+        if not isinstance(router, Router) or self.routing != "adaptive":
+            return self._route_set(pairs, salt)[2]
+        latency_s = self._latencies.get(key)
+        if latency_s is None:
+            if len(pairs) and (pairs.min() < 0 or pairs.max() >= self.gpus):
+                raise ScenarioError("pairs", f"GPU indices must lie in 0..{self.gpus - 1}")
+            try:
+                latency_s = router.latencies(pairs[:, 0], pairs[:, 1], int(salt), True)
+            except KeyError as err:
+                raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
+            if len(self._latencies) >= _LATENCY_CACHE_ENTRIES:
+                self._latencies.popitem(last=False)
+            self._latencies[key] = latency_s
+        else:
+            self._latencies.move_to_end(key)
+        return latency_s
 
     def bottleneck_tier(self, pairs: np.ndarray) -> str | None:
         """The tier (``classes.tier``) of the link that bounds ``pairs`` sending at once on the idle fabric: the link
