@@ -182,6 +182,7 @@ class Router:
         self._slowest_s: dict[int, float] = {}
         self._lists: tuple | None = None   # access tables as Python lists (``_endpoint``)
         self._twin: np.ndarray | None = None
+        self._has_out, self._has_in = np.diff(self.core_ptr) > 0, np.diff(self.rcore_ptr) > 0
 
     # ---- access segments -------------------------------------------------------------------------------
     def access(self, upward: bool) -> AccessTable:
@@ -314,16 +315,20 @@ class Router:
 
     def _core_hops(self, a: np.ndarray, b: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         """Core hop counts a[i] -> b[i] where ``wanted`` (-1: unreachable or not wanted), with one breadth-first
-        search per distinct b."""
+        search per class of twins among the b (``twin``)."""
         hops = np.where(a == b, 0, -1).astype(np.int64)
         # a switch with no core link out (or in) reaches (is reached by) no other: no search needed
-        need = np.flatnonzero(wanted & (a != b) & (np.diff(self.core_ptr)[a] > 0)
-                              & (np.diff(self.rcore_ptr)[b] > 0))
+        need = np.flatnonzero(wanted & (a != b) & (self._has_out[a]) & (self._has_in[b]))
         if len(need):
-            need = need[np.argsort(b[need], kind="stable")]
-            cuts = np.flatnonzero(np.diff(b[need])) + 1
-            for group in np.split(need, cuts):
-                hops[group] = self._hops_to(int(b[group[0]]), a[group])
+            first = self.twin[b[need]]
+            order = np.argsort(first, kind="stable")
+            need, first = need[order], first[order]
+            cuts = np.flatnonzero(np.diff(first)) + 1
+            for group, rep in zip(np.split(need, cuts), first[np.concatenate(([0], cuts))].tolist(), strict=True):
+                hops[group] = self._bfs_to(rep)[a[group]]
+            # to a twin of the class's first switch, that switch itself is 2 hops away
+            swapped = (a[need] == first) & (b[need] != first)
+            hops[need[swapped]] = 2
         return hops
 
     # ---- choice of the switches where a route enters and leaves the core ---------------------------------
