@@ -23,6 +23,7 @@ Two policies share the equal-cost core paths among flows (``ROUTING_POLICIES``):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import networkx as nx
@@ -50,6 +51,11 @@ _DENSE_PART_KEYS = 2**22
 # Destination groups with at most this many source switches use cached per switch-pair sprays; larger groups
 # (e.g. a random permutation) are spread in one pass, which costs about as much as one cached spray.
 _CACHED_SPRAY_SOURCES = 4
+# Switch-pair sprays are kept up to this many route entries (16 bytes each): at 131,072 GPUs a spray between pods
+# holds 8,320 entries and a run makes thousands
+_SPRAY_CACHE_ENTRIES = 2**22
+# Sprays made in one pass at most this many at a time (each needs the distance row of its destination)
+_SPRAY_BATCH = 256
 # Pair arrays longer than this are checked for repeated pairs, each routed once (``route_set``)
 _DEDUPLICATE_PAIRS = 4096
 
@@ -74,6 +80,12 @@ def _csr(n: int, src: np.ndarray, dst: np.ndarray, link: np.ndarray):
     ptr = np.zeros(n + 1, dtype=np.int64)
     np.add.at(ptr, src + 1, 1)
     return np.cumsum(ptr), dst[order], link[order]
+
+
+def _sorted_rows(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` with each row ptr[i]:ptr[i+1] sorted."""
+    row = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    return values[np.lexsort((values, row))]
 
 
 def _ranges(ptr: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -178,7 +190,8 @@ class Router:
         self._tables: dict[bool, AccessTable] = {}
         self._dist: dict[int, np.ndarray] = {}
         self._paths: dict[tuple[int, int, int], np.ndarray] = {}
-        self._sprays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = {}
+        self._sprays: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
+        self._spray_entries = 0
         self._slowest_s: dict[int, float] = {}
         self._lists: tuple | None = None   # access tables as Python lists (``_endpoint``)
         self._twin: np.ndarray | None = None
@@ -257,19 +270,23 @@ class Router:
         on a 131,072-GPU rail-optimised fat-tree)."""
         if self._twin is None:
             m = len(self.core_ids)
-            keys: dict[tuple, int] = {}
+            out_deg, in_deg = np.diff(self.core_ptr), np.diff(self.rcore_ptr)
+            src = np.repeat(np.arange(m), out_deg)
+            key = src * m + self.core_nbr
+            sorted_keys = np.sort(key)
+            back = self.core_nbr * m + src
+            at = np.minimum(np.searchsorted(sorted_keys, back), max(len(key) - 1, 0))
+            both_ways = np.bincount(src, weights=(sorted_keys[at] == back) if len(key) else None, minlength=m) > 0
             twin = np.arange(m)
-            out_ptr, out_nbr, in_ptr, in_nbr = self.core_ptr, self.core_nbr, self.rcore_ptr, self.rcore_nbr
-            for x in range(m):
-                outs = out_nbr[out_ptr[x]:out_ptr[x + 1]]
-                ins = in_nbr[in_ptr[x]:in_ptr[x + 1]]
-                if not len(outs) or not len(ins):
-                    continue
-                outs, ins = np.sort(outs), np.sort(ins)
-                if not np.isin(outs, ins, assume_unique=True).any():
-                    continue
-                key = (outs.tobytes(), ins.tobytes())
-                twin[x] = keys.setdefault(key, x)
+            out_rows = _sorted_rows(self.core_ptr, self.core_nbr)
+            in_rows = _sorted_rows(self.rcore_ptr, self.rcore_nbr)
+            candidates = np.flatnonzero(both_ways & (out_deg > 0) & (in_deg > 0))
+            for pair in np.unique(np.column_stack((out_deg[candidates], in_deg[candidates])), axis=0).tolist():
+                members = candidates[(out_deg[candidates] == pair[0]) & (in_deg[candidates] == pair[1])]
+                rows = np.hstack((out_rows[_ranges(self.core_ptr, members)].reshape(len(members), pair[0]),
+                                  in_rows[_ranges(self.rcore_ptr, members)].reshape(len(members), pair[1])))
+                _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+                twin[members] = members[first[inverse.reshape(-1)]]
             self._twin = twin
         return self._twin
 
@@ -481,15 +498,92 @@ class Router:
         return (np.concatenate([st[2] for st in steps]), np.concatenate([st[3] for st in steps]),
                 slowest_s[sources])
 
+    def sprays(self, a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """``spray`` of every switch pair (a[i], b[i]) (a != b), the missing ones made in one pass (``_spray_pairs``).
+        The cache keeps at most ``_SPRAY_CACHE_ENTRIES`` route entries (least recently used first out)."""
+        keys = list(zip(a.tolist(), b.tolist(), strict=True))
+        cache = self._sprays
+        missing = [i for i, key in enumerate(keys) if key not in cache]
+        made = {}
+        if missing:
+            at = np.array(missing, dtype=np.int64)
+            for i, spray in zip(missing, self._spray_pairs(a[at], b[at]), strict=True):
+                made[keys[i]] = spray
+        out = []
+        for key in keys:
+            spray = made.get(key)
+            if spray is None:
+                spray = cache[key]
+                cache.move_to_end(key)
+            out.append(spray)
+        for key, spray in made.items():
+            cache[key] = spray
+            self._spray_entries += len(spray[0])
+        while self._spray_entries > _SPRAY_CACHE_ENTRIES and len(cache) > 1:
+            _, dropped = cache.popitem(last=False)
+            self._spray_entries -= len(dropped[0])
+        return out
+
+    def _spray_pairs(self, a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """``_spray_to`` of one flow from a[i] to b[i] for every i, all pairs at once: the same levels, loads and
+        order as one spray at a time (entries kept by pair then switch, so every sum adds the same terms in the
+        same order)."""
+        m = len(self.core_ids)
+        out: list = []
+        for lo in range(0, len(a), _SPRAY_BATCH):
+            ca, cb = a[lo:lo + _SPRAY_BATCH], b[lo:lo + _SPRAY_BATCH]
+            targets, target_of = np.unique(cb, return_inverse=True)
+            dist = np.stack([self._dist_to(int(t)) for t in targets.tolist()])   # one row per destination
+            start = dist[target_of, ca]
+            if np.any(start < 0):
+                bad = int(np.flatnonzero(start < 0)[0])
+                raise KeyError(f"no route between switches {self.nodes[self.core_ids[ca[bad]]]} and "
+                               f"{self.nodes[self.core_ids[cb[bad]]]}")
+            pair, here, held = _NO_LINKS, _NO_LINKS, np.zeros(0)
+            steps = []                        # per level: (pair, link, load)
+            for level in range(int(start.max()), 0, -1):
+                joining = np.flatnonzero(start == level)
+                if len(joining):
+                    pair = np.concatenate((pair, joining))
+                    here = np.concatenate((here, ca[joining]))
+                    held = np.concatenate((held, np.ones(len(joining))))
+                    order = np.lexsort((here, pair))
+                    pair, here, held = pair[order], here[order], held[order]
+                edge = _ranges(self.core_ptr, here)
+                owner = np.repeat(np.arange(len(here)), self.core_ptr[here + 1] - self.core_ptr[here])
+                nbr = self.core_nbr[edge]
+                closer = dist[target_of[pair[owner]], nbr] == level - 1
+                edge, owner, nbr = edge[closer], owner[closer], nbr[closer]
+                load = held[owner] / np.bincount(owner, minlength=len(here))[owner]
+                steps.append((pair[owner], self.core_link[edge], load, pair[owner] * m + here[owner],
+                              pair[owner] * m + nbr))
+                key, inverse = np.unique(pair[owner] * m + nbr, return_inverse=True)
+                pair, here, held = key // m, key % m, np.bincount(inverse, weights=load, minlength=len(key))
+            owner = np.concatenate([step[0] for step in steps])
+            order = np.argsort(owner, kind="stable")   # per pair: its levels far to near, as one spray lists them
+            cuts = np.searchsorted(owner[order], np.arange(1, len(ca)))
+            links = np.split(np.concatenate([step[1] for step in steps])[order], cuts)
+            loads = np.split(np.concatenate([step[2] for step in steps])[order], cuts)
+            # the slowest path on to b of every (pair, switch) met, back up the levels (as ``_spray_to`` finds it)
+            known_keys, known_s = _NO_LINKS, np.zeros(0)
+            for _, link, _, came, went in reversed(steps):
+                at = np.minimum(np.searchsorted(known_keys, went), max(len(known_keys) - 1, 0))
+                onward_s = np.where(known_keys[at] == went, known_s[at], 0.0) if len(known_keys) else 0.0
+                keys, inverse = np.unique(came, return_inverse=True)
+                values = np.zeros(len(keys))
+                np.maximum.at(values, inverse, self.link_latency_s[link] + onward_s)
+                merged = np.concatenate((known_keys, keys))
+                order = np.argsort(merged, kind="stable")
+                known_keys, known_s = merged[order], np.concatenate((known_s, values))[order]
+            at = np.searchsorted(known_keys, np.arange(len(ca)) * m + ca)
+            slowest_s = known_s[at].tolist()
+            out.extend((k.copy(), f.copy(), t) for k, f, t in zip(links, loads, slowest_s, strict=True))
+        return out
+
     def spray(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(core links, fraction of the bytes on each, latency of the slowest path) of one flow from core
         switch ``a`` to core switch ``b`` sprayed over all shortest paths; cached per switch pair."""
-        key = (a, b)
-        cached = self._sprays.get(key)
-        if cached is None:
-            links, fractions, slowest_s = self._spray_to(b, np.array([a], dtype=np.int64), np.ones(1))
-            cached = self._sprays[key] = (links, fractions, float(slowest_s[0]))
-        return cached
+        return self.sprays(np.array([a], dtype=np.int64), np.array([b], dtype=np.int64))[0]
 
     def _slowest(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Latency of the slowest shortest core path from core switch a[i] to core switch b[i] (a != b), as a spray
@@ -687,7 +781,7 @@ class Router:
         if cached.any():
             at = np.flatnonzero(cached)
             switch_pair, pair_of = np.unique(triple_b[at] * m + triple_a[at], return_inverse=True)
-            sprays = [self.spray(int(k % m), int(k // m)) for k in switch_pair.tolist()]
+            sprays = self.sprays(switch_pair % m, switch_pair // m)
             lengths = np.array([len(spray[0]) for spray in sprays], dtype=np.int64)
             ptr = np.zeros(len(sprays) + 1, dtype=np.int64)
             np.cumsum(lengths, out=ptr[1:])
