@@ -53,8 +53,10 @@ _ROUTE_CACHE_ENTRIES = 64
 # Pair arrays up to this size (pipeline send/recv classes) are kept in a larger cache than collectives' arrays
 _SMALL_PAIRS = 64
 _SMALL_CACHE_ENTRIES = 2**16
-# Latencies of pair arrays asked for without their route set (collectives' schedules), kept per fabric
+# Latencies of pair arrays asked for without their route set (collectives' schedules), kept per fabric: up to this
+# many arrays and this many latencies in all (8 bytes each)
 _LATENCY_CACHE_ENTRIES = 1024
+_LATENCY_CACHE_VALUES = 2**22
 
 
 @dataclass(eq=False)
@@ -79,6 +81,7 @@ class Fabric:
     _routes: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _small_routes: dict = field(default_factory=dict, repr=False)
     _latencies: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)  # fresh in a replace()
+    _latency_values: int = field(default=0, init=False, repr=False)
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -297,9 +300,11 @@ class Fabric:
                 latency_s = router.latencies(pairs[:, 0], pairs[:, 1], int(salt), True)
             except KeyError as err:
                 raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
-            if len(self._latencies) >= _LATENCY_CACHE_ENTRIES:
-                self._latencies.popitem(last=False)
             self._latencies[key] = latency_s
+            self._latency_values += len(latency_s)
+            while len(self._latencies) > 1 and (len(self._latencies) > _LATENCY_CACHE_ENTRIES
+                                                or self._latency_values > _LATENCY_CACHE_VALUES):
+                self._latency_values -= len(self._latencies.popitem(last=False)[1])
         else:
             self._latencies.move_to_end(key)
         return latency_s
