@@ -241,8 +241,8 @@ class TableGraph(nx.DiGraph):
         return nx.DiGraph, (), self.__getstate__()
 
     def __getstate__(self):
-        return {"graph": self.graph, "_node": dict(self._node), "_adj": self._adj, "_pred": self._pred,
-                "__networkx_cache__": {}}
+        return {"graph": self.graph, "_node": dict(self._node), "_adj": self._adj, "_succ": self._adj,
+                "_pred": self._pred, "__networkx_cache__": {}}
 
     def _make_nodes(self):
         self._node = _LazyNodes(self._tables)
