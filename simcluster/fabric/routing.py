@@ -51,11 +51,9 @@ _DENSE_PART_KEYS = 2**22
 # Destination groups with at most this many source switches use cached per switch-pair sprays; larger groups
 # (e.g. a random permutation) are spread in one pass, which costs about as much as one cached spray.
 _CACHED_SPRAY_SOURCES = 4
-# Switch-pair sprays are kept up to this many route entries (16 bytes each): at 131,072 GPUs a spray between pods
+# Switch-pair sprays are kept up to this many route entries (16 bytes each: 128 MiB): at 131,072 GPUs a spray between pods
 # holds 8,320 entries and a run makes thousands
-_SPRAY_CACHE_ENTRIES = 2**22
-# Sprays made in one pass at most this many at a time (each needs the distance row of its destination)
-_SPRAY_BATCH = 256
+_SPRAY_CACHE_ENTRIES = 2**23
 # Pair arrays longer than this are checked for repeated pairs, each routed once (``route_set``)
 _DEDUPLICATE_PAIRS = 4096
 
@@ -499,16 +497,16 @@ class Router:
                 slowest_s[sources])
 
     def sprays(self, a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        """``spray`` of every switch pair (a[i], b[i]) (a != b), the missing ones made in one pass (``_spray_pairs``).
-        The cache keeps at most ``_SPRAY_CACHE_ENTRIES`` route entries (least recently used first out)."""
+        """``spray`` of every switch pair (a[i], b[i]) (a != b). The cache keeps at most ``_SPRAY_CACHE_ENTRIES``
+        route entries (least recently used first out)."""
         keys = list(zip(a.tolist(), b.tolist(), strict=True))
         cache = self._sprays
         missing = [i for i, key in enumerate(keys) if key not in cache]
         made = {}
-        if missing:
-            at = np.array(missing, dtype=np.int64)
-            for i, spray in zip(missing, self._spray_pairs(a[at], b[at]), strict=True):
-                made[keys[i]] = spray
+        for i in missing:   # one at a time: a pass over many large sprays at once runs out of the CPU's caches
+            x, y = keys[i]
+            links, fractions, slowest_s = self._spray_to(y, np.array([x], dtype=np.int64), np.ones(1))
+            made[keys[i]] = (links, fractions, float(slowest_s[0]))
         out = []
         for key in keys:
             spray = made.get(key)
@@ -524,61 +522,6 @@ class Router:
             self._spray_entries -= len(dropped[0])
         return out
 
-    def _spray_pairs(self, a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        """``_spray_to`` of one flow from a[i] to b[i] for every i, all pairs at once: the same levels, loads and
-        order as one spray at a time (entries kept by pair then switch, so every sum adds the same terms in the
-        same order)."""
-        m = len(self.core_ids)
-        out: list = []
-        for lo in range(0, len(a), _SPRAY_BATCH):
-            ca, cb = a[lo:lo + _SPRAY_BATCH], b[lo:lo + _SPRAY_BATCH]
-            targets, target_of = np.unique(cb, return_inverse=True)
-            dist = np.stack([self._dist_to(int(t)) for t in targets.tolist()])   # one row per destination
-            start = dist[target_of, ca]
-            if np.any(start < 0):
-                bad = int(np.flatnonzero(start < 0)[0])
-                raise KeyError(f"no route between switches {self.nodes[self.core_ids[ca[bad]]]} and "
-                               f"{self.nodes[self.core_ids[cb[bad]]]}")
-            pair, here, held = _NO_LINKS, _NO_LINKS, np.zeros(0)
-            steps = []                        # per level: (pair, link, load)
-            for level in range(int(start.max()), 0, -1):
-                joining = np.flatnonzero(start == level)
-                if len(joining):
-                    pair = np.concatenate((pair, joining))
-                    here = np.concatenate((here, ca[joining]))
-                    held = np.concatenate((held, np.ones(len(joining))))
-                    order = np.lexsort((here, pair))
-                    pair, here, held = pair[order], here[order], held[order]
-                edge = _ranges(self.core_ptr, here)
-                owner = np.repeat(np.arange(len(here)), self.core_ptr[here + 1] - self.core_ptr[here])
-                nbr = self.core_nbr[edge]
-                closer = dist[target_of[pair[owner]], nbr] == level - 1
-                edge, owner, nbr = edge[closer], owner[closer], nbr[closer]
-                load = held[owner] / np.bincount(owner, minlength=len(here))[owner]
-                steps.append((pair[owner], self.core_link[edge], load, pair[owner] * m + here[owner],
-                              pair[owner] * m + nbr))
-                key, inverse = np.unique(pair[owner] * m + nbr, return_inverse=True)
-                pair, here, held = key // m, key % m, np.bincount(inverse, weights=load, minlength=len(key))
-            owner = np.concatenate([step[0] for step in steps])
-            order = np.argsort(owner, kind="stable")   # per pair: its levels far to near, as one spray lists them
-            cuts = np.searchsorted(owner[order], np.arange(1, len(ca)))
-            links = np.split(np.concatenate([step[1] for step in steps])[order], cuts)
-            loads = np.split(np.concatenate([step[2] for step in steps])[order], cuts)
-            # the slowest path on to b of every (pair, switch) met, back up the levels (as ``_spray_to`` finds it)
-            known_keys, known_s = _NO_LINKS, np.zeros(0)
-            for _, link, _, came, went in reversed(steps):
-                at = np.minimum(np.searchsorted(known_keys, went), max(len(known_keys) - 1, 0))
-                onward_s = np.where(known_keys[at] == went, known_s[at], 0.0) if len(known_keys) else 0.0
-                keys, inverse = np.unique(came, return_inverse=True)
-                values = np.zeros(len(keys))
-                np.maximum.at(values, inverse, self.link_latency_s[link] + onward_s)
-                merged = np.concatenate((known_keys, keys))
-                order = np.argsort(merged, kind="stable")
-                known_keys, known_s = merged[order], np.concatenate((known_s, values))[order]
-            at = np.searchsorted(known_keys, np.arange(len(ca)) * m + ca)
-            slowest_s = known_s[at].tolist()
-            out.extend((k.copy(), f.copy(), t) for k, f, t in zip(links, loads, slowest_s, strict=True))
-        return out
 
     def spray(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(core links, fraction of the bytes on each, latency of the slowest path) of one flow from core

@@ -1,5 +1,5 @@
 """A fabric's compact tables, the NetworkX graph made from them on demand, and the routing shortcuts that read them
-(twin switches, latencies without sprays, sprays of many switch pairs at once), each checked against an independent
+(twin switches, latencies without sprays, the bounded spray cache), each checked against an independent
 computation: networkx's own algorithms on the graph, one spray or one pair at a time, closed forms."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from simcluster.fabric import topology
+from simcluster.fabric import routing, topology
 from simcluster.fabric.routing import Router
 from simcluster.spec import hardware
 
@@ -94,18 +94,18 @@ def test_latencies_without_sprays_equal_the_route_sets_and_one_path_each(name, g
 
 
 @pytest.mark.parametrize(("name", "gpus", "options"), FABRICS)
-def test_sprays_made_together_equal_sprays_made_one_at_a_time_and_carry_one_flow_per_hop(name, gpus, options):
+def test_cached_sprays_carry_one_flow_per_hop_and_the_cache_keeps_its_bound(name, gpus, options, monkeypatch):
     rng = np.random.default_rng(11)
     router = build(name, gpus, **options).router
+    monkeypatch.setattr(routing, "_SPRAY_CACHE_ENTRIES", 2000)
     linked = np.flatnonzero(np.diff(router.core_ptr) > 0)
     a, b = rng.choice(linked, 300), rng.choice(linked, 300)
     a, b = a[a != b], b[a != b]
-    together = router._spray_pairs(a, b)
-    for (links, fractions, slowest_s), x, y in zip(together, a.tolist(), b.tolist(), strict=True):
-        one_links, one_fractions, one_slowest_s = router._spray_to(y, np.array([x]), np.ones(1))
-        assert np.array_equal(links, one_links) and np.array_equal(fractions, one_fractions)
-        assert slowest_s == one_slowest_s[0]
+    for (links, fractions, slowest_s), x, y in zip(router.sprays(a, b), a.tolist(), b.tolist(), strict=True):
         assert fractions.sum() == pytest.approx(router._dist_to(y)[x], rel=1e-12)   # one whole flow per level
+        assert slowest_s == router._slowest(np.array([x]), np.array([y]))[0]
+    assert router._spray_entries == sum(len(spray[0]) for spray in router._sprays.values())
+    assert router._spray_entries <= 2000 or len(router._sprays) == 1
 
 
 def test_one_pair_endpoints_equal_the_vectorised_choice_with_ties_hashed():
