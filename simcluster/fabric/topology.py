@@ -122,26 +122,32 @@ class Fabric:
     @cached_property
     def link_ends(self) -> list[tuple]:
         """(source node, destination node) of every directed link, by link id."""
-        table = self.edge_table
-        ends: list[tuple] = [()] * self.links
-        nodes = table.nodes
-        for u, v, link_id in zip(table.src_index.tolist(), table.dst_index.tolist(), table.link_id.tolist(),
-                                 strict=True):
-            ends[link_id] = (nodes[u], nodes[v])
-        return ends
+        names = np.array(self.tables.nodes, dtype=object)
+        return list(zip(names[self.tables.src].tolist(), names[self.tables.dst].tolist(), strict=True))
 
     @cached_property
     def link_class(self) -> list[str]:
         """Where every directed link sits (``nvlink``, ``pcie``, ``nic``, ``leaf-spine``, ``spine-core``, ``torus``
-        ...: ``classes``), by link id."""
-        table = self.edge_table
-        roles = table.role
-        found = classes.of_links([roles[i] for i in table.src_index.tolist()],
-                                 [roles[i] for i in table.dst_index.tolist()],
-                                 [self.link_kind[i] for i in table.link_id.tolist()], table.own_class)
-        by_id = [""] * self.links
-        for link_id, link_class in zip(table.link_id.tolist(), found, strict=True):
-            by_id[link_id] = link_class
+        ...: ``classes``), by link id: a link's own class when it has one, else inferred from its ends' roles and its
+        kind (``classes.infer``), once per distinct (roles, kind)."""
+        tables = self.tables
+        role_names: dict = {}
+        role = np.fromiter((role_names.setdefault(r, len(role_names)) for r in tables.role), dtype=np.int64,
+                           count=len(tables.role))
+        kind_names: dict = {}
+        kind = np.fromiter((kind_names.setdefault(k, len(kind_names)) for k in self.link_kind), dtype=np.int64,
+                           count=self.links)
+        key = (role[tables.src] * len(role_names) + role[tables.dst]) * max(len(kind_names), 1) + kind
+        distinct, inverse = np.unique(key, return_inverse=True)
+        roles, kinds = list(role_names), list(kind_names)
+        found = []
+        for k in distinct.tolist():
+            pair, kind_of = divmod(k, max(len(kinds), 1))
+            src_role, dst_role = divmod(pair, len(roles))
+            found.append(classes.infer(roles[src_role], roles[dst_role], kinds[kind_of]))
+        by_id = np.array(found, dtype=object)[inverse.reshape(-1)].tolist() if self.links else []
+        for link_id, own in tables.own_class.items():
+            by_id[link_id] = own
         return by_id
 
     @property
