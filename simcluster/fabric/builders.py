@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from simcluster.core.errors import ScenarioError
@@ -25,6 +25,9 @@ from simcluster.fabric.routing import default_routing
 from simcluster.fabric.tables import ABSENT, FabricTables
 from simcluster.spec import hardware
 from simcluster.spec.hardware import GpuSpec, NicSpec
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Switch radix (ports per switch) of the builtin fabrics, at the NIC's line rate.
 # NVIDIA Quantum-2 QM9700 datasheet: 64 ports of NDR 400 Gb/s InfiniBand.
@@ -304,8 +307,8 @@ def _server_block(b: GraphBuilder, first: int, count: int, size: int, gpus_per_n
     offset = size + int(nvswitch)
     if nic is not None:   # per GPU: its PCIe cable, then the PCIe switch's cable to the NIC
         pcie_local = offset + 2 * local
-        cables.append((np.column_stack((local, pcie_local)).ravel(), np.column_stack((pcie_local, pcie_local + 1)).ravel(),
-                       host.bandwidth, "pcie"))
+        cables.append((np.column_stack((local, pcie_local)).ravel(),
+                       np.column_stack((pcie_local, pcie_local + 1)).ravel(), host.bandwidth, "pcie"))
     if cables:
         u = np.concatenate([c[0] for c in cables])
         v = np.concatenate([c[1] for c in cables])

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric.builders import GraphBuilder
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 ROLES = ("gpu", "nvswitch", "pcie", "nic", "leaf", "spine", "core", "switch")
 LINK_KINDS = ("nvlink", "pcie", "ib", "ethernet", "torus")
@@ -141,6 +143,7 @@ def _order_gpus(b: GraphBuilder, gpus: list[tuple], source: str):
 
 def validate_graph(graph: nx.DiGraph, gpu_nodes: list, source: str):
     """Structural checks shared by YAML and GraphML imports: dangling GPUs and disconnected graphs."""
+    import networkx as nx  # loaded by what needs a graph, not by every fabric
     for node in gpu_nodes:
         if graph.out_degree(node) == 0 or graph.in_degree(node) == 0:
             raise ScenarioError(f"{source}:nodes.{node}", "dangling GPU: it has no link in or out")
@@ -158,6 +161,7 @@ def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
     full-duplex cables."""
     source = str(path)
     inputs.read_text(path, inputs.MAX_FABRIC_BYTES, "GraphML fabric file")  # size and text, before XML parsing
+    import networkx as nx
     try:
         raw = nx.read_graphml(path)
     except Exception as err:  # networkx raises several types (ParseError, NetworkXError, KeyError)

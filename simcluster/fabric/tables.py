@@ -6,7 +6,8 @@ link id. The builders fill it in bulk; routing, link classes, the bill of materi
 and per-edge Python dicts, which a NetworkX graph keeps for every node and edge (about 1 KB per link: most of the
 memory of a 131,072-GPU fabric), are made only when someone asks for the graph.
 
-``TableGraph`` is that graph: a real ``networkx.DiGraph`` whose node attribute dicts are made one node at a time on
+``TableGraph`` is that graph (its class made on first use: networkx is imported only when a graph is asked for):
+a real ``networkx.DiGraph`` whose node attribute dicts are made one node at a time on
 lookup (all of them on iteration) and whose adjacency is made in one pass on its first use, in the same node, edge
 and attribute order as a graph built edge by edge. Once made it is an ordinary DiGraph (mutable; changes do not flow
 back into the tables, as changes to a graph never flowed into a built ``Fabric``'s link arrays).
@@ -16,9 +17,13 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Integer node attributes (rank, server, rail, pod, plane) are stored with this value where a node has none.
 ABSENT = -1
@@ -102,7 +107,7 @@ class FabricTables:
     def graph(self) -> nx.DiGraph:
         """The fabric as a NetworkX graph (``TableGraph``), made once and shared by every view of the fabric."""
         if self._graph is None:
-            self._graph = TableGraph(self)
+            self._graph = table_graph_class()(self)
         return self._graph
 
     @classmethod
@@ -221,44 +226,58 @@ class _MadeOnUse:
         self.base.__set__(obj, value)
 
 
-class TableGraph(nx.DiGraph):
-    """The NetworkX DiGraph of a ``FabricTables``, its dicts made on first use (module docstring)."""
+@cache
+def table_graph_class() -> type:
+    """``TableGraph``, made on first use so that networkx is imported only by what asks for a graph."""
+    import networkx as nx
 
-    _node = _MadeOnUse("_node", "_make_nodes", nx.Graph.__dict__["_node"])
-    _adj = _MadeOnUse("_adj", "_make_adjacency", nx.DiGraph.__dict__["_adj"])
-    _succ = _MadeOnUse("_succ", "_make_adjacency", nx.DiGraph.__dict__["_succ"])
-    _pred = _MadeOnUse("_pred", "_make_adjacency", nx.DiGraph.__dict__["_pred"])
+    class TableGraph(nx.DiGraph):
+        """The NetworkX DiGraph of a ``FabricTables``, its dicts made on first use (module docstring)."""
 
-    def __init__(self, tables: FabricTables | None = None, **attr):
-        if tables is None:   # networkx makes empty graphs of a graph's class (copy, subgraph, reverse ...)
-            super().__init__(**attr)
-            return
-        self._tables = tables
-        self.graph = tables.graph_attrs   # one dict: the builder's, the tables' and the graph's attributes
-        self.__networkx_cache__ = {}
+        _node = _MadeOnUse("_node", "_make_nodes", nx.Graph.__dict__["_node"])
+        _adj = _MadeOnUse("_adj", "_make_adjacency", nx.DiGraph.__dict__["_adj"])
+        _succ = _MadeOnUse("_succ", "_make_adjacency", nx.DiGraph.__dict__["_succ"])
+        _pred = _MadeOnUse("_pred", "_make_adjacency", nx.DiGraph.__dict__["_pred"])
 
-    def __reduce__(self):   # pickled (and deep-copied) as the plain DiGraph it stands for
-        return nx.DiGraph, (), self.__getstate__()
+        def __init__(self, tables: FabricTables | None = None, **attr):
+            if tables is None:   # networkx makes empty graphs of a graph's class (copy, subgraph, reverse ...)
+                super().__init__(**attr)
+                return
+            self._tables = tables
+            self.graph = tables.graph_attrs   # one dict: the builder's, the tables' and the graph's attributes
+            self.__networkx_cache__ = {}
 
-    def __getstate__(self):
-        return {"graph": self.graph, "_node": dict(self._node), "_adj": self._adj, "_succ": self._adj,
-                "_pred": self._pred, "__networkx_cache__": {}}
+        def __reduce__(self):   # pickled (and deep-copied) as the plain DiGraph it stands for
+            return nx.DiGraph, (), self.__getstate__()
 
-    def _make_nodes(self):
-        self._node = _LazyNodes(self._tables)
+        def __getstate__(self):
+            return {"graph": self.graph, "_node": dict(self._node), "_adj": self._adj, "_succ": self._adj,
+                    "_pred": self._pred, "__networkx_cache__": {}}
 
-    def _make_adjacency(self):
-        tables = self._tables
-        names = tables.nodes
-        succ = {name: {} for name in names}
-        pred = {name: {} for name in names}
-        bytes_per_s, latency_s, kind, own = (tables.bytes_per_s.tolist(), tables.latency_s.tolist(), tables.kind,
-                                             tables.own_class)
-        for k, (u, v) in enumerate(zip(tables.src.tolist(), tables.dst.tolist(), strict=True)):
-            d = {"bytes_per_s": bytes_per_s[k], "latency_s": latency_s[k], "kind": kind[k], "link_id": k}
-            if k in own:
-                d["link_class"] = own[k]
-            succ[names[u]][names[v]] = d
-            pred[names[v]][names[u]] = d
-        self._adj = succ
-        self._pred = pred
+        def _make_nodes(self):
+            self._node = _LazyNodes(self._tables)
+
+        def _make_adjacency(self):
+            tables = self._tables
+            names = tables.nodes
+            succ = {name: {} for name in names}
+            pred = {name: {} for name in names}
+            bytes_per_s, latency_s, kind, own = (tables.bytes_per_s.tolist(), tables.latency_s.tolist(), tables.kind,
+                                                 tables.own_class)
+            for k, (u, v) in enumerate(zip(tables.src.tolist(), tables.dst.tolist(), strict=True)):
+                d = {"bytes_per_s": bytes_per_s[k], "latency_s": latency_s[k], "kind": kind[k], "link_id": k}
+                if k in own:
+                    d["link_class"] = own[k]
+                succ[names[u]][names[v]] = d
+                pred[names[v]][names[u]] = d
+            self._adj = succ
+            self._pred = pred
+
+    TableGraph.__qualname__ = "TableGraph"
+    return TableGraph
+
+
+def __getattr__(name: str):
+    if name == "TableGraph":
+        return table_graph_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

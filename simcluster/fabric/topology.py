@@ -17,8 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from simcluster.core import units
@@ -35,6 +35,9 @@ from simcluster.fabric.routing import (
 )
 from simcluster.fabric.tables import FabricTables
 from simcluster.spec.hardware import GpuSpec, NicSpec
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus", "rail-only", "multi-plane")
 ROLES = files.ROLES
@@ -522,6 +525,7 @@ def from_scenario(scenario) -> Fabric:
 
 def write_graphml(fabric: Fabric, path: str | Path):
     """Export a fabric as GraphML with unit strings (readable back by ``build``)."""
+    import networkx as nx  # loaded by what needs a graph, not by every fabric
     out = nx.DiGraph(name=fabric.name, gpus_per_node=fabric.gpus_per_node,
                      gpu_transit=bool(fabric.graph.graph.get("gpu_transit", False)), routing=fabric.routing)
     rank = {node: i for i, node in enumerate(fabric.gpu_nodes)}

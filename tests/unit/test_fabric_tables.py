@@ -101,7 +101,7 @@ def test_cached_sprays_carry_one_flow_per_hop_and_the_cache_keeps_its_bound(name
     linked = np.flatnonzero(np.diff(router.core_ptr) > 0)
     a, b = rng.choice(linked, 300), rng.choice(linked, 300)
     a, b = a[a != b], b[a != b]
-    for (links, fractions, slowest_s), x, y in zip(router.sprays(a, b), a.tolist(), b.tolist(), strict=True):
+    for (_, fractions, slowest_s), x, y in zip(router.sprays(a, b), a.tolist(), b.tolist(), strict=True):
         assert fractions.sum() == pytest.approx(router._dist_to(y)[x], rel=1e-12)   # one whole flow per level
         assert slowest_s == router._slowest(np.array([x]), np.array([y]))[0]
     assert router._spray_entries == sum(len(spray[0]) for spray in router._sprays.values())
