@@ -197,6 +197,14 @@ class Router:
         self._lists: tuple | None = None   # access tables as Python lists (``_endpoint``)
         self._twin: np.ndarray | None = None
         self._has_out, self._has_in = np.diff(self.core_ptr) > 0, np.diff(self.rcore_ptr) > 0
+        # the ends of every core link (core numbering, -1 elsewhere) and core links by (u, v), for moved sprays
+        core_src = np.repeat(np.arange(m), np.diff(self.core_ptr))
+        self._link_src = np.full(len(link), -1, dtype=np.int64)
+        self._link_dst = np.full(len(link), -1, dtype=np.int64)
+        self._link_src[self.core_link], self._link_dst[self.core_link] = core_src, self.core_nbr
+        keys = core_src * m + self.core_nbr
+        order = np.argsort(keys)
+        self._core_keys, self._core_key_link = keys[order], self.core_link[order]
 
     # ---- access segments -------------------------------------------------------------------------------
     def access(self, upward: bool) -> AccessTable:
@@ -500,31 +508,66 @@ class Router:
                 slowest_s[sources])
 
     def sprays(self, a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        """``spray`` of every switch pair (a[i], b[i]) (a != b). The cache keeps at most ``_SPRAY_CACHE_ENTRIES``
-        route entries (least recently used first out)."""
-        keys = list(zip(a.tolist(), b.tolist(), strict=True))
-        cache = self._sprays
-        missing = [i for i, key in enumerate(keys) if key not in cache]
-        made = {}
-        for i in missing:   # one at a time: a pass over many large sprays at once runs out of the CPU's caches
-            x, y = keys[i]
-            links, fractions, slowest_s = self._spray_to(y, np.array([x], dtype=np.int64), np.ones(1))
-            made[keys[i]] = (links, fractions, float(slowest_s[0]))
+        """``spray`` of every switch pair (a[i], b[i]) (a != b).
+
+        A pair of twins (``twin``) of another pair's switches sprays over the same switches with the same loads: only
+        its first hops leave from its own source and its last hops enter its own destination (a twin has the same
+        neighbours, and a destination's twin is never on the way to it: its neighbours are one hop from the
+        destination, itself two). So the spray of the first twins of a pair's classes is made (and cached) and the
+        pair's is that one with its first and last links swapped for its own, when those have the same latencies
+        (else it is made itself). The cache keeps at most ``_SPRAY_CACHE_ENTRIES`` route entries (least recently
+        used first out)."""
+        twin = self.twin
         out = []
-        for key in keys:
-            spray = made.get(key)
-            if spray is None:
-                spray = cache[key]
-                cache.move_to_end(key)
-            out.append(spray)
-        for key, spray in made.items():
-            cache[key] = spray
-            self._spray_entries += len(spray[0])
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            first_x, first_y = int(twin[x]), int(twin[y])
+            if (first_x, first_y) == (x, y) or first_x == first_y:
+                out.append(self._cached_spray(x, y)[:3])
+                continue
+            base = self._cached_spray(first_x, first_y)
+            spray = self._moved_spray(base, first_x, first_y, x, y) if base[3] is not None else None
+            out.append(spray if spray is not None else self._cached_spray(x, y)[:3])
+        return out
+
+    def _cached_spray(self, x: int, y: int) -> tuple:
+        """(links, fractions, slowest latency, positions of the links out of x and into y, or None when the two are
+        one hop apart) of the spray x -> y, cached (``sprays``)."""
+        cache = self._sprays
+        key = (x, y)
+        spray = cache.get(key)
+        if spray is not None:
+            cache.move_to_end(key)
+            return spray
+        links, fractions, slowest_s = self._spray_to(y, np.array([x], dtype=np.int64), np.ones(1))
+        ends = None
+        if self._dist_to(y)[x] > 1:
+            ends = (np.flatnonzero(self._link_src[links] == x), np.flatnonzero(self._link_dst[links] == y))
+        spray = cache[key] = (links, fractions, float(slowest_s[0]), ends)
+        self._spray_entries += len(links)
         while self._spray_entries > _SPRAY_CACHE_ENTRIES and len(cache) > 1:
             _, dropped = cache.popitem(last=False)
             self._spray_entries -= len(dropped[0])
-        return out
+        return spray
 
+    def _moved_spray(self, base: tuple, first_x: int, first_y: int, x: int, y: int) -> tuple | None:
+        """The spray x -> y from the spray ``base`` between their first twins: its first links leave x, its last enter
+        y. None when those links' latencies differ from base's (the slowest path would differ)."""
+        links, fractions, slowest_s, (out_of, into) = base
+        moved = links.copy()
+        if x != first_x:
+            moved[out_of] = self._core_link_of(np.full(len(out_of), x), self._link_dst[links[out_of]])
+        if y != first_y:
+            moved[into] = self._core_link_of(self._link_src[links[into]], np.full(len(into), y))
+        changed = np.concatenate((out_of, into))
+        if not np.array_equal(self.link_latency_s[moved[changed]], self.link_latency_s[links[changed]]):
+            return None
+        return moved, fractions, slowest_s
+
+    def _core_link_of(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Link id of the core link u -> v (core numbering) for each i; every such link exists."""
+        m = len(self.core_ids)
+        at = np.searchsorted(self._core_keys, u * m + v)
+        return self._core_key_link[at]
 
     def spray(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(core links, fraction of the bytes on each, latency of the slowest path) of one flow from core

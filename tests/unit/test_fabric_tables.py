@@ -94,16 +94,19 @@ def test_latencies_without_sprays_equal_the_route_sets_and_one_path_each(name, g
 
 
 @pytest.mark.parametrize(("name", "gpus", "options"), FABRICS)
-def test_cached_sprays_carry_one_flow_per_hop_and_the_cache_keeps_its_bound(name, gpus, options, monkeypatch):
+def test_sprays_moved_between_twins_equal_their_own_and_the_cache_keeps_its_bound(name, gpus, options, monkeypatch):
     rng = np.random.default_rng(11)
     router = build(name, gpus, **options).router
     monkeypatch.setattr(routing, "_SPRAY_CACHE_ENTRIES", 2000)
     linked = np.flatnonzero(np.diff(router.core_ptr) > 0)
     a, b = rng.choice(linked, 300), rng.choice(linked, 300)
     a, b = a[a != b], b[a != b]
-    for (_, fractions, slowest_s), x, y in zip(router.sprays(a, b), a.tolist(), b.tolist(), strict=True):
+    for (links, fractions, slowest_s), x, y in zip(router.sprays(a, b), a.tolist(), b.tolist(), strict=True):
+        own_links, own_fractions, own_slowest_s = router._spray_to(y, np.array([x]), np.ones(1))  # made itself
+        assert sorted(zip(links.tolist(), fractions.tolist(), strict=True)) == sorted(
+            zip(own_links.tolist(), own_fractions.tolist(), strict=True))
+        assert slowest_s == own_slowest_s[0] == router._slowest(np.array([x]), np.array([y]))[0]
         assert fractions.sum() == pytest.approx(router._dist_to(y)[x], rel=1e-12)   # one whole flow per level
-        assert slowest_s == router._slowest(np.array([x]), np.array([y]))[0]
     assert router._spray_entries == sum(len(spray[0]) for spray in router._sprays.values())
     assert router._spray_entries <= 2000 or len(router._sprays) == 1
 
