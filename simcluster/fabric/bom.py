@@ -102,17 +102,17 @@ def bill(fabric, prices: dict | None = None) -> dict:
     nic_rates = rate[np.array([cls == "nic" for cls in edge_class], dtype=bool)]
     port_bytes_per_s = float(nic_rates.max()) if len(nic_rates) else None
     # a cable is two directed links: count it once, from the end whose name sorts first
-    names = np.array([str(node) for node in table.nodes], dtype=str)
-    by_name = np.argsort(names, kind="stable")
-    name_rank = np.empty(len(names), dtype=np.int64)   # equal names, equal ranks
-    name_rank[by_name] = np.cumsum(np.concatenate(([True], names[by_name][1:] != names[by_name][:-1])))
     n = len(table.role)
     links_by_ends = np.sort(table.src_index * n + table.dst_index)
     back = table.dst_index * n + table.src_index
     reverse = (links_by_ends[np.minimum(np.searchsorted(links_by_ends, back), len(back) - 1)] == back
                if len(back) else np.zeros(0, dtype=bool))
-    later = name_rank[table.src_index] > name_rank[table.dst_index]
     inside = np.array([cls in ("nvlink", "pcie") for cls in edge_class], dtype=bool)   # NVLink, PCIe: in the server
+    paired = np.flatnonzero(reverse & ~inside)      # the names of these links' ends decide which one counts
+    names = table.nodes
+    later = np.zeros(len(back), dtype=bool)
+    later[paired] = [str(names[u]) > str(names[v]) for u, v in
+                     zip(table.src_index[paired].tolist(), table.dst_index[paired].tolist(), strict=True)]
     kept = np.flatnonzero(~(later & reverse) & ~inside)
     port = port_bytes_per_s or rate[kept]
     count = np.maximum(1, np.ceil(rate[kept] / port * (1 - _PORT_RTOL))).astype(np.int64)
