@@ -20,7 +20,8 @@ from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import kernels, moe
-from simcluster.workload.ops import Op, attention_core, embedding_ops, layer_ops, local_kv_hidden, output_ops, shard_for
+from simcluster.workload.ops import (HIGH_PRECISION, Op, attention_core, embedding_ops, layer_ops, local_kv_hidden,
+                                     output_ops, shard_for)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class ChunkCost:
     cp_exchange: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
     tp_bytes: float = 0.0
+    # bytes of one TP collective per op where they differ from ``tp_bytes`` (fp8 all-gathers, ``tp_collective_bytes``);
+    # ``*_tp_comm_s`` use them. The engine's network still moves ``tp_bytes`` for every op (docs/calibration.md,
+    # "Round 5": its per-op size is the engine's part, not wired yet).
+    tp_op_bytes: dict[str, float] = field(default_factory=dict)
     # expert parallelism's token dispatch and combine per phase: all-to-alls over the EP groups, ``ep_bytes`` each
     ep_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     ep_bytes: float = 0.0
@@ -54,6 +59,10 @@ class ChunkCost:
     # reduce-scattered back, per phase, ``etp_bytes`` each (the gathered size)
     etp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     etp_bytes: float = 0.0
+    # the kernels of each phase's block as the host issues them (device time, count): the compute times above are
+    # their ``elapsed_s`` plus the pipeline step's host time (workload.kernels.StreamTime)
+    forward_stream: kernels.StreamTime = field(default_factory=kernels.StreamTime)
+    backward_stream: kernels.StreamTime = field(default_factory=kernels.StreamTime)
 
 
 @dataclass
@@ -84,8 +93,10 @@ class StepPlan:
         return len(self.chunks)
 
 
-def _phase_s(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str) -> float:
-    return sum(kernels.ops_time_s(ops[phase], gpu, precision) for phase in phases)
+def _phase_stream(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str) -> kernels.StreamTime:
+    """The kernels of ``phases`` as one block the host issues (their max of device and host time is taken per
+    block, ``kernels.StreamTime``)."""
+    return sum((kernels.stream_time(ops[phase], gpu, precision) for phase in phases), kernels.StreamTime())
 
 
 def _phase_flop(ops: dict[str, list], phases: tuple[str, ...]) -> float:
@@ -115,6 +126,27 @@ def tp_collectives_per_layer(scenario: Scenario, moe_layer: bool = False) -> dic
     return {"forward": fwd, "backward": bwd}
 
 
+# Transformer Engine gathers the sequence-parallel inputs of its GEMMs in fp8 in fp8 training: LayerNormLinear and
+# LayerNormMLP write the norm output as fp8 and all-gather that (``ln_out`` of dtype uint8 before
+# gather_along_first_dim, also when re-gathered for the weight gradient), the row-parallel layers' backward casts dY
+# to fp8 before gathering it (TransformerEngineBaseModule.grad_output_preprocess, "FP8 case with gather"), and with
+# userbuffers overlap "AllGather buffers use fp8 when using fp8 recipe" (initialize_ub); all in
+# transformer_engine/pytorch/module/{layernorm_linear,base}.py, TE 1.x. Reduce-scatters and all-reduces sum partial
+# GEMM outputs, which stay 16-bit.
+FP8_GATHERED_OPS = ("all_gather",)
+
+
+def tp_collective_bytes(scenario: Scenario, activation_bytes: float) -> dict[str, float]:
+    """Bytes of one tensor-parallel collective per op, for ``activation_bytes`` of 16-bit activation: the all-gathers
+    of fp8 training move fp8 elements (``FP8_GATHERED_OPS``), everything else the activation's own width."""
+    sizes = {"allreduce": activation_bytes, "reduce_scatter": activation_bytes, "all_gather": activation_bytes}
+    precision = scenario.training.precision
+    if precision in HIGH_PRECISION:  # Transformer Engine's low-precision GEMM inputs (fp8)
+        ratio = BYTES_PER_ELEMENT[precision] / shard_for(scenario).activation_bytes_per_element
+        sizes.update({op: activation_bytes * ratio for op in FP8_GATHERED_OPS})
+    return sizes
+
+
 # Time of one collective alone on the fabric: (op, group of fabric GPU indices, size_bytes) -> seconds. The engine
 # supplies it (collectives.timing.isolated_time_s on its fabric), so the plan needs no network or fabric of its own.
 CollectiveTime = Callable[[str, tuple[int, ...], float], float]
@@ -132,14 +164,14 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer = layer_ops(m, shard)
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
-    layer_fwd_s = _phase_s(layer, ("forward",), gpu, precision)
-    layer_bwd_s = _phase_s(layer, BACKWARD_PHASES, gpu, precision)
+    layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
+    layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
     moe_layer = (layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep),
                                                    scenario.training.moe_cuda_graphs))
                  if m.moe else layer)
-    moe_fwd_s = _phase_s(moe_layer, ("forward",), gpu, precision)
-    moe_bwd_s = _phase_s(moe_layer, BACKWARD_PHASES, gpu, precision)
+    moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
+    moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
     ep_per_layer = expert_parallel_per_layer(scenario)
     etp_per_layer = expert_tensor_parallel_per_layer(scenario)
     ep_bytes = dispatch_bytes(scenario)
@@ -151,7 +183,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     tp_group = layout.group(0, "tp")
     per_layer = tp_collectives_per_layer(scenario)
     moe_per_layer = tp_collectives_per_layer(scenario, moe_layer=True) if m.moe else per_layer
-    tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), activation_bytes)
+    tp_op_bytes = tp_collective_bytes(scenario, activation_bytes)
+    tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), tp_op_bytes[op])
                                         for op, count in ops) for phase, ops in calls.items()}
                             for calls in (per_layer, moe_per_layer))
     cp_per_layer = context_parallel_exchange(scenario)
@@ -167,15 +200,15 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     for index, (layers, moe_layers) in enumerate(zip(counts, moe_counts, strict=True)):
         first, last = index == 0, index == len(counts) - 1
         dense = layers - moe_layers
-        fwd_s = dense * layer_fwd_s + moe_layers * moe_fwd_s + step_s
-        bwd_s = dense * layer_bwd_s + moe_layers * moe_bwd_s + step_s
+        fwd_stream = dense * layer_fwd + moe_layers * moe_fwd
+        bwd_stream = dense * layer_bwd + moe_layers * moe_bwd
         fwd_flop = dense * _phase_flop(layer, ("forward",)) + moe_layers * _phase_flop(moe_layer, ("forward",))
         bwd_flop = (dense * _phase_flop(layer, BACKWARD_PHASES)
                     + moe_layers * _phase_flop(moe_layer, BACKWARD_PHASES))
         for ops, present in ((embed, first), (output, last)):
             if present:
-                fwd_s += _phase_s(ops, ("forward",), gpu, precision)
-                bwd_s += _phase_s(ops, BACKWARD_PHASES, gpu, precision)
+                fwd_stream += _phase_stream(ops, ("forward",), gpu, precision)
+                bwd_stream += _phase_stream(ops, BACKWARD_PHASES, gpu, precision)
                 fwd_flop += _phase_flop(ops, ("forward",))
                 bwd_flop += _phase_flop(ops, BACKWARD_PHASES)
         params = memory.chunk_params(m, p.tp, layers, first, last, p.pp, moe_layers)
@@ -183,9 +216,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         params += moe_layers * experts_per_layer
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,
-            forward_compute_s=fwd_s,
+            forward_compute_s=fwd_stream.elapsed_s() + step_s,
             forward_tp_comm_s=dense * tp_cost["forward"] + moe_layers * moe_tp_cost["forward"],
-            backward_compute_s=bwd_s,
+            backward_compute_s=bwd_stream.elapsed_s() + step_s,
             backward_tp_comm_s=dense * tp_cost["backward"] + moe_layers * moe_tp_cost["backward"],
             forward_flop=fwd_flop, backward_flop=bwd_flop,
             grad_bytes=grad_params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
@@ -195,12 +228,14 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                          in zip(ops, moe_per_layer[phase], strict=True))
                             for phase, ops in per_layer.items()},
             tp_bytes=activation_bytes,
+            tp_op_bytes={op: size for op, size in tp_op_bytes.items() if size != activation_bytes},
             ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
                             for phase, ops in ep_per_layer.items()},
             ep_bytes=ep_bytes,
             etp_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
                              for phase, ops in etp_per_layer.items()},
             etp_bytes=ep_bytes * p.etp,
+            forward_stream=fwd_stream, backward_stream=bwd_stream,
         ))
 
     stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / weight_element for s in range(p.pp)]
@@ -217,7 +252,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     return StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
-        optimizer_s=[optimizer_time_s(params, gpu, precision) for params in optimizer_params],
+        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype) for params in optimizer_params],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
@@ -330,12 +365,27 @@ def _engine_constants() -> dict:
     return catalog.load("engine")
 
 
-def optimizer_time_s(params: float, gpu, precision: str) -> float:
+# fp16 training's loss scaling adds two passes over the gradients before Adam (Megatron-LM
+# megatron/optimizer/optimizer.py, Float16OptimizerWithFloat16Params: _copy_model_grads_to_main_grads casts the fp16
+# gradients into the fp32 main gradients, read 2 B + write 4 B per parameter, unless they already are fp32;
+# _unscale_main_grads_and_check_for_nan runs torch._amp_foreach_non_finite_check_and_unscale_ over them, read 4 B +
+# write 4 B). bf16 training has no grad scaler, and Megatron's bf16 main gradients are its fp32 buffer.
+LOSS_SCALING_UNSCALE_BYTES_PER_PARAM = 8
+FP16_GRAD_COPY_BYTES_PER_PARAM = 6
+
+
+def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32") -> float:
     """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
-    (its few FLOP per parameter are timed at the training precision's peak; they never bind)."""
+    (its few FLOP per parameter are timed at the training precision's peak; they never bind), plus fp16 loss
+    scaling's unscale pass and, for 16-bit gradients (``grad_dtype``), their copy into fp32 main gradients."""
     constants = _engine_constants()["optimizer"]
+    hbm_bytes_per_param = constants["hbm_bytes_per_param"]
+    if precision == "fp16":
+        hbm_bytes_per_param += LOSS_SCALING_UNSCALE_BYTES_PER_PARAM
+        if grad_dtype != "fp32":
+            hbm_bytes_per_param += FP16_GRAD_COPY_BYTES_PER_PARAM
     op = Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
-                     hbm_bytes=constants["hbm_bytes_per_param"] * params)
+            hbm_bytes=hbm_bytes_per_param * params)
     return kernels.op_time_s(op, gpu, precision)
 
 

@@ -32,6 +32,7 @@ class CaseResult:
     fits: bool = True           # whether that is within the GPU's HBM (held-out runs that did fit may not)
     family: str = ""            # the series a case belongs to (its source), for errors per series
     precision: str = ""         # the training precision (bf16, fp8, fp16, ...)
+    step_time_s: float = 0.0    # the simulated step (scripts/fit_host_overheads.py linearises around it)
 
     @property
     def error(self) -> float:
@@ -94,7 +95,7 @@ def run_case(case: dict, network: str | None = None) -> CaseResult:
                     else summary["peak_memory_per_gpu_bytes"])
     return CaseResult(case["scenario"], case["metric"], published_tflops(case, scenario), summary[key],
                       case["source"], memory_bytes, memory_bytes <= scenario.cluster.gpu.hbm_capacity,
-                      case.get("series", case["source"]), scenario.training.precision)
+                      case.get("series", case["source"]), scenario.training.precision, summary["step_time_s"])
 
 
 def error_stats(results: list[CaseResult]) -> dict[str, float]:

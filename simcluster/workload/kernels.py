@@ -1,7 +1,12 @@
-"""Time of a kernel on a GPU: a roofline with shape-dependent efficiencies plus a launch overhead.
+"""Time of a kernel on a GPU: a roofline with shape-dependent efficiencies plus the stream's gap before it; time of
+a block of kernels issued by the host: the device's time or the host's, whichever is longer.
 
-    time = max(executed FLOP / (peak FLOP/s * flop fraction),
-               HBM bytes / (HBM bandwidth * bandwidth fraction)) + launch overhead
+    kernel time = max(executed FLOP / (peak FLOP/s * flop fraction),
+                      HBM bytes / (HBM bandwidth * bandwidth fraction)) + kernel gap
+    block time  = max(sum of kernel times, kernels * host dispatch per kernel)
+
+The host (Python, PyTorch's dispatcher, Transformer Engine, cuBLASLt's heuristics) issues kernels asynchronously:
+the GPU stream idles only when the host falls behind it (``StreamTime``, ``HostModel``).
 
 The fractions come from ``simcluster/data/efficiency.yaml``, where each one carries its source: the large-GEMM
 ceiling is calibrated on a measured 8192^3 bf16 GEMM on H100 (0.81 of peak), copies reach 0.9 of HBM
@@ -155,26 +160,88 @@ def launch_overhead_s() -> float:
     return _table()["launch_overhead_s"]
 
 
-def host_gap_s(kind: str) -> float:
-    """Idle time of the GPU stream per kernel of class ``kind`` in training (efficiency.yaml host_overhead): the
-    fitted part of the compute model, see its source."""
-    return _table()["host_overhead"]["kernel_gap_s"][kind]
+@dataclass(frozen=True)
+class HostModel:
+    """The host side of training (efficiency.yaml host_overhead, each value with its meaning and source).
+
+    ``kernel_gap_s``: the time the GPU stream idles before each kernel even when the host is ahead of it (the
+    launch latency of a queued kernel, waits on events of the communication streams, what the roofline misses
+    per kernel); no running ahead hides it (fitted). ``dispatch_s``: host CPU time to issue one kernel in
+    training (measured). ``pipeline_step_s``: host time per pipeline step (one model chunk, one microbatch, one
+    phase) during which the stream has drained and waits (fitted; only when pp > 1).
+    """
+
+    kernel_gap_s: float
+    dispatch_s: float
+    pipeline_step_s: float
+
+
+def host_model() -> HostModel:
+    """The host model of efficiency.yaml host_overhead."""
+    table = _table()["host_overhead"]
+    return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"])
 
 
 def pipeline_step_overhead_s() -> float:
     """Host time per pipeline step (one model chunk, one microbatch, one phase) during which the GPU idles
     (efficiency.yaml host_overhead.pipeline_step_s; fitted)."""
-    return _table()["host_overhead"]["pipeline_step_s"]
+    return host_model().pipeline_step_s
+
+
+@dataclass(frozen=True)
+class StreamTime:
+    """Kernels the host issues to one stream in one go: their device time and how many they are.
+
+    The host dispatches kernels ahead of the GPU (CUDA launches are asynchronous), so the block ends when the
+    slower of the two sides ends: the device, each kernel taking its roofline time plus the gap before it
+    (``HostModel.kernel_gap_s``), or the host, each kernel taking ``dispatch_s`` of CPU time (``elapsed_s``).
+    Blocks add up (``+``) and repeat (``count * block``) before the max is taken: the host runs ahead across the
+    layers of a block.
+    Simplification: the max is taken per block, as if the stream were empty at its start and end (exact at a
+    pipeline step, where the stream drains; a block whose predecessor was device-bound may in reality start with
+    queued kernels, and the last kernel's own time after a host-bound dispatch is left out).
+    """
+
+    device_s: float = 0.0   # roofline time of the kernels, without the gaps between them
+    kernels: float = 0.0    # kernels launched (a float so that a block can be scaled by a layer count)
+
+    def __add__(self, other: StreamTime) -> StreamTime:
+        return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels)
+
+    def __rmul__(self, count: float) -> StreamTime:
+        return StreamTime(count * self.device_s, count * self.kernels)
+
+    def device_bound_s(self, host: HostModel | None = None) -> float:
+        """The device's side: every kernel's roofline time plus the gap before it."""
+        host = host or host_model()
+        return self.device_s + self.kernels * host.kernel_gap_s
+
+    def host_bound_s(self, host: HostModel | None = None) -> float:
+        """The host's side: every kernel's dispatch, one after another on one CPU thread."""
+        host = host or host_model()
+        return self.kernels * host.dispatch_s
+
+    def elapsed_s(self, host: HostModel | None = None) -> float:
+        """Time of the block on its stream: the slower side."""
+        host = host or host_model()
+        return max(self.device_bound_s(host), self.host_bound_s(host))
+
+
+def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
+    """The kernels ``ops`` issued back to back in training: their device time (sustained clock) and count."""
+    return StreamTime(sum(max(roofline_s(op, gpu, precision)) for op in ops), len(ops))
 
 
 def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> float:
-    """Time of one kernel: max(compute time, HBM time) plus what separates it from the previous one.
+    """Time of one kernel on the GPU when the host keeps ahead of it: max(compute time, HBM time) plus the gap
+    before it.
 
     ``sustained`` (training): tensor-core throughput at the clock the power cap allows (``clock_ratio``) and the
-    host gap of the kernel's class (``host_gap_s``); False gives the kernel in a short benchmark (ceilings as
-    measured, launch overhead only).
+    stream's gap before a kernel in training (``HostModel.kernel_gap_s``); False gives the kernel in a short
+    benchmark (ceilings as measured, the benchmark's launch overhead). A block's time, the host's side included,
+    is ``ops_time_s``.
     """
-    overhead_s = host_gap_s(op.kind) if sustained else launch_overhead_s()
+    overhead_s = host_model().kernel_gap_s if sustained else launch_overhead_s()
     return max(roofline_s(op, gpu, precision, sustained)) + overhead_s
 
 
@@ -192,8 +259,9 @@ def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> 
 
 
 def ops_time_s(ops: list[Op], gpu: GpuSpec, precision: str) -> float:
-    """Kernels run back to back on one stream: the sum of their times."""
-    return sum(op_time_s(op, gpu, precision) for op in ops)
+    """Kernels issued back to back on one stream as one block: the device's time or the host's, whichever is
+    longer (``StreamTime.elapsed_s``)."""
+    return stream_time(ops, gpu, precision).elapsed_s()
 
 
 def achieved_flop_per_s(op: Op, gpu: GpuSpec, precision: str) -> float:

@@ -86,7 +86,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
               cuda_graphs: bool = False) -> MlpBlock:
     """The MLP block of an MoE layer on one rank for one microbatch, its experts sized for ``load`` times the mean
     routed tokens (``busiest_rank_load`` for the step's time; 1 for model FLOP), with the kernel launches the
-    host pays for beyond its device ops (``host_launches``; ``cuda_graphs``: router and preprocess graphed)."""
+    host issues beyond its device ops (``host_launches``; ``cuda_graphs``: router and preprocess graphed)."""
     moe = model.moe
     assert moe is not None and moe.experts % ep == 0, "validated in config"
     h, e, k = model.hidden, shard.activation_bytes_per_element, moe.top_k
@@ -148,15 +148,16 @@ GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 2}  # fc1
 
 
 def host_launches(local_experts: int, cuda_graphs: bool = False) -> dict[str, list[Op]]:
-    """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops that cost only the host
-    gap of a kernel (efficiency.yaml host_overhead; data/moe.yaml host_launches): the grouped GEMMs launch one
-    GEMM per local expert (the device model runs each as one batched op), and, without CUDA graphs, the fused
-    router and EP preprocess launch ``router_forward`` kernels forward (and ``router_backward_per_forward`` as
-    many backward, counted with the data gradients) where the device model has a few.
+    """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
+    host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
+    op), and, without CUDA graphs, the fused router and EP preprocess launch ``router_forward`` kernels forward
+    (and ``router_backward_per_forward`` as many backward, counted with the data gradients) where the device
+    model has a few.
 
-    Simplification: the launches add their gaps to the layer's time, as every kernel's host gap does in this
-    model, rather than hiding under device time where the GPU is the bottleneck (a host-bound layer, which the
-    fine-grained FP8 MoE layers are, pays them in full)."""
+    Each is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time on
+    it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
+    device time where the GPU is the bottleneck and set the block's time where the host is (the fine-grained
+    FP8 MoE layers with many local experts)."""
     table = _constants()["host_launches"]
     router_forward = table["router_forward"]
     router = {"forward": router_forward - ROUTER_OPS["forward"],

@@ -134,15 +134,21 @@ def test_eager_router_launches_the_fused_router_kernels_cuda_graphs_replay_them(
     assert _launches(eager, "backward_weight") == _launches(graphed, "backward_weight")
 
 
-def test_host_launches_cost_the_host_gap_each_and_leave_model_flop_unchanged():
+def test_host_launches_are_kernels_of_their_block_and_leave_model_flop_unchanged():
+    """Each launch is a kernel without device work: the host spends its dispatch on it, the stream its gap; the
+    block takes the longer side (kernels.StreamTime), so the launches cost their gaps where the GPU binds."""
     from simcluster.spec import hardware
     from simcluster.workload import kernels
     spec = _small_moe(experts=64, top_k=2)
     shard = Shard(seq_len=4096, micro_batch=1)
     gpu = hardware.gpu("b200")
     eager, graphed = (moe.moe_block(spec, shard, ep=8, cuda_graphs=g) for g in (False, True))
-    extra_s = kernels.ops_time_s(eager.forward, gpu, "fp8") - kernels.ops_time_s(graphed.forward, gpu, "fp8")
-    assert extra_s == pytest.approx(29 * kernels.host_gap_s("memory"), rel=1e-9)
+    eager_block, graphed_block = (kernels.stream_time(b.forward, gpu, "fp8") for b in (eager, graphed))
+    assert eager_block.kernels - graphed_block.kernels == 29
+    assert eager_block.device_s == pytest.approx(graphed_block.device_s, rel=1e-12)
+    host = kernels.host_model()
+    assert eager_block.device_bound_s() - graphed_block.device_bound_s() == pytest.approx(29 * host.kernel_gap_s)
+    assert eager_block.host_bound_s() - graphed_block.host_bound_s() == pytest.approx(29 * host.dispatch_s)
     assert ops.flop(eager.forward, MATMUL_KINDS) == ops.flop(graphed.forward, MATMUL_KINDS)
 
 

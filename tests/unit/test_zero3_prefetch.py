@@ -71,7 +71,7 @@ def test_compute_far_longer_than_the_gathers_exposes_one_unit_gather_per_block(f
 
 def test_gathers_dominating_make_the_step_the_sum_of_the_collectives(fsdp):
     # 128 tokens a microbatch of 8192-wide layers: a unit gathers far longer than it computes, even with each
-    # kernel's host gap (kernels.host_gap_s), which dominates the compute of so few tokens
+    # kernel's gap (kernels.HostModel.kernel_gap_s), which dominates the compute of so few tokens
     wide = {"layers": 4, "hidden": 8192, "heads": 64, "vocab": 32000, "max_seq_len": 2048}
     sim = fsdp(model=wide, seq_len=128, micro_batch_size=1, global_batch_size=16)
     units, gather_s, reduce_s, compute_s = unit_times(sim)
