@@ -22,7 +22,7 @@ import numpy as np
 
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric.routing import default_routing
-from simcluster.fabric.tables import ABSENT, FabricTables
+from simcluster.fabric.tables import FabricTables, attr_column
 from simcluster.spec import hardware
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
@@ -210,7 +210,7 @@ class GraphBuilder:
         latency = _cat(self._latency, float)
         own_class = {} if own is None else {int(k): c for k, c in enumerate(own.tolist()) if c}
         kinds = self._kinds
-        attrs = {name: _attr_column(entries, n) for name, entries in self._attrs.items()}
+        attrs = {name: attr_column(entries, n) for name, entries in self._attrs.items()}
         if self.gpu_nodes is self._added_gpus:   # GPUs ranked in the order they were added
             gpu_index = _cat(self._gpu_index, np.int64)
         else:                                    # a file's own rank order
@@ -228,25 +228,6 @@ class GraphBuilder:
 
 def _cat(arrays: list, dtype) -> np.ndarray:
     return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
-
-
-def _attr_column(entries: list, n: int) -> np.ndarray:
-    """One node attribute over ``n`` nodes from its (indices, values) entries, later ones winning
-    (``FabricTables.node_attrs``)."""
-    values = [v for _, vs in entries for v in vs]
-    if all(isinstance(v, bool) for v in values):
-        column = np.zeros(n, dtype=bool)
-    elif all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-        column = np.full(n, ABSENT, dtype=np.int64)
-    else:
-        column = np.full(n, None, dtype=object)
-    for indices, vs in entries:
-        if column.dtype == object:
-            for i, v in zip(indices.tolist(), vs, strict=True):
-                column[i] = v
-        else:
-            column[indices] = vs
-    return column
 
 
 @dataclass(frozen=True)

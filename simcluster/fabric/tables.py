@@ -137,29 +137,32 @@ class FabricTables:
                 if d.get("link_class"):
                     own[k] = d["link_class"]
         assert all(kind), "link ids must be 0..E-1"
-        tables = cls(nodes, role, np.asarray(latency, dtype=float), node_attr_arrays(attrs, n), src, dst,
-                     bytes_per_s, latency_s, kind, own, graph.graph,
+        columns = {key: attr_column([(list(values), list(values.values()))], n) for key, values in attrs.items()}
+        tables = cls(nodes, role, np.asarray(latency, dtype=float), columns, src, dst, bytes_per_s, latency_s, kind,
+                     own, graph.graph,
                      np.array([index[g] for g in gpu_nodes], dtype=np.int64), index, graph,
                      np.array(order, dtype=np.int64))
         return tables
 
 
-def node_attr_arrays(attrs: dict, n: int) -> dict:
-    """{name: {node index: value}} as one array per name over ``n`` nodes (``FabricTables.node_attrs``)."""
-    out = {}
-    for key, values in attrs.items():
-        sample = list(values.values())
-        if all(isinstance(v, bool) for v in sample):
-            column = np.zeros(n, dtype=bool)
-        elif all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0 for v in sample):
-            column = np.full(n, ABSENT, dtype=np.int64)
+def attr_column(entries: list, n: int) -> np.ndarray:
+    """One node attribute over ``n`` nodes from (node indices, values) entries, later ones winning: an int64 array
+    (``ABSENT`` where missing) when every value is an int >= 0, a bool array when every value is a bool, else an object
+    array (None where missing) (``FabricTables.node_attrs``)."""
+    values = [v for _, vs in entries for v in vs]
+    if all(isinstance(v, bool) for v in values):
+        column = np.zeros(n, dtype=bool)
+    elif all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0 for v in values):
+        column = np.full(n, ABSENT, dtype=np.int64)
+    else:
+        column = np.full(n, None, dtype=object)
+    for indices, vs in entries:
+        if column.dtype == object:
+            for i, v in zip(np.asarray(indices).tolist(), vs, strict=True):
+                column[i] = v
         else:
-            column = np.full(n, None, dtype=object)
-        if values:
-            column[np.fromiter(values.keys(), dtype=np.int64, count=len(values))] = sample if column.dtype == object \
-                else np.asarray(sample)
-        out[key] = column
-    return out
+            column[np.asarray(indices, dtype=np.int64)] = vs
+    return column
 
 
 class _LazyNodes(MutableMapping):
