@@ -9,7 +9,9 @@ pipeline step's host time. The host dispatch per kernel is measured; the stream'
 (``kernel_gap_s``) and the pipeline step's host time (``pipeline_step_s``) are fitted here.
 
 Runs: every calibration case of data/validation.yaml (``validation.cases()``, what ``simcluster validate`` runs),
-none weighted, none left out; the held-out cases are never read.
+none weighted; the held-out cases are never read. One series is kept out of the objective (``EXCLUDED_SERIES``,
+printed with its reason; ``--all`` keeps it in): its error is per-GPU compute the kernel model misses, which host
+time must not stand for. Its errors are still printed, and ``simcluster validate`` reports them.
 Objective: the mean absolute error over the runs, subject to no run beyond ``MAX_ERROR`` (the issue's bound for
 calibration, 10%); when no pair meets the bound, the mean among the pairs with the smallest maximum (to 0.1
 point). The grid: ``GAP_GRID_S`` x ``STEP_GRID_S``.
@@ -54,6 +56,11 @@ DISPATCH_GRID_S = np.arange(0.0, 300.5e-6, 2e-6)  # hypothesis check: 0-300 us p
 STEP_GRID_S = np.arange(0.0, 2000.5e-6, 10e-6)    # 0-2 ms per pipeline step, 10 us apart
 MAX_SIMULATIONS = 3
 SENSITIVITY = 0.25
+# Series whose residual is known not to be host time, kept out of the objective (docs/calibration.md, round 5):
+# Megatron-LM 2021 on A100 is over-predicted by 8-14% on one server and up to 19% across servers, the same as the
+# held-out SC21 runs of that software; with it in the objective the fit sets the kernel gap to 70 us and the
+# pipeline step to 0 and puts every H100 Llama 3.1 8B run at -9 to -10% (median 7.8%).
+EXCLUDED_SERIES = {"megatron_a100_2021": "per-GPU compute of 2021 Megatron-LM on A100 over-predicted (round 5)"}
 
 
 @contextlib.contextmanager
@@ -121,9 +128,10 @@ def estimated_errors(runs: list[Run], reference: list[validation.CaseResult], at
     return np.array(errors)
 
 
-def best(errors: np.ndarray) -> tuple[int, ...]:
-    """Grid index minimising the mean |error| with no run beyond MAX_ERROR (else among the smallest maxima)."""
-    magnitude = np.abs(errors)
+def best(errors: np.ndarray, fitted: np.ndarray) -> tuple[int, ...]:
+    """Grid index minimising the mean |error| of the ``fitted`` runs with no run beyond MAX_ERROR (else among the
+    smallest maxima)."""
+    magnitude = np.abs(errors[fitted])
     mean, worst = magnitude.mean(axis=0), magnitude.max(axis=0)
     feasible = worst <= MAX_ERROR
     if not feasible.any():
@@ -131,8 +139,14 @@ def best(errors: np.ndarray) -> tuple[int, ...]:
     return np.unravel_index(np.argmin(np.where(feasible, mean, np.inf)), mean.shape)
 
 
-def fit() -> tuple[tuple[float, float], list[validation.CaseResult], list[Run]]:
+def in_objective(runs: list[Run], excluded: dict[str, str]) -> np.ndarray:
+    """Mask of the runs the objective reads: every run but those of the ``excluded`` series."""
+    return np.array([run.case["source"] not in excluded for run in runs])
+
+
+def fit(excluded: dict[str, str]) -> tuple[tuple[float, float], list[validation.CaseResult], list[Run]]:
     runs = [Run.of(case) for case in validation.cases()]
+    fitted = in_objective(runs, excluded)
     host = kernels.host_model()
     at = (host.kernel_gap_s, host.pipeline_step_s)
     print(f"start: kernel gap {at[0] * 1e6:.0f} us, pipeline step {at[1] * 1e6:.0f} us (efficiency.yaml); "
@@ -150,7 +164,7 @@ def fit() -> tuple[tuple[float, float], list[validation.CaseResult], list[Run]]:
             worst = np.abs(estimate - np.array([r.error for r in seen[at]])).max()
             print(f"  the estimate of the previous step was within {worst * 100:.2f} points of every run's error")
         errors = estimated_errors(runs, seen[at], at, GAP_GRID_S, host.dispatch_s, STEP_GRID_S)
-        i, _, j = best(errors)
+        i, _, j = best(errors, fitted)
         estimate = errors[:, i, 0, j]
         candidate = (round(float(GAP_GRID_S[i]), 9), round(float(STEP_GRID_S[j]), 9))
         converged = candidate == at or candidate in seen
@@ -181,12 +195,12 @@ def sensitivity(runs, results, at) -> list[tuple[str, dict[str, float]]]:
             for label, (gap_s, step_s) in rows]
 
 
-def hypothesis(runs, results, at) -> tuple[float, float, dict[str, float]]:
+def hypothesis(runs, results, at, fitted) -> tuple[float, float, dict[str, float]]:
     """The per-kernel cost hidden where the GPU binds: the gap at the measured launch overhead, the host dispatch
     and the pipeline step fitted by the same objective (estimated)."""
     gap_s = kernels.launch_overhead_s()
     errors = estimated_errors(runs, results, at, gap_s, DISPATCH_GRID_S, STEP_GRID_S)
-    _, i, j = best(errors)
+    _, i, j = best(errors, fitted)
     return float(DISPATCH_GRID_S[i]), float(STEP_GRID_S[j]), summary(errors[:, 0, i, j])
 
 
@@ -203,13 +217,17 @@ def write(at: tuple[float, float]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="put the fitted values into efficiency.yaml")
+    parser.add_argument("--all", action="store_true", help="fit on every calibration series (EXCLUDED_SERIES in)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    at, results, runs = fit()
+    excluded = {} if args.all else EXCLUDED_SERIES
+    at, results, runs = fit(excluded)
+    fitted = in_objective(runs, excluded)
     by_case = {r.scenario: r for r in results}
     print(f"\nfitted: kernel_gap_s = {at[0] * 1e6:.0f} us per kernel (the stream idles before each kernel, not "
           f"hidden), pipeline_step_s = {at[1] * 1e6:.0f} us per pipeline step (host time the drained stream waits)")
-    print(f"objective: mean |error| over all {len(results)} calibration runs, no run beyond {MAX_ERROR:.0%}")
+    print(f"objective: mean |error| over {int(fitted.sum())} of the {len(results)} calibration runs, no run beyond "
+          f"{MAX_ERROR:.0%}" + "".join(f"; kept out: {name} ({why})" for name, why in excluded.items()))
     bound_s = min(run.dispatch_bound_s(at[0]) for run in runs)
     print(f"every calibration block is device-bound for a host dispatch below {bound_s * 1e6:.0f} us per kernel "
           f"(efficiency.yaml: {kernels.host_model().dispatch_s * 1e6:.1f} us)")
@@ -228,7 +246,7 @@ def main(argv: list[str]) -> int:
     print("\nsensitivity (estimated around the fit) | median | max | mean |error| | mean error")
     for label, row in sensitivity(runs, results, at):
         print(f"{label} | {row['median']:.1%} | {row['max']:.1%} | {row['mean_abs']:.2%} | {row['mean']:+.1%}")
-    dispatch_s, step_s, row = hypothesis(runs, results, at)
+    dispatch_s, step_s, row = hypothesis(runs, results, at, fitted)
     print(f"\nhypothesis check (estimated): kernel gap at the measured launch overhead "
           f"({kernels.launch_overhead_s() * 1e6:.0f} us), dispatch and pipeline step fitted: dispatch "
           f"{dispatch_s * 1e6:.0f} us, pipeline step {step_s * 1e6:.0f} us: median {row['median']:.1%}, "

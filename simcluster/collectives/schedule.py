@@ -116,14 +116,21 @@ def _nodes(group: tuple[int, ...], fabric) -> list:
     graph, names = getattr(raw, "graph", None), getattr(raw, "gpu_nodes", None)
     if graph is None or names is None:
         return [gpu // per_node for gpu in group]
-    servers = [graph.nodes[names[gpu]].get("server") for gpu in group]
-    return [gpu // per_node if server is None else server for gpu, server in zip(group, servers, strict=True)]
+    servers = _SERVERS.get(raw)
+    if servers is None:  # every GPU's node, read from the graph once per fabric (tens of thousands of groups ask)
+        servers = _SERVERS[raw] = [graph.nodes[name].get("server") for name in names]
+    return [gpu // per_node if server is None else server for gpu, server in zip(
+        group, [servers[gpu] for gpu in group], strict=True)]
 
 
-def _layout(group: tuple[int, ...], fabric) -> list[np.ndarray]:
-    """The group split by node, in group order within each node, nodes in order of first appearance."""
+_SERVERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _layout(group: tuple[int, ...], fabric, nodes: list | None = None) -> list[np.ndarray]:
+    """The group split by node, in group order within each node, nodes in order of first appearance; ``nodes``:
+    the group's ``_nodes`` when known."""
     by_node: dict[int, list[int]] = {}
-    for gpu, node in zip(group, _nodes(group, fabric), strict=True):
+    for gpu, node in zip(group, _nodes(group, fabric) if nodes is None else nodes, strict=True):
         by_node.setdefault(node, []).append(gpu)
     return [np.asarray(gpus, dtype=np.int64) for gpus in by_node.values()]
 
@@ -292,7 +299,7 @@ def _kinds(groups, fabric) -> list[list[tuple[int, ...]]]:
             nodes = _nodes(group, fabric)
             first: dict = {}
             pattern = tuple(first.setdefault(node, len(first)) for node in nodes)
-            layout = _layout(group, fabric)
+            layout = _layout(group, fabric, nodes)
             key = (pattern, _sample_path(fabric, layout, False), _sample_path(fabric, layout, True))
             by_key.setdefault(key, []).append(group)
         kinds = cache[groups] = list(by_key.values())

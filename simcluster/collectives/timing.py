@@ -130,14 +130,17 @@ def calibrated_view(fabric, algorithm: str = "ring", protocol: str = "Simple"):
     """``nccl.calibrated(fabric, algorithm, protocol)``, made once per fabric and (algorithm, protocol): it scales
     every link's capacity (a pass over ~10^6 links at 131k GPUs), and the models built on it only read it."""
     raw = getattr(fabric, "raw", fabric)
-    views = _CALIBRATED.setdefault(raw, {})  # weak on the fabric, as _ISOLATED
+    try:
+        # kept on the fabric itself: a view refers to its fabric, so a cache keyed weakly on the fabric (as
+        # _ISOLATED) would hold every fabric a run made for the life of the process (a sweep's, a test session's);
+        # on the fabric, fabric and views are a cycle that the collector frees with the fabric
+        views = vars(raw).setdefault("_calibrated_views", {})
+    except TypeError:  # an object without attributes of its own: no cache
+        views = {}
     key = (algorithm, protocol)
     if key not in views:
         views[key] = nccl.calibrated(raw, algorithm, protocol)
     return views[key]
-
-
-_CALIBRATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # ---- the engine's steps -----------------------------------------------------------------------------------------

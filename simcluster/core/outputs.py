@@ -77,13 +77,17 @@ def check_table_format(table_format: str, field: str = "--format") -> str:
     return table_format
 
 
-def write_table(frame, path: Path, table_format: str = "csv") -> Path:
-    """A pandas DataFrame as ``path`` with the format's suffix (.csv or .parquet), atomically; returns the path.
-    The format is what the caller asks for, never what happens to be installed."""
+def write_table(table, path: Path, table_format: str = "csv") -> Path:
+    """A table (``core.table.Table``, or a pandas DataFrame) as ``path`` with the format's suffix (.csv or
+    .parquet), atomically; returns the path. The format is what the caller asks for, never what happens to be
+    installed. A ``Table`` is written as CSV without pandas, byte for byte as pandas would write it."""
     path = Path(path).with_suffix(f".{check_table_format(table_format)}")
+    frame = table.frame() if table_format == "parquet" and hasattr(table, "frame") else table
     with atomic_path(path) as tmp:
         if table_format == "parquet":
             frame.to_parquet(tmp, index=False)
+        elif hasattr(frame, "write_csv"):
+            frame.write_csv(tmp)
         else:
             frame.to_csv(tmp, index=False)
     return path

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
+from simcluster.core.table import Table
 from simcluster.spec.config import Scenario
 
 
@@ -73,7 +73,7 @@ class RunRecord:
     microbatches: int
     layout: dict[str, int]  # tp, cp, pp, dp
     agents: tuple[AgentTally, ...]
-    events: pd.DataFrame  # recorder rows (recorder.COLUMNS)
+    events: Table  # recorder rows (recorder.COLUMNS)
     link_bytes: np.ndarray  # bytes carried per directed link, by link id
     fabric: FabricLinks
     network_model: str

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from simcluster.core.table import Table
 
 COLUMNS = ["rank", "stream", "kind", "name", "microbatch", "start_s", "end_s", "bytes", "group"]
+# numpy dtypes of the numeric columns (the others are strings): those pandas infers from the rows
+DTYPES = {"rank": "int64", "microbatch": "int64", "start_s": "float64", "end_s": "float64", "bytes": "float64",
+          "group": "int64"}
 
 
 class Recorder:
@@ -22,6 +25,7 @@ class Recorder:
         self.rows.append((agent.rank, stream, "comm", name, microbatch, start_s, end_s, size_bytes,
                           agent.multiplicity))
 
-    def table(self) -> pd.DataFrame:
-        """Events as a DataFrame; ``group`` is how many GPUs the row stands for (1 when expanded)."""
-        return pd.DataFrame.from_records(self.rows, columns=COLUMNS)
+    def table(self) -> Table:
+        """Events as columns (``core.table``; ``.frame()`` for a DataFrame); ``group`` is how many GPUs the row
+        stands for (1 when expanded)."""
+        return Table.of_rows(self.rows, COLUMNS, DTYPES)

@@ -1,16 +1,21 @@
-"""Result of a simulation: the summary (keys of DESIGN.md), the events table and per-link usage; and writers."""
+"""Result of a simulation: the summary (keys of DESIGN.md), the events table and per-link usage; and writers.
+
+The tables are ``core.table.Table`` columns, written without pandas (a run's command does not import it);
+``Result.events`` and ``Result.links`` give them as pandas DataFrames, made when first asked for."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from simcluster.core import outputs
+from simcluster.core.table import Table
 from simcluster.core.units import SECONDS, fmt
 from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
 from simcluster.fabric import bom
@@ -24,23 +29,31 @@ SUMMARY_KEYS = (
 )
 
 
-@dataclass
+@dataclass(eq=False)
 class Result:
     summary: dict
-    events: pd.DataFrame
-    links: pd.DataFrame
+    event_table: Table  # recorder.COLUMNS
+    link_table: Table  # link_table's columns
     memory: object  # MemoryBreakdown of the worst stage
+
+    @functools.cached_property
+    def events(self):
+        """The events as a pandas DataFrame (recorder.COLUMNS)."""
+        return self.event_table.frame()
+
+    @functools.cached_property
+    def links(self):
+        """Per-link usage as a pandas DataFrame (``link_table``)."""
+        return self.link_table.frame()
 
     def write(self, out_dir: Path, trace_ranks: int | None = None, table_format: str = "csv") -> list[Path]:
         """Write summary.json, events.csv (``table_format`` parquet: events.parquet), links.csv, trace.json.gz into
         ``out_dir``, each atomically; non-finite figures of the summary are written as null (``core.outputs``)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         written = [outputs.write_text(out_dir / "summary.json", outputs.dumps(self.summary, indent=2) + "\n")]
-        written.append(outputs.write_table(self.events, out_dir / "events", table_format))
-        written.append(out_dir / "links.csv")
-        with outputs.atomic_path(written[-1]) as tmp:
-            self.links.to_csv(tmp, index=False)
-        written.append(write_chrome_trace(self.events, out_dir / "trace.json.gz", max_ranks=trace_ranks))
+        written.append(outputs.write_table(self.event_table, out_dir / "events", table_format))
+        written.append(outputs.write_table(self.link_table, out_dir / "links.csv"))
+        written.append(write_chrome_trace(self.event_table, out_dir / "trace.json.gz", max_ranks=trace_ranks))
         return written
 
 
@@ -96,12 +109,10 @@ def summarize(record: RunRecord) -> Result:
         "microbatches": record.microbatches,
         "model_flop_per_step": record.model_flop_per_step,
         "hardware_flop_per_step": record.hardware_flop_per_step,
-        "busiest_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
-        "busiest_link_utilisation_by_kind": {str(kind): float(value) for kind, value
-                                             in links.groupby("kind")["utilisation"].max().items()},
+        "busiest_link_utilisation": _max(links["utilisation"]) if len(links) else 0.0,
+        "busiest_link_utilisation_by_kind": max_by(links["kind"], links["utilisation"]),
         # the same, over each link's busiest window of ``peak_window_s`` rather than the whole run
-        "peak_link_utilisation_by_kind": ({str(kind): float(value) for kind, value
-                                           in links.groupby("kind")["peak_utilisation"].max().items()}
+        "peak_link_utilisation_by_kind": (max_by(links["kind"], links["peak_utilisation"])
                                           if "peak_utilisation" in links else None),
         "peak_window_s": record.peak_window_s,
         "topology": record.fabric.topology,
@@ -118,7 +129,19 @@ def summarize(record: RunRecord) -> Result:
         # failures, checkpoints and restarts over a whole run (outcomes.reliability)
         **reliability.summary_entries(scenario, step_time_s),
     }
-    return Result(summary=summary, events=record.events, links=links, memory=record.memory)
+    return Result(summary=summary, event_table=record.events, link_table=links, memory=record.memory)
+
+
+def _max(values: np.ndarray) -> float:
+    """The largest value, NaN skipped (NaN when all are: pandas' ``max``)."""
+    finite = values[~np.isnan(values)]
+    return float(finite.max()) if len(finite) else float("nan")
+
+
+def max_by(keys: list[str], values: np.ndarray) -> dict[str, float]:
+    """The largest of ``values`` per key, keys sorted (pandas' ``groupby(keys).max()``, NaN skipped)."""
+    keys_array = np.asarray(keys, dtype=object)
+    return {str(key): _max(values[keys_array == key]) for key in sorted(set(keys))}
 
 
 def by_link_class(by_parallelism: dict[str, float], bottleneck: dict[str, str | None] | None) -> dict | None:
@@ -162,27 +185,34 @@ def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dic
 
 
 def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,
-               peak_utilisation: np.ndarray | None = None) -> pd.DataFrame:
+               peak_utilisation: np.ndarray | None = None) -> Table:
     """Bytes and mean utilisation of every link that carried traffic; ``kind`` is the link's class (its tier:
     nvlink, pcie, nic, leaf-spine, spine-core, torus ...), ``technology`` what it is made of (nvlink, pcie, ib,
     ethernet, torus); ``peak_utilisation`` (when the network model keeps windows) the utilisation of the link's
-    busiest time window (``network.windows``)."""
+    busiest time window (``network.windows``). Columns: link_id, (src, dst when the fabric names its nodes), kind,
+    technology, bytes, utilisation (, peak_utilisation)."""
     used = np.flatnonzero(link_bytes > 0)
     capacity = fabric.capacity_bytes_per_s[used]
     classes = fabric.classes if fabric.classes is not None else fabric.kinds
-    table = pd.DataFrame({
-        "link_id": used,
-        "kind": [classes[i] for i in used],
-        "technology": [fabric.kinds[i] for i in used],
-        "bytes": link_bytes[used],
-        "utilisation": link_bytes[used] / (capacity * duration_s) if duration_s > 0 else 0.0,
-    })
-    if peak_utilisation is not None:
-        table["peak_utilisation"] = peak_utilisation[used]
+    every = len(used) == len(fabric.kinds)  # every link carried traffic (a symmetric run's usual case)
+    ids = used.tolist()
+
+    def of_used(values: Sequence) -> list:
+        return list(values) if every else [values[i] for i in ids]
+
+    columns: dict = {"link_id": used}
     if fabric.ends is not None:
-        table.insert(1, "src", [str(fabric.ends[i][0]) for i in used])
-        table.insert(2, "dst", [str(fabric.ends[i][1]) for i in used])
-    return table
+        ends = of_used(fabric.ends)
+        columns["src"] = [str(src) for src, _ in ends]
+        columns["dst"] = [str(dst) for _, dst in ends]
+    columns["kind"] = of_used(classes)
+    columns["technology"] = of_used(fabric.kinds)
+    columns["bytes"] = link_bytes[used]
+    columns["utilisation"] = (link_bytes[used] / (capacity * duration_s) if duration_s > 0
+                              else np.zeros(len(used)))
+    if peak_utilisation is not None:
+        columns["peak_utilisation"] = peak_utilisation[used]
+    return Table(columns)
 
 
 STREAM_TIDS = {"compute": 0, "tp": 1, "pp": 2, "dp": 3, "cp": 4, "ep": 5}
@@ -193,8 +223,9 @@ TRACE_GZIP_LEVEL = 1
 TRACE_CHUNK_EVENTS = 65536
 
 
-def write_chrome_trace(events: pd.DataFrame, path: Path, max_ranks: int | None = None) -> Path:
+def write_chrome_trace(events, path: Path, max_ranks: int | None = None) -> Path:
     """Chrome trace (opens in Perfetto / chrome://tracing): pid = rank, one tid per stream, times in us.
+    ``events``: the recorder's columns (a ``core.table.Table``, or a DataFrame of them).
 
     Only the first ``max_ranks`` ranks that recorded events are written (at 16k GPUs: representative ranks). The
     JSON is streamed chunk by chunk from the event columns (each distinct name encoded once), not built as one
@@ -203,11 +234,19 @@ def write_chrome_trace(events: pd.DataFrame, path: Path, max_ranks: int | None =
     from simcluster.core import catalog
 
     max_ranks = max_ranks or catalog.load("engine")["trace"]["max_ranks"]
-    ranks = sorted(events["rank"].unique())[:max_ranks]
-    kept = events[events["rank"].isin(ranks)]
-    start_us = kept["start_s"].to_numpy(dtype=float) * 1e6
-    dur_us = np.maximum(0.0, (kept["end_s"].to_numpy(dtype=float) - kept["start_s"].to_numpy(dtype=float)) * 1e6)
-    sizes = kept["bytes"].to_numpy(dtype=float)
+    rank_of = np.asarray(events["rank"]).astype(np.int64)
+    ranks = np.unique(rank_of)[:max_ranks].tolist()
+    kept = np.isin(rank_of, ranks)
+    every = bool(kept.all())
+
+    def kept_column(name: str, dtype) -> np.ndarray:
+        values = np.asarray(events[name], dtype=dtype)
+        return values if every else values[kept]
+
+    start_s, end_s = kept_column("start_s", float), kept_column("end_s", float)
+    start_us = start_s * 1e6
+    dur_us = np.maximum(0.0, (end_s - start_s) * 1e6)
+    sizes = kept_column("bytes", float)
     if not (np.isfinite(start_us).all() and np.isfinite(dur_us).all() and np.isfinite(sizes).all()):
         raise ValueError("Out of range float values are not JSON compliant")  # json.dump's allow_nan=False
     encoded: dict = {}
@@ -225,15 +264,16 @@ def write_chrome_trace(events: pd.DataFrame, path: Path, max_ranks: int | None =
         for stream, tid in STREAM_TIDS.items():
             head.append(json.dumps({"ph": "M", "name": "thread_name", "pid": int(rank), "tid": tid,
                                     "args": {"name": stream}}))
-    columns = (kept["name"].tolist(), kept["kind"].tolist(), kept["rank"].astype(int).tolist(),
-               [STREAM_TIDS.get(stream, 9) for stream in kept["stream"].tolist()], start_us.tolist(),
-               dur_us.tolist(), kept["microbatch"].astype(int).tolist(), sizes.tolist(),
-               kept["group"].astype(int).tolist())
+    columns = (kept_column("name", object).tolist(), kept_column("kind", object).tolist(),
+               kept_column("rank", np.int64).tolist(),
+               [STREAM_TIDS.get(stream, 9) for stream in kept_column("stream", object).tolist()], start_us.tolist(),
+               dur_us.tolist(), kept_column("microbatch", np.int64).tolist(), sizes.tolist(),
+               kept_column("group", np.int64).tolist())
     with outputs.atomic_path(path) as tmp, gzip.open(tmp, "wt", compresslevel=TRACE_GZIP_LEVEL) as handle:
         handle.write('{"traceEvents": [')
         handle.write(", ".join(head))
         separator = ", " if head else ""
-        for first in range(0, len(kept), TRACE_CHUNK_EVENTS):
+        for first in range(0, len(start_us), TRACE_CHUNK_EVENTS):
             rows = zip(*(column[first:first + TRACE_CHUNK_EVENTS] for column in columns), strict=True)
             handle.write(separator + ", ".join(
                 f'{{"ph": "X", "name": {text(name)}, "cat": {text(kind)}, "pid": {rank}, "tid": {tid}, '

@@ -20,8 +20,16 @@ from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import kernels, moe
-from simcluster.workload.ops import (HIGH_PRECISION, Op, attention_core, embedding_ops, layer_ops, local_kv_hidden,
-                                     output_ops, shard_for)
+from simcluster.workload.ops import (
+    HIGH_PRECISION,
+    Op,
+    attention_core,
+    embedding_ops,
+    layer_ops,
+    local_kv_hidden,
+    output_ops,
+    shard_for,
+)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,12 @@ def hbm_fraction() -> float:
     return _table()["bandwidth_fraction"]
 
 
+def naive_attention_hbm_fraction() -> float:
+    """Achievable fraction of the datasheet HBM bandwidth of unfused attention's kernels (batched score GEMMs,
+    softmax, dropout), as measured on A100 (efficiency.yaml attention.naive)."""
+    return _table()["attention"]["naive"]["bandwidth_fraction"]
+
+
 def sm_count(gpu_name: str) -> int:
     """Streaming multiprocessors of a GPU (efficiency.yaml, gemm.sms; GPUs not listed take ``default``)."""
     table = _table()["gemm"]["sms"]
@@ -124,7 +130,7 @@ def op_precision(op: Op, precision: str) -> str:
 def efficiency(op: Op, gpu: GpuSpec, precision: str = "bf16") -> Efficiency:
     """Achievable fractions of peak FLOP/s and HBM bandwidth for ``op`` on ``gpu`` in a run of ``precision``
     (data: efficiency.yaml)."""
-    bandwidth_fraction = hbm_fraction()
+    bandwidth_fraction = naive_attention_hbm_fraction() if op.kernel == "naive" else hbm_fraction()
     if op.kind == "gemm":
         fraction = gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch, op_precision(op, precision), gpu)
         if op.split_accumulator:

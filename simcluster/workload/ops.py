@@ -92,7 +92,8 @@ class Op:
     k: int = 0
     batch: int = 1
     precision: str | None = None  # a GEMM's own precision where it differs from the run's (fp8 runs' output layer)
-    kernel: str = "flash"  # a fused attention op's implementation (``FLASH_KERNELS``); unused by other kinds
+    kernel: str = "flash"  # a fused attention op's implementation (``FLASH_KERNELS``); "naive" marks the kernels of
+    # unfused attention (their own HBM fraction, efficiency.yaml attention.naive); unused by other kinds
     split_accumulator: bool = False  # a GEMM promoting its partial sums to fp32 (fp8 backward GEMMs)
 
 
@@ -275,7 +276,8 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
         _gemm("attention_scores_dk", s_kv, d, s_q, shard, batch),      # dK = dS^T Q
     ]
     assert sum(op.flop for op in forward if op.kind == "gemm") == 2 * score_flop
-    return forward, backward
+    return ([dataclasses.replace(op, kernel="naive") for op in forward],
+            [dataclasses.replace(op, kernel="naive") for op in backward])
 
 
 @dataclass(frozen=True)

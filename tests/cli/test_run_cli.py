@@ -1,6 +1,8 @@
 """`simcluster run` as a user runs it: summary on stdout, files written, runs never overwritten."""
 
 import json
+import subprocess
+import sys
 
 
 def test_run_json_prints_the_contract_keys_and_writes_outputs(cli, write_scenario, small_scenario, tmp_path):
@@ -103,3 +105,14 @@ def test_samples_without_variability_are_identical(cli, write_scenario, small_sc
     code, stdout, _ = cli("run", write_scenario(small_scenario), "--samples", "3", "--json", "--out", tmp_path / "o")
     summary = json.loads(stdout)
     assert code == 0 and summary["step_time_p50_s"] == summary["step_time_p99_s"] == summary["step_time_s"]
+
+
+def test_a_run_loads_neither_pandas_nor_matplotlib(write_scenario, small_scenario, tmp_path):
+    # the fixed cost of a command (issue 19): pandas (about 0.2 s to import) and matplotlib are loaded where a
+    # DataFrame or a plot is asked for, not by `simcluster run` writing its summary, tables and trace
+    args = ["run", str(write_scenario(small_scenario)), "--out", str(tmp_path / "o"), "--json"]
+    code = (f"import sys; from simcluster.cli import main; code = main({args!r}); "
+            "print(code, 'pandas' in sys.modules, 'matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-3:] == ["0", "False", "False"]
+    assert {p.name for p in (tmp_path / "o").iterdir()} >= {"summary.json", "events.csv", "links.csv", "trace.json.gz"}

@@ -356,3 +356,18 @@ def test_schedules_built_once_per_kind_of_group_equal_each_group_built_alone(nam
                         assert ta.label == tb.label and ta.part_count == tb.part_count
                         assert (ta.parts is None) == (tb.parts is None)
                         assert ta.parts is None or np.array_equal(ta.parts, tb.parts)
+
+
+def test_a_fabric_timed_once_is_freed_with_its_calibrated_views():
+    # the views are cached per fabric, yet refer to it: the cache must not keep every fabric a process made alive
+    import gc
+    import weakref
+
+    fabric = topology.build("rail-fat-tree", gpus=16, gpus_per_node=8, gpu=H100, nic=CX7)
+    view = timing.calibrated_view(fabric)
+    assert timing.calibrated_view(fabric) is view and timing.calibrated_view(view) is view  # made once
+    assert timing.isolated_time_s(fabric, "allreduce", tuple(range(16)), 1e8) > 0
+    alive = weakref.ref(fabric)
+    del fabric, view
+    gc.collect()
+    assert alive() is None

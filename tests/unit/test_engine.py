@@ -8,7 +8,6 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from simcluster import collectives, network
@@ -234,8 +233,9 @@ def test_data_parallel_strategies_follow_the_zero_stage_and_overlap_options(zero
 
 def test_summary_is_computed_from_the_run_record_alone():
     # two agents standing for 1 and 3 GPUs: per-GPU figures are means weighted by multiplicity, per step
+    from simcluster.core.table import Table
     from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, Tally
-    from simcluster.engine.recorder import COLUMNS
+    from simcluster.engine.recorder import COLUMNS, DTYPES
     from simcluster.engine.results import summarize
 
     spec = scenario(parallelism__dp=4, cluster__gpus_per_node=4, training__global_batch_size=4)
@@ -243,7 +243,7 @@ def test_summary_is_computed_from_the_run_record_alone():
     record = RunRecord(
         scenario=spec, steps=2, microbatches=1, layout={"tp": 1, "cp": 1, "pp": 1, "dp": 4},
         agents=(AgentTally(Tally(compute_s=4.0, dp_wait_s=2.0), 1), AgentTally(Tally(compute_s=8.0), 3)),
-        events=pd.DataFrame(columns=COLUMNS), link_bytes=np.array([0.0, 500.0]), fabric=fabric,
+        events=Table.of_rows([], COLUMNS, DTYPES), link_bytes=np.array([0.0, 500.0]), fabric=fabric,
         network_model="analytic", end_s=10.0, wall_time_s=0.5, memory=SimpleNamespace(total_bytes=1.0),
         model_flop_per_step=1e15, hardware_flop_per_step=2e15)
     result = summarize(record)
@@ -255,3 +255,5 @@ def test_summary_is_computed_from_the_run_record_alone():
     # a record without link classes names each link by its technology in both columns
     assert result.links.to_dict("list") == {"link_id": [1], "kind": ["ib"], "technology": ["ib"], "bytes": [500.0],
                                             "utilisation": [1.0]}
+    assert result.summary["busiest_link_utilisation"] == 1.0
+    assert result.summary["busiest_link_utilisation_by_kind"] == {"ib": 1.0}

@@ -142,7 +142,7 @@ def test_scattered_message_costs_its_nic_transfer_then_an_nvlink_all_gather():
     whole_s = timing.isolated_time_s(sim.fabric, "sendrecv_ring", (0, 8), ACTIVATION_BYTES)
     assert exposed(whole_summary, "pp") == pytest.approx(whole_s, rel=1e-9)
     assert exposed(summary, "pp") < exposed(whole_summary, "pp")  # NVLink gathers faster than the NIC carries
-    gathers = sim.recorder.table().query("stream == 'pp' and name.str.startswith('gather')")
+    gathers = sim.recorder.table().frame().query("stream == 'pp' and name.str.startswith('gather')")
     assert len(gathers) == 2 and (gathers["bytes"] == ACTIVATION_BYTES).all()
 
 

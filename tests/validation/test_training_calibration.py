@@ -20,12 +20,11 @@ import pytest
 from simcluster.studies import validation
 
 HELD_OUT_TOLERANCE = 0.15
-# Families the compute model does not explain within 15%, with why (docs/calibration.md, "Held out"). Megatron-LM
-# 2021 on A100 (SC21): over-predicted by 8-19%, as the calibration's README rows of the same software once they
-# simulate the README's own models; mostly Megatron's unfused attention, which the kernel model runs 1.4x faster than
-# measured (docs/calibration.md, "Round 5"). MosaicML's FSDP runs with their Triton FlashAttention: the A100 runs land within -3..+9%, the H100
-# ones are under-predicted (-7..-17%) by the Hopper share of that kernel, derived, not measured.
-FAMILY_TOLERANCE = {"narayanan2021": 0.22, "llmfoundry": 0.20}
+# Families the compute model does not explain within 15%, with why (docs/calibration.md, "Held out"). MosaicML's
+# FSDP runs with their Triton FlashAttention: the A100 runs land within -3..+9%, the H100 ones are under-predicted
+# (-7..-17%) by the Hopper share of that kernel, derived, not measured. (Megatron-LM 2021 on A100, SC21, needed 22%
+# until round 5 gave unfused attention its measured HBM fraction: now within 13%.)
+FAMILY_TOLERANCE = {"llmfoundry": 0.20}
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +39,12 @@ def held_out():
 
 # Round 5 (docs/calibration.md, "Round 5: held-out investigations"): the Megatron-LM 2021 A100 scenarios now simulate
 # the models the README measured (images/tables.tex shapes; before, Shoeybi et al. 2019's, whose thinner layers and
-# 96-wide heads made the simulation ~15% slower and hid the gap). With them the series is over-predicted by 17-27%,
-# as the held-out SC21 runs of the same software (+8..19%): per-GPU compute of 2021 Megatron on A100, mostly its
-# unfused attention, which the kernel model runs 1.4x faster than FlashAttention's measurement of Megatron's
-# (tests/validation/test_naive_attention_megatron.py). Measured values, not targets; the median moved from 2.9% to 4.06%.
-CALIBRATION_FAMILY_TOLERANCE = {"megatron_a100_2021": 0.28}
-CALIBRATION_MEDIAN_BOUND = 0.041
+# 96-wide heads made the simulation ~15% slower and hid the gap). With them, and unfused attention at its measured
+# HBM fraction, the series is over-predicted by 9-20% (one server 9-15%, 256 GPUs 15-20%), like the held-out SC21
+# runs of the same software (+5..13%): per-GPU compute of 2021 Megatron-LM on A100 the kernel model does not explain
+# yet, kept out of the host-overhead fit (scripts/fit_host_overheads.py, EXCLUDED_SERIES). Measured value + margin.
+CALIBRATION_FAMILY_TOLERANCE = {"megatron_a100_2021": 0.21}
+CALIBRATION_MEDIAN_BOUND = 0.04
 
 
 def test_median_error_over_the_calibration_set_is_within_4_percent(results):
@@ -73,10 +72,10 @@ def test_calibration_set_covers_every_gpu_generation_and_the_nemo_series(results
 # with Transformer Engine's split-accumulator backward GEMMs (1.34x before): 9 points apart (14 before, 20 with the
 # former sustained fraction). GPT-3 175B: the split accumulator took its FP8 run from -3% to -9% against -3% in
 # BF16: 6 points apart; what else the FP8 model over-counts there is not found (docs/calibration.md, "Round 4").
-# Round 5's host model refit (a 40 us gap per kernel, 340 us per pipeline step) moved the pairs to 8.3 points
-# (Llama 3 8B: -4.8% / +3.5%) and 7.7 (GPT-3 175B: -1.0% / -8.7%, 6.4 before): GPT-3's tolerance is that measured
-# gap, 0.07 -> 0.08 (docs/calibration.md, "The fitted part").
-PAIR_TOLERANCE = {"nemo2407-llama3-8b-8-h100-fp8": 0.10, "nemo2407-gpt3-175b-128-h100-fp8": 0.08}
+# Round 5's host model refit (34 us per kernel, 470 us per pipeline step, the A100 2021 series kept out) leaves
+# the pairs 8.9 points apart (Llama 3 8B: -3.7% / +5.2%) and 5.9 (GPT-3 175B: -2.0% / -7.9%; TE's fp8 all-gathers
+# of sequence-parallel inputs took its FP8 run from -9.0% to -8.7%): the tolerances are those measured gaps.
+PAIR_TOLERANCE = {"nemo2407-llama3-8b-8-h100-fp8": 0.10, "nemo2407-gpt3-175b-128-h100-fp8": 0.06}
 BF16_FP8_PAIRS = [("nemo2409-gpt3-175b-128-h100-bf16", "nemo2407-gpt3-175b-128-h100-fp8"),
                   ("nemo2409-llama31-8b-8-h100-bf16", "nemo2407-llama3-8b-8-h100-fp8")]
 
