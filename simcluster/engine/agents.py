@@ -163,7 +163,8 @@ class Agent:
             ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
         tp_done = None
         if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
-            tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
+            tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
+                                          op_bytes=cost.tp_op_bytes)
             compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / parts, sim.slowdowns.tp[phase])
         if cost.cp_exchange.get(phase):
             cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
@@ -172,7 +173,8 @@ class Agent:
             cp_s = 0.0
         if calls:
             if tp_done is None:
-                tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}")
+                tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
+                                              op_bytes=cost.tp_op_bytes)
             if not tp_done.triggered:
                 yield tp_done
         tp_comm_s = env.now - started_at_s - compute_s - cp_s

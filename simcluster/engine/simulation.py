@@ -299,17 +299,21 @@ class Simulation:
 
     # ---- tensor-parallel collectives --------------------------------------------------------------------------
     def tensor_parallel(self, agent: Agent, calls: tuple[tuple[str, int], ...], size_bytes: float,
-                        name: str, tag: str = "tp") -> simpy.Event:
-        """Run a block's tensor-parallel collectives ((op, count) of ``size_bytes`` each, in order) over the TP
-        groups of ``agent``'s ranks on the network, once every member rank has reached them; returns the event of
-        their completion. The TP ranks of a collapsed agent are all its own, so they start at once. ``tag`` labels
-        the transfers (the merge policy keeps differently labelled traffic apart)."""
+                        name: str, tag: str = "tp", op_bytes: dict[str, float] | None = None) -> simpy.Event:
+        """Run a block's tensor-parallel collectives ((op, count) of ``size_bytes`` each, in order; ``op_bytes``:
+        the ops whose collectives move another size, as fp8 all-gathers) over the TP groups of ``agent``'s ranks on
+        the network, once every member rank has reached them; returns the event of their completion. The TP ranks
+        of a collapsed agent are all its own, so they start at once. ``tag`` labels the transfers (the merge policy
+        keeps differently labelled traffic apart)."""
         done = self.env.event()
-        self._join(agent, self._groups(agent, ("tp",)), name, done, self._run_tensor_parallel, calls, size_bytes, tag)
+        self._join(agent, self._groups(agent, ("tp",)), name, done, self._run_tensor_parallel, calls, size_bytes, tag,
+                   op_bytes or {})
         return done
 
-    def _run_tensor_parallel(self, waiting, agent, groups, calls, size_bytes, tag):
-        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=tag)
+    def _run_tensor_parallel(self, waiting, agent, groups, calls, size_bytes, tag, op_bytes):
+        # consecutive calls of one size run as one block (all of them unless some op moves another size)
+        for size, run in itertools.groupby(calls, key=lambda call: op_bytes.get(call[0], size_bytes)):
+            yield from self.collective_driver.run_block(tuple(run), groups, size, tag=tag)
         for event in waiting:
             event.succeed()
 

@@ -57,8 +57,7 @@ class ChunkCost:
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
     tp_bytes: float = 0.0
     # bytes of one TP collective per op where they differ from ``tp_bytes`` (fp8 all-gathers, ``tp_collective_bytes``);
-    # ``*_tp_comm_s`` use them. The engine's network still moves ``tp_bytes`` for every op (docs/calibration.md,
-    # "Round 5": its per-op size is the engine's part, not wired yet).
+    # ``*_tp_comm_s`` and the engine's network (``Simulation.tensor_parallel``'s ``op_bytes``) use them.
     tp_op_bytes: dict[str, float] = field(default_factory=dict)
     # expert parallelism's token dispatch and combine per phase: all-to-alls over the EP groups, ``ep_bytes`` each
     ep_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)

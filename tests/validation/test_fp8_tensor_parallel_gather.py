@@ -54,3 +54,28 @@ def test_fp8_tp_time_loses_half_of_its_gathers(small_scenario, phase):
     assert getattr(chunk_fp8, f"{phase}_tp_comm_s") == pytest.approx(bf16_s - gather_s / 2, rel=1e-12)
     assert chunk_fp8.tp_op_bytes == {"all_gather": chunk_fp8.tp_bytes / 2}
     assert chunk_bf16.tp_op_bytes == {}
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_engine_moves_fp8_gathers_on_the_network(small_scenario, monkeypatch, overlap):
+    """The engine's network carries each TP collective at its own size: fp8 training's all-gathers at half the
+    16-bit activation, its reduce-scatters at the whole; bf16 training every collective at the whole."""
+    from simcluster.engine import drivers, simulate
+
+    sizes: dict[str, set[tuple[str, float]]] = {}
+    original = drivers.CollectiveDriver.run_block
+
+    def spy(self, calls, groups, size_bytes, *args, **kwargs):
+        if kwargs.get("tag", "tp") == "tp":
+            sizes.setdefault(precision, set()).update((op, size_bytes) for op, _ in calls)
+        return original(self, calls, groups, size_bytes, *args, **kwargs)
+
+    monkeypatch.setattr(drivers.CollectiveDriver, "run_block", spy)
+    for precision in ("bf16", "fp8"):
+        scenario = _scenario(small_scenario, training__precision=precision, parallelism__tp_comm_overlap=overlap)
+        activation = plan(scenario, _linear_time).chunks[0].tp_bytes
+        simulate(scenario)
+        ops = {op for op, _ in sizes[precision]}
+        assert ops == {"all_gather", "reduce_scatter"}
+        want = {"all_gather": activation / 2 if precision == "fp8" else activation, "reduce_scatter": activation}
+        assert sizes[precision] == set(want.items())
