@@ -97,23 +97,22 @@ def bill(fabric, prices: dict | None = None) -> dict:
     orders follow that order, as a walk over the graph's edges would."""
     prices = prices or costs()
     link_class, table = fabric.link_class, fabric.edge_table
-    nodes = fabric.graph.nodes
     rate = np.asarray(fabric.link_bytes_per_s, dtype=float)[table.link_id]
     edge_class = [link_class[i] for i in table.link_id.tolist()]
     nic_rates = rate[np.array([cls == "nic" for cls in edge_class], dtype=bool)]
     port_bytes_per_s = float(nic_rates.max()) if len(nic_rates) else None
     # a cable is two directed links: count it once, from the end whose name sorts first
-    names = np.array([str(node) for node in nodes], dtype=str)
-    by_name = np.argsort(names, kind="stable")
-    name_rank = np.empty(len(names), dtype=np.int64)   # equal names, equal ranks
-    name_rank[by_name] = np.cumsum(np.concatenate(([True], names[by_name][1:] != names[by_name][:-1])))
     n = len(table.role)
     links_by_ends = np.sort(table.src_index * n + table.dst_index)
     back = table.dst_index * n + table.src_index
     reverse = (links_by_ends[np.minimum(np.searchsorted(links_by_ends, back), len(back) - 1)] == back
                if len(back) else np.zeros(0, dtype=bool))
-    later = name_rank[table.src_index] > name_rank[table.dst_index]
     inside = np.array([cls in ("nvlink", "pcie") for cls in edge_class], dtype=bool)   # NVLink, PCIe: in the server
+    paired = np.flatnonzero(reverse & ~inside)      # the names of these links' ends decide which one counts
+    names = table.nodes
+    later = np.zeros(len(back), dtype=bool)
+    later[paired] = [str(names[u]) > str(names[v]) for u, v in
+                     zip(table.src_index[paired].tolist(), table.dst_index[paired].tolist(), strict=True)]
     kept = np.flatnonzero(~(later & reverse) & ~inside)
     port = port_bytes_per_s or rate[kept]
     count = np.maximum(1, np.ceil(rate[kept] / port * (1 - _PORT_RTOL))).astype(np.int64)
@@ -134,15 +133,15 @@ def bill(fabric, prices: dict | None = None) -> dict:
     used_ports = np.bincount(inverse, weights=end_count, minlength=len(switch_nodes)).astype(np.int64)
     non_ib_out = np.bincount(table.src_index, weights=np.array(
         [fabric.link_kind[i] != "ib" for i in table.link_id.tolist()], dtype=float), minlength=len(table.role))
-    node_list, met = table.nodes, np.argsort(first)
-    ports = {node_list[i]: (used, bool(non_ib_out[i] == 0))
+    met = np.argsort(first)
+    ports = {i: (used, bool(non_ib_out[i] == 0))
              for i, used in zip(switch_nodes[met].tolist(), used_ports[met].tolist(), strict=True)}
     port_gbps = (port_bytes_per_s or 0.0) * 8 / 1e9
     by_tier: dict[str, dict] = {}
     switch_usd = switch_w = 0.0
     models: dict[tuple, tuple] = {}
     for node, (used, all_ib) in ports.items():
-        role = nodes[node]["role"]
+        role = table.role[node]
         protocol = "ib" if all_ib else "ethernet"
         if (protocol, used) not in models:
             models[(protocol, used)] = _switch_model(prices, protocol, port_gbps, used)
@@ -153,7 +152,7 @@ def bill(fabric, prices: dict | None = None) -> dict:
         tier["radix"] = max(tier["radix"], radix)
         switch_usd += usd
         switch_w += power_w
-    nics = sum(1 for _, role in nodes(data="role") if role == "nic")
+    nics = sum(1 for role in table.role if role == "nic")
     transceivers = sum(n * prices["reach"][r]["transceivers"] for r, n in cables_by_reach.items())
     cable_usd = sum(n * prices["reach"][r]["cable_usd"] for r, n in cables_by_reach.items())
     cable_w = sum(n * prices["reach"][r]["cable_power_w"] for r, n in cables_by_reach.items())

@@ -15,14 +15,19 @@ by default adaptive spraying on InfiniBand and hash ECMP on Ethernet (``routing.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric.routing import default_routing
+from simcluster.fabric.tables import FabricTables, attr_column
 from simcluster.spec import hardware
 from simcluster.spec.hardware import GpuSpec, NicSpec
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Switch radix (ports per switch) of the builtin fabrics, at the NIC's line rate.
 # NVIDIA Quantum-2 QM9700 datasheet: 64 ports of NDR 400 Gb/s InfiniBand.
@@ -50,77 +55,256 @@ PROTOCOL_KIND = {"infiniband": "ib", "ethernet": "ethernet"}
 
 
 class GraphBuilder:
-    """Accumulates nodes and cables; assigns link ids in insertion order."""
+    """Accumulates nodes and directed links into ``FabricTables`` (``finish``); link ids in creation order.
+
+    Nodes and links are added one at a time by name (``node``, ``link``, ``cable``: fabric files) or in bulk by node
+    index (``nodes``, ``links``, ``cables``: the builtin builders, numpy arrays for a whole tier at once). A second
+    link u -> v adds its bytes/s to the first (a trunk) and takes no id of its own."""
 
     def __init__(self, name: str):
-        self.graph = nx.DiGraph(name=name)
+        self.graph_attrs: dict = {"name": name}
         self.gpu_nodes: list = []
-        self._next_link = 0
-        self._node_latency: dict = {}
+        self._added_gpus = self.gpu_nodes   # GPUs in the order added (a file may rank them otherwise)
+        self._gpu_index: list = []
+        self._names: list = []
+        self._roles: list = []
+        self._latency: list = []        # arrays of node latencies, in node order
+        self._attrs: dict = {}           # attribute -> [(node indices, values)], later entries win
+        self._index: dict = {}
+        self._chunks: list = []          # (src, dst, bytes/s, kind code, extra latency, own class or None) arrays
+        self._pending: list = []         # single links not yet in a chunk
+        self._kinds: list = []
+        self._tables: FabricTables | None = None
+
+    # ---- nodes ----------------------------------------------------------------------------------------------
+    @property
+    def node_count(self) -> int:
+        return len(self._names)
+
+    def nodes(self, names: list, role, latency_s=0.0, **attrs) -> np.ndarray:
+        """Add nodes (``role`` one for all or one per node; ``latency_s`` and each attribute a scalar or one value
+        per node); returns their node indices. GPUs are ranked in the order they are added."""
+        first, count = len(self._names), len(names)
+        indices = np.arange(first, first + count, dtype=np.int64)
+        self._names.extend(names)
+        roles = [role] * count if isinstance(role, str) else list(role)
+        self._roles.extend(roles)
+        self._latency.append(np.broadcast_to(np.asarray(latency_s, dtype=float), (count,)))
+        for key, values in attrs.items():
+            self.set_attr(indices, key, values)
+        if isinstance(role, str):
+            if role == "gpu":
+                self._added_gpus.extend(names)
+                self._gpu_index.append(indices)
+        else:
+            is_gpu = np.array([r == "gpu" for r in roles], dtype=bool)
+            self._added_gpus.extend(name for name, g in zip(names, is_gpu.tolist(), strict=True) if g)
+            self._gpu_index.append(indices[is_gpu])
+        self._tables = None
+        return indices
 
     def node(self, name, role: str, latency_s: float = 0.0, **attrs):
-        self.graph.add_node(name, role=role, latency_s=latency_s, **attrs)
-        self._node_latency[name] = latency_s
-        if role == "gpu":
-            self.gpu_nodes.append(name)
+        """Add one node; returns its name."""
+        self.nodes([name], role, latency_s, **attrs)
         return name
 
+    def set_attr(self, indices, key: str, values) -> None:
+        """Set attribute ``key`` of the nodes at ``indices`` (a scalar or one value each)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if np.ndim(values) == 0:
+            values = [values] * len(indices)
+        self._attrs.setdefault(key, []).append((indices, list(values) if not isinstance(values, np.ndarray)
+                                                else values.tolist()))
+        self._tables = None
+
+    def index_of(self, name) -> int:
+        """Node index of ``name`` (KeyError when absent)."""
+        if len(self._index) < len(self._names):
+            self._index.update((self._names[i], i) for i in range(len(self._index), len(self._names)))
+        return self._index[name]
+
+    def __contains__(self, name) -> bool:
+        try:
+            self.index_of(name)
+        except KeyError:
+            return False
+        return True
+
+    # ---- links ----------------------------------------------------------------------------------------------
+    def _kind_code(self, kind: str) -> int:
+        if kind not in self._kinds:
+            self._kinds.append(kind)
+        return self._kinds.index(kind)
+
+    def _flush(self):
+        if self._pending:
+            src, dst, rate, kind, extra, own = zip(*self._pending, strict=True)
+            self._chunks.append((np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64),
+                                 np.array(rate, dtype=float), np.array(kind, dtype=np.int64),
+                                 np.array(extra, dtype=float), np.array(own, dtype=object)))
+            self._pending = []
+
+    def links(self, src, dst, bytes_per_s, kind, extra_latency_s=0.0, link_class: str | None = None):
+        """Directed links src[i] -> dst[i] (node indices), in that order; entering a node costs its latency.
+        ``kind``: one for all, or one per link."""
+        src, dst = np.asarray(src, dtype=np.int64).reshape(-1), np.asarray(dst, dtype=np.int64).reshape(-1)
+        self._flush()
+        count = len(src)
+        if isinstance(kind, str):
+            codes = np.full(count, self._kind_code(kind), dtype=np.int64)
+        else:
+            names, inverse = np.unique(np.asarray(kind, dtype=str), return_inverse=True)
+            codes = np.array([self._kind_code(str(k)) for k in names], dtype=np.int64)[inverse]
+        self._chunks.append((src, dst, np.broadcast_to(np.asarray(bytes_per_s, dtype=float), (count,)), codes,
+                             np.broadcast_to(np.asarray(extra_latency_s, dtype=float), (count,)),
+                             None if link_class is None else np.full(count, link_class, dtype=object)))
+        self._tables = None
+
+    def cables(self, u, v, bytes_per_s, kind: str, extra_latency_s=0.0, link_class: str | None = None):
+        """Full-duplex cables u[i] <-> v[i]: links u[i] -> v[i] then v[i] -> u[i], cable after cable."""
+        u, v = np.asarray(u, dtype=np.int64).reshape(-1), np.asarray(v, dtype=np.int64).reshape(-1)
+        rate = np.broadcast_to(np.asarray(bytes_per_s, dtype=float), u.shape)
+        self.links(np.column_stack((u, v)).ravel(), np.column_stack((v, u)).ravel(), np.repeat(rate, 2), kind,
+                   extra_latency_s, link_class)
+
     def link(self, u, v, bytes_per_s: float, kind: str, extra_latency_s: float = 0.0, link_class: str | None = None):
-        """One directed link u -> v; entering v costs v's traversal latency. A second link u -> v adds
+        """One directed link u -> v (node names); entering v costs v's traversal latency. A second link u -> v adds
         capacity. ``link_class`` overrides the class inferred from the ends' roles (``classes.infer``)."""
-        if self.graph.has_edge(u, v):
-            self.graph.edges[u, v]["bytes_per_s"] += bytes_per_s
-            return
-        self.graph.add_edge(u, v, bytes_per_s=bytes_per_s, latency_s=self._node_latency[v] + extra_latency_s,
-                            kind=kind, link_id=self._next_link)
-        if link_class:
-            self.graph.edges[u, v]["link_class"] = link_class
-        self._next_link += 1
+        self._pending.append((self.index_of(u), self.index_of(v), bytes_per_s, self._kind_code(kind),
+                              extra_latency_s, link_class))
+        self._tables = None
 
     def cable(self, u, v, bytes_per_s: float, kind: str, extra_latency_s: float = 0.0, link_class: str | None = None):
         """A full-duplex cable: two directed links of ``bytes_per_s`` each."""
         self.link(u, v, bytes_per_s, kind, extra_latency_s, link_class)
         self.link(v, u, bytes_per_s, kind, extra_latency_s, link_class)
 
+    # ---- the result -----------------------------------------------------------------------------------------
+    def finish(self) -> FabricTables:
+        """The fabric's tables: trunks merged (a repeated u -> v adds its bytes/s to the first and takes no id)."""
+        if self._tables is not None:
+            return self._tables
+        self._flush()
+        n = len(self._names)
+        chunks = self._chunks
+        src = _cat([c[0] for c in chunks], np.int64)
+        dst = _cat([c[1] for c in chunks], np.int64)
+        rate = _cat([c[2] for c in chunks], float)
+        kind = _cat([c[3] for c in chunks], np.int64)
+        extra = _cat([c[4] for c in chunks], float)
+        own = None
+        if any(c[5] is not None for c in chunks):
+            own = np.concatenate([c[5] if c[5] is not None else np.full(len(c[0]), None, dtype=object)
+                                  for c in chunks])
+        key = src * n + dst
+        unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        if len(unique) < len(key):   # trunks: ids by first appearance, bytes/s summed in creation order
+            order = np.argsort(first, kind="stable")
+            new_id = np.empty(len(unique), dtype=np.int64)
+            new_id[order] = np.arange(len(unique))
+            link_id = new_id[inverse]
+            keep = first[order]
+            rate = np.bincount(link_id, weights=rate, minlength=len(unique))
+            src, dst, kind, extra = src[keep], dst[keep], kind[keep], extra[keep]
+            own = None if own is None else own[keep]
+        latency = _cat(self._latency, float)
+        own_class = {} if own is None else {int(k): c for k, c in enumerate(own.tolist()) if c}
+        kinds = self._kinds
+        attrs = {name: attr_column(entries, n) for name, entries in self._attrs.items()}
+        if self.gpu_nodes is self._added_gpus:   # GPUs ranked in the order they were added
+            gpu_index = _cat(self._gpu_index, np.int64)
+        else:                                    # a file's own rank order
+            gpu_index = np.array([self.index_of(g) for g in self.gpu_nodes], dtype=np.int64)
+        self._tables = FabricTables(list(self._names), list(self._roles), latency, attrs, src, dst,
+                                    np.ascontiguousarray(rate, dtype=float), latency[dst] + extra,
+                                    [kinds[k] for k in kind.tolist()], own_class, self.graph_attrs, gpu_index)
+        return self._tables
 
-def _server_sizes(gpus: int, gpus_per_node: int) -> list[int]:
-    """GPUs in each server, node-major; the last server holds the remainder."""
-    full, rest = divmod(gpus, gpus_per_node)
-    return [gpus_per_node] * full + ([rest] if rest else [])
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The NetworkX graph of what has been added so far (``FabricTables.graph``)."""
+        return self.finish().graph
 
 
-def add_servers(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec | None) -> list:
+def _cat(arrays: list, dtype) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Node indices of the servers' parts, in GPU order (pcie and nic empty without NICs); ``nvswitch`` per server
+    (-1: none)."""
+
+    gpu: np.ndarray
+    pcie: np.ndarray
+    nic: np.ndarray
+    nvswitch: np.ndarray
+    server: np.ndarray   # the server of each GPU
+
+
+def add_servers(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec | None) -> Servers:
     """HGX/DGX-style servers: GPUs on one NVSwitch domain, each GPU -> PCIe switch -> its own NIC.
 
     The NVSwitch chips of a node (four on HGX H100) act as one non-blocking switch whose port per GPU runs at
     ``gpu.nvlink_bandwidth`` per direction. A GPU without NVLink (``nvlink_generation: 0``, e.g. MI300X
     Infinity Fabric) gets a full mesh instead, its scale-up bandwidth split evenly over the peer links.
-    Returns the NIC node of every GPU, in GPU order (empty when ``nic`` is None).
+    Servers of equal size are added in one pass (nodes and links in the order of a server-by-server walk).
     """
-    nvs_latency_s = hardware.switch("nvswitch").latency
-    nics = []
-    rank = 0
-    for server, size in enumerate(_server_sizes(gpus, gpus_per_node)):
-        names = [b.node(f"n{server}/gpu{i}", "gpu", rank=rank + i, server=server) for i in range(size)]
-        if size > 1 and gpu.nvlink_generation > 0:
-            nvs = b.node(f"n{server}/nvswitch", "nvswitch", nvs_latency_s, server=server)
-            for name in names:
-                b.cable(name, nvs, gpu.nvlink_bandwidth, "nvlink")
-        elif size > 1:
-            per_peer = gpu.nvlink_bandwidth / (gpus_per_node - 1)
-            for i, u in enumerate(names):
-                for v in names[i + 1:]:
-                    b.cable(u, v, per_peer, "nvlink")
-        if nic is not None:
-            host = hardware.pcie(nic.host)
-            for i, name in enumerate(names):
-                pcie = b.node(f"n{server}/pcie{i}", "pcie", host.latency, server=server)
-                card = b.node(f"n{server}/nic{i}", "nic", nic.latency, server=server)
-                b.cable(name, pcie, host.bandwidth, "pcie")
-                b.cable(pcie, card, host.bandwidth, "pcie")
-                nics.append(card)
-        rank += size
-    return nics
+    full, rest = divmod(gpus, gpus_per_node)
+    parts = [_server_block(b, 0, full, gpus_per_node, gpus_per_node, gpu, nic)] if full else []
+    if rest:
+        parts.append(_server_block(b, full, 1, rest, gpus_per_node, gpu, nic))
+    return Servers(*(np.concatenate([getattr(p, f) for p in parts]) for f in Servers.__dataclass_fields__))
+
+
+def _server_block(b: GraphBuilder, first: int, count: int, size: int, gpus_per_node: int, gpu: GpuSpec,
+                  nic: NicSpec | None) -> Servers:
+    """``count`` servers of ``size`` GPUs each, numbered from ``first``: one server's nodes and links as a template,
+    repeated."""
+    nvswitch = size > 1 and gpu.nvlink_generation > 0
+    suffixes = [f"gpu{i}" for i in range(size)] + (["nvswitch"] if nvswitch else [])
+    roles = ["gpu"] * size + (["nvswitch"] if nvswitch else [])
+    latency = [0.0] * size + ([hardware.switch("nvswitch").latency] if nvswitch else [])
+    if nic is not None:
+        host = hardware.pcie(nic.host)
+        for i in range(size):
+            suffixes += [f"pcie{i}", f"nic{i}"]
+            roles += ["pcie", "nic"]
+            latency += [host.latency, nic.latency]
+    width = len(suffixes)
+    servers = np.arange(first, first + count, dtype=np.int64)
+    names = [f"n{s}/{suffix}" for s in range(first, first + count) for suffix in suffixes]
+    base = b.nodes(names, roles * count, np.tile(latency, count), server=np.repeat(servers, width))[::width]
+    local = np.arange(size)
+    gpu_nodes = (base[:, None] + local).ravel()
+    b.set_attr(gpu_nodes, "rank", first * gpus_per_node + np.arange(count * size))
+    # one server's cables (ends as offsets in its node block), in the order a server-by-server walk adds them
+    cables: list[tuple] = []           # (u, v, bytes/s, kind) arrays
+    if nvswitch:
+        cables.append((local, np.full(size, size), gpu.nvlink_bandwidth, "nvlink"))
+    elif size > 1:
+        i, j = np.triu_indices(size, 1)
+        cables.append((i, j, gpu.nvlink_bandwidth / (gpus_per_node - 1), "nvlink"))
+    offset = size + int(nvswitch)
+    if nic is not None:   # per GPU: its PCIe cable, then the PCIe switch's cable to the NIC
+        pcie_local = offset + 2 * local
+        cables.append((np.column_stack((local, pcie_local)).ravel(),
+                       np.column_stack((pcie_local, pcie_local + 1)).ravel(), host.bandwidth, "pcie"))
+    if cables:
+        u = np.concatenate([c[0] for c in cables])
+        v = np.concatenate([c[1] for c in cables])
+        rate = np.concatenate([np.full(len(c[0]), c[2]) for c in cables])
+        kinds = np.concatenate([np.full(len(c[0]), c[3]) for c in cables])
+        src = np.column_stack((u, v)).ravel()          # a cable: u -> v, then v -> u
+        dst = np.column_stack((v, u)).ravel()
+        b.links((base[:, None] + src).ravel(), (base[:, None] + dst).ravel(), np.tile(np.repeat(rate, 2), count),
+                np.tile(np.repeat(kinds, 2), count))
+    nvs = base + size if nvswitch else np.full(count, -1, dtype=np.int64)
+    pcie = card = np.zeros(0, dtype=np.int64)
+    if nic is not None:
+        pcie = (base[:, None] + offset + 2 * local).ravel()
+        card = pcie + 1
+    return Servers(gpu_nodes, pcie, card, nvs, np.repeat(servers, size))
 
 
 def nvswitch_node(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
@@ -139,7 +323,7 @@ def _default_radix(nic: NicSpec, protocol: str) -> int:
 
 def _set_routing(b: GraphBuilder, kind: str, options: dict):
     """Routing policy of a Clos fabric whose switches are joined by links of ``kind``."""
-    b.graph.graph["routing"] = options.get("routing") or default_routing([kind])
+    b.graph_attrs["routing"] = options.get("routing") or default_routing([kind])
 
 
 def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
@@ -158,43 +342,35 @@ def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, 
     _set_routing(b, kind, options)
     radix = int(options.get("radix", _default_radix(nic, protocol)))
     down = radix // 2
-    nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
-    servers = math.ceil(gpus / gpus_per_node)
-    groups = math.ceil(servers / down)
+    servers = add_servers(b, gpus, gpus_per_node, gpu, nic)
+    server_count = math.ceil(gpus / gpus_per_node)
+    groups = math.ceil(server_count / down)
     rails = min(gpus_per_node, gpus)
-    leaves = [[None] * rails for _ in range(groups)]
-    for j in range(groups):
-        for r in range(rails):
-            leaves[j][r] = b.node(f"leaf/g{j}/r{r}", "leaf", switch, rail=r)
-    for g, card in enumerate(nics):
-        server, r = divmod(g, gpus_per_node)
-        b.cable(card, leaves[server // down][r], nic.rate, kind)
-    flat = [leaf for group in leaves for leaf in group]
-    tiers = int(options.get("tiers", 2 if len(flat) <= radix else 3))
+    group, rail = np.divmod(np.arange(groups * rails), rails)
+    leaves = b.nodes([f"leaf/g{j}/r{r}" for j in range(groups) for r in range(rails)], "leaf", switch,
+                     rail=rail)   # leaves[j * rails + r]: rail r of group j
+    g = np.arange(gpus)
+    b.cables(servers.nic, leaves[(g // gpus_per_node) // down * rails + g % gpus_per_node], nic.rate, kind)
+    tiers = int(options.get("tiers", 2 if len(leaves) <= radix else 3))
     if tiers == 2:
-        if len(flat) > radix:
+        if len(leaves) > radix:
             raise ScenarioError("cluster.topology_options.tiers",
-                                f"{len(flat)} leaves exceed a two-tier fat-tree "
+                                f"{len(leaves)} leaves exceed a two-tier fat-tree "
                                 f"of radix {radix} (at most {radix} leaves); use tiers: 3")
-        spines = [b.node(f"spine/{s}", "spine", switch) for s in range(min(down, servers))]
-        for leaf in flat:
-            for spine in spines:
-                b.cable(leaf, spine, nic.rate, kind)
+        spines = b.nodes([f"spine/{s}" for s in range(min(down, server_count))], "spine", switch)
+        b.cables(np.repeat(leaves, len(spines)), np.tile(spines, len(leaves)), nic.rate, kind)
     elif tiers == 3:
-        pods = math.ceil(len(flat) / down)
+        pods = math.ceil(len(leaves) / down)
         if pods > radix:
             raise ScenarioError("cluster.topology",
                                 f"{gpus} GPUs need {pods} pods, more than a three-tier fat-tree "
                                 f"of radix {radix} holds ({radix}); raise topology_options.radix")
-        cores = [[b.node(f"core/{i}/{c}", "core", switch) for c in range(down)] for i in range(down)]
+        cores = b.nodes([f"core/{i}/{c}" for i in range(down) for c in range(down)], "core", switch).reshape(down, down)
         for p in range(pods):
-            aggs = [b.node(f"spine/p{p}/{i}", "spine", switch, pod=p) for i in range(down)]
-            for leaf in flat[p * down:(p + 1) * down]:
-                for agg in aggs:
-                    b.cable(leaf, agg, nic.rate, kind)
-            for i, agg in enumerate(aggs):
-                for core in cores[i]:
-                    b.cable(agg, core, nic.rate, kind)
+            aggs = b.nodes([f"spine/p{p}/{i}" for i in range(down)], "spine", switch, pod=p)
+            pod_leaves = leaves[p * down:(p + 1) * down]
+            b.cables(np.repeat(pod_leaves, down), np.tile(aggs, len(pod_leaves)), nic.rate, kind)
+            b.cables(np.repeat(aggs, down), cores.ravel(), nic.rate, kind)   # aggregation switch i to core group i
     else:
         raise ScenarioError("cluster.topology_options.tiers", f"must be 2 or 3, got {tiers}")
 
@@ -223,14 +399,11 @@ def leaf_spine(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic
         raise ScenarioError("cluster.topology_options", f"{spine_count} spines (hosts_per_leaf / oversubscription) "
                             f"exceed the {MAX_SWITCH_PORTS} ports a leaf switch can have")
     uplink_bytes_per_s = hosts * nic.rate / (ratio * spine_count)
-    nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
-    leaves = [b.node(f"leaf/{j}", "leaf", switch) for j in range(math.ceil(gpus / hosts))]
-    for g, card in enumerate(nics):
-        b.cable(card, leaves[g // hosts], nic.rate, kind)
-    spines = [b.node(f"spine/{s}", "spine", switch) for s in range(spine_count)]
-    for leaf in leaves:
-        for spine in spines:
-            b.cable(leaf, spine, uplink_bytes_per_s, kind)
+    nics = add_servers(b, gpus, gpus_per_node, gpu, nic).nic
+    leaves = b.nodes([f"leaf/{j}" for j in range(math.ceil(gpus / hosts))], "leaf", switch)
+    b.cables(nics, leaves[np.arange(gpus) // hosts], nic.rate, kind)
+    spines = b.nodes([f"spine/{s}" for s in range(spine_count)], "spine", switch)
+    b.cables(np.repeat(leaves, len(spines)), np.tile(spines, len(leaves)), uplink_bytes_per_s, kind)
 
 
 def fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
@@ -254,21 +427,16 @@ def fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: 
                             f"{MAX_FAT_TREE_HOST_RATIO} times the {gpus} GPUs: choose a smaller k")
     link_bytes_per_s = options.get("link_bytes_per_s", nic.rate)
     half = k // 2
-    nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
-    cores = [b.node(f"core/{c}", "core", switch) for c in range(half * half)]
+    nics = add_servers(b, gpus, gpus_per_node, gpu, nic).nic
+    cores = b.nodes([f"core/{c}" for c in range(half * half)], "core", switch)
     edges = []
     for p in range(k):
-        pod_edges = [b.node(f"leaf/p{p}/{e}", "leaf", switch, pod=p) for e in range(half)]
-        aggs = [b.node(f"spine/p{p}/{a}", "spine", switch, pod=p) for a in range(half)]
-        for edge in pod_edges:
-            for agg in aggs:
-                b.cable(edge, agg, link_bytes_per_s, kind)
-        for a, agg in enumerate(aggs):
-            for core in cores[a * half:(a + 1) * half]:
-                b.cable(agg, core, link_bytes_per_s, kind)
-        edges.extend(pod_edges)
-    for g, card in enumerate(nics):
-        b.cable(card, edges[g // half], min(nic.rate, link_bytes_per_s), kind)
+        pod_edges = b.nodes([f"leaf/p{p}/{e}" for e in range(half)], "leaf", switch, pod=p)
+        aggs = b.nodes([f"spine/p{p}/{a}" for a in range(half)], "spine", switch, pod=p)
+        b.cables(np.repeat(pod_edges, half), np.tile(aggs, half), link_bytes_per_s, kind)
+        b.cables(np.repeat(aggs, half), cores, link_bytes_per_s, kind)   # aggregation switch a to cores a*half..
+        edges.append(pod_edges)
+    b.cables(nics, np.concatenate(edges)[np.arange(gpus) // half], min(nic.rate, link_bytes_per_s), kind)
 
 
 def _near_cube(gpus: int, ndims: int) -> list[int]:
@@ -300,27 +468,27 @@ def torus(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Nic
     link_bytes_per_s = options.get("link_bytes_per_s", TORUS_LINK_BYTES_PER_S)
     hop_latency_s = options.get("hop_latency_s", TORUS_HOP_LATENCY_S)
     coords = list(np.ndindex(*dims))
-    names = [b.node(f"gpu{i}", "gpu", hop_latency_s, rank=i, server=i // gpus_per_node, coord=str(c))
-             for i, c in enumerate(coords)]
+    first = b.node_count
+    b.nodes([f"gpu{i}" for i in range(gpus)], "gpu", hop_latency_s, rank=np.arange(gpus),
+            server=np.arange(gpus) // gpus_per_node, coord=[str(c) for c in coords])
+    coord = np.array(coords, dtype=np.int64).reshape(gpus, len(dims))
+    strides = np.array([int(np.prod(dims[d + 1:])) for d in range(len(dims))], dtype=np.int64)
+    here = np.arange(gpus)[:, None]
+    up = here + ((coord + 1) % dims - coord) * strides      # the +1 neighbour in every dimension
+    down = here + ((coord - 1) % dims - coord) * strides
+    wide = np.array(dims) > 1                               # a dimension of size 1 has no links
+    i, j = here.repeat(len(dims), axis=1)[:, wide].ravel(), up[:, wide].ravel()
+    b.links(first + np.column_stack((i, j)).ravel(), first + np.column_stack((j, i)).ravel(), link_bytes_per_s,
+            "torus")
+    b.graph_attrs.update(gpu_transit=True, torus_dims=tuple(dims))
+    tables = b.finish()
+    n = len(tables.nodes)
+    link_of = dict(zip((tables.src * n + tables.dst).tolist(), range(tables.links), strict=True))
     plus = np.full((gpus, len(dims)), -1, dtype=np.int64)
     minus = np.full((gpus, len(dims)), -1, dtype=np.int64)
-    strides = [int(np.prod(dims[d + 1:])) for d in range(len(dims))]
-    for i, c in enumerate(coords):
-        for d, size in enumerate(dims):
-            if size == 1:
-                continue
-            j = i + (((c[d] + 1) % size) - c[d]) * strides[d]
-            b.link(names[i], names[j], link_bytes_per_s, "torus")
-            b.link(names[j], names[i], link_bytes_per_s, "torus")
-    for i, c in enumerate(coords):
-        for d, size in enumerate(dims):
-            if size == 1:
-                continue
-            up = i + (((c[d] + 1) % size) - c[d]) * strides[d]
-            down = i + (((c[d] - 1) % size) - c[d]) * strides[d]
-            plus[i, d] = b.graph.edges[names[i], names[up]]["link_id"]
-            minus[i, d] = b.graph.edges[names[i], names[down]]["link_id"]
-    b.graph.graph.update(gpu_transit=True, torus_dims=tuple(dims))
+    for table, ends in ((plus, up), (minus, down)):
+        keys = ((first + here) * n + first + ends)[:, wide].ravel().tolist()
+        table[:, wide] = np.array([link_of[key] for key in keys], dtype=np.int64).reshape(gpus, int(wide.sum()))
     b.torus_tables = (tuple(dims), plus, minus)
 
 
@@ -342,20 +510,18 @@ def _rail_switches(b: GraphBuilder, rail: int, servers: int, radix: int, switch_
     (ceil(leaves x radix/2 / radix)), each leaf trunked to every spine with an equal share of its radix/2 uplinks.
     Returns the leaf of each server."""
     if servers <= radix:
-        switch = b.node(f"rail{rail}/switch", "leaf", switch_latency_s, rail=rail)
-        return [switch] * servers
+        switch = b.nodes([f"rail{rail}/switch"], "leaf", switch_latency_s, rail=rail)
+        return np.repeat(switch, servers)
     down = radix // 2
-    leaves = [b.node(f"rail{rail}/leaf{j}", "leaf", switch_latency_s, rail=rail)
-              for j in range(math.ceil(servers / down))]
+    leaves = b.nodes([f"rail{rail}/leaf{j}" for j in range(math.ceil(servers / down))], "leaf", switch_latency_s,
+                     rail=rail)
     if len(leaves) > radix:
         raise ScenarioError("cluster.topology", f"{servers} servers need {len(leaves)} leaves per rail, more than "
                             f"a two-tier rail of radix {radix} holds ({radix}); raise topology_options.radix")
     spine_count = math.ceil(len(leaves) * down / radix)
-    spines = [b.node(f"rail{rail}/spine{s}", "spine", switch_latency_s, rail=rail) for s in range(spine_count)]
-    for leaf in leaves:
-        for spine in spines:
-            b.cable(leaf, spine, down * rate_bytes_per_s / spine_count, kind)
-    return [leaves[server // down] for server in range(servers)]
+    spines = b.nodes([f"rail{rail}/spine{s}" for s in range(spine_count)], "spine", switch_latency_s, rail=rail)
+    b.cables(np.repeat(leaves, spine_count), np.tile(spines, len(leaves)), down * rate_bytes_per_s / spine_count, kind)
+    return leaves[np.arange(servers) // down]
 
 
 def rail_only(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
@@ -380,20 +546,17 @@ def rail_only(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic:
         raise ScenarioError("cluster.topology", "rail-only forwards between rails over NVSwitch; "
                             f"{gpu.name} has no NVLink switch (use rail-fat-tree)")
     radix = int(options.get("radix", _default_radix(nic, protocol)))
-    nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
+    parts = add_servers(b, gpus, gpus_per_node, gpu, nic)
     servers = math.ceil(gpus / gpus_per_node)
     rails = min(gpus_per_node, gpus)
-    leaf_of = [_rail_switches(b, r, servers, radix, switch_latency_s, kind, nic.rate) for r in range(rails)]
-    for g, card in enumerate(nics):
-        server, r = divmod(g, gpus_per_node)
-        b.cable(card, leaf_of[r][server], nic.rate, kind)
-    for server, size in enumerate(_server_sizes(gpus, gpus_per_node)):
-        for i in range(size):
-            b.graph.nodes[f"n{server}/pcie{i}"]["transit"] = True
-            b.graph.nodes[f"n{server}/nic{i}"]["transit"] = True
-            if size > 1:
-                b.cable(f"n{server}/nvswitch", f"n{server}/pcie{i}", gpu.nvlink_bandwidth, "nvlink",
-                        link_class="nvlink")
+    leaf_of = np.array([_rail_switches(b, r, servers, radix, switch_latency_s, kind, nic.rate) for r in range(rails)],
+                       dtype=np.int64)
+    g = np.arange(gpus)
+    b.cables(parts.nic, leaf_of[g % gpus_per_node, g // gpus_per_node], nic.rate, kind)
+    b.set_attr(np.column_stack((parts.pcie, parts.nic)).ravel(), "transit", True)
+    sizes = np.bincount(parts.server)
+    many = (sizes[parts.server] > 1) & (parts.nvswitch[parts.server] >= 0)    # GPUs with an NVSwitch
+    b.cables(parts.nvswitch[parts.server[many]], parts.pcie[many], gpu.nvlink_bandwidth, "nvlink", link_class="nvlink")
 
 
 def multi_plane(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
@@ -414,7 +577,7 @@ def multi_plane(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, ni
     """
     protocol = options.get("protocol", "ethernet")
     kind, switch_latency_s = PROTOCOL_KIND[protocol], hardware.switch(PROTOCOL_SWITCH[protocol]).latency
-    b.graph.graph["routing"] = options.get("routing") or "adaptive"
+    b.graph_attrs["routing"] = options.get("routing") or "adaptive"
     planes = int(options.get("planes", 2))
     port_bytes_per_s = nic.rate / planes
     radix = int(options.get("radix", _default_radix(nic, protocol) * planes))
@@ -430,16 +593,13 @@ def multi_plane(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, ni
         raise ScenarioError("cluster.topology_options", f"{spine_count} spines per plane exceed the "
                             f"{MAX_SWITCH_PORTS} ports a leaf switch can have")
     uplink_bytes_per_s = hosts * port_bytes_per_s / (ratio * spine_count)
-    nics = add_servers(b, gpus, gpus_per_node, gpu, nic)
+    nics = add_servers(b, gpus, gpus_per_node, gpu, nic).nic
+    b.set_attr(nics, "transit", True)   # the NIC chooses the plane: it is where routes fork
     for p in range(planes):
-        leaves = [b.node(f"plane{p}/leaf{j}", "leaf", switch_latency_s, plane=p) for j in range(leaf_count)]
-        for g, card in enumerate(nics):
-            b.graph.nodes[card]["transit"] = True   # the NIC chooses the plane: it is where routes fork
-            b.cable(card, leaves[g // hosts], port_bytes_per_s, kind)
-        spines = [b.node(f"plane{p}/spine{s}", "spine", switch_latency_s, plane=p) for s in range(spine_count)]
-        for leaf in leaves:
-            for spine in spines:
-                b.cable(leaf, spine, uplink_bytes_per_s, kind)
+        leaves = b.nodes([f"plane{p}/leaf{j}" for j in range(leaf_count)], "leaf", switch_latency_s, plane=p)
+        b.cables(nics, leaves[np.arange(gpus) // hosts], port_bytes_per_s, kind)
+        spines = b.nodes([f"plane{p}/spine{s}" for s in range(spine_count)], "spine", switch_latency_s, plane=p)
+        b.cables(np.repeat(leaves, spine_count), np.tile(spines, leaf_count), uplink_bytes_per_s, kind)
 
 
 BUILDERS.update({

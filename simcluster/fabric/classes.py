@@ -32,22 +32,6 @@ def infer(src_role: str, dst_role: str, kind: str) -> str:
     return "-".join(sorted(roles))
 
 
-def of_links(src_roles, dst_roles, kinds, own_classes) -> list[str]:
-    """The class of each directed link given as columns (its ends' roles, its kind, and its own class or None): the
-    link's own class when set (fabric files), else inferred from its ends' roles, each distinct (roles, kind) once."""
-    inferred: dict[tuple, str] = {}
-    out = []
-    for key, own in zip(zip(src_roles, dst_roles, kinds, strict=True), own_classes, strict=True):
-        if own:
-            out.append(own)
-            continue
-        found = inferred.get(key)
-        if found is None:
-            found = inferred[key] = infer(*key)
-        out.append(found)
-    return out
-
-
 # The summary's tiers (``exposed_comm_by_link_class_s``), closest to the GPU first: a switch-to-switch class is
 # charged to its lower end, whose uplinks it is (``leaf-spine`` -> leaf, ``spine-core`` -> spine); ``core`` holds
 # links between core switches or above them (none in the builtin fabrics).

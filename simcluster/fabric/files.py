@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric.builders import GraphBuilder
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 ROLES = ("gpu", "nvswitch", "pcie", "nic", "leaf", "spine", "core", "switch")
 LINK_KINDS = ("nvlink", "pcie", "ib", "ethernet", "torus")
@@ -68,7 +70,7 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
     gpu_transit = data.get("gpu_transit", False)
     if not isinstance(gpu_transit, bool):
         raise ScenarioError(f"{source}:gpu_transit", f"expected true or false, got {gpu_transit!r}")
-    b.graph.graph["gpu_transit"] = gpu_transit
+    b.graph_attrs["gpu_transit"] = gpu_transit
     gpus = []
     for node_id, attrs in nodes.items():
         where = f"{source}:nodes.{node_id}"
@@ -93,7 +95,7 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
         if not isinstance(ends, list) or len(ends) != 2:
             raise ScenarioError(f"{where}.ends", "expected two node ids [a, b]")
         for end in ends:
-            if str(end) not in b.graph:
+            if str(end) not in b:
                 raise ScenarioError(f"{where}.ends", f"node {end!r} is not declared under nodes")
         if str(ends[0]) == str(ends[1]):
             raise ScenarioError(f"{where}.ends", "a link cannot join a node to itself")
@@ -141,6 +143,7 @@ def _order_gpus(b: GraphBuilder, gpus: list[tuple], source: str):
 
 def validate_graph(graph: nx.DiGraph, gpu_nodes: list, source: str):
     """Structural checks shared by YAML and GraphML imports: dangling GPUs and disconnected graphs."""
+    import networkx as nx  # loaded by what needs a graph, not by every fabric
     for node in gpu_nodes:
         if graph.out_degree(node) == 0 or graph.in_degree(node) == 0:
             raise ScenarioError(f"{source}:nodes.{node}", "dangling GPU: it has no link in or out")
@@ -158,6 +161,7 @@ def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
     full-duplex cables."""
     source = str(path)
     inputs.read_text(path, inputs.MAX_FABRIC_BYTES, "GraphML fabric file")  # size and text, before XML parsing
+    import networkx as nx
     try:
         raw = nx.read_graphml(path)
     except Exception as err:  # networkx raises several types (ParseError, NetworkXError, KeyError)

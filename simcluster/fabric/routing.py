@@ -23,10 +23,14 @@ Two policies share the equal-cost core paths among flows (``ROUTING_POLICIES``):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Roles of nodes that forward traffic between GPUs (the routing core). Host-side nodes carry one GPU's traffic
 # only.
@@ -50,6 +54,9 @@ _DENSE_PART_KEYS = 2**22
 # Destination groups with at most this many source switches use cached per switch-pair sprays; larger groups
 # (e.g. a random permutation) are spread in one pass, which costs about as much as one cached spray.
 _CACHED_SPRAY_SOURCES = 4
+# Switch-pair sprays are kept up to this many route entries (16 bytes each: 128 MiB): at 131,072 GPUs a spray between
+# pods holds 8,320 entries and a run makes thousands
+_SPRAY_CACHE_ENTRIES = 2**23
 # Pair arrays longer than this are checked for repeated pairs, each routed once (``route_set``)
 _DEDUPLICATE_PAIRS = 4096
 
@@ -74,6 +81,12 @@ def _csr(n: int, src: np.ndarray, dst: np.ndarray, link: np.ndarray):
     ptr = np.zeros(n + 1, dtype=np.int64)
     np.add.at(ptr, src + 1, 1)
     return np.cumsum(ptr), dst[order], link[order]
+
+
+def _sorted_rows(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` with each row ptr[i]:ptr[i+1] sorted."""
+    row = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    return values[np.lexsort((values, row))]
 
 
 def _ranges(ptr: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -115,6 +128,14 @@ class EdgeTable:
     role: list
 
     @classmethod
+    def of_tables(cls, tables) -> EdgeTable:
+        """The edge table of a fabric's ``FabricTables`` (no pass over a graph)."""
+        order = tables.edge_order()
+        own = tables.own_class
+        return cls(tables.nodes, tables.src[order], tables.dst[order], order,
+                   [own.get(k) for k in order.tolist()] if own else [None] * len(order), tables.role)
+
+    @classmethod
     def of(cls, graph: nx.DiGraph) -> EdgeTable:
         index = {node: i for i, node in enumerate(graph.nodes)}
         src_index, dst_index, link_id, own_class = [], [], [], []
@@ -133,21 +154,21 @@ class Router:
     """Routes between the GPUs of one fabric graph. Pure: the same (src, dst, salt) always gives the same
     path, and the same pairs the same link loads."""
 
-    def __init__(self, graph: nx.DiGraph, gpu_nodes: list, link_latency_s: np.ndarray,
-                 edges: EdgeTable | None = None):
-        edges = edges if edges is not None else EdgeTable.of(graph)
+    def __init__(self, edges: EdgeTable, gpu_index: np.ndarray, link_latency_s: np.ndarray, gpu_transit: bool = False,
+                 transit: np.ndarray | None = None):
+        """``edges``: the fabric's links; ``gpu_index``: the node index of every GPU, by rank; ``gpu_transit``: GPUs
+        forward (tori); ``transit``: per node, whether a host-side node forwards other GPUs' traffic."""
         nodes = edges.nodes
-        index = {node: i for i, node in enumerate(nodes)}
         self.nodes = nodes
         roles = edges.role
-        gpu_transit = bool(graph.graph.get("gpu_transit", False))
         core_roles = CORE_ROLES | ({"gpu"} if gpu_transit else set())
         # a host-side node marked ``transit`` forwards other GPUs' traffic (rail-only: NCCL's PXN through a peer's
         # PCIe switch and NIC), so it belongs to the routing core
-        transit = [bool(d.get("transit")) for _, d in graph.nodes(data=True)]
-        self.is_core = np.array([role in core_roles or t for role, t in zip(roles, transit, strict=True)], dtype=bool)
+        self.is_core = np.array([role in core_roles for role in roles], dtype=bool)
+        if transit is not None:
+            self.is_core |= np.asarray(transit, dtype=bool)
         self.is_host = np.array([role in HOST_ROLES for role in roles], dtype=bool) & ~self.is_core
-        self.gpu_index = np.array([index[node] for node in gpu_nodes], dtype=np.int64)
+        self.gpu_index = np.asarray(gpu_index, dtype=np.int64)
         n = len(nodes)
         src, dst, link = edges.src_index, edges.dst_index, edges.link_id
         is_gpu = np.zeros(n, dtype=bool)
@@ -170,7 +191,20 @@ class Router:
         self._tables: dict[bool, AccessTable] = {}
         self._dist: dict[int, np.ndarray] = {}
         self._paths: dict[tuple[int, int, int], np.ndarray] = {}
-        self._sprays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = {}
+        self._sprays: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
+        self._spray_entries = 0
+        self._slowest_s: dict[int, float] = {}
+        self._lists: tuple | None = None   # access tables as Python lists (``_endpoint``)
+        self._twin: np.ndarray | None = None
+        self._has_out, self._has_in = np.diff(self.core_ptr) > 0, np.diff(self.rcore_ptr) > 0
+        # the ends of every core link (core numbering, -1 elsewhere) and core links by (u, v), for moved sprays
+        core_src = np.repeat(np.arange(m), np.diff(self.core_ptr))
+        self._link_src = np.full(len(link), -1, dtype=np.int64)
+        self._link_dst = np.full(len(link), -1, dtype=np.int64)
+        self._link_src[self.core_link], self._link_dst[self.core_link] = core_src, self.core_nbr
+        keys = core_src * m + self.core_nbr
+        order = np.argsort(keys)
+        self._core_keys, self._core_key_link = keys[order], self.core_link[order]
 
     # ---- access segments -------------------------------------------------------------------------------
     def access(self, upward: bool) -> AccessTable:
@@ -232,9 +266,60 @@ class Router:
         return table
 
     # ---- core distances ---------------------------------------------------------------------------------
+    @property
+    def twin(self) -> np.ndarray:
+        """For every core node, the first core node with the same core neighbours in and out (itself when none
+        shares them, or when it has no core neighbour on both sides).
+
+        Twins (the leaves of one pod of a fat-tree, the spines of a leaf-spine, the cores of one group) are as far
+        from every other node: a path into one ends with a hop from a neighbour they share, so it reaches the other
+        as soon. Between two twins the distance is 2 (through a shared neighbour, linked both ways; no link joins
+        them, since a twin's neighbour is its twin's). So the distances to a node are its first twin's, with those
+        two entries swapped (``_dist_to``): one breadth-first search per class of twins (32 instead of 2,048 leaves
+        on a 131,072-GPU rail-optimised fat-tree)."""
+        if self._twin is None:
+            m = len(self.core_ids)
+            out_deg, in_deg = np.diff(self.core_ptr), np.diff(self.rcore_ptr)
+            src = np.repeat(np.arange(m), out_deg)
+            key = src * m + self.core_nbr
+            sorted_keys = np.sort(key)
+            back = self.core_nbr * m + src
+            at = np.minimum(np.searchsorted(sorted_keys, back), max(len(key) - 1, 0))
+            both_ways = np.bincount(src, weights=(sorted_keys[at] == back) if len(key) else None, minlength=m) > 0
+            twin = np.arange(m)
+            out_rows = _sorted_rows(self.core_ptr, self.core_nbr)
+            in_rows = _sorted_rows(self.rcore_ptr, self.rcore_nbr)
+            candidates = np.flatnonzero(both_ways & (out_deg > 0) & (in_deg > 0))
+            for pair in np.unique(np.column_stack((out_deg[candidates], in_deg[candidates])), axis=0).tolist():
+                members = candidates[(out_deg[candidates] == pair[0]) & (in_deg[candidates] == pair[1])]
+                rows = np.hstack((out_rows[_ranges(self.core_ptr, members)].reshape(len(members), pair[0]),
+                                  in_rows[_ranges(self.rcore_ptr, members)].reshape(len(members), pair[1])))
+                _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+                twin[members] = members[first[inverse.reshape(-1)]]
+            self._twin = twin
+        return self._twin
+
     def _dist_to(self, switch: int) -> np.ndarray:
-        """Hop distance from every core node to core node ``switch`` over core links (-1: unreachable);
-        cached."""
+        """Hop distance from every core node to core node ``switch`` over core links (-1: unreachable); one
+        breadth-first search per class of twins (``twin``), cached."""
+        first = int(self.twin[switch])
+        dist = self._bfs_to(first)
+        if first == switch:
+            return dist
+        dist = dist.copy()
+        dist[switch], dist[first] = 0, 2
+        return dist
+
+    def _hops_to(self, switch: int, sources: np.ndarray) -> np.ndarray:
+        """``_dist_to(switch)[sources]`` without copying the twin's distances."""
+        first = int(self.twin[switch])
+        hops = self._bfs_to(first)[sources]
+        if first != switch:
+            hops = np.where(sources == switch, 0, np.where(sources == first, 2, hops))
+        return hops
+
+    def _bfs_to(self, switch: int) -> np.ndarray:
+        """Hop distance from every core node to core node ``switch`` over core links (-1: unreachable); cached."""
         dist = self._dist.get(switch)
         if dist is not None:
             return dist
@@ -256,16 +341,20 @@ class Router:
 
     def _core_hops(self, a: np.ndarray, b: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         """Core hop counts a[i] -> b[i] where ``wanted`` (-1: unreachable or not wanted), with one breadth-first
-        search per distinct b."""
+        search per class of twins among the b (``twin``)."""
         hops = np.where(a == b, 0, -1).astype(np.int64)
         # a switch with no core link out (or in) reaches (is reached by) no other: no search needed
-        need = np.flatnonzero(wanted & (a != b) & (np.diff(self.core_ptr)[a] > 0)
-                              & (np.diff(self.rcore_ptr)[b] > 0))
+        need = np.flatnonzero(wanted & (a != b) & (self._has_out[a]) & (self._has_in[b]))
         if len(need):
-            need = need[np.argsort(b[need], kind="stable")]
-            cuts = np.flatnonzero(np.diff(b[need])) + 1
-            for group in np.split(need, cuts):
-                hops[group] = self._dist_to(int(b[group[0]]))[a[group]]
+            first = self.twin[b[need]]
+            order = np.argsort(first, kind="stable")
+            need, first = need[order], first[order]
+            cuts = np.flatnonzero(np.diff(first)) + 1
+            for group, rep in zip(np.split(need, cuts), first[np.concatenate(([0], cuts))].tolist(), strict=True):
+                hops[group] = self._bfs_to(rep)[a[group]]
+            # to a twin of the class's first switch, that switch itself is 2 hops away
+            swapped = (a[need] == first) & (b[need] != first)
+            hops[need[swapped]] = 2
         return hops
 
     # ---- choice of the switches where a route enters and leaves the core ---------------------------------
@@ -308,6 +397,40 @@ class Router:
         chosen = order[starts + pick]
         return up_row[chosen], down_row[chosen]
 
+    def _endpoint(self, src: int, dst: int, salt: int) -> tuple[int, int]:
+        """``_endpoints`` of one pair, in plain Python (a numpy pass costs more than the few candidates of a pair):
+        the same candidates, costs and tie order."""
+        lists = self._lists
+        if lists is None:
+            up, down = self.access(True), self.access(False)
+            lists = self._lists = (up.ptr.tolist(), up.switch.tolist(), up.hops.tolist(), down.ptr.tolist(),
+                                   down.switch.tolist(), down.hops.tolist(),
+                                   (np.diff(self.core_ptr) > 0).tolist(), (np.diff(self.rcore_ptr) > 0).tolist())
+        up_ptr, up_switch, up_hops, down_ptr, down_switch, down_hops, has_out, has_in = lists
+        ups, downs = range(up_ptr[src], up_ptr[src + 1]), range(down_ptr[dst], down_ptr[dst + 1])
+        if not ups or not downs:
+            raise KeyError(f"no route from GPU {src} to GPU {dst}")
+        candidates = [(up_hops[u] + down_hops[d] + (up_switch[u] != down_switch[d]), i, j, u, d)
+                      for i, u in enumerate(ups) for j, d in enumerate(downs)]
+        exact = min((c[0] for c in candidates if up_switch[c[3]] == down_switch[c[4]]), default=None)
+        costed = []
+        for bound, i, j, u, d in candidates:
+            a, b = up_switch[u], down_switch[d]
+            if a == b:
+                core = 0
+            elif (exact is None or bound <= exact) and has_out[a] and has_in[b]:
+                core = int(self._hops_to(b, np.array([a]))[0])
+            else:
+                core = -1
+            if core >= 0:
+                costed.append((up_hops[u] + core + down_hops[d], bound, i, j, u, d))
+        if not costed:
+            raise KeyError(f"no route from GPU {src} to GPU {dst}")
+        best = min(c[0] for c in costed)
+        ties = sorted(c[1:] for c in costed if c[0] == best)
+        pick = hash((src, dst, salt)) % len(ties) if len(ties) > 1 else 0
+        return ties[pick][3], ties[pick][4]
+
     # ---- one path (ECMP) -----------------------------------------------------------------------------------
     def _walk(self, a: int, b: int, dist: np.ndarray, key: tuple[int, int, int]) -> list[int]:
         """Links of one shortest core path a -> b; at each hop the next switch is picked by hash (ECMP)."""
@@ -340,7 +463,7 @@ class Router:
             result = np.array([direct], dtype=np.int64)
         else:
             up, down = self.access(True), self.access(False)
-            (u,), (d,) = self._endpoints(np.array([src]), np.array([dst]), salt)
+            u, d = self._endpoint(src, dst, salt)
             a, b = int(up.switch[u]), int(down.switch[d])
             core = self._walk(a, b, self._dist_to(b), key) if a != b else []
             result = np.array([*up.links[u, :up.hops[u]], *core, *down.links[d, :down.hops[d]]], dtype=np.int64)
@@ -384,15 +507,150 @@ class Router:
         return (np.concatenate([st[2] for st in steps]), np.concatenate([st[3] for st in steps]),
                 slowest_s[sources])
 
+    def sprays(self, a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """``spray`` of every switch pair (a[i], b[i]) (a != b).
+
+        A pair of twins (``twin``) of another pair's switches sprays over the same switches with the same loads: only
+        its first hops leave from its own source and its last hops enter its own destination (a twin has the same
+        neighbours, and a destination's twin is never on the way to it: its neighbours are one hop from the
+        destination, itself two). So the spray of the first twins of a pair's classes is made (and cached) and the
+        pair's is that one with its first and last links swapped for its own, when those have the same latencies
+        (else it is made itself). The cache keeps at most ``_SPRAY_CACHE_ENTRIES`` route entries (least recently
+        used first out)."""
+        twin = self.twin
+        out = []
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            first_x, first_y = int(twin[x]), int(twin[y])
+            if (first_x, first_y) == (x, y) or first_x == first_y:
+                out.append(self._cached_spray(x, y)[:3])
+                continue
+            base = self._cached_spray(first_x, first_y)
+            spray = self._moved_spray(base, first_x, first_y, x, y) if base[3] is not None else None
+            out.append(spray if spray is not None else self._cached_spray(x, y)[:3])
+        return out
+
+    def _cached_spray(self, x: int, y: int) -> tuple:
+        """(links, fractions, slowest latency, positions of the links out of x and into y, or None when the two are
+        one hop apart) of the spray x -> y, cached (``sprays``)."""
+        cache = self._sprays
+        key = (x, y)
+        spray = cache.get(key)
+        if spray is not None:
+            cache.move_to_end(key)
+            return spray
+        links, fractions, slowest_s = self._spray_to(y, np.array([x], dtype=np.int64), np.ones(1))
+        ends = None
+        if self._dist_to(y)[x] > 1:
+            ends = (np.flatnonzero(self._link_src[links] == x), np.flatnonzero(self._link_dst[links] == y))
+        spray = cache[key] = (links, fractions, float(slowest_s[0]), ends)
+        self._spray_entries += len(links)
+        while self._spray_entries > _SPRAY_CACHE_ENTRIES and len(cache) > 1:
+            _, dropped = cache.popitem(last=False)
+            self._spray_entries -= len(dropped[0])
+        return spray
+
+    def _moved_spray(self, base: tuple, first_x: int, first_y: int, x: int, y: int) -> tuple | None:
+        """The spray x -> y from the spray ``base`` between their first twins: its first links leave x, its last enter
+        y. None when those links' latencies differ from base's (the slowest path would differ)."""
+        links, fractions, slowest_s, (out_of, into) = base
+        moved = links.copy()
+        if x != first_x:
+            moved[out_of] = self._core_link_of(np.full(len(out_of), x), self._link_dst[links[out_of]])
+        if y != first_y:
+            moved[into] = self._core_link_of(self._link_src[links[into]], np.full(len(into), y))
+        changed = np.concatenate((out_of, into))
+        if not np.array_equal(self.link_latency_s[moved[changed]], self.link_latency_s[links[changed]]):
+            return None
+        return moved, fractions, slowest_s
+
+    def _core_link_of(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Link id of the core link u -> v (core numbering) for each i; every such link exists."""
+        m = len(self.core_ids)
+        at = np.searchsorted(self._core_keys, u * m + v)
+        return self._core_key_link[at]
+
     def spray(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(core links, fraction of the bytes on each, latency of the slowest path) of one flow from core
         switch ``a`` to core switch ``b`` sprayed over all shortest paths; cached per switch pair."""
-        key = (a, b)
-        cached = self._sprays.get(key)
-        if cached is None:
-            links, fractions, slowest_s = self._spray_to(b, np.array([a], dtype=np.int64), np.ones(1))
-            cached = self._sprays[key] = (links, fractions, float(slowest_s[0]))
-        return cached
+        return self.sprays(np.array([a], dtype=np.int64), np.array([b], dtype=np.int64))[0]
+
+    def _slowest(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Latency of the slowest shortest core path from core switch a[i] to core switch b[i] (a != b), as a spray
+        of a flow a -> b finds it (``_spray_to``), without spreading any load; cached per switch pair."""
+        m = len(self.core_ids)
+        key = b * m + a
+        out = np.empty(len(key))
+        cache = self._slowest_s
+        missing = []
+        for i, k in enumerate(key.tolist()):
+            value = cache.get(k)
+            if value is None:
+                missing.append(i)
+            else:
+                out[i] = value
+        if missing:
+            at = np.array(missing, dtype=np.int64)
+            wanted, first = np.unique(key[at], return_index=True)
+            for target in np.unique(wanted // m).tolist():
+                group = wanted[wanted // m == target]
+                values = self._slowest_to(target, group % m)
+                cache.update(zip(group.tolist(), values.tolist(), strict=True))
+            out[at] = [cache[k] for k in key[at].tolist()]
+        return out
+
+    def _slowest_to(self, b: int, sources: np.ndarray) -> np.ndarray:
+        """``_slowest`` from each of ``sources`` to ``b``: back up the shortest-path levels from ``b``, each switch
+        taking the slowest of its next hops (the recursion of ``_spray_to`` over the switches the sources reach)."""
+        dist = self._dist_to(b)
+        if np.any(dist[sources] < 0):
+            a = int(sources[np.flatnonzero(dist[sources] < 0)[0]])
+            raise KeyError(f"no route between switches {self.nodes[self.core_ids[a]]} and "
+                           f"{self.nodes[self.core_ids[b]]}")
+        m = len(self.core_ids)
+        reached = np.zeros(m, dtype=bool)
+        reached[sources] = True
+        steps = []
+        for level in range(int(dist[sources].max()), 0, -1):
+            here = np.flatnonzero((dist == level) & reached)
+            edge = _ranges(self.core_ptr, here)
+            owner = np.repeat(here, self.core_ptr[here + 1] - self.core_ptr[here])
+            nbr = self.core_nbr[edge]
+            closer = dist[nbr] == level - 1
+            reached[nbr[closer]] = True
+            steps.append((owner[closer], nbr[closer], self.core_link[edge[closer]]))
+        slowest_s = np.zeros(m)
+        for came, went, link in reversed(steps):
+            np.maximum.at(slowest_s, came, self.link_latency_s[link] + slowest_s[went])
+        return slowest_s[sources]
+
+    def latencies(self, src: np.ndarray, dst: np.ndarray, salt: int, adaptive: bool) -> np.ndarray:
+        """The latency of each pair's route, as ``route_set`` gives it, without its link loads: under ``adaptive``
+        the core segment is the slowest sprayed path (``_slowest``), no spray is made; under ``ecmp`` the walk is
+        the route (``route_set``). A pair listed several times is routed once."""
+        src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+        if not adaptive:
+            return self.route_set(src, dst, salt, adaptive, 0)[2]
+        gpus = len(self.gpu_index)
+        unique, inverse = np.unique(src * gpus + dst, return_inverse=True)
+        if len(unique) < len(src):
+            return self.latencies(unique // gpus, unique % gpus, salt, adaptive)[inverse]
+        latency_s = np.zeros(len(src))
+        via = np.flatnonzero(src != dst)
+        if self.edge_link and len(via):
+            direct = [self._direct(s, d) for s, d in zip(src[via].tolist(), dst[via].tolist(), strict=True)]
+            has = np.array([k is not None for k in direct], dtype=bool)
+            if has.any():
+                latency_s[via[has]] = self.link_latency_s[np.array([k for k in direct if k is not None])]
+            via = via[~has]
+        if len(via):
+            up, down = self.access(True), self.access(False)
+            u, d = self._endpoints(src[via], dst[via], salt)
+            latency_s[via] = up.latency_s[u] + down.latency_s[d]
+            a, b = up.switch[u], down.switch[d]
+            cross = np.flatnonzero(a != b)
+            if len(cross):
+                latency_s[via[cross]] += self._slowest(a[cross], b[cross])
+        return latency_s
 
     # ---- many pairs at once ----------------------------------------------------------------------------
     def route_set(self, src: np.ndarray, dst: np.ndarray, salt: int, adaptive: bool, links: int,
@@ -512,7 +770,7 @@ class Router:
         if cached.any():
             at = np.flatnonzero(cached)
             switch_pair, pair_of = np.unique(triple_b[at] * m + triple_a[at], return_inverse=True)
-            sprays = [self.spray(int(k % m), int(k // m)) for k in switch_pair.tolist()]
+            sprays = self.sprays(switch_pair % m, switch_pair // m)
             lengths = np.array([len(spray[0]) for spray in sprays], dtype=np.int64)
             ptr = np.zeros(len(sprays) + 1, dtype=np.int64)
             np.cumsum(lengths, out=ptr[1:])

@@ -17,22 +17,27 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from simcluster.core import units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import (
+    NETWORK_SWITCH_ROLES,
     ROUTING_POLICIES,
     EdgeTable,
     Router,
     TorusRouter,
-    graph_default_routing,
+    default_routing,
     loads_by_part,
 )
+from simcluster.fabric.tables import FabricTables
 from simcluster.spec.hardware import GpuSpec, NicSpec
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus", "rail-only", "multi-plane")
 ROLES = files.ROLES
@@ -51,6 +56,10 @@ _ROUTE_CACHE_ENTRIES = 64
 # Pair arrays up to this size (pipeline send/recv classes) are kept in a larger cache than collectives' arrays
 _SMALL_PAIRS = 64
 _SMALL_CACHE_ENTRIES = 2**16
+# Latencies of pair arrays asked for without their route set (collectives' schedules), kept per fabric: up to this
+# many arrays and this many latencies in all (8 bytes each)
+_LATENCY_CACHE_ENTRIES = 1024
+_LATENCY_CACHE_VALUES = 2**22
 
 
 @dataclass(eq=False)
@@ -62,7 +71,7 @@ class Fabric:
     """
 
     name: str
-    graph: nx.DiGraph
+    tables: FabricTables   # nodes and links as arrays; ``graph`` is made from them when asked for
     gpu_nodes: list
     gpus_per_node: int
     link_bytes_per_s: np.ndarray
@@ -74,10 +83,35 @@ class Fabric:
     _router: object = field(default=None, repr=False)
     _routes: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _small_routes: dict = field(default_factory=dict, repr=False)
+    _latencies: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)  # fresh in a replace()
+    _latency_values: int = field(default=0, init=False, repr=False)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The fabric as a NetworkX DiGraph (``tables.TableGraph``: its node and edge dicts made on first use; the
+        fabric's own computations read ``tables``)."""
+        return self.tables.graph
 
     @property
     def gpus(self) -> int:
         return len(self.gpu_nodes)
+
+    @cached_property
+    def gpu_index(self) -> np.ndarray:
+        """Node index (``tables.nodes``) of every GPU, by rank."""
+        if self.gpu_nodes == self.tables.gpu_nodes:
+            return self.tables.gpu_index
+        index = self.tables.index
+        return np.array([index[node] for node in self.gpu_nodes], dtype=np.int64)
+
+    def gpu_attr(self, name: str, gpus=None) -> np.ndarray | None:
+        """Node attribute ``name`` (e.g. ``server``) of GPUs ``gpus`` (default all, by rank), read from the tables
+        without making the graph; None when no node has it (integer attributes: ``tables.ABSENT`` where missing)."""
+        column = self.tables.node_attr(name)
+        if column is None:
+            return None
+        at = self.gpu_index if gpus is None else self.gpu_index[np.asarray(gpus, dtype=np.int64)]
+        return column[at]
 
     @property
     def links(self) -> int:
@@ -85,43 +119,50 @@ class Fabric:
 
     @cached_property
     def edge_table(self) -> EdgeTable:
-        """The directed links in the graph's edge order, read in one pass (``EdgeTable``)."""
-        return EdgeTable.of(self.graph)
+        """The directed links in the graph's edge order (``EdgeTable``), from the tables."""
+        return EdgeTable.of_tables(self.tables)
 
     @cached_property
     def link_ends(self) -> list[tuple]:
         """(source node, destination node) of every directed link, by link id."""
-        table = self.edge_table
-        ends: list[tuple] = [()] * self.links
-        nodes = table.nodes
-        for u, v, link_id in zip(table.src_index.tolist(), table.dst_index.tolist(), table.link_id.tolist(),
-                                 strict=True):
-            ends[link_id] = (nodes[u], nodes[v])
-        return ends
+        names = np.array(self.tables.nodes, dtype=object)
+        return list(zip(names[self.tables.src].tolist(), names[self.tables.dst].tolist(), strict=True))
 
     @cached_property
     def link_class(self) -> list[str]:
         """Where every directed link sits (``nvlink``, ``pcie``, ``nic``, ``leaf-spine``, ``spine-core``, ``torus``
-        ...: ``classes``), by link id."""
-        table = self.edge_table
-        roles = table.role
-        found = classes.of_links([roles[i] for i in table.src_index.tolist()],
-                                 [roles[i] for i in table.dst_index.tolist()],
-                                 [self.link_kind[i] for i in table.link_id.tolist()], table.own_class)
-        by_id = [""] * self.links
-        for link_id, link_class in zip(table.link_id.tolist(), found, strict=True):
-            by_id[link_id] = link_class
+        ...: ``classes``), by link id: a link's own class when it has one, else inferred from its ends' roles and its
+        kind (``classes.infer``), once per distinct (roles, kind)."""
+        tables = self.tables
+        role_names: dict = {}
+        role = np.fromiter((role_names.setdefault(r, len(role_names)) for r in tables.role), dtype=np.int64,
+                           count=len(tables.role))
+        kind_names: dict = {}
+        kind = np.fromiter((kind_names.setdefault(k, len(kind_names)) for k in self.link_kind), dtype=np.int64,
+                           count=self.links)
+        key = (role[tables.src] * len(role_names) + role[tables.dst]) * max(len(kind_names), 1) + kind
+        distinct, inverse = np.unique(key, return_inverse=True)
+        roles, kinds = list(role_names), list(kind_names)
+        found = []
+        for k in distinct.tolist():
+            pair, kind_of = divmod(k, max(len(kinds), 1))
+            src_role, dst_role = divmod(pair, len(roles))
+            found.append(classes.infer(roles[src_role], roles[dst_role], kinds[kind_of]))
+        by_id = np.array(found, dtype=object)[inverse.reshape(-1)].tolist() if self.links else []
+        for link_id, own in tables.own_class.items():
+            by_id[link_id] = own
         return by_id
 
     @property
     def router(self):
         if self._router is None:
-            dims = self.graph.graph.get("torus_dims")
-            tables = self.graph.graph.get("_torus_tables")
+            attrs = self.tables.graph_attrs
+            dims, tables = attrs.get("torus_dims"), attrs.get("_torus_tables")
             if dims is not None and tables is not None:
                 self._router = TorusRouter(*tables)
             else:
-                self._router = Router(self.graph, self.gpu_nodes, self.link_latency_s, self.edge_table)
+                self._router = Router(self.edge_table, self.gpu_index, self.link_latency_s,
+                                      bool(attrs.get("gpu_transit", False)), self.tables.node_attr("transit"))
         return self._router
 
     def _check_rank(self, rank: int, what: str):
@@ -248,8 +289,34 @@ class Fabric:
 
     def pair_latencies_s(self, pairs: np.ndarray, salt: int = 0) -> np.ndarray:
         """Path latency of each (src, dst) pair, in pair order: its ``path_latency_s`` under ``ecmp``; under
-        ``adaptive`` the slowest of the sprayed paths (the same on fabrics whose switches have one latency)."""
-        return self._route_set(pairs, salt)[2]
+        ``adaptive`` the slowest of the sprayed paths (the same on fabrics whose switches have one latency).
+
+        The latencies of a route set already made, else found without spraying loads (``Router.latencies``) and
+        kept in a cache of their own."""
+        pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+        key = (pairs.tobytes(), int(salt))
+        hit = self._small_routes.get(key) if len(pairs) <= _SMALL_PAIRS else self._routes.get(key)
+        if hit is not None:
+            return hit[2]
+        router = self.router
+        if not isinstance(router, Router) or self.routing != "adaptive":
+            return self._route_set(pairs, salt)[2]
+        latency_s = self._latencies.get(key)
+        if latency_s is None:
+            if len(pairs) and (pairs.min() < 0 or pairs.max() >= self.gpus):
+                raise ScenarioError("pairs", f"GPU indices must lie in 0..{self.gpus - 1}")
+            try:
+                latency_s = router.latencies(pairs[:, 0], pairs[:, 1], int(salt), True)
+            except KeyError as err:
+                raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
+            self._latencies[key] = latency_s
+            self._latency_values += len(latency_s)
+            while len(self._latencies) > 1 and (len(self._latencies) > _LATENCY_CACHE_ENTRIES
+                                                or self._latency_values > _LATENCY_CACHE_VALUES):
+                self._latency_values -= len(self._latencies.popitem(last=False)[1])
+        else:
+            self._latencies.move_to_end(key)
+        return latency_s
 
     def bottleneck_tier(self, pairs: np.ndarray) -> str | None:
         """The tier (``classes.tier``) of the link that bounds ``pairs`` sending at once on the idle fabric: the link
@@ -268,7 +335,7 @@ class Fabric:
     def summary(self) -> dict:
         """Counts of nodes per role and directed links per kind (for reports and tests)."""
         roles: dict[str, int] = {}
-        for _, role in self.graph.nodes(data="role"):
+        for role in self.tables.role:
             roles[role] = roles.get(role, 0) + 1
         kinds: dict[str, int] = {}
         for kind in self.link_kind:
@@ -281,34 +348,34 @@ class Fabric:
 
 
 def fabric_from_graph(name: str, graph: nx.DiGraph, gpu_nodes: list, gpus_per_node: int) -> Fabric:
-    """Wrap a graph whose edges carry bytes_per_s, latency_s, kind and link_id 0..E-1 into a Fabric.
+    """Wrap a graph whose edges carry bytes_per_s, latency_s, kind and link_id 0..E-1 into a Fabric (the graph is
+    the fabric's ``graph``).
 
     The routing policy is the graph's ``routing`` attribute when set (builders set it), else the default for
     its switch-to-switch links (``routing.default_routing``: adaptive on InfiniBand, else ECMP).
     """
-    n = graph.number_of_edges()
-    link_bytes_per_s = np.zeros(n)
-    link_latency_s = np.zeros(n)
-    link_kind = [""] * n
-    for _, _, d in graph.edges(data=True):
-        k = d["link_id"]
-        link_bytes_per_s[k], link_latency_s[k], link_kind[k] = d["bytes_per_s"], d["latency_s"], d["kind"]
-    assert all(link_kind), "link ids must be 0..E-1"
-    routing = graph.graph.get("routing") or graph_default_routing(graph)
+    return fabric_from_tables(name, FabricTables.of_graph(graph, gpu_nodes), gpus_per_node)
+
+
+def fabric_from_tables(name: str, tables: FabricTables, gpus_per_node: int) -> Fabric:
+    """A Fabric over ``tables`` (``fabric_from_graph``, without a graph)."""
+    routing = tables.graph_attrs.get("routing") or default_routing(
+        kind for kind, u, v in zip(tables.kind, tables.src.tolist(), tables.dst.tolist(), strict=True)
+        if tables.role[u] in NETWORK_SWITCH_ROLES and tables.role[v] in NETWORK_SWITCH_ROLES)
     assert routing in ROUTING_POLICIES, routing
-    return Fabric(name, graph, list(gpu_nodes), gpus_per_node, link_bytes_per_s, link_latency_s, link_kind,
-                  routing)
+    return Fabric(name, tables, tables.gpu_nodes, gpus_per_node, tables.bytes_per_s, tables.latency_s,
+                  list(tables.kind), routing)
 
 
-def sharp_capable(graph: nx.DiGraph) -> bool:
+def sharp_capable(fabric: Fabric) -> bool:
     """Whether a fabric's switches can reduce in the network: it has scale-out switches (leaf, spine, core or a
     file's switch) and every link into or out of them is InfiniBand (``ib``). Ethernet/RoCE switches, NVSwitch
     alone and GPU-routed tori cannot (NVLink SHARP inside a node is the GPU's ``nvls``)."""
-    switches = [node for node, role in graph.nodes(data="role") if role in _SCALE_OUT_ROLES]
-    return bool(switches) and all(
-        kind == "ib" for node in switches
-        for edges in (graph.in_edges(node, data="kind"), graph.out_edges(node, data="kind"))
-        for _, _, kind in edges)
+    tables = fabric.tables
+    switch = np.array([role in _SCALE_OUT_ROLES for role in tables.role], dtype=bool)
+    touches = switch[tables.src] | switch[tables.dst]
+    kinds = np.asarray(fabric.link_kind, dtype=object)[touches]
+    return bool(switch.any()) and bool(np.all(kinds == "ib"))
 
 
 def _resolve_sharp(mode: str, fabric: Fabric, nic: NicSpec) -> bool:
@@ -317,7 +384,7 @@ def _resolve_sharp(mode: str, fabric: Fabric, nic: NicSpec) -> bool:
         raise ScenarioError("cluster.sharp", f"expected one of {', '.join(SHARP_MODES)}, got {mode!r}")
     if mode == "off":
         return False
-    capable = nic.rate >= SHARP_MIN_NIC_BYTES_PER_S and sharp_capable(fabric.graph)
+    capable = nic.rate >= SHARP_MIN_NIC_BYTES_PER_S and sharp_capable(fabric)
     if mode == "on" and not capable:
         raise ScenarioError("cluster.sharp", f"on needs InfiniBand switches (NVIDIA Quantum HDR or newer) and "
                             f"NICs of 200 Gb/s or more; {fabric.name} with {nic.name} has no IB SHARP")
@@ -390,10 +457,10 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
         builder = builders.GraphBuilder(topology)
         make = builders.BUILDERS[topology][0]
         make(builder, gpus, gpus_per_node, gpu, nic, _options(topology, options))
-        tables = getattr(builder, "torus_tables", None)
-        if tables is not None:
-            builder.graph.graph["_torus_tables"] = tables
-        fabric = fabric_from_graph(topology, builder.graph, builder.gpu_nodes, gpus_per_node)
+        torus_tables = getattr(builder, "torus_tables", None)
+        if torus_tables is not None:
+            builder.graph_attrs["_torus_tables"] = torus_tables
+        fabric = fabric_from_tables(topology, builder.finish(), gpus_per_node)
         fabric.gpu = gpu
         fabric.sharp = _resolve_sharp(sharp, fabric, nic)
         return fabric
@@ -412,9 +479,8 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
         raise ScenarioError(f"{path}:gpus_per_node", f"{file_gpus_per_node} differs from the cluster's "
                             f"gpus_per_node {gpus_per_node}")
     if routing is not None:
-        builder.graph.graph["routing"] = routing
-    fabric = fabric_from_graph(builder.graph.graph.get("name") or path.stem, builder.graph, builder.gpu_nodes,
-                               gpus_per_node)
+        builder.graph_attrs["routing"] = routing
+    fabric = fabric_from_tables(builder.graph_attrs.get("name") or path.stem, builder.finish(), gpus_per_node)
     _check_routes(fabric, str(path))
     fabric.gpu = gpu
     fabric.sharp = _resolve_sharp(sharp, fabric, nic)
@@ -459,6 +525,7 @@ def from_scenario(scenario) -> Fabric:
 
 def write_graphml(fabric: Fabric, path: str | Path):
     """Export a fabric as GraphML with unit strings (readable back by ``build``)."""
+    import networkx as nx  # loaded by what needs a graph, not by every fabric
     out = nx.DiGraph(name=fabric.name, gpus_per_node=fabric.gpus_per_node,
                      gpu_transit=bool(fabric.graph.graph.get("gpu_transit", False)), routing=fabric.routing)
     rank = {node: i for i, node in enumerate(fabric.gpu_nodes)}

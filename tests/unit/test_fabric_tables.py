@@ -1,0 +1,135 @@
+"""A fabric's compact tables, the NetworkX graph made from them on demand, and the routing shortcuts that read them
+(twin switches, latencies without sprays, the bounded spray cache), each checked against an independent
+computation: networkx's own algorithms on the graph, one spray or one pair at a time, closed forms."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from simcluster.fabric import routing, topology
+from simcluster.fabric.routing import Router
+from simcluster.spec import hardware
+
+H100 = hardware.gpu("h100-sxm")
+CX7 = hardware.nic("connectx-7")
+FABRICS = [("rail-fat-tree", 4096, {"tiers": 3}), ("rail-fat-tree", 512, {}), ("fat-tree", 128, {}),
+           ("leaf-spine", 256, {"oversubscription": 4}), ("multi-plane", 256, {}), ("rail-only", 256, {"radix": 16})]
+
+
+def build(name, gpus, **options):
+    return topology.build(name, gpus=gpus, gpus_per_node=8, gpu=H100, nic=CX7, options=options)
+
+
+def test_graph_is_made_only_when_asked_and_holds_every_link_of_the_tables():
+    fabric = build("rail-fat-tree", 64)
+    fabric.links_of(np.array([[0, 63]]))                      # routing reads the tables
+    graph = fabric.graph
+    assert "_adj" not in graph.__dict__ and "_node" not in graph.__dict__
+    assert graph.nodes["n0/gpu3"] == {"role": "gpu", "latency_s": 0.0, "server": 0, "rank": 3}
+    assert "_adj" not in graph.__dict__                       # one node's attributes, no adjacency
+    assert isinstance(graph, nx.DiGraph) and graph.number_of_nodes() == len(fabric.tables.nodes)
+    assert graph.number_of_edges() == fabric.links
+    for u, v, d in graph.edges(data=True):
+        k = d["link_id"]
+        assert fabric.link_ends[k] == (u, v)
+        assert d["bytes_per_s"] == fabric.link_bytes_per_s[k] and d["kind"] == fabric.link_kind[k]
+        assert d["latency_s"] == graph.nodes[v]["latency_s"]   # entering a node costs its latency
+        assert graph.edges[v, u]["bytes_per_s"] == d["bytes_per_s"]   # cables: both directions alike
+    assert nx.is_weakly_connected(graph)
+
+
+def test_graph_changes_persist_and_copies_are_plain_graphs():
+    fabric = build("rail-fat-tree", 16)
+    graph = fabric.graph
+    graph.nodes["n1/nic2"]["note"] = "cut"
+    graph.edges["n1/nic2", "leaf/g0/r2"]["bytes_per_s"] /= 4
+    assert graph.nodes["n1/nic2"]["note"] == "cut"
+    assert graph.edges["n1/nic2", "leaf/g0/r2"]["bytes_per_s"] == CX7.rate / 4
+    graph.add_node("extra", role="switch")
+    assert "extra" in graph and len(graph) == len(fabric.tables.nodes) + 1
+    for same in (graph.copy(), copy.deepcopy(graph), pickle.loads(pickle.dumps(graph))):
+        assert nx.utils.graphs_equal(same, graph)
+        assert same.edges["n1/nic2", "leaf/g0/r2"]["bytes_per_s"] == CX7.rate / 4
+
+
+def test_gpu_attributes_come_from_the_tables():
+    fabric = build("rail-fat-tree", 40)
+    servers = fabric.gpu_attr("server")
+    assert servers.tolist() == [g // 8 for g in range(40)]
+    assert fabric.gpu_attr("rank", [5, 39]).tolist() == [5, 39]
+    assert fabric.gpu_attr("no-such-attribute") is None
+
+
+@pytest.mark.parametrize(("name", "gpus", "options"), FABRICS)
+def test_twin_switches_share_distances_that_networkx_finds(name, gpus, options):
+    fabric = build(name, gpus, **options)
+    router = fabric.router
+    core = [router.nodes[i] for i in router.core_ids]
+    graph = fabric.graph.subgraph(core)
+    position = {node: i for i, node in enumerate(core)}
+    assert len(set(router.twin.tolist())) < len(core)        # some switches are twins
+    for b in range(0, len(core), max(1, len(core) // 97)):
+        want = np.full(len(core), -1)
+        for node, hops in dict(nx.single_target_shortest_path_length(graph, core[b])).items():
+            want[position[node]] = hops
+        assert np.array_equal(router._dist_to(b), want)
+
+
+@pytest.mark.parametrize(("name", "gpus", "options"), FABRICS)
+def test_latencies_without_sprays_equal_the_route_sets_and_one_path_each(name, gpus, options):
+    rng = np.random.default_rng(7)
+    fabric, again = build(name, gpus, **options), build(name, gpus, **options)
+    pairs = rng.integers(0, gpus, size=(3000, 2))
+    latency_s = fabric.pair_latencies_s(pairs)                # no route set made yet: the latency-only path
+    assert np.array_equal(latency_s, again._route_set(pairs, 0)[2])
+    if name != "rail-only":   # builtin switches have one latency: every sprayed path is as slow as the ECMP one
+        sample = pairs[:200]
+        assert np.allclose(latency_s[:200], [fabric.path_latency_s(int(s), int(d)) for s, d in sample],
+                           rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("name", "gpus", "options"), FABRICS)
+def test_sprays_moved_between_twins_equal_their_own_and_the_cache_keeps_its_bound(name, gpus, options, monkeypatch):
+    rng = np.random.default_rng(11)
+    router = build(name, gpus, **options).router
+    monkeypatch.setattr(routing, "_SPRAY_CACHE_ENTRIES", 2000)
+    linked = np.flatnonzero(np.diff(router.core_ptr) > 0)
+    a, b = rng.choice(linked, 300), rng.choice(linked, 300)
+    a, b = a[a != b], b[a != b]
+    for (links, fractions, slowest_s), x, y in zip(router.sprays(a, b), a.tolist(), b.tolist(), strict=True):
+        own_links, own_fractions, own_slowest_s = router._spray_to(y, np.array([x]), np.ones(1))  # made itself
+        assert sorted(zip(links.tolist(), fractions.tolist(), strict=True)) == sorted(
+            zip(own_links.tolist(), own_fractions.tolist(), strict=True))
+        assert slowest_s == own_slowest_s[0] == router._slowest(np.array([x]), np.array([y]))[0]
+        assert fractions.sum() == pytest.approx(router._dist_to(y)[x], rel=1e-12)   # one whole flow per level
+    assert router._spray_entries == sum(len(spray[0]) for spray in router._sprays.values())
+    assert router._spray_entries <= 2000 or len(router._sprays) == 1
+
+
+def test_one_pair_endpoints_equal_the_vectorised_choice_with_ties_hashed():
+    rng = np.random.default_rng(5)
+    for name, gpus, options in FABRICS:
+        router = build(name, gpus, **options).router
+        pairs = rng.integers(0, gpus, size=(500, 2))
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        up, down = router._endpoints(pairs[:, 0], pairs[:, 1], 3)
+        one = [router._endpoint(int(s), int(d), 3) for s, d in pairs]
+        assert one == list(zip(up.tolist(), down.tolist(), strict=True))
+
+
+def test_router_over_a_graph_given_by_hand_routes_through_its_switch():
+    graph = nx.DiGraph(name="star")
+    for node, role in (("a", "gpu"), ("b", "gpu"), ("s", "switch")):
+        graph.add_node(node, role=role, latency_s=1e-6 if role == "switch" else 0.0)
+    for k, (u, v) in enumerate((("a", "s"), ("s", "a"), ("b", "s"), ("s", "b"))):
+        graph.add_edge(u, v, bytes_per_s=1e9, latency_s=graph.nodes[v]["latency_s"], kind="ethernet", link_id=k)
+    fabric = topology.fabric_from_graph("star", graph, ["a", "b"], 1)
+    assert fabric.graph is graph
+    assert isinstance(fabric.router, Router)
+    assert fabric.path_links(0, 1).tolist() == [0, 3]
+    assert fabric.pair_latencies_s(np.array([[0, 1]])).tolist() == [1e-6]
