@@ -18,6 +18,7 @@ from simcluster.collectives import algorithms
 from simcluster.collectives.algorithms import Step
 from simcluster.collectives.nccl import PROTOCOLS, choose, sharp_uses_nvls
 from simcluster.core.errors import ScenarioError
+from simcluster.fabric.tables import ABSENT
 from simcluster.network.base import TransferClass, class_load
 
 OPS = ("allreduce", "reduce_scatter", "all_gather", "alltoall", "broadcast", "reduce", "sendrecv")
@@ -109,16 +110,18 @@ class Schedule(list):
 
 
 def _nodes(group: tuple[int, ...], fabric) -> list:
-    """The node of each GPU of ``group``: its graph node's ``server`` attribute (set by the builders), else
+    """The node of each GPU of ``group``: its fabric node's ``server`` attribute (set by the builders), else
     i // gpus_per_node (topology.build numbers GPUs node by node)."""
     raw = getattr(fabric, "raw", fabric)
     per_node = max(int(getattr(raw, "gpus_per_node", 1)), 1)
-    graph, names = getattr(raw, "graph", None), getattr(raw, "gpu_nodes", None)
-    if graph is None or names is None:
-        return [gpu // per_node for gpu in group]
-    servers = _SERVERS.get(raw)
-    if servers is None:  # every GPU's node, read from the graph once per fabric (tens of thousands of groups ask)
-        servers = _SERVERS[raw] = [graph.nodes[name].get("server") for name in names]
+    servers = _SERVERS.get(raw) if hasattr(raw, "gpu_attr") else None
+    if servers is None:
+        if not hasattr(raw, "gpu_attr"):
+            return [gpu // per_node for gpu in group]
+        # every GPU's node, read from the fabric's tables once per fabric (tens of thousands of groups ask)
+        column = raw.gpu_attr("server")
+        servers = _SERVERS[raw] = [None] * raw.gpus if column is None else [
+            None if value is None or value == ABSENT else value for value in column.tolist()]
     return [gpu // per_node if server is None else server for gpu, server in zip(
         group, [servers[gpu] for gpu in group], strict=True)]
 
