@@ -133,3 +133,36 @@ def test_router_over_a_graph_given_by_hand_routes_through_its_switch():
     assert isinstance(fabric.router, Router)
     assert fabric.path_links(0, 1).tolist() == [0, 3]
     assert fabric.pair_latencies_s(np.array([[0, 1]])).tolist() == [1e-6]
+
+
+@pytest.mark.parametrize(("name", "gpus", "options"), FABRICS)
+def test_slowest_paths_taken_from_a_twin_equal_their_own_pass(name, gpus, options):
+    """``_slowest`` answers a twin's destination from its class's first switch; each answer equals a pass of
+    ``_slowest_to`` to that destination itself, also once one twin's link is made slower (then it is not moved)."""
+    rng = np.random.default_rng(13)
+    router = build(name, gpus, **options).router
+    linked = np.flatnonzero(np.diff(router.core_ptr) > 0)
+    a, b = rng.choice(linked, 400), rng.choice(linked, 400)
+    a, b = a[a != b], b[a != b]
+    twins = np.flatnonzero(router.twin != np.arange(len(router.twin)))
+    assert len(twins) and router._twin_alike()[twins].all()       # builtin switches: one latency per tier
+    some = twins[:20]   # from the first twin, and from anywhere, to a twin
+    a = np.concatenate((a, router.twin[some], linked[:len(some)]))
+    b = np.concatenate((b, some, some))
+    keep = a != b
+    a, b = a[keep], b[keep]
+
+    def own(x, y):
+        return router._slowest_to(int(y), np.array([x]))[0]
+
+    assert router._slowest(a, b).tolist() == [own(x, y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+    slowed = int(twins[0])
+    router.link_latency_s = router.link_latency_s.copy()
+    into = router.core_link[np.flatnonzero(router.core_nbr == slowed)[0]]
+    router.link_latency_s[into] *= 3
+    router._slowest_s.clear()
+    router._alike = None
+    assert not router._twin_alike()[slowed]
+    sources = linked[linked != slowed]
+    assert router._slowest(sources, np.full(len(sources), slowed)).tolist() == [
+        own(x, slowed) for x in sources.tolist()]
