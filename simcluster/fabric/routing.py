@@ -389,13 +389,19 @@ class Router:
         if np.any(unroutable):
             bad = int(np.flatnonzero(unroutable)[0])
             raise KeyError(f"no route from GPU {int(src[bad])} to GPU {int(dst[bad])}")
-        tie = cost == best[pair]
-        order = np.lexsort((j, i, bound, ~tie, pair))        # per pair: its ties first, in candidate order
-        ties = np.bincount(pair[tie], minlength=len(src))
-        pick = np.zeros(len(src), dtype=np.int64)
-        for p in np.flatnonzero(ties > 1).tolist():
-            pick[p] = hash((int(src[p]), int(dst[p]), int(salt))) % int(ties[p])
-        chosen = order[starts + pick]
+        tied = np.flatnonzero(cost == best[pair])             # candidates in pair order
+        ties = np.bincount(pair[tied], minlength=len(src))
+        chosen = np.empty(len(src), dtype=np.int64)
+        alone = ties[pair[tied]] == 1
+        chosen[pair[tied[alone]]] = tied[alone]                # a pair's one cheapest candidate
+        several = np.flatnonzero(ties > 1)
+        if len(several):                                       # the others' ties in candidate order, then hashed
+            tied = tied[~alone]
+            order = tied[np.lexsort((j[tied], i[tied], bound[tied], pair[tied]))]
+            first = np.cumsum(ties[several]) - ties[several]
+            pick = [hash((s, d, int(salt))) % t for s, d, t in zip(src[several].tolist(), dst[several].tolist(),
+                                                                   ties[several].tolist(), strict=True)]
+            chosen[several] = order[first + np.array(pick, dtype=np.int64)]
         return up_row[chosen], down_row[chosen]
 
     def _endpoint(self, src: int, dst: int, salt: int) -> tuple[int, int]:

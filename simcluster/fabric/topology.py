@@ -330,7 +330,9 @@ class Fabric:
         links, counts = self.links_of(pairs)
         load = np.asarray(counts, dtype=float) / self.link_bytes_per_s[links]
         binding = links[load >= load.max() * (1 - 1e-6)]
-        return min((classes.tier(self.link_class[i]) for i in binding), key=classes.tier_order)
+        link_class = self.link_class
+        found = dict.fromkeys(link_class[i] for i in binding.tolist())   # each class once, in link order
+        return min((classes.tier(name) for name in found), key=classes.tier_order)
 
     def summary(self) -> dict:
         """Counts of nodes per role and directed links per kind (for reports and tests)."""
