@@ -20,7 +20,7 @@ from simcluster.collectives.algorithms import Step
 from simcluster.collectives.closed_form import algbw_bytes_per_s, busbw_bytes_per_s
 from simcluster.collectives.schedule import Collective, Schedule, merge, schedule, schedules_over_groups, supports
 from simcluster.network import make as make_model
-from simcluster.network.base import NetworkModel, TransferClass, max_path_latency_s
+from simcluster.network.base import NetworkModel, TransferClass, class_load
 
 
 def _run_step(network: NetworkModel, step: Step, now_s: float) -> float:
@@ -81,10 +81,11 @@ class Outcome:
         return busbw_bytes_per_s(self.op, self.n, self.size_bytes, self.time_s)
 
 
-def run(collective: Collective, fabric, network: str = "flow", gpu=None) -> Outcome:
-    """Schedule ``collective``, build the ``network`` model on the NCCL-calibrated fabric, and time it."""
+def run(collective: Collective, fabric, network: str = "flow", gpu=None, **options) -> Outcome:
+    """Schedule ``collective``, build the ``network`` model (with ``options``) on the NCCL-calibrated fabric, and
+    time it."""
     steps = schedule(collective, fabric, gpu=gpu)
-    model = make_model(network, calibrated_view(fabric, steps.algorithm, steps.protocol))
+    model = make_model(network, calibrated_view(fabric, steps.algorithm, steps.protocol), **options)
     time_s = simulate(steps, model)
     return Outcome(
         collective.op,
@@ -117,9 +118,11 @@ def isolated_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) 
     key = (op, group, round(size_bytes))
     if key not in cache:
         if op == "sendrecv_ring":
-            cache[key] = simulate(ring_exchange([group], size_bytes), make_model("analytic", calibrated_view(fabric)))
-        else:
-            cache[key] = run(Collective(op=op, group=group, size_bytes=size_bytes), fabric, "analytic").time_s
+            cache[key] = simulate(ring_exchange([group], size_bytes), make_model("analytic", calibrated_view(fabric),
+                                                                                windows=False))
+        else:   # a time only: no link windows kept
+            cache[key] = run(Collective(op=op, group=group, size_bytes=size_bytes), fabric, "analytic",
+                             windows=False).time_s
     return cache[key]
 
 
@@ -198,7 +201,9 @@ def engine_program(steps: list[Step], fabric) -> list[Wait | Send]:
     """The actions the engine drives through its shared network for ``steps`` (see the module docstring).
 
     A step repeated k times runs once, then waits the other k-1 repeats' software latency and k-2 path latencies
-    (the last one the network model charges itself), then sends their bytes as one transfer per class.
+    (the last one the network model charges itself), then sends their bytes as one transfer per class. The path
+    latency is the class's own as the network model routes it (``class_load``, cached on the class it then sends),
+    so its route set is made once, not a latency-only pass first.
     """
     actions: list[Wait | Send] = []
     for step in steps:
@@ -208,7 +213,7 @@ def engine_program(steps: list[Step], fabric) -> list[Wait | Send]:
             actions.append(Send(step.transfers))
         if step.repeat > 1:
             rest = step.repeat - 1
-            latency_s = max((max_path_latency_s(fabric, tc.pairs) for tc in step.transfers), default=0.0)
+            latency_s = max((class_load(fabric, tc)[2] for tc in step.transfers), default=0.0)
             actions.append(Wait(rest * step.overhead_s + (rest - 1) * latency_s))
             if step.transfers:
                 actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=rest * tc.size_bytes)
@@ -241,7 +246,7 @@ def fused_program(calls: list[tuple[list[Step], int]], fabric, tag: str = "") ->
             kind[2] += step.overhead_s * step.repeat * count
     actions: list[Wait | Send] = []
     for transfers, repeats, overhead_s in kinds.values():
-        latency_s = max(max_path_latency_s(fabric, tc.pairs) for tc in transfers)
+        latency_s = max(class_load(fabric, tc)[2] for tc in transfers)
         actions.append(Wait(delay_s + overhead_s + (repeats - 1) * latency_s))
         actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=repeats * tc.size_bytes,
                                                       label=f"{tag} {tc.label}".strip()) for tc in transfers)))

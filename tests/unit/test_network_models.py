@@ -82,6 +82,16 @@ def test_analytic_classes_do_not_contend():
     assert sorted(model.advance(model.next_completion_s())) == [0, 1]
 
 
+def test_analytic_without_windows_times_and_counts_bytes_as_with_them():
+    """A model asked for times only keeps no link windows; its times and link bytes are the windowed model's."""
+    fabric = StarFabric(4, link_bytes_per_s=100e9, link_latency_s=1e-6)
+    ring = TransferClass([(0, 1), (1, 2), (2, 3), (3, 0)], 1e9)
+    kept, bare = AnalyticNetwork(fabric), AnalyticNetwork(fabric, windows=False)
+    assert run_alone(bare, ring) == run_alone(kept, ring) == pytest.approx(2e-6 + 1e9 / 100e9)
+    assert np.array_equal(bare.link_bytes, kept.link_bytes) and bare.link_bytes.sum() == 8 * 1e9
+    assert bare.link_windows() is None and kept.link_windows().bytes.sum() == pytest.approx(8 * 1e9)
+
+
 @pytest.mark.parametrize("hops", [1, 3, 5])
 def test_chunk_store_and_forward_pipeline_on_an_idle_path(hops):
     chunk_bytes, chunks, rate = 1e6, 10, 10e9
