@@ -293,10 +293,10 @@ def _kinds(groups, fabric) -> list[list[tuple[int, ...]]]:
     """``groups`` sorted into kinds (``schedules_over_groups``), in order of first appearance. Cached per fabric and
     groups: a run's collectives of every size and op go over the same few sets of groups, and sorting tens of
     thousands of groups costs more than building their steps."""
-    groups = tuple(tuple(int(g) for g in group) for group in groups)
     cache = _KINDS.setdefault(getattr(fabric, "raw", fabric), {})  # weak on the fabric
-    kinds = cache.get(groups)
+    kinds = cache.get(tuple(map(tuple, groups)))   # numpy integers hash and compare as the ints they hold
     if kinds is None:
+        groups = tuple(tuple(int(g) for g in group) for group in groups)
         by_key: dict[tuple, list[tuple[int, ...]]] = {}
         for group in groups:
             nodes = _nodes(group, fabric)

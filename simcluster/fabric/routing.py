@@ -197,6 +197,7 @@ class Router:
         self._lists: tuple | None = None   # access tables as Python lists (``_endpoint``)
         self._twin: np.ndarray | None = None
         self._alike: np.ndarray | None = None   # ``_twin_alike``
+        self._second: np.ndarray | None = None  # ``_second_twin``
         self._has_out, self._has_in = np.diff(self.core_ptr) > 0, np.diff(self.rcore_ptr) > 0
         # the ends of every core link (core numbering, -1 elsewhere) and core links by (u, v), for moved sprays
         core_src = np.repeat(np.arange(m), np.diff(self.core_ptr))
@@ -522,34 +523,51 @@ class Router:
         neighbours, and a destination's twin is never on the way to it: its neighbours are one hop from the
         destination, itself two). So the spray of the first twins of a pair's classes is made (and cached) and the
         pair's is that one with its first and last links swapped for its own, when those have the same latencies
-        (else it is made itself). The cache keeps at most ``_SPRAY_CACHE_ENTRIES`` route entries (least recently
-        used first out)."""
+        (else it is made itself). Two twins of one class (two hops apart, through the neighbours they share) take
+        the spray between the class's first two switches so moved (a pipeline's sends between the leaves of one
+        pod). Moved sprays are cached as made ones are; the cache keeps at most ``_SPRAY_CACHE_ENTRIES`` route entries
+        (least recently used first out)."""
         twin = self.twin
         out = []
         for x, y in zip(a.tolist(), b.tolist(), strict=True):
             first_x, first_y = int(twin[x]), int(twin[y])
-            if (first_x, first_y) == (x, y) or first_x == first_y:
-                out.append(self._cached_spray(x, y)[:3])
-                continue
-            base = self._cached_spray(first_x, first_y)
-            spray = self._moved_spray(base, first_x, first_y, x, y) if base[3] is not None else None
-            out.append(spray if spray is not None else self._cached_spray(x, y)[:3])
+            if first_x == first_y:          # twins of one class: from its first switch to its second
+                first_y = int(self._second_twin()[first_x])
+            out.append(self._cached_spray(x, y, (first_x, first_y))[:3])
         return out
 
-    def _cached_spray(self, x: int, y: int) -> tuple:
+    def _second_twin(self) -> np.ndarray:
+        """Per first switch of a class of twins (``twin``), the class's second switch (by index); made once."""
+        if self._second is None:
+            m = len(self.core_ids)
+            self._second = np.full(m, m, dtype=np.int64)
+            others = np.flatnonzero(self.twin != np.arange(m))
+            np.minimum.at(self._second, self.twin[others], others)
+        return self._second
+
+    def _cached_spray(self, x: int, y: int, base: tuple[int, int] | None = None) -> tuple:
         """(links, fractions, slowest latency, positions of the links out of x and into y, or None when the two are
-        one hop apart) of the spray x -> y, cached (``sprays``)."""
+        one hop apart) of the spray x -> y, cached (``sprays``); moved from the spray between the switches ``base``
+        (``_moved_spray``: the links at the same positions) when that one can be, else made."""
         cache = self._sprays
         key = (x, y)
         spray = cache.get(key)
         if spray is not None:
             cache.move_to_end(key)
             return spray
-        links, fractions, slowest_s = self._spray_to(y, np.array([x], dtype=np.int64), np.ones(1))
-        ends = None
-        if self._dist_to(y)[x] > 1:
-            ends = (np.flatnonzero(self._link_src[links] == x), np.flatnonzero(self._link_dst[links] == y))
-        spray = cache[key] = (links, fractions, float(slowest_s[0]), ends)
+        if base is not None and base != key:
+            made = self._cached_spray(*base)
+            moved = self._moved_spray(made, *base, x, y) if made[3] is not None else None
+            if moved is not None:
+                spray = (*moved, made[3])
+        if spray is None:
+            links, fractions, slowest_s = self._spray_to(y, np.array([x], dtype=np.int64), np.ones(1))
+            ends = None
+            if self._dist_to(y)[x] > 1:
+                ends = (np.flatnonzero(self._link_src[links] == x), np.flatnonzero(self._link_dst[links] == y))
+            spray = (links, fractions, float(slowest_s[0]), ends)
+        links = spray[0]
+        cache[key] = spray
         self._spray_entries += len(links)
         while self._spray_entries > _SPRAY_CACHE_ENTRIES and len(cache) > 1:
             _, dropped = cache.popitem(last=False)

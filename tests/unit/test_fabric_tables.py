@@ -100,6 +100,11 @@ def test_sprays_moved_between_twins_equal_their_own_and_the_cache_keeps_its_boun
     monkeypatch.setattr(routing, "_SPRAY_CACHE_ENTRIES", 2000)
     linked = np.flatnonzero(np.diff(router.core_ptr) > 0)
     a, b = rng.choice(linked, 300), rng.choice(linked, 300)
+    twins = np.flatnonzero(router.twin != np.arange(len(router.twin)))
+    some = rng.choice(twins, 60)          # twins of one class, both ways (moved from the class's first two)
+    a, b = np.concatenate((a, router.twin[some], some, some[:-1])), np.concatenate((b, some, router.twin[some],
+                                                                                  some[1:]))
+    a, b = np.concatenate((a, a)), np.concatenate((b, b))   # again: from the cache
     a, b = a[a != b], b[a != b]
     for (links, fractions, slowest_s), x, y in zip(router.sprays(a, b), a.tolist(), b.tolist(), strict=True):
         own_links, own_fractions, own_slowest_s = router._spray_to(y, np.array([x]), np.ones(1))  # made itself
