@@ -8,6 +8,7 @@ never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
+    # the command's modules (hundreds of thousands of objects) live as long as the process: kept out of the cycle
+    # collector's passes, which otherwise walk them again at every full collection of a run (gc.freeze)
+    gc.freeze()
     code = main()
     try:
         sys.stdout.flush()

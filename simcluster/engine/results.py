@@ -202,9 +202,13 @@ def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,
 
     columns: dict = {"link_id": used}
     if fabric.ends is not None:
-        ends = of_used(fabric.ends)
-        columns["src"] = [str(src) for src, _ in ends]
-        columns["dst"] = [str(dst) for _, dst in ends]
+        if hasattr(fabric.ends, "sources"):   # kept as columns (``topology.LinkEnds``)
+            columns["src"] = list(map(str, of_used(fabric.ends.sources)))
+            columns["dst"] = list(map(str, of_used(fabric.ends.destinations)))
+        else:
+            ends = of_used(fabric.ends)
+            columns["src"] = [str(src) for src, _ in ends]
+            columns["dst"] = [str(dst) for _, dst in ends]
     columns["kind"] = of_used(classes)
     columns["technology"] = of_used(fabric.kinds)
     columns["bytes"] = link_bytes[used]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -60,6 +61,26 @@ _SMALL_CACHE_ENTRIES = 2**16
 # many arrays and this many latencies in all (8 bytes each)
 _LATENCY_CACHE_ENTRIES = 1024
 _LATENCY_CACHE_VALUES = 2**22
+
+
+class LinkEnds(Sequence):
+    """(source node, destination node) of every directed link, by link id, kept as the two columns ``sources`` and
+    ``destinations`` (the links table writes them as such; a list of 10^5-10^6 tuples costs more than the table)."""
+
+    def __init__(self, sources: list, destinations: list):
+        assert len(sources) == len(destinations)
+        self.sources, self.destinations = sources, destinations
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return list(zip(self.sources[k], self.destinations[k], strict=True))
+        return self.sources[k], self.destinations[k]
+
+    def __iter__(self):
+        return zip(self.sources, self.destinations, strict=True)
 
 
 @dataclass(eq=False)
@@ -123,10 +144,10 @@ class Fabric:
         return EdgeTable.of_tables(self.tables)
 
     @cached_property
-    def link_ends(self) -> list[tuple]:
+    def link_ends(self) -> LinkEnds:
         """(source node, destination node) of every directed link, by link id."""
         names = np.array(self.tables.nodes, dtype=object)
-        return list(zip(names[self.tables.src].tolist(), names[self.tables.dst].tolist(), strict=True))
+        return LinkEnds(names[self.tables.src].tolist(), names[self.tables.dst].tolist())
 
     @cached_property
     def link_class(self) -> list[str]:

@@ -165,9 +165,10 @@ class FlowNetwork(NetworkModel):
         self._spread_windows()
         windows, by_class = self.windows, self._class_windows
         windows.width_s, windows.end_s, windows.rows_used = by_class.width_s, by_class.end_s, by_class.rows_used
-        for known, links in enumerate(self._classes.links):
-            if len(links):
-                windows.bytes[:, links] = by_class.bytes[:, known:known + 1]
+        class_of = self._classes.class_of            # each routed link's class (-1: none): one gather per window
+        routed, of_class = class_of >= 0, np.maximum(class_of, 0)
+        for row, class_row in zip(windows.bytes, by_class.bytes, strict=True):
+            np.copyto(row, class_row.take(of_class), where=routed)
         return windows
 
     def _spread_windows(self) -> None:

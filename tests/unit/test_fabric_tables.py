@@ -171,3 +171,21 @@ def test_slowest_paths_taken_from_a_twin_equal_their_own_pass(name, gpus, option
     sources = linked[linked != slowed]
     assert router._slowest(sources, np.full(len(sources), slowed)).tolist() == [
         own(x, slowed) for x in sources.tolist()]
+
+
+def test_link_ends_are_two_columns_read_as_pairs_and_written_as_the_tuples_were():
+    from simcluster.engine.record import FabricLinks
+    from simcluster.engine.results import link_table
+
+    fabric = build("rail-fat-tree", 64)
+    ends = fabric.link_ends
+    pairs = [(fabric.tables.nodes[u], fabric.tables.nodes[v]) for u, v in
+             zip(fabric.tables.src.tolist(), fabric.tables.dst.tolist(), strict=True)]
+    assert len(ends) == fabric.links and list(ends) == pairs and ends[5] == pairs[5] and ends[2:7] == pairs[2:7]
+    link_bytes = np.zeros(fabric.links)
+    link_bytes[::3] = 1e9                              # some links unused: the table lists the used ones
+    for every in (link_bytes, np.full(fabric.links, 1e9)):
+        tables = [link_table(FabricLinks(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, given,
+                                         fabric.link_class), every, 1.0) for given in (ends, pairs)]
+        assert tables[0].columns["src"] == tables[1].columns["src"] == [pairs[k][0] for k in np.flatnonzero(every)]
+        assert tables[0].columns["dst"] == tables[1].columns["dst"]
