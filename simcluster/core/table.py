@@ -90,6 +90,10 @@ _QUOTED = (",", '"', "\r", "\n")
 
 
 def _needs_quoting(texts: Sequence) -> bool:
+    try:
+        texts = set(texts)   # each distinct value once (a links table repeats its node names and kinds)
+    except TypeError:        # values that cannot be hashed: all of them
+        pass
     joined = "\x00".join(map(str, texts))
     return any(char in joined for char in _QUOTED)
 
