@@ -90,16 +90,35 @@ def _reach(prices: dict, topology: str, link_class: str) -> str:
     return chosen.get(link_class, "optics-sm")
 
 
+def _codes(fabric, attribute: str) -> tuple[list, np.ndarray]:
+    """(distinct values, each link's index in them) of the per-link list ``attribute`` (``link_class``,
+    ``link_kind``): the fabric's own ``<attribute>_codes`` when it keeps them, else found here."""
+    kept = getattr(fabric, f"{attribute}_codes", None)
+    if kept is not None:
+        return kept
+    names: dict = {}
+    values = getattr(fabric, attribute)
+    return list(names), np.fromiter((names.setdefault(v, len(names)) for v in values), dtype=np.int64,
+                                    count=len(values))
+
+
+def _code(names: list, name: str) -> int:
+    """Index of ``name`` in ``names``; -1 (matching no link) when absent."""
+    return names.index(name) if name in names else -1
+
+
 def bill(fabric, prices: dict | None = None) -> dict:
     """Counts, capital cost and power of ``fabric``'s scale-out network (module docstring).
 
     Counted over the fabric's edge table (``Fabric.edge_table``, the graph's edge order) with numpy; sums and dict
     orders follow that order, as a walk over the graph's edges would."""
     prices = prices or costs()
-    link_class, table = fabric.link_class, fabric.edge_table
+    table = fabric.edge_table
+    class_names, class_code = _codes(fabric, "link_class")
+    kind_names, kind_code = _codes(fabric, "link_kind")
     rate = np.asarray(fabric.link_bytes_per_s, dtype=float)[table.link_id]
-    edge_class = [link_class[i] for i in table.link_id.tolist()]
-    nic_rates = rate[np.array([cls == "nic" for cls in edge_class], dtype=bool)]
+    edge_code = class_code[table.link_id]              # each edge's class, as an index in class_names
+    nic_rates = rate[edge_code == _code(class_names, "nic")]
     port_bytes_per_s = float(nic_rates.max()) if len(nic_rates) else None
     # a cable is two directed links: count it once, from the end whose name sorts first
     n = len(table.role)
@@ -107,7 +126,7 @@ def bill(fabric, prices: dict | None = None) -> dict:
     back = table.dst_index * n + table.src_index
     reverse = (links_by_ends[np.minimum(np.searchsorted(links_by_ends, back), len(back) - 1)] == back
                if len(back) else np.zeros(0, dtype=bool))
-    inside = np.array([cls in ("nvlink", "pcie") for cls in edge_class], dtype=bool)   # NVLink, PCIe: in the server
+    inside = np.isin(edge_code, [_code(class_names, "nvlink"), _code(class_names, "pcie")])  # in the server
     paired = np.flatnonzero(reverse & ~inside)      # the names of these links' ends decide which one counts
     names = table.nodes
     later = np.zeros(len(back), dtype=bool)
@@ -116,10 +135,11 @@ def bill(fabric, prices: dict | None = None) -> dict:
     kept = np.flatnonzero(~(later & reverse) & ~inside)
     port = port_bytes_per_s or rate[kept]
     count = np.maximum(1, np.ceil(rate[kept] / port * (1 - _PORT_RTOL))).astype(np.int64)
-    cables_by_class: dict[str, int] = {}
+    kept_code = edge_code[kept]                          # cables per class, classes in the order the edges meet them
+    seen, first_at = np.unique(kept_code, return_index=True)
+    totals = np.bincount(kept_code, weights=count, minlength=len(class_names))
+    cables_by_class: dict[str, int] = {class_names[c]: int(totals[c]) for c in seen[np.argsort(first_at)].tolist()}
     cables_by_reach: dict[str, int] = {}
-    for cls, n_cables in zip([edge_class[i] for i in kept.tolist()], count.tolist(), strict=True):
-        cables_by_class[cls] = cables_by_class.get(cls, 0) + n_cables
     for cls, n_cables in cables_by_class.items():
         reach = _reach(prices, fabric.name, cls)
         if reach not in prices["reach"]:
@@ -131,8 +151,8 @@ def bill(fabric, prices: dict | None = None) -> dict:
     ends, end_count = ends[on_switch], np.repeat(count, 2)[on_switch]
     switch_nodes, first, inverse = np.unique(ends, return_index=True, return_inverse=True)
     used_ports = np.bincount(inverse, weights=end_count, minlength=len(switch_nodes)).astype(np.int64)
-    non_ib_out = np.bincount(table.src_index, weights=np.array(
-        [fabric.link_kind[i] != "ib" for i in table.link_id.tolist()], dtype=float), minlength=len(table.role))
+    non_ib_out = np.bincount(table.src_index, weights=(kind_code[table.link_id] != _code(kind_names, "ib")).astype(
+        float), minlength=len(table.role))
     met = np.argsort(first)
     ports = {i: (used, bool(non_ib_out[i] == 0))
              for i, used in zip(switch_nodes[met].tolist(), used_ports[met].tolist(), strict=True)}

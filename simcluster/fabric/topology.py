@@ -154,25 +154,39 @@ class Fabric:
         """Where every directed link sits (``nvlink``, ``pcie``, ``nic``, ``leaf-spine``, ``spine-core``, ``torus``
         ...: ``classes``), by link id: a link's own class when it has one, else inferred from its ends' roles and its
         kind (``classes.infer``), once per distinct (roles, kind)."""
+        names, codes = self.link_class_codes
+        return np.array(names, dtype=object)[codes].tolist() if self.links else []
+
+    @cached_property
+    def link_class_codes(self) -> tuple[list[str], np.ndarray]:
+        """``link_class`` as (the distinct classes, each link's index in them), for counting links by class with numpy
+        (``bom.bill``)."""
         tables = self.tables
         role_names: dict = {}
         role = np.fromiter((role_names.setdefault(r, len(role_names)) for r in tables.role), dtype=np.int64,
                            count=len(tables.role))
-        kind_names: dict = {}
-        kind = np.fromiter((kind_names.setdefault(k, len(kind_names)) for k in self.link_kind), dtype=np.int64,
-                           count=self.links)
-        key = (role[tables.src] * len(role_names) + role[tables.dst]) * max(len(kind_names), 1) + kind
+        kinds, kind = self.link_kind_codes
+        key = (role[tables.src] * len(role_names) + role[tables.dst]) * max(len(kinds), 1) + kind
         distinct, inverse = np.unique(key, return_inverse=True)
-        roles, kinds = list(role_names), list(kind_names)
+        roles = list(role_names)
+        names: dict = {}
         found = []
         for k in distinct.tolist():
             pair, kind_of = divmod(k, max(len(kinds), 1))
             src_role, dst_role = divmod(pair, len(roles))
-            found.append(classes.infer(roles[src_role], roles[dst_role], kinds[kind_of]))
-        by_id = np.array(found, dtype=object)[inverse.reshape(-1)].tolist() if self.links else []
+            found.append(names.setdefault(classes.infer(roles[src_role], roles[dst_role], kinds[kind_of]), len(names)))
+        codes = np.array(found, dtype=np.int64)[inverse.reshape(-1)] if self.links else np.zeros(0, dtype=np.int64)
         for link_id, own in tables.own_class.items():
-            by_id[link_id] = own
-        return by_id
+            codes[link_id] = names.setdefault(own, len(names))
+        return list(names), codes
+
+    @cached_property
+    def link_kind_codes(self) -> tuple[list[str], np.ndarray]:
+        """``link_kind`` as (the distinct kinds, each link's index in them)."""
+        names: dict = {}
+        codes = np.fromiter((names.setdefault(k, len(names)) for k in self.link_kind), dtype=np.int64,
+                            count=self.links)
+        return list(names), codes
 
     @property
     def router(self):

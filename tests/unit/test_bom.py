@@ -118,3 +118,26 @@ def test_a_bad_price_override_fails_before_the_simulation(small_scenario):
     small_scenario["economics"] = {"fabric_prices": {"switches": {"ib-ndr-64": {"usd": "cheap"}}}}
     with pytest.raises(ScenarioError, match="economics.fabric_prices.switches.ib-ndr-64.usd"):
         Simulation(config.from_dict(small_scenario))
+
+
+@pytest.mark.parametrize(("name", "gpus", "options"), [("rail-fat-tree", 512, {}), ("fat-tree", 128, {}),
+                                                       ("leaf-spine", 256, {"oversubscription": 4})])
+def test_the_bill_counts_by_class_codes_as_by_each_link_class(name, gpus, options):
+    """The bill reads the fabric's per-link class and kind codes; a fabric offering only the per-link lists (codes
+    found by the bill) gets the same bill, dict orders included; and the codes name every link's class."""
+    built = fabric(name, gpus, **options)
+    names, codes = built.link_class_codes
+    assert [names[c] for c in codes.tolist()] == built.link_class
+
+    class ListsOnly:   # the fabric without its codes
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, attribute):
+            if attribute.endswith("_codes"):
+                raise AttributeError(attribute)
+            return getattr(self._inner, attribute)
+
+    by_codes, by_lists = bom.bill(built), bom.bill(ListsOnly(built))
+    assert by_codes == by_lists and list(by_codes["cables_by_class"]) == list(by_lists["cables_by_class"])
+    assert sum(by_codes["cables_by_class"].values()) == by_codes["cables"] > 0
