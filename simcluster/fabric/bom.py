@@ -98,8 +98,8 @@ def _codes(fabric, attribute: str) -> tuple[list, np.ndarray]:
         return kept
     names: dict = {}
     values = getattr(fabric, attribute)
-    return list(names), np.fromiter((names.setdefault(v, len(names)) for v in values), dtype=np.int64,
-                                    count=len(values))
+    codes = np.fromiter((names.setdefault(v, len(names)) for v in values), dtype=np.int64, count=len(values))
+    return list(names), codes
 
 
 def _code(names: list, name: str) -> int:
