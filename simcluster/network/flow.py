@@ -167,8 +167,9 @@ class FlowNetwork(NetworkModel):
         windows.width_s, windows.end_s, windows.rows_used = by_class.width_s, by_class.end_s, by_class.rows_used
         class_of = self._classes.class_of            # each routed link's class (-1: none): one gather per window
         routed, of_class = class_of >= 0, np.maximum(class_of, 0)
-        for row, class_row in zip(windows.bytes, by_class.bytes, strict=True):
-            np.copyto(row, class_row.take(of_class), where=routed)
+        if routed.any():                              # else no class, nothing carried
+            for row, class_row in zip(windows.bytes, by_class.bytes, strict=True):
+                np.copyto(row, class_row.take(of_class), where=routed)
         return windows
 
     def _spread_windows(self) -> None:

@@ -228,3 +228,14 @@ def test_a_full_solve_cache_evicts_the_least_recently_used_solve(monkeypatch):
     assert net.rate_solves == solves + 1
     assert (routes[one],) in net._component_cache and (routes[two],) not in net._component_cache
     assert net._cached_entries == 2 * entries
+
+
+def test_link_windows_of_a_model_that_carried_nothing_are_empty_and_of_one_class_hold_its_bytes():
+    fabric = build("rail-fat-tree", 16)
+    idle = FlowNetwork(fabric)
+    assert not idle.link_windows().bytes.any()                 # no route registered: nothing to gather
+    net = FlowNetwork(fabric)
+    run(net, [(0.0, TransferClass([[0, 8]], 1e9))])
+    windows = net.link_windows().bytes
+    assert np.allclose(windows.sum(axis=0), net.link_bytes, rtol=1e-12, atol=0)   # every link's bytes, by window
+    assert windows.sum() == pytest.approx(1e9 * np.count_nonzero(net.link_bytes))
