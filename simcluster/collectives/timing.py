@@ -82,8 +82,8 @@ class Outcome:
 
 
 def run(collective: Collective, fabric, network: str = "flow", gpu=None, **options) -> Outcome:
-    """Schedule ``collective``, build the ``network`` model (with ``options``) on the NCCL-calibrated fabric, and
-    time it."""
+    """Schedule ``collective``, build the ``network`` model on the NCCL-calibrated fabric (``options`` go to the
+    model), and time it."""
     steps = schedule(collective, fabric, gpu=gpu)
     model = make_model(network, calibrated_view(fabric, steps.algorithm, steps.protocol), **options)
     time_s = simulate(steps, model)
@@ -118,9 +118,9 @@ def isolated_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) 
     key = (op, group, round(size_bytes))
     if key not in cache:
         if op == "sendrecv_ring":
-            cache[key] = simulate(ring_exchange([group], size_bytes), make_model("analytic", calibrated_view(fabric),
-                                                                                windows=False))
-        else:   # a time only: no link windows kept
+            cache[key] = simulate(ring_exchange([group], size_bytes),
+                                  make_model("analytic", calibrated_view(fabric), windows=False))
+        else:
             cache[key] = run(Collective(op=op, group=group, size_bytes=size_bytes), fabric, "analytic",
                              windows=False).time_s
     return cache[key]
