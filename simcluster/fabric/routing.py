@@ -479,6 +479,15 @@ class Router:
         return result
 
     # ---- spraying (adaptive) -------------------------------------------------------------------------------
+    def _reaching_dist(self, b: int, sources: np.ndarray) -> np.ndarray:
+        """Hop distance of every core switch to core switch ``b``; KeyError naming the pair if a source has none."""
+        dist = self._dist_to(b)
+        if np.any(dist[sources] < 0):
+            a = int(sources[np.flatnonzero(dist[sources] < 0)[0]])
+            raise KeyError(f"no route between switches {self.nodes[self.core_ids[a]]} and "
+                           f"{self.nodes[self.core_ids[b]]}")
+        return dist
+
     def _spray_to(self, b: int, sources: np.ndarray, flows: np.ndarray):
         """Traffic of ``flows[i]`` flows from core switch sources[i] to core switch ``b``, each spread evenly
         over the shortest-path next hops at every switch: (core links, load on each, for each source the
@@ -489,11 +498,7 @@ class Router:
         is linear, so all sources of one destination go in one pass. Every unit that leaves a level arrives at
         the next: the loads crossing any cut between the sources and b sum to the number of flows.
         """
-        dist = self._dist_to(b)
-        if np.any(dist[sources] < 0):
-            a = int(sources[np.flatnonzero(dist[sources] < 0)[0]])
-            raise KeyError(f"no route between switches {self.nodes[self.core_ids[a]]} and "
-                           f"{self.nodes[self.core_ids[b]]}")
+        dist = self._reaching_dist(b, sources)
         m = len(self.core_ids)
         held = np.bincount(sources, weights=flows, minlength=m).astype(float)
         steps = []                            # per level: (from switch, to switch, link, load)
@@ -654,11 +659,7 @@ class Router:
     def _slowest_to(self, b: int, sources: np.ndarray) -> np.ndarray:
         """``_slowest`` from each of ``sources`` to ``b``: back up the shortest-path levels from ``b``, each switch
         taking the slowest of its next hops (the recursion of ``_spray_to`` over the switches the sources reach)."""
-        dist = self._dist_to(b)
-        if np.any(dist[sources] < 0):
-            a = int(sources[np.flatnonzero(dist[sources] < 0)[0]])
-            raise KeyError(f"no route between switches {self.nodes[self.core_ids[a]]} and "
-                           f"{self.nodes[self.core_ids[b]]}")
+        dist = self._reaching_dist(b, sources)
         m = len(self.core_ids)
         reached = np.zeros(m, dtype=bool)
         reached[sources] = True
