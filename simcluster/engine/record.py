@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcluster.core.table import Table
+from simcluster.core.table import Coded, Table
 from simcluster.spec.config import Scenario
 
 
@@ -39,8 +39,10 @@ class AgentTally:
 
 @dataclass(frozen=True)
 class FabricLinks:
-    """The fabric as the links table needs it; ``ends`` is None for a fabric that does not name its nodes, ``classes``
-    (tiers such as nvlink, pcie, nic, leaf-spine: ``fabric.classes``) None for one that has no roles."""
+    """The fabric as the links table needs it; ``ends`` (source and destination node of every link) is None for a
+    fabric that does not name its nodes, ``classes`` (tiers such as nvlink, pcie, nic, leaf-spine:
+    ``fabric.classes``) None for one that has no roles. Texts per link are lists or, as ``of`` makes them,
+    ``core.table.Coded`` columns (codes into the few distinct names)."""
 
     topology: str
     kinds: Sequence[str]
@@ -50,8 +52,39 @@ class FabricLinks:
 
     @classmethod
     def of(cls, fabric) -> FabricLinks:
-        return cls(fabric.name, fabric.link_kind, fabric.link_bytes_per_s, getattr(fabric, "link_ends", None),
-                   getattr(fabric, "link_class", None))
+        """What the links table reads of ``fabric``: kinds and classes as codes into their names where the fabric
+        keeps them (``link_kind_codes``, ``link_class_codes``), the ends as codes into its node names (its
+        ``tables``: each link's end nodes by index), else its per-link lists."""
+        return cls(fabric.name, _coded(fabric, "link_kind"), fabric.link_bytes_per_s, _ends(fabric),
+                   _coded(fabric, "link_class"))
+
+
+def _coded(fabric, attribute: str) -> Sequence | None:
+    """The fabric's per-link ``attribute`` as a ``Coded`` column of its ``<attribute>_codes``, else as it is (None
+    when it has none)."""
+    codes = getattr(fabric, f"{attribute}_codes", None)
+    if codes is not None:
+        names, code = codes
+        return Coded(names, code)
+    return getattr(fabric, attribute, None)
+
+
+def _ends(fabric) -> LinkEnds | Sequence[tuple] | None:
+    """(source, destination) node of every link: as two ``Coded`` columns of the node names (as text) when the
+    fabric keeps its links' end nodes by index (``tables``), else its ``link_ends`` (None when it has none)."""
+    tables = getattr(fabric, "tables", None)
+    if tables is not None and getattr(tables, "src", None) is not None:
+        names = [str(node) for node in tables.nodes]
+        return LinkEnds(Coded(names, tables.src), Coded(names, tables.dst))
+    return getattr(fabric, "link_ends", None)
+
+
+@dataclass(frozen=True)
+class LinkEnds:
+    """Source and destination node of every link, as two columns (``sources``, ``destinations``)."""
+
+    sources: Sequence
+    destinations: Sequence
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from simcluster.core import outputs
-from simcluster.core.table import Table
+from simcluster.core.table import Coded, Table
 from simcluster.core.units import SECONDS, fmt
 from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
 from simcluster.fabric import bom
@@ -138,8 +138,14 @@ def _max(values: np.ndarray) -> float:
     return float(finite.max()) if len(finite) else float("nan")
 
 
-def max_by(keys: list[str], values: np.ndarray) -> dict[str, float]:
-    """The largest of ``values`` per key, keys sorted (pandas' ``groupby(keys).max()``, NaN skipped)."""
+def max_by(keys: Sequence[str], values: np.ndarray) -> dict[str, float]:
+    """The largest of ``values`` per key, keys sorted (pandas' ``groupby(keys).max()``, NaN skipped). ``keys``: a
+    list, or a ``Coded`` column (compared by code, not by text per row)."""
+    if isinstance(keys, Coded):
+        codes_of: dict = {}
+        for code in np.flatnonzero(np.bincount(keys.codes, minlength=len(keys.labels))).tolist():
+            codes_of.setdefault(keys.labels[code], []).append(code)
+        return {str(key): _max(values[np.isin(keys.codes, codes_of[key])]) for key in sorted(codes_of)}
     keys_array = np.asarray(keys, dtype=object)
     return {str(key): _max(values[keys_array == key]) for key in sorted(set(keys))}
 
@@ -195,16 +201,21 @@ def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,
     capacity = fabric.capacity_bytes_per_s[used]
     classes = fabric.classes if fabric.classes is not None else fabric.kinds
     every = len(used) == len(fabric.kinds)  # every link carried traffic (a symmetric run's usual case)
-    ids = used.tolist()
+    ids = used.tolist() if not every else None
 
-    def of_used(values: Sequence) -> list:
+    def of_used(values: Sequence) -> Sequence:
+        if isinstance(values, Coded):  # codes into few names: kept so (the writer formats each name once)
+            return values if every else values.take(used)
         return list(values) if every else [values[i] for i in ids]
+
+    def text(values: Sequence) -> Sequence:
+        return values if isinstance(values, Coded) else list(map(str, values))
 
     columns: dict = {"link_id": used}
     if fabric.ends is not None:
-        if hasattr(fabric.ends, "sources"):   # kept as columns (``topology.LinkEnds``)
-            columns["src"] = list(map(str, of_used(fabric.ends.sources)))
-            columns["dst"] = list(map(str, of_used(fabric.ends.destinations)))
+        if hasattr(fabric.ends, "sources"):   # kept as columns (``topology.LinkEnds``, ``record.LinkEnds``)
+            columns["src"] = text(of_used(fabric.ends.sources))
+            columns["dst"] = text(of_used(fabric.ends.destinations))
         else:
             ends = of_used(fabric.ends)
             columns["src"] = [str(src) for src, _ in ends]
