@@ -35,7 +35,7 @@ class Coded(Sequence):
     __slots__ = ("codes", "labels")
 
     def __init__(self, labels: Sequence, codes):
-        self.labels = list(labels)
+        self.labels = labels if isinstance(labels, list) else list(labels)  # shared, not copied (ends share theirs)
         self.codes = np.asarray(codes, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -111,20 +111,23 @@ class Table:
         Neighbouring columns of few distinct values each (``_coded``: floats, ``Coded`` texts) are joined into one
         when they have few distinct combinations (``_joined``): a links table's last five columns take 71 distinct
         values over 1.5 million rows, so its rows are joined from four cells, not eight."""
-        plain = len(self.columns) > 1 and not any(
-            _needs_quoting(column.labels if isinstance(column, Coded) else column) for column in
-            [self.names, *(c for c in self.columns.values() if not isinstance(c, np.ndarray))])
+        texts = [self.names, *(c for c in self.columns.values() if not isinstance(c, np.ndarray | Coded))]
+        labels = {id(c.labels): c.labels for c in self.columns.values() if isinstance(c, Coded)}  # each list once
+        plain = len(self.columns) > 1 and not any(map(_needs_quoting, [*texts, *labels.values()]))
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(self.names)
             if plain:
-                pieces = _joined([_coded(column) for column in self.columns.values()], self._rows)
+                label_texts = {key: _object_array(_texts(values)) for key, values in labels.items()}
+                pieces = _joined([(label_texts[id(column.labels)], column.codes) if isinstance(column, Coded)
+                                  else _coded(column) for column in self.columns.values()], self._rows)
             for first in range(0, self._rows, CSV_CHUNK_ROWS):
                 last = min(first + CSV_CHUNK_ROWS, self._rows)
-                if plain:
+                if plain:  # encoded here and written to the binary buffer (the text layer's write is slower)
                     rows = zip(*(_cells(piece[first:last]) if not isinstance(piece, tuple)
                                  else piece[0][piece[1][first:last]].tolist() for piece in pieces), strict=True)
-                    handle.write("\n".join(map(",".join, rows)) + "\n")
+                    handle.flush()
+                    handle.buffer.write(("\n".join(map(",".join, rows)) + "\n").encode("utf-8"))
                 else:
                     writer.writerows(zip(*(_cells(column[first:last]) for column in self.columns.values()),
                                          strict=True))
@@ -136,11 +139,13 @@ _QUOTED = (",", '"', "\r", "\n")
 
 
 def _needs_quoting(texts: Sequence) -> bool:
-    try:
-        texts = set(texts)   # each distinct value once (a links table repeats its node names and kinds)
-    except TypeError:        # values that cannot be hashed: all of them
-        pass
-    joined = "\x00".join(map(str, texts))
+    if not all(type(text) is str for text in texts):
+        try:
+            texts = set(texts)   # each distinct value once (a links table repeats its node names and kinds)
+        except TypeError:        # values that cannot be hashed: all of them
+            pass
+        texts = list(map(str, texts))
+    joined = "\x00".join(texts)
     return any(char in joined for char in _QUOTED)
 
 
@@ -165,15 +170,21 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
+def _texts(values: list) -> list[str]:
+    """``values`` as the texts a CSV cell shows (None empty, else ``str``): the list itself when all are strings."""
+    return values if all(type(value) is str for value in values) else list(map(_text, values))
+
+
 def _coded(column: Sequence):
     """(each distinct value's text as an object array, each row's index in it) of a ``Coded`` column or a float64
     one (distinct bit patterns, each formatted once: -0.0 is not 0.0); any other column as it is."""
     if isinstance(column, Coded):
-        return _object_array([_text(label) for label in column.labels]), column.codes
+        return _object_array(_texts(column.labels)), column.codes
     if isinstance(column, np.ndarray) and column.dtype == np.float64:
-        bits, where = np.unique(column.view(np.int64), return_inverse=True)
+        every = column.view(np.int64)
+        bits = np.unique(every)   # sorted: each row's index found by bisection (cheaper than unique's inverse)
         texts = ["" if value != value else repr(value) for value in bits.view(np.float64).tolist()]
-        return _object_array(texts), where.reshape(-1)
+        return _object_array(texts), np.searchsorted(bits, every)
     return column
 
 
