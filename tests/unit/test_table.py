@@ -67,3 +67,53 @@ def test_write_table_writes_a_table_or_a_frame_alike(tmp_path):
     ours = outputs.write_table(Table(data), tmp_path / "ours", "csv")
     theirs = outputs.write_table(pd.DataFrame(data), tmp_path / "theirs", "csv")
     assert ours.name == "ours.csv" and ours.read_bytes() == theirs.read_bytes()
+
+
+def coded_columns(rows: int, text: list[str], seed: int = 1) -> tuple[dict, dict]:
+    """The same table twice: texts as ``Coded`` columns, and as the lists they stand for (pandas' input)."""
+    from simcluster.core.table import Coded
+
+    rng = np.random.default_rng(seed)
+    names = [f"n{i}/gpu{i % 8}" for i in range(max(rows // 3, 1))] + text   # many names (ends), and hostile ones
+    src, dst = rng.integers(0, len(names), rows), rng.integers(0, len(names), rows)
+    kinds, kind = ["nvlink", "pcie", "nic", *text[:2]], rng.integers(0, 5, rows)
+    few = np.array([0.0, -0.0, 1e16, 0.1 + 0.2, math.nan, 5e-324])[rng.integers(0, 6, rows)]
+    coded = {"link_id": np.arange(rows), "src": Coded(names, src), "dst": Coded(names, dst),
+             "kind": Coded(kinds, kind), "bytes": few, "utilisation": few / 3, "many": rng.random(rows)}
+    lists = {**coded, "src": [names[k] for k in src.tolist()], "dst": [names[k] for k in dst.tolist()],
+             "kind": [kinds[k] for k in kind.tolist()]}
+    return coded, lists
+
+
+@pytest.mark.parametrize("rows", [0, 5, 3000])
+@pytest.mark.parametrize("text", [HOSTILE_TEXT, PLAIN_TEXT], ids=["quoted text", "plain text"])
+def test_coded_columns_write_the_bytes_pandas_writes_of_their_values(tmp_path, rows, text, monkeypatch):
+    """Coded texts, and neighbouring few-valued columns joined into one before the rows (kind, bytes and
+    utilisation here: 5 x 6 x 6 combinations), write what pandas writes of the lists they stand for."""
+    import simcluster.core.table as table_module
+
+    monkeypatch.setattr(table_module, "CSV_CHUNK_ROWS", 7)
+    coded, lists = coded_columns(rows, text)
+    table = Table(coded)
+    table.write_csv(tmp_path / "ours.csv")
+    pd.DataFrame(lists).to_csv(tmp_path / "pandas.csv", index=False)
+    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+    pd.testing.assert_frame_equal(table.frame(), pd.DataFrame(lists))
+    assert table["src"] == lists["src"] and list(table["kind"][2:4]) == lists["kind"][2:4]
+
+
+def test_few_valued_neighbours_are_joined_and_many_valued_ones_are_not():
+    """The join's pieces: kind, bytes and utilisation become one coded piece whose texts are the distinct
+    combinations present (each text the cells of its rows, comma-joined); ids, ends and the many-valued floats
+    stay apart."""
+    from simcluster.core.table import _coded, _joined
+
+    coded, lists = coded_columns(3000, PLAIN_TEXT)
+    pieces = _joined([_coded(column) for column in coded.values()], 3000)
+    assert len(pieces) == 5   # link_id, src, dst, (kind, bytes, utilisation), many
+    texts, codes = pieces[3]
+    assert len(texts) == len(set(texts.tolist())) <= 5 * 6 * 6
+    bits = lambda value: "" if value != value else repr(value)  # noqa: E731
+    assert texts[codes].tolist() == [f"{k},{bits(b)},{bits(u)}" for k, b, u in
+                                     zip(lists["kind"], coded["bytes"].tolist(), coded["utilisation"].tolist(),
+                                         strict=True)]
