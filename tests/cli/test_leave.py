@@ -1,0 +1,34 @@
+"""``cli.leave``: the command's process ends without tearing its heap down, yet as ``sys.exit`` would end it: exit
+handlers run, buffered output reaches the pipe, the code is the process's, and threads still running are waited for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_handlers_run_buffers_reach_the_pipe_and_the_code_is_kept(code):
+    done = run_python("import atexit, sys\nfrom simcluster.cli import leave\n"
+                      "atexit.register(lambda: print('handler ran'))\n"
+                      f"print('out', end='')\nprint('err', end='', file=sys.stderr)\nleave({code})\n")
+    assert done.returncode == code
+    assert done.stdout == "outhandler ran\n" and done.stderr == "err"
+
+
+def test_a_running_thread_is_waited_for():
+    done = run_python("import threading, time\nfrom simcluster.cli import leave\n"
+                      "def late():\n    time.sleep(0.2)\n    print('thread finished', flush=True)\n"
+                      "threading.Thread(target=late).start()\nleave(0)\n")
+    assert done.returncode == 0 and done.stdout == "thread finished\n"
