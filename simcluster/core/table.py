@@ -182,9 +182,12 @@ def _coded(column: Sequence):
         return _object_array(_texts(column.labels)), column.codes
     if isinstance(column, np.ndarray) and column.dtype == np.float64:
         every = column.view(np.int64)
-        bits = np.unique(every)   # sorted: each row's index found by bisection (cheaper than unique's inverse)
+        # runs of equal values (a links table's links of one tier carry alike: 42,000 runs in 1.5 million rows)
+        starts = np.flatnonzero(np.concatenate([[len(every) > 0], every[1:] != every[:-1]]))
+        runs = every[starts]
+        bits = np.unique(runs)   # sorted: each run's index found by bisection (cheaper than unique's inverse)
         texts = ["" if value != value else repr(value) for value in bits.view(np.float64).tolist()]
-        return _object_array(texts), np.searchsorted(bits, every)
+        return _object_array(texts), np.repeat(np.searchsorted(bits, runs), np.diff(starts, append=len(every)))
     return column
 
 
