@@ -79,7 +79,8 @@ def coded_columns(rows: int, text: list[str], seed: int = 1) -> tuple[dict, dict
     kinds, kind = ["nvlink", "pcie", "nic", *text[:2]], rng.integers(0, 5, rows)
     few = np.array([0.0, -0.0, 1e16, 0.1 + 0.2, math.nan, 5e-324])[rng.integers(0, 6, rows)]
     coded = {"link_id": np.arange(rows), "src": Coded(names, src), "dst": Coded(names, dst),
-             "kind": Coded(kinds, kind), "bytes": few, "utilisation": few / 3, "many": rng.random(rows)}
+             "kind": Coded(kinds, kind), "bytes": few, "utilisation": few / 3, "many": rng.random(rows),
+             "runs": np.repeat(few[:max(rows // 50, 1)], 50)[:rows]}   # long runs of equal values
     lists = {**coded, "src": [names[k] for k in src.tolist()], "dst": [names[k] for k in dst.tolist()],
              "kind": [kinds[k] for k in kind.tolist()]}
     return coded, lists
@@ -110,7 +111,7 @@ def test_few_valued_neighbours_are_joined_and_many_valued_ones_are_not():
 
     coded, lists = coded_columns(3000, PLAIN_TEXT)
     pieces = _joined([_coded(column) for column in coded.values()], 3000)
-    assert len(pieces) == 5   # link_id, src, dst, (kind, bytes, utilisation), many
+    assert len(pieces) == 6   # link_id, src, dst, (kind, bytes, utilisation), many, runs
     texts, codes = pieces[3]
     assert len(texts) == len(set(texts.tolist())) <= 5 * 6 * 6
     bits = lambda value: "" if value != value else repr(value)  # noqa: E731
