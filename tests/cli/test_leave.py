@@ -32,3 +32,11 @@ def test_a_running_thread_is_waited_for():
                       "def late():\n    time.sleep(0.2)\n    print('thread finished', flush=True)\n"
                       "threading.Thread(target=late).start()\nleave(0)\n")
     assert done.returncode == 0 and done.stdout == "thread finished\n"
+
+
+def test_a_profiler_still_writes_its_profile(tmp_path):
+    """``python -m cProfile -m simcluster.cli ...`` writes the profile after the command returns: not cut short."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tmp_path / "run.prof"), "-m", "simcluster.cli",
+                           "schema"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and (tmp_path / "run.prof").stat().st_size > 0
