@@ -98,6 +98,32 @@ class NetworkDriver:
             self._settle()
 
 
+class Groups(tuple):
+    """Groups of ranks (each a tuple) as one tuple that hashes once and knows its member count: the engine caches
+    the groups of each agent and passes the same ``Groups`` at every block, and the collective driver keys its
+    programs on them (an interleaved 16k-GPU run's 12,000 blocks each hashed and compared 1,024 TP groups: 0.3 s).
+    Equal to, and hashing as, the plain tuple of the same groups."""
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("hash")
+        if cached is None:
+            cached = self.__dict__["hash"] = tuple.__hash__(self)
+        return cached
+
+    @property
+    def members(self) -> int:
+        """Ranks in all the groups."""
+        cached = self.__dict__.get("members")
+        if cached is None:
+            cached = self.__dict__["members"] = sum(len(group) for group in self)
+        return cached
+
+
+def _key(groups) -> tuple:
+    """``groups`` as a key: itself when it is a ``Groups`` (its hash kept), else as a tuple."""
+    return groups if isinstance(groups, Groups) else tuple(groups)
+
+
 class CollectiveDriver:
     """Runs collectives on a ``NetworkDriver``: the actions of ``collectives.timing.engine_program``, cached."""
 
@@ -111,7 +137,7 @@ class CollectiveDriver:
     def run(self, op: str, groups: list[tuple[int, ...]], size_bytes: float, algorithm: str = "auto"):
         """Drive a collective through the network, all ``groups`` at once (identical schedules); ``algorithm``
         forces one where the op has it (``timing.engine_schedules``)."""
-        key = (op, tuple(groups), round(size_bytes), algorithm)
+        key = (op, _key(groups), round(size_bytes), algorithm)
         if key not in self._programs:
             steps = timing.engine_schedules(self.fabric, op, groups, size_bytes, algorithm)
             self._programs[key] = timing.engine_program(steps, self.fabric)
@@ -122,7 +148,7 @@ class CollectiveDriver:
                   tag: str, algorithm: str = "auto"):
         """Drive a block's collectives ((op, count) of ``size_bytes`` each) as ``timing.fused_program`` does: one
         transfer per kind of step, labelled with ``tag``; ``algorithm`` forces one where the op has it."""
-        key = (calls, tuple(groups), round(size_bytes), tag, algorithm)
+        key = (calls, _key(groups), round(size_bytes), tag, algorithm)
         if key not in self._programs:
             schedules = [(timing.engine_schedules(self.fabric, op, groups, size_bytes, algorithm),
                           count) for op, count in calls]
@@ -133,7 +159,7 @@ class CollectiveDriver:
     def run_ring_exchange(self, groups: list[tuple[int, ...]], size_bytes: float, steps: int, tag: str):
         """``steps`` ring steps over each group (every member sends ``size_bytes`` to its successor), fused as
         ``run_block`` fuses a block's collectives."""
-        key = ("ring exchange", tuple(groups), round(size_bytes), steps, tag)
+        key = ("ring exchange", _key(groups), round(size_bytes), steps, tag)
         if key not in self._programs:
             self._programs[key] = timing.fused_program([(timing.ring_exchange(groups, size_bytes), steps)],
                                                        self.fabric, tag)

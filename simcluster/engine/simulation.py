@@ -17,7 +17,7 @@ from simcluster.collectives import timing
 from simcluster.core import catalog
 from simcluster.engine import data_parallel, variability
 from simcluster.engine.agents import Agent
-from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
+from simcluster.engine.drivers import CollectiveDriver, Groups, NetworkDriver
 from simcluster.engine.merge import NO_MERGE, SYMMETRIC, MergePolicy, default_policy
 from simcluster.engine.overlap import Slowdowns, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
@@ -179,11 +179,11 @@ class Simulation:
                 row = int(np.searchsorted(members[:, 0], bases[agent.rank]))
                 shared = ("group", axes, row)
                 if shared not in self._groups_cache:
-                    self._groups_cache[shared] = [tuple(members[row].tolist())]
+                    self._groups_cache[shared] = Groups([tuple(members[row].tolist())])
                 self._groups_cache[key] = self._groups_cache[shared]
             else:
                 bases = self._bases(np.asarray(agent.ranks, dtype=np.int64), axes)
-                self._groups_cache[key] = sorted(map(tuple, self._members(np.unique(bases), axes).tolist()))
+                self._groups_cache[key] = Groups(sorted(map(tuple, self._members(np.unique(bases), axes).tolist())))
         return self._groups_cache[key]
 
     def _every_group(self, axes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +289,8 @@ class Simulation:
         key = (groups[0], name)
         entry = self._rendezvous.get(key)
         if entry is None:  # [member ranks still to arrive, the arrived members' completion events]
-            entry = self._rendezvous[key] = [sum(len(g) for g in groups), []]
+            entry = self._rendezvous[key] = [groups.members if isinstance(groups, Groups) else
+                                             sum(len(g) for g in groups), []]
         entry[0] -= agent.multiplicity
         entry[1].append(done)
         if entry[0] > 0:
@@ -343,13 +344,13 @@ class Simulation:
             if stage_key not in self._groups_cache:
                 p = self.scenario.parallelism
                 groups = layout_mod.expert_groups(self.plan.layout, agent.stage, p.ep, p.etp, axis)
-                self._groups_cache[stage_key] = groups, {r: [g] for g in groups for r in g}
+                self._groups_cache[stage_key] = groups, {r: Groups([g]) for g in groups for r in g}
             groups, of_rank = self._groups_cache[stage_key]
             if agent.multiplicity == 1:  # expanded: the rank's own group, one list per group, shared
                 self._groups_cache[key] = of_rank[agent.rank]
             else:
                 mine = set(agent.ranks)
-                self._groups_cache[key] = sorted(g for g in groups if mine.intersection(g))
+                self._groups_cache[key] = Groups(sorted(g for g in groups if mine.intersection(g)))
         return self._groups_cache[key]
 
     # ---- context-parallel exchange ----------------------------------------------------------------------------
@@ -405,7 +406,7 @@ class Simulation:
                 groups = [tuple(range(layout.world_size))]
             else:
                 groups = sorted(tuple(sorted(group)) for group in self._groups(agent, self.plan.grad_norm_axes))
-            self._groups_cache[key] = groups
+            self._groups_cache[key] = Groups(groups)
         return self._groups_cache[key]
 
     # ---- run --------------------------------------------------------------------------------------------------

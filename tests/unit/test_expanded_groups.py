@@ -38,7 +38,7 @@ def test_every_expanded_agent_gets_the_group_its_coordinates_define(parallelism)
     layout = sim.plan.layout
     for axes in (("dp", "cp"), ("tp",), ("cp",)):
         for agent in sim.agents:
-            assert sim._groups(agent, axes) == [_group_by_definition(layout, agent.rank, axes)]
+            assert list(sim._groups(agent, axes)) == [_group_by_definition(layout, agent.rank, axes)]
 
 
 def test_agents_of_one_group_share_its_list_and_the_whole_job_group_is_made_once():
@@ -57,7 +57,7 @@ def test_collapsed_agents_keep_the_groups_of_all_their_ranks():
     layout = sim.plan.layout
     for agent in sim.agents:
         want = sorted({_group_by_definition(layout, r, ("dp", "cp")) for r in agent.ranks})
-        assert sim._groups(agent, ("dp", "cp")) == want
+        assert list(sim._groups(agent, ("dp", "cp"))) == want
 
 
 def test_only_the_last_member_of_a_tensor_parallel_rendezvous_starts_a_process():
