@@ -27,6 +27,10 @@ _IMPORTING = threading.current_thread() is threading.main_thread()
 if _IMPORTING:  # handlers only for the import below; main() installs its own while a command runs
     _BEFORE_IMPORT = {signum: signal.signal(signum, _exit_while_importing) for signum in (signal.SIGINT,
                                                                                           signal.SIGTERM)}
+# the cycle collector paused while the command's modules load: they make hundreds of thousands of objects that live
+# as long as the process, and collecting while they are made (115 passes, 0.045 s of every command) freed nothing
+_COLLECTING = gc.isenabled()
+gc.disable()
 try:
     import typer
 
@@ -35,6 +39,8 @@ try:
     from simcluster.cli.app import USER_ERROR_EXIT, Interrupted, app, fail
     from simcluster.core.errors import ScenarioError
 finally:
+    if _COLLECTING:
+        gc.enable()
     if _IMPORTING:
         for _signum, _handler in _BEFORE_IMPORT.items():
             signal.signal(_signum, _handler)

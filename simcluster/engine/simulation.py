@@ -422,13 +422,13 @@ class Simulation:
         steps = steps or self.scenario.training.steps
         assert self.env.now == 0, "a Simulation runs once (step indices key its messages)"
         started = time.perf_counter()
-        with _no_cycle_collection():
+        with _no_cycle_collection():  # the record too: its per-link tables made 11 passes at 131k GPUs (0.06 s)
             for index in range(steps):
                 processes = [self.env.process(agent.step(index)) for agent in self.agents]
                 self.env.run(until=self.env.all_of(processes))
                 if on_step is not None:
                     on_step(index)
-        return summarize(self.record(steps, time.perf_counter() - started))
+            return summarize(self.record(steps, time.perf_counter() - started))
 
     def record(self, steps: int, wall_time_s: float) -> RunRecord:
         """What the run measured, as plain data for ``results.summarize``."""

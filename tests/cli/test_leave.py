@@ -40,3 +40,11 @@ def test_a_profiler_still_writes_its_profile(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tmp_path / "run.prof"), "-m", "simcluster.cli",
                            "schema"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and (tmp_path / "run.prof").stat().st_size > 0
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_the_cycle_collector_is_as_it_was_once_the_commands_have_loaded(before):
+    """Loading the command's modules pauses the collector (``cli/__init__``), and gives it back as it found it."""
+    done = run_python("import gc\n" + ("" if before else "gc.disable()\n")
+                      + "import simcluster.cli\nprint(gc.isenabled())\n")
+    assert done.returncode == 0 and done.stdout == f"{before}\n"
