@@ -8,8 +8,8 @@ Megatron-LM 2021 A100 series since its scenarios simulate the README's own model
 Held-out set (published runs never used to choose a constant: Narayanan et al. 2021 and Korthikanti et al. 2022
 on A100, MosaicML's FSDP runs, NVIDIA NeMo FP8 runs, Llama 3 405B on 8,192 and 16,384 H100; 28 runs, about 90 s
 of the suite): every run within 15%, but for families the compute model is known not to explain
-(FAMILY_TOLERANCE, none at present), and any run the model does not yet explain, asserted within its own stated ``tolerance``
-(validation.yaml, with the ``gap`` it leaves; none at present); the same model in BF16
+(FAMILY_TOLERANCE, none at present), and any run the model does not yet explain, asserted within its own stated
+``tolerance`` (validation.yaml, with the ``gap`` it leaves; none at present); the same model in BF16
 (calibration) and FP8 (held out) on the same GPUs and layout within 5 points of error of each other, but for
 Llama 3 8B (PAIR_TOLERANCE, issue 15).
 """
