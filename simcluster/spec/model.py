@@ -86,6 +86,9 @@ class TransformerSpec(BaseModel):
         "so no dropout masks are stored or applied"))
     max_seq_len: Count = 2048
     moe: MoESpec | None = Field(None, description="mixture-of-experts MLPs; null = dense")
+    mtp_layers: NonNegativeInt = Field(0, description=(
+        "multi-token-prediction modules after the model (DeepSeek-V3: 1), each a layer of the last layer's type, "
+        "a 2h->h projection and the shared output head, on the last pipeline stage (workload/mtp.py)"))
     source: str = ""
 
     @model_validator(mode="after")
@@ -162,6 +165,11 @@ class TransformerSpec(BaseModel):
     @property
     def moe_layers(self) -> int:
         return sum(self.is_moe_layer(i) for i in range(self.layers))
+
+    @property
+    def mtp_moe_layers(self) -> int:
+        """MoE layers among the multi-token-prediction modules' layers: each is of the last layer's type."""
+        return self.mtp_layers if self.is_moe_layer(self.layers - 1) else 0
 
     @property
     def expert_params(self) -> int:

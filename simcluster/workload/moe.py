@@ -24,7 +24,7 @@ from statistics import NormalDist
 
 from simcluster.core import catalog
 from simcluster.spec.model import MoESpec, TransformerSpec
-from simcluster.workload import ops
+from simcluster.workload import mtp, ops
 from simcluster.workload.ops import (
     BACKWARD_ELEMENTWISE_FLOP_RATIO,
     HIGH_PRECISION,
@@ -183,13 +183,34 @@ def _scaled(op: Op, scale: float) -> Op:
 
 def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int) -> float:
     """Model FLOP of one step (``ops.model_flop_per_step``), MoE layers with their balanced expert load: the
-    work the model needs, what MFU counts (6 x active parameters per token, plus attention)."""
-    return ops.model_flop_per_step(model, seq_len, global_batch, _balanced(model))
+    work the model needs, what MFU counts (6 x active parameters per token, plus attention), and the
+    multi-token-prediction modules' (``workload.mtp``), which the model trains too."""
+    return (ops.model_flop_per_step(model, seq_len, global_batch, _balanced(model))
+            + _mtp_matmul_flop(model, seq_len, global_batch, MODEL_PHASES, "none"))
 
 
 def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str) -> float:
     """Hardware FLOP of one step (``ops.hardware_flop_per_step``), MoE layers with their balanced expert load."""
-    return ops.hardware_flop_per_step(model, seq_len, global_batch, recompute, _balanced(model))
+    return (ops.hardware_flop_per_step(model, seq_len, global_batch, recompute, _balanced(model))
+            + _mtp_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute))
+
+
+MODEL_PHASES = ("forward", "backward_input", "backward_weight")
+
+
+def _mtp_matmul_flop(model: TransformerSpec, seq_len: int, global_batch: int, phases: tuple[str, ...],
+                     recompute: str) -> float:
+    """Matmul FLOP of the multi-token-prediction modules for ``global_batch`` sequences over ``phases``: their
+    transformer layers (of the last layer's type) and what surrounds them (``mtp.extra_ops``)."""
+    if not model.mtp_layers:
+        return 0.0
+    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    moe_layers = model.mtp_moe_layers
+    layers = [(model.mtp_layers - moe_layers, ops.layer_ops(model, shard)),
+              (moe_layers, ops.layer_ops(model, shard, moe_block(model, shard)) if moe_layers else None),
+              (1, mtp.extra_ops(model, shard))]
+    return sum(count * ops.flop(phase_ops[p], ops.MATMUL_KINDS) for count, phase_ops in layers if count
+               for p in phases)
 
 
 def _balanced(model: TransformerSpec):
