@@ -106,6 +106,8 @@ def layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
     h, kv_local = model.hidden, local_kv_hidden(model, tp)
     q_local, ffn_local = model.q_hidden / tp, model.ffn / tp
     weights = 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
+    if model.mla is not None:   # multi-head latent attention: its projections (workload.mla), split by tp
+        weights = model.attention_params / tp + model.mlp_matrices * h * ffn_local
     biases = (q_local + 2 * kv_local + h + ffn_local + h) if model.norm == "layernorm" else 0
     return weights + biases + model.norm_params
 

@@ -19,7 +19,7 @@ from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import kernels, moe, mtp
+from simcluster.workload import kernels, mla, moe, mtp
 from simcluster.workload.ops import (
     HIGH_PRECISION,
     Op,
@@ -168,14 +168,15 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     shard = shard_for(scenario)
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
-    layer = layer_ops(m, shard)
+    layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
-    moe_layer = (layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep),
-                                                   scenario.training.moe_cuda_graphs))
+    moe_layer = (mla.apply(m, shard, layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp,
+                                                                        moe.busiest_rank_load(m.moe, p.ep),
+                                                                        scenario.training.moe_cuda_graphs)))
                  if m.moe else layer)
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)

@@ -24,7 +24,7 @@ from statistics import NormalDist
 
 from simcluster.core import catalog
 from simcluster.spec.model import MoESpec, TransformerSpec
-from simcluster.workload import mtp, ops
+from simcluster.workload import mla, mtp, ops
 from simcluster.workload.ops import (
     BACKWARD_ELEMENTWISE_FLOP_RATIO,
     HIGH_PRECISION,
@@ -186,13 +186,15 @@ def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int)
     work the model needs, what MFU counts (6 x active parameters per token, plus attention), and the
     multi-token-prediction modules' (``workload.mtp``), which the model trains too."""
     return (ops.model_flop_per_step(model, seq_len, global_batch, _balanced(model))
-            + _mtp_matmul_flop(model, seq_len, global_batch, MODEL_PHASES, "none"))
+            + _mtp_matmul_flop(model, seq_len, global_batch, MODEL_PHASES, "none")
+            + _mla_matmul_flop(model, seq_len, global_batch, MODEL_PHASES, "none"))
 
 
 def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str) -> float:
     """Hardware FLOP of one step (``ops.hardware_flop_per_step``), MoE layers with their balanced expert load."""
     return (ops.hardware_flop_per_step(model, seq_len, global_batch, recompute, _balanced(model))
-            + _mtp_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute))
+            + _mtp_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute)
+            + _mla_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute))
 
 
 MODEL_PHASES = ("forward", "backward_input", "backward_weight")
@@ -215,3 +217,16 @@ def _mtp_matmul_flop(model: TransformerSpec, seq_len: int, global_batch: int, ph
 
 def _balanced(model: TransformerSpec):
     return None if model.moe is None else (lambda shard: moe_block(model, shard))
+
+
+def _mla_matmul_flop(model: TransformerSpec, seq_len: int, global_batch: int, phases: tuple[str, ...],
+                     recompute: str) -> float:
+    """What multi-head latent attention (``workload.mla``) changes in the matmul FLOP of every layer (the MTP
+    modules' too) over ``phases``: ``ops`` counts each layer's attention as multi-head attention of hidden/heads."""
+    if model.mla is None:
+        return 0.0
+    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    layer = ops.layer_ops(model, shard)
+    latent = mla.apply(model, shard, layer)
+    per_layer = sum(ops.flop(latent[p], ops.MATMUL_KINDS) - ops.flop(layer[p], ops.MATMUL_KINDS) for p in phases)
+    return (model.layers + model.mtp_layers) * per_layer
