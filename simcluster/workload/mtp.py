@@ -8,7 +8,8 @@ their concatenation projected from 2h to h (``eh_proj``), one transformer layer 
 logits and the loss of ``ops.output_ops``). NVIDIA's DeepSeek-V3 recipe trains one (Megatron-Bridge
 recipes/deepseek/deepseek_v3.py, ``mtp_num_layers = 1``) and places it with the loss on the last stage
 (``pipeline_model_parallel_layout``). Its transformer layer is counted with the chunk's layers
-(``with_mtp_layers``); this module adds what surrounds it (``extra_ops``).
+(``with_mtp_layers``); this module adds what surrounds it (``extra_ops``). The projection's tensor-parallel
+collectives are not counted (tp is 1 in every scenario with MTP).
 """
 
 from __future__ import annotations
