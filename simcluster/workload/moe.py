@@ -129,6 +129,9 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
     expert_rows = local_experts * per_expert
+    sorts = sort_chunks_ops(expert_rows * h * e, ep, local_experts)
+    forward += sorts
+    backward_input += sorts
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
     if moe.shared_experts:
@@ -139,6 +142,18 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward)
+
+
+def sort_chunks_ops(received_bytes: float, ep: int, local_experts: int) -> list[Op]:
+    """The alltoall dispatcher's second permutation, per phase: the tokens an all-to-all brings arrive grouped by
+    source rank and are re-sorted by local expert before the expert GEMMs, and the expert outputs sorted back before
+    the combine (Megatron-Core MoEAlltoAllTokenDispatcher, "Permutation 2: Sort tokens by local expert",
+    moe_utils.sort_chunks_by_idxs, one fused kernel with moe_permute_fusion); the backward runs both on the
+    gradients. Each reads and writes the ``received_bytes`` this rank's experts see. None with one local expert or
+    without expert parallelism (nothing to re-sort)."""
+    if ep == 1 or local_experts == 1:
+        return []
+    return [_memory("moe_sort_chunks", 0.0, 2 * received_bytes)] * 2
 
 
 # The device ops of moe_block that stand for router kernels: the router GEMM and its softmax/top-k forward; their
