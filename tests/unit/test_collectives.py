@@ -371,3 +371,17 @@ def test_a_fabric_timed_once_is_freed_with_its_calibrated_views():
     del fabric, view
     gc.collect()
     assert alive() is None
+
+
+@pytest.mark.parametrize("algorithm,protocol", [("ring", "Simple"), ("tree", "LL128"), ("nvls", "Simple")])
+def test_calibrated_capacities_are_each_links_line_rate_times_its_familys_efficiency(algorithm, protocol):
+    """The calibrated view reads each link's kind from the fabric's kind codes; every link must get its own kind's
+    efficiency, as a link-by-link reading of ``link_kind`` gives (rail fabric: NVLink, PCIe and network links)."""
+    from simcluster.collectives import nccl
+
+    fabric = topology.build("rail-fat-tree", gpus=32, gpus_per_node=8, gpu=H100, nic=CX7)
+    view = nccl.calibrated(fabric, algorithm, protocol)
+    truth = np.array([rate * nccl.efficiency(algorithm, protocol, nccl.link_family(kind))
+                      for rate, kind in zip(fabric.link_bytes_per_s.tolist(), fabric.link_kind, strict=True)])
+    assert len(set(fabric.link_kind)) >= 3
+    assert np.array_equal(view.link_bytes_per_s, truth)
