@@ -388,10 +388,10 @@ def _sample_pairs(nodes: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.n
 def _moved(transfers: TransferClass, matrix: np.ndarray, position: np.ndarray) -> TransferClass:
     """A template group's class of transfers repeated for every group (row) of ``matrix``, one part per group."""
     count = len(matrix)
+    if count == 1:   # the template group itself
+        return transfers
     local = position[transfers.pairs]                                   # positions in the template group
     pairs = matrix[:, local].reshape(-1, 2)
-    if count == 1:
-        return transfers
     per_part = transfers.part_count
     inner = np.zeros(transfers.members, dtype=np.int64) if transfers.parts is None else transfers.parts
     parts = (np.arange(count, dtype=np.int64)[:, None] * per_part + inner[None, :]).reshape(-1)
