@@ -320,33 +320,49 @@ def _kinds(groups, fabric) -> list[np.ndarray]:
     groups x their members). Cached per fabric and groups: a run's collectives of every size and op go over the same
     few sets of groups.
 
-    All groups at once (``_sample_pairs``): what tells kinds apart is, per group, where each member's node first
-    appears in the group (the pattern of nodes), and the rate and latency of the paths ``_steps`` samples, whose
-    ends follow from the pattern."""
+    All groups of one size at once (``_kind_keys``, ``_sample_pairs``): what tells kinds apart is, per group, where
+    each member's node first appears in the group (the pattern of nodes), and the rate and latency of the paths
+    ``_steps`` samples, whose ends follow from the pattern."""
     cache = _KINDS.setdefault(getattr(fabric, "raw", fabric), {})  # weak on the fabric
     key = tuple(map(tuple, groups))   # numpy integers hash and compare as the ints they hold
     kinds = cache.get(key)
     if kinds is None:
-        matrix = np.array(key, dtype=np.int64).reshape(len(key), -1)
-        codes = _node_codes(fabric)
-        if codes is None:
-            nodes = matrix // max(int(getattr(getattr(fabric, "raw", fabric), "gpus_per_node", 1)), 1)
-        else:
-            nodes = codes[matrix]
-        first, inside, across = _sample_pairs(nodes)
-        rows = np.arange(len(matrix))
-        inside_gpus = np.column_stack((matrix[rows, inside[0]], matrix[rows, inside[1]])).tolist()
-        across_gpus = np.column_stack((matrix[:, 0], matrix[rows, across])).tolist()
-        by_key: dict[tuple, list[int]] = {}
-        for row, pattern in enumerate(first):
-            key_of_row = (pattern.tobytes(),
-                          _path(fabric, *inside_gpus[row]) if inside[0][row] >= 0 else (0.0, 0.0),
-                          _path(fabric, *across_gpus[row]) if across[row] >= 0 else (0.0, 0.0))
-            by_key.setdefault(key_of_row, []).append(row)
-        kinds = cache[key] = [matrix[found] for found in by_key.values()]
+        by_size: dict[int, list[int]] = {}   # groups of different sizes are of different kinds (their patterns differ)
+        for index, group in enumerate(key):
+            by_size.setdefault(len(group), []).append(index)
+        of_group: list = [None] * len(key)   # (matrix of its size, its row there, its kind's key)
+        for size, indices in by_size.items():
+            matrix = np.array([key[i] for i in indices], dtype=np.int64).reshape(len(indices), size)
+            for row, kind in enumerate(_kind_keys(matrix, fabric)):
+                of_group[indices[row]] = (matrix, row, kind)
+        by_key: dict[tuple, list] = {}
+        for matrix, row, kind in of_group:
+            by_key.setdefault(kind, [matrix, []])[1].append(row)
+        kinds = cache[key] = [matrix[rows] for matrix, rows in by_key.values()]
         if len(cache) > _KINDS_KEPT:
             del cache[next(iter(cache))]
     return kinds
+
+
+def _kind_keys(matrix: np.ndarray, fabric) -> list[tuple]:
+    """What tells the kinds of the groups ``matrix`` (groups x members, one size) apart, per group: the pattern of its
+    nodes and the (rate, latency) of the paths ``_steps`` samples inside and across nodes."""
+    count, size = matrix.shape
+    if size == 0:
+        return [(size, b"", (0.0, 0.0), (0.0, 0.0))] * count
+    codes = _node_codes(fabric)
+    if codes is None:
+        nodes = matrix // max(int(getattr(getattr(fabric, "raw", fabric), "gpus_per_node", 1)), 1)
+    else:
+        nodes = codes[matrix]
+    first, inside, across = _sample_pairs(nodes)
+    rows = np.arange(count)
+    inside_gpus = np.column_stack((matrix[rows, inside[0]], matrix[rows, inside[1]])).tolist()
+    across_gpus = np.column_stack((matrix[:, 0], matrix[rows, across])).tolist()
+    inside_at, across_at = (inside[0] >= 0).tolist(), (across >= 0).tolist()
+    return [(size, pattern.tobytes(),
+             _path(fabric, *inside_gpus[row]) if inside_at[row] else (0.0, 0.0),
+             _path(fabric, *across_gpus[row]) if across_at[row] else (0.0, 0.0)) for row, pattern in enumerate(first)]
 
 
 _KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -431,13 +431,15 @@ def test_kinds_of_groups_found_all_at_once_equal_those_found_group_by_group(name
                [tuple(range(i, i + 16)) for i in range(0, 64, 16)], [tuple(range(64))],
                [tuple(row) for row in shuffled], [tuple(row) for row in rng.permutation(64).reshape(16, 4)],
                [(0, 1, 8, 9, 2), (16, 24, 17, 25, 18), (32, 33, 34, 35, 36), (40, 48, 56, 41, 49)],
-               [(5,), (9,), (63,)], [(3, 11), (12, 13), (20, 4)])
+               [(5,), (9,), (63,)], [(3, 11), (12, 13), (20, 4)], [(0, 1, 2), (8, 9), (16, 17, 18), (24, 32)])
     server = fab.gpu_attr("server")
     for groups in layouts:
         found = schedule_module._kinds(groups, fab)
         truth = _kinds_one_group_at_a_time(groups, fab)
         assert [[tuple(row) for row in kind.tolist()] for kind in found] == truth
         # the ends of the sampled paths, group by group (kinds alone do not show them where paths are all alike)
+        if len({len(group) for group in groups}) > 1:
+            continue
         first, (inside_src, inside_dst), across = schedule_module._sample_pairs(server[np.array(groups)])
         for row, group in enumerate(groups):
             layout = schedule_module._layout(group, fab)
