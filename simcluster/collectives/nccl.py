@@ -1,10 +1,11 @@
 """NCCL calibration of collective costs: link efficiencies, protocol latencies and NCCL's algorithm choice.
 
-Measured NCCL throughput is below line rate (ring allreduce reaches 370 of 450 GB/s on H100 NVLink, a 400 Gb/s
-NIC 46-48 of 50 GB/s). Those fractions are applied in ONE place: ``calibrated(fabric, algorithm, protocol)``
-returns a view of the fabric whose link capacities are scaled by ``efficiency``; every network model run on
-that view then charges the calibrated cost. The constants and their sources are in
-``simcluster/data/nccl.yaml``.
+Measured NCCL throughput is below line rate (ring allreduce reaches 370 of 450 GB/s on H100 NVLink, 232 of 300
+on A100, a 400 Gb/s NIC 46-48 of 50 GB/s). NVLink fractions are measured per NVLink generation, so each applies to
+the GPUs of its generation (``nvlink_key``; the fabric's ``gpu``, or a ``gpu`` passed in). Those fractions are
+applied in ONE place: ``calibrated(fabric, algorithm, protocol)`` returns a view of the fabric whose link
+capacities are scaled by ``efficiency``; every network model run on that view then charges the calibrated cost.
+The constants and their sources are in ``simcluster/data/nccl.yaml``.
 
 ``choose`` reproduces NCCL's selection rule: NCCL's tuning model (src/graph/tuning.cc, ``ncclTopoTuneModel``
 and ``ncclTopoGetAlgoTime``) predicts ``time = latency + bytes / algbw`` for every (algorithm, protocol) pair
@@ -69,25 +70,41 @@ def _rate(entry: dict, key: str) -> float:
     return parse(entry[key], BYTES_PER_S)
 
 
+def nvlink_key(gpu=None, measurement: str = "nvlink_ring_busbw") -> str:
+    """The nccl.yaml entry of ``measurement`` that applies to ``gpu`` (a GpuSpec): its NVLink generation's
+    ("nvlink3" for A100, "nvlink4" for H100/H200, "nvlink5" for Blackwell), or ``nvlink_fallback`` (H100's, an
+    assumption) for a generation without one and for no GPU at all (fabrics built without a GPU spec)."""
+    measured = constants()["measured"]
+    key = f"nvlink{int(getattr(gpu, 'nvlink_generation', 0) or 0)}"
+    return key if key in measured[measurement] else measured["nvlink_fallback"]
+
+
+def efficiency_table(gpu=None) -> dict[str, dict[str, float]]:
+    """``efficiency_table_for`` the NVLink measurements that apply to ``gpu`` (``nvlink_key``)."""
+    return efficiency_table_for(nvlink_key(gpu), nvlink_key(gpu, "nvls_busbw"))
+
+
 @cache
-def efficiency_table() -> dict[str, dict[str, float]]:
-    """Achieved fraction of line rate per (algorithm family, link family), derived from the measurements.
+def efficiency_table_for(ring_key: str, nvls_key: str) -> dict[str, dict[str, float]]:
+    """Achieved fraction of line rate per (algorithm family, link family), derived from the measurements, with
+    the NVLink ring and NVLS measurements of nccl.yaml entries ``ring_key`` and ``nvls_key``.
 
     - ring over NVLink: a ring step loads every GPU's NVLink with exactly busbw (nccl-tests PERFORMANCE.md),
     so
-      efficiency = busbw / line rate = 370 / 450.
+      efficiency = busbw / line rate (370 / 450 on H100, 231.6 / 300 on A100, 679.6 / 900 on NVLink 5).
     - NVLS over NVLink: each GPU's NVLink carries S(n+1)/n per direction (S/n reduced shard back, S multicast
       in; S read for the reduction + S/n stored out), so the per-link rate is algbw (n+1)/n with
-      algbw = busbw n / (2(n-1)); efficiency = that / line rate (480 GB/s busbw at n = 8 -> 0.686).
+      algbw = busbw n / (2(n-1)); efficiency = that / line rate (480 GB/s busbw at n = 8 -> 0.686 on H100; 830
+      GB/s of 900 -> 0.593 on B200).
     - network links: per-NIC busbw of a cross-node ring / NIC line rate (47 GB/s of 50 GB/s for NDR).
     - IB SHARP on network links: that point-to-point efficiency times SHARP's fraction of point-to-point bandwidth
       (0.95, Graham et al. 2020); inside the node CollNetDirect moves data as a ring does ("sharp"), NVLS+SHARP
       as NVLS does ("nvls_sharp").
     """
     measured = constants()["measured"]
-    ring = measured["nvlink_ring_busbw"]
+    ring = measured["nvlink_ring_busbw"][ring_key]
     ring_eff = _rate(ring, "value") / _rate(ring, "line_rate")
-    nvls = measured["nvls_busbw"]
+    nvls = measured["nvls_busbw"][nvls_key]
     n = int(nvls["gpus"])
     nvls_algbw = _rate(nvls, "value") * n / (2 * (n - 1))
     nvls_eff = nvls_algbw * (n + 1) / n / _rate(nvls, "line_rate")
@@ -112,13 +129,14 @@ def link_family(kind: str) -> str:
     return "network"
 
 
-def efficiency(algorithm: str, protocol: str, family: str) -> float:
-    """Fraction of a ``family`` link's line rate a collective achieves with ``algorithm`` and ``protocol``.
+def efficiency(algorithm: str, protocol: str, family: str, gpu=None) -> float:
+    """Fraction of a ``family`` link's line rate a collective achieves with ``algorithm`` and ``protocol`` on
+    ``gpu``'s NVLink generation (``nvlink_key``; None: the fallback, H100's).
 
     The product of the measured link efficiency (``efficiency_table``), the protocol's payload fraction (LL
     0.5, LL128 0.92, Simple 1) and, for trees, NCCL's tree cap (0.92 of the ring's busBw, tuning.cc).
     """
-    table = efficiency_table()
+    table = efficiency_table(gpu)
     link = table.get(algorithm, table["default"])[family]
     factor = link * constants()["protocols"][protocol]["bandwidth_fraction"]
     if algorithm == "tree":
@@ -130,16 +148,17 @@ class CalibratedFabric:
     """A fabric seen through NCCL's efficiencies: same graph, routes and latencies, scaled link capacities.
 
     Everything but ``link_bytes_per_s`` is delegated to the underlying fabric (``raw``), so any network model
-    runs on it unchanged.
+    runs on it unchanged. NVLink efficiencies are those of the fabric's GPUs (``raw.gpu``, set by the builders).
     """
 
     def __init__(self, fabric, algorithm: str, protocol: str):
         self.raw = getattr(fabric, "raw", fabric)
         self.algorithm = algorithm
         self.protocol = protocol
+        gpu = getattr(self.raw, "gpu", None)
         kinds, index = np.unique(np.asarray(self.raw.link_kind, dtype=str), return_inverse=True)
         factors = np.array(
-            [efficiency(algorithm, protocol, link_family(kind)) for kind in kinds], dtype=float
+            [efficiency(algorithm, protocol, link_family(kind), gpu) for kind in kinds], dtype=float
         )
         self.link_bytes_per_s = np.asarray(self.raw.link_bytes_per_s, dtype=float) * factors[index]
 
@@ -152,13 +171,14 @@ def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple") -> Cal
     return CalibratedFabric(fabric, algorithm, protocol)
 
 
-def wire_factor(algorithm: str, protocol: str, label: str) -> float:
+def wire_factor(algorithm: str, protocol: str, label: str, gpu=None) -> float:
     """Bytes a transfer class of ``algorithm``/``protocol`` puts on a network calibrated for ring/Simple, per byte
     it moves: the ratio of the two efficiencies on the links the class uses, read from its label (the builders
     name classes by their links: "ring nvlink", "sharp network", "nvls"). 1 for ring/Simple; for the algorithms
-    whose efficiency is one factor on every link family (protocols, the tree cap) the family does not matter."""
+    whose efficiency is one factor on every link family (protocols, the tree cap) the family does not matter.
+    ``gpu``: the fabric's GPUs (their NVLink generation's efficiencies)."""
     family = link_family(label)
-    return efficiency("ring", "Simple", family) / efficiency(algorithm, protocol, family)
+    return efficiency("ring", "Simple", family, gpu) / efficiency(algorithm, protocol, family, gpu)
 
 
 # ---- NCCL-style selection ----------------------------------------------------------------------------------
@@ -239,11 +259,13 @@ def estimate_s(
     nvlink_bytes_per_s: float,
     network_bytes_per_s: float,
     nvls: bool = False,
+    gpu=None,
 ) -> float:
     """NCCL's predicted time of one (algorithm, protocol): latency + size / algbw, or inf when not applicable.
 
     ``nvlink_bytes_per_s``/``network_bytes_per_s``: line rate of one GPU's scale-up link and of one NIC; ``nvls``:
-    the GPUs have NVLink SHARP (for in-network reductions, which then reduce inside the node with it).
+    the GPUs have NVLink SHARP (for in-network reductions, which then reduce inside the node with it); ``gpu``:
+    their spec, whose NVLink generation sets the measured efficiencies (``efficiency``).
     """
     if n < 2:
         return 0.0
@@ -253,16 +275,16 @@ def estimate_s(
         uses_nvls = sharp_uses_nvls(op, nvls, local)
         calibration = "nvls_sharp" if uses_nvls else "sharp"
         nvlink_bytes, nic_bytes = sharp_bytes(op, size_bytes, local, uses_nvls)
-        nvl = nvlink_bytes_per_s * efficiency(calibration, protocol, "nvlink")
-        net = network_bytes_per_s * efficiency(calibration, protocol, "network")
+        nvl = nvlink_bytes_per_s * efficiency(calibration, protocol, "nvlink", gpu)
+        net = network_bytes_per_s * efficiency(calibration, protocol, "network", gpu)
         return sharp_latency_s(local, uses_nvls) + max(nvlink_bytes / nvl, nic_bytes / net)
     if algorithm == "nvls":
         if op != "allreduce" or nodes > 1 or protocol != "Simple" or n < constants()["nvls_min_gpus"]:
             return math.inf
-        rate = nvlink_bytes_per_s * efficiency("nvls", protocol, "nvlink")
+        rate = nvlink_bytes_per_s * efficiency("nvls", protocol, "nvlink", gpu)
         return constants()["nvls_latency_s"] + size_bytes * (n + 1) / n / rate
-    nvl = nvlink_bytes_per_s * efficiency(algorithm, protocol, "nvlink")
-    net = network_bytes_per_s * efficiency(algorithm, protocol, "network")
+    nvl = nvlink_bytes_per_s * efficiency(algorithm, protocol, "nvlink", gpu)
+    net = network_bytes_per_s * efficiency(algorithm, protocol, "network", gpu)
     if nodes == 1:
         busbw = nvl
     else:  # one channel per NIC rail; each GPU's NVLink carries every channel's hop (ring_transfers)
@@ -293,6 +315,7 @@ def choose(
     algorithm: str = "auto",
     protocol: str = "auto",
     sharp: bool = False,
+    gpu=None,
 ) -> tuple[str, str]:
     """(algorithm, protocol) NCCL would run: the fastest by its tuning model among those allowed.
 
@@ -300,7 +323,7 @@ def choose(
     the other collectives are rings (or direct sends for all-to-all). NVLS needs NVLink SHARP (``nvls``) and a
     group inside one NVSwitch domain; IB SHARP (``sharp``: the fabric's switches offer it) needs the group on at
     least two nodes; both run the Simple protocol only. Hierarchical allreduce is never picked automatically
-    (NCCL has no such algorithm; it is offered for comparison).
+    (NCCL has no such algorithm; it is offered for comparison). ``gpu``: the GPUs' spec (``estimate_s``).
     """
     in_network = ["sharp"] if sharp and op in constants()["sharp"]["ops"] else []
     if algorithm == "auto":
@@ -324,6 +347,7 @@ def choose(
                 nvlink_bytes_per_s=nvlink_bytes_per_s,
                 network_bytes_per_s=network_bytes_per_s,
                 nvls=nvls,
+                gpu=gpu,
             )
             if time_s < best_s:
                 best, best_s = (algo, proto), time_s

@@ -155,9 +155,13 @@ def _sample_path(fabric, layout: list[np.ndarray], across_nodes: bool) -> tuple[
     return rate, float(raw.path_latency_s(src, dst))
 
 
+def _gpu_spec(fabric, gpu):
+    """``gpu``, else the fabric's GPUs (``Fabric.gpu``), else None."""
+    return gpu if gpu is not None else getattr(getattr(fabric, "raw", fabric), "gpu", None)
+
+
 def _gpu_has_nvls(fabric, gpu) -> bool:
-    spec = gpu if gpu is not None else getattr(getattr(fabric, "raw", fabric), "gpu", None)
-    return bool(getattr(spec, "nvls", False))
+    return bool(getattr(_gpu_spec(fabric, gpu), "nvls", False))
 
 
 def _fabric_has_sharp(fabric) -> bool:
@@ -220,6 +224,7 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
         algorithm=c.algorithm if c.algorithm != "auto" else "auto",
         protocol=c.protocol,
         sharp=has_sharp,
+        gpu=_gpu_spec(fabric, gpu),
     )
     if algorithm == "auto" or algorithm not in _SUPPORTED[c.op]:
         algorithm = _SUPPORTED[c.op][0]

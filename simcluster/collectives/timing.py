@@ -158,7 +158,7 @@ def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
     bytes on the wire: each class grows by the ratio of the two efficiencies on the links it uses
     (``nccl.wire_factor``), so on an idle fabric the engine's collective takes what ``run`` gives.
     """
-    return _on_engine_network(schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric))
+    return _on_engine_network(schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric), fabric)
 
 
 def engine_schedules(fabric, op: str, groups, size_bytes: float, algorithm: str = "auto") -> list[Step]:
@@ -169,17 +169,18 @@ def engine_schedules(fabric, op: str, groups, size_bytes: float, algorithm: str 
     algorithm = algorithm if supports(op, algorithm) else "auto"
     kinds = schedules_over_groups(Collective(op=op, group=groups[0], size_bytes=size_bytes, algorithm=algorithm),
                                   groups, fabric)
-    return merge([_on_engine_network(steps) for steps in kinds])
+    return merge([_on_engine_network(steps, fabric) for steps in kinds])
 
 
-def _on_engine_network(steps: Schedule) -> list[Step]:
+def _on_engine_network(steps: Schedule, fabric) -> list[Step]:
     """``steps`` with each class's bytes scaled to the engine's ring/Simple-calibrated network
-    (``engine_schedule``)."""
+    (``engine_schedule``), with the efficiencies of the fabric's GPUs."""
     if (steps.algorithm, steps.protocol) == ("ring", "Simple"):
         return list(steps)
+    gpu = getattr(getattr(fabric, "raw", fabric), "gpu", None)
     return [dataclasses.replace(step, transfers=tuple(
         dataclasses.replace(tc, size_bytes=tc.size_bytes * nccl.wire_factor(steps.algorithm, steps.protocol,
-                                                                           tc.label))
+                                                                           tc.label, gpu))
         for tc in step.transfers)) for step in steps]
 
 

@@ -40,7 +40,8 @@ def slowdowns(scenario, layout) -> Slowdowns:
         dp = interference.comm_kernel(
             "network", scenario.cluster.nic.rate * nccl.efficiency("ring", "Simple", "network"))
     else:
-        dp = interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink"))
-    tp = interference.comm_kernel("userbuffers", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink"))
+        dp = interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu))
+    tp = interference.comm_kernel("userbuffers",
+                                  gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu))
     return Slowdowns(dp={phase: interference.slowdown(gpu, dp, m) for phase, m in share.items()},
                      tp={phase: interference.slowdown(gpu, tp, m) for phase, m in share.items()})
