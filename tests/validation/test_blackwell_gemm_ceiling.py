@@ -67,6 +67,13 @@ def test_mamf_bf16_maxima_agree_with_the_gemm_model_at_the_ceiling_ratio(gpu_nam
     assert measured == pytest.approx(kernels.ceiling_ratio(gpu_name), rel=0.10)
 
 
+def test_mamf_fp8_maximum_of_b200_agrees_with_the_gemm_model_at_the_ceiling_ratio():
+    """B200, float8_e4m3fn, 3432.5 TFLOP/s at 15360x4096x3072 (the MAMF table's FP8 row): 1.059 of the model.
+    Blackwell has no fast-accumulation mode to differ by (efficiency.yaml split_accumulator_slowdown)."""
+    measured = _measured_over_model("b200", "fp8", _op((15360, 4096, 3072)), 3432.5)
+    assert measured == pytest.approx(kernels.ceiling_ratio("b200"), rel=0.10)
+
+
 def test_b200_gemms_reach_what_h100_gemms_do_clock_for_clock():
     """One method on both chips: B200's measured/model over H100's is 0.984, the ceiling ratio (0.82 fails)."""
     ratio = {g: _measured_over_model(g, "bf16", _op(MAMF_BF16[g][0]), MAMF_BF16[g][1]) for g in ("b200", "h100-sxm")}
