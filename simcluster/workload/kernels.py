@@ -155,8 +155,9 @@ def clock_ratio(gpu_name: str) -> float:
 
 
 def ceiling_ratio(gpu_name: str) -> float:
-    """Tensor-core throughput in training of a GPU whose GEMM ceiling was not measured, relative to the measured
-    (Hopper) ceiling it borrows (efficiency.yaml ceiling_ratio: fitted on that GPU's own runs; 1 elsewhere)."""
+    """Tensor-core throughput of a GPU in a short benchmark relative to the Hopper-derived GEMM model, at the same
+    clock (efficiency.yaml ceiling_ratio: measured GEMM maxima over the model; the power-capped clock is
+    ``clock_ratio``'s)."""
     table = _table()["ceiling_ratio"]
     return table.get(gpu_name, table["default"])
 
