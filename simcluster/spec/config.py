@@ -121,6 +121,10 @@ class Training(_Strict):
     attention: Literal["flash", "flash_triton", "naive"] = Field(
         "flash", description="attention kernel: fused (flash: FlashAttention-2/3, cuDNN), the Triton FlashAttention "
         "of flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
+    cross_entropy: Literal["unfused", "fused"] = Field(
+        "unfused", description="loss kernel over the logits: unfused (Megatron-LM's vocab-parallel cross entropy, pass "
+        "by pass in fp32) or fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
+        "flash-attention's CrossEntropyLoss, llm-foundry's default loss_fn fused_crossentropy)")
     moe_cuda_graphs: bool = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "

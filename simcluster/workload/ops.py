@@ -43,6 +43,11 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 # "naive" materialises the score matrix (Megatron-LM before 2022).
 FLASH_KERNELS = ("flash", "flash_triton")
 ATTENTION_KERNELS = (*FLASH_KERNELS, "naive")
+# Loss kernels (``training.cross_entropy``): "unfused" is Megatron-LM's vocab-parallel cross entropy, pass by pass in
+# fp32 (output_ops); "fused" one kernel over the 16-bit logits and one for their gradient, as flash-attention's
+# CrossEntropyLoss (flash_attn/losses/cross_entropy.py; the xentropy CUDA kernel in 1.x, a Triton kernel in 2.x),
+# llm-foundry's default (ComposerMPTCausalLM: loss_fn = om_model_config.get('loss_fn', 'fused_crossentropy')).
+CROSS_ENTROPY_KERNELS = ("unfused", "fused")
 
 # FLOP per element of the bandwidth-bound kernels: a counting convention (one FLOP per add, multiply, compare
 # or transcendental), not a measurement. These ops are memory-bound on every GPU in the catalog, so the
@@ -109,9 +114,11 @@ class Shard:
     attention: str = "flash"      # one of ATTENTION_KERNELS
     precision: str = "bf16"
     recompute: str = "none"       # "none" | "selective" | "full"
+    cross_entropy: str = "unfused"  # one of CROSS_ENTROPY_KERNELS
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
+        assert self.cross_entropy in CROSS_ENTROPY_KERNELS, self.cross_entropy
         assert self.recompute in RECOMPUTE_MODES, self.recompute
         assert self.precision in BYTES_PER_ELEMENT, self.precision
         assert self.seq_len % self.cp == 0, "validated in config"
@@ -145,7 +152,7 @@ def shard_for(scenario: Scenario) -> Shard:
     t, p = scenario.training, scenario.parallelism
     return Shard(seq_len=t.seq_len, micro_batch=t.micro_batch_size, tp=p.tp, cp=p.cp,
                  sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
-                 recompute=t.activation_recompute)
+                 recompute=t.activation_recompute, cross_entropy=t.cross_entropy)
 
 
 def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, precision: str | None = None) -> Op:
@@ -417,6 +424,12 @@ def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
     forward_passes = [("ce_copy", e + e), ("ce_cast", e + f), ("ce_max", f), ("ce_subtract", 2 * f),
                       ("ce_exp", 2 * f), ("ce_sum", f), ("ce_softmax", 2 * f)]
     backward_passes = [("ce_grad", 2 * f), ("ce_cast", f + e), ("ce_copy", e + e)]
+    if shard.cross_entropy == "fused":
+        # flash-attention's CrossEntropyLoss: the forward reads each logit once (max and log-sum-exp of a row in one
+        # kernel, one fp32 value a row written); the backward reads the logits again with the saved log-sum-exp
+        # and writes their gradient (inplace_backward=False). Rows are 50-130 K elements: re-reads stay in L2.
+        forward_passes = [("ce_fused", e)]
+        backward_passes = [("ce_fused", e + e)]
     flop_per_pass = CROSS_ENTROPY_FLOP_PER_ELEMENT / len(forward_passes)
     cross_entropy = [_memory(name, flop_per_pass * n_logits, per_element * n_logits)
                      for name, per_element in forward_passes]

@@ -1,0 +1,85 @@
+"""A whole llm-foundry FSDP step against llm-foundry's own 8-GPU sequence sweeps, split into attention and the rest.
+
+Source: mosaicml/llm-foundry, scripts/train/benchmarking/README.md, tables "H100 80GB BF16" and "A100 80GB with 1600
+Gbps node-node interconnect (RoCE)": MPT-1B (24 layers, d_model 2048, 16 heads of 128, vocabulary 50,368; shapes
+from scripts/train/yamls/pretrain/mpt-1b.yaml) on 8 GPUs, FSDP FULL_SHARD, amp_bf16, mixed precision DEFAULT, no
+activation checkpointing, llm-foundry's default fused cross entropy, the sequence swept from 512 to 32,768 with the
+table's micro and global batches. None of
+these rows is a held-out row (those are MPT-1B on 64 H100 and the 7B-70B runs, simcluster/data/validation.yaml).
+
+The time per token is a straight line in the sequence (test_triton_attention_hopper.py): its slope is attention's
+time (12 x layers x d_model x s counted FLOP a token), its intercept everything else of the step per token (the
+GEMMs, norms, GELU, embedding, output layer and loss, FSDP's gathers and reductions beside them, the optimizer).
+Here the whole simulator runs each row (flow network, the table's layout) and the same least squares is taken over
+the simulated and the published times, so each part of the model is held to its own measurement:
+
+- intercept: simulated / measured = 0.850 on H100, 0.887 on A100 with the fused loss llm-foundry runs (0.900 and
+  0.923 with Megatron's unfused one): the model is 11-15% fast outside attention on both GPUs, a gap the kernel and
+  FSDP models do not explain yet (docs/calibration.md, "Round 7"). Tolerance 17%: the measured gap and a margin,
+  so the model must not drift further either way (the A100 clock at 0.7 or 1.2 of its value fails it).
+- slope on H100: 1.017 (the Triton kernel's Hopper line was set on these sweeps at kernel level; end to end the
+  FSDP traffic and interference beside it must not change it). Tolerance 10%.
+- slope on A100: 1.70 (the A100 line of efficiency.yaml attention.flash_triton, FlashAttention-1's speed, is 1.7x
+  slower than the kernel these rows ran); a strict expected failure, so fixing the line flips it.
+"""
+
+import numpy as np
+import pytest
+
+from simcluster.engine import simulate
+from simcluster.spec import config
+
+# sequence: (micro batch, global batch, measured tokens/s per GPU), rows without activation checkpointing
+SWEEPS = {
+    "h100-sxm": {512: (56, 1792, 52275), 1024: (18, 576, 48910), 2048: (14, 112, 45455), 4096: (7, 224, 38535),
+                 8192: (3, 96, 29157), 16384: (2, 64, 19649), 32768: (1, 32, 12025)},
+    "a100-80gb-sxm": {512: (56, 1792, 23148), 1024: (18, 576, 22112), 2048: (14, 448, 20513),
+                      4096: (7, 224, 17807), 8192: (3, 96, 13814), 16384: (2, 64, 9956), 32768: (1, 32, 6275)},
+}
+NIC = {"h100-sxm": "connectx-7", "a100-80gb-sxm": "connectx-6"}
+INTERCEPT_TOLERANCE = 0.17
+SLOPE_TOLERANCE = 0.10
+
+
+def _scenario(gpu: str, seq: int, micro: int, global_batch: int):
+    return config.from_dict({
+        "name": f"mpt-1b-8-{gpu}-s{seq}",
+        "cluster": {"gpu": gpu, "gpus_per_node": 8, "nodes": 1, "nic": NIC[gpu], "topology": "nvswitch-node"},
+        "model": {"name": "mpt-1b", "layers": 24, "hidden": 2048, "heads": 16, "ffn_hidden": 8192, "vocab": 50368,
+                  "dropout": False, "max_seq_len": seq},
+        "training": {"seq_len": seq, "global_batch_size": global_batch, "micro_batch_size": micro,
+                     "precision": "bf16", "attention": "flash_triton", "cross_entropy": "fused",
+                     "activation_recompute": "none"},
+        "parallelism": {"tp": 1, "pp": 1, "dp": 8, "zero_stage": 3, "sequence_parallel": False},
+        "network": "flow",
+    })
+
+
+@pytest.fixture(scope="module")
+def fits():
+    """(slope, intercept) of seconds per token against the sequence, simulated and measured, per GPU."""
+    out = {}
+    for gpu, rows in SWEEPS.items():
+        seqs = sorted(rows)
+        simulated = [8 / simulate(_scenario(gpu, s, *rows[s][:2])).summary["tokens_per_s"] for s in seqs]
+        measured = [1 / rows[s][2] for s in seqs]
+        out[gpu] = (np.polyfit(seqs, simulated, 1), np.polyfit(seqs, measured, 1))
+    return out
+
+
+@pytest.mark.parametrize("gpu", SWEEPS)
+def test_everything_but_attention_matches_the_sweeps_intercept(fits, gpu):
+    simulated, measured = fits[gpu]
+    assert simulated[1] == pytest.approx(measured[1], rel=INTERCEPT_TOLERANCE)
+
+
+def test_attention_matches_the_h100_sweeps_slope_end_to_end(fits):
+    simulated, measured = fits["h100-sxm"]
+    assert simulated[0] == pytest.approx(measured[0], rel=SLOPE_TOLERANCE)
+
+
+@pytest.mark.xfail(strict=True, reason="A100 line of attention.flash_triton 1.7x slower than these rows' kernel "
+                                       "(docs/calibration.md, Round 7)")
+def test_attention_matches_the_a100_sweeps_slope_end_to_end(fits):
+    simulated, measured = fits["a100-80gb-sxm"]
+    assert simulated[0] == pytest.approx(measured[0], rel=SLOPE_TOLERANCE)
