@@ -552,8 +552,9 @@ class Router:
 
     def _cached_spray(self, x: int, y: int, base: tuple[int, int] | None = None) -> tuple:
         """(links, fractions, slowest latency, positions of the links out of x and into y, or None when the two are
-        one hop apart) of the spray x -> y, cached (``sprays``); moved from the spray between the switches ``base``
-        (``_moved_spray``: the links at the same positions) when that one can be, else made."""
+        one hop apart, the fractions' ``_dyadic_exponent``) of the spray x -> y, cached (``sprays``); moved from the
+        spray between the switches ``base`` (``_moved_spray``: the links at the same positions) when that one can be,
+        else made."""
         cache = self._sprays
         key = (x, y)
         spray = cache.get(key)
@@ -564,13 +565,13 @@ class Router:
             made = self._cached_spray(*base)
             moved = self._moved_spray(made, *base, x, y) if made[3] is not None else None
             if moved is not None:
-                spray = (*moved, made[3])
+                spray = (*moved, made[3], made[4])
         if spray is None:
             links, fractions, slowest_s = self._spray_to(y, np.array([x], dtype=np.int64), np.ones(1))
             ends = None
             if self._dist_to(y)[x] > 1:
                 ends = (np.flatnonzero(self._link_src[links] == x), np.flatnonzero(self._link_dst[links] == y))
-            spray = (links, fractions, float(slowest_s[0]), ends)
+            spray = (links, fractions, float(slowest_s[0]), ends, _dyadic_exponent(fractions))
         links = spray[0]
         cache[key] = spray
         self._spray_entries += len(links)
@@ -582,7 +583,7 @@ class Router:
     def _moved_spray(self, base: tuple, first_x: int, first_y: int, x: int, y: int) -> tuple | None:
         """The spray x -> y from the spray ``base`` between their first twins: its first links leave x, its last enter
         y. None when those links' latencies differ from base's (the slowest path would differ)."""
-        links, fractions, slowest_s, (out_of, into) = base
+        links, fractions, slowest_s, (out_of, into) = base[:4]
         moved = links.copy()
         if x != first_x:
             moved[out_of] = self._core_link_of(np.full(len(out_of), x), self._link_dst[links[out_of]])
@@ -773,7 +774,8 @@ class Router:
             cross = np.flatnonzero(a != b) if core else _NO_LINKS
             if adaptive and len(cross):
                 self._sprayed(via[cross], a[cross], b[cross], weight[via[cross]],
-                              None if part is None else part[via[cross]], parts, weights, owners, latency_s)
+                              None if part is None else part[via[cross]], parts, weights, owners, latency_s,
+                              float(weight.sum()))
             elif len(cross):
                 walks = [self._walk(int(a[c]), int(b[c]), self._dist_to(int(b[c])),
                                     (int(src[via[c]]), int(dst[via[c]]), int(salt))) for c in cross.tolist()]
@@ -798,16 +800,17 @@ class Router:
         return used, load, latency_s
 
     def _sprayed(self, pair: np.ndarray, a: np.ndarray, b: np.ndarray, flows: np.ndarray, part: np.ndarray | None,
-                 parts: list, weights: list, owners: list | None, latency_s: np.ndarray) -> None:
+                 parts: list, weights: list, owners: list | None, latency_s: np.ndarray, total: float) -> None:
         """The core segments of pairs ``pair[i]`` from core switch a[i] to b[i] (a != b), ``flows[i]`` flows each,
         sprayed (``_spray_to``); appends their links and loads to ``parts``/``weights`` (and the pair standing
-        for each entry's part to ``owners``) and adds the slowest sprayed path to ``latency_s``.
+        for each entry's part to ``owners``) and adds the slowest sprayed path to ``latency_s``. ``total``: the flows
+        of every entry the loads are summed with (``_gathered_sprays``).
 
         Flows are grouped by (part, destination switch): a part's load, not a pair's, is kept. A group of few
         source switches takes the per switch-pair sprays, cached across calls (rings, pipeline sends and
         data-parallel groups revisit the same switch pairs with different GPU pairs), gathered for all such groups
-        at once; a larger group (e.g. a random permutation) is spread in one pass, which costs about as much as
-        one cached spray.
+        at once (``_gathered_sprays``); a larger group (e.g. a random permutation) is spread in one pass, which costs
+        about as much as one cached spray.
         """
         m = len(self.core_ids)
         group_key = b if part is None else np.asarray(part, dtype=np.int64) * m + b
@@ -821,32 +824,187 @@ class Router:
         cached = sources[group_of] <= _CACHED_SPRAY_SOURCES
         triple_a, triple_b = a[first], b[first]
         slowest_s = np.empty(len(triple))
-        if cached.any():
-            at = np.flatnonzero(cached)
-            switch_pair, pair_of = np.unique(triple_b[at] * m + triple_a[at], return_inverse=True)
-            sprays = self.sprays(switch_pair % m, switch_pair // m)
-            lengths = np.array([len(spray[0]) for spray in sprays], dtype=np.int64)
-            ptr = np.zeros(len(sprays) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=ptr[1:])
-            spray_links = _concat([spray[0] for spray in sprays])
-            spray_fractions = _concat([spray[1] for spray in sprays], float)
-            slowest_s[at] = np.array([spray[2] for spray in sprays])[pair_of]
-            entries = _ranges(ptr, pair_of)
-            per = lengths[pair_of]
-            parts.append(spray_links[entries])
-            weights.append(spray_fractions[entries] * np.repeat(triple_flows[at], per))
-            if owners is not None:
-                owners.append(np.repeat(pair[first[at]], per))
+        spread = []                            # the larger groups' (links, loads, pair standing for the part)
         group_ptr = np.concatenate(([0], np.cumsum(sources)))   # triples are sorted by group
         for g in np.flatnonzero(sources > _CACHED_SPRAY_SOURCES).tolist():
             at = np.arange(group_ptr[g], group_ptr[g + 1])
             core_links, core_load, slowest_s[at] = self._spray_to(int(triple_b[at[0]]), triple_a[at],
                                                                   triple_flows[at])
+            spread.append((core_links, core_load, pair[first[at[0]]]))
+        if cached.any():
+            at = np.flatnonzero(cached)
+            # sums of whole flows times the spread loads and spray fractions are exact when all are multiples of
+            # one power of two (``_exact_scale``): then twins' sprays may share their middle links
+            scale = 0 if np.array_equal(flows, np.floor(flows)) else None
+            for _, load, _ in spread:
+                scale = _larger_scale(scale, _dyadic_exponent(load))
+            slowest_s[at] = self._gathered_sprays(triple_a[at], triple_b[at], triple_flows[at], pair[first[at]],
+                                                  None if part is None else triple_group[at] // m, scale, total,
+                                                  parts, weights, owners)
+        for core_links, core_load, owner in spread:
             parts.append(core_links)
             weights.append(core_load)
             if owners is not None:  # any pair of the part stands for it
-                owners.append(np.full(len(core_links), pair[first[at[0]]]))
+                owners.append(np.full(len(core_links), owner))
         latency_s[pair] += slowest_s[inverse]
+
+    def _gathered_sprays(self, a: np.ndarray, b: np.ndarray, flows: np.ndarray, owner: np.ndarray,
+                         part: np.ndarray | None, scale: int | None, total: float, parts: list, weights: list,
+                         owners: list | None) -> np.ndarray:
+        """The cached sprays (``sprays``) of switch pairs a[i] -> b[i], ``flows[i]`` flows each (``owner[i]``: a pair
+        of their part ``part[i]``), appended to ``parts``/``weights``/``owners``; returns each one's slowest path.
+
+        A spray moved between twins (``sprays``) differs from its base's only in its first and last links, so when
+        the sums come out the same in any order its middle links are not copied per switch pair: they are counted
+        once per (part, base) with the flows of all its switch pairs (``_factored``), and only the moved ends per
+        switch pair (8,320 route entries between two pods of a 131,072-GPU rail-optimised fat-tree, 128 of them
+        ends). That holds when every load is a multiple of 2**-k for one k (``_dyadic_exponent``: fat-trees of
+        power-of-two radix) with the flows' total below 2**(53-k): every product and partial sum is then exact.
+        ``scale``: that k for the other loads summed with these (None: not so), ``total`` their flows."""
+        m = len(self.core_ids)
+        switch_pair, pair_of = np.unique(b * m + a, return_inverse=True)
+        x, y = switch_pair % m, switch_pair // m
+        if scale is not None:
+            factored = self._factored(x, y, pair_of, flows, owner, part, scale, total)
+            if factored is not None:
+                pieces, slowest_of = factored
+                for piece in pieces:
+                    parts.append(piece[0])
+                    weights.append(piece[1])
+                    if owners is not None:
+                        owners.append(piece[2])
+                return slowest_of[pair_of]
+        sprays = self.sprays(x, y)
+        slowest_of = np.array([spray[2] for spray in sprays])
+        links, fractions, owned = self._whole(sprays, pair_of, flows, owner)
+        parts.append(links)
+        weights.append(fractions)
+        if owners is not None:
+            owners.append(owned)
+        return slowest_of[pair_of]
+
+    @staticmethod
+    def _whole(sprays: list, pair_of: np.ndarray, flows: np.ndarray, owner: np.ndarray):
+        """(links, loads, owner of each entry) of the sprays ``sprays[pair_of[i]]`` carrying flows[i] each, copied
+        whole."""
+        lengths = np.array([len(spray[0]) for spray in sprays], dtype=np.int64)
+        ptr = np.zeros(len(sprays) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        spray_links = _concat([spray[0] for spray in sprays])
+        spray_fractions = _concat([spray[1] for spray in sprays], float)
+        entries = _ranges(ptr, pair_of)
+        per = lengths[pair_of]
+        return spray_links[entries], spray_fractions[entries] * np.repeat(flows, per), np.repeat(owner, per)
+
+    def _factored(self, x: np.ndarray, y: np.ndarray, pair_of: np.ndarray, flows: np.ndarray, owner: np.ndarray,
+                  part: np.ndarray | None, scale: int, total: float):
+        """``_gathered_sprays`` with the middle links of moved sprays counted once per (part, base): (pieces of
+        (links, loads, owners), slowest path per switch pair), or None when the sums would not be exact."""
+        m = len(self.core_ids)
+        base_x, base_y = self.twin[x], self.twin[y]
+        same = base_x == base_y
+        base_y[same] = self._second_twin()[base_x[same]]
+        moved = np.flatnonzero((base_x != x) | (base_y != y))
+        base_key, base_of = np.unique(base_x[moved] * m + base_y[moved], return_inverse=True)
+        bases = [self._cached_spray(k // m, k % m) for k in base_key.tolist()]
+        # ends (links out of the source, then into the destination) and middles of every base
+        ends = [np.concatenate(spray[3]) if spray[3] is not None else _NO_LINKS for spray in bases]
+        into = [np.arange(len(e)) >= len(spray[3][0]) if spray[3] is not None else np.zeros(0, dtype=bool)
+                for e, spray in zip(ends, bases, strict=True)]
+        middle = []
+        for e, spray in zip(ends, bases, strict=True):
+            keep = np.ones(len(spray[0]), dtype=bool)
+            keep[e] = False
+            middle.append(np.flatnonzero(keep))
+        usable = np.array([spray[3] is not None for spray in bases], dtype=bool)
+        end_ptr = np.zeros(len(bases) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in ends], out=end_ptr[1:])
+        end_links = _concat([spray[0][e] for e, spray in zip(ends, bases, strict=True)])
+        end_fractions = _concat([spray[1][e] for e, spray in zip(ends, bases, strict=True)], float)
+        end_into = np.concatenate(into) if into else np.zeros(0, dtype=bool)
+        # the moved ends of every switch pair whose base has ends, as ``_moved_spray`` moves them
+        cand = moved[usable[base_of]]
+        cand_base = base_of[usable[base_of]]
+        entries = _ranges(end_ptr, cand_base)
+        per = end_ptr[cand_base + 1] - end_ptr[cand_base]
+        which = np.repeat(np.arange(len(cand)), per)
+        base_links, side = end_links[entries], end_into[entries]
+        px, py = x[cand][which], y[cand][which]
+        out_moved = (~side) & (px != base_x[cand][which])
+        in_moved = side & (py != base_y[cand][which])
+        links = base_links.copy()
+        if out_moved.any():
+            links[out_moved] = self._core_link_of(px[out_moved], self._link_dst[base_links[out_moved]])
+        if in_moved.any():
+            links[in_moved] = self._core_link_of(self._link_src[base_links[in_moved]], py[in_moved])
+        differs = np.bincount(which, weights=self.link_latency_s[links] != self.link_latency_s[base_links],
+                              minlength=len(cand)) > 0
+        # switch pairs copied whole: not moved, no ends (one hop), or moved ends of other latencies
+        factored = np.zeros(len(x), dtype=bool)
+        factored[cand[~differs]] = True
+        whole = np.flatnonzero(~factored)
+        pair_base = np.full(len(x), -1, dtype=np.int64)
+        pair_base[moved] = base_of
+        sprays = [self._cached_spray(int(x[i]), int(y[i]), (int(base_x[i]), int(base_y[i]))) for i in whole.tolist()]
+        k = scale
+        for spray in [*sprays, *(bases[j] for j in np.unique(pair_base[factored]).tolist())]:
+            k = _larger_scale(k, spray[4])
+        if k is None or total * 2.0**k >= 2.0**53:
+            return None
+        slowest_of = np.empty(len(x))
+        slowest_of[whole] = [spray[2] for spray in sprays]
+        slowest_of[factored] = [bases[j][2] for j in pair_base[factored].tolist()]
+        pieces = []
+        whole_of = np.full(len(x), -1, dtype=np.int64)
+        whole_of[whole] = np.arange(len(whole))
+        alone = np.flatnonzero(whole_of[pair_of] >= 0)
+        if len(alone):
+            pieces.append(self._whole(sprays, whole_of[pair_of[alone]], flows[alone], owner[alone]))
+        shared = np.flatnonzero(factored[pair_of])
+        if len(shared):
+            # ends per (triple of a factored switch pair)
+            keep = ~differs[which]
+            pair_ptr = np.zeros(len(x) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(cand[which[keep]], minlength=len(x)), out=pair_ptr[1:])
+            pair_links, pair_fractions = links[keep], end_fractions[entries[keep]]
+            at = _ranges(pair_ptr, pair_of[shared])
+            count = pair_ptr[pair_of[shared] + 1] - pair_ptr[pair_of[shared]]
+            pieces.append((pair_links[at], pair_fractions[at] * np.repeat(flows[shared], count),
+                           np.repeat(owner[shared], count)))
+            # middles per (part, base) with the flows of all its switch pairs
+            base_of_triple = pair_base[pair_of[shared]]
+            group = base_of_triple if part is None else part[shared] * len(bases) + base_of_triple
+            groups, first, inverse = np.unique(group, return_index=True, return_inverse=True)
+            group_flows = np.bincount(inverse, weights=flows[shared], minlength=len(groups))
+            group_base = base_of_triple[first]
+            mid_ptr = np.zeros(len(bases) + 1, dtype=np.int64)
+            np.cumsum([len(mid) for mid in middle], out=mid_ptr[1:])
+            mid_links = _concat([spray[0][mid] for mid, spray in zip(middle, bases, strict=True)])
+            mid_fractions = _concat([spray[1][mid] for mid, spray in zip(middle, bases, strict=True)], float)
+            at = _ranges(mid_ptr, group_base)
+            count = mid_ptr[group_base + 1] - mid_ptr[group_base]
+            pieces.append((mid_links[at], mid_fractions[at] * np.repeat(group_flows, count),
+                           np.repeat(owner[shared][first], count)))
+        return pieces, slowest_of
+
+def _dyadic_exponent(values: np.ndarray) -> int | None:
+    """The least k >= 0 such that every values[i] * 2**k is a whole number (0 for no values), None when values are
+    not all finite."""
+    values = np.abs(np.asarray(values, dtype=float))
+    values = values[values != 0]
+    if not len(values):
+        return 0
+    if not np.isfinite(values).all():
+        return None
+    mantissa, exponent = np.frexp(values)              # values = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    whole = np.ldexp(mantissa, 53).astype(np.int64)    # values = whole * 2**(exponent - 53), whole < 2**53 exactly
+    trailing = np.log2(whole & -whole).astype(np.int64)   # zeros below whole's lowest set bit (a power of two)
+    return max(0, int((53 - exponent - trailing).max()))
+
+
+def _larger_scale(k: int | None, other: int | None) -> int | None:
+    """The larger of two ``_dyadic_exponent``s (None when either is None)."""
+    return None if k is None or other is None else max(k, other)
 
 
 def _concat(arrays: list[np.ndarray], dtype=np.int64) -> np.ndarray:
