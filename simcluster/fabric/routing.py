@@ -57,6 +57,13 @@ _CACHED_SPRAY_SOURCES = 4
 # Switch-pair sprays are kept up to this many route entries (16 bytes each: 128 MiB): at 131,072 GPUs a spray between
 # pods holds 8,320 entries and a run makes thousands
 _SPRAY_CACHE_ENTRIES = 2**23
+# Summed core loads of switch pairs (``_gathered_sprays``) of at least this many route entries are kept, up to this
+# many links in all (16 bytes each: 32 MiB): a data-parallel ring's steps from every pipeline stage cross the same
+# switch pairs (16 stages x 2,048 pairs of leaves between pods at 131,072 GPUs)
+_KEPT_CORE_MIN_ENTRIES = 2**16
+_KEPT_CORE_ENTRIES = 2**21
+# Route entries are summed over the distinct links when fewer than 1/this of the links (``summed``)
+_SPARSE_SUM_RATIO = 8
 # Pair arrays longer than this are checked for repeated pairs, each routed once (``route_set``)
 _DEDUPLICATE_PAIRS = 4096
 
@@ -193,6 +200,8 @@ class Router:
         self._paths: dict[tuple[int, int, int], np.ndarray] = {}
         self._sprays: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
         self._spray_entries = 0
+        self._core_loads: OrderedDict[tuple, tuple] = OrderedDict()   # ``_gathered_sprays``
+        self._core_load_entries = 0
         self._slowest_s: dict[int, float] = {}
         self._lists: tuple | None = None   # access tables as Python lists (``_endpoint``)
         self._twin: np.ndarray | None = None
@@ -791,10 +800,7 @@ class Router:
                     latency_s)
         if not parts:
             return _NO_LINKS, np.zeros(0), latency_s
-        ids = np.concatenate(parts)
-        load = np.bincount(ids, weights=np.concatenate(weights), minlength=links)
-        used = np.flatnonzero(load > 0)
-        load = load[used]
+        used, load = summed(np.concatenate(parts), np.concatenate(weights), links)
         if not adaptive:
             load = np.rint(load).astype(np.int64)   # whole flows
         return used, load, latency_s
@@ -865,9 +871,24 @@ class Router:
         switch_pair, pair_of = np.unique(b * m + a, return_inverse=True)
         x, y = switch_pair % m, switch_pair // m
         if scale is not None:
+            key = None
+            if part is None:    # the same switch pairs and flows (a ring's steps from every pipeline stage)
+                key = (a.tobytes(), b.tobytes(), flows.tobytes())
+                kept = self._core_loads.get(key)
+                if kept is not None and total * 2.0 ** max(scale, kept[3]) < 2.0**53:
+                    self._core_loads.move_to_end(key)
+                    parts.append(kept[0])
+                    weights.append(kept[1])
+                    return kept[2]
             factored = self._factored(x, y, pair_of, flows, owner, part, scale, total)
             if factored is not None:
-                pieces, slowest_of = factored
+                pieces, slowest_of, k = factored
+                if key is not None and sum(len(piece[0]) for piece in pieces) >= _KEPT_CORE_MIN_ENTRIES:
+                    # exact sums: the loads summed per link now are the same as summed later with the rest
+                    used, load = summed(_concat([piece[0] for piece in pieces]),
+                                        _concat([piece[1] for piece in pieces], float), len(self.link_latency_s))
+                    pieces = [(used, load, None)]
+                    self._keep_core_loads(key, (used, load, slowest_of[pair_of], k))
                 for piece in pieces:
                     parts.append(piece[0])
                     weights.append(piece[1])
@@ -899,7 +920,8 @@ class Router:
     def _factored(self, x: np.ndarray, y: np.ndarray, pair_of: np.ndarray, flows: np.ndarray, owner: np.ndarray,
                   part: np.ndarray | None, scale: int, total: float):
         """``_gathered_sprays`` with the middle links of moved sprays counted once per (part, base): (pieces of
-        (links, loads, owners), slowest path per switch pair), or None when the sums would not be exact."""
+        (links, loads, owners), slowest path per switch pair, ``_dyadic_exponent`` of the sprays' fractions), or None
+        when the sums would not be exact."""
         m = len(self.core_ids)
         base_x, base_y = self.twin[x], self.twin[y]
         same = base_x == base_y
@@ -946,10 +968,10 @@ class Router:
         pair_base = np.full(len(x), -1, dtype=np.int64)
         pair_base[moved] = base_of
         sprays = [self._cached_spray(int(x[i]), int(y[i]), (int(base_x[i]), int(base_y[i]))) for i in whole.tolist()]
-        k = scale
+        k = 0   # of these sprays' fractions
         for spray in [*sprays, *(bases[j] for j in np.unique(pair_base[factored]).tolist())]:
             k = _larger_scale(k, spray[4])
-        if k is None or total * 2.0**k >= 2.0**53:
+        if k is None or total * 2.0 ** max(k, scale) >= 2.0**53:
             return None
         slowest_of = np.empty(len(x))
         slowest_of[whole] = [spray[2] for spray in sprays]
@@ -985,7 +1007,17 @@ class Router:
             count = mid_ptr[group_base + 1] - mid_ptr[group_base]
             pieces.append((mid_links[at], mid_fractions[at] * np.repeat(group_flows, count),
                            np.repeat(owner[shared][first], count)))
-        return pieces, slowest_of
+        return pieces, slowest_of, k
+
+    def _keep_core_loads(self, key: tuple, kept: tuple) -> None:
+        """Keep summed core loads (``_gathered_sprays``), up to ``_KEPT_CORE_ENTRIES`` links in all (least recently
+        used first out)."""
+        cache = self._core_loads
+        cache[key] = kept
+        self._core_load_entries += len(kept[0])
+        while self._core_load_entries > _KEPT_CORE_ENTRIES and len(cache) > 1:
+            _, dropped = cache.popitem(last=False)
+            self._core_load_entries -= len(dropped[0])
 
 def _dyadic_exponent(values: np.ndarray) -> int | None:
     """The least k >= 0 such that every values[i] * 2**k is a whole number (0 for no values), None when values are
@@ -1009,6 +1041,20 @@ def _larger_scale(k: int | None, other: int | None) -> int | None:
 
 def _concat(arrays: list[np.ndarray], dtype=np.int64) -> np.ndarray:
     return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
+
+
+def summed(ids: np.ndarray, weights: np.ndarray, links: int) -> tuple[np.ndarray, np.ndarray]:
+    """(link ids with a load > 0, sorted; their loads): ``weights`` summed per link id ``ids`` (< ``links``), each in
+    the order given. A dense count over all links when the entries are many, else over the distinct ids only (the
+    same sums, without touching an array of every link)."""
+    if len(ids) * _SPARSE_SUM_RATIO >= links:
+        load = np.bincount(ids, weights=weights, minlength=links)
+        used = np.flatnonzero(load > 0)
+        return used, load[used]
+    used, inverse = np.unique(ids, return_inverse=True)
+    load = np.bincount(inverse, weights=weights, minlength=len(used))
+    positive = load > 0
+    return (used, load) if positive.all() else (used[positive], load[positive])
 
 
 def loads_by_part(part: np.ndarray, owner: np.ndarray, ids: np.ndarray, weights: np.ndarray,
