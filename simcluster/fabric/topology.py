@@ -12,6 +12,7 @@ entering it) are in docs/topologies.md.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -61,6 +62,15 @@ _SMALL_CACHE_ENTRIES = 2**16
 # many arrays and this many latencies in all (8 bytes each)
 _LATENCY_CACHE_ENTRIES = 1024
 _LATENCY_CACHE_VALUES = 2**22
+
+
+def _pairs_key(pairs: np.ndarray, salt: int) -> tuple:
+    """The cache key of a (contiguous int64) pair array and salt: the pairs' bytes when few, else their length and
+    SHA-256 digest (the bytes of a collective's 4 million pairs would take 64 MiB, and take longer to hash as a key
+    than to digest)."""
+    if len(pairs) <= _SMALL_PAIRS:
+        return pairs.tobytes(), int(salt)
+    return len(pairs), hashlib.sha256(pairs.data).digest(), int(salt)
 
 
 class LinkEnds(Sequence):
@@ -229,7 +239,7 @@ class Fabric:
         Cached: large pair arrays (collectives) in a small LRU, since each pins arrays of up to ~10^5 entries;
         small ones (pipeline send/recv, which recur in many subsets) in a larger cache, cleared when full."""
         pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
-        key = (pairs.tobytes(), int(salt))
+        key = _pairs_key(pairs, salt)
         small = len(pairs) <= _SMALL_PAIRS
         hit = self._small_routes.get(key) if small else self._routes.get(key)
         if hit is not None:
@@ -329,7 +339,7 @@ class Fabric:
         The latencies of a route set already made, else found without spraying loads (``Router.latencies``) and
         kept in a cache of their own."""
         pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
-        key = (pairs.tobytes(), int(salt))
+        key = _pairs_key(pairs, salt)
         hit = self._small_routes.get(key) if len(pairs) <= _SMALL_PAIRS else self._routes.get(key)
         if hit is not None:
             return hit[2]
