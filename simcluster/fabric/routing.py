@@ -23,6 +23,7 @@ Two policies share the equal-cost core paths among flows (``ROUTING_POLICIES``):
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -183,8 +184,12 @@ class Router:
         direct = is_gpu[src] & is_gpu[dst]
         self.edge_link = {(int(u), int(v)): int(k) for u, v, k in zip(src[direct], dst[direct], link[direct],
                                                                         strict=True)}
-        self.out_ptr, self.out_nbr, self.out_link = _csr(n, src, dst, link)
-        self.in_ptr, self.in_nbr, self.in_link = _csr(n, dst, src, link)
+        # the links the access searches walk (``access``): out of (up) or into (down) the GPUs and host-side nodes
+        # they expand, kept until each search has run (about half of the links, no other use)
+        expands = (is_gpu & ~self.is_core) | self.is_host
+        up, down = expands[src], expands[dst]
+        self._access_links: dict[bool, tuple] = {True: (src[up], dst[up], link[up]),
+                                                 False: (dst[down], src[down], link[down])}
         # the core graph in compact numbering (core node i <-> graph node core_ids[i]) keeps BFS arrays small
         self.core_ids = np.flatnonzero(self.is_core)
         self.core_pos = np.full(n, -1, dtype=np.int64)
@@ -203,15 +208,15 @@ class Router:
         self._core_loads: OrderedDict[tuple, tuple] = OrderedDict()   # ``_gathered_sprays``
         self._core_load_entries = 0
         self._slowest_s: dict[int, float] = {}
-        self._lists: tuple | None = None   # access tables as Python lists (``_endpoint``)
+        self._lists: tuple | None = None   # access tables as Python arrays (``_endpoint``: 8 bytes an entry)
         self._twin: np.ndarray | None = None
         self._alike: np.ndarray | None = None   # ``_twin_alike``
         self._second: np.ndarray | None = None  # ``_second_twin``
         self._has_out, self._has_in = np.diff(self.core_ptr) > 0, np.diff(self.rcore_ptr) > 0
         # the ends of every core link (core numbering, -1 elsewhere) and core links by (u, v), for moved sprays
         core_src = np.repeat(np.arange(m), np.diff(self.core_ptr))
-        self._link_src = np.full(len(link), -1, dtype=np.int64)
-        self._link_dst = np.full(len(link), -1, dtype=np.int64)
+        self._link_src = np.full(len(link), -1, dtype=np.int32)   # core numbering: < 2**31 (cast before products)
+        self._link_dst = np.full(len(link), -1, dtype=np.int32)
         self._link_src[self.core_link], self._link_dst[self.core_link] = core_src, self.core_nbr
         keys = core_src * m + self.core_nbr
         order = np.argsort(keys)
@@ -228,8 +233,7 @@ class Router:
         table = self._tables.get(upward)
         if table is not None:
             return table
-        ptr, nbr, lnk = (self.out_ptr, self.out_nbr, self.out_link) if upward else (
-            self.in_ptr, self.in_nbr, self.in_link)
+        ptr, nbr, lnk = _csr(len(self.nodes), *self._access_links.pop(upward))
         n, gpus = len(self.nodes), len(self.gpu_index)
         start_core = self.is_core[self.gpu_index]
         # found switches, one array per breadth-first level: (owning GPU, switch, hops, links in search order)
@@ -420,9 +424,8 @@ class Router:
         lists = self._lists
         if lists is None:
             up, down = self.access(True), self.access(False)
-            lists = self._lists = (up.ptr.tolist(), up.switch.tolist(), up.hops.tolist(), down.ptr.tolist(),
-                                   down.switch.tolist(), down.hops.tolist(),
-                                   (np.diff(self.core_ptr) > 0).tolist(), (np.diff(self.rcore_ptr) > 0).tolist())
+            lists = self._lists = tuple(array("q", np.asarray(values, dtype=np.int64).tobytes()) for values in (
+                up.ptr, up.switch, up.hops, down.ptr, down.switch, down.hops, self._has_out, self._has_in))
         up_ptr, up_switch, up_hops, down_ptr, down_switch, down_hops, has_out, has_in = lists
         ups, downs = range(up_ptr[src], up_ptr[src + 1]), range(down_ptr[dst], down_ptr[dst + 1])
         if not ups or not downs:
@@ -606,7 +609,7 @@ class Router:
     def _core_link_of(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Link id of the core link u -> v (core numbering) for each i; every such link exists."""
         m = len(self.core_ids)
-        at = np.searchsorted(self._core_keys, u * m + v)
+        at = np.searchsorted(self._core_keys, np.asarray(u, dtype=np.int64) * m + v)
         return self._core_key_link[at]
 
     def spray(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, float]:

@@ -148,9 +148,10 @@ class Fabric:
     def links(self) -> int:
         return len(self.link_bytes_per_s)
 
-    @cached_property
+    @property
     def edge_table(self) -> EdgeTable:
-        """The directed links in the graph's edge order (``EdgeTable``), from the tables."""
+        """The directed links in the graph's edge order (``EdgeTable``), from the tables; made on each use, not kept
+        (the router and the bill of materials read it once; 40 bytes a link)."""
         return EdgeTable.of_tables(self.tables)
 
     @cached_property
