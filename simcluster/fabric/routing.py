@@ -208,6 +208,7 @@ class Router:
         self._core_loads: OrderedDict[tuple, tuple] = OrderedDict()   # ``_gathered_sprays``
         self._core_load_entries = 0
         self._slowest_s: dict[int, float] = {}
+        self._widths: dict[bool, int] = {}   # ``_rows_per_gpu``
         self._lists: tuple | None = None   # access tables as Python arrays (``_endpoint``: 8 bytes an entry)
         self._twin: np.ndarray | None = None
         self._alike: np.ndarray | None = None   # ``_twin_alike``
@@ -387,6 +388,9 @@ class Router:
         if np.any(combos == 0):
             bad = int(np.flatnonzero(combos == 0)[0])
             raise KeyError(f"no route from GPU {int(src[bad])} to GPU {int(dst[bad])}")
+        widths = (self._rows_per_gpu(True), self._rows_per_gpu(False))
+        if widths[0] and widths[1]:
+            return self._endpoints_of_equal_rows(src, dst, salt, *widths)
         pair = np.repeat(np.arange(len(src)), combos)
         starts = np.cumsum(combos) - combos
         local = np.arange(int(combos.sum())) - starts[pair]
@@ -417,6 +421,45 @@ class Router:
                                                                    ties[several].tolist(), strict=True)]
             chosen[several] = order[first + np.array(pick, dtype=np.int64)]
         return up_row[chosen], down_row[chosen]
+
+    def _rows_per_gpu(self, upward: bool) -> int:
+        """The number of rows every GPU has in the access table (0: not the same for all)."""
+        width = self._widths.get(upward)
+        if width is None:
+            rows = np.diff(self.access(upward).ptr)
+            width = self._widths[upward] = int(rows[0]) if len(rows) and (rows == rows[0]).all() else 0
+        return width
+
+    def _endpoints_of_equal_rows(self, src: np.ndarray, dst: np.ndarray, salt: int, ups: int, downs: int):
+        """``_endpoints`` when every GPU has ``ups`` rows up and ``downs`` down: the same candidates in the same order
+        (pair, then up row, then down row), costed as a (pairs x candidates) array, without per-candidate indices."""
+        up, down = self.access(True), self.access(False)
+        n, width = len(src), ups * downs
+        up_row = np.repeat(up.ptr[src][:, None] + np.arange(ups), downs, axis=1)         # (pairs, candidates)
+        down_row = np.tile(down.ptr[dst][:, None] + np.arange(downs), (1, ups))
+        a, b = up.switch[up_row], down.switch[down_row]
+        up_hops, down_hops = up.hops[up_row], down.hops[down_row]
+        bound = up_hops + down_hops + (a != b)   # exact when a == b
+        never = np.iinfo(np.int64).max
+        exact = np.where(a == b, bound, never).min(axis=1)
+        core_hops = self._core_hops(a.ravel(), b.ravel(), (bound <= exact[:, None]).ravel()).reshape(n, width)
+        cost = np.where(core_hops >= 0, up_hops + core_hops + down_hops, never)
+        best = cost.min(axis=1)
+        if np.any(best == never):
+            bad = int(np.flatnonzero(best == never)[0])
+            raise KeyError(f"no route from GPU {int(src[bad])} to GPU {int(dst[bad])}")
+        tied = cost == best[:, None]
+        ties = tied.sum(axis=1)
+        chosen = np.argmax(tied, axis=1)                      # a pair's one cheapest candidate
+        several = np.flatnonzero(ties > 1)
+        if len(several):                                      # the others' ties by bound, then candidate, hashed
+            rank = np.where(tied[several], bound[several] * width + np.arange(width), never)
+            order = np.argsort(rank, axis=1, kind="stable")
+            pick = [hash((s, d, int(salt))) % t for s, d, t in zip(src[several].tolist(), dst[several].tolist(),
+                                                                   ties[several].tolist(), strict=True)]
+            chosen[several] = order[np.arange(len(several)), np.array(pick, dtype=np.int64)]
+        at = np.arange(n)
+        return up_row[at, chosen], down_row[at, chosen]
 
     def _endpoint(self, src: int, dst: int, salt: int) -> tuple[int, int]:
         """``_endpoints`` of one pair, in plain Python (a numpy pass costs more than the few candidates of a pair):

@@ -300,3 +300,18 @@ def test_large_pair_arrays_are_cached_by_digest_and_never_confused():
     assert fabric._route_set(pairs.copy(), 0) is a and fabric._route_set(other.copy(), 0) is b
     assert not np.array_equal(a[2], b[2]) or not np.array_equal(a[1], b[1])
     assert all(len(key[1]) == 32 for key in fabric._routes)     # a SHA-256 digest, not the pairs' bytes
+
+
+def test_endpoints_of_gpus_with_equal_rows_equal_the_general_choice():
+    """The (pairs x candidates) choice of fabrics whose GPUs all have as many ways up and down equals the general
+    per-candidate one, ties hashed alike (every FABRICS entry has equal rows)."""
+    rng = np.random.default_rng(23)
+    for name, gpus, options in FABRICS:
+        router = build(name, gpus, **options).router
+        pairs = rng.integers(0, gpus, size=(2000, 2))
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        fast = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
+        assert router._rows_per_gpu(True) and router._rows_per_gpu(False)
+        router._widths = {True: 0, False: 0}                       # as if the rows differed
+        general = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
+        assert all(np.array_equal(x, y) for x, y in zip(fast, general, strict=True))
