@@ -495,17 +495,25 @@ class Router:
         return ties[pick][3], ties[pick][4]
 
     # ---- one path (ECMP) -----------------------------------------------------------------------------------
-    def _walk(self, a: int, b: int, dist: np.ndarray, key: tuple[int, int, int]) -> list[int]:
-        """Links of one shortest core path a -> b; at each hop the next switch is picked by hash (ECMP)."""
+    def _walk(self, a: int, b: int, key: tuple[int, int, int]) -> list[int]:
+        """Links of one shortest core path a -> b; at each hop the next switch is picked by hash (ECMP). Hop counts
+        to b are its first twin's, swapped between the two (``_dist_to``), read without copying them."""
+        first = int(self.twin[b])
+        base = self._bfs_to(first)
         links = []
         here, hop = a, 0
+        left = 0 if a == b else 2 if a == first else int(base[a])     # hops from here to b
         while here != b:
             lo, hi = self.core_ptr[here], self.core_ptr[here + 1]
             nbrs = self.core_nbr[lo:hi]
-            ok = np.flatnonzero(dist[nbrs] == dist[here] - 1)
+            hops = base[nbrs]
+            if first != b:
+                hops = np.where(nbrs == b, 0, np.where(nbrs == first, 2, hops))
+            ok = np.flatnonzero(hops == left - 1)
             pick = ok[hash((*key, hop)) % len(ok)] if len(ok) > 1 else ok[0]
             links.append(int(self.core_link[lo + pick]))
             here = int(nbrs[pick])
+            left -= 1
             hop += 1
         return links
 
@@ -528,7 +536,7 @@ class Router:
             up, down = self.access(True), self.access(False)
             u, d = self._endpoint(src, dst, salt)
             a, b = int(up.switch[u]), int(down.switch[d])
-            core = self._walk(a, b, self._dist_to(b), key) if a != b else []
+            core = self._walk(a, b, key) if a != b else []
             result = np.array([*up.links[u, :up.hops[u]], *core, *down.links[d, :down.hops[d]]], dtype=np.int64)
         self._paths[key] = result
         return result
@@ -832,8 +840,8 @@ class Router:
                               None if part is None else part[via[cross]], parts, weights, owners, latency_s,
                               float(weight.sum()))
             elif len(cross):
-                walks = [self._walk(int(a[c]), int(b[c]), self._dist_to(int(b[c])),
-                                    (int(src[via[c]]), int(dst[via[c]]), int(salt))) for c in cross.tolist()]
+                walks = [self._walk(int(a[c]), int(b[c]), (int(src[via[c]]), int(dst[via[c]]), int(salt)))
+                         for c in cross.tolist()]
                 flat = np.fromiter((k for w in walks for k in w), dtype=np.int64)
                 parts.append(flat)
                 owner = np.repeat(cross, [len(w) for w in walks])

@@ -193,7 +193,9 @@ class Fabric:
 
     @cached_property
     def link_kind_codes(self) -> tuple[list[str], np.ndarray]:
-        """``link_kind`` as (the distinct kinds, each link's index in them)."""
+        """``link_kind`` as (the distinct kinds, each link's index in them): the builder's when it kept them."""
+        if self.tables.kind_codes is not None and self.link_kind is self.tables.kind:
+            return self.tables.kind_codes
         names: dict = {}
         codes = np.fromiter((names.setdefault(k, len(names)) for k in self.link_kind), dtype=np.int64,
                             count=self.links)
@@ -411,8 +413,8 @@ def fabric_from_tables(name: str, tables: FabricTables, gpus_per_node: int) -> F
         kind for kind, u, v in zip(tables.kind, tables.src.tolist(), tables.dst.tolist(), strict=True)
         if tables.role[u] in NETWORK_SWITCH_ROLES and tables.role[v] in NETWORK_SWITCH_ROLES)
     assert routing in ROUTING_POLICIES, routing
-    return Fabric(name, tables, tables.gpu_nodes, gpus_per_node, tables.bytes_per_s, tables.latency_s,
-                  list(tables.kind), routing)
+    return Fabric(name, tables, tables.gpu_nodes, gpus_per_node, tables.bytes_per_s, tables.latency_s, tables.kind,
+                  routing)
 
 
 def sharp_capable(fabric: Fabric) -> bool:

@@ -315,3 +315,20 @@ def test_endpoints_of_gpus_with_equal_rows_equal_the_general_choice():
         router._widths = {True: 0, False: 0}                       # as if the rows differed
         general = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
         assert all(np.array_equal(x, y) for x, y in zip(fast, general, strict=True))
+
+
+@pytest.mark.parametrize(("name", "gpus", "options"), [*FABRICS, ("torus", 64, {}), ("nvswitch-node", 8, {})])
+def test_kind_codes_kept_by_the_builder_and_attribute_columns_from_arrays_equal_those_read_value_by_value(
+        name, gpus, options):
+    from simcluster.fabric.tables import attr_column
+
+    fabric = build(name, gpus, **options)
+    names: dict = {}
+    codes = [names.setdefault(kind, len(names)) for kind in fabric.link_kind]     # first named, first numbered
+    kept = fabric.link_kind_codes
+    assert kept is fabric.tables.kind_codes and kept[0] == list(names) and kept[1].tolist() == codes
+    for attr, column in fabric.tables.node_attrs.items():
+        present = np.flatnonzero(column != (False if column.dtype == bool else
+                                            None if column.dtype == object else -1))
+        by_value = attr_column([(present, column[present].tolist())], len(column))
+        assert by_value.dtype == column.dtype and np.array_equal(by_value, column), attr
