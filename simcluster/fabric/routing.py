@@ -65,6 +65,9 @@ _KEPT_CORE_MIN_ENTRIES = 2**16
 _KEPT_CORE_ENTRIES = 2**21
 # Route entries are summed over the distinct links when fewer than 1/this of the links (``summed``)
 _SPARSE_SUM_RATIO = 8
+# Pairs whose ways up and down are chosen at once (``_endpoints``): larger arrays go in chunks of this many (each
+# chunk's temporaries, about 40 arrays of 8 bytes per candidate, stay within a few MB)
+_ENDPOINT_CHUNK = 2**15
 # Pair arrays longer than this are checked for repeated pairs, each routed once (``route_set``)
 _DEDUPLICATE_PAIRS = 4096
 
@@ -390,7 +393,12 @@ class Router:
             raise KeyError(f"no route from GPU {int(src[bad])} to GPU {int(dst[bad])}")
         widths = (self._rows_per_gpu(True), self._rows_per_gpu(False))
         if widths[0] and widths[1]:
-            return self._endpoints_of_equal_rows(src, dst, salt, *widths)
+            if len(src) <= _ENDPOINT_CHUNK:
+                return self._endpoints_of_equal_rows(src, dst, salt, *widths)
+            # each pair's choice is its own: in chunks, whose temporaries are reused rather than mapped anew
+            chunks = [self._endpoints_of_equal_rows(src[i:i + _ENDPOINT_CHUNK], dst[i:i + _ENDPOINT_CHUNK], salt,
+                                                    *widths) for i in range(0, len(src), _ENDPOINT_CHUNK)]
+            return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
         pair = np.repeat(np.arange(len(src)), combos)
         starts = np.cumsum(combos) - combos
         local = np.arange(int(combos.sum())) - starts[pair]

@@ -302,9 +302,9 @@ def test_large_pair_arrays_are_cached_by_digest_and_never_confused():
     assert all(len(key[1]) == 32 for key in fabric._routes)     # a SHA-256 digest, not the pairs' bytes
 
 
-def test_endpoints_of_gpus_with_equal_rows_equal_the_general_choice():
-    """The (pairs x candidates) choice of fabrics whose GPUs all have as many ways up and down equals the general
-    per-candidate one, ties hashed alike (every FABRICS entry has equal rows)."""
+def test_endpoints_of_gpus_with_equal_rows_equal_the_general_choice(monkeypatch):
+    """The (pairs x candidates) choice of fabrics whose GPUs all have as many ways up and down, in chunks of 7 pairs
+    or at once, equals the general per-candidate one, ties hashed alike (every FABRICS entry has equal rows)."""
     rng = np.random.default_rng(23)
     for name, gpus, options in FABRICS:
         router = build(name, gpus, **options).router
@@ -312,6 +312,10 @@ def test_endpoints_of_gpus_with_equal_rows_equal_the_general_choice():
         pairs = pairs[pairs[:, 0] != pairs[:, 1]]
         fast = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
         assert router._rows_per_gpu(True) and router._rows_per_gpu(False)
+        monkeypatch.setattr(routing, "_ENDPOINT_CHUNK", 7)
+        chunked = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
+        monkeypatch.undo()
+        assert all(np.array_equal(x, y) for x, y in zip(fast, chunked, strict=True))
         router._widths = {True: 0, False: 0}                       # as if the rows differed
         general = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
         assert all(np.array_equal(x, y) for x, y in zip(fast, general, strict=True))
