@@ -515,7 +515,7 @@ class Router:
             lo, hi = self.core_ptr[here], self.core_ptr[here + 1]
             nbrs = self.core_nbr[lo:hi]
             hops = base[nbrs]
-            if first != b:
+            if first != b and left - 1 in (0, 2):   # the swap turns a 2 into a 0 and a 0 into a 2, nothing else
                 hops = np.where(nbrs == b, 0, np.where(nbrs == first, 2, hops))
             ok = np.flatnonzero(hops == left - 1)
             pick = ok[hash((*key, hop)) % len(ok)] if len(ok) > 1 else ok[0]
