@@ -137,7 +137,9 @@ class CalibratedFabric:
         self.raw = getattr(fabric, "raw", fabric)
         self.algorithm = algorithm
         self.protocol = protocol
-        kinds, index = np.unique(np.asarray(self.raw.link_kind, dtype=str), return_inverse=True)
+        codes = getattr(self.raw, "link_kind_codes", None)   # the fabric's (distinct kinds, index of each link's)
+        kinds, index = codes if codes is not None else np.unique(np.asarray(self.raw.link_kind, dtype=str),
+                                                                 return_inverse=True)
         factors = np.array(
             [efficiency(algorithm, protocol, link_family(kind)) for kind in kinds], dtype=float
         )

@@ -8,6 +8,7 @@ Timing the steps is ``timing``'s job; closed forms are in ``closed_form``.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from dataclasses import dataclass
@@ -110,20 +111,33 @@ class Schedule(list):
 
 
 def _nodes(group: tuple[int, ...], fabric) -> list:
-    """The node of each GPU of ``group``: its fabric node's ``server`` attribute (set by the builders), else
-    i // gpus_per_node (topology.build numbers GPUs node by node)."""
+    """A number naming the node of each GPU of ``group`` (``_node_codes``): equal for two GPUs exactly when they sit
+    on one node."""
+    codes = _node_codes(fabric)
+    if codes is None:
+        per_node = max(int(getattr(getattr(fabric, "raw", fabric), "gpus_per_node", 1)), 1)
+        return [gpu // per_node for gpu in group]
+    return codes[list(group)].tolist()
+
+
+def _node_codes(fabric) -> np.ndarray | None:
+    """Per GPU of the fabric, a number naming its node: its fabric node's ``server`` attribute (set by the builders),
+    else i // gpus_per_node (topology.build numbers GPUs node by node), numbered in order of first appearance (two GPUs
+    get one number exactly when those are equal); None for a fabric without node attributes (i // gpus_per_node)."""
     raw = getattr(fabric, "raw", fabric)
-    per_node = max(int(getattr(raw, "gpus_per_node", 1)), 1)
-    servers = _SERVERS.get(raw) if hasattr(raw, "gpu_attr") else None
-    if servers is None:
-        if not hasattr(raw, "gpu_attr"):
-            return [gpu // per_node for gpu in group]
+    if not hasattr(raw, "gpu_attr"):
+        return None
+    codes = _SERVERS.get(raw)
+    if codes is None:
         # every GPU's node, read from the fabric's tables once per fabric (tens of thousands of groups ask)
+        per_node = max(int(getattr(raw, "gpus_per_node", 1)), 1)
         column = raw.gpu_attr("server")
-        servers = _SERVERS[raw] = [None] * raw.gpus if column is None else [
-            None if value is None or value == ABSENT else value for value in column.tolist()]
-    return [gpu // per_node if server is None else server for gpu, server in zip(
-        group, [servers[gpu] for gpu in group], strict=True)]
+        servers = [None] * raw.gpus if column is None else column.tolist()
+        names: dict = {}
+        codes = _SERVERS[raw] = np.fromiter(
+            (names.setdefault(gpu // per_node if server is None or server == ABSENT else server, len(names))
+             for gpu, server in enumerate(servers)), dtype=np.int64, count=len(servers))
+    return codes
 
 
 _SERVERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -140,7 +154,6 @@ def _layout(group: tuple[int, ...], fabric, nodes: list | None = None) -> list[n
 
 def _sample_path(fabric, layout: list[np.ndarray], across_nodes: bool) -> tuple[float, float]:
     """(bottleneck line rate, latency) of one path inside a node or across nodes; (0, 0) if none."""
-    raw = getattr(fabric, "raw", fabric)
     if across_nodes:
         if len(layout) < 2:
             return 0.0, 0.0
@@ -150,9 +163,23 @@ def _sample_path(fabric, layout: list[np.ndarray], across_nodes: bool) -> tuple[
         if node is None:
             return 0.0, 0.0
         src, dst = int(node[0]), int(node[1])
+    return _path(fabric, src, dst)
+
+
+def _path(fabric, src: int, dst: int) -> tuple[float, float]:
+    """(bottleneck line rate, latency) of the path ``src`` -> ``dst``."""
+    raw = getattr(fabric, "raw", fabric)
     links = raw.path_links(src, dst)
-    rate = float(np.min(np.asarray(raw.link_bytes_per_s)[links])) if len(links) else math.inf
+    rate = float(np.asarray(raw.link_bytes_per_s)[links].min()) if len(links) else math.inf
+    if type(raw).path_latency_s is _fabric_path_latency_s():   # the sum over those links: no second routing
+        return rate, float(raw.link_latency_s[links].sum())
     return rate, float(raw.path_latency_s(src, dst))
+
+
+@functools.cache
+def _fabric_path_latency_s():
+    from simcluster.fabric.topology import Fabric  # loaded with any fabric
+    return Fabric.path_latency_s
 
 
 def _gpu_has_nvls(fabric, gpu) -> bool:
@@ -270,10 +297,9 @@ def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedu
     """
     raw = getattr(fabric, "raw", fabric)
     out = []
-    for members in _kinds(groups, fabric):
-        template = _steps(Collective(collective.op, members[0], collective.size_bytes, collective.algorithm,
-                                     collective.protocol, collective.root), fabric)
-        matrix = np.asarray(members, dtype=np.int64)                   # groups x members
+    for matrix in _kinds(groups, fabric):                                  # groups x members
+        template = _steps(Collective(collective.op, tuple(matrix[0].tolist()), collective.size_bytes,
+                                     collective.algorithm, collective.protocol, collective.root), fabric)
         position = np.zeros(int(matrix[0].max()) + 1, dtype=np.int64)
         position[matrix[0]] = np.arange(matrix.shape[1])
         steps = []
@@ -281,47 +307,107 @@ def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedu
             transfers = tuple(_moved(tc, matrix, position) for tc in step.transfers)
             overhead_s = step.overhead_s
             if transfers and overhead_s:
-                path_s = np.max([raw.pair_latencies_s(tc.pairs).reshape(len(members), -1).max(axis=1)
-                                 if tc.members else np.zeros(len(members)) for tc in transfers], axis=0)
+                path_s = np.max([raw.pair_latencies_s(tc.pairs).reshape(len(matrix), -1).max(axis=1)
+                                 if tc.members else np.zeros(len(matrix)) for tc in transfers], axis=0)
                 overhead_s = float(np.max(np.maximum(0.0, step.overhead_s - path_s)))
             steps.append(Step(transfers, step.repeat, overhead_s, step.label))
         out.append(Schedule(steps, template.collective, template.algorithm, template.protocol))
     return out
 
 
-def _kinds(groups, fabric) -> list[list[tuple[int, ...]]]:
-    """``groups`` sorted into kinds (``schedules_over_groups``), in order of first appearance. Cached per fabric and
-    groups: a run's collectives of every size and op go over the same few sets of groups, and sorting tens of
-    thousands of groups costs more than building their steps."""
+def _kinds(groups, fabric) -> list[np.ndarray]:
+    """``groups`` sorted into kinds (``schedules_over_groups``), in order of first appearance, each as a matrix (its
+    groups x their members). Cached per fabric and groups: a run's collectives of every size and op go over the same
+    few sets of groups.
+
+    All groups of one size at once (``_kind_keys``, ``_sample_pairs``): what tells kinds apart is, per group, where
+    each member's node first appears in the group (the pattern of nodes), and the rate and latency of the paths
+    ``_steps`` samples, whose ends follow from the pattern."""
     cache = _KINDS.setdefault(getattr(fabric, "raw", fabric), {})  # weak on the fabric
-    kinds = cache.get(tuple(map(tuple, groups)))   # numpy integers hash and compare as the ints they hold
+    key = tuple(map(tuple, groups))   # numpy integers hash and compare as the ints they hold
+    kinds = cache.get(key)
     if kinds is None:
-        groups = tuple(tuple(int(g) for g in group) for group in groups)
-        by_key: dict[tuple, list[tuple[int, ...]]] = {}
-        for group in groups:
-            nodes = _nodes(group, fabric)
-            first: dict = {}
-            pattern = tuple(first.setdefault(node, len(first)) for node in nodes)
-            layout = _layout(group, fabric, nodes)
-            key = (pattern, _sample_path(fabric, layout, False), _sample_path(fabric, layout, True))
-            by_key.setdefault(key, []).append(group)
-        kinds = cache[groups] = list(by_key.values())
+        by_size: dict[int, list[int]] = {}   # groups of different sizes are of different kinds (their patterns differ)
+        for index, group in enumerate(key):
+            by_size.setdefault(len(group), []).append(index)
+        of_group: list = [None] * len(key)   # (matrix of its size, its row there, its kind's key)
+        for size, indices in by_size.items():
+            matrix = np.array([key[i] for i in indices], dtype=np.int64).reshape(len(indices), size)
+            for row, kind in enumerate(_kind_keys(matrix, fabric)):
+                of_group[indices[row]] = (matrix, row, kind)
+        by_key: dict[tuple, list] = {}
+        for matrix, row, kind in of_group:
+            by_key.setdefault(kind, [matrix, []])[1].append(row)
+        kinds = cache[key] = [matrix[rows] for matrix, rows in by_key.values()]
         if len(cache) > _KINDS_KEPT:
             del cache[next(iter(cache))]
     return kinds
+
+
+def _kind_keys(matrix: np.ndarray, fabric) -> list[tuple]:
+    """What tells the kinds of the groups ``matrix`` (groups x members, one size) apart, per group: the pattern of its
+    nodes and the (rate, latency) of the paths ``_steps`` samples inside and across nodes."""
+    count, size = matrix.shape
+    if size == 0:
+        return [(size, b"", (0.0, 0.0), (0.0, 0.0))] * count
+    codes = _node_codes(fabric)
+    if codes is None:
+        nodes = matrix // max(int(getattr(getattr(fabric, "raw", fabric), "gpus_per_node", 1)), 1)
+    else:
+        nodes = codes[matrix]
+    first, inside, across = _sample_pairs(nodes)
+    rows = np.arange(count)
+    inside_gpus = np.column_stack((matrix[rows, inside[0]], matrix[rows, inside[1]])).tolist()
+    across_gpus = np.column_stack((matrix[:, 0], matrix[rows, across])).tolist()
+    inside_at, across_at = (inside[0] >= 0).tolist(), (across >= 0).tolist()
+    return [(size, pattern.tobytes(),
+             _path(fabric, *inside_gpus[row]) if inside_at[row] else (0.0, 0.0),
+             _path(fabric, *across_gpus[row]) if across_at[row] else (0.0, 0.0)) for row, pattern in enumerate(first)]
 
 
 _KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _KINDS_KEPT = 256  # sets of groups per fabric: a run's TP, CP, DP and step-collective groups, per stage
 
 
+def _sample_pairs(nodes: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """For groups whose members sit on ``nodes`` (groups x members, a number per node): (per member, the position
+    of the first member on its node: the pattern of nodes; per group, the positions of the first two members of the
+    first node, in order of appearance, holding two or more, -1 where none does: the path ``_sample_path`` samples
+    inside a node; per group, the position of the first member of the second node, -1 where there is one node: the
+    path it samples across nodes, from member 0)."""
+    count, size = nodes.shape
+    order = np.argsort(nodes, axis=1, kind="stable")            # by node, members of a node in group order
+    by_node = np.take_along_axis(nodes, order, axis=1)
+    column = np.arange(size)
+    starts = np.ones(nodes.shape, dtype=bool)
+    starts[:, 1:] = by_node[:, 1:] != by_node[:, :-1]
+    run_start = np.maximum.accumulate(np.where(starts, column, 0), axis=1)
+    first_sorted = np.take_along_axis(order, run_start, axis=1)  # the first position of each member's node
+    first = np.empty_like(first_sorted)
+    np.put_along_axis(first, order, first_sorted, axis=1)
+    inside_src = np.full(count, -1, dtype=np.int64)
+    inside_dst = np.full(count, -1, dtype=np.int64)
+    across = np.full(count, -1, dtype=np.int64)
+    if size >= 2:
+        second = ~starts & (run_start == column - 1)               # the second member of a node
+        candidate = np.where(second, first_sorted, size)
+        slot = candidate.argmin(axis=1)
+        rows = np.arange(count)
+        found = candidate[rows, slot] < size
+        inside_src[found] = first_sorted[rows, slot][found]
+        inside_dst[found] = order[rows, slot][found]
+        later = np.where(starts & (first_sorted > 0), first_sorted, size).min(axis=1)
+        across[later < size] = later[later < size]
+    return first, (inside_src, inside_dst), across
+
+
 def _moved(transfers: TransferClass, matrix: np.ndarray, position: np.ndarray) -> TransferClass:
     """A template group's class of transfers repeated for every group (row) of ``matrix``, one part per group."""
     count = len(matrix)
+    if count == 1:   # the template group itself
+        return transfers
     local = position[transfers.pairs]                                   # positions in the template group
     pairs = matrix[:, local].reshape(-1, 2)
-    if count == 1:
-        return transfers
     per_part = transfers.part_count
     inner = np.zeros(transfers.members, dtype=np.int64) if transfers.parts is None else transfers.parts
     parts = (np.arange(count, dtype=np.int64)[:, None] * per_part + inner[None, :]).reshape(-1)

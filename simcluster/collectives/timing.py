@@ -41,7 +41,7 @@ def simulate(
     """Duration in seconds of a collective (or a schedule) alone on ``network``.
 
     Identical consecutive steps are solved once: the model is otherwise idle, so each repeat takes the same
-    time; the links' byte counters are advanced by the same amount per repeat.
+    time; the links' byte counters (of a model that keeps them) are advanced by the same amount per repeat.
     """
     steps = (
         collective
@@ -51,7 +51,8 @@ def simulate(
     now_s = start_s
     for step in steps:
         started_at_s = now_s
-        before = network.link_bytes.copy() if step.repeat > 1 and step.transfers else None
+        counted = step.repeat > 1 and step.transfers and network.link_bytes is not None
+        before = network.link_bytes.copy() if counted else None
         now_s = _run_step(network, step, now_s)
         if step.repeat > 1:
             now_s += (step.repeat - 1) * (now_s - started_at_s)
@@ -119,10 +120,10 @@ def isolated_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) 
     if key not in cache:
         if op == "sendrecv_ring":
             cache[key] = simulate(ring_exchange([group], size_bytes),
-                                  make_model("analytic", calibrated_view(fabric), windows=False))
-        else:
+                                  make_model("analytic", calibrated_view(fabric), windows=False, link_bytes=False))
+        else:   # only the time is read: no windows, no link bytes
             cache[key] = run(Collective(op=op, group=group, size_bytes=size_bytes), fabric, "analytic",
-                             windows=False).time_s
+                             windows=False, link_bytes=False).time_s
     return cache[key]
 
 

@@ -33,10 +33,14 @@ class AnalyticNetwork(NetworkModel):
 
     name = "analytic"
 
-    def __init__(self, fabric, windows: bool = True):
+    def __init__(self, fabric, windows: bool = True, link_bytes: bool = True):
         """``windows``: keep bytes per link per time window (a run's link peaks); False for a model that times a
-        collective alone, whose windows nobody reads (at 131,072 GPUs they would take 0.4 GB each)."""
+        collective alone, whose windows nobody reads (at 131,072 GPUs they would take 0.4 GB each). ``link_bytes``:
+        count the bytes each link carried (False: ``link_bytes`` is None, for the same models: a pass over 1.6 million
+        links per step repeated)."""
         super().__init__(fabric)
+        if not link_bytes:
+            self.link_bytes = None
         self._capacity = np.asarray(fabric.link_bytes_per_s, dtype=float)
         self._ends: dict[int, float] = {}
         self._next_handle = 0
@@ -52,7 +56,8 @@ class AnalyticNetwork(NetworkModel):
 
     def start(self, transfers: TransferClass, now_s: float) -> int:
         links, counts, latency_s = class_load(self.fabric, transfers)
-        self.link_bytes[links] += counts * transfers.size_bytes
+        if self.link_bytes is not None:
+            self.link_bytes[links] += counts * transfers.size_bytes
         handle = self._next_handle
         self._next_handle += 1
         self._ends[handle] = now_s + self.duration_s(transfers)

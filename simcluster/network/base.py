@@ -121,7 +121,10 @@ def class_load(fabric, transfers: TransferClass) -> tuple[np.ndarray, np.ndarray
     cached = transfers.__dict__.get("_load")
     if cached is not None and cached[0] is routes:
         return cached[1]
-    pairs = transfers.pairs[transfers.pairs[:, 0] != transfers.pairs[:, 1]]
+    pairs = transfers.pairs
+    moving = pairs[:, 0] != pairs[:, 1]
+    if not moving.all():   # no copy of a large class's pairs when every pair moves (the route cache keys on bytes)
+        pairs = pairs[moving]
     if len(pairs):
         links, counts = fabric.links_of(pairs)
         latency_s = max_path_latency_s(fabric, pairs)

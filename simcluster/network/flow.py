@@ -128,8 +128,7 @@ class FlowNetwork(NetworkModel):
         self._parted: set[int] = set()            # sending classes of several parts
         self._part_classes: dict[int, tuple] = {}  # part routes -> their entries by link class (``_by_class``)
         self._held: set[int] = set()              # ... of which found holding a part back
-        # bytes per link per time window (``windows``), spread lazily: (component, window) -> [its solve, s]
-        self.windows = link_windows.LinkWindows(len(fabric.link_bytes_per_s))
+        # bytes per link class per time window (``windows``), spread lazily: (component, window) -> [its solve, s]
         self._window_pending: dict[tuple, list] = {}
 
     # ---- per-link counters, spread lazily ----------------------------------------------------------------
@@ -160,17 +159,11 @@ class FlowNetwork(NetworkModel):
                 self._link_busy_s[links] = self._class_busy_s[known]
         return self._link_busy_s
 
-    def link_windows(self) -> link_windows.LinkWindows:
-        """Bytes per link per time window so far (``windows.LinkWindows``)."""
+    def link_windows(self) -> link_windows.GatheredWindows:
+        """Bytes per link per time window so far (``windows.GatheredWindows``: the windows of the link classes, read
+        per link)."""
         self._spread_windows()
-        windows, by_class = self.windows, self._class_windows
-        windows.width_s, windows.end_s, windows.rows_used = by_class.width_s, by_class.end_s, by_class.rows_used
-        class_of = self._classes.class_of            # each routed link's class (-1: none): one gather per window
-        routed, of_class = class_of >= 0, np.maximum(class_of, 0)
-        if routed.any():                              # else no class, nothing carried
-            for row, class_row in zip(windows.bytes, by_class.bytes, strict=True):
-                np.copyto(row, class_row.take(of_class), where=routed)
-        return windows
+        return link_windows.GatheredWindows(self._class_windows, self._classes.class_of)
 
     def _spread_windows(self) -> None:
         for (_component, window), (solved, seconds) in self._window_pending.items():

@@ -34,6 +34,7 @@ from simcluster.core.errors import OutOfMemoryError
 from simcluster.parallel.layout import split_layers
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
+from simcluster.workload import mtp
 from simcluster.workload.moe import busiest_rank_load
 from simcluster.workload.ops import (
     LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
@@ -105,6 +106,8 @@ def layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
     h, kv_local = model.hidden, local_kv_hidden(model, tp)
     q_local, ffn_local = model.q_hidden / tp, model.ffn / tp
     weights = 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
+    if model.mla is not None:   # multi-head latent attention: its projections (workload.mla), split by tp
+        weights = model.attention_params / tp + model.mlp_matrices * h * ffn_local
     biases = (q_local + 2 * kv_local + h + ffn_local + h) if model.norm == "layernorm" else 0
     return weights + biases + model.norm_params
 
@@ -132,6 +135,14 @@ def chunk_moe_layers(model: TransformerSpec, counts: list[int]) -> list[int]:
     return out
 
 
+def chunk_layers(model: TransformerSpec, pp: int, virtual_stages: int = 1,
+                 layers_per_stage: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """Transformer layers and MoE layers of each model chunk, the multi-token-prediction modules' layers on the
+    last (``mtp.with_mtp_layers``)."""
+    layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
+    return mtp.with_mtp_layers(model, layers, chunk_moe_layers(model, layers))
+
+
 def chunk_params(model: TransformerSpec, tp: int, layers: int, first: bool, last: bool, pp: int,
                  moe_layers: int = 0) -> float:
     """Parameters of one model chunk of ``layers`` layers (``moe_layers`` of them MoE layers), per tensor-parallel
@@ -139,7 +150,9 @@ def chunk_params(model: TransformerSpec, tp: int, layers: int, first: bool, last
 
     The first chunk holds the vocab-parallel token embedding (and learned positions), the last chunk the final
     norm and the output projection; with tied embeddings and pp > 1 the last stage keeps its own copy of the
-    word embedding for the logits (Megatron-LM, Narayanan et al. 2021).
+    word embedding for the logits (Megatron-LM, Narayanan et al. 2021). Multi-token prediction adds its
+    projection and norms to the last chunk (``mtp.extra_params_per_rank``; its layers are counted in ``layers``)
+    and, with untied embeddings, a copy of the word embedding there for the shifted tokens.
     """
     params = (layers - moe_layers) * layer_params_per_rank(model, tp)
     if moe_layers:
@@ -152,14 +165,16 @@ def chunk_params(model: TransformerSpec, tp: int, layers: int, first: bool, last
         params += 2 * model.hidden if model.norm == "layernorm" else model.hidden
         if not model.tied_embeddings or pp > 1:
             params += word_embedding
+        if model.mtp_layers:
+            params += mtp.extra_params_per_rank(model, tp)
+            params += word_embedding if not model.tied_embeddings and not first else 0
     return params
 
 
 def stage_params(model: TransformerSpec, tp: int, pp: int, stage: int, virtual_stages: int = 1,
                  layers_per_stage: list[int] | None = None) -> float:
     """Parameters held by one GPU of pipeline rank ``stage`` (all its model chunks), per tensor-parallel rank."""
-    layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
-    moe = chunk_moe_layers(model, layers)
+    layers, moe = chunk_layers(model, pp, virtual_stages, layers_per_stage)
     chunks = range(stage, len(layers), pp)
     return sum(chunk_params(model, tp, layers[c], c == 0, c == len(layers) - 1, pp, moe[c]) for c in chunks)
 
@@ -169,9 +184,8 @@ def stage_expert_params(model: TransformerSpec, pp: int, stage: int, ep: int, et
     """Routed-expert parameters held by one GPU of pipeline rank ``stage``."""
     if model.moe is None:
         return 0.0
-    layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
-    moe = chunk_moe_layers(model, layers)
-    return sum(moe[c] for c in range(stage, len(layers), pp)) * expert_params_per_rank(model, ep, etp)
+    _, moe = chunk_layers(model, pp, virtual_stages, layers_per_stage)
+    return sum(moe[c] for c in range(stage, len(moe), pp)) * expert_params_per_rank(model, ep, etp)
 
 
 def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
@@ -305,8 +319,7 @@ def stage_activation_bytes(model: TransformerSpec, shard: Shard, schedule: str, 
     """Activations held by pipeline rank ``stage`` at its peak: all in-flight microbatches of its chunks
     (``per_moe_layer``: what one MoE layer keeps, ``moe_layer_activation_bytes``), less what activation
     offloading keeps in host memory (``offloaded_activation_bytes``)."""
-    layers = split_layers(model.layers, pp, virtual_stages, layers_per_stage)
-    moe = chunk_moe_layers(model, layers)
+    layers, moe = chunk_layers(model, pp, virtual_stages, layers_per_stage)
     per_layer = layer_activation_bytes(model, shard)
     chunks = in_flight_chunks(schedule, pp, virtual_stages, microbatches, stage)
     total = sum((layers[c * pp + stage] - moe[c * pp + stage]) * per_layer + moe[c * pp + stage] * per_moe_layer
@@ -316,9 +329,21 @@ def stage_activation_bytes(model: TransformerSpec, shard: Shard, schedule: str, 
         total -= len(chunks) * offloaded_activation_bytes(model, offload_layers, per_layer, per_moe_layer)
     if stage == 0:       # chunk 0 carries the embedding
         total += chunks.count(0) * embedding_activation_bytes(model, shard)
-    if stage == pp - 1:  # the last chunk carries the output layer
-        total += chunks.count(virtual_stages - 1) * output_activation_bytes(model, shard)
+    if stage == pp - 1:  # the last chunk carries the output layer (and the MTP modules' heads and projections)
+        total += chunks.count(virtual_stages - 1) * (output_activation_bytes(model, shard)
+                                                     + mtp_activation_bytes(model, shard))
     return total
+
+
+def mtp_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """What the multi-token-prediction modules keep beyond their transformer layers (``workload.mtp``), per
+    microbatch: per module its output head's (``output_activation_bytes``) and the eh_proj input, the two normed
+    h-wide halves (a stored GEMM input, as ``layer_activation_bytes`` counts them)."""
+    if not model.mtp_layers:
+        return 0.0
+    g = BYTES_PER_ELEMENT["fp8"] if shard.precision == "fp8" else shard.activation_bytes_per_element
+    eh_input = g * 2 * shard.tokens * model.hidden / shard.sp_divisor
+    return model.mtp_layers * (output_activation_bytes(model, shard) + eh_input)
 
 
 def offloaded_activation_bytes(model: TransformerSpec, offload_layers: int, per_layer: float,

@@ -15,11 +15,11 @@ from functools import cache
 
 from simcluster.core import catalog
 from simcluster.parallel import memory
-from simcluster.parallel.layout import Layout, split_layers
+from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import kernels, moe
+from simcluster.workload import kernels, mla, moe, mtp
 from simcluster.workload.ops import (
     HIGH_PRECISION,
     Op,
@@ -168,14 +168,15 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     shard = shard_for(scenario)
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
-    layer = layer_ops(m, shard)
+    layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
-    moe_layer = (layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep),
-                                                   scenario.training.moe_cuda_graphs))
+    moe_layer = (mla.apply(m, shard, layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp,
+                                                                        moe.busiest_rank_load(m.moe, p.ep),
+                                                                        scenario.training.moe_cuda_graphs)))
                  if m.moe else layer)
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
@@ -196,8 +197,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                             for calls in (per_layer, moe_per_layer))
     cp_per_layer = context_parallel_exchange(scenario)
 
-    counts = split_layers(m.layers, p.pp, p.virtual_stages, p.layers_per_stage)
-    moe_counts = memory.chunk_moe_layers(m, counts)
+    counts, moe_counts = memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)  # MTP's: last chunk
+    mtp_extra = mtp.extra_ops(m, shard)
     experts_per_layer = memory.expert_params_per_rank(m, p.ep, p.etp)
     # routed-expert gradients are reduced over the expert data-parallel group; with one member, not at all
     reduced_experts = experts_per_layer if scenario.expert_data_parallel > 1 else 0.0
@@ -212,7 +213,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         fwd_flop = dense * _phase_flop(layer, ("forward",)) + moe_layers * _phase_flop(moe_layer, ("forward",))
         bwd_flop = (dense * _phase_flop(layer, BACKWARD_PHASES)
                     + moe_layers * _phase_flop(moe_layer, BACKWARD_PHASES))
-        for ops, present in ((embed, first), (output, last)):
+        for ops, present in ((embed, first), (output, last), (mtp_extra, last and m.mtp_layers > 0)):
             if present:
                 fwd_stream += _phase_stream(ops, ("forward",), gpu, precision)
                 bwd_stream += _phase_stream(ops, BACKWARD_PHASES, gpu, precision)
@@ -336,10 +337,11 @@ def pipeline_messages(scenario: Scenario, activation_bytes: float) -> tuple[floa
 def embedding_grad_bytes(scenario: Scenario) -> float:
     """The tied word-embedding gradient the first and last pipeline stage all-reduce after the backward (Megatron-LM
     finalize_model_grads -> _allreduce_word_embedding_grads, over the "embedding group" of the two stages): each
-    holds a copy of the vocab/tp x hidden shard, its gradient in the gradient buffer's precision. 0 when the
-    embeddings are untied or there is no pipeline (vocabulary padding ignored)."""
+    holds a copy of the vocab/tp x hidden shard, its gradient in the gradient buffer's precision; so do untied
+    embeddings when multi-token prediction embeds on the last stage (workload.mtp: the shared embedding). 0 when
+    neither or there is no pipeline (vocabulary padding ignored)."""
     m, p = scenario.model, scenario.parallelism
-    if not m.tied_embeddings or p.pp == 1:
+    if not (m.tied_embeddings or m.mtp_layers) or p.pp == 1:
         return 0.0
     return m.vocab / p.tp * m.hidden * BYTES_PER_ELEMENT[p.grad_reduce_dtype]
 

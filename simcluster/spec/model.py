@@ -63,6 +63,22 @@ class MoESpec(BaseModel):
         return self
 
 
+class MLASpec(BaseModel):
+    """Multi-head latent attention (``model.mla``; DeepSeek-V2/V3, workload/mla.py): queries through a
+    ``q_lora_rank`` bottleneck, keys and values through a ``kv_lora_rank`` one, each head's query and key
+    ``qk_head_dim`` wide plus a ``qk_rope_head_dim`` rotary part (the key's shared by all heads), its value
+    ``v_head_dim`` wide."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    q_lora_rank: Count | None = Field(None, description="query bottleneck width; null = a direct h -> heads "
+                                      "x (qk_head_dim + qk_rope_head_dim) projection")
+    kv_lora_rank: Count = Field(description="key/value bottleneck width")
+    qk_head_dim: Count = Field(description="per-head query/key width without the rotary part")
+    qk_rope_head_dim: Count = Field(description="per-head rotary query/key width")
+    v_head_dim: Count = Field(description="per-head value width")
+
+
 class TransformerSpec(BaseModel):
     """A decoder-only transformer. GPT-style by default; Llama-style with mlp=swiglu, rmsnorm, rope, GQA."""
 
@@ -86,6 +102,11 @@ class TransformerSpec(BaseModel):
         "so no dropout masks are stored or applied"))
     max_seq_len: Count = 2048
     moe: MoESpec | None = Field(None, description="mixture-of-experts MLPs; null = dense")
+    mla: MLASpec | None = Field(None, description="multi-head latent attention (DeepSeek-V2/V3); null = "
+                                "multi-head / grouped-query attention of head_dim")
+    mtp_layers: NonNegativeInt = Field(0, description=(
+        "multi-token-prediction modules after the model (DeepSeek-V3: 1), each a layer of the last layer's type, "
+        "a 2h->h projection and the shared output head, on the last pipeline stage (workload/mtp.py)"))
     source: str = ""
 
     @model_validator(mode="after")
@@ -131,6 +152,14 @@ class TransformerSpec(BaseModel):
     @property
     def attention_params(self) -> int:
         """Q, K, V and output projections of one layer (biases counted for GPT-style layernorm models)."""
+        if self.mla is not None:
+            a = self.mla
+            qk = a.qk_head_dim + a.qk_rope_head_dim
+            q = (self.hidden * a.q_lora_rank + a.q_lora_rank + a.q_lora_rank * self.heads * qk if a.q_lora_rank
+                 else self.hidden * self.heads * qk)
+            kv = (self.hidden * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank
+                  + a.kv_lora_rank * self.heads * (a.qk_head_dim + a.v_head_dim))
+            return q + kv + self.heads * a.v_head_dim * self.hidden
         h, q, kv = self.hidden, self.q_hidden, self.kv_hidden
         weights = h * q + 2 * h * kv + q * h
         biases = (q + 2 * kv + h) if self.norm == "layernorm" else 0
@@ -162,6 +191,11 @@ class TransformerSpec(BaseModel):
     @property
     def moe_layers(self) -> int:
         return sum(self.is_moe_layer(i) for i in range(self.layers))
+
+    @property
+    def mtp_moe_layers(self) -> int:
+        """MoE layers among the multi-token-prediction modules' layers: each is of the last layer's type."""
+        return self.mtp_layers if self.is_moe_layer(self.layers - 1) else 0
 
     @property
     def expert_params(self) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from simcluster.core import catalog
 from simcluster.parallel import memory
 from simcluster.spec import config
-from simcluster.workload import ops
+from simcluster.workload import moe
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def published_tflops(case: dict, scenario: config.Scenario) -> float:
     """The case's published TFLOP/s per GPU; from a published step time, model FLOP / (GPUs * step time)."""
     if "step_time_s" in case:
         assert case["metric"] == "model", case
-        flop = ops.model_flop_per_step(scenario.model, scenario.training.seq_len, scenario.training.global_batch_size)
+        flop = moe.model_flop_per_step(scenario.model, scenario.training.seq_len, scenario.training.global_batch_size)
         return flop / (scenario.cluster.gpus * case["step_time_s"]) / 1e12
     return case["tflops_per_gpu"]
 

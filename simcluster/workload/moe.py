@@ -24,7 +24,7 @@ from statistics import NormalDist
 
 from simcluster.core import catalog
 from simcluster.spec.model import MoESpec, TransformerSpec
-from simcluster.workload import ops
+from simcluster.workload import mla, mtp, ops
 from simcluster.workload.ops import (
     BACKWARD_ELEMENTWISE_FLOP_RATIO,
     HIGH_PRECISION,
@@ -129,6 +129,9 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
     expert_rows = local_experts * per_expert
+    sorts = sort_chunks_ops(expert_rows * h * e, ep, local_experts)
+    forward += sorts
+    backward_input += sorts
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
     if moe.shared_experts:
@@ -139,6 +142,18 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward)
+
+
+def sort_chunks_ops(received_bytes: float, ep: int, local_experts: int) -> list[Op]:
+    """The alltoall dispatcher's second permutation, per phase: the tokens an all-to-all brings arrive grouped by
+    source rank and are re-sorted by local expert before the expert GEMMs, and the expert outputs sorted back before
+    the combine (Megatron-Core MoEAlltoAllTokenDispatcher, "Permutation 2: Sort tokens by local expert",
+    moe_utils.sort_chunks_by_idxs, one fused kernel with moe_permute_fusion); the backward runs both on the
+    gradients. Each reads and writes the ``received_bytes`` this rank's experts see. None with one local expert or
+    without expert parallelism (nothing to re-sort)."""
+    if ep == 1 or local_experts == 1:
+        return []
+    return [_memory("moe_sort_chunks", 0.0, 2 * received_bytes)] * 2
 
 
 # The device ops of moe_block that stand for router kernels: the router GEMM and its softmax/top-k forward; their
@@ -183,14 +198,50 @@ def _scaled(op: Op, scale: float) -> Op:
 
 def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int) -> float:
     """Model FLOP of one step (``ops.model_flop_per_step``), MoE layers with their balanced expert load: the
-    work the model needs, what MFU counts (6 x active parameters per token, plus attention)."""
-    return ops.model_flop_per_step(model, seq_len, global_batch, _balanced(model))
+    work the model needs, what MFU counts (6 x active parameters per token, plus attention), and the
+    multi-token-prediction modules' (``workload.mtp``), which the model trains too."""
+    return (ops.model_flop_per_step(model, seq_len, global_batch, _balanced(model))
+            + _mtp_matmul_flop(model, seq_len, global_batch, MODEL_PHASES, "none")
+            + _mla_matmul_flop(model, seq_len, global_batch, MODEL_PHASES, "none"))
 
 
 def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str) -> float:
     """Hardware FLOP of one step (``ops.hardware_flop_per_step``), MoE layers with their balanced expert load."""
-    return ops.hardware_flop_per_step(model, seq_len, global_batch, recompute, _balanced(model))
+    return (ops.hardware_flop_per_step(model, seq_len, global_batch, recompute, _balanced(model))
+            + _mtp_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute)
+            + _mla_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute))
+
+
+MODEL_PHASES = ("forward", "backward_input", "backward_weight")
+
+
+def _mtp_matmul_flop(model: TransformerSpec, seq_len: int, global_batch: int, phases: tuple[str, ...],
+                     recompute: str) -> float:
+    """Matmul FLOP of the multi-token-prediction modules for ``global_batch`` sequences over ``phases``: their
+    transformer layers (of the last layer's type) and what surrounds them (``mtp.extra_ops``)."""
+    if not model.mtp_layers:
+        return 0.0
+    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    moe_layers = model.mtp_moe_layers
+    layers = [(model.mtp_layers - moe_layers, ops.layer_ops(model, shard)),
+              (moe_layers, ops.layer_ops(model, shard, moe_block(model, shard)) if moe_layers else None),
+              (1, mtp.extra_ops(model, shard))]
+    return sum(count * ops.flop(phase_ops[p], ops.MATMUL_KINDS) for count, phase_ops in layers if count
+               for p in phases)
 
 
 def _balanced(model: TransformerSpec):
     return None if model.moe is None else (lambda shard: moe_block(model, shard))
+
+
+def _mla_matmul_flop(model: TransformerSpec, seq_len: int, global_batch: int, phases: tuple[str, ...],
+                     recompute: str) -> float:
+    """What multi-head latent attention (``workload.mla``) changes in the matmul FLOP of every layer (the MTP
+    modules' too) over ``phases``: ``ops`` counts each layer's attention as multi-head attention of hidden/heads."""
+    if model.mla is None:
+        return 0.0
+    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    layer = ops.layer_ops(model, shard)
+    latent = mla.apply(model, shard, layer)
+    per_layer = sum(ops.flop(latent[p], ops.MATMUL_KINDS) - ops.flop(layer[p], ops.MATMUL_KINDS) for p in phases)
+    return (model.layers + model.mtp_layers) * per_layer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -371,3 +372,82 @@ def test_a_fabric_timed_once_is_freed_with_its_calibrated_views():
     del fabric, view
     gc.collect()
     assert alive() is None
+
+
+@pytest.mark.parametrize("algorithm,protocol", [("ring", "Simple"), ("tree", "LL128"), ("nvls", "Simple")])
+def test_calibrated_capacities_are_each_links_line_rate_times_its_familys_efficiency(algorithm, protocol):
+    """The calibrated view reads each link's kind from the fabric's kind codes; every link must get its own kind's
+    efficiency, as a link-by-link reading of ``link_kind`` gives (rail fabric: NVLink, PCIe and network links)."""
+    from simcluster.collectives import nccl
+
+    fabric = topology.build("rail-fat-tree", gpus=32, gpus_per_node=8, gpu=H100, nic=CX7)
+    view = nccl.calibrated(fabric, algorithm, protocol)
+    truth = np.array([rate * nccl.efficiency(algorithm, protocol, nccl.link_family(kind))
+                      for rate, kind in zip(fabric.link_bytes_per_s.tolist(), fabric.link_kind, strict=True)])
+    assert len(set(fabric.link_kind)) >= 3
+    assert np.array_equal(view.link_bytes_per_s, truth)
+
+
+def _kinds_one_group_at_a_time(groups, fabric):
+    """The kinds of ``schedule._kinds`` the direct way: per group, its nodes' pattern of first appearance and the
+    paths ``_steps`` samples inside and across nodes (its own ``_layout`` and ``_sample_path``)."""
+    schedule_module = importlib.import_module("simcluster.collectives.schedule")   # the package names a function so
+    by_key: dict = {}
+    for group in groups:
+        group = tuple(int(g) for g in group)
+        server = fabric.gpu_attr("server")
+        nodes = [int(server[g]) for g in group]
+        first: dict = {}
+        pattern = tuple(first.setdefault(node, len(first)) for node in nodes)
+        layout = schedule_module._layout(group, fabric, nodes)
+        paths = []
+        for across in (False, True):
+            if across:
+                ends = (layout[0][0], layout[1][0]) if len(layout) > 1 else None
+            else:
+                node = next((gpus for gpus in layout if len(gpus) > 1), None)
+                ends = None if node is None else (node[0], node[1])
+            if ends is None:
+                paths.append((0.0, 0.0))
+            else:
+                links = fabric.path_links(int(ends[0]), int(ends[1]))
+                paths.append((float(np.min(fabric.link_bytes_per_s[links])),
+                              fabric.path_latency_s(int(ends[0]), int(ends[1]))))
+        by_key.setdefault((pattern, *paths), []).append(group)
+    return list(by_key.values())
+
+
+@pytest.mark.parametrize("name,options", [("rail-fat-tree", {}), ("leaf-spine", {"oversubscription": 4}),
+                                          ("torus", {})])
+def test_kinds_of_groups_found_all_at_once_equal_those_found_group_by_group(name, options):
+    """``_kinds`` finds node patterns and sample paths for all groups at once; the kinds (which groups, in which
+    order) must be those of the direct per-group reading, on groups of one node, across nodes, strided, shuffled
+    within and across nodes and unevenly spread."""
+    schedule_module = importlib.import_module("simcluster.collectives.schedule")   # the package names a function so
+    fab = topology.build(name, gpus=64, gpus_per_node=8, gpu=H100, nic=CX7, options=options)
+    rng = np.random.default_rng(3)
+    shuffled = rng.permutation(64).reshape(8, 8)
+    layouts = ([tuple(range(i, i + 8)) for i in range(0, 64, 8)], [tuple(range(i, 64, 8)) for i in range(8)],
+               [tuple(range(i, i + 16)) for i in range(0, 64, 16)], [tuple(range(64))],
+               [tuple(row) for row in shuffled], [tuple(row) for row in rng.permutation(64).reshape(16, 4)],
+               [(0, 1, 8, 9, 2), (16, 24, 17, 25, 18), (32, 33, 34, 35, 36), (40, 48, 56, 41, 49)],
+               [(5,), (9,), (63,)], [(3, 11), (12, 13), (20, 4)], [(0, 1, 2), (8, 9), (16, 17, 18), (24, 32)])
+    server = fab.gpu_attr("server")
+    for groups in layouts:
+        found = schedule_module._kinds(groups, fab)
+        truth = _kinds_one_group_at_a_time(groups, fab)
+        assert [[tuple(row) for row in kind.tolist()] for kind in found] == truth
+        # the ends of the sampled paths, group by group (kinds alone do not show them where paths are all alike)
+        if len({len(group) for group in groups}) > 1:
+            continue
+        first, (inside_src, inside_dst), across = schedule_module._sample_pairs(server[np.array(groups)])
+        for row, group in enumerate(groups):
+            layout = schedule_module._layout(group, fab)
+            position = {gpu: at for at, gpu in enumerate(group)}
+            node = next((gpus for gpus in layout if len(gpus) > 1), None)
+            assert (inside_src[row], inside_dst[row]) == ((-1, -1) if node is None else
+                                                          (position[node[0]], position[node[1]]))
+            assert across[row] == (position[layout[1][0]] if len(layout) > 1 else -1)
+            assert first[row].tolist() == [position[next(gpus for gpus in layout if gpu in gpus)[0]]
+                                           for gpu in group]
+    assert len(schedule_module._kinds(layouts[5], fab)) > 1   # the shuffled groups are of several kinds

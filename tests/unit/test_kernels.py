@@ -151,9 +151,10 @@ def test_triton_flash_attention_runs_every_causal_tile_and_is_slower_than_flash_
     ratio = (kernels.op_time_s(triton_forward, A100, "bf16", sustained=False)
              / kernels.op_time_s(flash_forward, A100, "bf16", sustained=False))
     assert 2 * 50 / 40 < ratio < 2 * 73 / 25
-    # on Hopper the Ampere instructions of the pre-MLIR compiler reach a smaller share of the (larger) peak
+    # on Hopper it reaches a smaller share of the peak than FlashAttention-3 (wgmma) does, as measured by
+    # llm-foundry's H100 sequence sweeps (tests/validation/test_triton_attention_hopper.py), and runs twice the tiles
     assert (kernels.attention_efficiency(triton_forward, "h100-sxm")[0]
-            < kernels.attention_efficiency(triton_forward, "a100-80gb-sxm")[0] / 2)
+            < kernels.attention_efficiency(flash_forward, "h100-sxm")[0])
 
 
 def test_every_attention_kernel_reads_and_writes_the_same_hbm_bytes():

@@ -193,3 +193,31 @@ def test_window_bytes_and_busy_time_per_class_equal_per_link_sums_exactly(monkey
     windows = net.link_windows()
     assert windows.width_s == shadow.width_s
     assert np.array_equal(windows.bytes, shadow.bytes)
+    shadow.end_s = windows.end_s   # the busiest windows, found per class and gathered, are the per-link ones
+    capacity = fabric.link_bytes_per_s
+    assert np.array_equal(windows.peak_utilisation(capacity), shadow.peak_utilisation(capacity))
+
+
+@pytest.mark.parametrize("end_windows", [0.0, 0.5, 3.0, 7.05, 20.99, 31.02, 32.0])
+def test_windows_gathered_from_classes_equal_a_per_link_table(end_windows):
+    """``GatheredWindows`` (the flow model's windows, one column per link class) reads per link as a per-link table
+    would, bit for bit: bytes, and the busiest windows (a short last window folded into the one before: 7.05, 31.02)."""
+    from simcluster.network import windows as link_windows
+
+    rng = np.random.default_rng(11)
+    by_class = link_windows.LinkWindows(5)
+    by_class.bytes[:] = rng.random(by_class.bytes.shape) * 1e9
+    by_class.bytes[int(np.ceil(end_windows)):] = 0.0   # nothing after the run's end
+    by_class.width_s, by_class.end_s = 2e-3, end_windows * 2e-3
+    class_of = rng.integers(-1, 5, size=40)
+    gathered = link_windows.GatheredWindows(by_class, class_of)
+    table = link_windows.LinkWindows(len(class_of))
+    for link, known in enumerate(class_of.tolist()):
+        if known >= 0:
+            table.bytes[:, link] = by_class.bytes[:, known]
+    table.width_s, table.end_s = by_class.width_s, by_class.end_s
+    capacity = rng.random(len(class_of)) * 1e11 + 1e9
+    assert np.array_equal(gathered.bytes, table.bytes)
+    assert np.array_equal(gathered.peak_utilisation(capacity), table.peak_utilisation(capacity))
+    by_class.bytes[:] = 0.0   # a snapshot: what the model adds later is not read
+    assert np.array_equal(gathered.bytes, table.bytes)

@@ -146,3 +146,22 @@ def test_make_returns_the_named_model_and_rejects_unknown_names():
     with pytest.raises(ScenarioError) as err:
         network.make("packet", fabric)
     assert err.value.field == "network"
+
+
+def test_a_collective_timed_without_link_bytes_takes_the_time_it_takes_with_them():
+    """``isolated_time_s``'s models keep neither windows nor link bytes; a collective's time (repeated ring steps
+    included, whose bytes ``simulate`` multiplies) is the one of a model that keeps both."""
+    from simcluster.collectives import Collective, timing
+    from simcluster.fabric import topology
+    from simcluster.spec import hardware
+
+    fabric = topology.build("rail-fat-tree", gpus=32, gpus_per_node=8, gpu=hardware.gpu("h100-sxm"),
+                            nic=hardware.nic("connectx-7"))
+    for op, size in (("allreduce", 1e8), ("all_gather", 3e5), ("reduce_scatter", 4.0)):
+        call = Collective(op, tuple(range(0, 32, 2)), size)
+        kept = timing.run(call, fabric, "analytic")
+        bare = timing.run(call, fabric, "analytic", windows=False, link_bytes=False)
+        assert bare.time_s == kept.time_s > 0 and bare.steps == kept.steps > 1
+        assert timing.isolated_time_s(fabric, op, call.group, size) == kept.time_s
+    model = AnalyticNetwork(timing.calibrated_view(fabric, kept.algorithm, kept.protocol), link_bytes=False)
+    assert model.link_bytes is None and timing.simulate(call, model) == kept.time_s

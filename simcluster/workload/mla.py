@@ -1,0 +1,108 @@
+"""Multi-head latent attention (MLA): DeepSeek-V2's attention (Liu et al. 2024, arXiv 2405.04434, section 2.1),
+also DeepSeek-V3's (arXiv 2412.19437, section 2.1.1), as Megatron-Core trains it (MLASelfAttention).
+
+Per layer and token: the query through a low-rank bottleneck, h -> q_lora_rank (RMSNorm) -> heads x (qk_head_dim +
+qk_rope_head_dim); keys and values through another, h -> kv_lora_rank + qk_rope_head_dim, the compressed part
+normed and up-projected to heads x (qk_head_dim + v_head_dim), the rotary key part shared by the heads; rotary
+embedding on the rope parts; a fused attention whose queries and keys are qk_head_dim + qk_rope_head_dim wide (192
+for DeepSeek-V3) and values v_head_dim (128) on every head (training materialises per-head keys and values); an
+output projection heads x v_head_dim -> h. DeepSeek-V3's 128 heads of 192/128 make its attention core 2.9 times the
+work of a 128-head attention of hidden/heads = 56, which is what ``ops.layer_ops`` builds from hidden and heads.
+
+``apply`` rewrites the attention of a layer built by ``ops.layer_ops`` into MLA's kernels: the q/k/v projection
+becomes the four projections and two norms, the attention core takes MLA's widths, rotary embedding covers the rope
+parts only, the output projection reads heads x v_head_dim. The rest of the layer (MLP or MoE block, norms,
+residuals) is untouched. Tensor parallelism splits the heads (the up-projections by columns, the output projection
+by rows); the down-projections are counted whole on every rank (tp is 1 in every MLA scenario).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from simcluster.spec.model import TransformerSpec
+from simcluster.workload.ops import (
+    LSE_BYTES_PER_ELEMENT,
+    RMSNORM_FLOP_PER_ELEMENT,
+    ROPE_FLOP_PER_ELEMENT,
+    Op,
+    Shard,
+    _Linear,
+    _memory,
+)
+
+# the ops of ops.layer_ops that hold the attention MLA replaces, by name
+PROJECTION, OUTPUT, CORE, CORE_BACKWARD, ROPE = "qkv", "attn_out", "attention", "attention_backward", "rope"
+
+
+def projections(model: TransformerSpec, shard: Shard) -> list[_Linear]:
+    """MLA's input projections on one rank: the query's down and up (or one direct projection), the key/value's
+    down (with the shared rotary key) and up."""
+    a, h, tokens = model.mla, model.hidden, shard.tokens
+    heads = model.heads // shard.tp
+    qk = a.qk_head_dim + a.qk_rope_head_dim
+    query = ([_Linear("mla_q_down", tokens, h, a.q_lora_rank), _Linear("mla_q_up", tokens, a.q_lora_rank, heads * qk)]
+             if a.q_lora_rank else [_Linear("mla_q", tokens, h, heads * qk)])
+    return [*query, _Linear("mla_kv_down", tokens, h, a.kv_lora_rank + a.qk_rope_head_dim),
+            _Linear("mla_kv_up", tokens, a.kv_lora_rank, heads * (a.qk_head_dim + a.v_head_dim))]
+
+
+def _norms(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list[Op]]:
+    """RMSNorms of the compressed query and key/value (forward, backward)."""
+    a, e = model.mla, shard.activation_bytes_per_element
+    widths = [w for w in (a.q_lora_rank, a.kv_lora_rank) if w]
+    forward = [_memory("mla_norm", RMSNORM_FLOP_PER_ELEMENT * shard.tokens * w, 2 * shard.tokens * w * e)
+               for w in widths]
+    backward = [_memory("mla_norm", 2 * RMSNORM_FLOP_PER_ELEMENT * shard.tokens * w, 3 * shard.tokens * w * e)
+                for w in widths]
+    return forward, backward
+
+
+def _core(model: TransformerSpec, shard: Shard, op: Op) -> Op:
+    """The fused attention ``op`` (``ops.attention_core``) with MLA's widths: scores over qk + rope, context over v,
+    on every local head. Forward reads Q and K (qk + rope wide) and V and writes O (v wide), backward reads them and
+    dO and writes dQ, dK, dV, as ``ops.attention_core`` counts them, plus the log-sum-exp."""
+    a, e = model.mla, shard.activation_bytes_per_element
+    heads = model.heads // shard.tp
+    width = a.qk_head_dim + a.qk_rope_head_dim + a.v_head_dim      # Q + O per query, K + V per key
+    b, s_q, s_kv = shard.micro_batch, op.m, op.n
+    passes = 2 if op.name == CORE_BACKWARD else 1
+    lse = b * heads * s_q * LSE_BYTES_PER_ELEMENT
+    return dataclasses.replace(op, flop=passes * 2.0 * b * s_q * s_kv * heads * width,
+                               hbm_bytes=passes * 2 * e * b * heads * width * (s_q + s_kv) / 2 + lse,
+                               k=a.qk_head_dim + a.qk_rope_head_dim)
+
+
+def _rope(model: TransformerSpec, shard: Shard) -> Op:
+    a, e = model.mla, shard.activation_bytes_per_element
+    elements = shard.tokens * (model.heads // shard.tp + 1) * a.qk_rope_head_dim
+    return _memory(ROPE, ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)
+
+
+def apply(model: TransformerSpec, shard: Shard, phases: dict[str, list[Op]]) -> dict[str, list[Op]]:
+    """The layer ``phases`` (``ops.layer_ops``) with its attention as MLA's; unchanged without ``model.mla``."""
+    if model.mla is None:
+        return phases
+    a = model.mla
+    linears = projections(model, shard)
+    output = _Linear(OUTPUT, shard.tokens, model.heads // shard.tp * a.v_head_dim, model.hidden)
+    norms, norms_backward = _norms(model, shard)
+    forward_projections = [linears[0].forward(shard), *norms[:1], *[x.forward(shard) for x in linears[1:]],
+                           *norms[1:]]
+
+    def rewrite(op: Op, phase: str) -> list[Op]:
+        if op.name == PROJECTION:
+            if phase == "backward_input":
+                return [*norms_backward, *[x.dgrad(shard) for x in reversed(linears)]]
+            if phase == "backward_weight":
+                return [x.wgrad(shard) for x in linears]
+            return forward_projections
+        if op.name == OUTPUT:
+            return [{"backward_input": output.dgrad, "backward_weight": output.wgrad}.get(phase, output.forward)(shard)]
+        if op.kind == "attention" and op.name in (CORE, CORE_BACKWARD):
+            return [_core(model, shard, op)]
+        if op.name == ROPE:
+            return [_rope(model, shard)]
+        return [op]
+
+    return {phase: [new for op in ops for new in rewrite(op, phase)] for phase, ops in phases.items()}
