@@ -114,7 +114,7 @@ class GraphBuilder:
         if np.ndim(values) == 0:
             values = [values] * len(indices)
         self._attrs.setdefault(key, []).append((indices, list(values) if not isinstance(values, np.ndarray)
-                                                else values.tolist()))
+                                                else values))
         self._tables = None
 
     def index_of(self, name) -> int:
@@ -215,9 +215,15 @@ class GraphBuilder:
             gpu_index = _cat(self._gpu_index, np.int64)
         else:                                    # a file's own rank order
             gpu_index = np.array([self.index_of(g) for g in self.gpu_nodes], dtype=np.int64)
+        # the kinds in the order the links first name them, and each link's index in them (``Fabric.link_kind_codes``)
+        named, first = np.unique(kind, return_index=True)
+        named = named[np.argsort(first)]
+        code = np.zeros(len(kinds), dtype=np.int64)
+        code[named] = np.arange(len(named))
         self._tables = FabricTables(list(self._names), list(self._roles), latency, attrs, src, dst,
                                     np.ascontiguousarray(rate, dtype=float), latency[dst] + extra,
-                                    [kinds[k] for k in kind.tolist()], own_class, self.graph_attrs, gpu_index)
+                                    np.array(kinds, dtype=object)[kind].tolist(), own_class, self.graph_attrs,
+                                    gpu_index, kind_codes=([kinds[k] for k in named.tolist()], code[kind]))
         return self._tables
 
     @property

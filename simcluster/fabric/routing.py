@@ -23,6 +23,7 @@ Two policies share the equal-cost core paths among flows (``ROUTING_POLICIES``):
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -57,6 +58,16 @@ _CACHED_SPRAY_SOURCES = 4
 # Switch-pair sprays are kept up to this many route entries (16 bytes each: 128 MiB): at 131,072 GPUs a spray between
 # pods holds 8,320 entries and a run makes thousands
 _SPRAY_CACHE_ENTRIES = 2**23
+# Summed core loads of switch pairs (``_gathered_sprays``) of at least this many route entries are kept, up to this
+# many links in all (16 bytes each: 32 MiB): a data-parallel ring's steps from every pipeline stage cross the same
+# switch pairs (16 stages x 2,048 pairs of leaves between pods at 131,072 GPUs)
+_KEPT_CORE_MIN_ENTRIES = 2**16
+_KEPT_CORE_ENTRIES = 2**21
+# Route entries are summed over the distinct links when fewer than 1/this of the links (``summed``)
+_SPARSE_SUM_RATIO = 8
+# Pairs whose ways up and down are chosen at once (``_endpoints``): larger arrays go in chunks of this many (each
+# chunk's temporaries, about 40 arrays of 8 bytes per candidate, stay within a few MB)
+_ENDPOINT_CHUNK = 2**15
 # Pair arrays longer than this are checked for repeated pairs, each routed once (``route_set``)
 _DEDUPLICATE_PAIRS = 4096
 
@@ -176,8 +187,12 @@ class Router:
         direct = is_gpu[src] & is_gpu[dst]
         self.edge_link = {(int(u), int(v)): int(k) for u, v, k in zip(src[direct], dst[direct], link[direct],
                                                                         strict=True)}
-        self.out_ptr, self.out_nbr, self.out_link = _csr(n, src, dst, link)
-        self.in_ptr, self.in_nbr, self.in_link = _csr(n, dst, src, link)
+        # the links the access searches walk (``access``): out of (up) or into (down) the GPUs and host-side nodes
+        # they expand, kept until each search has run (about half of the links, no other use)
+        expands = (is_gpu & ~self.is_core) | self.is_host
+        up, down = expands[src], expands[dst]
+        self._access_links: dict[bool, tuple] = {True: (src[up], dst[up], link[up]),
+                                                 False: (dst[down], src[down], link[down])}
         # the core graph in compact numbering (core node i <-> graph node core_ids[i]) keeps BFS arrays small
         self.core_ids = np.flatnonzero(self.is_core)
         self.core_pos = np.full(n, -1, dtype=np.int64)
@@ -193,16 +208,19 @@ class Router:
         self._paths: dict[tuple[int, int, int], np.ndarray] = {}
         self._sprays: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
         self._spray_entries = 0
+        self._core_loads: OrderedDict[tuple, tuple] = OrderedDict()   # ``_gathered_sprays``
+        self._core_load_entries = 0
         self._slowest_s: dict[int, float] = {}
-        self._lists: tuple | None = None   # access tables as Python lists (``_endpoint``)
+        self._widths: dict[bool, int] = {}   # ``_rows_per_gpu``
+        self._lists: tuple | None = None   # access tables as Python arrays (``_endpoint``: 8 bytes an entry)
         self._twin: np.ndarray | None = None
         self._alike: np.ndarray | None = None   # ``_twin_alike``
         self._second: np.ndarray | None = None  # ``_second_twin``
         self._has_out, self._has_in = np.diff(self.core_ptr) > 0, np.diff(self.rcore_ptr) > 0
         # the ends of every core link (core numbering, -1 elsewhere) and core links by (u, v), for moved sprays
         core_src = np.repeat(np.arange(m), np.diff(self.core_ptr))
-        self._link_src = np.full(len(link), -1, dtype=np.int64)
-        self._link_dst = np.full(len(link), -1, dtype=np.int64)
+        self._link_src = np.full(len(link), -1, dtype=np.int32)   # core numbering: < 2**31 (cast before products)
+        self._link_dst = np.full(len(link), -1, dtype=np.int32)
         self._link_src[self.core_link], self._link_dst[self.core_link] = core_src, self.core_nbr
         keys = core_src * m + self.core_nbr
         order = np.argsort(keys)
@@ -219,8 +237,7 @@ class Router:
         table = self._tables.get(upward)
         if table is not None:
             return table
-        ptr, nbr, lnk = (self.out_ptr, self.out_nbr, self.out_link) if upward else (
-            self.in_ptr, self.in_nbr, self.in_link)
+        ptr, nbr, lnk = _csr(len(self.nodes), *self._access_links.pop(upward))
         n, gpus = len(self.nodes), len(self.gpu_index)
         start_core = self.is_core[self.gpu_index]
         # found switches, one array per breadth-first level: (owning GPU, switch, hops, links in search order)
@@ -374,6 +391,14 @@ class Router:
         if np.any(combos == 0):
             bad = int(np.flatnonzero(combos == 0)[0])
             raise KeyError(f"no route from GPU {int(src[bad])} to GPU {int(dst[bad])}")
+        widths = (self._rows_per_gpu(True), self._rows_per_gpu(False))
+        if widths[0] and widths[1]:
+            if len(src) <= _ENDPOINT_CHUNK:
+                return self._endpoints_of_equal_rows(src, dst, salt, *widths)
+            # each pair's choice is its own: in chunks, whose temporaries are reused rather than mapped anew
+            chunks = [self._endpoints_of_equal_rows(src[i:i + _ENDPOINT_CHUNK], dst[i:i + _ENDPOINT_CHUNK], salt,
+                                                    *widths) for i in range(0, len(src), _ENDPOINT_CHUNK)]
+            return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
         pair = np.repeat(np.arange(len(src)), combos)
         starts = np.cumsum(combos) - combos
         local = np.arange(int(combos.sum())) - starts[pair]
@@ -405,15 +430,53 @@ class Router:
             chosen[several] = order[first + np.array(pick, dtype=np.int64)]
         return up_row[chosen], down_row[chosen]
 
+    def _rows_per_gpu(self, upward: bool) -> int:
+        """The number of rows every GPU has in the access table (0: not the same for all)."""
+        width = self._widths.get(upward)
+        if width is None:
+            rows = np.diff(self.access(upward).ptr)
+            width = self._widths[upward] = int(rows[0]) if len(rows) and (rows == rows[0]).all() else 0
+        return width
+
+    def _endpoints_of_equal_rows(self, src: np.ndarray, dst: np.ndarray, salt: int, ups: int, downs: int):
+        """``_endpoints`` when every GPU has ``ups`` rows up and ``downs`` down: the same candidates in the same order
+        (pair, then up row, then down row), costed as a (pairs x candidates) array, without per-candidate indices."""
+        up, down = self.access(True), self.access(False)
+        n, width = len(src), ups * downs
+        up_row = np.repeat(up.ptr[src][:, None] + np.arange(ups), downs, axis=1)         # (pairs, candidates)
+        down_row = np.tile(down.ptr[dst][:, None] + np.arange(downs), (1, ups))
+        a, b = up.switch[up_row], down.switch[down_row]
+        up_hops, down_hops = up.hops[up_row], down.hops[down_row]
+        bound = up_hops + down_hops + (a != b)   # exact when a == b
+        never = np.iinfo(np.int64).max
+        exact = np.where(a == b, bound, never).min(axis=1)
+        core_hops = self._core_hops(a.ravel(), b.ravel(), (bound <= exact[:, None]).ravel()).reshape(n, width)
+        cost = np.where(core_hops >= 0, up_hops + core_hops + down_hops, never)
+        best = cost.min(axis=1)
+        if np.any(best == never):
+            bad = int(np.flatnonzero(best == never)[0])
+            raise KeyError(f"no route from GPU {int(src[bad])} to GPU {int(dst[bad])}")
+        tied = cost == best[:, None]
+        ties = tied.sum(axis=1)
+        chosen = np.argmax(tied, axis=1)                      # a pair's one cheapest candidate
+        several = np.flatnonzero(ties > 1)
+        if len(several):                                      # the others' ties by bound, then candidate, hashed
+            rank = np.where(tied[several], bound[several] * width + np.arange(width), never)
+            order = np.argsort(rank, axis=1, kind="stable")
+            pick = [hash((s, d, int(salt))) % t for s, d, t in zip(src[several].tolist(), dst[several].tolist(),
+                                                                   ties[several].tolist(), strict=True)]
+            chosen[several] = order[np.arange(len(several)), np.array(pick, dtype=np.int64)]
+        at = np.arange(n)
+        return up_row[at, chosen], down_row[at, chosen]
+
     def _endpoint(self, src: int, dst: int, salt: int) -> tuple[int, int]:
         """``_endpoints`` of one pair, in plain Python (a numpy pass costs more than the few candidates of a pair):
         the same candidates, costs and tie order."""
         lists = self._lists
         if lists is None:
             up, down = self.access(True), self.access(False)
-            lists = self._lists = (up.ptr.tolist(), up.switch.tolist(), up.hops.tolist(), down.ptr.tolist(),
-                                   down.switch.tolist(), down.hops.tolist(),
-                                   (np.diff(self.core_ptr) > 0).tolist(), (np.diff(self.rcore_ptr) > 0).tolist())
+            lists = self._lists = tuple(array("q", np.asarray(values, dtype=np.int64).tobytes()) for values in (
+                up.ptr, up.switch, up.hops, down.ptr, down.switch, down.hops, self._has_out, self._has_in))
         up_ptr, up_switch, up_hops, down_ptr, down_switch, down_hops, has_out, has_in = lists
         ups, downs = range(up_ptr[src], up_ptr[src + 1]), range(down_ptr[dst], down_ptr[dst + 1])
         if not ups or not downs:
@@ -440,17 +503,25 @@ class Router:
         return ties[pick][3], ties[pick][4]
 
     # ---- one path (ECMP) -----------------------------------------------------------------------------------
-    def _walk(self, a: int, b: int, dist: np.ndarray, key: tuple[int, int, int]) -> list[int]:
-        """Links of one shortest core path a -> b; at each hop the next switch is picked by hash (ECMP)."""
+    def _walk(self, a: int, b: int, key: tuple[int, int, int]) -> list[int]:
+        """Links of one shortest core path a -> b; at each hop the next switch is picked by hash (ECMP). Hop counts
+        to b are its first twin's, swapped between the two (``_dist_to``), read without copying them."""
+        first = int(self.twin[b])
+        base = self._bfs_to(first)
         links = []
         here, hop = a, 0
+        left = 0 if a == b else 2 if a == first else int(base[a])     # hops from here to b
         while here != b:
             lo, hi = self.core_ptr[here], self.core_ptr[here + 1]
             nbrs = self.core_nbr[lo:hi]
-            ok = np.flatnonzero(dist[nbrs] == dist[here] - 1)
+            hops = base[nbrs]
+            if first != b and left - 1 in (0, 2):   # the swap turns a 2 into a 0 and a 0 into a 2, nothing else
+                hops = np.where(nbrs == b, 0, np.where(nbrs == first, 2, hops))
+            ok = np.flatnonzero(hops == left - 1)
             pick = ok[hash((*key, hop)) % len(ok)] if len(ok) > 1 else ok[0]
             links.append(int(self.core_link[lo + pick]))
             here = int(nbrs[pick])
+            left -= 1
             hop += 1
         return links
 
@@ -473,7 +544,7 @@ class Router:
             up, down = self.access(True), self.access(False)
             u, d = self._endpoint(src, dst, salt)
             a, b = int(up.switch[u]), int(down.switch[d])
-            core = self._walk(a, b, self._dist_to(b), key) if a != b else []
+            core = self._walk(a, b, key) if a != b else []
             result = np.array([*up.links[u, :up.hops[u]], *core, *down.links[d, :down.hops[d]]], dtype=np.int64)
         self._paths[key] = result
         return result
@@ -552,8 +623,9 @@ class Router:
 
     def _cached_spray(self, x: int, y: int, base: tuple[int, int] | None = None) -> tuple:
         """(links, fractions, slowest latency, positions of the links out of x and into y, or None when the two are
-        one hop apart) of the spray x -> y, cached (``sprays``); moved from the spray between the switches ``base``
-        (``_moved_spray``: the links at the same positions) when that one can be, else made."""
+        one hop apart, the fractions' ``_dyadic_exponent``) of the spray x -> y, cached (``sprays``); moved from the
+        spray between the switches ``base`` (``_moved_spray``: the links at the same positions) when that one can be,
+        else made."""
         cache = self._sprays
         key = (x, y)
         spray = cache.get(key)
@@ -564,13 +636,13 @@ class Router:
             made = self._cached_spray(*base)
             moved = self._moved_spray(made, *base, x, y) if made[3] is not None else None
             if moved is not None:
-                spray = (*moved, made[3])
+                spray = (*moved, made[3], made[4])
         if spray is None:
             links, fractions, slowest_s = self._spray_to(y, np.array([x], dtype=np.int64), np.ones(1))
             ends = None
             if self._dist_to(y)[x] > 1:
                 ends = (np.flatnonzero(self._link_src[links] == x), np.flatnonzero(self._link_dst[links] == y))
-            spray = (links, fractions, float(slowest_s[0]), ends)
+            spray = (links, fractions, float(slowest_s[0]), ends, _dyadic_exponent(fractions))
         links = spray[0]
         cache[key] = spray
         self._spray_entries += len(links)
@@ -582,7 +654,7 @@ class Router:
     def _moved_spray(self, base: tuple, first_x: int, first_y: int, x: int, y: int) -> tuple | None:
         """The spray x -> y from the spray ``base`` between their first twins: its first links leave x, its last enter
         y. None when those links' latencies differ from base's (the slowest path would differ)."""
-        links, fractions, slowest_s, (out_of, into) = base
+        links, fractions, slowest_s, (out_of, into) = base[:4]
         moved = links.copy()
         if x != first_x:
             moved[out_of] = self._core_link_of(np.full(len(out_of), x), self._link_dst[links[out_of]])
@@ -596,7 +668,7 @@ class Router:
     def _core_link_of(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Link id of the core link u -> v (core numbering) for each i; every such link exists."""
         m = len(self.core_ids)
-        at = np.searchsorted(self._core_keys, u * m + v)
+        at = np.searchsorted(self._core_keys, np.asarray(u, dtype=np.int64) * m + v)
         return self._core_key_link[at]
 
     def spray(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -773,10 +845,11 @@ class Router:
             cross = np.flatnonzero(a != b) if core else _NO_LINKS
             if adaptive and len(cross):
                 self._sprayed(via[cross], a[cross], b[cross], weight[via[cross]],
-                              None if part is None else part[via[cross]], parts, weights, owners, latency_s)
+                              None if part is None else part[via[cross]], parts, weights, owners, latency_s,
+                              float(weight.sum()))
             elif len(cross):
-                walks = [self._walk(int(a[c]), int(b[c]), self._dist_to(int(b[c])),
-                                    (int(src[via[c]]), int(dst[via[c]]), int(salt))) for c in cross.tolist()]
+                walks = [self._walk(int(a[c]), int(b[c]), (int(src[via[c]]), int(dst[via[c]]), int(salt)))
+                         for c in cross.tolist()]
                 flat = np.fromiter((k for w in walks for k in w), dtype=np.int64)
                 parts.append(flat)
                 owner = np.repeat(cross, [len(w) for w in walks])
@@ -789,25 +862,23 @@ class Router:
                     latency_s)
         if not parts:
             return _NO_LINKS, np.zeros(0), latency_s
-        ids = np.concatenate(parts)
-        load = np.bincount(ids, weights=np.concatenate(weights), minlength=links)
-        used = np.flatnonzero(load > 0)
-        load = load[used]
+        used, load = summed(np.concatenate(parts), np.concatenate(weights), links)
         if not adaptive:
             load = np.rint(load).astype(np.int64)   # whole flows
         return used, load, latency_s
 
     def _sprayed(self, pair: np.ndarray, a: np.ndarray, b: np.ndarray, flows: np.ndarray, part: np.ndarray | None,
-                 parts: list, weights: list, owners: list | None, latency_s: np.ndarray) -> None:
+                 parts: list, weights: list, owners: list | None, latency_s: np.ndarray, total: float) -> None:
         """The core segments of pairs ``pair[i]`` from core switch a[i] to b[i] (a != b), ``flows[i]`` flows each,
         sprayed (``_spray_to``); appends their links and loads to ``parts``/``weights`` (and the pair standing
-        for each entry's part to ``owners``) and adds the slowest sprayed path to ``latency_s``.
+        for each entry's part to ``owners``) and adds the slowest sprayed path to ``latency_s``. ``total``: the flows
+        of every entry the loads are summed with (``_gathered_sprays``).
 
         Flows are grouped by (part, destination switch): a part's load, not a pair's, is kept. A group of few
         source switches takes the per switch-pair sprays, cached across calls (rings, pipeline sends and
         data-parallel groups revisit the same switch pairs with different GPU pairs), gathered for all such groups
-        at once; a larger group (e.g. a random permutation) is spread in one pass, which costs about as much as
-        one cached spray.
+        at once (``_gathered_sprays``); a larger group (e.g. a random permutation) is spread in one pass, which costs
+        about as much as one cached spray.
         """
         m = len(self.core_ids)
         group_key = b if part is None else np.asarray(part, dtype=np.int64) * m + b
@@ -821,36 +892,231 @@ class Router:
         cached = sources[group_of] <= _CACHED_SPRAY_SOURCES
         triple_a, triple_b = a[first], b[first]
         slowest_s = np.empty(len(triple))
-        if cached.any():
-            at = np.flatnonzero(cached)
-            switch_pair, pair_of = np.unique(triple_b[at] * m + triple_a[at], return_inverse=True)
-            sprays = self.sprays(switch_pair % m, switch_pair // m)
-            lengths = np.array([len(spray[0]) for spray in sprays], dtype=np.int64)
-            ptr = np.zeros(len(sprays) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=ptr[1:])
-            spray_links = _concat([spray[0] for spray in sprays])
-            spray_fractions = _concat([spray[1] for spray in sprays], float)
-            slowest_s[at] = np.array([spray[2] for spray in sprays])[pair_of]
-            entries = _ranges(ptr, pair_of)
-            per = lengths[pair_of]
-            parts.append(spray_links[entries])
-            weights.append(spray_fractions[entries] * np.repeat(triple_flows[at], per))
-            if owners is not None:
-                owners.append(np.repeat(pair[first[at]], per))
+        spread = []                            # the larger groups' (links, loads, pair standing for the part)
         group_ptr = np.concatenate(([0], np.cumsum(sources)))   # triples are sorted by group
         for g in np.flatnonzero(sources > _CACHED_SPRAY_SOURCES).tolist():
             at = np.arange(group_ptr[g], group_ptr[g + 1])
             core_links, core_load, slowest_s[at] = self._spray_to(int(triple_b[at[0]]), triple_a[at],
                                                                   triple_flows[at])
+            spread.append((core_links, core_load, pair[first[at[0]]]))
+        if cached.any():
+            at = np.flatnonzero(cached)
+            # sums of whole flows times the spread loads and spray fractions are exact when all are multiples of
+            # one power of two (``_exact_scale``): then twins' sprays may share their middle links
+            scale = 0 if np.array_equal(flows, np.floor(flows)) else None
+            for _, load, _ in spread:
+                scale = _larger_scale(scale, _dyadic_exponent(load))
+            slowest_s[at] = self._gathered_sprays(triple_a[at], triple_b[at], triple_flows[at], pair[first[at]],
+                                                  None if part is None else triple_group[at] // m, scale, total,
+                                                  parts, weights, owners)
+        for core_links, core_load, owner in spread:
             parts.append(core_links)
             weights.append(core_load)
             if owners is not None:  # any pair of the part stands for it
-                owners.append(np.full(len(core_links), pair[first[at[0]]]))
+                owners.append(np.full(len(core_links), owner))
         latency_s[pair] += slowest_s[inverse]
+
+    def _gathered_sprays(self, a: np.ndarray, b: np.ndarray, flows: np.ndarray, owner: np.ndarray,
+                         part: np.ndarray | None, scale: int | None, total: float, parts: list, weights: list,
+                         owners: list | None) -> np.ndarray:
+        """The cached sprays (``sprays``) of switch pairs a[i] -> b[i], ``flows[i]`` flows each (``owner[i]``: a pair
+        of their part ``part[i]``), appended to ``parts``/``weights``/``owners``; returns each one's slowest path.
+
+        A spray moved between twins (``sprays``) differs from its base's only in its first and last links, so when
+        the sums come out the same in any order its middle links are not copied per switch pair: they are counted
+        once per (part, base) with the flows of all its switch pairs (``_factored``), and only the moved ends per
+        switch pair (8,320 route entries between two pods of a 131,072-GPU rail-optimised fat-tree, 128 of them
+        ends). That holds when every load is a multiple of 2**-k for one k (``_dyadic_exponent``: fat-trees of
+        power-of-two radix) with the flows' total below 2**(53-k): every product and partial sum is then exact.
+        ``scale``: that k for the other loads summed with these (None: not so), ``total`` their flows."""
+        m = len(self.core_ids)
+        switch_pair, pair_of = np.unique(b * m + a, return_inverse=True)
+        x, y = switch_pair % m, switch_pair // m
+        if scale is not None:
+            key = None
+            if part is None:    # the same switch pairs and flows (a ring's steps from every pipeline stage)
+                key = (a.tobytes(), b.tobytes(), flows.tobytes())
+                kept = self._core_loads.get(key)
+                if kept is not None and total * 2.0 ** max(scale, kept[3]) < 2.0**53:
+                    self._core_loads.move_to_end(key)
+                    parts.append(kept[0])
+                    weights.append(kept[1])
+                    return kept[2]
+            factored = self._factored(x, y, pair_of, flows, owner, part, scale, total)
+            if factored is not None:
+                pieces, slowest_of, k = factored
+                if key is not None and sum(len(piece[0]) for piece in pieces) >= _KEPT_CORE_MIN_ENTRIES:
+                    # exact sums: the loads summed per link now are the same as summed later with the rest
+                    used, load = summed(_concat([piece[0] for piece in pieces]),
+                                        _concat([piece[1] for piece in pieces], float), len(self.link_latency_s))
+                    pieces = [(used, load, None)]
+                    self._keep_core_loads(key, (used, load, slowest_of[pair_of], k))
+                for piece in pieces:
+                    parts.append(piece[0])
+                    weights.append(piece[1])
+                    if owners is not None:
+                        owners.append(piece[2])
+                return slowest_of[pair_of]
+        sprays = self.sprays(x, y)
+        slowest_of = np.array([spray[2] for spray in sprays])
+        links, fractions, owned = self._whole(sprays, pair_of, flows, owner)
+        parts.append(links)
+        weights.append(fractions)
+        if owners is not None:
+            owners.append(owned)
+        return slowest_of[pair_of]
+
+    @staticmethod
+    def _whole(sprays: list, pair_of: np.ndarray, flows: np.ndarray, owner: np.ndarray):
+        """(links, loads, owner of each entry) of the sprays ``sprays[pair_of[i]]`` carrying flows[i] each, copied
+        whole."""
+        lengths = np.array([len(spray[0]) for spray in sprays], dtype=np.int64)
+        ptr = np.zeros(len(sprays) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        spray_links = _concat([spray[0] for spray in sprays])
+        spray_fractions = _concat([spray[1] for spray in sprays], float)
+        entries = _ranges(ptr, pair_of)
+        per = lengths[pair_of]
+        return spray_links[entries], spray_fractions[entries] * np.repeat(flows, per), np.repeat(owner, per)
+
+    def _factored(self, x: np.ndarray, y: np.ndarray, pair_of: np.ndarray, flows: np.ndarray, owner: np.ndarray,
+                  part: np.ndarray | None, scale: int, total: float):
+        """``_gathered_sprays`` with the middle links of moved sprays counted once per (part, base): (pieces of
+        (links, loads, owners), slowest path per switch pair, ``_dyadic_exponent`` of the sprays' fractions), or None
+        when the sums would not be exact."""
+        m = len(self.core_ids)
+        base_x, base_y = self.twin[x], self.twin[y]
+        same = base_x == base_y
+        base_y[same] = self._second_twin()[base_x[same]]
+        moved = np.flatnonzero((base_x != x) | (base_y != y))
+        base_key, base_of = np.unique(base_x[moved] * m + base_y[moved], return_inverse=True)
+        bases = [self._cached_spray(k // m, k % m) for k in base_key.tolist()]
+        # ends (links out of the source, then into the destination) and middles of every base
+        ends = [np.concatenate(spray[3]) if spray[3] is not None else _NO_LINKS for spray in bases]
+        into = [np.arange(len(e)) >= len(spray[3][0]) if spray[3] is not None else np.zeros(0, dtype=bool)
+                for e, spray in zip(ends, bases, strict=True)]
+        middle = []
+        for e, spray in zip(ends, bases, strict=True):
+            keep = np.ones(len(spray[0]), dtype=bool)
+            keep[e] = False
+            middle.append(np.flatnonzero(keep))
+        usable = np.array([spray[3] is not None for spray in bases], dtype=bool)
+        end_ptr = np.zeros(len(bases) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in ends], out=end_ptr[1:])
+        end_links = _concat([spray[0][e] for e, spray in zip(ends, bases, strict=True)])
+        end_fractions = _concat([spray[1][e] for e, spray in zip(ends, bases, strict=True)], float)
+        end_into = np.concatenate(into) if into else np.zeros(0, dtype=bool)
+        # the moved ends of every switch pair whose base has ends, as ``_moved_spray`` moves them
+        cand = moved[usable[base_of]]
+        cand_base = base_of[usable[base_of]]
+        entries = _ranges(end_ptr, cand_base)
+        per = end_ptr[cand_base + 1] - end_ptr[cand_base]
+        which = np.repeat(np.arange(len(cand)), per)
+        base_links, side = end_links[entries], end_into[entries]
+        px, py = x[cand][which], y[cand][which]
+        out_moved = (~side) & (px != base_x[cand][which])
+        in_moved = side & (py != base_y[cand][which])
+        links = base_links.copy()
+        if out_moved.any():
+            links[out_moved] = self._core_link_of(px[out_moved], self._link_dst[base_links[out_moved]])
+        if in_moved.any():
+            links[in_moved] = self._core_link_of(self._link_src[base_links[in_moved]], py[in_moved])
+        differs = np.bincount(which, weights=self.link_latency_s[links] != self.link_latency_s[base_links],
+                              minlength=len(cand)) > 0
+        # switch pairs copied whole: not moved, no ends (one hop), or moved ends of other latencies
+        factored = np.zeros(len(x), dtype=bool)
+        factored[cand[~differs]] = True
+        whole = np.flatnonzero(~factored)
+        pair_base = np.full(len(x), -1, dtype=np.int64)
+        pair_base[moved] = base_of
+        sprays = [self._cached_spray(int(x[i]), int(y[i]), (int(base_x[i]), int(base_y[i]))) for i in whole.tolist()]
+        k = 0   # of these sprays' fractions
+        for spray in [*sprays, *(bases[j] for j in np.unique(pair_base[factored]).tolist())]:
+            k = _larger_scale(k, spray[4])
+        if k is None or total * 2.0 ** max(k, scale) >= 2.0**53:
+            return None
+        slowest_of = np.empty(len(x))
+        slowest_of[whole] = [spray[2] for spray in sprays]
+        slowest_of[factored] = [bases[j][2] for j in pair_base[factored].tolist()]
+        pieces = []
+        whole_of = np.full(len(x), -1, dtype=np.int64)
+        whole_of[whole] = np.arange(len(whole))
+        alone = np.flatnonzero(whole_of[pair_of] >= 0)
+        if len(alone):
+            pieces.append(self._whole(sprays, whole_of[pair_of[alone]], flows[alone], owner[alone]))
+        shared = np.flatnonzero(factored[pair_of])
+        if len(shared):
+            # ends per (triple of a factored switch pair)
+            keep = ~differs[which]
+            pair_ptr = np.zeros(len(x) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(cand[which[keep]], minlength=len(x)), out=pair_ptr[1:])
+            pair_links, pair_fractions = links[keep], end_fractions[entries[keep]]
+            at = _ranges(pair_ptr, pair_of[shared])
+            count = pair_ptr[pair_of[shared] + 1] - pair_ptr[pair_of[shared]]
+            pieces.append((pair_links[at], pair_fractions[at] * np.repeat(flows[shared], count),
+                           np.repeat(owner[shared], count)))
+            # middles per (part, base) with the flows of all its switch pairs
+            base_of_triple = pair_base[pair_of[shared]]
+            group = base_of_triple if part is None else part[shared] * len(bases) + base_of_triple
+            groups, first, inverse = np.unique(group, return_index=True, return_inverse=True)
+            group_flows = np.bincount(inverse, weights=flows[shared], minlength=len(groups))
+            group_base = base_of_triple[first]
+            mid_ptr = np.zeros(len(bases) + 1, dtype=np.int64)
+            np.cumsum([len(mid) for mid in middle], out=mid_ptr[1:])
+            mid_links = _concat([spray[0][mid] for mid, spray in zip(middle, bases, strict=True)])
+            mid_fractions = _concat([spray[1][mid] for mid, spray in zip(middle, bases, strict=True)], float)
+            at = _ranges(mid_ptr, group_base)
+            count = mid_ptr[group_base + 1] - mid_ptr[group_base]
+            pieces.append((mid_links[at], mid_fractions[at] * np.repeat(group_flows, count),
+                           np.repeat(owner[shared][first], count)))
+        return pieces, slowest_of, k
+
+    def _keep_core_loads(self, key: tuple, kept: tuple) -> None:
+        """Keep summed core loads (``_gathered_sprays``), up to ``_KEPT_CORE_ENTRIES`` links in all (least recently
+        used first out)."""
+        cache = self._core_loads
+        cache[key] = kept
+        self._core_load_entries += len(kept[0])
+        while self._core_load_entries > _KEPT_CORE_ENTRIES and len(cache) > 1:
+            _, dropped = cache.popitem(last=False)
+            self._core_load_entries -= len(dropped[0])
+
+def _dyadic_exponent(values: np.ndarray) -> int | None:
+    """The least k >= 0 such that every values[i] * 2**k is a whole number (0 for no values), None when values are
+    not all finite."""
+    values = np.abs(np.asarray(values, dtype=float))
+    values = values[values != 0]
+    if not len(values):
+        return 0
+    if not np.isfinite(values).all():
+        return None
+    mantissa, exponent = np.frexp(values)              # values = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    whole = np.ldexp(mantissa, 53).astype(np.int64)    # values = whole * 2**(exponent - 53), whole < 2**53 exactly
+    trailing = np.log2(whole & -whole).astype(np.int64)   # zeros below whole's lowest set bit (a power of two)
+    return max(0, int((53 - exponent - trailing).max()))
+
+
+def _larger_scale(k: int | None, other: int | None) -> int | None:
+    """The larger of two ``_dyadic_exponent``s (None when either is None)."""
+    return None if k is None or other is None else max(k, other)
 
 
 def _concat(arrays: list[np.ndarray], dtype=np.int64) -> np.ndarray:
     return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
+
+
+def summed(ids: np.ndarray, weights: np.ndarray, links: int) -> tuple[np.ndarray, np.ndarray]:
+    """(link ids with a load > 0, sorted; their loads): ``weights`` summed per link id ``ids`` (< ``links``), each in
+    the order given. A dense count over all links when the entries are many, else over the distinct ids only (the
+    same sums, without touching an array of every link)."""
+    if len(ids) * _SPARSE_SUM_RATIO >= links:
+        load = np.bincount(ids, weights=weights, minlength=links)
+        used = np.flatnonzero(load > 0)
+        return used, load[used]
+    used, inverse = np.unique(ids, return_inverse=True)
+    load = np.bincount(inverse, weights=weights, minlength=len(used))
+    positive = load > 0
+    return (used, load) if positive.all() else (used[positive], load[positive])
 
 
 def loads_by_part(part: np.ndarray, owner: np.ndarray, ids: np.ndarray, weights: np.ndarray,

@@ -54,6 +54,8 @@ class FabricTables:
     _index: dict | None = field(default=None, repr=False)
     _graph: nx.DiGraph | None = field(default=None, repr=False)
     _edge_order: np.ndarray | None = field(default=None, repr=False)   # a given graph's own edge order
+    # ``kind`` as (the distinct kinds in the order links first name them, each link's index in them), when known
+    kind_codes: tuple | None = field(default=None, repr=False)
 
     @property
     def links(self) -> int:
@@ -150,6 +152,18 @@ def attr_column(entries: list, n: int) -> np.ndarray:
     """One node attribute over ``n`` nodes from (node indices, values) entries, later ones winning: an int64 array
     (``ABSENT`` where missing) when every value is an int >= 0, a bool array when every value is a bool, else an object
     array (None where missing) (``FabricTables.node_attrs``)."""
+    arrays = [vs for _, vs in entries if isinstance(vs, np.ndarray)]
+    if arrays and len(arrays) == len(entries):     # a builder's arrays: their dtypes tell, without a look at each value
+        if all(vs.dtype == bool for vs in arrays):
+            column = np.zeros(n, dtype=bool)
+        elif all(vs.dtype.kind in "iu" and (not len(vs) or vs.min() >= 0) for vs in arrays):
+            column = np.full(n, ABSENT, dtype=np.int64)
+        else:
+            return attr_column([(indices, np.asarray(vs).tolist()) for indices, vs in entries], n)
+        for indices, vs in entries:
+            column[np.asarray(indices, dtype=np.int64)] = vs
+        return column
+    entries = [(indices, vs.tolist() if isinstance(vs, np.ndarray) else vs) for indices, vs in entries]
     values = [v for _, vs in entries for v in vs]
     if all(isinstance(v, bool) for v in values):
         column = np.zeros(n, dtype=bool)

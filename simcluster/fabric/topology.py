@@ -12,6 +12,7 @@ entering it) are in docs/topologies.md.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -61,6 +62,15 @@ _SMALL_CACHE_ENTRIES = 2**16
 # many arrays and this many latencies in all (8 bytes each)
 _LATENCY_CACHE_ENTRIES = 1024
 _LATENCY_CACHE_VALUES = 2**22
+
+
+def _pairs_key(pairs: np.ndarray, salt: int) -> tuple:
+    """The cache key of a (contiguous int64) pair array and salt: the pairs' bytes when few, else their length and
+    SHA-256 digest (the bytes of a collective's 4 million pairs would take 64 MiB, and take longer to hash as a key
+    than to digest)."""
+    if len(pairs) <= _SMALL_PAIRS:
+        return pairs.tobytes(), int(salt)
+    return len(pairs), hashlib.sha256(pairs.data).digest(), int(salt)
 
 
 class LinkEnds(Sequence):
@@ -138,9 +148,10 @@ class Fabric:
     def links(self) -> int:
         return len(self.link_bytes_per_s)
 
-    @cached_property
+    @property
     def edge_table(self) -> EdgeTable:
-        """The directed links in the graph's edge order (``EdgeTable``), from the tables."""
+        """The directed links in the graph's edge order (``EdgeTable``), from the tables; made on each use, not kept
+        (the router and the bill of materials read it once; 40 bytes a link)."""
         return EdgeTable.of_tables(self.tables)
 
     @cached_property
@@ -182,7 +193,9 @@ class Fabric:
 
     @cached_property
     def link_kind_codes(self) -> tuple[list[str], np.ndarray]:
-        """``link_kind`` as (the distinct kinds, each link's index in them)."""
+        """``link_kind`` as (the distinct kinds, each link's index in them): the builder's when it kept them."""
+        if self.tables.kind_codes is not None and self.link_kind is self.tables.kind:
+            return self.tables.kind_codes
         names: dict = {}
         codes = np.fromiter((names.setdefault(k, len(names)) for k in self.link_kind), dtype=np.int64,
                             count=self.links)
@@ -229,7 +242,7 @@ class Fabric:
         Cached: large pair arrays (collectives) in a small LRU, since each pins arrays of up to ~10^5 entries;
         small ones (pipeline send/recv, which recur in many subsets) in a larger cache, cleared when full."""
         pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
-        key = (pairs.tobytes(), int(salt))
+        key = _pairs_key(pairs, salt)
         small = len(pairs) <= _SMALL_PAIRS
         hit = self._small_routes.get(key) if small else self._routes.get(key)
         if hit is not None:
@@ -329,7 +342,7 @@ class Fabric:
         The latencies of a route set already made, else found without spraying loads (``Router.latencies``) and
         kept in a cache of their own."""
         pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
-        key = (pairs.tobytes(), int(salt))
+        key = _pairs_key(pairs, salt)
         hit = self._small_routes.get(key) if len(pairs) <= _SMALL_PAIRS else self._routes.get(key)
         if hit is not None:
             return hit[2]
@@ -400,8 +413,8 @@ def fabric_from_tables(name: str, tables: FabricTables, gpus_per_node: int) -> F
         kind for kind, u, v in zip(tables.kind, tables.src.tolist(), tables.dst.tolist(), strict=True)
         if tables.role[u] in NETWORK_SWITCH_ROLES and tables.role[v] in NETWORK_SWITCH_ROLES)
     assert routing in ROUTING_POLICIES, routing
-    return Fabric(name, tables, tables.gpu_nodes, gpus_per_node, tables.bytes_per_s, tables.latency_s,
-                  list(tables.kind), routing)
+    return Fabric(name, tables, tables.gpu_nodes, gpus_per_node, tables.bytes_per_s, tables.latency_s, tables.kind,
+                  routing)
 
 
 def sharp_capable(fabric: Fabric) -> bool:

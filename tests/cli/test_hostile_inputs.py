@@ -481,7 +481,9 @@ def test_the_memory_estimate_per_gpu_bounds_a_measured_fabric():
         current, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert 0.25 * FABRIC_BYTES_PER_GPU < current / gpus <= FABRIC_BYTES_PER_GPU
+    # not far above either: 1.8 KB traced here since issue 19's eighth pass (2.4 KB resident per GPU for the largest
+    # builder at 32,768 GPUs); the estimate keeps 8 KiB, the engine's own memory coming on top of the fabric's
+    assert 0.125 * FABRIC_BYTES_PER_GPU < current / gpus <= FABRIC_BYTES_PER_GPU
 
 
 # ---- plausible ranges of device quantities ---------------------------------------------------------------------

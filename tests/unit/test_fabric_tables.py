@@ -189,3 +189,150 @@ def test_link_ends_are_two_columns_read_as_pairs_and_written_as_the_tuples_were(
                                          fabric.link_class), every, 1.0) for given in (ends, pairs)]
         assert tables[0].columns["src"] == tables[1].columns["src"] == [pairs[k][0] for k in np.flatnonzero(every)]
         assert tables[0].columns["dst"] == tables[1].columns["dst"]
+
+
+def _ring_between_pods(fabric, stride):
+    """Pairs g -> g + stride (mod GPUs) for every GPU: a data-parallel ring's step, most pairs crossing pods."""
+    gpus = np.arange(fabric.gpus)
+    return np.column_stack((gpus, (gpus + stride) % fabric.gpus))
+
+
+def _whole_sprays(monkeypatch):
+    """Every spray copied whole per switch pair (the computation before sprays shared their middles)."""
+    monkeypatch.setattr(Router, "_factored", lambda self, *args: None)
+
+
+# 3-tier rail-optimised fat-trees of radix 64 (fractions 1/32, 1/1024: sums exact) and of radix 12 (1/6, 1/36: not),
+# and a two-tier leaf-spine of 3 spines sprayed adaptively (1/3)
+SHARED_MIDDLES = [("rail-fat-tree", 4096, {"tiers": 3}), ("rail-fat-tree", 384, {"tiers": 3, "radix": 12}),
+                  ("leaf-spine", 240, {"spines": 3, "routing": "adaptive"})]
+
+
+@pytest.mark.parametrize(("name", "gpus", "options"), SHARED_MIDDLES)
+def test_sprays_sharing_their_middles_give_the_loads_of_sprays_copied_whole(name, gpus, options, monkeypatch):
+    """Route sets (with and without parts, pairs listed several times, a large random permutation) equal to the
+    last bit those of a router that copies every switch pair's spray whole; on the radix-64 fat-tree the middles
+    are shared (the ends of 128 switch pairs, not their 2 x 2,048 links each)."""
+    rng = np.random.default_rng(17)
+    fabric = build(name, gpus, **options)
+    sets = [_ring_between_pods(fabric, stride) for stride in (8, gpus // 2 + 8, gpus // 4)]
+    sets.append(np.concatenate((sets[0], sets[0][:100], sets[1][::3])))              # repeated pairs
+    sets.append(np.column_stack((np.arange(gpus), rng.permutation(gpus))))         # a permutation
+    parts = [rng.integers(0, 5, size=len(pairs)) for pairs in sets]
+    router = fabric.router
+    made = [router.route_set(p[:, 0], p[:, 1], 0, True, fabric.links) for p in sets]
+    made_parts = [router.route_set(p[:, 0], p[:, 1], 0, True, fabric.links, part=k) for p, k in zip(sets, parts,
+                                                                                                   strict=True)]
+    if name == "rail-fat-tree" and options.get("radix") is None:
+        entries = []
+        original = Router._factored
+
+        def counted(self, *args):
+            found = original(self, *args)
+            entries.append(None if found is None else sum(len(piece[0]) for piece in found[0]))
+            return found
+        monkeypatch.setattr(Router, "_factored", counted)
+        fresh = build(name, gpus, **options).router
+        fresh.route_set(sets[0][:, 0], sets[0][:, 1], 0, True, fabric.links)
+        assert entries and None not in entries and entries[0] < 128 * 4096 / 4
+        monkeypatch.undo()
+    _whole_sprays(monkeypatch)
+    whole = build(name, gpus, **options).router
+    for pairs, k, got, got_parts in zip(sets, parts, made, made_parts, strict=True):
+        want = whole.route_set(pairs[:, 0], pairs[:, 1], 0, True, fabric.links)
+        want_parts = whole.route_set(pairs[:, 0], pairs[:, 1], 0, True, fabric.links, part=k)
+        for a, b in zip((*got, *got_parts), (*want, *want_parts), strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_core_loads_kept_for_one_ring_step_serve_another_stage_with_the_same_switch_pairs(monkeypatch):
+    """Two ring steps whose GPUs differ but cross the same switch pairs (the servers 2k and 2k + 1 share their rails'
+    leaves, as two pipeline stages' rings do at 131,072 GPUs): the second takes the kept core loads and equals a fresh
+    router's route set, and that of a router copying sprays whole."""
+    monkeypatch.setattr(routing, "_KEPT_CORE_MIN_ENTRIES", 1)
+    fabric = build("rail-fat-tree", 4096, tiers=3)
+    first, second = _ring_between_pods(fabric, 1024), _ring_between_pods(fabric, 1024)
+    first = first[first[:, 0] % 16 < 8]      # servers 0, 2, 4 ... and 1, 3, 5 ...: the same leaves and pods
+    second = second[second[:, 0] % 16 >= 8]
+    router = fabric.router
+    router.route_set(first[:, 0], first[:, 1], 0, True, fabric.links)
+    kept = dict(router._core_loads)
+    assert len(kept) == 1
+    got = router.route_set(second[:, 0], second[:, 1], 0, True, fabric.links)
+    assert router._core_loads.keys() == kept.keys()              # a hit: nothing new kept
+    twice = np.concatenate((second, second[::2]))           # the same switch pairs, other flows: not the kept loads
+    got_twice = router.route_set(twice[:, 0], twice[:, 1], 0, True, fabric.links)
+    fresh = build("rail-fat-tree", 4096, tiers=3).router
+    _whole_sprays(monkeypatch)
+    whole = build("rail-fat-tree", 4096, tiers=3).router
+    for pairs, made in ((second, got), (twice, got_twice)):
+        want = fresh.route_set(pairs[:, 0], pairs[:, 1], 0, True, fabric.links)
+        want_whole = whole.route_set(pairs[:, 0], pairs[:, 1], 0, True, fabric.links)
+        for a, b, c in zip(made, want, want_whole, strict=True):
+            assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_dyadic_exponent_is_the_power_of_two_that_makes_every_value_whole():
+    assert routing._dyadic_exponent(np.array([0.5, 0.25, 3.0, 0.0])) == 2
+    assert routing._dyadic_exponent(np.array([1 / 4096, 7 / 8192])) == 13
+    assert routing._dyadic_exponent(np.zeros(0)) == 0
+    assert routing._dyadic_exponent(np.array([1 / 3])) >= 54          # 1/3 is no short binary fraction
+    assert routing._dyadic_exponent(np.array([np.inf])) is None
+
+
+def test_loads_summed_over_the_distinct_links_equal_the_dense_count():
+    rng = np.random.default_rng(3)
+    links = 100_000
+    for entries in (10, 5_000, 60_000):
+        ids = rng.integers(0, links, size=entries)
+        weights = rng.random(entries) / 3
+        used, load = routing.summed(ids, weights, links)
+        dense = np.bincount(ids, weights=weights, minlength=links)
+        assert np.array_equal(used, np.flatnonzero(dense > 0)) and np.array_equal(load, dense[used])
+
+
+def test_large_pair_arrays_are_cached_by_digest_and_never_confused():
+    fabric = build("rail-fat-tree", 512)
+    pairs = _ring_between_pods(fabric, 64)
+    other = pairs.copy()
+    other[7, 1] = 0                                            # one pair changed
+    a, b = fabric._route_set(pairs, 0), fabric._route_set(other, 0)
+    assert fabric._route_set(pairs.copy(), 0) is a and fabric._route_set(other.copy(), 0) is b
+    assert not np.array_equal(a[2], b[2]) or not np.array_equal(a[1], b[1])
+    assert all(len(key[1]) == 32 for key in fabric._routes)     # a SHA-256 digest, not the pairs' bytes
+
+
+def test_endpoints_of_gpus_with_equal_rows_equal_the_general_choice(monkeypatch):
+    """The (pairs x candidates) choice of fabrics whose GPUs all have as many ways up and down, in chunks of 7 pairs
+    or at once, equals the general per-candidate one, ties hashed alike (every FABRICS entry has equal rows)."""
+    rng = np.random.default_rng(23)
+    for name, gpus, options in FABRICS:
+        router = build(name, gpus, **options).router
+        pairs = rng.integers(0, gpus, size=(2000, 2))
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        fast = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
+        assert router._rows_per_gpu(True) and router._rows_per_gpu(False)
+        monkeypatch.setattr(routing, "_ENDPOINT_CHUNK", 7)
+        chunked = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
+        monkeypatch.undo()
+        assert all(np.array_equal(x, y) for x, y in zip(fast, chunked, strict=True))
+        router._widths = {True: 0, False: 0}                       # as if the rows differed
+        general = router._endpoints(pairs[:, 0], pairs[:, 1], 5)
+        assert all(np.array_equal(x, y) for x, y in zip(fast, general, strict=True))
+
+
+@pytest.mark.parametrize(("name", "gpus", "options"), [*FABRICS, ("torus", 64, {}), ("nvswitch-node", 8, {})])
+def test_kind_codes_kept_by_the_builder_and_attribute_columns_from_arrays_equal_those_read_value_by_value(
+        name, gpus, options):
+    from simcluster.fabric.tables import attr_column
+
+    fabric = build(name, gpus, **options)
+    names: dict = {}
+    codes = [names.setdefault(kind, len(names)) for kind in fabric.link_kind]     # first named, first numbered
+    kept = fabric.link_kind_codes
+    assert kept is fabric.tables.kind_codes and kept[0] == list(names) and kept[1].tolist() == codes
+    for attr, column in fabric.tables.node_attrs.items():
+        present = np.flatnonzero(column != (False if column.dtype == bool else
+                                            None if column.dtype == object else -1))
+        by_value = attr_column([(present, column[present].tolist())], len(column))
+        assert by_value.dtype == column.dtype and np.array_equal(by_value, column), attr
