@@ -124,7 +124,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     backward_input = [unpermute_bwd, _scaled(down.dgrad(shard), scale), act_bwd, _scaled(up.dgrad(shard), scale),
                       permute_bwd, router_act_bwd, router.dgrad(shard)]
     backward_weight = [_scaled(down.wgrad(shard), scale), _scaled(up.wgrad(shard), scale), router.wgrad(shard)]
-    launches = host_launches(local_experts, cuda_graphs)
+    launches = host_launches(local_experts, cuda_graphs, fp8=shard.precision == "fp8")
     forward += launches["forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
@@ -162,12 +162,19 @@ ROUTER_OPS = {"forward": 2, "backward": 3}
 GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 2}  # fc1 and fc2 in every phase
 
 
-def host_launches(local_experts: int, cuda_graphs: bool = False) -> dict[str, list[Op]]:
+# Phases whose grouped GEMMs quantize their operands expert by expert in fp8 (data/moe.yaml
+# fp8_quantize_per_local_expert): the input of fc1 and fc2 forward, their output gradients backward.
+FP8_QUANTIZED_GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 0}
+
+
+def host_launches(local_experts: int, cuda_graphs: bool = False, fp8: bool = False) -> dict[str, list[Op]]:
     """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
     host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
-    op), and, without CUDA graphs, the fused router and EP preprocess launch ``router_forward`` kernels forward
-    (and ``router_backward_per_forward`` as many backward, counted with the data gradients) where the device
-    model has a few.
+    op) over several streams, of which only those in series on one stream are counted
+    (``grouped_gemm_serial_kernels``); and, without CUDA graphs, the fused router and EP preprocess launch
+    ``router_forward`` kernels forward (and ``router_backward_per_forward`` as many backward, counted with the
+    data gradients) where the device model has a few; in ``fp8`` the per-expert quantize kernels of the grouped
+    GEMMs' operands, on the same streams.
 
     Each is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time on
     it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
@@ -180,12 +187,24 @@ def host_launches(local_experts: int, cuda_graphs: bool = False) -> dict[str, li
               - ROUTER_OPS["backward"],
               "backward_weight": 0}
     per_phase = {}
+    serial = grouped_gemm_serial_kernels(local_experts)
     for phase, gemms in GROUPED_GEMMS.items():
-        count = gemms * (local_experts * table["gemm_per_local_expert"] - 1)
+        count = gemms * (serial - 1)
+        if fp8:
+            count += FP8_QUANTIZED_GROUPED_GEMMS[phase] * math.ceil(
+                local_experts * table["fp8_quantize_per_local_expert"] / table["gemm_streams"])
         if not cuda_graphs:
             count += max(0, router[phase])
         per_phase[phase] = [_memory("moe_launch", 0.0, 0.0)] * count
     return per_phase
+
+
+def grouped_gemm_serial_kernels(local_experts: int) -> int:
+    """Kernels of one grouped GEMM in series on the device: its ``gemm_per_local_expert`` GEMMs per local expert,
+    issued round-robin over ``gemm_streams`` compute streams (Transformer Engine's multi_stream_cublas_gemm), run
+    as ceil(GEMMs / streams) one after another on the busiest stream, whose gaps the others overlap."""
+    table = _constants()["host_launches"]
+    return math.ceil(local_experts * table["gemm_per_local_expert"] / table["gemm_streams"])
 
 
 def _scaled(op: Op, scale: float) -> Op:

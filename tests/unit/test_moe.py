@@ -108,19 +108,45 @@ def _launches(block, phase: str) -> int:
     return sum(op.name == "moe_launch" for op in getattr(block, phase))
 
 
-@pytest.mark.parametrize("ep", [1, 2, 8])
+def _round_robin_depth(gemms: int, streams: int) -> int:
+    """GEMMs on the busiest stream when GEMM i goes to stream i % streams (Transformer Engine's
+    multi_stream_cublas_gemm), counted by assigning them one by one."""
+    per_stream = [0] * streams
+    for i in range(gemms):
+        per_stream[i % streams] += 1
+    return max(per_stream)
+
+
+@pytest.mark.parametrize("ep", [1, 2, 8, 16, 32, 64])
 def test_grouped_gemms_launch_one_gemm_per_local_expert_in_every_phase(ep):
     """Multi-stream cuBLAS grouped GEMM (Yao et al. 2025, NVIDIA/Megatron-LM deepseek-v3-gb200-optimization,
-    section 1 item 3): fc1 and fc2 each launch experts/ep GEMMs per phase, of which the device model's batched op
-    is one; with the router graphed, those are the only extra launches."""
+    section 1 item 3): fc1 and fc2 each launch experts/ep GEMMs per phase over Transformer Engine's 4 compute
+    streams (common/util/multi_stream.cpp), so each has as many kernels in series as its busiest stream runs, of
+    which the device model's batched op is one; with the router graphed, those are the only extra launches."""
     spec = _small_moe(experts=64, top_k=2)
     block = moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1), ep=ep, cuda_graphs=True)
     local = 64 // ep
     for phase in TRAIN_PHASES:
-        assert _launches(block, phase) == 2 * (local - 1)
+        assert _launches(block, phase) == 2 * (_round_robin_depth(local, 4) - 1)
     for op in block.forward + block.backward_input + block.backward_weight:
         if op.name == "moe_launch":
             assert op.flop == 0 and op.hbm_bytes == 0   # host time only
+
+
+@pytest.mark.parametrize("ep", [1, 4, 8, 64])
+def test_fp8_grouped_gemms_quantize_expert_by_expert_on_the_same_streams(ep):
+    """Transformer Engine's GroupedLinear quantizes its fp8 operands with split_quantize, one kernel per local
+    expert over the 4 compute streams: the input of fc1 and fc2 forward, their output gradients backward (reused
+    by the weight gradients); bf16 only splits them (views). So fp8 adds 2 x the busiest stream's quantizes to the
+    forward and data-gradient phases and nothing to the weight gradients."""
+    spec = _small_moe(experts=64, top_k=2)
+    local = 64 // ep
+    blocks = {p: moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, precision=p), ep=ep, cuda_graphs=True)
+              for p in ("bf16", "fp8")}
+    depth = _round_robin_depth(local, 4)
+    for phase, quantized in (("forward", 2), ("backward_input", 2), ("backward_weight", 0)):
+        assert _launches(blocks["bf16"], phase) == 2 * (depth - 1)
+        assert _launches(blocks["fp8"], phase) - _launches(blocks["bf16"], phase) == quantized * depth
 
 
 def test_eager_router_launches_the_fused_router_kernels_cuda_graphs_replay_them():
