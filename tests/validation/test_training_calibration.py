@@ -9,7 +9,8 @@ Held-out set (published runs never used to choose a constant: Narayanan et al. 2
 on A100, MosaicML's FSDP runs, NVIDIA NeMo FP8 runs, Llama 3 405B on 8,192 and 16,384 H100; 28 runs, about 90 s
 of the suite): every run within 15%, but for families the compute model is known not to explain
 (FAMILY_TOLERANCE, none at present), and any run the model does not yet explain, asserted within its own stated
-``tolerance`` (validation.yaml, with the ``gap`` it leaves; none at present); the same model in BF16
+``tolerance`` (validation.yaml, with the ``gap`` it leaves: MPT-1B on H100, DeepSeek-V3 FP8 on B200 and Llama 3
+70B FP8 on GB300 in round 7); the same model in BF16
 (calibration) and FP8 (held out) on the same GPUs and layout within 5 points of error of each other, but for
 Llama 3 8B (PAIR_TOLERANCE, issue 15).
 """
