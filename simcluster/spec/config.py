@@ -112,6 +112,9 @@ class Training(_Strict):
     global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
     micro_batch_size: Count = Field(1, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
+    fp8_recipe: Literal["delayed", "current", "mxfp8"] = Field(
+        "delayed", description="Transformer Engine's fp8 scaling with precision fp8: per-tensor delayed or current "
+        "scaling, or MXFP8 block scaling (Blackwell); sets the bytes of the operand casts (workload/fp8_recipes.py)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
     activation_offload_layers: Annotated[int, Strict()] = Field(
         0, ge=0, description="transformer layers whose saved activations go to host memory after their forward and "
