@@ -116,6 +116,10 @@ class Training(_Strict):
         "delayed", description="Transformer Engine's fp8 scaling with precision fp8: per-tensor delayed or current "
         "scaling, or MXFP8 block scaling (Blackwell); sets the bytes of the operand casts (workload/fp8_recipes.py)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
+    recompute_modules: tuple[Literal["mla_up_proj"], ...] = Field(
+        (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "
+        "--recompute-modules): mla_up_proj re-runs multi-head latent attention's query and key/value up-projections "
+        "and rotary embedding (workload/mla.py)")
     activation_offload_layers: Annotated[int, Strict()] = Field(
         0, ge=0, description="transformer layers whose saved activations go to host memory after their forward and "
         "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
@@ -329,6 +333,8 @@ class Scenario(_Strict):
         """Megatron-Core's limits on activation offloading (TransformerConfig.__post_init__): fewer layers than the
         model has, no pipeline parallelism, no activation recompute."""
         t, offload = self.training, self.training.activation_offload_layers
+        if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
+            raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
         if not offload:
             return
         if offload >= self.model.layers:
@@ -340,6 +346,9 @@ class Scenario(_Strict):
         if t.activation_recompute != "none":
             raise ScenarioError("training.activation_offload_layers", "activation offloading needs "
                                 "activation_recompute: none (Megatron-Core does not combine them)")
+        if t.recompute_modules:
+            raise ScenarioError("training.activation_offload_layers", "activation offloading needs no "
+                                "recompute_modules (Megatron-Core does not combine them)")
 
     def _check_experts(self) -> None:
         """Expert parallelism as Megatron-Core lays it out: ep x etp x expert-data-parallel = tp x cp x dp."""

@@ -115,6 +115,7 @@ class Shard:
     recompute: str = "none"       # "none" | "selective" | "full"
     cross_entropy: str = "unfused"  # one of CROSS_ENTROPY_KERNELS
     fp8_recipe: str = "delayed"   # Transformer Engine's fp8 scaling (workload.fp8_recipes), with precision fp8
+    recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
@@ -152,7 +153,8 @@ def shard_for(scenario: Scenario) -> Shard:
     t, p = scenario.training, scenario.parallelism
     return Shard(seq_len=t.seq_len, micro_batch=t.micro_batch_size, tp=p.tp, cp=p.cp,
                  sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
-                 recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe)
+                 recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
+                 recompute_modules=t.recompute_modules)
 
 
 def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, precision: str | None = None) -> Op:
