@@ -125,6 +125,9 @@ class Training(_Strict):
         "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
         "memory only: the copies are assumed hidden under compute. Needs pp: 1 and activation_recompute: none, as "
         "Megatron-Core requires")
+    gradient_accumulation_fusion: bool = Field(
+        True, description="weight gradients accumulated into the main gradient inside the wgrad GEMM (Megatron-Core's "
+        "default); false adds them by a kernel of their own each microbatch (workload/grad_accumulation.py)")
     attention: Literal["flash", "flash_triton", "naive"] = Field(
         "flash", description="attention kernel: fused (flash: FlashAttention-2/3, cuDNN), the Triton FlashAttention "
         "of flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")

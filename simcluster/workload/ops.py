@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import fp8_recipes
+from simcluster.workload import fp8_recipes, grad_accumulation
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -116,6 +116,7 @@ class Shard:
     cross_entropy: str = "unfused"  # one of CROSS_ENTROPY_KERNELS
     fp8_recipe: str = "delayed"   # Transformer Engine's fp8 scaling (workload.fp8_recipes), with precision fp8
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
+    grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
@@ -154,7 +155,9 @@ def shard_for(scenario: Scenario) -> Shard:
     return Shard(seq_len=t.seq_len, micro_batch=t.micro_batch_size, tp=p.tp, cp=p.cp,
                  sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
                  recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
-                 recompute_modules=t.recompute_modules)
+                 recompute_modules=t.recompute_modules,
+                 grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
+                                                                           p.grad_reduce_dtype))
 
 
 def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, precision: str | None = None) -> Op:
@@ -378,6 +381,9 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                       attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, qkv.dgrad(shard),
                       attn_norm_bwd, *casts_bwd]
     backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), qkv.wgrad(shard)]
+    if shard.grad_accumulation_bytes:   # the weight gradients added to the main gradient by a kernel of their own
+        params = grad_accumulation.accumulated_params(backward_weight)
+        backward_weight.append(_memory("grad_accumulate", params, shard.grad_accumulation_bytes * params))
     recompute = {"none": [], "selective": list(core_forward), "full": list(forward)}[shard.recompute]
     return {"forward": forward, "backward_input": backward_input, "backward_weight": backward_weight,
             "recompute": recompute}
