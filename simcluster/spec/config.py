@@ -112,12 +112,22 @@ class Training(_Strict):
     global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
     micro_batch_size: Count = Field(1, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
+    fp8_recipe: Literal["delayed", "current", "mxfp8"] = Field(
+        "delayed", description="Transformer Engine's fp8 scaling with precision fp8: per-tensor delayed or current "
+        "scaling, or MXFP8 block scaling (Blackwell); sets the bytes of the operand casts (workload/fp8_recipes.py)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
+    recompute_modules: tuple[Literal["mla_up_proj"], ...] = Field(
+        (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "
+        "--recompute-modules): mla_up_proj re-runs multi-head latent attention's query and key/value up-projections "
+        "and rotary embedding (workload/mla.py)")
     activation_offload_layers: Annotated[int, Strict()] = Field(
         0, ge=0, description="transformer layers whose saved activations go to host memory after their forward and "
         "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
         "memory only: the copies are assumed hidden under compute. Needs pp: 1 and activation_recompute: none, as "
         "Megatron-Core requires")
+    gradient_accumulation_fusion: bool = Field(
+        True, description="weight gradients accumulated into the main gradient inside the wgrad GEMM (Megatron-Core's "
+        "default); false adds them by a kernel of their own each microbatch (workload/grad_accumulation.py)")
     attention: Literal["flash", "flash_triton", "naive"] = Field(
         "flash", description="attention kernel: fused (flash: FlashAttention-2/3, cuDNN), the Triton FlashAttention "
         "of flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
@@ -326,6 +336,8 @@ class Scenario(_Strict):
         """Megatron-Core's limits on activation offloading (TransformerConfig.__post_init__): fewer layers than the
         model has, no pipeline parallelism, no activation recompute."""
         t, offload = self.training, self.training.activation_offload_layers
+        if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
+            raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
         if not offload:
             return
         if offload >= self.model.layers:
@@ -337,6 +349,9 @@ class Scenario(_Strict):
         if t.activation_recompute != "none":
             raise ScenarioError("training.activation_offload_layers", "activation offloading needs "
                                 "activation_recompute: none (Megatron-Core does not combine them)")
+        if t.recompute_modules:
+            raise ScenarioError("training.activation_offload_layers", "activation offloading needs no "
+                                "recompute_modules (Megatron-Core does not combine them)")
 
     def _check_experts(self) -> None:
         """Expert parallelism as Megatron-Core lays it out: ep x etp x expert-data-parallel = tp x cp x dp."""

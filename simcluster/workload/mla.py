@@ -13,7 +13,9 @@ work of a 128-head attention of hidden/heads = 56, which is what ``ops.layer_ops
 becomes the four projections and two norms, the attention core takes MLA's widths, rotary embedding covers the rope
 parts only, the output projection reads heads x v_head_dim. The rest of the layer (MLP or MoE block, norms,
 residuals) is untouched. Tensor parallelism splits the heads (the up-projections by columns, the output projection
-by rows); the down-projections are counted whole on every rank (tp is 1 in every MLA scenario).
+by rows); the down-projections are counted whole on every rank (tp is 1 in every MLA scenario). With
+``training.recompute_modules: [mla_up_proj]`` the up-projections and rotary embedding are re-run before the backward
+(``up_projection_recompute``).
 """
 
 from __future__ import annotations
@@ -105,4 +107,21 @@ def apply(model: TransformerSpec, shard: Shard, phases: dict[str, list[Op]]) -> 
             return [_rope(model, shard)]
         return [op]
 
-    return {phase: [new for op in ops for new in rewrite(op, phase)] for phase, ops in phases.items()}
+    latent = {phase: [new for op in ops for new in rewrite(op, phase)] for phase, ops in phases.items()}
+    if UP_PROJ_RECOMPUTE in shard.recompute_modules and shard.recompute != "full":
+        latent["recompute"] = [*latent["recompute"], *up_projection_recompute(model, shard, linears)]
+    return latent
+
+
+# Megatron-Core's recompute module name for MLA's up-projections (TransformerConfig.recompute_modules)
+UP_PROJ_RECOMPUTE = "mla_up_proj"
+
+
+def up_projection_recompute(model: TransformerSpec, shard: Shard, linears: list[_Linear]) -> list[Op]:
+    """What ``recompute_modules: [mla_up_proj]`` re-runs before the backward: the query and key/value up-projections
+    and the rotary embedding, whose outputs (the per-head queries, keys and values, 192 + 192 + 128 wide a head for
+    DeepSeek-V3) are dropped after the attention core reads them (Megatron-Core MLASelfAttention, qkv_up_checkpoint:
+    CheckpointWithoutOutput over the up-projection, rope and concatenation). The compressed latents they read are
+    kept. A full recompute already re-runs them."""
+    ups = [x for x in linears if x.name.endswith("_up")]
+    return [*[x.forward(shard) for x in ups], _rope(model, shard)]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
+from simcluster.workload import fp8_recipes, grad_accumulation
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -62,10 +63,8 @@ DROPOUT_ADD_FLOP_PER_ELEMENT = 3    # mask compare, scale, residual add
 CROSS_ENTROPY_FLOP_PER_ELEMENT = 5  # max, subtract, exp, sum, log/select
 BACKWARD_ELEMENTWISE_FLOP_RATIO = 2  # an elementwise backward re-derives the forward, then the chain rule
 
-# FP8 training (Transformer Engine's recipe): each GEMM input or output gradient is cast from bf16 by a fused
-# cast-transpose kernel that reads 2 bytes and writes the fp8 tensor and its transpose, 1 byte each (Hopper fp8
-# GEMMs take only the TN layout, so both orientations are needed; TE docs, "Using FP8 with Transformer Engine").
-FP8_CAST_BYTES_PER_ELEMENT = 4
+# FP8 training (Transformer Engine): each GEMM input or output gradient is cast from bf16 in both orientations, at
+# the bytes per element of the run's scaling recipe (workload.fp8_recipes; delayed scaling: 2 read, 1 + 1 written).
 # Transformer Engine accumulates the backward fp8 GEMMs (dgrad, wgrad) with cuBLAS's split accumulator, which
 # promotes partial sums to fp32 along the reduction, and the forward ones with fast accumulation
 # (_2X_ACC_FPROP = False, _2X_ACC_DGRAD = _2X_ACC_WGRAD = True, transformer_engine/pytorch/module/base.py); the cost
@@ -115,6 +114,9 @@ class Shard:
     precision: str = "bf16"
     recompute: str = "none"       # "none" | "selective" | "full"
     cross_entropy: str = "unfused"  # one of CROSS_ENTROPY_KERNELS
+    fp8_recipe: str = "delayed"   # Transformer Engine's fp8 scaling (workload.fp8_recipes), with precision fp8
+    recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
+    grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
@@ -152,7 +154,10 @@ def shard_for(scenario: Scenario) -> Shard:
     t, p = scenario.training, scenario.parallelism
     return Shard(seq_len=t.seq_len, micro_batch=t.micro_batch_size, tp=p.tp, cp=p.cp,
                  sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
-                 recompute=t.activation_recompute, cross_entropy=t.cross_entropy)
+                 recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
+                 recompute_modules=t.recompute_modules,
+                 grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
+                                                                           p.grad_reduce_dtype))
 
 
 def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, precision: str | None = None) -> Op:
@@ -366,8 +371,9 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         sp_tokens = tokens / shard.sp_divisor
         forward_elements = sp_tokens * h + tokens * q_local + mlp.cast_forward_elements
         backward_elements = sp_tokens * h + tokens * (q_local + 2 * kv_local) + mlp.cast_backward_elements
-        casts = [_memory("fp8_cast", forward_elements, FP8_CAST_BYTES_PER_ELEMENT * forward_elements)]
-        casts_bwd = [_memory("fp8_cast", backward_elements, FP8_CAST_BYTES_PER_ELEMENT * backward_elements)]
+        per_element = fp8_recipes.cast_bytes_per_element(shard.fp8_recipe)
+        casts = [_memory("fp8_cast", forward_elements, per_element * forward_elements)]
+        casts_bwd = [_memory("fp8_cast", backward_elements, per_element * backward_elements)]
 
     forward = [attn_norm, qkv.forward(shard), *rope, *core_forward, attn_out.forward(shard), attn_residual,
                mlp_norm, *mlp.forward, mlp_residual, *casts]
@@ -375,6 +381,9 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                       attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, qkv.dgrad(shard),
                       attn_norm_bwd, *casts_bwd]
     backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), qkv.wgrad(shard)]
+    if shard.grad_accumulation_bytes:   # the weight gradients added to the main gradient by a kernel of their own
+        params = grad_accumulation.accumulated_params(backward_weight)
+        backward_weight.append(_memory("grad_accumulate", params, shard.grad_accumulation_bytes * params))
     recompute = {"none": [], "selective": list(core_forward), "full": list(forward)}[shard.recompute]
     return {"forward": forward, "backward_input": backward_input, "backward_weight": backward_weight,
             "recompute": recompute}

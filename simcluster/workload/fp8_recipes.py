@@ -1,0 +1,50 @@
+"""What Transformer Engine's fp8 recipes cost beyond the fp8 GEMMs themselves: the HBM bytes of quantizing a GEMM
+operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized. The layer's casts are one fused op
+(``ops.layer_ops``); the recipe sets its bytes per element.
+
+- ``delayed`` (per-tensor delayed scaling, Transformer Engine's default and NeMo's fp8 until 2025): the scale comes
+  from the amax history, so one cast-transpose kernel reads the 2-byte tensor and writes the fp8 tensor and its
+  transpose, 1 byte each (Hopper fp8 GEMMs take only the TN layout): 4 bytes.
+- ``current`` (per-tensor current scaling, Megatron-Bridge's "FP8-CS", bf16_with_fp8_current_scaling_mixed): the
+  scale comes from this tensor's own amax, so the tensor is read once more before the cast:
+  Float8CurrentScalingQuantizer::quantize_impl runs nvte_compute_amax (reads the input), an amax all-reduce when the
+  quantizer has a group, nvte_compute_scale_from_amax (one float) and only then nvte_quantize_v2 (reads it again,
+  writes fp8 and its transpose): NVIDIA/TransformerEngine transformer_engine/pytorch/csrc/quantizer.cpp. 6 bytes.
+- ``mxfp8`` (MXFP8 block scaling, "FP8-MX", bf16_with_mxfp8_mixed; Blackwell): one quantize kernel computes each
+  32-element block's E8M0 scale (1 byte) itself, no amax pass, and writes the rowwise copy (scales along rows) and
+  the columnwise copy (scales along columns) the backward GEMMs need (MXFP8Quantizer with rowwise and columnwise
+  usage; OCP Microscaling Formats MX v1.0, block size 32, E8M0 scale): 2 + 2 x (1 + 1/32) bytes. cuBLASLt also
+  wants the scales in its tile layout, and Transformer Engine 2.x swizzles them before every GEMM, one kernel per
+  operand: gemm() runs swizzle_scaling_factors on A and on B, te_general_grouped_gemm one
+  multi_tensor_swizzle_scaling_factors per operand list (transformer_engine/pytorch/csrc/extensions/gemm.cpp, the
+  2025 versions; later ones quantize straight into the swizzled layout). Each of the tensor's two scale sets is
+  swizzled for the GEMM that reads it, read and written once: 2 x 2/32 bytes more (``SCALE_SWIZZLE_BYTES_PER_
+  ELEMENT``), counted as bytes of the same fused op. Those are two more kernels per GEMM; the layer's casts are one
+  op here (``ops.layer_ops``), and charged at the fitted per-kernel gap (efficiency.yaml host_overhead, 41 us, fitted
+  on runs with no such kernels) they would cost more than everything else MXFP8 changes: not counted as kernels
+  (docs/calibration.md, "Round 8").
+
+Weights are quantized once per step in every recipe (Transformer Engine caches them across microbatches): left out,
+as ``ops`` does.
+"""
+
+from __future__ import annotations
+
+FP8_RECIPES = ("delayed", "current", "mxfp8")
+BF16_BYTES = 2
+FP8_BYTES = 1
+MX_BLOCK = 32                 # elements sharing one scale (OCP MX v1.0, MXFP8 E4M3)
+MX_SCALE_BYTES = 1            # E8M0 scale
+# both scale sets (rowwise, columnwise) swizzled for cuBLASLt, each read and written once (TE swizzle_scaling_factors)
+SCALE_SWIZZLE_BYTES_PER_ELEMENT = 2 * 2 * MX_SCALE_BYTES / MX_BLOCK
+
+
+def cast_bytes_per_element(recipe: str) -> float:
+    """HBM bytes per element of one 16-bit GEMM operand quantized to fp8 in both orientations under ``recipe``."""
+    assert recipe in FP8_RECIPES, recipe
+    write_both = 2 * FP8_BYTES
+    if recipe == "delayed":
+        return BF16_BYTES + write_both
+    if recipe == "current":
+        return BF16_BYTES + BF16_BYTES + write_both          # the amax pass, then the cast-transpose
+    return BF16_BYTES + write_both + 2 * MX_SCALE_BYTES / MX_BLOCK + SCALE_SWIZZLE_BYTES_PER_ELEMENT

@@ -1,0 +1,52 @@
+"""Transformer Engine's fp8 recipes (workload/fp8_recipes.py): the bytes of quantizing one 16-bit GEMM operand in both
+orientations, against closed forms from the quantizers' kernels (Transformer Engine quantizer.cpp; OCP MX v1.0).
+
+- delayed: one cast-transpose, read 2, write 1 + 1;
+- current: nvte_compute_amax reads the tensor once more before the same cast: 2 + 2 + 1 + 1;
+- mxfp8: one quantize writes the rowwise and the columnwise copies, each with an E8M0 scale per 32 elements, and
+  each scale set is swizzled for cuBLASLt before its GEMM (read and written once): 2 + 2 x (1 + 1/32) + 2 x 2/32.
+"""
+
+import pytest
+
+from simcluster.spec import config
+from simcluster.spec.config import ScenarioError
+from simcluster.workload import fp8_recipes, ops
+
+CLOSED_FORM = {"delayed": 2 + 1 + 1, "current": 2 + 2 + 1 + 1, "mxfp8": 2 + 2 * (1 + 1 / 32) + 2 * 2 / 32}
+
+
+@pytest.mark.parametrize("recipe", fp8_recipes.FP8_RECIPES)
+def test_cast_bytes_per_element_are_the_quantizers(recipe):
+    assert fp8_recipes.cast_bytes_per_element(recipe) == pytest.approx(CLOSED_FORM[recipe], rel=1e-12)
+
+
+def _casts(recipe, precision="fp8"):
+    model = config.load("nemo2511-llama3-8b-8-b200-fp8").model
+    shard = ops.Shard(seq_len=8192, micro_batch=2, tp=1, sequence_parallel=False, precision=precision,
+                      fp8_recipe=recipe)
+    layer = ops.layer_ops(model, shard)
+    return {phase: [op for op in layer[phase] if op.name == "fp8_cast"] for phase in ("forward", "backward_input")}
+
+
+def test_a_layers_cast_bytes_scale_with_the_recipe_and_count_the_same_elements():
+    delayed, current, mx = (_casts(r) for r in ("delayed", "current", "mxfp8"))
+    for phase in ("forward", "backward_input"):
+        (d,), (c,), (m,) = delayed[phase], current[phase], mx[phase]
+        assert d.flop == c.flop == m.flop  # the elements cast, whatever the recipe
+        assert c.hbm_bytes / d.hbm_bytes == pytest.approx(6 / 4, rel=1e-12)
+        assert m.hbm_bytes / d.hbm_bytes == pytest.approx((4 + 3 / 16) / 4, rel=1e-12)
+
+
+def test_bf16_layers_have_no_casts_whatever_the_recipe():
+    assert _casts("current", precision="bf16") == {"forward": [], "backward_input": []}
+
+
+def test_the_scenario_field_reaches_the_layer_and_rejects_unknown_recipes():
+    scenario = config.load("nemo2511-llama3-8b-8-b200-fp8")
+    assert scenario.training.fp8_recipe == "current"
+    assert ops.shard_for(scenario).fp8_recipe == "current"
+    data = scenario.model_dump(mode="json")
+    data["training"]["fp8_recipe"] = "blockwise"
+    with pytest.raises((ScenarioError, ValueError)):
+        config.Scenario.model_validate(data)
