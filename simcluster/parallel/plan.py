@@ -171,7 +171,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
     ub = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1  # Transformer Engine userbuffers' chunk GEMMs
     if ub:
-        layer = userbuffers.apply(layer, p.tp, precision, activation_element)
+        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
@@ -182,7 +182,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                                                         scenario.training.moe_cuda_graphs)))
                  if m.moe else layer)
     if ub and m.moe:
-        moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element)
+        moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
     ep_per_layer = expert_parallel_per_layer(scenario)

@@ -14,8 +14,8 @@ and backward_weight. Three methods (TE's initialize_ub defaults):
   of the dgrad output).
 
 A chunked GEMM is one op here: its chunk shape (m, n, k) for the GEMM shape model, ``batch`` the chunks whose tiles
-share waves (``chunks_sharing_waves``) and the FLOP of all chunks, so its device time is that of the chunks one
-after another, each quantised alone (or packed by ``batch``). Kernel gaps: one per overlapped GEMM, not per chunk.
+share waves (``sharing``) and the FLOP of all chunks, so its device time is that of the chunks one after another,
+packed ``batch`` at a time. Kernel gaps: one per overlapped GEMM, not per chunk.
 TE issues the chunks from its C++ loop round-robin on ``streams`` compute streams (comm_gemm_overlap.h), so the next
 chunk is queued on another stream when one ends: no stream idles between chunks for the host or an event (the
 gap, ``kernels.HostModel.kernel_gap_s``, is the idle before a kernel the host issues from Python). Assumption.
@@ -64,10 +64,11 @@ def chunks(method_name: str, tp: int) -> int:
     return constants()["pipeline_splits"] if method_name == "pipeline" else 1
 
 
-def chunked(op: Op, method_name: str, tp: int, precision: str) -> Op:
-    """``op`` (a GEMM of the run's ``precision``) as the chunk GEMMs ``method_name`` runs: a ring exchange splits
-    its m (tokens) rows, a pipeline its n (out_features) columns. FLOP are kept; bytes count each chunk's operands
-    (the operand not split is read once per chunk)."""
+def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int) -> Op:
+    """``op`` (a GEMM of the run's ``precision``) as the chunk GEMMs ``method_name`` runs on a GPU of ``sms`` SMs:
+    a ring exchange splits its m (tokens) rows, a pipeline its n (out_features) columns. FLOP are kept; bytes count
+    each chunk's operands (the operand not split is read once per chunk); ``batch`` is the chunks whose tiles share
+    waves (``sharing``)."""
     count = chunks(method_name, tp)
     if count == 1 or op.batch != 1:
         return op
@@ -76,8 +77,21 @@ def chunked(op: Op, method_name: str, tp: int, precision: str) -> Op:
     element = BYTES_PER_ELEMENT[op.precision or precision]
     output = max(element, BYTES_PER_ELEMENT["bf16"])
     hbm = count * ((m * op.k + op.k * n) * element + m * n * output)
-    return dataclasses.replace(op, m=m, n=n, batch=min(constants()["chunks_sharing_waves"], count),
-                               hbm_bytes=float(hbm))
+    return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms), hbm_bytes=float(hbm))
+
+
+def sharing(m: int, n: int, count: int, sms: int) -> int:
+    """Chunk GEMMs of (m x n) outputs whose tiles share waves, of ``count``: all of them when the chunks in flight on
+    TE's ``streams`` compute streams hold a wave of tiles (the SMs one chunk's last wave leaves idle take the next
+    chunk's tiles, so only the last chunk's tail is quantised), else the chunks in flight. Tiles counted with the
+    largest tile of the GEMM model (efficiency.yaml gemm.tiles), the fewest. ``constants()["packing"]`` false: each
+    chunk quantised alone (the bound of docs/calibration.md, Round 8)."""
+    if not constants()["packing"]:
+        return 1
+    streams = min(constants()["streams"], count)
+    tile_m, tile_n, _ = max(catalog.load("efficiency")["gemm"]["tiles"], key=lambda tile: tile[0] * tile[1])
+    in_flight = streams * math.ceil(m / tile_m) * math.ceil(n / tile_n)
+    return count if in_flight >= sms else streams
 
 
 def ubuf_copy(op: Op, tp: int, activation_bytes: int) -> Op:
@@ -88,9 +102,10 @@ def ubuf_copy(op: Op, tp: int, activation_bytes: int) -> Op:
     return Op("ub_copy", "memory", 0.0, float(2 * elements * activation_bytes))
 
 
-def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int) -> dict[str, list[Op]]:
-    """A layer's ops per phase as userbuffers runs them: chunked ring-exchange and pipeline GEMMs, and the copies into
-    the userbuffer of the 16-bit ring-exchange dgrads."""
+def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int,
+          sms: int) -> dict[str, list[Op]]:
+    """A layer's ops per phase as userbuffers runs them on a GPU of ``sms`` SMs: chunked ring-exchange and pipeline
+    GEMMs, and the copies into the userbuffer of the 16-bit ring-exchange dgrads."""
     out: dict[str, list[Op]] = {}
     for phase, phase_ops in ops.items():
         out[phase] = []
@@ -101,7 +116,7 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
                 continue
             if phase == "backward_input" and how == "ring_exchange" and precision not in HIGH_PRECISION:
                 out[phase].append(ubuf_copy(op, tp, activation_bytes))
-            out[phase].append(chunked(op, how, tp, precision))
+            out[phase].append(chunked(op, how, tp, precision, sms))
     return out
 
 
