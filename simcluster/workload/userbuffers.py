@@ -32,7 +32,6 @@ from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import HIGH_PRECISION, Op
 
-METHODS = ("ring_exchange", "pipeline", "bulk")
 # Layer ops and phases as Transformer Engine names them (its userbuffers keys: "<layer>_<pass>")
 LAYERS = {"qkv": "qkv", "attn_out": "proj", "mlp_up": "fc1", "mlp_down": "fc2"}
 PASSES = {"forward": "fprop", "recompute": "fprop", "backward_input": "dgrad", "backward_weight": "wgrad"}
