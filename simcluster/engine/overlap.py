@@ -4,7 +4,11 @@ Two places overlap communication with compute in the engine, each with its own k
 - the data-parallel stream (gradient reduce-scatter/all-reduce during the backward, parameter all-gathers during
   the forward, ZeRO-3 prefetches): NCCL rings, over NVLink when a data-parallel group fits in one node, else across
   nodes, at the ring's achieved wire rate;
-- ``tp_comm_overlap``: Transformer Engine's userbuffers kernels on their SMs, at NVLink's achieved rate.
+- ``tp_comm_overlap``: Transformer Engine's userbuffers kernels on their SMs, at NVLink's achieved rate. With
+  sequence parallelism the SMs are per overlap method (``workload.userbuffers.collective_sms``: a ring exchange moves
+  its data on copy engines, pipeline and bulk overlaps hold num_sm), and a phase's factor mixes them by their share of
+  the phase's communication time (bytes): the compute loses sum(t_i * (1 - 1/f_i)) beside kernels of factors f_i
+  running t_i each (``interference.overlapped_s``), which one factor f does for sum(t_i) when 1/f = mean(1/f_i).
 The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk).
 """
 
@@ -13,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simcluster.collectives import nccl
-from simcluster.parallel.plan import BACKWARD_PHASES
-from simcluster.workload import interference
+from simcluster.parallel.plan import BACKWARD_PHASES, tp_collective_bytes, tp_collectives_per_layer
+from simcluster.workload import interference, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
 PHASES = {"forward": ("forward",), "backward": BACKWARD_PHASES}
@@ -41,7 +45,34 @@ def slowdowns(scenario, layout) -> Slowdowns:
             "network", scenario.cluster.nic.rate * nccl.efficiency("ring", "Simple", "network"))
     else:
         dp = interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu))
-    tp = interference.comm_kernel("userbuffers",
-                                  gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu))
-    return Slowdowns(dp={phase: interference.slowdown(gpu, dp, m) for phase, m in share.items()},
-                     tp={phase: interference.slowdown(gpu, tp, m) for phase, m in share.items()})
+    tp_wire = gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu)
+    p = scenario.parallelism
+    if p.sequence_parallel and p.tp > 1:
+        tp = {phase: _userbuffers_slowdown(scenario, phase, tp_wire, m) for phase, m in share.items()}
+    else:  # all-reduces: one kernel of TE's default num_sm
+        tp = {phase: interference.slowdown(gpu, interference.comm_kernel("userbuffers", tp_wire), m)
+              for phase, m in share.items()}
+    return Slowdowns(dp={phase: interference.slowdown(gpu, dp, m) for phase, m in share.items()}, tp=tp)
+
+
+def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_share: float) -> float:
+    """The factor of ``phase``'s compute beside its userbuffers overlaps: 1/f = sum(w_i / f_i) / sum(w_i) over the
+    kernels of its collectives, w_i their bytes times the share of the collective they run (a kernel holding no
+    SM beside the compute, the pipeline's last reduce-scatter chunk, has f_i = 1). A full recompute re-runs the
+    forward's overlaps in the backward."""
+    gpu = scenario.cluster.gpu
+    forward = tp_collectives_per_layer(scenario)["forward"]
+    parts = [(phase, forward)]
+    if phase == "backward" and scenario.training.activation_recompute == "full":
+        parts.append(("forward", forward))
+    sizes = tp_collective_bytes(scenario, 1.0)
+    weight = inverse = 0.0
+    for methods_phase, collectives in parts:
+        for collective, count in collectives:
+            for time_share, sms in userbuffers.collective_sms(methods_phase, collective):
+                factor = (interference.slowdown(gpu, interference.CommKernel(sms, wire_bytes_per_s), memory_share)
+                          if sms else 1.0)
+                w = count * sizes[collective] * time_share
+                weight += w
+                inverse += w / factor
+    return weight / inverse

@@ -19,7 +19,7 @@ from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import kernels, mla, moe, mtp
+from simcluster.workload import kernels, mla, moe, mtp, userbuffers
 from simcluster.workload.ops import (
     HIGH_PRECISION,
     Op,
@@ -169,6 +169,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
     layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
+    ub = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1  # Transformer Engine userbuffers' chunk GEMMs
+    if ub:
+        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
@@ -178,6 +181,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                                                         moe.busiest_rank_load(m.moe, p.ep),
                                                                         scenario.training.moe_cuda_graphs)))
                  if m.moe else layer)
+    if ub and m.moe:
+        moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
     ep_per_layer = expert_parallel_per_layer(scenario)
@@ -195,6 +200,13 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), tp_op_bytes[op])
                                         for op, count in ops) for phase, ops in calls.items()}
                             for calls in (per_layer, moe_per_layer))
+    if ub:  # each pipeline overlap's last reduce-scatter chunk runs after its last GEMM chunk (workload.userbuffers)
+        chunk_s = collective_time_s("reduce_scatter", tuple(tp_group),
+                                    activation_bytes / userbuffers.chunks("pipeline", p.tp))
+        layer_fwd += userbuffers.exposed_stream(layer, ("forward",), chunk_s)
+        layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s)
+        moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s)
+        moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s)
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts, moe_counts = memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)  # MTP's: last chunk

@@ -1,0 +1,148 @@
+"""Transformer Engine's userbuffers overlap (``parallelism.tp_comm_overlap``): the chunk GEMMs it runs, the SMs its
+communication holds per GEMM and the communication it leaves exposed (data/userbuffers.yaml, each value sourced).
+
+Transformer Engine names the overlapped GEMMs of a layer qkv/proj/fc1/fc2 x fprop/dgrad/wgrad; here they are the
+layer ops "qkv", "attn_out", "mlp_up" and "mlp_down" of the phases forward (and a full recompute), backward_input
+and backward_weight. Three methods (TE's initialize_ub defaults):
+
+- ring_exchange (all-gather, then the GEMM; TE split_overlap_ag): ``tp`` chunk GEMMs of tokens/tp rows each, the
+  first on the local shard, chunk i once ring step i-1 has delivered shard i; the exchange runs on copy engines;
+- pipeline (the GEMM, then reduce-scatter; TE split_overlap_rs): ``pipeline_splits`` chunk GEMMs of
+  out_features/splits columns each, chunk i's reduce-scatter once GEMM i is done; the last chunk's reduce-scatter
+  runs after the last GEMM, exposed (``exposed_reduce_scatters``);
+- bulk: the whole GEMM beside a whole collective (the wgrad-side all-gather of the norm output, the reduce-scatter
+  of the dgrad output).
+
+A chunked GEMM is one op here: its chunk shape (m, n, k) for the GEMM shape model, ``batch`` the chunks whose tiles
+share waves (``sharing``) and the FLOP of all chunks, so its device time is that of the chunks one after another,
+packed ``batch`` at a time. Kernel gaps: one per overlapped GEMM, not per chunk.
+TE issues the chunks from its C++ loop round-robin on ``streams`` compute streams (comm_gemm_overlap.h), so the next
+chunk is queued on another stream when one ends: no stream idles between chunks for the host or an event (the
+gap, ``kernels.HostModel.kernel_gap_s``, is the idle before a kernel the host issues from Python). Assumption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import cache
+
+from simcluster.core import catalog
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.workload import interference, kernels
+from simcluster.workload.ops import HIGH_PRECISION, Op
+
+# Layer ops and phases as Transformer Engine names them (its userbuffers keys: "<layer>_<pass>")
+LAYERS = {"qkv": "qkv", "attn_out": "proj", "mlp_up": "fc1", "mlp_down": "fc2"}
+PASSES = {"forward": "fprop", "recompute": "fprop", "backward_input": "dgrad", "backward_weight": "wgrad"}
+# The engine's tensor-parallel collectives of a layer (plan.tp_collectives_per_layer) and the TE overlap that moves
+# each with sequence parallelism: forward, the all-gathers before qkv/fc1 (ring exchange) and the reduce-scatters
+# after proj/fc2 (pipeline); backward, the all-gathers of dY before proj/fc2's dgrad (ring exchange) and the
+# reduce-scatters of qkv/fc1's dgrad output beside their wgrad (bulk).
+COLLECTIVE_METHODS = {"forward": {"all_gather": "ring_exchange", "reduce_scatter": "pipeline"},
+                      "backward": {"all_gather": "ring_exchange", "reduce_scatter": "bulk"}}
+
+
+@cache
+def constants() -> dict:
+    return catalog.load("userbuffers")
+
+
+def method(op_name: str, phase: str) -> str | None:
+    """The overlap method of the layer op ``op_name`` in ``phase`` (None: not a userbuffers GEMM)."""
+    if op_name not in LAYERS or phase not in PASSES:
+        return None
+    return constants()["methods"].get(f"{LAYERS[op_name]}_{PASSES[phase]}")  # proj/fc2 wgrad: no overlap
+
+
+def chunks(method_name: str, tp: int) -> int:
+    """Chunk GEMMs of one overlapped GEMM: tp for a ring exchange (tp/2 aggregated), the pipeline's splits, 1 for
+    a bulk overlap."""
+    if method_name == "ring_exchange":
+        return tp // 2 if constants()["ring_aggregate"] and tp % 2 == 0 else tp
+    return constants()["pipeline_splits"] if method_name == "pipeline" else 1
+
+
+def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int) -> Op:
+    """``op`` (a GEMM of the run's ``precision``) as the chunk GEMMs ``method_name`` runs on a GPU of ``sms`` SMs:
+    a ring exchange splits its m (tokens) rows, a pipeline its n (out_features) columns. FLOP are kept; bytes count
+    each chunk's operands (the operand not split is read once per chunk); ``batch`` is the chunks whose tiles share
+    waves (``sharing``)."""
+    count = chunks(method_name, tp)
+    if count == 1 or op.batch != 1:
+        return op
+    # sequence parallelism splits the tokens by tp; a pipeline's columns by its splits (TE: m / num_splits)
+    m, n = (math.ceil(op.m / count), op.n) if method_name == "ring_exchange" else (op.m, math.ceil(op.n / count))
+    element = BYTES_PER_ELEMENT[op.precision or precision]
+    output = max(element, BYTES_PER_ELEMENT["bf16"])
+    hbm = count * ((m * op.k + op.k * n) * element + m * n * output)
+    return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms), hbm_bytes=float(hbm))
+
+
+def sharing(m: int, n: int, count: int, sms: int) -> int:
+    """Chunk GEMMs of (m x n) outputs whose tiles share waves, of ``count``: all of them when the chunks in flight on
+    TE's ``streams`` compute streams hold a wave of tiles (the SMs one chunk's last wave leaves idle take the next
+    chunk's tiles, so only the last chunk's tail is quantised), else the chunks in flight. Tiles counted with the
+    largest tile of the GEMM model (efficiency.yaml gemm.tiles), the fewest. ``constants()["packing"]`` false: each
+    chunk quantised alone (the bound of docs/calibration.md, Round 8)."""
+    if not constants()["packing"]:
+        return 1
+    streams = min(constants()["streams"], count)
+    tile_m, tile_n, _ = max(catalog.load("efficiency")["gemm"]["tiles"], key=lambda tile: tile[0] * tile[1])
+    in_flight = streams * math.ceil(m / tile_m) * math.ceil(n / tile_n)
+    return count if in_flight >= sms else streams
+
+
+def ubuf_copy(op: Op, tp: int, activation_bytes: int) -> Op:
+    """The copy of dY's sequence-parallel shard into the userbuffer before a ring-exchange dgrad ``op`` in 16-bit
+    training (TE grad_output_preprocess: copy_input_to_ubuf on the main stream): tokens/tp x out_features (``op.k``)
+    read and written."""
+    elements = op.m // tp * op.k
+    return Op("ub_copy", "memory", 0.0, float(2 * elements * activation_bytes))
+
+
+def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int,
+          sms: int) -> dict[str, list[Op]]:
+    """A layer's ops per phase as userbuffers runs them on a GPU of ``sms`` SMs: chunked ring-exchange and pipeline
+    GEMMs, and the copies into the userbuffer of the 16-bit ring-exchange dgrads."""
+    out: dict[str, list[Op]] = {}
+    for phase, phase_ops in ops.items():
+        out[phase] = []
+        for op in phase_ops:
+            how = method(op.name, phase) if op.kind == "gemm" else None
+            if how is None:
+                out[phase].append(op)
+                continue
+            if phase == "backward_input" and how == "ring_exchange" and precision not in HIGH_PRECISION:
+                out[phase].append(ubuf_copy(op, tp, activation_bytes))
+            out[phase].append(chunked(op, how, tp, precision, sms))
+    return out
+
+
+def exposed_reduce_scatters(ops: dict[str, list[Op]]) -> dict[str, int]:
+    """Per phase, the pipeline overlaps of ``ops``: each leaves its last chunk's reduce-scatter (1/splits of the
+    collective) exposed after its last chunk GEMM (TE split_overlap_rs)."""
+    return {phase: sum(1 for op in phase_ops if op.kind == "gemm" and method(op.name, phase) == "pipeline")
+            for phase, phase_ops in ops.items()}
+
+
+def exposed_stream(ops: dict[str, list[Op]], phases: tuple[str, ...], chunk_s: float) -> kernels.StreamTime:
+    """Device time of ``phases`` spent on exposed reduce-scatter chunks of ``chunk_s`` each (no kernel of the compute
+    stream: the compute stream waits for the communication stream)."""
+    counts = exposed_reduce_scatters(ops)
+    return kernels.StreamTime(device_s=chunk_s * sum(counts.get(phase, 0) for phase in phases))
+
+
+def collective_sms(phase: str, collective: str) -> list[tuple[float, int]]:
+    """The SMs the userbuffers kernels of one ``collective`` ("all_gather" or "reduce_scatter") of ``phase``
+    ("forward" or "backward") hold beside the compute, as (share of the collective's time, SMs): a ring exchange
+    its flag kernel's (``ring_exchange_sms``), a bulk overlap num_sm (interference.yaml ctas.userbuffers), a
+    pipeline num_sm for all chunks but the last, whose reduce-scatter runs after the compute: none beside it."""
+    how = COLLECTIVE_METHODS[phase][collective]
+    num_sm = interference.constants()["ctas"]["userbuffers"]
+    if how == "ring_exchange":
+        return [(1.0, constants()["ring_exchange_sms"])]
+    if how == "bulk":
+        return [(1.0, num_sm)]
+    splits = constants()["pipeline_splits"]
+    return [((splits - 1) / splits, num_sm), (1 / splits, 0)]

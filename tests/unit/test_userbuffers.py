@@ -1,0 +1,181 @@
+"""Transformer Engine's userbuffers overlap (workload.userbuffers): chunk GEMM shapes and counts in closed form from
+TE's split_overlap_ag / split_overlap_rs, the waves they share, the SMs per method, and what the plan charges."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from simcluster.core import catalog
+from simcluster.engine import overlap
+from simcluster.parallel import plan
+from simcluster.spec import config, hardware
+from simcluster.spec.model import TransformerSpec
+from simcluster.workload import interference, kernels, userbuffers
+from simcluster.workload.ops import Shard, layer_ops
+
+H100 = hardware.gpu("h100-sxm")
+SMS = kernels.sm_count("h100-sxm")  # 132
+# Megatron-LM's 177B GPT (models.yaml): hidden 12288, 96 heads, ffn 4h
+MODEL = TransformerSpec(name="gpt-177b", layers=96, hidden=12288, heads=96, vocab=131072, max_seq_len=4096)
+
+
+def _ops(tp: int, precision: str = "bf16", recompute: str = "none") -> tuple[dict, dict]:
+    shard = Shard(seq_len=4096, micro_batch=1, tp=tp, precision=precision, recompute=recompute)
+    layer = layer_ops(MODEL, shard)
+    return layer, userbuffers.apply(layer, tp, precision, shard.activation_bytes_per_element, SMS)
+
+
+def _gemm(ops: dict, phase: str, name: str):
+    (op,) = [op for op in ops[phase] if op.name == name and op.kind == "gemm"]
+    return op
+
+
+@pytest.fixture
+def packing(monkeypatch):
+    """Set data/userbuffers.yaml's ``packing`` for one test."""
+
+    def set_packing(value: bool):
+        monkeypatch.setitem(userbuffers.constants(), "packing", value)
+
+    return set_packing
+
+
+def test_chunk_counts_follow_te_defaults():
+    """Ring exchange: tp chunk GEMMs (aggregate off); pipeline: num_splits = 4; bulk: the whole GEMM."""
+    assert [userbuffers.chunks("ring_exchange", tp) for tp in (2, 4, 8)] == [2, 4, 8]
+    assert [userbuffers.chunks("pipeline", tp) for tp in (2, 4, 8)] == [4, 4, 4]
+    assert userbuffers.chunks("bulk", 8) == 1
+
+
+def test_chunk_shapes_at_tp8_in_closed_form():
+    """tp 8, 4096 tokens: ring-exchange chunks of 4096/8 = 512 rows (qkv, fc1 fprop; proj, fc2 dgrad), pipeline chunks
+    of 12288/4 = 3072 output columns (proj, fc2 fprop), bulk GEMMs whole (qkv, fc1 dgrad and wgrad)."""
+    layer, ub = _ops(8)
+    shapes = {(phase, name): (op.m, op.n, op.k)
+              for phase in ("forward", "backward_input", "backward_weight") for op in ub[phase] if op.kind == "gemm"
+              for name in [op.name] if name in userbuffers.LAYERS}
+    assert shapes[("forward", "qkv")] == (512, 3 * 12288 // 8, 12288)
+    assert shapes[("forward", "mlp_up")] == (512, 4 * 12288 // 8, 12288)
+    assert shapes[("forward", "attn_out")] == (4096, 3072, 12288 // 8)
+    assert shapes[("forward", "mlp_down")] == (4096, 3072, 4 * 12288 // 8)
+    assert shapes[("backward_input", "attn_out")] == (512, 12288 // 8, 12288)
+    assert shapes[("backward_input", "mlp_down")] == (512, 4 * 12288 // 8, 12288)
+    for phase, name in (("backward_input", "qkv"), ("backward_input", "mlp_up"), ("backward_weight", "qkv"),
+                        ("backward_weight", "mlp_up"), ("backward_weight", "attn_out")):
+        assert _gemm(ub, phase, name) == _gemm(layer, phase, name)
+    # FLOP are conserved phase by phase; a ring chunk re-reads the weight, a pipeline chunk the activation
+    for phase in layer:
+        assert sum(op.flop for op in ub[phase]) == pytest.approx(sum(op.flop for op in layer[phase]), rel=1e-12)
+    qkv = _gemm(ub, "forward", "qkv")
+    assert qkv.hbm_bytes == 2 * (4096 * 12288 + 8 * 12288 * 4608 + 4096 * 4608)
+    proj = _gemm(ub, "forward", "attn_out")
+    assert proj.hbm_bytes == 2 * (4 * 4096 * 1536 + 1536 * 12288 + 4096 * 12288)
+
+
+def test_dy_is_copied_into_the_userbuffer_in_16_bit_only():
+    """TE grad_output_preprocess: bf16 copies dY's shard (tokens/tp x h) before each ring-exchange dgrad (proj,
+    fc2): two copies a layer, each reading and writing 512 x 12288 bf16 elements; fp8 casts into the buffer."""
+    _, ub = _ops(8)
+    copies = [op for op in ub["backward_input"] if op.name == "ub_copy"]
+    assert [op.hbm_bytes for op in copies] == [2 * 2 * 512 * 12288] * 2
+    _, ub8 = _ops(8, "fp8")
+    assert not [op for op in ub8["backward_input"] if op.name == "ub_copy"]
+
+
+def test_chunks_share_waves_when_the_streams_in_flight_hold_a_wave():
+    """Largest model tile 256x128: a 512 x 4608 chunk has 2*36 = 72 tiles, three streams 216 >= 132 SMs: all 8
+    chunks pack; a 512 x 1536 chunk has 24, three streams 72 < 132: the three in flight; packing off: alone."""
+    assert userbuffers.sharing(512, 4608, 8, SMS) == 8
+    assert userbuffers.sharing(512, 1536, 8, SMS) == 3
+    assert userbuffers.sharing(512, 1536, 2, SMS) == 2
+
+
+def test_packed_chunks_of_whole_tiles_run_as_the_whole_gemm(packing):
+    """Packed into shared waves, chunks of whole tiles give the GEMM model the tiles of the whole GEMM: same time."""
+    packing(True)
+    layer, ub = _ops(8)
+    before, after = _gemm(layer, "forward", "qkv"), _gemm(ub, "forward", "qkv")
+    assert after.batch == 8
+    assert (kernels.roofline_s(after, H100, "bf16")[0]
+            == pytest.approx(kernels.roofline_s(before, H100, "bf16")[0], rel=1e-12))
+
+
+def test_chunking_slows_tp8_more_than_tp2(packing):
+    """Each chunk quantised alone (packing off), the GEMM shape model charges tp 8's 512-row chunks more than tp 2's
+    2048-row chunks of the same model: the forward GEMMs' device time grows more at tp 8."""
+    packing(False)
+
+    def growth(tp: int) -> float:
+        layer, ub = _ops(tp)
+        gemms = [name for name in userbuffers.LAYERS]
+        time = {key: sum(kernels.roofline_s(_gemm(ops, "forward", name), H100, "bf16")[0] for name in gemms)
+                for key, ops in (("whole", layer), ("chunked", ub))}
+        return time["chunked"] / time["whole"]
+
+    assert growth(8) > growth(2) >= 1.0
+    assert growth(8) > 1.05  # 512-row qkv chunks: 72 tiles, one wave of 132 SMs at 55% occupancy
+
+
+def test_full_recompute_reruns_the_chunked_forward():
+    """A full recompute re-runs the forward's overlaps: its GEMMs are chunked and its two pipeline reduce-scatters
+    leave their last chunks exposed, as the forward's do."""
+    _, ub = _ops(8, recompute="full")
+    assert _gemm(ub, "recompute", "qkv").m == 512
+    assert userbuffers.exposed_reduce_scatters(ub) == {"forward": 2, "recompute": 2, "backward_input": 0,
+                                                       "backward_weight": 0}
+
+
+def test_ring_exchange_holds_one_sm_pipeline_num_sm_but_not_its_last_chunk():
+    """TE: UbufP2PCommOverlap sms = 1 (copy engines move the data); pipeline and bulk hold num_sm = 16; the
+    pipeline's last reduce-scatter chunk runs after the compute."""
+    num_sm = catalog.load("interference")["ctas"]["userbuffers"]
+    assert userbuffers.collective_sms("forward", "all_gather") == [(1.0, 1)]
+    assert userbuffers.collective_sms("forward", "reduce_scatter") == [(0.75, num_sm), (0.25, 0)]
+    assert userbuffers.collective_sms("backward", "reduce_scatter") == [(1.0, num_sm)]
+    assert userbuffers.collective_sms("backward", "all_gather") == [(1.0, 1)]
+
+
+def test_phase_factor_is_the_harmonic_mix_of_its_kernels(small_scenario):
+    """Compute-bound (memory share 0), bf16, equal all-gather and reduce-scatter bytes: forward 1/f = 1/2 * 131/132
+    (ring) + 1/2 * (3/4 * 116/132 + 1/4) (pipeline); backward 1/f = 1/2 * 131/132 + 1/2 * 116/132 (bulk)."""
+    data = copy.deepcopy(small_scenario)
+    data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True)
+    data["training"]["precision"] = "bf16"
+    scenario = config.from_dict(data)
+    wire = 300e9
+    forward = overlap._userbuffers_slowdown(scenario, "forward", wire, 0.0)
+    backward = overlap._userbuffers_slowdown(scenario, "backward", wire, 0.0)
+    assert 1 / forward == pytest.approx(0.5 * 131 / 132 + 0.5 * (0.75 * 116 / 132 + 0.25))
+    assert 1 / backward == pytest.approx(0.5 * 131 / 132 + 0.5 * 116 / 132)
+    # all 16 SMs throughout, as before the round: a larger factor
+    assert interference.slowdown(H100, interference.comm_kernel("userbuffers", wire), 0.0) > max(forward, backward)
+
+
+def test_plan_charges_chunks_one_gap_each_and_the_exposed_reduce_scatter_chunks(small_scenario):
+    """With tp_comm_overlap the forward keeps its kernel count (the chunks of one GEMM share one gap) and gains the
+    exposed last reduce-scatter chunk of its two pipeline overlaps per layer, timed alone at 1/4 of the bytes."""
+    def chunk(overlap_on: bool) -> plan.ChunkCost:
+        data = copy.deepcopy(small_scenario)
+        data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=overlap_on)
+        data["cluster"]["nodes"] = 2
+        data["training"].update(precision="bf16", activation_recompute="none")
+        scenario = config.from_dict(data)
+        sizes.clear()
+
+        def timed(op, group, size):
+            sizes.append((op, size))
+            return 1e-3 if op == "reduce_scatter" else 0.0
+
+        return plan.plan(scenario, timed).chunks[0]
+
+    sizes: list[tuple[str, float]] = []
+    off, on = chunk(False), chunk(True)
+    assert sizes[-1] == ("reduce_scatter", 2048 * 2048 * 2 / 4)  # gpt3-1.3b: 2048 tokens x 2048 hidden, bf16, / 4
+    layers = off.layers
+    assert on.forward_stream.kernels == off.forward_stream.kernels
+    assert on.backward_stream.kernels == off.backward_stream.kernels + 2 * layers  # the two dY copies
+    # the small model's GEMMs are whole tiles at tp 8, packed: the device time grows by the exposed chunks (1 ms
+    # each here) plus the weight re-reads of the chunks (memory-bound only if small): at least 2 ms per layer
+    assert on.forward_stream.device_s - off.forward_stream.device_s >= 2 * layers * 1e-3
