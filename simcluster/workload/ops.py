@@ -319,10 +319,10 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
 def activation_ops(name: str, model: TransformerSpec, act_out: float, e: int) -> tuple[Op, Op]:
     """The MLP activation over ``act_out`` output elements: forward and backward kernels.
 
-    Squared ReLU is one fused elementwise kernel each way, as GELU: Megatron-LM's ``squared_relu`` (torch.pow(F.relu(
-    x), 2), megatron/training/activations.py) and NeMo's (nemo/collections/llm/fn/activation.py) are compiled by
-    ``jit_fuser`` / torch.jit.script, and Transformer Engine's srelu/dsrelu kernels read and write the same tensors:
-    forward reads x and writes y, backward reads x and dy and writes dx = 2*relu(x)*dy.
+    Squared ReLU is one fused elementwise kernel each way, as GELU: Megatron-LM's ``squared_relu``
+    (``torch.pow(F.relu(x), 2)``, megatron/training/activations.py) and NeMo's (nemo/collections/llm/fn/activation.py)
+    are compiled by ``jit_fuser`` / torch.jit.script, and Transformer Engine's srelu/dsrelu kernels read and write the
+    same tensors: forward reads x and writes y, backward reads x and dy and writes dx = 2*relu(x)*dy.
     """
     if model.mlp == "squared_relu":
         act = _memory(name, SQUARED_RELU_FLOP_PER_ELEMENT * act_out, 2 * act_out * e)
