@@ -58,6 +58,12 @@ FP32_STATE_BYTES = {"weights": 4, "gradients": 4, "optimizer": 8}
 # Hopper with lazy loading), cuBLAS/cuDNN workspaces (tens of MiB), NCCL buffers of the tp/pp/dp/cp
 # communicators (NCCL_BUFFSIZE 4 MiB per channel and peer; a few hundred MiB each). Rounded to 2 GiB.
 WORKSPACE_FIXED_BYTES = 2 * 2**30
+# FFN-wide tensors one MLP keeps for its backward, per activation: GELU its input and the down projection's input
+# (Korthikanti et al. 2022, section 4.1); SwiGLU gate and up (the fused backward reads both) and the down input;
+# squared ReLU what GELU keeps: Megatron-LM's squared_relu (torch.pow(F.relu(x), 2) under jit_fuser,
+# megatron/training/activations.py) saves one ffn-wide tensor for dx = 2*relu(x)*dy, and the down projection (a
+# Transformer Engine Linear) its input.
+MLP_STORED_FFN_TENSORS = {"gelu": 2, "swiglu": 3, "squared_relu": 2}
 # Router probabilities kept for the backward: fp32 assumed (Megatron-Core's moe_router_dtype: fp32 option; an
 # upper bound, tokens/tp x experts elements per MoE layer)
 ROUTER_PROBABILITY_BYTES = 4
@@ -101,14 +107,15 @@ def layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
     """Parameters of one layer held by one tensor-parallel rank (Shoeybi et al. 2019 split).
 
     Q, K, V, the MLP's first matrices and their biases are split by columns, the output projections by rows;
-    the row-parallel biases and the norms are replicated. KV heads are replicated when kv_heads < tp.
+    the row-parallel biases and the norms are replicated. KV heads are replicated when kv_heads < tp. Biases only
+    where the model has them (``linear_biases``: GPT-style layernorm models; not Nemotron-4).
     """
     h, kv_local = model.hidden, local_kv_hidden(model, tp)
     q_local, ffn_local = model.q_hidden / tp, model.ffn / tp
     weights = 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
     if model.mla is not None:   # multi-head latent attention: its projections (workload.mla), split by tp
         weights = model.attention_params / tp + model.mlp_matrices * h * ffn_local
-    biases = (q_local + 2 * kv_local + h + ffn_local + h) if model.norm == "layernorm" else 0
+    biases = (q_local + 2 * kv_local + h + ffn_local + h) if model.linear_biases else 0
     return weights + biases + model.norm_params
 
 
@@ -116,7 +123,7 @@ def moe_layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
     """Parameters of an MoE layer on one rank outside its routed experts: attention and norms split as in a dense
     layer, the shared experts split by tp like a dense MLP, the router replicated (Megatron-Core)."""
     h, ffn_local = model.hidden, model.ffn / tp
-    dense_mlp = model.mlp_matrices * h * ffn_local + ((ffn_local + h) if model.norm == "layernorm" else 0)
+    dense_mlp = model.mlp_matrices * h * ffn_local + ((ffn_local + h) if model.linear_biases else 0)
     shared = model.moe.shared_experts * model.expert_params / tp
     return layer_params_per_rank(model, tp) - dense_mlp + shared + model.router_params
 
@@ -216,7 +223,8 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     Term by term, for 16-bit activations (e = 2 bytes) and 1-byte dropout masks, with T = b*s/cp local tokens:
     replicated across TP unless sequence parallel: two norm inputs 2eTh, QKV input eTh, MLP input eTh, two
     dropout masks 2Th (= 10sbh); split by TP: Q eTh, K and V eT*kv each, attention-output input eTh, MLP
-    activation input and down-projection input eT*ffn each (3 for SwiGLU) (= 24sbh for GPT); the scores:
+    activation input and down-projection input eT*ffn each (3 for SwiGLU; 2 for squared ReLU,
+    MLP_STORED_FFN_TENSORS) (= 24sbh for GPT); the scores:
     softmax output, dropout mask and dropout output (2e + 1)*b*(a/t)*(s/cp)*s (= 5as^2b), dropped by flash
     attention and selective recompute. Full recompute keeps the layer input only. A model trained without
     dropout (Llama) stores no masks and no dropout output: 8sbh + 24sbh, and e*a*s^2*b for the scores.
@@ -236,7 +244,7 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     replicated = ((2 * e + 2 * g) * h + masks) * tokens / shard.sp_divisor
     q_local = model.q_hidden / shard.tp
     kv_local = local_kv_hidden(model, shard.tp)
-    mlp_tensors = 3 if model.mlp == "swiglu" else 2
+    mlp_tensors = MLP_STORED_FFN_TENSORS[model.mlp]
     ffn_local = model.ffn / shard.tp
     attention = e * (2 * q_local + 2 * kv_local) + (BYTES_PER_ELEMENT["fp8"] * q_local if fp8 else 0)
     split = tokens * (attention + (mlp_tensors - 1) * e * ffn_local + g * ffn_local)
@@ -260,7 +268,7 @@ def moe_layer_activation_bytes(model: TransformerSpec, shard: Shard, ep: int, et
         return dense
     moe, h, e = model.moe, model.hidden, shard.activation_bytes_per_element
     g = BYTES_PER_ELEMENT["fp8"] if shard.precision == "fp8" else e
-    mlp_tensors = 3 if model.mlp == "swiglu" else 2
+    mlp_tensors = MLP_STORED_FFN_TENSORS[model.mlp]
     dense_mlp = shard.tokens * ((mlp_tensors - 1) * e + g) * model.ffn / shard.tp
     shared = shard.tokens * ((mlp_tensors - 1) * e + g) * moe.shared_experts * moe.ffn_hidden / shard.tp
     routed = shard.tokens / shard.tp

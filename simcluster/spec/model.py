@@ -80,7 +80,8 @@ class MLASpec(BaseModel):
 
 
 class TransformerSpec(BaseModel):
-    """A decoder-only transformer. GPT-style by default; Llama-style with mlp=swiglu, rmsnorm, rope, GQA."""
+    """A decoder-only transformer. GPT-style by default; Llama-style with mlp=swiglu, rmsnorm, rope, GQA;
+    Nemotron-4-style with mlp=squared_relu, layernorm without linear biases (bias=false), rope, GQA."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,7 +94,12 @@ class TransformerSpec(BaseModel):
     head_dim: Count | None = Field(None, le=MAX_HIDDEN, description="width of one attention head; default "
                                    "hidden/heads (Qwen3: 128 with 64 heads on a 4096 hidden, so queries are 8192 wide)")
     vocab: Count = Field(le=MAX_VOCAB)
-    mlp: Literal["gelu", "swiglu"] = "gelu"
+    mlp: Literal["gelu", "swiglu", "squared_relu"] = Field("gelu", description=(
+        "MLP activation: gelu (2 matrices), swiglu (gated, 3 matrices) or squared_relu (relu(x)^2, 2 matrices; "
+        "So et al. 2021, Primer; Nemotron-4)"))
+    bias: bool | None = Field(None, description=(
+        "biases on the attention and MLP linear layers; default: with layernorm (GPT-style), none with rmsnorm. "
+        "Nemotron-4 trains layernorm without them (add_bias_linear: False)"))
     tied_embeddings: bool = True
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["learned", "rope"] = "learned"
@@ -145,13 +151,18 @@ class TransformerSpec(BaseModel):
 
     @property
     def mlp_matrices(self) -> int:
-        """Weight matrices in the MLP: 2 for GELU (up, down), 3 for SwiGLU (gate, up, down)."""
+        """Weight matrices in the MLP: 2 for GELU and squared ReLU (up, down), 3 for SwiGLU (gate, up, down)."""
         return 3 if self.mlp == "swiglu" else 2
+
+    @property
+    def linear_biases(self) -> bool:
+        """Whether the attention and MLP linear layers carry biases: ``bias``, else GPT-style with layernorm."""
+        return self.norm == "layernorm" if self.bias is None else self.bias
 
     # ---- parameters -------------------------------------------------------------------------------------------
     @property
     def attention_params(self) -> int:
-        """Q, K, V and output projections of one layer (biases counted for GPT-style layernorm models)."""
+        """Q, K, V and output projections of one layer (biases counted where ``linear_biases``)."""
         if self.mla is not None:
             a = self.mla
             qk = a.qk_head_dim + a.qk_rope_head_dim
@@ -162,13 +173,13 @@ class TransformerSpec(BaseModel):
             return q + kv + self.heads * a.v_head_dim * self.hidden
         h, q, kv = self.hidden, self.q_hidden, self.kv_hidden
         weights = h * q + 2 * h * kv + q * h
-        biases = (q + 2 * kv + h) if self.norm == "layernorm" else 0
+        biases = (q + 2 * kv + h) if self.linear_biases else 0
         return weights + biases
 
     @property
     def mlp_params(self) -> int:
         weights = self.mlp_matrices * self.hidden * self.ffn
-        biases = (self.ffn + self.hidden) if self.norm == "layernorm" else 0
+        biases = (self.ffn + self.hidden) if self.linear_biases else 0
         return weights + biases
 
     @property

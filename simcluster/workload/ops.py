@@ -57,6 +57,7 @@ LAYERNORM_FLOP_PER_ELEMENT = 8      # mean (1), variance (3), normalise (2), gai
 RMSNORM_FLOP_PER_ELEMENT = 4        # square-accumulate (2), scale (1), gain (1)
 GELU_FLOP_PER_ELEMENT = 8           # tanh approximation: x^3, scale, add, tanh, add, two multiplies
 SWIGLU_FLOP_PER_ELEMENT = 5         # silu(gate) = gate * sigmoid(gate) (4), times up (1)
+SQUARED_RELU_FLOP_PER_ELEMENT = 2   # relu(x)^2: max with 0 (1), square (1)
 ROPE_FLOP_PER_ELEMENT = 3           # x*cos + rotate(x)*sin
 SOFTMAX_FLOP_PER_ELEMENT = 5        # max, subtract, exp, sum, divide
 DROPOUT_ADD_FLOP_PER_ELEMENT = 3    # mask compare, scale, residual add
@@ -321,7 +322,18 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
 
 
 def activation_ops(name: str, model: TransformerSpec, act_out: float, e: int) -> tuple[Op, Op]:
-    """The MLP activation over ``act_out`` output elements: forward and backward kernels."""
+    """The MLP activation over ``act_out`` output elements: forward and backward kernels.
+
+    Squared ReLU is one fused elementwise kernel each way, as GELU: Megatron-LM's ``squared_relu``
+    (``torch.pow(F.relu(x), 2)``, megatron/training/activations.py) and NeMo's (nemo/collections/llm/fn/activation.py)
+    are compiled by ``jit_fuser`` / torch.jit.script, and Transformer Engine's srelu/dsrelu kernels read and write the
+    same tensors: forward reads x and writes y, backward reads x and dy and writes dx = 2*relu(x)*dy.
+    """
+    if model.mlp == "squared_relu":
+        act = _memory(name, SQUARED_RELU_FLOP_PER_ELEMENT * act_out, 2 * act_out * e)
+        act_bwd = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * SQUARED_RELU_FLOP_PER_ELEMENT * act_out,
+                          3 * act_out * e)
+        return act, act_bwd
     if model.mlp == "swiglu":
         # forward reads gate and up, writes one; backward reads gate, up and dy, writes two
         act = _memory(name, SWIGLU_FLOP_PER_ELEMENT * act_out, 3 * act_out * e)

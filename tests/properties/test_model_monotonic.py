@@ -13,7 +13,7 @@ heads = st.sampled_from([4, 8, 16])
 head_dims = st.sampled_from([32, 64, 128])
 batches = st.integers(1, 16)
 seq_lens = st.sampled_from([128, 512, 2048])
-mlps = st.sampled_from(["gelu", "swiglu"])
+mlps = st.sampled_from(["gelu", "swiglu", "squared_relu"])
 recomputes = st.sampled_from(["none", "selective", "full"])
 attentions = st.sampled_from(["flash", "naive"])
 
