@@ -29,9 +29,9 @@ H100 = hardware.gpu("h100-sxm")
 TOKENS = 16384
 SEQS = (512, 1024, 2048, 4096, 8192, 16384)
 # FlashAttention-2, head dim 128, TFLOP/s (Shah et al. 2024, Figure 5 forward, Figure 6 backward)
-FORWARD = dict(zip(SEQS, (309, 350, 362, 368, 370, 370)))
-BACKWARD = dict(zip(SEQS, (214, 260, 291, 310, 318, 322)))
-CAUSAL_FORWARD = dict(zip(SEQS, (191, 260, 298, 319, 333, 335)))
+FORWARD = dict(zip(SEQS, (309, 350, 362, 368, 370, 370), strict=True))
+BACKWARD = dict(zip(SEQS, (214, 260, 291, 310, 318, 322), strict=True))
+CAUSAL_FORWARD = dict(zip(SEQS, (191, 260, 298, 319, 333, 335), strict=True))
 TOLERANCE = 0.04
 CAUSAL_BAND = (0.0, 0.17)   # model over measured, minus 1, at sequence >= 4096
 
