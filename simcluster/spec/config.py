@@ -128,9 +128,11 @@ class Training(_Strict):
     gradient_accumulation_fusion: bool = Field(
         True, description="weight gradients accumulated into the main gradient inside the wgrad GEMM (Megatron-Core's "
         "default); false adds them by a kernel of their own each microbatch (workload/grad_accumulation.py)")
-    attention: Literal["flash", "flash_triton", "naive"] = Field(
-        "flash", description="attention kernel: fused (flash: FlashAttention-2/3, cuDNN), the Triton FlashAttention "
-        "of flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
+    attention: Literal["flash", "flash2", "flash_triton", "naive"] = Field(
+        "flash", description="attention kernel: fused (flash: FlashAttention-3 or cuDNN's fused attention on Hopper, "
+        "as Transformer Engine runs it, FlashAttention-2 on Ampere), FlashAttention-2 as PyTorch SDPA runs it on "
+        "Hopper too (flash2: about 0.6x flash's throughput there, same on Ampere), the Triton FlashAttention of "
+        "flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
     cross_entropy: Literal["unfused", "fused"] = Field(
         "unfused", description="loss kernel over the logits: unfused (Megatron-LM's vocab-parallel cross entropy, pass "
         "by pass in fp32) or fused (one kernel reading the 16-bit logits, its backward writing their gradient: "

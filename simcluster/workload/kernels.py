@@ -107,17 +107,20 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     """(achievable fraction of peak on executed FLOP, executed/counted FLOP) of a fused attention kernel.
 
     A saturating function of the key/value length n, per kernel implementation (``op.kernel``): FlashAttention-2/3
-    fitted to FlashAttention-3 measurements on H100 (efficiency.yaml, attention.source), Triton FlashAttention
-    from its own sources (attention.flash_triton); the backward kernel is the one named ``*_backward``.
+    fitted to FlashAttention-3 measurements on H100 (efficiency.yaml, attention.source), FlashAttention-2 as
+    PyTorch SDPA runs it (attention.flash2), Triton FlashAttention from its own sources (attention.flash_triton);
+    the backward kernel is the one named ``*_backward``. A kernel without its own ``executed_fraction`` skips
+    causal tiles as the flash kernel does; ``kv_tokens_half`` is one length or one per direction.
     """
-    table = _table()["attention"]
-    if op.kernel != "flash":
-        table = table[op.kernel]
+    flash = _table()["attention"]
+    table = flash if op.kernel == "flash" else flash[op.kernel]
     curve = table.get(gpu_name, table["default"])
-    backward = op.name.endswith("backward")
-    peak_fraction = curve["backward_max" if backward else "forward_max"]
-    saturation = op.n / (op.n + curve["kv_tokens_half"]) if op.n > 0 else 1.0
-    executed = table["executed_fraction"]["backward" if backward else "forward"]
+    direction = "backward" if op.name.endswith("backward") else "forward"
+    peak_fraction = curve[f"{direction}_max"]
+    half = curve["kv_tokens_half"]
+    half = half[direction] if isinstance(half, dict) else half
+    saturation = op.n / (op.n + half) if op.n > 0 else 1.0
+    executed = table.get("executed_fraction", flash["executed_fraction"])[direction]
     return peak_fraction * saturation, executed
 
 

@@ -42,7 +42,7 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 # NeMo); "flash_triton" the Triton FlashAttention of flash-attention's flash_attn_triton.py that MosaicML's
 # llm-foundry ran (attn_impl: triton), same HBM traffic, its own speed (efficiency.yaml attention.flash_triton);
 # "naive" materialises the score matrix (Megatron-LM before 2022).
-FLASH_KERNELS = ("flash", "flash_triton")
+FLASH_KERNELS = ("flash", "flash2", "flash_triton")  # flash2: FlashAttention-2 as PyTorch SDPA runs it
 ATTENTION_KERNELS = (*FLASH_KERNELS, "naive")
 # Loss kernels (``training.cross_entropy``): "unfused" is Megatron-LM's vocab-parallel cross entropy, pass by pass in
 # fp32 (output_ops); "fused" one kernel over the 16-bit logits and one for their gradient, as flash-attention's
