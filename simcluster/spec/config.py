@@ -125,7 +125,7 @@ class Training(_Strict):
         "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
         "memory only: the copies are assumed hidden under compute. Needs pp: 1 and activation_recompute: none, as "
         "Megatron-Core requires")
-    gradient_accumulation_fusion: bool = Field(
+    gradient_accumulation_fusion: Annotated[bool, Strict()] = Field(
         True, description="weight gradients accumulated into the main gradient inside the wgrad GEMM (Megatron-Core's "
         "default); false adds them by a kernel of their own each microbatch (workload/grad_accumulation.py)")
     attention: Literal["flash", "flash2", "flash_triton", "naive"] = Field(
@@ -319,6 +319,7 @@ class Scenario(_Strict):
         elif m.layers + 2 < chunks:  # the embedding and the output layer may fill a chunk each (Llama 3 405B)
             raise ScenarioError("parallelism.pp", f"{m.layers} layers (+ embedding and output) cannot fill "
                                 f"pp*virtual_stages = {chunks} chunks")
+        self._check_precision_options()
         self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")
@@ -334,12 +335,24 @@ class Scenario(_Strict):
                                 f"({self.microbatches}) divisible by pp={p.pp} (as Megatron-LM requires)")
         return self
 
+    def _check_precision_options(self) -> None:
+        """Options that only mean something with what they need: an fp8 recipe with fp8 GEMMs (MXFP8 with tensor
+        cores that scale by blocks: Blackwell's, which also run the MX fp4 formats, hence a GPU with an fp4 peak),
+        MLA's up-projection recompute with MLA."""
+        t = self.training
+        if t.fp8_recipe != "delayed" and t.precision != "fp8":
+            raise ScenarioError("training.fp8_recipe", f"{t.fp8_recipe} needs precision: fp8 (the run is "
+                                f"{t.precision})")
+        if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
+            raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
+                                f"{self.cluster.gpu.name} has none")
+        if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
+            raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
+
     def _check_offload(self) -> None:
         """Megatron-Core's limits on activation offloading (TransformerConfig.__post_init__): fewer layers than the
         model has, no pipeline parallelism, no activation recompute."""
         t, offload = self.training, self.training.activation_offload_layers
-        if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
-            raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
         if not offload:
             return
         if offload >= self.model.layers:

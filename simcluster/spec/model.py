@@ -5,9 +5,18 @@ FLOP and HBM bytes per layer and phase live in ``workload.ops``; activation and 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    Strict,
+    field_validator,
+    model_validator,
+)
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
@@ -97,7 +106,7 @@ class TransformerSpec(BaseModel):
     mlp: Literal["gelu", "swiglu", "squared_relu"] = Field("gelu", description=(
         "MLP activation: gelu (2 matrices), swiglu (gated, 3 matrices) or squared_relu (relu(x)^2, 2 matrices; "
         "So et al. 2021, Primer; Nemotron-4)"))
-    bias: bool | None = Field(None, description=(
+    bias: Annotated[bool, Strict()] | None = Field(None, description=(
         "biases on the attention and MLP linear layers; default: with layernorm (GPT-style), none with rmsnorm. "
         "Nemotron-4 trains layernorm without them (add_bias_linear: False)"))
     tied_embeddings: bool = True

@@ -30,9 +30,11 @@ as ``ops`` does.
 
 from __future__ import annotations
 
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+
 FP8_RECIPES = ("delayed", "current", "mxfp8")
-BF16_BYTES = 2
-FP8_BYTES = 1
+BF16_BYTES = BYTES_PER_ELEMENT["bf16"]
+FP8_BYTES = BYTES_PER_ELEMENT["fp8"]
 MX_BLOCK = 32                 # elements sharing one scale (OCP MX v1.0, MXFP8 E4M3)
 MX_SCALE_BYTES = 1            # E8M0 scale
 # both scale sets (rowwise, columnwise) swizzled for cuBLASLt, each read and written once (TE swizzle_scaling_factors)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 
+OP_NAME = "grad_accumulate"                     # the op ``ops.layer_ops`` adds
 WEIGHT_GRAD_BYTES = BYTES_PER_ELEMENT["bf16"]   # the wgrad GEMM's output (Transformer Engine: the parameters' dtype)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 from simcluster.spec.model import TransformerSpec
+from simcluster.workload import grad_accumulation
 from simcluster.workload.ops import (
     LSE_BYTES_PER_ELEMENT,
     RMSNORM_FLOP_PER_ELEMENT,
@@ -107,7 +108,13 @@ def apply(model: TransformerSpec, shard: Shard, phases: dict[str, list[Op]]) -> 
             return [_rope(model, shard)]
         return [op]
 
+    def accumulate(ops: list[Op]) -> list[Op]:  # the separate gradient accumulation over the latent wgrad GEMMs
+        params = grad_accumulation.accumulated_params(ops)
+        return [dataclasses.replace(op, flop=params, hbm_bytes=shard.grad_accumulation_bytes * params)
+                if op.name == grad_accumulation.OP_NAME else op for op in ops]
+
     latent = {phase: [new for op in ops for new in rewrite(op, phase)] for phase, ops in phases.items()}
+    latent["backward_weight"] = accumulate(latent["backward_weight"])
     if UP_PROJ_RECOMPUTE in shard.recompute_modules and shard.recompute != "full":
         latent["recompute"] = [*latent["recompute"], *up_projection_recompute(model, shard, linears)]
     return latent

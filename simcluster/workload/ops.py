@@ -329,19 +329,16 @@ def activation_ops(name: str, model: TransformerSpec, act_out: float, e: int) ->
     are compiled by ``jit_fuser`` / torch.jit.script, and Transformer Engine's srelu/dsrelu kernels read and write the
     same tensors: forward reads x and writes y, backward reads x and dy and writes dx = 2*relu(x)*dy.
     """
-    if model.mlp == "squared_relu":
-        act = _memory(name, SQUARED_RELU_FLOP_PER_ELEMENT * act_out, 2 * act_out * e)
-        act_bwd = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * SQUARED_RELU_FLOP_PER_ELEMENT * act_out,
-                          3 * act_out * e)
-        return act, act_bwd
     if model.mlp == "swiglu":
         # forward reads gate and up, writes one; backward reads gate, up and dy, writes two
         act = _memory(name, SWIGLU_FLOP_PER_ELEMENT * act_out, 3 * act_out * e)
         act_bwd = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * SWIGLU_FLOP_PER_ELEMENT * act_out,
                           5 * act_out * e)
         return act, act_bwd
-    act = _memory(name, GELU_FLOP_PER_ELEMENT * act_out, 2 * act_out * e)
-    act_bwd = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * GELU_FLOP_PER_ELEMENT * act_out, 3 * act_out * e)
+    # GELU and squared ReLU: forward reads x, writes y; backward reads x and dy, writes dx
+    per_element = SQUARED_RELU_FLOP_PER_ELEMENT if model.mlp == "squared_relu" else GELU_FLOP_PER_ELEMENT
+    act = _memory(name, per_element * act_out, 2 * act_out * e)
+    act_bwd = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * act_out, 3 * act_out * e)
     return act, act_bwd
 
 
@@ -395,7 +392,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), qkv.wgrad(shard)]
     if shard.grad_accumulation_bytes:   # the weight gradients added to the main gradient by a kernel of their own
         params = grad_accumulation.accumulated_params(backward_weight)
-        backward_weight.append(_memory("grad_accumulate", params, shard.grad_accumulation_bytes * params))
+        backward_weight.append(_memory(grad_accumulation.OP_NAME, params, shard.grad_accumulation_bytes * params))
     recompute = {"none": [], "selective": list(core_forward), "full": list(forward)}[shard.recompute]
     return {"forward": forward, "backward_input": backward_input, "backward_weight": backward_weight,
             "recompute": recompute}

@@ -15,7 +15,7 @@ batches = st.integers(1, 16)
 seq_lens = st.sampled_from([128, 512, 2048])
 mlps = st.sampled_from(["gelu", "swiglu", "squared_relu"])
 recomputes = st.sampled_from(["none", "selective", "full"])
-attentions = st.sampled_from(["flash", "naive"])
+attentions = st.sampled_from(["flash", "flash2", "naive"])
 
 
 def spec(n_layers, n_heads, head_dim, mlp="gelu"):

@@ -50,3 +50,26 @@ def test_the_scenario_field_reaches_the_layer_and_rejects_unknown_recipes():
     data["training"]["fp8_recipe"] = "blockwise"
     with pytest.raises((ScenarioError, ValueError)):
         config.Scenario.model_validate(data)
+
+
+@pytest.mark.parametrize(("scenario", "change", "field"), [
+    ("nemo2409-llama31-8b-8-h100-bf16", {"training": {"fp8_recipe": "current"}}, "training.fp8_recipe"),
+    ("nemo2407-llama3-8b-8-h100-fp8", {"training": {"fp8_recipe": "mxfp8"}}, "training.fp8_recipe"),
+    ("nemo2511-llama3-8b-8-b200-fp8", {"training": {"gradient_accumulation_fusion": 1}},
+     "gradient_accumulation_fusion"),
+    ("nemotron4-15b-768-h100", {"model": {"bias": "yes"}}, "bias"),
+])
+def test_options_without_what_they_need_are_refused_naming_the_field(scenario, change, field):
+    """A recipe on a bf16 run would be silently ignored, MXFP8 needs Blackwell's block-scaled tensor cores, and
+    booleans are strict (1 and 'yes' are not true)."""
+    data = config.load(scenario).model_dump(mode="json")
+    for section, values in change.items():
+        data[section].update(values)
+    with pytest.raises((ScenarioError, ValueError), match=field.split(".")[-1]):
+        config.Scenario.model_validate(data)
+
+
+def test_mxfp8_runs_on_blackwell():
+    data = config.load("nemo2511-llama3-8b-8-b200-fp8").model_dump(mode="json")
+    data["training"]["fp8_recipe"] = "mxfp8"
+    assert config.Scenario.model_validate(data).training.fp8_recipe == "mxfp8"

@@ -39,3 +39,20 @@ def test_the_70b_fsdp_scenarios_run_unfused_as_their_recipe_does():
     scenario = config.load(SCENARIO)
     assert scenario.training.gradient_accumulation_fusion is False
     assert ops.shard_for(scenario).grad_accumulation_bytes == 2 + 2 * 2  # bf16 reduction (grad_reduce_in_fp32 False)
+
+
+def test_multi_head_latent_attention_accumulates_its_own_projections():
+    """With MLA (workload/mla.py rewrites the attention's GEMMs) the separate accumulation covers the latent
+    projections, not the multi-head stand-in's: the model's MLA parameter count (``attention_params``, a closed form
+    of its own) less the two latent norms' gains, plus the dense MLP's weights."""
+    from simcluster.workload import mla
+
+    model = config.load("nemo2511-deepseek-v3-256-b200-fp8").model
+    shard = ops.Shard(seq_len=4096, micro_batch=1, sequence_parallel=False,
+                      grad_accumulation_bytes=grad_accumulation.bytes_per_param(False, "bf16"))
+    layer = mla.apply(model, shard, ops.layer_ops(model, shard))
+    (add,) = [op for op in layer["backward_weight"] if op.name == grad_accumulation.OP_NAME]
+    a = model.mla
+    want = model.attention_params - (a.q_lora_rank + a.kv_lora_rank) + model.mlp_matrices * model.hidden * model.ffn
+    assert add.flop == pytest.approx(want, rel=1e-12)
+    assert add.hbm_bytes == pytest.approx((2 + 2 * 2) * want, rel=1e-12)
