@@ -320,6 +320,9 @@ class Scenario(_Strict):
             raise ScenarioError("parallelism.pp", f"{m.layers} layers (+ embedding and output) cannot fill "
                                 f"pp*virtual_stages = {chunks} chunks")
         self._check_precision_options()
+        if p.tp_comm_overlap and p.tp > 1 and not p.sequence_parallel:  # Megatron-LM's arguments.py asserts it
+            raise ScenarioError("parallelism.tp_comm_overlap", "needs sequence_parallel: true with tp > 1 (Transformer "
+                                "Engine's userbuffers overlap the sequence-parallel all-gathers and reduce-scatters)")
         self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")

@@ -179,3 +179,13 @@ def test_plan_charges_chunks_one_gap_each_and_the_exposed_reduce_scatter_chunks(
     # the small model's GEMMs are whole tiles at tp 8, packed: the device time grows by the exposed chunks (1 ms
     # each here) plus the weight re-reads of the chunks (memory-bound only if small): at least 2 ms per layer
     assert on.forward_stream.device_s - off.forward_stream.device_s >= 2 * layers * 1e-3
+
+
+def test_the_overlap_needs_sequence_parallelism_as_megatron_asserts():
+    from simcluster.spec import config
+    from simcluster.spec.config import ScenarioError
+
+    data = config.load("megatron-177b-h100").model_dump(mode="json")
+    data["parallelism"]["sequence_parallel"] = False
+    with pytest.raises((ScenarioError, ValueError), match="tp_comm_overlap"):
+        config.Scenario.model_validate(data)
