@@ -470,7 +470,7 @@ def _options(topology: str, options: dict | None) -> dict:
                     or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
                 raise ScenarioError(where, f"expected 1 to 3 positive integers such as [4, 4, 4], got {value!r}")
             out[key] = list(value)
-        elif key == "oversubscription":
+        elif key in ("oversubscription", "pod_oversubscription"):
             if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
                     or not 1 / builders.MAX_SWITCH_PORTS <= value <= builders.MAX_SWITCH_PORTS):
                 raise ScenarioError(where, f"expected a ratio such as 4 (for 4:1), from 1/{builders.MAX_SWITCH_PORTS}"
