@@ -328,8 +328,11 @@ def _default_radix(nic: NicSpec, protocol: str) -> int:
 
 
 def _set_routing(b: GraphBuilder, kind: str, options: dict):
-    """Routing policy of a Clos fabric whose switches are joined by links of ``kind``."""
+    """Routing policy of a Clos fabric whose switches are joined by links of ``kind``, and the flows a pair's bytes
+    are hashed over under ECMP (``flows_per_pair``, ``topology.Fabric``)."""
     b.graph_attrs["routing"] = options.get("routing") or default_routing([kind])
+    if "flows_per_pair" in options:
+        b.graph_attrs["flows_per_pair"] = int(options["flows_per_pair"])
 
 
 def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
@@ -524,10 +527,10 @@ def torus(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Nic
 
 BUILDERS = {
     "nvswitch-node": (nvswitch_node, ()),
-    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "protocol", "routing")),
+    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "protocol", "routing", "flows_per_pair")),
     "leaf-spine": (leaf_spine, ("oversubscription", "hosts_per_leaf", "spines", "radix", "protocol", "routing",
-                                "leaves_per_pod", "pod_oversubscription")),
-    "fat-tree": (fat_tree, ("k", "link", "protocol", "routing")),
+                                "leaves_per_pod", "pod_oversubscription", "flows_per_pair")),
+    "fat-tree": (fat_tree, ("k", "link", "protocol", "routing", "flows_per_pair")),
     "torus": (torus, ("dims", "link", "hop_latency")),
 }
 

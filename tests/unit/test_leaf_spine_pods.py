@@ -99,3 +99,39 @@ def test_the_llama3_scenarios_run_on_metas_pods():
         assert nodes["spine"] == pods * 16 and nodes["core"] == 16
         g = fabric.graph
         assert g.edges["spine/p0/0", "core/0"]["bytes_per_s"] == pytest.approx(3072 * CX7.rate / 16 / 7)
+
+
+def test_hashed_flows_per_pair_split_a_pairs_bytes_over_that_many_paths():
+    # a two-tier leaf-spine of 4 leaves and 4 spines: one pair between leaves puts its bytes on the spine uplinks
+    single = build(16, hosts_per_leaf=4, routing="ecmp")
+    many = build(16, hosts_per_leaf=4, routing="ecmp", flows_per_pair=16)
+    pair = np.array([[0, 8]])
+    uplinks = [k for k, c in enumerate(single.link_class) if c == "leaf-spine"]
+    for fabric, flows in ((single, 1), (many, 16)):
+        links, load = fabric.links_of(pair)
+        on_spines = load[np.isin(links, uplinks)]
+        # up to a spine and down from it: the loads of each tier sum to the one pair, in steps of 1/flows
+        assert on_spines.sum() == pytest.approx(2.0)
+        assert np.allclose(on_spines * flows, np.round(on_spines * flows))
+    assert len(many.links_of(pair)[0]) > len(single.links_of(pair)[0])   # 16 hashed flows take several spines
+    # the first flow of salt 0 is the single-flow route: the same hash
+    assert set(single.links_of(pair)[0]) <= set(many.links_of(pair)[0])
+
+
+def test_more_hashed_flows_collide_less_and_spraying_is_their_limit():
+    # every GPU of a 32-GPU leaf-spine (8 leaves, 4 hosts each) sends to the GPU 4 leaves away: 32 leaf-crossing
+    # flows on 4 uplinks per leaf, each uplink a NIC's rate
+    ring = np.stack([np.arange(32), (np.arange(32) + 16) % 32], axis=1)
+    times = {flows: transfer_s(build(32, hosts_per_leaf=4, routing="ecmp", flows_per_pair=flows), ring)
+             for flows in (1, 4, 64)}
+    sprayed = transfer_s(build(32, hosts_per_leaf=4, routing="adaptive"), ring)
+    assert sprayed == pytest.approx(SIZE / CX7.rate + 2 * PCIE5.latency + 2 * CX7.latency + 3 * ROCE_HOP_S)
+    assert times[1] >= times[4] >= times[64] >= sprayed * (1 - 1e-9)
+    assert times[1] >= 2 * SIZE / CX7.rate   # one flow a pair: some uplink carries two of them
+    assert times[64] < 1.5 * sprayed
+
+
+def test_flows_per_pair_is_an_integer_option():
+    with pytest.raises(ScenarioError) as err:
+        build(16, hosts_per_leaf=4, flows_per_pair=0)
+    assert err.value.field == "cluster.topology_options.flows_per_pair"
