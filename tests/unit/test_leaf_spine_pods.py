@@ -135,3 +135,15 @@ def test_flows_per_pair_is_an_integer_option():
     with pytest.raises(ScenarioError) as err:
         build(16, hosts_per_leaf=4, flows_per_pair=0)
     assert err.value.field == "cluster.topology_options.flows_per_pair"
+
+
+@pytest.mark.parametrize("name", ["llama3-405b-8k-h100-published", "llama3-405b-16k-h100-published"])
+def test_the_llama3_scenarios_run_what_the_paper_states(name):
+    from simcluster.parallel.layout import split_layers
+
+    p = config.load(name).parallelism
+    # section 3.3.2: [TP, CP, PP, DP]; FSDP sharding gradients (ZeRO-2), reduce-scatter in FP32; asynchronous p2p
+    assert (p.order, p.zero_stage, p.grad_reduce_dtype, p.p2p) == ("tp-cp-pp-dp", 2, "fp32", "async")
+    # "reduce one Transformer layer each from the first and the last stages": embedding and output chunks alone
+    counts = split_layers(126, p.pp, p.virtual_stages, p.layers_per_stage)
+    assert counts[0] == counts[-1] == 0 and set(counts[1:-1]) == {1}
