@@ -328,8 +328,11 @@ def _default_radix(nic: NicSpec, protocol: str) -> int:
 
 
 def _set_routing(b: GraphBuilder, kind: str, options: dict):
-    """Routing policy of a Clos fabric whose switches are joined by links of ``kind``."""
+    """Routing policy of a Clos fabric whose switches are joined by links of ``kind``, and the flows a pair's bytes
+    are hashed over under ECMP (``flows_per_pair``, ``topology.Fabric``)."""
     b.graph_attrs["routing"] = options.get("routing") or default_routing([kind])
+    if "flows_per_pair" in options:
+        b.graph_attrs["flows_per_pair"] = int(options["flows_per_pair"])
 
 
 def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
@@ -390,6 +393,15 @@ def leaf_spine(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic
     (oversubscription * spines) (a trunk when that exceeds one port). Hash ECMP spreads flows over the
     spines (the default on Ethernet; ``protocol: infiniband`` makes it adaptive unless ``routing`` says
     otherwise).
+
+    Pods (``leaves_per_pod``): a third tier, as in Meta's RoCE clusters (Llama 3 Herd of Models 2024, section
+    3.3.1: racks of 16 GPUs under one ToR, 192 racks a pod of full bisection through cluster switches, pods joined
+    by aggregation switches at 1:7). Consecutive leaves fill pods of ``leaves_per_pod``; each pod is the two-tier
+    leaf-spine above with spines of its own (role spine, attribute ``pod``), and spine s of every pod has one
+    cable (a trunk) to core s (role core; the planes of Al-Fares et al. 2008), carrying the down capacity of spine
+    s in a full pod divided by ``pod_oversubscription`` (default 1). A last, partly filled pod keeps a full pod's
+    uplinks: the job then uses part of a pod built whole. Without pods, or when every leaf fits one pod, the
+    fabric is the two-tier one.
     """
     protocol = options.get("protocol", "ethernet")
     kind, switch = PROTOCOL_KIND[protocol], hardware.switch(PROTOCOL_SWITCH[protocol]).latency
@@ -406,10 +418,25 @@ def leaf_spine(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic
                             f"exceed the {MAX_SWITCH_PORTS} ports a leaf switch can have")
     uplink_bytes_per_s = hosts * nic.rate / (ratio * spine_count)
     nics = add_servers(b, gpus, gpus_per_node, gpu, nic).nic
-    leaves = b.nodes([f"leaf/{j}" for j in range(math.ceil(gpus / hosts))], "leaf", switch)
+    leaf_count = math.ceil(gpus / hosts)
+    per_pod = int(options.get("leaves_per_pod", leaf_count))
+    if per_pod >= leaf_count:   # one pod: two tiers
+        leaves = b.nodes([f"leaf/{j}" for j in range(leaf_count)], "leaf", switch)
+        b.cables(nics, leaves[np.arange(gpus) // hosts], nic.rate, kind)
+        spines = b.nodes([f"spine/{s}" for s in range(spine_count)], "spine", switch)
+        b.cables(np.repeat(leaves, len(spines)), np.tile(spines, len(leaves)), uplink_bytes_per_s, kind)
+        return
+    pod_ratio = float(options.get("pod_oversubscription", 1))
+    pod_of_leaf = np.arange(leaf_count) // per_pod
+    leaves = b.nodes([f"leaf/{j}" for j in range(leaf_count)], "leaf", switch, pod=pod_of_leaf)
     b.cables(nics, leaves[np.arange(gpus) // hosts], nic.rate, kind)
-    spines = b.nodes([f"spine/{s}" for s in range(spine_count)], "spine", switch)
-    b.cables(np.repeat(leaves, len(spines)), np.tile(spines, len(leaves)), uplink_bytes_per_s, kind)
+    cores = b.nodes([f"core/{s}" for s in range(spine_count)], "core", switch)
+    core_bytes_per_s = per_pod * uplink_bytes_per_s / pod_ratio   # spine s's down capacity in a full pod, tapered
+    for p in range(int(pod_of_leaf[-1]) + 1):
+        pod_leaves = leaves[pod_of_leaf == p]
+        spines = b.nodes([f"spine/p{p}/{s}" for s in range(spine_count)], "spine", switch, pod=p)
+        b.cables(np.repeat(pod_leaves, spine_count), np.tile(spines, len(pod_leaves)), uplink_bytes_per_s, kind)
+        b.cables(spines, cores, core_bytes_per_s, kind)   # spine s of every pod to core s
 
 
 def fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
@@ -500,9 +527,10 @@ def torus(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Nic
 
 BUILDERS = {
     "nvswitch-node": (nvswitch_node, ()),
-    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "protocol", "routing")),
-    "leaf-spine": (leaf_spine, ("oversubscription", "hosts_per_leaf", "spines", "radix", "protocol", "routing")),
-    "fat-tree": (fat_tree, ("k", "link", "protocol", "routing")),
+    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "protocol", "routing", "flows_per_pair")),
+    "leaf-spine": (leaf_spine, ("oversubscription", "hosts_per_leaf", "spines", "radix", "protocol", "routing",
+                                "leaves_per_pod", "pod_oversubscription", "flows_per_pair")),
+    "fat-tree": (fat_tree, ("k", "link", "protocol", "routing", "flows_per_pair")),
     "torus": (torus, ("dims", "link", "hop_latency")),
 }
 

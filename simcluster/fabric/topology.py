@@ -98,7 +98,9 @@ class Fabric:
     """A fabric graph plus per-link arrays (index = link id) and cached routes between GPU ranks.
 
     ``routing`` ("adaptive" or "ecmp", ``ROUTING_POLICIES``) decides how ``links_of`` loads the links; torus
-    fabrics route dimension-order paths chosen per flow by hash whatever it says.
+    fabrics route dimension-order paths chosen per flow by hash whatever it says. ``flows_per_pair`` (ECMP only):
+    each pair's bytes are split evenly over that many flows, each hashed onto its own path (salts salt x flows ..
+    salt x flows + flows - 1), as a collective library that opens several connections per peer does.
     """
 
     name: str
@@ -111,6 +113,7 @@ class Fabric:
     routing: str = "ecmp"
     gpu: GpuSpec | None = None  # the GPUs' spec: collectives ask it what the GPUs can do (NVLink SHARP)
     sharp: bool = False  # the switches reduce in the network (IB SHARP), as the scenario allows
+    flows_per_pair: int = 1  # ECMP: flows a pair's bytes are split over, each hashed onto its own path
     _router: object = field(default=None, repr=False)
     _routes: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _small_routes: dict = field(default_factory=dict, repr=False)
@@ -264,10 +267,23 @@ class Fabric:
             self._routes.popitem(last=False)
         return result
 
+    @property
+    def _hashed_flows(self) -> int:
+        """Flows a pair's bytes are hashed over: ``flows_per_pair`` under ECMP, else 1 (spraying is their limit)."""
+        return self.flows_per_pair if self.routing == "ecmp" else 1
+
     def _computed_route_set(self, pairs: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         router = self.router
         try:
             if isinstance(router, Router):
+                flows = self._hashed_flows
+                if flows > 1:
+                    sets = [router.route_set(pairs[:, 0], pairs[:, 1], salt * flows + f, False, self.links)
+                            for f in range(flows)]
+                    links, inverse = np.unique(np.concatenate([r[0] for r in sets]), return_inverse=True)
+                    load = np.bincount(inverse, weights=np.concatenate([r[1] for r in sets]).astype(float),
+                                       minlength=len(links)) / flows
+                    return links, load, np.max([r[2] for r in sets], axis=0)
                 return router.route_set(pairs[:, 0], pairs[:, 1], salt, self.routing == "adaptive", self.links)
             return self._paths_route_set(pairs, salt)
         except KeyError as err:
@@ -310,14 +326,28 @@ class Fabric:
         router = self.router
         try:
             if isinstance(router, Router):
-                return router.route_set(pairs[:, 0], pairs[:, 1], int(salt), self.routing == "adaptive", self.links,
-                                        part=part)[:3]
+                return self._parts_route_set(router, pairs, part, int(salt), True)
             paths = [router.path(s, d, int(salt)) for s, d in pairs.tolist()]
         except KeyError as err:
             raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
         owner = np.repeat(np.arange(len(paths)), [len(p) for p in paths])
         flat = np.concatenate(paths).astype(np.int64) if paths else np.zeros(0, dtype=np.int64)
         return loads_by_part(part, owner, flat, np.ones(len(flat)), self.links)
+
+    def _parts_route_set(self, router: Router, pairs: np.ndarray, part: np.ndarray, salt: int, core: bool
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(part, link id, load) of ``Router.route_set`` by part, over the pair's hashed flows (``flows_per_pair``)."""
+        flows = self._hashed_flows
+        if flows == 1:
+            return router.route_set(pairs[:, 0], pairs[:, 1], salt, self.routing == "adaptive", self.links,
+                                    part=part, core=core)[:3]
+        sets = [router.route_set(pairs[:, 0], pairs[:, 1], salt * flows + f, False, self.links, part=part,
+                                 core=core)[:3] for f in range(flows)]
+        key = np.concatenate([r[0] for r in sets]).astype(np.int64) * self.links + np.concatenate([r[1] for r in sets])
+        key, inverse = np.unique(key, return_inverse=True)
+        load = np.bincount(inverse, weights=np.concatenate([r[2] for r in sets]).astype(float),
+                           minlength=len(key)) / flows
+        return key // self.links, key % self.links, load
 
     def access_links_of_parts(self, pairs: np.ndarray, part: np.ndarray, salt: int = 0
                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -330,8 +360,7 @@ class Fabric:
         if not isinstance(router, Router):
             return None
         try:
-            return router.route_set(pairs[:, 0], pairs[:, 1], int(salt), self.routing == "adaptive", self.links,
-                                    part=part, core=False)[:3]
+            return self._parts_route_set(router, pairs, part, int(salt), False)
         except KeyError as err:
             raise ScenarioError(f"topology {self.name}", str(err.args[0])) from None
 
@@ -414,7 +443,7 @@ def fabric_from_tables(name: str, tables: FabricTables, gpus_per_node: int) -> F
         if tables.role[u] in NETWORK_SWITCH_ROLES and tables.role[v] in NETWORK_SWITCH_ROLES)
     assert routing in ROUTING_POLICIES, routing
     return Fabric(name, tables, tables.gpu_nodes, gpus_per_node, tables.bytes_per_s, tables.latency_s, tables.kind,
-                  routing)
+                  routing, flows_per_pair=int(tables.graph_attrs.get("flows_per_pair", 1)))
 
 
 def sharp_capable(fabric: Fabric) -> bool:
@@ -470,7 +499,7 @@ def _options(topology: str, options: dict | None) -> dict:
                     or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
                 raise ScenarioError(where, f"expected 1 to 3 positive integers such as [4, 4, 4], got {value!r}")
             out[key] = list(value)
-        elif key == "oversubscription":
+        elif key in ("oversubscription", "pod_oversubscription"):
             if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
                     or not 1 / builders.MAX_SWITCH_PORTS <= value <= builders.MAX_SWITCH_PORTS):
                 raise ScenarioError(where, f"expected a ratio such as 4 (for 4:1), from 1/{builders.MAX_SWITCH_PORTS}"
