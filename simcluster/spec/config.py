@@ -176,6 +176,11 @@ class Parallelism(_Strict):
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
     tp_comm_overlap: bool = Field(
         False, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers)")
+    tp_comm_overlap_impl: Literal["userbuffers", "async_tp"] = Field(
+        "userbuffers", description="what overlaps them with tp_comm_overlap: userbuffers (Transformer Engine: every "
+        "TP collective of a block under the block) or async_tp (PyTorch's micro-pipeline TP, torchtitan's "
+        "enable_async_tensor_parallel: the all-gather/matmul and matmul/reduce-scatter pairs decomposed per rank, "
+        "the backward's summed-gradient reduce-scatters left blocking; workload/async_tp.py)")
     overlap_param_gather: bool = Field(
         False, description="ZeRO >= 1: gather updated parameters during the next step's forward (Megatron-Core)")
     p2p: Literal["auto", "blocking", "async"] = Field(
@@ -323,6 +328,11 @@ class Scenario(_Strict):
         if p.tp_comm_overlap and p.tp > 1 and not p.sequence_parallel:  # Megatron-LM's arguments.py asserts it
             raise ScenarioError("parallelism.tp_comm_overlap", "needs sequence_parallel: true with tp > 1 (Transformer "
                                 "Engine's userbuffers overlap the sequence-parallel all-gathers and reduce-scatters)")
+        if p.tp_comm_overlap_impl == "async_tp" and not p.tp_comm_overlap:
+            raise ScenarioError("parallelism.tp_comm_overlap_impl", "async_tp needs tp_comm_overlap: true")
+        if p.tp_comm_overlap_impl == "async_tp" and m.moe is not None:
+            raise ScenarioError("parallelism.tp_comm_overlap_impl", "async_tp is modelled for dense layers only "
+                                "(torchtitan's async TP on its dense Llama models)")
         self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")
