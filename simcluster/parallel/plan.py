@@ -257,7 +257,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             tp_collectives={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
                                          in zip(ops, moe_per_layer[phase], strict=True))
                             for phase, ops in per_layer.items()},
-            tp_blocking={phase: tuple((op, layers * count) for op, count in calls) for phase, calls in blocking.items()},
+            tp_blocking={phase: tuple((op, layers * count) for op, count in calls)
+                         for phase, calls in blocking.items()},
             tp_bytes=activation_bytes,
             tp_op_bytes={op: size for op, size in tp_op_bytes.items() if size != activation_bytes},
             ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
