@@ -204,7 +204,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     per_layer = tp_collectives_per_layer(scenario)
     blocking: dict[str, tuple[tuple[str, int], ...]] = {}
     if micro_pipelined:  # the collectives the pass leaves to NCCL run after the compute, blocking
-        per_layer, blocking = async_tp.split(per_layer, precision)
+        per_layer, blocking = async_tp.split(per_layer)
     moe_per_layer = tp_collectives_per_layer(scenario, moe_layer=True) if m.moe else per_layer
     tp_op_bytes = tp_collective_bytes(scenario, activation_bytes)
     tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), tp_op_bytes[op])

@@ -13,8 +13,9 @@ The pass rewrites two patterns of a compiled graph:
   the compute stream runs after the last chunk.
 
 Everything else stays an NCCL collective between the GEMMs, blocking: in the backward the reduce-scatters of the
-summed wq/wk/wv and w1/w3 input gradients (a sum of matmuls, not one matmul), and in float8 training the
-all-gathers of the output gradients too (gathered in 16 bit, cast to float8 after: the gather feeds the cast).
+summed wq/wk/wv and w1/w3 input gradients (a sum of matmuls, not one matmul). In float8 training torchao casts
+before every gather (forward input and backward output gradient), so the gathered tensors are float8 matmul
+operands and fuse as in bf16.
 
 Here a fused GEMM becomes ``tp`` chunk GEMMs of tokens/tp rows, each its own kernel (issued from the Python of
 torch/distributed/_symmetric_memory, each after a stream wait: each pays the stream's gap), quantised alone (the
@@ -28,7 +29,7 @@ import math
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import userbuffers
-from simcluster.workload.ops import HIGH_PRECISION, Op
+from simcluster.workload.ops import Op
 
 FORWARD_PHASES = ("forward", "recompute")  # full recompute re-runs the forward's fused ops
 
@@ -37,16 +38,10 @@ def constants() -> dict:
     return userbuffers.constants()["async_tp"]
 
 
-def method(op_name: str, phase: str, precision: str) -> str | None:
+def method(op_name: str, phase: str) -> str | None:
     """How the pass rewrites the layer GEMM ``op_name`` of ``phase``: "all_gather" (gather then chunk matmuls),
-    "reduce_scatter" (chunk matmuls then the summed partials) or None (not fused). A backward all-gather is fused
-    only where the gathered tensor is the matmul's operand: not in float8 training (``HIGH_PRECISION``), where
-    torchao casts the gathered output gradient first."""
-    table = constants()["fused"]
-    how = table.get("forward" if phase in FORWARD_PHASES else phase, {}).get(op_name)
-    if how == "all_gather" and phase not in FORWARD_PHASES and precision in HIGH_PRECISION:
-        return None
-    return how
+    "reduce_scatter" (chunk matmuls then the summed partials) or None (not fused)."""
+    return constants()["fused"].get("forward" if phase in FORWARD_PHASES else phase, {}).get(op_name)
 
 
 def chunk_ops(op: Op, how: str, tp: int, precision: str) -> list[Op]:
@@ -71,28 +66,22 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str) -> dict[str, list[O
     for phase, phase_ops in ops.items():
         out[phase] = []
         for op in phase_ops:
-            how = method(op.name, phase, precision) if op.kind == "gemm" and op.batch == 1 else None
+            how = method(op.name, phase) if op.kind == "gemm" and op.batch == 1 else None
             out[phase].extend(chunk_ops(op, how, tp, precision) if how else [op])
     return out
 
 
-def blocking_backward(precision: str) -> tuple[tuple[str, int], ...]:
+def blocking_backward() -> tuple[tuple[str, int], ...]:
     """The TP collectives of one layer's backward (its own, not the recompute's) the pass leaves to NCCL: the
-    reduce-scatters of the summed input gradients, and the output-gradient all-gathers it does not fuse."""
-    c = constants()
-    fused_gathers = sum(1 for name in c["fused"]["backward_input"]
-                        if method(name, "backward_input", precision) == "all_gather")
-    calls = [("reduce_scatter", c["exposed_backward_reduce_scatters"])]
-    if c["backward_gathers"] > fused_gathers:
-        calls.append(("all_gather", c["backward_gathers"] - fused_gathers))
-    return tuple(calls)
+    reduce-scatters of the summed input gradients."""
+    return (("reduce_scatter", constants()["exposed_backward_reduce_scatters"]),)
 
 
-def split(per_layer: dict[str, list[tuple[str, int]]], precision: str
+def split(per_layer: dict[str, list[tuple[str, int]]]
           ) -> tuple[dict[str, list[tuple[str, int]]], dict[str, tuple[tuple[str, int], ...]]]:
     """A layer's TP collectives per phase (``plan.tp_collectives_per_layer``) as (overlapped, blocking): the
     blocking ones are ``blocking_backward``'s, taken from the backward's own collectives."""
-    blocking = {"backward": blocking_backward(precision)}
+    blocking = {"backward": blocking_backward()}
     overlapped = {phase: list(calls) for phase, calls in per_layer.items()}
     remaining = dict(blocking["backward"])
     backward = []
