@@ -112,9 +112,11 @@ class Training(_Strict):
     global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
     micro_batch_size: Count = Field(1, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
-    fp8_recipe: Literal["delayed", "current", "mxfp8"] = Field(
-        "delayed", description="Transformer Engine's fp8 scaling with precision fp8: per-tensor delayed or current "
-        "scaling, or MXFP8 block scaling (Blackwell); sets the bytes of the operand casts (workload/fp8_recipes.py)")
+    fp8_recipe: Literal["delayed", "current", "mxfp8", "torchao_tensorwise"] = Field(
+        "delayed", description="fp8 scaling with precision fp8: Transformer Engine's per-tensor delayed or current "
+        "scaling, or MXFP8 block scaling (Blackwell), or torchao's dynamic tensorwise Float8Linear (torchtitan: an "
+        "abs-max pass before every cast, weights cast on every call); sets the bytes of the operand casts "
+        "(workload/fp8_recipes.py, workload/torchao_float8.py)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
     recompute_modules: tuple[Literal["mla_up_proj"], ...] = Field(
         (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import fp8_recipes, grad_accumulation
+from simcluster.workload import fp8_recipes, grad_accumulation, torchao_float8
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -380,9 +380,16 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         sp_tokens = tokens / shard.sp_divisor
         forward_elements = sp_tokens * h + tokens * q_local + mlp.cast_forward_elements
         backward_elements = sp_tokens * h + tokens * (q_local + 2 * kv_local) + mlp.cast_backward_elements
-        per_element = fp8_recipes.cast_bytes_per_element(shard.fp8_recipe)
-        casts = [_memory("fp8_cast", forward_elements, per_element * forward_elements)]
-        casts_bwd = [_memory("fp8_cast", backward_elements, per_element * backward_elements)]
+        torchao = shard.fp8_recipe in torchao_float8.RECIPES
+        per_element = (torchao_float8 if torchao else fp8_recipes).cast_bytes_per_element(shard.fp8_recipe)
+        forward_bytes, backward_bytes = per_element * forward_elements, per_element * backward_elements
+        if torchao:  # torchao casts every weight on every call (workload.torchao_float8)
+            weights = sum(op.k * op.n * op.batch for op in (qkv.forward(shard), attn_out.forward(shard),
+                                                            *mlp.forward) if op.kind == "gemm")
+            weight_forward, weight_backward = torchao_float8.weight_cast_bytes(weights)
+            forward_bytes, backward_bytes = forward_bytes + weight_forward, backward_bytes + weight_backward
+        casts = [_memory("fp8_cast", forward_elements, forward_bytes)]
+        casts_bwd = [_memory("fp8_cast", backward_elements, backward_bytes)]
 
     forward = [attn_norm, qkv.forward(shard), *rope, *core_forward, attn_out.forward(shard), attn_residual,
                mlp_norm, *mlp.forward, mlp_residual, *casts]
