@@ -19,7 +19,7 @@ from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import async_tp, kernels, mla, moe, mtp, userbuffers
+from simcluster.workload import async_tp, composer_adamw, kernels, mla, moe, mtp, userbuffers
 from simcluster.workload.ops import (
     HIGH_PRECISION,
     Op,
@@ -284,7 +284,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     return StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
-        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype) for params in optimizer_params],
+        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer)
+                     for params in optimizer_params],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
@@ -407,12 +408,14 @@ LOSS_SCALING_UNSCALE_BYTES_PER_PARAM = 8
 FP16_GRAD_COPY_BYTES_PER_PARAM = 6
 
 
-def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32") -> float:
+def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam") -> float:
     """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
     (its few FLOP per parameter are timed at the training precision's peak; they never bind), plus fp16 loss
-    scaling's unscale pass and, for 16-bit gradients (``grad_dtype``), their copy into fp32 main gradients."""
+    scaling's unscale pass and, for 16-bit gradients (``grad_dtype``), their copy into fp32 main gradients.
+    ``decoupled_adamw``: Composer's unfused DecoupledAdamW, its bytes per parameter (workload.composer_adamw)."""
     constants = _engine_constants()["optimizer"]
-    hbm_bytes_per_param = constants["hbm_bytes_per_param"]
+    hbm_bytes_per_param = (composer_adamw.hbm_bytes_per_param() if optimizer == "decoupled_adamw"
+                           else constants["hbm_bytes_per_param"])
     if precision == "fp16":
         hbm_bytes_per_param += LOSS_SCALING_UNSCALE_BYTES_PER_PARAM
         if grad_dtype != "fp32":

@@ -144,7 +144,10 @@ class Training(_Strict):
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
         "host gap; the routed experts stay eager, and the shared experts Megatron also captures keep their gaps "
         "here (data/moe.yaml host_launches)")
-    optimizer: Literal["adam"] = "adam"
+    optimizer: Literal["adam", "decoupled_adamw"] = Field(
+        "adam", description="adam (a fused multi-tensor Adam: Megatron-LM, Apex, TE) or decoupled_adamw (Composer's "
+        "DecoupledAdamW, llm-foundry's default: eight unfused elementwise passes over each fp32 tensor, "
+        "workload/composer_adamw.py)")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
