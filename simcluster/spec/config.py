@@ -139,6 +139,10 @@ class Training(_Strict):
         "unfused", description="loss kernel over the logits: unfused (Megatron-LM's vocab-parallel cross entropy, pass "
         "by pass in fp32) or fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
         "flash-attention's CrossEntropyLoss, llm-foundry's default loss_fn fused_crossentropy)")
+    projections: Literal["fused", "separate"] = Field(
+        "fused", description="input projections reading one tensor: fused (one QKV GEMM and one gate/up GEMM: "
+        "Megatron-LM, Transformer Engine) or separate (one GEMM per weight, torchtitan's Llama wq/wk/wv and w1/w3, and "
+        "a kernel summing their input gradients in the backward)")
     moe_cuda_graphs: bool = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
@@ -364,6 +368,9 @@ class Scenario(_Strict):
         if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
             raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
                                 f"{self.cluster.gpu.name} has none")
+        if t.projections == "separate" and self.model.mla is not None:
+            raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
+                                "grouped-query attention (MLA has its own projections)")
         if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
             raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
 
