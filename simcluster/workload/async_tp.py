@@ -44,11 +44,11 @@ def method(op_name: str, phase: str) -> str | None:
     return constants()["fused"].get("forward" if phase in FORWARD_PHASES else phase, {}).get(op_name)
 
 
-def chunk_ops(op: Op, how: str, tp: int, precision: str) -> list[Op]:
+def chunk_ops(op: Op, how: str, tp: int, precision: str, copy: bool = True) -> list[Op]:
     """``op`` (a GEMM of the run's ``precision``) as the fused op runs it: ``tp`` chunk GEMMs of tokens/tp rows,
     FLOP kept, each reading its rows and the whole weight; an all-gather's copy of the local shard into the gathered
-    output before them; a reduce-scatter's sum of the tp stacked 16-bit partials (read) into the local shard
-    (written) after them."""
+    output before them (``copy``: once per gathered input, which several projections may share); a reduce-scatter's
+    sum of the tp stacked 16-bit partials (read) into the local shard (written) after them."""
     rows = math.ceil(op.m / tp)
     element = BYTES_PER_ELEMENT[op.precision or precision]
     output = max(element, BYTES_PER_ELEMENT["bf16"])
@@ -56,18 +56,23 @@ def chunk_ops(op: Op, how: str, tp: int, precision: str) -> list[Op]:
                                 hbm_bytes=float((rows * op.k + op.k * op.n) * element + rows * op.n * output))
     chunks = [chunk] * tp
     if how == "all_gather":
-        return [Op("async_tp_copy", "memory", 0.0, float(2 * rows * op.k * element)), *chunks]
+        return [Op("async_tp_copy", "memory", 0.0, float(2 * rows * op.k * element))] * copy + chunks
     return [*chunks, Op("async_tp_reduce", "memory", float(op.m * op.n), float((op.m * op.n + rows * op.n) * output))]
 
 
 def apply(ops: dict[str, list[Op]], tp: int, precision: str) -> dict[str, list[Op]]:
-    """A layer's ops per phase as the micro-pipeline TP pass runs them (``chunk_ops`` for each fused GEMM)."""
+    """A layer's ops per phase as the micro-pipeline TP pass runs them (``chunk_ops`` for each fused GEMM; separate
+    projections of one gathered input, ``training.projections: separate``, are one fused op with several weights:
+    one copy of the local shard)."""
     out: dict[str, list[Op]] = {}
     for phase, phase_ops in ops.items():
         out[phase] = []
+        gathered: set[str] = set()
         for op in phase_ops:
             how = method(op.name, phase) if op.kind == "gemm" and op.batch == 1 else None
-            out[phase].extend(chunk_ops(op, how, tp, precision) if how else [op])
+            out[phase].extend(chunk_ops(op, how, tp, precision, op.name not in gathered) if how else [op])
+            if how == "all_gather":
+                gathered.add(op.name)
     return out
 
 

@@ -99,3 +99,10 @@ def test_torchtitan_async_tp_scenarios_run_it():
     for name in ("torchtitan-llama31-70b-256-h100-fp8-asynctp", "torchtitan-llama31-405b-512-h100-fp8"):
         assert config.load(name).parallelism.tp_comm_overlap_impl == "async_tp"
     assert config.load("megatron-177b-h100").parallelism.tp_comm_overlap_impl == "userbuffers"
+
+
+def test_separate_projections_of_one_gathered_input_copy_its_shard_once():
+    shard = Shard(seq_len=8192, micro_batch=2, tp=TP, recompute="full", projections="separate")
+    fused = async_tp.apply(layer_ops(MODEL, shard), TP, "bf16")
+    assert sum(op.name == "async_tp_copy" for op in fused["forward"]) == 2  # wq/wk/wv's input, w1/w3's input
+    assert sum(op.name == "qkv" for op in fused["forward"]) == 3 * TP

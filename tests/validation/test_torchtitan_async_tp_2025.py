@@ -8,7 +8,7 @@ checkpointing, local batch 16 (the layout of the held-out 2D rows), tokens/s per
 
 Simulated from the held-out 2D scenario with only the precision and the TP overlap changed. Each run within 10%,
 and the bf16 async-TP gain within 5% of the measured one. The float8 gain is not asserted: the pass of June 2025
-gained 1.16x where that of December 2024 gained 1.057x (the held-out pair), the model 1.08x between them
+gained 1.16x where that of December 2024 gained 1.057x (the held-out pair), the model 1.09x between them
 (docs/calibration.md, "PyTorch-native stacks").
 """
 
