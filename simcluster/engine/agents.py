@@ -153,7 +153,7 @@ class Agent:
         block = sim.blocks.get(key)
         if block is None:
             block = sim.blocks[key] = _Block.of(sim.plan.chunks[work.chunk], work.chunk, phase, part, parts)
-        cost, alone_s, name, calls, ep_calls = block
+        cost, alone_s, name, calls, ep_calls, blocking_calls = block
         if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
             alone_s *= sim.variability.block_factor(self)
         compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
@@ -177,6 +177,10 @@ class Agent:
                                               op_bytes=cost.tp_op_bytes)
             if not tp_done.triggered:
                 yield tp_done
+        if blocking_calls:  # async TP's unfused collectives: after the compute, at the activation's width
+            blocking_done = sim.tensor_parallel(self, blocking_calls, cost.tp_bytes, f"{name} m{work.microbatch}")
+            if not blocking_done.triggered:
+                yield blocking_done
         tp_comm_s = env.now - started_at_s - compute_s - cp_s
         tp_started_at_s = started_at_s + compute_s + cp_s
         self.tally.compute_s += compute_s
@@ -289,13 +293,15 @@ class _Block(NamedTuple):
     name: str
     calls: tuple
     ep_calls: tuple
+    blocking_calls: tuple  # TP collectives that stay blocking under tp_comm_overlap (ChunkCost.tp_blocking)
 
     @classmethod
     def of(cls, cost, chunk: int, phase: str, part: int | None, parts: int) -> _Block:
         return cls(cost, getattr(cost, f"{phase}_compute_s") / parts,
                    f"{phase} c{chunk}" + (f" b{part}" if part is not None else ""),
                    share(cost.tp_collectives.get(phase, ()), part or 0, parts),
-                   share(cost.ep_collectives.get(phase, ()), part or 0, parts))
+                   share(cost.ep_collectives.get(phase, ()), part or 0, parts),
+                   share(cost.tp_blocking.get(phase, ()), part or 0, parts))
 
 
 def share(calls: tuple[tuple[str, int], ...], part: int, parts: int) -> tuple[tuple[str, int], ...]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from simcluster.collectives import nccl
 from simcluster.parallel.plan import BACKWARD_PHASES, tp_collective_bytes, tp_collectives_per_layer
-from simcluster.workload import interference, userbuffers
+from simcluster.workload import async_tp, interference, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
 PHASES = {"forward": ("forward",), "backward": BACKWARD_PHASES}
@@ -47,7 +47,10 @@ def slowdowns(scenario, layout) -> Slowdowns:
         dp = interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu))
     tp_wire = gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu)
     p = scenario.parallelism
-    if p.sequence_parallel and p.tp > 1:
+    if p.tp_comm_overlap_impl == "async_tp":  # copy engines move the data; barrier kernels hold a few SMs
+        kernel = interference.CommKernel(async_tp.comm_sms(), tp_wire)
+        tp = {phase: interference.slowdown(gpu, kernel, m) for phase, m in share.items()}
+    elif p.sequence_parallel and p.tp > 1:
         tp = {phase: _userbuffers_slowdown(scenario, phase, tp_wire, m) for phase, m in share.items()}
     else:  # all-reduces: one kernel of TE's default num_sm
         tp = {phase: interference.slowdown(gpu, interference.comm_kernel("userbuffers", tp_wire), m)

@@ -19,7 +19,7 @@ from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import kernels, mla, moe, mtp, userbuffers
+from simcluster.workload import async_tp, composer_adamw, kernels, mla, moe, mtp, userbuffers
 from simcluster.workload.ops import (
     HIGH_PRECISION,
     Op,
@@ -55,6 +55,9 @@ class ChunkCost:
     # ring attention's key/value exchange per phase: (attention time it hides behind, ring steps, bytes per step)
     cp_exchange: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
+    # with tp_comm_overlap, the TP collectives of a phase that stay blocking after the compute, at ``tp_bytes`` each
+    # (async TP's unfused backward collectives, ``workload.async_tp``); not in ``tp_collectives`` nor ``*_tp_comm_s``
+    tp_blocking: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     tp_bytes: float = 0.0
     # bytes of one TP collective per op where they differ from ``tp_bytes`` (fp8 all-gathers, ``tp_collective_bytes``);
     # ``*_tp_comm_s`` and the engine's network (``Simulation.tensor_parallel``'s ``op_bytes``) use them.
@@ -169,9 +172,13 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
     layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
-    ub = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1  # Transformer Engine userbuffers' chunk GEMMs
+    overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1
+    ub = overlap and p.tp_comm_overlap_impl == "userbuffers"  # Transformer Engine userbuffers' chunk GEMMs
+    micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
     if ub:
         layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
+    if micro_pipelined:
+        layer = async_tp.apply(layer, p.tp, precision)
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
@@ -195,6 +202,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * activation_element
     tp_group = layout.group(0, "tp")
     per_layer = tp_collectives_per_layer(scenario)
+    blocking: dict[str, tuple[tuple[str, int], ...]] = {}
+    if micro_pipelined:  # the collectives the pass leaves to NCCL run after the compute, blocking
+        per_layer, blocking = async_tp.split(per_layer)
     moe_per_layer = tp_collectives_per_layer(scenario, moe_layer=True) if m.moe else per_layer
     tp_op_bytes = tp_collective_bytes(scenario, activation_bytes)
     tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), tp_op_bytes[op])
@@ -247,6 +257,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             tp_collectives={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
                                          in zip(ops, moe_per_layer[phase], strict=True))
                             for phase, ops in per_layer.items()},
+            tp_blocking={phase: tuple((op, layers * count) for op, count in calls)
+                         for phase, calls in blocking.items()},
             tp_bytes=activation_bytes,
             tp_op_bytes={op: size for op, size in tp_op_bytes.items() if size != activation_bytes},
             ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
@@ -272,7 +284,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     return StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
-        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype) for params in optimizer_params],
+        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer)
+                     for params in optimizer_params],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
@@ -395,12 +408,14 @@ LOSS_SCALING_UNSCALE_BYTES_PER_PARAM = 8
 FP16_GRAD_COPY_BYTES_PER_PARAM = 6
 
 
-def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32") -> float:
+def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam") -> float:
     """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
     (its few FLOP per parameter are timed at the training precision's peak; they never bind), plus fp16 loss
-    scaling's unscale pass and, for 16-bit gradients (``grad_dtype``), their copy into fp32 main gradients."""
+    scaling's unscale pass and, for 16-bit gradients (``grad_dtype``), their copy into fp32 main gradients.
+    ``decoupled_adamw``: Composer's unfused DecoupledAdamW, its bytes per parameter (workload.composer_adamw)."""
     constants = _engine_constants()["optimizer"]
-    hbm_bytes_per_param = constants["hbm_bytes_per_param"]
+    hbm_bytes_per_param = (composer_adamw.hbm_bytes_per_param() if optimizer == "decoupled_adamw"
+                           else constants["hbm_bytes_per_param"])
     if precision == "fp16":
         hbm_bytes_per_param += LOSS_SCALING_UNSCALE_BYTES_PER_PARAM
         if grad_dtype != "fp32":

@@ -112,9 +112,11 @@ class Training(_Strict):
     global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
     micro_batch_size: Count = Field(1, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
-    fp8_recipe: Literal["delayed", "current", "mxfp8"] = Field(
-        "delayed", description="Transformer Engine's fp8 scaling with precision fp8: per-tensor delayed or current "
-        "scaling, or MXFP8 block scaling (Blackwell); sets the bytes of the operand casts (workload/fp8_recipes.py)")
+    fp8_recipe: Literal["delayed", "current", "mxfp8", "torchao_tensorwise"] = Field(
+        "delayed", description="fp8 scaling with precision fp8: Transformer Engine's per-tensor delayed or current "
+        "scaling, or MXFP8 block scaling (Blackwell), or torchao's dynamic tensorwise Float8Linear (torchtitan: an "
+        "abs-max pass before every cast, weights cast on every call); sets the bytes of the operand casts "
+        "(workload/fp8_recipes.py, workload/torchao_float8.py)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
     recompute_modules: tuple[Literal["mla_up_proj"], ...] = Field(
         (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "
@@ -137,12 +139,19 @@ class Training(_Strict):
         "unfused", description="loss kernel over the logits: unfused (Megatron-LM's vocab-parallel cross entropy, pass "
         "by pass in fp32) or fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
         "flash-attention's CrossEntropyLoss, llm-foundry's default loss_fn fused_crossentropy)")
+    projections: Literal["fused", "separate"] = Field(
+        "fused", description="input projections reading one tensor: fused (one QKV GEMM and one gate/up GEMM: "
+        "Megatron-LM, Transformer Engine) or separate (one GEMM per weight, torchtitan's Llama wq/wk/wv and w1/w3, and "
+        "a kernel summing their input gradients in the backward)")
     moe_cuda_graphs: bool = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
         "host gap; the routed experts stay eager, and the shared experts Megatron also captures keep their gaps "
         "here (data/moe.yaml host_launches)")
-    optimizer: Literal["adam"] = "adam"
+    optimizer: Literal["adam", "decoupled_adamw"] = Field(
+        "adam", description="adam (a fused multi-tensor Adam: Megatron-LM, Apex, TE) or decoupled_adamw (Composer's "
+        "DecoupledAdamW, llm-foundry's default: eight unfused elementwise passes over each fp32 tensor, "
+        "workload/composer_adamw.py)")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
@@ -176,6 +185,11 @@ class Parallelism(_Strict):
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
     tp_comm_overlap: bool = Field(
         False, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers)")
+    tp_comm_overlap_impl: Literal["userbuffers", "async_tp"] = Field(
+        "userbuffers", description="what overlaps them with tp_comm_overlap: userbuffers (Transformer Engine: every "
+        "TP collective of a block under the block) or async_tp (PyTorch's micro-pipeline TP, torchtitan's "
+        "enable_async_tensor_parallel: the all-gather/matmul and matmul/reduce-scatter pairs decomposed per rank, "
+        "the backward's summed-gradient reduce-scatters left blocking; workload/async_tp.py)")
     overlap_param_gather: bool = Field(
         False, description="ZeRO >= 1: gather updated parameters during the next step's forward (Megatron-Core)")
     p2p: Literal["auto", "blocking", "async"] = Field(
@@ -323,6 +337,11 @@ class Scenario(_Strict):
         if p.tp_comm_overlap and p.tp > 1 and not p.sequence_parallel:  # Megatron-LM's arguments.py asserts it
             raise ScenarioError("parallelism.tp_comm_overlap", "needs sequence_parallel: true with tp > 1 (Transformer "
                                 "Engine's userbuffers overlap the sequence-parallel all-gathers and reduce-scatters)")
+        if p.tp_comm_overlap_impl == "async_tp" and not p.tp_comm_overlap:
+            raise ScenarioError("parallelism.tp_comm_overlap_impl", "async_tp needs tp_comm_overlap: true")
+        if p.tp_comm_overlap_impl == "async_tp" and m.moe is not None:
+            raise ScenarioError("parallelism.tp_comm_overlap_impl", "async_tp is modelled for dense layers only "
+                                "(torchtitan's async TP on its dense Llama models)")
         self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")
@@ -349,6 +368,9 @@ class Scenario(_Strict):
         if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
             raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
                                 f"{self.cluster.gpu.name} has none")
+        if t.projections == "separate" and self.model.mla is not None:
+            raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
+                                "grouped-query attention (MLA has its own projections)")
         if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
             raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
 

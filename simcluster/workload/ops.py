@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import fp8_recipes, grad_accumulation
+from simcluster.workload import fp8_recipes, grad_accumulation, torchao_float8
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -49,6 +49,12 @@ ATTENTION_KERNELS = (*FLASH_KERNELS, "naive")
 # CrossEntropyLoss (flash_attn/losses/cross_entropy.py; the xentropy CUDA kernel in 1.x, a Triton kernel in 2.x),
 # llm-foundry's default (ComposerMPTCausalLM: loss_fn = om_model_config.get('loss_fn', 'fused_crossentropy')).
 CROSS_ENTROPY_KERNELS = ("unfused", "fused")
+# How the input projections that read one tensor run (``training.projections``): one GEMM over their concatenated
+# weights (Megatron-LM's QKV and gate/up linears, Transformer Engine) or one GEMM each (torchtitan's Llama: wq, wk,
+# wv and w1, w3 are separate nn.Linear, torchtitan/models/llama/model.py), whose input gradients autograd then sums
+# in a kernel of its own (read each partial, write the sum; torch.compile fuses the adds into one pointwise kernel
+# but not into the GEMMs, whose outputs it does not own).
+PROJECTIONS = ("fused", "separate")
 
 # FLOP per element of the bandwidth-bound kernels: a counting convention (one FLOP per add, multiply, compare
 # or transcendental), not a measurement. These ops are memory-bound on every GPU in the catalog, so the
@@ -116,12 +122,14 @@ class Shard:
     recompute: str = "none"       # "none" | "selective" | "full"
     cross_entropy: str = "unfused"  # one of CROSS_ENTROPY_KERNELS
     fp8_recipe: str = "delayed"   # Transformer Engine's fp8 scaling (workload.fp8_recipes), with precision fp8
+    projections: str = "fused"    # one of PROJECTIONS
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
         assert self.cross_entropy in CROSS_ENTROPY_KERNELS, self.cross_entropy
+        assert self.projections in PROJECTIONS, self.projections
         assert self.recompute in RECOMPUTE_MODES, self.recompute
         assert self.precision in BYTES_PER_ELEMENT, self.precision
         assert self.seq_len % self.cp == 0, "validated in config"
@@ -156,6 +164,7 @@ def shard_for(scenario: Scenario) -> Shard:
     return Shard(seq_len=t.seq_len, micro_batch=t.micro_batch_size, tp=p.tp, cp=p.cp,
                  sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
                  recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
+                 projections=t.projections,
                  recompute_modules=t.recompute_modules,
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype))
@@ -204,6 +213,22 @@ class _Linear:
         """A backward GEMM, with the split accumulator where its precision takes one (SPLIT_ACCUMULATOR_PRECISIONS)."""
         split = (self.precision or shard.precision) in SPLIT_ACCUMULATOR_PRECISIONS
         return dataclasses.replace(op, split_accumulator=True) if split else op
+
+
+def projections(name: str, tokens: int, in_features: int, widths: tuple[int, ...],
+                shard: Shard) -> tuple[list[Op], list[Op], list[Op]]:
+    """Forward, backward-input and backward-weight kernels of the column-parallel projections of output ``widths``
+    that read one input (``PROJECTIONS``): one GEMM over all widths (fused), or one GEMM each and the sum of their
+    input gradients (separate: read each partial input gradient, write their sum)."""
+    if shard.projections == "fused" or len(widths) == 1:
+        linear = _Linear(name, tokens, in_features, sum(widths))
+        return [linear.forward(shard)], [linear.dgrad(shard)], [linear.wgrad(shard)]
+    linears = [_Linear(name, tokens, in_features, width) for width in widths]
+    elements = tokens * in_features
+    grad_sum = _memory(f"{name}_grad_sum", (len(widths) - 1) * elements,
+                       (len(widths) + 1) * elements * shard.activation_bytes_per_element)
+    return ([linear.forward(shard) for linear in linears], [*(linear.dgrad(shard) for linear in linears), grad_sum],
+            [linear.wgrad(shard) for linear in linears])
 
 
 def local_kv_hidden(model: TransformerSpec, tp: int) -> int:
@@ -312,12 +337,13 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
     h, tokens, e = model.hidden, shard.tokens, shard.activation_bytes_per_element
     ffn_local = (ffn or model.ffn) // shard.tp
     up_width = ffn_local * (2 if model.mlp == "swiglu" else 1)
-    up = _Linear(f"{name}_up", tokens, h, up_width)
+    up_forward, up_dgrad, up_wgrad = projections(
+        f"{name}_up", tokens, h, (ffn_local, ffn_local) if model.mlp == "swiglu" else (ffn_local,), shard)
     down = _Linear(f"{name}_down", tokens, ffn_local, h)
     act, act_bwd = activation_ops(f"{name}_act", model, tokens * ffn_local, e)
     sp_tokens = tokens / shard.sp_divisor
-    return MlpBlock([up.forward(shard), act, down.forward(shard)], [down.dgrad(shard), act_bwd, up.dgrad(shard)],
-                    [down.wgrad(shard), up.wgrad(shard)],
+    return MlpBlock([*up_forward, act, down.forward(shard)], [down.dgrad(shard), act_bwd, *up_dgrad],
+                    [down.wgrad(shard), *up_wgrad],
                     sp_tokens * h + tokens * ffn_local, sp_tokens * h + tokens * up_width)
 
 
@@ -355,7 +381,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     e = shard.activation_bytes_per_element
     mlp = mlp or mlp_block(model, shard)
 
-    qkv = _Linear("qkv", tokens, h, q_local + 2 * kv_local)
+    qkv_forward, qkv_dgrad, qkv_wgrad = projections("qkv", tokens, h, (q_local, kv_local, kv_local), shard)
     attn_out = _Linear("attn_out", tokens, q_local, h)
 
     attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard)
@@ -380,16 +406,23 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         sp_tokens = tokens / shard.sp_divisor
         forward_elements = sp_tokens * h + tokens * q_local + mlp.cast_forward_elements
         backward_elements = sp_tokens * h + tokens * (q_local + 2 * kv_local) + mlp.cast_backward_elements
-        per_element = fp8_recipes.cast_bytes_per_element(shard.fp8_recipe)
-        casts = [_memory("fp8_cast", forward_elements, per_element * forward_elements)]
-        casts_bwd = [_memory("fp8_cast", backward_elements, per_element * backward_elements)]
+        torchao = shard.fp8_recipe in torchao_float8.RECIPES
+        per_element = (torchao_float8 if torchao else fp8_recipes).cast_bytes_per_element(shard.fp8_recipe)
+        forward_bytes, backward_bytes = per_element * forward_elements, per_element * backward_elements
+        if torchao:  # torchao casts every weight on every call (workload.torchao_float8)
+            weights = sum(op.k * op.n * op.batch for op in (*qkv_forward, attn_out.forward(shard),
+                                                            *mlp.forward) if op.kind == "gemm")
+            weight_forward, weight_backward = torchao_float8.weight_cast_bytes(weights)
+            forward_bytes, backward_bytes = forward_bytes + weight_forward, backward_bytes + weight_backward
+        casts = [_memory("fp8_cast", forward_elements, forward_bytes)]
+        casts_bwd = [_memory("fp8_cast", backward_elements, backward_bytes)]
 
-    forward = [attn_norm, qkv.forward(shard), *rope, *core_forward, attn_out.forward(shard), attn_residual,
+    forward = [attn_norm, *qkv_forward, *rope, *core_forward, attn_out.forward(shard), attn_residual,
                mlp_norm, *mlp.forward, mlp_residual, *casts]
     backward_input = [mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd,
-                      attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, qkv.dgrad(shard),
+                      attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qkv_dgrad,
                       attn_norm_bwd, *casts_bwd]
-    backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), qkv.wgrad(shard)]
+    backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), *qkv_wgrad]
     if shard.grad_accumulation_bytes:   # the weight gradients added to the main gradient by a kernel of their own
         params = grad_accumulation.accumulated_params(backward_weight)
         backward_weight.append(_memory(grad_accumulation.OP_NAME, params, shard.grad_accumulation_bytes * params))

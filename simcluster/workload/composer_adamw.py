@@ -1,0 +1,33 @@
+"""Composer's ``DecoupledAdamW`` (``training.optimizer: decoupled_adamw``; llm-foundry's default optimizer,
+``optimizer: name: decoupled_adamw`` in its MPT yamls): unfused, one elementwise kernel per tensor operation, each
+a full pass over a parameter tensor's fp32 state, where the default ``adam`` is one fused multi-tensor pass
+(data/engine.yaml optimizer, 30 bytes a parameter).
+
+mosaicml/composer composer/optim/decoupled_weight_decay.py, DecoupledAdamW.adamw, for each parameter:
+    param.mul_(1 - decay_factor * weight_decay)          if weight_decay != 0 (llm-foundry's MPT yamls: 0.0)
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-step_size)
+FSDP keeps the sharded parameters and their gradients in fp32 (its MixedPrecision casts only the gathered copy),
+so every tensor is 4 bytes an element. Bytes per parameter, reads + writes, per kernel (``KERNELS``): mul_ 4 + 4,
+add_ 8 + 4, mul_ 4 + 4, addcmul_ 8 + 4 (the gradient twice is one read from HBM, the second from cache), sqrt 4 + 4,
+division 4 + 4, add_ 4 + 4, addcdiv_ 12 + 4: 80 bytes, 8 kernels (weight decay 0); 88 with weight decay. The
+per-kernel gaps (8 kernels per parameter tensor) are left out: FSDP's flat parameters are few, and their count is
+not in the scenario.
+"""
+
+from __future__ import annotations
+
+FP32_BYTES = 4
+# (kernel, elements read, elements written) per parameter, in DecoupledAdamW.adamw's order
+WEIGHT_DECAY_KERNEL = ("param.mul_", 1, 1)
+KERNELS = (("exp_avg.mul_", 1, 1), ("exp_avg.add_", 2, 1), ("exp_avg_sq.mul_", 1, 1),
+           ("exp_avg_sq.addcmul_", 2, 1), ("sqrt", 1, 1), ("div", 1, 1), ("add_", 1, 1),
+           ("param.addcdiv_", 3, 1))
+
+
+def hbm_bytes_per_param(weight_decay: bool = False) -> float:
+    """HBM bytes per parameter of one DecoupledAdamW step (``weight_decay``: a nonzero decay adds param.mul_)."""
+    kernels = KERNELS + ((WEIGHT_DECAY_KERNEL,) if weight_decay else ())
+    return float(sum((reads + writes) * FP32_BYTES for _, reads, writes in kernels))

@@ -1,0 +1,92 @@
+"""What PyTorch-native training stacks run that Megatron-LM / Transformer Engine do not, against closed forms from
+their source:
+
+- torchao's dynamic tensorwise float8 (workload.torchao_float8): torchao's roofline (torchao/testing/float8/
+  roofline_utils.py, "tensorwise") counts an abs-max read (2 B) and a cast reading 2 B and writing both float8
+  layouts (1 + 1 B) per input or output-gradient element, and per weight element 2 + (2 + 1) in the forward and
+  2 + 1 in the backward, every call;
+- torchtitan's separate projections (training.projections: separate): wq/wk/wv and w1/w3 one GEMM each, FLOP
+  unchanged, their input gradients summed by a kernel reading each partial and writing the sum;
+- Composer's DecoupledAdamW (training.optimizer: decoupled_adamw): eight unfused fp32 passes, 80 B a parameter.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simcluster.core.errors import ScenarioError
+from simcluster.parallel.plan import optimizer_time_s
+from simcluster.spec import config, hardware
+from simcluster.spec.model import TransformerSpec
+from simcluster.workload import composer_adamw, fp8_recipes, kernels, torchao_float8
+from simcluster.workload.ops import Shard, layer_ops
+
+MODEL = TransformerSpec(layers=2, hidden=4096, heads=32, kv_heads=8, ffn_hidden=14336, vocab=128256, mlp="swiglu",
+                        norm="rmsnorm", position="rope", dropout=False)
+H100 = hardware.gpu("h100-sxm")
+
+
+def _shard(**kw) -> Shard:
+    return Shard(seq_len=8192, micro_batch=1, **{"precision": "fp8", **kw})
+
+
+def _cast(shard: Shard, phase: str) -> float:
+    (cast,) = [op for op in layer_ops(MODEL, shard)[phase] if op.name == "fp8_cast"]
+    return cast.hbm_bytes
+
+
+def test_torchao_tensorwise_counts_torchaos_roofline_bytes():
+    assert torchao_float8.cast_bytes_per_element("torchao_tensorwise") == 2 + (2 + 1 + 1)
+    assert torchao_float8.weight_cast_bytes(1.0) == (2 + (2 + 1), 2 + 1)
+    delayed, torchao = _shard(), _shard(fp8_recipe="torchao_tensorwise")
+    h, q, kv, ffn = 4096, 4096, 1024, 14336
+    weights = h * (q + 2 * kv) + q * h + h * 2 * ffn + ffn * h
+    for phase, weight_bytes in (("forward", 5 * weights), ("backward_input", 3 * weights)):
+        elements = _cast(delayed, phase) / fp8_recipes.cast_bytes_per_element("delayed")
+        assert _cast(torchao, phase) == pytest.approx(6 * elements + weight_bytes)
+    # a full recompute repeats the forward's casts, weights included
+    full = _shard(fp8_recipe="torchao_tensorwise", recompute="full")
+    (recast,) = [op for op in layer_ops(MODEL, full)["recompute"] if op.name == "fp8_cast"]
+    assert recast.hbm_bytes == _cast(torchao, "forward")
+
+
+def test_separate_projections_keep_flop_and_add_the_gradient_sums():
+    fused, separate = (layer_ops(MODEL, Shard(seq_len=8192, micro_batch=1, projections=p))
+                       for p in ("fused", "separate"))
+    for phase in fused:
+        assert sum(op.flop for op in separate[phase] if op.kind == "gemm") == pytest.approx(
+            sum(op.flop for op in fused[phase] if op.kind == "gemm"))
+    assert sum(op.name == "qkv" for op in separate["forward"]) == 3
+    assert sum(op.name == "mlp_up" for op in separate["backward_weight"]) == 2
+    tokens_h_bytes = 8192 * 4096 * 2
+    sums = {op.name: op.hbm_bytes for op in separate["backward_input"] if op.name.endswith("_grad_sum")}
+    assert sums == {"qkv_grad_sum": 4 * tokens_h_bytes, "mlp_up_grad_sum": 3 * tokens_h_bytes}
+    assert not any(op.name.endswith("_grad_sum") for ops in fused.values() for op in ops)
+
+
+def test_decoupled_adamw_is_eight_unfused_fp32_passes():
+    assert composer_adamw.hbm_bytes_per_param() == 4 * (2 + 3 + 2 + 3 + 2 + 2 + 2 + 4) == 80
+    assert composer_adamw.hbm_bytes_per_param(weight_decay=True) == 88
+    params = 1e9  # memory-bound: 50 B a parameter more than the fused Adam's 30 (data/engine.yaml)
+    unfused = optimizer_time_s(params, H100, "bf16", optimizer="decoupled_adamw")
+    extra_s = unfused - optimizer_time_s(params, H100, "bf16")
+    assert extra_s == pytest.approx(50 * params / (H100.hbm_bandwidth * kernels.hbm_fraction()), rel=1e-9)
+
+
+def test_scenarios_run_their_stack():
+    titan = config.load("torchtitan-llama31-70b-256-h100-fp8").training
+    assert (titan.fp8_recipe, titan.projections) == ("torchao_tensorwise", "separate")
+    assert config.load("mpt-7b-8-h100").training.optimizer == "decoupled_adamw"
+    megatron = config.load("megatron-177b-h100").training
+    assert (megatron.fp8_recipe, megatron.projections, megatron.optimizer) == ("delayed", "fused", "adam")
+
+
+@pytest.mark.parametrize(("training", "field"), [({"projections": "split"}, "projections"),
+                                                 ({"optimizer": "sgd"}, "optimizer"),
+                                                 ({"fp8_recipe": "torchao_tensorwise"}, "fp8_recipe")])
+def test_bad_options_are_refused_naming_the_field(training, field):
+    data = {"name": "x", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1},
+            "model": {"layers": 2, "hidden": 1024, "heads": 8, "vocab": 50368},
+            "training": {"global_batch_size": 8, **training}, "parallelism": {"dp": 8}}
+    with pytest.raises(ScenarioError, match=field):
+        config.from_dict(data)
