@@ -137,6 +137,12 @@ class Training(_Strict):
         "unfused", description="loss kernel over the logits: unfused (Megatron-LM's vocab-parallel cross entropy, pass "
         "by pass in fp32) or fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
         "flash-attention's CrossEntropyLoss, llm-foundry's default loss_fn fused_crossentropy)")
+    logits_memory: Literal["megatron", "torch_fp32"] = Field(
+        "megatron", description="memory only: how the output layer's logits and loss are held (parallel/memory.py). "
+        "megatron: Megatron-Core's vocab-parallel cross entropy (its fp32 softmax saved, the 16-bit logits "
+        "transient); torch_fp32: torchtitan's, the model casting the logits to fp32 for torch's cross entropy "
+        "(DTensor loss_parallel with tp > 1), and with pp > 1 torch.distributed.pipelining keeping every "
+        "microbatch's logits on the last stage until the step ends")
     moe_cuda_graphs: bool = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
@@ -349,6 +355,9 @@ class Scenario(_Strict):
         if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
             raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
                                 f"{self.cluster.gpu.name} has none")
+        if t.logits_memory == "torch_fp32" and t.cross_entropy == "fused":
+            raise ScenarioError("training.logits_memory", "torch_fp32 holds fp32 logits, which the fused loss "
+                                "(cross_entropy: fused) never materialises")
         if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
             raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
 
