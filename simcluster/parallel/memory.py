@@ -64,6 +64,18 @@ WORKSPACE_FIXED_BYTES = 2 * 2**30
 # megatron/training/activations.py) saves one ffn-wide tensor for dx = 2*relu(x)*dy, and the down projection (a
 # Transformer Engine Linear) its input.
 MLP_STORED_FFN_TENSORS = {"gelu": 2, "swiglu": 3, "squared_relu": 2}
+# torchtitan's loss (training.logits_memory: torch_fp32; memory only). Its Llama casts the logits to fp32 in the model
+# (torchtitan/models/llama/model.py, 2024: ``output = self.output(h).float()``, the model PyTorch's pipelining docs
+# quote) and train.py calls torch.nn.functional.cross_entropy on them (log_softmax, then nll_loss), deleting its own
+# reference to the logits before the backward. log_softmax saves its fp32 output (LOGITS_SOFTMAX_BYTES_PER_ELEMENT per
+# logit, as Megatron's softmax); the backward then holds this many more fp32 [tokens, vocab/tp] tensors beside it:
+# - tp = 1: nll_loss_backward's zero-filled gradient and _log_softmax_backward_data's result (aten, CUDA);
+# - tp > 1, DTensor's loss_parallel (torchtitan's default with TP; torch/distributed/tensor/parallel/loss.py,
+#   _nll_loss_and_log_softmax_backward: ``grad_input = torch.zeros_like(x)`` then ``(grad_input + torch.exp(x)) *
+#   grad_output``): the zeros, exp(x) and their sum, then the product in place of exp(x).
+# The forward holds less (tp = 1: the fp32 logits and the log-softmax; loss_parallel: the logits, the shifted
+# logits and their exp or the result: 3 tensors, one of them the saved output).
+TORCH_LOSS_BACKWARD_FP32_TENSORS = {"single": 2, "loss_parallel": 3}
 # Router probabilities kept for the backward: fp32 assumed (Megatron-Core's moe_router_dtype: fp32 option; an
 # upper bound, tokens/tp x experts elements per MoE layer)
 ROUTER_PROBABILITY_BYTES = 4
@@ -84,6 +96,13 @@ class MemoryBreakdown:
     def total_bytes(self) -> float:
         return (self.weights_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
                 + self.workspace_bytes)
+
+    @property
+    def allocated_bytes(self) -> float:
+        """The tensors alone, what PyTorch's caching allocator hands out at the peak (torch.cuda.max_memory_allocated):
+        the total less the runtime's own memory (CUDA context, NCCL buffers), which the allocator never holds. What it
+        reserves (max_memory_reserved, what torchtitan reports) is at least this: freed blocks stay cached."""
+        return self.total_bytes - WORKSPACE_FIXED_BYTES
 
     def rows(self) -> list[tuple[str, float]]:
         """(label, bytes) per component, for reports; the total is ``total_bytes``, not a row."""
@@ -295,11 +314,44 @@ def embedding_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     return MASK_BYTES_PER_ELEMENT * shard.tokens * model.hidden / shard.sp_divisor
 
 
-def output_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
-    """Final norm and logits inputs plus the fp32 softmax of the vocab-parallel cross entropy (ibid., 4.3)."""
+def output_activation_bytes(model: TransformerSpec, shard: Shard, logits_memory: str = "megatron") -> float:
+    """Final norm and logits inputs plus the fp32 softmax of the vocab-parallel cross entropy (ibid., 4.3).
+
+    With sequence parallelism Megatron's output projection saves its input's sequence shard and gathers it again in
+    the backward (LinearWithGradAccumulationAndAsyncCommunication); torchtitan's (``logits_memory: torch_fp32``,
+    ColwiseParallel(input_layouts=Shard(1))) gathers it before nn.Linear, which saves the gathered input. Either
+    way the log-softmax is saved in fp32 (``TORCH_LOSS_BACKWARD_FP32_TENSORS``).
+    """
     e = shard.activation_bytes_per_element
-    stored_inputs = 2 * e * shard.tokens * model.hidden / shard.sp_divisor
-    return stored_inputs + LOGITS_SOFTMAX_BYTES_PER_ELEMENT * shard.tokens * math.ceil(model.vocab / shard.tp)
+    norm_input = e * shard.tokens * model.hidden / shard.sp_divisor
+    logits_input = e * shard.tokens * model.hidden / (1 if logits_memory == "torch_fp32" else shard.sp_divisor)
+    return norm_input + logits_input + LOGITS_SOFTMAX_BYTES_PER_ELEMENT * logits_per_rank(model, shard)
+
+
+def logits_per_rank(model: TransformerSpec, shard: Shard) -> int:
+    """Elements of one microbatch's logits on one rank: local tokens x vocab/tp (vocab-parallel)."""
+    return shard.tokens * math.ceil(model.vocab / shard.tp)
+
+
+def loss_transient_bytes(model: TransformerSpec, shard: Shard, logits_memory: str = "megatron") -> float:
+    """What the output layer holds beyond its saved tensors at its widest moment, per microbatch: Megatron's
+    16-bit logits beside their fp32 copy (and in the backward the 16-bit gradient beside the fp32 one); torchtitan's
+    fp32 tensors of the cross entropy's backward (``TORCH_LOSS_BACKWARD_FP32_TENSORS``)."""
+    if logits_memory == "torch_fp32":
+        tensors = TORCH_LOSS_BACKWARD_FP32_TENSORS["loss_parallel" if shard.tp > 1 else "single"]
+        return tensors * LOGITS_SOFTMAX_BYTES_PER_ELEMENT * logits_per_rank(model, shard)
+    return shard.activation_bytes_per_element * logits_per_rank(model, shard)
+
+
+def pipeline_output_bytes(model: TransformerSpec, shard: Shard, logits_memory: str, pp: int,
+                          microbatches: int) -> float:
+    """The last stage's outputs a pipeline schedule keeps for the whole step: torch.distributed.pipelining's
+    forward_one_chunk appends each microbatch's output to ``output_chunks`` (merged when the step ends), which with
+    torchtitan's fp32 logits is every microbatch's [tokens, vocab/tp] in fp32 by the last backward. Megatron's
+    schedule keeps only the loss (none)."""
+    if pp == 1 or logits_memory != "torch_fp32":
+        return 0.0
+    return microbatches * LOGITS_SOFTMAX_BYTES_PER_ELEMENT * logits_per_rank(model, shard)
 
 
 def in_flight_chunks(schedule: str, pp: int, virtual_stages: int, microbatches: int, stage: int) -> list[int]:
@@ -323,10 +375,11 @@ def in_flight_chunks(schedule: str, pp: int, virtual_stages: int, microbatches: 
 def stage_activation_bytes(model: TransformerSpec, shard: Shard, schedule: str, pp: int,
                            virtual_stages: int, microbatches: int, stage: int,
                            layers_per_stage: list[int] | None = None, per_moe_layer: float = 0.0,
-                           offload_layers: int = 0) -> float:
+                           offload_layers: int = 0, logits_memory: str = "megatron") -> float:
     """Activations held by pipeline rank ``stage`` at its peak: all in-flight microbatches of its chunks
     (``per_moe_layer``: what one MoE layer keeps, ``moe_layer_activation_bytes``), less what activation
-    offloading keeps in host memory (``offloaded_activation_bytes``)."""
+    offloading keeps in host memory (``offloaded_activation_bytes``), and on the last stage what the schedule keeps
+    of every microbatch's output (``pipeline_output_bytes``)."""
     layers, moe = chunk_layers(model, pp, virtual_stages, layers_per_stage)
     per_layer = layer_activation_bytes(model, shard)
     chunks = in_flight_chunks(schedule, pp, virtual_stages, microbatches, stage)
@@ -338,8 +391,9 @@ def stage_activation_bytes(model: TransformerSpec, shard: Shard, schedule: str, 
     if stage == 0:       # chunk 0 carries the embedding
         total += chunks.count(0) * embedding_activation_bytes(model, shard)
     if stage == pp - 1:  # the last chunk carries the output layer (and the MTP modules' heads and projections)
-        total += chunks.count(virtual_stages - 1) * (output_activation_bytes(model, shard)
+        total += chunks.count(virtual_stages - 1) * (output_activation_bytes(model, shard, logits_memory)
                                                      + mtp_activation_bytes(model, shard))
+        total += pipeline_output_bytes(model, shard, logits_memory, pp, microbatches)
     return total
 
 
@@ -388,14 +442,14 @@ def backward_working_bytes(model: TransformerSpec, shard: Shard) -> float:
     return max(mlp, attention)
 
 
-def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = False) -> float:
+def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = False,
+                    logits_memory: str = "megatron") -> float:
     """Margin for what is alive only transiently: the fixed runtime overhead plus the largest transient set.
 
     Full recompute rebuilds one layer's activations before its backward: that layer's activations without
     recompute are live on top of the stored inputs. Without it (or with selective recompute, which rebuilds only
     the attention core) the transient set is one layer's backward working set (``backward_working_bytes``), and
-    on the last stage the output layer's: the 16-bit logits beside their fp32 copy in the cross entropy (and, in
-    the backward, the 16-bit gradient of the logits beside the fp32 one), whichever is larger.
+    on the last stage the output layer's (``loss_transient_bytes``), whichever is larger.
     """
     full = Shard(seq_len=shard.seq_len, micro_batch=shard.micro_batch, tp=shard.tp, cp=shard.cp,
                  sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
@@ -407,8 +461,7 @@ def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = Fal
         if shard.recompute == "selective":
             transient += layer_activation_bytes(model, full) - layer_activation_bytes(model, shard)
     if last_stage:
-        logits = shard.activation_bytes_per_element * shard.tokens * math.ceil(model.vocab / shard.tp)
-        transient = max(transient, logits)
+        transient = max(transient, loss_transient_bytes(model, shard, logits_memory))
     return WORKSPACE_FIXED_BYTES + transient
 
 
@@ -442,7 +495,7 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     grad_bytes = None if t.precision in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes)
     per_moe_layer = 0.0
-    workspace = workspace_bytes(m, shard, last_stage=stage == p.pp - 1)
+    workspace = workspace_bytes(m, shard, last_stage=stage == p.pp - 1, logits_memory=t.logits_memory)
     if m.moe is not None:
         # routed experts: sharded by ep (and etp); their gradients and optimizer states over the expert data-parallel
         # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)
@@ -454,7 +507,8 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
         per_moe_layer = moe_layer_activation_bytes(m, shard, p.ep, p.etp, load)
         workspace += dispatch_buffer_bytes(m, shard, load)
     activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
-                                         stage, p.layers_per_stage, per_moe_layer, t.activation_offload_layers)
+                                         stage, p.layers_per_stage, per_moe_layer, t.activation_offload_layers,
+                                         t.logits_memory)
     if p.zero_stage == 3 and p.dp * p.cp > 1:
         workspace += zero3_gathered_bytes(m, p.tp, t.precision, grad_bytes)
     return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)

@@ -143,6 +143,12 @@ class Training(_Strict):
         "fused", description="input projections reading one tensor: fused (one QKV GEMM and one gate/up GEMM: "
         "Megatron-LM, Transformer Engine) or separate (one GEMM per weight, torchtitan's Llama wq/wk/wv and w1/w3, and "
         "a kernel summing their input gradients in the backward)")
+    logits_memory: Literal["megatron", "torch_fp32"] = Field(
+        "megatron", description="memory only: how the output layer's logits and loss are held (parallel/memory.py). "
+        "megatron: Megatron-Core's vocab-parallel cross entropy (its fp32 softmax saved, the 16-bit logits "
+        "transient); torch_fp32: torchtitan's, the model casting the logits to fp32 for torch's cross entropy "
+        "(DTensor loss_parallel with tp > 1), and with pp > 1 torch.distributed.pipelining keeping every "
+        "microbatch's logits on the last stage until the step ends")
     moe_cuda_graphs: bool = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
@@ -371,6 +377,9 @@ class Scenario(_Strict):
         if t.projections == "separate" and self.model.mla is not None:
             raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
                                 "grouped-query attention (MLA has its own projections)")
+        if t.logits_memory == "torch_fp32" and t.cross_entropy == "fused":
+            raise ScenarioError("training.logits_memory", "torch_fp32 holds fp32 logits, which the fused loss "
+                                "(cross_entropy: fused) never materialises")
         if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
             raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
 

@@ -256,3 +256,57 @@ def test_offloading_counts_dense_and_moe_layers_by_their_own_activations():
     assert dense != pytest.approx(moe_layer, rel=0.01)
     assert peak(0) - peak(3) == pytest.approx(3 * dense, rel=1e-9)
     assert peak(0) - peak(5) == pytest.approx(3 * dense + 2 * moe_layer, rel=1e-9)
+
+
+def _torchtitan(logits_memory="torch_fp32", tp=1, pp=1, dp=8, micro_batch=2, batch=32, cross_entropy="unfused"):
+    return config.from_dict({
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": tp * pp * dp, "nodes": 1}, "model": "llama3-8b",
+        "training": {"seq_len": 4096, "global_batch_size": batch, "micro_batch_size": micro_batch,
+                     "activation_recompute": "full", "logits_memory": logits_memory, "cross_entropy": cross_entropy},
+        "parallelism": {"tp": tp, "pp": pp, "dp": dp, "zero_stage": 3 if pp == 1 else 1}})
+
+
+@pytest.mark.parametrize(("tp", "fp32_tensors"), [(1, 2), (2, 3), (8, 3)])
+def test_torch_cross_entropy_backward_holds_two_or_three_more_fp32_logit_tensors(tp, fp32_tensors):
+    # closed form: tp = 1, aten's nll_loss_backward (zeros) and log_softmax backward (result) beside the saved
+    # log-softmax; tp > 1, DTensor's loss_parallel: zeros, exp(x) and their sum. Megatron: the 16-bit logits.
+    spec = model.preset("llama3-8b")
+    shard = Shard(seq_len=4096, micro_batch=2, tp=tp)
+    n_logits = 2 * 4096 * 128256 / tp
+    assert memory.loss_transient_bytes(spec, shard, "torch_fp32") == fp32_tensors * 4 * n_logits
+    assert memory.loss_transient_bytes(spec, shard) == 2 * n_logits
+
+
+def test_torch_fp32_logits_add_their_loss_backward_to_the_peak_and_nothing_else():
+    torch_fp32, megatron = (memory.per_gpu_memory(_torchtitan(kind)) for kind in ("torch_fp32", "megatron"))
+    n_logits = 2 * 4096 * 128256
+    assert torch_fp32.workspace_bytes - megatron.workspace_bytes == pytest.approx((8 - 2) * n_logits)
+    assert (torch_fp32.weights_bytes, torch_fp32.activations_bytes) == (megatron.weights_bytes,
+                                                                         megatron.activations_bytes)
+
+
+def test_torchtitans_output_projection_saves_its_input_gathered_over_sequence_parallel_ranks():
+    spec = model.preset("llama3-8b")
+    shard = Shard(seq_len=4096, micro_batch=2, tp=8)
+    gathered_extra = 2 * (2 * 4096) * 4096 * (1 - 1 / 8)   # e * tokens * h, less the shard Megatron saves
+    assert (memory.output_activation_bytes(spec, shard, "torch_fp32") - memory.output_activation_bytes(spec, shard)
+            == pytest.approx(gathered_extra))
+
+
+@pytest.mark.parametrize("pp", [2, 4])
+def test_torch_pipelining_keeps_every_microbatchs_fp32_logits_on_the_last_stage(pp):
+    # torch.distributed.pipelining's forward_one_chunk appends each output to output_chunks until the step ends
+    microbatches = 8
+    held = {kind: [memory.per_gpu_memory(_torchtitan(kind, pp=pp, dp=8 // pp, batch=2 * microbatches * 8 // pp),
+                                         stage).activations_bytes for stage in (0, pp - 1)]
+            for kind in ("torch_fp32", "megatron")}
+    n_logits = 2 * 4096 * 128256    # tp = 1: the output projection's input is the same either way
+    assert held["torch_fp32"][0] == held["megatron"][0]                        # only the last stage
+    assert held["torch_fp32"][1] - held["megatron"][1] == pytest.approx(microbatches * 4 * n_logits)
+
+
+def test_torch_fp32_logits_with_the_fused_loss_is_a_scenario_error():
+    from simcluster.core.errors import ScenarioError
+    with pytest.raises(ScenarioError) as caught:
+        _torchtitan(cross_entropy="fused")
+    assert caught.value.field == "training.logits_memory"
