@@ -98,7 +98,9 @@ TABLES_1_AND_3 = [("FSDP", "bf16", 82.4, 67.0), ("FSDP + torch.compile", "bf16",
 def _table_1_or_3(fsdp: int, precision: str):
     return _variant("torchtitan-llama31-8b-8-h100-fp8-32k",
                     {"seq_len": 8192, "global_batch_size": 2 * fsdp, "micro_batch_size": 2, "precision": precision,
-                     "activation_recompute": "selective"}, {"dp": fsdp}, nodes=fsdp // 8)
+                     "activation_recompute": "selective",
+                     "fp8_recipe": "torchao_tensorwise" if precision == "fp8" else "delayed"},  # delayed: the default
+                    {"dp": fsdp}, nodes=fsdp // 8)
 
 
 @pytest.mark.parametrize(("technique", "precision", "on_8", "on_128"), TABLES_1_AND_3)
