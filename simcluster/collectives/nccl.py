@@ -192,12 +192,23 @@ def ring_latency_s(op: str, n: int, nodes: int, protocol: str) -> tuple[float, f
     tuning.cc: latency = baseLat + (nsteps - nInterSteps) * intraLat + nInterSteps * interLat, with
     nsteps = 2(n-1) for allreduce, n-1 for reduce-scatter/all-gather, and nInterSteps the same with nodes for
     n. We spread the step part evenly over the steps (each step of a multi-node ring crosses nodes somewhere).
+    With one GPU of the group per node (ppn = 1) interLat is the Tree row's network latency: "With ppn=1 latencies
+    are fully exposed, use the Tree network latency" (tuning.cc, NCCL 2.2x; data/nccl.yaml ``tree``); NCCL applies
+    it to the reductions and gathers, not to its broadcast/reduce chains (nor to all-to-all, which it does not tune).
     """
     proto = constants()["protocols"][protocol]
     steps = ring_steps(op, n)
     inter = ring_steps(op, nodes) if nodes > 1 else 0
-    total = (steps - inter) * proto["nvlink_step_latency_s"] + inter * proto["network_step_latency_s"]
+    network_s = proto["network_step_latency_s"]
+    if nodes > 1 and n == nodes and op in ONE_PER_NODE_TREE_LATENCY_OPS:
+        network_s = constants()["tree"]["network_step_latency_s"][protocol]
+    total = (steps - inter) * proto["nvlink_step_latency_s"] + inter * network_s
     return proto["base_latency_s"], total / max(steps, 1)
+
+
+# The ring collectives whose latency NCCL's tuning model charges at the Tree row's network latency when the group
+# has one GPU per node (the ``else`` branch of tuning.cc's ring latency; Reduce and Broadcast take another branch).
+ONE_PER_NODE_TREE_LATENCY_OPS = ("allreduce", "reduce_scatter", "all_gather")
 
 
 def ring_steps(op: str, n: int) -> int:
