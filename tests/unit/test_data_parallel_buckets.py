@@ -1,5 +1,5 @@
 """Data-parallel traffic as Megatron-Core and NCCL run it: the parameter all-gathers move the gradient buckets'
-parameters, and a ring with one GPU of its group per node pays NCCL's Tree network latency per step."""
+parameters, and a ring with one GPU of its group per node runs LL128 at NCCL's discounted rate."""
 
 from __future__ import annotations
 
@@ -36,25 +36,30 @@ def test_parameter_all_gathers_use_the_gradient_buckets():
     assert gathers["bytes"].sum() == pytest.approx(scatters["bytes"].sum() / 2, rel=1e-9)
 
 
-@pytest.mark.parametrize("protocol", ["LL", "LL128", "Simple"])
-@pytest.mark.parametrize("op", ["allreduce", "reduce_scatter", "all_gather"])
-def test_one_gpu_per_node_ring_steps_pay_the_tree_network_latency(op, protocol):
-    # NCCL tuning.cc: with ppn = 1 every step is a network step, charged hwLat[NET][TREE][protocol]
-    tree = {"LL": 5.0e-6, "LL128": 8.5e-6, "Simple": 14.0e-6}[protocol]
-    base, per_step = nccl.ring_latency_s(op, 16, 16, protocol)
-    assert per_step == pytest.approx(tree, rel=1e-12)
-    assert base == pytest.approx(nccl.constants()["protocols"][protocol]["base_latency_s"], rel=1e-12)
+def _ring_busbw(op, n, nodes, protocol, size_bytes=1e16):
+    """busbw of NCCL's predicted time at a size where the latency does not count."""
+    t = nccl.estimate_s(op, "ring", protocol, size_bytes, n=n, nodes=nodes, local=max(n // nodes, 1),
+                        nvlink_bytes_per_s=450e9, network_bytes_per_s=50e9)
+    return size_bytes * (n - 1) / n / t
 
 
-def test_two_gpus_per_node_ring_keeps_the_ring_latencies():
-    proto = nccl.constants()["protocols"]["LL128"]
-    _, per_step = nccl.ring_latency_s("reduce_scatter", 32, 16, "LL128")
-    inter, steps = 15, 31   # nNodes - 1 network steps of n - 1
-    expected = ((steps - inter) * proto["nvlink_step_latency_s"] + inter * proto["network_step_latency_s"]) / steps
-    assert per_step == pytest.approx(expected, rel=1e-12)
+@pytest.mark.parametrize("op", ["reduce_scatter", "all_gather"])
+def test_one_gpu_per_node_ring_runs_ll128_at_0_7_of_simple(op):
+    # NCCL tuning.cc (2.7 to 2.21): busBw * (ppn < 2 ? 0.7 : 0.92) for Ring/LL128; Simple unchanged
+    simple = _ring_busbw(op, 96, 96, "Simple")
+    assert _ring_busbw(op, 96, 96, "LL128") == pytest.approx(0.7 * simple, rel=1e-6)
+    assert simple == pytest.approx(47e9, rel=1e-6)   # one 400 Gb/s NIC per rank, nccl-tests#290
 
 
-def test_broadcast_chain_is_not_a_ring_reduction():
-    proto = nccl.constants()["protocols"]["Simple"]
-    _, per_step = nccl.ring_latency_s("broadcast", 16, 16, "Simple")
-    assert per_step == pytest.approx(proto["network_step_latency_s"], rel=1e-12)
+def test_two_gpus_per_node_ring_keeps_ll128_at_0_92():
+    simple = _ring_busbw("reduce_scatter", 192, 96, "Simple")
+    assert _ring_busbw("reduce_scatter", 192, 96, "LL128") == pytest.approx(0.92 * simple, rel=1e-6)
+
+
+def test_engine_and_isolated_runs_charge_the_same_ll128_discount():
+    # the engine's network is calibrated ring/Simple: a ppn = 1 LL128 ring puts 1/0.7 wire bytes per byte on it
+    (ring_simple, ll128_ppn1, ll128_ppn2) = (nccl.wire_factor("ring", p, "ring", None, ppn)
+                                             for p, ppn in (("Simple", 1.0), ("LL128", 1.0), ("LL128", 2.0)))
+    assert ring_simple == 1.0
+    assert ll128_ppn1 == pytest.approx(1 / 0.7, rel=1e-12)
+    assert ll128_ppn2 == pytest.approx(1 / 0.92, rel=1e-12)
