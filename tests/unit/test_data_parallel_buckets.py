@@ -63,3 +63,12 @@ def test_engine_and_isolated_runs_charge_the_same_ll128_discount():
     assert ring_simple == 1.0
     assert ll128_ppn1 == pytest.approx(1 / 0.7, rel=1e-12)
     assert ll128_ppn2 == pytest.approx(1 / 0.92, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nemotron4-15b-768-h100", "nemotron4-15b-1536-h100", "nemotron4-15b-2304-h100"])
+def test_nemotron4_15b_buckets_are_megatron_cores_default(name):
+    # Megatron-Core DistributedDataParallelConfig.bucket_size: max(40M, 1M x DP) parameters, of the gradient
+    # buffer's dtype (fp32: Megatron-LM forces accumulate_allreduce_grads_in_fp32 with bf16)
+    p = config.load(name).parallelism
+    assert p.grad_reduce_dtype == "fp32"
+    assert p.grad_bucket_size == max(40e6, 1e6 * p.dp * p.cp) * 4
