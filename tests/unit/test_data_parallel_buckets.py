@@ -10,10 +10,10 @@ from simcluster.engine import simulate
 from simcluster.spec import config
 
 
-def _scenario(**parallelism):
+def _scenario(nodes=2, **parallelism):
     return config.from_dict({
         "name": "t",
-        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2, "nic": "connectx-7",
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": nodes, "nic": "connectx-7",
                     "topology": "rail-fat-tree"},
         "model": {"layers": 8, "hidden": 2048, "heads": 16, "vocab": 32000},
         "training": {"seq_len": 2048, "global_batch_size": 32, "micro_batch_size": 1, "precision": "bf16"},
@@ -72,3 +72,22 @@ def test_nemotron4_15b_buckets_are_megatron_cores_default(name):
     p = config.load(name).parallelism
     assert p.grad_reduce_dtype == "fp32"
     assert p.grad_bucket_size == max(40e6, 1e6 * p.dp * p.cp) * 4
+
+
+def test_engine_schedule_of_a_one_per_node_ll128_ring_takes_its_isolated_time():
+    # the engine runs every collective on one ring/Simple-calibrated network: a ppn = 1 ring that NCCL runs with
+    # LL128 must take there what it takes alone on its own (LL128, ppn = 1) calibration
+    from simcluster import network
+    from simcluster.collectives import timing
+    from simcluster.collectives.schedule import Collective, schedule
+    from simcluster.fabric import topology
+
+    fabric = topology.from_scenario(_scenario(nodes=16, dp=16, tp=8))
+    group = tuple(range(0, 128, 8))     # one GPU on each of 16 nodes
+    size = 4e6
+    steps = schedule(Collective(op="reduce_scatter", group=group, size_bytes=size), fabric)
+    assert (steps.algorithm, steps.protocol, steps.ppn) == ("ring", "LL128", 1.0)
+    alone = timing.run(Collective(op="reduce_scatter", group=group, size_bytes=size), fabric, "analytic").time_s
+    engine = timing.simulate(timing.engine_schedule(fabric, "reduce_scatter", group, size),
+                             network.make("analytic", timing.calibrated_view(fabric)))
+    assert engine == pytest.approx(alone, rel=1e-9)
