@@ -39,6 +39,8 @@ def constants() -> dict:
     for name, spec in raw["protocols"].items():
         out["protocols"][name] = {
             "bandwidth_fraction": float(spec["bandwidth_fraction"]),
+            "ring_fraction_below_2_per_node": float(spec.get("ring_bandwidth_fraction_below_2_gpus_per_node",
+                                                             spec["bandwidth_fraction"])),
             "base_latency_s": parse(spec["base_latency"], SECONDS),
             "nvlink_step_latency_s": parse(spec["nvlink_step_latency"], SECONDS),
             "network_step_latency_s": parse(spec["network_step_latency"], SECONDS),
@@ -129,16 +131,26 @@ def link_family(kind: str) -> str:
     return "network"
 
 
-def efficiency(algorithm: str, protocol: str, family: str, gpu=None) -> float:
-    """Fraction of a ``family`` link's line rate a collective achieves with ``algorithm`` and ``protocol`` on
-    ``gpu``'s NVLink generation (``nvlink_key``; None: the fallback, H100's).
+def protocol_fraction(algorithm: str, protocol: str, ppn: float | None = None) -> float:
+    """The payload fraction of ``protocol`` (LL 0.5, LL128 0.92, Simple 1); a ring whose group has fewer than 2
+    GPUs per node (``ppn`` = ranks / nodes < 2) runs LL128 at 0.7 (NCCL's tuning.cc of 2.7 to 2.21, nccl.yaml)."""
+    proto = constants()["protocols"][protocol]
+    if algorithm == "ring" and ppn is not None and ppn < 2:
+        return proto["ring_fraction_below_2_per_node"]
+    return proto["bandwidth_fraction"]
 
-    The product of the measured link efficiency (``efficiency_table``), the protocol's payload fraction (LL
-    0.5, LL128 0.92, Simple 1) and, for trees, NCCL's tree cap (0.92 of the ring's busBw, tuning.cc).
+
+def efficiency(algorithm: str, protocol: str, family: str, gpu=None, ppn: float | None = None) -> float:
+    """Fraction of a ``family`` link's line rate a collective achieves with ``algorithm`` and ``protocol`` on
+    ``gpu``'s NVLink generation (``nvlink_key``; None: the fallback, H100's), over a group of ``ppn`` GPUs per
+    node (None: not below 2).
+
+    The product of the measured link efficiency (``efficiency_table``), the protocol's payload fraction
+    (``protocol_fraction``) and, for trees, NCCL's tree cap (0.92 of the ring's busBw, tuning.cc).
     """
     table = efficiency_table(gpu)
     link = table.get(algorithm, table["default"])[family]
-    factor = link * constants()["protocols"][protocol]["bandwidth_fraction"]
+    factor = link * protocol_fraction(algorithm, protocol, ppn)
     if algorithm == "tree":
         factor *= constants()["tree"]["bandwidth_fraction"]
     return factor
@@ -151,7 +163,7 @@ class CalibratedFabric:
     runs on it unchanged. NVLink efficiencies are those of the fabric's GPUs (``raw.gpu``, set by the builders).
     """
 
-    def __init__(self, fabric, algorithm: str, protocol: str):
+    def __init__(self, fabric, algorithm: str, protocol: str, ppn: float | None = None):
         self.raw = getattr(fabric, "raw", fabric)
         self.algorithm = algorithm
         self.protocol = protocol
@@ -160,7 +172,7 @@ class CalibratedFabric:
         kinds, index = codes if codes is not None else np.unique(np.asarray(self.raw.link_kind, dtype=str),
                                                                  return_inverse=True)
         factors = np.array(
-            [efficiency(algorithm, protocol, link_family(kind), gpu) for kind in kinds], dtype=float
+            [efficiency(algorithm, protocol, link_family(kind), gpu, ppn) for kind in kinds], dtype=float
         )
         self.link_bytes_per_s = np.asarray(self.raw.link_bytes_per_s, dtype=float) * factors[index]
 
@@ -168,19 +180,21 @@ class CalibratedFabric:
         return getattr(self.raw, name)
 
 
-def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple") -> CalibratedFabric:
-    """The fabric with NCCL's achieved fractions of line rate on every link (the one place they apply)."""
-    return CalibratedFabric(fabric, algorithm, protocol)
+def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple",
+               ppn: float | None = None) -> CalibratedFabric:
+    """The fabric with NCCL's achieved fractions of line rate on every link (the one place they apply), for a
+    group of ``ppn`` GPUs per node (``protocol_fraction``)."""
+    return CalibratedFabric(fabric, algorithm, protocol, ppn)
 
 
-def wire_factor(algorithm: str, protocol: str, label: str, gpu=None) -> float:
+def wire_factor(algorithm: str, protocol: str, label: str, gpu=None, ppn: float | None = None) -> float:
     """Bytes a transfer class of ``algorithm``/``protocol`` puts on a network calibrated for ring/Simple, per byte
     it moves: the ratio of the two efficiencies on the links the class uses, read from its label (the builders
     name classes by their links: "ring nvlink", "sharp network", "nvls"). 1 for ring/Simple; for the algorithms
     whose efficiency is one factor on every link family (protocols, the tree cap) the family does not matter.
-    ``gpu``: the fabric's GPUs (their NVLink generation's efficiencies)."""
+    ``gpu``: the fabric's GPUs (their NVLink generation's efficiencies); ``ppn``: the group's GPUs per node."""
     family = link_family(label)
-    return efficiency("ring", "Simple", family, gpu) / efficiency(algorithm, protocol, family, gpu)
+    return efficiency("ring", "Simple", family, gpu) / efficiency(algorithm, protocol, family, gpu, ppn)
 
 
 # ---- NCCL-style selection ----------------------------------------------------------------------------------
@@ -285,8 +299,9 @@ def estimate_s(
             return math.inf
         rate = nvlink_bytes_per_s * efficiency("nvls", protocol, "nvlink", gpu)
         return constants()["nvls_latency_s"] + size_bytes * (n + 1) / n / rate
-    nvl = nvlink_bytes_per_s * efficiency(algorithm, protocol, "nvlink", gpu)
-    net = network_bytes_per_s * efficiency(algorithm, protocol, "network", gpu)
+    ppn = n / nodes if nodes else None
+    nvl = nvlink_bytes_per_s * efficiency(algorithm, protocol, "nvlink", gpu, ppn)
+    net = network_bytes_per_s * efficiency(algorithm, protocol, "network", gpu, ppn)
     if nodes == 1:
         busbw = nvl
     else:  # one channel per NIC rail; each GPU's NVLink carries every channel's hop (ring_transfers)

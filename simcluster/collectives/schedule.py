@@ -98,11 +98,12 @@ class Collective:
 class Schedule(list):
     """The steps of one collective (a list of ``Step``), with the algorithm and protocol behind them."""
 
-    def __init__(self, steps, collective: Collective, algorithm: str, protocol: str):
+    def __init__(self, steps, collective: Collective, algorithm: str, protocol: str, ppn: float | None = None):
         super().__init__(steps)
         self.collective = collective
         self.algorithm = algorithm
         self.protocol = protocol
+        self.ppn = ppn  # the group's GPUs per node (ranks / nodes), which sets a ring's LL128 rate (nccl.yaml)
 
     @property
     def step_count(self) -> int:
@@ -212,7 +213,7 @@ def schedule(collective: Collective, fabric, gpu=None) -> Schedule:
     (``_net_of_fabric_latency``)."""
     steps = _steps(collective, fabric, gpu)
     return Schedule([_net_of_fabric_latency(step, fabric) for step in steps], collective, steps.algorithm,
-                    steps.protocol)
+                    steps.protocol, steps.ppn)
 
 
 def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
@@ -228,6 +229,7 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
     nvl_rate, nvl_latency = _sample_path(fabric, layout, across_nodes=False)
     net_rate, net_latency = _sample_path(fabric, layout, across_nodes=True)
     local = max(len(gpus) for gpus in layout) if layout else 0
+    ppn = n / nodes if nodes else None
     has_nvls = _gpu_has_nvls(fabric, gpu)
     if c.algorithm == "nvls":
         if not has_nvls:
@@ -256,7 +258,7 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
     if algorithm == "auto" or algorithm not in _SUPPORTED[c.op]:
         algorithm = _SUPPORTED[c.op][0]
     if n < 2 or c.size_bytes == 0:
-        return Schedule([], c, algorithm, protocol)
+        return Schedule([], c, algorithm, protocol, ppn)
     rate = min(r for r in (nvl_rate, net_rate, math.inf) if r) if nodes == 1 else (net_rate or nvl_rate)
     latency_s = max(nvl_latency, net_latency)
     if c.op == "alltoall":
@@ -278,7 +280,7 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
         steps = algorithms.pipeline(c.op, layout, c.size_bytes, protocol, c.root, rate, latency_s)
     else:
         steps = algorithms.sendrecv(layout, c.size_bytes, protocol)
-    return Schedule(steps, c, algorithm, protocol)
+    return Schedule(steps, c, algorithm, protocol, ppn)
 
 
 def _net_of_fabric_latency(step: Step, fabric) -> Step:
@@ -316,7 +318,7 @@ def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedu
                                  if tc.members else np.zeros(len(matrix)) for tc in transfers], axis=0)
                 overhead_s = float(np.max(np.maximum(0.0, step.overhead_s - path_s)))
             steps.append(Step(transfers, step.repeat, overhead_s, step.label))
-        out.append(Schedule(steps, template.collective, template.algorithm, template.protocol))
+        out.append(Schedule(steps, template.collective, template.algorithm, template.protocol, template.ppn))
     return out
 
 

@@ -120,7 +120,8 @@ class GatherDuringForward(ParameterGathering):
         self._buckets = {}
         for chunk in agent.chunks():
             cost = plan.chunks[chunk]
-            buckets = bucket_count(cost.param_bytes, plan.bucket_bytes, cost.layers)
+            # the gradient buckets' parameters (Megatron-Core gathers each bucket of its param-and-grad buffer)
+            buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
             self._buckets[chunk] = [agent.sim.data_parallel(agent, "all_gather", cost.param_bytes / buckets,
                                                             f"param all_gather c{chunk}b{b}") for b in range(buckets)]
 
