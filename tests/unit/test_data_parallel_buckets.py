@@ -66,12 +66,12 @@ def test_engine_and_isolated_runs_charge_the_same_ll128_discount():
 
 
 @pytest.mark.parametrize("name", ["nemotron4-15b-768-h100", "nemotron4-15b-1536-h100", "nemotron4-15b-2304-h100"])
-def test_nemotron4_15b_buckets_are_megatron_cores_default(name):
-    # Megatron-Core DistributedDataParallelConfig.bucket_size: max(40M, 1M x DP) parameters, of the gradient
-    # buffer's dtype (fp32: Megatron-LM forces accumulate_allreduce_grads_in_fp32 with bf16)
+def test_nemotron4_15b_buckets_are_megatron_cores_default_of_early_2024(name):
+    # Megatron-Core's DDP bucket of early 2024 (the report's time): a fixed 40M parameters of the gradient buffer's
+    # dtype (fp32: Megatron-LM forces accumulate_allreduce_grads_in_fp32 with bf16); r0.8's max(40M, 1M x DP) came later
     p = config.load(name).parallelism
     assert p.grad_reduce_dtype == "fp32"
-    assert p.grad_bucket_size == max(40e6, 1e6 * p.dp * p.cp) * 4
+    assert p.grad_bucket_size == 40e6 * 4
 
 
 def test_engine_schedule_of_a_one_per_node_ll128_ring_takes_its_isolated_time():
