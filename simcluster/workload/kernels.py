@@ -234,13 +234,15 @@ class StreamTime:
     device_s: float = 0.0   # roofline time of the kernels, without the gaps between them
     kernels: float = 0.0    # kernels launched (a float so that a block can be scaled by a layer count)
     gemm_wave_s: float = 0.0   # the GEMM kernels' time per wave, summed (one wave of each)
+    tensor_core_kernels: float = 0.0   # of the kernels, GEMM and attention ones (TENSOR_CORE_KINDS)
 
     def __add__(self, other: StreamTime) -> StreamTime:
         return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels,
-                          self.gemm_wave_s + other.gemm_wave_s)
+                          self.gemm_wave_s + other.gemm_wave_s, self.tensor_core_kernels + other.tensor_core_kernels)
 
     def __rmul__(self, count: float) -> StreamTime:
-        return StreamTime(count * self.device_s, count * self.kernels, count * self.gemm_wave_s)
+        return StreamTime(count * self.device_s, count * self.kernels, count * self.gemm_wave_s,
+                          count * self.tensor_core_kernels)
 
     def device_bound_s(self, host: HostModel | None = None) -> float:
         """The device's side: every kernel's roofline time plus the gap before it, and each GEMM kernel's fill
@@ -260,16 +262,19 @@ class StreamTime:
 
 
 def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
-    """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, and the
-    GEMM kernels' time per wave."""
-    times = [max(roofline_s(op, gpu, precision)) for op in ops]
-    return StreamTime(sum(times), len(ops), sum(gemm_wave_s(op, time_s, gpu.name)
-                                                 for op, time_s in zip(ops, times, strict=True)))
+    """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the GEMM
+    kernels' time per wave, and the tensor-core kernels' count."""
+    rooflines = [roofline_s(op, gpu, precision) for op in ops]
+    waves_s = (gemm_wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True))
+    return StreamTime(sum(max(pair) for pair in rooflines), len(ops), sum(waves_s),
+                      sum(op.kind in TENSOR_CORE_KINDS for op in ops))
 
 
-def gemm_wave_s(op: Op, time_s: float, gpu_name: str) -> float:
-    """One wave of a GEMM kernel of roofline time ``time_s``: its time over its waves (0 for other kernels)."""
-    return time_s / gemm_waves(op, gpu_name) if op.kind == "gemm" else 0.0
+def gemm_wave_s(op: Op, compute_s: float, gpu_name: str) -> float:
+    """One wave of a GEMM kernel whose tiles compute for ``compute_s`` in all: that over its waves (0 for other
+    kernels). The fill is tile time, so an HBM-bound GEMM (a matrix-vector product) pays it on its short compute
+    time, not on its bytes."""
+    return compute_s / gemm_waves(op, gpu_name) if op.kind == "gemm" else 0.0
 
 
 def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> float:
@@ -282,11 +287,11 @@ def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> f
     benchmark's launch overhead). A block's time, the host's side included,
     is ``ops_time_s``.
     """
-    time_s = max(roofline_s(op, gpu, precision, sustained))
+    compute_s, memory_s = roofline_s(op, gpu, precision, sustained)
     if not sustained:
-        return time_s + launch_overhead_s()
+        return max(compute_s, memory_s) + launch_overhead_s()
     host = host_model()
-    return time_s + host.kernel_gap_s + host.gemm_fill_waves * gemm_wave_s(op, time_s, gpu.name)
+    return max(compute_s, memory_s) + host.kernel_gap_s + host.gemm_fill_waves * gemm_wave_s(op, compute_s, gpu.name)
 
 
 def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> tuple[float, float]:
