@@ -116,8 +116,8 @@ def test_roofline_takes_the_slower_of_compute_and_memory():
     gemv = gemm(1, 16384, 16384)
     # plus the gap and the GEMM fill on its (tiny) compute time, not on its bytes
     host = kernels.host_model()
-    expected_s = (gemv.hbm_bytes / (0.9 * H100.hbm_bandwidth) + host.kernel_gap_s
-                  + host.gemm_fill_waves * kernels.roofline_s(gemv, H100, "bf16")[0] / kernels.gemm_waves(gemv, "h100-sxm"))
+    wave_s = kernels.roofline_s(gemv, H100, "bf16")[0] / kernels.gemm_waves(gemv, "h100-sxm")
+    expected_s = gemv.hbm_bytes / (0.9 * H100.hbm_bandwidth) + host.kernel_gap_s + host.gemm_fill_waves * wave_s
     assert kernels.op_time_s(gemv, H100, "bf16") == pytest.approx(expected_s, rel=1e-9)
     # a large square GEMM is compute-bound: its time exceeds its bytes at full bandwidth many times over
     square = gemm(8192, 8192, 8192)
