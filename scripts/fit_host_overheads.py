@@ -69,12 +69,42 @@ SENSITIVITY = 0.25
 EXCLUDED_SERIES: dict[str, str] = {}   # series name -> why it is kept out of the objective
 
 
+@dataclass(frozen=True)
+class Structure:
+    """Which per-kernel value is fitted with the pipeline step: its efficiency.yaml key, its ``Run.block_s``
+    argument, its grid, and the values the other per-kernel key takes."""
+
+    key: str
+    arg: str
+    grid: np.ndarray
+    unit: float    # printed in this unit
+    unit_name: str
+    fixed: tuple[tuple[str, str, float | None], ...]   # (yaml key, block_s argument, value; None: launch_overhead_s)
+
+    def fixed_values(self) -> dict[str, float]:
+        return {key: kernels.launch_overhead_s() if value is None else value for key, _, value in self.fixed}
+
+    def text(self, value: float) -> str:
+        digits = 2 if self.unit == 1 else 0
+        return f"{value / self.unit:.{digits}f} {self.unit_name}"
+
+
+# --structure: "fill" (round 9): the measured queued-launch gap (launch_overhead_s) before every kernel, the GEMM
+# fill fitted; "gap" (rounds 5-8, efficiency.yaml's default): one gap before every kernel fitted, no GEMM fill.
+STRUCTURES = {
+    "fill": Structure("gemm_fill_waves", "fill", FILL_GRID, 1.0, "waves", (("kernel_gap_s", "gap_s", None),)),
+    "gap": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us", (("gemm_fill_waves", "fill", 0.0),)),
+}
+STRUCTURE = STRUCTURES["gap"]   # set by main
+
+
 @contextlib.contextmanager
-def host_values(fill: float, step_s: float):
-    """Simulate with these fitted values: set in the loaded efficiency table the simulator reads, restored after."""
+def host_values(value: float, step_s: float):
+    """Simulate with these fitted values (``STRUCTURE``'s value, pipeline step) and the structure's fixed one: set in
+    the loaded efficiency table the simulator reads, restored after."""
     table = catalog.load("efficiency")["host_overhead"]
     saved = dict(table)
-    table.update(gemm_fill_waves=float(fill), pipeline_step_s=float(step_s))
+    table.update({STRUCTURE.key: float(value), "pipeline_step_s": float(step_s), **STRUCTURE.fixed_values()})
     try:
         yield
     finally:
@@ -124,18 +154,17 @@ class Run:
         return float(np.min((self.device_s + host.gemm_fill_waves * self.wave_s) / self.kernels + host.kernel_gap_s))
 
 
-def simulate(fill: float, step_s: float) -> list[validation.CaseResult]:
-    with host_values(fill, step_s):
+def simulate(value: float, step_s: float) -> list[validation.CaseResult]:
+    with host_values(value, step_s):
         return [validation.run_case(case) for case in validation.cases()]
 
 
 def estimated_errors(runs: list[Run], reference: list[validation.CaseResult], at: tuple[float, float],
                      **values) -> np.ndarray:
-    """Errors [runs, *grid] estimated from the simulation ``reference`` made at ``at`` (fill, step) with the gap
-    and dispatch of efficiency.yaml; ``values`` (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction)
-    replace those, broadcasting (``Run.block_s``)."""
-    host = kernels.host_model()
-    now = dict(gap_s=host.kernel_gap_s, fill=at[0], dispatch_s=host.dispatch_s, step_s=at[1])
+    """Errors [runs, *grid] estimated from the simulation ``reference`` made at ``at`` (``STRUCTURE``'s value, step)
+    with its fixed value and the dispatch of efficiency.yaml; ``values`` (gap_s, fill, dispatch_s, step_s,
+    tensor_core_gap_s, fraction) replace those, broadcasting (``Run.block_s``)."""
+    now = reference_values(at)
     errors = []
     for run, result in zip(runs, reference, strict=True):
         base = run.block_s(**now)
@@ -160,28 +189,41 @@ def in_objective(runs: list[Run], excluded: dict[str, str]) -> np.ndarray:
     return np.array([run.case["source"] not in excluded for run in runs])
 
 
+def reference_values(at: tuple[float, float]) -> dict[str, float]:
+    """``Run.block_s`` arguments at ``at`` (``STRUCTURE``'s value, step) with the structure's fixed value."""
+    now = dict(dispatch_s=kernels.host_model().dispatch_s, step_s=at[1])
+    now.update({arg: value for (_, arg, _), value in zip(STRUCTURE.fixed, STRUCTURE.fixed_values().values(),
+                                                           strict=True)})
+    now[STRUCTURE.arg] = at[0]
+    return now
+
+
 def grid_fit(runs, results, at, fitted) -> tuple[tuple[float, float], np.ndarray]:
-    """The best (fill, step) on the estimate around ``at`` for the ``fitted`` runs, and every run's error there."""
-    errors = estimated_errors(runs, results, at, fill=FILL_GRID[:, None], step_s=STEP_GRID_S[None, :])
+    """The best (value, step) on the estimate around ``at`` for the ``fitted`` runs, and every run's error there."""
+    grid = STRUCTURE.grid
+    errors = estimated_errors(runs, results, at, **{STRUCTURE.arg: grid[:, None]}, step_s=STEP_GRID_S[None, :])
     i, j = best(errors, fitted)
-    return (round(float(FILL_GRID[i]), 6), round(float(STEP_GRID_S[j]), 9)), errors[:, i, j]
+    return (round(float(grid[i]), 9), round(float(STEP_GRID_S[j]), 9)), errors[:, i, j]
 
 
 def fit(excluded: dict[str, str]) -> tuple[tuple[float, float], list[validation.CaseResult], list[Run]]:
     runs = [Run.of(case) for case in validation.cases()]
     fitted = in_objective(runs, excluded)
     host = kernels.host_model()
-    at = (host.gemm_fill_waves, host.pipeline_step_s)
-    print(f"start: GEMM fill {at[0]:.2f} waves, pipeline step {at[1] * 1e6:.0f} us (efficiency.yaml); kernel gap "
-          f"{host.kernel_gap_s * 1e6:.1f} us and host dispatch {host.dispatch_s * 1e6:.1f} us per kernel (measured, "
-          "not fitted)")
+    start = getattr(host, STRUCTURE.key)
+    if start == 0.0 or any(getattr(host, key) != value for key, value in STRUCTURE.fixed_values().items()):
+        start = float(np.median(STRUCTURE.grid))   # efficiency.yaml holds the other structure: start mid-grid
+    at = (start, host.pipeline_step_s)
+    print(f"start: {STRUCTURE.key} {STRUCTURE.text(at[0])}, pipeline step {at[1] * 1e6:.0f} us; fixed: "
+          + ", ".join(f"{key} {value:g}" for key, value in STRUCTURE.fixed_values().items())
+          + f"; host dispatch {host.dispatch_s * 1e6:.1f} us per kernel (measured, not fitted)")
     seen: dict[tuple[float, float], list[validation.CaseResult]] = {}
     estimate = None
     for simulation in range(MAX_SIMULATIONS):
         started = time.perf_counter()
         seen[at] = simulate(*at)
         stats = validation.error_stats(seen[at])
-        print(f"simulation {simulation + 1} at ({at[0]:.2f} waves, {at[1] * 1e6:.0f} us): "
+        print(f"simulation {simulation + 1} at ({STRUCTURE.text(at[0])}, {at[1] * 1e6:.0f} us): "
               f"median {stats['median_abs_error']:.1%}, max {stats['max_abs_error']:.1%} "
               f"({time.perf_counter() - started:.0f} s)")
         if estimate is not None:
@@ -207,21 +249,20 @@ def sensitivity(runs, results, at) -> list[tuple[str, dict[str, float]]]:
     """Calibration median / max |error| and mean error with each fitted value moved by +-25% (estimated)."""
     rows = [("as fitted", at)]
     for sign in (-1, 1):
-        rows.append((f"GEMM fill {sign * SENSITIVITY:+.0%}", (at[0] * (1 + sign * SENSITIVITY), at[1])))
+        rows.append((f"{STRUCTURE.key} {sign * SENSITIVITY:+.0%}", (at[0] * (1 + sign * SENSITIVITY), at[1])))
     for sign in (-1, 1):
         rows.append((f"pipeline step {sign * SENSITIVITY:+.0%}", (at[0], at[1] * (1 + sign * SENSITIVITY))))
-    return [(f"{label} ({fill:.2f} waves, {step_s * 1e6:.0f} us)",
-             summary(estimated_errors(runs, results, at, fill=fill, step_s=step_s)))
-            for label, (fill, step_s) in rows]
+    return [(f"{label} ({STRUCTURE.text(value)}, {step_s * 1e6:.0f} us)",
+             summary(estimated_errors(runs, results, at, **{STRUCTURE.arg: value}, step_s=step_s)))
+            for label, (value, step_s) in rows]
 
 
 def condition(runs, results, at) -> float:
-    """Condition number of the fitted terms' columns: each run's relative step change per unit of the GEMM fill and
-    of the pipeline step (estimated, exact in the blocks), scaled to unit norm."""
-    host = kernels.host_model()
-    now = dict(gap_s=host.kernel_gap_s, fill=at[0], dispatch_s=host.dispatch_s, step_s=at[1])
+    """Condition number of the fitted terms' columns: each run's relative step change per unit of the fitted
+    per-kernel value and of the pipeline step (estimated, exact in the blocks), scaled to unit norm."""
+    now = reference_values(at)
     columns = []
-    for key, delta in (("fill", 0.01), ("step_s", 1e-6)):
+    for key, delta in ((STRUCTURE.arg, 1e-6), ("step_s", 1e-6)):
         columns.append([run.critical_blocks * (run.block_s(**{**now, key: now[key] + delta}) - run.block_s(**now))
                         / delta / result.step_time_s for run, result in zip(runs, results, strict=True)])
     matrix = np.array(columns).T
@@ -240,35 +281,40 @@ def leave_one_series_out(runs, results, at, fitted) -> list[tuple[str, tuple[flo
 
 
 def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str, float]]]:
-    """The structures this one replaced, fitted by the same objective on the same estimate (no GEMM fill): one
-    gap before every kernel (before round 9), the gap before tensor-core kernels only with the measured gap before
-    every kernel (round 8's "tensor_core"), a fraction of the device time (round 6's hypothesis 2)."""
+    """Other structures, fitted with the pipeline step by the same objective on the same estimate: one gap before
+    every kernel (rounds 5-8), the measured gap plus a GEMM fill (round 9), the measured gap plus a gap before
+    tensor-core kernels (round 8's "tensor_core"), the measured gap plus a fraction of the device time (round 6's
+    hypothesis 2)."""
+    measured = kernels.launch_overhead_s()
+    steps = STEP_GRID_S[None, :]
     rows = []
-    errors = estimated_errors(runs, results, at, fill=0.0, gap_s=GAP_GRID_S[:, None], step_s=STEP_GRID_S[None, :])
-    i, j = best(errors, fitted)
-    rows.append(("one gap before every kernel", f"{GAP_GRID_S[i] * 1e6:.0f} us a kernel, pipeline step "
-                 f"{STEP_GRID_S[j] * 1e6:.0f} us", summary(errors[:, i, j])))
-    errors = estimated_errors(runs, results, at, fill=0.0, tensor_core_gap_s=GAP_GRID_S[:, None],
-                              step_s=STEP_GRID_S[None, :])
-    i, j = best(errors, fitted)
-    rows.append(("measured gap + a gap before tensor-core kernels", f"{GAP_GRID_S[i] * 1e6:.0f} us a GEMM or "
-                 f"attention kernel, pipeline step {STEP_GRID_S[j] * 1e6:.0f} us", summary(errors[:, i, j])))
-    errors = estimated_errors(runs, results, at, fill=0.0, fraction=FRACTION_GRID[:, None],
-                              step_s=STEP_GRID_S[None, :])
-    i, j = best(errors, fitted)
-    rows.append(("measured gap + a fraction of the device time", f"{FRACTION_GRID[i]:.1%}, pipeline step "
-                 f"{STEP_GRID_S[j] * 1e6:.0f} us", summary(errors[:, i, j])))
+    for label, unit, values in (
+            ("one gap before every kernel", "us a kernel", dict(fill=0.0, gap_s=GAP_GRID_S[:, None])),
+            ("measured gap + GEMM fill", "waves", dict(gap_s=measured, fill=FILL_GRID[:, None])),
+            ("measured gap + a gap before tensor-core kernels", "us a GEMM or attention kernel",
+             dict(fill=0.0, gap_s=measured, tensor_core_gap_s=GAP_GRID_S[:, None])),
+            ("measured gap + a fraction of the device time", "of the device time",
+             dict(fill=0.0, gap_s=measured, fraction=FRACTION_GRID[:, None]))):
+        errors = estimated_errors(runs, results, at, **values, step_s=steps)
+        i, j = best(errors, fitted)
+        grid = next(v for v in values.values() if isinstance(v, np.ndarray)).ravel()
+        value = (f"{grid[i] * 1e6:.0f}" if unit.startswith("us") else f"{grid[i]:.2f}" if unit == "waves"
+                 else f"{grid[i]:.1%}")
+        rows.append((label, f"{value} {unit}, pipeline step {STEP_GRID_S[j] * 1e6:.0f} us", summary(errors[:, i, j])))
     return rows
 
 
 def write(at: tuple[float, float]) -> None:
-    """Put the fitted pair into efficiency.yaml's host_overhead (the two lines, comments kept)."""
+    """Put the fitted pair and the structure's fixed value into efficiency.yaml's host_overhead (the lines, comments
+    kept)."""
     text = EFFICIENCY_YAML.read_text()
-    for key, value in (("gemm_fill_waves", f"{at[0]:.2f}"), ("pipeline_step_s", f"{at[1] * 1e6:.1f}e-6")):
-        text, count = re.subn(rf"(?m)^(  {key}: )\S+", rf"\g<1>{value}", text)
+    values = {STRUCTURE.key: at[0], "pipeline_step_s": at[1], **STRUCTURE.fixed_values()}
+    for key, value in values.items():
+        literal = f"{value:.2f}" if key == "gemm_fill_waves" else f"{value * 1e6:.1f}e-6"
+        text, count = re.subn(rf"(?m)^(  {key}: )\S+", rf"\g<1>{literal}", text)
         assert count == 1, key
     EFFICIENCY_YAML.write_text(text)
-    print(f"wrote gemm_fill_waves and pipeline_step_s to {EFFICIENCY_YAML.relative_to(ROOT)}")
+    print(f"wrote {', '.join(values)} to {EFFICIENCY_YAML.relative_to(ROOT)}")
 
 
 def row_text(row: dict[str, float]) -> str:
@@ -279,16 +325,21 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="put the fitted values into efficiency.yaml")
     parser.add_argument("--all", action="store_true", help="fit on every calibration series (EXCLUDED_SERIES in)")
+    parser.add_argument("--structure", choices=sorted(STRUCTURES), default="gap",
+                        help="gap: one fitted gap before every kernel (efficiency.yaml's); fill: the measured gap "
+                             "and a fitted GEMM fill (round 9)")
     args = parser.parse_args(argv)
+    global STRUCTURE
+    STRUCTURE = STRUCTURES[args.structure]
     started = time.perf_counter()
     excluded = {} if args.all else EXCLUDED_SERIES
     at, results, runs = fit(excluded)
     fitted = in_objective(runs, excluded)
     by_case = {r.scenario: r for r in results}
     host = kernels.host_model()
-    print(f"\nfitted: gemm_fill_waves = {at[0]:.2f} waves of each GEMM kernel (its fill and drain in training), "
-          f"pipeline_step_s = {at[1] * 1e6:.0f} us per pipeline step (host time the drained stream waits); "
-          f"measured: kernel_gap_s = {host.kernel_gap_s * 1e6:.1f} us before every kernel")
+    print(f"\nfitted ({args.structure}): {STRUCTURE.key} = {STRUCTURE.text(at[0])}, pipeline_step_s = "
+          f"{at[1] * 1e6:.0f} us per pipeline step (host time the drained stream waits); fixed: "
+          + ", ".join(f"{key} {value:g}" for key, value in STRUCTURE.fixed_values().items()))
     print(f"objective: mean |error| over {int(fitted.sum())} of the {len(results)} calibration runs, no run beyond "
           f"{MAX_ERROR:.0%}" + "".join(f"; kept out: {name} ({why})" for name, why in excluded.items()))
     with host_values(*at):
@@ -313,8 +364,8 @@ def main(argv: list[str]) -> int:
     print(f"\ncondition number of the two fitted terms (columns scaled): {condition(runs, results, at):.1f}")
     print("\nleave one series out (estimated): refit without it | its median | max | mean |error| | mean error")
     for name, values, row in leave_one_series_out(runs, results, at, fitted):
-        print(f"{name}: {values[0]:.2f} waves, {values[1] * 1e6:.0f} us | {row_text(row)}")
-    print("\nother structures (estimated, no GEMM fill) | fitted | median | max | mean |error| | mean error")
+        print(f"{name}: {STRUCTURE.text(values[0])}, {values[1] * 1e6:.0f} us | {row_text(row)}")
+    print("\nstructures (estimated) | fitted | median | max | mean |error| | mean error")
     for label, values, row in other_structures(runs, results, at, fitted):
         print(f"{label} | {values} | {row_text(row)}")
     if args.write:
