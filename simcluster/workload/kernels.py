@@ -263,14 +263,11 @@ class StreamTime:
 
 def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
     """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the GEMM
-    kernels' time per wave, and the tensor-core kernels' count. A kernel queued on a second stream while the one
-    before it runs (``Op.gap_hidden``: Transformer Engine's context-parallel steps) pays no gap of its own and is
-    not counted; its device time is."""
+    kernels' time per wave, and the tensor-core kernels' count."""
     rooflines = [roofline_s(op, gpu, precision) for op in ops]
     waves_s = (gemm_wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True))
-    counted = [op for op in ops if not op.gap_hidden]
-    return StreamTime(sum(max(pair) for pair in rooflines), len(counted), sum(waves_s),
-                      sum(op.kind in TENSOR_CORE_KINDS for op in counted))
+    return StreamTime(sum(max(pair) for pair in rooflines), len(ops), sum(waves_s),
+                      sum(op.kind in TENSOR_CORE_KINDS for op in ops))
 
 
 def gemm_wave_s(op: Op, compute_s: float, gpu_name: str) -> float:
