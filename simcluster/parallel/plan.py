@@ -19,7 +19,7 @@ from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import context_parallel, kernels, mla, moe, mtp, userbuffers
+from simcluster.workload import kernels, mla, moe, mtp, userbuffers
 from simcluster.workload.ops import (
     HIGH_PRECISION,
     Op,
@@ -168,8 +168,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     shard = shard_for(scenario)
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
-    # multi-head latent attention where the model has it; context parallelism's ring steps (Transformer Engine)
-    layer = context_parallel.apply(m, shard, mla.apply(m, shard, layer_ops(m, shard)))
+    layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
     ub = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1  # Transformer Engine userbuffers' chunk GEMMs
     if ub:
         layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
@@ -178,9 +177,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
-    moe_layer = (context_parallel.apply(m, shard, mla.apply(m, shard, layer_ops(
-        m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep),
-                                scenario.training.moe_cuda_graphs))))
+    moe_layer = (mla.apply(m, shard, layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp,
+                                                                        moe.busiest_rank_load(m.moe, p.ep),
+                                                                        scenario.training.moe_cuda_graphs)))
                  if m.moe else layer)
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
@@ -364,32 +363,21 @@ GRAD_NORM_BYTES = 4.0
 
 
 def context_parallel_exchange(scenario: Scenario) -> dict[str, tuple[float, int, float]]:
-    """Ring attention's key/value exchange of one layer per phase (Liu et al. 2023; Megatron-Core CP through
-    Transformer Engine's p2p ring, workload.context_parallel): the compute it runs beside, its ring steps, and the
-    bytes each rank passes to its neighbour per step.
+    """Ring attention's key/value exchange of one layer per phase (Liu et al. 2023; Megatron-Core CP): the attention
+    time it overlaps, its cp-1 ring steps, and the bytes each rank passes to its neighbour per step.
 
-    Forward, the keys and values for step i+1 travel while step i computes: cp-1 transfers, beside steps 0..cp-2.
-    Backward, every step sends (the keys and values at the first, both them and the travelling K/V gradients in
-    between, the gradients alone at the last): cp transfers of 2(cp-1)/cp K/V blocks on average, beside all steps.
-    Only the part of the exchange longer than that compute is exposed (the engine times the exchange on the
-    network). Without Transformer Engine's steps (naive or Triton attention) the one attention kernel hides cp-1
-    transfers, backward twice the bytes. Empty without context parallelism.
+    Each ring step passes this rank's K and V block on while attention on the previous block runs, so only the part
+    of the exchange longer than the attention is exposed (the engine times the exchange on the network). Backward
+    also passes the K/V gradients: twice the bytes. Empty without context parallelism.
     """
     p, t, m = scenario.parallelism, scenario.training, scenario.model
     if p.cp == 1:
         return {}
     shard = shard_for(scenario)
-    gpu = scenario.cluster.gpu
     kv_bytes = (2 * t.seq_len / p.cp * t.micro_batch_size * local_kv_hidden(m, p.tp)
                 * shard.activation_bytes_per_element)
-    if context_parallel.applies(m, shard):
-        fwd, bwd = context_parallel.attention(m, shard)
-        return {"forward": (kernels.ops_time_s([op for step in fwd.steps[:-1] for op in step], gpu, t.precision),
-                            p.cp - 1, kv_bytes),
-                "backward": (kernels.ops_time_s([op for step in bwd.steps for op in step], gpu, t.precision),
-                             p.cp, 2 * (p.cp - 1) / p.cp * kv_bytes)}
     core = dict(zip(("forward", "backward"), attention_core(m, shard), strict=True))
-    return {phase: (kernels.ops_time_s(core[phase], gpu, t.precision), p.cp - 1, factor * kv_bytes)
+    return {phase: (kernels.ops_time_s(core[phase], scenario.cluster.gpu, t.precision), p.cp - 1, factor * kv_bytes)
             for phase, factor in (("forward", 1), ("backward", 2))}
 
 

@@ -100,7 +100,6 @@ class Op:
     kernel: str = "flash"  # a fused attention op's implementation (``FLASH_KERNELS``); "naive" marks the kernels of
     # unfused attention (their own HBM fraction, efficiency.yaml attention.naive); unused by other kinds
     split_accumulator: bool = False  # a GEMM promoting its partial sums to fp32 (fp8 backward GEMMs)
-    gap_hidden: bool = False  # queued on a second stream while the kernel before it runs: no stream gap of its own
 
 
 @dataclass(frozen=True)
@@ -246,8 +245,7 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
     """Forward and backward kernels of softmax(Q K^T / sqrt(d)) V on one rank.
 
     Per rank: heads/tp heads, local queries s/cp against all s keys. Forward FLOP 2*b*s_q*s*h_local for the
-    scores plus the same for the context (Narayanan et al. 2021, causal not halved); backward twice that. With
-    context parallelism Transformer Engine runs it as ring steps (``workload.context_parallel.apply``).
+    scores plus the same for the context (Narayanan et al. 2021, causal not halved); backward twice that.
     """
     b, d = shard.micro_batch, model.d_head
     heads = model.heads // shard.tp
