@@ -1,8 +1,10 @@
 """Fit the fitted part of the per-kernel model on the calibration set as a whole, and print how well it fits.
 
-    python scripts/fit_host_overheads.py            # fit, print the fit, the errors per series, the sensitivity,
-                                                    # leave-one-series-out refits and the structures it replaced
-    python scripts/fit_host_overheads.py --write    # and put the fitted values into simcluster/data/efficiency.yaml
+    python scripts/fit_host_overheads.py                     # fit efficiency.yaml's structure ("gap"), print the fit,
+                                                             # the errors per series, the sensitivity, the condition,
+                                                             # leave-one-series-out refits and the other structures
+    python scripts/fit_host_overheads.py --structure fill    # round 9's structure instead
+    python scripts/fit_host_overheads.py --write             # and put the fitted values into efficiency.yaml
 
 The model (``workload.kernels.HostModel``, efficiency.yaml host_overhead), per block of kernels (one model chunk,
 one microbatch, one phase):
@@ -10,18 +12,19 @@ one microbatch, one phase):
     max(D + N * kernel gap + gemm_fill_waves * sum over GEMM kernels of their time per wave, N * dispatch)
     + pipeline step (pp > 1)
 
-per kernel class: every kernel pays the measured launch gap of a queued kernel (``kernel_gap_s``, Kineto traces);
-a GEMM kernel also pays ``gemm_fill_waves`` of its own waves (fitted: its fill and drain in training, what the
-wave-quantised roofline misses); the host dispatch is measured. Fitted here: ``gemm_fill_waves`` and
-``pipeline_step_s``. Kept as checks (printed, not used): the structure before (one fitted gap before every kernel,
-no fill), the gap before tensor-core kernels only (round 8), and a fraction of the device time.
+The host dispatch is measured. Two structures (``STRUCTURES``), each fitting one per-kernel value with the pipeline
+step: "gap" (rounds 5-8, in use): one gap before every kernel fitted, no GEMM fill; "fill" (round 9, not applied):
+the gap at the measured queued-launch latency (efficiency.yaml launch_overhead_s, Kineto traces), a GEMM kernel's
+fill in waves of its own fitted. ``--write`` writes the fitted pair and the structure's fixed value. Printed as
+checks (not used): the other structures on the same estimate, including the gap before tensor-core kernels only
+(round 8) and a fraction of the device time (round 6).
 
 Runs: every calibration case of data/validation.yaml (``validation.cases()``, what ``simcluster validate`` runs),
 none weighted; the held-out cases are never read. A series can be kept out of the objective (``EXCLUDED_SERIES``,
 printed with its reason; ``--all`` keeps it in); none is kept out since round 7.
 Objective: the mean absolute error over the runs, subject to no run beyond ``MAX_ERROR`` (the issue's bound for
 calibration, 10%); when no pair meets the bound, the mean among the pairs with the smallest maximum (to 0.1
-point). The grid: ``FILL_GRID`` x ``STEP_GRID_S``.
+point). The grid: the structure's (``GAP_GRID_S`` or ``FILL_GRID``) x ``STEP_GRID_S``.
 
 How: the step time of a run responds to its blocks' times along its critical path. One full simulation of the set
 gives each run's step time S0 at the current values; the plan gives every block's device time, kernel count and
