@@ -9,7 +9,7 @@
 The model (``workload.kernels.HostModel``, efficiency.yaml host_overhead), per block of kernels (one model chunk,
 one microbatch, one phase):
 
-    max(D + N * kernel gap + gemm_fill_waves * sum over GEMM kernels of their time per wave, N * dispatch)
+    max(D + N * kernel gap + fill_waves * sum over GEMM kernels of their time per wave, N * dispatch)
     + pipeline step (pp > 1)
 
 The host dispatch is measured. Two structures (``STRUCTURES``), each fitting one per-kernel value with the pipeline
@@ -95,8 +95,8 @@ class Structure:
 # --structure: "fill" (round 9): the measured queued-launch gap (launch_overhead_s) before every kernel, the GEMM
 # fill fitted; "gap" (rounds 5-8, efficiency.yaml's default): one gap before every kernel fitted, no GEMM fill.
 STRUCTURES = {
-    "fill": Structure("gemm_fill_waves", "fill", FILL_GRID, 1.0, "waves", (("kernel_gap_s", "gap_s", None),)),
-    "gap": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us", (("gemm_fill_waves", "fill", 0.0),)),
+    "fill": Structure("fill_waves", "fill", FILL_GRID, 1.0, "waves", (("kernel_gap_s", "gap_s", None),)),
+    "gap": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us", (("fill_waves", "fill", 0.0),)),
 }
 STRUCTURE = STRUCTURES["gap"]   # set by main
 
@@ -136,7 +136,7 @@ class Run:
         pp = scenario.parallelism.pp
         return cls(case, np.array([[s.device_s for s in pair] for pair in streams]),
                    np.array([[s.kernels for s in pair] for pair in streams]),
-                   np.array([[s.gemm_wave_s for s in pair] for pair in streams]), pp > 1,
+                   np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1,
                    plan.microbatches * (len(plan.chunks) // pp) + pp - 1,
                    np.array([[s.tensor_core_kernels for s in pair] for pair in streams]))
 
@@ -154,7 +154,7 @@ class Run:
 
     def dispatch_bound_s(self, host: kernels.HostModel) -> float:
         """The largest host dispatch per kernel at which every block of this run is still device-bound."""
-        return float(np.min((self.device_s + host.gemm_fill_waves * self.wave_s) / self.kernels + host.kernel_gap_s))
+        return float(np.min((self.device_s + host.fill_waves * self.wave_s) / self.kernels + host.kernel_gap_s))
 
 
 def simulate(value: float, step_s: float) -> list[validation.CaseResult]:
@@ -313,7 +313,7 @@ def write(at: tuple[float, float]) -> None:
     text = EFFICIENCY_YAML.read_text()
     values = {STRUCTURE.key: at[0], "pipeline_step_s": at[1], **STRUCTURE.fixed_values()}
     for key, value in values.items():
-        literal = f"{value:.2f}" if key == "gemm_fill_waves" else f"{value * 1e6:.1f}e-6"
+        literal = f"{value:.2f}" if key == "fill_waves" else f"{value * 1e6:.1f}e-6"
         text, count = re.subn(rf"(?m)^(  {key}: )\S+", rf"\g<1>{literal}", text)
         assert count == 1, key
     EFFICIENCY_YAML.write_text(text)

@@ -3,6 +3,7 @@ a block of kernels issued by the host: the device's time or the host's, whicheve
 
     kernel time = max(executed FLOP / (peak FLOP/s * flop fraction),
                       HBM bytes / (HBM bandwidth * bandwidth fraction)) + kernel gap
+                  + fill waves * compute time / waves        (tensor-core kernels: GEMM, flash attention)
     block time  = max(sum of kernel times, kernels * host dispatch per kernel)
 
 The host (Python, PyTorch's dispatcher, Transformer Engine, cuBLASLt's heuristics) issues kernels asynchronously:
@@ -192,9 +193,11 @@ class HostModel:
     host_overhead, each value with its meaning and source).
 
     ``kernel_gap_s``: every kernel, the idle of the stream between a kernel and the next one already queued (the
-    launch latency of a queued kernel; measured in Kineto traces). ``gemm_fill_waves``: GEMM kernels only, the
-    time per kernel beyond the wave-quantised roofline in training, in waves of that kernel (the fill and drain of
-    its tile pipeline with operands cold in L2; fitted: the part genuinely unexplained). ``dispatch_s``: host CPU
+    launch latency of a queued kernel; measured in Kineto traces) in the "fill" structure, or a fitted gap that also
+    stands for what the roofline misses per kernel in the "gap" structure (efficiency.yaml host_overhead_source).
+    ``fill_waves``: tensor-core kernels only (GEMM, flash attention), the time per kernel beyond the wave-quantised
+    roofline in training, in waves of that kernel (``wave_s``: the fill and drain of its tile pipeline, operands
+    cold in L2; fitted; 0 in the "gap" structure). ``dispatch_s``: host CPU
     time to issue one kernel in training (measured). ``pipeline_step_s``: host time per pipeline step (one model
     chunk, one microbatch, one phase) during which the stream has drained and waits (fitted; only when pp > 1).
     """
@@ -202,13 +205,13 @@ class HostModel:
     kernel_gap_s: float
     dispatch_s: float
     pipeline_step_s: float
-    gemm_fill_waves: float = 0.0
+    fill_waves: float = 0.0
 
 
 def host_model() -> HostModel:
     """The host model of efficiency.yaml host_overhead."""
     table = _table()["host_overhead"]
-    return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"], table["gemm_fill_waves"])
+    return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"], table["fill_waves"])
 
 
 def pipeline_step_overhead_s() -> float:
@@ -233,22 +236,22 @@ class StreamTime:
 
     device_s: float = 0.0   # roofline time of the kernels, without the gaps between them
     kernels: float = 0.0    # kernels launched (a float so that a block can be scaled by a layer count)
-    gemm_wave_s: float = 0.0   # the GEMM kernels' time per wave, summed (one wave of each)
+    wave_s: float = 0.0     # the tensor-core kernels' time per wave (``wave_s``), summed: one wave of each
     tensor_core_kernels: float = 0.0   # of the kernels, GEMM and attention ones (TENSOR_CORE_KINDS)
 
     def __add__(self, other: StreamTime) -> StreamTime:
         return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels,
-                          self.gemm_wave_s + other.gemm_wave_s, self.tensor_core_kernels + other.tensor_core_kernels)
+                          self.wave_s + other.wave_s, self.tensor_core_kernels + other.tensor_core_kernels)
 
     def __rmul__(self, count: float) -> StreamTime:
-        return StreamTime(count * self.device_s, count * self.kernels, count * self.gemm_wave_s,
+        return StreamTime(count * self.device_s, count * self.kernels, count * self.wave_s,
                           count * self.tensor_core_kernels)
 
     def device_bound_s(self, host: HostModel | None = None) -> float:
-        """The device's side: every kernel's roofline time plus the gap before it, and each GEMM kernel's fill
-        (``HostModel.gemm_fill_waves`` of its waves)."""
+        """The device's side: every kernel's roofline time plus the gap before it, and each tensor-core kernel's
+        fill (``HostModel.fill_waves`` of its waves)."""
         host = host or host_model()
-        return self.device_s + self.kernels * host.kernel_gap_s + host.gemm_fill_waves * self.gemm_wave_s
+        return self.device_s + self.kernels * host.kernel_gap_s + host.fill_waves * self.wave_s
 
     def host_bound_s(self, host: HostModel | None = None) -> float:
         """The host's side: every kernel's dispatch, one after another on one CPU thread."""
@@ -262,19 +265,38 @@ class StreamTime:
 
 
 def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
-    """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the GEMM
-    kernels' time per wave, and the tensor-core kernels' count."""
+    """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the
+    tensor-core kernels' time per wave (``wave_s``), and the tensor-core kernels' count."""
     rooflines = [roofline_s(op, gpu, precision) for op in ops]
-    waves_s = (gemm_wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True))
+    waves_s = (wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True))
     return StreamTime(sum(max(pair) for pair in rooflines), len(ops), sum(waves_s),
                       sum(op.kind in TENSOR_CORE_KINDS for op in ops))
 
 
-def gemm_wave_s(op: Op, compute_s: float, gpu_name: str) -> float:
-    """One wave of a GEMM kernel whose tiles compute for ``compute_s`` in all: that over its waves (0 for other
-    kernels). The fill is tile time, so an HBM-bound GEMM (a matrix-vector product) pays it on its short compute
-    time, not on its bytes."""
-    return compute_s / gemm_waves(op, gpu_name) if op.kind == "gemm" else 0.0
+# Rows of the query block (forward) or key block (backward) one thread block of a fused flash attention kernel
+# owns: 128 for head dimension 128 on Hopper (FlashAttention-3, Shah et al. 2024, section 4.1 / Table: block sizes
+# 128 x 128 for hdim 128; FlashAttention-2, Dao 2023, section 3.2: the forward parallelises over query blocks,
+# the backward over key blocks), one block per SM at a time.
+FLASH_BLOCK_ROWS = 128
+
+
+def attention_waves(op: Op, gpu_name: str) -> int:
+    """Waves of thread blocks of a fused flash attention kernel over the SMs: (batch x heads) x row blocks of the
+    queries forward, of the keys backward (``FLASH_BLOCK_ROWS``)."""
+    rows = op.n if op.name.endswith("backward") else op.m
+    return max(1, math.ceil(op.batch * math.ceil(rows / FLASH_BLOCK_ROWS) / sm_count(gpu_name)))
+
+
+def wave_s(op: Op, compute_s: float, gpu_name: str) -> float:
+    """One wave of a tensor-core kernel whose tiles compute for ``compute_s`` in all: that over its waves (a GEMM's
+    for the tile ``gemm_efficiency`` picks, a flash attention kernel's over its row blocks); 0 for other kernels
+    (memory-bound, unfused attention's). The fill is tile time, so an HBM-bound GEMM (a matrix-vector product) pays
+    it on its short compute time, not on its bytes."""
+    if op.kind == "gemm":
+        return compute_s / gemm_waves(op, gpu_name)
+    if op.kind == "attention" and op.kernel != "naive" and op.batch > 0 and op.m > 0:
+        return compute_s / attention_waves(op, gpu_name)
+    return 0.0
 
 
 def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> float:
@@ -282,16 +304,15 @@ def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> f
     before it.
 
     ``sustained`` (training): tensor-core throughput at the clock the power cap allows (``clock_ratio``), the
-    stream's gap before a kernel in training (``HostModel.kernel_gap_s``) and a GEMM's fill
-    (``HostModel.gemm_fill_waves``); False gives the kernel in a short benchmark (ceilings as measured, the
-    benchmark's launch overhead). A block's time, the host's side included,
-    is ``ops_time_s``.
+    stream's gap before a kernel in training (``HostModel.kernel_gap_s``) and a tensor-core kernel's fill
+    (``HostModel.fill_waves``); False gives the kernel in a short benchmark (ceilings as measured, the
+    benchmark's launch overhead). A block's time, the host's side included, is ``ops_time_s``.
     """
     compute_s, memory_s = roofline_s(op, gpu, precision, sustained)
     if not sustained:
         return max(compute_s, memory_s) + launch_overhead_s()
     host = host_model()
-    return max(compute_s, memory_s) + host.kernel_gap_s + host.gemm_fill_waves * gemm_wave_s(op, compute_s, gpu.name)
+    return max(compute_s, memory_s) + host.kernel_gap_s + host.fill_waves * wave_s(op, compute_s, gpu.name)
 
 
 def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> tuple[float, float]:
