@@ -274,9 +274,9 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
 
 
 # Rows of the query block (forward) or key block (backward) one thread block of a fused flash attention kernel
-# owns: 128 for head dimension 128 on Hopper (FlashAttention-3, Shah et al. 2024, section 4.1 / Table: block sizes
-# 128 x 128 for hdim 128; FlashAttention-2, Dao 2023, section 3.2: the forward parallelises over query blocks,
-# the backward over key blocks), one block per SM at a time.
+# owns: 128 (Dao-AILab/flash-attention, flash_attn/cute/flash_fwd.py, the FlashAttention-3 Hopper kernel
+# re-implemented: m_block_size = n_block_size = 128 by default; FlashAttention-2, Dao 2023: the forward is
+# parallel over query blocks, the backward over key blocks), one block per SM at a time (assumption for the waves).
 FLASH_BLOCK_ROWS = 128
 
 
