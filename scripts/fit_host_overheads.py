@@ -1,37 +1,41 @@
-"""Fit the host model's two fitted values on the calibration set as a whole, and print how well they fit.
+"""Fit the fitted part of the per-kernel model on the calibration set as a whole, and print how well it fits.
 
-    python scripts/fit_host_overheads.py            # fit, print the fit, the errors per series, the sensitivity
-    python scripts/fit_host_overheads.py --write    # and put the fitted values into simcluster/data/efficiency.yaml
+    python scripts/fit_host_overheads.py                     # fit efficiency.yaml's structure ("gap"), print the fit,
+                                                             # the errors per series, the sensitivity, the condition,
+                                                             # leave-one-series-out refits and the other structures
+    python scripts/fit_host_overheads.py --structure fill    # round 9's structure instead
+    python scripts/fit_host_overheads.py --write             # and put the fitted values into efficiency.yaml
 
-The host model (``workload.kernels.HostModel``, efficiency.yaml host_overhead): a block of kernels (one model chunk,
-one microbatch, one phase) takes max(device time + kernels * kernel gap, kernels * dispatch) plus, when pp > 1, the
-pipeline step's host time. The host dispatch per kernel is measured; the stream's gap before each kernel
-(``kernel_gap_s``) and the pipeline step's host time (``pipeline_step_s``) are fitted here.
+The model (``workload.kernels.HostModel``, efficiency.yaml host_overhead), per block of kernels (one model chunk,
+one microbatch, one phase):
+
+    max(D + N * kernel gap + fill_waves * sum over GEMM kernels of their time per wave, N * dispatch)
+    + pipeline step (pp > 1)
+
+The host dispatch is measured. Two structures (``STRUCTURES``), each fitting one per-kernel value with the pipeline
+step: "gap" (rounds 5-8, in use): one gap before every kernel fitted, no GEMM fill; "fill" (round 9, not applied):
+the gap at the measured queued-launch latency (efficiency.yaml launch_overhead_s, Kineto traces), a GEMM kernel's
+fill in waves of its own fitted. ``--write`` writes the fitted pair and the structure's fixed value. Printed as
+checks (not used): the other structures on the same estimate, including the gap before tensor-core kernels only
+(round 8) and a fraction of the device time (round 6).
 
 Runs: every calibration case of data/validation.yaml (``validation.cases()``, what ``simcluster validate`` runs),
 none weighted; the held-out cases are never read. A series can be kept out of the objective (``EXCLUDED_SERIES``,
-printed with its reason; ``--all`` keeps it in) when its error is per-GPU compute the kernel model misses, which host
-time must not stand for; its errors are still printed, and ``simcluster validate`` reports them. None is kept out
-since round 7: the Megatron-LM 2021 A100 series, kept out in round 5, had simulated the A100 80GB where the README's
-runs used the 40GB card (docs/calibration.md, "Issue 15, A100 round").
+printed with its reason; ``--all`` keeps it in); none is kept out since round 7.
 Objective: the mean absolute error over the runs, subject to no run beyond ``MAX_ERROR`` (the issue's bound for
 calibration, 10%); when no pair meets the bound, the mean among the pairs with the smallest maximum (to 0.1
-point). The grid: ``GAP_GRID_S`` x ``STEP_GRID_S``.
+point). The grid: the structure's (``GAP_GRID_S`` or ``FILL_GRID``) x ``STEP_GRID_S``.
 
 How: the step time of a run responds to its blocks' times along its critical path. One full simulation of the set
-gives each run's step time S0 at the current values; the plan gives every block's device time and kernel count
-(``ChunkCost.forward_stream``/``backward_stream``), so a candidate's block times are exact, and the step is
-estimated as S0 + c * (mean block time change over the chunks, forward + backward), c = m*v + pp - 1 blocks of
-each phase on the critical path of a 1F1B pipeline (m microbatches per replica, v chunks per stage; m without
+gives each run's step time S0 at the current values; the plan gives every block's device time, kernel count and
+GEMM wave time (``ChunkCost.forward_stream``/``backward_stream``), so a candidate's block times are exact, and the
+step is estimated as S0 + c * (mean block time change over the chunks, forward + backward), c = m*v + pp - 1 blocks
+of each phase on the critical path of a 1F1B pipeline (m microbatches per replica, v chunks per stage; m without
 a pipeline). The best pair on that estimate is simulated in full and the estimate re-linearised around it, until
 the best pair stays (at most ``MAX_SIMULATIONS`` + 1 simulations of the set). The errors printed are the full
-simulation's at the fitted pair; the sensitivity rows and the hypothesis check are the estimate around it.
-
-Hypothesis checks (printed, not used): (1) the stream's gap fixed at the measured launch overhead (efficiency.yaml
-launch_overhead_s) and the host dispatch fitted instead, i.e. every per-kernel cost hidden wherever the GPU is the
-bottleneck; (2) the per-kernel gap replaced by a fraction of the blocks' device time (``FRACTION_GRID``), i.e. an
-overhead that scales with the work, as a sustained fraction would (round 6: no fraction meets the 10% bound; the
-calibration set asks for time per kernel).
+simulation's at the fitted pair; the sensitivity rows, the leave-one-series-out refits and the checks are the
+estimate around it. Identifiability: the condition number of the two fitted terms' columns (each run's step-time
+change per unit of each, relative to its step, columns scaled to unit norm).
 """
 
 from __future__ import annotations
@@ -55,8 +59,8 @@ from simcluster.workload import kernels
 ROOT = Path(__file__).resolve().parents[1]
 EFFICIENCY_YAML = ROOT / "simcluster" / "data" / "efficiency.yaml"
 MAX_ERROR = 0.10                                  # issue 15's "Done when": calibration max <= 10%
-GAP_GRID_S = np.arange(0.0, 80.5e-6, 1e-6)        # 0-80 us per kernel, 1 us apart
-DISPATCH_GRID_S = np.arange(0.0, 300.5e-6, 2e-6)  # hypothesis check: 0-300 us per kernel
+FILL_GRID = np.arange(0.0, 3.0001, 0.01)          # 0-3 waves per GEMM kernel
+GAP_GRID_S = np.arange(0.0, 150.5e-6, 1e-6)       # checks: 0-150 us per kernel, 1 us apart
 STEP_GRID_S = np.arange(0.0, 2000.5e-6, 10e-6)    # 0-2 ms per pipeline step, 10 us apart
 FRACTION_GRID = np.arange(0.0, 0.3001, 0.005)     # hypothesis check 2: 0-30% of the device time
 MAX_SIMULATIONS = 3
@@ -68,12 +72,42 @@ SENSITIVITY = 0.25
 EXCLUDED_SERIES: dict[str, str] = {}   # series name -> why it is kept out of the objective
 
 
+@dataclass(frozen=True)
+class Structure:
+    """Which per-kernel value is fitted with the pipeline step: its efficiency.yaml key, its ``Run.block_s``
+    argument, its grid, and the values the other per-kernel key takes."""
+
+    key: str
+    arg: str
+    grid: np.ndarray
+    unit: float    # printed in this unit
+    unit_name: str
+    fixed: tuple[tuple[str, str, float | None], ...]   # (yaml key, block_s argument, value; None: launch_overhead_s)
+
+    def fixed_values(self) -> dict[str, float]:
+        return {key: kernels.launch_overhead_s() if value is None else value for key, _, value in self.fixed}
+
+    def text(self, value: float) -> str:
+        digits = 2 if self.unit == 1 else 0
+        return f"{value / self.unit:.{digits}f} {self.unit_name}"
+
+
+# --structure: "fill" (round 9): the measured queued-launch gap (launch_overhead_s) before every kernel, the GEMM
+# fill fitted; "gap" (rounds 5-8, efficiency.yaml's default): one gap before every kernel fitted, no GEMM fill.
+STRUCTURES = {
+    "fill": Structure("fill_waves", "fill", FILL_GRID, 1.0, "waves", (("kernel_gap_s", "gap_s", None),)),
+    "gap": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us", (("fill_waves", "fill", 0.0),)),
+}
+STRUCTURE = STRUCTURES["gap"]   # set by main
+
+
 @contextlib.contextmanager
-def host_values(gap_s: float, step_s: float):
-    """Simulate with these fitted values: set in the loaded efficiency table the simulator reads, restored after."""
+def host_values(value: float, step_s: float):
+    """Simulate with these fitted values (``STRUCTURE``'s value, pipeline step) and the structure's fixed one: set in
+    the loaded efficiency table the simulator reads, restored after."""
     table = catalog.load("efficiency")["host_overhead"]
     saved = dict(table)
-    table.update(kernel_gap_s=float(gap_s), pipeline_step_s=float(step_s))
+    table.update({STRUCTURE.key: float(value), "pipeline_step_s": float(step_s), **STRUCTURE.fixed_values()})
     try:
         yield
     finally:
@@ -89,8 +123,10 @@ class Run:
     case: dict
     device_s: np.ndarray   # [chunks, 2]: forward, backward
     kernels: np.ndarray    # [chunks, 2]
+    wave_s: np.ndarray     # [chunks, 2]: the GEMM kernels' time per wave, summed
     pipelined: bool
     critical_blocks: int
+    tensor_core_kernels: np.ndarray   # [chunks, 2]: GEMM and attention kernels (the round-8 check)
 
     @classmethod
     def of(cls, case: dict) -> Run:
@@ -99,36 +135,43 @@ class Run:
         streams = [(c.forward_stream, c.backward_stream) for c in plan.chunks]
         pp = scenario.parallelism.pp
         return cls(case, np.array([[s.device_s for s in pair] for pair in streams]),
-                   np.array([[s.kernels for s in pair] for pair in streams]), pp > 1,
-                   plan.microbatches * (len(plan.chunks) // pp) + pp - 1)
+                   np.array([[s.kernels for s in pair] for pair in streams]),
+                   np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1,
+                   plan.microbatches * (len(plan.chunks) // pp) + pp - 1,
+                   np.array([[s.tensor_core_kernels for s in pair] for pair in streams]))
 
-    def block_s(self, gap_s, dispatch_s, step_s) -> np.ndarray:
-        """Mean over chunks of a forward plus a backward block's time, over the grid [gap, dispatch, step]."""
-        gap_s, dispatch_s, step_s = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (gap_s, dispatch_s, step_s))
-        device = (self.device_s[..., None] + self.kernels[..., None] * gap_s)[..., None]     # [chunks, 2, G, 1]
-        host = (self.kernels[..., None] * dispatch_s)[..., None, :]                         # [chunks, 2, 1, H]
-        blocks = np.maximum(device, host).sum(axis=1).mean(axis=0)                          # [G, H]
-        return blocks[..., None] + (2.0 if self.pipelined else 0.0) * step_s               # [G, H, P]
+    def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0) -> np.ndarray:
+        """Mean over chunks of a forward plus a backward block's time; arguments broadcast (grids on distinct
+        axes). ``tensor_core_gap_s`` and ``fraction`` serve the checks of other structures: a gap before every
+        tensor-core kernel, a fraction of the device time."""
+        gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction = np.broadcast_arrays(
+            *(np.asarray(v, dtype=float) for v in (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction)))
+        grid = (...,) + (None,) * gap_s.ndim
+        d, n, w, tc = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels))
+        device = d * (1.0 + fraction) + n * gap_s + fill * w + tc * tc_gap_s                 # [chunks, 2, *grid]
+        blocks = np.maximum(device, n * dispatch_s).sum(axis=1).mean(axis=0)
+        return blocks + (2.0 if self.pipelined else 0.0) * step_s
 
-    def dispatch_bound_s(self, gap_s: float) -> float:
+    def dispatch_bound_s(self, host: kernels.HostModel) -> float:
         """The largest host dispatch per kernel at which every block of this run is still device-bound."""
-        return float(np.min(self.device_s / self.kernels + gap_s))
+        return float(np.min((self.device_s + host.fill_waves * self.wave_s) / self.kernels + host.kernel_gap_s))
 
 
-def simulate(gap_s: float, step_s: float) -> list[validation.CaseResult]:
-    with host_values(gap_s, step_s):
+def simulate(value: float, step_s: float) -> list[validation.CaseResult]:
+    with host_values(value, step_s):
         return [validation.run_case(case) for case in validation.cases()]
 
 
 def estimated_errors(runs: list[Run], reference: list[validation.CaseResult], at: tuple[float, float],
-                     gap_s, dispatch_s, step_s) -> np.ndarray:
-    """Errors [runs, G, H, P] estimated from the simulation ``reference`` made at ``at`` (gap, step) with the
-    dispatch of efficiency.yaml."""
-    dispatch0_s = kernels.host_model().dispatch_s
+                     **values) -> np.ndarray:
+    """Errors [runs, *grid] estimated from the simulation ``reference`` made at ``at`` (``STRUCTURE``'s value, step)
+    with its fixed value and the dispatch of efficiency.yaml; ``values`` (gap_s, fill, dispatch_s, step_s,
+    tensor_core_gap_s, fraction) replace those, broadcasting (``Run.block_s``)."""
+    now = reference_values(at)
     errors = []
     for run, result in zip(runs, reference, strict=True):
-        base = run.block_s(at[0], dispatch0_s, at[1])[0, 0, 0]
-        step = result.step_time_s + run.critical_blocks * (run.block_s(gap_s, dispatch_s, step_s) - base)
+        base = run.block_s(**now)
+        step = result.step_time_s + run.critical_blocks * (run.block_s(**{**now, **values}) - base)
         errors.append((1.0 + result.error) * result.step_time_s / step - 1.0)
     return np.array(errors)
 
@@ -149,29 +192,47 @@ def in_objective(runs: list[Run], excluded: dict[str, str]) -> np.ndarray:
     return np.array([run.case["source"] not in excluded for run in runs])
 
 
+def reference_values(at: tuple[float, float]) -> dict[str, float]:
+    """``Run.block_s`` arguments at ``at`` (``STRUCTURE``'s value, step) with the structure's fixed value."""
+    now = dict(dispatch_s=kernels.host_model().dispatch_s, step_s=at[1])
+    now.update({arg: value for (_, arg, _), value in zip(STRUCTURE.fixed, STRUCTURE.fixed_values().values(),
+                                                           strict=True)})
+    now[STRUCTURE.arg] = at[0]
+    return now
+
+
+def grid_fit(runs, results, at, fitted) -> tuple[tuple[float, float], np.ndarray]:
+    """The best (value, step) on the estimate around ``at`` for the ``fitted`` runs, and every run's error there."""
+    grid = STRUCTURE.grid
+    errors = estimated_errors(runs, results, at, **{STRUCTURE.arg: grid[:, None]}, step_s=STEP_GRID_S[None, :])
+    i, j = best(errors, fitted)
+    return (round(float(grid[i]), 9), round(float(STEP_GRID_S[j]), 9)), errors[:, i, j]
+
+
 def fit(excluded: dict[str, str]) -> tuple[tuple[float, float], list[validation.CaseResult], list[Run]]:
     runs = [Run.of(case) for case in validation.cases()]
     fitted = in_objective(runs, excluded)
     host = kernels.host_model()
-    at = (host.kernel_gap_s, host.pipeline_step_s)
-    print(f"start: kernel gap {at[0] * 1e6:.0f} us, pipeline step {at[1] * 1e6:.0f} us (efficiency.yaml); "
-          f"host dispatch {host.dispatch_s * 1e6:.1f} us per kernel (measured, not fitted)")
+    start = getattr(host, STRUCTURE.key)
+    if start == 0.0 or any(getattr(host, key) != value for key, value in STRUCTURE.fixed_values().items()):
+        start = float(np.median(STRUCTURE.grid))   # efficiency.yaml holds the other structure: start mid-grid
+    at = (start, host.pipeline_step_s)
+    print(f"start: {STRUCTURE.key} {STRUCTURE.text(at[0])}, pipeline step {at[1] * 1e6:.0f} us; fixed: "
+          + ", ".join(f"{key} {value:g}" for key, value in STRUCTURE.fixed_values().items())
+          + f"; host dispatch {host.dispatch_s * 1e6:.1f} us per kernel (measured, not fitted)")
     seen: dict[tuple[float, float], list[validation.CaseResult]] = {}
     estimate = None
     for simulation in range(MAX_SIMULATIONS):
         started = time.perf_counter()
         seen[at] = simulate(*at)
         stats = validation.error_stats(seen[at])
-        print(f"simulation {simulation + 1} at ({at[0] * 1e6:.0f} us, {at[1] * 1e6:.0f} us): "
+        print(f"simulation {simulation + 1} at ({STRUCTURE.text(at[0])}, {at[1] * 1e6:.0f} us): "
               f"median {stats['median_abs_error']:.1%}, max {stats['max_abs_error']:.1%} "
               f"({time.perf_counter() - started:.0f} s)")
         if estimate is not None:
             worst = np.abs(estimate - np.array([r.error for r in seen[at]])).max()
             print(f"  the estimate of the previous step was within {worst * 100:.2f} points of every run's error")
-        errors = estimated_errors(runs, seen[at], at, GAP_GRID_S, host.dispatch_s, STEP_GRID_S)
-        i, _, j = best(errors, fitted)
-        estimate = errors[:, i, 0, j]
-        candidate = (round(float(GAP_GRID_S[i]), 9), round(float(STEP_GRID_S[j]), 9))
+        candidate, estimate = grid_fit(runs, seen[at], at, fitted)
         converged = candidate == at or candidate in seen
         at = candidate
         if converged:
@@ -189,70 +250,105 @@ def summary(errors: np.ndarray) -> dict[str, float]:
 
 def sensitivity(runs, results, at) -> list[tuple[str, dict[str, float]]]:
     """Calibration median / max |error| and mean error with each fitted value moved by +-25% (estimated)."""
-    dispatch_s = kernels.host_model().dispatch_s
     rows = [("as fitted", at)]
     for sign in (-1, 1):
-        rows.append((f"kernel gap {sign * SENSITIVITY:+.0%}", (at[0] * (1 + sign * SENSITIVITY), at[1])))
+        rows.append((f"{STRUCTURE.key} {sign * SENSITIVITY:+.0%}", (at[0] * (1 + sign * SENSITIVITY), at[1])))
     for sign in (-1, 1):
         rows.append((f"pipeline step {sign * SENSITIVITY:+.0%}", (at[0], at[1] * (1 + sign * SENSITIVITY))))
-    return [(f"{label} ({gap_s * 1e6:.1f} us, {step_s * 1e6:.0f} us)",
-             summary(estimated_errors(runs, results, at, gap_s, dispatch_s, step_s)[:, 0, 0, 0]))
-            for label, (gap_s, step_s) in rows]
+    return [(f"{label} ({STRUCTURE.text(value)}, {step_s * 1e6:.0f} us)",
+             summary(estimated_errors(runs, results, at, **{STRUCTURE.arg: value}, step_s=step_s)))
+            for label, (value, step_s) in rows]
 
 
-def hypothesis(runs, results, at, fitted) -> tuple[float, float, dict[str, float]]:
-    """The per-kernel cost hidden where the GPU binds: the gap at the measured launch overhead, the host dispatch
-    and the pipeline step fitted by the same objective (estimated)."""
-    gap_s = kernels.launch_overhead_s()
-    errors = estimated_errors(runs, results, at, gap_s, DISPATCH_GRID_S, STEP_GRID_S)
-    _, i, j = best(errors, fitted)
-    return float(DISPATCH_GRID_S[i]), float(STEP_GRID_S[j]), summary(errors[:, 0, i, j])
+def condition(runs, results, at) -> float:
+    """Condition number of the fitted terms' columns: each run's relative step change per unit of the fitted
+    per-kernel value and of the pipeline step (estimated, exact in the blocks), scaled to unit norm."""
+    now = reference_values(at)
+    columns = []
+    for key, delta in ((STRUCTURE.arg, 1e-6), ("step_s", 1e-6)):
+        columns.append([run.critical_blocks * (run.block_s(**{**now, key: now[key] + delta}) - run.block_s(**now))
+                        / delta / result.step_time_s for run, result in zip(runs, results, strict=True)])
+    matrix = np.array(columns).T
+    return float(np.linalg.cond(matrix / np.linalg.norm(matrix, axis=0)))
 
 
-def proportional_hypothesis(runs, results, at, fitted) -> tuple[float, float, dict[str, float]]:
-    """The per-kernel gap replaced by a fraction of each block's device time (no gap), the fraction and the pipeline
-    step fitted by the same objective (estimated like ``estimated_errors``; exact for the blocks' device side)."""
-    dispatch_s = kernels.host_model().dispatch_s
-    errors = []
-    for run, result in zip(runs, results, strict=True):
-        base = run.block_s(at[0], dispatch_s, at[1])[0, 0, 0]
-        device = run.device_s.sum(axis=1).mean()
-        blocks = (device * (1.0 + FRACTION_GRID[:, None])
-                  + (2.0 if run.pipelined else 0.0) * STEP_GRID_S[None, :])                 # [F, P]
-        step = result.step_time_s + run.critical_blocks * (blocks - base)
-        errors.append((1.0 + result.error) * result.step_time_s / step - 1.0)
-    errors = np.array(errors)[:, :, None, :]                                                 # [runs, F, 1, P]
-    i, _, j = best(errors, fitted)
-    return float(FRACTION_GRID[i]), float(STEP_GRID_S[j]), summary(errors[:, i, 0, j])
+def leave_one_series_out(runs, results, at, fitted) -> list[tuple[str, tuple[float, float], dict[str, float]]]:
+    """Refit without each series (estimated); the left-out series' errors at that refit."""
+    series = np.array([r.family for r in results])
+    rows = []
+    for name in dict.fromkeys(series):
+        out = series == name
+        values, errors = grid_fit(runs, results, at, fitted & ~out)
+        rows.append((name, values, summary(errors[out])))
+    return rows
+
+
+def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str, float]]]:
+    """Other structures, fitted with the pipeline step by the same objective on the same estimate: one gap before
+    every kernel (rounds 5-8), the measured gap plus a GEMM fill (round 9), the measured gap plus a gap before
+    tensor-core kernels (round 8's "tensor_core"), the measured gap plus a fraction of the device time (round 6's
+    hypothesis 2)."""
+    measured = kernels.launch_overhead_s()
+    steps = STEP_GRID_S[None, :]
+    rows = []
+    for label, unit, values in (
+            ("one gap before every kernel", "us a kernel", dict(fill=0.0, gap_s=GAP_GRID_S[:, None])),
+            ("measured gap + GEMM fill", "waves", dict(gap_s=measured, fill=FILL_GRID[:, None])),
+            ("measured gap + a gap before tensor-core kernels", "us a GEMM or attention kernel",
+             dict(fill=0.0, gap_s=measured, tensor_core_gap_s=GAP_GRID_S[:, None])),
+            ("measured gap + a fraction of the device time", "of the device time",
+             dict(fill=0.0, gap_s=measured, fraction=FRACTION_GRID[:, None]))):
+        errors = estimated_errors(runs, results, at, **values, step_s=steps)
+        i, j = best(errors, fitted)
+        grid = next(v for v in values.values() if isinstance(v, np.ndarray)).ravel()
+        value = (f"{grid[i] * 1e6:.0f}" if unit.startswith("us") else f"{grid[i]:.2f}" if unit == "waves"
+                 else f"{grid[i]:.1%}")
+        rows.append((label, f"{value} {unit}, pipeline step {STEP_GRID_S[j] * 1e6:.0f} us", summary(errors[:, i, j])))
+    return rows
 
 
 def write(at: tuple[float, float]) -> None:
-    """Put the fitted pair into efficiency.yaml's host_overhead (the two lines, comments kept)."""
+    """Put the fitted pair and the structure's fixed value into efficiency.yaml's host_overhead (the lines, comments
+    kept)."""
     text = EFFICIENCY_YAML.read_text()
-    for key, value in (("kernel_gap_s", at[0]), ("pipeline_step_s", at[1])):
-        text, count = re.subn(rf"(?m)^(  {key}: )\S+", rf"\g<1>{value * 1e6:.1f}e-6", text)
+    values = {STRUCTURE.key: at[0], "pipeline_step_s": at[1], **STRUCTURE.fixed_values()}
+    for key, value in values.items():
+        literal = f"{value:.2f}" if key == "fill_waves" else f"{value * 1e6:.1f}e-6"
+        text, count = re.subn(rf"(?m)^(  {key}: )\S+", rf"\g<1>{literal}", text)
         assert count == 1, key
     EFFICIENCY_YAML.write_text(text)
-    print(f"wrote kernel_gap_s and pipeline_step_s to {EFFICIENCY_YAML.relative_to(ROOT)}")
+    print(f"wrote {', '.join(values)} to {EFFICIENCY_YAML.relative_to(ROOT)}")
+
+
+def row_text(row: dict[str, float]) -> str:
+    return f"{row['median']:.1%} | {row['max']:.1%} | {row['mean_abs']:.2%} | {row['mean']:+.1%}"
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="put the fitted values into efficiency.yaml")
     parser.add_argument("--all", action="store_true", help="fit on every calibration series (EXCLUDED_SERIES in)")
+    parser.add_argument("--structure", choices=sorted(STRUCTURES), default="gap",
+                        help="gap: one fitted gap before every kernel (efficiency.yaml's); fill: the measured gap "
+                             "and a fitted GEMM fill (round 9)")
     args = parser.parse_args(argv)
+    global STRUCTURE
+    STRUCTURE = STRUCTURES[args.structure]
     started = time.perf_counter()
     excluded = {} if args.all else EXCLUDED_SERIES
     at, results, runs = fit(excluded)
     fitted = in_objective(runs, excluded)
     by_case = {r.scenario: r for r in results}
-    print(f"\nfitted: kernel_gap_s = {at[0] * 1e6:.0f} us per kernel (the stream idles before each kernel, not "
-          f"hidden), pipeline_step_s = {at[1] * 1e6:.0f} us per pipeline step (host time the drained stream waits)")
+    host = kernels.host_model()
+    print(f"\nfitted ({args.structure}): {STRUCTURE.key} = {STRUCTURE.text(at[0])}, pipeline_step_s = "
+          f"{at[1] * 1e6:.0f} us per pipeline step (host time the drained stream waits); fixed: "
+          + ", ".join(f"{key} {value:g}" for key, value in STRUCTURE.fixed_values().items()))
     print(f"objective: mean |error| over {int(fitted.sum())} of the {len(results)} calibration runs, no run beyond "
           f"{MAX_ERROR:.0%}" + "".join(f"; kept out: {name} ({why})" for name, why in excluded.items()))
-    bound_s = min(run.dispatch_bound_s(at[0]) for run in runs)
+    with host_values(*at):
+        bound_s = min(run.dispatch_bound_s(kernels.host_model()) for run in runs)
     print(f"every calibration block is device-bound for a host dispatch below {bound_s * 1e6:.0f} us per kernel "
-          f"(efficiency.yaml: {kernels.host_model().dispatch_s * 1e6:.1f} us)")
+          f"(efficiency.yaml: {host.dispatch_s * 1e6:.1f} us)")
     print("\nrun | published | simulated | error")
     for run in runs:
         r = by_case[run.case["scenario"]]
@@ -267,16 +363,14 @@ def main(argv: list[str]) -> int:
               f"{g['mean_error']:+.1%}")
     print("\nsensitivity (estimated around the fit) | median | max | mean |error| | mean error")
     for label, row in sensitivity(runs, results, at):
-        print(f"{label} | {row['median']:.1%} | {row['max']:.1%} | {row['mean_abs']:.2%} | {row['mean']:+.1%}")
-    dispatch_s, step_s, row = hypothesis(runs, results, at, fitted)
-    print(f"\nhypothesis check (estimated): kernel gap at the measured launch overhead "
-          f"({kernels.launch_overhead_s() * 1e6:.0f} us), dispatch and pipeline step fitted: dispatch "
-          f"{dispatch_s * 1e6:.0f} us, pipeline step {step_s * 1e6:.0f} us: median {row['median']:.1%}, "
-          f"max {row['max']:.1%}, mean |error| {row['mean_abs']:.2%}, mean {row['mean']:+.1%}")
-    fraction, step_s, row = proportional_hypothesis(runs, results, at, fitted)
-    print(f"hypothesis check 2 (estimated): no per-kernel gap, a fraction of the device time and the pipeline step "
-          f"fitted: {fraction:.1%} of the device time, pipeline step {step_s * 1e6:.0f} us: median "
-          f"{row['median']:.1%}, max {row['max']:.1%}, mean |error| {row['mean_abs']:.2%}, mean {row['mean']:+.1%}")
+        print(f"{label} | {row_text(row)}")
+    print(f"\ncondition number of the two fitted terms (columns scaled): {condition(runs, results, at):.1f}")
+    print("\nleave one series out (estimated): refit without it | its median | max | mean |error| | mean error")
+    for name, values, row in leave_one_series_out(runs, results, at, fitted):
+        print(f"{name}: {STRUCTURE.text(values[0])}, {values[1] * 1e6:.0f} us | {row_text(row)}")
+    print("\nstructures (estimated) | fitted | median | max | mean |error| | mean error")
+    for label, values, row in other_structures(runs, results, at, fitted):
+        print(f"{label} | {values} | {row_text(row)}")
     if args.write:
         write(at)
     print(f"\n{time.perf_counter() - started:.0f} s")

@@ -3,6 +3,7 @@ a block of kernels issued by the host: the device's time or the host's, whicheve
 
     kernel time = max(executed FLOP / (peak FLOP/s * flop fraction),
                       HBM bytes / (HBM bandwidth * bandwidth fraction)) + kernel gap
+                  + fill waves * compute time / waves        (tensor-core kernels: GEMM, flash attention)
     block time  = max(sum of kernel times, kernels * host dispatch per kernel)
 
 The host (Python, PyTorch's dispatcher, Transformer Engine, cuBLASLt's heuristics) issues kernels asynchronously:
@@ -54,6 +55,21 @@ def k_overhead(precision: str, gpu: GpuSpec | None) -> float:
     return base * gpu.peak_flop_per_s(precision) / gpu.peak_flop_per_s("bf16")
 
 
+def _best_tile(m: int, n: int, batch: int, gpu_name: str) -> tuple[float, int]:
+    """(relative tile throughput * useful/provisioned MACs, waves) of the best cuBLAS-like tile for an m x n output
+    repeated ``batch`` times (efficiency.yaml gemm.tiles; ties keep the first tile listed)."""
+    sms = sm_count(gpu_name)
+    best, best_waves = 0.0, 1
+    for tile_m, tile_n, relative in _table()["gemm"]["tiles"]:
+        tiles = batch * math.ceil(m / tile_m) * math.ceil(n / tile_n)
+        waves = math.ceil(tiles / sms)
+        useful = batch * m * n / (waves * sms * tile_m * tile_n)
+        score = relative * useful
+        if score > best:
+            best, best_waves = score, waves
+    return best, best_waves
+
+
 def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, precision: str = "bf16",
                     gpu: GpuSpec | None = None) -> float:
     """Achievable fraction of the precision's peak of a (m x k)(k x n) GEMM repeated ``batch`` times, from
@@ -64,19 +80,20 @@ def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, preci
     sections 3.1 and 3.2) and a fixed per-tile prologue/epilogue equivalent to k0 reduction elements
     (``k_overhead``).
     """
-    table = _table()["gemm"]
     ceiling = gemm_ceiling(precision)
     if min(m, n, k, batch) <= 0:
         return ceiling
-    sms = sm_count(gpu_name)
-    best = 0.0
-    for tile_m, tile_n, relative in table["tiles"]:
-        tiles = batch * math.ceil(m / tile_m) * math.ceil(n / tile_n)
-        waves = math.ceil(tiles / sms)
-        useful = batch * m * n / (waves * sms * tile_m * tile_n)
-        best = max(best, relative * useful)
+    best, _ = _best_tile(m, n, batch, gpu_name)
     depth = k / (k + k_overhead(precision, gpu))
     return ceiling * best * depth
+
+
+def gemm_waves(op: Op, gpu_name: str) -> int:
+    """Waves of output tiles of a GEMM kernel over the SMs, for the tile ``gemm_efficiency`` picks (1 for other
+    kernels)."""
+    if op.kind != "gemm" or min(op.m, op.n, op.k, op.batch) <= 0:
+        return 1
+    return _best_tile(op.m, op.n, op.batch, gpu_name)[1]
 
 
 def split_accumulator_slowdown(gpu_name: str) -> float:
@@ -172,24 +189,29 @@ def launch_overhead_s() -> float:
 
 @dataclass(frozen=True)
 class HostModel:
-    """The host side of training (efficiency.yaml host_overhead, each value with its meaning and source).
+    """The host side of training and the per-kernel time beyond the roofline, per kernel class (efficiency.yaml
+    host_overhead, each value with its meaning and source).
 
-    ``kernel_gap_s``: the time the GPU stream idles before each kernel even when the host is ahead of it (the
-    launch latency of a queued kernel, waits on events of the communication streams, what the roofline misses
-    per kernel); no running ahead hides it (fitted). ``dispatch_s``: host CPU time to issue one kernel in
-    training (measured). ``pipeline_step_s``: host time per pipeline step (one model chunk, one microbatch, one
-    phase) during which the stream has drained and waits (fitted; only when pp > 1).
+    ``kernel_gap_s``: every kernel, the idle of the stream between a kernel and the next one already queued (the
+    launch latency of a queued kernel; measured in Kineto traces) in the "fill" structure, or a fitted gap that also
+    stands for what the roofline misses per kernel in the "gap" structure (efficiency.yaml host_overhead_source).
+    ``fill_waves``: tensor-core kernels only (GEMM, flash attention), the time per kernel beyond the wave-quantised
+    roofline in training, in waves of that kernel (``wave_s``: the fill and drain of its tile pipeline, operands
+    cold in L2; fitted; 0 in the "gap" structure). ``dispatch_s``: host CPU
+    time to issue one kernel in training (measured). ``pipeline_step_s``: host time per pipeline step (one model
+    chunk, one microbatch, one phase) during which the stream has drained and waits (fitted; only when pp > 1).
     """
 
     kernel_gap_s: float
     dispatch_s: float
     pipeline_step_s: float
+    fill_waves: float = 0.0
 
 
 def host_model() -> HostModel:
     """The host model of efficiency.yaml host_overhead."""
     table = _table()["host_overhead"]
-    return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"])
+    return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"], table["fill_waves"])
 
 
 def pipeline_step_overhead_s() -> float:
@@ -214,17 +236,22 @@ class StreamTime:
 
     device_s: float = 0.0   # roofline time of the kernels, without the gaps between them
     kernels: float = 0.0    # kernels launched (a float so that a block can be scaled by a layer count)
+    wave_s: float = 0.0     # the tensor-core kernels' time per wave (``wave_s``), summed: one wave of each
+    tensor_core_kernels: float = 0.0   # of the kernels, GEMM and attention ones (TENSOR_CORE_KINDS)
 
     def __add__(self, other: StreamTime) -> StreamTime:
-        return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels)
+        return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels,
+                          self.wave_s + other.wave_s, self.tensor_core_kernels + other.tensor_core_kernels)
 
     def __rmul__(self, count: float) -> StreamTime:
-        return StreamTime(count * self.device_s, count * self.kernels)
+        return StreamTime(count * self.device_s, count * self.kernels, count * self.wave_s,
+                          count * self.tensor_core_kernels)
 
     def device_bound_s(self, host: HostModel | None = None) -> float:
-        """The device's side: every kernel's roofline time plus the gap before it."""
+        """The device's side: every kernel's roofline time plus the gap before it, and each tensor-core kernel's
+        fill (``HostModel.fill_waves`` of its waves)."""
         host = host or host_model()
-        return self.device_s + self.kernels * host.kernel_gap_s
+        return self.device_s + self.kernels * host.kernel_gap_s + host.fill_waves * self.wave_s
 
     def host_bound_s(self, host: HostModel | None = None) -> float:
         """The host's side: every kernel's dispatch, one after another on one CPU thread."""
@@ -238,21 +265,54 @@ class StreamTime:
 
 
 def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
-    """The kernels ``ops`` issued back to back in training: their device time (sustained clock) and count."""
-    return StreamTime(sum(max(roofline_s(op, gpu, precision)) for op in ops), len(ops))
+    """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the
+    tensor-core kernels' time per wave (``wave_s``), and the tensor-core kernels' count."""
+    rooflines = [roofline_s(op, gpu, precision) for op in ops]
+    waves_s = (wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True))
+    return StreamTime(sum(max(pair) for pair in rooflines), len(ops), sum(waves_s),
+                      sum(op.kind in TENSOR_CORE_KINDS for op in ops))
+
+
+# Rows of the query block (forward) or key block (backward) one thread block of a fused flash attention kernel
+# owns: 128 (Dao-AILab/flash-attention, flash_attn/cute/flash_fwd.py, the FlashAttention-3 Hopper kernel
+# re-implemented: m_block_size = n_block_size = 128 by default; FlashAttention-2, Dao 2023: the forward is
+# parallel over query blocks, the backward over key blocks), one block per SM at a time (assumption for the waves).
+FLASH_BLOCK_ROWS = 128
+
+
+def attention_waves(op: Op, gpu_name: str) -> int:
+    """Waves of thread blocks of a fused flash attention kernel over the SMs: (batch x heads) x row blocks of the
+    queries forward, of the keys backward (``FLASH_BLOCK_ROWS``)."""
+    rows = op.n if op.name.endswith("backward") else op.m
+    return max(1, math.ceil(op.batch * math.ceil(rows / FLASH_BLOCK_ROWS) / sm_count(gpu_name)))
+
+
+def wave_s(op: Op, compute_s: float, gpu_name: str) -> float:
+    """One wave of a tensor-core kernel whose tiles compute for ``compute_s`` in all: that over its waves (a GEMM's
+    for the tile ``gemm_efficiency`` picks, a flash attention kernel's over its row blocks); 0 for other kernels
+    (memory-bound, unfused attention's). The fill is tile time, so an HBM-bound GEMM (a matrix-vector product) pays
+    it on its short compute time, not on its bytes."""
+    if op.kind == "gemm":
+        return compute_s / gemm_waves(op, gpu_name)
+    if op.kind == "attention" and op.kernel != "naive" and op.batch > 0 and op.m > 0:
+        return compute_s / attention_waves(op, gpu_name)
+    return 0.0
 
 
 def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> float:
     """Time of one kernel on the GPU when the host keeps ahead of it: max(compute time, HBM time) plus the gap
     before it.
 
-    ``sustained`` (training): tensor-core throughput at the clock the power cap allows (``clock_ratio``) and the
-    stream's gap before a kernel in training (``HostModel.kernel_gap_s``); False gives the kernel in a short
-    benchmark (ceilings as measured, the benchmark's launch overhead). A block's time, the host's side included,
-    is ``ops_time_s``.
+    ``sustained`` (training): tensor-core throughput at the clock the power cap allows (``clock_ratio``), the
+    stream's gap before a kernel in training (``HostModel.kernel_gap_s``) and a tensor-core kernel's fill
+    (``HostModel.fill_waves``); False gives the kernel in a short benchmark (ceilings as measured, the
+    benchmark's launch overhead). A block's time, the host's side included, is ``ops_time_s``.
     """
-    overhead_s = host_model().kernel_gap_s if sustained else launch_overhead_s()
-    return max(roofline_s(op, gpu, precision, sustained)) + overhead_s
+    compute_s, memory_s = roofline_s(op, gpu, precision, sustained)
+    if not sustained:
+        return max(compute_s, memory_s) + launch_overhead_s()
+    host = host_model()
+    return max(compute_s, memory_s) + host.kernel_gap_s + host.fill_waves * wave_s(op, compute_s, gpu.name)
 
 
 def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> tuple[float, float]:

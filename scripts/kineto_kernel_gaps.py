@@ -1,0 +1,80 @@
+"""The idle time of a GPU stream before each kernel in a Kineto trace, per kernel class, split by whether the host
+had already queued the kernel: the measurement behind efficiency.yaml host_overhead.kernel_gap_s.
+
+    python scripts/kineto_kernel_gaps.py ../shared/traces/kineto/a100-16rank-sendrecv.rank0.json.gz [more traces]
+
+Per trace, for its busiest streams: the gap between a kernel's end and the next kernel's start on the same stream,
+grouped by the next kernel's class (tensor-core: GEMM, cuBLAS/CUTLASS, attention; memory-bound: everything else;
+copy: memcpy/memset; nccl) and by "queued": the launch call of the next kernel (its cuda_runtime event, by
+correlation id) returned before the previous kernel ended, so the stream did not wait on the host. Gaps above
+1 ms (phase boundaries, host-side waits) are left out. Kernel durations per class are printed too.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import sys
+
+import numpy as np
+
+MAX_GAP_US = 1000.0
+TENSOR_CORE_MARKERS = ("gemm", "sm80_xmma", "sm90", "cutlass", "ampere_", "cublas", "matmul", "s16816", "h16816",
+                       "flash", "fmha")
+KERNEL_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def kernel_class(name: str) -> str:
+    lower = name.lower()
+    if "nccl" in lower:
+        return "nccl"
+    if any(marker in lower for marker in TENSOR_CORE_MARKERS):
+        return "tensor-core"
+    if "memcpy" in lower or "memset" in lower:
+        return "copy"
+    return "memory-bound"
+
+
+def gaps(path: str, streams: int = 2) -> None:
+    with gzip.open(path) if path.endswith(".gz") else open(path, "rb") as f:
+        events = json.load(f)["traceEvents"]
+    kernels = [e for e in events if e.get("cat") in KERNEL_CATEGORIES and e.get("ph") == "X"]
+    launches = {e["args"].get("correlation"): e for e in events
+                if e.get("cat") == "cuda_runtime" and e.get("ph") == "X" and "args" in e}
+    print(path)
+    for (pid, tid), count in collections.Counter((k["pid"], k["tid"]) for k in kernels).most_common(streams):
+        stream = sorted((k for k in kernels if (k["pid"], k["tid"]) == (pid, tid)), key=lambda k: k["ts"])
+        rows = collections.defaultdict(list)
+        for before, after in zip(stream, stream[1:], strict=False):
+            end = before["ts"] + before["dur"]
+            gap = after["ts"] - end
+            if not 0 <= gap <= MAX_GAP_US:
+                continue
+            launch = launches.get(after["args"].get("correlation"))
+            queued = launch is not None and launch["ts"] + launch["dur"] <= end
+            rows[(kernel_class(after["name"]), queued)].append(gap)
+        print(f"  stream {tid}: {count} kernels")
+        for (klass, queued), values in sorted(rows.items()):
+            v = np.array(values)
+            print(f"    gap before {klass:12s} {'queued' if queued else 'host-bound':10s} n={len(v):5d}  median "
+                  f"{np.median(v):6.1f} us  mean {v.mean():6.1f} us  p90 {np.percentile(v, 90):6.1f} us")
+        durations = collections.defaultdict(list)
+        for k in stream:
+            durations[kernel_class(k["name"])].append(k["dur"])
+        for klass, values in sorted(durations.items()):
+            v = np.array(values)
+            print(f"    duration {klass:12s} n={len(v):5d}  min {v.min():.1f} us  median {np.median(v):.1f} us")
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__.splitlines()[0] + "\nusage: python scripts/kineto_kernel_gaps.py TRACE [TRACE ...]")
+        return 2
+    for path in argv:
+        gaps(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
