@@ -116,6 +116,7 @@ class Shard:
     recompute: str = "none"       # "none" | "selective" | "full"
     cross_entropy: str = "unfused"  # one of CROSS_ENTROPY_KERNELS
     fp8_recipe: str = "delayed"   # Transformer Engine's fp8 scaling (workload.fp8_recipes), with precision fp8
+    fp8_transpose: bool = True    # per-tensor fp8 casts also write a transpose (Hopper; fp8_recipes.transposes)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
 
@@ -156,6 +157,7 @@ def shard_for(scenario: Scenario) -> Shard:
     return Shard(seq_len=t.seq_len, micro_batch=t.micro_batch_size, tp=p.tp, cp=p.cp,
                  sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
                  recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
+                 fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules,
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype))
@@ -376,11 +378,12 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     if shard.precision == "fp8":
         # Transformer Engine casts every GEMM input to fp8 (and, fused, its transpose for the other GEMM of the
         # backward): the sequence-parallel h-wide inputs before their all-gather, the TP-split ones locally;
-        # backward the same for each output gradient. Weights are cast once per step (cached): left out.
+        # backward the same for each output gradient (on Blackwell without the transpose: fp8_recipes). Weights are
+        # cast once per step (cached): left out.
         sp_tokens = tokens / shard.sp_divisor
         forward_elements = sp_tokens * h + tokens * q_local + mlp.cast_forward_elements
         backward_elements = sp_tokens * h + tokens * (q_local + 2 * kv_local) + mlp.cast_backward_elements
-        per_element = fp8_recipes.cast_bytes_per_element(shard.fp8_recipe)
+        per_element = fp8_recipes.cast_bytes_per_element(shard.fp8_recipe, shard.fp8_transpose)
         casts = [_memory("fp8_cast", forward_elements, per_element * forward_elements)]
         casts_bwd = [_memory("fp8_cast", backward_elements, per_element * backward_elements)]
 
