@@ -24,12 +24,21 @@ operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized. T
   on runs with no such kernels) they would cost more than everything else MXFP8 changes: not counted as kernels
   (docs/calibration.md, "Round 8").
 
+On Blackwell the per-tensor recipes write no transpose: its fp8 GEMMs take any operand layout, so Transformer
+Engine creates the columnwise copy only where they do not (``create_transpose = columnwise_usage &&
+!nvte_is_non_tn_fp8_gemm_supported()``, quantizer.cpp; true from compute capability 10.0, transformer_engine.cpp)
+and the backward GEMMs read the rowwise data transposed: delayed 2 + 1 bytes, current 2 + 2 + 1 there
+(``transposes``, efficiency.yaml gemm.fp8_any_layout). MXFP8 writes both copies on every GPU.
+
 Weights are quantized once per step in every recipe (Transformer Engine caches them across microbatches): left out,
 as ``ops`` does.
 """
 
 from __future__ import annotations
 
+from functools import cache
+
+from simcluster.core import catalog
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 
 FP8_RECIPES = ("delayed", "current", "mxfp8")
@@ -41,12 +50,22 @@ MX_SCALE_BYTES = 1            # E8M0 scale
 SCALE_SWIZZLE_BYTES_PER_ELEMENT = 2 * 2 * MX_SCALE_BYTES / MX_BLOCK
 
 
-def cast_bytes_per_element(recipe: str) -> float:
-    """HBM bytes per element of one 16-bit GEMM operand quantized to fp8 in both orientations under ``recipe``."""
+@cache
+def transposes(gpu_name: str) -> bool:
+    """Whether Transformer Engine's per-tensor fp8 casts write a transposed copy on ``gpu_name``: only where fp8
+    GEMMs are TN only (Hopper; efficiency.yaml gemm.fp8_any_layout)."""
+    table = catalog.load("efficiency")["gemm"]["fp8_any_layout"]
+    return not table.get(gpu_name, table["default"])
+
+
+def cast_bytes_per_element(recipe: str, transpose: bool = True) -> float:
+    """HBM bytes per element of one 16-bit GEMM operand quantized to fp8 for both orientations under ``recipe``:
+    with ``transpose`` (Hopper) the per-tensor recipes write the fp8 data and its transpose, without it (Blackwell,
+    ``transposes``) the fp8 data once; MXFP8 writes its rowwise and columnwise copies either way."""
     assert recipe in FP8_RECIPES, recipe
-    write_both = 2 * FP8_BYTES
+    write_both = (2 if transpose else 1) * FP8_BYTES
     if recipe == "delayed":
         return BF16_BYTES + write_both
     if recipe == "current":
         return BF16_BYTES + BF16_BYTES + write_both          # the amax pass, then the cast-transpose
-    return BF16_BYTES + write_both + 2 * MX_SCALE_BYTES / MX_BLOCK + SCALE_SWIZZLE_BYTES_PER_ELEMENT
+    return BF16_BYTES + 2 * FP8_BYTES + 2 * MX_SCALE_BYTES / MX_BLOCK + SCALE_SWIZZLE_BYTES_PER_ELEMENT

@@ -123,6 +123,7 @@ class Shard:
     cross_entropy: str = "unfused"  # one of CROSS_ENTROPY_KERNELS
     fp8_recipe: str = "delayed"   # Transformer Engine's fp8 scaling (workload.fp8_recipes), with precision fp8
     projections: str = "fused"    # one of PROJECTIONS
+    fp8_transpose: bool = True    # per-tensor fp8 casts also write a transpose (Hopper; fp8_recipes.transposes)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
 
@@ -165,6 +166,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
                  recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
                  projections=t.projections,
+                 fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules,
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype))
@@ -402,12 +404,14 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     if shard.precision == "fp8":
         # Transformer Engine casts every GEMM input to fp8 (and, fused, its transpose for the other GEMM of the
         # backward): the sequence-parallel h-wide inputs before their all-gather, the TP-split ones locally;
-        # backward the same for each output gradient. Weights are cast once per step (cached): left out.
+        # backward the same for each output gradient (on Blackwell without the transpose: fp8_recipes). Weights are
+        # cast once per step (cached): left out.
         sp_tokens = tokens / shard.sp_divisor
         forward_elements = sp_tokens * h + tokens * q_local + mlp.cast_forward_elements
         backward_elements = sp_tokens * h + tokens * (q_local + 2 * kv_local) + mlp.cast_backward_elements
         torchao = shard.fp8_recipe in torchao_float8.RECIPES
-        per_element = (torchao_float8 if torchao else fp8_recipes).cast_bytes_per_element(shard.fp8_recipe)
+        per_element = (torchao_float8.cast_bytes_per_element(shard.fp8_recipe) if torchao
+                       else fp8_recipes.cast_bytes_per_element(shard.fp8_recipe, shard.fp8_transpose))
         forward_bytes, backward_bytes = per_element * forward_elements, per_element * backward_elements
         if torchao:  # torchao casts every weight on every call (workload.torchao_float8)
             weights = sum(op.k * op.n * op.batch for op in (*qkv_forward, attn_out.forward(shard),

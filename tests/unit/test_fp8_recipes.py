@@ -73,3 +73,40 @@ def test_mxfp8_runs_on_blackwell():
     data = config.load("nemo2511-llama3-8b-8-b200-fp8").model_dump(mode="json")
     data["training"]["fp8_recipe"] = "mxfp8"
     assert config.Scenario.model_validate(data).training.fp8_recipe == "mxfp8"
+
+
+# Transformer Engine writes a transposed fp8 copy only where fp8 GEMMs are TN only (quantizer.cpp: create_transpose
+# = columnwise_usage && !nvte_is_non_tn_fp8_gemm_supported(), which is true from compute capability 10.0): per-tensor
+# casts on Blackwell read the 16-bit tensor (twice with current scaling) and write one fp8 byte; MXFP8 keeps both
+# of its copies, whose scale blocks run along different dimensions.
+BLACKWELL_CLOSED_FORM = {"delayed": 2 + 1, "current": 2 + 2 + 1, "mxfp8": CLOSED_FORM["mxfp8"]}
+
+
+@pytest.mark.parametrize("recipe", fp8_recipes.FP8_RECIPES)
+def test_blackwell_per_tensor_casts_write_no_transpose(recipe):
+    assert fp8_recipes.cast_bytes_per_element(recipe, transpose=False) == pytest.approx(
+        BLACKWELL_CLOSED_FORM[recipe], rel=1e-12)
+
+
+@pytest.mark.parametrize(("gpu", "transposes"), [("h100-sxm", True), ("h200-sxm", True), ("b200", False),
+                                                 ("gb200", False), ("b300", False), ("gb300", False)])
+def test_only_hopper_transposes(gpu, transposes):
+    assert fp8_recipes.transposes(gpu) is transposes
+
+
+def test_the_gpu_reaches_the_layers_casts():
+    """The same Llama 3 8B FP8-CS layer on B200 (scenario) and on H100 (its GPU swapped): 5/6 of the cast bytes."""
+    blackwell = config.load("nemo2511-llama3-8b-8-b200-fp8")
+    data = blackwell.model_dump(mode="json")
+    data["cluster"]["gpu"] = "h100-sxm"
+    data["training"]["micro_batch_size"] = 1
+    hopper = config.Scenario.model_validate(data)
+    data["cluster"]["gpu"] = "b200"
+    blackwell = config.Scenario.model_validate(data)
+    casts = []
+    for scenario in (blackwell, hopper):
+        layer = ops.layer_ops(scenario.model, ops.shard_for(scenario))
+        casts.append([op for phase in ("forward", "backward_input") for op in layer[phase] if op.name == "fp8_cast"])
+    for b, h in zip(*casts, strict=True):
+        assert b.flop == h.flop
+        assert b.hbm_bytes / h.hbm_bytes == pytest.approx(5 / 6, rel=1e-12)

@@ -79,7 +79,12 @@ def test_calibration_set_covers_every_gpu_generation_and_the_nemo_series(results
 # the pairs 8.9 points apart (Llama 3 8B: -3.7% / +5.2%) and 5.9 (GPT-3 175B: -2.0% / -7.9%; TE's fp8 all-gathers
 # of sequence-parallel inputs took its FP8 run from -9.0% to -8.7%). Round 7 (refit with every series, 41/330 us;
 # the fp8 GEMM ceiling from the body of Hopper measurements): GPT-3 175B 5.9 points, Llama 3 8B 9.4 points apart.
-# The tolerances are those measured gaps; the target (5 points) is not met.
+# The tolerances are those measured gaps; the target (5 points) is not met. Round 9 (docs/calibration.md,
+# "FP8 against BF16, per kernel and per Transformer Engine version"): unchanged at 5.8 and 9.4 points, and neither
+# gap is an FP8 term: the two GPT-3 FP8 rows of one container (tp 4, pp 8, 64 microbatches each; dp 4 / 16) differ
+# by 5.5 points between micro batch 1 and 2 (the fixed per-kernel time over-charges short fp8 kernels), and Llama 2
+# 7B and Llama 3 8B FP8 of one container by 10 (context parallelism at 8K, which the BF16 twin ran under TE 1.10 and
+# the FP8 run under TE 1.8).
 PAIR_TOLERANCE = {"nemo2407-llama3-8b-8-h100-fp8": 0.10, "nemo2407-gpt3-175b-128-h100-fp8": 0.06}
 BF16_FP8_PAIRS = [("nemo2409-gpt3-175b-128-h100-bf16", "nemo2407-gpt3-175b-128-h100-fp8"),
                   ("nemo2409-llama31-8b-8-h100-bf16", "nemo2407-llama3-8b-8-h100-fp8")]
