@@ -45,9 +45,9 @@ def held_out():
 # the 80GB card they had simulated; with it (and NCCL's NVLink 3 ring measured) the series is within 10% like every
 # other and rejoins the host-overhead fit, so no family needs its own tolerance (it needed 21% in round 5).
 CALIBRATION_FAMILY_TOLERANCE: dict[str, float] = {}
-# Issue 15's target is a median of 4%. Round 7 measures 4.03% (scripts/fit_host_overheads.py, simcluster validate):
-# missed by 0.03 points, reported as such; the bound guards against a regression beyond that.
-CALIBRATION_MEDIAN_BOUND = 0.041
+# Issue 15's target is a median of 4%. Round 7 measured 4.03%; round 9 (2021 Megatron-LM's exposed all-reduce on the
+# README's small data-parallel rows, docs/calibration.md) 3.9% (scripts/fit_host_overheads.py, simcluster validate).
+CALIBRATION_MEDIAN_BOUND = 0.040
 
 
 def test_median_error_over_the_calibration_set_is_near_4_percent(results):
