@@ -242,7 +242,7 @@ class Agent:
             return
         if then is not None:
             message = sim.post_receive(self, then)
-            # DeepSpeed's backward step: RecvGrad, then SendActivation (parallel.deepspeed_pipeline)
+            # DeepSpeed: the gradient's and the activation's transfers in series (parallel.deepspeed_pipeline)
             if sim.plan.p2p_sequential and then[0] == "backward" and not message.arrived.triggered:
                 waited_at_s = env.now
                 yield message.arrived

@@ -11,10 +11,13 @@ the receiver (``is_pipe_partitioned = is_grad_partitioned = is_model_parallel``:
 
 What this module adds to the plan (``apply``):
 
-- Exchanges one after the other. A backward step's instructions are ``RecvGrad`` then ``SendActivation`` (the output of
-  the forward just run), a forward step's ``SendGrad`` then ``RecvActivation`` (``TrainSchedule.steps``), each a
-  blocking broadcast: the activation leaves only once the gradient has arrived, where Megatron-LM posts both as one
-  batched isend/irecv (``StepPlan.p2p_sequential``; the engine's ``Agent._send``).
+- Exchanges one after the other. A backward step of ``TrainSchedule.steps`` sends the output of the forward just run,
+  then receives the gradient of its backward (``SendActivation``, ``RecvGrad``); a forward step receives the
+  activation, then sends the gradient of the backward just run (``RecvActivation``, ``SendGrad``); each a blocking
+  send or receive (torch >= 1.8: ``dist.send``/``dist.recv``, older: a broadcast in a two-rank group; p2p.py). Both
+  neighbours wait for both transfers, one after the other, where Megatron-LM posts the two as one batched
+  isend/irecv that runs both ways at once. Modelled as the gradient first, then the activation (``Agent._send``
+  waits for the gradient before sending: ``StepPlan.p2p_sequential``): the same two transfers in series.
 - The sender's output gathered again before its backward: ``_exec_forward_pass`` replaces the sent output's data by
   a one-element tensor (``first_output.data = torch.zeros(1)``) and ``_exec_backward_pass`` rebuilds it with
   ``PartitionedTensor.full()``, an all-gather over the TP group, on every stage but the last

@@ -91,7 +91,7 @@ class StepPlan:
     p2p_gather_bytes: float = 0.0  # all-gather over the receiver's TP group rebuilding a scattered message (total)
     embedding_grad_bytes: float = 0.0  # tied word-embedding gradient all-reduced by the first and last stage
     grad_norm_axes: tuple[str, ...] = ()  # the gradient-norm all-reduce's group: ranks differing on these axes
-    # a send waits for the gradient received before it (DeepSpeed's RecvGrad, SendActivation: deepspeed_pipeline)
+    # a send after a forward waits for the next backward's gradient: the two in series (deepspeed_pipeline)
     p2p_sequential: bool = False
 
     def stage_of(self, chunk: int) -> int:
