@@ -39,7 +39,9 @@ Not modelled (each well under 1% of these runs' steps): the ``PartitionedTensor`
 message (a blocking broadcast of a few int64), the host synchronisation of ``from_meta`` (``meta.tolist()``),
 ``buffered_allreduce_fallback``'s flatten and copy-back of the gradients once per step, ``clear_hp_grads``' zeroing;
 the tied-embedding all-reduce runs before the data-parallel one in DeepSpeed (after it here: the same sum on the
-stages that run both).
+stages that run both). ``update_hp_grads`` loops over the parameter tensors (two kernels each): charged as one
+memory-bound kernel per chunk, without a stream gap per tensor (docs/calibration.md, "Issue 15: DeepSpeed's
+PipelineEngine").
 """
 
 from __future__ import annotations
