@@ -52,8 +52,6 @@ from simcluster.parallel import memory
 from simcluster.workload import kernels
 from simcluster.workload.ops import Op
 
-ENGINES = ("megatron", "deepspeed")
-
 # BF16_Optimizer.update_hp_grads, per parameter and microbatch: lp.grad.to(float32) reads the bf16 gradient (2 B) and
 # writes an fp32 copy (4 B); hp_grad.add_(copy) reads both (4 + 4 B) and writes the fp32 gradient (4 B).
 # deepspeed/runtime/bf16_optimizer.py (DeepSpeed 0.6-0.7, 2022); the pipeline engine calls it after every
