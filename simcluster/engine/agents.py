@@ -245,7 +245,13 @@ class Agent:
             sim.send(self, key, chunk)
             return
         if then is not None:
-            sim.post_receive(self, then)
+            message = sim.post_receive(self, then)
+            # DeepSpeed: the gradient's and the activation's transfers in series (parallel.deepspeed_pipeline)
+            if sim.plan.p2p_sequential and then[0] == "backward" and not message.arrived.triggered:
+                waited_at_s = env.now
+                yield message.arrived
+                sent_at_s = env.now if message.sent_at_s is None else message.sent_at_s
+                self.tally.p2p_wait_s += env.now - max(waited_at_s, sent_at_s)
         ready = sim.receiver_ready(self, key, chunk)
         if not ready.triggered:
             yield ready

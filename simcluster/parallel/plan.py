@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from simcluster.core import catalog
-from simcluster.parallel import memory
+from simcluster.parallel import deepspeed_pipeline, memory
 from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
@@ -94,6 +94,8 @@ class StepPlan:
     p2p_gather_bytes: float = 0.0  # all-gather over the receiver's TP group rebuilding a scattered message (total)
     embedding_grad_bytes: float = 0.0  # tied word-embedding gradient all-reduced by the first and last stage
     grad_norm_axes: tuple[str, ...] = ()  # the gradient-norm all-reduce's group: ranks differing on these axes
+    # a send after a forward waits for the next backward's gradient: the two in series (deepspeed_pipeline)
+    p2p_sequential: bool = False
 
     def stage_of(self, chunk: int) -> int:
         return chunk % self.layout.pp
@@ -281,7 +283,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                         for params, experts in zip(stage_params, stage_experts, strict=True)]
     orders = [pipeline_order(p.schedule, p.pp, s, scenario.microbatches, p.virtual_stages) for s in range(p.pp)]
     p2p_bytes, gather_bytes = pipeline_messages(scenario, activation_bytes)
-    return StepPlan(
+    step_plan = StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
         optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer)
@@ -292,6 +294,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         embedding_grad_bytes=embedding_grad_bytes(scenario),
         grad_norm_axes=grad_norm_axes(p),
     )
+    if p.pipeline_engine == "deepspeed":  # DeepSpeed's PipelineEngine (parallel.deepspeed_pipeline)
+        return deepspeed_pipeline.apply(step_plan, collective_time_s)
+    return step_plan
 
 
 def expert_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:

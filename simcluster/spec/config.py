@@ -206,6 +206,11 @@ class Parallelism(_Strict):
     p2p_scatter_gather: bool = Field(
         True, description="without sequence parallelism, send 1/tp of a pipeline message per TP rank and all-gather "
         "it over the TP group on the receiver (Megatron-LM --scatter-gather-tensors-in-pipeline)")
+    pipeline_engine: Literal["megatron", "deepspeed"] = Field(
+        "megatron", description="what runs the pipeline: Megatron-LM's schedule, or DeepSpeed's PipelineEngine "
+        "(Megatron-DeepSpeed, 2021-2022): exchanges one after the other, the sent output all-gathered again before "
+        "its backward, gradients accumulated by DeepSpeed each microbatch (bf16 with fp32 gradients: BF16_Optimizer, "
+        "which all-reduces them), parallel/deepspeed_pipeline.py")
 
     @field_validator("zero_stage", mode="before")
     @classmethod
@@ -358,10 +363,40 @@ class Scenario(_Strict):
         if p.virtual_stages > 1 and p.p2p == "blocking":
             raise ScenarioError("parallelism.p2p", "blocking sends are modelled for non-interleaved schedules only "
                                 "(virtual_stages: 1); use auto or async with interleaving")
+        if p.pipeline_engine == "deepspeed":
+            self._check_deepspeed_engine()
         if p.virtual_stages > 1 and self.microbatches % p.pp:
             raise ScenarioError("parallelism.virtual_stages", f"the interleaved schedule needs microbatches "
                                 f"({self.microbatches}) divisible by pp={p.pp} (as Megatron-LM requires)")
         return self
+
+    def _check_deepspeed_engine(self) -> None:
+        """What DeepSpeed's PipelineEngine (2021-2022) runs: TrainSchedule (1F1B, no interleaving), blocking
+        sends, activations partitioned over the TP ranks (no sequence parallelism in Megatron-DeepSpeed then),
+        gradients reduced after the last microbatch, ZeRO 0 or 1 ("PP+BF16 only work for ZeRO Stage 1";
+        ZeRO-2/3 refuse pipelines), bf16/fp16, fp32 gradients only through BF16_Optimizer (bf16, sharded: ZeRO 1),
+        its own gradient accumulation (no fusion into the wgrad GEMM)."""
+        p, t = self.parallelism, self.training
+        field = "parallelism.pipeline_engine"
+        needs = [
+            (p.schedule == "1f1b" and p.virtual_stages == 1, "schedule: 1f1b with virtual_stages: 1 (TrainSchedule)"),
+            (p.p2p in ("auto", "blocking"), "p2p: auto or blocking (its sends are blocking broadcasts)"),
+            (not p.overlap_grad_reduce, "overlap_grad_reduce: false (ReduceGrads runs after the last microbatch)"),
+            (not p.overlap_param_gather and not p.tp_comm_overlap, "overlap_param_gather and tp_comm_overlap: false"),
+            (p.tp == 1 or (not p.sequence_parallel and p.p2p_scatter_gather),
+             "sequence_parallel: false and p2p_scatter_gather: true with tp > 1 (PartitionedTensor messages)"),
+            (p.zero_stage in (0, 1), "zero_stage: 0 or 1 (ZeRO-2/3 do not run with its pipeline)"),
+            (t.precision in ("bf16", "fp16"), "precision: bf16 or fp16"),
+            (p.grad_reduce_dtype != "fp32" or (t.precision == "bf16" and p.zero_stage == 1),
+             "fp32 gradients only with precision: bf16 and zero_stage: 1 (BF16_Optimizer); else grad_reduce_dtype "
+             "bf16 or fp16"),
+            (t.gradient_accumulation_fusion, "gradient_accumulation_fusion left true: the engine accumulates "
+             "gradients itself (parallel/deepspeed_pipeline.py)"),
+            (self.model.moe is None and p.cp == 1, "a dense model without context parallelism"),
+        ]
+        for ok, need in needs:
+            if not ok:
+                raise ScenarioError(field, f"deepspeed needs {need}")
 
     def _check_precision_options(self) -> None:
         """Options that only mean something with what they need: an fp8 recipe with fp8 GEMMs (MXFP8 with tensor

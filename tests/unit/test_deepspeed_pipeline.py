@@ -1,0 +1,164 @@
+"""DeepSpeed's PipelineEngine (``parallelism.pipeline_engine: deepspeed``, parallel/deepspeed_pipeline.py) against
+closed forms: the bytes of its gradient accumulation, the collective its BF16_Optimizer reduces with, the sender's
+re-gather of its partitioned output, and its exchanges in series; the key's strict validation; the default engine
+unchanged."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+
+from simcluster.collectives import timing
+from simcluster.core.errors import ScenarioError
+from simcluster.engine import Simulation
+from simcluster.parallel import deepspeed_pipeline, memory
+from simcluster.spec import config
+
+# a small GPT over two 4-GPU A100 nodes: tp 4 inside a node, pp 2 across them, no sequence parallelism (2022's
+# Megatron-DeepSpeed had none)
+BASE = {
+    "name": "deepspeed-pipeline",
+    "cluster": {"gpu": "a100-80gb-sxm", "gpus_per_node": 4, "nodes": 2, "nic": "connectx-6",
+                "topology": "rail-fat-tree"},
+    "model": {"layers": 8, "hidden": 4096, "heads": 32, "vocab": 51200},
+    "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1, "precision": "bf16",
+                 "activation_recompute": "full"},
+    "parallelism": {"tp": 4, "pp": 2, "dp": 1, "sequence_parallel": False, "overlap_grad_reduce": False,
+                    "pipeline_engine": "deepspeed"},
+}
+
+
+def scenario(**changes) -> config.Scenario:
+    """BASE with ``section__key=value`` changes."""
+    data = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        section, key = path.split("__")
+        data[section][key] = value
+    return config.from_dict(data)
+
+
+def plans(**changes):
+    """The plan of BASE (with ``changes``) under Megatron's engine and under DeepSpeed's."""
+    megatron = Simulation(scenario(parallelism__pipeline_engine="megatron", **changes)).plan
+    return megatron, Simulation(scenario(**changes)).plan
+
+
+# ---- the gradients --------------------------------------------------------------------------------------------
+
+def test_bf16_optimizer_moves_18_bytes_per_parameter_and_microbatch():
+    """update_hp_grads: the bf16 gradient read (2), its fp32 copy written and read (4 + 4), the fp32 gradient read
+    and written (4 + 4); autograd's in-place 16-bit accumulation reads two gradients and writes one (3 x 2)."""
+    assert deepspeed_pipeline.accumulation_bytes_per_param("bf16", "fp32") == 18
+    assert deepspeed_pipeline.accumulation_bytes_per_param("bf16", "bf16") == 6
+    assert deepspeed_pipeline.accumulation_bytes_per_param("fp16", "fp16") == 6
+
+
+def test_accumulation_lengthens_each_backward_by_its_bytes_at_most_at_the_hbm_rate():
+    """Every parameter of a chunk (the embedding's too) passes through the accumulation each microbatch: the
+    backward grows by at least 18 B x params over the datasheet HBM bandwidth, and the forward not at all; with
+    16-bit gradients the growth is a third of that (both memory-bound, one kernel each), 12 B x params less."""
+    megatron, deepspeed = plans()
+    _, sixteen_bit = plans(parallelism__grad_reduce_dtype="bf16", parallelism__zero_stage=1)
+    hbm_bytes_per_s = scenario().cluster.gpu.hbm_bandwidth
+    weight_bytes = memory.state_bytes_per_param("bf16")["weights"]
+    for before, after, low in zip(megatron.chunks, deepspeed.chunks, sixteen_bit.chunks, strict=True):
+        params = before.param_bytes / weight_bytes
+        grown_s = after.backward_compute_s - before.backward_compute_s
+        assert grown_s >= 18 * params / hbm_bytes_per_s
+        assert grown_s < 2 * 18 * params / hbm_bytes_per_s  # a memory-bound pass, not slower than half the rate
+        assert after.forward_compute_s == before.forward_compute_s
+        low_s = low.backward_compute_s - before.backward_compute_s
+        assert 12 * params / hbm_bytes_per_s <= grown_s - low_s < 2 * 12 * params / hbm_bytes_per_s
+        assert low_s / grown_s == pytest.approx(6 / 18, rel=0.05)  # each pass also pays one kernel's launch gap
+
+
+@pytest.mark.parametrize(("grad_dtype", "zero_stage", "op"), [
+    ("fp32", 1, "allreduce"),           # BF16_Optimizer: _bf16_reduce_grads -> buffered_allreduce_fallback
+    ("bf16", 1, "reduce_scatter"),      # ZeRO-1: each partition reduced to its owner
+    ("bf16", 0, "allreduce"),
+])
+def test_data_parallel_reduction(grad_dtype, zero_stage, op):
+    spec = scenario(parallelism__grad_reduce_dtype=grad_dtype, parallelism__zero_stage=zero_stage)
+    assert Simulation(spec).plan.dp_grad_op == op
+
+
+# ---- the pipeline messages ------------------------------------------------------------------------------------
+
+def test_every_stage_but_the_last_gathers_its_sent_output_again_before_its_backward():
+    """One more all-gather of the whole activation over the TP group in each backward of a stage that sent its
+    output (PartitionedTensor.full in _exec_backward_pass), timed as the receiver's gather of the same message."""
+    megatron, deepspeed = plans()
+    sim = Simulation(scenario())
+    gather_s = timing.isolated_time_s(sim.fabric, "all_gather", tuple(range(4)), megatron.p2p_gather_bytes)
+    assert megatron.p2p_gather_bytes == 2048 * 4096 * 2  # the bf16 activation, rebuilt whole
+    first, last = deepspeed.chunks
+    assert first.tp_collectives["backward"] == (*megatron.chunks[0].tp_collectives["backward"], ("all_gather", 1))
+    assert first.backward_tp_comm_s == pytest.approx(megatron.chunks[0].backward_tp_comm_s + gather_s, rel=1e-12)
+    assert last.tp_collectives == megatron.chunks[1].tp_collectives
+    assert first.tp_collectives["forward"] == megatron.chunks[0].tp_collectives["forward"]
+
+
+def test_exchanges_in_series_add_one_transfer_per_steady_state_exchange():
+    """pp 2, m microbatches, identical stages, no TP traffic: Megatron's batched exchange moves the activation and
+    the gradient at once, DeepSpeed's one after the other, both neighbours waiting for both. Stage 0 exchanges
+    after each of its forwards F1 .. F(m-1), all on the critical path: the step grows by (m - 1) transfers."""
+    spec = scenario(parallelism__tp=1, cluster__gpus_per_node=1, parallelism__pipeline_engine="megatron")
+    steps = {}
+    for sequential in (False, True):
+        sim = Simulation(spec)
+        middle = dataclasses.replace(sim.plan.chunks[1], tp_collectives={}, forward_tp_comm_s=0.0,
+                                     backward_tp_comm_s=0.0)
+        sim.plan.chunks = [dataclasses.replace(middle, chunk=c.chunk, stage=c.stage) for c in sim.plan.chunks]
+        sim.plan.embedding_grad_bytes, sim.plan.grad_norm_axes = 0.0, ()
+        sim.plan.p2p_sequential = sequential
+        steps[sequential] = sim.run().summary["step_time_s"]
+    wire_s = timing.isolated_time_s(sim.fabric, "sendrecv_ring", (0, 1), sim.plan.p2p_bytes)
+    m = spec.microbatches
+    assert steps[True] - steps[False] == pytest.approx((m - 1) * wire_s, rel=1e-6)
+
+
+def test_the_held_out_runs_finish_collapsed_as_expanded():
+    """A deadlock would leave SimPy without events before the step ends; one agent per stage and one per GPU agree
+    with DeepSpeed's exchanges, gathers and reductions on two nodes with data parallelism."""
+    spec = scenario(cluster__nodes=4, parallelism__dp=2, training__global_batch_size=16,
+                    parallelism__zero_stage=1)
+    collapsed = Simulation(spec).run().summary
+    expanded = Simulation(spec, expand=True).run().summary
+    assert collapsed["step_time_s"] == pytest.approx(expanded["step_time_s"], rel=1e-9)
+
+
+# ---- the key ----------------------------------------------------------------------------------------------------
+
+def test_megatron_is_the_default_and_changes_nothing():
+    data = copy.deepcopy(BASE)
+    del data["parallelism"]["pipeline_engine"]
+    default = config.from_dict(data)
+    assert default.parallelism.pipeline_engine == "megatron"
+    assert Simulation(default).run().summary["step_time_s"] == Simulation(
+        scenario(parallelism__pipeline_engine="megatron")).run().summary["step_time_s"]
+
+
+@pytest.mark.parametrize("changes", [
+    {"parallelism__pipeline_engine": "colossal"},
+    {"parallelism__overlap_grad_reduce": True},
+    {"parallelism__virtual_stages": 2},
+    {"parallelism__sequence_parallel": True},
+    {"parallelism__zero_stage": 2},
+    {"parallelism__p2p": "async"},
+    {"training__precision": "fp8"},
+    {"training__gradient_accumulation_fusion": False},
+    {"parallelism__zero_stage": 0},                      # fp32 gradients are BF16_Optimizer's, which shards
+])
+def test_what_deepspeeds_engine_did_not_run_is_a_one_line_error_naming_the_field(changes):
+    with pytest.raises(ScenarioError) as caught:
+        scenario(**changes)
+    assert caught.value.field == "parallelism.pipeline_engine"
+    assert "\n" not in str(caught.value)
+
+
+def test_the_held_out_scenarios_run_deepspeeds_engine():
+    for name in ("smith2022-mtnlg-530b-280-a100", "smith2022-mtnlg-530b-350-a100", "smith2022-mtnlg-530b-420-a100",
+                 "bigscience-bloom-176b-384-a100"):
+        assert config.load(name).parallelism.pipeline_engine == "deepspeed"
