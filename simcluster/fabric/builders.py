@@ -332,6 +332,9 @@ def _set_routing(b: GraphBuilder, kind: str, options: dict):
     are hashed over under ECMP (``flows_per_pair``, ``topology.Fabric``)."""
     b.graph_attrs["routing"] = options.get("routing") or default_routing([kind])
     if "flows_per_pair" in options:
+        if options["flows_per_pair"] > 1 and b.graph_attrs["routing"] != "ecmp":
+            raise ScenarioError("cluster.topology_options.flows_per_pair", "hashed flows need routing: ecmp (got "
+                                f"{b.graph_attrs['routing']}, which spreads a pair's bytes already)")
         b.graph_attrs["flows_per_pair"] = int(options["flows_per_pair"])
 
 
@@ -419,6 +422,8 @@ def leaf_spine(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic
     uplink_bytes_per_s = hosts * nic.rate / (ratio * spine_count)
     nics = add_servers(b, gpus, gpus_per_node, gpu, nic).nic
     leaf_count = math.ceil(gpus / hosts)
+    if "pod_oversubscription" in options and "leaves_per_pod" not in options:
+        raise ScenarioError("cluster.topology_options.pod_oversubscription", "needs leaves_per_pod (pods to taper)")
     per_pod = int(options.get("leaves_per_pod", leaf_count))
     if per_pod >= leaf_count:   # one pod: two tiers
         leaves = b.nodes([f"leaf/{j}" for j in range(leaf_count)], "leaf", switch)

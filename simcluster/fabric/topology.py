@@ -50,6 +50,16 @@ LINK_KINDS = files.LINK_KINDS
 # NICs or newer ("Using NVIDIA SHARP with NVIDIA NCCL", SHARP 3.9.1 LTS documentation): InfiniBand switch links,
 # and NICs of at least HDR's 200 Gb/s.
 SHARP_MODES = ("auto", "on", "off")
+# Network flows between two GPUs, at most: NCCL opens up to 128 queue pairs per connection (NCCL_IB_MAX_QPS, net_ib.cc;
+# NCCL_IB_QPS_PER_CONNECTION), each hashed onto its own path.
+MAX_FLOWS_PER_PAIR = 128
+
+
+def _mean_over_flows(keys: list[np.ndarray], loads: list[np.ndarray], flows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``keys`` of ``flows`` hashed flows' route sets and their load averaged over the flows (each flow
+    carries 1/flows of the pair's bytes)."""
+    key, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    return key, np.bincount(inverse, weights=np.concatenate(loads).astype(float), minlength=len(key)) / flows
 SHARP_MIN_NIC_BYTES_PER_S = 200e9 / 8
 _SCALE_OUT_ROLES = ("leaf", "spine", "core", "switch")
 
@@ -280,9 +290,7 @@ class Fabric:
                 if flows > 1:
                     sets = [router.route_set(pairs[:, 0], pairs[:, 1], salt * flows + f, False, self.links)
                             for f in range(flows)]
-                    links, inverse = np.unique(np.concatenate([r[0] for r in sets]), return_inverse=True)
-                    load = np.bincount(inverse, weights=np.concatenate([r[1] for r in sets]).astype(float),
-                                       minlength=len(links)) / flows
+                    links, load = _mean_over_flows([r[0] for r in sets], [r[1] for r in sets], flows)
                     return links, load, np.max([r[2] for r in sets], axis=0)
                 return router.route_set(pairs[:, 0], pairs[:, 1], salt, self.routing == "adaptive", self.links)
             return self._paths_route_set(pairs, salt)
@@ -343,10 +351,8 @@ class Fabric:
                                     part=part, core=core)[:3]
         sets = [router.route_set(pairs[:, 0], pairs[:, 1], salt * flows + f, False, self.links, part=part,
                                  core=core)[:3] for f in range(flows)]
-        key = np.concatenate([r[0] for r in sets]).astype(np.int64) * self.links + np.concatenate([r[1] for r in sets])
-        key, inverse = np.unique(key, return_inverse=True)
-        load = np.bincount(inverse, weights=np.concatenate([r[2] for r in sets]).astype(float),
-                           minlength=len(key)) / flows
+        key, load = _mean_over_flows([r[0].astype(np.int64) * self.links + r[1] for r in sets], [r[2] for r in sets],
+                                     flows)
         return key // self.links, key % self.links, load
 
     def access_links_of_parts(self, pairs: np.ndarray, part: np.ndarray, salt: int = 0
@@ -505,6 +511,11 @@ def _options(topology: str, options: dict | None) -> dict:
                 raise ScenarioError(where, f"expected a ratio such as 4 (for 4:1), from 1/{builders.MAX_SWITCH_PORTS}"
                                     f" to {builders.MAX_SWITCH_PORTS} (ports of a switch), got {value!r}")
             out[key] = float(value)
+        elif key == "flows_per_pair":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FLOWS_PER_PAIR:
+                raise ScenarioError(where, f"expected an integer from 1 to {MAX_FLOWS_PER_PAIR} (network flows between "
+                                    f"two GPUs), got {value!r}")
+            out[key] = value
         else:
             low = 2 if key in ("radix", "k") else 1
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= builders.MAX_SWITCH_PORTS:

@@ -88,8 +88,10 @@ class StoreForwardNetwork(NetworkModel):
         self.link_bytes[links] += counts * transfers.size_bytes
         self._latency_s[handle] = latency_s
         # under adaptive routing successive chunks of a pair take different equal-cost paths (per-chunk spraying,
-        # the packet-level counterpart of the flow model's fluid split); under ECMP a pair keeps one path
-        salts = _SPRAY_SALTS if getattr(self.fabric, "routing", "ecmp") == "adaptive" else 1
+        # the packet-level counterpart of the flow model's fluid split); under ECMP a pair keeps one path per hashed
+        # flow (``flows_per_pair``), its chunks taking the flows in turn
+        salts = (_SPRAY_SALTS if getattr(self.fabric, "routing", "ecmp") == "adaptive"
+                 else getattr(self.fabric, "flows_per_pair", 1))
         paths = [[self.fabric.path_links(int(s), int(d), salt).tolist() for salt in range(salts)]
                  for s, d in transfers.pairs if s != d]
         paths = [p for p in paths if p[0]]

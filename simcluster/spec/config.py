@@ -353,6 +353,13 @@ class Scenario(_Strict):
         if p.tp_comm_overlap_impl == "async_tp" and m.moe is not None:
             raise ScenarioError("parallelism.tp_comm_overlap_impl", "async_tp is modelled for dense layers only "
                                 "(torchtitan's async TP on its dense Llama models)")
+        if p.tp_comm_overlap_impl == "async_tp" and (t.projections != "separate" or m.mlp != "swiglu"):
+            raise ScenarioError("parallelism.tp_comm_overlap_impl", "async_tp is modelled as torchtitan's Llama runs "
+                                "it (projections: separate, mlp: swiglu: two summed input gradients whose "
+                                "reduce-scatters stay blocking)")
+        if t.fp8_recipe == "torchao_tensorwise" and m.moe is not None:
+            raise ScenarioError("training.fp8_recipe", "torchao_tensorwise converts dense nn.Linear layers only "
+                                "(torchao's Float8Linear of the time did not convert grouped experts)")
         self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")

@@ -53,7 +53,7 @@ def chunk_ops(op: Op, how: str, tp: int, precision: str, copy: bool = True) -> l
     element = BYTES_PER_ELEMENT[op.precision or precision]
     output = max(element, BYTES_PER_ELEMENT["bf16"])
     chunk = dataclasses.replace(op, m=rows, flop=op.flop / tp,
-                                hbm_bytes=float((rows * op.k + op.k * op.n) * element + rows * op.n * output))
+                                hbm_bytes=userbuffers.chunk_bytes(op, rows, op.n, precision))
     chunks = [chunk] * tp
     if how == "all_gather":
         return [Op("async_tp_copy", "memory", 0.0, float(2 * rows * op.k * element))] * copy + chunks

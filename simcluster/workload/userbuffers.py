@@ -73,10 +73,15 @@ def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int) -> Op:
         return op
     # sequence parallelism splits the tokens by tp; a pipeline's columns by its splits (TE: m / num_splits)
     m, n = (math.ceil(op.m / count), op.n) if method_name == "ring_exchange" else (op.m, math.ceil(op.n / count))
-    element = BYTES_PER_ELEMENT[op.precision or precision]
-    output = max(element, BYTES_PER_ELEMENT["bf16"])
-    hbm = count * ((m * op.k + op.k * n) * element + m * n * output)
+    hbm = count * chunk_bytes(op, m, n, precision)
     return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms), hbm_bytes=float(hbm))
+
+
+def chunk_bytes(op: Op, m: int, n: int, precision: str) -> float:
+    """HBM bytes of one (m x n) chunk of the GEMM ``op``: its operands (m x k rows, the k x n weight) in the GEMM's
+    precision, its output in 16 bits at least."""
+    element = BYTES_PER_ELEMENT[op.precision or precision]
+    return float((m * op.k + op.k * n) * element + m * n * max(element, BYTES_PER_ELEMENT["bf16"]))
 
 
 def sharing(m: int, n: int, count: int, sms: int) -> int:

@@ -131,10 +131,18 @@ def test_more_hashed_flows_collide_less_and_spraying_is_their_limit():
     assert times[64] < 1.5 * sprayed
 
 
-def test_flows_per_pair_is_an_integer_option():
+@pytest.mark.parametrize("options", [{"flows_per_pair": 0}, {"flows_per_pair": 129},
+                                     {"flows_per_pair": 4, "routing": "adaptive"}])
+def test_flows_per_pair_is_a_bounded_integer_of_ecmp(options):
     with pytest.raises(ScenarioError) as err:
-        build(16, hosts_per_leaf=4, flows_per_pair=0)
+        build(16, hosts_per_leaf=4, **options)
     assert err.value.field == "cluster.topology_options.flows_per_pair"
+
+
+def test_a_pod_ratio_needs_pods():
+    with pytest.raises(ScenarioError) as err:
+        build(64, hosts_per_leaf=4, pod_oversubscription=7)
+    assert err.value.field == "cluster.topology_options.pod_oversubscription"
 
 
 @pytest.mark.parametrize("name", ["llama3-405b-8k-h100-published", "llama3-405b-16k-h100-published"])

@@ -90,3 +90,11 @@ def test_bad_options_are_refused_naming_the_field(training, field):
             "training": {"global_batch_size": 8, **training}, "parallelism": {"dp": 8}}
     with pytest.raises(ScenarioError, match=field):
         config.from_dict(data)
+
+
+def test_torchao_float8_is_refused_on_moe_layers():
+    data = {"name": "x", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1}, "model": "mixtral-8x7b",
+            "training": {"global_batch_size": 8, "precision": "fp8", "fp8_recipe": "torchao_tensorwise"},
+            "parallelism": {"dp": 8}}
+    with pytest.raises(ScenarioError, match="grouped experts"):
+        config.from_dict(data)

@@ -22,7 +22,8 @@ def test_each_run_reduces_and_accumulates_its_gradients_as_its_ddp_did(size):
     scenario = config.load(f"narayanan2021-{size}-a100")
     local = RUN_TABLE_1_DDP[size] == "local"
     assert scenario.parallelism.overlap_grad_reduce is not local
-    assert scenario.training.gradient_accumulation_fusion is not local
+    if scenario.microbatches > 1:  # no 2021 run fused accumulation into the wgrad GEMM: an add kernel a microbatch
+        assert scenario.training.gradient_accumulation_fusion is False
     assert scenario.parallelism.grad_reduce_dtype == "fp16"
 
 
