@@ -3,9 +3,8 @@ applying it where communication overlaps compute (data-parallel reductions in th
 
 from __future__ import annotations
 
-import copy
-
 import pytest
+from scenario_data import with_changes
 
 from simcluster.collectives import timing
 from simcluster.core import catalog
@@ -45,12 +44,7 @@ def test_overlap_slows_compute_only_while_the_kernel_runs():
 @pytest.fixture
 def one_node(small_scenario):
     def make(**changes):
-        data = copy.deepcopy(small_scenario)
-        data["cluster"].update(nodes=1, topology="nvswitch-node")
-        for path, value in changes.items():
-            section, key = path.split("__")
-            data[section][key] = value
-        return config.from_dict(data)
+        return with_changes(small_scenario, **{"cluster__nodes": 1, "cluster__topology": "nvswitch-node", **changes})
 
     return make
 

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 
 import pytest
+from scenario_data import with_changes
 
 from simcluster.collectives import timing
 from simcluster.core.errors import ScenarioError
@@ -32,11 +33,7 @@ BASE = {
 
 def scenario(**changes) -> config.Scenario:
     """BASE with ``section__key=value`` changes."""
-    data = copy.deepcopy(BASE)
-    for path, value in changes.items():
-        section, key = path.split("__")
-        data[section][key] = value
-    return config.from_dict(data)
+    return with_changes(BASE, **changes)
 
 
 def plans(**changes):

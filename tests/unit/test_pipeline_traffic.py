@@ -8,9 +8,8 @@ engine never calls while it runs); byte counts are written out from the model's 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
+from scenario_data import with_changes
 
 from simcluster.collectives import timing
 from simcluster.core.errors import ScenarioError
@@ -32,11 +31,7 @@ BASE = {
 
 def scenario(**changes) -> config.Scenario:
     """BASE with ``section__key=value`` changes."""
-    data = copy.deepcopy(BASE)
-    for path, value in changes.items():
-        section, key = path.split("__")
-        data[section][key] = value
-    return config.from_dict(data)
+    return with_changes(BASE, **changes)
 
 
 def exposed(summary: dict, parallelism: str) -> float:

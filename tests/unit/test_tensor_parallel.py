@@ -3,9 +3,8 @@ nodes they load the NICs, and an oversubscribed fabric slows them."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
+from scenario_data import with_changes
 
 from simcluster.collectives import timing
 from simcluster.engine import Simulation, simulate
@@ -23,11 +22,7 @@ def scenario(small_scenario):
     """The one-node TP scenario with ``section__key=value`` changes applied."""
 
     def make(**changes):
-        data = copy.deepcopy(small_scenario)
-        for path, value in {**ONE_NODE_TP, **changes}.items():
-            section, key = path.split("__")
-            data[section][key] = value
-        return config.from_dict(data)
+        return with_changes(small_scenario, **{**ONE_NODE_TP, **changes})
 
     return make
 

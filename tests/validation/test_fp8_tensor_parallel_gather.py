@@ -8,12 +8,11 @@ against that closed form: with a collective time linear in bytes, an fp8 layer's
 its all-gathers' share.
 """
 
-import copy
 
 import pytest
+from scenario_data import with_changes
 
 from simcluster.parallel.plan import plan, tp_collective_bytes, tp_collectives_per_layer
-from simcluster.spec import config
 
 NEMO_LIKE = {"cluster__nodes": 1, "parallelism__tp": 4, "parallelism__pp": 1, "parallelism__dp": 2,
              "parallelism__sequence_parallel": True, "parallelism__tp_comm_overlap": True,
@@ -21,11 +20,7 @@ NEMO_LIKE = {"cluster__nodes": 1, "parallelism__tp": 4, "parallelism__pp": 1, "p
 
 
 def _scenario(small_scenario, **changes):
-    data = copy.deepcopy(small_scenario)
-    for path, value in {**NEMO_LIKE, **changes}.items():
-        section, key = path.split("__")
-        data[section][key] = value
-    return config.from_dict(data)
+    return with_changes(small_scenario, **{**NEMO_LIKE, **changes})
 
 
 def _linear_time(op, group, size_bytes):
