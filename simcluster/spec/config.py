@@ -408,6 +408,8 @@ class Scenario(_Strict):
             (t.gradient_accumulation_fusion, "gradient_accumulation_fusion left true: the engine accumulates "
              "gradients itself (parallel/deepspeed_pipeline.py)"),
             (self.model.moe is None and p.cp == 1, "a dense model without context parallelism"),
+            (p.local_ddp == "none" and not t.optimizer.startswith("megatron"),
+             "local_ddp: none and no Megatron-LM optimizer wrapper (its own gradient buffers and optimizer)"),
         ]
         for ok, need in needs:
             if not ok:

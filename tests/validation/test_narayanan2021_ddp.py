@@ -80,3 +80,11 @@ def test_bad_megatron_step_keys_name_their_field(training, parallelism, field):
     data = base | {"training": base["training"] | training, "parallelism": base["parallelism"] | parallelism}
     with pytest.raises(ScenarioError, match=field.replace(".", r"\.")):
         config.from_dict(data)
+
+
+def test_deepspeeds_pipeline_engine_refuses_megatrons_own_ddp():
+    from simcluster.core.errors import ScenarioError
+
+    base = config.load("bigscience-bloom-176b-384-a100").model_dump(mode="json")
+    with pytest.raises(ScenarioError, match=r"parallelism\.pipeline_engine: deepspeed needs local_ddp: none"):
+        config.from_dict(base | {"parallelism": base["parallelism"] | {"local_ddp": "contiguous"}})
