@@ -15,7 +15,8 @@ no 16-bit write) and around it:
   ``_copy_main_params_to_model_params`` (``amp_C.multi_tensor_scale`` by 1.0: read fp32 4 B, write fp16 2 B).
 - 2020, ``megatron/fp16/fp16.py`` ``FP16_Optimizer`` (the README's DGX-A100 table, on the README by October 2020):
   ``zero_grad()`` with ``set_grads_to_None=False`` zeroes the fp32 master gradients and the fp16 model gradients
-  (write 4 + 2 B); ``update_master_grads`` checks for overflow first (``megatron/fp16/loss_scaler.py``
+  (write 4 + 2 B); ``update_master_grads`` checks for overflow first (dynamic loss scaling, Megatron's default
+  without ``--loss-scale``; ``megatron/fp16/loss_scaler.py``
   ``DynamicLossScaler._has_inf_or_nan``: ``float(x.float().sum())`` per fp16 gradient, a cast (read 2, write 4) and
   a sum (read 4)), then copies and downscales (counted by plan.py); ``clip_master_grads`` (``megatron/mpu/grads.py``
   ``clip_grad_norm``: ``p.grad.data.norm(2)`` per fp32 master gradient, 4 B read); ``step``: FusedAdam and
