@@ -19,7 +19,7 @@ from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import async_tp, composer_adamw, kernels, mla, moe, mtp, userbuffers
+from simcluster.workload import async_tp, composer_adamw, kernels, megatron_fp16_step, mla, moe, mtp, userbuffers
 from simcluster.workload.ops import (
     HIGH_PRECISION,
     Op,
@@ -86,7 +86,7 @@ class StepPlan:
     microbatches: int
     p2p_bytes: float  # activation (or its gradient) sent between stages per microbatch, per tensor-parallel rank
     bucket_bytes: float
-    optimizer_s: list[float]  # per pipeline stage, per rank, after the gradients are reduced
+    optimizer_s: list[float]  # per pipeline stage, per rank, after the gradients are reduced (local DDP's passes too)
     dp_grad_op: str  # "allreduce" (ZeRO-0) or "reduce_scatter" (ZeRO >= 1)
     param_gather: bool  # ZeRO-1/2: all-gather updated parameters after the optimizer (ZeRO-3 gathers before use)
     stage_params: list[float] = field(default_factory=list)
@@ -287,7 +287,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
         optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer)
-                     for params in optimizer_params],
+                     + local_ddp_time_s(sum(c.grad_bytes for c in chunks if c.stage == stage), gpu, precision,
+                                        p.local_ddp)
+                     for stage, params in enumerate(optimizer_params)],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
@@ -417,10 +419,16 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
     (its few FLOP per parameter are timed at the training precision's peak; they never bind), plus fp16 loss
     scaling's unscale pass and, for 16-bit gradients (``grad_dtype``), their copy into fp32 main gradients.
-    ``decoupled_adamw``: Composer's unfused DecoupledAdamW, its bytes per parameter (workload.composer_adamw)."""
+    ``decoupled_adamw``: Composer's unfused DecoupledAdamW, its bytes per parameter (workload.composer_adamw);
+    ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
+    (workload.megatron_fp16_step)."""
     constants = _engine_constants()["optimizer"]
-    hbm_bytes_per_param = (composer_adamw.hbm_bytes_per_param() if optimizer == "decoupled_adamw"
-                           else constants["hbm_bytes_per_param"])
+    if optimizer == "decoupled_adamw":
+        hbm_bytes_per_param = composer_adamw.hbm_bytes_per_param()
+    elif optimizer in megatron_fp16_step.OPTIMIZER_PASSES:
+        hbm_bytes_per_param = megatron_fp16_step.optimizer_bytes_per_param(optimizer)
+    else:
+        hbm_bytes_per_param = constants["hbm_bytes_per_param"]
     if precision == "fp16":
         hbm_bytes_per_param += LOSS_SCALING_UNSCALE_BYTES_PER_PARAM
         if grad_dtype != "fp32":
@@ -428,6 +436,16 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     op = Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
             hbm_bytes=hbm_bytes_per_param * params)
     return kernels.op_time_s(op, gpu, precision)
+
+
+def local_ddp_time_s(grad_bytes: float, gpu, precision: str, local_ddp: str) -> float:
+    """Megatron-LM's local DDP passes over a stage's ``grad_bytes`` of gradients around its all-reduce (none: 0):
+    one memory-bound op, serial with the step like the all-reduce it surrounds (workload.megatron_fp16_step)."""
+    passes = megatron_fp16_step.local_ddp_elements_per_grad(local_ddp)
+    if not passes:
+        return 0.0
+    return kernels.op_time_s(Op(name="local_ddp", kind="memory", flop=0.0, hbm_bytes=passes * grad_bytes), gpu,
+                             precision)
 
 
 def bucket_count(grad_bytes: float, bucket_bytes: float, layers: int) -> int:

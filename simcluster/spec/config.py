@@ -154,10 +154,13 @@ class Training(_Strict):
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
         "host gap; the routed experts stay eager, and the shared experts Megatron also captures keep their gaps "
         "here (data/moe.yaml host_launches)")
-    optimizer: Literal["adam", "decoupled_adamw"] = Field(
-        "adam", description="adam (a fused multi-tensor Adam: Megatron-LM, Apex, TE) or decoupled_adamw (Composer's "
+    optimizer: Literal["adam", "decoupled_adamw", "megatron2020", "megatron2021"] = Field(
+        "adam", description="adam (a fused multi-tensor Adam: Megatron-LM, Apex, TE), decoupled_adamw (Composer's "
         "DecoupledAdamW, llm-foundry's default: eight unfused elementwise passes over each fp32 tensor, "
-        "workload/composer_adamw.py)")
+        "workload/composer_adamw.py), or Megatron-LM's fp16 optimizer wrapper of 2020 (megatron/fp16 FP16_Optimizer) "
+        "or 2021 (megatron/optimizer FP16OptimizerWithFP16Params): apex FusedAdam plus their own passes, the "
+        "gradient norm and the copy of the updated weights into the fp16 model (workload/megatron_fp16_step.py); "
+        "fp16 only")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
@@ -189,6 +192,11 @@ class Parallelism(_Strict):
         "fp32", description="precision of the gradient reduction (Megatron-LM reduces in fp32 when training in bf16)")
     overlap_grad_reduce: bool = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
+    local_ddp: Literal["none", "flattened", "contiguous"] = Field(
+        "none", description="Megatron-LM's own DDP (--DDP-impl local, 2020-2021) and its passes over the gradients "
+        "after the backward, whatever dp is: flattened (2020: flatten copy, division, copy back) or contiguous "
+        "(2021's contiguous buffer: zeroed each step, divided in place); none counts no such pass "
+        "(workload/megatron_fp16_step.py). With dp > 1 it reduces after the backward: overlap_grad_reduce false")
     tp_comm_overlap: bool = Field(
         False, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers)")
     tp_comm_overlap_impl: Literal["userbuffers", "async_tp"] = Field(
@@ -400,6 +408,8 @@ class Scenario(_Strict):
             (t.gradient_accumulation_fusion, "gradient_accumulation_fusion left true: the engine accumulates "
              "gradients itself (parallel/deepspeed_pipeline.py)"),
             (self.model.moe is None and p.cp == 1, "a dense model without context parallelism"),
+            (p.local_ddp == "none" and not t.optimizer.startswith("megatron"),
+             "local_ddp: none and no Megatron-LM optimizer wrapper (its own gradient buffers and optimizer)"),
         ]
         for ok, need in needs:
             if not ok:
@@ -408,7 +418,8 @@ class Scenario(_Strict):
     def _check_precision_options(self) -> None:
         """Options that only mean something with what they need: an fp8 recipe with fp8 GEMMs (MXFP8 with tensor
         cores that scale by blocks: Blackwell's, which also run the MX fp4 formats, hence a GPU with an fp4 peak),
-        MLA's up-projection recompute with MLA."""
+        MLA's up-projection recompute with MLA, Megatron-LM's 2020-2021 fp16 optimizer wrappers with fp16 and no
+        ZeRO, its local DDP with the reduction after the backward."""
         t = self.training
         if t.fp8_recipe != "delayed" and t.precision != "fp8":
             raise ScenarioError("training.fp8_recipe", f"{t.fp8_recipe} needs precision: fp8 (the run is "
@@ -424,6 +435,13 @@ class Scenario(_Strict):
                                 "(cross_entropy: fused) never materialises")
         if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
             raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
+        if t.optimizer.startswith("megatron") and (t.precision != "fp16" or self.parallelism.zero_stage):
+            raise ScenarioError("training.optimizer", f"{t.optimizer} is Megatron-LM's fp16 optimizer wrapper: needs "
+                                "precision: fp16 and zero_stage: 0 (no distributed optimizer then)")
+        p = self.parallelism
+        if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
+            raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP reduces after the "
+                                "backward, set overlap_grad_reduce: false")
 
     def _check_offload(self) -> None:
         """Megatron-Core's limits on activation offloading (TransformerConfig.__post_init__): fewer layers than the

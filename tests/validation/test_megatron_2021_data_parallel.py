@@ -19,7 +19,7 @@ fits in the published loss (1.2B, 2.5B); for 4.2B (83.5 > 80 ms) and 8.3B (172 >
 
 import pytest
 
-from simcluster.engine import simulate
+from simcluster.engine import Simulation, simulate
 from simcluster.spec import config
 
 # case -> (one-server iteration ms, 128-way data-parallel iteration ms): images/tables.tex, DGX-A100 columns
@@ -72,3 +72,51 @@ def test_simulated_data_parallel_cost_against_the_readme(size):
         assert cost <= loss + 0.010
     else:
         assert 0.95 * _exposed_all_reduce_bound_s(size) <= cost <= loss
+
+
+# The step outside the model, as 2020's Megatron-LM ran it (docs/calibration.md, "Issue 15: Megatron-LM's 2020-2021
+# fp16 step outside the model"). Bytes per parameter, read + write, counted here by hand from the source:
+# megatron/fp16/fp16.py FP16_Optimizer.zero_grad (fp32 master and fp16 model gradients zeroed: 4 + 2),
+# loss_scaler.py _has_inf_or_nan (x.float().sum(): read 2, write 4, read 4), mpu/grads.py clip_grad_norm (norm of
+# the fp32 master gradients: 4), apex FusedAdam (read weight, gradient, two moments, write weight, two moments:
+# 16 + 12), _master_params_to_model_params (read 4, write 2); the default adam counts 30.
+MEGATRON2020_BYTES_PER_PARAM = (4 + 2) + (2 + 4 + 4) + 4 + (16 + 12) + (4 + 2)
+ADAM_BYTES_PER_PARAM = 30
+# megatron/model/distributed.py allreduce_params (2020): _flatten_dense_tensors (read + write), coalesced /=
+# world_size (read + write), buf.copy_(synced) (read + write), fp16 gradients
+FLATTENED_DDP_BYTES_PER_PARAM = 3 * (2 + 2)
+README_LOCAL_DDP = {f"megatron-{size}-a100-{kind}": kind == "node" or README_DDP.get(size) == "local"
+                    for size in PUBLISHED_MS for kind in ("node", "dp")}
+
+
+@pytest.mark.parametrize("name", sorted(README_LOCAL_DDP))
+def test_the_readme_rows_run_2020s_optimizer_and_ddp(name):
+    """Every README row: 2020's FP16_Optimizer (its zero_grad keeps the fp16 gradients, so the backward adds into
+    them: no fused accumulation); local DDP, the default, wherever the README does not name torch's (one server
+    too: train_step calls allreduce_params whatever dp is)."""
+    scenario = config.load(name)
+    assert scenario.training.optimizer == "megatron2020"
+    assert scenario.training.gradient_accumulation_fusion is False
+    assert scenario.parallelism.local_ddp == ("flattened" if README_LOCAL_DDP[name] else "none")
+
+
+def test_2020s_optimizer_and_local_ddp_cost_their_bytes_at_hbm_speed():
+    """Closed form: the step of the one-server 1.2B row grows, against the same row with the default adam and no
+    local-DDP passes, by (54 - 30 + 12) bytes per parameter at the achievable HBM bandwidth, plus one stream gap
+    for the DDP's op (the optimizer is one op either way)."""
+    from simcluster.workload import kernels
+
+    scenario = config.load("megatron-1.2b-a100-node")
+    plain = config.from_dict(scenario.model_dump(mode="json") | {
+        "training": scenario.training.model_dump(mode="json") | {"optimizer": "adam"},
+        "parallelism": scenario.parallelism.model_dump(mode="json") | {"local_ddp": "none"}})
+    sim = Simulation(scenario, "analytic")
+    params = sim.plan.stage_params[0]   # tp 1, pp 1: the whole model on each GPU, fp16 gradients of all of it
+    assert sum(c.grad_bytes for c in sim.plan.chunks) == pytest.approx(2 * params, rel=1e-9)
+    gpu = scenario.cluster.gpu
+    extra = MEGATRON2020_BYTES_PER_PARAM - ADAM_BYTES_PER_PARAM + FLATTENED_DDP_BYTES_PER_PARAM
+    expected = extra * params / (gpu.hbm_bandwidth * kernels.hbm_fraction()) + kernels.host_model().kernel_gap_s
+    step = sim.run().summary["step_time_s"]
+    plain_step = simulate(plain, "analytic").summary["step_time_s"]
+    assert step - plain_step == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(0.030, rel=0.1)   # about 30 ms of the 1,076 ms step
