@@ -322,9 +322,11 @@ def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol:
                           routing: TokenRouting | None = None) -> list[Step]:
     """All-to-all across nodes in two phases, as DeepEP's internode kernels route tokens (DeepSeek-AI 2025,
     DeepEP README; DeepSeek-V3 report, section 3.2.2): over the network to the GPU of the same local rank on each
-    other node (one rail), then over NVLink from that GPU to its node peers. The two phases run one after the other
-    (DeepEP pipelines them in chunks: an upper bound). Falls back to the direct all-to-all on nodes holding different
-    numbers of the group's GPUs, and inside one node unless ``routing`` is given.
+    other node (one rail), then over NVLink from that GPU to its node peers. DeepEP pipelines the two in chunks (its
+    RDMA senders, NVLink forwarders and receivers are concurrent warps, csrc/kernels/internode.cu): one step in which
+    both phases stream at once, after both hops' latencies (the first chunk's), and the slower ends it (pipeline
+    fill and drain of the other phase's last chunk neglected). Falls back to the direct all-to-all on nodes holding
+    different numbers of the group's GPUs, and inside one node unless ``routing`` is given.
 
     Without ``routing`` every copy travels, S sent per GPU: rank i of node a sends node b's share for all its m GPUs,
     m S/n = S/N, then each GPU passes its node peers what the node's N nodes hold for them, N S/n = S/m: per GPU
@@ -357,10 +359,10 @@ def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol:
                             for shift in range(1, m)])
     return [
         delay(proto["base_latency_s"]),
-        Step((TransferClass(inter, network_bytes, "alltoall network"),),
-             overhead_s=proto["network_step_latency_s"], label="alltoall across nodes, one rail"),
-        Step((TransferClass(intra, nvlink_bytes, "alltoall nvlink"),),
-             overhead_s=proto["nvlink_step_latency_s"], label="alltoall inside the node"),
+        Step((TransferClass(inter, network_bytes, "alltoall network"),
+              TransferClass(intra, nvlink_bytes, "alltoall nvlink")),
+             overhead_s=proto["network_step_latency_s"] + proto["nvlink_step_latency_s"],
+             label="alltoall across nodes (one rail) and inside the node, pipelined"),
     ]
 
 

@@ -81,10 +81,10 @@ def hierarchical_alltoall_time_s(nodes: int, local: int, size_bytes: float, alph
                                   nvlink_bytes_per_s: float, network_bytes_per_s: float,
                                   routing: TokenRouting | None = None) -> float:
     """Closed-form time of the two-phase all-to-all (``algorithms.alltoall_hierarchical``) over ``nodes`` nodes of
-    ``local`` GPUs each, S sent per GPU: a + network bytes / B_net (one rail) + NVLink bytes / B_nvl, the phases in
-    turn, bytes per GPU from ``hierarchical_alltoall_bytes`` (every copy: (N-1)/N S and (m-1)/m S)."""
+    ``local`` GPUs each, S sent per GPU: a + max(network bytes / B_net (one rail), NVLink bytes / B_nvl), the phases
+    pipelined, bytes per GPU from ``hierarchical_alltoall_bytes`` (every copy: (N-1)/N S and (m-1)/m S)."""
     network_bytes, nvlink_bytes = hierarchical_alltoall_bytes(nodes, local, size_bytes, routing)
-    return alpha_s + network_bytes / network_bytes_per_s + nvlink_bytes / nvlink_bytes_per_s
+    return alpha_s + max(network_bytes / network_bytes_per_s, nvlink_bytes / nvlink_bytes_per_s)
 
 
 def in_network_time_s(
