@@ -154,3 +154,22 @@ def test_closed_form_gives_deepeps_measured_internode_bandwidth(ep):
     in_turn = network_bytes / (CX7_GB_S * 1e9) + nvlink_bytes / (H800_NVLINK_GB_S * 1e9)
     for slower in (every_copy, in_turn):
         assert logical(slower) < 0.75 * DEEPEP_DISPATCH_RDMA_GB_S[ep]
+
+
+def test_the_engine_sends_the_models_routing_with_deepeps_alltoall():
+    """A step with ``ep_alltoall: hierarchical`` over two B200 nodes (64 experts top-4, ep 16): each MoE layer's 4
+    all-to-alls cost the deduplicated closed form alone on the fabric (``Collective.routing`` from model.moe), not
+    the every-copy one, within 5% (contention with the data-parallel reduction)."""
+    from simcluster.engine import simulate
+    from simcluster.parallel.plan import dispatch_bytes
+    from tests.unit.test_expert_parallel import _moe_scenario
+
+    sc = _moe_scenario("b200", 8, 2, ep=16, ep_alltoall="hierarchical")
+    fabric = topology.from_scenario(sc)
+    routing = TokenRouting.of(sc.model.moe)
+    assert routing == TokenRouting(64, 4)
+    alone = {r: collectives.run(Collective("alltoall", range(16), dispatch_bytes(sc), algorithm="hierarchical",
+                                           routing=r), fabric).time_s for r in (routing, None)}
+    exposed = simulate(sc, fabric=fabric).summary["exposed_comm_by_parallelism_s"]["ep"]
+    assert exposed == pytest.approx(4 * sc.model.moe_layers * alone[routing], rel=0.05)
+    assert alone[routing] < 0.8 * alone[None]
