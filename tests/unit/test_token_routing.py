@@ -140,9 +140,9 @@ CX7_GB_S = 50.0            # "~50 GB/s maximum" (docs/legacy.md)
 def test_closed_form_gives_deepeps_measured_internode_bandwidth(ep):
     """Where the NIC binds (EP 32 and 64, network time 1.4-1.6x the NVLink forwarding's), the deduplicated,
     pipelined closed form at the link maxima gives DeepEP's logical RDMA bandwidth within 15% (simulated 66.7 and
-    57.1 GB/s against 58 and 51: DeepEP reaches 0.87-0.89 of the NIC maximum); charging every copy, or the phases in
-    turn, gives 25-40% below it. At EP 16 (two nodes) the NVLink forwarding binds and the figure (43 GB/s) is below
-    both models (pipelined 56, in turn 36): not asserted."""
+    57.1 GB/s against 58 and 51: DeepEP reaches 0.87-0.89 of the NIC maximum); the phases in turn give 31-34% below
+    it, every copy (pipelined) 44-48% below. At EP 16 (two nodes) the NVLink forwarding binds and the figure
+    (43 GB/s) lies between the pipelined (56) and in-turn (36) forms: not asserted."""
     nodes, token_bytes, tokens = ep // 8, 7168 * (1 + 4 / 128), 4096
     routing = TokenRouting(256, 8, max_nodes=4)
     size = tokens * 8 * token_bytes
