@@ -24,6 +24,7 @@ from simcluster.collectives.nccl import (
     sharp_latency_s,
     tree_latency_s,
 )
+from simcluster.collectives.token_routing import TokenRouting
 from simcluster.network.base import TransferClass
 
 
@@ -317,34 +318,51 @@ def alltoall(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list
     return steps
 
 
-def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:
+def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol: str,
+                          routing: TokenRouting | None = None) -> list[Step]:
     """All-to-all across nodes in two phases, as DeepEP's internode kernels route tokens (DeepSeek-AI 2025,
     DeepEP README; DeepSeek-V3 report, section 3.2.2): over the network to the GPU of the same local rank on each
-    other node (one rail: rank i of node a sends node b's share for all its m GPUs, m S/n = S/N), then over NVLink
-    from that GPU to each of its m-1 node peers (what the node's other N-1 nodes and itself hold for that peer,
-    N S/n = S/m).
+    other node (one rail), then over NVLink from that GPU to its node peers. DeepEP pipelines the two in chunks (its
+    RDMA senders, NVLink forwarders and receivers are concurrent warps, csrc/kernels/internode.cu): one step in which
+    both phases stream at once, after both hops' latencies (the first chunk's), and the slower ends it (pipeline
+    fill and drain of the other phase's last chunk neglected). Falls back to the direct all-to-all on nodes holding
+    different numbers of the group's GPUs, and inside one node unless ``routing`` is given.
 
-    Per GPU: (N-1)/N S on its NIC, as the direct all-to-all, but every network transfer stays on its rail and the
-    messages are m times larger; (m-1)/m S on NVLink. The two phases run one after the other (DeepEP pipelines
-    them in chunks: an upper bound). Deduplication of a token bound for several experts of one node is not
-    modelled. Falls back to the direct all-to-all inside one node or on nodes holding different numbers of the
-    group's GPUs.
+    Without ``routing`` every copy travels, S sent per GPU: rank i of node a sends node b's share for all its m GPUs,
+    m S/n = S/N, then each GPU passes its node peers what the node's N nodes hold for them, N S/n = S/m: per GPU
+    (N-1)/N S on its NIC, as the direct all-to-all, and (m-1)/m S on NVLink.
+
+    With ``routing`` (the tokens' expert choice, ``token_routing.TokenRouting``; S counts top_k copies of each
+    token, S/k bytes a token) a token crosses to each destination node once and to each destination GPU once
+    (DeepEP's dispatch; its combine reduces per GPU and per node on the way back, the same bytes): per pair of
+    nodes S/k x P(token reaches the node), per NVLink pair N S/k x P(token reaches the GPU) (the forwarder passes on
+    the tokens of all N nodes, its own included); inside one node (DeepEP's intranode kernels) per pair
+    S/k x P(token reaches the GPU).
     """
+    dedup = routing is not None and uniform(layout) and routing.divides(len(layout), len(layout[0]))
+    if len(layout) == 1 and dedup and len(layout[0]) > 1:
+        n = len(layout[0])
+        return alltoall(layout, size_bytes * n * routing.gpu_hit(1, n) / routing.top_k, protocol)
     if len(layout) == 1 or len(layout[0]) == 1 or not uniform(layout):
         return alltoall(layout, size_bytes, protocol)
     proto = constants()["protocols"][protocol]
     grid = np.stack(layout)
     nodes, m = grid.shape
+    if dedup:
+        token = size_bytes / routing.top_k
+        network_bytes, nvlink_bytes = token * routing.node_hit(nodes), token * nodes * routing.gpu_hit(nodes, m)
+    else:
+        network_bytes, nvlink_bytes = size_bytes / nodes, size_bytes / m
     inter = np.concatenate([np.stack([grid.ravel(), np.roll(grid, -shift, axis=0).ravel()], axis=1)
                             for shift in range(1, nodes)])
     intra = np.concatenate([np.stack([grid.ravel(), np.roll(grid, -shift, axis=1).ravel()], axis=1)
                             for shift in range(1, m)])
     return [
         delay(proto["base_latency_s"]),
-        Step((TransferClass(inter, size_bytes / nodes, "alltoall network"),),
-             overhead_s=proto["network_step_latency_s"], label="alltoall across nodes, one rail"),
-        Step((TransferClass(intra, size_bytes / m, "alltoall nvlink"),),
-             overhead_s=proto["nvlink_step_latency_s"], label="alltoall inside the node"),
+        Step((TransferClass(inter, network_bytes, "alltoall network"),
+              TransferClass(intra, nvlink_bytes, "alltoall nvlink")),
+             overhead_s=proto["network_step_latency_s"] + proto["nvlink_step_latency_s"],
+             label="alltoall across nodes (one rail) and inside the node, pipelined"),
     ]
 
 

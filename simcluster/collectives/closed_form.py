@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from simcluster.collectives.schedule import ALIASES
+from simcluster.collectives.token_routing import TokenRouting
 
 
 def busbw_factor(op: str, n: int) -> float:
@@ -60,12 +61,30 @@ def alpha_beta_time_s(
     raise ValueError(f"no closed form for {op} with {algorithm}")
 
 
+def hierarchical_alltoall_bytes(nodes: int, local: int, size_bytes: float,
+                                 routing: TokenRouting | None = None) -> tuple[float, float]:
+    """Bytes one GPU sends (network, NVLink) in the two-phase all-to-all (``algorithms.alltoall_hierarchical``) over
+    ``nodes`` nodes of ``local`` GPUs, S sent per GPU counting top_k copies of each token.
+
+    Every copy: (N-1)/N S and (m-1)/m S. With ``routing`` (DeepEP: a token once per destination node, then once
+    per destination GPU), S/k a token: (N-1) S/k P(node) on the NIC, (m-1) N S/k P(GPU) on NVLink (the forwarder
+    passes on the tokens of all N nodes); inside one node (N = 1) (m-1) S/k P(GPU) on NVLink, nothing on the NIC.
+    """
+    n, m, s = nodes, local, size_bytes
+    if routing is None:
+        return (n - 1) / n * s, (m - 1) / m * s
+    token = s / routing.top_k
+    return (n - 1) * token * routing.node_hit(n), (m - 1) * n * token * routing.gpu_hit(n, m)
+
+
 def hierarchical_alltoall_time_s(nodes: int, local: int, size_bytes: float, alpha_s: float,
-                                  nvlink_bytes_per_s: float, network_bytes_per_s: float) -> float:
+                                  nvlink_bytes_per_s: float, network_bytes_per_s: float,
+                                  routing: TokenRouting | None = None) -> float:
     """Closed-form time of the two-phase all-to-all (``algorithms.alltoall_hierarchical``) over ``nodes`` nodes of
-    ``local`` GPUs each, S sent per GPU: a + (N-1)/N S / B_net (one rail) + (m-1)/m S / B_nvl, the phases in turn."""
-    n, m = nodes, local
-    return alpha_s + (n - 1) / n * size_bytes / network_bytes_per_s + (m - 1) / m * size_bytes / nvlink_bytes_per_s
+    ``local`` GPUs each, S sent per GPU: a + max(network bytes / B_net (one rail), NVLink bytes / B_nvl), the phases
+    pipelined, bytes per GPU from ``hierarchical_alltoall_bytes`` (every copy: (N-1)/N S and (m-1)/m S)."""
+    network_bytes, nvlink_bytes = hierarchical_alltoall_bytes(nodes, local, size_bytes, routing)
+    return alpha_s + max(network_bytes / network_bytes_per_s, nvlink_bytes / nvlink_bytes_per_s)
 
 
 def in_network_time_s(

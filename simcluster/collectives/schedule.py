@@ -18,6 +18,7 @@ import numpy as np
 from simcluster.collectives import algorithms
 from simcluster.collectives.algorithms import Step
 from simcluster.collectives.nccl import PROTOCOLS, choose, sharp_uses_nvls
+from simcluster.collectives.token_routing import TokenRouting
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric.tables import ABSENT
 from simcluster.network.base import TransferClass, class_load
@@ -62,6 +63,7 @@ class Collective:
     algorithm: str = "auto"
     protocol: str = "auto"
     root: int = 0
+    routing: TokenRouting | None = None  # alltoall: the tokens' expert choice (hierarchical sends one copy per node)
 
     def __post_init__(self):
         op = ALIASES.get(self.op, self.op)
@@ -262,8 +264,8 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
     rate = min(r for r in (nvl_rate, net_rate, math.inf) if r) if nodes == 1 else (net_rate or nvl_rate)
     latency_s = max(nvl_latency, net_latency)
     if c.op == "alltoall":
-        builder = algorithms.alltoall_hierarchical if algorithm == "hierarchical" else algorithms.alltoall
-        steps = builder(layout, c.size_bytes, protocol)
+        steps = (algorithms.alltoall_hierarchical(layout, c.size_bytes, protocol, c.routing)
+                 if algorithm == "hierarchical" else algorithms.alltoall(layout, c.size_bytes, protocol))
     elif algorithm == "ring":
         steps = algorithms.ring(c.op, layout, c.size_bytes, protocol)
     elif algorithm == "hierarchical":
@@ -306,7 +308,8 @@ def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedu
     out = []
     for matrix in _kinds(groups, fabric):                                  # groups x members
         template = _steps(Collective(collective.op, tuple(matrix[0].tolist()), collective.size_bytes,
-                                     collective.algorithm, collective.protocol, collective.root), fabric)
+                                     collective.algorithm, collective.protocol, collective.root,
+                                     collective.routing), fabric)
         position = np.zeros(int(matrix[0].max()) + 1, dtype=np.int64)
         position[matrix[0]] = np.arange(matrix.shape[1])
         steps = []

@@ -166,14 +166,15 @@ def engine_schedule(fabric, op: str, group, size_bytes: float) -> list[Step]:
     return _on_engine_network(schedule(Collective(op=op, group=group, size_bytes=size_bytes), fabric), fabric)
 
 
-def engine_schedules(fabric, op: str, groups, size_bytes: float, algorithm: str = "auto") -> list[Step]:
+def engine_schedules(fabric, op: str, groups, size_bytes: float, algorithm: str = "auto",
+                     routing=None) -> list[Step]:
     """``engine_schedule`` over every group of ``groups`` (disjoint, equal sizes) as one schedule (``merge``: one
     part per group), built once per kind of group (``schedule.schedules_over_groups``). ``algorithm`` forces one
     where ``op`` can run it (NCCL_ALGO restricts the algorithms of the collectives that have it); others choose
-    as NCCL would."""
+    as NCCL would; ``routing`` (TokenRouting) is an all-to-all's token routing (``Collective.routing``)."""
     algorithm = algorithm if supports(op, algorithm) else "auto"
-    kinds = schedules_over_groups(Collective(op=op, group=groups[0], size_bytes=size_bytes, algorithm=algorithm),
-                                  groups, fabric)
+    kinds = schedules_over_groups(Collective(op=op, group=groups[0], size_bytes=size_bytes, algorithm=algorithm,
+                                             routing=routing), groups, fabric)
     return merge([_on_engine_network(steps, fabric) for steps in kinds])
 
 

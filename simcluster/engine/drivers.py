@@ -145,12 +145,13 @@ class CollectiveDriver:
         yield from self._play(self._programs[key])
 
     def run_block(self, calls: tuple[tuple[str, int], ...], groups: list[tuple[int, ...]], size_bytes: float,
-                  tag: str, algorithm: str = "auto"):
+                  tag: str, algorithm: str = "auto", routing=None):
         """Drive a block's collectives ((op, count) of ``size_bytes`` each) as ``timing.fused_program`` does: one
-        transfer per kind of step, labelled with ``tag``; ``algorithm`` forces one where the op has it."""
-        key = (calls, _key(groups), round(size_bytes), tag, algorithm)
+        transfer per kind of step, labelled with ``tag``; ``algorithm`` forces one where the op has it; ``routing``:
+        an all-to-all's token routing (``Collective.routing``)."""
+        key = (calls, _key(groups), round(size_bytes), tag, algorithm, routing)
         if key not in self._programs:
-            schedules = [(timing.engine_schedules(self.fabric, op, groups, size_bytes, algorithm),
+            schedules = [(timing.engine_schedules(self.fabric, op, groups, size_bytes, algorithm, routing),
                           count) for op, count in calls]
             self._programs[key] = timing.fused_program(schedules, self.fabric, tag)
         yield from self._noise(sum(count for _op, count in calls), len(groups))

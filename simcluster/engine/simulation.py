@@ -14,6 +14,7 @@ import simpy
 
 from simcluster import network
 from simcluster.collectives import timing
+from simcluster.collectives.token_routing import TokenRouting
 from simcluster.core import catalog
 from simcluster.engine import data_parallel, variability
 from simcluster.engine.agents import Agent
@@ -332,7 +333,9 @@ class Simulation:
 
     def _run_expert_parallel(self, waiting, agent, groups, calls, size_bytes, axis):
         algorithm = self.scenario.parallelism.ep_alltoall if axis == "ep" else "auto"
-        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=axis, algorithm=algorithm)
+        routing = TokenRouting.of(self.scenario.model.moe) if axis == "ep" else None  # DeepEP: a copy per node/GPU
+        yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=axis, algorithm=algorithm,
+                                                    routing=routing)
         for event in waiting:
             event.succeed()
 

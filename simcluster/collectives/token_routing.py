@@ -1,0 +1,81 @@
+"""How many distinct nodes and GPUs a routed token reaches: what DeepEP's kernels send (pure, closed forms).
+
+DeepEP (deepseek-ai/DeepEP, "normal" kernels of training and prefill) sends a token ONCE per destination node over
+RDMA and once per destination GPU over NVLink, whatever number of its top-k experts sit there: the internode dispatch
+counts ``num_rdma_token_sent`` as the (token, node) pairs with at least one of the token's experts (tests/
+test_internode.py: ``rdma_idx = topk_idx // (num_experts // num_nodes)``, de-duplicated by ``inplace_unique``), then
+forwards each token over NVLink to the node's GPUs holding its experts (``is_token_in_rank``: one row per token and
+destination rank); the combine sums a token's expert outputs per GPU, then per node, before sending back: the same
+bytes the other way. A direct NCCL all-to-all instead sends one copy per routed expert.
+
+With the router spreading tokens uniformly over ``experts`` experts placed evenly over the group (Megatron-Core:
+experts / ep consecutive experts per rank, a node's ranks consecutive), a token's ``top_k`` distinct experts reach a
+given set of ``share`` experts with probability 1 - C(E - share, k) / C(E, k) (hypergeometric: none of k draws
+without replacement among the share). Node-limited routing (DeepSeek-V3 report, section 2.1.2: each token to at most
+M = 4 nodes, chosen by their experts' affinity; DeepEP's test draws them as the ``num_topk_groups`` node-sized groups
+of highest best score) caps the distinct nodes at M: the nodes are chosen BY their best experts, so each chosen node
+holds one of the token's top_k nearly always (a Monte-Carlo count of DeepEP's routing, 256 experts top-8 on 8 nodes,
+M = 4: 3.98 nodes; uniform top_k among the chosen nodes' experts would give 3.63). A GPU's share is then taken as
+uniform among the chosen nodes' M E / N experts (7.36 distinct GPUs there, 7.47 counted: 1.5% low).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def hit_probability(experts: int, top_k: int, share: int) -> float:
+    """Probability that ``top_k`` distinct experts drawn uniformly from ``experts`` include at least one of a given
+    ``share`` of them: 1 - C(E - share, k) / C(E, k)."""
+    if not 0 <= share <= experts or not 1 <= top_k <= experts:
+        raise ValueError(f"need 0 <= share {share} <= experts {experts} and 1 <= top_k {top_k} <= experts")
+    return 1.0 - math.comb(experts - share, top_k) / math.comb(experts, top_k)
+
+
+@dataclass(frozen=True)
+class TokenRouting:
+    """A token's routing: ``top_k`` of ``experts`` experts, uniformly, over at most ``max_nodes`` nodes (None: no
+    node limit). ``node_hit``/``gpu_hit`` give the probability that a token reaches one given node or GPU of a group
+    of ``nodes`` nodes of ``local`` GPUs each, the experts placed evenly (``divides``)."""
+
+    experts: int
+    top_k: int
+    max_nodes: int | None = None
+
+    @classmethod
+    def of(cls, moe) -> TokenRouting | None:
+        """The routing of a model's MoE layers (``model.moe``: experts, top_k; no model declares a node limit), None
+        for a dense model."""
+        return None if moe is None else cls(moe.experts, moe.top_k)
+
+    def divides(self, nodes: int, local: int) -> bool:
+        """Whether the experts split evenly over ``nodes`` x ``local`` GPUs (what the closed forms assume)."""
+        return nodes >= 1 and local >= 1 and self.experts % (nodes * local) == 0
+
+    def _draw(self, nodes: int) -> tuple[float, int]:
+        """(probability that a given node is among those a token may use, experts the token draws from)."""
+        limit = self.max_nodes
+        if limit is None or limit >= nodes:
+            return 1.0, self.experts
+        return limit / nodes, limit * self.experts // nodes
+
+    def node_hit(self, nodes: int) -> float:
+        """Probability that a token reaches a given node of ``nodes`` (E / N experts each): 1 - C(E - E/N, k)/C(E, k),
+        at most M / N under node-limited routing (the cap, module docstring)."""
+        unlimited = hit_probability(self.experts, self.top_k, self.experts // nodes)
+        return unlimited if self.max_nodes is None else min(unlimited, self.max_nodes / nodes)
+
+    def gpu_hit(self, nodes: int, local: int) -> float:
+        """Probability that a token reaches a given GPU of ``nodes`` x ``local`` (E / (N m) experts each)."""
+        allowed, pool = self._draw(nodes)
+        return allowed * hit_probability(pool, self.top_k, self.experts // (nodes * local))
+
+    def distinct_nodes(self, nodes: int) -> float:
+        """Expected distinct nodes a token reaches, its own among them when it holds one of its experts:
+        N x (1 - C(E - E/N, k) / C(E, k)), at most M."""
+        return nodes * self.node_hit(nodes)
+
+    def distinct_gpus(self, nodes: int, local: int) -> float:
+        """Expected distinct GPUs a token reaches."""
+        return nodes * local * self.gpu_hit(nodes, local)

@@ -1,0 +1,175 @@
+"""DeepEP's deduplicated all-to-all: distinct destination nodes and GPUs of a routed token (closed forms against
+enumeration and a Monte-Carlo count), the hierarchical all-to-all's bytes and time against them, and the closed
+form against DeepEP's published normal-kernel bandwidths (docs/legacy.md, H800 + CX7)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from simcluster import collectives, network
+from simcluster.collectives import Collective
+from simcluster.collectives.closed_form import hierarchical_alltoall_bytes, hierarchical_alltoall_time_s
+from simcluster.collectives.token_routing import TokenRouting, hit_probability
+from simcluster.fabric import topology
+from simcluster.spec import hardware
+
+B200, CX7 = hardware.gpu("b200"), hardware.nic("connectx-7")
+SIZE = 2**28
+
+
+def test_hit_probability_counts_every_choice_of_experts():
+    """1 - C(E - s, k)/C(E, k) against all C(12, 3) choices of 3 experts of 12, a set of 4 of them."""
+    choices = list(itertools.combinations(range(12), 3))
+    hits = sum(1 for c in choices if any(e < 4 for e in c))
+    assert hit_probability(12, 3, 4) == pytest.approx(hits / len(choices), rel=1e-12)
+
+
+def _monte_carlo_routing(experts: int, top_k: int, nodes: int, local: int, max_nodes: int | None,
+                         tokens: int = 40_000, seed: int = 0) -> tuple[float, float]:
+    """Mean distinct nodes and GPUs over ``tokens`` tokens routed as DeepEP's test routes them (tests/
+    test_internode.py): random scores, the ``max_nodes`` nodes of highest best score, top_k among their experts."""
+    rng = np.random.default_rng(seed)
+    scores = rng.random((tokens, experts))
+    if max_nodes is not None and max_nodes < nodes:
+        best = scores.reshape(tokens, nodes, -1).max(axis=2)
+        chosen = np.argsort(-best, axis=1)[:, :max_nodes]
+        allowed = np.zeros((tokens, nodes), dtype=bool)
+        np.put_along_axis(allowed, chosen, True, axis=1)
+        scores = np.where(np.repeat(allowed, experts // nodes, axis=1), scores, -1.0)
+    top = np.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
+    per_node, per_gpu = top // (experts // nodes), top // (experts // (nodes * local))
+    distinct = lambda ids: np.mean([len(set(row)) for row in ids.tolist()])  # noqa: E731
+    return distinct(per_node), distinct(per_gpu)
+
+
+@pytest.mark.parametrize("experts, top_k, nodes, local, max_nodes", [
+    (128, 8, 4, 8, None),   # Qwen3-235B on EP 32 (moezoo-qwen3-235b-256-h100-deepep)
+    (128, 8, 1, 8, None),   # Qwen3-235B on EP 8, one node (DeepEP's intranode kernels)
+    (256, 8, 8, 8, 4),      # DeepSeek-V3 on EP 64, node-limited to M = 4 (DeepEP's benchmark)
+    (64, 6, 2, 4, None),
+])
+def test_distinct_nodes_and_gpus_match_a_monte_carlo_count(experts, top_k, nodes, local, max_nodes):
+    routing = TokenRouting(experts, top_k, max_nodes)
+    mc_nodes, mc_gpus = _monte_carlo_routing(experts, top_k, nodes, local, max_nodes)
+    assert routing.distinct_nodes(nodes) == pytest.approx(mc_nodes, abs=0.02)
+    # uniform routing: exact (Monte-Carlo noise only); node-limited: GPUs 1.5% low (token_routing's docstring)
+    assert routing.distinct_gpus(nodes, local) == pytest.approx(mc_gpus, rel=0.005 if max_nodes is None else 0.02)
+
+
+def test_qwen3_on_four_nodes_reaches_2_72_other_nodes_not_6_copies():
+    """docs/calibration.md, "Issue 15: MoE on Hopper": 3 x (1 - C(96,8)/C(128,8)) = 2.72 off-node, against the
+    6 of 8 copies a per-expert all-to-all sends off-node."""
+    routing = TokenRouting(128, 8)
+    assert 3 * routing.node_hit(4) == pytest.approx(2.7218, abs=1e-4)
+    network_bytes, _ = hierarchical_alltoall_bytes(4, 8, 8.0, routing)  # S = 8 bytes: one byte a copy
+    assert network_bytes == pytest.approx(2.7218, abs=1e-4)
+    assert hierarchical_alltoall_bytes(4, 8, 8.0)[0] == pytest.approx(6.0)
+
+
+def test_one_expert_a_token_leaves_nothing_to_deduplicate():
+    """top_k = 1: a token has one destination, so the deduplicated bytes are every copy's bytes."""
+    for nodes, local in ((4, 8), (2, 4), (1, 8)):
+        assert hierarchical_alltoall_bytes(nodes, local, SIZE, TokenRouting(64, 1)) == pytest.approx(
+            hierarchical_alltoall_bytes(nodes, local, SIZE), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def rail32():
+    return topology.build("rail-fat-tree", gpus=32, gpus_per_node=8, gpu=B200, nic=CX7)
+
+
+def _nic_bytes(fabric, routing, gpus=32):
+    steps = collectives.schedule(Collective("alltoall", range(gpus), SIZE, algorithm="hierarchical",
+                                            protocol="Simple", routing=routing), fabric)
+    model = network.make("analytic", fabric)
+    time_s = collectives.simulate(steps, model)
+    roles = fabric.graph.nodes
+    nic_out = sum(b for b, (u, v) in zip(model.link_bytes, fabric.link_ends, strict=True)
+                  if roles[u]["role"] == "nic" and roles[v]["role"] == "leaf")
+    return time_s, nic_out, steps
+
+
+def test_hierarchical_alltoall_sends_a_token_once_per_node_on_the_nics(rail32):
+    """32 GPUs on 4 nodes, 128 experts top-8: the NICs carry 32 x 3 x S/8 x P(node) (the closed form's network
+    bytes), 2.2x fewer than every copy's 32 x 3/4 x S; the direct all-to-all keeps sending every copy."""
+    routing = TokenRouting(128, 8)
+    _, deduplicated, _ = _nic_bytes(rail32, routing)
+    _, every_copy, _ = _nic_bytes(rail32, None)
+    assert deduplicated == pytest.approx(32 * hierarchical_alltoall_bytes(4, 8, SIZE, routing)[0], rel=1e-9)
+    assert every_copy == pytest.approx(32 * 3 / 4 * SIZE, rel=1e-9)
+    direct = collectives.schedule(Collective("alltoall", range(32), SIZE, algorithm="direct", protocol="Simple",
+                                             routing=routing), rail32)
+    assert sum(tc.size_bytes * len(tc.pairs) for step in direct for tc in step.transfers) == pytest.approx(
+        32 * 31 / 32 * SIZE, rel=1e-12)
+
+
+def test_deduplicated_hierarchical_alltoall_matches_its_closed_form(rail32):
+    """Idle fabric, analytic model: the pipelined phases end with the slower, the network's here."""
+    routing = TokenRouting(128, 8)
+    elapsed, _, steps = _nic_bytes(rail32, routing)
+    alpha = sum(step.overhead_s for step in steps) + rail32.path_latency_s(0, 8)
+    expected = hierarchical_alltoall_time_s(4, 8, SIZE, alpha, B200.nvlink_bandwidth, CX7.rate, routing)
+    assert elapsed == pytest.approx(expected, rel=1e-6)
+
+
+def test_inside_one_node_a_token_goes_once_to_each_destination_gpu():
+    """EP 8 on one node (DeepEP's intranode kernels): (m-1) S/k P(GPU) leaves each GPU, 4.67 of 7 peers' worth
+    for 16 local experts of 128, top-8."""
+    fabric = topology.build("rail-fat-tree", gpus=8, gpus_per_node=8, gpu=B200, nic=CX7)
+    routing = TokenRouting(128, 8)
+    steps = collectives.schedule(Collective("alltoall", range(8), SIZE, algorithm="hierarchical",
+                                            protocol="Simple", routing=routing), fabric)
+    sent = sum(tc.size_bytes * len(tc.pairs) for step in steps for tc in step.transfers) / 8
+    assert sent == pytest.approx(7 * routing.gpu_hit(1, 8) * SIZE / 8, rel=1e-12)
+    assert sent / (SIZE / 8) == pytest.approx(4.672, abs=1e-3)
+
+
+# DeepEP's normal kernels on H800 with one CX7 400 Gb/s NIC per GPU (deepseek-ai/DeepEP docs/legacy.md,
+# "Performance"; tests/test_internode.py's settings: 4,096 tokens, hidden 7,168, 256 experts top-8, top-4 node groups,
+# FP8 dispatch): dispatch "bottleneck bandwidth" (RDMA) per EP size. The bandwidth is logical: (token, node) pairs
+# of each rank, its own node included, times the token's bytes, over the time.
+DEEPEP_DISPATCH_RDMA_GB_S = {16: 43.0, 32: 58.0, 64: 51.0}
+H800_NVLINK_GB_S = 160.0   # "~160 GB/s NVLink maximum" (docs/legacy.md)
+CX7_GB_S = 50.0            # "~50 GB/s maximum" (docs/legacy.md)
+
+
+@pytest.mark.parametrize("ep", [32, 64])
+def test_closed_form_gives_deepeps_measured_internode_bandwidth(ep):
+    """Where the NIC binds (EP 32 and 64, network time 1.4-1.6x the NVLink forwarding's), the deduplicated,
+    pipelined closed form at the link maxima gives DeepEP's logical RDMA bandwidth within 15% (simulated 66.7 and
+    57.1 GB/s against 58 and 51: DeepEP reaches 0.87-0.89 of the NIC maximum); the phases in turn give 31-34% below
+    it, every copy (pipelined) 44-48% below. At EP 16 (two nodes) the NVLink forwarding binds and the figure
+    (43 GB/s) lies between the pipelined (56) and in-turn (36) forms: not asserted."""
+    nodes, token_bytes, tokens = ep // 8, 7168 * (1 + 4 / 128), 4096
+    routing = TokenRouting(256, 8, max_nodes=4)
+    size = tokens * 8 * token_bytes
+    logical = lambda t: tokens * routing.distinct_nodes(nodes) * token_bytes / t / 1e9  # noqa: E731
+    pipelined = hierarchical_alltoall_time_s(nodes, 8, size, 0.0, H800_NVLINK_GB_S * 1e9, CX7_GB_S * 1e9, routing)
+    assert logical(pipelined) == pytest.approx(DEEPEP_DISPATCH_RDMA_GB_S[ep], rel=0.15)
+    every_copy = hierarchical_alltoall_time_s(nodes, 8, size, 0.0, H800_NVLINK_GB_S * 1e9, CX7_GB_S * 1e9)
+    network_bytes, nvlink_bytes = hierarchical_alltoall_bytes(nodes, 8, size, routing)
+    in_turn = network_bytes / (CX7_GB_S * 1e9) + nvlink_bytes / (H800_NVLINK_GB_S * 1e9)
+    for slower in (every_copy, in_turn):
+        assert logical(slower) < 0.75 * DEEPEP_DISPATCH_RDMA_GB_S[ep]
+
+
+def test_the_engine_sends_the_models_routing_with_deepeps_alltoall():
+    """A step with ``ep_alltoall: hierarchical`` over two B200 nodes (64 experts top-4, ep 16): each MoE layer's 4
+    all-to-alls cost the deduplicated closed form alone on the fabric (``Collective.routing`` from model.moe), not
+    the every-copy one, within 5% (contention with the data-parallel reduction)."""
+    from simcluster.engine import simulate
+    from simcluster.parallel.plan import dispatch_bytes
+    from tests.unit.test_expert_parallel import _moe_scenario
+
+    sc = _moe_scenario("b200", 8, 2, ep=16, ep_alltoall="hierarchical")
+    fabric = topology.from_scenario(sc)
+    routing = TokenRouting.of(sc.model.moe)
+    assert routing == TokenRouting(64, 4)
+    alone = {r: collectives.run(Collective("alltoall", range(16), dispatch_bytes(sc), algorithm="hierarchical",
+                                           routing=r), fabric).time_s for r in (routing, None)}
+    exposed = simulate(sc, fabric=fabric).summary["exposed_comm_by_parallelism_s"]["ep"]
+    assert exposed == pytest.approx(4 * sc.model.moe_layers * alone[routing], rel=0.05)
+    assert alone[routing] < 0.8 * alone[None]
