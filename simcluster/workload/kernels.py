@@ -238,25 +238,30 @@ class StreamTime:
     kernels: float = 0.0    # kernels launched (a float so that a block can be scaled by a layer count)
     wave_s: float = 0.0     # the tensor-core kernels' time per wave (``wave_s``), summed: one wave of each
     tensor_core_kernels: float = 0.0   # of the kernels, GEMM and attention ones (TENSOR_CORE_KINDS)
+    # Host-side terms (``stream_time``): host CPU time beyond ``kernels * dispatch_s`` (launches on other streams,
+    # a slower host CPU), and the stream's idle after host syncs (``synced_stall_s``), at the host model of the time
+    host_extra_s: float = 0.0
+    stall_s: float = 0.0
 
     def __add__(self, other: StreamTime) -> StreamTime:
         return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels,
-                          self.wave_s + other.wave_s, self.tensor_core_kernels + other.tensor_core_kernels)
+                          self.wave_s + other.wave_s, self.tensor_core_kernels + other.tensor_core_kernels,
+                          self.host_extra_s + other.host_extra_s, self.stall_s + other.stall_s)
 
     def __rmul__(self, count: float) -> StreamTime:
         return StreamTime(count * self.device_s, count * self.kernels, count * self.wave_s,
-                          count * self.tensor_core_kernels)
+                          count * self.tensor_core_kernels, count * self.host_extra_s, count * self.stall_s)
 
     def device_bound_s(self, host: HostModel | None = None) -> float:
-        """The device's side: every kernel's roofline time plus the gap before it, and each tensor-core kernel's
-        fill (``HostModel.fill_waves`` of its waves)."""
+        """The device's side: every kernel's roofline time plus the gap before it, each tensor-core kernel's
+        fill (``HostModel.fill_waves`` of its waves), and the idle after host syncs (``stall_s``)."""
         host = host or host_model()
-        return self.device_s + self.kernels * host.kernel_gap_s + host.fill_waves * self.wave_s
+        return self.device_s + self.kernels * host.kernel_gap_s + host.fill_waves * self.wave_s + self.stall_s
 
     def host_bound_s(self, host: HostModel | None = None) -> float:
-        """The host's side: every kernel's dispatch, one after another on one CPU thread."""
+        """The host's side: every launch's dispatch, one after another on one CPU thread."""
         host = host or host_model()
-        return self.kernels * host.dispatch_s
+        return self.kernels * host.dispatch_s + self.host_extra_s
 
     def elapsed_s(self, host: HostModel | None = None) -> float:
         """Time of the block on its stream: the slower side."""
@@ -264,13 +269,59 @@ class StreamTime:
         return max(self.device_bound_s(host), self.host_bound_s(host))
 
 
+# Names of zero-work ops that mark host events rather than kernels of the stream (``stream_time``):
+# the host waits for the stream to drain (a device-to-host copy of a few bytes it needs the value of; neither a
+# kernel gap nor a launch is charged for it: simplification, its cost is the idle it causes, ``synced_stall_s``)
+HOST_SYNC = "host_sync"
+HOST_ONLY_LAUNCH = "host_launch"  # a launch the host issues onto another stream: host time, no kernel in series here
+
+
+def host_cpu_ratio(gpu_name: str) -> float:
+    """Host CPU time per launch on the host CPU a GPU comes with, over the measured x86 one's
+    (efficiency.yaml host_overhead.cpu_ratio; GPUs not listed: 1)."""
+    table = _table()["host_overhead"].get("cpu_ratio", {})
+    return table.get(gpu_name, table.get("default", 1.0))
+
+
 def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
     """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the
-    tensor-core kernels' time per wave (``wave_s``), and the tensor-core kernels' count."""
+    tensor-core kernels' time per wave (``wave_s``), and the tensor-core kernels' count; the host's side at the
+    host CPU of ``gpu`` (``host_cpu_ratio``), ``HOST_ONLY_LAUNCH`` ops counted as launches only, and after each
+    ``HOST_SYNC`` the stream's idle while the host issues the kernels up to the next sync (``synced_stall_s``)."""
     rooflines = [roofline_s(op, gpu, precision) for op in ops]
-    waves_s = (wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True))
-    return StreamTime(sum(max(pair) for pair in rooflines), len(ops), sum(waves_s),
-                      sum(op.kind in TENSOR_CORE_KINDS for op in ops))
+    waves = [wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True)]
+    host_only = sum(op.name == HOST_ONLY_LAUNCH for op in ops)
+    syncs = sum(op.name == HOST_SYNC for op in ops)
+    kernels = len(ops) - host_only - syncs
+    host = host_model()
+    ratio = host_cpu_ratio(gpu.name)
+    extra = host.dispatch_s * (ratio * (kernels + host_only) - kernels)
+    stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio)
+    return StreamTime(sum(max(pair) for pair in rooflines), kernels, sum(waves),
+                      sum(op.kind in TENSOR_CORE_KINDS for op in ops), extra, stall)
+
+
+def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], host: HostModel,
+                   dispatch_s: float) -> float:
+    """The stream's idle after host syncs: a ``HOST_SYNC`` drains the stream, so the host cannot have run ahead of
+    the kernels after it, and the segment up to the next sync (or the end of ``ops``) takes the slower of its
+    device time (kernels, gaps, fill) and its host time (every launch at ``dispatch_s``); the excess of the host's
+    over the device's is idle. Simplification: the excess only, as if the host's launches spread evenly over the
+    segment's device time (a segment that starts with many short kernels idles more)."""
+    stall, device, launches, synced = 0.0, 0.0, 0, False
+    for op, time_s, wave in zip(ops, times_s, waves_s, strict=True):
+        if op.name == HOST_SYNC:
+            if synced:
+                stall += max(0.0, launches * dispatch_s - device)
+            synced, device, launches = True, 0.0, 0
+        if not synced or op.name == HOST_SYNC:
+            continue
+        launches += 1
+        if op.name != HOST_ONLY_LAUNCH:
+            device += time_s + host.kernel_gap_s + host.fill_waves * wave
+    if synced:
+        stall += max(0.0, launches * dispatch_s - device)
+    return stall
 
 
 # Rows of the query block (forward) or key block (backward) one thread block of a fused flash attention kernel

@@ -24,7 +24,7 @@ from statistics import NormalDist
 
 from simcluster.core import catalog
 from simcluster.spec.model import MoESpec, TransformerSpec
-from simcluster.workload import mla, mtp, ops
+from simcluster.workload import kernels, mla, mtp, ops
 from simcluster.workload.ops import (
     BACKWARD_ELEMENTWISE_FLOP_RATIO,
     HIGH_PRECISION,
@@ -119,18 +119,22 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     down = _Linear("expert_down", rows, ffn_local, h, batch=local_experts)
     scale = per_expert / rows   # FLOP of the exact (fractional) mean; shape and bytes of the whole rows
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
-    forward = [router.forward(shard), router_act, permute,
-               _scaled(up.forward(shard), scale), act, _scaled(down.forward(shard), scale), unpermute]
+    # forward: the router (and shared experts) before the host's sync on the tokens per expert, the routed experts
+    # after it (``host_syncs``)
+    forward = [router.forward(shard), router_act]
+    routed_forward = [permute, _scaled(up.forward(shard), scale), act, _scaled(down.forward(shard), scale),
+                      unpermute]
     backward_input = [unpermute_bwd, _scaled(down.dgrad(shard), scale), act_bwd, _scaled(up.dgrad(shard), scale),
                       permute_bwd, router_act_bwd, router.dgrad(shard)]
     backward_weight = [_scaled(down.wgrad(shard), scale), _scaled(up.wgrad(shard), scale), router.wgrad(shard)]
     launches = host_launches(local_experts, cuda_graphs, fp8=shard.precision == "fp8")
-    forward += launches["forward"]
+    forward += launches["router_forward"]
+    routed_forward += launches["forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
     expert_rows = local_experts * per_expert
     sorts = sort_chunks_ops(expert_rows * h * e, ep, local_experts)
-    forward += sorts
+    routed_forward += sorts
     backward_input += sorts
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
@@ -141,7 +145,16 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         backward_weight += shared.backward_weight
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
+    forward += host_syncs("forward") + routed_forward
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward)
+
+
+def host_syncs(phase: str) -> list[Op]:
+    """The host's device-to-host syncs of an MoE layer in ``phase`` (data/moe.yaml host_syncs): the tokens per
+    expert copied to the CPU for the all-to-all splits and the grouped GEMMs' per-expert rows, as a zero-work
+    ``kernels.HOST_SYNC`` op (the copy) placed before the routed experts, whose launches then cannot run ahead
+    (``kernels.synced_stall_s``)."""
+    return [_memory(kernels.HOST_SYNC, 0.0, 0.0)] * _constants()["host_syncs"].get(phase, 0)
 
 
 def sort_chunks_ops(received_bytes: float, ep: int, local_experts: int) -> list[Op]:
@@ -170,32 +183,38 @@ FP8_QUANTIZED_GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weig
 def host_launches(local_experts: int, cuda_graphs: bool = False, fp8: bool = False) -> dict[str, list[Op]]:
     """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
     host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
-    op) over several streams, of which only those in series on one stream are counted
-    (``grouped_gemm_serial_kernels``); and, without CUDA graphs, the fused router and EP preprocess launch
-    ``router_forward`` kernels forward (and ``router_backward_per_forward`` as many backward, counted with the
-    data gradients) where the device model has a few; in ``fp8`` the per-expert quantize kernels of the grouped
-    GEMMs' operands, on the same streams.
+    op) over several streams, those in series on one stream (``grouped_gemm_serial_kernels``) as kernels, the rest
+    as ``kernels.HOST_ONLY_LAUNCH`` ops (host dispatch only); and, without CUDA graphs, the fused router and EP
+    preprocess launch ``router_forward`` kernels forward (key ``router_forward``: before the layer's host sync) and
+    ``router_backward_per_forward`` as many backward (counted with the data gradients) where the device model has a
+    few; in ``fp8`` the per-expert quantize kernels of the grouped GEMMs' operands, on the same streams.
 
-    Each is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time on
-    it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
-    device time where the GPU is the bottleneck and set the block's time where the host is (the fine-grained
-    FP8 MoE layers with many local experts)."""
+    Each kernel is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time
+    on it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
+    device time where the GPU is the bottleneck and set the block's time where the host is; the forward's routed
+    part follows the host sync (``host_syncs``), where the host cannot have run ahead."""
     table = _constants()["host_launches"]
     router_forward = table["router_forward"]
     router = {"forward": router_forward - ROUTER_OPS["forward"],
               "backward_input": math.ceil(router_forward * table["router_backward_per_forward"])
               - ROUTER_OPS["backward"],
               "backward_weight": 0}
-    per_phase = {}
+    per_phase = {"router_forward": [] if cuda_graphs else [_memory("moe_launch", 0.0, 0.0)] * router["forward"]}
     serial = grouped_gemm_serial_kernels(local_experts)
+    gemms_issued = local_experts * table["gemm_per_local_expert"]
+    quantizes_issued = math.ceil(local_experts * table["fp8_quantize_per_local_expert"])
+    quantize_serial = math.ceil(quantizes_issued / table["gemm_streams"])
     for phase, gemms in GROUPED_GEMMS.items():
         count = gemms * (serial - 1)
+        other_streams = gemms * (gemms_issued - serial)
         if fp8:
-            count += FP8_QUANTIZED_GROUPED_GEMMS[phase] * math.ceil(
-                local_experts * table["fp8_quantize_per_local_expert"] / table["gemm_streams"])
-        if not cuda_graphs:
+            quantized = FP8_QUANTIZED_GROUPED_GEMMS[phase]
+            count += quantized * quantize_serial
+            other_streams += quantized * (quantizes_issued - quantize_serial)
+        if not cuda_graphs and phase != "forward":
             count += max(0, router[phase])
-        per_phase[phase] = [_memory("moe_launch", 0.0, 0.0)] * count
+        per_phase[phase] = ([_memory("moe_launch", 0.0, 0.0)] * count
+                            + [_memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)] * other_streams)
     return per_phase
 
 

@@ -46,3 +46,49 @@ def test_a_2048_wide_layer_is_device_bound_and_a_short_narrow_one_host_bound_whe
     assert wide.device_bound_s(host) > 2 * wide.host_bound_s(host)
     assert narrow.elapsed_s(host) == pytest.approx(narrow.kernels * 20e-6, rel=1e-12)
     assert narrow.host_bound_s(host) > 2 * narrow.device_bound_s(host)
+
+
+def _zero(name: str):
+    from simcluster.workload.ops import _memory
+    return _memory(name, 0.0, 0.0)
+
+
+def _copy(seconds: float, gpu):
+    """An HBM-bound copy of ``seconds`` on ``gpu`` at the modelled bandwidth."""
+    from simcluster.workload.ops import _memory
+    return _memory("copy", 0.0, seconds * gpu.hbm_bandwidth * kernels.hbm_fraction())
+
+
+def test_after_a_host_sync_the_segment_takes_the_slower_of_its_device_and_host_times():
+    """A device-to-host sync drains the stream, so the host cannot run ahead across it: the kernels after it take
+    max(device time + gaps, launches x dispatch) (closed form), the stream idles for the difference; before it, and
+    without it, only the block's max counts. Host-only launches (other streams) add dispatch, no kernel."""
+    from simcluster.spec import hardware
+    gpu = hardware.gpu("b200")   # an x86 host (cpu ratio 1)
+    host = kernels.host_model()
+    long = [_copy(2e-3, gpu)]                       # 2 ms of device work: the host runs far ahead of it
+    short = [_copy(1e-6, gpu)] * 10 + [_zero(kernels.HOST_ONLY_LAUNCH)] * 30
+    plain = kernels.stream_time(long + short, gpu, "bf16")
+    synced = kernels.stream_time(long + [_zero(kernels.HOST_SYNC)] + short, gpu, "bf16")
+    assert plain.stall_s == 0.0
+    assert synced.kernels == plain.kernels == 11     # the sync and the host-only launches are no kernels
+    assert synced.host_bound_s(host) == pytest.approx(41 * host.dispatch_s, rel=1e-12)
+    segment_device = 10 * (1e-6 + host.kernel_gap_s)
+    assert synced.stall_s == pytest.approx(max(0.0, 40 * host.dispatch_s - segment_device), rel=1e-9)
+    assert synced.stall_s > 0   # 40 launches x 13.5 us > 10 x (1 us + gap) at the gap or the measured 4 us
+    assert synced.elapsed_s(host) == pytest.approx(plain.elapsed_s(host) + synced.stall_s, rel=1e-12)
+    # a long kernel after the sync hides the launches again
+    hidden = kernels.stream_time([_zero(kernels.HOST_SYNC)] + short + long, gpu, "bf16")
+    assert hidden.stall_s == 0.0
+
+
+def test_a_grace_host_takes_its_measured_cpu_time_per_launch():
+    """TransformerEngine#2053: the same torch.nn.Linear forward costs 13.48 us of CPU on a Xeon 8480C and 37.08 us
+    on GB200's Grace: host time per launch 2.75x on GB200, the device side unchanged."""
+    from simcluster.spec import hardware
+    ops = [_copy(1e-6, hardware.gpu("b200"))] * 5
+    x86, grace = (kernels.stream_time(ops, hardware.gpu(name), "bf16") for name in ("b200", "gb200"))
+    host = kernels.host_model()
+    assert x86.host_bound_s(host) == pytest.approx(5 * host.dispatch_s, rel=1e-12)
+    assert grace.host_bound_s(host) / x86.host_bound_s(host) == pytest.approx(37.08 / 13.48, rel=2e-3)
+    assert grace.kernels == x86.kernels == 5

@@ -283,3 +283,26 @@ def test_moe_layers_keep_only_the_attentions_tensor_parallel_pair_unless_they_ha
     data["model"]["moe"]["shared_experts"] = 1
     shared = config.from_dict(data)
     assert tp_collectives_per_layer(shared, moe_layer=True)["forward"] == [("reduce_scatter", 2), ("all_gather", 2)]
+
+
+@pytest.mark.parametrize("ep", [1, 4, 8, 64])
+def test_the_forward_syncs_once_before_the_routed_experts_and_the_host_issues_every_expert_gemm(ep):
+    """Dropless MoE copies the tokens per expert to the host (all-to-all splits, grouped GEMM rows) once per layer
+    forward (data/moe.yaml host_syncs): one sync, after the router and shared experts, before the permutation and
+    the expert GEMMs; none backward. The host issues all L = experts/ep GEMMs of each grouped GEMM (and in fp8 all L
+    quantizes), the streams run ceil(L/4) in series: the rest are host-only launches."""
+    from simcluster.workload import kernels
+    spec = _small_moe(experts=64, top_k=2, shared_experts=1)
+    local = 64 // ep
+    depth = _round_robin_depth(local, 4)
+    for precision, quantized in (("bf16", 0), ("fp8", 2)):
+        block = moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, precision=precision), ep=ep, cuda_graphs=True)
+        names = [op.name for op in block.forward]
+        assert names.count(kernels.HOST_SYNC) == 1
+        sync = names.index(kernels.HOST_SYNC)
+        assert names.index("router") < sync < names.index("permute") < names.index("expert_up")
+        assert all(not name.startswith("shared_expert") for name in names[sync:])
+        for phase in ("backward_input", "backward_weight"):
+            assert kernels.HOST_SYNC not in [op.name for op in getattr(block, phase)]
+        host_only = sum(name == kernels.HOST_ONLY_LAUNCH for name in names)
+        assert host_only == 2 * (local - depth) + quantized * (local - depth)
