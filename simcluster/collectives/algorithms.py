@@ -335,7 +335,8 @@ def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol:
     With ``routing`` (the tokens' expert choice, ``token_routing.TokenRouting``; S counts top_k copies of each
     token, S/k bytes a token) a token crosses to each destination node once and to each destination GPU once
     (DeepEP's dispatch; its combine reduces per GPU and per node on the way back, the same bytes): per pair of
-    nodes S/k x P(token reaches the node), per NVLink pair N S/k x P(token reaches the GPU) (the forwarder passes on
+    nodes S/k x P(token reaches the node) x the node's load over the GPU's S carries (``network_load``: a network
+    receiver takes its node's tokens), per NVLink pair N S/k x P(token reaches the GPU) (the forwarder passes on
     the tokens of all N nodes, its own included); inside one node (DeepEP's intranode kernels) per pair
     S/k x P(token reaches the GPU).
     """
@@ -350,7 +351,8 @@ def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol:
     nodes, m = grid.shape
     if dedup:
         token = size_bytes / routing.top_k
-        network_bytes, nvlink_bytes = token * routing.node_hit(nodes), token * nodes * routing.gpu_hit(nodes, m)
+        network_bytes = token * routing.node_hit(nodes) * routing.network_load(nodes, m)  # received per node
+        nvlink_bytes = token * nodes * routing.gpu_hit(nodes, m)
     else:
         network_bytes, nvlink_bytes = size_bytes / nodes, size_bytes / m
     inter = np.concatenate([np.stack([grid.ravel(), np.roll(grid, -shift, axis=0).ravel()], axis=1)

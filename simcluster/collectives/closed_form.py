@@ -67,14 +67,16 @@ def hierarchical_alltoall_bytes(nodes: int, local: int, size_bytes: float,
     ``nodes`` nodes of ``local`` GPUs, S sent per GPU counting top_k copies of each token.
 
     Every copy: (N-1)/N S and (m-1)/m S. With ``routing`` (DeepEP: a token once per destination node, then once
-    per destination GPU), S/k a token: (N-1) S/k P(node) on the NIC, (m-1) N S/k P(GPU) on NVLink (the forwarder
+    per destination GPU), S/k a token: (N-1) S/k P(node) on the NIC times the node's over the GPU's load
+    (``TokenRouting.network_load``), (m-1) N S/k P(GPU) on NVLink (the forwarder
     passes on the tokens of all N nodes); inside one node (N = 1) (m-1) S/k P(GPU) on NVLink, nothing on the NIC.
     """
     n, m, s = nodes, local, size_bytes
     if routing is None:
         return (n - 1) / n * s, (m - 1) / m * s
     token = s / routing.top_k
-    return (n - 1) * token * routing.node_hit(n), (m - 1) * n * token * routing.gpu_hit(n, m)
+    return ((n - 1) * token * routing.node_hit(n) * routing.network_load(n, m),
+            (m - 1) * n * token * routing.gpu_hit(n, m))
 
 
 def hierarchical_alltoall_time_s(nodes: int, local: int, size_bytes: float, alpha_s: float,

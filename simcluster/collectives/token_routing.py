@@ -17,12 +17,29 @@ of highest best score) caps the distinct nodes at M: the nodes are chosen BY the
 holds one of the token's top_k nearly always (a Monte-Carlo count of DeepEP's routing, 256 experts top-8 on 8 nodes,
 M = 4: 3.98 nodes; uniform top_k among the chosen nodes' experts would give 3.63). A GPU's share is then taken as
 uniform among the chosen nodes' M E / N experts (7.36 distinct GPUs there, 7.47 counted: 1.5% low).
+
+Load: tokens per expert spread with a coefficient of variation ``load_cv`` (workload/moe.py ``load_cv``); a group of
+g experts then carries a load of relative spread CV / sqrt(g), and the busiest of G such groups is expected at
+1 + CV / sqrt(g) z(G) of the mean (``busiest_load``; z the expected maximum of G standard normals). An all-to-all's
+size is that of the busiest GPU (the EP rank); DeepEP's network phase, though, is received per node (rank (a, l)
+sends to rank (b, l) every token with an expert on node b, whatever GPU of b holds it), so its receivers carry
+their NODE's load, E / N experts, the busiest of N nodes: nearer the mean (``network_load``). The NVLink phase's
+receivers carry their GPU's.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
+
+
+def expected_max_normal(n: int) -> float:
+    """Expected maximum of ``n`` independent standard normal samples, Blom's (1958) approximation
+    Phi^-1((n - 0.375) / (n + 0.25)); 0 for one sample."""
+    if n <= 1:
+        return 0.0
+    return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
 
 
 def hit_probability(experts: int, top_k: int, share: int) -> float:
@@ -37,17 +54,33 @@ def hit_probability(experts: int, top_k: int, share: int) -> float:
 class TokenRouting:
     """A token's routing: ``top_k`` of ``experts`` experts, uniformly, over at most ``max_nodes`` nodes (None: no
     node limit). ``node_hit``/``gpu_hit`` give the probability that a token reaches one given node or GPU of a group
-    of ``nodes`` nodes of ``local`` GPUs each, the experts placed evenly (``divides``)."""
+    of ``nodes`` nodes of ``local`` GPUs each, the experts placed evenly (``divides``). ``load_cv``: the spread of
+    tokens per expert (0: balanced), ``capacity_factor`` the cap on a load (None: dropless; module docstring)."""
 
     experts: int
     top_k: int
     max_nodes: int | None = None
+    load_cv: float = 0.0
+    capacity_factor: float | None = None
 
     @classmethod
     def of(cls, moe) -> TokenRouting | None:
         """The routing of a model's MoE layers (``model.moe``: experts, top_k; no model declares a node limit), None
         for a dense model."""
         return None if moe is None else cls(moe.experts, moe.top_k)
+
+    def busiest_load(self, groups: int) -> float:
+        """Routed tokens of the busiest of ``groups`` equal groups of the experts relative to the mean (>= 1):
+        1 + CV / sqrt(E / G) z(G), capped at the capacity factor (tokens beyond are dropped; Fedus et al. 2021,
+        Switch Transformer, section 2.2); 1 for one group."""
+        load = 1.0 + self.load_cv / math.sqrt(self.experts / groups) * expected_max_normal(groups)
+        return load if self.capacity_factor is None else min(load, self.capacity_factor)
+
+    def network_load(self, nodes: int, local: int) -> float:
+        """The busiest node's load over the busiest GPU's (<= 1) over ``nodes`` x ``local`` GPUs: what the network
+        phase of DeepEP's all-to-all, whose receivers carry a node's tokens, carries of a size set by the busiest
+        GPU (module docstring)."""
+        return self.busiest_load(nodes) / self.busiest_load(nodes * local)
 
     def divides(self, nodes: int, local: int) -> bool:
         """Whether the experts split evenly over ``nodes`` x ``local`` GPUs (what the closed forms assume)."""

@@ -14,7 +14,6 @@ import simpy
 
 from simcluster import network
 from simcluster.collectives import timing
-from simcluster.collectives.token_routing import TokenRouting
 from simcluster.core import catalog
 from simcluster.engine import data_parallel, variability
 from simcluster.engine.agents import Agent
@@ -333,7 +332,7 @@ class Simulation:
 
     def _run_expert_parallel(self, waiting, agent, groups, calls, size_bytes, axis):
         algorithm = self.scenario.parallelism.ep_alltoall if axis == "ep" else "auto"
-        routing = TokenRouting.of(self.scenario.model.moe) if axis == "ep" else None  # DeepEP: a copy per node/GPU
+        routing = moe.token_routing(self.scenario.model.moe) if axis == "ep" else None  # DeepEP: a copy per node/GPU
         yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=axis, algorithm=algorithm,
                                                     routing=routing)
         for event in waiting:

@@ -188,7 +188,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
     moe_layer = (mla.apply(m, shard, layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp,
                                                                         moe.busiest_rank_load(m.moe, p.ep),
-                                                                        scenario.training.moe_cuda_graphs)))
+                                                                        scenario.training.moe_cuda_graphs,
+                                                                        p.moe_dispatcher)))
                  if m.moe else layer)
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))

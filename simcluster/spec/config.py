@@ -175,6 +175,10 @@ class Parallelism(_Strict):
     ep_alltoall: Literal["direct", "hierarchical"] = Field(
         "direct", description="token dispatch/combine all-to-all: direct (NCCL, every pair at once) or "
         "hierarchical (network to the same local rank of the destination node, then NVLink, as DeepEP does)")
+    moe_dispatcher: Literal["alltoall", "flex"] = Field(
+        "alltoall", description="Megatron-Core's MoE token dispatcher: alltoall (permute, NCCL all-to-all, sort by "
+        "local expert) or flex (DeepEP/HybridEP: the dispatch sends token rows unpermuted, one per destination GPU, "
+        "and the receiver permutes them by local expert once; the router's fused preprocess; workload/moe.py)")
     ep_overlap: bool = Field(
         False, description="run the MoE all-to-alls under the block's compute (Megatron-Core's shared-expert and "
         "EP-communication overlap, DeepSeek's DualPipe): only what outlasts the compute is exposed; an upper bound "

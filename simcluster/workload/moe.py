@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from statistics import NormalDist
 
+from simcluster.collectives.token_routing import TokenRouting, expected_max_normal
 from simcluster.core import catalog
 from simcluster.spec.model import MoESpec, TransformerSpec
 from simcluster.workload import kernels, mla, mtp, ops
@@ -43,14 +43,6 @@ def _constants() -> dict:
     return catalog.load("moe")
 
 
-def expected_max_normal(n: int) -> float:
-    """Expected maximum of ``n`` independent standard normal samples, Blom's (1958) approximation
-    Phi^-1((n - 0.375) / (n + 0.25)); 0 for one sample."""
-    if n <= 1:
-        return 0.0
-    return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
-
-
 def load_cv(moe: MoESpec) -> float:
     """Coefficient of variation of tokens per expert: ``moe.load`` when a number, 0 when ``balanced``, else from
     the published maximum violation of data/moe.yaml (CV = MaxVio / z(E_ref))."""
@@ -70,11 +62,16 @@ def busiest_rank_load(moe: MoESpec, ep: int) -> float:
     1 + CV / sqrt(experts/ep) * z(ep) (``expected_max_normal``). One rank (ep = 1) holds every token: 1. A capacity
     factor caps it (tokens beyond are dropped; Fedus et al. 2021, Switch Transformer, section 2.2).
     """
-    local = moe.experts / ep
-    load = 1.0 + load_cv(moe) / math.sqrt(local) * expected_max_normal(ep)
-    if moe.capacity_factor is not None:
-        load = min(load, moe.capacity_factor)
-    return load
+    return token_routing(moe).busiest_load(ep)
+
+
+def token_routing(moe: MoESpec | None) -> TokenRouting | None:
+    """The tokens' routing over a model's experts (``token_routing.TokenRouting``) with their load's spread
+    (``load_cv``) and capacity factor: what DeepEP's all-to-all sends (``parallelism.ep_alltoall: hierarchical``);
+    None for a dense model."""
+    if moe is None:
+        return None
+    return TokenRouting(moe.experts, moe.top_k, load_cv=load_cv(moe), capacity_factor=moe.capacity_factor)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
@@ -83,10 +80,11 @@ def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
 
 
 def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, load: float = 1.0,
-              cuda_graphs: bool = False) -> MlpBlock:
+              cuda_graphs: bool = False, dispatcher: str = "alltoall") -> MlpBlock:
     """The MLP block of an MoE layer on one rank for one microbatch, its experts sized for ``load`` times the mean
     routed tokens (``busiest_rank_load`` for the step's time; 1 for model FLOP), with the kernel launches the
-    host issues beyond its device ops (``host_launches``; ``cuda_graphs``: router and preprocess graphed)."""
+    host issues beyond its device ops (``host_launches``; ``cuda_graphs``: router and preprocess graphed), for
+    Megatron-Core's ``dispatcher`` (``alltoall`` or ``flex``: ``permutation_rows``)."""
     moe = model.moe
     assert moe is not None and moe.experts % ep == 0, "validated in config"
     h, e, k = model.hidden, shard.activation_bytes_per_element, moe.top_k
@@ -100,10 +98,13 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     router_act = _memory("router_topk", per_element * scores, 2 * scores * e)
     router_act_bwd = _memory("router_topk", BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * scores, 3 * scores * e)
 
-    # permutation: copy each token to its k slots, grouped by expert (read T*h, write k*T*h); unpermutation
-    # weights each expert output by its probability and sums the k of a token (read k*T*h, write T*h). Backward
-    # runs the same copies the other way. HBM-bound copies (Megatron-Core moe_utils.permute / unpermute).
-    copies = (1 + k) * routed * h
+    # permutation: copy each of ``source`` token rows to its slots, grouped by expert (read source*h, write k*T*h);
+    # unpermutation weights each expert output by its probability and sums a row's slots (read k*T*h, write
+    # source*h). Backward runs the same copies the other way. HBM-bound copies (Megatron-Core moe_utils.permute /
+    # unpermute); which rows they see depends on the dispatcher (``permutation_rows``).
+    flex = dispatcher == "flex" and ep * etp > 1
+    source = permutation_rows(model, routed, ep) if flex else routed
+    copies = (source + k * routed) * h
     permute = _memory("permute", 0.0, copies * e)
     unpermute = _memory("unpermute", 2.0 * k * routed * h, copies * e)
     permute_bwd = _memory("permute", 0.0, copies * e)
@@ -127,13 +128,13 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     backward_input = [unpermute_bwd, _scaled(down.dgrad(shard), scale), act_bwd, _scaled(up.dgrad(shard), scale),
                       permute_bwd, router_act_bwd, router.dgrad(shard)]
     backward_weight = [_scaled(down.wgrad(shard), scale), _scaled(up.wgrad(shard), scale), router.wgrad(shard)]
-    launches = host_launches(local_experts, cuda_graphs, fp8=shard.precision == "fp8")
+    launches = host_launches(local_experts, cuda_graphs, fp8=shard.precision == "fp8", flex=flex)
     forward += launches["router_forward"]
     routed_forward += launches["forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
     expert_rows = local_experts * per_expert
-    sorts = sort_chunks_ops(expert_rows * h * e, ep, local_experts)
+    sorts = [] if flex else sort_chunks_ops(expert_rows * h * e, ep, local_experts)
     routed_forward += sorts
     backward_input += sorts
     cast_forward = expert_rows * (h + ffn_local)
@@ -147,6 +148,23 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         cast_backward += shared.cast_backward_elements
     forward += host_syncs("forward") + routed_forward
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward)
+
+
+def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
+    """Token rows the flex dispatcher's permutation reads on one rank (and its unpermutation writes): the rows the
+    dispatch brought, one per (token, destination GPU) pair, as DeepEP sends a token once to each GPU holding one of
+    its experts (``token_routing``): ``routed`` tokens per rank times the distinct GPUs of the ``ep`` a token
+    reaches, on average (every rank sends as many as it receives). Megatron-Core's MoEFlexTokenDispatcher permutes
+    AFTER the dispatch (token_dispatcher.py ``_DeepepManager.get_permuted_hidden_states_by_experts``: the received
+    rows and their local-expert routing map into expert-major order, one fused ``permute``) and unpermutes before
+    the combine, which sums a token's rows per GPU and node; the alltoall dispatcher permutes the ``routed`` local
+    tokens into k copies before its all-to-all and sorts them again by local expert after it
+    (``sort_chunks_ops``), which the flex dispatcher does not run."""
+    moe = model.moe
+    routing = TokenRouting(moe.experts, moe.top_k)
+    if not routing.divides(1, ep):
+        return routed * moe.top_k
+    return routed * routing.distinct_gpus(1, ep)
 
 
 def host_syncs(phase: str) -> list[Op]:
@@ -180,21 +198,23 @@ GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 2}  # fc1
 FP8_QUANTIZED_GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 0}
 
 
-def host_launches(local_experts: int, cuda_graphs: bool = False, fp8: bool = False) -> dict[str, list[Op]]:
+def host_launches(local_experts: int, cuda_graphs: bool = False, fp8: bool = False,
+                  flex: bool = False) -> dict[str, list[Op]]:
     """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
     host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
     op) over several streams, those in series on one stream (``grouped_gemm_serial_kernels``) as kernels, the rest
     as ``kernels.HOST_ONLY_LAUNCH`` ops (host dispatch only); and, without CUDA graphs, the fused router and EP
     preprocess launch ``router_forward`` kernels forward (key ``router_forward``: before the layer's host sync) and
     ``router_backward_per_forward`` as many backward (counted with the data gradients) where the device model has a
-    few; in ``fp8`` the per-expert quantize kernels of the grouped GEMMs' operands, on the same streams.
+    few (``router_forward_flex`` with the flex dispatcher's fused preprocess, ``flex``); in ``fp8`` the
+    per-expert quantize kernels of the grouped GEMMs' operands, on the same streams.
 
     Each kernel is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time
     on it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
     device time where the GPU is the bottleneck and set the block's time where the host is; the forward's routed
     part follows the host sync (``host_syncs``), where the host cannot have run ahead."""
     table = _constants()["host_launches"]
-    router_forward = table["router_forward"]
+    router_forward = table["router_forward_flex" if flex else "router_forward"]
     router = {"forward": router_forward - ROUTER_OPS["forward"],
               "backward_input": math.ceil(router_forward * table["router_backward_per_forward"])
               - ROUTER_OPS["backward"],
