@@ -484,6 +484,9 @@ class Scenario(_Strict):
         if p.tp > 1 and not p.sequence_parallel:
             raise ScenarioError("parallelism.sequence_parallel", "MoE with tp > 1 needs sequence_parallel: true "
                                 "(Megatron-Core requires it)")
+        if p.moe_dispatcher == "flex" and p.ep_alltoall != "hierarchical":
+            raise ScenarioError("parallelism.moe_dispatcher", "flex (DeepEP, HybridEP) sends a token once per "
+                                "destination node and GPU: it needs ep_alltoall: hierarchical")
 
     @property
     def expert_data_parallel(self) -> int:

@@ -120,3 +120,23 @@ def test_the_scheduled_network_phase_carries_the_nodes_load():
     _, nic_balanced, _ = _nic_bytes(fabric, TokenRouting(128, 8))
     assert nic_bytes == pytest.approx(32 * hierarchical_alltoall_bytes(4, 8, SIZE, loaded)[0], rel=1e-9)
     assert nic_bytes == pytest.approx(nic_balanced * loaded.network_load(4, 8), rel=1e-9)
+
+
+def test_flex_without_deepeps_alltoall_is_refused_naming_the_field(tmp_path):
+    """The flex dispatcher's all-to-all is DeepEP's (a token once per destination): a direct one is a one-line
+    error naming parallelism.moe_dispatcher, exit code 2."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from simcluster.spec import config
+
+    raw = yaml.safe_load(config.bundled_dir().joinpath("moezoo-qwen3-235b-256-h100-deepep.yaml").read_text())
+    raw["parallelism"]["ep_alltoall"] = "direct"
+    path = tmp_path / "flex-direct.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    run = subprocess.run([sys.executable, "-m", "simcluster.cli", "run", str(path)], capture_output=True, text=True,
+                         cwd=tmp_path, env={"PYTHONPATH": str(config.bundled_dir().parents[2]), "PATH": ""})
+    assert run.returncode == 2
+    assert "parallelism.moe_dispatcher" in run.stderr and "Traceback" not in run.stderr
