@@ -46,12 +46,16 @@ def _constants() -> dict:
 def load_cv(moe: MoESpec) -> float:
     """Coefficient of variation of tokens per expert: ``moe.load`` when a number, 0 when ``balanced``, else from
     the published maximum violation of data/moe.yaml (CV = MaxVio / z(E_ref))."""
-    if moe.load == "balanced":
+    return _load_cv(moe.load)
+
+
+def _load_cv(load: str | float) -> float:
+    if load == "balanced":
         return 0.0
-    if moe.load != "measured":
-        return float(moe.load)
-    load = _constants()["load"]
-    return load["max_violation"] / expected_max_normal(load["reference_experts"])
+    if load != "measured":
+        return float(load)
+    measured = _constants()["load"]
+    return measured["max_violation"] / expected_max_normal(measured["reference_experts"])
 
 
 def busiest_rank_load(moe: MoESpec, ep: int) -> float:
@@ -71,7 +75,13 @@ def token_routing(moe: MoESpec | None) -> TokenRouting | None:
     None for a dense model."""
     if moe is None:
         return None
-    return TokenRouting(moe.experts, moe.top_k, load_cv=load_cv(moe), capacity_factor=moe.capacity_factor)
+    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor)
+
+
+@cache
+def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None) -> TokenRouting:
+    """``token_routing`` by value (the engine asks for it at every expert-parallel block)."""
+    return TokenRouting(experts, top_k, load_cv=_load_cv(load), capacity_factor=capacity_factor)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
