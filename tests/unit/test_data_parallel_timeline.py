@@ -1,0 +1,93 @@
+"""The distributed optimizer's step as Megatron-Core runs it (core_r0.5.0, megatron/core/distributed/
+param_and_grad_buffer.py and megatron/core/optimizer/distrib_optimizer.py), checked on the engine's timeline:
+
+- a bucket's gradient reduce-scatter is launched by the grad-ready hook of its last parameter, only on the last
+  microbatch (``no_sync`` clears ``is_last_microbatch`` for the others), and all of them go to one NCCL
+  communicator (the data-parallel process group), whose collectives run one after another;
+- the updated parameters are all-gathered bucket by bucket on the same communicator: the first from
+  ``zero_grad`` at the step's start, each next one from the forward pre-hook that waits for the one before, and
+  each part of the first microbatch's forward waits for its own bucket; later microbatches wait for nothing;
+- one collective of a group with one GPU per node takes NCCL's ring time: baseLat + (n - 1) hwLat[NET] per step
+  + S (n - 1) / n / busbw (tuning.cc, Ring/Simple: 8.4 us and 14 us; busbw 47 GB/s per NDR NIC, nccl-tests#290).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simcluster.engine import simulate
+from simcluster.spec import config
+
+DP = 16
+SIMPLE_BASE_S = 8.4e-6       # NCCL tuning.cc baseLat, Ring/Simple
+SIMPLE_NET_STEP_S = 14.0e-6  # NCCL tuning.cc hwLat[NET], Ring/Simple
+NIC_BUSBW = 47e9             # NDR 400 Gb/s: "46-48 GB/s per NIC" (AddyLaddy, NVIDIA/nccl-tests#290)
+MICROBATCHES = 4
+
+
+@pytest.fixture(scope="module")
+def rank0():
+    # TP 8 fills each node: every data-parallel group has one GPU on each of 16 nodes, one NIC per rank (a rail)
+    spec = config.from_dict({
+        "name": "t",
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": DP, "nic": "connectx-7",
+                    "topology": "rail-fat-tree"},
+        "model": {"layers": 8, "hidden": 4096, "heads": 32, "vocab": 32000},
+        "training": {"seq_len": 2048, "global_batch_size": DP * MICROBATCHES, "micro_batch_size": 1,
+                     "precision": "bf16"},
+        "parallelism": {"tp": 8, "pp": 1, "dp": DP, "sequence_parallel": True, "zero_stage": 1,
+                        "overlap_param_gather": True, "grad_reduce_dtype": "fp32", "grad_bucket_size": "50 MB"},
+        "network": "analytic",
+    })
+    events = simulate(spec).events
+    return events[events["rank"] == 0].reset_index(drop=True)
+
+
+def _named(frame, prefix, microbatch=None):
+    rows = frame[frame["name"].str.startswith(prefix)]
+    if microbatch is not None:
+        rows = rows[rows["microbatch"] == microbatch]
+    return rows.sort_values("start_s").reset_index(drop=True)
+
+
+def _ring_s(size_bytes):
+    return SIMPLE_BASE_S + (DP - 1) * SIMPLE_NET_STEP_S + size_bytes * (DP - 1) / DP / NIC_BUSBW
+
+
+def test_each_collective_takes_nccl_ring_time_of_one_gpu_per_node(rank0):
+    collectives = rank0[rank0["name"].str.startswith(("grad reduce_scatter", "param all_gather"))]
+    assert len(collectives) > 0
+    for _, row in collectives.iterrows():
+        assert row["end_s"] - row["start_s"] == pytest.approx(_ring_s(row["bytes"]), rel=1e-6), row["name"]
+
+
+def test_reduce_scatters_start_at_their_buckets_grad_ready_hook_one_at_a_time(rank0):
+    last = MICROBATCHES - 1
+    parts = _named(rank0, "backward c0 b", last)
+    scatters = _named(rank0, "grad reduce_scatter")
+    assert len(scatters) == len(parts) > 1
+    # nothing is reduced before the last microbatch's backward (no_sync)
+    assert scatters["start_s"].min() >= parts["start_s"].min()
+    assert len(_named(rank0, "backward c0", 0)) == 1   # earlier microbatches: one block, no hooks
+    previous_end = 0.0
+    for k in range(len(scatters)):
+        # the backward part that makes bucket k, with its tensor-parallel communication
+        ready = rank0[(rank0["microbatch"] == last)
+                      & rank0["name"].isin([f"backward c0 b{k}", f"tp comm backward c0 b{k}"])]["end_s"].max()
+        assert scatters.loc[k, "start_s"] == pytest.approx(max(ready, previous_end), abs=1e-12)
+        previous_end = scatters.loc[k, "end_s"]
+    # the optimizer waits for every reduce-scatter (finish_grad_sync)
+    assert _named(rank0, "optimizer")["start_s"].iloc[0] >= scatters["end_s"].max()
+
+
+def test_all_gathers_chain_and_only_the_first_forward_waits(rank0):
+    gathers = _named(rank0, "param all_gather")
+    parts = _named(rank0, "forward c0 b", 0)
+    assert len(gathers) == len(parts) == len(_named(rank0, "grad reduce_scatter"))
+    assert gathers.loc[0, "start_s"] == 0.0          # dispatched by zero_grad at the step's start
+    for k in range(1, len(gathers)):                 # one communicator: k+1 runs after k
+        assert gathers.loc[k, "start_s"] == pytest.approx(gathers.loc[k - 1, "end_s"], abs=1e-12)
+    for k in range(len(parts)):                      # the pre-hook of bucket k waits for its gather
+        assert parts.loc[k, "start_s"] >= gathers.loc[k, "end_s"] - 1e-12
+    for microbatch in range(1, MICROBATCHES):        # the parameters are whole: one block each
+        assert len(_named(rank0, "forward c0", microbatch)) == 1
