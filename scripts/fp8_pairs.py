@@ -7,8 +7,7 @@ microbatch on one rank per op class (GEMMs by phase, attention by direction, fp8
 the userbuffers dY copies, and the fitted per-kernel gap), the whole step as the engine runs it (compute, pipeline
 bubble, exposed communication per parallelism, communication interference), and the FP8/BF16 time ratio of each.
 
-    cd /tmp && PYTHONPATH=/work/main python /work/main/scripts/fp8_pairs.py \\
-        nemo2409-llama31-8b-8-h100-bf16 nemo2407-llama3-8b-8-h100-fp8
+    PYTHONPATH=. python scripts/fp8_pairs.py nemo2409-llama31-8b-8-h100-bf16 nemo2407-llama3-8b-8-h100-fp8
 
 The ops are those of ``parallel.plan`` (with Transformer Engine's userbuffers chunks where the scenario overlaps its
 tensor-parallel collectives); times at the sustained clock (``kernels.roofline_s``), gaps at the host model of
