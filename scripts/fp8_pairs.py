@@ -20,6 +20,7 @@ import sys
 from collections import defaultdict
 
 from simcluster import engine
+from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
 from simcluster.workload import kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
@@ -108,7 +109,11 @@ def main(names: list[str]) -> int:
         print(__doc__)
         return 2
     for name in names:
-        print("\n".join(report(name)))
+        try:
+            print("\n".join(report(name)))
+        except ScenarioError as err:  # a wrong name or file: one line, no traceback
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 
