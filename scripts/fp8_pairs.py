@@ -4,8 +4,9 @@ each other in error).
 For each scenario given, and for its twin in the other precision (the same file with ``training.precision``
 swapped: same layout, same software, only the precision differs), prints the kernel model of one layer and one
 microbatch on one rank per op class (GEMMs by phase, attention by direction, fp8 casts, other memory-bound kernels,
-the userbuffers dY copies, and the fitted per-kernel gap), the whole step as the engine runs it (compute, pipeline
-bubble, exposed communication per parallelism, communication interference), and the FP8/BF16 time ratio of each.
+the userbuffers dY copies, the fitted per-kernel gap and, under the host model's "fill" structure, the tensor-core
+kernels' fill), the whole step as the engine runs it (compute, pipeline bubble, exposed communication per
+parallelism, communication interference), and the FP8/BF16 time ratio of each.
 
     PYTHONPATH=. python scripts/fp8_pairs.py nemo2409-llama31-8b-8-h100-bf16 nemo2407-llama3-8b-8-h100-fp8
 
@@ -53,7 +54,8 @@ def twin(scenario, precision: str):
 
 
 def layer_breakdown(scenario) -> dict[str, float]:
-    """Seconds per op class of one layer, one microbatch, one rank (``kernel gaps``: the fitted gap per kernel)."""
+    """Seconds per op class of one layer, one microbatch, one rank (``kernel gaps``: the fitted gap per kernel;
+    ``tensor-core fill``: ``HostModel.fill_waves`` of each GEMM's and flash attention's waves, when not 0)."""
     p, t, gpu = scenario.parallelism, scenario.training, scenario.cluster.gpu
     shard = shard_for(scenario)
     layer = layer_ops(scenario.model, shard)
@@ -61,11 +63,14 @@ def layer_breakdown(scenario) -> dict[str, float]:
         layer = userbuffers.apply(layer, p.tp, t.precision, shard.activation_bytes_per_element,
                                   kernels.sm_count(gpu.name))
     out: dict[str, float] = defaultdict(float)
-    gap = kernels.host_model().kernel_gap_s
+    host = kernels.host_model()
     for phase, ops in layer.items():
         for op in ops:
-            out[op_class(op, phase)] += max(kernels.roofline_s(op, gpu, t.precision))
-            out["kernel gaps"] += gap
+            compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
+            out[op_class(op, phase)] += max(compute_s, memory_s)
+            out["kernel gaps"] += host.kernel_gap_s
+            if host.fill_waves:   # the "fill" structure of the host model (efficiency.yaml host_overhead)
+                out["tensor-core fill"] += host.fill_waves * kernels.wave_s(op, compute_s, gpu.name)
     out["layer"] = sum(out.values())
     return dict(out)
 
