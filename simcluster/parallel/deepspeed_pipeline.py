@@ -152,7 +152,7 @@ def apply(step_plan, collective_time_s):
             if regather:  # the partitioned messages' rebuilds and host round trips
                 extra = [full] * partition_fulls(phase, first, last) + extra
                 syncs = partition_syncs(phase, first, last)
-            if not extra:
+            if not extra and not syncs:
                 continue
             stream = before + kernels.stream_time(extra, gpu, precision)
             changes[f"{phase}_stream"] = stream
