@@ -53,8 +53,9 @@ What this module adds to the plan (``apply``):
   ``allreduce_bucket``'s post-scaling (``mul_`` by 1/dp after the all-reduce), ``get_global_norm_of_tensors`` over
   every gradient, ``clear_hp_grads``' ``zero_``; added to the optimizer's time.
 
-Not modelled (each well under 1% of these runs' steps): the meta tensor sent before the first message only
-(``first_output_send``), the gradient clipping's ``mul_`` (it runs only when the norm exceeds the threshold), the
+Not modelled (each well under 1% of these runs' steps): the shapes sent before the first message only
+(``_send_tensor_meta``), the PartitionedTensor's meta sent with every message (a few int64: one more transfer's
+latency), the gradient clipping's ``mul_`` (it runs only when the norm exceeds the threshold), the
 norm's per-tensor ``.item()`` (one host round trip per parameter tensor, once per step); the tied-embedding
 all-reduce runs before the data-parallel one in DeepSpeed (after it here: the same sum on the stages that run both).
 ``update_hp_grads`` loops over the parameter tensors (two kernels each): charged as one memory-bound kernel per
