@@ -51,7 +51,7 @@ def op_class(name: str, kind: str) -> str:
     return "other elementwise (rope, ...)"
 
 
-def launch_classes(local_experts: int, cuda_graphs: bool, fp8: bool, phase: str) -> list[str]:
+def launch_classes(local_experts: int, cuda_graphs: bool, fp8: bool, phase: str, flex: bool = False) -> list[str]:
     """The classes of the ``moe_launch`` kernels of ``phase``, in ``moe.host_launches``'s counts: router launches,
     the grouped GEMMs' per-expert GEMMs in series, the per-expert quantizes in series."""
     table = catalog.load("moe")["host_launches"]
@@ -59,9 +59,10 @@ def launch_classes(local_experts: int, cuda_graphs: bool, fp8: bool, phase: str)
     quantize_serial = math.ceil(math.ceil(local_experts * table["fp8_quantize_per_local_expert"])
                                 / table["gemm_streams"])
     router = 0
+    router_forward = table["router_forward_flex" if flex else "router_forward"]
     if not cuda_graphs:
-        router = {"forward": table["router_forward"] - moe.ROUTER_OPS["forward"],
-                  "backward_input": math.ceil(table["router_forward"] * table["router_backward_per_forward"])
+        router = {"forward": router_forward - moe.ROUTER_OPS["forward"],
+                  "backward_input": math.ceil(router_forward * table["router_backward_per_forward"])
                   - moe.ROUTER_OPS["backward"]}.get(phase, 0)
     gemms = moe.GROUPED_GEMMS.get(phase, 0) * (serial - 1)
     quantizes = moe.FP8_QUANTIZED_GROUPED_GEMMS.get(phase, 0) * quantize_serial if fp8 else 0
@@ -74,8 +75,8 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
     m, p, t = scenario.model, scenario.parallelism, scenario.training
     gpu, precision = scenario.cluster.gpu, t.precision
     shard = shard_for(scenario)
-    block = (moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep), t.moe_cuda_graphs)
-             if m.moe else None)
+    block = (moe.moe_block(m, shard, p.ep, p.etp, moe.busiest_rank_load(m.moe, p.ep), t.moe_cuda_graphs,
+                           p.moe_dispatcher) if m.moe else None)
     layer = mla.apply(m, shard, layer_ops(m, shard, block))
     local = m.moe.experts // p.ep if m.moe else 0
     efficiency = catalog.load("efficiency")["host_overhead"]
@@ -88,7 +89,8 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
         for phase, ops in layer.items():
             if not ops:
                 continue
-            launches = iter(launch_classes(local, t.moe_cuda_graphs, precision == "fp8", phase) if m.moe else [])
+            launches = iter(launch_classes(local, t.moe_cuda_graphs, precision == "fp8", phase,
+                                           p.moe_dispatcher == "flex" and p.ep * p.etp > 1) if m.moe else [])
             rows: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
             for op in ops:
                 if op.name == kernels.HOST_SYNC:

@@ -1,6 +1,7 @@
 """What Transformer Engine's fp8 recipes cost beyond the fp8 GEMMs themselves: the HBM bytes of quantizing a GEMM
-operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized. The layer's casts are one fused op
-(``ops.layer_ops``); the recipe sets its bytes per element.
+operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized, and the kernels they run as
+(``quantize_kernels``: one fused op per layer and phase for delayed and MXFP8, per-tensor kernels for current
+scaling, below).
 
 - ``delayed`` (per-tensor delayed scaling, Transformer Engine's default and NeMo's fp8 until 2025): the scale comes
   from the amax history, so one cast-transpose kernel reads the 2-byte tensor and writes the fp8 tensor and its
@@ -9,7 +10,8 @@ operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized. T
   scale comes from this tensor's own amax, so the tensor is read once more before the cast:
   Float8CurrentScalingQuantizer::quantize_impl runs nvte_compute_amax (reads the input), an amax all-reduce when the
   quantizer has a group, nvte_compute_scale_from_amax (one float) and only then nvte_quantize_v2 (reads it again,
-  writes fp8 and its transpose): NVIDIA/TransformerEngine transformer_engine/pytorch/csrc/quantizer.cpp. 6 bytes.
+  writes fp8 and its transpose): NVIDIA/TransformerEngine transformer_engine/pytorch/csrc/quantizer.cpp. 6 bytes
+  (``cast_bytes_per_element``; as kernels, a tensor a norm wrote skips the amax pass: 4 bytes, "Kernels" below).
 - ``mxfp8`` (MXFP8 block scaling, "FP8-MX", bf16_with_mxfp8_mixed; Blackwell): one quantize kernel computes each
   32-element block's E8M0 scale (1 byte) itself, no amax pass, and writes the rowwise copy (scales along rows) and
   the columnwise copy (scales along columns) the backward GEMMs need (MXFP8Quantizer with rowwise and columnwise
