@@ -22,7 +22,8 @@ import sys
 import numpy as np
 
 MAX_INTERVAL_US = 1000.0
-LAUNCH_MARKER = "Launch"       # cudaLaunchKernel, cudaLaunchKernelExC, cudaGraphLaunch
+RUNTIME_CATEGORIES = ("cuda_runtime", "cuda_driver")  # Kineto files driver-API launches (cuLaunchKernel: Triton) apart
+LAUNCH_MARKER = "Launch"       # cudaLaunchKernel, cudaLaunchKernelExC, cudaGraphLaunch, cuLaunchKernel
 BLOCKING_MARKER = "Synchronize"  # cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize
 BLOCKING_CALLS = ("cudaMemcpy",)  # the synchronous copy (cudaMemcpyAsync is not)
 
@@ -47,7 +48,7 @@ def report(path: str, threads: int = 2) -> None:
         events = json.load(f)["traceEvents"]
     per_thread: dict[int, list[tuple[float, str]]] = collections.defaultdict(list)
     for event in events:
-        if event.get("cat") == "cuda_runtime" and event.get("ph") == "X":
+        if event.get("cat") in RUNTIME_CATEGORIES and event.get("ph") == "X":
             per_thread[event["tid"]].append((float(event["ts"]), event.get("name", "")))
     launches = {tid: sum(LAUNCH_MARKER in name for _, name in calls) for tid, calls in per_thread.items()}
     print(path)
