@@ -66,3 +66,25 @@ def test_a_class_of_new_parts_is_routed_in_one_pass_as_before():
     assert np.array_equal(got.part, found[0]) and np.array_equal(got.links, found[1])
     assert np.array_equal(got.counts, found[2])
     assert len(base._BY_PART[fabric]) == 8
+
+
+def test_loads_by_part_sums_each_part_and_link_in_entry_order():
+    """``routing.loads_by_part`` beyond its dense range (the sorted path: many parts on a large fabric) gives each
+    (part, link) once, sorted by part then link, with its entries' weights summed in their order (the sum of a
+    plain loop, to the bit)."""
+    from simcluster.fabric.routing import _DENSE_PART_KEYS, loads_by_part
+
+    rng = np.random.default_rng(3)
+    links = 200_000
+    part = rng.integers(0, 120, size=5_000)
+    owner = rng.integers(0, len(part), size=60_000)
+    ids = rng.integers(0, 300, size=len(owner)) * 601 % links   # repeated (part, link) keys
+    weights = rng.random(len(owner)) / 7
+    assert int(part.max()) * links >= _DENSE_PART_KEYS   # the sorted path
+    got_part, got_link, got_load = loads_by_part(part, owner, ids, weights, links)
+    want: dict[tuple[int, int], float] = {}
+    for p, link, weight in zip(part[owner].tolist(), ids.tolist(), weights.tolist(), strict=True):
+        want[(p, link)] = want.get((p, link), 0.0) + weight
+    keys = sorted(want)
+    assert list(zip(got_part.tolist(), got_link.tolist(), strict=True)) == keys
+    assert got_load.tolist() == [want[k] for k in keys]
