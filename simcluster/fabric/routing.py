@@ -801,8 +801,7 @@ class Router:
             key = src * gpus + dst
             if part is not None:
                 key = key + np.asarray(part, dtype=np.int64) * (gpus * gpus)
-            unique, first, inverse, repeats = np.unique(key, return_index=True, return_inverse=True,
-                                                        return_counts=True)
+            unique, first, inverse, repeats = _unique_inverse(key)
             if len(unique) < len(key):
                 routed = self._route_set(src[first], dst[first], salt, adaptive, links,
                                          None if part is None else np.asarray(part)[first], repeats.astype(float),
@@ -1128,17 +1127,25 @@ def loads_by_part(part: np.ndarray, owner: np.ndarray, ids: np.ndarray, weights:
         load = np.bincount(key, weights=weights)
         key = np.flatnonzero(load)
         load = load[key]
-    else:   # np.unique(key, return_inverse=True), by a stable argsort: 0.12 s, not 0.45 s, for 4.5 million keys
-        order = np.argsort(key, kind="stable")
-        ordered = key[order]
-        first = np.empty(len(key), dtype=bool)
-        first[:1] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-        inverse = np.empty(len(key), dtype=np.int64)
-        inverse[order] = np.cumsum(first) - 1
-        key = ordered[first]
+    else:
+        key, _first, inverse, _counts = _unique_inverse(key)
         load = np.bincount(inverse, weights=weights, minlength=len(key))
     return key // links, key % links, load
+
+
+def _unique_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(key, return_index=True, return_inverse=True, return_counts=True)`` of integer keys, by one
+    stable argsort: the same arrays (first occurrences, as np.unique's stable sort gives), 3-4 times faster on
+    numpy 2 for millions of keys (4.5 million: 0.12 s, not 0.45 s)."""
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    first = np.empty(len(key), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    inverse = np.empty(len(key), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    return ordered[starts], order[starts], inverse, np.diff(starts, append=len(key))
 
 
 class TorusRouter:

@@ -88,3 +88,15 @@ def test_loads_by_part_sums_each_part_and_link_in_entry_order():
     keys = sorted(want)
     assert list(zip(got_part.tolist(), got_link.tolist(), strict=True)) == keys
     assert got_load.tolist() == [want[k] for k in keys]
+
+
+def test_unique_inverse_is_numpys_unique():
+    from simcluster.fabric.routing import _unique_inverse
+
+    rng = np.random.default_rng(5)
+    for key in (rng.integers(0, 1000, 50_000), rng.integers(0, 2**40, 20_000), np.zeros(0, dtype=np.int64),
+                np.array([7, 7, 7]), np.array([9, 1, 9, 1, 5])):
+        want = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+        got = _unique_inverse(key)
+        for w, g in zip(want, got, strict=True):
+            assert np.array_equal(w, g) and w.dtype == g.dtype
