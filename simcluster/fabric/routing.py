@@ -1122,14 +1122,26 @@ def loads_by_part(part: np.ndarray, owner: np.ndarray, ids: np.ndarray, weights:
                   links: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Route entries (pair ``owner[i]`` puts ``weights[i]`` on link ``ids[i]``) summed per (part of the pair,
     link): (part, link id, load) sorted by part then link."""
-    key = np.asarray(part, dtype=np.int64)[owner] * links + ids
+    key = np.asarray(part, dtype=np.int64)[owner]   # a new array: the key is made in place (millions of entries)
+    key *= links
+    key += ids
     if len(key) and key.max() < _DENSE_PART_KEYS:  # few parts: a dense count beats sorting millions of entries
         load = np.bincount(key, weights=weights)
         key = np.flatnonzero(load)
         load = load[key]
     else:
-        key, _first, inverse, _counts = _unique_inverse(key)
-        load = np.bincount(inverse, weights=weights, minlength=len(key))
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.empty(len(key), dtype=bool)
+        first[:1] = True
+        np.not_equal(key[1:], key[:-1], out=first[1:])
+        if first.all():   # each (part, link) once (a symmetry check's rings): its load is its weight
+            load = np.asarray(weights, dtype=float)[order]
+        else:   # np.unique's inverse, and the sums in entry order
+            inverse = np.empty(len(key), dtype=np.int64)
+            inverse[order] = np.cumsum(first) - 1
+            key = key[first]
+            load = np.bincount(inverse, weights=weights, minlength=len(key))
     return key // links, key % links, load
 
 

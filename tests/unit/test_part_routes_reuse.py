@@ -100,3 +100,19 @@ def test_unique_inverse_is_numpys_unique():
         got = _unique_inverse(key)
         for w, g in zip(want, got, strict=True):
             assert np.array_equal(w, g) and w.dtype == g.dtype
+
+
+def test_loads_by_part_of_distinct_entries_are_their_weights_sorted():
+    """Each (part, link) once (the sorted path's shortcut): the loads are the weights, in (part, link) order."""
+    from simcluster.fabric.routing import loads_by_part
+
+    rng = np.random.default_rng(4)
+    links = 300_000
+    part = rng.permutation(np.repeat(np.arange(100), 20))
+    owner = rng.permutation(len(part))
+    ids = rng.permutation(links)[:len(part)]
+    weights = rng.random(len(part))
+    got_part, got_link, got_load = loads_by_part(part, owner, ids, weights, links)
+    order = np.lexsort((ids, part[owner]))
+    assert np.array_equal(got_part, part[owner][order]) and np.array_equal(got_link, ids[order])
+    assert np.array_equal(got_load, weights[order])
