@@ -221,3 +221,21 @@ def test_windows_gathered_from_classes_equal_a_per_link_table(end_windows):
     assert np.array_equal(gathered.peak_utilisation(capacity), table.peak_utilisation(capacity))
     by_class.bytes[:] = 0.0   # a snapshot: what the model adds later is not read
     assert np.array_equal(gathered.bytes, table.bytes)
+
+
+def test_grouping_equals_the_three_key_sort():
+    """``link_classes._grouped`` (one coded key, the fast path, or the three-key sort past 16 distinct values) orders
+    and groups links exactly as ``np.lexsort((capacity, counts, class))``."""
+    from simcluster.network.link_classes import _grouped
+
+    rng = np.random.default_rng(2)
+    for counts_from, capacities_from in (([1.0, 0.25, 0.015625], [5e10, 4.5e11]), (rng.random(40), [1.0, 2.0]),
+                                         ([1.0, 3.0], rng.random(30))):
+        current = rng.integers(-1, 50, 20_000)
+        counts = rng.choice(counts_from, len(current))
+        capacity = rng.choice(capacities_from, len(current))
+        order, change = _grouped(current, counts, capacity)
+        want = np.lexsort((capacity, counts, current))
+        assert np.array_equal(order, want)
+        columns = (current[want], counts[want], capacity[want])
+        assert np.array_equal(change, np.flatnonzero(np.logical_or.reduce([c[1:] != c[:-1] for c in columns])) + 1)
