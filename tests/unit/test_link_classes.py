@@ -148,7 +148,7 @@ def test_per_part_routes_by_class_follow_the_classes_split_after_them():
         net.start(TransferClass([[src, src + 40], [src + 1, src + 41]], GIB), 0.0)
     assert net._classes.splits > splits and not net._classes.unsplit_since(np.unique(before[1]), splits)
     updated = net._by_class(routes)
-    fresh = net._class_rows(routes, None)
+    fresh = net._class_rows(routes, None, net._classes.class_of[routes.links])
 
     def rows(part, known, most):
         return sorted(zip(part.tolist(), known.tolist(), most.tolist(), strict=True))
@@ -158,6 +158,17 @@ def test_per_part_routes_by_class_follow_the_classes_split_after_them():
         key = (part, int(net._classes.class_of[link]))
         truth[key] = max(truth.get(key, 0.0), count)
     assert rows(*updated[:3]) == rows(*fresh) == sorted((p, c, m) for (p, c), m in truth.items())
+    # a second round of splits, of classes made by the first: read again from the entries' classes kept since
+    splits = net._classes.splits
+    for src in (40, 49):
+        net.start(TransferClass([[src, src - 40]], GIB), 0.0)
+    assert net._classes.splits > splits
+    again = net._by_class(routes)
+    truth = {}
+    for part, link, count in zip(routes.part.tolist(), routes.links.tolist(), routes.counts.tolist(), strict=True):
+        key = (part, int(net._classes.class_of[link]))
+        truth[key] = max(truth.get(key, 0.0), count)
+    assert rows(*again[:3]) == sorted((p, c, m) for (p, c), m in truth.items())
     assert np.all(np.diff(updated[0]) >= 0)   # sorted by part
 
 
