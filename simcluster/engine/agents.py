@@ -171,6 +171,9 @@ class Agent:
         else:  # no key/value exchange: the compute alone (one generator less per block)
             yield env.timeout(compute_s)
             cp_s = 0.0
+        # the exposed TP wait is measured from this instant: subtracting the durations from env.now instead leaves
+        # float noise (a few 1e-16 s, either sign), which was recorded as zero-length "tp comm" events
+        tp_started_at_s = env.now
         if calls:
             if tp_done is None:
                 tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
@@ -181,8 +184,7 @@ class Agent:
             blocking_done = sim.tensor_parallel(self, blocking_calls, cost.tp_bytes, f"{name} m{work.microbatch}")
             if not blocking_done.triggered:
                 yield blocking_done
-        tp_comm_s = env.now - started_at_s - compute_s - cp_s
-        tp_started_at_s = started_at_s + compute_s + cp_s
+        tp_comm_s = env.now - tp_started_at_s
         self.tally.compute_s += compute_s
         self.tally.interference_s += compute_s - alone_s
         self.tally.cp_comm_s += cp_s
@@ -226,14 +228,15 @@ class Agent:
         if not steps:
             yield env.timeout(compute_s)
             return 0.0
-        started_at_s = env.now
         attention_s = min(exchange[0] / parts, compute_s)  # a faster-than-median GPU shortens it too
         yield env.timeout(compute_s - attention_s)
         done = sim.context_parallel(self, steps[0][1], exchange[2], f"{name} m{work.microbatch}")
         yield env.timeout(attention_s)
-        if not done.triggered:
-            yield done
-        return env.now - started_at_s - compute_s
+        if done.triggered:  # hidden: no wait (measured, not subtracted, so no float noise)
+            return 0.0
+        computed_at_s = env.now
+        yield done
+        return env.now - computed_at_s
 
     def _send(self, key, chunk: int, then):
         """Send ``key`` to the stage holding ``chunk``. Asynchronous sends let the sender go on. A blocking send

@@ -148,7 +148,7 @@ def test_per_part_routes_by_class_follow_the_classes_split_after_them():
         net.start(TransferClass([[src, src + 40], [src + 1, src + 41]], GIB), 0.0)
     assert net._classes.splits > splits and not net._classes.unsplit_since(np.unique(before[1]), splits)
     updated = net._by_class(routes)
-    fresh = net._class_rows(routes, None)
+    fresh = net._class_rows(routes, None, net._classes.class_of[routes.links])
 
     def rows(part, known, most):
         return sorted(zip(part.tolist(), known.tolist(), most.tolist(), strict=True))
@@ -158,6 +158,17 @@ def test_per_part_routes_by_class_follow_the_classes_split_after_them():
         key = (part, int(net._classes.class_of[link]))
         truth[key] = max(truth.get(key, 0.0), count)
     assert rows(*updated[:3]) == rows(*fresh) == sorted((p, c, m) for (p, c), m in truth.items())
+    # a second round of splits, of classes made by the first: read again from the entries' classes kept since
+    splits = net._classes.splits
+    for src in (40, 49):
+        net.start(TransferClass([[src, src - 40]], GIB), 0.0)
+    assert net._classes.splits > splits
+    again = net._by_class(routes)
+    truth = {}
+    for part, link, count in zip(routes.part.tolist(), routes.links.tolist(), routes.counts.tolist(), strict=True):
+        key = (part, int(net._classes.class_of[link]))
+        truth[key] = max(truth.get(key, 0.0), count)
+    assert rows(*again[:3]) == sorted((p, c, m) for (p, c), m in truth.items())
     assert np.all(np.diff(updated[0]) >= 0)   # sorted by part
 
 
@@ -221,3 +232,21 @@ def test_windows_gathered_from_classes_equal_a_per_link_table(end_windows):
     assert np.array_equal(gathered.peak_utilisation(capacity), table.peak_utilisation(capacity))
     by_class.bytes[:] = 0.0   # a snapshot: what the model adds later is not read
     assert np.array_equal(gathered.bytes, table.bytes)
+
+
+def test_grouping_equals_the_three_key_sort():
+    """``link_classes._grouped`` (one coded key, the fast path, or the three-key sort past 16 distinct values) orders
+    and groups links exactly as ``np.lexsort((capacity, counts, class))``."""
+    from simcluster.network.link_classes import _grouped
+
+    rng = np.random.default_rng(2)
+    for counts_from, capacities_from in (([1.0, 0.25, 0.015625], [5e10, 4.5e11]), (rng.random(40), [1.0, 2.0]),
+                                         ([1.0, 3.0], rng.random(30))):
+        current = rng.integers(-1, 50, 20_000)
+        counts = rng.choice(counts_from, len(current))
+        capacity = rng.choice(capacities_from, len(current))
+        order, change = _grouped(current, counts, capacity)
+        want = np.lexsort((capacity, counts, current))
+        assert np.array_equal(order, want)
+        columns = (current[want], counts[want], capacity[want])
+        assert np.array_equal(change, np.flatnonzero(np.logical_or.reduce([c[1:] != c[:-1] for c in columns])) + 1)
