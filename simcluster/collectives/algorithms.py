@@ -24,7 +24,7 @@ from simcluster.collectives.nccl import (
     sharp_latency_s,
     tree_latency_s,
 )
-from simcluster.collectives.token_routing import TokenRouting
+from simcluster.core.token_routing import TokenRouting
 from simcluster.network.base import TransferClass
 
 

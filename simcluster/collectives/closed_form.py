@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from simcluster.collectives.schedule import ALIASES
-from simcluster.collectives.token_routing import TokenRouting
+from simcluster.core.token_routing import TokenRouting
 
 
 def busbw_factor(op: str, n: int) -> float:

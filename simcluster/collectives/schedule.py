@@ -18,8 +18,8 @@ import numpy as np
 from simcluster.collectives import algorithms
 from simcluster.collectives.algorithms import Step
 from simcluster.collectives.nccl import PROTOCOLS, choose, sharp_uses_nvls
-from simcluster.collectives.token_routing import TokenRouting
 from simcluster.core.errors import ScenarioError
+from simcluster.core.token_routing import TokenRouting
 from simcluster.fabric.tables import ABSENT
 from simcluster.network.base import TransferClass, class_load
 

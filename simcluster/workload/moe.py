@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from functools import cache
 
-from simcluster.collectives.token_routing import TokenRouting, expected_max_normal
 from simcluster.core import catalog
+from simcluster.core.token_routing import TokenRouting, expected_max_normal
 from simcluster.spec.model import MoESpec, TransformerSpec
 from simcluster.workload import kernels, mla, mtp, ops
 from simcluster.workload.ops import (

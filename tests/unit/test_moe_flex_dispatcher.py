@@ -16,7 +16,7 @@ import math
 import pytest
 
 from simcluster.collectives.closed_form import hierarchical_alltoall_bytes
-from simcluster.collectives.token_routing import TokenRouting
+from simcluster.core.token_routing import TokenRouting
 from simcluster.spec import model
 from simcluster.workload import moe
 from simcluster.workload.ops import Shard

@@ -12,7 +12,7 @@ import pytest
 from simcluster import collectives, network
 from simcluster.collectives import Collective
 from simcluster.collectives.closed_form import hierarchical_alltoall_bytes, hierarchical_alltoall_time_s
-from simcluster.collectives.token_routing import TokenRouting, hit_probability
+from simcluster.core.token_routing import TokenRouting, hit_probability
 from simcluster.fabric import topology
 from simcluster.spec import hardware
 from simcluster.workload import moe
