@@ -106,3 +106,17 @@ def test_scenario_accepts_the_new_optimizers_and_names_the_field_otherwise():
         assert config.from_dict(data | {"training": data["training"] | {"optimizer": name}}).training.optimizer == name
     with pytest.raises(config.ScenarioError, match="training.optimizer"):
         config.from_dict(data | {"training": data["training"] | {"optimizer": "apex_adam"}})
+
+
+def test_memory_counts_the_optimizers_state_bytes():
+    """The distributed optimizer's state per shard parameter: 12 B (fp32 master weight and moments), 10 B for the
+    precision-aware optimizer's 16-bit remainders (parallel/memory.py takes them from optimizer_step)."""
+    from simcluster.parallel import memory
+
+    scenario = config.load("nemo2409-llama31-8b-8-h100-bf16")
+    data = scenario.model_dump(mode="json")
+    aware = config.from_dict(data | {"training": data["training"] | {"optimizer": "adam_precision_aware"}})
+    p = scenario.parallelism
+    params = memory.stage_params(scenario.model, p.tp, p.pp, 0, p.virtual_stages, p.layers_per_stage)
+    assert memory._stage_memory(scenario, 0).optimizer_bytes == pytest.approx(12 * params / (p.dp * p.cp), rel=1e-12)
+    assert memory._stage_memory(aware, 0).optimizer_bytes == pytest.approx(10 * params / (p.dp * p.cp), rel=1e-12)
