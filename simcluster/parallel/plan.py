@@ -427,8 +427,10 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
 
     ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
     (workload.optimizer_step), over the shard and over the ``buffer_elements`` of the rank's gradient buffer
-    (default: ``params``), each launch a kernel of the stream (its gap; per-tensor loops over ``tensors`` shard
-    tensors), the host's dispatch after the gradient norm's ``.item()`` sync (``kernels.ops_time_s``).
+    (default: ``params``): each call from Python a kernel of the stream with its gap (per-tensor loops: one per
+    each of ``tensors`` shard tensors), the host's dispatch after the gradient norm's ``.item()`` sync
+    (``kernels.ops_time_s``); a multi_tensor_apply call's further launches, queued back to back by its C++ loop,
+    each the measured queued-launch latency (efficiency.yaml launch_overhead_s, the "fill" structure's gap).
     ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
     (workload.megatron_fp16_step); these two and ``decoupled_adamw`` as one memory-bound op.
@@ -440,14 +442,17 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
         ops: list[Op] = []
         if unscale:
             ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
+        queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
         for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed):
             elements = params if step_pass.over == "shard" else buffer
             count = optimizer_step.launches(step_pass, elements, tensors)
+            calls = 1 if step_pass.launch == "multi_tensor" else count
+            queued += count - calls
             ops.extend([Op(name=step_pass.name, kind="memory", flop=0.0,
-                           hbm_bytes=step_pass.bytes * elements / count)] * count)
+                           hbm_bytes=step_pass.bytes * elements / calls)] * calls)
             if step_pass.sync_after:
                 ops.append(Op(name=kernels.HOST_SYNC, kind="memory", flop=0.0, hbm_bytes=0.0))
-        return kernels.ops_time_s(ops, gpu, precision)
+        return kernels.ops_time_s(ops, gpu, precision) + queued * kernels.launch_overhead_s()
     if optimizer == "decoupled_adamw":
         hbm_bytes_per_param = composer_adamw.hbm_bytes_per_param() + composer_adamw.clipping_bytes_per_param()
     else:

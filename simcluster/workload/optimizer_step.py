@@ -14,7 +14,10 @@ local parameters, or the shard with ZeRO >= 2). ``launch``: how the host issues 
   multi_tensor_apply.py) and a kernel is launched every ``MULTI_TENSOR_MAX_BLOCKS`` chunks (``depth_to_max_blocks``,
   320 for every depth, csrc/multi_tensor_apply.cuh): ceil(elements / (65536 x 320)) launches. The per-launch tensor
   limit (``depth_to_max_tensors``, 110 for one list down to 30 for five) is left out: it adds a launch per 30-110
-  tensors and the tensor count is not in the scenario;
+  tensors and the tensor count is not in the scenario. The call is one kernel of the stream as Python issues it
+  (the stream's gap before it, ``kernels.HostModel.kernel_gap_s``); its C++ loop queues the other launches back to
+  back, each the measured latency of a queued launch (efficiency.yaml ``launch_overhead_s``; Kineto traces: 1-3 us
+  median before queued memory-bound kernels, efficiency.yaml host_overhead_source), not the fitted gap;
 - ``per_tensor``: a Python loop issuing one kernel per parameter tensor of the shard (``tensors`` below);
 - ``flat``: one kernel over one contiguous buffer.
 

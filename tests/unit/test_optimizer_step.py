@@ -51,19 +51,20 @@ def test_multi_tensor_apply_launches_a_kernel_per_320_chunks_of_65536():
     assert optimizer_step.multi_tensor_launches(1e9) == math.ceil(1e9 / per_launch) == 48
 
 
-def test_megatron_core_step_time_is_its_bytes_plus_a_gap_per_launch():
+def test_megatron_core_step_time_is_its_bytes_plus_a_gap_per_kernel():
     """Device-bound (a 1e9-parameter shard, an 8e9-element fp32 gradient buffer, 30 shard tensors): the passes' bytes
-    at the achievable bandwidth plus one stream gap per kernel: 48 l2norm and 48 Adam launches, 30 per-tensor
-    copies, one zeroing kernel."""
+    at the achievable bandwidth plus the stream's gap before each kernel Python issues (the l2norm and Adam calls,
+    30 per-tensor copies, one zeroing kernel) and the queued-launch latency of each further launch of a
+    multi_tensor_apply call (47 each for the l2norm and Adam)."""
     shard, buffer, tensors = 1e9, 8e9, 30
-    host = kernels.host_model()
+    host, queued = kernels.host_model(), kernels.launch_overhead_s()
     bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
     expected = ((MCORE_SHARD_BYTES * shard + MCORE_BUFFER_BYTES * buffer) / bandwidth
-                + (48 + 48 + tensors + 1) * host.kernel_gap_s)
+                + (1 + 1 + tensors + 1) * host.kernel_gap_s + 2 * 47 * queued)
     assert optimizer_time_s(shard, H100, "bf16", "fp32", "adam", buffer, tensors) == pytest.approx(expected, rel=1e-9)
-    # without the distributed optimizer the copy is multi_tensor_scale: 48 launches instead of one per tensor
+    # without the distributed optimizer the copy is multi_tensor_scale: one call of 48 launches, not one per tensor
     plain = optimizer_time_s(shard, H100, "bf16", "fp32", "adam", buffer, tensors, distributed=False)
-    assert plain == pytest.approx(expected + (48 - tensors) * host.kernel_gap_s, rel=1e-9)
+    assert plain == pytest.approx(expected + (1 - tensors) * host.kernel_gap_s + 47 * queued, rel=1e-9)
 
 
 def test_small_shard_pays_a_launch_per_tensor_and_the_host_waits_on_the_norm(monkeypatch):
@@ -79,24 +80,26 @@ def test_small_shard_pays_a_launch_per_tensor_and_the_host_waits_on_the_norm(mon
     fill = kernels.HostModel(kernel_gap_s=4e-6, dispatch_s=13.5e-6, pipeline_step_s=0.0)
     monkeypatch.setattr(kernels, "host_model", lambda: fill)
     shard, tensors = 3e9, 10_000
-    launches = math.ceil(shard / (2048 * 32 * 320))   # 144 per multi-tensor pass
+    launches = math.ceil(shard / (2048 * 32 * 320))   # 144 per multi-tensor call, 143 of them queued from C++
     bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
-    norm_s = 4 * shard / bandwidth + launches * fill.kernel_gap_s
-    after_sync = (launches + tensors + 1) * fill.dispatch_s   # the host issuing Adam, the copies and the zeroing
-    assert after_sync > (34 * shard + 4) / bandwidth + (launches + tensors + 1) * fill.kernel_gap_s  # host-bound
+    queued_s = 2 * (launches - 1) * kernels.launch_overhead_s()   # the l2norm's and Adam's
+    norm_s = 4 * shard / bandwidth + fill.kernel_gap_s
+    after_sync = (1 + tensors + 1) * fill.dispatch_s   # the host issuing Adam, the copies and the zeroing
+    assert after_sync > (34 * shard + 4) / bandwidth + (1 + tensors + 1) * fill.kernel_gap_s  # host-bound
     synced = optimizer_time_s(shard, H100, "bf16", "fp32", "adam", 1.0, tensors)
-    assert synced == pytest.approx(norm_s + after_sync, rel=1e-6)
+    assert synced == pytest.approx(norm_s + after_sync + queued_s, rel=1e-6)
     # more than the host issuing everything back to back, as if it had run ahead of the norm
-    assert synced > (2 * launches + tensors + 1) * fill.dispatch_s * 1.01
+    assert synced > (2 + tensors + 1) * fill.dispatch_s + queued_s + 0.003
 
 
 def test_precision_aware_and_torchtitan_times_are_their_bytes():
     shard, host = 1e9, kernels.host_model()
     bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
+    queued = kernels.launch_overhead_s()
     assert optimizer_time_s(shard, H100, "bf16", optimizer="adam_precision_aware") == pytest.approx(
-        (PRECISION_AWARE_SHARD_BYTES + 4) * shard / bandwidth + (48 + 48 + 1) * host.kernel_gap_s, rel=1e-9)
+        (PRECISION_AWARE_SHARD_BYTES + 4) * shard / bandwidth + 3 * host.kernel_gap_s + 2 * 47 * queued, rel=1e-9)
     assert optimizer_time_s(shard, H100, "bf16", optimizer="torch_adamw") == pytest.approx(
-        TORCH_ADAMW_SHARD_BYTES * shard / bandwidth + 3 * 48 * host.kernel_gap_s, rel=1e-9)
+        TORCH_ADAMW_SHARD_BYTES * shard / bandwidth + 3 * host.kernel_gap_s + 3 * 47 * queued, rel=1e-9)
 
 
 def test_scenario_accepts_the_new_optimizers_and_names_the_field_otherwise():
