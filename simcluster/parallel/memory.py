@@ -34,7 +34,7 @@ from simcluster.core.errors import OutOfMemoryError
 from simcluster.parallel.layout import split_layers
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import mtp
+from simcluster.workload import mtp, optimizer_step
 from simcluster.workload.moe import busiest_rank_load
 from simcluster.workload.ops import (
     LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
@@ -215,16 +215,19 @@ def stage_expert_params(model: TransformerSpec, pp: int, stage: int, ep: int, et
 
 
 def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
-                 grad_bytes_per_param: float | None = None) -> tuple[float, float, float]:
+                 grad_bytes_per_param: float | None = None,
+                 optimizer_name: str = "adam") -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes of ``params`` with ZeRO ``zero_stage`` over ``shards`` ranks.
 
     ``grad_bytes_per_param`` overrides the gradient buffer's element size: Megatron-LM keeps fp32 main gradients
     when it reduces in fp32, 2 + 4 + 12 bytes per parameter (Megatron-LM docs, distributed optimizer).
+    ``optimizer_name``: mixed-precision optimizer state per parameter from workload.optimizer_step (12 B; 10 for
+    the precision-aware optimizer's 16-bit master-weight remainders).
     """
     per = state_bytes_per_param(precision)
     grad_bytes = per["gradients"] if grad_bytes_per_param is None else grad_bytes_per_param
-    weights, gradients, optimizer = (params * per["weights"], params * grad_bytes,
-                                     params * per["optimizer"])
+    state = per["optimizer"] if per is FP32_STATE_BYTES else optimizer_step.state_bytes_per_param(optimizer_name)
+    weights, gradients, optimizer = (params * per["weights"], params * grad_bytes, params * state)
     if zero_stage >= 1:
         optimizer /= shards
     if zero_stage >= 2:
@@ -493,14 +496,16 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     shard = shard_for(scenario)
     params = stage_params(m, p.tp, p.pp, stage, p.virtual_stages, p.layers_per_stage)
     grad_bytes = None if t.precision in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
-    weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes)
+    weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes,
+                                                 t.optimizer)
     per_moe_layer = 0.0
     workspace = workspace_bytes(m, shard, last_stage=stage == p.pp - 1, logits_memory=t.logits_memory)
     if m.moe is not None:
         # routed experts: sharded by ep (and etp); their gradients and optimizer states over the expert data-parallel
         # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)
         experts = stage_expert_params(m, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
-        expert_states = _state_bytes(experts, t.precision, p.zero_stage, scenario.expert_data_parallel, grad_bytes)
+        expert_states = _state_bytes(experts, t.precision, p.zero_stage, scenario.expert_data_parallel, grad_bytes,
+                                     t.optimizer)
         weights, gradients, optimizer = (a + b for a, b in zip((weights, gradients, optimizer), expert_states,
                                                                 strict=True))
         load = busiest_rank_load(m.moe, p.ep)

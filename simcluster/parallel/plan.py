@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
+import simcluster.workload.optimizer_step as optimizer_step
 from simcluster.core import catalog
 from simcluster.parallel import deepspeed_pipeline, memory
 from simcluster.parallel.layout import Layout
@@ -287,7 +288,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     step_plan = StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
-        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer)
+        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer,
+                                      params if p.zero_stage >= 2 else stage_params[stage],
+                                      optimizer_step.shard_tensors(
+                                          sum(c.layers for c in chunks if c.stage == stage)
+                                          * optimizer_step.parameter_tensors_per_layer(scenario.model.norm), shards),
+                                      p.zero_stage >= 1)
                      + local_ddp_time_s(sum(c.grad_bytes for c in chunks if c.stage == stage), gpu, precision,
                                         p.local_ddp)
                      for stage, params in enumerate(optimizer_params)],
@@ -416,25 +422,46 @@ LOSS_SCALING_UNSCALE_BYTES_PER_PARAM = 8
 FP16_GRAD_COPY_BYTES_PER_PARAM = 6
 
 
-def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam") -> float:
-    """Fused Adam over ``params`` local parameters: memory-bound, bytes per parameter from data/engine.yaml
-    (its few FLOP per parameter are timed at the training precision's peak; they never bind), plus fp16 loss
-    scaling's unscale pass and, for 16-bit gradients (``grad_dtype``), their copy into fp32 main gradients.
-    ``decoupled_adamw``: Composer's unfused DecoupledAdamW, its bytes per parameter (workload.composer_adamw);
+def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
+                     buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True) -> float:
+    """The optimizer step over ``params`` shard parameters (the rank's optimizer state), memory-bound.
+
+    ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
+    (workload.optimizer_step), over the shard and over the ``buffer_elements`` of the rank's gradient buffer
+    (default: ``params``): each call from Python a kernel of the stream with its gap (per-tensor loops: one per
+    each of ``tensors`` shard tensors), the host's dispatch after the gradient norm's ``.item()`` sync
+    (``kernels.ops_time_s``); a multi_tensor_apply call's further launches, queued back to back by its C++ loop,
+    each the measured queued-launch latency (efficiency.yaml launch_overhead_s, the "fill" structure's gap).
+    ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
-    (workload.megatron_fp16_step)."""
-    constants = _engine_constants()["optimizer"]
+    (workload.megatron_fp16_step); these two and ``decoupled_adamw`` as one memory-bound op.
+    fp16 adds loss scaling's unscale pass and, for 16-bit gradients outside ``optimizer_step``'s recipes, their
+    copy into fp32 main gradients."""
+    unscale = LOSS_SCALING_UNSCALE_BYTES_PER_PARAM if precision == "fp16" else 0.0
+    if optimizer in optimizer_step.OPTIMIZERS:
+        buffer = params if buffer_elements is None else buffer_elements
+        ops: list[Op] = []
+        if unscale:
+            ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
+        queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
+        for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed):
+            elements = params if step_pass.over == "shard" else buffer
+            count = optimizer_step.launches(step_pass, elements, tensors)
+            calls = 1 if step_pass.launch == "multi_tensor" else count
+            queued += count - calls
+            ops.extend([Op(name=step_pass.name, kind="memory", flop=0.0,
+                           hbm_bytes=step_pass.bytes * elements / calls)] * calls)
+            if step_pass.sync_after:
+                ops.append(Op(name=kernels.HOST_SYNC, kind="memory", flop=0.0, hbm_bytes=0.0))
+        return kernels.ops_time_s(ops, gpu, precision) + queued * kernels.launch_overhead_s()
     if optimizer == "decoupled_adamw":
-        hbm_bytes_per_param = composer_adamw.hbm_bytes_per_param()
-    elif optimizer in megatron_fp16_step.OPTIMIZER_PASSES:
-        hbm_bytes_per_param = megatron_fp16_step.optimizer_bytes_per_param(optimizer)
+        hbm_bytes_per_param = composer_adamw.hbm_bytes_per_param() + composer_adamw.clipping_bytes_per_param()
     else:
-        hbm_bytes_per_param = constants["hbm_bytes_per_param"]
-    if precision == "fp16":
-        hbm_bytes_per_param += LOSS_SCALING_UNSCALE_BYTES_PER_PARAM
-        if grad_dtype != "fp32":
-            hbm_bytes_per_param += FP16_GRAD_COPY_BYTES_PER_PARAM
-    op = Op(name="adam", kind="memory", flop=constants["flop_per_param"] * params,
+        hbm_bytes_per_param = megatron_fp16_step.optimizer_bytes_per_param(optimizer)
+    hbm_bytes_per_param += unscale
+    if precision == "fp16" and grad_dtype != "fp32":
+        hbm_bytes_per_param += FP16_GRAD_COPY_BYTES_PER_PARAM
+    op = Op(name="adam", kind="memory", flop=_engine_constants()["optimizer"]["flop_per_param"] * params,
             hbm_bytes=hbm_bytes_per_param * params)
     return kernels.op_time_s(op, gpu, precision)
 

@@ -154,8 +154,13 @@ class Training(_Strict):
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
         "host gap; the routed experts stay eager, and the shared experts Megatron also captures keep their gaps "
         "here (data/moe.yaml host_launches)")
-    optimizer: Literal["adam", "decoupled_adamw", "megatron2020", "megatron2021"] = Field(
-        "adam", description="adam (a fused multi-tensor Adam: Megatron-LM, Apex, TE), decoupled_adamw (Composer's "
+    optimizer: Literal["adam", "adam_precision_aware", "torch_adamw", "decoupled_adamw", "megatron2020",
+                       "megatron2021"] = Field(
+        "adam", description="adam (Megatron-Core's mixed-precision / distributed optimizer around a fused "
+        "multi-tensor Adam: grad norm, Adam, copy to the 16-bit weights, zeroed gradient buffer), "
+        "adam_precision_aware (Megatron-Core use_precision_aware_optimizer, Megatron-Bridge bf16 runs), torch_adamw "
+        "(torchtitan: fused AdamW and clip_grad_norm_ on FSDP's fp32 shards; workload/optimizer_step.py), "
+        "decoupled_adamw (Composer's "
         "DecoupledAdamW, llm-foundry's default: eight unfused elementwise passes over each fp32 tensor, "
         "workload/composer_adamw.py), or Megatron-LM's fp16 optimizer wrapper of 2020 (megatron/fp16 FP16_Optimizer) "
         "or 2021 (megatron/optimizer FP16OptimizerWithFP16Params): apex FusedAdam plus their own passes, the "

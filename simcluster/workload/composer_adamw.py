@@ -15,6 +15,13 @@ add_ 8 + 4, mul_ 4 + 4, addcmul_ 8 + 4 (the gradient twice is one read from HBM,
 division 4 + 4, add_ 4 + 4, addcdiv_ 12 + 4: 80 bytes, 8 kernels (weight decay 0); 88 with weight decay. The
 per-kernel gaps (8 kernels per parameter tensor) are left out: FSDP's flat parameters are few, and their count is
 not in the scenario.
+
+Gradient clipping: llm-foundry's MPT yamls turn on Composer's ``gradient_clipping`` (``clipping_type: norm``,
+``clipping_threshold: 1.0``); with FSDP it calls the root module's ``clip_grad_norm_``
+(composer/algorithms/gradient_clipping/gradient_clipping.py), whose FSDP (torch.distributed.fsdp
+FullyShardedDataParallel.clip_grad_norm_) reads every sharded fp32 gradient for its norm (4 B), all-reduces it,
+and multiplies every gradient by the clamped coefficient on every step (``grad.mul_``: read 4, write 4):
+``CLIPPING_KERNELS``, 12 B a parameter, timed with the optimizer.
 """
 
 from __future__ import annotations
@@ -25,6 +32,14 @@ WEIGHT_DECAY_KERNEL = ("param.mul_", 1, 1)
 KERNELS = (("exp_avg.mul_", 1, 1), ("exp_avg.add_", 2, 1), ("exp_avg_sq.mul_", 1, 1),
            ("exp_avg_sq.addcmul_", 2, 1), ("sqrt", 1, 1), ("div", 1, 1), ("add_", 1, 1),
            ("param.addcdiv_", 3, 1))
+
+
+CLIPPING_KERNELS = (("clip_grad_norm_: vector_norm", 1, 0), ("clip_grad_norm_: grad.mul_", 1, 1))
+
+
+def clipping_bytes_per_param() -> float:
+    """HBM bytes per parameter of FSDP's gradient clipping (norm and rescale) before the step."""
+    return float(sum((reads + writes) * FP32_BYTES for _, reads, writes in CLIPPING_KERNELS))
 
 
 def hbm_bytes_per_param(weight_decay: bool = False) -> float:

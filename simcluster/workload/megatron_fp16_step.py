@@ -3,8 +3,9 @@ its fp16 optimizer wrapper (``training.optimizer: megatron2020`` / ``megatron202
 wrapper, ``--DDP-impl local`` (``parallelism.local_ddp``). Every pass is a memory-bound elementwise kernel; bytes are
 per parameter (optimizer) or per gradient element (DDP), reads + writes.
 
-**Optimizer.** The default ``adam`` counts 30 B a parameter (data/engine.yaml: fused Adam with its 16-bit weight
-write) plus fp16 loss scaling's gradient copy and unscale (parallel/plan.py). Megatron's wrappers run apex FusedAdam
+**Optimizer.** The default ``adam`` is Megatron-Core's step (workload/optimizer_step.py: 38 B per shard parameter
+in several kernels and the zeroed gradient buffer), fp16 loss scaling's unscale on top (parallel/plan.py); these
+wrappers are one op each, as before. Megatron's wrappers run apex FusedAdam
 (``multi_tensor_adam``: reads the fp32 weight, gradient and both moments, writes the weight and both moments, 28 B,
 no 16-bit write) and around it:
 

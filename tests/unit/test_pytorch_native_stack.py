@@ -67,10 +67,10 @@ def test_separate_projections_keep_flop_and_add_the_gradient_sums():
 def test_decoupled_adamw_is_eight_unfused_fp32_passes():
     assert composer_adamw.hbm_bytes_per_param() == 4 * (2 + 3 + 2 + 3 + 2 + 2 + 2 + 4) == 80
     assert composer_adamw.hbm_bytes_per_param(weight_decay=True) == 88
-    params = 1e9  # memory-bound: 50 B a parameter more than the fused Adam's 30 (data/engine.yaml)
+    params = 1e9  # memory-bound: 80 B a parameter and FSDP's clipping, 12 (norm read 4, rescale read + write 8)
     unfused = optimizer_time_s(params, H100, "bf16", optimizer="decoupled_adamw")
-    extra_s = unfused - optimizer_time_s(params, H100, "bf16")
-    assert extra_s == pytest.approx(50 * params / (H100.hbm_bandwidth * kernels.hbm_fraction()), rel=1e-9)
+    assert unfused == pytest.approx((80 + 12) * params / (H100.hbm_bandwidth * kernels.hbm_fraction())
+                                    + kernels.host_model().kernel_gap_s, rel=1e-9)
 
 
 def test_scenarios_run_their_stack():

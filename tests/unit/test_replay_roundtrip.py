@@ -73,7 +73,7 @@ def test_replay_on_another_fabric_equals_simulating_there(rate, trace_format, tm
     recorded, run = exported(scenario("200 Gb/s", parallelism, seq_len), tmp_path, trace_format)
     other = scenario(rate, parallelism, seq_len)
     simulated_s = simulate(other).summary["step_time_s"]
-    assert abs(simulated_s / recorded.summary["step_time_s"] - 1) > 0.1  # the fabric matters here
+    assert abs(simulated_s / recorded.summary["step_time_s"] - 1) > 0.05  # the fabric matters (beyond the 3%)
     assert replayed_step_s(run, other) == pytest.approx(simulated_s, rel=0.03)
 
 

@@ -1,0 +1,181 @@
+"""The optimizer step as each framework runs it (``training.optimizer``): its kernels, their HBM bytes per element,
+what they run over (the rank's optimizer shard or its whole gradient buffer), how many launches they take, and
+where the host waits for the device.
+
+Every pass is a memory-bound elementwise kernel (the few FLOP per element never bind); bytes are reads + writes per
+element. ``over``: ``shard``, the parameters whose optimizer state this rank holds (all local ones without the
+distributed optimizer, 1/(dp x cp) of them with it); ``buffer``, every element of the rank's gradient buffer (all
+local parameters, or the shard with ZeRO >= 2). ``launch``: how the host issues it:
+
+- ``multi_tensor``: one ``multi_tensor_apply`` call over a tensor list (Apex / Transformer Engine
+  ``multi_tensor_adam``, ``multi_tensor_l2norm``, ``multi_tensor_scale``; PyTorch's ``_foreach_*`` and
+  ``_fused_adamw_`` use the same scheme): the list is cut into chunks of ``MULTI_TENSOR_CHUNK`` elements
+  (``MultiTensorApply(2048*32)``, apex/multi_tensor_apply/__init__.py, TE transformer_engine/pytorch/optimizers/
+  multi_tensor_apply.py) and a kernel is launched every ``MULTI_TENSOR_MAX_BLOCKS`` chunks (``depth_to_max_blocks``,
+  320 for every depth, csrc/multi_tensor_apply.cuh): ceil(elements / (65536 x 320)) launches. The per-launch tensor
+  limit (``depth_to_max_tensors``, 110 for one list down to 30 for five) is left out: it adds a launch per 30-110
+  tensors and the tensor count is not in the scenario. The call is one kernel of the stream as Python issues it
+  (the stream's gap before it, ``kernels.HostModel.kernel_gap_s``); its C++ loop queues the other launches back to
+  back, each the measured latency of a queued launch (efficiency.yaml ``launch_overhead_s``; Kineto traces: 1-3 us
+  median before queued memory-bound kernels, efficiency.yaml host_overhead_source), not the fitted gap;
+- ``per_tensor``: a Python loop issuing one kernel per parameter tensor of the shard (``tensors`` below);
+- ``flat``: one kernel over one contiguous buffer.
+
+``sync_after``: the host reads the pass's result (``.item()``) before issuing the next kernel, so the stream drains
+and idles while the host issues what follows (``kernels.HOST_SYNC``).
+
+**Megatron-Core** (``adam``, the default: Megatron-Core core_r0.5-0.9 as Megatron-LM 2024 and NeMo 2.0 24.09 run
+it, with Transformer Engine's or Apex's FusedAdam; megatron/core/optimizer/optimizer.py ``MixedPrecisionOptimizer
+.step``, distrib_optimizer.py, clip_grads.py; megatron/core/distributed/param_and_grad_buffer.py; megatron/training/
+training.py ``train_step``):
+
+1. ``prepare_grads`` -> ``_copy_model_grads_to_main_grads``: ``shard_main_param.grad = shard_model_grad.float()``
+   per shard tensor: a view when the gradient buffer is fp32 (``grad_reduce_in_fp32``, the bf16 default), a cast
+   (read 2, write 4) when it is 16-bit. fp16 loss scaling's unscale pass is ``plan.py``'s (it was already there).
+2. ``clip_grad_norm`` -> ``get_grad_norm_fp32``: ``multi_tensor_l2norm`` over the fp32 main gradients (read 4), the
+   squared norm all-reduced (the engine's ``grad_norm_axes``), then ``total_norm.item()``: a host sync. The rescale
+   (``multi_tensor_scale`` by max_norm/norm) runs only on steps whose norm exceeds ``clip_grad``: left out.
+3. ``self.optimizer.step()``: FusedAdam's ``multi_tensor_adam`` over the fp32 shard: read weight, gradient, two
+   moments (16), write weight and moments (12): 28 B.
+4. ``_copy_main_params_to_model_params``: with the distributed optimizer ``shard_model_param.data.copy_(
+   shard_main_param)`` per shard tensor (read 4, write 2); without it (``Float16OptimizerWithFloat16Params``)
+   ``_multi_tensor_copy_this_to_that`` (``multi_tensor_scale`` by 1.0), the same bytes in multi-tensor launches.
+5. ``train_step``: ``model_chunk.zero_grad_buffer()`` before the next forward: ``grad_data.zero_()`` over the whole
+   gradient buffer (write 4 fp32, 2 for 16-bit reduction), one kernel per buffer; the shard's main gradients are
+   set to None (``zero_grad(set_to_none=True)``, no kernel).
+
+38 B per shard parameter (30 were counted before: Adam plus a fused 16-bit write) plus 4 B per gradient-buffer
+element.
+
+**Megatron-Core with** ``use_precision_aware_optimizer`` (``adam_precision_aware``; Megatron-Bridge / NeMo 25.x,
+whose performance scripts set it for bf16 runs: ``if compute_dtype == "bf16": ...use_precision_aware_optimizer =
+True``): Transformer Engine's FusedAdam with ``master_weights`` and ``store_param_remainders`` (OptimizerConfig
+default True) updates the 16-bit weight in place and keeps only the low 16 bits of the fp32 master weight: read the
+gradient (the buffer's, ``decoupled_grad``, no cast), the 16-bit weight, its 16-bit remainder and both fp32 moments,
+write all but the gradient: 4 + 2 + 2 + 8 read, 2 + 2 + 8 written (28 B with fp32 gradients); no copy pass
+(``_copy_main_params_to_model_params`` returns early). The norm and the zeroed buffer as above. Optimizer state:
+2 + 4 + 4 = 10 B per parameter (``STATE_BYTES``).
+
+**torchtitan** (``torch_adamw``: FSDP2, fp32 sharded parameters and gradients; torchtitan/components/optimizer.py
+AdamW ``implementation: fused``, torchtitan/distributed/utils.py ``clip_grad_norm_``): ``get_total_norm(foreach=
+True)`` (``_foreach_norm``, read 4; the DTensor's ``full_tensor()`` all-reduces it, no host sync),
+``clip_grads_with_norm_`` (``_foreach_mul_`` by the clamped coefficient on every step, read 4, write 4),
+``torch._fused_adamw_`` (28 B); ``zero_grad`` sets the gradients to None. 40 B per shard parameter; the bf16 cast
+happens in FSDP's all-gather, outside the step.
+
+**Composer** (``decoupled_adamw``, llm-foundry): workload/composer_adamw.py, plus its gradient clipping.
+
+Memory (``STATE_BYTES``): fp32 master weight and two moments, 12 B per shard parameter (ZeRO, Rajbhandari et al.
+2020, section 3.1), except the precision-aware optimizer's 10.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+
+# apex/multi_tensor_apply MultiTensorApply(2048*32); csrc/multi_tensor_apply.cuh depth_to_max_blocks (320 each)
+MULTI_TENSOR_CHUNK = 2048 * 32
+MULTI_TENSOR_MAX_BLOCKS = 320
+FP32, BF16 = BYTES_PER_ELEMENT["fp32"], BYTES_PER_ELEMENT["bf16"]
+FUSED_ADAM_READ, FUSED_ADAM_WRITTEN = 4 * FP32, 3 * FP32   # fp32 weight, gradient, moments in; weight, moments out
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One kernel pass of the optimizer step: bytes per element read and written, over ``shard`` or ``buffer``
+    elements, issued as ``multi_tensor`` launches, one ``per_tensor`` or one ``flat`` kernel; ``sync_after``: the
+    host reads its result before going on."""
+
+    name: str
+    read: float
+    written: float
+    over: str = "shard"
+    launch: str = "multi_tensor"
+    sync_after: bool = False
+
+    @property
+    def bytes(self) -> float:
+        return self.read + self.written
+
+
+def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True) -> tuple[Pass, ...]:
+    """The passes of ``optimizer``'s step (module docstring) with a gradient buffer of ``grad_dtype``;
+    ``distributed``: Megatron-Core's distributed optimizer (per-tensor copies of the updated shard) or not."""
+    grad = BYTES_PER_ELEMENT[grad_dtype]
+    if optimizer == "adam":
+        cast = (Pass("_copy_model_grads_to_main_grads: .float()", grad, FP32, launch="per_tensor"),) \
+            if grad != FP32 else ()
+        return cast + (
+            Pass("get_grad_norm_fp32: multi_tensor_l2norm", FP32, 0, sync_after=True),
+            Pass("FusedAdam: multi_tensor_adam", FUSED_ADAM_READ, FUSED_ADAM_WRITTEN),
+            Pass("_copy_main_params_to_model_params", FP32, BF16,
+                 launch="per_tensor" if distributed else "multi_tensor"),
+            Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="flat"),
+        )
+    if optimizer == "adam_precision_aware":
+        return (
+            Pass("get_grad_norm_fp32: multi_tensor_l2norm", grad, 0, sync_after=True),
+            Pass("TE FusedAdam: master weights as 16-bit remainders", grad + BF16 + BF16 + 2 * FP32,
+                 BF16 + BF16 + 2 * FP32),
+            Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="flat"),
+        )
+    if optimizer == "torch_adamw":
+        return (
+            Pass("get_total_norm: _foreach_norm", FP32, 0),
+            Pass("clip_grads_with_norm_: _foreach_mul_", FP32, FP32),
+            Pass("torch._fused_adamw_", FUSED_ADAM_READ, FUSED_ADAM_WRITTEN),
+        )
+    raise KeyError(optimizer)
+
+
+OPTIMIZERS = ("adam", "adam_precision_aware", "torch_adamw")
+# Optimizer state bytes per shard parameter (beyond the 16-bit weight and the gradient buffer)
+STATE_BYTES = {"adam_precision_aware": BF16 + 2 * FP32}
+DEFAULT_STATE_BYTES = 3 * FP32
+
+
+def state_bytes_per_param(optimizer: str) -> float:
+    """Optimizer state per shard parameter: fp32 master weight and moments (12 B), or the precision-aware
+    optimizer's 16-bit remainder and moments (10 B)."""
+    return float(STATE_BYTES.get(optimizer, DEFAULT_STATE_BYTES))
+
+
+def bytes_per_shard_param(optimizer: str, grad_dtype: str = "fp32") -> float:
+    """HBM bytes per shard parameter of the passes over the shard."""
+    return float(sum(p.bytes for p in passes(optimizer, grad_dtype) if p.over == "shard"))
+
+
+def bytes_per_buffer_element(optimizer: str, grad_dtype: str = "fp32") -> float:
+    """HBM bytes per gradient-buffer element of the passes over the whole buffer."""
+    return float(sum(p.bytes for p in passes(optimizer, grad_dtype) if p.over == "buffer"))
+
+
+def multi_tensor_launches(elements: float) -> int:
+    """Kernels one ``multi_tensor_apply`` call launches over ``elements`` (chunks of 65,536, 320 chunks a launch)."""
+    return max(1, math.ceil(elements / (MULTI_TENSOR_CHUNK * MULTI_TENSOR_MAX_BLOCKS)))
+
+
+def launches(step_pass: Pass, elements: float, tensors: float) -> int:
+    """Kernels ``step_pass`` launches over ``elements`` held in ``tensors`` parameter tensors."""
+    if step_pass.launch == "multi_tensor":
+        return multi_tensor_launches(elements)
+    if step_pass.launch == "per_tensor":
+        return max(1, math.ceil(tensors))
+    return 1
+
+
+def parameter_tensors_per_layer(norm: str) -> int:
+    """Parameter tensors of one Megatron-Core (Transformer Engine) transformer layer: the QKV, output, FC1 and FC2
+    weights and the two norm weights fused into the QKV and FC1 modules; LayerNorm models (GPT-style, linear biases
+    on: Megatron's add_bias_linear default) add the norms' and the four linears' biases; RMSNorm models (Llama-style
+    recipes, biases off) do not."""
+    return 6 if norm == "rmsnorm" else 12
+
+
+def shard_tensors(layer_tensors: float, shards: int) -> float:
+    """Parameter tensors a rank's shard touches: all local ones without sharding; with the distributed optimizer each
+    rank holds 1/shards of every bucket, so about layer_tensors / shards of them, at least one."""
+    return max(1.0, layer_tensors / max(shards, 1))

@@ -1,0 +1,125 @@
+"""The optimizer step per framework (workload/optimizer_step.py) against byte counts made by hand from the sources
+its docstring cites, and its time against the closed form: memory-bound passes at the achievable HBM bandwidth,
+one stream gap per launch, the host's dispatch after the gradient norm's .item() sync."""
+
+import math
+
+import pytest
+
+from simcluster.parallel.plan import optimizer_time_s
+from simcluster.spec import config
+from simcluster.spec.hardware import gpu
+from simcluster.workload import kernels, optimizer_step
+
+H100 = gpu("h100-sxm")
+# Megatron-Core MixedPrecisionOptimizer.step, per shard parameter: multi_tensor_l2norm of the fp32 main gradient
+# (read 4), FusedAdam (read weight, gradient, two moments 16; write weight, moments 12), the copy of the fp32 shard
+# into the bf16 parameter buffer (read 4, write 2); per gradient-buffer element: zero_grad_buffer (write 4 in fp32).
+MCORE_SHARD_BYTES = 4 + (16 + 12) + (4 + 2)
+MCORE_BUFFER_BYTES = 4
+# bf16 gradient buffer: .float() casts the shard's gradients first (read 2, write 4); the zeroing writes 2
+MCORE_BF16_SHARD_BYTES = (2 + 4) + MCORE_SHARD_BYTES
+# use_precision_aware_optimizer: the norm (read 4) and TE FusedAdam with master weights kept as 16-bit remainders:
+# read gradient 4, bf16 weight 2, remainder 2, moments 8; write weight 2, remainder 2, moments 8
+PRECISION_AWARE_SHARD_BYTES = 4 + (4 + 2 + 2 + 8) + (2 + 2 + 8)
+# torchtitan: _foreach_norm (read 4), _foreach_mul_ by the clamped coefficient (read 4, write 4), _fused_adamw_ (28)
+TORCH_ADAMW_SHARD_BYTES = 4 + (4 + 4) + (16 + 12)
+
+
+def test_bytes_per_parameter_match_the_hand_counts():
+    assert optimizer_step.bytes_per_shard_param("adam") == MCORE_SHARD_BYTES == 38
+    assert optimizer_step.bytes_per_buffer_element("adam") == MCORE_BUFFER_BYTES
+    assert optimizer_step.bytes_per_shard_param("adam", "bf16") == MCORE_BF16_SHARD_BYTES
+    assert optimizer_step.bytes_per_buffer_element("adam", "bf16") == 2
+    assert optimizer_step.bytes_per_shard_param("adam_precision_aware") == PRECISION_AWARE_SHARD_BYTES == 32
+    assert optimizer_step.bytes_per_buffer_element("adam_precision_aware") == 4
+    assert optimizer_step.bytes_per_shard_param("torch_adamw") == TORCH_ADAMW_SHARD_BYTES == 40
+    assert optimizer_step.bytes_per_buffer_element("torch_adamw") == 0
+
+
+def test_optimizer_state_is_twelve_bytes_or_the_remainders_ten():
+    assert optimizer_step.state_bytes_per_param("adam") == 12
+    assert optimizer_step.state_bytes_per_param("torch_adamw") == 12
+    assert optimizer_step.state_bytes_per_param("adam_precision_aware") == 2 + 4 + 4
+
+
+def test_multi_tensor_apply_launches_a_kernel_per_320_chunks_of_65536():
+    per_launch = 2048 * 32 * 320
+    assert optimizer_step.multi_tensor_launches(1) == 1
+    assert optimizer_step.multi_tensor_launches(per_launch) == 1
+    assert optimizer_step.multi_tensor_launches(per_launch + 1) == 2
+    assert optimizer_step.multi_tensor_launches(1e9) == math.ceil(1e9 / per_launch) == 48
+
+
+def test_megatron_core_step_time_is_its_bytes_plus_a_gap_per_kernel():
+    """Device-bound (a 1e9-parameter shard, an 8e9-element fp32 gradient buffer, 30 shard tensors): the passes' bytes
+    at the achievable bandwidth plus the stream's gap before each kernel Python issues (the l2norm and Adam calls,
+    30 per-tensor copies, one zeroing kernel) and the queued-launch latency of each further launch of a
+    multi_tensor_apply call (47 each for the l2norm and Adam)."""
+    shard, buffer, tensors = 1e9, 8e9, 30
+    host, queued = kernels.host_model(), kernels.launch_overhead_s()
+    bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
+    expected = ((MCORE_SHARD_BYTES * shard + MCORE_BUFFER_BYTES * buffer) / bandwidth
+                + (1 + 1 + tensors + 1) * host.kernel_gap_s + 2 * 47 * queued)
+    assert optimizer_time_s(shard, H100, "bf16", "fp32", "adam", buffer, tensors) == pytest.approx(expected, rel=1e-9)
+    # without the distributed optimizer the copy is multi_tensor_scale: one call of 48 launches, not one per tensor
+    plain = optimizer_time_s(shard, H100, "bf16", "fp32", "adam", buffer, tensors, distributed=False)
+    assert plain == pytest.approx(expected + (1 - tensors) * host.kernel_gap_s + 47 * queued, rel=1e-9)
+
+
+def test_small_shard_pays_a_launch_per_tensor_and_the_host_waits_on_the_norm(monkeypatch):
+    """A tiny shard over many tensors: one kernel per shard tensor's copy. At the fitted gap (above the measured
+    dispatch) the stream's gaps bind: (norm + Adam + copies + zeroing) x gap. With a gap below the dispatch (round 9's
+    "fill" structure's measured 4 us), the host binds after total_norm.item(): every launch after it at the dispatch,
+    the stream idle meanwhile."""
+    tensors = 400
+    host = kernels.host_model()
+    small = optimizer_time_s(1e3, H100, "bf16", "fp32", "adam", 1e3, tensors)
+    assert small == pytest.approx((1 + 1 + tensors + 1) * host.kernel_gap_s, rel=1e-4)
+    assert [p.sync_after for p in optimizer_step.passes("adam")] == [True, False, False, False]
+    fill = kernels.HostModel(kernel_gap_s=4e-6, dispatch_s=13.5e-6, pipeline_step_s=0.0)
+    monkeypatch.setattr(kernels, "host_model", lambda: fill)
+    shard, tensors = 3e9, 10_000
+    launches = math.ceil(shard / (2048 * 32 * 320))   # 144 per multi-tensor call, 143 of them queued from C++
+    bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
+    queued_s = 2 * (launches - 1) * kernels.launch_overhead_s()   # the l2norm's and Adam's
+    norm_s = 4 * shard / bandwidth + fill.kernel_gap_s
+    after_sync = (1 + tensors + 1) * fill.dispatch_s   # the host issuing Adam, the copies and the zeroing
+    assert after_sync > (34 * shard + 4) / bandwidth + (1 + tensors + 1) * fill.kernel_gap_s  # host-bound
+    synced = optimizer_time_s(shard, H100, "bf16", "fp32", "adam", 1.0, tensors)
+    assert synced == pytest.approx(norm_s + after_sync + queued_s, rel=1e-6)
+    # more than the host issuing everything back to back, as if it had run ahead of the norm
+    assert synced > (2 + tensors + 1) * fill.dispatch_s + queued_s + 0.003
+
+
+def test_precision_aware_and_torchtitan_times_are_their_bytes():
+    shard, host = 1e9, kernels.host_model()
+    bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
+    queued = kernels.launch_overhead_s()
+    assert optimizer_time_s(shard, H100, "bf16", optimizer="adam_precision_aware") == pytest.approx(
+        (PRECISION_AWARE_SHARD_BYTES + 4) * shard / bandwidth + 3 * host.kernel_gap_s + 2 * 47 * queued, rel=1e-9)
+    assert optimizer_time_s(shard, H100, "bf16", optimizer="torch_adamw") == pytest.approx(
+        TORCH_ADAMW_SHARD_BYTES * shard / bandwidth + 3 * host.kernel_gap_s + 3 * 47 * queued, rel=1e-9)
+
+
+def test_scenario_accepts_the_new_optimizers_and_names_the_field_otherwise():
+    scenario = config.load("nemo2409-llama31-8b-8-h100-bf16")
+    data = scenario.model_dump(mode="json")
+    for name in ("adam_precision_aware", "torch_adamw"):
+        assert config.from_dict(data | {"training": data["training"] | {"optimizer": name}}).training.optimizer == name
+    with pytest.raises(config.ScenarioError, match="training.optimizer"):
+        config.from_dict(data | {"training": data["training"] | {"optimizer": "apex_adam"}})
+
+
+def test_memory_counts_the_optimizers_state_bytes():
+    """The distributed optimizer's state per shard parameter: 12 B (fp32 master weight and moments), 10 B for the
+    precision-aware optimizer's 16-bit remainders (parallel/memory.py takes them from optimizer_step)."""
+    from simcluster.parallel import memory
+
+    scenario = config.load("nemo2409-llama31-8b-8-h100-bf16")
+    data = scenario.model_dump(mode="json")
+    aware = config.from_dict(data | {"training": data["training"] | {"optimizer": "adam_precision_aware"}})
+    p = scenario.parallelism
+    params = memory.stage_params(scenario.model, p.tp, p.pp, 0, p.virtual_stages, p.layers_per_stage)
+    assert memory._stage_memory(scenario, 0).optimizer_bytes == pytest.approx(12 * params / (p.dp * p.cp), rel=1e-12)
+    assert memory._stage_memory(aware, 0).optimizer_bytes == pytest.approx(10 * params / (p.dp * p.cp), rel=1e-12)
