@@ -23,7 +23,7 @@ from collections import defaultdict
 from simcluster import engine
 from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
-from simcluster.workload import kernels, userbuffers
+from simcluster.workload import fp8_recipes, kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
 TWIN = {"bf16": "fp8", "fp8": "bf16"}
@@ -38,7 +38,7 @@ def op_class(op, phase: str) -> str:
         return GEMM_PHASES[phase]
     if op.kind == "attention":
         return "attention backward" if op.name.endswith("backward") else "attention forward"
-    if op.name == "fp8_cast":
+    if op.name in (fp8_recipes.AMAX_OP, fp8_recipes.CAST_OP):
         return "fp8 casts"
     if op.name == "ub_copy":
         return "userbuffers dY copies"
@@ -49,6 +49,8 @@ def twin(scenario, precision: str):
     """``scenario`` with its training precision set to ``precision`` (and a name saying so)."""
     data = scenario.model_dump(mode="json", exclude_none=True)
     data["training"]["precision"] = precision
+    if precision != "fp8":
+        data["training"].pop("fp8_recipe", None)   # a recipe is an fp8 setting: the bf16 twin runs none
     data["name"] = f"{scenario.name} [{precision}]"
     return config.from_dict(data, source=f"{scenario.name} as {precision}")
 

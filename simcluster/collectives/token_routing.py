@@ -63,12 +63,6 @@ class TokenRouting:
     load_cv: float = 0.0
     capacity_factor: float | None = None
 
-    @classmethod
-    def of(cls, moe) -> TokenRouting | None:
-        """The routing of a model's MoE layers (``model.moe``: experts, top_k; no model declares a node limit), None
-        for a dense model."""
-        return None if moe is None else cls(moe.experts, moe.top_k)
-
     def busiest_load(self, groups: int) -> float:
         """Routed tokens of the busiest of ``groups`` equal groups of the experts relative to the mean (>= 1):
         1 + CV / sqrt(E / G) z(G), capped at the capacity factor (tokens beyond are dropped; Fedus et al. 2021,

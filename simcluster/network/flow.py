@@ -267,7 +267,9 @@ class FlowNetwork(NetworkModel):
                 if first_done_s <= end_s:
                     break
                 for h in remaining:
-                    remaining[h] -= rates[h] * (end_s - now_s)
+                    # never below zero: end_s - now_s carries the rounding of the absolute times, and a class a
+                    # rounding error from ending would be left with a negative rest that never ends (a hang)
+                    remaining[h] = max(0.0, remaining[h] - rates[h] * (end_s - now_s))
                 for h in ending:
                     del remaining[h]
                     done_at_s[h] = end_s + self._sending[h].latency_s

@@ -35,13 +35,31 @@ What this module adds to the plan (``apply``):
   Megatron's distributed optimizer reduce-scatters. ZeRO-1 with 16-bit gradients reduces each rank's partition to
   it (``average_tensor``: one ``dist.reduce`` per partition, the bytes of a reduce-scatter), as ZeRO-0 all-reduces.
 
-Not modelled (each well under 1% of these runs' steps): the ``PartitionedTensor`` meta tensor sent before each
-message (a blocking broadcast of a few int64), the host synchronisation of ``from_meta`` (``meta.tolist()``),
-``buffered_allreduce_fallback``'s flatten and copy-back of the gradients once per step, ``clear_hp_grads``' zeroing;
-the tied-embedding all-reduce runs before the data-parallel one in DeepSpeed (after it here: the same sum on the
-stages that run both). ``update_hp_grads`` loops over the parameter tensors (two kernels each): charged as one
-memory-bound kernel per chunk, without a stream gap per tensor (docs/calibration.md, "Issue 15: DeepSpeed's
-PipelineEngine").
+- The host round trips of the partitioned messages (DeepSpeed before the CPU meta cache of microsoft/DeepSpeed#4360,
+  2023: "PartitionedTensor.from_meta will cause device to host synchronization when reading the meta tensor"). Each
+  stops the host until the compute stream has drained, and the GPU then idles until the host has issued the next
+  work: ``PartitionedTensor.to_meta`` builds its meta on the host and copies it to the GPU (``torch.LongTensor(...)
+  .to(device)``: a blocking copy, which torch ends with a stream synchronisation) and ``from_meta`` reads it back
+  (``meta.tolist()``). Megatron's step has one such drain (its p2p's ``torch.cuda.synchronize()``), charged as the
+  fitted host time of a pipeline step (efficiency.yaml ``pipeline_step_s``) on every block; DeepSpeed's steps have
+  more (``partition_syncs``): after the forward the output's ``to_meta`` (every stage but the last), in the backward
+  the gradient's ``from_meta`` after the output's all-gather (every stage but the last) and, after it, the input
+  gradient's ``to_meta`` in ``SendGrad`` (every stage but the first). Each is charged the same host time
+  (assumption: the Python between a drain and the next launch costs what a drained Megatron pipeline step does).
+  ``PartitionedTensor.full()`` zero-fills the whole message, all-gathers into it and returns a clone
+  (``flat_tensor.view(...).clone().detach()``): 3 B of HBM traffic per message byte (``FULL_BYTES_PER_BYTE``) for
+  each rebuilt message (the received activation, the re-gathered output, the received gradient).
+- The BF16_Optimizer's passes over the stage's fp32 gradients once per step (``BF16_STEP_BYTES_PER_PARAM``):
+  ``allreduce_bucket``'s post-scaling (``mul_`` by 1/dp after the all-reduce), ``get_global_norm_of_tensors`` over
+  every gradient, ``clear_hp_grads``' ``zero_``; added to the optimizer's time.
+
+Not modelled (each well under 1% of these runs' steps): the shapes sent before the first message only
+(``_send_tensor_meta``), the PartitionedTensor's meta sent with every message (a few int64: one more transfer's
+latency), the gradient clipping's ``mul_`` (it runs only when the norm exceeds the threshold), the
+norm's per-tensor ``.item()`` (one host round trip per parameter tensor, once per step); the tied-embedding
+all-reduce runs before the data-parallel one in DeepSpeed (after it here: the same sum on the stages that run both).
+``update_hp_grads`` loops over the parameter tensors (two kernels each): charged as one memory-bound kernel per
+chunk, without a stream gap per tensor (docs/calibration.md, "Issue 15: DeepSpeed's PipelineEngine").
 """
 
 from __future__ import annotations
@@ -63,6 +81,13 @@ BF16_OPTIMIZER_BYTES_PER_PARAM = 2 + 4 + 4 + 4 + 4
 AUTOGRAD_ACCUMULATE_BYTES_PER_PARAM = 3 * 2
 # PartitionedTensor.full() before each backward of a stage that sent its output (all but the last)
 OUTPUT_REGATHERS = 1
+# PartitionedTensor.full() (deepspeed/runtime/utils.py, 2021-2022): torch.zeros of the whole message (1 B written per
+# byte), all_gather into it, then .clone() of it (1 B read, 1 B written)
+FULL_BYTES_PER_BYTE = 1 + 2
+# BF16_Optimizer once per step over the stage's fp32 gradients, 4 B each (deepspeed/runtime/engine.py
+# allreduce_bucket: tensor_to_allreduce.mul_(predivide / dp) after the all-reduce, read + write; bf16_optimizer.py
+# step: get_global_norm_of_tensors reads every gradient, clear_hp_grads zero_() writes every one)
+BF16_STEP_BYTES_PER_PARAM = (4 + 4) + 4 + 4
 
 
 def uses_bf16_optimizer(precision: str, grad_dtype: str) -> bool:
@@ -75,6 +100,25 @@ def accumulation_bytes_per_param(precision: str, grad_dtype: str) -> float:
     if uses_bf16_optimizer(precision, grad_dtype):
         return BF16_OPTIMIZER_BYTES_PER_PARAM
     return AUTOGRAD_ACCUMULATE_BYTES_PER_PARAM
+
+
+def partition_syncs(phase: str, first: bool, last: bool) -> int:
+    """Host syncs of the partitioned messages in a block beyond Megatron's one per pipeline step: after the forward
+    the output's ``to_meta`` (not on the last stage, which sends nothing); in the backward the received gradient's
+    ``from_meta`` after the output's re-gather (not on the last stage, which receives none) and the input gradient's
+    ``to_meta`` (``SendGrad``; not on the first stage). The forward's ``from_meta`` of the received input, and the
+    backward's of the output, wait for the exchange: the drain Megatron's step has too."""
+    if phase == "forward":
+        return int(not last)
+    return int(not last) + int(not first)
+
+
+def partition_fulls(phase: str, first: bool, last: bool) -> int:
+    """Messages rebuilt with ``PartitionedTensor.full()`` in a block: the received input (forward, not on the first
+    stage), the re-gathered output and the received gradient (backward, not on the last stage)."""
+    if phase == "forward":
+        return int(not first)
+    return 2 * int(not last)
 
 
 def dp_grad_op(precision: str, grad_dtype: str, zero_stage: int) -> str:
@@ -95,18 +139,36 @@ def apply(step_plan, collective_time_s):
     regather = step_plan.p2p_gather_bytes > 0
     tp_group = tuple(step_plan.layout.group(0, "tp"))
     gather_s = collective_time_s("all_gather", tp_group, step_plan.p2p_gather_bytes) if regather else 0.0
+    sync_s = kernels.pipeline_step_overhead_s()
+    full = Op("deepspeed_partition_full", "memory", 0.0, FULL_BYTES_PER_BYTE * step_plan.p2p_gather_bytes)
     chunks = []
     for cost in step_plan.chunks:
+        first, last = cost.chunk == 0, cost.chunk == step_plan.chunk_count - 1
         params = cost.param_bytes / weight_element
         accumulate = Op("deepspeed_grad_accumulate", "memory", params, per_param * params)
-        stream = cost.backward_stream + kernels.stream_time([accumulate], gpu, precision)
-        backward_s = cost.backward_compute_s + stream.elapsed_s() - cost.backward_stream.elapsed_s()
-        changes = {"backward_stream": stream, "backward_compute_s": backward_s}
-        if regather and cost.chunk < step_plan.chunk_count - 1:
+        changes = {}
+        for phase, extra in (("forward", []), ("backward", [accumulate])):
+            before = getattr(cost, f"{phase}_stream")
+            syncs = 0
+            if regather:  # the partitioned messages' rebuilds and host round trips
+                extra = [full] * partition_fulls(phase, first, last) + extra
+                syncs = partition_syncs(phase, first, last)
+            if not extra and not syncs:
+                continue
+            stream = before + kernels.stream_time(extra, gpu, precision)
+            changes[f"{phase}_stream"] = stream
+            changes[f"{phase}_compute_s"] = (getattr(cost, f"{phase}_compute_s") + stream.elapsed_s()
+                                             - before.elapsed_s() + syncs * sync_s)
+        if regather and not last:
             calls = cost.tp_collectives.get("backward", ())
             changes["tp_collectives"] = {**cost.tp_collectives,
                                          "backward": (*calls, ("all_gather", OUTPUT_REGATHERS))}
             changes["backward_tp_comm_s"] = cost.backward_tp_comm_s + OUTPUT_REGATHERS * gather_s
         chunks.append(dataclasses.replace(cost, **changes))
-    return dataclasses.replace(step_plan, chunks=chunks, p2p_sequential=True,
+    optimizer_s = step_plan.optimizer_s
+    if uses_bf16_optimizer(precision, p.grad_reduce_dtype):
+        optimizer_s = [seconds + kernels.op_time_s(Op("bf16_optimizer_step_passes", "memory", params,
+                                                      BF16_STEP_BYTES_PER_PARAM * params), gpu, precision)
+                       for seconds, params in zip(optimizer_s, step_plan.stage_params, strict=True)]
+    return dataclasses.replace(step_plan, chunks=chunks, p2p_sequential=True, optimizer_s=optimizer_s,
                                dp_grad_op=dp_grad_op(precision, p.grad_reduce_dtype, p.zero_stage))

@@ -473,6 +473,9 @@ class Scenario(_Strict):
         if moe is None:
             if p.ep > 1 or p.etp > 1:
                 raise ScenarioError("parallelism.ep", "expert parallelism (ep, etp > 1) needs a model with moe")
+            if p.moe_dispatcher != "alltoall":
+                raise ScenarioError("parallelism.moe_dispatcher", f"{p.moe_dispatcher} dispatches MoE tokens: it "
+                                    "needs a model with moe")
             return
         if moe.experts % p.ep:
             raise ScenarioError("parallelism.ep", f"{moe.experts} experts are not divisible by ep={p.ep}")
@@ -488,6 +491,9 @@ class Scenario(_Strict):
         if p.moe_dispatcher == "flex" and p.ep_alltoall != "hierarchical":
             raise ScenarioError("parallelism.moe_dispatcher", "flex (DeepEP, HybridEP) sends a token once per "
                                 "destination node and GPU: it needs ep_alltoall: hierarchical")
+        if p.moe_dispatcher == "flex" and p.ep * p.etp == 1:
+            raise ScenarioError("parallelism.moe_dispatcher", "flex dispatches tokens between expert-parallel "
+                                "ranks: it needs ep x etp > 1 (Megatron-Core's flex dispatcher asserts it)")
 
     @property
     def expert_data_parallel(self) -> int:

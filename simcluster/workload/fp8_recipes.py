@@ -1,6 +1,7 @@
 """What Transformer Engine's fp8 recipes cost beyond the fp8 GEMMs themselves: the HBM bytes of quantizing a GEMM
-operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized. The layer's casts are one fused op
-(``ops.layer_ops``); the recipe sets its bytes per element.
+operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized, and the kernels they run as
+(``quantize_kernels``: one fused op per layer and phase for delayed and MXFP8, per-tensor kernels for current
+scaling, below).
 
 - ``delayed`` (per-tensor delayed scaling, Transformer Engine's default and NeMo's fp8 until 2025): the scale comes
   from the amax history, so one cast-transpose kernel reads the 2-byte tensor and writes the fp8 tensor and its
@@ -9,7 +10,8 @@ operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized. T
   scale comes from this tensor's own amax, so the tensor is read once more before the cast:
   Float8CurrentScalingQuantizer::quantize_impl runs nvte_compute_amax (reads the input), an amax all-reduce when the
   quantizer has a group, nvte_compute_scale_from_amax (one float) and only then nvte_quantize_v2 (reads it again,
-  writes fp8 and its transpose): NVIDIA/TransformerEngine transformer_engine/pytorch/csrc/quantizer.cpp. 6 bytes.
+  writes fp8 and its transpose): NVIDIA/TransformerEngine transformer_engine/pytorch/csrc/quantizer.cpp. 6 bytes
+  (``cast_bytes_per_element``; as kernels, a tensor a norm wrote skips the amax pass: 4 bytes, "Kernels" below).
 - ``mxfp8`` (MXFP8 block scaling, "FP8-MX", bf16_with_mxfp8_mixed; Blackwell): one quantize kernel computes each
   32-element block's E8M0 scale (1 byte) itself, no amax pass, and writes the rowwise copy (scales along rows) and
   the columnwise copy (scales along columns) the backward GEMMs need (MXFP8Quantizer with rowwise and columnwise
@@ -32,6 +34,19 @@ and the backward GEMMs read the rowwise data transposed: delayed 2 + 1 bytes, cu
 
 Weights are quantized once per step in every recipe (Transformer Engine caches them across microbatches): left out,
 as ``ops`` does.
+
+Kernels (``quantize_kernels``). Delayed scaling and MXFP8 stay one fused op per layer and phase (the convention the
+fitted per-kernel gap was fitted with on the Hopper rows). Current scaling runs as Transformer Engine 2.x launches
+it, kernel by kernel per quantized tensor (``Float8CurrentScalingQuantizer::quantize_impl``, csrc/quantizer.cpp):
+``nvte_compute_amax`` (reads the 16-bit tensor: ``AMAX_OP``), ``nvte_compute_scale_from_amax`` (one float), then
+``nvte_quantize_v2`` (the cast, ``CAST_OP``: the cast-transpose bytes of delayed scaling). Where a Transformer
+Engine norm wrote the tensor (the LayerNormLinear inputs: QKV and fc1) the norm kernel computes the amax itself
+(csrc/extensions/normalization.cpp, ``Impl::FUSED_NORM_AMAX_FP8``: the norm writes its 16-bit output and the amax,
+then ``quantize_with_amax``), so that tensor has no amax pass: its bytes are delayed scaling's. Counted as kernels:
+the amax passes and the casts, which each move the whole tensor like every elementwise kernel of ``ops``. Not
+counted: the one-thread scale kernel (a launch and ~2 us, not the fitted per-kernel gap of large kernels), and with
+sequence parallelism the amax all-reduce over the tensor-parallel group before the cast (``with_amax_reduction``,
+a blocking NCCL all-reduce of one float per sequence-parallel input and row-parallel output gradient).
 """
 
 from __future__ import annotations
@@ -42,6 +57,10 @@ from simcluster.core import catalog
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 
 FP8_RECIPES = ("delayed", "current", "mxfp8")
+# recipes whose quantizations run as kernels per tensor (``quantize_kernels``); the others are one fused op
+PER_TENSOR_RECIPES = ("current",)
+AMAX_OP = "fp8_amax"
+CAST_OP = "fp8_cast"
 BF16_BYTES = BYTES_PER_ELEMENT["bf16"]
 FP8_BYTES = BYTES_PER_ELEMENT["fp8"]
 MX_BLOCK = 32                 # elements sharing one scale (OCP MX v1.0, MXFP8 E4M3)
@@ -69,3 +88,22 @@ def cast_bytes_per_element(recipe: str, transpose: bool = True) -> float:
     if recipe == "current":
         return BF16_BYTES + BF16_BYTES + write_both          # the amax pass, then the cast-transpose
     return BF16_BYTES + 2 * FP8_BYTES + 2 * MX_SCALE_BYTES / MX_BLOCK + SCALE_SWIZZLE_BYTES_PER_ELEMENT
+
+
+def quantize_kernels(recipe: str, transpose: bool, tensors: list[tuple[float, bool]]) -> list[tuple[str, float, float]]:
+    """The kernels quantizing the 16-bit GEMM operands ``tensors`` of one layer phase under ``recipe``, as (name,
+    elements, HBM bytes): ``tensors`` are (elements, norm_fed) pairs, ``norm_fed`` where a Transformer Engine norm
+    wrote the tensor. Current scaling (``PER_TENSOR_RECIPES``): per tensor an amax pass (``AMAX_OP``, 16-bit read;
+    none where the norm computed the amax) and a cast (``CAST_OP``, delayed scaling's bytes); the other recipes one
+    fused ``CAST_OP`` over all elements at ``cast_bytes_per_element``."""
+    assert recipe in FP8_RECIPES, recipe
+    if recipe not in PER_TENSOR_RECIPES:
+        elements = sum(n for n, _ in tensors)
+        return [(CAST_OP, elements, cast_bytes_per_element(recipe, transpose) * elements)]
+    cast = cast_bytes_per_element("delayed", transpose)
+    kernels: list[tuple[str, float, float]] = []
+    for elements, norm_fed in tensors:
+        if not norm_fed:
+            kernels.append((AMAX_OP, elements, BF16_BYTES * elements))
+        kernels.append((CAST_OP, elements, cast * elements))
+    return kernels

@@ -303,24 +303,30 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
 
 def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], host: HostModel,
                    dispatch_s: float) -> float:
-    """The stream's idle after host syncs: a ``HOST_SYNC`` drains the stream, so the host cannot have run ahead of
-    the kernels after it, and the segment up to the next sync (or the end of ``ops``) takes the slower of its
-    device time (kernels, gaps, fill) and its host time (every launch at ``dispatch_s``); the excess of the host's
-    over the device's is idle. Simplification: the excess only, as if the host's launches spread evenly over the
-    segment's device time (a segment that starts with many short kernels idles more)."""
-    stall, device, launches, synced = 0.0, 0.0, 0, False
+    """The stream's idle after host syncs: a ``HOST_SYNC`` drains the stream, so after it the host has no lead and
+    the segment up to the next sync (or the end of ``ops``) is a race, kernel by kernel in order: each launch costs
+    the host ``dispatch_s`` (``HOST_ONLY_LAUNCH`` ops too), and a kernel starts when it has been launched and the
+    stream is free, then takes its gap, time and fill. The segment ends when its last kernel ends or the host has
+    issued its last launch, whichever is later; the idle is that over the segment's device time (gaps and fill
+    included). Exact for the order of ``ops``, from an empty stream at the sync; the sync's own round trip is not
+    counted."""
+    stall, host_s, stream_s, device, synced = 0.0, 0.0, 0.0, 0.0, False
     for op, time_s, wave in zip(ops, times_s, waves_s, strict=True):
         if op.name == HOST_SYNC:
             if synced:
-                stall += max(0.0, launches * dispatch_s - device)
-            synced, device, launches = True, 0.0, 0
-        if not synced or op.name == HOST_SYNC:
+                stall += max(host_s, stream_s) - device
+            synced, host_s, stream_s, device = True, 0.0, 0.0, 0.0
             continue
-        launches += 1
-        if op.name != HOST_ONLY_LAUNCH:
-            device += time_s + host.kernel_gap_s + host.fill_waves * wave
+        if not synced:
+            continue
+        host_s += dispatch_s
+        if op.name == HOST_ONLY_LAUNCH:
+            continue
+        busy = host.kernel_gap_s + time_s + host.fill_waves * wave
+        stream_s = max(stream_s, host_s) + busy
+        device += busy
     if synced:
-        stall += max(0.0, launches * dispatch_s - device)
+        stall += max(host_s, stream_s) - device
     return stall
 
 

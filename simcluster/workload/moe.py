@@ -112,13 +112,16 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     # unpermutation weights each expert output by its probability and sums a row's slots (read k*T*h, write
     # source*h). Backward runs the same copies the other way. HBM-bound copies (Megatron-Core moe_utils.permute /
     # unpermute); which rows they see depends on the dispatcher (``permutation_rows``).
+    # The flex dispatcher permutes after the dispatch, the rows this rank received: the busiest rank's ``load``.
     flex = dispatcher == "flex" and ep * etp > 1
     source = permutation_rows(model, routed, ep) if flex else routed
-    copies = (source + k * routed) * h
+    received = load if flex else 1.0
+    copies = (source + k * routed) * h * received
+    slots = k * routed * received
     permute = _memory("permute", 0.0, copies * e)
-    unpermute = _memory("unpermute", 2.0 * k * routed * h, copies * e)
+    unpermute = _memory("unpermute", 2.0 * slots * h, copies * e)
     permute_bwd = _memory("permute", 0.0, copies * e)
-    unpermute_bwd = _memory("unpermute", 2.0 * k * routed * h, (copies + k * routed) * e)
+    unpermute_bwd = _memory("unpermute", 2.0 * slots * h, (copies + slots) * e)
 
     # grouped expert GEMMs: experts/ep local experts, each with its mean tokens at ``load``, ffn split by etp
     local_experts = moe.experts // ep
@@ -133,20 +136,22 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     # forward: the router (and shared experts) before the host's sync on the tokens per expert, the routed experts
     # after it (``host_syncs``)
     forward = [router.forward(shard), router_act]
-    routed_forward = [permute, _scaled(up.forward(shard), scale), act, _scaled(down.forward(shard), scale),
-                      unpermute]
     backward_input = [unpermute_bwd, _scaled(down.dgrad(shard), scale), act_bwd, _scaled(up.dgrad(shard), scale),
                       permute_bwd, router_act_bwd, router.dgrad(shard)]
     backward_weight = [_scaled(down.wgrad(shard), scale), _scaled(up.wgrad(shard), scale), router.wgrad(shard)]
     launches = host_launches(local_experts, cuda_graphs, fp8=shard.precision == "fp8", flex=flex)
     forward += launches["router_forward"]
-    routed_forward += launches["forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
     expert_rows = local_experts * per_expert
     sorts = [] if flex else sort_chunks_ops(expert_rows * h * e, ep, local_experts)
-    routed_forward += sorts
     backward_input += sorts
+    # the routed forward in the order the host issues it (the race after the host sync, kernels.synced_stall_s):
+    # permute, [dispatch, the engine's], sort by local expert, fc1's per-expert launches and fc1, the activation,
+    # fc2's and fc2, the sort back, [combine], unpermute
+    fc1_launches, fc2_launches = _halves(launches["forward"])
+    routed_forward = [permute, *sorts[:1], *fc1_launches, _scaled(up.forward(shard), scale), act,
+                      *fc2_launches, _scaled(down.forward(shard), scale), *sorts[1:], unpermute]
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
     if moe.shared_experts:
@@ -171,10 +176,7 @@ def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
     tokens into k copies before its all-to-all and sorts them again by local expert after it
     (``sort_chunks_ops``), which the flex dispatcher does not run."""
     moe = model.moe
-    routing = TokenRouting(moe.experts, moe.top_k)
-    if not routing.divides(1, ep):
-        return routed * moe.top_k
-    return routed * routing.distinct_gpus(1, ep)
+    return routed * TokenRouting(moe.experts, moe.top_k).distinct_gpus(1, ep)   # experts % ep == 0: config
 
 
 def host_syncs(phase: str) -> list[Op]:
@@ -254,6 +256,18 @@ def grouped_gemm_serial_kernels(local_experts: int) -> int:
     as ceil(GEMMs / streams) one after another on the busiest stream, whose gaps the others overlap."""
     table = _constants()["host_launches"]
     return math.ceil(local_experts * table["gemm_per_local_expert"] / table["gemm_streams"])
+
+
+def _halves(launches: list[Op]) -> tuple[list[Op], list[Op]]:
+    """A phase's launches of its two grouped GEMMs (fc1, fc2), each kind split evenly between them (fc1 the odd
+    one): what the host issues with each GEMM."""
+    first: list[Op] = []
+    second: list[Op] = []
+    for name in dict.fromkeys(op.name for op in launches):
+        same = [op for op in launches if op.name == name]
+        first += same[:(len(same) + 1) // 2]
+        second += same[(len(same) + 1) // 2:]
+    return first, second
 
 
 def _scaled(op: Op, scale: float) -> Op:

@@ -332,6 +332,10 @@ class MlpBlock:
     backward_weight: list[Op]
     cast_forward_elements: float = 0.0
     cast_backward_elements: float = 0.0
+    # the same elements per quantized tensor, (elements, written by a norm) (fp8_recipes.quantize_kernels); empty:
+    # one tensor not written by a norm
+    cast_forward_tensors: tuple[tuple[float, bool], ...] = ()
+    cast_backward_tensors: tuple[tuple[float, bool], ...] = ()
 
 
 def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name: str = "mlp") -> MlpBlock:
@@ -347,7 +351,9 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
     sp_tokens = tokens / shard.sp_divisor
     return MlpBlock([*up_forward, act, down.forward(shard)], [down.dgrad(shard), act_bwd, *up_dgrad],
                     [down.wgrad(shard), *up_wgrad],
-                    sp_tokens * h + tokens * ffn_local, sp_tokens * h + tokens * up_width)
+                    sp_tokens * h + tokens * ffn_local, sp_tokens * h + tokens * up_width,
+                    ((sp_tokens * h, True), (tokens * ffn_local, False)),      # fc1's input: the norm's output
+                    ((sp_tokens * h, False), (tokens * up_width, False)))
 
 
 def activation_ops(name: str, model: TransformerSpec, act_out: float, e: int) -> tuple[Op, Op]:
@@ -421,6 +427,13 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
             forward_bytes, backward_bytes = forward_bytes + weight_forward, backward_bytes + weight_backward
         casts = [_memory("fp8_cast", forward_elements, forward_bytes)]
         casts_bwd = [_memory("fp8_cast", backward_elements, backward_bytes)]
+        if shard.fp8_recipe in fp8_recipes.PER_TENSOR_RECIPES:   # its kernels per tensor (fp8_recipes)
+            forward_tensors = [(sp_tokens * h, True), (tokens * q_local, False),
+                               *(mlp.cast_forward_tensors or [(mlp.cast_forward_elements, False)])]
+            backward_tensors = [(sp_tokens * h, False), (tokens * (q_local + 2 * kv_local), False),
+                                *(mlp.cast_backward_tensors or [(mlp.cast_backward_elements, False)])]
+            casts, casts_bwd = ([_memory(name, n, size) for name, n, size in fp8_recipes.quantize_kernels(
+                shard.fp8_recipe, shard.fp8_transpose, tensors)] for tensors in (forward_tensors, backward_tensors))
 
     forward = [attn_norm, *qkv_forward, *rope, *core_forward, attn_out.forward(shard), attn_residual,
                mlp_norm, *mlp.forward, mlp_residual, *casts]

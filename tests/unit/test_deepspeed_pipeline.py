@@ -16,6 +16,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.engine import Simulation
 from simcluster.parallel import deepspeed_pipeline, memory
 from simcluster.spec import config
+from simcluster.workload import kernels
 
 # a small GPT over two 4-GPU A100 nodes: tp 4 inside a node, pp 2 across them, no sequence parallelism (2022's
 # Megatron-DeepSpeed had none)
@@ -56,8 +57,9 @@ def test_accumulation_lengthens_each_backward_by_its_bytes_at_most_at_the_hbm_ra
     """Every parameter of a chunk (the embedding's too) passes through the accumulation each microbatch: the
     backward grows by at least 18 B x params over the datasheet HBM bandwidth, and the forward not at all; with
     16-bit gradients the growth is a third of that (both memory-bound, one kernel each), 12 B x params less."""
-    megatron, deepspeed = plans()
-    _, sixteen_bit = plans(parallelism__grad_reduce_dtype="bf16", parallelism__zero_stage=1)
+    one_rank = {"parallelism__tp": 1, "cluster__gpus_per_node": 1}  # no partitioned messages: the accumulation alone
+    megatron, deepspeed = plans(**one_rank)
+    _, sixteen_bit = plans(parallelism__grad_reduce_dtype="bf16", parallelism__zero_stage=1, **one_rank)
     hbm_bytes_per_s = scenario().cluster.gpu.hbm_bandwidth
     weight_bytes = memory.state_bytes_per_param("bf16")["weights"]
     for before, after, low in zip(megatron.chunks, deepspeed.chunks, sixteen_bit.chunks, strict=True):
@@ -69,6 +71,51 @@ def test_accumulation_lengthens_each_backward_by_its_bytes_at_most_at_the_hbm_ra
         low_s = low.backward_compute_s - before.backward_compute_s
         assert 12 * params / hbm_bytes_per_s <= grown_s - low_s < 2 * 12 * params / hbm_bytes_per_s
         assert low_s / grown_s == pytest.approx(6 / 18, rel=0.05)  # each pass also pays one kernel's launch gap
+
+
+def test_bf16_optimizer_passes_over_the_fp32_gradients_once_per_step():
+    """The post-scaling mul_ after the all-reduce (read + write), the norm (read) and clear_hp_grads (write) of every
+    4 B gradient of the stage: 16 B per parameter added to the optimizer, memory-bound; none with 16-bit gradients
+    (no BF16_Optimizer)."""
+    megatron, deepspeed = plans()
+    hbm_bytes_per_s = scenario().cluster.gpu.hbm_bandwidth
+    assert deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM == 16
+    for stage, params in enumerate(deepspeed.stage_params):
+        grown_s = deepspeed.optimizer_s[stage] - megatron.optimizer_s[stage]
+        assert 16 * params / hbm_bytes_per_s <= grown_s < 2 * 16 * params / hbm_bytes_per_s
+    low_megatron, low = plans(parallelism__grad_reduce_dtype="bf16", parallelism__zero_stage=1)
+    assert low.optimizer_s == low_megatron.optimizer_s
+
+
+@pytest.mark.parametrize(("phase", "first", "last", "syncs", "fulls"), [
+    ("forward", True, False, 1, 0),    # the output's to_meta; nothing received
+    ("forward", False, False, 1, 1),   # + the received input rebuilt
+    ("forward", False, True, 0, 1),    # the last stage sends nothing
+    ("backward", True, False, 1, 2),   # the gradient's from_meta after the output's re-gather; no SendGrad
+    ("backward", False, False, 2, 2),  # + SendGrad's to_meta of the input gradient
+    ("backward", False, True, 1, 0),   # the last stage receives no gradient and re-gathers nothing
+])
+def test_partitioned_messages_sync_and_rebuild_per_block(phase, first, last, syncs, fulls):
+    assert deepspeed_pipeline.partition_syncs(phase, first, last) == syncs
+    assert deepspeed_pipeline.partition_fulls(phase, first, last) == fulls
+
+
+def test_each_host_sync_costs_a_pipeline_step_and_each_rebuild_three_bytes_per_message_byte():
+    """pp 2, tp 4: the first stage's forward grows by one drained step's host time exactly (its output's to_meta),
+    the last stage's by the zero-fill and clone of the received activation only (3 B per byte, memory-bound, one
+    kernel's gap, no sync); with one rank per stage (no partitioned messages) neither grows."""
+    megatron, deepspeed = plans()
+    step_s = kernels.pipeline_step_overhead_s()
+    first, last = deepspeed.chunks
+    assert first.forward_compute_s - megatron.chunks[0].forward_compute_s == pytest.approx(step_s, rel=1e-9)
+    full_s = last.forward_compute_s - megatron.chunks[1].forward_compute_s - kernels.host_model().kernel_gap_s
+    hbm_bytes_per_s = scenario().cluster.gpu.hbm_bandwidth
+    full_bytes = 3 * megatron.p2p_gather_bytes
+    assert full_bytes / hbm_bytes_per_s <= full_s < 2 * full_bytes / hbm_bytes_per_s
+    assert last.forward_stream.kernels == megatron.chunks[1].forward_stream.kernels + 1
+    one_megatron, one = plans(parallelism__tp=1, cluster__gpus_per_node=1)
+    for before, after in zip(one_megatron.chunks, one.chunks, strict=True):
+        assert after.forward_compute_s == before.forward_compute_s
 
 
 @pytest.mark.parametrize(("grad_dtype", "zero_stage", "op"), [

@@ -59,27 +59,32 @@ def _copy(seconds: float, gpu):
     return _memory("copy", 0.0, seconds * gpu.hbm_bandwidth * kernels.hbm_fraction())
 
 
-def test_after_a_host_sync_the_segment_takes_the_slower_of_its_device_and_host_times():
-    """A device-to-host sync drains the stream, so the host cannot run ahead across it: the kernels after it take
-    max(device time + gaps, launches x dispatch) (closed form), the stream idles for the difference; before it, and
-    without it, only the block's max counts. Host-only launches (other streams) add dispatch, no kernel."""
+def test_after_a_host_sync_the_segment_is_a_race_of_host_launches_and_stream_in_order():
+    """A device-to-host sync drains the stream, so the host has no lead after it: each launch costs the host its
+    dispatch and a kernel starts when it is launched and the stream is free (closed forms below); before the sync,
+    and without one, only the block's max counts. Host-only launches (other streams) add dispatch, no kernel."""
     from simcluster.spec import hardware
     gpu = hardware.gpu("b200")   # an x86 host (cpu ratio 1)
     host = kernels.host_model()
+    d = host.dispatch_s
     long = [_copy(2e-3, gpu)]                       # 2 ms of device work: the host runs far ahead of it
     short = [_copy(1e-6, gpu)] * 10 + [_zero(kernels.HOST_ONLY_LAUNCH)] * 30
+    busy = 1e-6 + host.kernel_gap_s + 0.0           # a short copy on the stream (no fill: memory-bound)
+    assert busy > d, "closed forms below assume a short copy outlasts a launch (gap structure)"
     plain = kernels.stream_time(long + short, gpu, "bf16")
     synced = kernels.stream_time(long + [_zero(kernels.HOST_SYNC)] + short, gpu, "bf16")
     assert plain.stall_s == 0.0
     assert synced.kernels == plain.kernels == 11     # the sync and the host-only launches are no kernels
-    assert synced.host_bound_s(host) == pytest.approx(41 * host.dispatch_s, rel=1e-12)
-    segment_device = 10 * (1e-6 + host.kernel_gap_s)
-    assert synced.stall_s == pytest.approx(max(0.0, 40 * host.dispatch_s - segment_device), rel=1e-9)
-    assert synced.stall_s > 0   # 40 launches x 13.5 us > 10 x (1 us + gap) at the gap or the measured 4 us
+    assert synced.host_bound_s(host) == pytest.approx(41 * d, rel=1e-12)
+    # the copies run back to back from the first launch; the host then issues 30 more launches: it ends last
+    assert synced.stall_s == pytest.approx(40 * d - 10 * busy, rel=1e-9)
     assert synced.elapsed_s(host) == pytest.approx(plain.elapsed_s(host) + synced.stall_s, rel=1e-12)
-    # a long kernel after the sync hides the launches again
-    hidden = kernels.stream_time([_zero(kernels.HOST_SYNC)] + short + long, gpu, "bf16")
-    assert hidden.stall_s == 0.0
+    # a long kernel right after the sync runs while the host issues the rest: only its own launch is exposed
+    first = kernels.stream_time([_zero(kernels.HOST_SYNC)] + long + short, gpu, "bf16")
+    assert first.stall_s == pytest.approx(d, rel=1e-9)
+    # after the short ones it waits for all 41 launches: the stream idles for what the host is behind
+    last = kernels.stream_time([_zero(kernels.HOST_SYNC)] + short + long, gpu, "bf16")
+    assert last.stall_s == pytest.approx(41 * d - 10 * busy, rel=1e-9)
 
 
 def test_a_grace_host_takes_its_measured_cpu_time_per_launch():

@@ -140,3 +140,50 @@ def test_flex_without_deepeps_alltoall_is_refused_naming_the_field(tmp_path):
                          cwd=tmp_path, env={"PYTHONPATH": str(config.bundled_dir().parents[2]), "PATH": ""})
     assert run.returncode == 2
     assert "parallelism.moe_dispatcher" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_flex_permutation_carries_the_busiest_ranks_load():
+    """The flex permutation runs after the dispatch, on the rows this rank received: at load L its bytes and the
+    unpermutation's FLOP are L times the balanced ones; the alltoall permutation (before the dispatch, on the
+    rank's own tokens) does not change with the load."""
+    spec, shard = _spec(), Shard(seq_len=4096, micro_batch=1, tp=2)
+    for phase in ("forward", "backward_input"):
+        for name in ("permute", "unpermute"):
+            (even,) = _named(moe.moe_block(spec, shard, ep=8, dispatcher="flex"), phase, name)
+            (busy,) = _named(moe.moe_block(spec, shard, ep=8, load=1.3, dispatcher="flex"), phase, name)
+            assert busy.hbm_bytes == pytest.approx(1.3 * even.hbm_bytes, rel=1e-12)
+            assert busy.flop == pytest.approx(1.3 * even.flop, rel=1e-12)
+    (even,) = _named(moe.moe_block(spec, shard, ep=8), "forward", "permute")
+    (busy,) = _named(moe.moe_block(spec, shard, ep=8, load=1.3), "forward", "permute")
+    assert busy.hbm_bytes == even.hbm_bytes
+
+
+def test_routed_forward_issues_each_grouped_gemms_launches_with_it():
+    """After the host sync the routed forward is in issue order: permute, sort, fc1's launches, fc1, act, fc2's
+    launches, fc2, sort back, unpermute (kernels.synced_stall_s races the host over this order)."""
+    spec, shard = _spec(), Shard(seq_len=4096, micro_batch=1, tp=2)
+    block = moe.moe_block(spec, shard, ep=8)
+    forward = block.forward
+    routed = [op.name for op in forward[forward.index(_named(block, "forward", "host_sync")[0]) + 1:]]
+    fc1, fc2 = routed.index("expert_up"), routed.index("expert_down")
+    assert routed[:2] == ["permute", "moe_sort_chunks"] and routed[-2:] == ["moe_sort_chunks", "unpermute"]
+    assert 2 < fc1 < fc2 < len(routed) - 2
+    before_fc1 = [n for n in routed[2:fc1] if n != "moe_launch"]
+    between = [n for n in routed[fc1 + 1:fc2] if n not in ("moe_launch",)]
+    assert "moe_launch" in routed[2:fc1] and "moe_launch" in routed[fc1 + 1:fc2]
+    assert set(before_fc1) <= {"host_launch"} and set(between) <= {"host_launch", "expert_act"}
+
+
+@pytest.mark.parametrize("change", [{"model": "dense"}, {"ep": 1}])
+def test_flex_where_no_tokens_are_dispatched_is_refused_naming_the_field(change):
+    import yaml
+
+    from simcluster.core.errors import ScenarioError
+    from simcluster.spec import config
+
+    raw = yaml.safe_load(config.bundled_dir().joinpath("moezoo-qwen3-235b-256-h100-deepep.yaml").read_text())
+    raw["parallelism"]["ep"] = 1
+    if change.get("model") == "dense":
+        raw["model"] = "llama3-70b"
+    with pytest.raises(ScenarioError, match="parallelism.moe_dispatcher"):
+        config.from_dict(raw)

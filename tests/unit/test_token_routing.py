@@ -15,6 +15,7 @@ from simcluster.collectives.closed_form import hierarchical_alltoall_bytes, hier
 from simcluster.collectives.token_routing import TokenRouting, hit_probability
 from simcluster.fabric import topology
 from simcluster.spec import hardware
+from simcluster.workload import moe
 
 B200, CX7 = hardware.gpu("b200"), hardware.nic("connectx-7")
 SIZE = 2**28
@@ -166,8 +167,8 @@ def test_the_engine_sends_the_models_routing_with_deepeps_alltoall():
 
     sc = _moe_scenario("b200", 8, 2, ep=16, ep_alltoall="hierarchical")
     fabric = topology.from_scenario(sc)
-    routing = TokenRouting.of(sc.model.moe)
-    assert routing == TokenRouting(64, 4)
+    routing = moe.token_routing(sc.model.moe)   # the engine's: the model's experts, top_k and load
+    assert (routing.experts, routing.top_k) == (64, 4)
     alone = {r: collectives.run(Collective("alltoall", range(16), dispatch_bytes(sc), algorithm="hierarchical",
                                            routing=r), fabric).time_s for r in (routing, None)}
     exposed = simulate(sc, fabric=fabric).summary["exposed_comm_by_parallelism_s"]["ep"]
