@@ -135,10 +135,11 @@ class Training(_Strict):
         "as Transformer Engine runs it, FlashAttention-2 on Ampere), FlashAttention-2 as PyTorch SDPA runs it on "
         "Hopper too (flash2: about 0.6x flash's throughput there, same on Ampere), the Triton FlashAttention of "
         "flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
-    cross_entropy: Literal["unfused", "fused"] = Field(
+    cross_entropy: Literal["unfused", "fused", "megatron_fused"] = Field(
         "unfused", description="loss kernel over the logits: unfused (Megatron-LM's vocab-parallel cross entropy, pass "
-        "by pass in fp32) or fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
-        "flash-attention's CrossEntropyLoss, llm-foundry's default loss_fn fused_crossentropy)")
+        "by pass in fp32), fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
+        "flash-attention's CrossEntropyLoss, llm-foundry's default loss_fn fused_crossentropy) or megatron_fused "
+        "(Megatron-Core's cross_entropy_loss_fusion: the fp32 passes in four torch.compile graphs)")
     projections: Literal["fused", "separate"] = Field(
         "fused", description="input projections reading one tensor: fused (one QKV GEMM and one gate/up GEMM: "
         "Megatron-LM, Transformer Engine) or separate (one GEMM per weight, torchtitan's Llama wq/wk/wv and w1/w3, and "

@@ -47,8 +47,9 @@ ATTENTION_KERNELS = (*FLASH_KERNELS, "naive")
 # Loss kernels (``training.cross_entropy``): "unfused" is Megatron-LM's vocab-parallel cross entropy, pass by pass in
 # fp32 (output_ops); "fused" one kernel over the 16-bit logits and one for their gradient, as flash-attention's
 # CrossEntropyLoss (flash_attn/losses/cross_entropy.py; the xentropy CUDA kernel in 1.x, a Triton kernel in 2.x),
-# llm-foundry's default (ComposerMPTCausalLM: loss_fn = om_model_config.get('loss_fn', 'fused_crossentropy')).
-CROSS_ENTROPY_KERNELS = ("unfused", "fused")
+# llm-foundry's default (ComposerMPTCausalLM: loss_fn = om_model_config.get('loss_fn', 'fused_crossentropy'));
+# "megatron_fused" Megatron-Core's fused_vocab_parallel_cross_entropy (cross_entropy_loss_fusion, output_ops).
+CROSS_ENTROPY_KERNELS = ("unfused", "fused", "megatron_fused")
 # How the input projections that read one tensor run (``training.projections``): one GEMM over their concatenated
 # weights (Megatron-LM's QKV and gate/up linears, Transformer Engine) or one GEMM each (torchtitan's Llama: wq, wk,
 # wv and w1, w3 are separate nn.Linear, torchtitan/models/llama/model.py), whose input gradients autograd then sums
@@ -498,6 +499,16 @@ def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
         # and writes their gradient (inplace_backward=False). Rows are 50-130 K elements: re-reads stay in L2.
         forward_passes = [("ce_fused", e)]
         backward_passes = [("ce_fused", e + e)]
+    if shard.cross_entropy == "megatron_fused":
+        # Megatron-Core's cross_entropy_loss_fusion (megatron/core/fusions/fused_cross_entropy.py, core 0.7-0.9, 2024):
+        # the same fp32 passes grouped into jit_fuser (torch.compile) graphs: the cast with the row max; exp(x - max)
+        # with the gather and the row sum; the in-place normalisation into the saved softmax; backward the target
+        # scatter, the scaling and the cast back. Inductor keeps an input mutation in place only when pointwise ops
+        # alone consume it: the exp graph (a reduction) and the gradient graph (a scatter) write a fresh buffer and
+        # copy it back into the input, one more read and write each (the file's own note, 2026, on why it later split
+        # those graphs). 30 bytes a logit forward and 18 backward in bf16, against the unfused 42 + 18.
+        forward_passes = [("ce_max", e + f), ("ce_exp", 2 * f), ("ce_copy_back", 2 * f), ("ce_softmax", 2 * f)]
+        backward_passes = [("ce_grad", 2 * f + e), ("ce_copy_back", 2 * f)]
     flop_per_pass = CROSS_ENTROPY_FLOP_PER_ELEMENT / len(forward_passes)
     cross_entropy = [_memory(name, flop_per_pass * n_logits, per_element * n_logits)
                      for name, per_element in forward_passes]
