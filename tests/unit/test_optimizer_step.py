@@ -60,7 +60,8 @@ def test_megatron_core_step_time_is_its_bytes_plus_a_gap_per_kernel():
     host, queued = kernels.host_model(), kernels.launch_overhead_s()
     bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
     expected = ((MCORE_SHARD_BYTES * shard + MCORE_BUFFER_BYTES * buffer) / bandwidth
-                + (1 + 1 + tensors + 1) * host.kernel_gap_s + 2 * 47 * queued)
+                + (1 + 1 + tensors + 1) * host.kernel_gap_s + 2 * 47 * queued
+                + host.dispatch_s)   # the stream idle after the norm's .item() until the host launches Adam
     assert optimizer_time_s(shard, H100, "bf16", "fp32", "adam", buffer, tensors) == pytest.approx(expected, rel=1e-9)
     # without the distributed optimizer the copy is multi_tensor_scale: one call of 48 launches, not one per tensor
     plain = optimizer_time_s(shard, H100, "bf16", "fp32", "adam", buffer, tensors, distributed=False)
@@ -75,7 +76,7 @@ def test_small_shard_pays_a_launch_per_tensor_and_the_host_waits_on_the_norm(mon
     tensors = 400
     host = kernels.host_model()
     small = optimizer_time_s(1e3, H100, "bf16", "fp32", "adam", 1e3, tensors)
-    assert small == pytest.approx((1 + 1 + tensors + 1) * host.kernel_gap_s, rel=1e-4)
+    assert small == pytest.approx((1 + 1 + tensors + 1) * host.kernel_gap_s + host.dispatch_s, rel=1e-4)
     assert [p.sync_after for p in optimizer_step.passes("adam")] == [True, False, False, False]
     fill = kernels.HostModel(kernel_gap_s=4e-6, dispatch_s=13.5e-6, pipeline_step_s=0.0)
     monkeypatch.setattr(kernels, "host_model", lambda: fill)
@@ -87,7 +88,8 @@ def test_small_shard_pays_a_launch_per_tensor_and_the_host_waits_on_the_norm(mon
     after_sync = (1 + tensors + 1) * fill.dispatch_s   # the host issuing Adam, the copies and the zeroing
     assert after_sync > (34 * shard + 4) / bandwidth + (1 + tensors + 1) * fill.kernel_gap_s  # host-bound
     synced = optimizer_time_s(shard, H100, "bf16", "fp32", "adam", 1.0, tensors)
-    assert synced == pytest.approx(norm_s + after_sync + queued_s, rel=1e-6)
+    # the last launch (the zeroing of a one-element buffer) then runs: its gap
+    assert synced == pytest.approx(norm_s + after_sync + queued_s + fill.kernel_gap_s, rel=1e-6)
     # more than the host issuing everything back to back, as if it had run ahead of the norm
     assert synced > (2 + tensors + 1) * fill.dispatch_s + queued_s + 0.003
 
@@ -97,7 +99,8 @@ def test_precision_aware_and_torchtitan_times_are_their_bytes():
     bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
     queued = kernels.launch_overhead_s()
     assert optimizer_time_s(shard, H100, "bf16", optimizer="adam_precision_aware") == pytest.approx(
-        (PRECISION_AWARE_SHARD_BYTES + 4) * shard / bandwidth + 3 * host.kernel_gap_s + 2 * 47 * queued, rel=1e-9)
+        (PRECISION_AWARE_SHARD_BYTES + 4) * shard / bandwidth + 3 * host.kernel_gap_s + 2 * 47 * queued
+        + host.dispatch_s, rel=1e-9)   # its norm's .item() sync, then the host's launch of Adam
     assert optimizer_time_s(shard, H100, "bf16", optimizer="torch_adamw") == pytest.approx(
         TORCH_ADAMW_SHARD_BYTES * shard / bandwidth + 3 * host.kernel_gap_s + 3 * 47 * queued, rel=1e-9)
 
