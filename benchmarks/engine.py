@@ -67,9 +67,9 @@ MIN_TIMEOUT_S = 120
 # round 8's userbuffers chunk GEMMs with the refit to 41 us / 260 us by -0.03% and +0.5%, and round 10's refit
 # (40 us, 280 us) by -0.06% and +0.002%, to the values below
 # (`simcluster run` of the same scenarios on the tree of that change)
-MAIN_STEP_S = {"llama3-405b-16384": 13.913185671408602, "llama3-405b-16k-h100": 7.154594394830404,
+MAIN_STEP_S = {"llama3-405b-16384": 13.90604168668557, "llama3-405b-16k-h100": 7.142153410107358,
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)
-               "llama3-405b-16384-expanded": 13.913185671408602}
+               "llama3-405b-16384-expanded": 13.90604168668557}
 
 
 @dataclass
