@@ -22,7 +22,7 @@ scaling, below).
   2025 versions; later ones quantize straight into the swizzled layout). Each of the tensor's two scale sets is
   swizzled for the GEMM that reads it, read and written once: 2 x 2/32 bytes more (``SCALE_SWIZZLE_BYTES_PER_
   ELEMENT``), counted as bytes of the same fused op. Those are two more kernels per GEMM; the layer's casts are one
-  op here (``ops.layer_ops``), and charged at the fitted per-kernel gap (efficiency.yaml host_overhead, 40 us, fitted
+  op here (``ops.layer_ops``), and charged at the fitted per-kernel gap (efficiency.yaml host_overhead, 39 us, fitted
   on runs with no such kernels) they would cost more than everything else MXFP8 changes: not counted as kernels
   (docs/calibration.md, "Round 8").
 

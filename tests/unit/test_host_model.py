@@ -36,7 +36,7 @@ def test_chunk_compute_is_its_streams_longer_side_plus_the_pipeline_step_when_pi
 def test_a_2048_wide_layer_is_device_bound_and_a_short_narrow_one_host_bound_when_dispatch_exceeds_the_gap():
     # 2,048 tokens of a 2,048-wide layer: kernels of ~100 us; 64 tokens of a 256-wide layer: kernels of about 1 us.
     # With a 4 us gap (a benchmark's launch overhead) and a 20 us dispatch, the GPU waits on the host in the second
-    # (the regime of small models and MoE launches). The fitted gap (efficiency.yaml, 40 us) exceeds the measured
+    # (the regime of small models and MoE launches). The fitted gap (efficiency.yaml, 39 us) exceeds the measured
     # dispatch: with it every block is device-bound; with round 9's measured 4 us gap a block turns host-bound below
     # about 9.5 us of device time per kernel, and no calibration block does.
     host = kernels.HostModel(kernel_gap_s=4e-6, dispatch_s=20e-6, pipeline_step_s=0.0)

@@ -118,7 +118,7 @@ def test_empty_kernel_costs_a_few_microseconds_of_launch_overhead_in_a_benchmark
 
 def test_empty_kernel_in_training_costs_the_longer_of_its_gap_and_its_dispatch():
     # the gap is what the stream idles per kernel that no running ahead hides: the queued-launch latency measured
-    # in Kineto traces of training, 1.2-4 us median (efficiency.yaml host_overhead_source), or the fitted 40 us of
+    # in Kineto traces of training, 1.2-4 us median (efficiency.yaml host_overhead_source), or the fitted 39 us of
     # the "gap" structure; a value outside 1-100 us would be no longer a per-kernel cost but a stand-in for
     # something else
     host = kernels.host_model()
