@@ -64,8 +64,9 @@ MIN_TIMEOUT_S = 120
 # 7.138880871506181 s), and its round 5 host model (a block takes the longer of device and host time; the per-kernel
 # gap refitted to 34 us, the pipeline step to 470 us, scripts/fit_host_overheads.py, the A100 2021 series kept out)
 # again, by -0.1% and -0.2%, round 7's refit with every calibration series (41 us, 330 us) by +0.4% and -0.05%, and
-# round 8's userbuffers chunk GEMMs with the refit to 41 us / 260 us by -0.03% and +0.5%, and round 10's refit
-# (40 us, 280 us) by -0.06% and +0.002%, to the values below
+# round 8's userbuffers chunk GEMMs with the refit to 41 us / 260 us by -0.03% and +0.5%, round 10's refit
+# (40 us, 280 us) by -0.06% and +0.002%, and round 11's optimizer step from source with the refit (39 us, 240 us)
+# by -0.05% and -0.17%, to the values below
 # (`simcluster run` of the same scenarios on the tree of that change)
 MAIN_STEP_S = {"llama3-405b-16384": 13.90604168668557, "llama3-405b-16k-h100": 7.142153410107358,
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)

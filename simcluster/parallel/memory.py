@@ -214,6 +214,13 @@ def stage_expert_params(model: TransformerSpec, pp: int, stage: int, ep: int, et
     return sum(moe[c] for c in range(stage, len(moe), pp)) * expert_params_per_rank(model, ep, etp)
 
 
+def optimizer_state_bytes_per_param(precision: str, optimizer_name: str = "adam") -> float:
+    """Optimizer state per parameter: fp32 training's, or the mixed-precision optimizer's from
+    workload.optimizer_step (12 B; 10 with the precision-aware optimizer's 16-bit master-weight remainders)."""
+    per = state_bytes_per_param(precision)
+    return per["optimizer"] if per is FP32_STATE_BYTES else optimizer_step.state_bytes_per_param(optimizer_name)
+
+
 def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
                  grad_bytes_per_param: float | None = None,
                  optimizer_name: str = "adam") -> tuple[float, float, float]:
@@ -226,7 +233,7 @@ def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
     """
     per = state_bytes_per_param(precision)
     grad_bytes = per["gradients"] if grad_bytes_per_param is None else grad_bytes_per_param
-    state = per["optimizer"] if per is FP32_STATE_BYTES else optimizer_step.state_bytes_per_param(optimizer_name)
+    state = optimizer_state_bytes_per_param(precision, optimizer_name)
     weights, gradients, optimizer = (params * per["weights"], params * grad_bytes, params * state)
     if zero_stage >= 1:
         optimizer /= shards

@@ -293,7 +293,10 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       optimizer_step.shard_tensors(
                                           sum(c.layers for c in chunks if c.stage == stage)
                                           * optimizer_step.parameter_tensors_per_layer(scenario.model.norm), shards),
-                                      p.zero_stage >= 1)
+                                      p.zero_stage >= 1,
+                                      # DeepSpeed's BF16_Optimizer: its own norm and zeroing (deepspeed_pipeline)
+                                      not (p.pipeline_engine == "deepspeed"
+                                           and deepspeed_pipeline.uses_bf16_optimizer(precision, p.grad_reduce_dtype)))
                      + local_ddp_time_s(sum(c.grad_bytes for c in chunks if c.stage == stage), gpu, precision,
                                         p.local_ddp)
                      for stage, params in enumerate(optimizer_params)],
@@ -423,7 +426,8 @@ FP16_GRAD_COPY_BYTES_PER_PARAM = 6
 
 
 def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
-                     buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True) -> float:
+                     buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True,
+                     wrapper_passes: bool = True) -> float:
     """The optimizer step over ``params`` shard parameters (the rank's optimizer state), memory-bound.
 
     ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
@@ -444,7 +448,7 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
         if unscale:
             ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
         queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
-        for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed):
+        for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes):
             elements = params if step_pass.over == "shard" else buffer
             count = optimizer_step.launches(step_pass, elements, tensors)
             calls = 1 if step_pass.launch == "multi_tensor" else count

@@ -62,6 +62,11 @@ MAX_KG_CO2_PER_KWH = 2.0
 MAX_NAME_BYTES = 200
 
 
+# training precisions with bf16 parameters, the only ones whose fp32 master weights the precision-aware optimizer
+# keeps as 16-bit remainders (Transformer Engine FusedAdam: store_param_remainders only for torch.bfloat16 params;
+# Megatron-Core: only with config.bf16; fp8 training keeps bf16 parameters)
+PRECISION_AWARE_PRECISIONS = ("bf16", "fp8")
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -418,8 +423,8 @@ class Scenario(_Strict):
             (t.gradient_accumulation_fusion, "gradient_accumulation_fusion left true: the engine accumulates "
              "gradients itself (parallel/deepspeed_pipeline.py)"),
             (self.model.moe is None and p.cp == 1, "a dense model without context parallelism"),
-            (p.local_ddp == "none" and not t.optimizer.startswith("megatron"),
-             "local_ddp: none and no Megatron-LM optimizer wrapper (its own gradient buffers and optimizer)"),
+            (p.local_ddp == "none" and t.optimizer == "adam",
+             "local_ddp: none and optimizer: adam (its FusedAdam inside its own BF16_Optimizer / fp16 wrapper)"),
         ]
         for ok, need in needs:
             if not ok:
@@ -448,7 +453,13 @@ class Scenario(_Strict):
         if t.optimizer.startswith("megatron") and (t.precision != "fp16" or self.parallelism.zero_stage):
             raise ScenarioError("training.optimizer", f"{t.optimizer} is Megatron-LM's fp16 optimizer wrapper: needs "
                                 "precision: fp16 and zero_stage: 0 (no distributed optimizer then)")
+        if t.optimizer == "adam_precision_aware" and t.precision not in PRECISION_AWARE_PRECISIONS:
+            raise ScenarioError("training.optimizer", f"adam_precision_aware keeps 16-bit remainders of bf16 "
+                                f"weights: needs precision: bf16 or fp8 (the run is {t.precision})")
         p = self.parallelism
+        if p.local_ddp != "none" and not t.optimizer.startswith("megatron"):
+            raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP of 2020-2021 runs "
+                                "with its fp16 optimizer wrapper (optimizer: megatron2020 or megatron2021)")
         if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP reduces after the "
                                 "backward, set overlap_grad_reduce: false")

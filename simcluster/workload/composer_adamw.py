@@ -1,7 +1,7 @@
 """Composer's ``DecoupledAdamW`` (``training.optimizer: decoupled_adamw``; llm-foundry's default optimizer,
 ``optimizer: name: decoupled_adamw`` in its MPT yamls): unfused, one elementwise kernel per tensor operation, each
-a full pass over a parameter tensor's fp32 state, where the default ``adam`` is one fused multi-tensor pass
-(data/engine.yaml optimizer, 30 bytes a parameter).
+a full pass over a parameter tensor's fp32 state, where the default ``adam`` (Megatron-Core's step,
+workload/optimizer_step.py) runs one fused multi-tensor Adam pass of 28 bytes a parameter among its others.
 
 mosaicml/composer composer/optim/decoupled_weight_decay.py, DecoupledAdamW.adamw, for each parameter:
     param.mul_(1 - decay_factor * weight_decay)          if weight_decay != 0 (llm-foundry's MPT yamls: 0.0)

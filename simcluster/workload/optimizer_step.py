@@ -101,20 +101,26 @@ class Pass:
         return self.read + self.written
 
 
-def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True) -> tuple[Pass, ...]:
+def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, precision: str = "bf16",
+           wrapper_passes: bool = True) -> tuple[Pass, ...]:
     """The passes of ``optimizer``'s step (module docstring) with a gradient buffer of ``grad_dtype``;
-    ``distributed``: Megatron-Core's distributed optimizer (per-tensor copies of the updated shard) or not."""
+    ``distributed``: Megatron-Core's distributed optimizer (per-tensor copies of the updated shard) or not;
+    ``precision`` fp32/tf32: no 16-bit model weights to copy into (Megatron-Core's FP32Optimizer);
+    ``wrapper_passes`` False: Adam and the weight copy only, where another framework's wrapper counts its own
+    gradient norm and zeroing (DeepSpeed's BF16_Optimizer, ``deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM``)."""
     grad = BYTES_PER_ELEMENT[grad_dtype]
     if optimizer == "adam":
         cast = (Pass("_copy_model_grads_to_main_grads: .float()", grad, FP32, launch="per_tensor"),) \
             if grad != FP32 else ()
-        return cast + (
-            Pass("get_grad_norm_fp32: multi_tensor_l2norm", FP32, 0, sync_after=True),
-            Pass("FusedAdam: multi_tensor_adam", FUSED_ADAM_READ, FUSED_ADAM_WRITTEN),
+        norm = (Pass("get_grad_norm_fp32: multi_tensor_l2norm", FP32, 0, sync_after=True),)
+        adam = (Pass("FusedAdam: multi_tensor_adam", FUSED_ADAM_READ, FUSED_ADAM_WRITTEN),)
+        copy = () if precision in FP32_PRECISIONS else (
             Pass("_copy_main_params_to_model_params", FP32, BF16,
-                 launch="per_tensor" if distributed else "multi_tensor"),
-            Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="flat"),
-        )
+                 launch="per_tensor" if distributed else "multi_tensor"),)
+        zero = (Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="flat"),)
+        if not wrapper_passes:
+            return adam + copy
+        return cast + norm + adam + copy + zero
     if optimizer == "adam_precision_aware":
         return (
             Pass("get_grad_norm_fp32: multi_tensor_l2norm", grad, 0, sync_after=True),
@@ -132,6 +138,8 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True) -
 
 
 OPTIMIZERS = ("adam", "adam_precision_aware", "torch_adamw")
+# training precisions whose model weights are the fp32 master weights themselves (no 16-bit copy to update)
+FP32_PRECISIONS = ("fp32", "tf32")
 # Optimizer state bytes per shard parameter (beyond the 16-bit weight and the gradient buffer)
 STATE_BYTES = {"adam_precision_aware": BF16 + 2 * FP32}
 DEFAULT_STATE_BYTES = 3 * FP32

@@ -73,16 +73,21 @@ def test_accumulation_lengthens_each_backward_by_its_bytes_at_most_at_the_hbm_ra
         assert low_s / grown_s == pytest.approx(6 / 18, rel=0.05)  # each pass also pays one kernel's launch gap
 
 
-def test_bf16_optimizer_passes_over_the_fp32_gradients_once_per_step():
+def test_bf16_optimizer_passes_over_the_fp32_gradients_once_per_step(monkeypatch):
     """The post-scaling mul_ after the all-reduce (read + write), the norm (read) and clear_hp_grads (write) of every
     4 B gradient of the stage: 16 B per parameter added to the optimizer, memory-bound; none with 16-bit gradients
-    (no BF16_Optimizer)."""
+    (no BF16_Optimizer). Megatron-Core's own norm and zeroed buffer are then not counted too: the rest of the step is
+    FusedAdam and the weight copy, at least the zeroing's 4 B a local parameter below Megatron-Core's step."""
     megatron, deepspeed = plans()
+    monkeypatch.setattr(deepspeed_pipeline, "BF16_STEP_BYTES_PER_PARAM", 0)
+    _, adam_only = plans()
+    monkeypatch.undo()
     hbm_bytes_per_s = scenario().cluster.gpu.hbm_bandwidth
     assert deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM == 16
     for stage, params in enumerate(deepspeed.stage_params):
-        grown_s = deepspeed.optimizer_s[stage] - megatron.optimizer_s[stage]
+        grown_s = deepspeed.optimizer_s[stage] - adam_only.optimizer_s[stage]
         assert 16 * params / hbm_bytes_per_s <= grown_s < 2 * 16 * params / hbm_bytes_per_s
+        assert megatron.optimizer_s[stage] - adam_only.optimizer_s[stage] >= 4 * params / hbm_bytes_per_s
     low_megatron, low = plans(parallelism__grad_reduce_dtype="bf16", parallelism__zero_stage=1)
     assert low.optimizer_s == low_megatron.optimizer_s
 

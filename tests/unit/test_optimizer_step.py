@@ -126,3 +126,26 @@ def test_memory_counts_the_optimizers_state_bytes():
     params = memory.stage_params(scenario.model, p.tp, p.pp, 0, p.virtual_stages, p.layers_per_stage)
     assert memory._stage_memory(scenario, 0).optimizer_bytes == pytest.approx(12 * params / (p.dp * p.cp), rel=1e-12)
     assert memory._stage_memory(aware, 0).optimizer_bytes == pytest.approx(10 * params / (p.dp * p.cp), rel=1e-12)
+
+
+def test_fp32_training_has_no_16_bit_weights_to_copy_into():
+    """Megatron-Core's FP32Optimizer updates the model's own fp32 weights: no copy pass (6 B a shard parameter and
+    its launches fewer than bf16's)."""
+    shard, tensors = 1e9, 30
+    bandwidth = H100.hbm_bandwidth * kernels.hbm_fraction()
+    bf16 = optimizer_time_s(shard, H100, "bf16", "fp32", "adam", shard, tensors)
+    fp32 = optimizer_time_s(shard, H100, "fp32", "fp32", "adam", shard, tensors)
+    assert bf16 - fp32 == pytest.approx(6 * shard / bandwidth + tensors * kernels.host_model().kernel_gap_s,
+                                        rel=1e-9)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"training": {"optimizer": "adam_precision_aware", "precision": "fp16"}}, "training.optimizer"),
+    ({"parallelism": {"local_ddp": "contiguous", "overlap_grad_reduce": False}}, "parallelism.local_ddp"),
+])
+def test_optimizers_where_they_do_not_run_are_refused_naming_the_field(changes, field):
+    data = config.load("nemo2409-llama31-8b-8-h100-bf16").model_dump(mode="json")
+    for section, values in changes.items():
+        data[section] = data[section] | values
+    with pytest.raises(config.ScenarioError, match=field):
+        config.from_dict(data)
