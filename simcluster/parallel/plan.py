@@ -285,18 +285,18 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                         for params, experts in zip(stage_params, stage_experts, strict=True)]
     orders = [pipeline_order(p.schedule, p.pp, s, scenario.microbatches, p.virtual_stages) for s in range(p.pp)]
     p2p_bytes, gather_bytes = pipeline_messages(scenario, activation_bytes)
+    layer_tensors = optimizer_step.parameter_tensors_per_layer(scenario.model.norm, scenario.model.linear_biases)
+    # DeepSpeed's BF16_Optimizer counts its own gradient norm and zeroing (deepspeed_pipeline)
+    wrapper_passes = not (p.pipeline_engine == "deepspeed"
+                          and deepspeed_pipeline.uses_bf16_optimizer(precision, p.grad_reduce_dtype))
     step_plan = StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
         optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer,
                                       params if p.zero_stage >= 2 else stage_params[stage],
                                       optimizer_step.shard_tensors(
-                                          sum(c.layers for c in chunks if c.stage == stage)
-                                          * optimizer_step.parameter_tensors_per_layer(scenario.model.norm), shards),
-                                      p.zero_stage >= 1,
-                                      # DeepSpeed's BF16_Optimizer: its own norm and zeroing (deepspeed_pipeline)
-                                      not (p.pipeline_engine == "deepspeed"
-                                           and deepspeed_pipeline.uses_bf16_optimizer(precision, p.grad_reduce_dtype)))
+                                          sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
+                                      p.zero_stage >= 1, wrapper_passes)
                      + local_ddp_time_s(sum(c.grad_bytes for c in chunks if c.stage == stage), gpu, precision,
                                         p.local_ddp)
                      for stage, params in enumerate(optimizer_params)],

@@ -175,12 +175,12 @@ def launches(step_pass: Pass, elements: float, tensors: float) -> int:
     return 1
 
 
-def parameter_tensors_per_layer(norm: str) -> int:
+def parameter_tensors_per_layer(norm: str, linear_biases: bool) -> int:
     """Parameter tensors of one Megatron-Core (Transformer Engine) transformer layer: the QKV, output, FC1 and FC2
-    weights and the two norm weights fused into the QKV and FC1 modules; LayerNorm models (GPT-style, linear biases
-    on: Megatron's add_bias_linear default) add the norms' and the four linears' biases; RMSNorm models (Llama-style
-    recipes, biases off) do not."""
-    return 6 if norm == "rmsnorm" else 12
+    weights and the two norm weights fused into the QKV and FC1 modules; LayerNorm adds the two norms' biases, and
+    linear biases (Megatron's add_bias_linear: GPT-style models; Llama recipes and Nemotron-4 turn them off) the
+    four linears' biases. Left out: MoE experts and routers, MLA's extra projections, embeddings."""
+    return 4 + 2 + (2 if norm == "layernorm" else 0) + (4 if linear_biases else 0)
 
 
 def shard_tensors(layer_tensors: float, shards: int) -> float:

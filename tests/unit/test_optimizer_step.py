@@ -149,3 +149,11 @@ def test_optimizers_where_they_do_not_run_are_refused_naming_the_field(changes, 
         data[section] = data[section] | values
     with pytest.raises(config.ScenarioError, match=field):
         config.from_dict(data)
+
+
+def test_parameter_tensors_per_layer_follow_the_norm_and_the_linear_biases():
+    """Four linear weights and two norm weights; LayerNorm's two biases; the four linears' biases where
+    add_bias_linear is on: GPT-3 12, Llama 6, Nemotron-4 (LayerNorm, no linear biases) 8."""
+    assert optimizer_step.parameter_tensors_per_layer("layernorm", True) == 12
+    assert optimizer_step.parameter_tensors_per_layer("rmsnorm", False) == 6
+    assert optimizer_step.parameter_tensors_per_layer("layernorm", False) == 8
