@@ -457,7 +457,8 @@ class Scenario(_Strict):
             raise ScenarioError("training.optimizer", f"adam_precision_aware keeps 16-bit remainders of bf16 "
                                 f"weights: needs precision: bf16 or fp8 (the run is {t.precision})")
         p = self.parallelism
-        if p.local_ddp != "none" and not t.optimizer.startswith("megatron"):
+        if p.local_ddp != "none" and not t.optimizer.startswith("megatron") and p.pipeline_engine != "deepspeed":
+            # (DeepSpeed's engine refuses Megatron's DDP itself: _check_deepspeed_engine)
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP of 2020-2021 runs "
                                 "with its fp16 optimizer wrapper (optimizer: megatron2020 or megatron2021)")
         if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
