@@ -15,9 +15,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     Strict,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -66,6 +68,15 @@ MAX_NAME_BYTES = 200
 # keeps as 16-bit remainders (Transformer Engine FusedAdam: store_param_remainders only for torch.bfloat16 params;
 # Megatron-Core: only with config.bf16; fp8 training keeps bf16 parameters)
 PRECISION_AWARE_PRECISIONS = ("bf16", "fp8")
+
+# Megatron-Core's default gradient bucket (distributed/distributed_data_parallel_config.py, bucket_size: "If
+# unspecified, MCore uses a default value of max(40000000, 1000000 * dp_size) parameters (larger DP sizes need larger
+# buckets to ensure collectives do not become latency-bound)", since core_r0.8; the data-parallel group with context
+# parallelism, which the gradients are reduced over); PyTorch DDP's bucket_cap_mb default is 25 MB.
+MCORE_BUCKET_MIN_PARAMS = 40_000_000
+MCORE_BUCKET_PARAMS_PER_RANK = 1_000_000
+TORCH_DDP_BUCKET_BYTES = 25e6
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -201,10 +212,13 @@ class Parallelism(_Strict):
     layers_per_stage: list[Annotated[int, Strict()]] | None = Field(
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
     order: str = Field("tp-cp-pp-dp", description="rank order, innermost first")
-    grad_bucket_size: Bytes = Field("25 MB", validate_default=True,
-                                    description="data-parallel gradient bucket (PyTorch DDP default 25 MB)")
-    grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="precision of the gradient reduction (Megatron-LM reduces in fp32 when training in bf16)")
+    grad_bucket_size: Bytes | None = Field(
+        None, description="data-parallel gradient bucket; default: Megatron-Core's, max(40M, 1M x dp x cp) "
+        "parameters at grad_reduce_dtype's width, on Megatron's pipeline engine; PyTorch DDP's 25 MB otherwise")
+    grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
+        None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron's "
+        "pipeline engine (NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8), fp32 otherwise "
+        "(Megatron-LM reduces in fp32 when training in bf16; NeMo's bf16_mixed)")
     overlap_grad_reduce: bool = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
     local_ddp: Literal["none", "flattened", "contiguous"] = Field(
@@ -212,15 +226,19 @@ class Parallelism(_Strict):
         "after the backward, whatever dp is: flattened (2020: flatten copy, division, copy back) or contiguous "
         "(2021's contiguous buffer: zeroed each step, divided in place); none counts no such pass "
         "(workload/megatron_fp16_step.py). With dp > 1 it reduces after the backward: overlap_grad_reduce false")
-    tp_comm_overlap: bool = Field(
-        False, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers)")
+    tp_comm_overlap: bool | None = Field(
+        None, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers); "
+        "default: on with tp > 1 and sequence parallelism on Megatron's pipeline engine (NeMo's and Megatron-Core's "
+        "performance recipes), off with DeepSpeed's engine or Megatron-LM's 2020-21 local DDP")
     tp_comm_overlap_impl: Literal["userbuffers", "async_tp"] = Field(
         "userbuffers", description="what overlaps them with tp_comm_overlap: userbuffers (Transformer Engine: every "
         "TP collective of a block under the block) or async_tp (PyTorch's micro-pipeline TP, torchtitan's "
         "enable_async_tensor_parallel: the all-gather/matmul and matmul/reduce-scatter pairs decomposed per rank, "
         "the backward's summed-gradient reduce-scatters left blocking; workload/async_tp.py)")
-    overlap_param_gather: bool = Field(
-        False, description="ZeRO >= 1: gather updated parameters during the next step's forward (Megatron-Core)")
+    overlap_param_gather: bool | None = Field(
+        None, description="ZeRO 1/2: gather updated parameters during the next step's forward (Megatron-Core); "
+        "default: on with zero_stage 1 or 2 on Megatron's pipeline engine (NeMo's and Megatron-Core's performance "
+        "recipes), off with DeepSpeed's engine or Megatron-LM's 2020-21 local DDP")
     p2p: Literal["auto", "blocking", "async"] = Field(
         "auto", description="pipeline send semantics: blocking (the sender waits until its batched send/receive "
         "with the peer completes, Megatron's non-interleaved 1F1B), async (the sender goes on), auto (blocking for "
@@ -244,10 +262,41 @@ class Parallelism(_Strict):
 
     @field_validator("grad_bucket_size")
     @classmethod
-    def _positive_bucket(cls, value: float) -> float:
-        if value <= 0:
+    def _positive_bucket(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
             raise ValueError("must be a positive size, e.g. '25 MB'")
         return value
+
+    # the options left unset and resolved to the framework's default (``resolve``): serialised unset (null), so that
+    # a scenario rebuilt from its dump with another layout (sweep, compare) resolves them again
+    _defaulted: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @property
+    def megatron_core(self) -> bool:
+        """Megatron's pipeline engine without Megatron-LM's 2020-21 local DDP: the Megatron-Core the defaults model."""
+        return self.pipeline_engine == "megatron" and self.local_ddp == "none"
+
+    @model_validator(mode="after")
+    def _framework_defaults(self) -> Parallelism:
+        """The overlaps left unset, as NeMo's and Megatron-Core's performance recipes configure them: TP
+        communication overlap with sequence parallelism, the distributed optimizer's parameter all-gather under
+        the next forward. DeepSpeed's engine and Megatron-LM's 2020-21 local DDP had neither."""
+        self.resolve(tp_comm_overlap=self.megatron_core and self.tp > 1 and self.sequence_parallel,
+                     overlap_param_gather=self.megatron_core and self.zero_stage in (1, 2))
+        return self
+
+    def resolve(self, **defaults) -> None:
+        """Set the fields of ``defaults`` still unset (None). The model is frozen: they are set once, while the
+        scenario is validated, so that every later reader sees plain values."""
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+                self._defaulted = self._defaulted | {name}
+
+    @model_serializer(mode="wrap")
+    def _dump_defaults_unset(self, handler):
+        data = handler(self)
+        return {**data, **dict.fromkeys(self._defaulted)} if isinstance(data, dict) else data
 
     @field_validator("order")
     @classmethod
@@ -310,6 +359,19 @@ class Scenario(_Strict):
         if isinstance(value, str):
             raise ValueError(f"expected a mapping or 'measured', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _framework_defaults(self) -> Scenario:
+        """The gradient reduction left unset, as the framework runs it: on Megatron-Core, in bf16 with fp8 training
+        (NeMo 2.x performance scripts set grad_reduce_in_fp32 False with fp8), else fp32 (Megatron-LM forces fp32
+        reduction with --bf16; NeMo's bf16_mixed plugin keeps it); buckets of Megatron-Core's size, max(40M, 1M x
+        dp x cp) parameters at that width, PyTorch DDP's 25 MB elsewhere."""
+        p = self.parallelism
+        p.resolve(grad_reduce_dtype="bf16" if p.megatron_core and self.training.precision == "fp8" else "fp32")
+        bucket = (max(MCORE_BUCKET_MIN_PARAMS, MCORE_BUCKET_PARAMS_PER_RANK * p.dp * p.cp)
+                  * hardware.BYTES_PER_ELEMENT[p.grad_reduce_dtype] if p.megatron_core else TORCH_DDP_BUCKET_BYTES)
+        p.resolve(grad_bucket_size=bucket)
+        return self
 
     @model_validator(mode="after")
     def _stragglers_exist(self) -> Scenario:

@@ -76,8 +76,8 @@ def published_layout(case: dict, scenario: config.Scenario) -> config.Scenario:
     assert not unknown, f"{case['scenario']}: memory_layout may restate {MEMORY_LAYOUT_KEYS}, not {sorted(unknown)}"
     if not layout:
         return scenario
-    parallelism = type(scenario.parallelism).model_validate({**scenario.parallelism.model_dump(), **layout})
-    return scenario.model_copy(update={"parallelism": parallelism})
+    data = scenario.model_dump(mode="json")  # validated again whole: the defaults follow the restated keys
+    return config.from_dict({**data, "parallelism": {**data["parallelism"], **layout}})
 
 
 def run_case(case: dict, network: str | None = None) -> CaseResult:

@@ -79,7 +79,8 @@ def test_only_the_backward_summed_gradient_reduce_scatters_stay_blocking():
 def test_exposed_tensor_parallel_time_is_two_of_twelve_collectives():
     """bf16, full recompute: every TP collective of a layer moves the same bytes, 12 a layer blocking without
     overlap; async TP leaves 2 of them blocking, userbuffers none."""
-    plain = simulate(_scenario(), network="analytic").summary["exposed_comm_by_parallelism_s"]["tp"]
+    plain = simulate(_scenario(tp_comm_overlap=False),
+                     network="analytic").summary["exposed_comm_by_parallelism_s"]["tp"]
     atp = simulate(_scenario(tp_comm_overlap=True, tp_comm_overlap_impl="async_tp"),
                    network="analytic").summary["exposed_comm_by_parallelism_s"]["tp"]
     ub = simulate(_scenario(tp_comm_overlap=True), network="analytic").summary["exposed_comm_by_parallelism_s"]["tp"]
@@ -90,7 +91,7 @@ def test_exposed_tensor_parallel_time_is_two_of_twelve_collectives():
 
 def test_async_tp_needs_the_overlap_and_dense_layers():
     with pytest.raises(ScenarioError, match="tp_comm_overlap_impl"):
-        _scenario(tp_comm_overlap_impl="async_tp")
+        _scenario(tp_comm_overlap=False, tp_comm_overlap_impl="async_tp")
     with pytest.raises(ScenarioError, match="tp_comm_overlap_impl"):
         _scenario(tp_comm_overlap=True, tp_comm_overlap_impl="nvshmem")
     # the two blocking reduce-scatters are those of torchtitan's summed wq/wk/wv and w1/w3 input gradients: fused

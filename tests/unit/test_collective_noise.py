@@ -25,7 +25,8 @@ def scenario(variability=None, tp=2, dp=8):
     data = {"name": "noise", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": tp * dp // 8},
             "model": {"layers": 8, "hidden": 2048, "heads": 16, "ffn_hidden": 8192, "vocab": 32000},
             "training": {"seq_len": 2048, "global_batch_size": 32, "micro_batch_size": 1},
-            "parallelism": {"tp": tp, "dp": dp, "overlap_grad_reduce": False}}
+            "parallelism": {"tp": tp, "dp": dp, "overlap_grad_reduce": False, "tp_comm_overlap": False,
+                            "overlap_param_gather": False}}
     if variability is not None:
         data["variability"] = variability
     return config.from_dict(data)

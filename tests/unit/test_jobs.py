@@ -15,7 +15,8 @@ from simcluster.spec import jobs as spec_jobs
 # a bandwidth-bound job: two nodes of 2 GPUs, TP inside the node, the gradient all-reduce across the nodes after the
 # backward (no overlap), so the step is compute + TP + DP communication one after the other
 JOB = {"model": "gpt3-1.3b", "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1},
-       "parallelism": {"tp": 2, "dp": 2, "overlap_grad_reduce": False}}
+       "parallelism": {"tp": 2, "dp": 2, "overlap_grad_reduce": False, "tp_comm_overlap": False,
+                       "overlap_param_gather": False}}
 # four 2-GPU nodes, two per leaf (hosts_per_leaf counts NICs), each leaf's one uplink to one spine 4:1 oversubscribed
 # (4 NICs down, the capacity of 1 up): the one link a cross-leaf job must share
 LEAF_SPINE = {"gpu": "h100-sxm", "gpus_per_node": 2, "nodes": 4, "topology": "leaf-spine",

@@ -15,7 +15,8 @@ def scenario(variability=None, tp=2, pp=4, dp=4, overlap=True, order=None):
     data = {"name": "variability", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": tp * pp * dp // 8},
             "model": {"layers": 16, "hidden": 2048, "heads": 16, "ffn_hidden": 8192, "vocab": 32000},
             "training": {"seq_len": 2048, "global_batch_size": 32, "micro_batch_size": 1},
-            "parallelism": {"tp": tp, "pp": pp, "dp": dp, "overlap_grad_reduce": overlap}, "network": "analytic"}
+            "parallelism": {"tp": tp, "pp": pp, "dp": dp, "overlap_grad_reduce": overlap, "tp_comm_overlap": False,
+                            "overlap_param_gather": False}, "network": "analytic"}
     if order:
         data["parallelism"]["order"] = order
     if variability is not None:

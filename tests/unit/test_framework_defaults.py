@@ -1,0 +1,93 @@
+"""Options a scenario leaves unset resolve to what NeMo's and Megatron-Core's performance recipes run (the stack of
+the calibration's modern series), and to the older frameworks' behaviour where the scenario names one."""
+
+import pytest
+
+from simcluster.spec import config, model
+
+
+def _parallelism(training=None, **parallelism):
+    tp, dp, cp = parallelism.get("tp", 1), parallelism.get("dp", 1), parallelism.get("cp", 1)
+    gpus = tp * dp * cp
+    return config.from_dict({
+        "name": "defaults", "cluster": {"gpu": "h100-sxm", "gpus_per_node": min(gpus, 8), "nodes": max(gpus // 8, 1)},
+        "model": {"layers": 4, "hidden": 1024, "heads": 16, "vocab": 32000},
+        "training": {"seq_len": 2048, "global_batch_size": 4 * dp, "micro_batch_size": 1, **(training or {})},
+        "parallelism": parallelism}).parallelism
+
+
+# Megatron-LM's local DDP of 2020-21 ran with its fp16 optimizer wrapper, without ZeRO, reducing after the backward
+MEGATRON_2021 = {"training": {"precision": "fp16", "optimizer": "megatron2021"}, "zero_stage": 0,
+                 "local_ddp": "contiguous", "overlap_grad_reduce": False}
+
+
+def test_tensor_parallel_overlap_follows_sequence_parallelism():
+    assert _parallelism(tp=4, dp=2).tp_comm_overlap is True
+    assert _parallelism(tp=1, dp=8).tp_comm_overlap is False
+    # without sequence parallelism TE's userbuffers have nothing to overlap: off, not refused
+    assert _parallelism(tp=4, dp=2, sequence_parallel=False).tp_comm_overlap is False
+    # what a scenario states wins
+    assert _parallelism(tp=4, dp=2, tp_comm_overlap=False).tp_comm_overlap is False
+
+
+def test_parameter_gather_overlaps_with_the_distributed_optimizer_only():
+    assert _parallelism(dp=8).overlap_param_gather is True
+    assert _parallelism(dp=8, zero_stage=2).overlap_param_gather is True
+    assert _parallelism(dp=8, zero_stage=0).overlap_param_gather is False
+    assert _parallelism(dp=8, zero_stage=3).overlap_param_gather is False
+
+
+def test_older_frameworks_turn_the_overlaps_off():
+    deepspeed = _parallelism(tp=4, dp=2, sequence_parallel=False, pipeline_engine="deepspeed",
+                             overlap_grad_reduce=False)
+    assert (deepspeed.tp_comm_overlap, deepspeed.overlap_param_gather) == (False, False)
+    assert _parallelism(tp=4, dp=2, **MEGATRON_2021).tp_comm_overlap is False
+
+
+@pytest.mark.parametrize(("dp", "cp", "dtype", "expected"), [
+    (8, 1, "fp32", 40e6 * 4),       # the 40M-parameter floor
+    (96, 1, "fp32", 96e6 * 4),      # 1M parameters per data-parallel rank above 40
+    (32, 2, "fp32", 64e6 * 4),      # the reduction group includes the context-parallel ranks
+    (128, 1, "bf16", 128e6 * 2),    # at the reduction's width
+])
+def test_gradient_buckets_follow_megatron_core(dp, cp, dtype, expected):
+    """megatron/core/distributed: bucket_size = max(40000000, 1000000 * dp_size) parameters when unset."""
+    assert _parallelism(dp=dp, cp=cp, grad_reduce_dtype=dtype).grad_bucket_size == expected
+
+
+def test_pytorch_ddp_bucket_without_megatron_core():
+    assert _parallelism(dp=8, **MEGATRON_2021).grad_bucket_size == 25e6
+    assert _parallelism(dp=8, grad_bucket_size="220 MiB").grad_bucket_size == 220 * 2**20
+
+
+def test_fp8_reduces_gradients_in_bf16_unless_stated():
+    """NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8; Megatron-LM: fp32 with --bf16."""
+    assert _parallelism(dp=8, training={"precision": "fp8"}).grad_reduce_dtype == "bf16"
+    assert _parallelism(dp=8, training={"precision": "fp8"}).grad_bucket_size == 40e6 * 2
+    assert _parallelism(dp=8).grad_reduce_dtype == "fp32"
+    assert _parallelism(dp=8, grad_reduce_dtype="fp32", training={"precision": "fp8"}).grad_reduce_dtype == "fp32"
+
+
+def test_a_dumped_scenario_resolves_its_defaults_again_for_another_layout():
+    """compare and sweep rebuild grid points from the dump: a default resolved for one layout must not stick."""
+    scenario = config.load("gpt3-175b-1024-h100")   # tp 8, dp 16, bf16, nothing of these stated
+    data = scenario.model_dump(mode="json")
+    assert data["parallelism"]["grad_bucket_size"] is None and data["parallelism"]["tp_comm_overlap"] is None
+    data["parallelism"].update(tp=1, dp=128)
+    data["training"].update(precision="fp8", global_batch_size=128 * 96)
+    moved = config.from_dict(data).parallelism
+    assert moved.tp_comm_overlap is False
+    assert moved.grad_reduce_dtype == "bf16" and moved.grad_bucket_size == 128e6 * 2
+
+
+@pytest.mark.parametrize("size", ["8b", "70b", "405b"])
+def test_llama31_presets_are_the_llama3_shapes(size):
+    """Llama 3 Herd of Models, Table 3: the 3.1 models keep Llama 3's layers; only the context grows (128k)."""
+    llama3, llama31 = model.preset(f"llama3-{size}"), model.preset(f"llama3.1-{size}")
+    assert llama31.params == llama3.params and llama31.layers == llama3.layers
+    assert llama31.max_seq_len == 131072
+
+
+def test_nemotron3_22b_preset_has_22_billion_parameters():
+    """NeMo-Framework-Launcher's nemotron_22b.yaml (run name nemotron3-22B): about 22 billion parameters."""
+    assert 21e9 < model.preset("nemotron3-22b").params < 22.5e9
