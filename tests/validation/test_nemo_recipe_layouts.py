@@ -91,9 +91,9 @@ def test_recipe_layout_is_accepted_and_fits_h100_memory(data):
     assert need.total_bytes <= scenario.cluster.gpu.hbm_capacity, need.describe()
 
 
-@pytest.mark.parametrize(("name", "data", "row"), [case for case in LAYOUTS if case[2].get("grad_reduce")],
-                         ids=lambda value: value if isinstance(value, str) else "")
-def test_fits_with_the_recipes_own_gradient_dtype(name, data, row):
+@pytest.mark.parametrize(("data", "row"), [pytest.param(data, row, id=name) for name, data, row in LAYOUTS
+                                            if row.get("grad_reduce")])
+def test_fits_with_the_recipes_own_gradient_dtype(data, row):
     """Rows whose source sets the gradient dtype (optim.grad_sync_dtype / grad_reduce_in_fp32) fit with it."""
     data = {**data, "parallelism": {**data["parallelism"], "grad_reduce_dtype": row["grad_reduce"]}}
     scenario = config.from_dict(data)
