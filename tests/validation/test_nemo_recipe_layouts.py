@@ -25,13 +25,10 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "nemo_recipe_layouts.yaml"
 RECIPES = yaml.safe_load(DATA.read_text())
 
 # Rows that ran but that the memory model refuses with the contract defaults, and why (strict xfail: the test says
-# so when one starts to fit). The recipe itself reduces gradients in bf16 (grad_reduce: bf16 in the data file);
-# test_fits_with_the_recipes_own_gradient_dtype checks the row fits with that setting.
-KNOWN_REFUSED = {
-    "nemo2502-nemotron4-340b-fp8-128g-fp8": (
-        "contract default grad_reduce_dtype fp32 keeps 4-byte main gradients (21.5 GiB); NeMo's nemotron4_340b "
-        "recipe sets grad_reduce_in_fp32 = False (2 bytes): 87.8 GiB -> 77.0 GiB"),
-}
+# so when one starts to fit). None now: Nemotron-4 340B FP8 on 128 GPUs needed 87.8 GiB with fp32 main gradients
+# and fits (77.0 GiB) since fp8 training reduces gradients in bf16 by default, as its recipe does
+# (grad_reduce_in_fp32 = False); test_fits_with_the_recipes_own_gradient_dtype checks each row's own setting.
+KNOWN_REFUSED: dict[str, str] = {}
 
 
 def scenario_dict(row: dict, gpus: int, gbs: int, precision: str) -> dict:
