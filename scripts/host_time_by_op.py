@@ -51,13 +51,13 @@ def op_class(name: str, kind: str) -> str:
     return "other elementwise (rope, ...)"
 
 
-def launch_classes(local_experts: int, cuda_graphs: bool, fp8_recipe: str | None, phase: str,
+def launch_classes(local_experts: int, cuda_graphs: bool, quantize_serial: int, phase: str,
                    flex: bool = False) -> list[str]:
     """The classes of the ``moe_launch`` kernels of ``phase``, in ``moe.host_launches``'s counts: router launches,
-    the grouped GEMMs' per-expert GEMMs in series, the fp8 quantizes in series (``fp8_recipe`` None in 16-bit)."""
+    the grouped GEMMs' per-expert GEMMs in series, the fp8 quantizes in series (``quantize_serial`` per operand,
+    ``moe.fp8_quantize_kernels``; 0 in 16-bit)."""
     table = catalog.load("moe")["host_launches"]
     serial = moe.grouped_gemm_serial_kernels(local_experts)
-    quantize_serial = moe.fp8_quantize_kernels(local_experts, fp8_recipe) if fp8_recipe is not None else 0
     router = 0
     router_forward = table["router_forward_flex" if flex else "router_forward"]
     if not cuda_graphs:
@@ -89,8 +89,9 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
         for phase, ops in layer.items():
             if not ops:
                 continue
-            recipe = t.fp8_recipe if precision == "fp8" else None
-            launches = iter(launch_classes(local, t.moe_cuda_graphs, recipe, phase,
+            quantizes = (moe.fp8_quantize_kernels(local, shard.fp8_recipe, shard.fp8_transpose)
+                         if precision == "fp8" and m.moe else 0)
+            launches = iter(launch_classes(local, t.moe_cuda_graphs, quantizes, phase,
                                            p.moe_dispatcher == "flex" and p.ep * p.etp > 1) if m.moe else [])
             rows: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
             for op in ops:
