@@ -91,7 +91,8 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
                 continue
             quantizes = (moe.fp8_quantize_kernels(local, shard.fp8_recipe, shard.fp8_transpose)
                          if precision == "fp8" and m.moe else 0)
-            launches = iter(launch_classes(local, t.moe_cuda_graphs, quantizes, phase,
+            launched = "forward" if phase == "recompute" else phase   # full recompute re-runs the forward's launches
+            launches = iter(launch_classes(local, t.moe_cuda_graphs, quantizes, launched,
                                            p.moe_dispatcher == "flex" and p.ep * p.etp > 1) if m.moe else [])
             rows: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
             for op in ops:
