@@ -24,7 +24,7 @@ from functools import cache
 from simcluster.core import catalog
 from simcluster.core.token_routing import TokenRouting, expected_max_normal
 from simcluster.spec.model import MoESpec, TransformerSpec
-from simcluster.workload import kernels, mla, mtp, ops
+from simcluster.workload import fp8_recipes, kernels, mla, mtp, ops
 from simcluster.workload.ops import (
     BACKWARD_ELEMENTWISE_FLOP_RATIO,
     HIGH_PRECISION,
@@ -259,11 +259,13 @@ def fp8_quantize_kernels(local_experts: int, fp8_recipe: str, fp8_transpose: boo
     main stream (data/moe.yaml ``fp8_quantize_per_local_expert``): Transformer Engine's PyTorch split_quantize fuses
     every expert's tensor into one kernel for delayed scaling (``fp8_quantize_fused_recipes``) where the cast also
     writes the transposed copy (``fp8_transpose``: Hopper; without it, Blackwell, the fused kernel is skipped), and
-    quantizes them one kernel per expert otherwise (MXFP8, current scaling)."""
+    quantizes them expert by expert otherwise: one kernel each for MXFP8, and for the per-tensor recipes (current
+    scaling) the kernels ``fp8_recipes.quantize_kernels`` runs per tensor (an amax pass and the cast)."""
     table = _constants()["host_launches"]
     if fp8_recipe in table["fp8_quantize_fused_recipes"] and fp8_transpose:
         return 1
-    return math.ceil(local_experts * table["fp8_quantize_per_local_expert"])
+    per_tensor = len(fp8_recipes.quantize_kernels(fp8_recipe, fp8_transpose, [(1.0, False)]))
+    return per_tensor * math.ceil(local_experts * table["fp8_quantize_per_local_expert"])
 
 
 def _halves(launches: list[Op]) -> tuple[list[Op], list[Op]]:

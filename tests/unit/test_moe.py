@@ -141,14 +141,14 @@ def test_fp8_grouped_gemms_quantize_expert_by_expert_on_the_main_stream(ep):
     and one fused kernel for every expert with delayed scaling (pytorch/csrc/extensions/cast.cpp,
     multi_tensor_quantize_impl): so MXFP8 adds 2 x L kernels in series to the forward and data-gradient phases,
     delayed scaling 2 where the cast writes the transposed copy (Hopper) and 2 x L where it does not (Blackwell:
-    the fused kernel needs every output's columnwise data), whatever the GEMMs' 4 streams do; nothing to the weight
-    gradients."""
+    the fused kernel needs every output's columnwise data), current scaling 2 x 2L (amax and cast per expert),
+    whatever the GEMMs' 4 streams do; nothing to the weight gradients."""
     spec = _small_moe(experts=64, top_k=2)
     local = 64 // ep
     blocks = {(p, r, t): moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, precision=p, fp8_recipe=r,
                                                    fp8_transpose=t), ep=ep, cuda_graphs=True)
               for p, r, t in (("bf16", "delayed", True), ("fp8", "delayed", True), ("fp8", "delayed", False),
-                              ("fp8", "mxfp8", False))}
+                              ("fp8", "mxfp8", False), ("fp8", "current", True))}
     depth = _round_robin_depth(local, 4)
     bf16 = blocks["bf16", "delayed", True]
     for phase, quantized in (("forward", 2), ("backward_input", 2), ("backward_weight", 0)):
@@ -156,6 +156,8 @@ def test_fp8_grouped_gemms_quantize_expert_by_expert_on_the_main_stream(ep):
         assert _launches(blocks["fp8", "mxfp8", False], phase) - _launches(bf16, phase) == quantized * local
         assert _launches(blocks["fp8", "delayed", True], phase) - _launches(bf16, phase) == quantized
         assert _launches(blocks["fp8", "delayed", False], phase) - _launches(bf16, phase) == quantized * local
+        # current scaling: an amax pass and a cast per expert (Float8CurrentScalingQuantizer::quantize_impl)
+        assert _launches(blocks["fp8", "current", True], phase) - _launches(bf16, phase) == 2 * quantized * local
 
 
 def test_eager_router_launches_the_fused_router_kernels_cuda_graphs_replay_them():
