@@ -51,13 +51,13 @@ def op_class(name: str, kind: str) -> str:
     return "other elementwise (rope, ...)"
 
 
-def launch_classes(local_experts: int, cuda_graphs: bool, fp8: bool, phase: str, flex: bool = False) -> list[str]:
+def launch_classes(local_experts: int, cuda_graphs: bool, quantize_serial: int, phase: str,
+                   flex: bool = False) -> list[str]:
     """The classes of the ``moe_launch`` kernels of ``phase``, in ``moe.host_launches``'s counts: router launches,
-    the grouped GEMMs' per-expert GEMMs in series, the per-expert quantizes in series."""
+    the grouped GEMMs' per-expert GEMMs in series, the fp8 quantizes in series (``quantize_serial`` per operand,
+    ``moe.fp8_quantize_kernels``; 0 in 16-bit)."""
     table = catalog.load("moe")["host_launches"]
     serial = moe.grouped_gemm_serial_kernels(local_experts)
-    quantize_serial = math.ceil(math.ceil(local_experts * table["fp8_quantize_per_local_expert"])
-                                / table["gemm_streams"])
     router = 0
     router_forward = table["router_forward_flex" if flex else "router_forward"]
     if not cuda_graphs:
@@ -65,7 +65,7 @@ def launch_classes(local_experts: int, cuda_graphs: bool, fp8: bool, phase: str,
                   "backward_input": math.ceil(router_forward * table["router_backward_per_forward"])
                   - moe.ROUTER_OPS["backward"]}.get(phase, 0)
     gemms = moe.GROUPED_GEMMS.get(phase, 0) * (serial - 1)
-    quantizes = moe.FP8_QUANTIZED_GROUPED_GEMMS.get(phase, 0) * quantize_serial if fp8 else 0
+    quantizes = moe.FP8_QUANTIZED_GROUPED_GEMMS.get(phase, 0) * quantize_serial
     return (["router"] * max(0, router) + ["grouped expert GEMMs"] * gemms
             + ["fp8 quantize (casts)"] * quantizes)
 
@@ -89,7 +89,10 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
         for phase, ops in layer.items():
             if not ops:
                 continue
-            launches = iter(launch_classes(local, t.moe_cuda_graphs, precision == "fp8", phase,
+            quantizes = (moe.fp8_quantize_kernels(local, shard.fp8_recipe, shard.fp8_transpose)
+                         if precision == "fp8" and m.moe else 0)
+            launched = "forward" if phase == "recompute" else phase   # full recompute re-runs the forward's launches
+            launches = iter(launch_classes(local, t.moe_cuda_graphs, quantizes, launched,
                                            p.moe_dispatcher == "flex" and p.ep * p.etp > 1) if m.moe else [])
             rows: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
             for op in ops:

@@ -24,7 +24,7 @@ from functools import cache
 from simcluster.core import catalog
 from simcluster.core.token_routing import TokenRouting, expected_max_normal
 from simcluster.spec.model import MoESpec, TransformerSpec
-from simcluster.workload import kernels, mla, mtp, ops
+from simcluster.workload import fp8_recipes, kernels, mla, mtp, ops
 from simcluster.workload.ops import (
     BACKWARD_ELEMENTWISE_FLOP_RATIO,
     HIGH_PRECISION,
@@ -139,7 +139,9 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     backward_input = [unpermute_bwd, _scaled(down.dgrad(shard), scale), act_bwd, _scaled(up.dgrad(shard), scale),
                       permute_bwd, router_act_bwd, router.dgrad(shard)]
     backward_weight = [_scaled(down.wgrad(shard), scale), _scaled(up.wgrad(shard), scale), router.wgrad(shard)]
-    launches = host_launches(local_experts, cuda_graphs, fp8=shard.precision == "fp8", flex=flex)
+    quantizes = (fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose)
+                 if shard.precision == "fp8" else 0)
+    launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex)
     forward += launches["router_forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
@@ -210,7 +212,7 @@ GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 2}  # fc1
 FP8_QUANTIZED_GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 0}
 
 
-def host_launches(local_experts: int, cuda_graphs: bool = False, fp8: bool = False,
+def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
                   flex: bool = False) -> dict[str, list[Op]]:
     """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
     host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
@@ -218,8 +220,8 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8: bool = Fal
     as ``kernels.HOST_ONLY_LAUNCH`` ops (host dispatch only); and, without CUDA graphs, the fused router and EP
     preprocess launch ``router_forward`` kernels forward (key ``router_forward``: before the layer's host sync) and
     ``router_backward_per_forward`` as many backward (counted with the data gradients) where the device model has a
-    few (``router_forward_flex`` with the flex dispatcher's fused preprocess, ``flex``); in ``fp8`` the
-    per-expert quantize kernels of the grouped GEMMs' operands, on the same streams.
+    few (``router_forward_flex`` with the flex dispatcher's fused preprocess, ``flex``); in fp8 the
+    ``fp8_quantizes`` kernels (``fp8_quantize_kernels``) of each quantized grouped-GEMM operand, on the main stream.
 
     Each kernel is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time
     on it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
@@ -234,15 +236,9 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8: bool = Fal
     per_phase = {"router_forward": [] if cuda_graphs else [_memory("moe_launch", 0.0, 0.0)] * router["forward"]}
     serial = grouped_gemm_serial_kernels(local_experts)
     gemms_issued = local_experts * table["gemm_per_local_expert"]
-    quantizes_issued = math.ceil(local_experts * table["fp8_quantize_per_local_expert"])
-    quantize_serial = math.ceil(quantizes_issued / table["gemm_streams"])
     for phase, gemms in GROUPED_GEMMS.items():
-        count = gemms * (serial - 1)
+        count = gemms * (serial - 1) + FP8_QUANTIZED_GROUPED_GEMMS[phase] * fp8_quantizes
         other_streams = gemms * (gemms_issued - serial)
-        if fp8:
-            quantized = FP8_QUANTIZED_GROUPED_GEMMS[phase]
-            count += quantized * quantize_serial
-            other_streams += quantized * (quantizes_issued - quantize_serial)
         if not cuda_graphs and phase != "forward":
             count += max(0, router[phase])
         per_phase[phase] = ([_memory("moe_launch", 0.0, 0.0)] * count
@@ -256,6 +252,20 @@ def grouped_gemm_serial_kernels(local_experts: int) -> int:
     as ceil(GEMMs / streams) one after another on the busiest stream, whose gaps the others overlap."""
     table = _constants()["host_launches"]
     return math.ceil(local_experts * table["gemm_per_local_expert"] / table["gemm_streams"])
+
+
+def fp8_quantize_kernels(local_experts: int, fp8_recipe: str, fp8_transpose: bool = True) -> int:
+    """Kernels that quantize one fp8 operand of a grouped GEMM over ``local_experts`` experts, all in series on the
+    main stream (data/moe.yaml ``fp8_quantize_per_local_expert``): Transformer Engine's PyTorch split_quantize fuses
+    every expert's tensor into one kernel for delayed scaling (``fp8_quantize_fused_recipes``) where the cast also
+    writes the transposed copy (``fp8_transpose``: Hopper; without it, Blackwell, the fused kernel is skipped), and
+    quantizes them expert by expert otherwise: one kernel each for MXFP8, and for the per-tensor recipes (current
+    scaling) the kernels ``fp8_recipes.quantize_kernels`` runs per tensor (an amax pass and the cast)."""
+    table = _constants()["host_launches"]
+    if fp8_recipe in table["fp8_quantize_fused_recipes"] and fp8_transpose:
+        return 1
+    per_tensor = len(fp8_recipes.quantize_kernels(fp8_recipe, fp8_transpose, [(1.0, False)]))
+    return per_tensor * math.ceil(local_experts * table["fp8_quantize_per_local_expert"])
 
 
 def _halves(launches: list[Op]) -> tuple[list[Op], list[Op]]:

@@ -134,19 +134,30 @@ def test_grouped_gemms_launch_one_gemm_per_local_expert_in_every_phase(ep):
 
 
 @pytest.mark.parametrize("ep", [1, 4, 8, 64])
-def test_fp8_grouped_gemms_quantize_expert_by_expert_on_the_same_streams(ep):
-    """Transformer Engine's GroupedLinear quantizes its fp8 operands with split_quantize, one kernel per local
-    expert over the 4 compute streams: the input of fc1 and fc2 forward, their output gradients backward (reused
-    by the weight gradients); bf16 only splits them (views). So fp8 adds 2 x the busiest stream's quantizes to the
-    forward and data-gradient phases and nothing to the weight gradients."""
+def test_fp8_grouped_gemms_quantize_expert_by_expert_on_the_main_stream(ep):
+    """Transformer Engine's GroupedLinear quantizes its fp8 operands with split_quantize: the input of fc1 and fc2
+    forward, their output gradients backward (reused by the weight gradients); bf16 only splits them (views). In
+    PyTorch, split_quantize runs one kernel per local expert on the current stream for MXFP8 (and current scaling),
+    and one fused kernel for every expert with delayed scaling (pytorch/csrc/extensions/cast.cpp,
+    multi_tensor_quantize_impl): so MXFP8 adds 2 x L kernels in series to the forward and data-gradient phases,
+    delayed scaling 2 where the cast writes the transposed copy (Hopper) and 2 x L where it does not (Blackwell:
+    the fused kernel needs every output's columnwise data), current scaling 2 x 2L (amax and cast per expert),
+    whatever the GEMMs' 4 streams do; nothing to the weight gradients."""
     spec = _small_moe(experts=64, top_k=2)
     local = 64 // ep
-    blocks = {p: moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, precision=p), ep=ep, cuda_graphs=True)
-              for p in ("bf16", "fp8")}
+    blocks = {(p, r, t): moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, precision=p, fp8_recipe=r,
+                                                   fp8_transpose=t), ep=ep, cuda_graphs=True)
+              for p, r, t in (("bf16", "delayed", True), ("fp8", "delayed", True), ("fp8", "delayed", False),
+                              ("fp8", "mxfp8", False), ("fp8", "current", True))}
     depth = _round_robin_depth(local, 4)
+    bf16 = blocks["bf16", "delayed", True]
     for phase, quantized in (("forward", 2), ("backward_input", 2), ("backward_weight", 0)):
-        assert _launches(blocks["bf16"], phase) == 2 * (depth - 1)
-        assert _launches(blocks["fp8"], phase) - _launches(blocks["bf16"], phase) == quantized * depth
+        assert _launches(bf16, phase) == 2 * (depth - 1)
+        assert _launches(blocks["fp8", "mxfp8", False], phase) - _launches(bf16, phase) == quantized * local
+        assert _launches(blocks["fp8", "delayed", True], phase) - _launches(bf16, phase) == quantized
+        assert _launches(blocks["fp8", "delayed", False], phase) - _launches(bf16, phase) == quantized * local
+        # current scaling: an amax pass and a cast per expert (Float8CurrentScalingQuantizer::quantize_impl)
+        assert _launches(blocks["fp8", "current", True], phase) - _launches(bf16, phase) == 2 * quantized * local
 
 
 def test_eager_router_launches_the_fused_router_kernels_cuda_graphs_replay_them():
@@ -289,14 +300,15 @@ def test_moe_layers_keep_only_the_attentions_tensor_parallel_pair_unless_they_ha
 def test_the_forward_syncs_once_before_the_routed_experts_and_the_host_issues_every_expert_gemm(ep):
     """Dropless MoE copies the tokens per expert to the host (all-to-all splits, grouped GEMM rows) once per layer
     forward (data/moe.yaml host_syncs): one sync, after the router and shared experts, before the permutation and
-    the expert GEMMs; none backward. The host issues all L = experts/ep GEMMs of each grouped GEMM (and in fp8 all L
-    quantizes), the streams run ceil(L/4) in series: the rest are host-only launches."""
+    the expert GEMMs; none backward. The host issues all L = experts/ep GEMMs of each grouped GEMM, the streams run
+    ceil(L/4) in series: the rest are host-only launches; fp8 quantizes all run on the main stream (none host-only)."""
     from simcluster.workload import kernels
     spec = _small_moe(experts=64, top_k=2, shared_experts=1)
     local = 64 // ep
     depth = _round_robin_depth(local, 4)
-    for precision, quantized in (("bf16", 0), ("fp8", 2)):
-        block = moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, precision=precision), ep=ep, cuda_graphs=True)
+    for precision in ("bf16", "fp8"):
+        block = moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, precision=precision, fp8_recipe="mxfp8"),
+                              ep=ep, cuda_graphs=True)
         names = [op.name for op in block.forward]
         assert names.count(kernels.HOST_SYNC) == 1
         sync = names.index(kernels.HOST_SYNC)
@@ -305,4 +317,4 @@ def test_the_forward_syncs_once_before_the_routed_experts_and_the_host_issues_ev
         for phase in ("backward_input", "backward_weight"):
             assert kernels.HOST_SYNC not in [op.name for op in getattr(block, phase)]
         host_only = sum(name == kernels.HOST_ONLY_LAUNCH for name in names)
-        assert host_only == 2 * (local - depth) + quantized * (local - depth)
+        assert host_only == 2 * (local - depth)
