@@ -82,6 +82,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Defaulted(_Strict):
+    """A section with options that default to what the framework runs, which may hang on other sections: left unset
+    (None) they are resolved while the scenario is validated (``resolve``) and serialised unset again (null), so that
+    a scenario rebuilt from its dump with another layout (sweep, compare) resolves them anew."""
+
+    _defaulted: frozenset[str] = PrivateAttr(default=frozenset())
+
+    def resolve(self, **defaults) -> None:
+        """Set the fields of ``defaults`` still unset (None). The model is frozen: they are set once, while the
+        scenario is validated, so that every later reader sees plain values."""
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+                self._defaulted = self._defaulted | {name}
+
+    @model_serializer(mode="wrap")
+    def _dump_defaults_unset(self, handler):
+        data = handler(self)
+        return {**data, **dict.fromkeys(self._defaulted)} if isinstance(data, dict) else data
+
+
 class Cluster(_Strict):
     gpu: GpuSpec = Field(description="catalog name (h100-sxm, a100-80gb-sxm, ...) or an inline GPU spec")
     gpus_per_node: Count = Field(8, le=MAX_GPUS_PER_NODE, description="GPUs in one NVLink/NVSwitch domain")
@@ -123,7 +144,7 @@ class Cluster(_Strict):
         return self.nodes * self.gpus_per_node
 
 
-class Training(_Strict):
+class Training(_Defaulted):
     seq_len: Count = Field(2048, le=MAX_SEQ_LEN, description="tokens per sequence")
     global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
     micro_batch_size: Count = Field(1, description="sequences per microbatch")
@@ -151,9 +172,10 @@ class Training(_Strict):
         "as Transformer Engine runs it, FlashAttention-2 on Ampere), FlashAttention-2 as PyTorch SDPA runs it on "
         "Hopper too (flash2: about 0.6x flash's throughput there, same on Ampere), the Triton FlashAttention of "
         "flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
-    cross_entropy: Literal["unfused", "fused", "megatron_fused"] = Field(
-        "unfused", description="loss kernel over the logits: unfused (Megatron-LM's vocab-parallel cross entropy, pass "
-        "by pass in fp32), fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
+    cross_entropy: Literal["unfused", "fused", "megatron_fused"] | None = Field(
+        None, description="loss kernel over the logits; default: megatron_fused on Megatron's pipeline engine (NeMo "
+        "2.x GPTConfig's cross_entropy_loss_fusion True, as NeMo's Llama 3 and Nemotron recipes), unfused otherwise. "
+        "unfused (Megatron-LM's vocab-parallel cross entropy, pass by pass in fp32), fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
         "flash-attention's CrossEntropyLoss, llm-foundry's default loss_fn fused_crossentropy) or megatron_fused "
         "(Megatron-Core's cross_entropy_loss_fusion: the fp32 passes in four torch.compile graphs)")
     projections: Literal["fused", "separate"] = Field(
@@ -186,7 +208,7 @@ class Training(_Strict):
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
-class Parallelism(_Strict):
+class Parallelism(_Defaulted):
     tp: Count = Field(1, description="tensor parallel degree")
     pp: Count = Field(1, description="pipeline parallel degree")
     dp: Count = Field(1, description="data parallel degree")
@@ -267,10 +289,6 @@ class Parallelism(_Strict):
             raise ValueError("must be a positive size, e.g. '25 MB'")
         return value
 
-    # the options left unset and resolved to the framework's default (``resolve``): serialised unset (null), so that
-    # a scenario rebuilt from its dump with another layout (sweep, compare) resolves them again
-    _defaulted: frozenset[str] = PrivateAttr(default=frozenset())
-
     @property
     def megatron_core(self) -> bool:
         """Megatron's pipeline engine without Megatron-LM's 2020-21 local DDP: the Megatron-Core the defaults model."""
@@ -284,19 +302,6 @@ class Parallelism(_Strict):
         self.resolve(tp_comm_overlap=self.megatron_core and self.tp > 1 and self.sequence_parallel,
                      overlap_param_gather=self.megatron_core and self.zero_stage in (1, 2))
         return self
-
-    def resolve(self, **defaults) -> None:
-        """Set the fields of ``defaults`` still unset (None). The model is frozen: they are set once, while the
-        scenario is validated, so that every later reader sees plain values."""
-        for name, value in defaults.items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
-                self._defaulted = self._defaulted | {name}
-
-    @model_serializer(mode="wrap")
-    def _dump_defaults_unset(self, handler):
-        data = handler(self)
-        return {**data, **dict.fromkeys(self._defaulted)} if isinstance(data, dict) else data
 
     @field_validator("order")
     @classmethod
@@ -362,11 +367,13 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _framework_defaults(self) -> Scenario:
-        """The gradient reduction left unset, as the framework runs it: on Megatron-Core, in bf16 with fp8 training
+        """The loss kernel left unset, as the framework runs it: Megatron-Core's fused loss on Megatron-Core (NeMo 2.x
+        GPTConfig: cross_entropy_loss_fusion True); the gradient reduction: on Megatron-Core, in bf16 with fp8 training
         (NeMo 2.x performance scripts set grad_reduce_in_fp32 False with fp8), else fp32 (Megatron-LM forces fp32
         reduction with --bf16; NeMo's bf16_mixed plugin keeps it); buckets of Megatron-Core's size, max(40M, 1M x
         dp x cp) parameters at that width, PyTorch DDP's 25 MB elsewhere."""
         p = self.parallelism
+        self.training.resolve(cross_entropy="megatron_fused" if p.megatron_core else "unfused")
         p.resolve(grad_reduce_dtype="bf16" if p.megatron_core and self.training.precision == "fp8" else "fp32")
         bucket = (max(MCORE_BUCKET_MIN_PARAMS, MCORE_BUCKET_PARAMS_PER_RANK * p.dp * p.cp)
                   * hardware.BYTES_PER_ELEMENT[p.grad_reduce_dtype] if p.megatron_core else TORCH_DDP_BUCKET_BYTES)

@@ -91,3 +91,16 @@ def test_llama31_presets_are_the_llama3_shapes(size):
 def test_nemotron3_22b_preset_has_22_billion_parameters():
     """NeMo-Framework-Launcher's nemotron_22b.yaml (run name nemotron3-22B): about 22 billion parameters."""
     assert 21e9 < model.preset("nemotron3-22b").params < 22.5e9
+
+
+def test_megatron_core_fuses_the_loss_by_default():
+    """NeMo 2.x GPTConfig: cross_entropy_loss_fusion True; DeepSpeed's engine of 2021-22 had no such fusion."""
+    data = {"name": "loss", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1},
+            "model": "gpt3-1.3b", "training": {"global_batch_size": 16, "precision": "bf16"},
+            "parallelism": {"tp": 2, "dp": 4}}
+    assert config.from_dict(data).training.cross_entropy == "megatron_fused"
+    deepspeed = {**data, "parallelism": {"tp": 2, "dp": 4, "sequence_parallel": False, "pipeline_engine": "deepspeed",
+                                         "overlap_grad_reduce": False}}
+    assert config.from_dict(deepspeed).training.cross_entropy == "unfused"
+    stated = {**data, "training": {**data["training"], "cross_entropy": "unfused"}}
+    assert config.from_dict(stated).training.cross_entropy == "unfused"
