@@ -47,6 +47,26 @@ the amax passes and the casts, which each move the whole tensor like every eleme
 counted: the one-thread scale kernel (a launch and ~2 us, not the fitted per-kernel gap of large kernels), and with
 sequence parallelism the amax all-reduce over the tensor-parallel group before the cast (``with_amax_reduction``,
 a blocking NCCL all-reduce of one float per sequence-parallel input and row-parallel output gradient).
+
+Delayed scaling's amax reduction and scale update, per autocast region (``amax_reduction``). Transformer Engine 1.x
+(the NeMo 24.07-25.02 containers, TE 1.6-1.13) does not update scales per module: each module registers its amaxes
+in a global buffer (``prepare_forward`` -> ``FP8GlobalStateManager.add_fp8_tensors_to_global_buffer``) and the
+region's exit does the work once, ``reduce_and_update_fp8_tensors`` (transformer_engine/pytorch/fp8.py): it
+concatenates the amaxes (``torch.cat``, one kernel: PyTorch batches up to 128 inputs per launch), all-reduces them
+with ``ReduceOp.MAX`` over the autocast's ``fp8_group`` (``torch.distributed.all_reduce(..., async_op=False)``: the
+compute stream waits for it) and runs ``tex.fused_amax_and_scale_update_after_reduction`` (one kernel for up to
+~1000 modules, ``AMAX_PARAMS_LIMIT`` in common/recipe/delayed_scaling.cu) which rolls every amax history and writes
+each scale and its inverse. Forward: at ``fp8_autocast_exit`` when grad is enabled (``reduce_and_update_fp8_tensors
+(forward=True, ...)``); backward: once, at the end of the backward of the region's first fp8 module
+(``ctx.reduce_and_update_bwd_fp8_tensors = FP8GlobalStateManager.is_first_fp8_module()`` in each module's forward,
+``reduce_and_update_fp8_tensors(forward=False)`` in its backward; linear.py, layernorm_linear.py, layernorm_mlp.py).
+Megatron-Core r0.8-r0.10 opens the region around ``TransformerBlock.forward`` (transformer_block.py: ``fp8_autocast(
+enabled=True, fp8_recipe=..., fp8_group=parallel_state.get_amax_reduction_group(with_context_parallel=True))``),
+so there is one region per model chunk and microbatch and direction, and the group is
+``_TENSOR_AND_DATA_PARALLEL_GROUP_WITH_CP``: the tensor-, context- and data-parallel ranks of a pipeline stage
+(parallel_state.py). Each GEMM carries 3 fp8 tensors forward (input, weight, output) and 2 backward (output
+gradient, input gradient): ``fp8_meta["scaling_fwd"]``/``["scaling_bwd"]`` of ``num_gemms * 3`` / ``* 2`` amaxes
+(base.py ``init_fp8_meta_tensors``). Current scaling and MXFP8 (TE 2.x) have no such region-wide reduction.
 """
 
 from __future__ import annotations
@@ -107,3 +127,29 @@ def quantize_kernels(recipe: str, transpose: bool, tensors: list[tuple[float, bo
             kernels.append((AMAX_OP, elements, BF16_BYTES * elements))
         kernels.append((CAST_OP, elements, cast * elements))
     return kernels
+
+
+# Delayed scaling's per-region amax reduction and scale update (module docstring)
+AMAX_REDUCTION_RECIPES = ("delayed",)
+AMAX_CONCAT_OP = "fp8_amax_concat"
+SCALE_UPDATE_OP = "fp8_scale_update"
+FP8_TENSORS_PER_GEMM = {"forward": 3, "backward": 2}   # TE base.py init_fp8_meta_tensors: num_gemms * 3 / * 2
+AMAX_BYTES = 4                                          # fp32 amax, scale and inverse scale
+# NeMo's fp8 configurations keep 1024 amaxes per tensor (fp8_amax_history_len: 1024, fp8_amax_compute_algo: max;
+# NeMo-Framework-Launcher conf/training/gpt3/*.yaml); only the update kernel's few hundred KB of traffic depend on it
+AMAX_HISTORY_LEN = 1024
+
+
+def amax_reduction(recipe: str, gemms: int, direction: str,
+                   history_len: int = AMAX_HISTORY_LEN) -> tuple[float, list[tuple[str, float, float]]]:
+    """One autocast region's amax reduction under ``recipe`` for ``gemms`` fp8 GEMMs in ``direction`` ("forward"
+    or "backward"): (bytes of the MAX all-reduce over the amax group, the kernels on the compute stream as (name,
+    elements, HBM bytes)): the concatenation (reads and writes each amax) and the fused update (reads the amaxes, reads
+    and writes each history of ``history_len``, reads the scale, writes it and its inverse). Nothing for the recipes
+    without a region-wide reduction."""
+    if recipe not in AMAX_REDUCTION_RECIPES or gemms <= 0:
+        return 0.0, []
+    tensors = FP8_TENSORS_PER_GEMM[direction] * gemms
+    amax_bytes = AMAX_BYTES * tensors
+    return amax_bytes, [(AMAX_CONCAT_OP, tensors, 2 * amax_bytes),
+                        (SCALE_UPDATE_OP, tensors * history_len, (2 * history_len + 4) * amax_bytes)]
