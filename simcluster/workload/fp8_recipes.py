@@ -33,7 +33,29 @@ and the backward GEMMs read the rowwise data transposed: delayed 2 + 1 bytes, cu
 (``transposes``, efficiency.yaml gemm.fp8_any_layout). MXFP8 writes both copies on every GPU.
 
 Weights are quantized once per step in every recipe (Transformer Engine caches them across microbatches): left out,
-as ``ops`` does.
+as ``ops`` does (Megatron-Core's ``forward_step`` calls ``set_is_first_microbatch`` on each model chunk's first
+microbatch and TE casts and transposes the weights only then: 4 bytes a parameter once a step, 0.1-0.2% of the NeMo
+24.07 H100 steps).
+
+Delayed scaling on Hopper in Megatron-Core's Transformer Engine layer, to the letter (``megatron_te_cast_bytes``;
+TE 1.6-1.13, Megatron-Core r0.8-r0.10). The layer is TELayerNormColumnParallelLinear (QKV), TERowParallelLinear
+(attention projection), TELayerNormColumnParallelLinear (fc1), Megatron's own 16-bit activation and
+TERowParallelLinear (fc2) (gpt_layer_specs.py: ``MLPSubmodules(linear_fc1=TELayerNormColumnParallelLinear,
+linear_fc2=TERowParallelLinear)``; TE's LayerNormMLP, which fuses the activation with the cast, is not used). So:
+- the two norm-fed inputs (QKV's, fc1's) are written in fp8 by the norm itself (``layernorm_fwd_fp8``: 1 byte an
+  element written instead of 2, no cast kernel) and, for the weight gradient, transposed in the backward after the
+  all-gather, at the gathered size (``ln_out_total_t = tex.fp8_transpose(ln_out_total, ...)``, layernorm_linear.py:
+  1 read + 1 written);
+- the projection's and fc2's inputs are cast-transposed (``fp8_cast_transpose_fused``: 2 + 1 + 1);
+- the row-parallel layers' output gradients, with sequence parallelism, are cast on the shard, all-gathered in fp8
+  and transposed after the gather (``grad_output_preprocess``, base.py, "FP8 case with gather: unfused bgrad, cast,
+  transpose for efficient gather": ``grad_output.sum(dim=0)`` for the bias gradient, 2 bytes on the shard where the
+  layer has biases, ``cast_to_fp8`` 2 + 1 on the shard, ``tex.fp8_transpose`` 1 + 1 gathered); without it one
+  fused cast-transpose (with the bias gradient) 2 + 1 + 1;
+- the column-parallel layers' output gradients (QKV's, fc1's): one cast-transpose with the bias gradient fused,
+  2 + 1 + 1.
+Counted as the bytes of the layer's one cast op per phase (the norms' saving on their own op); the kernels stay one
+per phase (TE launches 2 forward and 6-10 backward, below).
 
 Kernels (``quantize_kernels``). Delayed scaling and MXFP8 stay one fused op per layer and phase (the convention the
 fitted per-kernel gap was fitted with on the Hopper rows). Current scaling runs as Transformer Engine 2.x launches
@@ -153,3 +175,22 @@ def amax_reduction(recipe: str, gemms: int, direction: str,
     amax_bytes = AMAX_BYTES * tensors
     return amax_bytes, [(AMAX_CONCAT_OP, tensors, 2 * amax_bytes),
                         (SCALE_UPDATE_OP, tensors * history_len, (2 * history_len + 4) * amax_bytes)]
+
+
+def megatron_te_cast_bytes(norm_fed: float, gathered: float, other_forward: float, other_backward: float,
+                           biases: bool) -> tuple[float, float]:
+    """(forward, backward) HBM bytes of delayed scaling's casts and transposes in one Megatron-Core Transformer
+    Engine layer on Hopper (module docstring), beyond the norms' own op: ``norm_fed`` elements of each norm output
+    and of each row-parallel output gradient on this rank (the sequence-parallel shard), ``gathered`` the same
+    tensor's elements after the tensor-parallel all-gather (equal without sequence parallelism), ``other_forward``
+    the projection's and fc2's input elements, ``other_backward`` the column-parallel output gradients' (QKV's,
+    fc1's), ``biases`` whether the linear layers have biases."""
+    cast = cast_bytes_per_element("delayed")                     # cast-transpose: 2 read, 1 + 1 written
+    transpose = 2 * FP8_BYTES                                    # fp8_transpose: 1 read, 1 written
+    if gathered > norm_fed:   # sequence parallel: bias sum and cast on the shard, transpose after the gather
+        row_grad = (BF16_BYTES * biases + BF16_BYTES + FP8_BYTES) * norm_fed + transpose * gathered
+    else:
+        row_grad = cast * norm_fed
+    forward = cast * other_forward
+    backward = cast * other_backward + 2 * row_grad + 2 * transpose * gathered
+    return forward, backward
