@@ -71,7 +71,8 @@ sequence parallelism the amax all-reduce over the tensor-parallel group before t
 a blocking NCCL all-reduce of one float per sequence-parallel input and row-parallel output gradient).
 
 Delayed scaling's amax reduction and scale update, per autocast region (``amax_reduction``). Transformer Engine 1.x
-(the NeMo 24.07-25.02 containers, TE 1.6-1.13) does not update scales per module: each module registers its amaxes
+(the NeMo 24.07-24.12 containers, TE 1.6-1.13; TE 2.x's fp8.py keeps the same structure) does not update scales per
+module: each module registers its amaxes
 in a global buffer (``prepare_forward`` -> ``FP8GlobalStateManager.add_fp8_tensors_to_global_buffer``) and the
 region's exit does the work once, ``reduce_and_update_fp8_tensors`` (transformer_engine/pytorch/fp8.py): it
 concatenates the amaxes (``torch.cat``, one kernel: PyTorch batches up to 128 inputs per launch), all-reduces them
