@@ -20,7 +20,17 @@ from simcluster.parallel.layout import Layout
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import async_tp, composer_adamw, kernels, megatron_fp16_step, mla, moe, mtp, userbuffers
+from simcluster.workload import (
+    async_tp,
+    composer_adamw,
+    fp8_recipes,
+    kernels,
+    megatron_fp16_step,
+    mla,
+    moe,
+    mtp,
+    userbuffers,
+)
 from simcluster.workload.ops import (
     HIGH_PRECISION,
     Op,
@@ -175,6 +185,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
     layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
+    layer_gemms = fp8_gemms(layer)
     overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1
     ub = overlap and p.tp_comm_overlap_impl == "userbuffers"  # Transformer Engine userbuffers' chunk GEMMs
     micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
@@ -194,6 +205,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                  if m.moe else layer)
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
+    moe_gemms = fp8_gemms(moe_layer)
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
     ep_per_layer = expert_parallel_per_layer(scenario)
@@ -236,6 +248,10 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         dense = layers - moe_layers
         fwd_stream = dense * layer_fwd + moe_layers * moe_fwd
         bwd_stream = dense * layer_bwd + moe_layers * moe_bwd
+        if shard.precision == "fp8":  # delayed scaling's amax reduction, once per chunk, microbatch and direction
+            gemms = dense * layer_gemms + moe_layers * moe_gemms
+            fwd_stream += amax_region(scenario, gemms, "forward", layout, collective_time_s)
+            bwd_stream += amax_region(scenario, gemms, "backward", layout, collective_time_s)
         fwd_flop = dense * _phase_flop(layer, ("forward",)) + moe_layers * _phase_flop(moe_layer, ("forward",))
         bwd_flop = (dense * _phase_flop(layer, BACKWARD_PHASES)
                     + moe_layers * _phase_flop(moe_layer, BACKWARD_PHASES))
@@ -309,6 +325,38 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     if p.pipeline_engine == "deepspeed":  # DeepSpeed's PipelineEngine (parallel.deepspeed_pipeline)
         return deepspeed_pipeline.apply(step_plan, collective_time_s)
     return step_plan
+
+
+def fp8_gemms(layer: dict[str, list]) -> int:
+    """The fp8 GEMMs of a layer's forward (each a Transformer Engine GEMM with its own amaxes): GEMMs that run in the
+    run's precision (not the 16-bit ones, ``Op.precision``), before userbuffers splits them into chunks."""
+    return sum(op.kind == "gemm" and op.precision is None for op in layer["forward"])
+
+
+def amax_reduction_group(layout: Layout) -> tuple[int, ...]:
+    """Megatron-Core's FP8 amax reduction group of rank 0: the tensor-, context- and data-parallel ranks of its
+    pipeline stage (``parallel_state.get_amax_reduction_group(with_context_parallel=True)`` =
+    ``_TENSOR_AND_DATA_PARALLEL_GROUP_WITH_CP``, r0.8-r0.10)."""
+    return tuple(sorted({tp_rank for dp_rank in layout.group(0, "dp") for cp_rank in layout.group(dp_rank, "cp")
+                         for tp_rank in layout.group(cp_rank, "tp")}))
+
+
+def amax_region(scenario: Scenario, gemms: int, direction: str, layout: Layout,
+                collective_time_s: CollectiveTime) -> kernels.StreamTime:
+    """One fp8 autocast region's amax reduction and scale update in ``direction`` (``fp8_recipes.amax_reduction``):
+    the concatenation and update kernels on the compute stream, the NCCL all-reduce's launch (host only), and the
+    all-reduce itself, which the compute stream waits for (blocking, ``async_op=False``), at its time alone on the
+    fabric. Nothing for recipes without it (current scaling, MXFP8, torchao)."""
+    t = scenario.training
+    size_bytes, reduction = fp8_recipes.amax_reduction(t.fp8_recipe, gemms, direction)
+    if not reduction:
+        return kernels.StreamTime()
+    ops = [Op(name, "memory", 0.0, float(size)) for name, _elements, size in reduction]
+    group = amax_reduction_group(layout)
+    if len(group) > 1:
+        ops.append(Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0))
+    wait_s = collective_time_s("allreduce", group, size_bytes)
+    return kernels.stream_time(ops, scenario.cluster.gpu, t.precision) + kernels.StreamTime(device_s=wait_s)
 
 
 def expert_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:

@@ -33,7 +33,29 @@ and the backward GEMMs read the rowwise data transposed: delayed 2 + 1 bytes, cu
 (``transposes``, efficiency.yaml gemm.fp8_any_layout). MXFP8 writes both copies on every GPU.
 
 Weights are quantized once per step in every recipe (Transformer Engine caches them across microbatches): left out,
-as ``ops`` does.
+as ``ops`` does (Megatron-Core's ``forward_step`` calls ``set_is_first_microbatch`` on each model chunk's first
+microbatch and TE casts and transposes the weights only then: 4 bytes a parameter once a step, 0.1-0.2% of the NeMo
+24.07 H100 steps).
+
+Delayed scaling on Hopper in Megatron-Core's Transformer Engine layer, to the letter (``megatron_te_cast_bytes``;
+TE 1.6-1.13, Megatron-Core r0.8-r0.10). The layer is TELayerNormColumnParallelLinear (QKV), TERowParallelLinear
+(attention projection), TELayerNormColumnParallelLinear (fc1), Megatron's own 16-bit activation and
+TERowParallelLinear (fc2) (gpt_layer_specs.py: ``MLPSubmodules(linear_fc1=TELayerNormColumnParallelLinear,
+linear_fc2=TERowParallelLinear)``; TE's LayerNormMLP, which fuses the activation with the cast, is not used). So:
+- the two norm-fed inputs (QKV's, fc1's) are written in fp8 by the norm itself (``layernorm_fwd_fp8``: 1 byte an
+  element written instead of 2, no cast kernel) and, for the weight gradient, transposed in the backward after the
+  all-gather, at the gathered size (``ln_out_total_t = tex.fp8_transpose(ln_out_total, ...)``, layernorm_linear.py:
+  1 read + 1 written);
+- the projection's and fc2's inputs are cast-transposed (``fp8_cast_transpose_fused``: 2 + 1 + 1);
+- the row-parallel layers' output gradients, with sequence parallelism, are cast on the shard, all-gathered in fp8
+  and transposed after the gather (``grad_output_preprocess``, base.py, "FP8 case with gather: unfused bgrad, cast,
+  transpose for efficient gather": ``grad_output.sum(dim=0)`` for the bias gradient, 2 bytes on the shard where the
+  layer has biases, ``cast_to_fp8`` 2 + 1 on the shard, ``tex.fp8_transpose`` 1 + 1 gathered); without it one
+  fused cast-transpose (with the bias gradient) 2 + 1 + 1;
+- the column-parallel layers' output gradients (QKV's, fc1's): one cast-transpose with the bias gradient fused,
+  2 + 1 + 1.
+Counted as the bytes of the layer's one cast op per phase (the norms' saving on their own op); the kernels stay one
+per phase (TE launches 2 forward and 6-10 backward, below).
 
 Kernels (``quantize_kernels``). Delayed scaling and MXFP8 stay one fused op per layer and phase (the convention the
 fitted per-kernel gap was fitted with on the Hopper rows). Current scaling runs as Transformer Engine 2.x launches
@@ -47,6 +69,27 @@ the amax passes and the casts, which each move the whole tensor like every eleme
 counted: the one-thread scale kernel (a launch and ~2 us, not the fitted per-kernel gap of large kernels), and with
 sequence parallelism the amax all-reduce over the tensor-parallel group before the cast (``with_amax_reduction``,
 a blocking NCCL all-reduce of one float per sequence-parallel input and row-parallel output gradient).
+
+Delayed scaling's amax reduction and scale update, per autocast region (``amax_reduction``). Transformer Engine 1.x
+(the NeMo 24.07-24.12 containers, TE 1.6-1.13; TE 2.x's fp8.py keeps the same structure) does not update scales per
+module: each module registers its amaxes
+in a global buffer (``prepare_forward`` -> ``FP8GlobalStateManager.add_fp8_tensors_to_global_buffer``) and the
+region's exit does the work once, ``reduce_and_update_fp8_tensors`` (transformer_engine/pytorch/fp8.py): it
+concatenates the amaxes (``torch.cat``, one kernel: PyTorch batches up to 128 inputs per launch), all-reduces them
+with ``ReduceOp.MAX`` over the autocast's ``fp8_group`` (``torch.distributed.all_reduce(..., async_op=False)``: the
+compute stream waits for it) and runs ``tex.fused_amax_and_scale_update_after_reduction`` (one kernel for up to
+~1000 modules, ``AMAX_PARAMS_LIMIT`` in common/recipe/delayed_scaling.cu) which rolls every amax history and writes
+each scale and its inverse. Forward: at ``fp8_autocast_exit`` when grad is enabled (``reduce_and_update_fp8_tensors
+(forward=True, ...)``); backward: once, at the end of the backward of the region's first fp8 module
+(``ctx.reduce_and_update_bwd_fp8_tensors = FP8GlobalStateManager.is_first_fp8_module()`` in each module's forward,
+``reduce_and_update_fp8_tensors(forward=False)`` in its backward; linear.py, layernorm_linear.py, layernorm_mlp.py).
+Megatron-Core r0.8-r0.10 opens the region around ``TransformerBlock.forward`` (transformer_block.py: ``fp8_autocast(
+enabled=True, fp8_recipe=..., fp8_group=parallel_state.get_amax_reduction_group(with_context_parallel=True))``),
+so there is one region per model chunk and microbatch and direction, and the group is
+``_TENSOR_AND_DATA_PARALLEL_GROUP_WITH_CP``: the tensor-, context- and data-parallel ranks of a pipeline stage
+(parallel_state.py). Each GEMM carries 3 fp8 tensors forward (input, weight, output) and 2 backward (output
+gradient, input gradient): ``fp8_meta["scaling_fwd"]``/``["scaling_bwd"]`` of ``num_gemms * 3`` / ``* 2`` amaxes
+(base.py ``init_fp8_meta_tensors``). Current scaling and MXFP8 (TE 2.x) have no such region-wide reduction.
 """
 
 from __future__ import annotations
@@ -107,3 +150,48 @@ def quantize_kernels(recipe: str, transpose: bool, tensors: list[tuple[float, bo
             kernels.append((AMAX_OP, elements, BF16_BYTES * elements))
         kernels.append((CAST_OP, elements, cast * elements))
     return kernels
+
+
+# Delayed scaling's per-region amax reduction and scale update (module docstring)
+AMAX_REDUCTION_RECIPES = ("delayed",)
+AMAX_CONCAT_OP = "fp8_amax_concat"
+SCALE_UPDATE_OP = "fp8_scale_update"
+FP8_TENSORS_PER_GEMM = {"forward": 3, "backward": 2}   # TE base.py init_fp8_meta_tensors: num_gemms * 3 / * 2
+AMAX_BYTES = 4                                          # fp32 amax, scale and inverse scale
+# NeMo's fp8 configurations keep 1024 amaxes per tensor (fp8_amax_history_len: 1024, fp8_amax_compute_algo: max;
+# NeMo-Framework-Launcher conf/training/gpt3/*.yaml); only the update kernel's few hundred KB of traffic depend on it
+AMAX_HISTORY_LEN = 1024
+
+
+def amax_reduction(recipe: str, gemms: int, direction: str,
+                   history_len: int = AMAX_HISTORY_LEN) -> tuple[float, list[tuple[str, float, float]]]:
+    """One autocast region's amax reduction under ``recipe`` for ``gemms`` fp8 GEMMs in ``direction`` ("forward"
+    or "backward"): (bytes of the MAX all-reduce over the amax group, the kernels on the compute stream as (name,
+    elements, HBM bytes)): the concatenation (reads and writes each amax) and the fused update (reads the amaxes, reads
+    and writes each history of ``history_len``, reads the scale, writes it and its inverse). Nothing for the recipes
+    without a region-wide reduction."""
+    if recipe not in AMAX_REDUCTION_RECIPES or gemms <= 0:
+        return 0.0, []
+    tensors = FP8_TENSORS_PER_GEMM[direction] * gemms
+    amax_bytes = AMAX_BYTES * tensors
+    return amax_bytes, [(AMAX_CONCAT_OP, tensors, 2 * amax_bytes),
+                        (SCALE_UPDATE_OP, tensors * history_len, (2 * history_len + 4) * amax_bytes)]
+
+
+def megatron_te_cast_bytes(norm_fed: float, gathered: float, other_forward: float, other_backward: float,
+                           biases: bool) -> tuple[float, float]:
+    """(forward, backward) HBM bytes of delayed scaling's casts and transposes in one Megatron-Core Transformer
+    Engine layer on Hopper (module docstring), beyond the norms' own op: ``norm_fed`` elements of each norm output
+    and of each row-parallel output gradient on this rank (the sequence-parallel shard), ``gathered`` the same
+    tensor's elements after the tensor-parallel all-gather (equal without sequence parallelism), ``other_forward``
+    the projection's and fc2's input elements, ``other_backward`` the column-parallel output gradients' (QKV's,
+    fc1's), ``biases`` whether the linear layers have biases."""
+    cast = cast_bytes_per_element("delayed")                     # cast-transpose: 2 read, 1 + 1 written
+    transpose = 2 * FP8_BYTES                                    # fp8_transpose: 1 read, 1 written
+    if gathered > norm_fed:   # sequence parallel: bias sum and cast on the shard, transpose after the gather
+        row_grad = (BF16_BYTES * biases + BF16_BYTES + FP8_BYTES) * norm_fed + transpose * gathered
+    else:
+        row_grad = cast * norm_fed
+    forward = cast * other_forward
+    backward = cast * other_backward + 2 * row_grad + 2 * transpose * gathered
+    return forward, backward

