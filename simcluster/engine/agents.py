@@ -54,6 +54,8 @@ class Agent:
             else:
                 reductions += yield from self._backward(step_index, work, then)
         reductions += self.gradients.after_backward(self)
+        if self.stage == self.sim.plan.layout.pp - 1 and self.sim.plan.deferred_wgrads:
+            yield from self._deferred_wgrads()
         yield from self.wait_data_parallel(reductions)
         yield from self._finalize_gradients()
         yield from self._optimizer()
@@ -94,6 +96,38 @@ class Agent:
         if not batches_next_receive(order, index):
             return None
         return self._receive_key(step_index, order[index + 1])
+
+    def _deferred_wgrads(self):
+        """The last stage's pipeline flush with defer_embedding_wgrad (``plan.deferred_output_wgrads``): the deferred
+        output-layer wgrad GEMMs back to back, after the remaining gradient reductions were launched and before
+        finalize_model_grads waits for them (Megatron-Core finish_embedding_wgrad_compute). With sequence
+        parallelism each GEMM's input is all-gathered over the TP group first: the first gather alone, each next one
+        while the previous GEMM runs (drain_embedding_wgrad_compute's double buffer); the wait is exposed TP
+        communication."""
+        sim, env, plan = self.sim, self.sim.env, self.sim.plan
+        gemm_s = plan.deferred_wgrad_s
+        if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
+            gemm_s *= sim.variability.block_factor(self)
+        gathers = (("all_gather", 1),)
+        gathered = None
+        if plan.deferred_gather_bytes:
+            gathered = sim.tensor_parallel(self, gathers, plan.deferred_gather_bytes, "deferred wgrad gather m0")
+        for microbatch in range(plan.deferred_wgrads):
+            if gathered is not None:
+                waited_at_s = env.now
+                if not gathered.triggered:
+                    yield gathered
+                self.tally.tp_comm_s += env.now - waited_at_s
+                gathered = None
+                if microbatch + 1 < plan.deferred_wgrads:
+                    gathered = sim.tensor_parallel(self, gathers, plan.deferred_gather_bytes,
+                                                   f"deferred wgrad gather m{microbatch + 1}")
+            compute_s = overlapped_s(gemm_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp["backward"])
+            started_at_s = env.now
+            yield env.timeout(compute_s)
+            self.tally.compute_s += compute_s
+            self.tally.interference_s += compute_s - gemm_s
+            sim.recorder.compute(self, "compute", "deferred wgrad", microbatch, started_at_s, env.now)
 
     def _finalize_gradients(self):
         """Megatron's collectives between the gradient reduction and the update, both on the critical path: the
@@ -149,10 +183,13 @@ class Agent:
         """
         sim = self.sim
         env = sim.env
-        key = (work.chunk, phase, part, parts)
+        # a backward whose output-layer wgrad is deferred to the flush (plan.deferred_output_wgrads) is its own block
+        deferred = (phase == "backward" and work.microbatch < sim.plan.deferred_wgrads
+                    and work.chunk == sim.plan.chunk_count - 1)
+        key = (work.chunk, phase, part, parts, deferred) if deferred else (work.chunk, phase, part, parts)
         block = sim.blocks.get(key)
         if block is None:
-            block = sim.blocks[key] = _Block.of(sim.plan.chunks[work.chunk], work.chunk, phase, part, parts)
+            block = sim.blocks[key] = _Block.of(sim.plan.chunks[work.chunk], work.chunk, phase, part, parts, deferred)
         cost, alone_s, name, calls, ep_calls, blocking_calls = block
         if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
             alone_s *= sim.variability.block_factor(self)
@@ -305,8 +342,9 @@ class _Block(NamedTuple):
     blocking_calls: tuple  # TP collectives that stay blocking under tp_comm_overlap (ChunkCost.tp_blocking)
 
     @classmethod
-    def of(cls, cost, chunk: int, phase: str, part: int | None, parts: int) -> _Block:
-        return cls(cost, getattr(cost, f"{phase}_compute_s") / parts,
+    def of(cls, cost, chunk: int, phase: str, part: int | None, parts: int, deferred: bool = False) -> _Block:
+        compute_s = cost.deferred_backward_compute_s if deferred else getattr(cost, f"{phase}_compute_s")
+        return cls(cost, compute_s / parts,
                    f"{phase} c{chunk}" + (f" b{part}" if part is not None else ""),
                    share(cost.tp_collectives.get(phase, ()), part or 0, parts),
                    share(cost.ep_collectives.get(phase, ()), part or 0, parts),

@@ -63,6 +63,9 @@ class ChunkCost:
     backward_flop: float
     grad_bytes: float  # gradients of this chunk on one rank (reduced over data parallel)
     param_bytes: float  # parameters of this chunk on one rank (all-gathered by ZeRO >= 1)
+    # the last chunk's backward without the output layer's weight-gradient GEMM, for the microbatches whose GEMM
+    # Megatron-Core defers to the pipeline flush (``deferred_output_wgrad``); 0 elsewhere
+    deferred_backward_compute_s: float = 0.0
     # ring attention's key/value exchange per phase: (attention time it hides behind, ring steps, bytes per step)
     cp_exchange: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
@@ -107,6 +110,12 @@ class StepPlan:
     grad_norm_axes: tuple[str, ...] = ()  # the gradient-norm all-reduce's group: ranks differing on these axes
     # a send after a forward waits for the next backward's gradient: the two in series (deepspeed_pipeline)
     p2p_sequential: bool = False
+    # defer_embedding_wgrad_compute (``deferred_output_wgrad``): the first ``deferred_wgrads`` microbatches of the last
+    # chunk leave their output-layer wgrad GEMM (``deferred_wgrad_s`` alone) to the last stage's pipeline flush, each
+    # after an all-gather of its sequence-parallel input of ``deferred_gather_bytes`` (0: none)
+    deferred_wgrads: int = 0
+    deferred_wgrad_s: float = 0.0
+    deferred_gather_bytes: float = 0.0
 
     def stage_of(self, chunk: int) -> int:
         return chunk % self.layout.pp
@@ -195,6 +204,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         layer = async_tp.apply(layer, p.tp, precision)
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
+    deferred_wgrads = deferred_output_wgrads(scenario)
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
@@ -255,12 +265,16 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         fwd_flop = dense * _phase_flop(layer, ("forward",)) + moe_layers * _phase_flop(moe_layer, ("forward",))
         bwd_flop = (dense * _phase_flop(layer, BACKWARD_PHASES)
                     + moe_layers * _phase_flop(moe_layer, BACKWARD_PHASES))
+        kept_stream = bwd_stream if last and deferred_wgrads else None  # the backward of a deferring microbatch
         for ops, present in ((embed, first), (output, last), (mtp_extra, last and m.mtp_layers > 0)):
             if present:
                 fwd_stream += _phase_stream(ops, ("forward",), gpu, precision)
                 bwd_stream += _phase_stream(ops, BACKWARD_PHASES, gpu, precision)
                 fwd_flop += _phase_flop(ops, ("forward",))
                 bwd_flop += _phase_flop(ops, BACKWARD_PHASES)
+                if kept_stream is not None:
+                    kept_stream += _phase_stream(ops, DEFERRED_KEPT_PHASES if ops is output else BACKWARD_PHASES,
+                                                 gpu, precision)
         params = memory.chunk_params(m, p.tp, layers, first, last, p.pp, moe_layers)
         grad_params = params + moe_layers * reduced_experts
         params += moe_layers * experts_per_layer
@@ -270,6 +284,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             forward_tp_comm_s=dense * tp_cost["forward"] + moe_layers * moe_tp_cost["forward"],
             backward_compute_s=bwd_stream.elapsed_s() + step_s,
             backward_tp_comm_s=dense * tp_cost["backward"] + moe_layers * moe_tp_cost["backward"],
+            deferred_backward_compute_s=kept_stream.elapsed_s() + step_s if kept_stream is not None else 0.0,
             forward_flop=fwd_flop, backward_flop=bwd_flop,
             grad_bytes=grad_params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
             cp_exchange={phase: (layers * attention_s, layers * steps, step_bytes)
@@ -321,10 +336,38 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
         embedding_grad_bytes=embedding_grad_bytes(scenario),
         grad_norm_axes=grad_norm_axes(p),
+        deferred_wgrads=deferred_wgrads,
+        deferred_wgrad_s=_phase_stream(output, ("backward_weight",), gpu, precision).elapsed_s() if deferred_wgrads
+        else 0.0,
+        deferred_gather_bytes=activation_bytes if deferred_wgrads and p.tp > 1 and p.sequence_parallel else 0.0,
     )
     if p.pipeline_engine == "deepspeed":  # DeepSpeed's PipelineEngine (parallel.deepspeed_pipeline)
         return deepspeed_pipeline.apply(step_plan, collective_time_s)
     return step_plan
+
+
+# A deferring microbatch's output layer runs its backward without the weight-gradient GEMM (Megatron-Core
+# LinearWithGradAccumulationAndAsyncCommunication.backward: wgrad_compute False once grad_output is buffered)
+DEFERRED_KEPT_PHASES = ("recompute", "backward_input")
+
+
+def deferred_output_wgrads(scenario: Scenario) -> int:
+    """How many microbatches of a step leave their output-layer weight-gradient GEMM to the pipeline flush
+    (``parallelism.defer_embedding_wgrad``, Megatron-Core's defer_embedding_wgrad_compute, r0.7-r0.11).
+
+    On the last pipeline stage the output layer's forward keeps its input in ``embedding_activation_buffer`` and its
+    backward its output gradient in ``grad_output_buffer`` while either holds fewer than ``wgrad_deferral_limit``
+    (0: no limit), and skips the wgrad GEMM for them (tensor_parallel/layers.py); buffers are drained once per step,
+    so the deferred ones are the step's first ``limit`` microbatches. After the schedule's last backward and the
+    launch of the remaining gradient reductions, finish_embedding_wgrad_compute runs their GEMMs back to back on
+    the compute stream, each sequence-parallel input all-gathered while the previous GEMM runs
+    (core/utils.py drain_embedding_wgrad_compute), before finalize_model_grads. Megatron-Core refuses it without
+    pipeline parallelism or gradient accumulation fusion (ModelParallelConfig.__post_init__)."""
+    p = scenario.parallelism
+    if not p.defer_embedding_wgrad or p.pp == 1 or p.pipeline_engine != "megatron":
+        return 0
+    limit = p.wgrad_deferral_limit or 0
+    return scenario.microbatches if limit == 0 else min(limit, scenario.microbatches)
 
 
 def fp8_gemms(layer: dict[str, list]) -> int:

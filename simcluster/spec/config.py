@@ -77,6 +77,12 @@ MCORE_BUCKET_MIN_PARAMS = 40_000_000
 MCORE_BUCKET_PARAMS_PER_RANK = 1_000_000
 TORCH_DDP_BUCKET_BYTES = 25e6
 
+# wgrad_deferral_limit of NeMo's performance recipes with defer_embedding_wgrad_compute: 22 in the 24.09 launcher
+# (conf/training/llama/llama3_70b.yaml, nemotron/nemotron_340b.yaml) and NeMo 2.x (llm/recipes/llama3_70b.py
+# pretrain_recipe_performance, scripts/performance: Llama 3 70B, Nemotron-4 340B), Megatron-Bridge's
+# CommOverlapConfig defaults; 50 for GPT-3 175B and Llama 3.1 405B (not modelled per model)
+NEMO_WGRAD_DEFERRAL_LIMIT = 22
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -261,6 +267,14 @@ class Parallelism(_Defaulted):
         None, description="ZeRO 1/2: gather updated parameters during the next step's forward (Megatron-Core); "
         "default: on with zero_stage 1 or 2 on Megatron's pipeline engine (NeMo's and Megatron-Core's performance "
         "recipes), off with DeepSpeed's engine or Megatron-LM's 2020-21 local DDP")
+    defer_embedding_wgrad: bool | None = Field(
+        None, description="Megatron-Core's defer_embedding_wgrad_compute: the last stage leaves the output layer's "
+        "weight-gradient GEMM of a step's first wgrad_deferral_limit microbatches to the pipeline flush, where the "
+        "other stages' cool-down backwards run (parallel/plan.py deferred_output_wgrads); default: on with pp > 1 on "
+        "Megatron's pipeline engine with gradient_accumulation_fusion (NeMo 2.x performance recipes), off otherwise")
+    wgrad_deferral_limit: Annotated[int, Strict()] | None = Field(
+        None, ge=0, description="microbatches whose output-layer wgrad defer_embedding_wgrad defers (0: all); "
+        "default: NeMo's performance recipes' 22 (Llama 3 70B, Nemotron-4 340B; 50 for GPT-3 175B and Llama 3.1 405B)")
     p2p: Literal["auto", "blocking", "async"] = Field(
         "auto", description="pipeline send semantics: blocking (the sender waits until its batched send/receive "
         "with the peer completes, Megatron's non-interleaved 1F1B), async (the sender goes on), auto (blocking for "
@@ -378,6 +392,8 @@ class Scenario(_Strict):
         bucket = (max(MCORE_BUCKET_MIN_PARAMS, MCORE_BUCKET_PARAMS_PER_RANK * p.dp * p.cp)
                   * hardware.BYTES_PER_ELEMENT[p.grad_reduce_dtype] if p.megatron_core else TORCH_DDP_BUCKET_BYTES)
         p.resolve(grad_bucket_size=bucket)
+        p.resolve(defer_embedding_wgrad=p.megatron_core and p.pp > 1 and self.training.gradient_accumulation_fusion,
+                  wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMIT)
         return self
 
     @model_validator(mode="after")
@@ -437,6 +453,9 @@ class Scenario(_Strict):
             raise ScenarioError("parallelism.pp", f"{m.layers} layers (+ embedding and output) cannot fill "
                                 f"pp*virtual_stages = {chunks} chunks")
         self._check_precision_options()
+        if p.defer_embedding_wgrad and (p.pp == 1 or not t.gradient_accumulation_fusion):  # ModelParallelConfig
+            raise ScenarioError("parallelism.defer_embedding_wgrad", "needs pp > 1 and gradient_accumulation_fusion "
+                                "(Megatron-Core refuses it otherwise)")
         if p.tp_comm_overlap and p.tp > 1 and not p.sequence_parallel:  # Megatron-LM's arguments.py asserts it
             raise ScenarioError("parallelism.tp_comm_overlap", "needs sequence_parallel: true with tp > 1 (Transformer "
                                 "Engine's userbuffers overlap the sequence-parallel all-gathers and reduce-scatters)")
