@@ -6,11 +6,12 @@ adds what outlasts the cool-down."""
 
 import pytest
 
+from simcluster.collectives import timing
+from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.engine.simulation import Simulation
 from simcluster.parallel.plan import deferred_output_wgrads
 from simcluster.spec import config
-from simcluster.core.errors import ScenarioError
 from simcluster.workload import kernels
 from simcluster.workload.ops import output_ops, shard_for
 
@@ -31,7 +32,7 @@ def _scenario(training=None, **parallelism):
 
 
 def _drain(result):
-    events = result.events
+    events = result.events if hasattr(result, "events") else result
     return events[(events.stream == "compute") & (events.name == "deferred wgrad")]
 
 
@@ -108,3 +109,24 @@ def test_the_flush_hides_at_most_the_cool_down():
     assert len(drain) == 16
     assert drain.end_s.max() - drain.start_s.min() == pytest.approx(16 * gemm_s, rel=1e-9)
     assert off.summary["step_time_s"] - on.summary["step_time_s"] == pytest.approx(cool_down_s, rel=1e-6)
+
+
+def test_sequence_parallel_inputs_are_gathered_ahead_of_each_gemm():
+    """drain_embedding_wgrad_compute's double buffer: the first input's all-gather alone (exposed), each next one
+    while the previous GEMM runs (hidden when shorter): the flush is one all-gather plus n GEMMs."""
+    scenario = config.from_dict({**BASE, "cluster": {**BASE["cluster"], "gpus_per_node": 8},
+                                 "parallelism": {**BASE["parallelism"], "tp": 2, "wgrad_deferral_limit": 4}})
+    sim = Simulation(scenario)
+    plan = sim.plan
+    # the sequence-parallel shards of the output layer's input: s x h 16-bit elements gathered
+    assert plan.deferred_gather_bytes == 4096 * 4096 * 2
+    gather_s = timing.isolated_time_s(sim.fabric, "all_gather", tuple(plan.layout.group(0, "tp")),
+                                      plan.deferred_gather_bytes)
+    assert 0 < gather_s < plan.deferred_wgrad_s
+    events = sim.run().events
+    drain = _drain(events)
+    assert len(drain) == 4
+    rank_events = events[events["rank"] == drain["rank"].iloc[0]]
+    sent_s = rank_events[rank_events.end_s <= drain.start_s.min()].end_s.max()  # its last backward's send
+    assert drain.start_s.min() - sent_s == pytest.approx(gather_s, rel=1e-6)
+    assert drain.end_s.max() - drain.start_s.min() == pytest.approx(4 * plan.deferred_wgrad_s, rel=1e-9)
