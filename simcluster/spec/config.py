@@ -270,8 +270,8 @@ class Parallelism(_Defaulted):
     defer_embedding_wgrad: bool | None = Field(
         None, description="Megatron-Core's defer_embedding_wgrad_compute: the last stage leaves the output layer's "
         "weight-gradient GEMM of a step's first wgrad_deferral_limit microbatches to the pipeline flush, where the "
-        "other stages' cool-down backwards run (parallel/plan.py deferred_output_wgrads); default: on with pp > 1 on "
-        "Megatron's pipeline engine with gradient_accumulation_fusion (NeMo 2.x performance recipes), off otherwise")
+        "other stages' cool-down backwards run (parallel/plan.py deferred_output_wgrads); default: on with pp > 1 and "
+        "1F1B on Megatron's pipeline engine with gradient_accumulation_fusion (NeMo's performance recipes), else off")
     wgrad_deferral_limit: Annotated[int, Strict()] | None = Field(
         None, ge=0, description="microbatches whose output-layer wgrad defer_embedding_wgrad defers (0: all); "
         "default: NeMo's performance recipes' 22 (Llama 3 70B, Nemotron-4 340B; 50 for GPT-3 175B and Llama 3.1 405B)")
@@ -392,8 +392,8 @@ class Scenario(_Strict):
         bucket = (max(MCORE_BUCKET_MIN_PARAMS, MCORE_BUCKET_PARAMS_PER_RANK * p.dp * p.cp)
                   * hardware.BYTES_PER_ELEMENT[p.grad_reduce_dtype] if p.megatron_core else TORCH_DDP_BUCKET_BYTES)
         p.resolve(grad_bucket_size=bucket)
-        p.resolve(defer_embedding_wgrad=p.megatron_core and p.pp > 1 and self.training.gradient_accumulation_fusion,
-                  wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMIT)
+        p.resolve(defer_embedding_wgrad=p.megatron_core and p.pp > 1 and p.schedule == "1f1b"
+                  and self.training.gradient_accumulation_fusion, wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMIT)
         return self
 
     @model_validator(mode="after")
