@@ -130,3 +130,13 @@ def test_sequence_parallel_inputs_are_gathered_ahead_of_each_gemm():
     sent_s = rank_events[rank_events.end_s <= drain.start_s.min()].end_s.max()  # its last backward's send
     assert drain.start_s.min() - sent_s == pytest.approx(gather_s, rel=1e-6)
     assert drain.end_s.max() - drain.start_s.min() == pytest.approx(4 * plan.deferred_wgrad_s, rel=1e-9)
+
+
+def test_the_collapsed_and_the_expanded_engine_agree():
+    """Every rank of the last stage drains (one agent per GPU expanded, one per stage collapsed), over two steps."""
+    scenario = config.from_dict({**BASE, "cluster": {**BASE["cluster"], "gpus_per_node": 8, "nodes": 2},
+                                 "training": {**BASE["training"], "global_batch_size": 32},
+                                 "parallelism": {**BASE["parallelism"], "tp": 2, "dp": 2, "wgrad_deferral_limit": 4}})
+    collapsed, expanded = simulate(scenario, steps=2), simulate(scenario, steps=2, expand=True)
+    assert collapsed.summary["step_time_s"] == pytest.approx(expanded.summary["step_time_s"], rel=1e-12)
+    assert len(_drain(collapsed)) == 2 * 4 and len(_drain(expanded)) == 2 * 4 * 4  # steps x GEMMs (x tp x dp)
