@@ -79,9 +79,11 @@ TORCH_DDP_BUCKET_BYTES = 25e6
 
 # wgrad_deferral_limit of NeMo's performance recipes with defer_embedding_wgrad_compute: 22 in the 24.09 launcher
 # (conf/training/llama/llama3_70b.yaml, nemotron/nemotron_340b.yaml) and NeMo 2.x (llm/recipes/llama3_70b.py
-# pretrain_recipe_performance, scripts/performance: Llama 3 70B, Nemotron-4 340B), Megatron-Bridge's
-# CommOverlapConfig defaults; 50 for GPT-3 175B and Llama 3.1 405B (not modelled per model)
+# pretrain_recipe_performance; Llama 3 70B, Nemotron-4 340B), Megatron-Bridge's recipes' usual value; 50 in NeMo 2.x's
+# for the models named here by their presets (llm/recipes/gpt3_175b.py pretrain_recipe_performance; Llama 3.1 405B:
+# MegatronCommOverlapCallback with userbuffers_bf16_h100_h16384_tp8_cp2_mbs1_seqlen8192)
 NEMO_WGRAD_DEFERRAL_LIMIT = 22
+NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "llama3-405b": 50, "llama3.1-405b": 50}
 
 
 class _Strict(BaseModel):
@@ -274,7 +276,8 @@ class Parallelism(_Defaulted):
         "1F1B on Megatron's pipeline engine with gradient_accumulation_fusion (NeMo's performance recipes), else off")
     wgrad_deferral_limit: Annotated[int, Strict()] | None = Field(
         None, ge=0, description="microbatches whose output-layer wgrad defer_embedding_wgrad defers (0: all); "
-        "default: NeMo's performance recipes' 22 (Llama 3 70B, Nemotron-4 340B; 50 for GPT-3 175B and Llama 3.1 405B)")
+        "default: NeMo's performance recipes', 50 for the gpt3-175b and llama3(.1)-405b presets, 22 otherwise (Llama 3 "
+        "70B, Nemotron-4 340B)")
     p2p: Literal["auto", "blocking", "async"] = Field(
         "auto", description="pipeline send semantics: blocking (the sender waits until its batched send/receive "
         "with the peer completes, Megatron's non-interleaved 1F1B), async (the sender goes on), auto (blocking for "
@@ -393,7 +396,8 @@ class Scenario(_Strict):
                   * hardware.BYTES_PER_ELEMENT[p.grad_reduce_dtype] if p.megatron_core else TORCH_DDP_BUCKET_BYTES)
         p.resolve(grad_bucket_size=bucket)
         p.resolve(defer_embedding_wgrad=p.megatron_core and p.pp > 1 and p.schedule == "1f1b"
-                  and self.training.gradient_accumulation_fusion, wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMIT)
+                  and self.training.gradient_accumulation_fusion,
+                  wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMITS.get(self.model.name, NEMO_WGRAD_DEFERRAL_LIMIT))
         return self
 
     @model_validator(mode="after")

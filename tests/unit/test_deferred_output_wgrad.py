@@ -39,6 +39,9 @@ def _drain(result):
 def test_on_by_default_where_megatron_core_pipelines():
     assert _scenario().parallelism.defer_embedding_wgrad is True
     assert _scenario().parallelism.wgrad_deferral_limit == 22  # NeMo's recipes (launcher llama3_70b.yaml)
+    for preset, limit in (("llama3.1-405b", 50), ("gpt3-175b", 50), ("llama3-70b", 22), ("nemotron4-340b", 22)):
+        data = {**BASE, "model": preset, "parallelism": {**BASE["parallelism"], "pp": 2, "dp": 2}}
+        assert config.from_dict(data).parallelism.wgrad_deferral_limit == limit, preset
     single = config.from_dict({**BASE, "cluster": {**BASE["cluster"], "gpus_per_node": 1},
                                "parallelism": {**BASE["parallelism"], "pp": 1}})
     assert single.parallelism.defer_embedding_wgrad is False
