@@ -118,6 +118,8 @@ class Agent:
                 if not gathered.triggered:
                     yield gathered
                 self.tally.tp_comm_s += env.now - waited_at_s
+                if env.now > waited_at_s:
+                    sim.recorder.compute(self, "tp", "tp comm deferred wgrad gather", microbatch, waited_at_s, env.now)
                 gathered = None
                 if microbatch + 1 < plan.deferred_wgrads:
                     gathered = sim.tensor_parallel(self, gathers, plan.deferred_gather_bytes,

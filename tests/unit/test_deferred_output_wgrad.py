@@ -130,8 +130,11 @@ def test_sequence_parallel_inputs_are_gathered_ahead_of_each_gemm():
     drain = _drain(events)
     assert len(drain) == 4
     rank_events = events[events["rank"] == drain["rank"].iloc[0]]
-    sent_s = rank_events[rank_events.end_s <= drain.start_s.min()].end_s.max()  # its last backward's send
+    before = rank_events[(rank_events.end_s <= drain.start_s.min()) & (rank_events.stream != "tp")]
+    sent_s = before.end_s.max()  # its last backward's send
     assert drain.start_s.min() - sent_s == pytest.approx(gather_s, rel=1e-6)
+    waits = rank_events[rank_events.name == "tp comm deferred wgrad gather"]  # recorded as exposed TP communication
+    assert len(waits) == 1 and (waits.end_s - waits.start_s).sum() == pytest.approx(gather_s, rel=1e-6)
     assert drain.end_s.max() - drain.start_s.min() == pytest.approx(4 * plan.deferred_wgrad_s, rel=1e-9)
 
 
