@@ -105,9 +105,6 @@ class Agent:
         while the previous GEMM runs (drain_embedding_wgrad_compute's double buffer); the wait is exposed TP
         communication."""
         sim, env, plan = self.sim, self.sim.env, self.sim.plan
-        gemm_s = plan.deferred_wgrad_s
-        if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
-            gemm_s *= sim.variability.block_factor(self)
         gathers = (("all_gather", 1),)
         gathered = None
         if plan.deferred_gather_bytes:
@@ -124,6 +121,9 @@ class Agent:
                 if microbatch + 1 < plan.deferred_wgrads:
                     gathered = sim.tensor_parallel(self, gathers, plan.deferred_gather_bytes,
                                                    f"deferred wgrad gather m{microbatch + 1}")
+            gemm_s = plan.deferred_wgrad_s
+            if sim.variability is not None:  # per-GPU speed, stragglers, a jitter draw per GEMM (engine.variability)
+                gemm_s *= sim.variability.block_factor(self)
             compute_s = overlapped_s(gemm_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp["backward"])
             started_at_s = env.now
             yield env.timeout(compute_s)
