@@ -205,6 +205,11 @@ class Training(_Defaulted):
         "or 2021 (megatron/optimizer FP16OptimizerWithFP16Params): apex FusedAdam plus their own passes, the "
         "gradient norm and the copy of the updated weights into the fp16 model (workload/megatron_fp16_step.py); "
         "fp16 only")
+    fp8_param_gather: bool | None = Field(
+        None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
+        "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
+        "fp8 and casting its fp32 shard into them (workload/fp8_params.py); default: true with precision fp8, delayed "
+        "scaling, Megatron's engine and zero_stage 1 or 2 (NeMo 2.x performance scripts), false otherwise")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
@@ -374,6 +379,8 @@ class Scenario(_Strict):
         dp x cp) parameters at that width, PyTorch DDP's 25 MB elsewhere."""
         p = self.parallelism
         self.training.resolve(cross_entropy="megatron_fused" if p.megatron_core else "unfused")
+        self.training.resolve(fp8_param_gather=(self.training.precision, self.training.fp8_recipe) == ("fp8", "delayed")
+                              and p.megatron_core and p.zero_stage in (1, 2))
         p.resolve(grad_reduce_dtype="bf16" if p.megatron_core and self.training.precision == "fp8" else "fp32")
         bucket = (max(MCORE_BUCKET_MIN_PARAMS, MCORE_BUCKET_PARAMS_PER_RANK * p.dp * p.cp)
                   * hardware.BYTES_PER_ELEMENT[p.grad_reduce_dtype] if p.megatron_core else TORCH_DDP_BUCKET_BYTES)
