@@ -40,6 +40,8 @@ training.py ``train_step``):
 4. ``_copy_main_params_to_model_params``: with the distributed optimizer ``shard_model_param.data.copy_(
    shard_main_param)`` per shard tensor (read 4, write 2); without it (``Float16OptimizerWithFloat16Params``)
    ``_multi_tensor_copy_this_to_that`` (``multi_tensor_scale`` by 1.0), the same bytes in multi-tensor launches.
+   With fp8 parameters (``training.fp8_param_gather``) the copy is ``.to(bf16)`` and then ``cast_to_fp8`` into the
+   fp8 buffer, and the scales are updated (``fp8_cast_passes``, workload/fp8_params.py).
 5. ``train_step``: ``model_chunk.zero_grad_buffer()`` before the next forward: ``grad_data.zero_()`` over the whole
    gradient buffer (write 4 fp32, 2 for 16-bit reduction), one kernel per buffer; the shard's main gradients are
    set to None (``zero_grad(set_to_none=True)``, no kernel).
