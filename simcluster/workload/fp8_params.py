@@ -1,5 +1,7 @@
 """Megatron-Core's fp8 parameters (``training.fp8_param_gather``): ``--fp8-param-gather`` in Megatron-LM, NeMo 2.x's
-``fp8_param_gather`` (its performance scripts set it with fp8), NeMo 1.x's ``model.fp8_params`` (dgxc-benchmarking
+``fp8_param_gather`` (its performance scripts set ``recipe.trainer.plugins = bf16_with_fp8_mixed()`` with fp8,
+scripts/llm/performance/gpt3_175b.py, and nemo/collections/llm/recipes/precision/mixed_precision.py
+``bf16_with_fp8_mixed`` sets ``cfg.fp8_param_gather = True``), NeMo 1.x's ``model.fp8_params`` (dgxc-benchmarking
 24.09 passes ``+model.fp8_params=$FP8_ENABLED``) and Megatron-Bridge's mixed-precision presets (``bf16_with_fp8_mixed``
 and ``bf16_with_fp8_current_scaling_mixed`` set ``fp8_param_gather = True``).
 
