@@ -226,6 +226,11 @@ class Training(_Defaulted):
         "or 2021 (megatron/optimizer FP16OptimizerWithFP16Params): apex FusedAdam plus their own passes, the "
         "gradient norm and the copy of the updated weights into the fp16 model (workload/megatron_fp16_step.py); "
         "fp16 only")
+    fp8_param_gather: Annotated[bool, Strict()] | None = Field(
+        None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
+        "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
+        "fp8 and casting its fp32 shard into them (workload/fp8_params.py); default: true with precision fp8, delayed "
+        "scaling, Megatron's engine and zero_stage 1 or 2 (NeMo 2.x performance scripts), false otherwise")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
@@ -396,6 +401,8 @@ class Scenario(_Strict):
         - the distributed optimizer's parameter all-gather under the next forward, with ZeRO 1/2 and the gradient
           reduce-scatter overlapped (Megatron-LM asserts --overlap-param-gather needs --overlap-grad-reduce);
         - the fused loss (NeMo 2.x GPTConfig: cross_entropy_loss_fusion True);
+        - fp8 parameters with fp8 delayed scaling and ZeRO 1/2 (NeMo 2.x bf16_with_fp8_mixed: fp8_param_gather True;
+          workload/fp8_params.py);
         - gradients reduced in bf16 with fp8 training (NeMo 2.x performance scripts: grad_reduce_in_fp32 False with
           fp8), else fp32 (Megatron-LM forces fp32 reduction with --bf16; NeMo's bf16_mixed keeps it);
         - Megatron-Core's buckets: max(40M, 1M x dp) parameters at that width with the reduction overlapped, one
@@ -404,7 +411,9 @@ class Scenario(_Strict):
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
                   grad_reduce_dtype="bf16" if core and t.precision == "fp8" else "fp32")
-        t.resolve(cross_entropy="megatron_fused" if core else "unfused")
+        t.resolve(cross_entropy="megatron_fused" if core else "unfused",
+                  fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
+                                    and p.zero_stage in (1, 2)))
         if not core:
             bucket = TORCH_DDP_BUCKET_BYTES
         elif p.overlap_grad_reduce:
