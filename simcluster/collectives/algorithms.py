@@ -237,7 +237,9 @@ def tree(
     - 1 steps each charged the class's longest path: a chunk is not held for its predecessor's, so the wire
     latency of a hop is paid once along the depth (by NCCL's latency), not at every pipelined chunk, and the
     fill's NVLink hops are not charged the network's path (the class's longest). That was a double charge:
-    NCCL's 25.2 us at 128 B on 2 x 8 H100 (its own tuning log, NVIDIA/nccl#1453) came out at 91 us.
+    NCCL's 25.2 us at 128 B on 2 x 8 H100 (its own tuning log, NVIDIA/nccl#1453) came out at 91 us. K is still
+    ``pipeline_chunks``' (the chunking that would balance a per-chunk path latency against the fill), which keeps
+    the pipeline's bandwidth as it was; NCCL's own chunk sizing is not modelled.
     """
     multi_node = len(layout) > 1 and uniform(layout)
     units = layout if multi_node else [np.array([g]) for g in np.concatenate(layout)]
