@@ -164,7 +164,7 @@ def compare(
     spec = specs[0]
     labelled = []  # (task, label) over the scenarios, each with its own fabric unless --topology is given
     for each in specs:
-        base = each.model_dump(mode="json")
+        base = config.rebuildable(each)
         tasks = grid.grid(base, list(gpus) or None, grid.fabrics(topologies, options, base), network=network)
         prefix = each.name if len(specs) > 1 else None
         labelled += [(task, study.label(task, len(gpus) > 1, prefix)) for task in tasks]

@@ -151,7 +151,7 @@ def sweep_command(
     if scheduler is not None:
         sweep.check_scheduler(scheduler)
     spec = config.load(scenario)
-    base = spec.model_dump(mode="json")
+    base = config.rebuildable(spec)
     counts = grid.parse_gpus(gpus) if gpus is not None else None
     tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network,
                       samples=samples)

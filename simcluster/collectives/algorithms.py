@@ -229,7 +229,17 @@ def tree(
     node NCCL runs the trees on m channels, channel c with tree A's head at local c and tree B's at local c +
     m/2, so every NIC carries 1/m of the data. Inside one node the trees span GPUs. Every pipelined step moves
     one chunk over every edge, up and down, in both trees of every channel; the pipeline takes K + 2 depth - 1
-    steps. Latency per NCCL's model: base + 2((m-1) a_nvl + log2(N) a_net).
+    steps of one chunk each, which is the bytes the step sends per edge.
+
+    Latency, once per collective: NCCL's, base + 2((m-1) a_nvl + log2(N) a_net) (``nccl.tree_latency_s``), the
+    hops of the first chunk up and down the depth, hardware included (``schedule`` keeps as software latency
+    what exceeds the fabric path the step's class crosses). The pipeline's steps are one step, not K + 2 depth
+    - 1 steps each charged the class's longest path: a chunk is not held for its predecessor's, so the wire
+    latency of a hop is paid once along the depth (by NCCL's latency), not at every pipelined chunk, and the
+    fill's NVLink hops are not charged the network's path (the class's longest). That was a double charge:
+    NCCL's 25.2 us at 128 B on 2 x 8 H100 (its own tuning log, NVIDIA/nccl#1453) came out at 91 us. K is still
+    ``pipeline_chunks``' (the chunking that would balance a per-chunk path latency against the fill), which keeps
+    the pipeline's bandwidth as it was; NCCL's own chunk sizing is not modelled.
     """
     multi_node = len(layout) > 1 and uniform(layout)
     units = layout if multi_node else [np.array([g]) for g in np.concatenate(layout)]
@@ -260,12 +270,10 @@ def tree(
     fill = 2 * depth - 1
     payload = size_bytes / 2 / m  # per tree and channel
     chunks = pipeline_chunks(payload, fill, bytes_per_s, latency_s)
-    transfer = TransferClass(pairs, payload / chunks, "double binary tree")
+    transfer = TransferClass(pairs, payload / chunks * (chunks + fill), "double binary tree")
     local = m if multi_node else len(grid)  # one node: NCCL's chain model, ppn = group size
-    return [
-        delay(tree_latency_s(local, len(layout), protocol)),
-        Step((transfer,), repeat=chunks + fill, label="tree allreduce"),
-    ]
+    return [Step((transfer,), overhead_s=tree_latency_s(local, len(layout), protocol),
+                 label=f"tree allreduce, {chunks} chunks + {fill} pipeline fill")]
 
 
 def pipeline(

@@ -34,7 +34,7 @@ from simcluster.core.errors import OutOfMemoryError
 from simcluster.parallel.layout import split_layers
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import mtp, optimizer_step
+from simcluster.workload import fp8_params, mtp, optimizer_step
 from simcluster.workload.moe import busiest_rank_load
 from simcluster.workload.ops import (
     LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
@@ -129,13 +129,25 @@ def layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
     the row-parallel biases and the norms are replicated. KV heads are replicated when kv_heads < tp. Biases only
     where the model has them (``linear_biases``: GPT-style layernorm models; not Nemotron-4).
     """
+    return layer_gemm_weights_per_rank(model, tp) + _layer_biases_per_rank(model, tp) + model.norm_params
+
+
+def layer_gemm_weights_per_rank(model: TransformerSpec, tp: int) -> float:
+    """The GEMM weights of one layer on one tensor-parallel rank (QKV, projection, MLP matrices; MLA's projections):
+    what Transformer Engine holds as fp8 with fp8 parameters (workload.fp8_params)."""
     h, kv_local = model.hidden, local_kv_hidden(model, tp)
     q_local, ffn_local = model.q_hidden / tp, model.ffn / tp
-    weights = 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
     if model.mla is not None:   # multi-head latent attention: its projections (workload.mla), split by tp
-        weights = model.attention_params / tp + model.mlp_matrices * h * ffn_local
-    biases = (q_local + 2 * kv_local + h + ffn_local + h) if model.linear_biases else 0
-    return weights + biases + model.norm_params
+        return model.attention_params / tp + model.mlp_matrices * h * ffn_local
+    return 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
+
+
+def _layer_biases_per_rank(model: TransformerSpec, tp: int) -> float:
+    """The linear layers' biases of one layer on one rank (none without ``linear_biases``)."""
+    if not model.linear_biases:
+        return 0.0
+    kv_local, q_local, ffn_local = local_kv_hidden(model, tp), model.q_hidden / tp, model.ffn / tp
+    return q_local + 2 * kv_local + model.hidden + ffn_local + model.hidden
 
 
 def moe_layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
@@ -145,6 +157,19 @@ def moe_layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
     dense_mlp = model.mlp_matrices * h * ffn_local + ((ffn_local + h) if model.linear_biases else 0)
     shared = model.moe.shared_experts * model.expert_params / tp
     return layer_params_per_rank(model, tp) - dense_mlp + shared + model.router_params
+
+
+def chunk_gemm_weights(model: TransformerSpec, tp: int, layers: int, moe_layers: int = 0,
+                       experts_per_layer: float = 0.0) -> float:
+    """GEMM weights of a chunk's transformer layers on one rank, routed experts included (``experts_per_layer``):
+    its parameters that Transformer Engine holds as fp8 with fp8 parameters (workload.fp8_params). Not the embedding,
+    output layer, norms, biases nor router."""
+    dense = layer_gemm_weights_per_rank(model, tp)
+    if not moe_layers:
+        return layers * dense
+    h, ffn_local = model.hidden, model.ffn / tp
+    moe = dense - model.mlp_matrices * h * ffn_local + model.moe.shared_experts * model.expert_params / tp
+    return (layers - moe_layers) * dense + moe_layers * (moe + experts_per_layer)
 
 
 def expert_params_per_rank(model: TransformerSpec, ep: int, etp: int) -> float:
@@ -203,6 +228,14 @@ def stage_params(model: TransformerSpec, tp: int, pp: int, stage: int, virtual_s
     layers, moe = chunk_layers(model, pp, virtual_stages, layers_per_stage)
     chunks = range(stage, len(layers), pp)
     return sum(chunk_params(model, tp, layers[c], c == 0, c == len(layers) - 1, pp, moe[c]) for c in chunks)
+
+
+def stage_gemm_weights(model: TransformerSpec, tp: int, pp: int, stage: int, ep: int = 1, etp: int = 1,
+                       virtual_stages: int = 1, layers_per_stage: list[int] | None = None) -> float:
+    """GEMM weights (``chunk_gemm_weights``, routed experts included) held by one GPU of pipeline rank ``stage``."""
+    layers, moe = chunk_layers(model, pp, virtual_stages, layers_per_stage)
+    experts = expert_params_per_rank(model, ep, etp)
+    return sum(chunk_gemm_weights(model, tp, layers[c], moe[c], experts) for c in range(stage, len(layers), pp))
 
 
 def stage_expert_params(model: TransformerSpec, pp: int, stage: int, ep: int, etp: int, virtual_stages: int = 1,
@@ -523,6 +556,11 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
                                          t.logits_memory)
     if p.zero_stage == 3 and p.dp * p.cp > 1:
         workspace += zero3_gathered_bytes(m, p.tp, t.precision, grad_bytes)
+    if fp8_params.enabled(t):   # GEMM weights held in fp8 (and transposed on Hopper) instead of 16-bit
+        fp8_weights = stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
+        saved = state_bytes_per_param(t.precision)["weights"] - fp8_params.weight_bytes_per_param(
+            scenario.cluster.gpu.name)
+        weights -= fp8_weights * saved / (p.dp * p.cp if p.zero_stage >= 3 else 1)
     return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)
 
 

@@ -23,6 +23,7 @@ from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import (
     async_tp,
     composer_adamw,
+    fp8_params,
     fp8_recipes,
     kernels,
     megatron_fp16_step,
@@ -193,6 +194,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     shard = shard_for(scenario)
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
+    fp8_weights = fp8_params.enabled(t)   # GEMM weights gathered in fp8 (workload.fp8_params)
     layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
     layer_gemms = fp8_gemms(layer)
     overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1
@@ -252,7 +254,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     reduced_experts = experts_per_layer if scenario.expert_data_parallel > 1 else 0.0
     # Megatron's pipeline schedule spends host time on every model-chunk step (efficiency.yaml host_overhead)
     step_s = kernels.pipeline_step_overhead_s() if p.pp > 1 else 0.0
-    chunks = []
+    chunks, chunk_param_counts, chunk_gemm_counts = [], [], []
     for index, (layers, moe_layers) in enumerate(zip(counts, moe_counts, strict=True)):
         first, last = index == 0, index == len(counts) - 1
         dense = layers - moe_layers
@@ -278,6 +280,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         params = memory.chunk_params(m, p.tp, layers, first, last, p.pp, moe_layers)
         grad_params = params + moe_layers * reduced_experts
         params += moe_layers * experts_per_layer
+        chunk_param_counts.append(params)
+        gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
+                        if fp8_weights else 0.0)
+        chunk_gemm_counts.append(gemm_weights)
+        param_bytes = (params - gemm_weights) * weight_element + gemm_weights * fp8_params.gather_bytes_per_param() \
+            if fp8_weights else params * weight_element
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,
             forward_compute_s=fwd_stream.elapsed_s() + step_s,
@@ -286,7 +294,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             backward_tp_comm_s=dense * tp_cost["backward"] + moe_layers * moe_tp_cost["backward"],
             deferred_backward_compute_s=kept_stream.elapsed_s() + step_s if kept_stream is not None else 0.0,
             forward_flop=fwd_flop, backward_flop=bwd_flop,
-            grad_bytes=grad_params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=params * weight_element,
+            grad_bytes=grad_params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=param_bytes,
             cp_exchange={phase: (layers * attention_s, layers * steps, step_bytes)
                          for phase, (attention_s, steps, step_bytes) in cp_per_layer.items()},
             tp_collectives={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
@@ -305,7 +313,13 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             forward_stream=fwd_stream, backward_stream=bwd_stream,
         ))
 
-    stage_params = [sum(c.param_bytes for c in chunks if c.stage == s) / weight_element for s in range(p.pp)]
+    layer_tensors = optimizer_step.parameter_tensors_per_layer(scenario.model.norm, scenario.model.linear_biases)
+    stage_params = [sum(n for c, n in zip(chunks, chunk_param_counts, strict=True) if c.stage == s)
+                    for s in range(p.pp)]
+    stage_fp8 = [fp8_params.Fp8Shard(
+        sum(n for c, n in zip(chunks, chunk_gemm_counts, strict=True) if c.stage == s) / stage_params[s],
+        fp8_params.GEMM_WEIGHT_TENSORS_PER_LAYER / layer_tensors, t.fp8_recipe) if fp8_weights else None
+        for s in range(p.pp)]
     # ZeRO >= 1 shards the optimizer over the data- and context-parallel ranks holding the same parameters, routed
     # experts over their expert data-parallel ranks
     shards = p.dp * p.cp if p.zero_stage >= 1 else 1
@@ -316,7 +330,6 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                         for params, experts in zip(stage_params, stage_experts, strict=True)]
     orders = [pipeline_order(p.schedule, p.pp, s, scenario.microbatches, p.virtual_stages) for s in range(p.pp)]
     p2p_bytes, gather_bytes = pipeline_messages(scenario, activation_bytes)
-    layer_tensors = optimizer_step.parameter_tensors_per_layer(scenario.model.norm, scenario.model.linear_biases)
     # DeepSpeed's BF16_Optimizer counts its own gradient norm and zeroing (deepspeed_pipeline)
     wrapper_passes = not (p.pipeline_engine == "deepspeed"
                           and deepspeed_pipeline.uses_bf16_optimizer(precision, p.grad_reduce_dtype))
@@ -327,7 +340,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       params if p.zero_stage >= 2 else stage_params[stage],
                                       optimizer_step.shard_tensors(
                                           sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
-                                      p.zero_stage >= 1, wrapper_passes)
+                                      p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
                      + local_ddp_time_s(sum(c.grad_bytes for c in chunks if c.stage == stage), gpu, precision,
                                         p.local_ddp)
                      for stage, params in enumerate(optimizer_params)],
@@ -518,7 +531,7 @@ FP16_GRAD_COPY_BYTES_PER_PARAM = 6
 
 def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
                      buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True,
-                     wrapper_passes: bool = True) -> float:
+                     wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None) -> float:
     """The optimizer step over ``params`` shard parameters (the rank's optimizer state), memory-bound.
 
     ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
@@ -539,7 +552,7 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
         if unscale:
             ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
         queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
-        for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes):
+        for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8):
             elements = params if step_pass.over == "shard" else buffer
             count = optimizer_step.launches(step_pass, elements, tensors)
             calls = 1 if step_pass.launch == "multi_tensor" else count

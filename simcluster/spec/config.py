@@ -6,6 +6,7 @@ The format is documented field by field in ``docs/scenario.md``; ``simcluster sc
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -69,10 +70,14 @@ MAX_NAME_BYTES = 200
 # Megatron-Core: only with config.bf16; fp8 training keeps bf16 parameters)
 PRECISION_AWARE_PRECISIONS = ("bf16", "fp8")
 
+# the optimizers of Megatron-Core's distributed optimizer (``Scenario.megatron_core``)
+MEGATRON_CORE_OPTIMIZERS = ("adam", "adam_precision_aware")
+
 # Megatron-Core's default gradient bucket (distributed/distributed_data_parallel_config.py, bucket_size: "If
 # unspecified, MCore uses a default value of max(40000000, 1000000 * dp_size) parameters (larger DP sizes need larger
-# buckets to ensure collectives do not become latency-bound)", since core_r0.8; the data-parallel group with context
-# parallelism, which the gradients are reduced over); PyTorch DDP's bucket_cap_mb default is 25 MB.
+# buckets to ensure collectives do not become latency-bound)"; DistributedDataParallel.__init__ from core_r0.7 takes
+# dp_size = parallel_state.get_data_parallel_world_size(), without context parallelism, and sets no bucketing
+# (bucket_size None) when overlap_grad_reduce is off); PyTorch DDP's bucket_cap_mb default is 25 MB.
 MCORE_BUCKET_MIN_PARAMS = 40_000_000
 MCORE_BUCKET_PARAMS_PER_RANK = 1_000_000
 TORCH_DDP_BUCKET_BYTES = 25e6
@@ -92,10 +97,11 @@ class _Strict(BaseModel):
 
 class _Defaulted(_Strict):
     """A section with options that default to what the framework runs, which may hang on other sections: left unset
-    (None) they are resolved while the scenario is validated (``resolve``) and serialised unset again (null), so that
-    a scenario rebuilt from its dump with another layout (sweep, compare) resolves them anew."""
+    (None) they are resolved while the scenario is validated (``resolve``). Dumps show the resolved values, except
+    ``rebuildable`` ones (sweep and compare grid points, validation layouts), where they are unset again (null) so
+    that a scenario rebuilt with another layout resolves them anew."""
 
-    _defaulted: frozenset[str] = PrivateAttr(default=frozenset())
+    _resolved: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def resolve(self, **defaults) -> None:
         """Set the fields of ``defaults`` still unset (None). The model is frozen: they are set once, while the
@@ -103,12 +109,26 @@ class _Defaulted(_Strict):
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-                self._defaulted = self._defaulted | {name}
+                self._resolved[name] = value
 
     @model_serializer(mode="wrap")
-    def _dump_defaults_unset(self, handler):
+    def _dump_defaults_unset(self, handler, info):
         data = handler(self)
-        return {**data, **dict.fromkeys(self._defaulted)} if isinstance(data, dict) else data
+        if not isinstance(data, dict) or not (info.context or {}).get(UNRESOLVED):
+            return data
+        # a value set since (model_copy(update=...)) is the caller's, not the default: kept
+        return {name: (None if name in self._resolved and getattr(self, name) == self._resolved[name] else value)
+                for name, value in data.items()}
+
+
+# serialisation context of ``rebuildable``
+UNRESOLVED = "unresolved_defaults"
+
+
+def rebuildable(scenario: BaseModel) -> dict:
+    """The scenario as a JSON-ready dict with its framework defaults unset again: what a grid point or a restated
+    layout is rebuilt from (``from_dict``), so that the defaults follow the new layout rather than the old one."""
+    return scenario.model_dump(mode="json", context={UNRESOLVED: True})
 
 
 class Cluster(_Strict):
@@ -181,10 +201,11 @@ class Training(_Defaulted):
         "Hopper too (flash2: about 0.6x flash's throughput there, same on Ampere), the Triton FlashAttention of "
         "flash-attention/llm-foundry (flash_triton: no causal tile skipping, FlashAttention-1 speed), or naive")
     cross_entropy: Literal["unfused", "fused", "megatron_fused"] | None = Field(
-        None, description="loss kernel over the logits; default: megatron_fused on Megatron's pipeline engine (NeMo "
-        "2.x GPTConfig's cross_entropy_loss_fusion True, as NeMo's Llama 3 and Nemotron recipes), unfused otherwise. "
-        "unfused (Megatron-LM's vocab-parallel cross entropy, pass by pass in fp32), fused (one kernel reading the 16-bit logits, its backward writing their gradient: "
-        "flash-attention's CrossEntropyLoss, llm-foundry's default loss_fn fused_crossentropy) or megatron_fused "
+        None, description="loss kernel over the logits; default: megatron_fused on Megatron-Core (NeMo 2.x "
+        "GPTConfig's cross_entropy_loss_fusion True, as NeMo's Llama 3 and Nemotron recipes), unfused otherwise. "
+        "unfused (Megatron-LM's vocab-parallel cross entropy, pass by pass in fp32), fused (one kernel reading the "
+        "16-bit logits, its backward writing their gradient: flash-attention's CrossEntropyLoss, llm-foundry's "
+        "default loss_fn fused_crossentropy) or megatron_fused "
         "(Megatron-Core's cross_entropy_loss_fusion: the fp32 passes in four torch.compile graphs)")
     projections: Literal["fused", "separate"] = Field(
         "fused", description="input projections reading one tensor: fused (one QKV GEMM and one gate/up GEMM: "
@@ -213,6 +234,11 @@ class Training(_Defaulted):
         "or 2021 (megatron/optimizer FP16OptimizerWithFP16Params): apex FusedAdam plus their own passes, the "
         "gradient norm and the copy of the updated weights into the fp16 model (workload/megatron_fp16_step.py); "
         "fp16 only")
+    fp8_param_gather: Annotated[bool, Strict()] | None = Field(
+        None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
+        "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
+        "fp8 and casting its fp32 shard into them (workload/fp8_params.py); default: true with precision fp8, delayed "
+        "scaling, Megatron's engine and zero_stage 1 or 2 (NeMo 2.x performance scripts), false otherwise")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
@@ -243,11 +269,12 @@ class Parallelism(_Defaulted):
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
     order: str = Field("tp-cp-pp-dp", description="rank order, innermost first")
     grad_bucket_size: Bytes | None = Field(
-        None, description="data-parallel gradient bucket; default: Megatron-Core's, max(40M, 1M x dp x cp) "
-        "parameters at grad_reduce_dtype's width, on Megatron's pipeline engine; PyTorch DDP's 25 MB otherwise")
+        None, description="data-parallel gradient bucket; default on Megatron-Core: its max(40M, 1M x dp) "
+        "parameters at grad_reduce_dtype's width with overlap_grad_reduce, one bucket per chunk without; PyTorch "
+        "DDP's 25 MB otherwise")
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
-        None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron's "
-        "pipeline engine (NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8), fp32 otherwise "
+        None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron-Core "
+        "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8), fp32 otherwise "
         "(Megatron-LM reduces in fp32 when training in bf16; NeMo's bf16_mixed)")
     overlap_grad_reduce: bool = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
@@ -256,24 +283,24 @@ class Parallelism(_Defaulted):
         "after the backward, whatever dp is: flattened (2020: flatten copy, division, copy back) or contiguous "
         "(2021's contiguous buffer: zeroed each step, divided in place); none counts no such pass "
         "(workload/megatron_fp16_step.py). With dp > 1 it reduces after the backward: overlap_grad_reduce false")
-    tp_comm_overlap: bool | None = Field(
+    tp_comm_overlap: Annotated[bool, Strict()] | None = Field(
         None, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers); "
-        "default: on with tp > 1 and sequence parallelism on Megatron's pipeline engine (NeMo's and Megatron-Core's "
-        "performance recipes), off with DeepSpeed's engine or Megatron-LM's 2020-21 local DDP")
+        "default: on with tp > 1 and sequence parallelism on Megatron-Core (NeMo's and Megatron-Core's performance "
+        "recipes; docs/scenario.md), off otherwise")
     tp_comm_overlap_impl: Literal["userbuffers", "async_tp"] = Field(
         "userbuffers", description="what overlaps them with tp_comm_overlap: userbuffers (Transformer Engine: every "
         "TP collective of a block under the block) or async_tp (PyTorch's micro-pipeline TP, torchtitan's "
         "enable_async_tensor_parallel: the all-gather/matmul and matmul/reduce-scatter pairs decomposed per rank, "
         "the backward's summed-gradient reduce-scatters left blocking; workload/async_tp.py)")
-    overlap_param_gather: bool | None = Field(
+    overlap_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="ZeRO 1/2: gather updated parameters during the next step's forward (Megatron-Core); "
-        "default: on with zero_stage 1 or 2 on Megatron's pipeline engine (NeMo's and Megatron-Core's performance "
-        "recipes), off with DeepSpeed's engine or Megatron-LM's 2020-21 local DDP")
-    defer_embedding_wgrad: bool | None = Field(
+        "default: on with zero_stage 1 or 2 and overlap_grad_reduce on Megatron-Core (NeMo's and Megatron-Core's "
+        "performance recipes; docs/scenario.md), off otherwise")
+    defer_embedding_wgrad: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's defer_embedding_wgrad_compute: the last stage leaves the output layer's "
         "weight-gradient GEMM of a step's first wgrad_deferral_limit microbatches to the pipeline flush, where the "
-        "other stages' cool-down backwards run (parallel/plan.py deferred_output_wgrads); default: on with pp > 1 and "
-        "1F1B on Megatron's pipeline engine with gradient_accumulation_fusion (NeMo's performance recipes), else off")
+        "other stages' cool-down backwards run (parallel/plan.py deferred_output_wgrads); default: on with pp > 1, "
+        "1F1B and gradient_accumulation_fusion on Megatron-Core (NeMo's performance recipes), off otherwise")
     wgrad_deferral_limit: Annotated[int, Strict()] | None = Field(
         None, ge=0, description="microbatches whose output-layer wgrad defer_embedding_wgrad defers (0: all); "
         "default: NeMo's performance recipes', 50 for the gpt3-175b and llama3(.1)-405b presets, 22 otherwise (Llama 3 "
@@ -308,17 +335,9 @@ class Parallelism(_Defaulted):
 
     @property
     def megatron_core(self) -> bool:
-        """Megatron's pipeline engine without Megatron-LM's 2020-21 local DDP: the Megatron-Core the defaults model."""
+        """Megatron's pipeline engine without Megatron-LM's 2020-21 local DDP (``Scenario.megatron_core`` also asks
+        the training section)."""
         return self.pipeline_engine == "megatron" and self.local_ddp == "none"
-
-    @model_validator(mode="after")
-    def _framework_defaults(self) -> Parallelism:
-        """The overlaps left unset, as NeMo's and Megatron-Core's performance recipes configure them: TP
-        communication overlap with sequence parallelism, the distributed optimizer's parameter all-gather under
-        the next forward. DeepSpeed's engine and Megatron-LM's 2020-21 local DDP had neither."""
-        self.resolve(tp_comm_overlap=self.megatron_core and self.tp > 1 and self.sequence_parallel,
-                     overlap_param_gather=self.megatron_core and self.zero_stage in (1, 2))
-        return self
 
     @field_validator("order")
     @classmethod
@@ -382,21 +401,47 @@ class Scenario(_Strict):
             raise ValueError(f"expected a mapping or 'measured', got {value!r}")
         return value
 
+    @property
+    def megatron_core(self) -> bool:
+        """Megatron-Core as NeMo's recipes run it, the stack the framework defaults model: Megatron's pipeline engine
+        without the 2020-21 local DDP, Megatron-Core's optimizer (not torchtitan's, llm-foundry's or the 2020-21 fp16
+        wrappers), its vocab-parallel loss memory, Transformer Engine's fp8 (not torchao's)."""
+        t = self.training
+        return (self.parallelism.megatron_core and t.optimizer in MEGATRON_CORE_OPTIMIZERS
+                and t.logits_memory == "megatron" and t.fp8_recipe != "torchao_tensorwise")
+
     @model_validator(mode="after")
     def _framework_defaults(self) -> Scenario:
-        """The loss kernel left unset, as the framework runs it: Megatron-Core's fused loss on Megatron-Core (NeMo 2.x
-        GPTConfig: cross_entropy_loss_fusion True); the gradient reduction: on Megatron-Core, in bf16 with fp8 training
-        (NeMo 2.x performance scripts set grad_reduce_in_fp32 False with fp8), else fp32 (Megatron-LM forces fp32
-        reduction with --bf16; NeMo's bf16_mixed plugin keeps it); buckets of Megatron-Core's size, max(40M, 1M x
-        dp x cp) parameters at that width, PyTorch DDP's 25 MB elsewhere."""
-        p = self.parallelism
-        self.training.resolve(cross_entropy="megatron_fused" if p.megatron_core else "unfused")
-        p.resolve(grad_reduce_dtype="bf16" if p.megatron_core and self.training.precision == "fp8" else "fp32")
-        bucket = (max(MCORE_BUCKET_MIN_PARAMS, MCORE_BUCKET_PARAMS_PER_RANK * p.dp * p.cp)
-                  * hardware.BYTES_PER_ELEMENT[p.grad_reduce_dtype] if p.megatron_core else TORCH_DDP_BUCKET_BYTES)
+        """The options left unset, as NeMo's and Megatron-Core's performance recipes configure them on Megatron-Core
+        (elsewhere off, fp32 and PyTorch DDP's buckets):
+        - TP communication overlap with sequence parallelism and tp > 1 (Transformer Engine's userbuffers);
+        - the distributed optimizer's parameter all-gather under the next forward, with ZeRO 1/2 and the gradient
+          reduce-scatter overlapped (Megatron-LM asserts --overlap-param-gather needs --overlap-grad-reduce);
+        - the fused loss (NeMo 2.x GPTConfig: cross_entropy_loss_fusion True);
+        - fp8 parameters with fp8 delayed scaling and ZeRO 1/2 (NeMo 2.x bf16_with_fp8_mixed: fp8_param_gather True;
+          workload/fp8_params.py);
+        - gradients reduced in bf16 with fp8 training (NeMo 2.x performance scripts: grad_reduce_in_fp32 False with
+          fp8), else fp32 (Megatron-LM forces fp32 reduction with --bf16; NeMo's bf16_mixed keeps it);
+        - Megatron-Core's buckets: max(40M, 1M x dp) parameters at that width with the reduction overlapped, one
+          bucket per chunk without (bucket_size None);
+        - the output layer's wgrad deferred to the pipeline flush with pp > 1 (NeMo's defer_embedding_wgrad_compute,
+          wgrad_deferral_limit per recipe; parallel/plan.py deferred_output_wgrads)."""
+        p, t, core = self.parallelism, self.training, self.megatron_core
+        p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
+                  overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
+                  grad_reduce_dtype="bf16" if core and t.precision == "fp8" else "fp32")
+        t.resolve(cross_entropy="megatron_fused" if core else "unfused",
+                  fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
+                                    and p.zero_stage in (1, 2)))
+        if not core:
+            bucket = TORCH_DDP_BUCKET_BYTES
+        elif p.overlap_grad_reduce:
+            bucket = (max(MCORE_BUCKET_MIN_PARAMS, MCORE_BUCKET_PARAMS_PER_RANK * p.dp)
+                      * hardware.BYTES_PER_ELEMENT[p.grad_reduce_dtype])
+        else:
+            bucket = math.inf
         p.resolve(grad_bucket_size=bucket)
-        p.resolve(defer_embedding_wgrad=p.megatron_core and p.pp > 1 and p.schedule == "1f1b"
-                  and self.training.gradient_accumulation_fusion,
+        p.resolve(defer_embedding_wgrad=core and p.pp > 1 and p.schedule == "1f1b" and t.gradient_accumulation_fusion,
                   wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMITS.get(self.model.name, NEMO_WGRAD_DEFERRAL_LIMIT))
         return self
 

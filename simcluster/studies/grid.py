@@ -1,6 +1,7 @@
 """Grid points: one scenario moved over fabrics, varied fields and GPU counts (``compare`` and ``sweep``).
 
-How a grid point is built from the base scenario (``scenario.model_dump(mode="json")``), in this order:
+How a grid point is built from the base scenario (``config.rebuildable(scenario)``: its framework defaults unset,
+so that each point resolves them for its own layout), in this order:
 
 1. the fabric (``--topology NAME[:key=value,...]``) replaces ``cluster.topology`` and ``cluster.topology_options``;
 2. each varied field (``--vary parallelism.tp=4,8``) is set;

@@ -76,7 +76,7 @@ def published_layout(case: dict, scenario: config.Scenario) -> config.Scenario:
     assert not unknown, f"{case['scenario']}: memory_layout may restate {MEMORY_LAYOUT_KEYS}, not {sorted(unknown)}"
     if not layout:
         return scenario
-    data = scenario.model_dump(mode="json")  # validated again whole: the defaults follow the restated keys
+    data = config.rebuildable(scenario)  # validated again whole: the defaults follow the restated keys
     return config.from_dict({**data, "parallelism": {**data["parallelism"], **layout}})
 
 

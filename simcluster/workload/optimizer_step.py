@@ -40,6 +40,8 @@ training.py ``train_step``):
 4. ``_copy_main_params_to_model_params``: with the distributed optimizer ``shard_model_param.data.copy_(
    shard_main_param)`` per shard tensor (read 4, write 2); without it (``Float16OptimizerWithFloat16Params``)
    ``_multi_tensor_copy_this_to_that`` (``multi_tensor_scale`` by 1.0), the same bytes in multi-tensor launches.
+   With fp8 parameters (``training.fp8_param_gather``) the copy is ``.to(bf16)`` and then ``cast_to_fp8`` into the
+   fp8 buffer, and the scales are updated (``fp8_cast_passes``, workload/fp8_params.py).
 5. ``train_step``: ``model_chunk.zero_grad_buffer()`` before the next forward: ``grad_data.zero_()`` over the whole
    gradient buffer (write 4 fp32, 2 for 16-bit reduction), one kernel per buffer; the shard's main gradients are
    set to None (``zero_grad(set_to_none=True)``, no kernel).
@@ -75,6 +77,7 @@ import math
 from dataclasses import dataclass
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.workload import fp8_params
 
 # apex/multi_tensor_apply MultiTensorApply(2048*32); csrc/multi_tensor_apply.cuh depth_to_max_blocks (320 each)
 MULTI_TENSOR_CHUNK = 2048 * 32
@@ -95,6 +98,7 @@ class Pass:
     over: str = "shard"
     launch: str = "multi_tensor"
     sync_after: bool = False
+    tensor_share: float = 1.0   # per_tensor passes: the share of the shard's tensors they run over
 
     @property
     def bytes(self) -> float:
@@ -102,12 +106,13 @@ class Pass:
 
 
 def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, precision: str = "bf16",
-           wrapper_passes: bool = True) -> tuple[Pass, ...]:
+           wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None) -> tuple[Pass, ...]:
     """The passes of ``optimizer``'s step (module docstring) with a gradient buffer of ``grad_dtype``;
     ``distributed``: Megatron-Core's distributed optimizer (per-tensor copies of the updated shard) or not;
     ``precision`` fp32/tf32: no 16-bit model weights to copy into (Megatron-Core's FP32Optimizer);
     ``wrapper_passes`` False: Adam and the weight copy only, where another framework's wrapper counts its own
-    gradient norm and zeroing (DeepSpeed's BF16_Optimizer, ``deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM``)."""
+    gradient norm and zeroing (DeepSpeed's BF16_Optimizer, ``deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM``);
+    ``fp8``: the shard's fp8 parameters, cast after the copy and their scales updated (``fp8_cast_passes``)."""
     grad = BYTES_PER_ELEMENT[grad_dtype]
     if optimizer == "adam":
         cast = (Pass("_copy_model_grads_to_main_grads: .float()", grad, FP32, launch="per_tensor"),) \
@@ -118,6 +123,8 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, p
             Pass("_copy_main_params_to_model_params", FP32, BF16,
                  launch="per_tensor" if distributed else "multi_tensor"),)
         zero = (Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="flat"),)
+        if fp8 is not None and copy:
+            copy += fp8_cast_passes(fp8)
         if not wrapper_passes:
             return adam + copy
         return cast + norm + adam + copy + zero
@@ -135,6 +142,20 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, p
             Pass("torch._fused_adamw_", FUSED_ADAM_READ, FUSED_ADAM_WRITTEN),
         )
     raise KeyError(optimizer)
+
+
+def fp8_cast_passes(fp8: fp8_params.Fp8Shard) -> tuple[Pass, ...]:
+    """Megatron-Core's extra passes for fp8 parameters after ``_copy_main_params_to_model_params``'s ``.to(bf16)``
+    (workload.fp8_params): current scaling's amax of each fp32 shard, ``cast_to_fp8`` of the 16-bit shard into the
+    fp8 buffer, one kernel per fp8 tensor, over the fp8 share of the shard's elements; then the scale update's small
+    kernels (no bytes to speak of)."""
+    amax = (Pass("quantize_param_shard: amax of the fp32 shard", fp8_params.CURRENT_AMAX_READ * fp8.elements, 0,
+                 launch="per_tensor", tensor_share=fp8.tensors),) if fp8.recipe == "current" else ()
+    cast = Pass("cast_to_fp8: fp8 parameter shard", fp8_params.CAST_READ * fp8.elements,
+                fp8_params.CAST_WRITTEN * fp8.elements, launch="per_tensor", tensor_share=fp8.tensors)
+    scales = tuple(Pass(f"fp8 parameter scales {i}", 0, 0, launch="flat")
+                   for i in range(fp8_params.SCALE_UPDATE_KERNELS))
+    return (*amax, cast, *scales)
 
 
 OPTIMIZERS = ("adam", "adam_precision_aware", "torch_adamw")
@@ -171,7 +192,7 @@ def launches(step_pass: Pass, elements: float, tensors: float) -> int:
     if step_pass.launch == "multi_tensor":
         return multi_tensor_launches(elements)
     if step_pass.launch == "per_tensor":
-        return max(1, math.ceil(tensors))
+        return max(1, math.ceil(tensors * step_pass.tensor_share))
     return 1
 
 

@@ -37,6 +37,36 @@ def test_parameter_gather_overlaps_with_the_distributed_optimizer_only():
     assert _parallelism(dp=8, zero_stage=3).overlap_param_gather is False
 
 
+def test_parameter_gather_overlaps_only_with_the_gradient_reduction_overlapped():
+    """Megatron-LM's arguments.py: --overlap-param-gather needs --overlap-grad-reduce; without it Megatron-Core's DDP
+    does not bucket (bucket_size None): one bucket per chunk."""
+    plain = _parallelism(dp=8, overlap_grad_reduce=False)
+    assert plain.overlap_param_gather is False
+    assert plain.grad_bucket_size == float("inf")
+
+
+def test_other_stacks_on_megatrons_engine_keep_their_own_behaviour():
+    """torchtitan (its AdamW, torch's fp32 logits) and Megatron-LM's 2020-21 fp16 wrapper are not Megatron-Core:
+    no userbuffers, no fused Megatron loss, fp32 gradients, PyTorch DDP's buckets."""
+    torchtitan = config.from_dict({
+        "name": "titan", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1}, "model": "llama3-8b",
+        "training": {"seq_len": 2048, "global_batch_size": 8, "precision": "fp8", "optimizer": "torch_adamw",
+                     "logits_memory": "torch_fp32"},
+        "parallelism": {"tp": 4, "dp": 2}})
+    p, t = torchtitan.parallelism, torchtitan.training
+    assert (p.tp_comm_overlap, p.overlap_param_gather, p.grad_reduce_dtype, p.grad_bucket_size) == (
+        False, False, "fp32", 25e6)
+    assert t.cross_entropy == "unfused"
+
+
+def test_a_value_set_after_validation_is_not_taken_for_the_default():
+    scenario = config.load("gpt3-175b-1024-h100")
+    stated = scenario.model_copy(update={"parallelism": scenario.parallelism.model_copy(
+        update={"tp_comm_overlap": False})})
+    assert config.rebuildable(stated)["parallelism"]["tp_comm_overlap"] is False
+    assert config.rebuildable(scenario)["parallelism"]["tp_comm_overlap"] is None
+
+
 def test_older_frameworks_turn_the_overlaps_off():
     deepspeed = _parallelism(tp=4, dp=2, sequence_parallel=False, pipeline_engine="deepspeed",
                              overlap_grad_reduce=False)
@@ -47,7 +77,7 @@ def test_older_frameworks_turn_the_overlaps_off():
 @pytest.mark.parametrize(("dp", "cp", "dtype", "expected"), [
     (8, 1, "fp32", 40e6 * 4),       # the 40M-parameter floor
     (96, 1, "fp32", 96e6 * 4),      # 1M parameters per data-parallel rank above 40
-    (32, 2, "fp32", 64e6 * 4),      # the reduction group includes the context-parallel ranks
+    (48, 2, "fp32", 48e6 * 4),      # DistributedDataParallel counts the data-parallel ranks without cp
     (128, 1, "bf16", 128e6 * 2),    # at the reduction's width
 ])
 def test_gradient_buckets_follow_megatron_core(dp, cp, dtype, expected):
@@ -71,7 +101,8 @@ def test_fp8_reduces_gradients_in_bf16_unless_stated():
 def test_a_dumped_scenario_resolves_its_defaults_again_for_another_layout():
     """compare and sweep rebuild grid points from the dump: a default resolved for one layout must not stick."""
     scenario = config.load("gpt3-175b-1024-h100")   # tp 8, dp 16, bf16, nothing of these stated
-    data = scenario.model_dump(mode="json")
+    assert scenario.model_dump(mode="json")["parallelism"]["tp_comm_overlap"] is True   # outputs show what ran
+    data = config.rebuildable(scenario)
     assert data["parallelism"]["grad_bucket_size"] is None and data["parallelism"]["tp_comm_overlap"] is None
     data["parallelism"].update(tp=1, dp=128)
     data["training"].update(precision="fp8", global_batch_size=128 * 96)

@@ -24,11 +24,9 @@ from simcluster.spec import config
 DATA = Path(__file__).resolve().parents[1] / "data" / "nemo_recipe_layouts.yaml"
 RECIPES = yaml.safe_load(DATA.read_text())
 
-# Rows that ran but that the memory model refuses with the contract defaults, and why (strict xfail: the test says
-# so when one starts to fit). None now: Nemotron-4 340B FP8 on 128 GPUs needed 87.8 GiB with fp32 main gradients
-# and fits (77.0 GiB) since fp8 training reduces gradients in bf16 by default, as its recipe does
-# (grad_reduce_in_fp32 = False); test_fits_with_the_recipes_own_gradient_dtype checks each row's own setting.
-KNOWN_REFUSED: dict[str, str] = {}
+# Every row fits. Nemotron-4 340B FP8 on 128 GPUs needed 87.8 GiB with fp32 main gradients; it fits (77.0 GiB) since
+# fp8 training reduces gradients in bf16 by default, as its recipe does (grad_reduce_in_fp32 = False);
+# test_fits_with_the_recipes_own_gradient_dtype checks each row's own setting.
 
 
 def scenario_dict(row: dict, gpus: int, gbs: int, precision: str) -> dict:
@@ -65,8 +63,7 @@ LAYOUTS = expand(RECIPES["layouts"])
 
 def _marked(cases):
     for name, data, _row in cases:
-        reason = KNOWN_REFUSED.get(name)
-        yield pytest.param(data, id=name, marks=[pytest.mark.xfail(strict=True, reason=reason)] if reason else [])
+        yield pytest.param(data, id=name)
 
 
 def test_data_file_covers_the_families_and_sizes_of_the_held_out_brief():
@@ -74,7 +71,7 @@ def test_data_file_covers_the_families_and_sizes_of_the_held_out_brief():
     precisions, and sizes from 8 to 2304 GPUs; every row names a source that the file lists."""
     models = {row["model"] for row in RECIPES["layouts"] if isinstance(row["model"], str)}
     assert {"gpt3-175b", "llama3-8b", "llama3-70b", "llama3-405b", "nemotron4-15b", "nemotron4-340b"} <= models
-    assert any(row["model"] == RECIPES["nemotron3_22b"] for row in RECIPES["layouts"])
+    assert "nemotron3-22b" in models
     assert {data["training"]["precision"] for _, data, _ in LAYOUTS} == {"bf16", "fp8"}
     sizes = {data["cluster"]["nodes"] * 8 for _, data, _ in LAYOUTS}
     assert min(sizes) == 8 and 2304 in sizes

@@ -22,7 +22,7 @@ import hashlib
 import heapq
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 from simcluster.core.errors import ScenarioError
@@ -211,7 +211,7 @@ def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter,
                 notes["communication nodes without comm_size: size unknown"] += 1
         if kind == COLLECTIVE:
             comm_type = attr.get("comm_type")
-            if comm_type not in _COMM_NAMES:
+            if not isinstance(comm_type, Hashable) or comm_type not in _COMM_NAMES:
                 raise ScenarioError("chakra", f"node {node['id']} ({name!r}): bad comm_type {comm_type!r}")
             name = _COMM_NAMES[comm_type]
             if not group:
@@ -313,7 +313,12 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
         else:
             owner_of[digest] = rank
             notes = notes_by_rank[rank] = Counter()
-            ranks[rank] = _to_ops(rank, _read_nodes(*bodies.pop(digest)), world_size, notes, groups)
+            node_path, body = bodies.pop(digest)
+            try:
+                ranks[rank] = _to_ops(rank, _read_nodes(node_path, body), world_size, notes, groups)
+            except (TypeError, ValueError, OverflowError) as err:  # an attribute of the wrong shape (a list for
+                # a scalar, a string for a number): a corrupt or foreign file, refused in one line
+                raise ScenarioError(str(node_path), f"malformed node attribute ({err})") from None
             timed = timed and not notes[UNTIMED]
         starts, durations = metadata.get("step_started_at_ns", []), metadata.get("step_duration_ns", [])
         steps += [RecordedStep(n, rank, s * 1e-9, d * 1e-9)

@@ -1,0 +1,60 @@
+"""Validation rows written with the scenario contract's keys only, against the rows as bundled.
+
+An outside scorer writes a published run with the contract keys of docs/scenario.md (cluster, model, seq_len, batch
+sizes, precision, recompute, tp/pp/dp/cp, schedule, virtual stages, sequence parallelism, ZeRO stage): everything
+else takes simcluster's defaults (docs/scenario.md, "Framework defaults"). This prints, for each calibration and
+held-out row whose scenario name contains one of the patterns, the error of the bundled scenario and of its
+contract-only twin (error = simulated / published throughput - 1), and the keys the twin drops.
+
+    python scripts/contract_only.py nemo2409 nemo2407 nemotron4
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+from simcluster.core import catalog
+from simcluster.engine import simulate
+from simcluster.spec import config
+from simcluster.studies import validation
+
+TRAINING_KEYS = {"seq_len", "global_batch_size", "micro_batch_size", "precision", "activation_recompute"}
+PARALLELISM_KEYS = {"tp", "pp", "dp", "cp", "schedule", "virtual_stages", "sequence_parallel", "zero_stage"}
+
+
+def contract_only(raw: dict) -> tuple[dict, list[str]]:
+    """The scenario dict with the training and parallelism keys outside the contract dropped, and those keys."""
+    data = copy.deepcopy(raw)
+    data["training"] = {k: v for k, v in raw["training"].items() if k in TRAINING_KEYS}
+    data["parallelism"] = {k: v for k, v in raw["parallelism"].items() if k in PARALLELISM_KEYS}
+    dropped = sorted(set(raw["training"]) - TRAINING_KEYS) + sorted(set(raw["parallelism"]) - PARALLELISM_KEYS)
+    return data, dropped
+
+
+def error(case: dict, scenario: config.Scenario) -> float:
+    key = "model_tflops_per_gpu" if case["metric"] == "model" else "hardware_tflops_per_gpu"
+    simulated = simulate(scenario, check_memory=False).summary[key]
+    return simulated / validation.published_tflops(case, scenario) - 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("patterns", nargs="+", help="parts of scenario names (e.g. nemo2409)")
+    args = parser.parse_args(argv)
+    rows = [(case, "calibration") for case in validation.cases()]
+    rows += [(case, "held-out") for case in validation.held_out_cases()]
+    print(f"{'set':11} {'scenario':44} {'bundled':>8} {'contract':>9}  keys dropped")
+    for case, kind in rows:
+        name = case["scenario"]
+        if not any(pattern in name for pattern in args.patterns):
+            continue
+        raw = catalog.load(f"scenarios/{name}")
+        twin, dropped = contract_only(raw)
+        bundled, contract = error(case, config.load(name)), error(case, config.from_dict(twin, source=name))
+        print(f"{kind:11} {name:44} {bundled:+8.1%} {contract:+9.1%}  {', '.join(dropped) or '-'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Megatron-Core's fp8 parameters (``training.fp8_param_gather``): ``--fp8-param-gather`` in Megatron-LM, NeMo 2.x's
+``fp8_param_gather`` (its performance scripts set ``recipe.trainer.plugins = bf16_with_fp8_mixed()`` with fp8,
+scripts/llm/performance/gpt3_175b.py, and nemo/collections/llm/recipes/precision/mixed_precision.py
+``bf16_with_fp8_mixed`` sets ``cfg.fp8_param_gather = True``), NeMo 1.x's ``model.fp8_params`` (dgxc-benchmarking
+24.09 passes ``+model.fp8_params=$FP8_ENABLED``) and Megatron-Bridge's mixed-precision presets (``bf16_with_fp8_mixed``
+and ``bf16_with_fp8_current_scaling_mixed`` set ``fp8_param_gather = True``).
+
+What it is, from source (Megatron-Core core_r0.8-r0.11, Transformer Engine 1.x-2.x):
+
+- The model is built under Transformer Engine's ``fp8_model_init`` (megatron/training pretrain_gpt.py
+  ``model_provider``: ``build_model_context = fp8_model_init`` when ``args.fp8_param_gather``): every Transformer
+  Engine module's GEMM weight (``param_init_meta[name].fp8_meta_index`` set: the linear weights, not the norms'
+  weights nor the biases) is created as a ``Float8Tensor`` (TE ``TransformerEngineBaseModule.reset_parameters``: ``if
+  self.primary_weights_in_fp8 and fp8_meta_index is not None: param = Float8Tensor.to_float8(param, ...)``, TE 2.x
+  ``param = quantizer(param)``). Megatron's own embedding and output layer (``VocabParallelEmbedding``,
+  ``ColumnParallelLinear``) and the router stay 16-bit: ``gemm_weight_params``.
+- Memory (``weight_bytes_per_param``): 1 byte per fp8 weight instead of 2. Where fp8 GEMMs take only the TN layout
+  (Hopper: ``fp8_recipes.transposes``) the backward's data-gradient GEMM needs the weight transposed: Transformer Engine
+  2.x keeps it beside the weight (``get_weight_workspace``: "Make sure weights have required usages, but do not destroy
+  unnecessary usages since they may be used later"; ``Float8Tensor.update_usage(columnwise_usage=True)`` makes the
+  transpose once after the optimizer invalidates it, ``_reset_caches``), 1 byte more: 2 bytes on Hopper, 1 on
+  Blackwell. (TE 1.x's ``_Linear.backward`` calls ``weight_fp8.transpose_2d()`` without a cache each microbatch: a
+  transient copy, and a 2-byte transpose per microbatch, not modelled.)
+- The distributed optimizer's parameter all-gather moves the fp8 bytes (``gather_bytes_per_param``): the
+  param-and-grad buffer of fp8 parameters is ``torch.uint8`` (Megatron-Core distributed_data_parallel.py groups
+  parameters by ``param_dtype = torch.uint8 if is_float8tensor(param)``), 1 byte an element instead of 2.
+- The optimizer's copy into the model (``distrib_optimizer._copy_main_params_to_model_params``): for a Float8Tensor,
+  ``shard_main_param = shard_main_param.to(model_param.dtype)`` (the same read 4 / write 2 as the 16-bit copy), then
+  ``cast_to_fp8(shard_main_param.view(1, -1), model_param._fp8_meta['scaling_fwd'], ..., out=shard_model_param)``
+  (later ``quantize_param_fragment`` / ``quantize_param_shard``): one more per-tensor kernel reading 2 and writing 1
+  (``CAST_READ``, ``CAST_WRITTEN``). Current scaling (``quantize_param_shard`` with a current-scaling quantizer)
+  first takes each shard's amax (reads the fp32 shard, ``CURRENT_AMAX_READ``) and all-reduces them.
+- Then the scales (Megatron-Core fp8_utils ``post_all_gather_processing`` / ``_update_fp8_scale_inv_and_amax``; TE
+  ``cast_master_weights_to_fp8``): each fp8 parameter's transpose cache is reset, the scales are packed
+  (``_multi_tensor_copy_this_to_that``), inverted (``torch.reciprocal``) and copied to the ``scale_inv``s, the amaxes
+  packed, all-reduced with ``ReduceOp.MAX`` over the data-parallel group and copied back: ``SCALE_UPDATE_KERNELS``
+  small kernels, each one launch of the stream (the all-reduce of 4 bytes per fp8 tensor, a few KB, left out).
+- What it replaces: without fp8 parameters Transformer Engine casts and transposes each weight once a step (first
+  microbatch, ``is_first_microbatch``), 4 bytes a parameter, which ``ops`` leaves out (fp8_recipes.py); with them
+  the forward reads the fp8 weight and, on Hopper, transposes it once after each optimizer step (2 bytes), left out
+  alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.workload import fp8_recipes
+
+# recipes whose fp8 parameters are modelled: the per-tensor ones (MXFP8 parameters gather rowwise data and block
+# scales, Megatron-Bridge's reuse_grad_buf_for_mxfp8_param_ag: not modelled)
+FP8_PARAM_RECIPES = ("delayed", "current")
+FP8, BF16, FP32 = BYTES_PER_ELEMENT["fp8"], BYTES_PER_ELEMENT["bf16"], BYTES_PER_ELEMENT["fp32"]
+CAST_READ, CAST_WRITTEN = BF16, FP8        # cast_to_fp8 of the 16-bit shard into the fp8 buffer
+CURRENT_AMAX_READ = FP32                   # current scaling: the fp32 main shard's amax before the cast
+# kernels after the copy: pack the scales, reciprocal, copy to scale_inv, pack the amaxes, copy them back
+SCALE_UPDATE_KERNELS = 5
+# GEMM weights of a Megatron-Core Transformer Engine layer: QKV, attention projection, fc1, fc2
+GEMM_WEIGHT_TENSORS_PER_LAYER = 4
+
+
+@dataclass(frozen=True)
+class Fp8Shard:
+    """The fp8 parameters in a rank's optimizer shard: ``elements`` the share of its elements, ``tensors`` the share
+    of its parameter tensors, under fp8 ``recipe``."""
+
+    elements: float
+    tensors: float
+    recipe: str = "delayed"
+
+
+def enabled(training) -> bool:
+    """Whether a scenario's ``training`` runs fp8 parameters as modelled here: the resolved option, with fp8 precision
+    and a per-tensor recipe (``FP8_PARAM_RECIPES``; MXFP8 and torchao's recipe: the option changes nothing)."""
+    return bool(training.fp8_param_gather) and training.precision == "fp8" and training.fp8_recipe in FP8_PARAM_RECIPES
+
+
+def weight_bytes_per_param(gpu_name: str) -> float:
+    """HBM bytes an fp8 GEMM weight holds: the fp8 data, and its transpose where fp8 GEMMs are TN only (Hopper)."""
+    return FP8 * (2 if fp8_recipes.transposes(gpu_name) else 1)
+
+
+def gather_bytes_per_param() -> float:
+    """Bytes of an fp8 weight in the distributed optimizer's parameter all-gather (its uint8 buffer)."""
+    return float(FP8)

@@ -1,0 +1,113 @@
+"""Megatron-Core's fp8 parameters (training.fp8_param_gather, workload/fp8_params.py) against counts made by hand from
+the sources the module cites: Transformer Engine's GEMM weights held as 1-byte Float8Tensors (plus the transpose
+Hopper's TN-only fp8 GEMMs need), the distributed optimizer's all-gather of the uint8 buffer (1 byte a weight, 2 for
+the embedding, output layer, norms and biases that stay 16-bit), the optimizer's cast of the shard into fp8 (read 2,
+write 1), and the default: on with fp8 delayed scaling on Megatron-Core's distributed optimizer (ZeRO 1/2)."""
+
+import pytest
+
+from simcluster.engine.simulation import Simulation
+from simcluster.parallel import memory
+from simcluster.spec import config, model
+from simcluster.workload import fp8_params, optimizer_step
+
+# Llama 3 8B (Meta's config: hidden 4096, 32 query and 8 key/value heads of 128, ffn 14336, SwiGLU): one layer's
+# GEMM weights are Q and O (4096 x 4096 each), K and V (4096 x 1024 each) and the gate, up and down matrices
+# (4096 x 14336 each)
+LLAMA3_8B_LAYER_GEMM_WEIGHTS = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336
+
+
+def _scenario(gpu="h100-sxm", training=None, **parallelism):
+    tp, dp, pp = parallelism.get("tp", 1), parallelism.get("dp", 8), parallelism.get("pp", 1)
+    return config.from_dict({
+        "name": "fp8-params", "cluster": {"gpu": gpu, "gpus_per_node": 8, "nodes": max(tp * dp * pp // 8, 1)},
+        "model": "llama3-8b",
+        "training": {"seq_len": 2048, "global_batch_size": 2 * dp, "micro_batch_size": 1, "precision": "fp8",
+                     **(training or {})},
+        "parallelism": {"tp": tp, "dp": dp, "pp": pp, **{k: v for k, v in parallelism.items()
+                                                         if k not in ("tp", "dp", "pp")}}})
+
+
+def test_layer_gemm_weights_are_the_linear_matrices():
+    llama = model.preset("llama3-8b")
+    assert memory.layer_gemm_weights_per_rank(llama, 1) == LLAMA3_8B_LAYER_GEMM_WEIGHTS == 218_103_808
+    assert memory.layer_gemm_weights_per_rank(llama, 4) == LLAMA3_8B_LAYER_GEMM_WEIGHTS / 4
+    # the rest of the layer is its two RMSNorm weights (no biases in Llama)
+    assert memory.layer_params_per_rank(llama, 1) - LLAMA3_8B_LAYER_GEMM_WEIGHTS == 2 * 4096
+
+
+@pytest.mark.parametrize(("training", "parallelism", "expected"), [
+    ({}, {}, True),                                                      # fp8, delayed scaling, ZeRO 1: NeMo 2.x
+    ({}, {"zero_stage": 2}, True),
+    ({"precision": "bf16"}, {}, False),                                  # no fp8 GEMMs, no fp8 weights
+    ({"fp8_recipe": "current"}, {}, False),                              # on by the scenario only
+    ({}, {"zero_stage": 3}, False),                                      # FSDP: by the scenario only
+    ({}, {"zero_stage": 0}, False),                                      # no distributed optimizer
+    ({"fp8_recipe": "torchao_tensorwise"}, {}, False),                  # torchtitan's Float8Linear
+    ({"fp8_param_gather": False}, {}, False),                            # what a scenario states wins
+])
+def test_default_follows_nemo_performance_recipes(training, parallelism, expected):
+    assert _scenario(training=training, **parallelism).training.fp8_param_gather is expected
+
+
+def test_default_serialises_unset_for_rebuilding():
+    assert _scenario().model_dump()["training"]["fp8_param_gather"] is True          # outputs show what ran
+    assert config.rebuildable(_scenario())["training"]["fp8_param_gather"] is None
+    assert config.rebuildable(_scenario(training={"fp8_param_gather": True}))["training"]["fp8_param_gather"] is True
+
+
+def test_fp8_weight_bytes_hopper_keeps_the_transpose():
+    assert fp8_params.weight_bytes_per_param("h100-sxm") == 2      # fp8 data + its transpose (TN-only fp8 GEMMs)
+    assert fp8_params.weight_bytes_per_param("b200") == 1          # any layout: the fp8 data alone
+    assert fp8_params.gather_bytes_per_param() == 1
+
+
+def test_weight_memory_is_one_byte_per_gemm_weight_on_blackwell():
+    """16-bit weights 2 B each; with fp8 parameters the GEMM weights 1 B on B200, 1 + 1 (transpose) on H100."""
+    gemm = 32 * LLAMA3_8B_LAYER_GEMM_WEIGHTS
+    for gpu, saved in (("b200", 1), ("h100-sxm", 0)):
+        off = memory.per_gpu_memory(_scenario(gpu, {"fp8_param_gather": False}))
+        on = memory.per_gpu_memory(_scenario(gpu, {"fp8_param_gather": True}))
+        assert off.weights_bytes - on.weights_bytes == pytest.approx(saved * gemm, rel=1e-12)
+        assert (off.gradients_bytes, off.optimizer_bytes) == (on.gradients_bytes, on.optimizer_bytes)
+
+
+def test_parameter_all_gather_moves_one_byte_per_gemm_weight():
+    """The chunk's all-gathered bytes: GEMM weights 1 B (the uint8 buffer), embedding, output layer and norms 2 B."""
+    off = Simulation(_scenario(training={"fp8_param_gather": False})).plan
+    on = Simulation(_scenario(training={"fp8_param_gather": True})).plan
+    params = off.stage_params[0]
+    gemm = 32 * LLAMA3_8B_LAYER_GEMM_WEIGHTS
+    assert off.chunks[0].param_bytes == pytest.approx(2 * params, rel=1e-12)
+    assert on.chunks[0].param_bytes == pytest.approx(2 * (params - gemm) + 1 * gemm, rel=1e-12)
+    assert on.stage_params == off.stage_params          # the optimizer's shard is the same parameters
+
+
+def test_optimizer_casts_the_fp8_shard():
+    """Megatron-Core _copy_main_params_to_model_params for a Float8Tensor: .to(bf16) (read 4, write 2, the 16-bit
+    copy's bytes) then cast_to_fp8 (read 2, write 1) over the fp8 share; current scaling first reads the fp32 shard
+    for its amax (4)."""
+    def shard_bytes(fp8):
+        return sum(p.bytes for p in optimizer_step.passes("adam", fp8=fp8) if p.over == "shard")
+    base = shard_bytes(None)
+    assert base == 38
+    assert shard_bytes(fp8_params.Fp8Shard(1.0, 1.0)) == base + 2 + 1
+    assert shard_bytes(fp8_params.Fp8Shard(0.5, 1.0)) == base + 0.5 * (2 + 1)
+    assert shard_bytes(fp8_params.Fp8Shard(1.0, 1.0, "current")) == base + 4 + 2 + 1
+    # one cast kernel per fp8 tensor of the shard: 4 GEMM weights of a Llama layer's 6 tensors
+    cast = next(p for p in optimizer_step.fp8_cast_passes(fp8_params.Fp8Shard(0.9, 4 / 6)) if "cast_to_fp8" in p.name)
+    assert optimizer_step.launches(cast, 1e9, 60) == 40
+
+
+def test_fp8_parameters_make_the_optimizer_slower_and_the_gather_smaller():
+    off = Simulation(_scenario(training={"fp8_param_gather": False})).plan
+    on = Simulation(_scenario(training={"fp8_param_gather": True})).plan
+    assert on.optimizer_s[0] > off.optimizer_s[0]
+    assert on.chunks[0].param_bytes < off.chunks[0].param_bytes
+
+
+def test_unmodelled_recipes_change_nothing():
+    mx = _scenario("b200", {"fp8_recipe": "mxfp8", "fp8_param_gather": True})
+    assert not fp8_params.enabled(mx.training)
+    off = _scenario("b200", {"fp8_recipe": "mxfp8", "fp8_param_gather": False})
+    assert memory.per_gpu_memory(mx).weights_bytes == memory.per_gpu_memory(off).weights_bytes
