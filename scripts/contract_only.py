@@ -1,10 +1,11 @@
 """Validation rows written with the scenario contract's keys only, against the rows as bundled.
 
-An outside scorer writes a published run with the contract keys of docs/scenario.md (cluster, model, seq_len, batch
-sizes, precision, recompute, tp/pp/dp/cp, schedule, virtual stages, sequence parallelism, ZeRO stage): everything
-else takes simcluster's defaults (docs/scenario.md, "Framework defaults"). This prints, for each calibration and
-held-out row whose scenario name contains one of the patterns, the error of the bundled scenario and of its
-contract-only twin (error = simulated / published throughput - 1), and the keys the twin drops.
+A tool outside the project writes a published run with the scenario keys every simcluster release keeps (cluster,
+model, seq_len, batch sizes, precision, recompute, tp/pp/dp/cp/ep/etp, schedule, virtual stages, sequence
+parallelism, ZeRO stage): everything else takes simcluster's defaults (docs/scenario.md, "Framework defaults").
+This prints, for each calibration and held-out row whose scenario name contains one of the patterns, the error of
+the bundled scenario and of its contract-only twin (error = simulated / published throughput - 1), and the keys the
+twin drops.
 
     python scripts/contract_only.py nemo2409 nemo2407 nemotron4
 """
@@ -20,7 +21,8 @@ from simcluster.spec import config
 from simcluster.studies import validation
 
 TRAINING_KEYS = {"seq_len", "global_batch_size", "micro_batch_size", "precision", "activation_recompute"}
-PARALLELISM_KEYS = {"tp", "pp", "dp", "cp", "schedule", "virtual_stages", "sequence_parallel", "zero_stage"}
+PARALLELISM_KEYS = {"tp", "pp", "dp", "cp", "ep", "etp", "schedule", "virtual_stages", "sequence_parallel",
+                    "zero_stage"}
 
 
 def contract_only(raw: dict) -> tuple[dict, list[str]]:

@@ -220,11 +220,12 @@ def ring_steps(op: str, n: int) -> int:
 
 
 def tree_latency_s(local: int, nodes: int, protocol: str) -> float:
-    """NCCL's tree allreduce latency: baseLat + 2((ppn-1) intraLat + log2(nodes) interLat) (tuning.cc)."""
+    """NCCL's tree allreduce latency: baseLat + 2((ppn-1) intraLat + log2i(nodes) interLat) (tuning.cc; log2i is
+    the integer floor of log2, so 3 nodes cost what 2 do)."""
     tree = constants()["tree"]
     return tree["base_latency_s"][protocol] + 2 * (
         (local - 1) * tree["nvlink_step_latency_s"][protocol]
-        + math.log2(max(nodes, 1)) * tree["network_step_latency_s"][protocol]
+        + (max(nodes, 1).bit_length() - 1) * tree["network_step_latency_s"][protocol]
     )
 
 

@@ -576,6 +576,12 @@ class Scenario(_Strict):
         if t.fp8_recipe != "delayed" and t.precision != "fp8":
             raise ScenarioError("training.fp8_recipe", f"{t.fp8_recipe} needs precision: fp8 (the run is "
                                 f"{t.precision})")
+        if t.fp8_param_gather and (t.precision != "fp8" or self.parallelism.zero_stage == 0):
+            # Megatron-LM's arguments.py: "--fp8-param-gather only supported with distributed optimizer, torch fsdp2,
+            # megatron fsdp ..."
+            raise ScenarioError("training.fp8_param_gather", "fp8 parameters need precision: fp8 and a sharded "
+                                "optimizer (zero_stage 1, 2 or 3: the distributed optimizer or FSDP), as Megatron-LM "
+                                "requires")
         if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
             raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
                                 f"{self.cluster.gpu.name} has none")

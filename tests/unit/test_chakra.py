@@ -194,6 +194,13 @@ def test_world_size_in_the_metadata_is_used_without_a_warning(tmp_path):
     assert astra.world_size == 8 and any("no world size in the metadata" in a for a in astra.assumptions)
 
 
+def test_a_mirror_whose_rank_file_is_missing_is_refused_in_one_line(tmp_path):
+    ops = [RecordedOp(0, 7, "compute", "gemm", 0.0, 10e-6)]
+    paths = write_chakra(RecordedRun(ranks={0: ops}, world_size=2, mirrored={1: 0}), tmp_path, "m")
+    with pytest.raises(ScenarioError, match="mirrors rank 0, whose file is not given"):
+        read_chakra([p for p in paths if p.name.endswith(".1.et")])
+
+
 def test_files_with_identical_nodes_are_read_once_and_replay_as_if_each_were_read(tmp_path):
     """16 byte-identical rank files: rank 0 is parsed, ranks 1..15 are its mirrors (said), and the replay equals
     that of the same run with every rank's ops recorded separately."""

@@ -111,3 +111,12 @@ def test_unmodelled_recipes_change_nothing():
     assert not fp8_params.enabled(mx.training)
     off = _scenario("b200", {"fp8_recipe": "mxfp8", "fp8_param_gather": False})
     assert memory.per_gpu_memory(mx).weights_bytes == memory.per_gpu_memory(off).weights_bytes
+
+
+@pytest.mark.parametrize(("training", "parallelism"), [
+    ({"fp8_param_gather": True}, {"zero_stage": 0}),                    # Megatron-LM: distributed optimizer or FSDP
+    ({"fp8_param_gather": True, "precision": "bf16"}, {}),              # no fp8 GEMMs to hold fp8 weights for
+])
+def test_fp8_parameters_without_what_they_need_are_refused(training, parallelism):
+    with pytest.raises(config.ScenarioError, match="fp8_param_gather"):
+        _scenario(training=training, **parallelism)

@@ -61,7 +61,7 @@ def test_the_formula_is_what_nccl_printed():
     assert nccl_tree_ll_us(8, 2) == pytest.approx(NCCL1453_MODEL_128B_US, abs=0.02)
 
 
-@pytest.mark.parametrize("nodes,per_node", [(2, 8), (4, 4), (4, 8), (8, 8), (16, 8), (32, 8)])
+@pytest.mark.parametrize("nodes,per_node", [(2, 8), (3, 8), (4, 4), (4, 8), (6, 8), (8, 8), (12, 8), (16, 8), (32, 8)])
 @pytest.mark.parametrize("size", [8, 128])
 def test_small_multi_node_allreduce_costs_nccls_tree_latency_once(nodes, per_node, size):
     """2-32 nodes of H100, 8-128 B: NCCL's choice (tree/LL) at NCCL's latency, not that plus a path latency per

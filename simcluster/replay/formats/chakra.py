@@ -231,6 +231,16 @@ def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter,
     return ops
 
 
+def _recorded_steps(rank: int, metadata: dict, path: Path) -> list[RecordedStep]:
+    """The steps a rank's metadata records (ids, starts and durations in ns, as lists of numbers)."""
+    lists = [metadata.get(key, []) for key in ("step_ids", "step_started_at_ns", "step_duration_ns")]
+    for key, values in zip(("step_ids", "step_started_at_ns", "step_duration_ns"), lists, strict=True):
+        if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
+            raise ScenarioError(str(path), f"metadata {key}: expected a list of numbers, got {values!r:.60}")
+    ids, starts, durations = lists
+    return [RecordedStep(n, rank, s * 1e-9, d * 1e-9) for n, s, d in zip(ids, starts, durations, strict=False)]
+
+
 def _start_times(by_id: dict[int, dict], notes: Counter) -> None:
     """Recorded start times when the file has them, else as soon as dependencies and stream order allow."""
     nodes = list(by_id.values())
@@ -302,9 +312,11 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
     timed = True
     owner_of: dict[bytes, int] = {}  # digest of a node list -> the recorded rank it was read for
     same: dict[int, list[int]] = defaultdict(list)  # that rank -> the ranks whose files hold the same nodes
-    for rank, (_path, metadata, digest) in sorted(files.items()):
+    for rank, (path, metadata, digest) in sorted(files.items()):
         run_meta = run_meta or metadata
         if isinstance(metadata.get("mirrors_rank"), int):
+            if metadata["mirrors_rank"] not in files:
+                raise ScenarioError(str(path), f"mirrors rank {metadata['mirrors_rank']}, whose file is not given")
             mirrored[rank] = metadata["mirrors_rank"]
             continue
         if digest in owner_of:  # the same program as a rank already read: not parsed again
@@ -320,9 +332,7 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
                 # a scalar, a string for a number): a corrupt or foreign file, refused in one line
                 raise ScenarioError(str(node_path), f"malformed node attribute ({err})") from None
             timed = timed and not notes[UNTIMED]
-        starts, durations = metadata.get("step_started_at_ns", []), metadata.get("step_duration_ns", [])
-        steps += [RecordedStep(n, rank, s * 1e-9, d * 1e-9)
-                  for n, s, d in zip(metadata.get("step_ids", []), starts, durations, strict=False)]
+        steps += _recorded_steps(rank, metadata, path)
     if not ranks:
         raise ScenarioError(str(paths[0]), "every file mirrors another rank: no recorded rank to import")
     mirrored = {rank: mirrored.get(source, source) for rank, source in mirrored.items()}  # to a read rank
