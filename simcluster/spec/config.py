@@ -111,6 +111,12 @@ class _Defaulted(_Strict):
                 object.__setattr__(self, name, value)
                 self._resolved[name] = value
 
+    def __eq__(self, other: object) -> bool:
+        """Equal fields, however they were set (the record of resolved defaults is not part of the value)."""
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = _Strict.__hash__
+
     @model_serializer(mode="wrap")
     def _dump_defaults_unset(self, handler, info):
         data = handler(self)

@@ -19,16 +19,17 @@ from simcluster.spec import config
 from simcluster.workload import kernels
 
 # a small GPT over two 4-GPU A100 nodes: tp 4 inside a node, pp 2 across them, no sequence parallelism (2022's
-# Megatron-DeepSpeed had none)
+# Megatron-DeepSpeed had none); the loss and output layer as Megatron-DeepSpeed ran them, so that the Megatron twin
+# of ``plans`` differs in the engine alone (not in Megatron-Core's fused loss or deferred wgrad, its defaults)
 BASE = {
     "name": "deepspeed-pipeline",
     "cluster": {"gpu": "a100-80gb-sxm", "gpus_per_node": 4, "nodes": 2, "nic": "connectx-6",
                 "topology": "rail-fat-tree"},
     "model": {"layers": 8, "hidden": 4096, "heads": 32, "vocab": 51200},
     "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1, "precision": "bf16",
-                 "activation_recompute": "full"},
+                 "activation_recompute": "full", "cross_entropy": "unfused"},
     "parallelism": {"tp": 4, "pp": 2, "dp": 1, "sequence_parallel": False, "overlap_grad_reduce": False,
-                    "pipeline_engine": "deepspeed"},
+                    "pipeline_engine": "deepspeed", "defer_embedding_wgrad": False},
 }
 
 
