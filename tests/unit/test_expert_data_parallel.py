@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from simcluster.engine import Simulation
+from simcluster.engine import Simulation, simulate
 from simcluster.parallel import memory
 from simcluster.spec import config
 from simcluster.workload import fp8_params
@@ -113,3 +113,12 @@ def test_zero3_fp8_weights_save_the_expert_share_over_expert_dp(ep):
     expected = (dense_gemm / DP + experts / on.expert_data_parallel) * saved
     assert (memory.per_gpu_memory(off).weights_bytes - memory.per_gpu_memory(on).weights_bytes
             == pytest.approx(expected, rel=1e-9))
+
+
+@pytest.mark.parametrize("zero_stage", [1, 3])
+def test_one_agent_per_gpu_gives_the_collapsed_step(zero_stage):
+    """The expanded run (one agent per GPU, each looking up its own expert data-parallel group) is the reference the
+    collapsed one must match on a symmetric fabric."""
+    sc = _scenario(4, zero_stage=zero_stage)
+    assert simulate(sc, expand=True).summary["step_time_s"] == pytest.approx(simulate(sc).summary["step_time_s"],
+                                                                              rel=1e-9)
