@@ -550,8 +550,9 @@ def gathered_param_bytes(dense: float, experts: float, gemm_weights: float | Non
                          expert_data_parallel: int) -> tuple[float, float]:
     """Bytes of a chunk's parameters the distributed optimizer all-gathers on one rank: (dense, over dp x cp;
     routed experts, over the expert data-parallel group). Megatron-Core keeps expert parameters in their own
-    param-and-grad buffers over the expert data-parallel group (``DistributedDataParallel.expert_parallel_buffers``,
-    ``BufferKey(..., is_expert_parallel)`` in r0.8-r0.12), so a group of one gathers nothing. ``gemm_weights``
+    param-and-grad buffers over the expert data-parallel group (megatron/core/distributed/
+    distributed_data_parallel.py ``expert_parallel_buffers``, from Megatron-LM 293e104, 2024, to 0011998, 2026),
+    so a group of one gathers nothing. ``gemm_weights``
     (fp8 parameters, ``workload.fp8_params``; None without): the chunk's GEMM weights, routed experts included,
     all-gathered in fp8."""
     if gemm_weights is None:
