@@ -13,6 +13,18 @@ from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import Parallelism
 
 
+def collective(agent, op: str, dense_bytes: float, expert_bytes: float, name: str) -> list:
+    """Reduce gradients or gather parameters on ``agent``'s data-parallel stream: ``dense_bytes`` over dp x cp,
+    then the routed experts' ``expert_bytes`` over the expert data-parallel group, none when there are none
+    (Megatron-Core keeps expert parameters in their own param-and-grad buffers over the expert data-parallel group,
+    ``DistributedDataParallel.expert_parallel_buffers``, and its ``start_grad_sync``/``start_param_sync`` run the
+    dense bucket groups, then the expert ones). The events of their completion."""
+    events = [agent.sim.data_parallel(agent, op, dense_bytes, name)]
+    if expert_bytes:
+        events.append(agent.sim.data_parallel(agent, op, expert_bytes, f"expert {name}", experts=True))
+    return events
+
+
 class GradientReduction:
     """Without data parallelism there is nothing to reduce: a backward is one block."""
 
@@ -24,6 +36,12 @@ class GradientReduction:
     def after_backward(self, agent) -> list:
         """Reductions to start once the stage's whole backward has run."""
         return []
+
+
+def chunk_buckets(plan: StepPlan, cost) -> int:
+    """The buckets a chunk's gradients (dense and routed experts) are reduced, and its parameters gathered, in:
+    each bucket reduces and gathers its share of both parts, each over its own group (``collective``)."""
+    return bucket_count(cost.grad_bytes + cost.expert_grad_bytes, plan.bucket_bytes, cost.layers)
 
 
 class ReduceBucketsDuringBackward(GradientReduction):
@@ -43,13 +61,13 @@ class ReduceBucketsDuringBackward(GradientReduction):
             return (yield from super().backward(agent, work))
         cost = plan.chunks[work.chunk]
         # ZeRO-3/FSDP reduce-scatters each unit's gradient as its backward ends (Zhao et al. 2023, section 3.2)
-        buckets = agent.parameters.units(agent, work) or bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
+        buckets = agent.parameters.units(agent, work) or chunk_buckets(plan, cost)
         reductions = []
         for bucket in range(buckets):
             yield from agent.parameters.before_part(agent, work, bucket, buckets)
             yield from agent.compute("backward", work, part=bucket, parts=buckets)
-            reductions.append(agent.sim.data_parallel(agent, plan.dp_grad_op, cost.grad_bytes / buckets,
-                                                      f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}"))
+            reductions += collective(agent, plan.dp_grad_op, cost.grad_bytes / buckets,
+                                     cost.expert_grad_bytes / buckets, f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
         return reductions
 
 
@@ -59,9 +77,9 @@ class ReduceAfterBackward(GradientReduction):
 
     def after_backward(self, agent) -> list:
         plan = agent.sim.plan
-        return [agent.sim.data_parallel(agent, plan.dp_grad_op, plan.chunks[chunk].grad_bytes,
-                                        f"grad {plan.dp_grad_op} c{chunk}")
-                for chunk in reversed(agent.chunks())]
+        return [event for chunk in reversed(agent.chunks())
+                for event in collective(agent, plan.dp_grad_op, plan.chunks[chunk].grad_bytes,
+                                        plan.chunks[chunk].expert_grad_bytes, f"grad {plan.dp_grad_op} c{chunk}")]
 
 
 class ParameterGathering:
@@ -100,9 +118,9 @@ class GatherAfterOptimizer(ParameterGathering):
     exposed."""
 
     def after_optimizer(self, agent):
-        param_bytes = sum(c.param_bytes for c in agent.sim.plan.chunks if c.stage == agent.stage)
-        yield from agent.wait_data_parallel([agent.sim.data_parallel(agent, "all_gather", param_bytes,
-                                                                     "param all_gather")])
+        mine = [c for c in agent.sim.plan.chunks if c.stage == agent.stage]
+        yield from agent.wait_data_parallel(collective(agent, "all_gather", sum(c.param_bytes for c in mine),
+                                                       sum(c.expert_param_bytes for c in mine), "param all_gather"))
 
 
 class GatherDuringForward(ParameterGathering):
@@ -113,7 +131,7 @@ class GatherDuringForward(ParameterGathering):
     """
 
     def __init__(self):
-        self._buckets: dict[int, list] = {}
+        self._buckets: dict[int, list[list]] = {}
 
     def start_step(self, agent) -> None:
         plan = agent.sim.plan
@@ -121,17 +139,18 @@ class GatherDuringForward(ParameterGathering):
         for chunk in agent.chunks():
             cost = plan.chunks[chunk]
             # the gradient buckets' parameters (Megatron-Core gathers each bucket of its param-and-grad buffer)
-            buckets = bucket_count(cost.grad_bytes, plan.bucket_bytes, cost.layers)
-            self._buckets[chunk] = [agent.sim.data_parallel(agent, "all_gather", cost.param_bytes / buckets,
-                                                            f"param all_gather c{chunk}b{b}") for b in range(buckets)]
+            buckets = chunk_buckets(plan, cost)
+            self._buckets[chunk] = [collective(agent, "all_gather", cost.param_bytes / buckets,
+                                               cost.expert_param_bytes / buckets, f"param all_gather c{chunk}b{b}")
+                                    for b in range(buckets)]
 
     def forward(self, agent, work):
         parts = self._buckets.pop(work.chunk, None)
         if parts is None:
             yield from super().forward(agent, work)
             return
-        for bucket, event in enumerate(parts):
-            yield from agent.wait_data_parallel([event])
+        for bucket, events in enumerate(parts):
+            yield from agent.wait_data_parallel(events)
             yield from agent.compute("forward", work, part=bucket, parts=len(parts))
 
 
@@ -162,7 +181,7 @@ class GatherBeforeUse(ParameterGathering):
 
     def before_part(self, agent, work, part: int, parts: int):
         current, self._next = self._next, None
-        yield from agent.wait_data_parallel([current])
+        yield from agent.wait_data_parallel(current)
         if part + 1 < parts:  # prefetch: the next unit's gather runs while this one computes
             self._next = self._gather(agent, work, part + 1, parts)
 
@@ -175,8 +194,8 @@ class GatherBeforeUse(ParameterGathering):
     @staticmethod
     def _gather(agent, work, unit: int, units: int):
         cost = agent.sim.plan.chunks[work.chunk]
-        return agent.sim.data_parallel(agent, "all_gather", cost.param_bytes / units,
-                                       f"zero3 all_gather {work.phase} c{work.chunk} u{unit}")
+        return collective(agent, "all_gather", cost.param_bytes / units, cost.expert_param_bytes / units,
+                          f"zero3 all_gather {work.phase} c{work.chunk} u{unit}")
 
 
 def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tuple[GradientReduction,

@@ -239,8 +239,10 @@ class Simulation:
             return 0.0
         return max(0.0, self._dp_busy_until[agent.rank] - self.env.now)
 
-    def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str) -> simpy.Event:
-        """Queue a collective over the data-parallel groups of ``agent``'s ranks on its data-parallel stream.
+    def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str, experts: bool = False
+                      ) -> simpy.Event:
+        """Queue a collective over the data-parallel groups of ``agent``'s ranks on its data-parallel stream
+        (``experts``: over its expert data-parallel groups, which hold routed-expert parameters, instead).
 
         The collective starts when every member rank has reached it and finished its previous one (NCCL runs a
         communicator's collectives in order); it returns the event of its completion.
@@ -248,18 +250,23 @@ class Simulation:
         done = self.env.event()
         previous = self._dp_streams.get(agent.rank)
         self._dp_streams[agent.rank] = done
-        alone_s = timing.isolated_time_s(self.fabric, op, self._groups(agent, ("dp", "cp"))[0], size_bytes)
+        groups = self._data_parallel_groups(agent, experts)
+        alone_s = timing.isolated_time_s(self.fabric, op, groups[0], size_bytes)
         self._dp_busy_until[agent.rank] = max(self._dp_busy_until.get(agent.rank, 0.0), self.env.now) + alone_s
         if previous is not None and not previous.triggered:
-            self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done))
+            self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done, experts))
         else:
-            self._join(agent, self._groups(agent, ("dp", "cp")), name, done, self._run_collective, op, size_bytes,
-                       name)
+            self._join(agent, groups, name, done, self._run_collective, op, size_bytes, name)
         return done
 
-    def _join_collective(self, agent, op, size_bytes, name, previous, done):
+    def _data_parallel_groups(self, agent: Agent, experts: bool):
+        """The groups reducing and gathering ``agent``'s parameters: dp x cp (the ranks holding the same dense
+        parameters), or with ``experts`` the expert data-parallel groups (Megatron-Core's ``expt_dp_group``)."""
+        return self._expert_groups(agent, "edp") if experts else self._groups(agent, ("dp", "cp"))
+
+    def _join_collective(self, agent, op, size_bytes, name, previous, done, experts=False):
         yield previous
-        groups = self._groups(agent, ("dp", "cp"))
+        groups = self._data_parallel_groups(agent, experts)
         waiting = self._arrive(agent, groups, name, done)
         if waiting is not None:
             yield from self._run_collective(waiting, agent, groups, op, size_bytes, name)
@@ -339,7 +346,8 @@ class Simulation:
             event.succeed()
 
     def _expert_groups(self, agent: Agent, axis: str = "ep") -> list[tuple[int, ...]]:
-        """The EP (or ETP) groups holding ``agent``'s ranks (``layout.expert_groups``), sorted; cached."""
+        """The EP (or ETP, or expert-DP) groups holding ``agent``'s ranks (``layout.expert_groups``), sorted;
+        cached."""
         key = (agent.rank, axis)
         if key not in self._groups_cache:
             stage_key = ("expert groups", agent.stage, axis)  # made once per stage (a pass over every rank)

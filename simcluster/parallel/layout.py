@@ -121,7 +121,8 @@ class Layout:
 
 def expert_groups(layout: Layout, stage: int, ep: int, etp: int, axis: str = "ep") -> list[tuple[int, ...]]:
     """The expert-parallel groups of pipeline stage ``stage`` (global ranks, each group in order); ``axis="etp"``:
-    its expert tensor-parallel groups instead (the ranks splitting the same experts).
+    its expert tensor-parallel groups instead (the ranks splitting the same experts); ``axis="edp"``: its expert
+    data-parallel groups (the ranks holding the same expert shard, which reduce and gather it).
 
     Megatron-Core lays the expert ranks of a stage out as (etp, ep, expert-dp), innermost first, over the stage's
     ranks in rank order (its RankGenerator with order tp-ep-dp-pp, the expert tensor parallel size in place of tp):
@@ -131,7 +132,9 @@ def expert_groups(layout: Layout, stage: int, ep: int, etp: int, axis: str = "ep
     """
     ranks = [r for r in range(layout.world_size) if layout.coords(r)["pp"] == stage]
     assert len(ranks) % (ep * etp) == 0, "validated in config"
-    assert axis in ("ep", "etp"), axis
+    assert axis in ("ep", "etp", "edp"), axis
+    if axis == "edp":
+        return [tuple(ranks[block + i] for block in range(0, len(ranks), ep * etp)) for i in range(ep * etp)]
     groups = []
     for block in range(0, len(ranks), ep * etp):
         if axis == "ep":

@@ -560,7 +560,11 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
         fp8_weights = stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
         saved = state_bytes_per_param(t.precision)["weights"] - fp8_params.weight_bytes_per_param(
             scenario.cluster.gpu.name)
-        weights -= fp8_weights * saved / (p.dp * p.cp if p.zero_stage >= 3 else 1)
+        if p.zero_stage >= 3:  # sharded: dense weights over dp x cp, routed experts over their expert-DP group
+            experts = stage_expert_params(m, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
+            weights -= (fp8_weights - experts) * saved / (p.dp * p.cp) + experts * saved / scenario.expert_data_parallel
+        else:
+            weights -= fp8_weights * saved
     return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)
 
 

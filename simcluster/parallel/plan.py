@@ -62,8 +62,12 @@ class ChunkCost:
     backward_tp_comm_s: float
     forward_flop: float
     backward_flop: float
-    grad_bytes: float  # gradients of this chunk on one rank (reduced over data parallel)
-    param_bytes: float  # parameters of this chunk on one rank (all-gathered by ZeRO >= 1)
+    grad_bytes: float  # dense gradients of this chunk on one rank (reduced over dp x cp)
+    param_bytes: float  # dense parameters of this chunk on one rank (all-gathered over dp x cp by ZeRO >= 1)
+    # routed-expert parameters of this chunk on one rank, all-gathered by ZeRO >= 1 over the expert data-parallel
+    # group (0 when it has one member: nothing to gather)
+    expert_param_bytes: float = 0.0
+    expert_grad_bytes: float = 0.0  # routed-expert gradients, reduced over the expert data-parallel group likewise
     # the last chunk's backward without the output layer's weight-gradient GEMM, for the microbatches whose GEMM
     # Megatron-Core defers to the pipeline flush (``deferred_output_wgrad``); 0 elsewhere
     deferred_backward_compute_s: float = 0.0
@@ -252,6 +256,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     experts_per_layer = memory.expert_params_per_rank(m, p.ep, p.etp)
     # routed-expert gradients are reduced over the expert data-parallel group; with one member, not at all
     reduced_experts = experts_per_layer if scenario.expert_data_parallel > 1 else 0.0
+    grad_element = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     # Megatron's pipeline schedule spends host time on every model-chunk step (efficiency.yaml host_overhead)
     step_s = kernels.pipeline_step_overhead_s() if p.pp > 1 else 0.0
     chunks, chunk_param_counts, chunk_gemm_counts = [], [], []
@@ -278,14 +283,13 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                     kept_stream += _phase_stream(ops, DEFERRED_KEPT_PHASES if ops is output else BACKWARD_PHASES,
                                                  gpu, precision)
         params = memory.chunk_params(m, p.tp, layers, first, last, p.pp, moe_layers)
-        grad_params = params + moe_layers * reduced_experts
-        params += moe_layers * experts_per_layer
-        chunk_param_counts.append(params)
+        experts = moe_layers * experts_per_layer
         gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
                         if fp8_weights else 0.0)
+        chunk_param_counts.append(params + experts)
         chunk_gemm_counts.append(gemm_weights)
-        param_bytes = (params - gemm_weights) * weight_element + gemm_weights * fp8_params.gather_bytes_per_param() \
-            if fp8_weights else params * weight_element
+        param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_weights else None,
+                                                               weight_element, scenario.expert_data_parallel)
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,
             forward_compute_s=fwd_stream.elapsed_s() + step_s,
@@ -294,7 +298,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             backward_tp_comm_s=dense * tp_cost["backward"] + moe_layers * moe_tp_cost["backward"],
             deferred_backward_compute_s=kept_stream.elapsed_s() + step_s if kept_stream is not None else 0.0,
             forward_flop=fwd_flop, backward_flop=bwd_flop,
-            grad_bytes=grad_params * BYTES_PER_ELEMENT[p.grad_reduce_dtype], param_bytes=param_bytes,
+            grad_bytes=params * grad_element, expert_grad_bytes=moe_layers * reduced_experts * grad_element,
+            param_bytes=param_bytes, expert_param_bytes=expert_param_bytes,
             cp_exchange={phase: (layers * attention_s, layers * steps, step_bytes)
                          for phase, (attention_s, steps, step_bytes) in cp_per_layer.items()},
             tp_collectives={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
@@ -341,8 +346,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       optimizer_step.shard_tensors(
                                           sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
-                     + local_ddp_time_s(sum(c.grad_bytes for c in chunks if c.stage == stage), gpu, precision,
-                                        p.local_ddp)
+                     + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
+                                        gpu, precision, p.local_ddp)
                      for stage, params in enumerate(optimizer_params)],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
@@ -582,6 +587,24 @@ def local_ddp_time_s(grad_bytes: float, gpu, precision: str, local_ddp: str) -> 
         return 0.0
     return kernels.op_time_s(Op(name="local_ddp", kind="memory", flop=0.0, hbm_bytes=passes * grad_bytes), gpu,
                              precision)
+
+
+def gathered_param_bytes(dense: float, experts: float, gemm_weights: float | None, weight_element: float,
+                         expert_data_parallel: int) -> tuple[float, float]:
+    """Bytes of a chunk's parameters the distributed optimizer all-gathers on one rank: (dense, over dp x cp;
+    routed experts, over the expert data-parallel group). Megatron-Core keeps expert parameters in their own
+    param-and-grad buffers over the expert data-parallel group (megatron/core/distributed/
+    distributed_data_parallel.py ``expert_parallel_buffers``, from Megatron-LM 293e104, 2024, to 0011998, 2026),
+    so a group of one gathers nothing. ``gemm_weights``
+    (fp8 parameters, ``workload.fp8_params``; None without): the chunk's GEMM weights, routed experts included,
+    all-gathered in fp8."""
+    if gemm_weights is None:
+        dense_bytes, expert_element = dense * weight_element, weight_element
+    else:
+        fp8_element = fp8_params.gather_bytes_per_param()
+        dense_gemm = gemm_weights - experts  # the routed experts are GEMM weights only
+        dense_bytes, expert_element = (dense - dense_gemm) * weight_element + dense_gemm * fp8_element, fp8_element
+    return dense_bytes, experts * expert_element if expert_data_parallel > 1 else 0.0
 
 
 def bucket_count(grad_bytes: float, bucket_bytes: float, layers: int) -> int:
