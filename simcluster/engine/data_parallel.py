@@ -40,8 +40,11 @@ class GradientReduction:
 
 def chunk_buckets(plan: StepPlan, cost) -> int:
     """The buckets a chunk's gradients (dense and routed experts) are reduced, and its parameters gathered, in:
-    each bucket reduces and gathers its share of both parts, each over its own group (``collective``)."""
-    return bucket_count(cost.grad_bytes + cost.expert_grad_bytes, plan.bucket_bytes, cost.layers)
+    each bucket reduces and gathers its share of both parts, each over its own group (``collective``). On
+    Megatron-Core one bucket, the whole chunk's, off the first pipeline stage's first model chunk (``bucket_count``):
+    reduced once the chunk's last backward ends, its parameters gathered before its first forward."""
+    return bucket_count(cost.grad_bytes + cost.expert_grad_bytes, plan.bucket_bytes, cost.layers, stage=cost.stage,
+                        model_chunk=cost.chunk // plan.layout.pp, megatron_core=plan.scenario.megatron_core)
 
 
 class ReduceBucketsDuringBackward(GradientReduction):

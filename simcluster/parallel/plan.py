@@ -607,6 +607,14 @@ def gathered_param_bytes(dense: float, experts: float, gemm_weights: float | Non
     return dense_bytes, experts * expert_element if expert_data_parallel > 1 else 0.0
 
 
-def bucket_count(grad_bytes: float, bucket_bytes: float, layers: int) -> int:
-    """Gradient buckets of a chunk: DDP-style fixed-size buckets, never finer than one per layer."""
+def bucket_count(grad_bytes: float, bucket_bytes: float, layers: int, stage: int = 0, model_chunk: int = 0,
+                 megatron_core: bool = False) -> int:
+    """Gradient buckets of a chunk: DDP-style fixed-size buckets, never finer than one per layer.
+
+    Megatron-Core's DistributedDataParallel keeps them only on the first pipeline stage's first model chunk: it sets
+    ``bucket_size = None`` (one bucket) when ``get_pipeline_model_parallel_rank() > 0`` or ``disable_bucketing``,
+    which Megatron-LM's ``get_model`` and NeMo 2.x's ``MegatronParallel.init_ddp`` pass as ``model_chunk_idx > 0``
+    (NVIDIA/Megatron-LM megatron/core/distributed/distributed_data_parallel.py, core_r0.7 to r0.12)."""
+    if megatron_core and (stage > 0 or model_chunk > 0):
+        return 1
     return max(1, min(max(layers, 1), math.ceil(grad_bytes / bucket_bytes)))
