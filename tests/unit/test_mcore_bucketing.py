@@ -1,0 +1,75 @@
+"""Megatron-Core's DistributedDataParallel buckets gradients only on the first pipeline stage's first model chunk:
+``bucket_size = None`` (one bucket, the whole chunk's) when ``get_pipeline_model_parallel_rank() > 0`` or
+``disable_bucketing``, which Megatron-LM's ``get_model`` and NeMo 2.x's ``MegatronParallel.init_ddp`` pass as
+``model_chunk_idx > 0`` (NVIDIA/Megatron-LM megatron/core/distributed/distributed_data_parallel.py, core_r0.7 to
+r0.12). Checked on the engine's recorded collectives: reduce-scatters and parameter all-gathers per chunk and step,
+against the closed form, with bytes conserved; other stacks keep PyTorch DDP's fixed-size buckets everywhere."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+
+from simcluster.engine import Simulation, simulate
+from simcluster.spec import config
+
+BUCKET_BYTES = 25e6
+
+
+def _scenario(**training) -> config.Scenario:
+    """16 H100s, tp 2, pp 2 interleaved in 2 model chunks a rank (4 chunks of 6 layers), dp 4, ZeRO-1."""
+    return config.from_dict({
+        "name": "mcore-buckets", "model": "gpt3-1.3b",
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2, "nic": "connectx-7",
+                    "topology": "rail-fat-tree"},
+        "training": {"seq_len": 2048, "global_batch_size": 32, "micro_batch_size": 1, "precision": "bf16",
+                     **training},
+        "parallelism": {"tp": 2, "pp": 2, "dp": 4, "virtual_stages": 2, "zero_stage": 1,
+                        "grad_bucket_size": f"{BUCKET_BYTES / 1e6:g} MB", "overlap_param_gather": True},
+    })
+
+
+def _fixed_size_buckets(cost) -> int:
+    """PyTorch DDP-style buckets of BUCKET_BYTES, never finer than one per layer."""
+    return min(cost.layers, math.ceil(cost.grad_bytes / BUCKET_BYTES))
+
+
+def _per_chunk(events, prefix: str) -> tuple[Counter, Counter]:
+    """Collectives named ``prefix c<chunk>b<bucket>`` on the dp stream: count and bytes per chunk."""
+    dp = events[(events["stream"] == "dp") & events["name"].str.startswith(prefix)]
+    chunks = dp["name"].str.extract(r" c(\d+)b\d+$")[0].astype(int)
+    return Counter(chunks.tolist()), Counter(dict(dp.groupby(chunks)["bytes"].sum()))
+
+
+def test_megatron_core_reduces_one_bucket_off_the_first_stages_first_chunk():
+    sim = Simulation(_scenario())
+    assert sim.scenario.megatron_core
+    chunks = sim.plan.chunks
+    assert [(c.chunk, c.stage) for c in chunks] == [(0, 0), (1, 1), (2, 0), (3, 1)]
+    expected = {c.chunk: _fixed_size_buckets(c) if c.chunk == 0 else 1 for c in chunks}
+    assert expected[0] == 6  # bucketing at work where Megatron-Core keeps it: six of the 6-layer chunk's ~830 MB
+    events = sim.run(1).events
+    grads, grad_bytes = _per_chunk(events, "grad reduce_scatter")
+    gathers, gather_bytes = _per_chunk(events, "param all_gather")
+    assert dict(grads) == expected
+    assert dict(gathers) == expected  # each gradient bucket's parameters gathered as one bucket
+    for c in chunks:
+        assert grad_bytes[c.chunk] == pytest.approx(c.grad_bytes, rel=1e-12)
+        assert gather_bytes[c.chunk] == pytest.approx(c.param_bytes, rel=1e-12)
+
+
+def test_other_stacks_keep_fixed_size_buckets_on_every_chunk():
+    """torchtitan's optimizer is not Megatron-Core's stack: PyTorch DDP buckets every chunk alike."""
+    sim = Simulation(_scenario(optimizer="torch_adamw"))
+    assert not sim.scenario.megatron_core
+    grads, _ = _per_chunk(sim.run(1).events, "grad reduce_scatter")
+    assert dict(grads) == {c.chunk: _fixed_size_buckets(c) for c in sim.plan.chunks}
+    assert all(count > 1 for count in grads.values())
+
+
+def test_one_bucket_chunks_collapsed_as_expanded():
+    scenario = _scenario()
+    collapsed = simulate(scenario).summary["step_time_s"]
+    assert simulate(scenario, expand=True).summary["step_time_s"] == pytest.approx(collapsed, rel=1e-9)
