@@ -18,16 +18,18 @@ from simcluster.spec import config
 BUCKET_BYTES = 25e6
 
 
-def _scenario(**training) -> config.Scenario:
+def _scenario(virtual_stages: int = 2, bucket: str | None = f"{BUCKET_BYTES / 1e6:g} MB",
+              **training) -> config.Scenario:
     """16 H100s, tp 2, pp 2 interleaved in 2 model chunks a rank (4 chunks of 6 layers), dp 4, ZeRO-1."""
+    bucket_size = {"grad_bucket_size": bucket} if bucket else {}
     return config.from_dict({
         "name": "mcore-buckets", "model": "gpt3-1.3b",
         "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2, "nic": "connectx-7",
                     "topology": "rail-fat-tree"},
         "training": {"seq_len": 2048, "global_batch_size": 32, "micro_batch_size": 1, "precision": "bf16",
                      **training},
-        "parallelism": {"tp": 2, "pp": 2, "dp": 4, "virtual_stages": 2, "zero_stage": 1,
-                        "grad_bucket_size": f"{BUCKET_BYTES / 1e6:g} MB", "overlap_param_gather": True},
+        "parallelism": {"tp": 2, "pp": 2, "dp": 4, "virtual_stages": virtual_stages, "zero_stage": 1,
+                        "overlap_param_gather": True, **bucket_size},
     })
 
 
@@ -58,6 +60,21 @@ def test_megatron_core_reduces_one_bucket_off_the_first_stages_first_chunk():
     for c in chunks:
         assert grad_bytes[c.chunk] == pytest.approx(c.grad_bytes, rel=1e-12)
         assert gather_bytes[c.chunk] == pytest.approx(c.param_bytes, rel=1e-12)
+
+
+def test_the_first_stage_keeps_megatron_cores_default_bucket_and_the_last_stage_has_one():
+    """pp 2, no interleaving (two chunks of 12 layers), the default bucket: max(40M, 1M x dp) parameters of fp32
+    gradients (bf16 training reduces in fp32), 160 MB at dp 4, on stage 0; stage 1 reduces its chunk at once."""
+    sim = Simulation(_scenario(virtual_stages=1, bucket=None))
+    first, last = sim.plan.chunks
+    assert (first.stage, last.stage, first.layers) == (0, 1, 12)
+    default_bytes = max(40e6, 1e6 * 4) * 4
+    assert sim.plan.bucket_bytes == default_bytes
+    expected = math.ceil(first.grad_bytes / default_bytes)
+    assert 1 < expected < first.layers  # the bucket size decides, not the one-per-layer floor
+    grads, grad_bytes = _per_chunk(sim.run(1).events, "grad reduce_scatter")
+    assert dict(grads) == {0: expected, 1: 1}
+    assert grad_bytes[1] == pytest.approx(last.grad_bytes, rel=1e-12)
 
 
 def test_other_stacks_keep_fixed_size_buckets_on_every_chunk():
