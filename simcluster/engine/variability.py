@@ -105,7 +105,7 @@ class Variability:
             "note": ("collapsed: each pipeline stage runs at its slowest GPU and each block waits for the slowest of "
                      "its tp x cp group's jitter draws; exact for per-GPU speed with pp = 1, otherwise pessimistic "
                      f"by at most about {bound_s:.3g} s per step (fill and drain); the data-parallel replicas' jitter "
-                     "drift is ignored (optimistic, measured within 0.4 x kernel_jitter_cv of the step); --expand "
+                     "drift is ignored (optimistic, measured within 0.5 x kernel_jitter_cv of the step); --expand "
                      "for one agent per GPU" if collapsed else
                      "expanded: every GPU its own speed and jitter draws"),
         }
