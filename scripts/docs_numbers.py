@@ -13,11 +13,13 @@ digit (the page rounds); tests/unit/test_docs_numbers.py runs the check. Each co
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import io
 import json
 import re
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -36,7 +38,9 @@ def _run(*args: str) -> tuple[str, Path]:
     """``simcluster ARGS --out TMP`` in process: (what it printed, its output folder)."""
     from simcluster.cli import main
 
-    out_dir = Path(tempfile.mkdtemp(prefix="docs-numbers-")) / "out"
+    root = Path(tempfile.mkdtemp(prefix="docs-numbers-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # read while the process lives (cached), then gone
+    out_dir = root / "out"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
         code = main([*args, "--out", str(out_dir)])
