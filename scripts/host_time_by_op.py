@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import math
 import sys
 
 from simcluster.core import catalog
@@ -56,18 +55,11 @@ def launch_classes(local_experts: int, cuda_graphs: bool, quantize_serial: int, 
     """The classes of the ``moe_launch`` kernels of ``phase``, in ``moe.host_launches``'s counts: router launches,
     the grouped GEMMs' per-expert GEMMs in series, the fp8 quantizes in series (``quantize_serial`` per operand,
     ``moe.fp8_quantize_kernels``; 0 in 16-bit)."""
-    table = catalog.load("moe")["host_launches"]
-    serial = moe.grouped_gemm_serial_kernels(local_experts)
-    router = 0
-    router_forward = table["router_forward_flex" if flex else "router_forward"]
-    if not cuda_graphs:
-        router = {"forward": router_forward - moe.ROUTER_OPS["forward"],
-                  "backward_input": math.ceil(router_forward * table["router_backward_per_forward"])
-                  - moe.ROUTER_OPS["backward"]}.get(phase, 0)
-    gemms = moe.GROUPED_GEMMS.get(phase, 0) * (serial - 1)
-    quantizes = moe.FP8_QUANTIZED_GROUPED_GEMMS.get(phase, 0) * quantize_serial
-    return (["router"] * max(0, router) + ["grouped expert GEMMs"] * gemms
-            + ["fp8 quantize (casts)"] * quantizes)
+    counts = moe.launch_counts(local_experts, cuda_graphs, quantize_serial, flex)
+    count = counts.get(phase, dict.fromkeys(counts["router_forward"], 0))
+    router = counts["router_forward"]["router"] if phase == "forward" else count["router"]
+    return (["router"] * router + ["grouped expert GEMMs"] * count["grouped GEMMs"]
+            + ["fp8 quantize (casts)"] * count["fp8 quantizes"])
 
 
 def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float) -> None:

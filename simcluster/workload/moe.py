@@ -227,23 +227,34 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     on it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
     device time where the GPU is the bottleneck and set the block's time where the host is; the forward's routed
     part follows the host sync (``host_syncs``), where the host cannot have run ahead."""
+    launch = _memory("moe_launch", 0.0, 0.0)
+    host_only = _memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)
+    return {phase: [launch] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"])
+            + [host_only] * count["other streams"]
+            for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex).items()}
+
+
+def launch_counts(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
+                  flex: bool = False) -> dict[str, dict[str, int]]:
+    """``host_launches`` counted by class, per phase ("router_forward" and the phases of ``GROUPED_GEMMS``): the
+    router's launches beyond the device model's ops, the grouped GEMMs' kernels in series beyond the one batched
+    op, the fp8 quantizes, and the GEMMs launched on the other streams (host dispatch only)."""
     table = _constants()["host_launches"]
     router_forward = table["router_forward_flex" if flex else "router_forward"]
     router = {"forward": router_forward - ROUTER_OPS["forward"],
               "backward_input": math.ceil(router_forward * table["router_backward_per_forward"])
               - ROUTER_OPS["backward"],
               "backward_weight": 0}
-    per_phase = {"router_forward": [] if cuda_graphs else [_memory("moe_launch", 0.0, 0.0)] * router["forward"]}
+    none = {"router": 0, "grouped GEMMs": 0, "fp8 quantizes": 0, "other streams": 0}
+    counts = {"router_forward": {**none, "router": 0 if cuda_graphs else router["forward"]}}
     serial = grouped_gemm_serial_kernels(local_experts)
     gemms_issued = local_experts * table["gemm_per_local_expert"]
     for phase, gemms in GROUPED_GEMMS.items():
-        count = gemms * (serial - 1) + FP8_QUANTIZED_GROUPED_GEMMS[phase] * fp8_quantizes
-        other_streams = gemms * (gemms_issued - serial)
-        if not cuda_graphs and phase != "forward":
-            count += max(0, router[phase])
-        per_phase[phase] = ([_memory("moe_launch", 0.0, 0.0)] * count
-                            + [_memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)] * other_streams)
-    return per_phase
+        counts[phase] = {"router": 0 if cuda_graphs or phase == "forward" else max(0, router[phase]),
+                         "grouped GEMMs": gemms * (serial - 1),
+                         "fp8 quantizes": FP8_QUANTIZED_GROUPED_GEMMS[phase] * fp8_quantizes,
+                         "other streams": gemms * (gemms_issued - serial)}
+    return counts
 
 
 def grouped_gemm_serial_kernels(local_experts: int) -> int:
