@@ -47,7 +47,10 @@ linear_fc2=TERowParallelLinear)``; TE's LayerNormMLP, which fuses the activation
   element written instead of 2, no cast kernel) and, for the weight gradient, transposed in the backward after the
   all-gather, at the gathered size (``ln_out_total_t = tex.fp8_transpose(ln_out_total, ...)``, layernorm_linear.py:
   1 read + 1 written);
-- the projection's and fc2's inputs are cast-transposed (``fp8_cast_transpose_fused``: 2 + 1 + 1);
+- the projection's and fc2's inputs are cast-transposed (``fp8_cast_transpose_fused``: 2 + 1 + 1) without sequence
+  parallelism; with it (TP > 1) ``_Linear.forward`` only casts them (``cast_to_fp8``: 2 + 1; its cast-transpose
+  branch requires ``not sequence_parallel``) and ``_Linear.backward`` transposes the fp8 input for the weight
+  gradient (``inputmat_t_total = tex.fp8_transpose(inputmat_total, ...)``: 1 + 1), TE 1.6-1.13 linear.py alike;
 - the row-parallel layers' output gradients, with sequence parallelism, are cast on the shard, all-gathered in fp8
   and transposed after the gather (``grad_output_preprocess``, base.py, "FP8 case with gather: unfused bgrad, cast,
   transpose for efficient gather": ``grad_output.sum(dim=0)`` for the bias gradient, 2 bytes on the shard where the
@@ -188,11 +191,14 @@ def megatron_te_cast_bytes(norm_fed: float, gathered: float, other_forward: floa
     the projection's and fc2's input elements, ``other_backward`` the column-parallel output gradients' (QKV's,
     fc1's), ``biases`` whether the linear layers have biases."""
     cast = cast_bytes_per_element("delayed")                     # cast-transpose: 2 read, 1 + 1 written
+    cast_only = BF16_BYTES + FP8_BYTES                           # cast_to_fp8: 2 read, 1 written
     transpose = 2 * FP8_BYTES                                    # fp8_transpose: 1 read, 1 written
     if gathered > norm_fed:   # sequence parallel: bias sum and cast on the shard, transpose after the gather
-        row_grad = (BF16_BYTES * biases + BF16_BYTES + FP8_BYTES) * norm_fed + transpose * gathered
+        row_grad = (BF16_BYTES * biases + cast_only) * norm_fed + transpose * gathered
+        # the projection's and fc2's inputs: cast forward, transposed in the backward for the weight gradient
+        forward, input_transposes = cast_only * other_forward, transpose * other_forward
     else:
         row_grad = cast * norm_fed
-    forward = cast * other_forward
-    backward = cast * other_backward + 2 * row_grad + 2 * transpose * gathered
+        forward, input_transposes = cast * other_forward, 0.0
+    backward = cast * other_backward + 2 * row_grad + 2 * transpose * gathered + input_transposes
     return forward, backward
