@@ -59,7 +59,11 @@ linear_fc2=TERowParallelLinear)``; TE's LayerNormMLP, which fuses the activation
 - the column-parallel layers' output gradients (QKV's, fc1's): one cast-transpose with the bias gradient fused,
   2 + 1 + 1.
 Counted as the bytes of the layer's one cast op per phase (the norms' saving on their own op); the kernels stay one
-per phase (TE launches 2 forward and 6-10 backward, below).
+per phase. TE launches, per layer and microbatch beyond the bf16 layer's kernels: forward 2 (the projection's and
+fc2's input casts); backward at tp 1 6 (two output-gradient cast-transposes of the row-parallel layers, two of the
+column-parallel ones, two norm-output transposes), with sequence parallelism 10 (each row-parallel output gradient
+cast and transposed after its gather, each row-parallel input transposed, the four of tp 1 otherwise) plus the two
+bias sums where the layers have biases: 12 (docs/calibration.md, "Transformer Engine 1.x fp8, kernel by kernel").
 
 Kernels (``quantize_kernels``). Delayed scaling and MXFP8 stay one fused op per layer and phase (the convention the
 fitted per-kernel gap was fitted with on the Hopper rows). Current scaling runs as Transformer Engine 2.x launches
