@@ -18,25 +18,25 @@ What it is, from source (Megatron-Core core_r0.8-r0.11, Transformer Engine 1.x-2
   (Hopper: ``fp8_recipes.transposes``) the backward's data-gradient GEMM needs the weight transposed: Transformer Engine
   2.x keeps it beside the weight (``get_weight_workspace``: "Make sure weights have required usages, but do not destroy
   unnecessary usages since they may be used later"; ``Float8Tensor.update_usage(columnwise_usage=True)`` makes the
-  transpose once after the optimizer invalidates it, ``_reset_caches``), 1 byte more: 2 bytes on Hopper, 1 on
-  Blackwell. TE 1.6-1.10 (NeMo 24.05-24.09) cache it too: ``_Linear.backward`` with fp8 weights calls
+  transpose once after the optimizer invalidates it, ``_reset_caches``), 1 byte more: 2 bytes on Hopper, 1 on Blackwell.
+  TE 1.6-1.10 (NeMo 24.05-24.09) cache it too: ``_Linear.backward`` with fp8 weights calls
   ``weight.transpose_2d(cache=ctx.is_first_microbatch is not None, noop_flag=skip_fp8_weight_update)`` (TE 1.6-1.7
   linear.py), later the modules fill the cache on a chunk's first microbatch (``transpose_2d(fill_cache=True)`` when
-  ``is_first_microbatch``, the stored 1.8-1.10 layernorm_mlp.py and grouped_linear.py, whose non-fp8 weights also
-  keep theirs: ``get_fp8_workspace(..., with_transpose=...)``; that line's linear.py is not stored), and ``Float8Tensor.transpose_2d`` runs
-  ``fp8_transpose_noalloc`` only while ``_transpose`` is missing or ``_transpose_invalid`` (float8_tensor.py), which
-  ``_reset_caches()`` sets after each optimizer step (Megatron-Core's fp8 parameter update, "Reset transpose
-  cache"; NeMo's DistributedFusedAdam after its parameter copy, "Update transpose caches"). Megatron-Core's TE
-  wrappers pass ``is_first_microbatch`` (True on a chunk's first microbatch, then False), None only with
-  ``disable_parameter_transpose_cache`` (default False); ``skip_fp8_weight_update`` is a tensor only under TE's
-  CUDA-graph weight caching (``make_graphed_callables(fp8_weight_caching=True)``), which launches the transpose
-  kernel every call as a no-op. So the transpose runs once a step, as in TE 2.x, not per microbatch. Not settled
-  for TE 1.11-1.14: ``get_fp8_workspace`` lost its ``with_transpose`` argument in 1.11 (Lightning-AI/lightning-thunder
-  transformer_engineex.py, ``TE_VERSION_1_11_PLUS``), and the stored Linear of that line takes ``weight_fp8.
-  transpose_2d()`` in the dgrad and refreshes the cache in the forward only "if present"; whether one is allocated
-  is in that line's base.py/float8_tensor.py, not stored. Were it not, each microbatch would transpose every weight
-  (2 bytes a weight, +1.4% to +4% of the NeMo 24.07 H100 steps; docs/calibration.md, "Transformer Engine 1.x fp8,
-  kernel by kernel"). Exceptions, not modelled: Megatron-FSDP drops the cache after each module's use unless
+  ``is_first_microbatch``, the stored 1.8-1.10 layernorm_mlp.py and grouped_linear.py, whose non-fp8 weights also keep
+  theirs: ``get_fp8_workspace(..., with_transpose=...)``; that line's linear.py is not stored), and
+  ``Float8Tensor.transpose_2d`` runs ``fp8_transpose_noalloc`` only while ``_transpose`` is missing or
+  ``_transpose_invalid`` (float8_tensor.py), which ``_reset_caches()`` sets after each optimizer step (Megatron-Core's
+  fp8 parameter update, "Reset transpose cache"; NeMo's DistributedFusedAdam after its parameter copy, "Update transpose
+  caches"). Megatron-Core's TE wrappers pass ``is_first_microbatch`` (True on a chunk's first microbatch, then False),
+  None only with ``disable_parameter_transpose_cache`` (default False); ``skip_fp8_weight_update`` is a tensor only
+  under TE's CUDA-graph weight caching (``make_graphed_callables(fp8_weight_caching=True)``), which launches the
+  transpose kernel every call as a no-op. So the transpose runs once a step, as in TE 2.x, not per microbatch. Not
+  settled for TE 1.11-1.14: ``get_fp8_workspace`` lost its ``with_transpose`` argument in 1.11
+  (Lightning-AI/lightning-thunder transformer_engineex.py, ``TE_VERSION_1_11_PLUS``), and the stored Linear of that line
+  takes ``weight_fp8. transpose_2d()`` in the dgrad and refreshes the cache in the forward only "if present"; whether
+  one is allocated is in that line's base.py/float8_tensor.py, not stored. Were it not, each microbatch would transpose
+  every weight (2 bytes a weight, +1.4% to +4% of the NeMo 24.07 H100 steps; docs/calibration.md, "Transformer Engine
+  1.x fp8, kernel by kernel"). Exceptions, not modelled: Megatron-FSDP drops the cache after each module's use unless
   ``keep_fp8_transpose_cache``, and torch FSDP2 deletes it ("transposing fp8 weights at each micro-batch").
 - The distributed optimizer's parameter all-gather moves the fp8 bytes (``gather_bytes_per_param``): the
   param-and-grad buffer of fp8 parameters is ``torch.uint8`` (Megatron-Core distributed_data_parallel.py groups
