@@ -36,7 +36,8 @@ Weights are quantized once per step in every recipe (Transformer Engine caches t
 as ``ops`` does (Megatron-Core's ``forward_step`` calls ``set_is_first_microbatch`` on each model chunk's first
 microbatch and TE casts and transposes the weights only then: 4 bytes a parameter once a step, 0.1-0.2% of the NeMo
 24.07 H100 steps). With fp8 parameters (``training.fp8_param_gather``) the optimizer writes the fp8 weights and TE
-2.x transposes them once after it (2 bytes a parameter), left out alike (workload/fp8_params.py).
+1.6-1.10 and 2.x transpose them once after it (2 bytes a parameter), left out alike (workload/fp8_params.py, which
+also says what is not settled for TE 1.11-1.14).
 
 Delayed scaling on Hopper in Megatron-Core's Transformer Engine layer, to the letter (``megatron_te_cast_bytes``;
 TE 1.6-1.13, Megatron-Core r0.8-r0.10). The layer is TELayerNormColumnParallelLinear (QKV), TERowParallelLinear
