@@ -196,3 +196,20 @@ def test_current_scaling_keeps_its_per_tensor_bytes_and_16_bit_norms():
     current = scenario.model_copy(update={"training": scenario.training.model_copy(update={"fp8_recipe": "current"})})
     norm = next(op for op in ops.layer_ops(current.model, ops.shard_for(current))["forward"] if op.name == "attn_norm")
     assert norm.hbm_bytes == 4096 * 4096 * 2 * 2
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_megatron_te_row_parallel_inputs_cast_forward_and_transposed_backward_with_sequence_parallelism(biases):
+    """TE 1.x _Linear with sequence parallelism: ``cast_to_fp8`` of the projection's and fc2's inputs in the forward
+    (2 read + 1 written) and ``tex.fp8_transpose`` of them in the weight gradient (1 + 1); without sequence
+    parallelism one ``fp8_cast_transpose_fused`` in the forward (2 + 1 + 1) and nothing in the backward. By phase,
+    with the other tensors held at zero except the norm-fed ones' shard (s) and gathered size (g)."""
+    s, g, x = 1000.0, 4000.0, 7000.0
+    base_forward, base_backward = fp8_recipes.megatron_te_cast_bytes(s, g, 0.0, 0.0, biases)
+    forward, backward = fp8_recipes.megatron_te_cast_bytes(s, g, x, 0.0, biases)
+    assert forward - base_forward == pytest.approx(3 * x, rel=1e-12)
+    assert backward - base_backward == pytest.approx(2 * x, rel=1e-12)
+    base_forward, base_backward = fp8_recipes.megatron_te_cast_bytes(g, g, 0.0, 0.0, biases)
+    forward, backward = fp8_recipes.megatron_te_cast_bytes(g, g, x, 0.0, biases)
+    assert forward - base_forward == pytest.approx(4 * x, rel=1e-12)
+    assert backward == pytest.approx(base_backward, rel=1e-12)
