@@ -33,7 +33,7 @@ What it is, from source (Megatron-Core core_r0.8-r0.11, Transformer Engine 1.x-2
   transpose kernel every call as a no-op. So the transpose runs once a step, as in TE 2.x, not per microbatch. Not
   settled for TE 1.11-1.14: ``get_fp8_workspace`` lost its ``with_transpose`` argument in 1.11
   (Lightning-AI/lightning-thunder transformer_engineex.py, ``TE_VERSION_1_11_PLUS``), and the stored Linear of that line
-  takes ``weight_fp8. transpose_2d()`` in the dgrad and refreshes the cache in the forward only "if present"; whether
+  takes ``weight_fp8.transpose_2d()`` in the dgrad and refreshes the cache in the forward only "if present"; whether
   one is allocated is in that line's base.py/float8_tensor.py, not stored. Were it not, each microbatch would transpose
   every weight (2 bytes a weight, +1.4% to +4% of the NeMo 24.07 H100 steps; docs/calibration.md, "Transformer Engine
   1.x fp8, kernel by kernel"). Exceptions, not modelled: Megatron-FSDP drops the cache after each module's use unless
