@@ -17,7 +17,8 @@ step: "gap" (rounds 5-8, in use): one gap before every kernel fitted, no GEMM fi
 the gap at the measured queued-launch latency (efficiency.yaml launch_overhead_s, Kineto traces), a GEMM kernel's
 fill in waves of its own fitted. ``--write`` writes the fitted pair and the structure's fixed value. Printed as
 checks (not used): the other structures on the same estimate, including the gap before tensor-core kernels only
-(round 8) and a fraction of the device time (round 6).
+(round 8), a fraction of the device time (round 6), and the three terms together (fitted gap, GEMM fill and
+pipeline step, with their condition number: round 13).
 
 Runs: every calibration case of data/validation.yaml (``validation.cases()``, what ``simcluster validate`` runs),
 none weighted; the held-out cases are never read. A series can be kept out of the objective (``EXCLUDED_SERIES``,
