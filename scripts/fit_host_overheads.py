@@ -17,7 +17,8 @@ step: "gap" (rounds 5-8, in use): one gap before every kernel fitted, no GEMM fi
 the gap at the measured queued-launch latency (efficiency.yaml launch_overhead_s, Kineto traces), a GEMM kernel's
 fill in waves of its own fitted. ``--write`` writes the fitted pair and the structure's fixed value. Printed as
 checks (not used): the other structures on the same estimate, including the gap before tensor-core kernels only
-(round 8) and a fraction of the device time (round 6).
+(round 8), a fraction of the device time (round 6), and the three terms together (fitted gap, GEMM fill and
+pipeline step, with their condition number: round 13).
 
 Runs: every calibration case of data/validation.yaml (``validation.cases()``, what ``simcluster validate`` runs),
 none weighted; the held-out cases are never read. A series can be kept out of the objective (``EXCLUDED_SERIES``,
@@ -63,6 +64,9 @@ FILL_GRID = np.arange(0.0, 3.0001, 0.01)          # 0-3 waves per GEMM kernel
 GAP_GRID_S = np.arange(0.0, 150.5e-6, 1e-6)       # checks: 0-150 us per kernel, 1 us apart
 STEP_GRID_S = np.arange(0.0, 2000.5e-6, 10e-6)    # 0-2 ms per pipeline step, 10 us apart
 FRACTION_GRID = np.arange(0.0, 0.3001, 0.005)     # hypothesis check 2: 0-30% of the device time
+THREE_TERM_GAP_S = np.arange(0.0, 60.5e-6, 1e-6)      # check: gap + fill + step, 0-60 us a kernel
+THREE_TERM_FILL = np.arange(0.0, 2.0001, 0.02)          # 0-2 waves
+THREE_TERM_STEP_S = np.arange(0.0, 1000.5e-6, 20e-6)    # 0-1 ms a pipeline step
 MAX_SIMULATIONS = 3
 SENSITIVITY = 0.25
 # Series whose residual is known not to be host time, kept out of the objective (docs/calibration.md, round 5):
@@ -307,6 +311,25 @@ def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str
     return rows
 
 
+def three_terms(runs, results, at, fitted) -> tuple[tuple[float, float, float], dict[str, float], float]:
+    """Check (not used): a fitted gap before every kernel AND a fitted GEMM fill AND the pipeline step, on the same
+    estimate and objective (``THREE_TERM_*`` grids; the gap structure is its fill = 0 case, the fill structure its
+    gap = launch_overhead_s case). Returns the best (gap, fill, step), the errors' summary there and the condition
+    number of the three terms' columns around it (each run's relative step change per unit, scaled to unit norm)."""
+    steps = THREE_TERM_STEP_S[None, :]
+    errors = np.stack([estimated_errors(runs, results, at, gap_s=gap_s, fill=THREE_TERM_FILL[:, None], step_s=steps)
+                       for gap_s in THREE_TERM_GAP_S], axis=1)                     # [runs, gap, fill, step]
+    i, j, k = best(errors, fitted)
+    values = (float(THREE_TERM_GAP_S[i]), float(THREE_TERM_FILL[j]), float(THREE_TERM_STEP_S[k]))
+    now = {**reference_values(at), "gap_s": values[0], "fill": values[1], "step_s": values[2]}
+    columns = []
+    for key, delta in (("gap_s", 1e-6), ("fill", 1e-2), ("step_s", 1e-6)):
+        columns.append([run.critical_blocks * (run.block_s(**{**now, key: now[key] + delta}) - run.block_s(**now))
+                        / delta / result.step_time_s for run, result in zip(runs, results, strict=True)])
+    matrix = np.array(columns).T
+    return values, summary(errors[:, i, j, k]), float(np.linalg.cond(matrix / np.linalg.norm(matrix, axis=0)))
+
+
 def write(at: tuple[float, float]) -> None:
     """Put the fitted pair and the structure's fixed value into efficiency.yaml's host_overhead (the lines, comments
     kept)."""
@@ -371,6 +394,9 @@ def main(argv: list[str]) -> int:
     print("\nstructures (estimated) | fitted | median | max | mean |error| | mean error")
     for label, values, row in other_structures(runs, results, at, fitted):
         print(f"{label} | {values} | {row_text(row)}")
+    (gap_s, fill, step_s), row, cond = three_terms(runs, results, at, fitted)
+    print(f"fitted gap + GEMM fill + pipeline step (three terms) | {gap_s * 1e6:.0f} us a kernel, {fill:.2f} waves, "
+          f"pipeline step {step_s * 1e6:.0f} us | {row_text(row)} | condition {cond:.1f}")
     if args.write:
         write(at)
     print(f"\n{time.perf_counter() - started:.0f} s")

@@ -1,0 +1,58 @@
+"""scripts/fit_host_overheads.py: the three-term check (fitted gap + GEMM fill + pipeline step) recovers the values
+that generated a synthetic calibration set, and its condition number flags a fill the set cannot tell from the gap."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fit_host_overheads.py"
+spec = importlib.util.spec_from_file_location("fit_host_overheads", SCRIPT)
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module   # its dataclasses look their module up
+spec.loader.exec_module(module)
+
+AT = (39e-6, 240e-6)   # the reference simulation's values (the "gap" structure: fill 0)
+TRUTH = dict(gap_s=20e-6, fill=0.5, step_s=300e-6)
+
+
+def synthetic(wave_per_kernel_s):
+    """Runs whose published step is exactly their blocks at TRUTH, and their 'simulation' at AT (device-bound
+    blocks, 200-900 us of device time a kernel, well above the 13.5 us dispatch)."""
+    rng = np.random.default_rng(7)
+    runs, results = [], []
+    for i in range(12):
+        chunks = 1 + i % 3
+        kernels = rng.uniform(200, 2000, (chunks, 2))
+        device = kernels * rng.uniform(200e-6, 900e-6, (chunks, 2))
+        wave = kernels * wave_per_kernel_s(rng, (chunks, 2))
+        run = module.Run({"source": f"s{i % 4}"}, device, kernels, wave, i % 2 == 0, 8 + 4 * i,
+                         np.zeros((chunks, 2)))
+        other_s = 0.3 * i
+        simulated_s = other_s + run.critical_blocks * run.block_s(AT[0], 0.0, 13.5e-6, AT[1])
+        published_s = other_s + run.critical_blocks * run.block_s(TRUTH["gap_s"], TRUTH["fill"], 13.5e-6,
+                                                                  TRUTH["step_s"])
+        runs.append(run)
+        results.append(SimpleNamespace(step_time_s=simulated_s, error=published_s / simulated_s - 1.0))
+    return runs, results
+
+
+def test_three_terms_recover_the_values_that_made_the_set():
+    module.STRUCTURE = module.STRUCTURES["gap"]
+    runs, results = synthetic(lambda rng, shape: rng.uniform(5e-6, 150e-6, shape))   # waves independent of count
+    (gap_s, fill, step_s), row, condition = module.three_terms(runs, results, AT, np.ones(len(runs), bool))
+    assert gap_s == pytest.approx(TRUTH["gap_s"], abs=0.5e-6)
+    assert fill == pytest.approx(TRUTH["fill"], abs=0.011)
+    assert step_s == pytest.approx(TRUTH["step_s"], abs=1e-6)
+    assert row["max"] < 1e-6
+    assert condition < 20
+
+
+def test_condition_flags_a_fill_proportional_to_the_kernel_count():
+    module.STRUCTURE = module.STRUCTURES["gap"]
+    runs, results = synthetic(lambda rng, shape: np.full(shape, 60e-6))   # every kernel's wave 60 us: fill = gap
+    *_, condition = module.three_terms(runs, results, AT, np.ones(len(runs), bool))
+    assert condition > 1e6
