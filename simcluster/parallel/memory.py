@@ -675,8 +675,11 @@ def check_fits(scenario: Scenario) -> MemoryBreakdown:
                   f"micro_batch_size={t.micro_batch_size} activation_recompute={t.activation_recompute}")
         capacity = (f"{units.fmt(gpu.hbm_capacity, units.BYTES, binary=False)} = "
                     f"{units.fmt(gpu.hbm_capacity, units.BYTES)}")
+        deferred = deferred_output_wgrads(scenario) if worst.stage == p.pp - 1 else 0
+        hint = (f" (its activations hold {deferred} microbatches' deferred output-layer wgrad buffers: a lower "
+                f"wgrad_deferral_limit or defer_embedding_wgrad: false frees them)" if deferred else "")
         raise OutOfMemoryError("parallelism", (
             f"{scenario.model.name} does not fit on {gpu.name} ({capacity} HBM) "
-            f"with {layout}: pipeline stage {worst.stage} needs {worst.describe()}; "
+            f"with {layout}: pipeline stage {worst.stage} needs {worst.describe()}{hint}; "
             f"use more tp/pp, a higher zero_stage or activation_recompute"))
     return worst

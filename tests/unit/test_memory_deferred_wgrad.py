@@ -129,7 +129,7 @@ def test_a_defaulted_deferral_whose_buffers_would_not_fit_is_off_and_a_set_one_i
     assert memory.check_fits(defaulted).total_bytes <= defaulted.cluster.gpu.hbm_capacity
     explicit = _recipe("nemotron3-22b-8", defer_embedding_wgrad=True)
     assert memory.deferred_output_wgrads(explicit) == 22
-    with pytest.raises(OutOfMemoryError):
+    with pytest.raises(OutOfMemoryError, match="deferred output-layer wgrad buffers"):
         memory.check_fits(explicit)
 
 
