@@ -397,6 +397,88 @@ def pipeline_output_bytes(model: TransformerSpec, shard: Shard, logits_memory: s
     return microbatches * LOGITS_SOFTMAX_BYTES_PER_ELEMENT * logits_per_rank(model, shard)
 
 
+def deferred_output_wgrads(scenario: Scenario) -> int:
+    """How many microbatches of a step leave their output-layer weight-gradient GEMM to the pipeline flush
+    (``parallelism.defer_embedding_wgrad``, Megatron-Core's defer_embedding_wgrad_compute, r0.7-r0.11), for the step's
+    time (parallel/plan.py, engine/agents.py) and its memory alike.
+
+    On the last pipeline stage the output layer's forward keeps its input in ``embedding_activation_buffer`` and its
+    backward its output gradient in ``grad_output_buffer`` while either holds fewer than ``wgrad_deferral_limit``
+    (0: no limit), and skips the wgrad GEMM for them (tensor_parallel/layers.py); buffers are drained once per step,
+    so the deferred ones are the step's first ``limit`` microbatches. After the schedule's last backward and the
+    launch of the remaining gradient reductions, finish_embedding_wgrad_compute runs their GEMMs back to back on
+    the compute stream, each sequence-parallel input all-gathered while the previous GEMM runs
+    (core/utils.py drain_embedding_wgrad_compute), before finalize_model_grads. Megatron-Core refuses it without
+    pipeline parallelism or gradient accumulation fusion (ModelParallelConfig.__post_init__).
+
+    The buffers hold a 16-bit [tokens, vocab/tp] gradient per deferred microbatch (``deferred_wgrad_buffer_bytes``),
+    1 GiB at a 256K vocabulary over tp 2 and 4096 tokens. Left unset, the option is the framework default, which NeMo
+    sets per recipe where the buffers fit: its 1.x launcher leaves it off for Nemotron-3 22B on 8 GPUs
+    (conf/training/nemotron/nemotron_22b.yaml), where 22 of them would need 92 GiB on the last stage. So a defaulted
+    deferral whose buffers would not fit the GPU is off (0): a layout that ran did not hold them. Set explicitly, it
+    is counted and may be refused (``check_fits``)."""
+    requested = _requested_deferrals(scenario)
+    p = scenario.parallelism
+    if not requested or "defer_embedding_wgrad" not in p._resolved:
+        return requested
+    last = _stage_memory(scenario, p.pp - 1, requested)
+    return requested if last.total_bytes <= scenario.cluster.gpu.hbm_capacity else 0
+
+
+def _requested_deferrals(scenario: Scenario) -> int:
+    """``deferred_output_wgrads`` as the scenario's options ask, whether or not the buffers fit."""
+    p = scenario.parallelism
+    if not p.defer_embedding_wgrad or p.pp == 1 or p.pipeline_engine != "megatron":
+        return 0
+    limit = p.wgrad_deferral_limit or 0
+    return scenario.microbatches if limit == 0 else min(limit, scenario.microbatches)
+
+
+def deferred_wgrad_buffer_bytes(model: TransformerSpec, shard: Shard) -> tuple[float, float]:
+    """(output gradient, input) one deferred microbatch leaves in the output layer's buffers until the flush.
+
+    Megatron-Core, tensor_parallel/layers.py: ColumnParallelLinear.forward appends ``input_parallel`` to
+    ``embedding_activation_buffer`` (with sequence parallelism the local sequence shard, [s/t, b, h]; the same tensor
+    the GEMM saves, ``output_activation_bytes``' logits input) and LinearWithGradAccumulationAndAsyncCommunication.
+    backward appends ``grad_output`` to ``grad_output_buffer``: the logits' gradient, [s, b, vocab/t] over the
+    gathered sequence, in the logits' 16-bit dtype (the fused cross entropy returns it in ``ctx.logits_dtype``,
+    fusions/fused_cross_entropy.py; the autograd engine casts the unfused one's fp32 gradient to the input's dtype).
+    Both stay referenced until drain_embedding_wgrad_compute pops them at the flush (core/utils.py)."""
+    e = shard.activation_bytes_per_element
+    return e * logits_per_rank(model, shard), e * shard.tokens * model.hidden / shard.sp_divisor
+
+
+def deferred_wgrad_peak(peak: float, in_flight: int, units: int, pp: int, virtual_stages: int, deferred: int,
+                        grad_bytes: float, input_bytes: float) -> float:
+    """The last stage's activations at their peak with ``deferred`` microbatches' output-layer buffers
+    (``deferred_wgrad_buffer_bytes``), given its activations ``peak`` with ``in_flight`` model-chunk microbatches held
+    (``in_flight_chunks``) out of ``units`` (= microbatches x virtual stages) a step runs.
+
+    The buffers fill as the last chunk's backwards run, while the schedule keeps its in-flight set: through the 1F1B
+    steady state (backward k for k <= units - in_flight) the last rank holds ``in_flight`` chunks before each
+    backward, in the cool-down units - k. Megatron's interleaved order runs backwards in groups of pp microbatches
+    per chunk, last chunk first, so the j-th microbatch's last-chunk backward is unit (j // pp)*pp*v + j % pp. The
+    peak is the largest, over the deferring backwards, of the chunks held then (at the peak's bytes per chunk: the
+    last rank's chunks are alike) plus the buffers: at the j-th one's output layer j + 1 gradients and j inputs (its
+    own input is among its activations), and after the last one all of them. The drain frees them one by one after
+    the last backward, when no activations are held."""
+    if not deferred:
+        return peak
+
+    def held(unit: int) -> int:
+        return in_flight if unit <= units - in_flight else max(units - unit, 0)
+
+    def backward_unit(j: int) -> int:
+        group, rank = divmod(j, pp)
+        return min(group * pp * virtual_stages + rank, units - 1)
+
+    per_chunk = peak / in_flight
+    best = peak
+    for j in range(deferred):
+        best = max(best, per_chunk * held(backward_unit(j)) + (j + 1) * grad_bytes + j * input_bytes)
+    return max(best, per_chunk * held(backward_unit(deferred - 1) + 1) + deferred * (grad_bytes + input_bytes))
+
+
 def in_flight_chunks(schedule: str, pp: int, virtual_stages: int, microbatches: int, stage: int) -> list[int]:
     """Model chunk (0..v-1) of every microbatch whose activations pipeline rank ``stage`` holds at its peak.
 
@@ -530,7 +612,8 @@ def zero3_units(model: TransformerSpec, layers: int, first: bool, last: bool, pp
     return max(1, layers + int(first) + int(output))
 
 
-def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
+def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBreakdown:
+    """One pipeline rank's peak, the last one's with ``deferred`` microbatches' output-layer buffers."""
     m, p, t = scenario.model, scenario.parallelism, scenario.training
     assert 0 <= stage < p.pp, stage
     shard = shard_for(scenario)
@@ -539,7 +622,8 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes,
                                                  t.optimizer)
     per_moe_layer = 0.0
-    workspace = workspace_bytes(m, shard, last_stage=stage == p.pp - 1, logits_memory=t.logits_memory)
+    # with deferred wgrads the loss's transient 16-bit gradient is the buffers' newest entry (deferred_wgrad_peak)
+    workspace = workspace_bytes(m, shard, last_stage=stage == p.pp - 1 and not deferred, logits_memory=t.logits_memory)
     if m.moe is not None:
         # routed experts: sharded by ep (and etp); their gradients and optimizer states over the expert data-parallel
         # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)
@@ -554,6 +638,10 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
     activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
                                          stage, p.layers_per_stage, per_moe_layer, t.activation_offload_layers,
                                          t.logits_memory)
+    if deferred and stage == p.pp - 1:
+        in_flight = len(in_flight_chunks(p.schedule, p.pp, p.virtual_stages, scenario.microbatches, stage))
+        activations = deferred_wgrad_peak(activations, in_flight, scenario.microbatches * p.virtual_stages, p.pp,
+                                          p.virtual_stages, deferred, *deferred_wgrad_buffer_bytes(m, shard))
     if p.zero_stage == 3 and p.dp * p.cp > 1:
         workspace += zero3_gathered_bytes(m, p.tp, t.precision, grad_bytes)
     if fp8_params.enabled(t):   # GEMM weights held in fp8 (and transposed on Hopper) instead of 16-bit
@@ -570,9 +658,10 @@ def _stage_memory(scenario: Scenario, stage: int) -> MemoryBreakdown:
 
 def per_gpu_memory(scenario: Scenario, stage: int | None = None) -> MemoryBreakdown:
     """Peak bytes on one GPU of pipeline rank ``stage``; None gives the stage with the largest total."""
+    deferred = deferred_output_wgrads(scenario)
     if stage is not None:
-        return _stage_memory(scenario, stage)
-    stages = (_stage_memory(scenario, s) for s in range(scenario.parallelism.pp))
+        return _stage_memory(scenario, stage, deferred)
+    stages = (_stage_memory(scenario, s, deferred) for s in range(scenario.parallelism.pp))
     return max(stages, key=lambda b: b.total_bytes)
 
 
@@ -586,8 +675,11 @@ def check_fits(scenario: Scenario) -> MemoryBreakdown:
                   f"micro_batch_size={t.micro_batch_size} activation_recompute={t.activation_recompute}")
         capacity = (f"{units.fmt(gpu.hbm_capacity, units.BYTES, binary=False)} = "
                     f"{units.fmt(gpu.hbm_capacity, units.BYTES)}")
+        deferred = deferred_output_wgrads(scenario) if worst.stage == p.pp - 1 else 0
+        hint = (f" (its activations hold {deferred} microbatches' deferred output-layer wgrad buffers: a lower "
+                f"wgrad_deferral_limit or defer_embedding_wgrad: false frees them)" if deferred else "")
         raise OutOfMemoryError("parallelism", (
             f"{scenario.model.name} does not fit on {gpu.name} ({capacity} HBM) "
-            f"with {layout}: pipeline stage {worst.stage} needs {worst.describe()}; "
+            f"with {layout}: pipeline stage {worst.stage} needs {worst.describe()}{hint}; "
             f"use more tp/pp, a higher zero_stage or activation_recompute"))
     return worst

@@ -17,6 +17,7 @@ import simcluster.workload.optimizer_step as optimizer_step
 from simcluster.core import catalog
 from simcluster.parallel import deepspeed_pipeline, memory
 from simcluster.parallel.layout import Layout
+from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
@@ -367,25 +368,6 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
 # A deferring microbatch's output layer runs its backward without the weight-gradient GEMM (Megatron-Core
 # LinearWithGradAccumulationAndAsyncCommunication.backward: wgrad_compute False once grad_output is buffered)
 DEFERRED_KEPT_PHASES = ("recompute", "backward_input")
-
-
-def deferred_output_wgrads(scenario: Scenario) -> int:
-    """How many microbatches of a step leave their output-layer weight-gradient GEMM to the pipeline flush
-    (``parallelism.defer_embedding_wgrad``, Megatron-Core's defer_embedding_wgrad_compute, r0.7-r0.11).
-
-    On the last pipeline stage the output layer's forward keeps its input in ``embedding_activation_buffer`` and its
-    backward its output gradient in ``grad_output_buffer`` while either holds fewer than ``wgrad_deferral_limit``
-    (0: no limit), and skips the wgrad GEMM for them (tensor_parallel/layers.py); buffers are drained once per step,
-    so the deferred ones are the step's first ``limit`` microbatches. After the schedule's last backward and the
-    launch of the remaining gradient reductions, finish_embedding_wgrad_compute runs their GEMMs back to back on
-    the compute stream, each sequence-parallel input all-gathered while the previous GEMM runs
-    (core/utils.py drain_embedding_wgrad_compute), before finalize_model_grads. Megatron-Core refuses it without
-    pipeline parallelism or gradient accumulation fusion (ModelParallelConfig.__post_init__)."""
-    p = scenario.parallelism
-    if not p.defer_embedding_wgrad or p.pp == 1 or p.pipeline_engine != "megatron":
-        return 0
-    limit = p.wgrad_deferral_limit or 0
-    return scenario.microbatches if limit == 0 else min(limit, scenario.microbatches)
 
 
 def fp8_gemms(layer: dict[str, list]) -> int:

@@ -263,7 +263,9 @@ def _torchtitan(logits_memory="torch_fp32", tp=1, pp=1, dp=8, micro_batch=2, bat
         "cluster": {"gpu": "h100-sxm", "gpus_per_node": tp * pp * dp, "nodes": 1}, "model": "llama3-8b",
         "training": {"seq_len": 4096, "global_batch_size": batch, "micro_batch_size": micro_batch,
                      "activation_recompute": "full", "logits_memory": logits_memory, "cross_entropy": cross_entropy},
-        "parallelism": {"tp": tp, "pp": pp, "dp": dp, "zero_stage": 3 if pp == 1 else 1}})
+        # torchtitan keeps no deferred output-layer wgrads (a Megatron-Core option), nor its Megatron twin here
+        "parallelism": {"tp": tp, "pp": pp, "dp": dp, "zero_stage": 3 if pp == 1 else 1,
+                        "defer_embedding_wgrad": False}})
 
 
 @pytest.mark.parametrize(("tp", "fp32_tensors"), [(1, 2), (2, 3), (8, 3)])
