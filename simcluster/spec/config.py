@@ -305,8 +305,9 @@ class Parallelism(_Defaulted):
     defer_embedding_wgrad: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's defer_embedding_wgrad_compute: the last stage leaves the output layer's "
         "weight-gradient GEMM of a step's first wgrad_deferral_limit microbatches to the pipeline flush, where the "
-        "other stages' cool-down backwards run (parallel/plan.py deferred_output_wgrads); default: on with pp > 1, "
-        "1F1B and gradient_accumulation_fusion on Megatron-Core (NeMo's performance recipes), off otherwise")
+        "other stages' cool-down backwards run (parallel/memory.py deferred_output_wgrads); default: on with pp > 1, "
+        "1F1B and gradient_accumulation_fusion on Megatron-Core (NeMo's performance recipes) where the last stage "
+        "fits its buffers (off where it would not: NeMo sets it per recipe), off otherwise")
     wgrad_deferral_limit: Annotated[int, Strict()] | None = Field(
         None, ge=0, description="microbatches whose output-layer wgrad defer_embedding_wgrad defers (0: all); "
         "default: NeMo's performance recipes', 50 for the gpt3-175b and llama3(.1)-405b presets, 22 otherwise (Llama 3 "
@@ -431,7 +432,7 @@ class Scenario(_Strict):
         - Megatron-Core's buckets: max(40M, 1M x dp) parameters at that width with the reduction overlapped, one
           bucket per chunk without (bucket_size None);
         - the output layer's wgrad deferred to the pipeline flush with pp > 1 (NeMo's defer_embedding_wgrad_compute,
-          wgrad_deferral_limit per recipe; parallel/plan.py deferred_output_wgrads)."""
+          wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads)."""
         p, t, core = self.parallelism, self.training, self.megatron_core
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
