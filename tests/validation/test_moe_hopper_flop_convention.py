@@ -70,3 +70,13 @@ def test_nemo_qwen3_tflops_per_token_is_megatrons_halved_count():
     assert tflops * 1e12 / tps == pytest.approx(per_token, rel=0.003)
     assert tflops * 1e12 / tps != pytest.approx(
         megatron_flop_per_token(scenario.model, scenario.training.seq_len, causal_halved=False), rel=0.003)
+
+
+def test_zoo_overlap_row_step_time_and_tflops_agree_in_the_halved_count():
+    """The zoo's "+1f1b overlap" row publishes both a step time (17.6 s) and TFLOP/s (276): their product must be the
+    step's FLOP in Megatron-LM's halved count, within the rounding of the 3-digit figures (0.4%)."""
+    name = "moezoo-qwen3-235b-256-h100-deepep-overlap"
+    scenario = config.load(name)
+    t = scenario.training
+    flop = t.global_batch_size * t.seq_len * megatron_flop_per_token(scenario.model, t.seq_len, causal_halved=True)
+    assert HELD_OUT[name]["step_time_s"] * 276e12 * scenario.cluster.gpus == pytest.approx(flop, rel=0.006)
