@@ -23,7 +23,7 @@ HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
 PUBLISHED_TFLOPS = {
     "moezoo-mixtral-8x22b-128-h100": (455.0, True),
     "moezoo-mixtral-8x22b-128-h100-drop": (470.0, True),
-    "megatron-mixtral-8x7b-64-h100": (468.0, False),
+    "mcore-mixtral-8x7b-64-h100": (468.0, False),
 }
 # scenario -> (published tokens/s per GPU, published TFLOP/s per GPU or None where the count is not re-derived here)
 PUBLISHED_TPS = {
