@@ -34,6 +34,7 @@ PUBLISHED = {
     "nemo2511-deepseek-v3-256-gb300-bf16": (961, 3848),
     "nemo2511-deepseek-v3-256-gb300-fp8": (1088, 4357),
     "nemo2511-deepseek-v3-256-b200-fp8": (557, 2139),
+    "nemo2511-qwen3-235b-256-h100-fp8": (233, 1575),  # DGX-H100; the row lacks its GBS cell (scenario header)
 }
 # DeepSeek-V3's multi-head latent attention (HF config deepseek-ai/DeepSeek-V3): simcluster models it as MHA
 MLA = {"q_lora_rank": 1536, "kv_lora_rank": 512, "qk_head_dim": 128, "qk_pos_emb_head_dim": 64, "v_head_dim": 128}
