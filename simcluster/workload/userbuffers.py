@@ -74,7 +74,7 @@ def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int) -> Op:
     # sequence parallelism splits the tokens by tp; a pipeline's columns by its splits (TE: m / num_splits)
     m, n = (math.ceil(op.m / count), op.n) if method_name == "ring_exchange" else (op.m, math.ceil(op.n / count))
     hbm = count * chunk_bytes(op, m, n, precision)
-    return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms), hbm_bytes=float(hbm))
+    return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms, method_name), hbm_bytes=float(hbm))
 
 
 def chunk_bytes(op: Op, m: int, n: int, precision: str) -> float:
@@ -84,13 +84,13 @@ def chunk_bytes(op: Op, m: int, n: int, precision: str) -> float:
     return float((m * op.k + op.k * n) * element + m * n * max(element, BYTES_PER_ELEMENT["bf16"]))
 
 
-def sharing(m: int, n: int, count: int, sms: int) -> int:
+def sharing(m: int, n: int, count: int, sms: int, method_name: str = "ring_exchange") -> int:
     """Chunk GEMMs of (m x n) outputs whose tiles share waves, of ``count``: all of them when the chunks in flight on
     TE's ``streams`` compute streams hold a wave of tiles (the SMs one chunk's last wave leaves idle take the next
     chunk's tiles, so only the last chunk's tail is quantised), else the chunks in flight. Tiles counted with the
-    largest tile of the GEMM model (efficiency.yaml gemm.tiles), the fewest. ``constants()["packing"]`` false: each
-    chunk quantised alone (the bound of docs/calibration.md, Round 8)."""
-    if not constants()["packing"]:
+    largest tile of the GEMM model (efficiency.yaml gemm.tiles), the fewest. ``constants()["packing"][method_name]``
+    false: each chunk quantised alone (a pipeline's chunk GEMM waits for the one before it, data/userbuffers.yaml)."""
+    if not constants()["packing"][method_name]:
         return 1
     streams = min(constants()["streams"], count)
     tile_m, tile_n, _ = max(catalog.load("efficiency")["gemm"]["tiles"], key=lambda tile: tile[0] * tile[1])

@@ -4,6 +4,7 @@ TE's split_overlap_ag / split_overlap_rs, the waves they share, the SMs per meth
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -34,10 +35,10 @@ def _gemm(ops: dict, phase: str, name: str):
 
 @pytest.fixture
 def packing(monkeypatch):
-    """Set data/userbuffers.yaml's ``packing`` for one test."""
+    """Set data/userbuffers.yaml's ``packing`` of both chunked methods for one test."""
 
     def set_packing(value: bool):
-        monkeypatch.setitem(userbuffers.constants(), "packing", value)
+        monkeypatch.setitem(userbuffers.constants(), "packing", {"ring_exchange": value, "pipeline": value})
 
     return set_packing
 
@@ -90,6 +91,26 @@ def test_chunks_share_waves_when_the_streams_in_flight_hold_a_wave():
     assert userbuffers.sharing(512, 4608, 8, SMS) == 8
     assert userbuffers.sharing(512, 1536, 8, SMS) == 3
     assert userbuffers.sharing(512, 1536, 2, SMS) == 2
+
+
+def test_pipeline_chunks_run_one_after_another_ring_exchange_chunks_share_waves():
+    """TE split_overlap_rs (pipeline_rs_overlap_first_gemm False, its default) makes the communication stream wait
+    for chunk GEMM i before chunk GEMM i+1 is issued: with one hardware queue (CUDA_DEVICE_MAX_CONNECTIONS=1) GEMM
+    i+1 starts after GEMM i, each chunk quantised alone (FLUX, arXiv 2406.06858, section 2.3: TE's split GEMMs "in
+    AllGather might run concurrently [...], but ReduceScatter cannot"). Ring-exchange chunks still pack."""
+    assert userbuffers.sharing(4096, 3072, 4, SMS, "pipeline") == 1
+    assert userbuffers.sharing(512, 4608, 8, SMS, "ring_exchange") == 8
+    # 177B at tp 4 with 2048 tokens: a pipeline chunk of 2048 x 3072 is 16 x 12 = 192 tiles of 128x256, 1.45 waves of
+    # 132 SMs: alone (data) it runs two waves, 8% longer than the whole GEMM (768 tiles, 5.8 waves); packed, the same
+    shard = Shard(seq_len=2048, micro_batch=1, tp=4, precision="bf16", recompute="none")
+    layer = layer_ops(MODEL, shard)
+    ub = userbuffers.apply(layer, 4, "bf16", shard.activation_bytes_per_element, SMS)
+    whole, chunked = _gemm(layer, "forward", "attn_out"), _gemm(ub, "forward", "attn_out")
+    assert (chunked.m, chunked.n, chunked.batch) == (2048, 3072, 1)
+    whole_s = kernels.roofline_s(whole, H100, "bf16")[0]
+    assert kernels.roofline_s(chunked, H100, "bf16")[0] > 1.05 * whole_s
+    packed = dataclasses.replace(chunked, batch=4)
+    assert kernels.roofline_s(packed, H100, "bf16")[0] == pytest.approx(whole_s, rel=0.01)
 
 
 def test_packed_chunks_of_whole_tiles_run_as_the_whole_gemm(packing):

@@ -1,0 +1,86 @@
+"""Transformer Engine's userbuffers overlap of one GEMM as the model runs it, against FLUX's operation-level
+measurements of TransformerEngine (Chang et al. 2024, arXiv 2406.06858, section 5.1 and section 6): GPT-3 175B's MLP
+GEMMs at 8-way tensor parallelism, (n, k) = (49152, 12288) after the all-gather (fc1) and (12288, 49152) before the
+reduce-scatter (fc2), m = 1024 .. 8192 tokens, bf16, 8 GPUs of one NVLink node.
+
+FLUX's overlap efficiency (its eq. 1-2): ECT = overall time - the non-split GEMM's time; E = 1 - ECT_overlap /
+ECT_non-overlap, ECT_non-overlap being the NCCL collective alone. Measured for TransformerEngine 1.4.0 (best of its
+configurations): -40% to 80% on 8x H800 NVLink, average 20%; -99% to 74% on 8x A100 NVLink (average -61%).
+
+    PYTHONPATH=. python scripts/userbuffers_flux_check.py
+"""
+
+from __future__ import annotations
+
+import sys
+
+from simcluster.collectives import timing
+from simcluster.core import catalog
+from simcluster.engine.overlap import slowdowns
+from simcluster.fabric import topology
+from simcluster.parallel.layout import Layout
+from simcluster.spec import config, hardware
+from simcluster.workload import kernels, userbuffers
+from simcluster.workload.ops import layer_ops, shard_for
+
+TOKENS = (1024, 2048, 4096, 8192)
+# H800 SXM5: the H100 SXM5 die with NVLink cut to 400 GB/s (both directions: 200 GB/s each way), NVIDIA H800 product
+# brief (R); FLUX's H800 cluster (section 5).
+GPUS = {"h100-sxm": None, "h800-sxm": "200 GB/s", "a100-80gb-sxm": None}
+
+
+def scenario(gpu_name: str, tokens: int):
+    gpu = hardware.gpu("h100-sxm" if gpu_name == "h800-sxm" else gpu_name).model_dump(mode="json")
+    if GPUS[gpu_name]:
+        gpu["nvlink_bandwidth"] = GPUS[gpu_name]
+    data = {"name": f"flux-{gpu_name}-{tokens}",
+            "cluster": {"gpu": gpu, "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7", "topology": "rail-fat-tree"},
+            "model": "megatron-177b",
+            "training": {"seq_len": tokens, "global_batch_size": 1, "micro_batch_size": 1, "precision": "bf16",
+                         "activation_recompute": "none"},
+            "parallelism": {"tp": 8, "pp": 1, "dp": 1, "sequence_parallel": True, "tp_comm_overlap": True}}
+    return config.from_dict(data, source=data["name"])
+
+
+def rows(gpu_name: str, tokens: int):
+    """(GEMM, non-split us, overlapped us, NCCL us, efficiency) of fc1 (all-gather) and fc2 (reduce-scatter)."""
+    s = scenario(gpu_name, tokens)
+    gpu, p = s.cluster.gpu, s.parallelism
+    shard = shard_for(s)
+    plain = {op.name: op for op in layer_ops(s.model, shard)["forward"]}
+    sms = kernels.sm_count(gpu.name)
+    fabric = topology.from_scenario(s)
+    group = tuple(Layout.of(p).group(0, "tp"))
+    size = tokens * s.model.hidden * shard.activation_bytes_per_element
+    f = slowdowns(s, Layout.of(p)).tp["forward"]
+    out = []
+    for name, how, collective in (("mlp_up", "ring_exchange", "all_gather"), ("mlp_down", "pipeline", "reduce_scatter")):
+        op = plain[name]
+        whole_s = kernels.op_time_s(op, gpu, "bf16")
+        chunk_s = kernels.op_time_s(userbuffers.chunked(op, how, p.tp, "bf16", sms), gpu, "bf16")
+        comm_s = timing.isolated_time_s(fabric, collective, group, size)
+        if how == "pipeline":
+            splits = userbuffers.chunks(how, p.tp)
+            tail_s = timing.isolated_time_s(fabric, collective, group, size / splits)
+            overlapped_s = max(chunk_s * f, comm_s * (splits - 1) / splits) + tail_s
+        else:
+            overlapped_s = max(chunk_s * f, comm_s)
+        out.append((name, whole_s, overlapped_s, comm_s, 1 - (overlapped_s - whole_s) / comm_s))
+    return out
+
+
+def main(gpus: list[str]) -> None:
+    catalog.load("userbuffers")
+    for gpu_name in gpus:
+        print(f"\n{gpu_name}: {'m':>5} {'GEMM':9} {'whole us':>9} {'overlap us':>10} {'NCCL us':>8} {'E':>6}")
+        effs = []
+        for tokens in TOKENS:
+            for name, whole_s, overlapped_s, comm_s, eff in rows(gpu_name, tokens):
+                effs.append(eff)
+                print(f"{'':{len(gpu_name) + 1}} {tokens:5} {name:9} {whole_s * 1e6:9.0f} {overlapped_s * 1e6:10.0f} "
+                      f"{comm_s * 1e6:8.0f} {eff:6.0%}")
+        print(f"{'':{len(gpu_name) + 1}} mean E {sum(effs) / len(effs):.0%}, range {min(effs):.0%} .. {max(effs):.0%}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["h800-sxm", "h100-sxm"])
