@@ -69,10 +69,11 @@ def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_
     if phase == "backward" and scenario.training.activation_recompute == "full":
         parts.append(("forward", forward))
     sizes = tp_collective_bytes(scenario, 1.0)
+    settings = userbuffers.scenario_config(scenario)  # TE's defaults or the NeMo configuration of this shape
     weight = inverse = 0.0
     for methods_phase, collectives in parts:
         for collective, count in collectives:
-            for time_share, sms in userbuffers.collective_sms(methods_phase, collective):
+            for time_share, sms in userbuffers.collective_sms(methods_phase, collective, settings):
                 factor = (interference.slowdown(gpu, interference.CommKernel(sms, wire_bytes_per_s), memory_share)
                           if sms else 1.0)
                 w = count * sizes[collective] * time_share
