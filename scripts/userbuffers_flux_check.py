@@ -7,7 +7,13 @@ FLUX's overlap efficiency (its eq. 1-2): ECT = overall time - the non-split GEMM
 ECT_non-overlap, ECT_non-overlap being the NCCL collective alone. Measured for TransformerEngine 1.4.0 (best of its
 configurations): -40% to 80% on 8x H800 NVLink, average 20%; -99% to 74% on 8x A100 NVLink (average -61%).
 
-    PYTHONPATH=. python scripts/userbuffers_flux_check.py
+FLUX section 5.2 (training, GPT-3 175B on 128 GPUs at TP 8, PP 8, DP 2, Megatron-LM core r0.4.0): Flux is up to
+1.10x faster than Megatron-LM without TE's overlap on H800 NVLink and up to 1.05x faster than TransformerEngine, so TE
+gains at most 1.10x there; on A100 NVLink Flux is 1.04-1.05x over Megatron-LM and 1.01-1.04x over TE (section 6), so
+TE gains 1.00-1.04x. ``--training`` prints the model's step-time ratio, overlap off / on, for that layout (global
+batch not stated by FLUX: 256 here).
+
+    PYTHONPATH=. python scripts/userbuffers_flux_check.py [--training] [gpu ...]
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import sys
 
 from simcluster.collectives import timing
+from simcluster.engine import simulate
 from simcluster.engine.overlap import slowdowns
 from simcluster.fabric import topology
 from simcluster.parallel.layout import Layout
@@ -34,17 +41,27 @@ MEASURED = {"h800-sxm": (-0.40, 0.80, 0.20), "a100-80gb-sxm": (-0.99, 0.74, -0.6
 GPUS = {"h100-sxm": None, "h800-sxm": "200 GB/s", "a100-80gb-sxm": None}
 
 
-def scenario(gpu_name: str, tokens: int):
+def scenario(gpu_name: str, tokens: int, training: bool = False, overlap: bool = True):
+    """One 8-GPU node running GPT-3 175B's layer shapes at tp 8 (``training``: FLUX's 128-GPU training layout)."""
     gpu = hardware.gpu("h100-sxm" if gpu_name == "h800-sxm" else gpu_name).model_dump(mode="json")
     if GPUS[gpu_name]:
         gpu["nvlink_bandwidth"] = GPUS[gpu_name]
     data = {"name": f"flux-{gpu_name}-{tokens}",
-            "cluster": {"gpu": gpu, "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7", "topology": "rail-fat-tree"},
-            "model": "megatron-177b",
-            "training": {"seq_len": tokens, "global_batch_size": 1, "micro_batch_size": 1, "precision": "bf16",
-                         "activation_recompute": "none"},
-            "parallelism": {"tp": 8, "pp": 1, "dp": 1, "sequence_parallel": True, "tp_comm_overlap": True}}
+            "cluster": {"gpu": gpu, "gpus_per_node": 8, "nodes": 16 if training else 1, "nic": "connectx-7",
+                        "topology": "rail-fat-tree"},
+            "model": "gpt3-175b" if training else "megatron-177b",
+            "training": {"seq_len": tokens, "global_batch_size": 256 if training else 1, "micro_batch_size": 1,
+                         "precision": "bf16", "activation_recompute": "selective" if training else "none"},
+            "parallelism": {"tp": 8, "pp": 8 if training else 1, "dp": 2 if training else 1, "sequence_parallel": True,
+                            "tp_comm_overlap": overlap, "zero_stage": 1, "schedule": "1f1b"}}
     return config.from_dict(data, source=data["name"])
+
+
+def training_speedup(gpu_name: str) -> float:
+    """Step time without TE's overlap over the step time with it, FLUX's training layout (sequence 2048)."""
+    off, on = (simulate(scenario(gpu_name, 2048, True, overlap), check_memory=False).summary["step_time_s"]
+               for overlap in (False, True))
+    return off / on
 
 
 def rows(gpu_name: str, tokens: int):
@@ -91,4 +108,10 @@ def main(gpus: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["h800-sxm", "a100-80gb-sxm", "h100-sxm"])
+    args = [a for a in sys.argv[1:] if a != "--training"]
+    names = args or ["h800-sxm", "a100-80gb-sxm", "h100-sxm"]
+    if "--training" in sys.argv:
+        for name in names:
+            print(f"{name}: GPT-3 175B, TP 8 PP 8 DP 2, step time overlap off / on {training_speedup(name):.3f}")
+    else:
+        main(names)
