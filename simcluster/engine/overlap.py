@@ -5,10 +5,11 @@ Two places overlap communication with compute in the engine, each with its own k
   the forward, ZeRO-3 prefetches): NCCL rings, over NVLink when a data-parallel group fits in one node, else across
   nodes, at the ring's achieved wire rate;
 - ``tp_comm_overlap``: Transformer Engine's userbuffers kernels on their SMs, at NVLink's achieved rate. With
-  sequence parallelism the SMs are per overlap method (``workload.userbuffers.collective_sms``: a ring exchange moves
-  its data on copy engines, pipeline and bulk overlaps hold num_sm), and a phase's factor mixes them by their share of
-  the phase's communication time (bytes): the compute loses sum(t_i * (1 - 1/f_i)) beside kernels of factors f_i
-  running t_i each (``interference.overlapped_s``), which one factor f does for sum(t_i) when 1/f = mean(1/f_i).
+  sequence parallelism the SMs are per overlapped GEMM (``workload.userbuffers.collective_sms``, TE's defaults or the
+  NeMo configuration of the run's shape: a ring exchange moves its data on copy engines, pipeline and bulk overlaps
+  hold num_sm), and a phase's factor mixes them by their share of the phase's communication time (bytes): the
+  compute loses sum(t_i * (1 - 1/f_i)) beside kernels of factors f_i running t_i each (``interference.overlapped_s``),
+  which one factor f does for sum(t_i) when 1/f = mean(1/f_i).
 The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk).
 """
 
