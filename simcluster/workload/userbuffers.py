@@ -3,13 +3,17 @@ communication holds per GEMM and the communication it leaves exposed (data/userb
 
 Transformer Engine names the overlapped GEMMs of a layer qkv/proj/fc1/fc2 x fprop/dgrad/wgrad; here they are the
 layer ops "qkv", "attn_out", "mlp_up" and "mlp_down" of the phases forward (and a full recompute), backward_input
-and backward_weight. Three methods (TE's initialize_ub defaults):
+and backward_weight. Each has its settings (``Gemm``: method, num_sm, set_sm_margin, aggregate): TE's
+initialize_ub defaults, or the NeMo configuration tuned for the run's shape (``config``, data/userbuffers.yaml
+nemo_configs). Three methods:
 
 - ring_exchange (all-gather, then the GEMM; TE split_overlap_ag): ``tp`` chunk GEMMs of tokens/tp rows each, the
   first on the local shard, chunk i once ring step i-1 has delivered shard i; the exchange runs on copy engines;
 - pipeline (the GEMM, then reduce-scatter; TE split_overlap_rs): ``pipeline_splits`` chunk GEMMs of
-  out_features/splits columns each, chunk i's reduce-scatter once GEMM i is done; the last chunk's reduce-scatter
-  runs after the last GEMM, exposed (``exposed_reduce_scatters``);
+  out_features/splits columns each, one after another, chunk i's reduce-scatter once GEMM i is done; the last
+  chunk's reduce-scatter runs after the last GEMM, exposed (``exposed_reduce_scatters``);
+- ring_exchange for a reduce-scatter (TE split_overlap_rs_p2p, NeMo's configurations only): tp chunk GEMMs of
+  tokens/tp rows, each sent to the rank owning its rows, then a reduce of the received chunks (``ring_reduce``);
 - bulk: the whole GEMM beside a whole collective (the wgrad-side all-gather of the norm output, the reduce-scatter
   of the dgrad output).
 
