@@ -20,9 +20,11 @@ from simcluster.spec import config
 from simcluster.workload import kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
-# The collective each overlapped GEMM hides (TE initialize_ub pairs; userbuffers.COLLECTIVE_METHODS)
-COLLECTIVE = {"ring_exchange": "all_gather", "pipeline": "reduce_scatter"}
-BULK = {"backward_input": "all_gather", "backward_weight": "reduce_scatter"}  # dgrad beside AG, wgrad beside RS
+# The collective each overlapped GEMM hides (TE initialize_ub pairs; userbuffers.COLLECTIVE_GEMMS): forward, the
+# all-gathers before qkv/fc1 and the reduce-scatters after proj/fc2; dgrads beside all-gathers, wgrads beside
+# reduce-scatters
+FORWARD = {"qkv": "all_gather", "mlp_up": "all_gather", "attn_out": "reduce_scatter", "mlp_down": "reduce_scatter"}
+BACKWARD = {"backward_input": "all_gather", "backward_weight": "reduce_scatter"}
 
 
 def rows(name: str):
@@ -31,7 +33,8 @@ def rows(name: str):
     precision = t.precision
     shard = shard_for(scenario)
     element = shard.activation_bytes_per_element
-    layer = userbuffers.apply(layer_ops(m, shard), p.tp, precision, element, kernels.sm_count(gpu.name))
+    settings = userbuffers.scenario_config(scenario)
+    layer = userbuffers.apply(layer_ops(m, shard), p.tp, precision, element, kernels.sm_count(gpu.name), settings)
     fabric = topology.from_scenario(scenario)
     group = tuple(Layout.of(p).group(0, "tp"))
     activation = t.seq_len / p.cp * t.micro_batch_size * m.hidden * element
@@ -40,10 +43,10 @@ def rows(name: str):
     out = []
     for phase in ("forward", "backward_input", "backward_weight"):
         for op in layer.get(phase, []):
-            how = userbuffers.method(op.name, phase) if op.kind == "gemm" else None
+            how = userbuffers.method(op.name, phase, settings) if op.kind == "gemm" else None
             if how is None:
                 continue
-            collective = COLLECTIVE.get(how) or BULK[phase]
+            collective = FORWARD[op.name] if phase == "forward" else BACKWARD[phase]
             gemm_s = kernels.op_time_s(op, gpu, precision)
             comm_s = timing.isolated_time_s(fabric, collective, group, sizes[collective])
             f = factors["forward" if phase == "forward" else "backward"]

@@ -5,10 +5,11 @@ Two places overlap communication with compute in the engine, each with its own k
   the forward, ZeRO-3 prefetches): NCCL rings, over NVLink when a data-parallel group fits in one node, else across
   nodes, at the ring's achieved wire rate;
 - ``tp_comm_overlap``: Transformer Engine's userbuffers kernels on their SMs, at NVLink's achieved rate. With
-  sequence parallelism the SMs are per overlap method (``workload.userbuffers.collective_sms``: a ring exchange moves
-  its data on copy engines, pipeline and bulk overlaps hold num_sm), and a phase's factor mixes them by their share of
-  the phase's communication time (bytes): the compute loses sum(t_i * (1 - 1/f_i)) beside kernels of factors f_i
-  running t_i each (``interference.overlapped_s``), which one factor f does for sum(t_i) when 1/f = mean(1/f_i).
+  sequence parallelism the SMs are per overlapped GEMM (``workload.userbuffers.collective_sms``, TE's defaults or the
+  NeMo configuration of the run's shape: a ring exchange moves its data on copy engines, pipeline and bulk overlaps
+  hold num_sm), and a phase's factor mixes them by their share of the phase's communication time (bytes): the
+  compute loses sum(t_i * (1 - 1/f_i)) beside kernels of factors f_i running t_i each (``interference.overlapped_s``),
+  which one factor f does for sum(t_i) when 1/f = mean(1/f_i).
 The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk).
 """
 
@@ -69,10 +70,11 @@ def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_
     if phase == "backward" and scenario.training.activation_recompute == "full":
         parts.append(("forward", forward))
     sizes = tp_collective_bytes(scenario, 1.0)
+    settings = userbuffers.scenario_config(scenario)  # TE's defaults or the NeMo configuration of this shape
     weight = inverse = 0.0
     for methods_phase, collectives in parts:
         for collective, count in collectives:
-            for time_share, sms in userbuffers.collective_sms(methods_phase, collective):
+            for time_share, sms in userbuffers.collective_sms(methods_phase, collective, settings):
                 factor = (interference.slowdown(gpu, interference.CommKernel(sms, wire_bytes_per_s), memory_share)
                           if sms else 1.0)
                 w = count * sizes[collective] * time_share

@@ -205,8 +205,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1
     ub = overlap and p.tp_comm_overlap_impl == "userbuffers"  # Transformer Engine userbuffers' chunk GEMMs
     micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
+    ub_settings = userbuffers.scenario_config(scenario) if ub else None  # TE's defaults or a NeMo configuration
     if ub:
-        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
+        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings)
     if micro_pipelined:
         layer = async_tp.apply(layer, p.tp, precision)
     embed = embedding_ops(m, shard)
@@ -221,7 +222,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                                                         p.moe_dispatcher)))
                  if m.moe else layer)
     if ub and m.moe:
-        moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name))
+        moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),
+                                      ub_settings)
     moe_gemms = fp8_gemms(moe_layer)
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
@@ -246,10 +248,10 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     if ub:  # each pipeline overlap's last reduce-scatter chunk runs after its last GEMM chunk (workload.userbuffers)
         chunk_s = collective_time_s("reduce_scatter", tuple(tp_group),
                                     activation_bytes / userbuffers.chunks("pipeline", p.tp))
-        layer_fwd += userbuffers.exposed_stream(layer, ("forward",), chunk_s)
-        layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s)
-        moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s)
-        moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s)
+        layer_fwd += userbuffers.exposed_stream(layer, ("forward",), chunk_s, ub_settings)
+        layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s, ub_settings)
+        moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s, ub_settings)
+        moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s, ub_settings)
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts, moe_counts = memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)  # MTP's: last chunk

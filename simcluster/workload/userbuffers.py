@@ -3,13 +3,17 @@ communication holds per GEMM and the communication it leaves exposed (data/userb
 
 Transformer Engine names the overlapped GEMMs of a layer qkv/proj/fc1/fc2 x fprop/dgrad/wgrad; here they are the
 layer ops "qkv", "attn_out", "mlp_up" and "mlp_down" of the phases forward (and a full recompute), backward_input
-and backward_weight. Three methods (TE's initialize_ub defaults):
+and backward_weight. Each has its settings (``Gemm``: method, num_sm, set_sm_margin, aggregate): TE's
+initialize_ub defaults, or the NeMo configuration tuned for the run's shape (``config``, data/userbuffers.yaml
+nemo_configs). Three methods:
 
 - ring_exchange (all-gather, then the GEMM; TE split_overlap_ag): ``tp`` chunk GEMMs of tokens/tp rows each, the
   first on the local shard, chunk i once ring step i-1 has delivered shard i; the exchange runs on copy engines;
 - pipeline (the GEMM, then reduce-scatter; TE split_overlap_rs): ``pipeline_splits`` chunk GEMMs of
-  out_features/splits columns each, chunk i's reduce-scatter once GEMM i is done; the last chunk's reduce-scatter
-  runs after the last GEMM, exposed (``exposed_reduce_scatters``);
+  out_features/splits columns each, one after another, chunk i's reduce-scatter once GEMM i is done; the last
+  chunk's reduce-scatter runs after the last GEMM, exposed (``exposed_reduce_scatters``);
+- ring_exchange for a reduce-scatter (TE split_overlap_rs_p2p, NeMo's configurations only): tp chunk GEMMs of
+  tokens/tp rows, each sent to the rank owning its rows, then a reduce of the received chunks (``ring_reduce``);
 - bulk: the whole GEMM beside a whole collective (the wgrad-side all-gather of the norm output, the reduce-scatter
   of the dgrad output).
 
@@ -35,12 +39,6 @@ from simcluster.workload.ops import HIGH_PRECISION, Op
 # Layer ops and phases as Transformer Engine names them (its userbuffers keys: "<layer>_<pass>")
 LAYERS = {"qkv": "qkv", "attn_out": "proj", "mlp_up": "fc1", "mlp_down": "fc2"}
 PASSES = {"forward": "fprop", "recompute": "fprop", "backward_input": "dgrad", "backward_weight": "wgrad"}
-# The engine's tensor-parallel collectives of a layer (plan.tp_collectives_per_layer) and the TE overlap that moves
-# each with sequence parallelism: forward, the all-gathers before qkv/fc1 (ring exchange) and the reduce-scatters
-# after proj/fc2 (pipeline); backward, the all-gathers of dY before proj/fc2's dgrad (ring exchange) and the
-# reduce-scatters of qkv/fc1's dgrad output beside their wgrad (bulk).
-COLLECTIVE_METHODS = {"forward": {"all_gather": "ring_exchange", "reduce_scatter": "pipeline"},
-                      "backward": {"all_gather": "ring_exchange", "reduce_scatter": "bulk"}}
 
 
 @cache
@@ -48,33 +46,99 @@ def constants() -> dict:
     return catalog.load("userbuffers")
 
 
-def method(op_name: str, phase: str) -> str | None:
-    """The overlap method of the layer op ``op_name`` in ``phase`` (None: not a userbuffers GEMM)."""
+@dataclasses.dataclass(frozen=True)
+class Gemm:
+    """How Transformer Engine overlaps one GEMM of a layer (its ``initialize_ub`` settings): the method, the SMs its
+    communication kernel holds, whether the GEMM is launched on the others only (recorded, not modelled) and whether
+    a ring exchange aggregates its chunks in pairs."""
+
+    method: str
+    num_sm: int
+    set_sm_margin: bool = False
+    aggregate: bool = False
+
+
+# The userbuffers GEMMs of the engine's TP collectives of a layer (plan.tp_collectives_per_layer), per phase and
+# collective: forward, the all-gathers before qkv/fc1 and the reduce-scatters after proj/fc2; backward, the
+# all-gathers of dY before proj/fc2's dgrad and the reduce-scatters of qkv/fc1's dgrad output beside their wgrad.
+COLLECTIVE_GEMMS = {
+    "forward": {"all_gather": ("qkv_fprop", "fc1_fprop"), "reduce_scatter": ("proj_fprop", "fc2_fprop")},
+    "backward": {"all_gather": ("proj_dgrad", "fc2_dgrad"), "reduce_scatter": ("qkv_wgrad", "fc1_wgrad")}}
+
+
+def te_default(method_name: str) -> Gemm:
+    """TE's defaults for a GEMM of ``method_name``: a ring exchange's one flag CTA, num_sm for the others
+    (interference.yaml ctas.userbuffers), no margin, ``ring_aggregate``."""
+    if method_name == "ring_exchange":
+        return Gemm(method_name, constants()["ring_exchange_sms"], aggregate=constants()["ring_aggregate"])
+    return Gemm(method_name, interference.constants()["ctas"]["userbuffers"])
+
+
+@cache
+def _configs() -> dict[tuple, dict[str, Gemm]]:
+    """Every configuration, keyed by (hidden, tp, tokens, sms): TE's defaults updated with a NeMo configuration's."""
+    out = {}
+    for entry in constants()["nemo_configs"]:
+        gemms = {name: te_default(how) for name, how in constants()["methods"].items()}
+        for name, settings in entry["gemms"].items():
+            base = te_default(settings["method"])
+            gemms[name] = dataclasses.replace(base, **{k: v for k, v in settings.items() if k != "method"},
+                                              method=settings["method"])
+        match = entry["match"]
+        out[(match["hidden"], match["tp"], match["tokens"], match["sms"])] = gemms
+    return out
+
+
+@cache
+def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0) -> dict[str, Gemm]:
+    """The per-GEMM settings (TE's names, ``<layer>_<pass>``) of a layer of ``hidden`` at ``tp`` with ``tokens`` rows
+    per microbatch on a GPU of ``sms`` SMs: the NeMo configuration tuned for that shape (data/userbuffers.yaml
+    nemo_configs), else TE's defaults. No arguments: TE's defaults."""
+    defaults = {name: te_default(how) for name, how in constants()["methods"].items()}
+    return _configs().get((hidden, tp, tokens, sms), defaults)
+
+
+def scenario_config(scenario) -> dict[str, Gemm]:
+    """``config`` of a scenario's layers: its hidden size, tp, tokens per microbatch and GPU."""
+    t, p = scenario.training, scenario.parallelism
+    return config(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
+                  kernels.sm_count(scenario.cluster.gpu.name))
+
+
+def gemm(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> Gemm | None:
+    """The settings of the layer op ``op_name`` in ``phase`` (None: not a userbuffers GEMM)."""
     if op_name not in LAYERS or phase not in PASSES:
         return None
-    return constants()["methods"].get(f"{LAYERS[op_name]}_{PASSES[phase]}")  # proj/fc2 wgrad: no overlap
+    return (settings or config()).get(f"{LAYERS[op_name]}_{PASSES[phase]}")  # proj/fc2 wgrad: no overlap
 
 
-def chunks(method_name: str, tp: int) -> int:
-    """Chunk GEMMs of one overlapped GEMM: tp for a ring exchange (tp/2 aggregated), the pipeline's splits, 1 for
-    a bulk overlap."""
+def method(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> str | None:
+    """The overlap method of the layer op ``op_name`` in ``phase`` (None: not a userbuffers GEMM)."""
+    found = gemm(op_name, phase, settings)
+    return found.method if found else None
+
+
+def chunks(method_name: str, tp: int, aggregate: bool | None = None) -> int:
+    """Chunk GEMMs of one overlapped GEMM: tp for a ring exchange (tp/2 aggregated; ``aggregate`` None: TE's default
+    ``ring_aggregate``), the pipeline's splits, 1 for a bulk overlap."""
     if method_name == "ring_exchange":
-        return tp // 2 if constants()["ring_aggregate"] and tp % 2 == 0 else tp
+        pairs = constants()["ring_aggregate"] if aggregate is None else aggregate
+        return tp // 2 if pairs and tp % 2 == 0 else tp
     return constants()["pipeline_splits"] if method_name == "pipeline" else 1
 
 
-def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int) -> Op:
+def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int, aggregate: bool | None = None) -> Op:
     """``op`` (a GEMM of the run's ``precision``) as the chunk GEMMs ``method_name`` runs on a GPU of ``sms`` SMs:
     a ring exchange splits its m (tokens) rows, a pipeline its n (out_features) columns. FLOP are kept; bytes count
     each chunk's operands (the operand not split is read once per chunk); ``batch`` is the chunks whose tiles share
     waves (``sharing``)."""
-    count = chunks(method_name, tp)
+    count = chunks(method_name, tp, aggregate)
     if count == 1 or op.batch != 1:
         return op
     # sequence parallelism splits the tokens by tp; a pipeline's columns by its splits (TE: m / num_splits)
     m, n = (math.ceil(op.m / count), op.n) if method_name == "ring_exchange" else (op.m, math.ceil(op.n / count))
     hbm = count * chunk_bytes(op, m, n, precision)
-    return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms), hbm_bytes=float(hbm))
+    return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms, method_name), hbm_bytes=float(hbm))
 
 
 def chunk_bytes(op: Op, m: int, n: int, precision: str) -> float:
@@ -84,13 +148,13 @@ def chunk_bytes(op: Op, m: int, n: int, precision: str) -> float:
     return float((m * op.k + op.k * n) * element + m * n * max(element, BYTES_PER_ELEMENT["bf16"]))
 
 
-def sharing(m: int, n: int, count: int, sms: int) -> int:
+def sharing(m: int, n: int, count: int, sms: int, method_name: str = "ring_exchange") -> int:
     """Chunk GEMMs of (m x n) outputs whose tiles share waves, of ``count``: all of them when the chunks in flight on
     TE's ``streams`` compute streams hold a wave of tiles (the SMs one chunk's last wave leaves idle take the next
     chunk's tiles, so only the last chunk's tail is quantised), else the chunks in flight. Tiles counted with the
-    largest tile of the GEMM model (efficiency.yaml gemm.tiles), the fewest. ``constants()["packing"]`` false: each
-    chunk quantised alone (the bound of docs/calibration.md, Round 8)."""
-    if not constants()["packing"]:
+    largest tile of the GEMM model (efficiency.yaml gemm.tiles), the fewest. ``constants()["packing"][method_name]``
+    false: each chunk quantised alone (a pipeline's chunk GEMM waits for the one before it, data/userbuffers.yaml)."""
+    if not constants()["packing"][method_name]:
         return 1
     streams = min(constants()["streams"], count)
     tile_m, tile_n, _ = max(catalog.load("efficiency")["gemm"]["tiles"], key=lambda tile: tile[0] * tile[1])
@@ -106,48 +170,70 @@ def ubuf_copy(op: Op, tp: int, activation_bytes: int) -> Op:
     return Op("ub_copy", "memory", 0.0, float(2 * elements * activation_bytes))
 
 
-def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int,
-          sms: int) -> dict[str, list[Op]]:
-    """A layer's ops per phase as userbuffers runs them on a GPU of ``sms`` SMs: chunked ring-exchange and pipeline
-    GEMMs, and the copies into the userbuffer of the 16-bit ring-exchange dgrads."""
+def ring_reduce(op: Op, tp: int, activation_bytes: int) -> Op:
+    """The reduce after a ring-exchange reduce-scatter ``op`` (TE split_overlap_rs_p2p: reduce_bf16 of the tp
+    received chunks on the main stream, after the last send): tp chunks of tokens/tp x out_features (``op.n``) read,
+    one written, in 16 bits."""
+    elements = op.m // tp * op.n
+    return Op("ub_reduce", "memory", 0.0, float((tp + 1) * elements * activation_bytes))
+
+
+def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int, sms: int,
+          settings: dict[str, Gemm] | None = None) -> dict[str, list[Op]]:
+    """A layer's ops per phase as userbuffers runs them on a GPU of ``sms`` SMs with ``settings`` (``config``; None:
+    TE's defaults): chunked ring-exchange and pipeline GEMMs, the copies into the userbuffer of the 16-bit
+    ring-exchange dgrads and the reduce after a ring-exchange reduce-scatter."""
     out: dict[str, list[Op]] = {}
     for phase, phase_ops in ops.items():
         out[phase] = []
         for op in phase_ops:
-            how = method(op.name, phase) if op.kind == "gemm" else None
-            if how is None:
+            found = gemm(op.name, phase, settings) if op.kind == "gemm" else None
+            if found is None:
                 out[phase].append(op)
                 continue
+            how = found.method
             if phase == "backward_input" and how == "ring_exchange" and precision not in HIGH_PRECISION:
                 out[phase].append(ubuf_copy(op, tp, activation_bytes))
-            out[phase].append(chunked(op, how, tp, precision, sms))
+            out[phase].append(chunked(op, how, tp, precision, sms, found.aggregate))
+            if how == "ring_exchange" and phase in ("forward", "recompute") and op.name in REDUCE_SCATTER_OPS:
+                out[phase].append(ring_reduce(op, tp, activation_bytes))
     return out
 
 
-def exposed_reduce_scatters(ops: dict[str, list[Op]]) -> dict[str, int]:
+# Row-parallel GEMMs whose forward output is reduce-scattered
+REDUCE_SCATTER_OPS = ("attn_out", "mlp_down")
+
+
+def exposed_reduce_scatters(ops: dict[str, list[Op]], settings: dict[str, Gemm] | None = None) -> dict[str, int]:
     """Per phase, the pipeline overlaps of ``ops``: each leaves its last chunk's reduce-scatter (1/splits of the
     collective) exposed after its last chunk GEMM (TE split_overlap_rs)."""
-    return {phase: sum(1 for op in phase_ops if op.kind == "gemm" and method(op.name, phase) == "pipeline")
+    return {phase: sum(1 for op in phase_ops if op.kind == "gemm" and method(op.name, phase, settings) == "pipeline")
             for phase, phase_ops in ops.items()}
 
 
-def exposed_stream(ops: dict[str, list[Op]], phases: tuple[str, ...], chunk_s: float) -> kernels.StreamTime:
+def exposed_stream(ops: dict[str, list[Op]], phases: tuple[str, ...], chunk_s: float,
+                   settings: dict[str, Gemm] | None = None) -> kernels.StreamTime:
     """Device time of ``phases`` spent on exposed reduce-scatter chunks of ``chunk_s`` each (no kernel of the compute
     stream: the compute stream waits for the communication stream)."""
-    counts = exposed_reduce_scatters(ops)
+    counts = exposed_reduce_scatters(ops, settings)
     return kernels.StreamTime(device_s=chunk_s * sum(counts.get(phase, 0) for phase in phases))
 
 
-def collective_sms(phase: str, collective: str) -> list[tuple[float, int]]:
+def collective_sms(phase: str, collective: str, settings: dict[str, Gemm] | None = None) -> list[tuple[float, int]]:
     """The SMs the userbuffers kernels of one ``collective`` ("all_gather" or "reduce_scatter") of ``phase``
-    ("forward" or "backward") hold beside the compute, as (share of the collective's time, SMs): a ring exchange
-    its flag kernel's (``ring_exchange_sms``), a bulk overlap num_sm (interference.yaml ctas.userbuffers), a
-    pipeline num_sm for all chunks but the last, whose reduce-scatter runs after the compute: none beside it."""
-    how = COLLECTIVE_METHODS[phase][collective]
-    num_sm = interference.constants()["ctas"]["userbuffers"]
-    if how == "ring_exchange":
-        return [(1.0, constants()["ring_exchange_sms"])]
-    if how == "bulk":
-        return [(1.0, num_sm)]
-    splits = constants()["pipeline_splits"]
-    return [((splits - 1) / splits, num_sm), (1 / splits, 0)]
+    ("forward" or "backward") hold beside the compute, as (share of the collective's time, SMs), over its two GEMMs
+    (``COLLECTIVE_GEMMS``, equal bytes): a ring exchange its num_sm (one flag CTA by default), a bulk overlap num_sm,
+    a pipeline num_sm for all chunks but the last, whose reduce-scatter runs after the compute: none beside it.
+    Shares of equal SMs are merged."""
+    settings = settings or config()
+    names = COLLECTIVE_GEMMS[phase][collective]
+    parts: dict[int, float] = {}
+    for name in names:
+        found = settings[name]
+        if found.method == "pipeline":
+            splits = constants()["pipeline_splits"]
+            parts[found.num_sm] = parts.get(found.num_sm, 0.0) + (splits - 1) / splits / len(names)
+            parts[0] = parts.get(0, 0.0) + 1 / splits / len(names)
+        else:
+            parts[found.num_sm] = parts.get(found.num_sm, 0.0) + 1 / len(names)
+    return [(share, sms) for sms, share in parts.items()]

@@ -4,6 +4,7 @@ TE's split_overlap_ag / split_overlap_rs, the waves they share, the SMs per meth
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -34,10 +35,10 @@ def _gemm(ops: dict, phase: str, name: str):
 
 @pytest.fixture
 def packing(monkeypatch):
-    """Set data/userbuffers.yaml's ``packing`` for one test."""
+    """Set data/userbuffers.yaml's ``packing`` of both chunked methods for one test."""
 
     def set_packing(value: bool):
-        monkeypatch.setitem(userbuffers.constants(), "packing", value)
+        monkeypatch.setitem(userbuffers.constants(), "packing", {"ring_exchange": value, "pipeline": value})
 
     return set_packing
 
@@ -90,6 +91,26 @@ def test_chunks_share_waves_when_the_streams_in_flight_hold_a_wave():
     assert userbuffers.sharing(512, 4608, 8, SMS) == 8
     assert userbuffers.sharing(512, 1536, 8, SMS) == 3
     assert userbuffers.sharing(512, 1536, 2, SMS) == 2
+
+
+def test_pipeline_chunks_run_one_after_another_ring_exchange_chunks_share_waves():
+    """TE split_overlap_rs (pipeline_rs_overlap_first_gemm False, its default) makes the communication stream wait
+    for chunk GEMM i before chunk GEMM i+1 is issued: with one hardware queue (CUDA_DEVICE_MAX_CONNECTIONS=1) GEMM
+    i+1 starts after GEMM i, each chunk quantised alone (FLUX, arXiv 2406.06858, section 2.3: TE's split GEMMs "in
+    AllGather might run concurrently [...], but ReduceScatter cannot"). Ring-exchange chunks still pack."""
+    assert userbuffers.sharing(4096, 3072, 4, SMS, "pipeline") == 1
+    assert userbuffers.sharing(512, 4608, 8, SMS, "ring_exchange") == 8
+    # 177B at tp 4 with 2048 tokens: a pipeline chunk of 2048 x 3072 is 16 x 12 = 192 tiles of 128x256, 1.45 waves of
+    # 132 SMs: alone (data) it runs two waves, 8% longer than the whole GEMM (768 tiles, 5.8 waves); packed, the same
+    shard = Shard(seq_len=2048, micro_batch=1, tp=4, precision="bf16", recompute="none")
+    layer = layer_ops(MODEL, shard)
+    ub = userbuffers.apply(layer, 4, "bf16", shard.activation_bytes_per_element, SMS)
+    whole, chunked = _gemm(layer, "forward", "attn_out"), _gemm(ub, "forward", "attn_out")
+    assert (chunked.m, chunked.n, chunked.batch) == (2048, 3072, 1)
+    whole_s = kernels.roofline_s(whole, H100, "bf16")[0]
+    assert kernels.roofline_s(chunked, H100, "bf16")[0] > 1.05 * whole_s
+    packed = dataclasses.replace(chunked, batch=4)
+    assert kernels.roofline_s(packed, H100, "bf16")[0] == pytest.approx(whole_s, rel=0.01)
 
 
 def test_packed_chunks_of_whole_tiles_run_as_the_whole_gemm(packing):
@@ -189,3 +210,46 @@ def test_the_overlap_needs_sequence_parallelism_as_megatron_asserts():
     data["parallelism"]["sequence_parallel"] = False
     with pytest.raises((ScenarioError, ValueError), match="tp_comm_overlap"):
         config.Scenario.model_validate(data)
+
+
+def test_nemo_configuration_of_gpt3_175b_at_tp4_and_te_defaults_elsewhere():
+    """NeMo's userbuffers_bf16_h100_h12288_tp4_mbs1_seqlen2048 (tp_overlap_configs/userbuffers.py): bulk num_sm
+    4/4/2/4, proj_fprop a pipeline on 24 SMs with set_sm_margin, fc2_fprop a ring-exchange reduce-scatter on one SM;
+    the ring-exchange all-gathers keep TE's defaults. Another shape (4096 tokens) takes TE's defaults."""
+    gpt3 = userbuffers.config(12288, 4, 2048, SMS)
+    assert [gpt3[name].num_sm for name in ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad")] == [4, 4, 2, 4]
+    assert gpt3["proj_fprop"] == userbuffers.Gemm("pipeline", 24, set_sm_margin=True)
+    assert gpt3["fc2_fprop"] == userbuffers.Gemm("ring_exchange", 1, set_sm_margin=True)
+    assert gpt3["qkv_fprop"] == userbuffers.Gemm("ring_exchange", 1)
+    defaults = userbuffers.config()
+    assert userbuffers.config(12288, 4, 4096, SMS) == defaults
+    assert defaults["fc2_fprop"] == userbuffers.Gemm("pipeline", 16) and defaults["qkv_wgrad"].num_sm == 16
+    # Llama 3.1 405B at tp 8 (cp 2, 4096 tokens per rank) aggregates the ring-exchange chunks in pairs: 4 of 1024
+    assert userbuffers.config(16384, 8, 4096, SMS)["qkv_fprop"].aggregate
+    assert userbuffers.chunks("ring_exchange", 8, aggregate=True) == 4
+
+
+def test_ring_exchange_reduce_scatter_chunks_tokens_and_reduces_the_received_chunks():
+    """TE split_overlap_rs_p2p at tp 4, 2048 tokens: fc2's GEMM runs as 4 chunks of 512 rows (each the output rows one
+    rank owns), then reduce_bf16 reads the 4 received 512 x 12288 chunks and writes one; proj stays a pipeline, so
+    the forward leaves one reduce-scatter chunk exposed, not two."""
+    shard = Shard(seq_len=2048, micro_batch=1, tp=4, precision="bf16", recompute="none")
+    layer = layer_ops(MODEL, shard)
+    gpt3 = userbuffers.config(12288, 4, 2048, SMS)
+    ub = userbuffers.apply(layer, 4, "bf16", shard.activation_bytes_per_element, SMS, gpt3)
+    fc2 = _gemm(ub, "forward", "mlp_down")
+    assert (fc2.m, fc2.n, fc2.k) == (512, 12288, 4 * 12288 // 4)
+    (reduce,) = [op for op in ub["forward"] if op.name == "ub_reduce"]
+    assert reduce.hbm_bytes == (4 + 1) * 512 * 12288 * 2
+    assert userbuffers.exposed_reduce_scatters(ub, gpt3)["forward"] == 1
+    assert userbuffers.exposed_reduce_scatters(userbuffers.apply(layer, 4, "bf16", 2, SMS))["forward"] == 2
+
+
+def test_collective_sms_follow_each_gemms_num_sm():
+    """GPT-3 175B's NeMo configuration: the forward reduce-scatters are half proj's pipeline (24 SMs for 3 of its 4
+    chunks, none for the exposed last) and half fc2's ring exchange (one SM); backward, the bulk reduce-scatters
+    beside qkv and fc1 wgrad hold 4 SMs each."""
+    gpt3 = userbuffers.config(12288, 4, 2048, SMS)
+    assert sorted(userbuffers.collective_sms("forward", "reduce_scatter", gpt3)) == [(0.125, 0), (0.375, 24),
+                                                                                      (0.5, 1)]
+    assert userbuffers.collective_sms("backward", "reduce_scatter", gpt3) == [(1.0, 4)]
