@@ -90,6 +90,12 @@ TORCH_DDP_BUCKET_BYTES = 25e6
 NEMO_WGRAD_DEFERRAL_LIMIT = 22
 NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "llama3-405b": 50, "llama3.1-405b": 50}
 
+# Models whose NeMo performance recipes reduce gradients in bf16 in bf16 training too (elsewhere bf16 only with fp8):
+# NeMo 2.x llm/recipes/gpt3_175b.py and nemotron4_340b.py pretrain_performance_optimizations set
+# plugins.grad_reduce_in_fp32 = False for both precisions, and the 24.09 launcher's gpt3/175b and nemotron_340b
+# configs set optim.grad_sync_dtype: bf16 (llama3_70b.py does not).
+NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "nemotron4-340b"})
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -273,14 +279,18 @@ class Parallelism(_Defaulted):
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage of the distributed optimizer")
     layers_per_stage: list[Annotated[int, Strict()]] | None = Field(
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
-    order: str = Field("tp-cp-pp-dp", description="rank order, innermost first")
+    order: str = Field(
+        "tp-cp-dp-pp", description="rank order, innermost first; default: pipeline outermost, as Megatron-Core "
+        "(parallel_state order tp-cp-ep-dp-pp), Megatron-LM, DeepSpeed's PipeModelDataParallelTopology and "
+        "torchtitan's device mesh place it (Meta's Llama 3 405B ran tp-cp-pp-dp)")
     grad_bucket_size: Bytes | None = Field(
         None, description="data-parallel gradient bucket; default on Megatron-Core: its max(40M, 1M x dp) "
         "parameters at grad_reduce_dtype's width with overlap_grad_reduce, one bucket per chunk without; PyTorch "
         "DDP's 25 MB otherwise")
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
         None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron-Core "
-        "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8), fp32 otherwise "
+        "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8) and with bf16 for the gpt3-175b and "
+        "nemotron4-340b presets (their NeMo recipes), fp32 otherwise "
         "(Megatron-LM reduces in fp32 when training in bf16; NeMo's bf16_mixed)")
     overlap_grad_reduce: bool = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
@@ -428,7 +438,8 @@ class Scenario(_Strict):
         - fp8 parameters with fp8 delayed scaling and ZeRO 1/2 (NeMo 2.x bf16_with_fp8_mixed: fp8_param_gather True;
           workload/fp8_params.py);
         - gradients reduced in bf16 with fp8 training (NeMo 2.x performance scripts: grad_reduce_in_fp32 False with
-          fp8), else fp32 (Megatron-LM forces fp32 reduction with --bf16; NeMo's bf16_mixed keeps it);
+          fp8) and in bf16 training of the models NEMO_BF16_GRAD_REDUCE_MODELS names, else fp32 (Megatron-LM forces
+          fp32 reduction with --bf16; NeMo's bf16_mixed keeps it);
         - Megatron-Core's buckets: max(40M, 1M x dp) parameters at that width with the reduction overlapped, one
           bucket per chunk without (bucket_size None);
         - the output layer's wgrad deferred to the pipeline flush with pp > 1 (NeMo's defer_embedding_wgrad_compute,
@@ -436,7 +447,8 @@ class Scenario(_Strict):
         p, t, core = self.parallelism, self.training, self.megatron_core
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
-                  grad_reduce_dtype="bf16" if core and t.precision == "fp8" else "fp32")
+                  grad_reduce_dtype=("bf16" if core and (t.precision == "fp8" or (
+                      t.precision == "bf16" and self.model.name in NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
                                     and p.zero_stage in (1, 2)))

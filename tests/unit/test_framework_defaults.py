@@ -135,3 +135,30 @@ def test_megatron_core_fuses_the_loss_by_default():
     assert config.from_dict(deepspeed).training.cross_entropy == "unfused"
     stated = {**data, "training": {**data["training"], "cross_entropy": "unfused"}}
     assert config.from_dict(stated).training.cross_entropy == "unfused"
+
+
+def test_the_default_rank_order_puts_the_pipeline_outermost_as_megatron_core_does():
+    """Megatron-Core's initialize_model_parallel(order="tp-cp-ep-dp-pp"): a stage's tp x cp x dp ranks are
+    consecutive, so with 8 GPUs a node, tp 1, pp 4, dp 16, the first expert-parallel group of 8 is node 0's GPUs."""
+    from simcluster.parallel.layout import Layout, expert_groups
+
+    order = config.Parallelism().order
+    assert order == "tp-cp-dp-pp"
+    layout = Layout(tp=1, cp=1, pp=4, dp=16, order=tuple(order.split("-")))
+    assert expert_groups(layout, 0, 8, 1)[0] == tuple(range(8))
+
+
+def test_gpt3_and_nemotron4_340b_reduce_bf16_gradients_in_bf16_as_their_nemo_recipes_do():
+    """NeMo 2.x gpt3_175b.py / nemotron4_340b.py set grad_reduce_in_fp32 False for both precisions; llama3_70b.py
+    does not, so a bf16 Llama 3 70B keeps fp32."""
+    def dtype(model: str, precision: str) -> str:
+        return config.Scenario.model_validate({
+            "name": "x", "model": model,
+            "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 16},
+            "training": {"seq_len": 2048, "global_batch_size": 256, "micro_batch_size": 1, "precision": precision},
+            "parallelism": {"tp": 8, "pp": 8, "dp": 2}}).parallelism.grad_reduce_dtype
+
+    assert dtype("gpt3-175b", "bf16") == "bf16"
+    assert dtype("nemotron4-340b", "bf16") == "bf16"
+    assert dtype("llama3-70b", "bf16") == "fp32"
+    assert dtype("llama3-70b", "fp8") == "bf16"

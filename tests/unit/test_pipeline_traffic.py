@@ -25,7 +25,7 @@ BASE = {
     "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7", "topology": "rail-fat-tree"},
     "model": {"layers": 8, "hidden": 2048, "heads": 16, "vocab": 32000},
     "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1},
-    "parallelism": {"tp": 2, "pp": 4, "dp": 1},
+    "parallelism": {"tp": 2, "pp": 4, "dp": 1, "order": "tp-cp-pp-dp"},  # the ranks the tests name
 }
 
 
