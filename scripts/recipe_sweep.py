@@ -8,8 +8,10 @@ exposed communication by parallelism, bubble) and, with ``--host``, the host/ker
 the host model (efficiency.yaml host_overhead kernel_gap_s and pipeline_step_s), from a second run with both at 0.
 Flags: ``refused`` (memory model), ``error``, ``timeout`` (over ``--timeout`` s of wall time), ``slow`` (over 30 s),
 ``mfu`` (bf16 MFU outside 25-60 %), ``fp8x`` (fp8/bf16 throughput of the same layout outside 1.1-1.7).
+``--moe`` adds the Mixtral pre-training rows of NeMo 2.x's recommended H100 configs (``MOE_LAYOUTS``), which the
+layout file does not list, built the same way with ``ep``.
 
-    python scripts/recipe_sweep.py [--only PATTERN ...] [--host] [--json OUT.json]
+    python scripts/recipe_sweep.py [--only PATTERN ...] [--moe] [--host] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ LAYOUT_TEST = ROOT / "tests" / "validation" / "test_nemo_recipe_layouts.py"
 MFU_RANGE = (0.25, 0.60)     # plausible bf16 dense MFU of a NeMo H100 recipe (the brief's band)
 FP8_RANGE = (1.1, 1.7)       # plausible fp8 / bf16 throughput of one layout (the brief's band)
 SLOW_S = 30.0
+# Mixtral pre_train rows of NVIDIA/NeMo scripts/llm/performance/recommended_model_configs/model_configs_h100.csv
+# (commit 349c4019dd471cda96f6bcf7aa44dd0e73525c74, the source nemo-2502-h100-csv of the layout file), bf16 and fp8:
+# 8x7B on 64 GPUs seq 4096 TP1 PP4 EP8 VP8 MBS1 GBS256; 8x22B on 256 GPUs seq 65536 TP4 PP4 CP8 EP8 ETP1 VP14 MBS1
+# GBS256. dp = gpus / (tp*pp*cp), as for the dense rows (the csv's dp_size column is not that product).
+MOE_LAYOUTS = [
+    {"name": "nemo2502-mixtral-8x7b", "model": "mixtral-8x7b", "gpus": 64, "seq": 4096, "tp": 1, "pp": 4, "cp": 1,
+     "ep": 8, "vp": 8, "gbs": 256},
+    {"name": "nemo2502-mixtral-8x22b", "model": "mixtral-8x22b", "gpus": 256, "seq": 65536, "tp": 4, "pp": 4, "cp": 8,
+     "ep": 8, "etp": 1, "vp": 14, "gbs": 256},
+]
 
 
 class Timeout(Exception):
@@ -45,6 +57,28 @@ def layouts() -> list[tuple[str, dict, dict]]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.LAYOUTS
+
+
+def moe_layouts() -> list[tuple[str, dict, dict]]:
+    """(name, scenario dict, row) of ``MOE_LAYOUTS`` in both precisions, contract keys only."""
+    out = []
+    for row in MOE_LAYOUTS:
+        for precision in ("bf16", "fp8"):
+            parallelism = {"tp": row["tp"], "pp": row["pp"], "dp": row["gpus"] // (row["tp"] * row["pp"] * row["cp"]),
+                           "cp": row["cp"], "ep": row["ep"], "schedule": "1f1b", "virtual_stages": row["vp"],
+                           "sequence_parallel": row["tp"] > 1, "zero_stage": 1}
+            if "etp" in row:
+                parallelism["etp"] = row["etp"]
+            name = f"{row['name']}-{row['gpus']}g-{precision}"
+            out.append((name, {"name": name, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8,
+                                                         "nodes": row["gpus"] // 8, "nic": "connectx-7",
+                                                         "topology": "rail-fat-tree"},
+                               "model": row["model"],
+                               "training": {"seq_len": row["seq"], "global_batch_size": row["gbs"],
+                                            "micro_batch_size": 1, "precision": precision,
+                                            "activation_recompute": "none"},
+                               "parallelism": parallelism}, row))
+    return out
 
 
 @contextlib.contextmanager
@@ -76,6 +110,7 @@ def run_row(name: str, data: dict, timeout: float, host: bool) -> dict:
     out: dict = {"name": name, "model": data["model"] if isinstance(data["model"], str) else "inline",
                  "precision": data["training"]["precision"], "gpus": data["cluster"]["nodes"] * 8,
                  "layout": "tp{tp} pp{pp} cp{cp} dp{dp} vp{virtual_stages}".format(**data["parallelism"])
+                 + (f" ep{data['parallelism']['ep']}" if data["parallelism"].get("ep", 1) > 1 else "")
                  + f" mbs{data['training']['micro_batch_size']} gbs{data['training']['global_batch_size']}",
                  "flags": []}
     scenario = config.from_dict(data)
@@ -138,12 +173,13 @@ def line(row: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=[], help="parts of row names to run (default: all)")
+    parser.add_argument("--moe", action="store_true", help="also the Mixtral rows of MOE_LAYOUTS")
     parser.add_argument("--host", action="store_true", help="also measure the host/kernel-gap share (2 runs)")
     parser.add_argument("--timeout", type=float, default=120.0, help="wall seconds per row before it is skipped")
     parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
     rows = []
-    for name, data, _row in layouts():
+    for name, data, _row in layouts() + (moe_layouts() if args.moe else []):
         if args.only and not any(pattern in name for pattern in args.only):
             continue
         rows.append(run_row(name, data, args.timeout, args.host))
