@@ -1,0 +1,198 @@
+"""Simulate every NeMo DGX H100 recipe layout of tests/data/nemo_recipe_layouts.yaml, contract keys only.
+
+Each row is built exactly as tests/validation/test_nemo_recipe_layouts.py builds it (``expand``: cluster h100-sxm x 8
+per node, connectx-7, rail-fat-tree; dp = gpus / (tp*pp*cp); the other framework options take simcluster's
+defaults, as an outside scorer's scenario does) and simulated one at a time. Per row it prints the step time, model
+TFLOP/s per GPU, MFU against the bf16 dense peak (whatever the precision), peak memory, the breakdown (compute,
+exposed communication by parallelism, bubble) and, with ``--host``, the host/kernel-gap share: the step time lost to
+the host model (efficiency.yaml host_overhead kernel_gap_s and pipeline_step_s), from a second run with both at 0.
+Flags: ``refused`` (memory model), ``error``, ``timeout`` (over ``--timeout`` s of wall time), ``slow`` (over 30 s),
+``mfu`` (bf16 MFU outside 25-60 %), ``fp8x`` (fp8/bf16 throughput of the same layout outside 1.1-1.7).
+``--moe`` adds the Mixtral pre-training rows of NeMo 2.x's recommended H100 configs (``MOE_LAYOUTS``), which the
+layout file does not list, built the same way with ``ep``.
+
+    python scripts/recipe_sweep.py [--only PATTERN ...] [--moe] [--host] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import signal
+import time
+from pathlib import Path
+
+from simcluster.core.errors import ScenarioError
+from simcluster.engine import simulate
+from simcluster.spec import config
+from simcluster.workload import kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYOUT_TEST = ROOT / "tests" / "validation" / "test_nemo_recipe_layouts.py"
+MFU_RANGE = (0.25, 0.60)     # plausible bf16 dense MFU of a NeMo H100 recipe (the brief's band)
+FP8_RANGE = (1.1, 1.7)       # plausible fp8 / bf16 throughput of one layout (the brief's band)
+SLOW_S = 30.0
+# Mixtral pre_train rows of NVIDIA/NeMo scripts/llm/performance/recommended_model_configs/model_configs_h100.csv
+# (commit 349c4019dd471cda96f6bcf7aa44dd0e73525c74, the source nemo-2502-h100-csv of the layout file), bf16 and fp8:
+# 8x7B on 64 GPUs seq 4096 TP1 PP4 EP8 VP8 MBS1 GBS256; 8x22B on 256 GPUs seq 65536 TP4 PP4 CP8 EP8 ETP1 VP14 MBS1
+# GBS256. dp = gpus / (tp*pp*cp), as for the dense rows (the csv's dp_size column is not that product).
+MOE_LAYOUTS = [
+    {"name": "nemo2502-mixtral-8x7b", "model": "mixtral-8x7b", "gpus": 64, "seq": 4096, "tp": 1, "pp": 4, "cp": 1,
+     "ep": 8, "vp": 8, "gbs": 256},
+    {"name": "nemo2502-mixtral-8x22b", "model": "mixtral-8x22b", "gpus": 256, "seq": 65536, "tp": 4, "pp": 4, "cp": 8,
+     "ep": 8, "etp": 1, "vp": 14, "gbs": 256},
+]
+
+
+class Timeout(Exception):
+    """A row took longer than --timeout seconds of wall time."""
+
+
+def layouts() -> list[tuple[str, dict, dict]]:
+    """(name, scenario dict, row) of every recipe row, from the layout test's own ``expand`` (one definition)."""
+    spec = importlib.util.spec_from_file_location("nemo_recipe_layouts", LAYOUT_TEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LAYOUTS
+
+
+def moe_layouts() -> list[tuple[str, dict, dict]]:
+    """(name, scenario dict, row) of ``MOE_LAYOUTS`` in both precisions, contract keys only."""
+    out = []
+    for row in MOE_LAYOUTS:
+        for precision in ("bf16", "fp8"):
+            parallelism = {"tp": row["tp"], "pp": row["pp"], "dp": row["gpus"] // (row["tp"] * row["pp"] * row["cp"]),
+                           "cp": row["cp"], "ep": row["ep"], "schedule": "1f1b", "virtual_stages": row["vp"],
+                           "sequence_parallel": row["tp"] > 1, "zero_stage": 1}
+            if "etp" in row:
+                parallelism["etp"] = row["etp"]
+            name = f"{row['name']}-{row['gpus']}g-{precision}"
+            out.append((name, {"name": name, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8,
+                                                         "nodes": row["gpus"] // 8, "nic": "connectx-7",
+                                                         "topology": "rail-fat-tree"},
+                               "model": row["model"],
+                               "training": {"seq_len": row["seq"], "global_batch_size": row["gbs"],
+                                            "micro_batch_size": 1, "precision": precision,
+                                            "activation_recompute": "none"},
+                               "parallelism": parallelism}, row))
+    return out
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    def expire(_signum, _frame):
+        raise Timeout
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def without_host_overheads():
+    """The host model with no kernel gap and no pipeline-step time (what-if: the GPU never waits on the host)."""
+    original = kernels.host_model
+    kernels.host_model = lambda: dataclasses.replace(original(), kernel_gap_s=0.0, pipeline_step_s=0.0)
+    try:
+        yield
+    finally:
+        kernels.host_model = original
+
+
+def run_row(name: str, data: dict, timeout: float, host: bool) -> dict:
+    """One row's numbers and flags."""
+    out: dict = {"name": name, "model": data["model"] if isinstance(data["model"], str) else "inline",
+                 "precision": data["training"]["precision"], "gpus": data["cluster"]["nodes"] * 8,
+                 "layout": "tp{tp} pp{pp} cp{cp} dp{dp} vp{virtual_stages}".format(**data["parallelism"])
+                 + (f" ep{data['parallelism']['ep']}" if data["parallelism"].get("ep", 1) > 1 else "")
+                 + f" mbs{data['training']['micro_batch_size']} gbs{data['training']['global_batch_size']}",
+                 "flags": []}
+    scenario = config.from_dict(data)
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        with time_limit(timeout):
+            try:
+                result = simulate(scenario)
+            except ScenarioError as err:  # the memory model refuses it: report it and simulate it anyway
+                out["flags"].append("refused")
+                out["refusal"] = str(err)
+                result = simulate(scenario, check_memory=False)
+    except Timeout:
+        out["flags"].append("timeout")
+        return out
+    except Exception as err:  # noqa: BLE001 - a sweep reports every failure and goes on
+        out["flags"].append("error")
+        out["error"] = f"{type(err).__name__}: {err}"
+        return out
+    out["wall_s"], out["cpu_s"] = time.perf_counter() - started, time.process_time() - cpu
+    if out["wall_s"] > SLOW_S:
+        out["flags"].append("slow")
+    s = result.summary
+    bf16_peak = scenario.cluster.gpu.peak_flop_per_s("bf16")
+    out.update(step_s=s["step_time_s"], tflops=s["model_tflops_per_gpu"],
+               mfu_bf16=s["model_tflops_per_gpu"] * 1e12 / bf16_peak, mem_gib=s["peak_memory_per_gpu_bytes"] / 2**30,
+               compute_s=s["compute_s"], exposed_s=s["exposed_comm_by_parallelism_s"],
+               bubble_s=s["pipeline_bubble_s"], microbatches=s["microbatches"])
+    if out["precision"] == "bf16" and not MFU_RANGE[0] <= out["mfu_bf16"] <= MFU_RANGE[1]:
+        out["flags"].append("mfu")
+    if host:
+        with time_limit(timeout), without_host_overheads():
+            bare = simulate(scenario, check_memory=False).summary["step_time_s"]
+        out["host_s"] = s["step_time_s"] - bare
+    return out
+
+
+def fp8_ratios(rows: list[dict]) -> None:
+    """Attach each fp8 row's throughput over its bf16 twin (same name, same layout) and flag it outside FP8_RANGE."""
+    by_name = {row["name"]: row for row in rows}
+    for row in rows:
+        twin = by_name.get(row["name"].removesuffix("-fp8") + "-bf16") if row["name"].endswith("-fp8") else None
+        if twin and "step_s" in row and "step_s" in twin:
+            row["fp8x"] = twin["step_s"] / row["step_s"]
+            if not FP8_RANGE[0] <= row["fp8x"] <= FP8_RANGE[1]:
+                row["flags"].append("fp8x")
+
+
+def line(row: dict) -> str:
+    if "step_s" not in row:
+        return f"{row['name']:42} {row['precision']:4} {row['gpus']:5} {row['layout']:36} {','.join(row['flags'])}"
+    exposed = " ".join(f"{k}={v:.2f}" for k, v in row["exposed_s"].items() if v > 5e-4)
+    host = f" host={row['host_s']:.2f}" if "host_s" in row else ""
+    ratio = f" x{row['fp8x']:.2f}" if "fp8x" in row else ""
+    return (f"{row['name']:42} {row['precision']:4} {row['gpus']:5} {row['layout']:36} {row['step_s']:8.3f} "
+            f"{row['tflops']:6.1f} {row['mfu_bf16']:6.1%} {row['mem_gib']:5.1f} | comp={row['compute_s']:.2f} "
+            f"bub={row['bubble_s']:.2f} {exposed}{host}{ratio} | {row['cpu_s']:.1f}s {','.join(row['flags'])}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=[], help="parts of row names to run (default: all)")
+    parser.add_argument("--moe", action="store_true", help="also the Mixtral rows of MOE_LAYOUTS")
+    parser.add_argument("--host", action="store_true", help="also measure the host/kernel-gap share (2 runs)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="wall seconds per row before it is skipped")
+    parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    rows = []
+    for name, data, _row in layouts() + (moe_layouts() if args.moe else []):
+        if args.only and not any(pattern in name for pattern in args.only):
+            continue
+        rows.append(run_row(name, data, args.timeout, args.host))
+        print(line(rows[-1]), flush=True)
+    fp8_ratios(rows)
+    print("\nfp8 / bf16 throughput of the same layout:")
+    for row in rows:
+        if "fp8x" in row:
+            print(f"  {row['name']:42} {row['fp8x']:.2f} {'fp8x' if 'fp8x' in row['flags'] else ''}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
