@@ -98,11 +98,23 @@ def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0) -> dict[
     return _configs().get((hidden, tp, tokens, sms), defaults)
 
 
+@cache
+def _config_models() -> dict[tuple, frozenset[str]]:
+    """The model presets each NeMo configuration's recipe trains, keyed as ``_configs``."""
+    return {(m["hidden"], m["tp"], m["tokens"], m["sms"]): frozenset(m["models"])
+            for m in (entry["match"] for entry in constants()["nemo_configs"])}
+
+
 def scenario_config(scenario) -> dict[str, Gemm]:
-    """``config`` of a scenario's layers: its hidden size, tp, tokens per microbatch and GPU."""
+    """``config`` of a scenario's layers: its hidden size, tp, tokens per microbatch and GPU, where the scenario is
+    the NeMo recipe's (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or another
+    model of the same shape does not pass NeMo's configuration)."""
     t, p = scenario.training, scenario.parallelism
-    return config(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
-                  kernels.sm_count(scenario.cluster.gpu.name))
+    key = (scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
+           kernels.sm_count(scenario.cluster.gpu.name))
+    if not scenario.megatron_core or scenario.model.name not in _config_models().get(key, ()):
+        return config()
+    return config(*key)
 
 
 def gemm(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> Gemm | None:

@@ -253,3 +253,13 @@ def test_collective_sms_follow_each_gemms_num_sm():
     assert sorted(userbuffers.collective_sms("forward", "reduce_scatter", gpt3)) == [(0.125, 0), (0.375, 24),
                                                                                       (0.5, 1)]
     assert userbuffers.collective_sms("backward", "reduce_scatter", gpt3) == [(1.0, 4)]
+
+
+@pytest.mark.parametrize(("name", "nemo"), [("nemo2409-gpt3-175b-128-h100-bf16", True),
+                                            ("moezoo-mixtral-8x22b-128-h100", False),
+                                            ("megatron-177b-h100", False), ("nemotron4-15b-768-h100", False)])
+def test_only_the_recipes_nemo_tuned_get_its_configuration(name, nemo):
+    """NeMo passes its tuned configuration to the recipes it was written for; a Megatron-LM run, or another model
+    of the same hidden size, tp and tokens (Mixtral 8x22B at tp 2 matches GPT-3 20B's shape), gets TE's defaults."""
+    settings = userbuffers.scenario_config(config.load(name))
+    assert (settings != userbuffers.config()) is nemo
