@@ -131,6 +131,11 @@ def run(
 
     console = Console(stderr=as_json)
     sim = Simulation(spec, network, expand=expand, check_memory=not no_memory_check, merge=SYMMETRIC)
+    from simcluster.parallel import memory
+
+    if note := memory.dropped_deferral_note(spec, sim.scenario):
+        console.print(f"note: {note}", soft_wrap=True)
+    spec = sim.scenario  # what is simulated, dumped and reported
     if sim.memory.total_bytes > spec.cluster.gpu.hbm_capacity:
         console.print(f"warning: the memory model puts this layout at {fmt(sim.memory.total_bytes, BYTES, 3)} per "
                       f"GPU, over the {fmt(spec.cluster.gpu.hbm_capacity, BYTES, 3)} of {spec.cluster.gpu.name}; "

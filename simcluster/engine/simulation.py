@@ -56,7 +56,8 @@ class Simulation:
 
     def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None,
                  check_memory: bool = True, merge: MergePolicy | None = None, shared_network=None):
-        self.scenario = scenario
+        # as it runs: a defaulted deferral of the output layer's wgrad that would not fit is off (memory.py)
+        scenario = self.scenario = memory.with_fitting_deferral(scenario)
         # a layout that does not fit fails before anything is built
         self.memory = memory.check_fits(scenario) if check_memory else memory.per_gpu_memory(scenario)
         self.network_name = network_model or scenario.network

@@ -412,17 +412,38 @@ def deferred_output_wgrads(scenario: Scenario) -> int:
     pipeline parallelism or gradient accumulation fusion (ModelParallelConfig.__post_init__).
 
     The buffers hold a 16-bit [tokens, vocab/tp] gradient per deferred microbatch (``deferred_wgrad_buffer_bytes``),
-    1 GiB at a 256K vocabulary over tp 2 and 4096 tokens. Left unset, the option is the framework default, which NeMo
-    sets per recipe where the buffers fit: its 1.x launcher leaves it off for Nemotron-3 22B on 8 GPUs
-    (conf/training/nemotron/nemotron_22b.yaml), where 22 of them would need 92 GiB on the last stage. So a defaulted
-    deferral whose buffers would not fit the GPU is off (0): a layout that ran did not hold them. Set explicitly, it
-    is counted and may be refused (``check_fits``)."""
+    1 GiB at a 256K vocabulary over tp 2 and 4096 tokens. Left unset, the option is the framework default; NeMo sets
+    it per recipe, and its 1.x launcher does not set it (default off) for Nemotron-3 22B on 8 GPUs
+    (conf/training/nemotron/nemotron_22b.yaml), where 22 of them would need 92 GiB on the last stage. So, an inference
+    from that recipe, a defaulted deferral whose buffers would not fit the GPU is off (0; ``with_fitting_deferral``
+    resolves the scenario so). Set explicitly, it is counted and may be refused (``check_fits``)."""
     requested = _requested_deferrals(scenario)
     p = scenario.parallelism
     if not requested or "defer_embedding_wgrad" not in p._resolved:
         return requested
     last = _stage_memory(scenario, p.pp - 1, requested)
     return requested if last.total_bytes <= scenario.cluster.gpu.hbm_capacity else 0
+
+
+def with_fitting_deferral(scenario: Scenario) -> Scenario:
+    """The scenario as it runs: a defaulted ``defer_embedding_wgrad`` whose buffers would not fit the last stage
+    (``deferred_output_wgrads``) resolved off, so its dumps, reports and comparisons show what was simulated (and a
+    dump reloads to the same run); otherwise the scenario itself."""
+    if not _requested_deferrals(scenario) or deferred_output_wgrads(scenario):
+        return scenario
+    p = scenario.parallelism.model_copy(update={"defer_embedding_wgrad": False})
+    p._resolved = {**scenario.parallelism._resolved, "defer_embedding_wgrad": False}
+    return scenario.model_copy(update={"parallelism": p})
+
+
+def dropped_deferral_note(scenario: Scenario, effective: Scenario) -> str | None:
+    """One line saying that the default deferral was turned off for memory (None if it was not)."""
+    if scenario.parallelism.defer_embedding_wgrad == effective.parallelism.defer_embedding_wgrad:
+        return None
+    need = _stage_memory(scenario, scenario.parallelism.pp - 1, _requested_deferrals(scenario)).total_bytes
+    return (f"defer_embedding_wgrad (default) is off: the last stage would need {units.fmt(need, units.BYTES, 3)} "
+            f"with {_requested_deferrals(scenario)} microbatches' deferred output-layer wgrad buffers, over the "
+            f"{units.fmt(scenario.cluster.gpu.hbm_capacity, units.BYTES, 3)} of {scenario.cluster.gpu.name}")
 
 
 def _requested_deferrals(scenario: Scenario) -> int:
@@ -622,8 +643,10 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
     weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes,
                                                  t.optimizer)
     per_moe_layer = 0.0
-    # with deferred wgrads the loss's transient 16-bit gradient is the buffers' newest entry (deferred_wgrad_peak)
-    workspace = workspace_bytes(m, shard, last_stage=stage == p.pp - 1 and not deferred, logits_memory=t.logits_memory)
+    # with every microbatch deferred the loss's transient 16-bit gradient is the buffers' newest entry
+    # (deferred_wgrad_peak); with a limit below the microbatches the later ones still make it beside full buffers
+    workspace = workspace_bytes(m, shard, last_stage=stage == p.pp - 1 and deferred < scenario.microbatches,
+                                logits_memory=t.logits_memory)
     if m.moe is not None:
         # routed experts: sharded by ep (and etp); their gradients and optimizer states over the expert data-parallel
         # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)

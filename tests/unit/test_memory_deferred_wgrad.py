@@ -46,9 +46,11 @@ def test_the_last_stage_holds_the_limits_buffers_beside_its_one_microbatch(limit
     off, on = _last(_scenario(defer_embedding_wgrad=False, wgrad_deferral_limit=limit)), _last(on_scenario)
     inputs = held if held < 16 else held - 1
     assert on.activations_bytes - off.activations_bytes == pytest.approx(held * GRAD + inputs * INPUT, rel=1e-12)
-    # the loss's transient 16-bit gradient is the buffers' newest entry, no longer in the workspace
+    # with all 16 deferred the loss's transient 16-bit gradient is the buffers' newest entry, no longer in the
+    # workspace; with fewer the later microbatches still make it beside the full buffers
     working = memory.backward_working_bytes(on_scenario.model, shard_for(on_scenario))
-    assert on.workspace_bytes == memory.WORKSPACE_FIXED_BYTES + working
+    transient = working if held == 16 else max(working, GRAD)
+    assert on.workspace_bytes == memory.WORKSPACE_FIXED_BYTES + transient
     assert off.workspace_bytes == memory.WORKSPACE_FIXED_BYTES + max(working, GRAD)
     assert memory.per_gpu_memory(_scenario(defer_embedding_wgrad=True), 0) == memory.per_gpu_memory(
         _scenario(defer_embedding_wgrad=False), 0)                      # only the last stage
@@ -131,6 +133,14 @@ def test_a_defaulted_deferral_whose_buffers_would_not_fit_is_off_and_a_set_one_i
     assert memory.deferred_output_wgrads(explicit) == 22
     with pytest.raises(OutOfMemoryError, match="deferred output-layer wgrad buffers"):
         memory.check_fits(explicit)
+    # what runs says so: the resolved scenario has it off, a dump of it reloads to the same run, and a note names it
+    effective = memory.with_fitting_deferral(defaulted)
+    assert effective.parallelism.defer_embedding_wgrad is False and effective != defaulted
+    reloaded = config.Scenario.model_validate(effective.model_dump(mode="json"))
+    assert reloaded == effective and memory.check_fits(reloaded).total_bytes <= defaulted.cluster.gpu.hbm_capacity
+    assert "off" in memory.dropped_deferral_note(defaulted, effective)
+    assert memory.with_fitting_deferral(explicit) is explicit
+    assert memory.dropped_deferral_note(explicit, explicit) is None
 
 
 def test_the_llama_405b_recipes_last_stage_holds_its_50_deferred_microbatches_and_fits():
@@ -143,5 +153,5 @@ def test_the_llama_405b_recipes_last_stage_holds_its_50_deferred_microbatches_an
     on = _last(s)
     buffers = 50 * 2 * (4096 * 16032 + 512 * 16384)
     assert on.activations_bytes - off.activations_bytes == pytest.approx(buffers, rel=1e-12)
-    assert on.total_bytes / GIB == pytest.approx(77.4, abs=0.1)
     assert on.total_bytes <= s.cluster.gpu.hbm_capacity
+    assert on.total_bytes / GIB == pytest.approx(77.4, abs=0.2)   # regression pin of the model's own figure
