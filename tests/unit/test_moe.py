@@ -264,7 +264,7 @@ def test_memory_per_gpu_falls_with_ep_by_the_expert_states_it_shards():
 def test_dispatch_bytes_are_top_k_tokens_of_the_rank_times_hidden_times_the_busiest_load():
     sc = scenario(ep=8)
     spec = sc.model
-    load = moe.busiest_rank_load(spec.moe, 8)
+    load = moe.busiest_rank_load(spec.moe, 8, tokens=8 * 4096)   # the EP group's 8 ranks route 4096 tokens each
     assert dispatch_bytes(sc) == pytest.approx(4096 * 2 * spec.hidden * 2 * load, rel=1e-12)
     assert dispatch_bytes(scenario(ep=1)) == 0.0
 
