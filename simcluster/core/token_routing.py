@@ -18,9 +18,12 @@ holds one of the token's top_k nearly always (a Monte-Carlo count of DeepEP's ro
 M = 4: 3.98 nodes; uniform top_k among the chosen nodes' experts would give 3.63). A GPU's share is then taken as
 uniform among the chosen nodes' M E / N experts (7.36 distinct GPUs there, 7.47 counted: 1.5% low).
 
-Load: tokens per expert spread with a coefficient of variation ``load_cv`` (workload/moe.py ``load_cv``); a group of
-g experts then carries a load of relative spread CV / sqrt(g), and the busiest of G such groups is expected at
-1 + CV / sqrt(g) z(G) of the mean (``busiest_load``; z the expected maximum of G standard normals). An all-to-all's
+Load: tokens per expert spread with a coefficient of variation (CV) of two independent parts, CV^2 = CV_sys^2 +
+CV_sampling^2 (law of total variance): ``load_cv``, the router's systematic preference between experts (workload/
+moe.py ``load_cv``; 0 for a router without one), and the multinomial noise of routing ``tokens`` tokens per microbatch
+(``sampling_cv``), which even a perfectly uniform router has. A group of g experts then carries a load of relative
+spread CV / sqrt(g), and the busiest of G such groups is expected at 1 + CV / sqrt(g) z(G) of the mean
+(``busiest_load``; z the expected maximum of G standard normals). An all-to-all's
 size is that of the busiest GPU (the EP rank); DeepEP's network phase, though, is received per node (rank (a, l)
 sends to rank (b, l) every token with an expert on node b, whatever GPU of b holds it), so its receivers carry
 their NODE's load, E / N experts, the busiest of N nodes: nearer the mean (``network_load``). The NVLink phase's
@@ -42,6 +45,36 @@ def expected_max_normal(n: int) -> float:
     return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
 
 
+def sampling_cv(experts: int, top_k: int, tokens: float | None) -> float:
+    """Spread of tokens per expert that uniform routing alone gives ``tokens`` tokens, each to ``top_k`` distinct
+    of ``experts`` experts, as the CV of independent experts that ``busiest_load`` takes.
+
+    An expert's count is binomial (each token picks it with probability k/E, tokens independent): mean T k / E,
+    CV^2 = (E / (k T)) (1 - k / E). The counts are not independent, though: they sum to k T. A group of g = E / G
+    experts holds a hypergeometric share of each token (``group_load_variance``), and G groups of a fixed sum are
+    equicorrelated (rho = -1 / (G - 1)), whose expected maximum is the mean plus sigma sqrt(G / (G - 1)) z(G)
+    (write them sigma sqrt(G / (G - 1)) (Z_i - mean Z)); the two corrections multiply to E / (E - 1) whatever G, so
+    CV^2 = (E / (k T)) (1 - k / E) E / (E - 1) in 1 + CV / sqrt(g) z(G). 0 with one expert or no token count
+    (``tokens`` None or infinite)."""
+    if experts <= 1 or tokens is None or math.isinf(tokens):
+        return 0.0
+    if tokens <= 0 or not 1 <= top_k <= experts:
+        raise ValueError(f"need tokens {tokens} > 0 and 1 <= top_k {top_k} <= experts {experts}")
+    return math.sqrt(experts / (top_k * tokens) * (1.0 - top_k / experts) * experts / (experts - 1))
+
+
+def group_load_variance(experts: int, top_k: int, tokens: float, share: int) -> float:
+    """Variance of the token copies that ``share`` given experts receive when ``tokens`` tokens each pick ``top_k``
+    distinct experts uniformly: a token's copies there are hypergeometric (k draws without replacement from E, s of
+    them marked), variance k (s/E) (1 - s/E) (E - k) / (E - 1), summed over independent tokens."""
+    if not 0 <= share <= experts or not 1 <= top_k <= experts:
+        raise ValueError(f"need 0 <= share {share} <= experts {experts} and 1 <= top_k {top_k} <= experts")
+    if experts == 1:
+        return 0.0
+    fraction = share / experts
+    return tokens * top_k * fraction * (1.0 - fraction) * (experts - top_k) / (experts - 1)
+
+
 def hit_probability(experts: int, top_k: int, share: int) -> float:
     """Probability that ``top_k`` distinct experts drawn uniformly from ``experts`` include at least one of a given
     ``share`` of them: 1 - C(E - share, k) / C(E, k)."""
@@ -54,20 +87,27 @@ def hit_probability(experts: int, top_k: int, share: int) -> float:
 class TokenRouting:
     """A token's routing: ``top_k`` of ``experts`` experts, uniformly, over at most ``max_nodes`` nodes (None: no
     node limit). ``node_hit``/``gpu_hit`` give the probability that a token reaches one given node or GPU of a group
-    of ``nodes`` nodes of ``local`` GPUs each, the experts placed evenly (``divides``). ``load_cv``: the spread of
-    tokens per expert (0: balanced), ``capacity_factor`` the cap on a load (None: dropless; module docstring)."""
+    of ``nodes`` nodes of ``local`` GPUs each, the experts placed evenly (``divides``). ``load_cv``: the router's
+    systematic spread of tokens per expert (0: none), ``tokens`` the tokens routed over the experts per microbatch
+    (their sampling noise, ``sampling_cv``; None: not counted), ``capacity_factor`` the cap on a load (None:
+    dropless; module docstring)."""
 
     experts: int
     top_k: int
     max_nodes: int | None = None
     load_cv: float = 0.0
     capacity_factor: float | None = None
+    tokens: float | None = None
+
+    def total_cv(self) -> float:
+        """CV of tokens per expert, systematic and sampling parts in quadrature (module docstring)."""
+        return math.hypot(self.load_cv, sampling_cv(self.experts, self.top_k, self.tokens))
 
     def busiest_load(self, groups: int) -> float:
         """Routed tokens of the busiest of ``groups`` equal groups of the experts relative to the mean (>= 1):
         1 + CV / sqrt(E / G) z(G), capped at the capacity factor (tokens beyond are dropped; Fedus et al. 2021,
         Switch Transformer, section 2.2); 1 for one group."""
-        load = 1.0 + self.load_cv / math.sqrt(self.experts / groups) * expected_max_normal(groups)
+        load = 1.0 + self.total_cv() / math.sqrt(self.experts / groups) * expected_max_normal(groups)
         return load if self.capacity_factor is None else min(load, self.capacity_factor)
 
     def network_load(self, nodes: int, local: int) -> float:

@@ -216,8 +216,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
-    moe_layer = (mla.apply(m, shard, layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp,
-                                                                        moe.busiest_rank_load(m.moe, p.ep),
+    moe_load = moe.busiest_rank_load(m.moe, p.ep, moe.ep_group_tokens(m, shard, p.ep, p.etp)) if m.moe else 1.0
+    moe_layer = (mla.apply(m, shard, layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe_load,
                                                                         scenario.training.moe_cuda_graphs,
                                                                         p.moe_dispatcher)))
                  if m.moe else layer)
@@ -440,7 +440,8 @@ def dispatch_bytes(scenario: Scenario) -> float:
     if m.moe is None or p.ep == 1:
         return 0.0
     shard = shard_for(scenario)
-    rows = moe.routed_tokens(m, shard) * m.moe.top_k * moe.busiest_rank_load(m.moe, p.ep)
+    rows = (moe.routed_tokens(m, shard) * m.moe.top_k
+            * moe.busiest_rank_load(m.moe, p.ep, moe.ep_group_tokens(m, shard, p.ep, p.etp)))
     return rows * m.hidden * shard.activation_bytes_per_element
 
 

@@ -11,7 +11,9 @@ average. Shared experts (DeepSeekMoE) see every token and are split by ``tp`` li
 
 Load: the ranks of an EP group wait for each other at the combine all-to-all, so a step is as slow as the rank with
 the most routed tokens. Its load relative to the mean (``busiest_rank_load``) comes from the tokens-per-expert
-distribution (``model.moe.load``; data/moe.yaml); the grouped GEMMs are sized with it, their efficiency falling with
+distribution: the router's systematic spread (``model.moe.load``; data/moe.yaml) and the sampling noise of the
+tokens the EP group routes per microbatch (``ep_group_tokens``; core/token_routing.py ``sampling_cv``), which a
+router forced to balance keeps (``balanced``); the grouped GEMMs are sized with it, their efficiency falling with
 tokens per expert through the GEMM-shape model (``kernels.gemm_efficiency``: tile and wave quantisation in the
 token dimension, batch = local experts). Model FLOP (MFU) count the balanced load.
 """
@@ -44,8 +46,11 @@ def _constants() -> dict:
 
 
 def load_cv(moe: MoESpec) -> float:
-    """Coefficient of variation of tokens per expert: ``moe.load`` when a number, 0 when ``balanced``, else from
-    the published maximum violation of data/moe.yaml (CV = MaxVio / z(E_ref))."""
+    """The router's systematic coefficient of variation of tokens per expert (the sampling part comes from the
+    tokens, ``busiest_rank_load``): ``moe.load`` when a number, 0 when ``balanced`` (Megatron-Core's
+    --moe-router-force-load-balancing draws every token's logits at random, RandomSTE in megatron/core/transformer/
+    moe/moe_utils.py: uniform top-k, no preference), else from the published maximum violation of data/moe.yaml
+    (CV = MaxVio / z(E_ref))."""
     return _load_cv(moe.load)
 
 
@@ -58,35 +63,47 @@ def _load_cv(load: str | float) -> float:
     return measured["max_violation"] / expected_max_normal(measured["reference_experts"])
 
 
-def busiest_rank_load(moe: MoESpec, ep: int) -> float:
-    """Routed tokens of the busiest of ``ep`` expert-parallel ranks relative to the mean (>= 1).
+def busiest_rank_load(moe: MoESpec, ep: int, tokens: float | None = None) -> float:
+    """Routed tokens of the busiest of ``ep`` expert-parallel ranks relative to the mean (>= 1), the EP group
+    routing ``tokens`` tokens a microbatch (``ep_group_tokens``; None leaves out their sampling noise).
 
-    Each rank holds experts/ep experts; their loads, independent with coefficient of variation CV, sum to a rank
-    load of CV / sqrt(experts/ep) relative spread, and the busiest of ep ranks is expected at
-    1 + CV / sqrt(experts/ep) * z(ep) (``expected_max_normal``). One rank (ep = 1) holds every token: 1. A capacity
-    factor caps it (tokens beyond are dropped; Fedus et al. 2021, Switch Transformer, section 2.2).
+    Each rank holds experts/ep experts; their loads, independent with coefficient of variation CV (systematic and
+    sampling parts in quadrature, core/token_routing.py), sum to a rank load of CV / sqrt(experts/ep) relative
+    spread, and the busiest of ep ranks is expected at 1 + CV / sqrt(experts/ep) * z(ep) (``expected_max_normal``).
+    One rank (ep = 1) holds every token: 1. A capacity factor caps it (tokens beyond are dropped; Fedus et al. 2021,
+    Switch Transformer, section 2.2).
     """
-    return token_routing(moe).busiest_load(ep)
+    return token_routing(moe, tokens).busiest_load(ep)
 
 
-def token_routing(moe: MoESpec | None) -> TokenRouting | None:
-    """The tokens' routing over a model's experts (``token_routing.TokenRouting``) with their load's spread
-    (``load_cv``) and capacity factor: what DeepEP's all-to-all sends (``parallelism.ep_alltoall: hierarchical``);
-    None for a dense model."""
+def token_routing(moe: MoESpec | None, tokens: float | None = None) -> TokenRouting | None:
+    """The tokens' routing over a model's experts (``token_routing.TokenRouting``) with their load's systematic
+    spread (``load_cv``), the ``tokens`` routed a microbatch (sampling noise; None: not counted) and capacity
+    factor: what DeepEP's all-to-all sends (``parallelism.ep_alltoall: hierarchical``); None for a dense model."""
     if moe is None:
         return None
-    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor)
+    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor, tokens)
 
 
 @cache
-def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None) -> TokenRouting:
+def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None,
+                   tokens: float | None = None) -> TokenRouting:
     """``token_routing`` by value (the engine asks for it at every expert-parallel block)."""
-    return TokenRouting(experts, top_k, load_cv=_load_cv(load), capacity_factor=capacity_factor)
+    return TokenRouting(experts, top_k, load_cv=_load_cv(load), capacity_factor=capacity_factor, tokens=tokens)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
     """Tokens one rank routes per microbatch: its sequence-parallel share (``tokens / tp``)."""
     return shard.tokens / shard.tp
+
+
+def ep_group_tokens(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1) -> float:
+    """Tokens whose routing one expert-parallel group's experts share per microbatch, what their sampling noise
+    counts: each of the ep x etp ranks routes its ``routed_tokens`` (Megatron-Core's router runs per microbatch on
+    each rank's sequence-parallel tokens before the dispatch; the all-to-all brings each rank the EP group's tokens
+    for its experts, and expert-TP ranks all-gather theirs: ``moe_block``'s etp x ep x routed x k / E rows an
+    expert)."""
+    return ep * etp * routed_tokens(model, shard)
 
 
 def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, load: float = 1.0,

@@ -12,7 +12,7 @@ from simcluster.collectives.closed_form import alpha_beta_time_s, hierarchical_a
 from simcluster.collectives.nccl import efficiency
 from simcluster.engine import simulate
 from simcluster.fabric import topology
-from simcluster.parallel.plan import dispatch_bytes
+from simcluster.parallel.plan import dispatch_bytes, shard_for
 from simcluster.spec import config, hardware
 from simcluster.workload import moe
 
@@ -144,7 +144,8 @@ def test_imbalance_slows_the_step_by_the_busiest_ranks_extra_expert_work():
     extra expert rows cost (the ranks wait for it at the combine), its all-to-alls by its load."""
     balanced = _moe_scenario("b200", 8, 1, ep=8, network_model="analytic")
     skewed = _moe_scenario("b200", 8, 1, ep=8, load=0.3, network_model="analytic")
-    load = moe.busiest_rank_load(skewed.model.moe, 8)
+    tokens = moe.ep_group_tokens(skewed.model, shard_for(skewed), 8)   # both keep the sampling noise of these
+    load = moe.busiest_rank_load(skewed.model.moe, 8, tokens) / moe.busiest_rank_load(balanced.model.moe, 8, tokens)
     assert load > 1.1
     a, b = simulate(balanced).summary, simulate(skewed).summary
     assert b["step_time_s"] > a["step_time_s"]

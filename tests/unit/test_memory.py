@@ -252,7 +252,7 @@ def test_offloading_counts_dense_and_moe_layers_by_their_own_activations():
     spec = model.preset("deepseek-v3")
     shard = Shard(seq_len=4096, micro_batch=1)
     dense = memory.layer_activation_bytes(spec, shard)
-    moe_layer = memory.moe_layer_activation_bytes(spec, shard, 8, 1, busiest_rank_load(spec.moe, 8))
+    moe_layer = memory.moe_layer_activation_bytes(spec, shard, 8, 1, busiest_rank_load(spec.moe, 8, 8 * 4096))
     assert dense != pytest.approx(moe_layer, rel=0.01)
     assert peak(0) - peak(3) == pytest.approx(3 * dense, rel=1e-9)
     assert peak(0) - peak(5) == pytest.approx(3 * dense + 2 * moe_layer, rel=1e-9)

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from simcluster.core.errors import ScenarioError
+from simcluster.core.token_routing import expected_max_normal
 from simcluster.parallel import memory
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.plan import dispatch_bytes
@@ -202,6 +203,19 @@ def test_busiest_rank_load_is_one_when_balanced_or_on_one_rank_and_grows_with_ep
     assert moe.busiest_rank_load(capped, 64) == 1.25
 
 
+def test_ep_group_tokens_are_every_member_ranks_sequence_parallel_tokens():
+    """The tokens whose routing an EP group's experts share per microbatch: ep x etp ranks of tokens/tp each (the
+    rows moe_block gives an expert, etp x ep x tokens/tp x k / E, times E / k)."""
+    spec = _small_moe(experts=16)
+    shard = Shard(seq_len=4096, micro_batch=2, tp=2)
+    assert moe.ep_group_tokens(spec, shard, ep=8, etp=2) == 8 * 2 * 2 * 4096 / 2
+    forced = model.MoESpec(experts=16, top_k=2, ffn_hidden=128, load="balanced")
+    tokens = moe.ep_group_tokens(spec, shard, ep=8)
+    # forced balance keeps the sampling noise: 1 + sqrt((E / (k T)) (1 - k / E) E / (E - 1) / g) z(8), g = 2
+    excess = ((16 / (2 * tokens)) * (1 - 2 / 16) * 16 / 15 / 2) ** 0.5 * expected_max_normal(8)
+    assert moe.busiest_rank_load(forced, 8, tokens) == pytest.approx(1 + excess, rel=1e-12)
+
+
 def test_expert_flop_of_the_busiest_rank_scale_with_its_load():
     spec = _small_moe(experts=16)
     shard = Shard(seq_len=4096, micro_batch=1)
@@ -264,7 +278,7 @@ def test_memory_per_gpu_falls_with_ep_by_the_expert_states_it_shards():
 def test_dispatch_bytes_are_top_k_tokens_of_the_rank_times_hidden_times_the_busiest_load():
     sc = scenario(ep=8)
     spec = sc.model
-    load = moe.busiest_rank_load(spec.moe, 8)
+    load = moe.busiest_rank_load(spec.moe, 8, tokens=8 * 4096)   # the EP group's 8 ranks route 4096 tokens each
     assert dispatch_bytes(sc) == pytest.approx(4096 * 2 * spec.hidden * 2 * load, rel=1e-12)
     assert dispatch_bytes(scenario(ep=1)) == 0.0
 

@@ -5,6 +5,7 @@ form against DeepEP's published normal-kernel bandwidths (docs/legacy.md, H800 +
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -12,7 +13,13 @@ import pytest
 from simcluster import collectives, network
 from simcluster.collectives import Collective
 from simcluster.collectives.closed_form import hierarchical_alltoall_bytes, hierarchical_alltoall_time_s
-from simcluster.core.token_routing import TokenRouting, hit_probability
+from simcluster.core.token_routing import (
+    TokenRouting,
+    expected_max_normal,
+    group_load_variance,
+    hit_probability,
+    sampling_cv,
+)
 from simcluster.fabric import topology
 from simcluster.spec import hardware
 from simcluster.workload import moe
@@ -26,6 +33,61 @@ def test_hit_probability_counts_every_choice_of_experts():
     choices = list(itertools.combinations(range(12), 3))
     hits = sum(1 for c in choices if any(e < 4 for e in c))
     assert hit_probability(12, 3, 4) == pytest.approx(hits / len(choices), rel=1e-12)
+
+
+def test_group_load_variance_counts_every_choice_of_experts():
+    """k (s/E)(1 - s/E)(E - k)/(E - 1) per token against the exact variance over all C(7, 3) equally likely choices
+    of 3 experts of 7, copies landing on a set of 2 of them; tokens add independently."""
+    copies = [sum(1 for e in c if e < 2) for c in itertools.combinations(range(7), 3)]
+    assert group_load_variance(7, 3, 1, 2) == pytest.approx(np.var(copies), rel=1e-12)
+    assert group_load_variance(7, 3, 500, 2) == pytest.approx(500 * np.var(copies), rel=1e-12)
+
+
+@pytest.mark.parametrize("experts, top_k, tokens", [(8, 2, 2048), (128, 8, 65536), (64, 1, 100)])
+def test_sampling_cv_is_the_binomial_spread_with_the_fixed_sum_correction(experts, top_k, tokens):
+    """One expert's count is binomial(T, k/E): CV^2 = (E/(kT))(1 - k/E), written out here; the busiest-group form
+    carries E/(E - 1) for the fixed total (token_routing.sampling_cv)."""
+    binomial = experts / (top_k * tokens) * (1 - top_k / experts)
+    mean = tokens * top_k / experts
+    assert group_load_variance(experts, top_k, tokens, 1) / mean**2 == pytest.approx(binomial, rel=1e-12)
+    assert sampling_cv(experts, top_k, tokens) ** 2 == pytest.approx(binomial * experts / (experts - 1), rel=1e-12)
+    assert sampling_cv(experts, top_k, None) == 0.0 and sampling_cv(1, 1, tokens) == 0.0
+
+
+def _monte_carlo_busiest(experts: int, top_k: int, tokens: int, groups: int, batches: int = 3000,
+                         seed: int = 1) -> float:
+    """Mean over ``batches`` microbatches of the busiest of ``groups`` consecutive expert groups' token copies over
+    the mean, every token routed to ``top_k`` distinct experts uniformly (Megatron-Core's forced balancing: random
+    logits, top-k)."""
+    rng = np.random.default_rng(seed)
+    busiest = []
+    for start in range(0, batches, 250):
+        b = min(250, batches - start)
+        top = np.argpartition(rng.random((b, tokens, experts)), top_k - 1, axis=2)[:, :, :top_k]
+        counts = np.bincount((np.arange(b)[:, None, None] * experts + top).ravel(), minlength=b * experts)
+        per_group = counts.reshape(b, groups, experts // groups).sum(axis=2)
+        busiest.append(per_group.max(axis=1) / (tokens * top_k / groups))
+    return float(np.concatenate(busiest).mean())
+
+
+@pytest.mark.parametrize("experts, top_k, tokens, groups", [
+    (8, 2, 2048, 8),     # Mixtral: one expert a rank
+    (16, 4, 1024, 16),
+    (8, 1, 1024, 8),
+])
+def test_busiest_load_of_uniform_routing_matches_a_monte_carlo_count(experts, top_k, tokens, groups):
+    """The sampling part alone: 1 + CV_sampling / sqrt(g) z(G) against routed microbatches, within 3% of the excess
+    (Blom's z and the normal approximation of the counts; leaving out E/(E - 1) is 6.5% low, 1 - k/E 15% high)."""
+    excess = TokenRouting(experts, top_k, tokens=tokens).busiest_load(groups) - 1.0
+    assert excess == pytest.approx(_monte_carlo_busiest(experts, top_k, tokens, groups) - 1.0, rel=0.03)
+
+
+def test_systematic_and_sampling_spreads_add_in_quadrature():
+    """CV^2 = CV_sys^2 + CV_sampling^2; no token count, the systematic part alone (what a global figure gives)."""
+    routing = TokenRouting(8, 2, load_cv=0.1, tokens=4096)
+    assert routing.total_cv() == pytest.approx(math.hypot(0.1, sampling_cv(8, 2, 4096)), rel=1e-12)
+    assert TokenRouting(8, 2, load_cv=0.1).busiest_load(8) == pytest.approx(1 + 0.1 * expected_max_normal(8))
+    assert TokenRouting(8, 2, tokens=1e12).busiest_load(8) == pytest.approx(1.0, abs=1e-5)
 
 
 def _monte_carlo_routing(experts: int, top_k: int, nodes: int, local: int, max_nodes: int | None,

@@ -72,7 +72,9 @@ def test_the_last_stage_runs_one_layer_the_mtp_layer_and_two_output_heads():
     assert counts == [4] * 15 + [2]        # the recipe's layout, the MTP layer with the last decoder layer
     m = scenario.model
     shard = ops.shard_for(scenario)
-    layer = mla.apply(m, shard, ops.layer_ops(m, shard, moe.moe_block(m, shard, scenario.parallelism.ep)))
+    ep = scenario.parallelism.ep   # experts sized for the busiest rank: forced balanced, the sampling noise only
+    load = moe.busiest_rank_load(m.moe, ep, moe.ep_group_tokens(m, shard, ep, scenario.parallelism.etp))
+    layer = mla.apply(m, shard, ops.layer_ops(m, shard, moe.moe_block(m, shard, ep, load=load)))
     extra = mtp.extra_ops(m, shard)
     head = ops.output_ops(m, shard)
     expected = sum(op.flop for part in (layer, layer, head, extra) for op in part["forward"])
