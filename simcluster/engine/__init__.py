@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from simcluster.engine.pages import no_hugepage_advice
 from simcluster.engine.results import Result
 from simcluster.engine.simulation import Simulation, run_expanded
 from simcluster.spec.config import Scenario
+
+no_hugepage_advice()   # before a run's large temporary arrays: see engine/pages.py
 
 
 def simulate(scenario: Scenario, network: str | None = None, expand: bool = False, steps: int | None = None,

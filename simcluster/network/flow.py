@@ -47,8 +47,16 @@ from simcluster.network.link_classes import LinkClasses
 _SAME_TIME_RTOL = 1e-12
 # Links within this relative margin of the lowest fill level saturate in the same progressive-filling round.
 _SATURATION_RTOL = 1e-9
-# Solved rate sets kept; a ring collective reuses one route set for all its steps, so a few suffice.
-_RATE_CACHE_ENTRIES = 256
+# Solved rate sets kept. An entry is small (a rate per route and the component solves it shares with the component
+# cache below), and it is dropped when one of its components is evicted from there, so the component cache bounds
+# what the entries hold. A ring collective reuses one route set for all its steps, but pipelines of many stages and
+# expert-parallel all-to-alls revisit thousands of route sets: with 256 entries (cleared when full) the held-out
+# moezoo-qwen3-235b-256-h100-a2a run solved 548k route sets for 15k distinct ones (45 s of CPU); with 8,192 it
+# solves each about once (30 s), with the same rates (a cache hit returns what the solve would).
+_RATE_CACHE_ENTRIES = 8192
+# Per-part routes of merged classes read by link class (``_by_class``): each holds 4 bytes per route entry (18 MB
+# for the 4.5 million entries of the interleaved 16,384-GPU run's data-parallel ring), so few are kept.
+_PART_CLASSES_KEPT = 256
 # Solved components (sets of routes linked by shared links) kept: they recur far more often than whole route sets
 # (a stage's tensor-parallel block, a pipeline boundary), and one entry holds one component's arrays (a few entries
 # per route: by link class). 16,384 instead gives the same results with 7% fewer solves and no less CPU (ZeRO-3 with
@@ -479,7 +487,7 @@ class FlowNetwork(NetworkModel):
         if cached is not None and classes.unsplit_since(cached[3], cached[1]):
             return cached[2]
         if cached is None:
-            if len(self._part_classes) >= _RATE_CACHE_ENTRIES:
+            if len(self._part_classes) >= _PART_CLASSES_KEPT:
                 self._part_classes.clear()
             # each entry's class, kept: an entry is in a class split since exactly when the class it was in then
             # was split (links only move into new classes), so the entries to read again are found from this

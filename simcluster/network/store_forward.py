@@ -148,8 +148,9 @@ class StoreForwardNetwork(NetworkModel):
         """Process chunk arrivals in time order up to ``until_s`` (inf: until the first class completes)."""
         heap, free_at_s, spb = state.heap, state.free_at_s, self._seconds_per_byte
         events = 0
+        # classes completing only add to done_at_s here, so the horizon is found once and lowered as they complete
+        horizon_s = min(until_s, min(state.done_at_s.values(), default=math.inf))
         while heap:
-            horizon_s = min(until_s, min(state.done_at_s.values(), default=math.inf))
             if heap[0][0] > horizon_s:
                 break
             arrival_s, _, handle, route, hop, size = heapq.heappop(heap)
@@ -166,5 +167,6 @@ class StoreForwardNetwork(NetworkModel):
             state.chunks_left[handle] -= 1
             if state.chunks_left[handle] == 0:
                 del state.chunks_left[handle]
-                state.done_at_s[handle] = state.last_arrival_s.pop(handle) + self._latency_s[handle]
+                done_s = state.done_at_s[handle] = state.last_arrival_s.pop(handle) + self._latency_s[handle]
+                horizon_s = min(horizon_s, done_s)
         return events

@@ -269,3 +269,24 @@ def test_link_windows_of_a_model_that_carried_nothing_are_empty_and_of_one_class
     windows = net.link_windows().bytes
     assert np.allclose(windows.sum(axis=0), net.link_bytes, rtol=1e-12, atol=0)   # every link's bytes, by window
     assert windows.sum() == pytest.approx(1e9 * np.count_nonzero(net.link_bytes))
+
+
+def test_route_sets_revisited_after_hundreds_of_others_are_not_solved_again(monkeypatch):
+    """Pipelines of many stages and expert-parallel all-to-alls revisit thousands of route sets: a set seen before
+    is answered from the cache (``_RATE_CACHE_ENTRIES``), not grouped into components and solved again, and the
+    answer is the same."""
+    fabric = build("rail-fat-tree", 64)
+    net = FlowNetwork(fabric)
+    pairs = [[a, b] for a in range(64) for b in range(64) if a != b][:301]
+    routes = []
+    for pair in pairs:
+        handle = net.start(TransferClass([pair], GIB), 0.0)
+        routes.append(net._sending[handle].route)
+    keys = [tuple(sorted((routes[0], route))) for route in routes[1:]]   # 300 distinct route sets
+    first = [net._solve(key)[0] for key in keys]
+    grouped = []
+    inner = net._components
+    monkeypatch.setattr(net, "_components", lambda key: grouped.append(key) or inner(key))
+    again = [net._solve(key)[0] for key in keys]
+    assert grouped == []
+    assert again == first
