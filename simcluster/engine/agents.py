@@ -98,7 +98,7 @@ class Agent:
         return self._receive_key(step_index, order[index + 1])
 
     def _deferred_wgrads(self):
-        """The last stage's pipeline flush with defer_embedding_wgrad (``plan.deferred_output_wgrads``): the deferred
+        """The last stage's pipeline flush with defer_embedding_wgrad (``memory.deferred_output_wgrads``): the deferred
         output-layer wgrad GEMMs back to back, after the remaining gradient reductions were launched and before
         finalize_model_grads waits for them (Megatron-Core finish_embedding_wgrad_compute). With sequence
         parallelism each GEMM's input is all-gathered over the TP group first: the first gather alone, each next one
@@ -185,7 +185,7 @@ class Agent:
         """
         sim = self.sim
         env = sim.env
-        # a backward whose output-layer wgrad is deferred to the flush (plan.deferred_output_wgrads) is its own block
+        # a backward whose output-layer wgrad is deferred to the flush (memory.deferred_output_wgrads) is its own block
         deferred = (phase == "backward" and work.microbatch < sim.plan.deferred_wgrads
                     and work.chunk == sim.plan.chunk_count - 1)
         key = (work.chunk, phase, part, parts, deferred) if deferred else (work.chunk, phase, part, parts)
