@@ -30,6 +30,7 @@ from simcluster.parallel import memory
 from simcluster.parallel.plan import plan as step_plan
 from simcluster.spec.config import Scenario
 from simcluster.workload import moe
+from simcluster.workload.ops import shard_for
 
 
 @dataclasses.dataclass(eq=False)
@@ -79,6 +80,10 @@ class Simulation:
         # the simulation's one random generator (Mesa style); variability draws from it (None: every GPU alike)
         self.rng = np.random.default_rng(scenario.variability.seed if scenario.variability else 0)
         self.variability = variability.of(scenario, layout, self.rng, expand)
+        # DeepEP's routing (copies per node/GPU), with the sampling noise of the tokens an EP group routes
+        m, p = scenario.model, scenario.parallelism
+        self._ep_routing = (moe.token_routing(m.moe, moe.ep_group_tokens(m, shard_for(scenario), p.ep, p.etp))
+                            if m.moe is not None else None)
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net,
                                                   self.variability and self.variability.latency_noise)
         if expand:
@@ -340,7 +345,7 @@ class Simulation:
 
     def _run_expert_parallel(self, waiting, agent, groups, calls, size_bytes, axis):
         algorithm = self.scenario.parallelism.ep_alltoall if axis == "ep" else "auto"
-        routing = moe.token_routing(self.scenario.model.moe) if axis == "ep" else None  # DeepEP: a copy per node/GPU
+        routing = self._ep_routing if axis == "ep" else None  # DeepEP: a copy per node/GPU
         yield from self.collective_driver.run_block(calls, groups, size_bytes, tag=axis, algorithm=algorithm,
                                                     routing=routing)
         for event in waiting:

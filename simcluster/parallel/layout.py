@@ -38,13 +38,14 @@ def split_layers(layers: int, pp: int, virtual_stages: int = 1, explicit: list[i
     return counts
 
 
-AXES = ("tp", "cp", "pp", "dp")
+AXES = ("tp", "cp", "dp", "pp")   # the scenario's default order (spec/config.py Parallelism.order): pipeline outermost
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Rank <-> (tp, cp, pp, dp) coordinates. ``order`` lists the axes innermost first ("tp-cp-pp-dp": tensor
-    parallel ranks are consecutive, so with tp <= gpus_per_node a TP group stays inside one NVSwitch domain)."""
+    """Rank <-> (tp, cp, pp, dp) coordinates. ``order`` lists the axes innermost first ("tp-cp-dp-pp": tensor
+    parallel ranks are consecutive, so with tp <= gpus_per_node a TP group stays inside one NVSwitch domain, and a
+    pipeline stage's ranks are consecutive, as Megatron-Core places them)."""
 
     tp: int = 1
     cp: int = 1

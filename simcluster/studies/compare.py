@@ -15,6 +15,7 @@ from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology
 from simcluster.outcomes import economics, laws
+from simcluster.parallel import memory
 from simcluster.spec import config
 from simcluster.studies import grid, sweep
 from simcluster.studies.sweep import default_target_loss
@@ -34,7 +35,8 @@ def run_point(task: grid.Task, name: str, network: str | None, law: laws.Law, ta
         raise ScenarioError(task.params["topology"], task.error)
     from simcluster.engine import simulate  # the engine (simpy) only when a run is asked for
 
-    scenario = config.from_dict(task.scenario, source="compare")
+    # as it runs (a defaulted deferral that would not fit is off), so the report shows what was simulated
+    scenario = memory.with_fitting_deferral(config.from_dict(task.scenario, source="compare"))
     fabric = topology.from_scenario(scenario)
     result = simulate(scenario, network=network, fabric=fabric)
     target = target_loss if target_loss is not None else default_target_loss(scenario, law)
