@@ -145,17 +145,18 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     per_expert = etp * ep * routed * k * load / moe.experts
     ffn_local = moe.ffn_hidden // etp
     up_width = ffn_local * (2 if model.mlp == "swiglu" else 1)
-    rows = max(1, math.ceil(per_expert))
-    up = _Linear("expert_up", rows, h, up_width, batch=local_experts)
-    down = _Linear("expert_down", rows, ffn_local, h, batch=local_experts)
-    scale = per_expert / rows   # FLOP of the exact (fractional) mean; shape and bytes of the whole rows
+    # Rows: the exact (fractional) mean, not rounded: FLOP and bytes are the mean's, and the kernel's time is that of
+    # the whole tiles it runs (``kernels.gemm_efficiency``: ceil(rows / tile) tiles, useful MACs the mean's), so
+    # time never falls as rows grow (a kernel of 4096.3 rows a expert runs the tiles of 4097 rows and no fewer).
+    up = _Linear("expert_up", per_expert, h, up_width, batch=local_experts)
+    down = _Linear("expert_down", per_expert, ffn_local, h, batch=local_experts)
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
     # forward: the router (and shared experts) before the host's sync on the tokens per expert, the routed experts
     # after it (``host_syncs``)
     forward = [router.forward(shard), router_act]
-    backward_input = [unpermute_bwd, _scaled(down.dgrad(shard), scale), act_bwd, _scaled(up.dgrad(shard), scale),
-                      permute_bwd, router_act_bwd, router.dgrad(shard)]
-    backward_weight = [_scaled(down.wgrad(shard), scale), _scaled(up.wgrad(shard), scale), router.wgrad(shard)]
+    backward_input = [unpermute_bwd, down.dgrad(shard), act_bwd, up.dgrad(shard), permute_bwd, router_act_bwd,
+                      router.dgrad(shard)]
+    backward_weight = [down.wgrad(shard), up.wgrad(shard), router.wgrad(shard)]
     quantizes = (fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose)
                  if shard.precision == "fp8" else 0)
     launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex)
@@ -169,8 +170,8 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     # permute, [dispatch, the engine's], sort by local expert, fc1's per-expert launches and fc1, the activation,
     # fc2's and fc2, the sort back, [combine], unpermute
     fc1_launches, fc2_launches = _halves(launches["forward"])
-    routed_forward = [permute, *sorts[:1], *fc1_launches, _scaled(up.forward(shard), scale), act,
-                      *fc2_launches, _scaled(down.forward(shard), scale), *sorts[1:], unpermute]
+    routed_forward = [permute, *sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
+                      *sorts[1:], unpermute]
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
     if moe.shared_experts:
@@ -307,14 +308,6 @@ def _halves(launches: list[Op]) -> tuple[list[Op], list[Op]]:
         first += same[:(len(same) + 1) // 2]
         second += same[(len(same) + 1) // 2:]
     return first, second
-
-
-def _scaled(op: Op, scale: float) -> Op:
-    """``op`` with its FLOP scaled to the fractional mean rows of a grouped GEMM (its shape and bytes those of the
-    whole rows the kernel runs)."""
-    if scale == 1.0:
-        return op
-    return Op(op.name, op.kind, op.flop * scale, op.hbm_bytes, op.m, op.n, op.k, op.batch, op.precision)
 
 
 def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int) -> float:

@@ -319,3 +319,21 @@ def test_clock_ratio_is_looked_up_per_gpu():
     assert kernels.clock_ratio("no-such-gpu") == table["default"]
     # every key names a catalog GPU (a typo would silently fall back to the default)
     assert set(table) - {"default"} <= set(catalog.load("hardware")["gpus"])
+
+
+@pytest.mark.parametrize("gpu_name", ["h100-sxm", "b200"])
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+@pytest.mark.parametrize("in_features, out_features", [(4096, 3072), (1536, 4096), (7168, 4096), (2048, 7168)])
+def test_grouped_gemm_time_never_falls_as_rows_grow(gpu_name, precision, in_features, out_features):
+    """Each tile's time is its provisioned MACs over its throughput, non-decreasing in rows (whole row blocks), and
+    the best tile's is their minimum: swept over 4000..4300 rows an expert, whole and fractional (a grouped GEMM's
+    mean rows, workload/moe.py), four experts, the expert GEMMs of Qwen3-235B-A22B and DeepSeek-V3 in every phase."""
+    gpu = hardware.gpu(gpu_name)
+    shard = Shard(seq_len=4096, micro_batch=1, precision=precision)
+    for phase in ("forward", "dgrad", "wgrad"):
+        previous = 0.0
+        for quarter in range(4000 * 4, 4300 * 4 + 1):
+            op = getattr(_Linear("expert_up", quarter / 4, in_features, out_features, batch=4), phase)(shard)
+            time_s = kernels.op_time_s(op, gpu, precision)
+            assert time_s >= previous * (1 - 1e-12), (phase, quarter / 4)
+            previous = time_s
