@@ -67,7 +67,7 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
     m, p, t = scenario.model, scenario.parallelism, scenario.training
     gpu, precision = scenario.cluster.gpu, t.precision
     shard = shard_for(scenario)
-    load = moe.busiest_rank_load(m.moe, p.ep, moe.ep_group_tokens(m, shard, p.ep, p.etp)) if m.moe else 1.0
+    load = moe.step_load(m, shard, p.ep, p.etp)
     block = (moe.moe_block(m, shard, p.ep, p.etp, load, t.moe_cuda_graphs, p.moe_dispatcher) if m.moe else None)
     layer = mla.apply(m, shard, layer_ops(m, shard, block))
     local = m.moe.experts // p.ep if m.moe else 0

@@ -35,7 +35,7 @@ from simcluster.parallel.layout import split_layers
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
 from simcluster.workload import fp8_params, mtp, optimizer_step
-from simcluster.workload.moe import busiest_rank_load, ep_group_tokens
+from simcluster.workload.moe import step_load
 from simcluster.workload.ops import (
     LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
@@ -655,7 +655,7 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
                                      t.optimizer)
         weights, gradients, optimizer = (a + b for a, b in zip((weights, gradients, optimizer), expert_states,
                                                                 strict=True))
-        load = busiest_rank_load(m.moe, p.ep, ep_group_tokens(m, shard, p.ep, p.etp))
+        load = step_load(m, shard, p.ep, p.etp)
         per_moe_layer = moe_layer_activation_bytes(m, shard, p.ep, p.etp, load)
         workspace += dispatch_buffer_bytes(m, shard, load)
     activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,

@@ -216,7 +216,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
-    moe_load = moe.busiest_rank_load(m.moe, p.ep, moe.ep_group_tokens(m, shard, p.ep, p.etp)) if m.moe else 1.0
+    moe_load = moe.step_load(m, shard, p.ep, p.etp)
     moe_layer = (mla.apply(m, shard, layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe_load,
                                                                         scenario.training.moe_cuda_graphs,
                                                                         p.moe_dispatcher)))
@@ -441,7 +441,7 @@ def dispatch_bytes(scenario: Scenario) -> float:
         return 0.0
     shard = shard_for(scenario)
     rows = (moe.routed_tokens(m, shard) * m.moe.top_k
-            * moe.busiest_rank_load(m.moe, p.ep, moe.ep_group_tokens(m, shard, p.ep, p.etp)))
+            * moe.step_load(m, shard, p.ep, p.etp))
     return rows * m.hidden * shard.activation_bytes_per_element
 
 

@@ -106,6 +106,15 @@ def ep_group_tokens(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1)
     return ep * etp * routed_tokens(model, shard)
 
 
+def step_load(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1) -> float:
+    """``busiest_rank_load`` of a model's MoE layers with the tokens its EP group routes a microbatch
+    (``ep_group_tokens``): what the step's expert GEMMs, all-to-alls and activations are sized by; 1 for a dense
+    model."""
+    if model.moe is None:
+        return 1.0
+    return busiest_rank_load(model.moe, ep, ep_group_tokens(model, shard, ep, etp))
+
+
 def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, load: float = 1.0,
               cuda_graphs: bool = False, dispatcher: str = "alltoall") -> MlpBlock:
     """The MLP block of an MoE layer on one rank for one microbatch, its experts sized for ``load`` times the mean
