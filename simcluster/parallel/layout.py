@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simcluster.spec.config import Parallelism
+
 
 def split_layers(layers: int, pp: int, virtual_stages: int = 1, explicit: list[int] | None = None) -> list[int]:
     """Transformer layers of each pipeline chunk, in model order (pp * virtual_stages entries).
@@ -38,7 +40,8 @@ def split_layers(layers: int, pp: int, virtual_stages: int = 1, explicit: list[i
     return counts
 
 
-AXES = ("tp", "cp", "dp", "pp")   # the scenario's default order (spec/config.py Parallelism.order): pipeline outermost
+# the scenario's default order (spec/config.py Parallelism.order): pipeline outermost
+AXES = tuple(Parallelism.model_fields["order"].default.split("-"))
 
 
 @dataclass(frozen=True)

@@ -360,7 +360,7 @@ class Parallelism(_Defaulted):
     @classmethod
     def _order(cls, value: str) -> str:
         if sorted(value.split("-")) != ["cp", "dp", "pp", "tp"]:
-            raise ValueError("must name tp, cp, pp and dp once each, e.g. 'tp-cp-pp-dp'")
+            raise ValueError("must name tp, cp, pp and dp once each, e.g. 'tp-cp-dp-pp'")
         return value
 
 

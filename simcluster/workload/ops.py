@@ -99,7 +99,7 @@ class Op:
     kind: str
     flop: float
     hbm_bytes: float
-    m: int = 0
+    m: float = 0   # rows (fractional for the expert GEMMs: the busiest rank's mean rows an expert, moe.py)
     n: int = 0
     k: int = 0
     batch: int = 1
@@ -193,7 +193,7 @@ class _Linear:
     """A linear layer of one rank, remembered so dgrad and wgrad can be derived from its forward shape."""
 
     name: str
-    tokens: int
+    tokens: float
     in_features: int
     out_features: int
     precision: str | None = None

@@ -146,6 +146,7 @@ def test_the_default_rank_order_puts_the_pipeline_outermost_as_megatron_core_doe
     assert order == "tp-cp-dp-pp"
     layout = Layout(tp=1, cp=1, pp=4, dp=16, order=tuple(order.split("-")))
     assert expert_groups(layout, 0, 8, 1)[0] == tuple(range(8))
+    assert Layout().order == tuple(order.split("-"))      # the layout's own default is the scenario's
 
 
 def test_gpt3_and_nemotron4_340b_reduce_bf16_gradients_in_bf16_as_their_nemo_recipes_do():

@@ -263,3 +263,13 @@ def test_only_the_recipes_nemo_tuned_get_its_configuration(name, nemo):
     of the same hidden size, tp and tokens (Mixtral 8x22B at tp 2 matches GPT-3 20B's shape), gets TE's defaults."""
     settings = userbuffers.scenario_config(config.load(name))
     assert (settings != userbuffers.config()) is nemo
+
+
+def test_a_recipe_shape_off_megatron_core_gets_tes_defaults():
+    """NeMo's GPT-3 175B shape and preset, but not run on Megatron-Core (its loss memory torch's fp32): TE's
+    defaults, not NeMo's configuration."""
+    nemo = config.load("nemo2409-gpt3-175b-128-h100-bf16")
+    other = nemo.model_copy(update={"training": nemo.training.model_copy(update={"logits_memory": "torch_fp32"})})
+    assert nemo.megatron_core and not other.megatron_core
+    assert userbuffers.scenario_config(nemo) != userbuffers.config()
+    assert userbuffers.scenario_config(other) == userbuffers.config()
