@@ -21,6 +21,7 @@ from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
 from simcluster.fabric import bom
 from simcluster.fabric.classes import TIERS
 from simcluster.outcomes import reliability
+from simcluster.parallel import memory
 
 SUMMARY_KEYS = (
     "step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu",
@@ -107,6 +108,9 @@ def summarize(record: RunRecord) -> Result:
         "steps": steps,
         "tokens_per_step": scenario.tokens_per_step,
         "microbatches": record.microbatches,
+        # microbatches whose output-layer wgrad the last stage deferred to the flush, as run (a defaulted deferral
+        # whose buffers would not fit is off: memory.with_fitting_deferral)
+        "deferred_output_wgrads": memory.deferred_output_wgrads(scenario),
         "model_flop_per_step": record.model_flop_per_step,
         "hardware_flop_per_step": record.hardware_flop_per_step,
         "busiest_link_utilisation": _max(links["utilisation"]) if len(links) else 0.0,

@@ -370,7 +370,8 @@ _SCALAR_SUMMARY = ("step_time_s", "tokens_per_s", "mfu", "hfu", "model_tflops_pe
                    "compute_s", "exposed_comm_s", "pipeline_bubble_s", "busiest_link_utilisation",
                    "peak_memory_per_gpu_bytes", "cost_per_step_usd", "global_batch_size", "microbatches",
                    "network_model", "wall_time_s", "goodput", "interruptions_per_day", "checkpoint_interval_s",
-                   "step_time_p10_s", "step_time_p50_s", "step_time_p90_s", "step_time_p99_s", "samples")
+                   "step_time_p10_s", "step_time_p50_s", "step_time_p90_s", "step_time_p99_s", "samples",
+                   "deferred_output_wgrads")
 
 
 def flat_attribution(summary: dict) -> dict:
