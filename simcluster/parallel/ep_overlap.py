@@ -39,14 +39,22 @@ class EpOverlap:
     calls_per_layer: dict[str, int]
 
 
-def partners(order) -> dict[tuple[str, int, int], int]:
+def partners(order, extra_warmup: bool = False) -> dict[tuple[str, int, int], int]:
     """The works of one stage's ``order`` that run merged with another (key (phase, chunk, microbatch)) and the
     chunk of the other: consecutive works of opposite phases on different (chunk, microbatch) pair, left to right,
     as Megatron-Core merges each steady-state forward with the next backward (1F1B: F_{i+w} with B_i; without
     pipelining B_i with F_{i+1}). A forward and the backward of its own microbatch cannot merge (one needs the
-    other's output), so the first forward and the last backward of 1F1B without warm-up run alone."""
+    other's output), so the first forward and the last backward of 1F1B without warm-up run alone.
+
+    ``extra_warmup``: the interleaved schedule runs one more warm-up forward with the overlap ("we schedule one extra
+    micro-batch forward step before the 1f1b stages ... to ensure the forward and backward computations are
+    independent in all 1f1b steps", Megatron-LM megatron/core/pipeline_parallel/schedules.py, interleaved warm-up
+    count): pairing starts at the first backward, B_i with F_{i+w+1}, and the last steady-state backward joins the
+    cool-down."""
     out: dict[tuple[str, int, int], int] = {}
     index = 0
+    if extra_warmup:
+        index = next((i for i, work in enumerate(order) if work.phase == "backward"), len(order))
     while index + 1 < len(order):
         a, b = order[index], order[index + 1]
         if a.phase != b.phase and (a.chunk, a.microbatch) != (b.chunk, b.microbatch):
@@ -87,6 +95,8 @@ def build(scenario, orders, memory_shares: dict[str, float], spans_nodes: bool,
           calls_per_layer: dict[str, int]) -> EpOverlap:
     kernel = comm_kernel(scenario, spans_nodes)
     gpu = scenario.cluster.gpu
-    return EpOverlap(partners=[partners(order) for order in orders],
+    p = scenario.parallelism
+    extra_warmup = p.pp > 1 and p.virtual_stages > 1
+    return EpOverlap(partners=[partners(order, extra_warmup) for order in orders],
                      slowdown={phase: interference.slowdown(gpu, kernel, memory_shares[phase]) for phase in PHASES},
                      calls_per_layer=calls_per_layer)

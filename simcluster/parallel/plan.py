@@ -381,11 +381,21 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     return step_plan
 
 
+# With the EP overlap the attention node ends with the router and the dispatch preprocess (Megatron-Core
+# TransformerLayer: "If EP overlap is enabled, remaining of mlp will be called as fine_grained_callables": route()
+# and preprocess() run before it returns), so their kernels belong to the attention sub-stage
+ATTENTION_NODE_MOE_OPS = frozenset({"router", "router_topk", "permute"})
+
+
 def _ep_substages(mlp, moe_fwd, moe_bwd, gpu, precision: str) -> dict[str, tuple[float, float]]:
     """One MoE layer's (attention, MLP) sub-stages per phase for ``ep_overlap``: the MLP the MoE block's kernels
-    (router, permutations, experts), the attention the rest of the layer (recompute counted in the backward)."""
-    mlp_s = {"forward": kernels.stream_time(mlp.forward, gpu, precision).elapsed_s(),
-             "backward": kernels.stream_time(mlp.backward_input + mlp.backward_weight, gpu, precision).elapsed_s()}
+    but the router's and the permutation's (``ATTENTION_NODE_MOE_OPS``), the attention the rest of the layer
+    (recompute counted in the backward)."""
+    def expert_s(ops) -> float:
+        return kernels.stream_time([op for op in ops if op.name not in ATTENTION_NODE_MOE_OPS], gpu,
+                                   precision).elapsed_s()
+
+    mlp_s = {"forward": expert_s(mlp.forward), "backward": expert_s(mlp.backward_input + mlp.backward_weight)}
     layer_s = {"forward": moe_fwd.elapsed_s(), "backward": moe_bwd.elapsed_s()}
     return {phase: (max(0.0, layer_s[phase] - mlp_s[phase]), min(mlp_s[phase], layer_s[phase])) for phase in mlp_s}
 

@@ -23,6 +23,19 @@ def test_1f1b_merges_each_steady_state_forward_with_the_next_backward_and_leaves
     assert len(alone) == 14 and ("forward", 0, 0) not in alone and ("backward", 0, 7) not in alone
 
 
+def test_interleaved_overlap_adds_one_warm_up_forward_and_one_cool_down_backward_on_every_stage():
+    """Megatron-Core's interleaved schedule runs one extra warm-up forward with the overlap: on each stage one
+    pair fewer than without it, the forward after the warm-up and the last steady-state backward alone; on the last
+    stage that forward is the one the first backward needs, which could not merge with it anyway."""
+    for stage in range(4):
+        order = pipeline_order("1f1b", 4, stage, 16, 2)
+        plain, extra = ep_overlap.partners(order), ep_overlap.partners(order, extra_warmup=True)
+        assert len(extra) == len(plain) - (2 if stage < 3 else 0)
+        first_backward = next(i for i, w in enumerate(order) if w.phase == "backward")
+        before = order[first_backward - 1]
+        assert ("forward", before.chunk, before.microbatch) not in extra
+
+
 def test_each_all_to_all_hides_under_one_sub_stage_of_the_partner_only():
     """Two all-to-alls of 3 s per layer, partner attention 1 s and MLP 5 s: 2 s exposed per layer (not 0, which
     hiding under the whole 6 s layer would give); layers beyond the partner's and a recompute's pair run alone."""
