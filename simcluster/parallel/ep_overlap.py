@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simcluster.collectives import nccl
 from simcluster.core import catalog
 from simcluster.workload import interference
 
@@ -81,14 +80,14 @@ def exposed_s(a2a_s: float, calls: int, layers: int, partner_layers: int, partne
 
 
 def comm_kernel(scenario, spans_nodes: bool) -> interference.CommKernel:
-    """The all-to-all's kernel beside the compute: DeepEP's (flex dispatcher) on ``deepep_sms`` SMs at the NIC's
-    rate, else NCCL's across nodes or inside one (interference.yaml ctas)."""
+    """The all-to-all's kernel beside the compute: DeepEP's (flex dispatcher) on ``deepep_sms`` SMs, else NCCL's
+    across nodes or inside one (interference.yaml ctas); its HBM traffic at the line rate of the NIC (across nodes)
+    or NVLink (inside one), an upper bound of the achieved rate."""
     gpu, nic = scenario.cluster.gpu, scenario.cluster.nic
+    rate = nic.rate if spans_nodes else gpu.nvlink_bandwidth
     if scenario.parallelism.moe_dispatcher == "flex":
-        return interference.CommKernel(catalog.load("moe")["ep_overlap"]["deepep_sms"], nic.rate)
-    if spans_nodes:
-        return interference.comm_kernel("network", nic.rate * nccl.efficiency("ring", "Simple", "network"))
-    return interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu))
+        return interference.CommKernel(catalog.load("moe")["ep_overlap"]["deepep_sms"], rate)
+    return interference.comm_kernel("network" if spans_nodes else "nvlink", rate)
 
 
 def build(scenario, orders, memory_shares: dict[str, float], spans_nodes: bool,
