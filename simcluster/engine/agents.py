@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from simcluster.engine.data_parallel import GradientReduction, ParameterGathering
 from simcluster.engine.record import Tally
+from simcluster.parallel import ep_overlap
 from simcluster.parallel.plan import GRAD_NORM_BYTES
 from simcluster.parallel.schedules import batches_next_receive
 from simcluster.workload.interference import overlapped_s
@@ -197,9 +198,14 @@ class Agent:
             alone_s *= sim.variability.block_factor(self)
         compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
         started_at_s = env.now
-        ep_done = None
-        if ep_calls and sim.scenario.parallelism.ep_overlap:  # under the compute (an upper bound of the gain)
-            ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
+        ep_done = partner = None
+        if ep_calls and sim.plan.ep_overlap is not None:  # merged with another microbatch's work (parallel.ep_overlap)
+            partner = sim.plan.ep_overlap.partners[self.stage].get((phase, work.chunk, work.microbatch))
+            if partner is not None:  # steady state: the all-to-alls start with the compute
+                ep_done = sim.expert_parallel(self, ep_calls, cost.ep_bytes, f"{name} m{work.microbatch}")
+                ep_ended = [started_at_s]  # when they end (their time on the network, contention counted)
+                if ep_done.callbacks is not None:
+                    ep_done.callbacks.append(lambda _event, box=ep_ended: box.__setitem__(0, env.now))
         tp_done = None
         if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
@@ -235,12 +241,17 @@ class Agent:
         if tp_comm_s > 0:
             sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, tp_started_at_s, env.now)
         if ep_calls:
-            yield from self._expert_parallel(phase, work, part or 0, parts, name, ep_calls, ep_done)
+            overlapped = (partner, started_at_s, compute_s, ep_ended) if ep_done is not None else None
+            yield from self._expert_parallel(phase, work, part or 0, parts, name, ep_calls, ep_done, overlapped)
 
-    def _expert_parallel(self, phase: str, work, part: int, parts: int, name: str, calls, done):
-        """The block's token dispatch and combine all-to-alls (``calls``; ``done`` when already started under the
-        compute, ``ep_overlap``), then its expert-TP collectives: blocking, as Megatron-Core's alltoall dispatcher
-        runs them; the wait is exposed expert-parallel communication."""
+    def _expert_parallel(self, phase: str, work, part: int, parts: int, name: str, calls, done, overlapped=None):
+        """The block's token dispatch and combine all-to-alls (``calls``), then its expert-TP collectives: blocking,
+        as Megatron-Core's alltoall dispatcher runs them; the wait is exposed expert-parallel communication.
+
+        ``done`` when already started with the compute (``ep_overlap``, a block merged with ``overlapped`` =
+        (partner chunk, the block's start, its compute time)): each all-to-all hides under one sub-stage of the
+        partner only, and its kernels slow the compute while they run beside it (``parallel.ep_overlap``): the block
+        lasts its slowed compute plus the exposed all-to-all time, and no less than the all-to-alls on the network."""
         sim, env = self.sim, self.sim.env
         cost = sim.plan.chunks[work.chunk]
         label = f"{name} m{work.microbatch}"
@@ -249,6 +260,11 @@ class Agent:
             done = sim.expert_parallel(self, calls, cost.ep_bytes, label)
         if not done.triggered:
             yield done
+        if overlapped is not None:
+            slowed_s = yield from self._merged_all_to_alls(phase, calls, overlapped, started_at_s)
+            self.tally.compute_s += slowed_s
+            self.tally.interference_s += slowed_s
+            started_at_s += slowed_s  # the rest of the wait is exposed communication
         etp_calls = share(cost.etp_collectives.get(phase, ()), part, parts)
         if etp_calls:
             etp_done = sim.expert_parallel(self, etp_calls, cost.etp_bytes, label, axis="etp")
@@ -257,6 +273,25 @@ class Agent:
         self.tally.ep_comm_s += env.now - started_at_s
         if env.now > started_at_s:
             sim.recorder.compute(self, "ep", f"ep comm {name}", work.microbatch, started_at_s, env.now)
+
+    def _merged_all_to_alls(self, phase: str, calls, overlapped, waited_at_s: float):
+        """After a merged block's all-to-alls ended: wait until the compute's slowdown by their kernels and their
+        exposed time (``parallel.ep_overlap.exposed_s``) have passed since the block's compute and TP collectives
+        ended (``waited_at_s``); returns the slowdown (seconds)."""
+        sim, env = self.sim, self.sim.env
+        overlap = sim.plan.ep_overlap
+        partner, block_started_at_s, compute_s, ended = overlapped
+        other = "backward" if phase == "forward" else "forward"
+        attention_s, mlp_s = sim.plan.chunks[partner].ep_substages[other]
+        count = sum(n for _, n in calls)
+        a2a_s = ended[0] - block_started_at_s  # from their launch with the compute to their end
+        exposed_s = ep_overlap.exposed_s(a2a_s, count, count // overlap.calls_per_layer[phase],
+                                         sim.plan.chunks[partner].moe_layers, attention_s, mlp_s)
+        slowed_s = overlapped_s(compute_s, max(0.0, a2a_s - exposed_s), overlap.slowdown[phase]) - compute_s
+        ends_at_s = waited_at_s + slowed_s + exposed_s
+        if ends_at_s > env.now:
+            yield env.timeout(ends_at_s - env.now)
+        return min(slowed_s, env.now - waited_at_s)
 
     def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str):
         """The block's compute, its key/value exchange hidden behind the attention where it is shorter; returns the

@@ -15,8 +15,9 @@ from functools import cache
 
 import simcluster.workload.optimizer_step as optimizer_step
 from simcluster.core import catalog
-from simcluster.parallel import deepspeed_pipeline, memory
-from simcluster.parallel.layout import Layout
+from simcluster.parallel import deepspeed_pipeline, ep_overlap, memory
+from simcluster.parallel.ep_overlap import EpOverlap
+from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
@@ -26,6 +27,7 @@ from simcluster.workload import (
     composer_adamw,
     fp8_params,
     fp8_recipes,
+    interference,
     kernels,
     megatron_fp16_step,
     mla,
@@ -89,6 +91,10 @@ class ChunkCost:
     # reduce-scattered back, per phase, ``etp_bytes`` each (the gathered size)
     etp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     etp_bytes: float = 0.0
+    # ``ep_overlap`` (parallel.ep_overlap): the chunk's MoE layers and one MoE layer's attention and MLP sub-stages
+    # per phase (seconds), under which a merged partner's all-to-alls hide
+    moe_layers: int = 0
+    ep_substages: dict[str, tuple[float, float]] = field(default_factory=dict)
     # the kernels of each phase's block as the host issues them (device time, count): the compute times above are
     # their ``elapsed_s`` plus the pipeline step's host time (workload.kernels.StreamTime)
     forward_stream: kernels.StreamTime = field(default_factory=kernels.StreamTime)
@@ -122,6 +128,7 @@ class StepPlan:
     deferred_wgrads: int = 0
     deferred_wgrad_s: float = 0.0
     deferred_gather_bytes: float = 0.0
+    ep_overlap: EpOverlap | None = None  # Megatron-Core's combined 1F1B all-to-all overlap (parallel.ep_overlap)
 
     def stage_of(self, chunk: int) -> int:
         return chunk % self.layout.pp
@@ -217,10 +224,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
     moe_load = moe.step_load(m, shard, p.ep, p.etp)
-    moe_layer = (mla.apply(m, shard, layer_ops(m, shard, moe.moe_block(m, shard, p.ep, p.etp, moe_load,
-                                                                        scenario.training.moe_cuda_graphs,
-                                                                        p.moe_dispatcher)))
-                 if m.moe else layer)
+    moe_mlp = (moe.moe_block(m, shard, p.ep, p.etp, moe_load, scenario.training.moe_cuda_graphs, p.moe_dispatcher)
+               if m.moe else None)
+    moe_layer = mla.apply(m, shard, layer_ops(m, shard, moe_mlp)) if m.moe else layer
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),
                                       ub_settings)
@@ -228,6 +234,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
     ep_per_layer = expert_parallel_per_layer(scenario)
+    ep_substages = _ep_substages(moe_mlp, moe_fwd, moe_bwd, gpu, precision) if p.ep_overlap and m.moe else {}
     etp_per_layer = expert_tensor_parallel_per_layer(scenario)
     ep_bytes = dispatch_bytes(scenario)
 
@@ -317,7 +324,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             ep_bytes=ep_bytes,
             etp_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
                              for phase, ops in etp_per_layer.items()},
-            etp_bytes=ep_bytes * p.etp,
+            etp_bytes=ep_bytes * p.etp, moe_layers=moe_layers, ep_substages=ep_substages,
             forward_stream=fwd_stream, backward_stream=bwd_stream,
         ))
 
@@ -362,9 +369,35 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         else 0.0,
         deferred_gather_bytes=activation_bytes if deferred_wgrads and p.tp > 1 and p.sequence_parallel else 0.0,
     )
+    if p.ep_overlap and m.moe and p.ep > 1:
+        step_plan.ep_overlap = ep_overlap.build(
+            scenario, orders, {phase: interference.memory_bound_share(
+                [op for part in parts for op in moe_layer[part]], gpu, precision)
+                for phase, parts in (("forward", ("forward",)), ("backward", BACKWARD_PHASES))},
+            len({r // scenario.cluster.gpus_per_node for r in expert_groups(layout, 0, p.ep, p.etp)[0]}) > 1,
+            {phase: sum(count for _, count in calls) for phase, calls in ep_per_layer.items()})
     if p.pipeline_engine == "deepspeed":  # DeepSpeed's PipelineEngine (parallel.deepspeed_pipeline)
         return deepspeed_pipeline.apply(step_plan, collective_time_s)
     return step_plan
+
+
+# With the EP overlap the attention node ends with the router and the dispatch preprocess (Megatron-Core
+# TransformerLayer: "If EP overlap is enabled, remaining of mlp will be called as fine_grained_callables": route()
+# and preprocess() run before it returns), so their kernels belong to the attention sub-stage
+ATTENTION_NODE_MOE_OPS = frozenset({"router", "router_topk", "permute"})
+
+
+def _ep_substages(mlp, moe_fwd, moe_bwd, gpu, precision: str) -> dict[str, tuple[float, float]]:
+    """One MoE layer's (attention, MLP) sub-stages per phase for ``ep_overlap``: the MLP the MoE block's kernels
+    but the router's and the permutation's (``ATTENTION_NODE_MOE_OPS``), the attention the rest of the layer
+    (recompute counted in the backward)."""
+    def expert_s(ops) -> float:
+        return kernels.stream_time([op for op in ops if op.name not in ATTENTION_NODE_MOE_OPS], gpu,
+                                   precision).elapsed_s()
+
+    mlp_s = {"forward": expert_s(mlp.forward), "backward": expert_s(mlp.backward_input + mlp.backward_weight)}
+    layer_s = {"forward": moe_fwd.elapsed_s(), "backward": moe_bwd.elapsed_s()}
+    return {phase: (max(0.0, layer_s[phase] - mlp_s[phase]), min(mlp_s[phase], layer_s[phase])) for phase in mlp_s}
 
 
 # A deferring microbatch's output layer runs its backward without the weight-gradient GEMM (Megatron-Core

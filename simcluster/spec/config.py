@@ -270,9 +270,10 @@ class Parallelism(_Defaulted):
         "local expert) or flex (DeepEP/HybridEP: the dispatch sends token rows unpermuted, one per destination GPU, "
         "and the receiver permutes them by local expert once; the router's fused preprocess; workload/moe.py)")
     ep_overlap: bool = Field(
-        False, description="run the MoE all-to-alls under the block's compute (Megatron-Core's shared-expert and "
-        "EP-communication overlap, DeepSeek's DualPipe): only what outlasts the compute is exposed; an upper bound "
-        "of the gain (the communication kernels' SM share is not charged to the compute)")
+        False, description="Megatron-Core's combined 1F1B EP all-to-all overlap (--overlap-moe-expert-parallel-comm): "
+        "in the steady state each dispatch/combine runs beside one attention or MLP sub-stage of another "
+        "microbatch, warm-up and cool-down stay blocking, the communication kernels' SMs slow the compute "
+        "(parallel/ep_overlap.py)")
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
     virtual_stages: Count = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism (needs tp > 1 to matter)")

@@ -182,11 +182,18 @@ def test_an_nvl72_rack_is_one_nvlink_domain_with_a_nic_per_gpu_beside_it():
     assert "nic" in {fabric.link_class[i] for i in across}
 
 
+def _microbatches(scenario, count):
+    return scenario.model_copy(update={"training": scenario.training.model_copy(
+        update={"global_batch_size": count * scenario.parallelism.dp})})
+
+
 def test_ep_overlap_hides_the_all_to_alls_under_the_compute_up_to_its_length():
-    """With ep_overlap the dispatch/combine run during the block: exposed EP time is what exceeds the compute, so
-    it falls, and never below max(0, blocking EP time - compute time)."""
-    blocking = simulate(_moe_scenario("b200", 8, 2, ep=16, network_model="analytic")).summary
-    hidden = simulate(_moe_scenario("b200", 8, 2, ep=16, network_model="analytic", ep_overlap=True)).summary
+    """With ep_overlap the dispatch/combine of the merged steady-state blocks run beside the compute (4
+    microbatches: parallel/ep_overlap.py): exposed EP time falls, and never below max(0, blocking EP time - compute
+    time)."""
+    blocking = simulate(_microbatches(_moe_scenario("b200", 8, 2, ep=16, network_model="analytic"), 4)).summary
+    hidden = simulate(_microbatches(_moe_scenario("b200", 8, 2, ep=16, network_model="analytic", ep_overlap=True),
+                                    4)).summary
     ep_blocking, ep_hidden = (s["exposed_comm_by_parallelism_s"]["ep"] for s in (blocking, hidden))
     assert ep_hidden < ep_blocking
     assert ep_hidden >= ep_blocking - blocking["compute_s"] - 1e-9
