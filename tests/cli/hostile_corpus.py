@@ -376,7 +376,10 @@ def _scenario_files() -> dict:
                "model": ["bogus", "", 0, None, []], "training.precision": ["fp4", "", None, 16],
                "parallelism.order": ["tp-tp-pp-dp", "", None, "tp-cp-pp-dp-ep"],
                "cluster.sharp": ["maybe", True, None], "network": ["quantum", None],
-               "parallelism.schedule": ["zigzag", None], "cluster.topology_options": ["x", [1], None]}
+               "parallelism.schedule": ["zigzag", None], "cluster.topology_options": ["x", [1], None],
+               # the framework-default options (null means "default": no None here)
+               "parallelism.grad_reduce_dtype": ["fp64", "", 32], "parallelism.defer_embedding_wgrad": ["yes", 1],
+               "parallelism.wgrad_deferral_limit": [-1, 1.5, "ten"], "parallelism.tp_comm_overlap": ["on", 2]}
     for path, values in strings.items():
         for i, value in enumerate(values):
             files[f"{path}=str{i}"] = edited(path, value)
