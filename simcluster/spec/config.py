@@ -223,6 +223,11 @@ class Training(_Defaulted):
         "fused", description="input projections reading one tensor: fused (one QKV GEMM and one gate/up GEMM: "
         "Megatron-LM, Transformer Engine) or separate (one GEMM per weight, torchtitan's Llama wq/wk/wv and w1/w3, and "
         "a kernel summing their input gradients in the backward)")
+    layer_backward: Literal["fused", "eager"] = Field(
+        "fused", description="bias and norm-weight gradients of a layer: fused (Transformer Engine: the bias gradient "
+        "in the wgrad GEMM's epilogue, dgamma/dbeta inside the norm's backward kernel) or eager (PyTorch autograd of "
+        "nn.Linear and F.layer_norm, llm-foundry's MPT: a reduction kernel per bias, a second pass over dy and x per "
+        "norm; workload/eager_backward.py)")
     logits_memory: Literal["megatron", "torch_fp32"] = Field(
         "megatron", description="memory only: how the output layer's logits and loss are held (parallel/memory.py). "
         "megatron: Megatron-Core's vocab-parallel cross entropy (its fp32 softmax saved, the 16-bit logits "

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import fp8_recipes, grad_accumulation, torchao_float8
+from simcluster.workload import eager_backward, fp8_recipes, grad_accumulation, torchao_float8
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -127,6 +127,7 @@ class Shard:
     fp8_transpose: bool = True    # per-tensor fp8 casts also write a transpose (Hopper; fp8_recipes.transposes)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
+    layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
@@ -168,7 +169,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
-                 recompute_modules=t.recompute_modules,
+                 recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype))
 
@@ -450,6 +451,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     backward_input = [mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd,
                       attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qkv_dgrad,
                       attn_norm_bwd, *casts_bwd]
+    backward_input += [_memory(*kernel) for kernel in eager_backward.backward_kernels(
+        model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e)]
     backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), *qkv_wgrad]
     if shard.grad_accumulation_bytes:   # the weight gradients added to the main gradient by a kernel of their own
         params = grad_accumulation.accumulated_params(backward_weight)

@@ -1,0 +1,92 @@
+"""Backward kernels eager PyTorch launches for a GPT layer where fused stacks fold the work into other kernels:
+llm-foundry's MPT (``training.layer_backward: eager``) and the wrapper of its Triton FlashAttention
+(``training.attention: flash_triton``). Per rank and microbatch, bandwidth-bound, each its own kernel.
+
+``autograd_ops`` (``layer_backward: eager``): PyTorch autograd of ``nn.Linear`` and ``F.layer_norm``.
+- Linear biases. MPT's linears are ``nn.Linear`` with biases in llm-foundry's benchmark runs (MPTConfig ``no_bias``
+  False; the benchmark table's NumParams count them: MPT-7B at sequence 2048, 6,658,859,008 = 12 L d^2 + V d + the
+  2048 x d learned position table + 9 d L linear biases + 4 d L + 2 d layernorm weights and biases, exactly;
+  mosaicml/llm-foundry scripts/train/benchmarking/README.md). ``F.linear`` of a contiguous 3-D input runs
+  ``addmm(bias, x, W^T)`` (ATen Linear.cpp ``_flatten_3d_linear``; the forward bias rides cuBLASLt's epilogue), and
+  addmm's derivative passes the output gradient to the bias, which autograd reduces to its shape (``sum_to``): one
+  reduction kernel per linear reading the [tokens, out] gradient (``BIAS_GRAD_READS``). Transformer Engine and
+  Megatron-Core compute it in the wgrad GEMM's epilogue (cuBLASLt BGRADB) or the fp8 cast (the default, fused).
+- LayerNorm weight and bias. ATen's ``layer_norm_backward_cuda`` computes dx in one kernel and dgamma/dbeta in
+  another (``GammaBetaBackwardCUDAKernel``, PyTorch 2.0-2.6, aten/src/ATen/native/cuda/layer_norm_kernel.cu;
+  pytorch/pytorch#87814, #148605) reading dy and x again (``NORM_WEIGHT_GRAD_READS``); Transformer Engine's and
+  apex's fused norm backward accumulate them inside the dx kernel (a small finalize over per-block partials).
+
+``triton_attention_ops`` (``attention: flash_triton``): llm-foundry's ``triton_flash_attn_fn``
+(llmfoundry/models/layers/attention.py) splits the Wqkv output with ``qkv.chunk(3, dim=2)`` and calls
+``flash_attn_func(query, key, value, ...)``; the backward of its ``FlashAttnFunc`` (flash_attn_triton.py, vendored
+in llmfoundry/models/layers, commit 0227d9f7b9c792e275e018bfac3a21dea4739323) runs, besides the kernel itself:
+``init_to_zero('DQ')``, the autotune pre-hook zeroing the fp32 dq accumulator (write 4 B per query element);
+``_bwd_preprocess_do_o_dot`` (read O and dO); ``dq.copy_(dq_accum)`` (read 4 B, write the 16-bit dq); and it returns
+dq, dk, dv as three tensors, which the chunk's backward (``SplitBackward0``: ``cat``) copies into one [tokens, q + 2
+kv] gradient for Wqkv's dgrad (read and write). The dq read-modify-writes inside the kernel grow with the sequence
+and belong to the kernel's measured time (efficiency.yaml attention.flash_triton); these do not.
+"""
+
+from __future__ import annotations
+
+from simcluster.spec.model import TransformerSpec
+
+LAYER_BACKWARDS = ("fused", "eager")  # ``training.layer_backward``
+BIAS_GRAD_READS = 1          # the output gradient, once, per bias element of every token (the bias written: tiny)
+NORM_WEIGHT_GRAD_READS = 2   # dy and x per normalised element (dgamma, dbeta written: tiny)
+DQ_ACCUMULATOR_BYTES = 4     # fp32 (torch.empty_like(q, dtype=torch.float32))
+ROW_STATISTIC_BYTES = 4      # the fp32 delta = rowsum(O * dO) per query row and head
+REDUCTION_FLOP_PER_ELEMENT = 1
+
+Kernel = tuple[str, float, float]  # (name, FLOP, HBM bytes) of one bandwidth-bound kernel; ``ops`` makes it an Op
+
+
+def linear_output_widths(model: TransformerSpec, tp: int, q_local: int, kv_local: int) -> dict[str, int]:
+    """Output width on one rank of each biased linear of a dense layer (fused QKV, attention output, MLP up and
+    down; Megatron-style tensor parallelism: QKV and up split, the row-parallel outputs full width)."""
+    up = model.ffn // tp * (2 if model.mlp == "swiglu" else 1)
+    return {"qkv": q_local + 2 * kv_local, "attn_out": model.hidden, "mlp_up": up, "mlp_down": model.hidden}
+
+
+def autograd_kernels(model: TransformerSpec, tokens: float, norm_tokens: float, widths: dict[str, int],
+                     e: int) -> list[Kernel]:
+    """The bias reductions (where the model has biases) and the two norms' weight-gradient passes of one layer's
+    backward under eager PyTorch autograd (``layer_backward: eager``); ``norm_tokens``: the tokens the norms see
+    (sequence-parallel share)."""
+    kernels = []
+    if model.linear_biases:
+        for name, width in widths.items():
+            elements = tokens * width
+            kernels.append((f"{name}_bias_grad", REDUCTION_FLOP_PER_ELEMENT * elements,
+                            BIAS_GRAD_READS * elements * e + width * e))
+    norm_elements = norm_tokens * model.hidden
+    params = (2 if model.norm == "layernorm" else 1) * model.hidden
+    for name in ("mlp_norm", "attn_norm"):
+        kernels.append((f"{name}_weight_grad", 2 * REDUCTION_FLOP_PER_ELEMENT * norm_elements,
+                        NORM_WEIGHT_GRAD_READS * norm_elements * e + params * e))
+    return kernels
+
+
+def triton_attention_kernels(tokens: float, q_local: int, kv_local: int, heads_local: int, e: int) -> list[Kernel]:
+    """The backward kernels around the Triton FlashAttention kernel of one layer (``attention: flash_triton``), in
+    the order they run."""
+    q = tokens * q_local
+    qkv = tokens * (q_local + 2 * kv_local)
+    return [
+        ("triton_dq_zero", 0.0, DQ_ACCUMULATOR_BYTES * q),
+        ("triton_do_o_dot", 2 * q, 2 * q * e + tokens * heads_local * ROW_STATISTIC_BYTES),
+        ("triton_dq_copy", 0.0, q * (DQ_ACCUMULATOR_BYTES + e)),
+        ("qkv_split_backward", 0.0, 2 * qkv * e),
+    ]
+
+
+def backward_kernels(model: TransformerSpec, layer_backward: str, attention: str, tokens: float, norm_tokens: float,
+                     tp: int, q_local: int, kv_local: int, e: int) -> list[Kernel]:
+    """Everything this module adds to one layer's activation-gradient phase: the Triton wrapper's kernels with
+    ``attention == "flash_triton"``, autograd's with ``layer_backward == "eager"``; none otherwise."""
+    kernels = []
+    if attention == "flash_triton":
+        kernels += triton_attention_kernels(tokens, q_local, kv_local, model.heads // tp, e)
+    if layer_backward == "eager":
+        kernels += autograd_kernels(model, tokens, norm_tokens, linear_output_widths(model, tp, q_local, kv_local), e)
+    return kernels
