@@ -1,0 +1,93 @@
+"""Eager PyTorch backward kernels of llm-foundry's MPT layer (workload/eager_backward.py) against closed forms.
+
+Per token and layer, with 16-bit activations (e = 2 bytes), hidden h, MHA (q = kv = h), MLP 4h, tp = 1:
+- autograd (``layer_backward: eager``): the four bias reductions read the output gradient of Wqkv (3h), out_proj
+  (h), up (4h) and down (h): 2 x 9h = 18h bytes; the two LayerNorm weight passes read dy and x: 2 x 2 x 2h = 8h.
+- the Triton FlashAttention wrapper (``attention: flash_triton``): zero the fp32 dq accumulator (4h), read O and dO
+  (4h), copy dq_accum into dq (4h read + 2h written), concatenate dq, dk, dv into dqkv (6h read + 6h written): 26h.
+Together 52h bytes a token and layer, in 10 kernels; nothing for the fused stacks' defaults.
+"""
+
+import pytest
+
+from simcluster.spec import config
+from simcluster.workload import eager_backward, ops
+from simcluster.workload.kernels import hbm_fraction, stream_time
+
+H, SEQ, MICRO = 2048, 2048, 4
+TOKENS = SEQ * MICRO
+
+
+def _scenario(**training):
+    return config.from_dict({
+        "name": "mpt-1b-eager",
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7",
+                    "topology": "nvswitch-node"},
+        "model": {"name": "mpt-1b", "layers": 24, "hidden": H, "heads": 16, "ffn_hidden": 4 * H, "vocab": 50368,
+                  "dropout": False, "max_seq_len": SEQ},
+        "training": {"seq_len": SEQ, "global_batch_size": 8 * MICRO, "micro_batch_size": MICRO, "precision": "bf16",
+                     **training},
+        "parallelism": {"tp": 1, "pp": 1, "dp": 8, "zero_stage": 3, "sequence_parallel": False},
+    })
+
+
+def _layer(**training):
+    scenario = _scenario(**training)
+    return ops.layer_ops(scenario.model, ops.shard_for(scenario)), scenario
+
+
+def _added(**training):
+    """The backward ops a setting adds over the fused defaults (by name), and the bytes they move."""
+    base, _ = _layer()
+    layer, _ = _layer(**training)
+    names = {op.name for op in base["backward_input"]}
+    added = [op for op in layer["backward_input"] if op.name not in names]
+    return added, sum(op.hbm_bytes for op in added)
+
+
+def test_autograd_kernels_move_26h_bytes_a_token():
+    added, hbm = _added(layer_backward="eager")
+    assert len(added) == 6
+    small = 2 * (3 * H + H + 4 * H + H) + 2 * 2 * (2 * H)   # the biases and the norms' weights written, once
+    assert hbm == pytest.approx(TOKENS * 26 * H + small)
+
+
+def test_triton_wrapper_kernels_move_26h_bytes_a_token():
+    added, hbm = _added(attention="flash_triton")
+    assert [op.name for op in added] == ["triton_dq_zero", "triton_do_o_dot", "triton_dq_copy", "qkv_split_backward"]
+    rows = TOKENS * 16 * eager_backward.ROW_STATISTIC_BYTES   # the fp32 delta per query row and head
+    assert hbm == pytest.approx(TOKENS * 26 * H + rows)
+
+
+def test_mpt_layer_gets_both_and_the_defaults_get_none():
+    base, scenario = _layer()
+    layer, _ = _layer(attention="flash_triton", layer_backward="eager")
+    assert scenario.training.layer_backward == "fused"
+    assert len(layer["backward_input"]) == len(base["backward_input"]) + 10
+    extra = sum(op.hbm_bytes for op in layer["backward_input"]) - sum(op.hbm_bytes for op in base["backward_input"])
+    assert extra / TOKENS == pytest.approx(52 * H, rel=0.01)
+    for phase in ("forward", "backward_weight", "recompute"):   # backward-only kernels
+        assert [op.name for op in layer[phase]] == [op.name for op in base[phase]]
+
+
+def test_no_bias_kernels_without_biases_and_one_norm_weight_for_rmsnorm():
+    model = _scenario().model.model_copy(update={"bias": False, "norm": "rmsnorm"})
+    kernels = eager_backward.autograd_kernels(model, TOKENS, TOKENS, {"qkv": 3 * H}, 2)
+    assert [name for name, _, _ in kernels] == ["mlp_norm_weight_grad", "attn_norm_weight_grad"]
+    assert kernels[0][2] == pytest.approx(2 * TOKENS * H * 2 + H * 2)
+
+
+def test_tensor_parallel_splits_the_column_parallel_biases_only():
+    model = _scenario().model
+    assert eager_backward.linear_output_widths(model, 4, 3 * H // 4 // 3, 3 * H // 4 // 3) == {
+        "qkv": 3 * H // 4, "attn_out": H, "mlp_up": H, "mlp_down": H}
+
+
+def test_they_are_bandwidth_bound_on_h100():
+    layer, scenario = _layer(attention="flash_triton", layer_backward="eager")
+    gpu = scenario.cluster.gpu
+    eager = [op for op in layer["backward_input"]
+             if op.name.endswith("_grad") or op.name.startswith(("triton_", "qkv_split"))]
+    assert len(eager) == 10
+    hbm_s = sum(op.hbm_bytes for op in eager) / (gpu.hbm_bandwidth * hbm_fraction())
+    assert stream_time(eager, gpu, "bf16").device_s == pytest.approx(hbm_s, rel=1e-9)
