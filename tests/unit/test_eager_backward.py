@@ -91,3 +91,20 @@ def test_they_are_bandwidth_bound_on_h100():
     assert len(eager) == 10
     hbm_s = sum(op.hbm_bytes for op in eager) / (gpu.hbm_bandwidth * hbm_fraction())
     assert stream_time(eager, gpu, "bf16").device_s == pytest.approx(hbm_s, rel=1e-9)
+
+
+# NumParams of llm-foundry's benchmark table (scripts/train/benchmarking/README.md, sequence 2048): they count the
+# learned 2048 x d position table, 9 d biases a layer and the LayerNorm biases, which is what makes the bias
+# reductions real in these runs.
+PUBLISHED_NUM_PARAMS = {"mpt-1b-64-h100": 1_315_950_592, "mpt-7b-8-h100": 6_658_859_008,
+                        "mpt-70b-64-h100": 64_862_437_376}
+
+
+@pytest.mark.parametrize("name", PUBLISHED_NUM_PARAMS)
+def test_mpt_scenarios_have_the_biases_the_published_parameter_count_has(name):
+    scenario = config.load(name)
+    assert scenario.training.layer_backward == "eager" and scenario.training.attention == "flash_triton"
+    assert scenario.model.linear_biases
+    assert scenario.model.params == PUBLISHED_NUM_PARAMS[name]
+    without = scenario.model.model_copy(update={"bias": False})
+    assert scenario.model.params - without.params == 9 * scenario.model.hidden * scenario.model.layers
