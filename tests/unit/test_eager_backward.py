@@ -10,6 +10,7 @@ Together 52h bytes a token and layer, in 10 kernels; nothing for the fused stack
 
 import pytest
 
+from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
 from simcluster.workload import eager_backward, ops
 from simcluster.workload.kernels import hbm_fraction, stream_time
@@ -108,3 +109,8 @@ def test_mpt_scenarios_have_the_biases_the_published_parameter_count_has(name):
     assert scenario.model.params == PUBLISHED_NUM_PARAMS[name]
     without = scenario.model.model_copy(update={"bias": False})
     assert scenario.model.params - without.params == 9 * scenario.model.hidden * scenario.model.layers
+
+
+def test_bad_layer_backward_is_refused_naming_the_field():
+    with pytest.raises(ScenarioError, match="training.layer_backward"):
+        _scenario(layer_backward="sometimes")
