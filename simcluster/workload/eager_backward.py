@@ -2,7 +2,7 @@
 llm-foundry's MPT (``training.layer_backward: eager``) and the wrapper of its Triton FlashAttention
 (``training.attention: flash_triton``). Per rank and microbatch, bandwidth-bound, each its own kernel.
 
-``autograd_ops`` (``layer_backward: eager``): PyTorch autograd of ``nn.Linear`` and ``F.layer_norm``.
+``autograd_kernels`` (``layer_backward: eager``): PyTorch autograd of ``nn.Linear`` and ``F.layer_norm``.
 - Linear biases. MPT's linears are ``nn.Linear`` with biases in llm-foundry's benchmark runs (MPTConfig ``no_bias``
   False; the benchmark table's NumParams count them: MPT-7B at sequence 2048, 6,658,859,008 = 12 L d^2 + V d + the
   2048 x d learned position table + 9 d L linear biases + 4 d L + 2 d layernorm weights and biases, exactly;
@@ -16,7 +16,7 @@ llm-foundry's MPT (``training.layer_backward: eager``) and the wrapper of its Tr
   pytorch/pytorch#87814, #148605) reading dy and x again (``NORM_WEIGHT_GRAD_READS``); Transformer Engine's and
   apex's fused norm backward accumulate them inside the dx kernel (a small finalize over per-block partials).
 
-``triton_attention_ops`` (``attention: flash_triton``): llm-foundry's ``triton_flash_attn_fn``
+``triton_attention_kernels`` (``attention: flash_triton``): llm-foundry's ``triton_flash_attn_fn``
 (llmfoundry/models/layers/attention.py) splits the Wqkv output with ``qkv.chunk(3, dim=2)`` and calls
 ``flash_attn_func(query, key, value, ...)``; the backward of its ``FlashAttnFunc`` (flash_attn_triton.py, vendored
 in llmfoundry/models/layers, commit 0227d9f7b9c792e275e018bfac3a21dea4739323) runs, besides the kernel itself:
