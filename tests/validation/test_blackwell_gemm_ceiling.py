@@ -131,8 +131,10 @@ def test_gb300_peak_clock_implied_by_its_datasheet_is_its_locked_maximum():
 
 
 def test_a_higher_power_cap_raises_the_sustained_tensor_throughput_by_the_cube_root():
-    """GB200 is B200's silicon at 1200 W against 1000 W: (1.2)^(1/3) = 1.063 more sustained throughput."""
+    """GB300 is GB200's SM count (152) at 1400 W against 1200 W: (1400 / 1200)^(1/3) = 1.053 more sustained
+    throughput; GB200 over B200 adds the SMs, (152 / 148)^(2/3) x 1.2^(1/3) = 1.082 (dynamic power ~ SMs x f^3)."""
     def sustained(gpu_name):
         return (hardware.gpu(gpu_name).peak_flop_per_s("fp8") * kernels.clock_ratio(gpu_name)
                 * kernels.ceiling_ratio(gpu_name))
-    assert sustained("gb200") / sustained("b200") == pytest.approx(1.2 ** (1 / 3), rel=0.01)
+    assert sustained("gb300") / sustained("gb200") == pytest.approx((1400 / 1200) ** (1 / 3), rel=0.01)
+    assert sustained("gb200") / sustained("b200") == pytest.approx((152 / 148) ** (2 / 3) * 1.2 ** (1 / 3), rel=0.01)
