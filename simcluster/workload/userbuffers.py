@@ -56,7 +56,7 @@ class Gemm:
     num_sm: int
     set_sm_margin: bool = False
     aggregate: bool = False
-    fp8_buf: bool = False   # a reduce-scatter GEMM's output written and reduce-scattered in fp8 (``fp8_reduce_scatter``)
+    fp8_buf: bool = False  # its output written and reduce-scattered in fp8 (``fp8_reduce_scatter``)
 
 
 # The userbuffers GEMMs of the engine's TP collectives of a layer (plan.tp_collectives_per_layer), per phase and
