@@ -83,6 +83,9 @@ RECORDED_SETTINGS = ("cga_size", "num_splits")
 def _gemm_of(name: str, settings: dict) -> Gemm:
     """One GEMM's ``Gemm`` from a configuration's settings: TE's defaults for its method updated with the stated
     values; a num_splits other than the modelled ``pipeline_splits`` is an error (not modelled)."""
+    unknown = set(settings) - {field.name for field in dataclasses.fields(Gemm)} - set(RECORDED_SETTINGS)
+    if unknown:  # e.g. atomic_gemm: TE's atomic-counter GEMM overlap, not modelled
+        raise ValueError(f"userbuffers {name}: {', '.join(sorted(unknown))} not modelled")
     splits = settings.get("num_splits", constants()["pipeline_splits"])
     if splits != constants()["pipeline_splits"]:
         raise ValueError(f"userbuffers {name}: num_splits {splits} is not modelled "

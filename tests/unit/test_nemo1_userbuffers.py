@@ -110,6 +110,12 @@ def test_a_num_splits_other_than_the_modelled_one_is_refused():
         userbuffers._gemm_of("proj_fprop", {"method": "pipeline", "num_sm": 24, "num_splits": 2})
 
 
+def test_a_setting_the_model_does_not_run_is_refused():
+    """TE's atomic_gemm (one GEMM with atomic counters) is not modelled: a configuration stating it is refused."""
+    with pytest.raises(ValueError, match="atomic_gemm not modelled"):
+        userbuffers._gemm_of("proj_fprop", {"method": "pipeline", "num_sm": 24, "atomic_gemm": 1})
+
+
 def test_two_configurations_of_one_shape_are_refused(monkeypatch):
     entries = copy.deepcopy(userbuffers.constants()["nemo_configs"])
     entries.append(dict(entries[-1], name="a twin"))
