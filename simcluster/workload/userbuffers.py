@@ -96,44 +96,64 @@ def _gemm_of(name: str, settings: dict) -> Gemm:
 
 @cache
 def _configs() -> dict[tuple, dict[str, Gemm]]:
-    """Every configuration, keyed by (hidden, tp, tokens, sms): TE's defaults updated with a NeMo configuration's."""
+    """Every configuration, keyed by (hidden, tp, tokens, sms, precision): TE's defaults updated with a NeMo
+    configuration's; precision None for a configuration that states none (any precision), else one key per
+    precision its match lists (NeMo 2.x's performance scripts pick the bf16 or the fp8 file by compute dtype)."""
     out = {}
     for entry in constants()["nemo_configs"]:
         gemms = {name: te_default(how) for name, how in constants()["methods"].items()}
         for name, settings in entry["gemms"].items():
             gemms[name] = _gemm_of(name, settings)
-        match = entry["match"]
-        key = (match["hidden"], match["tp"], match["tokens"], match["sms"])
-        if key in out:  # two configurations of one shape: the second would silently take the first one's runs
-            raise ValueError(f"userbuffers {entry['name']}: another NeMo configuration has its match {key}")
-        out[key] = gemms
+        for key in _match_keys(entry["match"]):
+            if key in out:  # two configurations of one shape: the second would silently take the first one's runs
+                raise ValueError(f"userbuffers {entry['name']}: another NeMo configuration has its match {key}")
+            out[key] = gemms
     return out
 
 
+def _match_keys(match: dict) -> list[tuple]:
+    """The keys of one configuration's match: (hidden, tp, tokens, sms, precision) per listed precision."""
+    shape = (match["hidden"], match["tp"], match["tokens"], match["sms"])
+    return [(*shape, precision) for precision in match.get("precision", [None])]
+
+
+def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> tuple | None:
+    """The key of the configuration a run of this shape and ``precision`` takes: the one listing its precision,
+    else the one stating none; None when neither exists."""
+    for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)):
+        if key in _configs():
+            return key
+    return None
+
+
 @cache
-def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0) -> dict[str, Gemm]:
+def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0,
+           precision: str | None = None) -> dict[str, Gemm]:
     """The per-GEMM settings (TE's names, ``<layer>_<pass>``) of a layer of ``hidden`` at ``tp`` with ``tokens`` rows
-    per microbatch on a GPU of ``sms`` SMs: the NeMo configuration tuned for that shape (data/userbuffers.yaml
-    nemo_configs), else TE's defaults. No arguments: TE's defaults."""
-    defaults = {name: te_default(how) for name, how in constants()["methods"].items()}
-    return _configs().get((hidden, tp, tokens, sms), defaults)
+    per microbatch on a GPU of ``sms`` SMs in ``precision`` (None: a configuration stating no precision): the NeMo
+    configuration tuned for that shape (data/userbuffers.yaml nemo_configs), else TE's defaults. No arguments: TE's
+    defaults."""
+    key = _resolve(hidden, tp, tokens, sms, precision)
+    if key is None:
+        return {name: te_default(how) for name, how in constants()["methods"].items()}
+    return _configs()[key]
 
 
 @cache
 def _config_models() -> dict[tuple, frozenset[str]]:
     """The model presets each NeMo configuration's recipe trains, keyed as ``_configs``."""
-    return {(m["hidden"], m["tp"], m["tokens"], m["sms"]): frozenset(m["models"])
-            for m in (entry["match"] for entry in constants()["nemo_configs"])}
+    return {key: frozenset(entry["match"]["models"])
+            for entry in constants()["nemo_configs"] for key in _match_keys(entry["match"])}
 
 
 def scenario_config(scenario) -> dict[str, Gemm]:
-    """``config`` of a scenario's layers: its hidden size, tp, tokens per microbatch and GPU, where the scenario is
-    the NeMo recipe's (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or another
-    model of the same shape does not pass NeMo's configuration)."""
+    """``config`` of a scenario's layers: its hidden size, tp, tokens per microbatch, GPU and precision, where the
+    scenario is the NeMo recipe's (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or
+    another model of the same shape does not pass NeMo's configuration)."""
     t, p = scenario.training, scenario.parallelism
-    key = (scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
-           kernels.sm_count(scenario.cluster.gpu.name))
-    if not scenario.megatron_core or scenario.model.name not in _config_models().get(key, ()):
+    key = _resolve(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
+                   kernels.sm_count(scenario.cluster.gpu.name), t.precision)
+    if key is None or not scenario.megatron_core or scenario.model.name not in _config_models().get(key, ()):
         return config()
     return config(*key)
 

@@ -4,6 +4,7 @@ and Transformer Engine's fp8 reduce-scatter buffer (fp8_buf) in closed form (dat
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -61,6 +62,30 @@ def test_nemo_2_gpt3_rows_keep_nemo_2s_configuration():
     assert not userbuffers.scenario_config(nemo2)["proj_fprop"].fp8_buf
     mbs2 = nemo2.model_copy(update={"training": nemo2.training.model_copy(update={"micro_batch_size": 2})})
     assert userbuffers.scenario_config(mbs2) == userbuffers.config()
+
+
+# NVIDIA/NeMo tp_overlap_configs/userbuffers.py (commit 26005325): the fp8 twins, the bf16 values with fp8_buf=True on
+# proj_fprop and on fc2_fprop where it is a pipeline
+@pytest.mark.parametrize(("shape", "fp8_buffers"), [
+    ((12288, 4, 2048), {"proj_fprop"}),               # userbuffers_fp8_h100_h12288_tp4_mbs1_seqlen2048
+    ((8192, 4, 8192), {"proj_fprop", "fc2_fprop"}),   # userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192
+    ((16384, 8, 4096), {"proj_fprop", "fc2_fprop"}),  # userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192
+    ((6144, 2, 4096), {"proj_fprop", "fc2_fprop"}),   # userbuffers_fp8_h100_h6144_tp2_mbs2_seqlen2048
+])
+def test_nemo_2_fp8_twins_are_the_bf16_configurations_with_fp8_buffers(shape, fp8_buffers):
+    bf16, fp8 = userbuffers.config(*shape, SMS, "bf16"), userbuffers.config(*shape, SMS, "fp8")
+    assert bf16 == userbuffers.config(*shape, SMS) and bf16 != userbuffers.config()
+    assert {name for name, gemm in fp8.items() if gemm.fp8_buf} == fp8_buffers
+    assert {name: dataclasses.replace(gemm, fp8_buf=False) for name, gemm in fp8.items()} == bf16
+
+
+def test_fp8_runs_take_the_fp8_twin_bf16_runs_the_bf16_configuration():
+    """NeMo 2.x's scripts pick the file by compute dtype: the nemo2409 GPT-3 BF16 calibration rows keep the bf16
+    file, the micro batch 1 GPT-3 FP8 row (its launcher file not stored) takes the fp8 twin."""
+    bf16 = userbuffers.scenario_config(config.load("nemo2409-gpt3-175b-128-h100-bf16"))
+    fp8 = userbuffers.scenario_config(config.load("nemo2407-gpt3-175b-128-h100-fp8"))
+    assert bf16 == userbuffers.config(12288, 4, 2048, SMS) and not bf16["proj_fprop"].fp8_buf
+    assert fp8 == userbuffers.config(12288, 4, 2048, SMS, "fp8") and fp8["proj_fprop"].fp8_buf
 
 
 def test_fp8_buffer_halves_the_projection_reduce_scatter_in_closed_form():
