@@ -253,12 +253,14 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                         for op, count in ops) for phase, ops in calls.items()}
                             for calls in (per_layer, moe_per_layer))
     if ub:  # each pipeline overlap's last reduce-scatter chunk runs after its last GEMM chunk (workload.userbuffers)
-        chunk_s = collective_time_s("reduce_scatter", tuple(tp_group),
-                                    activation_bytes / userbuffers.chunks("pipeline", p.tp))
-        layer_fwd += userbuffers.exposed_stream(layer, ("forward",), chunk_s, ub_settings)
-        layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s, ub_settings)
-        moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s, ub_settings)
-        moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s, ub_settings)
+        rs_chunk = activation_bytes / userbuffers.chunks("pipeline", p.tp)
+        chunk_s = collective_time_s("reduce_scatter", tuple(tp_group), rs_chunk)
+        fp8_chunk = userbuffers.fp8_chunk_bytes(rs_chunk, activation_element, precision, ub_settings)  # fp8_buf
+        fp8_s = collective_time_s("reduce_scatter", tuple(tp_group), fp8_chunk) if fp8_chunk else None
+        layer_fwd += userbuffers.exposed_stream(layer, ("forward",), chunk_s, ub_settings, fp8_s, precision)
+        layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
+        moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s, ub_settings, fp8_s, precision)
+        moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts, moe_counts = memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)  # MTP's: last chunk

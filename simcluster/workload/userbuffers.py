@@ -56,6 +56,7 @@ class Gemm:
     num_sm: int
     set_sm_margin: bool = False
     aggregate: bool = False
+    fp8_buf: bool = False  # its output written and reduce-scattered in fp8 (``fp8_reduce_scatter``)
 
 
 # The userbuffers GEMMs of the engine's TP collectives of a layer (plan.tp_collectives_per_layer), per phase and
@@ -74,45 +75,85 @@ def te_default(method_name: str) -> Gemm:
     return Gemm(method_name, interference.constants()["ctas"]["userbuffers"])
 
 
+# Settings a configuration states that the model runs as TE's defaults: cga_size (the CTA cluster of the
+# communication kernel: not modelled) and num_splits, which must be the modelled ``pipeline_splits``.
+RECORDED_SETTINGS = ("cga_size", "num_splits")
+
+
+def _gemm_of(name: str, settings: dict) -> Gemm:
+    """One GEMM's ``Gemm`` from a configuration's settings: TE's defaults for its method updated with the stated
+    values; a num_splits other than the modelled ``pipeline_splits`` is an error (not modelled)."""
+    unknown = set(settings) - {field.name for field in dataclasses.fields(Gemm)} - set(RECORDED_SETTINGS)
+    if unknown:  # e.g. atomic_gemm: TE's atomic-counter GEMM overlap, not modelled
+        raise ValueError(f"userbuffers {name}: {', '.join(sorted(unknown))} not modelled")
+    splits = settings.get("num_splits", constants()["pipeline_splits"])
+    if splits != constants()["pipeline_splits"]:
+        raise ValueError(f"userbuffers {name}: num_splits {splits} is not modelled "
+                         f"(pipeline_splits {constants()['pipeline_splits']})")
+    stated = {k: v for k, v in settings.items() if k != "method" and k not in RECORDED_SETTINGS}
+    return dataclasses.replace(te_default(settings["method"]), **stated, method=settings["method"])
+
+
 @cache
 def _configs() -> dict[tuple, dict[str, Gemm]]:
-    """Every configuration, keyed by (hidden, tp, tokens, sms): TE's defaults updated with a NeMo configuration's."""
+    """Every configuration, keyed by (hidden, tp, tokens, sms, precision): TE's defaults updated with a NeMo
+    configuration's; precision None for a configuration that states none (any precision), else one key per
+    precision its match lists (NeMo 2.x's performance scripts pick the bf16 or the fp8 file by compute dtype)."""
     out = {}
     for entry in constants()["nemo_configs"]:
         gemms = {name: te_default(how) for name, how in constants()["methods"].items()}
         for name, settings in entry["gemms"].items():
-            base = te_default(settings["method"])
-            gemms[name] = dataclasses.replace(base, **{k: v for k, v in settings.items() if k != "method"},
-                                              method=settings["method"])
-        match = entry["match"]
-        out[(match["hidden"], match["tp"], match["tokens"], match["sms"])] = gemms
+            gemms[name] = _gemm_of(name, settings)
+        for key in _match_keys(entry["match"]):
+            if key in out:  # two configurations of one shape: the second would silently take the first one's runs
+                raise ValueError(f"userbuffers {entry['name']}: another NeMo configuration has its match {key}")
+            out[key] = gemms
     return out
 
 
+def _match_keys(match: dict) -> list[tuple]:
+    """The keys of one configuration's match: (hidden, tp, tokens, sms, precision) per listed precision."""
+    shape = (match["hidden"], match["tp"], match["tokens"], match["sms"])
+    return [(*shape, precision) for precision in match.get("precision", [None])]
+
+
+def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> tuple | None:
+    """The key of the configuration a run of this shape and ``precision`` takes: the one listing its precision,
+    else the one stating none; None when neither exists."""
+    for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)):
+        if key in _configs():
+            return key
+    return None
+
+
 @cache
-def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0) -> dict[str, Gemm]:
+def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0,
+           precision: str | None = None) -> dict[str, Gemm]:
     """The per-GEMM settings (TE's names, ``<layer>_<pass>``) of a layer of ``hidden`` at ``tp`` with ``tokens`` rows
-    per microbatch on a GPU of ``sms`` SMs: the NeMo configuration tuned for that shape (data/userbuffers.yaml
-    nemo_configs), else TE's defaults. No arguments: TE's defaults."""
-    defaults = {name: te_default(how) for name, how in constants()["methods"].items()}
-    return _configs().get((hidden, tp, tokens, sms), defaults)
+    per microbatch on a GPU of ``sms`` SMs in ``precision`` (None: a configuration stating no precision): the NeMo
+    configuration tuned for that shape (data/userbuffers.yaml nemo_configs), else TE's defaults. No arguments: TE's
+    defaults."""
+    key = _resolve(hidden, tp, tokens, sms, precision)
+    if key is None:
+        return {name: te_default(how) for name, how in constants()["methods"].items()}
+    return _configs()[key]
 
 
 @cache
 def _config_models() -> dict[tuple, frozenset[str]]:
     """The model presets each NeMo configuration's recipe trains, keyed as ``_configs``."""
-    return {(m["hidden"], m["tp"], m["tokens"], m["sms"]): frozenset(m["models"])
-            for m in (entry["match"] for entry in constants()["nemo_configs"])}
+    return {key: frozenset(entry["match"]["models"])
+            for entry in constants()["nemo_configs"] for key in _match_keys(entry["match"])}
 
 
 def scenario_config(scenario) -> dict[str, Gemm]:
-    """``config`` of a scenario's layers: its hidden size, tp, tokens per microbatch and GPU, where the scenario is
-    the NeMo recipe's (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or another
-    model of the same shape does not pass NeMo's configuration)."""
+    """``config`` of a scenario's layers: its hidden size, tp, tokens per microbatch, GPU and precision, where the
+    scenario is the NeMo recipe's (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or
+    another model of the same shape does not pass NeMo's configuration)."""
     t, p = scenario.training, scenario.parallelism
-    key = (scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
-           kernels.sm_count(scenario.cluster.gpu.name))
-    if not scenario.megatron_core or scenario.model.name not in _config_models().get(key, ()):
+    key = _resolve(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
+                   kernels.sm_count(scenario.cluster.gpu.name), t.precision)
+    if key is None or not scenario.megatron_core or scenario.model.name not in _config_models().get(key, ()):
         return config()
     return config(*key)
 
@@ -130,6 +171,40 @@ def method(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) ->
     return found.method if found else None
 
 
+# The GEMMs whose configured fp8_buf Transformer Engine honours: its default "pipeline" (reduce-scatter) GEMMs.
+# TE 1.x initialize_ub (base.py, since NVIDIA/TransformerEngine#750, April 2024: "Make individual ReduceScatter
+# overlap to use FP8 buffer so load the GEMM output in FP8 to save memory bandwidth cost"): fp8_buf = name in
+# layers_all_gather_overlap or (ub_cfg.get("fp8_buf", False) and name in methods["pipeline"]); the all-gather
+# buffers are fp8 in fp8 training whatever the configuration says (plan.FP8_GATHERED_OPS). With an fp8 buffer
+# _Linear's forward writes the GEMM output into the userbuffer as fp8 (is_fp8_ubuf(): proj_out_pttype uint8) and the
+# reduce-scatter moves fp8 elements into a 16-bit rs_out (transformer_engine/pytorch/module/linear.py, TE 1.x).
+FP8_BUFFER_GEMMS = ("proj_fprop", "fc2_fprop")
+
+
+def fp8_reduce_scatter(name: str, precision: str, settings: dict[str, Gemm] | None = None) -> bool:
+    """Whether the GEMM ``name`` (TE's ``<layer>_<pass>``) writes and reduce-scatters its output in fp8: fp8
+    training, a GEMM TE honours fp8_buf for (``FP8_BUFFER_GEMMS``) and a configuration stating fp8_buf."""
+    found = (settings or config()).get(name)
+    return precision in HIGH_PRECISION and name in FP8_BUFFER_GEMMS and found is not None and found.fp8_buf
+
+
+def reduce_scatter_bytes(name: str, size_bytes: float, activation_element: float, precision: str,
+                         settings: dict[str, Gemm] | None = None) -> float:
+    """Bytes of the reduce-scatter of GEMM ``name``'s output, ``size_bytes`` at ``activation_element`` bytes an
+    element: its fp8 elements (``BYTES_PER_ELEMENT[precision]`` each) with an fp8 buffer, else as they are."""
+    if not fp8_reduce_scatter(name, precision, settings):
+        return size_bytes
+    return size_bytes * BYTES_PER_ELEMENT[precision] / activation_element
+
+
+def fp8_chunk_bytes(size_bytes: float, activation_element: float, precision: str,
+                    settings: dict[str, Gemm] | None = None) -> float | None:
+    """Bytes of a reduce-scatter chunk of ``size_bytes`` (16-bit) moved from an fp8 userbuffer, None when no GEMM of
+    ``settings`` reduce-scatters in fp8 (``fp8_reduce_scatter``)."""
+    names = [name for name in FP8_BUFFER_GEMMS if fp8_reduce_scatter(name, precision, settings)]
+    return reduce_scatter_bytes(names[0], size_bytes, activation_element, precision, settings) if names else None
+
+
 def chunks(method_name: str, tp: int, aggregate: bool | None = None) -> int:
     """Chunk GEMMs of one overlapped GEMM: tp for a ring exchange (tp/2 aggregated; ``aggregate`` None: TE's default
     ``ring_aggregate``), the pipeline's splits, 1 for a bulk overlap."""
@@ -139,25 +214,27 @@ def chunks(method_name: str, tp: int, aggregate: bool | None = None) -> int:
     return constants()["pipeline_splits"] if method_name == "pipeline" else 1
 
 
-def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int, aggregate: bool | None = None) -> Op:
+def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int, aggregate: bool | None = None,
+            out_element: float | None = None) -> Op:
     """``op`` (a GEMM of the run's ``precision``) as the chunk GEMMs ``method_name`` runs on a GPU of ``sms`` SMs:
     a ring exchange splits its m (tokens) rows, a pipeline its n (out_features) columns. FLOP are kept; bytes count
-    each chunk's operands (the operand not split is read once per chunk); ``batch`` is the chunks whose tiles share
-    waves (``sharing``)."""
+    each chunk's operands (the operand not split is read once per chunk) and its output (``out_element`` bytes an
+    element, None: ``chunk_bytes``'s); ``batch`` is the chunks whose tiles share waves (``sharing``)."""
     count = chunks(method_name, tp, aggregate)
     if count == 1 or op.batch != 1:
         return op
     # sequence parallelism splits the tokens by tp; a pipeline's columns by its splits (TE: m / num_splits)
     m, n = (math.ceil(op.m / count), op.n) if method_name == "ring_exchange" else (op.m, math.ceil(op.n / count))
-    hbm = count * chunk_bytes(op, m, n, precision)
+    hbm = count * chunk_bytes(op, m, n, precision, out_element)
     return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms, method_name), hbm_bytes=float(hbm))
 
 
-def chunk_bytes(op: Op, m: int, n: int, precision: str) -> float:
+def chunk_bytes(op: Op, m: int, n: int, precision: str, out_element: float | None = None) -> float:
     """HBM bytes of one (m x n) chunk of the GEMM ``op``: its operands (m x k rows, the k x n weight) in the GEMM's
-    precision, its output in 16 bits at least."""
+    precision, its output in 16 bits at least (``out_element`` bytes an element when given: an fp8 userbuffer)."""
     element = BYTES_PER_ELEMENT[op.precision or precision]
-    return float((m * op.k + op.k * n) * element + m * n * max(element, BYTES_PER_ELEMENT["bf16"]))
+    out = max(element, BYTES_PER_ELEMENT["bf16"]) if out_element is None else out_element
+    return float((m * op.k + op.k * n) * element + m * n * out)
 
 
 def sharing(m: int, n: int, count: int, sms: int, method_name: str = "ring_exchange") -> int:
@@ -182,12 +259,14 @@ def ubuf_copy(op: Op, tp: int, activation_bytes: int) -> Op:
     return Op("ub_copy", "memory", 0.0, float(2 * elements * activation_bytes))
 
 
-def ring_reduce(op: Op, tp: int, activation_bytes: int) -> Op:
+def ring_reduce(op: Op, tp: int, activation_bytes: int, received_bytes: float | None = None) -> Op:
     """The reduce after a ring-exchange reduce-scatter ``op`` (TE split_overlap_rs_p2p: reduce_bf16 of the tp
-    received chunks on the main stream, after the last send): tp chunks of tokens/tp x out_features (``op.n``) read,
-    one written, in 16 bits."""
+    received chunks on the main stream, after the last send): tp chunks of tokens/tp x out_features (``op.n``) read
+    (``received_bytes`` an element when the userbuffer is fp8, else 16 bits), one written in 16 bits."""
     elements = op.m // tp * op.n
-    return Op("ub_reduce", "memory", 0.0, float((tp + 1) * elements * activation_bytes))
+    if received_bytes is None:
+        return Op("ub_reduce", "memory", 0.0, float((tp + 1) * elements * activation_bytes))
+    return Op("ub_reduce", "memory", 0.0, float((tp * received_bytes + activation_bytes) * elements))
 
 
 def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int, sms: int,
@@ -206,9 +285,11 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
             how = found.method
             if phase == "backward_input" and how == "ring_exchange" and precision not in HIGH_PRECISION:
                 out[phase].append(ubuf_copy(op, tp, activation_bytes))
-            out[phase].append(chunked(op, how, tp, precision, sms, found.aggregate))
+            fp8_out = (BYTES_PER_ELEMENT[precision]
+                       if fp8_reduce_scatter(f"{LAYERS[op.name]}_{PASSES[phase]}", precision, settings) else None)
+            out[phase].append(chunked(op, how, tp, precision, sms, found.aggregate, fp8_out))
             if how == "ring_exchange" and phase in ("forward", "recompute") and op.name in REDUCE_SCATTER_OPS:
-                out[phase].append(ring_reduce(op, tp, activation_bytes))
+                out[phase].append(ring_reduce(op, tp, activation_bytes, fp8_out))
     return out
 
 
@@ -223,12 +304,28 @@ def exposed_reduce_scatters(ops: dict[str, list[Op]], settings: dict[str, Gemm] 
             for phase, phase_ops in ops.items()}
 
 
+def exposed_fp8_reduce_scatters(ops: dict[str, list[Op]], precision: str,
+                                settings: dict[str, Gemm] | None = None) -> dict[str, int]:
+    """Per phase, the pipeline overlaps of ``ops`` (``exposed_reduce_scatters``) whose reduce-scatter moves fp8
+    (``fp8_reduce_scatter``)."""
+    return {phase: sum(1 for op in phase_ops if op.kind == "gemm" and method(op.name, phase, settings) == "pipeline"
+                       and fp8_reduce_scatter(f"{LAYERS[op.name]}_{PASSES[phase]}", precision, settings))
+            for phase, phase_ops in ops.items()}
+
+
 def exposed_stream(ops: dict[str, list[Op]], phases: tuple[str, ...], chunk_s: float,
-                   settings: dict[str, Gemm] | None = None) -> kernels.StreamTime:
-    """Device time of ``phases`` spent on exposed reduce-scatter chunks of ``chunk_s`` each (no kernel of the compute
-    stream: the compute stream waits for the communication stream)."""
+                   settings: dict[str, Gemm] | None = None, fp8_chunk_s: float | None = None,
+                   precision: str = "bf16") -> kernels.StreamTime:
+    """Device time of ``phases`` spent on exposed reduce-scatter chunks of ``chunk_s`` each, ``fp8_chunk_s`` for
+    those moving fp8 (``exposed_fp8_reduce_scatters`` in ``precision``; None: all at ``chunk_s``). No kernel of the
+    compute stream: the compute stream waits for the communication stream."""
     counts = exposed_reduce_scatters(ops, settings)
-    return kernels.StreamTime(device_s=chunk_s * sum(counts.get(phase, 0) for phase in phases))
+    total = sum(counts.get(phase, 0) for phase in phases)
+    if fp8_chunk_s is None:
+        return kernels.StreamTime(device_s=chunk_s * total)
+    fp8 = exposed_fp8_reduce_scatters(ops, precision, settings)
+    in_fp8 = sum(fp8.get(phase, 0) for phase in phases)
+    return kernels.StreamTime(device_s=chunk_s * (total - in_fp8) + fp8_chunk_s * in_fp8)
 
 
 def collective_sms(phase: str, collective: str, settings: dict[str, Gemm] | None = None) -> list[tuple[float, int]]:

@@ -215,14 +215,15 @@ def test_the_overlap_needs_sequence_parallelism_as_megatron_asserts():
 def test_nemo_configuration_of_gpt3_175b_at_tp4_and_te_defaults_elsewhere():
     """NeMo's userbuffers_bf16_h100_h12288_tp4_mbs1_seqlen2048 (tp_overlap_configs/userbuffers.py): bulk num_sm
     4/4/2/4, proj_fprop a pipeline on 24 SMs with set_sm_margin, fc2_fprop a ring-exchange reduce-scatter on one SM;
-    the ring-exchange all-gathers keep TE's defaults. Another shape (4096 tokens) takes TE's defaults."""
+    the ring-exchange all-gathers keep TE's defaults. Another shape (8192 tokens; 4096 is the NeMo 1.x launcher's
+    micro batch 2 file, test_nemo1_userbuffers) takes TE's defaults."""
     gpt3 = userbuffers.config(12288, 4, 2048, SMS)
     assert [gpt3[name].num_sm for name in ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad")] == [4, 4, 2, 4]
     assert gpt3["proj_fprop"] == userbuffers.Gemm("pipeline", 24, set_sm_margin=True)
     assert gpt3["fc2_fprop"] == userbuffers.Gemm("ring_exchange", 1, set_sm_margin=True)
     assert gpt3["qkv_fprop"] == userbuffers.Gemm("ring_exchange", 1)
     defaults = userbuffers.config()
-    assert userbuffers.config(12288, 4, 4096, SMS) == defaults
+    assert userbuffers.config(12288, 4, 8192, SMS) == defaults
     assert defaults["fc2_fprop"] == userbuffers.Gemm("pipeline", 16) and defaults["qkv_wgrad"].num_sm == 16
     # Llama 3.1 405B at tp 8 (cp 2, 4096 tokens per rank) aggregates the ring-exchange chunks in pairs: 4 of 1024
     assert userbuffers.config(16384, 8, 4096, SMS)["qkv_fprop"].aggregate
