@@ -45,6 +45,27 @@ def expected_max_normal(n: int) -> float:
     return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
 
 
+def cv_from_max_violation(max_violation: float, experts: int) -> float:
+    """Systematic CV of tokens per expert from a published maximum violation MaxVio = max_i load_i / mean - 1 over
+    ``experts`` experts: loads close to normal put the expected maximum of E of them at the mean times
+    1 + CV z(E), so CV = MaxVio / z(E) (data/moe.yaml ``load.references``)."""
+    if max_violation < 0 or experts <= 1:
+        raise ValueError(f"need max_violation {max_violation} >= 0 and experts {experts} > 1")
+    return max_violation / expected_max_normal(experts)
+
+
+def cv_from_switch_balance(statistic: float, response: float = 1.0) -> float:
+    """Systematic CV of tokens per expert from the Switch load-balancing statistic a framework logs per layer and
+    microbatch, L = E sum_i f_i P_i with f_i the routed share of expert i (sum 1) and P_i its mean router
+    probability (Fedus et al. 2021, eq. 4; Megatron-Core logs it divided by its coefficient, 1 when balanced,
+    ``switch_load_balancing_loss_func``). With f_i = (1 + d_i) / E and P_i = (1 + e_i) / E the sum is
+    1 + mean_i(d_i e_i): L - 1 is the covariance of the two shares' deviations. If the probability share moves
+    ``response`` times the routed share (e_i = c d_i) then L - 1 = c CV^2 and CV = sqrt((L - 1) / c)."""
+    if statistic < 1.0 or response <= 0:
+        raise ValueError(f"need a Switch statistic {statistic} >= 1 (1 = balanced) and response {response} > 0")
+    return math.sqrt((statistic - 1.0) / response)
+
+
 def sampling_cv(experts: int, top_k: int, tokens: float | None) -> float:
     """Spread of tokens per expert that uniform routing alone gives ``tokens`` tokens, each to ``top_k`` distinct
     of ``experts`` experts, as the CV of independent experts that ``busiest_load`` takes.

@@ -24,7 +24,7 @@ import math
 from functools import cache
 
 from simcluster.core import catalog
-from simcluster.core.token_routing import TokenRouting, expected_max_normal
+from simcluster.core.token_routing import TokenRouting, cv_from_max_violation, cv_from_switch_balance
 from simcluster.spec.model import MoESpec, TransformerSpec
 from simcluster.workload import fp8_recipes, kernels, mla, mtp, ops
 from simcluster.workload.ops import (
@@ -49,18 +49,33 @@ def load_cv(moe: MoESpec) -> float:
     """The router's systematic coefficient of variation of tokens per expert (the sampling part comes from the
     tokens, ``busiest_rank_load``): ``moe.load`` when a number, 0 when ``balanced`` (Megatron-Core's
     --moe-router-force-load-balancing draws every token's logits at random, RandomSTE in megatron/core/transformer/
-    moe/moe_utils.py: uniform top-k, no preference), else from the published maximum violation of data/moe.yaml
-    (CV = MaxVio / z(E_ref))."""
-    return _load_cv(moe.load)
+    moe/moe_utils.py: uniform top-k, no preference), else that of the published reference router of data/moe.yaml
+    nearest in granularity (``reference_router``)."""
+    return _load_cv(moe.load, moe.experts)
 
 
-def _load_cv(load: str | float) -> float:
+def reference_router(experts: int) -> dict:
+    """The reference router of data/moe.yaml ``load.references`` whose number of experts is nearest to ``experts``
+    on a log scale (8 and 64 measured: up to 22 experts the 8-expert one)."""
+    return min(_constants()["load"]["references"], key=lambda ref: abs(math.log(experts / ref["experts"])))
+
+
+def reference_cv(reference: dict) -> float:
+    """A reference router's systematic CV from what was published of it: a maximum violation over its experts
+    (``token_routing.cv_from_max_violation``) or the Switch statistic a framework logged, averaged over the logged
+    steps (``token_routing.cv_from_switch_balance``, probability share moving as the routed share)."""
+    if "max_violation" in reference:
+        return cv_from_max_violation(reference["max_violation"], reference["experts"])
+    logged = reference["switch_balance"]
+    return cv_from_switch_balance(sum(logged) / len(logged))
+
+
+def _load_cv(load: str | float, experts: int) -> float:
     if load == "balanced":
         return 0.0
     if load != "measured":
         return float(load)
-    measured = _constants()["load"]
-    return measured["max_violation"] / expected_max_normal(measured["reference_experts"])
+    return reference_cv(reference_router(experts))
 
 
 def busiest_rank_load(moe: MoESpec, ep: int, tokens: float | None = None) -> float:
@@ -89,7 +104,8 @@ def token_routing(moe: MoESpec | None, tokens: float | None = None) -> TokenRout
 def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None,
                    tokens: float | None = None) -> TokenRouting:
     """``token_routing`` by value (the engine asks for it at every expert-parallel block)."""
-    return TokenRouting(experts, top_k, load_cv=_load_cv(load), capacity_factor=capacity_factor, tokens=tokens)
+    return TokenRouting(experts, top_k, load_cv=_load_cv(load, experts), capacity_factor=capacity_factor,
+                        tokens=tokens)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
