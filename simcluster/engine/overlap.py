@@ -61,9 +61,9 @@ def slowdowns(scenario, layout) -> Slowdowns:
 
 def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_share: float) -> float:
     """The factor of ``phase``'s compute beside its userbuffers overlaps: 1/f = sum(w_i / f_i) / sum(w_i) over the
-    kernels of its collectives, w_i their bytes times the share of the collective they run (a kernel holding no
-    SM beside the compute, the pipeline's last reduce-scatter chunk, has f_i = 1). A full recompute re-runs the
-    forward's overlaps in the backward."""
+    kernels of its collectives, w_i their bytes times the share of the collective they run (no kernel beside
+    the compute, the pipeline's last reduce-scatter chunk: f_i = 1; one on SMs the GEMM leaves out: HBM only). A
+    full recompute re-runs the forward's overlaps in the backward."""
     gpu = scenario.cluster.gpu
     forward = tp_collectives_per_layer(scenario)["forward"]
     parts = [(phase, forward)]
@@ -76,7 +76,7 @@ def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_
         for collective, count in collectives:
             for time_share, sms in userbuffers.collective_sms(methods_phase, collective, settings):
                 factor = (interference.slowdown(gpu, interference.CommKernel(sms, wire_bytes_per_s), memory_share)
-                          if sms else 1.0)
+                          if sms is not None else 1.0)
                 w = count * sizes[collective] * time_share
                 weight += w
                 inverse += w / factor
