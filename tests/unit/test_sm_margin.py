@@ -11,7 +11,6 @@ import pytest
 
 from simcluster.engine import overlap, simulate
 from simcluster.spec import config, hardware
-from simcluster.spec.config import UNRESOLVED
 from simcluster.workload import kernels, userbuffers
 from simcluster.workload.ops import Op, Shard, layer_ops
 
@@ -136,7 +135,7 @@ def test_te_version_defaults_to_2_and_dumps_as_unset(small_scenario):
     scenario = config.from_dict(copy.deepcopy(small_scenario))
     assert scenario.parallelism.te_version == 2
     assert scenario.model_dump(mode="json")["parallelism"]["te_version"] == 2
-    assert scenario.model_dump(mode="json", context={UNRESOLVED: True})["parallelism"]["te_version"] is None
+    assert config.rebuildable(scenario)["parallelism"]["te_version"] is None
     data = copy.deepcopy(small_scenario)
     data["parallelism"]["te_version"] = 1
     assert config.from_dict(data).parallelism.te_version == 1
