@@ -69,8 +69,6 @@ COLLECTIVE_GEMMS = {
     "backward": {"all_gather": ("proj_dgrad", "fc2_dgrad"), "reduce_scatter": ("qkv_wgrad", "fc1_wgrad")}}
 
 
-
-
 def te_default(method_name: str, te_version: int = LATEST_TE_VERSION) -> Gemm:
     """TE's defaults for a GEMM of ``method_name`` in Transformer Engine ``te_version``.x: a ring exchange's one flag
     CTA, num_sm for the others (interference.yaml ctas.userbuffers), ``ring_aggregate``, and set_sm_margin as that
