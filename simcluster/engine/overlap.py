@@ -7,9 +7,10 @@ Two places overlap communication with compute in the engine, each with its own k
 - ``tp_comm_overlap``: Transformer Engine's userbuffers kernels on their SMs, at NVLink's achieved rate. With
   sequence parallelism the SMs are per overlapped GEMM (``workload.userbuffers.collective_sms``, TE's defaults or the
   NeMo configuration of the run's shape: a ring exchange moves its data on copy engines, pipeline and bulk overlaps
-  hold num_sm), and a phase's factor mixes them by their share of the phase's communication time (bytes): the
-  compute loses sum(t_i * (1 - 1/f_i)) beside kernels of factors f_i running t_i each (``interference.overlapped_s``),
-  which one factor f does for sum(t_i) when 1/f = mean(1/f_i).
+  hold num_sm, none where set_sm_margin launched their GEMM on the others), and a phase's factor mixes them by
+  their share of the phase's communication time (bytes): the compute loses sum(t_i * (1 - 1/f_i)) beside kernels
+  of factors f_i running t_i each (``interference.overlapped_s``), which one factor f does for sum(t_i) when
+  1/f = mean(1/f_i).
 The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk).
 """
 
