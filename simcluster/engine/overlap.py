@@ -7,9 +7,10 @@ Two places overlap communication with compute in the engine, each with its own k
 - ``tp_comm_overlap``: Transformer Engine's userbuffers kernels on their SMs, at NVLink's achieved rate. With
   sequence parallelism the SMs are per overlapped GEMM (``workload.userbuffers.collective_sms``, TE's defaults or the
   NeMo configuration of the run's shape: a ring exchange moves its data on copy engines, pipeline and bulk overlaps
-  hold num_sm), and a phase's factor mixes them by their share of the phase's communication time (bytes): the
-  compute loses sum(t_i * (1 - 1/f_i)) beside kernels of factors f_i running t_i each (``interference.overlapped_s``),
-  which one factor f does for sum(t_i) when 1/f = mean(1/f_i).
+  hold num_sm, none where set_sm_margin launched their GEMM on the others), and a phase's factor mixes them by
+  their share of the phase's communication time (bytes): the compute loses sum(t_i * (1 - 1/f_i)) beside kernels
+  of factors f_i running t_i each (``interference.overlapped_s``), which one factor f does for sum(t_i) when
+  1/f = mean(1/f_i).
 The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk).
 """
 
@@ -61,9 +62,9 @@ def slowdowns(scenario, layout) -> Slowdowns:
 
 def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_share: float) -> float:
     """The factor of ``phase``'s compute beside its userbuffers overlaps: 1/f = sum(w_i / f_i) / sum(w_i) over the
-    kernels of its collectives, w_i their bytes times the share of the collective they run (a kernel holding no
-    SM beside the compute, the pipeline's last reduce-scatter chunk, has f_i = 1). A full recompute re-runs the
-    forward's overlaps in the backward."""
+    kernels of its collectives, w_i their bytes times the share of the collective they run (no kernel beside
+    the compute, the pipeline's last reduce-scatter chunk: f_i = 1; one on SMs the GEMM leaves out: HBM only). A
+    full recompute re-runs the forward's overlaps in the backward."""
     gpu = scenario.cluster.gpu
     forward = tp_collectives_per_layer(scenario)["forward"]
     parts = [(phase, forward)]
@@ -76,7 +77,7 @@ def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_
         for collective, count in collectives:
             for time_share, sms in userbuffers.collective_sms(methods_phase, collective, settings):
                 factor = (interference.slowdown(gpu, interference.CommKernel(sms, wire_bytes_per_s), memory_share)
-                          if sms else 1.0)
+                          if sms is not None else 1.0)
                 w = count * sizes[collective] * time_share
                 weight += w
                 inverse += w / factor

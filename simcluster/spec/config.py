@@ -88,6 +88,10 @@ TORCH_DDP_BUCKET_BYTES = 25e6
 # for the models named here by their presets (llm/recipes/gpt3_175b.py pretrain_recipe_performance; Llama 3.1 405B:
 # MegatronCommOverlapCallback with userbuffers_bf16_h100_h16384_tp8_cp2_mbs1_seqlen8192)
 NEMO_WGRAD_DEFERRAL_LIMIT = 22
+# Transformer Engine major version a run left unset used (parallelism.te_version): 2, the TE of NeMo 2.x and
+# Megatron-Bridge containers (NeMo 25.02 onward; docs/scenario.md "Framework defaults"). Its userbuffers defaults
+# (TE 2.x base.py get_default_config: set_sm_margin for pipeline and bulk) are in data/userbuffers.yaml.
+LATEST_TE_VERSION = 2
 NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "llama3-405b": 50, "llama3.1-405b": 50}
 
 # Models whose NeMo performance recipes reduce gradients in bf16 in bf16 training too (elsewhere bf16 only with fp8):
@@ -314,6 +318,11 @@ class Parallelism(_Defaulted):
         "TP collective of a block under the block) or async_tp (PyTorch's micro-pipeline TP, torchtitan's "
         "enable_async_tensor_parallel: the all-gather/matmul and matmul/reduce-scatter pairs decomposed per rank, "
         "the backward's summed-gradient reduce-scatters left blocking; workload/async_tp.py)")
+    te_version: Literal[1, 2] | None = Field(
+        None, description="major version of the Transformer Engine the run used (1: 1.x, 2: 2.x), for its userbuffers "
+        "defaults: 2.x launches the pipeline and bulk overlaps' GEMMs on the SMs their communication leaves "
+        "(set_sm_margin), 1.x on all (data/userbuffers.yaml set_sm_margin_default); a NeMo configuration's own "
+        "setting holds in both; default: 2 (NeMo 2.x / Megatron-Bridge containers; docs/scenario.md)")
     overlap_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="ZeRO 1/2: gather updated parameters during the next step's forward (Megatron-Core); "
         "default: on with zero_stage 1 or 2 and overlap_grad_reduce on Megatron-Core (NeMo's and Megatron-Core's "
@@ -347,6 +356,13 @@ class Parallelism(_Defaulted):
     def _zero_stage_not_bool(cls, value):
         if isinstance(value, bool):
             raise ValueError(f"expected 0, 1, 2 or 3, got {value!r}")
+        return value
+
+    @field_validator("te_version", mode="before")
+    @classmethod
+    def _te_version_exact(cls, value):
+        if value is not None and type(value) is not int:  # 2.0 or true are not a version
+            raise ValueError(f"expected 1 or 2, got {value!r}")
         return value
 
     @field_validator("grad_bucket_size")
@@ -449,7 +465,10 @@ class Scenario(_Strict):
         - Megatron-Core's buckets: max(40M, 1M x dp) parameters at that width with the reduction overlapped, one
           bucket per chunk without (bucket_size None);
         - the output layer's wgrad deferred to the pipeline flush with pp > 1 (NeMo's defer_embedding_wgrad_compute,
-          wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads)."""
+          wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads);
+        - Transformer Engine 2.x (``te_version``), whose userbuffers defaults launch the pipeline and bulk overlaps'
+          GEMMs on SMs - num_sm: the TE of NeMo 2.x and Megatron-Bridge containers (docs/scenario.md). A stack
+          without Transformer Engine does not read it."""
         p, t, core = self.parallelism, self.training, self.megatron_core
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
@@ -466,6 +485,7 @@ class Scenario(_Strict):
         else:
             bucket = math.inf
         p.resolve(grad_bucket_size=bucket)
+        p.resolve(te_version=LATEST_TE_VERSION)
         p.resolve(defer_embedding_wgrad=core and p.pp > 1 and p.schedule == "1f1b" and t.gradient_accumulation_fusion,
                   wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMITS.get(self.model.name, NEMO_WGRAD_DEFERRAL_LIMIT))
         return self

@@ -55,18 +55,23 @@ def k_overhead(precision: str, gpu: GpuSpec | None) -> float:
     return base * gpu.peak_flop_per_s(precision) / gpu.peak_flop_per_s("bf16")
 
 
-def _best_tile(m: int, n: int, batch: int, gpu_name: str) -> tuple[float, int]:
+def _best_tile(m: int, n: int, batch: int, gpu_name: str, sms: int = 0) -> tuple[float, int]:
     """(relative tile throughput * useful/provisioned MACs, waves) of the best cuBLAS-like tile for an m x n output
     repeated ``batch`` times (efficiency.yaml gemm.tiles; ties keep the first tile listed). ``m`` may be a fractional
     mean (a grouped GEMM's rows per expert, workload/moe.py): the tiles cover ceil(m / tile_m) row blocks, the useful
     MACs are the mean's, so the tile's time (provisioned MACs over its throughput) depends on whole row blocks only
-    and never falls as m grows; nor does the best tile's, a minimum of non-decreasing times."""
-    sms = sm_count(gpu_name)
+    and never falls as m grows; nor does the best tile's, a minimum of non-decreasing times.
+
+    ``sms`` (0: all of the GPU's) is the SMs the GEMM is launched on (cuBLASLt's SM-count target, Transformer
+    Engine's set_sm_margin): the tiles run in waves of ``sms`` at the same time per tile, so the provisioned MACs
+    are waves x the GPU's SMs x the tile (the SMs left out compute nothing of this GEMM)."""
+    gpu_sms = sm_count(gpu_name)
+    sms = min(sms, gpu_sms) if sms > 0 else gpu_sms
     best, best_waves = 0.0, 1
     for tile_m, tile_n, relative in _table()["gemm"]["tiles"]:
         tiles = batch * math.ceil(m / tile_m) * math.ceil(n / tile_n)
         waves = math.ceil(tiles / sms)
-        useful = batch * m * n / (waves * sms * tile_m * tile_n)
+        useful = batch * m * n / (waves * gpu_sms * tile_m * tile_n)
         score = relative * useful
         if score > best:
             best, best_waves = score, waves
@@ -74,9 +79,9 @@ def _best_tile(m: int, n: int, batch: int, gpu_name: str) -> tuple[float, int]:
 
 
 def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, precision: str = "bf16",
-                    gpu: GpuSpec | None = None) -> float:
+                    gpu: GpuSpec | None = None, sms: int = 0) -> float:
     """Achievable fraction of the precision's peak of a (m x k)(k x n) GEMM repeated ``batch`` times, from
-    efficiency.yaml.
+    efficiency.yaml, launched on ``sms`` SMs (0: all; ``_best_tile``).
 
     ceiling(precision) * best over cuBLAS-like tiles of [relative tile throughput * useful/provisioned MACs]
     * k/(k + k0) models tile and wave quantisation (NVIDIA Matrix Multiplication Background User's Guide,
@@ -86,17 +91,17 @@ def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, preci
     ceiling = gemm_ceiling(precision)
     if min(m, n, k, batch) <= 0:
         return ceiling
-    best, _ = _best_tile(m, n, batch, gpu_name)
+    best, _ = _best_tile(m, n, batch, gpu_name, sms)
     depth = k / (k + k_overhead(precision, gpu))
     return ceiling * best * depth
 
 
 def gemm_waves(op: Op, gpu_name: str) -> int:
-    """Waves of output tiles of a GEMM kernel over the SMs, for the tile ``gemm_efficiency`` picks (1 for other
-    kernels)."""
+    """Waves of output tiles of a GEMM kernel over the SMs it is launched on (``op.sms``), for the tile
+    ``gemm_efficiency`` picks (1 for other kernels)."""
     if op.kind != "gemm" or min(op.m, op.n, op.k, op.batch) <= 0:
         return 1
-    return _best_tile(op.m, op.n, op.batch, gpu_name)[1]
+    return _best_tile(op.m, op.n, op.batch, gpu_name, op.sms)[1]
 
 
 def split_accumulator_slowdown(gpu_name: str) -> float:
@@ -155,7 +160,7 @@ def efficiency(op: Op, gpu: GpuSpec, precision: str = "bf16") -> Efficiency:
     (data: efficiency.yaml)."""
     bandwidth_fraction = naive_attention_hbm_fraction() if op.kernel == "naive" else hbm_fraction()
     if op.kind == "gemm":
-        fraction = gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch, op_precision(op, precision), gpu)
+        fraction = gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch, op_precision(op, precision), gpu, op.sms)
         if op.split_accumulator:
             fraction /= split_accumulator_slowdown(gpu.name)
         return Efficiency(fraction, bandwidth_fraction)

@@ -107,6 +107,7 @@ class Op:
     kernel: str = "flash"  # a fused attention op's implementation (``FLASH_KERNELS``); "naive" marks the kernels of
     # unfused attention (their own HBM fraction, efficiency.yaml attention.naive); unused by other kinds
     split_accumulator: bool = False  # a GEMM promoting its partial sums to fp32 (fp8 backward GEMMs)
+    sms: int = 0  # SMs a GEMM is launched on (0: all of the GPU's; Transformer Engine's set_sm_margin, userbuffers.py)
 
 
 @dataclass(frozen=True)

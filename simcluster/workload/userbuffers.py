@@ -4,8 +4,10 @@ communication holds per GEMM and the communication it leaves exposed (data/userb
 Transformer Engine names the overlapped GEMMs of a layer qkv/proj/fc1/fc2 x fprop/dgrad/wgrad; here they are the
 layer ops "qkv", "attn_out", "mlp_up" and "mlp_down" of the phases forward (and a full recompute), backward_input
 and backward_weight. Each has its settings (``Gemm``: method, num_sm, set_sm_margin, aggregate): TE's
-initialize_ub defaults, or the NeMo configuration tuned for the run's shape (``config``, data/userbuffers.yaml
-nemo_configs). Three methods:
+initialize_ub defaults for the run's Transformer Engine major version (``parallelism.te_version``), or the NeMo
+configuration tuned for the run's shape (``config``, data/userbuffers.yaml nemo_configs). A GEMM with set_sm_margin
+is launched on SMs - num_sm (``math_sms``) for its whole duration, and its communication kernel runs on the num_sm
+left out, beside none of the GEMM's SMs (``collective_sms``). Three methods:
 
 - ring_exchange (all-gather, then the GEMM; TE split_overlap_ag): ``tp`` chunk GEMMs of tokens/tp rows each, the
   first on the local shard, chunk i once ring step i-1 has delivered shard i; the exchange runs on copy engines;
@@ -32,6 +34,7 @@ import math
 from functools import cache
 
 from simcluster.core import catalog
+from simcluster.spec.config import LATEST_TE_VERSION  # the TE ``config`` takes when none is given
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import HIGH_PRECISION, Op
@@ -49,8 +52,8 @@ def constants() -> dict:
 @dataclasses.dataclass(frozen=True)
 class Gemm:
     """How Transformer Engine overlaps one GEMM of a layer (its ``initialize_ub`` settings): the method, the SMs its
-    communication kernel holds, whether the GEMM is launched on the others only (recorded, not modelled) and whether
-    a ring exchange aggregates its chunks in pairs."""
+    communication kernel holds, whether the GEMM is launched on the others only (set_sm_margin: ``math_sms``) and
+    whether a ring exchange aggregates its chunks in pairs."""
 
     method: str
     num_sm: int
@@ -67,12 +70,20 @@ COLLECTIVE_GEMMS = {
     "backward": {"all_gather": ("proj_dgrad", "fc2_dgrad"), "reduce_scatter": ("qkv_wgrad", "fc1_wgrad")}}
 
 
-def te_default(method_name: str) -> Gemm:
-    """TE's defaults for a GEMM of ``method_name``: a ring exchange's one flag CTA, num_sm for the others
-    (interference.yaml ctas.userbuffers), no margin, ``ring_aggregate``."""
+def te_default(method_name: str, te_version: int = LATEST_TE_VERSION) -> Gemm:
+    """TE's defaults for a GEMM of ``method_name`` in Transformer Engine ``te_version``.x: a ring exchange's one flag
+    CTA, num_sm for the others (interference.yaml ctas.userbuffers), ``ring_aggregate``, and set_sm_margin as that
+    version's initialize_ub sets it (data/userbuffers.yaml set_sm_margin_default: none in 1.x, pipeline and bulk in
+    2.x)."""
+    margin = constants()["set_sm_margin_default"][te_version][method_name]
     if method_name == "ring_exchange":
-        return Gemm(method_name, constants()["ring_exchange_sms"], aggregate=constants()["ring_aggregate"])
-    return Gemm(method_name, interference.constants()["ctas"]["userbuffers"])
+        return Gemm(method_name, constants()["ring_exchange_sms"], margin, aggregate=constants()["ring_aggregate"])
+    return Gemm(method_name, interference.constants()["ctas"]["userbuffers"], margin)
+
+
+def _defaults(te_version: int) -> dict[str, Gemm]:
+    """TE's defaults for every GEMM of a layer (``methods``) in ``te_version``.x."""
+    return {name: te_default(how, te_version) for name, how in constants()["methods"].items()}
 
 
 # Settings a configuration states that the model runs as TE's defaults: cga_size (the CTA cluster of the
@@ -80,7 +91,7 @@ def te_default(method_name: str) -> Gemm:
 RECORDED_SETTINGS = ("cga_size", "num_splits")
 
 
-def _gemm_of(name: str, settings: dict) -> Gemm:
+def _gemm_of(name: str, settings: dict, te_version: int) -> Gemm:
     """One GEMM's ``Gemm`` from a configuration's settings: TE's defaults for its method updated with the stated
     values; a num_splits other than the modelled ``pipeline_splits`` is an error (not modelled)."""
     unknown = set(settings) - {field.name for field in dataclasses.fields(Gemm)} - set(RECORDED_SETTINGS)
@@ -91,19 +102,21 @@ def _gemm_of(name: str, settings: dict) -> Gemm:
         raise ValueError(f"userbuffers {name}: num_splits {splits} is not modelled "
                          f"(pipeline_splits {constants()['pipeline_splits']})")
     stated = {k: v for k, v in settings.items() if k != "method" and k not in RECORDED_SETTINGS}
-    return dataclasses.replace(te_default(settings["method"]), **stated, method=settings["method"])
+    return dataclasses.replace(te_default(settings["method"], te_version), **stated, method=settings["method"])
 
 
 @cache
-def _configs() -> dict[tuple, dict[str, Gemm]]:
-    """Every configuration, keyed by (hidden, tp, tokens, sms, precision): TE's defaults updated with a NeMo
-    configuration's; precision None for a configuration that states none (any precision), else one key per
-    precision its match lists (NeMo 2.x's performance scripts pick the bf16 or the fp8 file by compute dtype)."""
+def _configs(te_version: int) -> dict[tuple, dict[str, Gemm]]:
+    """Every configuration, keyed by (hidden, tp, tokens, sms, precision): TE's defaults of ``te_version``.x updated
+    with a NeMo configuration's, as initialize_ub merges them (a setting the configuration states replaces the
+    default; one it leaves out keeps it: TE 2.x ``get_default_config`` then ``ub_cfg.update``, TE 1.x
+    ``ub_cfg.get(key, default)``); precision None for a configuration that states none (any precision), else one key
+    per precision its match lists (NeMo 2.x's performance scripts pick the bf16 or the fp8 file by compute dtype)."""
     out = {}
     for entry in constants()["nemo_configs"]:
-        gemms = {name: te_default(how) for name, how in constants()["methods"].items()}
+        gemms = _defaults(te_version)
         for name, settings in entry["gemms"].items():
-            gemms[name] = _gemm_of(name, settings)
+            gemms[name] = _gemm_of(name, settings, te_version)
         for key in _match_keys(entry["match"]):
             if key in out:  # two configurations of one shape: the second would silently take the first one's runs
                 raise ValueError(f"userbuffers {entry['name']}: another NeMo configuration has its match {key}")
@@ -121,22 +134,29 @@ def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None)
     """The key of the configuration a run of this shape and ``precision`` takes: the one listing its precision,
     else the one stating none; None when neither exists."""
     for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)):
-        if key in _configs():
+        if key in _configs(LATEST_TE_VERSION):
             return key
     return None
 
 
 @cache
 def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0,
-           precision: str | None = None) -> dict[str, Gemm]:
+           precision: str | None = None, te_version: int = LATEST_TE_VERSION) -> dict[str, Gemm]:
     """The per-GEMM settings (TE's names, ``<layer>_<pass>``) of a layer of ``hidden`` at ``tp`` with ``tokens`` rows
-    per microbatch on a GPU of ``sms`` SMs in ``precision`` (None: a configuration stating no precision): the NeMo
-    configuration tuned for that shape (data/userbuffers.yaml nemo_configs), else TE's defaults. No arguments: TE's
-    defaults."""
+    per microbatch on a GPU of ``sms`` SMs in ``precision`` (None: a configuration stating no precision) and
+    Transformer Engine ``te_version``.x: the NeMo configuration tuned for that shape (data/userbuffers.yaml
+    nemo_configs), else TE's defaults. No shape: TE's defaults."""
     key = _resolve(hidden, tp, tokens, sms, precision)
     if key is None:
-        return {name: te_default(how) for name, how in constants()["methods"].items()}
-    return _configs()[key]
+        return _defaults(te_version)
+    return _configs(te_version)[key]
+
+
+def math_sms(found: Gemm, sms: int) -> int:
+    """SMs an overlapped GEMM is launched on, on a GPU of ``sms``: sms - num_sm with set_sm_margin, else all
+    (Transformer Engine CommOverlapCore: ``_math_sms = set_sm_margin ? sm_count - num_comm_sm : sm_count``, passed to
+    cuBLASLt as its SM-count target for every chunk GEMM, whether or not the communication is running)."""
+    return sms - found.num_sm if found.set_sm_margin else sms
 
 
 @cache
@@ -147,15 +167,16 @@ def _config_models() -> dict[tuple, frozenset[str]]:
 
 
 def scenario_config(scenario) -> dict[str, Gemm]:
-    """``config`` of a scenario's layers: its hidden size, tp, tokens per microbatch, GPU and precision, where the
-    scenario is the NeMo recipe's (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or
-    another model of the same shape does not pass NeMo's configuration)."""
+    """``config`` of a scenario's layers in its Transformer Engine (``parallelism.te_version``): its hidden size, tp,
+    tokens per microbatch, GPU and precision, where the scenario is the NeMo recipe's (a model it names, on
+    Megatron-Core); TE's defaults otherwise (a Megatron-LM run or another model of the same shape does not pass
+    NeMo's configuration)."""
     t, p = scenario.training, scenario.parallelism
     key = _resolve(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
                    kernels.sm_count(scenario.cluster.gpu.name), t.precision)
     if key is None or not scenario.megatron_core or scenario.model.name not in _config_models().get(key, ()):
-        return config()
-    return config(*key)
+        return config(te_version=p.te_version)
+    return config(*key, te_version=p.te_version)
 
 
 def gemm(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> Gemm | None:
@@ -216,10 +237,11 @@ def chunks(method_name: str, tp: int, aggregate: bool | None = None) -> int:
 
 def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int, aggregate: bool | None = None,
             out_element: float | None = None) -> Op:
-    """``op`` (a GEMM of the run's ``precision``) as the chunk GEMMs ``method_name`` runs on a GPU of ``sms`` SMs:
-    a ring exchange splits its m (tokens) rows, a pipeline its n (out_features) columns. FLOP are kept; bytes count
-    each chunk's operands (the operand not split is read once per chunk) and its output (``out_element`` bytes an
-    element, None: ``chunk_bytes``'s); ``batch`` is the chunks whose tiles share waves (``sharing``)."""
+    """``op`` (a GEMM of the run's ``precision``) as the chunk GEMMs ``method_name`` runs on ``sms`` SMs (the GPU's,
+    or ``math_sms``): a ring exchange splits its m (tokens) rows, a pipeline its n (out_features) columns. FLOP are
+    kept; bytes count each chunk's operands (the operand not split is read once per chunk) and its output
+    (``out_element`` bytes an element, None: ``chunk_bytes``'s); ``batch`` is the chunks whose tiles share waves
+    (``sharing``)."""
     count = chunks(method_name, tp, aggregate)
     if count == 1 or op.batch != 1:
         return op
@@ -272,8 +294,9 @@ def ring_reduce(op: Op, tp: int, activation_bytes: int, received_bytes: float | 
 def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int, sms: int,
           settings: dict[str, Gemm] | None = None) -> dict[str, list[Op]]:
     """A layer's ops per phase as userbuffers runs them on a GPU of ``sms`` SMs with ``settings`` (``config``; None:
-    TE's defaults): chunked ring-exchange and pipeline GEMMs, the copies into the userbuffer of the 16-bit
-    ring-exchange dgrads and the reduce after a ring-exchange reduce-scatter."""
+    TE's defaults): chunked ring-exchange and pipeline GEMMs, each GEMM on its ``math_sms`` (``Op.sms``, set only
+    where the margin leaves SMs out), the copies into the userbuffer of the 16-bit ring-exchange dgrads and the
+    reduce after a ring-exchange reduce-scatter."""
     out: dict[str, list[Op]] = {}
     for phase, phase_ops in ops.items():
         out[phase] = []
@@ -287,7 +310,9 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
                 out[phase].append(ubuf_copy(op, tp, activation_bytes))
             fp8_out = (BYTES_PER_ELEMENT[precision]
                        if fp8_reduce_scatter(f"{LAYERS[op.name]}_{PASSES[phase]}", precision, settings) else None)
-            out[phase].append(chunked(op, how, tp, precision, sms, found.aggregate, fp8_out))
+            launched = math_sms(found, sms)
+            gemm_op = chunked(op, how, tp, precision, launched, found.aggregate, fp8_out)
+            out[phase].append(dataclasses.replace(gemm_op, sms=launched) if launched != sms else gemm_op)
             if how == "ring_exchange" and phase in ("forward", "recompute") and op.name in REDUCE_SCATTER_OPS:
                 out[phase].append(ring_reduce(op, tp, activation_bytes, fp8_out))
     return out
@@ -330,19 +355,21 @@ def exposed_stream(ops: dict[str, list[Op]], phases: tuple[str, ...], chunk_s: f
 
 def collective_sms(phase: str, collective: str, settings: dict[str, Gemm] | None = None) -> list[tuple[float, int]]:
     """The SMs the userbuffers kernels of one ``collective`` ("all_gather" or "reduce_scatter") of ``phase``
-    ("forward" or "backward") hold beside the compute, as (share of the collective's time, SMs), over its two GEMMs
+    ("forward" or "backward") take from the compute, as (share of the collective's time, SMs), over its two GEMMs
     (``COLLECTIVE_GEMMS``, equal bytes): a ring exchange its num_sm (one flag CTA by default), a bulk overlap num_sm,
-    a pipeline num_sm for all chunks but the last, whose reduce-scatter runs after the compute: none beside it.
-    Shares of equal SMs are merged."""
+    a pipeline num_sm for all chunks but the last, whose reduce-scatter runs after the compute: None (no kernel
+    beside it). A GEMM with set_sm_margin already runs on SMs - num_sm (``math_sms``, in its kernel time), its
+    communication on the SMs left out: 0 (it takes HBM bandwidth, no SM). Shares of equal SMs are merged."""
     settings = settings or config()
     names = COLLECTIVE_GEMMS[phase][collective]
-    parts: dict[int, float] = {}
+    parts: dict[int | None, float] = {}
     for name in names:
         found = settings[name]
+        beside = 0 if found.set_sm_margin else found.num_sm
         if found.method == "pipeline":
             splits = constants()["pipeline_splits"]
-            parts[found.num_sm] = parts.get(found.num_sm, 0.0) + (splits - 1) / splits / len(names)
-            parts[0] = parts.get(0, 0.0) + 1 / splits / len(names)
+            parts[beside] = parts.get(beside, 0.0) + (splits - 1) / splits / len(names)
+            parts[None] = parts.get(None, 0.0) + 1 / splits / len(names)
         else:
-            parts[found.num_sm] = parts.get(found.num_sm, 0.0) + 1 / len(names)
+            parts[beside] = parts.get(beside, 0.0) + 1 / len(names)
     return [(share, sms) for sms, share in parts.items()]

@@ -379,7 +379,8 @@ def _scenario_files() -> dict:
                "parallelism.schedule": ["zigzag", None], "cluster.topology_options": ["x", [1], None],
                # the framework-default options (null means "default": no None here)
                "parallelism.grad_reduce_dtype": ["fp64", "", 32], "parallelism.defer_embedding_wgrad": ["yes", 1],
-               "parallelism.wgrad_deferral_limit": [-1, 1.5, "ten"], "parallelism.tp_comm_overlap": ["on", 2]}
+               "parallelism.wgrad_deferral_limit": [-1, 1.5, "ten"], "parallelism.tp_comm_overlap": ["on", 2],
+               "parallelism.te_version": [3, "2", True, 2.5]}
     for path, values in strings.items():
         for i, value in enumerate(values):
             files[f"{path}=str{i}"] = edited(path, value)

@@ -20,12 +20,15 @@ H100 = hardware.gpu("h100-sxm")
 SMS = kernels.sm_count("h100-sxm")  # 132
 # Megatron-LM's 177B GPT (models.yaml): hidden 12288, 96 heads, ffn 4h
 MODEL = TransformerSpec(name="gpt-177b", layers=96, hidden=12288, heads=96, vocab=131072, max_seq_len=4096)
+# TE 1.x's defaults (no GEMM on an SM margin), which the tests of the chunking and of the SMs beside the compute use;
+# TE 2.x's margin: tests/unit/test_sm_margin.py
+TE1 = userbuffers.config(te_version=1)
 
 
 def _ops(tp: int, precision: str = "bf16", recompute: str = "none") -> tuple[dict, dict]:
     shard = Shard(seq_len=4096, micro_batch=1, tp=tp, precision=precision, recompute=recompute)
     layer = layer_ops(MODEL, shard)
-    return layer, userbuffers.apply(layer, tp, precision, shard.activation_bytes_per_element, SMS)
+    return layer, userbuffers.apply(layer, tp, precision, shard.activation_bytes_per_element, SMS, TE1)
 
 
 def _gemm(ops: dict, phase: str, name: str):
@@ -104,7 +107,7 @@ def test_pipeline_chunks_run_one_after_another_ring_exchange_chunks_share_waves(
     # 132 SMs: alone (data) it runs two waves, 8% longer than the whole GEMM (768 tiles, 5.8 waves); packed, the same
     shard = Shard(seq_len=2048, micro_batch=1, tp=4, precision="bf16", recompute="none")
     layer = layer_ops(MODEL, shard)
-    ub = userbuffers.apply(layer, 4, "bf16", shard.activation_bytes_per_element, SMS)
+    ub = userbuffers.apply(layer, 4, "bf16", shard.activation_bytes_per_element, SMS, TE1)
     whole, chunked = _gemm(layer, "forward", "attn_out"), _gemm(ub, "forward", "attn_out")
     assert (chunked.m, chunked.n, chunked.batch) == (2048, 3072, 1)
     whole_s = kernels.roofline_s(whole, H100, "bf16")[0]
@@ -150,19 +153,20 @@ def test_full_recompute_reruns_the_chunked_forward():
 
 def test_ring_exchange_holds_one_sm_pipeline_num_sm_but_not_its_last_chunk():
     """TE: UbufP2PCommOverlap sms = 1 (copy engines move the data); pipeline and bulk hold num_sm = 16; the
-    pipeline's last reduce-scatter chunk runs after the compute."""
+    pipeline's last reduce-scatter chunk runs after the compute (None: no kernel beside it). TE 1.x: no margin."""
     num_sm = catalog.load("interference")["ctas"]["userbuffers"]
-    assert userbuffers.collective_sms("forward", "all_gather") == [(1.0, 1)]
-    assert userbuffers.collective_sms("forward", "reduce_scatter") == [(0.75, num_sm), (0.25, 0)]
-    assert userbuffers.collective_sms("backward", "reduce_scatter") == [(1.0, num_sm)]
-    assert userbuffers.collective_sms("backward", "all_gather") == [(1.0, 1)]
+    assert userbuffers.collective_sms("forward", "all_gather", TE1) == [(1.0, 1)]
+    assert userbuffers.collective_sms("forward", "reduce_scatter", TE1) == [(0.75, num_sm), (0.25, None)]
+    assert userbuffers.collective_sms("backward", "reduce_scatter", TE1) == [(1.0, num_sm)]
+    assert userbuffers.collective_sms("backward", "all_gather", TE1) == [(1.0, 1)]
 
 
 def test_phase_factor_is_the_harmonic_mix_of_its_kernels(small_scenario):
     """Compute-bound (memory share 0), bf16, equal all-gather and reduce-scatter bytes: forward 1/f = 1/2 * 131/132
-    (ring) + 1/2 * (3/4 * 116/132 + 1/4) (pipeline); backward 1/f = 1/2 * 131/132 + 1/2 * 116/132 (bulk)."""
+    (ring) + 1/2 * (3/4 * 116/132 + 1/4) (pipeline); backward 1/f = 1/2 * 131/132 + 1/2 * 116/132 (bulk). TE 1.x:
+    no GEMM on a margin."""
     data = copy.deepcopy(small_scenario)
-    data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True)
+    data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True, te_version=1)
     data["training"]["precision"] = "bf16"
     scenario = config.from_dict(data)
     wire = 300e9
@@ -222,8 +226,8 @@ def test_nemo_configuration_of_gpt3_175b_at_tp4_and_te_defaults_elsewhere():
     assert gpt3["proj_fprop"] == userbuffers.Gemm("pipeline", 24, set_sm_margin=True)
     assert gpt3["fc2_fprop"] == userbuffers.Gemm("ring_exchange", 1, set_sm_margin=True)
     assert gpt3["qkv_fprop"] == userbuffers.Gemm("ring_exchange", 1)
-    defaults = userbuffers.config()
-    assert userbuffers.config(12288, 4, 8192, SMS) == defaults
+    defaults = TE1
+    assert userbuffers.config(12288, 4, 8192, SMS, te_version=1) == defaults
     assert defaults["fc2_fprop"] == userbuffers.Gemm("pipeline", 16) and defaults["qkv_wgrad"].num_sm == 16
     # Llama 3.1 405B at tp 8 (cp 2, 4096 tokens per rank) aggregates the ring-exchange chunks in pairs: 4 of 1024
     assert userbuffers.config(16384, 8, 4096, SMS)["qkv_fprop"].aggregate
@@ -243,17 +247,18 @@ def test_ring_exchange_reduce_scatter_chunks_tokens_and_reduces_the_received_chu
     (reduce,) = [op for op in ub["forward"] if op.name == "ub_reduce"]
     assert reduce.hbm_bytes == (4 + 1) * 512 * 12288 * 2
     assert userbuffers.exposed_reduce_scatters(ub, gpt3)["forward"] == 1
-    assert userbuffers.exposed_reduce_scatters(userbuffers.apply(layer, 4, "bf16", 2, SMS))["forward"] == 2
+    assert userbuffers.exposed_reduce_scatters(userbuffers.apply(layer, 4, "bf16", 2, SMS, TE1))["forward"] == 2
 
 
 def test_collective_sms_follow_each_gemms_num_sm():
-    """GPT-3 175B's NeMo configuration: the forward reduce-scatters are half proj's pipeline (24 SMs for 3 of its 4
-    chunks, none for the exposed last) and half fc2's ring exchange (one SM); backward, the bulk reduce-scatters
-    beside qkv and fc1 wgrad hold 4 SMs each."""
-    gpt3 = userbuffers.config(12288, 4, 2048, SMS)
-    assert sorted(userbuffers.collective_sms("forward", "reduce_scatter", gpt3)) == [(0.125, 0), (0.375, 24),
-                                                                                      (0.5, 1)]
-    assert userbuffers.collective_sms("backward", "reduce_scatter", gpt3) == [(1.0, 4)]
+    """GPT-3 175B's NeMo configuration: the forward reduce-scatters are half proj's pipeline (3 of its 4 chunks
+    beside the GEMM, the exposed last after it: None) and half fc2's ring exchange, both with set_sm_margin: their
+    GEMMs run on SMs - num_sm, so their kernels take no SM from them (0); backward, the bulk reduce-scatters beside
+    qkv and fc1 wgrad (no margin) hold 4 SMs each. The same in TE 1.x and 2.x (the configuration states them)."""
+    for te_version in (1, 2):
+        gpt3 = userbuffers.config(12288, 4, 2048, SMS, te_version=te_version)
+        assert userbuffers.collective_sms("forward", "reduce_scatter", gpt3) == [(0.875, 0), (0.125, None)]
+        assert userbuffers.collective_sms("backward", "reduce_scatter", gpt3) == [(1.0, 4)]
 
 
 @pytest.mark.parametrize(("name", "nemo"), [("nemo2409-gpt3-175b-128-h100-bf16", True),
@@ -262,8 +267,9 @@ def test_collective_sms_follow_each_gemms_num_sm():
 def test_only_the_recipes_nemo_tuned_get_its_configuration(name, nemo):
     """NeMo passes its tuned configuration to the recipes it was written for; a Megatron-LM run, or another model
     of the same hidden size, tp and tokens (Mixtral 8x22B at tp 2 matches GPT-3 20B's shape), gets TE's defaults."""
-    settings = userbuffers.scenario_config(config.load(name))
-    assert (settings != userbuffers.config()) is nemo
+    scenario = config.load(name)
+    settings = userbuffers.scenario_config(scenario)
+    assert (settings != userbuffers.config(te_version=scenario.parallelism.te_version)) is nemo
 
 
 def test_a_recipe_shape_off_megatron_core_gets_tes_defaults():
@@ -272,5 +278,5 @@ def test_a_recipe_shape_off_megatron_core_gets_tes_defaults():
     nemo = config.load("nemo2409-gpt3-175b-128-h100-bf16")
     other = nemo.model_copy(update={"training": nemo.training.model_copy(update={"logits_memory": "torch_fp32"})})
     assert nemo.megatron_core and not other.megatron_core
-    assert userbuffers.scenario_config(nemo) != userbuffers.config()
-    assert userbuffers.scenario_config(other) == userbuffers.config()
+    assert userbuffers.scenario_config(nemo) != TE1 and nemo.parallelism.te_version == 1
+    assert userbuffers.scenario_config(other) == TE1
