@@ -91,7 +91,7 @@ def _defaults(te_version: int) -> dict[str, Gemm]:
 RECORDED_SETTINGS = ("cga_size", "num_splits")
 
 
-def _gemm_of(name: str, settings: dict, te_version: int) -> Gemm:
+def _gemm_of(name: str, settings: dict, te_version: int = LATEST_TE_VERSION) -> Gemm:
     """One GEMM's ``Gemm`` from a configuration's settings: TE's defaults for its method updated with the stated
     values; a num_splits other than the modelled ``pipeline_splits`` is an error (not modelled)."""
     unknown = set(settings) - {field.name for field in dataclasses.fields(Gemm)} - set(RECORDED_SETTINGS)
@@ -106,7 +106,7 @@ def _gemm_of(name: str, settings: dict, te_version: int) -> Gemm:
 
 
 @cache
-def _configs(te_version: int) -> dict[tuple, dict[str, Gemm]]:
+def _configs(te_version: int = LATEST_TE_VERSION) -> dict[tuple, dict[str, Gemm]]:
     """Every configuration, keyed by (hidden, tp, tokens, sms, precision): TE's defaults of ``te_version``.x updated
     with a NeMo configuration's, as initialize_ub merges them (a setting the configuration states replaces the
     default; one it leaves out keeps it: TE 2.x ``get_default_config`` then ``ub_cfg.update``, TE 1.x
@@ -134,7 +134,7 @@ def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None)
     """The key of the configuration a run of this shape and ``precision`` takes: the one listing its precision,
     else the one stating none; None when neither exists."""
     for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)):
-        if key in _configs(LATEST_TE_VERSION):
+        if key in _configs():
             return key
     return None
 
