@@ -101,6 +101,7 @@ class Simulation:
         self._dp_streams: dict = {}
         self._dp_busy_until: dict = {}  # when each data-parallel stream empties, at isolated times
         self._dp_stream_per_group = data_parallel.communicator_streams(self.scenario)
+        self._last_reduction: dict = {}  # rank -> (stream key, completion event) of its last reduction
         self._rendezvous: dict = {}
         self._pairs: dict = {}
         self._groups_cache: dict = {}
@@ -267,7 +268,7 @@ class Simulation:
         previous = self._dp_streams.get(key)
         self._dp_streams[key] = done
         if self._dp_stream_per_group and op != "all_gather":  # the reductions also queue on one CUDA stream
-            previous = self._after_reduction(agent, previous, done)
+            previous = self._after_reduction(agent, key, previous, done)
         groups = self._data_parallel_groups(agent, experts)
         alone_s = timing.isolated_time_s(self.fabric, op, groups[0], size_bytes)
         self._dp_busy_until[key] = max(self._dp_busy_until.get(key, 0.0), self.env.now) + alone_s
@@ -277,13 +278,16 @@ class Simulation:
             self._join(agent, groups, name, done, self._run_collective, op, size_bytes, name)
         return done
 
-    def _after_reduction(self, agent: Agent, previous: simpy.Event | None, done: simpy.Event) -> simpy.Event | None:
-        """What a reduction waits for when it also queues behind the rank's previous reduction, whichever group
-        that one ran over (Megatron-FSDP issues every reduce-scatter on its ``rs_stream``, synchronously): the
-        event of both, or the one still pending."""
-        key = (agent.rank, "reductions")
-        last = self._dp_streams.get(key)
-        self._dp_streams[key] = done
+    def _after_reduction(self, agent: Agent, stream, previous: simpy.Event | None, done: simpy.Event
+                         ) -> simpy.Event | None:
+        """What a reduction on ``stream`` waits for when it also queues behind the rank's previous reduction,
+        whichever group that one ran over (Megatron-FSDP issues every reduce-scatter on its ``rs_stream``,
+        synchronously): the event of both, or the one still pending. A previous reduction on the same stream is
+        already behind ``previous``."""
+        last_stream, last = self._last_reduction.get(agent.rank, (None, None))
+        self._last_reduction[agent.rank] = (stream, done)
+        if last_stream == stream:
+            return previous
         pending = [event for event in (previous, last) if event is not None and not event.triggered]
         if len(pending) < 2:
             return pending[0] if pending else None
