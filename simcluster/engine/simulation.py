@@ -243,13 +243,14 @@ class Simulation:
     def data_parallel_busy_s(self, agent: Agent) -> float:
         """How much longer ``agent``'s data-parallel stream stays busy (its kernels hold SMs): the collectives
         queued on it, each for its time alone on the fabric (an estimate: contention and late peers make them
-        longer); 0 when it is idle."""
+        longer); 0 when it is idle. With a second stream (``_dp_stream_per_group``) the two queues add: kernels
+        running at once each hold their SMs, and the compute loses the sum of what each alone takes from it."""
         keys = (agent.rank, (agent.rank, "experts")) if self._dp_stream_per_group else (agent.rank,)
         busy_s = 0.0
-        for key in keys:
+        for key in keys:  # two streams at once hold both kernels' SMs: their times add (interference.overlapped_s)
             last = self._dp_streams.get(key)
             if last is not None and not last.triggered:
-                busy_s = max(busy_s, self._dp_busy_until[key] - self.env.now)
+                busy_s += max(0.0, self._dp_busy_until[key] - self.env.now)
         return busy_s
 
     def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str, experts: bool = False

@@ -99,3 +99,15 @@ def test_a_megatron_fsdp_step_overlaps_only_collectives_of_different_groups():
     pairs = [(a, b) for a in dp[~reductions & ~experts].itertuples() for b in dp[~reductions & experts].itertuples()
              if a.start_s < b.end_s - 1e-12 and b.start_s < a.end_s - 1e-12]
     assert pairs
+
+
+@pytest.mark.parametrize("zero_stage", [1, 3])
+def test_the_compute_beside_them_is_charged_both_kernels(zero_stage):
+    """Issued together, the two collectives hold NCCL SMs for T(S) each: one after the other on one stream, or at
+    once on two streams (each kernel its own SMs): either way the compute beside them is charged 2 T(S)."""
+    sim = Simulation(_scenario(zero_stage))
+    agent = sim.agents[0]
+    alone_s = timing.isolated_time_s(sim.fabric, "all_gather", sim._data_parallel_groups(agent, False)[0], SIZE)
+    for name, flag in (("dense", False), ("experts", True)):
+        sim.data_parallel(agent, "all_gather", SIZE, name, experts=flag)
+    assert sim.data_parallel_busy_s(agent) == pytest.approx(2 * alone_s, rel=1e-9)
