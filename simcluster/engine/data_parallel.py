@@ -37,11 +37,12 @@ def communicator_streams(scenario: Scenario) -> bool:
     Megatron-FSDP (ZeRO-3 on Megatron-Core) gathers each bucket group asynchronously on its own group
     (``AllGatherPipeline.all_gather_params``: ``_coalescing_manager(dp_group, async_ops=True)`` per data-parallel
     group, which ProcessGroupNCCL runs on that group's own NCCL stream), so the dense group's collectives and the
-    expert data-parallel group's run at once; its reduce-scatters all queue on the one ``rs_stream``, issued
-    synchronously, whichever group they reduce over (``Simulation._after_reduction``). Its separate all-gather
-    communicator (``--create-all-gather-group``, Megatron-LM PR #2663, merged 2026-01; experts in PR #3249) is
-    opt-in and not modelled. Megatron-Core's DDP/distributed optimizer (ZeRO-1/2) also issues its dense and expert
-    bucket groups on their own groups; not modelled (one stream): only the ZeRO-3 path changes.
+    expert data-parallel group's run at once; its reduce-scatters are each waited for on the one ``rs_stream``
+    before the next is issued from it (``GradReducePipeline.mark_bucket_ready``), whichever group they reduce
+    over (``Simulation._after_reduction``). Its separate all-gather communicator (``--create-all-gather-group``,
+    Megatron-LM PR #2663, merged 2026-01; experts in PR #3249) is opt-in and not modelled. Megatron-Core's
+    DDP/distributed optimizer (ZeRO-1/2) also issues its dense and expert bucket groups on their own groups; not
+    modelled (one stream): only the ZeRO-3 path changes.
     """
     return scenario.parallelism.zero_stage == 3 and scenario.megatron_core
 

@@ -282,9 +282,9 @@ class Simulation:
     def _after_reduction(self, agent: Agent, stream, previous: simpy.Event | None, done: simpy.Event
                          ) -> simpy.Event | None:
         """What a reduction on ``stream`` waits for when it also queues behind the rank's previous reduction,
-        whichever group that one ran over (Megatron-FSDP issues every reduce-scatter on its ``rs_stream``,
-        synchronously): the event of both, or the one still pending. A previous reduction on the same stream is
-        already behind ``previous``."""
+        whichever group that one ran over (Megatron-FSDP waits for every reduce-scatter on its ``rs_stream``
+        before issuing the next from it): the event of both, or the one still pending. A previous reduction on the
+        same stream is already behind ``previous``."""
         last_stream, last = self._last_reduction.get(agent.rank, (None, None))
         self._last_reduction[agent.rank] = (stream, done)
         if last_stream == stream:
