@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from simcluster.parallel.memory import zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
-from simcluster.spec.config import Parallelism
+from simcluster.spec.config import Parallelism, Scenario
 
 
 def collective(agent, op: str, dense_bytes: float, expert_bytes: float, name: str) -> list:
@@ -23,6 +23,28 @@ def collective(agent, op: str, dense_bytes: float, expert_bytes: float, name: st
     if expert_bytes:
         events.append(agent.sim.data_parallel(agent, op, expert_bytes, f"expert {name}", experts=True))
     return events
+
+
+def communicator_streams(scenario: Scenario) -> bool:
+    """Whether a rank's dense and expert data-parallel collectives run at once, each group in its own order.
+
+    NCCL runs one communicator's operations in the order they were issued, one at a time, even when the caller
+    issues them on different CUDA streams (Megatron-LM megatron/core/distributed/fsdp/src/docs/runtime_schedule.md
+    and its nccl_same_pg_two_streams_{async,sync}.py probes; NVIDIA/nccl#1262; pytorch/pytorch#177098 and #186335:
+    FSDP2's all-gather and reduce-scatter streams share the shard group's one communicator "and so serializes them
+    on the wire"). So every stack's all-gathers and reduce-scatters over one group keep one stream, in issue order
+    (ZeRO-3's prefetch issues unit u+1's gather before unit u's reduce-scatter). Two groups are two communicators:
+    Megatron-FSDP (ZeRO-3 on Megatron-Core) gathers each bucket group asynchronously on its own group
+    (``AllGatherPipeline.all_gather_params``: ``_coalescing_manager(dp_group, async_ops=True)`` per data-parallel
+    group, which ProcessGroupNCCL runs on that group's own NCCL stream), so the dense group's collectives and the
+    expert data-parallel group's run at once; its reduce-scatters are each waited for on the one ``rs_stream``
+    before the next is issued from it (``GradReducePipeline.mark_bucket_ready``), whichever group they reduce
+    over (``Simulation._after_reduction``). Its separate all-gather communicator (``--create-all-gather-group``,
+    Megatron-LM PR #2663, merged 2026-01; experts in PR #3249) is opt-in and not modelled. Megatron-Core's
+    DDP/distributed optimizer (ZeRO-1/2) also issues its dense and expert bucket groups on their own groups; not
+    modelled (one stream): only the ZeRO-3 path changes.
+    """
+    return scenario.parallelism.zero_stage == 3 and scenario.megatron_core
 
 
 class GradientReduction:

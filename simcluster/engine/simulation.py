@@ -96,8 +96,12 @@ class Simulation:
             self.agents = [self._agent(s, np.flatnonzero(stage_of == s).tolist()) for s in range(layout.pp)]
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
-        self._dp_streams: dict[int, simpy.Event] = {}
-        self._dp_busy_until: dict[int, float] = {}  # when each data-parallel stream empties, at isolated times
+        # a rank's data-parallel streams (engine.data_parallel.communicator_streams): one per rank, keyed by the rank,
+        # or with ``_dp_stream_per_group`` a second one, keyed (rank, "experts"), for its expert data-parallel group
+        self._dp_streams: dict = {}
+        self._dp_busy_until: dict = {}  # when each data-parallel stream empties, at isolated times
+        self._dp_stream_per_group = data_parallel.communicator_streams(self.scenario)
+        self._last_reduction: dict = {}  # rank -> (stream key, completion event) of its last reduction
         self._rendezvous: dict = {}
         self._pairs: dict = {}
         self._groups_cache: dict = {}
@@ -239,31 +243,56 @@ class Simulation:
     def data_parallel_busy_s(self, agent: Agent) -> float:
         """How much longer ``agent``'s data-parallel stream stays busy (its kernels hold SMs): the collectives
         queued on it, each for its time alone on the fabric (an estimate: contention and late peers make them
-        longer); 0 when it is idle."""
-        last = self._dp_streams.get(agent.rank)
-        if last is None or last.triggered:
-            return 0.0
-        return max(0.0, self._dp_busy_until[agent.rank] - self.env.now)
+        longer); 0 when it is idle. With a second stream (``_dp_stream_per_group``) the two queues add: kernels
+        running at once each hold their SMs, and the compute loses the sum of what each alone takes from it."""
+        keys = (agent.rank, (agent.rank, "experts")) if self._dp_stream_per_group else (agent.rank,)
+        busy_s = 0.0
+        for key in keys:  # two streams at once hold both kernels' SMs: their times add (interference.overlapped_s)
+            last = self._dp_streams.get(key)
+            if last is not None and not last.triggered:
+                busy_s += max(0.0, self._dp_busy_until[key] - self.env.now)
+        return busy_s
 
     def data_parallel(self, agent: Agent, op: str, size_bytes: float, name: str, experts: bool = False
                       ) -> simpy.Event:
         """Queue a collective over the data-parallel groups of ``agent``'s ranks on its data-parallel stream
         (``experts``: over its expert data-parallel groups, which hold routed-expert parameters, instead).
 
-        The collective starts when every member rank has reached it and finished its previous one (NCCL runs a
-        communicator's collectives in order); it returns the event of its completion.
+        The collective starts when every member rank has reached it and finished its previous one on the same
+        stream (NCCL runs a communicator's collectives in order, whatever CUDA stream each is issued on); it returns
+        the event of its completion. The dense and expert groups share one stream, in issue order, unless the stack
+        runs them on communicators of their own (``_dp_stream_per_group``: then the expert group's collectives
+        queue on a second stream, and the two run at once, sharing the links through the network model).
         """
         done = self.env.event()
-        previous = self._dp_streams.get(agent.rank)
-        self._dp_streams[agent.rank] = done
+        key = (agent.rank, "experts") if experts and self._dp_stream_per_group else agent.rank
+        previous = self._dp_streams.get(key)
+        self._dp_streams[key] = done
+        if self._dp_stream_per_group and op != "all_gather":  # the reductions also queue on one CUDA stream
+            previous = self._after_reduction(agent, key, previous, done)
         groups = self._data_parallel_groups(agent, experts)
         alone_s = timing.isolated_time_s(self.fabric, op, groups[0], size_bytes)
-        self._dp_busy_until[agent.rank] = max(self._dp_busy_until.get(agent.rank, 0.0), self.env.now) + alone_s
+        self._dp_busy_until[key] = max(self._dp_busy_until.get(key, 0.0), self.env.now) + alone_s
         if previous is not None and not previous.triggered:
             self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done, experts))
         else:
             self._join(agent, groups, name, done, self._run_collective, op, size_bytes, name)
         return done
+
+    def _after_reduction(self, agent: Agent, stream, previous: simpy.Event | None, done: simpy.Event
+                         ) -> simpy.Event | None:
+        """What a reduction on ``stream`` waits for when it also queues behind the rank's previous reduction,
+        whichever group that one ran over (Megatron-FSDP waits for every reduce-scatter on its ``rs_stream``
+        before issuing the next from it): the event of both, or the one still pending. A previous reduction on the
+        same stream is already behind ``previous``."""
+        last_stream, last = self._last_reduction.get(agent.rank, (None, None))
+        self._last_reduction[agent.rank] = (stream, done)
+        if last_stream == stream:
+            return previous
+        pending = [event for event in (previous, last) if event is not None and not event.triggered]
+        if len(pending) < 2:
+            return pending[0] if pending else None
+        return self.env.all_of(pending)
 
     def _data_parallel_groups(self, agent: Agent, experts: bool):
         """The groups reducing and gathering ``agent``'s parameters: dp x cp (the ranks holding the same dense
