@@ -12,7 +12,7 @@ from simcluster.parallel import plan
 from simcluster.spec import config
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import userbuffers
-from simcluster.workload.ops import Op
+from simcluster.workload.ops import Op, layer_ops, shard_for
 from simcluster.workload.userbuffers import Gemm
 
 SMS = 132  # H100 SXM
@@ -153,3 +153,42 @@ def test_two_configurations_of_one_shape_are_refused(monkeypatch):
         userbuffers._configs.cache_clear()
         userbuffers.config.cache_clear()
         userbuffers._config_models.cache_clear()
+
+
+def _gpt3_mbs2_fp8_forward(settings=None) -> tuple[dict, dict, int]:
+    """The forward of one layer of the NeMo 1.x GPT-3 175B micro batch 2 fp8 row, as written and as userbuffers runs
+    it with ``settings`` (None: the row's own, ub_cfg_h100_h12288_tp4_mbs2_seqlen2048)."""
+    scenario = config.load("nemo2407-gpt3-175b-512-h100-fp8")
+    shard = shard_for(scenario)
+    settings = settings or userbuffers.scenario_config(scenario)
+    assert settings == GPT3_MBS2 or settings["fc2_fprop"].fp8_buf
+    layer = layer_ops(scenario.model, shard)
+    ub = userbuffers.apply(layer, 4, "fp8", shard.activation_bytes_per_element, SMS, settings)
+    return ({op.name: op for op in layer["forward"]}, {op.name: op for op in ub["forward"]},
+            shard.activation_bytes_per_element)
+
+
+def test_fp8_buffer_pipeline_chunks_write_fp8_in_the_applied_layer():
+    """proj_fprop (pipeline, fp8_buf) of the mbs 2 fp8 row: 4 chunk GEMMs of m x n/4 outputs, each reading its fp8
+    operands (m x k, k x n/4) and writing its output into the fp8 userbuffer, one byte an element:
+    hbm = 4 x ((m k + k n/4) + m n/4) x 1 byte (= count x chunk_bytes(..., out_element=1))."""
+    written, applied, _ = _gpt3_mbs2_fp8_forward()
+    op, chunk = written["attn_out"], applied["attn_out"]
+    splits = userbuffers.constants()["pipeline_splits"]
+    n = op.n // splits
+    assert (chunk.m, chunk.n, chunk.k) == (op.m, n, op.k) and op.n % splits == 0
+    assert chunk.hbm_bytes == splits * ((op.m * op.k + op.k * n) + op.m * n) * 1
+    assert chunk.hbm_bytes == splits * userbuffers.chunk_bytes(op, op.m, n, "fp8", out_element=1)
+
+
+def test_fp8_buffer_ring_exchange_reduce_scatter_reduces_fp8_chunks():
+    """fc2_fprop as a ring-exchange reduce-scatter with fp8_buf (TE honours it: fc2_fprop is a default pipeline
+    GEMM): each of the tp chunk GEMMs writes its m/tp x n output in fp8, and the reduce after the last send reads tp
+    received fp8 chunks and writes one in 16 bits: (tp x 1 + 2) x m/tp x n bytes."""
+    settings = dict(GPT3_MBS2, fc2_fprop=Gemm("ring_exchange", 1, set_sm_margin=True, fp8_buf=True))
+    written, applied, element = _gpt3_mbs2_fp8_forward(settings)
+    op, tp = written["mlp_down"], 4
+    assert element == 2
+    assert applied["ub_reduce"].hbm_bytes == (tp * 1 + element) * (op.m // tp) * op.n
+    m = op.m // tp
+    assert applied["mlp_down"].hbm_bytes == tp * ((m * op.k + op.k * op.n) + m * op.n) * 1
