@@ -192,3 +192,25 @@ def test_fp8_buffer_ring_exchange_reduce_scatter_reduces_fp8_chunks():
     assert applied["ub_reduce"].hbm_bytes == (tp * 1 + element) * (op.m // tp) * op.n
     m = op.m // tp
     assert applied["mlp_down"].hbm_bytes == tp * ((m * op.k + op.k * op.n) + m * op.n) * 1
+
+
+def test_plan_times_the_exposed_fp8_buffer_chunk_at_half_the_bytes():
+    """The NeMo 1.x GPT-3 175B micro batch 2 fp8 row: per layer the forward leaves one reduce-scatter chunk exposed,
+    proj_fprop's (pipeline, fp8_buf; fc2_fprop is a ring exchange), of tokens x hidden / splits elements moved as
+    fp8: 4096 x 12288 x 1 byte / 4. With reduce-scatters timed at a size-proportional rate, the forward's device time
+    grows by that chunk per layer, the backward (no pipeline) not at all."""
+    scenario = config.load("nemo2407-gpt3-175b-512-h100-fp8")
+    t, m = scenario.training, scenario.model
+    assert (t.seq_len * t.micro_batch_size, m.hidden, scenario.parallelism.tp) == (4096, 12288, 4)
+    rate = 1e11  # bytes/s, any
+
+    def timed(rs_rate: float | None):
+        def time_s(op, group, size):
+            return size / rs_rate if op == "reduce_scatter" and rs_rate else 0.0
+        return plan.plan(scenario, time_s).chunks[0]
+
+    slow, free = timed(rate), timed(None)
+    chunk_bytes = 4096 * 12288 * BYTES_PER_ELEMENT["fp8"] / userbuffers.constants()["pipeline_splits"]
+    assert slow.forward_stream.device_s - free.forward_stream.device_s == pytest.approx(
+        slow.layers * chunk_bytes / rate, rel=1e-9)
+    assert slow.backward_stream.device_s == pytest.approx(free.backward_stream.device_s, rel=1e-12)
