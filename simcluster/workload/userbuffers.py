@@ -130,13 +130,16 @@ def _match_keys(match: dict) -> list[tuple]:
     return [(*shape, precision) for precision in match.get("precision", [None])]
 
 
+def _candidates(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> list[tuple]:
+    """The keys of the configurations a run of this shape and ``precision`` may take, in order: the one listing its
+    precision, then the one stating none (those that exist)."""
+    return [key for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)) if key in _configs()]
+
+
 def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> tuple | None:
-    """The key of the configuration a run of this shape and ``precision`` takes: the one listing its precision,
-    else the one stating none; None when neither exists."""
-    for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)):
-        if key in _configs():
-            return key
-    return None
+    """The key of the configuration a run of this shape and ``precision`` takes (the first of ``_candidates``), None
+    when none exists."""
+    return next(iter(_candidates(hidden, tp, tokens, sms, precision)), None)
 
 
 @cache
@@ -167,16 +170,16 @@ def _config_models() -> dict[tuple, frozenset[str]]:
 
 
 def scenario_config(scenario) -> dict[str, Gemm]:
-    """``config`` of a scenario's layers in its Transformer Engine (``parallelism.te_version``): its hidden size, tp,
-    tokens per microbatch, GPU and precision, where the scenario is the NeMo recipe's (a model it names, on
-    Megatron-Core); TE's defaults otherwise (a Megatron-LM run or another model of the same shape does not pass
-    NeMo's configuration)."""
+    """``config`` of a scenario's layers in its Transformer Engine (``parallelism.te_version``): of its hidden size,
+    tp, tokens per microbatch and GPU, the configuration of its precision, else the one stating none, whose recipe
+    trains the scenario's model (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or
+    another model of the same shape does not pass NeMo's configuration)."""
     t, p = scenario.training, scenario.parallelism
-    key = _resolve(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
-                   kernels.sm_count(scenario.cluster.gpu.name), t.precision)
-    if key is None or not scenario.megatron_core or scenario.model.name not in _config_models().get(key, ()):
-        return config(te_version=p.te_version)
-    return config(*key, te_version=p.te_version)
+    keys = _candidates(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
+                       kernels.sm_count(scenario.cluster.gpu.name), t.precision) if scenario.megatron_core else []
+    # the first whose recipe trains this model: a model listed only on the entry without a precision keeps it
+    key = next((key for key in keys if scenario.model.name in _config_models()[key]), None)
+    return config(te_version=p.te_version) if key is None else config(*key, te_version=p.te_version)
 
 
 def gemm(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> Gemm | None:

@@ -214,3 +214,35 @@ def test_plan_times_the_exposed_fp8_buffer_chunk_at_half_the_bytes():
     assert slow.forward_stream.device_s - free.forward_stream.device_s == pytest.approx(
         slow.layers * chunk_bytes / rate, rel=1e-9)
     assert slow.backward_stream.device_s == pytest.approx(free.backward_stream.device_s, rel=1e-12)
+
+
+def _clear_caches():
+    for cached in (userbuffers._configs, userbuffers.config, userbuffers._config_models):
+        cached.cache_clear()
+
+
+def test_an_fp8_run_of_a_model_only_the_bf16_entry_names_keeps_the_bf16_entry(monkeypatch):
+    """The fp8 twin of GPT-3's h12288 tp4 mbs1 shape naming gpt3-175b only: an fp8 run of gpt3-175b-nemo (named by the
+    entry without a precision) takes that entry, not TE's defaults; gpt3-175b still takes the twin; a model neither
+    names gets TE's defaults."""
+    entries = copy.deepcopy(userbuffers.constants()["nemo_configs"])
+    twin = next(entry for entry in entries if entry["match"].get("precision") == ["fp8"]
+                and entry["match"]["hidden"] == 12288 and entry["match"]["tokens"] == 2048)
+    twin["match"]["models"] = ["gpt3-175b"]
+    monkeypatch.setitem(userbuffers.constants(), "nemo_configs", entries)
+    _clear_caches()
+    try:
+        nemo2 = config.load("nemo2409-gpt3-175b-128-h100-bf16")
+        fp8 = nemo2.model_copy(update={"training": nemo2.training.model_copy(update={"precision": "fp8"})})
+        assert fp8.model.name == "gpt3-175b-nemo" and fp8.megatron_core
+        te = fp8.parallelism.te_version
+        bf16_entry, twin_entry = (userbuffers.config(12288, 4, 2048, SMS, precision, te_version=te)
+                                  for precision in (None, "fp8"))
+        assert bf16_entry != twin_entry != userbuffers.config(te_version=te)
+        assert userbuffers.scenario_config(fp8) == bf16_entry
+        named = fp8.model_copy(update={"model": fp8.model.model_copy(update={"name": "gpt3-175b"})})
+        assert userbuffers.scenario_config(named) == twin_entry
+        other = fp8.model_copy(update={"model": fp8.model.model_copy(update={"name": "another"})})
+        assert userbuffers.scenario_config(other) == userbuffers.config(te_version=te)
+    finally:
+        _clear_caches()
