@@ -134,3 +134,16 @@ def test_row_parallel_biases_reduce_the_sequence_parallel_tokens(sequence_parall
         "qkv_bias_grad": TOKENS * 3 * H // 4 * 2 + 3 * H // 4 * 2, "mlp_up_bias_grad": TOKENS * H * 2 + H * 2,
         "attn_out_bias_grad": row_tokens * H * 2 + H * 2, "mlp_down_bias_grad": row_tokens * H * 2 + H * 2}, rel=1e-12)
 
+
+MOE = {"experts": 8, "top_k": 2, "ffn_hidden": 2 * H}
+
+
+def test_eager_bias_gradients_of_an_moe_model_are_refused(cli, write_scenario):
+    """The eager MLP bias kernels are the dense MLP's (model.ffn): an MoE model with biases is refused naming the
+    field, in one line, exit 2; without biases (norm weights only) it is accepted."""
+    with pytest.raises(ScenarioError, match=r"training\.layer_backward"):
+        _scenario(model={"moe": MOE}, layer_backward="eager")
+    assert _scenario(model={"moe": MOE, "bias": False}, layer_backward="eager").training.layer_backward == "eager"
+    assert _scenario(model={"moe": MOE}).model.linear_biases
+    code, out, err = cli("run", write_scenario(_data(model={"moe": MOE}, layer_backward="eager")))
+    assert code == 2 and "training.layer_backward" in err and len(err.strip().splitlines()) == 1, err
