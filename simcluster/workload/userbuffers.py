@@ -182,11 +182,18 @@ def scenario_config(scenario) -> dict[str, Gemm]:
     return config(te_version=p.te_version) if key is None else config(*key, te_version=p.te_version)
 
 
-def gemm(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> Gemm | None:
-    """The settings of the layer op ``op_name`` in ``phase`` (None: not a userbuffers GEMM)."""
+def te_name(op_name: str, phase: str) -> str | None:
+    """Transformer Engine's name (``<layer>_<pass>``) of the layer op ``op_name`` in ``phase`` (None: not a GEMM TE
+    names)."""
     if op_name not in LAYERS or phase not in PASSES:
         return None
-    return (settings or config()).get(f"{LAYERS[op_name]}_{PASSES[phase]}")  # proj/fc2 wgrad: no overlap
+    return f"{LAYERS[op_name]}_{PASSES[phase]}"
+
+
+def gemm(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> Gemm | None:
+    """The settings of the layer op ``op_name`` in ``phase`` (None: not a userbuffers GEMM)."""
+    name = te_name(op_name, phase)
+    return None if name is None else (settings or config()).get(name)  # proj/fc2 wgrad: no overlap
 
 
 def method(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> str | None:
@@ -311,8 +318,8 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
             how = found.method
             if phase == "backward_input" and how == "ring_exchange" and precision not in HIGH_PRECISION:
                 out[phase].append(ubuf_copy(op, tp, activation_bytes))
-            fp8_out = (BYTES_PER_ELEMENT[precision]
-                       if fp8_reduce_scatter(f"{LAYERS[op.name]}_{PASSES[phase]}", precision, settings) else None)
+            fp8_out = BYTES_PER_ELEMENT[precision] if fp8_reduce_scatter(te_name(op.name, phase), precision,
+                                                                         settings) else None
             launched = math_sms(found, sms)
             gemm_op = chunked(op, how, tp, precision, launched, found.aggregate, fp8_out)
             out[phase].append(dataclasses.replace(gemm_op, sms=launched) if launched != sms else gemm_op)
@@ -325,33 +332,28 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
 REDUCE_SCATTER_OPS = ("attn_out", "mlp_down")
 
 
-def exposed_reduce_scatters(ops: dict[str, list[Op]], settings: dict[str, Gemm] | None = None) -> dict[str, int]:
+def exposed_reduce_scatters(ops: dict[str, list[Op]], settings: dict[str, Gemm] | None = None,
+                            fp8_in: str | None = None) -> dict[str, int]:
     """Per phase, the pipeline overlaps of ``ops``: each leaves its last chunk's reduce-scatter (1/splits of the
-    collective) exposed after its last chunk GEMM (TE split_overlap_rs)."""
-    return {phase: sum(1 for op in phase_ops if op.kind == "gemm" and method(op.name, phase, settings) == "pipeline")
-            for phase, phase_ops in ops.items()}
-
-
-def exposed_fp8_reduce_scatters(ops: dict[str, list[Op]], precision: str,
-                                settings: dict[str, Gemm] | None = None) -> dict[str, int]:
-    """Per phase, the pipeline overlaps of ``ops`` (``exposed_reduce_scatters``) whose reduce-scatter moves fp8
-    (``fp8_reduce_scatter``)."""
-    return {phase: sum(1 for op in phase_ops if op.kind == "gemm" and method(op.name, phase, settings) == "pipeline"
-                       and fp8_reduce_scatter(f"{LAYERS[op.name]}_{PASSES[phase]}", precision, settings))
-            for phase, phase_ops in ops.items()}
+    collective) exposed after its last chunk GEMM (TE split_overlap_rs). ``fp8_in`` a precision: only those whose
+    reduce-scatter moves fp8 in it (``fp8_reduce_scatter``)."""
+    def counted(op: Op, phase: str) -> bool:
+        return (op.kind == "gemm" and method(op.name, phase, settings) == "pipeline"
+                and (fp8_in is None or fp8_reduce_scatter(te_name(op.name, phase), fp8_in, settings)))
+    return {phase: sum(1 for op in phase_ops if counted(op, phase)) for phase, phase_ops in ops.items()}
 
 
 def exposed_stream(ops: dict[str, list[Op]], phases: tuple[str, ...], chunk_s: float,
                    settings: dict[str, Gemm] | None = None, fp8_chunk_s: float | None = None,
                    precision: str = "bf16") -> kernels.StreamTime:
     """Device time of ``phases`` spent on exposed reduce-scatter chunks of ``chunk_s`` each, ``fp8_chunk_s`` for
-    those moving fp8 (``exposed_fp8_reduce_scatters`` in ``precision``; None: all at ``chunk_s``). No kernel of the
+    those moving fp8 (``exposed_reduce_scatters`` fp8_in ``precision``; None: all at ``chunk_s``). No kernel of the
     compute stream: the compute stream waits for the communication stream."""
     counts = exposed_reduce_scatters(ops, settings)
     total = sum(counts.get(phase, 0) for phase in phases)
     if fp8_chunk_s is None:
         return kernels.StreamTime(device_s=chunk_s * total)
-    fp8 = exposed_fp8_reduce_scatters(ops, precision, settings)
+    fp8 = exposed_reduce_scatters(ops, settings, fp8_in=precision)
     in_fp8 = sum(fp8.get(phase, 0) for phase in phases)
     return kernels.StreamTime(device_s=chunk_s * (total - in_fp8) + fp8_chunk_s * in_fp8)
 
