@@ -236,6 +236,14 @@ def fp8_chunk_bytes(size_bytes: float, activation_element: float, precision: str
     return reduce_scatter_bytes(names[0], size_bytes, activation_element, precision, settings) if names else None
 
 
+def last_chunk_bytes(activation_bytes: float, tp: int, activation_element: float, precision: str,
+                     settings: dict[str, Gemm] | None = None) -> tuple[float, float | None]:
+    """Bytes of a pipeline overlap's exposed last reduce-scatter chunk (1/splits of a microbatch's 16-bit
+    ``activation_bytes``): in 16 bits, and from an fp8 userbuffer (``fp8_chunk_bytes``; None: no fp8_buf)."""
+    chunk = activation_bytes / chunks("pipeline", tp)
+    return chunk, fp8_chunk_bytes(chunk, activation_element, precision, settings)
+
+
 def chunks(method_name: str, tp: int, aggregate: bool | None = None) -> int:
     """Chunk GEMMs of one overlapped GEMM: tp for a ring exchange (tp/2 aggregated; ``aggregate`` None: TE's default
     ``ring_aggregate``), the pipeline's splits, 1 for a bulk overlap."""
