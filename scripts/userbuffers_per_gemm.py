@@ -40,6 +40,10 @@ def rows(name: str):
     activation = t.seq_len / p.cp * t.micro_batch_size * m.hidden * element
     sizes = tp_collective_bytes(scenario, activation)
     factors = slowdowns(scenario, Layout.of(p)).tp
+    # the pipeline's exposed last reduce-scatter chunk, as the plan times it (fp8 with fp8_buf)
+    chunk, fp8_chunk = userbuffers.last_chunk_bytes(activation, p.tp, element, precision, settings)
+    chunk_s = timing.isolated_time_s(fabric, "reduce_scatter", group, chunk)
+    fp8_s = timing.isolated_time_s(fabric, "reduce_scatter", group, fp8_chunk) if fp8_chunk else None
     out = []
     for phase in ("forward", "backward_input", "backward_weight"):
         for op in layer.get(phase, []):
@@ -53,7 +57,8 @@ def rows(name: str):
             tail_s = under_s = 0.0  # the pipeline's last chunk runs after the GEMM; the rest under it
             if how == "pipeline":
                 splits = userbuffers.chunks("pipeline", p.tp)
-                tail_s = timing.isolated_time_s(fabric, "reduce_scatter", group, activation / splits)
+                tail_s = userbuffers.exposed_stream({phase: [op]}, (phase,), chunk_s, settings, fp8_s,
+                                                    precision).device_s
                 under_s = comm_s * (splits - 1) / splits
             out.append((phase, op.name, how, collective, gemm_s, comm_s, f, tail_s, under_s or comm_s))
     return out

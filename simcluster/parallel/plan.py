@@ -253,9 +253,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                         for op, count in ops) for phase, ops in calls.items()}
                             for calls in (per_layer, moe_per_layer))
     if ub:  # each pipeline overlap's last reduce-scatter chunk runs after its last GEMM chunk (workload.userbuffers)
-        rs_chunk = activation_bytes / userbuffers.chunks("pipeline", p.tp)
+        rs_chunk, fp8_chunk = userbuffers.last_chunk_bytes(activation_bytes, p.tp, activation_element, precision,
+                                                           ub_settings)  # fp8_chunk: fp8_buf
         chunk_s = collective_time_s("reduce_scatter", tuple(tp_group), rs_chunk)
-        fp8_chunk = userbuffers.fp8_chunk_bytes(rs_chunk, activation_element, precision, ub_settings)  # fp8_buf
         fp8_s = collective_time_s("reduce_scatter", tuple(tp_group), fp8_chunk) if fp8_chunk else None
         layer_fwd += userbuffers.exposed_stream(layer, ("forward",), chunk_s, ub_settings, fp8_s, precision)
         layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)

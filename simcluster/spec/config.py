@@ -565,6 +565,9 @@ class Scenario(_Strict):
         if t.fp8_recipe == "torchao_tensorwise" and m.moe is not None:
             raise ScenarioError("training.fp8_recipe", "torchao_tensorwise converts dense nn.Linear layers only "
                                 "(torchao's Float8Linear of the time did not convert grouped experts)")
+        if t.layer_backward == "eager" and m.moe is not None and m.linear_biases:
+            raise ScenarioError("training.layer_backward", "eager bias gradients are modelled for dense MLPs only "
+                                "(llm-foundry's MPT); an MoE model with biases needs fused")
         self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")

@@ -11,6 +11,12 @@ llm-foundry's MPT (``training.layer_backward: eager``) and the wrapper of its Tr
   addmm's derivative passes the output gradient to the bias, which autograd reduces to its shape (``sum_to``): one
   reduction kernel per linear reading the [tokens, out] gradient (``BIAS_GRAD_READS``). Transformer Engine and
   Megatron-Core compute it in the wgrad GEMM's epilogue (cuBLASLt BGRADB) or the fp8 cast (the default, fused).
+  With sequence parallelism (tp > 1) the row-parallel linears (attention output, MLP down: ``ROW_PARALLEL``) add
+  their bias after the reduce-scatter, on the rank's tokens/tp (Megatron-Core RowParallelLinear.forward:
+  ``output_ = reduce_scatter_to_sequence_parallel_region(output_parallel)``, then ``output_ + self.bias``,
+  megatron/core/tensor_parallel/layers.py), so their gradient reduces tokens/tp rows; the column-parallel ones
+  (QKV, MLP up) see the all-gathered tokens. The MLP biases are the dense MLP's (``model.ffn``): MoE experts' are
+  not modelled (config refuses ``layer_backward: eager`` for an MoE model with biases).
 - LayerNorm weight and bias. ATen's ``layer_norm_backward_cuda`` computes dx in one kernel and dgamma/dbeta in
   another (``GammaBetaBackwardCUDAKernel``, PyTorch 2.0-2.6, aten/src/ATen/native/cuda/layer_norm_kernel.cu;
   pytorch/pytorch#87814, #148605) reading dy and x again (``NORM_WEIGHT_GRAD_READS``); Transformer Engine's and
@@ -31,12 +37,14 @@ from __future__ import annotations
 
 from simcluster.spec.model import TransformerSpec
 
-LAYER_BACKWARDS = ("fused", "eager")  # ``training.layer_backward``
 BIAS_GRAD_READS = 1          # the output gradient, once, per bias element of every token (the bias written: tiny)
 NORM_WEIGHT_GRAD_READS = 2   # dy and x per normalised element (dgamma, dbeta written: tiny)
 DQ_ACCUMULATOR_BYTES = 4     # fp32 (torch.empty_like(q, dtype=torch.float32))
 ROW_STATISTIC_BYTES = 4      # the fp32 delta = rowsum(O * dO) per query row and head
 REDUCTION_FLOP_PER_ELEMENT = 1
+
+# Row-parallel linears: their bias added after the sequence-parallel reduce-scatter (module docstring)
+ROW_PARALLEL = ("attn_out", "mlp_down")
 
 Kernel = tuple[str, float, float]  # (name, FLOP, HBM bytes) of one bandwidth-bound kernel; ``ops`` makes it an Op
 
@@ -48,18 +56,18 @@ def linear_output_widths(model: TransformerSpec, tp: int, q_local: int, kv_local
     return {"qkv": q_local + 2 * kv_local, "attn_out": model.hidden, "mlp_up": up, "mlp_down": model.hidden}
 
 
-def autograd_kernels(model: TransformerSpec, tokens: float, norm_tokens: float, widths: dict[str, int],
+def autograd_kernels(model: TransformerSpec, tokens: float, sp_tokens: float, widths: dict[str, int],
                      e: int) -> list[Kernel]:
     """The bias reductions (where the model has biases) and the two norms' weight-gradient passes of one layer's
-    backward under eager PyTorch autograd (``layer_backward: eager``); ``norm_tokens``: the tokens the norms see
-    (sequence-parallel share)."""
+    backward under eager PyTorch autograd (``layer_backward: eager``); ``sp_tokens``: the tokens the norms and the
+    row-parallel biases see (the sequence-parallel share)."""
     kernels = []
     if model.linear_biases:
         for name, width in widths.items():
-            elements = tokens * width
+            elements = (sp_tokens if name in ROW_PARALLEL else tokens) * width
             kernels.append((f"{name}_bias_grad", REDUCTION_FLOP_PER_ELEMENT * elements,
                             BIAS_GRAD_READS * elements * e + width * e))
-    norm_elements = norm_tokens * model.hidden
+    norm_elements = sp_tokens * model.hidden
     params = (2 if model.norm == "layernorm" else 1) * model.hidden
     for name in ("mlp_norm", "attn_norm"):
         kernels.append((f"{name}_weight_grad", 2 * REDUCTION_FLOP_PER_ELEMENT * norm_elements,
@@ -80,7 +88,7 @@ def triton_attention_kernels(tokens: float, q_local: int, kv_local: int, heads_l
     ]
 
 
-def backward_kernels(model: TransformerSpec, layer_backward: str, attention: str, tokens: float, norm_tokens: float,
+def backward_kernels(model: TransformerSpec, layer_backward: str, attention: str, tokens: float, sp_tokens: float,
                      tp: int, q_local: int, kv_local: int, e: int) -> list[Kernel]:
     """Everything this module adds to one layer's activation-gradient phase: the Triton wrapper's kernels with
     ``attention == "flash_triton"``, autograd's with ``layer_backward == "eager"``; none otherwise."""
@@ -88,5 +96,5 @@ def backward_kernels(model: TransformerSpec, layer_backward: str, attention: str
     if attention == "flash_triton":
         kernels += triton_attention_kernels(tokens, q_local, kv_local, model.heads // tp, e)
     if layer_backward == "eager":
-        kernels += autograd_kernels(model, tokens, norm_tokens, linear_output_widths(model, tp, q_local, kv_local), e)
+        kernels += autograd_kernels(model, tokens, sp_tokens, linear_output_widths(model, tp, q_local, kv_local), e)
     return kernels

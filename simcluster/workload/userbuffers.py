@@ -130,13 +130,16 @@ def _match_keys(match: dict) -> list[tuple]:
     return [(*shape, precision) for precision in match.get("precision", [None])]
 
 
+def _candidates(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> list[tuple]:
+    """The keys of the configurations a run of this shape and ``precision`` may take, in order: the one listing its
+    precision, then the one stating none (those that exist)."""
+    return [key for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)) if key in _configs()]
+
+
 def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> tuple | None:
-    """The key of the configuration a run of this shape and ``precision`` takes: the one listing its precision,
-    else the one stating none; None when neither exists."""
-    for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)):
-        if key in _configs():
-            return key
-    return None
+    """The key of the configuration a run of this shape and ``precision`` takes (the first of ``_candidates``), None
+    when none exists."""
+    return next(iter(_candidates(hidden, tp, tokens, sms, precision)), None)
 
 
 @cache
@@ -167,23 +170,30 @@ def _config_models() -> dict[tuple, frozenset[str]]:
 
 
 def scenario_config(scenario) -> dict[str, Gemm]:
-    """``config`` of a scenario's layers in its Transformer Engine (``parallelism.te_version``): its hidden size, tp,
-    tokens per microbatch, GPU and precision, where the scenario is the NeMo recipe's (a model it names, on
-    Megatron-Core); TE's defaults otherwise (a Megatron-LM run or another model of the same shape does not pass
-    NeMo's configuration)."""
+    """``config`` of a scenario's layers in its Transformer Engine (``parallelism.te_version``): of its hidden size,
+    tp, tokens per microbatch and GPU, the configuration of its precision, else the one stating none, whose recipe
+    trains the scenario's model (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or
+    another model of the same shape does not pass NeMo's configuration)."""
     t, p = scenario.training, scenario.parallelism
-    key = _resolve(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
-                   kernels.sm_count(scenario.cluster.gpu.name), t.precision)
-    if key is None or not scenario.megatron_core or scenario.model.name not in _config_models().get(key, ()):
-        return config(te_version=p.te_version)
-    return config(*key, te_version=p.te_version)
+    keys = _candidates(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
+                       kernels.sm_count(scenario.cluster.gpu.name), t.precision) if scenario.megatron_core else []
+    # the first whose recipe trains this model: a model listed only on the entry without a precision keeps it
+    key = next((key for key in keys if scenario.model.name in _config_models()[key]), None)
+    return config(te_version=p.te_version) if key is None else config(*key, te_version=p.te_version)
+
+
+def te_name(op_name: str, phase: str) -> str | None:
+    """Transformer Engine's name (``<layer>_<pass>``) of the layer op ``op_name`` in ``phase`` (None: not a GEMM TE
+    names)."""
+    if op_name not in LAYERS or phase not in PASSES:
+        return None
+    return f"{LAYERS[op_name]}_{PASSES[phase]}"
 
 
 def gemm(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> Gemm | None:
     """The settings of the layer op ``op_name`` in ``phase`` (None: not a userbuffers GEMM)."""
-    if op_name not in LAYERS or phase not in PASSES:
-        return None
-    return (settings or config()).get(f"{LAYERS[op_name]}_{PASSES[phase]}")  # proj/fc2 wgrad: no overlap
+    name = te_name(op_name, phase)
+    return None if name is None else (settings or config()).get(name)  # proj/fc2 wgrad: no overlap
 
 
 def method(op_name: str, phase: str, settings: dict[str, Gemm] | None = None) -> str | None:
@@ -224,6 +234,14 @@ def fp8_chunk_bytes(size_bytes: float, activation_element: float, precision: str
     ``settings`` reduce-scatters in fp8 (``fp8_reduce_scatter``)."""
     names = [name for name in FP8_BUFFER_GEMMS if fp8_reduce_scatter(name, precision, settings)]
     return reduce_scatter_bytes(names[0], size_bytes, activation_element, precision, settings) if names else None
+
+
+def last_chunk_bytes(activation_bytes: float, tp: int, activation_element: float, precision: str,
+                     settings: dict[str, Gemm] | None = None) -> tuple[float, float | None]:
+    """Bytes of a pipeline overlap's exposed last reduce-scatter chunk (1/splits of a microbatch's 16-bit
+    ``activation_bytes``): in 16 bits, and from an fp8 userbuffer (``fp8_chunk_bytes``; None: no fp8_buf)."""
+    chunk = activation_bytes / chunks("pipeline", tp)
+    return chunk, fp8_chunk_bytes(chunk, activation_element, precision, settings)
 
 
 def chunks(method_name: str, tp: int, aggregate: bool | None = None) -> int:
@@ -308,8 +326,8 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
             how = found.method
             if phase == "backward_input" and how == "ring_exchange" and precision not in HIGH_PRECISION:
                 out[phase].append(ubuf_copy(op, tp, activation_bytes))
-            fp8_out = (BYTES_PER_ELEMENT[precision]
-                       if fp8_reduce_scatter(f"{LAYERS[op.name]}_{PASSES[phase]}", precision, settings) else None)
+            fp8_out = BYTES_PER_ELEMENT[precision] if fp8_reduce_scatter(te_name(op.name, phase), precision,
+                                                                         settings) else None
             launched = math_sms(found, sms)
             gemm_op = chunked(op, how, tp, precision, launched, found.aggregate, fp8_out)
             out[phase].append(dataclasses.replace(gemm_op, sms=launched) if launched != sms else gemm_op)
@@ -322,33 +340,28 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
 REDUCE_SCATTER_OPS = ("attn_out", "mlp_down")
 
 
-def exposed_reduce_scatters(ops: dict[str, list[Op]], settings: dict[str, Gemm] | None = None) -> dict[str, int]:
+def exposed_reduce_scatters(ops: dict[str, list[Op]], settings: dict[str, Gemm] | None = None,
+                            fp8_in: str | None = None) -> dict[str, int]:
     """Per phase, the pipeline overlaps of ``ops``: each leaves its last chunk's reduce-scatter (1/splits of the
-    collective) exposed after its last chunk GEMM (TE split_overlap_rs)."""
-    return {phase: sum(1 for op in phase_ops if op.kind == "gemm" and method(op.name, phase, settings) == "pipeline")
-            for phase, phase_ops in ops.items()}
-
-
-def exposed_fp8_reduce_scatters(ops: dict[str, list[Op]], precision: str,
-                                settings: dict[str, Gemm] | None = None) -> dict[str, int]:
-    """Per phase, the pipeline overlaps of ``ops`` (``exposed_reduce_scatters``) whose reduce-scatter moves fp8
-    (``fp8_reduce_scatter``)."""
-    return {phase: sum(1 for op in phase_ops if op.kind == "gemm" and method(op.name, phase, settings) == "pipeline"
-                       and fp8_reduce_scatter(f"{LAYERS[op.name]}_{PASSES[phase]}", precision, settings))
-            for phase, phase_ops in ops.items()}
+    collective) exposed after its last chunk GEMM (TE split_overlap_rs). ``fp8_in`` a precision: only those whose
+    reduce-scatter moves fp8 in it (``fp8_reduce_scatter``)."""
+    def counted(op: Op, phase: str) -> bool:
+        return (op.kind == "gemm" and method(op.name, phase, settings) == "pipeline"
+                and (fp8_in is None or fp8_reduce_scatter(te_name(op.name, phase), fp8_in, settings)))
+    return {phase: sum(1 for op in phase_ops if counted(op, phase)) for phase, phase_ops in ops.items()}
 
 
 def exposed_stream(ops: dict[str, list[Op]], phases: tuple[str, ...], chunk_s: float,
                    settings: dict[str, Gemm] | None = None, fp8_chunk_s: float | None = None,
                    precision: str = "bf16") -> kernels.StreamTime:
     """Device time of ``phases`` spent on exposed reduce-scatter chunks of ``chunk_s`` each, ``fp8_chunk_s`` for
-    those moving fp8 (``exposed_fp8_reduce_scatters`` in ``precision``; None: all at ``chunk_s``). No kernel of the
+    those moving fp8 (``exposed_reduce_scatters`` fp8_in ``precision``; None: all at ``chunk_s``). No kernel of the
     compute stream: the compute stream waits for the communication stream."""
     counts = exposed_reduce_scatters(ops, settings)
     total = sum(counts.get(phase, 0) for phase in phases)
     if fp8_chunk_s is None:
         return kernels.StreamTime(device_s=chunk_s * total)
-    fp8 = exposed_fp8_reduce_scatters(ops, precision, settings)
+    fp8 = exposed_reduce_scatters(ops, settings, fp8_in=precision)
     in_fp8 = sum(fp8.get(phase, 0) for phase in phases)
     return kernels.StreamTime(device_s=chunk_s * (total - in_fp8) + fp8_chunk_s * in_fp8)
 

@@ -19,21 +19,26 @@ H, SEQ, MICRO = 2048, 2048, 4
 TOKENS = SEQ * MICRO
 
 
-def _scenario(**training):
-    return config.from_dict({
+def _scenario(parallelism=None, model=None, **training):
+    return config.from_dict(_data(parallelism, model, **training))
+
+
+def _data(parallelism=None, model=None, **training):
+    return {
         "name": "mpt-1b-eager",
         "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7",
                     "topology": "nvswitch-node"},
         "model": {"name": "mpt-1b", "layers": 24, "hidden": H, "heads": 16, "ffn_hidden": 4 * H, "vocab": 50368,
-                  "dropout": False, "max_seq_len": SEQ},
+                  "dropout": False, "max_seq_len": SEQ, **(model or {})},
         "training": {"seq_len": SEQ, "global_batch_size": 8 * MICRO, "micro_batch_size": MICRO, "precision": "bf16",
                      **training},
-        "parallelism": {"tp": 1, "pp": 1, "dp": 8, "zero_stage": 3, "sequence_parallel": False},
-    })
+        "parallelism": {"tp": 1, "pp": 1, "dp": 8, "zero_stage": 3, "sequence_parallel": False,
+                        **(parallelism or {})},
+    }
 
 
-def _layer(**training):
-    scenario = _scenario(**training)
+def _layer(parallelism=None, **training):
+    scenario = _scenario(parallelism, **training)
     return ops.layer_ops(scenario.model, ops.shard_for(scenario)), scenario
 
 
@@ -114,3 +119,31 @@ def test_mpt_scenarios_have_the_biases_the_published_parameter_count_has(name):
 def test_bad_layer_backward_is_refused_naming_the_field():
     with pytest.raises(ScenarioError, match="training.layer_backward"):
         _scenario(layer_backward="sometimes")
+
+
+@pytest.mark.parametrize("sequence_parallel", [True, False])
+def test_row_parallel_biases_reduce_the_sequence_parallel_tokens(sequence_parallel):
+    """tp 4: the column-parallel biases (QKV 3h/4, MLP up h on a rank) reduce the gradient of all the tokens; the
+    row-parallel ones (attention output, MLP down, h wide) are added after the reduce-scatter under sequence
+    parallelism (Megatron-Core RowParallelLinear), so reduce tokens/4 rows; without it, after the all-reduce, all
+    tokens. Bytes: rows x width x 2 read + width x 2 written."""
+    layer, _ = _layer({"tp": 4, "dp": 2, "sequence_parallel": sequence_parallel}, layer_backward="eager")
+    grads = {op.name: op.hbm_bytes for op in layer["backward_input"] if op.name.endswith("_bias_grad")}
+    row_tokens = TOKENS / 4 if sequence_parallel else TOKENS
+    assert grads == pytest.approx({
+        "qkv_bias_grad": TOKENS * 3 * H // 4 * 2 + 3 * H // 4 * 2, "mlp_up_bias_grad": TOKENS * H * 2 + H * 2,
+        "attn_out_bias_grad": row_tokens * H * 2 + H * 2, "mlp_down_bias_grad": row_tokens * H * 2 + H * 2}, rel=1e-12)
+
+
+MOE = {"experts": 8, "top_k": 2, "ffn_hidden": 2 * H}
+
+
+def test_eager_bias_gradients_of_an_moe_model_are_refused(cli, write_scenario):
+    """The eager MLP bias kernels are the dense MLP's (model.ffn): an MoE model with biases is refused naming the
+    field, in one line, exit 2; without biases (norm weights only) it is accepted."""
+    with pytest.raises(ScenarioError, match=r"training\.layer_backward"):
+        _scenario(model={"moe": MOE}, layer_backward="eager")
+    assert _scenario(model={"moe": MOE, "bias": False}, layer_backward="eager").training.layer_backward == "eager"
+    assert _scenario(model={"moe": MOE}).model.linear_biases
+    code, out, err = cli("run", write_scenario(_data(model={"moe": MOE}, layer_backward="eager")))
+    assert code == 2 and "training.layer_backward" in err and len(err.strip().splitlines()) == 1, err

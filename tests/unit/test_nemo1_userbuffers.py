@@ -12,7 +12,7 @@ from simcluster.parallel import plan
 from simcluster.spec import config
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import userbuffers
-from simcluster.workload.ops import Op
+from simcluster.workload.ops import Op, layer_ops, shard_for
 from simcluster.workload.userbuffers import Gemm
 
 SMS = 132  # H100 SXM
@@ -153,3 +153,96 @@ def test_two_configurations_of_one_shape_are_refused(monkeypatch):
         userbuffers._configs.cache_clear()
         userbuffers.config.cache_clear()
         userbuffers._config_models.cache_clear()
+
+
+def _gpt3_mbs2_fp8_forward(settings=None) -> tuple[dict, dict, int]:
+    """The forward of one layer of the NeMo 1.x GPT-3 175B micro batch 2 fp8 row, as written and as userbuffers runs
+    it with ``settings`` (None: the row's own, ub_cfg_h100_h12288_tp4_mbs2_seqlen2048)."""
+    scenario = config.load("nemo2407-gpt3-175b-512-h100-fp8")
+    shard = shard_for(scenario)
+    settings = settings or userbuffers.scenario_config(scenario)
+    assert settings == GPT3_MBS2 or settings["fc2_fprop"].fp8_buf
+    layer = layer_ops(scenario.model, shard)
+    ub = userbuffers.apply(layer, 4, "fp8", shard.activation_bytes_per_element, SMS, settings)
+    return ({op.name: op for op in layer["forward"]}, {op.name: op for op in ub["forward"]},
+            shard.activation_bytes_per_element)
+
+
+def test_fp8_buffer_pipeline_chunks_write_fp8_in_the_applied_layer():
+    """proj_fprop (pipeline, fp8_buf) of the mbs 2 fp8 row: 4 chunk GEMMs of m x n/4 outputs, each reading its fp8
+    operands (m x k, k x n/4) and writing its output into the fp8 userbuffer, one byte an element:
+    hbm = 4 x ((m k + k n/4) + m n/4) x 1 byte (= count x chunk_bytes(..., out_element=1))."""
+    written, applied, _ = _gpt3_mbs2_fp8_forward()
+    op, chunk = written["attn_out"], applied["attn_out"]
+    splits = userbuffers.constants()["pipeline_splits"]
+    n = op.n // splits
+    assert (chunk.m, chunk.n, chunk.k) == (op.m, n, op.k) and op.n % splits == 0
+    assert chunk.hbm_bytes == splits * ((op.m * op.k + op.k * n) + op.m * n) * 1
+    assert chunk.hbm_bytes == splits * userbuffers.chunk_bytes(op, op.m, n, "fp8", out_element=1)
+
+
+def test_fp8_buffer_ring_exchange_reduce_scatter_reduces_fp8_chunks():
+    """fc2_fprop as a ring-exchange reduce-scatter with fp8_buf (TE honours it: fc2_fprop is a default pipeline
+    GEMM): each of the tp chunk GEMMs writes its m/tp x n output in fp8, and the reduce after the last send reads tp
+    received fp8 chunks and writes one in 16 bits: (tp x 1 + 2) x m/tp x n bytes."""
+    settings = dict(GPT3_MBS2, fc2_fprop=Gemm("ring_exchange", 1, set_sm_margin=True, fp8_buf=True))
+    written, applied, element = _gpt3_mbs2_fp8_forward(settings)
+    op, tp = written["mlp_down"], 4
+    assert element == 2
+    assert applied["ub_reduce"].hbm_bytes == (tp * 1 + element) * (op.m // tp) * op.n
+    m = op.m // tp
+    assert applied["mlp_down"].hbm_bytes == tp * ((m * op.k + op.k * op.n) + m * op.n) * 1
+
+
+def test_plan_times_the_exposed_fp8_buffer_chunk_at_half_the_bytes():
+    """The NeMo 1.x GPT-3 175B micro batch 2 fp8 row: per layer the forward leaves one reduce-scatter chunk exposed,
+    proj_fprop's (pipeline, fp8_buf; fc2_fprop is a ring exchange), of tokens x hidden / splits elements moved as
+    fp8: 4096 x 12288 x 1 byte / 4. With reduce-scatters timed at a size-proportional rate, the forward's device time
+    grows by that chunk per layer, the backward (no pipeline) not at all."""
+    scenario = config.load("nemo2407-gpt3-175b-512-h100-fp8")
+    t, m = scenario.training, scenario.model
+    assert (t.seq_len * t.micro_batch_size, m.hidden, scenario.parallelism.tp) == (4096, 12288, 4)
+    rate = 1e11  # bytes/s, any
+
+    def timed(rs_rate: float | None):
+        def time_s(op, group, size):
+            return size / rs_rate if op == "reduce_scatter" and rs_rate else 0.0
+        return plan.plan(scenario, time_s).chunks[0]
+
+    slow, free = timed(rate), timed(None)
+    chunk_bytes = 4096 * 12288 * BYTES_PER_ELEMENT["fp8"] / userbuffers.constants()["pipeline_splits"]
+    assert slow.forward_stream.device_s - free.forward_stream.device_s == pytest.approx(
+        slow.layers * chunk_bytes / rate, rel=1e-9)
+    assert slow.backward_stream.device_s == pytest.approx(free.backward_stream.device_s, rel=1e-12)
+
+
+def _clear_caches():
+    for cached in (userbuffers._configs, userbuffers.config, userbuffers._config_models):
+        cached.cache_clear()
+
+
+def test_an_fp8_run_of_a_model_only_the_bf16_entry_names_keeps_the_bf16_entry(monkeypatch):
+    """The fp8 twin of GPT-3's h12288 tp4 mbs1 shape naming gpt3-175b only: an fp8 run of gpt3-175b-nemo (named by the
+    entry without a precision) takes that entry, not TE's defaults; gpt3-175b still takes the twin; a model neither
+    names gets TE's defaults."""
+    entries = copy.deepcopy(userbuffers.constants()["nemo_configs"])
+    twin = next(entry for entry in entries if entry["match"].get("precision") == ["fp8"]
+                and entry["match"]["hidden"] == 12288 and entry["match"]["tokens"] == 2048)
+    twin["match"]["models"] = ["gpt3-175b"]
+    monkeypatch.setitem(userbuffers.constants(), "nemo_configs", entries)
+    _clear_caches()
+    try:
+        nemo2 = config.load("nemo2409-gpt3-175b-128-h100-bf16")
+        fp8 = nemo2.model_copy(update={"training": nemo2.training.model_copy(update={"precision": "fp8"})})
+        assert fp8.model.name == "gpt3-175b-nemo" and fp8.megatron_core
+        te = fp8.parallelism.te_version
+        bf16_entry, twin_entry = (userbuffers.config(12288, 4, 2048, SMS, precision, te_version=te)
+                                  for precision in (None, "fp8"))
+        assert bf16_entry != twin_entry != userbuffers.config(te_version=te)
+        assert userbuffers.scenario_config(fp8) == bf16_entry
+        named = fp8.model_copy(update={"model": fp8.model.model_copy(update={"name": "gpt3-175b"})})
+        assert userbuffers.scenario_config(named) == twin_entry
+        other = fp8.model_copy(update={"model": fp8.model.model_copy(update={"name": "another"})})
+        assert userbuffers.scenario_config(other) == userbuffers.config(te_version=te)
+    finally:
+        _clear_caches()

@@ -11,7 +11,7 @@ import pytest
 
 from simcluster.engine import overlap, simulate
 from simcluster.spec import config, hardware
-from simcluster.workload import kernels, userbuffers
+from simcluster.workload import interference, kernels, userbuffers
 from simcluster.workload.ops import Op, Shard, layer_ops
 
 H100 = hardware.gpu("h100-sxm")
@@ -160,3 +160,22 @@ def test_te2_slows_a_tp8_step_by_its_margins_only(small_scenario):
         data["parallelism"]["te_version"] = te_version
         steps[te_version] = simulate(config.from_dict(data), steps=1).summary["step_time_s"]
     assert steps[1] < steps[2] < steps[1] * SMS / 116
+
+
+def test_communication_on_the_margin_still_takes_its_hbm_share(small_scenario):
+    """A kernel on the margin holds no compute SM but still moves its bytes through HBM. Memory-bound compute (share
+    1), TE 2.x's defaults at tp 8, h = interference.slowdown(gpu, CommKernel(0, wire), 1) (= the HBM factor, whatever
+    the kernel's SMs): backward, the ring-exchange all-gathers and the bulk reduce-scatters on the margin,
+    1/f = 1/2 * 1/h + 1/2 * 1/h; forward, the pipeline's last chunk (1/splits of its reduce-scatter) runs after
+    the compute: 1/f = 1/2 * 1/h + 1/2 * ((splits - 1) / splits * 1/h + 1 / splits)."""
+    data = copy.deepcopy(small_scenario)
+    data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True)
+    data["training"].update(precision="bf16", activation_recompute="none")
+    scenario = config.from_dict(data)
+    wire = 300e9
+    h = interference.slowdown(H100, interference.CommKernel(0, wire), 1.0)
+    assert h > 1.0
+    splits = userbuffers.constants()["pipeline_splits"]
+    assert 1 / overlap._userbuffers_slowdown(scenario, "backward", wire, 1.0) == pytest.approx(1 / h, rel=1e-12)
+    assert 1 / overlap._userbuffers_slowdown(scenario, "forward", wire, 1.0) == pytest.approx(
+        0.5 / h + 0.5 * ((splits - 1) / splits / h + 1 / splits), rel=1e-12)
