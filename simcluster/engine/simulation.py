@@ -80,7 +80,8 @@ class Simulation:
         # the simulation's one random generator (Mesa style); variability draws from it (None: every GPU alike)
         self.rng = np.random.default_rng(scenario.variability.seed if scenario.variability else 0)
         self.variability = variability.of(scenario, layout, self.rng, expand)
-        # DeepEP's routing (copies per node/GPU), with the sampling noise of the tokens an EP group routes
+        # DeepEP's routing (copies per node/GPU), with the sampling noise of the tokens an EP group routes, and its
+        # intranode kernels' SM-bound rate (collectives/deepep.py)
         m, p = scenario.model, scenario.parallelism
         self._ep_routing = (moe.token_routing(m.moe, moe.ep_group_tokens(m, shard_for(scenario), p.ep, p.etp),
                                               deepep.intranode_slowdown(scenario.cluster.gpu))
