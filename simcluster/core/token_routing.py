@@ -111,7 +111,8 @@ class TokenRouting:
     of ``nodes`` nodes of ``local`` GPUs each, the experts placed evenly (``divides``). ``load_cv``: the router's
     systematic spread of tokens per expert (0: none), ``tokens`` the tokens routed over the experts per microbatch
     (their sampling noise, ``sampling_cv``; None: not counted), ``capacity_factor`` the cap on a load (None:
-    dropless; module docstring)."""
+    dropless; module docstring). ``intranode_slowdown``: the time DeepEP's intranode kernels take over NCCL's for
+    the same NVLink bytes (>= 1; SM-bound copies, collectives/deepep.py), applied to the all-to-all inside one node."""
 
     experts: int
     top_k: int
@@ -119,6 +120,7 @@ class TokenRouting:
     load_cv: float = 0.0
     capacity_factor: float | None = None
     tokens: float | None = None
+    intranode_slowdown: float = 1.0
 
     def total_cv(self) -> float:
         """CV of tokens per expert, systematic and sampling parts in quadrature (module docstring)."""

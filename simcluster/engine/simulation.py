@@ -13,7 +13,7 @@ import numpy as np
 import simpy
 
 from simcluster import network
-from simcluster.collectives import timing
+from simcluster.collectives import deepep, timing
 from simcluster.core import catalog
 from simcluster.engine import data_parallel, variability
 from simcluster.engine.agents import Agent
@@ -80,9 +80,11 @@ class Simulation:
         # the simulation's one random generator (Mesa style); variability draws from it (None: every GPU alike)
         self.rng = np.random.default_rng(scenario.variability.seed if scenario.variability else 0)
         self.variability = variability.of(scenario, layout, self.rng, expand)
-        # DeepEP's routing (copies per node/GPU), with the sampling noise of the tokens an EP group routes
+        # DeepEP's routing (copies per node/GPU), with the sampling noise of the tokens an EP group routes, and its
+        # intranode kernels' SM-bound rate (collectives/deepep.py)
         m, p = scenario.model, scenario.parallelism
-        self._ep_routing = (moe.token_routing(m.moe, moe.ep_group_tokens(m, shard_for(scenario), p.ep, p.etp))
+        self._ep_routing = (moe.token_routing(m.moe, moe.ep_group_tokens(m, shard_for(scenario), p.ep, p.etp),
+                                              deepep.intranode_slowdown(scenario.cluster.gpu))
                             if m.moe is not None else None)
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net,
                                                   self.variability and self.variability.latency_noise)

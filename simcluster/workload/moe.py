@@ -91,21 +91,24 @@ def busiest_rank_load(moe: MoESpec, ep: int, tokens: float | None = None) -> flo
     return token_routing(moe, tokens).busiest_load(ep)
 
 
-def token_routing(moe: MoESpec | None, tokens: float | None = None) -> TokenRouting | None:
+def token_routing(moe: MoESpec | None, tokens: float | None = None,
+                  intranode_slowdown: float = 1.0) -> TokenRouting | None:
     """The tokens' routing over a model's experts (``token_routing.TokenRouting``) with their load's systematic
     spread (``load_cv``), the ``tokens`` routed a microbatch (sampling noise; None: not counted) and capacity
-    factor: what DeepEP's all-to-all sends (``parallelism.ep_alltoall: hierarchical``); None for a dense model."""
+    factor: what DeepEP's all-to-all sends (``parallelism.ep_alltoall: hierarchical``), its intranode kernels
+    ``intranode_slowdown`` times slower than NCCL's on the same NVLink bytes (collectives/deepep.py); None for a
+    dense model."""
     if moe is None:
         return None
-    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor, tokens)
+    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor, tokens, intranode_slowdown)
 
 
 @cache
 def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None,
-                   tokens: float | None = None) -> TokenRouting:
+                   tokens: float | None = None, intranode_slowdown: float = 1.0) -> TokenRouting:
     """``token_routing`` by value (the engine asks for it at every expert-parallel block)."""
     return TokenRouting(experts, top_k, load_cv=_load_cv(load, experts), capacity_factor=capacity_factor,
-                        tokens=tokens)
+                        tokens=tokens, intranode_slowdown=intranode_slowdown)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:

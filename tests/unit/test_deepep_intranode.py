@@ -1,0 +1,84 @@
+"""DeepEP's intranode all-to-all runs at its SM-bound rate (collectives/deepep.py, data/moe.yaml deepep_intranode)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from simcluster import collectives
+from simcluster.collectives import Collective, deepep
+from simcluster.core.token_routing import TokenRouting
+from simcluster.fabric import topology
+from simcluster.spec import hardware
+
+H100 = hardware.gpu("h100-sxm")
+CX7 = hardware.nic("connectx-7")
+
+# deepseek-ai/DeepEP#16: DeepEP's tests/test_intranode.py on 8 H20 (NVLink 4, 450 GB/s a direction), num_sms = 24,
+# "the max bandwidth is 337.35 GB/s" of received BF16 rows, the rank's own among them.
+MEASURED_RECEIVED_GB_S = 337.35
+MEASURED_SMS = 24
+MEGATRON_DEEPEP_SMS = 20            # --moe-deepep-num-sms default (Megatron-Core MoE README)
+NCCL_NVLINK4_GB_S = 370.0           # nccl.yaml: NCCL's achieved NVLink 4 rate (sjeaugey, NVIDIA/nccl-tests#212)
+
+
+def test_remote_rate_is_the_benchmark_at_megatrons_sms_without_the_ranks_own_rows():
+    """337.35 GB/s of received rows at 24 SMs -> 281.1 at 20 SMs, 7/8 of them remote: 246.0 GB/s on NVLink."""
+    rate = deepep.remote_rate(MEASURED_RECEIVED_GB_S * 1e9, MEASURED_SMS, 8, MEGATRON_DEEPEP_SMS)
+    assert rate / 1e9 == pytest.approx(337.35 * 20 / 24 * 7 / 8, rel=1e-12)
+    assert rate / 1e9 == pytest.approx(245.98, abs=0.01)
+
+
+def test_h100_intranode_deepep_is_1_5_times_slower_than_nccl_on_the_same_bytes():
+    """NCCL's 370 GB/s over DeepEP's 246.0: 1.504 (fails without the SM scaling, 1.253, or with the own rows
+    counted as remote, 1.316)."""
+    assert deepep.intranode_slowdown(H100) == pytest.approx(
+        NCCL_NVLINK4_GB_S / (MEASURED_RECEIVED_GB_S * MEGATRON_DEEPEP_SMS / MEASURED_SMS * 7 / 8), rel=1e-9)
+
+
+def test_a_link_slower_than_deepeps_sms_binds_instead():
+    """H800's NVLink (~200 GB/s a direction, NCCL's share 164 GB/s) is below what 20 SMs copy (246 GB/s): the link
+    binds, as DeepEP's README measured there (153 GB/s at 24 SMs, close to the ~160 achievable), so no slowdown;
+    an NVLink generation without a measurement keeps NCCL's rate too."""
+    h800 = SimpleNamespace(nvlink_generation=4, nvlink_bandwidth=200e9)
+    assert deepep.intranode_slowdown(h800) == 1.0
+    assert deepep.intranode_slowdown(hardware.gpu("b200")) == 1.0
+
+
+def test_the_intranode_alltoall_moves_deepeps_rows_at_deepeps_rate():
+    """EP 8 on one H100 node, 128 experts top-8: the all-to-all's remote bytes per GPU over its time (latency
+    cancelled by running two sizes, NCCL's calibrated fabric) is DeepEP's remote rate, 246 GB/s, not NCCL's 370; the
+    bytes a GPU sends (the deduplicated 4.67 of 7 peers' share) count once, as before."""
+    fabric = topology.build("rail-fat-tree", gpus=8, gpus_per_node=8, gpu=H100, nic=CX7)
+    size = 2048 * 8 * 4096 * 2.0
+    remote = 7 * TokenRouting(128, 8).gpu_hit(1, 8) * size / 8
+    rates = []
+    for slowdown in (1.0, deepep.intranode_slowdown(H100)):
+        routing = TokenRouting(128, 8, intranode_slowdown=slowdown)
+        time_s = [collectives.run(Collective("alltoall", range(8), s, algorithm="hierarchical", protocol="Simple",
+                                             routing=routing), fabric).time_s for s in (size, 2 * size)]
+        rates.append(remote / (time_s[1] - time_s[0]) / 1e9)
+    assert rates[0] == pytest.approx(NCCL_NVLINK4_GB_S, rel=0.01)
+    assert rates[1] == pytest.approx(245.98, rel=0.01)
+
+
+def test_the_engine_charges_deepeps_rate_to_an_ep_group_of_one_node():
+    """A step with DeepEP's all-to-all (``ep_alltoall: hierarchical``) on one H100 node, EP 8: each MoE layer's 4
+    all-to-alls cost the scheduled all-to-all at DeepEP's rate (the engine's routing carries the slowdown), within
+    5%, and the exposed EP time is about 1.5x what NCCL's rate would give (latency aside)."""
+    from simcluster.engine import simulate
+    from simcluster.parallel.plan import dispatch_bytes
+    from simcluster.workload import moe
+    from tests.unit.test_expert_parallel import _moe_scenario
+
+    sc = _moe_scenario("h100-sxm", 8, 1, ep=8, ep_alltoall="hierarchical")
+    fabric = topology.from_scenario(sc)
+    base = moe.token_routing(sc.model.moe)
+    slowed = moe.token_routing(sc.model.moe, intranode_slowdown=deepep.intranode_slowdown(H100))
+    alone = {r.intranode_slowdown: collectives.run(Collective("alltoall", range(8), dispatch_bytes(sc),
+                                                              algorithm="hierarchical", routing=r), fabric).time_s
+             for r in (base, slowed)}
+    exposed = simulate(sc, fabric=fabric).summary["exposed_comm_by_parallelism_s"]["ep"]
+    assert exposed == pytest.approx(4 * sc.model.moe_layers * alone[slowed.intranode_slowdown], rel=0.05)
+    assert alone[slowed.intranode_slowdown] / alone[1.0] == pytest.approx(1.5, rel=0.05)
