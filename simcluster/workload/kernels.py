@@ -145,8 +145,35 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     half = curve["kv_tokens_half"]
     half = half[direction] if isinstance(half, dict) else half
     saturation = op.n / (op.n + half) if op.n > 0 else 1.0
-    executed = table.get("executed_fraction", flash["executed_fraction"])[direction]
-    return peak_fraction * saturation, executed
+    executed_fractions = table.get("executed_fraction", flash["executed_fraction"])
+    executed = executed_fractions[direction]
+    return peak_fraction * saturation * exponential_share(op, gpu_name, executed_fractions), executed
+
+
+def exponential_demand(op: Op, gpu_name: str, executed_fractions: dict[str, float]) -> float | None:
+    """Time of a fused attention kernel's exponentials over the time of its matmuls, each at its unit's peak rate
+    on one SM (efficiency.yaml attention.exponential): one exp2 per executed score element, in both directions (the
+    backward recomputes the probabilities), the tiles the kernel runs being the forward's executed share of the
+    counted ones. None where the GPU's unit rates are not listed."""
+    rates = _table()["attention"]["exponential"]["rates"].get(gpu_name)
+    elements = op.batch * op.m * op.n
+    if rates is None or op.flop <= 0 or elements <= 0:
+        return None
+    direction = "backward" if op.name.endswith("backward") else "forward"
+    exps = elements * executed_fractions["forward"]
+    flop = op.flop * executed_fractions[direction]
+    return (rates["tensor_flop_per_clock"] / rates["exp2_per_clock"]) * exps / flop
+
+
+def exponential_share(op: Op, gpu_name: str, executed_fractions: dict[str, float]) -> float:
+    """Share of the tensor-bound speed a fused attention kernel keeps when its exponentials bind: the kernel runs
+    at max(matmul time, exponential time / sustained share) of its units (efficiency.yaml attention.exponential);
+    1 while the matmuls bind."""
+    demand = exponential_demand(op, gpu_name, executed_fractions)
+    if demand is None:
+        return 1.0
+    table = _table()["attention"]["exponential"]["sustained_share"]
+    return min(1.0, table.get(gpu_name, table["default"]) / demand)
 
 
 def op_precision(op: Op, precision: str) -> str:
