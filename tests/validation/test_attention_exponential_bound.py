@@ -9,8 +9,8 @@ Softmax More Efficient with NVIDIA Blackwell Ultra"). Measurements held here:
   head dim 128 595 TFLOP/s; FlashAttention-3 497 and 648.
 - FlashAttention-4 bf16 forward on B200 and B300 (Dao-AILab/flash-attention#2701, Nsight Compute): tensor pipe 87.7%
   and 99.9% busy, the same kernel.
-- B200, head dim 128, bf16 forward: FlashAttention-4 up to 1605 TFLOP/s, "up to 1.3x faster than cuDNN version 9.13"
-  (Together AI, "FlashAttention-4", 2026).
+- cuDNN 9.13 on B200 and GB300, NVIDIA's own training benchmark (NVIDIA/cudnn-frontend, sdpa_benchmark_training):
+  GB300 (matmul-bound) fits the Blackwell curve, B200's forward is the bound's prediction.
 """
 
 import pytest
@@ -86,12 +86,44 @@ def test_head_dim_64_on_h100_matches_cudnn(seq):
     assert benchmark_tflop_per_s(forward, H100) == pytest.approx(measured, rel=0.06)
 
 
-def test_b200_head_dim_128_forward_lies_between_cudnn_9_13_and_flashattention_4():
-    # FlashAttention-4 reaches up to 1605 TFLOP/s on B200 and is up to 1.3x cuDNN 9.13 (the kernel of late-2025
-    # Transformer Engine stacks); the model's cuDNN-like kernel lies between, near cuDNN's
-    forward, _ = cores(16384, 128)
-    rate = benchmark_tflop_per_s(forward, B200)
-    assert 1605 / 1.3 * 0.97 <= rate <= 1605 / 1.3 * 1.10
+# cuDNN 9.13 (PyTorch NGC 25.09), NVIDIA's training benchmark: batch 1, 128 query / 8 key-value heads of 128, causal,
+# TFLOP/s on the executed (causal-halved) FLOP (NVIDIA/cudnn-frontend, benchmark/sdpa_benchmark_training/artifacts,
+# sdpa_bf16_benchmark_results_NVIDIA_{B200,GB300}.csv). 16k-128k: PyTorch's per-call time is in the shorter ones.
+CUDNN_913 = {
+    "gb300": {"forward": {16384: 1702, 32768: 1796, 65536: 1770, 131072: 1721},
+              "backward": {16384: 1268, 32768: 1319, 65536: 1302, 131072: 1280}},
+    "b200": {"forward": {16384: 1332, 32768: 1419, 65536: 1382, 131072: 1355},
+             "backward": {16384: 1075, 32768: 1109, 65536: 1073, 131072: 1048}},
+}
+
+
+def cudnn_benchmark_tflop_per_s(seq: int, gpu) -> tuple[float, float]:
+    spec = TransformerSpec(layers=1, hidden=128 * 128, heads=128, vocab=32000, dropout=False, max_seq_len=seq)
+    (forward,), (backward,) = attention_core(spec, Shard(seq_len=seq, micro_batch=1, precision="bf16"))
+    return benchmark_tflop_per_s(forward, gpu), benchmark_tflop_per_s(backward, gpu)
+
+
+@pytest.mark.parametrize("seq", [16384, 32768, 65536, 131072])
+def test_gb300_matches_cudnn_913_where_the_matmuls_bind(seq):
+    # the Blackwell curve (efficiency.yaml attention.b200 ... gb300) is fitted here: demand 0.5, matmul-bound
+    forward, backward = cudnn_benchmark_tflop_per_s(seq, GB300)
+    assert forward == pytest.approx(CUDNN_913["gb300"]["forward"][seq], rel=0.04)
+    assert backward == pytest.approx(CUDNN_913["gb300"]["backward"][seq], rel=0.03)
+
+
+@pytest.mark.parametrize("seq", [16384, 32768, 65536, 131072])
+def test_b200_forward_is_predicted_by_the_exponential_bound(seq):
+    # not fitted: the GB300 curve times the #2701 share; without the bound the model is 14-17% fast here
+    forward, _ = cudnn_benchmark_tflop_per_s(seq, B200)
+    assert forward == pytest.approx(CUDNN_913["b200"]["forward"][seq], rel=0.04)
+
+
+@pytest.mark.parametrize("seq", [16384, 32768, 65536, 131072])
+def test_b200_backward_gap_is_as_stated(seq):
+    # matmul-bound (demand 0.4), as GB300; the benchmark's B200 backward is 5-11% slower per peak (1000 W cap on
+    # kernels of 20 ms to 1.3 s): held to the stated band, not absorbed
+    _, backward = cudnn_benchmark_tflop_per_s(seq, B200)
+    assert 0.03 <= backward / CUDNN_913["b200"]["backward"][seq] - 1 <= 0.13
 
 
 def test_backward_is_matmul_bound_on_every_blackwell_gpu_at_head_dim_128():
