@@ -152,17 +152,18 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
 
 def exponential_demand(op: Op, gpu_name: str, executed_fractions: dict[str, float]) -> float | None:
     """Time of a fused attention kernel's exponentials over the time of its matmuls, each at its unit's peak rate
-    on one SM (efficiency.yaml attention.exponential): one exp2 per executed score element, in both directions (the
-    backward recomputes the probabilities), the tiles the kernel runs being the forward's executed share of the
-    counted ones. None where the GPU's unit rates are not listed."""
+    on one SM (efficiency.yaml attention.exponential): one exp2 per executed score element in both directions (the
+    backward recomputes the probabilities) beside 4 d matmul FLOP forward (Q K^T and P V, head dim d = ``op.k``)
+    and 2 x (backward / forward executed fraction) times that backward (10 d: five matmuls). MLA's narrower values
+    (192-wide queries and keys, 128-wide values) are counted as wide as the keys. None where the GPU's unit rates
+    are not listed."""
     rates = _table()["attention"]["exponential"]["rates"].get(gpu_name)
-    elements = op.batch * op.m * op.n
-    if rates is None or op.flop <= 0 or elements <= 0:
+    if rates is None or op.k <= 0:
         return None
-    direction = "backward" if op.name.endswith("backward") else "forward"
-    exps = elements * executed_fractions["forward"]
-    flop = op.flop * executed_fractions[direction]
-    return (rates["tensor_flop_per_clock"] / rates["exp2_per_clock"]) * exps / flop
+    flop_per_exp = 4.0 * op.k
+    if op.name.endswith("backward"):
+        flop_per_exp *= 2.0 * executed_fractions["backward"] / executed_fractions["forward"]
+    return rates["tensor_flop_per_clock"] / rates["exp2_per_clock"] / flop_per_exp
 
 
 def exponential_share(op: Op, gpu_name: str, executed_fractions: dict[str, float]) -> float:
