@@ -128,6 +128,11 @@ def sm_count(gpu_name: str) -> int:
     return table.get(gpu_name, table["default"])
 
 
+# Head dimension the fused attention curves were measured at (efficiency.yaml attention: FlashAttention-3 and cuDNN
+# on H100, cuDNN on GB300, FlashAttention-2 on A100: head dim 128).
+REFERENCE_HEAD_DIM = 128
+
+
 def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     """(achievable fraction of peak on executed FLOP, executed/counted FLOP) of a fused attention kernel.
 
@@ -135,7 +140,8 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     fitted to FlashAttention-3 measurements on H100 (efficiency.yaml, attention.source), FlashAttention-2 as
     PyTorch SDPA runs it (attention.flash2), Triton FlashAttention from its own sources (attention.flash_triton);
     the backward kernel is the one named ``*_backward``. A kernel without its own ``executed_fraction`` skips
-    causal tiles as the flash kernel does; ``kv_tokens_half`` is one length or one per direction.
+    causal tiles as the flash kernel does; ``kv_tokens_half`` is one length or one per direction. Times the share
+    the kernel keeps for its exponentials at this GPU and head dim (``exponential_share``).
     """
     flash = _table()["attention"]
     table = flash if op.kernel == "flash" else flash[op.kernel]
@@ -183,12 +189,9 @@ def exponential_share(op: Op, gpu_name: str, executed_fractions: dict[str, float
     if unhidden is None or reference is None or demand is None:
         return 1.0
     reference_demand = exponential_demand(op, reference, executed_fractions, REFERENCE_HEAD_DIM)
+    if reference_demand is None:
+        return 1.0
     return min(1.0, (1.0 + unhidden * reference_demand) / (1.0 + unhidden * demand))
-
-
-# Head dimension the fused attention curves were measured at (efficiency.yaml attention: FlashAttention-3 and cuDNN
-# on H100, cuDNN on GB300, FlashAttention-2 on A100: head dim 128).
-REFERENCE_HEAD_DIM = 128
 
 
 def op_precision(op: Op, precision: str) -> str:
