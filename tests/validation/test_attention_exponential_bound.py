@@ -145,3 +145,23 @@ def test_gpus_without_unit_rates_are_not_bounded():
     forward, _ = cores(8192, 64)
     assert kernels.exponential_demand(forward, "mi300x", {"forward": 0.5, "backward": 0.625}) is None
     assert kernels.exponential_share(forward, "mi300x", {"forward": 0.5, "backward": 0.625}) == 1.0
+
+
+# cuDNN 9.22 on GB200 and GB300 (same date; NVIDIA/cudnn-frontend, sdpa_benchmark_training/results/llama3.1/
+# {gb200,gb300}/llama3.1_20260424_*.csv:
+# batch 2, 64 query / 8 key-value heads of 128, causal, non-deterministic backward), forward and backward TFLOP/s at
+# 4k, 8k, 16k; both at 2500 TFLOP/s peak, so their ratio is the exponential share alone (32k left out: GB200's
+# backward falls 7% further there, its 1200 W cap on a 72 ms kernel).
+CUDNN_922 = {"gb200": {"forward": (1408, 1574, 1708), "backward": (1148, 1332, 1328)},
+             "gb300": {"forward": (1703, 1856, 1915), "backward": (1248, 1435, 1507)}}
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_gb200_over_gb300_is_the_exponential_share_in_a_later_cudnn(index):
+    forward, backward = cores(8192, 128)
+    fractions = {"forward": 0.5, "backward": 0.625}
+    for op, direction in ((forward, "forward"), (backward, "backward")):
+        measured = CUDNN_922["gb200"][direction][index] / CUDNN_922["gb300"][direction][index]
+        modelled = (kernels.exponential_share(op, "gb200", fractions, "gb200")
+                    / kernels.exponential_share(op, "gb300", fractions, "gb300"))
+        assert modelled == pytest.approx(measured, rel=0.07)
