@@ -128,6 +128,11 @@ def sm_count(gpu_name: str) -> int:
     return table.get(gpu_name, table["default"])
 
 
+# Head dimension the fused attention curves were measured at (efficiency.yaml attention: FlashAttention-3 and cuDNN
+# on H100, cuDNN on GB300, FlashAttention-2 on A100: head dim 128).
+REFERENCE_HEAD_DIM = 128
+
+
 def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     """(achievable fraction of peak on executed FLOP, executed/counted FLOP) of a fused attention kernel.
 
@@ -135,18 +140,58 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     fitted to FlashAttention-3 measurements on H100 (efficiency.yaml, attention.source), FlashAttention-2 as
     PyTorch SDPA runs it (attention.flash2), Triton FlashAttention from its own sources (attention.flash_triton);
     the backward kernel is the one named ``*_backward``. A kernel without its own ``executed_fraction`` skips
-    causal tiles as the flash kernel does; ``kv_tokens_half`` is one length or one per direction.
+    causal tiles as the flash kernel does; ``kv_tokens_half`` is one length or one per direction. Times the share
+    the kernel keeps for its exponentials at this GPU and head dim (``exponential_share``).
     """
     flash = _table()["attention"]
     table = flash if op.kernel == "flash" else flash[op.kernel]
-    curve = table.get(gpu_name, table["default"])
+    curve_key = gpu_name if gpu_name in table else "default"
+    curve = table[curve_key]
     direction = "backward" if op.name.endswith("backward") else "forward"
     peak_fraction = curve[f"{direction}_max"]
     half = curve["kv_tokens_half"]
     half = half[direction] if isinstance(half, dict) else half
     saturation = op.n / (op.n + half) if op.n > 0 else 1.0
-    executed = table.get("executed_fraction", flash["executed_fraction"])[direction]
-    return peak_fraction * saturation, executed
+    executed_fractions = table.get("executed_fraction", flash["executed_fraction"])
+    executed = executed_fractions[direction]
+    share = exponential_share(op, gpu_name, executed_fractions, curve_key)
+    return peak_fraction * saturation * share, executed
+
+
+def exponential_demand(op: Op, gpu_name: str, executed_fractions: dict[str, float],
+                       head_dim: int | None = None) -> float | None:
+    """Time of a fused attention kernel's exponentials over the time of its matmuls, each at its unit's peak rate
+    on one SM (efficiency.yaml attention.exponential): one exp2 per executed score element in both directions (the
+    backward recomputes the probabilities) beside 4 d matmul FLOP forward (Q K^T and P V, head dim d = ``op.k``
+    unless ``head_dim`` is given) and 2 x (backward / forward executed fraction) times that backward (10 d: five
+    matmuls). MLA's narrower values (192-wide queries and keys, 128-wide values) are counted as wide as the keys.
+    None where the GPU's unit rates are not listed."""
+    rates = _table()["attention"]["exponential"]["rates"].get(gpu_name)
+    d = op.k if head_dim is None else head_dim
+    if rates is None or d <= 0:
+        return None
+    flop_per_exp = 4.0 * d
+    if op.name.endswith("backward"):
+        flop_per_exp *= 2.0 * executed_fractions["backward"] / executed_fractions["forward"]
+    return rates["tensor_flop_per_clock"] / rates["exp2_per_clock"] / flop_per_exp
+
+
+def exponential_share(op: Op, gpu_name: str, executed_fractions: dict[str, float], curve_key: str = "default") -> float:
+    """Share of its curve's speed a fused attention kernel keeps for its exponentials: the kernel takes matmul time
+    + unhidden x exponential time (the exponentials and the per-element softmax work beside them overlap the
+    matmuls only in part; efficiency.yaml attention.exponential), and its curve was measured at head dim 128 on
+    the curve's reference GPU, so the share is (1 + c x demand there) / (1 + c x demand here), at most 1 (a wider
+    head than the curve's is not credited). 1 where the GPU has no unhidden share or unit rates listed."""
+    table = _table()["attention"]["exponential"]
+    unhidden = table["unhidden"].get(gpu_name)
+    reference = table["curve_reference"].get(curve_key, gpu_name if curve_key == gpu_name else None)
+    demand = exponential_demand(op, gpu_name, executed_fractions)
+    if unhidden is None or reference is None or demand is None:
+        return 1.0
+    reference_demand = exponential_demand(op, reference, executed_fractions, REFERENCE_HEAD_DIM)
+    if reference_demand is None:
+        return 1.0
+    return min(1.0, (1.0 + unhidden * reference_demand) / (1.0 + unhidden * demand))
 
 
 def op_precision(op: Op, precision: str) -> str:
