@@ -16,12 +16,15 @@ from matplotlib.patches import Patch
 
 from simcluster.analysis.plots import figure, save, styled
 
-STREAM_ORDER = ["compute", "tp", "cp", "ep", "pp", "dp"]
+# "dp-experts": the expert data-parallel group's own stream, where it has one (engine.results.OPTIONAL_STREAM_TIDS)
+STREAM_ORDER = ["compute", "tp", "cp", "ep", "pp", "dp", "dp-experts"]
 COLOURS = {"forward": "#0072B2", "backward": "#009E73", "optimizer": "#CC79A7", "compute": "#0072B2",
-           "tp": "#D55E00", "cp": "#F0E442", "ep": "#000000", "pp": "#E69F00", "dp": "#56B4E9"}
+           "tp": "#D55E00", "cp": "#F0E442", "ep": "#000000", "pp": "#E69F00", "dp": "#56B4E9",
+           "dp-experts": "#332288"}
 LABELS = {"forward": "forward", "backward": "backward (+recompute)", "optimizer": "optimizer",
           "compute": "compute", "tp": "tensor-parallel comm", "cp": "context-parallel exchange",
-          "ep": "expert all-to-all", "pp": "pipeline send/recv", "dp": "data-parallel comm"}
+          "ep": "expert all-to-all", "pp": "pipeline send/recv", "dp": "data-parallel comm",
+          "dp-experts": "expert data-parallel comm"}
 
 
 def _colour_key(stream: str, name: str) -> str:

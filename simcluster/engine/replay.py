@@ -120,6 +120,8 @@ class ReplayEngine:
 
     def _record(self, op: ReplayOp, start_s: float, end_s: float) -> None:
         lane = "compute" if op.kind == COMPUTE else ("dp" if op.kind == COLLECTIVE else "pp")
+        if op.stream == "dp-experts":   # a simulated run's expert data-parallel stream (replay.formats.simulated)
+            lane = op.stream
         self.rows.append((op.rank, lane, "compute" if op.kind == COMPUTE else "comm", op.name, -1, start_s, end_s,
                           op.size_bytes, self._multiplicity[op.rank], op.stream, op.kind, op.step, op.index, op.busy_s,
                           op.recorded_start_s, op.recorded_end_s, op.collective is not None, op.disagree))

@@ -235,6 +235,9 @@ def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,
 
 
 STREAM_TIDS = {"compute": 0, "tp": 1, "pp": 2, "dp": 3, "cp": 4, "ep": 5}
+# Lanes only some runs have, named in a trace only when it holds their events: the expert data-parallel group's own
+# stream (Megatron-FSDP MoE, ``engine.data_parallel.communicator_streams``), whose collectives overlap the dense ones
+OPTIONAL_STREAM_TIDS = {"dp-experts": 6}
 # gzip level of the trace: level 1 writes several times faster than the default 9 for a file about a third larger
 # (zlib's documented speed/ratio trade-off), which matters for traces of millions of events
 TRACE_GZIP_LEVEL = 1
@@ -276,16 +279,19 @@ def write_chrome_trace(events, path: Path, max_ranks: int | None = None) -> Path
             out = encoded[value] = json.dumps(str(value))
         return out
 
+    streams = kept_column("stream", object).tolist()
+    present = set(streams)
+    tids = STREAM_TIDS | {stream: tid for stream, tid in OPTIONAL_STREAM_TIDS.items() if stream in present}
     head = []
     for rank in ranks:
         head.append(json.dumps({"ph": "M", "name": "process_name", "pid": int(rank), "tid": 0,
                                 "args": {"name": f"rank {rank}"}}))
-        for stream, tid in STREAM_TIDS.items():
+        for stream, tid in tids.items():
             head.append(json.dumps({"ph": "M", "name": "thread_name", "pid": int(rank), "tid": tid,
                                     "args": {"name": stream}}))
     columns = (kept_column("name", object).tolist(), kept_column("kind", object).tolist(),
                kept_column("rank", np.int64).tolist(),
-               [STREAM_TIDS.get(stream, 9) for stream in kept_column("stream", object).tolist()], start_us.tolist(),
+               [tids.get(stream, 9) for stream in streams], start_us.tolist(),
                dur_us.tolist(), kept_column("microbatch", np.int64).tolist(), sizes.tolist(),
                kept_column("group", np.int64).tolist())
     with outputs.atomic_path(path) as tmp, gzip.open(tmp, "wt", compresslevel=TRACE_GZIP_LEVEL) as handle:

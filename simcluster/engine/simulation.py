@@ -278,7 +278,7 @@ class Simulation:
         if previous is not None and not previous.triggered:
             self.env.process(self._join_collective(agent, op, size_bytes, name, previous, done, experts))
         else:
-            self._join(agent, groups, name, done, self._run_collective, op, size_bytes, name)
+            self._join(agent, groups, name, done, self._run_collective, op, size_bytes, name, experts)
         return done
 
     def _after_reduction(self, agent: Agent, stream, previous: simpy.Event | None, done: simpy.Event
@@ -306,12 +306,14 @@ class Simulation:
         groups = self._data_parallel_groups(agent, experts)
         waiting = self._arrive(agent, groups, name, done)
         if waiting is not None:
-            yield from self._run_collective(waiting, agent, groups, op, size_bytes, name)
+            yield from self._run_collective(waiting, agent, groups, op, size_bytes, name, experts)
 
-    def _run_collective(self, waiting, agent, groups, op, size_bytes, name):
+    def _run_collective(self, waiting, agent, groups, op, size_bytes, name, experts=False):
         started_at_s = self.env.now
         yield from self.collective_driver.run(op, groups, size_bytes)
-        self.recorder.transfer(agent, "dp", name, -1, started_at_s, self.env.now, size_bytes)
+        # the expert group's own stream (``_dp_stream_per_group``) is its own lane of the trace and timeline
+        stream = "dp-experts" if experts and self._dp_stream_per_group else "dp"
+        self.recorder.transfer(agent, stream, name, -1, started_at_s, self.env.now, size_bytes)
         for event in waiting:
             event.succeed()
 

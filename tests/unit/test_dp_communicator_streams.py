@@ -90,8 +90,9 @@ def test_a_megatron_fsdp_step_overlaps_only_collectives_of_different_groups():
     """In a whole step: no two collectives of one group overlap (one communicator), no two reduce-scatters overlap
     (rs_stream), and some dense and expert all-gathers do."""
     events = Simulation(_scenario(3)).run(1).events
-    dp = events[(events["rank"] == 0) & (events["stream"] == "dp")].sort_values("start_s")
+    dp = events[(events["rank"] == 0) & events["stream"].isin(("dp", "dp-experts"))].sort_values("start_s")
     experts = dp["name"].str.startswith("expert ")
+    assert (experts == (dp["stream"] == "dp-experts")).all()   # each stream its own lane
     reductions = dp["name"].str.contains("reduce_scatter")
     for rows in (dp[experts], dp[~experts], dp[reductions]):
         assert len(rows) > 1

@@ -3,9 +3,10 @@
 Conservation: the layer classes (``fp8_pairs.layer_breakdown``, times the stage's layers and microbatches), the
 chunks' extras, the fitted kernel gaps and pipeline steps sum to the plan's block times of that stage; the pipeline
 steps are the closed form 2 x chunks x microbatches x ``pipeline_step_s`` (Llama 2 70B on 64 H100: 20 chunks of one
-layer, 32 microbatches); the last stage's extras hold its output layer and loss, so they exceed the first stage's.
-Fails if a term drops or double-counts kernels, or the steps are counted otherwise than per chunk, microbatch and
-phase.
+layer, 32 microbatches); a middle stage's leftover extras are 0 and the last stage's are its output layer and loss
+(final norm, logits, cross-entropy: ``output_ops`` timed alone). Fails if a term drops or double-counts kernels
+(the userbuffers chunks or amax regions among them), or the steps are counted otherwise than per chunk, microbatch
+and phase.
 """
 
 import importlib.util
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
 from simcluster.workload import kernels
+from simcluster.workload.ops import output_ops, shard_for
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -46,9 +49,31 @@ def test_pipeline_steps_closed_form(pipeline_terms):
     assert terms["pipeline steps (fitted)"] == pytest.approx(2 * 20 * 32 * kernels.host_model().pipeline_step_s)
 
 
-def test_last_stage_carries_the_output_layer(pipeline_terms):
-    terms, facts = pipeline_terms.stage_terms(config.load("nemo2407-llama2-70b-64-h100-fp8"))
+EXTRAS = "chunk extras (embedding, output, loss)"
+
+
+def test_middle_stage_has_no_extras(pipeline_terms):
+    """A middle stage holds transformer layers only: once the exposed userbuffers chunks and the amax regions are
+    their own terms, nothing is left over (it would hold any class of the plan the terms miss)."""
+    scenario = config.load("nemo2407-llama2-70b-64-h100-fp8")
+    terms, facts = pipeline_terms.stage_terms(scenario, stage=1)
+    assert terms["userbuffers: exposed last reduce-scatter"] > 0
+    assert terms["fp8 amax regions (kernels + all-reduce)"] > 0
+    assert abs(terms[EXTRAS]) <= 1e-9 * sum(terms.values())
+
+
+def test_last_stage_extras_are_the_output_layer_and_loss(pipeline_terms):
+    scenario = config.load("nemo2407-llama2-70b-64-h100-fp8")
+    terms, facts = pipeline_terms.stage_terms(scenario)
     assert facts["stage"] == 3   # the output layer and loss make the last stage the busiest
-    extras = terms["chunk extras (embedding, output, loss, amax)"]
-    # the 20 chunks' amax regions alone are well under the output layer's GEMMs (> 1 ms a microbatch)
-    assert extras > 32 * 1e-3
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    output = output_ops(scenario.model, shard_for(scenario))
+    per_microbatch = sum(kernels.stream_time(output[phase], gpu, precision).device_s
+                         for phase in ("forward", *step_plan.BACKWARD_PHASES))
+    assert per_microbatch > 1e-3   # the logits GEMMs: over a millisecond a microbatch
+    assert terms[EXTRAS] == pytest.approx(facts["microbatches"] * per_microbatch, rel=1e-9)
+
+
+def test_usage_line(pipeline_terms, capsys):
+    assert pipeline_terms.main([]) == 2
+    assert capsys.readouterr().out.startswith("PYTHONPATH=. python scripts/pipeline_terms.py ")

@@ -9,7 +9,10 @@ How the events become ops (one program per GPU; the engine's rows of a collapsed
 its pipeline stage, ``group`` > 1):
 - ``compute`` rows: compute ops;
 - ``dp`` rows: collectives over the rank's data-parallel group (dp x cp), the op read from the name the engine
-  gives them (``grad reduce_scatter c0b3``, ``param all_gather``), of the row's bytes;
+  gives them (``grad reduce_scatter c0b3``, ``param all_gather``), of the row's bytes; those named ``expert ...``
+  (routed-expert parameters) over the rank's expert data-parallel group instead (``layout.expert_groups``, of the
+  run's ``ep`` and ``etp``). A run whose expert group has its own stream (Megatron-FSDP MoE,
+  ``engine.data_parallel.communicator_streams``) records those on ``dp-experts`` rows: that stream is kept;
 - ``pp`` rows (``send forward to c1``): a send on the sender and a receive on the stage holding the chunk; the
   receive is posted when the receiver's previous receive ended (as a batched irecv is posted ahead), so it waits
   for its sender inside the op, as an NCCL kernel does;
@@ -21,9 +24,10 @@ its pipeline stage, ``group`` > 1):
 
 Dependencies are the engine's (``engine/agents.py``, ``engine/data_parallel.py``): a gradient collective waits
 for the backward part that made its bucket; other data-parallel collectives, sends and blocking collectives for
-the compute op issued just before them; the optimizer for the step's last gradient collective (the data-parallel
-stream runs in order, so that is all of them); a forward part for its parameter bucket's gather; a forward or
-backward for the message it receives; any op for an op of another stream that ended the instant it started.
+the compute op issued just before them; the optimizer for the step's last gradient collective on each
+data-parallel stream (each stream runs in order, so that is all of them); a forward part for its parameter bucket's
+gathers; a forward or backward for the message it receives; any op for an op of another stream that ended the
+instant it started.
 One step: the run must be simulated with ``training.steps: 1``.
 """
 
@@ -37,10 +41,11 @@ import numpy as np
 import pandas as pd
 
 from simcluster.core.errors import ScenarioError
-from simcluster.parallel.layout import Layout
+from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.replay.recorded import COLLECTIVE, COMPUTE, RECV, SEND, RecordedOp, RecordedRun, RecordedStep
 
-_DP_NAME = re.compile(r"^(?:grad|param|zero3) (reduce_scatter|allreduce|all_gather)")
+_DP_NAME = re.compile(r"^(?:expert )?(?:grad|param|zero3) (reduce_scatter|allreduce|all_gather)")
+DP_STREAMS = ("dp", "dp-experts")  # the dense group's stream and the expert group's own, where it has one
 _RECORDED_NAME = {"reduce_scatter": "reduce_scatter", "allreduce": "allreduce", "all_gather": "allgather"}
 _SEND = re.compile(r"^send (forward|backward) to c(\d+)$")
 _BLOCK = re.compile(r"^(forward|backward) c(\d+)(?: b(\d+))?$")
@@ -50,9 +55,11 @@ SAME_INSTANT_S = 1e-12  # the engine's times are exact: ends and starts that coi
 
 def from_simulation(events: pd.DataFrame, layout: Layout, gpu_name: str | None = None,
                     source: str = "simulation",
-                    grad_norm_axes: tuple[str, ...] = ("tp", "cp", "pp", "dp")) -> RecordedRun:
+                    grad_norm_axes: tuple[str, ...] = ("tp", "cp", "pp", "dp"), ep: int = 1, etp: int = 1
+                    ) -> RecordedRun:
     """The ``RecordedRun`` of one simulated step (``Result.events``) of a run with ``layout``; ``grad_norm_axes``:
-    the run's ``plan.grad_norm_axes`` (``parallel.plan.grad_norm_axes`` of its parallelism; default: ZeRO >= 1)."""
+    the run's ``plan.grad_norm_axes`` (``parallel.plan.grad_norm_axes`` of its parallelism; default: ZeRO >= 1);
+    ``ep``, ``etp``: its expert (tensor) parallel sizes, which lay out the expert data-parallel groups."""
     if events.empty:
         raise ScenarioError("events", "the simulation recorded no events")
     world = layout.world_size
@@ -71,7 +78,7 @@ def from_simulation(events: pd.DataFrame, layout: Layout, gpu_name: str | None =
         receives = [(row[0], row[1], "pp-recv", row[3].replace("send", "recv", 1), *row[4:])
                     for sender in rows for row in rows[sender]
                     if _SEND.match(row[3]) and _destination(row, layout, sender, rep, stage_of_rank)]
-        ranks[rank] = _program(rank, rows[rep] + receives, layout, grad_norm_axes)
+        ranks[rank] = _program(rank, rows[rep] + receives, layout, grad_norm_axes, (ep, etp))
     end_s = float(events["end_s"].max())
     steps = [RecordedStep(0, rank, 0.0, end_s) for rank in ranks]
     return RecordedRun(ranks=ranks, world_size=world, gpu_name=gpu_name, steps=steps, source=source,
@@ -85,12 +92,15 @@ def _destination(row: tuple, layout: Layout, sender: int, rep: int, stage_of_ran
     return chunk % layout.pp == int(stage_of_rank[rep]) and sender != rep
 
 
-def _program(rank: int, rows: list[tuple], layout: Layout, grad_norm_axes: tuple[str, ...]) -> list[RecordedOp]:
-    """One rank's ops (its agent's rows with its own groups and peers) in start order, with their waits."""
+def _program(rank: int, rows: list[tuple], layout: Layout, grad_norm_axes: tuple[str, ...],
+             expert_parallel: tuple[int, int] = (1, 1)) -> list[RecordedOp]:
+    """One rank's ops (its agent's rows with its own groups and peers) in start order, with their waits;
+    ``expert_parallel``: the run's (ep, etp)."""
     rows = sorted(rows, key=lambda r: (r[0], r[1]))
     _post_receives_early(rows)
     rows.sort(key=lambda r: (r[0], r[1]))
     dp_group = tuple(int(r) for r in _dp_group(layout, rank))
+    expert_dp_group = None  # made on the first expert collective
     ops: list[RecordedOp] = []
     for start_s, end_s, stream, name, _microbatch, size, _group in rows:
         kind, op_name, group, peer, size_bytes = COMPUTE, name, (), None, 0.0
@@ -100,9 +110,11 @@ def _program(rank: int, rows: list[tuple], layout: Layout, grad_norm_axes: tuple
         elif name.startswith("gather "):
             kind, op_name, size_bytes = COLLECTIVE, "allgather", size
             group = tuple(int(r) for r in layout.group(rank, "tp"))
-        elif stream == "dp":
-            kind, op_name, group, size_bytes = COLLECTIVE, _RECORDED_NAME[_DP_NAME.match(name).group(1)], \
-                dp_group, size
+        elif stream in DP_STREAMS:
+            if name.startswith("expert ") and expert_dp_group is None:
+                expert_dp_group = _expert_dp_group(layout, rank, *expert_parallel)
+            kind, op_name, size_bytes = COLLECTIVE, _RECORDED_NAME[_DP_NAME.match(name).group(1)], size
+            group = expert_dp_group if name.startswith("expert ") else dp_group
         elif stream == "pp":
             chunk = int(_SEND.match(name).group(2))
             kind, peer, size_bytes, op_name = SEND, int(layout.moved([rank], "pp", chunk % layout.pp)[0]), size, name
@@ -149,6 +161,13 @@ def _dp_group(layout: Layout, rank: int) -> list[int]:
     return sorted({int(m) for d in layout.group(rank, "dp") for m in layout.group(d, "cp")})
 
 
+def _expert_dp_group(layout: Layout, rank: int, ep: int, etp: int) -> tuple[int, ...]:
+    """The ranks holding the same routed-expert shard as ``rank`` (Megatron-Core's expert data-parallel group,
+    ``layout.expert_groups``), in order."""
+    stage = layout.coords(rank)["pp"]
+    return next(group for group in expert_groups(layout, stage, ep, etp, "edp") if rank in group)
+
+
 def _with_waits(i: int, op: RecordedOp, ops: list[RecordedOp], names: list[str], microbatches: list[int]):
     """``op`` with the ops of other streams it waits for (see the module docstring)."""
     waits: set[int] = set()
@@ -158,18 +177,21 @@ def _with_waits(i: int, op: RecordedOp, ops: list[RecordedOp], names: list[str],
     compute_before = [j for j in other if ops[j].kind == COMPUTE and ops[j].ended_at_s <= op.started_at_s +
                       SAME_INSTANT_S]
     name = names[i]
-    if op.stream == "dp" and (bucket := _BUCKET.search(name)) and name.startswith("grad"):
+    dense_name = name.removeprefix("expert ")   # an expert collective waits as its dense twin does
+    if op.stream in DP_STREAMS and (bucket := _BUCKET.search(name)) and dense_name.startswith("grad"):
         made_by = f"backward c{bucket.group(1)} b{bucket.group(2)}"
         waits.update(next(([j] for j in before if names[j] == made_by), []))
     elif op.kind != COMPUTE and op.kind != RECV and compute_before:
         waits.add(compute_before[0])
-    if op.kind == COMPUTE and name == "optimizer":
-        waits.update(next(([j] for j in before if names[j].startswith("grad ")), []))
+    if op.kind == COMPUTE and name == "optimizer":   # the last gradient collective of each data-parallel stream
+        for stream in DP_STREAMS:
+            waits.update(next(([j] for j in before if ops[j].stream == stream
+                               and names[j].removeprefix("expert ").startswith("grad ")), []))
     if op.kind == COMPUTE and (block := _BLOCK.match(name)):
         phase, chunk, part = block.group(1), block.group(2), block.group(3)
         if phase == "forward" and part is not None:
-            gather = f"param all_gather c{chunk}b{part}"
-            waits.update(next(([j] for j in before if names[j] == gather), []))
+            for gather in (f"param all_gather c{chunk}b{part}", f"expert param all_gather c{chunk}b{part}"):
+                waits.update(next(([j] for j in before if names[j] == gather), []))
         message = f"recv {phase} to c{chunk}"
         waits.update(next(([j] for j in before if names[j] == message and microbatches[j] == microbatches[i]), []))
     return replace(op, waits_for=tuple(sorted(waits)))
