@@ -110,3 +110,19 @@ def test_moe_act_needs_an_moe_model():
 @pytest.mark.parametrize("name", ZOO_ROWS)
 def test_the_zoo_rows_that_ran_norm_act_state_it(name):
     assert config.load(name).training.recompute_modules == ("layernorm", "moe_act")
+
+
+def test_core_attn_runs_and_counts_as_selective_recompute():
+    """The same step and the same hardware FLOP (HFU's numerator) as activation_recompute: selective."""
+    from simcluster.engine import simulate
+
+    data = {"name": "t", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1},
+            "model": "llama3-8b", "training": {"global_batch_size": 8, "seq_len": 2048},
+            "parallelism": {"tp": 2, "pp": 1, "dp": 4}}
+    runs = []
+    for training in ({"activation_recompute": "selective"}, {"recompute_modules": ["core_attn"]}, {}):
+        scenario = config.Scenario.model_validate({**data, "training": {**data["training"], **training}})
+        summary = simulate(scenario).summary
+        runs.append((summary["step_time_s"], summary["hardware_flop_per_step"]))
+    assert runs[0] == runs[1]
+    assert runs[2][1] < runs[1][1]        # the recomputed attention core's FLOP
