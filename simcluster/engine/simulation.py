@@ -30,7 +30,7 @@ from simcluster.parallel import memory
 from simcluster.parallel.plan import plan as step_plan
 from simcluster.spec.config import Scenario
 from simcluster.workload import moe
-from simcluster.workload.ops import shard_for
+from simcluster.workload.ops import recompute_mode, shard_for
 
 
 @dataclasses.dataclass(eq=False)
@@ -495,7 +495,8 @@ class Simulation:
                                    held_back_s=getattr(self.model, "held_back_s", None)),
             model_flop_per_step=moe.model_flop_per_step(m, t.seq_len, t.global_batch_size),
             hardware_flop_per_step=moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
-                                                              t.activation_recompute),
+                                                              recompute_mode(t.activation_recompute,
+                                                                             t.recompute_modules)),
             variability=self.variability.describe(self.plan, not self.expand) if self.variability else None,
             bottleneck_by_parallelism=bottlenecks(self.fabric, layout, self.scenario.parallelism),
             link_peak_utilisation=None if windows is None else windows.peak_utilisation(self.fabric.link_bytes_per_s),

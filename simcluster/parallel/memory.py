@@ -37,8 +37,10 @@ from simcluster.spec.model import TransformerSpec
 from simcluster.workload import fp8_params, mtp, optimizer_step
 from simcluster.workload.moe import step_load
 from simcluster.workload.ops import (
+    LAYERNORM,
     LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
+    MOE_ACT,
     Shard,
     local_kv_hidden,
     shard_for,
@@ -316,7 +318,18 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
         heads_local = model.heads / shard.tp
         per_score = (2 * e + MASK_BYTES_PER_ELEMENT) if model.dropout else e  # softmax (+ mask and dropout output)
         scores = per_score * shard.micro_batch * heads_local * s_q * shard.seq_len
-    return replicated + split + scores
+    return replicated + split + scores - (norm_output_bytes(model, shard) if model.mla is not None else 0.0)
+
+
+def norm_output_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """What ``recompute_modules: [layernorm]`` frees per norm that is a module of its own (``ops.module_recompute``):
+    its output, the next GEMM's stored input (g*T*h/sp of ``layer_activation_bytes``), dropped after the forward and
+    rebuilt from the kept norm input before the backward (Megatron-Core CheckpointWithoutOutput). 0 without it or
+    with full recompute."""
+    if LAYERNORM not in shard.recompute_modules or shard.recompute == "full":
+        return 0.0
+    g = BYTES_PER_ELEMENT["fp8"] if shard.precision == "fp8" else shard.activation_bytes_per_element
+    return g * shard.tokens / shard.sp_divisor * model.hidden
 
 
 def moe_layer_activation_bytes(model: TransformerSpec, shard: Shard, ep: int, etp: int, load: float) -> float:
@@ -335,9 +348,12 @@ def moe_layer_activation_bytes(model: TransformerSpec, shard: Shard, ep: int, et
     shared = shard.tokens * ((mlp_tensors - 1) * e + g) * moe.shared_experts * moe.ffn_hidden / shard.tp
     routed = shard.tokens / shard.tp
     rows = etp * routed * moe.top_k * load      # expert rows on this rank: experts/ep x ep*etp*routed*k*load/E
-    experts = rows * (g * h + ((mlp_tensors - 1) * e + g) * moe.ffn_hidden / etp)
+    # recompute_modules: [moe_act] drops the activation's output, the down-projection's stored input (with fp8
+    # Megatron-Core has TE save it unquantized, set_save_original_input, and drops that): rebuilt before the backward
+    act_output = 0.0 if MOE_ACT in shard.recompute_modules else g
+    experts = rows * (g * h + ((mlp_tensors - 1) * e + act_output) * moe.ffn_hidden / etp)
     probabilities = ROUTER_PROBABILITY_BYTES * routed * moe.experts
-    return dense - dense_mlp + shared + experts + probabilities
+    return dense - dense_mlp + shared + experts + probabilities - norm_output_bytes(model, shard)
 
 
 def dispatch_buffer_bytes(model: TransformerSpec, shard: Shard, load: float) -> float:

@@ -199,10 +199,14 @@ class Training(_Defaulted):
         "abs-max pass before every cast, weights cast on every call); sets the bytes of the operand casts "
         "(workload/fp8_recipes.py, workload/torchao_float8.py)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
-    recompute_modules: tuple[Literal["mla_up_proj"], ...] = Field(
+    recompute_modules: tuple[Literal["core_attn", "layernorm", "mla_up_proj", "moe_act"], ...] = Field(
         (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "
-        "--recompute-modules): mla_up_proj re-runs multi-head latent attention's query and key/value up-projections "
-        "and rotary embedding (workload/mla.py)")
+        "--recompute-modules with selective granularity; ignored with activation_recompute: full, which re-runs "
+        "them all): core_attn the attention core (as activation_recompute: selective); layernorm the norms that "
+        "are modules of their own (an MLA layer's input norm, an MoE layer's pre-MLP norm; a norm fused into the "
+        "GEMM after it is not), their outputs not stored; mla_up_proj multi-head latent attention's query and "
+        "key/value up-projections and rotary embedding (workload/mla.py); moe_act the routed experts' activation, "
+        "its output not stored (workload/ops.py module_recompute)")
     activation_offload_layers: Annotated[int, Strict()] = Field(
         0, ge=0, description="transformer layers whose saved activations go to host memory after their forward and "
         "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
@@ -641,6 +645,11 @@ class Scenario(_Strict):
                                 "(cross_entropy: fused) never materialises")
         if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
             raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
+        if "moe_act" in t.recompute_modules and self.model.moe is None:
+            # Megatron-Core: moe_act exists in its grouped experts only (TEGroupedMLP; "moe_act in recompute_modules
+            # is only supported with moe_grouped_gemm"), the experts simcluster models
+            raise ScenarioError("training.recompute_modules", "moe_act needs a model with moe (its grouped experts' "
+                                "activation)")
         if t.optimizer.startswith("megatron") and (t.precision != "fp16" or self.parallelism.zero_stage):
             raise ScenarioError("training.optimizer", f"{t.optimizer} is Megatron-LM's fp16 optimizer wrapper: needs "
                                 "precision: fp16 and zero_stage: 0 (no distributed optimizer then)")

@@ -210,7 +210,8 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
     forward += host_syncs("forward") + routed_forward
-    return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward)
+    return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward, standalone_norm=True,
+                    act_recompute=(act,))
 
 
 def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:

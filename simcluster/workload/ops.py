@@ -38,6 +38,11 @@ PHASES = ("forward", "backward_input", "backward_weight", "recompute")
 KINDS = ("gemm", "attention", "memory")
 MATMUL_KINDS = ("gemm", "attention")
 RECOMPUTE_MODES = ("none", "selective", "full")
+# Megatron-Core's selective recompute modules (TransformerConfig.recompute_modules, --recompute-modules) that
+# ``layer_ops`` re-runs: the attention core (what activation_recompute: selective does), the norms Megatron-Core runs
+# as modules of their own (TransformerLayer recompute_input_layernorm / recompute_pre_mlp_layernorm), the routed
+# experts' activation (TEGroupedMLP activation_recompute); workload.mla adds mla_up_proj
+CORE_ATTN, LAYERNORM, MOE_ACT = "core_attn", "layernorm", "moe_act"
 # Attention kernels (``training.attention``): "flash" is FlashAttention-2/3 or cuDNN's fused kernel (Megatron-Core,
 # NeMo); "flash_triton" the Triton FlashAttention of flash-attention's flash_attn_triton.py that MosaicML's
 # llm-foundry ran (attn_impl: triton), same HBM traffic, its own speed (efficiency.yaml attention.flash_triton);
@@ -167,12 +172,19 @@ def shard_for(scenario: Scenario) -> Shard:
     t, p = scenario.training, scenario.parallelism
     return Shard(seq_len=t.seq_len, micro_batch=t.micro_batch_size, tp=p.tp, cp=p.cp,
                  sequence_parallel=p.sequence_parallel, attention=t.attention, precision=t.precision,
-                 recompute=t.activation_recompute, cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
+                 recompute=recompute_mode(t.activation_recompute, t.recompute_modules),
+                 cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype))
+
+
+def recompute_mode(activation_recompute: str, modules: tuple[str, ...]) -> str:
+    """The layer recompute ``activation_recompute`` runs, with ``recompute_modules``' core_attn: the attention core's
+    recompute, which is Megatron-Core's selective recompute (its default recompute_modules is [core_attn])."""
+    return "selective" if activation_recompute == "none" and CORE_ATTN in modules else activation_recompute
 
 
 def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, precision: str | None = None) -> Op:
@@ -340,6 +352,11 @@ class MlpBlock:
     # one tensor not written by a norm
     cast_forward_tensors: tuple[tuple[float, bool], ...] = ()
     cast_backward_tensors: tuple[tuple[float, bool], ...] = ()
+    # the norm before it is a module of its own (Megatron-Core's TENorm pre_mlp_layernorm: an MoE layer's router and
+    # shared experts read it), not fused into the first GEMM (TE LayerNormMLP, whose norm layernorm recompute skips)
+    standalone_norm: bool = False
+    # what recompute_modules: [moe_act] re-runs before the backward (the routed experts' activation, workload.moe)
+    act_recompute: tuple[Op, ...] = ()
 
 
 def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name: str = "mlp") -> MlpBlock:
@@ -459,8 +476,27 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         params = grad_accumulation.accumulated_params(backward_weight)
         backward_weight.append(_memory(grad_accumulation.OP_NAME, params, shard.grad_accumulation_bytes * params))
     recompute = {"none": [], "selective": list(core_forward), "full": list(forward)}[shard.recompute]
+    if shard.recompute_modules and shard.recompute != "full":   # a full recompute re-runs them already
+        recompute += module_recompute(model, shard, mlp, attn_norm, mlp_norm)
     return {"forward": forward, "backward_input": backward_input, "backward_weight": backward_weight,
             "recompute": recompute}
+
+
+def module_recompute(model: TransformerSpec, shard: Shard, mlp: MlpBlock, attn_norm: Op, mlp_norm: Op) -> list[Op]:
+    """The forward kernels ``shard.recompute_modules`` re-run before a layer's backward (Megatron-Core selective
+    recompute; output-discarding checkpoints, CheckpointWithoutOutput: the module's input is kept, its output freed
+    once the next module has read it and rebuilt before that module's backward).
+
+    layernorm: the norms that are modules of their own, the attention's input norm of an MLA layer (TENorm before the
+    down-projections) and the pre-MLP norm of an MoE layer (``MlpBlock.standalone_norm``); a norm fused into the GEMM
+    after it (TE LayerNormLinear / LayerNormMLP, Megatron-Core's IdentityOp layernorm) is not recomputed.
+    moe_act: the routed experts' activation (``MlpBlock.act_recompute``)."""
+    ops: list[Op] = []
+    if LAYERNORM in shard.recompute_modules:
+        ops += [norm for norm, own in ((attn_norm, model.mla is not None), (mlp_norm, mlp.standalone_norm)) if own]
+    if MOE_ACT in shard.recompute_modules:
+        ops += list(mlp.act_recompute)
+    return ops
 
 
 def _empty_phases() -> dict[str, list[Op]]:
