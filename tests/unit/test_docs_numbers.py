@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from scripts_loader import load_script
 
 from simcluster import simulate
 from simcluster.outcomes import economics, laws
@@ -42,17 +43,7 @@ def test_loss_vs_time_example_of_scaling_laws_page_matches_the_code():
 
 # --- README.md and docs/tutorial.md: the blocks scripts/docs_numbers.py produces -----------------------------------
 
-def _docs_numbers():
-    import importlib.util
-
-    path = DOCS.parent / "scripts" / "docs_numbers.py"
-    spec = importlib.util.spec_from_file_location("docs_numbers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-DOCS_NUMBERS = _docs_numbers()
+DOCS_NUMBERS = load_script("docs_numbers")
 
 
 def test_drift_allows_the_pages_rounding_and_nothing_more():

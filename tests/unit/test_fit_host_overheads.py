@@ -1,19 +1,13 @@
 """scripts/fit_host_overheads.py: the three-term check (fitted gap + GEMM fill + pipeline step) recovers the values
 that generated a synthetic calibration set, and its condition number flags a fill the set cannot tell from the gap."""
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scripts_loader import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fit_host_overheads.py"
-spec = importlib.util.spec_from_file_location("fit_host_overheads", SCRIPT)
-module = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = module   # its dataclasses look their module up
-spec.loader.exec_module(module)
+module = load_script("fit_host_overheads")
 
 AT = (39e-6, 240e-6)   # the reference simulation's values (the "gap" structure: fill 0)
 TRUTH = dict(gap_s=20e-6, fill=0.5, step_s=300e-6)

@@ -6,24 +6,17 @@ with Transformer Engine's userbuffers chunks and in both precisions; the twin di
 training precision only. Fails if a class drops ops or the gap is counted otherwise than per kernel.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from scripts_loader import load_script
 
 from simcluster.spec import config
 from simcluster.workload import kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fp8_pairs.py"
-
 
 @pytest.fixture(scope="module")
 def fp8_pairs():
-    spec = importlib.util.spec_from_file_location("fp8_pairs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fp8_pairs")
 
 
 def _plan_layer_s(scenario) -> float:

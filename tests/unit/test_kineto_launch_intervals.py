@@ -1,14 +1,9 @@
 """scripts/kineto_launch_intervals.py: the host's launch-to-launch intervals, without the waits on the GPU."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from scripts_loader import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kineto_launch_intervals.py"
-spec = importlib.util.spec_from_file_location("kineto_launch_intervals", SCRIPT)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+module = load_script("kineto_launch_intervals")
 
 
 def test_intervals_between_launches_only_where_the_host_did_not_wait():

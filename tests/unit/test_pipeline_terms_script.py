@@ -9,30 +9,18 @@ layer, 32 microbatches); a middle stage's leftover extras are 0 and the last sta
 and phase.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from scripts_loader import load_script
 
 from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
 from simcluster.workload import kernels
 from simcluster.workload.ops import output_ops, shard_for
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
 
 @pytest.fixture(scope="module")
 def pipeline_terms():
-    sys.path.insert(0, str(SCRIPTS))   # the script imports fp8_pairs as its neighbour, as when run from scripts/
-    try:
-        spec = importlib.util.spec_from_file_location("pipeline_terms", SCRIPTS / "pipeline_terms.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
+    return load_script("pipeline_terms")   # it imports fp8_pairs as its neighbour, as when run from scripts/
 
 
 @pytest.mark.parametrize("name", ["nemo2407-llama2-70b-64-h100-fp8", "nemo2409-gpt3-175b-128-h100-bf16"])

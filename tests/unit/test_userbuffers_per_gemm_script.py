@@ -1,10 +1,8 @@
 """scripts/userbuffers_per_gemm.py times a pipeline overlap's exposed last reduce-scatter chunk as the plan does:
 with an fp8 userbuffer (fp8_buf), tokens x hidden / splits fp8 elements, half the 16-bit chunk's bytes."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from scripts_loader import load_script
 
 from simcluster.collectives import timing
 from simcluster.fabric import topology
@@ -12,15 +10,10 @@ from simcluster.parallel.layout import Layout
 from simcluster.spec import config
 from simcluster.workload import userbuffers
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "userbuffers_per_gemm.py"
-
 
 @pytest.fixture(scope="module")
 def per_gemm():
-    spec = importlib.util.spec_from_file_location("userbuffers_per_gemm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("userbuffers_per_gemm")
 
 
 def test_fp8_buffer_pipeline_tail_is_the_fp8_chunk(per_gemm):
