@@ -46,7 +46,7 @@ def _scenario(**parallelism) -> config.Scenario:
 def _expert_bytes(scenario: config.Scenario) -> tuple[float, float]:
     """One step on rank 0: the bytes of its routed-expert gradient reduce-scatters and parameter all-gathers."""
     events = Simulation(scenario).run(1).events
-    dp = events[events["stream"] == "dp"]
+    dp = events[events["stream"].isin(("dp", "dp-experts"))]  # Megatron-FSDP: experts on their own stream
 
     def moved(prefix: str) -> float:
         return float(dp[dp["name"].str.startswith(prefix)]["bytes"].sum())
