@@ -351,7 +351,7 @@ def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol:
     dedup = routing is not None and uniform(layout) and routing.divides(len(layout), len(layout[0]))
     if len(layout) == 1 and dedup and len(layout[0]) > 1:
         n = len(layout[0])
-        return alltoall(layout, size_bytes * n * routing.gpu_hit(1, n) / routing.top_k * routing.intranode_slowdown,
+        return alltoall(layout, size_bytes * n * routing.gpu_hit(1, n) / routing.top_k * routing.intranode_slowdown(n),
                         protocol)   # DeepEP's SM-bound intranode rate (collectives/deepep.py)
     if len(layout) == 1 or len(layout[0]) == 1 or not uniform(layout):
         return alltoall(layout, size_bytes, protocol)

@@ -6,15 +6,17 @@ they move fewer bytes a second than NCCL's all-to-all, which the simulator runs 
 (nccl.yaml, 370 of 450 GB/s on H100). DeepEP's own benchmark measured 337.35 GB/s of received rows at 24 SMs on an
 NVLink 4 GPU (deepseek-ai/DeepEP#16); scaled to the SMs given and to the remote share (ranks - 1)/ranks of the rows,
 that is what the all-to-all's NVLink bytes move at. ``intranode_slowdown`` is the ratio the engine applies to the
-intranode all-to-all's NVLink bytes (``algorithms.alltoall_hierarchical``, ``TokenRouting.intranode_slowdown``):
-NCCL's rate over DeepEP's, at least 1 (where DeepEP is faster the link binds, as on H800). GPUs of an NVLink
-generation without a measurement keep 1.
+intranode all-to-all's NVLink bytes of a group of ``ranks`` GPUs (``algorithms.alltoall_hierarchical``,
+``TokenRouting.intranode_slowdown``): NCCL's rate over DeepEP's remote rate, at least 1 (where DeepEP is faster the
+link binds, as on H800); it grows as the group shrinks (EP 8: 1.50, EP 4: 1.76, EP 2: 2.63 on H100). GPUs of an
+NVLink generation without a measurement keep 1. Only the flex dispatcher (DeepEP) has it.
 """
 
 from __future__ import annotations
 
 from simcluster.collectives import nccl
 from simcluster.core import catalog
+from simcluster.core.token_routing import deepep_slowdown
 from simcluster.core.units import BYTES_PER_S, parse
 
 
@@ -27,14 +29,21 @@ def remote_rate(received_bytes_per_s: float, measured_sms: int, ranks: int, sms:
     return received_bytes_per_s * sms / measured_sms * (ranks - 1) / ranks
 
 
-def intranode_slowdown(gpu) -> float:
-    """NCCL's all-to-all rate on ``gpu``'s NVLink (nccl.yaml efficiency x line rate) over DeepEP's SM-bound remote
-    rate at Megatron-Core's default SMs (``remote_rate``), at least 1; 1 without a measurement for the generation."""
+def intranode_ratio(gpu) -> float:
+    """NCCL's all-to-all rate on ``gpu``'s NVLink (nccl.yaml efficiency x line rate) over the rate at which DeepEP's
+    intranode kernels copy received rows on Megatron-Core's default SMs (the benchmark's rate scaled to the SMs: every
+    row, the rank's own among them); 0 without a measurement for the generation (``token_routing.deepep_slowdown``
+    turns it into the slowdown of a group's remote bytes)."""
     table = catalog.load("moe")
     entry = table.get("deepep_intranode", {}).get(f"nvlink{int(getattr(gpu, 'nvlink_generation', 0) or 0)}")
     if entry is None or gpu is None:
-        return 1.0
-    deepep = remote_rate(parse(entry["received_bytes_per_s"], BYTES_PER_S), int(entry["sms"]), int(entry["ranks"]),
-                         int(table["ep_overlap"]["deepep_sms"]))
-    nccl_rate = nccl.efficiency("direct", "Simple", "nvlink", gpu) * gpu.nvlink_bandwidth
-    return max(1.0, nccl_rate / deepep)
+        return 0.0
+    received = parse(entry["received_bytes_per_s"], BYTES_PER_S) * int(table["ep_overlap"]["deepep_sms"]) / int(
+        entry["sms"])
+    return nccl.efficiency("direct", "Simple", "nvlink", gpu) * gpu.nvlink_bandwidth / received
+
+
+def intranode_slowdown(gpu, ranks: int) -> float:
+    """Time of DeepEP's intranode all-to-all over NCCL's on the same remote bytes on ``gpu``, a group of ``ranks``
+    GPUs in one node (``token_routing.deepep_slowdown`` of ``intranode_ratio``); 1 without a measurement."""
+    return deepep_slowdown(intranode_ratio(gpu), ranks)

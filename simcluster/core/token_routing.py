@@ -104,6 +104,16 @@ def hit_probability(experts: int, top_k: int, share: int) -> float:
     return 1.0 - math.comb(experts - share, top_k) / math.comb(experts, top_k)
 
 
+def deepep_slowdown(ratio: float, ranks: int) -> float:
+    """Time of DeepEP's intranode all-to-all over NCCL's on the same remote bytes, for a group of ``ranks`` GPUs in
+    one node: its kernels copy every received row at one SM-bound rate, (ranks - 1)/ranks of them remote, so the
+    remote bytes move at that rate x (ranks - 1)/ranks; ``ratio`` is NCCL's rate over the SM-bound one (0: not
+    DeepEP). At least 1: where DeepEP's SMs copy faster than the link, the link binds."""
+    if ratio <= 0 or ranks < 2:
+        return 1.0
+    return max(1.0, ratio * ranks / (ranks - 1))
+
+
 @dataclass(frozen=True)
 class TokenRouting:
     """A token's routing: ``top_k`` of ``experts`` experts, uniformly, over at most ``max_nodes`` nodes (None: no
@@ -111,8 +121,9 @@ class TokenRouting:
     of ``nodes`` nodes of ``local`` GPUs each, the experts placed evenly (``divides``). ``load_cv``: the router's
     systematic spread of tokens per expert (0: none), ``tokens`` the tokens routed over the experts per microbatch
     (their sampling noise, ``sampling_cv``; None: not counted), ``capacity_factor`` the cap on a load (None:
-    dropless; module docstring). ``intranode_slowdown``: the time DeepEP's intranode kernels take over NCCL's for
-    the same NVLink bytes (>= 1; SM-bound copies, collectives/deepep.py), applied to the all-to-all inside one node."""
+    dropless; module docstring). ``intranode_ratio``: NCCL's NVLink all-to-all rate over the rate at which DeepEP's
+    SM-bound intranode kernels copy received rows, their own among them (0: not DeepEP; collectives/deepep.py); the
+    all-to-all inside one node of ``n`` GPUs takes ``intranode_slowdown(n)`` times NCCL's time on the same bytes."""
 
     experts: int
     top_k: int
@@ -120,7 +131,11 @@ class TokenRouting:
     load_cv: float = 0.0
     capacity_factor: float | None = None
     tokens: float | None = None
-    intranode_slowdown: float = 1.0
+    intranode_ratio: float = 0.0
+
+    def intranode_slowdown(self, ranks: int) -> float:
+        """``deepep_slowdown`` of this routing's ``intranode_ratio`` over a group of ``ranks`` GPUs in one node."""
+        return deepep_slowdown(self.intranode_ratio, ranks)
 
     def total_cv(self) -> float:
         """CV of tokens per expert, systematic and sampling parts in quadrature (module docstring)."""

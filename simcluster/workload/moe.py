@@ -92,23 +92,23 @@ def busiest_rank_load(moe: MoESpec, ep: int, tokens: float | None = None) -> flo
 
 
 def token_routing(moe: MoESpec | None, tokens: float | None = None,
-                  intranode_slowdown: float = 1.0) -> TokenRouting | None:
+                  intranode_ratio: float = 0.0) -> TokenRouting | None:
     """The tokens' routing over a model's experts (``token_routing.TokenRouting``) with their load's systematic
     spread (``load_cv``), the ``tokens`` routed a microbatch (sampling noise; None: not counted) and capacity
     factor: what DeepEP's all-to-all sends (``parallelism.ep_alltoall: hierarchical``), its intranode kernels
-    ``intranode_slowdown`` times slower than NCCL's on the same NVLink bytes (collectives/deepep.py); None for a
-    dense model."""
+    SM-bound at NCCL's rate over ``intranode_ratio`` (collectives/deepep.py; 0: not DeepEP); None for a dense
+    model."""
     if moe is None:
         return None
-    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor, tokens, intranode_slowdown)
+    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor, tokens, intranode_ratio)
 
 
 @cache
 def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None,
-                   tokens: float | None = None, intranode_slowdown: float = 1.0) -> TokenRouting:
+                   tokens: float | None = None, intranode_ratio: float = 0.0) -> TokenRouting:
     """``token_routing`` by value (the engine asks for it at every expert-parallel block)."""
     return TokenRouting(experts, top_k, load_cv=_load_cv(load, experts), capacity_factor=capacity_factor,
-                        tokens=tokens, intranode_slowdown=intranode_slowdown)
+                        tokens=tokens, intranode_ratio=intranode_ratio)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
