@@ -43,6 +43,7 @@ from simcluster.workload.ops import (
     MOE_ACT,
     Shard,
     local_kv_hidden,
+    norm_statistics,
     shard_for,
 )
 
@@ -318,7 +319,22 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
         heads_local = model.heads / shard.tp
         per_score = (2 * e + MASK_BYTES_PER_ELEMENT) if model.dropout else e  # softmax (+ mask and dropout output)
         scores = per_score * shard.micro_batch * heads_local * s_q * shard.seq_len
-    return replicated + split + scores - (norm_output_bytes(model, shard) if model.mla is not None else 0.0)
+    return (replicated + split + scores + qk_norm_activation_bytes(model, shard)
+            - (norm_output_bytes(model, shard) if model.mla is not None else 0.0))
+
+
+def qk_norm_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """What ``qk_layernorm``'s q and k norms keep for their backward beyond the attention's own tensors, per
+    microbatch and rank: each norm's input (the QKV projection's q and k outputs, 16-bit, e*T*(q + kv) local
+    widths; the norm's output is RoPE's input, which Megatron-Core's fused RoPE does not keep, and RoPE's output is
+    the attention's stored Q and K) and its fp32 statistics per head row (Transformer Engine: rsigma, and mu for
+    layernorm). Kept with selective recompute and layernorm recompute (neither covers them, ``ops.module_recompute``);
+    0 without qk_layernorm or with full recompute, which keeps the layer input only."""
+    if not model.qk_layernorm or shard.recompute == "full":
+        return 0.0
+    width = model.q_hidden / shard.tp + local_kv_hidden(model, shard.tp)
+    statistics = norm_statistics(model) * BYTES_PER_ELEMENT["fp32"]
+    return shard.tokens * width * (shard.activation_bytes_per_element + statistics / model.d_head)
 
 
 def norm_output_bytes(model: TransformerSpec, shard: Shard) -> float:

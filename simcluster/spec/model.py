@@ -111,6 +111,10 @@ class TransformerSpec(BaseModel):
         "Nemotron-4 trains layernorm without them (add_bias_linear: False)"))
     tied_embeddings: bool = True
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    qk_layernorm: Annotated[bool, Strict()] = Field(False, description=(
+        "a norm of model.norm's kind over each head's head_dim applied to the queries and keys before RoPE "
+        "(Megatron-Core --qk-layernorm: SelfAttention's q_layernorm and k_layernorm, TENorm; Hugging Face Qwen3's "
+        "q_norm/k_norm, Gemma 3's); multi-head / grouped-query attention only"))
     position: Literal["learned", "rope"] = "learned"
     dropout: bool = Field(True, description=(
         "hidden and attention dropout in training (GPT-3 and Megatron-LM: 0.1); Llama models train without it, "
@@ -130,6 +134,9 @@ class TransformerSpec(BaseModel):
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.heads % self.n_kv_heads:
             raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.n_kv_heads}")
+        if self.qk_layernorm and self.mla is not None:
+            raise ValueError("qk_layernorm applies to multi-head / grouped-query attention; MLA normalises its "
+                             "latents instead")
         if self.moe is not None and self.moe.dense_layers > self.layers:
             raise ValueError(f"moe.dense_layers {self.moe.dense_layers} exceeds the model's {self.layers} layers")
         return self
@@ -193,9 +200,11 @@ class TransformerSpec(BaseModel):
 
     @property
     def norm_params(self) -> int:
-        """Two norms per layer: gain (and bias for layernorm)."""
-        per_norm = 2 * self.hidden if self.norm == "layernorm" else self.hidden
-        return 2 * per_norm
+        """Two norms per layer: gain (and bias for layernorm); with ``qk_layernorm`` two more of head_dim, one for
+        the queries and one for the keys (shared by all heads: Megatron-Core's TENorm of hidden_size
+        kv_channels)."""
+        per_element = 2 if self.norm == "layernorm" else 1
+        return 2 * per_element * (self.hidden + (self.d_head if self.qk_layernorm else 0))
 
     @property
     def layer_params(self) -> int:

@@ -266,6 +266,31 @@ def _norm_ops(name: str, model: TransformerSpec, shard: Shard, fp8_output: bool 
     return forward, backward
 
 
+def norm_statistics(model: TransformerSpec) -> int:
+    """fp32 statistics a norm keeps per row for its backward: mean and 1/sigma for layernorm, 1/sigma for RMSnorm
+    (Transformer Engine's LayerNorm/RMSNorm forward returns mu and rsigma, saved with the input)."""
+    return 2 if model.norm == "layernorm" else 1
+
+
+def qk_norm_ops(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list[Op]]:
+    """``qk_layernorm``: Megatron-Core's q_layernorm and k_layernorm (TENorm over each head's head_dim, between
+    the QKV projection and RoPE, attention.py get_query_key_value_tensors), one kernel per tensor and phase over
+    this rank's heads of all local tokens (the QKV output is split by heads, not by sequence). Forward: read x,
+    write y and the fp32 statistics per row; backward: read x, dy and the statistics, write dx. Empty without it."""
+    if not model.qk_layernorm:
+        return [], []
+    per_element = LAYERNORM_FLOP_PER_ELEMENT if model.norm == "layernorm" else RMSNORM_FLOP_PER_ELEMENT
+    e, statistics = shard.activation_bytes_per_element, norm_statistics(model) * BYTES_PER_ELEMENT["fp32"]
+    forward, backward = [], []
+    for name, width in (("q_norm", model.q_hidden // shard.tp), ("k_norm", local_kv_hidden(model, shard.tp))):
+        elements = shard.tokens * width
+        rows = elements / model.d_head
+        forward.append(_memory(name, per_element * elements, 2 * e * elements + statistics * rows))
+        backward.append(_memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * elements,
+                                3 * e * elements + statistics * rows))
+    return forward, backward
+
+
 def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
     """Fused bias-dropout-residual-add (Megatron-LM): forward and backward kernels.
 
@@ -423,6 +448,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     attn_residual, attn_residual_bwd = _dropout_add_ops("attn_residual", model, shard)
     mlp_residual, mlp_residual_bwd = _dropout_add_ops("mlp_residual", model, shard)
     core_forward, core_backward = attention_core(model, shard)
+    qk_norm, qk_norm_bwd = qk_norm_ops(model, shard)
 
     rope: list[Op] = []
     rope_bwd: list[Op] = []
@@ -464,10 +490,10 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
             casts, casts_bwd = ([_memory(name, n, size) for name, n, size in fp8_recipes.quantize_kernels(
                 shard.fp8_recipe, shard.fp8_transpose, tensors)] for tensors in (forward_tensors, backward_tensors))
 
-    forward = [attn_norm, *qkv_forward, *rope, *core_forward, attn_out.forward(shard), attn_residual,
+    forward = [attn_norm, *qkv_forward, *qk_norm, *rope, *core_forward, attn_out.forward(shard), attn_residual,
                mlp_norm, *mlp.forward, mlp_residual, *casts]
     backward_input = [mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd,
-                      attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qkv_dgrad,
+                      attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *qkv_dgrad,
                       attn_norm_bwd, *casts_bwd]
     backward_input += [_memory(*kernel) for kernel in eager_backward.backward_kernels(
         model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e)]
@@ -490,7 +516,10 @@ def module_recompute(model: TransformerSpec, shard: Shard, mlp: MlpBlock, attn_n
     layernorm: the norms that are modules of their own, the attention's input norm of an MLA layer (TENorm before the
     down-projections) and the pre-MLP norm of an MoE layer (``MlpBlock.standalone_norm``); a norm fused into the GEMM
     after it (TE LayerNormLinear / LayerNormMLP, Megatron-Core's IdentityOp layernorm) is not recomputed.
-    moe_act: the routed experts' activation (``MlpBlock.act_recompute``)."""
+    moe_act: the routed experts' activation (``MlpBlock.act_recompute``). The q/k norms of ``qk_layernorm`` are not
+    among them: Megatron-Core's layernorm recompute checkpoints TransformerLayer's input_layernorm and
+    pre_mlp_layernorm only (transformer_layer.py recompute_input_layernorm / recompute_pre_mlp_layernorm), and
+    SelfAttention calls q_layernorm / k_layernorm directly, outside any checkpoint."""
     ops: list[Op] = []
     if LAYERNORM in shard.recompute_modules:
         ops += [norm for norm, own in ((attn_norm, model.mla is not None), (mlp_norm, mlp.standalone_norm)) if own]

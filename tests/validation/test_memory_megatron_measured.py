@@ -28,9 +28,11 @@ MIB = 2**20
 THEORETICAL_STATES_MIB = 9884.48
 MEASURED_MAX_ALLOCATED_MIB = 50277.16
 MEASURED_MAX_RESERVED_MIB = 53386.0
-# Not in the model: --qk-layernorm keeps the query and key norms' inputs per layer (2 x h x 2 bytes a token with 32
-# KV heads): 24 layers x 16384 tokens x 8 KiB = 3.0 GiB (by hand). Tolerance: that, plus 4 points.
-TOLERANCE = 0.10
+# --qk-layernorm (model.qk_layernorm) keeps the query and key norms' inputs per layer (2 x h x 2 bytes a token with 32
+# KV heads) and their fp32 rsigma per head row: 24 layers x 16384 tokens x (8 KiB + 256 B) = 3.1 GiB (by hand), the
+# term that took the model from -6.5% to -0.2%. Tolerance: the allocator's transients the model does not track
+# (cuBLAS/NCCL workspaces inside the PyTorch pool), 2%.
+TOLERANCE = 0.02
 
 
 def _opensci_1p7b():
@@ -38,7 +40,8 @@ def _opensci_1p7b():
     return config.from_dict({
         "name": "opensci-ref-1.7b-leonardo", "cluster": {"gpu": "a100-80gb-sxm", "gpus_per_node": 4, "nodes": 63},
         "model": {"layers": 24, "hidden": 2048, "heads": 32, "ffn_hidden": 8192, "vocab": 50304, "mlp": "swiglu",
-                  "norm": "rmsnorm", "position": "rope", "tied_embeddings": True, "dropout": True},
+                  "norm": "rmsnorm", "position": "rope", "tied_embeddings": True, "dropout": True,
+                  "qk_layernorm": True},
         "training": {"seq_len": 4096, "global_batch_size": 1008, "micro_batch_size": 4, "precision": "bf16",
                      "activation_recompute": "selective"},
         "parallelism": {"tp": 1, "pp": 1, "dp": 252, "zero_stage": 1}})
@@ -55,4 +58,4 @@ def test_model_states_equal_megatrons_distributed_optimizer_accounting():
 def test_allocated_peak_is_within_tolerance_of_megatrons_measured_max_allocated():
     allocated = memory.per_gpu_memory(_opensci_1p7b()).allocated_bytes / MIB
     assert allocated == pytest.approx(MEASURED_MAX_ALLOCATED_MIB, rel=TOLERANCE)
-    assert allocated <= MEASURED_MAX_ALLOCATED_MIB      # the one unmodelled term (qk-layernorm) only adds
+    assert allocated <= MEASURED_MAX_ALLOCATED_MIB      # what the model leaves out only adds
