@@ -338,6 +338,9 @@ def _scenario_files() -> dict:
         files[f"cluster.gpu.nvlink_generation={key}"] = edited("cluster.gpu", {**H100, "nvlink_generation": value})
         for name in ("layers", "hidden", "heads", "vocab", "kv_heads", "ffn_hidden"):
             files[f"model.{name}={key}"] = edited("model", {**MODEL, name: value})
+    # query-key layernorm is a bool: a string, a number or a list is refused naming the field
+    for i, value in enumerate(["sometimes", "yes", 1, [True]]):
+        files[f"model.qk_layernorm=bad{i}"] = edited("model", {**MODEL, "qk_layernorm": value})
     for name, unit in {"rate": "Gb/s", "latency": "us"}.items():
         for key, value in QUANTITIES.items():
             text = value.replace("{}", unit) if isinstance(value, str) else \
