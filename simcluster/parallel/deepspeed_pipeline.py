@@ -58,8 +58,10 @@ Not modelled (each well under 1% of these runs' steps): the shapes sent before t
 latency), the gradient clipping's ``mul_`` (it runs only when the norm exceeds the threshold), the
 norm's per-tensor ``.item()`` (one host round trip per parameter tensor, once per step); the tied-embedding
 all-reduce runs before the data-parallel one in DeepSpeed (after it here: the same sum on the stages that run both).
-``update_hp_grads`` loops over the parameter tensors (two kernels each): charged as one memory-bound kernel per
-chunk, without a stream gap per tensor (docs/calibration.md, "Issue 15: DeepSpeed's PipelineEngine").
+``update_hp_grads`` loops over the parameter tensors, two kernels each (the cast to fp32, the add): charged as
+two HBM-bound kernels per tensor of the chunk's layers, each with the stream's per-kernel time like every kernel of
+the model (autograd's 16-bit accumulation: one per tensor); the embedding and final-norm tensors of the first and
+last stages (two to four) are left out (docs/calibration.md, "Round 15: the A100 runs of 2021-22").
 """
 
 from __future__ import annotations
@@ -76,9 +78,13 @@ from simcluster.workload.ops import Op
 # microbatch's backward (deepspeed/runtime/pipe/engine.py, _exec_backward_pass: "manually call because we don't call
 # optimizer.backward()").
 BF16_OPTIMIZER_BYTES_PER_PARAM = 2 + 4 + 4 + 4 + 4
+# ... as two kernels per parameter tensor: update_hp_grads loops over the tensors in Python,
+# ``hp_grad.data.add_(lp.grad.data.to(hp_grad.dtype).view(hp_grad.shape))``: the cast, then the add (same file)
+BF16_OPTIMIZER_KERNELS_PER_TENSOR = 2
 # autograd's AccumulateGrad adds a new 16-bit gradient into the existing .grad in place: read both, write one
 # (torch/csrc/autograd/functions/accumulate_grad.h, "variable_grad += new_grad" when grad mode is off)
 AUTOGRAD_ACCUMULATE_BYTES_PER_PARAM = 3 * 2
+AUTOGRAD_ACCUMULATE_KERNELS_PER_TENSOR = 1   # AccumulateGrad runs per parameter tensor: one in-place add each
 # PartitionedTensor.full() before each backward of a stage that sent its output (all but the last)
 OUTPUT_REGATHERS = 1
 # PartitionedTensor.full() (deepspeed/runtime/utils.py, 2021-2022): torch.zeros of the whole message (1 B written per
@@ -100,6 +106,29 @@ def accumulation_bytes_per_param(precision: str, grad_dtype: str) -> float:
     if uses_bf16_optimizer(precision, grad_dtype):
         return BF16_OPTIMIZER_BYTES_PER_PARAM
     return AUTOGRAD_ACCUMULATE_BYTES_PER_PARAM
+
+
+def accumulation_kernels_per_tensor(precision: str, grad_dtype: str) -> int:
+    """Kernels per parameter tensor and microbatch of DeepSpeed's gradient accumulation."""
+    if uses_bf16_optimizer(precision, grad_dtype):
+        return BF16_OPTIMIZER_KERNELS_PER_TENSOR
+    return AUTOGRAD_ACCUMULATE_KERNELS_PER_TENSOR
+
+
+def parameter_tensors_per_layer(model) -> int:
+    """Parameter tensors of one dense GPT layer as Megatron-DeepSpeed builds it (megatron/model/transformer.py,
+    ``ParallelTransformerLayer``): the weights of the fused QKV, the attention output, the MLP up and down
+    projections, their four biases (where the model has biases), and the two norms' weights (and biases, for
+    LayerNorm)."""
+    return 4 + (4 if model.linear_biases else 0) + 2 * (2 if model.norm == "layernorm" else 1)
+
+
+def accumulation_ops(params: float, tensors: int, per_param: float, kernels_per_tensor: int) -> list[Op]:
+    """The accumulation of ``params`` gradients held in ``tensors`` tensors: ``kernels_per_tensor`` HBM-bound kernels
+    per tensor, the bytes shared among them (HBM-bound kernels' time is linear in their bytes, so the split does not
+    change the device time; each kernel pays the stream's per-kernel time)."""
+    count = max(1, tensors * kernels_per_tensor)
+    return [Op("deepspeed_grad_accumulate", "memory", params / count, per_param * params / count)] * count
 
 
 def partition_syncs(phase: str, first: bool, last: bool) -> int:
@@ -136,6 +165,8 @@ def apply(step_plan, collective_time_s):
     gpu, precision = scenario.cluster.gpu, t.precision
     weight_element = memory.state_bytes_per_param(precision)["weights"]
     per_param = accumulation_bytes_per_param(precision, p.grad_reduce_dtype)
+    per_tensor = accumulation_kernels_per_tensor(precision, p.grad_reduce_dtype)
+    layer_tensors = parameter_tensors_per_layer(scenario.model)
     regather = step_plan.p2p_gather_bytes > 0
     tp_group = tuple(step_plan.layout.group(0, "tp"))
     gather_s = collective_time_s("all_gather", tp_group, step_plan.p2p_gather_bytes) if regather else 0.0
@@ -145,9 +176,9 @@ def apply(step_plan, collective_time_s):
     for cost in step_plan.chunks:
         first, last = cost.chunk == 0, cost.chunk == step_plan.chunk_count - 1
         params = cost.param_bytes / weight_element
-        accumulate = Op("deepspeed_grad_accumulate", "memory", params, per_param * params)
+        accumulate = accumulation_ops(params, cost.layers * layer_tensors, per_param, per_tensor)
         changes = {}
-        for phase, extra in (("forward", []), ("backward", [accumulate])):
+        for phase, extra in (("forward", []), ("backward", accumulate)):
             before = getattr(cost, f"{phase}_stream")
             syncs = 0
             if regather:  # the partitioned messages' rebuilds and host round trips

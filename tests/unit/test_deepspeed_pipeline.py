@@ -71,7 +71,28 @@ def test_accumulation_lengthens_each_backward_by_its_bytes_at_most_at_the_hbm_ra
         assert after.forward_compute_s == before.forward_compute_s
         low_s = low.backward_compute_s - before.backward_compute_s
         assert 12 * params / hbm_bytes_per_s <= grown_s - low_s < 2 * 12 * params / hbm_bytes_per_s
-        assert low_s / grown_s == pytest.approx(6 / 18, rel=0.05)  # each pass also pays one kernel's launch gap
+        # closed form: the bytes at the achievable HBM rate, and the stream's per-kernel time for each kernel: two
+        # per parameter tensor of the chunk's layers with the BF16_Optimizer (cast, add), one with autograd's
+        tensors = before.layers * 12   # QKV, attention output, MLP up and down: weights and biases; two LayerNorms
+        gap_s = kernels.host_model().kernel_gap_s
+        rate = hbm_bytes_per_s * kernels.hbm_fraction()
+        assert grown_s == pytest.approx(18 * params / rate + 2 * tensors * gap_s, rel=1e-6)
+        assert low_s == pytest.approx(6 * params / rate + tensors * gap_s, rel=1e-6)
+
+
+def test_accumulation_runs_kernels_per_parameter_tensor():
+    """BF16_Optimizer.update_hp_grads loops over the parameter tensors, ``hp_grad.data.add_(lp.grad.data.to(...))``:
+    two kernels each; autograd's AccumulateGrad one in-place add each. A GPT layer with biases and LayerNorm holds
+    12 tensors (4 weights, 4 biases, 2 x 2 norm parameters); RMSNorm without biases 6."""
+    model = scenario().model
+    assert deepspeed_pipeline.parameter_tensors_per_layer(model) == 12
+    assert deepspeed_pipeline.parameter_tensors_per_layer(
+        model.model_copy(update={"norm": "rmsnorm", "bias": False})) == 6
+    assert deepspeed_pipeline.accumulation_kernels_per_tensor("bf16", "fp32") == 2
+    assert deepspeed_pipeline.accumulation_kernels_per_tensor("bf16", "bf16") == 1
+    ops = deepspeed_pipeline.accumulation_ops(1e9, 36, 18, 2)
+    assert len(ops) == 72
+    assert sum(op.hbm_bytes for op in ops) == pytest.approx(18e9)
 
 
 def test_bf16_optimizer_passes_over_the_fp32_gradients_once_per_step(monkeypatch):
