@@ -34,6 +34,20 @@ def contract_only(raw: dict) -> tuple[dict, list[str]]:
     return data, dropped
 
 
+def section(raw: dict, key: str) -> str:
+    """The scenario section ("training" or "parallelism") that states ``key``."""
+    return "training" if key in raw["training"] else "parallelism"
+
+
+def one_key(raw: dict, twin: dict, key: str) -> tuple[dict, dict]:
+    """The bundled scenario dict without ``key`` alone, and the contract twin with ``key`` alone put back."""
+    where = section(raw, key)
+    without, with_key = copy.deepcopy(raw), copy.deepcopy(twin)
+    del without[where][key]
+    with_key[where][key] = raw[where][key]
+    return without, with_key
+
+
 def error(case: dict, scenario: config.Scenario) -> float:
     key = "model_tflops_per_gpu" if case["metric"] == "model" else "hardware_tflops_per_gpu"
     simulated = simulate(scenario, check_memory=False).summary[key]
@@ -43,6 +57,8 @@ def error(case: dict, scenario: config.Scenario) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("patterns", nargs="+", help="parts of scenario names (e.g. nemo2409)")
+    parser.add_argument("--each", action="store_true",
+                        help="also, per dropped key: bundled without it alone, twin with it alone put back")
     args = parser.parse_args(argv)
     rows = [(case, "calibration") for case in validation.cases()]
     rows += [(case, "held-out") for case in validation.held_out_cases()]
@@ -55,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         twin, dropped = contract_only(raw)
         bundled, contract = error(case, config.load(name)), error(case, config.from_dict(twin, source=name))
         print(f"{kind:11} {name:44} {bundled:+8.1%} {contract:+9.1%}  {', '.join(dropped) or '-'}", flush=True)
+        for key in dropped if args.each else ():
+            without, with_key = (error(case, config.from_dict(d, source=name)) for d in one_key(raw, twin, key))
+            print(f"{'':11}   {key:42} {without:+8.1%} {with_key:+9.1%}  "
+                  f"(bundled without it {without - bundled:+.1%}, twin with it {with_key - contract:+.1%})", flush=True)
     return 0
 
 

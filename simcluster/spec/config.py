@@ -91,13 +91,20 @@ NEMO_WGRAD_DEFERRAL_LIMIT = 22
 # Transformer Engine major version a run left unset used (parallelism.te_version): 2, the TE of NeMo 2.x and
 # Megatron-Bridge containers (NeMo 25.02 onward; docs/scenario.md "Framework defaults"). Its userbuffers defaults
 # (TE 2.x base.py get_default_config: set_sm_margin for pipeline and bulk) are in data/userbuffers.yaml.
+# Not what NeMo 24.09 ran (TE 1.10, NeMo 24.09 user guide "Software Component Versions"); NeMo 25.02's TE is not
+# settled (PyTorch 25.01 base, NeMo CHANGELOG r2.2.0 #11973, whose TE bionemo-framework's Dockerfile gives as v1.13;
+# the same release's #12004 handles TE 2.0): docs/calibration.md, "Round 15", with the what-if of 1.
 LATEST_TE_VERSION = 2
 NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "llama3-405b": 50, "llama3.1-405b": 50}
 
 # Models whose NeMo performance recipes reduce gradients in bf16 in bf16 training too (elsewhere bf16 only with fp8):
 # NeMo 2.x llm/recipes/gpt3_175b.py and nemotron4_340b.py pretrain_performance_optimizations set
 # plugins.grad_reduce_in_fp32 = False for both precisions, and the 24.09 launcher's gpt3/175b and nemotron_340b
-# configs set optim.grad_sync_dtype: bf16 (llama3_70b.py does not).
+# configs set optim.grad_sync_dtype: bf16 (llama3_70b.py does not). NeMo 24.09's dgxc Nemotron-4 340B recipe too
+# (nemotron4-340b-synth.yaml: grad_sync_dtype bf16); its 15B recipe reduces in fp32 (mcore_distributed_optim without
+# grad_sync_dtype: NeMo 1.x setup_mcore_distributed_parallel, grad_reduce_in_fp32 = grad_sync_dtype == 'fp32'). One
+# stored NeMo 2.x script version (pretrain_nemotron4_15b.py 10145fe, NeMo 2.2.0's "callbacks and bf16 grad" #11985)
+# reduces in bf16 for bf16 runs of every model, a later one (bf2c0d18) for fp8 only: docs/calibration.md, "Round 15".
 NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "nemotron4-340b"})
 
 

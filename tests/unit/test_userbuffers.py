@@ -280,3 +280,22 @@ def test_a_recipe_shape_off_megatron_core_gets_tes_defaults():
     assert nemo.megatron_core and not other.megatron_core
     assert userbuffers.scenario_config(nemo) != TE1 and nemo.parallelism.te_version == 1
     assert userbuffers.scenario_config(other) == TE1
+
+
+@pytest.mark.parametrize(("gpu", "precision", "fc2"), [("b200", "bf16", userbuffers.Gemm("pipeline", 24, True)),
+                                                        ("b200", "fp8", userbuffers.Gemm("ring_exchange", 1, True)),
+                                                        ("h100-sxm", "bf16", None)])
+def test_nemotron4_340b_takes_nemos_b200_configuration_and_tes_defaults_on_h100(gpu, precision, fc2):
+    """NeMo 2.x tunes Nemotron-4 340B's userbuffers for B200 only (userbuffers_bf16/fp8_b200_h18432_tp8_mbs1_
+    seqlen4096: fc2_fprop a pipeline on 24 SMs in bf16, a ring-exchange reduce-scatter in fp8; qkv_wgrad bulk on 32);
+    on H100 its performance scripts pass none, so TE's defaults of the run's TE run (data/userbuffers.yaml)."""
+    data = catalog.load("scenarios/nemotron4-340b-1536-h100")
+    data["cluster"]["gpu"] = gpu
+    data["training"]["precision"] = precision
+    data["parallelism"].update(tp_comm_overlap=True, te_version=2)
+    settings = userbuffers.scenario_config(config.from_dict(data, source="test"))
+    if fc2 is None:
+        assert settings == userbuffers.config(te_version=2)
+        return
+    assert settings["fc2_fprop"] == fc2 and settings["qkv_wgrad"] == userbuffers.Gemm("bulk", 32)
+    assert settings["proj_fprop"] == userbuffers.Gemm("ring_exchange", 1, True)
