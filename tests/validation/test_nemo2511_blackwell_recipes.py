@@ -27,3 +27,19 @@ def test_every_blackwell_row_is_found():
 @pytest.mark.parametrize("name", ROWS)
 def test_the_loss_is_transformer_engines_fused_cross_entropy(name):
     assert config.load(name).training.cross_entropy == "fused"
+
+
+# DeepSeek-V3's pipeline layouts, decoder layers per model chunk in model order, from Megatron-Bridge's
+# set_deepseek_v3_pipeline_model_parallel_layout (recipes/deepseek/deepseek_v3.py, layout_map): (pp, vp) ->
+# embedding + 4, 14 x 4, 1 + (MTP) + loss, for both layouts the NeMo 25.11 DeepSeek rows on these GPUs share
+# with the map; the other rows' (pp, vp) are not in the stored maps.
+DEEPSEEK_LAYOUTS = {(16, 1): [4] * 15 + [1], (4, 4): [4] * 15 + [1]}
+
+
+@pytest.mark.parametrize("name", [n for n in ROWS if "deepseek-v3" in n])
+def test_deepseek_rows_split_their_layers_as_the_recipe_layout(name):
+    p = config.load(name).parallelism
+    layout = DEEPSEEK_LAYOUTS.get((p.pp, p.virtual_stages))
+    if layout is None:
+        pytest.skip(f"no stored recipe layout for pp {p.pp}, vp {p.virtual_stages}")
+    assert p.layers_per_stage == layout
