@@ -1,0 +1,45 @@
+"""What every NeMo 25.11 Blackwell row ran (Megatron-Bridge's performance scripts), held against its scenario.
+
+The loss: ``set_workload_base_configs`` ends with ``_set_common_perf_overrides``, which sets
+``recipe.model.cross_entropy_fusion_impl = "te"`` for every recipe, Llama, Qwen3 and DeepSeek alike
+(NVIDIA-NeMo/Megatron-Bridge scripts/performance/utils/overrides.py, commit 00538e26; the older
+utils/helpers.py ``set_common_perf_overrides``, commit 01328424), on the providers' ``cross_entropy_loss_fusion =
+True``: Megatron-Core calls Transformer Engine's ``parallel_cross_entropy`` (``cross_entropy: fused``). Until round
+15 the three Qwen3-235B rows ran Megatron-LM's unfused loss (docs/calibration.md, "Round 15: Blackwell rows").
+The set of rows is found by name (every bundled ``nemo2511-*`` scenario on a Blackwell GPU), so a row added later is
+held to the same recipe.
+"""
+
+import pytest
+
+from simcluster.spec import config
+
+BLACKWELL = ("b200", "gb200", "b300", "gb300")
+ROWS = sorted(name for name in config.bundled_names()
+              if name.startswith("nemo2511-") and name.rsplit("-", 2)[-2] in BLACKWELL)
+
+
+def test_every_blackwell_row_is_found():
+    # 3 Llama 3 8B, 2 Llama 3 70B, Llama 3.1 405B, 5 DeepSeek-V3, 3 Qwen3-235B (the H100 Qwen3 row is not Blackwell)
+    assert len(ROWS) == 14, ROWS
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_the_loss_is_transformer_engines_fused_cross_entropy(name):
+    assert config.load(name).training.cross_entropy == "fused"
+
+
+# DeepSeek-V3's pipeline layouts, decoder layers per model chunk in model order, from Megatron-Bridge's
+# set_deepseek_v3_pipeline_model_parallel_layout (recipes/deepseek/deepseek_v3.py, layout_map): (pp, vp) ->
+# embedding + 4, 14 x 4, 1 + (MTP) + loss, for both layouts the NeMo 25.11 DeepSeek rows on these GPUs share
+# with the map; the other rows' (pp, vp) are not in the stored maps.
+DEEPSEEK_LAYOUTS = {(16, 1): [4] * 15 + [1], (4, 4): [4] * 15 + [1]}
+
+
+@pytest.mark.parametrize("name", [n for n in ROWS if "deepseek-v3" in n])
+def test_deepseek_rows_split_their_layers_as_the_recipe_layout(name):
+    p = config.load(name).parallelism
+    layout = DEEPSEEK_LAYOUTS.get((p.pp, p.virtual_stages))
+    if layout is None:
+        pytest.skip(f"no stored recipe layout for pp {p.pp}, vp {p.virtual_stages}")
+    assert p.layers_per_stage == layout
