@@ -50,7 +50,7 @@ def published_step_s(scenario: config.Scenario) -> float:
             flop = moe.model_flop_per_step(scenario.model, scenario.training.seq_len,
                                            scenario.training.global_batch_size)
             return flop / (scenario.cluster.gpus * validation.published_tflops(case, scenario) * 1e12)
-    raise SystemExit(f"{scenario.name}: not a validation case")
+    raise ValueError(f"{scenario.name}: not a validation case")
 
 
 def row(name: str) -> dict:
@@ -59,7 +59,7 @@ def row(name: str) -> dict:
     scenario = config.load(name)
     m, p, c = scenario.model, scenario.parallelism, scenario.cluster
     if m.moe is None or p.ep < 2:
-        raise SystemExit(f"{name}: no expert parallelism")
+        raise ValueError(f"{name}: no expert parallelism (model.moe and parallelism.ep >= 2)")
     shard = shard_for(scenario)
     group = p.ep * p.etp
     nodes, local = (1, group) if group <= c.gpus_per_node else (group // c.gpus_per_node, c.gpus_per_node)
@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     print("scenario | EP nodes x GPUs | bytes | floor ms | all-to-alls | floor s | published s | published - floor s"
           " | simulated s | exposed EP s | simulated compute + TP/CP s | excess s")
     for name in args.scenarios:
-        r = row(name)
+        try:
+            r = row(name)
+        except (ValueError, config.ScenarioError) as error:
+            parser.error(str(error))
         bound = "overlapped" if r["overlap"] else f"{r['allowed_other_s']:.2f}"
         excess = "-" if r["overlap"] else f"{r['excess_s']:+.2f}"
         print(f"{name} | {r['nodes']} x {r['local']} | {'dedup' if r['dedup'] else 'every copy'} | "
