@@ -10,13 +10,19 @@ intranode all-to-all's NVLink bytes of a group of ``ranks`` GPUs (``algorithms.a
 ``TokenRouting.intranode_slowdown``): NCCL's rate over DeepEP's remote rate, at least 1 (where DeepEP is faster the
 link binds, as on H800); it grows as the group shrinks (EP 8: 1.50, EP 4: 1.76, EP 2: 2.63 on H100). GPUs of an
 NVLink generation without a measurement keep 1. Only the flex dispatcher (DeepEP) has it.
+
+``line_rate_floor_s`` is the least time one dispatch or combine can take on the links whatever the kernels: DeepEP's
+own bytes (a token once per destination node on the NIC, once per destination GPU on NVLink; or every copy, for the
+alltoall dispatcher), routing uniform and balanced, both links at their line rate, the phases pipelined. A blocking
+step's all-to-alls take at least that many times it, so a published step bounds from above what all its other work
+took (docs/calibration.md, "Round 15: the MoE zoo's Qwen3 rows"; ``scripts/ep_floor.py``).
 """
 
 from __future__ import annotations
 
-from simcluster.collectives import nccl
+from simcluster.collectives import closed_form, nccl
 from simcluster.core import catalog
-from simcluster.core.token_routing import deepep_slowdown
+from simcluster.core.token_routing import TokenRouting, deepep_slowdown
 from simcluster.core.units import BYTES_PER_S, parse
 
 
@@ -47,3 +53,25 @@ def intranode_slowdown(gpu, ranks: int) -> float:
     """Time of DeepEP's intranode all-to-all over NCCL's on the same remote bytes on ``gpu``, a group of ``ranks``
     GPUs in one node (``token_routing.deepep_slowdown`` of ``intranode_ratio``); 1 without a measurement."""
     return deepep_slowdown(intranode_ratio(gpu), ranks)
+
+
+def line_rate_floor_s(nodes: int, local: int, tokens: float, token_bytes: float, experts: int, top_k: int,
+                      nic_bytes_per_s: float, nvlink_bytes_per_s: float, deduplicated: bool = True) -> float:
+    """Least time of one dispatch (or combine: the same bytes back) of ``tokens`` token rows of ``token_bytes`` a
+    GPU over ``nodes`` nodes of ``local`` GPUs, ``top_k`` of ``experts`` experts placed evenly, at the NIC's and
+    NVLink's line rates, no latency, the two links at once (the slower binds). ``deduplicated`` (DeepEP): the bytes
+    of ``closed_form.hierarchical_alltoall_bytes`` with uniform routing and no load spread (the busiest GPU and node
+    carry the mean), a token once per destination node on the NIC and once per destination GPU on NVLink; otherwise
+    (Megatron-Core's alltoall dispatcher, NCCL's direct all-to-all) every one of the top_k copies S goes straight to
+    its GPU, (N-1)/N S over the NIC and (m-1)/(N m) S over NVLink. No kernel reaches it: a bound, not a time."""
+    if min(nodes, local, experts, top_k) < 1 or tokens < 0 or token_bytes < 0:
+        raise ValueError(f"need nodes {nodes}, local {local}, experts {experts}, top_k {top_k} >= 1, "
+                         f"tokens {tokens} and token bytes {token_bytes} >= 0")
+    if nic_bytes_per_s <= 0 or nvlink_bytes_per_s <= 0:
+        raise ValueError(f"need line rates > 0, got NIC {nic_bytes_per_s}, NVLink {nvlink_bytes_per_s}")
+    copies = tokens * top_k * token_bytes
+    if deduplicated:
+        network, nvlink = closed_form.hierarchical_alltoall_bytes(nodes, local, copies, TokenRouting(experts, top_k))
+    else:
+        network, nvlink = (nodes - 1) / nodes * copies, (local - 1) / (nodes * local) * copies
+    return max(network / nic_bytes_per_s, nvlink / nvlink_bytes_per_s)
