@@ -28,7 +28,8 @@ from simcluster.workload import ops
 MEGATRON_2021_A100 = [
     *(f"megatron-{size}-a100-{kind}" for size in ("1.2b", "2.5b", "4.2b", "8.3b") for kind in ("node", "dp")),
     *(f"narayanan2021-{size}-a100" for size in ("1.7b", "3.6b", "7.5b", "18.4b", "39.1b", "76.1b", "145.6b",
-                                                 "310.1b")),
+                                                 "310.1b", "529.6b", "1008b")),
+    "megatronlm-gpt3-175b-1024-a100",
     *(f"smith2022-mtnlg-530b-{nodes}-a100" for nodes in (280, 350, 420)),
     "bigscience-bloom-176b-384-a100",
 ]

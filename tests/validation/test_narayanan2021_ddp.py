@@ -1,8 +1,8 @@
 """Gradients of the SC21 runs (Narayanan et al. 2021, Table 1) as the authors' examples/sc21/run_table_1.sh ran them.
 
 run_table_1.sh sets DDP=torch for 1.7B, 3.6B, 7.5B and 18B and DDP=local for every pipelined size (39B, 76B, 145B,
-310B). PyTorch DDP all-reduces gradient buckets during the last microbatch's backward; Megatron-LM's 2021 local DDP
-all-reduces its contiguous fp16 buffer once after the whole backward (megatron/training.py train_step,
+310B, 530B, 1T). PyTorch DDP all-reduces gradient buckets during the last microbatch's backward; Megatron-LM's
+2021 local DDP all-reduces its contiguous fp16 buffer once after the whole backward (megatron/training.py train_step,
 'backward-params-all-reduce') and, having no wgrad-fused accumulation then, adds every microbatch's weight gradients
 into that buffer by a kernel of its own (megatron/model/distributed.py _make_param_hook,
 param.main_grad.add_(param.grad.data)): read 2 B, read and write 2 B each per parameter (fp16 buffer).
@@ -14,7 +14,8 @@ from simcluster.spec import config
 from simcluster.workload import grad_accumulation
 
 RUN_TABLE_1_DDP = {"1.7b": "torch", "3.6b": "torch", "7.5b": "torch", "18.4b": "torch",
-                   "39.1b": "local", "76.1b": "local", "145.6b": "local", "310.1b": "local"}
+                   "39.1b": "local", "76.1b": "local", "145.6b": "local", "310.1b": "local",
+                   "529.6b": "local", "1008b": "local"}
 
 
 @pytest.mark.parametrize("size", sorted(RUN_TABLE_1_DDP))
