@@ -266,9 +266,10 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     op) over several streams, those in series on one stream (``grouped_gemm_serial_kernels``) as kernels, the rest
     as ``kernels.HOST_ONLY_LAUNCH`` ops (host dispatch only); and, without CUDA graphs, the fused router and EP
     preprocess launch ``router_forward`` kernels forward (key ``router_forward``: before the layer's host sync) and
-    ``router_backward_per_forward`` as many backward (counted with the data gradients) where the device model has a
-    few (``router_forward_flex`` with the flex dispatcher's fused preprocess, ``flex``); in fp8 the
-    ``fp8_quantizes`` kernels (``fp8_quantize_kernels``) of each quantized grouped-GEMM operand, on the main stream.
+    the router ``router_backward`` backward (counted with the data gradients; the preprocess has no backward) where
+    the device model has a few (``router_forward_flex`` with the flex dispatcher's fused preprocess, ``flex``); in
+    fp8 the ``fp8_quantizes`` kernels (``fp8_quantize_kernels``) of each quantized grouped-GEMM operand, on the
+    main stream.
 
     Each kernel is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time
     on it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
@@ -289,8 +290,7 @@ def launch_counts(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     table = _constants()["host_launches"]
     router_forward = table["router_forward_flex" if flex else "router_forward"]
     router = {"forward": router_forward - ROUTER_OPS["forward"],
-              "backward_input": math.ceil(router_forward * table["router_backward_per_forward"])
-              - ROUTER_OPS["backward"],
+              "backward_input": table["router_backward"] - ROUTER_OPS["backward"],
               "backward_weight": 0}
     none = {"router": 0, "grouped GEMMs": 0, "fp8 quantizes": 0, "other streams": 0}
     counts = {"router_forward": {**none, "router": 0 if cuda_graphs else router["forward"]}}
