@@ -62,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = [(case, "calibration") for case in validation.cases()]
     rows += [(case, "held-out") for case in validation.held_out_cases()]
+    rows = [(case, kind) for case, kind in rows if any(pattern in case["scenario"] for pattern in args.patterns)]
+    if not rows:
+        parser.error(f"no calibration or held-out row's scenario name contains {' or '.join(args.patterns)}")
     print(f"{'set':11} {'scenario':44} {'bundled':>8} {'contract':>9}  keys dropped")
     for case, kind in rows:
         name = case["scenario"]
-        if not any(pattern in name for pattern in args.patterns):
-            continue
         raw = catalog.load(f"scenarios/{name}")
         twin, dropped = contract_only(raw)
         bundled, contract = error(case, config.load(name)), error(case, config.from_dict(twin, source=name))

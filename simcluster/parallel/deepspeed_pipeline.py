@@ -69,7 +69,7 @@ from __future__ import annotations
 import dataclasses
 
 from simcluster.parallel import memory
-from simcluster.workload import kernels
+from simcluster.workload import kernels, optimizer_step
 from simcluster.workload.ops import Op
 
 # BF16_Optimizer.update_hp_grads, per parameter and microbatch: lp.grad.to(float32) reads the bf16 gradient (2 B) and
@@ -115,14 +115,6 @@ def accumulation_kernels_per_tensor(precision: str, grad_dtype: str) -> int:
     return AUTOGRAD_ACCUMULATE_KERNELS_PER_TENSOR
 
 
-def parameter_tensors_per_layer(model) -> int:
-    """Parameter tensors of one dense GPT layer as Megatron-DeepSpeed builds it (megatron/model/transformer.py,
-    ``ParallelTransformerLayer``): the weights of the fused QKV, the attention output, the MLP up and down
-    projections, their four biases (where the model has biases), and the two norms' weights (and biases, for
-    LayerNorm)."""
-    return 4 + (4 if model.linear_biases else 0) + 2 * (2 if model.norm == "layernorm" else 1)
-
-
 def accumulation_ops(params: float, tensors: int, per_param: float, kernels_per_tensor: int) -> list[Op]:
     """The accumulation of ``params`` gradients held in ``tensors`` tensors: ``kernels_per_tensor`` HBM-bound kernels
     per tensor, the bytes shared among them (HBM-bound kernels' time is linear in their bytes, so the split does not
@@ -166,7 +158,9 @@ def apply(step_plan, collective_time_s):
     weight_element = memory.state_bytes_per_param(precision)["weights"]
     per_param = accumulation_bytes_per_param(precision, p.grad_reduce_dtype)
     per_tensor = accumulation_kernels_per_tensor(precision, p.grad_reduce_dtype)
-    layer_tensors = parameter_tensors_per_layer(scenario.model)
+    # Megatron-DeepSpeed's ParallelTransformerLayer (megatron/model/transformer.py) holds the same tensors as a
+    # Megatron-Core layer: four linear weights, their biases where the model has them, the two norms' parameters
+    layer_tensors = optimizer_step.parameter_tensors_per_layer(scenario.model.norm, scenario.model.linear_biases)
     regather = step_plan.p2p_gather_bytes > 0
     tp_group = tuple(step_plan.layout.group(0, "tp"))
     gather_s = collective_time_s("all_gather", tp_group, step_plan.p2p_gather_bytes) if regather else 0.0

@@ -56,3 +56,12 @@ def test_each_prints_one_line_per_dropped_key(contract_only, capsys):
     row = next(line for line in lines if line.split()[1:2] == ["nemo2409-llama31-8b-8-h100-bf16"])
     keys = row.split("  ")[-1].split(", ")
     assert [line.split()[0] for line in lines[lines.index(row) + 1:]] == keys
+
+
+def test_no_matching_row_is_refused_before_the_header(contract_only, capsys):
+    """A pattern no row's name contains is a usage error (exit 2, one line), not an empty table."""
+    with pytest.raises(SystemExit) as exit_:
+        contract_only.main(["--each", "nosuchrow"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and out == ""
+    assert err.strip().splitlines()[-1].endswith("no calibration or held-out row's scenario name contains nosuchrow")

@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from scenario_data import with_changes
 from scripts_loader import load_script
 
 from simcluster import collectives
 from simcluster.collectives import Collective, deepep
+from simcluster.core import catalog
 from simcluster.core.token_routing import TokenRouting
 from simcluster.fabric import topology
 from simcluster.spec import config, hardware
@@ -75,9 +77,54 @@ def test_bad_input_is_refused(args):
         deepep.line_rate_floor_s(4, 8, 1, 1, 8, 2, 0.0, NVLINK)
 
 
-def test_the_script_counts_the_busiest_stages_moe_layers():
+def test_the_script_counts_each_stages_moe_layers_and_their_mean():
     """94 layers with the embedding and loss each a layer's slot: PP 8 x VPP 4 chunks of 2-3 layers put 12 on a
-    middle stage (4 chunks of 3), 11 on the first and last; PP 32 x VPP 3 chunks of one layer put 3 on a stage."""
+    middle stage (4 chunks of 3), 11 on the first and last; every layer once, so the mean over stages is 94 / PP (the
+    engine's summary is a mean over GPUs, every stage the same number)."""
     script = load_script("ep_floor")
-    assert script.stage_moe_layers(config.load("moezoo-qwen3-235b-256-h100-deepep")) == 12
-    assert script.stage_moe_layers(config.load("moezoo-qwen3-235b-256-h100-a2a")) == 3
+    deepep_row = config.load("moezoo-qwen3-235b-256-h100-deepep")
+    per_stage = script.stage_moe_layers(deepep_row)
+    assert per_stage == [11, 12, 12, 12, 12, 12, 12, 11]
+    assert script.mean_stage_moe_layers(deepep_row) == pytest.approx(94 / 8, rel=1e-12)
+    assert script.mean_stage_moe_layers(config.load("moezoo-qwen3-235b-256-h100-a2a")) == pytest.approx(94 / 32)
+
+
+def test_the_script_counts_the_multi_token_prediction_layer():
+    """DeepSeek-V3: 61 layers, the first 3 dense, so 58 MoE layers, and its MTP module's layer (of the last layer's
+    type, MoE) on the last stage: 59 over PP 8."""
+    per_stage = load_script("ep_floor").stage_moe_layers(config.load("nemo2509-deepseek-v3-1024-h100-fp8"))
+    assert len(per_stage) == 8 and sum(per_stage) == 58 + 1
+
+
+def _refused(capsys, *names) -> str:
+    """The one-line error ``scripts/ep_floor.py`` exits with (code 2), nothing printed before it."""
+    with pytest.raises(SystemExit) as exit_:
+        load_script("ep_floor").main(list(names))
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and out == ""
+    message = err.strip().splitlines()[-1]
+    assert len(message) < 200
+    return message
+
+
+def test_the_script_refuses_unknown_and_non_validation_names_before_simulating(capsys, monkeypatch):
+    """Every name is checked before the header or any simulation: a bad last name stops the whole run."""
+    script = load_script("ep_floor")
+    monkeypatch.setattr(script, "row", lambda name: pytest.fail("simulated before every name was checked"))
+    assert "nosuchrow: not a validation case" in _refused(capsys, "moezoo-qwen3-235b-256-h100-a2a", "nosuchrow")
+    assert "mixtral-8x22b-256-h100: not a validation case" in _refused(capsys, "mixtral-8x22b-256-h100")
+    assert "no expert parallelism" in _refused(capsys, "nemo2409-gpt3-175b-128-h100-bf16")
+
+
+def test_the_script_refuses_ep_groups_its_shape_does_not_fit(capsys, monkeypatch):
+    """The floor's EP group is nodes x local consecutive GPUs of its own: expert tensor parallelism, or an EP group
+    neither dividing nor a multiple of the GPUs a node, is refused (exit 2, the field named)."""
+    name = "moezoo-qwen3-235b-256-h100-a2a"
+    etp = with_changes(catalog.load(f"scenarios/{name}"), parallelism__ep=4, parallelism__etp=2)
+    monkeypatch.setattr(config, "load", lambda _: etp)
+    assert "parallelism.etp 2 > 1" in _refused(capsys, name)
+    bundled = catalog.load(f"scenarios/{name}")
+    base = config.from_dict(bundled)
+    six = base.model_copy(update={"cluster": base.cluster.model_copy(update={"gpus_per_node": 6})})
+    monkeypatch.setattr(config, "load", lambda _: six)
+    assert "parallelism.ep 8 neither divides nor is a multiple of gpus_per_node 6" in _refused(capsys, name)

@@ -16,7 +16,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.engine import Simulation
 from simcluster.parallel import deepspeed_pipeline, memory
 from simcluster.spec import config
-from simcluster.workload import kernels
+from simcluster.workload import kernels, optimizer_step
 
 # a small GPT over two 4-GPU A100 nodes: tp 4 inside a node, pp 2 across them, no sequence parallelism (2022's
 # Megatron-DeepSpeed had none); the loss and output layer as Megatron-DeepSpeed ran them, so that the Megatron twin
@@ -85,9 +85,9 @@ def test_accumulation_runs_kernels_per_parameter_tensor():
     two kernels each; autograd's AccumulateGrad one in-place add each. A GPT layer with biases and LayerNorm holds
     12 tensors (4 weights, 4 biases, 2 x 2 norm parameters); RMSNorm without biases 6."""
     model = scenario().model
-    assert deepspeed_pipeline.parameter_tensors_per_layer(model) == 12
-    assert deepspeed_pipeline.parameter_tensors_per_layer(
-        model.model_copy(update={"norm": "rmsnorm", "bias": False})) == 6
+    assert optimizer_step.parameter_tensors_per_layer(model.norm, model.linear_biases) == 12
+    lean = model.model_copy(update={"norm": "rmsnorm", "bias": False})
+    assert optimizer_step.parameter_tensors_per_layer(lean.norm, lean.linear_biases) == 6
     assert deepspeed_pipeline.accumulation_kernels_per_tensor("bf16", "fp32") == 2
     assert deepspeed_pipeline.accumulation_kernels_per_tensor("bf16", "bf16") == 1
     ops = deepspeed_pipeline.accumulation_ops(1e9, 36, 18, 2)
