@@ -1,0 +1,90 @@
+"""What-if (nothing in the model changes): the overlap-off baseline that Transformer Engine's userbuffers overlap
+(``parallelism.tp_comm_overlap``) is measured against, as Megatron and TE actually run it.
+
+With sequence parallelism and ``tp_comm_overlap`` off the engine runs every tensor-parallel collective of a layer
+after the compute, blocking (``engine.agents``, ``plan.tp_collectives_per_layer``: 2 reduce-scatters and 2
+all-gathers a layer backward). Megatron and TE do not: the column-parallel layers' backward reduce-scatter of the
+dgrad output is issued ``async_op=True`` and runs beside the wgrad GEMM (TE 1.x ``Linear`` / ``LayerNormLinear`` /
+``LayerNormMLP`` backward, "# Overlap dgrad-RS/AR with wgrad"; Megatron-Core ``LinearWithGradAccumulationAndAsync
+Communication``: "Here we rely on CUDA_DEVICE_MAX_CONNECTIONS=1 to ensure that the reduce scatter is scheduled before
+the weight gradient computation"). This script drops those two reduce-scatters from the blocking calls (an upper
+bound of their hiding: NCCL's interference with the wgrad is not charged) and prints, per validation row with
+sequence parallelism, tp > 1 and the overlap off, the error as bundled and with the baseline as run; ``--flux``
+prints FLUX's training layout (GPT-3 175B, TP 8 PP 8 DP 2; Chang et al. 2024, arXiv 2406.06858, section 5.2, TE
+1.4.0) step-time ratio overlap off / on with either baseline, TE 1.x and 2.x defaults.
+
+    PYTHONPATH=. python scripts/tp_overlap_baseline.py [--flux]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from simcluster.engine import simulate
+from simcluster.parallel import plan as plan_module
+from simcluster.spec import config
+from simcluster.studies import validation
+
+_BLOCKING = plan_module.tp_collectives_per_layer
+
+
+def _as_run(scenario, moe_layer: bool = False):
+    """``plan.tp_collectives_per_layer`` without the backward reduce-scatters of a Megatron-Core run with sequence
+    parallelism and the overlap off (they run beside the wgrad GEMM)."""
+    out = _BLOCKING(scenario, moe_layer)
+    p = scenario.parallelism
+    if p.sequence_parallel and not p.tp_comm_overlap and scenario.megatron_core:
+        forward = out["forward"]
+        backward = [call for call in forward if call[0] != "reduce_scatter"]
+        if scenario.training.activation_recompute == "full":
+            backward += list(forward)
+        out = {"forward": forward, "backward": backward}
+    return out
+
+
+@contextlib.contextmanager
+def baseline_as_run():
+    plan_module.tp_collectives_per_layer = _as_run
+    try:
+        yield
+    finally:
+        plan_module.tp_collectives_per_layer = _BLOCKING
+
+
+def rows() -> None:
+    for kind, cases in (("calibration", validation.cases()), ("held-out", validation.held_out_cases())):
+        for case in cases:
+            scenario = validation.published_layout(case, config.load(case["scenario"]))
+            p = scenario.parallelism
+            if not (p.sequence_parallel and p.tp > 1 and not p.tp_comm_overlap and scenario.megatron_core):
+                continue
+            key = "model_tflops_per_gpu" if case["metric"] == "model" else "hardware_tflops_per_gpu"
+            published = validation.published_tflops(case, scenario)
+            blocking = simulate(scenario, check_memory=False).summary[key] / published - 1
+            with baseline_as_run():
+                as_run = simulate(scenario, check_memory=False).summary[key] / published - 1
+            print(f"{kind:11} {case['scenario']:44} {blocking:+7.2%} -> {as_run:+7.2%}", flush=True)
+
+
+def flux() -> None:
+    sys.path.insert(0, "scripts")
+    import userbuffers_flux_check as check  # FLUX's layouts (scripts/userbuffers_flux_check.py)
+
+    def step(scenario) -> float:
+        return simulate(scenario, check_memory=False).summary["step_time_s"]
+
+    for gpu in check.GPUS:
+        off = check.scenario(gpu, 2048, True, False)
+        blocking = step(off)
+        with baseline_as_run():
+            as_run = step(off)
+        on = check.scenario(gpu, 2048, True, True)
+        te = {v: step(on.model_copy(update={"parallelism": on.parallelism.model_copy(update={"te_version": v})}))
+              for v in (1, 2)}
+        print(f"{gpu}: off/on TE 1.x {blocking / te[1]:.3f} (baseline as run {as_run / te[1]:.3f}), "
+              f"TE 2.x {blocking / te[2]:.3f} ({as_run / te[2]:.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    flux() if "--flux" in sys.argv else rows()
