@@ -55,7 +55,7 @@ def simulate(
         before = network.link_bytes.copy() if counted else None
         now_s = _run_step(network, step, now_s)
         if step.repeat > 1:
-            now_s += (step.repeat - 1) * (now_s - started_at_s)
+            now_s += (step.repeat - 1) * (now_s - started_at_s - step.hidden_s)
             if before is not None:
                 network.link_bytes += (step.repeat - 1) * (network.link_bytes - before)
     return now_s - start_s
@@ -221,7 +221,7 @@ def engine_program(steps: list[Step], fabric) -> list[Wait | Send]:
         if step.repeat > 1:
             rest = step.repeat - 1
             latency_s = max((class_load(fabric, tc)[2] for tc in step.transfers), default=0.0)
-            actions.append(Wait(rest * step.overhead_s + (rest - 1) * latency_s))
+            actions.append(Wait(max(0.0, rest * (step.overhead_s - step.hidden_s) + (rest - 1) * latency_s)))
             if step.transfers:
                 actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=rest * tc.size_bytes)
                                           for tc in step.transfers)))
@@ -250,11 +250,11 @@ def fused_program(calls: list[tuple[list[Step], int]], fabric, tag: str = "") ->
                               for tc in step.transfers)
             kind = kinds.setdefault(signature, [step.transfers, 0, 0.0])
             kind[1] += step.repeat * count
-            kind[2] += step.overhead_s * step.repeat * count
+            kind[2] += (step.overhead_s * step.repeat - step.hidden_s * (step.repeat - 1)) * count
     actions: list[Wait | Send] = []
     for transfers, repeats, overhead_s in kinds.values():
         latency_s = max(class_load(fabric, tc)[2] for tc in transfers)
-        actions.append(Wait(delay_s + overhead_s + (repeats - 1) * latency_s))
+        actions.append(Wait(max(0.0, delay_s + overhead_s + (repeats - 1) * latency_s)))
         actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=repeats * tc.size_bytes,
                                                       label=f"{tag} {tc.label}".strip()) for tc in transfers)))
         delay_s = 0.0
