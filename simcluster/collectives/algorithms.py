@@ -22,6 +22,7 @@ from simcluster.collectives.nccl import (
     ring_steps,
     sharp_bytes,
     sharp_latency_s,
+    slices_per_chunk,
     tree_latency_s,
 )
 from simcluster.core.token_routing import TokenRouting
@@ -33,16 +34,19 @@ class Step:
     """Transfers that start together after ``overhead_s`` of software latency; the step ends when all end.
 
     ``repeat``: this step is followed by ``repeat - 1`` identical ones (same pairs, same sizes). A step
-    without transfers is a pure delay (NCCL's per-collective launch latency).
+    without transfers is a pure delay (NCCL's per-collective launch latency). ``hidden_s``: the part of each
+    repeat's latency (software and path) that runs behind the previous repeat's transfer, so every repeat after
+    the first takes that much less (a Simple ring's sliced chunks, ``ring``); never more than the latency.
     """
 
     transfers: tuple[TransferClass, ...]
     repeat: int = 1
     overhead_s: float = 0.0
     label: str = ""
+    hidden_s: float = 0.0
 
     def __post_init__(self):
-        assert self.repeat >= 1 and self.overhead_s >= 0
+        assert self.repeat >= 1 and self.overhead_s >= 0 and self.hidden_s >= 0
 
     @property
     def classes(self) -> tuple[TransferClass, ...]:
@@ -86,18 +90,38 @@ def ring_transfers(layout: list[np.ndarray], step_bytes: float) -> tuple[Transfe
     )
 
 
-def ring(op: str, layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:
+def ring(op: str, layout: list[np.ndarray], size_bytes: float, protocol: str,
+         step_transfer_s: float = 0.0) -> list[Step]:
     """Ring allreduce (reduce-scatter then all-gather, 2(n-1) steps), or ring reduce-scatter/all-gather (n-1).
 
-    Each step every rank sends S/n (Patarasuk & Yuan 2009; nccl-tests PERFORMANCE.md).
+    Each step every rank sends S/n (Patarasuk & Yuan 2009; nccl-tests PERFORMANCE.md). ``step_transfer_s``: the
+    time one step's transfer takes alone (c). A protocol that cuts a step's chunk into s slices (Simple: 2,
+    ``nccl.slices_per_chunk``) forwards slice k while slice k+1 is still arriving, so a step of the chain takes
+    max(c, latency + c/s): up to c (s-1)/s of each step's latency runs behind the transfer (``ring_hidden_s``).
     """
     n = sum(len(gpus) for gpus in layout)
     base_s, per_step_s = ring_latency_s(op, n, len(layout), protocol)
     transfers = ring_transfers(layout, size_bytes / n)
     return [
         delay(base_s),
-        Step(transfers, repeat=ring_steps(op, n), overhead_s=per_step_s, label=f"ring {op}"),
+        Step(transfers, repeat=ring_steps(op, n), overhead_s=per_step_s, label=f"ring {op}",
+             hidden_s=ring_hidden_s(per_step_s, step_transfer_s, protocol)),
     ]
+
+
+def ring_hidden_s(latency_s: float, step_transfer_s: float, protocol: str) -> float:
+    """The part of a ring step's ``latency_s`` hidden behind its sliced transfer of ``step_transfer_s``.
+
+    NCCL's ring kernels move each chunk as SlicePerChunk slices (CHUNKSTEPS / SLICESTEPS = 4 / 2 for ring
+    allreduce, reduce-scatter and all-gather on Simple, src/include/collectives.h; prims_simple.h ``genericOp``
+    cuts a chunk of nelem into slices of divUp(nelem, 16 SlicePerChunk) x 16 elements and posts each as soon as
+    it is written). Rank r's step j needs slice k of rank r-1's step j-1, which arrives one hop latency L after it
+    left; the first slice of a step waits L + c/s, the others arrive behind it, so the chain advances one step
+    per max(c, L + c/s) and c + L - that = min(L, c (s-1)/s) of every step's L is hidden. LL and LL128 send
+    a chunk as one piece (s = 1) through the network proxy (one step posted at a time): nothing hidden.
+    """
+    slices = slices_per_chunk(protocol)
+    return min(latency_s, step_transfer_s * (slices - 1) / slices) if slices > 1 else 0.0
 
 
 def hierarchical(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:

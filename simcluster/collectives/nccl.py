@@ -44,6 +44,7 @@ def constants() -> dict:
             "base_latency_s": parse(spec["base_latency"], SECONDS),
             "nvlink_step_latency_s": parse(spec["nvlink_step_latency"], SECONDS),
             "network_step_latency_s": parse(spec["network_step_latency"], SECONDS),
+            "slices_per_chunk": int(spec.get("slices_per_chunk", 1)),
         }
     tree = raw["tree"]
     out["tree"] = {
@@ -212,6 +213,11 @@ def ring_latency_s(op: str, n: int, nodes: int, protocol: str) -> tuple[float, f
     inter = ring_steps(op, nodes) if nodes > 1 else 0
     total = (steps - inter) * proto["nvlink_step_latency_s"] + inter * proto["network_step_latency_s"]
     return proto["base_latency_s"], total / max(steps, 1)
+
+
+def slices_per_chunk(protocol: str) -> int:
+    """Slices a ring step's chunk travels as (nccl.yaml ``protocols``: Simple 2, LL and LL128 1)."""
+    return constants()["protocols"][protocol]["slices_per_chunk"]
 
 
 def ring_steps(op: str, n: int) -> int:

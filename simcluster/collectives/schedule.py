@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcluster.collectives import algorithms
+from simcluster.collectives import algorithms, nccl
 from simcluster.collectives.algorithms import Step
 from simcluster.collectives.nccl import PROTOCOLS, choose, sharp_uses_nvls
 from simcluster.core.errors import ScenarioError
@@ -267,7 +267,9 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
         steps = (algorithms.alltoall_hierarchical(layout, c.size_bytes, protocol, c.routing)
                  if algorithm == "hierarchical" else algorithms.alltoall(layout, c.size_bytes, protocol))
     elif algorithm == "ring":
-        steps = algorithms.ring(c.op, layout, c.size_bytes, protocol)
+        steps = algorithms.ring(c.op, layout, c.size_bytes, protocol,
+                                _ring_step_transfer_s(layout, c.size_bytes, nvl_rate, net_rate,
+                                                      _gpu_spec(fabric, gpu), ppn))
     elif algorithm == "hierarchical":
         steps = algorithms.hierarchical(layout, c.size_bytes, protocol)
     elif algorithm == "nvls":
@@ -285,13 +287,30 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
     return Schedule(steps, c, algorithm, protocol, ppn)
 
 
+def _ring_step_transfer_s(layout: list[np.ndarray], size_bytes: float, nvl_rate: float, net_rate: float, gpu,
+                          ppn: float | None) -> float:
+    """Time one ring step's transfer takes alone at the ring/Simple calibrated rates (what the network model
+    charges it on an idle fabric): S/n over the slower of the step's NVLink hop and its network hop, which
+    carries S/(n m) per NIC when the m GPUs of a node each drive a rail (``algorithms.ring_transfers``)."""
+    step = size_bytes / sum(len(gpus) for gpus in layout)
+
+    def over(bytes_, rate, family):
+        return bytes_ / (rate * nccl.efficiency("ring", "Simple", family, gpu, ppn)) if rate else 0.0
+
+    if len(layout) == 1:
+        return over(step, nvl_rate, "nvlink")
+    if len(layout[0]) == 1 or not algorithms.uniform(layout):
+        return over(step, net_rate, "network")
+    return max(over(step, nvl_rate, "nvlink"), over(step / len(layout[0]), net_rate, "network"))
+
+
 def _net_of_fabric_latency(step: Step, fabric) -> Step:
     """NCCL's per-step latencies are totals measured on real fabrics, hardware included; the network models
     charge the path latency themselves, so the step keeps only the software remainder (never below zero)."""
     if not step.transfers or step.overhead_s == 0:
         return step
     path_s = max(class_load(getattr(fabric, "raw", fabric), t)[2] for t in step.transfers)
-    return Step(step.transfers, step.repeat, max(0.0, step.overhead_s - path_s), step.label)
+    return Step(step.transfers, step.repeat, max(0.0, step.overhead_s - path_s), step.label, step.hidden_s)
 
 
 def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedule]:
@@ -320,7 +339,7 @@ def schedules_over_groups(collective: Collective, groups, fabric) -> list[Schedu
                 path_s = np.max([raw.pair_latencies_s(tc.pairs).reshape(len(matrix), -1).max(axis=1)
                                  if tc.members else np.zeros(len(matrix)) for tc in transfers], axis=0)
                 overhead_s = float(np.max(np.maximum(0.0, step.overhead_s - path_s)))
-            steps.append(Step(transfers, step.repeat, overhead_s, step.label))
+            steps.append(Step(transfers, step.repeat, overhead_s, step.label, step.hidden_s))
         out.append(Schedule(steps, template.collective, template.algorithm, template.protocol, template.ppn))
     return out
 
@@ -445,7 +464,8 @@ def merge(schedules: list[list[Step]]) -> list[Step]:
         )
         merged.append(
             Step(
-                transfers, repeat=first.repeat, overhead_s=max(s.overhead_s for s in steps), label=first.label
+                transfers, repeat=first.repeat, overhead_s=max(s.overhead_s for s in steps), label=first.label,
+                hidden_s=min(s.hidden_s for s in steps),
             )
         )
     return merged

@@ -55,7 +55,7 @@ def simulate(
         before = network.link_bytes.copy() if counted else None
         now_s = _run_step(network, step, now_s)
         if step.repeat > 1:
-            now_s += (step.repeat - 1) * (now_s - started_at_s)
+            now_s += (step.repeat - 1) * (now_s - started_at_s - step.hidden_s)
             if before is not None:
                 network.link_bytes += (step.repeat - 1) * (network.link_bytes - before)
     return now_s - start_s
@@ -208,20 +208,29 @@ def engine_program(steps: list[Step], fabric) -> list[Wait | Send]:
     """The actions the engine drives through its shared network for ``steps`` (see the module docstring).
 
     A step repeated k times runs once, then waits the other k-1 repeats' software latency and k-2 path latencies
-    (the last one the network model charges itself), then sends their bytes as one transfer per class. The path
+    (the last one the network model charges itself), less what each hides behind the transfer before it
+    (``Step.hidden_s``), then sends their bytes as one transfer per class; when the hidden part reaches into the
+    path latency, all k repeats go as one transfer after the latency left, so the total stays exact. The path
     latency is the class's own as the network model routes it (``class_load``, cached on the class it then sends),
     so its route set is made once, not a latency-only pass first.
     """
     actions: list[Wait | Send] = []
     for step in steps:
+        rest = step.repeat - 1
+        latency_s = max((class_load(fabric, tc)[2] for tc in step.transfers), default=0.0) if rest else 0.0
+        between_s = rest * (step.overhead_s - step.hidden_s) + (rest - 1) * latency_s
+        if rest and step.transfers and between_s < 0:
+            # the repeats hide path latency too (Step.hidden_s): all of them as one send, after the latency left
+            actions.append(Wait(step.overhead_s + between_s + latency_s))
+            actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=step.repeat * tc.size_bytes)
+                                      for tc in step.transfers)))
+            continue
         if step.overhead_s > 0:
             actions.append(Wait(step.overhead_s))
         if step.transfers:
             actions.append(Send(step.transfers))
         if step.repeat > 1:
-            rest = step.repeat - 1
-            latency_s = max((class_load(fabric, tc)[2] for tc in step.transfers), default=0.0)
-            actions.append(Wait(rest * step.overhead_s + (rest - 1) * latency_s))
+            actions.append(Wait(between_s))
             if step.transfers:
                 actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=rest * tc.size_bytes)
                                           for tc in step.transfers)))
@@ -250,11 +259,11 @@ def fused_program(calls: list[tuple[list[Step], int]], fabric, tag: str = "") ->
                               for tc in step.transfers)
             kind = kinds.setdefault(signature, [step.transfers, 0, 0.0])
             kind[1] += step.repeat * count
-            kind[2] += step.overhead_s * step.repeat * count
+            kind[2] += (step.overhead_s * step.repeat - step.hidden_s * (step.repeat - 1)) * count
     actions: list[Wait | Send] = []
     for transfers, repeats, overhead_s in kinds.values():
         latency_s = max(class_load(fabric, tc)[2] for tc in transfers)
-        actions.append(Wait(delay_s + overhead_s + (repeats - 1) * latency_s))
+        actions.append(Wait(max(0.0, delay_s + overhead_s + (repeats - 1) * latency_s)))
         actions.append(Send(tuple(dataclasses.replace(tc, size_bytes=repeats * tc.size_bytes,
                                                       label=f"{tag} {tc.label}".strip()) for tc in transfers)))
         delay_s = 0.0

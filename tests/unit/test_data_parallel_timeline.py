@@ -8,7 +8,9 @@ param_and_grad_buffer.py and megatron/core/optimizer/distrib_optimizer.py), chec
   ``zero_grad`` at the step's start, each next one from the forward pre-hook that waits for the one before, and
   each part of the first microbatch's forward waits for its own bucket; later microbatches wait for nothing;
 - one collective of a group with one GPU per node takes NCCL's ring time: baseLat + (n - 1) hwLat[NET] per step
-  + S (n - 1) / n / busbw (tuning.cc, Ring/Simple: 8.4 us and 14 us; busbw 47 GB/s per NDR NIC, nccl-tests#290).
+  + S (n - 1) / n / busbw (tuning.cc, Ring/Simple: 8.4 us and 14 us; busbw 47 GB/s per NDR NIC, nccl-tests#290),
+  less what Simple's two slices per chunk hide: every step after the first takes max(c, hwLat + c/2) instead of
+  hwLat + c, c = S / n / busbw (src/include/collectives.h SlicePerChunk = 4/2).
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def _named(frame, prefix, microbatch=None):
 
 
 def _ring_s(size_bytes):
-    return SIMPLE_BASE_S + (DP - 1) * SIMPLE_NET_STEP_S + size_bytes * (DP - 1) / DP / NIC_BUSBW
+    step_s = size_bytes / DP / NIC_BUSBW
+    first = SIMPLE_NET_STEP_S + step_s
+    return SIMPLE_BASE_S + first + (DP - 2) * max(step_s, SIMPLE_NET_STEP_S + step_s / 2)
 
 
 def test_each_collective_takes_nccl_ring_time_of_one_gpu_per_node(rank0):

@@ -1,0 +1,62 @@
+"""A Simple ring step's latency runs behind its second slice (NVIDIA/nccl src/include/collectives.h: SlicePerChunk =
+REDUCESCATTER_CHUNKSTEPS / REDUCESCATTER_SLICESTEPS = 4 / 2; prims_simple.h genericOp posts each slice before
+writing the next).
+
+The chain, written out independently of the code: every rank's step j needs slice k of its predecessor's step
+j-1, which arrives one hop latency L after it left. The first step takes L + c (c: the step's transfer alone);
+each later one max(c, L + c/2). LL128 sends a step as one piece through the proxy: L + c every step.
+Ring reduce-scatter of one group with one GPU per node (TP 8 fills the nodes), NDR 400 Gb/s NICs at 47 GB/s for
+Simple (nccl-tests#290), NCCL's Ring/Simple latencies 8.4 us + 14 us per network step (tuning.cc).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simcluster import collectives
+from simcluster.collectives import Collective
+from simcluster.fabric import topology
+from simcluster.spec import hardware
+
+H100 = hardware.gpu("h100-sxm")
+CX7 = hardware.nic("connectx-7")
+BASE_S, STEP_S = 8.4e-6, 14.0e-6
+NIC_BUSBW = 47e9
+LL128_BASE_S, LL128_STEP_S, LL128_PPN1_BUSBW = 14.0e-6, 4.0e-6, 0.7 * 47e9
+BUCKET = 244_286_976   # one Nemotron-4 15B layer's fp32 gradients at TP 8
+
+
+def _reduce_scatter_s(ranks: int, size: float, protocol: str) -> tuple[float, float]:
+    """(time, the ring's longest inter-node path latency)."""
+    fabric = topology.build("rail-fat-tree", gpus=8 * ranks, gpus_per_node=8, gpu=H100, nic=CX7)
+    group = list(range(0, 8 * ranks, 8))   # local rank 0 of every node: one rail
+    call = Collective("reduce_scatter", group, size, algorithm="ring", protocol=protocol)
+    path_s = max(fabric.path_latency_s(a, b) for a, b in zip(group, group[1:] + group[:1], strict=True))
+    return collectives.run(call, fabric, "analytic", gpu=H100).time_s, path_s
+
+
+def _sliced_s(ranks: int, size: float) -> float:
+    c = size / ranks / NIC_BUSBW
+    return BASE_S + (STEP_S + c) + (ranks - 2) * max(c, STEP_S + c / 2)
+
+
+@pytest.mark.parametrize("ranks", [16, 96, 192])
+def test_simple_ring_step_takes_the_slower_of_its_transfer_and_latency_plus_half_of_it(ranks):
+    """96 ranks: c = 53 us, half of it covers the 14 us; 192: c = 27 us, 0.5 us of it shows; 16: c = 325 us."""
+    assert _reduce_scatter_s(ranks, BUCKET, "Simple")[0] == pytest.approx(_sliced_s(ranks, BUCKET), rel=1e-3)
+
+
+def test_small_steps_still_pay_the_latency_beyond_half_a_step():
+    """1 MB over 96 ranks: c = 0.22 us, so each step costs L + c/2 (nothing like the bandwidth-only time)."""
+    size = 1e6
+    c = size / 96 / NIC_BUSBW
+    assert _reduce_scatter_s(96, size, "Simple")[0] == pytest.approx(BASE_S + STEP_S + c + 94 * (STEP_S + c / 2),
+                                                                  rel=1e-3)
+
+
+def test_ll128_ring_pays_latency_and_transfer_on_every_step():
+    """One slice per chunk: nothing hidden (0.7 of busBw at one GPU per node, tuning.cc)."""
+    c = BUCKET / 288 / LL128_PPN1_BUSBW
+    elapsed, path_s = _reduce_scatter_s(288, BUCKET, "LL128")
+    # the fabric's inter-node path (4.1-4.7 us) exceeds LL128's 4.0 us: NCCL's latency includes the hardware's
+    assert elapsed == pytest.approx(LL128_BASE_S + 287 * (max(LL128_STEP_S, path_s) + c), rel=1e-3)
