@@ -58,10 +58,14 @@ def per_tensor(optimizer: str) -> bool:
 def tensor_params(model: TransformerSpec, backward_weight: list) -> list[float]:
     """Parameters of each tensor of one layer whose gradients the accumulation adds, one entry a kernel: each
     weight-gradient GEMM's weight (in x out) and, where the model has biases, its bias (out: the column-parallel
-    linears' split width, the row-parallel ones' full width), then the two norms' weights (and biases, LayerNorm)."""
+    linears' split width, the row-parallel ones' full width), then the two norms' weights (and biases, LayerNorm)
+    and, with ``qk_layernorm``, the query and key norms' (head_dim each)."""
     gemms = [op for op in backward_weight if op.kind == "gemm"]
     tensors = [float(op.m * op.n * op.batch) for op in gemms]
     if model.linear_biases:
         tensors += [float(op.n * op.batch) for op in gemms]
-    tensors += [float(model.hidden)] * 2 * (2 if model.norm == "layernorm" else 1)
+    per_norm = 2 if model.norm == "layernorm" else 1
+    tensors += [float(model.hidden)] * 2 * per_norm
+    if model.qk_layernorm:
+        tensors += [float(model.d_head)] * 2 * per_norm
     return tensors
