@@ -1,6 +1,7 @@
-"""Backward kernels eager PyTorch launches for a GPT layer where fused stacks fold the work into other kernels:
-llm-foundry's MPT (``training.layer_backward: eager``) and the wrapper of its Triton FlashAttention
-(``training.attention: flash_triton``). Per rank and microbatch, bandwidth-bound, each its own kernel.
+"""Kernels eager PyTorch launches for a GPT layer where fused stacks fold the work into other kernels:
+llm-foundry's MPT and the 2021-22 Megatron stacks (``training.layer_backward: eager``), the wrapper of MPT's Triton
+FlashAttention (``training.attention: flash_triton``), and the 2021-22 Megatron layer's own (``megatron_2021``
+below). Per rank and microbatch, bandwidth-bound, each its own kernel.
 
 ``autograd_kernels`` (``layer_backward: eager``): PyTorch autograd of ``nn.Linear`` and ``F.layer_norm``.
 - Linear biases. MPT's linears are ``nn.Linear`` with biases in llm-foundry's benchmark runs (MPTConfig ``no_bias``
@@ -27,7 +28,7 @@ llm-foundry's MPT (``training.layer_backward: eager``) and the wrapper of its Tr
   partials of ``part_size = 16`` row blocks written), ``cuComputeGradGammaBeta`` (the partials summed into dgamma and
   dbeta) and then ``cuComputeGradInput(dout, input, ...)``, which reads dy and x again and writes dx only.
 
-``megatron_2021_kernels`` (``layer_backward: eager`` with ``attention: naive``: the 2021-22 Megatron layer, Megatron-LM
+``megatron_2021`` (``layer_backward: eager`` with ``attention: naive``: the 2021-22 Megatron layer, Megatron-LM
 and its Megatron-DeepSpeed forks under PyTorch 1.x, unfused attention and apex's FusedLayerNorm), on top of the above:
 - the norm's weight pass is apex's two kernels, the partial sums and their finalize (``APEX_PART_SIZE`` rows of fp32
   partials of dgamma and dbeta written, read back);
