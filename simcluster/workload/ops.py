@@ -180,7 +180,8 @@ def shard_for(scenario: Scenario) -> Shard:
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype),
-                 grad_accumulation_per_tensor=grad_accumulation.per_tensor(t.optimizer))
+                 # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
+                 grad_accumulation_per_tensor=grad_accumulation.per_tensor(t.optimizer) and scenario.model.mla is None)
 
 
 def recompute_mode(activation_recompute: str, modules: tuple[str, ...]) -> str:
