@@ -16,7 +16,7 @@ and BLOOM 176B (``bigscience-*``). Their backward, read from the source of that 
 - QKV bias, forward: ``query_key_value`` is a ``ColumnParallelLinear`` without ``skip_bias_add``, whose forward runs
   ``F.linear(input_parallel, self.weight, bias)`` on the 3-D [s, b, h] input; PyTorch 1.x's ``linear`` takes
   ``addmm`` (bias in the GEMM) only for 2-D input, else ``output = at::matmul(input, weight.t());
-  output.add_(*bias)`` (aten/src/ATen/native/Linear.cpp before PyTorch 2.0's ``_flatten_3d_linear``): an
+  output.add_(*bias)`` (aten/src/ATen/native/Linear.cpp before the 2.x ``_flatten_3d_linear``): an
   elementwise kernel over the [tokens, 3h/tp] output, in the forward and in the full recompute.
 
 That is what ``layer_backward: eager`` with ``attention: naive`` charges (workload/eager_backward.py). Closed form for
