@@ -22,9 +22,11 @@ microbatch, the layer's weights, biases and norm parameters alike (``tensor_para
 - 2020 (megatron/fp16/fp16.py ``FP16_Optimizer``, whose ``zero_grad()`` keeps the fp16 gradients), and PyTorch DDP in
   2021: autograd's ``AccumulateGrad`` adds each new gradient into the parameter's existing ``.grad``, an in-place add
   per tensor (torch/csrc/autograd/functions/accumulate_grad.h: ``variable_grad += new_grad``).
-The bytes are the same as one kernel's over the layer (an HBM-bound kernel's time is linear in its bytes); each kernel
-pays the stream's per-kernel time. Megatron-Core's own hook has the same per-tensor structure but is left as one
-kernel a layer here (its rows run with the fusion; the Megatron-FSDP rows without it are another owner's).
+The bytes are those of one kernel over the layer's weights plus the biases' and norms' few (an HBM-bound kernel's time
+is linear in its bytes); each kernel pays the stream's per-kernel time. With ``zero_grad(set_to_none=True)`` (the 2021
+wrapper's, PyTorch DDP runs) the first microbatch's ``AccumulateGrad`` only takes the gradient over: still charged.
+Megatron-Core's own hook has the same per-tensor structure but is left as one kernel a layer here (its rows run with
+the fusion; the Megatron-FSDP rows without it are another owner's).
 """
 
 from __future__ import annotations
