@@ -1,6 +1,7 @@
-"""Backward kernels eager PyTorch launches for a GPT layer where fused stacks fold the work into other kernels:
-llm-foundry's MPT (``training.layer_backward: eager``) and the wrapper of its Triton FlashAttention
-(``training.attention: flash_triton``). Per rank and microbatch, bandwidth-bound, each its own kernel.
+"""Kernels eager PyTorch launches for a GPT layer where fused stacks fold the work into other kernels:
+llm-foundry's MPT and the 2021-22 Megatron stacks (``training.layer_backward: eager``), the wrapper of MPT's Triton
+FlashAttention (``training.attention: flash_triton``), and the 2021-22 Megatron layer's own (``megatron_2021``
+below). Per rank and microbatch, bandwidth-bound, each its own kernel.
 
 ``autograd_kernels`` (``layer_backward: eager``): PyTorch autograd of ``nn.Linear`` and ``F.layer_norm``.
 - Linear biases. MPT's linears are ``nn.Linear`` with biases in llm-foundry's benchmark runs (MPTConfig ``no_bias``
@@ -19,8 +20,28 @@ llm-foundry's MPT (``training.layer_backward: eager``) and the wrapper of its Tr
   not modelled (config refuses ``layer_backward: eager`` for an MoE model with biases).
 - LayerNorm weight and bias. ATen's ``layer_norm_backward_cuda`` computes dx in one kernel and dgamma/dbeta in
   another (``GammaBetaBackwardCUDAKernel``, PyTorch 2.0-2.6, aten/src/ATen/native/cuda/layer_norm_kernel.cu;
-  pytorch/pytorch#87814, #148605) reading dy and x again (``NORM_WEIGHT_GRAD_READS``); Transformer Engine's and
-  apex's fused norm backward accumulate them inside the dx kernel (a small finalize over per-block partials).
+  pytorch/pytorch#87814, #148605) reading dy and x again (``NORM_WEIGHT_GRAD_READS``). Transformer Engine's norm
+  backward and apex contrib's persistent ``FastLayerNorm`` accumulate them inside the dx kernel (a small finalize
+  over per-block partials). apex's ``FusedLayerNorm`` does not: ``HostLayerNormGradient`` (apex
+  csrc/layer_norm_cuda_kernel.cu, 2019-2021, and Megatron-LM's copy, megatron/fused_kernels/
+  layer_norm_cuda_kernel.cu) launches ``cuComputePartGradGammaBeta(dout, input, ...)`` (dy and x read, fp32
+  partials of ``part_size = 16`` row blocks written), ``cuComputeGradGammaBeta`` (the partials summed into dgamma and
+  dbeta) and then ``cuComputeGradInput(dout, input, ...)``, which reads dy and x again and writes dx only.
+
+``megatron_2021`` (``layer_backward: eager`` with ``attention: naive``: the 2021-22 Megatron layer, Megatron-LM
+and its Megatron-DeepSpeed forks under PyTorch 1.x, unfused attention and apex's FusedLayerNorm), on top of the above:
+- the norm's weight pass is apex's two kernels, the partial sums and their finalize (``APEX_PART_SIZE`` rows of fp32
+  partials of dgamma and dbeta written, read back);
+- the QKV bias is added by a forward kernel of its own. The attention's ``query_key_value`` is a
+  ``ColumnParallelLinear`` built without ``skip_bias_add`` (megatron/model/transformer.py ``ParallelAttention``;
+  the dense and MLP linears skip it, their bias fused into bias-gelu and bias-dropout-add), whose forward calls
+  ``F.linear(input_parallel, self.weight, bias)`` (megatron/mpu/layers.py, 2020-2022) on the 3-D [s, b, h] input.
+  PyTorch 1.x's ``linear`` fuses the bias into the GEMM (``addmm``) only for a 2-D input; otherwise
+  ``output = at::matmul(input, weight.t()); output.add_(*bias)`` (aten/src/ATen/native/Linear.cpp; the Python
+  ``F.linear`` before it: ``output = input.matmul(weight.t()); output += bias``): an elementwise kernel reading and
+  writing the [tokens, 3h/tp] output. PyTorch 2.x flattens a contiguous 3-D input into ``addmm``
+  (``_flatten_3d_linear``), the bias in cuBLASLt's epilogue, as llm-foundry's MPT runs it: not charged there.
+  It runs in every forward, the full recompute's too.
 
 ``triton_attention_kernels`` (``attention: flash_triton``): llm-foundry's ``triton_flash_attn_fn``
 (llmfoundry/models/layers/attention.py) splits the Wqkv output with ``qkv.chunk(3, dim=2)`` and calls
@@ -42,6 +63,11 @@ NORM_WEIGHT_GRAD_READS = 2   # dy and x per normalised element (dgamma, dbeta wr
 DQ_ACCUMULATOR_BYTES = 4     # fp32 (torch.empty_like(q, dtype=torch.float32))
 ROW_STATISTIC_BYTES = 4      # the fp32 delta = rowsum(O * dO) per query row and head
 REDUCTION_FLOP_PER_ELEMENT = 1
+APEX_PART_SIZE = 16          # row blocks of apex's partial dgamma/dbeta (HostLayerNormGradient: part_size = 16)
+APEX_PARTIAL_BYTES = 4       # the partials are fp32 for 16-bit input (part_grad_gamma dtype kFloat for kHalf)
+BIAS_ADD_FLOP_PER_ELEMENT = 1
+# The 2021-22 Megatron layer (``megatron_2021``): eager autograd around Megatron's unfused attention
+MEGATRON_2021 = ("eager", "naive")   # (layer_backward, attention)
 
 # Row-parallel linears: their bias added after the sequence-parallel reduce-scatter (module docstring)
 ROW_PARALLEL = ("attn_out", "mlp_down")
@@ -57,22 +83,57 @@ def linear_output_widths(model: TransformerSpec, tp: int, q_local: int, kv_local
 
 
 def autograd_kernels(model: TransformerSpec, tokens: float, sp_tokens: float, widths: dict[str, int],
-                     e: int) -> list[Kernel]:
+                     e: int, apex_norm: bool = False) -> list[Kernel]:
     """The bias reductions (where the model has biases) and the two norms' weight-gradient passes of one layer's
     backward under eager PyTorch autograd (``layer_backward: eager``); ``sp_tokens``: the tokens the norms and the
-    row-parallel biases see (the sequence-parallel share)."""
+    row-parallel biases see (the sequence-parallel share); ``apex_norm``: the norms are apex's FusedLayerNorm (two
+    kernels each, ``apex_norm_weight_kernels``), else ATen's (one)."""
     kernels = []
     if model.linear_biases:
         for name, width in widths.items():
             elements = (sp_tokens if name in ROW_PARALLEL else tokens) * width
             kernels.append((f"{name}_bias_grad", REDUCTION_FLOP_PER_ELEMENT * elements,
                             BIAS_GRAD_READS * elements * e + width * e))
+    if apex_norm:
+        return kernels + apex_norm_weight_kernels(model, sp_tokens, e)
     norm_elements = sp_tokens * model.hidden
     params = (2 if model.norm == "layernorm" else 1) * model.hidden
     for name in ("mlp_norm", "attn_norm"):
         kernels.append((f"{name}_weight_grad", 2 * REDUCTION_FLOP_PER_ELEMENT * norm_elements,
                         NORM_WEIGHT_GRAD_READS * norm_elements * e + params * e))
     return kernels
+
+
+def megatron_2021(layer_backward: str, attention: str) -> bool:
+    """Whether a layer is the 2021-22 Megatron one (``MEGATRON_2021``): eager autograd with unfused attention."""
+    return (layer_backward, attention) == MEGATRON_2021
+
+
+def apex_norm_weight_kernels(model: TransformerSpec, sp_tokens: float, e: int) -> list[Kernel]:
+    """The two norms' weight-gradient passes as apex's FusedLayerNorm launches them: per norm the partial sums
+    (``cuComputePartGradGammaBeta``: dy and x read, ``APEX_PART_SIZE`` rows of fp32 partials written) and their
+    finalize (``cuComputeGradGammaBeta``: the partials read, dgamma and dbeta written)."""
+    norm_elements = sp_tokens * model.hidden
+    params = (2 if model.norm == "layernorm" else 1) * model.hidden
+    partials = APEX_PART_SIZE * params * APEX_PARTIAL_BYTES
+    kernels = []
+    for name in ("mlp_norm", "attn_norm"):
+        kernels.append((f"{name}_weight_grad", 2 * REDUCTION_FLOP_PER_ELEMENT * norm_elements,
+                        NORM_WEIGHT_GRAD_READS * norm_elements * e + partials))
+        kernels.append((f"{name}_weight_grad_finalize", REDUCTION_FLOP_PER_ELEMENT * APEX_PART_SIZE * params,
+                        partials + params * e))
+    return kernels
+
+
+def forward_kernels(model: TransformerSpec, layer_backward: str, attention: str, tokens: float,
+                    widths: dict[str, int], e: int) -> list[Kernel]:
+    """Forward kernels of one layer outside its GEMMs that fused stacks do not launch: the 2021-22 Megatron layer's
+    QKV bias add (``F.linear`` on a 3-D input under PyTorch 1.x: read and write the [tokens, qkv] output, read the
+    bias); none otherwise."""
+    if not (megatron_2021(layer_backward, attention) and model.linear_biases):
+        return []
+    elements = tokens * widths["qkv"]
+    return [("qkv_bias_add", BIAS_ADD_FLOP_PER_ELEMENT * elements, 2 * elements * e + widths["qkv"] * e)]
 
 
 def triton_attention_kernels(tokens: float, q_local: int, kv_local: int, heads_local: int, e: int) -> list[Kernel]:
@@ -96,5 +157,6 @@ def backward_kernels(model: TransformerSpec, layer_backward: str, attention: str
     if attention == "flash_triton":
         kernels += triton_attention_kernels(tokens, q_local, kv_local, model.heads // tp, e)
     if layer_backward == "eager":
-        kernels += autograd_kernels(model, tokens, sp_tokens, linear_output_widths(model, tp, q_local, kv_local), e)
+        kernels += autograd_kernels(model, tokens, sp_tokens, linear_output_widths(model, tp, q_local, kv_local), e,
+                                    apex_norm=megatron_2021(layer_backward, attention))
     return kernels

@@ -9,11 +9,31 @@ elementwise kernel per microbatch that reads the 16-bit gradient and the main gr
 whose dtype is the reduction's (fp32 with grad_reduce_in_fp32, else the parameters' bf16). Megatron-Bridge's NeMo 25.11
 performance scripts turn the fusion off for every Megatron-FSDP run ("Disabled to avoid functional errors",
 scripts/performance/configs/llama/llama3_llm_pretrain.py).
+
+**Kernels.** Both hooks add one parameter's gradient at a time: one elementwise kernel per parameter tensor and
+microbatch, the layer's weights, biases and norm parameters alike (``tensor_params``). Where that is charged
+(``per_tensor``): Megatron-LM's 2020-2021 stack, whose fp16 optimizer wrappers (``training.optimizer: megatron2020`` /
+``megatron2021``, workload/megatron_fp16_step.py) it ran with:
+- 2021, ``--DDP-impl local`` with contiguous buffers (megatron/model/distributed.py ``DistributedDataParallel``):
+  ``_make_param_hook`` registers, for every parameter with ``requires_grad``, a hook on its gradient accumulator
+  that runs ``param.main_grad.add_(param.grad.data)`` and frees ``param.grad``; the weight-gradient GEMMs of that
+  code (megatron/mpu/layers.py ``F.linear`` under autograd) write a fresh ``param.grad``, there is no fusion yet
+  (``--gradient-accumulation-fusion`` came with Megatron-LM's 2022 ``LinearWithGradAccumulationAndAsyncCommunication``).
+- 2020 (megatron/fp16/fp16.py ``FP16_Optimizer``, whose ``zero_grad()`` keeps the fp16 gradients), and PyTorch DDP in
+  2021: autograd's ``AccumulateGrad`` adds each new gradient into the parameter's existing ``.grad``, an in-place add
+  per tensor (torch/csrc/autograd/functions/accumulate_grad.h: ``variable_grad += new_grad``).
+The bytes are those of one kernel over the layer's weights plus the biases' and norms' few (an HBM-bound kernel's time
+is linear in its bytes); each kernel pays the stream's per-kernel time. With ``zero_grad(set_to_none=True)`` (the 2021
+wrapper's, PyTorch DDP runs) the first microbatch's ``AccumulateGrad`` only takes the gradient over: still charged.
+Megatron-Core's own hook has the same per-tensor structure but is left as one kernel a layer here (its rows run with
+the fusion; the Megatron-FSDP rows without it are another owner's).
 """
 
 from __future__ import annotations
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.spec.model import TransformerSpec
+from simcluster.workload.megatron_fp16_step import OPTIMIZER_PASSES
 
 OP_NAME = "grad_accumulate"                     # the op ``ops.layer_ops`` adds
 WEIGHT_GRAD_BYTES = BYTES_PER_ELEMENT["bf16"]   # the wgrad GEMM's output (Transformer Engine: the parameters' dtype)
@@ -29,3 +49,25 @@ def accumulated_params(backward_weight: list) -> float:
     """Parameters whose gradients the weight-gradient GEMMs of ``backward_weight`` produce (each GEMM's in x out
     output, times its batch of experts); other ops (embedding scatter-adds) accumulate in place."""
     return sum(op.m * op.n * op.batch for op in backward_weight if op.kind == "gemm")
+
+
+def per_tensor(optimizer: str) -> bool:
+    """Whether the separate accumulation runs one kernel per parameter tensor: Megatron-LM's 2020-2021 stack, named
+    by its fp16 optimizer wrapper (module docstring)."""
+    return optimizer in OPTIMIZER_PASSES
+
+
+def tensor_params(model: TransformerSpec, backward_weight: list) -> list[float]:
+    """Parameters of each tensor of one layer whose gradients the accumulation adds, one entry a kernel: each
+    weight-gradient GEMM's weight (in x out) and, where the model has biases, its bias (out: the column-parallel
+    linears' split width, the row-parallel ones' full width), then the two norms' weights (and biases, LayerNorm)
+    and, with ``qk_layernorm``, the query and key norms' (head_dim each)."""
+    gemms = [op for op in backward_weight if op.kind == "gemm"]
+    tensors = [float(op.m * op.n * op.batch) for op in gemms]
+    if model.linear_biases:
+        tensors += [float(op.n * op.batch) for op in gemms]
+    per_norm = 2 if model.norm == "layernorm" else 1
+    tensors += [float(model.hidden)] * 2 * per_norm
+    if model.qk_layernorm:
+        tensors += [float(model.d_head)] * 2 * per_norm
+    return tensors

@@ -133,6 +133,7 @@ class Shard:
     fp8_transpose: bool = True    # per-tensor fp8 casts also write a transpose (Hopper; fp8_recipes.transposes)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
+    grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
 
     def __post_init__(self):
@@ -178,7 +179,9 @@ def shard_for(scenario: Scenario) -> Shard:
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
-                                                                           p.grad_reduce_dtype))
+                                                                           p.grad_reduce_dtype),
+                 # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
+                 grad_accumulation_per_tensor=grad_accumulation.per_tensor(t.optimizer) and scenario.model.mla is None)
 
 
 def recompute_mode(activation_recompute: str, modules: tuple[str, ...]) -> str:
@@ -490,15 +493,21 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
             casts, casts_bwd = ([_memory(name, n, size) for name, n, size in fp8_recipes.quantize_kernels(
                 shard.fp8_recipe, shard.fp8_transpose, tensors)] for tensors in (forward_tensors, backward_tensors))
 
-    forward = [attn_norm, *qkv_forward, *qk_norm, *rope, *core_forward, attn_out.forward(shard), attn_residual,
-               mlp_norm, *mlp.forward, mlp_residual, *casts]
+    qkv_bias = [_memory(*kernel) for kernel in eager_backward.forward_kernels(   # the 2021-22 Megatron layer's
+        model, shard.layer_backward, shard.attention, tokens,                    # QKV bias add (eager_backward)
+        eager_backward.linear_output_widths(model, tp, q_local, kv_local), e)]
+    forward = [attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *core_forward, attn_out.forward(shard),
+               attn_residual, mlp_norm, *mlp.forward, mlp_residual, *casts]
     backward_input = [mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd,
                       attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *qkv_dgrad,
                       attn_norm_bwd, *casts_bwd]
     backward_input += [_memory(*kernel) for kernel in eager_backward.backward_kernels(
         model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e)]
     backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), *qkv_wgrad]
-    if shard.grad_accumulation_bytes:   # the weight gradients added to the main gradient by a kernel of their own
+    if shard.grad_accumulation_bytes and shard.grad_accumulation_per_tensor:   # one kernel per parameter tensor
+        backward_weight += [_memory(grad_accumulation.OP_NAME, params, shard.grad_accumulation_bytes * params)
+                            for params in grad_accumulation.tensor_params(model, backward_weight)]
+    elif shard.grad_accumulation_bytes:   # the weight gradients added to the main gradient by a kernel of their own
         params = grad_accumulation.accumulated_params(backward_weight)
         backward_weight.append(_memory(grad_accumulation.OP_NAME, params, shard.grad_accumulation_bytes * params))
     recompute = {"none": [], "selective": list(core_forward), "full": list(forward)}[shard.recompute]

@@ -56,3 +56,60 @@ def test_multi_head_latent_attention_accumulates_its_own_projections():
     want = model.attention_params - (a.q_lora_rank + a.kv_lora_rank) + model.mlp_matrices * model.hidden * model.ffn
     assert add.flop == pytest.approx(want, rel=1e-12)
     assert add.hbm_bytes == pytest.approx((2 + 2 * 2) * want, rel=1e-12)
+
+
+# Megatron-LM 2020-2021: one accumulation kernel per parameter tensor (grad_accumulation.per_tensor). The 2021 local
+# DDP (megatron/model/distributed.py, DistributedDataParallel with contiguous buffers) registers for every parameter
+# a hook on its gradient accumulator:
+#     def param_hook(*unused):
+#         if param.grad.data is not None:
+#             param.main_grad.add_(param.grad.data)
+#             param.grad = None
+# and the 2020 FP16_Optimizer keeps the fp16 .grad, into which autograd's AccumulateGrad adds in place, per tensor.
+SC21 = "narayanan2021-39.1b-a100"   # tp 8, pp 2, --DDP-impl local (contiguous), fp16 main gradients
+
+
+def _sc21_accumulation(per_tensor):
+    import dataclasses
+
+    scenario = config.load(SC21)
+    shard = dataclasses.replace(ops.shard_for(scenario), grad_accumulation_per_tensor=per_tensor)
+    layer = ops.layer_ops(scenario.model, shard)
+    return scenario, [op for op in layer["backward_weight"] if op.name == grad_accumulation.OP_NAME]
+
+
+def test_megatron_2021_adds_each_parameter_tensor_by_a_kernel_of_its_own():
+    """12 tensors a GPT layer (4 weights, 4 biases, 2 LayerNorm gains and biases: the count the DeepSpeed pipeline
+    uses too), 6 B each parameter (read the fp16 gradient, read and write the fp16 main gradient) of the memory model's
+    per-rank layer (an independent count: weights, biases and norms)."""
+    from simcluster.parallel import deepspeed_pipeline
+
+    scenario, adds = _sc21_accumulation(per_tensor=True)
+    model, tp = scenario.model, scenario.parallelism.tp
+    assert ops.shard_for(scenario).grad_accumulation_per_tensor
+    assert len(adds) == 12 == deepspeed_pipeline.parameter_tensors_per_layer(model)
+    assert sum(op.hbm_bytes for op in adds) == pytest.approx((2 + 2 * 2) * memory.layer_params_per_rank(model, tp),
+                                                             rel=1e-12)
+    h = model.hidden
+    assert max(op.hbm_bytes for op in adds) == pytest.approx(6 * h * 4 * h / tp)   # the MLP's h x 4h/tp weights
+    assert min(op.hbm_bytes for op in adds) == pytest.approx(6 * 3 * h / tp)      # the QKV bias, 3h/tp
+
+
+def test_per_tensor_kernels_keep_the_device_time_and_add_eleven_launches():
+    """An HBM-bound kernel's time is linear in its bytes: splitting the layer's accumulation into its 12 tensors
+    keeps the device time (the biases' and norms' 0.02% of bytes aside) and adds 11 kernels, each paying the stream's
+    per-kernel time."""
+    from simcluster.workload import kernels
+
+    scenario, per_tensor = _sc21_accumulation(per_tensor=True)
+    _, per_layer = _sc21_accumulation(per_tensor=False)
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    split, whole = kernels.stream_time(per_tensor, gpu, precision), kernels.stream_time(per_layer, gpu, precision)
+    assert (split.kernels, whole.kernels) == (12, 1)
+    assert split.device_s == pytest.approx(whole.device_s, rel=1e-3)
+
+
+def test_only_megatron_lm_2020_2021_accumulates_per_tensor():
+    assert grad_accumulation.per_tensor("megatron2021") and grad_accumulation.per_tensor("megatron2020")
+    assert not any(grad_accumulation.per_tensor(name) for name in ("adam", "adam_precision_aware", "torch_adamw"))
+    assert not ops.shard_for(config.load(SCENARIO)).grad_accumulation_per_tensor   # Megatron-FSDP: unchanged

@@ -13,11 +13,18 @@ and BLOOM 176B (``bigscience-*``). Their backward, read from the source of that 
   which autograd sums to the bias's shape; the jit-scripted bias-dropout-add's broadcast bias and ``F.linear``'s
   bias (QKV) likewise.
 
-That is what ``layer_backward: eager`` charges (workload/eager_backward.py). Closed form for one layer of the SC21
-7.5B run (tp 4, no sequence parallelism, micro batch 16 x sequence 2048 = 32,768 tokens, hidden 4096, fp16: e = 2 B):
-the four bias reductions read tokens x (3h/tp + h + 4h/tp + h) x e (the row-parallel outputs are full width and, with
-no sequence parallelism, see every token), the two norms' weight passes read dy and x, 2 x 2 x tokens x h x e: six
-kernels, 1.07 + 1.07 GB.
+- QKV bias, forward: ``query_key_value`` is a ``ColumnParallelLinear`` without ``skip_bias_add``, whose forward runs
+  ``F.linear(input_parallel, self.weight, bias)`` on the 3-D [s, b, h] input; PyTorch 1.x's ``linear`` takes
+  ``addmm`` (bias in the GEMM) only for 2-D input, else ``output = at::matmul(input, weight.t());
+  output.add_(*bias)`` (aten/src/ATen/native/Linear.cpp before the 2.x ``_flatten_3d_linear``): an
+  elementwise kernel over the [tokens, 3h/tp] output, in the forward and in the full recompute.
+
+That is what ``layer_backward: eager`` with ``attention: naive`` charges (workload/eager_backward.py). Closed form for
+one layer of the SC21 7.5B run (tp 4, no sequence parallelism, micro batch 16 x sequence 2048 = 32,768 tokens, hidden
+4096, fp16: e = 2 B): the four bias reductions read tokens x (3h/tp + h + 4h/tp + h) x e (the row-parallel outputs are
+full width and, with no sequence parallelism, see every token), the two norms' weight passes read dy and x, 2 x 2 x
+tokens x h x e, each pass two kernels (partials: 16 rows x 2h fp32 written and read back): eight kernels, 1.07 + 1.07
+GB; the QKV bias add reads and writes tokens x 3h/tp x e, 0.40 GB, once in the forward and once in the recompute.
 """
 
 import pytest
@@ -57,5 +64,32 @@ def test_the_sc21_7_5b_layer_reads_its_bias_and_norm_gradients_once_more():
     bias_reads = tokens * (3 * h // tp + h + 4 * h // tp + h) * e
     norm_reads = 2 * 2 * tokens * h * e
     written = (3 * h // tp + h + 4 * h // tp + h) * e + 2 * (2 * h) * e   # the biases' and norms' gradients, once
-    assert len(added) == 6
-    assert sum(op.hbm_bytes for op in added) == pytest.approx(bias_reads + norm_reads + written)
+    partials = 2 * 2 * (16 * 2 * h * 4)   # apex's fp32 partials of dgamma and dbeta, written and read, per norm
+    assert len(added) == 8
+    assert sum(op.hbm_bytes for op in added) == pytest.approx(bias_reads + norm_reads + written + partials)
+    assert sum(op.name.endswith("_weight_grad_finalize") for op in added) == 2   # cuComputeGradGammaBeta, per norm
+
+
+def test_the_sc21_7_5b_layer_adds_its_qkv_bias_by_a_forward_kernel_of_its_own():
+    scenario = config.load("narayanan2021-7.5b-a100")
+    layer = ops.layer_ops(scenario.model, ops.shard_for(scenario))
+    h, tp, e, tokens = 4096, 4, 2, 16 * 2048
+    assert scenario.training.activation_recompute == "full" and scenario.training.attention == "naive"
+    for phase in ("forward", "recompute"):   # the full recompute re-runs the forward, the add with it
+        (add,) = [op for op in layer[phase] if op.name == "qkv_bias_add"]
+        assert add.kind == "memory"
+        assert add.hbm_bytes == pytest.approx(2 * tokens * 3 * h // tp * e + 3 * h // tp * e)
+        names = [op.name for op in layer[phase]]
+        assert names.index("qkv_bias_add") == names.index("qkv") + 1   # right after the GEMM
+
+
+@pytest.mark.parametrize("name", ["mpt-7b-8-a100-80gb", "korthikanti2022-22b-a100"])
+def test_the_2021_kernels_stay_with_the_2021_layer(name):
+    """MPT (PyTorch 2.x: a contiguous 3-D input flattened into addmm, the bias in cuBLASLt's epilogue; ATen's one
+    dgamma/dbeta kernel) launches neither the add nor apex's finalize. Korthikanti et al. 2022's rows run
+    ``layer_backward: fused`` (Megatron-LM 2022's mixed state, docs/calibration.md round 15), so nothing of the 2021
+    layer is charged to them either."""
+    scenario = config.load(name)
+    layer = ops.layer_ops(scenario.model, ops.shard_for(scenario))
+    names = {op.name for phase in layer.values() for op in phase}
+    assert "qkv_bias_add" not in names and not any(n.endswith("_weight_grad_finalize") for n in names)
