@@ -173,7 +173,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     high = HIGH_PRECISION.get(shard.precision)
 
     # router: logits = x W_r (tokens x experts), then softmax and top-k over the experts
-    router = _Linear("router", math.ceil(routed), h, moe.experts, high)
+    router_gemm = _Linear("router", math.ceil(routed), h, moe.experts, high)
     scores = routed * moe.experts
     per_element = _constants()["router_flop_per_element"]
     router_act = _memory("router_topk", per_element * scores, 2 * scores * e)
@@ -207,10 +207,10 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
     # forward: the router (and shared experts) before the host's sync on the tokens per expert, the routed experts
     # after it (``host_syncs``)
-    forward = [router.forward(shard), router_act]
+    forward = [router_gemm.forward(shard), router_act]
     backward_input = [unpermute_bwd, down.dgrad(shard), act_bwd, up.dgrad(shard), permute_bwd, router_act_bwd,
-                      router.dgrad(shard)]
-    backward_weight = [down.wgrad(shard), up.wgrad(shard), router.wgrad(shard)]
+                      router_gemm.dgrad(shard)]
+    backward_weight = [down.wgrad(shard), up.wgrad(shard), router_gemm.wgrad(shard)]
     quantizes = (fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose)
                  if shard.precision == "fp8" else 0)
     launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex, router=router)
