@@ -254,6 +254,19 @@ class Training(_Defaulted):
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
         "host gap; the routed experts stay eager, and the shared experts Megatron also captures keep their gaps "
         "here (data/moe.yaml host_launches)")
+    moe_router: Literal["fused", "unfused", "unfused_v0.9"] | None = Field(
+        None, description="Megatron-Core's MoE router kernels (data/moe.yaml host_launches.router_backward): fused "
+        "(--moe-router-fusion, Transformer Engine >= 2.6's fused top-k and aux-loss kernels), unfused (PyTorch ops, "
+        "Megatron-Core r0.10-r0.12) or unfused_v0.9 (Megatron-Core v0.9's topk_softmax_with_capacity); default "
+        "unfused: router fusion came with TE 2.6, after the NeMo 24.09/25.02 containers (TE 1.11, 1.13/2.0)")
+    moe_router_dtype: Literal["model", "fp32"] = Field(
+        "model", description="the router's logits dtype (Megatron-Core --moe-router-dtype): model (the GEMMs' 16-bit "
+        "dtype, Megatron-Core's default) or fp32 (RouterGatingLinearFunction casts input and weight to fp32 and the "
+        "gradients back: 4 more kernels backward)")
+    moe_load_balancing: Literal["aux_loss", "seq_aux_loss"] = Field(
+        "aux_loss", description="the router's load-balancing loss (Megatron-Core --moe-router-load-balancing-type): "
+        "aux_loss (Switch, per microbatch) or seq_aux_loss (DeepSeek-V3's per-sequence loss: one more kernel "
+        "backward)")
     optimizer: Literal["adam", "adam_precision_aware", "torch_adamw", "decoupled_adamw", "megatron2020",
                        "megatron2021"] = Field(
         "adam", description="adam (Megatron-Core's mixed-precision / distributed optimizer around a fused "
@@ -477,6 +490,8 @@ class Scenario(_Strict):
           bucket per chunk without (bucket_size None);
         - the output layer's wgrad deferred to the pipeline flush with pp > 1 (NeMo's defer_embedding_wgrad_compute,
           wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads);
+        - Megatron-Core's unfused MoE router (``moe_router``): --moe-router-fusion needs Transformer Engine >= 2.6
+          (fused top-k 2.6, fused aux loss 2.7), later than NeMo 24.09 (TE 1.11) and 25.02;
         - Transformer Engine 2.x (``te_version``), whose userbuffers defaults launch the pipeline and bulk overlaps'
           GEMMs on SMs - num_sm: the TE of NeMo 2.x and Megatron-Bridge containers (docs/scenario.md). A stack
           without Transformer Engine does not read it."""
@@ -485,6 +500,7 @@ class Scenario(_Strict):
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
                   grad_reduce_dtype=("bf16" if core and (t.precision == "fp8" or (
                       t.precision == "bf16" and self.model.name in NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
+        t.resolve(moe_router="unfused")
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
                                     and p.zero_stage in (1, 2)))

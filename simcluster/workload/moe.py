@@ -21,6 +21,7 @@ token dimension, batch = local experts). Model FLOP (MFU) count the balanced loa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import cache
 
 from simcluster.core import catalog
@@ -134,12 +135,37 @@ def step_load(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1) -> fl
     return busiest_rank_load(model.moe, ep, ep_group_tokens(model, shard, ep, etp))
 
 
+@dataclass(frozen=True)
+class Router:
+    """The router's kernels as a scenario configures them (training.moe_router, moe_router_dtype,
+    moe_load_balancing): what its backward launches (``router_backward_kernels``)."""
+    kernels: str = "unfused"            # fused | unfused | unfused_v0.9 (data/moe.yaml host_launches.router_backward)
+    dtype: str = "model"                # model | fp32
+    load_balancing: str = "aux_loss"    # aux_loss | seq_aux_loss
+
+    @classmethod
+    def of(cls, training) -> Router:
+        """The router a scenario's ``training`` section configures."""
+        return cls(training.moe_router, training.moe_router_dtype, training.moe_load_balancing)
+
+
+def router_backward_kernels(router: Router) -> int:
+    """Kernels the router launches backward (data/moe.yaml host_launches.router_backward), from its parts: the
+    implementation's own (fused, unfused, unfused_v0.9), the fp32 router's casts, the router weight's main-grad
+    accumulation, the dgrad's sum into the layer input's gradient, and the sequence aux loss."""
+    table = _constants()["host_launches"]["router_backward"]
+    return (table[router.kernels] + table["main_grad_accumulate"] + table["dgrad_into_input"]
+            + (table["fp32_casts"] if router.dtype == "fp32" else 0)
+            + (table["seq_aux_loss"] if router.load_balancing == "seq_aux_loss" else 0))
+
+
 def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, load: float = 1.0,
-              cuda_graphs: bool = False, dispatcher: str = "alltoall") -> MlpBlock:
+              cuda_graphs: bool = False, dispatcher: str = "alltoall", router: Router = Router()) -> MlpBlock:
     """The MLP block of an MoE layer on one rank for one microbatch, its experts sized for ``load`` times the mean
     routed tokens (``busiest_rank_load`` for the step's time; 1 for model FLOP), with the kernel launches the
-    host issues beyond its device ops (``host_launches``; ``cuda_graphs``: router and preprocess graphed), for
-    Megatron-Core's ``dispatcher`` (``alltoall`` or ``flex``: ``permutation_rows``)."""
+    host issues beyond its device ops (``host_launches``; ``cuda_graphs``: router and preprocess graphed;
+    ``router``: its kernels, ``Router``), for Megatron-Core's ``dispatcher`` (``alltoall`` or ``flex``:
+    ``permutation_rows``)."""
     moe = model.moe
     assert moe is not None and moe.experts % ep == 0, "validated in config"
     h, e, k = model.hidden, shard.activation_bytes_per_element, moe.top_k
@@ -147,7 +173,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     high = HIGH_PRECISION.get(shard.precision)
 
     # router: logits = x W_r (tokens x experts), then softmax and top-k over the experts
-    router = _Linear("router", math.ceil(routed), h, moe.experts, high)
+    router_gemm = _Linear("router", math.ceil(routed), h, moe.experts, high)
     scores = routed * moe.experts
     per_element = _constants()["router_flop_per_element"]
     router_act = _memory("router_topk", per_element * scores, 2 * scores * e)
@@ -181,13 +207,13 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
     # forward: the router (and shared experts) before the host's sync on the tokens per expert, the routed experts
     # after it (``host_syncs``)
-    forward = [router.forward(shard), router_act]
+    forward = [router_gemm.forward(shard), router_act]
     backward_input = [unpermute_bwd, down.dgrad(shard), act_bwd, up.dgrad(shard), permute_bwd, router_act_bwd,
-                      router.dgrad(shard)]
-    backward_weight = [down.wgrad(shard), up.wgrad(shard), router.wgrad(shard)]
+                      router_gemm.dgrad(shard)]
+    backward_weight = [down.wgrad(shard), up.wgrad(shard), router_gemm.wgrad(shard)]
     quantizes = (fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose)
                  if shard.precision == "fp8" else 0)
-    launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex)
+    launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex, router=router)
     forward += launches["router_forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
@@ -260,13 +286,13 @@ FP8_QUANTIZED_GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weig
 
 
 def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
-                  flex: bool = False) -> dict[str, list[Op]]:
+                  flex: bool = False, router: Router = Router()) -> dict[str, list[Op]]:
     """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
     host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
     op) over several streams, those in series on one stream (``grouped_gemm_serial_kernels``) as kernels, the rest
     as ``kernels.HOST_ONLY_LAUNCH`` ops (host dispatch only); and, without CUDA graphs, the fused router and EP
     preprocess launch ``router_forward`` kernels forward (key ``router_forward``: before the layer's host sync) and
-    the router ``router_backward`` backward (counted with the data gradients; the preprocess has no backward) where
+    the ``router``'s ``router_backward_kernels`` backward (with the data gradients; the preprocess has none) where
     the device model has a few (``router_forward_flex`` with the flex dispatcher's fused preprocess, ``flex``); in
     fp8 the ``fp8_quantizes`` kernels (``fp8_quantize_kernels``) of each quantized grouped-GEMM operand, on the
     main stream.
@@ -279,25 +305,25 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     host_only = _memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)
     return {phase: [launch] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"])
             + [host_only] * count["other streams"]
-            for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex).items()}
+            for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex, router).items()}
 
 
 def launch_counts(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
-                  flex: bool = False) -> dict[str, dict[str, int]]:
+                  flex: bool = False, router: Router = Router()) -> dict[str, dict[str, int]]:
     """``host_launches`` counted by class, per phase ("router_forward" and the phases of ``GROUPED_GEMMS``): the
     router's launches beyond the device model's ops, the grouped GEMMs' kernels in series beyond the one batched
     op, the fp8 quantizes, and the GEMMs launched on the other streams (host dispatch only)."""
     table = _constants()["host_launches"]
     router_forward = table["router_forward_flex" if flex else "router_forward"]
-    router = {"forward": router_forward - ROUTER_OPS["forward"],
-              "backward_input": table["router_backward"] - ROUTER_OPS["backward"],
-              "backward_weight": 0}
+    extra = {"forward": router_forward - ROUTER_OPS["forward"],
+             "backward_input": router_backward_kernels(router) - ROUTER_OPS["backward"],
+             "backward_weight": 0}
     none = {"router": 0, "grouped GEMMs": 0, "fp8 quantizes": 0, "other streams": 0}
-    counts = {"router_forward": {**none, "router": 0 if cuda_graphs else router["forward"]}}
+    counts = {"router_forward": {**none, "router": 0 if cuda_graphs else extra["forward"]}}
     serial = grouped_gemm_serial_kernels(local_experts)
     gemms_issued = local_experts * table["gemm_per_local_expert"]
     for phase, gemms in GROUPED_GEMMS.items():
-        counts[phase] = {"router": 0 if cuda_graphs or phase == "forward" else max(0, router[phase]),
+        counts[phase] = {"router": 0 if cuda_graphs or phase == "forward" else max(0, extra[phase]),
                          "grouped GEMMs": gemms * (serial - 1),
                          "fp8 quantizes": FP8_QUANTIZED_GROUPED_GEMMS[phase] * fp8_quantizes,
                          "other streams": gemms * (gemms_issued - serial)}

@@ -384,6 +384,8 @@ def _scenario_files() -> dict:
                "parallelism.grad_reduce_dtype": ["fp64", "", 32], "parallelism.defer_embedding_wgrad": ["yes", 1],
                "parallelism.wgrad_deferral_limit": [-1, 1.5, "ten"], "parallelism.tp_comm_overlap": ["on", 2],
                "parallelism.te_version": [3, "2", True, 2.5],
+               "training.moe_router": ["fusion", True, 0], "training.moe_router_dtype": ["fp16", None, 32],
+               "training.moe_load_balancing": ["seq", None, 1],
                # Megatron-Core's selective recompute modules: unknown or unmodelled names, a bare string, moe_act
                # on a dense model (refused: no grouped experts), a number
                "training.recompute_modules": [["norm"], ["mlp"], "layernorm", ["moe_act"], [1], ["core_attn", None]]}

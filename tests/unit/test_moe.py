@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
@@ -162,33 +163,87 @@ def test_fp8_grouped_gemms_quantize_expert_by_expert_on_the_main_stream(ep):
         assert _launches(blocks["fp8", "current", True], phase) - _launches(bf16, phase) == 2 * quantized * local
 
 
-# Backward kernels of the fused router, one per differentiable kernel as Transformer Engine's fused router and
-# Megatron-Core's aux-loss path run them (transformer_engine/pytorch/router.py, megatron/core/transformer/moe/
-# moe_utils.py and router.py), tallied here independently of data/moe.yaml: the EP preprocess (integer counts) has
-# no backward, so the flex dispatcher's fused preprocess leaves the backward as it is.
+# Backward kernels of the router, one per kernel as each implementation runs it, tallied here from source
+# independently of data/moe.yaml (the EP preprocess works on integer counts and has no backward, so the flex
+# dispatcher's fused preprocess leaves the backward as it is).
+# Transformer Engine >= 2.6/2.7 with --moe-router-fusion (transformer_engine/pytorch/router.py; Megatron-Core
+# moe_utils.py topk_routing_with_score_function / compute_routing_scores_for_aux_loss with fused=True):
 FUSED_ROUTER_BACKWARD = {
-    "FusedTopkWithScoreFunction.backward": 1,
-    "FusedComputeScoresForMoEAuxLoss.backward: contiguous + fused_score_for_moe_aux_loss_bwd": 2,
-    "FusedAuxLoss.backward": 1,
-    "MoEAuxLossAutoScaler.backward: ones_like * scale": 2,
-    "sum of the two gradient paths into the logits": 1,
+    "FusedTopkScoreFunction.backward: fused_topk_with_score_function_bwd (grad contiguous already)": 1,
+    "FusedComputeScoresForMoEAuxLoss.backward: fused_score_for_moe_aux_loss_bwd (grad_scores fresh, contiguous)": 1,
+    "FusedAuxLoss.backward: fused_moe_aux_loss_bwd": 1,
+    "MoEAuxLossAutoScaler.backward: torch.ones_like(aux_loss) * main_loss_backward_scale": 2,
+    "sum of the top-k and aux-loss gradient paths into the logits": 1,
     "router GEMM dgrad and wgrad": 2,
 }
+# Megatron-Core r0.10-r0.12 unfused (router.py aux_loss_load_balancing, moe_utils.topk_softmax_with_capacity):
+UNFUSED_ROUTER_BACKWARD = {
+    "torch.topk backward: zeros + scatter": 2,
+    "softmax backward": 1,
+    "softmax's fp32 cast backward": 1,
+    "type_as backward": 1,
+    "probs scattered into [tokens, experts]: backward gather": 1,
+    "aux-loss softmax backward and its fp32 cast": 2,
+    "contiguous": 1,
+    "switch_load_balancing_loss_func's two multiplies": 2,
+    "MoEAuxLossAutoScaler.backward": 2,
+    "sum of the gradient paths into the logits": 1,
+    "router GEMM dgrad and wgrad": 2,
+}
+# Megatron-Core v0.9: topk_softmax_with_capacity returns [tokens, k] probabilities, no scatter, so no gather
+UNFUSED_V09_ROUTER_BACKWARD = {k: v for k, v in UNFUSED_ROUTER_BACKWARD.items() if "gather" not in k}
+# every eager router, whatever its implementation:
+ROUTER_BACKWARD_COMMON = {
+    "DDP hook on the plain router weight: param.main_grad.add_(param.grad)": 1,
+    "router dgrad summed into the MoE layer input's gradient (a [T, h] add)": 1,
+}
+FP32_ROUTER_BACKWARD = {"RouterGatingLinearFunction.backward with --moe-router-dtype fp32: casts": 4}
+SEQ_AUX_LOSS_BACKWARD = {"_apply_seq_aux_loss: per-sequence scores": 1}
 
 
-def test_eager_router_launches_the_fused_router_kernels_cuda_graphs_replay_them():
-    """Without CUDA graphs the fused router and EP preprocess launch 31 kernels forward (TE PR 1883, as the guide
-    counts them; data/moe.yaml), 2 of which the device model has; backward the router's differentiable kernels'
-    backward only (``FUSED_ROUTER_BACKWARD``, 9), less the device model's 3 ops, with either dispatcher."""
+@pytest.mark.parametrize(("router", "parts"), [
+    (moe.Router("fused"), [FUSED_ROUTER_BACKWARD]),
+    (moe.Router("unfused"), [UNFUSED_ROUTER_BACKWARD]),
+    (moe.Router("unfused_v0.9"), [UNFUSED_V09_ROUTER_BACKWARD]),
+    (moe.Router("fused", "fp32"), [FUSED_ROUTER_BACKWARD, FP32_ROUTER_BACKWARD]),
+    (moe.Router("fused", "fp32", "seq_aux_loss"), [FUSED_ROUTER_BACKWARD, FP32_ROUTER_BACKWARD,
+                                                   SEQ_AUX_LOSS_BACKWARD]),
+])
+def test_eager_router_launches_its_kernels_cuda_graphs_replay_them(router, parts):
+    """Without CUDA graphs the router and EP preprocess launch 31 kernels forward (TE PR 1883, as the guide counts
+    them; data/moe.yaml), 2 of which the device model has; backward the router's own kernels as its implementation,
+    dtype and loss run them (the tallies above, plus the main-grad add and the dgrad's sum every eager router has),
+    less the device model's 3 ops, with either dispatcher; graphed, none."""
     spec = _small_moe(experts=64, top_k=2)
     shard = Shard(seq_len=4096, micro_batch=1)
-    eager, graphed = (moe.moe_block(spec, shard, ep=8, cuda_graphs=g) for g in (False, True))
-    flex = moe.moe_block(spec, shard, ep=8, dispatcher="flex")
-    backward = sum(FUSED_ROUTER_BACKWARD.values())
+    eager, graphed = (moe.moe_block(spec, shard, ep=8, cuda_graphs=g, router=router) for g in (False, True))
+    flex = moe.moe_block(spec, shard, ep=8, dispatcher="flex", router=router)
+    backward = sum(sum(part.values()) for part in [*parts, ROUTER_BACKWARD_COMMON])
     assert _launches(eager, "forward") - _launches(graphed, "forward") == 31 - 2
     assert _launches(eager, "backward_input") - _launches(graphed, "backward_input") == backward - 3
     assert _launches(flex, "backward_input") == _launches(eager, "backward_input")
     assert _launches(eager, "backward_weight") == _launches(graphed, "backward_weight")
+    assert _launches(graphed, "backward_input") == _launches(
+        moe.moe_block(spec, shard, ep=8, cuda_graphs=True), "backward_input")   # graphed: the router unseen
+
+
+def test_scenarios_set_the_router_their_framework_ran_and_unset_means_unfused():
+    """The MCore v0.9 Mixtral row (TE 1.11: no router fusion) runs v0.9's unfused router; the zoo's Qwen3 rows the
+    fused fp32 router; DeepSeek-V3 (Megatron-Bridge provider) fused, fp32, sequence aux loss; a scenario that does
+    not say runs the unfused router of Megatron-Core before TE 2.6 (NeMo 24.09/25.02)."""
+    import yaml
+
+    from simcluster.spec.config import Scenario
+    root = Path(__file__).resolve().parents[2] / "scenarios"
+
+    def router(name):
+        return moe.Router.of(Scenario.model_validate(yaml.safe_load((root / f"{name}.yaml").read_text())).training)
+
+    assert router("mcore-mixtral-8x7b-64-h100") == moe.Router("unfused_v0.9", "model", "aux_loss")
+    assert router("moezoo-qwen3-235b-256-h100-a2a") == moe.Router("fused", "fp32", "aux_loss")
+    assert router("moezoo-mixtral-8x22b-128-h100") == moe.Router("fused", "model", "aux_loss")
+    assert router("nemo2509-deepseek-v3-1024-h100-fp8") == moe.Router("fused", "fp32", "seq_aux_loss")
+    assert router("mixtral-8x22b-256-h100") == moe.Router("unfused", "model", "aux_loss")
 
 
 def test_host_launches_are_kernels_of_their_block_and_leave_model_flop_unchanged():
