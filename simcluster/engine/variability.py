@@ -17,7 +17,8 @@ replica max over its GPUs of speed x that GPU's jitter draw (the group waits for
 lag, and the agent's block lasts as long as the furthest-behind replica advances. Without jitter every replica
 advances by its slowest GPU's speed each block, so this is the stage's slowest GPU (the max of its speed factors)
 and no draw is made. This is exact for pp = 1 up to the data-parallel collectives that overlap the backward (a
-replica's lag is not reset by a bucket's reduction, only at the step's end, where every rank waits) and
+replica's lag is not reset by a bucket's reduction, only at the step's end, where every rank waits; nor by MoE
+all-to-alls, which couple the replicas of an expert-parallel group every layer: there the drift is overstated) and
 pessimistic for per-GPU speed otherwise: different replicas' slow stages are put in one pipeline, which adds to
 the pipeline's fill and drain, at most (pp - 1) x (fastest-to-slowest factor gap) x the longest stage's forward +
 backward of one microbatch (``collapse_bound_s``). Tests measure it against expanded runs
