@@ -5,6 +5,7 @@
                                                              # leave-one-series-out refits and the other structures
     python scripts/fit_host_overheads.py --structure fill    # round 9's structure instead
     python scripts/fit_host_overheads.py --write             # and put the fitted values into efficiency.yaml
+    python scripts/fit_host_overheads.py --variability measured   # what-if: every run with GPU speed variability
 
 The model (``workload.kernels.HostModel``, efficiency.yaml host_overhead), per block of kernels (one model chunk,
 one microbatch, one phase):
@@ -103,6 +104,7 @@ STRUCTURES = {
     "gap": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us", (("fill_waves", "fill", 0.0),)),
 }
 STRUCTURE = STRUCTURES["gap"]   # set by main
+VARIABILITY = None              # set by main (--variability): every calibration run with it, a what-if
 
 
 @contextlib.contextmanager
@@ -163,7 +165,7 @@ class Run:
 
 def simulate(value: float, step_s: float) -> list[validation.CaseResult]:
     with host_values(value, step_s):
-        return [validation.run_case(case) for case in validation.cases()]
+        return [validation.run_case(case, variability=VARIABILITY) for case in validation.cases()]
 
 
 def estimated_errors(runs: list[Run], reference: list[validation.CaseResult], at: tuple[float, float],
@@ -354,9 +356,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--structure", choices=sorted(STRUCTURES), default="gap",
                         help="gap: one fitted gap before every kernel (efficiency.yaml's); fill: the measured gap "
                              "and a fitted GEMM fill (round 9)")
+    parser.add_argument("--variability", default=None,
+                        help="what-if: simulate every run with this variability (simcluster validate --variability: "
+                             "'measured' or key=value pairs); cannot be combined with --write")
     args = parser.parse_args(argv)
-    global STRUCTURE
+    if args.write and args.variability:
+        parser.error("--variability is a what-if: efficiency.yaml is fitted on the runs as validation runs them")
+    global STRUCTURE, VARIABILITY
     STRUCTURE = STRUCTURES[args.structure]
+    VARIABILITY = validation.parse_variability(args.variability)
+    if VARIABILITY is not None:
+        print(f"variability (what-if): {VARIABILITY.model_dump()}")
     started = time.perf_counter()
     excluded = {} if args.all else EXCLUDED_SERIES
     at, results, runs = fit(excluded)

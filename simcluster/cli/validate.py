@@ -20,23 +20,29 @@ def validate(
     held_out: bool = typer.Option(False, "--held-out",
                                   help="run the held-out published runs (never used for calibration) instead"),
     as_json: bool = typer.Option(False, "--json", help="print the cases and error statistics as JSON"),
+    variability: str | None = typer.Option(
+        None, "--variability", help="what-if: run every case with this variability section: 'measured' "
+        "(data/variability.yaml), key=value pairs (gpu_speed_cv=0.015,kernel_jitter_cv=0,seed=1) or both "
+        "('measured,seed=1'); default: none, every GPU alike (docs/variability.md)"),
 ) -> None:
     """Hold the simulator against published training throughput: the calibration set, or --held-out runs."""
     check_network(network)
+    spread = validation.parse_variability(variability)
     console = Console(stderr=as_json)
     if not console.is_terminal:
         console.width = max(console.width, 120)  # piped into a file or CI log: keep the table's rows on one line
     chosen = validation.held_out_cases() if held_out else validation.cases()
     cases = [c for c in chosen if only is None or only in c["scenario"]]
-    label = "held-out" if held_out else "calibration"
+    label = ("held-out" if held_out else "calibration") + (f" (variability {variability})" if spread else "")
     if not cases:
         fail("--only", f"no {label} case's scenario contains {only!r}")
-    results = [validation.run_case(case, network)
+    results = [validation.run_case(case, network, spread)
                for case in track(cases, description=f"simulating {label} runs", console=console,
                                  transient=True)]
     stats = validation.error_stats(results) if results else {}
     if as_json:
         typer.echo(outputs.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats,
+                                  **({"variability": spread.model_dump()} if spread else {}),
                                   "by_series": validation.error_by_group(results)}, indent=2))
         return
     table = Table(title=f"simulated vs published TFLOP/s per GPU ({label} runs)")

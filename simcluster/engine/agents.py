@@ -45,6 +45,8 @@ class Agent:
         """The stage's schedule, then the gradient reductions still pending, the step's last collectives
         (tied embedding, gradient norm), the optimizer and the parameters."""
         self.parameters.start_step(self)
+        if self.sim.variability is not None:  # the barrier that ended the last step: no replica behind
+            self.sim.variability.start_step(self)
         reductions = []
         order = self.sim.plan.orders[self.stage]
         for index, work in enumerate(order):
@@ -124,7 +126,7 @@ class Agent:
                                                    f"deferred wgrad gather m{microbatch + 1}")
             gemm_s = plan.deferred_wgrad_s
             if sim.variability is not None:  # per-GPU speed, stragglers, a jitter draw per GEMM (engine.variability)
-                gemm_s *= sim.variability.block_factor(self)
+                gemm_s = sim.variability.block_s(self, gemm_s)
             compute_s = overlapped_s(gemm_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp["backward"])
             started_at_s = env.now
             yield env.timeout(compute_s)
@@ -195,7 +197,7 @@ class Agent:
             block = sim.blocks[key] = _Block.of(sim.plan.chunks[work.chunk], work.chunk, phase, part, parts, deferred)
         cost, alone_s, name, calls, ep_calls, blocking_calls = block
         if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
-            alone_s *= sim.variability.block_factor(self)
+            alone_s = sim.variability.block_s(self, alone_s)
         compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
         started_at_s = env.now
         ep_done = partner = None

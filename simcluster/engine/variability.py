@@ -3,21 +3,28 @@ per-collective latency noise, as a delay before a collective starts.
 
 The Simulation owns one seeded numpy Generator (``Simulation.rng``, seeded from ``variability.seed``); this module
 draws from it, so a run is reproducible from its seed. Every GPU gets a duration multiplier once, exp(cv z) with z
-standard normal (median 1; ``gpu_speed_cv``), times the slowdown of any straggler naming it (its rank or its node,
-ranks ``node * gpus_per_node`` onwards, as the fabric builders place them). Every fused compute block (one
-(chunk, microbatch, phase) timeout) is multiplied by a jitter exp(cv z) drawn per block (``kernel_jitter_cv``).
+standard normal (median 1; ``gpu_speed_cv``; ``gpu_speed_draw: quantiles``: the N z at Blom's positions,
+shuffled), times the slowdown of any straggler naming it (its rank or its node, ranks ``node * gpus_per_node``
+onwards, as the fabric builders place them). Every fused compute block (one (chunk, microbatch, phase) timeout) is
+multiplied by a jitter exp(cv z) drawn per block (``kernel_jitter_cv``).
 
 With variability the symmetry of the collapse is broken. Expanded (one agent per GPU), each agent uses its own
 rank's draws and the collectives wait for their slowest member as they always do. Collapsed (one agent per
-pipeline stage), the reduction is: a stage runs at the slowest of the GPUs it stands for (the max of their speed
-factors) and each block's jitter is the max of tp x cp draws (the group that synchronises after every block;
-drawn as one order statistic, Phi^-1(U^(1/k))). This is exact for the per-GPU speed when pp = 1 (every replica
-waits for the slowest at the gradient reduction) and pessimistic otherwise: different replicas' slow stages are
-put in one pipeline, which adds to the pipeline's fill and drain, at most (pp - 1) x (fastest-to-slowest factor
-gap) x the longest stage's forward + backward of one microbatch (``collapse_bound_s``). For jitter the collapsed
-run ignores that data-parallel replicas drift apart between synchronisations (each replica's sum of per-block
-maxima is a little different; the step waits for the slowest sum), so it is slightly optimistic there. Tests
-measure both against expanded runs (tests/unit/test_variability.py).
+pipeline stage), the agent stands for its stage's data-parallel replicas, each a sync group of tp x cp GPUs that
+wait for each other after every block (its tensor- and context-parallel collectives), while the replicas meet only
+at the data-parallel collectives the step waits for. So the reduction (``block_s``) keeps, per replica of the
+stage, how far it has fallen behind the slowest one since the step began (its lag, <= 0): a block takes each
+replica max over its GPUs of speed x that GPU's jitter draw (the group waits for its slowest member), added to its
+lag, and the agent's block lasts as long as the furthest-behind replica advances. Without jitter every replica
+advances by its slowest GPU's speed each block, so this is the stage's slowest GPU (the max of its speed factors)
+and no draw is made. This is exact for pp = 1 up to the data-parallel collectives that overlap the backward (a
+replica's lag is not reset by a bucket's reduction, only at the step's end, where every rank waits; nor by MoE
+all-to-alls, which couple the replicas of an expert-parallel group every layer: there the drift is overstated) and
+pessimistic for per-GPU speed otherwise: different replicas' slow stages are put in one pipeline, which adds to
+the pipeline's fill and drain, at most (pp - 1) x (fastest-to-slowest factor gap) x the longest stage's forward +
+backward of one microbatch (``collapse_bound_s``). Tests measure it against expanded runs
+(tests/unit/test_variability.py). The expected slowest of N GPUs is a closed form: exp(cv x E[max of N standard
+normals]), E = 1.4236 for 8, 3.2414 for 1,000 (Harter 1961's tables; tests/unit/test_variability_order.py).
 
 Collective latency noise (``collective_latency_noise``, a mean in seconds): every collective of every group waits
 an extra Exp(mean) before it starts (a late launch, a slow first handshake: an assumption, no sourced value). A
@@ -39,6 +46,21 @@ from simcluster.spec.variability import Variability as VariabilitySpec
 _NORMAL = NormalDist()
 
 
+# Blom 1958's plotting position: Phi^-1((i - 0.375) / (N + 0.25)) approximates the expected i-th of N normal order
+# statistics (the largest: 1.434 for N = 8 against 1.4236 exactly, 3.2435 against 3.2414 for N = 1,000)
+BLOM_ALPHA = 0.375
+
+
+def speed_draws(draw: str, gpus: int, rng: np.random.Generator) -> np.ndarray:
+    """The standard normal z of every GPU's speed: independent draws ('random'), or the N order statistics at
+    Blom's positions shuffled over the GPUs ('quantiles': which GPU is slow is random, how slow the slowest of N
+    is is not)."""
+    if draw == "random":
+        return rng.standard_normal(gpus)
+    positions = (np.arange(1, gpus + 1) - BLOM_ALPHA) / (gpus + 1 - 2 * BLOM_ALPHA)
+    return rng.permutation(np.array([_NORMAL.inv_cdf(float(p)) for p in positions]))
+
+
 class Variability:
     """The compute factors of one run. ``expand``: one agent per GPU (each its own draws)."""
 
@@ -46,16 +68,18 @@ class Variability:
         world = layout.world_size
         self.spec = spec
         self.rng = rng
-        self.speed = (np.exp(spec.gpu_speed_cv * rng.standard_normal(world)) if spec.gpu_speed_cv > 0
-                      else np.ones(world))
+        self.speed = (np.exp(spec.gpu_speed_cv * speed_draws(spec.gpu_speed_draw, world, rng))
+                      if spec.gpu_speed_cv > 0 else np.ones(world))
         for straggler in spec.stragglers:
             ranks = (np.asarray(straggler.ranks, dtype=np.int64) if straggler.ranks is not None else
                      np.concatenate([np.arange(n * gpus_per_node, (n + 1) * gpus_per_node)
                                      for n in straggler.nodes]))
             self.speed[ranks[ranks < world]] *= straggler.slowdown
-        # jitter: the members that wait for each other after every block (an expanded agent draws its own)
-        self.sync_members = 1 if expand else layout.tp * layout.cp
+        self.expand = expand
+        self.layout = layout
         self._agent_speed: dict[int, float] = {}
+        self._group_speeds: dict[int, np.ndarray] = {}  # collapsed: [replica, member] speed factors of a stage
+        self._lag_s: dict[int, np.ndarray] = {}         # collapsed, with jitter: each replica's lag (<= 0), seconds
         self.noise_drawn_s = 0.0  # the collective latency noise drawn so far, and in how many calls
         self.noise_calls = 0
 
@@ -80,15 +104,43 @@ class Variability:
             self._agent_speed[agent.rank] = float(self.speed[np.asarray(agent.ranks)].max())
         return self._agent_speed[agent.rank]
 
-    def block_factor(self, agent) -> float:
-        """Multiplier of one fused compute block of ``agent``: its speed times a fresh jitter draw (the max of
-        the block's synchronising members' draws)."""
-        factor = self.speed_of(agent)
+    def start_step(self, agent) -> None:
+        """A step begins after a barrier over every rank: no replica is behind."""
+        self._lag_s.pop(agent.rank, None)
+
+    def sync_groups(self, agent) -> np.ndarray:
+        """[replica, member]: the agent's GPUs by the tp x cp group that waits for each other after every block
+        (one row per data-parallel replica of the stage; expanded, the one GPU)."""
+        ranks = np.asarray(agent.ranks, dtype=np.int64)
+        if self.expand or len(ranks) == 1:
+            return ranks.reshape(1, -1)
+        members = self.layout.tp * self.layout.cp
+        replica = np.array([self.layout.coords(int(r))["dp"] for r in ranks])
+        order = np.argsort(replica, kind="stable")
+        assert len(ranks) % members == 0 and np.all(np.bincount(replica) == members), "a stage's replicas"
+        return ranks[order].reshape(-1, members)
+
+    def block_s(self, agent, alone_s: float) -> float:
+        """The duration of one fused compute block of ``agent`` that takes ``alone_s`` on a median GPU.
+        Expanded: its GPU's speed times a fresh jitter draw exp(cv z). Collapsed: each replica's sync group waits
+        for its slowest member, speed x jitter draw, and the stage moves with the replica furthest behind since
+        the step began (the module docstring); without jitter, the stage's slowest GPU's speed."""
+        speed = self.speed_of(agent)
         cv = self.spec.kernel_jitter_cv
-        if cv > 0:
+        if cv <= 0:
+            return alone_s * speed
+        if self.expand or agent.multiplicity == 1:  # one GPU: its own draw
             u = max(self.rng.random(), 1e-300)
-            factor *= math.exp(cv * _NORMAL.inv_cdf(u ** (1.0 / self.sync_members)))
-        return factor
+            return alone_s * (speed * math.exp(cv * _NORMAL.inv_cdf(u)))
+        speeds = self._group_speeds.get(agent.rank)
+        if speeds is None:
+            speeds = self._group_speeds[agent.rank] = self.speed[self.sync_groups(agent)]
+        advance_s = alone_s * (speeds * np.exp(cv * self.rng.standard_normal(speeds.shape))).max(axis=1)
+        lag_s = self._lag_s.get(agent.rank)
+        reached_s = advance_s if lag_s is None else lag_s + advance_s
+        block_s = float(reached_s.max())
+        self._lag_s[agent.rank] = reached_s - block_s
+        return block_s
 
     def describe(self, plan, collapsed: bool) -> dict:
         """The summary's ``variability`` entry: the settings, the slowest GPU and the collapse's bound."""
@@ -102,10 +154,10 @@ class Variability:
             "seed": self.spec.seed, "stragglers": len(self.spec.stragglers),
             "slowest_gpu_factor": worst, "fastest_gpu_factor": best,
             "collapse_bound_s": bound_s,
-            "note": ("collapsed: each pipeline stage runs at its slowest GPU and each block waits for the slowest of "
-                     "its tp x cp group's jitter draws; exact for per-GPU speed with pp = 1, otherwise pessimistic "
-                     f"by at most about {bound_s:.3g} s per step (fill and drain); the data-parallel replicas' jitter "
-                     "drift is ignored (optimistic, measured within 0.5 x kernel_jitter_cv of the step); --expand "
+            "note": ("collapsed: each block of a stage's replica waits for the slowest of its tp x cp GPUs (speed "
+                     "x jitter draw) and the stage moves with the replica furthest behind since the step began; "
+                     "exact for per-GPU speed with pp = 1, otherwise pessimistic "
+                     f"by at most about {bound_s:.3g} s per step (fill and drain); --expand "
                      "for one agent per GPU" if collapsed else
                      "expanded: every GPU its own speed and jitter draws"),
         }

@@ -2,14 +2,14 @@
 stragglers.
 
 ``variability: measured`` selects the sourced defaults of ``simcluster/data/variability.yaml``; a mapping sets any
-of ``gpu_speed_cv``, ``kernel_jitter_cv``, ``collective_latency_noise``, ``seed`` and ``stragglers`` (absent keys
-are 0 / none). The engine
-applies it (``engine.variability``); docs/variability.md explains the model and its sources.
+of ``gpu_speed_cv``, ``gpu_speed_draw``, ``kernel_jitter_cv``, ``collective_latency_noise``, ``seed`` and
+``stragglers`` (absent keys are 0 / none / 'random'). The engine applies it (``engine.variability``);
+docs/variability.md explains the model and its sources.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
@@ -44,6 +44,10 @@ class Variability(BaseModel):
 
     gpu_speed_cv: float = Field(0.0, ge=0.0, le=MAX_CV, allow_inf_nan=False,
                                 description="per-GPU speed spread, drawn once per GPU (measured: 0.015)")
+    gpu_speed_draw: Literal["random", "quantiles"] = Field(
+        "random", description="how the per-GPU speeds are drawn: 'random' (independent normal draws) or "
+        "'quantiles' (the N normal quantiles at Blom's plotting positions, shuffled over the GPUs: the job's "
+        "slowest GPU is then its expected order statistic, not one seed's draw)")
     kernel_jitter_cv: float = Field(0.0, ge=0.0, le=MAX_CV, allow_inf_nan=False,
                                     description="per-block compute jitter (measured: 0.015)")
     collective_latency_noise: NonNegativeSeconds = Field(

@@ -7,6 +7,11 @@ which show whether the calibration generalises).
 A case publishes either TFLOP/s per GPU (``tflops_per_gpu`` with ``metric`` model or hardware) or a measured
 step time (``step_time_s``), which is turned into model TFLOP/s per GPU with the scenario's own model FLOP, so
 that every row compares the same quantity (the error is then published step time / simulated step time - 1).
+
+Validation runs every scenario as it is, without variability (every GPU alike). ``variability`` (``validate
+--variability``, ``scripts/fit_host_overheads.py --variability``) runs them all with one ``variability:`` section
+instead, a what-if: 'measured' (data/variability.yaml's sourced defaults) or key=value pairs of it
+(``parse_variability``), so that what the slowest GPU of each run costs can be measured over the whole set.
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import ValidationError
 
 from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
 from simcluster.parallel import memory
 from simcluster.spec import config
+from simcluster.spec.variability import Variability
+from simcluster.spec.variability import measured as measured_variability
 from simcluster.workload import moe
 
 
@@ -80,14 +89,56 @@ def published_layout(case: dict, scenario: config.Scenario) -> config.Scenario:
     return config.from_dict({**data, "parallelism": {**data["parallelism"], **layout}})
 
 
-def run_case(case: dict, network: str | None = None) -> CaseResult:
+def parse_variability(text: str | None) -> Variability | None:
+    """``--variability``: None or 'off' (none), 'measured' (data/variability.yaml), or comma-separated key=value
+    pairs of the ``variability:`` section (absent keys 0; e.g. 'gpu_speed_cv=0.015,seed=2'); 'measured,seed=2' takes
+    the measured values with those keys replaced. Bad input: ScenarioError naming --variability."""
+    if text is None or text == "off":
+        return None
+    values: dict = {}
+    for item in (part.strip() for part in text.split(",")):
+        if item == "measured":
+            values.update(measured_variability())
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ScenarioError("--variability", f"expected 'measured', 'off' or key=value pairs, got {item!r}")
+        values[key.strip()] = _scalar(value.strip())
+    try:
+        return Variability(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ScenarioError(f"--variability {field}" if field else "--variability", first["msg"]) from None
+
+
+def _scalar(text: str):
+    """A key=value value: an integer, a float, else the text (the spec validates it, e.g. '20 us')."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def with_variability(scenario: config.Scenario, variability: Variability | None) -> config.Scenario:
+    """``scenario`` run with ``variability`` in place of its own section (None: the scenario as it is)."""
+    if variability is None:
+        return scenario
+    return scenario.model_copy(update={"variability": variability})
+
+
+def run_case(case: dict, network: str | None = None, variability: Variability | None = None) -> CaseResult:
     """Simulate one case; its memory is the memory model's peak for the layout as published
     (``published_layout``). A case whose simulated layout differs from the published one in memory
     (``memory_layout``), or that the memory model refuses although it ran (``memory_check: false``), is simulated
-    without the memory check: its result says how far from the HBM the memory model puts the published layout."""
+    without the memory check: its result says how far from the HBM the memory model puts the published layout.
+    ``variability``: run with it (``with_variability``), a what-if; None: as the scenario says (none in every
+    bundled validation scenario)."""
     from simcluster.engine import simulate
 
-    scenario = config.load(case["scenario"])
+    scenario = with_variability(config.load(case["scenario"]), variability)
     check = case.get("memory_check", True) and not case.get("memory_layout")
     summary = simulate(scenario, network, check_memory=check).summary
     key = "model_tflops_per_gpu" if case["metric"] == "model" else "hardware_tflops_per_gpu"

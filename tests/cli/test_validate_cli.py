@@ -35,3 +35,25 @@ def test_validate_json_reports_error_per_series(cli):
 def test_only_matching_no_case_is_a_one_line_usage_error(cli):
     code, _, err = cli("validate", "--held-out", "--only", "no-such-run")
     assert code == 2 and err.strip() == "error: --only: no held-out case's scenario contains 'no-such-run'"
+
+
+def test_validate_variability_runs_every_case_with_it_and_default_stays_off(cli):
+    # a what-if: every GPU waits for the slowest of its run; a straggler-free spread only slows a synchronous step
+    # (megatron-1.2b-a100-dp: 64 GPUs, so the slowest of 64 draws sets the pace, E = 2.34 sigma)
+    code, plain, _ = cli("validate", "--only", "megatron-1.2b-a100-dp", "--json")
+    assert code == 0
+    code, spread, _ = cli("validate", "--only", "megatron-1.2b-a100-dp", "--json",
+                          "--variability", "measured,kernel_jitter_cv=0")
+    assert code == 0
+    plain, spread = json.loads(plain), json.loads(spread)
+    assert "variability" not in plain
+    assert spread["variability"]["gpu_speed_cv"] == 0.015 and spread["variability"]["kernel_jitter_cv"] == 0
+    (before,), (after,) = plain["cases"], spread["cases"]
+    assert after["step_time_s"] > before["step_time_s"] * 1.01
+
+
+def test_validate_variability_bad_value_names_the_field(cli):
+    code, _, err = cli("validate", "--only", "a100-node", "--variability", "gpu_speed_cv=2")
+    assert code == 2 and err.strip().startswith("error: --variability gpu_speed_cv:")
+    code, _, err = cli("validate", "--only", "a100-node", "--variability", "fast")
+    assert code == 2 and "error: --variability: expected 'measured', 'off' or key=value pairs" in err

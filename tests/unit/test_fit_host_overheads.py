@@ -50,3 +50,11 @@ def test_condition_flags_a_fill_proportional_to_the_kernel_count():
     runs, results = synthetic(lambda rng, shape: np.full(shape, 60e-6))   # every kernel's wave 60 us: fill = gap
     *_, condition = module.three_terms(runs, results, AT, np.ones(len(runs), bool))
     assert condition > 1e6
+
+
+def test_variability_is_a_what_if_never_written(capsys):
+    # --variability changes what the calibration runs are simulated with; efficiency.yaml is fitted on the runs as
+    # `simcluster validate` runs them, so --write refuses it before simulating anything
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--write", "--variability", "measured"])
+    assert exit_info.value.code == 2 and "--variability is a what-if" in capsys.readouterr().err
