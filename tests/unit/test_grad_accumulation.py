@@ -80,8 +80,8 @@ def _sc21_accumulation(per_tensor):
 
 def test_megatron_2021_adds_each_parameter_tensor_by_a_kernel_of_its_own():
     """12 tensors a GPT layer (4 weights, 4 biases, 2 LayerNorm gains and biases: optimizer_step's count, which the
-    DeepSpeed pipeline and the optimizer's per-tensor launches use too), 6 B each parameter (read the fp16 gradient, read and write the fp16 main gradient) of the memory model's
-    per-rank layer (an independent count: weights, biases and norms)."""
+    DeepSpeed pipeline uses too), 6 B each parameter (read the fp16 gradient, read and write the fp16 main gradient)
+    of the memory model's per-rank layer (an independent count: weights, biases and norms)."""
     from simcluster.workload import optimizer_step
 
     scenario, adds = _sc21_accumulation(per_tensor=True)
