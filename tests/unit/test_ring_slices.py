@@ -4,7 +4,8 @@ writing the next).
 
 The chain, written out independently of the code: every rank's step j needs slice k of its predecessor's step
 j-1, which arrives one hop latency L after it left. The first step takes L + c (c: the step's transfer alone);
-each later one max(c, L + c/2). LL128 sends a step as one piece through the proxy: L + c every step.
+each later one max(c, L + c/2), where a chunk's first slice is max(half of it, 32 KiB) (genericOp's floor
+sliceSize/32). LL128 sends a step as one piece through the proxy: L + c every step.
 Ring reduce-scatter of one group with one GPU per node (TP 8 fills the nodes), NDR 400 Gb/s NICs at 47 GB/s for
 Simple (nccl-tests#290), NCCL's Ring/Simple latencies 8.4 us + 14 us per network step (tuning.cc).
 """
@@ -46,12 +47,21 @@ def test_simple_ring_step_takes_the_slower_of_its_transfer_and_latency_plus_half
     assert _reduce_scatter_s(ranks, BUCKET, "Simple")[0] == pytest.approx(_sliced_s(ranks, BUCKET), rel=1e-3)
 
 
-def test_small_steps_still_pay_the_latency_beyond_half_a_step():
-    """1 MB over 96 ranks: c = 0.22 us, so each step costs L + c/2 (nothing like the bandwidth-only time)."""
+def test_steps_of_one_minimum_slice_hide_nothing():
+    """1 MB over 96 ranks at one GPU per node: a 10.4 kB chunk, below genericOp's 32 KiB slice floor (sliceSize/32 of
+    1 MiB), goes as one slice, so each step costs L + c, as on LL128."""
     size = 1e6
     c = size / 96 / NIC_BUSBW
-    assert _reduce_scatter_s(96, size, "Simple")[0] == pytest.approx(BASE_S + STEP_S + c + 94 * (STEP_S + c / 2),
-                                                                  rel=1e-3)
+    assert _reduce_scatter_s(96, size, "Simple")[0] == pytest.approx(BASE_S + 95 * (STEP_S + c), rel=1e-3)
+
+
+def test_steps_between_one_and_two_minimum_slices_send_a_32_kib_slice_first():
+    """48 KiB chunks: slices of 32 KiB and 16 KiB, so a step waits L plus 2/3 of its transfer, not half of it."""
+    chunk = 48 * 1024
+    size = 96 * chunk
+    c = chunk / NIC_BUSBW
+    expected = BASE_S + (STEP_S + c) + 94 * max(c, STEP_S + c * (32 * 1024) / chunk)
+    assert _reduce_scatter_s(96, size, "Simple")[0] == pytest.approx(expected, rel=1e-4)
 
 
 def test_ll128_ring_pays_latency_and_transfer_on_every_step():
