@@ -18,11 +18,11 @@ import numpy as np
 
 from simcluster.collectives.nccl import (
     constants,
+    min_slice_bytes,
     ring_latency_s,
     ring_steps,
     sharp_bytes,
     sharp_latency_s,
-    min_slice_bytes,
     slices_per_chunk,
     tree_latency_s,
 )
