@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from simcluster import collectives
-from simcluster.collectives import Collective
+from simcluster.collectives import Collective, timing
 from simcluster.fabric import topology
 from simcluster.spec import hardware
 
@@ -70,3 +70,48 @@ def test_ll128_ring_pays_latency_and_transfer_on_every_step():
     elapsed, path_s = _reduce_scatter_s(288, BUCKET, "LL128")
     # the fabric's inter-node path (4.1-4.7 us) exceeds LL128's 4.0 us: NCCL's latency includes the hardware's
     assert elapsed == pytest.approx(LL128_BASE_S + 287 * (max(LL128_STEP_S, path_s) + c), rel=1e-3)
+
+
+def _engine_s(fabric, run) -> tuple[float, list]:
+    """Seconds the engine's collective driver takes for ``run(driver)`` alone on ``fabric``, and its programs."""
+    import simpy
+
+    from simcluster import network
+    from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
+
+    env = simpy.Environment()
+    driver = CollectiveDriver(env, fabric, NetworkDriver(env, network.make("flow", collectives.calibrated(fabric))))
+    env.process(run(driver))
+    env.run()
+    return env.now, list(driver._programs.values())
+
+
+def test_engine_sends_the_first_step_alone_and_hides_part_of_the_later_latencies():
+    """192 ranks, one GPU per node: c = 27 us, so only c/2 = 13.5 us of each later step's 14 us hides (L > c/2):
+    the engine's program sends the first repeat on its own, then the other 190 after their remaining latency, and
+    takes what the chain takes, BASE + (L + c) + 190 max(c, L + c/2)."""
+    ranks = 192
+    fabric = topology.build("rail-fat-tree", gpus=8 * ranks, gpus_per_node=8, gpu=H100, nic=CX7)
+    group = tuple(range(0, 8 * ranks, 8))
+    elapsed, (program,) = _engine_s(fabric, lambda d: d.run("reduce_scatter", [group], BUCKET, algorithm="ring"))
+    sends = [action for action in program if isinstance(action, timing.Send)]
+    assert len(sends) == 2 and sends[1].transfers[0].size_bytes == pytest.approx((ranks - 2) * BUCKET / ranks)
+    assert elapsed == pytest.approx(_sliced_s(ranks, BUCKET), rel=1e-3)
+
+
+NVLINK_BUSBW = 370e9            # H100 NVLink ring/Simple busbw, 8 GPUs (sjeaugey, NVIDIA/nccl-tests#212)
+NVLINK_STEP_S = 3.4e-6          # NCCL tuning.cc hwLat[NVLINK], Ring/Simple
+
+
+def test_a_fused_tensor_parallel_block_takes_each_ring_s_chain_time():
+    """A TP block's 2 all-gathers and 2 reduce-scatters of 32 MiB on one H100 node (Simple: below ~16 MiB NCCL
+    picks LL128, which hides nothing), fused into one transfer: each collective of k = 7 steps costs
+    BASE + k (L + c) - (k - 1) h, c = 4 MiB / 370 GB/s = 11.3 us, h = min(L, c/2) = L = 3.4 us (512 KiB a channel,
+    8 channels: two even slices)."""
+    size, n = 32 * 2**20, 8
+    fabric = topology.build("nvswitch-node", gpus=n, gpus_per_node=n, gpu=H100, nic=CX7)
+    calls = (("all_gather", 2), ("reduce_scatter", 2))
+    elapsed, _ = _engine_s(fabric, lambda d: d.run_block(calls, [tuple(range(n))], size, "tp", algorithm="ring"))
+    c, k = size / n / NVLINK_BUSBW, n - 1
+    hidden = min(NVLINK_STEP_S, c / 2)
+    assert elapsed == pytest.approx(4 * (BASE_S + k * (NVLINK_STEP_S + c) - (k - 1) * hidden), rel=1e-3)
