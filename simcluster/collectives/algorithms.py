@@ -18,6 +18,7 @@ import numpy as np
 
 from simcluster.collectives.nccl import (
     constants,
+    min_slice_bytes,
     ring_latency_s,
     ring_steps,
     sharp_bytes,
@@ -102,14 +103,23 @@ def ring(op: str, layout: list[np.ndarray], size_bytes: float, protocol: str,
     n = sum(len(gpus) for gpus in layout)
     base_s, per_step_s = ring_latency_s(op, n, len(layout), protocol)
     transfers = ring_transfers(layout, size_bytes / n)
+    chunk_bytes = size_bytes / n / ring_channels(layout)
     return [
         delay(base_s),
         Step(transfers, repeat=ring_steps(op, n), overhead_s=per_step_s, label=f"ring {op}",
-             hidden_s=ring_hidden_s(per_step_s, step_transfer_s, protocol)),
+             hidden_s=ring_hidden_s(per_step_s, step_transfer_s, protocol, chunk_bytes)),
     ]
 
 
-def ring_hidden_s(latency_s: float, step_transfer_s: float, protocol: str) -> float:
+def ring_channels(layout: list[np.ndarray]) -> int:
+    """Channels a ring step's bytes are split over, for the slice size: the group's GPUs per node (``ring_transfers``'
+    one channel per NIC rail across nodes; inside one node the same count is assumed, NCCL's NVSwitch rings run at
+    least that many). The conservative side: more channels cut smaller chunks, which hide less; if NCCL runs k times
+    as many, only chunks below k x 64 KiB at this count are affected."""
+    return max(1, min(len(gpus) for gpus in layout))
+
+
+def ring_hidden_s(latency_s: float, step_transfer_s: float, protocol: str, chunk_bytes: float = math.inf) -> float:
     """The part of a ring step's ``latency_s`` hidden behind its sliced transfer of ``step_transfer_s``.
 
     NCCL's ring kernels move each chunk as SlicePerChunk slices (CHUNKSTEPS / SLICESTEPS = 4 / 2 for ring
@@ -119,9 +129,15 @@ def ring_hidden_s(latency_s: float, step_transfer_s: float, protocol: str) -> fl
     left; the first slice of a step waits L + c/s, the others arrive behind it, so the chain advances one step
     per max(c, L + c/s) and c + L - that = min(L, c (s-1)/s) of every step's L is hidden. LL and LL128 send
     a chunk as one piece (s = 1) through the network proxy (one step posted at a time): nothing hidden.
+    A slice is at least ``min_slice_bytes`` (Simple: 32 KiB, genericOp's sliceSize/32 floor): the first slice of a
+    channel's ``chunk_bytes`` is min(chunk, max(chunk/s, floor)), and the hidden part min(L, c (1 - first/chunk)):
+    nothing at chunks up to the floor, c - c floor/chunk between one and s floors, c (s-1)/s above.
     """
     slices = slices_per_chunk(protocol)
-    return min(latency_s, step_transfer_s * (slices - 1) / slices) if slices > 1 else 0.0
+    if slices <= 1 or chunk_bytes <= 0:
+        return 0.0
+    first = min(chunk_bytes, max(chunk_bytes / slices, min_slice_bytes(protocol)))
+    return min(latency_s, step_transfer_s * (1.0 - first / chunk_bytes))
 
 
 def hierarchical(layout: list[np.ndarray], size_bytes: float, protocol: str) -> list[Step]:

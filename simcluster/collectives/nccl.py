@@ -45,6 +45,7 @@ def constants() -> dict:
             "nvlink_step_latency_s": parse(spec["nvlink_step_latency"], SECONDS),
             "network_step_latency_s": parse(spec["network_step_latency"], SECONDS),
             "slices_per_chunk": int(spec.get("slices_per_chunk", 1)),
+            "min_slice_bytes": parse(spec.get("min_slice_bytes", "0 B"), BYTES),
         }
     tree = raw["tree"]
     out["tree"] = {
@@ -218,6 +219,11 @@ def ring_latency_s(op: str, n: int, nodes: int, protocol: str) -> tuple[float, f
 def slices_per_chunk(protocol: str) -> int:
     """Slices a ring step's chunk travels as (nccl.yaml ``protocols``: Simple 2, LL and LL128 1)."""
     return constants()["protocols"][protocol]["slices_per_chunk"]
+
+
+def min_slice_bytes(protocol: str) -> float:
+    """The smallest slice a channel cuts a chunk into (nccl.yaml ``protocols``: Simple 32 KiB, else 0)."""
+    return constants()["protocols"][protocol]["min_slice_bytes"]
 
 
 def ring_steps(op: str, n: int) -> int:

@@ -243,6 +243,13 @@ class Training(_Defaulted):
         "in the wgrad GEMM's epilogue, dgamma/dbeta inside the norm's backward kernel) or eager (PyTorch autograd of "
         "nn.Linear and F.layer_norm, llm-foundry's MPT: a reduction kernel per bias, a second pass over dy and x per "
         "norm; workload/eager_backward.py)")
+    qkv_bias_add: Literal["epilogue", "separate"] | None = Field(
+        None, description="how the forward adds the QKV linear's bias (Megatron's one column-parallel linear built "
+        "without skip_bias_add): epilogue (inside the GEMM: Transformer Engine, Megatron-Core, PyTorch 2.x addmm) or "
+        "separate (an elementwise kernel over the [tokens, qkv] output: Megatron-LM 2020-22, F.linear on a 3-D input "
+        "under PyTorch 1.x and, from 2022, LinearWithGradAccumulationAndAsyncCommunication's output + bias); "
+        "default: separate for the 2021-22 Megatron layer (layer_backward eager, attention naive), else epilogue "
+        "(workload/eager_backward.py)")
     logits_memory: Literal["megatron", "torch_fp32"] = Field(
         "megatron", description="memory only: how the output layer's logits and loss are held (parallel/memory.py). "
         "megatron: Megatron-Core's vocab-parallel cross entropy (its fp32 softmax saved, the 16-bit logits "

@@ -41,7 +41,13 @@ and its Megatron-DeepSpeed forks under PyTorch 1.x, unfused attention and apex's
   ``F.linear`` before it: ``output = input.matmul(weight.t()); output += bias``): an elementwise kernel reading and
   writing the [tokens, 3h/tp] output. PyTorch 2.x flattens a contiguous 3-D input into ``addmm``
   (``_flatten_3d_linear``), the bias in cuBLASLt's epilogue, as llm-foundry's MPT runs it: not charged there.
-  It runs in every forward, the full recompute's too.
+  It runs in every forward, the full recompute's too. Keyed on ``training.qkv_bias_add`` (``separate_qkv_bias_add``),
+  which defaults to this layer's rule; Megatron-LM's 2022 code (Korthikanti et al. 2022, ``layer_backward: fused``)
+  adds it the same way: ``LinearWithGradAccumulationAndAsyncCommunication.forward`` runs ``output =
+  torch.matmul(total_input, weight.t())`` then ``output = output + bias`` (megatron/mpu/layers.py, 2022), a separate
+  kernel under any PyTorch; of a GPT layer's linears only ``query_key_value`` passes its bias there (the attention
+  ``dense`` and both MLP linears are built with ``skip_bias_add=True``, megatron/model/transformer.py), so those
+  scenarios set ``qkv_bias_add: separate``.
 
 ``triton_attention_kernels`` (``attention: flash_triton``): llm-foundry's ``triton_flash_attn_fn``
 (llmfoundry/models/layers/attention.py) splits the Wqkv output with ``qkv.chunk(3, dim=2)`` and calls
@@ -125,12 +131,19 @@ def apex_norm_weight_kernels(model: TransformerSpec, sp_tokens: float, e: int) -
     return kernels
 
 
-def forward_kernels(model: TransformerSpec, layer_backward: str, attention: str, tokens: float,
-                    widths: dict[str, int], e: int) -> list[Kernel]:
-    """Forward kernels of one layer outside its GEMMs that fused stacks do not launch: the 2021-22 Megatron layer's
-    QKV bias add (``F.linear`` on a 3-D input under PyTorch 1.x: read and write the [tokens, qkv] output, read the
-    bias); none otherwise."""
-    if not (megatron_2021(layer_backward, attention) and model.linear_biases):
+def separate_qkv_bias_add(qkv_bias_add: str | None, layer_backward: str, attention: str) -> bool:
+    """Whether the forward adds the QKV bias by a kernel of its own (``training.qkv_bias_add: separate``); unset:
+    the 2021-22 Megatron layer's (``megatron_2021``) does, any other stack's GEMM epilogue adds it."""
+    if qkv_bias_add is None:
+        return megatron_2021(layer_backward, attention)
+    return qkv_bias_add == "separate"
+
+
+def forward_kernels(model: TransformerSpec, separate_bias_add: bool, tokens: float, widths: dict[str, int],
+                    e: int) -> list[Kernel]:
+    """Forward kernels of one layer outside its GEMMs that fused stacks do not launch: Megatron-LM 2020-22's QKV
+    bias add (``separate_bias_add``: read and write the [tokens, qkv] output, read the bias); none otherwise."""
+    if not (separate_bias_add and model.linear_biases):
         return []
     elements = tokens * widths["qkv"]
     return [("qkv_bias_add", BIAS_ADD_FLOP_PER_ELEMENT * elements, 2 * elements * e + widths["qkv"] * e)]

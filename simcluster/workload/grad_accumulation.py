@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
+from simcluster.workload import optimizer_step
 from simcluster.workload.megatron_fp16_step import OPTIMIZER_PASSES
 
 OP_NAME = "grad_accumulate"                     # the op ``ops.layer_ops`` adds
@@ -61,13 +62,15 @@ def tensor_params(model: TransformerSpec, backward_weight: list) -> list[float]:
     """Parameters of each tensor of one layer whose gradients the accumulation adds, one entry a kernel: each
     weight-gradient GEMM's weight (in x out) and, where the model has biases, its bias (out: the column-parallel
     linears' split width, the row-parallel ones' full width), then the two norms' weights (and biases, LayerNorm)
-    and, with ``qk_layernorm``, the query and key norms' (head_dim each)."""
+    and, with ``qk_layernorm``, the query and key norms' (head_dim each). The norms follow
+    ``optimizer_step``'s per-norm rule, so a dense layer without qk_layernorm has
+    ``optimizer_step.parameter_tensors_per_layer`` tensors."""
     gemms = [op for op in backward_weight if op.kind == "gemm"]
     tensors = [float(op.m * op.n * op.batch) for op in gemms]
     if model.linear_biases:
         tensors += [float(op.n * op.batch) for op in gemms]
-    per_norm = 2 if model.norm == "layernorm" else 1
-    tensors += [float(model.hidden)] * 2 * per_norm
+    per_norm = optimizer_step.tensors_per_norm(model.norm)
+    tensors += [float(model.hidden)] * optimizer_step.LAYER_NORMS * per_norm
     if model.qk_layernorm:
         tensors += [float(model.d_head)] * 2 * per_norm
     return tensors

@@ -135,6 +135,7 @@ class Shard:
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
+    qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
@@ -178,6 +179,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
+                 qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype),
                  # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
@@ -493,8 +495,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
             casts, casts_bwd = ([_memory(name, n, size) for name, n, size in fp8_recipes.quantize_kernels(
                 shard.fp8_recipe, shard.fp8_transpose, tensors)] for tensors in (forward_tensors, backward_tensors))
 
-    qkv_bias = [_memory(*kernel) for kernel in eager_backward.forward_kernels(   # the 2021-22 Megatron layer's
-        model, shard.layer_backward, shard.attention, tokens,                    # QKV bias add (eager_backward)
+    qkv_bias = [_memory(*kernel) for kernel in eager_backward.forward_kernels(   # Megatron-LM 2020-22's QKV bias
+        model, shard.qkv_bias_add, tokens,                                       # add (eager_backward)
         eager_backward.linear_output_widths(model, tp, q_local, kv_local), e)]
     forward = [attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *core_forward, attn_out.forward(shard),
                attn_residual, mlp_norm, *mlp.forward, mlp_residual, *casts]

@@ -196,12 +196,22 @@ def launches(step_pass: Pass, elements: float, tensors: float) -> int:
     return 1
 
 
+LAYER_LINEARS = 4   # QKV, attention output, FC1, FC2 (a gated MLP's gate lives in FC1)
+LAYER_NORMS = 2     # the pre-attention and pre-MLP norms
+
+
+def tensors_per_norm(norm: str) -> int:
+    """Parameter tensors of one norm: its weight, and LayerNorm's bias."""
+    return 2 if norm == "layernorm" else 1
+
+
 def parameter_tensors_per_layer(norm: str, linear_biases: bool) -> int:
     """Parameter tensors of one Megatron-Core (Transformer Engine) transformer layer: the QKV, output, FC1 and FC2
     weights and the two norm weights fused into the QKV and FC1 modules; LayerNorm adds the two norms' biases, and
     linear biases (Megatron's add_bias_linear: GPT-style models; Llama recipes and Nemotron-4 turn them off) the
-    four linears' biases. Left out: MoE experts and routers, MLA's extra projections, embeddings."""
-    return 4 + 2 + (2 if norm == "layernorm" else 0) + (4 if linear_biases else 0)
+    four linears' biases. Left out: MoE experts and routers, MLA's extra projections, embeddings, qk_layernorm's
+    query and key norms (grad_accumulation.tensor_params adds those, on the same per-norm rule)."""
+    return LAYER_LINEARS * (2 if linear_biases else 1) + LAYER_NORMS * tensors_per_norm(norm)
 
 
 def shard_tensors(layer_tensors: float, shards: int) -> float:

@@ -79,11 +79,23 @@ def test_multi_node_ring_runs_one_channel_per_rail(rail32):
     )
 
 
-def _hidden_s(call, fabric) -> float:
-    """What the ring's repeats after the first save behind their sliced transfers (``Step.hidden_s``; its value is
-    checked against NCCL's slicing in test_ring_hides_at_most_half_a_step_of_latency_per_step)."""
-    (step,) = [s for s in collectives.schedule(call, fabric) if s.transfers]
-    return (step.repeat - 1) * step.hidden_s
+MIN_SLICE_BYTES = 32 * 2**10   # NCCL prims_simple.h genericOp: sliceSize/32, sliceSize = 4 MiB / 8 steps x 2 steps
+
+
+def _hidden_s(op: str, n: int, per_node: int, size: float, bytes_per_s: float) -> float:
+    """What a Simple ring's repeats after the first save behind their sliced transfers, from NCCL's rules alone: a
+    step's chunk, S/n over ``per_node`` channels (one per GPU of a node), goes as two slices, the first max(half of
+    it, 32 KiB) (all of it below 32 KiB); a step waits L plus its first slice's share of the transfer c = S/n / B,
+    so min(L, c (1 - first/chunk)) of L hides. L: tuning.cc's per-step latency spread over the steps."""
+    nodes = n // per_node
+    steps = 2 * (n - 1) if op == "allreduce" else n - 1
+    inter = (2 * (nodes - 1) if op == "allreduce" else nodes - 1) if nodes > 1 else 0
+    latency = ((steps - inter) * nccl("Simple", "nvlink_step_latency")
+               + inter * nccl("Simple", "network_step_latency")) / steps
+    c = size / n / bytes_per_s
+    chunk = size / n / per_node
+    first = min(chunk, max(chunk / 2, MIN_SLICE_BYTES))
+    return (steps - 1) * min(latency, c * (1 - first / chunk))
 
 
 def test_ring_allreduce_on_one_node_matches_alpha_beta(node8):
@@ -96,7 +108,7 @@ def test_ring_allreduce_on_one_node_matches_alpha_beta(node8):
     )  # NCCL's per-step latency includes the hardware's
     expected = nccl("Simple", "base_latency") + collectives.alpha_beta_time_s(
         "allreduce", "ring", n, size, alpha, NVLINK_BYTES_PER_S
-    ) - _hidden_s(call, node8)
+    ) - _hidden_s("allreduce", n, n, size, NVLINK_BYTES_PER_S)
     assert elapsed == pytest.approx(expected, rel=1e-9)
 
 
@@ -109,7 +121,7 @@ def test_three_models_agree_with_the_closed_form_on_one_node(node8, n, size):
     alpha = max(nccl("Simple", "nvlink_step_latency"), path_s)
     expected = nccl("Simple", "base_latency") + collectives.alpha_beta_time_s(
         "allreduce", "ring", n, size, alpha, NVLINK_BYTES_PER_S
-    ) - _hidden_s(call, node8)
+    ) - _hidden_s("allreduce", n, n, size, NVLINK_BYTES_PER_S)
     # store and forward over 2 hops (GPU -> NVSwitch -> GPU) adds at most one chunk time per step
     chunk_slack = 2 * (n - 1) * min(chunk_bytes, size / n) / NVLINK_BYTES_PER_S
     times = {
@@ -139,7 +151,7 @@ def test_three_models_agree_with_the_closed_form_across_nodes(rail32, size):
     alpha = step.overhead_s + inter_s
     expected = nccl("Simple", "base_latency") + collectives.alpha_beta_time_s(
         "allreduce", "ring", n, size, alpha, m * NIC_BYTES_PER_S
-    ) - _hidden_s(call, rail32)
+    ) - _hidden_s("allreduce", n, m, size, m * NIC_BYTES_PER_S)
     chunk_bytes = 32 * 2**10
     hops = max(len(rail32.path_links(int(a), int(b))) for a, b in net.pairs)
     chunk_slack = 2 * (n - 1) * (hops - 1) * chunk_bytes / NIC_BYTES_PER_S
@@ -201,7 +213,7 @@ def test_ring_reduce_scatter_and_all_gather_take_n_minus_1_steps(node8, op):
     alpha = max(nccl("Simple", "nvlink_step_latency"), node8.path_latency_s(0, 1))
     expected = nccl("Simple", "base_latency") + collectives.alpha_beta_time_s(
         op, "ring", 8, size, alpha, NVLINK_BYTES_PER_S
-    ) - _hidden_s(call, node8)
+    ) - _hidden_s(op, 8, 8, size, NVLINK_BYTES_PER_S)
     assert elapsed == pytest.approx(expected, rel=1e-9)
 
 

@@ -79,15 +79,15 @@ def _sc21_accumulation(per_tensor):
 
 
 def test_megatron_2021_adds_each_parameter_tensor_by_a_kernel_of_its_own():
-    """12 tensors a GPT layer (4 weights, 4 biases, 2 LayerNorm gains and biases: the count the DeepSpeed pipeline
-    uses too), 6 B each parameter (read the fp16 gradient, read and write the fp16 main gradient) of the memory model's
-    per-rank layer (an independent count: weights, biases and norms)."""
-    from simcluster.parallel import deepspeed_pipeline
+    """12 tensors a GPT layer (4 weights, 4 biases, 2 LayerNorm gains and biases: optimizer_step's count, which the
+    DeepSpeed pipeline uses too), 6 B each parameter (read the fp16 gradient, read and write the fp16 main gradient)
+    of the memory model's per-rank layer (an independent count: weights, biases and norms)."""
+    from simcluster.workload import optimizer_step
 
     scenario, adds = _sc21_accumulation(per_tensor=True)
     model, tp = scenario.model, scenario.parallelism.tp
     assert ops.shard_for(scenario).grad_accumulation_per_tensor
-    assert len(adds) == 12 == deepspeed_pipeline.parameter_tensors_per_layer(model)
+    assert len(adds) == 12 == optimizer_step.parameter_tensors_per_layer(model.norm, model.linear_biases)
     assert sum(op.hbm_bytes for op in adds) == pytest.approx((2 + 2 * 2) * memory.layer_params_per_rank(model, tp),
                                                              rel=1e-12)
     h = model.hidden
@@ -113,3 +113,20 @@ def test_only_megatron_lm_2020_2021_accumulates_per_tensor():
     assert grad_accumulation.per_tensor("megatron2021") and grad_accumulation.per_tensor("megatron2020")
     assert not any(grad_accumulation.per_tensor(name) for name in ("adam", "adam_precision_aware", "torch_adamw"))
     assert not ops.shard_for(config.load(SCENARIO)).grad_accumulation_per_tensor   # Megatron-FSDP: unchanged
+
+
+@pytest.mark.parametrize("norm, biases", [("layernorm", True), ("layernorm", False), ("rmsnorm", False),
+                                          ("rmsnorm", True)])
+def test_accumulated_tensors_match_the_optimizer_count(norm, biases):
+    """One count of a dense layer's parameter tensors: the accumulation's kernels (one a tensor) and the optimizer's
+    per-layer count agree for every norm and bias choice; qk_layernorm adds its two norms' tensors on the same rule."""
+    from simcluster.workload import optimizer_step
+
+    scenario = config.load(SC21)
+    model = scenario.model.model_copy(update={"norm": norm, "bias": biases})
+    weight_grads = ops.layer_ops(model, ops.shard_for(scenario))["backward_weight"]
+    expected = optimizer_step.parameter_tensors_per_layer(norm, biases)
+    assert len(grad_accumulation.tensor_params(model, weight_grads)) == expected
+    qk = model.model_copy(update={"qk_layernorm": True})
+    per_norm = 2 if norm == "layernorm" else 1
+    assert len(grad_accumulation.tensor_params(qk, weight_grads)) == expected + 2 * per_norm

@@ -4,7 +4,8 @@ writing the next).
 
 The chain, written out independently of the code: every rank's step j needs slice k of its predecessor's step
 j-1, which arrives one hop latency L after it left. The first step takes L + c (c: the step's transfer alone);
-each later one max(c, L + c/2). LL128 sends a step as one piece through the proxy: L + c every step.
+each later one max(c, L + c/2), where a chunk's first slice is max(half of it, 32 KiB) (genericOp's floor
+sliceSize/32). LL128 sends a step as one piece through the proxy: L + c every step.
 Ring reduce-scatter of one group with one GPU per node (TP 8 fills the nodes), NDR 400 Gb/s NICs at 47 GB/s for
 Simple (nccl-tests#290), NCCL's Ring/Simple latencies 8.4 us + 14 us per network step (tuning.cc).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from simcluster import collectives
-from simcluster.collectives import Collective
+from simcluster.collectives import Collective, timing
 from simcluster.fabric import topology
 from simcluster.spec import hardware
 
@@ -46,12 +47,21 @@ def test_simple_ring_step_takes_the_slower_of_its_transfer_and_latency_plus_half
     assert _reduce_scatter_s(ranks, BUCKET, "Simple")[0] == pytest.approx(_sliced_s(ranks, BUCKET), rel=1e-3)
 
 
-def test_small_steps_still_pay_the_latency_beyond_half_a_step():
-    """1 MB over 96 ranks: c = 0.22 us, so each step costs L + c/2 (nothing like the bandwidth-only time)."""
+def test_steps_of_one_minimum_slice_hide_nothing():
+    """1 MB over 96 ranks at one GPU per node: a 10.4 kB chunk, below genericOp's 32 KiB slice floor (sliceSize/32 of
+    1 MiB), goes as one slice, so each step costs L + c, as on LL128."""
     size = 1e6
     c = size / 96 / NIC_BUSBW
-    assert _reduce_scatter_s(96, size, "Simple")[0] == pytest.approx(BASE_S + STEP_S + c + 94 * (STEP_S + c / 2),
-                                                                  rel=1e-3)
+    assert _reduce_scatter_s(96, size, "Simple")[0] == pytest.approx(BASE_S + 95 * (STEP_S + c), rel=1e-3)
+
+
+def test_steps_between_one_and_two_minimum_slices_send_a_32_kib_slice_first():
+    """48 KiB chunks: slices of 32 KiB and 16 KiB, so a step waits L plus 2/3 of its transfer, not half of it."""
+    chunk = 48 * 1024
+    size = 96 * chunk
+    c = chunk / NIC_BUSBW
+    expected = BASE_S + (STEP_S + c) + 94 * max(c, STEP_S + c * (32 * 1024) / chunk)
+    assert _reduce_scatter_s(96, size, "Simple")[0] == pytest.approx(expected, rel=1e-4)
 
 
 def test_ll128_ring_pays_latency_and_transfer_on_every_step():
@@ -60,3 +70,48 @@ def test_ll128_ring_pays_latency_and_transfer_on_every_step():
     elapsed, path_s = _reduce_scatter_s(288, BUCKET, "LL128")
     # the fabric's inter-node path (4.1-4.7 us) exceeds LL128's 4.0 us: NCCL's latency includes the hardware's
     assert elapsed == pytest.approx(LL128_BASE_S + 287 * (max(LL128_STEP_S, path_s) + c), rel=1e-3)
+
+
+def _engine_s(fabric, run) -> tuple[float, list]:
+    """Seconds the engine's collective driver takes for ``run(driver)`` alone on ``fabric``, and its programs."""
+    import simpy
+
+    from simcluster import network
+    from simcluster.engine.drivers import CollectiveDriver, NetworkDriver
+
+    env = simpy.Environment()
+    driver = CollectiveDriver(env, fabric, NetworkDriver(env, network.make("flow", collectives.calibrated(fabric))))
+    env.process(run(driver))
+    env.run()
+    return env.now, list(driver._programs.values())
+
+
+def test_engine_sends_the_first_step_alone_and_hides_part_of_the_later_latencies():
+    """192 ranks, one GPU per node: c = 27 us, so only c/2 = 13.5 us of each later step's 14 us hides (L > c/2):
+    the engine's program sends the first repeat on its own, then the other 190 after their remaining latency, and
+    takes what the chain takes, BASE + (L + c) + 190 max(c, L + c/2)."""
+    ranks = 192
+    fabric = topology.build("rail-fat-tree", gpus=8 * ranks, gpus_per_node=8, gpu=H100, nic=CX7)
+    group = tuple(range(0, 8 * ranks, 8))
+    elapsed, (program,) = _engine_s(fabric, lambda d: d.run("reduce_scatter", [group], BUCKET, algorithm="ring"))
+    sends = [action for action in program if isinstance(action, timing.Send)]
+    assert len(sends) == 2 and sends[1].transfers[0].size_bytes == pytest.approx((ranks - 2) * BUCKET / ranks)
+    assert elapsed == pytest.approx(_sliced_s(ranks, BUCKET), rel=1e-3)
+
+
+NVLINK_BUSBW = 370e9            # H100 NVLink ring/Simple busbw, 8 GPUs (sjeaugey, NVIDIA/nccl-tests#212)
+NVLINK_STEP_S = 3.4e-6          # NCCL tuning.cc hwLat[NVLINK], Ring/Simple
+
+
+def test_a_fused_tensor_parallel_block_takes_each_ring_s_chain_time():
+    """A TP block's 2 all-gathers and 2 reduce-scatters of 32 MiB on one H100 node (Simple: below ~16 MiB NCCL
+    picks LL128, which hides nothing), fused into one transfer: each collective of k = 7 steps costs
+    BASE + k (L + c) - (k - 1) h, c = 4 MiB / 370 GB/s = 11.3 us, h = min(L, c/2) = L = 3.4 us (512 KiB a channel,
+    8 channels: two even slices)."""
+    size, n = 32 * 2**20, 8
+    fabric = topology.build("nvswitch-node", gpus=n, gpus_per_node=n, gpu=H100, nic=CX7)
+    calls = (("all_gather", 2), ("reduce_scatter", 2))
+    elapsed, _ = _engine_s(fabric, lambda d: d.run_block(calls, [tuple(range(n))], size, "tp", algorithm="ring"))
+    c, k = size / n / NVLINK_BUSBW, n - 1
+    hidden = min(NVLINK_STEP_S, c / 2)
+    assert elapsed == pytest.approx(4 * (BASE_S + k * (NVLINK_STEP_S + c) - (k - 1) * hidden), rel=1e-3)

@@ -83,13 +83,13 @@ def test_the_sc21_7_5b_layer_adds_its_qkv_bias_by_a_forward_kernel_of_its_own():
         assert names.index("qkv_bias_add") == names.index("qkv") + 1   # right after the GEMM
 
 
-@pytest.mark.parametrize("name", ["mpt-7b-8-a100-80gb", "korthikanti2022-22b-a100"])
-def test_the_2021_kernels_stay_with_the_2021_layer(name):
+@pytest.mark.parametrize("name, bias_add", [("mpt-7b-8-a100-80gb", False), ("korthikanti2022-22b-a100", True)])
+def test_the_2021_kernels_stay_with_the_2021_layer(name, bias_add):
     """MPT (PyTorch 2.x: a contiguous 3-D input flattened into addmm, the bias in cuBLASLt's epilogue; ATen's one
     dgamma/dbeta kernel) launches neither the add nor apex's finalize. Korthikanti et al. 2022's rows run
-    ``layer_backward: fused`` (Megatron-LM 2022's mixed state, docs/calibration.md round 15), so nothing of the 2021
-    layer is charged to them either."""
+    ``layer_backward: fused`` (Megatron-LM 2022's mixed state, docs/calibration.md round 15): no apex finalize, but
+    their forward adds the QKV bias after the GEMM (``qkv_bias_add: separate``, tests/unit/test_qkv_bias_add.py)."""
     scenario = config.load(name)
     layer = ops.layer_ops(scenario.model, ops.shard_for(scenario))
     names = {op.name for phase in layer.values() for op in phase}
-    assert "qkv_bias_add" not in names and not any(n.endswith("_weight_grad_finalize") for n in names)
+    assert ("qkv_bias_add" in names) == bias_add and not any(n.endswith("_weight_grad_finalize") for n in names)
