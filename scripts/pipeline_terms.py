@@ -163,9 +163,10 @@ def _bubble_run(scenario, parts: set[str]) -> tuple[float, float, list[float], S
 
 
 def bubble_terms(scenario) -> tuple[list[tuple[str, float]], dict]:
-    """The engine's pipeline bubble itemised: (a) the closed form (pp - 1)/(v m) of a stage's compute on the pure
-    schedule (every chunk the middle one's block, no communication, no data parallelism), the blocks as the plan
-    times them and what the overlapped TP collectives' slowdown of the blocks adds to it; the pure schedule's own
+    """The engine's pipeline bubble itemised: (a) the closed form (pp - 1)/(v m) of a stage's blocks on the pure
+    schedule (every chunk the middle one's block, no pipeline messages, no data parallelism), the blocks as the
+    plan times them, and what the blocks' own waits add to them as they run (blocking TP, CP and EP
+    communication, the overlapped TP collectives' slowdown of the compute); the pure schedule's own
     bubble less that closed form (0: the engine runs the interleaved schedule exactly); (c) the fitted pipeline
     step's share of the closed form (2 (pp - 1) blocks of ``pipeline_step_s``); then what each cause of
     ``BUBBLE_LADDER`` adds when switched on after the ones before it, up to the run as simulated."""
@@ -177,11 +178,13 @@ def bubble_terms(scenario) -> tuple[list[tuple[str, float]], dict]:
     v = plan.chunk_count // pp
     middle = plan.chunks[len(plan.chunks) // 2]
     block_s = middle.forward_compute_s + middle.backward_compute_s
-    stage_compute_s = sum(agent.tally.compute_s for agent in sim.agents) / len(sim.agents)
-    closed = (pp - 1) / (v * m) * stage_compute_s
+    # a stage's blocks as they run: their compute and the TP, CP and EP communication they wait for
+    stage_blocks_s = sum(a.tally.compute_s + a.tally.tp_comm_s + a.tally.cp_comm_s + a.tally.ep_comm_s
+                         for a in sim.agents) / len(sim.agents)
+    closed = (pp - 1) / (v * m) * stage_blocks_s
     step_s = kernels.host_model().pipeline_step_s if pp > 1 else 0.0
     terms = [("(a) closed form, plan blocks: (pp-1)(t_f+t_b)", (pp - 1) * block_s),
-             ("(a) closed form: TP overlap's slowdown of the blocks", closed - (pp - 1) * block_s),
+             ("(a) closed form: the blocks' TP/CP/EP waits, TP slowdown", closed - (pp - 1) * block_s),
              ("(a) pure schedule less the closed form", bubble - closed),
              ("(c) of the closed form: fitted pipeline steps", 2 * (pp - 1) * step_s)]
     for label, part in BUBBLE_LADDER:
