@@ -102,3 +102,14 @@ def test_stages_start_a_chunks_reduction_together():
         assert max(times) - min(times) < 1e-9, (local, times)
     firsts = [started[(stage, f"grad {sim.plan.dp_grad_op} c{stage}b0")] for stage in range(pp)]
     assert firsts == pytest.approx([firsts[0] - stage * middle.backward_compute_s for stage in range(pp)], rel=1e-9)
+
+
+def test_only_pipelined_zero_0_1_reductions_are_aligned():
+    from simcluster.engine.data_parallel import ReduceBucketsDuringBackward
+
+    zero2 = scenario(cluster__gpus_per_node=8, parallelism__pp=4, parallelism__dp=2, parallelism__virtual_stages=2,
+                     parallelism__zero_stage=2, training__global_batch_size=16,
+                     model={"layers": 16, "hidden": 2048, "heads": 16, "vocab": 32000})
+    flat = scenario(parallelism__zero_stage=1)  # no pipeline
+    for spec in (zero2, flat):
+        assert all(type(agent.gradients) is ReduceBucketsDuringBackward for agent in Simulation(spec).agents)
