@@ -50,7 +50,7 @@ def aligned(gradients: GradientReduction, scenario, plan, stage: int) -> Gradien
     stage's chunks aligned across stages when the chunks' gradients are reduced once a step, during the backward
     (``overlap_grad_reduce`` with ZeRO 0/1); else ``gradients`` itself."""
     if not (type(gradients) is ReduceBucketsDuringBackward and not gradients.every_microbatch
-            and plan.layout.pp > 1 and scenario.parallelism.megatron_core):
+            and plan.layout.pp > 1 and scenario.megatron_core):
         return gradients
     syncs = aligned_grad_syncs(plan.orders[stage], stage, scenario.parallelism.virtual_stages)
     return gradients if syncs is None else ReduceAlignedAcrossStages(syncs)
