@@ -111,5 +111,7 @@ def test_only_pipelined_zero_0_1_reductions_are_aligned():
                      parallelism__zero_stage=2, training__global_batch_size=16,
                      model={"layers": 16, "hidden": 2048, "heads": 16, "vocab": 32000})
     flat = scenario(parallelism__zero_stage=1)  # no pipeline
-    for spec in (zero2, flat):
+    torch_stack = scenario(cluster__gpus_per_node=8, parallelism__pp=4, parallelism__dp=2, parallelism__zero_stage=1,
+                           training__global_batch_size=16, training__optimizer="torch_adamw")  # not Megatron-Core
+    for spec in (zero2, flat, torch_stack):
         assert all(type(agent.gradients) is ReduceBucketsDuringBackward for agent in Simulation(spec).agents)
