@@ -12,10 +12,17 @@ own term), the fitted per-kernel gap (kernels x
 the engine (``engine.simulate``) the step, its compute, the pipeline bubble, exposed communication per parallelism
 and the communication kernels' interference. ``check`` compares the blocks' sum with the plan's block times
 (``ChunkCost.forward_compute_s`` + ``backward_compute_s``; 0 unless a block is host-bound).
+
+    PYTHONPATH=. python scripts/pipeline_terms.py --bubble megatron-177b-h100 nemo2409-gpt3-175b-128-h100-bf16
+
+``--bubble`` itemises the engine's pipeline bubble (the step less the compute and exposed communication, both
+averaged over the stages: engine/results.py) by running the step again with its causes added one at a time
+(``bubble_terms``; docs/calibration.md "Round 15: the pipeline bubble, itemised").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 
@@ -24,6 +31,7 @@ from fp8_pairs import layer_breakdown
 from simcluster import engine
 from simcluster.collectives import timing
 from simcluster.core.errors import ScenarioError
+from simcluster.engine import data_parallel
 from simcluster.engine.simulation import Simulation
 from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
@@ -115,13 +123,99 @@ def report(name: str) -> list[str]:
     return lines
 
 
+# the bubble's causes, added one at a time to the pure schedule (``bubble_terms``): (label, what the step adds)
+BUBBLE_LADDER = (
+    ("(b) stage imbalance: embedding, output layer, loss", "chunks"),
+    ("(d) pipeline messages on the critical path", "messages"),
+    ("(e) gradient reduction (interference, exposed tail)", "reduction"),
+    ("(e) parameter all-gather (first forwards wait)", "gather"),
+    ("(e) step collectives (embedding, grad norm)", "collectives"),
+)
+
+
+def _bubble_run(scenario, parts: set[str]) -> tuple[float, float, list[float], Simulation]:
+    """The step with only ``parts`` of the ladder (``BUBBLE_LADDER``) on: its time, its bubble, each stage's idle
+    time (the step less the stage's compute, optimizer and exposed communication) and the simulation."""
+    sim = Simulation(scenario, check_memory=False)
+    plan = sim.plan
+    if "chunks" not in parts:  # every chunk the middle one's block, every stage the same optimizer
+        middle = plan.chunks[len(plan.chunks) // 2]
+        plan.chunks = [dataclasses.replace(middle, chunk=c.chunk, stage=c.stage) for c in plan.chunks]
+        plan.deferred_wgrads = 0
+        plan.optimizer_s = [max(plan.optimizer_s)] * len(plan.optimizer_s)
+    if "messages" not in parts:
+        plan.p2p_bytes, plan.p2p_gather_bytes = 0.0, 0.0
+    if "collectives" not in parts:
+        plan.embedding_grad_bytes, plan.grad_norm_axes = 0.0, ()
+    for agent in sim.agents:
+        if "reduction" not in parts:
+            agent.gradients = data_parallel.GradientReduction()
+        if "gather" not in parts:
+            agent.parameters = data_parallel.ParameterGathering()
+    summary = sim.run(1).summary
+    step = float(summary["step_time_s"])
+    idle = []
+    for agent in sim.agents:
+        t = agent.tally
+        idle.append(step - t.compute_s - t.optimizer_s - t.tp_comm_s - t.cp_comm_s - t.p2p_wait_s - t.dp_wait_s
+                    - t.ep_comm_s)
+    return step, float(summary["pipeline_bubble_s"]), idle, sim
+
+
+def bubble_terms(scenario) -> tuple[list[tuple[str, float]], dict]:
+    """The engine's pipeline bubble itemised: (a) the closed form (pp - 1)/(v m) of a stage's blocks on the pure
+    schedule (every chunk the middle one's block, no pipeline messages, no data parallelism), the blocks as the
+    plan times them, and what the blocks' own waits add to them as they run (blocking TP, CP and EP
+    communication, the overlapped TP collectives' slowdown of the compute); the pure schedule's own
+    bubble less that closed form (0: the engine runs the interleaved schedule exactly); (c) the fitted pipeline
+    step's share of the closed form (2 (pp - 1) blocks of ``pipeline_step_s``); then what each cause of
+    ``BUBBLE_LADDER`` adds when switched on after the ones before it, up to the run as simulated."""
+    messages = Simulation(scenario, check_memory=False).plan.p2p_bytes
+    parts: set[str] = set()
+    step, bubble, idle, sim = _bubble_run(scenario, parts)
+    plan = sim.plan
+    pp, m = plan.layout.pp, plan.microbatches
+    v = plan.chunk_count // pp
+    middle = plan.chunks[len(plan.chunks) // 2]
+    block_s = middle.forward_compute_s + middle.backward_compute_s
+    # a stage's blocks as they run: their compute and the TP, CP and EP communication they wait for
+    stage_blocks_s = sum(a.tally.compute_s + a.tally.tp_comm_s + a.tally.cp_comm_s + a.tally.ep_comm_s
+                         for a in sim.agents) / len(sim.agents)
+    closed = (pp - 1) / (v * m) * stage_blocks_s
+    step_s = kernels.host_model().pipeline_step_s if pp > 1 else 0.0
+    terms = [("(a) closed form, plan blocks: (pp-1)(t_f+t_b)", (pp - 1) * block_s),
+             ("(a) closed form: the blocks' TP/CP/EP waits, TP slowdown", closed - (pp - 1) * block_s),
+             ("(a) pure schedule less the closed form", bubble - closed),
+             ("(c) of the closed form: fitted pipeline steps", 2 * (pp - 1) * step_s)]
+    for label, part in BUBBLE_LADDER:
+        parts.add(part)
+        before = bubble
+        step, bubble, idle, _sim = _bubble_run(scenario, parts)
+        terms.append((label, bubble - before))
+    facts = {"pp": pp, "v": v, "microbatches": m, "block_s": block_s, "step_s": step, "bubble_s": bubble,
+             "idle_by_stage_s": idle, "p2p_bytes": messages}
+    return terms, facts
+
+
+def bubble_report(name: str) -> list[str]:
+    terms, facts = bubble_terms(config.load(name))
+    lines = [f"== {name}: pp {facts['pp']}, v {facts['v']}, {facts['microbatches']} microbatches, chunk forward + "
+             f"backward {facts['block_s'] * 1e3:.2f} ms, pipeline message {facts['p2p_bytes'] / 1e6:.1f} MB"]
+    lines += [f"  {label:<54} {value:8.4f} s" for label, value in terms]
+    lines.append(f"  {'engine pipeline_bubble_s (the sum, less (c))':<54} {facts['bubble_s']:8.4f} s of "
+                 f"{facts['step_s']:.4f} s")
+    lines.append("  idle by stage: " + " ".join(f"{s:.4f}" for s in facts["idle_by_stage_s"]))
+    return lines
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(next(line.strip() for line in __doc__.splitlines() if "python scripts/" in line))
         return 2
+    bubble = argv[0] == "--bubble"
     try:
-        for name in argv:
-            print("\n".join(report(name)))
+        for name in argv[1:] if bubble else argv:
+            print("\n".join(bubble_report(name) if bubble else report(name)))
     except ScenarioError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from simcluster.collectives import deepep, timing
 from simcluster.core import catalog
 from simcluster.engine import data_parallel, variability
 from simcluster.engine.agents import Agent
+from simcluster.engine.aligned_reduction import aligned
 from simcluster.engine.drivers import CollectiveDriver, Groups, NetworkDriver
 from simcluster.engine.merge import NO_MERGE, SYMMETRIC, MergePolicy, default_policy
 from simcluster.engine.overlap import Slowdowns, slowdowns
@@ -111,7 +112,8 @@ class Simulation:
 
     def _agent(self, stage: int, ranks: list[int]) -> Agent:
         gradients, parameters = data_parallel.strategies(self.scenario.parallelism, self.plan, self.dp_size > 1)
-        return Agent(self, stage, ranks, gradients, parameters)
+        # pipelined: when each stage starts its chunks' reductions, as Megatron's schedules align them
+        return Agent(self, stage, ranks, aligned(gradients, self.scenario, self.plan, stage), parameters)
 
     # ---- pipeline messages ------------------------------------------------------------------------------------
     def inbox(self, agent: Agent, key) -> Message:

@@ -75,3 +75,30 @@ def batches_next_receive(order: list[Work], index: int) -> bool:
     if index + 1 >= len(order):
         return False
     return order[index + 1].phase != order[index].phase
+
+
+def aligned_grad_syncs(order: list[Work], stage: int, virtual_stages: int) -> dict[int, list[int]] | None:
+    """When Megatron's pipeline schedules start each model chunk's gradient reduction with its aligned reduction
+    (Megatron-LM ``--delay-grad-reduce``, on unless ``--no-delay-grad-reduce``, later ``align_grad_reduce``; NeMo 2's
+    ``extract_ddp_funcs`` sets ``config.grad_sync_func`` the same way in some releases, docs/calibration.md "Round
+    15: the pipeline bubble, itemised"): {backward unit b: the
+    chunks whose reduction starts once the stage's b-th backward (0-based) has run}; unit ``len(backwards)``:
+    after the cool-down, before the optimizer. None: the chunk's buckets start during its last backward (the
+    gradient hooks), as without alignment.
+
+    Interleaved (forward_backward_pipelining_with_interleaving, backward_step_helper): the hooks are off (no_sync);
+    after backward unit k, rank r starts the chunk whose last microbatch was backward unit k - r ("we launch
+    asynchronous communication at the same time across the pipeline-parallel group"), the whole chunk at once;
+    the chunks still pending after the cool-down start then, in model-chunk order. Non-interleaved
+    (forward_backward_pipelining_without_interleaving): the first stage's hooks run during its last backward (None);
+    every other stage starts its reduction after the cool-down ("other pipeline stages do grad reduction during
+    pipeline bubble").
+    """
+    backwards = [w for w in order if w.phase == "backward"]
+    if virtual_stages == 1:
+        return None if stage == 0 else {len(backwards): sorted({w.chunk for w in backwards})}
+    last = {w.chunk: unit for unit, w in enumerate(backwards)}  # a chunk's last backward: its last microbatch
+    syncs: dict[int, list[int]] = {}
+    for chunk in sorted(last):
+        syncs.setdefault(min(last[chunk] + stage, len(backwards)), []).append(chunk)
+    return syncs

@@ -65,3 +65,15 @@ def test_last_stage_extras_are_the_output_layer_and_loss(pipeline_terms):
 def test_usage_line(pipeline_terms, capsys):
     assert pipeline_terms.main([]) == 2
     assert capsys.readouterr().out.startswith("PYTHONPATH=. python scripts/pipeline_terms.py ")
+
+
+def test_bubble_items_sum_to_the_engine_bubble_and_the_pure_schedule_is_the_closed_form(pipeline_terms):
+    # megatron-177b-h100 (pp 6, vp 8, 24 microbatches): the pure schedule (uniform chunks, no messages, no data
+    # parallelism) idles exactly (pp - 1)/(vp m) of its blocks as run; the items, (c) excepted (a share of (a)),
+    # add up to the run's pipeline_bubble_s
+    terms, facts = pipeline_terms.bubble_terms(config.load("megatron-177b-h100"))
+    items = dict(terms)
+    assert abs(items["(a) pure schedule less the closed form"]) < 1e-6
+    total = sum(value for label, value in terms if not label.startswith("(c)"))
+    assert total == pytest.approx(facts["bubble_s"], abs=1e-9)
+    assert items["(b) stage imbalance: embedding, output layer, loss"] > 0  # the last stage's output layer and loss

@@ -1,0 +1,56 @@
+"""Megatron's aligned gradient reduction on pipelined runs: each stage starts a model chunk's gradient reduction
+at a point of its schedule chosen so that every stage starts it at about the same time (``schedules.
+aligned_grad_syncs``), rather than when the chunk's last backward ends.
+
+Megatron-Core's schedules do this by default (Megatron-LM ``--delay-grad-reduce``, later ``align_grad_reduce``;
+NeMo 2 wires the same ``grad_sync_func`` in some releases: docs/calibration.md "Round 15: the pipeline bubble,
+itemised") because "asynchronous communication tends to slow down compute": a
+reduction started when the cool-down reaches each stage slows that stage's next blocks while the cool-down's
+critical path passes through it, stage after stage; started together, they slow the stages at once.
+"""
+
+from __future__ import annotations
+
+from simcluster.engine.data_parallel import GradientReduction, ReduceBucketsDuringBackward, chunk_buckets, collective
+from simcluster.parallel.schedules import aligned_grad_syncs
+
+
+class ReduceAlignedAcrossStages(GradientReduction):
+    """A stage's chunks' gradient buckets, each chunk's all at once after the backward unit ``syncs`` names
+    (``schedules.aligned_grad_syncs``; unit = the count of the stage's backwards run this step). One instance per
+    agent: it counts the backwards."""
+
+    def __init__(self, syncs: dict[int, list[int]]):
+        self.syncs = syncs
+        self._unit = 0
+
+    def backward(self, agent, work):
+        yield from agent.parameters.run(agent, "backward", work)
+        chunks = self.syncs.get(self._unit, ())
+        self._unit += 1
+        return [event for chunk in chunks for event in _reduce(agent, chunk)]
+
+    def after_backward(self, agent) -> list:
+        chunks, self._unit = self.syncs.get(self._unit, ()), 0
+        return [event for chunk in chunks for event in _reduce(agent, chunk)]
+
+
+def _reduce(agent, chunk: int) -> list:
+    """Start the reduction of every bucket of ``chunk`` (named as ``ReduceBucketsDuringBackward`` names them)."""
+    plan = agent.sim.plan
+    cost = plan.chunks[chunk]
+    buckets = chunk_buckets(plan, cost)
+    return [event for bucket in range(buckets)
+            for event in collective(agent, plan.dp_grad_op, cost.grad_bytes / buckets, cost.expert_grad_bytes / buckets,
+                                    f"grad {plan.dp_grad_op} c{chunk}b{bucket}")]
+
+
+def aligned(gradients: GradientReduction, scenario, plan, stage: int) -> GradientReduction:
+    """``gradients`` (``data_parallel.strategies``) as Megatron-Core's pipelined schedules run it: the reduction of a
+    stage's chunks aligned across stages when the chunks' gradients are reduced once a step, during the backward
+    (``overlap_grad_reduce`` with ZeRO 0/1); else ``gradients`` itself."""
+    if not (type(gradients) is ReduceBucketsDuringBackward and not gradients.every_microbatch
+            and plan.layout.pp > 1 and scenario.megatron_core):
+        return gradients
+    syncs = aligned_grad_syncs(plan.orders[stage], stage, scenario.parallelism.virtual_stages)
+    return gradients if syncs is None else ReduceAlignedAcrossStages(syncs)
