@@ -29,7 +29,6 @@ here (``plan``), which together give the pair's time exactly.
 
 from __future__ import annotations
 
-from simcluster.collectives import nccl
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import Op
 
@@ -72,11 +71,6 @@ def split(per_layer: dict[str, list[tuple[str, int]]], sequence_parallel: bool
     return overlapped, {"forward": (), "backward": tuple(blocking)}
 
 
-def comm_kernel(gpu) -> interference.CommKernel:
-    """An NCCL ring collective over the NVLink of one node (the TP group): its CTAs and wire rate."""
-    return interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu))
-
-
 def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool) -> list[tuple[str, Op | None]]:
     """(collective, the GEMM it runs beside) of one layer: per ``BESIDE`` entry, the first ``linears``
     column-parallel GEMMs of its phase (None where the layer has no GEMM of that name, e.g. separate projections)."""
@@ -87,12 +81,19 @@ def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool
     return out
 
 
-def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str) -> float:
-    """How many times longer the GEMMs beside the async collectives run while an NCCL kernel runs (the memory-bound
-    share of those GEMMs, ``interference.slowdown``)."""
+def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str,
+             wire_bytes_per_s: float) -> float:
+    """How many times longer the GEMMs beside the async collectives run while an NCCL NVLink ring of
+    ``wire_bytes_per_s`` runs (its CTAs, ``interference.yaml`` ctas.nvlink; the memory-bound share of those GEMMs,
+    ``interference.slowdown``)."""
     gemms = [op for _, op in beside_ops(layer, linears, sequence_parallel) if op is not None]
     share = interference.memory_bound_share(gemms, gpu, precision)
-    return interference.slowdown(gpu, comm_kernel(gpu), share)
+    return interference.slowdown(gpu, interference.comm_kernel("nvlink", wire_bytes_per_s), share)
+
+
+def sm_slowdown(gpu) -> float:
+    """A compute-bound GEMM's slowdown beside an NCCL NVLink ring: SMs / (SMs - its CTAs)."""
+    return interference.slowdown(gpu, interference.comm_kernel("nvlink", 0.0), 0.0)
 
 
 def exposed_s(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str,
@@ -100,8 +101,9 @@ def exposed_s(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool,
     """Seconds a layer's backward waits on its async collectives beyond the engine's block-level overlap: per pair of
     a collective of c (``comm_s`` per op) beside a GEMM of g at slowdown f, max(0, c / f - g), which with the
     interference the engine charges, c (1 - 1/f), makes the pair's time max(c, g f) when c > g f, g + c (1 - 1/f)
-    otherwise (``interference.overlapped_s``)."""
-    f = slowdown(layer, linears, sequence_parallel, gpu, precision)
+    otherwise (``interference.overlapped_s``). f here is the SM share alone (the GEMMs beside are compute-bound;
+    the engine's factor adds their memory-bound share's HBM term, ``slowdown``, ~0 on these GEMMs)."""
+    f = sm_slowdown(gpu)
     total = 0.0
     for op_name, gemm in beside_ops(layer, linears, sequence_parallel):
         if gemm is not None:

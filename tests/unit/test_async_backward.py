@@ -60,8 +60,8 @@ def test_collective_shorter_than_its_gemm_exposes_nothing_longer_exposes_the_dif
     scenario = _scenario()
     gpu, precision = scenario.cluster.gpu, scenario.training.precision
     layer = layer_ops(scenario.model, shard_for(scenario))
-    f = async_backward.slowdown(layer, 2, True, gpu, precision)
-    assert f == pytest.approx(kernels.sm_count(gpu.name) / (kernels.sm_count(gpu.name) - 24), rel=0.02)
+    f = async_backward.sm_slowdown(gpu)
+    assert f == pytest.approx(kernels.sm_count(gpu.name) / (kernels.sm_count(gpu.name) - 24), rel=1e-12)
     wgrad = [_gemm_s(scenario, "backward_weight", name) for name in ("qkv", "mlp_up")]
     dgrad = [_gemm_s(scenario, "backward_input", name) for name in ("qkv", "mlp_up")]
     short = 0.5 * min(wgrad + dgrad)
