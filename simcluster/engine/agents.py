@@ -209,7 +209,8 @@ class Agent:
                 if ep_done.callbacks is not None:
                     ep_done.callbacks.append(lambda _event, box=ep_ended: box.__setitem__(0, env.now))
         tp_done = None
-        if calls and sim.scenario.parallelism.tp_comm_overlap:  # Transformer Engine: they start with the compute
+        # Transformer Engine's overlap, or (overlap off) the backward's async collectives: they start with the compute
+        if calls and (sim.scenario.parallelism.tp_comm_overlap or (phase == "backward" and cost.tp_async_backward)):
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
                                           op_bytes=cost.tp_op_bytes)
             compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / parts, sim.slowdowns.tp[phase])
@@ -227,8 +228,9 @@ class Agent:
                                               op_bytes=cost.tp_op_bytes)
             if not tp_done.triggered:
                 yield tp_done
-        if blocking_calls:  # async TP's unfused collectives: after the compute, at the activation's width
-            blocking_done = sim.tensor_parallel(self, blocking_calls, cost.tp_bytes, f"{name} m{work.microbatch}")
+        if blocking_calls:  # async TP's unfused collectives, Megatron's synchronous backward ones: after the compute
+            blocking_done = sim.tensor_parallel(self, blocking_calls, cost.tp_bytes, f"{name} m{work.microbatch}",
+                                                op_bytes=cost.tp_op_bytes)
             if not blocking_done.triggered:
                 yield blocking_done
         tp_comm_s = env.now - tp_started_at_s

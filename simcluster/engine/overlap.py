@@ -10,7 +10,9 @@ Two places overlap communication with compute in the engine, each with its own k
   hold num_sm, none where set_sm_margin launched their GEMM on the others), and a phase's factor mixes them by
   their share of the phase's communication time (bytes): the compute loses sum(t_i * (1 - 1/f_i)) beside kernels
   of factors f_i running t_i each (``interference.overlapped_s``), which one factor f does for sum(t_i) when
-  1/f = mean(1/f_i).
+  1/f = mean(1/f_i);
+- with ``tp_comm_overlap`` off, Megatron's and TE's async backward collectives (``workload.async_backward``): NCCL
+  NVLink rings beside the column-parallel GEMMs, at those GEMMs' memory-bound share.
 The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk).
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from simcluster.collectives import nccl
 from simcluster.parallel.plan import BACKWARD_PHASES, tp_collective_bytes, tp_collectives_per_layer
-from simcluster.workload import async_tp, interference, userbuffers
+from simcluster.workload import async_backward, async_tp, interference, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
 PHASES = {"forward": ("forward",), "backward": BACKWARD_PHASES}
@@ -52,6 +54,11 @@ def slowdowns(scenario, layout) -> Slowdowns:
     if p.tp_comm_overlap_impl == "async_tp":  # copy engines move the data; barrier kernels hold a few SMs
         kernel = interference.CommKernel(async_tp.comm_sms(), tp_wire)
         tp = {phase: interference.slowdown(gpu, kernel, m) for phase, m in share.items()}
+    elif async_backward.applies(scenario):  # overlap off: NCCL kernels beside the column-parallel GEMMs
+        per_layer = tp_collectives_per_layer(scenario)
+        backward = async_backward.slowdown(layer, async_backward.linears(per_layer), p.sequence_parallel, gpu,
+                                           precision, tp_wire)
+        tp = {"forward": 1.0, "backward": backward}  # the forward's collectives are blocking
     elif p.sequence_parallel and p.tp > 1:
         tp = {phase: _userbuffers_slowdown(scenario, phase, tp_wire, m) for phase, m in share.items()}
     else:  # all-reduces: one kernel of TE's default num_sm

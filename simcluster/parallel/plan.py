@@ -23,6 +23,7 @@ from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import (
+    async_backward,
     async_tp,
     composer_adamw,
     fp8_params,
@@ -77,9 +78,13 @@ class ChunkCost:
     # ring attention's key/value exchange per phase: (attention time it hides behind, ring steps, bytes per step)
     cp_exchange: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
-    # with tp_comm_overlap, the TP collectives of a phase that stay blocking after the compute, at ``tp_bytes`` each
-    # (async TP's unfused backward collectives, ``workload.async_tp``); not in ``tp_collectives`` nor ``*_tp_comm_s``
+    # the TP collectives of a phase that stay blocking after the compute while those of ``tp_collectives`` overlap
+    # it: async TP's unfused backward collectives (``workload.async_tp``), and with the overlap off Megatron's and
+    # TE's synchronous backward ones (``workload.async_backward``); not in ``tp_collectives`` nor ``*_tp_comm_s``
     tp_blocking: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    # the backward's ``tp_collectives`` start with its compute without ``tp_comm_overlap``: the column-parallel
+    # linears' async collectives beside their GEMMs (``workload.async_backward``)
+    tp_async_backward: bool = False
     tp_bytes: float = 0.0
     # bytes of one TP collective per op where they differ from ``tp_bytes`` (fp8 all-gathers, ``tp_collective_bytes``);
     # ``*_tp_comm_s`` and the engine's network (``Simulation.tensor_parallel``'s ``op_bytes``) use them.
@@ -244,10 +249,17 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_bytes = t.seq_len / p.cp * t.micro_batch_size * m.hidden * activation_element
     tp_group = layout.group(0, "tp")
     per_layer = tp_collectives_per_layer(scenario)
-    blocking: dict[str, tuple[tuple[str, int], ...]] = {}
-    if micro_pipelined:  # the collectives the pass leaves to NCCL run after the compute, blocking
-        per_layer, blocking = async_tp.split(per_layer)
     moe_per_layer = tp_collectives_per_layer(scenario, moe_layer=True) if m.moe else per_layer
+    blocking: dict[str, tuple[tuple[str, int], ...]] = {}
+    moe_blocking = blocking
+    async_bwd = async_backward.applies(scenario)  # overlap off: the column-parallel linears' async collectives
+    linears = (async_backward.linears(per_layer), async_backward.linears(moe_per_layer)) if async_bwd else (0, 0)
+    if micro_pipelined:  # the collectives the pass leaves to NCCL run after the compute, blocking (dense only)
+        per_layer, blocking = async_tp.split(per_layer)
+        moe_per_layer, moe_blocking = per_layer, blocking
+    elif async_bwd:
+        per_layer, blocking = async_backward.split(per_layer, p.sequence_parallel)
+        moe_per_layer, moe_blocking = async_backward.split(moe_per_layer, p.sequence_parallel)
     tp_op_bytes = tp_collective_bytes(scenario, activation_bytes)
     tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), tp_op_bytes[op])
                                         for op, count in ops) for phase, ops in calls.items()}
@@ -261,6 +273,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
         moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s, ub_settings, fp8_s, precision)
         moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
+    if async_bwd:  # what outlasts the GEMM it runs beside (the engine overlaps the rest with the block)
+        comm_s = {op: collective_time_s(op, tuple(tp_group), tp_op_bytes[op]) for op, _ in per_layer["backward"]}
+        layer_bwd += kernels.StreamTime(device_s=async_backward.exposed_s(
+            layer, linears[0], p.sequence_parallel, gpu, precision, comm_s))
+        moe_bwd += kernels.StreamTime(device_s=async_backward.exposed_s(
+            moe_layer, linears[1], p.sequence_parallel, gpu, precision, comm_s))
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts, moe_counts = memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)  # MTP's: last chunk
@@ -317,8 +335,10 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             tp_collectives={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
                                          in zip(ops, moe_per_layer[phase], strict=True))
                             for phase, ops in per_layer.items()},
-            tp_blocking={phase: tuple((op, layers * count) for op, count in calls)
+            tp_blocking={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
+                                      in zip(calls, moe_blocking[phase], strict=True))
                          for phase, calls in blocking.items()},
+            tp_async_backward=async_bwd,
             tp_bytes=activation_bytes,
             tp_op_bytes={op: size for op, size in tp_op_bytes.items() if size != activation_bytes},
             ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)

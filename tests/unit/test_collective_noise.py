@@ -48,7 +48,10 @@ def test_a_serial_step_is_delayed_by_exactly_the_noise_drawn(tp):
     sim = Simulation(scenario({"collective_latency_noise": f"{MEAN_S * 1e6} us", "seed": 1}, tp=tp, dp=16 // tp))
     noisy_s = sim.run().summary["step_time_s"]
     assert sim.variability.noise_calls > 0
-    assert noisy_s - clean_s == pytest.approx(sim.variability.noise_drawn_s, rel=1e-9)
+    if tp == 1:
+        assert noisy_s - clean_s == pytest.approx(sim.variability.noise_drawn_s, rel=1e-9)
+    else:  # the backward's async TP collectives hide their noise under the compute (workload.async_backward)
+        assert 0 < noisy_s - clean_s <= sim.variability.noise_drawn_s * (1 + 1e-9)
 
 
 @pytest.mark.parametrize(("collectives", "groups", "expected"), [

@@ -96,5 +96,6 @@ def test_tp_comm_overlap_slows_the_compute_for_the_collectives_time(one_node, mi
     blocking = simulate(config.from_dict({**spec.model_dump(mode="json"),
                                           "parallelism": {**spec.parallelism.model_dump(mode="json"),
                                                           "tp_comm_overlap": False}})).summary
-    assert blocking["comm_interference_s"] == 0.0
+    # overlap off: only the backward's async collectives run beside the compute (workload.async_backward)
+    assert blocking["comm_interference_s"] > 0.0
     assert summary["step_time_s"] < blocking["step_time_s"]

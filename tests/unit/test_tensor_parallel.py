@@ -30,15 +30,16 @@ def scenario(small_scenario):
 
 @pytest.mark.parametrize("sequence_parallel", [True, False])
 def test_tp_collectives_alone_on_an_nvswitch_take_their_isolated_time(scenario, sequence_parallel):
-    """One node, no other traffic: the engine's TP time is the sum over blocks of each collective timed alone with
-    the analytic model (collectives.run), which the engine never calls while it runs."""
+    """One node, no other traffic: the engine's TP time is the sum over blocks of each blocking collective timed
+    alone with the analytic model (collectives.run), which the engine never calls while it runs."""
     spec = scenario(parallelism__sequence_parallel=sequence_parallel)
     sim = Simulation(spec)
     summary = sim.run().summary
     group = tuple(range(8))
     expected = 0.0
     for chunk in sim.plan.chunks:
-        for calls in chunk.tp_collectives.values():
+        assert chunk.tp_async_backward  # the backward's async collectives hide under it (workload.async_backward)
+        for calls in (chunk.tp_collectives["forward"], chunk.tp_blocking["backward"]):
             expected += sum(count * timing.isolated_time_s(sim.fabric, op, group, chunk.tp_bytes)
                             for op, count in calls)
     expected *= sim.plan.microbatches

@@ -47,7 +47,9 @@ def test_a_straggler_slows_a_single_stage_step_by_its_extra_compute(expand):
     base = simulate(scenario(tp=2, pp=1, dp=8, overlap=False), expand=expand).summary
     slowed = simulate(scenario({"stragglers": [{"ranks": [3], "slowdown": slowdown}]}, tp=2, pp=1, dp=8,
                                overlap=False), expand=expand).summary
-    assert slowed["step_time_s"] == pytest.approx(base["step_time_s"] + (slowdown - 1) * base["compute_s"], rel=1e-9)
+    # the interference of the backward's async TP collectives (workload.async_backward) does not scale with it
+    extra_s = (slowdown - 1) * (base["compute_s"] - base["comm_interference_s"])
+    assert slowed["step_time_s"] == pytest.approx(base["step_time_s"] + extra_s, rel=1e-9)
 
 
 def test_a_straggler_node_slows_every_gpu_on_it():

@@ -1,0 +1,111 @@
+"""The column-parallel linears' asynchronous backward collectives of Megatron and Transformer Engine, with TP
+communication overlap off (``parallelism.tp_comm_overlap: false``; with it on, userbuffers run them:
+``workload.userbuffers``).
+
+Read in the source (stored text):
+- Megatron-Core ``tensor_parallel/layers.py`` ``LinearWithGradAccumulationAndAsyncCommunication.backward``
+  (core_r0.5 .. r0.12; Megatron-LM 2022's copy with ``sequence_parallel_enabled`` alike): with sequence
+  parallelism the saved input is all-gathered ``async_op=True`` before the dgrad GEMM and waited after it; the
+  dgrad output is reduce-scattered ``async_op=True`` before the wgrad GEMM ("Here we rely on
+  CUDA_DEVICE_MAX_CONNECTIONS=1 to ensure that the reduce scatter is scheduled before the weight gradient
+  computation") and waited after it; without sequence parallelism the dgrad all-reduce likewise.
+- Transformer Engine 1.x / 2.x ``module/linear.py``, ``layernorm_linear.py``, ``layernorm_mlp.py`` backward: the
+  norm output (the input) re-gathered with ``gather_along_first_dim(..., async_op=True)`` before the dgrad GEMM,
+  ``handle.wait()`` after it; "# Overlap dgrad-RS/AR with wgrad": ``reduce_scatter_along_first_dim(dgrad, ...,
+  async_op=True)`` (``allreduce(dgrad, ..., async_op=True)`` without sequence parallelism), waited after the wgrad
+  GEMM.
+- The row-parallel linears' backward all-gather of dY (``_ReduceScatterToSequenceParallelRegion.backward`` ->
+  ``_gather_along_first_dim``; TE's ``grad_output_preprocess``) is synchronous: it stays blocking, as do the
+  forward's collectives and a full recompute's.
+
+So per column-parallel linear (QKV, MLP up): one all-gather of the input beside its dgrad GEMM and one
+reduce-scatter of its dgrad beside its wgrad GEMM (sequence parallel), or one all-reduce beside its wgrad GEMM.
+Each is an NCCL kernel on its own SMs beside the GEMM (``interference``: the GEMM slows while it runs) and is
+exposed only where it outlasts the slowed GEMM: a GEMM of g alone beside a collective of c at slowdown f takes
+g + c (1 - 1/f) when c <= g f, else c. The engine starts a block's async collectives with its compute and charges
+their interference over the block (``engine.overlap``); the per-GEMM exposure ``exposed_s`` is added to the block
+here (``plan``), which together give the pair's time exactly.
+"""
+
+from __future__ import annotations
+
+from simcluster.workload import interference, kernels
+from simcluster.workload.ops import Op
+
+# The column-parallel GEMMs of a layer, in the order of their collectives (ops.layer_ops names); a layer with one
+# pair of TP collectives (an MoE layer without shared experts) has the first only.
+COLUMN_PARALLEL = ("qkv", "mlp_up")
+# Which GEMM phase each async collective runs beside (sequence parallel, and not)
+BESIDE = {True: (("all_gather", "backward_input"), ("reduce_scatter", "backward_weight")),
+          False: (("allreduce", "backward_weight"),)}
+
+
+def applies(scenario) -> bool:
+    """Megatron-Core / Transformer Engine (and Megatron-LM 2022's layer) with tp > 1 and TP overlap off. Megatron-LM
+    2020-21 (local DDP) and DeepSpeed's pipeline engine are left blocking (their copies were not read)."""
+    p = scenario.parallelism
+    return p.tp > 1 and not p.tp_comm_overlap and scenario.megatron_core
+
+
+def linears(per_layer: dict[str, list[tuple[str, int]]]) -> int:
+    """Column-parallel linears of a layer: one per forward reduce-scatter (or all-reduce)."""
+    return sum(count for op, count in per_layer["forward"] if op in ("reduce_scatter", "allreduce"))
+
+
+def split(per_layer: dict[str, list[tuple[str, int]]], sequence_parallel: bool
+          ) -> tuple[dict[str, list[tuple[str, int]]], dict[str, tuple[tuple[str, int], ...]]]:
+    """A layer's TP collectives per phase (``plan.tp_collectives_per_layer``) as (overlapped, blocking), the form
+    ``plan.tp_blocking`` has for async TP: the backward's overlapped calls are the async ones (``BESIDE``, one per
+    column-parallel linear; the input re-gather is new, ``tp_collectives_per_layer`` has none), the blocking ones the
+    rest of the backward (dY all-gathers, a full recompute's forward collectives); the forward unchanged (the engine
+    runs it blocking without ``tp_comm_overlap``)."""
+    n = linears(per_layer)
+    remaining = {"reduce_scatter": n} if sequence_parallel else {"allreduce": n}
+    blocking = []
+    for op, count in per_layer["backward"]:
+        taken = min(count, remaining.get(op, 0))
+        remaining[op] = remaining.get(op, 0) - taken
+        blocking.append((op, count - taken))
+    overlapped = {"forward": list(per_layer["forward"]),
+                  "backward": [(op, n) for op, _ in BESIDE[sequence_parallel]]}
+    return overlapped, {"forward": (), "backward": tuple(blocking)}
+
+
+def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool) -> list[tuple[str, Op | None]]:
+    """(collective, the GEMM it runs beside) of one layer: per ``BESIDE`` entry, the first ``linears``
+    column-parallel GEMMs of its phase (None where the layer has no GEMM of that name, e.g. separate projections)."""
+    out = []
+    for op_name, phase in BESIDE[sequence_parallel]:
+        by_name = {op.name: op for op in layer.get(phase, []) if op.kind == "gemm"}
+        out += [(op_name, by_name.get(name)) for name in COLUMN_PARALLEL[:linears]]
+    return out
+
+
+def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str,
+             wire_bytes_per_s: float) -> float:
+    """How many times longer the GEMMs beside the async collectives run while an NCCL NVLink ring of
+    ``wire_bytes_per_s`` runs (its CTAs, ``interference.yaml`` ctas.nvlink; the memory-bound share of those GEMMs,
+    ``interference.slowdown``)."""
+    gemms = [op for _, op in beside_ops(layer, linears, sequence_parallel) if op is not None]
+    share = interference.memory_bound_share(gemms, gpu, precision)
+    return interference.slowdown(gpu, interference.comm_kernel("nvlink", wire_bytes_per_s), share)
+
+
+def sm_slowdown(gpu) -> float:
+    """A compute-bound GEMM's slowdown beside an NCCL NVLink ring: SMs / (SMs - its CTAs)."""
+    return interference.slowdown(gpu, interference.comm_kernel("nvlink", 0.0), 0.0)
+
+
+def exposed_s(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str,
+              comm_s: dict[str, float]) -> float:
+    """Seconds a layer's backward waits on its async collectives beyond the engine's block-level overlap: per pair of
+    a collective of c (``comm_s`` per op) beside a GEMM of g at slowdown f, max(0, c / f - g), which with the
+    interference the engine charges, c (1 - 1/f), makes the pair's time max(c, g f) when c > g f, g + c (1 - 1/f)
+    otherwise (``interference.overlapped_s``). f here is the SM share alone (the GEMMs beside are compute-bound;
+    the engine's factor adds their memory-bound share's HBM term, ``slowdown``, ~0 on these GEMMs)."""
+    f = sm_slowdown(gpu)
+    total = 0.0
+    for op_name, gemm in beside_ops(layer, linears, sequence_parallel):
+        if gemm is not None:
+            total += max(0.0, comm_s[op_name] / f - kernels.op_time_s(gemm, gpu, precision))
+    return total

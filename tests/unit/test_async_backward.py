@@ -1,0 +1,98 @@
+"""Megatron's and Transformer Engine's async backward TP collectives with the overlap off (workload.async_backward)
+against closed forms from their source: per column-parallel linear, the input re-gather beside its dgrad GEMM and
+the dgrad reduce-scatter beside its wgrad GEMM (all-reduce without sequence parallelism), each hidden behind that
+GEMM slowed by the NCCL kernel's SMs and exposed only by what outlasts it; the dY all-gathers stay blocking."""
+
+from __future__ import annotations
+
+import pytest
+
+from simcluster.collectives import timing
+from simcluster.engine import Simulation
+from simcluster.parallel import plan
+from simcluster.spec import config
+from simcluster.spec.model import TransformerSpec
+from simcluster.workload import async_backward, interference, kernels
+from simcluster.workload.ops import layer_ops, shard_for
+
+MODEL = TransformerSpec(layers=4, hidden=8192, heads=64, kv_heads=8, ffn_hidden=28672, vocab=128256, mlp="swiglu",
+                        norm="rmsnorm", position="rope", dropout=False)
+TP = 8
+
+
+def _scenario(sequence_parallel: bool = True, overlap: bool = False) -> config.Scenario:
+    return config.from_dict({
+        "name": "async-backward",
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "topology": "nvswitch-node"},
+        "model": MODEL.model_dump(mode="json"),
+        "training": {"seq_len": 8192, "global_batch_size": 2, "micro_batch_size": 2, "precision": "bf16"},
+        "parallelism": {"tp": TP, "dp": 1, "sequence_parallel": sequence_parallel, "zero_stage": 1,
+                        "tp_comm_overlap": overlap}})
+
+
+def _gemm_s(scenario, phase: str, name: str) -> float:
+    layer = layer_ops(scenario.model, shard_for(scenario))
+    (op,) = [op for op in layer[phase] if op.kind == "gemm" and op.name == name]
+    return kernels.op_time_s(op, scenario.cluster.gpu, scenario.training.precision)
+
+
+def _plan(scenario, times: dict[str, float]) -> plan.StepPlan:
+    return plan.plan(scenario, lambda op, group, size: times[op])
+
+
+def test_collectives_split_into_async_beside_the_column_gemms_and_blocking_dy_gathers():
+    chunk = _plan(_scenario(), {"all_gather": 1e-4, "reduce_scatter": 1e-4, "allreduce": 1e-4}).chunks[0]
+    layers = MODEL.layers
+    assert chunk.tp_async_backward
+    assert chunk.tp_collectives["backward"] == (("all_gather", 2 * layers), ("reduce_scatter", 2 * layers))
+    assert dict(chunk.tp_blocking["backward"]) == {"reduce_scatter": 0, "all_gather": 2 * layers}
+    assert chunk.tp_collectives["forward"] == (("reduce_scatter", 2 * layers), ("all_gather", 2 * layers))
+    no_sp = _plan(_scenario(sequence_parallel=False), {"allreduce": 1e-4}).chunks[0]
+    assert no_sp.tp_collectives["backward"] == (("allreduce", 2 * layers),)
+    assert dict(no_sp.tp_blocking["backward"]) == {"allreduce": 0}
+    with_overlap = _plan(_scenario(overlap=True), {"all_gather": 1e-4, "reduce_scatter": 1e-4}).chunks[0]
+    assert not with_overlap.tp_async_backward  # userbuffers run them (workload.userbuffers)
+
+
+def test_collective_shorter_than_its_gemm_exposes_nothing_longer_exposes_the_difference():
+    """Per pair: exposed max(0, c / f - g) on top of the block, whose interference c (1 - 1/f) the engine charges;
+    together max(c, g f) - g when c > g f (the collective outlasts its slowed GEMM)."""
+    scenario = _scenario()
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    layer = layer_ops(scenario.model, shard_for(scenario))
+    f = async_backward.sm_slowdown(gpu)
+    assert f == pytest.approx(kernels.sm_count(gpu.name) / (kernels.sm_count(gpu.name) - 24), rel=1e-12)
+    wgrad = [_gemm_s(scenario, "backward_weight", name) for name in ("qkv", "mlp_up")]
+    dgrad = [_gemm_s(scenario, "backward_input", name) for name in ("qkv", "mlp_up")]
+    short = 0.5 * min(wgrad + dgrad)
+    baseline = _plan(scenario, {"all_gather": short, "reduce_scatter": short}).chunks[0].backward_compute_s
+    assert async_backward.exposed_s(layer, 2, True, gpu, precision,
+                                    {"all_gather": short, "reduce_scatter": short}) == 0.0
+    long = 2.0 * f * max(wgrad)  # longer than either wgrad GEMM, slowed; the gathers stay short
+    longer = _plan(scenario, {"all_gather": short, "reduce_scatter": long}).chunks[0].backward_compute_s
+    expected = MODEL.layers * sum(long / f - g for g in wgrad)
+    assert longer - baseline == pytest.approx(expected, rel=1e-9)
+    # with the interference the engine charges, each pair lasts the collective: c (1 - 1/f) + (c / f - g) + g = c
+    for g in wgrad:
+        assert long * (1 - 1 / f) + (long / f - g) + g == pytest.approx(long)
+
+
+def test_overlap_off_backward_waits_only_on_the_blocking_gathers():
+    """Engine: the async collectives start with the backward block and slow it while they run (NCCL's SMs); the
+    exposed TP wait is the forward's collectives and the backward's dY gathers only, each alone on the fabric."""
+    sim = Simulation(_scenario())
+    summary = sim.run().summary
+    group = tuple(range(TP))
+    extra_s = exposed_s = 0.0
+    for chunk in sim.plan.chunks:
+        compute_s, async_s = chunk.backward_compute_s, chunk.backward_tp_comm_s
+        slowed_s = interference.overlapped_s(compute_s, async_s, sim.slowdowns.tp["backward"])
+        assert async_s < compute_s
+        extra_s += slowed_s - compute_s
+        gathers_s = sum(count * timing.isolated_time_s(sim.fabric, op, group, chunk.tp_bytes)
+                        for op, count in chunk.tp_blocking["backward"] if count)
+        exposed_s += chunk.forward_tp_comm_s + gathers_s
+    assert sim.slowdowns.tp["backward"] > 1.1
+    assert summary["comm_interference_s"] == pytest.approx(sim.plan.microbatches * extra_s, rel=1e-9)
+    assert summary["exposed_comm_by_parallelism_s"]["tp"] == pytest.approx(sim.plan.microbatches * exposed_s,
+                                                                          rel=1e-9)
