@@ -71,11 +71,13 @@ MIN_TIMEOUT_S = 120
 # interleaved scenario states its overlaps, -0.1%), and round 13's (the rank order's default with the pipeline
 # outermost, which the interleaved scenario now states as Meta's tp-cp-pp-dp; TE's pipeline reduce-scatter chunks in
 # series; the refit to 39 us, 270 us) by +0.016% and +0.12%, and round 14's (Transformer Engine 2.x's default
-# set_sm_margin: overlapped pipeline and bulk GEMMs on SMs - 16; the refit to 39 us, 250 us) by +4.6% and +4.3%, to
-# the values below (`simcluster run` of the same scenarios on the tree of that change)
-MAIN_STEP_S = {"llama3-405b-16384": 12.301895367805873, "llama3-405b-16k-h100": 7.447256045494787,
+# set_sm_margin: overlapped pipeline and bulk GEMMs on SMs - 16; the refit to 39 us, 250 us) by +4.6% and +4.3%, and
+# round 15's (NCCL's Simple ring in two slices a step, Megatron-Core's aligned gradient reduction on pipelined
+# stages, the refit to 33 us, 400 us) by -0.8% and -1.5%, to the values below (`simcluster run` of the same
+# scenarios on the tree of that change)
+MAIN_STEP_S = {"llama3-405b-16384": 12.207602060341289, "llama3-405b-16k-h100": 7.336593288438546,
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)
-               "llama3-405b-16384-expanded": 12.301895367805873}
+               "llama3-405b-16384-expanded": 12.207602060341289}
 
 
 @dataclass
