@@ -242,7 +242,8 @@ class Training(_Defaulted):
         "fused", description="bias and norm-weight gradients of a layer: fused (Transformer Engine: the bias gradient "
         "in the wgrad GEMM's epilogue, dgamma/dbeta inside the norm's backward kernel) or eager (PyTorch autograd of "
         "nn.Linear and F.layer_norm, llm-foundry's MPT: a reduction kernel per bias, a second pass over dy and x per "
-        "norm; workload/eager_backward.py)")
+        "norm; Megatron-LM 2020-22 with apex's fused LayerNorm: the norm-weight gradients in partial-sum and finalize "
+        "kernels beside the dx kernel; workload/eager_backward.py)")
     qkv_bias_add: Literal["epilogue", "separate"] | None = Field(
         None, description="how the forward adds the QKV linear's bias (Megatron's one column-parallel linear built "
         "without skip_bias_add): epilogue (inside the GEMM: Transformer Engine, Megatron-Core, PyTorch 2.x addmm) or "
