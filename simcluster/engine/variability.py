@@ -47,7 +47,7 @@ _NORMAL = NormalDist()
 
 
 # Blom 1958's plotting position: Phi^-1((i - 0.375) / (N + 0.25)) approximates the expected i-th of N normal order
-# statistics (the largest: 1.434 for N = 8 against 1.4236 exactly, 3.2435 against 3.2414 for N = 1,000)
+# statistics (the largest: 1.434 for N = 8 against 1.4236 exactly, 3.2273 against 3.2414 for N = 1,000: slightly below)
 BLOM_ALPHA = 0.375
 
 
@@ -157,7 +157,8 @@ class Variability:
             "note": ("collapsed: each block of a stage's replica waits for the slowest of its tp x cp GPUs (speed "
                      "x jitter draw) and the stage moves with the replica furthest behind since the step began; "
                      "exact for per-GPU speed with pp = 1, otherwise pessimistic "
-                     f"by at most about {bound_s:.3g} s per step (fill and drain); --expand "
+                     f"by at most about {bound_s:.3g} s per step (fill and drain); with kernel jitter and pp > 1 "
+                     "it can err either side, within about 0.5 x kernel_jitter_cv of the step; --expand "
                      "for one agent per GPU" if collapsed else
                      "expanded: every GPU its own speed and jitter draws"),
         }
