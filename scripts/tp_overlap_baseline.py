@@ -1,17 +1,17 @@
 """What-if (nothing in the model changes): the overlap-off baseline that Transformer Engine's userbuffers overlap
 (``parallelism.tp_comm_overlap``) is measured against, as Megatron and TE actually run it.
 
-With sequence parallelism and ``tp_comm_overlap`` off the engine runs every tensor-parallel collective of a layer
-after the compute, blocking (``engine.agents``, ``plan.tp_collectives_per_layer``: 2 reduce-scatters and 2
-all-gathers a layer backward). Megatron and TE do not: the column-parallel layers' backward reduce-scatter of the
-dgrad output is issued ``async_op=True`` and runs beside the wgrad GEMM (TE 1.x ``Linear`` / ``LayerNormLinear`` /
-``LayerNormMLP`` backward, "# Overlap dgrad-RS/AR with wgrad"; Megatron-Core ``LinearWithGradAccumulationAndAsync
-Communication``: "Here we rely on CUDA_DEVICE_MAX_CONNECTIONS=1 to ensure that the reduce scatter is scheduled before
-the weight gradient computation"). This script drops those two reduce-scatters from the blocking calls (an upper
-bound of their hiding: NCCL's interference with the wgrad is not charged) and prints, per validation row with
-sequence parallelism, tp > 1 and the overlap off, the error as bundled and with the baseline as run; ``--flux``
-prints FLUX's training layout (GPT-3 175B, TP 8 PP 8 DP 2; Chang et al. 2024, arXiv 2406.06858, section 5.2, TE
-1.4.0) step-time ratio overlap off / on with either baseline, TE 1.x and 2.x defaults.
+With sequence parallelism and ``tp_comm_overlap`` off the engine now runs the column-parallel linears' backward
+collectives as Megatron and TE do (``workload.async_backward``): the dgrad output's reduce-scatter is issued
+``async_op=True`` and runs beside the wgrad GEMM (TE 1.x ``Linear`` / ``LayerNormLinear`` / ``LayerNormMLP`` backward,
+"# Overlap dgrad-RS/AR with wgrad"; Megatron-Core ``LinearWithGradAccumulationAndAsyncCommunication``: "Here we rely
+on CUDA_DEVICE_MAX_CONNECTIONS=1 to ensure that the reduce scatter is scheduled before the weight gradient
+computation"), the input's re-gather beside the dgrad GEMM. This script rebuilds the old model as the what-if (every
+TP collective of a layer after the compute, blocking: ``async_backward.applies`` patched to False, so
+``plan.tp_collectives_per_layer``'s 2 reduce-scatters and 2 all-gathers a layer backward all block) and prints, per
+validation row with sequence parallelism, tp > 1 and the overlap off, the error with that blocking baseline and as
+run (bundled); ``--flux`` prints FLUX's training layout (GPT-3 175B, TP 8 PP 8 DP 2; Chang et al. 2024, arXiv
+2406.06858, section 5.2, TE 1.4.0) step-time ratio overlap off / on with either baseline, TE 1.x and 2.x defaults.
 
     PYTHONPATH=. python scripts/tp_overlap_baseline.py [--flux]
 """
@@ -22,34 +22,25 @@ import contextlib
 import sys
 
 from simcluster.engine import simulate
-from simcluster.parallel import plan as plan_module
 from simcluster.spec import config
 from simcluster.studies import validation
+from simcluster.workload import async_backward
 
-_BLOCKING = plan_module.tp_collectives_per_layer
+_APPLIES = async_backward.applies
 
 
-def _as_run(scenario, moe_layer: bool = False):
-    """``plan.tp_collectives_per_layer`` without the backward reduce-scatters of a Megatron-Core run with sequence
-    parallelism and the overlap off (they run beside the wgrad GEMM)."""
-    out = _BLOCKING(scenario, moe_layer)
-    p = scenario.parallelism
-    if p.sequence_parallel and not p.tp_comm_overlap and scenario.megatron_core:
-        forward = out["forward"]
-        backward = [call for call in forward if call[0] != "reduce_scatter"]
-        if scenario.training.activation_recompute == "full":
-            backward += list(forward)
-        out = {"forward": forward, "backward": backward}
-    return out
+def _never(scenario) -> bool:
+    return False
 
 
 @contextlib.contextmanager
-def baseline_as_run():
-    plan_module.tp_collectives_per_layer = _as_run
+def baseline_blocking():
+    """The old model: no async backward collectives, every TP collective of the backward blocking."""
+    async_backward.applies = _never
     try:
         yield
     finally:
-        plan_module.tp_collectives_per_layer = _BLOCKING
+        async_backward.applies = _APPLIES
 
 
 def rows() -> None:
@@ -61,9 +52,9 @@ def rows() -> None:
                 continue
             key = "model_tflops_per_gpu" if case["metric"] == "model" else "hardware_tflops_per_gpu"
             published = validation.published_tflops(case, scenario)
-            blocking = simulate(scenario, check_memory=False).summary[key] / published - 1
-            with baseline_as_run():
-                as_run = simulate(scenario, check_memory=False).summary[key] / published - 1
+            with baseline_blocking():
+                blocking = simulate(scenario, check_memory=False).summary[key] / published - 1
+            as_run = simulate(scenario, check_memory=False).summary[key] / published - 1
             print(f"{kind:11} {case['scenario']:44} {blocking:+7.2%} -> {as_run:+7.2%}", flush=True)
 
 
@@ -76,9 +67,9 @@ def flux() -> None:
 
     for gpu in check.GPUS:
         off = check.scenario(gpu, 2048, True, False)
-        blocking = step(off)
-        with baseline_as_run():
-            as_run = step(off)
+        with baseline_blocking():
+            blocking = step(off)
+        as_run = step(off)
         on = check.scenario(gpu, 2048, True, True)
         te = {v: step(on.model_copy(update={"parallelism": on.parallelism.model_copy(update={"te_version": v})}))
               for v in (1, 2)}
