@@ -48,9 +48,11 @@ def _reduce(agent, chunk: int) -> list:
 def aligned(gradients: GradientReduction, scenario, plan, stage: int) -> GradientReduction:
     """``gradients`` (``data_parallel.strategies``) as Megatron-Core's pipelined schedules run it: the reduction of a
     stage's chunks aligned across stages when the chunks' gradients are reduced once a step, during the backward
-    (``overlap_grad_reduce`` with ZeRO 0/1); else ``gradients`` itself."""
+    (``overlap_grad_reduce`` with ZeRO 0/1) on Megatron's 1F1B schedules (Megatron has no GPipe schedule: a
+    ``schedule: gpipe`` run keeps ``gradients``); else ``gradients`` itself. Megatron-LM 2022 (Korthikanti et al.'s
+    runs; no ``grad_sync_func``) is not told apart from Megatron-Core by the scenario and is aligned too."""
     if not (type(gradients) is ReduceBucketsDuringBackward and not gradients.every_microbatch
-            and plan.layout.pp > 1 and scenario.megatron_core):
+            and plan.layout.pp > 1 and scenario.megatron_core and scenario.parallelism.schedule == "1f1b"):
         return gradients
     syncs = aligned_grad_syncs(plan.orders[stage], stage, scenario.parallelism.virtual_stages)
     return gradients if syncs is None else ReduceAlignedAcrossStages(syncs)
