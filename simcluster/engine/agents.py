@@ -222,6 +222,8 @@ class Agent:
         # the exposed TP wait is measured from this instant: subtracting the durations from env.now instead leaves
         # float noise (a few 1e-16 s, either sign), which was recorded as zero-length "tp comm" events
         tp_started_at_s = env.now
+        if phase == "backward" and cost.tp_async_exposed_s > 0:  # async collectives outlasting their GEMMs
+            yield env.timeout(cost.tp_async_exposed_s / parts)
         if calls:
             if tp_done is None:
                 tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",

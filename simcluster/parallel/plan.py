@@ -85,6 +85,9 @@ class ChunkCost:
     # the backward's ``tp_collectives`` start with its compute without ``tp_comm_overlap``: the column-parallel
     # linears' async collectives beside their GEMMs (``workload.async_backward``)
     tp_async_backward: bool = False
+    # of those, what outlasts the GEMM each runs beside (``async_backward.exposed_s``, per microbatch): exposed TP
+    # communication the backward waits for after its compute, not compute (no GPU-speed factor scales it)
+    tp_async_exposed_s: float = 0.0
     tp_bytes: float = 0.0
     # bytes of one TP collective per op where they differ from ``tp_bytes`` (fp8 all-gathers, ``tp_collective_bytes``);
     # ``*_tp_comm_s`` and the engine's network (``Simulation.tensor_parallel``'s ``op_bytes``) use them.
@@ -273,12 +276,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
         moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s, ub_settings, fp8_s, precision)
         moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
-    if async_bwd:  # what outlasts the GEMM it runs beside (the engine overlaps the rest with the block)
+    async_exposed_s = moe_async_exposed_s = 0.0
+    if async_bwd:  # what outlasts the GEMM it runs beside (the engine overlaps the rest with the block): a TP wait
         comm_s = {op: collective_time_s(op, tuple(tp_group), tp_op_bytes[op]) for op, _ in per_layer["backward"]}
-        layer_bwd += kernels.StreamTime(device_s=async_backward.exposed_s(
-            layer, linears[0], p.sequence_parallel, gpu, precision, comm_s))
-        moe_bwd += kernels.StreamTime(device_s=async_backward.exposed_s(
-            moe_layer, linears[1], p.sequence_parallel, gpu, precision, comm_s))
+        async_exposed_s = async_backward.exposed_s(layer, linears[0], p.sequence_parallel, gpu, precision, comm_s)
+        moe_async_exposed_s = async_backward.exposed_s(moe_layer, linears[1], p.sequence_parallel, gpu, precision,
+                                                       comm_s)
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts, moe_counts = memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)  # MTP's: last chunk
@@ -339,6 +342,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       in zip(calls, moe_blocking[phase], strict=True))
                          for phase, calls in blocking.items()},
             tp_async_backward=async_bwd,
+            tp_async_exposed_s=dense * async_exposed_s + moe_layers * moe_async_exposed_s,
             tp_bytes=activation_bytes,
             tp_op_bytes={op: size for op, size in tp_op_bytes.items() if size != activation_bytes},
             ep_collectives={phase: tuple((op, moe_layers * count) for op, count in ops if moe_layers)
