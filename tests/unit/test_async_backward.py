@@ -5,6 +5,8 @@ GEMM slowed by the NCCL kernel's SMs and exposed only by what outlasts it; the d
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from simcluster.collectives import timing
@@ -65,16 +67,66 @@ def test_collective_shorter_than_its_gemm_exposes_nothing_longer_exposes_the_dif
     wgrad = [_gemm_s(scenario, "backward_weight", name) for name in ("qkv", "mlp_up")]
     dgrad = [_gemm_s(scenario, "backward_input", name) for name in ("qkv", "mlp_up")]
     short = 0.5 * min(wgrad + dgrad)
-    baseline = _plan(scenario, {"all_gather": short, "reduce_scatter": short}).chunks[0].backward_compute_s
-    assert async_backward.exposed_s(layer, 2, True, gpu, precision,
-                                    {"all_gather": short, "reduce_scatter": short}) == 0.0
+    baseline = _plan(scenario, {"all_gather": short, "reduce_scatter": short}).chunks[0]
+    assert baseline.tp_async_exposed_s == 0.0
     long = 2.0 * f * max(wgrad)  # longer than either wgrad GEMM, slowed; the gathers stay short
-    longer = _plan(scenario, {"all_gather": short, "reduce_scatter": long}).chunks[0].backward_compute_s
+    longer = _plan(scenario, {"all_gather": short, "reduce_scatter": long}).chunks[0]
     expected = MODEL.layers * sum(long / f - g for g in wgrad)
-    assert longer - baseline == pytest.approx(expected, rel=1e-9)
-    # with the interference the engine charges, each pair lasts the collective: c (1 - 1/f) + (c / f - g) + g = c
-    for g in wgrad:
-        assert long * (1 - 1 / f) + (long / f - g) + g == pytest.approx(long)
+    assert longer.tp_async_exposed_s == pytest.approx(expected, rel=1e-9)
+    # a wait on communication, not compute: the backward's compute is the same
+    assert longer.backward_compute_s == baseline.backward_compute_s
+
+
+SMALL = TransformerSpec(layers=4, hidden=2048, heads=16, ffn_hidden=8192, vocab=32000, mlp="gelu", norm="layernorm",
+                        position="rope", dropout=False)
+
+
+def _small(stragglers: list | None = None) -> config.Scenario:
+    # hidden 2048 at tp 8: the input re-gather outlasts the QKV dgrad GEMM slowed beside it (c > g f)
+    data = _scenario().model_dump(mode="json", exclude_none=True)
+    data["model"] = SMALL.model_dump(mode="json")
+    if stragglers:
+        data["variability"] = {"stragglers": stragglers}
+    return config.from_dict(data)
+
+
+def _run(scenario, exposed: bool) -> tuple[Simulation, dict]:
+    sim = Simulation(scenario)
+    if not exposed:
+        sim.plan.chunks = [dataclasses.replace(c, tp_async_exposed_s=0.0) for c in sim.plan.chunks]
+    return sim, sim.run().summary
+
+
+@pytest.mark.parametrize("slowdown", [None, 1.5])
+def test_a_collective_outlasting_its_gemm_is_exposed_tp_communication_and_the_pair_lasts_it(slowdown):
+    """Engine, c > g f: the backward waits max(0, c / f - g) per pair after its compute, tallied as exposed TP
+    communication, whatever the GPUs' speed (every GPU a straggler of 1.5x: the compute scales, the wait does not);
+    with the interference the block charges, the pair lasts c."""
+    scenario = _small([{"ranks": list(range(TP)), "slowdown": slowdown}] if slowdown else None)
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    sim, on = _run(scenario, True)
+    _, off = _run(scenario, False)
+    chunk, group = sim.plan.chunks[0], tuple(range(TP))
+    comm_s = {op: timing.isolated_time_s(sim.fabric, op, group, chunk.tp_bytes)
+              for op in ("all_gather", "reduce_scatter")}
+    f = sim.slowdowns.tp["backward"]
+    assert f == pytest.approx(async_backward.sm_slowdown(gpu), rel=1e-6)
+    pairs = [(comm_s["all_gather"], _gemm_s(scenario, "backward_input", name)) for name in ("qkv", "mlp_up")]
+    pairs += [(comm_s["reduce_scatter"], _gemm_s(scenario, "backward_weight", name)) for name in ("qkv", "mlp_up")]
+    assert any(c > g * f for c, g in pairs)
+    exposed_s = SMALL.layers * sum(max(0.0, c / f - g) for c, g in pairs)
+    assert chunk.tp_async_exposed_s == pytest.approx(exposed_s, rel=1e-9)
+    waited_s = sim.plan.microbatches * exposed_s
+    assert on["exposed_comm_by_parallelism_s"]["tp"] - off["exposed_comm_by_parallelism_s"]["tp"] == pytest.approx(
+        waited_s, rel=1e-6)
+    assert on["compute_s"] == pytest.approx(off["compute_s"], rel=1e-12)
+    assert on["step_time_s"] - off["step_time_s"] == pytest.approx(waited_s, rel=1e-6)
+    # per layer, the backward with its pairs (speed 1): each pair max(c, g + c (1 - 1/f)); the rest alone
+    if slowdown is None:
+        layer_s = chunk.backward_compute_s / SMALL.layers - sum(g for _, g in pairs)
+        block_s = interference.overlapped_s(chunk.backward_compute_s, chunk.backward_tp_comm_s, f) + exposed_s
+        assert block_s / SMALL.layers == pytest.approx(layer_s + sum(max(c, g + c * (1 - 1 / f)) for c, g in pairs),
+                                                       rel=1e-9)
 
 
 def test_overlap_off_backward_waits_only_on_the_blocking_gathers():
