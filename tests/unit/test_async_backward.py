@@ -69,6 +69,8 @@ def test_collective_shorter_than_its_gemm_exposes_nothing_longer_exposes_the_dif
     short = 0.5 * min(wgrad + dgrad)
     baseline = _plan(scenario, {"all_gather": short, "reduce_scatter": short}).chunks[0]
     assert baseline.tp_async_exposed_s == 0.0
+    assert async_backward.exposed_s(layer, 2, True, gpu, precision,
+                                    {"all_gather": short, "reduce_scatter": short}) == 0.0
     long = 2.0 * f * max(wgrad)  # longer than either wgrad GEMM, slowed; the gathers stay short
     longer = _plan(scenario, {"all_gather": short, "reduce_scatter": long}).chunks[0]
     expected = MODEL.layers * sum(long / f - g for g in wgrad)
@@ -103,7 +105,7 @@ def test_a_collective_outlasting_its_gemm_is_exposed_tp_communication_and_the_pa
     communication, whatever the GPUs' speed (every GPU a straggler of 1.5x: the compute scales, the wait does not);
     with the interference the block charges, the pair lasts c."""
     scenario = _small([{"ranks": list(range(TP)), "slowdown": slowdown}] if slowdown else None)
-    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    gpu = scenario.cluster.gpu
     sim, on = _run(scenario, True)
     _, off = _run(scenario, False)
     chunk, group = sim.plan.chunks[0], tuple(range(TP))
