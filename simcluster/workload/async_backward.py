@@ -23,8 +23,9 @@ reduce-scatter of its dgrad beside its wgrad GEMM (sequence parallel), or one al
 Each is an NCCL kernel on its own SMs beside the GEMM (``interference``: the GEMM slows while it runs) and is
 exposed only where it outlasts the slowed GEMM: a GEMM of g alone beside a collective of c at slowdown f takes
 g + c (1 - 1/f) when c <= g f, else c. The engine starts a block's async collectives with its compute and charges
-their interference over the block (``engine.overlap``); the per-GEMM exposure ``exposed_s`` is added to the block
-here (``plan``), which together give the pair's time exactly.
+their interference over the block (``engine.overlap``); the per-GEMM exposure ``exposed_s`` is a TP wait after the
+block's compute (``ChunkCost.tp_async_exposed_s``, ``plan``; ``engine.agents`` tallies it as exposed TP
+communication, unscaled by GPU speed), which together give the pair's time exactly.
 """
 
 from __future__ import annotations
