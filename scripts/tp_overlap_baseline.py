@@ -1,5 +1,6 @@
 """What-if (nothing in the model changes): the overlap-off baseline that Transformer Engine's userbuffers overlap
-(``parallelism.tp_comm_overlap``) is measured against, as Megatron and TE actually run it.
+(``parallelism.tp_comm_overlap``) is measured against, the old blocking model against the one bundled (as Megatron and
+TE actually run it).
 
 With sequence parallelism and ``tp_comm_overlap`` off the engine now runs the column-parallel linears' backward
 collectives as Megatron and TE do (``workload.async_backward``): the dgrad output's reduce-scatter is issued
