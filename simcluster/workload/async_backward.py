@@ -33,9 +33,11 @@ from __future__ import annotations
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import Op
 
-# The column-parallel GEMMs of a layer, in the order of their collectives (ops.layer_ops names); a layer with one
-# pair of TP collectives (an MoE layer without shared experts) has the first only.
-COLUMN_PARALLEL = ("qkv", "mlp_up")
+# The norms whose outputs a layer's column-parallel linears read (``ops.layer_ops``), in the order of their blocks'
+# collectives: the attention's input (QKV, or MLA's query / key-value down-projection) and the MLP's (fc1, or an MoE
+# layer's shared experts' fc1); a layer with one pair of TP collectives (an MoE layer without shared experts) has the
+# first only. The GEMM beside a block's collectives is found by its role, not its name (``column_gemms``).
+BLOCK_NORMS = ("attn_norm", "mlp_norm")
 # Which GEMM phase each async collective runs beside (sequence parallel, and not)
 BESIDE = {True: (("all_gather", "backward_input"), ("reduce_scatter", "backward_weight")),
           False: (("allreduce", "backward_weight"),)}
@@ -72,14 +74,31 @@ def split(per_layer: dict[str, list[tuple[str, int]]], sequence_parallel: bool
     return overlapped, {"forward": (), "backward": tuple(blocking)}
 
 
-def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool) -> list[tuple[str, Op | None]]:
-    """(collective, the GEMM it runs beside) of one layer: per ``BESIDE`` entry, the first ``linears``
-    column-parallel GEMMs of its phase (None where the layer has no GEMM of that name, e.g. separate projections)."""
+def column_gemms(layer: dict[str, list[Op]], linears: int) -> list[tuple[Op | None, Op | None]]:
+    """(dgrad, wgrad) GEMMs of the first ``linears`` blocks' column-parallel linears (``BLOCK_NORMS`` order): per block,
+    the last GEMM of the backward before that block's norm backward, the one writing the gradient of the norm's
+    output, i.e. the linear reading the (sequence-gathered) normed input whose all-gather and dgrad reduce-scatter
+    these are (QKV, MLA's first down-projection, fc1, an MoE layer's shared-expert fc1: whatever the layer builds and
+    names them), and its wgrad GEMM, the GEMM of the same name and transposed shape (dgrad tokens x in from out, wgrad
+    in x out over tokens). None where the layer has no such GEMM (a norm with no GEMM before it)."""
+    backward, weight = layer.get("backward_input", []), layer.get("backward_weight", [])
     out = []
-    for op_name, phase in BESIDE[sequence_parallel]:
-        by_name = {op.name: op for op in layer.get(phase, []) if op.kind == "gemm"}
-        out += [(op_name, by_name.get(name)) for name in COLUMN_PARALLEL[:linears]]
+    for norm in BLOCK_NORMS[:linears]:
+        end = next((i for i, op in enumerate(backward) if op.name == norm), len(backward))
+        dgrad = next((op for op in reversed(backward[:end]) if op.kind == "gemm"), None)
+        wgrad = None if dgrad is None else next(
+            (op for op in reversed(weight) if op.kind == "gemm" and op.name == dgrad.name
+             and (op.m, op.n, op.batch) == (dgrad.n, dgrad.k, dgrad.batch)), None)
+        out.append((dgrad, wgrad))
     return out
+
+
+def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool) -> list[tuple[str, Op | None]]:
+    """(collective, the GEMM it runs beside) of one layer: per ``BESIDE`` entry, the first ``linears`` blocks'
+    column-parallel GEMMs of its phase (``column_gemms``)."""
+    gemms = column_gemms(layer, linears)
+    return [(op_name, dgrad if phase == "backward_input" else wgrad)
+            for op_name, phase in BESIDE[sequence_parallel] for dgrad, wgrad in gemms]
 
 
 def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str,

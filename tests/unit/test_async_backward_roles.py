@@ -1,0 +1,71 @@
+"""The async backward TP collectives (workload.async_backward) run beside the column-parallel linear that reads each
+block's normed input, whatever the layer names it: MLA's query down-projection (workload.mla) for the attention,
+the shared experts' fc1 (workload.moe) for an MoE layer's MLP. With a collective outlasting its slowed GEMM the
+backward waits layers x sum(c / f - g) (closed form, ``async_backward.exposed_s``); a layer whose GEMMs the
+matching misses exposes nothing, which these assert against."""
+
+from __future__ import annotations
+
+import pytest
+
+from simcluster.parallel import plan
+from simcluster.spec import config
+from simcluster.spec.model import MLASpec, MoESpec, TransformerSpec
+from simcluster.workload import async_backward, kernels, mla, moe
+from simcluster.workload.ops import layer_ops, shard_for
+
+TP = 8
+BASE = dict(layers=2, hidden=4096, heads=32, ffn_hidden=8192, vocab=32000, mlp="swiglu", norm="rmsnorm",
+            position="rope", dropout=False)
+
+
+def _scenario(model: TransformerSpec) -> config.Scenario:
+    return config.from_dict({
+        "name": "async-backward-roles",
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "topology": "nvswitch-node"},
+        "model": model.model_dump(mode="json"),
+        "training": {"seq_len": 4096, "global_batch_size": 1, "micro_batch_size": 1, "precision": "bf16"},
+        "parallelism": {"tp": TP, "dp": 1, "ep": 1, "sequence_parallel": True, "zero_stage": 1,
+                        "tp_comm_overlap": False}})
+
+
+def _layer(scenario, moe_layer: bool):
+    """The layer ops as the plan builds them (MLA where the model has it; an MoE layer's MLP its MoE block, whose
+    QKV and shared-expert GEMMs do not depend on the routing)."""
+    shard = shard_for(scenario)
+    block = moe.moe_block(scenario.model, shard) if moe_layer else None
+    return mla.apply(scenario.model, shard, layer_ops(scenario.model, shard, block))
+
+
+def _gemm(layer, phase: str, name: str):
+    (op,) = [op for op in layer[phase] if op.kind == "gemm" and op.name == name]
+    return op
+
+
+CASES = {
+    # MLA's attention input is its query down-projection (and the key/value one); the MLP is the dense fc1
+    "mla": (TransformerSpec(**BASE, mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_head_dim=128,
+                                                qk_rope_head_dim=64, v_head_dim=128)),
+            False, ("mla_q_down", "mlp_up")),
+    # an MoE layer with shared experts: QKV and the shared experts' fc1 (the routed experts are EP's, not TP's)
+    "shared-experts": (TransformerSpec(**BASE, moe=MoESpec(experts=8, top_k=2, ffn_hidden=2048, shared_experts=1)),
+                       True, ("qkv", "shared_expert_up")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_exposure_pairs_each_collective_with_the_gemm_reading_the_blocks_input(case):
+    model, moe_layer, names = CASES[case]
+    scenario = _scenario(model)
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    layer = _layer(scenario, moe_layer)
+    pairs = async_backward.column_gemms(layer, 2)
+    assert [(d.name, w.name) for d, w in pairs] == [(name, name) for name in names]
+    dgrads = [kernels.op_time_s(_gemm(layer, "backward_input", name), gpu, precision) for name in names]
+    wgrads = [kernels.op_time_s(_gemm(layer, "backward_weight", name), gpu, precision) for name in names]
+    f = async_backward.sm_slowdown(gpu)
+    gather, scatter = 0.5 * min(dgrads + wgrads), 3.0 * f * max(dgrads + wgrads)  # gathers hide, scatters outlast
+    chunk = plan.plan(scenario, lambda op, group, size: {"all_gather": gather, "reduce_scatter": scatter}[op]
+                      ).chunks[0]
+    assert chunk.tp_async_backward
+    assert chunk.tp_async_exposed_s == pytest.approx(model.layers * sum(scatter / f - g for g in wgrads), rel=1e-9)
