@@ -11,7 +11,8 @@ own term), the fitted per-kernel gap (kernels x
 ``host_overhead.kernel_gap_s``) and the fitted pipeline step (blocks x ``host_overhead.pipeline_step_s``); then from
 the engine (``engine.simulate``) the step, its compute, the pipeline bubble, exposed communication per parallelism
 and the communication kernels' interference. ``check`` compares the blocks' sum with the plan's block times
-(``ChunkCost.forward_compute_s`` + ``backward_compute_s``; 0 unless a block is host-bound).
+(``ChunkCost.forward_compute_s`` + ``backward_compute_s`` + ``tp_async_exposed_s``, the wait on TP overlap off's
+async backward collectives, its own term; 0 unless a block is host-bound).
 
     PYTHONPATH=. python scripts/pipeline_terms.py --bubble megatron-177b-h100 nemo2409-gpt3-175b-128-h100-bf16
 
@@ -39,6 +40,15 @@ from simcluster.workload import kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
 ENGINE_KEYS = ("step_time_s", "compute_s", "pipeline_bubble_s", "comm_interference_s")
+ASYNC_TP = "async TP backward: collectives outlasting their GEMMs"
+
+
+def block_s(chunk) -> float:
+    """A chunk's forward and backward blocks as a stage runs them: their compute and, with TP overlap off, the wait
+    on the backward's async TP collectives that outlast their GEMMs (``ChunkCost.tp_async_exposed_s``), which the
+    engine runs inside the backward block after its compute (``engine.agents``; tallied as exposed TP there)."""
+    return chunk.forward_compute_s + chunk.backward_compute_s + chunk.tp_async_exposed_s
+
 
 
 def chunk_waits(sim: Simulation, chunks) -> tuple[float, float]:
@@ -82,9 +92,6 @@ def stage_terms(scenario, stage: int | None = None) -> tuple[dict[str, float], d
     step_s = host.pipeline_step_s if scenario.parallelism.pp > 1 else 0.0
     m = plan.microbatches
 
-    def block_s(chunk) -> float:
-        return chunk.forward_compute_s + chunk.backward_compute_s
-
     if stage is None:
         stage = max(range(plan.layout.pp), key=lambda s: sum(block_s(c) for c in plan.chunks if c.stage == s))
     chunks = [c for c in plan.chunks if c.stage == stage]
@@ -100,6 +107,7 @@ def stage_terms(scenario, stage: int | None = None) -> tuple[dict[str, float], d
     terms["kernel gaps (fitted)"] = sum(c.forward_stream.kernels + c.backward_stream.kernels for c in chunks) * m \
         * host.kernel_gap_s
     terms["pipeline steps (fitted)"] = 2 * len(chunks) * m * step_s
+    terms[ASYNC_TP] = sum(c.tp_async_exposed_s for c in chunks) * m   # a TP wait: also in the engine's exposed tp
     blocks = sum(block_s(c) for c in chunks) * m
     terms["check: plan blocks - terms"] = blocks - sum(terms.values())
     facts = {"stage": stage, "chunks": len(chunks), "layers": layers, "microbatches": m,
@@ -177,14 +185,14 @@ def bubble_terms(scenario) -> tuple[list[tuple[str, float]], dict]:
     pp, m = plan.layout.pp, plan.microbatches
     v = plan.chunk_count // pp
     middle = plan.chunks[len(plan.chunks) // 2]
-    block_s = middle.forward_compute_s + middle.backward_compute_s
+    middle_s = block_s(middle)   # with the async TP wait the plan puts in the backward block
     # a stage's blocks as they run: their compute and the TP, CP and EP communication they wait for
     stage_blocks_s = sum(a.tally.compute_s + a.tally.tp_comm_s + a.tally.cp_comm_s + a.tally.ep_comm_s
                          for a in sim.agents) / len(sim.agents)
     closed = (pp - 1) / (v * m) * stage_blocks_s
     step_s = kernels.host_model().pipeline_step_s if pp > 1 else 0.0
-    terms = [("(a) closed form, plan blocks: (pp-1)(t_f+t_b)", (pp - 1) * block_s),
-             ("(a) closed form: the blocks' TP/CP/EP waits, TP slowdown", closed - (pp - 1) * block_s),
+    terms = [("(a) closed form, plan blocks: (pp-1)(t_f+t_b)", (pp - 1) * middle_s),
+             ("(a) closed form: the blocks' TP/CP/EP waits, TP slowdown", closed - (pp - 1) * middle_s),
              ("(a) pure schedule less the closed form", bubble - closed),
              ("(c) of the closed form: fitted pipeline steps", 2 * (pp - 1) * step_s)]
     for label, part in BUBBLE_LADDER:
@@ -192,7 +200,7 @@ def bubble_terms(scenario) -> tuple[list[tuple[str, float]], dict]:
         before = bubble
         step, bubble, idle, _sim = _bubble_run(scenario, parts)
         terms.append((label, bubble - before))
-    facts = {"pp": pp, "v": v, "microbatches": m, "block_s": block_s, "step_s": step, "bubble_s": bubble,
+    facts = {"pp": pp, "v": v, "microbatches": m, "block_s": middle_s, "step_s": step, "bubble_s": bubble,
              "idle_by_stage_s": idle, "p2p_bytes": messages}
     return terms, facts
 

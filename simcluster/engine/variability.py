@@ -146,6 +146,9 @@ class Variability:
         """The summary's ``variability`` entry: the settings, the slowest GPU and the collapse's bound."""
         worst = float(self.speed.max())
         best = float(self.speed.min())
+        # the blocks' compute only: the speeds scale it (``block_s``), not the backward's wait on async TP collectives
+        # outlasting their GEMMs (``ChunkCost.tp_async_exposed_s``, timed on the fabric, unscaled: engine.agents), so
+        # the stages' speed difference does not act on that wait
         stage_s = max(c.forward_compute_s + c.backward_compute_s for c in plan.chunks)
         bound_s = (plan.layout.pp - 1) * (worst - best) * stage_s if collapsed else 0.0
         return {
