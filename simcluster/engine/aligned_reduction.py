@@ -45,14 +45,35 @@ def _reduce(agent, chunk: int) -> list:
                                     f"grad {plan.dp_grad_op} c{chunk}b{bucket}")]
 
 
+def megatron_lm_2020_22(scenario) -> bool:
+    """The 2020-22 Megatron-LM stack, which had no aligned reduction: its layer (``training.layer_backward: eager``,
+    apex's LayerNorm and autograd's bias gradients, workload/eager_backward.py) on Megatron's pipeline engine.
+
+    Megatron-LM then (train_step in megatron/training.py, 2021-22 and the forks taken from it: Megatron-DeepSpeed,
+    BigScience) all-reduced the gradients after ``forward_backward_func`` returned (``if args.DDP_impl == 'local':
+    for model_module in model: model_module.allreduce_gradients()``), with no ``grad_sync_func`` in its schedules;
+    ``--overlap-grad-reduce`` and the alignment (``--no-delay-grad-reduce``, "delay / synchronize grad reductions in
+    all but first PP stage", wired as ``config.grad_sync_func = [model_chunk.start_grad_sync ...]`` in ``train``)
+    arrived together with Megatron-Core's DistributedDataParallel in 2023 (both absent from the 2021-22 train_step,
+    present in NVIDIA/Megatron-LM megatron/training.py at 974d0fa9 and 003ad9f5), ``--no-align-grad-reduce``
+    replacing the latter later (megatron/training/arguments.py: "If not set, all PP stages will launch gradient
+    reduces simultaneously"). A
+    scenario of that stack that overlaps its reduction (``overlap_grad_reduce``: PyTorch DDP's hooks) keeps the
+    hooks' timing. Korthikanti et al.'s 2022 rows (``layer_backward`` fused) are not told apart by a key; they
+    reduce nothing (dp 1) or after the backward (``overlap_grad_reduce: false``, as the paper states), so the
+    alignment never applies to them."""
+    return scenario.training.layer_backward == "eager" and scenario.parallelism.pipeline_engine == "megatron"
+
+
 def aligned(gradients: GradientReduction, scenario, plan, stage: int) -> GradientReduction:
     """``gradients`` (``data_parallel.strategies``) as Megatron-Core's pipelined schedules run it: the reduction of a
     stage's chunks aligned across stages when the chunks' gradients are reduced once a step, during the backward
     (``overlap_grad_reduce`` with ZeRO 0/1) on Megatron's 1F1B schedules (Megatron has no GPipe schedule: a
-    ``schedule: gpipe`` run keeps ``gradients``); else ``gradients`` itself. Megatron-LM 2022 (Korthikanti et al.'s
-    runs; no ``grad_sync_func``) is not told apart from Megatron-Core by the scenario and is aligned too."""
+    ``schedule: gpipe`` run keeps ``gradients``) of the Megatron-Core era (``MEGATRON_LM_2020_22``); else
+    ``gradients`` itself."""
     if not (type(gradients) is ReduceBucketsDuringBackward and not gradients.every_microbatch
-            and plan.layout.pp > 1 and scenario.megatron_core and scenario.parallelism.schedule == "1f1b"):
+            and plan.layout.pp > 1 and scenario.megatron_core and scenario.parallelism.schedule == "1f1b"
+            and not megatron_lm_2020_22(scenario)):
         return gradients
     syncs = aligned_grad_syncs(plan.orders[stage], stage, scenario.parallelism.virtual_stages)
     return gradients if syncs is None else ReduceAlignedAcrossStages(syncs)
