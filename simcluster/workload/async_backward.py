@@ -18,7 +18,8 @@ Read in the source (stored text):
   ``_gather_along_first_dim``; TE's ``grad_output_preprocess``) is synchronous: it stays blocking, as do the
   forward's collectives and a full recompute's.
 
-So per column-parallel linear (QKV, MLP up): one all-gather of the input beside its dgrad GEMM and one
+So per column-parallel linear (QKV or MLA's first down-projection, fc1 or the shared experts' fc1: the GEMM reading
+each block's normed input, ``column_gemms``): one all-gather of the input beside its dgrad GEMM and one
 reduce-scatter of its dgrad beside its wgrad GEMM (sequence parallel), or one all-reduce beside its wgrad GEMM.
 Each is an NCCL kernel on its own SMs beside the GEMM (``interference``: the GEMM slows while it runs) and is
 exposed only where it outlasts the slowed GEMM: a GEMM of g alone beside a collective of c at slowdown f takes
