@@ -31,13 +31,20 @@ What it is, from source (Megatron-Core core_r0.8-r0.11, Transformer Engine 1.x-2
   None only with ``disable_parameter_transpose_cache`` (default False); ``skip_fp8_weight_update`` is a tensor only
   under TE's CUDA-graph weight caching (``make_graphed_callables(fp8_weight_caching=True)``), which launches the
   transpose kernel every call as a no-op. So the transpose runs once a step, as in TE 2.x, not per microbatch. Not
-  settled for TE 1.11-1.14: ``get_fp8_workspace`` lost its ``with_transpose`` argument in 1.11
+  settled for TE 1.11-1.13 (1.14 unread): ``get_fp8_workspace`` lost its ``with_transpose`` argument in 1.11
   (Lightning-AI/lightning-thunder transformer_engineex.py, ``TE_VERSION_1_11_PLUS``), and the stored Linear of that line
-  takes ``weight_fp8.transpose_2d()`` in the dgrad and refreshes the cache in the forward only "if present"; whether
-  one is allocated is in that line's base.py/float8_tensor.py, not stored. Were it not, each microbatch would transpose
-  every weight (2 bytes a weight, +1.4% to +4% of the NeMo 24.07 H100 steps; docs/calibration.md, "Transformer Engine
-  1.x fp8, kernel by kernel"). Exceptions, not modelled: Megatron-FSDP drops the cache after each module's use unless
-  ``keep_fp8_transpose_cache``, and torch FSDP2 deletes it ("transposing fp8 weights at each micro-batch").
+  takes ``weight_fp8.transpose_2d()`` in the dgrad and refreshes the cache in the forward only "if present". That
+  line's ``tensor/float8_tensor.py`` (stored) caches whatever transpose buffer the tensor carries: ``to_float8(...,
+  with_transpose_cache=True)`` allocates one, ``quantize_`` then writes data and transpose in one
+  ``fp8_cast_transpose_fused`` and marks it valid, ``transpose_2d()`` returns it while valid and otherwise, without
+  ``fill_cache``, transposes into a fresh buffer on every call; its fusible ``te.ops`` Linear creates fp8 weights
+  ``with_transpose_cache=torch.is_grad_enabled()``. Whether the modules' own weights and workspaces get one is in that
+  line's module/base.py, not stored. Were it not, each microbatch would transpose every weight (2 bytes a weight, +1.4%
+  to +4% of the NeMo 24.07 H100 steps; docs/calibration.md, "Transformer Engine 1.x fp8, kernel by kernel"). No
+  bundled or hidden-set container runs that line: NeMo 24.07 shipped TE 1.8.0.dev0, 24.09 TE 1.10 (NeMo user guide
+  24.09, "Software Component Versions"); 25.02's is unread (TE 1.14 or 2.x). Exceptions, not modelled:
+  Megatron-FSDP drops the cache after each module's use unless ``keep_fp8_transpose_cache``, and torch FSDP2 deletes
+  it ("transposing fp8 weights at each micro-batch").
 - The distributed optimizer's parameter all-gather moves the fp8 bytes (``gather_bytes_per_param``): the
   param-and-grad buffer of fp8 parameters is ``torch.uint8`` (Megatron-Core distributed_data_parallel.py groups
   parameters by ``param_dtype = torch.uint8 if is_float8tensor(param)``), 1 byte an element instead of 2.
