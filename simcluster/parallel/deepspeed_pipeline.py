@@ -46,12 +46,23 @@ What this module adds to the plan (``apply``):
   the gradient's ``from_meta`` after the output's all-gather (every stage but the last) and, after it, the input
   gradient's ``to_meta`` in ``SendGrad`` (every stage but the first). Each is charged the same host time
   (assumption: the Python between a drain and the next launch costs what a drained Megatron pipeline step does).
-  ``PartitionedTensor.full()`` zero-fills the whole message, all-gathers into it and returns a clone
-  (``flat_tensor.view(...).clone().detach()``): 3 B of HBM traffic per message byte (``FULL_BYTES_PER_BYTE``) for
-  each rebuilt message (the received activation, the re-gathered output, the received gradient).
+  ``PartitionedTensor.full()`` zero-fills the whole message, all-gathers into its tp slices with a list
+  ``dist.all_gather`` (which PyTorch 1.x's ProcessGroupNCCL runs into a flattened buffer of its own and copies out,
+  part by part) and returns a clone (``flat_tensor.view(...).clone().detach()``): 5 B of HBM traffic per message byte
+  (``FULL_BYTES_PER_BYTE``) in 2 + tp kernels (``full_ops``) for each rebuilt message (the received activation, the
+  re-gathered output, the received gradient); the 1/tp parts are cloned too, with their meta (``partition_clones``:
+  the sender's partitioning of its output and of its input gradient, the receiver's two clones of a received
+  activation).
 - The BF16_Optimizer's passes over the stage's fp32 gradients once per step (``BF16_STEP_BYTES_PER_PARAM``):
   ``allreduce_bucket``'s post-scaling (``mul_`` by 1/dp after the all-reduce), ``get_global_norm_of_tensors`` over
-  every gradient, ``clear_hp_grads``' ``zero_``; added to the optimizer's time.
+  every gradient, ``clear_hp_grads``' ``zero_``; and ``all_gather_dp_groups``' copy-out of the gathered bf16
+  parameters (``BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM``); added to the optimizer's time.
+
+No synchronisation of the instruction loop itself: ``_exec_forward_pass`` starts ``tput_timer``, whose
+``ThroughputTimer.start`` synchronises only once ``total_step_count`` reaches ``start_step``, a count only
+``DeepSpeedEngine.step()`` advances (through ``tput_timer.stop``), which the PipelineEngine disables; its other timers
+run under ``wall_clock_breakdown`` (false in BLOOM's ds_config) but ``train_batch``'s, once a step (docs/calibration.md,
+"Session 16: DeepSpeed's PipelineEngine re-audited").
 
 Not modelled (each well under 1% of these runs' steps): the shapes sent before the first message only
 (``_send_tensor_meta``), the PartitionedTensor's meta sent with every message (a few int64: one more transfer's
