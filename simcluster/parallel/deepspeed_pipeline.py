@@ -46,12 +46,23 @@ What this module adds to the plan (``apply``):
   the gradient's ``from_meta`` after the output's all-gather (every stage but the last) and, after it, the input
   gradient's ``to_meta`` in ``SendGrad`` (every stage but the first). Each is charged the same host time
   (assumption: the Python between a drain and the next launch costs what a drained Megatron pipeline step does).
-  ``PartitionedTensor.full()`` zero-fills the whole message, all-gathers into it and returns a clone
-  (``flat_tensor.view(...).clone().detach()``): 3 B of HBM traffic per message byte (``FULL_BYTES_PER_BYTE``) for
-  each rebuilt message (the received activation, the re-gathered output, the received gradient).
+  ``PartitionedTensor.full()`` zero-fills the whole message, all-gathers into its tp slices with a list
+  ``dist.all_gather`` (which PyTorch 1.x's ProcessGroupNCCL runs into a flattened buffer of its own and copies out,
+  part by part) and returns a clone (``flat_tensor.view(...).clone().detach()``): 5 B of HBM traffic per message byte
+  (``FULL_BYTES_PER_BYTE``) in 2 + tp kernels (``full_ops``) for each rebuilt message (the received activation, the
+  re-gathered output, the received gradient); the 1/tp parts are cloned too, with their meta (``partition_clones``:
+  the sender's partitioning of its output and of its input gradient, the receiver's two clones of a received
+  activation).
 - The BF16_Optimizer's passes over the stage's fp32 gradients once per step (``BF16_STEP_BYTES_PER_PARAM``):
   ``allreduce_bucket``'s post-scaling (``mul_`` by 1/dp after the all-reduce), ``get_global_norm_of_tensors`` over
-  every gradient, ``clear_hp_grads``' ``zero_``; added to the optimizer's time.
+  every gradient, ``clear_hp_grads``' ``zero_``; and ``all_gather_dp_groups``' copy-out of the gathered bf16
+  parameters (``BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM``); added to the optimizer's time.
+
+No synchronisation of the instruction loop itself: ``_exec_forward_pass`` starts ``tput_timer``, whose
+``ThroughputTimer.start`` synchronises only once ``total_step_count`` reaches ``start_step``, a count only
+``DeepSpeedEngine.step()`` advances (through ``tput_timer.stop``), which the PipelineEngine disables; its other timers
+run under ``wall_clock_breakdown`` (false in BLOOM's ds_config) but ``train_batch``'s, once a step (docs/calibration.md,
+"Session 16: DeepSpeed's PipelineEngine re-audited").
 
 Not modelled (each well under 1% of these runs' steps): the shapes sent before the first message only
 (``_send_tensor_meta``), the PartitionedTensor's meta sent with every message (a few int64: one more transfer's
@@ -88,12 +99,32 @@ AUTOGRAD_ACCUMULATE_KERNELS_PER_TENSOR = 1   # AccumulateGrad runs per parameter
 # PartitionedTensor.full() before each backward of a stage that sent its output (all but the last)
 OUTPUT_REGATHERS = 1
 # PartitionedTensor.full() (deepspeed/runtime/utils.py, 2021-2022): torch.zeros of the whole message (1 B written per
-# byte), all_gather into it, then .clone() of it (1 B read, 1 B written)
-FULL_BYTES_PER_BYTE = 1 + 2
+# byte), dist.all_gather into its tp slices, then .clone() of it (1 B read, 1 B written)
+FULL_ZERO_BYTES_PER_BYTE = 1
+FULL_CLONE_BYTES_PER_BYTE = 2
+# ... and the all_gather's copy-out: dist.all_gather with a list of output tensors is ProcessGroupNCCL::allgather
+# (PyTorch 1.8-1.12, torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp), which gathers into a flattened buffer of its
+# own (flatten_for_scatter_gather) and then, on the NCCL stream, copies each of the tp parts into the caller's
+# tensors ("Copy the flattened output tensors to the outputs": outputTensors[i][j].copy_(outputFlattened[i][j])):
+# one read and one write of the message, tp copy kernels, before the caller's stream may go on (work.wait())
+ALLGATHER_COPY_OUT_BYTES_PER_BYTE = 2
+FULL_BYTES_PER_BYTE = FULL_ZERO_BYTES_PER_BYTE + ALLGATHER_COPY_OUT_BYTES_PER_BYTE + FULL_CLONE_BYTES_PER_BYTE
+# The partition's own copies, each a .clone() (read + write) of the rank's 1/tp of the message, one kernel each, and
+# of its int64 meta (a few bytes, one kernel each) (deepspeed/runtime/pipe/engine.py and utils.py, 2021-2022):
+# the sender's PartitionedTensor._partition_tensor (``.narrow(...).clone()``) of its output (forward, every stage but
+# the last) and of its input gradient (SendGrad, every stage but the first); the receiver's
+# ``recvd[idx] = buffer.clone().detach()`` of the meta and the part in _exec_recv_activations and again
+# ``tuple(t.clone() for t in self.pipe_buffers['inputs'][buffer_id])`` in _exec_forward_pass (every stage but the
+# first). The received gradient lands in grad_layer without a copy.
+PARTITION_CLONE_BYTES_PER_PART_BYTE = 2
 # BF16_Optimizer once per step over the stage's fp32 gradients, 4 B each (deepspeed/runtime/engine.py
 # allreduce_bucket: tensor_to_allreduce.mul_(predivide / dp) after the all-reduce, read + write; bf16_optimizer.py
 # step: get_global_norm_of_tensors reads every gradient, clear_hp_grads zero_() writes every one)
 BF16_STEP_BYTES_PER_PARAM = (4 + 4) + 4 + 4
+# ... and over the stage's bf16 parameters, 2 B each: all_gather_dp_groups (deepspeed/runtime/utils.py, 2022) gathers
+# the updated partitions with dist.all_gather into a list of shards, which ProcessGroupNCCL copies out of its own
+# flattened buffer (ALLGATHER_COPY_OUT_BYTES_PER_BYTE): one read and one write of every parameter
+BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM = ALLGATHER_COPY_OUT_BYTES_PER_BYTE * 2
 
 
 def uses_bf16_optimizer(precision: str, grad_dtype: str) -> bool:
@@ -142,6 +173,36 @@ def partition_fulls(phase: str, first: bool, last: bool) -> int:
     return 2 * int(not last)
 
 
+def full_ops(message_bytes: float, tp: int) -> list[Op]:
+    """One ``PartitionedTensor.full()`` of a ``message_bytes`` message over ``tp`` ranks, as the GPU runs it: the
+    zero-fill, ProcessGroupNCCL's copy-out of each of the tp parts, the clone (HBM-bound kernels; the all-gather
+    itself is timed on the fabric)."""
+    copy_out = Op("deepspeed_allgather_copy_out", "memory", 0.0, ALLGATHER_COPY_OUT_BYTES_PER_BYTE * message_bytes / tp)
+    return [Op("deepspeed_partition_zeros", "memory", 0.0, FULL_ZERO_BYTES_PER_BYTE * message_bytes),
+            *[copy_out] * tp,
+            Op("deepspeed_partition_clone", "memory", 0.0, FULL_CLONE_BYTES_PER_BYTE * message_bytes)]
+
+
+def partition_clones(phase: str, first: bool, last: bool) -> int:
+    """Clones of a rank's part of a partitioned message in a block (each with its meta's): the received input's two
+    (``_exec_recv_activations``, ``_exec_forward_pass``; not on the first stage) and the output's partitioning (not on
+    the last stage) in the forward; the input gradient's partitioning (``SendGrad``; not on the first stage) in the
+    backward."""
+    if phase == "forward":
+        return 2 * int(not first) + int(not last)
+    return int(not first)
+
+
+def clone_ops(clones: int, message_bytes: float, tp: int) -> list[Op]:
+    """``clones`` copies of a rank's 1/tp part of a message, each with a second launch for the meta it travels with:
+    the receiver's clones copy both tensors; the sender's partitioning clones the part and ``to_meta`` copies the
+    meta from the host (a memcpy on the stream)."""
+    part = Op("deepspeed_partition_part_clone", "memory", 0.0,
+              PARTITION_CLONE_BYTES_PER_PART_BYTE * message_bytes / tp)
+    meta = Op("deepspeed_partition_meta_clone", "memory", 0.0, 0.0)
+    return [part, meta] * clones
+
+
 def dp_grad_op(precision: str, grad_dtype: str, zero_stage: int) -> str:
     """The data-parallel gradient collective: BF16_Optimizer and ZeRO-0 all-reduce, ZeRO-1 reduces partitions."""
     if uses_bf16_optimizer(precision, grad_dtype) or zero_stage == 0:
@@ -165,7 +226,7 @@ def apply(step_plan, collective_time_s):
     tp_group = tuple(step_plan.layout.group(0, "tp"))
     gather_s = collective_time_s("all_gather", tp_group, step_plan.p2p_gather_bytes) if regather else 0.0
     sync_s = kernels.pipeline_step_overhead_s()
-    full = Op("deepspeed_partition_full", "memory", 0.0, FULL_BYTES_PER_BYTE * step_plan.p2p_gather_bytes)
+    full = full_ops(step_plan.p2p_gather_bytes, p.tp)
     chunks = []
     for cost in step_plan.chunks:
         first, last = cost.chunk == 0, cost.chunk == step_plan.chunk_count - 1
@@ -176,7 +237,8 @@ def apply(step_plan, collective_time_s):
             before = getattr(cost, f"{phase}_stream")
             syncs = 0
             if regather:  # the partitioned messages' rebuilds and host round trips
-                extra = [full] * partition_fulls(phase, first, last) + extra
+                extra = (full * partition_fulls(phase, first, last)
+                         + clone_ops(partition_clones(phase, first, last), step_plan.p2p_gather_bytes, p.tp) + extra)
                 syncs = partition_syncs(phase, first, last)
             if not extra and not syncs:
                 continue
@@ -192,8 +254,9 @@ def apply(step_plan, collective_time_s):
         chunks.append(dataclasses.replace(cost, **changes))
     optimizer_s = step_plan.optimizer_s
     if uses_bf16_optimizer(precision, p.grad_reduce_dtype):
+        step_bytes = BF16_STEP_BYTES_PER_PARAM + BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM
         optimizer_s = [seconds + kernels.op_time_s(Op("bf16_optimizer_step_passes", "memory", params,
-                                                      BF16_STEP_BYTES_PER_PARAM * params), gpu, precision)
+                                                      step_bytes * params), gpu, precision)
                        for seconds, params in zip(optimizer_s, step_plan.stage_params, strict=True)]
     return dataclasses.replace(step_plan, chunks=chunks, p2p_sequential=True, optimizer_s=optimizer_s,
                                dp_grad_op=dp_grad_op(precision, p.grad_reduce_dtype, p.zero_stage))

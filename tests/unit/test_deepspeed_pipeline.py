@@ -114,6 +114,18 @@ def test_bf16_optimizer_passes_over_the_fp32_gradients_once_per_step(monkeypatch
     assert low.optimizer_s == low_megatron.optimizer_s
 
 
+def test_bf16_optimizer_copies_the_gathered_parameters_out_once_per_step(monkeypatch):
+    """all_gather_dp_groups' list all-gather: ProcessGroupNCCL copies every gathered bf16 parameter out of its flat
+    buffer, a read and a write of 2 B each: 4 B per parameter of the stage, memory-bound, in the optimizer's time."""
+    assert deepspeed_pipeline.BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM == 4
+    _, deepspeed = plans()
+    monkeypatch.setattr(deepspeed_pipeline, "BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM", 0)
+    _, no_copy = plans()
+    rate = scenario().cluster.gpu.hbm_bandwidth * kernels.hbm_fraction()
+    for stage, params in enumerate(deepspeed.stage_params):
+        assert deepspeed.optimizer_s[stage] - no_copy.optimizer_s[stage] == pytest.approx(4 * params / rate, rel=1e-6)
+
+
 @pytest.mark.parametrize(("phase", "first", "last", "syncs", "fulls"), [
     ("forward", True, False, 1, 0),    # the output's to_meta; nothing received
     ("forward", False, False, 1, 1),   # + the received input rebuilt
@@ -127,19 +139,39 @@ def test_partitioned_messages_sync_and_rebuild_per_block(phase, first, last, syn
     assert deepspeed_pipeline.partition_fulls(phase, first, last) == fulls
 
 
-def test_each_host_sync_costs_a_pipeline_step_and_each_rebuild_three_bytes_per_message_byte():
-    """pp 2, tp 4: the first stage's forward grows by one drained step's host time exactly (its output's to_meta),
-    the last stage's by the zero-fill and clone of the received activation only (3 B per byte, memory-bound, one
-    kernel's gap, no sync); with one rank per stage (no partitioned messages) neither grows."""
+@pytest.mark.parametrize(("phase", "first", "last", "clones"), [
+    ("forward", True, False, 1),    # the output's partitioning
+    ("forward", False, False, 3),   # + the received part cloned by _exec_recv_activations and _exec_forward_pass
+    ("forward", False, True, 2),    # the last stage partitions nothing
+    ("backward", True, False, 0),   # no SendGrad on the first stage; the received gradient is not copied
+    ("backward", False, False, 1),  # SendGrad's partitioning of the input gradient
+    ("backward", False, True, 1),
+])
+def test_partitioned_messages_are_cloned_per_block(phase, first, last, clones):
+    assert deepspeed_pipeline.partition_clones(phase, first, last) == clones
+
+
+def test_each_host_sync_costs_a_pipeline_step_and_each_rebuild_five_bytes_per_message_byte():
+    """pp 2, tp 4: the first stage's forward grows by one drained step's host time (its output's to_meta) and the
+    clone of its 1/tp part (2/tp B per message byte, two launches: the part and the meta); the last stage's by the
+    received activation's rebuild, no sync: PartitionedTensor.full() zero-fills the message (1 B per byte), the
+    list all-gather's copy-out reads and writes it in tp copies (ProcessGroupNCCL: 2 B), the clone reads and writes
+    it (2 B), and the received part is cloned twice (4/tp B); memory-bound, each launch with the stream's per-kernel
+    time. With one rank per stage (no partitioned messages) neither grows."""
     megatron, deepspeed = plans()
+    tp = scenario().parallelism.tp
     step_s = kernels.pipeline_step_overhead_s()
+    gap_s = kernels.host_model().kernel_gap_s
+    rate = scenario().cluster.gpu.hbm_bandwidth * kernels.hbm_fraction()
+    message = megatron.p2p_gather_bytes
     first, last = deepspeed.chunks
-    assert first.forward_compute_s - megatron.chunks[0].forward_compute_s == pytest.approx(step_s, rel=1e-9)
-    full_s = last.forward_compute_s - megatron.chunks[1].forward_compute_s - kernels.host_model().kernel_gap_s
-    hbm_bytes_per_s = scenario().cluster.gpu.hbm_bandwidth
-    full_bytes = 3 * megatron.p2p_gather_bytes
-    assert full_bytes / hbm_bytes_per_s <= full_s < 2 * full_bytes / hbm_bytes_per_s
-    assert last.forward_stream.kernels == megatron.chunks[1].forward_stream.kernels + 1
+    assert first.forward_compute_s - megatron.chunks[0].forward_compute_s == pytest.approx(
+        step_s + 2 / tp * message / rate + 2 * gap_s, rel=1e-6)
+    assert first.forward_stream.kernels == megatron.chunks[0].forward_stream.kernels + 2
+    full_kernels, clone_kernels = 1 + tp + 1, 2 * 2
+    assert last.forward_compute_s - megatron.chunks[1].forward_compute_s == pytest.approx(
+        (5 + 4 / tp) * message / rate + (full_kernels + clone_kernels) * gap_s, rel=1e-6)
+    assert last.forward_stream.kernels == megatron.chunks[1].forward_stream.kernels + full_kernels + clone_kernels
     one_megatron, one = plans(parallelism__tp=1, cluster__gpus_per_node=1)
     for before, after in zip(one_megatron.chunks, one.chunks, strict=True):
         assert after.forward_compute_s == before.forward_compute_s
