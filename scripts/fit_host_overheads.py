@@ -56,7 +56,7 @@ from simcluster.core import catalog
 from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
 from simcluster.studies import validation
-from simcluster.workload import kernels
+from simcluster.workload import kernels, schedule_host
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFICIENCY_YAML = ROOT / "simcluster" / "data" / "efficiency.yaml"
@@ -133,6 +133,7 @@ class Run:
     pipelined: bool
     critical_blocks: int
     tensor_core_kernels: np.ndarray   # [chunks, 2]: GEMM and attention kernels (the round-8 check)
+    drained_s: float = 0.0   # sourced stream drains on the critical path per step (workload.schedule_host; a check)
 
     @classmethod
     def of(cls, case: dict) -> Run:
@@ -140,11 +141,12 @@ class Run:
         plan = step_plan.plan(scenario, lambda op, group, size_bytes: 0.0)  # compute streams only
         streams = [(c.forward_stream, c.backward_stream) for c in plan.chunks]
         pp = scenario.parallelism.pp
+        critical = plan.microbatches * (len(plan.chunks) // pp) + pp - 1
         return cls(case, np.array([[s.device_s for s in pair] for pair in streams]),
                    np.array([[s.kernels for s in pair] for pair in streams]),
-                   np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1,
-                   plan.microbatches * (len(plan.chunks) // pp) + pp - 1,
-                   np.array([[s.tensor_core_kernels for s in pair] for pair in streams]))
+                   np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1, critical,
+                   np.array([[s.tensor_core_kernels for s in pair] for pair in streams]),
+                   drained_s(scenario, case, 2 * critical, plan.microbatches))
 
     def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0) -> np.ndarray:
         """Mean over chunks of a forward plus a backward block's time; arguments broadcast (grids on distinct
@@ -161,6 +163,25 @@ class Run:
     def dispatch_bound_s(self, host: kernels.HostModel) -> float:
         """The largest host dispatch per kernel at which every block of this run is still device-bound."""
         return float(np.min((self.device_s + host.fill_waves * self.wave_s) / self.kernels + host.kernel_gap_s))
+
+
+# Series run with Megatron-LM's pretrain_gpt.py, whose loss reads the loss on the host once a microbatch
+# (--check-for-nan-in-loss-and-grad, on by default; workload.schedule_host). The NeMo series use NeMo's losses.
+PRETRAIN_GPT_SERIES = ("megatron_core_h100_2024", "megatron_core_h100_2024_strong")
+
+
+def drained_s(scenario, case: dict, blocks: int, microbatches: int) -> float:
+    """The sourced drains' idle on the critical path of one step (``schedule_host``): per block, and the loss's per
+    microbatch on the last stage."""
+    p = scenario.parallelism
+    d = schedule_host.drains(p.pp, p.virtual_stages, scenario.training.layer_backward == "eager",
+                             loss_nan_check=case.get("series") in PRETRAIN_GPT_SERIES and p.pp > 1)
+    return schedule_host.drained_s_per_step(d, blocks, microbatches, scenario.cluster.gpu.name)
+
+
+def drain_attribution(runs: list[Run], step_s: float) -> list[tuple[str, float, float]]:
+    """Per pipelined run: the sourced drains and the fitted pipeline step on the critical path, seconds a step."""
+    return [(run.case["scenario"], run.drained_s, 2 * run.critical_blocks * step_s) for run in runs if run.pipelined]
 
 
 def simulate(value: float, step_s: float) -> list[validation.CaseResult]:
@@ -407,6 +428,10 @@ def main(argv: list[str]) -> int:
     (gap_s, fill, step_s), row, cond = three_terms(runs, results, at, fitted)
     print(f"fitted gap + GEMM fill + pipeline step (three terms) | {gap_s * 1e6:.0f} us a kernel, {fill:.2f} waves, "
           f"pipeline step {step_s * 1e6:.0f} us | {row_text(row)} | condition {cond:.1f}")
+    print("\nsourced stream drains (workload.schedule_host) against the fitted pipeline step, critical path, per step: "
+          "run | drains | fitted steps | share")
+    for name, drain_s, steps_s in drain_attribution(runs, at[1]):
+        print(f"{name} | {drain_s * 1e3:.2f} ms | {steps_s * 1e3:.0f} ms | {drain_s / steps_s:.2%}")
     if args.write:
         write(at)
     print(f"\n{time.perf_counter() - started:.0f} s")
