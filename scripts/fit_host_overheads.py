@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simcluster.collectives import nccl
 from simcluster.core import catalog
 from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
@@ -65,6 +66,7 @@ FILL_GRID = np.arange(0.0, 3.0001, 0.01)          # 0-3 waves per GEMM kernel
 GAP_GRID_S = np.arange(0.0, 150.5e-6, 1e-6)       # checks: 0-150 us per kernel, 1 us apart
 STEP_GRID_S = np.arange(0.0, 2000.5e-6, 10e-6)    # 0-2 ms per pipeline step, 10 us apart
 FRACTION_GRID = np.arange(0.0, 0.3001, 0.005)     # hypothesis check 2: 0-30% of the device time
+EXCHANGE_GRID = np.arange(0.0, 4.0001, 0.02)      # round-16 check: 0-4 pipeline messages' NIC time a step
 THREE_TERM_GAP_S = np.arange(0.0, 60.5e-6, 1e-6)      # check: gap + fill + step, 0-60 us a kernel
 THREE_TERM_FILL = np.arange(0.0, 2.0001, 0.02)          # 0-2 waves
 THREE_TERM_STEP_S = np.arange(0.0, 1000.5e-6, 20e-6)    # 0-1 ms a pipeline step
@@ -75,6 +77,8 @@ SENSITIVITY = 0.25
 # held-out SC21 runs of that software; with it in the objective the fit sets the kernel gap to 70 us and the
 # pipeline step to 0 and puts every H100 Llama 3.1 8B run at -9 to -10% (median 7.8%).
 EXCLUDED_SERIES: dict[str, str] = {}   # series name -> why it is kept out of the objective
+# One NDR NIC's point-to-point rate, NCCL's measured per-NIC busbw (data/nccl.yaml; the round-16 check only)
+NIC_BYTES_PER_S = nccl._rate(nccl.constants()["measured"]["per_nic_busbw"], "value")
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class Run:
     critical_blocks: int
     tensor_core_kernels: np.ndarray   # [chunks, 2]: GEMM and attention kernels (the round-8 check)
     drained_s: float = 0.0   # sourced stream drains on the critical path per step (workload.schedule_host; a check)
+    exchange_s: float = 0.0  # one pipeline message over one NIC at NCCL's measured busbw (the round-16 check)
 
     @classmethod
     def of(cls, case: dict) -> Run:
@@ -146,14 +151,19 @@ class Run:
                    np.array([[s.kernels for s in pair] for pair in streams]),
                    np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1, critical,
                    np.array([[s.tensor_core_kernels for s in pair] for pair in streams]),
-                   drained_s(scenario, case, 2 * critical, plan.microbatches))
+                   drained_s(scenario, case, 2 * critical, plan.microbatches),
+                   plan.p2p_bytes / NIC_BYTES_PER_S if pp > 1 else 0.0)
 
-    def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0) -> np.ndarray:
+    def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0,
+                exchange_factor=0.0) -> np.ndarray:
         """Mean over chunks of a forward plus a backward block's time; arguments broadcast (grids on distinct
-        axes). ``tensor_core_gap_s`` and ``fraction`` serve the checks of other structures: a gap before every
-        tensor-core kernel, a fraction of the device time."""
-        gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction = np.broadcast_arrays(
-            *(np.asarray(v, dtype=float) for v in (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction)))
+        axes). ``tensor_core_gap_s``, ``fraction`` and ``exchange_factor`` serve the checks of other structures: a
+        gap before every tensor-core kernel, a fraction of the device time, a multiple of the pipeline message's
+        time on one NIC per pipeline step."""
+        gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction, factor = np.broadcast_arrays(
+            *(np.asarray(v, dtype=float) for v in (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction,
+                                                   exchange_factor)))
+        step_s = step_s + factor * self.exchange_s
         grid = (...,) + (None,) * gap_s.ndim
         d, n, w, tc = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels))
         device = d * (1.0 + fraction) + n * gap_s + fill * w + tc * tc_gap_s                 # [chunks, 2, *grid]
@@ -167,7 +177,7 @@ class Run:
 
 # Series run with Megatron-LM's pretrain_gpt.py, whose loss reads the loss on the host once a microbatch
 # (--check-for-nan-in-loss-and-grad, on by default; workload.schedule_host). The NeMo series use NeMo's losses.
-PRETRAIN_GPT_SERIES = ("megatron_core_h100_2024", "megatron_core_h100_2024_strong")
+PRETRAIN_GPT_SOURCES = ("megatron_core_h100_2024", "megatron_core_h100_2024_strong")
 
 
 def drained_s(scenario, case: dict, blocks: int, microbatches: int) -> float:
@@ -175,7 +185,7 @@ def drained_s(scenario, case: dict, blocks: int, microbatches: int) -> float:
     microbatch on the last stage."""
     p = scenario.parallelism
     d = schedule_host.drains(p.pp, p.virtual_stages, scenario.training.layer_backward == "eager",
-                             loss_nan_check=case.get("series") in PRETRAIN_GPT_SERIES and p.pp > 1)
+                             loss_nan_check=case.get("source") in PRETRAIN_GPT_SOURCES and p.pp > 1)
     return schedule_host.drained_s_per_step(d, blocks, microbatches, scenario.cluster.gpu.name)
 
 
@@ -324,11 +334,14 @@ def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str
             ("measured gap + a gap before tensor-core kernels", "us a GEMM or attention kernel",
              dict(fill=0.0, gap_s=measured, tensor_core_gap_s=GAP_GRID_S[:, None])),
             ("measured gap + a fraction of the device time", "of the device time",
-             dict(fill=0.0, gap_s=measured, fraction=FRACTION_GRID[:, None]))):
+             dict(fill=0.0, gap_s=measured, fraction=FRACTION_GRID[:, None])),
+            ("one gap + pipeline messages' NIC time a step (round 16)", "messages a step",
+             dict(fill=0.0, gap_s=at[0], exchange_factor=EXCHANGE_GRID[:, None]))):
         errors = estimated_errors(runs, results, at, **values, step_s=steps)
         i, j = best(errors, fitted)
         grid = next(v for v in values.values() if isinstance(v, np.ndarray)).ravel()
-        value = (f"{grid[i] * 1e6:.0f}" if unit.startswith("us") else f"{grid[i]:.2f}" if unit == "waves"
+        value = (f"{grid[i] * 1e6:.0f}" if unit.startswith("us") else f"{grid[i]:.2f}" if unit in ("waves",
+                 "messages a step")
                  else f"{grid[i]:.1%}")
         rows.append((label, f"{value} {unit}, pipeline step {STEP_GRID_S[j] * 1e6:.0f} us", summary(errors[:, i, j])))
     return rows
