@@ -38,9 +38,15 @@ level (default 0; the schedule's are level 2) are dummies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from simcluster.workload import kernels
+
+# The reporting loss all-reduced over the data-parallel group once a microbatch on the last stage: one fp32 (NeMo's
+# average_losses_across_data_parallel_group([loss_for_ub]); Megatron-LM's pretrain_gpt reduces two, the loss and
+# its token count). Synchronous (async_op=False): the compute stream waits for it before the backward.
+LOSS_REPORT_BYTES = 4.0
 
 # Interleaved schedule with batch_p2p_comm: drains per block in the steady state (one batched exchange per forward-
 # backward pair, forward_backward_pipelining_with_interleaving's send_forward_backward_recv_forward_backward).
@@ -81,3 +87,19 @@ def drain_stall_s(gpu_name: str) -> float:
 def drained_s_per_step(d: Drains, blocks_per_stage: int, microbatches: int, gpu_name: str) -> float:
     """The drains' idle on the last stage's critical path per step: every block's drains and the loss's."""
     return (d.per_block * blocks_per_stage + d.per_last_stage_microbatch * microbatches) * drain_stall_s(gpu_name)
+
+
+def block_drains_stream(pp: int, virtual_stages: int, megatron2021: bool, gpu_name: str) -> kernels.StreamTime:
+    """Every block's drains (``drains(...).per_block``) as idle of its stream (device side, like a wait)."""
+    per_block = drains(pp, virtual_stages, megatron2021).per_block
+    return kernels.StreamTime(device_s=per_block * drain_stall_s(gpu_name)) if per_block else kernels.StreamTime()
+
+
+def loss_report_stream(dp_group: tuple[int, ...], collective_time_s: Callable[[str, tuple[int, ...], float], float],
+                       gpu_name: str) -> kernels.StreamTime:
+    """The last stage's reporting-loss all-reduce once a microbatch (``LOSS_REPORT_BYTES``): its launch (host only)
+    and its time alone on the fabric, which the compute stream waits for. Nothing with one data-parallel rank."""
+    if len(dp_group) < 2:
+        return kernels.StreamTime()
+    launch = kernels.host_model().dispatch_s * kernels.host_cpu_ratio(gpu_name)
+    return kernels.StreamTime(device_s=collective_time_s("allreduce", dp_group, LOSS_REPORT_BYTES), host_extra_s=launch)
