@@ -30,10 +30,14 @@ Drains per (model chunk, microbatch, phase), each with its source:
 Not drains (stream waits or host-only work, hidden while the host is ahead): ``req.wait()`` on NCCL p2p handles
 (``Work.wait`` makes the current stream wait on the NCCL stream's event; the host blocks only with
 TORCH_NCCL_BLOCKING_WAIT), ``deallocate_output_tensor`` (``out.data = torch.empty((1,))``), ``set_is_first_microbatch``
-and ``no_sync`` (Python attribute flips), the DP all-reduce of the reporting loss (``average_losses_across_data_
-parallel_group``: a kernel on the NCCL stream, read once a step), ``get_batch_on_this_tp_rank``'s TP broadcasts
-(NCCL kernels the compute stream waits on, first and last stage only). Megatron-Core timers below the timing log
-level (default 0; the schedule's are level 2) are dummies.
+and ``no_sync`` (Python attribute flips). Megatron-Core timers below the timing log level (default 0; the schedule's
+are level 2) are dummies.
+
+Synchronous collectives the compute stream waits on (``async_op=False``: ``Work.wait`` on the current stream), once a
+microbatch: the reporting loss's all-reduce over the data-parallel group on the last stage, every framework
+(``average_losses_across_data_parallel_group``, pretrain_gpt's ``all_reduce(reporting_loss, dp)``;
+``loss_report_stream``), and Megatron-LM pretrain_gpt's ``get_batch_on_this_tp_rank`` broadcasts over TP on the first
+and last stage (NeMo loads on every rank; not modelled here).
 """
 
 from __future__ import annotations
