@@ -52,11 +52,12 @@ from pathlib import Path
 
 import numpy as np
 
+from simcluster.collectives import nccl
 from simcluster.core import catalog
 from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
 from simcluster.studies import validation
-from simcluster.workload import kernels
+from simcluster.workload import kernels, schedule_host
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFICIENCY_YAML = ROOT / "simcluster" / "data" / "efficiency.yaml"
@@ -65,6 +66,7 @@ FILL_GRID = np.arange(0.0, 3.0001, 0.01)          # 0-3 waves per GEMM kernel
 GAP_GRID_S = np.arange(0.0, 150.5e-6, 1e-6)       # checks: 0-150 us per kernel, 1 us apart
 STEP_GRID_S = np.arange(0.0, 2000.5e-6, 10e-6)    # 0-2 ms per pipeline step, 10 us apart
 FRACTION_GRID = np.arange(0.0, 0.3001, 0.005)     # hypothesis check 2: 0-30% of the device time
+EXCHANGE_GRID = np.arange(0.0, 4.0001, 0.02)      # round-16 check: 0-4 pipeline messages' NIC time a step
 THREE_TERM_GAP_S = np.arange(0.0, 60.5e-6, 1e-6)      # check: gap + fill + step, 0-60 us a kernel
 THREE_TERM_FILL = np.arange(0.0, 2.0001, 0.02)          # 0-2 waves
 THREE_TERM_STEP_S = np.arange(0.0, 1000.5e-6, 20e-6)    # 0-1 ms a pipeline step
@@ -75,6 +77,8 @@ SENSITIVITY = 0.25
 # held-out SC21 runs of that software; with it in the objective the fit sets the kernel gap to 70 us and the
 # pipeline step to 0 and puts every H100 Llama 3.1 8B run at -9 to -10% (median 7.8%).
 EXCLUDED_SERIES: dict[str, str] = {}   # series name -> why it is kept out of the objective
+# One NDR NIC's point-to-point rate, NCCL's measured per-NIC busbw (data/nccl.yaml; the round-16 check only)
+NIC_BYTES_PER_S = nccl._rate(nccl.constants()["measured"]["per_nic_busbw"], "value")
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ class Run:
     pipelined: bool
     critical_blocks: int
     tensor_core_kernels: np.ndarray   # [chunks, 2]: GEMM and attention kernels (the round-8 check)
+    drained_s: float = 0.0   # sourced stream drains on the critical path per step (workload.schedule_host; a check)
+    exchange_s: float = 0.0  # one pipeline message over one NIC at NCCL's measured busbw (the round-16 check)
 
     @classmethod
     def of(cls, case: dict) -> Run:
@@ -140,18 +146,24 @@ class Run:
         plan = step_plan.plan(scenario, lambda op, group, size_bytes: 0.0)  # compute streams only
         streams = [(c.forward_stream, c.backward_stream) for c in plan.chunks]
         pp = scenario.parallelism.pp
+        critical = plan.microbatches * (len(plan.chunks) // pp) + pp - 1
         return cls(case, np.array([[s.device_s for s in pair] for pair in streams]),
                    np.array([[s.kernels for s in pair] for pair in streams]),
-                   np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1,
-                   plan.microbatches * (len(plan.chunks) // pp) + pp - 1,
-                   np.array([[s.tensor_core_kernels for s in pair] for pair in streams]))
+                   np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1, critical,
+                   np.array([[s.tensor_core_kernels for s in pair] for pair in streams]),
+                   drained_s(scenario, case, 2 * critical, plan.microbatches),
+                   plan.p2p_bytes / NIC_BYTES_PER_S if pp > 1 else 0.0)
 
-    def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0) -> np.ndarray:
+    def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0,
+                exchange_factor=0.0) -> np.ndarray:
         """Mean over chunks of a forward plus a backward block's time; arguments broadcast (grids on distinct
-        axes). ``tensor_core_gap_s`` and ``fraction`` serve the checks of other structures: a gap before every
-        tensor-core kernel, a fraction of the device time."""
-        gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction = np.broadcast_arrays(
-            *(np.asarray(v, dtype=float) for v in (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction)))
+        axes). ``tensor_core_gap_s``, ``fraction`` and ``exchange_factor`` serve the checks of other structures: a
+        gap before every tensor-core kernel, a fraction of the device time, a multiple of the pipeline message's
+        time on one NIC per pipeline step."""
+        gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction, factor = np.broadcast_arrays(
+            *(np.asarray(v, dtype=float) for v in (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction,
+                                                   exchange_factor)))
+        step_s = step_s + factor * self.exchange_s
         grid = (...,) + (None,) * gap_s.ndim
         d, n, w, tc = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels))
         device = d * (1.0 + fraction) + n * gap_s + fill * w + tc * tc_gap_s                 # [chunks, 2, *grid]
@@ -161,6 +173,25 @@ class Run:
     def dispatch_bound_s(self, host: kernels.HostModel) -> float:
         """The largest host dispatch per kernel at which every block of this run is still device-bound."""
         return float(np.min((self.device_s + host.fill_waves * self.wave_s) / self.kernels + host.kernel_gap_s))
+
+
+# Series run with Megatron-LM's pretrain_gpt.py, whose loss reads the loss on the host once a microbatch
+# (--check-for-nan-in-loss-and-grad, on by default; workload.schedule_host). The NeMo series use NeMo's losses.
+PRETRAIN_GPT_SOURCES = ("megatron_core_h100_2024", "megatron_core_h100_2024_strong")
+
+
+def drained_s(scenario, case: dict, blocks: int, microbatches: int) -> float:
+    """The sourced drains' idle on the critical path of one step (``schedule_host``): per block, and the loss's per
+    microbatch on the last stage."""
+    p = scenario.parallelism
+    d = schedule_host.drains(p.pp, p.virtual_stages, scenario.training.layer_backward == "eager",
+                             loss_nan_check=case.get("source") in PRETRAIN_GPT_SOURCES and p.pp > 1)
+    return schedule_host.drained_s_per_step(d, blocks, microbatches, scenario.cluster.gpu.name)
+
+
+def drain_attribution(runs: list[Run], step_s: float) -> list[tuple[str, float, float]]:
+    """Per pipelined run: the sourced drains and the fitted pipeline step on the critical path, seconds a step."""
+    return [(run.case["scenario"], run.drained_s, 2 * run.critical_blocks * step_s) for run in runs if run.pipelined]
 
 
 def simulate(value: float, step_s: float) -> list[validation.CaseResult]:
@@ -303,11 +334,14 @@ def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str
             ("measured gap + a gap before tensor-core kernels", "us a GEMM or attention kernel",
              dict(fill=0.0, gap_s=measured, tensor_core_gap_s=GAP_GRID_S[:, None])),
             ("measured gap + a fraction of the device time", "of the device time",
-             dict(fill=0.0, gap_s=measured, fraction=FRACTION_GRID[:, None]))):
+             dict(fill=0.0, gap_s=measured, fraction=FRACTION_GRID[:, None])),
+            ("one gap + pipeline messages' NIC time a step (round 16)", "messages a step",
+             dict(fill=0.0, gap_s=at[0], exchange_factor=EXCHANGE_GRID[:, None]))):
         errors = estimated_errors(runs, results, at, **values, step_s=steps)
         i, j = best(errors, fitted)
         grid = next(v for v in values.values() if isinstance(v, np.ndarray)).ravel()
-        value = (f"{grid[i] * 1e6:.0f}" if unit.startswith("us") else f"{grid[i]:.2f}" if unit == "waves"
+        value = (f"{grid[i] * 1e6:.0f}" if unit.startswith("us") else f"{grid[i]:.2f}" if unit in ("waves",
+                 "messages a step")
                  else f"{grid[i]:.1%}")
         rows.append((label, f"{value} {unit}, pipeline step {STEP_GRID_S[j] * 1e6:.0f} us", summary(errors[:, i, j])))
     return rows
@@ -407,6 +441,10 @@ def main(argv: list[str]) -> int:
     (gap_s, fill, step_s), row, cond = three_terms(runs, results, at, fitted)
     print(f"fitted gap + GEMM fill + pipeline step (three terms) | {gap_s * 1e6:.0f} us a kernel, {fill:.2f} waves, "
           f"pipeline step {step_s * 1e6:.0f} us | {row_text(row)} | condition {cond:.1f}")
+    print("\nsourced stream drains (workload.schedule_host) against the fitted pipeline step, critical path, per step: "
+          "run | drains | fitted steps | share")
+    for name, drain_s, steps_s in drain_attribution(runs, at[1]):
+        print(f"{name} | {drain_s * 1e3:.2f} ms | {steps_s * 1e3:.0f} ms | {drain_s / steps_s:.2%}")
     if args.write:
         write(at)
     print(f"\n{time.perf_counter() - started:.0f} s")
