@@ -129,9 +129,11 @@ def ep_group_tokens(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1)
 def step_load(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1) -> float:
     """``busiest_rank_load`` of a model's MoE layers with the tokens its EP group routes a microbatch
     (``ep_group_tokens``): what the step's expert GEMMs, all-to-alls and activations are sized by; 1 for a dense
-    model."""
+    model; padded to capacity (``pad_to_capacity``), every expert runs its capacity: the capacity factor."""
     if model.moe is None:
         return 1.0
+    if model.moe.pad_to_capacity:
+        return model.moe.capacity_factor
     return busiest_rank_load(model.moe, ep, ep_group_tokens(model, shard, ep, etp))
 
 
@@ -220,22 +222,24 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     expert_rows = local_experts * per_expert
     sorts = [] if flex else sort_chunks_ops(expert_rows * h * e, ep, local_experts)
     backward_input += sorts
-    # the routed forward in the order the host issues it (the race after the host sync, kernels.synced_stall_s):
-    # permute, [dispatch, the engine's], sort by local expert, fc1's per-expert launches and fc1, the activation,
+    # the forward after the router in the order the host issues it (``forward_order``; the race after the host
+    # sync, kernels.synced_stall_s): the alltoall dispatcher's permutation, [dispatch, the engine's], the shared
+    # experts, the sort by local expert (flex: the permutation), fc1's per-expert launches and fc1, the activation,
     # fc2's and fc2, the sort back, [combine], unpermute
     fc1_launches, fc2_launches = _halves(launches["forward"])
-    routed_forward = [permute, *sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
+    routed_forward = [*sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
                       *sorts[1:], unpermute]
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
+    shared_forward: list[Op] = []
     if moe.shared_experts:
         shared = mlp_block(model, shard, moe.shared_experts * moe.ffn_hidden, name="shared_expert")
-        forward += shared.forward
+        shared_forward = shared.forward
         backward_input += shared.backward_input
         backward_weight += shared.backward_weight
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
-    forward += host_syncs("forward") + routed_forward
+    forward += forward_order(sync_point(moe, flex), permute, shared_forward, routed_forward, flex)
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward, standalone_norm=True,
                     act_recompute=(act,))
 
@@ -252,6 +256,32 @@ def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
     (``sort_chunks_ops``), which the flex dispatcher does not run."""
     moe = model.moe
     return routed * TokenRouting(moe.experts, moe.top_k).distinct_gpus(1, ep)   # experts % ep == 0: config
+
+
+def sync_point(moe: MoESpec, flex: bool) -> str:
+    """Where an MoE layer's forward syncs the host on its tokens per expert, relative to the first permutation
+    (data/moe.yaml ``host_syncs.point``, Megatron-Core's cuda_sync_point): ``after_permute`` (dropless alltoall:
+    before the EP all-to-all), ``before_permute`` (a capacity factor without padding; the flex dispatcher, whose
+    permutation follows DeepEP's dispatch) or ``none`` (padded to capacity: no sync)."""
+    points = _constants()["host_syncs"]["point"]
+    if moe.pad_to_capacity:
+        return points["padded"]
+    if flex:
+        return points["flex"]
+    return points["capacity" if moe.capacity_factor is not None else "dropless"]
+
+
+def forward_order(point: str, permute: Op, shared: list[Op], routed: list[Op], flex: bool) -> list[Op]:
+    """An MoE layer's forward after its router, in the order the host issues it: the host sync (``host_syncs``) at
+    ``point`` (``sync_point``), then the expert compute in Megatron-Core's MoELayer.experts_compute order (the
+    shared experts, then the dispatch postprocess and the ``routed`` experts). The alltoall dispatcher permutes
+    before its all-to-all, the flex dispatcher after its dispatch, after the shared experts."""
+    sync = host_syncs("forward") if point != "none" else []
+    if flex:
+        return [*sync, *shared, permute, *routed]
+    if point == "before_permute":
+        return [*sync, permute, *shared, *routed]
+    return [permute, *sync, *shared, *routed]
 
 
 def host_syncs(phase: str) -> list[Op]:
