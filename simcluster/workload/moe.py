@@ -239,7 +239,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         backward_weight += shared.backward_weight
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
-    forward += forward_order(sync_point(moe, flex), permute, shared_forward, routed_forward, flex)
+    forward += forward_order(moe, permute, shared_forward, routed_forward, flex)
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward, standalone_norm=True,
                     act_recompute=(act,))
 
@@ -258,30 +258,16 @@ def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
     return routed * TokenRouting(moe.experts, moe.top_k).distinct_gpus(1, ep)   # experts % ep == 0: config
 
 
-def sync_point(moe: MoESpec, flex: bool) -> str:
-    """Where an MoE layer's forward syncs the host on its tokens per expert, relative to the first permutation
-    (data/moe.yaml ``host_syncs.point``, Megatron-Core's cuda_sync_point): ``after_permute`` (dropless alltoall:
-    before the EP all-to-all), ``before_permute`` (a capacity factor without padding; the flex dispatcher, whose
-    permutation follows DeepEP's dispatch) or ``none`` (padded to capacity: no sync)."""
-    points = _constants()["host_syncs"]["point"]
-    if moe.pad_to_capacity:
-        return points["padded"]
-    if flex:
-        return points["flex"]
-    return points["capacity" if moe.capacity_factor is not None else "dropless"]
-
-
-def forward_order(point: str, permute: Op, shared: list[Op], routed: list[Op], flex: bool) -> list[Op]:
-    """An MoE layer's forward after its router, in the order the host issues it: the host sync (``host_syncs``) at
-    ``point`` (``sync_point``), then the expert compute in Megatron-Core's MoELayer.experts_compute order (the
-    shared experts, then the dispatch postprocess and the ``routed`` experts). The alltoall dispatcher permutes
-    before its all-to-all, the flex dispatcher after its dispatch, after the shared experts."""
-    sync = host_syncs("forward") if point != "none" else []
+def forward_order(moe: MoESpec, permute: Op, shared: list[Op], routed: list[Op], flex: bool) -> list[Op]:
+    """An MoE layer's forward after its router, in the order the host issues it (data/moe.yaml ``host_syncs``):
+    the host sync, unless padded to capacity (``pad_to_capacity``: Megatron-Core then needs no CPU value), before
+    the alltoall dispatcher's first permutation (which a 2025 Megatron-Core issues before waiting and runs while
+    the host waits), then the expert compute in MoELayer.experts_compute's order: the ``shared`` experts, the
+    dispatch postprocess (the flex dispatcher's permutation, after DeepEP's dispatch) and the ``routed`` experts."""
+    sync = [] if moe.pad_to_capacity else host_syncs("forward")
     if flex:
         return [*sync, *shared, permute, *routed]
-    if point == "before_permute":
-        return [*sync, permute, *shared, *routed]
-    return [permute, *sync, *shared, *routed]
+    return [*sync, permute, *shared, *routed]
 
 
 def host_syncs(phase: str) -> list[Op]:

@@ -387,9 +387,10 @@ def test_moe_layers_keep_only_the_attentions_tensor_parallel_pair_unless_they_ha
 @pytest.mark.parametrize("ep", [1, 4, 8, 64])
 def test_the_forward_syncs_once_before_the_routed_experts_and_the_host_issues_every_expert_gemm(ep):
     """Dropless MoE copies the tokens per expert to the host (all-to-all splits, grouped GEMM rows) once per layer
-    forward (data/moe.yaml host_syncs): one sync, after the router and the alltoall dispatcher's first permutation
-    (Megatron-Core's cuda_sync_point "before_ep_alltoall"), before the shared experts and the expert GEMMs
-    (MoELayer.experts_compute runs after the dispatch); none backward. The host issues all L = experts/ep GEMMs of
+    forward (data/moe.yaml host_syncs): one sync, after the router, before the alltoall dispatcher's first
+    permutation (a 2025 Megatron-Core copies the counts before it and waits before the all-to-all, the permutation
+    running meanwhile), the shared experts and the expert GEMMs (MoELayer.experts_compute runs after the dispatch);
+    none backward. The host issues all L = experts/ep GEMMs of
     each grouped GEMM, the streams run ceil(L/4) in series: the rest are host-only launches; fp8 quantizes all run on
     the main stream (none host-only)."""
     from simcluster.workload import kernels
@@ -403,7 +404,7 @@ def test_the_forward_syncs_once_before_the_routed_experts_and_the_host_issues_ev
         assert names.count(kernels.HOST_SYNC) == 1
         sync = names.index(kernels.HOST_SYNC)
         shared = [i for i, name in enumerate(names) if name.startswith("shared_expert")]
-        assert names.index("router") < names.index("permute") < sync < min(shared)
+        assert names.index("router") < sync < names.index("permute") < min(shared)
         assert max(shared) < names.index("expert_up")
         for phase in ("backward_input", "backward_weight"):
             assert kernels.HOST_SYNC not in [op.name for op in getattr(block, phase)]
@@ -412,21 +413,21 @@ def test_the_forward_syncs_once_before_the_routed_experts_and_the_host_issues_ev
 
 
 @pytest.mark.parametrize("capacity, pad, dispatcher, expected", [
-    (None, False, "alltoall", ["permute", "host_sync", "shared", "expert_up"]),    # before_ep_alltoall
+    (None, False, "alltoall", ["host_sync", "permute", "shared", "expert_up"]),    # dropless
     (1.0, False, "alltoall", ["host_sync", "permute", "shared", "expert_up"]),     # before_permutation_1
     (1.0, True, "alltoall", ["permute", "shared", "expert_up"]),                   # drop and pad: no sync
     (None, False, "flex", ["host_sync", "shared", "permute", "expert_up"]),        # DeepEP's dispatch, then permute
 ])
 def test_the_host_sync_falls_where_megatron_core_needs_a_cpu_value(capacity, pad, dispatcher, expected):
-    """Megatron-Core's alltoall dispatcher syncs at the earliest point that needs a CPU value: dropless before the
-    EP all-to-all (after the first permutation, whose size is tokens x top-k), with a capacity factor before the
-    permutation (the kept count), never when padded to capacity (--moe-pad-expert-input-to-capacity: the capacity is
-    known on the host); the flex dispatcher permutes after DeepEP's dispatch, whose received counts the host waits
-    for (megatron/core/transformer/moe/token_dispatcher.py, data/moe.yaml host_syncs.point)."""
+    """Megatron-Core's alltoall dispatcher syncs on the tokens per expert before its all-to-all (dropless) or its
+    first permutation (a capacity factor), never when padded to capacity (--moe-pad-expert-input-to-capacity: the
+    capacity is known on the host); the flex dispatcher permutes after DeepEP's dispatch, whose received counts the
+    host waits for; the shared experts run after the dispatch, before the routed ones (MoELayer.experts_compute;
+    megatron/core/transformer/moe/token_dispatcher.py, data/moe.yaml host_syncs)."""
     spec = _small_moe(experts=64, top_k=2, shared_experts=1, capacity_factor=capacity, pad_to_capacity=pad)
     block = moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, tp=2), ep=8, dispatcher=dispatcher)
     names = ["shared" if op.name.startswith("shared_expert") else op.name for op in block.forward]
-    order = [name for name in dict.fromkeys(names) if name in expected]
+    order = [name for name in dict.fromkeys(names) if name in ("host_sync", "permute", "shared", "expert_up")]
     assert order == expected
 
 
