@@ -207,8 +207,8 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     up = _Linear("expert_up", per_expert, h, up_width, batch=local_experts)
     down = _Linear("expert_down", per_expert, ffn_local, h, batch=local_experts)
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
-    # forward: the router (and shared experts) before the host's sync on the tokens per expert, the routed experts
-    # after it (``host_syncs``)
+    # forward: the router before the host's sync on the tokens per expert, the permutation, shared and routed
+    # experts after it (``forward_order``)
     forward = [router_gemm.forward(shard), router_act]
     backward_input = [unpermute_bwd, down.dgrad(shard), act_bwd, up.dgrad(shard), permute_bwd, router_act_bwd,
                       router_gemm.dgrad(shard)]
