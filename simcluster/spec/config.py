@@ -742,6 +742,9 @@ class Scenario(_Strict):
         if p.moe_dispatcher == "flex" and p.ep * p.etp == 1:
             raise ScenarioError("parallelism.moe_dispatcher", "flex dispatches tokens between expert-parallel "
                                 "ranks: it needs ep x etp > 1 (Megatron-Core's flex dispatcher asserts it)")
+        if p.moe_dispatcher == "flex" and moe.pad_to_capacity:
+            raise ScenarioError("model.moe.pad_to_capacity", "the flex dispatcher does not pad experts to capacity "
+                                "(Megatron-Core's flex dispatcher asserts it): use moe_dispatcher: alltoall")
 
     @property
     def expert_data_parallel(self) -> int:

@@ -52,6 +52,8 @@ class MoESpec(BaseModel):
     interval: Count = Field(1, description="every interval-th layer after dense_layers is an MoE layer")
     capacity_factor: PositiveFloat | None = Field(None, description="tokens per expert capped at this multiple of "
                                                   "the mean; null = dropless")
+    pad_to_capacity: bool = Field(False, description="every expert padded to its capacity (Megatron-Core "
+                                  "--moe-pad-expert-input-to-capacity; needs capacity_factor): no host sync")
     load: str | float = Field(
         "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, or a "
         "coefficient of variation >= 0")
@@ -69,6 +71,8 @@ class MoESpec(BaseModel):
     def _check_routing(self) -> MoESpec:
         if self.top_k > self.experts:
             raise ValueError(f"top_k {self.top_k} exceeds experts {self.experts}")
+        if self.pad_to_capacity and self.capacity_factor is None:
+            raise ValueError("pad_to_capacity needs a capacity_factor")
         return self
 
 

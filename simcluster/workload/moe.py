@@ -129,9 +129,11 @@ def ep_group_tokens(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1)
 def step_load(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1) -> float:
     """``busiest_rank_load`` of a model's MoE layers with the tokens its EP group routes a microbatch
     (``ep_group_tokens``): what the step's expert GEMMs, all-to-alls and activations are sized by; 1 for a dense
-    model."""
+    model; padded to capacity (``pad_to_capacity``), every expert runs its capacity: the capacity factor."""
     if model.moe is None:
         return 1.0
+    if model.moe.pad_to_capacity:
+        return model.moe.capacity_factor
     return busiest_rank_load(model.moe, ep, ep_group_tokens(model, shard, ep, etp))
 
 
@@ -205,8 +207,8 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     up = _Linear("expert_up", per_expert, h, up_width, batch=local_experts)
     down = _Linear("expert_down", per_expert, ffn_local, h, batch=local_experts)
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
-    # forward: the router (and shared experts) before the host's sync on the tokens per expert, the routed experts
-    # after it (``host_syncs``)
+    # forward: the router before the host's sync on the tokens per expert, the permutation, shared and routed
+    # experts after it (``forward_order``)
     forward = [router_gemm.forward(shard), router_act]
     backward_input = [unpermute_bwd, down.dgrad(shard), act_bwd, up.dgrad(shard), permute_bwd, router_act_bwd,
                       router_gemm.dgrad(shard)]
@@ -220,22 +222,24 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     expert_rows = local_experts * per_expert
     sorts = [] if flex else sort_chunks_ops(expert_rows * h * e, ep, local_experts)
     backward_input += sorts
-    # the routed forward in the order the host issues it (the race after the host sync, kernels.synced_stall_s):
-    # permute, [dispatch, the engine's], sort by local expert, fc1's per-expert launches and fc1, the activation,
+    # the forward after the router in the order the host issues it (``forward_order``; the race after the host
+    # sync, kernels.synced_stall_s): the alltoall dispatcher's permutation, [dispatch, the engine's], the shared
+    # experts, the sort by local expert (flex: the permutation), fc1's per-expert launches and fc1, the activation,
     # fc2's and fc2, the sort back, [combine], unpermute
     fc1_launches, fc2_launches = _halves(launches["forward"])
-    routed_forward = [permute, *sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
+    routed_forward = [*sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
                       *sorts[1:], unpermute]
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
+    shared_forward: list[Op] = []
     if moe.shared_experts:
         shared = mlp_block(model, shard, moe.shared_experts * moe.ffn_hidden, name="shared_expert")
-        forward += shared.forward
+        shared_forward = shared.forward
         backward_input += shared.backward_input
         backward_weight += shared.backward_weight
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
-    forward += host_syncs("forward") + routed_forward
+    forward += forward_order(moe, permute, shared_forward, routed_forward, flex)
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward, standalone_norm=True,
                     act_recompute=(act,))
 
@@ -252,6 +256,18 @@ def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
     (``sort_chunks_ops``), which the flex dispatcher does not run."""
     moe = model.moe
     return routed * TokenRouting(moe.experts, moe.top_k).distinct_gpus(1, ep)   # experts % ep == 0: config
+
+
+def forward_order(moe: MoESpec, permute: Op, shared: list[Op], routed: list[Op], flex: bool) -> list[Op]:
+    """An MoE layer's forward after its router, in the order the host issues it (data/moe.yaml ``host_syncs``):
+    the host sync, unless padded to capacity (``pad_to_capacity``: Megatron-Core then needs no CPU value), before
+    the alltoall dispatcher's first permutation (which a 2025 Megatron-Core issues before waiting and runs while
+    the host waits), then the expert compute in MoELayer.experts_compute's order: the ``shared`` experts, the
+    dispatch postprocess (the flex dispatcher's permutation, after DeepEP's dispatch) and the ``routed`` experts."""
+    sync = [] if moe.pad_to_capacity else host_syncs("forward")
+    if flex:
+        return [*sync, *shared, permute, *routed]
+    return [*sync, permute, *shared, *routed]
 
 
 def host_syncs(phase: str) -> list[Op]:

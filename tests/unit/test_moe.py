@@ -387,9 +387,12 @@ def test_moe_layers_keep_only_the_attentions_tensor_parallel_pair_unless_they_ha
 @pytest.mark.parametrize("ep", [1, 4, 8, 64])
 def test_the_forward_syncs_once_before_the_routed_experts_and_the_host_issues_every_expert_gemm(ep):
     """Dropless MoE copies the tokens per expert to the host (all-to-all splits, grouped GEMM rows) once per layer
-    forward (data/moe.yaml host_syncs): one sync, after the router and shared experts, before the permutation and
-    the expert GEMMs; none backward. The host issues all L = experts/ep GEMMs of each grouped GEMM, the streams run
-    ceil(L/4) in series: the rest are host-only launches; fp8 quantizes all run on the main stream (none host-only)."""
+    forward (data/moe.yaml host_syncs): one sync, after the router, before the alltoall dispatcher's first
+    permutation (a 2025 Megatron-Core copies the counts before it and waits before the all-to-all, the permutation
+    running meanwhile), the shared experts and the expert GEMMs (MoELayer.experts_compute runs after the dispatch);
+    none backward. The host issues all L = experts/ep GEMMs of
+    each grouped GEMM, the streams run ceil(L/4) in series: the rest are host-only launches; fp8 quantizes all run on
+    the main stream (none host-only)."""
     from simcluster.workload import kernels
     spec = _small_moe(experts=64, top_k=2, shared_experts=1)
     local = 64 // ep
@@ -400,12 +403,40 @@ def test_the_forward_syncs_once_before_the_routed_experts_and_the_host_issues_ev
         names = [op.name for op in block.forward]
         assert names.count(kernels.HOST_SYNC) == 1
         sync = names.index(kernels.HOST_SYNC)
-        assert names.index("router") < sync < names.index("permute") < names.index("expert_up")
-        assert all(not name.startswith("shared_expert") for name in names[sync:])
+        shared = [i for i, name in enumerate(names) if name.startswith("shared_expert")]
+        assert names.index("router") < sync < names.index("permute") < min(shared)
+        assert max(shared) < names.index("expert_up")
         for phase in ("backward_input", "backward_weight"):
             assert kernels.HOST_SYNC not in [op.name for op in getattr(block, phase)]
         host_only = sum(name == kernels.HOST_ONLY_LAUNCH for name in names)
         assert host_only == 2 * (local - depth)
+
+
+@pytest.mark.parametrize("capacity, pad, dispatcher, expected", [
+    (None, False, "alltoall", ["host_sync", "permute", "shared", "expert_up"]),    # dropless
+    (1.0, False, "alltoall", ["host_sync", "permute", "shared", "expert_up"]),     # before_permutation_1
+    (1.0, True, "alltoall", ["permute", "shared", "expert_up"]),                   # drop and pad: no sync
+    (None, False, "flex", ["host_sync", "shared", "permute", "expert_up"]),        # DeepEP's dispatch, then permute
+])
+def test_the_host_sync_falls_where_megatron_core_needs_a_cpu_value(capacity, pad, dispatcher, expected):
+    """Megatron-Core's alltoall dispatcher syncs on the tokens per expert before its all-to-all (dropless) or its
+    first permutation (a capacity factor), never when padded to capacity (--moe-pad-expert-input-to-capacity: the
+    capacity is known on the host); the flex dispatcher permutes after DeepEP's dispatch, whose received counts the
+    host waits for; the shared experts run after the dispatch, before the routed ones (MoELayer.experts_compute;
+    megatron/core/transformer/moe/token_dispatcher.py, data/moe.yaml host_syncs)."""
+    spec = _small_moe(experts=64, top_k=2, shared_experts=1, capacity_factor=capacity, pad_to_capacity=pad)
+    block = moe.moe_block(spec, Shard(seq_len=4096, micro_batch=1, tp=2), ep=8, dispatcher=dispatcher)
+    names = ["shared" if op.name.startswith("shared_expert") else op.name for op in block.forward]
+    order = [name for name in dict.fromkeys(names) if name in ("host_sync", "permute", "shared", "expert_up")]
+    assert order == expected
+
+
+def test_padding_needs_a_capacity_factor():
+    from pydantic import ValidationError
+
+    from simcluster.spec.model import MoESpec
+    with pytest.raises(ValidationError, match="pad_to_capacity needs a capacity_factor"):
+        MoESpec(experts=8, top_k=2, ffn_hidden=64, pad_to_capacity=True)
 
 
 # Forced-balanced NeMo runs whose expert GEMMs have 4096 rows an expert at the mean load (tp 2, ep 32 or 64, 4 local
@@ -444,3 +475,26 @@ def test_fp8_backward_expert_gemms_keep_the_split_accumulator_at_fractional_rows
     backward = [op for phase in ("backward_input", "backward_weight") for op in getattr(block, phase)
                 if op.name.startswith("expert_") and op.kind == "gemm"]
     assert len(backward) == 4 and all(op.split_accumulator for op in backward)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"parallelism": {"moe_dispatcher": "flex", "ep_alltoall": "hierarchical"}}, "model.moe.pad_to_capacity"),
+    ({"model": {"capacity_factor": None}}, "pad_to_capacity"),
+])
+def test_padding_to_capacity_refused_where_megatron_core_refuses_it(tmp_path, change, field):
+    """Padding needs a capacity (MoESpec) and the alltoall dispatcher (Megatron-Core's flex dispatcher asserts
+    no --moe-pad-expert-input-to-capacity): a one-line error naming the field, exit code 2, no traceback."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    raw = yaml.safe_load(config.bundled_dir().joinpath("moezoo-mixtral-8x22b-128-h100-drop.yaml").read_text())
+    raw["parallelism"].update(change.get("parallelism", {}))
+    raw["model"]["moe"].update(change.get("model", {}))
+    path = tmp_path / "pad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    run = subprocess.run([sys.executable, "-m", "simcluster.cli", "run", str(path)], capture_output=True, text=True,
+                         cwd=tmp_path, env={"PYTHONPATH": str(config.bundled_dir().parents[2]), "PATH": ""})
+    assert run.returncode == 2
+    assert field in run.stderr and "Traceback" not in run.stderr
