@@ -60,3 +60,37 @@ def test_the_discount_decides_the_protocol_between_96_and_288_nodes():
     assert pick == {("reduce_scatter", 96): "Simple", ("all_gather", 96): "Simple",
                     ("reduce_scatter", 192): "Simple", ("all_gather", 192): "LL128",
                     ("reduce_scatter", 288): "LL128", ("all_gather", 288): "LL128"}
+
+
+# ncclTopoGetAlgoTime (NCCL 2.7 to 2.2x): `lat *= minCompCap < 80 ? 1.9 : 1.4; // Plateau effect of ring` for a
+# ring/Simple allreduce across nodes once nBytes / (nChannels nRanks) >= 64; a rule of NCCL's estimate only
+PLATEAU = 1.4
+
+
+def _ring_estimate(op, size, n, nodes, protocol="Simple"):
+    return nccl.estimate_s(op, "ring", protocol, size, n=n, nodes=nodes, local=n // nodes,
+                           nvlink_bytes_per_s=450e9, network_bytes_per_s=50e9)
+
+
+def test_ring_allreduce_estimate_across_nodes_carries_nccls_plateau_factor():
+    n, nodes, size = 64, 8, 256e6
+    # NCCL 2.19-2.21's ring latency: baseLat 8.4 + intra steps 3.4 (max(hwLat NVLINK 3.4, 3 x 1 us net overhead on
+    # Intel hosts)) + inter steps 14; the simulator spreads the same total over the steps
+    steps, inter = 2 * (n - 1), 2 * (nodes - 1)
+    latency = 8.4e-6 + (steps - inter) * 3.4e-6 + inter * 14.0e-6
+    busbw = min(8 * 47e9, 370e9)       # eight rails of 47 GB/s, capped by NVLink's ring rate
+    expected = PLATEAU * latency + 2 * (n - 1) / n * size / busbw
+    assert _ring_estimate("allreduce", size, n, nodes) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("op,nodes,protocol", [("reduce_scatter", 8, "Simple"), ("allreduce", 1, "Simple"),
+                                               ("allreduce", 8, "LL128")])
+def test_no_plateau_factor_outside_multi_node_simple_allreduce(op, nodes, protocol):
+    assert nccl.ring_plateau_factor(op, protocol, 256e6, 64, nodes, 64 // nodes) == 1.0
+    assert nccl.ring_plateau_factor("allreduce", "Simple", 256e6, 64, 8, 8) == PLATEAU
+
+
+def test_plateau_factor_only_from_64_bytes_a_channel_and_rank():
+    # 8 channels (GPUs per node) x 64 ranks x 64 B = 32 KiB
+    assert nccl.ring_plateau_factor("allreduce", "Simple", 8 * 64 * 64 - 1, 64, 8, 8) == 1.0
+    assert nccl.ring_plateau_factor("allreduce", "Simple", 8 * 64 * 64, 64, 8, 8) == PLATEAU
