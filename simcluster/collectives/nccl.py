@@ -65,6 +65,8 @@ def constants() -> dict:
         "nvls_inter_latency_s": parse(sharp["nvls_inter_latency"], SECONDS),
         "ops": tuple(sharp["ops"]),
     }
+    out["plateau_factor"] = float(raw["selection"]["ring_allreduce_plateau_latency_factor"])
+    out["plateau_min_bytes"] = parse(raw["selection"]["ring_allreduce_plateau_min_bytes"], BYTES)
     out["chunk_bytes"] = parse(raw["chunk"]["bytes"], BYTES)
     out["min_pipelined_bytes"] = parse(raw["chunk"]["min_pipelined_bytes"], BYTES)
     return out
@@ -276,6 +278,16 @@ def sharp_bytes(op: str, size_bytes: float, local: int, uses_nvls: bool) -> tupl
     return nvlink, size_bytes / m
 
 
+def ring_plateau_factor(op: str, protocol: str, size_bytes: float, n: int, nodes: int, local: int) -> float:
+    """The factor NCCL's estimate puts on a ring's latency: its "plateau effect of ring" (nccl.yaml ``selection``),
+    for a ring/Simple allreduce across nodes once each channel's share of each rank reaches 64 B; else 1. A rule of
+    the choice only (``estimate_s``): the collective's run does not pay it."""
+    c = constants()
+    if op != "allreduce" or protocol != "Simple" or nodes < 2:
+        return 1.0
+    return c["plateau_factor"] if size_bytes / (max(local, 1) * n) >= c["plateau_min_bytes"] else 1.0
+
+
 def estimate_s(
     op: str,
     algorithm: str,
@@ -322,7 +334,8 @@ def estimate_s(
     if algorithm == "ring":
         base, per_step = ring_latency_s(op, n, nodes, protocol)
         factor = {"allreduce": 2 * (n - 1) / n}.get(op, (n - 1) / n)
-        return base + ring_steps(op, n) * per_step + factor * size_bytes / busbw
+        latency = (base + ring_steps(op, n) * per_step) * ring_plateau_factor(op, protocol, size_bytes, n, nodes, local)
+        return latency + factor * size_bytes / busbw
     if algorithm == "tree":
         if op != "allreduce":
             return math.inf
