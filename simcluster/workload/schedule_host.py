@@ -41,8 +41,9 @@ are level 2) are dummies.
 
 Synchronous collectives the compute stream waits on (``async_op=False``: ``Work.wait`` on the current stream), once a
 microbatch: the reporting loss's all-reduce over the data-parallel group on the last stage, every framework
-(``average_losses_across_data_parallel_group``, pretrain_gpt's ``all_reduce(reporting_loss, dp)``), and Megatron-LM pretrain_gpt's ``get_batch_on_this_tp_rank`` broadcasts over TP on the first
-and last stage (NeMo loads on every rank). Neither is modelled.
+(``average_losses_across_data_parallel_group``, pretrain_gpt's ``all_reduce(reporting_loss, dp)``), and Megatron-LM
+pretrain_gpt's ``get_batch_on_this_tp_rank`` broadcasts over TP on the first and last stage (NeMo loads on every
+rank). Neither is modelled.
 """
 
 from __future__ import annotations
