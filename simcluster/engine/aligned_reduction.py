@@ -61,10 +61,12 @@ def megatron_lm_2020_22(scenario) -> bool:
     scenario of that stack that overlaps its reduction (``overlap_grad_reduce``: PyTorch DDP's hooks) keeps the
     hooks' timing. Korthikanti et al.'s 2022 rows (``layer_backward`` fused) are not told apart by a key; they
     reduce nothing (dp 1) or after the backward (``overlap_grad_reduce: false``, as the paper states), so the
-    alignment never applies to them. FSDP runs (``zero_stage: 3``: llm-foundry's MPT rows, eager too) are not that
-    stack: Megatron-LM 2020-22 had no ZeRO-3."""
-    p = scenario.parallelism
-    return scenario.training.layer_backward == "eager" and p.pipeline_engine == "megatron" and p.zero_stage < 3
+    alignment never applies to them. Runs with another framework's data parallelism are not that stack: FSDP
+    (``zero_stage: 3``; Megatron-LM 2020-22 had no ZeRO-3) and torchtitan's or Composer's optimizers (llm-foundry's
+    MPT rows are eager too)."""
+    p, t = scenario.parallelism, scenario.training
+    return (t.layer_backward == "eager" and p.pipeline_engine == "megatron" and p.zero_stage < 3
+            and t.optimizer not in ("torch_adamw", "decoupled_adamw"))
 
 
 def aligned(gradients: GradientReduction, scenario, plan, stage: int) -> GradientReduction:
