@@ -55,15 +55,6 @@ def validation_case(name: str) -> dict:
     raise ValueError(f"{name}: not a validation case (calibration or held out; simcluster validate lists them)")
 
 
-def published_step_s(scenario: config.Scenario) -> float:
-    """The validation case's published step time (a published TFLOP/s turned into one with the model FLOP)."""
-    case = validation_case(scenario.name)
-    if "step_time_s" in case:
-        return case["step_time_s"]
-    flop = moe.model_flop_per_step(scenario.model, scenario.training.seq_len, scenario.training.global_batch_size)
-    return flop / (scenario.cluster.gpus * validation.published_tflops(case, scenario) * 1e12)
-
-
 def checked(name: str) -> config.Scenario:
     """Scenario ``name`` if the bound applies to it: a validation case with expert parallelism whose EP group is
     ``nodes x local`` consecutive GPUs (etp 1; the group divides or is a multiple of the GPUs a node)."""
@@ -95,7 +86,7 @@ def row(name: str) -> dict:
     count = per_layer * mean_stage_moe_layers(scenario) * scenario.microbatches
     summary = simulate(scenario).summary
     ep_s = summary["exposed_comm_by_parallelism_s"]["ep"]
-    published = published_step_s(scenario)
+    published = validation.published_step_s(validation_case(scenario.name), scenario)
     out = dict(name=name, nodes=nodes, local=local, dedup=dedup, floor_ms=floor * 1e3, count=count,
                floor_step_s=floor * count, published_s=published, simulated_s=summary["step_time_s"],
                exposed_ep_s=ep_s, overlap=p.ep_overlap,

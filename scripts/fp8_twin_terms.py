@@ -40,13 +40,11 @@ def twin_terms(scenario) -> tuple[dict[str, tuple[float, float]], dict]:
     return {k: (fp8_terms.get(k, 0.0), bf16_terms.get(k, 0.0)) for k in keys}, facts
 
 
-def published_step_s(scenario, summary) -> float | None:
+def published_step_s(scenario) -> float | None:
     """The published step of the validation row simulating ``scenario`` (None if none does)."""
-    for case in (*validation.cases(), *validation.held_out_cases()):
-        if case["scenario"] == scenario.name:
-            key = "model_tflops_per_gpu" if case["metric"] == "model" else "hardware_tflops_per_gpu"
-            return float(summary["step_time_s"]) * summary[key] / validation.published_tflops(case, scenario)
-    return None
+    case = next((c for c in (*validation.cases(), *validation.held_out_cases()) if c["scenario"] == scenario.name),
+                None)
+    return None if case is None else validation.published_step_s(case, scenario)
 
 
 def report(name: str) -> list[str]:
@@ -64,7 +62,7 @@ def report(name: str) -> list[str]:
     for key, (fp8, bf16) in terms.items():
         lines.append(f"  {key:<46} {fp8:8.3f} {bf16:8.3f} {fp8 - bf16:+9.3f} {(fp8 - bf16) / blocks * 1e6:+9.1f}")
     lines.append(f"  {'engine step_time_s':<46} {fp8_step:8.3f} {bf16_step:8.3f} {fp8_step - bf16_step:+9.3f}")
-    published = published_step_s(scenario, fp8_summary)
+    published = published_step_s(scenario)
     if published is not None:
         only = sum(terms[k][0] for k in FP8_ONLY if k in terms)
         gaps = terms["kernel gaps (fitted)"][0] - terms["kernel gaps (fitted)"][1]

@@ -76,6 +76,11 @@ def _rate(entry: dict, key: str) -> float:
     return parse(entry[key], BYTES_PER_S)
 
 
+def per_nic_busbw() -> float:
+    """One NIC's measured bus bandwidth across nodes, bytes/s (nccl.yaml measured.per_nic_busbw)."""
+    return _rate(constants()["measured"]["per_nic_busbw"], "value")
+
+
 def nvlink_key(gpu=None, measurement: str = "nvlink_ring_busbw") -> str:
     """The nccl.yaml entry of ``measurement`` that applies to ``gpu`` (a GpuSpec): its NVLink generation's
     ("nvlink3" for A100, "nvlink4" for H100/H200, "nvlink5" for Blackwell), or ``nvlink_fallback`` (H100's, an

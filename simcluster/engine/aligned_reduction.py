@@ -61,15 +61,19 @@ def megatron_lm_2020_22(scenario) -> bool:
     scenario of that stack that overlaps its reduction (``overlap_grad_reduce``: PyTorch DDP's hooks) keeps the
     hooks' timing. Korthikanti et al.'s 2022 rows (``layer_backward`` fused) are not told apart by a key; they
     reduce nothing (dp 1) or after the backward (``overlap_grad_reduce: false``, as the paper states), so the
-    alignment never applies to them."""
-    return scenario.training.layer_backward == "eager" and scenario.parallelism.pipeline_engine == "megatron"
+    alignment never applies to them. Runs with another framework's data parallelism are not that stack: FSDP
+    (``zero_stage: 3``; Megatron-LM 2020-22 had no ZeRO-3) and torchtitan's or Composer's optimizers (llm-foundry's
+    MPT rows are eager too)."""
+    p, t = scenario.parallelism, scenario.training
+    return (t.layer_backward == "eager" and p.pipeline_engine == "megatron" and p.zero_stage < 3
+            and t.optimizer not in ("torch_adamw", "decoupled_adamw"))
 
 
 def aligned(gradients: GradientReduction, scenario, plan, stage: int) -> GradientReduction:
     """``gradients`` (``data_parallel.strategies``) as Megatron-Core's pipelined schedules run it: the reduction of a
     stage's chunks aligned across stages when the chunks' gradients are reduced once a step, during the backward
     (``overlap_grad_reduce`` with ZeRO 0/1) on Megatron's 1F1B schedules (Megatron has no GPipe schedule: a
-    ``schedule: gpipe`` run keeps ``gradients``) of the Megatron-Core era (``MEGATRON_LM_2020_22``); else
+    ``schedule: gpipe`` run keeps ``gradients``) of the Megatron-Core era (not ``megatron_lm_2020_22``); else
     ``gradients`` itself."""
     if not (type(gradients) is ReduceBucketsDuringBackward and not gradients.every_microbatch
             and plan.layout.pp > 1 and scenario.megatron_core and scenario.parallelism.schedule == "1f1b"

@@ -46,11 +46,12 @@ What this module adds to the plan (``apply``):
   the gradient's ``from_meta`` after the output's all-gather (every stage but the last) and, after it, the input
   gradient's ``to_meta`` in ``SendGrad`` (every stage but the first). Each is charged the same host time
   (assumption: the Python between a drain and the next launch costs what a drained Megatron pipeline step does).
-  ``PartitionedTensor.full()`` zero-fills the whole message, all-gathers into its tp slices with a list
-  ``dist.all_gather`` (which PyTorch 1.x's ProcessGroupNCCL runs into a flattened buffer of its own and copies out,
-  part by part) and returns a clone (``flat_tensor.view(...).clone().detach()``): 5 B of HBM traffic per message byte
-  (``FULL_BYTES_PER_BYTE``) in 2 + tp kernels (``full_ops``) for each rebuilt message (the received activation, the
-  re-gathered output, the received gradient); the 1/tp parts are cloned too, with their meta (``partition_clones``:
+  ``PartitionedTensor.full()`` zero-fills the whole message, copies the rank's own part into its slice
+  (``buf.copy_(self.local_data)``), all-gathers into its tp slices with a list ``dist.all_gather`` (which PyTorch
+  1.x's ProcessGroupNCCL runs into a flattened buffer of its own and copies out, part by part) and returns a clone
+  (``flat_tensor.view(...).clone().detach()``): 5 + 2/tp B of HBM traffic per message byte (``full_bytes_per_byte``)
+  in four kernels (``full_ops``; the tp copy-outs folded into one) for each rebuilt message (the received activation,
+  the re-gathered output, the received gradient); the 1/tp parts are cloned too, with their meta (``partition_clones``:
   the sender's partitioning of its output and of its input gradient, the receiver's two clones of a received
   activation).
 - The BF16_Optimizer's passes over the stage's fp32 gradients once per step (``BF16_STEP_BYTES_PER_PARAM``):
@@ -98,9 +99,12 @@ AUTOGRAD_ACCUMULATE_BYTES_PER_PARAM = 3 * 2
 AUTOGRAD_ACCUMULATE_KERNELS_PER_TENSOR = 1   # AccumulateGrad runs per parameter tensor: one in-place add each
 # PartitionedTensor.full() before each backward of a stage that sent its output (all but the last)
 OUTPUT_REGATHERS = 1
-# PartitionedTensor.full() (deepspeed/runtime/utils.py, 2021-2022): torch.zeros of the whole message (1 B written per
-# byte), dist.all_gather into its tp slices, then .clone() of it (1 B read, 1 B written)
+# PartitionedTensor.full() (deepspeed/runtime/utils.py, 0.5-0.7, 2021-2022): torch.zeros of the whole message (1 B
+# written per byte), the rank's own part copied into its slice (``if part_id == self.rank: buf.copy_(self.local_data)``:
+# 1 B read and 1 B written per part byte, one kernel), dist.all_gather into its tp slices, then .clone() of it (1 B
+# read, 1 B written)
 FULL_ZERO_BYTES_PER_BYTE = 1
+FULL_OWN_PART_COPY_BYTES_PER_PART_BYTE = 2
 FULL_CLONE_BYTES_PER_BYTE = 2
 # ... and the all_gather's copy-out: dist.all_gather with a list of output tensors is ProcessGroupNCCL::allgather
 # (PyTorch 1.8-1.12, torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp), which gathers into a flattened buffer of its
@@ -108,7 +112,6 @@ FULL_CLONE_BYTES_PER_BYTE = 2
 # tensors ("Copy the flattened output tensors to the outputs": outputTensors[i][j].copy_(outputFlattened[i][j])):
 # one read and one write of the message, tp copy kernels, before the caller's stream may go on (work.wait())
 ALLGATHER_COPY_OUT_BYTES_PER_BYTE = 2
-FULL_BYTES_PER_BYTE = FULL_ZERO_BYTES_PER_BYTE + ALLGATHER_COPY_OUT_BYTES_PER_BYTE + FULL_CLONE_BYTES_PER_BYTE
 # The partition's own copies, each a .clone() (read + write) of the rank's 1/tp of the message, one kernel each, and
 # of its int64 meta (a few bytes, one kernel each) (deepspeed/runtime/pipe/engine.py and utils.py, 2021-2022):
 # the sender's PartitionedTensor._partition_tensor (``.narrow(...).clone()``) of its output (forward, every stage but
@@ -173,13 +176,26 @@ def partition_fulls(phase: str, first: bool, last: bool) -> int:
     return 2 * int(not last)
 
 
+def full_bytes_per_byte(tp: int) -> float:
+    """HBM bytes per message byte of one ``PartitionedTensor.full()`` over ``tp`` ranks: 5 + 2/tp."""
+    return (FULL_ZERO_BYTES_PER_BYTE + FULL_OWN_PART_COPY_BYTES_PER_PART_BYTE / tp + ALLGATHER_COPY_OUT_BYTES_PER_BYTE
+            + FULL_CLONE_BYTES_PER_BYTE)
+
+
 def full_ops(message_bytes: float, tp: int) -> list[Op]:
     """One ``PartitionedTensor.full()`` of a ``message_bytes`` message over ``tp`` ranks, as the GPU runs it: the
-    zero-fill, ProcessGroupNCCL's copy-out of each of the tp parts, the clone (HBM-bound kernels; the all-gather
-    itself is timed on the fabric)."""
-    copy_out = Op("deepspeed_allgather_copy_out", "memory", 0.0, ALLGATHER_COPY_OUT_BYTES_PER_BYTE * message_bytes / tp)
+    zero-fill, the copy of the rank's own part into its slice, ProcessGroupNCCL's copy-out of the tp parts, the clone
+    (HBM-bound kernels; the all-gather itself is timed on the fabric).
+
+    The tp copy-outs are one op of all tp parts' bytes: ProcessGroupNCCL issues them in a C++ loop inside the one
+    Python ``dist.all_gather`` call, so they should pay the measured launch latency (efficiency.yaml
+    ``launch_overhead_s``) each rather than the fitted per-kernel gap meant for Python-level ops, and the op model
+    has one per-kernel cost for every op (``kernels.StreamTime``): folded, they pay one gap, the tp - 1 further
+    launches' latency (4 us each) left out."""
     return [Op("deepspeed_partition_zeros", "memory", 0.0, FULL_ZERO_BYTES_PER_BYTE * message_bytes),
-            *[copy_out] * tp,
+            Op("deepspeed_partition_own_copy", "memory", 0.0,
+               FULL_OWN_PART_COPY_BYTES_PER_PART_BYTE * message_bytes / tp),
+            Op("deepspeed_allgather_copy_out", "memory", 0.0, ALLGATHER_COPY_OUT_BYTES_PER_BYTE * message_bytes),
             Op("deepspeed_partition_clone", "memory", 0.0, FULL_CLONE_BYTES_PER_BYTE * message_bytes)]
 
 

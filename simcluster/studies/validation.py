@@ -164,3 +164,17 @@ def error_by_group(results: list[CaseResult]) -> dict[str, dict[str, float]]:
         groups.setdefault(f"{r.family}/{r.precision}", []).append(r)
     return {key: {**error_stats(group), "mean_error": float(np.mean([r.error for r in group]))}
             for key, group in groups.items()}
+
+
+def published_step_s(case: dict, scenario: config.Scenario) -> float:
+    """The case's published step time: its own, or its TFLOP/s per GPU turned into one with its metric's FLOP a step
+    (model, or hardware with the scenario's recompute, as the engine's summary counts them)."""
+    if "step_time_s" in case:
+        return case["step_time_s"]
+    from simcluster.workload.ops import recompute_mode
+
+    m, t = scenario.model, scenario.training
+    flop = (moe.model_flop_per_step(m, t.seq_len, t.global_batch_size) if case["metric"] == "model" else
+            moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
+                                       recompute_mode(t.activation_recompute, t.recompute_modules)))
+    return flop / (scenario.cluster.gpus * case["tflops_per_gpu"] * 1e12)

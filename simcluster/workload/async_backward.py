@@ -18,8 +18,8 @@ Read in the source (stored text):
   ``_gather_along_first_dim``; TE's ``grad_output_preprocess``) is synchronous: it stays blocking, as do the
   forward's collectives and a full recompute's.
 
-So per column-parallel linear (QKV or MLA's first down-projection, fc1 or the shared experts' fc1: the GEMM reading
-each block's normed input, ``column_gemms``): one all-gather of the input beside its dgrad GEMM and one
+So per column-parallel linear (QKV, fc1 or the shared experts' fc1: the GEMM reading each block's normed input,
+``column_gemms``): one all-gather of the input beside its dgrad GEMM and one
 reduce-scatter of its dgrad beside its wgrad GEMM (sequence parallel), or one all-reduce beside its wgrad GEMM.
 Each is an NCCL kernel on its own SMs beside the GEMM (``interference``: the GEMM slows while it runs) and is
 exposed only where it outlasts the slowed GEMM: a GEMM of g alone beside a collective of c at slowdown f takes
@@ -27,15 +27,20 @@ g + c (1 - 1/f) when c <= g f, else c. The engine starts a block's async collect
 their interference over the block (``engine.overlap``); the per-GEMM exposure ``exposed_s`` is a TP wait after the
 block's compute (``ChunkCost.tp_async_exposed_s``, ``plan``; ``engine.agents`` tallies it as exposed TP
 communication, unscaled by GPU speed), which together give the pair's time exactly.
+
+MLA (``model.mla``) is refused here (``applies``): Megatron-Core's MLA duplicates its down-projections on every TP
+rank (not TP-split) and gathers the sequence-parallel latent instead, so its attention block's collectives pair with
+no down-projection GEMM; until that latent gather is modelled, MLA with tp > 1 needs ``tp_comm_overlap``.
 """
 
 from __future__ import annotations
 
+from simcluster.core.errors import ScenarioError
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import Op
 
 # The norms whose outputs a layer's column-parallel linears read (``ops.layer_ops``), in the order of their blocks'
-# collectives: the attention's input (QKV, or MLA's query / key-value down-projection) and the MLP's (fc1, or an MoE
+# collectives: the attention's input (QKV) and the MLP's (fc1, or an MoE
 # layer's shared experts' fc1); a layer with one pair of TP collectives (an MoE layer without shared experts) has the
 # first only. The GEMM beside a block's collectives is found by its role, not its name (``column_gemms``).
 BLOCK_NORMS = ("attn_norm", "mlp_norm")
@@ -46,9 +51,15 @@ BESIDE = {True: (("all_gather", "backward_input"), ("reduce_scatter", "backward_
 
 def applies(scenario) -> bool:
     """Megatron-Core / Transformer Engine (and Megatron-LM 2022's layer) with tp > 1 and TP overlap off. Megatron-LM
-    2020-21 (local DDP) and DeepSpeed's pipeline engine are left blocking (their copies were not read)."""
+    2020-21 (local DDP) and DeepSpeed's pipeline engine are left blocking (their copies were not read). MLA is
+    refused (module docstring)."""
     p = scenario.parallelism
-    return p.tp > 1 and not p.tp_comm_overlap and scenario.megatron_core
+    if not (p.tp > 1 and not p.tp_comm_overlap and scenario.megatron_core):
+        return False
+    if scenario.model.mla is not None:
+        raise ScenarioError("parallelism.tp_comm_overlap", "MLA with tp > 1 and TP overlap off is not modelled "
+                            "(Megatron-Core gathers MLA's latent; its down-projections are not TP-split): set it true")
+    return True
 
 
 def linears(per_layer: dict[str, list[tuple[str, int]]]) -> int:
@@ -79,14 +90,14 @@ def column_gemms(layer: dict[str, list[Op]], linears: int) -> list[tuple[Op | No
     """(dgrad, wgrad) GEMMs of the first ``linears`` blocks' column-parallel linears (``BLOCK_NORMS`` order): per block,
     the last GEMM of the backward before that block's norm backward, the one writing the gradient of the norm's
     output, i.e. the linear reading the (sequence-gathered) normed input whose all-gather and dgrad reduce-scatter
-    these are (QKV, MLA's first down-projection, fc1, an MoE layer's shared-expert fc1: whatever the layer builds and
-    names them), and its wgrad GEMM, the GEMM of the same name and transposed shape (dgrad tokens x in from out, wgrad
-    in x out over tokens). None where the layer has no such GEMM (a norm with no GEMM before it)."""
+    these are (QKV, fc1, an MoE layer's shared-expert fc1: whatever the layer builds and names them), and its wgrad
+    GEMM, the GEMM of the same name and transposed shape (dgrad tokens x in from out, wgrad in x out over tokens).
+    (None, None) where the layer has no such GEMM (a norm with no GEMM before it, or no such norm)."""
     backward, weight = layer.get("backward_input", []), layer.get("backward_weight", [])
     out = []
     for norm in BLOCK_NORMS[:linears]:
-        end = next((i for i, op in enumerate(backward) if op.name == norm), len(backward))
-        dgrad = next((op for op in reversed(backward[:end]) if op.kind == "gemm"), None)
+        end = next((i for i, op in enumerate(backward) if op.name == norm), None)
+        dgrad = None if end is None else next((op for op in reversed(backward[:end]) if op.kind == "gemm"), None)
         wgrad = None if dgrad is None else next(
             (op for op in reversed(weight) if op.kind == "gemm" and op.name == dgrad.name
              and (op.m, op.n, op.batch) == (dgrad.n, dgrad.k, dgrad.batch)), None)

@@ -1,5 +1,10 @@
 """Where Megatron's pipeline schedules drain the compute stream, per configuration, read from framework source, and
-what a drain costs at the measured host constants (docs/calibration.md "Round 16: pipeline step attribution").
+what a drain costs at the measured host constants (docs/calibration.md "Round 16: pipeline step attribution"). The
+engine does not charge these drains: measured here at 0.3-1.8% of the fitted pipeline step on the calibration runs
+(``scripts/fit_host_overheads.py`` prints them), they are a check on that fitted step, not a term of the step time.
+The counts are LOWER BOUNDS: Megatron-Core's 1F1B warm-up and cool-down call two exchanges per block (recv_forward
+then send_forward; recv_backward then send_backward), each synchronizing, where one is counted; Megatron-LM 2021's
+``_Timer.start``/``stop`` synchronize as well, which are not counted.
 
 A drain is a host call that waits for the device (``torch.cuda.synchronize()``, a tensor read as a Python bool):
 the stream empties, and the next kernel starts only once the host has issued it. At the measured host model the
@@ -15,12 +20,13 @@ Drains per (model chunk, microbatch, phase), each with its source:
   Megatron-LM (``batch_p2p_comm = not overlap_p2p_comm``) set batch_p2p_comm for non-interleaved pipelines (vp = 1),
   and ``overlap_p2p_comm`` (no batching, no synchronize: the schedule waits on the NCCL handles, a stream wait) for
   interleaved ones. Non-interleaved 1F1B calls one exchange per block (recv_forward / send_forward_recv_backward /
-  send_backward_recv_forward / send_backward): one drain a block. Interleaved with batch_p2p_comm (the Nemotron-4
+  send_backward_recv_forward / send_backward): one drain a block counted (two in warm-up and cool-down, where
+  the receive and the send are separate calls). Interleaved with batch_p2p_comm (the Nemotron-4
   340B launcher conf, ``overlap_p2p_comm: False``): one exchange per forward-backward pair in the steady state
   (send_forward_backward_recv_forward_backward), one per block in warm-up and cool-down: ``BATCHED_INTERLEAVED``.
 - Megatron-LM 2021 (``layer_backward: eager`` scenarios): ``_communicate`` waits on every request and calls
   ``torch.cuda.synchronize()`` unconditionally, and every ``_Timer.start``/``stop`` calls it too (forward-compute,
-  the p2p timers): at least one drain before every block.
+  the p2p timers): at least one drain before every block (one counted).
 - Megatron-LM ``pretrain_gpt.loss_func`` with ``--check-for-nan-in-loss-and-grad`` (on by default): ``assert not
   loss[0].isnan()`` (r0.5-r0.9), ``rerun_state_machine.validate_result(..., torch.isnan)`` later: a host read of the
   loss once per microbatch on the last pipeline stage (the last model chunk's forward). NeMo's loss reductions
@@ -35,22 +41,16 @@ are level 2) are dummies.
 
 Synchronous collectives the compute stream waits on (``async_op=False``: ``Work.wait`` on the current stream), once a
 microbatch: the reporting loss's all-reduce over the data-parallel group on the last stage, every framework
-(``average_losses_across_data_parallel_group``, pretrain_gpt's ``all_reduce(reporting_loss, dp)``;
-``loss_report_stream``), and Megatron-LM pretrain_gpt's ``get_batch_on_this_tp_rank`` broadcasts over TP on the first
-and last stage (NeMo loads on every rank; not modelled here).
+(``average_losses_across_data_parallel_group``, pretrain_gpt's ``all_reduce(reporting_loss, dp)``), and Megatron-LM
+pretrain_gpt's ``get_batch_on_this_tp_rank`` broadcasts over TP on the first and last stage (NeMo loads on every
+rank). Neither is modelled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from simcluster.workload import kernels
-
-# The reporting loss all-reduced over the data-parallel group once a microbatch on the last stage: one fp32 (NeMo's
-# average_losses_across_data_parallel_group([loss_for_ub]); Megatron-LM's pretrain_gpt reduces two, the loss and
-# its token count). Synchronous (async_op=False): the compute stream waits for it before the backward.
-LOSS_REPORT_BYTES = 4.0
 
 # Interleaved schedule with batch_p2p_comm: drains per block in the steady state (one batched exchange per forward-
 # backward pair, forward_backward_pipelining_with_interleaving's send_forward_backward_recv_forward_backward).
@@ -91,19 +91,3 @@ def drain_stall_s(gpu_name: str) -> float:
 def drained_s_per_step(d: Drains, blocks_per_stage: int, microbatches: int, gpu_name: str) -> float:
     """The drains' idle on the last stage's critical path per step: every block's drains and the loss's."""
     return (d.per_block * blocks_per_stage + d.per_last_stage_microbatch * microbatches) * drain_stall_s(gpu_name)
-
-
-def block_drains_stream(pp: int, virtual_stages: int, megatron2021: bool, gpu_name: str) -> kernels.StreamTime:
-    """Every block's drains (``drains(...).per_block``) as idle of its stream (device side, like a wait)."""
-    per_block = drains(pp, virtual_stages, megatron2021).per_block
-    return kernels.StreamTime(device_s=per_block * drain_stall_s(gpu_name)) if per_block else kernels.StreamTime()
-
-
-def loss_report_stream(dp_group: tuple[int, ...], collective_time_s: Callable[[str, tuple[int, ...], float], float],
-                       gpu_name: str) -> kernels.StreamTime:
-    """The last stage's reporting-loss all-reduce once a microbatch (``LOSS_REPORT_BYTES``): its launch (host only)
-    and its time alone on the fabric, which the compute stream waits for. Nothing with one data-parallel rank."""
-    if len(dp_group) < 2:
-        return kernels.StreamTime()
-    launch = kernels.host_model().dispatch_s * kernels.host_cpu_ratio(gpu_name)
-    return kernels.StreamTime(device_s=collective_time_s("allreduce", dp_group, LOSS_REPORT_BYTES), host_extra_s=launch)

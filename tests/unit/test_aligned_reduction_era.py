@@ -30,3 +30,21 @@ def test_only_megatron_core_era_runs_align_the_reduction(layer_backward):
     else:
         assert not megatron_lm_2020_22(s)
         assert ReduceAlignedAcrossStages in kinds
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("narayanan2021-145.6b-a100", True),        # Megatron-LM 2021
+    ("bigscience-bloom-176b-384-a100", False),  # eager layer, DeepSpeed's engine
+    ("mpt-13b-8-h100", False),                  # eager layer, FSDP (llm-foundry)
+])
+def test_the_2020_22_stack_is_megatron_lm_with_its_own_data_parallel(name, expected):
+    from simcluster.spec import config
+    assert megatron_lm_2020_22(config.load(name)) is expected
+
+
+def test_composer_data_parallel_is_not_the_2020_22_stack_without_fsdp_either():
+    s = scenario(cluster__gpus_per_node=8, parallelism__pp=4, parallelism__dp=2, parallelism__zero_stage=1,
+                 training__global_batch_size=16, training__layer_backward="eager",
+                 training__optimizer="decoupled_adamw")
+    assert s.parallelism.zero_stage < 3 and s.training.layer_backward == "eager"
+    assert not megatron_lm_2020_22(s)

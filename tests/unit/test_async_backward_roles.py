@@ -1,13 +1,14 @@
 """The async backward TP collectives (workload.async_backward) run beside the column-parallel linear that reads each
-block's normed input, whatever the layer names it: MLA's query down-projection (workload.mla) for the attention,
-the shared experts' fc1 (workload.moe) for an MoE layer's MLP. With a collective outlasting its slowed GEMM the
-backward waits layers x sum(c / f - g) (closed form, ``async_backward.exposed_s``); a layer whose GEMMs the
-matching misses exposes nothing, which these assert against."""
+block's normed input, whatever the layer names it: the shared experts' fc1 (workload.moe) for an MoE layer's MLP.
+MLA (workload.mla) is refused: Megatron-Core duplicates its down-projections and gathers the latent instead. With a
+collective outlasting its slowed GEMM the backward waits layers x sum(c / f - g) (closed form,
+``async_backward.exposed_s``); a layer whose GEMMs the matching misses exposes nothing, which these assert against."""
 
 from __future__ import annotations
 
 import pytest
 
+from simcluster.core.errors import ScenarioError
 from simcluster.parallel import plan
 from simcluster.spec import config
 from simcluster.spec.model import MLASpec, MoESpec, TransformerSpec
@@ -42,11 +43,10 @@ def _gemm(layer, phase: str, name: str):
     return op
 
 
+MLA = TransformerSpec(**BASE, mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_head_dim=128, qk_rope_head_dim=64,
+                                         v_head_dim=128))
 CASES = {
-    # MLA's attention input is its query down-projection (and the key/value one); the MLP is the dense fc1
-    "mla": (TransformerSpec(**BASE, mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_head_dim=128,
-                                                qk_rope_head_dim=64, v_head_dim=128)),
-            False, ("mla_q_down", "mlp_up")),
+    "dense": (TransformerSpec(**BASE), False, ("qkv", "mlp_up")),
     # an MoE layer with shared experts: QKV and the shared experts' fc1 (the routed experts are EP's, not TP's)
     "shared-experts": (TransformerSpec(**BASE, moe=MoESpec(experts=8, top_k=2, ffn_hidden=2048, shared_experts=1)),
                        True, ("qkv", "shared_expert_up")),
@@ -69,3 +69,18 @@ def test_exposure_pairs_each_collective_with_the_gemm_reading_the_blocks_input(c
                       ).chunks[0]
     assert chunk.tp_async_backward
     assert chunk.tp_async_exposed_s == pytest.approx(model.layers * sum(scatter / f - g for g in wgrads), rel=1e-9)
+
+
+def test_mla_with_tp_and_overlap_off_is_refused_naming_the_field():
+    # Megatron-Core's MLA down-projections are duplicated across TP ranks, not TP-split: no column-parallel GEMM to
+    # pair the attention block's collectives with until the latent gather is modelled
+    with pytest.raises(ScenarioError) as err:
+        plan.plan(_scenario(MLA), lambda op, group, size: 0.0)
+    assert err.value.field == "parallelism.tp_comm_overlap"
+
+
+def test_a_block_without_its_norm_pairs_with_nothing():
+    layer = _layer(_scenario(TransformerSpec(**BASE)), False)
+    no_mlp_norm = {**layer, "backward_input": [op for op in layer["backward_input"] if op.name != "mlp_norm"]}
+    (qkv, _), (dgrad, wgrad) = async_backward.column_gemms(no_mlp_norm, 2)
+    assert qkv.name == "qkv" and (dgrad, wgrad) == (None, None)

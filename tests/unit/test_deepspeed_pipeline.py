@@ -151,13 +151,14 @@ def test_partitioned_messages_are_cloned_per_block(phase, first, last, clones):
     assert deepspeed_pipeline.partition_clones(phase, first, last) == clones
 
 
-def test_each_host_sync_costs_a_pipeline_step_and_each_rebuild_five_bytes_per_message_byte():
+def test_each_host_sync_costs_a_pipeline_step_and_each_rebuild_five_and_two_tpths_bytes_per_message_byte():
     """pp 2, tp 4: the first stage's forward grows by one drained step's host time (its output's to_meta) and the
     clone of its 1/tp part (2/tp B per message byte, two launches: the part and the meta); the last stage's by the
-    received activation's rebuild, no sync: PartitionedTensor.full() zero-fills the message (1 B per byte), the
-    list all-gather's copy-out reads and writes it in tp copies (ProcessGroupNCCL: 2 B), the clone reads and writes
-    it (2 B), and the received part is cloned twice (4/tp B); memory-bound, each launch with the stream's per-kernel
-    time. With one rank per stage (no partitioned messages) neither grows."""
+    received activation's rebuild, no sync: PartitionedTensor.full() zero-fills the message (1 B per byte), copies
+    the rank's own part into it (2/tp B, one kernel), the list all-gather's copy-out reads and writes it
+    (ProcessGroupNCCL: 2 B, its tp copies one op), the clone reads and writes it (2 B), and the received part is
+    cloned twice (4/tp B); memory-bound, each launch with the stream's per-kernel time. With one rank per stage (no
+    partitioned messages) neither grows."""
     megatron, deepspeed = plans()
     tp = scenario().parallelism.tp
     step_s = kernels.pipeline_step_overhead_s()
@@ -168,9 +169,9 @@ def test_each_host_sync_costs_a_pipeline_step_and_each_rebuild_five_bytes_per_me
     assert first.forward_compute_s - megatron.chunks[0].forward_compute_s == pytest.approx(
         step_s + 2 / tp * message / rate + 2 * gap_s, rel=1e-6)
     assert first.forward_stream.kernels == megatron.chunks[0].forward_stream.kernels + 2
-    full_kernels, clone_kernels = 1 + tp + 1, 2 * 2
+    full_kernels, clone_kernels = 4, 2 * 2
     assert last.forward_compute_s - megatron.chunks[1].forward_compute_s == pytest.approx(
-        (5 + 4 / tp) * message / rate + (full_kernels + clone_kernels) * gap_s, rel=1e-6)
+        (5 + 6 / tp) * message / rate + (full_kernels + clone_kernels) * gap_s, rel=1e-6)
     assert last.forward_stream.kernels == megatron.chunks[1].forward_stream.kernels + full_kernels + clone_kernels
     one_megatron, one = plans(parallelism__tp=1, cluster__gpus_per_node=1)
     for before, after in zip(one_megatron.chunks, one.chunks, strict=True):

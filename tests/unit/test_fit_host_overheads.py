@@ -58,3 +58,44 @@ def test_variability_is_a_what_if_never_written(capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--write", "--variability", "measured"])
     assert exit_info.value.code == 2 and "--variability is a what-if" in capsys.readouterr().err
+
+
+def test_a_zero_pipeline_step_prints_no_share():
+    # STEP_GRID_S starts at 0: the drains' share of a zero fitted step is not a number
+    assert module.share_text(1e-3, 0.0) == "n/a"
+    assert module.share_text(1e-3, 0.1) == "1.00%"
+
+
+def test_write_comes_before_the_diagnostics(monkeypatch):
+    # a diagnostic that fails after the fit must not lose the refit
+    written = []
+    monkeypatch.setattr(module, "fit", lambda excluded: ((33e-6, 0.0), [], []))
+    monkeypatch.setattr(module, "write", written.append)
+
+    def failing(*args):
+        raise RuntimeError("diagnostic")
+
+    monkeypatch.setattr(module, "in_objective", failing)
+    with pytest.raises(RuntimeError):
+        module.main(["--write"])
+    assert written == [(33e-6, 0.0)]
+
+
+def test_drains_follow_the_2020_22_megatron_lm_predicate_and_the_loss_check_reads_without_a_pipeline():
+    from simcluster.spec import config
+    from simcluster.workload import schedule_host
+    from tests.unit.test_engine import scenario
+    # an eager layer under FSDP (ZeRO-3), interleaved with overlap_p2p_comm: not Megatron-LM 2021's synchronising
+    # schedule, so no drain a block
+    fsdp = scenario(parallelism__pp=2, parallelism__dp=4, parallelism__virtual_stages=2, parallelism__zero_stage=3,
+                    training__layer_backward="eager", training__global_batch_size=16)
+    assert module.drained_s(fsdp, {}, 100, 10) == 0.0
+    narayanan = config.load("narayanan2021-145.6b-a100")
+    assert module.drained_s(narayanan, {}, 100, 10) == pytest.approx(
+        100 * schedule_host.drain_stall_s(narayanan.cluster.gpu.name))
+    # pretrain_gpt's loss check reads the loss once a microbatch with or without a pipeline
+    flat = config.load("narayanan2021-18.4b-a100")
+    assert flat.parallelism.pp == 1
+    case = {"source": module.PRETRAIN_GPT_SOURCES[0]}
+    assert module.drained_s(flat, case, 100, 10) == pytest.approx(10 * schedule_host.drain_stall_s(
+        flat.cluster.gpu.name))
