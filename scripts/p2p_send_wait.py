@@ -1,6 +1,6 @@
 """What-if (not the engine): the interleaved 1F1B schedule with and without Megatron-Core's wait on its sends.
 
-    PYTHONPATH=. python scripts/p2p_send_wait.py
+    PYTHONPATH=. python scripts/p2p_send_wait.py [SCENARIO ...]     (default: the six rows of RUNS)
 
 With ``overlap_p2p_comm`` Megatron-Core's interleaved schedule waits, before each forward (backward), on every handle
 of the previous forward's (backward's) exchange (``for req in fwd_wait_handles: req.wait()``; the list from
@@ -8,24 +8,50 @@ of the previous forward's (backward's) exchange (``for req in fwd_wait_handles: 
 has posted the matching receive, which its pipeline stream queues behind its own previous block's send. The engine
 neither holds a sender nor waits for a send (docs/calibration.md, "the pipeline bubble, itemised"). Here both rules
 run on ``schedules.pipeline_order`` with uniform chunk blocks (forward F, backward 2F), the output layer's extra e
-(2e backward) on the last chunk and one transfer time T per message; F, e and T are rough per-row inputs (from
-``scripts/pipeline_terms.py`` terms and message size / ~45 GB/s), so the output is an order of magnitude only
-(docs/calibration.md, "the Megatron-Core 2024 rows against NeMo's GPT-3").
+(2e backward) on the last chunk and one transfer time T per message. F, e and T are derived per row from
+``scripts/pipeline_terms.py``'s terms of the row's busiest stage (``inputs``), reproducibly:
+
+- F: the stage's block time less its chunk extras (every ``pipeline_terms.py ROW`` line from "other memory-bound" to
+  "async TP backward", i.e. the layers' kernels, userbuffers' exposed chunks, amax regions, kernel gaps and pipeline
+  steps) over 3 x microbatches x chunks (a backward is two forwards);
+- e: "chunk extras (embedding, output, loss)" over 3 x microbatches (one output layer a microbatch);
+- T: one pipeline message (seq x micro batch x hidden, 2-byte activations, split by tp under sequence parallelism
+  and by cp) at NCCL's measured per-NIC busbw (nccl.yaml measured.per_nic_busbw, 47 GB/s on NDR).
+
+Uniform blocks and one rate per message make the output an order of magnitude only (docs/calibration.md, "the
+Megatron-Core 2024 rows against NeMo's GPT-3").
 """
 
 from __future__ import annotations
 
-from simcluster.parallel.schedules import pipeline_order
+import sys
 
-# pp, virtual stages, microbatches, F ms, e ms, T ms
-ROWS = {
-    "megatron-177b-h100": (6, 8, 24, 7.3, 3.0, 0.3),
-    "megatron-177b-96-h100": (6, 8, 576, 7.3, 3.0, 0.3),
-    "megatron-177b-4608-h100": (6, 8, 12, 7.3, 3.0, 0.3),
-    "megatron-462b-h100": (16, 7, 64, 9.3, 4.3, 0.45),
-    "megatron-70b-h100": (2, 21, 8, 3.3, 2.1, 0.2),
-    "nemo2409-gpt3-175b-128-h100-bf16": (8, 12, 64, 3.9, 1.2, 0.3),
-}
+from pipeline_terms import stage_terms
+
+from simcluster.collectives import nccl
+from simcluster.core import units
+from simcluster.parallel.schedules import pipeline_order
+from simcluster.spec import config
+
+RUNS = ("megatron-177b-h100", "megatron-177b-96-h100", "megatron-177b-4608-h100", "megatron-462b-h100",
+        "megatron-70b-h100", "nemo2409-gpt3-175b-128-h100-bf16")
+EXTRAS = "chunk extras (embedding, output, loss)"
+CHECK = "check: plan blocks - terms"
+ACTIVATION_BYTES = 2   # bf16 pipeline messages
+
+
+def inputs(name: str) -> tuple[int, int, int, float, float, float]:
+    """(pp, virtual stages, microbatches, F ms, e ms, T ms) of a bundled scenario, from ``stage_terms``."""
+    scenario = config.load(name)
+    terms, facts = stage_terms(scenario)
+    m, chunks = facts["microbatches"], facts["chunks"]
+    body_s = sum(value for key, value in terms.items() if key not in (EXTRAS, CHECK))
+    p, t = scenario.parallelism, scenario.training
+    message = (t.seq_len * t.micro_batch_size * scenario.model.hidden * ACTIVATION_BYTES
+               / (p.tp if p.sequence_parallel else 1) / p.cp)
+    rate = units.parse(nccl.constants()["measured"]["per_nic_busbw"]["value"], units.BYTES_PER_S)
+    return (p.pp, p.virtual_stages, m, 1e3 * body_s / (3 * m * chunks), 1e3 * terms[EXTRAS] / (3 * m),
+            1e3 * message / rate)
 
 
 def step_ms(pp: int, v: int, m: int, f: float, e: float, t: float, wait_sends: bool) -> float:
@@ -83,12 +109,16 @@ def step_ms(pp: int, v: int, m: int, f: float, e: float, t: float, wait_sends: b
     return max(free)
 
 
-def main() -> None:
-    print(f"{'run':34s} {'no send wait':>13s} {'send wait':>11s} {'added':>7s}")
-    for name, row in ROWS.items():
+def main(argv: list[str]) -> int:
+    names = argv or list(RUNS)
+    print(f"{'run':34s} {'F':>5s} {'e':>5s} {'T':>5s} {'no send wait':>13s} {'send wait':>11s} {'added':>7s}")
+    for name in names:
+        row = inputs(name)
         free, held = step_ms(*row, wait_sends=False), step_ms(*row, wait_sends=True)
-        print(f"{name:34s} {free:10.1f} ms {held:8.1f} ms {100 * (held / free - 1):+6.2f}%")
+        f, e, t = row[3:]
+        print(f"{name:34s} {f:5.2f} {e:5.2f} {t:5.2f} {free:10.1f} ms {held:8.1f} ms {100 * (held / free - 1):+6.2f}%")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

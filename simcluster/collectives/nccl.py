@@ -283,12 +283,21 @@ def sharp_bytes(op: str, size_bytes: float, local: int, uses_nvls: bool) -> tupl
     return nvlink, size_bytes / m
 
 
-def ring_plateau_factor(op: str, protocol: str, size_bytes: float, n: int, nodes: int, local: int) -> float:
+# GpuSpec.vendor values whose collectives run NVIDIA's NCCL rules: NVIDIA's, and a custom GPU (the default library)
+NCCL_VENDORS = ("nvidia", "custom")
+
+
+def ring_plateau_factor(op: str, protocol: str, size_bytes: float, n: int, nodes: int, local: int,
+                        gpu=None) -> float:
     """The factor NCCL's estimate puts on a ring's latency: its "plateau effect of ring" (nccl.yaml ``selection``),
     for a ring/Simple allreduce across nodes once each channel's share of each rank reaches 64 B; else 1. A rule of
-    the choice only (``estimate_s``): the collective's run does not pay it."""
+    the choice only (``estimate_s``): the collective's run does not pay it. 1 for a ``gpu`` not by NVIDIA: RCCL
+    applies it only on its non-HIP branch (AMD GPUs scale the ring's bandwidth by ringCorrectionFactor instead, not
+    modelled); ``gpu`` None or a custom one: NVIDIA's NCCL, the library every collective here models."""
     c = constants()
     if op != "allreduce" or protocol != "Simple" or nodes < 2:
+        return 1.0
+    if gpu is not None and gpu.vendor not in NCCL_VENDORS:
         return 1.0
     return c["plateau_factor"] if size_bytes / (max(local, 1) * n) >= c["plateau_min_bytes"] else 1.0
 
@@ -339,7 +348,8 @@ def estimate_s(
     if algorithm == "ring":
         base, per_step = ring_latency_s(op, n, nodes, protocol)
         factor = {"allreduce": 2 * (n - 1) / n}.get(op, (n - 1) / n)
-        latency = (base + ring_steps(op, n) * per_step) * ring_plateau_factor(op, protocol, size_bytes, n, nodes, local)
+        plateau = ring_plateau_factor(op, protocol, size_bytes, n, nodes, local, gpu)
+        latency = (base + ring_steps(op, n) * per_step) * plateau
         return latency + factor * size_bytes / busbw
     if algorithm == "tree":
         if op != "allreduce":

@@ -745,6 +745,9 @@ class Scenario(_Strict):
         if p.moe_dispatcher == "flex" and moe.pad_to_capacity:
             raise ScenarioError("model.moe.pad_to_capacity", "the flex dispatcher does not pad experts to capacity "
                                 "(Megatron-Core's flex dispatcher asserts it): use moe_dispatcher: alltoall")
+        if p.ep_alltoall == "hierarchical" and moe.pad_to_capacity:
+            raise ScenarioError("model.moe.pad_to_capacity", "padded rows are per expert and nothing deduplicates "
+                                "them per node: padding needs ep_alltoall: direct")
 
     @property
     def expert_data_parallel(self) -> int:

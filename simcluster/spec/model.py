@@ -72,7 +72,8 @@ class MoESpec(BaseModel):
         if self.top_k > self.experts:
             raise ValueError(f"top_k {self.top_k} exceeds experts {self.experts}")
         if self.pad_to_capacity and self.capacity_factor is None:
-            raise ValueError("pad_to_capacity needs a capacity_factor")
+            raise ScenarioError("model.moe.pad_to_capacity", "pad_to_capacity needs a capacity_factor (the capacity "
+                                "every expert is padded to)")
         return self
 
 

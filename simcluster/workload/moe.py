@@ -239,7 +239,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         backward_weight += shared.backward_weight
         cast_forward += shared.cast_forward_elements
         cast_backward += shared.cast_backward_elements
-    forward += forward_order(moe, permute, shared_forward, routed_forward, flex)
+    forward += forward_order(moe, permute, shared_forward, routed_forward, flex, ep, etp)
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward, standalone_norm=True,
                     act_recompute=(act,))
 
@@ -258,15 +258,24 @@ def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
     return routed * TokenRouting(moe.experts, moe.top_k).distinct_gpus(1, ep)   # experts % ep == 0: config
 
 
-def forward_order(moe: MoESpec, permute: Op, shared: list[Op], routed: list[Op], flex: bool) -> list[Op]:
+def forward_order(moe: MoESpec, permute: Op, shared: list[Op], routed: list[Op], flex: bool, ep: int = 1,
+                  etp: int = 1) -> list[Op]:
     """An MoE layer's forward after its router, in the order the host issues it (data/moe.yaml ``host_syncs``):
     the host sync, unless padded to capacity (``pad_to_capacity``: Megatron-Core then needs no CPU value), before
     the alltoall dispatcher's first permutation (which a 2025 Megatron-Core issues before waiting and runs while
     the host waits), then the expert compute in MoELayer.experts_compute's order: the ``shared`` experts, the
-    dispatch postprocess (the flex dispatcher's permutation, after DeepEP's dispatch) and the ``routed`` experts."""
+    dispatch postprocess (the flex dispatcher's permutation, after DeepEP's dispatch) and the ``routed`` experts.
+    Dropless without expert or expert-tensor parallelism (``ep`` x ``etp`` == 1: the dispatcher's ep_size x
+    tp_size, its tp group being the expert-TP one) there are no all-to-all splits to wait for: preprocess sets the
+    sync point to "before_finish" ("before_permutation_2" with unfused permute and several local experts; no
+    sort at ep 1), both in dispatch_postprocess, after the shared experts (Megatron-Core token_dispatcher.py
+    MoEAlltoAllTokenDispatcher.preprocess, the ``ep_size > 1 or tp_size > 1`` else branch); a capacity factor
+    without padding still syncs before the first permutation (num_out_tokens)."""
     sync = [] if moe.pad_to_capacity else host_syncs("forward")
     if flex:
         return [*sync, *shared, permute, *routed]
+    if ep * etp == 1 and moe.capacity_factor is None:
+        return [permute, *shared, *sync, *routed]
     return [*sync, permute, *shared, *routed]
 
 

@@ -74,8 +74,9 @@ def _ring_estimate(op, size, n, nodes, protocol="Simple"):
 
 def test_ring_allreduce_estimate_across_nodes_carries_nccls_plateau_factor():
     n, nodes, size = 64, 8, 256e6
-    # NCCL 2.19-2.21's ring latency: baseLat 8.4 + intra steps 3.4 (max(hwLat NVLINK 3.4, 3 x 1 us net overhead on
-    # Intel hosts)) + inter steps 14; the simulator spreads the same total over the steps
+    # ring latency: baseLat 8.4 + intra steps 3.4 (max(hwLat NVLINK 3.4, 3 x 1 us net overhead on Intel hosts)) +
+    # inter steps 14, over 2 (nodes - 1) inter-node steps: NCCL 2.23+'s count for an allreduce (2.19-2.21 count
+    # 2 nNodes); the simulator spreads the same total over the steps
     steps, inter = 2 * (n - 1), 2 * (nodes - 1)
     latency = 8.4e-6 + (steps - inter) * 3.4e-6 + inter * 14.0e-6
     busbw = min(8 * 47e9, 370e9)       # eight rails of 47 GB/s, capped by NVLink's ring rate
@@ -94,3 +95,26 @@ def test_plateau_factor_only_from_64_bytes_a_channel_and_rank():
     # 8 channels (GPUs per node) x 64 ranks x 64 B = 32 KiB
     assert nccl.ring_plateau_factor("allreduce", "Simple", 8 * 64 * 64 - 1, 64, 8, 8) == 1.0
     assert nccl.ring_plateau_factor("allreduce", "Simple", 8 * 64 * 64, 64, 8, 8) == PLATEAU
+
+
+def test_no_plateau_factor_on_amd_gpus():
+    """RCCL's ncclTopoGetAlgoTime applies the ring plateau only on its non-HIP branch (AMD GPUs correct the ring's
+    bandwidth by ringCorrectionFactor instead; ROCm/rccl src/graph/tuning.cc): 1 for the MI300X, 1.4 for the
+    H100 and by default (NVIDIA's NCCL)."""
+    from simcluster.spec import hardware
+
+    amd, nvidia = hardware.gpu("mi300x"), hardware.gpu("h100-sxm")
+    assert amd.vendor == "amd" and nvidia.vendor == "nvidia"
+    args = ("allreduce", "Simple", 256e6, 64, 8, 8)
+    assert nccl.ring_plateau_factor(*args, gpu=amd) == 1.0
+    assert nccl.ring_plateau_factor(*args, gpu=nvidia) == PLATEAU
+    assert nccl.ring_plateau_factor(*args) == PLATEAU
+    # the estimate NCCL chooses by: linear in size across the 64 B threshold on AMD, a latency step on NVIDIA
+    kwargs = dict(n=64, nodes=8, local=8, nvlink_bytes_per_s=450e9, network_bytes_per_s=50e9)
+    threshold = 8 * 64 * 64
+
+    def step_s(gpu):
+        return (nccl.estimate_s("allreduce", "ring", "Simple", threshold, gpu=gpu, **kwargs)
+                - nccl.estimate_s("allreduce", "ring", "Simple", threshold - 1, gpu=gpu, **kwargs))
+
+    assert step_s(amd) < 1e-9 < 1e-6 < step_s(nvidia)
