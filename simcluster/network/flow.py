@@ -130,9 +130,6 @@ class FlowNetwork(NetworkModel):
         self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
         self._overlap: dict[tuple[int, int], bool] = {}  # pairs of routes -> whether they share a link
         self._next_completion_s: float | None = None
-        # (end, ending, rates) of _next_send_end from the present state, found by next_completion_s's look ahead and
-        # taken by advance's first step (the same inputs, the same answer); None once the state changes
-        self._first_end: tuple | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
         # exactness of merged classes (module docstring, ``_held_back``)
@@ -248,7 +245,7 @@ class FlowNetwork(NetworkModel):
         else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
             self._done_at_s[handle] = self.now_s + latency_s
             self._held.discard(handle)
-        self._next_completion_s = self._first_end = None
+        self._next_completion_s = None
         return handle
 
     def next_completion_s(self) -> float:
@@ -276,8 +273,6 @@ class FlowNetwork(NetworkModel):
                 if not remaining:
                     break
                 end_s, ending, rates = self._next_send_end(now_s, remaining)
-                if self._first_end is None:  # from the present state: advance's first look, unless the state changes
-                    self._first_end = (end_s, ending, rates)
                 if first_done_s <= end_s:
                     break
                 for h in remaining:
@@ -296,11 +291,8 @@ class FlowNetwork(NetworkModel):
         assert to_s >= self.now_s * (1 - _SAME_TIME_RTOL), "time never runs backwards"
         horizon_s = to_s + _SAME_TIME_RTOL * abs(to_s)
         while self._sending:
-            if self._first_end is not None:  # next_completion_s looked from this state already
-                (end_s, ending, rates), self._first_end = self._first_end, None
-            else:
-                remaining = {h: c.remaining_bytes for h, c in self._sending.items()}
-                end_s, ending, rates = self._next_send_end(self.now_s, remaining)
+            remaining = {h: c.remaining_bytes for h, c in self._sending.items()}
+            end_s, ending, rates = self._next_send_end(self.now_s, remaining)
             if end_s > horizon_s:  # ``rates``: every sending class's, carried to ``to_s`` below
                 break
             self._carry(end_s, rates, ending)
@@ -315,7 +307,7 @@ class FlowNetwork(NetworkModel):
         finished = sorted((t, h) for h, t in self._done_at_s.items() if t <= horizon_s)
         for _, h in finished:
             del self._done_at_s[h]
-        self._next_completion_s = self._first_end = None
+        self._next_completion_s = None
         done, self._finished = self._finished + [h for _, h in finished], []
         return done
 
@@ -400,7 +392,6 @@ class FlowNetwork(NetworkModel):
     def _carry(self, until_s: float, rates: dict[int, float], ending):
         """Send at constant ``rates`` from now to ``until_s``; classes in ``ending`` send exactly their
         rest."""
-        self._first_end = None   # the remaining bytes and the time change
         dt_s = until_s - self.now_s
         for h, c in self._sending.items():
             sent = c.remaining_bytes if h in ending else min(c.remaining_bytes, rates[h] * dt_s)
