@@ -93,6 +93,7 @@ class _Sending:
     # identity of the route arrays: classes routed over the same pairs share them (routes are cached); read on every
     # rate solve and carry of every class (millions of times a run), so kept, not a property
     route: int = field(init=False)
+    carried: list = field(init=False)   # its route's entry of ``FlowNetwork._route_bytes`` (kept while it sends)
 
     def __post_init__(self):
         self.route = id(self.links)
@@ -242,6 +243,7 @@ class FlowNetwork(NetworkModel):
             if sending.route not in self._route_bytes:
                 self._route_bytes[sending.route] = [links, np.asarray(counts, dtype=float), 0.0]
                 self._register(sending.route, links, counts)
+            sending.carried = self._route_bytes[sending.route]   # pruned only once no class sends on it
         else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
             self._done_at_s[handle] = self.now_s + latency_s
             self._held.discard(handle)
@@ -396,7 +398,7 @@ class FlowNetwork(NetworkModel):
         for h, c in self._sending.items():
             sent = c.remaining_bytes if h in ending else min(c.remaining_bytes, rates[h] * dt_s)
             c.remaining_bytes -= sent
-            self._route_bytes[c.route][2] += sent
+            c.carried[2] += sent
         if dt_s > 0:
             key = self._route_key(self._sending)
             pending = self._busy_pending.get(key)
