@@ -14,7 +14,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 import simpy
-from simpy.events import NORMAL
+from simpy.events import NORMAL, PENDING
 
 from simcluster.collectives import timing
 from simcluster.engine.merge import SYMMETRIC, MergePolicy
@@ -92,10 +92,66 @@ class NetworkDriver:
             if math.isinf(next_s):
                 yield self._wake
             else:
-                yield self._wake | env.timeout(max(0.0, next_s - env.now))
+                yield _FirstOf(env, (self._wake, env.timeout(max(0.0, next_s - env.now))))
             if self._wake.triggered:
                 self._wake = env.event()
             self._settle()
+
+
+class _AllOf(simpy.Event):
+    """SimPy's ``env.all_of(events)`` for a waiter that reads no value: triggered, and queued, exactly when the
+    ``Condition`` would be (when the last of ``events`` is processed), without the ``ConditionValue`` it builds
+    and the callbacks it removes once processed (0.6 million of each in the calibration run: ~5% of its CPU)."""
+
+    def __init__(self, env: simpy.Environment, events):
+        super().__init__(env)
+        self._left = len(events)
+        if not events:
+            self.succeed()
+            return
+        for event in events:
+            if event.callbacks is None:
+                self._check(event)
+            else:
+                event.callbacks.append(self._check)
+
+    def _check(self, event: simpy.Event) -> None:
+        if self._value is not PENDING:
+            return
+        if not event._ok:
+            event._defused = True
+            self.fail(event._value)
+            return
+        self._left -= 1
+        if self._left == 0:
+            self.succeed()
+
+
+class _FirstOf(simpy.Event):
+    """SimPy's ``a | b`` for a waiter that reads no value: triggered, and queued, when the first of ``events`` is
+    processed, as the ``Condition`` would be; its check leaves the other event's callbacks then (the network
+    driver's wake event outlives many of them), as the Condition does once processed."""
+
+    def __init__(self, env: simpy.Environment, events):
+        super().__init__(env)
+        self._events = events
+        for event in events:
+            if event.callbacks is None:
+                self._check(event)
+            else:
+                event.callbacks.append(self._check)
+
+    def _check(self, event: simpy.Event) -> None:
+        if self._value is not PENDING:
+            return
+        if not event._ok:
+            event._defused = True
+            self.fail(event._value)
+        else:
+            self.succeed()
+        for other in self._events:
+            if other.callbacks and self._check in other.callbacks:
+                other.callbacks.remove(self._check)
 
 
 class Groups(tuple):
@@ -175,4 +231,4 @@ class CollectiveDriver:
             if isinstance(action, timing.Wait):
                 yield self.env.timeout(action.seconds)
             else:
-                yield self.env.all_of([self.net.transfer(tc) for tc in action.transfers])
+                yield _AllOf(self.env, [self.net.transfer(tc) for tc in action.transfers])

@@ -27,7 +27,7 @@ after S / B + max latency, the alpha-beta cost of one transfer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -90,11 +90,13 @@ class _Sending:
     remaining_bytes: float
     latency_s: float
     merged: TransferClass | None = None  # the class, when it stands for several parts (checked for exactness)
+    # identity of the route arrays: classes routed over the same pairs share them (routes are cached); read on every
+    # rate solve and carry of every class (millions of times a run), so kept, not a property
+    route: int = field(init=False)
+    carried: list = field(init=False)   # its route's entry of ``FlowNetwork._route_bytes`` (kept while it sends)
 
-    @property
-    def route(self) -> int:
-        """Identity of the route arrays: classes routed over the same pairs share them (routes are cached)."""
-        return id(self.links)
+    def __post_init__(self):
+        self.route = id(self.links)
 
 
 class FlowNetwork(NetworkModel):
@@ -241,6 +243,7 @@ class FlowNetwork(NetworkModel):
             if sending.route not in self._route_bytes:
                 self._route_bytes[sending.route] = [links, np.asarray(counts, dtype=float), 0.0]
                 self._register(sending.route, links, counts)
+            sending.carried = self._route_bytes[sending.route]   # pruned only once no class sends on it
         else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
             self._done_at_s[handle] = self.now_s + latency_s
             self._held.discard(handle)
@@ -292,7 +295,7 @@ class FlowNetwork(NetworkModel):
         while self._sending:
             remaining = {h: c.remaining_bytes for h, c in self._sending.items()}
             end_s, ending, rates = self._next_send_end(self.now_s, remaining)
-            if end_s > horizon_s:
+            if end_s > horizon_s:  # ``rates``: every sending class's, carried to ``to_s`` below
                 break
             self._carry(end_s, rates, ending)
             for h in ending:
@@ -300,8 +303,8 @@ class FlowNetwork(NetworkModel):
                 self._sending_key = None
                 self._parted.discard(h)
                 self._held.discard(h)
-        if self._sending and to_s > self.now_s:
-            self._carry(to_s, self._rates(self._sending), ())
+        if self._sending and to_s > self.now_s:  # the loop broke: its rates are those of the classes still sending
+            self._carry(to_s, rates, ())
         self.now_s = max(self.now_s, to_s)
         finished = sorted((t, h) for h, t in self._done_at_s.items() if t <= horizon_s)
         for _, h in finished:
@@ -395,7 +398,7 @@ class FlowNetwork(NetworkModel):
         for h, c in self._sending.items():
             sent = c.remaining_bytes if h in ending else min(c.remaining_bytes, rates[h] * dt_s)
             c.remaining_bytes -= sent
-            self._route_bytes[c.route][2] += sent
+            c.carried[2] += sent
         if dt_s > 0:
             key = self._route_key(self._sending)
             pending = self._busy_pending.get(key)
