@@ -15,7 +15,7 @@ from functools import cache
 
 import simcluster.workload.optimizer_step as optimizer_step
 from simcluster.core import catalog
-from simcluster.parallel import deepspeed_pipeline, ep_overlap, memory
+from simcluster.parallel import deepspeed_pipeline, ep_overlap, fsdp_runtime, memory
 from simcluster.parallel.ep_overlap import EpOverlap
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
@@ -319,6 +319,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         experts = moe_layers * experts_per_layer
         gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
                         if fp8_weights else 0.0)
+        if fsdp_runtime.applies(scenario):  # FSDP1's per-unit copy of the flat gradient (parallel.fsdp_runtime)
+            bwd_stream += kernels.stream_time(fsdp_runtime.backward_ops(
+                params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element), gpu, precision)
         chunk_param_counts.append(params + experts)
         chunk_gemm_counts.append(gemm_weights)
         param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_weights else None,
