@@ -5,8 +5,13 @@ microbatch beyond the all-gathers and reduce-scatters the engine already times (
 
 llm-foundry's yamls (scripts/train/yamls/pretrain/mpt-*.yaml, ``fsdp_config``): FULL_SHARD, mixed_precision PURE
 (param, reduce and buffer dtype bf16; Composer composer/trainer/mosaic_fsdp_utils.py ``get_mixed_precision``),
-limit_all_gathers true, activation_checkpointing per row; Composer's defaults backward_prefetch BACKWARD_POST ->
-llm-foundry sets BACKWARD_PRE, forward_prefetch false. Per unit and microbatch, from torch 2.0/2.1 source:
+limit_all_gathers true, activation_checkpointing per row; Composer 2023's defaults otherwise (mosaic_fsdp_utils.py:
+``backward_prefetch`` BACKWARD_POST unless set, ``forward_prefetch`` False). BACKWARD_PRE issues unit u-1's
+all-gather in unit u's pre-backward hook, BACKWARD_POST in its post-backward hook after resharding it, before u's
+reduce-scatter: either way one unit ahead, while unit u computes, as ``GatherBeforeUse`` orders it. With
+``use_orig_params`` either way the forward runs on tensor views of the flat parameter (``_use_unsharded_views(
+as_params=False)``). Per unit and microbatch, from torch 2.0/2.1 source (torch/distributed/fsdp/_runtime_utils.py,
+flat_param.py, _limiter_utils.py):
 
 Forward (``_runtime_utils._pre_forward`` -> ``_unshard``), all on the unshard stream or the host:
 - ``FlatParamHandle.pre_unshard`` -> ``_use_low_precision_shard``: ``_mp_shard.copy_(_local_shard)`` casts the fp32
