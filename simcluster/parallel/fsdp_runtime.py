@@ -57,3 +57,12 @@ def backward_ops(params: float, units: int, element_bytes: float) -> list[Op]:
     per_unit = params / units
     return [Op(name, "memory", 0.0, (reads + writes) * element_bytes * per_unit)
             for name, reads, writes in BACKWARD_KERNELS for _ in range(units)]
+
+
+def optimizer_tensors(layers: int, units: int, layer_tensors: int, shards: int) -> float:
+    """Original-parameter pieces a rank's optimizer steps (``workload.composer_adamw``: Composer's
+    ``use_orig_params``): FSDP1 shards each unit's flat parameter on its own into ``shards`` contiguous equal pieces,
+    so a rank's piece of a unit of T tensors holds one tensor plus the tensor boundaries falling inside it, (T - 1) /
+    shards of them on average. ``layers`` of the ``units`` are transformer layers of ``layer_tensors`` tensors; the
+    others (embedding, output) one tensor each."""
+    return layers * (1 + (layer_tensors - 1) / shards) + (units - layers)

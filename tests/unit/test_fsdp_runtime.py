@@ -40,3 +40,11 @@ def test_mpt_backward_pays_the_copy_at_least_at_hbm_bandwidth(monkeypatch):
 def test_other_fsdp_stacks_do_not_pay_it(name):
     assert not fsdp_runtime.applies(config.load(name))
     assert fsdp_runtime.applies(config.load("mpt-30b-32-h100"))
+
+
+def test_optimizer_pieces_count_every_tensor_unsharded_and_one_a_unit_when_shards_are_small():
+    # 40 layers of 12 tensors and the embedding unit: unsharded, every tensor is its own piece
+    assert fsdp_runtime.optimizer_tensors(40, 41, 12, 1) == 40 * 12 + 1
+    # shards much smaller than any tensor: one piece a unit, plus the boundaries' share
+    assert fsdp_runtime.optimizer_tensors(40, 41, 12, 8) == pytest.approx(41 + 40 * 11 / 8)
+    assert fsdp_runtime.optimizer_tensors(40, 41, 12, 10**9) == pytest.approx(41)
