@@ -15,7 +15,7 @@ from functools import cache
 
 import simcluster.workload.optimizer_step as optimizer_step
 from simcluster.core import catalog
-from simcluster.parallel import deepspeed_pipeline, ep_overlap, memory
+from simcluster.parallel import deepspeed_pipeline, ep_overlap, fsdp_runtime, memory
 from simcluster.parallel.ep_overlap import EpOverlap
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
@@ -319,6 +319,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         experts = moe_layers * experts_per_layer
         gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
                         if fp8_weights else 0.0)
+        if fsdp_runtime.applies(scenario):  # FSDP1's per-unit copy of the flat gradient (parallel.fsdp_runtime)
+            bwd_stream += kernels.stream_time(fsdp_runtime.backward_ops(
+                params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element), gpu, precision)
         chunk_param_counts.append(params + experts)
         chunk_gemm_counts.append(gemm_weights)
         param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_weights else None,
@@ -379,7 +382,11 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
         optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer,
                                       params if p.zero_stage >= 2 else stage_params[stage],
-                                      optimizer_step.shard_tensors(
+                                      fsdp_runtime.optimizer_tensors(    # Composer's per-piece optimizer loop
+                                          sum(c.layers for c in chunks if c.stage == stage), sum(memory.zero3_units(
+                                              m, c.layers, c.chunk == 0, c.chunk == len(chunks) - 1, p.pp)
+                                              for c in chunks if c.stage == stage), layer_tensors, shards)
+                                      if fsdp_runtime.applies(scenario) else optimizer_step.shard_tensors(
                                           sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
@@ -611,8 +618,11 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
             if step_pass.sync_after:
                 ops.append(Op(name=kernels.HOST_SYNC, kind="memory", flop=0.0, hbm_bytes=0.0))
         return kernels.ops_time_s(ops, gpu, precision) + queued * kernels.launch_overhead_s()
-    if optimizer == "decoupled_adamw":
-        hbm_bytes_per_param = composer_adamw.hbm_bytes_per_param() + composer_adamw.clipping_bytes_per_param()
+    if optimizer == "decoupled_adamw":   # per tensor, each kernel with its gap (workload.composer_adamw)
+        extra = unscale + (FP16_GRAD_COPY_BYTES_PER_PARAM if precision == "fp16" and grad_dtype != "fp32" else 0.0)
+        ops = composer_adamw.step_ops(params, tensors, _engine_constants()["optimizer"]["flop_per_param"])
+        return kernels.ops_time_s(ops + ([Op("fp16 passes", "memory", 0.0, extra * params)] if extra else []), gpu,
+                                  precision)
     else:
         hbm_bytes_per_param = megatron_fp16_step.optimizer_bytes_per_param(optimizer)
     hbm_bytes_per_param += unscale

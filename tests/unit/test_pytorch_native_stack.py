@@ -70,8 +70,11 @@ def test_decoupled_adamw_is_eight_unfused_fp32_passes():
     assert composer_adamw.hbm_bytes_per_param(weight_decay=True) == 88
     params = 1e9  # memory-bound: 80 B a parameter and FSDP's clipping, 12 (norm read 4, rescale read + write 8)
     unfused = optimizer_time_s(params, H100, "bf16", optimizer="decoupled_adamw")
+    # one tensor: 8 Adam kernels and clipping's 2, each with the stream's gap (parallel.fsdp_runtime's pieces)
     assert unfused == pytest.approx((80 + 12) * params / (H100.hbm_bandwidth * kernels.hbm_fraction())
-                                    + kernels.host_model().kernel_gap_s, rel=1e-9)
+                                    + 10 * kernels.host_model().kernel_gap_s, rel=1e-9)
+    pieces = optimizer_time_s(params, H100, "bf16", optimizer="decoupled_adamw", tensors=100)
+    assert pieces - unfused == pytest.approx(99 * 10 * kernels.host_model().kernel_gap_s, rel=1e-6)
 
 
 def test_scenarios_run_their_stack():

@@ -1,0 +1,68 @@
+"""What PyTorch FSDP1 (``torch.distributed.fsdp.FullyShardedDataParallel`` of torch 2.0/2.1, as Composer wraps
+llm-foundry's MPT for ``training.optimizer: decoupled_adamw`` with ``zero_stage: 3``) runs per FSDP unit and
+microbatch beyond the all-gathers and reduce-scatters the engine already times (engine/data_parallel.py
+``GatherBeforeUse`` / ``ReduceBucketsDuringBackward``).
+
+llm-foundry's yamls (scripts/train/yamls/pretrain/mpt-*.yaml, ``fsdp_config``): FULL_SHARD, mixed_precision PURE
+(param, reduce and buffer dtype bf16; Composer composer/trainer/mosaic_fsdp_utils.py ``get_mixed_precision``),
+limit_all_gathers true, activation_checkpointing per row; Composer 2023's defaults otherwise (mosaic_fsdp_utils.py:
+``backward_prefetch`` BACKWARD_POST unless set, ``forward_prefetch`` False). BACKWARD_PRE issues unit u-1's
+all-gather in unit u's pre-backward hook, BACKWARD_POST in its post-backward hook after resharding it, before u's
+reduce-scatter: either way one unit ahead, while unit u computes, as ``GatherBeforeUse`` orders it. With
+``use_orig_params`` either way the forward runs on tensor views of the flat parameter (``_use_unsharded_views(
+as_params=False)``). Per unit and microbatch, from torch 2.0/2.1 source (torch/distributed/fsdp/_runtime_utils.py,
+flat_param.py, _limiter_utils.py):
+
+Forward (``_runtime_utils._pre_forward`` -> ``_unshard``), all on the unshard stream or the host:
+- ``FlatParamHandle.pre_unshard`` -> ``_use_low_precision_shard``: ``_mp_shard.copy_(_local_shard)`` casts the fp32
+  shard to bf16 (6 B a shard parameter: 1/dp of the unit), then ``all_gather_into_tensor`` straight into the
+  padded unsharded flat parameter (no copy-out), ``_use_unsharded_views``: ``torch.split`` + ``view`` (no kernels).
+- ``_limiter_utils._FreeEventQueue`` (limit_all_gathers): at most 2 all-gathers in flight, the host
+  ``event.synchronize()``s on the free event of the unit two back: the host runs at most two units ahead.
+- no forward prefetch: the next unit's all-gather is issued at its own pre-forward, which the host reaches while the
+  current unit computes: one unit of lookahead, as ``GatherBeforeUse`` models.
+Backward (``_pre_backward_hook``: unshard again, FULL_SHARD freed it after forward; BACKWARD_PRE prefetches the
+previous unit's all-gather) and ``_post_backward_hook``:
+- the module's parameters are ``split`` views of the flat parameter, so autograd's ``SplitWithSizesBackward``
+  (torch/csrc/autograd/FunctionsManual.cpp ``split_with_sizes_backward``: ``at::cat`` of the views' gradients,
+  zeros for the padding) writes the unit's whole unsharded gradient once more on the COMPUTE stream: read 2 B +
+  write 2 B a parameter (bf16, PURE) -- ``BACKWARD_KERNELS``, the one per-unit copy the compute stream pays.
+- on the post-backward stream (after ``wait_stream`` on the compute stream): ``_div_if_needed`` pre-divide of the
+  padded unsharded gradient by ``_gradient_predivide_factor`` (2 at 8 ranks, 8 at 64), ``reduce_scatter_tensor``,
+  the post-divide of the shard, ``_cast_grad_to_param_dtype`` (bf16 shard to fp32) and, from the second microbatch,
+  ``_accumulate_sharded_grad``'s add: side-stream work that overlaps the next unit's backward; not charged here (the
+  pre-divide's 4 B a parameter competes for HBM with compute-bound GEMMs; its share is not measured).
+- ``_post_backward_final_callback``: the compute stream waits for the post-backward stream once per backward (the
+  last reduce-scatter exposed, as the engine waits for it).
+"""
+
+from __future__ import annotations
+
+from simcluster.spec.config import Scenario
+from simcluster.workload.ops import Op
+
+# (kernel, elements read, elements written) per unsharded parameter, per unit and microbatch, on the compute stream
+BACKWARD_KERNELS = (("fsdp1 SplitWithSizesBackward cat", 1, 1),)
+
+
+def applies(scenario: Scenario) -> bool:
+    """Whether the scenario runs Composer's PyTorch FSDP1: ZeRO-3 with Composer's optimizer (llm-foundry)."""
+    return scenario.parallelism.zero_stage == 3 and scenario.training.optimizer == "decoupled_adamw"
+
+
+def backward_ops(params: float, units: int, element_bytes: float) -> list[Op]:
+    """The compute-stream kernels FSDP1 adds to one microbatch's backward of a chunk of ``params`` parameters (per
+    rank, unsharded) in ``units`` FSDP units of 16-bit ``element_bytes`` parameters: one kernel per unit and
+    ``BACKWARD_KERNELS`` entry, over the unit's share of the parameters."""
+    per_unit = params / units
+    return [Op(name, "memory", 0.0, (reads + writes) * element_bytes * per_unit)
+            for name, reads, writes in BACKWARD_KERNELS for _ in range(units)]
+
+
+def optimizer_tensors(layers: int, units: int, layer_tensors: int, shards: int) -> float:
+    """Original-parameter pieces a rank's optimizer steps (``workload.composer_adamw``: Composer's
+    ``use_orig_params``): FSDP1 shards each unit's flat parameter on its own into ``shards`` contiguous equal pieces,
+    so a rank's piece of a unit of T tensors holds one tensor plus the tensor boundaries falling inside it, (T - 1) /
+    shards of them on average. ``layers`` of the ``units`` are transformer layers of ``layer_tensors`` tensors; the
+    others (embedding, output) one tensor each."""
+    return layers * (1 + (layer_tensors - 1) / shards) + (units - layers)

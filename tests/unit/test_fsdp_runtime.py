@@ -1,0 +1,50 @@
+"""PyTorch FSDP1 as Composer runs it for llm-foundry (parallel/fsdp_runtime.py): autograd's SplitWithSizesBackward
+copies every unit's unsharded bf16 gradient once per microbatch on the compute stream (read 2 B + write 2 B a
+parameter, one kernel a unit: torch 2.0/2.1 flat_param.py views, FunctionsManual.cpp split_with_sizes_backward).
+FSDP2 (torchtitan) and Megatron-FSDP rows run other code and must not pay it."""
+
+from __future__ import annotations
+
+import pytest
+
+from simcluster.parallel import fsdp_runtime, memory, plan
+from simcluster.spec import config
+
+
+def _chunk(name: str, monkeypatch=None, off: bool = False):
+    scenario = config.load(name)
+    if off:
+        monkeypatch.setattr(fsdp_runtime, "applies", lambda s: False)
+    return scenario, plan.plan(scenario, lambda op, group, size: 0.0).chunks[0]
+
+
+def test_backward_copy_is_one_bf16_read_and_write_per_parameter_one_kernel_a_unit():
+    ops = fsdp_runtime.backward_ops(1.2e9, 42, 2.0)
+    assert len(ops) == 42
+    assert sum(op.hbm_bytes for op in ops) == pytest.approx(4.0 * 1.2e9)
+
+
+def test_mpt_backward_pays_the_copy_at_least_at_hbm_bandwidth(monkeypatch):
+    scenario, with_copy = _chunk("mpt-13b-8-h100")
+    _, without = _chunk("mpt-13b-8-h100", monkeypatch, off=True)
+    m = scenario.model
+    params = memory.chunk_params(m, 1, m.layers, True, True, 1)
+    floor = 4.0 * params / scenario.cluster.gpu.hbm_bandwidth   # 2 B read + 2 B written, at the roofline
+    added = with_copy.backward_compute_s - without.backward_compute_s
+    assert floor <= added <= 2.0 * floor   # the roofline, plus a gap per kernel (41 units) and HBM efficiency
+    assert with_copy.forward_compute_s == without.forward_compute_s   # forward views cost no kernel
+
+
+@pytest.mark.parametrize("name", ["torchtitan-llama31-8b-8-h100-fp8-32k", "moezoo-qwen3-235b-256-h100-fsdp",
+                                  "nemo2511-llama3-70b-64-gb200-fp8"])
+def test_other_fsdp_stacks_do_not_pay_it(name):
+    assert not fsdp_runtime.applies(config.load(name))
+    assert fsdp_runtime.applies(config.load("mpt-30b-32-h100"))
+
+
+def test_optimizer_pieces_count_every_tensor_unsharded_and_one_a_unit_when_shards_are_small():
+    # 40 layers of 12 tensors and the embedding unit: unsharded, every tensor is its own piece
+    assert fsdp_runtime.optimizer_tensors(40, 41, 12, 1) == 40 * 12 + 1
+    # shards much smaller than any tensor: one piece a unit, plus the boundaries' share
+    assert fsdp_runtime.optimizer_tensors(40, 41, 12, 8) == pytest.approx(41 + 40 * 11 / 8)
+    assert fsdp_runtime.optimizer_tensors(40, 41, 12, 10**9) == pytest.approx(41)
