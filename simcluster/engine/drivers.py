@@ -112,6 +112,8 @@ class _AllOf(simpy.Event):
         for event in events:
             if event.callbacks is None:
                 self._check(event)
+                if self._value is not PENDING:
+                    break
             else:
                 event.callbacks.append(self._check)
 
@@ -138,6 +140,8 @@ class _FirstOf(simpy.Event):
         for event in events:
             if event.callbacks is None:
                 self._check(event)
+                if self._value is not PENDING:
+                    break
             else:
                 event.callbacks.append(self._check)
 

@@ -6,6 +6,7 @@ two logs must be the same, step for step."""
 
 from __future__ import annotations
 
+import pytest
 import simpy
 
 from simcluster.engine.drivers import _AllOf, _FirstOf
@@ -33,6 +34,8 @@ def _log_of(make_wait, succeed) -> list[tuple[str, float]]:
         succeed(events[1])
         log.append(("fired 1", env.now))
         succeed(events[2])   # before the waiter waits on it: processed when the waiter looks
+        yield env.timeout(0)
+        log.append(("firer again", env.now))   # ordered after the waiter's resumption only at normal priority
 
     def bystander(name, at_s):
         yield env.timeout(at_s)
@@ -128,3 +131,26 @@ def test_fire_resumes_a_waiter_when_succeed_does_and_marks_an_unwatched_event_pr
     fire(unwatched)
     assert unwatched.processed and unwatched.ok   # no turn on the queue
     assert env.peek() == float("inf")
+
+
+def test_fire_refuses_an_event_already_triggered():
+    """``fire`` keeps SimPy's guard: a second trigger is an error, not a corrupted queue."""
+    env = simpy.Environment()
+    event = env.event()
+    event.succeed()
+    with pytest.raises(RuntimeError, match="already been triggered"):
+        fire(event)
+    other = env.event()
+    fire(other)
+    with pytest.raises(RuntimeError, match="already been triggered"):
+        fire(other)
+
+
+def test_first_of_leaves_no_check_behind_when_an_event_is_already_processed():
+    env = simpy.Environment()
+    done = env.event()
+    done.succeed()
+    env.run()
+    later = env.event()
+    _FirstOf(env, (done, later))
+    assert later.callbacks == []
