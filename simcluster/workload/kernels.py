@@ -59,8 +59,8 @@ def _best_tile(m: int, n: int, batch: int, gpu_name: str, sms: int = 0) -> tuple
     """(relative tile throughput * useful/provisioned MACs, waves, tiles) of the best cuBLAS-like tile for an m x n
     output repeated ``batch`` times (efficiency.yaml gemm.tiles; ties keep the first tile listed). ``m`` may be a
     fractional mean (a grouped GEMM's rows per expert, workload/moe.py): the tiles cover ceil(m / tile_m) row
-    blocks, the useful MACs are the mean's, so the tile's time (provisioned MACs over its throughput) depends on whole row blocks only
-    and never falls as m grows; nor does the best tile's, a minimum of non-decreasing times.
+    blocks, the useful MACs are the mean's, so the tile's time (provisioned MACs over its throughput) depends on
+    whole row blocks only and never falls as m grows; nor does the best tile's, a minimum of non-decreasing times.
 
     ``sms`` (0: all of the GPU's) is the SMs the GEMM is launched on (cuBLASLt's SM-count target, Transformer
     Engine's set_sm_margin): the tiles run in waves of ``sms`` at the same time per tile, so the provisioned MACs
