@@ -4,14 +4,17 @@ A communication kernel takes SMs (NCCL: one CTA per channel, each holding its SM
 bytes it receives are written, read back and written again). While one runs, the compute stream's kernels get the
 rest:
 
-    slowdown = (1 - m) * SMs / (SMs - CTAs) + m * B / (B - r * w)
+    slowdown = (1 - m) * SMs / (SMs - CTAs) + m * B / (B - r * w)        (proportional share)
 
 where m is the share of the compute's time in HBM-bound kernels (the roofline of ``kernels``), B the achievable HBM
 bandwidth, w the collective's wire rate per direction of the GPU's port and r the HBM bytes per wire byte: the
 compute-bound kernels run on fewer SMs, the memory-bound ones on less bandwidth. Constants: data/interference.yaml
 (CTAs per collective from NCCL's maintainers and Transformer Engine's defaults), SMs from efficiency.yaml.
-The SM share ignores wave quantisation (a one-wave GEMM pushed into a second wave can take twice as long), so the
-model is a lower bound of measured slowdowns (interference.yaml, ctas_source).
+Given the ops (``ComputeMix``), the compute-bound term is per kernel instead: a tensor-core kernel's waves of the
+tile picked for all its SMs (flash attention: its blocks) over the SMs left, against its waves as launched
+(``kernels.tensor_core_waves``): a one-wave GEMM pushed into a second wave takes twice as long, a many-wave one
+tends to SMs / (SMs - CTAs). Checked against measured GEMM slowdowns beside NCCL (interference.yaml measurements,
+tests/validation/test_interference_measured.py).
 """
 
 from __future__ import annotations
@@ -48,19 +51,38 @@ def comm_kernel(transport: str, wire_bytes_per_s: float) -> CommKernel:
     return CommKernel(constants()["ctas"][transport], wire_bytes_per_s)
 
 
-def memory_bound_share(ops: list[Op], gpu: GpuSpec, precision: str) -> float:
-    """Share of the time of ``ops`` (run back to back) spent in kernels bound by HBM bandwidth."""
-    bound = total = 0.0
-    for op in ops:
-        compute_s, memory_s = kernels.roofline_s(op, gpu, precision)
-        total += max(compute_s, memory_s)
-        bound += memory_s if memory_s > compute_s else 0.0
-    return bound / total if total > 0 else 0.0
+class ComputeMix(float):
+    """The compute a communication kernel runs beside: a float, the share of its time in HBM-bound kernels (what
+    the proportional model needs), carrying each kernel's (op, compute time, HBM time) alone (``kernels.roofline_s``)
+    so that ``slowdown`` can quantise each tensor-core kernel's waves on the SMs the communication leaves."""
+
+    kernels: tuple[tuple[Op, float, float], ...]
+    gpu_name: str
+
+    def __new__(cls, ops: list[Op], gpu: GpuSpec, precision: str) -> ComputeMix:
+        times = tuple((op, *kernels.roofline_s(op, gpu, precision)) for op in ops)
+        total = sum(max(c, m) for _, c, m in times)
+        bound = sum(m for _, c, m in times if m > c)
+        mix = super().__new__(cls, bound / total if total > 0 else 0.0)
+        mix.kernels, mix.gpu_name = times, gpu.name
+        return mix
+
+
+def memory_bound_share(ops: list[Op], gpu: GpuSpec, precision: str) -> ComputeMix:
+    """Share of the time of ``ops`` (run back to back) spent in kernels bound by HBM bandwidth; the result carries
+    the ops for ``slowdown``'s per-kernel wave quantisation (``ComputeMix``)."""
+    return ComputeMix(ops, gpu, precision)
 
 
 def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     """How many times longer compute takes while ``kernel`` runs beside it (>= 1); ``memory_share`` is the share of
-    the compute's time in HBM-bound kernels (``memory_bound_share``)."""
+    the compute's time in HBM-bound kernels (``memory_bound_share``).
+
+    Given a ``ComputeMix`` (its ops), each kernel alone taking max(c, b) (compute, HBM time) takes
+    max(c * q, b * h) beside it: h the HBM factor, q for a tensor-core kernel its waves on the SMs left over its
+    waves as launched (``kernels.tensor_core_waves``: the tile picked for all its SMs, or its attention blocks),
+    SMs / (SMs - CTAs) for CUDA-core ones. Given a bare float, the proportional share (1 - m) SMs / (SMs - CTAs)
+    + m h (no shapes to quantise)."""
     sms = kernels.sm_count(gpu.name)
     ctas = min(kernel.ctas, sms - 1)
     hbm_bytes_per_s = gpu.hbm_bandwidth * kernels.hbm_fraction()
@@ -68,7 +90,16 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     assert taken_bytes_per_s < hbm_bytes_per_s, "a collective cannot move more than the GPU's HBM bandwidth"
     sm_factor = sms / (sms - ctas)
     hbm_factor = hbm_bytes_per_s / (hbm_bytes_per_s - taken_bytes_per_s)
-    return (1.0 - memory_share) * sm_factor + memory_share * hbm_factor
+    if not isinstance(memory_share, ComputeMix) or not memory_share.kernels:
+        return (1.0 - memory_share) * sm_factor + memory_share * hbm_factor
+    assert memory_share.gpu_name == gpu.name, (memory_share.gpu_name, gpu.name)
+    alone = beside = 0.0
+    for op, compute_s, memory_s in memory_share.kernels:
+        waves = kernels.tensor_core_waves(op, gpu.name, sms - ctas)
+        compute_factor = waves[1] / waves[0] if waves else sm_factor
+        alone += max(compute_s, memory_s)
+        beside += max(compute_s * compute_factor, memory_s * hbm_factor)
+    return beside / alone if alone > 0 else 1.0
 
 
 def overlapped_s(compute_s: float, comm_s: float, factor: float) -> float:

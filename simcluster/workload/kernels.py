@@ -55,27 +55,27 @@ def k_overhead(precision: str, gpu: GpuSpec | None) -> float:
     return base * gpu.peak_flop_per_s(precision) / gpu.peak_flop_per_s("bf16")
 
 
-def _best_tile(m: int, n: int, batch: int, gpu_name: str, sms: int = 0) -> tuple[float, int]:
-    """(relative tile throughput * useful/provisioned MACs, waves) of the best cuBLAS-like tile for an m x n output
-    repeated ``batch`` times (efficiency.yaml gemm.tiles; ties keep the first tile listed). ``m`` may be a fractional
-    mean (a grouped GEMM's rows per expert, workload/moe.py): the tiles cover ceil(m / tile_m) row blocks, the useful
-    MACs are the mean's, so the tile's time (provisioned MACs over its throughput) depends on whole row blocks only
-    and never falls as m grows; nor does the best tile's, a minimum of non-decreasing times.
+def _best_tile(m: int, n: int, batch: int, gpu_name: str, sms: int = 0) -> tuple[float, int, int]:
+    """(relative tile throughput * useful/provisioned MACs, waves, tiles) of the best cuBLAS-like tile for an m x n
+    output repeated ``batch`` times (efficiency.yaml gemm.tiles; ties keep the first tile listed). ``m`` may be a
+    fractional mean (a grouped GEMM's rows per expert, workload/moe.py): the tiles cover ceil(m / tile_m) row
+    blocks, the useful MACs are the mean's, so the tile's time (provisioned MACs over its throughput) depends on
+    whole row blocks only and never falls as m grows; nor does the best tile's, a minimum of non-decreasing times.
 
     ``sms`` (0: all of the GPU's) is the SMs the GEMM is launched on (cuBLASLt's SM-count target, Transformer
     Engine's set_sm_margin): the tiles run in waves of ``sms`` at the same time per tile, so the provisioned MACs
     are waves x the GPU's SMs x the tile (the SMs left out compute nothing of this GEMM)."""
     gpu_sms = sm_count(gpu_name)
     sms = min(sms, gpu_sms) if sms > 0 else gpu_sms
-    best, best_waves = 0.0, 1
+    best, best_waves, best_tiles = 0.0, 1, 1
     for tile_m, tile_n, relative in _table()["gemm"]["tiles"]:
         tiles = batch * math.ceil(m / tile_m) * math.ceil(n / tile_n)
         waves = math.ceil(tiles / sms)
         useful = batch * m * n / (waves * gpu_sms * tile_m * tile_n)
         score = relative * useful
         if score > best:
-            best, best_waves = score, waves
-    return best, best_waves
+            best, best_waves, best_tiles = score, waves, tiles
+    return best, best_waves, best_tiles
 
 
 def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, precision: str = "bf16",
@@ -91,7 +91,7 @@ def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, preci
     ceiling = gemm_ceiling(precision)
     if min(m, n, k, batch) <= 0:
         return ceiling
-    best, _ = _best_tile(m, n, batch, gpu_name, sms)
+    best = _best_tile(m, n, batch, gpu_name, sms)[0]
     depth = k / (k + k_overhead(precision, gpu))
     return ceiling * best * depth
 
@@ -102,6 +102,23 @@ def gemm_waves(op: Op, gpu_name: str) -> int:
     if op.kind != "gemm" or min(op.m, op.n, op.k, op.batch) <= 0:
         return 1
     return _best_tile(op.m, op.n, op.batch, gpu_name, op.sms)[1]
+
+
+def tensor_core_waves(op: Op, gpu_name: str, free_sms: int) -> tuple[int, int] | None:
+    """(waves as launched, waves on ``free_sms``) of a tensor-core kernel whose SMs other kernels hold part of while
+    it runs: the tile the library picked for the SMs it was launched on (``op.sms``, ``_best_tile``) or a flash
+    attention kernel's row blocks (``attention_waves``), run in waves of the SMs left (``free_sms``, at most those
+    it was launched on). None for other kernels (CUDA-core, unfused attention's, empty GEMMs)."""
+    gpu_sms = sm_count(gpu_name)
+    launched = min(op.sms, gpu_sms) if op.sms > 0 else gpu_sms
+    free = max(1, min(free_sms, launched))
+    if op.kind == "gemm" and min(op.m, op.n, op.k, op.batch) > 0:
+        tiles = _best_tile(op.m, op.n, op.batch, gpu_name, op.sms)[2]
+    elif op.kind == "attention" and op.kernel != "naive" and op.batch > 0 and op.m > 0:
+        tiles = _attention_blocks(op)
+    else:
+        return None
+    return math.ceil(tiles / launched), math.ceil(tiles / free)
 
 
 def split_accumulator_slowdown(gpu_name: str) -> float:
@@ -393,8 +410,14 @@ FLASH_BLOCK_ROWS = 128
 def attention_waves(op: Op, gpu_name: str) -> int:
     """Waves of thread blocks of a fused flash attention kernel over the SMs: (batch x heads) x row blocks of the
     queries forward, of the keys backward (``FLASH_BLOCK_ROWS``)."""
+    return max(1, math.ceil(_attention_blocks(op) / sm_count(gpu_name)))
+
+
+def _attention_blocks(op: Op) -> int:
+    """Thread blocks of a fused flash attention kernel: (batch x heads) x row blocks of the queries forward, of the
+    keys backward (``FLASH_BLOCK_ROWS``)."""
     rows = op.n if op.name.endswith("backward") else op.m
-    return max(1, math.ceil(op.batch * math.ceil(rows / FLASH_BLOCK_ROWS) / sm_count(gpu_name)))
+    return op.batch * math.ceil(rows / FLASH_BLOCK_ROWS)
 
 
 def wave_s(op: Op, compute_s: float, gpu_name: str) -> float:

@@ -1,0 +1,50 @@
+"""interference.slowdown's per-kernel waves (kernels.tensor_core_waves) against closed forms: a GEMM launched on
+the SMs a kernel leaves (set_sm_margin) loses no wave, flash attention quantises its row blocks, CUDA-core kernels
+keep the proportional share, and a mix weighs each kernel by its time alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from simcluster.spec import hardware
+from simcluster.workload import interference, kernels
+from simcluster.workload.ops import Op
+
+H100 = hardware.gpu("h100-sxm")
+SMS = kernels.sm_count(H100.name)  # 132
+
+
+def _gemm(m: int, n: int, k: int = 8192) -> Op:
+    return Op("gemm", "gemm", 2.0 * m * n * k, 2.0 * (m * k + k * n + m * n), m=m, n=n, k=k)
+
+
+def _factor(ops: list[Op], ctas: int) -> float:
+    return interference.slowdown(H100, interference.CommKernel(ctas, 0.0),
+                                 interference.memory_bound_share(ops, H100, "bf16"))
+
+
+def test_a_gemm_launched_on_the_sms_left_loses_no_wave():
+    one_wave = _gemm(11 * 256, 12 * 128)  # 132 tiles of 256 x 128
+    assert _factor([one_wave], 16) == pytest.approx(2.0)
+    margin = dataclasses.replace(one_wave, sms=SMS - 16)  # TE set_sm_margin: cuBLAS targets 116 SMs
+    assert _factor([margin], 16) == pytest.approx(1.0)
+
+
+def test_flash_attention_quantises_its_row_blocks():
+    # batch x heads 66, 256 query rows: 132 blocks of 128 rows, one wave; beside 24 CTAs two
+    op = Op("attention_forward", "attention", 1e12, 1e6, m=256, n=256, k=128, batch=66, kernel="flash")
+    assert kernels.tensor_core_waves(op, H100.name, SMS - 24) == (1, 2)
+    assert _factor([op], 24) == pytest.approx(2.0)
+
+
+def test_cuda_core_and_mixed_kernels_weigh_by_their_time_alone():
+    elementwise = Op("bias", "memory", 1e3, 1e9)  # HBM-bound; no wire traffic: factor 1
+    assert _factor([elementwise], 24) == pytest.approx(1.0)
+    gemm = _gemm(4096, 4096)  # 512 tiles of 128 x 256: 4 waves on 132 SMs, 5 on 108
+    t_gemm = max(kernels.roofline_s(gemm, H100, "bf16"))
+    t_mem = max(kernels.roofline_s(elementwise, H100, "bf16"))
+    launched, left = kernels.tensor_core_waves(gemm, H100.name, SMS - 24)
+    assert (launched, left) == (4, 5)
+    assert (t_gemm * left / launched + t_mem) / (t_gemm + t_mem) == pytest.approx(_factor([gemm, elementwise], 24))
