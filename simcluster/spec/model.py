@@ -50,9 +50,9 @@ class MoESpec(BaseModel):
     shared_experts: NonNegativeInt = Field(0, description="experts every token passes through (DeepSeekMoE)")
     dense_layers: NonNegativeInt = Field(0, description="first layers that keep the dense MLP")
     interval: Count = Field(1, description="every interval-th layer after dense_layers is an MoE layer")
-    capacity_factor: PositiveFloat | None = Field(None, description="tokens per expert capped at this multiple of "
+    capacity_factor: PositiveFloat | None = Field(None, allow_inf_nan=False, description="tokens per expert capped at this multiple of "
                                                   "the mean; null = dropless")
-    pad_to_capacity: bool = Field(False, description="every expert padded to its capacity (Megatron-Core "
+    pad_to_capacity: Annotated[bool, Strict()] = Field(False, description="every expert padded to its capacity (Megatron-Core "
                                   "--moe-pad-expert-input-to-capacity; needs capacity_factor): no host sync")
     load: str | float = Field(
         "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, or a "
