@@ -50,10 +50,11 @@ class MoESpec(BaseModel):
     shared_experts: NonNegativeInt = Field(0, description="experts every token passes through (DeepSeekMoE)")
     dense_layers: NonNegativeInt = Field(0, description="first layers that keep the dense MLP")
     interval: Count = Field(1, description="every interval-th layer after dense_layers is an MoE layer")
-    capacity_factor: PositiveFloat | None = Field(None, allow_inf_nan=False, description="tokens per expert capped at this multiple of "
-                                                  "the mean; null = dropless")
-    pad_to_capacity: Annotated[bool, Strict()] = Field(False, description="every expert padded to its capacity (Megatron-Core "
-                                  "--moe-pad-expert-input-to-capacity; needs capacity_factor): no host sync")
+    capacity_factor: PositiveFloat | None = Field(None, allow_inf_nan=False, description="tokens per expert capped "
+                                                  "at this multiple of the mean; null = dropless")
+    pad_to_capacity: Annotated[bool, Strict()] = Field(False, description="every expert padded to its capacity "
+                                                       "(Megatron-Core --moe-pad-expert-input-to-capacity; needs "
+                                                       "capacity_factor): no host sync")
     load: str | float = Field(
         "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, or a "
         "coefficient of variation >= 0")
@@ -113,14 +114,14 @@ class TransformerSpec(BaseModel):
     bias: Annotated[bool, Strict()] | None = Field(None, description=(
         "biases on the attention and MLP linear layers; default: with layernorm (GPT-style), none with rmsnorm. "
         "Nemotron-4 trains layernorm without them (add_bias_linear: False)"))
-    tied_embeddings: bool = True
+    tied_embeddings: Annotated[bool, Strict()] = True
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     qk_layernorm: Annotated[bool, Strict()] = Field(False, description=(
         "a norm of model.norm's kind over each head's head_dim applied to the queries and keys before RoPE "
         "(Megatron-Core --qk-layernorm: SelfAttention's q_layernorm and k_layernorm, TENorm; Hugging Face Qwen3's "
         "q_norm/k_norm, Gemma 3's); multi-head / grouped-query attention only"))
     position: Literal["learned", "rope"] = "learned"
-    dropout: bool = Field(True, description=(
+    dropout: Annotated[bool, Strict()] = Field(True, description=(
         "hidden and attention dropout in training (GPT-3 and Megatron-LM: 0.1); Llama models train without it, "
         "so no dropout masks are stored or applied"))
     max_seq_len: Count = 2048
