@@ -321,6 +321,33 @@ def test_interrupted_run_exits_130_with_one_line(cli, write_scenario, tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_interrupted_validate_prints_the_finished_cases_and_exits_130(cli, monkeypatch, as_json):
+    """Ctrl-C during `validate` (minutes for the held-out set): the cases finished are printed, the line and code
+    of an interrupt follow; nothing finished is lost."""
+    from simcluster.studies import validation
+
+    done = []
+
+    def run_case(case, network=None, variability=None):
+        if len(done) == 2:
+            raise Interrupted(signal.SIGINT)
+        done.append(case["scenario"])
+        return validation.CaseResult(case["scenario"], "model", 100.0, 110.0, "test", step_time_s=1.0)
+
+    monkeypatch.setattr(validation, "run_case", run_case)
+    code, stdout, err = cli("validate", *(["--json"] if as_json else []))
+    assert code == 130 and err.endswith("interrupted by SIGINT\n") and err.count("interrupted by") == 1, err
+    if as_json:
+        report = json.loads(stdout)
+        assert [c["scenario"] for c in report["cases"]] == done and report["case_count"] == 2
+    else:
+        assert all(name in stdout for name in done) and "interrupted after 2 of" in stdout.replace("\n", " ")
+    monkeypatch.setattr(validation, "run_case", lambda *_a, **_k: (_ for _ in ()).throw(Interrupted(signal.SIGINT)))
+    code, stdout, err = cli("validate")
+    assert code == 130 and err == "interrupted by SIGINT\n" and "scenario" not in stdout  # none finished: no table
+
+
 # ---- 5. never overwrite ----------------------------------------------------------------------------------------
 def test_sweep_of_another_grid_into_the_default_folder_picks_a_new_one(cli, write_scenario, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
