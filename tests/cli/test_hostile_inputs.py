@@ -43,6 +43,10 @@ def one_line_refusal(code: int, err: str, *needles: str) -> None:
         assert needle in err, err
 
 
+MODEL_INLINE = {"layers": 24, "hidden": 2048, "heads": 16, "vocab": 50257}
+MOE_INLINE = {"experts": 8, "top_k": 2, "ffn_hidden": 4096}
+
+
 def edited(path: str, value) -> dict:
     data = copy.deepcopy(SMALL)
     *parents, leaf = path.split(".")
@@ -64,6 +68,13 @@ def edited(path: str, value) -> dict:
     ("cluster.gpu", {**H100_INLINE, "price_per_gpu_hour": math.inf}, "cluster.gpu.price_per_gpu_hour"),
     ("cluster.nic", {"rate": "0 Gb/s"}, "cluster.nic.rate: must be > 0, got '0 Gb/s'"),
     ("cluster.nic", {"rate": "400 Gb/s", "latency": "-1 us"}, "cluster.nic.latency: must be >= 0"),
+    ("cluster.nic", {"rate": "400"}, "cluster.nic.rate: a bare number '400' is ambiguous: write the unit"),
+    ("model", {**MODEL_INLINE, "moe": {**MOE_INLINE, "load": 2.5}}, "load: a coefficient of variation of 2.5 is "
+     "more than 8 experts with top_k 2 allow (sqrt(experts/top_k - 1) = 1.73"),
+    ("model", {**MODEL_INLINE, "moe": {**MOE_INLINE, "capacity_factor": math.inf}}, "model.moe.capacity_factor: "
+     "Input should be a finite number"),
+    ("model", {**MODEL_INLINE, "moe": {**MOE_INLINE, "experts": 10**30}}, "model.moe.experts: Input should be "
+     "less than or equal to 1048576"),
     ("cluster.price_per_gpu_hour", math.inf, "cluster.price_per_gpu_hour: Input should be a finite number"),
     ("cluster.price_per_gpu_hour", -1.0, "cluster.price_per_gpu_hour"),
     ("cluster.nodes", 2 * 10**6, "above the 1e+07"),
