@@ -9,6 +9,7 @@ Sizes double from --min-bytes to --max-bytes (nccl-tests' -b/-e/-f); --json prin
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -38,9 +39,16 @@ def _size(text: str, option: str) -> float:
     try:
         value = units.parse_message_size(text)
     except ScenarioError as err:
-        raise ScenarioError(option, err.message) from None
+        try:  # a bare number the unit parser refused ('-1', '1e30', 'nan'): bytes, judged below
+            value = float(text)
+        except ValueError:
+            raise ScenarioError(option, err.message) from None
+        value = value if math.isfinite(value) else -1.0
     if value < 1 or value != int(value):
         fail(option, f"expected a whole number of bytes >= 1, got {text!r}")
+    high = units.PLAUSIBLE[units.BYTES][1]  # no buffer outgrows a device's memory
+    if value > high:
+        fail(option, f"expected at most {high:.0e} bytes (1 PB, over 3,000 times a B300's HBM), got {text!r}")
     return value
 
 

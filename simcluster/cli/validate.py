@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from simcluster.cli.app import app, fail
+from simcluster.cli.app import Interrupted, app, fail
 from simcluster.cli.run import check_network
 from simcluster.core import outputs, units
 from simcluster.studies import validation
@@ -36,14 +36,22 @@ def validate(
     label = ("held-out" if held_out else "calibration") + (f" (variability {variability})" if spread else "")
     if not cases:
         fail("--only", f"no {label} case's scenario contains {only!r}")
-    results = [validation.run_case(case, network, spread)
-               for case in track(cases, description=f"simulating {label} runs", console=console,
-                                 transient=True)]
+    results, interrupted = [], None
+    try:
+        for case in track(cases, description=f"simulating {label} runs", console=console, transient=True):
+            results.append(validation.run_case(case, network, spread))
+    except Interrupted as err:  # Ctrl-C: the rows finished are printed, then exit 130 (docs/robustness.md)
+        if not results:
+            raise
+        interrupted = err
+        label += f", interrupted after {len(results)} of {len(cases)}"
     stats = validation.error_stats(results) if results else {}
     if as_json:
         typer.echo(outputs.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats,
                                   **({"variability": spread.model_dump()} if spread else {}),
                                   "by_series": validation.error_by_group(results)}, indent=2))
+        if interrupted:
+            raise interrupted
         return
     table = Table(title=f"simulated vs published TFLOP/s per GPU ({label} runs)")
     for column in ("scenario", "metric", "published", "simulated", "error", "memory/GPU"):
@@ -67,3 +75,5 @@ def validate(
     if over:
         console.print(f"the memory model puts {', '.join(over)} above the GPU's HBM, though the published run fit: "
                       f"see docs/calibration.md")
+    if interrupted:
+        raise interrupted

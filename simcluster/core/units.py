@@ -114,6 +114,8 @@ def parse(text: str | float | int, dimension: str | None = None, field: str = "v
     except ValueError as err:
         raise ScenarioError(field, f"{err} in {text!r}") from None
     if dimension is not None and found != dimension:
+        if found == DIMENSIONLESS:  # '400' written as a string: the same ambiguity as a bare 400
+            raise ScenarioError(field, f"a bare number {text!r} is ambiguous: write the unit ({dimension})")
         raise ScenarioError(field, f"{text!r} is a {found} quantity, expected {dimension}")
     value = float(number) * factor
     if not math.isfinite(value):

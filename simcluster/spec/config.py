@@ -257,7 +257,7 @@ class Training(_Defaulted):
         "transient); torch_fp32: torchtitan's, the model casting the logits to fp32 for torch's cross entropy "
         "(DTensor loss_parallel with tp > 1), and with pp > 1 torch.distributed.pipelining keeping every "
         "microbatch's logits on the last stage until the step ends")
-    moe_cuda_graphs: bool = Field(
+    moe_cuda_graphs: Annotated[bool, Strict()] = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
         "host gap; the routed experts stay eager, and the shared experts Megatron also captures keep their gaps "
@@ -310,14 +310,15 @@ class Parallelism(_Defaulted):
         "alltoall", description="Megatron-Core's MoE token dispatcher: alltoall (permute, NCCL all-to-all, sort by "
         "local expert) or flex (DeepEP/HybridEP: the dispatch sends token rows unpermuted, one per destination GPU, "
         "and the receiver permutes them by local expert once; the router's fused preprocess; workload/moe.py)")
-    ep_overlap: bool = Field(
+    ep_overlap: Annotated[bool, Strict()] = Field(
         False, description="Megatron-Core's combined 1F1B EP all-to-all overlap (--overlap-moe-expert-parallel-comm): "
         "in the steady state each dispatch/combine runs beside one attention or MLP sub-stage of another "
         "microbatch, warm-up and cool-down stay blocking, the communication kernels' SMs slow the compute "
         "(parallel/ep_overlap.py)")
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
     virtual_stages: Count = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
-    sequence_parallel: bool = Field(True, description="Megatron sequence parallelism (needs tp > 1 to matter)")
+    sequence_parallel: Annotated[bool, Strict()] = Field(
+        True, description="Megatron sequence parallelism (needs tp > 1 to matter)")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage of the distributed optimizer")
     layers_per_stage: list[Annotated[int, Strict()]] | None = Field(
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
@@ -334,7 +335,7 @@ class Parallelism(_Defaulted):
         "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8) and with bf16 for the gpt3-175b and "
         "nemotron4-340b presets (their NeMo recipes), fp32 otherwise "
         "(Megatron-LM reduces in fp32 when training in bf16; NeMo's bf16_mixed)")
-    overlap_grad_reduce: bool = Field(
+    overlap_grad_reduce: Annotated[bool, Strict()] = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
     local_ddp: Literal["none", "flattened", "contiguous"] = Field(
         "none", description="Megatron-LM's own DDP (--DDP-impl local, 2020-2021) and its passes over the gradients "
@@ -374,7 +375,7 @@ class Parallelism(_Defaulted):
         "with the peer completes, Megatron's non-interleaved 1F1B), async (the sender goes on), auto (blocking for "
         "non-interleaved 1f1b, async for the interleaved schedule, which overlaps them, and gpipe); blocking needs "
         "virtual_stages: 1")
-    p2p_scatter_gather: bool = Field(
+    p2p_scatter_gather: Annotated[bool, Strict()] = Field(
         True, description="without sequence parallelism, send 1/tp of a pipeline message per TP rank and all-gather "
         "it over the TP group on the receiver (Megatron-LM --scatter-gather-tensors-in-pipeline)")
     pipeline_engine: Literal["megatron", "deepspeed"] = Field(

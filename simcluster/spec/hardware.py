@@ -6,9 +6,9 @@ the same pydantic models, so units are parsed once and unknown keys are errors.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
@@ -52,7 +52,8 @@ class GpuSpec(BaseModel):
     hbm_bandwidth: PositiveBytesPerS = Field(description="HBM bandwidth, e.g. '3.35 TB/s'")
     nvlink_bandwidth: PositiveBytesPerS = Field(description="scale-up bandwidth per GPU per direction, e.g. '450 GB/s'")
     nvlink_generation: WholeNumber = Field(4, ge=0, le=6, description="NVLink generation (0: not NVLink)")
-    nvls: bool = Field(False, description="NVSwitch in-network reduction (NVLink SHARP) available")
+    nvls: Annotated[bool, Strict()] = Field(
+        False, description="NVSwitch in-network reduction (NVLink SHARP) available")
     tdp: PositiveWatts = Field(description="board power at full load, e.g. '700 W'")
     idle_power: NonNegativeWatts = Field(description="board power when idle, e.g. '70 W'")
     price_per_gpu_hour: FiniteNumber = Field(gt=0, le=MAX_PRICE_PER_GPU_HOUR,

@@ -5,6 +5,7 @@ FLOP and HBM bytes per layer and phase live in ``workload.ops``; activation and 
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -28,6 +29,9 @@ from simcluster.core.units import Count
 MAX_LAYERS = 10_000
 MAX_HIDDEN = 2**20
 MAX_VOCAB = 10**8
+# routed experts per layer: PEER (He 2024, "Mixture of A Million Experts", arXiv:2407.04153) uses 1024^2; trained
+# MoE models have up to 384 (Kimi K2, 2025)
+MAX_EXPERTS = 2**20
 
 
 LOAD_NAMES = ("measured", "balanced")
@@ -44,16 +48,18 @@ class MoESpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    experts: Count = Field(description="routed experts per MoE layer")
+    experts: Count = Field(le=MAX_EXPERTS, description="routed experts per MoE layer")
     top_k: Count = Field(description="routed experts per token")
-    ffn_hidden: Count = Field(description="inner size of one expert's MLP")
-    shared_experts: NonNegativeInt = Field(0, description="experts every token passes through (DeepSeekMoE)")
+    ffn_hidden: Count = Field(le=8 * MAX_HIDDEN, description="inner size of one expert's MLP")
+    shared_experts: NonNegativeInt = Field(0, le=MAX_EXPERTS,
+                                           description="experts every token passes through (DeepSeekMoE)")
     dense_layers: NonNegativeInt = Field(0, description="first layers that keep the dense MLP")
     interval: Count = Field(1, description="every interval-th layer after dense_layers is an MoE layer")
-    capacity_factor: PositiveFloat | None = Field(None, description="tokens per expert capped at this multiple of "
-                                                  "the mean; null = dropless")
-    pad_to_capacity: bool = Field(False, description="every expert padded to its capacity (Megatron-Core "
-                                  "--moe-pad-expert-input-to-capacity; needs capacity_factor): no host sync")
+    capacity_factor: PositiveFloat | None = Field(None, allow_inf_nan=False, description="tokens per expert capped "
+                                                  "at this multiple of the mean; null = dropless")
+    pad_to_capacity: Annotated[bool, Strict()] = Field(False, description="every expert padded to its capacity "
+                                                       "(Megatron-Core --moe-pad-expert-input-to-capacity; needs "
+                                                       "capacity_factor): no host sync")
     load: str | float = Field(
         "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, or a "
         "coefficient of variation >= 0")
@@ -74,6 +80,13 @@ class MoESpec(BaseModel):
         if self.pad_to_capacity and self.capacity_factor is None:
             raise ScenarioError("model.moe.pad_to_capacity", "pad_to_capacity needs a capacity_factor (the capacity "
                                 "every expert is padded to)")
+        # the largest spread of tokens per expert: every token on the same top_k experts (each gets all T tokens,
+        # the mean is T*top_k/experts), CV^2 = experts/top_k - 1; a larger CV routes more tokens than exist
+        most = math.sqrt(self.experts / self.top_k - 1)
+        if isinstance(self.load, float) and self.load > most:
+            raise ValueError(f"load: a coefficient of variation of {self.load:g} is more than {self.experts} experts "
+                             f"with top_k {self.top_k} allow (sqrt(experts/top_k - 1) = {most:.3g}: all tokens on "
+                             "the same top_k experts)")
         return self
 
 
@@ -114,14 +127,14 @@ class TransformerSpec(BaseModel):
     bias: Annotated[bool, Strict()] | None = Field(None, description=(
         "biases on the attention and MLP linear layers; default: with layernorm (GPT-style), none with rmsnorm. "
         "Nemotron-4 trains layernorm without them (add_bias_linear: False)"))
-    tied_embeddings: bool = True
+    tied_embeddings: Annotated[bool, Strict()] = True
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     qk_layernorm: Annotated[bool, Strict()] = Field(False, description=(
         "a norm of model.norm's kind over each head's head_dim applied to the queries and keys before RoPE "
         "(Megatron-Core --qk-layernorm: SelfAttention's q_layernorm and k_layernorm, TENorm; Hugging Face Qwen3's "
         "q_norm/k_norm, Gemma 3's); multi-head / grouped-query attention only"))
     position: Literal["learned", "rope"] = "learned"
-    dropout: bool = Field(True, description=(
+    dropout: Annotated[bool, Strict()] = Field(True, description=(
         "hidden and attention dropout in training (GPT-3 and Megatron-LM: 0.1); Llama models train without it, "
         "so no dropout masks are stored or applied"))
     max_seq_len: Count = 2048

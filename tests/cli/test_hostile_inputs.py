@@ -43,6 +43,10 @@ def one_line_refusal(code: int, err: str, *needles: str) -> None:
         assert needle in err, err
 
 
+MODEL_INLINE = {"layers": 24, "hidden": 2048, "heads": 16, "vocab": 50257}
+MOE_INLINE = {"experts": 8, "top_k": 2, "ffn_hidden": 4096}
+
+
 def edited(path: str, value) -> dict:
     data = copy.deepcopy(SMALL)
     *parents, leaf = path.split(".")
@@ -64,6 +68,13 @@ def edited(path: str, value) -> dict:
     ("cluster.gpu", {**H100_INLINE, "price_per_gpu_hour": math.inf}, "cluster.gpu.price_per_gpu_hour"),
     ("cluster.nic", {"rate": "0 Gb/s"}, "cluster.nic.rate: must be > 0, got '0 Gb/s'"),
     ("cluster.nic", {"rate": "400 Gb/s", "latency": "-1 us"}, "cluster.nic.latency: must be >= 0"),
+    ("cluster.nic", {"rate": "400"}, "cluster.nic.rate: a bare number '400' is ambiguous: write the unit"),
+    ("model", {**MODEL_INLINE, "moe": {**MOE_INLINE, "load": 2.5}}, "load: a coefficient of variation of 2.5 is "
+     "more than 8 experts with top_k 2 allow (sqrt(experts/top_k - 1) = 1.73"),
+    ("model", {**MODEL_INLINE, "moe": {**MOE_INLINE, "capacity_factor": math.inf}}, "model.moe.capacity_factor: "
+     "Input should be a finite number"),
+    ("model", {**MODEL_INLINE, "moe": {**MOE_INLINE, "experts": 10**30}}, "model.moe.experts: Input should be "
+     "less than or equal to 1048576"),
     ("cluster.price_per_gpu_hour", math.inf, "cluster.price_per_gpu_hour: Input should be a finite number"),
     ("cluster.price_per_gpu_hour", -1.0, "cluster.price_per_gpu_hour"),
     ("cluster.nodes", 2 * 10**6, "above the 1e+07"),
@@ -319,6 +330,33 @@ def test_interrupted_run_exits_130_with_one_line(cli, write_scenario, tmp_path, 
     code, _, err = cli("run", write_scenario(SMALL), "--out", tmp_path / "run")
     assert code == 130 and err == "interrupted by SIGINT\n"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_interrupted_validate_prints_the_finished_cases_and_exits_130(cli, monkeypatch, as_json):
+    """Ctrl-C during `validate` (minutes for the held-out set): the cases finished are printed, the line and code
+    of an interrupt follow; nothing finished is lost."""
+    from simcluster.studies import validation
+
+    done = []
+
+    def run_case(case, network=None, variability=None):
+        if len(done) == 2:
+            raise Interrupted(signal.SIGINT)
+        done.append(case["scenario"])
+        return validation.CaseResult(case["scenario"], "model", 100.0, 110.0, "test", step_time_s=1.0)
+
+    monkeypatch.setattr(validation, "run_case", run_case)
+    code, stdout, err = cli("validate", *(["--json"] if as_json else []))
+    assert code == 130 and err.endswith("interrupted by SIGINT\n") and err.count("interrupted by") == 1, err
+    if as_json:
+        report = json.loads(stdout)
+        assert [c["scenario"] for c in report["cases"]] == done and report["case_count"] == 2
+    else:
+        assert all(name in stdout for name in done) and "interrupted after 2 of" in stdout.replace("\n", " ")
+    monkeypatch.setattr(validation, "run_case", lambda *_a, **_k: (_ for _ in ()).throw(Interrupted(signal.SIGINT)))
+    code, stdout, err = cli("validate")
+    assert code == 130 and err == "interrupted by SIGINT\n" and "scenario" not in stdout  # none finished: no table
 
 
 # ---- 5. never overwrite ----------------------------------------------------------------------------------------

@@ -94,6 +94,19 @@ def test_corrupt_chakra_trace_gives_one_line_and_exit_2(cli, tmp_path):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Chakra" in err
 
 
+@pytest.mark.parametrize("cut", [13, 40, 79])
+def test_chakra_rank_cut_inside_a_node_names_its_file_once(cli, tmp_path, cut):
+    """A rank's .et cut inside a node message (a copy interrupted): one line naming that file once, saying it is
+    truncated (the reader's own error, not re-wrapped as 'malformed node attribute (file: ...)')."""
+    for source in sorted((DATA / "chakra").glob("all_reduce.*.et")):
+        data = source.read_bytes()
+        (tmp_path / source.name).write_bytes(data[:cut] if source.name == "all_reduce.0.et" else data)
+    code, _, err = cli("replay", *sorted(tmp_path.glob("*.et")))
+    cut_file = str(tmp_path / "all_reduce.0.et")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.count(cut_file) == 1, err
+    assert "truncated" in err and "malformed node attribute" not in err
+
+
 @pytest.mark.parametrize(("args", "field"), [
     (["--gpu", "tpu-v9"], "--gpu"), (["--until", "12"], "--until"), (["--nic", "fast"], "--nic"),
     (["--network", "psychic"], "--network"), (["--until", "1ms", "--events", "3"], "--until"),

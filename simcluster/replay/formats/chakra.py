@@ -328,6 +328,8 @@ def read_chakra(paths: Sequence[str | Path]) -> RecordedRun:
             node_path, body = bodies.pop(digest)
             try:
                 ranks[rank] = _to_ops(rank, _read_nodes(node_path, body), world_size, notes, groups)
+            except ScenarioError:  # already names the file and what is wrong in it
+                raise
             except (TypeError, ValueError, OverflowError) as err:  # an attribute of the wrong shape (a list for
                 # a scalar, a string for a number): a corrupt or foreign file, refused in one line
                 raise ScenarioError(str(node_path), f"malformed node attribute ({err})") from None
