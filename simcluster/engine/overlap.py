@@ -57,7 +57,7 @@ def slowdowns(scenario, layout) -> Slowdowns:
     elif async_backward.applies(scenario):  # overlap off: NCCL kernels beside the column-parallel GEMMs
         per_layer = tp_collectives_per_layer(scenario)
         backward = async_backward.slowdown(layer, async_backward.linears(per_layer), p.sequence_parallel, gpu,
-                                           precision, tp_wire)
+                                           precision)  # at an NCCL NVLink ring's rate, tp_wire
         tp = {"forward": 1.0, "backward": backward}  # the forward's collectives are blocking
     elif p.sequence_parallel and p.tp > 1:
         tp = {phase: _userbuffers_slowdown(scenario, phase, tp_wire, m) for phase, m in share.items()}

@@ -35,6 +35,7 @@ no down-projection GEMM; until that latent gather is modelled, MLA with tp > 1 n
 
 from __future__ import annotations
 
+from simcluster.collectives import nccl
 from simcluster.core.errors import ScenarioError
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import Op
@@ -113,29 +114,29 @@ def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool
             for op_name, phase in BESIDE[sequence_parallel] for dgrad, wgrad in gemms]
 
 
-def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str,
-             wire_bytes_per_s: float) -> float:
-    """How many times longer the GEMMs beside the async collectives run while an NCCL NVLink ring of
-    ``wire_bytes_per_s`` runs (its CTAs, ``interference.yaml`` ctas.nvlink; the memory-bound share of those GEMMs,
-    ``interference.slowdown``)."""
+def wire_bytes_per_s(gpu) -> float:
+    """An NCCL NVLink ring's achieved wire rate per direction (the async collectives' kernels, Simple protocol)."""
+    return gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu)
+
+
+def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str) -> float:
+    """How many times longer the GEMMs beside the async collectives run while an NCCL NVLink ring runs (its CTAs,
+    ``interference.yaml`` ctas.nvlink; at ``wire_bytes_per_s``): ``interference.slowdown`` of those GEMMs' mix, each
+    GEMM's waves of its tile on the SMs the ring leaves over its waves as launched (``kernels.tensor_core_waves``),
+    its HBM-bound time at the bandwidth left. One factor for every pair of the layer: the engine charges it over the
+    block (``engine.overlap``) and ``exposed_s`` exposes what outlasts it, so the two add up to each pair's time."""
     gemms = [op for _, op in beside_ops(layer, linears, sequence_parallel) if op is not None]
     share = interference.memory_bound_share(gemms, gpu, precision)
-    return interference.slowdown(gpu, interference.comm_kernel("nvlink", wire_bytes_per_s), share)
-
-
-def sm_slowdown(gpu) -> float:
-    """A compute-bound GEMM's slowdown beside an NCCL NVLink ring: SMs / (SMs - its CTAs)."""
-    return interference.slowdown(gpu, interference.comm_kernel("nvlink", 0.0), 0.0)
+    return interference.slowdown(gpu, interference.comm_kernel("nvlink", wire_bytes_per_s(gpu)), share)
 
 
 def exposed_s(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str,
               comm_s: dict[str, float]) -> float:
     """Seconds a layer's backward waits on its async collectives beyond the engine's block-level overlap: per pair of
-    a collective of c (``comm_s`` per op) beside a GEMM of g at slowdown f, max(0, c / f - g), which with the
-    interference the engine charges, c (1 - 1/f), makes the pair's time max(c, g f) when c > g f, g + c (1 - 1/f)
-    otherwise (``interference.overlapped_s``). f here is the SM share alone (the GEMMs beside are compute-bound;
-    the engine's factor adds their memory-bound share's HBM term, ``slowdown``, ~0 on these GEMMs)."""
-    f = sm_slowdown(gpu)
+    a collective of c (``comm_s`` per op) beside a GEMM of g at the layer's factor f (``slowdown``, the engine's),
+    max(0, c / f - g), which with the interference the engine charges, c (1 - 1/f), makes the pair's time
+    max(c, g f) when c > g f, g + c (1 - 1/f) otherwise (``interference.overlapped_s``)."""
+    f = slowdown(layer, linears, sequence_parallel, gpu, precision)
     total = 0.0
     for op_name, gemm in beside_ops(layer, linears, sequence_parallel):
         if gemm is not None:

@@ -63,7 +63,7 @@ def test_exposure_pairs_each_collective_with_the_gemm_reading_the_blocks_input(c
     assert [(d.name, w.name) for d, w in pairs] == [(name, name) for name in names]
     dgrads = [kernels.op_time_s(_gemm(layer, "backward_input", name), gpu, precision) for name in names]
     wgrads = [kernels.op_time_s(_gemm(layer, "backward_weight", name), gpu, precision) for name in names]
-    f = async_backward.sm_slowdown(gpu)
+    f = async_backward.slowdown(layer, 2, True, gpu, precision)  # its closed form: test_async_backward.py
     gather, scatter = 0.5 * min(dgrads + wgrads), 3.0 * f * max(dgrads + wgrads)  # gathers hide, scatters outlast
     chunk = plan.plan(scenario, lambda op, group, size: {"all_gather": gather, "reduce_scatter": scatter}[op]
                       ).chunks[0]

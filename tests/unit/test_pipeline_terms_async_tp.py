@@ -13,9 +13,9 @@ from simcluster.spec.model import TransformerSpec
 from simcluster.workload import async_backward
 from simcluster.workload.ops import layer_ops, shard_for
 
-# hidden 2048 at tp 8: the input re-gathers outlast the QKV dgrad GEMMs beside them (test_async_backward)
-SMALL = TransformerSpec(layers=8, hidden=2048, heads=16, ffn_hidden=8192, vocab=32000, mlp="gelu", norm="layernorm",
-                        position="rope", dropout=False)
+# hidden 2048 (8 KV heads) at tp 8: the input re-gathers outlast the QKV dgrad GEMMs beside them (test_async_backward)
+SMALL = TransformerSpec(layers=8, hidden=2048, heads=16, kv_heads=8, ffn_hidden=8192, vocab=32000, mlp="gelu",
+                        norm="layernorm", position="rope", dropout=False)
 
 
 @pytest.fixture(scope="module")

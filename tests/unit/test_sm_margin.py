@@ -12,7 +12,7 @@ import pytest
 from simcluster.engine import overlap, simulate
 from simcluster.spec import config, hardware
 from simcluster.workload import interference, kernels, userbuffers
-from simcluster.workload.ops import Op, Shard, layer_ops
+from simcluster.workload.ops import Op, Shard, layer_ops, shard_for
 
 H100 = hardware.gpu("h100-sxm")
 SMS = kernels.sm_count("h100-sxm")  # 132
@@ -149,17 +149,47 @@ def test_bad_te_version_is_refused_naming_the_field(small_scenario, value):
         config.from_dict(data)
 
 
-def test_te2_slows_a_tp8_step_by_its_margins_only(small_scenario):
-    """The same run in TE 2.x takes longer than in TE 1.x (its bulk and pipeline GEMMs on 116 SMs), by less than
-    132/116 of the whole step."""
+def test_te2_margin_gemms_lose_no_wave_beside_their_kernels_te1s_do(small_scenario):
+    """TE 2.x launches the pipeline and bulk GEMMs on 116 SMs (set_sm_margin, cuBLASLt's SM-count target picks their
+    tile for 116) and runs the 16-SM communication kernels on the SMs left out: no wave lost beside them. TE 1.x
+    launches the same GEMMs on all 132 SMs with the tile picked for 132, and the kernels' 16 CTAs hold SMs while they
+    run: the GEMM runs ceil(tiles / 116) waves where it was launched for ceil(tiles / 132)
+    (``interference.slowdown`` per kernel, ``kernels.tensor_core_waves``). Retiling for 116 is never slower than
+    the 132-SM tile in waves of 116 (that tile is one of cuBLAS's candidates), so each TE 2.x GEMM alone takes at
+    most its TE 1.x twin beside the kernels. The tp 8 GPT-3 1.3B layer's margin GEMMs have 128 tiles (one wave on
+    132, two on 116) or fit 116: TE 1.x's run is the longer one, by less than 132/116."""
     data = copy.deepcopy(small_scenario)
     data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True)
     data["cluster"]["nodes"] = 2
-    steps = {}
+    steps, scenarios = {}, {}
     for te_version in (1, 2):
         data["parallelism"]["te_version"] = te_version
-        steps[te_version] = simulate(config.from_dict(data), steps=1).summary["step_time_s"]
-    assert steps[1] < steps[2] < steps[1] * SMS / 116
+        scenarios[te_version] = config.from_dict(data)
+        steps[te_version] = simulate(scenarios[te_version], steps=1).summary["step_time_s"]
+    scenario = scenarios[2]
+    precision, ctas = scenario.training.precision, interference.CommKernel(16, 0.0)  # SMs only: no HBM share
+    layer = layer_ops(scenario.model, shard_for(scenario))
+    gemms = {version: {(phase, op.name): op for phase, ops in userbuffers.apply(
+        layer, 8, precision, 2, SMS, userbuffers.config(te_version=version)).items()
+        for op in ops if op.kind == "gemm" and op.name in userbuffers.LAYERS} for version in (1, 2)}
+    margin = [key for key, op in gemms[2].items() if op.sms == SMS - 16]
+    assert len(margin) == 6
+    wave_factors = []
+    for key in margin:
+        te1, te2 = gemms[1][key], gemms[2][key]
+        assert te1.sms == 0
+        tiles = kernels._best_tile(te1.m, te1.n, te1.batch, H100.name)[2]
+        q = math.ceil(tiles / (SMS - 16)) / math.ceil(tiles / SMS)
+        wave_factors.append(q)
+        alone_1, memory_1 = kernels.roofline_s(te1, H100, precision)
+        alone_2, _ = kernels.roofline_s(te2, H100, precision)
+        assert memory_1 < alone_1  # compute-bound: the SMs decide
+        assert interference.slowdown(H100, ctas, interference.memory_bound_share([te1], H100, precision)) == (
+            pytest.approx(q, rel=1e-12))
+        assert interference.slowdown(H100, ctas, interference.memory_bound_share([te2], H100, precision)) == 1.0
+        assert alone_1 <= alone_2 <= alone_1 * q * (1 + 1e-12)
+    assert sorted(wave_factors) == [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    assert steps[2] < steps[1] < steps[2] * SMS / 116
 
 
 def test_communication_on_the_margin_still_takes_its_hbm_share(small_scenario):
