@@ -36,25 +36,31 @@ def op_class(op) -> str:
         return "dense GEMMs (attention, shared)"
     if op.kind == "attention":
         return "attention"
+    if op.name == kernels.HOST_ONLY_LAUNCH:
+        return "host-only launches"
     if op.flop == 0 and op.hbm_bytes == 0:
         return "zero-work launches"
     return "other memory-bound"
 
 
-def layer_terms(scenario) -> tuple[dict[str, float], int]:
-    """Seconds by class and kernel count of one MoE layer, one microbatch, on the busiest EP rank."""
+def layer_terms(scenario) -> tuple[dict[str, float], int, int]:
+    """Seconds by class, device kernels and host-only launches (grouped-GEMM GEMMs on the other streams, host
+    dispatch only: ``moe.host_launches``) of one MoE layer, one microbatch, on the busiest EP rank."""
     p, m, gpu, t = scenario.parallelism, scenario.model, scenario.cluster.gpu, scenario.training
     shard = shard_for(scenario)
     load = moe.step_load(m, shard, p.ep, p.etp)
     block = moe.moe_block(m, shard, p.ep, p.etp, load, t.moe_cuda_graphs, p.moe_dispatcher, moe.Router.of(t))
     out: dict[str, float] = defaultdict(float)
-    count = 0
+    count = host_only = 0
     for ops in layer_ops(m, shard, block).values():
         for op in ops:
             compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
             out[op_class(op)] += max(compute_s, memory_s)
-            count += 1
-    return dict(out), count
+            if op.name == kernels.HOST_ONLY_LAUNCH:
+                host_only += 1
+            else:
+                count += 1
+    return dict(out), count, host_only
 
 
 def report(name: str) -> list[str]:
@@ -62,11 +68,12 @@ def report(name: str) -> list[str]:
     if scenario.model.moe is None:
         raise ScenarioError("model.moe", f"{name} has no MoE layer to itemise")
     p, t = scenario.parallelism, scenario.training
-    terms, count = layer_terms(scenario)
+    terms, count, host_only = layer_terms(scenario)
     micro = t.global_batch_size // (t.micro_batch_size * p.dp)
     layers = scenario.model.layers / p.pp * micro
     gap = kernels.host_model().kernel_gap_s
-    lines = [f"== {name}: {layers:.0f} MoE layer-microbatches on the mean stage, {count} kernels each"]
+    lines = [f"== {name}: {layers:.0f} MoE layer-microbatches on the mean stage, {count} kernels "
+             f"+ {host_only} host-only launches each"]
     for key, seconds in sorted(terms.items()):
         lines.append(f"  {key:<32} {seconds * 1e3:8.3f} ms  {seconds * layers:8.3f} s")
     lines.append(f"  {'kernel gaps (fitted)':<32} {count * gap * 1e3:8.3f} ms  {count * gap * layers:8.3f} s")
