@@ -30,7 +30,7 @@ def op_class(op) -> str:
         return "grouped expert GEMMs"
     if op.name.startswith("router"):
         return "router"
-    if op.name in ("permute", "unpermute") or op.name.startswith("sort"):
+    if op.name in ("permute", "unpermute") or "sort" in op.name:
         return "permutation + sort"
     if op.kind == "gemm":
         return "dense GEMMs (attention, shared)"

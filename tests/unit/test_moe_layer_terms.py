@@ -56,3 +56,12 @@ def test_grouped_gemms_are_the_experts_flop():
 def test_a_dense_model_is_refused(capsys):
     assert moe_layer_terms.main(["megatron-177b-h100"]) == 2
     assert "model.moe" in capsys.readouterr().err
+
+
+def test_the_alltoall_dispatchers_sorts_are_permutation_work():
+    """The alltoall dispatcher's sort by local expert (16 local experts on the A2A row) is permutation work, which the
+    flex dispatcher (DeepEP row) does not run (moe.moe_block: no sorts with flex)."""
+    a2a = [op for op in _ops(config.load(ROWS[0])) if "sort" in op.name]
+    deepep = [op for op in _ops(config.load(ROWS[1])) if "sort" in op.name]
+    assert a2a and not deepep
+    assert {moe_layer_terms.op_class(op) for op in a2a} == {"permutation + sort"}
