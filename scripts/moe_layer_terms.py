@@ -1,0 +1,97 @@
+"""An MoE layer, term by term, per rank and microbatch, and a step's MoE kernel launches (issue 15: the MoE zoo's
+Qwen3-235B rows, docs/calibration.md "Round 16: the MoE zoo's Qwen3 rows itemised").
+
+    PYTHONPATH=.:scripts python scripts/moe_layer_terms.py moezoo-qwen3-235b-256-h100-a2a ...
+
+``pipeline_terms.py`` itemises the dense layer (``layer_ops`` without an MoE block), so on an MoE row its MoE work
+lands in "chunk extras". This one builds the MoE layer as the plan does (``moe.moe_block`` at the busiest rank's
+``step_load``, ``layer_ops`` with it) and reports, for one MoE layer and microbatch: seconds by class (roofline
+max of compute and memory, no interference; grouped expert GEMMs apart from the dense GEMMs; the router; the
+permutation and sorts; attention; other memory-bound; zero-work host launches), the kernels (each one fitted
+``host_overhead.kernel_gap_s``) and then the same per step on the mean pipeline stage (94 / PP layers x
+microbatches; with full recompute the forward twice). A diagnostic: nothing is fitted or written.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+
+from simcluster.core.errors import ScenarioError
+from simcluster.parallel.plan import shard_for
+from simcluster.spec import config
+from simcluster.workload import kernels, moe
+from simcluster.workload.ops import layer_ops
+
+
+def op_class(op) -> str:
+    """The class an MoE layer's op is reported under."""
+    if op.name.startswith("expert_") and op.kind == "gemm":
+        return "grouped expert GEMMs"
+    if op.name.startswith("router"):
+        return "router"
+    if op.name in ("permute", "unpermute") or "sort" in op.name:
+        return "permutation + sort"
+    if op.kind == "gemm":
+        return "dense GEMMs (attention, shared)"
+    if op.kind == "attention":
+        return "attention"
+    if op.name == kernels.HOST_ONLY_LAUNCH:
+        return "host-only launches"
+    if op.flop == 0 and op.hbm_bytes == 0:
+        return "zero-work launches"
+    return "other memory-bound"
+
+
+def layer_terms(scenario) -> tuple[dict[str, float], int, int]:
+    """Seconds by class, device kernels and host-only launches (grouped-GEMM GEMMs on the other streams, host
+    dispatch only: ``moe.host_launches``) of one MoE layer, one microbatch, on the busiest EP rank."""
+    p, m, gpu, t = scenario.parallelism, scenario.model, scenario.cluster.gpu, scenario.training
+    shard = shard_for(scenario)
+    load = moe.step_load(m, shard, p.ep, p.etp)
+    block = moe.moe_block(m, shard, p.ep, p.etp, load, t.moe_cuda_graphs, p.moe_dispatcher, moe.Router.of(t))
+    out: dict[str, float] = defaultdict(float)
+    count = host_only = 0
+    for ops in layer_ops(m, shard, block).values():
+        for op in ops:
+            compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
+            out[op_class(op)] += max(compute_s, memory_s)
+            if op.name == kernels.HOST_ONLY_LAUNCH:
+                host_only += 1
+            else:
+                count += 1
+    return dict(out), count, host_only
+
+
+def report(name: str) -> list[str]:
+    scenario = config.load(name)
+    if scenario.model.moe is None:
+        raise ScenarioError("model.moe", f"{name} has no MoE layer to itemise")
+    p, t = scenario.parallelism, scenario.training
+    terms, count, host_only = layer_terms(scenario)
+    micro = t.global_batch_size // (t.micro_batch_size * p.dp)
+    layers = scenario.model.layers / p.pp * micro
+    gap = kernels.host_model().kernel_gap_s
+    lines = [f"== {name}: {layers:.0f} MoE layer-microbatches on the mean stage, {count} kernels "
+             f"+ {host_only} host-only launches each"]
+    for key, seconds in sorted(terms.items()):
+        lines.append(f"  {key:<32} {seconds * 1e3:8.3f} ms  {seconds * layers:8.3f} s")
+    lines.append(f"  {'kernel gaps (fitted)':<32} {count * gap * 1e3:8.3f} ms  {count * gap * layers:8.3f} s")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: moe_layer_terms.py SCENARIO [SCENARIO...]", file=sys.stderr)
+        return 2
+    try:
+        for name in argv:
+            print("\n".join(report(name)))
+    except ScenarioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

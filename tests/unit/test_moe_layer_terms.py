@@ -1,0 +1,67 @@
+"""scripts/moe_layer_terms.py: the MoE layer's itemisation conserves the plan's ops (docs/calibration.md, "Round 16:
+the MoE zoo's Qwen3 rows itemised")."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+import moe_layer_terms  # noqa: E402
+
+from simcluster.parallel.plan import shard_for  # noqa: E402
+from simcluster.spec import config  # noqa: E402
+from simcluster.workload import kernels, moe  # noqa: E402
+from simcluster.workload.ops import layer_ops  # noqa: E402
+
+ROWS = ("moezoo-qwen3-235b-256-h100-a2a", "moezoo-qwen3-235b-256-h100-deepep")
+
+
+def _ops(scenario):
+    p, m, t = scenario.parallelism, scenario.model, scenario.training
+    shard = shard_for(scenario)
+    block = moe.moe_block(m, shard, p.ep, p.etp, moe.step_load(m, shard, p.ep, p.etp), t.moe_cuda_graphs,
+                          p.moe_dispatcher, moe.Router.of(t))
+    return [op for ops in layer_ops(m, shard, block).values() for op in ops]
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_classes_sum_to_every_op_of_the_layer(name):
+    scenario = config.load(name)
+    ops = _ops(scenario)
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    total = sum(max(kernels.roofline_s(op, gpu, precision)) for op in ops)
+    terms, count, host_only = moe_layer_terms.layer_terms(scenario)
+    assert count + host_only == len(ops)
+    assert host_only == sum(op.name == kernels.HOST_ONLY_LAUNCH for op in ops)
+    assert sum(terms.values()) == pytest.approx(total, rel=1e-12)
+
+
+def test_grouped_gemms_are_the_experts_flop():
+    """Qwen3-235B's routed experts at balanced load: 3 GEMMs (up x2 width for SwiGLU, down) of 2 x rows x h x f a
+    forward, dgrad and wgrad the same: 2 x 3 x 3 x T k h f FLOP over the EP rank's tokens (T: 2,048 a TP 2 rank)."""
+    scenario = config.load("moezoo-qwen3-235b-256-h100-deepep")
+    p, m = scenario.parallelism, scenario.model
+    shard = shard_for(scenario)
+    load = moe.step_load(m, shard, p.ep, p.etp)
+    flop = sum(op.flop for op in _ops(scenario) if moe_layer_terms.op_class(op) == "grouped expert GEMMs")
+    tokens = 4096 / p.tp
+    expected = 2 * 3 * 3 * tokens * m.moe.top_k * load * m.hidden * m.moe.ffn_hidden
+    assert flop == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_dense_model_is_refused(capsys):
+    assert moe_layer_terms.main(["megatron-177b-h100"]) == 2
+    assert "model.moe" in capsys.readouterr().err
+
+
+def test_the_alltoall_dispatchers_sorts_are_permutation_work():
+    """The alltoall dispatcher's sort by local expert (16 local experts on the A2A row) is permutation work, which the
+    flex dispatcher (DeepEP row) does not run (moe.moe_block: no sorts with flex)."""
+    a2a = [op for op in _ops(config.load(ROWS[0])) if "sort" in op.name]
+    deepep = [op for op in _ops(config.load(ROWS[1])) if "sort" in op.name]
+    assert a2a and not deepep
+    assert {moe_layer_terms.op_class(op) for op in a2a} == {"permutation + sort"}
