@@ -41,3 +41,24 @@ def test_every_field_has_a_row(section, key):
 @pytest.mark.parametrize(("section", "key"), [(s, k) for s, spec in NAMED.items() for k in spec.model_fields])
 def test_every_nested_key_is_named(section, key):
     assert re.search(rf"\b{key}\b", PAGE), f"docs/scenario.md does not name {section}.{key}"
+
+
+def _defaults() -> list[tuple[str, str, str]]:
+    """(section, key, the default as the page writes it) of every field whose default is a plain value."""
+    out = []
+    for section, spec in TABLED.items():
+        for key, field in spec.model_fields.items():
+            value = field.default
+            if field.default_factory is not None or value is None or not isinstance(value, (str, int, float)):
+                continue   # required, computed (null: see the row) or a collection
+            if key in ("name", "source"):
+                continue   # labels, one row for both
+            out.append((section, key, str(value).lower() if isinstance(value, bool) else str(value)))
+    return out
+
+
+@pytest.mark.parametrize(("section", "key", "default"), _defaults())
+def test_every_plain_default_is_the_codes(section, key, default):
+    """The default column of the key's row (any of its rows: `ffn_hidden` is in two tables) is the code's."""
+    cells = re.findall(rf"^\| [^|]*`{key}`[^|]* \| ([^|]*) \|", PAGE, re.M)
+    assert default in [cell.strip().strip('`"') for cell in cells], f"{section}.{key}: default {default}, page {cells}"
