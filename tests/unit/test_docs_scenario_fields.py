@@ -6,6 +6,7 @@ fails."""
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,17 @@ def test_every_plain_default_is_the_codes(section, key, default):
     """The default column of the key's row (any of its rows: `ffn_hidden` is in two tables) is the code's."""
     cells = re.findall(rf"^\| [^|]*`{key}`[^|]* \| ([^|]*) \|", PAGE, re.M)
     assert default in [cell.strip().strip('`"') for cell in cells], f"{section}.{key}: default {default}, page {cells}"
+
+
+def _literals(annotation) -> list:
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [value for arg in typing.get_args(annotation) for value in _literals(arg)]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [(s, k, v) for s, spec in TABLED.items()
+                                                        for k, f in spec.model_fields.items()
+                                                        for v in _literals(f.annotation)])
+def test_every_allowed_value_is_in_its_row(section, key, value):
+    rows = " ".join(re.findall(rf"^\| [^|]*`{key}`[^|]*\|.*$", PAGE, re.M))
+    assert re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", rows), f"{section}.{key}: {value!r} not documented"
