@@ -46,8 +46,9 @@ BACKWARD_KERNELS = (("fsdp1 SplitWithSizesBackward cat", 1, 1),)
 
 
 def applies(scenario: Scenario) -> bool:
-    """Whether the scenario runs Composer's PyTorch FSDP1: ZeRO-3 with Composer's optimizer (llm-foundry)."""
-    return scenario.parallelism.zero_stage == 3 and scenario.training.optimizer == "decoupled_adamw"
+    """Whether the scenario runs Composer's PyTorch FSDP1: ZeRO-3 (FULL_SHARD) or ZeRO-2 (SHARD_GRAD_OP, the same
+    flat-parameter code, parameters kept gathered after the forward) with Composer's optimizer (llm-foundry)."""
+    return scenario.parallelism.zero_stage >= 2 and scenario.training.optimizer == "decoupled_adamw"
 
 
 def backward_ops(params: float, units: int, element_bytes: float) -> list[Op]:

@@ -385,8 +385,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       fsdp_runtime.optimizer_tensors(    # Composer's per-piece optimizer loop
                                           sum(c.layers for c in chunks if c.stage == stage), sum(memory.zero3_units(
                                               m, c.layers, c.chunk == 0, c.chunk == len(chunks) - 1, p.pp)
-                                              for c in chunks if c.stage == stage), layer_tensors, shards)
-                                      if fsdp_runtime.applies(scenario) else optimizer_step.shard_tensors(
+                                              for c in chunks if c.stage == stage), layer_tensors,
+                                          shards if fsdp_runtime.applies(scenario) else 1)  # no ZeRO-1: all local
+                                      if t.optimizer == "decoupled_adamw" else optimizer_step.shard_tensors(
                                           sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
@@ -598,7 +599,8 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     each the measured queued-launch latency (efficiency.yaml launch_overhead_s, the "fill" structure's gap).
     ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
-    (workload.megatron_fp16_step); these two and ``decoupled_adamw`` as one memory-bound op.
+    (workload.megatron_fp16_step) as one memory-bound op; ``decoupled_adamw`` as ``composer_adamw.step_ops``' 10
+    kernels (2 clipping, 8 Adam) per tensor piece of ``tensors``, each with its gap.
     fp16 adds loss scaling's unscale pass and, for 16-bit gradients outside ``optimizer_step``'s recipes, their
     copy into fp32 main gradients."""
     unscale = LOSS_SCALING_UNSCALE_BYTES_PER_PARAM if precision == "fp16" else 0.0
