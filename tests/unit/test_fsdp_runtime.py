@@ -48,3 +48,28 @@ def test_optimizer_pieces_count_every_tensor_unsharded_and_one_a_unit_when_shard
     # shards much smaller than any tensor: one piece a unit, plus the boundaries' share
     assert fsdp_runtime.optimizer_tensors(40, 41, 12, 8) == pytest.approx(41 + 40 * 11 / 8)
     assert fsdp_runtime.optimizer_tensors(40, 41, 12, 10**9) == pytest.approx(41)
+
+
+def _with_zero(name: str, stage: int):
+    scenario = config.load(name)
+    return scenario.model_copy(update={"parallelism": scenario.parallelism.model_copy(update={"zero_stage": stage})})
+
+
+def test_composer_shard_grad_op_runs_the_same_fsdp1_code():
+    # Composer's SHARD_GRAD_OP (ZeRO-2) is FSDP1's flat-parameter code too; no sharding (ZeRO-0) is not FSDP1's
+    assert fsdp_runtime.applies(_with_zero("mpt-7b-8-h100", 2))
+    assert not fsdp_runtime.applies(_with_zero("mpt-7b-8-h100", 0))
+
+
+def test_unsharded_decoupled_adamw_steps_every_local_tensor(monkeypatch):
+    """ZeRO-0 (Composer has no ZeRO-1): DecoupledAdamW loops over every local parameter tensor, the layers' and the
+    embedding's, not a distributed optimizer's share."""
+    seen = []
+    real = plan.optimizer_time_s
+    monkeypatch.setattr(plan, "optimizer_time_s", lambda *a, **k: seen.append(a[6]) or real(*a, **k))
+    scenario = _with_zero("mpt-7b-8-h100", 0)
+    plan.plan(scenario, lambda op, group, size: 0.0)
+    m = scenario.model
+    layer_tensors = plan.optimizer_step.parameter_tensors_per_layer(m.norm, m.linear_biases)
+    units = memory.zero3_units(m, m.layers, True, True, 1)
+    assert seen == [pytest.approx(m.layers * layer_tensors + (units - m.layers))]
