@@ -71,3 +71,15 @@ def test_a_compute_mix_survives_deepcopy_and_pickle_with_its_kernels():
         assert isinstance(other, interference.ComputeMix) and float(other) == float(mix)
         assert other.kernels == mix.kernels and other.gpu_name == mix.gpu_name
         assert interference.slowdown(H100, kernel, other) == interference.slowdown(H100, kernel, mix)
+
+
+def test_many_waves_tend_to_the_sms_left():
+    """The model's closed form (not a measurement; moved from tests/validation/): a GEMM of w full waves on S SMs
+    beside c CTAs runs ceil(w S / (S - c)) waves, which over w tends to S / (S - c)."""
+    sms = SMS
+    kernel = interference.CommKernel(24, 0.0)
+    for waves in (1, 4, 40):
+        op = _gemm(waves * 11 * 256, 12 * 128)  # waves x 132 tiles of 256 x 128
+        modelled = interference.slowdown(H100, kernel, interference.memory_bound_share([op], H100, "bf16"))
+        assert modelled == pytest.approx(-(-waves * sms // (sms - 24)) / waves)
+    assert modelled == pytest.approx(sms / (sms - 24), rel=0.03)
