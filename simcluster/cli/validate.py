@@ -49,7 +49,10 @@ def validate(
     if as_json:
         typer.echo(outputs.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats,
                                   **({"variability": spread.model_dump()} if spread else {}),
-                                  "by_series": validation.error_by_group(results)}, indent=2))
+                                  "by_series": validation.error_by_group(results),
+                                  # as ``sweep``: an interrupted run says so and how many cases it left
+                                  "partial": interrupted is not None,
+                                  "pending": len(cases) - len(results)}, indent=2))
         if interrupted:
             raise interrupted
         return

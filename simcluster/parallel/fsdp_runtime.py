@@ -25,8 +25,14 @@ Backward (``_pre_backward_hook``: unshard again, FULL_SHARD freed it after forwa
 previous unit's all-gather) and ``_post_backward_hook``:
 - the module's parameters are ``split`` views of the flat parameter, so autograd's ``SplitWithSizesBackward``
   (torch/csrc/autograd/FunctionsManual.cpp ``split_with_sizes_backward``: ``at::cat`` of the views' gradients,
-  zeros for the padding) writes the unit's whole unsharded gradient once more on the COMPUTE stream: read 2 B +
-  write 2 B a parameter (bf16, PURE) -- ``BACKWARD_KERNELS``, the one per-unit copy the compute stream pays.
+  zeros for the padding) writes the unit's whole unsharded gradient once more: read 2 B + write 2 B a parameter
+  (bf16, PURE) -- ``BACKWARD_KERNELS``. Not on the compute stream: ``_runtime_utils._unshard`` runs
+  ``handle.unshard()`` under ``state._device_handle.stream(unshard_stream)`` (torch 2.0/2.1), and ``unshard`` ->
+  ``_use_unsharded_views`` records the ``split`` there; autograd runs a backward op on its forward op's stream
+  ("each backward CUDA op runs on the same stream that was used for its corresponding forward op", PyTorch docs,
+  CUDA semantics, "Stream semantics of backward passes"). So the cat runs on the unshard stream beside the
+  compute: it delays only the compute's HBM-bound kernels, by its HBM time times their share of the backward
+  (``backward_interference_s``, the proportional share of ``workload.interference``), with no kernel gap.
 - on the post-backward stream (after ``wait_stream`` on the compute stream): ``_div_if_needed`` pre-divide of the
   padded unsharded gradient by ``_gradient_predivide_factor`` (2 at 8 ranks, 8 at 64), ``reduce_scatter_tensor``,
   the post-divide of the shard, ``_cast_grad_to_param_dtype`` (bf16 shard to fp32) and, from the second microbatch,
@@ -39,15 +45,18 @@ previous unit's all-gather) and ``_post_backward_hook``:
 from __future__ import annotations
 
 from simcluster.spec.config import Scenario
+from simcluster.spec.hardware import GpuSpec
+from simcluster.workload import kernels
 from simcluster.workload.ops import Op
 
-# (kernel, elements read, elements written) per unsharded parameter, per unit and microbatch, on the compute stream
+# (kernel, elements read, elements written) per unsharded parameter, per unit and microbatch, on the unshard stream
 BACKWARD_KERNELS = (("fsdp1 SplitWithSizesBackward cat", 1, 1),)
 
 
 def applies(scenario: Scenario) -> bool:
-    """Whether the scenario runs Composer's PyTorch FSDP1: ZeRO-3 with Composer's optimizer (llm-foundry)."""
-    return scenario.parallelism.zero_stage == 3 and scenario.training.optimizer == "decoupled_adamw"
+    """Whether the scenario runs Composer's PyTorch FSDP1: ZeRO-3 (FULL_SHARD) or ZeRO-2 (SHARD_GRAD_OP, the same
+    flat-parameter code, parameters kept gathered after the forward) with Composer's optimizer (llm-foundry)."""
+    return scenario.parallelism.zero_stage >= 2 and scenario.training.optimizer == "decoupled_adamw"
 
 
 def backward_ops(params: float, units: int, element_bytes: float) -> list[Op]:
@@ -57,6 +66,15 @@ def backward_ops(params: float, units: int, element_bytes: float) -> list[Op]:
     per_unit = params / units
     return [Op(name, "memory", 0.0, (reads + writes) * element_bytes * per_unit)
             for name, reads, writes in BACKWARD_KERNELS for _ in range(units)]
+
+
+def backward_interference_s(params: float, units: int, element_bytes: float, memory_share: float, gpu: GpuSpec,
+                            precision: str) -> float:
+    """Compute-stream time one microbatch's backward loses to ``backward_ops`` running on the unshard stream beside
+    it: their HBM time (roofline) times ``memory_share``, the share of the backward's time in HBM-bound kernels
+    (``interference.memory_bound_share``): the HBM-bound kernels wait for the bytes the copy moves, the
+    compute-bound ones do not."""
+    return memory_share * kernels.stream_time(backward_ops(params, units, element_bytes), gpu, precision).device_s
 
 
 def optimizer_tensors(layers: int, units: int, layer_tensors: int, shards: int) -> float:

@@ -205,6 +205,23 @@ def tp_collective_bytes(scenario: Scenario, activation_bytes: float) -> dict[str
 CollectiveTime = Callable[[str, tuple[int, ...], float], float]
 
 
+def launched_layer_ops(scenario: Scenario) -> dict[str, list[Op]]:
+    """One dense transformer layer's ops per phase as launched: multi-head latent attention where the model has it,
+    then Transformer Engine userbuffers' chunk GEMMs or PyTorch async TP's (``tp_comm_overlap`` with sequence
+    parallelism). What ``plan`` times and what the engine's interference factors (``engine.overlap``) weigh."""
+    m, p, precision = scenario.model, scenario.parallelism, scenario.training.precision
+    shard = shard_for(scenario)
+    layer = mla.apply(m, shard, layer_ops(m, shard))
+    if p.tp_comm_overlap and p.sequence_parallel and p.tp > 1:
+        if p.tp_comm_overlap_impl == "userbuffers":   # TE's defaults or a NeMo configuration
+            layer = userbuffers.apply(layer, p.tp, precision, shard.activation_bytes_per_element,
+                                      kernels.sm_count(scenario.cluster.gpu.name),
+                                      userbuffers.scenario_config(scenario))
+        elif p.tp_comm_overlap_impl == "async_tp":   # dense layers only
+            layer = async_tp.apply(layer, p.tp, precision)
+    return layer
+
+
 def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     """Build the step plan of ``scenario``; ``collective_time_s`` times its tensor-parallel collectives alone on the
     fabric (how long ``tp_comm_overlap`` slows the compute)."""
@@ -215,16 +232,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
     fp8_weights = fp8_params.enabled(t)   # GEMM weights gathered in fp8 (workload.fp8_params)
-    layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
-    layer_gemms = fp8_gemms(layer)
+    layer_gemms = fp8_gemms(mla.apply(m, shard, layer_ops(m, shard)))
     overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1
     ub = overlap and p.tp_comm_overlap_impl == "userbuffers"  # Transformer Engine userbuffers' chunk GEMMs
     micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
     ub_settings = userbuffers.scenario_config(scenario) if ub else None  # TE's defaults or a NeMo configuration
-    if ub:
-        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings)
-    if micro_pipelined:
-        layer = async_tp.apply(layer, p.tp, precision)
+    layer = launched_layer_ops(scenario)   # with the chunk GEMMs of ``ub`` or ``micro_pipelined``
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     deferred_wgrads = deferred_output_wgrads(scenario)
@@ -319,9 +332,11 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         experts = moe_layers * experts_per_layer
         gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
                         if fp8_weights else 0.0)
-        if fsdp_runtime.applies(scenario):  # FSDP1's per-unit copy of the flat gradient (parallel.fsdp_runtime)
-            bwd_stream += kernels.stream_time(fsdp_runtime.backward_ops(
-                params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element), gpu, precision)
+        if fsdp_runtime.applies(scenario):  # FSDP1's copy of the flat gradient, on the unshard stream beside compute
+            bwd_stream += kernels.StreamTime(device_s=fsdp_runtime.backward_interference_s(
+                params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element,
+                interference.memory_bound_share([op for ph in BACKWARD_PHASES for op in layer[ph]], gpu, precision),
+                gpu, precision))
         chunk_param_counts.append(params + experts)
         chunk_gemm_counts.append(gemm_weights)
         param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_weights else None,
@@ -385,8 +400,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       fsdp_runtime.optimizer_tensors(    # Composer's per-piece optimizer loop
                                           sum(c.layers for c in chunks if c.stage == stage), sum(memory.zero3_units(
                                               m, c.layers, c.chunk == 0, c.chunk == len(chunks) - 1, p.pp)
-                                              for c in chunks if c.stage == stage), layer_tensors, shards)
-                                      if fsdp_runtime.applies(scenario) else optimizer_step.shard_tensors(
+                                              for c in chunks if c.stage == stage), layer_tensors,
+                                          shards if fsdp_runtime.applies(scenario) else 1)  # no ZeRO-1: all local
+                                      if t.optimizer == "decoupled_adamw" else optimizer_step.shard_tensors(
                                           sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
@@ -598,7 +614,8 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     each the measured queued-launch latency (efficiency.yaml launch_overhead_s, the "fill" structure's gap).
     ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
-    (workload.megatron_fp16_step); these two and ``decoupled_adamw`` as one memory-bound op.
+    (workload.megatron_fp16_step) as one memory-bound op; ``decoupled_adamw`` as ``composer_adamw.step_ops``' 10
+    kernels (2 clipping, 8 Adam) per tensor piece of ``tensors``, each with its gap.
     fp16 adds loss scaling's unscale pass and, for 16-bit gradients outside ``optimizer_step``'s recipes, their
     copy into fp32 main gradients."""
     unscale = LOSS_SCALING_UNSCALE_BYTES_PER_PARAM if precision == "fp16" else 0.0

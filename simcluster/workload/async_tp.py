@@ -99,5 +99,6 @@ def split(per_layer: dict[str, list[tuple[str, int]]]
 
 
 def comm_sms() -> int:
-    """SMs the pass's communication holds beside the compute (copy engines move the data)."""
+    """SMs the pass's communication holds beside the compute GEMMs: 0 (copy engines move the data; the barriers run
+    before and after the pipelined steps, data/userbuffers.yaml async_tp.comm_sms): HBM contention only."""
     return constants()["comm_sms"]

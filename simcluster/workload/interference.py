@@ -15,6 +15,14 @@ tile picked for all its SMs (flash attention: its blocks) over the SMs left, aga
 (``kernels.tensor_core_waves``): a one-wave GEMM pushed into a second wave takes twice as long, a many-wave one
 tends to SMs / (SMs - CTAs). Checked against measured GEMM slowdowns beside NCCL (interference.yaml measurements,
 tests/validation/test_interference_measured.py).
+Signal-only kernels: Transformer Engine's ring exchange moves its data with cudaMemcpyAsync (copy engines) and the
+receiver launches ``kuserbuffers_pushrecv<<<1, 1, 0, stream>>>``, which spins on the peer's flag until the copy
+lands (NVIDIA/TransformerEngine transformer_engine/common/comm_gemm_overlap/userbuffers/userbuffers.cu,
+``userbuffers_recv``): a one-thread block resident on one SM for the whole transfer, beside the chunk GEMM. Kept as
+one CTA of the wave model (``userbuffers.collective_sms``): a GEMM CTA sized for all of an SM's shared memory
+(CUTLASS sm90 auto stage counts fill it) cannot share that SM with the spinning block's reserved 1 KB; a GEMM
+leaving that slack could, which the model does not know (open). PyTorch's async TP runs no kernel beside its
+matmuls (copies on copy engines, barriers before and after the steps): no SM (``async_tp.comm_sms``, HBM only).
 """
 
 from __future__ import annotations
@@ -66,6 +74,17 @@ class ComputeMix(float):
         mix = super().__new__(cls, bound / total if total > 0 else 0.0)
         mix.kernels, mix.gpu_name = times, gpu.name
         return mix
+
+    def __reduce__(self):
+        """Pickle and deepcopy as the share with its kernels (float's own would rebuild a bare share through
+        ``__new__``'s signature). Equality and hashing stay a float's: two mixes of one share compare equal."""
+        return _computed_mix, (float(self), self.kernels, self.gpu_name)
+
+
+def _computed_mix(share: float, times: tuple, gpu_name: str) -> ComputeMix:
+    mix = float.__new__(ComputeMix, share)
+    mix.kernels, mix.gpu_name = times, gpu_name
+    return mix
 
 
 def memory_bound_share(ops: list[Op], gpu: GpuSpec, precision: str) -> ComputeMix:

@@ -352,6 +352,8 @@ def test_interrupted_validate_prints_the_finished_cases_and_exits_130(cli, monke
     if as_json:
         report = json.loads(stdout)
         assert [c["scenario"] for c in report["cases"]] == done and report["case_count"] == 2
+        # marked as `sweep` marks an interrupted run: partial, and the cases left
+        assert report["partial"] is True and report["pending"] == len(validation.cases()) - 2
     else:
         assert all(name in stdout for name in done) and "interrupted after 2 of" in stdout.replace("\n", " ")
     monkeypatch.setattr(validation, "run_case", lambda *_a, **_k: (_ for _ in ()).throw(Interrupted(signal.SIGINT)))

@@ -48,3 +48,38 @@ def test_cuda_core_and_mixed_kernels_weigh_by_their_time_alone():
     launched, left = kernels.tensor_core_waves(gemm, H100.name, SMS - 24)
     assert (launched, left) == (4, 5)
     assert (t_gemm * left / launched + t_mem) / (t_gemm + t_mem) == pytest.approx(_factor([gemm, elementwise], 24))
+
+
+def test_async_tp_runs_no_kernel_beside_its_matmuls_so_a_one_wave_gemm_keeps_its_wave():
+    """PyTorch's async TP copies on copy engines and barriers before and after its steps: no SM beside the matmuls
+    (async_tp.comm_sms); a one-wave GEMM beside its (here wire-free) communication is not pushed into a second
+    wave, where one spinning CTA would double it (TE's ring exchange flag kernel)."""
+    from simcluster.workload import async_tp
+
+    one_wave = _gemm(11 * 256, 12 * 128)  # 132 tiles
+    assert _factor([one_wave], async_tp.comm_sms()) == pytest.approx(1.0)
+    assert _factor([one_wave], 1) == pytest.approx(2.0)
+
+
+def test_a_compute_mix_survives_deepcopy_and_pickle_with_its_kernels():
+    import copy
+    import pickle
+
+    mix = interference.memory_bound_share([_gemm(4096, 4096), Op("bias", "memory", 1e3, 1e9)], H100, "bf16")
+    kernel = interference.CommKernel(16, 50e9)
+    for other in (copy.deepcopy(mix), pickle.loads(pickle.dumps(mix))):
+        assert isinstance(other, interference.ComputeMix) and float(other) == float(mix)
+        assert other.kernels == mix.kernels and other.gpu_name == mix.gpu_name
+        assert interference.slowdown(H100, kernel, other) == interference.slowdown(H100, kernel, mix)
+
+
+def test_many_waves_tend_to_the_sms_left():
+    """The model's closed form (not a measurement; moved from tests/validation/): a GEMM of w full waves on S SMs
+    beside c CTAs runs ceil(w S / (S - c)) waves, which over w tends to S / (S - c)."""
+    sms = SMS
+    kernel = interference.CommKernel(24, 0.0)
+    for waves in (1, 4, 40):
+        op = _gemm(waves * 11 * 256, 12 * 128)  # waves x 132 tiles of 256 x 128
+        modelled = interference.slowdown(H100, kernel, interference.memory_bound_share([op], H100, "bf16"))
+        assert modelled == pytest.approx(-(-waves * sms // (sms - 24)) / waves)
+    assert modelled == pytest.approx(sms / (sms - 24), rel=0.03)

@@ -34,15 +34,3 @@ def test_a_gemm_beside_nccl_slows_as_measured(case):
     proportional = interference.slowdown(gpu, kernel, 0.0)
     assert proportional != pytest.approx(case["slowdown"], rel=case["tolerance"])
 
-
-def test_many_waves_tend_to_the_sms_left():
-    """Closed form: a GEMM of w full waves on S SMs beside c CTAs runs ceil(w S / (S - c)) waves, which over w tends
-    to S / (S - c)."""
-    gpu = hardware.gpu("h100-sxm")
-    sms = kernels.sm_count(gpu.name)
-    kernel = interference.CommKernel(24, 0.0)
-    for waves in (1, 4, 40):
-        op = _gemm_of_tiles(waves * sms, gpu.name)
-        modelled = interference.slowdown(gpu, kernel, interference.memory_bound_share([op], gpu, "bf16"))
-        assert modelled == pytest.approx(-(-waves * sms // (sms - 24)) / waves)
-    assert modelled == pytest.approx(sms / (sms - 24), rel=0.03)
