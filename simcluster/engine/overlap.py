@@ -13,9 +13,7 @@ Two places overlap communication with compute in the engine, each with its own k
   1/f = mean(1/f_i);
 - with ``tp_comm_overlap`` off, Megatron's and TE's async backward collectives (``workload.async_backward``): NCCL
   NVLink rings beside the column-parallel GEMMs, at those GEMMs' memory-bound share.
-The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk), its ops as launched
-(``plan.launched_layer_ops``: multi-head latent attention, userbuffers' or async TP's chunk GEMMs), as ``plan``
-times them and as the EP overlap's factors weigh them.
+The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk).
 """
 
 from __future__ import annotations
@@ -23,12 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simcluster.collectives import nccl
-from simcluster.parallel.plan import (
-    BACKWARD_PHASES,
-    launched_layer_ops,
-    tp_collective_bytes,
-    tp_collectives_per_layer,
-)
+from simcluster.parallel.plan import BACKWARD_PHASES, tp_collective_bytes, tp_collectives_per_layer
 from simcluster.workload import async_backward, async_tp, interference, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
@@ -46,9 +39,8 @@ class Slowdowns:
 
 def slowdowns(scenario, layout) -> Slowdowns:
     gpu, precision = scenario.cluster.gpu, scenario.training.precision
-    layer = layer_ops(scenario.model, shard_for(scenario))   # async_backward's linears: the overlap is off
-    launched = launched_layer_ops(scenario)
-    share = {phase: interference.memory_bound_share([op for part in parts for op in launched[part]], gpu, precision)
+    layer = layer_ops(scenario.model, shard_for(scenario))
+    share = {phase: interference.memory_bound_share([op for part in parts for op in layer[part]], gpu, precision)
              for phase, parts in PHASES.items()}
     per_node = scenario.cluster.gpus_per_node
     replicas = {r for d in layout.group(0, "dp") for r in layout.group(d, "cp")}

@@ -205,23 +205,6 @@ def tp_collective_bytes(scenario: Scenario, activation_bytes: float) -> dict[str
 CollectiveTime = Callable[[str, tuple[int, ...], float], float]
 
 
-def launched_layer_ops(scenario: Scenario) -> dict[str, list[Op]]:
-    """One dense transformer layer's ops per phase as launched: multi-head latent attention where the model has it,
-    then Transformer Engine userbuffers' chunk GEMMs or PyTorch async TP's (``tp_comm_overlap`` with sequence
-    parallelism). What ``plan`` times and what the engine's interference factors (``engine.overlap``) weigh."""
-    m, p, precision = scenario.model, scenario.parallelism, scenario.training.precision
-    shard = shard_for(scenario)
-    layer = mla.apply(m, shard, layer_ops(m, shard))
-    if p.tp_comm_overlap and p.sequence_parallel and p.tp > 1:
-        if p.tp_comm_overlap_impl == "userbuffers":   # TE's defaults or a NeMo configuration
-            layer = userbuffers.apply(layer, p.tp, precision, shard.activation_bytes_per_element,
-                                      kernels.sm_count(scenario.cluster.gpu.name),
-                                      userbuffers.scenario_config(scenario))
-        elif p.tp_comm_overlap_impl == "async_tp":   # dense layers only
-            layer = async_tp.apply(layer, p.tp, precision)
-    return layer
-
-
 def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     """Build the step plan of ``scenario``; ``collective_time_s`` times its tensor-parallel collectives alone on the
     fabric (how long ``tp_comm_overlap`` slows the compute)."""
@@ -232,12 +215,16 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
     fp8_weights = fp8_params.enabled(t)   # GEMM weights gathered in fp8 (workload.fp8_params)
-    layer_gemms = fp8_gemms(mla.apply(m, shard, layer_ops(m, shard)))
+    layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
+    layer_gemms = fp8_gemms(layer)
     overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1
     ub = overlap and p.tp_comm_overlap_impl == "userbuffers"  # Transformer Engine userbuffers' chunk GEMMs
     micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
     ub_settings = userbuffers.scenario_config(scenario) if ub else None  # TE's defaults or a NeMo configuration
-    layer = launched_layer_ops(scenario)   # with the chunk GEMMs of ``ub`` or ``micro_pipelined``
+    if ub:
+        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings)
+    if micro_pipelined:
+        layer = async_tp.apply(layer, p.tp, precision)
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     deferred_wgrads = deferred_output_wgrads(scenario)

@@ -209,20 +209,3 @@ def test_communication_on_the_margin_still_takes_its_hbm_share(small_scenario):
     assert 1 / overlap._userbuffers_slowdown(scenario, "backward", wire, 1.0) == pytest.approx(1 / h, rel=1e-12)
     assert 1 / overlap._userbuffers_slowdown(scenario, "forward", wire, 1.0) == pytest.approx(
         0.5 / h + 0.5 * ((splits - 1) / splits / h + 1 / splits), rel=1e-12)
-
-
-def test_the_interference_factors_weigh_the_layer_as_launched(monkeypatch):
-    """overlap.slowdowns weighs the ops plan() times: with userbuffers, its chunk GEMMs (some on an SM margin), not
-    the unchunked layer ops."""
-    from simcluster.parallel import plan
-    from simcluster.parallel.layout import Layout
-
-    scenario = config.load("nemo2407-gpt3-175b-128-h100-fp8")
-    launched = plan.launched_layer_ops(scenario)
-    raw = layer_ops(scenario.model, shard_for(scenario))
-    assert launched["forward"] != raw["forward"]   # the check can tell them apart
-    seen = []
-    real = interference.memory_bound_share
-    monkeypatch.setattr(interference, "memory_bound_share", lambda ops, *a: seen.append(ops) or real(ops, *a))
-    overlap.slowdowns(scenario, Layout.of(scenario.parallelism))
-    assert seen[0] == launched["forward"]
