@@ -23,6 +23,12 @@ one CTA of the wave model (``userbuffers.collective_sms``): a GEMM CTA sized for
 (CUTLASS sm90 auto stage counts fill it) cannot share that SM with the spinning block's reserved 1 KB; a GEMM
 leaving that slack could, which the model does not know (open). PyTorch's async TP runs no kernel beside its
 matmuls (copies on copy engines, barriers before and after the steps): no SM (``async_tp.comm_sms``, HBM only).
+Simplification: the data-parallel, userbuffers and async-TP factors (``engine/overlap.py``) weigh the layer's ops
+before Transformer Engine's and async TP's chunking (``layer_ops``), not the chunk GEMMs ``plan()`` times, while the
+expert-parallel factor weighs the layer as launched. Weighing the chunk GEMMs (tried in round 16, not kept) moved
+the small pinned cases by -9% to +1% and the default GPT-3 175B by +1.3% (its TP forward factor 1.013 -> 1.146: the
+wave cliff per chunk GEMM, where the model already overshoots its one measurement by 18%), the calibration rows by
+0.3 points at most; kept out until the wave model is checked on chunked GEMMs (docs/calibration.md, round 16).
 """
 
 from __future__ import annotations
