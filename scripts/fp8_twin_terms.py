@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from fp8_pairs import twin
-from pipeline_terms import stage_terms
+from pipeline_terms import print_reports, stage_terms
 
 from simcluster import engine
 from simcluster.core.errors import ScenarioError
@@ -77,13 +77,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(next(line.strip() for line in __doc__.splitlines() if "python scripts/" in line))
         return 2
-    try:
-        for name in argv:
-            print("\n".join(report(name)))
-    except ScenarioError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return print_reports(argv, report)
 
 
 if __name__ == "__main__":

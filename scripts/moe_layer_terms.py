@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 
+from pipeline_terms import print_reports
+
 from simcluster.core.errors import ScenarioError
 from simcluster.parallel.plan import shard_for
 from simcluster.spec import config
@@ -84,13 +86,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: moe_layer_terms.py SCENARIO [SCENARIO...]", file=sys.stderr)
         return 2
-    try:
-        for name in argv:
-            print("\n".join(report(name)))
-    except ScenarioError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return print_reports(argv, report)
 
 
 if __name__ == "__main__":

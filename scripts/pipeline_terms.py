@@ -216,18 +216,25 @@ def bubble_report(name: str) -> list[str]:
     return lines
 
 
-def main(argv: list[str]) -> int:
-    if not argv:
-        print(next(line.strip() for line in __doc__.splitlines() if "python scripts/" in line))
-        return 2
-    bubble = argv[0] == "--bubble"
+def print_reports(names: list[str], report_of) -> int:
+    """Print ``report_of(name)``'s lines for each scenario name; a bad scenario is one line on stderr, exit 2 (shared
+    by the other itemising scripts)."""
     try:
-        for name in argv[1:] if bubble else argv:
-            print("\n".join(bubble_report(name) if bubble else report(name)))
+        for name in names:
+            print("\n".join(report_of(name)))
     except ScenarioError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(next(line.strip() for line in __doc__.splitlines() if "python scripts/" in line))
+        return 2
+    if argv[0] == "--bubble":
+        return print_reports(argv[1:], bubble_report)
+    return print_reports(argv, report)
 
 
 if __name__ == "__main__":

@@ -479,26 +479,3 @@ def test_fp8_backward_expert_gemms_keep_the_split_accumulator_at_fractional_rows
     backward = [op for phase in ("backward_input", "backward_weight") for op in getattr(block, phase)
                 if op.name.startswith("expert_") and op.kind == "gemm"]
     assert len(backward) == 4 and all(op.split_accumulator for op in backward)
-
-
-@pytest.mark.parametrize("change, field", [
-    ({"parallelism": {"moe_dispatcher": "flex", "ep_alltoall": "hierarchical"}}, "model.moe.pad_to_capacity"),
-    ({"model": {"capacity_factor": None}}, "pad_to_capacity"),
-])
-def test_padding_to_capacity_refused_where_megatron_core_refuses_it(tmp_path, change, field):
-    """Padding needs a capacity (MoESpec) and the alltoall dispatcher (Megatron-Core's flex dispatcher asserts
-    no --moe-pad-expert-input-to-capacity): a one-line error naming the field, exit code 2, no traceback."""
-    import subprocess
-    import sys
-
-    import yaml
-
-    raw = yaml.safe_load(config.bundled_dir().joinpath("moezoo-mixtral-8x22b-128-h100-drop.yaml").read_text())
-    raw["parallelism"].update(change.get("parallelism", {}))
-    raw["model"]["moe"].update(change.get("model", {}))
-    path = tmp_path / "pad.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    run = subprocess.run([sys.executable, "-m", "simcluster.cli", "run", str(path)], capture_output=True, text=True,
-                         cwd=tmp_path, env={"PYTHONPATH": str(config.bundled_dir().parents[2]), "PATH": ""})
-    assert run.returncode == 2
-    assert field in run.stderr and "Traceback" not in run.stderr

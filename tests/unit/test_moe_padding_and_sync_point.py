@@ -61,6 +61,7 @@ def test_without_expert_parallelism_the_dropless_sync_falls_after_the_shared_exp
 
 @pytest.mark.parametrize("change", [
     {"parallelism": {"ep_alltoall": "hierarchical"}},   # padded rows are per expert: no one copy per node
+    {"parallelism": {"moe_dispatcher": "flex", "ep_alltoall": "hierarchical"}},   # Megatron-Core's flex asserts it
     {"model": {"capacity_factor": None}},               # nothing to pad to
 ])
 def test_padding_refusals_name_the_padding_field(tmp_path, change):
