@@ -35,7 +35,6 @@ no down-projection GEMM; until that latent gather is modelled, MLA with tp > 1 n
 
 from __future__ import annotations
 
-from simcluster.collectives import nccl
 from simcluster.core.errors import ScenarioError
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import Op
@@ -115,8 +114,11 @@ def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool
 
 
 def wire_bytes_per_s(gpu) -> float:
-    """An NCCL NVLink ring's achieved wire rate per direction (the async collectives' kernels, Simple protocol)."""
-    return gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu)
+    """The async collectives' wire rate per direction for their HBM contention: NVLink's line rate, an upper bound
+    of an NCCL ring's achieved rate (0.82 of it on H100; that measurement lives in the collectives layer, above this
+    one), as ``parallel.ep_overlap`` takes it. It enters only the HBM term: the GEMMs beside these collectives are
+    compute-bound, so the waves decide."""
+    return gpu.nvlink_bandwidth
 
 
 def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str) -> float:
