@@ -136,6 +136,7 @@ class Shard:
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
+    main_grad_bytes: int = 0       # the main gradient's width a fused wgrad GEMM accumulates into; 0 unfused (moe.py)
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
@@ -182,6 +183,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype),
+                 main_grad_bytes=BYTES_PER_ELEMENT[p.grad_reduce_dtype] if t.gradient_accumulation_fusion else 0,
                  # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
                  grad_accumulation_per_tensor=grad_accumulation.per_tensor(t.optimizer) and scenario.model.mla is None)
 
