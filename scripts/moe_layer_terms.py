@@ -65,6 +65,19 @@ def layer_terms(scenario) -> tuple[dict[str, float], int, int]:
     return dict(out), count, host_only
 
 
+def expert_wgrad_roofline(scenario) -> tuple[float, float]:
+    """(tensor-core time, HBM time) of one MoE layer-microbatch's grouped expert wgrad GEMMs on the busiest EP rank
+    (``moe.expert_wgrad``: with gradient-accumulation fusion the epilogue reads and writes the main gradient, whose
+    bytes are the weights', whatever the rows: few rows an expert make it HBM-bound)."""
+    p, m, gpu, t = scenario.parallelism, scenario.model, scenario.cluster.gpu, scenario.training
+    shard = shard_for(scenario)
+    load = moe.step_load(m, shard, p.ep, p.etp)
+    block = moe.moe_block(m, shard, p.ep, p.etp, load, t.moe_cuda_graphs, p.moe_dispatcher, moe.Router.of(t))
+    times = [kernels.roofline_s(op, gpu, t.precision) for op in block.backward_weight if op_class(op) ==
+             "grouped expert GEMMs"]
+    return sum(c for c, _ in times), sum(b for _, b in times)
+
+
 def report(name: str) -> list[str]:
     scenario = config.load(name)
     if scenario.model.moe is None:
@@ -79,6 +92,9 @@ def report(name: str) -> list[str]:
     for key, seconds in sorted(terms.items()):
         lines.append(f"  {key:<32} {seconds * 1e3:8.3f} ms  {seconds * layers:8.3f} s")
     lines.append(f"  {'kernel gaps (fitted)':<32} {count * gap * 1e3:8.3f} ms  {count * gap * layers:8.3f} s")
+    compute_s, memory_s = expert_wgrad_roofline(scenario)
+    lines.append(f"  expert wgrad GEMMs: tensor cores {compute_s * 1e3:.3f} ms, HBM {memory_s * 1e3:.3f} ms "
+                 f"(main gradient read and written: {shard_for(scenario).main_grad_bytes} B an element)")
     return lines
 
 

@@ -6,13 +6,19 @@ bytes, the scenario's switches, and the roofline of the MoE zoo's TP 4 layer (16
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 
-from simcluster.parallel.plan import shard_for
-from simcluster.spec import config, hardware, model
-from simcluster.workload import kernels, moe
-from simcluster.workload.ops import Shard
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+import moe_layer_terms  # noqa: E402
+
+from simcluster.parallel.plan import shard_for  # noqa: E402
+from simcluster.spec import config, hardware, model  # noqa: E402
+from simcluster.workload import kernels, moe  # noqa: E402
+from simcluster.workload.ops import Shard  # noqa: E402
 
 QWEN3 = model.preset("qwen3-235b-a22b")
 
@@ -66,3 +72,12 @@ def test_scenarios_accumulate_into_the_main_gradient_they_reduce_unless_the_fusi
         update={"gradient_accumulation_fusion": False})})
     assert shard_for(unfused).main_grad_bytes == 0
     assert shard_for(unfused).grad_accumulation_bytes > 0
+
+
+def test_the_layer_terms_script_shows_the_tp4_rows_expert_wgrad_hbm_bound_and_the_deepep_rows_not():
+    """scripts/moe_layer_terms.py: the zoo's TP 4 row (16 experts x 512 rows) spends more time moving the wgrad's
+    main gradient than computing it; the DeepEP row (4 experts x 4,096 rows) the other way round."""
+    compute, memory = moe_layer_terms.expert_wgrad_roofline(config.load("moezoo-qwen3-235b-256-h100-tp4"))
+    assert memory > 1.2 * compute
+    compute, memory = moe_layer_terms.expert_wgrad_roofline(config.load("moezoo-qwen3-235b-256-h100-deepep"))
+    assert compute > 2 * memory
