@@ -36,12 +36,12 @@ previous unit's all-gather) and ``_post_backward_hook``:
 - on the post-backward stream (after ``wait_stream`` on the compute stream), ``_post_backward_hook``: if the
   gradient's dtype is not ``handle._reduce_dtype``, ``flat_param.grad.to(reduce_dtype)`` (the unsharded gradient:
   read 2 B, write the reduce dtype's width a parameter); ``_reduce_grad``: ``_div_if_needed`` pre-divide of the
-  padded unsharded gradient by ``_gradient_predivide_factor`` (``_get_gradient_predivide_factor``: the largest power
-  of two f with world % f == 0 and world / f <= f, so > 1 for every world of 2 or more: 2 at 2 ranks, 4 at 8 and 16,
-  8 at 32 and 64), in place, read + write at the reduce dtype -- ``POST_BACKWARD_KERNELS``, charged as the cat is
-  (``backward_interference_s``: they run beside the next unit's backward); then ``reduce_scatter_tensor``, the
-  post-divide of the shard, ``_cast_grad_to_param_dtype`` (the shard back to fp32) and, from the second
-  microbatch, ``_accumulate_sharded_grad``'s add: shard-sized (1/dp of the unit), not charged.
+  padded unsharded gradient by ``_gradient_predivide_factor`` (``predivide_factor``: 1 doubled while world % f == 0
+  and world / f > f, so > 1 for every world of 2 or more: 2 at 2 ranks, 4 at 8 and 16, 8 at 32 and 64), in place,
+  read + write at the reduce dtype -- ``POST_BACKWARD_KERNELS``, charged as the cat is (``backward_interference_s``:
+  they run beside the next unit's backward); then ``reduce_scatter_tensor``, the post-divide of the shard,
+  ``_cast_grad_to_param_dtype`` (the shard back to fp32) and, from the second microbatch,
+  ``_accumulate_sharded_grad``'s add: shard-sized (1/dp of the unit), not charged.
   The reduce dtype: Composer's ``get_mixed_precision`` (composer/trainer/mosaic_fsdp_utils.py) sets PURE's
   param, reduce and buffer dtypes to the precision's and DEFAULT's param and buffer dtypes only (before
   composer#2628, 2023-10-10), and FSDP1 then reduces in the parameter dtype (flat_param.py
@@ -75,7 +75,8 @@ def applies(scenario: Scenario) -> bool:
 
 
 def predivide_factor(world: int) -> int:
-    """FSDP1's ``_get_gradient_predivide_factor(world_size)`` (torch/distributed/fsdp/_init_utils.py, torch 2.0/2.1):
+    """FSDP1's pre-divide factor (torch 2.0/2.1 ``_init_utils`` takes torch/distributed/algorithms/_comm_hooks/
+    default_hooks.py ``DefaultState._get_gradient_predivide_factor(world_size)``):
     doubled from 1 while world % f == 0 and world / f > f; the post-divide factor is world / f."""
     factor = 1
     while world % factor == 0 and world / factor > factor:
