@@ -33,11 +33,20 @@ previous unit's all-gather) and ``_post_backward_hook``:
   CUDA semantics, "Stream semantics of backward passes"). So the cat runs on the unshard stream beside the
   compute: it delays only the compute's HBM-bound kernels, by its HBM time times their share of the backward
   (``backward_interference_s``, the proportional share of ``workload.interference``), with no kernel gap.
-- on the post-backward stream (after ``wait_stream`` on the compute stream): ``_div_if_needed`` pre-divide of the
-  padded unsharded gradient by ``_gradient_predivide_factor`` (2 at 8 ranks, 8 at 64), ``reduce_scatter_tensor``,
-  the post-divide of the shard, ``_cast_grad_to_param_dtype`` (bf16 shard to fp32) and, from the second microbatch,
-  ``_accumulate_sharded_grad``'s add: side-stream work that overlaps the next unit's backward; not charged here (the
-  pre-divide's 4 B a parameter competes for HBM with compute-bound GEMMs; its share is not measured).
+- on the post-backward stream (after ``wait_stream`` on the compute stream), ``_post_backward_hook``: if the
+  gradient's dtype is not ``handle._reduce_dtype``, ``flat_param.grad.to(reduce_dtype)`` (the unsharded gradient:
+  read 2 B, write the reduce dtype's width a parameter); ``_reduce_grad``: ``_div_if_needed`` pre-divide of the
+  padded unsharded gradient by ``_gradient_predivide_factor`` (``predivide_factor``: 1 doubled while world % f == 0
+  and world / f > f, so > 1 for every world of 2 or more: 2 at 2 ranks, 4 at 8 and 16, 8 at 32 and 64), in place,
+  read + write at the reduce dtype -- ``POST_BACKWARD_KERNELS``, charged as the cat is (``backward_interference_s``:
+  they run beside the next unit's backward); then ``reduce_scatter_tensor``, the post-divide of the shard,
+  ``_cast_grad_to_param_dtype`` (the shard back to fp32) and, from the second microbatch,
+  ``_accumulate_sharded_grad``'s add: shard-sized (1/dp of the unit), not charged.
+  The reduce dtype: Composer's ``get_mixed_precision`` (composer/trainer/mosaic_fsdp_utils.py) sets PURE's
+  param, reduce and buffer dtypes to the precision's and DEFAULT's param and buffer dtypes only (before
+  composer#2628, 2023-10-10), and FSDP1 then reduces in the parameter dtype (flat_param.py
+  ``_init_param_reduce_dtypes``: "Special case: infer gradient reduction mixed precision"): bf16 either way for the
+  2023 MPT tables, so no cast kernel there (``parallelism.grad_reduce_dtype: bf16`` in scenarios/mpt-*.yaml).
 - ``_post_backward_final_callback``: the compute stream waits for the post-backward stream once per backward (the
   last reduce-scatter exposed, as the engine waits for it).
 """
@@ -49,8 +58,14 @@ from simcluster.spec.hardware import GpuSpec
 from simcluster.workload import kernels
 from simcluster.workload.ops import Op
 
-# (kernel, elements read, elements written) per unsharded parameter, per unit and microbatch, on the unshard stream
+# (kernel, elements read, elements written) per unsharded parameter, per unit and microbatch, on the unshard stream,
+# at the parameter dtype
 BACKWARD_KERNELS = (("fsdp1 SplitWithSizesBackward cat", 1, 1),)
+# the same on the post-backward stream, at the reduce dtype (``_reduce_grad``: the in-place pre-divide)
+POST_BACKWARD_KERNELS = (("fsdp1 _div_if_needed pre-divide", 1, 1),)
+# ``_post_backward_hook``'s cast of the unsharded gradient when the reduce dtype differs from the parameter dtype:
+# read at the parameter dtype, write at the reduce dtype
+REDUCE_CAST_KERNEL = "fsdp1 grad.to(reduce_dtype)"
 
 
 def applies(scenario: Scenario) -> bool:
@@ -59,22 +74,41 @@ def applies(scenario: Scenario) -> bool:
     return scenario.parallelism.zero_stage >= 2 and scenario.training.optimizer == "decoupled_adamw"
 
 
-def backward_ops(params: float, units: int, element_bytes: float) -> list[Op]:
-    """The compute-stream kernels FSDP1 adds to one microbatch's backward of a chunk of ``params`` parameters (per
-    rank, unsharded) in ``units`` FSDP units of 16-bit ``element_bytes`` parameters: one kernel per unit and
-    ``BACKWARD_KERNELS`` entry, over the unit's share of the parameters."""
+def predivide_factor(world: int) -> int:
+    """FSDP1's pre-divide factor (torch 2.0/2.1 ``_init_utils`` takes torch/distributed/algorithms/_comm_hooks/
+    default_hooks.py ``DefaultState._get_gradient_predivide_factor(world_size)``):
+    doubled from 1 while world % f == 0 and world / f > f; the post-divide factor is world / f."""
+    factor = 1
+    while world % factor == 0 and world / factor > factor:
+        factor *= 2
+    return factor
+
+
+def backward_ops(params: float, units: int, element_bytes: float, reduce_bytes: float | None = None,
+                 world: int = 2) -> list[Op]:
+    """The side-stream kernels FSDP1 adds to one microbatch's backward of a chunk of ``params`` parameters (per rank,
+    unsharded) in ``units`` FSDP units of 16-bit ``element_bytes`` parameters, gradients reduced at
+    ``reduce_bytes`` an element (None: the parameter dtype, FSDP1's inference when no reduce dtype is set): one
+    kernel per unit and ``BACKWARD_KERNELS`` / ``POST_BACKWARD_KERNELS`` entry (and the cast when the dtypes
+    differ), over the unit's share of the parameters. ``world``: the ranks the gradients are reduced over; the
+    pre-divide runs when its factor is above 1 (``_div_if_needed``), at every world of 2 or more."""
+    reduce_bytes = element_bytes if reduce_bytes is None else reduce_bytes
+    divide = POST_BACKWARD_KERNELS if predivide_factor(world) > 1 else ()
     per_unit = params / units
-    return [Op(name, "memory", 0.0, (reads + writes) * element_bytes * per_unit)
-            for name, reads, writes in BACKWARD_KERNELS for _ in range(units)]
+    kinds = ([(name, (reads + writes) * element_bytes) for name, reads, writes in BACKWARD_KERNELS]
+             + ([(REDUCE_CAST_KERNEL, element_bytes + reduce_bytes)] if reduce_bytes != element_bytes else [])
+             + [(name, (reads + writes) * reduce_bytes) for name, reads, writes in divide])
+    return [Op(name, "memory", 0.0, per_param * per_unit) for name, per_param in kinds for _ in range(units)]
 
 
 def backward_interference_s(params: float, units: int, element_bytes: float, memory_share: float, gpu: GpuSpec,
-                            precision: str) -> float:
-    """Compute-stream time one microbatch's backward loses to ``backward_ops`` running on the unshard stream beside
-    it: their HBM time (roofline) times ``memory_share``, the share of the backward's time in HBM-bound kernels
-    (``interference.memory_bound_share``): the HBM-bound kernels wait for the bytes the copy moves, the
-    compute-bound ones do not."""
-    return memory_share * kernels.stream_time(backward_ops(params, units, element_bytes), gpu, precision).device_s
+                            precision: str, reduce_bytes: float | None = None, world: int = 2) -> float:
+    """Compute-stream time one microbatch's backward loses to ``backward_ops`` running on the unshard and
+    post-backward streams beside it: their HBM time (roofline) times ``memory_share``, the share of the backward's
+    time in HBM-bound kernels (``interference.memory_bound_share``): the HBM-bound kernels wait for the bytes the
+    side kernels move, the compute-bound ones do not."""
+    ops = backward_ops(params, units, element_bytes, reduce_bytes, world)
+    return memory_share * kernels.stream_time(ops, gpu, precision).device_s
 
 
 def optimizer_tensors(layers: int, units: int, layer_tensors: int, shards: int) -> float:

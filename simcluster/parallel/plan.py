@@ -319,11 +319,11 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         experts = moe_layers * experts_per_layer
         gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
                         if fp8_weights else 0.0)
-        if fsdp_runtime.applies(scenario):  # FSDP1's copy of the flat gradient, on the unshard stream beside compute
+        if fsdp_runtime.applies(scenario):  # FSDP1's gradient copy and pre-divide, on side streams beside compute
             bwd_stream += kernels.StreamTime(device_s=fsdp_runtime.backward_interference_s(
                 params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element,
                 interference.memory_bound_share([op for ph in BACKWARD_PHASES for op in layer[ph]], gpu, precision),
-                gpu, precision))
+                gpu, precision, grad_element, p.dp * p.cp))
         chunk_param_counts.append(params + experts)
         chunk_gemm_counts.append(gemm_weights)
         param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_weights else None,

@@ -19,9 +19,40 @@ def _chunk(name: str, monkeypatch=None, off: bool = False):
 
 
 def test_backward_copy_is_one_bf16_read_and_write_per_parameter_one_kernel_a_unit():
-    ops = fsdp_runtime.backward_ops(1.2e9, 42, 2.0)
+    """Unsharded (one rank: no pre-divide, ``_get_gradient_predivide_factor(1)`` is 1): only autograd's cat."""
+    ops = fsdp_runtime.backward_ops(1.2e9, 42, 2.0, world=1)
     assert len(ops) == 42
     assert sum(op.hbm_bytes for op in ops) == pytest.approx(4.0 * 1.2e9)
+
+
+@pytest.mark.parametrize(("world", "factor"), [(1, 1), (2, 2), (4, 2), (8, 4), (16, 4), (32, 8), (64, 8),
+                                               (128, 16), (256, 16), (48, 8), (24, 8)])
+def test_predivide_factor_is_torchs(world, factor):
+    """torch/distributed/algorithms/_comm_hooks/default_hooks.py ``_get_gradient_predivide_factor`` (torch 2.0/2.1,
+    which FSDP1's _init_utils uses): the largest power
+    of two f reached while world % f == 0 and world / f > f, worked by hand; the post-divide is world / f."""
+    assert fsdp_runtime.predivide_factor(world) == factor
+
+
+def test_post_backward_pre_divide_reads_and_writes_the_unsharded_gradient_at_the_reduce_dtype():
+    """``_reduce_grad``'s in-place ``_div_if_needed`` on the padded unsharded gradient, one kernel a unit: with bf16
+    reduction (Composer PURE, or DEFAULT with FSDP1's inferred reduce dtype) 2 B + 2 B a parameter beside the cat's
+    4 B; with fp32 reduction the cast ``grad.to(float32)`` (read 2 B, write 4 B) then the divide at 4 B + 4 B."""
+    bf16 = fsdp_runtime.backward_ops(1.2e9, 42, 2.0, 2.0, world=8)
+    assert len(bf16) == 2 * 42
+    assert sum(op.hbm_bytes for op in bf16) == pytest.approx((4.0 + 4.0) * 1.2e9)
+    fp32 = fsdp_runtime.backward_ops(1.2e9, 42, 2.0, 4.0, world=64)
+    assert len(fp32) == 3 * 42
+    assert sum(op.hbm_bytes for op in fp32) == pytest.approx((4.0 + 6.0 + 8.0) * 1.2e9)
+    assert fsdp_runtime.backward_ops(1.2e9, 42, 2.0, world=8) == bf16   # unset: the parameter dtype
+
+
+def test_mpt_rows_reduce_gradients_in_bf16():
+    """Every MPT row of llm-foundry's tables ran Composer's DEFAULT (param and buffer dtype only: FSDP1 infers the
+    reduce dtype from the parameter dtype) or PURE (reduce dtype bf16): bf16 reduction either way."""
+    names = [name for name in config.bundled_names() if name.startswith("mpt-")]
+    assert len(names) == 16
+    assert {config.load(name).parallelism.grad_reduce_dtype for name in names} == {"bf16"}
 
 
 def test_mpt_backward_pays_the_side_stream_copy_only_in_its_hbm_bound_share(monkeypatch):
@@ -57,8 +88,11 @@ def test_optimizer_pieces_count_every_tensor_unsharded_and_one_a_unit_when_shard
 def test_side_stream_copy_costs_nothing_beside_compute_bound_kernels_and_its_roofline_beside_hbm_bound_ones():
     gpu = config.load("mpt-13b-8-h100").cluster.gpu
     assert fsdp_runtime.backward_interference_s(1.2e9, 42, 2.0, 0.0, gpu, "bf16") == 0.0
-    full = fsdp_runtime.backward_interference_s(1.2e9, 42, 2.0, 1.0, gpu, "bf16")
+    full = fsdp_runtime.backward_interference_s(1.2e9, 42, 2.0, 1.0, gpu, "bf16", world=1)
     assert 4.0 * 1.2e9 / gpu.hbm_bandwidth <= full <= 4.0 * 1.2e9 / gpu.hbm_bandwidth / 0.7   # HBM efficiency
+    # with the pre-divide beside it (8 ranks, bf16 reduction): twice the bytes
+    both = fsdp_runtime.backward_interference_s(1.2e9, 42, 2.0, 1.0, gpu, "bf16", 2.0, 8)
+    assert both == pytest.approx(2.0 * full)
 
 
 def _with_zero(name: str, stage: int):
