@@ -192,7 +192,8 @@ def column(rows: list[dict], key: str) -> np.ndarray:
 
 
 SUBSETS = {"cal": lambda r: r["set"] == "cal", "ho": lambda r: r["set"] == "ho",
-           "dense H100 (cal+ho)": lambda r: r["gpu"] == "h100-sxm" and not r["moe"]}
+           "dense H100 (cal+ho)": lambda r: r["gpu"] == "h100-sxm" and not r["moe"],
+           "NeMo dense H100": lambda r: r["gpu"] == "h100-sxm" and not r["moe"] and r["stack"] == "nemo"}
 
 
 def correlations(rows: list[dict]) -> list[tuple[str, dict[str, float]]]:
@@ -228,6 +229,46 @@ def fit_on_calibration(rows: list[dict], keys: tuple[str, ...]) -> dict:
     return {"keys": keys, "coef": coef, "scores": scores}
 
 
+# the fitted constants' structures and one more per-block or per-step term, each a column of seconds a step per
+# unit (``structure_fits``): a constant absorbs the residual only if its fit on the calibration rows helps the held-out
+STRUCTURES = {
+    "per kernel": ("crit_kernels",),
+    "per device second": ("crit_device_s",),
+    "per pipeline block": ("crit_pipe_blocks",),
+    "per kernel + per device second": ("crit_kernels", "crit_device_s"),
+    "per kernel + per pipeline block": ("crit_kernels", "crit_pipe_blocks"),
+    "all three": ("crit_kernels", "crit_device_s", "crit_pipe_blocks"),
+    "per kernel + per bubble second": ("crit_kernels", "bubble_s"),
+}
+
+
+def structure_fits(rows: list[dict]) -> list[tuple[str, np.ndarray, dict]]:
+    """For each of ``STRUCTURES``: the change of its constants (s per unit) that best zeroes the calibration rows'
+    relative errors (least squares on (missing - sum x_k u_k) / published step, linear in the step as
+    ``scripts/fit_host_overheads.py`` estimates it), and the median and max |error| on both sets with that change
+    (error = published / (simulated + sum x_k u_k) - 1). Nothing is fitted to held-out rows."""
+    def units(row, keys):
+        derived = {"crit_device_s": row["crit_blocks"] * row["device_ms_per_block"] / 1e3,
+                   "crit_pipe_blocks": row["crit_blocks"] if row["pp"] > 1 else 0.0,
+                   "bubble_s": row["bubble_share"] * row["step_s"]}
+        return np.array([derived.get(k, row.get(k)) for k in keys], dtype=float)
+
+    out = []
+    cal = [r for r in rows if r["set"] == "cal"]
+    for label, keys in STRUCTURES.items():
+        published = column(cal, "published_s")
+        design = np.array([units(r, keys) for r in cal]) / published[:, None]
+        x, *_ = np.linalg.lstsq(design, column(cal, "missing_ms") / 1e3 / published, rcond=None)
+        scores = {}
+        for name in ("cal", "ho"):
+            part = [r for r in rows if r["set"] == name]
+            step = column(part, "step_s") + np.array([units(r, keys) for r in part]) @ x
+            error = column(part, "published_s") / step - 1.0
+            scores[name] = (float(np.median(np.abs(error))), float(np.max(np.abs(error))))
+        out.append((label, x, scores))
+    return out
+
+
 def same_work(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     """The ``SAME_WORK`` families present, rows by GPU count."""
     out = []
@@ -252,10 +293,10 @@ def write_csv(rows: list[dict], path: Path) -> None:
 # the plot's panels: (feature, axis label, log x)
 PANELS = (("mean_kernel_us", "mean kernel duration (us)", True),
           ("gap_share", "fitted kernel gaps / step", False),
-          ("pipe_share", "fitted pipeline steps / step", False),
+          ("bubble_share", "simulated pipeline bubble / step", False),
           ("exposed_dp_share", "exposed DP communication / step", False),
           ("gpus", "GPUs", True),
-          ("tokens_per_microbatch", "tokens per microbatch (per CP rank)", True))
+          ("micro_batch", "micro batch", True))
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -274,10 +315,14 @@ def plot(rows: list[dict], path: Path) -> None:
                            column([r for r in rows if r["set"] == "cal"], "error"))
         rho_ho = spearman(column([r for r in rows if r["set"] == "ho"], key),
                           column([r for r in rows if r["set"] == "ho"], "error"))
-        ax.set_title(f"{label}\nSpearman: calibration {rho_cal:+.2f}, held-out {rho_ho:+.2f}", fontsize=9)
+        note = " (lines: same per-GPU work)" if key == "gpus" else ""
+        ax.set_title(f"{label}{note}\nSpearman: calibration {rho_cal:+.2f}, held-out {rho_ho:+.2f}", fontsize=9)
         ax.axhline(0, color="0.5", lw=0.8)
         for bound in (-10, 10):
             ax.axhline(bound, color="0.8", lw=0.6, ls="--")
+        if key == "gpus":   # the same-work families: what no per-kernel or per-block constant can move apart
+            for _label, family in same_work(rows):
+                ax.plot([r["gpus"] for r in family], [100 * r["error"] for r in family], color="0.4", lw=0.8)
         if log:
             ax.set_xscale("log")
         ax.set_ylabel("error (%): + simulated fast")
@@ -306,6 +351,16 @@ def report(rows: list[dict]) -> list[str]:
         coef = " ".join(f"{b:+.3f}" for b in result["coef"][1:])
         lines.append(f"  {'+'.join(result['keys']):<34} b {coef:<14} cal {c0:.1%}->{c1:.1%} ({cmax:.1%})  "
                      f"ho {h0:.1%}->{h1:.1%} ({hmax:.1%})")
+    lines.append("Structures refitted on calibration only (change of each constant; median / max |error| after):")
+    for label, x, scores in structure_fits(rows):
+        lines.append(f"  {label:<34} x {' '.join(f'{v * 1e6:+.1f}us' if abs(v) < 1e-3 else f'{v:+.4f}' for v in x):<22}"
+                     f" cal {scores['cal'][0]:.1%} / {scores['cal'][1]:.1%}  ho {scores['ho'][0]:.1%} / "
+                     f"{scores['ho'][1]:.1%}")
+    lines.append("Pipelined rows: missing time against the simulated pipeline bubble:")
+    for r in sorted((r for r in rows if r["pp"] > 1 and r["bubble_share"] > 0), key=lambda r: r["stack"]):
+        bubble_ms = r["bubble_share"] * r["step_s"] * 1e3
+        lines.append(f"  {r['set']:<3} {r['scenario']:<44} {r['stack']:<19} {r['error']:+7.1%} missing "
+                     f"{r['missing_ms']:+9.0f} ms bubble {bubble_ms:8.0f} ms ratio {r['missing_ms'] / bubble_ms:+.2f}")
     lines.append("Rows of the same per-GPU work a step (a per-kernel or per-block constant moves them alike):")
     for label, family in same_work(rows):
         lines.append(f"  {label}: " + ", ".join(
