@@ -66,15 +66,16 @@ NUMERIC = ("gpus", "tp", "pp", "vp", "cp", "dp", "ep", "micro_batch", "microbatc
            "exposed_share", "exposed_tp_share", "exposed_cp_share", "exposed_pp_share", "exposed_dp_share",
            "exposed_ep_share", "dp_nodes")
 CATEGORIES = ("gpu", "precision", "stack", "set")
-# families whose rows run the same per-GPU work a step (same model, layout per GPU and micro batch; only the
-# data-parallel width, hence the GPU count, differs): a per-kernel or per-block constant moves them alike
+# families whose rows run the same per-GPU work a step (same model, layout per GPU, micro batch and microbatches; only
+# the data-parallel width, hence the GPU count, differs): a per-kernel or per-block constant moves them alike.
+# ``same_work`` keeps only the rows whose critical path has the first row's kernels and device time.
 SAME_WORK = {
-    "NeMo GPT-3 175B, 128-2048 H100 (cal)": "nemo2409-gpt3-175b-",
-    "NeMo Llama 3.1 8B, 8-128 H100 (cal)": "nemo2409-llama31-8b-",
-    "Nemotron-4 15B, 768-2304 H100": "nemotron4-15b-",
-    "MT-NLG 530B, 280-420 nodes": "smith2022-mtnlg-530b-",
-    "MPT 13B, 8-64 H100": "mpt-13b-",
-    "Nemotron-4 340B, 1536-3072 H100": "nemotron4-340b-",
+    "NeMo GPT-3 175B, 128-2048 H100 (cal)": ("nemo2409-gpt3-175b-", "-h100-bf16"),
+    "NeMo Llama 3.1 8B, 8-128 H100 (cal)": ("nemo2409-llama31-8b-", "-h100-bf16"),
+    "Nemotron-4 15B, 768-2304 H100": ("nemotron4-15b-", "-h100"),
+    "Nemotron-4 340B, 1536-3072 H100": ("nemotron4-340b-", "-h100"),
+    "MT-NLG 530B, 280-420 nodes": ("smith2022-mtnlg-530b-", "-a100"),
+    "MPT 13B, 8-64 H100": ("mpt-13b-", "-h100"),
 }
 
 
@@ -273,7 +274,10 @@ def same_work(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     """The ``SAME_WORK`` families present, rows by GPU count."""
     out = []
     for label, prefix in SAME_WORK.items():
-        family = sorted((r for r in rows if r["scenario"].startswith(prefix)), key=lambda r: r["gpus"])
+        family = sorted((r for r in rows if r["scenario"].startswith(prefix[0]) and r["scenario"].endswith(prefix[1])),
+                        key=lambda r: r["gpus"])
+        family = [r for r in family if family and math.isclose(r["crit_kernels"], family[0]["crit_kernels"])
+                  and math.isclose(r["device_ms_per_block"], family[0]["device_ms_per_block"])]
         if len(family) > 1:
             out.append((label, family))
     return out
