@@ -87,3 +87,19 @@ def test_spearman_closed_forms(residuals):
     assert residuals.spearman([1, 2, 3, 4, 5], [2, 4, 8, 16, 32]) == pytest.approx(1.0)
     assert residuals.spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
     assert residuals.spearman([1, 2, 3, 4, 5, 6], [1, 3, 2, 5, 4, 6]) == pytest.approx(1 - 6 * 4 / (6 * 35))
+
+
+def test_structure_fit_recovers_a_missing_per_kernel_cost(residuals):
+    """Rows whose published step is the simulated one plus 5 us per critical-path kernel: the per-kernel structure
+    refitted on the calibration rows finds +5 us and zeroes every row, held-out included (the fit never reads them)."""
+    rows = []
+    for i, kernels_ in enumerate((1000.0, 3000.0, 8000.0, 20000.0, 2500.0, 12000.0)):
+        step = 1.0 + 0.3 * i
+        published = step + 5e-6 * kernels_
+        rows.append({"set": "cal" if i < 4 else "ho", "step_s": step, "published_s": published,
+                     "missing_ms": (published - step) * 1e3, "crit_kernels": kernels_, "crit_blocks": 10.0 + i,
+                     "device_ms_per_block": 50.0, "pp": 1, "bubble_share": 0.0})
+    fits = {label: (x, scores) for label, x, scores in residuals.structure_fits(rows)}
+    x, scores = fits["per kernel"]
+    assert x[0] == pytest.approx(5e-6)
+    assert scores["cal"][1] < 1e-12 and scores["ho"][1] < 1e-12
