@@ -270,6 +270,19 @@ def structure_fits(rows: list[dict]) -> list[tuple[str, np.ndarray, dict]]:
     return out
 
 
+def nemo_h100_families(rows: list[dict]) -> list[tuple[str, float, float]]:
+    """The NeMo dense H100 rows with each ``SAME_WORK`` family folded into one point (so that a family of five near
+    identical rows counts once): (name, mean kernel duration in us, mean error), by kernel duration."""
+    points: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["gpu"] == "h100-sxm" and not r["moe"] and r["stack"] == "nemo":
+            family = next((label for label, (head, tail) in SAME_WORK.items()
+                           if r["scenario"].startswith(head) and r["scenario"].endswith(tail)), r["scenario"])
+            points.setdefault(family, []).append(r)
+    return sorted(((name, float(np.mean(column(group, "mean_kernel_us"))), float(np.mean(column(group, "error"))))
+                   for name, group in points.items()), key=lambda p: p[1])
+
+
 def same_work(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     """The ``SAME_WORK`` families present, rows by GPU count."""
     out = []
@@ -365,6 +378,10 @@ def report(rows: list[dict]) -> list[str]:
         bubble_ms = r["bubble_share"] * r["step_s"] * 1e3
         lines.append(f"  {r['set']:<3} {r['scenario']:<44} {r['stack']:<19} {r['error']:+7.1%} missing "
                      f"{r['missing_ms']:+9.0f} ms bubble {bubble_ms:8.0f} ms ratio {r['missing_ms'] / bubble_ms:+.2f}")
+    families = nemo_h100_families(rows)
+    lines.append("NeMo dense H100, one point per family (mean kernel duration, mean error): " + ", ".join(
+        f"{name} {kernel:.0f} us {error:+.1%}" for name, kernel, error in families)
+        + f"; Spearman {spearman([f[1] for f in families], [f[2] for f in families]):+.2f}")
     lines.append("Rows of the same per-GPU work a step (a per-kernel or per-block constant moves them alike):")
     for label, family in same_work(rows):
         lines.append(f"  {label}: " + ", ".join(
