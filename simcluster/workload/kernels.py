@@ -128,6 +128,14 @@ def split_accumulator_slowdown(gpu_name: str) -> float:
     return table.get(gpu_name, table["default"])
 
 
+def block_scaled(gpu_name: str, key: str) -> float:
+    """MXFP8's measured costs on ``gpu_name`` (efficiency.yaml gemm.``key``): ``block_scaled_slowdown``, a block-scaled
+    GEMM's time over the per-tensor fp8 GEMM's, or ``mxfp8_quantize_bandwidth_fraction``, its quantize kernel's HBM
+    fraction."""
+    table = _table()["gemm"][key]
+    return table.get(gpu_name, table["default"])
+
+
 def hbm_fraction() -> float:
     """Achievable fraction of the datasheet HBM bandwidth (efficiency.yaml, bandwidth_fraction)."""
     return _table()["bandwidth_fraction"]
@@ -225,11 +233,15 @@ def efficiency(op: Op, gpu: GpuSpec, precision: str = "bf16") -> Efficiency:
         fraction = gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch, op_precision(op, precision), gpu, op.sms)
         if op.split_accumulator:
             fraction /= split_accumulator_slowdown(gpu.name)
+        if op.block_scaled:
+            fraction /= block_scaled(gpu.name, "block_scaled_slowdown")
         return Efficiency(fraction, bandwidth_fraction)
     if op.kind == "attention":
         fraction, executed = attention_efficiency(op, gpu.name)
         return Efficiency(fraction, bandwidth_fraction, executed)
     assert op.kind == "memory", op.kind
+    if op.block_scaled:
+        bandwidth_fraction = block_scaled(gpu.name, "mxfp8_quantize_bandwidth_fraction")
     # Elementwise kernels run on the CUDA cores, far above what their bytes allow: bandwidth-bound everywhere.
     return Efficiency(gemm_ceiling("bf16"), bandwidth_fraction)
 

@@ -113,6 +113,7 @@ class Op:
     # unfused attention (their own HBM fraction, efficiency.yaml attention.naive); unused by other kinds
     split_accumulator: bool = False  # a GEMM promoting its partial sums to fp32 (fp8 backward GEMMs)
     sms: int = 0  # SMs a GEMM is launched on (0: all of the GPU's; Transformer Engine's set_sm_margin, userbuffers.py)
+    block_scaled: bool = False  # an MXFP8 kernel: a block-scaled GEMM or its quantize (efficiency.yaml gemm.block_*)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,13 @@ def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, preci
     bytes_per_element = BYTES_PER_ELEMENT[precision] if precision else shard.gemm_bytes_per_element
     output_bytes = max(bytes_per_element, BYTES_PER_ELEMENT["bf16"])
     hbm = batch * ((m * k + k * n) * bytes_per_element + m * n * output_bytes)
-    return Op(name, "gemm", 2.0 * batch * m * n * k, float(hbm), m, n, k, batch, precision)
+    return Op(name, "gemm", 2.0 * batch * m * n * k, float(hbm), m, n, k, batch, precision,
+              block_scaled=precision is None and _block_scaled(shard))
+
+
+def _block_scaled(shard: Shard) -> bool:
+    """Whether the run's fp8 GEMMs and quantizes are MXFP8's (fp8_recipe mxfp8; efficiency.yaml gemm.block_*)."""
+    return shard.precision == "fp8" and shard.fp8_recipe == "mxfp8"
 
 
 def _memory(name: str, flop: float, hbm_bytes: float) -> Op:
@@ -487,8 +494,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                                                             *mlp.forward) if op.kind == "gemm")
             weight_forward, weight_backward = torchao_float8.weight_cast_bytes(weights)
             forward_bytes, backward_bytes = forward_bytes + weight_forward, backward_bytes + weight_backward
-        casts = [_memory("fp8_cast", forward_elements, forward_bytes)]
-        casts_bwd = [_memory("fp8_cast", backward_elements, backward_bytes)]
+        casts, casts_bwd = ([dataclasses.replace(_memory("fp8_cast", n, size), block_scaled=_block_scaled(shard))]
+                            for n, size in ((forward_elements, forward_bytes), (backward_elements, backward_bytes)))
         if shard.fp8_recipe in fp8_recipes.PER_TENSOR_RECIPES:   # its kernels per tensor (fp8_recipes)
             forward_tensors = [(sp_tokens * h, True), (tokens * q_local, False),
                                *(mlp.cast_forward_tensors or [(mlp.cast_forward_elements, False)])]
