@@ -146,10 +146,13 @@ class StepPlan:
         return len(self.chunks)
 
 
-def _phase_stream(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str) -> kernels.StreamTime:
+def _phase_stream(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str,
+                  te: bool = False) -> kernels.StreamTime:
     """The kernels of ``phases`` as one block the host issues (their max of device and host time is taken per
-    block, ``kernels.StreamTime``)."""
-    return sum((kernels.stream_time(ops[phase], gpu, precision) for phase in phases), kernels.StreamTime())
+    block, ``kernels.StreamTime``); ``te``: a Transformer Engine layer's (its module calls' host time,
+    workload.host_dispatch)."""
+    return sum((kernels.stream_time(ops[phase], gpu, precision, phase if te else None) for phase in phases),
+               kernels.StreamTime())
 
 
 def _phase_flop(ops: dict[str, list], phases: tuple[str, ...]) -> float:
@@ -228,8 +231,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     deferred_wgrads = deferred_output_wgrads(scenario)
-    layer_fwd = _phase_stream(layer, ("forward",), gpu, precision)
-    layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision)
+    te = scenario.megatron_core   # Megatron-Core's Transformer Engine layer spec (workload.host_dispatch)
+    layer_fwd = _phase_stream(layer, ("forward",), gpu, precision, te)
+    layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision, te)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
     moe_load = moe.step_load(m, shard, p.ep, p.etp)
     moe_mlp = (moe.moe_block(m, shard, p.ep, p.etp, moe_load, scenario.training.moe_cuda_graphs, p.moe_dispatcher,
@@ -239,8 +243,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),
                                       ub_settings)
     moe_gemms = fp8_gemms(moe_layer)
-    moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision)
-    moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision)
+    moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision, te)
+    moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision, te)
     ep_per_layer = expert_parallel_per_layer(scenario)
     ep_substages = _ep_substages(moe_mlp, moe_fwd, moe_bwd, gpu, precision) if p.ep_overlap and m.moe else {}
     etp_per_layer = expert_tensor_parallel_per_layer(scenario)

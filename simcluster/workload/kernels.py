@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from simcluster.core import catalog
 from simcluster.spec.hardware import GpuSpec
+from simcluster.workload import host_dispatch
 from simcluster.workload.ops import HIGH_PRECISION, Op
 
 
@@ -365,11 +366,13 @@ def host_cpu_ratio(gpu_name: str) -> float:
     return table.get(gpu_name, table.get("default", 1.0))
 
 
-def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
+def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | None = None) -> StreamTime:
     """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the
     tensor-core kernels' time per wave (``wave_s``), and the tensor-core kernels' count; the host's side at the
     host CPU of ``gpu`` (``host_cpu_ratio``), ``HOST_ONLY_LAUNCH`` ops counted as launches only, and after each
-    ``HOST_SYNC`` the stream's idle while the host issues the kernels up to the next sync (``synced_stall_s``)."""
+    ``HOST_SYNC`` the stream's idle while the host issues the kernels up to the next sync (``synced_stall_s``).
+    ``te_phase``: ``ops`` are that phase of a Transformer Engine layer, whose module calls cost the host more than
+    their kernels' dispatch (``host_dispatch.module_host_s``); None: plain PyTorch ops, the dispatch alone."""
     rooflines = [roofline_s(op, gpu, precision) for op in ops]
     waves = [wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True)]
     host_only = sum(op.name == HOST_ONLY_LAUNCH for op in ops)
@@ -377,23 +380,25 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str) -> StreamTime:
     kernels = len(ops) - host_only - syncs
     host = host_model()
     ratio = host_cpu_ratio(gpu.name)
-    extra = host.dispatch_s * (ratio * (kernels + host_only) - kernels)
-    stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio)
+    modules = host_dispatch.module_host_s(ops, te_phase, precision, ratio) if te_phase else None
+    extra = host.dispatch_s * (ratio * (kernels + host_only) - kernels) + (sum(modules) if modules else 0.0)
+    stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio, modules)
     return StreamTime(sum(max(pair) for pair in rooflines), kernels, sum(waves),
                       sum(op.kind in TENSOR_CORE_KINDS for op in ops), extra, stall)
 
 
 def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], host: HostModel,
-                   dispatch_s: float) -> float:
+                   dispatch_s: float, module_s: list[float] | None = None) -> float:
     """The stream's idle after host syncs: a ``HOST_SYNC`` drains the stream, so after it the host has no lead and
     the segment up to the next sync (or the end of ``ops``) is a race, kernel by kernel in order: each launch costs
-    the host ``dispatch_s`` (``HOST_ONLY_LAUNCH`` ops too), and a kernel starts when it has been launched and the
-    stream is free, then takes its gap, time and fill. The segment ends when its last kernel ends or the host has
-    issued its last launch, whichever is later; the idle is that over the segment's device time (gaps and fill
-    included). Exact for the order of ``ops``, from an empty stream at the sync; the sync's own round trip is not
-    counted."""
+    the host ``dispatch_s`` (``HOST_ONLY_LAUNCH`` ops too) plus its module call's excess (``module_s``, per op), and a
+    kernel starts when it has been launched and the stream is free, then takes its gap, time and fill. The segment
+    ends when its last kernel ends or the host has issued its last launch, whichever is later; the idle is that
+    over the segment's device time (gaps and fill included). Exact for the order of ``ops``, from an empty stream at
+    the sync; the sync's own round trip is not counted."""
     stall, host_s, stream_s, device, synced = 0.0, 0.0, 0.0, 0.0, False
-    for op, time_s, wave in zip(ops, times_s, waves_s, strict=True):
+    module_s = module_s or [0.0] * len(ops)
+    for op, time_s, wave, module in zip(ops, times_s, waves_s, module_s, strict=True):
         if op.name == HOST_SYNC:
             if synced:
                 stall += max(host_s, stream_s) - device
@@ -401,7 +406,7 @@ def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], ho
             continue
         if not synced:
             continue
-        host_s += dispatch_s
+        host_s += dispatch_s + module
         if op.name == HOST_ONLY_LAUNCH:
             continue
         busy = host.kernel_gap_s + time_s + host.fill_waves * wave

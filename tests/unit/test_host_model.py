@@ -43,8 +43,9 @@ def test_a_2048_wide_layer_is_device_bound_and_a_short_narrow_one_host_bound_whe
     wide = Simulation(scenario()).plan.chunks[0].forward_stream
     narrow = Simulation(scenario(seq_len=64, hidden=256)).plan.chunks[0].forward_stream
     assert wide.elapsed_s(host) == pytest.approx(wide.device_s + wide.kernels * 4e-6, rel=1e-12)
-    assert wide.device_bound_s(host) > 2 * wide.host_bound_s(host)
-    assert narrow.elapsed_s(host) == pytest.approx(narrow.kernels * 20e-6, rel=1e-12)
+    assert wide.device_bound_s(host) > 1.5 * wide.host_bound_s(host)
+    # host side: every kernel's dispatch plus the Transformer Engine module calls' excess (workload.host_dispatch)
+    assert narrow.elapsed_s(host) == pytest.approx(narrow.kernels * 20e-6 + narrow.host_extra_s, rel=1e-12)
     assert narrow.host_bound_s(host) > 2 * narrow.device_bound_s(host)
 
 

@@ -1,0 +1,72 @@
+"""Host CPU time of Transformer Engine module calls: the host side of a block beyond one torch-level dispatch per
+kernel (docs/calibration.md, "Round 17: host time per Transformer Engine module").
+
+Every kernel costs the host ``HostModel.dispatch_s`` (13.5 us on a DGX H100's Xeon: a torch.nn.Linear forward,
+NVIDIA/TransformerEngine#2053) times the host CPU's ratio (``kernels.host_cpu_ratio``). A Transformer Engine module
+call costs more than the dispatch of its kernels: its Python (``prepare_forward``, the fp8 metadata and scaling
+state, the autograd Function's context) runs once per call, forward and backward. Here that excess is added once
+per module call, on the op that stands for the call (``TE_MODULE_OPS``), so a block is host-bound when the CPU side
+(every kernel's dispatch plus every module call's excess) exceeds the device side.
+
+The excess per call, from efficiency.yaml ``host_overhead.te_module`` (each value sourced there):
+
+    bf16:  dispatch x (linear_over_torch - 1)                   te.Linear forward launches one GEMM
+    fp8:   dispatch x (linear_over_torch x fp8_over_bf16 - 2)   its input quantize and the GEMM
+    backward: forward's x backward_over_forward
+
+Which ops stand for a module call is Megatron-Core's Transformer Engine layer spec (megatron/core/models/gpt/
+gpt_layer_specs.py ``get_gpt_layer_with_transformer_engine_spec``): TELayerNormColumnParallelLinear (linear_qkv,
+linear_fc1), TEDotProductAttention (core_attention), TERowParallelLinear (linear_proj, linear_fc2); multi-latent
+attention's TELinear / TELayerNormColumnParallelLinear projections; the MoE layer's TEGroupedMLP (one GroupedLinear
+call for fc1, one for fc2, whatever the expert count) and its shared experts' TE linears. A module's backward is one
+autograd call that issues the input-gradient and the weight-gradient GEMMs: counted on the input-gradient phase.
+The output layer (Megatron's ColumnParallelLinear), embeddings, norms outside modules, activations, residuals and
+the optimizer are plain PyTorch ops: the torch-level dispatch alone. Stacks without Transformer Engine (PyTorch-native
+torchtitan and llm-foundry, Megatron-LM 2020-21, DeepSpeed) have no module excess.
+"""
+
+from __future__ import annotations
+
+from simcluster.core import catalog
+from simcluster.workload.ops import Op
+
+_LINEAR_OPS = frozenset({"qkv", "attn_out", "mlp_up", "mlp_down", "mla_q_down", "mla_q_up", "mla_kv_down",
+                         "mla_kv_up", "shared_expert_up", "shared_expert_down", "expert_up", "expert_down"})
+# Ops that stand for one Transformer Engine module call, per phase of the layer (workload.ops.layer_ops phases)
+TE_MODULE_OPS = {
+    "forward": _LINEAR_OPS | {"attention"},
+    "recompute": _LINEAR_OPS | {"attention"},
+    "backward_input": _LINEAR_OPS | {"attention_backward"},
+    "backward_weight": frozenset(),
+}
+# Attention cores run in bf16 in fp8 training (NeMo's and Megatron-Core's fp8_dot_product_attention default off)
+_BF16_MODULE_OPS = frozenset({"attention", "attention_backward"})
+_BACKWARD_PHASES = frozenset({"backward_input", "backward_weight"})
+
+
+def _constants() -> dict:
+    return catalog.load("efficiency")["host_overhead"]
+
+
+def module_excess_s(precision: str, backward: bool, dispatch_s: float | None = None) -> float:
+    """CPU time of one Transformer Engine module call beyond the torch-level dispatch of its kernels, on the x86 host
+    of ``HostModel.dispatch_s`` (efficiency.yaml host_overhead.te_module)."""
+    table = _constants()
+    te = table["te_module"]
+    dispatch = table["dispatch_s"] if dispatch_s is None else dispatch_s
+    if precision == "fp8":
+        forward = dispatch * (te["linear_over_torch"] * te["fp8_over_bf16"] - 2)
+    else:
+        forward = dispatch * (te["linear_over_torch"] - 1)
+    return forward * (te["backward_over_forward"] if backward else 1.0)
+
+
+def module_host_s(ops: list[Op], phase: str, precision: str, cpu_ratio: float = 1.0) -> list[float]:
+    """Per op of ``ops`` (one phase of a Transformer Engine layer), the module excess the host spends issuing it:
+    ``module_excess_s`` on the op that stands for a module call (``TE_MODULE_OPS``), 0 elsewhere; at the host CPU
+    of ``cpu_ratio``."""
+    markers = TE_MODULE_OPS.get(phase, frozenset())
+    backward = phase in _BACKWARD_PHASES
+    excess = {p: cpu_ratio * module_excess_s(p, backward) for p in ("bf16", "fp8")}
+    return [excess["bf16" if op.name in _BF16_MODULE_OPS or (op.precision or precision) != "fp8" else "fp8"]
+            if op.name in markers else 0.0 for op in ops]
