@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from simcluster.core import inputs, limits, units
+from simcluster.core import catalog, inputs, limits, units
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
@@ -109,27 +109,28 @@ NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "llama3-405b": 50, "llama3.1-405b
 NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "nemotron4-340b"})
 
 
+def _layer_shape(m: TransformerSpec) -> tuple[int, ...]:
+    return m.layers, m.hidden, m.heads, m.n_kv_heads, m.ffn
+
+
 @functools.cache
-def _preset_of_shape(shape: tuple[int, ...]) -> str | None:
-    """The preset of NEMO_BF16_GRAD_REDUCE_MODELS or NEMO_WGRAD_DEFERRAL_LIMITS with this layer shape (layers, hidden,
-    heads, kv heads, ffn), if any."""
-    for known in sorted(NEMO_BF16_GRAD_REDUCE_MODELS | NEMO_WGRAD_DEFERRAL_LIMITS.keys()):
-        m = model.preset(known)
-        if (m.layers, m.hidden, m.heads, m.n_kv_heads, m.ffn) == shape:
-            return known
-    return None
+def _presets_of_shape(shape: tuple[int, ...]) -> frozenset[str]:
+    """The dense presets (data/models.yaml) of this layer shape (layers, hidden, heads, kv heads, ffn)."""
+    presets = (model.preset(name) for name in catalog.load("models"))
+    return frozenset(m.name for m in presets if m.moe is None and m.mla is None and _layer_shape(m) == shape)
 
 
-def nemo_recipe_preset(m: TransformerSpec) -> str:
-    """The name NEMO_BF16_GRAD_REDUCE_MODELS and NEMO_WGRAD_DEFERRAL_LIMITS know a model by: its own name; an inline
-    dense model without one (DESIGN.md's {layers, hidden, heads, kv_heads, ffn_hidden, vocab}) by the preset of its
-    layer shape. NeMo picks these settings by the recipe, i.e. by the model it builds (llm/recipes/gpt3_175b.py builds
-    GPTConfig175B: 96 layers, hidden 12288, 96 heads), so an unnamed GPT-3 175B with NeMo's padded vocab runs
-    gpt3_175b's. A named model keeps its name: Megatron-LM's 177B benchmark model has GPT-3 175B's layers but
-    Megatron-LM's settings (fp32 reduction with --bf16), not NeMo's recipe."""
+def recipe_models(m: TransformerSpec) -> frozenset[str]:
+    """The preset names NeMo's per-model settings (NEMO_BF16_GRAD_REDUCE_MODELS, NEMO_WGRAD_DEFERRAL_LIMITS,
+    data/userbuffers.yaml nemo_configs) know a model by: its own name; an inline dense model without one (DESIGN.md's
+    {layers, hidden, heads, kv_heads, ffn_hidden, vocab}) by every preset of its layer shape. NeMo picks these
+    settings by the recipe, i.e. by the model it builds (llm/recipes/gpt3_175b.py builds GPTConfig175B: 96 layers,
+    hidden 12288, 96 heads), so an unnamed GPT-3 175B, with NeMo's padded vocab or not, runs gpt3_175b's. A named model
+    keeps its name alone: Megatron-LM's 177B benchmark model has GPT-3 175B's layers but Megatron-LM's settings (fp32
+    reduction with --bf16, TE's userbuffers defaults), not NeMo's recipe."""
     if m.name != TransformerSpec.model_fields["name"].default or m.moe is not None or m.mla is not None:
-        return m.name
-    return _preset_of_shape((m.layers, m.hidden, m.heads, m.n_kv_heads, m.ffn)) or m.name
+        return frozenset({m.name})
+    return _presets_of_shape(_layer_shape(m)) | {m.name}
 
 
 class _Strict(BaseModel):
@@ -529,11 +530,11 @@ class Scenario(_Strict):
           GEMMs on SMs - num_sm: the TE of NeMo 2.x and Megatron-Bridge containers (docs/scenario.md). A stack
           without Transformer Engine does not read it."""
         p, t, core = self.parallelism, self.training, self.megatron_core
-        recipe = nemo_recipe_preset(self.model)
+        recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
                   grad_reduce_dtype=("bf16" if core and (t.precision == "fp8" or (
-                      t.precision == "bf16" and recipe in NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
+                      t.precision == "bf16" and recipe & NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
         t.resolve(moe_router="unfused")
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
@@ -548,7 +549,8 @@ class Scenario(_Strict):
         p.resolve(grad_bucket_size=bucket)
         p.resolve(te_version=LATEST_TE_VERSION)
         p.resolve(defer_embedding_wgrad=core and p.pp > 1 and p.schedule == "1f1b" and t.gradient_accumulation_fusion,
-                  wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMITS.get(recipe, NEMO_WGRAD_DEFERRAL_LIMIT))
+                  wgrad_deferral_limit=max((NEMO_WGRAD_DEFERRAL_LIMITS[n] for n in recipe
+                                            & NEMO_WGRAD_DEFERRAL_LIMITS.keys()), default=NEMO_WGRAD_DEFERRAL_LIMIT))
         return self
 
     @model_validator(mode="after")

@@ -1,5 +1,6 @@
 """An inline model without a name (DESIGN.md's {layers, hidden, heads, kv_heads, ffn_hidden, vocab}) takes the
-per-recipe framework defaults of the preset with its layer shape, as NeMo picks them by the model its recipe builds
+per-recipe framework defaults and userbuffers configuration of the presets with its layer shape, as NeMo picks them by
+the model its recipe builds
 (NeMo 2.x llm/recipes/gpt3_175b.py pretrain_recipe_performance: grad_reduce_in_fp32 False, wgrad_deferral_limit 50;
 nemotron4_340b.py: grad_reduce_in_fp32 False, limit 22). A named model keeps its own settings: Megatron-LM's 177B
 benchmark model has GPT-3 175B's layers but not NeMo's recipe. Fails if the lookup goes back to the name alone (the
@@ -47,3 +48,25 @@ def test_a_named_model_of_gpt3s_shape_keeps_its_own_settings():
 def test_fp8_reduces_in_bf16_whatever_the_model():
     assert _resolved(_inline("llama3-70b"), "fp8")[0] == "bf16"
     assert _resolved("megatron-177b", "fp8")[0] == "bf16"
+
+
+def _userbuffers(spec, precision: str = "bf16"):
+    from simcluster.workload import userbuffers
+    return userbuffers.scenario_config(config.Scenario.model_validate({
+        "name": "x", "model": spec, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 16},
+        "training": {"seq_len": 2048, "global_batch_size": 256, "micro_batch_size": 1, "precision": precision},
+        "parallelism": {"tp": 4, "pp": 8, "dp": 4, "virtual_stages": 12}}))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_an_unnamed_gpt3_175b_takes_nemos_userbuffers_configuration(precision):
+    """NeMo 2.x scripts/performance/llm/pretrain_gpt3_175b.py passes userbuffers_{bf16,fp8}_h100_h12288_tp4_mbs1_
+    seqlen2048 to the GPT-3 175B run whatever the model config is called; Megatron-LM's 177B benchmark model, same
+    layers, runs TE's defaults (no NeMo configuration). Fails with the lookup by name alone (the unnamed model then
+    takes TE's defaults: 6.3% longer steps on the 128-GPU NeMo GPT-3 row written inline)."""
+    from simcluster.workload import userbuffers
+    nemo = _userbuffers("gpt3-175b", precision)
+    assert nemo != userbuffers.config()  # the preset takes NeMo's configuration, not TE's defaults
+    assert _userbuffers(_inline("gpt3-175b"), precision) == nemo
+    assert _userbuffers(_inline("gpt3-175b", vocab=51200), precision) == nemo
+    assert _userbuffers("megatron-177b", precision) == userbuffers.config()
