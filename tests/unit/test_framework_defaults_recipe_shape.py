@@ -39,6 +39,12 @@ def test_an_unnamed_inline_model_runs_the_recipe_of_its_shape(preset, expected):
     assert _resolved(_inline(preset, vocab=51200)) == expected  # NeMo pads GPT-3's vocab to 51200: same recipe
 
 
+def test_the_nemo_rows_gpt3_175b_runs_the_gpt3_175b_recipe():
+    """gpt3-175b-nemo (the NeMo GPT-3 rows' inline model: vocab padded to 51200) is trained by gpt3_175b.py, as
+    data/userbuffers.yaml has it: bf16 reduction in bf16 runs, deferral limit 50."""
+    assert _resolved(_inline("gpt3-175b", name="gpt3-175b-nemo", vocab=51200)) == ("bf16", 50, True)
+
+
 def test_a_named_model_of_gpt3s_shape_keeps_its_own_settings():
     assert _resolved("megatron-177b") == ("fp32", 22, True)  # Megatron-LM's benchmark model, not NeMo's recipe
     assert _resolved(_inline("gpt3-175b", name="gpt3-175b-custom")) == ("fp32", 22, True)
