@@ -122,6 +122,33 @@ def _presets_of_shape(shape: tuple[int, ...]) -> frozenset[str]:
     return frozenset(m.name for m in presets if m.moe is None and m.mla is None and _layer_shape(m) == shape)
 
 
+# The keys of DESIGN.md's inline model ("inline: {layers, hidden, heads, kv_heads, ffn_hidden, vocab}"); the
+# architecture (mlp, norm, position, bias, tied embeddings, dropout) is not among them.
+CONTRACT_MODEL_KEYS = frozenset({"layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab"})
+# What two presets of one shape may differ in and still be the same architecture (Llama 3 and 3.1: the context).
+_NOT_ARCHITECTURE = {"name", "source", "max_seq_len"}
+
+
+def contract_inline_preset(value):
+    """An inline model written with DESIGN.md's keys only, as the preset of exactly that shape (layers, hidden, heads,
+    kv heads, ffn, vocab) when the presets of that shape share one architecture: an outside tool writing Llama 3 8B
+    inline cannot state swiglu, rmsnorm and rope, and GPT-style defaults would simulate another model (2 MLP matrices,
+    not 3: the NeMo Llama 3.1 8B row 19% shorter a step). Of several such presets (Llama 3 and 3.1), the longest
+    context. Anything else (another key stated, no preset of that shape, presets of different architectures) is taken
+    as written."""
+    if not isinstance(value, dict) or not value or set(value) - CONTRACT_MODEL_KEYS:
+        return value
+    try:
+        spec = TransformerSpec(**value)
+    except ValueError:
+        return value  # the field's own validation reports it
+    matches = [m for m in (model.preset(name) for name in sorted(_presets_of_shape(_layer_shape(spec))))
+               if m.vocab == spec.vocab]
+    if len({tuple(sorted(m.model_dump(exclude=_NOT_ARCHITECTURE).items(), key=str)) for m in matches}) != 1:
+        return value
+    return max(matches, key=lambda m: m.max_seq_len).model_dump()
+
+
 def recipe_models(m: TransformerSpec) -> frozenset[str]:
     """The preset names NeMo's per-model settings (NEMO_BF16_GRAD_REDUCE_MODELS, NEMO_WGRAD_DEFERRAL_LIMITS,
     data/userbuffers.yaml nemo_configs) know a model by: its own name; an inline dense model without one (DESIGN.md's
@@ -583,7 +610,7 @@ class Scenario(_Strict):
     @field_validator("model", mode="before")
     @classmethod
     def _model_preset(cls, value):
-        return model.preset(value).model_dump() if isinstance(value, str) else value
+        return model.preset(value).model_dump() if isinstance(value, str) else contract_inline_preset(value)
 
     @model_validator(mode="after")
     def _check_layout(self) -> Scenario:
