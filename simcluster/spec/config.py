@@ -6,6 +6,7 @@ The format is documented field by field in ``docs/scenario.md``; ``simcluster sc
 
 from __future__ import annotations
 
+import functools
 import math
 import unicodedata
 from importlib import resources
@@ -24,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from simcluster.core import inputs, limits, units
+from simcluster.core import catalog, inputs, limits, units
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
@@ -95,7 +96,9 @@ NEMO_WGRAD_DEFERRAL_LIMIT = 22
 # settled (PyTorch 25.01 base, NeMo CHANGELOG r2.2.0 #11973, whose TE bionemo-framework's Dockerfile gives as v1.13;
 # the same release's #12004 handles TE 2.0): docs/calibration.md, "Round 15", with the what-if of 1.
 LATEST_TE_VERSION = 2
-NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "llama3-405b": 50, "llama3.1-405b": 50}
+# gpt3-175b-nemo: GPT-3 175B with NeMo's vocab padded to 51200, the NeMo rows' inline model, trained by the same
+# gpt3_175b recipe (data/userbuffers.yaml lists it beside gpt3-175b for the same reason).
+NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "gpt3-175b-nemo": 50, "llama3-405b": 50, "llama3.1-405b": 50}
 
 # Models whose NeMo performance recipes reduce gradients in bf16 in bf16 training too (elsewhere bf16 only with fp8):
 # NeMo 2.x llm/recipes/gpt3_175b.py and nemotron4_340b.py pretrain_performance_optimizations set
@@ -105,7 +108,58 @@ NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "llama3-405b": 50, "llama3.1-405b
 # grad_sync_dtype: NeMo 1.x setup_mcore_distributed_parallel, grad_reduce_in_fp32 = grad_sync_dtype == 'fp32'). One
 # stored NeMo 2.x script version (pretrain_nemotron4_15b.py 10145fe, NeMo 2.2.0's "callbacks and bf16 grad" #11985)
 # reduces in bf16 for bf16 runs of every model, a later one (bf2c0d18) for fp8 only: docs/calibration.md, "Round 15".
-NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "nemotron4-340b"})
+NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotron4-340b"})
+
+
+def _layer_shape(m: TransformerSpec) -> tuple[int, ...]:
+    return m.layers, m.hidden, m.heads, m.n_kv_heads, m.ffn
+
+
+@functools.cache
+def _presets_of_shape(shape: tuple[int, ...]) -> frozenset[str]:
+    """The dense presets (data/models.yaml) of this layer shape (layers, hidden, heads, kv heads, ffn)."""
+    presets = (model.preset(name) for name in catalog.load("models"))
+    return frozenset(m.name for m in presets if m.moe is None and m.mla is None and _layer_shape(m) == shape)
+
+
+# The keys of DESIGN.md's inline model ("inline: {layers, hidden, heads, kv_heads, ffn_hidden, vocab}"); the
+# architecture (mlp, norm, position, bias, tied embeddings, dropout) is not among them.
+CONTRACT_MODEL_KEYS = frozenset({"layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab"})
+# What two presets of one shape may differ in and still be the same architecture (Llama 3 and 3.1: the context).
+_NOT_ARCHITECTURE = {"name", "source", "max_seq_len"}
+
+
+def contract_inline_preset(value):
+    """An inline model written with DESIGN.md's keys only, as the preset of exactly that shape (layers, hidden, heads,
+    kv heads, ffn, vocab) when the presets of that shape share one architecture: an outside tool writing Llama 3 8B
+    inline cannot state swiglu, rmsnorm and rope, and GPT-style defaults would simulate another model (2 MLP matrices,
+    not 3: the NeMo Llama 3.1 8B row 19% shorter a step). Of several such presets (Llama 3 and 3.1), the longest
+    context. Anything else (another key stated, no preset of that shape, presets of different architectures) is taken
+    as written."""
+    if not isinstance(value, dict) or not value or set(value) - CONTRACT_MODEL_KEYS:
+        return value
+    try:
+        spec = TransformerSpec(**value)
+    except ValueError:
+        return value  # the field's own validation reports it
+    matches = [m for m in (model.preset(name) for name in sorted(_presets_of_shape(_layer_shape(spec))))
+               if m.vocab == spec.vocab]
+    if len({tuple(sorted(m.model_dump(exclude=_NOT_ARCHITECTURE).items(), key=str)) for m in matches}) != 1:
+        return value
+    return max(matches, key=lambda m: m.max_seq_len).model_dump()
+
+
+def recipe_models(m: TransformerSpec) -> frozenset[str]:
+    """The preset names NeMo's per-model settings (NEMO_BF16_GRAD_REDUCE_MODELS, NEMO_WGRAD_DEFERRAL_LIMITS,
+    data/userbuffers.yaml nemo_configs) know a model by: its own name; an inline dense model without one (DESIGN.md's
+    {layers, hidden, heads, kv_heads, ffn_hidden, vocab}) by every preset of its layer shape. NeMo picks these
+    settings by the recipe, i.e. by the model it builds (llm/recipes/gpt3_175b.py builds GPTConfig175B: 96 layers,
+    hidden 12288, 96 heads), so an unnamed GPT-3 175B, with NeMo's padded vocab or not, runs gpt3_175b's. A named model
+    keeps its name alone: Megatron-LM's 177B benchmark model has GPT-3 175B's layers but Megatron-LM's settings (fp32
+    reduction with --bf16, TE's userbuffers defaults), not NeMo's recipe."""
+    if m.name != TransformerSpec.model_fields["name"].default or m.moe is not None or m.mla is not None:
+        return frozenset({m.name})
+    return _presets_of_shape(_layer_shape(m)) | {m.name}
 
 
 class _Strict(BaseModel):
@@ -505,10 +559,11 @@ class Scenario(_Strict):
           GEMMs on SMs - num_sm: the TE of NeMo 2.x and Megatron-Bridge containers (docs/scenario.md). A stack
           without Transformer Engine does not read it."""
         p, t, core = self.parallelism, self.training, self.megatron_core
+        recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
                   grad_reduce_dtype=("bf16" if core and (t.precision == "fp8" or (
-                      t.precision == "bf16" and self.model.name in NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
+                      t.precision == "bf16" and recipe & NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
         t.resolve(moe_router="unfused")
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
@@ -523,7 +578,8 @@ class Scenario(_Strict):
         p.resolve(grad_bucket_size=bucket)
         p.resolve(te_version=LATEST_TE_VERSION)
         p.resolve(defer_embedding_wgrad=core and p.pp > 1 and p.schedule == "1f1b" and t.gradient_accumulation_fusion,
-                  wgrad_deferral_limit=NEMO_WGRAD_DEFERRAL_LIMITS.get(self.model.name, NEMO_WGRAD_DEFERRAL_LIMIT))
+                  wgrad_deferral_limit=max((NEMO_WGRAD_DEFERRAL_LIMITS[n] for n in recipe
+                                            & NEMO_WGRAD_DEFERRAL_LIMITS.keys()), default=NEMO_WGRAD_DEFERRAL_LIMIT))
         return self
 
     @model_validator(mode="after")
@@ -554,7 +610,7 @@ class Scenario(_Strict):
     @field_validator("model", mode="before")
     @classmethod
     def _model_preset(cls, value):
-        return model.preset(value).model_dump() if isinstance(value, str) else value
+        return model.preset(value).model_dump() if isinstance(value, str) else contract_inline_preset(value)
 
     @model_validator(mode="after")
     def _check_layout(self) -> Scenario:

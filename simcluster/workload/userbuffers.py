@@ -34,7 +34,7 @@ import math
 from functools import cache
 
 from simcluster.core import catalog
-from simcluster.spec.config import LATEST_TE_VERSION  # the TE ``config`` takes when none is given
+from simcluster.spec.config import LATEST_TE_VERSION, recipe_models  # LATEST_TE_VERSION: ``config``'s TE by default
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import HIGH_PRECISION, Op
@@ -178,7 +178,8 @@ def scenario_config(scenario) -> dict[str, Gemm]:
     keys = _candidates(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
                        kernels.sm_count(scenario.cluster.gpu.name), t.precision) if scenario.megatron_core else []
     # the first whose recipe trains this model: a model listed only on the entry without a precision keeps it
-    key = next((key for key in keys if scenario.model.name in _config_models()[key]), None)
+    names = recipe_models(scenario.model)  # an unnamed inline model: the presets of its shape
+    key = next((key for key in keys if names & _config_models()[key]), None)
     return config(te_version=p.te_version) if key is None else config(*key, te_version=p.te_version)
 
 

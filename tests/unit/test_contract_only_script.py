@@ -65,3 +65,19 @@ def test_no_matching_row_is_refused_before_the_header(contract_only, capsys):
     out, err = capsys.readouterr()
     assert exit_.value.code == 2 and out == ""
     assert err.strip().splitlines()[-1].endswith("no calibration or held-out row's scenario name contains nosuchrow")
+
+
+def test_attribute_prints_the_twins_step_time_with_each_key_put_back(contract_only, capsys):
+    """--attribute: the twin's and the bundled step time, one line per dropped key (the twin with it alone put back),
+    and the sum of the one-key changes. On a row whose every dropped key states its default all changes are zero
+    and the bundled step time is the twin's."""
+    assert contract_only.main(["--attribute", "nemo2409-llama31-8b-8-h100-bf16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.split()[1:2] == ["nemo2409-llama31-8b-8-h100-bf16"])
+    keys = lines[row].split("  ")[-1].split(", ")
+    twin_line, *key_lines, total_line = lines[row + 1:]
+    twin_s, bundled_s = float(twin_line.split()[4]), float(twin_line.split()[7])
+    assert twin_s == pytest.approx(bundled_s, rel=1e-12)
+    assert [line.split()[1] for line in key_lines] == keys
+    assert all(float(line.split()[2]) == pytest.approx(twin_s, rel=1e-12) for line in key_lines)
+    assert total_line.split()[:5] == ["sum", "of", "the", "one-key", "changes"]
