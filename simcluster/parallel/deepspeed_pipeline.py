@@ -2,12 +2,14 @@
 step, as in DeepSpeed 0.5-0.7 (2021-2022, MT-NLG 530B and BLOOM 176B), where it differs from Megatron-LM's schedule.
 
 What the engine keeps from the Megatron model: the order of the passes (``TrainSchedule``, deepspeed/runtime/pipe/
-schedule.py, is 1F1B without interleaving: stage s runs pp - s forwards before its first backward, then alternates,
-the same order as ``schedules.pipeline_order``), blocking sends (``p2p.send``/``p2p.recv`` are ``dist.broadcast``
-within a two-rank group, async_op=False), the activations split over the tensor-parallel ranks and all-gathered on
-the receiver (``is_pipe_partitioned = is_grad_partitioned = is_model_parallel``: ``PartitionedTensor``, the
-``p2p_scatter_gather`` path), gradients reduced after the last microbatch (the schedule's ``ReduceTiedGrads``,
-``ReduceGrads``, ``OptimizerStep`` at its last step: nothing overlaps them, ``overlap_grad_reduce: false``).
+schedule.py, is 1F1B without interleaving: stage s runs pp - s forwards before its first backward, then alternates, the
+same order as ``schedules.pipeline_order``; the engine's timeline is that of an event-level replay of TrainSchedule's
+instruction stream, ``parallel.deepspeed_schedule``: no bubble beyond 1F1B's), blocking sends (``p2p.send``/``p2p.recv``
+are ``dist.broadcast`` within a two-rank group, async_op=False), the activations split over the tensor-parallel ranks
+and all-gathered on the receiver (``is_pipe_partitioned = is_grad_partitioned = is_model_parallel``:
+``PartitionedTensor``, the ``p2p_scatter_gather`` path), gradients reduced after the last microbatch (the schedule's
+``ReduceTiedGrads``, ``ReduceGrads``, ``OptimizerStep`` at its last step: nothing overlaps them, ``overlap_grad_reduce:
+false``).
 
 What this module adds to the plan (``apply``):
 
