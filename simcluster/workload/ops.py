@@ -229,28 +229,35 @@ def wgrad_output_bytes(shard: Shard) -> float | None:
     """HBM bytes per weight element of a weight-gradient GEMM's output under gradient-accumulation fusion
     (``Shard.main_grad_bytes`` > 0; None without it: the 16-bit gradient written once, ``_gemm``'s default).
 
-    The GEMM accumulates into the parameter's ``main_grad`` in place, C = D = main_grad with beta = 1, so its epilogue
-    READS and WRITES the main gradient at its width (fp32: 4 + 4 bytes an element) instead of writing a 16-bit output:
-    - Megatron-LM / Megatron-Core's own linears (the output layer; Megatron-LM 2022's every linear):
-      megatron/core/tensor_parallel/layers.py ``LinearWithGradAccumulationAndAsyncCommunication.backward``, with
-      ``ctx.gradient_accumulation_fusion``: ``fused_weight_gradient_mlp_cuda.wgrad_gemm_accum_fp32(total_input,
-      grad_output, weight.main_grad)`` when main_grad is fp32, ``wgrad_gemm_accum_fp16`` when it is bf16/fp16 (NVIDIA/
-      Megatron-LM core_r0.8-r0.13; megatron/model/... 2022); apex csrc/megatron/fused_weight_gradient_dense_cuda.cu
-      runs ``gemmex_wrapper(..., &alpha, ..., &beta, d_weight, ...)`` with alpha = beta = 1.0: cuBLAS reads C.
+    The GEMM accumulates into the parameter's ``main_grad`` in place, D = C + A B with C = D = main_grad, so its
+    epilogue READS and WRITES the main gradient at its width (fp32: 4 + 4 bytes an element) instead of writing a 16-bit
+    output once. One rule for every linear Megatron builds (dense, MoE experts, MLA, MTP, the output layer):
+    - Megatron's own linears (the output layer; every linear of Megatron-LM 2022): NVIDIA/Megatron-LM
+      megatron/core/tensor_parallel/layers.py ``LinearWithGradAccumulationAndAsyncCommunication.backward`` (read at
+      000c4ac): with ``ctx.gradient_accumulation_fusion``, ``fused_weight_gradient_mlp_cuda.wgrad_gemm_accum_fp32(
+      total_input, grad_output, weight.main_grad)`` for an fp32 main_grad, ``wgrad_gemm_accum_fp16`` for bf16/fp16;
+      NVIDIA/apex csrc/megatron/fused_weight_gradient_dense_cuda.cu (27017a4) ``wgrad_gemm_accum_fp32_cuda``:
+      cublasGemmEx into the fp32 d_weight with ``alpha = 1.0, beta = 1.0``, on every call.
     - Transformer Engine's layers, which Megatron-Core builds with ``fuse_wgrad_accumulation=
-      config.gradient_accumulation_fusion`` (megatron/core/extensions/transformer_engine.py TELinear,
-      TELayerNormColumnParallelLinear, TEGroupedLinear): transformer_engine/pytorch/module/linear.py (and
-      layernorm_linear.py, layernorm_mlp.py) backward: ``general_gemm(..., out_dtype=main_grad.dtype,
-      accumulate=accumulate_wgrad_into_param_main_grad, out=main_grad)``; grouped_linear.py ``_GroupedLinear.backward``:
-      ``wgrad_list = main_grads``, ``general_grouped_gemm(..., wgrad_list, ..., accumulate=...)``. TE overwrites
-      instead only for a weight marked ``overwrite_main_grad`` (Megatron-FSDP's), not Megatron-Core's DDP.
-    Every microbatch reads and writes it: Megatron's DDP zeroes main_grad once per step (``zero_grad_buffer``) and the
-    first microbatch accumulates into the zeros like the others (no beta = 0 pass for it).
+      config.gradient_accumulation_fusion`` (megatron/core/extensions/transformer_engine.py: TELinear,
+      TELayerNormColumnParallelLinear, TEGroupedLinear): transformer_engine/pytorch/module/linear.py (TE 2.x)
+      ``_Linear.backward``: ``general_gemm(..., out_dtype=main_grad.dtype, accumulate=
+      accumulate_wgrad_into_param_main_grad, layout="NT", out=main_grad)``; grouped_linear.py the same per expert
+      (``wgrad_list = main_grads``, ``general_grouped_gemm``). TE overwrites instead (beta = 0, main_grad written once)
+      for a weight marked ``overwrite_main_grad`` (Megatron-FSDP's, which runs without the fusion here) and when the
+      forward was told ``is_first_microbatch=True`` (``accumulate = fuse_wgrad_accumulation and not
+      ctx.is_first_microbatch``): Megatron-Core's schedule sets that flag at a step's first microbatch of each model
+      chunk (schedules.py forward_step: ``model.set_is_first_microbatch()``), in recent Megatron-Core only with fp8 or
+      fp4 (transformer/module.py MegatronModule.set_is_first_microbatch, read at 00c51e1; bf16 runs accumulate on
+      every microbatch). Not modelled: one microbatch of the step's M per chunk writes main_grad once instead of
+      reading and writing it, at most main_grad_bytes / M per weight element and microbatch on average, and only on a
+      GEMM bound by its bytes (docs/calibration.md, "Round 17: the weight-gradient GEMM's fp32 accumulation").
+    Megatron's DDP zeroes main_grad once per step (``zero_grad_buffer``), so accumulating microbatches all read it.
 
     The bytes are the weights' own, whatever the rows: with few rows (grouped expert GEMMs: 16 local experts of 512
     rows on a TP 4 rank) the wgrad GEMM is bound by them, not by its FLOP (fc1 of Qwen3-235B: 4096 x 3072 x 8 B =
-    101 MB against 12.9 GFLOP, 30 us of HBM against 18 us of tensor cores on H100); the dense layers' are
-    compute-bound at their token counts but for short sequences or small micro-batches."""
+    101 MB against 12.9 GFLOP, 30 us of HBM against 18 us of tensor cores on H100); the dense layers' GEMMs stay
+    compute-bound at their token counts (thousands of rows a GEMM)."""
     return 2 * shard.main_grad_bytes if shard.main_grad_bytes else None
 
 
