@@ -244,7 +244,7 @@ def wgrad_output_bytes(shard: Shard) -> float | None:
       ``_Linear.backward``: ``general_gemm(..., out_dtype=main_grad.dtype, accumulate=
       accumulate_wgrad_into_param_main_grad, layout="NT", out=main_grad)``; grouped_linear.py the same per expert
       (``wgrad_list = main_grads``, ``general_grouped_gemm``). TE overwrites instead (beta = 0, main_grad written once)
-      for a weight marked ``overwrite_main_grad`` (Megatron-FSDP's, which runs without the fusion here) and when the
+      for a weight marked ``overwrite_main_grad`` (Megatron-FSDP's: not told apart here, see docs) and when the
       forward was told ``is_first_microbatch=True`` (``accumulate = fuse_wgrad_accumulation and not
       ctx.is_first_microbatch``): Megatron-Core's schedule sets that flag at a step's first microbatch of each model
       chunk (schedules.py forward_step: ``model.set_is_first_microbatch()``), in recent Megatron-Core only with fp8 or
