@@ -67,8 +67,8 @@ def layer_terms(scenario) -> tuple[dict[str, float], int, int]:
 
 def expert_wgrad_roofline(scenario) -> tuple[float, float]:
     """(tensor-core time, HBM time) of one MoE layer-microbatch's grouped expert wgrad GEMMs on the busiest EP rank
-    (``moe.expert_wgrad``: with gradient-accumulation fusion the epilogue reads and writes the main gradient, whose
-    bytes are the weights', whatever the rows: few rows an expert make it HBM-bound)."""
+    (``ops.wgrad_output_bytes``: with gradient-accumulation fusion the epilogue reads and writes the main gradient,
+    whose bytes are the weights', whatever the rows: few rows an expert make it HBM-bound)."""
     p, m, gpu, t = scenario.parallelism, scenario.model, scenario.cluster.gpu, scenario.training
     shard = shard_for(scenario)
     load = moe.step_load(m, shard, p.ep, p.etp)

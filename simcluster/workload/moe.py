@@ -20,14 +20,12 @@ token dimension, batch = local experts). Model FLOP (MFU) count the balanced loa
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cache
 
 from simcluster.core import catalog
 from simcluster.core.token_routing import TokenRouting, cv_from_max_violation, cv_from_switch_balance
-from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import MoESpec, TransformerSpec
 from simcluster.workload import fp8_recipes, kernels, mla, mtp, ops
 from simcluster.workload.ops import (
@@ -177,7 +175,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     high = HIGH_PRECISION.get(shard.precision)
 
     # router: logits = x W_r (tokens x experts), then softmax and top-k over the experts
-    router_gemm = _Linear("router", math.ceil(routed), h, moe.experts, high)
+    router_gemm = _Linear("router", math.ceil(routed), h, moe.experts, high, main_grad=False)  # a torch GEMM
     scores = routed * moe.experts
     per_element = _constants()["router_flop_per_element"]
     router_act = _memory("router_topk", per_element * scores, 2 * scores * e)
@@ -214,7 +212,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     forward = [router_gemm.forward(shard), router_act]
     backward_input = [unpermute_bwd, down.dgrad(shard), act_bwd, up.dgrad(shard), permute_bwd, router_act_bwd,
                       router_gemm.dgrad(shard)]
-    backward_weight = [expert_wgrad(down, shard), expert_wgrad(up, shard), router_gemm.wgrad(shard)]
+    backward_weight = [down.wgrad(shard), up.wgrad(shard), router_gemm.wgrad(shard)]   # ops.wgrad_output_bytes
     quantizes = (fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose)
                  if shard.precision == "fp8" else 0)
     launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex, router=router)
@@ -244,28 +242,6 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     forward += forward_order(moe, permute, shared_forward, routed_forward, flex, ep, etp)
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward, standalone_norm=True,
                     act_recompute=(act,))
-
-
-def expert_wgrad(linear: _Linear, shard: Shard) -> Op:
-    """A grouped expert GEMM's weight gradient as Transformer Engine runs it with gradient-accumulation fusion
-    (Megatron-Core's default, ``Shard.main_grad_bytes`` > 0): each local expert's wgrad GEMM accumulates into the
-    parameter's ``main_grad`` buffer in place, C = D = main_grad with beta 1, so its epilogue READS and WRITES the
-    main gradient at its width (fp32 with fp32 gradient reduction) instead of writing a 16-bit output once
-    (NVIDIA/TransformerEngine transformer_engine/pytorch/module/grouped_linear.py, ``_GroupedLinear.backward``:
-    ``wgrad_list = main_grads`` when ``ctx.fuse_wgrad_accumulation``, then ``general_grouped_gemm(inputmats,
-    grad_output, wgrad_list, ..., layout="NT", accumulate=accumulate_wgrad_into_param_main_grad)``; Megatron-Core's
-    TEGroupedLinear passes ``fuse_wgrad_accumulation=config.gradient_accumulation_fusion``,
-    megatron/core/extensions/transformer_engine.py). The bytes are the expert weights' own, whatever the rows: with
-    few rows an expert (16 local experts of 512 rows on a TP 4 rank) the wgrad GEMM is bound by them, not by its
-    FLOP (fc1 of Qwen3-235B: 4096 x 3072 x 8 B = 101 MB against 12.9 GFLOP, 30 us of HBM against 18 us of tensor
-    cores on H100). The dense layers' wgrad GEMMs do the same, compute-bound at their token counts; ``ops._gemm``
-    charges them the 16-bit output (left to that module's owner)."""
-    op = linear.wgrad(shard)
-    if not shard.main_grad_bytes:
-        return op
-    output = op.batch * op.m * op.n
-    written = max(shard.gemm_bytes_per_element, BYTES_PER_ELEMENT["bf16"])    # what ops._gemm counted
-    return dataclasses.replace(op, hbm_bytes=op.hbm_bytes + output * (2 * shard.main_grad_bytes - written))
 
 
 def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:

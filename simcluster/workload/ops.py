@@ -137,7 +137,8 @@ class Shard:
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
-    main_grad_bytes: int = 0       # the main gradient's width a fused wgrad GEMM accumulates into; 0 unfused (moe.py)
+    main_grad_bytes: int = 0       # the main gradient's width a fused wgrad GEMM accumulates into; 0: it writes a
+    # fresh 16-bit gradient (no fusion, or a stack without main_grad: ``main_grad_bytes``, ``wgrad_output_bytes``)
 
     def __post_init__(self):
         assert self.attention in ATTENTION_KERNELS, self.attention
@@ -184,9 +185,22 @@ def shard_for(scenario: Scenario) -> Shard:
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
                  grad_accumulation_bytes=grad_accumulation.bytes_per_param(t.gradient_accumulation_fusion,
                                                                            p.grad_reduce_dtype),
-                 main_grad_bytes=BYTES_PER_ELEMENT[p.grad_reduce_dtype] if t.gradient_accumulation_fusion else 0,
+                 main_grad_bytes=main_grad_bytes(scenario),
                  # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
                  grad_accumulation_per_tensor=grad_accumulation.per_tensor(t.optimizer) and scenario.model.mla is None)
+
+
+def main_grad_bytes(scenario: Scenario) -> int:
+    """Width of the main gradient a weight-gradient GEMM accumulates into (``wgrad_output_bytes``), 0 where it writes
+    a fresh gradient: the fusion is Megatron's, so it needs ``training.gradient_accumulation_fusion`` on a stack whose
+    parameters carry Megatron's ``main_grad`` buffer (``Scenario.megatron_core``: Megatron-Core's and Megatron-LM
+    2022's DDP and optimizer). PyTorch FSDP/DDP stacks (torchtitan, llm-foundry, Megatron-LM 2021 with --DDP-impl
+    torch) and DeepSpeed's engine have no ``main_grad``: their wgrad GEMM writes ``.grad`` (16-bit), whatever
+    accumulation follows being theirs to count (grad_accumulation, deepspeed_pipeline). The width is the gradient
+    reduction's: Megatron-Core's DDP allocates main_grad in fp32 with grad_reduce_in_fp32, else in the parameters'
+    dtype (``parallelism.grad_reduce_dtype``)."""
+    fused = scenario.training.gradient_accumulation_fusion and scenario.megatron_core
+    return BYTES_PER_ELEMENT[scenario.parallelism.grad_reduce_dtype] if fused else 0
 
 
 def recompute_mode(activation_recompute: str, modules: tuple[str, ...]) -> str:
@@ -195,16 +209,56 @@ def recompute_mode(activation_recompute: str, modules: tuple[str, ...]) -> str:
     return "selective" if activation_recompute == "none" and CORE_ATTN in modules else activation_recompute
 
 
-def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, precision: str | None = None) -> Op:
+def _gemm(name: str, m: int, n: int, k: int, shard: Shard, batch: int = 1, precision: str | None = None,
+          output_bytes: float | None = None) -> Op:
     """C (m x n) = A (m x k) B (k x n): reads A and B, writes C (Narayanan et al. 2021 FLOP convention).
 
-    FP8 GEMMs read fp8 operands but write a 16-bit result (Transformer Engine), hence the output's own width.
+    FP8 GEMMs read fp8 operands but write a 16-bit result (Transformer Engine), hence the output's own width;
+    ``output_bytes``: HBM bytes per output element where the output is not written once in 16 bits (a weight gradient
+    accumulated into the main gradient, ``wgrad_output_bytes``).
     """
     bytes_per_element = BYTES_PER_ELEMENT[precision] if precision else shard.gemm_bytes_per_element
-    output_bytes = max(bytes_per_element, BYTES_PER_ELEMENT["bf16"])
+    if output_bytes is None:
+        output_bytes = max(bytes_per_element, BYTES_PER_ELEMENT["bf16"])
     hbm = batch * ((m * k + k * n) * bytes_per_element + m * n * output_bytes)
     return Op(name, "gemm", 2.0 * batch * m * n * k, float(hbm), m, n, k, batch, precision,
               block_scaled=precision is None and _block_scaled(shard))
+
+
+def wgrad_output_bytes(shard: Shard) -> float | None:
+    """HBM bytes per weight element of a weight-gradient GEMM's output under gradient-accumulation fusion
+    (``Shard.main_grad_bytes`` > 0; None without it: the 16-bit gradient written once, ``_gemm``'s default).
+
+    The GEMM accumulates into the parameter's ``main_grad`` in place, D = C + A B with C = D = main_grad, so its
+    epilogue READS and WRITES the main gradient at its width (fp32: 4 + 4 bytes an element) instead of writing a 16-bit
+    output once. One rule for every linear Megatron builds (dense, MoE experts, MLA, MTP, the output layer):
+    - Megatron's own linears (the output layer; every linear of Megatron-LM 2022): NVIDIA/Megatron-LM
+      megatron/core/tensor_parallel/layers.py ``LinearWithGradAccumulationAndAsyncCommunication.backward`` (read at
+      000c4ac): with ``ctx.gradient_accumulation_fusion``, ``fused_weight_gradient_mlp_cuda.wgrad_gemm_accum_fp32(
+      total_input, grad_output, weight.main_grad)`` for an fp32 main_grad, ``wgrad_gemm_accum_fp16`` for bf16/fp16;
+      NVIDIA/apex csrc/megatron/fused_weight_gradient_dense_cuda.cu (27017a4) ``wgrad_gemm_accum_fp32_cuda``:
+      cublasGemmEx into the fp32 d_weight with ``alpha = 1.0, beta = 1.0``, on every call.
+    - Transformer Engine's layers, which Megatron-Core builds with ``fuse_wgrad_accumulation=
+      config.gradient_accumulation_fusion`` (megatron/core/extensions/transformer_engine.py: TELinear,
+      TELayerNormColumnParallelLinear, TEGroupedLinear): transformer_engine/pytorch/module/linear.py (TE 2.x)
+      ``_Linear.backward``: ``general_gemm(..., out_dtype=main_grad.dtype, accumulate=
+      accumulate_wgrad_into_param_main_grad, layout="NT", out=main_grad)``; grouped_linear.py the same per expert
+      (``wgrad_list = main_grads``, ``general_grouped_gemm``). TE overwrites instead (beta = 0, main_grad written once)
+      for a weight marked ``overwrite_main_grad`` (Megatron-FSDP's: not told apart here, see docs) and when the
+      forward was told ``is_first_microbatch=True`` (``accumulate = fuse_wgrad_accumulation and not
+      ctx.is_first_microbatch``): Megatron-Core's schedule sets that flag at a step's first microbatch of each model
+      chunk (schedules.py forward_step: ``model.set_is_first_microbatch()``), in recent Megatron-Core only with fp8 or
+      fp4 (transformer/module.py MegatronModule.set_is_first_microbatch, read at 00c51e1; bf16 runs accumulate on
+      every microbatch). Not modelled: one microbatch of the step's M per chunk writes main_grad once instead of
+      reading and writing it, at most main_grad_bytes / M per weight element and microbatch on average, and only on a
+      GEMM bound by its bytes (docs/calibration.md, "Round 17: the weight-gradient GEMM's fp32 accumulation").
+    Megatron's DDP zeroes main_grad once per step (``zero_grad_buffer``), so accumulating microbatches all read it.
+
+    The bytes are the weights' own, whatever the rows: with few rows (grouped expert GEMMs: 16 local experts of 512
+    rows on a TP 4 rank) the wgrad GEMM is bound by them, not by its FLOP (fc1 of Qwen3-235B: 4096 x 3072 x 8 B =
+    101 MB against 12.9 GFLOP, 30 us of HBM against 18 us of tensor cores on H100); the dense layers' GEMMs stay
+    compute-bound at their token counts (thousands of rows a GEMM)."""
+    return 2 * shard.main_grad_bytes if shard.main_grad_bytes else None
 
 
 def _block_scaled(shard: Shard) -> bool:
@@ -226,6 +280,8 @@ class _Linear:
     out_features: int
     precision: str | None = None
     batch: int = 1  # a grouped GEMM: ``batch`` experts, ``tokens`` each
+    main_grad: bool = True  # its wgrad GEMM accumulates into main_grad under the fusion (``wgrad_output_bytes``):
+    # Megatron's and Transformer Engine's linears; False: a plain torch GEMM whose .grad a hook adds (the MoE router)
 
     def forward(self, shard: Shard) -> Op:
         return _gemm(self.name, self.tokens, self.out_features, self.in_features, shard, self.batch, self.precision)
@@ -236,9 +292,11 @@ class _Linear:
                                     self.precision), shard)
 
     def wgrad(self, shard: Shard) -> Op:
-        """dW (in x out) = X^T (in x tokens) dY (tokens x out)."""
+        """dW (in x out) = X^T (in x tokens) dY (tokens x out), its output accumulated into the main gradient under
+        gradient-accumulation fusion (``wgrad_output_bytes``)."""
+        output_bytes = wgrad_output_bytes(shard) if self.main_grad else None
         return self._backward(_gemm(self.name, self.in_features, self.out_features, self.tokens, shard, self.batch,
-                                    self.precision), shard)
+                                    self.precision, output_bytes), shard)
 
     def _backward(self, op: Op, shard: Shard) -> Op:
         """A backward GEMM, with the split accumulator where its precision takes one (SPLIT_ACCUMULATOR_PRECISIONS)."""
