@@ -103,3 +103,23 @@ def test_only_transformer_engine_layer_specs_charge_module_calls(name, te):
     """Transformer Engine came after Korthikanti et al.'s 2022 Megatron-LM, which ran on Megatron-Core's pipeline
     engine and optimizer in this model but with its own ParallelAttention (naive attention core)."""
     assert host_dispatch.transformer_engine_layers(config.load(name)) is te
+
+
+def test_the_ep_overlaps_mlp_sub_stage_carries_its_expert_modules_host_time():
+    """With ``ep_overlap`` the MLP node's host side includes its TEGroupedMLP calls (fc1, fc2: two module calls
+    each way): tiny expert GEMMs are host-bound, so the MLP sub-stage is their dispatch plus two excesses, and the
+    attention sub-stage is the layer's time less it. Fails if the sub-stage drops the phases (plain dispatch)."""
+    from types import SimpleNamespace
+
+    from simcluster.parallel import plan
+
+    gpu, host = hardware.gpu("h100-sxm"), kernels.host_model()
+    shard = dataclasses.replace(shard_for(scenario()), precision="bf16")
+    experts = [_gemm("expert_up", 8, 64, 64, shard), _gemm("expert_down", 8, 64, 64, shard)]
+    mlp = SimpleNamespace(forward=experts, backward_input=experts, backward_weight=[])
+    layer = kernels.StreamTime(device_s=1.0)   # a layer far longer than its MLP
+    stages = plan._ep_substages(mlp, layer, layer, gpu, "bf16", te=True)
+    for phase, backward in (("forward", False), ("backward", True)):
+        expected = 2 * host.dispatch_s + 2 * host_dispatch.module_excess_s("bf16", backward)
+        assert stages[phase][1] == pytest.approx(expected, rel=1e-9)
+        assert sum(stages[phase]) == pytest.approx(layer.elapsed_s(), rel=1e-12)
