@@ -45,13 +45,19 @@ def op_class(op) -> str:
     return "other memory-bound"
 
 
+def busiest_moe_block(scenario):
+    """The plan's MoE block (``moe.moe_block`` at the busiest EP rank's ``step_load``) and the shard it is built on."""
+    p, m, t = scenario.parallelism, scenario.model, scenario.training
+    shard = shard_for(scenario)
+    load = moe.step_load(m, shard, p.ep, p.etp)
+    return moe.moe_block(m, shard, p.ep, p.etp, load, t.moe_cuda_graphs, p.moe_dispatcher, moe.Router.of(t)), shard
+
+
 def layer_terms(scenario) -> tuple[dict[str, float], int, int]:
     """Seconds by class, device kernels and host-only launches (grouped-GEMM GEMMs on the other streams, host
     dispatch only: ``moe.host_launches``) of one MoE layer, one microbatch, on the busiest EP rank."""
-    p, m, gpu, t = scenario.parallelism, scenario.model, scenario.cluster.gpu, scenario.training
-    shard = shard_for(scenario)
-    load = moe.step_load(m, shard, p.ep, p.etp)
-    block = moe.moe_block(m, shard, p.ep, p.etp, load, t.moe_cuda_graphs, p.moe_dispatcher, moe.Router.of(t))
+    m, gpu, t = scenario.model, scenario.cluster.gpu, scenario.training
+    block, shard = busiest_moe_block(scenario)
     out: dict[str, float] = defaultdict(float)
     count = host_only = 0
     for ops in layer_ops(m, shard, block).values():
@@ -69,11 +75,9 @@ def expert_wgrad_roofline(scenario) -> tuple[float, float]:
     """(tensor-core time, HBM time) of one MoE layer-microbatch's grouped expert wgrad GEMMs on the busiest EP rank
     (``ops.wgrad_output_bytes``: with gradient-accumulation fusion the epilogue reads and writes the main gradient,
     whose bytes are the weights', whatever the rows: few rows an expert make it HBM-bound)."""
-    p, m, gpu, t = scenario.parallelism, scenario.model, scenario.cluster.gpu, scenario.training
-    shard = shard_for(scenario)
-    load = moe.step_load(m, shard, p.ep, p.etp)
-    block = moe.moe_block(m, shard, p.ep, p.etp, load, t.moe_cuda_graphs, p.moe_dispatcher, moe.Router.of(t))
-    times = [kernels.roofline_s(op, gpu, t.precision) for op in block.backward_weight if op_class(op) ==
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    block, _ = busiest_moe_block(scenario)
+    times = [kernels.roofline_s(op, gpu, precision) for op in block.backward_weight if op_class(op) ==
              "grouped expert GEMMs"]
     return sum(c for c, _ in times), sum(b for _, b in times)
 

@@ -28,6 +28,7 @@ from simcluster.workload import (
     composer_adamw,
     fp8_params,
     fp8_recipes,
+    host_dispatch,
     interference,
     kernels,
     megatron_fp16_step,
@@ -231,7 +232,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     embed = embedding_ops(m, shard)
     output = output_ops(m, shard)
     deferred_wgrads = deferred_output_wgrads(scenario)
-    te = scenario.megatron_core   # Megatron-Core's Transformer Engine layer spec (workload.host_dispatch)
+    te = host_dispatch.transformer_engine_layers(scenario)   # their module calls' host time
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision, te)
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision, te)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
@@ -246,7 +247,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision, te)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision, te)
     ep_per_layer = expert_parallel_per_layer(scenario)
-    ep_substages = _ep_substages(moe_mlp, moe_fwd, moe_bwd, gpu, precision) if p.ep_overlap and m.moe else {}
+    ep_substages = _ep_substages(moe_mlp, moe_fwd, moe_bwd, gpu, precision, te) if p.ep_overlap and m.moe else {}
     etp_per_layer = expert_tensor_parallel_per_layer(scenario)
     ep_bytes = dispatch_bytes(scenario)
 
@@ -427,15 +428,17 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
 ATTENTION_NODE_MOE_OPS = frozenset({"router", "router_topk", "permute"})
 
 
-def _ep_substages(mlp, moe_fwd, moe_bwd, gpu, precision: str) -> dict[str, tuple[float, float]]:
+def _ep_substages(mlp, moe_fwd, moe_bwd, gpu, precision: str, te: bool = False) -> dict[str, tuple[float, float]]:
     """One MoE layer's (attention, MLP) sub-stages per phase for ``ep_overlap``: the MLP the MoE block's kernels
     but the router's and the permutation's (``ATTENTION_NODE_MOE_OPS``), the attention the rest of the layer
-    (recompute counted in the backward)."""
-    def expert_s(ops) -> float:
-        return kernels.stream_time([op for op in ops if op.name not in ATTENTION_NODE_MOE_OPS], gpu,
-                                   precision).elapsed_s()
+    (recompute counted in the backward); ``te``: Transformer Engine layers, whose expert modules' host time
+    (``_phase_stream``) goes with the MLP."""
+    def expert_s(phases: tuple[str, ...]) -> float:
+        ops = {phase: [op for op in getattr(mlp, phase) if op.name not in ATTENTION_NODE_MOE_OPS]
+               for phase in phases}
+        return _phase_stream(ops, phases, gpu, precision, te).elapsed_s()
 
-    mlp_s = {"forward": expert_s(mlp.forward), "backward": expert_s(mlp.backward_input + mlp.backward_weight)}
+    mlp_s = {"forward": expert_s(("forward",)), "backward": expert_s(("backward_input", "backward_weight"))}
     layer_s = {"forward": moe_fwd.elapsed_s(), "backward": moe_bwd.elapsed_s()}
     return {phase: (max(0.0, layer_s[phase] - mlp_s[phase]), min(mlp_s[phase], layer_s[phase])) for phase in mlp_s}
 

@@ -2,8 +2,10 @@
 
 Megatron-Core fuses the accumulation into the weight-gradient GEMM by default: Transformer Engine's wgrad GEMM adds
 into the parameter's ``main_grad`` buffer in its epilogue (``gradient_accumulation_fusion``, TE ``fuse_wgrad_
-accumulation``), which ``ops`` counts as the GEMM's output. Without it the GEMM writes a fresh 16-bit ``weight.grad``
-and the data-parallel wrapper's backward hook adds it to the main gradient, ``param.main_grad.add_(param.grad)``
+accumulation``), counted as the GEMM's output: for the dense layers one write of the 16-bit output (``ops``), for
+the grouped expert wgrads a read and a write of the main gradient at its width (``moe.expert_wgrad``). Without it
+the GEMM writes a fresh 16-bit ``weight.grad`` and the data-parallel wrapper's backward hook adds it to the main
+gradient, ``param.main_grad.add_(param.grad)``
 (megatron/core/distributed/distributed_data_parallel.py and Megatron-FSDP's param-and-grad buffer hooks): one more
 elementwise kernel per microbatch that reads the 16-bit gradient and the main gradient and writes the main gradient,
 whose dtype is the reduction's (fp32 with grad_reduce_in_fp32, else the parameters' bf16). Megatron-Bridge's NeMo 25.11

@@ -14,6 +14,15 @@ The excess per call, from efficiency.yaml ``host_overhead.te_module`` (each valu
     fp8:   dispatch x (linear_over_torch x fp8_over_bf16 - 2)   its input quantize and the GEMM
     backward: forward's x backward_over_forward
 
+The fp8 row subtracts the 2 launches of the measured te.Linear forward (TransformerEngine#761: its input quantize and
+the GEMM), not the launches this model issues per module, which it charges at dispatch_s apiece on their own ops:
+one GEMM per module plus the phase's quantize kernels (``fp8_recipes.quantize_kernels``), which are one fused
+``fp8_cast`` over every quantized operand of the phase for delayed scaling and MXFP8 (a fraction of a launch per
+module), and an amax pass and a cast per tensor (the norm-fed ones without the amax) for current scaling. So per fp8
+module the host side is low by up to one dispatch (13.5 us on the x86 host, against the fp8 excess of 46 us) for
+the fused recipes, and for current scaling right where the norm computed the amax and high by one dispatch
+elsewhere: an approximation within the uncertainty of fp8_over_bf16 (a lower bound, "more than 2x").
+
 Which ops stand for a module call is Megatron-Core's Transformer Engine layer spec (megatron/core/models/gpt/
 gpt_layer_specs.py ``get_gpt_layer_with_transformer_engine_spec``): TELayerNormColumnParallelLinear (linear_qkv,
 linear_fc1), TEDotProductAttention (core_attention), TERowParallelLinear (linear_proj, linear_fc2); multi-latent
@@ -21,8 +30,17 @@ attention's TELinear / TELayerNormColumnParallelLinear projections; the MoE laye
 call for fc1, one for fc2, whatever the expert count) and its shared experts' TE linears. A module's backward is one
 autograd call that issues the input-gradient and the weight-gradient GEMMs: counted on the input-gradient phase.
 The output layer (Megatron's ColumnParallelLinear), embeddings, norms outside modules, activations, residuals and
-the optimizer are plain PyTorch ops: the torch-level dispatch alone. Stacks without Transformer Engine (PyTorch-native
-torchtitan and llm-foundry, Megatron-LM 2020-21, DeepSpeed) have no module excess.
+the optimizer are plain PyTorch ops: the torch-level dispatch alone. Stacks without Transformer Engine layers
+(``transformer_engine_layers``) have no module excess.
+
+CUDA graphs replay a captured module without its Python, so a graphed module has no excess. Megatron-Core's
+``--cuda-graph-scope moe_router moe_preprocess`` (``training.moe_cuda_graphs``) captures the router and the EP
+preprocess, plain PyTorch ops here (no excess to remove), and the shared experts up to the router only where they do
+not overlap the EP communication: the one bundled case with shared experts and the graphs, DeepSeek-V3 on NeMo 25.11
+(nemo2511-deepseek-v3-*-gb*), has its provider overlap the shared expert (the scenario's source), so its shared
+experts run eager and keep their excess. Whole-iteration graphs (the nemo2511-llama3-8b-8-* presets' cuda_graph_impl
+local, full_iteration) are not modelled, like their per-kernel dispatch: their blocks are device-bound with or without
+the excess (step times identical without it, checked round 17).
 """
 
 from __future__ import annotations
@@ -48,12 +66,20 @@ def _constants() -> dict:
     return catalog.load("efficiency")["host_overhead"]
 
 
-def module_excess_s(precision: str, backward: bool, dispatch_s: float | None = None) -> float:
+def transformer_engine_layers(scenario) -> bool:
+    """Whether ``scenario``'s layers are Megatron-Core's Transformer Engine layer spec: Megatron-Core
+    (``Scenario.megatron_core``) but not the 2022 Megatron-LM layer of Korthikanti et al. (its own ParallelAttention,
+    ``training.attention: naive``, before Transformer Engine existed). Not told apart by any key: Meta's stack of
+    llama3-405b-*-published, charged as Transformer Engine layers (device-bound: the same step time either way)."""
+    return scenario.megatron_core and scenario.training.attention != "naive"
+
+
+def module_excess_s(precision: str, backward: bool) -> float:
     """CPU time of one Transformer Engine module call beyond the torch-level dispatch of its kernels, on the x86 host
     of ``HostModel.dispatch_s`` (efficiency.yaml host_overhead.te_module)."""
     table = _constants()
     te = table["te_module"]
-    dispatch = table["dispatch_s"] if dispatch_s is None else dispatch_s
+    dispatch = table["dispatch_s"]
     if precision == "fp8":
         forward = dispatch * (te["linear_over_torch"] * te["fp8_over_bf16"] - 2)
     else:

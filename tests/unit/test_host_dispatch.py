@@ -45,13 +45,13 @@ def test_a_te_linear_forward_takes_the_published_cpu_time_on_grace(host_of, publ
         assert block.host_bound_s() == pytest.approx(cpu_s, rel=1e-12)
 
 
-def test_an_fp8_te_linear_forward_costs_the_host_twice_the_bf16_one():
-    """TransformerEngine#761: scheduling an FP8 te.Linear takes over twice the BF16 one's CPU time (the model: 2x,
-    the quantize's launch included)."""
+def test_an_fp8_te_linear_forward_costs_the_host_at_least_twice_the_bf16_one():
+    """TransformerEngine#761: scheduling an FP8 te.Linear takes "more than 2x" the BF16 one's CPU time, its input
+    quantize's launch included (a lower bound: the issue's GPU idled). Fails if the fp8 excess drops the quantize's
+    launch or the TE/torch ratio."""
     gpu = hardware.gpu("h100-sxm")
     bf16, fp8 = (kernels.stream_time(_linear(p), gpu, p, "forward").host_bound_s() for p in ("bf16", "fp8"))
-    assert fp8 / bf16 == pytest.approx(2.0, rel=1e-9)
-    assert bf16 * 1e6 == pytest.approx(13.5 * 2.71, rel=1e-9)
+    assert fp8 / bf16 >= 2.0 - 1e-9
 
 
 def test_plain_pytorch_ops_keep_the_torch_level_dispatch():
@@ -93,3 +93,33 @@ def test_after_a_host_sync_a_module_calls_excess_is_exposed():
     te = kernels.stream_time(ops, gpu, "bf16", "forward")
     assert plain.stall_s == pytest.approx(host.dispatch_s, rel=1e-9)
     assert te.stall_s - plain.stall_s == pytest.approx(host_dispatch.module_excess_s("bf16", False), rel=1e-9)
+
+
+@pytest.mark.parametrize(("name", "te"), [("nemo2409-gpt3-175b-128-h100-bf16", True),
+                                          ("korthikanti2022-175b-a100", False),   # Megatron-LM 2022's own layer
+                                          ("megatron-1.2b-a100-node", False),     # Megatron-LM 2021
+                                          ("torchtitan-llama31-8b-8-h100-fp8-32k", False)])
+def test_only_transformer_engine_layer_specs_charge_module_calls(name, te):
+    """Transformer Engine came after Korthikanti et al.'s 2022 Megatron-LM, which ran on Megatron-Core's pipeline
+    engine and optimizer in this model but with its own ParallelAttention (naive attention core)."""
+    assert host_dispatch.transformer_engine_layers(config.load(name)) is te
+
+
+def test_the_ep_overlaps_mlp_sub_stage_carries_its_expert_modules_host_time():
+    """With ``ep_overlap`` the MLP node's host side includes its TEGroupedMLP calls (fc1, fc2: two module calls
+    each way): tiny expert GEMMs are host-bound, so the MLP sub-stage is their dispatch plus two excesses, and the
+    attention sub-stage is the layer's time less it. Fails if the sub-stage drops the phases (plain dispatch)."""
+    from types import SimpleNamespace
+
+    from simcluster.parallel import plan
+
+    gpu, host = hardware.gpu("h100-sxm"), kernels.host_model()
+    shard = dataclasses.replace(shard_for(scenario()), precision="bf16")
+    experts = [_gemm("expert_up", 8, 64, 64, shard), _gemm("expert_down", 8, 64, 64, shard)]
+    mlp = SimpleNamespace(forward=experts, backward_input=experts, backward_weight=[])
+    layer = kernels.StreamTime(device_s=1.0)   # a layer far longer than its MLP
+    stages = plan._ep_substages(mlp, layer, layer, gpu, "bf16", te=True)
+    for phase, backward in (("forward", False), ("backward", True)):
+        expected = 2 * host.dispatch_s + 2 * host_dispatch.module_excess_s("bf16", backward)
+        assert stages[phase][1] == pytest.approx(expected, rel=1e-9)
+        assert sum(stages[phase]) == pytest.approx(layer.elapsed_s(), rel=1e-12)

@@ -42,11 +42,6 @@ def test_critical_path_closed_form(rows, name):
     v = p.virtual_stages or 1 if p.pp > 1 else 1
     assert f["microbatches"] == m and f["vp"] == v
     assert f["crit_blocks"] == 2 * (m * v + p.pp - 1)
-    host = kernels.host_model()
-    assert f["gap_ms"] == pytest.approx(f["crit_kernels"] * host.kernel_gap_s * 1e3)
-    assert f["pipe_ms"] == pytest.approx(f["crit_blocks"] * host.pipeline_step_s * 1e3 if p.pp > 1 else 0.0)
-    assert f["mean_kernel_us"] == pytest.approx(f["device_ms_per_block"] * 1e3 / f["kernels_per_block"])
-    assert f["tokens_per_microbatch"] == t.seq_len * t.micro_batch_size / p.cp
 
 
 def test_pipelined_row_numbers(rows):
@@ -54,6 +49,7 @@ def test_pipelined_row_numbers(rows):
     assert (f["microbatches"], f["vp"], f["pp"]) == (32, 20, 4)
     assert f["crit_blocks"] == 2 * (32 * 20 + 3)
     assert f["pipe_ms"] == pytest.approx(1286 * kernels.host_model().pipeline_step_s * 1e3)
+    assert rows[DP_ROW]["pipe_ms"] == 0.0   # pp 1: no pipeline step charged
 
 
 def test_shares_follow_the_summary(rows):
@@ -61,7 +57,6 @@ def test_shares_follow_the_summary(rows):
     f = rows[DP_ROW]
     step = summary["step_time_s"]
     assert f["step_s"] == pytest.approx(step, rel=1e-12)
-    assert f["compute_share"] == pytest.approx(summary["compute_s"] / step)
     assert sum(f[f"exposed_{axis}_share"] for axis in ("tp", "cp", "pp", "dp", "ep")) == pytest.approx(
         f["exposed_share"])
     assert f["gemm_share"] + f["attention_share"] + f["memory_share"] == pytest.approx(1.0)
@@ -80,7 +75,6 @@ def test_missing_time_follows_the_error(residuals, rows, tmp_path):
     # simulated 5% faster than published: the published step is 1.05 x the simulated one, the simulation lacks time
     assert row["published_s"] == pytest.approx(1.05 * f["step_s"])
     assert row["missing_ms"] == pytest.approx(0.05 * f["step_s"] * 1e3)
-    assert row["gap_us_needed"] == pytest.approx(row["missing_ms"] * 1e3 / f["crit_kernels"])
 
 
 def test_spearman_closed_forms(residuals):

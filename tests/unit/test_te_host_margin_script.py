@@ -23,3 +23,9 @@ def test_a_te_run_adds_its_module_calls_and_a_2021_run_does_not(margin):
     assert headroom * layers == pytest.approx(device - host, rel=1e-12)
     _, _, torch_2021, host_2021, _, _ = margin.margins("megatron-1.2b-a100-node")
     assert host_2021 == pytest.approx(torch_2021, rel=1e-12)
+
+
+def test_a_bad_scenario_name_is_one_line_and_exit_2(margin, capsys):
+    assert margin.main(["no-such-scenario"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: SCENARIO")
