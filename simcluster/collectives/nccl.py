@@ -212,21 +212,26 @@ def wire_factor(algorithm: str, protocol: str, label: str, gpu=None, ppn: float 
 # ---- NCCL-style selection ----------------------------------------------------------------------------------
 
 
+# The ring collectives of NCCL 2.23+'s "ppn=1 latencies are fully exposed" rule (tuning.cc's ring branch for
+# allreduce, reduce-scatter and all-gather; broadcast/reduce chains and the all-to-all are priced apart)
+EXPOSED_RING_OPS = ("allreduce", "reduce_scatter", "all_gather")
+
+
 def ring_latency_s(op: str, n: int, nodes: int, protocol: str, for_choice: bool = False) -> tuple[float, float]:
     """NCCL's ring latency: (per-collective base, mean per-step latency).
 
     tuning.cc: latency = baseLat + (nsteps - nInterSteps) * intraLat + nInterSteps * interLat, with
     nsteps = 2(n-1) for allreduce, n-1 for reduce-scatter/all-gather, and nInterSteps the same with nodes for
     n. We spread the step part evenly over the steps (each step of a multi-node ring crosses nodes somewhere).
-    A ring of one GPU per node (n == nodes > 1) pays the Tree row's network latency a network step in the run
-    ("With ppn=1 latencies are fully exposed", NCCL 2.23+); ``for_choice``: NCCL 2.18-2.21's estimate, the Ring
-    row's (nccl.yaml ``protocols``, ``tree``).
+    A ring allreduce/reduce-scatter/all-gather of one GPU per node (n == nodes > 1) pays the Tree row's network
+    latency a network step in the run ("With ppn=1 latencies are fully exposed", NCCL 2.23+); ``for_choice``: NCCL
+    2.18-2.21's estimate, the Ring row's (nccl.yaml ``protocols``, ``tree``).
     """
     proto = constants()["protocols"][protocol]
     steps = ring_steps(op, n)
     inter = ring_steps(op, nodes) if nodes > 1 else 0
     network = proto["network_step_latency_s"]
-    if not for_choice and nodes > 1 and n == nodes:
+    if not for_choice and nodes > 1 and n == nodes and op in EXPOSED_RING_OPS:
         network = constants()["tree"]["network_step_latency_s"][protocol]
     total = (steps - inter) * proto["nvlink_step_latency_s"] + inter * network
     return proto["base_latency_s"], total / max(steps, 1)
