@@ -140,26 +140,29 @@ def link_family(kind: str) -> str:
     return "network"
 
 
-def protocol_fraction(algorithm: str, protocol: str, ppn: float | None = None) -> float:
-    """The payload fraction of ``protocol`` (LL 0.5, LL128 0.92, Simple 1); a ring whose group has fewer than 2
-    GPUs per node (``ppn`` = ranks / nodes < 2) runs LL128 at 0.7 (NCCL's tuning.cc of 2.7 to 2.21, nccl.yaml)."""
+def protocol_fraction(algorithm: str, protocol: str, ppn: float | None = None, for_choice: bool = False) -> float:
+    """The payload fraction of ``protocol`` (LL 0.5, LL128 0.92, Simple 1), what a run moves whatever ppn (NCCL
+    2.23+'s revised model, nccl.yaml ``protocols``). ``for_choice``: the fraction NCCL 2.18-2.21's tuning model
+    prices when it chooses, where a ring whose group has fewer than 2 GPUs per node (``ppn`` = ranks / nodes < 2)
+    runs LL128 at 0.7."""
     proto = constants()["protocols"][protocol]
-    if algorithm == "ring" and ppn is not None and ppn < 2:
+    if for_choice and algorithm == "ring" and ppn is not None and ppn < 2:
         return proto["ring_fraction_below_2_per_node"]
     return proto["bandwidth_fraction"]
 
 
-def efficiency(algorithm: str, protocol: str, family: str, gpu=None, ppn: float | None = None) -> float:
+def efficiency(algorithm: str, protocol: str, family: str, gpu=None, ppn: float | None = None,
+               for_choice: bool = False) -> float:
     """Fraction of a ``family`` link's line rate a collective achieves with ``algorithm`` and ``protocol`` on
     ``gpu``'s NVLink generation (``nvlink_key``; None: the fallback, H100's), over a group of ``ppn`` GPUs per
-    node (None: not below 2).
+    node (None: not below 2); ``for_choice``: as NCCL's tuning model prices it (``protocol_fraction``).
 
     The product of the measured link efficiency (``efficiency_table``), the protocol's payload fraction
     (``protocol_fraction``) and, for trees, NCCL's tree cap (0.92 of the ring's busBw, tuning.cc).
     """
     table = efficiency_table(gpu)
     link = table.get(algorithm, table["default"])[family]
-    factor = link * protocol_fraction(algorithm, protocol, ppn)
+    factor = link * protocol_fraction(algorithm, protocol, ppn, for_choice)
     if algorithm == "tree":
         factor *= constants()["tree"]["bandwidth_fraction"]
     return factor
@@ -209,17 +212,28 @@ def wire_factor(algorithm: str, protocol: str, label: str, gpu=None, ppn: float 
 # ---- NCCL-style selection ----------------------------------------------------------------------------------
 
 
-def ring_latency_s(op: str, n: int, nodes: int, protocol: str) -> tuple[float, float]:
+# The ring collectives of NCCL 2.23+'s "ppn=1 latencies are fully exposed" rule (tuning.cc's ring branch for
+# allreduce, reduce-scatter and all-gather; broadcast/reduce chains and the all-to-all are priced apart)
+EXPOSED_RING_OPS = ("allreduce", "reduce_scatter", "all_gather")
+
+
+def ring_latency_s(op: str, n: int, nodes: int, protocol: str, for_choice: bool = False) -> tuple[float, float]:
     """NCCL's ring latency: (per-collective base, mean per-step latency).
 
     tuning.cc: latency = baseLat + (nsteps - nInterSteps) * intraLat + nInterSteps * interLat, with
     nsteps = 2(n-1) for allreduce, n-1 for reduce-scatter/all-gather, and nInterSteps the same with nodes for
     n. We spread the step part evenly over the steps (each step of a multi-node ring crosses nodes somewhere).
+    A ring allreduce/reduce-scatter/all-gather of one GPU per node (n == nodes > 1) pays the Tree row's network
+    latency a network step in the run ("With ppn=1 latencies are fully exposed", NCCL 2.23+); ``for_choice``: NCCL
+    2.18-2.21's estimate, the Ring row's (nccl.yaml ``protocols``, ``tree``).
     """
     proto = constants()["protocols"][protocol]
     steps = ring_steps(op, n)
     inter = ring_steps(op, nodes) if nodes > 1 else 0
-    total = (steps - inter) * proto["nvlink_step_latency_s"] + inter * proto["network_step_latency_s"]
+    network = proto["network_step_latency_s"]
+    if not for_choice and nodes > 1 and n == nodes and op in EXPOSED_RING_OPS:
+        network = constants()["tree"]["network_step_latency_s"][protocol]
+    total = (steps - inter) * proto["nvlink_step_latency_s"] + inter * network
     return proto["base_latency_s"], total / max(steps, 1)
 
 
@@ -339,14 +353,14 @@ def estimate_s(
         rate = nvlink_bytes_per_s * efficiency("nvls", protocol, "nvlink", gpu)
         return constants()["nvls_latency_s"] + size_bytes * (n + 1) / n / rate
     ppn = n / nodes if nodes else None
-    nvl = nvlink_bytes_per_s * efficiency(algorithm, protocol, "nvlink", gpu, ppn)
-    net = network_bytes_per_s * efficiency(algorithm, protocol, "network", gpu, ppn)
+    nvl = nvlink_bytes_per_s * efficiency(algorithm, protocol, "nvlink", gpu, ppn, for_choice=True)
+    net = network_bytes_per_s * efficiency(algorithm, protocol, "network", gpu, ppn, for_choice=True)
     if nodes == 1:
         busbw = nvl
     else:  # one channel per NIC rail; each GPU's NVLink carries every channel's hop (ring_transfers)
         busbw = min(local * net, nvl) if local > 1 else net
     if algorithm == "ring":
-        base, per_step = ring_latency_s(op, n, nodes, protocol)
+        base, per_step = ring_latency_s(op, n, nodes, protocol, for_choice=True)
         factor = {"allreduce": 2 * (n - 1) / n}.get(op, (n - 1) / n)
         plateau = ring_plateau_factor(op, protocol, size_bytes, n, nodes, local, gpu)
         latency = (base + ring_steps(op, n) * per_step) * plateau
