@@ -4,7 +4,8 @@
     python scripts/accuracy_tables.py CAL.json HELDOUT.json [--write docs/accuracy.md]
 
 Prints markdown: calibration per series, held out per family and precision, the totals, the BF16/FP8 pairs
-(``validation.BF16_FP8_PAIRS``, the pairs the validation test asserts) and the ten worst held-out rows. With
+(``validation.BF16_FP8_PAIRS``, the pairs the validation test asserts), the ten worst held-out rows and issue 15's
+targets, met or not. With
 ``--write PAGE`` the tables replace only the text between the page's ``<!-- accuracy-tables:start -->`` and
 ``<!-- accuracy-tables:end -->`` lines; the prose around them is kept byte for byte.
 
@@ -27,6 +28,10 @@ START = "<!-- accuracy-tables:start -->"
 END = "<!-- accuracy-tables:end -->"
 BANDS = (0.05, 0.10, 0.15)
 WORST_ROWS = 10
+# Issue 15's "done when": calibration and held out each median <= 4% and max <= 10%; BF16 and FP8 of the same
+# model within 5 points (validation.PAIR_DEFAULT_TOLERANCE); no published run refused by the memory model.
+TARGET_MEDIAN = 0.04
+TARGET_MAX = 0.10
 CASE_FIELDS = {"scenario": str, "family": str, "precision": str, "error": (int, float)}
 
 
@@ -131,13 +136,39 @@ def _number(value) -> str:
     return f"{value:.1f}" if isinstance(value, (int, float)) else ""
 
 
+def targets_table(calibration: list[dict], held_out: list[dict]) -> list[str]:
+    """Issue 15's targets against the two sets: met or not, with the value."""
+    lines = ["| target (issue 15) | value | met |", "|---|---:|---|"]
+    for name, cases in (("calibration", calibration), ("held out", held_out)):
+        s = stats([c["error"] for c in cases])
+        lines.append(f"| {name}: median \\|error\\| <= {TARGET_MEDIAN:.0%} | {pct(s['median'])} | "
+                     f"{_yes(s['median'] <= TARGET_MEDIAN)} |")
+        lines.append(f"| {name}: max \\|error\\| <= {TARGET_MAX:.0%} | {pct(s['max'])} | "
+                     f"{_yes(s['max'] <= TARGET_MAX)} |")
+    cal = {c["scenario"]: c["error"] for c in calibration}
+    held = {c["scenario"]: c["error"] for c in held_out}
+    for bf16, fp8 in BF16_FP8_PAIRS:
+        if bf16 in cal and fp8 in held:
+            gap = abs(cal[bf16] - held[fp8])
+            lines.append(f"| {bf16} vs {fp8}: within {PAIR_DEFAULT_TOLERANCE * 100:.0f} points | "
+                         f"{gap * 100:.1f} | {_yes(gap <= PAIR_DEFAULT_TOLERANCE)} |")
+    refused = [c["scenario"] for c in calibration + held_out if c.get("fits") is False]
+    lines.append(f"| no published run refused by the memory model | {len(refused)} refused | {_yes(not refused)} |")
+    return lines
+
+
+def _yes(met: bool) -> str:
+    return "yes" if met else "no"
+
+
 def tables(calibration: list[dict], held_out: list[dict]) -> str:
-    """The markdown block: five tables under their own bold titles."""
+    """The markdown block: six tables under their own bold titles."""
     parts = [("Calibration per series", group_table(by_group(calibration), "series/precision")),
              ("Held out per family and precision", group_table(by_group(held_out), "family/precision")),
              ("Totals", totals_table(calibration, held_out)),
              ("BF16/FP8 pairs (same model, same GPUs)", pairs_table(calibration, held_out)),
-             (f"The {WORST_ROWS} worst held-out runs", worst_table(held_out))]
+             (f"The {WORST_ROWS} worst held-out runs", worst_table(held_out)),
+             ("Issue 15 targets", targets_table(calibration, held_out))]
     return "\n\n".join(f"**{title}**\n\n" + "\n".join(lines) for title, lines in parts) + "\n"
 
 
