@@ -98,8 +98,8 @@ BF16_FP8_PAIRS = validation.BF16_FP8_PAIRS
 def test_bf16_and_fp8_runs_of_the_same_model_err_alike(results, held_out, bf16, fp8):
     (bf16_result,) = [r for r in results if r.scenario == bf16]
     (fp8_result,) = [r for r in held_out if r.scenario == fp8]
-    assert abs(bf16_result.error - fp8_result.error) <= PAIR_TOLERANCE.get(fp8, validation.PAIR_DEFAULT_TOLERANCE), (bf16_result.error,
-                                                                                       fp8_result.error)
+    allowed = PAIR_TOLERANCE.get(fp8, validation.PAIR_DEFAULT_TOLERANCE)
+    assert abs(bf16_result.error - fp8_result.error) <= allowed, (bf16_result.error, fp8_result.error)
 
 
 def test_held_out_runs_are_not_calibration_runs():
