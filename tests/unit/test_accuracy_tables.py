@@ -76,8 +76,11 @@ def test_printed_tables_hold_the_hand_computed_rows(tables, inputs, capsys):
     worst = out.split("worst held-out runs**")[1].split("**Issue 15")[0].strip().splitlines()[2:]
     assert worst[0] == "| h3 | y/bf16 | 100.0 | 120.0 | +20.0% |"
     assert [row.split(" | ")[0] for row in worst] == ["| h3", "| h4", f"| {LLAMA_FP8}", f"| {GPT3_FP8}", "| h5"]
-    assert "| held out: median \\|error\\| <= 4% | 8.0% | no |" in out
-    assert "| calibration: max \\|error\\| <= 10% | 9.0% | yes |" in out
+    assert "| held out: median \\|error\\| <= 4% | 8.000% | no |" in out
+    assert "| calibration: max \\|error\\| <= 10% | 9.000% | yes |" in out
+    assert not out.startswith("Measured on")
+    assert tables.main([*inputs, "--label", "main @ abc123"]) == 0
+    assert capsys.readouterr().out.startswith("Measured on: main @ abc123.\n\n**Calibration per series**")
 
 
 def test_write_replaces_only_the_marked_block(tables, inputs, tmp_path, capsys):
