@@ -112,3 +112,17 @@ def test_b200_msmf_throughput():
     b200 = hardware.gpu("b200")
     memset_s = 256 * 2 ** 20 / (b200.hbm_bandwidth * 0.9)
     assert _model_tflops(b200, "bf16", _gemm((3072, 18944, 4608)), memset_s) == pytest.approx(1439.0, rel=0.05)
+
+
+def test_stream_time_applies_the_block_clock_to_tensor_core_kernels_only(monkeypatch):
+    """clock_model duty_cycle: a block's GEMM runs at the block's clock, its HBM-bound kernel as before; fixed: as
+    before."""
+    gemm = _gemm((8192, 8192, 8192))
+    copy = Op("copy", "memory", 0.0, 4e9)
+    fixed = kernels.stream_time([gemm, copy], H200, "bf16")
+    (gemm_s, _), (_, copy_s) = kernels.roofline_s(gemm, H200, "bf16"), kernels.roofline_s(copy, H200, "bf16")
+    monkeypatch.setattr(power_clock, "clock_model", lambda: "duty_cycle")
+    duty = kernels.stream_time([gemm, copy], H200, "bf16")
+    r = power_clock.clock_multiplier(gemm_s, copy_s, 2 * kernels.host_model().kernel_gap_s, RATIO, SHARE)
+    assert 1.0 < r < 1 / RATIO
+    assert fixed.device_s - duty.device_s == pytest.approx(gemm_s * (1 - 1 / r), rel=1e-9)
