@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from simcluster.core import catalog
 from simcluster.spec.hardware import GpuSpec
-from simcluster.workload import host_dispatch
+from simcluster.workload import host_dispatch, power_clock
 from simcluster.workload.ops import HIGH_PRECISION, Op
 
 
@@ -374,6 +374,8 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | Non
     ``te_phase``: ``ops`` are that phase of a Transformer Engine layer, whose module calls cost the host more than
     their kernels' dispatch (``host_dispatch.module_host_s``); None: plain PyTorch ops, the dispatch alone."""
     rooflines = [roofline_s(op, gpu, precision) for op in ops]
+    if power_clock.clock_model() == "duty_cycle":
+        rooflines = duty_cycle_rooflines(ops, rooflines, gpu.name)
     waves = [wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True)]
     host_only = sum(op.name == HOST_ONLY_LAUNCH for op in ops)
     syncs = sum(op.name == HOST_SYNC for op in ops)
@@ -385,6 +387,21 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | Non
     stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio, modules)
     return StreamTime(sum(max(pair) for pair in rooflines), kernels, sum(waves),
                       sum(op.kind in TENSOR_CORE_KINDS for op in ops), extra, stall)
+
+
+def duty_cycle_rooflines(ops: list[Op], rooflines: list[tuple[float, float]],
+                         gpu_name: str) -> list[tuple[float, float]]:
+    """``rooflines`` (at ``clock_ratio``) with the tensor-core kernels' compute time at the clock the power cap
+    allows this block by its duty cycle (``power_clock``, efficiency.yaml clock_model ``duty_cycle``): their
+    compute-bound time draws tensor-core power, the other kernels' time ``low_power_share`` of it, the gaps none.
+    One pass: a kernel the higher clock turns HBM-bound still counts as tensor-core time."""
+    tensor = [op.kind in TENSOR_CORE_KINDS and pair[0] >= pair[1] for op, pair in zip(ops, rooflines, strict=True)]
+    tensor_s = sum(pair[0] for pair, bound in zip(rooflines, tensor, strict=True) if bound)
+    other_s = sum(max(pair) for pair, bound in zip(rooflines, tensor, strict=True) if not bound)
+    idle_s = host_model().kernel_gap_s * sum(op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC) for op in ops)
+    r = power_clock.clock_multiplier(tensor_s, other_s, idle_s, clock_ratio(gpu_name), power_clock.low_power_share())
+    return [(compute_s / r, memory_s) if op.kind in TENSOR_CORE_KINDS else (compute_s, memory_s)
+            for op, (compute_s, memory_s) in zip(ops, rooflines, strict=True)]
 
 
 def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], host: HostModel,

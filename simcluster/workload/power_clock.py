@@ -1,0 +1,76 @@
+"""The tensor-core clock under the power cap from how much of the time a GPU draws tensor-core power (issue 15).
+
+A board at its power cap holds its time-averaged power at the cap (the controller acts over milliseconds: a B200
+keeps its full clock for about 5 ms of back-to-back attention kernels, flashinfer-ai/flashinfer#2899). Over a
+block of kernels of tensor-core time T (at the clock ``f``), other kernels' time O (HBM-bound, elementwise) and
+idle gaps G:
+
+    P_cap (T + O + G) = P_idle (T + O + G) + A (f / f_cap)^3 T + B O
+
+with f_cap the measured clock of a saturated tensor-core stream (efficiency.yaml ``clock_ratio``, duty 1), A =
+P_cap - P_idle its dynamic power there (the cube law of ``blackwell_clock_source``: dynamic power ~ C V^2 f with
+V ~ f, ``capped_clock``), B = ``low_power_share`` x A the dynamic power of a kernel that is not tensor-core bound,
+and the gaps at idle power. The tensor-core time scales as 1/f: with r = f / f_cap and T = T_cap / r,
+
+    r^3 - c r - 1 = 0,   c = ((A - B) O + A G) / (A T_cap)
+
+one real root r >= 1 (duty 1: c = 0, r = 1, the measured capped clock), capped at the boost clock (r <= 1 /
+clock_ratio: the short-benchmark clock the GEMM ceilings were measured at). ``clock_model: fixed`` (efficiency.yaml,
+the default) keeps ``clock_ratio`` for every block.
+"""
+
+from __future__ import annotations
+
+from simcluster.core import catalog
+
+CLOCK_MODELS = ("fixed", "duty_cycle")
+
+
+def _table() -> dict:
+    return catalog.load("efficiency")
+
+
+def clock_model() -> str:
+    """efficiency.yaml ``clock_model``: ``fixed`` (``clock_ratio`` for every block) or ``duty_cycle`` (this module)."""
+    model = _table().get("clock_model", "fixed")
+    if model not in CLOCK_MODELS:
+        raise ValueError(f"efficiency.yaml clock_model: {model!r} is not one of {', '.join(CLOCK_MODELS)}")
+    return model
+
+
+def low_power_share() -> float:
+    """Dynamic power of a kernel that does not run the tensor cores at full rate (HBM-bound, elementwise) over a
+    saturated tensor-core stream's at the capped clock (efficiency.yaml ``power_clock.low_power_share``)."""
+    return _table()["power_clock"]["low_power_share"]
+
+
+def capped_clock(reference_clock: float, power: float, reference_power: float) -> float:
+    """The cube law: the clock at which a dynamic power ``power`` is drawn, from ``reference_clock`` at
+    ``reference_power`` (dynamic power ~ C V^2 f, V ~ f over the DVFS range; efficiency.yaml
+    ``blackwell_clock_source``)."""
+    return reference_clock * (power / reference_power) ** (1.0 / 3.0)
+
+
+def clock_multiplier(tensor_s: float, other_s: float, idle_s: float, ratio: float, share: float) -> float:
+    """r = f / f_cap of a block with ``tensor_s`` of tensor-core-bound time at the capped clock (``ratio`` of the
+    boost clock), ``other_s`` of other kernels and ``idle_s`` of gaps, ``share`` = B / A: the root of
+    r^3 - c r - 1 = 0 (module docstring), capped at 1 / ``ratio``."""
+    r_max = 1.0 / ratio
+    if tensor_s <= 0.0 or r_max <= 1.0:
+        return min(1.0, r_max) if tensor_s > 0.0 else r_max
+    c = ((1.0 - share) * other_s + idle_s) / tensor_s
+    if r_max ** 3 - c * r_max - 1.0 <= 0.0:      # the cap does not bind at the boost clock
+        return r_max
+    r = r_max                                   # Newton from above the root: monotone (convex, rising there)
+    for _ in range(60):
+        step = (r ** 3 - c * r - 1.0) / (3.0 * r * r - c)
+        r -= step
+        if abs(step) < 1e-13:
+            break
+    return min(r, r_max)
+
+
+def duty_cycle(tensor_s: float, other_s: float, idle_s: float) -> float:
+    """Share of a block's time the tensor cores are the bound: what the clock follows (reported, not used)."""
+    total = tensor_s + other_s + idle_s
+    return tensor_s / total if total > 0 else 0.0
