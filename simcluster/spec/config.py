@@ -540,6 +540,30 @@ class Scenario(_Strict):
         None, description="per-GPU speed, kernel jitter, stragglers; 'measured' = the sourced defaults "
         "(docs/variability.md); none: every GPU alike")
 
+    # how the model became a preset: "name" (the preset's name, or its full definition), "shape" (an inline model
+    # of DESIGN.md's keys matching the preset's shape: ``contract_inline_preset``)
+    _model_chosen_by: str = PrivateAttr(default="name")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _note_model_by_shape(cls, data, handler):
+        scenario = handler(data)
+        raw = data.get("model") if isinstance(data, dict) else None
+        if isinstance(raw, dict) and raw and not set(raw) - CONTRACT_MODEL_KEYS:
+            scenario._model_chosen_by = "shape"
+        elif isinstance(data, Scenario):
+            scenario._model_chosen_by = data._model_chosen_by
+        return scenario
+
+    def model_preset(self) -> dict[str, str] | None:
+        """The preset (data/models.yaml) the model is, and how it was chosen: ``{"name": preset, "chosen_by":
+        "name" | "shape"}`` ("shape": written inline with DESIGN.md's keys only and taken as the preset of that shape,
+        its architecture and NeMo's per-model settings included); None for a model of its own."""
+        name = self.model.name
+        if name not in catalog.load("models") or self.model != model.preset(name):
+            return None
+        return {"name": name, "chosen_by": self._model_chosen_by}
+
     @field_validator("variability", mode="before")
     @classmethod
     def _measured_variability(cls, value):
