@@ -100,9 +100,9 @@ NEMO_WGRAD_DEFERRAL_LIMIT = 22
 # 25.04: "[NeMo 2.0] Interface for using MXFP8 and FP8 current scaling recipes" #12503, "Functional MXFP8 support for
 # (G)B200"). Not certain for 25.02: NeMo's containers have shipped a newer TE than their base (24.09: TE 1.10 on
 # PyTorch 24.07's 1.8) and r2.2.0 carries "Debug Apex distributed optimizer to handle Transformer Engine 2.0" (#12004);
-# 1 is right for 24.09 in any case. 2 on Blackwell (a GPU with an fp4 peak: NeMo's Blackwell recipes run NeMo 25.04+ / Megatron-Bridge
-# containers, TE 2.x; Megatron-Bridge docs/releases/software-versions.md: 25.09 TE 2.7, 25.11 TE 2.9), with the
-# TE 2.x fp8 recipes (current scaling, MXFP8) and with Megatron-Core's fused MoE router (needs TE >= 2.6).
+# 1 is right for 24.09 in any case. 2 on Blackwell (a GPU with an fp4 peak: NeMo's Blackwell recipes run NeMo 25.04+ /
+# Megatron-Bridge containers, TE 2.x; Megatron-Bridge docs/releases/software-versions.md: 25.09 TE 2.7, 25.11 TE 2.9),
+# with the TE 2.x fp8 recipes (current scaling, MXFP8) and with Megatron-Core's fused MoE router (needs TE >= 2.6).
 # docs/calibration.md, "Round 17: contract-only defaults against NeMo's recipes". Their userbuffers defaults (TE 2.x
 # base.py get_default_config: set_sm_margin for pipeline and bulk) are in data/userbuffers.yaml.
 LATEST_TE_VERSION = 2
