@@ -432,7 +432,7 @@ class Parallelism(_Defaulted):
         None, description="major version of the Transformer Engine the run used (1: 1.x, 2: 2.x), for its userbuffers "
         "defaults: 2.x launches the pipeline and bulk overlaps' GEMMs on the SMs their communication leaves "
         "(set_sm_margin), 1.x on all (data/userbuffers.yaml set_sm_margin_default); a NeMo configuration's own "
-        "setting holds in both; default: 1 on Hopper and older GPUs (NeMo 24.09: TE 1.10, 25.02: TE 1.14), 2 on "
+        "setting holds in both; default: 1 on Hopper and older GPUs (NeMo 24.09: TE 1.10, 25.02's base: TE 1.14), 2 on "
         "Blackwell or with the current / mxfp8 fp8 recipes (docs/scenario.md)")
     overlap_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="ZeRO 1/2: gather updated parameters during the next step's forward (Megatron-Core); "
