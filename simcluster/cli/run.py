@@ -42,6 +42,16 @@ def scenario_tables() -> list[Table]:
     return tables
 
 
+def model_line(preset: dict | None) -> str:
+    """Where the model came from: a preset by name, an inline model taken as the preset of its shape (which a user
+    must be told: its architecture and NeMo's per-model settings are the preset's), or a model of its own."""
+    if preset is None:
+        return "inline, as written"
+    if preset["chosen_by"] == "shape":
+        return f"inline shape = preset {preset['name']} (its architecture and NeMo settings used)"
+    return f"preset {preset['name']}"
+
+
 def summary_table(summary: dict, memory) -> Table:
     """The readable summary printed after a run."""
     table = Table(title=f"{summary['name']}: {summary['gpus']} x {summary['gpu']} on {summary['topology']}, "
@@ -50,6 +60,7 @@ def summary_table(summary: dict, memory) -> Table:
     table.add_column("value", justify="right")
     layout = summary["layout"]
     rows = [
+        ("model", model_line(summary.get("model_preset"))),
         ("layout (tp x cp x pp x dp)", f"{layout['tp']} x {layout['cp']} x {layout['pp']} x {layout['dp']}"
          + (f", ep {layout['ep']}" if layout.get("ep", 1) > 1 else "")),
         ("microbatches per replica", str(summary["microbatches"])),

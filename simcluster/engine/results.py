@@ -121,6 +121,9 @@ def summarize(record: RunRecord) -> Result:
         "peak_window_s": record.peak_window_s,
         "topology": record.fabric.topology,
         "gpu": scenario.cluster.gpu.name,
+        # the preset the model is and how it was chosen ({"name", "chosen_by": "name" | "shape"}), None for a model
+        # of its own (``Scenario.model_preset``)
+        "model_preset": scenario.model_preset(),
         "layout": dict(record.layout),
         "agents": len(record.agents),
         "events": len(record.events),

@@ -89,13 +89,36 @@ TORCH_DDP_BUCKET_BYTES = 25e6
 # for the models named here by their presets (llm/recipes/gpt3_175b.py pretrain_recipe_performance; Llama 3.1 405B:
 # MegatronCommOverlapCallback with userbuffers_bf16_h100_h16384_tp8_cp2_mbs1_seqlen8192)
 NEMO_WGRAD_DEFERRAL_LIMIT = 22
-# Transformer Engine major version a run left unset used (parallelism.te_version): 2, the TE of NeMo 2.x and
-# Megatron-Bridge containers (NeMo 25.02 onward; docs/scenario.md "Framework defaults"). Its userbuffers defaults
-# (TE 2.x base.py get_default_config: set_sm_margin for pipeline and bulk) are in data/userbuffers.yaml.
-# Not what NeMo 24.09 ran (TE 1.10, NeMo 24.09 user guide "Software Component Versions"); NeMo 25.02's TE is not
-# settled (PyTorch 25.01 base, NeMo CHANGELOG r2.2.0 #11973, whose TE bionemo-framework's Dockerfile gives as v1.13;
-# the same release's #12004 handles TE 2.0): docs/calibration.md, "Round 15", with the what-if of 1.
+# Transformer Engine major versions (parallelism.te_version). LATEST_TE_VERSION: the newest, 2 (TE 2.0, 2025). A run
+# that leaves it unset resolves to default_te_version: 1 on Hopper and older GPUs, what both hidden NeMo releases ran
+# on DGX H100: NeMo 24.09 TE 1.10 (NeMo 24.09 user guide, "Software Component Versions"); NeMo 25.02 (NeMo r2.2.x,
+# Megatron-Core 0.11) was built on nvcr.io/nvidia/pytorch:25.01-py3 (NeMo CHANGELOG r2.2.0 "build: Bump PyT to 25.01"
+# #11973/#12323; requirements/manifest.json "ngc-pytorch": "nvcr.io/nvidia/pytorch:25.01-py3"), whose TE is 1.14 (a
+# container on that base with core_r0.11.0 reports "Transformer Engine 1.14.0+87fbe81"; bionemo-framework pins
+# TE_TAG=v1.13 on it, "the version that matches the pytorch base container"), and NeMo's CI pins a 1.x commit on that
+# base (manifest.json transformer_engine ref 7d576ed, "pre-1.7.0"); TE 2.x recipes reached NeMo only in r2.3.0 (NeMo
+# 25.04: "[NeMo 2.0] Interface for using MXFP8 and FP8 current scaling recipes" #12503, "Functional MXFP8 support for
+# (G)B200"). Not certain for 25.02: NeMo's containers have shipped a newer TE than their base (24.09: TE 1.10 on
+# PyTorch 24.07's 1.8) and r2.2.0 carries "Debug Apex distributed optimizer to handle Transformer Engine 2.0" (#12004);
+# 1 is right for 24.09 in any case. 2 on Blackwell (a GPU with an fp4 peak: NeMo's Blackwell recipes run NeMo 25.04+ /
+# Megatron-Bridge containers, TE 2.x; Megatron-Bridge docs/releases/software-versions.md: 25.09 TE 2.7, 25.11 TE 2.9),
+# with the TE 2.x fp8 recipes (current scaling, MXFP8) and with Megatron-Core's fused MoE router (needs TE >= 2.6).
+# docs/calibration.md, "Round 17: contract-only defaults against NeMo's recipes". Their userbuffers defaults (TE 2.x
+# base.py get_default_config: set_sm_margin for pipeline and bulk) are in data/userbuffers.yaml.
 LATEST_TE_VERSION = 2
+TE2_FP8_RECIPES = frozenset({"current", "mxfp8"})
+
+
+def default_te_version(gpu: GpuSpec, precision: str, fp8_recipe: str, moe_router: str | None = None) -> int:
+    """parallelism.te_version of a run that leaves it unset: 2 on Blackwell (a GPU with an fp4 peak), with a TE 2.x
+    fp8 recipe or with the fused MoE router (--moe-router-fusion: TE >= 2.6), else 1 (NeMo 24.09's TE 1.10 and
+    25.02's TE 1.14 on H100; LATEST_TE_VERSION's comment)."""
+    if ("fp4" in gpu.peak or (precision == "fp8" and fp8_recipe in TE2_FP8_RECIPES)
+            or moe_router == "fused"):
+        return LATEST_TE_VERSION
+    return 1
+
+
 # gpt3-175b-nemo: GPT-3 175B with NeMo's vocab padded to 51200, the NeMo rows' inline model, trained by the same
 # gpt3_175b recipe (data/userbuffers.yaml lists it beside gpt3-175b for the same reason).
 NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "gpt3-175b-nemo": 50, "llama3-405b": 50, "llama3.1-405b": 50}
@@ -409,7 +432,8 @@ class Parallelism(_Defaulted):
         None, description="major version of the Transformer Engine the run used (1: 1.x, 2: 2.x), for its userbuffers "
         "defaults: 2.x launches the pipeline and bulk overlaps' GEMMs on the SMs their communication leaves "
         "(set_sm_margin), 1.x on all (data/userbuffers.yaml set_sm_margin_default); a NeMo configuration's own "
-        "setting holds in both; default: 2 (NeMo 2.x / Megatron-Bridge containers; docs/scenario.md)")
+        "setting holds in both; default: 1 on Hopper and older GPUs (NeMo 24.09: TE 1.10, 25.02's base: TE 1.14), 2 on "
+        "Blackwell or with the current / mxfp8 fp8 recipes (docs/scenario.md)")
     overlap_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="ZeRO 1/2: gather updated parameters during the next step's forward (Megatron-Core); "
         "default: on with zero_stage 1 or 2 and overlap_grad_reduce on Megatron-Core (NeMo's and Megatron-Core's "
@@ -518,6 +542,30 @@ class Scenario(_Strict):
         None, description="per-GPU speed, kernel jitter, stragglers; 'measured' = the sourced defaults "
         "(docs/variability.md); none: every GPU alike")
 
+    # how the model became a preset: "name" (the preset's name, or its full definition), "shape" (an inline model
+    # of DESIGN.md's keys matching the preset's shape: ``contract_inline_preset``)
+    _model_chosen_by: str = PrivateAttr(default="name")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _note_model_by_shape(cls, data, handler):
+        scenario = handler(data)
+        raw = data.get("model") if isinstance(data, dict) else None
+        if isinstance(raw, dict) and raw and not set(raw) - CONTRACT_MODEL_KEYS:
+            scenario._model_chosen_by = "shape"
+        elif isinstance(data, Scenario):
+            scenario._model_chosen_by = data._model_chosen_by
+        return scenario
+
+    def model_preset(self) -> dict[str, str] | None:
+        """The preset (data/models.yaml) the model is, and how it was chosen: ``{"name": preset, "chosen_by":
+        "name" | "shape"}`` ("shape": written inline with DESIGN.md's keys only and taken as the preset of that shape,
+        its architecture and NeMo's per-model settings included); None for a model of its own."""
+        name = self.model.name
+        if name not in catalog.load("models") or self.model != model.preset(name):
+            return None
+        return {"name": name, "chosen_by": self._model_chosen_by}
+
     @field_validator("variability", mode="before")
     @classmethod
     def _measured_variability(cls, value):
@@ -555,8 +603,9 @@ class Scenario(_Strict):
           wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads);
         - Megatron-Core's unfused MoE router (``moe_router``): --moe-router-fusion needs Transformer Engine >= 2.6
           (fused top-k 2.6, fused aux loss 2.7), later than NeMo 24.09 (TE 1.11) and 25.02;
-        - Transformer Engine 2.x (``te_version``), whose userbuffers defaults launch the pipeline and bulk overlaps'
-          GEMMs on SMs - num_sm: the TE of NeMo 2.x and Megatron-Bridge containers (docs/scenario.md). A stack
+        - Transformer Engine 1.x (``te_version``) on Hopper and older GPUs, whose userbuffers defaults launch every
+          overlapped GEMM on all SMs: NeMo 24.09's TE 1.10 and 25.02's TE 1.14; 2.x (pipeline and bulk GEMMs on
+          SMs - num_sm) on Blackwell and with TE 2.x fp8 recipes (``default_te_version``; docs/scenario.md). A stack
           without Transformer Engine does not read it."""
         p, t, core = self.parallelism, self.training, self.megatron_core
         recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
@@ -576,7 +625,7 @@ class Scenario(_Strict):
         else:
             bucket = math.inf
         p.resolve(grad_bucket_size=bucket)
-        p.resolve(te_version=LATEST_TE_VERSION)
+        p.resolve(te_version=default_te_version(self.cluster.gpu, t.precision, t.fp8_recipe, t.moe_router))
         p.resolve(defer_embedding_wgrad=core and p.pp > 1 and p.schedule == "1f1b" and t.gradient_accumulation_fusion,
                   wgrad_deferral_limit=max((NEMO_WGRAD_DEFERRAL_LIMITS[n] for n in recipe
                                             & NEMO_WGRAD_DEFERRAL_LIMITS.keys()), default=NEMO_WGRAD_DEFERRAL_LIMIT))

@@ -117,8 +117,8 @@ def test_communication_on_the_margin_takes_no_sm_from_its_gemm(small_scenario):
     data = copy.deepcopy(small_scenario)
     data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True)
     data["training"]["precision"] = "bf16"
+    data["parallelism"]["te_version"] = 2
     te2 = config.from_dict(data)
-    assert te2.parallelism.te_version == 2
     for phase in ("forward", "backward"):
         assert 1 / overlap._userbuffers_slowdown(te2, phase, 300e9, 0.0) == pytest.approx(0.5 * 131 / 132 + 0.5)
     data["parallelism"]["te_version"] = 1
@@ -129,16 +129,38 @@ def test_communication_on_the_margin_takes_no_sm_from_its_gemm(small_scenario):
     assert overlap._userbuffers_slowdown(te2, "backward", 300e9, 1.0) > 1.0
 
 
-def test_te_version_defaults_to_2_and_dumps_as_unset(small_scenario):
-    """Left unset, parallelism.te_version resolves to 2 (the TE of NeMo 2.x / Megatron-Bridge containers) and
-    serialises as null where defaults are rebuilt; a stated 1 is kept."""
+def test_te_version_defaults_to_1_on_hopper_and_dumps_as_unset(small_scenario):
+    """Left unset on H100, parallelism.te_version resolves to 1 (NeMo 24.09 ran TE 1.10, NeMo 25.02 the 1.14 of its
+    PyTorch 25.01 base: config.LATEST_TE_VERSION's comment) and serialises as null where defaults are rebuilt; a
+    stated 2 is kept."""
     scenario = config.from_dict(copy.deepcopy(small_scenario))
-    assert scenario.parallelism.te_version == 2
-    assert scenario.model_dump(mode="json")["parallelism"]["te_version"] == 2
+    assert scenario.parallelism.te_version == 1
+    assert scenario.model_dump(mode="json")["parallelism"]["te_version"] == 1
     assert config.rebuildable(scenario)["parallelism"]["te_version"] is None
     data = copy.deepcopy(small_scenario)
-    data["parallelism"]["te_version"] = 1
-    assert config.from_dict(data).parallelism.te_version == 1
+    data["parallelism"]["te_version"] = 2
+    assert config.from_dict(data).parallelism.te_version == 2
+
+
+@pytest.mark.parametrize("gpu, training, expected", [
+    ("h100-sxm", {"precision": "fp8"}, 1),                              # delayed scaling: TE 1.x had it
+    ("h100-sxm", {"precision": "fp8", "fp8_recipe": "current"}, 2),     # current scaling: a TE 2.x recipe
+    ("b200", {"precision": "bf16"}, 2),                                 # Blackwell: NeMo 25.04+ / TE 2.x containers
+    ("b200", {"precision": "fp8", "fp8_recipe": "mxfp8"}, 2),
+])
+def test_te_version_default_follows_what_the_run_needs(small_scenario, gpu, training, expected):
+    """TE 2.x where the run needs it: on Blackwell (a GPU with an fp4 peak) and with the TE 2.x fp8 recipes."""
+    data = copy.deepcopy(small_scenario)
+    data["cluster"]["gpu"] = gpu
+    data["training"].update(training)
+    assert config.from_dict(data).parallelism.te_version == expected
+
+
+def test_fused_moe_router_needs_te_2():
+    """Megatron-Core's --moe-router-fusion needs TE >= 2.6, so a run stating the fused router ran TE 2.x."""
+    h100 = hardware.gpu("h100-sxm")
+    assert config.default_te_version(h100, "bf16", "delayed", "fused") == 2
+    assert config.default_te_version(h100, "bf16", "delayed", "unfused") == 1
 
 
 @pytest.mark.parametrize("value", [3, 0, True, 2.0, "2", "te2", [2]])
