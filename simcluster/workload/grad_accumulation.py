@@ -2,8 +2,8 @@
 
 Megatron-Core fuses the accumulation into the weight-gradient GEMM by default: Transformer Engine's wgrad GEMM adds
 into the parameter's ``main_grad`` buffer in its epilogue (``gradient_accumulation_fusion``, TE ``fuse_wgrad_
-accumulation``), counted as the GEMM's output: for the dense layers one write of the 16-bit output (``ops``), for
-the grouped expert wgrads a read and a write of the main gradient at its width (``moe.expert_wgrad``). Without it
+accumulation``), counted as the GEMM's output: for every linear (dense and grouped expert wgrads) a read and a write of the main
+gradient at its width (``ops.wgrad_output_bytes``). Without it
 the GEMM writes a fresh 16-bit ``weight.grad`` and the data-parallel wrapper's backward hook adds it to the main
 gradient, ``param.main_grad.add_(param.grad)``
 (megatron/core/distributed/distributed_data_parallel.py and Megatron-FSDP's param-and-grad buffer hooks): one more
