@@ -16,8 +16,10 @@ change from the twin's (positive: the bundled value makes the step slower than t
 sum of those changes against the bundled-minus-twin change (what is left is the keys' interplay).
 
 A key that makes an invalid scenario alone (``local_ddp: flattened`` without its fp16 optimizer) is put back, or left
-out, together with the first other dropped key that makes the variant valid (printed ``key + partner``); where none
-does, the line says ``(invalid alone: <the validation error>)`` and the table goes on.
+out, together with the other dropped keys its validation needs (printed ``key + partner``, ``first_valid``); where
+none do, the line says ``(invalid alone: <the validation error>)`` and the table goes on. A twin that is invalid
+without some dropped key (an inline MoE model's ``moe``: ``ep`` needs it, and the contract names an MoE model only as
+a preset) keeps it, said on its row.
 """
 
 from __future__ import annotations
@@ -69,18 +71,52 @@ def one_key(raw: dict, twin: dict, key: str | list[str]) -> tuple[dict, dict]:
     return without, with_key
 
 
+def first_valid(build, keys: list[str], candidates: list[str], source: str) -> tuple[list[str], config.Scenario | str]:
+    """``keys`` and the valid scenario ``build(keys)`` makes, else ``keys`` with the fewest ``candidates`` that make it
+    valid, found greedily (first one candidate that makes it valid, else the first that changes the validation error,
+    up to three rounds); if none does, ``keys`` and the one-line validation error of ``build(keys)``."""
+    chosen, first = list(keys), None
+
+    def attempt(keys: list[str]) -> config.Scenario | str:
+        try:
+            return config.from_dict(build(keys), source=source)
+        except ScenarioError as err:
+            return str(err)
+
+    for _ in range(3):
+        found = attempt(chosen)
+        if not isinstance(found, str):
+            return chosen, found
+        first = first or found
+        tries = {other: attempt(chosen + [other]) for other in candidates if other not in chosen}
+        valid = next((other for other, got in tries.items() if not isinstance(got, str)), None)
+        if valid is not None:
+            return chosen + [valid], tries[valid]
+        progress = next((other for other, got in tries.items() if got != found), None)
+        if progress is None:
+            break
+        chosen.append(progress)
+    return list(keys), first
+
+
 def valid_variant(raw: dict, twin: dict, key: str, dropped: list[str], source: str,
                   which: int) -> tuple[list[str], config.Scenario | str]:
     """The keys and the valid scenario of ``one_key``'s variant ``which`` (0: bundled without, 1: twin with) for
-    ``key``: ``key`` alone, else ``key`` with the first other dropped key that makes it valid; else ``[key]`` and the
-    one-line validation error of ``key`` alone."""
-    first = None
-    for keys in [[key]] + [[key, other] for other in dropped if other != key]:
-        try:
-            return keys, config.from_dict(one_key(raw, twin, keys)[which], source=source)
-        except ScenarioError as err:
-            first = first or str(err)
-    return [key], first
+    ``key``: ``key`` alone, else with the other dropped keys that its validation needs (``first_valid``); else
+    ``[key]`` and the one-line validation error of ``key`` alone."""
+    return first_valid(lambda keys: one_key(raw, twin, keys)[which], [key], [k for k in dropped if k != key], source)
+
+
+def valid_twin(raw: dict, source: str) -> tuple[dict, list[str], list[str], config.Scenario | str]:
+    """The contract twin, the keys it drops, the dropped keys it keeps because it is invalid without them (an MoE
+    model's ``model.moe`` that ``parallelism.ep`` needs: the contract can name an MoE model only as a preset) and its
+    scenario (or the validation error of the twin without them)."""
+    twin, dropped = contract_only(raw)
+    kept, scenario = first_valid(lambda keys: one_key(raw, twin, keys)[1], [], dropped, source)
+    if kept:
+        twin = one_key(raw, twin, kept)[1]
+        dropped = [k for k in dropped if k not in kept]
+    return twin, dropped, kept, scenario
 
 
 def label(keys: list[str]) -> str:
@@ -132,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     for case, kind in rows:
         name = case["scenario"]
         raw = catalog.load(f"scenarios/{name}")
-        twin, dropped = contract_only(raw)
-        (bundled, bundled_s), (contract, twin_s) = (error_and_step(case, config.from_dict(d, source=name))
-                                                    for d in (raw, twin))
-        print(f"{kind:11} {name:44} {bundled:+8.1%} {contract:+9.1%}  {', '.join(dropped) or '-'}", flush=True)
+        twin, dropped, kept, twin_scenario = valid_twin(raw, name)
+        bundled, bundled_s = error_and_step(case, config.from_dict(raw, source=name))
+        if isinstance(twin_scenario, str):
+            print(f"{kind:11} {name:44} {bundled:+8.1%} {'invalid':>9}  (contract twin: {twin_scenario})", flush=True)
+            continue
+        contract, twin_s = error_and_step(case, twin_scenario)
+        keeps = f"; kept, the twin is invalid without: {' + '.join(kept)}" if kept else ""
+        print(f"{kind:11} {name:44} {bundled:+8.1%} {contract:+9.1%}  {', '.join(dropped) or '-'}{keeps}", flush=True)
         for key in dropped if args.each else ():
             (keys_without, without), (keys_with, with_key) = (valid_variant(raw, twin, key, dropped, name, which)
                                                               for which in (0, 1))
