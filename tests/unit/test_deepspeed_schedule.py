@@ -1,13 +1,16 @@
-"""DeepSpeed's TrainSchedule (parallel/deepspeed_schedule.py, from deepspeed/runtime/pipe/schedule.py 0.5-0.7) against
-closed forms, and the engine's DeepSpeed path against the replay of that schedule."""
+"""DeepSpeed's TrainSchedule (scripts/deepspeed_replay.py, from deepspeed/runtime/pipe/schedule.py 0.5-0.7) against
+closed forms, and the engine's DeepSpeed path against the replay of that schedule; the script's refusals."""
 
 from __future__ import annotations
 
 import pytest
+from scripts_loader import load_script
 from test_deepspeed_pipeline import scenario
 
 from simcluster.engine import Simulation
-from simcluster.parallel import deepspeed_schedule, schedules
+from simcluster.parallel import schedules
+
+deepspeed_schedule = load_script("deepspeed_replay")
 
 LAYOUTS = [(2, 1), (2, 5), (3, 2), (4, 8), (5, 3), (8, 8), (7, 20)]
 
@@ -94,3 +97,24 @@ def test_the_engine_runs_trainschedules_timeline(pp):
     assert forward[-1] + backward[-1] > forward[0] + backward[0]  # the output layer and loss: the slowest stage
     assert step == pytest.approx(deepspeed_schedule.replay(pp, plan.microbatches, forward, backward).step_s,
                                  rel=1e-9)
+
+
+@pytest.mark.parametrize(("name", "field"), [("nosuchscenario", "SCENARIO"),
+                                             ("megatron-177b-h100", "parallelism.pipeline_engine")])
+def test_the_script_refuses_what_it_cannot_replay_in_one_line(name, field, capsys):
+    """An unknown name, or a scenario DeepSpeed does not pipeline: one line naming the field, exit 2, nothing run."""
+    assert deepspeed_schedule.main([name]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and f"deepspeed_replay: {field}: " in err
+
+
+def test_the_script_refuses_a_pipeline_without_a_middle_stage(monkeypatch, capsys):
+    """pp 2: no stage takes part in four transfers per microbatch, so the transfer time has no middle stage to come
+    from: refused (parallelism.pp), exit 2."""
+    two = scenario(cluster__nodes=2, parallelism__pp=2, training__global_batch_size=8)
+    assert two.parallelism.pipeline_engine == "deepspeed"
+    monkeypatch.setattr(deepspeed_schedule.config, "load", lambda name: two)
+    assert deepspeed_schedule.main(["pp2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == "deepspeed_replay: parallelism.pp: pp2: 2; the replay's transfer time is a " \
+        "middle stage's (pp >= 3)"
