@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
 
 OP_NAME = "grad_accumulate"                     # the op ``ops.layer_ops`` adds
+# optimizers whose zero_grad() zeroes .grad in place instead of freeing it, so that autograd adds into it even on the
+# first microbatch: Megatron-LM 2020's FP16_Optimizer (megatron/fp16/fp16.py, module docstring)
+KEEPS_GRAD = frozenset({"megatron2020"})
 WEIGHT_GRAD_BYTES = BYTES_PER_ELEMENT["bf16"]   # the wgrad GEMM's output (Transformer Engine: the parameters' dtype)
 
 
@@ -63,13 +66,18 @@ def separate(scenario: Scenario, fused: bool) -> bool:
       ``set_requires_gradient_sync(False)``, and FSDP2 adds
       each microbatch's unsharded gradient into ``unsharded_accumulated_grad`` in the reduce dtype,
       torch/distributed/fsdp/_fully_shard/_fsdp_param.py ``accumulate_unsharded_grad_if_needed``). The add's width is
-      ``parallelism.grad_reduce_dtype``'s; charged every microbatch, the first included (module docstring)."""
+      ``parallelism.grad_reduce_dtype``'s; charged every microbatch, the first included (module docstring). Off
+      Megatron-Core the add is autograd's into ``.grad``, which a step of one microbatch runs only where the optimizer
+      keeps ``.grad`` between steps (``KEEPS_GRAD``); otherwise ``AccumulateGrad`` takes the first gradient over: not
+      charged at m = 1 (Narayanan et al. 2021's small Table 1 rows, ``zero_grad(set_to_none=True)``)."""
     if fused:
         return False
     p = scenario.parallelism
-    if p.pipeline_engine == "deepspeed":
+    if scenario.megatron_core:
+        return True
+    if p.pipeline_engine == "deepspeed" or p.zero_stage == 3:
         return False
-    return scenario.megatron_core or p.zero_stage != 3
+    return scenario.microbatches > 1 or scenario.training.optimizer in KEEPS_GRAD
 
 
 def bytes_per_param(fused: bool, main_grad_dtype: str) -> float:
