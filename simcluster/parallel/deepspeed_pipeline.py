@@ -3,8 +3,9 @@ step, as in DeepSpeed 0.5-0.7 (2021-2022, MT-NLG 530B and BLOOM 176B), where it 
 
 What the engine keeps from the Megatron model: the order of the passes (``TrainSchedule``, deepspeed/runtime/pipe/
 schedule.py, is 1F1B without interleaving: stage s runs pp - s forwards before its first backward, then alternates, the
-same order as ``schedules.pipeline_order``; the engine's timeline is that of an event-level replay of TrainSchedule's
-instruction stream, ``parallel.deepspeed_schedule``: no bubble beyond 1F1B's), blocking sends (``p2p.send``/``p2p.recv``
+same order as ``schedules.pipeline_order``; checked against a replay of TrainSchedule (scripts/deepspeed_replay.py,
+tests/unit/test_deepspeed_schedule.py), which the engine does not run and equals only with pipeline messages and the
+end-of-step tail off: no bubble beyond 1F1B's), blocking sends (``p2p.send``/``p2p.recv``
 are ``dist.broadcast`` within a two-rank group, async_op=False), the activations split over the tensor-parallel ranks
 and all-gathered on the receiver (``is_pipe_partitioned = is_grad_partitioned = is_model_parallel``:
 ``PartitionedTensor``, the ``p2p_scatter_gather`` path), gradients reduced after the last microbatch (the schedule's

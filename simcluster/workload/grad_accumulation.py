@@ -2,10 +2,10 @@
 
 Megatron-Core fuses the accumulation into the weight-gradient GEMM by default: Transformer Engine's wgrad GEMM adds
 into the parameter's ``main_grad`` buffer in its epilogue (``gradient_accumulation_fusion``, TE ``fuse_wgrad_
-accumulation``), counted as the GEMM's output: for the dense layers one write of the 16-bit output (``ops``), for
-the grouped expert wgrads a read and a write of the main gradient at its width (``moe.expert_wgrad``). Without it
-the GEMM writes a fresh 16-bit ``weight.grad`` and the data-parallel wrapper's backward hook adds it to the main
-gradient, ``param.main_grad.add_(param.grad)``
+accumulation``), counted as the GEMM's output: for every linear (dense and grouped expert wgrads) a read
+and a write of the main gradient at its width (``ops.wgrad_output_bytes``). Without it the GEMM writes a fresh
+16-bit ``weight.grad`` and the data-parallel wrapper's backward hook adds it to the main gradient,
+``param.main_grad.add_(param.grad)``
 (megatron/core/distributed/distributed_data_parallel.py and Megatron-FSDP's param-and-grad buffer hooks): one more
 elementwise kernel per microbatch that reads the 16-bit gradient and the main gradient and writes the main gradient,
 whose dtype is the reduction's (fp32 with grad_reduce_in_fp32, else the parameters' bf16). Megatron-Bridge's NeMo 25.11
@@ -33,13 +33,51 @@ the fusion; the Megatron-FSDP rows without it are another owner's).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
 from simcluster.workload import optimizer_step
 from simcluster.workload.megatron_fp16_step import OPTIMIZER_PASSES
 
+if TYPE_CHECKING:
+    from simcluster.spec.config import Scenario
+
 OP_NAME = "grad_accumulate"                     # the op ``ops.layer_ops`` adds
+# optimizers whose zero_grad() zeroes .grad in place instead of freeing it, so that autograd adds into it even on the
+# first microbatch: Megatron-LM 2020's FP16_Optimizer (megatron/fp16/fp16.py, module docstring)
+KEEPS_GRAD = frozenset({"megatron2020"})
 WEIGHT_GRAD_BYTES = BYTES_PER_ELEMENT["bf16"]   # the wgrad GEMM's output (Transformer Engine: the parameters' dtype)
+
+
+def separate(scenario: Scenario, fused: bool) -> bool:
+    """Whether this module charges a separate accumulation kernel after each microbatch's weight-gradient GEMMs.
+    ``fused``: the GEMM accumulates into Megatron's ``main_grad`` itself (``ops.main_grad_bytes`` > 0, which needs
+    Megatron-Core's stack; ``training.gradient_accumulation_fusion`` means nothing elsewhere). Otherwise, per stack:
+    - DeepSpeed's engine (``pipeline_engine: deepspeed``): no, ``parallel.deepspeed_pipeline`` charges its own
+      (BF16_Optimizer's ``hp_grad`` add, or autograd's 16-bit ``.grad`` add).
+    - PyTorch FSDP with its gradients sharded every microbatch (``zero_stage: 3`` off Megatron-Core: llm-foundry's
+      FSDP1, torchtitan's FSDP2 without pipelining): no, the reduce-scatter runs each microbatch and the add is the
+      shard's, 1/dp of the gradient (``parallel.fsdp_runtime``, ``_accumulate_sharded_grad``; not charged).
+    - Everything else: yes. Megatron-Core without the fusion (``main_grad.add_(grad)``); Megatron-LM 2020-21 and
+      PyTorch DDP (autograd's ``AccumulateGrad``: ``variable_grad += new_grad``, read the new 16-bit gradient, read
+      and write ``.grad``); torchtitan's FSDP2 under pipelining (``zero_stage`` 1 with pp > 1:
+      torch.distributed.pipelining's stage turns gradient sync off until the last microbatch,
+      ``set_requires_gradient_sync(False)``, and FSDP2 adds
+      each microbatch's unsharded gradient into ``unsharded_accumulated_grad`` in the reduce dtype,
+      torch/distributed/fsdp/_fully_shard/_fsdp_param.py ``accumulate_unsharded_grad_if_needed``). The add's width is
+      ``parallelism.grad_reduce_dtype``'s; charged every microbatch, the first included (module docstring). Off
+      Megatron-Core the add is autograd's into ``.grad``, which a step of one microbatch runs only where the optimizer
+      keeps ``.grad`` between steps (``KEEPS_GRAD``); otherwise ``AccumulateGrad`` takes the first gradient over: not
+      charged at m = 1 (Narayanan et al. 2021's small Table 1 rows, ``zero_grad(set_to_none=True)``)."""
+    if fused:
+        return False
+    p = scenario.parallelism
+    if scenario.megatron_core:
+        return True
+    if p.pipeline_engine == "deepspeed" or p.zero_stage == 3:
+        return False
+    return scenario.microbatches > 1 or scenario.training.optimizer in KEEPS_GRAD
 
 
 def bytes_per_param(fused: bool, main_grad_dtype: str) -> float:

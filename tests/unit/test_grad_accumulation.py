@@ -130,3 +130,23 @@ def test_accumulated_tensors_match_the_optimizer_count(norm, biases):
     qk = model.model_copy(update={"qk_layernorm": True})
     per_norm = 2 if norm == "layernorm" else 1
     assert len(grad_accumulation.tensor_params(qk, weight_grads)) == expected + 2 * per_norm
+
+
+@pytest.mark.parametrize(("name", "charged"), [
+    ("nemo2409-gpt3-175b-128-h100-bf16", 0.0),            # Megatron-Core, fused into the wgrad GEMM's main_grad
+    ("nemo2511-llama3-70b-64-gb200-fp8", 2 + 2 * 2),       # Megatron-Core without the fusion: main_grad.add_
+    ("smith2022-mtnlg-530b-280-a100", 0.0),               # DeepSpeed: deepspeed_pipeline charges its own
+    ("bigscience-bloom-176b-384-a100", 0.0),
+    ("mpt-13b-8-h100", 0.0),                              # FSDP, sharded every microbatch: fsdp_runtime (the shard)
+    ("torchtitan-llama31-70b-256-h100-fp8", 0.0),
+    ("torchtitan-llama31-405b-512-h100-fp8", 2 + 2 * 4),  # FSDP2 under pipelining: unsharded add in fp32
+    ("narayanan2021-1.7b-a100", 0.0),                     # PyTorch DDP, one microbatch, .grad freed: no add
+    ("narayanan2021-18.4b-a100", 2 + 2 * 2),              # four microbatches: autograd's fp16 .grad add
+    ("megatron-1.2b-a100-node", 2 + 2 * 2),               # one microbatch, but FP16_Optimizer keeps .grad
+])
+def test_the_separate_accumulation_follows_the_stack_not_the_fusion_flag(name, charged):
+    """gradient_accumulation_fusion means something only on Megatron-Core (its main_grad); elsewhere each stack's own
+    accumulation decides, counted once: the rows off Megatron-Core leave the flag at its default (true) except where
+    they state it, and are charged by their stack (read the 16-bit gradient, read and write the accumulator)."""
+    scenario = config.load(name)
+    assert ops.shard_for(scenario).grad_accumulation_bytes == charged
