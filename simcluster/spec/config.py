@@ -187,9 +187,9 @@ def recipe_match(m: TransformerSpec) -> tuple[frozenset[str], str]:
     reduction with --bf16, TE's userbuffers defaults), not NeMo's recipe. An unnamed model, however it is written (its
     keys do not matter): the presets of its layer shape and vocab ("shape+vocab"); when no preset of that shape has its
     vocab, those of the shape with the nearest vocab ("shape+nearest-vocab": a padded vocab, NeMo's GPT-3 50257 ->
-    51200, is still gpt3_175b.py's model; NeMo picks these settings by the model its recipe builds). When those presets' recipe
-    settings disagree, none of them ("ambiguous"): the run's own defaults, never a union. No preset of the shape:
-    "none"."""
+    51200, is still gpt3_175b.py's model; NeMo picks these settings by the model its recipe builds). When those
+    presets' recipe settings disagree, none of them ("ambiguous"): the run's own defaults, never a union. No preset of
+    the shape: "none"."""
     if m.name != TransformerSpec.model_fields["name"].default or m.moe is not None or m.mla is not None:
         return frozenset({m.name}), "name"
     shape = [model.preset(name) for name in sorted(_presets_of_shape(_layer_shape(m)))]
