@@ -49,6 +49,10 @@ def model_line(preset: dict | None) -> str:
         return "inline, as written"
     if preset["chosen_by"] == "shape":
         return f"inline shape = preset {preset['name']} (its architecture and NeMo settings used)"
+    if preset["chosen_by"] == "ambiguous":
+        return "inline, as written (presets of its shape disagree: no NeMo recipe settings)"
+    if preset["chosen_by"] in ("shape+vocab", "shape+nearest-vocab"):
+        return f"inline, as written; NeMo recipe settings of {preset['name']} ({preset['chosen_by']})"
     return f"preset {preset['name']}"
 
 

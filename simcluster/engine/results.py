@@ -121,8 +121,9 @@ def summarize(record: RunRecord) -> Result:
         "peak_window_s": record.peak_window_s,
         "topology": record.fabric.topology,
         "gpu": scenario.cluster.gpu.name,
-        # the preset the model is and how it was chosen ({"name", "chosen_by": "name" | "shape"}), None for a model
-        # of its own (``Scenario.model_preset``)
+        # the preset the model is and how it was chosen ({"name", "chosen_by": "name" | "shape"}); for an unnamed
+        # model of its own, the presets whose recipe settings it takes ("shape+vocab" | "shape+nearest-vocab" |
+        # "ambiguous"); None otherwise (``Scenario.model_preset``)
         "model_preset": scenario.model_preset(),
         "layout": dict(record.layout),
         "agents": len(record.agents),

@@ -172,17 +172,39 @@ def contract_inline_preset(value):
     return max(matches, key=lambda m: m.max_seq_len).model_dump()
 
 
-def recipe_models(m: TransformerSpec) -> frozenset[str]:
+def _recipe_settings(name: str) -> tuple:
+    """What NeMo's recipe sets per model: bf16 reduction in bf16 runs, the wgrad deferral limit, and the userbuffers
+    configurations (data/userbuffers.yaml nemo_configs entries) that list the model."""
+    configs = catalog.load("userbuffers")["nemo_configs"]
+    return (name in NEMO_BF16_GRAD_REDUCE_MODELS, NEMO_WGRAD_DEFERRAL_LIMITS.get(name),
+            frozenset(i for i, entry in enumerate(configs) if name in entry["match"]["models"]))
+
+
+def recipe_match(m: TransformerSpec) -> tuple[frozenset[str], str]:
     """The preset names NeMo's per-model settings (NEMO_BF16_GRAD_REDUCE_MODELS, NEMO_WGRAD_DEFERRAL_LIMITS,
-    data/userbuffers.yaml nemo_configs) know a model by: its own name; an inline dense model without one (DESIGN.md's
-    {layers, hidden, heads, kv_heads, ffn_hidden, vocab}) by every preset of its layer shape. NeMo picks these
-    settings by the recipe, i.e. by the model it builds (llm/recipes/gpt3_175b.py builds GPTConfig175B: 96 layers,
-    hidden 12288, 96 heads), so an unnamed GPT-3 175B, with NeMo's padded vocab or not, runs gpt3_175b's. A named model
-    keeps its name alone: Megatron-LM's 177B benchmark model has GPT-3 175B's layers but Megatron-LM's settings (fp32
-    reduction with --bf16, TE's userbuffers defaults), not NeMo's recipe."""
+    data/userbuffers.yaml nemo_configs) know a model by, and how they were chosen. A named model (or MoE/MLA): its name
+    alone ("name"): Megatron-LM's 177B benchmark model has GPT-3 175B's layers but Megatron-LM's settings (fp32
+    reduction with --bf16, TE's userbuffers defaults), not NeMo's recipe. An unnamed model, however it is written (its
+    keys do not matter): the presets of its layer shape and vocab ("shape+vocab"); when no preset of that shape has its
+    vocab, those of the shape with the nearest vocab ("shape+nearest-vocab": a padded vocab, NeMo's GPT-3 50257 ->
+    51200, is still gpt3_175b.py's model; NeMo picks these settings by the model its recipe builds). When those
+    presets' recipe settings disagree, none of them ("ambiguous"): the run's own defaults, never a union. No preset of
+    the shape: "none"."""
     if m.name != TransformerSpec.model_fields["name"].default or m.moe is not None or m.mla is not None:
-        return frozenset({m.name})
-    return _presets_of_shape(_layer_shape(m)) | {m.name}
+        return frozenset({m.name}), "name"
+    shape = [model.preset(name) for name in sorted(_presets_of_shape(_layer_shape(m)))]
+    if not shape:
+        return frozenset({m.name}), "none"
+    nearest = min(abs(p.vocab - m.vocab) for p in shape)
+    found = frozenset(p.name for p in shape if abs(p.vocab - m.vocab) == nearest)
+    if len({_recipe_settings(name) for name in found}) > 1:
+        return frozenset({m.name}), "ambiguous"
+    return found | {m.name}, "shape+vocab" if nearest == 0 else "shape+nearest-vocab"
+
+
+def recipe_models(m: TransformerSpec) -> frozenset[str]:
+    """The preset names NeMo's per-model settings know a model by (``recipe_match``)."""
+    return recipe_match(m)[0]
 
 
 class _Strict(BaseModel):
@@ -560,11 +582,17 @@ class Scenario(_Strict):
     def model_preset(self) -> dict[str, str] | None:
         """The preset (data/models.yaml) the model is, and how it was chosen: ``{"name": preset, "chosen_by":
         "name" | "shape"}`` ("shape": written inline with DESIGN.md's keys only and taken as the preset of that shape,
-        its architecture and NeMo's per-model settings included); None for a model of its own."""
+        its architecture and NeMo's per-model settings included). A model of its own without a name: the presets
+        whose NeMo recipe settings it takes (``recipe_match``): ``{"name": "a,b" | None, "chosen_by": "shape+vocab"
+        | "shape+nearest-vocab" | "ambiguous"}`` (ambiguous: presets of its shape disagree, the run's own defaults
+        taken); None otherwise."""
         name = self.model.name
-        if name not in catalog.load("models") or self.model != model.preset(name):
+        if name in catalog.load("models") and self.model == model.preset(name):
+            return {"name": name, "chosen_by": self._model_chosen_by}
+        found, how = recipe_match(self.model)
+        if how in ("name", "none"):
             return None
-        return {"name": name, "chosen_by": self._model_chosen_by}
+        return {"name": ",".join(sorted(found - {name})) or None, "chosen_by": how}
 
     @field_validator("variability", mode="before")
     @classmethod

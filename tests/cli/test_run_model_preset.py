@@ -27,7 +27,8 @@ def _with_model(small_scenario, model) -> dict:
 @pytest.mark.parametrize("model, expected", [
     ("llama2-7b", {"name": "llama2-7b", "chosen_by": "name"}),
     (LLAMA2_7B_INLINE, {"name": "llama2-7b", "chosen_by": "shape"}),
-    ({**LLAMA2_7B_INLINE, "mlp": "swiglu"}, None),  # a key beyond the contract's: a model of its own
+    # a key beyond the contract's: a model of its own, with the NeMo recipe settings of its shape and vocab
+    ({**LLAMA2_7B_INLINE, "mlp": "swiglu"}, {"name": "llama2-7b", "chosen_by": "shape+vocab"}),
     (OWN_MODEL, None),
 ])
 def test_model_preset_says_which_preset_and_how(small_scenario, model, expected):

@@ -77,3 +77,52 @@ def test_an_unnamed_gpt3_175b_takes_nemos_userbuffers_configuration(precision):
     assert _userbuffers(_inline("gpt3-175b"), precision) == nemo
     assert _userbuffers(_inline("gpt3-175b", vocab=51200), precision) == nemo
     assert _userbuffers("megatron-177b", precision) == te_defaults
+
+
+def _full_unnamed(preset: str, **change) -> dict:
+    """The preset written out in full (architecture keys included), without its name: not a contract-keys model."""
+    spec = model.preset(preset).model_dump(exclude={"name", "source"})
+    return {**spec, **change}
+
+
+def test_megatron_177b_written_in_full_without_a_name_resolves_like_its_contract_form():
+    """One rule for every way of writing a model: shape plus vocab. megatron-177b's vocab (131072) picks it alone,
+    not the union with gpt3-175b (which gave bf16 reduction, limit 50 and NeMo's GPT-3 userbuffers)."""
+    named = _resolved("megatron-177b")
+    assert _resolved(_inline("megatron-177b")) == named == ("fp32", 22, True)
+    assert _resolved(_full_unnamed("megatron-177b")) == named
+    assert _userbuffers(_full_unnamed("megatron-177b")) == _userbuffers("megatron-177b")
+
+
+def _llama70b_userbuffers(spec):
+    from simcluster.workload import userbuffers
+    return userbuffers.scenario_config(config.Scenario.model_validate({
+        "name": "x", "model": spec, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 8},
+        "training": {"seq_len": 4096, "global_batch_size": 128, "micro_batch_size": 1, "precision": "bf16"},
+        "parallelism": {"tp": 4, "pp": 4, "dp": 4, "virtual_stages": 5}}))
+
+
+def test_the_llama_70b_family_resolves_alike_however_written():
+    """llama2-70b, llama3-70b and llama3.1-70b share a layer shape; Llama 3 70B (vocab 128256) written by name, with
+    contract keys, or in full without a name takes Llama 3's settings (TE's defaults at seq 4096), never llama2-70b's
+    NeMo 1.x userbuffers configuration (data/userbuffers.yaml, hidden 8192 tp 4 tokens 4096)."""
+    named = _llama70b_userbuffers("llama3-70b")
+    assert _llama70b_userbuffers(_inline("llama3-70b")) == named
+    assert _llama70b_userbuffers(_full_unnamed("llama3-70b")) == named
+    assert _llama70b_userbuffers(_full_unnamed("llama3-70b", max_seq_len=4096)) == named
+    assert _llama70b_userbuffers("llama2-70b") != named  # the case would not test anything otherwise
+
+
+def test_presets_of_one_shape_that_disagree_give_no_recipe(monkeypatch):
+    """Presets of an unnamed model's shape and vocab whose recipe settings disagree: none of them (the run's own
+    defaults), reported as ambiguous, never the union (which would take the larger deferral limit)."""
+    monkeypatch.setattr(config, "NEMO_WGRAD_DEFERRAL_LIMITS",
+                        {**config.NEMO_WGRAD_DEFERRAL_LIMITS, "llama3.1-70b": 50})  # llama3-70b keeps 22
+    spec = _full_unnamed("llama3-70b")
+    assert config.recipe_match(model.TransformerSpec(**spec))[1] == "ambiguous"
+    assert _resolved(spec) == ("fp32", 22, True)
+    scenario = config.Scenario.model_validate({
+        "name": "x", "model": spec, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 16},
+        "training": {"seq_len": 2048, "global_batch_size": 256, "micro_batch_size": 1},
+        "parallelism": {"tp": 8, "pp": 8, "dp": 2}})
+    assert scenario.model_preset() == {"name": None, "chosen_by": "ambiguous"}
