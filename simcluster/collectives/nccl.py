@@ -396,6 +396,13 @@ def choose(
     group inside one NVSwitch domain; IB SHARP (``sharp``: the fabric's switches offer it) needs the group on at
     least two nodes; both run the Simple protocol only. Hierarchical allreduce is never picked automatically
     (NCCL has no such algorithm; it is offered for comparison). ``gpu``: the GPUs' spec (``estimate_s``).
+
+    Deliberately two NCCL versions: the choice prices rings by NCCL 2.18-2.21's model (``estimate_s`` with
+    ``for_choice=True``: LL128 at 0.7 of busBw and the Ring row's network latency for a ring of one GPU per node),
+    the run pays NCCL 2.23+'s (0.92, the Tree row's network latency; nccl.yaml ``protocols``, VERSION ASSUMPTION).
+    So the simulator runs what the 2024 NCCL chose at what it costs, and can pick a protocol slower under its own
+    run cost: one GPU per node, all-gather 122 MB at 192 ranks LL128 4.45 ms vs Simple 3.98 ms, reduce-scatter
+    244 MB at 288 ranks 8.08 vs 6.63 ms (pinned in tests/validation/test_dp_rings_many_nodes.py).
     """
     in_network = ["sharp"] if sharp and op in constants()["sharp"]["ops"] else []
     if algorithm == "auto":
