@@ -175,7 +175,7 @@ class CalibratedFabric:
     runs on it unchanged. NVLink efficiencies are those of the fabric's GPUs (``raw.gpu``, set by the builders).
     """
 
-    def __init__(self, fabric, algorithm: str, protocol: str, ppn: float | None = None):
+    def __init__(self, fabric, algorithm: str, protocol: str):
         self.raw = getattr(fabric, "raw", fabric)
         self.algorithm = algorithm
         self.protocol = protocol
@@ -184,7 +184,7 @@ class CalibratedFabric:
         kinds, index = codes if codes is not None else np.unique(np.asarray(self.raw.link_kind, dtype=str),
                                                                  return_inverse=True)
         factors = np.array(
-            [efficiency(algorithm, protocol, link_family(kind), gpu, ppn) for kind in kinds], dtype=float
+            [efficiency(algorithm, protocol, link_family(kind), gpu) for kind in kinds], dtype=float
         )
         self.link_bytes_per_s = np.asarray(self.raw.link_bytes_per_s, dtype=float) * factors[index]
 
@@ -192,21 +192,21 @@ class CalibratedFabric:
         return getattr(self.raw, name)
 
 
-def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple",
-               ppn: float | None = None) -> CalibratedFabric:
-    """The fabric with NCCL's achieved fractions of line rate on every link (the one place they apply), for a
-    group of ``ppn`` GPUs per node (``protocol_fraction``)."""
-    return CalibratedFabric(fabric, algorithm, protocol, ppn)
+def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple") -> CalibratedFabric:
+    """The fabric with NCCL's achieved fractions of line rate on every link (the one place they apply): a run's
+    rates, whatever the group's GPUs per node (``protocol_fraction``; the ppn = 1 discount is the choice's only)."""
+    return CalibratedFabric(fabric, algorithm, protocol)
 
 
-def wire_factor(algorithm: str, protocol: str, label: str, gpu=None, ppn: float | None = None) -> float:
+def wire_factor(algorithm: str, protocol: str, label: str, gpu=None) -> float:
     """Bytes a transfer class of ``algorithm``/``protocol`` puts on a network calibrated for ring/Simple, per byte
     it moves: the ratio of the two efficiencies on the links the class uses, read from its label (the builders
     name classes by their links: "ring nvlink", "sharp network", "nvls"). 1 for ring/Simple; for the algorithms
     whose efficiency is one factor on every link family (protocols, the tree cap) the family does not matter.
-    ``gpu``: the fabric's GPUs (their NVLink generation's efficiencies); ``ppn``: the group's GPUs per node."""
+    ``gpu``: the fabric's GPUs (their NVLink generation's efficiencies); a run's rates do not depend on the group's
+    GPUs per node (``protocol_fraction``)."""
     family = link_family(label)
-    return efficiency("ring", "Simple", family, gpu) / efficiency(algorithm, protocol, family, gpu, ppn)
+    return efficiency("ring", "Simple", family, gpu) / efficiency(algorithm, protocol, family, gpu)
 
 
 # ---- NCCL-style selection ----------------------------------------------------------------------------------
