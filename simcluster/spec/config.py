@@ -653,7 +653,11 @@ class Scenario(_Strict):
         else:
             bucket = math.inf
         p.resolve(grad_bucket_size=bucket)
-        p.resolve(te_version=default_te_version(self.cluster.gpu, t.precision, t.fp8_recipe, t.moe_router))
+        te_needed = default_te_version(self.cluster.gpu, t.precision, t.fp8_recipe, t.moe_router)
+        if p.te_version == 1 and te_needed > 1:
+            raise ScenarioError("parallelism.te_version", "1 cannot run this: Blackwell GPUs, the current / mxfp8 fp8 "
+                                "recipes and moe_router fused need Transformer Engine 2.x (set 2 or leave it unset)")
+        p.resolve(te_version=te_needed)
         p.resolve(defer_embedding_wgrad=core and p.pp > 1 and p.schedule == "1f1b" and t.gradient_accumulation_fusion,
                   wgrad_deferral_limit=max((NEMO_WGRAD_DEFERRAL_LIMITS[n] for n in recipe
                                             & NEMO_WGRAD_DEFERRAL_LIMITS.keys()), default=NEMO_WGRAD_DEFERRAL_LIMIT))
