@@ -47,7 +47,7 @@ def test_shares_in_range_are_kept(monkeypatch, share):
 
 @pytest.mark.parametrize(("model", "share", "key"), [("duty", None, "efficiency.yaml clock_model"),
                                                      ("duty_cycle", 2.0, "power_clock.low_power_share")])
-def test_the_cli_refuses_in_one_line_with_exit_2(cli, monkeypatch, model, share, key):
+def test_the_cli_refuses_in_one_line_with_exit_2(cli, monkeypatch, tmp_path, model, share, key):
     _with(monkeypatch, clock_model=model, share=share)
-    code, _out, err = cli("run", "nemo2409-gpt3-175b-128-h100-bf16", "--out", "-")
+    code, _out, err = cli("run", "nemo2409-gpt3-175b-128-h100-bf16", "--out", tmp_path / "out")
     one_line_refusal(code, err, key)

@@ -30,9 +30,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "training", "cluster"), CASES)
-def test_te_1_with_a_te_2_feature_is_refused_in_one_line(cli, write_scenario, name, training, cluster):
+def test_te_1_with_a_te_2_feature_is_refused_in_one_line(cli, write_scenario, tmp_path, name, training, cluster):
     path = write_scenario(_scenario(name, 1, training, cluster))
-    code, _out, err = cli("run", path, "--out", "-")
+    code, _out, err = cli("run", path, "--out", tmp_path / "out")
     one_line_refusal(code, err, "parallelism.te_version")
 
 
