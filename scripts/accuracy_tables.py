@@ -10,13 +10,15 @@ targets, met or not. With
 ``<!-- accuracy-tables:end -->`` lines; the prose around them is kept byte for byte.
 
 Error sign as in ``validate``: error = simulated / published throughput - 1 (negative = simulated too slow).
-Bad input (a missing file, invalid JSON, a case without its fields, markers missing): one line, exit 2.
+Bad input (a missing file, invalid JSON, a case without its fields or with a non-finite error, markers missing or
+in reverse order, a page that cannot be written): one line, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -55,6 +57,8 @@ def load_cases(path: str) -> list[dict]:
             value = case.get(field) if isinstance(case, dict) else None
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise InputError(f"{path}: cases[{index}].{field}: missing or not a {_kind_name(kind)}")
+            if kind == (int, float) and not math.isfinite(value):   # json reads NaN and Infinity
+                raise InputError(f"{path}: cases[{index}].{field}: {value} is not a finite number")
     return cases
 
 
@@ -178,6 +182,8 @@ def replace_block(page: str, block: str) -> str:
     """The page with the text between the marker lines replaced by block; everything else unchanged."""
     if page.count(START) != 1 or page.count(END) != 1:
         raise InputError(f"expected one '{START}' and one '{END}' line")
+    if page.index(END) < page.index(START):
+        raise InputError(f"'{END}' comes before '{START}'")
     head, rest = page.split(START, 1)
     _, tail = rest.split(END, 1)
     if not head.endswith("\n") and head:
@@ -204,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                 new_text = replace_block(text, block)
             except InputError as exc:
                 raise InputError(f"{page}: {exc}") from None
-            page.write_text(new_text)
+            try:
+                page.write_text(new_text)
+            except OSError as exc:
+                raise InputError(f"{page}: cannot write ({exc.strerror or exc})") from None
         else:
             sys.stdout.write(block)
     except InputError as exc:

@@ -175,7 +175,7 @@ class CalibratedFabric:
     runs on it unchanged. NVLink efficiencies are those of the fabric's GPUs (``raw.gpu``, set by the builders).
     """
 
-    def __init__(self, fabric, algorithm: str, protocol: str, ppn: float | None = None):
+    def __init__(self, fabric, algorithm: str, protocol: str):
         self.raw = getattr(fabric, "raw", fabric)
         self.algorithm = algorithm
         self.protocol = protocol
@@ -184,7 +184,7 @@ class CalibratedFabric:
         kinds, index = codes if codes is not None else np.unique(np.asarray(self.raw.link_kind, dtype=str),
                                                                  return_inverse=True)
         factors = np.array(
-            [efficiency(algorithm, protocol, link_family(kind), gpu, ppn) for kind in kinds], dtype=float
+            [efficiency(algorithm, protocol, link_family(kind), gpu) for kind in kinds], dtype=float
         )
         self.link_bytes_per_s = np.asarray(self.raw.link_bytes_per_s, dtype=float) * factors[index]
 
@@ -192,21 +192,21 @@ class CalibratedFabric:
         return getattr(self.raw, name)
 
 
-def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple",
-               ppn: float | None = None) -> CalibratedFabric:
-    """The fabric with NCCL's achieved fractions of line rate on every link (the one place they apply), for a
-    group of ``ppn`` GPUs per node (``protocol_fraction``)."""
-    return CalibratedFabric(fabric, algorithm, protocol, ppn)
+def calibrated(fabric, algorithm: str = "ring", protocol: str = "Simple") -> CalibratedFabric:
+    """The fabric with NCCL's achieved fractions of line rate on every link (the one place they apply): a run's
+    rates, whatever the group's GPUs per node (``protocol_fraction``; the ppn = 1 discount is the choice's only)."""
+    return CalibratedFabric(fabric, algorithm, protocol)
 
 
-def wire_factor(algorithm: str, protocol: str, label: str, gpu=None, ppn: float | None = None) -> float:
+def wire_factor(algorithm: str, protocol: str, label: str, gpu=None) -> float:
     """Bytes a transfer class of ``algorithm``/``protocol`` puts on a network calibrated for ring/Simple, per byte
     it moves: the ratio of the two efficiencies on the links the class uses, read from its label (the builders
     name classes by their links: "ring nvlink", "sharp network", "nvls"). 1 for ring/Simple; for the algorithms
     whose efficiency is one factor on every link family (protocols, the tree cap) the family does not matter.
-    ``gpu``: the fabric's GPUs (their NVLink generation's efficiencies); ``ppn``: the group's GPUs per node."""
+    ``gpu``: the fabric's GPUs (their NVLink generation's efficiencies); a run's rates do not depend on the group's
+    GPUs per node (``protocol_fraction``)."""
     family = link_family(label)
-    return efficiency("ring", "Simple", family, gpu) / efficiency(algorithm, protocol, family, gpu, ppn)
+    return efficiency("ring", "Simple", family, gpu) / efficiency(algorithm, protocol, family, gpu)
 
 
 # ---- NCCL-style selection ----------------------------------------------------------------------------------
@@ -396,6 +396,13 @@ def choose(
     group inside one NVSwitch domain; IB SHARP (``sharp``: the fabric's switches offer it) needs the group on at
     least two nodes; both run the Simple protocol only. Hierarchical allreduce is never picked automatically
     (NCCL has no such algorithm; it is offered for comparison). ``gpu``: the GPUs' spec (``estimate_s``).
+
+    Deliberately two NCCL versions: the choice prices rings by NCCL 2.18-2.21's model (``estimate_s`` with
+    ``for_choice=True``: LL128 at 0.7 of busBw and the Ring row's network latency for a ring of one GPU per node),
+    the run pays NCCL 2.23+'s (0.92, the Tree row's network latency; nccl.yaml ``protocols``, VERSION ASSUMPTION).
+    So the simulator runs what the 2024 NCCL chose at what it costs, and can pick a protocol slower under its own
+    run cost: one GPU per node, all-gather 122 MB at 192 ranks LL128 4.45 ms vs Simple 3.98 ms, reduce-scatter
+    244 MB at 288 ranks 8.08 vs 6.63 ms (pinned in tests/validation/test_dp_rings_many_nodes.py).
     """
     in_network = ["sharp"] if sharp and op in constants()["sharp"]["ops"] else []
     if algorithm == "auto":

@@ -86,7 +86,7 @@ def run(collective: Collective, fabric, network: str = "flow", gpu=None, **optio
     """Schedule ``collective``, build the ``network`` model on the NCCL-calibrated fabric (``options`` go to the
     model), and time it."""
     steps = schedule(collective, fabric, gpu=gpu)
-    model = make_model(network, calibrated_view(fabric, steps.algorithm, steps.protocol, steps.ppn), **options)
+    model = make_model(network, calibrated_view(fabric, steps.algorithm, steps.protocol), **options)
     time_s = simulate(steps, model)
     return Outcome(
         collective.op,
@@ -130,10 +130,9 @@ def isolated_time_s(fabric, op: str, group: tuple[int, ...], size_bytes: float) 
 _ISOLATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def calibrated_view(fabric, algorithm: str = "ring", protocol: str = "Simple", ppn: float | None = None):
-    """``nccl.calibrated(fabric, algorithm, protocol, ppn)``, made once per fabric and (algorithm, protocol, whether
-    the group's ``ppn`` GPUs per node change the protocol's fraction): it scales every link's capacity (a pass over
-    ~10^6 links at 131k GPUs), and the models built on it only read it."""
+def calibrated_view(fabric, algorithm: str = "ring", protocol: str = "Simple"):
+    """``nccl.calibrated(fabric, algorithm, protocol)``, made once per fabric and (algorithm, protocol): it scales
+    every link's capacity (a pass over ~10^6 links at 131k GPUs), and the models built on it only read it."""
     raw = getattr(fabric, "raw", fabric)
     try:
         # kept on the fabric itself: a view refers to its fabric, so a cache keyed weakly on the fabric (as
@@ -142,12 +141,9 @@ def calibrated_view(fabric, algorithm: str = "ring", protocol: str = "Simple", p
         views = vars(raw).setdefault("_calibrated_views", {})
     except TypeError:  # an object without attributes of its own: no cache
         views = {}
-    # the group's GPUs per node matter only where they change the protocol's fraction (a ring's LL128 below 2)
-    below_2 = ppn is not None and nccl.protocol_fraction(algorithm, protocol, ppn) != nccl.protocol_fraction(
-        algorithm, protocol)
-    key = (algorithm, protocol, below_2)
+    key = (algorithm, protocol)
     if key not in views:
-        views[key] = nccl.calibrated(raw, algorithm, protocol, ppn if below_2 else None)
+        views[key] = nccl.calibrated(raw, algorithm, protocol)
     return views[key]
 
 
@@ -186,7 +182,7 @@ def _on_engine_network(steps: Schedule, fabric) -> list[Step]:
     gpu = getattr(getattr(fabric, "raw", fabric), "gpu", None)
     return [dataclasses.replace(step, transfers=tuple(
         dataclasses.replace(tc, size_bytes=tc.size_bytes * nccl.wire_factor(steps.algorithm, steps.protocol,
-                                                                           tc.label, gpu, steps.ppn))
+                                                                           tc.label, gpu))
         for tc in step.transfers)) for step in steps]
 
 

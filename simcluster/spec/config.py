@@ -152,24 +152,41 @@ CONTRACT_MODEL_KEYS = frozenset({"layers", "hidden", "heads", "kv_heads", "ffn_h
 _NOT_ARCHITECTURE = {"name", "source", "max_seq_len"}
 
 
+# How far a model's vocab may be from a preset's and still be that preset's, padded: Megatron pads the vocab to a
+# multiple of --make-vocab-size-divisible-by (128) x tp (megatron/training/tokenizer's _vocab_size_with_padding), so
+# at tp 8 by up to 1023 entries: NeMo's GPT-3 175B pads 50257 to 51200 (+943). Farther apart: another model.
+PADDED_VOCAB_MAX = 1024
+
+
+def shape_presets(m: TransformerSpec) -> tuple[list[TransformerSpec], str]:
+    """The one rule both ``contract_inline_preset`` and ``recipe_match`` read an unnamed model by: the dense presets
+    of its layer shape with its vocab ("shape+vocab"), else with the nearest vocab when that is within padding of
+    it (``PADDED_VOCAB_MAX``: "shape+nearest-vocab"), else none ("none")."""
+    shape = [model.preset(name) for name in sorted(_presets_of_shape(_layer_shape(m)))]
+    nearest = min((abs(p.vocab - m.vocab) for p in shape), default=math.inf)
+    if nearest > PADDED_VOCAB_MAX:
+        return [], "none"
+    return [p for p in shape if abs(p.vocab - m.vocab) == nearest], "shape+vocab" if nearest == 0 else \
+        "shape+nearest-vocab"
+
+
 def contract_inline_preset(value):
-    """An inline model written with DESIGN.md's keys only, as the preset of exactly that shape (layers, hidden, heads,
-    kv heads, ffn, vocab) when the presets of that shape share one architecture: an outside tool writing Llama 3 8B
-    inline cannot state swiglu, rmsnorm and rope, and GPT-style defaults would simulate another model (2 MLP matrices,
-    not 3: the NeMo Llama 3.1 8B row 19% shorter a step). Of several such presets (Llama 3 and 3.1), the longest
-    context. Anything else (another key stated, no preset of that shape, presets of different architectures) is taken
-    as written."""
+    """An inline model written with DESIGN.md's keys only, as the preset of that shape (layers, hidden, heads, kv
+    heads, ffn) and vocab (``shape_presets``: the same vocab, else one within padding of it, the stated vocab kept)
+    when those presets share one architecture: an outside tool writing Llama 3 8B inline cannot state swiglu, rmsnorm
+    and rope, and GPT-style defaults would simulate another model (2 MLP matrices, not 3: the NeMo Llama 3.1 8B row
+    19% shorter a step). Of several such presets (Llama 3 and 3.1), the longest context. Anything else (another key
+    stated, no preset of that shape and vocab, presets of different architectures) is taken as written."""
     if not isinstance(value, dict) or not value or set(value) - CONTRACT_MODEL_KEYS:
         return value
     try:
         spec = TransformerSpec(**value)
     except ValueError:
         return value  # the field's own validation reports it
-    matches = [m for m in (model.preset(name) for name in sorted(_presets_of_shape(_layer_shape(spec))))
-               if m.vocab == spec.vocab]
+    matches = shape_presets(spec)[0]
     if len({tuple(sorted(m.model_dump(exclude=_NOT_ARCHITECTURE).items(), key=str)) for m in matches}) != 1:
         return value
-    return max(matches, key=lambda m: m.max_seq_len).model_dump()
+    return {**max(matches, key=lambda m: m.max_seq_len).model_dump(), "vocab": spec.vocab}
 
 
 def _recipe_settings(name: str) -> tuple:
@@ -185,21 +202,20 @@ def recipe_match(m: TransformerSpec) -> tuple[frozenset[str], str]:
     data/userbuffers.yaml nemo_configs) know a model by, and how they were chosen. A named model (or MoE/MLA): its name
     alone ("name"): Megatron-LM's 177B benchmark model has GPT-3 175B's layers but Megatron-LM's settings (fp32
     reduction with --bf16, TE's userbuffers defaults), not NeMo's recipe. An unnamed model, however it is written (its
-    keys do not matter): the presets of its layer shape and vocab ("shape+vocab"); when no preset of that shape has its
-    vocab, those of the shape with the nearest vocab ("shape+nearest-vocab": a padded vocab, NeMo's GPT-3 50257 ->
-    51200, is still gpt3_175b.py's model; NeMo picks these settings by the model its recipe builds). When those
-    presets' recipe settings disagree, none of them ("ambiguous"): the run's own defaults, never a union. No preset of
-    the shape: "none"."""
+    keys do not matter): ``shape_presets``, the presets of its layer shape and vocab ("shape+vocab"); when no preset of
+    that shape has its vocab, those of the shape with the nearest vocab within padding of it ("shape+nearest-vocab":
+    a padded vocab, NeMo's GPT-3 50257 -> 51200, is still gpt3_175b.py's model; NeMo picks these settings by the model
+    its recipe builds). When those presets' recipe settings disagree, none of them ("ambiguous"): the run's own
+    defaults, never a union. No preset of the shape, or none within padding of its vocab: "none"."""
     if m.name != TransformerSpec.model_fields["name"].default or m.moe is not None or m.mla is not None:
         return frozenset({m.name}), "name"
-    shape = [model.preset(name) for name in sorted(_presets_of_shape(_layer_shape(m)))]
-    if not shape:
-        return frozenset({m.name}), "none"
-    nearest = min(abs(p.vocab - m.vocab) for p in shape)
-    found = frozenset(p.name for p in shape if abs(p.vocab - m.vocab) == nearest)
+    presets, chosen_by = shape_presets(m)
+    if not presets:
+        return frozenset({m.name}), chosen_by
+    found = frozenset(p.name for p in presets)
     if len({_recipe_settings(name) for name in found}) > 1:
         return frozenset({m.name}), "ambiguous"
-    return found | {m.name}, "shape+vocab" if nearest == 0 else "shape+nearest-vocab"
+    return found | {m.name}, chosen_by
 
 
 def recipe_models(m: TransformerSpec) -> frozenset[str]:
@@ -587,8 +603,12 @@ class Scenario(_Strict):
         | "shape+nearest-vocab" | "ambiguous"}`` (ambiguous: presets of its shape disagree, the run's own defaults
         taken); None otherwise."""
         name = self.model.name
-        if name in catalog.load("models") and self.model == model.preset(name):
-            return {"name": name, "chosen_by": self._model_chosen_by}
+        if name in catalog.load("models"):
+            preset = model.preset(name)
+            if self._model_chosen_by == "shape":   # a vocab within padding of the preset's is kept as written
+                preset = preset.model_copy(update={"vocab": self.model.vocab})
+            if self.model == preset:
+                return {"name": name, "chosen_by": self._model_chosen_by}
         found, how = recipe_match(self.model)
         if how in ("name", "none"):
             return None
@@ -653,7 +673,11 @@ class Scenario(_Strict):
         else:
             bucket = math.inf
         p.resolve(grad_bucket_size=bucket)
-        p.resolve(te_version=default_te_version(self.cluster.gpu, t.precision, t.fp8_recipe, t.moe_router))
+        te_needed = default_te_version(self.cluster.gpu, t.precision, t.fp8_recipe, t.moe_router)
+        if p.te_version == 1 and te_needed > 1:
+            raise ScenarioError("parallelism.te_version", "1 cannot run this: Blackwell GPUs, the current / mxfp8 fp8 "
+                                "recipes and moe_router fused need Transformer Engine 2.x (set 2 or leave it unset)")
+        p.resolve(te_version=te_needed)
         p.resolve(defer_embedding_wgrad=core and p.pp > 1 and p.schedule == "1f1b" and t.gradient_accumulation_fusion,
                   wgrad_deferral_limit=max((NEMO_WGRAD_DEFERRAL_LIMITS[n] for n in recipe
                                             & NEMO_WGRAD_DEFERRAL_LIMITS.keys()), default=NEMO_WGRAD_DEFERRAL_LIMIT))

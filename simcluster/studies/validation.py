@@ -50,7 +50,8 @@ class CaseResult:
 
 
 # BF16 and FP8 runs of the same model on the same GPUs (calibration BF16, held-out FP8) and the error gap each pair
-# may show (issue 15: 5 points; the Llama 3 8B pair its measured gap + about 3 points). Asserted in
+# may show (issue 15: 5 points; the Llama 3 8B pair 0.11, about 0.8 point above its measured gap of 10.2, to catch
+# regressions). Asserted in
 # tests/validation/test_training_calibration.py, tabulated by scripts/accuracy_tables.py.
 BF16_FP8_PAIRS = [("nemo2409-gpt3-175b-128-h100-bf16", "nemo2407-gpt3-175b-128-h100-fp8"),
                   ("nemo2409-llama31-8b-8-h100-bf16", "nemo2407-llama3-8b-8-h100-fp8")]

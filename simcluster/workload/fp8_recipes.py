@@ -23,7 +23,16 @@ scaling, below).
   to the quantize: the MXFP8 GEMM's time (efficiency.yaml gemm.block_scaled_slowdown) is TE's benchmark_gemm timing
   the whole pre-quantized tex.generic_gemm loop with CUDA events, swizzles included where that TE runs them, so the
   cast counts the quantize kernel's bytes only (counting the swizzles here too would charge them twice; they were
-  2 x 2/32 bytes an element of the cast, about 3% of it, until round 17's review).
+  2 x 2/32 bytes an element of the cast, about 3% of it, until round 17's review). Checked against the benchmark's
+  source (NVIDIA/TransformerEngine benchmarks/gemm/benchmark_gemm.py of PR 2863, 2026, the TE tree it ships in:
+  ``te.autocast``, ``with_gemm_swizzled_scales`` present): ``benchmark_fp8_prequantized`` builds
+  ``te.MXFP8Quantizer(tex.DType.kFloat8E4M3)`` and never sets ``optimize_for_gemm``, which the base ``Quantizer``
+  initialises False (quantized_tensor.py), so its operands carry compact scales (``with_gemm_swizzled_scales=
+  self.optimize_for_gemm``, mxfp8_tensor.py ``make_empty``) and every timed ``tex.generic_gemm`` call swizzles them:
+  the benchmark does not quantize into the swizzled layout, the swizzles are in its GEMM time, and the cast stays
+  without them. (That TE's own modules set ``input_quantizer.optimize_for_gemm = True``, linear.py, and quantize
+  straight into the swizzled layout, the same scale bytes written in another order: no swizzle kernel in training
+  there, so the benchmark's GEMM time is if anything an upper bound for it.)
 
 On Blackwell the per-tensor recipes write no transpose: its fp8 GEMMs take any operand layout, so Transformer
 Engine creates the columnwise copy only where they do not (``create_transpose = columnwise_usage &&

@@ -25,8 +25,15 @@ microbatch, the layer's weights, biases and norm parameters alike (``tensor_para
   2021: autograd's ``AccumulateGrad`` adds each new gradient into the parameter's existing ``.grad``, an in-place add
   per tensor (torch/csrc/autograd/functions/accumulate_grad.h: ``variable_grad += new_grad``).
 The bytes are those of one kernel over the layer's weights plus the biases' and norms' few (an HBM-bound kernel's time
-is linear in its bytes); each kernel pays the stream's per-kernel time. With ``zero_grad(set_to_none=True)`` (the 2021
-wrapper's, PyTorch DDP runs) the first microbatch's ``AccumulateGrad`` only takes the gradient over: still charged.
+is linear in its bytes); each kernel pays the stream's per-kernel time.
+
+**Microbatches charged** (``charged_share``). Megatron's hooks (Megatron-Core's, and the 2021 local DDP's
+``main_grad.add_``, ``parallelism.local_ddp`` not ``none``) and the 2020 ``FP16_Optimizer`` (which keeps ``.grad``,
+``KEEPS_GRAD``) add on every microbatch, the first included. With ``zero_grad(set_to_none=True)`` (PyTorch DDP under
+the 2021 wrapper, ``local_ddp: none``) the first microbatch's ``AccumulateGrad`` only takes the gradient over (no
+kernel): a step of m microbatches runs m - 1 adds, charged exactly as (m - 1)/m of the per-microbatch bytes on each
+microbatch (0 at m = 1). FSDP2's unsharded accumulation under pipelining is charged every microbatch (its first is a
+cast into the reduce dtype, 6 of the add's 10 B per parameter, left at the add's bytes).
 Megatron-Core's own hook has the same per-tensor structure but is left as one kernel a layer here (its rows run with
 the fusion; the Megatron-FSDP rows without it are another owner's).
 """
@@ -50,40 +57,52 @@ KEEPS_GRAD = frozenset({"megatron2020"})
 WEIGHT_GRAD_BYTES = BYTES_PER_ELEMENT["bf16"]   # the wgrad GEMM's output (Transformer Engine: the parameters' dtype)
 
 
-def separate(scenario: Scenario, fused: bool) -> bool:
-    """Whether this module charges a separate accumulation kernel after each microbatch's weight-gradient GEMMs.
+def charged_share(scenario: Scenario, fused: bool) -> float:
+    """Share of the per-microbatch accumulation bytes this module charges on each microbatch (0 = no separate kernel).
     ``fused``: the GEMM accumulates into Megatron's ``main_grad`` itself (``ops.main_grad_bytes`` > 0, which needs
-    Megatron-Core's stack; ``training.gradient_accumulation_fusion`` means nothing elsewhere). Otherwise, per stack:
-    - DeepSpeed's engine (``pipeline_engine: deepspeed``): no, ``parallel.deepspeed_pipeline`` charges its own
+    Megatron-Core's stack; ``training.gradient_accumulation_fusion`` means nothing elsewhere): 0. Otherwise, per stack:
+    - DeepSpeed's engine (``pipeline_engine: deepspeed``): 0, ``parallel.deepspeed_pipeline`` charges its own
       (BF16_Optimizer's ``hp_grad`` add, or autograd's 16-bit ``.grad`` add).
     - PyTorch FSDP with its gradients sharded every microbatch (``zero_stage: 3`` off Megatron-Core: llm-foundry's
-      FSDP1, torchtitan's FSDP2 without pipelining): no, the reduce-scatter runs each microbatch and the add is the
+      FSDP1, torchtitan's FSDP2 without pipelining): 0, the reduce-scatter runs each microbatch and the add is the
       shard's, 1/dp of the gradient (``parallel.fsdp_runtime``, ``_accumulate_sharded_grad``; not charged).
-    - Everything else: yes. Megatron-Core without the fusion (``main_grad.add_(grad)``); Megatron-LM 2020-21 and
-      PyTorch DDP (autograd's ``AccumulateGrad``: ``variable_grad += new_grad``, read the new 16-bit gradient, read
-      and write ``.grad``); torchtitan's FSDP2 under pipelining (``zero_stage`` 1 with pp > 1:
+    - 1, every microbatch the first included: Megatron-Core without the fusion (``main_grad.add_(grad)``);
+      Megatron-LM 2021's local DDP (``local_ddp`` not ``none``: its hook runs ``param.main_grad.add_(param.grad.data)``
+      every microbatch); Megatron-LM 2020's ``FP16_Optimizer`` (``KEEPS_GRAD``: autograd adds into the kept
+      ``.grad``); torchtitan's FSDP2 under pipelining (``zero_stage`` 1 with pp > 1:
       torch.distributed.pipelining's stage turns gradient sync off until the last microbatch,
-      ``set_requires_gradient_sync(False)``, and FSDP2 adds
-      each microbatch's unsharded gradient into ``unsharded_accumulated_grad`` in the reduce dtype,
-      torch/distributed/fsdp/_fully_shard/_fsdp_param.py ``accumulate_unsharded_grad_if_needed``). The add's width is
-      ``parallelism.grad_reduce_dtype``'s; charged every microbatch, the first included (module docstring). Off
-      Megatron-Core the add is autograd's into ``.grad``, which a step of one microbatch runs only where the optimizer
-      keeps ``.grad`` between steps (``KEEPS_GRAD``); otherwise ``AccumulateGrad`` takes the first gradient over: not
-      charged at m = 1 (Narayanan et al. 2021's small Table 1 rows, ``zero_grad(set_to_none=True)``)."""
+      ``set_requires_gradient_sync(False)``, and FSDP2 adds each microbatch's unsharded gradient into
+      ``unsharded_accumulated_grad`` in the reduce dtype,
+      torch/distributed/fsdp/_fully_shard/_fsdp_param.py ``accumulate_unsharded_grad_if_needed``).
+    - (m - 1)/m: PyTorch DDP with ``zero_grad(set_to_none=True)`` (the 2021 wrapper's, ``local_ddp: none``):
+      autograd's ``AccumulateGrad`` takes the first microbatch's gradient over and adds the other m - 1
+      (``variable_grad += new_grad``: read the new 16-bit gradient, read and write ``.grad``), so the step's m - 1
+      adds are spread exactly over its m microbatches (0 at m = 1: Narayanan et al. 2021's small Table 1 rows).
+    The add's width is ``parallelism.grad_reduce_dtype``'s (``bytes_per_param``)."""
     if fused:
-        return False
+        return 0.0
     p = scenario.parallelism
     if scenario.megatron_core:
-        return True
+        return 1.0
     if p.pipeline_engine == "deepspeed" or p.zero_stage == 3:
-        return False
-    return scenario.microbatches > 1 or scenario.training.optimizer in KEEPS_GRAD
+        return 0.0
+    if scenario.training.optimizer in KEEPS_GRAD or p.local_ddp != "none" or p.zero_stage > 0:
+        return 1.0
+    m = scenario.microbatches
+    return (m - 1) / m
 
 
 def bytes_per_param(fused: bool, main_grad_dtype: str) -> float:
-    """HBM bytes of the separate accumulation per parameter and microbatch: 0 when fused into the wgrad GEMM, else
+    """HBM bytes of the separate accumulation per parameter and add: 0 when fused into the wgrad GEMM, else
     read the 16-bit gradient, read and write the main gradient."""
     return 0.0 if fused else WEIGHT_GRAD_BYTES + 2 * BYTES_PER_ELEMENT[main_grad_dtype]
+
+
+def charged_bytes_per_param(scenario: Scenario, fused: bool) -> float:
+    """HBM bytes charged per parameter and microbatch: ``bytes_per_param`` at the reduction's width times
+    ``charged_share``."""
+    share = charged_share(scenario, fused)
+    return share * bytes_per_param(share == 0.0, scenario.parallelism.grad_reduce_dtype)
 
 
 def accumulated_params(backward_weight: list) -> float:

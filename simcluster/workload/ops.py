@@ -183,9 +183,8 @@ def shard_for(scenario: Scenario) -> Shard:
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
-                 grad_accumulation_bytes=grad_accumulation.bytes_per_param(
-                     not grad_accumulation.separate(scenario, fused=main_grad_bytes(scenario) > 0),
-                     p.grad_reduce_dtype),
+                 grad_accumulation_bytes=grad_accumulation.charged_bytes_per_param(
+                     scenario, fused=main_grad_bytes(scenario) > 0),
                  main_grad_bytes=main_grad_bytes(scenario),
                  # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
                  grad_accumulation_per_tensor=grad_accumulation.per_tensor(t.optimizer) and scenario.model.mla is None)
@@ -197,7 +196,7 @@ def main_grad_bytes(scenario: Scenario) -> int:
     parameters carry Megatron's ``main_grad`` buffer (``Scenario.megatron_core``: Megatron-Core's and Megatron-LM
     2022's DDP and optimizer). PyTorch FSDP/DDP stacks (torchtitan, llm-foundry, Megatron-LM 2021 with --DDP-impl
     torch) and DeepSpeed's engine have no ``main_grad``: their wgrad GEMM writes ``.grad`` (16-bit); the accumulation
-    that follows is counted per stack by ``grad_accumulation.separate`` (PyTorch's autograd ``.grad`` add, FSDP2's
+    that follows is counted per stack by ``grad_accumulation.charged_share`` (PyTorch's autograd ``.grad`` add, FSDP2's
     unsharded accumulation under pipelining), ``parallel.fsdp_runtime`` (FSDP's shard-sized add, not charged) and
     ``parallel.deepspeed_pipeline`` (DeepSpeed's own), each once. The width is the gradient
     reduction's: Megatron-Core's DDP allocates main_grad in fp32 with grad_reduce_in_fp32, else in the parameters'

@@ -21,7 +21,10 @@ the default) keeps ``clock_ratio`` for every block.
 
 from __future__ import annotations
 
+import math
+
 from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
 
 CLOCK_MODELS = ("fixed", "duty_cycle")
 
@@ -34,14 +37,19 @@ def clock_model() -> str:
     """efficiency.yaml ``clock_model``: ``fixed`` (``clock_ratio`` for every block) or ``duty_cycle`` (this module)."""
     model = _table().get("clock_model", "fixed")
     if model not in CLOCK_MODELS:
-        raise ValueError(f"efficiency.yaml clock_model: {model!r} is not one of {', '.join(CLOCK_MODELS)}")
+        raise ScenarioError("efficiency.yaml clock_model", f"{model!r} is not one of {', '.join(CLOCK_MODELS)}")
     return model
 
 
 def low_power_share() -> float:
     """Dynamic power of a kernel that does not run the tensor cores at full rate (HBM-bound, elementwise) over a
-    saturated tensor-core stream's at the capped clock (efficiency.yaml ``power_clock.low_power_share``)."""
-    return _table()["power_clock"]["low_power_share"]
+    saturated tensor-core stream's at the capped clock (efficiency.yaml ``power_clock.low_power_share``): a finite
+    share in [0, 1] (such a kernel draws no more than the tensor cores' full rate), else refused naming the key."""
+    share = (_table().get("power_clock") or {}).get("low_power_share")
+    ok = isinstance(share, int | float) and not isinstance(share, bool) and math.isfinite(share) and 0.0 <= share <= 1.0
+    if not ok:
+        raise ScenarioError("efficiency.yaml power_clock.low_power_share", f"{share!r} is not a number in [0, 1]")
+    return float(share)
 
 
 def capped_clock(reference_clock: float, power: float, reference_power: float) -> float:

@@ -98,19 +98,22 @@ def test_write_replaces_only_the_marked_block(tables, inputs, tmp_path, capsys):
     assert page.read_bytes().decode() == new            # a second write changes nothing
 
 
-@pytest.mark.parametrize("broken", ["missing", "not json", "no cases", "case without error", "error not a number"])
+@pytest.mark.parametrize("broken", ["missing", "not json", "no cases", "case without error", "error not a number",
+                                    "error NaN", "error Infinity"])
 def test_bad_input_is_one_line_and_exit_2(tables, inputs, tmp_path, capsys, broken):
     cal, held = inputs
     bad = tmp_path / "bad.json"
     texts = {"not json": "{cases: [", "no cases": json.dumps({"median_abs_error": 0.1}),
              "case without error": json.dumps({"cases": [{k: v for k, v in CALIBRATION[0].items() if k != "error"}]}),
-             "error not a number": json.dumps({"cases": [{**CALIBRATION[0], "error": "2%"}]})}
+             "error not a number": json.dumps({"cases": [{**CALIBRATION[0], "error": "2%"}]}),
+             "error NaN": json.dumps({"cases": [{**CALIBRATION[0], "error": float("nan")}]}),
+             "error Infinity": json.dumps({"cases": [{**CALIBRATION[0], "error": float("-inf")}]})}
     if broken in texts:
         bad.write_text(texts[broken])
     assert tables.main([cal, str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.json" in err and "Traceback" not in err
-    if broken == "case without error":
+    if broken in ("case without error", "error NaN", "error Infinity"):
         assert "cases[0].error" in err
 
 
@@ -120,6 +123,29 @@ def test_write_to_a_page_without_markers_is_refused_and_leaves_it(tables, inputs
     assert tables.main([*inputs, "--write", str(page)]) == 2
     assert "accuracy-tables:start" in capsys.readouterr().err
     assert page.read_text() == PROSE_HEAD
+
+
+def test_markers_in_reverse_order_are_refused_and_leave_the_page(tables, inputs, tmp_path, capsys):
+    from_the_end = f"{PROSE_HEAD}{tables.END}\nmiddle\n{tables.START}\n{PROSE_TAIL}"
+    page = tmp_path / "accuracy.md"
+    page.write_text(from_the_end)
+    assert tables.main([*inputs, "--write", str(page)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "before" in err and "Traceback" not in err
+    assert page.read_text() == from_the_end
+
+
+def test_a_page_that_cannot_be_written_is_one_line_and_exit_2(tables, inputs, tmp_path, capsys, monkeypatch):
+    page = tmp_path / "accuracy.md"
+    page.write_text(f"{PROSE_HEAD}{tables.START}\nold\n{tables.END}\n{PROSE_TAIL}")
+
+    def read_only(self, *_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    assert tables.main([*inputs, "--write", str(page)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "accuracy.md" in err
 
 
 def headings(markdown: str) -> set[str]:

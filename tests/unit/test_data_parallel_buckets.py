@@ -60,11 +60,11 @@ def test_two_gpus_per_node_ring_keeps_ll128_at_0_92():
 def test_a_running_ll128_ring_moves_120_of_128_bytes_whatever_its_gpus_per_node():
     # the engine's network is calibrated ring/Simple: an LL128 ring puts 1/0.92 wire bytes per byte on it at ppn 1 and
     # 2 alike (NCCL 2.23+: busBw * 0.92 whatever ppn); the 0.7 is the price NCCL 2.18-2.21 chooses by, not a rate
-    (ring_simple, ll128_ppn1, ll128_ppn2) = (nccl.wire_factor("ring", p, "ring", None, ppn)
-                                             for p, ppn in (("Simple", 1.0), ("LL128", 1.0), ("LL128", 2.0)))
+    # (wire_factor takes no ppn: a run's rates never depend on it; the ring's run at ppn 1 is _ring_busbw's)
+    ring_simple, ll128 = (nccl.wire_factor("ring", p, "ring") for p in ("Simple", "LL128"))
     assert ring_simple == 1.0
-    assert ll128_ppn1 == pytest.approx(1 / 0.92, rel=1e-12)
-    assert ll128_ppn2 == pytest.approx(1 / 0.92, rel=1e-12)
+    assert ll128 == pytest.approx(1 / 0.92, rel=1e-12)
+    assert nccl.protocol_fraction("ring", "LL128", 1.0) == nccl.protocol_fraction("ring", "LL128", 2.0) == 0.92
 
 
 @pytest.mark.parametrize("name", ["nemotron4-15b-768-h100", "nemotron4-15b-1536-h100", "nemotron4-15b-2304-h100"])

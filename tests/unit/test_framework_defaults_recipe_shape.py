@@ -36,7 +36,30 @@ def _inline(preset: str, **change) -> dict:
 def test_an_unnamed_inline_model_runs_the_recipe_of_its_shape(preset, expected):
     assert _resolved(preset) == expected  # the preset by name
     assert _resolved(_inline(preset)) == expected
-    assert _resolved(_inline(preset, vocab=51200)) == expected  # NeMo pads GPT-3's vocab to 51200: same recipe
+    vocab = model.preset(preset).vocab
+    # padded (Megatron: to a multiple of 128 x tp, up to 1023 more at tp 8): the same model, the same recipe
+    assert _resolved(_inline(preset, vocab=vocab + 768)) == expected
+    # beyond padding (config.PADDED_VOCAB_MAX): another model, the general defaults
+    assert _resolved(_inline(preset, vocab=vocab + 5000)) == ("fp32", 22, True)
+
+
+def test_gpt3s_padded_vocab_is_gpt3_and_the_inline_preset_agrees_with_the_recipe():
+    """NeMo pads GPT-3's 50257 to 51200 (+943, within padding): recipe_match and contract_inline_preset read it by one
+    rule (config.shape_presets), so the run takes gpt3-175b's architecture and recipe with its own vocab kept; 52224
+    (+1967) is beyond padding: neither takes the preset (chosen_by "none", the model as written)."""
+    assert _resolved(_inline("gpt3-175b", vocab=51200)) == ("bf16", 50, True)
+    inline = {k: v for k, v in _inline("gpt3-175b", vocab=51200).items() if k not in ("kv_heads", "ffn_hidden")}
+    taken = config.contract_inline_preset(inline)
+    assert (taken["name"], taken["vocab"]) == ("gpt3-175b", 51200)
+    assert config.recipe_match(config.TransformerSpec(**inline)) == (
+        frozenset({"gpt3-175b", config.TransformerSpec.model_fields["name"].default}), "shape+nearest-vocab")
+    far = {**inline, "vocab": 52224}
+    assert config.contract_inline_preset(far) == far
+    assert config.recipe_match(config.TransformerSpec(**far))[1] == "none"
+    for vocab in (51200, 52224, 50257, 60000):   # one rule: both take a preset or neither
+        spec = {**inline, "vocab": vocab}
+        by_recipe = config.recipe_match(config.TransformerSpec(**spec))[1] != "none"
+        assert (config.contract_inline_preset(spec) is not spec) == by_recipe
 
 
 def test_the_nemo_rows_gpt3_175b_runs_the_gpt3_175b_recipe():

@@ -141,7 +141,7 @@ def test_accumulated_tensors_match_the_optimizer_count(norm, biases):
     ("torchtitan-llama31-70b-256-h100-fp8", 0.0),
     ("torchtitan-llama31-405b-512-h100-fp8", 2 + 2 * 4),  # FSDP2 under pipelining: unsharded add in fp32
     ("narayanan2021-1.7b-a100", 0.0),                     # PyTorch DDP, one microbatch, .grad freed: no add
-    ("narayanan2021-18.4b-a100", 2 + 2 * 2),              # four microbatches: autograd's fp16 .grad add
+    ("narayanan2021-18.4b-a100", 0.75 * (2 + 2 * 2)),     # four microbatches, .grad freed: 3 adds in 4 microbatches
     ("megatron-1.2b-a100-node", 2 + 2 * 2),               # one microbatch, but FP16_Optimizer keeps .grad
 ])
 def test_the_separate_accumulation_follows_the_stack_not_the_fusion_flag(name, charged):
@@ -150,3 +150,23 @@ def test_the_separate_accumulation_follows_the_stack_not_the_fusion_flag(name, c
     they state it, and are charged by their stack (read the 16-bit gradient, read and write the accumulator)."""
     scenario = config.load(name)
     assert ops.shard_for(scenario).grad_accumulation_bytes == charged
+
+
+@pytest.mark.parametrize("microbatches", [1, 2, 4, 12])
+def test_set_to_none_ddp_runs_m_minus_1_adds_and_megatron_hooks_run_m(microbatches):
+    """A step of m microbatches: PyTorch DDP with zero_grad(set_to_none=True) runs m - 1 autograd adds (the first
+    gradient is taken over), so the charge over the step is exactly (m - 1) adds; Megatron-LM 2021's local DDP hook
+    (main_grad.add_ every microbatch) and 2020's FP16_Optimizer (kept .grad) run m, the first included."""
+    base = config.load("narayanan2021-18.4b-a100").model_dump(mode="json")   # PyTorch DDP, fp16, no fusion
+    dp, mbs = base["parallelism"]["dp"], base["training"]["micro_batch_size"]
+    base["training"]["global_batch_size"] = dp * mbs * microbatches
+    add = 2 + 2 * 2
+    torch_ddp = config.Scenario.model_validate(base)
+    assert torch_ddp.microbatches == microbatches
+    assert ops.shard_for(torch_ddp).grad_accumulation_bytes * microbatches == pytest.approx(add * (microbatches - 1),
+                                                                                             rel=1e-12)
+    for update in ({"parallelism": {"local_ddp": "contiguous", "overlap_grad_reduce": False}},
+                   {"training": {"optimizer": "megatron2020"}}):
+        data = {**base, **{k: {**base[k], **v} for k, v in update.items()}}
+        scenario = config.Scenario.model_validate(data)
+        assert ops.shard_for(scenario).grad_accumulation_bytes * microbatches == add * microbatches

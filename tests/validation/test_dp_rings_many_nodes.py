@@ -83,3 +83,18 @@ def test_two_nodes_of_one_gpu_allreduce_a_few_bytes_in_the_measured_time():
     for size in (8, 16, 32, 64):
         outcome = collectives.run(Collective("allreduce", range(2), size), fabric, "analytic", gpu=A100)
         assert outcome.time_s == pytest.approx(measured_s, rel=TOLERANCE)
+
+
+@pytest.mark.parametrize(("op", "size", "ranks"), [("all_gather", AG_BUCKET, 192), ("reduce_scatter", RS_BUCKET, 288)])
+def test_the_choice_can_cost_more_than_simple_under_the_run_model_on_purpose(op, size, ranks):
+    """Deliberate (nccl.choose, nccl.yaml `protocols` VERSION ASSUMPTION): the protocol is chosen by NCCL 2.18-2.21's
+    model (LL128 priced at 0.7 and the Ring row's 4.0 us a network step) and paid by NCCL 2.23+'s (0.92, the Tree row's
+    8.5 us a network step), so the simulator runs what the 2024 NCCL chose at what it costs, even where Simple would
+    have been faster: all-gather 122 MB at 192 ranks LL128 ~4.45 ms vs Simple ~3.98 ms, reduce-scatter 244 MB at 288
+    ranks ~8.08 vs ~6.63 ms. A choice made by the run's own model would pick Simple here."""
+    chosen, _ = _run(op, ranks, size)
+    ll128, _ = _run(op, ranks, size, "LL128")
+    simple, _ = _run(op, ranks, size, "Simple")
+    assert chosen.protocol == "LL128"
+    assert chosen.time_s == pytest.approx(ll128.time_s, rel=1e-12)
+    assert ll128.time_s > 1.1 * simple.time_s
