@@ -381,7 +381,7 @@ class Training(_Defaulted):
         None, description="Megatron-Core's MoE router kernels (data/moe.yaml host_launches.router_backward): fused "
         "(--moe-router-fusion, Transformer Engine >= 2.6's fused top-k and aux-loss kernels), unfused (PyTorch ops, "
         "Megatron-Core r0.10-r0.12) or unfused_v0.9 (Megatron-Core v0.9's topk_softmax_with_capacity); default "
-        "unfused: router fusion came with TE 2.6, after the NeMo 24.09/25.02 containers (TE 1.11, 1.13/2.0)")
+        "unfused: router fusion came with TE 2.6, after the NeMo 24.09/25.02 containers (TE 1.10, 1.14)")
     moe_router_dtype: Literal["model", "fp32"] = Field(
         "model", description="the router's logits dtype (Megatron-Core --moe-router-dtype): model (the GEMMs' 16-bit "
         "dtype, Megatron-Core's default) or fp32 (RouterGatingLinearFunction casts input and weight to fp32 and the "
@@ -650,7 +650,7 @@ class Scenario(_Strict):
         - the output layer's wgrad deferred to the pipeline flush with pp > 1 (NeMo's defer_embedding_wgrad_compute,
           wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads);
         - Megatron-Core's unfused MoE router (``moe_router``): --moe-router-fusion needs Transformer Engine >= 2.6
-          (fused top-k 2.6, fused aux loss 2.7), later than NeMo 24.09 (TE 1.11) and 25.02;
+          (fused top-k 2.6, fused aux loss 2.7), later than NeMo 24.09 (TE 1.10) and 25.02;
         - Transformer Engine 1.x (``te_version``) on Hopper and older GPUs, whose userbuffers defaults launch every
           overlapped GEMM on all SMs: NeMo 24.09's TE 1.10 and 25.02's TE 1.14; 2.x (pipeline and bulk GEMMs on
           SMs - num_sm) on Blackwell and with TE 2.x fp8 recipes (``default_te_version``; docs/scenario.md). A stack
