@@ -116,8 +116,9 @@ def _variant(raw: dict, change: str) -> config.Scenario:
 def nemotron_split() -> None:
     busbw = CX7.rate * nccl.efficiency("ring", "Simple", "network", H100, 1)
     print(f"\nNemotron-4 15B, rank 0's data-parallel chains (ms; NIC bus rate {busbw / 1e9:.1f} GB/s): chain = "
-          "the collectives back to back; floor = exposed at that rate with no ring latency")
-    print(f"{'row':<26} {'variant':<13} {'step':>6} {'exposed':>7} {'floor':>6} {'latency':>7} {'AG chain':>8} "
+          "the collectives back to back; floor = exposed at that rate with no ring latency; rest = the chains' "
+          "structure and ring latency")
+    print(f"{'row':<26} {'variant':<13} {'step':>6} {'exposed':>7} {'floor':>6} {'rest':>7} {'AG chain':>8} "
           f"{'fwd':>5} {'RS chain':>8} {'bwd':>5}")
     for gpus in (768, 1536, 2304):
         name = f"nemotron4-15b-{gpus}-h100"
