@@ -4,15 +4,24 @@ For the message sizes of the Nemotron-4 15B rows (TP 8, so one GPU of each data-
 gradient reduce-scatters, 122 MB bf16 parameter all-gathers; the contract-only twins' Megatron-Core buckets of
 max(40M, 1M x DP) parameters), it prints per rank count the protocol NCCL 2.18-2.21 chooses, its estimate, and what
 the run pays with each protocol; then the published nccl-tests points it can be set beside (docs/calibration.md,
-"Round 17: data-parallel rings over many nodes"). Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py
+"Round 17: data-parallel rings over many nodes"); then the Nemotron-4 15B rows' data-parallel time split into the
+part no ring latency can remove (each chain at the NIC's bus rate against the compute it overlaps) and the part the
+rings' latency adds, for the bundled scenario and its variants (docs/calibration.md, "Round 18: data-parallel
+scaling"); with ``--rows``, also the data-parallel time of the other large-DP rows (about a minute more).
+Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows]
 """
 
 from __future__ import annotations
 
+import copy
+import sys
+
 from simcluster import collectives
 from simcluster.collectives import Collective, nccl
+from simcluster.core import catalog
+from simcluster.engine import simulate
 from simcluster.fabric import topology
-from simcluster.spec import hardware
+from simcluster.spec import config, hardware
 
 H100 = hardware.gpu("h100-sxm")
 A100 = hardware.gpu("a100-80gb-sxm")
@@ -71,6 +80,79 @@ def measured_points() -> None:
         print(f"  simulated {size >> 30} GiB  " + " ".join(row))
 
 
+def chain_split(events, ranks: int, net_busbw: float) -> dict[str, float]:
+    """One step's data-parallel chains on rank 0 (``events``: the engine's event table) against the compute they
+    overlap, in seconds: the parameter all-gathers against the first microbatch's forward, the gradient
+    reduce-scatters against the last microbatch's backward (Megatron-Core's launch points: docs/calibration.md,
+    round 16). ``floor``: what stays exposed when every ring ran at ``net_busbw`` with no latency,
+    max(0, AG bytes (n-1)/n / busbw - forward) + max(0, RS bytes (n-1)/n / busbw - backward)."""
+    rank0 = events[events["rank"] == 0]
+    comm = rank0[rank0["kind"] == "comm"]
+    compute = rank0[rank0["kind"] == "compute"]
+    last = compute["microbatch"].max()
+
+    def total(frame, prefix):
+        rows = frame[frame["name"].str.startswith(prefix)]
+        return float((rows["end_s"] - rows["start_s"]).sum()), float(rows["bytes"].sum())
+
+    ag_s, ag_bytes = total(comm, "param all_gather")
+    rs_s, rs_bytes = total(comm, "grad reduce_scatter")
+    fwd_s = total(compute[compute["microbatch"] == 0], "forward")[0]
+    bwd_s = total(compute[compute["microbatch"] == last], "backward")[0]
+    wire = (ranks - 1) / ranks / net_busbw
+    floor = max(0.0, ag_bytes * wire - fwd_s) + max(0.0, rs_bytes * wire - bwd_s)
+    return {"ag": ag_s, "rs": rs_s, "fwd": fwd_s, "bwd": bwd_s, "floor": floor}
+
+
+def _variant(raw: dict, change: str) -> config.Scenario:
+    data = copy.deepcopy(raw)
+    if change == "rule buckets":  # Megatron-Core's default, max(40M, 1M x DP) parameters (core_r0.7 on)
+        data["parallelism"].pop("grad_bucket_size")
+    elif change == "bf16 grads":  # sensitivity only: NeMo's and Megatron-LM's default for this row is fp32
+        data["parallelism"]["grad_reduce_dtype"] = "bf16"
+    return config.from_dict(data)
+
+
+def nemotron_split() -> None:
+    busbw = CX7.rate * nccl.efficiency("ring", "Simple", "network", H100, 1)
+    print(f"\nNemotron-4 15B, rank 0's data-parallel chains (ms; NIC bus rate {busbw / 1e9:.1f} GB/s): chain = "
+          "the collectives back to back; floor = exposed at that rate with no ring latency; rest = the chains' "
+          "structure and ring latency")
+    print(f"{'row':<26} {'variant':<13} {'step':>6} {'exposed':>7} {'floor':>6} {'rest':>7} {'AG chain':>8} "
+          f"{'fwd':>5} {'RS chain':>8} {'bwd':>5}")
+    for gpus in (768, 1536, 2304):
+        name = f"nemotron4-15b-{gpus}-h100"
+        raw = catalog.load(f"scenarios/{name}")
+        for change in ("bundled", "rule buckets", "bf16 grads"):
+            result = simulate(_variant(raw, change))
+            summary = result.summary
+            split = chain_split(result.events, gpus // 8, busbw)
+            exposed = summary["exposed_comm_by_parallelism_s"]["dp"]
+            print(f"{name:<26} {change:<13} {summary['step_time_s'] * 1e3:>6.1f} {exposed * 1e3:>7.1f} "
+                  f"{split['floor'] * 1e3:>6.1f} {(exposed - split['floor']) * 1e3:>7.1f} {split['ag'] * 1e3:>8.1f} "
+                  f"{split['fwd'] * 1e3:>5.1f} {split['rs'] * 1e3:>8.1f} {split['bwd'] * 1e3:>5.1f}")
+
+
+LARGE_DP_ROWS = ("megatron-177b-4608-h100", "nemo2409-gpt3-175b-1024-h100-bf16", "nemo2409-gpt3-175b-2048-h100-bf16",
+                 "llama3-405b-8k-h100-published", "llama3-405b-16k-h100-published",
+                 "torchtitan-llama31-405b-512-h100-fp8", "nemotron4-340b-6144-h100")
+
+
+def large_dp_rows() -> None:
+    print("\nother large-DP rows, rank 0: exposed data-parallel time, its stream's busy time and bytes a step")
+    for name in LARGE_DP_ROWS:
+        scenario = config.load(name)
+        result = simulate(scenario, check_memory=False)
+        events, p, summary = result.events, scenario.parallelism, result.summary
+        dp = events[(events["rank"] == 0) & (events["stream"] == "dp")]
+        print(f"{name:40} tp{p.tp} pp{p.pp} dp{p.dp}: step {summary['step_time_s']:.3f} s, exposed DP "
+              f"{summary['exposed_comm_by_parallelism_s']['dp'] * 1e3:.0f} ms, {len(dp)} collectives busy "
+              f"{(dp['end_s'] - dp['start_s']).sum() * 1e3:.0f} ms, {dp['bytes'].sum() / 1e9:.1f} GB")
+
+
 if __name__ == "__main__":
     one_gpu_per_node_table()
     measured_points()
+    nemotron_split()
+    if "--rows" in sys.argv[1:]:
+        large_dp_rows()

@@ -115,7 +115,11 @@ def ring_channels(layout: list[np.ndarray]) -> int:
     """Channels a ring step's bytes are split over, for the slice size: the group's GPUs per node (``ring_transfers``'
     one channel per NIC rail across nodes; inside one node the same count is assumed, NCCL's NVSwitch rings run at
     least that many). The conservative side: more channels cut smaller chunks, which hide less; if NCCL runs k times
-    as many, only chunks below k x 64 KiB at this count are affected."""
+    as many, only chunks below k x 64 KiB at this count are affected. At one GPU per node NCCL does run more:
+    ``ncclTopoDupChannels`` (src/graph/search.cc) doubles a graph found at >= 25 GB/s a channel, so H100 + NDR (one
+    48 GB/s channel found) runs 2 of 24 GB/s, A100 + HDR (24 GB/s) keeps 1; not counted, since the Nemotron-4 15B
+    buckets keep >= 212 KiB a channel even at 288 ranks (docs/calibration.md, "Round 18: data-parallel scaling at one
+    GPU per node")."""
     return max(1, min(len(gpus) for gpus in layout))
 
 

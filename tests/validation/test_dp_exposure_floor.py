@@ -1,0 +1,104 @@
+"""What a data-parallel step exposes at one GPU per node: the chains at the NIC's rate against the compute they overlap.
+
+Megatron-Core's distributed optimizer with overlapped gradient reduce-scatter and parameter all-gather (core_r0.5 to
+r0.8, NeMo's Apex DistributedFusedAdam alike; docs/calibration.md, round 16, and "Round 18: data-parallel scaling"):
+- the all-gathers of the bf16 parameters run back to back on one communicator from the step's start (the first one
+  dispatched in ``zero_grad``, each next one from the forward pre-hook that waits for the previous one), and only
+  the first microbatch's forward waits for them;
+- the reduce-scatters of the fp32 gradients start with the last microbatch's backward (the others run under
+  ``no_sync``; ``finish_grad_sync`` waits for all of them before the optimizer).
+So, with every ring running at the NIC's bus rate B and no latency, a step exposes at least
+    max(0, P_bf16 (n-1)/n / B - forward) + max(0, P_fp32 (n-1)/n / B - backward),
+P the rank's parameter bytes, and at most that plus one bucket's share of each window (the first all-gather ahead
+of the first forward part and the first backward part ahead of the first reduce-scatter: the chains' structure) and
+the rings' latency. The parameter count is computed here from Nemotron-4 15B's shape (arXiv 2402.16819, Table 1:
+32 layers, hidden 6,144, 48 heads, 8 KV heads, FFN 24,576 squared-ReLU without gate, vocabulary 256,000, untied
+embeddings, LayerNorm with bias), not read from the simulator; B = 47 GB/s a 400 Gb/s NIC (nccl-tests#290).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from simcluster.core import catalog
+from simcluster.engine import simulate
+from simcluster.spec import config
+
+NIC_BUSBW = 47e9  # NDR 400 Gb/s per NIC, NCCL_ALGO=RING: "46-48GB/s per NIC" (AddyLaddy, NVIDIA/nccl-tests#290)
+TP = 8
+BASE_S, STEP_S = 8.4e-6, 14.0e-6  # NCCL baseLat Ring Simple; hwLat NET Simple (tuning.cc, 2.19 and 2.23 alike)
+
+
+def nemotron4_15b_params_per_rank() -> int:
+    h, ffn, layers, vocab, kv = 6144, 24576, 32, 256_000, 8 * 128
+    per_layer_split = h * (h + 2 * kv) + h * h + 2 * h * ffn   # QKV, projection, FC1, FC2: split over TP
+    norms = layers * 2 * 2 * h + 2 * h                          # two LayerNorms a layer and the final one: replicated
+    return (2 * vocab * h + layers * per_layer_split) // TP + norms
+
+
+def _run(name: str, rule_buckets: bool = False):
+    raw = copy.deepcopy(catalog.load(f"scenarios/{name}"))
+    if rule_buckets:  # Megatron-Core's default since core_r0.7, max(40M, 1M x DP) parameters (the contract twin's)
+        raw["parallelism"].pop("grad_bucket_size")
+    return simulate(config.from_dict(raw))
+
+
+def _windows(events):
+    rank0 = events[events["rank"] == 0]
+    compute = rank0[rank0["kind"] == "compute"]
+    last = compute["microbatch"].max()
+    forward = compute[(compute["microbatch"] == 0) & compute["name"].str.startswith("forward")]
+    backward = compute[(compute["microbatch"] == last) & compute["name"].str.startswith("backward")]
+    comm = rank0[rank0["kind"] == "comm"]
+    buckets = int(comm["name"].str.startswith("grad reduce_scatter").sum())
+    forward_s = float((forward["end_s"] - forward["start_s"]).sum())
+    return forward_s, float((backward["end_s"] - backward["start_s"]).sum()), buckets
+
+
+def _floor(ranks: int, forward_s: float, backward_s: float) -> float:
+    params = nemotron4_15b_params_per_rank()
+    wire = (ranks - 1) / ranks / NIC_BUSBW
+    return max(0.0, 2 * params * wire - forward_s) + max(0.0, 4 * params * wire - backward_s)
+
+
+def test_the_reduced_bytes_are_the_models_parameters():
+    """The engine reduces 4 B and gathers 2 B of every parameter of the rank, no more (the closed-form count)."""
+    events = _run("nemotron4-15b-768-h100").events
+    rank0 = events[(events["rank"] == 0) & (events["kind"] == "comm")]
+    params = nemotron4_15b_params_per_rank()
+    assert rank0[rank0["name"].str.startswith("grad reduce_scatter")]["bytes"].sum() == pytest.approx(4 * params,
+                                                                                                       rel=1e-6)
+    assert rank0[rank0["name"].str.startswith("param all_gather")]["bytes"].sum() == pytest.approx(2 * params,
+                                                                                                    rel=1e-6)
+
+
+@pytest.mark.parametrize(("name", "ranks", "rule_buckets"), [
+    ("nemotron4-15b-768-h100", 96, False),    # 32 buckets of 244 MB (fp32), ring/Simple: c = 54 us > 14 + c/2
+    ("nemotron4-15b-768-h100", 96, True),     # 21 buckets of max(40M, 96M) parameters
+    ("nemotron4-15b-2304-h100", 288, True),   # 7 buckets of 1.15 GB: what Megatron-Core's rule is for
+])
+def test_simple_rings_expose_the_bandwidth_floor_and_the_chain_structure_only(name, ranks, rule_buckets):
+    """Where every ring runs Simple with MB-size steps (c > L), the sliced steps hide the per-step latency: the
+    exposed data-parallel time is the zero-latency floor, plus one bucket's share of each window, plus at most
+    one unhidden step (base + L + c) per bucket. At 768 GPUs that is all of the row's -9%: no ring latency in it."""
+    result = _run(name, rule_buckets)
+    forward_s, backward_s, buckets = _windows(result.events)
+    floor = _floor(ranks, forward_s, backward_s)
+    structure = (forward_s + backward_s) / buckets
+    first_step = 4 * nemotron4_15b_params_per_rank() / buckets / ranks / NIC_BUSBW
+    latency = 2 * buckets * (BASE_S + STEP_S + first_step)
+    exposed = result.summary["exposed_comm_by_parallelism_s"]["dp"]
+    assert floor < exposed <= floor + structure + latency
+    assert exposed >= 0.95 * (floor + structure) - latency
+
+
+def test_the_growth_with_dp_of_the_bundled_rows_is_ring_latency_not_bandwidth():
+    """Same per-GPU work at 96 and 288 ranks: the floor moves by under 3 ms (only (n-1)/n), while the bundled rows'
+    exposed time grows by far more: the 244/122 MB buckets' rings at 287 steps (LL128, NCCL 2.19's choice)."""
+    low, high = _run("nemotron4-15b-768-h100"), _run("nemotron4-15b-2304-h100")
+    floors = [_floor(ranks, *_windows(r.events)[:2]) for ranks, r in ((96, low), (288, high))]
+    assert abs(floors[1] - floors[0]) < 3e-3
+    growth = high.summary["exposed_comm_by_parallelism_s"]["dp"] - low.summary["exposed_comm_by_parallelism_s"]["dp"]
+    assert growth > 0.1
