@@ -7,8 +7,10 @@ pipelined rows against their BF16 twins").
 For each FP8 scenario: its twin in bf16 (``fp8_pairs.twin``: the same file, layout and software, only the precision
 swapped), both itemised on the FP8 run's busiest stage by ``pipeline_terms.stage_terms`` (seconds per step: the
 layer's op classes times layers and microbatches, the chunks' extras, the amax regions, the fitted kernel gaps and
-pipeline steps), then per term FP8 - BF16 in seconds a step and in microseconds per block (one model chunk, one
-microbatch, one phase: what a term that grows with the microbatches is charged per); the engine's step of each; and,
+pipeline steps) and Transformer Engine's weight quantization once a step (charged with the optimizer,
+``plan.fp8_weight_quantize_s``), then per term FP8 - BF16 in seconds a step and in microseconds per block (one
+model chunk, one microbatch, one phase: what a term that grows with the microbatches is charged per); the engine's
+step of each; and,
 for a validation row, the published step (``simulated x simulated / published throughput``) and the share of
 simulated - published per step and per block beside the terms only FP8 has (``FP8_ONLY``) and the fitted
 kernel gaps it adds.
@@ -23,8 +25,10 @@ from pipeline_terms import print_reports, stage_terms
 
 from simcluster import engine
 from simcluster.core.errors import ScenarioError
+from simcluster.parallel import plan
 from simcluster.spec import config
 from simcluster.studies import validation
+from simcluster.workload import fp8_params
 
 # the terms a bf16 run has not: Transformer Engine's activation and gradient casts (per layer and microbatch) and
 # delayed scaling's amax regions (per chunk, microbatch and direction)
@@ -61,10 +65,13 @@ def report(name: str) -> list[str]:
              f"  {'term':<46} {'fp8 s':>8} {'bf16 s':>8} {'fp8-bf16':>9} {'us/block':>9}"]
     for key, (fp8, bf16) in terms.items():
         lines.append(f"  {key:<46} {fp8:8.3f} {bf16:8.3f} {fp8 - bf16:+9.3f} {(fp8 - bf16) / blocks * 1e6:+9.1f}")
+    weights_s = plan.fp8_weight_quantize_s(scenario, facts["stage"], fp8_params.enabled(scenario.training))
+    lines.append(f"  {'fp8 weights once a step (with the optimizer)':<46} {weights_s:8.3f} {0.0:8.3f} "
+                 f"{weights_s:+9.3f}")
     lines.append(f"  {'engine step_time_s':<46} {fp8_step:8.3f} {bf16_step:8.3f} {fp8_step - bf16_step:+9.3f}")
     published = published_step_s(scenario)
     if published is not None:
-        only = sum(terms[k][0] for k in FP8_ONLY if k in terms)
+        only = sum(terms[k][0] for k in FP8_ONLY if k in terms) + weights_s
         gaps = terms["kernel gaps (fitted)"][0] - terms["kernel gaps (fitted)"][1]
         excess = fp8_step - published
         lines.append(f"  published step {published:.3f} s: simulated - published {excess:+.3f} s "

@@ -708,6 +708,9 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
             weights -= (fp8_weights - experts) * saved / (p.dp * p.cp) + experts * saved / scenario.expert_data_parallel
         else:
             weights -= fp8_weights * saved
+    elif t.precision == "fp8" and p.zero_stage < 3:   # Transformer Engine's cached fp8 copies of the 16-bit weights
+        workspace += stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage) \
+            * fp8_params.weight_workspace_bytes_per_param(t.fp8_recipe, scenario.cluster.gpu.name)
     return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)
 
 

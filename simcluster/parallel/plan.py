@@ -399,6 +399,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
+                     + fp8_weight_quantize_s(scenario, stage, fp8_weights)
                      for stage, params in enumerate(optimizer_params)],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
@@ -642,6 +643,21 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     op = Op(name="adam", kind="memory", flop=_engine_constants()["optimizer"]["flop_per_param"] * params,
             hbm_bytes=hbm_bytes_per_param * params)
     return kernels.op_time_s(op, gpu, precision)
+
+
+def fp8_weight_quantize_s(scenario: Scenario, stage: int, fp8_weights: bool) -> float:
+    """Transformer Engine's quantization of the GEMM weights of pipeline rank ``stage`` once a step, on each chunk's
+    first microbatch (``fp8_params.weight_quantize_kernels``; with fp8 parameters only their transpose on Hopper),
+    charged with the optimizer step: 0 outside fp8."""
+    t, p, m = scenario.training, scenario.parallelism, scenario.model
+    if t.precision != "fp8":
+        return 0.0
+    layers = sum(memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)[0][stage::p.pp])
+    weights = memory.stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
+    gpu = scenario.cluster.gpu
+    ops = [Op(name, "memory", 0.0, float(size)) for name, _elements, size in fp8_params.weight_quantize_kernels(
+        t.fp8_recipe, fp8_recipes.transposes(gpu.name), fp8_weights, weights, layers)]
+    return kernels.ops_time_s(ops, gpu, t.precision) if ops else 0.0
 
 
 def local_ddp_time_s(grad_bytes: float, gpu, precision: str, local_ddp: str) -> float:

@@ -60,10 +60,27 @@ What it is, from source (Megatron-Core core_r0.8-r0.11, Transformer Engine 1.x-2
   packed, all-reduced with ``ReduceOp.MAX`` over the data-parallel group and copied back: ``SCALE_UPDATE_KERNELS``
   small kernels, each one launch of the stream (the all-reduce of 4 bytes per fp8 tensor, a few KB, left out).
 - What it replaces: without fp8 parameters Transformer Engine casts and transposes each weight once a step (first
-  microbatch, ``is_first_microbatch``), 4 bytes a parameter, which ``ops`` leaves out (fp8_recipes.py); with them
-  the forward reads the fp8 weight and, on Hopper, transposes it once after each optimizer step (2 bytes, one
-  kernel per GEMM weight), left out alike: about 0.1% of a NeMo H100 step (GPT-3 175B at tp 4, pp 8: 5.5e9
-  weights a GPU, 11 GB of traffic, ~4 ms in a 6 s step).
+  microbatch, ``is_first_microbatch``), 4 bytes a parameter on Hopper; with them the forward reads the fp8 weight
+  and, on Hopper, transposes it once after each optimizer step (2 bytes, one kernel per GEMM weight). Both are
+  charged once a step (``weight_quantize_kernels``, below; docs/calibration.md "Round 18: what an FP8 step does
+  beyond its GEMMs").
+
+The weights' quantization once a step (``weight_quantize_kernels``), from source. TE 1.8 (NeMo 24.07): each
+module's forward takes its fp8 weight from ``get_fp8_workspace(tensor=weight, fp8_meta_forward=True,
+fp8_meta_index=..._WEIGHT, cache_name=(None if is_first_microbatch is None else "weight"), update_workspace=
+is_first_microbatch is None or is_first_microbatch, with_transpose=is_grad_enabled)`` (module/base.py with
+linear.py / layernorm_linear.py of 1.8-1.10): on a chunk's first microbatch one ``fp8_cast_transpose_fused`` per
+weight writes the cached fp8 weight and its transpose (2 read, 1 + 1 written), later microbatches reuse them; with
+fp8 parameters (``Float8Tensor`` weights) only the transpose is remade, once, after the optimizer invalidated it
+(above). TE 2.x the same through ``get_weight_workspace`` and the weight quantizer (rowwise, and columnwise where
+fp8 GEMMs are TN only: ``fp8_recipes.transposes``; current scaling's amax pass first, MXFP8's two block-scaled
+copies): ``fp8_recipes.quantize_kernels`` of one weight tensor. Megatron-Core marks the first microbatch
+(``forward_step``: ``if is_first_microbatch and hasattr(model, 'set_is_first_microbatch')``; NeMo 1.x wraps the
+model in Megatron-Core's ``Float16Module``, a ``MegatronModule`` that has it; its TE wrappers pass
+``is_first_microbatch`` and clear it after the call). Charged after the optimizer (``parallel/plan.py``): exact in
+a step's total where one stage runs all layers (pp 1); under pipelining TE runs it in each chunk's first forward,
+on the path of the pipeline's fill, so the charge is a lower bound there (up to pp times as much lies on the
+critical path).
 """
 
 from __future__ import annotations
@@ -83,6 +100,7 @@ CURRENT_AMAX_READ = FP32                   # current scaling: the fp32 main shar
 SCALE_UPDATE_KERNELS = 5
 # GEMM weights of a Megatron-Core Transformer Engine layer: QKV, attention projection, fc1, fc2
 GEMM_WEIGHT_TENSORS_PER_LAYER = 4
+WEIGHT_TRANSPOSE_OP = "fp8_weight_transpose"   # an fp8 parameter's transpose cache remade (Hopper)
 
 
 @dataclass(frozen=True)
@@ -109,3 +127,43 @@ def weight_bytes_per_param(gpu_name: str) -> float:
 def gather_bytes_per_param() -> float:
     """Bytes of an fp8 weight in the distributed optimizer's parameter all-gather (its uint8 buffer)."""
     return float(FP8)
+
+
+def weight_quantize_bytes_per_param(recipe: str, transpose: bool, fp8_param_gather: bool) -> float:
+    """HBM bytes per GEMM weight of the once-a-step weight quantization (module docstring): without fp8 parameters
+    the recipe's cast of a 16-bit operand (``fp8_recipes.cast_bytes_per_element``); with them the transpose of the
+    fp8 weight where fp8 GEMMs are TN only (1 read + 1 written), else nothing (the optimizer wrote the fp8 weight:
+    ``fp8_cast_passes`` of workload/optimizer_step.py)."""
+    if fp8_param_gather:
+        return 2.0 * FP8 if transpose else 0.0
+    return fp8_recipes.cast_bytes_per_element(recipe, transpose)
+
+
+def weight_quantize_kernels(recipe: str, transpose: bool, fp8_param_gather: bool, gemm_weights: float,
+                            layers: int) -> list[tuple[str, float, float]]:
+    """The kernels quantizing a rank's ``gemm_weights`` GEMM weights of ``layers`` layers once a step, as (name,
+    elements, HBM bytes): one quantize per weight tensor (``GEMM_WEIGHT_TENSORS_PER_LAYER`` a layer;
+    ``fp8_recipes.quantize_kernels``: an amax pass first under current scaling), or one transpose per tensor with
+    fp8 parameters on Hopper; none with fp8 parameters where GEMMs take any layout, nor for torchao's recipe (it
+    casts the weights on every call: workload/torchao_float8.py)."""
+    if recipe not in fp8_recipes.FP8_RECIPES or gemm_weights <= 0 or layers <= 0:
+        return []
+    tensors = GEMM_WEIGHT_TENSORS_PER_LAYER * layers
+    per_tensor = gemm_weights / tensors
+    if fp8_param_gather and recipe in FP8_PARAM_RECIPES:
+        per_element = weight_quantize_bytes_per_param(recipe, transpose, True)
+        return [(WEIGHT_TRANSPOSE_OP, per_tensor, per_element * per_tensor)] * tensors if per_element else []
+    return fp8_recipes.quantize_kernels(recipe, transpose, [(per_tensor, False)]) * tensors
+
+
+def weight_workspace_bytes_per_param(recipe: str, gpu_name: str) -> float:
+    """HBM bytes per GEMM weight Transformer Engine keeps, without fp8 parameters, as the cached fp8 copy of the
+    16-bit weight (``get_fp8_workspace(..., cache_name="weight")`` in TE 1.x, ``get_weight_workspace`` in 2.x: the
+    cache lives in the module's ``_fp8_workspaces`` across microbatches and steps, module docstring): the fp8 data
+    and, where fp8 GEMMs are TN only, its transpose (``Float8Tensor.cast_transpose_`` fills both); MXFP8 its rowwise
+    and columnwise copies with their E8M0 block scales. None for torchao's recipe (it casts on every call)."""
+    if recipe not in fp8_recipes.FP8_RECIPES:
+        return 0.0
+    if recipe == "mxfp8":
+        return 2 * (FP8 + fp8_recipes.MX_SCALE_BYTES / fp8_recipes.MX_BLOCK)
+    return weight_bytes_per_param(gpu_name)

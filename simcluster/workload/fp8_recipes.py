@@ -40,12 +40,13 @@ Engine creates the columnwise copy only where they do not (``create_transpose = 
 and the backward GEMMs read the rowwise data transposed: delayed 2 + 1 bytes, current 2 + 2 + 1 there
 (``transposes``, efficiency.yaml gemm.fp8_any_layout). MXFP8 writes both copies on every GPU.
 
-Weights are quantized once per step in every recipe (Transformer Engine caches them across microbatches): left out,
-as ``ops`` does (Megatron-Core's ``forward_step`` calls ``set_is_first_microbatch`` on each model chunk's first
-microbatch and TE casts and transposes the weights only then: 4 bytes a parameter once a step, 0.1-0.2% of the NeMo
-24.07 H100 steps). With fp8 parameters (``training.fp8_param_gather``) the optimizer writes the fp8 weights and TE
-1.6-1.10 and 2.x transpose them once after it (2 bytes a parameter), left out alike (workload/fp8_params.py, which
-also says what is not settled for TE 1.11-1.13).
+Weights are quantized once per step in every recipe (Transformer Engine caches them across microbatches), so not in
+``ops``' per-microbatch layer: Megatron-Core's ``forward_step`` calls ``set_is_first_microbatch`` on each model
+chunk's first microbatch and TE casts and transposes the weights only then (4 bytes a parameter once a step on
+Hopper, 0.1-0.3% of the NeMo 24.07 H100 steps); with fp8 parameters (``training.fp8_param_gather``) the optimizer
+writes the fp8 weights and TE 1.6-1.10 and 2.x transpose them once after it (2 bytes a parameter). Both are charged
+once a step with the optimizer (workload/fp8_params.py ``weight_quantize_kernels``, which also says what is not
+settled for TE 1.11-1.13); the cached copies' memory is ``fp8_params.weight_workspace_bytes_per_param``.
 
 Delayed scaling on Hopper in Megatron-Core's Transformer Engine layer, to the letter (``megatron_te_cast_bytes``;
 TE 1.6-1.13, Megatron-Core r0.8-r0.10). The layer is TELayerNormColumnParallelLinear (QKV), TERowParallelLinear
