@@ -82,6 +82,19 @@ def expert_wgrad_roofline(scenario) -> tuple[float, float]:
     return sum(c for c, _ in times), sum(b for _, b in times)
 
 
+def grouped_gemm_rate(scenario) -> tuple[int, float, float, float]:
+    """(local experts, rows an expert, FLOP/s charged, fraction of the dense peak) of one MoE layer-microbatch's grouped
+    expert GEMMs on the busiest EP rank: their FLOP over the time ``layer_terms`` gives them (roofline, sustained
+    clock), i.e. the efficiency the model charges at the row's per-expert M (docs/calibration.md "Round 18")."""
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    block, shard = busiest_moe_block(scenario)
+    ops = [op for ops in layer_ops(scenario.model, shard, block).values() for op in ops
+           if op_class(op) == "grouped expert GEMMs"]
+    seconds = sum(max(kernels.roofline_s(op, gpu, precision)) for op in ops)
+    rate = sum(op.flop for op in ops) / seconds
+    return ops[0].batch, ops[0].m, rate, rate / gpu.peak_flop_per_s(precision)
+
+
 def report(name: str) -> list[str]:
     scenario = config.load(name)
     if scenario.model.moe is None:
@@ -99,6 +112,9 @@ def report(name: str) -> list[str]:
     compute_s, memory_s = expert_wgrad_roofline(scenario)
     lines.append(f"  expert wgrad GEMMs: tensor cores {compute_s * 1e3:.3f} ms, HBM {memory_s * 1e3:.3f} ms "
                  f"(main gradient read and written: {shard_for(scenario).main_grad_bytes} B an element)")
+    experts, rows, rate, fraction = grouped_gemm_rate(scenario)
+    lines.append(f"  grouped expert GEMMs: {experts} local experts x {rows:.0f} rows (busiest rank), charged "
+                 f"{rate / 1e12:.0f} TFLOP/s, {fraction:.3f} of the dense peak")
     return lines
 
 

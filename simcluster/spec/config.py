@@ -133,6 +133,14 @@ NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "gpt3-175b-nemo": 50, "llama3-405
 # reduces in bf16 for bf16 runs of every model, a later one (bf2c0d18) for fp8 only: docs/calibration.md, "Round 15".
 NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotron4-340b"})
 
+# MoE models whose NeMo performance recipes drop tokens at capacity 1.0 and pad every expert to it (training
+# .moe_token_drop): NeMo 2.x llm/recipes/mixtral_8x7b.py and mixtral_8x22b.py performance mode append
+# MegatronTokenDropCallback (nemo/lightning/pytorch/callbacks/moe_token_drop.py: moe_expert_capacity_factor 1.0,
+# moe_pad_expert_input_to_capacity True), and NeMo-Framework-Launcher's conf/training/mixtral/mixtral_8x7b.yaml sets
+# moe_expert_capacity_factor 1.0 and moe_pad_expert_input_to_capacity True. docs/calibration.md, "Round 18".
+NEMO_TOKEN_DROP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
+NEMO_TOKEN_DROP_CAPACITY = 1.0
+
 
 def _layer_shape(m: TransformerSpec) -> tuple[int, ...]:
     return m.layers, m.hidden, m.heads, m.n_kv_heads, m.ffn
@@ -382,6 +390,12 @@ class Training(_Defaulted):
         "(--moe-router-fusion, Transformer Engine >= 2.6's fused top-k and aux-loss kernels), unfused (PyTorch ops, "
         "Megatron-Core r0.10-r0.12) or unfused_v0.9 (Megatron-Core v0.9's topk_softmax_with_capacity); default "
         "unfused: router fusion came with TE 2.6, after the NeMo 24.09/25.02 containers (TE 1.10, 1.14)")
+    moe_token_drop: bool | None = Field(
+        None, description="NeMo's MegatronTokenDropCallback on a model whose moe states no capacity_factor: true "
+        "drops tokens at capacity 1.0 and pads every expert to it (model.moe capacity_factor 1.0, pad_to_capacity), "
+        "false keeps Megatron-Core's dropless routing; default true for the models NeMo's performance recipes run "
+        "so (NEMO_TOKEN_DROP_MODELS: Mixtral 8x7B, 8x22B) on Megatron-Core with the alltoall dispatcher and a direct "
+        "all-to-all, else false")
     moe_router_dtype: Literal["model", "fp32"] = Field(
         "model", description="the router's logits dtype (Megatron-Core --moe-router-dtype): model (the GEMMs' 16-bit "
         "dtype, Megatron-Core's default) or fp32 (RouterGatingLinearFunction casts input and weight to fp32 and the "
@@ -607,6 +621,9 @@ class Scenario(_Strict):
             preset = model.preset(name)
             if self._model_chosen_by == "shape":   # a vocab within padding of the preset's is kept as written
                 preset = preset.model_copy(update={"vocab": self.model.vocab})
+            if self.training.moe_token_drop and preset.moe is not None and preset.moe.capacity_factor is None:
+                preset = preset.model_copy(update={"moe": preset.moe.model_copy(update={
+                    "capacity_factor": NEMO_TOKEN_DROP_CAPACITY, "pad_to_capacity": True})})
             if self.model == preset:
                 return {"name": name, "chosen_by": self._model_chosen_by}
         found, how = recipe_match(self.model)
@@ -662,6 +679,7 @@ class Scenario(_Strict):
                   grad_reduce_dtype=("bf16" if core and (t.precision == "fp8" or (
                       t.precision == "bf16" and recipe & NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
         t.resolve(moe_router="unfused")
+        self._nemo_token_drop(recipe)
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
                                     and p.zero_stage in (1, 2)))
@@ -682,6 +700,22 @@ class Scenario(_Strict):
                   wgrad_deferral_limit=max((NEMO_WGRAD_DEFERRAL_LIMITS[n] for n in recipe
                                             & NEMO_WGRAD_DEFERRAL_LIMITS.keys()), default=NEMO_WGRAD_DEFERRAL_LIMIT))
         return self
+
+    def _nemo_token_drop(self, recipe: frozenset[str]) -> None:
+        """``training.moe_token_drop``: resolved (true for NEMO_TOKEN_DROP_MODELS on Megatron-Core with the alltoall
+        dispatcher and a direct all-to-all, whose expert inputs can be padded), then applied to a model whose moe
+        states no capacity_factor: capacity 1.0, padded (a stated capacity_factor is taken as written)."""
+        moe, p, t = self.model.moe, self.parallelism, self.training
+        paddable = p.moe_dispatcher == "alltoall" and p.ep_alltoall == "direct"
+        t.resolve(moe_token_drop=bool(moe is not None and moe.capacity_factor is None and self.megatron_core
+                                      and paddable and recipe & NEMO_TOKEN_DROP_MODELS))
+        if not t.moe_token_drop or moe is None or moe.capacity_factor is not None:
+            return
+        if not paddable:
+            raise ScenarioError("training.moe_token_drop", "token drop pads every expert to its capacity: it needs "
+                                "moe_dispatcher: alltoall and ep_alltoall: direct")
+        padded = moe.model_copy(update={"capacity_factor": NEMO_TOKEN_DROP_CAPACITY, "pad_to_capacity": True})
+        object.__setattr__(self, "model", self.model.model_copy(update={"moe": padded}))
 
     @model_validator(mode="after")
     def _stragglers_exist(self) -> Scenario:

@@ -65,3 +65,19 @@ def test_the_alltoall_dispatchers_sorts_are_permutation_work():
     deepep = [op for op in _ops(config.load(ROWS[1])) if "sort" in op.name]
     assert a2a and not deepep
     assert {moe_layer_terms.op_class(op) for op in a2a} == {"permutation + sort"}
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_grouped_gemm_rate_is_the_classes_flop_over_its_time(name):
+    """The charged rate is the grouped GEMMs' FLOP over the seconds ``layer_terms`` gives them, its fraction that
+    over the dense peak; the rows an expert are the busiest rank's load x T k / E (T: 4,096 / tp tokens a rank x ep)."""
+    scenario = config.load(name)
+    p, m = scenario.parallelism, scenario.model
+    experts, rows, rate, fraction = moe_layer_terms.grouped_gemm_rate(scenario)
+    terms, _, _ = moe_layer_terms.layer_terms(scenario)
+    flop = sum(op.flop for op in _ops(scenario) if moe_layer_terms.op_class(op) == "grouped expert GEMMs")
+    assert rate == pytest.approx(flop / terms["grouped expert GEMMs"], rel=1e-12)
+    assert fraction == pytest.approx(rate / scenario.cluster.gpu.peak_flop_per_s("bf16"), rel=1e-12)
+    assert experts == m.moe.experts // p.ep
+    load = moe.step_load(m, shard_for(scenario), p.ep, p.etp)
+    assert rows == pytest.approx(load * 4096 / p.tp * p.ep * m.moe.top_k / m.moe.experts, rel=1e-9)
