@@ -713,7 +713,9 @@ class Scenario(_Strict):
         - Transformer Engine 1.x (``te_version``) on Hopper and older GPUs, whose userbuffers defaults launch every
           overlapped GEMM on all SMs: NeMo 24.09's TE 1.10 and 25.02's TE 1.14; 2.x (pipeline and bulk GEMMs on
           SMs - num_sm) on Blackwell and with TE 2.x fp8 recipes (``default_te_version``; docs/scenario.md). A stack
-          without Transformer Engine does not read it."""
+          without Transformer Engine does not read it;
+        - NeMo's token drop (``moe_token_drop``: capacity factor 1.0, padded) for the Mixtral presets with the alltoall
+          dispatcher (NEMO_TOKEN_DROP_MODELS), applied to a model that states no capacity factor."""
         p, t, core = self.parallelism, self.training, self.megatron_core
         recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
