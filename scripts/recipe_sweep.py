@@ -9,9 +9,10 @@ the host model (efficiency.yaml host_overhead kernel_gap_s and pipeline_step_s),
 Flags: ``refused`` (memory model), ``error``, ``timeout`` (over ``--timeout`` s of wall time), ``slow`` (over 30 s),
 ``mfu`` (bf16 MFU outside 25-60 %), ``fp8x`` (fp8/bf16 throughput of the same layout outside 1.1-1.7).
 ``--moe`` adds the Mixtral pre-training rows of NeMo 2.x's recommended H100 configs (``MOE_LAYOUTS``), which the
-layout file does not list, built the same way with ``ep``.
+layout file does not list, built the same way with ``ep``; ``--csv`` adds those and the csv's Nemotron-3 8B rows
+(``CSV_LAYOUTS``), the other csv rows the layout file does not have.
 
-    python scripts/recipe_sweep.py [--only PATTERN ...] [--moe] [--host] [--json OUT.json]
+    python scripts/recipe_sweep.py [--only PATTERN ...] [--moe] [--csv] [--host] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ MOE_LAYOUTS = [
     {"name": "nemo2502-mixtral-8x22b", "model": "mixtral-8x22b", "gpus": 256, "seq": 65536, "tp": 4, "pp": 4, "cp": 8,
      "ep": 8, "etp": 1, "vp": 14, "gbs": 256},
 ]
+# The csv's Nemotron-3 8B pre_train rows (same commit), which the layout file leaves out (no preset before round 18):
+# the layout, micro batch and batch per precision as the file states them; the model as its model + size columns
+# name it. Every other dense pre_train row of the csv is in the layout file (source nemo-2502-h100-csv).
+CSV_LAYOUTS = [
+    {"name": "nemo2502-nemotron3-8b", "model": "nemotron3-8b", "precision": "bf16", "gpus": 8, "seq": 4096, "tp": 2,
+     "pp": 1, "cp": 1, "vp": 1, "mbs": 2, "gbs": 32},
+    {"name": "nemo2502-nemotron3-8b", "model": "nemotron3-8b", "precision": "fp8", "gpus": 64, "seq": 4096, "tp": 2,
+     "pp": 1, "cp": 1, "vp": 1, "mbs": 4, "gbs": 256},
+]
 
 
 class Timeout(Exception):
@@ -59,26 +69,31 @@ def layouts() -> list[tuple[str, dict, dict]]:
     return module.LAYOUTS
 
 
+def csv_row(row: dict, precision: str) -> tuple[str, dict, dict]:
+    """(name, scenario dict, row) of one row of the recommended-configs csv, contract keys only."""
+    parallelism = {"tp": row["tp"], "pp": row["pp"], "dp": row["gpus"] // (row["tp"] * row["pp"] * row["cp"]),
+                   "cp": row["cp"], "ep": row.get("ep", 1), "schedule": "1f1b", "virtual_stages": row["vp"],
+                   "sequence_parallel": row["tp"] > 1, "zero_stage": 1}
+    if "etp" in row:
+        parallelism["etp"] = row["etp"]
+    name = f"{row['name']}-{row['gpus']}g-{precision}"
+    return (name, {"name": name, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": row["gpus"] // 8,
+                                             "nic": "connectx-7", "topology": "rail-fat-tree"},
+                   "model": row["model"],
+                   "training": {"seq_len": row["seq"], "global_batch_size": row["gbs"],
+                                "micro_batch_size": row.get("mbs", 1), "precision": precision,
+                                "activation_recompute": "none"},
+                   "parallelism": parallelism}, row)
+
+
 def moe_layouts() -> list[tuple[str, dict, dict]]:
     """(name, scenario dict, row) of ``MOE_LAYOUTS`` in both precisions, contract keys only."""
-    out = []
-    for row in MOE_LAYOUTS:
-        for precision in ("bf16", "fp8"):
-            parallelism = {"tp": row["tp"], "pp": row["pp"], "dp": row["gpus"] // (row["tp"] * row["pp"] * row["cp"]),
-                           "cp": row["cp"], "ep": row["ep"], "schedule": "1f1b", "virtual_stages": row["vp"],
-                           "sequence_parallel": row["tp"] > 1, "zero_stage": 1}
-            if "etp" in row:
-                parallelism["etp"] = row["etp"]
-            name = f"{row['name']}-{row['gpus']}g-{precision}"
-            out.append((name, {"name": name, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8,
-                                                         "nodes": row["gpus"] // 8, "nic": "connectx-7",
-                                                         "topology": "rail-fat-tree"},
-                               "model": row["model"],
-                               "training": {"seq_len": row["seq"], "global_batch_size": row["gbs"],
-                                            "micro_batch_size": 1, "precision": precision,
-                                            "activation_recompute": "none"},
-                               "parallelism": parallelism}, row))
-    return out
+    return [csv_row(row, precision) for row in MOE_LAYOUTS for precision in ("bf16", "fp8")]
+
+
+def csv_layouts() -> list[tuple[str, dict, dict]]:
+    """(name, scenario dict, row) of ``CSV_LAYOUTS`` and ``MOE_LAYOUTS``: the csv's rows the layout file lacks."""
+    return [csv_row(row, row["precision"]) for row in CSV_LAYOUTS] + moe_layouts()
 
 
 @contextlib.contextmanager
@@ -113,7 +128,12 @@ def run_row(name: str, data: dict, timeout: float, host: bool) -> dict:
                  + (f" ep{data['parallelism']['ep']}" if data["parallelism"].get("ep", 1) > 1 else "")
                  + f" mbs{data['training']['micro_batch_size']} gbs{data['training']['global_batch_size']}",
                  "flags": []}
-    scenario = config.from_dict(data)
+    try:
+        scenario = config.from_dict(data)
+    except ScenarioError as err:  # an unknown model name, an impossible layout: reported, the sweep goes on
+        out["flags"].append("invalid")
+        out["error"] = str(err)
+        return out
     started, cpu = time.perf_counter(), time.process_time()
     try:
         with time_limit(timeout):
@@ -161,7 +181,8 @@ def fp8_ratios(rows: list[dict]) -> None:
 
 def line(row: dict) -> str:
     if "step_s" not in row:
-        return f"{row['name']:42} {row['precision']:4} {row['gpus']:5} {row['layout']:36} {','.join(row['flags'])}"
+        return (f"{row['name']:42} {row['precision']:4} {row['gpus']:5} {row['layout']:36} {','.join(row['flags'])}"
+                + (f" ({row['error']})" if "error" in row else ""))
     exposed = " ".join(f"{k}={v:.2f}" for k, v in row["exposed_s"].items() if v > 5e-4)
     host = f" host={row['host_s']:.2f}" if "host_s" in row else ""
     ratio = f" x{row['fp8x']:.2f}" if "fp8x" in row else ""
@@ -174,12 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=[], help="parts of row names to run (default: all)")
     parser.add_argument("--moe", action="store_true", help="also the Mixtral rows of MOE_LAYOUTS")
+    parser.add_argument("--csv", action="store_true", help="also the rows of NeMo 25.02's H100 csv the layout "
+                        "file lacks (CSV_LAYOUTS and MOE_LAYOUTS)")
     parser.add_argument("--host", action="store_true", help="also measure the host/kernel-gap share (2 runs)")
     parser.add_argument("--timeout", type=float, default=120.0, help="wall seconds per row before it is skipped")
     parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
     rows = []
-    for name, data, _row in layouts() + (moe_layouts() if args.moe else []):
+    extra = csv_layouts() if args.csv else moe_layouts() if args.moe else []
+    for name, data, _row in layouts() + extra:
         if args.only and not any(pattern in name for pattern in args.only):
             continue
         rows.append(run_row(name, data, args.timeout, args.host))

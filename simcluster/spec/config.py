@@ -131,7 +131,37 @@ NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "gpt3-175b-nemo": 50, "llama3-405
 # grad_sync_dtype: NeMo 1.x setup_mcore_distributed_parallel, grad_reduce_in_fp32 = grad_sync_dtype == 'fp32'). One
 # stored NeMo 2.x script version (pretrain_nemotron4_15b.py 10145fe, NeMo 2.2.0's "callbacks and bf16 grad" #11985)
 # reduces in bf16 for bf16 runs of every model, a later one (bf2c0d18) for fp8 only: docs/calibration.md, "Round 15".
-NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotron4-340b"})
+# Mixtral 8x7B and 8x22B reduce in bf16 in both releases: NeMo 2.x llm/recipes/mixtral_8x7b.py and mixtral_8x22b.py
+# pretrain_performance_optimizations set recipe.trainer.plugins.grad_reduce_in_fp32 = False (no precision test), and
+# the 24.09 launcher's conf/training/mixtral/mixtral_8x7b.yaml (0937882) sets optim.grad_sync_dtype: bf16 under
+# mcore_distributed_optim (NeMo 1.x: grad_reduce_in_fp32 = grad_sync_dtype == 'fp32'). docs/calibration.md,
+# "Round 18: the contract keys against every NeMo 2.x performance recipe".
+NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotron4-340b", "mixtral-8x7b",
+                                          "mixtral-8x22b"})
+
+
+# How a preset may be named (``model: NAME``): NeMo's recipes and performance scripts write llama31_405b,
+# nemotron4_15b, mixtral_8x7b, gpt3_175b (nemo/collections/llm/recipes/*.py NAME; scripts/llm/performance/
+# recommended_model_configs/model_configs_h100.csv model+size: llama31 405b), Hugging Face Llama-3.1-405B, the presets
+# here llama3.1-405b. One rule: the name as written; else lower case with '_' and ' ' read as '-'; else with every
+# '-', '_', '.' and ' ' ignored, when that leaves one preset (gpt3-1.3b and gpt3-13b both read gpt313b: such a name
+# is refused, naming both).
+_NAME_SEPARATORS = str.maketrans("", "", "-_. ")
+
+
+def preset_name(value: str) -> str:
+    """The preset (data/models.yaml) a model name written by a user means (``_NAME_SEPARATORS``' rule); a name that
+    means none is returned as written, for ``model.preset`` to refuse with the list of presets."""
+    presets = catalog.load("models")
+    spelled = value.strip().casefold().replace("_", "-").replace(" ", "-")
+    for name in (value, spelled):
+        if name in presets:
+            return name
+    compact = spelled.translate(_NAME_SEPARATORS)
+    found = sorted(name for name in presets if name.translate(_NAME_SEPARATORS) == compact)
+    if len(found) > 1:
+        raise ScenarioError("model", f"{value!r} could name any of {', '.join(found)}: write one of them")
+    return found[0] if found else value
 
 # MoE models whose NeMo performance recipes drop tokens at capacity 1.0 and pad every expert to it (training
 # .moe_token_drop): NeMo 2.x llm/recipes/mixtral_8x7b.py and mixtral_8x22b.py performance mode append
@@ -140,6 +170,15 @@ NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotr
 # moe_expert_capacity_factor 1.0 and moe_pad_expert_input_to_capacity True. docs/calibration.md, "Round 18".
 NEMO_TOKEN_DROP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
 NEMO_TOKEN_DROP_CAPACITY = 1.0
+
+
+def token_dropped(m: TransformerSpec) -> TransformerSpec:
+    """The MoE model with every expert capped at NeMo's capacity factor and padded to it (training.moe_token_drop);
+    a dense model, or one that states its own capacity factor, is returned as it is."""
+    if m.moe is None or m.moe.capacity_factor is not None:
+        return m
+    moe = m.moe.model_copy(update={"capacity_factor": NEMO_TOKEN_DROP_CAPACITY, "pad_to_capacity": True})
+    return m.model_copy(update={"moe": moe})
 
 
 def _layer_shape(m: TransformerSpec) -> tuple[int, ...]:
@@ -461,8 +500,8 @@ class Parallelism(_Defaulted):
         "DDP's 25 MB otherwise")
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
         None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron-Core "
-        "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8) and with bf16 for the gpt3-175b and "
-        "nemotron4-340b presets (their NeMo recipes), fp32 otherwise "
+        "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8) and with bf16 for the gpt3-175b, "
+        "nemotron4-340b and mixtral-8x7b/8x22b presets (their NeMo recipes), fp32 otherwise "
         "(Megatron-LM reduces in fp32 when training in bf16; NeMo's bf16_mixed)")
     overlap_grad_reduce: Annotated[bool, Strict()] = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
@@ -597,6 +636,8 @@ class Scenario(_Strict):
     # how the model became a preset: "name" (the preset's name, or its full definition), "shape" (an inline model
     # of DESIGN.md's keys matching the preset's shape: ``contract_inline_preset``)
     _model_chosen_by: str = PrivateAttr(default="name")
+    # the model as written when training.moe_token_drop capped its experts (``token_dropped``), else None
+    _model_as_written: TransformerSpec | None = PrivateAttr(default=None)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -607,6 +648,7 @@ class Scenario(_Strict):
             scenario._model_chosen_by = "shape"
         elif isinstance(data, Scenario):
             scenario._model_chosen_by = data._model_chosen_by
+            scenario._model_as_written = data._model_as_written
         return scenario
 
     def model_preset(self) -> dict[str, str] | None:
@@ -621,9 +663,8 @@ class Scenario(_Strict):
             preset = model.preset(name)
             if self._model_chosen_by == "shape":   # a vocab within padding of the preset's is kept as written
                 preset = preset.model_copy(update={"vocab": self.model.vocab})
-            if self.training.moe_token_drop and preset.moe is not None and preset.moe.capacity_factor is None:
-                preset = preset.model_copy(update={"moe": preset.moe.model_copy(update={
-                    "capacity_factor": NEMO_TOKEN_DROP_CAPACITY, "pad_to_capacity": True})})
+            if self.training.moe_token_drop:
+                preset = token_dropped(preset)
             if self.model == preset:
                 return {"name": name, "chosen_by": self._model_chosen_by}
         found, how = recipe_match(self.model)
@@ -671,7 +712,9 @@ class Scenario(_Strict):
         - Transformer Engine 1.x (``te_version``) on Hopper and older GPUs, whose userbuffers defaults launch every
           overlapped GEMM on all SMs: NeMo 24.09's TE 1.10 and 25.02's TE 1.14; 2.x (pipeline and bulk GEMMs on
           SMs - num_sm) on Blackwell and with TE 2.x fp8 recipes (``default_te_version``; docs/scenario.md). A stack
-          without Transformer Engine does not read it."""
+          without Transformer Engine does not read it;
+        - NeMo's token drop (``moe_token_drop``: capacity factor 1.0, padded) for the Mixtral presets with the alltoall
+          dispatcher (NEMO_TOKEN_DROP_MODELS), applied to a model that states no capacity factor."""
         p, t, core = self.parallelism, self.training, self.megatron_core
         recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
@@ -709,13 +752,24 @@ class Scenario(_Strict):
         paddable = p.moe_dispatcher == "alltoall" and p.ep_alltoall == "direct"
         t.resolve(moe_token_drop=bool(moe is not None and moe.capacity_factor is None and self.megatron_core
                                       and paddable and recipe & NEMO_TOKEN_DROP_MODELS))
-        if not t.moe_token_drop or moe is None or moe.capacity_factor is not None:
+        if t.moe_token_drop and moe is None:
+            raise ScenarioError("training.moe_token_drop", "token drop caps the experts of an MoE layer: it needs "
+                                "a model with moe")
+        if not t.moe_token_drop or moe.capacity_factor is not None:
             return
         if not paddable:
             raise ScenarioError("training.moe_token_drop", "token drop pads every expert to its capacity: it needs "
                                 "moe_dispatcher: alltoall and ep_alltoall: direct")
-        padded = moe.model_copy(update={"capacity_factor": NEMO_TOKEN_DROP_CAPACITY, "pad_to_capacity": True})
-        object.__setattr__(self, "model", self.model.model_copy(update={"moe": padded}))
+        self._model_as_written = self.model
+        object.__setattr__(self, "model", token_dropped(self.model))  # frozen: set once, while validated
+
+    @model_serializer(mode="wrap")
+    def _dump_model_as_written(self, handler, info):
+        """``rebuildable`` dumps keep the model as written: a rebuilt scenario applies moe_token_drop anew."""
+        data = handler(self)
+        if isinstance(data, dict) and (info.context or {}).get(UNRESOLVED) and self._model_as_written is not None:
+            data["model"] = self._model_as_written.model_dump(mode="json")
+        return data
 
     @model_validator(mode="after")
     def _stragglers_exist(self) -> Scenario:
@@ -745,7 +799,8 @@ class Scenario(_Strict):
     @field_validator("model", mode="before")
     @classmethod
     def _model_preset(cls, value):
-        return model.preset(value).model_dump() if isinstance(value, str) else contract_inline_preset(value)
+        return (model.preset(preset_name(value)).model_dump() if isinstance(value, str)
+                else contract_inline_preset(value))
 
     @model_validator(mode="after")
     def _check_layout(self) -> Scenario:

@@ -1,0 +1,130 @@
+"""A preset is found by the names NeMo's recipes and users write for it (``config.preset_name``), resolves every
+per-model recipe setting as under its own name, and the NeMo 2.x recipes' per-model defaults added in round 18 hold.
+
+Truth: NeMo's recipe names (nemo/collections/llm/recipes/*.py NAME: gpt3_175b, llama3_8b, llama3_70b, llama31_8b,
+llama31_70b, llama31_405b, nemotron3_8b, nemotron3_22b, nemotron4_15b, nemotron4_340b, mixtral_8x7b, mixtral_8x22b)
+and the performance csv's model+size (llama31 405b); Mixtral 8x7B/8x22B's pretrain_performance_optimizations
+(grad_reduce_in_fp32 = False for both precisions); Nemotron3Config8B (32 layers, 4096 hidden, ffn 16384, 32 heads,
+MHA, squared ReLU, vocab 256000 from pretrain_nemotron3_8b.py's NullTokenizer)."""
+
+import pytest
+
+from simcluster.core.errors import ScenarioError
+from simcluster.spec import config, model
+
+NEMO_NAMES = {
+    "gpt3_175b": "gpt3-175b", "llama3_8b": "llama3-8b", "llama3_70b": "llama3-70b", "llama31_8b": "llama3.1-8b",
+    "llama31_70b": "llama3.1-70b", "llama31_405b": "llama3.1-405b", "nemotron3_8b": "nemotron3-8b",
+    "nemotron3_22b": "nemotron3-22b", "nemotron4_15b": "nemotron4-15b", "nemotron4_340b": "nemotron4-340b",
+    "mixtral_8x7b": "mixtral-8x7b", "mixtral_8x22b": "mixtral-8x22b",
+}
+USER_NAMES = {
+    "llama3-70b": "llama3-70b", "llama31-405b": "llama3.1-405b", "Llama-3.1-405B": "llama3.1-405b",
+    "nemotron4-15b": "nemotron4-15b", "Nemotron-4-340B": "nemotron4-340b", "mixtral-8x7b": "mixtral-8x7b",
+    "Mixtral-8x22B": "mixtral-8x22b", "gpt3-175b": "gpt3-175b", "GPT-3-175B": "gpt3-175b", "gpt3_13b": "gpt3-13b",
+    "gpt3-1.3b": "gpt3-1.3b",
+}
+
+
+def _scenario(model_value, precision="bf16", **parallelism):
+    return config.Scenario.model_validate({
+        "name": "x", "model": model_value,
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 16},
+        "training": {"seq_len": 4096, "global_batch_size": 256, "micro_batch_size": 1, "precision": precision},
+        "parallelism": {"tp": 8, "pp": 8, "dp": 2, **parallelism}})
+
+
+@pytest.mark.parametrize(("written", "preset"), sorted({**NEMO_NAMES, **USER_NAMES}.items()))
+def test_the_names_nemo_and_users_write_resolve_to_the_preset(written, preset):
+    assert config.preset_name(written) == preset
+    scenario = _scenario(written)
+    assert scenario.model == config.token_dropped(model.preset(preset))  # Mixtral: NeMo's token drop (below)
+    assert scenario.model_preset() == {"name": preset, "chosen_by": "name"}
+
+
+def test_an_alias_takes_the_recipe_settings_of_its_preset():
+    by_alias, by_name = _scenario("llama31_405b").parallelism, _scenario("llama3.1-405b").parallelism
+    assert by_alias == by_name
+    assert by_alias.wgrad_deferral_limit == 50   # llama31_405b.py, not the general 22
+
+
+def test_a_name_of_two_presets_is_refused_naming_both():
+    with pytest.raises(ScenarioError) as err:
+        config.preset_name("gpt313b")
+    assert err.value.field == "model" and "gpt3-1.3b" in err.value.message and "gpt3-13b" in err.value.message
+
+
+def test_an_unknown_name_is_still_refused_with_the_list():
+    data = {"name": "x", "model": "llama5-9b", "cluster": {"gpu": "h100-sxm"}, "training": {"global_batch_size": 8}}
+    with pytest.raises(ScenarioError, match="unknown model preset 'llama5-9b'") as err:
+        config.from_dict(data)
+    assert err.value.field == "model"
+
+
+def test_only_the_gpt3_13b_pair_shares_a_compact_name():
+    """Any new pair of presets reading alike without separators must be a deliberate exception here."""
+    compact: dict[str, list[str]] = {}
+    for name in model.catalog.load("models"):
+        compact.setdefault(name.translate(config._NAME_SEPARATORS), []).append(name)
+    assert [sorted(v) for v in compact.values() if len(v) > 1] == [["gpt3-1.3b", "gpt3-13b"]]
+
+
+@pytest.mark.parametrize("preset", ["mixtral-8x7b", "mixtral-8x22b"])
+def test_mixtral_reduces_gradients_in_bf16_in_bf16_runs_as_its_nemo_recipes(preset):
+    assert _scenario(preset, tp=1, pp=4, dp=32, ep=8).parallelism.grad_reduce_dtype == "bf16"
+    # a run that states fp32 (the Megatron-LM README and MoE zoo rows) keeps it
+    assert _scenario(preset, tp=1, pp=4, dp=32, ep=8,
+                     grad_reduce_dtype="fp32").parallelism.grad_reduce_dtype == "fp32"
+
+
+def test_nemotron3_8b_is_the_nemo_config_and_not_gpt3_6_7b():
+    m = model.preset("nemotron3-8b")
+    assert (m.layers, m.hidden, m.heads, m.n_kv_heads, m.ffn, m.vocab) == (32, 4096, 32, 32, 16384, 256000)
+    assert (m.mlp, m.mlp_matrices, m.linear_biases, m.tied_embeddings) == ("squared_relu", 2, False, False)
+    inline = {"layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 32, "ffn_hidden": 16384}
+    assert _scenario({**inline, "vocab": 256000}).model_preset() == {"name": "nemotron3-8b", "chosen_by": "shape"}
+    assert _scenario({**inline, "vocab": 50257}).model_preset() == {"name": "gpt3-6.7b", "chosen_by": "shape"}
+    # 8.5e9 parameters: 2 x 256000 x 4096 untied embeddings + 32 x (4 x 4096^2 + 2 x 4096 x 16384) + norms
+    assert m.params == pytest.approx(2 * 256000 * 4096 + 32 * (4 * 4096**2 + 2 * 4096 * 16384), rel=1e-4)
+
+
+MIXTRAL_LAYOUT = {"tp": 1, "pp": 4, "dp": 32, "ep": 8}
+
+
+@pytest.mark.parametrize("preset", ["mixtral-8x7b", "mixtral_8x22b"])
+def test_mixtral_drops_tokens_at_capacity_one_padded_as_nemo_runs_it(preset):
+    """NeMo 2.x mixtral_8x7b.py / mixtral_8x22b.py add MegatronTokenDropCallback (capacity factor 1.0, padded); the
+    24.09 launcher's mixtral_8x7b.yaml sets the same. Fails with the default off (the model dropless)."""
+    scenario = _scenario(preset, **MIXTRAL_LAYOUT)
+    assert scenario.training.moe_token_drop is True
+    moe = scenario.model.moe
+    assert (moe.capacity_factor, moe.pad_to_capacity) == (1.0, True)
+    assert scenario.model_preset() == {"name": config.preset_name(preset), "chosen_by": "name"}
+    # rebuilt from its rebuildable dump with another dispatcher: the model as written, dropless there
+    data = config.rebuildable(scenario)
+    assert data["model"]["moe"]["capacity_factor"] is None
+    data["parallelism"]["ep_alltoall"] = "hierarchical"
+    rebuilt = config.from_dict(data)
+    assert rebuilt.training.moe_token_drop is False and rebuilt.model.moe.capacity_factor is None
+
+
+def test_token_drop_false_or_a_stated_capacity_keep_the_model_as_written():
+    assert _scenario("mixtral-8x7b", **MIXTRAL_LAYOUT).model.moe.capacity_factor == 1.0
+    data = {"name": "x", "model": "mixtral-8x7b", "cluster": {"gpu": "h100-sxm", "nodes": 16},
+            "training": {"seq_len": 4096, "global_batch_size": 256, "moe_token_drop": False},
+            "parallelism": {"pp": 4, "dp": 32, "ep": 8}}
+    assert config.from_dict(data).model.moe.capacity_factor is None
+    stated = {**model.preset("mixtral-8x7b").model_dump(), "moe": {"experts": 8, "top_k": 2, "ffn_hidden": 14336,
+                                                                    "capacity_factor": 2.0}}
+    moe = _scenario(stated, **MIXTRAL_LAYOUT).model.moe
+    assert (moe.capacity_factor, moe.pad_to_capacity) == (2.0, False)
+
+
+def test_token_drop_is_off_for_other_moe_models_and_refused_for_dense_ones():
+    scenario = _scenario("qwen3-235b-a22b", tp=1, pp=4, dp=32, ep=8)
+    assert scenario.training.moe_token_drop is False and scenario.model.moe.capacity_factor is None
+    data = {"name": "x", "model": "llama3-8b", "cluster": {"gpu": "h100-sxm"},
+            "training": {"global_batch_size": 8, "moe_token_drop": True}}
+    with pytest.raises(ScenarioError) as err:
+        config.from_dict(data)
+    assert err.value.field == "training.moe_token_drop"
