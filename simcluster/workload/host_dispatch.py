@@ -21,7 +21,8 @@ one GEMM per module plus the phase's quantize kernels (``fp8_recipes.quantize_ke
 quantize per tensor for MXFP8, and an amax pass and a cast per tensor (the norm-fed ones without the amax) for
 current scaling. So per fp8 module the host side is low by up to one dispatch (13.5 us on the x86 host, against the
 fp8 excess of 46 us) for delayed scaling, right for MXFP8, and for current scaling right where the norm computed the
-amax and high by one dispatch elsewhere: an approximation within the uncertainty of fp8_over_bf16 (a lower bound, "more than 2x").
+amax and high by one dispatch elsewhere: an approximation within the uncertainty of fp8_over_bf16 (a lower bound,
+"more than 2x").
 
 Which ops stand for a module call is Megatron-Core's Transformer Engine layer spec (megatron/core/models/gpt/
 gpt_layer_specs.py ``get_gpt_layer_with_transformer_engine_spec``): TELayerNormColumnParallelLinear (linear_qkv,
