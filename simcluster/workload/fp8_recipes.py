@@ -1,7 +1,7 @@
 """What Transformer Engine's fp8 recipes cost beyond the fp8 GEMMs themselves: the HBM bytes of quantizing a GEMM
 operand (``training.fp8_recipe``), per element of the 16-bit tensor quantized, and the kernels they run as
-(``quantize_kernels``: one fused op per layer and phase for delayed and MXFP8, per-tensor kernels for current
-scaling, below).
+(``quantize_kernels``: one fused op per layer and phase for delayed scaling, kernels per tensor for current scaling
+and MXFP8, below).
 
 - ``delayed`` (per-tensor delayed scaling, Transformer Engine's default and NeMo's fp8 until 2025): the scale comes
   from the amax history, so one cast-transpose kernel reads the 2-byte tensor and writes the fp8 tensor and its
@@ -75,8 +75,8 @@ column-parallel ones, two norm-output transposes), with sequence parallelism 10 
 cast and transposed after its gather, each row-parallel input transposed, the four of tp 1 otherwise) plus the two
 bias sums where the layers have biases: 12 (docs/calibration.md, "Transformer Engine 1.x fp8, kernel by kernel").
 
-Kernels (``quantize_kernels``). Delayed scaling and MXFP8 stay one fused op per layer and phase (the convention the
-fitted per-kernel gap was fitted with on the Hopper rows). Current scaling runs as Transformer Engine 2.x launches
+Kernels (``quantize_kernels``). Delayed scaling stays one fused op per layer and phase (the convention the fitted
+per-kernel gap was fitted with on the Hopper rows). Current scaling runs as Transformer Engine 2.x launches
 it, kernel by kernel per quantized tensor (``Float8CurrentScalingQuantizer::quantize_impl``, csrc/quantizer.cpp):
 ``nvte_compute_amax`` (reads the 16-bit tensor: ``AMAX_OP``), ``nvte_compute_scale_from_amax`` (one float), then
 ``nvte_quantize_v2`` (the cast, ``CAST_OP``: the cast-transpose bytes of delayed scaling). Where a Transformer
@@ -87,6 +87,24 @@ the amax passes and the casts, which each move the whole tensor like every eleme
 counted: the one-thread scale kernel (a launch and ~2 us, not the fitted per-kernel gap of large kernels), and with
 sequence parallelism the amax all-reduce over the tensor-parallel group before the cast (``with_amax_reduction``,
 a blocking NCCL all-reduce of one float per sequence-parallel input and row-parallel output gradient).
+
+MXFP8 kernels (round 18). MXFP8 runs kernel by kernel per quantized tensor too, as current scaling does, but one
+kernel each: the module calls its quantizer on each GEMM operand (``input_quantizer(inputmat)``,
+``grad_output_quantizer`` in ``grad_output_preprocess``, TE 2.x linear.py / base.py), and
+``MXFP8Quantizer`` quantizes with one ``nvte_quantize_v2`` that computes each 32-element block's scale and writes
+the rowwise and columnwise copies (no amax pass, no scale kernel; csrc/quantizer.cpp). The norm-fed inputs get a
+kernel of their own as well: ``layernorm_fwd`` / ``rmsnorm_fwd`` set ``force_unfused_kernel`` for an MXFP8 quantizer
+unless ``NVTE_NORM_FWD_USE_CUDNN`` (csrc/extensions/normalization.cpp), writing the norm's 16-bit output and then
+quantizing it. So a dense Megatron-Core layer runs 4 MXFP8 quantizes forward (QKV's and fc1's norm outputs, the
+projection's and fc2's inputs) and 4 backward (the four output gradients; bias-free Llama, with biases TE's
+``bgrad_quantize`` fuses the bias gradient into the same kernel), against current scaling's 6 and 8 (with the
+amax passes). Until round 18 MXFP8 was one fused op per phase: the same bytes, but 6 kernels fewer than it runs,
+which the fitted per-kernel gap charged it nothing for. Not counted, as for current scaling: the scale swizzles
+(in the GEMM's measured time, above); the weights' quantization once a step (bf16 into both MXFP8 copies, 2 + 2 x
+(1 + 1/32) bytes a weight: TE's first-microbatch cache, or, with ``fp8_param_gather`` and Megatron-Core's
+``reuse_grad_buf_for_mxfp8_param_ag``, ``finish_param_sync`` casting the all-gathered bf16 weights into the MXFP8
+parameters, "The parameters are cast from bf16 to MXFP8 during copy", distributed/param_and_grad_buffer.py):
+0.1-0.2% of the NeMo 25.11 Llama steps (docs/calibration.md, round 18, "MXFP8 against current scaling").
 
 Delayed scaling's amax reduction and scale update, per autocast region (``amax_reduction``). Transformer Engine 1.x
 (the NeMo 24.07-24.12 containers, TE 1.6-1.13; TE 2.x's fp8.py keeps the same structure) does not update scales per
@@ -126,8 +144,11 @@ from simcluster.core import catalog
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 
 FP8_RECIPES = ("delayed", "current", "mxfp8")
-# recipes whose quantizations run as kernels per tensor (``quantize_kernels``); the others are one fused op
-PER_TENSOR_RECIPES = ("current",)
+# recipes whose quantizations run as kernels per tensor (``quantize_kernels``); delayed scaling is one fused op
+PER_TENSOR_RECIPES = ("current", "mxfp8")
+# recipes with an amax pass before the cast (current scaling's nvte_compute_amax); MXFP8's quantize kernel computes
+# each block's scale itself
+AMAX_PASS_RECIPES = ("current",)
 AMAX_OP = "fp8_amax"
 CAST_OP = "fp8_cast"
 BF16_BYTES = BYTES_PER_ELEMENT["bf16"]
@@ -160,17 +181,19 @@ def cast_bytes_per_element(recipe: str, transpose: bool = True) -> float:
 def quantize_kernels(recipe: str, transpose: bool, tensors: list[tuple[float, bool]]) -> list[tuple[str, float, float]]:
     """The kernels quantizing the 16-bit GEMM operands ``tensors`` of one layer phase under ``recipe``, as (name,
     elements, HBM bytes): ``tensors`` are (elements, norm_fed) pairs, ``norm_fed`` where a Transformer Engine norm
-    wrote the tensor. Current scaling (``PER_TENSOR_RECIPES``): per tensor an amax pass (``AMAX_OP``, 16-bit read;
-    none where the norm computed the amax) and a cast (``CAST_OP``, delayed scaling's bytes); the other recipes one
-    fused ``CAST_OP`` over all elements at ``cast_bytes_per_element``."""
+    wrote the tensor. Current scaling: per tensor an amax pass (``AMAX_OP``, 16-bit read; none where the norm
+    computed the amax) and a cast (``CAST_OP``, delayed scaling's bytes); MXFP8: per tensor one quantize kernel
+    (``CAST_OP`` at ``cast_bytes_per_element``: both copies and their scales, no amax pass; the norm-fed ones too,
+    the MXFP8 norm being unfused: module docstring, "MXFP8 kernels"); delayed scaling one fused ``CAST_OP`` over all
+    elements."""
     assert recipe in FP8_RECIPES, recipe
     if recipe not in PER_TENSOR_RECIPES:
         elements = sum(n for n, _ in tensors)
         return [(CAST_OP, elements, cast_bytes_per_element(recipe, transpose) * elements)]
-    cast = cast_bytes_per_element("delayed", transpose)
+    cast = cast_bytes_per_element("delayed" if recipe in AMAX_PASS_RECIPES else recipe, transpose)
     kernels: list[tuple[str, float, float]] = []
     for elements, norm_fed in tensors:
-        if not norm_fed:
+        if not norm_fed and recipe in AMAX_PASS_RECIPES:
             kernels.append((AMAX_OP, elements, BF16_BYTES * elements))
         kernels.append((CAST_OP, elements, cast * elements))
     return kernels

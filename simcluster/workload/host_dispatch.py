@@ -17,11 +17,12 @@ The excess per call, from efficiency.yaml ``host_overhead.te_module`` (each valu
 The fp8 row subtracts the 2 launches of the measured te.Linear forward (TransformerEngine#761: its input quantize and
 the GEMM), not the launches this model issues per module, which it charges at dispatch_s apiece on their own ops:
 one GEMM per module plus the phase's quantize kernels (``fp8_recipes.quantize_kernels``), which are one fused
-``fp8_cast`` over every quantized operand of the phase for delayed scaling and MXFP8 (a fraction of a launch per
-module), and an amax pass and a cast per tensor (the norm-fed ones without the amax) for current scaling. So per fp8
-module the host side is low by up to one dispatch (13.5 us on the x86 host, against the fp8 excess of 46 us) for
-the fused recipes, and for current scaling right where the norm computed the amax and high by one dispatch
-elsewhere: an approximation within the uncertainty of fp8_over_bf16 (a lower bound, "more than 2x").
+``fp8_cast`` over every quantized operand of the phase for delayed scaling (a fraction of a launch per module), one
+quantize per tensor for MXFP8, and an amax pass and a cast per tensor (the norm-fed ones without the amax) for
+current scaling. So per fp8 module the host side is low by up to one dispatch (13.5 us on the x86 host, against the
+fp8 excess of 46 us) for delayed scaling, right for MXFP8, and for current scaling right where the norm computed the
+amax and high by one dispatch elsewhere: an approximation within the uncertainty of fp8_over_bf16 (a lower bound,
+"more than 2x").
 
 Which ops stand for a module call is Megatron-Core's Transformer Engine layer spec (megatron/core/models/gpt/
 gpt_layer_specs.py ``get_gpt_layer_with_transformer_engine_spec``): TELayerNormColumnParallelLinear (linear_qkv,

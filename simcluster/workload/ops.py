@@ -561,7 +561,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                                *(mlp.cast_forward_tensors or [(mlp.cast_forward_elements, False)])]
             backward_tensors = [(sp_tokens * h, False), (tokens * (q_local + 2 * kv_local), False),
                                 *(mlp.cast_backward_tensors or [(mlp.cast_backward_elements, False)])]
-            casts, casts_bwd = ([_memory(name, n, size) for name, n, size in fp8_recipes.quantize_kernels(
+            casts, casts_bwd = ([dataclasses.replace(_memory(name, n, size), block_scaled=_block_scaled(shard))
+                                 for name, n, size in fp8_recipes.quantize_kernels(
                 shard.fp8_recipe, shard.fp8_transpose, tensors)] for tensors in (forward_tensors, backward_tensors))
 
     qkv_bias = [_memory(*kernel) for kernel in eager_backward.forward_kernels(   # Megatron-LM 2020-22's QKV bias

@@ -35,6 +35,13 @@ PUBLISHED = {
     "nemo2511-deepseek-v3-256-gb300-fp8": (1088, 4357),
     "nemo2511-deepseek-v3-256-b200-fp8": (557, 2139),
     "nemo2511-qwen3-235b-256-h100-fp8": (233, 1575),  # DGX-H100; the row lacks its GBS cell (scenario header)
+    # the parenthesised FP8-MX figures of the FP8-CS (FP8-MX) rows, and the 256-GPU NVL72 405B rows (round 18)
+    "nemo2511-llama3-8b-8-b200-mxfp8": (1519, 29521),
+    "nemo2511-llama3-8b-8-gb200-mxfp8": (1533, 29789),
+    "nemo2511-llama3-8b-8-gb300-mxfp8": (1858, 36108),
+    "nemo2511-llama3-405b-128-b200-mxfp8": (1576, 624),
+    "nemo2511-llama3-405b-256-gb200-fp8": (2053, 813),
+    "nemo2511-llama3-405b-256-gb300-fp8": (2522, 999),
 }
 # DeepSeek-V3's multi-head latent attention (HF config deepseek-ai/DeepSeek-V3): simcluster models it as MHA
 MLA = {"q_lora_rank": 1536, "kv_lora_rank": 512, "qk_head_dim": 128, "qk_pos_emb_head_dim": 64, "v_head_dim": 128}
