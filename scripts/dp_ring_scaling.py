@@ -7,8 +7,11 @@ the run pays with each protocol; then the published nccl-tests points it can be 
 "Round 17: data-parallel rings over many nodes"); then the Nemotron-4 15B rows' data-parallel time split into the
 part no ring latency can remove (each chain at the NIC's bus rate against the compute it overlaps) and the part the
 rings' latency adds, for the bundled scenario and its variants (docs/calibration.md, "Round 18: data-parallel
-scaling"); with ``--rows``, also the data-parallel time of the other large-DP rows (about a minute more).
-Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows]
+scaling"); then the same chains for NeMo 1.x's Apex DistributedFusedAdam layout (per-layer bucket groups of 100 MiB
+buckets, the embedding and output layer with the first layer; docs/calibration.md, "Round 18: NeMo 1.x's distributed
+Adam"), timed by a closed-form chain model checked against the engine (``--apex``: that table alone); with ``--rows``,
+also the data-parallel time of the other large-DP rows (about a minute more).
+Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows | --apex]
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ def _variant(raw: dict, change: str) -> config.Scenario:
     data = copy.deepcopy(raw)
     if change == "rule buckets":  # Megatron-Core's default, max(40M, 1M x DP) parameters (core_r0.7 on)
         data["parallelism"].pop("grad_bucket_size")
+    elif change == "apex":  # NeMo 1.x's distributed_fused_adam buckets (grad_buckets: apex, its 100 MiB default)
+        data["parallelism"].pop("grad_bucket_size")
+        data["parallelism"]["grad_buckets"] = "apex"
     elif change == "bf16 grads":  # sensitivity only: NeMo's and Megatron-LM's default for this row is fp32
         data["parallelism"]["grad_reduce_dtype"] = "bf16"
     return config.from_dict(data)
@@ -133,6 +139,87 @@ def nemotron_split() -> None:
                   f"{split['fwd'] * 1e3:>5.1f} {split['rs'] * 1e3:>8.1f} {split['bwd'] * 1e3:>5.1f}")
 
 
+# NeMo 1.x's distributed_fused_adam (NeMo-Framework-Launcher nemotron_15b.yaml: bucket_cap_mb 100; Apex
+# distributed_fused_adam.py: bucket of 1 MiB x bucket_cap_mb / grad dtype size elements, shards aligned to 128 B;
+# NeMo megatron_gpt_model.configure_optimizers: one init_params_bucket group per Transformer layer, the parameters of
+# no layer (embedding, output layer, final norm) added to the first layer's group). Nemotron-4 15B on one TP-8 rank:
+APEX_BUCKET_CAP_BYTES = 100 * 2**20
+APEX_ALIGN_BYTES = 128
+LAYER_PARAMS_TP8 = (6144 * 8192 + 6144 * 6144 + 2 * 6144 * 24576) // 8 + 4 * 6144  # qkv, proj, fc1, fc2; 2 norms
+EMBED_HEAD_PARAMS_TP8 = 2 * 256000 * 6144 // 8                                        # input embedding + output layer
+FINAL_NORM_PARAMS = 2 * 6144
+
+
+def apex_groups(ranks: int, layers: int = 32) -> list[int]:
+    """Elements each Apex bucket group communicates, in forward order (group 0 first), counted here from the shapes
+    as the engine's ``apex_group_elements`` does: every bucket is bucket_size elements however full, a group
+    ``ceil(params / bucket_size)`` of them, the first layer's group holding the embedding, output layer and final
+    norm."""
+    grad_bytes = 4
+    shard = APEX_BUCKET_CAP_BYTES // grad_bytes // ranks
+    shard -= shard % (APEX_ALIGN_BYTES // grad_bytes)
+    bucket = shard * ranks
+    layer = -(-LAYER_PARAMS_TP8 // bucket) * bucket
+    first = -(-(LAYER_PARAMS_TP8 + EMBED_HEAD_PARAMS_TP8 + FINAL_NORM_PARAMS) // bucket) * bucket
+    return [first] + [layer] * (layers - 1)
+
+
+def chain_exposed(fwd_s: float, bwd_s: float, ag_s: list[float], rs_s: list[float], prefetch_one: bool) -> tuple:
+    """Closed-form chains (forward order lists): the gathers against the first forward split evenly by layer, each
+    layer waiting for its group (``prefetch_one``: Apex issues group j+1 when layer j starts, one in flight;
+    otherwise all queued at the step's start, Megatron-Core's engine model); the reduce-scatters launched as each
+    layer's backward ends (the first layer's group, with the embedding, last), back to back on one stream."""
+    layers = len(ag_s)
+    part = fwd_s / layers
+    start = end = ag_end = 0.0
+    for j, t in enumerate(ag_s):
+        ag_end = (ag_end if not prefetch_one or j == 0 else max(ag_end, start)) + t
+        start = max(end, ag_end)
+        end = start + part
+    rs_end = 0.0
+    for k, t in enumerate(reversed(rs_s)):
+        rs_end = max(rs_end, bwd_s * (k + 1) / layers) + t
+    return end - fwd_s, rs_end - bwd_s
+
+
+def _group_ms(fabric, group, op: str, elems: int, bucket: int, elem_bytes: int, coalesced: bool) -> float:
+    """One group's collectives: ``coalesced`` prices the group as one collective of its bytes (NCCL spreading the
+    grouped operations over its channels), else its buckets one after another (each its own ring latency)."""
+    if coalesced:
+        return _time_ms(fabric, group, op, elems * elem_bytes)[0]
+    return elems // bucket * _time_ms(fabric, group, op, bucket * elem_bytes)[0]
+
+
+def apex_layout() -> None:
+    print("\nNemotron-4 15B: closed-form chains (ms) for the bundled 32 equal buckets and NeMo 1.x's Apex groups; "
+          "'engine' = the simulated exposed data-parallel time of the bundled row, and of it with grad_buckets: apex")
+    print(f"{'GPUs':>5} {'layout':<34} {'elements':>13} {'AG exp':>7} {'RS exp':>7} {'exposed':>8} {'engine':>7}")
+    for gpus in (768, 1536, 2304):
+        ranks = gpus // 8
+        fabric, group = _rail(ranks)
+        raw = catalog.load(f"scenarios/nemotron4-15b-{gpus}-h100")
+        result = simulate(config.from_dict(raw))
+        split = chain_split(result.events, ranks, CX7.rate)
+        engine_ms = result.summary["exposed_comm_by_parallelism_s"]["dp"] * 1e3
+        apex_ms = simulate(_variant(raw, "apex")).summary["exposed_comm_by_parallelism_s"]["dp"] * 1e3
+        total = 32 * LAYER_PARAMS_TP8 + EMBED_HEAD_PARAMS_TP8 + FINAL_NORM_PARAMS
+        even = total / 32
+        rows = [("bundled (32 x 1/32)", [even] * 32, even, True, False)]
+        groups = apex_groups(ranks)
+        shard = APEX_BUCKET_CAP_BYTES // 4 // ranks
+        bucket = (shard - shard % (APEX_ALIGN_BYTES // 4)) * ranks
+        rows += [("apex, groups coalesced", groups, bucket, True, True),
+                 ("apex, buckets in sequence", groups, bucket, False, True)]
+        for label, elems, bucket_elems, coalesced, prefetch_one in rows:
+            ag = [_group_ms(fabric, group, "all_gather", int(e), int(bucket_elems), 2, coalesced) / 1e3 for e in elems]
+            rs = [_group_ms(fabric, group, "reduce_scatter", int(e), int(bucket_elems), 4, coalesced) / 1e3
+                  for e in elems]
+            ag_exp, rs_exp = chain_exposed(split["fwd"], split["bwd"], ag, rs, prefetch_one)
+            engine = apex_ms if label.startswith("apex") else engine_ms
+            print(f"{gpus:>5} {label:<34} {int(sum(elems)):>13,} {ag_exp * 1e3:>7.1f} {rs_exp * 1e3:>7.1f} "
+                  f"{(ag_exp + rs_exp) * 1e3:>8.1f} {engine:>7.1f}")
+
+
 LARGE_DP_ROWS = ("megatron-177b-4608-h100", "nemo2409-gpt3-175b-1024-h100-bf16", "nemo2409-gpt3-175b-2048-h100-bf16",
                  "llama3-405b-8k-h100-published", "llama3-405b-16k-h100-published",
                  "torchtitan-llama31-405b-512-h100-fp8", "nemotron4-340b-6144-h100")
@@ -151,8 +238,12 @@ def large_dp_rows() -> None:
 
 
 if __name__ == "__main__":
+    if "--apex" in sys.argv[1:]:
+        apex_layout()
+        sys.exit(0)
     one_gpu_per_node_table()
     measured_points()
     nemotron_split()
+    apex_layout()
     if "--rows" in sys.argv[1:]:
         large_dp_rows()

@@ -8,9 +8,16 @@ transfers by the instant and order they start, so a change of order would change
 
 from __future__ import annotations
 
-from simcluster.parallel.memory import zero3_units
+import math
+
+from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import Parallelism, Scenario
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+
+# Apex DistributedFusedAdam aligns each bucket's shard to 128 bytes of the gradient dtype
+# (apex/contrib/optimizers/distributed_fused_adam.py: self.alignment = 128 // dtype_size).
+APEX_ALIGN_BYTES = 128
 
 
 def collective(agent, op: str, dense_bytes: float, expert_bytes: float, name: str) -> list:
@@ -69,6 +76,43 @@ def chunk_buckets(plan: StepPlan, cost) -> int:
                         model_chunk=cost.chunk // plan.layout.pp, megatron_core=plan.scenario.megatron_core)
 
 
+def apex_group_elements(plan: StepPlan, cost) -> list[float]:
+    """Elements each of a chunk's Apex bucket groups communicates, in backward order (its first layer's last).
+
+    NeMo 1.x's ``configure_optimizers`` (megatron_gpt_model.py) hands Apex one ``init_params_bucket`` group per
+    Transformer layer, reversed, and adds the parameters of no layer (embedding, output layer, final norm) to the
+    chunk's first layer's group; Apex opens new buckets for each group, cuts it into buckets of ``bucket_size`` =
+    ``grad_bucket_size`` / grad dtype elements (shard per rank floored to 128 B, times the ranks) and communicates
+    every bucket whole, so a group is its parameters rounded up to whole buckets. A group's buckets become ready
+    together (each depends on all the group's parameters) and are reduced as one coalesced NCCL group: priced as one
+    collective of the group's bytes here (NCCL spreading the grouped operations over its channels; the buckets one
+    after another, each with its own ring latency, is the other bound: scripts/dp_ring_scaling.py --apex).
+    MegatronDistributedFusedAdam's fp32-pinned embedding buckets (at most one more partial bucket) are not kept
+    apart."""
+    p = plan.scenario.parallelism
+    width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    ranks = p.dp * p.cp
+    align = APEX_ALIGN_BYTES // width
+    shard = int(p.grad_bucket_size / width / ranks)
+    bucket = max(shard - shard % align, align) * ranks
+    layer = layer_params_per_rank(plan.scenario.model, p.tp)
+    rest = max(0.0, cost.grad_bytes / width - cost.layers * layer)
+    groups = [layer] * (cost.layers - 1) + [layer + rest] if cost.layers else [rest]
+    return [math.ceil(elements / bucket) * bucket for elements in groups]
+
+
+def bucket_bytes(plan: StepPlan, cost) -> list[tuple[float, float, float, float]]:
+    """(gradient, expert gradient, parameter, expert parameter) bytes of each of a chunk's buckets, in the order
+    the backward makes them; the forward gathers them in reverse (on Megatron-Core's equal buckets, which is the
+    same). ``grad_buckets: apex``: Apex's per-layer groups (``apex_group_elements``), dense only."""
+    if plan.scenario.parallelism.grad_buckets == "apex" and cost.grad_bytes:
+        width = BYTES_PER_ELEMENT[plan.scenario.parallelism.grad_reduce_dtype]
+        param_width = cost.param_bytes * width / cost.grad_bytes
+        return [(e * width, 0.0, e * param_width, 0.0) for e in apex_group_elements(plan, cost)]
+    n = chunk_buckets(plan, cost)
+    return [(cost.grad_bytes / n, cost.expert_grad_bytes / n, cost.param_bytes / n, cost.expert_param_bytes / n)] * n
+
+
 class ReduceBucketsDuringBackward(GradientReduction):
     """PyTorch DDP / Megatron-Core ``overlap_grad_reduce``: a bucket is reduced as soon as the backward has made it,
     while the rest of the backward runs.
@@ -86,13 +130,16 @@ class ReduceBucketsDuringBackward(GradientReduction):
             return (yield from super().backward(agent, work))
         cost = plan.chunks[work.chunk]
         # ZeRO-3/FSDP reduce-scatters each unit's gradient as its backward ends (Zhao et al. 2023, section 3.2)
-        buckets = agent.parameters.units(agent, work) or chunk_buckets(plan, cost)
+        units = agent.parameters.units(agent, work)
+        sizes = ([(cost.grad_bytes / units, cost.expert_grad_bytes / units, 0.0, 0.0)] * units if units
+                 else bucket_bytes(plan, cost))
+        buckets = len(sizes)
         reductions = []
-        for bucket in range(buckets):
+        for bucket, (grad, expert_grad, _, _) in enumerate(sizes):
             yield from agent.parameters.before_part(agent, work, bucket, buckets)
             yield from agent.compute("backward", work, part=bucket, parts=buckets)
-            reductions += collective(agent, plan.dp_grad_op, cost.grad_bytes / buckets,
-                                     cost.expert_grad_bytes / buckets, f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
+            reductions += collective(agent, plan.dp_grad_op, grad, expert_grad,
+                                     f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
         return reductions
 
 
@@ -163,11 +210,12 @@ class GatherDuringForward(ParameterGathering):
         self._buckets = {}
         for chunk in agent.chunks():
             cost = plan.chunks[chunk]
-            # the gradient buckets' parameters (Megatron-Core gathers each bucket of its param-and-grad buffer)
-            buckets = chunk_buckets(plan, cost)
-            self._buckets[chunk] = [collective(agent, "all_gather", cost.param_bytes / buckets,
-                                               cost.expert_param_bytes / buckets, f"param all_gather c{chunk}b{b}")
-                                    for b in range(buckets)]
+            # the gradient buckets' parameters (Megatron-Core gathers each bucket of its param-and-grad buffer),
+            # in forward order
+            sizes = bucket_bytes(plan, cost)[::-1]
+            self._buckets[chunk] = [collective(agent, "all_gather", param, expert_param,
+                                               f"param all_gather c{chunk}b{b}")
+                                    for b, (_, _, param, expert_param) in enumerate(sizes)]
 
     def forward(self, agent, work):
         parts = self._buckets.pop(work.chunk, None)

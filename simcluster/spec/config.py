@@ -82,6 +82,10 @@ MEGATRON_CORE_OPTIMIZERS = ("adam", "adam_precision_aware")
 MCORE_BUCKET_MIN_PARAMS = 40_000_000
 MCORE_BUCKET_PARAMS_PER_RANK = 1_000_000
 TORCH_DDP_BUCKET_BYTES = 25e6
+# Apex DistributedFusedAdam (NeMo 1.x's optim.name distributed_fused_adam): bucket_cap_mb defaults to 100 and is
+# counted in MiB (apex/contrib/optimizers/distributed_fused_adam.py: bucket_size = 1024*1024*bucket_cap_mb /
+# dtype_size); NeMo-Framework-Launcher's nemotron_15b.yaml sets the same 100.
+APEX_BUCKET_CAP_BYTES = 100 * 2**20
 
 # wgrad_deferral_limit of NeMo's performance recipes with defer_embedding_wgrad_compute: 22 in the 24.09 launcher
 # (conf/training/llama/llama3_70b.yaml, nemotron/nemotron_340b.yaml) and NeMo 2.x (llm/recipes/llama3_70b.py
@@ -498,6 +502,10 @@ class Parallelism(_Defaulted):
         None, description="data-parallel gradient bucket; default on Megatron-Core: its max(40M, 1M x dp) "
         "parameters at grad_reduce_dtype's width with overlap_grad_reduce, one bucket per chunk without; PyTorch "
         "DDP's 25 MB otherwise")
+    grad_buckets: Literal["megatron", "apex"] = Field(
+        "megatron", description="how the data-parallel buckets are cut: megatron (Megatron-Core / PyTorch DDP: "
+        "equal buckets of grad_bucket_size, at most one a layer) or apex (NeMo 1.x's distributed_fused_adam: one "
+        "group a layer of whole grad_bucket_size buckets, the parameters of no layer with the chunk's first layer)")
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
         None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron-Core "
         "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8) and with bf16 for the gpt3-175b, "
@@ -726,7 +734,9 @@ class Scenario(_Strict):
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
                                     and p.zero_stage in (1, 2)))
-        if not core:
+        if p.grad_buckets == "apex":
+            bucket = APEX_BUCKET_CAP_BYTES
+        elif not core:
             bucket = TORCH_DDP_BUCKET_BYTES
         elif p.overlap_grad_reduce:
             bucket = (max(MCORE_BUCKET_MIN_PARAMS, MCORE_BUCKET_PARAMS_PER_RANK * p.dp)
@@ -939,6 +949,10 @@ class Scenario(_Strict):
             # (DeepSpeed's engine refuses Megatron's DDP itself: _check_deepspeed_engine)
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP of 2020-2021 runs "
                                 "with its fp16 optimizer wrapper (optimizer: megatron2020 or megatron2021)")
+        if p.grad_buckets == "apex" and (p.zero_stage not in (1, 2) or not p.overlap_grad_reduce
+                                         or self.model.moe is not None):
+            raise ScenarioError("parallelism.grad_buckets", "apex is Apex's distributed Adam with overlapped "
+                                "reductions: needs zero_stage 1 or 2, overlap_grad_reduce true and a dense model")
         if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP reduces after the "
                                 "backward, set overlap_grad_reduce: false")
