@@ -19,6 +19,7 @@ import numpy as np
 from simcluster.collectives.nccl import (
     constants,
     min_slice_bytes,
+    nvls_bytes,
     ring_latency_s,
     ring_steps,
     sharp_bytes,
@@ -177,16 +178,17 @@ def hierarchical(layout: list[np.ndarray], size_bytes: float, protocol: str) -> 
     ]
 
 
-def nvls(layout: list[np.ndarray], size_bytes: float) -> list[Step]:
+def nvls(layout: list[np.ndarray], size_bytes: float, gpu=None) -> list[Step]:
     """NVLink SHARP allreduce: the NVSwitch reduces and multicasts, one step.
 
     Per GPU and direction the NVLink carries S(n+1)/n (up: S read by the switch's reduction + the S/n shard
     stored for multicast; down: the reduced S/n + S multicast in). A shift permutation i -> i+1 of that size
-    puts exactly this load on every GPU's uplink and downlink, which is all the switch sees.
+    puts exactly this load on every GPU's uplink and downlink, which is all the switch sees. Above the measured
+    group size NCCL's per-GPU NVLS rate, not the links, binds (``nccl.nvls_bytes``).
     """
     order = np.concatenate(layout)
     n = len(order)
-    transfer = TransferClass(_cyclic(order), size_bytes * (n + 1) / n, "nvls")
+    transfer = TransferClass(_cyclic(order), nvls_bytes(size_bytes, n, gpu), "nvls")
     return [delay(constants()["nvls_latency_s"]), Step((transfer,), label="nvls allreduce")]
 
 

@@ -280,18 +280,35 @@ def sharp_latency_s(local: int, uses_nvls: bool) -> float:
                 + (local - 1) * c["direct_per_local_rank_latency_s"]) + c["direct_inter_latency_s"]
 
 
+def nvls_bytes(size_bytes: float, n: int, gpu=None) -> float:
+    """Bytes per GPU and direction an NVLS allreduce of ``size_bytes`` over ``n`` GPUs is charged at the NVLS
+    link efficiency (``efficiency_table_for``, set at the measurement's n0 GPUs): the larger of two bounds.
+
+    - The links: S(n+1)/n (``algorithms.nvls``), which binds up to n0; alone it would let algbw grow as n/(n+1)
+      (busbw 1033-1036 GB/s over 64-72 NVLink 5 GPUs).
+    - NCCL's NVLS rate: NCCL's tuning model prices an NVLS allreduce at a bus bandwidth per GPU that does not
+      depend on n (src/graph/tuning.cc, NCCL 2.19-2.27: busBw = 2 x bwIntra x nChannels x nvlsEfficiency
+      (Hopper 0.85, Blackwell 0.74) x (nChannels-1)/nChannels, converted to algbw by n / (2(n-1))): the multimem
+      reductions and multicast stores the SMs issue, not the link bytes, set the rate. Bus bytes 2(n-1)/n S at the
+      measured busbw are, in link bytes at the link efficiency, S (n-1)/n (n0+1)/(n0-1); equal to S(n+1)/n at n0.
+    Checked on NVL72 racks (docs/calibration.md, "Round 18: NVLS and all-to-all over the NVL72 domain").
+    """
+    n0 = int(constants()["measured"]["nvls_busbw"][nvlink_key(gpu, "nvls_busbw")]["gpus"])
+    return size_bytes * max((n + 1) / n, (n - 1) / n * (n0 + 1) / (n0 - 1))
+
+
 def sharp_bytes(op: str, size_bytes: float, local: int, uses_nvls: bool) -> tuple[float, float]:
     """(NVLink bytes per GPU, NIC bytes per GPU), each in its busier direction, of an in-network collective with
     ``local`` GPUs of the group in each node, each with its own NIC (one SHARP tree per rail).
 
     allreduce: every NIC sends its node's partial sum of a 1/m shard up once and receives the result once, S/m
     each way (a ring moves 2(n-1)/n S/m); inside the node a reduce-scatter and an all-gather, 2(m-1)/m S over
-    NVLink (CollNetDirect), or S(m+1)/m with NVLink SHARP (as ``algorithms.nvls``). reduce-scatter (input S):
-    S/m up, S/n down; all-gather (output S): S/n up, S/m down; (m-1)/m S over NVLink.
+    NVLink (CollNetDirect), or S(m+1)/m with NVLink SHARP (``nvls_bytes``: more above 8 GPUs). reduce-scatter
+    (input S): S/m up, S/n down; all-gather (output S): S/n up, S/m down; (m-1)/m S over NVLink.
     """
     m = local
     if op == "allreduce":
-        nvlink = size_bytes * (m + 1) / m if uses_nvls else 2 * (m - 1) / m * size_bytes
+        nvlink = nvls_bytes(size_bytes, m) if uses_nvls else 2 * (m - 1) / m * size_bytes
     else:
         nvlink = (m - 1) / m * size_bytes
     return nvlink, size_bytes / m
@@ -351,7 +368,7 @@ def estimate_s(
         if op != "allreduce" or nodes > 1 or protocol != "Simple" or n < constants()["nvls_min_gpus"]:
             return math.inf
         rate = nvlink_bytes_per_s * efficiency("nvls", protocol, "nvlink", gpu)
-        return constants()["nvls_latency_s"] + size_bytes * (n + 1) / n / rate
+        return constants()["nvls_latency_s"] + nvls_bytes(size_bytes, n, gpu) / rate
     ppn = n / nodes if nodes else None
     nvl = nvlink_bytes_per_s * efficiency(algorithm, protocol, "nvlink", gpu, ppn, for_choice=True)
     net = network_bytes_per_s * efficiency(algorithm, protocol, "network", gpu, ppn, for_choice=True)

@@ -273,7 +273,7 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
     elif algorithm == "hierarchical":
         steps = algorithms.hierarchical(layout, c.size_bytes, protocol)
     elif algorithm == "nvls":
-        steps = algorithms.nvls(layout, c.size_bytes)
+        steps = algorithms.nvls(layout, c.size_bytes, _gpu_spec(fabric, gpu))
     elif algorithm == "sharp":
         uses_nvls = sharp_uses_nvls(c.op, has_nvls, local)
         steps = algorithms.sharp(c.op, layout, c.size_bytes, uses_nvls)
