@@ -18,9 +18,10 @@ tests/validation/test_interference_measured.py).
 Persistent grids (round 18): on Hopper (interference.yaml ``persistent_grid_gpus``) cuBLAS/CUTLASS 3 GEMMs launch
 min(tiles, SMs) CTAs that each walk a fixed share of the tiles; the CTAs whose SMs a communication kernel holds start
 when the first ones end, so a GEMM of any number of waves takes T + min(C, T) beside a kernel with C left to run
-(``persistent_gemm_factor``: 2 while the kernel outlasts it). The engine applies factors as rates over the
-communication's window (``overlapped_s``), which charges the GEMM that straddles the kernel's end T + C / 2 instead
-of T + C: low by at most half a GEMM per window.
+(``persistent_gemm_factor``: 2 while the kernel outlasts it); behind the switch ``persistent_grid_model``, off
+(round 18: measured averages and the launch order say the 2x is not general). The engine applies factors as rates
+over the communication's window (``overlapped_s``), which charges the GEMM that straddles the kernel's end T + C / 2
+instead of T + C: low by at most half a GEMM per window.
 Signal-only kernels: Transformer Engine's ring exchange moves its data with cudaMemcpyAsync (copy engines) and the
 receiver launches ``kuserbuffers_pushrecv<<<1, 1, 0, stream>>>``, which spins on the peer's flag until the copy
 lands (NVIDIA/TransformerEngine transformer_engine/common/comm_gemm_overlap/userbuffers/userbuffers.cu,
@@ -112,9 +113,9 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     Given a ``ComputeMix`` (its ops), each kernel alone taking max(c, b) (compute, HBM time) takes
     max(c * q, b * h) beside it: h the HBM factor, q for a tensor-core kernel its waves on the SMs left over its
     waves as launched (``kernels.tensor_core_waves``: the tile picked for all its SMs, or its attention blocks),
-    SMs / (SMs - CTAs) for CUDA-core ones; on GPUs whose GEMMs run persistent grids (``persistent_grid_gpus``), a
-    GEMM's q is ``persistent_gemm_factor``. Given a bare float, the proportional share (1 - m) SMs / (SMs - CTAs)
-    + m h (no shapes to quantise)."""
+    SMs / (SMs - CTAs) for CUDA-core ones; with ``persistent_grid_model`` on, on GPUs whose GEMMs run persistent
+    grids (``persistent_grid_gpus``), a GEMM's q is ``persistent_gemm_factor``. Given a bare float, the proportional
+    share (1 - m) SMs / (SMs - CTAs) + m h (no shapes to quantise)."""
     sms = kernels.sm_count(gpu.name)
     ctas = min(kernel.ctas, sms - 1)
     hbm_bytes_per_s = gpu.hbm_bandwidth * kernels.hbm_fraction()
@@ -125,7 +126,7 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     if not isinstance(memory_share, ComputeMix) or not memory_share.kernels:
         return (1.0 - memory_share) * sm_factor + memory_share * hbm_factor
     assert memory_share.gpu_name == gpu.name, (memory_share.gpu_name, gpu.name)
-    persistent = gpu.name in constants()["persistent_grid_gpus"]
+    persistent = constants()["persistent_grid_model"] and gpu.name in constants()["persistent_grid_gpus"]
     alone = beside = 0.0
     for op, compute_s, memory_s in memory_share.kernels:
         waves = kernels.tensor_core_waves(op, gpu.name, sms - ctas)

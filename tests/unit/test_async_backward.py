@@ -46,8 +46,7 @@ def _plan(scenario, times: dict[str, float]) -> plan.StepPlan:
 def _closed_form_factor(scenario) -> float:
     """The column-parallel GEMMs' slowdown beside an NCCL NVLink ring of 24 CTAs (NCCL's NVLink channels,
     interference.yaml ctas.nvlink), the GEMMs compute-bound: each GEMM's c (its compute time alone) takes c q, q its
-    waves of its tiles on SMs - 24 over its waves on all SMs (on a persistent-grid GPU, 2 when its grid of
-    min(tiles, SMs) CTAs exceeds SMs - 24), and the layer's pairs share sum(c q) / sum(c)."""
+    waves of its tiles on SMs - 24 over its waves on all SMs, and the layer's pairs share sum(c q) / sum(c)."""
     gpu, precision = scenario.cluster.gpu, scenario.training.precision
     layer = layer_ops(scenario.model, shard_for(scenario))
     sms = kernels.sm_count(gpu.name)
@@ -61,10 +60,7 @@ def _closed_form_factor(scenario) -> float:
             compute_s, memory_s = kernels.roofline_s(op, gpu, precision)
             assert memory_s * hbm_factor < compute_s  # compute-bound even on the HBM bandwidth the ring leaves
             tiles = kernels._best_tile(op.m, op.n, op.batch, gpu.name)[2]
-            if gpu.name in interference.constants()["persistent_grid_gpus"]:  # Hopper: min(tiles, SMs) CTAs
-                slowed += compute_s * (2.0 if min(tiles, sms) > sms - 24 else 1.0)  # the held CTAs run after
-            else:
-                slowed += compute_s * math.ceil(tiles / (sms - 24)) / math.ceil(tiles / sms)
+            slowed += compute_s * math.ceil(tiles / (sms - 24)) / math.ceil(tiles / sms)
             alone += compute_s
     return slowed / alone
 
@@ -111,10 +107,8 @@ SMALL = TransformerSpec(layers=4, hidden=2048, heads=16, kv_heads=8, ffn_hidden=
 
 
 def _small(stragglers: list | None = None) -> config.Scenario:
-    # hidden 2048 (8 KV heads) at tp 8: the input re-gather outlasts the QKV dgrad GEMM slowed beside it (c > g f);
-    # on A100 (the wave model: f near 1.2), where H100's persistent grids (f = 2) keep every pair inside its GEMM
+    # hidden 2048 (8 KV heads) at tp 8: the input re-gather outlasts the QKV dgrad GEMM slowed beside it (c > g f)
     data = _scenario().model_dump(mode="json", exclude_none=True)
-    data["cluster"]["gpu"] = "a100-80gb-sxm"
     data["model"] = SMALL.model_dump(mode="json")
     if stragglers:
         data["variability"] = {"stragglers": stragglers}

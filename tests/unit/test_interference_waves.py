@@ -1,7 +1,8 @@
 """interference.slowdown's per-kernel waves (kernels.tensor_core_waves) against closed forms: a GEMM launched on
 the SMs a kernel leaves (set_sm_margin) loses no wave, flash attention quantises its row blocks, CUDA-core kernels
-keep the proportional share, and a mix weighs each kernel by its time alone. On H100 a GEMM runs a persistent grid
-(interference.yaml persistent_grid_gpus): held SMs delay whole CTAs, 2x whatever its waves; on A100 its waves."""
+keep the proportional share, and a mix weighs each kernel by its time alone. With the persistent-grid model on
+(interference.yaml persistent_grid_model, off by default), an H100 GEMM runs a persistent grid: held SMs delay whole
+CTAs, 2x whatever its waves; on A100 its waves either way."""
 
 from __future__ import annotations
 
@@ -41,7 +42,22 @@ def test_flash_attention_quantises_its_row_blocks():
     assert _factor([op], 24) == pytest.approx(2.0)
 
 
+@pytest.fixture
+def persistent_on(monkeypatch):
+    monkeypatch.setitem(interference.constants(), "persistent_grid_model", True)
+
+
 def test_cuda_core_and_mixed_kernels_weigh_by_their_time_alone():
+    """The model as switched in data (persistent grids off: H100 by its waves, 4 -> 5)."""
+    elementwise = Op("bias", "memory", 1e3, 1e9)
+    gemm = _gemm(4096, 4096)  # 512 tiles of 128 x 256: 4 waves on 132 SMs, 5 on 108
+    t_gemm = max(kernels.roofline_s(gemm, H100, "bf16"))
+    t_mem = max(kernels.roofline_s(elementwise, H100, "bf16"))
+    assert kernels.tensor_core_waves(gemm, H100.name, SMS - 24) == (4, 5)
+    assert (t_gemm * 5 / 4 + t_mem) / (t_gemm + t_mem) == pytest.approx(_factor([gemm, elementwise], 24))
+
+
+def test_mixed_kernels_with_persistent_grids(persistent_on):
     elementwise = Op("bias", "memory", 1e3, 1e9)  # HBM-bound; no wire traffic: factor 1
     assert _factor([elementwise], 24) == pytest.approx(1.0)
     gemm = _gemm(4096, 4096)
@@ -89,7 +105,7 @@ def test_many_waves_tend_to_the_sms_left_on_a100():
     assert _factor([op], 24, A100) == pytest.approx(sms / (sms - 24), rel=0.03)
 
 
-def test_a_persistent_grid_gemm_waits_for_the_held_sms_whatever_its_waves():
+def test_a_persistent_grid_gemm_waits_for_the_held_sms_whatever_its_waves(persistent_on):
     """H100 (persistent grid of min(tiles, SMs) CTAs, static tile schedule): the CTAs whose SMs a communication
     kernel holds run their whole share after the others, T + T, for one wave as for forty; a grid that fits the
     SMs left (few tiles, or cuBLAS's SM-count target from set_sm_margin) loses nothing."""
