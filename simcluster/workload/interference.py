@@ -15,6 +15,13 @@ tile picked for all its SMs (flash attention: its blocks) over the SMs left, aga
 (``kernels.tensor_core_waves``): a one-wave GEMM pushed into a second wave takes twice as long, a many-wave one
 tends to SMs / (SMs - CTAs). Checked against measured GEMM slowdowns beside NCCL (interference.yaml measurements,
 tests/validation/test_interference_measured.py).
+Persistent grids (round 18): on Hopper (interference.yaml ``persistent_grid_gpus``) cuBLAS/CUTLASS 3 GEMMs launch
+min(tiles, SMs) CTAs that each walk a fixed share of the tiles; the CTAs whose SMs a communication kernel holds start
+when the first ones end, so a GEMM of any number of waves takes T + min(C, T) beside a kernel with C left to run
+(``persistent_gemm_factor``: 2 while the kernel outlasts it); behind the switch ``persistent_grid_model``, off
+(round 18: measured averages and the launch order say the 2x is not general). The engine applies factors as rates
+over the communication's window (``overlapped_s``), which charges the GEMM that straddles the kernel's end T + C / 2
+instead of T + C: low by at most half a GEMM per window.
 Signal-only kernels: Transformer Engine's ring exchange moves its data with cudaMemcpyAsync (copy engines) and the
 receiver launches ``kuserbuffers_pushrecv<<<1, 1, 0, stream>>>``, which spins on the peer's flag until the copy
 lands (NVIDIA/TransformerEngine transformer_engine/common/comm_gemm_overlap/userbuffers/userbuffers.cu,
@@ -106,8 +113,9 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     Given a ``ComputeMix`` (its ops), each kernel alone taking max(c, b) (compute, HBM time) takes
     max(c * q, b * h) beside it: h the HBM factor, q for a tensor-core kernel its waves on the SMs left over its
     waves as launched (``kernels.tensor_core_waves``: the tile picked for all its SMs, or its attention blocks),
-    SMs / (SMs - CTAs) for CUDA-core ones. Given a bare float, the proportional share (1 - m) SMs / (SMs - CTAs)
-    + m h (no shapes to quantise)."""
+    SMs / (SMs - CTAs) for CUDA-core ones; with ``persistent_grid_model`` on, on GPUs whose GEMMs run persistent
+    grids (``persistent_grid_gpus``), a GEMM's q is ``persistent_gemm_factor``. Given a bare float, the proportional
+    share (1 - m) SMs / (SMs - CTAs) + m h (no shapes to quantise)."""
     sms = kernels.sm_count(gpu.name)
     ctas = min(kernel.ctas, sms - 1)
     hbm_bytes_per_s = gpu.hbm_bandwidth * kernels.hbm_fraction()
@@ -118,13 +126,31 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     if not isinstance(memory_share, ComputeMix) or not memory_share.kernels:
         return (1.0 - memory_share) * sm_factor + memory_share * hbm_factor
     assert memory_share.gpu_name == gpu.name, (memory_share.gpu_name, gpu.name)
+    persistent = constants()["persistent_grid_model"] and gpu.name in constants()["persistent_grid_gpus"]
     alone = beside = 0.0
     for op, compute_s, memory_s in memory_share.kernels:
         waves = kernels.tensor_core_waves(op, gpu.name, sms - ctas)
-        compute_factor = waves[1] / waves[0] if waves else sm_factor
+        if persistent and waves and op.kind == "gemm":
+            compute_factor = persistent_gemm_factor(op, sms, ctas, waves)
+        else:
+            compute_factor = waves[1] / waves[0] if waves else sm_factor
         alone += max(compute_s, memory_s)
         beside += max(compute_s * compute_factor, memory_s * hbm_factor)
     return beside / alone if alone > 0 else 1.0
+
+
+def persistent_gemm_factor(op: Op, sms: int, ctas: int, waves: tuple[int, int]) -> float:
+    """Time of a persistent-grid GEMM (``persistent_grid_gpus``) beside a kernel holding ``ctas`` of the GPU's ``sms``
+    SMs for longer than the GEMM, over its time alone; ``waves`` is ``kernels.tensor_core_waves``'s pair.
+
+    The grid is min(tiles, SMs launched on) CTAs, each with its fixed share of tiles (static schedule): when it
+    exceeds the SMs left, the CTAs that find no SM start when the first ones end and run their whole share, 2; when
+    it fits, 1 (a GEMM launched on SMs - CTAs, set_sm_margin, or one of few tiles). One wave as launched: the grid
+    is the tiles, which fit iff they take one wave of the SMs left; more: the grid is every SM launched on."""
+    launched = min(op.sms, sms) if op.sms > 0 else sms
+    free = max(1, min(sms - ctas, launched))
+    held = waves[1] > 1 if waves[0] == 1 else free < launched
+    return 2.0 if held else 1.0
 
 
 def overlapped_s(compute_s: float, comm_s: float, factor: float) -> float:

@@ -1,6 +1,8 @@
 """interference.slowdown's per-kernel waves (kernels.tensor_core_waves) against closed forms: a GEMM launched on
 the SMs a kernel leaves (set_sm_margin) loses no wave, flash attention quantises its row blocks, CUDA-core kernels
-keep the proportional share, and a mix weighs each kernel by its time alone."""
+keep the proportional share, and a mix weighs each kernel by its time alone. With the persistent-grid model on
+(interference.yaml persistent_grid_model, off by default), an H100 GEMM runs a persistent grid: held SMs delay whole
+CTAs, 2x whatever its waves; on A100 its waves either way."""
 
 from __future__ import annotations
 
@@ -14,15 +16,16 @@ from simcluster.workload.ops import Op
 
 H100 = hardware.gpu("h100-sxm")
 SMS = kernels.sm_count(H100.name)  # 132
+A100 = hardware.gpu("a100-80gb-sxm")  # CUTLASS 2-style grids of one CTA per tile: the wave model
 
 
 def _gemm(m: int, n: int, k: int = 8192) -> Op:
     return Op("gemm", "gemm", 2.0 * m * n * k, 2.0 * (m * k + k * n + m * n), m=m, n=n, k=k)
 
 
-def _factor(ops: list[Op], ctas: int) -> float:
-    return interference.slowdown(H100, interference.CommKernel(ctas, 0.0),
-                                 interference.memory_bound_share(ops, H100, "bf16"))
+def _factor(ops: list[Op], ctas: int, gpu=H100) -> float:
+    return interference.slowdown(gpu, interference.CommKernel(ctas, 0.0),
+                                 interference.memory_bound_share(ops, gpu, "bf16"))
 
 
 def test_a_gemm_launched_on_the_sms_left_loses_no_wave():
@@ -39,15 +42,32 @@ def test_flash_attention_quantises_its_row_blocks():
     assert _factor([op], 24) == pytest.approx(2.0)
 
 
+@pytest.fixture
+def persistent_on(monkeypatch):
+    monkeypatch.setitem(interference.constants(), "persistent_grid_model", True)
+
+
 def test_cuda_core_and_mixed_kernels_weigh_by_their_time_alone():
-    elementwise = Op("bias", "memory", 1e3, 1e9)  # HBM-bound; no wire traffic: factor 1
-    assert _factor([elementwise], 24) == pytest.approx(1.0)
+    """The model as switched in data (persistent grids off: H100 by its waves, 4 -> 5)."""
+    elementwise = Op("bias", "memory", 1e3, 1e9)
     gemm = _gemm(4096, 4096)  # 512 tiles of 128 x 256: 4 waves on 132 SMs, 5 on 108
     t_gemm = max(kernels.roofline_s(gemm, H100, "bf16"))
     t_mem = max(kernels.roofline_s(elementwise, H100, "bf16"))
-    launched, left = kernels.tensor_core_waves(gemm, H100.name, SMS - 24)
-    assert (launched, left) == (4, 5)
-    assert (t_gemm * left / launched + t_mem) / (t_gemm + t_mem) == pytest.approx(_factor([gemm, elementwise], 24))
+    assert kernels.tensor_core_waves(gemm, H100.name, SMS - 24) == (4, 5)
+    assert (t_gemm * 5 / 4 + t_mem) / (t_gemm + t_mem) == pytest.approx(_factor([gemm, elementwise], 24))
+
+
+def test_mixed_kernels_with_persistent_grids(persistent_on):
+    elementwise = Op("bias", "memory", 1e3, 1e9)  # HBM-bound; no wire traffic: factor 1
+    assert _factor([elementwise], 24) == pytest.approx(1.0)
+    gemm = _gemm(4096, 4096)
+    for gpu, gemm_factor in ((A100, None), (H100, 2.0)):  # A100: its waves; H100: the persistent grid's 2
+        t_gemm = max(kernels.roofline_s(gemm, gpu, "bf16"))
+        t_mem = max(kernels.roofline_s(elementwise, gpu, "bf16"))
+        launched, left = kernels.tensor_core_waves(gemm, gpu.name, kernels.sm_count(gpu.name) - 24)
+        assert left > launched > 1
+        q = gemm_factor or left / launched
+        assert (t_gemm * q + t_mem) / (t_gemm + t_mem) == pytest.approx(_factor([gemm, elementwise], 24, gpu))
 
 
 def test_async_tp_runs_no_kernel_beside_its_matmuls_so_a_one_wave_gemm_keeps_its_wave():
@@ -73,13 +93,30 @@ def test_a_compute_mix_survives_deepcopy_and_pickle_with_its_kernels():
         assert interference.slowdown(H100, kernel, other) == interference.slowdown(H100, kernel, mix)
 
 
-def test_many_waves_tend_to_the_sms_left():
-    """The model's closed form (not a measurement; moved from tests/validation/): a GEMM of w full waves on S SMs
-    beside c CTAs runs ceil(w S / (S - c)) waves, which over w tends to S / (S - c)."""
-    sms = SMS
-    kernel = interference.CommKernel(24, 0.0)
+def test_many_waves_tend_to_the_sms_left_on_a100():
+    """The wave model's closed form (not a measurement; moved from tests/validation/): a GEMM of w full waves on S
+    SMs beside c CTAs runs ceil(w S / (S - c)) waves, which over w tends to S / (S - c)."""
+    sms = kernels.sm_count(A100.name)  # 108
     for waves in (1, 4, 40):
-        op = _gemm(waves * 11 * 256, 12 * 128)  # waves x 132 tiles of 256 x 128
-        modelled = interference.slowdown(H100, kernel, interference.memory_bound_share([op], H100, "bf16"))
-        assert modelled == pytest.approx(-(-waves * sms // (sms - 24)) / waves)
-    assert modelled == pytest.approx(sms / (sms - 24), rel=0.03)
+        op = _gemm(waves * 9 * 256, 12 * 128)  # waves x 108 tiles of 256 x 128 if that tile is picked
+        launched, left = kernels.tensor_core_waves(op, A100.name, sms - 24)
+        assert launched == waves
+        assert _factor([op], 24, A100) == pytest.approx(-(-waves * sms // (sms - 24)) / waves)
+    assert _factor([op], 24, A100) == pytest.approx(sms / (sms - 24), rel=0.03)
+
+
+def test_a_persistent_grid_gemm_waits_for_the_held_sms_whatever_its_waves(persistent_on):
+    """H100 (persistent grid of min(tiles, SMs) CTAs, static tile schedule): the CTAs whose SMs a communication
+    kernel holds run their whole share after the others, T + T, for one wave as for forty; a grid that fits the
+    SMs left (few tiles, or cuBLAS's SM-count target from set_sm_margin) loses nothing."""
+    for waves in (1, 4, 40):
+        op = _gemm(waves * 11 * 256, 12 * 128)  # waves x 132 tiles
+        assert _factor([op], 24) == pytest.approx(2.0)
+        assert _factor([op], 1) == pytest.approx(2.0)
+        assert _factor([op], 0) == pytest.approx(1.0)
+        assert _factor([dataclasses.replace(op, sms=SMS - 24)], 24) == pytest.approx(1.0)
+    few = _gemm(9 * 256, 12 * 128)  # 108 tiles: a grid of 108 CTAs, all resident beside 24 held SMs
+    assert _factor([few], 24) == pytest.approx(1.0)
+    assert _factor([few], 25) == pytest.approx(2.0)
+    # the wave model (A100) of the same 40-wave GEMM stays near the proportional share
+    assert _factor([_gemm(40 * 11 * 256, 12 * 128)], 24, A100) < 1.3
