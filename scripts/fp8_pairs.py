@@ -63,7 +63,7 @@ def layer_breakdown(scenario) -> dict[str, float]:
     layer = layer_ops(scenario.model, shard)
     if p.tp_comm_overlap and p.sequence_parallel and p.tp > 1 and p.tp_comm_overlap_impl == "userbuffers":
         layer = userbuffers.apply(layer, p.tp, t.precision, shard.activation_bytes_per_element,
-                                  kernels.sm_count(gpu.name), userbuffers.scenario_config(scenario))
+                                  kernels.sm_count(gpu.name), userbuffers.scenario_charged(scenario))
     out: dict[str, float] = defaultdict(float)
     host = kernels.host_model()
     for phase, ops in layer.items():

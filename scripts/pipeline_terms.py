@@ -63,7 +63,7 @@ def chunk_waits(sim: Simulation, chunks) -> tuple[float, float]:
     collective_time_s = functools.partial(timing.isolated_time_s, sim.fabric)
     exposed = 0.0
     if p.tp_comm_overlap and p.sequence_parallel and p.tp > 1 and p.tp_comm_overlap_impl == "userbuffers":
-        settings = userbuffers.scenario_config(scenario)
+        settings = userbuffers.scenario_charged(scenario)
         element = shard.activation_bytes_per_element
         layer = userbuffers.apply(layer, p.tp, t.precision, element, kernels.sm_count(gpu.name), settings)
         activation_bytes = t.seq_len / p.cp * t.micro_batch_size * scenario.model.hidden * element

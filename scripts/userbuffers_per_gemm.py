@@ -33,7 +33,7 @@ def rows(name: str):
     precision = t.precision
     shard = shard_for(scenario)
     element = shard.activation_bytes_per_element
-    settings = userbuffers.scenario_config(scenario)
+    settings = userbuffers.scenario_charged(scenario)
     layer = userbuffers.apply(layer_ops(m, shard), p.tp, precision, element, kernels.sm_count(gpu.name), settings)
     fabric = topology.from_scenario(scenario)
     group = tuple(Layout.of(p).group(0, "tp"))

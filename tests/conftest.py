@@ -47,3 +47,12 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return invoke
+
+
+@pytest.fixture
+def rebalancing_grids(monkeypatch):
+    """Every GPU taken as one whose GEMM grids re-balance across the SMs a communication kernel leaves (no persistent
+    one-CTA-per-SM grids: data/userbuffers.yaml persistent_grid_gpus empty), so that Transformer Engine's margin-less
+    pipeline and bulk GEMMs are charged as configured (the wave model beside their kernels) on the H100 spec too."""
+    from simcluster.workload import userbuffers
+    monkeypatch.setitem(userbuffers.constants(), "persistent_grid_gpus", [])

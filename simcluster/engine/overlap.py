@@ -78,7 +78,7 @@ def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_
     if phase == "backward" and scenario.training.activation_recompute == "full":
         parts.append(("forward", forward))
     sizes = tp_collective_bytes(scenario, 1.0)
-    settings = userbuffers.scenario_config(scenario)  # TE's defaults or the NeMo configuration of this shape
+    settings = userbuffers.scenario_charged(scenario)  # TE defaults or NeMo configuration, as charged on the GPU
     weight = inverse = 0.0
     for methods_phase, collectives in parts:
         for collective, count in collectives:

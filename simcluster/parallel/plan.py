@@ -224,7 +224,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1
     ub = overlap and p.tp_comm_overlap_impl == "userbuffers"  # Transformer Engine userbuffers' chunk GEMMs
     micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
-    ub_settings = userbuffers.scenario_config(scenario) if ub else None  # TE's defaults or a NeMo configuration
+    ub_settings = userbuffers.scenario_charged(scenario) if ub else None  # TE's defaults or a NeMo configuration
     if ub:
         layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings)
     if micro_pipelined:

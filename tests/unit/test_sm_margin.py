@@ -110,7 +110,7 @@ def test_te2_defaults_put_the_pipeline_and_bulk_gemms_on_116_sms():
                     assert op.sms == (116 if margin else 0), (te_version, phase, op.name)
 
 
-def test_communication_on_the_margin_takes_no_sm_from_its_gemm(small_scenario):
+def test_communication_on_the_margin_takes_no_sm_from_its_gemm(small_scenario, rebalancing_grids):
     """TE 2.x's defaults at tp 8, compute-bound (memory share 0): the pipeline and bulk kernels run on the 16 SMs
     their GEMMs leave out, so only the ring exchanges' flag CTA slows the compute: forward and backward
     1/f = 1/2 * 131/132 (ring exchange) + 1/2 * 1. TE 1.x: their 16 SMs are taken from the compute."""
@@ -171,7 +171,7 @@ def test_bad_te_version_is_refused_naming_the_field(small_scenario, value):
         config.from_dict(data)
 
 
-def test_te2_margin_gemms_lose_no_wave_beside_their_kernels_te1s_do(small_scenario):
+def test_te2_margin_gemms_lose_no_wave_beside_their_kernels_te1s_do(small_scenario, rebalancing_grids):
     """TE 2.x launches the pipeline and bulk GEMMs on 116 SMs (set_sm_margin, cuBLASLt's SM-count target picks their
     tile for 116) and runs the 16-SM communication kernels on the SMs left out: no wave lost beside them. TE 1.x
     launches the same GEMMs on all 132 SMs with the tile picked for 132, and the kernels' 16 CTAs hold SMs while they

@@ -161,7 +161,7 @@ def test_ring_exchange_holds_one_sm_pipeline_num_sm_but_not_its_last_chunk():
     assert userbuffers.collective_sms("backward", "all_gather", TE1) == [(1.0, 1)]
 
 
-def test_phase_factor_is_the_harmonic_mix_of_its_kernels(small_scenario):
+def test_phase_factor_is_the_harmonic_mix_of_its_kernels(small_scenario, rebalancing_grids):
     """Compute-bound (memory share 0), bf16, equal all-gather and reduce-scatter bytes: forward 1/f = 1/2 * 131/132
     (ring) + 1/2 * (3/4 * 116/132 + 1/4) (pipeline); backward 1/f = 1/2 * 131/132 + 1/2 * 116/132 (bulk). TE 1.x:
     no GEMM on a margin."""
