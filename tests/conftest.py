@@ -52,7 +52,7 @@ def cli(capsys):
 @pytest.fixture
 def rebalancing_grids(monkeypatch):
     """Every GPU taken as one whose GEMM grids re-balance across the SMs a communication kernel leaves (no persistent
-    one-CTA-per-SM grids: data/userbuffers.yaml persistent_grid_gpus empty), so that Transformer Engine's margin-less
+    one-CTA-per-SM grids: data/interference.yaml persistent_grid_gpus empty), so that Transformer Engine's margin-less
     pipeline and bulk GEMMs are charged as configured (the wave model beside their kernels) on the H100 spec too."""
-    from simcluster.workload import userbuffers
-    monkeypatch.setitem(userbuffers.constants(), "persistent_grid_gpus", [])
+    from simcluster.workload import interference
+    monkeypatch.setitem(interference.constants(), "persistent_grid_gpus", [])

@@ -126,7 +126,7 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     if not isinstance(memory_share, ComputeMix) or not memory_share.kernels:
         return (1.0 - memory_share) * sm_factor + memory_share * hbm_factor
     assert memory_share.gpu_name == gpu.name, (memory_share.gpu_name, gpu.name)
-    persistent = constants()["persistent_grid_model"] and gpu.name in constants()["persistent_grid_gpus"]
+    persistent = constants()["persistent_grid_model"] and persistent_grid(gpu.name)
     alone = beside = 0.0
     for op, compute_s, memory_s in memory_share.kernels:
         waves = kernels.tensor_core_waves(op, gpu.name, sms - ctas)
@@ -137,6 +137,12 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
         alone += max(compute_s, memory_s)
         beside += max(compute_s * compute_factor, memory_s * hbm_factor)
     return beside / alone if alone > 0 else 1.0
+
+
+def persistent_grid(gpu_name: str) -> bool:
+    """Whether the GPU's cuBLAS/CUTLASS GEMMs launch persistent grids of one CTA per SM with a static tile schedule
+    (data/interference.yaml persistent_grid_gpus: Hopper)."""
+    return gpu_name in constants()["persistent_grid_gpus"]
 
 
 def persistent_gemm_factor(op: Op, sms: int, ctas: int, waves: tuple[int, int]) -> float:

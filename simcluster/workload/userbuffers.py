@@ -188,19 +188,13 @@ def scenario_charged(scenario) -> dict[str, Gemm]:
     return charged(scenario_config(scenario), scenario.cluster.gpu.name)
 
 
-def persistent_grid(gpu_name: str) -> bool:
-    """Whether the GPU's cuBLAS GEMMs launch persistent grids of one CTA per SM (data/userbuffers.yaml
-    persistent_grid_gpus: Hopper)."""
-    return gpu_name in constants()["persistent_grid_gpus"]
-
-
 def charged(settings: dict[str, Gemm], gpu_name: str) -> dict[str, Gemm]:
     """``settings`` as the model charges them on ``gpu_name``: on a GPU with persistent GEMM grids
-    (``persistent_grid``) a pipeline or bulk GEMM launched on all SMs beside its communication kernel runs as if
-    launched on SMs - num_sm (set_sm_margin): its grid's CTAs on the SMs the communication holds wait for it to end,
-    which costs about the communication's time; the margin's cost is the lower estimate of that (data/userbuffers.yaml
-    persistent_grid_gpus). Elsewhere, and for the ring exchanges, as configured."""
-    if not persistent_grid(gpu_name):
+    (``interference.persistent_grid``) a pipeline or bulk GEMM launched on all SMs beside its communication kernel
+    runs as if launched on SMs - num_sm (set_sm_margin): its grid's CTAs on the SMs the communication holds wait for
+    it to end, which costs about the communication's time; the margin's cost is the lower estimate of that
+    (data/userbuffers.yaml persistent_grid_methods). Elsewhere, and for the ring exchanges, as configured."""
+    if not interference.persistent_grid(gpu_name):
         return settings
     methods = constants()["persistent_grid_methods"]
     return {name: dataclasses.replace(found, set_sm_margin=True)

@@ -11,7 +11,7 @@ import pytest
 
 from simcluster.engine import simulate
 from simcluster.spec import config
-from simcluster.workload import kernels, userbuffers
+from simcluster.workload import interference, kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
 SMS = kernels.sm_count("h100-sxm")  # 132
@@ -112,7 +112,7 @@ def test_on_hopper_te1s_defaults_cost_what_te2s_margin_costs(small_scenario, reb
 @pytest.fixture
 def rebalancing_grids_off(monkeypatch):
     """A callable that takes every GPU as one with re-balancing grids from then on (persistent_grid_gpus empty)."""
-    return lambda: monkeypatch.setitem(userbuffers.constants(), "persistent_grid_gpus", [])
+    return lambda: monkeypatch.setitem(interference.constants(), "persistent_grid_gpus", [])
 
 
 def _load_per_gemm():
