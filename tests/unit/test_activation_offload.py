@@ -43,8 +43,8 @@ def test_grace_host_link_is_the_measured_c2c_within_the_shared_lpddr5x():
 @pytest.mark.parametrize("name", ["nemo2511-llama3-70b-64-gb200-fp8", "nemo2511-llama3-70b-64-gb300-fp8"])
 def test_the_70b_recipes_offload_hides_by_a_wide_margin(name):
     """40 (GB200) / 20 (GB300) layers of 3.9 GB: TE's schedule needs about n x 3.9 GB over (L - 2) layers of
-    compute, 150 / 80 GB/s a GPU forward, half that backward, against 243 GB/s: no wait; the copies would have to
-    be 1.6x (GB200) / 3x (GB300) slower than measured before the forward waited."""
+    compute, 160 / 83 GB/s a GPU forward, half that backward, against 243 GB/s: no wait; the copies would have to
+    be 1.5x (GB200) / 2.9x (GB300) slower than measured before the forward waited."""
     from simcluster.parallel import memory
     from simcluster.parallel.plan import shard_for
     s = config.load(name)
