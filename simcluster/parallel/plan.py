@@ -15,7 +15,7 @@ from functools import cache
 
 import simcluster.workload.optimizer_step as optimizer_step
 from simcluster.core import catalog
-from simcluster.parallel import deepspeed_pipeline, ep_overlap, fsdp_runtime, memory
+from simcluster.parallel import activation_offload, deepspeed_pipeline, ep_overlap, fsdp_runtime, memory
 from simcluster.parallel.ep_overlap import EpOverlap
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
@@ -324,6 +324,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         experts = moe_layers * experts_per_layer
         gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
                         if fp8_weights else 0.0)
+        if t.activation_offload_layers:  # TE's offload stream falling behind (pp 1: the one chunk holds every layer)
+            stalls = activation_offload.microbatch_stalls_s(
+                gpu.name, m.layers, t.activation_offload_layers, layer_fwd.elapsed_s(), layer_bwd.elapsed_s(),
+                memory.layer_activation_bytes(m, shard))
+            fwd_stream += kernels.StreamTime(stall_s=stalls[0])
+            bwd_stream += kernels.StreamTime(stall_s=stalls[1])
         if fsdp_runtime.applies(scenario):  # FSDP1's gradient copy and pre-divide, on side streams beside compute
             bwd_stream += kernels.StreamTime(device_s=fsdp_runtime.backward_interference_s(
                 params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element,

@@ -35,7 +35,9 @@ kernel): a step of m microbatches runs m - 1 adds, charged exactly as (m - 1)/m 
 microbatch (0 at m = 1). FSDP2's unsharded accumulation under pipelining is charged every microbatch (its first is a
 cast into the reduce dtype, 6 of the add's 10 B per parameter, left at the add's bytes).
 Megatron-Core's own hook has the same per-tensor structure but is left as one kernel a layer here (its rows run with
-the fusion; the Megatron-FSDP rows without it are another owner's).
+the fusion). Megatron-FSDP with sharded gradients copies instead of adding (``copies_into_sharded_buffer``): 2 + w
+bytes a parameter (w the main gradient's width), one kernel per parameter tensor as ``_grad_acc`` runs it for each
+parameter of the unit (``tensor_params``; ops.py ``grad_accumulation_per_tensor``).
 """
 
 from __future__ import annotations
@@ -98,11 +100,22 @@ def bytes_per_param(fused: bool, main_grad_dtype: str) -> float:
     return 0.0 if fused else WEIGHT_GRAD_BYTES + 2 * BYTES_PER_ELEMENT[main_grad_dtype]
 
 
+def copies_into_sharded_buffer(scenario: Scenario) -> bool:
+    """Megatron-FSDP with its gradients sharded (ZeRO-3 on Megatron-Core, ``optim_grads_params``): its gradient hook
+    (megatron_fsdp.py ``_grad_acc``, 2025 versions) takes a fresh main-gradient bucket each microbatch for a
+    data-distributed gradient buffer and ``param.main_grad.copy_(param.grad)``: the bucket is reduce-scattered and
+    only its shard accumulated, so it reads the 16-bit gradient and writes the main gradient, no read of it."""
+    return scenario.megatron_core and scenario.parallelism.zero_stage == 3
+
+
 def charged_bytes_per_param(scenario: Scenario, fused: bool) -> float:
     """HBM bytes charged per parameter and microbatch: ``bytes_per_param`` at the reduction's width times
-    ``charged_share``."""
+    ``charged_share``; Megatron-FSDP's copy (``copies_into_sharded_buffer``) one main-gradient pass less."""
     share = charged_share(scenario, fused)
-    return share * bytes_per_param(share == 0.0, scenario.parallelism.grad_reduce_dtype)
+    width = scenario.parallelism.grad_reduce_dtype
+    if share and copies_into_sharded_buffer(scenario):
+        return share * (bytes_per_param(False, width) - BYTES_PER_ELEMENT[width])
+    return share * bytes_per_param(share == 0.0, width)
 
 
 def accumulated_params(backward_weight: list) -> float:
@@ -113,7 +126,7 @@ def accumulated_params(backward_weight: list) -> float:
 
 def per_tensor(optimizer: str) -> bool:
     """Whether the separate accumulation runs one kernel per parameter tensor: Megatron-LM's 2020-2021 stack, named
-    by its fp16 optimizer wrapper (module docstring)."""
+    by its fp16 optimizer wrapper (module docstring); Megatron-FSDP's copy too (``copies_into_sharded_buffer``)."""
     return optimizer in OPTIMIZER_PASSES
 
 

@@ -187,7 +187,9 @@ def shard_for(scenario: Scenario) -> Shard:
                      scenario, fused=main_grad_bytes(scenario) > 0),
                  main_grad_bytes=main_grad_bytes(scenario),
                  # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
-                 grad_accumulation_per_tensor=grad_accumulation.per_tensor(t.optimizer) and scenario.model.mla is None)
+                 grad_accumulation_per_tensor=(grad_accumulation.per_tensor(t.optimizer)
+                                              or grad_accumulation.copies_into_sharded_buffer(scenario))
+                 and scenario.model.mla is None)
 
 
 def main_grad_bytes(scenario: Scenario) -> int:

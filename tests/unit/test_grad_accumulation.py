@@ -38,7 +38,9 @@ def test_fused_accumulation_adds_no_kernel():
 def test_the_70b_fsdp_scenarios_run_unfused_as_their_recipe_does():
     scenario = config.load(SCENARIO)
     assert scenario.training.gradient_accumulation_fusion is False
-    assert ops.shard_for(scenario).grad_accumulation_bytes == 2 + 2 * 2  # bf16 reduction (grad_reduce_in_fp32 False)
+    # Megatron-FSDP copies the bf16 gradient into a fresh bf16 bucket (megatron_fsdp.py _grad_acc, round 18 mfsdp)
+    assert ops.shard_for(scenario).grad_accumulation_bytes == 2 + 2  # bf16 reduction (grad_reduce_in_fp32 False)
+    assert ops.shard_for(scenario).grad_accumulation_per_tensor  # one copy per parameter tensor
 
 
 def test_multi_head_latent_attention_accumulates_its_own_projections():
@@ -109,10 +111,11 @@ def test_per_tensor_kernels_keep_the_device_time_and_add_eleven_launches():
     assert split.device_s == pytest.approx(whole.device_s, rel=1e-3)
 
 
-def test_only_megatron_lm_2020_2021_accumulates_per_tensor():
+def test_only_megatron_lm_2020_2021_and_megatron_fsdp_accumulate_per_tensor():
     assert grad_accumulation.per_tensor("megatron2021") and grad_accumulation.per_tensor("megatron2020")
     assert not any(grad_accumulation.per_tensor(name) for name in ("adam", "adam_precision_aware", "torch_adamw"))
-    assert not ops.shard_for(config.load(SCENARIO)).grad_accumulation_per_tensor   # Megatron-FSDP: unchanged
+    # Megatron-FSDP's _grad_acc copies each parameter's gradient on its own (round 18 mfsdp)
+    assert ops.shard_for(config.load(SCENARIO)).grad_accumulation_per_tensor
 
 
 @pytest.mark.parametrize("norm, biases", [("layernorm", True), ("layernorm", False), ("rmsnorm", False),
@@ -134,7 +137,7 @@ def test_accumulated_tensors_match_the_optimizer_count(norm, biases):
 
 @pytest.mark.parametrize(("name", "charged"), [
     ("nemo2409-gpt3-175b-128-h100-bf16", 0.0),            # Megatron-Core, fused into the wgrad GEMM's main_grad
-    ("nemo2511-llama3-70b-64-gb200-fp8", 2 + 2 * 2),       # Megatron-Core without the fusion: main_grad.add_
+    ("nemo2511-llama3-70b-64-gb200-fp8", 2 + 2),           # Megatron-FSDP without the fusion: main_grad.copy_
     ("smith2022-mtnlg-530b-280-a100", 0.0),               # DeepSpeed: deepspeed_pipeline charges its own
     ("bigscience-bloom-176b-384-a100", 0.0),
     ("mpt-13b-8-h100", 0.0),                              # FSDP, sharded every microbatch: fsdp_runtime (the shard)
