@@ -95,11 +95,11 @@ def test_the_fa3_curve_fails_these_points():
 
 @pytest.mark.parametrize("gpu_name", ["a100-40gb-sxm", "a100-80gb-sxm"])
 def test_flash2_is_flash_on_a100(gpu_name):
-    """On Ampere the flash kernel is FlashAttention-2 (Dao 2023: up to 73% of peak forward, 63% backward)."""
+    """On Ampere the flash kernel is FlashAttention-2 (Dao 2023: up to 73% of peak forward, 63% backward without
+    the mask; the causal curve both take is held to the paper's causal series in test_flash2_a100_causal.py)."""
     gpu = hardware.gpu(gpu_name)
     for seq in SEQS:
         assert benchmark_tflop_per_s("flash2", seq, gpu) == pytest.approx(benchmark_tflop_per_s("flash", seq, gpu))
     forward, backward = benchmark_tflop_per_s("flash2", 16384, gpu)
     peak = gpu.peak_flop_per_s("bf16") / 1e12
     assert forward / peak < 0.73 and backward / peak < 0.63
-    assert forward / peak > 0.70 and backward / peak > 0.60
