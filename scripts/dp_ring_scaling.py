@@ -16,8 +16,8 @@ Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows | --apex]
 
 from __future__ import annotations
 
+import argparse
 import copy
-import sys
 
 from simcluster import collectives
 from simcluster.collectives import Collective, nccl
@@ -83,27 +83,43 @@ def measured_points() -> None:
         print(f"  simulated {size >> 30} GiB  " + " ".join(row))
 
 
-def chain_split(events, ranks: int, net_busbw: float) -> dict[str, float]:
-    """One step's data-parallel chains on rank 0 (``events``: the engine's event table) against the compute they
-    overlap, in seconds: the parameter all-gathers against the first microbatch's forward, the gradient
-    reduce-scatters against the last microbatch's backward (Megatron-Core's launch points: docs/calibration.md,
-    round 16). ``floor``: what stays exposed when every ring ran at ``net_busbw`` with no latency,
-    max(0, AG bytes (n-1)/n / busbw - forward) + max(0, RS bytes (n-1)/n / busbw - backward)."""
+def compute_windows(events) -> tuple[float, float]:
+    """Rank 0's compute the data-parallel chains overlap, in seconds (``events``: the engine's event table): the first
+    microbatch's forward blocks (the parameter all-gathers') and the last microbatch's backward blocks (the gradient
+    reduce-scatters'), Megatron-Core's launch points (docs/calibration.md, round 16)."""
     rank0 = events[events["rank"] == 0]
-    comm = rank0[rank0["kind"] == "comm"]
     compute = rank0[rank0["kind"] == "compute"]
     last = compute["microbatch"].max()
 
-    def total(frame, prefix):
-        rows = frame[frame["name"].str.startswith(prefix)]
+    def busy(frame) -> float:
+        return float((frame["end_s"] - frame["start_s"]).sum())
+
+    forward = compute[(compute["microbatch"] == 0) & compute["name"].str.startswith("forward")]
+    backward = compute[(compute["microbatch"] == last) & compute["name"].str.startswith("backward")]
+    return busy(forward), busy(backward)
+
+
+def exposure_floor(ag_bytes: float, rs_bytes: float, ranks: int, net_busbw: float, forward_s: float,
+                   backward_s: float) -> float:
+    """What stays exposed when every ring ran at ``net_busbw`` with no latency:
+    max(0, AG bytes (n-1)/n / busbw - forward) + max(0, RS bytes (n-1)/n / busbw - backward)."""
+    wire = (ranks - 1) / ranks / net_busbw
+    return max(0.0, ag_bytes * wire - forward_s) + max(0.0, rs_bytes * wire - backward_s)
+
+
+def chain_split(events, ranks: int, net_busbw: float) -> dict[str, float]:
+    """One step's data-parallel chains on rank 0 against the compute they overlap (``compute_windows``), in seconds,
+    and ``floor``, their ``exposure_floor`` with the bytes the engine moved."""
+    comm = events[(events["rank"] == 0) & (events["kind"] == "comm")]
+
+    def total(prefix):
+        rows = comm[comm["name"].str.startswith(prefix)]
         return float((rows["end_s"] - rows["start_s"]).sum()), float(rows["bytes"].sum())
 
-    ag_s, ag_bytes = total(comm, "param all_gather")
-    rs_s, rs_bytes = total(comm, "grad reduce_scatter")
-    fwd_s = total(compute[compute["microbatch"] == 0], "forward")[0]
-    bwd_s = total(compute[compute["microbatch"] == last], "backward")[0]
-    wire = (ranks - 1) / ranks / net_busbw
-    floor = max(0.0, ag_bytes * wire - fwd_s) + max(0.0, rs_bytes * wire - bwd_s)
+    ag_s, ag_bytes = total("param all_gather")
+    rs_s, rs_bytes = total("grad reduce_scatter")
+    fwd_s, bwd_s = compute_windows(events)
+    floor = exposure_floor(ag_bytes, rs_bytes, ranks, net_busbw, fwd_s, bwd_s)
     return {"ag": ag_s, "rs": rs_s, "fwd": fwd_s, "bwd": bwd_s, "floor": floor}
 
 
@@ -123,18 +139,20 @@ def nemotron_split() -> None:
     busbw = CX7.rate * nccl.efficiency("ring", "Simple", "network", H100, 1)
     print(f"\nNemotron-4 15B, rank 0's data-parallel chains (ms; NIC bus rate {busbw / 1e9:.1f} GB/s): chain = "
           "the collectives back to back; floor = exposed at that rate with no ring latency; rest = the chains' "
-          "structure and ring latency")
-    print(f"{'row':<26} {'variant':<13} {'step':>6} {'exposed':>7} {'floor':>6} {'rest':>7} {'AG chain':>8} "
-          f"{'fwd':>5} {'RS chain':>8} {'bwd':>5}")
+          "structure and ring latency; vs rule = the step against the rule-bucket variant's, %")
+    print(f"{'row':<26} {'variant':<13} {'step':>6} {'vs rule':>7} {'exposed':>7} {'floor':>6} {'rest':>7} "
+          f"{'AG chain':>8} {'fwd':>5} {'RS chain':>8} {'bwd':>5}")
     for gpus in (768, 1536, 2304):
         name = f"nemotron4-15b-{gpus}-h100"
         raw = catalog.load(f"scenarios/{name}")
-        for change in ("bundled", "rule buckets", "bf16 grads"):
-            result = simulate(_variant(raw, change))
+        results = {change: simulate(_variant(raw, change)) for change in ("bundled", "rule buckets", "bf16 grads")}
+        rule_step = results["rule buckets"].summary["step_time_s"]
+        for change, result in results.items():
             summary = result.summary
             split = chain_split(result.events, gpus // 8, busbw)
             exposed = summary["exposed_comm_by_parallelism_s"]["dp"]
-            print(f"{name:<26} {change:<13} {summary['step_time_s'] * 1e3:>6.1f} {exposed * 1e3:>7.1f} "
+            print(f"{name:<26} {change:<13} {summary['step_time_s'] * 1e3:>6.1f} "
+                  f"{(summary['step_time_s'] / rule_step - 1) * 100:>+6.1f}% {exposed * 1e3:>7.1f} "
                   f"{split['floor'] * 1e3:>6.1f} {(exposed - split['floor']) * 1e3:>7.1f} {split['ag'] * 1e3:>8.1f} "
                   f"{split['fwd'] * 1e3:>5.1f} {split['rs'] * 1e3:>8.1f} {split['bwd'] * 1e3:>5.1f}")
 
@@ -237,13 +255,23 @@ def large_dp_rows() -> None:
               f"{(dp['end_s'] - dp['start_s']).sum() * 1e3:.0f} ms, {dp['bytes'].sum() / 1e9:.1f} GB")
 
 
-if __name__ == "__main__":
-    if "--apex" in sys.argv[1:]:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="data-parallel rings over many nodes (module docstring)",
+                                     allow_abbrev=False)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--rows", action="store_true", help="also the other large-DP rows (about a minute more)")
+    which.add_argument("--apex", action="store_true", help="the Apex layout table alone")
+    args = parser.parse_args(argv)
+    if args.apex:
         apex_layout()
-        sys.exit(0)
+        return
     one_gpu_per_node_table()
     measured_points()
     nemotron_split()
     apex_layout()
-    if "--rows" in sys.argv[1:]:
+    if args.rows:
         large_dp_rows()
+
+
+if __name__ == "__main__":
+    main()

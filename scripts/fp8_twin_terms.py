@@ -7,7 +7,7 @@ pipelined rows against their BF16 twins").
 For each FP8 scenario: its twin in bf16 (``fp8_pairs.twin``: the same file, layout and software, only the precision
 swapped), both itemised on the FP8 run's busiest stage by ``pipeline_terms.stage_terms`` (seconds per step: the
 layer's op classes times layers and microbatches, the chunks' extras, the amax regions, the fitted kernel gaps and
-pipeline steps) and Transformer Engine's weight quantization once a step (charged with the optimizer,
+pipeline steps) and Transformer Engine's weight quantization once a step (in each chunk's first-microbatch forward,
 ``plan.fp8_weight_quantize_s``), then per term FP8 - BF16 in seconds a step and in microseconds per block (one
 model chunk, one microbatch, one phase: what a term that grows with the microbatches is charged per); the engine's
 step of each; and,
@@ -66,7 +66,7 @@ def report(name: str) -> list[str]:
     for key, (fp8, bf16) in terms.items():
         lines.append(f"  {key:<46} {fp8:8.3f} {bf16:8.3f} {fp8 - bf16:+9.3f} {(fp8 - bf16) / blocks * 1e6:+9.1f}")
     weights_s = plan.fp8_weight_quantize_s(scenario, facts["stage"], fp8_params.enabled(scenario.training))
-    lines.append(f"  {'fp8 weights once a step (with the optimizer)':<46} {weights_s:8.3f} {0.0:8.3f} "
+    lines.append(f"  {'fp8 weights once a step (first microbatch)':<46} {weights_s:8.3f} {0.0:8.3f} "
                  f"{weights_s:+9.3f}")
     lines.append(f"  {'engine step_time_s':<46} {fp8_step:8.3f} {bf16_step:8.3f} {fp8_step - bf16_step:+9.3f}")
     published = published_step_s(scenario)

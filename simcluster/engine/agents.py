@@ -196,6 +196,8 @@ class Agent:
         if block is None:
             block = sim.blocks[key] = _Block.of(sim.plan.chunks[work.chunk], work.chunk, phase, part, parts, deferred)
         cost, alone_s, name, calls, ep_calls, blocking_calls = block
+        if phase == "forward" and work.microbatch == 0 and not part and cost.first_forward_s > 0:
+            yield from self._first_forward(work, cost.first_forward_s)
         if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
             alone_s = sim.variability.block_s(self, alone_s)
         compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
@@ -249,6 +251,15 @@ class Agent:
         if ep_calls:
             overlapped = (partner, started_at_s, compute_s, ep_ended) if ep_done is not None else None
             yield from self._expert_parallel(phase, work, part or 0, parts, name, ep_calls, ep_done, overlapped)
+
+    def _first_forward(self, work, duration_s: float):
+        """A chunk's work on a step's first microbatch only, before its forward (``ChunkCost.first_forward_s``:
+        Transformer Engine's fp8 weight quantize), on the compute stream."""
+        started_at_s = self.sim.env.now
+        yield self.sim.env.timeout(duration_s)
+        self.tally.compute_s += duration_s
+        self.sim.recorder.compute(self, "compute", f"fp8 weight quantize c{work.chunk}", work.microbatch,
+                                  started_at_s, started_at_s + duration_s)
 
     def _expert_parallel(self, phase: str, work, part: int, parts: int, name: str, calls, done, overlapped=None):
         """The block's token dispatch and combine all-to-alls (``calls``), then its expert-TP collectives: blocking,

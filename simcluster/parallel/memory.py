@@ -175,6 +175,42 @@ def chunk_gemm_weights(model: TransformerSpec, tp: int, layers: int, moe_layers:
     return (layers - moe_layers) * dense + moe_layers * (moe + experts_per_layer)
 
 
+def chunk_gemm_weight_tensors(model: TransformerSpec, tp: int, layers: int, moe_layers: int = 0, ep: int = 1,
+                              etp: int = 1) -> list[tuple[float, int]]:
+    """The GEMM weight tensors of a chunk's transformer layers on one rank as (elements, count): each is one
+    Transformer Engine weight, quantized by its own kernel (workload.fp8_params). Attention: QKV and the projection
+    (Megatron-Core's ``linear_qkv``, ``linear_proj``); MLA ``linear_q_down_proj``, ``linear_q_up_proj`` (or
+    ``linear_q_proj`` without a query bottleneck), ``linear_kv_down_proj``, ``linear_kv_up_proj``, ``linear_proj``
+    (megatron/core/transformer/multi_latent_attention.py), split by tp as ``layer_gemm_weights_per_rank`` splits
+    them. MLP: ``linear_fc1`` (gate and up fused under SwiGLU) and ``linear_fc2``; an MoE layer's shared experts are
+    one such MLP (``SharedExpertMLP``), and each local expert has its own fc1 and fc2 weight (TE ``GroupedLinear``
+    holds ``weight{i}`` per expert, one quantize each: grouped_linear.py). The router stays 16-bit (not a TE module).
+    """
+    h = model.hidden
+    if model.mla is not None:
+        a = model.mla
+        qk = a.qk_head_dim + a.qk_rope_head_dim
+        query = ((h * a.q_lora_rank, a.q_lora_rank * model.heads * qk) if a.q_lora_rank
+                 else (h * model.heads * qk,))
+        attention = [n / tp for n in (*query, h * (a.kv_lora_rank + a.qk_rope_head_dim),
+                                      a.kv_lora_rank * model.heads * (a.qk_head_dim + a.v_head_dim),
+                                      model.heads * a.v_head_dim * h)]
+    else:
+        q_local = model.q_hidden / tp
+        attention = [h * (q_local + 2 * local_kv_hidden(model, tp)), q_local * h]
+
+    def mlp(ffn: float) -> list[float]:
+        return [(model.mlp_matrices - 1) * h * ffn, h * ffn]   # fc1, fc2
+
+    tensors = [(n, layers) for n in attention] + [(n, layers - moe_layers) for n in mlp(model.ffn / tp)]
+    if moe_layers:
+        moe = model.moe
+        if moe.shared_experts:
+            tensors += [(n, moe_layers) for n in mlp(moe.shared_experts * moe.ffn_hidden / tp)]
+        tensors += [(n, moe_layers * moe.experts // ep) for n in mlp(moe.ffn_hidden / etp)]
+    return [(n, count) for n, count in tensors if count > 0 and n > 0]
+
+
 def expert_params_per_rank(model: TransformerSpec, ep: int, etp: int) -> float:
     """Routed-expert parameters of one MoE layer on one rank: experts/ep experts, each split over etp ranks."""
     return model.moe.experts / ep * model.expert_params / etp if model.moe else 0.0
@@ -699,16 +735,18 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
                                           p.virtual_stages, deferred, *deferred_wgrad_buffer_bytes(m, shard))
     if p.zero_stage == 3 and p.dp * p.cp > 1:
         workspace += zero3_gathered_bytes(m, p.tp, t.precision, grad_bytes)
-    if fp8_params.enabled(t):   # GEMM weights held in fp8 (and transposed on Hopper) instead of 16-bit
+    if fp8_params.enabled(t) or fp8_params.mxfp8_params(t):   # GEMM weights held quantized instead of 16-bit
         fp8_weights = stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
-        saved = state_bytes_per_param(t.precision)["weights"] - fp8_params.weight_bytes_per_param(
-            scenario.cluster.gpu.name)
+        held = (fp8_params.MXFP8_WEIGHT_BYTES if fp8_params.mxfp8_params(t)
+                else fp8_params.weight_bytes_per_param(scenario.cluster.gpu.name))
+        saved = state_bytes_per_param(t.precision)["weights"] - held
         if p.zero_stage >= 3:  # sharded: dense weights over dp x cp, routed experts over their expert-DP group
             experts = stage_expert_params(m, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
             weights -= (fp8_weights - experts) * saved / (p.dp * p.cp) + experts * saved / scenario.expert_data_parallel
         else:
             weights -= fp8_weights * saved
-    elif t.precision == "fp8" and p.zero_stage < 3:   # Transformer Engine's cached fp8 copies of the 16-bit weights
+    elif t.precision == "fp8":   # Transformer Engine's cached fp8 copies of the 16-bit weights (ZeRO 3 without fp8
+        # parameters, which drops them, is refused: spec.config ``_check_precision_options``)
         workspace += stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage) \
             * fp8_params.weight_workspace_bytes_per_param(t.fp8_recipe, scenario.cluster.gpu.name)
     return MemoryBreakdown(weights, gradients, optimizer, activations, workspace, stage)

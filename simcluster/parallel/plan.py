@@ -108,6 +108,9 @@ class ChunkCost:
     # their ``elapsed_s`` plus the pipeline step's host time (workload.kernels.StreamTime)
     forward_stream: kernels.StreamTime = field(default_factory=kernels.StreamTime)
     backward_stream: kernels.StreamTime = field(default_factory=kernels.StreamTime)
+    # work of the chunk's forward on a step's first microbatch only, before its compute: Transformer Engine's fp8
+    # weight quantize (``chunk_weight_quantize_s``)
+    first_forward_s: float = 0.0
 
 
 @dataclass
@@ -368,6 +371,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                              for phase, ops in etp_per_layer.items()},
             etp_bytes=ep_bytes * p.etp, moe_layers=moe_layers, ep_substages=ep_substages,
             forward_stream=fwd_stream, backward_stream=bwd_stream,
+            first_forward_s=chunk_weight_quantize_s(scenario, layers, moe_layers, fp8_weights),
         ))
 
     layer_tensors = optimizer_step.parameter_tensors_per_layer(scenario.model.norm, scenario.model.linear_biases)
@@ -405,7 +409,6 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
-                     + fp8_weight_quantize_s(scenario, stage, fp8_weights)
                      for stage, params in enumerate(optimizer_params)],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
@@ -651,19 +654,28 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     return kernels.op_time_s(op, gpu, precision)
 
 
-def fp8_weight_quantize_s(scenario: Scenario, stage: int, fp8_weights: bool) -> float:
-    """Transformer Engine's quantization of the GEMM weights of pipeline rank ``stage`` once a step, on each chunk's
-    first microbatch (``fp8_params.weight_quantize_kernels``; with fp8 parameters only their transpose on Hopper),
-    charged with the optimizer step: 0 outside fp8."""
+def chunk_weight_quantize_s(scenario: Scenario, layers: int, moe_layers: int, fp8_weights: bool) -> float:
+    """Transformer Engine's quantization of the GEMM weights of a chunk of ``layers`` layers (``moe_layers`` MoE) on
+    one rank, in the chunk's forward of a step's first microbatch (Megatron-Core ``forward_step`` ->
+    ``set_is_first_microbatch``; ``fp8_params.weight_quantize_kernels``, one kernel set per weight tensor of
+    ``memory.chunk_gemm_weight_tensors``; with fp8 parameters only their transpose on Hopper): 0 outside fp8."""
     t, p, m = scenario.training, scenario.parallelism, scenario.model
     if t.precision != "fp8":
         return 0.0
-    layers = sum(memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)[0][stage::p.pp])
-    weights = memory.stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
+    tensors = memory.chunk_gemm_weight_tensors(m, p.tp, layers, moe_layers, p.ep, p.etp)
     gpu = scenario.cluster.gpu
     ops = [Op(name, "memory", 0.0, float(size)) for name, _elements, size in fp8_params.weight_quantize_kernels(
-        t.fp8_recipe, fp8_recipes.transposes(gpu.name), fp8_weights, weights, layers)]
+        t.fp8_recipe, fp8_recipes.transposes(gpu.name), fp8_weights, tensors)]
     return kernels.ops_time_s(ops, gpu, t.precision) if ops else 0.0
+
+
+def fp8_weight_quantize_s(scenario: Scenario, stage: int, fp8_weights: bool) -> float:
+    """``chunk_weight_quantize_s`` summed over the chunks of pipeline rank ``stage``: what one GPU of it spends a
+    step quantizing its weights."""
+    p = scenario.parallelism
+    layers, moe = memory.chunk_layers(scenario.model, p.pp, p.virtual_stages, p.layers_per_stage)
+    return sum(chunk_weight_quantize_s(scenario, layers[c], moe[c], fp8_weights)
+               for c in range(stage, len(layers), p.pp))
 
 
 def local_ddp_time_s(grad_bytes: float, gpu, precision: str, local_ddp: str) -> float:

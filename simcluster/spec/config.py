@@ -922,6 +922,12 @@ class Scenario(_Strict):
             raise ScenarioError("training.fp8_param_gather", "fp8 parameters need precision: fp8 and a sharded "
                                 "optimizer (zero_stage 1, 2 or 3: the distributed optimizer or FSDP), as Megatron-LM "
                                 "requires")
+        if (t.precision == "fp8" and self.parallelism.zero_stage >= 3 and not t.fp8_param_gather
+                and not t.fp8_recipe.startswith("torchao")):
+            # torch FSDP2 and Megatron-FSDP (without keep_fp8_transpose_cache) free Transformer Engine's cached fp8
+            # weights after each use, so it re-quantizes them every microbatch: not modelled (workload.fp8_params)
+            raise ScenarioError("training.fp8_param_gather", f"zero_stage 3 with Transformer Engine's "
+                                f"{t.fp8_recipe} recipe is modelled with fp8 parameters only (set it true)")
         if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
             raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
                                 f"{self.cluster.gpu.name} has none")

@@ -80,7 +80,9 @@ class NicSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "custom-nic"
-    rate: PositiveBytesPerS = Field(description="line rate per direction, e.g. '400 Gb/s'")
+    rate: PositiveBytesPerS = Field(description="per direction: the line rate, e.g. '400 Gb/s', or an effective "
+                                    "per-GPU rate (measured bus bandwidth / network efficiency) where the scenario "
+                                    "cites a measurement")
     latency: NonNegativeSeconds = Field("1 us", validate_default=True, description="adapter latency, e.g. '1 us'")
     host: str = Field("pcie-gen5", description="host link, a name in the pcie catalog")
     source: str = ""

@@ -44,7 +44,8 @@ What it is, from source (Megatron-Core core_r0.8-r0.11, Transformer Engine 1.x-2
   bundled or hidden-set container runs that line: NeMo 24.07 shipped TE 1.8.0.dev0, 24.09 TE 1.10 (NeMo user guide
   24.09, "Software Component Versions"); 25.02's is unread (TE 1.14 or 2.x). Exceptions, not modelled:
   Megatron-FSDP drops the cache after each module's use unless ``keep_fp8_transpose_cache``, and torch FSDP2 deletes
-  it ("transposing fp8 weights at each micro-batch").
+  it ("transposing fp8 weights at each micro-batch"): a Transformer Engine recipe at ZeRO 3 without fp8 parameters
+  would re-quantize every microbatch and hold no cache, so it is refused (spec.config ``_check_precision_options``).
 - The distributed optimizer's parameter all-gather moves the fp8 bytes (``gather_bytes_per_param``): the
   param-and-grad buffer of fp8 parameters is ``torch.uint8`` (Megatron-Core distributed_data_parallel.py groups
   parameters by ``param_dtype = torch.uint8 if is_float8tensor(param)``), 1 byte an element instead of 2.
@@ -77,10 +78,10 @@ fp8 GEMMs are TN only: ``fp8_recipes.transposes``; current scaling's amax pass f
 copies): ``fp8_recipes.quantize_kernels`` of one weight tensor. Megatron-Core marks the first microbatch
 (``forward_step``: ``if is_first_microbatch and hasattr(model, 'set_is_first_microbatch')``; NeMo 1.x wraps the
 model in Megatron-Core's ``Float16Module``, a ``MegatronModule`` that has it; its TE wrappers pass
-``is_first_microbatch`` and clear it after the call). Charged after the optimizer (``parallel/plan.py``): exact in
-a step's total where one stage runs all layers (pp 1); under pipelining TE runs it in each chunk's first forward,
-on the path of the pipeline's fill, so the charge is a lower bound there (up to pp times as much lies on the
-critical path).
+``is_first_microbatch`` and clear it after the call). Charged there: before each chunk's forward of a step's first
+microbatch (``parallel/plan.py`` ``chunk_weight_quantize_s`` -> ``ChunkCost.first_forward_s``), so under pipelining
+the fill path pays every stage's. One kernel set per weight tensor (TE quantizes each module weight, and each of a
+``GroupedLinear``'s ``weight{i}``, on its own): ``parallel.memory.chunk_gemm_weight_tensors`` lists them.
 """
 
 from __future__ import annotations
@@ -98,9 +99,13 @@ CAST_READ, CAST_WRITTEN = BF16, FP8        # cast_to_fp8 of the 16-bit shard int
 CURRENT_AMAX_READ = FP32                   # current scaling: the fp32 main shard's amax before the cast
 # kernels after the copy: pack the scales, reciprocal, copy to scale_inv, pack the amaxes, copy them back
 SCALE_UPDATE_KERNELS = 5
-# GEMM weights of a Megatron-Core Transformer Engine layer: QKV, attention projection, fc1, fc2
+# GEMM weights of a dense Megatron-Core Transformer Engine layer (QKV, attention projection, fc1, fc2): the fp8
+# tensors of an optimizer shard (``Fp8Shard.tensors``); the weight quantize counts each model's tensors
+# (``parallel.memory.chunk_gemm_weight_tensors``)
 GEMM_WEIGHT_TENSORS_PER_LAYER = 4
 WEIGHT_TRANSPOSE_OP = "fp8_weight_transpose"   # an fp8 parameter's transpose cache remade (Hopper)
+# an MXFP8 weight: rowwise and columnwise fp8 copies, each with one E8M0 scale per 32 elements (OCP MX v1.0)
+MXFP8_WEIGHT_BYTES = 2 * (FP8 + fp8_recipes.MX_SCALE_BYTES / fp8_recipes.MX_BLOCK)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,16 @@ def enabled(training) -> bool:
     """Whether a scenario's ``training`` runs fp8 parameters as modelled here: the resolved option, with fp8 precision
     and a per-tensor recipe (``FP8_PARAM_RECIPES``; MXFP8 and torchao's recipe: the option changes nothing)."""
     return bool(training.fp8_param_gather) and training.precision == "fp8" and training.fp8_recipe in FP8_PARAM_RECIPES
+
+
+def mxfp8_params(training) -> bool:
+    """Megatron-Core's MXFP8 parameters: ``fp8_param_gather`` with fp8 precision and the MXFP8 recipe. The model is
+    built under ``fp8_model_init`` with the MXFP8 quantizer, so each GEMM weight is an ``MXFP8Tensor`` holding its
+    rowwise and columnwise copies with their block scales (``MXFP8_WEIGHT_BYTES``) instead of the 16-bit weight, and
+    Transformer Engine keeps no cached copy beside it (``get_weight_workspace`` returns the parameter itself when it
+    is already quantized). Its gather (Megatron-Bridge's ``reuse_grad_buf_for_mxfp8_param_ag``) and the optimizer's
+    MXFP8 quantize are not modelled: the once-a-step quantize stays charged as without (``weight_quantize_kernels``)."""
+    return bool(training.fp8_param_gather) and training.precision == "fp8" and training.fp8_recipe == "mxfp8"
 
 
 def weight_bytes_per_param(gpu_name: str) -> float:
@@ -139,21 +154,23 @@ def weight_quantize_bytes_per_param(recipe: str, transpose: bool, fp8_param_gath
     return fp8_recipes.cast_bytes_per_element(recipe, transpose)
 
 
-def weight_quantize_kernels(recipe: str, transpose: bool, fp8_param_gather: bool, gemm_weights: float,
-                            layers: int) -> list[tuple[str, float, float]]:
-    """The kernels quantizing a rank's ``gemm_weights`` GEMM weights of ``layers`` layers once a step, as (name,
-    elements, HBM bytes): one quantize per weight tensor (``GEMM_WEIGHT_TENSORS_PER_LAYER`` a layer;
-    ``fp8_recipes.quantize_kernels``: an amax pass first under current scaling), or one transpose per tensor with
-    fp8 parameters on Hopper; none with fp8 parameters where GEMMs take any layout, nor for torchao's recipe (it
+def weight_quantize_kernels(recipe: str, transpose: bool, fp8_param_gather: bool,
+                            tensors: list[tuple[float, int]]) -> list[tuple[str, float, float]]:
+    """The kernels quantizing GEMM weight ``tensors`` ((elements, count): ``parallel.memory.
+    chunk_gemm_weight_tensors``) on a chunk's first microbatch, as (name, elements, HBM bytes): one quantize per
+    tensor (``fp8_recipes.quantize_kernels``: an amax pass first under current scaling), or one transpose per tensor
+    with fp8 parameters on Hopper; none with fp8 parameters where GEMMs take any layout, nor for torchao's recipe (it
     casts the weights on every call: workload/torchao_float8.py)."""
-    if recipe not in fp8_recipes.FP8_RECIPES or gemm_weights <= 0 or layers <= 0:
+    if recipe not in fp8_recipes.FP8_RECIPES:
         return []
-    tensors = GEMM_WEIGHT_TENSORS_PER_LAYER * layers
-    per_tensor = gemm_weights / tensors
-    if fp8_param_gather and recipe in FP8_PARAM_RECIPES:
-        per_element = weight_quantize_bytes_per_param(recipe, transpose, True)
-        return [(WEIGHT_TRANSPOSE_OP, per_tensor, per_element * per_tensor)] * tensors if per_element else []
-    return fp8_recipes.quantize_kernels(recipe, transpose, [(per_tensor, False)]) * tensors
+    kernels: list[tuple[str, float, float]] = []
+    per_element = weight_quantize_bytes_per_param(recipe, transpose, True)
+    for elements, count in tensors:
+        if fp8_param_gather and recipe in FP8_PARAM_RECIPES:
+            kernels += [(WEIGHT_TRANSPOSE_OP, elements, per_element * elements)] * count if per_element else []
+        else:
+            kernels += fp8_recipes.quantize_kernels(recipe, transpose, [(elements, False)]) * count
+    return kernels
 
 
 def weight_workspace_bytes_per_param(recipe: str, gpu_name: str) -> float:
@@ -165,5 +182,5 @@ def weight_workspace_bytes_per_param(recipe: str, gpu_name: str) -> float:
     if recipe not in fp8_recipes.FP8_RECIPES:
         return 0.0
     if recipe == "mxfp8":
-        return 2 * (FP8 + fp8_recipes.MX_SCALE_BYTES / fp8_recipes.MX_BLOCK)
+        return MXFP8_WEIGHT_BYTES
     return weight_bytes_per_param(gpu_name)

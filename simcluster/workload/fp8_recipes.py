@@ -45,8 +45,9 @@ Weights are quantized once per step in every recipe (Transformer Engine caches t
 chunk's first microbatch and TE casts and transposes the weights only then (4 bytes a parameter once a step on
 Hopper, 0.1-0.3% of the NeMo 24.07 H100 steps); with fp8 parameters (``training.fp8_param_gather``) the optimizer
 writes the fp8 weights and TE 1.6-1.10 and 2.x transpose them once after it (2 bytes a parameter). Both are charged
-once a step with the optimizer (workload/fp8_params.py ``weight_quantize_kernels``, which also says what is not
-settled for TE 1.11-1.13); the cached copies' memory is ``fp8_params.weight_workspace_bytes_per_param``.
+once a step in each chunk's first-microbatch forward (workload/fp8_params.py ``weight_quantize_kernels``, which also
+says what is not settled for TE 1.11-1.13); the cached copies' memory is
+``fp8_params.weight_workspace_bytes_per_param``.
 
 Delayed scaling on Hopper in Megatron-Core's Transformer Engine layer, to the letter (``megatron_te_cast_bytes``;
 TE 1.6-1.13, Megatron-Core r0.8-r0.10). The layer is TELayerNormColumnParallelLinear (QKV), TERowParallelLinear

@@ -539,7 +539,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         # Transformer Engine casts every GEMM input to fp8 (and, fused, its transpose for the other GEMM of the
         # backward): the sequence-parallel h-wide inputs before their all-gather, the TP-split ones locally;
         # backward the same for each output gradient (on Blackwell without the transpose: fp8_recipes). Weights are
-        # cast once per step (cached): left out.
+        # quantized once a step in each chunk's first-microbatch forward (parallel/plan.py chunk_weight_quantize_s)
+        # and their cached copies held in memory (fp8_params.weight_workspace_bytes_per_param): not per microbatch.
         sp_tokens = tokens / shard.sp_divisor
         forward_elements = sp_tokens * h + tokens * q_local + mlp.cast_forward_elements
         backward_elements = sp_tokens * h + tokens * (q_local + 2 * kv_local) + mlp.cast_backward_elements

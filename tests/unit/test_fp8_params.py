@@ -7,7 +7,7 @@ write 1), and the default: on with fp8 delayed scaling on Megatron-Core's distri
 import pytest
 
 from simcluster.engine.simulation import Simulation
-from simcluster.parallel import memory, plan
+from simcluster.parallel import memory
 from simcluster.spec import config, model
 from simcluster.workload import fp8_params, optimizer_step
 
@@ -41,7 +41,7 @@ def test_layer_gemm_weights_are_the_linear_matrices():
     ({}, {"zero_stage": 2}, True),
     ({"precision": "bf16"}, {}, False),                                  # no fp8 GEMMs, no fp8 weights
     ({"fp8_recipe": "current"}, {}, False),                              # on by the scenario only
-    ({}, {"zero_stage": 3}, False),                                      # FSDP: by the scenario only
+    ({"fp8_recipe": "torchao_tensorwise"}, {"zero_stage": 3}, False),  # FSDP: by the scenario only
     ({}, {"zero_stage": 0}, False),                                      # no distributed optimizer
     ({"fp8_recipe": "torchao_tensorwise"}, {}, False),                  # torchtitan's Float8Linear
     ({"fp8_param_gather": False}, {}, False),                            # what a scenario states wins
@@ -99,24 +99,41 @@ def test_optimizer_casts_the_fp8_shard():
     assert optimizer_step.launches(cast, 1e9, 60) == 40
 
 
-def test_fp8_parameters_make_the_optimizer_slower_and_the_gather_smaller():
-    """The optimizer's own passes grow by the shard's cast; the once-a-step weight work beside them (TE's weight
-    cast-transpose without fp8 parameters, 4 B a weight; the transpose with them, 2 B: fp8_params.
+def test_fp8_parameters_add_the_shard_cast_shrink_the_weight_work_and_the_gather():
+    """The optimizer's own passes grow by the shard's cast; the once-a-step weight work on the first microbatch (TE's
+    weight cast-transpose without fp8 parameters, 4 B a weight; the transpose with them, 2 B: fp8_params.
     weight_quantize_kernels) shrinks, so the step's fp8 weight work as a whole is smaller with them at dp 8."""
     scenarios = {on: _scenario(training={"fp8_param_gather": on}) for on in (False, True)}
     plans = {on: Simulation(s).plan for on, s in scenarios.items()}
-    weight_s = {on: plan.fp8_weight_quantize_s(s, 0, on) for on, s in scenarios.items()}
+    weight_s = {on: plans[on].chunks[0].first_forward_s for on in scenarios}
     assert weight_s[True] < weight_s[False]
-    assert plans[True].optimizer_s[0] - weight_s[True] > plans[False].optimizer_s[0] - weight_s[False]
-    assert plans[True].optimizer_s[0] < plans[False].optimizer_s[0]
+    assert plans[True].optimizer_s[0] > plans[False].optimizer_s[0]
+    assert plans[True].optimizer_s[0] + weight_s[True] < plans[False].optimizer_s[0] + weight_s[False]
     assert plans[True].chunks[0].param_bytes < plans[False].chunks[0].param_bytes
 
 
-def test_unmodelled_recipes_change_nothing():
+def test_mxfp8_parameters_hold_both_block_scaled_copies_and_no_cache():
+    """Megatron's MXFP8 parameters: each GEMM weight an MXFP8 tensor of rowwise and columnwise fp8 data with one E8M0
+    scale per 32 elements, 2 x (1 + 1/32) = 2.0625 B, in place of the 16-bit weight (2 B) and TE's cached MXFP8
+    copy (another 2.0625 B): 0.0625 B a weight more than bf16, 2 B less than MXFP8 without fp8 parameters."""
     mx = _scenario("b200", {"fp8_recipe": "mxfp8", "fp8_param_gather": True})
-    assert not fp8_params.enabled(mx.training)
-    off = _scenario("b200", {"fp8_recipe": "mxfp8", "fp8_param_gather": False})
-    assert memory.per_gpu_memory(mx).weights_bytes == memory.per_gpu_memory(off).weights_bytes
+    assert not fp8_params.enabled(mx.training) and fp8_params.mxfp8_params(mx.training)
+    off = memory.per_gpu_memory(_scenario("b200", {"fp8_recipe": "mxfp8", "fp8_param_gather": False}))
+    bf16 = memory.per_gpu_memory(_scenario("b200", {"precision": "bf16"}))
+    on = memory.per_gpu_memory(mx)
+    weights = 32 * LLAMA3_8B_LAYER_GEMM_WEIGHTS
+    assert on.weights_bytes - bf16.weights_bytes == pytest.approx(weights * (2.0625 - 2), rel=1e-12)
+    assert on.workspace_bytes == pytest.approx(bf16.workspace_bytes, rel=1e-12)
+    assert off.total_bytes - on.total_bytes == pytest.approx(2 * weights, rel=1e-12)
+
+
+def test_zero3_with_a_te_recipe_needs_fp8_parameters():
+    """FSDP2 and Megatron-FSDP drop TE's cached fp8 weights after each use (re-quantized every microbatch): refused,
+    naming the field; torchao's recipe (casts every call) and fp8 parameters are accepted."""
+    with pytest.raises(config.ScenarioError, match="fp8_param_gather"):
+        _scenario(training={"fp8_param_gather": False}, zero_stage=3)
+    _scenario(training={"fp8_param_gather": False, "fp8_recipe": "torchao_tensorwise"}, zero_stage=3)
+    _scenario(training={"fp8_param_gather": True}, zero_stage=3)
 
 
 @pytest.mark.parametrize(("training", "parallelism"), [

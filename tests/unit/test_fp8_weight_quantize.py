@@ -5,18 +5,23 @@ against counts made by hand from the sources the module cites: on a chunk's firs
 ``cast_transpose_`` per GEMM weight (read 2, write 1 + 1) into a cached fp8 copy with its transpose; with fp8
 parameters only the transpose is remade once after the optimizer (read 1, write 1); where fp8 GEMMs take any layout
 (Blackwell) no transpose is written; current scaling reads the weight once more for its amax; MXFP8 writes two
-block-scaled copies. Llama 3 8B's layer: 218,103,808 GEMM weights in 4 tensors (QKV, projection, fc1, fc2)."""
+block-scaled copies. Llama 3 8B's layer: 218,103,808 GEMM weights in 4 tensors (QKV, projection, fc1, fc2). The work
+runs in each chunk's forward of a step's first microbatch (Megatron-Core ``forward_step`` ->
+``set_is_first_microbatch``), so under pipelining it lies on the fill path through every stage."""
 
 import pytest
 
+from simcluster import engine
 from simcluster.engine.simulation import Simulation
 from simcluster.parallel import memory, plan
-from simcluster.spec import config
+from simcluster.spec import config, model
 from simcluster.workload import fp8_params, kernels
 
 LAYER_GEMM_WEIGHTS = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336   # Llama 3 8B: Q, O, K, V, gate, up, down
 LAYERS = 32
 WEIGHTS = LAYERS * LAYER_GEMM_WEIGHTS
+# its four tensors at tp 1: QKV (4096 x (4096 + 2 x 1024)), projection, fc1 (gate and up fused), fc2
+TENSORS = [(4096 * 6144, LAYERS), (4096 * 4096, LAYERS), (2 * 4096 * 14336, LAYERS), (4096 * 14336, LAYERS)]
 
 
 def _scenario(gpu="h100-sxm", training=None, dp=8):
@@ -39,7 +44,7 @@ def _scenario(gpu="h100-sxm", training=None, dp=8):
     ("torchao_tensorwise", True, False, 0, 0),          # torchao casts on every call (workload/torchao_float8.py)
 ])
 def test_weight_quantize_bytes_and_kernels(recipe, transpose, fp8_param_gather, per_weight, kernels_per_tensor):
-    found = fp8_params.weight_quantize_kernels(recipe, transpose, fp8_param_gather, WEIGHTS, LAYERS)
+    found = fp8_params.weight_quantize_kernels(recipe, transpose, fp8_param_gather, TENSORS)
     assert sum(size for _, _, size in found) == pytest.approx(per_weight * WEIGHTS, rel=1e-12)
     assert len(found) == kernels_per_tensor * 4 * LAYERS
 
@@ -54,12 +59,73 @@ def test_plan_charges_the_cast_with_the_optimizer_at_least_at_hbm_speed():
     assert plan.fp8_weight_quantize_s(_scenario(training={"precision": "bf16"}), 0, False) == 0.0
 
 
-def test_fp8_step_pays_it_once_not_per_microbatch():
-    """Twice the microbatches (global batch 32 against 16 at dp 8) leave the optimizer's share unchanged."""
-    few, many = (Simulation(_scenario(training={"fp8_param_gather": False, "global_batch_size": g})).plan
-                 for g in (16, 32))
-    assert many.microbatches == 2 * few.microbatches
-    assert many.optimizer_s == few.optimizer_s
+def test_llama_layer_has_the_four_tensors_counted_by_hand():
+    assert memory.chunk_gemm_weight_tensors(model.preset("llama3-8b"), 1, LAYERS) == TENSORS
+
+
+def _step_s(scenario, monkeypatch=None, weights=True):
+    if not weights:
+        monkeypatch.setattr(plan, "chunk_weight_quantize_s", lambda *_args: 0.0)
+    return float(engine.simulate(scenario, check_memory=False).summary["step_time_s"])
+
+
+def test_fp8_step_pays_it_once_not_per_microbatch(monkeypatch):
+    """Twice the microbatches (global batch 32 against 16 at dp 8) add the same step time with the weight term as
+    without it; the optimizer's share does not hold it."""
+    few, many = (_scenario(training={"fp8_param_gather": False, "global_batch_size": g}) for g in (16, 32))
+    assert Simulation(many).plan.microbatches == 2 * Simulation(few).plan.microbatches
+    with_weights = _step_s(many) - _step_s(few)
+    charged = Simulation(few).plan.chunks[0].first_forward_s
+    assert charged == pytest.approx(plan.fp8_weight_quantize_s(few, 0, False), rel=1e-12) and charged > 0
+    optimizer_with = Simulation(few).plan.optimizer_s
+    without = _step_s(many, monkeypatch, False) - _step_s(few, monkeypatch, False)
+    assert with_weights == pytest.approx(without, rel=1e-9, abs=1e-9)
+    assert Simulation(few).plan.optimizer_s == optimizer_with   # not charged with the optimizer
+
+
+def test_pipelined_step_pays_every_stage_on_the_fill(monkeypatch):
+    """pp 2, 1F1B, dp 1: the first microbatch's forward crosses stage 0 then stage 1, and everything after waits for
+    it, so the step grows by the two stages' quantize (each stage's chunk term), not by one stage's."""
+    scenario = config.from_dict({
+        "name": "fp8-fill", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 2, "nodes": 1}, "model": "llama3-8b",
+        "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1, "precision": "fp8",
+                     "fp8_param_gather": False},
+        "parallelism": {"tp": 1, "dp": 1, "pp": 2, "zero_stage": 0}})
+    terms = [plan.fp8_weight_quantize_s(scenario, stage, False) for stage in (0, 1)]
+    assert [c.first_forward_s for c in Simulation(scenario).plan.chunks] == pytest.approx(terms, rel=1e-12)
+    grown = _step_s(scenario) - _step_s(scenario, monkeypatch, False)
+    assert grown == pytest.approx(sum(terms), rel=1e-6)
+    assert grown > 1.5 * max(terms)
+
+
+def test_fp8_weight_quantize_is_on_the_timeline_as_compute_not_optimizer():
+    result = engine.simulate(_scenario(training={"fp8_param_gather": False}), check_memory=False)
+    events = result.events
+    quantize = events[events["name"].str.startswith("fp8 weight quantize")]
+    assert len(quantize) and set(quantize["stream"]) == {"compute"} and set(quantize["microbatch"]) == {0}
+
+
+def test_moe_and_mla_tensors_counted_by_hand():
+    """DeepSeek-V3 at tp 2, ep 64 (the NeMo 25.09 H100 row's layout): an MoE layer has MLA's 5 attention weights
+    (q down, q up, kv down, kv up, projection), the shared expert's fc1 and fc2, and 256 / 64 = 4 local experts with
+    their own fc1 and fc2 each: 15 tensors; a dense layer 5 + 2. Mixtral 8x7B at ep 1: QKV, projection and 8 experts
+    x 2 = 18 tensors a layer, at ep 8 4."""
+    dsv3 = config.load("nemo2509-deepseek-v3-1024-h100-fp8").model
+    h, tp = 7168, 2
+    attention = [h * 1536 / tp, 1536 * 128 * 192 / tp, h * 576 / tp, 512 * 128 * 256 / tp, 128 * 128 * h / tp]
+    moe = memory.chunk_gemm_weight_tensors(dsv3, tp, 1, 1, 64, 1)
+    assert sorted(moe) == sorted([(n, 1) for n in attention] + [(2 * h * 2048 / tp, 1), (h * 2048 / tp, 1),
+                                                               (2 * h * 2048, 4), (h * 2048, 4)])
+    assert sum(count for _, count in moe) == 15
+    dense = memory.chunk_gemm_weight_tensors(dsv3, tp, 1, 0, 64, 1)
+    assert sorted(dense) == sorted([(n, 1) for n in attention] + [(2 * h * 18432 / tp, 1), (h * 18432 / tp, 1)])
+    mixtral = model.preset("mixtral-8x7b")
+    assert sum(c for _, c in memory.chunk_gemm_weight_tensors(mixtral, 1, 32, 32, 1, 1)) == 18 * 32
+    assert sum(c for _, c in memory.chunk_gemm_weight_tensors(mixtral, 1, 32, 32, 8, 1)) == 4 * 32
+    # bytes: every tensor's own size, summing to the chunk's GEMM weights (memory.chunk_gemm_weights)
+    found = sum(n * c for n, c in memory.chunk_gemm_weight_tensors(mixtral, 2, 4, 4, 4, 1))
+    assert found == pytest.approx(memory.chunk_gemm_weights(mixtral, 2, 4, 4, memory.expert_params_per_rank(
+        mixtral, 4, 1)), rel=1e-12)
 
 
 @pytest.mark.parametrize(("gpu", "recipe", "per_weight"), [

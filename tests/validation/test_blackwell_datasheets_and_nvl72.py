@@ -47,10 +47,9 @@ def test_dense_peaks_are_the_system_datasheets_sparse_figures_halved(gpu_name):
 
 
 def test_b200_hbm_bandwidth_is_its_bus_width_times_its_memory_clock():
-    """7680 bits at 3996 MHz DDR: 7.672 TB/s; the 8192-bit reading (8.18 TB/s) would be 6% off."""
+    """7680 bits at 3996 MHz DDR: 7.672 TB/s (the 8192-bit reading, 8.18 TB/s, is 6% off: docs/calibration.md)."""
     measured = 7680 / 8 * 3996e6 * 2
     assert hardware.gpu("b200").hbm_bandwidth == pytest.approx(measured, rel=0.01)
-    assert 8192 / 8 * 3996e6 * 2 / hardware.gpu("b200").hbm_bandwidth - 1 > 0.05
 
 
 @pytest.mark.parametrize("gpu_name", BLACKWELL)
@@ -105,17 +104,6 @@ def _domain(gpu: str, gpus: int):
 
 def _run(kind: str, gpu: str, gpus: int, size: float):
     return collectives.run(Collective(kind, range(gpus), size), _domain(gpu, gpus), "analytic")
-
-
-def test_nvls_algorithm_bandwidth_does_not_grow_with_the_domain():
-    """The data, not the model: over 64-72 GPUs NVLS moves data no faster per GPU (algbw) than over 8 (the B200
-    input's 830 x 8 / 14 = 474 GB/s, the NVL72 two-tray runs' 435-481): 423-473 GB/s. NVLS's bytes per link at a
-    fixed link rate, S (n + 1) / n, would make it 1.11x faster at 64 GPUs than at 8."""
-    eight = B200_NVLS_8 * 8 / (2 * 7)
-    for _, _, _, algbw, _ in NVL72_DOMAIN:
-        assert algbw < 1.02 * eight
-    for _, _, _, algbw, _ in NVL72_EIGHT:
-        assert algbw == pytest.approx(eight, rel=0.09)
 
 
 @pytest.mark.parametrize("gpu,gpus,size,algbw,busbw", NVL72_EIGHT)

@@ -21,10 +21,13 @@ from __future__ import annotations
 import copy
 
 import pytest
+from scripts_loader import load_script
 
 from simcluster.core import catalog
 from simcluster.engine import simulate
 from simcluster.spec import config
+
+dp_ring_scaling = load_script("dp_ring_scaling")   # the windows and the floor, one copy with the script's
 
 NIC_BUSBW = 47e9  # NDR 400 Gb/s per NIC, NCCL_ALGO=RING: "46-48GB/s per NIC" (AddyLaddy, NVIDIA/nccl-tests#290)
 TP = 8
@@ -46,21 +49,17 @@ def _run(name: str, rule_buckets: bool = False):
 
 
 def _windows(events):
-    rank0 = events[events["rank"] == 0]
-    compute = rank0[rank0["kind"] == "compute"]
-    last = compute["microbatch"].max()
-    forward = compute[(compute["microbatch"] == 0) & compute["name"].str.startswith("forward")]
-    backward = compute[(compute["microbatch"] == last) & compute["name"].str.startswith("backward")]
-    comm = rank0[rank0["kind"] == "comm"]
+    """Rank 0's first-microbatch forward and last-microbatch backward (the script's ``compute_windows``) and the
+    number of gradient buckets it reduced."""
+    comm = events[(events["rank"] == 0) & (events["kind"] == "comm")]
     buckets = int(comm["name"].str.startswith("grad reduce_scatter").sum())
-    forward_s = float((forward["end_s"] - forward["start_s"]).sum())
-    return forward_s, float((backward["end_s"] - backward["start_s"]).sum()), buckets
+    return (*dp_ring_scaling.compute_windows(events), buckets)
 
 
 def _floor(ranks: int, forward_s: float, backward_s: float) -> float:
+    """The zero-latency floor of the model's parameters counted here (2 B gathered, 4 B reduced a parameter)."""
     params = nemotron4_15b_params_per_rank()
-    wire = (ranks - 1) / ranks / NIC_BUSBW
-    return max(0.0, 2 * params * wire - forward_s) + max(0.0, 4 * params * wire - backward_s)
+    return dp_ring_scaling.exposure_floor(2 * params, 4 * params, ranks, NIC_BUSBW, forward_s, backward_s)
 
 
 def test_the_reduced_bytes_are_the_models_parameters():
@@ -102,3 +101,9 @@ def test_the_growth_with_dp_of_the_bundled_rows_is_ring_latency_not_bandwidth():
     assert abs(floors[1] - floors[0]) < 3e-3
     growth = high.summary["exposed_comm_by_parallelism_s"]["dp"] - low.summary["exposed_comm_by_parallelism_s"]["dp"]
     assert growth > 0.1
+
+
+def test_the_script_refuses_unknown_arguments():
+    with pytest.raises(SystemExit) as refused:
+        dp_ring_scaling.main(["--row"])   # not an abbreviation of --rows either
+    assert refused.value.code == 2

@@ -101,7 +101,9 @@ def test_the_recipes_offload_count_fits_and_ten_layers_fewer_would_not(gpu, prec
         return config.from_dict({
             "cluster": {"gpu": gpu, "gpus_per_node": 64, "nodes": 1}, "model": "llama3-70b",
             "training": {"seq_len": 8192, "global_batch_size": 256, "micro_batch_size": 2, "precision": precision,
-                         "activation_offload_layers": layers},
+                         "activation_offload_layers": layers,
+                         # fp8: the recipe's bf16_with_fp8_current_scaling_mixed, fp8 parameters on
+                         **({"fp8_recipe": "current", "fp8_param_gather": True} if precision == "fp8" else {})},
             "parallelism": {"tp": 1, "pp": 1, "dp": 64, "zero_stage": 3, "sequence_parallel": False,
                             "grad_reduce_dtype": "bf16"}})
     capacity = hardware.gpu(gpu).hbm_capacity
