@@ -92,6 +92,9 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
     ]
     if any(run["summary"]["layout"].get("ep", 1) > 1 for run in runs):  # a dense model has no such row
         rows.append(("    of which expert parallel", lambda r, s: _share(s, s["exposed_comm_by_parallelism_s"]["ep"])))
+    if any(sweep.TOKEN_DROP_COLUMN in study.row(run) for run in runs):  # MoE: NeMo's token drop on or off per run
+        rows.append(("MoE token drop (cap 1.0)", lambda r, s: {True: "yes", False: "no"}.get(
+            r.get(sweep.TOKEN_DROP_COLUMN), "n/a")))
     rows += [
         ("  pipeline bubble", lambda r, s: fmt(s["pipeline_bubble_s"], SECONDS, 4)),
         ("tokens/s", lambda r, s: f"{s['tokens_per_s']:,.0f}"),
@@ -196,6 +199,9 @@ def compare(
     typer.echo(legend(runs))
     Console(width=80).print(_table(runs, chosen, target))
     typer.echo(study.verdict(runs, chosen.name))
+    note = sweep.token_drop_note(study.row(run).get(sweep.TOKEN_DROP_COLUMN) for run in runs)
+    if note:
+        typer.echo(note)
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
 
 

@@ -203,6 +203,9 @@ def sweep_command(
     console.print(_results_table(frame, groups))
     for group in groups:
         console.print(escape(_knee_line(group)), highlight=False)
+    note = sweep.token_drop_note(frame.get(sweep.TOKEN_DROP_COLUMN, ()))
+    if note:
+        console.print(escape(note), highlight=False)
     if run.failed:
         console.print(_failures_table(run.failed))
     console.print(f"{len(tasks)} runs: {len(run.executed)} computed, {len(run.reused)} reused from shards, "

@@ -192,7 +192,7 @@ def nvls(layout: list[np.ndarray], size_bytes: float, gpu=None) -> list[Step]:
     return [delay(constants()["nvls_latency_s"]), Step((transfer,), label="nvls allreduce")]
 
 
-def sharp(op: str, layout: list[np.ndarray], size_bytes: float, uses_nvls: bool) -> list[Step]:
+def sharp(op: str, layout: list[np.ndarray], size_bytes: float, uses_nvls: bool, gpu=None) -> list[Step]:
     """In-network (IB SHARP) allreduce, reduce-scatter or all-gather over nodes holding m GPUs of the group each:
     one step in which the NVLink exchange inside the nodes and the SHARP trees stream concurrently (NCCL
     pipelines them chunk by chunk), ended when both have moved their bytes (``nccl.sharp_bytes``).
@@ -209,7 +209,7 @@ def sharp(op: str, layout: list[np.ndarray], size_bytes: float, uses_nvls: bool)
     """
     grid = np.stack(layout)  # nodes x m (uniform layouts only: schedule checks)
     m = grid.shape[1]
-    nvlink_bytes, nic_bytes = sharp_bytes(op, size_bytes, m, uses_nvls)
+    nvlink_bytes, nic_bytes = sharp_bytes(op, size_bytes, m, uses_nvls, gpu)
     transfers = [TransferClass(np.stack([grid.ravel(), np.roll(grid, -1, axis=0).ravel()], axis=1), nic_bytes,
                                "sharp network")]
     if m > 1:

@@ -297,18 +297,19 @@ def nvls_bytes(size_bytes: float, n: int, gpu=None) -> float:
     return size_bytes * max((n + 1) / n, (n - 1) / n * (n0 + 1) / (n0 - 1))
 
 
-def sharp_bytes(op: str, size_bytes: float, local: int, uses_nvls: bool) -> tuple[float, float]:
+def sharp_bytes(op: str, size_bytes: float, local: int, uses_nvls: bool, gpu=None) -> tuple[float, float]:
     """(NVLink bytes per GPU, NIC bytes per GPU), each in its busier direction, of an in-network collective with
     ``local`` GPUs of the group in each node, each with its own NIC (one SHARP tree per rail).
 
     allreduce: every NIC sends its node's partial sum of a 1/m shard up once and receives the result once, S/m
     each way (a ring moves 2(n-1)/n S/m); inside the node a reduce-scatter and an all-gather, 2(m-1)/m S over
     NVLink (CollNetDirect), or S(m+1)/m with NVLink SHARP (``nvls_bytes``: more above 8 GPUs). reduce-scatter
-    (input S): S/m up, S/n down; all-gather (output S): S/n up, S/m down; (m-1)/m S over NVLink.
+    (input S): S/m up, S/n down; all-gather (output S): S/n up, S/m down; (m-1)/m S over NVLink. ``gpu``: the GPUs'
+    spec, whose NVLink generation sets the NVLS bound (``nvls_bytes``).
     """
     m = local
     if op == "allreduce":
-        nvlink = nvls_bytes(size_bytes, m) if uses_nvls else 2 * (m - 1) / m * size_bytes
+        nvlink = nvls_bytes(size_bytes, m, gpu) if uses_nvls else 2 * (m - 1) / m * size_bytes
     else:
         nvlink = (m - 1) / m * size_bytes
     return nvlink, size_bytes / m
@@ -360,7 +361,7 @@ def estimate_s(
             return math.inf
         uses_nvls = sharp_uses_nvls(op, nvls, local)
         calibration = "nvls_sharp" if uses_nvls else "sharp"
-        nvlink_bytes, nic_bytes = sharp_bytes(op, size_bytes, local, uses_nvls)
+        nvlink_bytes, nic_bytes = sharp_bytes(op, size_bytes, local, uses_nvls, gpu)
         nvl = nvlink_bytes_per_s * efficiency(calibration, protocol, "nvlink", gpu)
         net = network_bytes_per_s * efficiency(calibration, protocol, "network", gpu)
         return sharp_latency_s(local, uses_nvls) + max(nvlink_bytes / nvl, nic_bytes / net)

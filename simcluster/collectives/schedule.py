@@ -276,7 +276,7 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
         steps = algorithms.nvls(layout, c.size_bytes, _gpu_spec(fabric, gpu))
     elif algorithm == "sharp":
         uses_nvls = sharp_uses_nvls(c.op, has_nvls, local)
-        steps = algorithms.sharp(c.op, layout, c.size_bytes, uses_nvls)
+        steps = algorithms.sharp(c.op, layout, c.size_bytes, uses_nvls, _gpu_spec(fabric, gpu))
         algorithm = "nvls_sharp" if uses_nvls else "sharp"
     elif algorithm == "tree":
         steps = algorithms.tree(layout, c.size_bytes, protocol, rate, latency_s)

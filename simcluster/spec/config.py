@@ -144,6 +144,24 @@ NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotr
                                           "mixtral-8x22b"})
 
 
+# MoE models whose NeMo performance recipes drop tokens at capacity 1.0 and pad every expert to it (training
+# .moe_token_drop): NeMo 2.x llm/recipes/mixtral_8x7b.py and mixtral_8x22b.py performance mode append
+# MegatronTokenDropCallback (nemo/lightning/pytorch/callbacks/moe_token_drop.py: moe_expert_capacity_factor 1.0,
+# moe_pad_expert_input_to_capacity True), and NeMo-Framework-Launcher's conf/training/mixtral/mixtral_8x7b.yaml sets
+# moe_expert_capacity_factor 1.0 and moe_pad_expert_input_to_capacity True. docs/calibration.md, "Round 18".
+NEMO_TOKEN_DROP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
+NEMO_TOKEN_DROP_CAPACITY = 1.0
+
+
+def token_dropped(m: TransformerSpec) -> TransformerSpec:
+    """The MoE model with every expert capped at NeMo's capacity factor and padded to it (training.moe_token_drop);
+    a dense model, or one that states its own capacity factor, is returned as it is."""
+    if m.moe is None or m.moe.capacity_factor is not None:
+        return m
+    moe = m.moe.model_copy(update={"capacity_factor": NEMO_TOKEN_DROP_CAPACITY, "pad_to_capacity": True})
+    return m.model_copy(update={"moe": moe})
+
+
 # How a preset may be named (``model: NAME``): NeMo's recipes and performance scripts write llama31_405b,
 # nemotron4_15b, mixtral_8x7b, gpt3_175b (nemo/collections/llm/recipes/*.py NAME; scripts/llm/performance/
 # recommended_model_configs/model_configs_h100.csv model+size: llama31 405b), Hugging Face Llama-3.1-405B, the presets
@@ -166,23 +184,6 @@ def preset_name(value: str) -> str:
     if len(found) > 1:
         raise ScenarioError("model", f"{value!r} could name any of {', '.join(found)}: write one of them")
     return found[0] if found else value
-
-# MoE models whose NeMo performance recipes drop tokens at capacity 1.0 and pad every expert to it (training
-# .moe_token_drop): NeMo 2.x llm/recipes/mixtral_8x7b.py and mixtral_8x22b.py performance mode append
-# MegatronTokenDropCallback (nemo/lightning/pytorch/callbacks/moe_token_drop.py: moe_expert_capacity_factor 1.0,
-# moe_pad_expert_input_to_capacity True), and NeMo-Framework-Launcher's conf/training/mixtral/mixtral_8x7b.yaml sets
-# moe_expert_capacity_factor 1.0 and moe_pad_expert_input_to_capacity True. docs/calibration.md, "Round 18".
-NEMO_TOKEN_DROP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
-NEMO_TOKEN_DROP_CAPACITY = 1.0
-
-
-def token_dropped(m: TransformerSpec) -> TransformerSpec:
-    """The MoE model with every expert capped at NeMo's capacity factor and padded to it (training.moe_token_drop);
-    a dense model, or one that states its own capacity factor, is returned as it is."""
-    if m.moe is None or m.moe.capacity_factor is not None:
-        return m
-    moe = m.moe.model_copy(update={"capacity_factor": NEMO_TOKEN_DROP_CAPACITY, "pad_to_capacity": True})
-    return m.model_copy(update={"moe": moe})
 
 
 def _layer_shape(m: TransformerSpec) -> tuple[int, ...]:
@@ -433,7 +434,7 @@ class Training(_Defaulted):
         "(--moe-router-fusion, Transformer Engine >= 2.6's fused top-k and aux-loss kernels), unfused (PyTorch ops, "
         "Megatron-Core r0.10-r0.12) or unfused_v0.9 (Megatron-Core v0.9's topk_softmax_with_capacity); default "
         "unfused: router fusion came with TE 2.6, after the NeMo 24.09/25.02 containers (TE 1.10, 1.14)")
-    moe_token_drop: bool | None = Field(
+    moe_token_drop: Annotated[bool, Strict()] | None = Field(
         None, description="NeMo's MegatronTokenDropCallback on a model whose moe states no capacity_factor: true "
         "drops tokens at capacity 1.0 and pads every expert to it (model.moe capacity_factor 1.0, pad_to_capacity), "
         "false keeps Megatron-Core's dropless routing; default true for the models NeMo's performance recipes run "
@@ -499,9 +500,10 @@ class Parallelism(_Defaulted):
         "(parallel_state order tp-cp-ep-dp-pp), Megatron-LM, DeepSpeed's PipeModelDataParallelTopology and "
         "torchtitan's device mesh place it (Meta's Llama 3 405B ran tp-cp-pp-dp)")
     grad_bucket_size: Bytes | None = Field(
-        None, description="data-parallel gradient bucket; default on Megatron-Core: its max(40M, 1M x dp) "
-        "parameters at grad_reduce_dtype's width with overlap_grad_reduce, one bucket per chunk without; PyTorch "
-        "DDP's 25 MB otherwise")
+        None, description="data-parallel gradient bucket; default with grad_buckets apex: Apex's 100 MiB "
+        "(distributed_fused_adam bucket_cap_mb); else on Megatron-Core: its max(40M, 1M x dp) parameters at "
+        "grad_reduce_dtype's width with overlap_grad_reduce, one bucket per chunk without; PyTorch DDP's 25 MB "
+        "otherwise")
     grad_buckets: Literal["megatron", "apex"] = Field(
         "megatron", description="how the data-parallel buckets are cut: megatron (Megatron-Core / PyTorch DDP: "
         "equal buckets of grad_bucket_size, at most one a layer) or apex (NeMo 1.x's distributed_fused_adam: one "
@@ -721,6 +723,7 @@ class Scenario(_Strict):
           overlapped GEMM on all SMs: NeMo 24.09's TE 1.10 and 25.02's TE 1.14; 2.x (pipeline and bulk GEMMs on
           SMs - num_sm) on Blackwell and with TE 2.x fp8 recipes (``default_te_version``; docs/scenario.md). A stack
           without Transformer Engine does not read it;
+        - Apex's 100 MiB buckets (APEX_BUCKET_CAP_BYTES) with ``grad_buckets: apex``, on any stack;
         - NeMo's token drop (``moe_token_drop``: capacity factor 1.0, padded) for the Mixtral presets with the alltoall
           dispatcher (NEMO_TOKEN_DROP_MODELS), applied to a model that states no capacity factor."""
         p, t, core = self.parallelism, self.training, self.megatron_core
@@ -762,10 +765,19 @@ class Scenario(_Strict):
         paddable = p.moe_dispatcher == "alltoall" and p.ep_alltoall == "direct"
         t.resolve(moe_token_drop=bool(moe is not None and moe.capacity_factor is None and self.megatron_core
                                       and paddable and recipe & NEMO_TOKEN_DROP_MODELS))
-        if t.moe_token_drop and moe is None:
+        if not t.moe_token_drop:
+            return
+        if moe is None:
             raise ScenarioError("training.moe_token_drop", "token drop caps the experts of an MoE layer: it needs "
                                 "a model with moe")
-        if not t.moe_token_drop or moe.capacity_factor is not None:
+        if not self.megatron_core:
+            raise ScenarioError("training.moe_token_drop", "true is NeMo's MegatronTokenDropCallback on Megatron-Core: "
+                                "this stack is not Megatron-Core (set false or leave it unset)")
+        if moe.capacity_factor is not None:
+            if not moe.pad_to_capacity:
+                raise ScenarioError("training.moe_token_drop", f"true pads every expert to its capacity: the model's "
+                                    f"capacity_factor {moe.capacity_factor} is not padded (set model.moe "
+                                    "pad_to_capacity: true, or moe_token_drop: false)")
             return
         if not paddable:
             raise ScenarioError("training.moe_token_drop", "token drop pads every expert to its capacity: it needs "
@@ -775,11 +787,23 @@ class Scenario(_Strict):
 
     @model_serializer(mode="wrap")
     def _dump_model_as_written(self, handler, info):
-        """``rebuildable`` dumps keep the model as written: a rebuilt scenario applies moe_token_drop anew."""
+        """``rebuildable`` dumps keep the model as written: a rebuilt scenario applies moe_token_drop anew. A model set
+        since (model_copy(update=...), which copies the record of the written one) is the caller's: kept. A resolved
+        dump (``model_dump``) states the model run: capacity_factor 1.0, pad_to_capacity true."""
         data = handler(self)
-        if isinstance(data, dict) and (info.context or {}).get(UNRESOLVED) and self._model_as_written is not None:
-            data["model"] = self._model_as_written.model_dump(mode="json")
+        written = self._model_as_written
+        if (isinstance(data, dict) and (info.context or {}).get(UNRESOLVED) and written is not None
+                and self.model == token_dropped(written)):
+            data["model"] = written.model_dump(mode="json")
         return data
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields and model choice: the record of the model as written before token drop is not part of the
+        value (a scenario equals the reload of its resolved dump, which states the padded model)."""
+        return (type(self) is type(other) and self.__dict__ == other.__dict__
+                and self._model_chosen_by == other._model_chosen_by)
+
+    __hash__ = _Strict.__hash__
 
     @model_validator(mode="after")
     def _stragglers_exist(self) -> Scenario:

@@ -77,7 +77,13 @@ def row(run: dict) -> dict:
         "energy_per_million_tokens_j": e["facility_power_w"] / s["tokens_per_s"] * 1e6,
         "target_loss": e["target_loss"], "time_to_target_s": e["time_to_target_s"], "gpu_hours": e["gpu_hours"],
         "cost_usd": e["cost_usd"], "fabric_cost_usd": e.get("fabric_cost_usd"), "energy_j": e["energy_j"],
-    } | sweep.flat_attribution(s)
+    } | _token_drop(run) | sweep.flat_attribution(s)
+
+
+def _token_drop(run: dict) -> dict:
+    """The run's resolved training.moe_token_drop (``sweep.moe_token_drop``), for an MoE model only."""
+    drop = sweep.moe_token_drop(run["scenario"]) if "scenario" in run else None
+    return {} if drop is None else {sweep.TOKEN_DROP_COLUMN: drop}
 
 
 # Below this a duration is the rounding noise of a difference of times (an exposure of 4e-15 s is a span minus the

@@ -391,6 +391,28 @@ def flat_attribution(summary: dict) -> dict:
     return row
 
 
+# The resolved training.moe_token_drop of an MoE point: a varied moe_dispatcher or ep_alltoall turns NeMo's Mixtral
+# token drop (capacity 1.0, padded; config.NEMO_TOKEN_DROP_MODELS) on or off without being named, so the tables show
+# it per point (``token_drop_note`` says when the points differ).
+TOKEN_DROP_COLUMN = "moe_token_drop"
+
+
+def moe_token_drop(scenario: config.Scenario) -> bool | None:
+    """The scenario's resolved training.moe_token_drop; None for a dense model."""
+    return None if scenario.model.moe is None else scenario.training.moe_token_drop
+
+
+def token_drop_note(values) -> str | None:
+    """One line when the points' resolved token drop differs (``values``: per point, None or NaN for a dense one),
+    else None: such points compare token drop as well as what was varied."""
+    seen = {bool(value) for value in values if value is not None and value == value}  # NaN != NaN
+    if len(seen) < 2:
+        return None
+    return ("note: training.moe_token_drop differs between the points (NeMo's token drop, capacity 1.0 padded, "
+            "applies only with moe_dispatcher alltoall and ep_alltoall direct): set training.moe_token_drop: false "
+            "to compare dropless runs")
+
+
 def group_label(params: dict) -> str:
     """The series a run belongs to in plots: its fabric plus every varied value except the GPU count."""
     parts = [str(params["topology"])]
@@ -418,6 +440,9 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
             row |= {key: summary[key] for key in _SCALAR_SUMMARY if key in summary}
             row |= {f"layout_{axis}": value for axis, value in summary.get("layout", {}).items()}
             row |= flat_attribution(summary)
+            drop = moe_token_drop(config.from_dict(scenario_of[shard["key"]], source="sweep"))
+            if drop is not None:
+                row[TOKEN_DROP_COLUMN] = drop
             series.setdefault(label, {"key": shard["key"], "summaries": []})["summaries"].append(summary)
         rows.append(row)
     import pandas as pd

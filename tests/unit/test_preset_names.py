@@ -38,7 +38,7 @@ def _scenario(model_value, precision="bf16", **parallelism):
 def test_the_names_nemo_and_users_write_resolve_to_the_preset(written, preset):
     assert config.preset_name(written) == preset
     scenario = _scenario(written)
-    assert scenario.model == config.token_dropped(model.preset(preset))  # Mixtral: NeMo's token drop (below)
+    assert scenario.model == config.token_dropped(model.preset(preset))  # Mixtral: test_moe_token_drop_default
     assert scenario.model_preset() == {"name": preset, "chosen_by": "name"}
 
 
@@ -86,45 +86,3 @@ def test_nemotron3_8b_is_the_nemo_config_and_not_gpt3_6_7b():
     assert _scenario({**inline, "vocab": 50257}).model_preset() == {"name": "gpt3-6.7b", "chosen_by": "shape"}
     # 8.5e9 parameters: 2 x 256000 x 4096 untied embeddings + 32 x (4 x 4096^2 + 2 x 4096 x 16384) + norms
     assert m.params == pytest.approx(2 * 256000 * 4096 + 32 * (4 * 4096**2 + 2 * 4096 * 16384), rel=1e-4)
-
-
-MIXTRAL_LAYOUT = {"tp": 1, "pp": 4, "dp": 32, "ep": 8}
-
-
-@pytest.mark.parametrize("preset", ["mixtral-8x7b", "mixtral_8x22b"])
-def test_mixtral_drops_tokens_at_capacity_one_padded_as_nemo_runs_it(preset):
-    """NeMo 2.x mixtral_8x7b.py / mixtral_8x22b.py add MegatronTokenDropCallback (capacity factor 1.0, padded); the
-    24.09 launcher's mixtral_8x7b.yaml sets the same. Fails with the default off (the model dropless)."""
-    scenario = _scenario(preset, **MIXTRAL_LAYOUT)
-    assert scenario.training.moe_token_drop is True
-    moe = scenario.model.moe
-    assert (moe.capacity_factor, moe.pad_to_capacity) == (1.0, True)
-    assert scenario.model_preset() == {"name": config.preset_name(preset), "chosen_by": "name"}
-    # rebuilt from its rebuildable dump with another dispatcher: the model as written, dropless there
-    data = config.rebuildable(scenario)
-    assert data["model"]["moe"]["capacity_factor"] is None
-    data["parallelism"]["ep_alltoall"] = "hierarchical"
-    rebuilt = config.from_dict(data)
-    assert rebuilt.training.moe_token_drop is False and rebuilt.model.moe.capacity_factor is None
-
-
-def test_token_drop_false_or_a_stated_capacity_keep_the_model_as_written():
-    assert _scenario("mixtral-8x7b", **MIXTRAL_LAYOUT).model.moe.capacity_factor == 1.0
-    data = {"name": "x", "model": "mixtral-8x7b", "cluster": {"gpu": "h100-sxm", "nodes": 16},
-            "training": {"seq_len": 4096, "global_batch_size": 256, "moe_token_drop": False},
-            "parallelism": {"pp": 4, "dp": 32, "ep": 8}}
-    assert config.from_dict(data).model.moe.capacity_factor is None
-    stated = {**model.preset("mixtral-8x7b").model_dump(), "moe": {"experts": 8, "top_k": 2, "ffn_hidden": 14336,
-                                                                    "capacity_factor": 2.0}}
-    moe = _scenario(stated, **MIXTRAL_LAYOUT).model.moe
-    assert (moe.capacity_factor, moe.pad_to_capacity) == (2.0, False)
-
-
-def test_token_drop_is_off_for_other_moe_models_and_refused_for_dense_ones():
-    scenario = _scenario("qwen3-235b-a22b", tp=1, pp=4, dp=32, ep=8)
-    assert scenario.training.moe_token_drop is False and scenario.model.moe.capacity_factor is None
-    data = {"name": "x", "model": "llama3-8b", "cluster": {"gpu": "h100-sxm"},
-            "training": {"global_batch_size": 8, "moe_token_drop": True}}
-    with pytest.raises(ScenarioError) as err:
-        config.from_dict(data)
-    assert err.value.field == "training.moe_token_drop"

@@ -308,3 +308,17 @@ def test_the_collective_command_forces_sharp_or_refuses_in_one_line(cli):
                         (("--sharp", "sometimes"), "--sharp")):
         code, _, err = cli("collective", "--gpus", "32", "--max-bytes", "1M", *args)
         assert code == 2 and err.strip().count("\n") == 0 and field in err, (args, err)
+
+
+def test_nvlink_sharp_prices_its_nvls_bytes_for_the_groups_gpu(monkeypatch):
+    """The NVLS bound inside the node depends on the GPU's NVLink generation (``nccl.nvls_bytes``): in-network
+    reductions with NVLink SHARP pass the GPU through as ``algorithms.nvls`` does, not the default generation's."""
+    from simcluster.collectives import algorithms, nccl
+
+    seen, real = [], nccl.nvls_bytes
+    monkeypatch.setattr(nccl, "nvls_bytes", lambda size, n, gpu=None: seen.append(gpu) or real(size, n, gpu))
+    b200 = hardware.gpu("b200")
+    layout = [np.arange(0, 8), np.arange(8, 16)]
+    nccl.sharp_bytes("allreduce", 1e9, 8, True, b200)
+    algorithms.sharp("allreduce", layout, 1e9, True, b200)
+    assert seen == [b200, b200]

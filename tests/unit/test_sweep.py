@@ -254,3 +254,28 @@ def test_samples_run_every_seed_and_give_the_scaling_curve_a_band(base, tmp_path
     assert (frame["step_time_p10_s"] <= frame["step_time_p90_s"]).all()
     # more GPUs, a slower slowest GPU: the median step grows with the count (max of more draws)
     assert frame.sort_values("gpus")["step_time_p50_s"].is_monotonic_increasing
+
+
+# A Mixtral preset on 16 H100: NeMo's token drop is its default only with the direct all-to-all
+MIXTRAL = {"name": "mixtral", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2},
+           "model": "mixtral-8x7b", "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1},
+           "parallelism": {"tp": 1, "pp": 2, "dp": 8, "ep": 8}, "network": "analytic"}
+
+
+def test_a_varied_all_to_all_shows_the_token_drop_each_point_resolved(tmp_path):
+    """Varying ep_alltoall switches NeMo's token drop off on the hierarchical point: the table says so per point and
+    the note names the option; a dense sweep has neither."""
+    from simcluster.studies import compare
+
+    base = config.rebuildable(config.from_dict(copy.deepcopy(MIXTRAL)))
+    tasks = grid.grid(base, vary=grid.parse_vary(["parallelism.ep_alltoall=direct,hierarchical"]))
+    frame, _groups = sweep.table(sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor()), tasks, "chinchilla")
+    by_mode = dict(zip(frame["parallelism.ep_alltoall"], frame[sweep.TOKEN_DROP_COLUMN], strict=True))
+    assert by_mode == {"direct": True, "hierarchical": False}
+    assert "training.moe_token_drop" in sweep.token_drop_note(frame[sweep.TOKEN_DROP_COLUMN])
+    law = laws.resolve("chinchilla")
+    rows = [compare.row(compare.run_point(task, str(i), None, law, None)) for i, task in enumerate(tasks)]
+    assert [r[sweep.TOKEN_DROP_COLUMN] for r in rows] == [True, False]
+    dense = grid.grid(config.from_dict(copy.deepcopy(TINY)).model_dump(mode="json"), [8])
+    frame, _groups = sweep.table(sweep.run_grid(dense, tmp_path / "dense", sweep.InlineExecutor()), dense, "chinchilla")
+    assert sweep.TOKEN_DROP_COLUMN not in frame and sweep.token_drop_note([None, float("nan"), True]) is None
