@@ -334,6 +334,8 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     it already cast them to, 1 byte: the QKV and MLP inputs and the down-projection input; the attention output
     stays 16-bit for the attention backward and gains a 1-byte copy for its projection (conf R: TE's Linear,
     LayerNormLinear and LayerNormMLP save their cast inputs).
+
+    ``residual_in_fp32`` (flash-attention's GPT) keeps the two norm inputs, the residual stream, in 4 bytes.
     """
     h, e = model.hidden, shard.activation_bytes_per_element
     tokens = shard.tokens
@@ -342,7 +344,7 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     fp8 = shard.precision == "fp8"
     g = BYTES_PER_ELEMENT["fp8"] if fp8 else e     # a stored GEMM input
     masks = 2 * MASK_BYTES_PER_ELEMENT * h if model.dropout else 0
-    replicated = ((2 * e + 2 * g) * h + masks) * tokens / shard.sp_divisor
+    replicated = ((2 * residual_bytes(shard) + 2 * g) * h + masks) * tokens / shard.sp_divisor
     q_local = model.q_hidden / shard.tp
     kv_local = local_kv_hidden(model, shard.tp)
     mlp_tensors = MLP_STORED_FFN_TENSORS[model.mlp]
@@ -357,6 +359,12 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
         scores = per_score * shard.micro_batch * heads_local * s_q * shard.seq_len
     return (replicated + split + scores + qk_norm_activation_bytes(model, shard)
             - (norm_output_bytes(model, shard) if model.mla is not None else 0.0))
+
+
+def residual_bytes(shard: Shard) -> int:
+    """Bytes of a saved norm input, an element of the residual stream: 16-bit, or fp32 with ``residual_in_fp32``
+    (flash-attention's dropout_add_layer_norm then writes and saves the residual sum in fp32)."""
+    return BYTES_PER_ELEMENT["fp32"] if shard.residual_in_fp32 else shard.activation_bytes_per_element
 
 
 def qk_norm_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
@@ -432,11 +440,19 @@ def output_activation_bytes(model: TransformerSpec, shard: Shard, logits_memory:
     the backward (LinearWithGradAccumulationAndAsyncCommunication); torchtitan's (``logits_memory: torch_fp32``,
     ColwiseParallel(input_layouts=Shard(1))) gathers it before nn.Linear, which saves the gathered input. Either
     way the log-softmax is saved in fp32 (``TORCH_LOSS_BACKWARD_FP32_TENSORS``).
+
+    The fused loss (``cross_entropy: fused``) saves the 16-bit logits themselves instead, e bytes a logit: flash-
+    attention's xentropy CrossEntropyLossApex (training/src/losses/cross_entropy_apex.py, SoftmaxCrossEntropyLossFn:
+    ``ctx.save_for_backward(logits, max_log_sum_exp, labels)``) and its Triton CrossEntropyLoss alike, both over the
+    logits autocast left in 16 bits; Transformer Engine's parallel_cross_entropy (Megatron-Core's
+    cross_entropy_fusion_impl te) writes the gradient into the 16-bit logits in its forward and saves that. The fp32
+    log-sum-exp, one value a row, is left out (4 bytes against e x vocab).
     """
     e = shard.activation_bytes_per_element
-    norm_input = e * shard.tokens * model.hidden / shard.sp_divisor
+    norm_input = residual_bytes(shard) * shard.tokens * model.hidden / shard.sp_divisor
     logits_input = e * shard.tokens * model.hidden / (1 if logits_memory == "torch_fp32" else shard.sp_divisor)
-    return norm_input + logits_input + LOGITS_SOFTMAX_BYTES_PER_ELEMENT * logits_per_rank(model, shard)
+    per_logit = e if shard.cross_entropy == "fused" else LOGITS_SOFTMAX_BYTES_PER_ELEMENT
+    return norm_input + logits_input + per_logit * logits_per_rank(model, shard)
 
 
 def logits_per_rank(model: TransformerSpec, shard: Shard) -> int:
@@ -447,7 +463,10 @@ def logits_per_rank(model: TransformerSpec, shard: Shard) -> int:
 def loss_transient_bytes(model: TransformerSpec, shard: Shard, logits_memory: str = "megatron") -> float:
     """What the output layer holds beyond its saved tensors at its widest moment, per microbatch: Megatron's
     16-bit logits beside their fp32 copy (and in the backward the 16-bit gradient beside the fp32 one); torchtitan's
-    fp32 tensors of the cross entropy's backward (``TORCH_LOSS_BACKWARD_FP32_TENSORS``)."""
+    fp32 tensors of the cross entropy's backward (``TORCH_LOSS_BACKWARD_FP32_TENSORS``). The fused loss's backward
+    writes the 16-bit logit gradient beside the saved logits, the same e bytes a logit (llm-foundry's; with
+    flash-attention's ``inplace_backward: True`` and Transformer Engine's it overwrites the logits instead: an upper
+    bound there)."""
     if logits_memory == "torch_fp32":
         tensors = TORCH_LOSS_BACKWARD_FP32_TENSORS["loss_parallel" if shard.tp > 1 else "single"]
         return tensors * LOGITS_SOFTMAX_BYTES_PER_ELEMENT * logits_per_rank(model, shard)
@@ -667,7 +686,7 @@ def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = Fal
     """
     full = Shard(seq_len=shard.seq_len, micro_batch=shard.micro_batch, tp=shard.tp, cp=shard.cp,
                  sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
-                 recompute="none")
+                 recompute="none", residual_in_fp32=shard.residual_in_fp32)
     if shard.recompute == "full":
         transient = layer_activation_bytes(model, full)
     else:

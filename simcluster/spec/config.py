@@ -424,6 +424,10 @@ class Training(_Defaulted):
         "transient); torch_fp32: torchtitan's, the model casting the logits to fp32 for torch's cross entropy "
         "(DTensor loss_parallel with tp > 1), and with pp > 1 torch.distributed.pipelining keeping every "
         "microbatch's logits on the last stage until the step ends")
+    residual_in_fp32: Annotated[bool, Strict()] = Field(
+        False, description="memory only: the residual stream is kept in fp32, so each norm saves its fp32 input "
+        "(flash-attention's GPT residual_in_fp32 with fused_dropout_add_ln: DropoutAddLayerNormFn saves the fp32 "
+        "residual sum x; parallel/memory.py)")
     moe_cuda_graphs: Annotated[bool, Strict()] = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "

@@ -137,6 +137,7 @@ class Shard:
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
+    residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
     main_grad_bytes: int = 0       # the main gradient's width a fused wgrad GEMM accumulates into; 0: it writes a
     # fresh 16-bit gradient (no fusion, or a stack without main_grad: ``main_grad_bytes``, ``wgrad_output_bytes``)
 
@@ -182,6 +183,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
+                 residual_in_fp32=t.residual_in_fp32,
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
                  grad_accumulation_bytes=grad_accumulation.charged_bytes_per_param(
                      scenario, fused=main_grad_bytes(scenario) > 0),
