@@ -7,6 +7,12 @@ import copy
 
 from simcluster.spec import config
 
+# a small Mixtral 8x7B run on Megatron-Core with the alltoall dispatcher (NeMo's token drop applies by default): the
+# token-drop tests' base (tests/cli/test_moe_token_drop_cli.py, tests/unit/test_sweep.py); copy before changing it
+MIXTRAL = {"name": "mixtral", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2},
+           "model": "mixtral-8x7b", "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1},
+           "parallelism": {"tp": 1, "pp": 2, "dp": 8, "ep": 8}, "network": "analytic"}
+
 
 def with_changes(data: dict, **changes) -> config.Scenario:
     """The scenario of ``data`` (left unchanged) with each ``section__key=value`` of ``changes`` set."""

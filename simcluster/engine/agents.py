@@ -254,7 +254,9 @@ class Agent:
 
     def _first_forward(self, work, duration_s: float):
         """A chunk's work on a step's first microbatch only, before its forward (``ChunkCost.first_forward_s``:
-        Transformer Engine's fp8 weight quantize), on the compute stream."""
+        Transformer Engine's fp8 weight quantize), on the compute stream, slowed like the rank's other kernels."""
+        if self.sim.variability is not None:  # per-GPU speed and stragglers (engine.variability)
+            duration_s *= self.sim.variability.speed_of(self)
         started_at_s = self.sim.env.now
         yield self.sim.env.timeout(duration_s)
         self.tally.compute_s += duration_s

@@ -15,9 +15,9 @@ So a copy has many layers of slack, and the copies only show when the side strea
 The copies run on copy engines; the HBM they read or write (the offloaded layers' activations once per
 microbatch and direction, about 2% of B200-class HBM bandwidth at the 70B recipes' rate) is not charged here.
 
-The host link a copy crosses is data (``data/hardware.yaml`` ``pcie``): NVLink-C2C as measured on GH200
-(``nvlink-c2c-d2h`` / ``-h2d``) for the Grace parts, limited by the Grace's LPDDR5X shared by the GPUs of one
-superchip (two on GB200 / GB300); PCIe x16 for x86 hosts.
+The host link a copy crosses is data (``data/hardware.yaml``): NVLink-C2C as measured on GH200 (``host_links``
+``nvlink-c2c-d2h`` / ``-h2d``) for the Grace parts, limited by the Grace's LPDDR5X shared by the GPUs of one
+superchip (two on GB200 / GB300); PCIe x16 for x86 hosts (``pcie``, the catalog NICs' host links too).
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ def host_link_bandwidth(gpu_name: str, direction: str) -> float:
     """Bytes/s one GPU's offload copies reach in ``direction`` ('d2h' or 'h2d') while every GPU of its host copies.
 
     Grace parts: the measured NVLink-C2C rate, capped by the Grace's LPDDR5X split over the GPUs that share it;
-    x86: the PCIe x16 link's rate (``data/hardware.yaml`` ``pcie``).
+    x86: the PCIe x16 link's rate (``data/hardware.yaml`` ``host_links`` / ``pcie``).
     """
     if direction not in ("d2h", "h2d"):
         raise ValueError(f"direction must be 'd2h' or 'h2d', not {direction!r}")
     if gpu_name in GRACE_GPUS_PER_CPU:
-        link = hardware.pcie(f"nvlink-c2c-{direction}").bandwidth
-        return min(link, hardware.pcie("grace-lpddr5x").bandwidth / GRACE_GPUS_PER_CPU[gpu_name])
+        link = hardware.host_link(f"nvlink-c2c-{direction}").bandwidth
+        return min(link, hardware.host_link("grace-lpddr5x").bandwidth / GRACE_GPUS_PER_CPU[gpu_name])
     return hardware.pcie(PCIE_HOST_LINK.get(gpu_name, DEFAULT_PCIE_HOST_LINK)).bandwidth
 
 

@@ -222,6 +222,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
     weight_element = memory.state_bytes_per_param(precision)["weights"]
     fp8_weights = fp8_params.enabled(t)   # GEMM weights gathered in fp8 (workload.fp8_params)
+    fp8_params.refuse_sharded_transpose(t, p.zero_stage, gpu.name)
     layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
     layer_gemms = fp8_gemms(layer)
     overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1

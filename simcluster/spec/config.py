@@ -297,9 +297,14 @@ class _Defaulted(_Strict):
 
     def __eq__(self, other: object) -> bool:
         """Equal fields, however they were set (the record of resolved defaults is not part of the value)."""
-        return type(self) is type(other) and self.__dict__ == other.__dict__
+        if type(self) is not type(other):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
 
-    __hash__ = _Strict.__hash__
+    def __hash__(self) -> int:
+        """The field values' hash, consistent with ``__eq__`` (pydantic's frozen hash of ``_Strict``, which has no
+        fields, would be 0 for every section)."""
+        return hash((type(self), *self.__dict__.values()))
 
     @model_serializer(mode="wrap")
     def _dump_defaults_unset(self, handler, info):
@@ -384,7 +389,8 @@ class Training(_Defaulted):
     activation_offload_layers: Annotated[int, Strict()] = Field(
         0, ge=0, description="transformer layers whose saved activations go to host memory after their forward and "
         "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
-        "memory only: the copies are assumed hidden under compute. Needs pp: 1 and activation_recompute: none, as "
+        "they leave the GPU's memory, and the compute stream waits only when Transformer Engine's one offload stream "
+        "falls behind (parallel/activation_offload.py). Needs pp: 1 and activation_recompute: none, as "
         "Megatron-Core requires")
     gradient_accumulation_fusion: Annotated[bool, Strict()] = Field(
         True, description="weight gradients accumulated into the main gradient inside the wgrad GEMM (Megatron-Core's "
@@ -467,8 +473,10 @@ class Training(_Defaulted):
     fp8_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
-        "fp8 and casting its fp32 shard into them (workload/fp8_params.py); default: true with precision fp8, delayed "
-        "scaling, Megatron's engine and zero_stage 1 or 2 (NeMo 2.x performance scripts), false otherwise")
+        "fp8 and casting its fp32 shard into them (workload/fp8_params.py); Megatron-Core only; default: true with "
+        "precision fp8 on Megatron-Core with delayed scaling and zero_stage 1 or 2 (NeMo 2.x performance scripts) "
+        "or with any Transformer Engine recipe at zero_stage 3 (Megatron-Bridge's fp8 presets; required there), "
+        "false otherwise")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
@@ -537,8 +545,10 @@ class Parallelism(_Defaulted):
         None, description="major version of the Transformer Engine the run used (1: 1.x, 2: 2.x), for its userbuffers "
         "defaults: 2.x launches the pipeline and bulk overlaps' GEMMs on the SMs their communication leaves "
         "(set_sm_margin), 1.x on all (data/userbuffers.yaml set_sm_margin_default); a NeMo configuration's own "
-        "setting holds in both; default: 1 on Hopper and older GPUs (NeMo 24.09: TE 1.10, 25.02's base: TE 1.14), 2 on "
-        "Blackwell or with the current / mxfp8 fp8 recipes (docs/scenario.md)")
+        "setting holds in both. On Hopper the version changes no step time (cuBLAS's persistent grids wait for the "
+        "SMs the communication holds either way: persistent_grid_gpus); default: 1 on Hopper and older GPUs (NeMo "
+        "24.09: TE 1.10, 25.02's base: TE 1.14), 2 on Blackwell or with the current / mxfp8 fp8 recipes "
+        "(docs/scenario.md)")
     overlap_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="ZeRO 1/2: gather updated parameters during the next step's forward (Megatron-Core); "
         "default: on with zero_stage 1 or 2 and overlap_grad_reduce on Megatron-Core (NeMo's and Megatron-Core's "
@@ -713,7 +723,9 @@ class Scenario(_Strict):
           reduce-scatter overlapped (Megatron-LM asserts --overlap-param-gather needs --overlap-grad-reduce);
         - the fused loss (NeMo 2.x GPTConfig: cross_entropy_loss_fusion True);
         - fp8 parameters with fp8 delayed scaling and ZeRO 1/2 (NeMo 2.x bf16_with_fp8_mixed: fp8_param_gather True;
-          workload/fp8_params.py);
+          workload/fp8_params.py), and with any Transformer Engine recipe at ZeRO 3 (Megatron-FSDP), as
+          Megatron-Bridge's fp8 presets run it (src/megatron/bridge/training/mixed_precision.py
+          bf16_with_fp8_delayed_scaling_mixed / bf16_with_fp8_current_scaling_mixed: fp8_param_gather True);
         - gradients reduced in bf16 with fp8 training (NeMo 2.x performance scripts: grad_reduce_in_fp32 False with
           fp8) and in bf16 training of the models NEMO_BF16_GRAD_REDUCE_MODELS names, else fp32 (Megatron-LM forces
           fp32 reduction with --bf16; NeMo's bf16_mixed keeps it);
@@ -739,8 +751,9 @@ class Scenario(_Strict):
         t.resolve(moe_router="unfused")
         self._nemo_token_drop(recipe)
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
-                  fp8_param_gather=(core and (t.precision, t.fp8_recipe) == ("fp8", "delayed")
-                                    and p.zero_stage in (1, 2)))
+                  fp8_param_gather=core and t.precision == "fp8" and (
+                      (t.fp8_recipe == "delayed" and p.zero_stage in (1, 2))
+                      or (p.zero_stage >= 3 and not t.fp8_recipe.startswith("torchao"))))
         if p.grad_buckets == "apex":
             bucket = APEX_BUCKET_CAP_BYTES
         elif not core:
@@ -804,10 +817,11 @@ class Scenario(_Strict):
     def __eq__(self, other: object) -> bool:
         """Equal fields and model choice: the record of the model as written before token drop is not part of the
         value (a scenario equals the reload of its resolved dump, which states the padded model)."""
-        return (type(self) is type(other) and self.__dict__ == other.__dict__
-                and self._model_chosen_by == other._model_chosen_by)
+        if type(self) is not type(other):
+            return NotImplemented
+        return self.__dict__ == other.__dict__ and self._model_chosen_by == other._model_chosen_by
 
-    __hash__ = _Strict.__hash__
+    __hash__ = None  # a scenario holds unhashable sections (lists, dicts): compared by value, never a key
 
     @model_validator(mode="after")
     def _stragglers_exist(self) -> Scenario:
@@ -950,12 +964,20 @@ class Scenario(_Strict):
             raise ScenarioError("training.fp8_param_gather", "fp8 parameters need precision: fp8 and a sharded "
                                 "optimizer (zero_stage 1, 2 or 3: the distributed optimizer or FSDP), as Megatron-LM "
                                 "requires")
+        if t.fp8_param_gather and not self.megatron_core:
+            # fp8 parameters (fp8_model_init, the optimizer casting into them) are Megatron-Core's; torchao's float8
+            # all-gather for FSDP2 is another mechanism, not this option
+            raise ScenarioError("training.fp8_param_gather", "fp8 parameters are modelled on Megatron-Core (its "
+                                "distributed optimizer or Megatron-FSDP) only; this stack has none (set it false)")
         if (t.precision == "fp8" and self.parallelism.zero_stage >= 3 and not t.fp8_param_gather
                 and not t.fp8_recipe.startswith("torchao")):
-            # torch FSDP2 and Megatron-FSDP (without keep_fp8_transpose_cache) free Transformer Engine's cached fp8
+            # torch FSDP and Megatron-FSDP (without keep_fp8_transpose_cache) free Transformer Engine's cached fp8
             # weights after each use, so it re-quantizes them every microbatch: not modelled (workload.fp8_params)
-            raise ScenarioError("training.fp8_param_gather", f"zero_stage 3 with Transformer Engine's "
-                                f"{t.fp8_recipe} recipe is modelled with fp8 parameters only (set it true)")
+            raise ScenarioError("training.fp8_param_gather", (
+                f"zero_stage 3 with Transformer Engine's {t.fp8_recipe} recipe is modelled with fp8 parameters only "
+                "(set it true)") if self.megatron_core else (
+                f"zero_stage 3 with Transformer Engine's {t.fp8_recipe} recipe off Megatron-Core re-quantizes the "
+                "weights FSDP frees every microbatch: not modelled (use zero_stage 1 or 2, or precision bf16)"))
         if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
             raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
                                 f"{self.cluster.gpu.name} has none")

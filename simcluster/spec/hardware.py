@@ -128,6 +128,12 @@ def pcie(name: str) -> LinkSpec:
     return LinkSpec(**_entry("pcie", name, "nic.host"))
 
 
+def host_link(name: str) -> LinkSpec:
+    """A GPU's link to its host's memory that is no NIC's host link (``host_links``: NVLink-C2C and the Grace's
+    LPDDR5X, for activation-offload copies)."""
+    return LinkSpec(**_entry("host_links", name, "host_links"))
+
+
 def switch(name: str) -> LinkSpec:
     """Per-hop latency of a switch family ('infiniband-ndr', 'ethernet-roce', 'nvswitch')."""
     return LinkSpec(**_entry("switches", name, "topology"))

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simcluster.core.errors import ScenarioError
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import fp8_recipes
 
@@ -122,6 +123,16 @@ def enabled(training) -> bool:
     """Whether a scenario's ``training`` runs fp8 parameters as modelled here: the resolved option, with fp8 precision
     and a per-tensor recipe (``FP8_PARAM_RECIPES``; MXFP8 and torchao's recipe: the option changes nothing)."""
     return bool(training.fp8_param_gather) and training.precision == "fp8" and training.fp8_recipe in FP8_PARAM_RECIPES
+
+
+def refuse_sharded_transpose(training, zero_stage: int, gpu_name: str) -> None:
+    """Refuse fp8 parameters at ZeRO 3 where fp8 GEMMs are TN only (Hopper): Megatron-FSDP without
+    ``keep_fp8_transpose_cache`` (and FSDP2) drops the weight's transpose after each use, so Hopper remakes it every
+    microbatch, while ``weight_quantize_kernels`` charges it once per chunk a step (no bundled run is affected: the
+    ZeRO-3 fp8 rows run on Blackwell)."""
+    if enabled(training) and zero_stage >= 3 and fp8_recipes.transposes(gpu_name):
+        raise ScenarioError("training.fp8_param_gather", f"zero_stage 3 with fp8 parameters on {gpu_name} remakes "
+                            "each weight's transpose every microbatch (Megatron-FSDP drops it after use): not modelled")
 
 
 def mxfp8_params(training) -> bool:

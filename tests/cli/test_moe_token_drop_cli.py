@@ -7,12 +7,9 @@ from __future__ import annotations
 import copy
 
 import pytest
+from scenario_data import MIXTRAL
 
 from tests.cli.test_hostile_inputs import one_line_refusal
-
-MIXTRAL = {"name": "mixtral", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2},
-           "model": "mixtral-8x7b", "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1},
-           "parallelism": {"tp": 1, "pp": 2, "dp": 8, "ep": 8}, "network": "analytic"}
 
 
 def _mixtral(training=None, **parallelism) -> dict:

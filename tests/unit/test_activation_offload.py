@@ -4,6 +4,7 @@ offload on Grace")."""
 
 import pytest
 
+from simcluster.engine.simulation import Simulation
 from simcluster.parallel import activation_offload
 from simcluster.spec import config
 from simcluster.workload import grad_accumulation
@@ -44,14 +45,19 @@ def test_grace_host_link_is_the_measured_c2c_within_the_shared_lpddr5x():
 def test_the_70b_recipes_offload_hides_by_a_wide_margin(name):
     """40 (GB200) / 20 (GB300) layers of 3.9 GB: TE's schedule needs about n x 3.9 GB over (L - 2) layers of
     compute, 160 / 83 GB/s a GPU forward, half that backward, against 243 GB/s: no wait; the copies would have to
-    be 1.5x (GB200) / 2.9x (GB300) slower than measured before the forward waited."""
+    be 1.5x (GB200) / 2.9x (GB300) slower than measured before the forward waited. The layer's forward is the plan's
+    (its one chunk's forward stream over its layers, the embedding and loss included: within about 1%), and the
+    plan charges no stall."""
     from simcluster.parallel import memory
     from simcluster.parallel.plan import shard_for
     s = config.load(name)
     n, layers = s.training.activation_offload_layers, s.model.layers
     layer_bytes = memory.layer_activation_bytes(s.model, shard_for(s))
     assert layer_bytes == pytest.approx(3.89 * GB, rel=0.01)
-    fwd_s = 0.0125  # a layer's forward on these parts, about 12-13 ms (docs/calibration.md round 15)
+    (chunk,) = Simulation(s).plan.chunks
+    assert chunk.forward_stream.stall_s == 0.0 and chunk.backward_stream.stall_s == 0.0
+    fwd_s = chunk.forward_stream.elapsed_s() / layers
+    assert 0.010 < fwd_s < 0.015  # about 12-13 ms on these parts (docs/calibration.md round 15)
     needed = n * layer_bytes / ((layers - 2) * fwd_s)
     assert needed < activation_offload.host_link_bandwidth(s.cluster.gpu.name, "d2h") / 1.5
     assert activation_offload.microbatch_stalls_s(s.cluster.gpu.name, layers, n, fwd_s, 2 * fwd_s, layer_bytes) == (
@@ -68,3 +74,16 @@ def test_megatron_fsdp_copies_the_gradient_instead_of_adding():
         **fsdp.parallelism.model_dump(mode="json"), "zero_stage": 1, "overlap_param_gather": False}})
     assert not grad_accumulation.copies_into_sharded_buffer(ddp)
     assert grad_accumulation.charged_bytes_per_param(ddp, fused=False) == 6.0
+
+
+@pytest.mark.parametrize("link", ["nvlink-c2c-h2d", "nvlink-c2c-d2h", "grace-lpddr5x"])
+def test_grace_links_are_no_nic_host_link(link):
+    """The Grace parts' links live in hardware.yaml host_links, read by the offload model only: a NIC's host link
+    (the pcie catalog) refuses them, and the offload reads them."""
+    from pydantic import ValidationError
+
+    from simcluster.spec import hardware
+    with pytest.raises(ValidationError, match="host"):
+        hardware.NicSpec(rate="400 Gb/s", host=link)
+    assert hardware.host_link(link).bandwidth > 0
+    assert hardware.NicSpec(rate="400 Gb/s", host="pcie-gen5").host == "pcie-gen5"

@@ -143,3 +143,38 @@ def test_zero3_with_a_te_recipe_needs_fp8_parameters():
 def test_fp8_parameters_without_what_they_need_are_refused(training, parallelism):
     with pytest.raises(config.ScenarioError, match="fp8_param_gather"):
         _scenario(training=training, **parallelism)
+
+
+def test_zero3_on_megatron_core_defaults_to_fp8_parameters():
+    """Megatron-Bridge's fp8 presets (mixed_precision.py: fp8_param_gather True) run Megatron-FSDP with fp8
+    parameters: the unset option resolves true at ZeRO 3 with any Transformer Engine recipe, not with torchao's."""
+    for recipe in ("delayed", "current", "mxfp8"):
+        assert _scenario("b200", {"fp8_recipe": recipe}, zero_stage=3).training.fp8_param_gather is True
+    assert _scenario("b200", {"fp8_recipe": "current"}, zero_stage=1).training.fp8_param_gather is False
+    assert _scenario("b200", {"fp8_recipe": "torchao_tensorwise"}, zero_stage=3).training.fp8_param_gather is False
+
+
+def _llm_foundry(**training):
+    data = config.rebuildable(config.load("mpt-13b-8-h100"))
+    data["training"] |= {"precision": "fp8", **training}
+    return data
+
+
+def test_fp8_parameters_are_refused_off_megatron_core():
+    """llm-foundry (Composer, FSDP) has no fp8 parameters: the option is refused, and its ZeRO-3 refusal with a TE
+    recipe does not tell it to set the option."""
+    assert config.load("mpt-13b-8-h100").parallelism.zero_stage == 3
+    with pytest.raises(config.ScenarioError, match="fp8_param_gather") as refused:
+        config.from_dict(_llm_foundry())
+    assert "set it true" not in str(refused.value) and "Megatron-Core" in str(refused.value)
+    with pytest.raises(config.ScenarioError, match="Megatron-Core .* only"):
+        config.from_dict(_llm_foundry(fp8_param_gather=True))
+
+
+def test_zero3_fp8_parameters_on_hopper_are_refused():
+    """Megatron-FSDP drops an fp8 weight's transpose after each use (keep_fp8_transpose_cache False), so Hopper
+    remakes it every microbatch, which the once-a-chunk charge does not model: refused, naming the field; Blackwell
+    (no transpose) runs."""
+    with pytest.raises(config.ScenarioError, match="fp8_param_gather"):
+        _ = Simulation(_scenario(zero_stage=3)).plan
+    assert Simulation(_scenario("b200", zero_stage=3)).plan.chunks

@@ -98,11 +98,41 @@ def test_pipelined_step_pays_every_stage_on_the_fill(monkeypatch):
     assert grown > 1.5 * max(terms)
 
 
+def test_interleaved_step_pays_every_chunk_on_the_fill(monkeypatch):
+    """pp 2 with 2 virtual stages, dp 1: the first microbatch's forward crosses chunks 0, 1, 2, 3 in turn (stage 0,
+    1, 0, 1), each quantizing its 8 layers' weights on it, and everything after waits for it: the step grows by 4 x
+    the chunk term."""
+    scenario = config.from_dict({
+        "name": "fp8-fill-interleaved", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 2, "nodes": 1},
+        "model": "llama3-8b",
+        "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1, "precision": "fp8",
+                     "fp8_param_gather": False},
+        "parallelism": {"tp": 1, "dp": 1, "pp": 2, "virtual_stages": 2, "zero_stage": 0}})
+    chunks = Simulation(scenario).plan.chunks
+    term = plan.chunk_weight_quantize_s(scenario, LAYERS // 4, 0, False)
+    assert len(chunks) == 4 and [c.first_forward_s for c in chunks] == pytest.approx([term] * 4, rel=1e-12)
+    grown = _step_s(scenario) - _step_s(scenario, monkeypatch, False)
+    assert grown == pytest.approx(4 * term, rel=1e-6)
+
+
 def test_fp8_weight_quantize_is_on_the_timeline_as_compute_not_optimizer():
     result = engine.simulate(_scenario(training={"fp8_param_gather": False}), check_memory=False)
     events = result.events
     quantize = events[events["name"].str.startswith("fp8 weight quantize")]
     assert len(quantize) and set(quantize["stream"]) == {"compute"} and set(quantize["microbatch"]) == {0}
+
+
+def test_a_straggler_quantizes_its_weights_slower():
+    """The quantize is kernels on the rank's compute stream: a straggler at slowdown 1.5 takes 1.5 x the charge, as
+    its optimizer step does (engine.variability ``speed_of``)."""
+    scenario = _scenario(training={"fp8_param_gather": False})
+    charged = Simulation(scenario).plan.chunks[0].first_forward_s
+    slowed = config.from_dict(config.rebuildable(scenario) | {"variability": {
+        "gpu_speed_cv": 0.0, "kernel_jitter_cv": 0.0, "stragglers": [{"ranks": [0], "slowdown": 1.5}]}})
+    events = engine.simulate(slowed, check_memory=False).events
+    quantize = events[events["name"].str.startswith("fp8 weight quantize") & (events["rank"] == 0)]
+    assert len(quantize) == 1
+    assert (quantize["end_s"] - quantize["start_s"]).iloc[0] == pytest.approx(1.5 * charged, rel=1e-9)
 
 
 def test_moe_and_mla_tensors_counted_by_hand():

@@ -1,4 +1,4 @@
-"""Hopper's persistent GEMM grids beside Transformer Engine's userbuffers kernels (data/userbuffers.yaml
+"""Hopper's persistent GEMM grids beside Transformer Engine's userbuffers kernels (data/interference.yaml
 persistent_grid_gpus, ``userbuffers.charged``): a pipeline or bulk GEMM launched on all SMs is charged as launched on
 SMs - num_sm, the lower bound of a persistent grid's cost (its CTAs on the SMs the communication holds start when it
 ends: the GEMM's time alone plus the communication's), never less than TE 2.x's margin it equals."""
@@ -11,7 +11,7 @@ import pytest
 
 from simcluster.engine import simulate
 from simcluster.spec import config
-from simcluster.workload import interference, kernels, userbuffers
+from simcluster.workload import kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
 SMS = kernels.sm_count("h100-sxm")  # 132
@@ -92,7 +92,7 @@ def test_the_charge_is_at_most_a_persistent_grids_cost(name):
     assert charged <= bound
 
 
-def test_on_hopper_te1s_defaults_cost_what_te2s_margin_costs(small_scenario, rebalancing_grids_off):
+def test_on_hopper_te1s_defaults_cost_what_te2s_margin_costs(small_scenario, request):
     """TE 2.0 made the margin the default of exactly the pipeline and bulk overlaps (get_default_config,
     set_sm_margin = not ring_exchange): on H100 TE 1.x's defaults are charged the same, so the step does not depend
     on the TE version; with re-balancing grids (the wave model as configured) it does."""
@@ -104,15 +104,9 @@ def test_on_hopper_te1s_defaults_cost_what_te2s_margin_costs(small_scenario, reb
         data["parallelism"]["te_version"] = te_version
         steps[te_version] = simulate(config.from_dict(data), steps=1).summary["step_time_s"]
     assert steps[1] == pytest.approx(steps[2], rel=1e-12)
-    rebalancing_grids_off()
+    request.getfixturevalue("rebalancing_grids")  # conftest: persistent_grid_gpus empty from here on
     data["parallelism"]["te_version"] = 1
     assert simulate(config.from_dict(data), steps=1).summary["step_time_s"] != pytest.approx(steps[2], rel=1e-6)
-
-
-@pytest.fixture
-def rebalancing_grids_off(monkeypatch):
-    """A callable that takes every GPU as one with re-balancing grids from then on (persistent_grid_gpus empty)."""
-    return lambda: monkeypatch.setitem(interference.constants(), "persistent_grid_gpus", [])
 
 
 def _load_per_gemm():

@@ -7,6 +7,7 @@ import copy
 import json
 
 import pytest
+from scenario_data import MIXTRAL
 
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws
@@ -257,11 +258,6 @@ def test_samples_run_every_seed_and_give_the_scaling_curve_a_band(base, tmp_path
 
 
 # A Mixtral preset on 16 H100: NeMo's token drop is its default only with the direct all-to-all
-MIXTRAL = {"name": "mixtral", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2},
-           "model": "mixtral-8x7b", "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1},
-           "parallelism": {"tp": 1, "pp": 2, "dp": 8, "ep": 8}, "network": "analytic"}
-
-
 def test_a_varied_all_to_all_shows_the_token_drop_each_point_resolved(tmp_path):
     """Varying ep_alltoall switches NeMo's token drop off on the hierarchical point: the table says so per point and
     the note names the option; a dense sweep has neither."""
