@@ -390,8 +390,8 @@ class Training(_Defaulted):
         0, ge=0, description="transformer layers whose saved activations go to host memory after their forward and "
         "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
         "they leave the GPU's memory, and the compute stream waits only when Transformer Engine's one offload stream "
-        "falls behind (parallel/activation_offload.py). Needs pp: 1 and activation_recompute: none, as "
-        "Megatron-Core requires")
+        "falls behind (parallel/activation_offload.py). Needs fewer layers than the model, pp: 1, virtual_stages: 1, "
+        "activation_recompute: none and no recompute_modules, as Megatron-Core requires")
     gradient_accumulation_fusion: Annotated[bool, Strict()] = Field(
         True, description="weight gradients accumulated into the main gradient inside the wgrad GEMM (Megatron-Core's "
         "default); false adds them by a kernel of their own each microbatch (workload/grad_accumulation.py)")
@@ -476,7 +476,9 @@ class Training(_Defaulted):
         "fp8 and casting its fp32 shard into them (workload/fp8_params.py); Megatron-Core only; default: true with "
         "precision fp8 on Megatron-Core with delayed scaling and zero_stage 1 or 2 (NeMo 2.x performance scripts) "
         "or with any Transformer Engine recipe at zero_stage 3 (Megatron-Bridge's fp8 presets; required there), "
-        "false otherwise")
+        "false otherwise. On Hopper (TN-only fp8 GEMMs) zero_stage 3 with fp8 is refused either way: without fp8 "
+        "parameters the per-microbatch re-quantize, with them the per-microbatch transpose, is not modelled; use "
+        "zero_stage 1/2 or bf16")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
@@ -547,8 +549,8 @@ class Parallelism(_Defaulted):
         "(set_sm_margin), 1.x on all (data/userbuffers.yaml set_sm_margin_default); a NeMo configuration's own "
         "setting holds in both. On Hopper the version changes no step time (cuBLAS's persistent grids wait for the "
         "SMs the communication holds either way: persistent_grid_gpus); default: 1 on Hopper and older GPUs (NeMo "
-        "24.09: TE 1.10, 25.02's base: TE 1.14), 2 on Blackwell or with the current / mxfp8 fp8 recipes "
-        "(docs/scenario.md)")
+        "24.09: TE 1.10, 25.02's base: TE 1.14), 2 on Blackwell, with the current / mxfp8 fp8 recipes or with "
+        "moe_router fused (TE >= 2.6) (docs/scenario.md)")
     overlap_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="ZeRO 1/2: gather updated parameters during the next step's forward (Megatron-Core); "
         "default: on with zero_stage 1 or 2 and overlap_grad_reduce on Megatron-Core (NeMo's and Megatron-Core's "
@@ -973,11 +975,18 @@ class Scenario(_Strict):
                 and not t.fp8_recipe.startswith("torchao")):
             # torch FSDP and Megatron-FSDP (without keep_fp8_transpose_cache) free Transformer Engine's cached fp8
             # weights after each use, so it re-quantizes them every microbatch: not modelled (workload.fp8_params)
-            raise ScenarioError("training.fp8_param_gather", (
-                f"zero_stage 3 with Transformer Engine's {t.fp8_recipe} recipe is modelled with fp8 parameters only "
-                "(set it true)") if self.megatron_core else (
-                f"zero_stage 3 with Transformer Engine's {t.fp8_recipe} recipe off Megatron-Core re-quantizes the "
-                "weights FSDP frees every microbatch: not modelled (use zero_stage 1 or 2, or precision bf16)"))
+            # on Hopper fp8 parameters are refused too (workload.fp8_params.refuse_sharded_transpose): not suggested
+            gpu = self.cluster.gpu.name
+            start = f"zero_stage 3 with fp8 on {gpu} ({t.fp8_recipe} recipe)"
+            if not self.megatron_core:
+                why = (f"{start} off Megatron-Core re-quantizes the weights FSDP frees every microbatch: not modelled "
+                       "(use zero_stage 1 or 2, or precision bf16)")
+            elif hardware.fp8_gemms_tn_only(gpu):
+                why = (f"{start} re-quantizes the weights FSDP frees every microbatch, and with fp8 parameters remakes "
+                       "each weight's transpose: neither is modelled (use zero_stage 1 or 2, or precision bf16)")
+            else:
+                why = f"{start} is modelled with fp8 parameters only (set it true)"
+            raise ScenarioError("training.fp8_param_gather", why)
         if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
             raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
                                 f"{self.cluster.gpu.name} has none")

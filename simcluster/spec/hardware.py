@@ -139,6 +139,13 @@ def switch(name: str) -> LinkSpec:
     return LinkSpec(**_entry("switches", name, "topology"))
 
 
+def fp8_gemms_tn_only(gpu_name: str) -> bool:
+    """Whether ``gpu_name``'s fp8 GEMMs take only the TN layout (Hopper), so fp8 operands need a transposed copy
+    (efficiency.yaml gemm.fp8_any_layout)."""
+    table = catalog.load("efficiency")["gemm"]["fp8_any_layout"]
+    return not table.get(gpu_name, table["default"])
+
+
 def gpu_names() -> list[str]:
     return sorted(catalog.load("hardware")["gpus"])
 

@@ -131,8 +131,9 @@ def refuse_sharded_transpose(training, zero_stage: int, gpu_name: str) -> None:
     microbatch, while ``weight_quantize_kernels`` charges it once per chunk a step (no bundled run is affected: the
     ZeRO-3 fp8 rows run on Blackwell)."""
     if enabled(training) and zero_stage >= 3 and fp8_recipes.transposes(gpu_name):
-        raise ScenarioError("training.fp8_param_gather", f"zero_stage 3 with fp8 parameters on {gpu_name} remakes "
-                            "each weight's transpose every microbatch (Megatron-FSDP drops it after use): not modelled")
+        raise ScenarioError("training.fp8_param_gather", f"zero_stage 3 with fp8 on {gpu_name} (fp8 parameters) "
+                            "remakes each weight's transpose every microbatch (Megatron-FSDP drops it after use): not "
+                            "modelled (use zero_stage 1 or 2, or precision bf16)")
 
 
 def mxfp8_params(training) -> bool:

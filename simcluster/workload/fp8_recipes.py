@@ -141,7 +141,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from simcluster.core import catalog
+from simcluster.spec import hardware
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 
 FP8_RECIPES = ("delayed", "current", "mxfp8")
@@ -162,8 +162,7 @@ MX_SCALE_BYTES = 1            # E8M0 scale
 def transposes(gpu_name: str) -> bool:
     """Whether Transformer Engine's per-tensor fp8 casts write a transposed copy on ``gpu_name``: only where fp8
     GEMMs are TN only (Hopper; efficiency.yaml gemm.fp8_any_layout)."""
-    table = catalog.load("efficiency")["gemm"]["fp8_any_layout"]
-    return not table.get(gpu_name, table["default"])
+    return hardware.fp8_gemms_tn_only(gpu_name)
 
 
 def cast_bytes_per_element(recipe: str, transpose: bool = True) -> float:

@@ -178,3 +178,18 @@ def test_zero3_fp8_parameters_on_hopper_are_refused():
     with pytest.raises(config.ScenarioError, match="fp8_param_gather"):
         _ = Simulation(_scenario(zero_stage=3)).plan
     assert Simulation(_scenario("b200", zero_stage=3)).plan.chunks
+
+
+def test_zero3_fp8_without_fp8_parameters_suggests_them_only_where_they_run():
+    """Megatron-Core at ZeRO 3 with a Transformer Engine recipe and fp8_param_gather false: on Blackwell the refusal
+    says to set it true; on Hopper fp8 parameters are refused too (refuse_sharded_transpose), so it says zero_stage
+    1/2 or bf16 instead, and both refusals start alike."""
+    with pytest.raises(config.ScenarioError, match="set it true") as blackwell:
+        _scenario("b200", {"fp8_param_gather": False}, zero_stage=3)
+    with pytest.raises(config.ScenarioError, match="fp8_param_gather") as hopper:
+        _scenario(training={"fp8_param_gather": False}, zero_stage=3)
+    assert "set it true" not in str(hopper.value) and "zero_stage 1 or 2" in str(hopper.value)
+    with pytest.raises(config.ScenarioError, match="fp8_param_gather") as transpose:
+        _ = Simulation(_scenario(zero_stage=3)).plan
+    starts = {str(e.value).split(" on ")[0] for e in (blackwell, hopper, transpose)}
+    assert len(starts) == 1 and "zero_stage 1 or 2" in str(transpose.value)
