@@ -434,6 +434,11 @@ class Training(_Defaulted):
         False, description="memory only: the residual stream is kept in fp32, so each norm saves its fp32 input "
         "(flash-attention's GPT residual_in_fp32 with fused_dropout_add_ln: DropoutAddLayerNormFn saves the fp32 "
         "residual sum x; parallel/memory.py)")
+    autocast_fp32_params: Annotated[bool, Strict()] = Field(
+        False, description="the parameters stay fp32 and each Linear casts its weight and bias to the 16-bit "
+        "precision every microbatch, its weight and bias gradients cast back to fp32 before they are accumulated "
+        "(torch.autocast without a 16-bit model copy: PyTorch Lightning precision bf16, flash-attention's fused_dense; "
+        "workload/autocast_params.py); time only, needs precision bf16 or fp16")
     moe_cuda_graphs: Annotated[bool, Strict()] = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
@@ -990,6 +995,9 @@ class Scenario(_Strict):
         if t.fp8_recipe == "mxfp8" and "fp4" not in self.cluster.gpu.peak:
             raise ScenarioError("training.fp8_recipe", f"mxfp8 needs tensor cores with block scaling (Blackwell); "
                                 f"{self.cluster.gpu.name} has none")
+        if t.autocast_fp32_params and t.precision not in ("bf16", "fp16"):
+            raise ScenarioError("training.autocast_fp32_params", f"autocast casts fp32 parameters to 16 bits: needs "
+                                f"precision: bf16 or fp16 (the run is {t.precision})")
         if t.projections == "separate" and self.model.mla is not None:
             raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
                                 "grouped-query attention (MLA has its own projections)")

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import optimizer_step
+from simcluster.workload import autocast_params, optimizer_step
 from simcluster.workload.megatron_fp16_step import OPTIMIZER_PASSES
 
 if TYPE_CHECKING:
@@ -94,10 +94,11 @@ def charged_share(scenario: Scenario, fused: bool) -> float:
     return (m - 1) / m
 
 
-def bytes_per_param(fused: bool, main_grad_dtype: str) -> float:
+def bytes_per_param(fused: bool, main_grad_dtype: str, new_grad_bytes: float = WEIGHT_GRAD_BYTES) -> float:
     """HBM bytes of the separate accumulation per parameter and add: 0 when fused into the wgrad GEMM, else
-    read the 16-bit gradient, read and write the main gradient."""
-    return 0.0 if fused else WEIGHT_GRAD_BYTES + 2 * BYTES_PER_ELEMENT[main_grad_dtype]
+    read the new gradient (16-bit, or fp32 once autograd has cast it to fp32 parameters: workload.autocast_params),
+    read and write the main gradient."""
+    return 0.0 if fused else new_grad_bytes + 2 * BYTES_PER_ELEMENT[main_grad_dtype]
 
 
 def copies_into_sharded_buffer(scenario: Scenario) -> bool:
@@ -115,7 +116,8 @@ def charged_bytes_per_param(scenario: Scenario, fused: bool) -> float:
     width = scenario.parallelism.grad_reduce_dtype
     if share and copies_into_sharded_buffer(scenario):
         return share * (bytes_per_param(False, width) - BYTES_PER_ELEMENT[width])
-    return share * bytes_per_param(share == 0.0, width)
+    new_grad = autocast_params.NEW_GRAD_BYTES if scenario.training.autocast_fp32_params else WEIGHT_GRAD_BYTES
+    return share * bytes_per_param(share == 0.0, width, new_grad)
 
 
 def accumulated_params(backward_weight: list) -> float:
@@ -137,12 +139,19 @@ def tensor_params(model: TransformerSpec, backward_weight: list) -> list[float]:
     and, with ``qk_layernorm``, the query and key norms' (head_dim each). The norms follow
     ``optimizer_step``'s per-norm rule, so a dense layer without qk_layernorm has
     ``optimizer_step.parameter_tensors_per_layer`` tensors."""
-    gemms = [op for op in backward_weight if op.kind == "gemm"]
-    tensors = [float(op.m * op.n * op.batch) for op in gemms]
-    if model.linear_biases:
-        tensors += [float(op.n * op.batch) for op in gemms]
+    tensors = linear_tensor_params(model, backward_weight)
     per_norm = optimizer_step.tensors_per_norm(model.norm)
     tensors += [float(model.hidden)] * optimizer_step.LAYER_NORMS * per_norm
     if model.qk_layernorm:
         tensors += [float(model.d_head)] * 2 * per_norm
+    return tensors
+
+
+def linear_tensor_params(model: TransformerSpec, backward_weight: list) -> list[float]:
+    """Parameters of each linear tensor of one layer: each weight-gradient GEMM's weight (in x out) and, where the
+    model has biases, its bias (out), one entry a tensor (``tensor_params`` without the norms)."""
+    gemms = [op for op in backward_weight if op.kind == "gemm"]
+    tensors = [float(op.m * op.n * op.batch) for op in gemms]
+    if model.linear_biases:
+        tensors += [float(op.n * op.batch) for op in gemms]
     return tensors

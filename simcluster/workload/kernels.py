@@ -179,9 +179,22 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     half = half[direction] if isinstance(half, dict) else half
     saturation = op.n / (op.n + half) if op.n > 0 else 1.0
     executed_fractions = table.get("executed_fraction", flash["executed_fraction"])
-    executed = executed_fractions[direction]
+    executed = executed_fractions[direction] * head_dim_tile_ratio(op, gpu_name)
     share = exponential_share(op, gpu_name, executed_fractions, curve_key)
     return peak_fraction * saturation * share, executed
+
+
+def head_dim_tile_ratio(op: Op, gpu_name: str) -> float:
+    """Executed over counted FLOP of a FlashAttention-2 kernel from its head-dim tile: the kernel compiled for the
+    smallest tile >= the head dim ``op.k`` computes the whole tile (efficiency.yaml attention.flash2_head_dim_tiles:
+    attention.flash2 on every GPU, the flash kernel on the GPUs where it is FlashAttention-2); 1 for other kernels,
+    head dims that are a tile, and head dims past the largest tile."""
+    tiles = _table()["attention"]["flash2_head_dim_tiles"]
+    fa2 = op.kernel == "flash2" or (op.kernel == "flash" and gpu_name in tiles["flash_gpus"])
+    if not fa2 or op.k <= 0:
+        return 1.0
+    tile = next((size for size in tiles["sizes"] if size >= op.k), op.k)
+    return tile / op.k
 
 
 def exponential_demand(op: Op, gpu_name: str, executed_fractions: dict[str, float],

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import eager_backward, fp8_recipes, grad_accumulation, torchao_float8
+from simcluster.workload import autocast_params, eager_backward, fp8_recipes, grad_accumulation, torchao_float8
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -138,6 +138,7 @@ class Shard:
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
     residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
+    autocast_fp32_params: bool = False  # fp32 weights cast to 16 bits per Linear and microbatch (autocast_params)
     main_grad_bytes: int = 0       # the main gradient's width a fused wgrad GEMM accumulates into; 0: it writes a
     # fresh 16-bit gradient (no fusion, or a stack without main_grad: ``main_grad_bytes``, ``wgrad_output_bytes``)
 
@@ -183,7 +184,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
-                 residual_in_fp32=t.residual_in_fp32,
+                 residual_in_fp32=t.residual_in_fp32, autocast_fp32_params=t.autocast_fp32_params,
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
                  grad_accumulation_bytes=grad_accumulation.charged_bytes_per_param(
                      scenario, fused=main_grad_bytes(scenario) > 0),
@@ -587,6 +588,12 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     elif shard.grad_accumulation_bytes:   # the weight gradients added to the main gradient by a kernel of their own
         params = grad_accumulation.accumulated_params(backward_weight)
         backward_weight.append(_memory(grad_accumulation.OP_NAME, params, shard.grad_accumulation_bytes * params))
+    if shard.autocast_fp32_params:   # each linear tensor cast to 16 bits forward, its gradient back to fp32
+        linear_tensors = grad_accumulation.linear_tensor_params(model, backward_weight)
+        forward += [_memory(*kernel) for kernel in autocast_params.cast_kernels(autocast_params.FORWARD_OP,
+                                                                                 linear_tensors)]
+        backward_weight += [_memory(*kernel) for kernel in autocast_params.cast_kernels(autocast_params.BACKWARD_OP,
+                                                                                         linear_tensors)]
     recompute = {"none": [], "selective": list(core_forward), "full": list(forward)}[shard.recompute]
     if shard.recompute_modules and shard.recompute != "full":   # a full recompute re-runs them already
         recompute += module_recompute(model, shard, mlp, attn_norm, mlp_norm)
@@ -679,9 +686,14 @@ def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
                      for name, per_element in forward_passes]
     backward_flop = BACKWARD_ELEMENTWISE_FLOP_RATIO * flop_per_pass * n_logits
     cross_entropy_bwd = [_memory(name, backward_flop, per_element * n_logits) for name, per_element in backward_passes]
-    return {"forward": [norm, logits.forward(shard), *cross_entropy],
+    weight_cast: list[Op] = []
+    grad_cast: list[Op] = []
+    if shard.autocast_fp32_params:   # the output layer's fp32 weight (autocast_params)
+        weight_cast, grad_cast = ([_memory(*kernel) for kernel in autocast_params.cast_kernels(name, [h * vocab_local])]
+                                  for name in (autocast_params.FORWARD_OP, autocast_params.BACKWARD_OP))
+    return {"forward": [norm, *weight_cast, logits.forward(shard), *cross_entropy],
             "backward_input": [*cross_entropy_bwd, logits.dgrad(shard), norm_bwd],
-            "backward_weight": [logits.wgrad(shard)],
+            "backward_weight": [logits.wgrad(shard), *grad_cast],
             "recompute": []}
 
 
