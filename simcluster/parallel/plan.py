@@ -580,9 +580,16 @@ def context_parallel_exchange(scenario: Scenario) -> dict[str, tuple[float, int,
     """Ring attention's key/value exchange of one layer per phase (Liu et al. 2023; Megatron-Core CP): the attention
     time it overlaps, its cp-1 ring steps, and the bytes each rank passes to its neighbour per step.
 
-    Each ring step passes this rank's K and V block on while attention on the previous block runs, so only the part
-    of the exchange longer than the attention is exposed (the engine times the exchange on the network). Backward
-    also passes the K/V gradients: twice the bytes. Empty without context parallelism.
+    Transformer Engine's p2p loop (``AttnFuncWithCP`` / ``AttnFuncWithCPAndKVP2P``, transformer_engine/pytorch/
+    attention.py, TE 1.x; docs/calibration.md "Round 19"): the attention runs in cp steps of equal work (causal load
+    balancing), each exchange posted at the top of a step and waited for at the top of the next (forward) or at the end
+    of its own step (backward), so an exchange hides behind one step's attention only. Forward: the K/V block of step
+    i+1 beside step i, none beside the last step, so cp-1 exchanges behind (cp-1)/cp of the attention. Backward: the
+    K/V block beside step 0, the K/V block with the running K/V gradients beside the middle steps, the K/V gradients
+    beside the last: 2(cp-1) K/V blocks of bytes behind all cp steps, charged as cp-1 ring steps of twice the bytes
+    (the same total, the same exposure when every step's exchange outlasts it or none does). The engine times the
+    exchange on the network; the part longer than the attention it overlaps is exposed. Empty without context
+    parallelism.
     """
     p, t, m = scenario.parallelism, scenario.training, scenario.model
     if p.cp == 1:
@@ -591,7 +598,10 @@ def context_parallel_exchange(scenario: Scenario) -> dict[str, tuple[float, int,
     kv_bytes = (2 * t.seq_len / p.cp * t.micro_batch_size * local_kv_hidden(m, p.tp)
                 * shard.activation_bytes_per_element)
     core = dict(zip(("forward", "backward"), attention_core(m, shard), strict=True))
-    return {phase: (kernels.ops_time_s(core[phase], scenario.cluster.gpu, t.precision), p.cp - 1, factor * kv_bytes)
+    # the share of the attention's steps an exchange runs beside: forward all but the last of cp steps, backward all
+    hiding = {"forward": (p.cp - 1) / p.cp, "backward": 1.0}
+    return {phase: (hiding[phase] * kernels.ops_time_s(core[phase], scenario.cluster.gpu, t.precision), p.cp - 1,
+                    factor * kv_bytes)
             for phase, factor in (("forward", 1), ("backward", 2))}
 
 
