@@ -93,10 +93,11 @@ def defaults() -> dict:
 def checkpoint_bytes(scenario) -> float:
     """Bytes of one checkpoint: the model's weights and optimizer states (gradients are not saved), at the
     bytes per parameter of ``parallel.memory`` (mixed-precision Adam: 2 + 12; the precision-aware optimizer's
-    remainders 2 + 10)."""
+    remainders 2 + 10; fp32 parameters under autocast, 4 + 8: ``memory.state_precision``)."""
     t = scenario.training
-    weights = memory.state_bytes_per_param(t.precision)["weights"]
-    return float(scenario.model.params) * (weights + memory.optimizer_state_bytes_per_param(t.precision, t.optimizer))
+    states = memory.state_precision(t)
+    weights = memory.state_bytes_per_param(states)["weights"]
+    return float(scenario.model.params) * (weights + memory.optimizer_state_bytes_per_param(states, t.optimizer))
 
 
 def model_of(scenario, step_time_s: float) -> RunModel:

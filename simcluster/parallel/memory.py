@@ -48,7 +48,7 @@ from simcluster.workload.ops import (
 )
 
 if TYPE_CHECKING:
-    from simcluster.spec.config import Scenario
+    from simcluster.spec.config import Scenario, Training
 
 # Bytes per parameter of the model states, mixed-precision Adam (Rajbhandari et al. 2020, ZeRO, section 3.1):
 # 16-bit weights and gradients, fp32 master copy + momentum + variance (K = 12). FP8 training keeps 16-bit
@@ -123,6 +123,24 @@ class MemoryBreakdown:
 def state_bytes_per_param(precision: str) -> dict[str, int]:
     """Bytes per parameter of weights, gradients and Adam states for the training precision."""
     return FP32_STATE_BYTES if precision in ("fp32", "tf32") else MIXED_PRECISION_STATE_BYTES
+
+
+def state_precision(training: Training) -> str:
+    """The precision whose model states a run holds (``state_bytes_per_param``): its own, or fp32 under
+    ``autocast_fp32_params`` (workload.autocast_params): the parameters and their ``.grad`` are fp32 and torch's
+    AdamW keeps two fp32 moments and no master copy, 4 + 4 + 8 bytes (``FP32_STATE_BYTES``), the 16-bit weights
+    being per-microbatch copies (``autocast_weight_copy_bytes``)."""
+    return "fp32" if training.autocast_fp32_params else training.precision
+
+
+def autocast_weight_copy_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """The 16-bit weight copies one layer saves for its backward under ``autocast_fp32_params``, per microbatch:
+    flash-attention's FusedDenseFunc and FusedMLPFunc (flash_attn/ops/fused_dense.py) cast each weight inside the
+    forward and ``save_for_backward`` the cast copy (the dgrad GEMM reads it), so every GEMM weight of the layer is
+    held once more in e bytes until the layer's backward; the biases' copies are not saved."""
+    if not shard.autocast_fp32_params:
+        return 0.0
+    return shard.activation_bytes_per_element * layer_gemm_weights_per_rank(model, shard.tp)
 
 
 def layer_params_per_rank(model: TransformerSpec, tp: int) -> float:
@@ -358,7 +376,8 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
         per_score = (2 * e + MASK_BYTES_PER_ELEMENT) if model.dropout else e  # softmax (+ mask and dropout output)
         scores = per_score * shard.micro_batch * heads_local * s_q * shard.seq_len
     return (replicated + split + scores + qk_norm_activation_bytes(model, shard)
-            - (norm_output_bytes(model, shard) if model.mla is not None else 0.0))
+            - (norm_output_bytes(model, shard) if model.mla is not None else 0.0)
+            + autocast_weight_copy_bytes(model, shard))
 
 
 def residual_bytes(shard: Shard) -> int:
@@ -452,7 +471,9 @@ def output_activation_bytes(model: TransformerSpec, shard: Shard, logits_memory:
     norm_input = residual_bytes(shard) * shard.tokens * model.hidden / shard.sp_divisor
     logits_input = e * shard.tokens * model.hidden / (1 if logits_memory == "torch_fp32" else shard.sp_divisor)
     per_logit = e if shard.cross_entropy == "fused" else LOGITS_SOFTMAX_BYTES_PER_ELEMENT
-    return norm_input + logits_input + per_logit * logits_per_rank(model, shard)
+    # under autocast_fp32_params F.linear saves the output weight's 16-bit copy from autocast's cast cache
+    weight_copy = e * math.ceil(model.vocab / shard.tp) * model.hidden if shard.autocast_fp32_params else 0.0
+    return norm_input + logits_input + per_logit * logits_per_rank(model, shard) + weight_copy
 
 
 def logits_per_rank(model: TransformerSpec, shard: Shard) -> int:
@@ -686,7 +707,8 @@ def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = Fal
     """
     full = Shard(seq_len=shard.seq_len, micro_batch=shard.micro_batch, tp=shard.tp, cp=shard.cp,
                  sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
-                 recompute="none", residual_in_fp32=shard.residual_in_fp32)
+                 recompute="none", residual_in_fp32=shard.residual_in_fp32,
+                 autocast_fp32_params=shard.autocast_fp32_params)
     if shard.recompute == "full":
         transient = layer_activation_bytes(model, full)
     else:
@@ -726,8 +748,9 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
     assert 0 <= stage < p.pp, stage
     shard = shard_for(scenario)
     params = stage_params(m, p.tp, p.pp, stage, p.virtual_stages, p.layers_per_stage)
-    grad_bytes = None if t.precision in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
-    weights, gradients, optimizer = _state_bytes(params, t.precision, p.zero_stage, p.dp * p.cp, grad_bytes,
+    states = state_precision(t)
+    grad_bytes = None if states in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    weights, gradients, optimizer = _state_bytes(params, states, p.zero_stage, p.dp * p.cp, grad_bytes,
                                                  t.optimizer)
     per_moe_layer = 0.0
     # with every microbatch deferred the loss's transient 16-bit gradient is the buffers' newest entry
@@ -738,7 +761,7 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
         # routed experts: sharded by ep (and etp); their gradients and optimizer states over the expert data-parallel
         # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)
         experts = stage_expert_params(m, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
-        expert_states = _state_bytes(experts, t.precision, p.zero_stage, scenario.expert_data_parallel, grad_bytes,
+        expert_states = _state_bytes(experts, states, p.zero_stage, scenario.expert_data_parallel, grad_bytes,
                                      t.optimizer)
         weights, gradients, optimizer = (a + b for a, b in zip((weights, gradients, optimizer), expert_states,
                                                                 strict=True))
@@ -753,7 +776,7 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
         activations = deferred_wgrad_peak(activations, in_flight, scenario.microbatches * p.virtual_stages, p.pp,
                                           p.virtual_stages, deferred, *deferred_wgrad_buffer_bytes(m, shard))
     if p.zero_stage == 3 and p.dp * p.cp > 1:
-        workspace += zero3_gathered_bytes(m, p.tp, t.precision, grad_bytes)
+        workspace += zero3_gathered_bytes(m, p.tp, states, grad_bytes)
     if fp8_params.enabled(t) or fp8_params.mxfp8_params(t):   # GEMM weights held quantized instead of 16-bit
         fp8_weights = stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
         held = (fp8_params.MXFP8_WEIGHT_BYTES if fp8_params.mxfp8_params(t)

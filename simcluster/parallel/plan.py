@@ -25,7 +25,6 @@ from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import (
     async_backward,
     async_tp,
-    autocast_params,
     composer_adamw,
     fp8_params,
     fp8_recipes,
@@ -221,9 +220,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layout = Layout.of(p)
     shard = shard_for(scenario)
     activation_element = shard.activation_bytes_per_element  # 16-bit between GEMMs, also in fp8 training
-    weight_element = memory.state_bytes_per_param(precision)["weights"]
-    if t.autocast_fp32_params:   # the parameters a sharded optimizer gathers are the fp32 ones (autocast_params)
-        weight_element = autocast_params.PARAM_BYTES
+    # the parameters a sharded optimizer gathers: fp32 ones under autocast_fp32_params (memory.state_precision)
+    weight_element = memory.state_bytes_per_param(memory.state_precision(t))["weights"]
     fp8_weights = fp8_params.enabled(t)   # GEMM weights gathered in fp8 (workload.fp8_params)
     fp8_params.refuse_sharded_transpose(t, p.zero_stage, gpu.name)
     layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it

@@ -73,6 +73,10 @@ PRECISION_AWARE_PRECISIONS = ("bf16", "fp8")
 
 # the optimizers of Megatron-Core's distributed optimizer (``Scenario.megatron_core``)
 MEGATRON_CORE_OPTIMIZERS = ("adam", "adam_precision_aware")
+# the optimizers that step fp32 parameters in place, with no 16-bit model copy to write (training.autocast_fp32_params):
+# torch.optim.AdamW (torch_adamw) and Composer's DecoupledAdamW; Megatron's and DeepSpeed's mixed-precision optimizers
+# keep fp32 master weights beside 16-bit model weights and copy into them (workload/optimizer_step.py)
+AUTOCAST_OPTIMIZERS = ("torch_adamw", "decoupled_adamw")
 
 # Megatron-Core's default gradient bucket (distributed/distributed_data_parallel_config.py, bucket_size: "If
 # unspecified, MCore uses a default value of max(40000000, 1000000 * dp_size) parameters (larger DP sizes need larger
@@ -438,7 +442,15 @@ class Training(_Defaulted):
         False, description="the parameters stay fp32 and each Linear casts its weight and bias to the 16-bit "
         "precision every microbatch, its weight and bias gradients cast back to fp32 before they are accumulated "
         "(torch.autocast without a 16-bit model copy: PyTorch Lightning precision bf16, flash-attention's fused_dense; "
-        "workload/autocast_params.py); time only, needs precision bf16 or fp16")
+        "workload/autocast_params.py); memory: fp32 weights, gradients and Adam moments (4 + 4 + 8 bytes) and each "
+        "Linear's saved 16-bit weight copy; needs precision bf16 or fp16 and an optimizer stepping the fp32 "
+        "parameters (torch_adamw, decoupled_adamw)")
+    mlp_activation: Literal["separate", "epilogue"] = Field(
+        "separate", description="the GELU of a dense MLP: separate (an elementwise kernel each way: Megatron's "
+        "bias_gelu, Transformer Engine) or epilogue (inside the GEMMs: flash-attention's FusedMLP, fused_mlp: True, "
+        "fc1 with cuBLASLt's GELU_AUX_BIAS epilogue writing the pre-activation beside its output, fc2's dgrad with "
+        "DGELU_BGRAD reading it back; workload/ops.py mlp_block); epilogue needs mlp gelu, a dense model and a "
+        "16- or 32-bit precision")
     moe_cuda_graphs: Annotated[bool, Strict()] = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "
@@ -998,6 +1010,15 @@ class Scenario(_Strict):
         if t.autocast_fp32_params and t.precision not in ("bf16", "fp16"):
             raise ScenarioError("training.autocast_fp32_params", f"autocast casts fp32 parameters to 16 bits: needs "
                                 f"precision: bf16 or fp16 (the run is {t.precision})")
+        if t.autocast_fp32_params and t.optimizer not in AUTOCAST_OPTIMIZERS:
+            raise ScenarioError("training.autocast_fp32_params", f"fp32 parameters are stepped in place by "
+                                f"{' or '.join(AUTOCAST_OPTIMIZERS)}; optimizer {t.optimizer} keeps a 16-bit model "
+                                f"copy beside fp32 master weights")
+        if t.mlp_activation == "epilogue" and (self.model.mlp != "gelu" or self.model.moe is not None
+                                               or t.precision == "fp8"):
+            raise ScenarioError("training.mlp_activation", f"the GEMM epilogue GELU is modelled for a dense GELU MLP "
+                                f"in 16 or 32 bits (model mlp {self.model.mlp}, "
+                                f"{'MoE' if self.model.moe is not None else 'dense'}, precision {t.precision})")
         if t.projections == "separate" and self.model.mla is not None:
             raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
                                 "grouped-query attention (MLA has its own projections)")

@@ -14,6 +14,10 @@ fp32 weights with 16-bit inputs).
 gradient to its input's dtype before accumulating it (torch/csrc/autograd/engine.cpp ``validate_outputs``:
 ``grad.to(metadata dtype)`` when the dtypes differ): one kernel per tensor reading 2 bytes and writing 4 an element.
 The gradient the accumulation then adds is that fp32 tensor (``NEW_GRAD_BYTES``), not the GEMM's 16-bit output.
+
+**States and memory** (parallel/memory.py ``state_precision``): fp32 parameters, fp32 gradients and the optimizer's
+two fp32 moments; a sharded optimizer gathers the fp32 parameters (ZeroRedundancyOptimizer's broadcasts from each
+owner rank, parallel/plan.py). Each Linear's 16-bit copy is saved for its backward (``autocast_weight_copy_bytes``).
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ from simcluster.spec.hardware import BYTES_PER_ELEMENT
 
 # a cast between the fp32 parameter (or gradient) and its 16-bit copy: read one, write the other
 CAST_BYTES_PER_ELEMENT = BYTES_PER_ELEMENT["fp32"] + BYTES_PER_ELEMENT["bf16"]
-# the parameters themselves: what a sharded optimizer broadcasts after its step (ZeroRedundancyOptimizer's
-# per-parameter broadcasts from each owner rank, here as ZeRO-1's all-gather of the same bytes)
-PARAM_BYTES = BYTES_PER_ELEMENT["fp32"]
-# the width of the weight gradient autograd accumulates once the engine has cast it to the fp32 parameter's dtype
-NEW_GRAD_BYTES = BYTES_PER_ELEMENT["fp32"]
+# the dtype of ``.grad``, the fp32 parameter's, whatever width the gradient reduction puts on the wire (a DDP
+# compression hook casts a copy), and of the weight gradient autograd adds into it once the engine has cast it
+GRAD_DTYPE = "fp32"
+NEW_GRAD_BYTES = BYTES_PER_ELEMENT[GRAD_DTYPE]
 FORWARD_OP = "autocast_weight_cast"
 BACKWARD_OP = "autocast_grad_cast"
 

@@ -113,10 +113,11 @@ def charged_bytes_per_param(scenario: Scenario, fused: bool) -> float:
     """HBM bytes charged per parameter and microbatch: ``bytes_per_param`` at the reduction's width times
     ``charged_share``; Megatron-FSDP's copy (``copies_into_sharded_buffer``) one main-gradient pass less."""
     share = charged_share(scenario, fused)
-    width = scenario.parallelism.grad_reduce_dtype
+    autocast = scenario.training.autocast_fp32_params   # .grad takes the fp32 parameter's dtype (autocast_params)
+    width = autocast_params.GRAD_DTYPE if autocast else scenario.parallelism.grad_reduce_dtype
     if share and copies_into_sharded_buffer(scenario):
         return share * (bytes_per_param(False, width) - BYTES_PER_ELEMENT[width])
-    new_grad = autocast_params.NEW_GRAD_BYTES if scenario.training.autocast_fp32_params else WEIGHT_GRAD_BYTES
+    new_grad = autocast_params.NEW_GRAD_BYTES if autocast else WEIGHT_GRAD_BYTES
     return share * bytes_per_param(share == 0.0, width, new_grad)
 
 

@@ -139,6 +139,7 @@ class Shard:
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
     residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
     autocast_fp32_params: bool = False  # fp32 weights cast to 16 bits per Linear and microbatch (autocast_params)
+    mlp_activation: str = "separate"  # the dense MLP's GELU: its own kernels, or in fc1's / fc2-dgrad's epilogues
     main_grad_bytes: int = 0       # the main gradient's width a fused wgrad GEMM accumulates into; 0: it writes a
     # fresh 16-bit gradient (no fusion, or a stack without main_grad: ``main_grad_bytes``, ``wgrad_output_bytes``)
 
@@ -185,6 +186,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, autocast_fp32_params=t.autocast_fp32_params,
+                 mlp_activation=t.mlp_activation,
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
                  grad_accumulation_bytes=grad_accumulation.charged_bytes_per_param(
                      scenario, fused=main_grad_bytes(scenario) > 0),
@@ -465,7 +467,15 @@ class MlpBlock:
 
 def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name: str = "mlp") -> MlpBlock:
     """A dense MLP of inner size ``ffn`` (default the model's) over the layer's tokens, its ffn split by tp
-    (Megatron-LM: up column-parallel, down row-parallel; gate and up fused in one GEMM)."""
+    (Megatron-LM: up column-parallel, down row-parallel; gate and up fused in one GEMM).
+
+    ``mlp_activation: epilogue`` (flash-attention's FusedMLP, flash_attn/ops/fused_dense.py ``FusedMLPFunc`` with its
+    default heuristic on CUDA >= 11.8 short of Hopper): fc1 runs cuBLASLt's GELU_AUX_BIAS epilogue
+    (``linear_act_forward``), writing the pre-activation (saved for the backward) beside the GELU output, and the
+    backward's fc2 dgrad runs DGELU_BGRAD (``bias_act_linear_dgrad_bgrad``), reading the pre-activation and writing
+    the GELU's input gradient and fc1's bias gradient (csrc/fused_dense_lib/fused_dense_cuda.cu): no activation
+    kernel either way; each GEMM moves the pre-activation's 16-bit bytes once more. The epilogue's GELU arithmetic
+    is not added to the GEMM's tensor-core FLOP."""
     h, tokens, e = model.hidden, shard.tokens, shard.activation_bytes_per_element
     ffn_local = (ffn or model.ffn) // shard.tp
     up_width = ffn_local * (2 if model.mlp == "swiglu" else 1)
@@ -473,8 +483,14 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
         f"{name}_up", tokens, h, (ffn_local, ffn_local) if model.mlp == "swiglu" else (ffn_local,), shard)
     down = _Linear(f"{name}_down", tokens, ffn_local, h)
     act, act_bwd = activation_ops(f"{name}_act", model, tokens * ffn_local, e)
+    act_forward, down_dgrad, act_backward = [act], down.dgrad(shard), [act_bwd]
+    if shard.mlp_activation == "epilogue":   # GELU inside the GEMMs, the pre-activation their aux tensor
+        (up,), aux = up_forward, tokens * ffn_local * e
+        up_forward = [dataclasses.replace(up, hbm_bytes=up.hbm_bytes + aux)]            # fc1 writes it too
+        down_dgrad = dataclasses.replace(down_dgrad, hbm_bytes=down_dgrad.hbm_bytes + aux)   # fc2's dgrad reads it
+        act_forward, act_backward = [], []
     sp_tokens = tokens / shard.sp_divisor
-    return MlpBlock([*up_forward, act, down.forward(shard)], [down.dgrad(shard), act_bwd, *up_dgrad],
+    return MlpBlock([*up_forward, *act_forward, down.forward(shard)], [down_dgrad, *act_backward, *up_dgrad],
                     [down.wgrad(shard), *up_wgrad],
                     sp_tokens * h + tokens * ffn_local, sp_tokens * h + tokens * up_width,
                     ((sp_tokens * h, True), (tokens * ffn_local, False)),      # fc1's input: the norm's output

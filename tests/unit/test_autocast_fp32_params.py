@@ -73,3 +73,30 @@ def test_the_sharded_optimizer_gathers_fp32_parameters():
         return plan.plan(_scenario(autocast_fp32_params=flag), lambda op, group, size: 0.0).chunks[0]
 
     assert chunk(True).param_bytes == pytest.approx(2 * chunk(False).param_bytes, rel=1e-12)   # 4 bytes, not 2
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adam_precision_aware"])
+def test_optimizers_with_a_16_bit_model_copy_are_refused(optimizer):
+    # Megatron-Core's optimizers keep 16-bit model weights and fp32 masters and copy into the former: no fp32
+    # parameters for autocast to cast
+    with pytest.raises(ScenarioError) as err:
+        _scenario(autocast_fp32_params=True, optimizer=optimizer)
+    assert "training.autocast_fp32_params" in str(err.value)
+
+
+def test_fp16_autocast_is_accepted():
+    assert _scenario(autocast_fp32_params=True, precision="fp16").training.autocast_fp32_params
+
+
+def test_the_accumulated_grad_is_fp32_whatever_the_reduction_width():
+    # .grad has the fp32 parameter's dtype: a bf16 reduction on the wire does not make the add 2 + 2 x 2 bytes
+    data = _scenario(autocast_fp32_params=True).model_dump(mode="json")
+    data["parallelism"]["grad_reduce_dtype"] = "bf16"
+    assert shard_for(config.from_dict(data)).grad_accumulation_bytes == 12.0
+
+
+def test_a_checkpoint_holds_fp32_parameters_and_two_moments():
+    from simcluster.outcomes import reliability
+    s = _scenario(autocast_fp32_params=True)
+    assert reliability.checkpoint_bytes(s) == pytest.approx((4 + 8) * s.model.params)        # no master copy
+    assert reliability.checkpoint_bytes(_scenario(autocast_fp32_params=False)) == pytest.approx(14 * s.model.params)

@@ -35,7 +35,10 @@ def test_a_flash_attn_gpt_layer_keeps_what_its_autograd_functions_save(residual_
     shard, m = shard_for(s), s.model
     counted, left_out = _per_token_saved(m.hidden, m.heads, residual)
     assert counted == (38 if residual_in_fp32 else 34) * m.hidden   # 34: Korthikanti et al. 2022 eq. 1, flash
-    assert memory.layer_activation_bytes(m, shard) == counted * shard.tokens
+    # under autocast (fp32 parameters) FusedDenseFunc saves its weight's bf16 copy beside x, and FusedMLPFunc
+    # weight1 and weight2: Wqkv 3h^2, out_proj h^2, fc1 and fc2 4h^2 each, 2 bytes, once a layer and microbatch
+    weight_copies = 2 * 12 * m.hidden**2
+    assert memory.layer_activation_bytes(m, shard) == counted * shard.tokens + weight_copies
     assert left_out / counted < 0.002    # the statistics the model leaves out: 144 bytes a token against 97 KB
 
 
@@ -45,4 +48,20 @@ def test_the_fused_loss_saves_the_16_bit_logits_not_an_fp32_softmax():
     s = config.load(SCENARIO)
     shard, m = shard_for(s), s.model
     expected = shard.tokens * (4 * m.hidden + 2 * m.hidden + 2 * m.vocab)
-    assert memory.output_activation_bytes(m, shard) == expected
+    # ... and F.linear under autocast the tied fp32 weight's bf16 copy (autocast's cast cache), vocab x h
+    assert memory.output_activation_bytes(m, shard) == expected + 2 * m.vocab * m.hidden
+
+
+def test_fp32_parameters_hold_fp32_states_and_no_master_copy():
+    """autocast_fp32_params: 4-byte parameters, 4-byte .grad and AdamW's two fp32 moments sharded by ZeRO-1 over
+    dp = 8, 4 + 4 + 8/8 bytes a parameter, against 2 + 4 + 12/8 for a 16-bit model with fp32 master weights."""
+    def states(flag):
+        data = config.load(SCENARIO).model_dump(mode="json")
+        data["training"]["autocast_fp32_params"] = flag
+        b = memory.per_gpu_memory(config.from_dict(data))
+        return b.weights_bytes, b.gradients_bytes, b.optimizer_bytes
+
+    (w32, g32, o32), (w16, g16, o16) = states(True), states(False)
+    params = w16 / 2
+    assert (w32, g32, o32) == pytest.approx((4 * params, 4 * params, 8 * params / 8), rel=1e-12)
+    assert (w16, g16, o16) == pytest.approx((2 * params, 4 * params, 12 * params / 8), rel=1e-12)
