@@ -14,9 +14,11 @@ else differs. A diagnostic: nothing is fitted or written.
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import re
 import sys
+
+from accuracy_tables import InputError, load_cases
 
 from simcluster.spec import config
 
@@ -30,13 +32,19 @@ _NAME = re.compile(r"^(?P<family>.+?)-(?P<gpus>\d+)-(?P<gpu>[a-z0-9]+)-(?P<recip
 
 
 def rows(paths: list[str], only: str) -> dict[str, dict]:
-    """{scenario: validate row} from the JSON files, the names containing ``only``."""
+    """{scenario: validate row} from the JSON files (``accuracy_tables.load_cases``), the names containing ``only``;
+    each row's published and simulated TFLOP/s must be positive numbers (InputError, one line, otherwise)."""
     out = {}
     for path in paths:
-        data = json.load(open(path))
-        for row in data.get("cases", data.get("rows")) if isinstance(data, dict) else data:
-            if only in row["scenario"]:
-                out[row["scenario"]] = row
+        for index, row in enumerate(load_cases(path)):
+            if only not in row["scenario"]:
+                continue
+            for field in ("published_tflops", "simulated_tflops"):
+                value = row.get(field)
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                        or value <= 0:
+                    raise InputError(f"{path}: cases[{index}].{field}: missing or not a positive number")
+            out[row["scenario"]] = row
     return out
 
 
@@ -77,11 +85,17 @@ def pairs(table: dict[str, dict], base: str) -> list[tuple[str, str, float, floa
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("json", nargs="+")
-    parser.add_argument("--only", default="nemo2511")
-    parser.add_argument("--base", default="gb200")
+    parser.add_argument("json", nargs="+", help="'simcluster validate [--held-out] --json' outputs")
+    parser.add_argument("--only", default="nemo2511",
+                        help="keep the rows whose scenario name contains this (default: nemo2511)")
+    parser.add_argument("--base", default="gb200",
+                        help="the GPU (as in the scenario names) each ratio is taken over (default: gb200)")
     args = parser.parse_args(argv)
-    table = rows(args.json, args.only)
+    try:
+        table = rows(args.json, args.only)
+    except InputError as exc:
+        print(f"gpu_pairs: {exc}", file=sys.stderr)
+        return 2
     print(f"{'row':44s} {'over':8s} published simulated sim/pub  differs (row/base)")
     for name, _base, pub, sim, diff in pairs(table, args.base):
         print(f"{name:44s} {args.base:8s} {pub:9.3f} {sim:9.3f} {sim / pub - 1:+7.1%}  {diff}")

@@ -132,7 +132,7 @@ ANY, POSITIVE, NON_NEGATIVE = "any", "positive", "non-negative"
 # prefix too many, 1e-300 for 1e-3) cannot send a simulation to 1e300 seconds or overflow its sums.
 PLAUSIBLE = {
     BYTES_PER_S: (1e6, 1e15, "1 MB/s (8 Mb/s, below any datacenter link) to 1 PB/s (over 100 times the fastest "
-                  "HBM, 8 TB/s on B200)"),
+                  "HBM, 7.9 TB/s on GB200 and GB300)"),
     FLOP_PER_S: (1e9, 1e18, "1 GFLOP/s to 1 EFLOP/s per GPU (B200: 2.25 PFLOP/s dense bf16)"),
     BYTES: (1e6, 1e15, "1 MB to 1 PB per device (B300: 288 GB of HBM)"),
     SECONDS: (0.0, 1.0, "0 to 1 s for a latency (a transatlantic round trip takes 0.07 s)"),

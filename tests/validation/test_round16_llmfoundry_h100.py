@@ -14,12 +14,10 @@ row states the GPUs, micro batch, gradient accumulation, global batch, activatio
 """
 
 import pytest
+from llmfoundry_h100 import HELD_OUT, SEQ, assert_published_tflops_are_the_rows, assert_scenario_is_row
 
 from simcluster.spec import config
-from simcluster.studies import validation
 from simcluster.workload import moe
-
-HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
 
 # scenario -> (GPUs, micro batch, accumulation steps, global batch, activation checkpointing, tokens/s per GPU,
 #              NumParams), as the table prints them (sequence 2048 in every row)
@@ -33,34 +31,21 @@ TABLE = {
     "mpt-13b-16-h100": (16, 2, 1, 32, False, 4767, 12853954560),
     "mpt-13b-8-h100": (8, 2, 1, 16, False, 4792, 12853954560),
 }
-SEQ = 2048
 
 
-def test_round_16_rows_are_held_out_with_their_source():
+def test_round_16_rows_are_held_out():
     assert set(TABLE) <= set(HELD_OUT)
-    for name in TABLE:
-        assert HELD_OUT[name]["source"] == "llmfoundry" and HELD_OUT[name]["metric"] == "model", name
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_scenario_is_the_tables_row(name):
-    gpus, micro, accum, global_batch, checkpointing, _, params = TABLE[name]
-    scenario = config.load(name)
-    t, p = scenario.training, scenario.parallelism
-    assert scenario.cluster.gpus == gpus and scenario.cluster.gpu.name == "h100-sxm"
-    assert (t.seq_len, t.micro_batch_size, t.global_batch_size, t.precision) == (SEQ, micro, global_batch, "bf16")
-    assert global_batch == gpus * micro * accum
-    assert t.activation_recompute == ("full" if checkpointing else "none")
-    assert (p.tp, p.pp, p.dp, p.zero_stage) == (1, 1, gpus, 3)  # FULL_SHARD over all GPUs
-    assert scenario.model.params == params
+    assert_scenario_is_row(name, TABLE[name])
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_published_tflops_are_the_tables_tokens_per_second_in_llm_foundrys_count(name):
-    *_, tokens_per_gpu, params = TABLE[name]
+    flop_per_token = assert_published_tflops_are_the_rows(name, TABLE[name])
     scenario = config.load(name)
     m, t = scenario.model, scenario.training
-    flop_per_token = 6 * params + 12 * m.layers * m.hidden * SEQ
-    assert tokens_per_gpu * flop_per_token / 1e12 == pytest.approx(HELD_OUT[name]["tflops_per_gpu"], rel=0.003)
     simulated_count = moe.model_flop_per_step(m, t.seq_len, t.global_batch_size)
     assert simulated_count == pytest.approx(flop_per_token * SEQ * t.global_batch_size, rel=0.002)
