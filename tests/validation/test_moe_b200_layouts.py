@@ -9,7 +9,9 @@ Independent truths:
   ``moe_a2a_overlap False``, the alltoall dispatcher, ``moe_router_force_load_balancing True``,
   ``grad_reduce_in_fp32 False``; Qwen3-235B-A22B PP 8, VP 2, EP 8, global batch 1024, ``recompute_granularity
   None``, no graphs, and the recipe's ``account_for_embedding_in_pipeline_split`` and
-  ``account_for_loss_in_pipeline_split`` (96 units on 16 chunks: embedding + 5, 14 x 6, 5 + loss).
+  ``account_for_loss_in_pipeline_split`` (96 units on 16 chunks: embedding + 5, 14 x 6, 5 + loss); its provider
+  ``Qwen3MoEModelProvider`` (models/qwen/qwen_provider.py) sets no ``moe_router_dtype``, ``aux_loss`` and the
+  alltoall dispatcher.
 - The page's tokens/s per GPU (tests/validation/test_nemo2511_flop_convention.py): DeepSeek-V3 MXFP8 B200 2139,
   GB200 4018, so the published per-GPU ratio is 0.532 whatever FLOP count is used.
 - ``split``: per-GPU throughput is tokens / (GPUs x step), so the simulated ratio is exactly the layout factor times
@@ -50,6 +52,8 @@ def test_qwen3_b200_row_is_the_b200_preset_with_the_recipes_pipeline_split():
     assert (p.tp, p.pp, p.virtual_stages, p.ep) == (1, 8, 2, 8)
     assert (t.global_batch_size, t.micro_batch_size) == (1024, 1)
     assert t.activation_recompute == "none" and not t.recompute_modules and not t.moe_cuda_graphs
+    # Qwen3MoEModelProvider: no moe_router_dtype (the model's), aux_loss, alltoall
+    assert (t.moe_router_dtype, t.moe_load_balancing, p.moe_dispatcher) == ("model", "aux_loss", "alltoall")
     assert split_layers(s.model.layers, p.pp, p.virtual_stages, p.layers_per_stage) == [5] + [6] * 14 + [5]
 
 
