@@ -74,6 +74,20 @@ def applies(scenario: Scenario) -> bool:
     return scenario.parallelism.zero_stage >= 2 and scenario.training.optimizer == "decoupled_adamw"
 
 
+def units_kept_after_forward(scenario: Scenario) -> int:
+    """FSDP units whose gathered parameters FSDP1 keeps from the forward into the backward, which therefore need no
+    all-gather there: the root unit under FULL_SHARD (torch 2.0-2.3 torch/distributed/fsdp/_runtime_utils.py
+    ``_post_forward_reshard``: ``free_unsharded_flat_param = not state._is_root and handle._sharding_strategy in
+    RESHARD_AFTER_FORWARD_HANDLE_STRATEGIES``, "with the intention that they are immediately used for backward
+    computation"; ``_pre_backward_hook`` -> ``_unshard`` -> ``FlatParamHandle.needs_unshard`` finds the padded
+    unsharded flat parameter still allocated and issues no all-gather). llm-foundry's MPT wraps each ``MPTBlock``
+    (``fsdp_wrap_fn``), so the root holds the rest: the tied word embedding and the final norm, the embedding unit
+    of ``memory.zero3_units``. SHARD_GRAD_OP (zero_stage 2) never gathers in the backward. One chunk only (Composer
+    runs no pipeline): 0 elsewhere."""
+    p = scenario.parallelism
+    return int(applies(scenario) and p.zero_stage == 3 and p.pp == 1)
+
+
 def predivide_factor(world: int) -> int:
     """FSDP1's pre-divide factor (torch 2.0/2.1 ``_init_utils`` takes torch/distributed/algorithms/_comm_hooks/
     default_hooks.py ``DefaultState._get_gradient_predivide_factor(world_size)``):

@@ -12,22 +12,22 @@ gathered parameters after its forward (reshard after forward), so ``_pre_backwar
 and ``_post_backward_hook`` reduce-scatters its gradient; Composer (composer/trainer/trainer.py
 ``_train_microbatches``, composer/distributed/dist_strategy.py ``ddp_sync_context``) skips gradient sync only for a
 DistributedDataParallel model, so an FSDP model reduce-scatters on every microbatch. Per step a rank therefore runs
-three collectives over the whole bf16 parameter set per microbatch: 3 x 2 B x N x microbatches of collective
-buffers, and twice as many all-gathers as reduce-scatters, one of each per unit and microbatch.
+about three collectives over the whole bf16 parameter set per microbatch (3 x 2 B x N x microbatches of collective
+buffers, less the root's backward gather below), one reduce-scatter per unit and microbatch.
 
-Known simplification (round 19 review): FSDP1's ``_post_forward_reshard`` does not free the ROOT unit's parameters
-after forward under FULL_SHARD (``not state._is_root``), so the root unit (MPT's tied embedding and final norm) is
-not gathered again in backward: FSDP1 runs 2 x units - 1 all-gathers a microbatch, 2 N - N_root parameters of them
-(the embedding is 0.6% of N for MPT-70B, 8% for MPT-1B). The engine (engine/data_parallel.py
-``GatherBeforeUse``, equal unit shares) gathers every unit again; the counts below are the engine's and overstate
-the backward gathers by one unit.
+FSDP1's ``_post_forward_reshard`` does not free the ROOT unit's parameters after forward under FULL_SHARD
+(``not state._is_root``), so the root unit (MPT's tied embedding and final norm) is not gathered again in backward:
+FSDP1 runs 2 x units - 1 all-gathers a microbatch (round 19, "FSDP1 keeps the root unit gathered";
+parallel/fsdp_runtime.py ``units_kept_after_forward``). Units are equal shares of the parameters in the engine, so
+the gathered bytes are 2 N - N / units, where FSDP1 gathers 2 N - N_root (the embedding is 0.6% of N for MPT-70B,
+8% for MPT-1B).
 """
 
 import pytest
 from llmfoundry_h100 import assert_published_tflops_are_the_rows, assert_scenario_is_row
 
 from simcluster.engine import simulate
-from simcluster.parallel import memory
+from simcluster.parallel import fsdp_runtime, memory
 from simcluster.spec import config
 
 # scenario -> (GPUs, micro batch, accumulation steps, global batch, activation checkpointing, tokens/s per GPU,
@@ -63,8 +63,18 @@ def test_full_shard_gathers_and_reduces_every_parameter_on_every_microbatch(name
     gathers = fsdp[fsdp["name"].str.contains("all_gather")]
     reduces = fsdp[fsdp["name"].str.contains("reduce_scatter")]
     units = memory.zero3_units(scenario.model, scenario.model.layers, True, True, 1)
-    assert len(gathers) == 2 * units * microbatches
+    assert len(gathers) == (2 * units - 1) * microbatches  # the root unit stays gathered into the backward
     assert len(reduces) == units * microbatches
     params = scenario.model.params
-    assert gathers["bytes"].sum() == pytest.approx(2 * 2 * params * microbatches, rel=1e-6)
+    assert gathers["bytes"].sum() == pytest.approx(2 * (2 - 1 / units) * params * microbatches, rel=1e-6)
     assert reduces["bytes"].sum() == pytest.approx(2 * params * microbatches, rel=1e-6)
+
+
+def test_only_full_shard_fsdp1_keeps_its_root_unit_gathered():
+    # torch 2.0-2.3 _post_forward_reshard: the root is kept under FULL_SHARD (zero_stage 3); SHARD_GRAD_OP
+    # (zero_stage 2) keeps every unit, so nothing is gathered in the backward at all
+    full_shard = config.load("mpt-13b-8-h100")
+    assert fsdp_runtime.units_kept_after_forward(full_shard) == 1
+    shard_grad_op = full_shard.model_copy(update={"parallelism": full_shard.parallelism.model_copy(
+        update={"zero_stage": 2})})
+    assert fsdp_runtime.units_kept_after_forward(shard_grad_op) == 0
