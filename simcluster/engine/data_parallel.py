@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from simcluster.parallel.fsdp_runtime import units_kept_after_forward
+from simcluster.parallel.fsdp_runtime import root_holds_output, units_kept_after_forward
 from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import Parallelism, Scenario
@@ -238,30 +238,32 @@ class GatherBeforeUse(ParameterGathering):
     gather is exposed, the others hide behind the previous unit's compute when shorter. Units are equal shares of
     the chunk's parameters and compute (the embedding and output units are in truth larger than a layer).
     Holds the all-gather of the unit to run next: one instance per agent. ``kept``: units still whole from the
-    forward (``fsdp_runtime.units_kept_after_forward``: FSDP1's root), the backward's first ones, gathered once.
+    forward (``fsdp_runtime.units_kept_after_forward``: FSDP1's root, FSDP2's root and last block), the backward's
+    first ones, gathered once.
     """
 
-    def __init__(self, kept: int = 0):
+    def __init__(self):
         self._next = None
-        self.kept = kept
 
-    def _first_gathered(self, work) -> int:
+    def _first_gathered(self, agent, work) -> int:
         """The first part of ``work`` that needs an all-gather."""
-        return self.kept if work.phase == "backward" else 0
+        if work.phase != "backward":
+            return 0
+        return units_kept_after_forward(agent.sim.plan.scenario, self.units(agent, work))
 
     def units(self, agent, work) -> int:
         plan = agent.sim.plan
         cost, p = plan.chunks[work.chunk], plan.scenario.parallelism
         return zero3_units(plan.scenario.model, cost.layers, work.chunk == 0, work.chunk == plan.chunk_count - 1,
-                           p.pp)
+                           p.pp, root_holds_output(plan.scenario))
 
     def before_use(self, agent, work):
-        first, units = self._first_gathered(work), self.units(agent, work)
+        first, units = self._first_gathered(agent, work), self.units(agent, work)
         self._next = self._gather(agent, work, first, units) if first < units else None
         yield from ()
 
     def before_part(self, agent, work, part: int, parts: int):
-        if part < self._first_gathered(work):  # still whole from the forward; the next gather already runs
+        if part < self._first_gathered(agent, work):  # still whole from the forward; the next gather already runs
             return
         current, self._next = self._next, None
         yield from agent.wait_data_parallel(current)
@@ -291,7 +293,7 @@ def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tup
     else:
         gradients = ReduceAfterBackward()
     if options.zero_stage == 3:
-        parameters = GatherBeforeUse(units_kept_after_forward(plan.scenario))
+        parameters = GatherBeforeUse()
     elif plan.param_gather:  # ZeRO-1/2
         parameters = GatherDuringForward() if options.overlap_param_gather else GatherAfterOptimizer()
     else:

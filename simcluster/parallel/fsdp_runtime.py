@@ -74,18 +74,50 @@ def applies(scenario: Scenario) -> bool:
     return scenario.parallelism.zero_stage >= 2 and scenario.training.optimizer == "decoupled_adamw"
 
 
-def units_kept_after_forward(scenario: Scenario) -> int:
-    """FSDP units whose gathered parameters FSDP1 keeps from the forward into the backward, which therefore need no
-    all-gather there: the root unit under FULL_SHARD (torch 2.0-2.3 torch/distributed/fsdp/_runtime_utils.py
-    ``_post_forward_reshard``: ``free_unsharded_flat_param = not state._is_root and handle._sharding_strategy in
-    RESHARD_AFTER_FORWARD_HANDLE_STRATEGIES``, "with the intention that they are immediately used for backward
-    computation"; ``_pre_backward_hook`` -> ``_unshard`` -> ``FlatParamHandle.needs_unshard`` finds the padded
-    unsharded flat parameter still allocated and issues no all-gather). llm-foundry's MPT wraps each ``MPTBlock``
-    (``fsdp_wrap_fn``), so the root holds the rest: the tied word embedding and the final norm, the embedding unit
-    of ``memory.zero3_units``. SHARD_GRAD_OP (zero_stage 2) never gathers in the backward. One chunk only (Composer
-    runs no pipeline): 0 elsewhere."""
+def fsdp2_applies(scenario: Scenario) -> bool:
+    """Whether the scenario runs PyTorch FSDP2 (``fully_shard``) as torchtitan applies it: ZeRO-3 with torch's
+    AdamW (``optimizer: torch_adamw``, the torchtitan rows; Composer's FSDP1 is ``decoupled_adamw``)."""
+    return scenario.parallelism.zero_stage == 3 and scenario.training.optimizer == "torch_adamw"
+
+
+def root_holds_output(scenario: Scenario) -> bool:
+    """Whether one FSDP unit, the root, holds the word embedding, final norm and output projection together:
+    torchtitan's ``apply_fsdp`` (torchtitan/parallelisms/parallelize_llama.py, Dec 2024) wraps each
+    ``TransformerBlock`` and then ``fully_shard(model)``, whose direct parameters are ``tok_embeddings``, ``norm``
+    and ``output``. With pipelining each stage's model part is its own root (the embedding on the first, norm and
+    output on the last), so the units stay as ``memory.zero3_units`` counts them."""
+    return fsdp2_applies(scenario) and scenario.parallelism.pp == 1
+
+
+def keeps_root(scenario: Scenario) -> bool:
+    """Whether the root unit stays gathered from its forward through the backward (``units_kept_after_forward``),
+    beside the two units in flight (``memory.zero3_gathered_bytes``)."""
+    return units_kept_after_forward(scenario, 2) > 0
+
+
+def units_kept_after_forward(scenario: Scenario, units: int) -> int:
+    """Of a chunk's ``units`` FSDP units, those whose gathered parameters stay whole from the forward into the
+    backward, which therefore need no all-gather there: the backward's first ones.
+
+    FSDP1 (Composer, llm-foundry): the root unit under FULL_SHARD (torch 2.0-2.3
+    torch/distributed/fsdp/_runtime_utils.py ``_post_forward_reshard``: ``free_unsharded_flat_param = not
+    state._is_root and handle._sharding_strategy in RESHARD_AFTER_FORWARD_HANDLE_STRATEGIES``, "with the intention
+    that they are immediately used for backward computation"; ``_pre_backward_hook`` -> ``_unshard`` ->
+    ``FlatParamHandle.needs_unshard`` finds the padded unsharded flat parameter still allocated and issues no
+    all-gather). llm-foundry's MPT wraps each ``MPTBlock`` (``fsdp_wrap_fn``), so the root holds the rest: the tied
+    word embedding and the final norm, the embedding unit of ``memory.zero3_units``. SHARD_GRAD_OP (zero_stage 2)
+    never gathers in the backward. One chunk only (Composer runs no pipeline).
+
+    FSDP2 (torchtitan): the root and the last block without pipelining, 2: torch
+    torch/distributed/_composable/fsdp/_fsdp_state.py ``_lazy_init`` ("For the root, do not reshard after forward":
+    ``post_forward_mesh_info = None``) and torchtitan's ``apply_fsdp`` ``reshard_after_forward = int(layer_id) <
+    len(model.layers) - 1`` ("do not reshard after forward for the last transformer block since FSDP would prefetch
+    it immediately"); with pipelining ``reshard_after_forward = False`` for every block and the root: every unit.
+    0 elsewhere."""
     p = scenario.parallelism
-    return int(applies(scenario) and p.zero_stage == 3 and p.pp == 1)
+    if fsdp2_applies(scenario):
+        return min(2, units) if p.pp == 1 else units
+    return min(int(applies(scenario) and p.zero_stage == 3 and p.pp == 1), units)
 
 
 def predivide_factor(world: int) -> int:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from simcluster.core import units
 from simcluster.core.errors import OutOfMemoryError
+from simcluster.parallel import fsdp_runtime
 from simcluster.parallel.layout import split_layers
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
@@ -722,23 +723,32 @@ def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = Fal
 
 # ---- per GPU -----------------------------------------------------------------------------------------------
 
-def zero3_gathered_bytes(model: TransformerSpec, tp: int, precision: str, grad_bytes: int | None) -> float:
+def zero3_gathered_bytes(model: TransformerSpec, tp: int, precision: str, grad_bytes: int | None,
+                         root_matrices: int = 0) -> float:
     """What ZeRO-3/FSDP materialises beyond the shards: the full parameters of the unit in use and of the next
     one (prefetched), and the full gradient of one unit before it is reduce-scattered.
 
     The unit is one transformer layer, or the embedding or output projection where larger (FSDP wraps each
     block: Zhao et al. 2023, PyTorch FSDP, section 3.2; ZeRO-3 gathers per module: Rajbhandari et al. 2020).
+    ``root_matrices``: vocab x hidden matrices of a root unit that stays gathered from its forward to the end of
+    the backward (``fsdp_runtime.keeps_root``: FSDP1's root holds the tied embedding, torchtitan's FSDP2 root the
+    embedding and the output projection): whole beside the two transformer layers in flight.
     """
     states = state_bytes_per_param(precision)
-    unit = max(layer_params_per_rank(model, tp), math.ceil(model.vocab / tp) * model.hidden)
-    return unit * (2 * states["weights"] + (grad_bytes or states["gradients"]))
+    layer = layer_params_per_rank(model, tp)
+    embedding = math.ceil(model.vocab / tp) * model.hidden
+    unit = max(layer, embedding)
+    weights = root_matrices * embedding + 2 * layer if root_matrices else 2 * unit
+    return weights * states["weights"] + unit * (grad_bytes or states["gradients"])
 
 
-def zero3_units(model: TransformerSpec, layers: int, first: bool, last: bool, pp: int) -> int:
+def zero3_units(model: TransformerSpec, layers: int, first: bool, last: bool, pp: int,
+                merged_root: bool = False) -> int:
     """ZeRO-3/FSDP units of a model chunk, the granularity ``zero3_gathered_bytes`` counts and the engine gathers
     at: one per transformer layer, plus the word embedding on the first chunk and the output projection on the last
-    (unless tied to the embedding in the same chunk, as ``chunk_params`` counts it)."""
-    output = last and (not model.tied_embeddings or pp > 1)
+    (unless tied to the embedding in the same chunk, as ``chunk_params`` counts it, or ``merged_root``: in one root
+    unit with the embedding, ``fsdp_runtime.root_holds_output``)."""
+    output = last and (not model.tied_embeddings or pp > 1) and not (merged_root and first)
     return max(1, layers + int(first) + int(output))
 
 
@@ -776,7 +786,9 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
         activations = deferred_wgrad_peak(activations, in_flight, scenario.microbatches * p.virtual_stages, p.pp,
                                           p.virtual_stages, deferred, *deferred_wgrad_buffer_bytes(m, shard))
     if p.zero_stage == 3 and p.dp * p.cp > 1:
-        workspace += zero3_gathered_bytes(m, p.tp, states, grad_bytes)
+        # the root holds what no block holds: the embedding, and the untied output projection on the same rank
+        root = 1 + int(not m.tied_embeddings and p.pp == 1) if fsdp_runtime.keeps_root(scenario) else 0
+        workspace += zero3_gathered_bytes(m, p.tp, states, grad_bytes, root)
     if fp8_params.enabled(t) or fp8_params.mxfp8_params(t):   # GEMM weights held quantized instead of 16-bit
         fp8_weights = stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
         held = (fp8_params.MXFP8_WEIGHT_BYTES if fp8_params.mxfp8_params(t)
