@@ -19,6 +19,35 @@ from simcluster.spec import jobs as jobs_spec
 from simcluster.spec.config import NETWORK_MODELS
 from simcluster.studies.samples import MAX_SAMPLES
 
+# A run projected (from its second step's wall time) to take longer than this is announced on one line: every step is
+# simulated, and steady state comes in the first few, so a user who wrote steps: 1000 learns early what it costs.
+LONG_RUN_S = 60.0
+
+
+class LongRunNotice:
+    """``on_step`` of a run: after the second step (the first one builds routes and caches), one warning line when
+    the steps left would take over ``LONG_RUN_S`` at the second step's pace (a log has no progress bar to say it)."""
+
+    def __init__(self, console: Console, total_steps: int, advance):
+        import time
+
+        self._clock = time.perf_counter
+        self._console, self._total, self._advance = console, total_steps, advance
+        self._done, self._first_done_at = 0, 0.0
+
+    def __call__(self, index) -> None:
+        self._advance(index)
+        self._done += 1
+        if self._done == 1:
+            self._first_done_at = self._clock()
+        elif self._done == 2:
+            per_step_s = self._clock() - self._first_done_at
+            if per_step_s * (self._total - 2) > LONG_RUN_S:
+                self._console.print(f"warning: {self._total:,} steps to simulate at about {per_step_s:.2g} s each "
+                                    f"(about {per_step_s * self._total / 60:.0f} min); steady state comes in the "
+                                    "first few steps: lower training.steps or --steps to finish sooner",
+                                    soft_wrap=True)
+
 
 def check_network(network: str | None) -> None:
     if network is not None and network not in NETWORK_MODELS:
@@ -162,6 +191,7 @@ def run(
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
+        on_step = LongRunNotice(console, total, lambda _index: progress.advance(task))
 
         def simulate(seeded, first=None):
             def build(merge):
@@ -170,9 +200,9 @@ def run(
                 return Simulation(seeded, network, expand=True, check_memory=not no_memory_check, merge=merge)
 
             if expand:  # merged where proven exact, else rerun with every call its own class (engine.run_expanded)
-                return run_expanded(build, steps, on_step=lambda _index: progress.advance(task))
+                return run_expanded(build, steps, on_step=on_step)
             simulation = first or Simulation(seeded, network, check_memory=not no_memory_check, merge=SYMMETRIC)
-            return simulation.run(steps, on_step=lambda _index: progress.advance(task))
+            return simulation.run(steps, on_step=on_step)
 
         results = [simulate(spec, sim)] + [simulate(seeded) for seeded in list(sampling.scenarios(spec, samples))[1:]]
         result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]

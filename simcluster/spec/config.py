@@ -347,6 +347,12 @@ class Cluster(_Strict):
     price_per_gpu_hour: FiniteFloat | None = Field(None, ge=0, le=hardware.MAX_PRICE_PER_GPU_HOUR,
                                                    description="USD per GPU-hour; default: GPU catalog")
 
+    @field_validator("sharp", mode="before")
+    @classmethod
+    def _sharp_as_written(cls, value):
+        """``sharp: on`` / ``off`` as a user writes them: YAML 1.1 (PyYAML) reads the bare words as true / false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("gpu", mode="before")
     @classmethod
     def _gpu_preset(cls, value):
@@ -972,8 +978,10 @@ class Scenario(_Strict):
         """Options that only mean something with what they need: an fp8 recipe with fp8 GEMMs (MXFP8 with tensor
         cores that scale by blocks: Blackwell's, which also run the MX fp4 formats, hence a GPU with an fp4 peak),
         MLA's up-projection recompute with MLA, Megatron-LM's 2020-2021 fp16 optimizer wrappers with fp16 and no
-        ZeRO, its local DDP with the reduction after the backward."""
+        ZeRO, its local DDP with the reduction after the backward. First of all, a precision the GPU has tensor cores
+        for (fp8 on an A100 is refused here, naming the field, not when the run's MFU is computed)."""
         t = self.training
+        self.cluster.gpu.peak_flop_per_s(t.precision)
         if t.fp8_recipe != "delayed" and t.precision != "fp8":
             raise ScenarioError("training.fp8_recipe", f"{t.fp8_recipe} needs precision: fp8 (the run is "
                                 f"{t.precision})")

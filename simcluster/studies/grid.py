@@ -220,6 +220,10 @@ def parse_gpus(text: str) -> list[int]:
 def scale_to_gpus(data: dict, gpus: int, fixed: frozenset[str] = frozenset()) -> dict:
     """The scenario dict moved to ``gpus`` GPUs (see the module docstring); ``fixed`` are the user's paths."""
     data = copy.deepcopy(data)
+    for section in ("cluster", "training", "parallelism"):  # a whole section replaced by a --vary value
+        if not isinstance(data.get(section, {}), dict):
+            raise ScenarioError(section, f"expected a mapping of {section} fields, got {data[section]!r} (vary one "
+                                f"field, e.g. --vary {section}.{next(iter(_SECTIONS[section].model_fields))}=...)")
     cluster, training = data["cluster"], data["training"]
     par = data.setdefault("parallelism", {})
     for section, key in (("cluster", "gpus_per_node"), ("parallelism", "tp"), ("parallelism", "pp"),
