@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from simcluster.parallel.fsdp_runtime import root_holds_output, units_kept_after_forward
+from simcluster.parallel.fsdp_runtime import gathers_once_per_step, root_holds_output, units_kept_after_forward
 from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import Parallelism, Scenario
@@ -239,7 +239,10 @@ class GatherBeforeUse(ParameterGathering):
     the chunk's parameters and compute (the embedding and output units are in truth larger than a layer).
     Holds the all-gather of the unit to run next: one instance per agent. ``kept``: units still whole from the
     forward (``fsdp_runtime.units_kept_after_forward``: FSDP1's root, FSDP2's root and last block), the backward's
-    first ones, gathered once.
+    first ones, gathered once; the first gathered unit's all-gather starts with the last kept one (its pre-backward
+    prefetch: FSDP1 BACKWARD_PRE from the root's, FSDP2 from the last block's). FSDP2 under pipelining
+    (``fsdp_runtime.gathers_once_per_step``) keeps every unit gathered across the step's microbatches: only a
+    chunk's first forward (microbatch 0) gathers.
     """
 
     def __init__(self):
@@ -248,7 +251,8 @@ class GatherBeforeUse(ParameterGathering):
     def _first_gathered(self, agent, work) -> int:
         """The first part of ``work`` that needs an all-gather."""
         if work.phase != "backward":
-            return 0
+            once = work.microbatch > 0 and gathers_once_per_step(agent.sim.plan.scenario)
+            return self.units(agent, work) if once else 0
         return units_kept_after_forward(agent.sim.plan.scenario, self.units(agent, work))
 
     def units(self, agent, work) -> int:
@@ -259,11 +263,14 @@ class GatherBeforeUse(ParameterGathering):
 
     def before_use(self, agent, work):
         first, units = self._first_gathered(agent, work), self.units(agent, work)
-        self._next = self._gather(agent, work, first, units) if first < units else None
+        self._next = self._gather(agent, work, 0, units) if first == 0 else None
         yield from ()
 
     def before_part(self, agent, work, part: int, parts: int):
-        if part < self._first_gathered(agent, work):  # still whole from the forward; the next gather already runs
+        first = self._first_gathered(agent, work)
+        if part < first:  # still whole from the forward; the last kept unit's pre-backward prefetches the next one
+            if part == first - 1 and first < parts:
+                self._next = self._gather(agent, work, first, parts)
             return
         current, self._next = self._next, None
         yield from agent.wait_data_parallel(current)
@@ -289,7 +296,9 @@ def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tup
     if not data_parallel:
         return GradientReduction(), ParameterGathering()
     if options.overlap_grad_reduce:
-        gradients = ReduceBucketsDuringBackward(every_microbatch=options.zero_stage >= 2)
+        # FSDP2 under pipelining reduce-scatters once, after the last microbatch (fsdp_runtime.gathers_once_per_step)
+        gradients = ReduceBucketsDuringBackward(every_microbatch=options.zero_stage >= 2
+                                                and not gathers_once_per_step(plan.scenario))
     else:
         gradients = ReduceAfterBackward()
     if options.zero_stage == 3:

@@ -89,6 +89,16 @@ def root_holds_output(scenario: Scenario) -> bool:
     return fsdp2_applies(scenario) and scenario.parallelism.pp == 1
 
 
+def gathers_once_per_step(scenario: Scenario) -> bool:
+    """Whether FSDP2 keeps a pipeline stage's units gathered across its microbatches: torchtitan under pipelining
+    (``reshard_after_forward=False`` on every block and the root) and torch's pipelining stage
+    (torch/distributed/pipelining/stage.py ``backward_maybe_with_nosync``, 2024-25 versions:
+    ``set_reshard_after_backward(False)`` and ``set_requires_gradient_sync(False)`` on every backward,
+    ``post_backward`` with both True only after the last one). Each unit is all-gathered on the chunk's first
+    forward of the step, its unsharded gradient accumulated and reduce-scattered after the last backward."""
+    return fsdp2_applies(scenario) and scenario.parallelism.pp > 1
+
+
 def keeps_root(scenario: Scenario) -> bool:
     """Whether the root unit stays gathered from its forward through the backward (``units_kept_after_forward``),
     beside the two units in flight (``memory.zero3_gathered_bytes``)."""

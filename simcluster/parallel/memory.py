@@ -732,14 +732,19 @@ def zero3_gathered_bytes(model: TransformerSpec, tp: int, precision: str, grad_b
     block: Zhao et al. 2023, PyTorch FSDP, section 3.2; ZeRO-3 gathers per module: Rajbhandari et al. 2020).
     ``root_matrices``: vocab x hidden matrices of a root unit that stays gathered from its forward to the end of
     the backward (``fsdp_runtime.keeps_root``: FSDP1's root holds the tied embedding, torchtitan's FSDP2 root the
-    embedding and the output projection): whole beside the two transformer layers in flight.
+    embedding and the output projection): whole beside the two transformer layers in flight, and so is its
+    unsharded gradient at the parameter dtype, made by the output projection's (or tied embedding's) backward at
+    the backward's start and reduce-scattered with the root's post-backward at its end (FSDP1 ``_post_backward_hook``
+    per flat parameter; FSDP2 ``FSDPParamGroup.post_backward``); the one unit being reduced is then a layer.
     """
     states = state_bytes_per_param(precision)
     layer = layer_params_per_rank(model, tp)
     embedding = math.ceil(model.vocab / tp) * model.hidden
+    grad = grad_bytes or states["gradients"]
+    if root_matrices:  # the root's weights and gradient, two layers in flight, one layer's gradient reduced
+        return (2 * root_matrices * embedding + 2 * layer) * states["weights"] + layer * grad
     unit = max(layer, embedding)
-    weights = root_matrices * embedding + 2 * layer if root_matrices else 2 * unit
-    return weights * states["weights"] + unit * (grad_bytes or states["gradients"])
+    return 2 * unit * states["weights"] + unit * grad
 
 
 def zero3_units(model: TransformerSpec, layers: int, first: bool, last: bool, pp: int,
@@ -785,9 +790,16 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
         in_flight = len(in_flight_chunks(p.schedule, p.pp, p.virtual_stages, scenario.microbatches, stage))
         activations = deferred_wgrad_peak(activations, in_flight, scenario.microbatches * p.virtual_stages, p.pp,
                                           p.virtual_stages, deferred, *deferred_wgrad_buffer_bytes(m, shard))
-    if p.zero_stage == 3 and p.dp * p.cp > 1:
-        # the root holds what no block holds: the embedding, and the untied output projection on the same rank
-        root = 1 + int(not m.tied_embeddings and p.pp == 1) if fsdp_runtime.keeps_root(scenario) else 0
+    if p.zero_stage == 3 and p.dp * p.cp > 1 and fsdp_runtime.gathers_once_per_step(scenario):
+        # FSDP2 under pipelining: the stage's units stay gathered through the step, their unsharded gradients
+        # accumulated at the reduce dtype (FSDPParam.to_accumulated_grad_if_needed) until the last backward
+        held = state_bytes_per_param(states)
+        workspace += params * (held["weights"] + (grad_bytes or held["gradients"]))
+    elif p.zero_stage == 3 and p.dp * p.cp > 1:
+        # the root holds what no block holds: the embedding, and the output projection where it is the root's
+        # (torchtitan; llm-foundry wraps an untied lm_head as a unit of its own)
+        root = 1 + int(not m.tied_embeddings and fsdp_runtime.root_holds_output(scenario)) \
+            if fsdp_runtime.keeps_root(scenario) else 0
         workspace += zero3_gathered_bytes(m, p.tp, states, grad_bytes, root)
     if fp8_params.enabled(t) or fp8_params.mxfp8_params(t):   # GEMM weights held quantized instead of 16-bit
         fp8_weights = stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)

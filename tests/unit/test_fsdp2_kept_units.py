@@ -51,14 +51,59 @@ def test_fsdp2_without_pipelining_gathers_every_unit_but_the_root_and_last_block
     assert backward["bytes"].sum() == pytest.approx(forward["bytes"].sum() * (units - 2) / units, rel=1e-9)
 
 
-def test_fsdp2_with_pipelining_gathers_only_in_the_forward():
-    # torchtitan with PP: reshard_after_forward False for every block and for the root: nothing is freed after the
-    # forward, so the backward gathers nothing; the engine's units are per stage (embedding first, output last)
+def _dp_events(scenario):
+    events = simulate(scenario, check_memory=False).events
+    return events, events[events["stream"] == "dp"]
+
+
+def test_fsdp2_with_pipelining_gathers_and_reduces_each_stage_once_a_step():
+    # torchtitan with PP: reshard_after_forward False for every block and the root, and torch's pipelining stage
+    # (stage.py backward_maybe_with_nosync) sets reshard_after_backward and requires_gradient_sync False until the
+    # last microbatch's backward: each unit is gathered on the stage's first forward and reduce-scattered once
     scenario = _short(config.load(LLAMA31_8B), pp=2, dp=4)
-    assert fsdp_runtime.fsdp2_applies(scenario) and not fsdp_runtime.root_holds_output(scenario)
-    gathers = _gathers(scenario)  # the first stage: 16 layers and the embedding
-    assert len(gathers[gathers["name"].str.contains("backward")]) == 0
-    assert len(gathers) == (scenario.model.layers // 2 + 1) * scenario.microbatches
+    assert scenario.microbatches == 2
+    assert fsdp_runtime.fsdp2_applies(scenario) and fsdp_runtime.gathers_once_per_step(scenario)
+    assert not fsdp_runtime.root_holds_output(scenario)
+    events, dp = _dp_events(scenario)
+    first = dp[dp["rank"] == dp["rank"].min()]
+    gathers = first[first["name"].str.contains("all_gather")]
+    reduces = first[first["name"].str.contains("reduce_scatter")]
+    units = scenario.model.layers // 2 + 1  # the first stage: 16 layers and the embedding
+    assert len(gathers) == len(reduces) == units
+    assert gathers["name"].str.contains("forward c0").all()
+    # conservation: one rank of each stage together gathers every parameter once a step, 2 B each (bf16)
+    per_stage = dp[dp["name"].str.contains("all_gather")].groupby("rank")["bytes"].sum()
+    stage_ranks = sorted(per_stage.index)[:: len(per_stage) // scenario.parallelism.pp]
+    assert per_stage[stage_ranks].sum() == pytest.approx(2 * scenario.model.params, rel=1e-6)
+
+
+def test_gathered_bytes_a_step_are_the_forward_and_the_backward_the_source_rule_gives():
+    # independent of the engine's unit list: per microbatch the forward gathers all N parameters, the backward all
+    # but the kept units; with equal unit shares FSDP2 at pp 1 keeps 2 of layers + 1, FSDP1 1 of layers + 1 (tied)
+    for name, units, kept in ((LLAMA31_8B, 32 + 1, 2), ("mpt-7b-8-h100", 32 + 1, 1)):
+        scenario = config.load(name)
+        if name == LLAMA31_8B:
+            scenario = _short(scenario)
+        _, dp = _dp_events(scenario)
+        mine = dp[dp["rank"] == dp["rank"].min()]
+        gathered = mine[mine["name"].str.contains("all_gather")]["bytes"].sum()
+        params = scenario.model.params
+        assert gathered == pytest.approx(2 * params * (2 - kept / units) * scenario.microbatches, rel=1e-6), name
+
+
+def test_the_first_backward_gather_starts_with_the_last_kept_unit():
+    # FSDP2: the root's pre-backward prefetches the last block (already whole): nothing; the last block's
+    # pre-backward prefetches the block before it. So the first backward gather starts with the second backward part
+    scenario = _short(config.load(LLAMA31_8B))
+    events, dp = _dp_events(scenario)
+    rank = dp["rank"].min()
+    gathers = dp[(dp["rank"] == rank) & dp["name"].str.contains("all_gather backward")]
+    compute = events[(events["rank"] == rank) & (events["stream"] == "compute")
+                     & events["name"].str.startswith("backward")].sort_values("start_s")
+    # (issued there; the dp stream may still carry the first part's reduce-scatter)
+    first = gathers.sort_values("start_s").iloc[0]
+    assert first["name"].endswith(" u2")
+    assert first["start_s"] >= compute["start_s"].iloc[1] - 1e-9
 
 
 def test_units_kept_after_forward_by_framework():
@@ -80,22 +125,53 @@ def test_kept_root_is_whole_beside_two_layers_by_hand():
     embedding = 128256 * 4096
     assert layer == 218_112_000 and embedding == 525_336_576
     # bf16 weights, fp32 gradient reduce (torchtitan's reduce_dtype): root (embedding + output) + two layers in
-    # flight, and the gradient of the largest unit
-    expected = 2 * (2 * embedding + 2 * layer) + 4 * embedding
+    # flight, the root's unsharded bf16 gradient held through the backward, and one layer's gradient reduced
+    expected = 2 * (2 * embedding + 2 * layer) + 2 * 2 * embedding + 4 * layer
     assert memory.zero3_gathered_bytes(model, 1, "bf16", 4, root_matrices=2) == pytest.approx(expected, rel=1e-12)
     # without a kept root: two units of the larger of layer and embedding, as before
     assert memory.zero3_gathered_bytes(model, 1, "bf16", 4) == pytest.approx(2 * 2 * embedding + 4 * embedding,
                                                                             rel=1e-12)
     # tensor parallelism splits the vocabulary rows of both matrices
     assert memory.zero3_gathered_bytes(model, 8, "bf16", 4, root_matrices=2) == pytest.approx(
-        2 * (2 * math.ceil(128256 / 8) * 4096 + 2 * memory.layer_params_per_rank(model, 8))
-        + 4 * math.ceil(128256 / 8) * 4096, rel=1e-12)
+        2 * (2 * 2 * math.ceil(128256 / 8) * 4096 + 2 * memory.layer_params_per_rank(model, 8))
+        + 4 * memory.layer_params_per_rank(model, 8), rel=1e-12)
 
 
 def test_the_kept_root_adds_two_layers_over_two_embeddings_to_the_8b_rows_peak(monkeypatch):
-    # the row's peak with the kept root (embedding + output + two layers) minus without (two embeddings): 2 B x 2
-    # layers, the root's own two matrices replacing the two embedding-sized units counted before
+    # the row's peak with the kept root minus without (two embedding-sized units, an embedding's fp32 gradient):
+    # 2 B x 2 layers of weights and 4 B x 1 layer of gradient; the root's bf16 gradient (2 x 2 B x embedding)
+    # takes the place of the embedding's fp32 one
     scenario = config.load(LLAMA31_8B)
     kept = memory.per_gpu_memory(scenario).total_bytes
     monkeypatch.setattr(fsdp_runtime, "keeps_root", lambda _: False)
-    assert kept - memory.per_gpu_memory(scenario).total_bytes == pytest.approx(2 * 2 * 218_112_000, rel=1e-9)
+    assert kept - memory.per_gpu_memory(scenario).total_bytes == pytest.approx((2 * 2 + 4) * 218_112_000, rel=1e-9)
+
+
+def test_fsdp1_root_holds_only_the_embedding(monkeypatch):
+    # llm-foundry wraps an untied lm_head as its own unit (``self.lm_head._fsdp_wrap = True``): FSDP1's root is
+    # never merged with the output projection, so an untied MPT keeps one vocab x hidden matrix, and has layers + 2
+    # units
+    mpt = config.load("mpt-7b-8-h100")
+    untied = mpt.model_copy(update={"model": mpt.model.model_copy(update={"tied_embeddings": False})})
+    assert fsdp_runtime.keeps_root(untied) and not fsdp_runtime.root_holds_output(untied)
+    model = untied.model
+    assert memory.zero3_units(model, model.layers, True, True, 1, fsdp_runtime.root_holds_output(untied)) \
+        == model.layers + 2
+    kept = memory.per_gpu_memory(untied).total_bytes
+    monkeypatch.setattr(fsdp_runtime, "keeps_root", lambda _: False)
+    dropped = memory.per_gpu_memory(untied).total_bytes
+    grad = 2  # bf16 reduce (scenarios/mpt-*.yaml)
+    assert kept - dropped == pytest.approx(memory.zero3_gathered_bytes(model, 1, "bf16", grad, 1)
+                                           - memory.zero3_gathered_bytes(model, 1, "bf16", grad), rel=1e-12)
+
+
+def test_fsdp2_under_pipelining_holds_its_whole_stage_gathered(monkeypatch):
+    # every parameter of the stage whole (bf16) beside its unsharded gradient accumulated at the reduce dtype
+    # (fp32: FSDPParam.to_accumulated_grad_if_needed), instead of the kept root beside two units in flight
+    piped = _short(config.load(LLAMA31_8B), pp=2, dp=4)
+    stage = memory.per_gpu_memory(piped, 0).total_bytes
+    monkeypatch.setattr(fsdp_runtime, "gathers_once_per_step", lambda _: False)
+    units = memory.per_gpu_memory(piped, 0).total_bytes
+    params = memory.stage_params(piped.model, 1, 2, 0)
+    assert stage - units == pytest.approx(params * (2 + 4) - memory.zero3_gathered_bytes(piped.model, 1, "bf16", 4, 1),
+                                          rel=1e-9)
