@@ -13,9 +13,11 @@ from simcluster.workload.ops import layer_ops, output_ops, shard_for
 SCENARIO = "dao2023-gpt3-1.3b-2k-8-a100"
 
 
-def _scenario(**training):
+def _scenario(gpu=None, **training):
     data = config.load(SCENARIO).model_dump(mode="json")
     data["training"].update(training)
+    if gpu is not None:
+        data["cluster"]["gpu"] = gpu
     return config.from_dict(data)
 
 
@@ -64,7 +66,7 @@ def test_the_accumulation_reads_an_fp32_gradient():
 
 def test_fp8_runs_are_refused():
     with pytest.raises(ScenarioError) as err:
-        _scenario(autocast_fp32_params=True, precision="fp8")
+        _scenario(gpu="h100-sxm", autocast_fp32_params=True, precision="fp8")
     assert "training.autocast_fp32_params" in str(err.value)
 
 
