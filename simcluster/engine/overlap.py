@@ -83,8 +83,8 @@ def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_
     for methods_phase, collectives in parts:
         for collective, count in collectives:
             for time_share, sms in userbuffers.collective_sms(methods_phase, collective, settings):
-                factor = (interference.slowdown(gpu, interference.CommKernel(sms, wire_bytes_per_s), memory_share)
-                          if sms is not None else 1.0)
+                kernel = interference.CommKernel(sms, wire_bytes_per_s, persistent=False)  # settings as charged
+                factor = interference.slowdown(gpu, kernel, memory_share) if sms is not None else 1.0
                 w = count * sizes[collective] * time_share
                 weight += w
                 inverse += w / factor

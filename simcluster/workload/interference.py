@@ -17,9 +17,12 @@ tends to SMs / (SMs - CTAs). Checked against measured GEMM slowdowns beside NCCL
 tests/validation/test_interference_measured.py).
 Persistent grids (round 18): on Hopper (interference.yaml ``persistent_grid_gpus``) cuBLAS/CUTLASS 3 GEMMs launch
 min(tiles, SMs) CTAs that each walk a fixed share of the tiles; the CTAs whose SMs a communication kernel holds start
-when the first ones end, so a GEMM of any number of waves takes T + min(C, T) beside a kernel with C left to run
-(``persistent_gemm_factor``: 2 while the kernel outlasts it); behind the switch ``persistent_grid_model``, off
-(round 18: measured averages and the launch order say the 2x is not general). The engine applies factors as rates
+when the first ones end, so a GEMM takes about T + min(C, T) beside a kernel with C left to run
+(``persistent_gemm_factor``: the static schedule, 2 for whole waves while the kernel outlasts it, less when the late
+CTAs hold a tile fewer); not charged again for kernels whose cost to the grid is charged elsewhere (``CommKernel``
+``persistent``: TE's userbuffers kernels, round 18's ``userbuffers.charged``); behind the switch
+``persistent_grid_model``, off (rounds 18 and 19: calibration does not hold with it on, docs/calibration.md "Round 19:
+persistent-grid interference, on or off"). The engine applies factors as rates
 over the communication's window (``overlapped_s``), which charges the GEMM that straddles the kernel's end T + C / 2
 instead of T + C: low by at most half a GEMM per window.
 Signal-only kernels: Transformer Engine's ring exchange moves its data with cudaMemcpyAsync (copy engines) and the
@@ -40,6 +43,7 @@ wave cliff per chunk GEMM, where the model already overshoots its one measuremen
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from functools import cache
 
@@ -63,6 +67,11 @@ class CommKernel:
 
     ctas: int
     wire_bytes_per_s: float
+    # Whether a persistent grid's CTAs whose SMs it holds wait for it (``persistent_gemm_factor``). False for a
+    # kernel whose cost to a persistent grid is charged elsewhere: Transformer Engine's userbuffers kernels, which
+    # ``userbuffers.charged`` times on Hopper (pipeline and bulk GEMMs at the SM margin, ring exchanges as
+    # configured: data/userbuffers.yaml persistent_grid_methods, round 18).
+    persistent: bool = True
 
 
 def comm_kernel(transport: str, wire_bytes_per_s: float) -> CommKernel:
@@ -126,12 +135,12 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     if not isinstance(memory_share, ComputeMix) or not memory_share.kernels:
         return (1.0 - memory_share) * sm_factor + memory_share * hbm_factor
     assert memory_share.gpu_name == gpu.name, (memory_share.gpu_name, gpu.name)
-    persistent = constants()["persistent_grid_model"] and persistent_grid(gpu.name)
+    persistent = kernel.persistent and constants()["persistent_grid_model"] and persistent_grid(gpu.name)
     alone = beside = 0.0
     for op, compute_s, memory_s in memory_share.kernels:
         waves = kernels.tensor_core_waves(op, gpu.name, sms - ctas)
         if persistent and waves and op.kind == "gemm":
-            compute_factor = persistent_gemm_factor(op, sms, ctas, waves)
+            compute_factor = persistent_gemm_factor(op, gpu.name, ctas)
         else:
             compute_factor = waves[1] / waves[0] if waves else sm_factor
         alone += max(compute_s, memory_s)
@@ -145,18 +154,29 @@ def persistent_grid(gpu_name: str) -> bool:
     return gpu_name in constants()["persistent_grid_gpus"]
 
 
-def persistent_gemm_factor(op: Op, sms: int, ctas: int, waves: tuple[int, int]) -> float:
-    """Time of a persistent-grid GEMM (``persistent_grid_gpus``) beside a kernel holding ``ctas`` of the GPU's ``sms``
-    SMs for longer than the GEMM, over its time alone; ``waves`` is ``kernels.tensor_core_waves``'s pair.
+def persistent_gemm_factor(op: Op, gpu_name: str, ctas: int) -> float:
+    """Time of a persistent-grid GEMM (``persistent_grid_gpus``) beside a kernel holding ``ctas`` of the GPU's SMs
+    for longer than the GEMM, over its time alone.
 
-    The grid is min(tiles, SMs launched on) CTAs, each with its fixed share of tiles (static schedule): when it
-    exceeds the SMs left, the CTAs that find no SM start when the first ones end and run their whole share, 2; when
-    it fits, 1 (a GEMM launched on SMs - CTAs, set_sm_margin, or one of few tiles). One wave as launched: the grid
-    is the tiles, which fit iff they take one wave of the SMs left; more: the grid is every SM launched on."""
+    The grid is g = min(tiles, SMs launched on) CTAs (``op.sms``: set_sm_margin's SM-count target); CTA j works the
+    tiles j, j + g, j + 2g, ... (static schedule: CUTLASS sm90 ``PersistentTileSchedulerSm90``), so it runs
+    ceil((tiles - j) / g) tiles, and the grid alone takes ceil(tiles / g) tile times. Beside the kernel the first
+    SMs - ctas CTAs start; the block scheduler dispatches the others in blockIdx order, each to the first SM a CTA
+    frees, where it runs its whole share. A grid that fits the SMs left loses nothing (1); a one-wave grid that does
+    not takes 2; a grid of k full waves 2, of k waves and a part about 2k / (k + 1) (the late CTAs, the last ones,
+    hold one tile fewer and start when the first short share ends)."""
+    sms = kernels.sm_count(gpu_name)
     launched = min(op.sms, sms) if op.sms > 0 else sms
-    free = max(1, min(sms - ctas, launched))
-    held = waves[1] > 1 if waves[0] == 1 else free < launched
-    return 2.0 if held else 1.0
+    tiles = kernels.gemm_tiles(op, gpu_name)
+    grid = min(tiles, launched)
+    resident = max(1, min(sms - ctas, launched))
+    if grid <= resident:
+        return 1.0
+    share = [-(-(tiles - j) // grid) for j in range(grid)]
+    free_at = sorted(share[:resident])  # a min-heap: when each resident CTA's SM frees, in tile times
+    for j in range(resident, grid):
+        heapq.heappush(free_at, heapq.heappop(free_at) + share[j])
+    return max(free_at) / share[0]
 
 
 def overlapped_s(compute_s: float, comm_s: float, factor: float) -> float:

@@ -105,6 +105,14 @@ def gemm_waves(op: Op, gpu_name: str) -> int:
     return _best_tile(op.m, op.n, op.batch, gpu_name, op.sms)[1]
 
 
+def gemm_tiles(op: Op, gpu_name: str) -> int:
+    """Output tiles of a GEMM kernel for the tile ``gemm_efficiency`` picks on the SMs it is launched on (``op.sms``;
+    0 for other kernels)."""
+    if op.kind != "gemm" or min(op.m, op.n, op.k, op.batch) <= 0:
+        return 0
+    return _best_tile(op.m, op.n, op.batch, gpu_name, op.sms)[2]
+
+
 def tensor_core_waves(op: Op, gpu_name: str, free_sms: int) -> tuple[int, int] | None:
     """(waves as launched, waves on ``free_sms``) of a tensor-core kernel whose SMs other kernels hold part of while
     it runs: the tile the library picked for the SMs it was launched on (``op.sms``, ``_best_tile``) or a flash

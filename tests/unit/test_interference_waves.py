@@ -1,8 +1,8 @@
 """interference.slowdown's per-kernel waves (kernels.tensor_core_waves) against closed forms: a GEMM launched on
 the SMs a kernel leaves (set_sm_margin) loses no wave, flash attention quantises its row blocks, CUDA-core kernels
 keep the proportional share, and a mix weighs each kernel by its time alone. With the persistent-grid model on
-(interference.yaml persistent_grid_model, off by default), an H100 GEMM runs a persistent grid: held SMs delay whole
-CTAs, 2x whatever its waves; on A100 its waves either way."""
+(interference.yaml persistent_grid_model), an H100 GEMM runs a persistent grid with a static tile schedule: held SMs
+delay whole CTAs, 2x for whole waves, less when the late CTAs hold a tile fewer; on A100 its waves either way."""
 
 from __future__ import annotations
 
@@ -47,8 +47,13 @@ def persistent_on(monkeypatch):
     monkeypatch.setitem(interference.constants(), "persistent_grid_model", True)
 
 
-def test_cuda_core_and_mixed_kernels_weigh_by_their_time_alone():
-    """The model as switched in data (persistent grids off: H100 by its waves, 4 -> 5)."""
+@pytest.fixture
+def persistent_off(monkeypatch):
+    monkeypatch.setitem(interference.constants(), "persistent_grid_model", False)
+
+
+def test_cuda_core_and_mixed_kernels_weigh_by_their_time_alone(persistent_off):
+    """The wave model (persistent grids off: H100 by its waves, 4 -> 5)."""
     elementwise = Op("bias", "memory", 1e3, 1e9)
     gemm = _gemm(4096, 4096)  # 512 tiles of 128 x 256: 4 waves on 132 SMs, 5 on 108
     t_gemm = max(kernels.roofline_s(gemm, H100, "bf16"))
@@ -120,3 +125,67 @@ def test_a_persistent_grid_gemm_waits_for_the_held_sms_whatever_its_waves(persis
     assert _factor([few], 25) == pytest.approx(2.0)
     # the wave model (A100) of the same 40-wave GEMM stays near the proportional share
     assert _factor([_gemm(40 * 11 * 256, 12 * 128)], 24, A100) < 1.3
+
+
+def _gemm_of_tiles(tiles: int) -> Op:
+    """A GEMM whose picked tile (efficiency.yaml gemm.tiles) cuts it into exactly ``tiles`` tiles on H100."""
+    for rows in range(int(tiles ** 0.5), 0, -1):
+        for tile_m, tile_n, _ in kernels._table()["gemm"]["tiles"]:
+            op = _gemm(rows * tile_m, tiles // rows * tile_n)
+            if tiles % rows == 0 and kernels.gemm_tiles(op, H100.name) == tiles:
+                return op
+    raise AssertionError(f"no GEMM of {tiles} tiles")
+
+
+def _static_schedule_s(tiles: int, sms: int, ctas: int) -> int:
+    """Closed form of a persistent grid of ``sms`` CTAs (tiles > sms) beside ``ctas`` held SMs when the late CTAs
+    hold one tile fewer than the resident ones and fewer of them than the resident short shares: tiles = k sms + r,
+    0 < r <= sms - ctas - ctas; the late CTAs start at k (the short shares end) and take k; the long ones end at
+    k + 1. In tile times."""
+    k, r = divmod(tiles, sms)
+    assert 0 < r <= sms - 2 * ctas
+    return max(2 * k, k + 1)
+
+
+def test_a_persistent_grid_of_waves_and_a_part_follows_its_static_schedule(persistent_on):
+    """CTA j of a persistent grid works tiles j, j + g, ... (CUTLASS sm90 PersistentTileSchedulerSm90): with
+    tiles = k SMs + r the first r CTAs hold k + 1 tiles, the last SMs - r hold k. Beside c held SMs the late CTAs
+    (the last c) start when the first short share ends: k + k tile times against k + 1 alone."""
+    for k, r in ((1, 68), (5, 60), (8, 84)):
+        tiles = k * SMS + r
+        op = _gemm_of_tiles(tiles)
+        assert interference.persistent_gemm_factor(op, H100.name, 24) == pytest.approx(
+            _static_schedule_s(tiles, SMS, 24) / (k + 1))
+    # 200 tiles: CTAs 0..67 hold two tiles, 68..131 one; the 24 late ones (one tile each) start when 68..107 end
+    # at 1 and end at 2 with the long ones: no loss
+    two_waves = _gemm_of_tiles(200)
+    assert interference.persistent_gemm_factor(two_waves, H100.name, 24) == pytest.approx(1.0)
+    assert _factor([two_waves], 24) == pytest.approx(1.0)
+
+
+def test_a_kernel_charged_elsewhere_keeps_the_wave_model(persistent_on):
+    """A communication kernel whose cost to the persistent grid is charged elsewhere (TE's userbuffers kernels:
+    userbuffers.charged) is timed by the wave model, as with the switch off."""
+    op = _gemm(4 * 11 * 256, 12 * 128)  # 4 x 132 tiles: 4 waves, 5 on 108 SMs
+    share = interference.memory_bound_share([op], H100, "bf16")
+    charged = interference.slowdown(H100, interference.CommKernel(24, 0.0, persistent=False), share)
+    assert charged == pytest.approx(5 / 4)
+    assert interference.slowdown(H100, interference.CommKernel(24, 0.0), share) == pytest.approx(2.0)
+
+
+def test_userbuffers_overlaps_are_not_charged_the_persistent_grid_twice(monkeypatch, persistent_off):
+    """megatron-70b-h100 (TE 1.x at tp 8, sequence parallel, TP overlap): its userbuffers factors are the same with
+    the persistent-grid model on or off -- the pipeline and bulk GEMMs are charged at the SM margin and the ring
+    exchanges as configured (userbuffers.charged, data/userbuffers.yaml persistent_grid_methods) -- while its
+    data-parallel factors move to the persistent grid's."""
+    from simcluster.engine import overlap
+    from simcluster.parallel.layout import Layout
+    from simcluster.spec import config
+
+    scenario = config.load("megatron-70b-h100")
+    layout = Layout.of(scenario.parallelism)
+    off = overlap.slowdowns(scenario, layout)
+    monkeypatch.setitem(interference.constants(), "persistent_grid_model", True)
+    on = overlap.slowdowns(scenario, layout)
+    assert on.tp == pytest.approx(off.tp)
+    assert all(on.dp[phase] > off.dp[phase] + 0.3 for phase in on.dp)
