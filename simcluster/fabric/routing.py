@@ -1125,7 +1125,10 @@ def loads_by_part(part: np.ndarray, owner: np.ndarray, ids: np.ndarray, weights:
     key = np.asarray(part, dtype=np.int64)[owner]   # a new array: the key is made in place (millions of entries)
     key *= links
     key += ids
-    if len(key) and key.max() < _DENSE_PART_KEYS:  # few parts: a dense count beats sorting millions of entries
+    top = int(key.max()) if len(key) else 0
+    # few parts: a dense count beats sorting millions of entries, unless the entries are few against the keys' range
+    # (a class of a few hundred pairs on a large fabric would count into, then scan, an array of millions of zeros)
+    if len(key) and top < _DENSE_PART_KEYS and len(key) * _SPARSE_SUM_RATIO > top:
         load = np.bincount(key, weights=weights)
         key = np.flatnonzero(load)
         load = load[key]
@@ -1142,6 +1145,9 @@ def loads_by_part(part: np.ndarray, owner: np.ndarray, ids: np.ndarray, weights:
             inverse[order] = np.cumsum(first) - 1
             key = key[first]
             load = np.bincount(inverse, weights=weights, minlength=len(key))
+        if top < _DENSE_PART_KEYS and not load.all():   # as the dense count: keys whose load sums to zero left out
+            kept = load != 0
+            key, load = key[kept], load[kept]
     return key // links, key % links, load
 
 
