@@ -45,6 +45,17 @@ def expected_max_normal(n: int) -> float:
     return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
 
 
+def max_normal_quantiles(n: int, nodes: int) -> tuple[float, ...]:
+    """The maximum of ``n`` independent standard normals at ``nodes`` equally weighted mid-quantiles (i + 1/2) /
+    nodes of its distribution, F(x) = Phi(x)^n, i.e. x_i = Phi^-1(p_i^(1/n)) (the midpoint rule for an expectation
+    over a distribution: E g(X) ~ mean_i g(x_i)); (0.0,) for one sample."""
+    if n <= 1:
+        return (0.0,)
+    if nodes < 1:
+        raise ValueError(f"need nodes {nodes} >= 1")
+    return tuple(NormalDist().inv_cdf(((i + 0.5) / nodes) ** (1.0 / n)) for i in range(nodes))
+
+
 def cv_from_max_violation(max_violation: float, experts: int) -> float:
     """Systematic CV of tokens per expert from a published maximum violation MaxVio = max_i load_i / mean - 1 over
     ``experts`` experts: loads close to normal put the expected maximum of E of them at the mean times
@@ -147,6 +158,20 @@ class TokenRouting:
         Switch Transformer, section 2.2); 1 for one group."""
         load = 1.0 + self.total_cv() / math.sqrt(self.experts / groups) * expected_max_normal(groups)
         return load if self.capacity_factor is None else min(load, self.capacity_factor)
+
+    def busiest_load_nodes(self, groups: int, nodes: int) -> tuple[float, ...]:
+        """The busiest group's load (``busiest_load``) at ``nodes`` equally weighted nodes of its spread: the same
+        1 + CV / sqrt(E / G) M, M the maximum of G standard normals, at M's mid-quantiles (``max_normal_quantiles``)
+        shifted so that their mean is ``busiest_load``'s z(G) (what the FLOP and bytes are sized by), each at least
+        the mean (the busiest of groups sharing a fixed total never carries less than 1) and capped at the capacity
+        factor. One node, ``busiest_load``, without spread (one group or CV 0)."""
+        spread = self.total_cv() / math.sqrt(self.experts / groups)
+        if groups <= 1 or spread == 0.0:
+            return (self.busiest_load(groups),)
+        quantiles = max_normal_quantiles(groups, nodes)
+        shift = expected_max_normal(groups) - sum(quantiles) / len(quantiles)
+        cap = math.inf if self.capacity_factor is None else self.capacity_factor
+        return tuple(min(max(1.0 + spread * (q + shift), 1.0), cap) for q in quantiles)
 
     def network_load(self, nodes: int, local: int) -> float:
         """The busiest node's load over the busiest GPU's (<= 1) over ``nodes`` x ``local`` GPUs: what the network

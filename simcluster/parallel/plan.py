@@ -243,7 +243,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
     moe_load = moe.step_load(m, shard, p.ep, p.etp)
     moe_mlp = (moe.moe_block(m, shard, p.ep, p.etp, moe_load, scenario.training.moe_cuda_graphs, p.moe_dispatcher,
-                             moe.Router.of(scenario.training)) if m.moe else None)
+                             moe.Router.of(scenario.training), moe.step_load_nodes(m, shard, p.ep, p.etp))
+               if m.moe else None)
     moe_layer = mla.apply(m, shard, layer_ops(m, shard, moe_mlp)) if m.moe else layer
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),

@@ -97,6 +97,20 @@ def gemm_efficiency(m: int, n: int, k: int, gpu_name: str, batch: int = 1, preci
     return ceiling * best * depth
 
 
+def spread_gemm_efficiency(op: Op, gpu: GpuSpec, precision: str) -> float:
+    """``gemm_efficiency`` of a GEMM op whose rows spread over ``op.row_nodes`` (equally weighted multiples r_i of
+    m; workload/moe.py ``step_load_nodes``): the fraction that gives its FLOP (at m) the MEAN time over the nodes,
+    1 / mean_i(r_i / f(r_i m)), since each node's time is its FLOP, r_i times m's, over f(r_i m) of peak. The time
+    is a step function of the rows (whole row blocks and waves), so this mean is not the time at the mean rows
+    (Jensen). One node (1.0,): ``gemm_efficiency`` at m."""
+    def fraction(rows: float) -> float:
+        return gemm_efficiency(rows, op.n, op.k, gpu.name, op.batch, precision, gpu, op.sms)
+
+    if op.row_nodes == (1.0,):
+        return fraction(op.m)
+    return len(op.row_nodes) / sum(r / fraction(r * op.m) for r in op.row_nodes)
+
+
 def gemm_waves(op: Op, gpu_name: str) -> int:
     """Waves of output tiles of a GEMM kernel over the SMs it is launched on (``op.sms``), for the tile
     ``gemm_efficiency`` picks (1 for other kernels)."""
@@ -252,7 +266,7 @@ def efficiency(op: Op, gpu: GpuSpec, precision: str = "bf16") -> Efficiency:
     (data: efficiency.yaml)."""
     bandwidth_fraction = naive_attention_hbm_fraction() if op.kernel == "naive" else hbm_fraction()
     if op.kind == "gemm":
-        fraction = gemm_efficiency(op.m, op.n, op.k, gpu.name, op.batch, op_precision(op, precision), gpu, op.sms)
+        fraction = spread_gemm_efficiency(op, gpu, op_precision(op, precision))
         if op.split_accumulator:
             fraction /= split_accumulator_slowdown(gpu.name)
         if op.block_scaled:

@@ -137,6 +137,27 @@ def step_load(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1) -> fl
     return busiest_rank_load(model.moe, ep, ep_group_tokens(model, shard, ep, etp))
 
 
+# Nodes of the busiest rank's load at which the expert GEMMs are timed and averaged (``step_load_nodes``): the
+# midpoint rule over equally weighted mid-quantiles. On a step function its error is at most half a node's weight,
+# 1/32 of the step's height, per step the spread crosses, at 16 tile searches per GEMM shape (a handful of shapes).
+LOAD_NODES = 16
+
+
+def step_load_nodes(model: TransformerSpec, shard: Shard, ep: int, etp: int = 1) -> tuple[float, ...]:
+    """The busiest rank's load at ``LOAD_NODES`` equally weighted nodes of the distribution ``step_load`` is the
+    mean of (``TokenRouting.busiest_load_nodes``: the maximum over the EP ranks of the same systematic and sampling
+    spread), relative to ``step_load``: what the expert GEMMs' time is averaged over (``moe_block``), since a
+    GEMM's time is a step function of its rows (whole row blocks and waves, ``kernels.gemm_efficiency``) and the
+    time at the mean load is not the mean time. (1.0,) for a dense model, padded to capacity (every expert runs
+    its capacity) or one EP rank."""
+    if model.moe is None or model.moe.pad_to_capacity or ep <= 1:
+        return (1.0,)
+    tokens = ep_group_tokens(model, shard, ep, etp)
+    mean = busiest_rank_load(model.moe, ep, tokens)
+    nodes = token_routing(model.moe, tokens).busiest_load_nodes(ep, LOAD_NODES)
+    return tuple(node / mean for node in nodes)
+
+
 @dataclass(frozen=True)
 class Router:
     """The router's kernels as a scenario configures them (training.moe_router, moe_router_dtype,
@@ -162,12 +183,14 @@ def router_backward_kernels(router: Router) -> int:
 
 
 def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, load: float = 1.0,
-              cuda_graphs: bool = False, dispatcher: str = "alltoall", router: Router = Router()) -> MlpBlock:
+              cuda_graphs: bool = False, dispatcher: str = "alltoall", router: Router = Router(),
+              load_nodes: tuple[float, ...] = (1.0,)) -> MlpBlock:
     """The MLP block of an MoE layer on one rank for one microbatch, its experts sized for ``load`` times the mean
     routed tokens (``busiest_rank_load`` for the step's time; 1 for model FLOP), with the kernel launches the
     host issues beyond its device ops (``host_launches``; ``cuda_graphs``: router and preprocess graphed;
     ``router``: its kernels, ``Router``), for Megatron-Core's ``dispatcher`` (``alltoall`` or ``flex``:
-    ``permutation_rows``)."""
+    ``permutation_rows``). ``load_nodes``: the load's spread as equally weighted multiples of ``load``
+    (``step_load_nodes``), over which the expert GEMMs' time is averaged (``Op.row_nodes``)."""
     moe = model.moe
     assert moe is not None and moe.experts % ep == 0, "validated in config"
     h, e, k = model.hidden, shard.activation_bytes_per_element, moe.top_k
@@ -204,8 +227,10 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     # Rows: the exact (fractional) mean, not rounded: FLOP and bytes are the mean's, and the kernel's time is that of
     # the whole tiles it runs (``kernels.gemm_efficiency``: ceil(rows / tile) tiles, useful MACs the mean's), so
     # time never falls as rows grow (a kernel of 4096.3 rows a expert runs the tiles of 4097 rows and no fewer).
-    up = _Linear("expert_up", per_expert, h, up_width, batch=local_experts)
-    down = _Linear("expert_down", per_expert, ffn_local, h, batch=local_experts)
+    # Their time is the mean over the load's spread (``load_nodes``, ``Op.row_nodes``; the weight gradients' time is
+    # linear in their reduction over rows, so their mean is the time at the mean).
+    up = _Linear("expert_up", per_expert, h, up_width, batch=local_experts, row_nodes=load_nodes)
+    down = _Linear("expert_down", per_expert, ffn_local, h, batch=local_experts, row_nodes=load_nodes)
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
     # forward: the router before the host's sync on the tokens per expert, the permutation, shared and routed
     # experts after it (``forward_order``)

@@ -114,6 +114,8 @@ class Op:
     split_accumulator: bool = False  # a GEMM promoting its partial sums to fp32 (fp8 backward GEMMs)
     sms: int = 0  # SMs a GEMM is launched on (0: all of the GPU's; Transformer Engine's set_sm_margin, userbuffers.py)
     block_scaled: bool = False  # an MXFP8 kernel: a block-scaled GEMM or its quantize (efficiency.yaml gemm.block_*)
+    row_nodes: tuple[float, ...] = (1.0,)  # a GEMM whose rows m spread (the expert GEMMs at the busiest rank's load,
+    # moe.step_load_nodes): equally weighted multiples of m its compute time is the mean over (kernels.efficiency)
 
 
 @dataclass(frozen=True)
@@ -291,14 +293,19 @@ class _Linear:
     batch: int = 1  # a grouped GEMM: ``batch`` experts, ``tokens`` each
     main_grad: bool = True  # its wgrad GEMM accumulates into main_grad under the fusion (``wgrad_output_bytes``):
     # Megatron's and Transformer Engine's linears; False: a plain torch GEMM whose .grad a hook adds (the MoE router)
+    row_nodes: tuple[float, ...] = (1.0,)  # the tokens' spread (``Op.row_nodes``), on the GEMMs whose rows they are;
+    # a weight gradient reduces over them, its time linear in them (``kernels.gemm_efficiency``'s k/(k + k0)), so the
+    # time at the mean tokens is already the mean time
 
     def forward(self, shard: Shard) -> Op:
-        return _gemm(self.name, self.tokens, self.out_features, self.in_features, shard, self.batch, self.precision)
+        return dataclasses.replace(_gemm(self.name, self.tokens, self.out_features, self.in_features, shard,
+                                         self.batch, self.precision), row_nodes=self.row_nodes)
 
     def dgrad(self, shard: Shard) -> Op:
         """dX (tokens x in) = dY (tokens x out) W^T."""
-        return self._backward(_gemm(self.name, self.tokens, self.in_features, self.out_features, shard, self.batch,
-                                    self.precision), shard)
+        return self._backward(dataclasses.replace(_gemm(self.name, self.tokens, self.in_features, self.out_features,
+                                                        shard, self.batch, self.precision), row_nodes=self.row_nodes),
+                              shard)
 
     def wgrad(self, shard: Shard) -> Op:
         """dW (in x out) = X^T (in x tokens) dY (tokens x out), its output accumulated into the main gradient under
