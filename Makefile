@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/simcluster run
 
+# The suite on every core (pytest-xdist, a dev dependency): `make test PYTEST_FLAGS=` runs it in one process.
+# loadgroup: tests that share a module-scoped fixture stay on one worker (tests/conftest.py).
+PYTEST_FLAGS ?= -n auto --dist loadgroup
+
 test: $(STAMP)
 	$(BIN)/ruff check simcluster tests benchmarks scripts
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_FLAGS)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -1,4 +1,6 @@
-"""Shared fixtures: scenario files written from dicts, and the CLI invoked in-process."""
+"""Shared fixtures: scenario files written from dicts, and the CLI invoked in-process; and, under pytest-xdist
+(``make test``: ``-n auto --dist loadgroup``), the tests of a module that share a module-scoped fixture kept on one
+worker (``pytest_collection_modifyitems``)."""
 
 from __future__ import annotations
 
@@ -56,3 +58,25 @@ def rebalancing_grids(monkeypatch):
     pipeline and bulk GEMMs are charged as configured (the wave model beside their kernels) on the H100 spec too."""
     from simcluster.workload import interference
     monkeypatch.setitem(interference.constants(), "persistent_grid_gpus", [])
+
+
+# Fixture scopes computed once per worker: tests sharing one (a simulated sweep, a script's table) are kept on one
+# worker so that the fixture is not computed again on the other.
+SHARED_SCOPES = ("module", "class", "package")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the mark into the test's group
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup``, give every test that uses a module-, class- or package-scoped fixture the
+    ``xdist_group`` of its file: pytest-xdist then runs them on one worker, which computes the fixture once (with
+    ``--dist load`` or ``worksteal`` such a fixture would be computed on each worker that got one of the tests).
+    Tests without such a fixture stay free to go to any worker. Session-scoped fixtures that are expensive share
+    their work through files instead (tests/validation/conftest.py)."""
+    if not getattr(config.option, "loadgroup", False):  # set by pytest-xdist on its workers under loadgroup
+        return
+    for item in items:
+        fixturedefs = getattr(item, "_fixtureinfo", None)
+        if fixturedefs is None or item.get_closest_marker("xdist_group"):
+            continue
+        if any(d.scope in SHARED_SCOPES for defs in fixturedefs.name2fixturedefs.values() for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
