@@ -4,12 +4,13 @@ Qwen3-235B rows, docs/calibration.md "Round 16: the MoE zoo's Qwen3 rows itemise
     PYTHONPATH=.:scripts python scripts/moe_layer_terms.py moezoo-qwen3-235b-256-h100-a2a ...
 
 ``pipeline_terms.py`` itemises the dense layer (``layer_ops`` without an MoE block), so on an MoE row its MoE work
-lands in "chunk extras". This one builds the MoE layer as the plan does (``moe.moe_block`` at the busiest rank's
-``step_load``, ``layer_ops`` with it) and reports, for one MoE layer and microbatch: seconds by class (roofline
-max of compute and memory, no interference; grouped expert GEMMs apart from the dense GEMMs; the router; the
-permutation and sorts; attention; other memory-bound; zero-work host launches), the kernels (each one fitted
-``host_overhead.kernel_gap_s``) and then the same per step on the mean pipeline stage (94 / PP layers x
-microbatches; with full recompute the forward twice). A diagnostic: nothing is fitted or written.
+lands in "chunk extras". This one builds the MoE layer as the plan does (``plan.busiest_moe_block``: ``moe.moe_block``
+at the busiest rank's ``step_load``, its expert GEMMs timed over ``step_load_nodes``, ``layer_ops`` with it) and
+reports, for one MoE layer and microbatch: seconds by class (roofline max of compute and memory, no interference;
+grouped expert GEMMs apart from the dense GEMMs; the router; the permutation and sorts; attention; other memory-bound;
+zero-work host launches), the kernels (each one fitted ``host_overhead.kernel_gap_s``) and then the same per step on
+the mean pipeline stage (94 / PP layers x microbatches; with full recompute the forward twice). A diagnostic: nothing
+is fitted or written.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections import defaultdict
 from pipeline_terms import print_reports
 
 from simcluster.core.errors import ScenarioError
+from simcluster.parallel import plan
 from simcluster.parallel.plan import shard_for
 from simcluster.spec import config
-from simcluster.workload import kernels, moe
+from simcluster.workload import kernels
 from simcluster.workload.ops import layer_ops
 
 
@@ -46,11 +48,10 @@ def op_class(op) -> str:
 
 
 def busiest_moe_block(scenario):
-    """The plan's MoE block (``moe.moe_block`` at the busiest EP rank's ``step_load``) and the shard it is built on."""
-    p, m, t = scenario.parallelism, scenario.model, scenario.training
+    """The plan's MoE block (``plan.busiest_moe_block``: at the busiest EP rank's ``step_load``, its expert GEMMs
+    averaged over ``step_load_nodes``) and the shard it is built on."""
     shard = shard_for(scenario)
-    load = moe.step_load(m, shard, p.ep, p.etp)
-    return moe.moe_block(m, shard, p.ep, p.etp, load, t.moe_cuda_graphs, p.moe_dispatcher, moe.Router.of(t)), shard
+    return plan.busiest_moe_block(scenario, shard), shard
 
 
 def layer_terms(scenario) -> tuple[dict[str, float], int, int]:

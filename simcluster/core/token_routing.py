@@ -162,16 +162,39 @@ class TokenRouting:
     def busiest_load_nodes(self, groups: int, nodes: int) -> tuple[float, ...]:
         """The busiest group's load (``busiest_load``) at ``nodes`` equally weighted nodes of its spread: the same
         1 + CV / sqrt(E / G) M, M the maximum of G standard normals, at M's mid-quantiles (``max_normal_quantiles``)
-        shifted so that their mean is ``busiest_load``'s z(G) (what the FLOP and bytes are sized by), each at least
-        the mean (the busiest of groups sharing a fixed total never carries less than 1) and capped at the capacity
-        factor. One node, ``busiest_load``, without spread (one group or CV 0)."""
+        each at least the mean (the busiest of groups sharing a fixed total never carries less than 1) and capped at
+        the capacity factor, shifted together so that their mean is ``busiest_load`` (what the FLOP and bytes are
+        sized by; without the clamp or the cap, a shift of their mean to z(G)). One node, ``busiest_load``, without
+        spread (one group or CV 0)."""
         spread = self.total_cv() / math.sqrt(self.experts / groups)
+        mean = self.busiest_load(groups)
         if groups <= 1 or spread == 0.0:
-            return (self.busiest_load(groups),)
+            return (mean,)
         quantiles = max_normal_quantiles(groups, nodes)
-        shift = expected_max_normal(groups) - sum(quantiles) / len(quantiles)
         cap = math.inf if self.capacity_factor is None else self.capacity_factor
-        return tuple(min(max(1.0 + spread * (q + shift), 1.0), cap) for q in quantiles)
+        if mean >= cap:   # the mean at the cap: every node there
+            return (cap,) * len(quantiles)
+
+        def at(shift: float) -> tuple[float, ...]:
+            return tuple(min(max(1.0 + spread * (q + shift), 1.0), cap) for q in quantiles)
+
+        # the clamped and capped mean rises with the shift, continuously, from 1 to the cap: bisect for busiest_load
+        # from the unclamped shift (z(G) minus the quantiles' mean), where it lies unless a node was clamped or capped
+        shift = expected_max_normal(groups) - sum(quantiles) / len(quantiles)
+        nodes_at = at(shift)
+        if min(nodes_at) > 1.0 and max(nodes_at) < cap:
+            return nodes_at
+        low, high = shift - 1.0, shift + 1.0
+        while sum(at(low)) / len(quantiles) > mean:
+            low -= 1.0
+        while sum(at(high)) / len(quantiles) < mean:
+            high += 1.0
+        for _ in range(100):
+            middle = (low + high) / 2
+            if middle in (low, high):
+                break
+            low, high = (middle, high) if sum(at(middle)) / len(quantiles) < mean else (low, middle)
+        return at((low + high) / 2)
 
     def network_load(self, nodes: int, local: int) -> float:
         """The busiest node's load over the busiest GPU's (<= 1) over ``nodes`` x ``local`` GPUs: what the network

@@ -39,7 +39,9 @@ from simcluster.workload import (
 )
 from simcluster.workload.ops import (
     HIGH_PRECISION,
+    MlpBlock,
     Op,
+    Shard,
     attention_core,
     embedding_ops,
     layer_ops,
@@ -212,6 +214,17 @@ def tp_collective_bytes(scenario: Scenario, activation_bytes: float) -> dict[str
 CollectiveTime = Callable[[str, tuple[int, ...], float], float]
 
 
+def busiest_moe_block(scenario: Scenario, shard: Shard) -> MlpBlock | None:
+    """The MoE layer's MLP block on the busiest expert-parallel rank as the step plan times it (``moe.moe_block`` at
+    ``moe.step_load``, its expert GEMMs averaged over ``moe.step_load_nodes``); None for a dense model. Shared with
+    scripts/moe_layer_terms.py, which itemises it."""
+    t, p, m = scenario.training, scenario.parallelism, scenario.model
+    if not m.moe:
+        return None
+    return moe.moe_block(m, shard, p.ep, p.etp, moe.step_load(m, shard, p.ep, p.etp), t.moe_cuda_graphs,
+                         p.moe_dispatcher, moe.Router.of(t), moe.step_load_nodes(m, shard, p.ep, p.etp))
+
+
 def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     """Build the step plan of ``scenario``; ``collective_time_s`` times its tensor-parallel collectives alone on the
     fabric (how long ``tp_comm_overlap`` slows the compute)."""
@@ -241,10 +254,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer_fwd = _phase_stream(layer, ("forward",), gpu, precision, te)
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision, te)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
-    moe_load = moe.step_load(m, shard, p.ep, p.etp)
-    moe_mlp = (moe.moe_block(m, shard, p.ep, p.etp, moe_load, scenario.training.moe_cuda_graphs, p.moe_dispatcher,
-                             moe.Router.of(scenario.training), moe.step_load_nodes(m, shard, p.ep, p.etp))
-               if m.moe else None)
+    moe_mlp = busiest_moe_block(scenario, shard)
     moe_layer = mla.apply(m, shard, layer_ops(m, shard, moe_mlp)) if m.moe else layer
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),

@@ -163,8 +163,9 @@ def persistent_gemm_factor(op: Op, gpu_name: str, ctas: int) -> float:
     ceil((tiles - j) / g) tiles, and the grid alone takes ceil(tiles / g) tile times. Beside the kernel the first
     SMs - ctas CTAs start; the block scheduler dispatches the others in blockIdx order, each to the first SM a CTA
     frees, where it runs its whole share. A grid that fits the SMs left loses nothing (1); a one-wave grid that does
-    not takes 2; a grid of k full waves 2, of k waves and a part about 2k / (k + 1) (the late CTAs, the last ones,
-    hold one tile fewer and start when the first short share ends)."""
+    not takes 2; a grid of k full waves 2, of k waves and a part of r tiles 2k / (k + 1) when the late CTAs (the
+    last ones, a tile fewer) fit the SMs the first short shares free (r <= SMs - 2 ctas), else up to
+    (2k + 1) / (k + 1) (some start only when the long shares end)."""
     sms = kernels.sm_count(gpu_name)
     launched = min(op.sms, sms) if op.sms > 0 else sms
     tiles = kernels.gemm_tiles(op, gpu_name)

@@ -189,3 +189,13 @@ def test_userbuffers_overlaps_are_not_charged_the_persistent_grid_twice(monkeypa
     on = overlap.slowdowns(scenario, layout)
     assert on.tp == pytest.approx(off.tp)
     assert all(on.dp[phase] > off.dp[phase] + 0.3 for phase in on.dp)
+
+
+@pytest.mark.parametrize("k, r", [(2, 100), (5, 85), (1, 108)])
+def test_late_ctas_beyond_the_short_shares_wait_for_the_long_ones(persistent_on, k, r):
+    """Round 19 review: tiles = k SMs + r with SMs - 2c < r <= SMs - c (c = 24 held SMs): only SMs - c - r resident
+    CTAs hold the short share k, fewer than the c late CTAs (each k tiles); the rest start when the long shares end at
+    k + 1 and end at 2k + 1: (2k + 1) / (k + 1), not 2k / (k + 1)."""
+    assert SMS - 2 * 24 < r <= SMS - 24
+    op = _gemm_of_tiles(k * SMS + r)
+    assert interference.persistent_gemm_factor(op, H100.name, 24) == pytest.approx((2 * k + 1) / (k + 1))

@@ -24,8 +24,18 @@ def _ops(scenario):
     p, m, t = scenario.parallelism, scenario.model, scenario.training
     shard = shard_for(scenario)
     block = moe.moe_block(m, shard, p.ep, p.etp, moe.step_load(m, shard, p.ep, p.etp), t.moe_cuda_graphs,
-                          p.moe_dispatcher, moe.Router.of(t))
+                          p.moe_dispatcher, moe.Router.of(t), moe.step_load_nodes(m, shard, p.ep, p.etp))
     return [op for ops in layer_ops(m, shard, block).values() for op in ops]
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_the_expert_gemms_are_timed_over_the_loads_spread_as_the_plan_times_them(name):
+    # round 19 review: the script built its block without the load's nodes, so its expert GEMM times were the
+    # single-point ones while the plan averages them over step_load_nodes
+    scenario = config.load(name)
+    block, _ = moe_layer_terms.busiest_moe_block(scenario)
+    experts = [op for op in block.forward + block.backward_input if op.name in ("expert_up", "expert_down")]
+    assert experts and all(len(op.row_nodes) == moe.LOAD_NODES for op in experts)
 
 
 @pytest.mark.parametrize("name", ROWS)

@@ -118,7 +118,7 @@ def test_loads_by_part_of_distinct_entries_are_their_weights_sorted():
     assert np.array_equal(got_load, weights[order])
 
 
-@pytest.mark.parametrize("entries", [0, 1, 40, 3_000, 200_000])
+@pytest.mark.parametrize("entries", [0, 1, 40, 3_000, 200_000, 1_000_000])   # the last one: the dense count
 def test_loads_by_part_sorted_or_dense_give_the_same_arrays(entries):
     """Within the dense range, few entries against the keys' range take the sorted path (round 19: a dense count of
     a few hundred route entries scanned an array of millions of zeros, 12 ms a call); the arrays are the dense count's
