@@ -191,7 +191,8 @@ def run(
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
-        on_step = LongRunNotice(console, total, lambda _index: progress.advance(task))
+        # on stderr always, as the progress it stands in for: stdout keeps what the run reports (the summary, --json)
+        on_step = LongRunNotice(Console(stderr=True), total, lambda _index: progress.advance(task))
 
         def simulate(seeded, first=None):
             def build(merge):

@@ -894,6 +894,10 @@ class Scenario(_Strict):
         if t.seq_len % p.cp:
             raise ScenarioError("parallelism.cp", f"seq_len {t.seq_len} is not divisible by cp={p.cp}")
         self._check_experts()
+        if p.virtual_stages > 1 and p.pp == 1:  # Megatron-Core parallel_state.initialize_model_parallel raises it
+            raise ScenarioError("parallelism.virtual_stages", f"{p.virtual_stages} model chunks per pipeline rank "
+                                "need pp > 1 (Megatron-Core refuses an interleaved schedule without pipeline "
+                                "parallelism); use virtual_stages: 1")
         chunks = p.pp * p.virtual_stages
         if p.layers_per_stage is not None:
             if len(p.layers_per_stage) != chunks:

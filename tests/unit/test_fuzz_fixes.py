@@ -98,3 +98,46 @@ def test_a_run_of_minutes_is_announced_after_its_second_step(steps, second_step_
     if warned:
         assert text.startswith(f"warning: {steps:,} steps to simulate at about {second_step_s:.2g} s each")
         assert "lower training.steps or --steps" in text
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_long_run_notice_goes_to_stderr_and_leaves_stdout_as_it_was(cli, write_scenario, small_scenario,
+                                                                        tmp_path, monkeypatch, as_json):
+    """The notice stands in for the progress bar: stderr, with or without --json; stdout keeps the summary (and
+    parses as JSON with --json)."""
+    import json
+
+    from simcluster.cli import run
+
+    monkeypatch.setattr(run, "LONG_RUN_S", -1.0)   # any pace announces itself
+    args = ["run", write_scenario(small_scenario), "--steps", "3", "--network", "analytic", "--out", tmp_path / "o"]
+    code, out, err = cli(*args, *(["--json"] if as_json else []))
+    assert code == 0, err
+    assert err.count("warning: 3 steps to simulate at about") == 1 and "warning: 3 steps" not in out, (out, err)
+    if as_json:
+        assert json.loads(out)["name"] == small_scenario["name"]
+
+
+def test_interleaving_without_pipeline_parallelism_exits_2_naming_virtual_stages(cli, write_scenario, tmp_path):
+    """virtual_stages: 3 with pp: 1 ran (step +1e-5); Megatron-Core's parallel_state.initialize_model_parallel raises
+    'pipeline-model-parallel size should be greater than 1 with interleaved schedule'."""
+    data = _bundled("nemo2409-llama31-8b-8-h100-bf16")
+    data["parallelism"].update(pp=1, virtual_stages=3)
+    code, _, err = cli("run", write_scenario(data), "--json", "--out", tmp_path / "o")
+    assert code == 2 and err.startswith("error: parallelism.virtual_stages: 3 model chunks per pipeline rank need "
+                                        "pp > 1") and err.count("\n") == 1, err
+    data["parallelism"]["virtual_stages"] = 1
+    config.from_dict(data)
+
+
+def test_tp_comm_overlap_at_tp_1_is_accepted_and_changes_nothing():
+    """Nothing to overlap at tp 1: the step is the same with the flag on or off (torchtitan ignores async TP without
+    TP; Megatron-LM r0.8 ran the Megatron-Core README's tp-1 row with --tp-comm-overlap, megatron-1.7b-h100)."""
+    from simcluster.engine import simulate
+
+    data = _bundled("dao2023-gpt3-1.3b-2k-8-a100")
+    assert data["parallelism"]["tp"] == 1
+    data["training"]["steps"] = 1
+    steps = {flag: simulate(config.from_dict({**data, "parallelism": {**data["parallelism"], "tp_comm_overlap": flag}}),
+                            network="analytic").summary["step_time_s"] for flag in (True, False)}
+    assert steps[True] == steps[False]
