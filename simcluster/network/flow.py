@@ -211,19 +211,29 @@ class FlowNetwork(NetworkModel):
         if until_s > link_windows.WINDOWS * windows.width_s:
             self._spread_windows()
             windows._widen_until(until_s)
-        windows.end_s = max(windows.end_s, until_s)
+        if until_s > windows.end_s:   # max(end_s, until_s), as ``max`` picks it
+            windows.end_s = until_s
         width_s = windows.width_s
-        first = int(self.now_s // width_s)
+        now_s = self.now_s
+        first = int(now_s // width_s)
         last = min(int(until_s // width_s), link_windows.WINDOWS - 1)
+        all_pending = self._window_pending
         for window in range(first, last + 1):
-            seconds = min(until_s, (window + 1) * width_s) - max(self.now_s, window * width_s)
+            # min(until_s, window end) - max(now_s, window start), as ``min`` and ``max`` pick them
+            end_s = (window + 1) * width_s
+            if not end_s < until_s:
+                end_s = until_s
+            start_s = window * width_s
+            if not start_s > now_s:
+                start_s = now_s
+            seconds = end_s - start_s
             if seconds > 0:
                 for component in solved[2]:
-                    pending = self._window_pending.get((id(component), window))
+                    pending = all_pending.get((id(component), window))
                     if pending is None:
-                        if len(self._window_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
+                        if len(all_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
                             self._spread_windows()
-                        pending = self._window_pending[(id(component), window)] = [component, 0.0]
+                        pending = all_pending[(id(component), window)] = [component, 0.0]
                     pending[1] += seconds
 
     # ---- the NetworkModel interface ------------------------------------------------------------------
@@ -305,8 +315,7 @@ class FlowNetwork(NetworkModel):
         assert _not_behind(to_s, self.now_s), "time never runs backwards"
         horizon_s = to_s + _SAME_TIME_RTOL * abs(to_s)
         while self._sending:
-            remaining = {h: c.remaining_bytes for h, c in self._sending.items()}
-            end_s, ending, rates = self._next_send_end(self.now_s, remaining)
+            end_s, ending, rates = self._next_send_end_all()
             if end_s > horizon_s:  # ``rates``: every sending class's, carried to ``to_s`` below
                 break
             self._carry(end_s, rates, ending)
@@ -403,31 +412,53 @@ class FlowNetwork(NetworkModel):
         ending = [h for h, s in left_s.items() if s <= soonest_s * (1 + _SAME_TIME_RTOL)]
         return now_s + soonest_s, ending, rates
 
+    def _next_send_end_all(self):
+        """``_next_send_end`` for every sending class at its bytes left (what ``advance`` asks at each step): the same
+        quotients, minimum and order, without the dictionaries of bytes left and of times left."""
+        sending = self._sending
+        rate_of_route = self._solve(self._sending_key or self._route_key(sending))[0]
+        rates = {h: rate_of_route[c.route] for h, c in sending.items()}
+        left_s = [(h, c.remaining_bytes / rates[h]) for h, c in sending.items()]
+        soonest_s = min([s for _h, s in left_s])
+        bound_s = soonest_s * (1 + _SAME_TIME_RTOL)
+        return self.now_s + soonest_s, [h for h, s in left_s if s <= bound_s], rates
+
     def _carry(self, until_s: float, rates: dict[int, float], ending):
         """Send at constant ``rates`` from now to ``until_s``; classes in ``ending`` send exactly their
         rest."""
         dt_s = until_s - self.now_s
         for h, c in self._sending.items():
-            sent = c.remaining_bytes if h in ending else min(c.remaining_bytes, rates[h] * dt_s)
+            if h in ending:
+                sent = c.remaining_bytes
+            else:   # min(remaining, rate * dt) as ``min`` picks it: the first unless the second is smaller
+                sent = rates[h] * dt_s
+                if not sent < c.remaining_bytes:
+                    sent = c.remaining_bytes
             c.remaining_bytes -= sent
             c.carried[2] += sent
         if dt_s > 0:
-            key = self._route_key(self._sending)
+            key = self._sending_key or self._route_key(self._sending)
+            solved = self._solve(key)
             pending = self._busy_pending.get(key)
             if pending is None:
-                pending = self._busy_pending[key] = [self._solve(key)[2], 0.0]
+                pending = self._busy_pending[key] = [solved[2], 0.0]
             pending[1] += dt_s
-            self._window_carry(self._solve(key), until_s)
+            self._window_carry(solved, until_s)
             if self._parted:
                 # classes sending at once overlap in time: the step's critical path, waiting on one of them at a
                 # time, can gain at most the largest saving of the interval, not their sum
-                of_route, worst = self._solve(key)[3], 0.0
+                of_route, worst = solved[3], 0.0
                 for h in self._parted:
                     sending = self._sending[h]
-                    saving = self._held_back(of_route[sending.route], sending)
-                    if saving is not None:
-                        worst = max(worst, float(saving.max()))
-                        self._hold(h, np.zeros(1))
+                    component = of_route[sending.route]
+                    check = component[6].get(id(sending.merged))   # ``_held_back``'s cache, read here
+                    if check is None:
+                        self._held_back(component, sending)
+                        check = component[6][id(sending.merged)]
+                    if check[1] is not None:
+                        worst = max(worst, check[2])
+                        if h not in self._held:   # a class already held adds nothing more (``HeldBack.add``)
+                            self._hold(h, np.zeros(1))
                 self.held_back.seconds += dt_s * worst
         self.now_s = until_s
 
@@ -455,6 +486,7 @@ class FlowNetwork(NetworkModel):
             return cached[1]
         saturated, max_rate, shared, all_binding, segments = self._link_state(solved)
         if all_binding[sending.route]:  # every link of the class binds it, so every part crosses one
+            checks[id(sending.merged)] = (sending.merged, None, 0.0)
             return None
         if not shared[solved[7][1][segments[sending.route]]].any():
             saving = self._held_back_alone(sending)
@@ -474,7 +506,8 @@ class FlowNetwork(NetworkModel):
                 room = np.maximum(capacity - load, 0.0) + np.bincount(
                     local[faster], weights=counts[faster] * rates[owner][faster], minlength=len(capacity))
                 saving = self._part_savings(routes, rate, binding, room, index)
-        checks[id(sending.merged)] = (sending.merged, saving)  # the entry keeps the class alive: ids stay unique
+        # the entry keeps the class alive (ids stay unique); with the largest saving, which ``_carry`` reads
+        checks[id(sending.merged)] = (sending.merged, saving, None if saving is None else float(saving.max()))
         return saving
 
     def _bound_on_access(self, sending: _Sending, binding: np.ndarray, index: np.ndarray) -> bool:
