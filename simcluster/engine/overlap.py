@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from simcluster.collectives import nccl
 from simcluster.parallel.plan import BACKWARD_PHASES, tp_collective_bytes, tp_collectives_per_layer
-from simcluster.workload import async_backward, async_tp, interference, userbuffers
+from simcluster.workload import async_backward, async_tp, interference, launch_order, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
 PHASES = {"forward": ("forward",), "backward": BACKWARD_PHASES}
@@ -89,3 +89,16 @@ def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_
                 weight += w
                 inverse += w / factor
     return weight / inverse
+
+
+def launch_delays(scenario) -> dict[str, tuple[float, float]] | None:
+    """Per phase, (first, after a collective kernel) mean waits of a data-parallel kernel launched during the
+    phase's compute behind a resident persistent GEMM (``workload.launch_order``); None when it does not apply."""
+    gpu = scenario.cluster.gpu
+    if not launch_order.applies(gpu.name):
+        return None
+    layer = layer_ops(scenario.model, shard_for(scenario))
+    mixes = {phase: interference.memory_bound_share([op for part in parts for op in layer[part]], gpu,
+                                                    scenario.training.precision) for phase, parts in PHASES.items()}
+    return {phase: (launch_order.start_delay_s(mix, False), launch_order.start_delay_s(mix, True))
+            for phase, mix in mixes.items()}

@@ -20,7 +20,7 @@ from simcluster.engine.agents import Agent
 from simcluster.engine.aligned_reduction import aligned
 from simcluster.engine.drivers import CollectiveDriver, Groups, NetworkDriver
 from simcluster.engine.merge import NO_MERGE, SYMMETRIC, MergePolicy, default_policy
-from simcluster.engine.overlap import Slowdowns, slowdowns
+from simcluster.engine.overlap import Slowdowns, launch_delays, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
 from simcluster.engine.recorder import Recorder
 from simcluster.engine.results import Result, summarize
@@ -245,6 +245,12 @@ class Simulation:
         """How much compute slows beside this run's communication kernels (``engine.overlap``)."""
         return slowdowns(self.scenario, self.plan.layout)
 
+    @functools.cached_property
+    def launch_delays(self) -> dict | None:
+        """Per phase, the mean wait of a data-parallel kernel launched during compute behind a resident persistent
+        GEMM (first in its queue, after a collective kernel); None when ``launch_order`` does not apply."""
+        return launch_delays(self.scenario)
+
     def data_parallel_busy_s(self, agent: Agent) -> float:
         """How much longer ``agent``'s data-parallel stream stays busy (its kernels hold SMs): the collectives
         queued on it, each for its time alone on the fabric (an estimate: contention and late peers make them
@@ -309,9 +315,13 @@ class Simulation:
         groups = self._data_parallel_groups(agent, experts)
         waiting = self._arrive(agent, groups, name, done)
         if waiting is not None:
-            yield from self._run_collective(waiting, agent, groups, op, size_bytes, name, experts)
+            yield from self._run_collective(waiting, agent, groups, op, size_bytes, name, experts, True)
 
-    def _run_collective(self, waiting, agent, groups, op, size_bytes, name, experts=False):
+    def _run_collective(self, waiting, agent, groups, op, size_bytes, name, experts=False, after_collective=False):
+        if self.launch_delays is not None:  # behind the persistent GEMM the rank is running (workload.launch_order)
+            phase, until_s = agent.computing
+            if until_s > self.env.now:
+                yield self.env.timeout(min(self.launch_delays[phase][after_collective], until_s - self.env.now))
         started_at_s = self.env.now
         yield from self.collective_driver.run(op, groups, size_bytes)
         # the expert group's own stream (``_dp_stream_per_group``) is its own lane of the trace and timeline

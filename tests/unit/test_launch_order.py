@@ -1,0 +1,76 @@
+"""A collective launched behind a resident persistent-grid GEMM waits for its CTAs (workload.launch_order)."""
+
+import pytest
+
+from simcluster.engine import simulate
+from simcluster.engine.overlap import launch_delays
+from simcluster.spec import config
+from simcluster.workload import interference, kernels, launch_order
+from simcluster.workload.ops import Op
+
+H100 = "h100-sxm"
+SMS = 132  # H100 SXM (efficiency.yaml gemm.sms)
+
+
+@pytest.fixture
+def switch(monkeypatch):
+    """Set ``launch_order.model`` for the test (the data file's value is restored after)."""
+    def set_to(on: bool):
+        monkeypatch.setitem(interference.constants()["launch_order"], "model", on)
+    return set_to
+
+
+def gemm(tiles: int, monkeypatch) -> Op:
+    monkeypatch.setattr(launch_order.kernels, "gemm_tiles", lambda op, gpu_name: tiles)
+    return Op("gemm", "gemm", 1.0, 1.0, m=4096, n=4096, k=4096)
+
+
+def test_sm_count_is_hopper():
+    assert kernels.sm_count(H100) == SMS
+
+
+@pytest.mark.parametrize("tiles, expected", [
+    (5 * SMS + 108, 5 / 6),  # 108 CTAs hold 6 tiles; the 24 with 5 retire at 5/6 of the GEMM
+    (SMS + 1, 1 / 2),        # one CTA holds 2 tiles: the rest free their SMs halfway
+    (4 * SMS, 1.0),          # whole waves: every CTA ends with the GEMM
+    (SMS - 1, 0.0),          # a grid smaller than the GPU leaves an SM free: no wait
+])
+def test_blocked_fraction_static_schedule(monkeypatch, tiles, expected):
+    assert launch_order.blocked_fraction(gemm(tiles, monkeypatch), H100, False) == pytest.approx(expected)
+
+
+def test_behind_a_collective_the_late_ctas_take_the_freed_sms(monkeypatch):
+    """Behind an NCCL kernel that held SMs, the GEMM's own pending CTAs take them: the wait is to its end."""
+    assert launch_order.blocked_fraction(gemm(5 * SMS + 108, monkeypatch), H100, True) == 1.0
+    assert launch_order.blocked_fraction(gemm(SMS - 1, monkeypatch), H100, True) == 0.0
+
+
+def test_mean_wait_closed_form(monkeypatch):
+    """A GEMM blocking for T beside an elementwise kernel of U: launched at a uniform instant, the wait is
+    T^2 / 2 / (T + U) (the mean remaining time within the GEMM times the chance of landing in it)."""
+    op = gemm(4 * SMS, monkeypatch)
+    other = Op("add", "elementwise", 1.0, 1.0)
+    t_s, u_s = 2e-3, 1e-3
+    mix = interference._computed_mix(0.3, ((op, t_s, 0.0), (other, 0.0, u_s)), H100)
+    assert launch_order.start_delay_s(mix, False) == pytest.approx(t_s * t_s / 2 / (t_s + u_s))
+
+
+def test_off_or_not_hopper_changes_nothing(switch):
+    switch(False)
+    assert launch_delays(config.load("megatron-16b-h100")) is None
+    switch(True)
+    assert launch_delays(config.load("mpt-7b-8-a100-80gb")) is None  # A100: one CTA per tile, no persistent grid
+
+
+def test_delays_only_add_time_bounded_by_their_count(switch):
+    """Switched on, collectives only start later: the step is no shorter, and longer by at most one wait after a
+    collective per data-parallel collective of the step (megatron-16b-h100: 32 reduce-scatters, 32 all-gathers)."""
+    scenario = config.load("megatron-16b-h100")
+    switch(False)
+    off = simulate(scenario).summary["step_time_s"]
+    switch(True)
+    delays = launch_delays(scenario)
+    on = simulate(scenario).summary["step_time_s"]
+    longest = max(max(pair) for pair in delays.values())
+    assert 0 < longest < 1e-3
+    assert off <= on <= off + 64 * longest
