@@ -32,7 +32,7 @@ class Agent:
     tally: Tally = field(default_factory=Tally)
     rank: int = field(init=False)          # ranks[0]: read on every event of the agent, so kept, not a property
     multiplicity: int = field(init=False)  # len(ranks)
-    computing: tuple = field(init=False, default=("forward", 0.0))  # (phase, end) of its last block (launch_order)
+    computing: tuple = field(init=False, default=("forward", 0.0, 0.0))  # (phase, start, end), launch_order
 
     def __post_init__(self):
         self.rank, self.multiplicity = self.ranks[0], len(self.ranks)
@@ -217,7 +217,7 @@ class Agent:
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
                                           op_bytes=cost.tp_op_bytes)
             compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / parts, sim.slowdowns.tp[phase])
-        self.computing = (phase, started_at_s + compute_s)
+        self.computing = (phase, started_at_s, started_at_s + compute_s)
         if cost.cp_exchange.get(phase):
             cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
         else:  # no key/value exchange: the compute alone (one generator less per block)

@@ -319,9 +319,10 @@ class Simulation:
 
     def _run_collective(self, waiting, agent, groups, op, size_bytes, name, experts=False, after_collective=False):
         if self.launch_delays is not None:  # behind the persistent GEMM the rank is running (workload.launch_order)
-            phase, until_s = agent.computing
-            if until_s > self.env.now:
-                yield self.env.timeout(min(self.launch_delays[phase][after_collective], until_s - self.env.now))
+            phase, since_s, until_s = agent.computing  # a block starting now was issued after the collective
+            wait_s = min(self.launch_delays[phase][after_collective], until_s - self.env.now)
+            if since_s < self.env.now and wait_s > 0:  # no block in flight, or no wait: no event
+                yield self.env.timeout(wait_s)
         started_at_s = self.env.now
         yield from self.collective_driver.run(op, groups, size_bytes)
         # the expert group's own stream (``_dp_stream_per_group``) is its own lane of the trace and timeline

@@ -1,8 +1,11 @@
 """A collective launched behind a resident persistent-grid GEMM waits for its CTAs (workload.launch_order)."""
 
-import pytest
+import types
 
-from simcluster.engine import simulate
+import pytest
+import simpy
+
+from simcluster.engine import simulate, simulation
 from simcluster.engine.overlap import launch_delays
 from simcluster.spec import config
 from simcluster.workload import interference, kernels, launch_order
@@ -74,3 +77,57 @@ def test_delays_only_add_time_bounded_by_their_count(switch):
     longest = max(max(pair) for pair in delays.values())
     assert 0 < longest < 1e-3
     assert off <= on <= off + 64 * longest
+
+
+def test_delays_are_computed_once_and_move_the_step(switch, monkeypatch):
+    """Switched on, the step of an H100 run with data-parallel collectives queued under its compute is strictly
+    longer (a hook that never waits fails here), and the per-phase waits are worked out once per simulation, not
+    per collective."""
+    scenario = config.load("megatron-16b-h100")
+    switch(False)
+    off = simulate(scenario).summary["step_time_s"]
+    switch(True)
+    calls = []
+    monkeypatch.setattr(simulation, "launch_delays", lambda s: calls.append(s) or launch_delays(s))
+    on = simulate(scenario).summary["step_time_s"]
+    assert len(calls) == 1
+    assert on > off
+
+
+def test_zero_waits_add_no_events(switch, monkeypatch):
+    """Waits of zero (grids smaller than the SMs everywhere) schedule nothing: the run is the run with the switch
+    off, event for event."""
+    timeouts = []
+    made = simpy.events.Timeout.__init__
+    monkeypatch.setattr(simpy.events.Timeout, "__init__", lambda *a, **k: timeouts.append(1) or made(*a, **k))
+    scenario = config.load("megatron-16b-h100")
+    switch(False)
+    off = simulate(scenario).summary["step_time_s"]
+    off_timeouts = len(timeouts)
+    monkeypatch.setattr(simulation, "launch_delays", lambda s: {"forward": (0.0, 0.0), "backward": (0.0, 0.0)})
+    on = simulate(scenario).summary["step_time_s"]
+    assert on == off
+    assert len(timeouts) == 2 * off_timeouts
+
+
+@pytest.mark.parametrize("since_s, until_s, after_collective, started_s", [
+    (0.5, 9.0, False, 1.0 + 0.25),  # issued into a running block: the first wait
+    (0.5, 9.0, True, 1.0 + 0.75),   # ready behind a collective kernel: the wait to the GEMM's end
+    (0.5, 1.1, False, 1.1),         # never past the block's end
+    (1.0, 9.0, False, 1.0),         # the block starts now: the collective was issued before its GEMMs (one queue)
+    (0.0, 0.9, True, 1.0),          # no block in flight: no wait
+])
+def test_run_collective_waits_by_the_rule(since_s, until_s, after_collective, started_s):
+    """``Simulation._run_collective`` at t = 1 s with waits of 0.25 s (first) and 0.75 s (behind a collective):
+    the collective starts after min(wait, the block's end), only for a block already running."""
+    env = simpy.Environment(initial_time=1.0)
+    started = []
+    sim = types.SimpleNamespace(
+        env=env, launch_delays={"backward": (0.25, 0.75)},
+        collective_driver=types.SimpleNamespace(run=lambda op, groups, size: iter(())),
+        recorder=types.SimpleNamespace(transfer=lambda agent, stream, name, mb, start, *_: started.append(start)))
+    agent = types.SimpleNamespace(computing=("backward", since_s, until_s))
+    run = simulation.Simulation._run_collective
+    env.process(run(sim, [], agent, None, "reduce_scatter", 1.0, "rs", False, after_collective))
+    env.run()
+    assert started == [pytest.approx(started_s)]
