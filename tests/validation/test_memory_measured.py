@@ -18,7 +18,8 @@ from simcluster.studies import validation
 
 GIB = 2**30
 # The allocator's share left unmodelled: the widest measured gap (Table 6's FSDP 1 row, 17.5% above the model's
-# tensors, round 19) plus 2 points. A gap to explain, not a target: before torchtitan's loss was modelled the model sat 35-45% below.
+# tensors, round 19) plus 2 points. A gap to explain, not a target: before torchtitan's loss was modelled the model
+# sat 35-45% below.
 RESERVED_OVER_ALLOCATED = 0.20
 
 
