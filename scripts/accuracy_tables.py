@@ -2,16 +2,21 @@
 ``simcluster validate --held-out --json`` (held out).
 
     python scripts/accuracy_tables.py CAL.json HELDOUT.json [--label 'main @ COMMIT'] [--write docs/accuracy.md]
+        [--write-data simcluster/data/accuracy.yaml]
 
 Prints markdown: calibration per series, held out per family and precision, the totals, the BF16/FP8 pairs
 (``validation.BF16_FP8_PAIRS``, the pairs the validation test asserts), the ten worst held-out rows and issue 15's
 targets, met or not. With
 ``--write PAGE`` the tables replace only the text between the page's ``<!-- accuracy-tables:start -->`` and
-``<!-- accuracy-tables:end -->`` lines; the prose around them is kept byte for byte.
+``<!-- accuracy-tables:end -->`` lines; the prose around them is kept byte for byte. With ``--write-data FILE`` it
+also writes the snapshot of every run's error and traits that ``simcluster run``'s expected error reads
+(``outcomes.accuracy_card``; data/accuracy.yaml), ``--label`` as its ``measured_on``; the tables are then printed
+only with neither ``--write`` nor ``--write-data``.
 
 Error sign as in ``validate``: error = simulated / published throughput - 1 (negative = simulated too slow).
 Bad input (a missing file, invalid JSON, a case without its fields or with a non-finite error, markers missing or
-in reverse order, a page that cannot be written): one line, exit 2.
+in reverse order, a page that cannot be written, a case whose scenario is not a bundled one with --write-data): one
+line, exit 2.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import accuracy_card
+from simcluster.spec import config
 from simcluster.studies.validation import BF16_FP8_PAIRS, PAIR_DEFAULT_TOLERANCE, PAIR_TOLERANCE
 
 START = "<!-- accuracy-tables:start -->"
@@ -191,15 +200,61 @@ def replace_block(page: str, block: str) -> str:
     return f"{head}{START}\n{block}{END}{tail}"
 
 
+DATA_HEADER = """\
+# The validation harness's error per published run, with the traits simcluster run's expected error matches on
+# (simcluster/outcomes/accuracy_card.py; docs/calibration.md, "Round 20: every run states the error to expect").
+# Written by scripts/accuracy_tables.py from `simcluster validate --json` (set calibration) and
+# `simcluster validate --held-out --json` (set held-out); do not edit by hand. Regenerate:
+#   python scripts/accuracy_tables.py CAL.json HELDOUT.json --label 'main @ COMMIT' \\
+#       --write-data simcluster/data/accuracy.yaml
+# error = simulated / published throughput - 1 (positive: simulated fast); family: the run's series
+# (validation.yaml); model to gflop_per_token: accuracy_card.traits of the bundled scenario (gflop_per_token: model
+# FLOP per token, simcluster's count).
+"""
+
+
+def data_entries(calibration: list[dict], held_out: list[dict]) -> list[dict]:
+    """One snapshot entry per case, calibration first: scenario, set, family, its scenario's traits, error (4
+    decimals: 0.01 point)."""
+    entries = []
+    for name, cases in (("calibration", calibration), ("held-out", held_out)):
+        for case in cases:
+            try:
+                scenario = config.load(case["scenario"])
+            except (ScenarioError, OSError) as exc:
+                raise InputError(f"--write-data: {case['scenario']}: not a bundled scenario ({exc})") from None
+            entries.append({"scenario": case["scenario"], "set": name, "family": case["family"],
+                            **accuracy_card.traits(scenario), "error": round(case["error"], 4)})
+    return entries
+
+
+def data_text(entries: list[dict], label: str | None) -> str:
+    """The snapshot file: header, ``measured_on``, then one flow mapping a line per run."""
+    lines = [DATA_HEADER + f"measured_on: {json.dumps(label or '')}", "runs:"]
+    lines += [f"  - {yaml.safe_dump(e, default_flow_style=True, sort_keys=False, width=10_000).strip()}"
+              for e in entries]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("calibration", help="JSON of `simcluster validate --json`")
     parser.add_argument("held_out", help="JSON of `simcluster validate --held-out --json`")
     parser.add_argument("--label", help="what the JSON was measured on, printed first (e.g. 'main @ 5b4abeb')")
     parser.add_argument("--write", metavar="PAGE", help="replace the marked block of PAGE (docs/accuracy.md)")
+    parser.add_argument("--write-data", metavar="FILE",
+                        help="write the per-run snapshot simcluster run's expected error reads "
+                        "(simcluster/data/accuracy.yaml)")
     args = parser.parse_args(argv)
     try:
-        block = tables(load_cases(args.calibration), load_cases(args.held_out), args.label)
+        calibration, held_out = load_cases(args.calibration), load_cases(args.held_out)
+        block = tables(calibration, held_out, args.label)
+        if args.write_data:
+            text = data_text(data_entries(calibration, held_out), args.label)
+            try:
+                Path(args.write_data).write_text(text)
+            except OSError as exc:
+                raise InputError(f"{args.write_data}: cannot write ({exc.strerror or exc})") from None
         if args.write:
             page = Path(args.write)
             try:
@@ -214,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 page.write_text(new_text)
             except OSError as exc:
                 raise InputError(f"{page}: cannot write ({exc.strerror or exc})") from None
-        else:
+        elif not args.write_data:
             sys.stdout.write(block)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from simcluster.cli.app import app, fail
 from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.core import outputs
 from simcluster.core.units import BYTES, SECONDS, fmt
+from simcluster.outcomes import accuracy_card
 from simcluster.spec import config
 from simcluster.spec import jobs as jobs_spec
 from simcluster.spec.config import NETWORK_MODELS
@@ -116,6 +117,7 @@ def summary_table(summary: dict, memory) -> Table:
          else fmt(summary["checkpoint_interval_s"], SECONDS, 3)),
     ]
     rows += [(f"memory: {label}", fmt(value, BYTES, 3)) for label, value in memory.rows()]
+    rows += [accuracy_card.line(summary["accuracy"])] if summary.get("accuracy") else []
     rows.append(("simulated in", f"{summary['wall_time_s']:.2f} s wall, {summary['events']:,} events"))
     for label, value in rows:
         table.add_row(label, value)

@@ -20,7 +20,7 @@ from simcluster.core.units import SECONDS, fmt
 from simcluster.engine.record import FabricLinks, RunRecord, SymmetryCheck
 from simcluster.fabric import bom
 from simcluster.fabric.classes import TIERS
-from simcluster.outcomes import reliability
+from simcluster.outcomes import accuracy_card, reliability
 from simcluster.parallel import memory
 
 SUMMARY_KEYS = (
@@ -136,6 +136,8 @@ def summarize(record: RunRecord) -> Result:
         **({"variability": record.variability} if record.variability is not None else {}),
         # failures, checkpoints and restarts over a whole run (outcomes.reliability)
         **reliability.summary_entries(scenario, step_time_s),
+        # the validation harness's error on published runs like this one (outcomes.accuracy_card; no simulation)
+        "accuracy": accuracy_card.card(scenario),
     }
     return Result(summary=summary, event_table=record.events, link_table=links, memory=record.memory)
 

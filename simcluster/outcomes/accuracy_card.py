@@ -1,0 +1,164 @@
+"""The error to expect of a run: how far the validation harness found simcluster on published runs like it.
+
+``simcluster validate`` (calibration) and ``validate --held-out`` compare simulated with published throughput, run
+by run (data/validation.yaml; docs/accuracy.md). ``data/accuracy.yaml`` is a snapshot of those errors, one entry per
+validated run with the traits it is matched on (``traits``), written by ``scripts/accuracy_tables.py --write-data``
+from the two ``validate --json`` outputs (tests/validation/test_accuracy_snapshot.py fails when it is stale).
+
+``card(scenario)`` picks the published runs that resemble the scenario: the same GPU generation, the same precision
+class and the same dense/MoE kind; while fewer than ``MIN_HELD_OUT_RUNS`` held-out runs match, it widens the match a
+trait at a time (``WIDENING``: MoE first, then precision, then generation; at the end every run). It returns the
+basis in words, the held-out runs' median and max |error| and mean signed error, the calibration runs' figures on
+the same basis, and the nearest runs by name (``nearest``).
+
+Simplification, stated: this is the harness's error on similar published runs, not a bound on this run. A run
+unlike any published one (another layout, scale or model) can err more; a run whose published twin is fitted
+(calibration) errs less there than elsewhere, which is why the held-out runs set the figures and the calibration
+runs are shown beside them. Error sign as ``validate``: error = simulated / published throughput - 1 (positive:
+simulated fast).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from simcluster.core import catalog
+from simcluster.workload import moe
+
+# At least this many held-out runs behind a card: the median of one or two runs is a single run's error, or the mean
+# of two.
+MIN_HELD_OUT_RUNS = 3
+# The traits a card matches on, and the order in which they are dropped while too few held-out runs match: whether
+# the model is MoE first (the harness has few MoE runs per generation and precision), then the precision class,
+# then the GPU generation (the trait the compute model depends on most: kernel efficiencies, clocks, NVLink).
+MATCHED = ("generation", "precision_class", "moe")
+WIDENING = ("moe", "precision_class", "generation")
+
+# GPU architecture by NVLink generation, for NVIDIA parts (hardware.yaml names no architecture): NVLink 2 came with
+# Volta (V100), 3 with Ampere (A100), 4 with Hopper (H100/H200), 5 with Blackwell (B200/B300/GB200/GB300) (NVIDIA,
+# "NVLink and NVLink Switch", nvidia.com/en-us/data-center/nvlink, the table of NVLink generations).
+ARCHITECTURE_BY_NVLINK = {2: "volta", 3: "ampere", 4: "hopper", 5: "blackwell"}
+# Precision classes: the 16-bit formats share the tensor cores' rate (hardware.yaml peaks); fp8 (any scaling
+# recipe, MXFP8 included) runs at twice it on Hopper and Blackwell.
+PRECISION_CLASS = {"bf16": "16-bit", "fp16": "16-bit", "fp8": "fp8", "fp32": "32-bit", "tf32": "32-bit"}
+
+# ``nearest``: runs of the card's basis ordered by a distance that counts each differing categorical trait (the model's
+# name among them) as 1 and a factor of NEAREST_FACTOR in GPU count or in model FLOP per token as 1 more. A judgment,
+# not a measurement: it only orders the runs a user may want to read about, the figures do not use it.
+NEAREST = 3
+NEAREST_FACTOR = 8.0
+NEAREST_TRAITS = ("model", "gpu", "style", "precision_class", "moe", "generation")
+
+NOTE = ("the validation harness's error on similar published runs (error = simulated / published throughput - 1, "
+        "positive = simulated fast), not a bound on this run")
+
+
+def generation(gpu) -> str:
+    """The GPU's architecture ('hopper', ...); a non-NVIDIA part's vendor, 'unknown' for a custom one."""
+    if gpu.vendor == "nvidia":
+        return ARCHITECTURE_BY_NVLINK.get(gpu.nvlink_generation, "unknown")
+    return "unknown" if gpu.vendor == "custom" else gpu.vendor
+
+
+def style(scenario) -> str:
+    """How the run shards its state: 'fsdp' (ZeRO-3, parameters sharded too: FSDP, Megatron-FSDP), 'deepspeed-3d'
+    (DeepSpeed's pipeline engine) or 'megatron-3d' (Megatron's tensor/pipeline/data parallelism)."""
+    if scenario.parallelism.zero_stage == 3:
+        return "fsdp"
+    return "deepspeed-3d" if scenario.parallelism.pipeline_engine == "deepspeed" else "megatron-3d"
+
+
+def traits(scenario) -> dict:
+    """What a card matches a scenario on, as the snapshot stores it for each validated run."""
+    t = scenario.training
+    flop = moe.model_flop_per_step(scenario.model, t.seq_len, t.global_batch_size) / scenario.tokens_per_step
+    gpu = scenario.cluster.gpu
+    return {"model": scenario.model.name, "gpu": gpu.name, "generation": generation(gpu), "precision": t.precision,
+            "precision_class": PRECISION_CLASS[t.precision], "moe": scenario.model.moe is not None,
+            "style": style(scenario), "gpus": scenario.cluster.gpus, "gflop_per_token": round(flop / 1e9, 3)}
+
+
+def snapshot() -> dict:
+    """data/accuracy.yaml: ``measured_on`` and ``runs`` (one entry per validated run)."""
+    return catalog.load("accuracy")
+
+
+def figures(errors: list[float]) -> dict:
+    """Runs, median and max |error|, mean signed error and how many runs were simulated fast (None when none)."""
+    if not errors:
+        return {"runs": 0, "median_abs_error": None, "max_abs_error": None, "mean_error": None, "fast_runs": 0}
+    signed = np.asarray(errors, dtype=float)
+    return {"runs": len(signed), "median_abs_error": float(np.median(np.abs(signed))),
+            "max_abs_error": float(np.abs(signed).max()), "mean_error": float(signed.mean()),
+            "fast_runs": int((signed > 0).sum())}
+
+
+def select(target: dict, runs: list[dict]) -> tuple[tuple[str, ...], list[dict]]:
+    """The matched traits and the runs matching ``target`` on them: all of MATCHED first, then one fewer at a time
+    in WIDENING order, the first match with at least MIN_HELD_OUT_RUNS held-out runs (at the end: every run)."""
+    keys = list(MATCHED)
+    for dropped in (None, *WIDENING):
+        if dropped is not None:
+            keys.remove(dropped)
+        chosen = [r for r in runs if all(r[k] == target[k] for k in keys)]
+        if sum(r["set"] == "held-out" for r in chosen) >= MIN_HELD_OUT_RUNS or not keys:
+            return tuple(keys), chosen
+    raise AssertionError("unreachable: the last step matches every run")
+
+
+def basis_words(target: dict, keys: tuple[str, ...]) -> str:
+    """'Hopper GPUs, fp8, dense', 'Hopper GPUs, 16-bit, dense and MoE', ... 'every published run (...)'."""
+    if not keys:
+        return "every published run (any GPU, precision, dense or MoE)"
+    words = [f"{target['generation'].capitalize()} GPUs" if "generation" in keys else "any GPU",
+             target["precision_class"] if "precision_class" in keys else "any precision",
+             ("MoE" if target["moe"] else "dense") if "moe" in keys else "dense and MoE"]
+    return ", ".join(words)
+
+
+def distance(a: dict, b: dict) -> float:
+    """``nearest``'s distance between two runs' traits."""
+    scale = math.log(NEAREST_FACTOR)
+    return (sum(a[k] != b[k] for k in NEAREST_TRAITS) + abs(math.log(a["gpus"] / b["gpus"])) / scale
+            + abs(math.log(a["gflop_per_token"] / b["gflop_per_token"])) / scale)
+
+
+def nearest(target: dict, runs: list[dict], count: int = NEAREST) -> list[dict]:
+    """The ``count`` runs closest to ``target`` (``distance``; ties by name), each with its set and error."""
+    ranked = sorted(runs, key=lambda r: (distance(target, r), r["scenario"]))[:count]
+    return [{"scenario": r["scenario"], "set": r["set"], "error": r["error"]} for r in ranked]
+
+
+def card_of(target: dict, runs: list[dict], measured_on: str = "") -> dict:
+    """The card of a scenario with ``target`` traits against the snapshot's ``runs``."""
+    keys, chosen = select(target, runs)
+    return {"basis": basis_words(target, keys), "matched_on": list(keys), "traits": target,
+            "held_out": figures([r["error"] for r in chosen if r["set"] == "held-out"]),
+            "calibration": figures([r["error"] for r in chosen if r["set"] == "calibration"]),
+            "nearest": nearest(target, chosen), "measured_on": measured_on, "note": NOTE}
+
+
+def card(scenario) -> dict:
+    """The summary's ``accuracy``: ``card_of`` the scenario against data/accuracy.yaml (no simulation)."""
+    data = snapshot()
+    return card_of(traits(scenario), data["runs"], data.get("measured_on", ""))
+
+
+def sense(held: dict) -> str:
+    """'mostly fast' when more than half the runs were simulated fast, 'mostly slow' when fewer, else 'as often fast
+    as slow'."""
+    fast, runs = held["fast_runs"], held["runs"]
+    return "mostly fast" if 2 * fast > runs else "mostly slow" if 2 * fast < runs else "as often fast as slow"
+
+
+def line(accuracy: dict) -> tuple[str, str]:
+    """The run table's row from the held-out runs: ('expected error (19 runs: Hopper GPUs, 16-bit, dense)', 'median
+    8.5%, max 20.2%, mostly fast (15 of 19)')."""
+    held = accuracy["held_out"]
+    if not held["runs"]:  # a snapshot without held-out runs: nothing to quote
+        return "expected error", "no held-out published run in data/accuracy.yaml"
+    return (f"expected error ({held['runs']} runs: {accuracy['basis']})",
+            f"median {held['median_abs_error']:.1%}, max {held['max_abs_error']:.1%}, {sense(held)} "
+            f"({held['fast_runs']} of {held['runs']})")

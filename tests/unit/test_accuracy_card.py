@@ -1,0 +1,202 @@
+"""outcomes/accuracy_card.py: the error a run is told to expect. The selection rule on hand-made tables (the widening
+order, the minimum of held-out runs, calibration runs not counted), its statistics against a direct computation,
+the traits of bundled scenarios against their hardware and model, the snapshot (data/accuracy.yaml) covering every
+run of validation.yaml with today's traits, and the summary key and table line of ``simcluster run``. Whether the
+snapshot's errors are today's: tests/validation/test_accuracy_snapshot.py."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+from scripts_loader import load_script
+
+from simcluster.outcomes import accuracy_card
+from simcluster.spec import config
+from simcluster.studies import validation
+
+TARGET = {"model": "m", "gpu": "h100-sxm", "generation": "hopper", "precision": "fp8", "precision_class": "fp8",
+          "moe": True, "style": "megatron-3d", "gpus": 256, "gflop_per_token": 100.0}
+
+
+def run(name: str, error: float, run_set: str = "held-out", **traits) -> dict:
+    """A snapshot entry: TARGET's traits unless given."""
+    return {**TARGET, "scenario": name, "set": run_set, "error": error, **traits}
+
+
+def test_the_full_match_is_kept_when_it_has_three_held_out_runs():
+    runs = [run("a", 0.01), run("b", -0.02), run("c", 0.03), run("other", 0.5, moe=False)]
+    keys, chosen = accuracy_card.select(TARGET, runs)
+    assert keys == ("generation", "precision_class", "moe")
+    assert [r["scenario"] for r in chosen] == ["a", "b", "c"]
+
+
+def test_calibration_runs_do_not_count_toward_the_minimum():
+    runs = [run("a", 0.01), run("b", -0.02), run("cal", 0.0, "calibration"), run("dense", 0.1, moe=False)]
+    keys, chosen = accuracy_card.select(TARGET, runs)
+    assert keys == ("generation", "precision_class")  # two held-out MoE runs: MoE dropped
+    assert {r["scenario"] for r in chosen} == {"a", "b", "cal", "dense"}
+
+
+def test_moe_is_dropped_before_precision_and_precision_before_generation():
+    # dropping precision first would find 3 (a, b16, c16); dropping MoE first finds a, dense only: precision goes next
+    runs = [run("a", 0.01), run("dense", 0.02, moe=False),
+            run("b16", 0.03, precision_class="16-bit"), run("c16", 0.04, precision_class="16-bit"),
+            run("ampere", 0.05, generation="ampere"), run("ampere2", 0.06, generation="ampere")]
+    keys, chosen = accuracy_card.select(TARGET, runs)
+    assert keys == ("generation",)
+    assert {r["scenario"] for r in chosen} == {"a", "dense", "b16", "c16"}
+    keys, chosen = accuracy_card.select(TARGET, runs[:2] + runs[4:])   # two on Hopper: generation dropped too
+    assert keys == () and len(chosen) == 4
+
+
+def test_a_gpu_no_published_run_used_is_matched_with_every_run():
+    runs = [run("a", 0.01), run("b", 0.02)]  # fewer than the minimum even with every trait dropped
+    keys, chosen = accuracy_card.select({**TARGET, "generation": "unknown"}, runs)
+    assert keys == () and len(chosen) == 2
+    assert accuracy_card.basis_words(TARGET, keys).startswith("every published run")
+
+
+def test_basis_in_words_names_what_was_matched():
+    assert accuracy_card.basis_words(TARGET, ("generation", "precision_class", "moe")) == "Hopper GPUs, fp8, MoE"
+    assert accuracy_card.basis_words(TARGET, ("generation",)) == "Hopper GPUs, any precision, dense and MoE"
+
+
+def test_figures_are_median_and_max_of_absolute_and_mean_of_signed_errors():
+    errors = [0.12, -0.03, 0.05, -0.20, 0.01]
+    f = accuracy_card.figures(errors)
+    assert f["runs"] == 5
+    assert f["median_abs_error"] == pytest.approx(statistics.median(abs(e) for e in errors))  # 0.05
+    assert f["max_abs_error"] == pytest.approx(0.20)
+    assert f["mean_error"] == pytest.approx(sum(errors) / 5)  # -0.01: slow on average
+    assert f["fast_runs"] == 3
+    assert accuracy_card.figures([]) == {"runs": 0, "median_abs_error": None, "max_abs_error": None,
+                                         "mean_error": None, "fast_runs": 0}
+
+
+def test_card_splits_held_out_and_calibration_and_names_the_nearest_runs():
+    runs = [run("a", 0.10, gpus=2048), run("b", -0.04, gpus=256), run("c", 0.02, gpu="h200-sxm"),
+            run("cal", 0.03, "calibration", gpus=512)]
+    c = accuracy_card.card_of(TARGET, runs, "main @ test")
+    assert c["held_out"]["runs"] == 3 and c["held_out"]["median_abs_error"] == pytest.approx(0.04)
+    assert c["held_out"]["mean_error"] == pytest.approx(0.08 / 3)
+    assert c["calibration"]["runs"] == 1 and c["calibration"]["max_abs_error"] == pytest.approx(0.03)
+    # distances: b 0; cal log(2)/log(8) = 1/3; a log(8)/log(8) = 1; c one other GPU = 1 (ties by name)
+    assert [n["scenario"] for n in c["nearest"]] == ["b", "cal", "a"]
+    assert c["measured_on"] == "main @ test" and "not a bound" in c["note"]
+    label, value = accuracy_card.line(c)
+    assert label == "expected error (3 runs: Hopper GPUs, fp8, MoE)"
+    assert value == "median 4.0%, max 10.0%, mostly fast (2 of 3)"
+    empty = accuracy_card.card_of(TARGET, [run("cal", 0.03, "calibration")])
+    assert empty["basis"].startswith("every published run") and empty["held_out"]["runs"] == 0
+    assert accuracy_card.line(empty)[1] == "no held-out published run in data/accuracy.yaml"
+
+
+@pytest.mark.parametrize(("scenario", "generation", "precision_class", "moe", "style"), [
+    ("megatron-1.7b-h100", "hopper", "16-bit", False, "megatron-3d"),
+    ("megatron-1.2b-a100-node", "ampere", "16-bit", False, "megatron-3d"),
+    ("nemo2407-llama3-8b-8-h100-fp8", "hopper", "fp8", False, "megatron-3d"),
+    ("nemo2511-deepseek-v3-256-gb200-bf16", "blackwell", "16-bit", True, "megatron-3d"),
+    ("mpt-7b-8-h100", "hopper", "16-bit", False, "fsdp"),
+    ("smith2022-mtnlg-530b-280-a100", "ampere", "16-bit", False, "deepspeed-3d"),
+])
+def test_traits_of_bundled_scenarios(scenario, generation, precision_class, moe, style):
+    t = accuracy_card.traits(config.load(scenario))
+    assert (t["generation"], t["precision_class"], t["moe"], t["style"]) == (generation, precision_class, moe, style)
+
+
+def test_a_custom_gpu_has_no_generation(small_scenario):
+    from simcluster.spec import hardware
+
+    gpu = hardware.gpu("h100-sxm").model_copy(update={"vendor": "custom", "name": "custom-gpu"})
+    assert accuracy_card.generation(gpu) == "unknown"
+    assert accuracy_card.generation(hardware.gpu("mi300x")) == "amd"
+
+
+# --- the snapshot -------------------------------------------------------------------------------------------------
+
+SNAPSHOT = accuracy_card.snapshot()["runs"]
+
+
+def test_every_validated_run_has_one_snapshot_entry_in_its_set():
+    expected = {c["scenario"]: "calibration" for c in validation.cases()}
+    expected |= {c["scenario"]: "held-out" for c in validation.held_out_cases()}
+    names = [r["scenario"] for r in SNAPSHOT]
+    assert len(names) == len(set(names)), "a run twice in data/accuracy.yaml"
+    assert {r["scenario"]: r["set"] for r in SNAPSHOT} == expected, (
+        "data/accuracy.yaml does not hold validation.yaml's runs: regenerate it (python scripts/accuracy_tables.py "
+        "CAL.json HELDOUT.json --label 'main @ COMMIT' --write-data simcluster/data/accuracy.yaml)")
+
+
+def test_snapshot_traits_are_the_scenarios_traits_today():
+    for entry in SNAPSHOT:
+        now = accuracy_card.traits(config.load(entry["scenario"]))
+        assert {k: entry[k] for k in now} == now, entry["scenario"]
+
+
+def test_snapshot_families_are_validation_series():
+    series = {c["scenario"]: c.get("series", c["source"]) for c in validation.cases() + validation.held_out_cases()}
+    assert all(entry["family"] == series[entry["scenario"]] for entry in SNAPSHOT)
+
+
+# --- the script that writes it ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tables():
+    return load_script("accuracy_tables")
+
+
+def cases_file(tmp_path, name, cases):
+    path = tmp_path / name
+    path.write_text(json.dumps({"cases": cases}))
+    return str(path)
+
+
+def test_write_data_writes_one_entry_per_case_with_its_traits(tables, tmp_path):
+    cal = cases_file(tmp_path, "cal.json", [{"scenario": "megatron-1.7b-h100", "family": "f", "precision": "bf16",
+                                             "error": 0.052658}])
+    held = cases_file(tmp_path, "held.json", [{"scenario": "nemo2407-llama3-8b-8-h100-fp8", "family": "g",
+                                               "precision": "fp8", "error": -0.1}])
+    out = tmp_path / "accuracy.yaml"
+    assert tables.main([cal, held, "--label", "main @ x", "--write-data", str(out)]) == 0
+    import yaml
+
+    data = yaml.safe_load(out.read_text())
+    assert data["measured_on"] == "main @ x"
+    first, second = data["runs"]
+    assert first == {"scenario": "megatron-1.7b-h100", "set": "calibration", "family": "f", "error": 0.0527,
+                     **accuracy_card.traits(config.load("megatron-1.7b-h100"))}
+    assert (second["set"], second["precision_class"], second["error"]) == ("held-out", "fp8", -0.1)
+
+
+def test_write_data_refuses_a_case_that_is_no_bundled_scenario(tables, tmp_path, capsys):
+    cal = cases_file(tmp_path, "cal.json", [{"scenario": "no-such-run", "family": "f", "precision": "bf16",
+                                             "error": 0.0}])
+    assert tables.main([cal, cal, "--write-data", str(tmp_path / "a.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --write-data: no-such-run: not a bundled scenario") and err.count("\n") == 1
+    assert not (tmp_path / "a.yaml").exists()
+
+
+# --- simcluster run -----------------------------------------------------------------------------------------------
+
+def test_run_reports_the_card_in_its_summary_and_table(cli, write_scenario, small_scenario, tmp_path):
+    path = write_scenario(small_scenario)
+    code, stdout, _ = cli("run", path, "--json", "--network", "analytic", "--out", tmp_path / "a")
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["accuracy"] == accuracy_card.card(config.load(path))
+    assert summary["accuracy"]["basis"] == "Hopper GPUs, 16-bit, dense"
+    code, stdout, _ = cli("run", path, "--network", "analytic", "--out", tmp_path / "b")
+    assert code == 0 and "expected error (" in stdout and "mostly" in stdout
+
+
+def test_the_default_scenarios_card_is_the_snapshots_hopper_16_bit_dense_held_out_runs():
+    rows = [r for r in SNAPSHOT if r["set"] == "held-out" and r["gpu"].startswith("h100")
+            and r["precision"] in ("bf16", "fp16") and not r["moe"]]
+    errors = sorted(abs(r["error"]) for r in rows)
+    c = accuracy_card.card(config.load(None))  # GPT-3 175B, bf16, 1,024 H100
+    assert c["basis"] == "Hopper GPUs, 16-bit, dense" and c["held_out"]["runs"] == len(rows) >= 3
+    assert c["held_out"]["median_abs_error"] == pytest.approx(statistics.median(errors))
+    assert c["held_out"]["max_abs_error"] == pytest.approx(errors[-1])
