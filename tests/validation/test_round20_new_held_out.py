@@ -92,18 +92,3 @@ def test_the_sections_twin_of_the_production_layout_is_the_production_runs_flop(
     flop = flop_per_step(production)
     assert flop == pytest.approx(TWIN_TFLOPS * 1e12 * GPUS * TWIN_STEP_S, rel=5e-4)
     assert HELD_OUT[PRODUCTION]["step_time_s"] == pytest.approx(TWIN_STEP_S, rel=0.002)  # iteration 2 vs 85,376
-
-
-GBS16 = "bigscience-bloom-176b-384-a100-gbs16"
-
-
-def test_the_gbs16_row_is_the_production_scenario_at_the_logged_batch():
-    """README log line: 15.23 s and 8.04 TFLOPs at global batch 16 on the production layout; the scenario differs
-    from the production one only in the global batch (one microbatch of 2 a replica)."""
-    row, production = config.load(GBS16), config.load(PRODUCTION)
-    assert HELD_OUT[GBS16]["step_time_s"] == 15.23
-    assert row.training.global_batch_size == 16
-    assert row.training.global_batch_size == row.parallelism.dp * row.training.micro_batch_size
-    assert row.parallelism == production.parallelism and row.model == production.model
-    assert row.cluster == production.cluster
-    assert flop_per_step(row) == pytest.approx(8.04 * 1e12 * GPUS * 15.23, rel=1e-3)
