@@ -3,6 +3,7 @@
 
     python scripts/accuracy_tables.py CAL.json HELDOUT.json [--label 'main @ COMMIT'] [--write docs/accuracy.md]
         [--write-data simcluster/data/accuracy.yaml]
+        [--trend-plot docs/img/trend-series.png]
 
 Prints markdown: calibration per series, held out per family and precision, the totals, the BF16/FP8 pairs
 (``validation.BF16_FP8_PAIRS``, the pairs the validation test asserts), the ten worst held-out rows and issue 15's
@@ -12,6 +13,8 @@ targets, met or not. With
 also writes the snapshot of every run's error and traits that ``simcluster run``'s expected error reads
 (``outcomes.accuracy_card``; data/accuracy.yaml), ``--label`` as its ``measured_on``; the tables are then printed
 only with neither ``--write`` nor ``--write-data``.
+The last table is the scaling trend series of each set (``studies.trends``: layouts read from the bundled
+scenarios by name, so any earlier validate JSON serves); ``--trend-plot PNG`` draws them.
 
 Error sign as in ``validate``: error = simulated / published throughput - 1 (negative = simulated too slow).
 Bad input (a missing file, invalid JSON, a case without its fields or with a non-finite error, markers missing or
@@ -33,6 +36,7 @@ import yaml
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import accuracy_card
 from simcluster.spec import config
+from simcluster.studies import trends as trend_series
 from simcluster.studies.validation import BF16_FP8_PAIRS, PAIR_DEFAULT_TOLERANCE, PAIR_TOLERANCE
 
 START = "<!-- accuracy-tables:start -->"
@@ -176,15 +180,63 @@ def _yes(met: bool) -> str:
 
 
 def tables(calibration: list[dict], held_out: list[dict], label: str | None = None) -> str:
-    """The markdown block: six tables under their own bold titles, after a line naming what was measured (label)."""
+    """The markdown block: seven tables under their own bold titles, after a line naming what was measured (label)."""
     parts = [("Calibration per series", group_table(by_group(calibration), "series/precision")),
              ("Held out per family and precision", group_table(by_group(held_out), "family/precision")),
              ("Totals", totals_table(calibration, held_out)),
              ("BF16/FP8 pairs (same model, same GPUs)", pairs_table(calibration, held_out)),
              (f"The {WORST_ROWS} worst held-out runs", worst_table(held_out)),
-             ("Issue 15 targets", targets_table(calibration, held_out))]
+             ("Issue 15 targets", targets_table(calibration, held_out)),
+             ("Scaling trends (per-GPU throughput at N / at the smallest N)", trend_table(calibration, held_out))]
     measured = [f"Measured on: {label}.\n\n"] if label else []
     return "".join(measured) + "\n\n".join(f"**{title}**\n\n" + "\n".join(lines) for title, lines in parts) + "\n"
+
+
+def trend_sets(calibration: list[dict], held_out: list[dict]) -> list[tuple[str, dict]]:
+    """The trend series of each set (``studies.trends``; layouts read from the bundled scenarios by name, so an
+    older validate JSON serves): ('calibration', trends), ('held out', trends)."""
+    return [("calibration", trend_series.trends(calibration)), ("held out", trend_series.trends(held_out))]
+
+
+def trend_table(calibration: list[dict], held_out: list[dict]) -> list[str]:
+    """One row per trend series: GPU counts, published and simulated efficiency and the trend error at every count
+    after the first (percent), the trend error at the end of the range and its sign; then the runs of one source and
+    model at several GPU counts that no series holds, with the layout keys that differ."""
+    lines = ["| series | set | GPUs | published efficiency, % | simulated efficiency, % | trend error, % | end | "
+             "sign |", "|---|---|---|---|---|---|---:|---|"]
+    apart = []
+    for name, found in trend_sets(calibration, held_out):
+        for s in found["series"]:
+            later = s["points"][1:]
+            lines.append(f"| {s['series']} | {name} | {', '.join(str(p['gpus']) for p in s['points'])} | "
+                         f"{_percents(p['published_efficiency'] for p in later)} | "
+                         f"{_percents(p['simulated_efficiency'] for p in later)} | "
+                         f"{_percents((p['trend_error'] for p in later), signed=True)} | "
+                         f"{pct(s['end_trend_error'], True)} | {s['sign']} |")
+        apart += [f"{', '.join(a['runs'])} ({a['model']}: {', '.join(a['differ'])})" for a in found["not_grouped"]]
+    if len(lines) == 2:
+        return ["No trend series among these runs (runs of one source and model at two or more GPU counts)."]
+    if apart:
+        lines += ["", "Not trend series (the layout differs): " + "; ".join(apart) + "."]
+    return lines
+
+
+def _percents(values, signed: bool = False) -> str:
+    return ", ".join(f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}" for v in values)
+
+
+def write_trend_plot(calibration: list[dict], held_out: list[dict], path: str) -> None:
+    """docs/img's trend figure (``analysis.scaling.trend_efficiency``), one panel per set that has a series."""
+    from simcluster.analysis import plots, scaling
+
+    panels = [(name, found["series"]) for name, found in trend_sets(calibration, held_out) if found["series"]]
+    if not panels:
+        raise InputError("--trend-plot: no trend series among these runs")
+    target = Path(path)
+    try:
+        plots.save(scaling.trend_efficiency(panels), target.parent, target.stem, formats=(target.suffix[1:] or "png",))
+    except (OSError, ScenarioError) as exc:
+        raise InputError(f"{target}: cannot write ({exc})") from None
 
 
 def replace_block(page: str, block: str) -> str:
@@ -241,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("calibration", help="JSON of `simcluster validate --json`")
     parser.add_argument("held_out", help="JSON of `simcluster validate --held-out --json`")
     parser.add_argument("--label", help="what the JSON was measured on, printed first (e.g. 'main @ 5b4abeb')")
+    parser.add_argument("--trend-plot", metavar="PNG", help="also draw the trend series (docs/img/trend-series.png)")
     parser.add_argument("--write", metavar="PAGE", help="replace the marked block of PAGE (docs/accuracy.md)")
     parser.add_argument("--write-data", metavar="FILE",
                         help="write the per-run snapshot simcluster run's expected error reads "
@@ -255,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.write_data).write_text(text)
             except OSError as exc:
                 raise InputError(f"{args.write_data}: cannot write ({exc.strerror or exc})") from None
+        if args.trend_plot:
+            write_trend_plot(calibration, held_out, args.trend_plot)
         if args.write:
             page = Path(args.write)
             try:

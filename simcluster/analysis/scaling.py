@@ -123,3 +123,29 @@ def time_and_cost(series: Sequence[dict], title: str = "") -> Figure:
     first = series[0]
     fig.suptitle(title or f"To loss {first['target_loss']:.3f} ({first['law']} law)")
     return fig
+
+
+@styled
+def trend_efficiency(panels: Sequence[tuple[str, Sequence[dict]]], title: str = "") -> Figure:
+    """Published (solid) against simulated (dashed) scaling efficiency of validated trend series, one colour a
+    series, one panel per set. ``panels``: (title, the ``series`` of ``studies.trends.trends``); each legend entry
+    ends with the series' trend error at its largest GPU count (simulated / published efficiency - 1)."""
+    fig, axes = figure(1, len(panels), width_in=6.0 * len(panels), height_in=4.8)
+    for ax, (name, series) in zip(axes if len(panels) > 1 else [axes], panels, strict=True):
+        for s in series:
+            gpus = [p["gpus"] for p in s["points"]]
+            line, = ax.plot(gpus, [p["published_efficiency"] for p in s["points"]], marker="o",
+                            label=f"{s['model']} ({s['end_trend_error']:+.1%})")
+            ax.plot(gpus, [p["simulated_efficiency"] for p in s["points"]], marker="s", markerfacecolor="none",
+                    linestyle="--", color=line.get_color())
+        ax.set_xscale("log", base=2)   # doublings evenly spaced; ticks at powers of two (counts differ per series)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.0f}"))
+        ax.set_xlabel("GPUs (log2 scale)")
+        ax.axhline(1.0, color="0.5", linewidth=0.8)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.0%}"))
+        ax.set_ylabel("throughput per GPU / at the smallest count")
+        ax.set_title(f"{name}: published (solid) vs simulated (dashed)")
+        ax.legend(loc="lower left", title="model (trend error at the end)", title_fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -10,7 +10,7 @@ from rich.table import Table
 from simcluster.cli.app import Interrupted, app, fail
 from simcluster.cli.run import check_network
 from simcluster.core import outputs, units
-from simcluster.studies import validation
+from simcluster.studies import trends, validation
 
 
 @app.command()
@@ -50,6 +50,7 @@ def validate(
         typer.echo(outputs.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats,
                                   **({"variability": spread.model_dump()} if spread else {}),
                                   "by_series": validation.error_by_group(results),
+                                  "trends": trends.trends([r.__dict__ for r in results]),
                                   # as ``sweep``: an interrupted run says so and how many cases it left
                                   "partial": interrupted is not None,
                                   "pending": len(cases) - len(results)}, indent=2))
@@ -74,9 +75,31 @@ def validate(
         groups.add_row(key, str(g["case_count"]), f"{g['median_abs_error']:.1%}", f"{g['max_abs_error']:.1%}",
                        f"{g['mean_error']:+.1%}")
     console.print(groups)
+    print_trends(console, trends.trends([r.__dict__ for r in results]), label)
     over = [r.scenario for r in results if not r.fits]
     if over:
         console.print(f"the memory model puts {', '.join(over)} above the GPU's HBM, though the published run fit: "
                       f"see docs/calibration.md")
     if interrupted:
         raise interrupted
+
+
+def print_trends(console: Console, found: dict, label: str) -> None:
+    """The trend series (studies/trends.py): per-GPU throughput at each GPU count against the smallest, published and
+    simulated, the trend error at the end of the range and its sign; then the runs of one source and model at
+    several GPU counts that no series holds, with what differs."""
+    if found["series"]:
+        table = Table(title=f"scaling trends: throughput per GPU at the largest N / at the smallest ({label} runs)")
+        for column in ("series", "GPUs (runs)", "published", "simulated", "trend error", "sign"):
+            table.add_column(column, justify="left" if column in ("series", "sign") else "right", no_wrap=True)
+        for s in found["series"]:
+            first, last = s["points"][0], s["points"][-1]
+            table.add_row(s["series"], f"{first['gpus']}-{last['gpus']} ({len(s['points'])})",
+                          f"{last['published_efficiency']:.1%}", f"{last['simulated_efficiency']:.1%}",
+                          f"{s['end_trend_error']:+.1%}", s["sign"])
+        console.print(table)
+        console.print("trend error = simulated / published efficiency - 1 (every point: --json 'trends'); optimistic: "
+                      "the simulation keeps more of its per-GPU throughput with scale than the published runs did")
+    for apart in found["not_grouped"]:
+        console.print(f"not a trend series: {', '.join(apart['runs'])} ({apart['family']}, {apart['model']}; "
+                      f"differ in {', '.join(apart['differ'])})")

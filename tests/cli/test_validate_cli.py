@@ -57,3 +57,23 @@ def test_validate_variability_bad_value_names_the_field(cli):
     assert code == 2 and err.strip().startswith("error: --variability gpu_speed_cv:")
     code, _, err = cli("validate", "--only", "a100-node", "--variability", "fast")
     assert code == 2 and "error: --variability: expected 'measured', 'off' or key=value pairs" in err
+
+
+def test_validate_json_adds_trends_and_keeps_every_other_key(cli):
+    code, out, _ = cli("validate", "--only", "megatron-1.2b-a100", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert set(report) == {"cases", "median_abs_error", "max_abs_error", "case_count", "by_series", "partial",
+                           "pending", "trends"}
+    assert set(report["cases"][0]) == {"scenario", "metric", "published_tflops", "simulated_tflops", "source",
+                                       "memory_bytes", "fits", "family", "precision", "step_time_s", "error"}
+    (series,) = report["trends"]["series"]
+    node, dp = report["cases"]                      # 1 GPU, then 128 GPUs data parallel
+    assert [p["scenario"] for p in series["points"]] == [node["scenario"], dp["scenario"]]
+    assert [p["gpus"] for p in series["points"]] == [1, 128]
+    assert abs(series["end_trend_error"] - ((1 + dp["error"]) / (1 + node["error"]) - 1)) < 1e-12
+
+
+def test_validate_table_shows_the_trend_series(cli):
+    code, out, _ = cli("validate", "--only", "megatron-1.2b-a100")
+    assert code == 0 and "scaling trends" in out and "megatron_a100_2021/gpt-1.16b-megatron2021" in out
