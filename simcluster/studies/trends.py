@@ -12,10 +12,11 @@ keeps apart are listed with the layout keys in which they differ (``not_grouped`
 For each series, from its smallest GPU count N0 up: the scaling efficiency, throughput per GPU at N / at N0
 (``outcomes.returns.scaling_efficiency``, fed the total TFLOP/s, which at one model and sequence length is
 proportional to tokens/s), published and simulated, and the **trend error** = simulated efficiency / published
-efficiency - 1 at each point (0 at N0) and at the end of the range. It equals (1 + error at N) / (1 + error at N0)
-- 1 of the per-run errors: a constant per-run error leaves it 0. Sign as the per-run error's: positive means the
-simulation keeps more of its per-GPU throughput with scale than the published runs did (it under-predicts the loss
-of efficiency: **optimistic**), negative that it loses more (**pessimistic**); within ``TREND_FLAT`` it **matches**.
+efficiency - 1 at each point (0 at N0) and at the end of the range. In per-run errors it is
+(1 + error at N) / (1 + error at N0) - 1: a constant per-run error leaves it 0. Sign as the per-run error's:
+positive means the simulation keeps more of its per-GPU throughput with scale than the published runs did (it
+under-predicts the loss of efficiency: **optimistic**), negative that it loses more (**pessimistic**); within
+``TREND_FLAT`` it **matches**.
 """
 
 from __future__ import annotations
