@@ -8,8 +8,10 @@ from the two ``validate --json`` outputs (tests/validation/test_accuracy_snapsho
 ``card(scenario)`` picks the published runs that resemble the scenario: the same GPU generation, the same precision
 class and the same dense/MoE kind; while fewer than ``MIN_HELD_OUT_RUNS`` held-out runs match, it widens the match a
 trait at a time (``WIDENING``: MoE first, then precision, then generation; at the end every run). It returns the
-basis in words, the held-out runs' median and max |error| and mean signed error, the calibration runs' figures on
-the same basis, and the nearest runs by name (``nearest``).
+basis in words (a dropped trait as the kinds the held-out runs behind the figures are, and the run's own kind named
+when none of them is: ``basis_words``), the held-out runs' median and max |error| and mean signed error, the
+calibration runs' figures on the same basis, and the nearest runs by name (``nearest``). A snapshot that cannot be
+read leaves the error unknown (``unavailable``); the run goes on.
 
 Simplification, stated: this is the harness's error on similar published runs, not a bound on this run. A run
 unlike any published one (another layout, scale or model) can err more; a run whose published twin is fitted
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import yaml
 
 from simcluster.core import catalog
 from simcluster.workload import moe
@@ -50,6 +53,11 @@ PRECISION_CLASS = {"bf16": "16-bit", "fp16": "16-bit", "fp8": "fp8", "fp32": "32
 NEAREST = 3
 NEAREST_FACTOR = 8.0
 NEAREST_TRAITS = ("model", "gpu", "style", "precision_class", "moe", "generation")
+
+# What every snapshot entry carries (scripts/accuracy_tables.py ``data_entries``); a snapshot without them is unread.
+ENTRY_KEYS = ("scenario", "set", "error", "gpus", "gflop_per_token", *NEAREST_TRAITS)
+# How the basis names a GPU generation that is not a capitalised architecture.
+GENERATION_WORDS = {"amd": "AMD", "unknown": "unknown-generation"}
 
 NOTE = ("the validation harness's error on similar published runs (error = simulated / published throughput - 1, "
         "positive = simulated fast), not a bound on this run")
@@ -80,9 +88,30 @@ def traits(scenario) -> dict:
             "style": style(scenario), "gpus": scenario.cluster.gpus, "gflop_per_token": round(flop / 1e9, 3)}
 
 
+class SnapshotError(ValueError):
+    """data/accuracy.yaml missing or malformed: the card says the expected error is unknown, the run goes on."""
+
+
 def snapshot() -> dict:
-    """data/accuracy.yaml: ``measured_on`` and ``runs`` (one entry per validated run)."""
-    return catalog.load("accuracy")
+    """data/accuracy.yaml: ``measured_on`` and ``runs`` (one entry per validated run, each with ``ENTRY_KEYS``, a
+    finite error and positive GPU count and FLOP per token). SnapshotError, one line, when it cannot be read so."""
+    try:
+        data = catalog.load("accuracy")
+    except OSError as exc:
+        raise SnapshotError(f"data/accuracy.yaml: cannot be read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise SnapshotError(f"data/accuracy.yaml: not YAML ({str(exc).splitlines()[0]})") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, list):
+        raise SnapshotError("data/accuracy.yaml: no list of runs")
+    for index, entry in enumerate(runs):
+        if not (isinstance(entry, dict) and all(k in entry for k in ENTRY_KEYS)
+                and all(isinstance(entry[k], (int, float)) and not isinstance(entry[k], bool)
+                        for k in ("error", "gpus", "gflop_per_token"))
+                and math.isfinite(entry["error"]) and entry["gpus"] > 0 and entry["gflop_per_token"] > 0):
+            raise SnapshotError(f"data/accuracy.yaml: runs[{index}] lacks one of {', '.join(ENTRY_KEYS)} or has a "
+                                "non-finite error or a non-positive gpus or gflop_per_token")
+    return data
 
 
 def figures(errors: list[float]) -> dict:
@@ -108,14 +137,35 @@ def select(target: dict, runs: list[dict]) -> tuple[tuple[str, ...], list[dict]]
     raise AssertionError("unreachable: the last step matches every run")
 
 
-def basis_words(target: dict, keys: tuple[str, ...]) -> str:
-    """'Hopper GPUs, fp8, dense', 'Hopper GPUs, 16-bit, dense and MoE', ... 'every published run (...)'."""
+def _words(key: str, values) -> str:
+    """The basis's words for one trait's values: 'Ampere and Hopper GPUs', '16-bit and fp8', 'dense and MoE'."""
+    if key == "generation":
+        names = [GENERATION_WORDS.get(v, v.capitalize()) for v in values]
+        return f"{' and '.join(names)} GPUs"
+    return " and ".join(("MoE" if v else "dense") if key == "moe" else v for v in values)
+
+
+def basis_words(target: dict, keys: tuple[str, ...], chosen: list[dict]) -> str:
+    """What the figures rest on: a matched trait as the target's ('Hopper GPUs, fp8, MoE'), a dropped one as the
+    values the chosen held-out runs have, saying so when the target's is none of them ('Blackwell GPUs, 16-bit, MoE
+    (no dense run)'); with every trait dropped 'every published run', with the target's missing kinds ('every
+    published run (no run on AMD GPUs)')."""
+    held = [r for r in chosen if r["set"] == "held-out"] or list(chosen)
+    parts, missing = [], []
+    for key in MATCHED:
+        if key in keys:
+            parts.append(_words(key, [target[key]]))
+            continue
+        values = sorted({r[key] for r in held})
+        absent = ""
+        if target[key] not in values:
+            kind = _words(key, [target[key]])
+            absent = f"no run on {kind}" if key == "generation" else f"no {kind} run"
+            missing.append(absent)
+        parts.append(_words(key, values) + (f" ({absent})" if absent else ""))
     if not keys:
-        return "every published run (any GPU, precision, dense or MoE)"
-    words = [f"{target['generation'].capitalize()} GPUs" if "generation" in keys else "any GPU",
-             target["precision_class"] if "precision_class" in keys else "any precision",
-             ("MoE" if target["moe"] else "dense") if "moe" in keys else "dense and MoE"]
-    return ", ".join(words)
+        return "every published run" + (f" ({'; '.join(missing)})" if missing else "")
+    return ", ".join(parts)
 
 
 def distance(a: dict, b: dict) -> float:
@@ -134,16 +184,22 @@ def nearest(target: dict, runs: list[dict], count: int = NEAREST) -> list[dict]:
 def card_of(target: dict, runs: list[dict], measured_on: str = "") -> dict:
     """The card of a scenario with ``target`` traits against the snapshot's ``runs``."""
     keys, chosen = select(target, runs)
-    return {"basis": basis_words(target, keys), "matched_on": list(keys), "traits": target,
+    return {"basis": basis_words(target, keys, chosen), "matched_on": list(keys), "traits": target,
             "held_out": figures([r["error"] for r in chosen if r["set"] == "held-out"]),
             "calibration": figures([r["error"] for r in chosen if r["set"] == "calibration"]),
             "nearest": nearest(target, chosen), "measured_on": measured_on, "note": NOTE}
 
 
 def card(scenario) -> dict:
-    """The summary's ``accuracy``: ``card_of`` the scenario against data/accuracy.yaml (no simulation)."""
-    data = snapshot()
-    return card_of(traits(scenario), data["runs"], data.get("measured_on", ""))
+    """The summary's ``accuracy``: ``card_of`` the scenario against data/accuracy.yaml (no simulation). A snapshot
+    that cannot be read (``snapshot``) gives a card without figures whose ``unavailable`` says why: the run goes on."""
+    target = traits(scenario)
+    try:
+        data = snapshot()
+    except SnapshotError as exc:
+        return {"basis": None, "matched_on": [], "traits": target, "held_out": figures([]),
+                "calibration": figures([]), "nearest": [], "measured_on": "", "note": NOTE, "unavailable": str(exc)}
+    return card_of(target, data["runs"], data.get("measured_on", ""))
 
 
 def sense(held: dict) -> str:
@@ -154,11 +210,13 @@ def sense(held: dict) -> str:
 
 
 def line(accuracy: dict) -> tuple[str, str]:
-    """The run table's row from the held-out runs: ('expected error (19 runs: Hopper GPUs, 16-bit, dense)', 'median
-    8.5%, max 20.2%, mostly fast (15 of 19)')."""
+    """The run table's row from the held-out runs: ('expected error (19 held-out runs: Hopper GPUs, 16-bit, dense)',
+    'median 8.5%, max 20.2%, mostly fast (15 of 19)'); ('expected error', 'unknown: ...') without a snapshot."""
+    if accuracy.get("unavailable"):
+        return "expected error", f"unknown: {accuracy['unavailable']}"
     held = accuracy["held_out"]
     if not held["runs"]:  # a snapshot without held-out runs: nothing to quote
         return "expected error", "no held-out published run in data/accuracy.yaml"
-    return (f"expected error ({held['runs']} runs: {accuracy['basis']})",
+    return (f"expected error ({held['runs']} held-out runs: {accuracy['basis']})",
             f"median {held['median_abs_error']:.1%}, max {held['max_abs_error']:.1%}, {sense(held)} "
             f"({held['fast_runs']} of {held['runs']})")

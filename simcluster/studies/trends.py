@@ -2,12 +2,15 @@
 
 A **trend series** is a group of validated runs of one source (the case's ``series``, else its ``source``: the
 ``family`` of ``validate --json``) and one model that differ in GPU count (hence data-parallel width, and with it
-the global batch or the microbatches a replica runs) but in nothing of one replica: the same model (its whole
+the global batch or the microbatches a replica runs) but not in the per-replica layout: the same model (its whole
 spec), GPU, precision (and FP8 recipe), tp, pp, virtual stages, cp, ep, expert tp, sequence parallelism, ZeRO stage,
-micro batch, sequence length, activation recompute, and published metric (``LAYOUT_KEYS``). The groups are found
-from the bundled scenarios themselves (``layout``), never from a hand list; a group is a series when it holds at
-least two runs at pairwise different GPU counts. Runs of one source and model at different GPU counts that the rule
-keeps apart are listed with the layout keys in which they differ (``not_grouped``), so the grouping can be checked.
+micro batch, sequence length, activation recompute, and published metric (``LAYOUT_KEYS``). Settings outside these
+(kernel choices, the data-parallel implementation and its overlap, the fabric) are not compared: a series holds
+what its scenarios state (Megatron-LM 2021's one-server and data-parallel scenarios differ in their data-parallel
+settings, which only the data-parallel runs use). The groups are found from the bundled scenarios themselves
+(``layout``), never from a hand list; a group is a series when it holds at least two runs at pairwise different GPU
+counts. Runs of one source and model at different GPU counts that the rule keeps apart are listed with the layout
+keys in which they differ (``not_grouped``), so the grouping can be checked.
 
 For each series, from its smallest GPU count N0 up: the scaling efficiency, throughput per GPU at N / at N0
 (``outcomes.returns.scaling_efficiency``, fed the total TFLOP/s, which at one model and sequence length is
@@ -22,6 +25,7 @@ under-predicts the loss of efficiency: **optimistic**), negative that it loses m
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from simcluster.core.errors import ScenarioError
@@ -77,10 +81,10 @@ def run_of(case: dict, scenario: config.Scenario) -> Run:
 def runs_of(cases: list[dict], load=config.load) -> tuple[list[Run], list[str]]:
     """The cases as runs, their layout read from the bundled scenario of each name (``load``), so that the JSON of
     any earlier ``validate --json`` serves; and the names that could not be read that way (not bundled, or without
-    published and simulated TFLOP/s), which join no series."""
+    published and simulated TFLOP/s, each a finite positive number), which join no series."""
     found, missing = [], []
     for case in cases:
-        if not all(isinstance(case.get(k), (int, float)) for k in ("published_tflops", "simulated_tflops")):
+        if not all(_throughput(case.get(k)) for k in ("published_tflops", "simulated_tflops")):
             missing.append(case["scenario"])
             continue
         try:
@@ -88,6 +92,11 @@ def runs_of(cases: list[dict], load=config.load) -> tuple[list[Run], list[str]]:
         except ScenarioError:
             missing.append(case["scenario"])
     return found, missing
+
+
+def _throughput(value) -> bool:
+    """A TFLOP/s a ratio can be taken of: a finite positive number (JSON reads NaN and Infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def group(runs: list[Run]) -> tuple[list[list[Run]], list[dict]]:

@@ -51,16 +51,35 @@ def test_moe_is_dropped_before_precision_and_precision_before_generation():
     assert keys == () and len(chosen) == 4
 
 
-def test_a_gpu_no_published_run_used_is_matched_with_every_run():
+def test_a_gpu_no_published_run_used_is_matched_with_every_run_and_the_basis_says_none_ran_on_it():
     runs = [run("a", 0.01), run("b", 0.02)]  # fewer than the minimum even with every trait dropped
-    keys, chosen = accuracy_card.select({**TARGET, "generation": "unknown"}, runs)
+    custom = {**TARGET, "generation": "unknown"}
+    keys, chosen = accuracy_card.select(custom, runs)
     assert keys == () and len(chosen) == 2
-    assert accuracy_card.basis_words(TARGET, keys).startswith("every published run")
+    assert accuracy_card.basis_words(custom, keys, chosen) == (
+        "every published run (no run on unknown-generation GPUs)")
+    amd = {**TARGET, "generation": "amd", "moe": False}
+    assert accuracy_card.basis_words(amd, (), runs) == "every published run (no run on AMD GPUs; no dense run)"
 
 
-def test_basis_in_words_names_what_was_matched():
-    assert accuracy_card.basis_words(TARGET, ("generation", "precision_class", "moe")) == "Hopper GPUs, fp8, MoE"
-    assert accuracy_card.basis_words(TARGET, ("generation",)) == "Hopper GPUs, any precision, dense and MoE"
+def test_basis_in_words_names_what_was_matched_and_what_the_runs_behind_a_dropped_trait_are():
+    runs = [run("a", 0.01), run("dense", 0.02, moe=False), run("b16", 0.03, precision_class="16-bit"),
+            run("cal32", 0.0, "calibration", precision_class="32-bit")]
+    assert accuracy_card.basis_words(TARGET, ("generation", "precision_class", "moe"), runs[:1]) == (
+        "Hopper GPUs, fp8, MoE")
+    # the held-out runs' kinds (the calibration run's 32-bit is not quoted: its figures are beside, not behind)
+    assert accuracy_card.basis_words(TARGET, ("generation",), runs) == "Hopper GPUs, 16-bit and fp8, dense and MoE"
+
+
+def test_a_dense_run_matched_only_to_moe_runs_is_told_so():
+    # as a Blackwell bf16 dense run: the snapshot's held-out Blackwell 16-bit runs are all MoE
+    runs = [run(n, e, precision_class="16-bit", generation="blackwell") for n, e in (("a", 0.1), ("b", -0.05),
+                                                                                       ("c", 0.02))]
+    dense = {**TARGET, "generation": "blackwell", "precision_class": "16-bit", "moe": False}
+    c = accuracy_card.card_of(dense, runs)
+    assert c["matched_on"] == ["generation", "precision_class"]
+    assert c["basis"] == "Blackwell GPUs, 16-bit, MoE (no dense run)"
+    assert accuracy_card.line(c)[0] == "expected error (3 held-out runs: Blackwell GPUs, 16-bit, MoE (no dense run))"
 
 
 def test_figures_are_median_and_max_of_absolute_and_mean_of_signed_errors():
@@ -86,7 +105,7 @@ def test_card_splits_held_out_and_calibration_and_names_the_nearest_runs():
     assert [n["scenario"] for n in c["nearest"]] == ["b", "cal", "a"]
     assert c["measured_on"] == "main @ test" and "not a bound" in c["note"]
     label, value = accuracy_card.line(c)
-    assert label == "expected error (3 runs: Hopper GPUs, fp8, MoE)"
+    assert label == "expected error (3 held-out runs: Hopper GPUs, fp8, MoE)"
     assert value == "median 4.0%, max 10.0%, mostly fast (2 of 3)"
     empty = accuracy_card.card_of(TARGET, [run("cal", 0.03, "calibration")])
     assert empty["basis"].startswith("every published run") and empty["held_out"]["runs"] == 0
@@ -190,6 +209,40 @@ def test_run_reports_the_card_in_its_summary_and_table(cli, write_scenario, smal
     assert summary["accuracy"]["basis"] == "Hopper GPUs, 16-bit, dense"
     code, stdout, _ = cli("run", path, "--network", "analytic", "--out", tmp_path / "b")
     assert code == 0 and "expected error (" in stdout and "mostly" in stdout
+
+
+@pytest.mark.parametrize("damage", ["missing", "not yaml", "no runs", "entry without error", "zero gpus"])
+def test_run_goes_on_with_an_unknown_error_when_the_snapshot_is_missing_or_broken(
+        damage, monkeypatch, cli, write_scenario, small_scenario, tmp_path):
+    import yaml
+
+    from simcluster.core import catalog
+
+    load = catalog.load
+    good = load("accuracy")
+    broken = {"missing": FileNotFoundError(2, "No such file or directory"), "not yaml": yaml.YAMLError("bad token"),
+              "no runs": {"measured_on": "x"},
+              "entry without error": {"runs": [{k: v for k, v in good["runs"][0].items() if k != "error"}]},
+              "zero gpus": {"runs": [{**good["runs"][0], "gpus": 0}]}}[damage]
+
+    def damaged(name):
+        if name != "accuracy":
+            return load(name)
+        if isinstance(broken, Exception):
+            raise broken
+        return broken
+
+    monkeypatch.setattr(catalog, "load", damaged)
+    with pytest.raises(accuracy_card.SnapshotError, match=r"^data/accuracy\.yaml: "):
+        accuracy_card.snapshot()
+    path = write_scenario(small_scenario)
+    c = accuracy_card.card(config.load(path))
+    assert c["basis"] is None and c["held_out"]["runs"] == 0 and c["unavailable"].startswith("data/accuracy.yaml: ")
+    label, value = accuracy_card.line(c)
+    assert label == "expected error" and value.startswith("unknown: data/accuracy.yaml: ") and "\n" not in value
+    code, stdout, stderr = cli("run", path, "--network", "analytic", "--out", tmp_path / "a")
+    assert code == 0, stderr
+    assert "unknown: data/accuracy.yaml" in stdout
 
 
 def test_the_default_scenarios_card_is_the_snapshots_hopper_16_bit_dense_held_out_runs():

@@ -108,6 +108,15 @@ def test_cases_without_a_bundled_scenario_or_throughput_join_no_series():
     assert found == {"series": [], "not_grouped": [], "unread": ["no-such-run", "nemotron4-15b-768-h100"]}
 
 
+@pytest.mark.parametrize("bad", [0.0, -300.0, float("nan"), float("inf"), True])
+def test_a_throughput_no_ratio_can_be_taken_of_leaves_the_run_unread(bad):
+    # an edited or hand-written JSON (json reads NaN and Infinity): no division by zero, no NaN trend called 'matches'
+    good = case("nemotron4-15b-768-h100", "nemotron4", 300.0, 300.0)
+    for field in ("published_tflops", "simulated_tflops"):
+        odd = {**case("nemotron4-15b-2304-h100", "nemotron4", 270.0, 210.0), field: bad}
+        assert trends.trends([good, odd]) == {"series": [], "not_grouped": [], "unread": ["nemotron4-15b-2304-h100"]}
+
+
 @pytest.fixture(scope="module")
 def tables():
     return load_script("accuracy_tables")
