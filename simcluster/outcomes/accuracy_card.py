@@ -202,21 +202,14 @@ def card(scenario) -> dict:
     return card_of(target, data["runs"], data.get("measured_on", ""))
 
 
-def sense(held: dict) -> str:
-    """'mostly fast' when more than half the runs were simulated fast, 'mostly slow' when fewer, else 'as often fast
-    as slow'."""
-    fast, runs = held["fast_runs"], held["runs"]
-    return "mostly fast" if 2 * fast > runs else "mostly slow" if 2 * fast < runs else "as often fast as slow"
-
-
 def line(accuracy: dict) -> tuple[str, str]:
     """The run table's row from the held-out runs: ('expected error (19 held-out runs: Hopper GPUs, 16-bit, dense)',
-    'median 8.5%, max 20.2%, mostly fast (15 of 19)'); ('expected error', 'unknown: ...') without a snapshot."""
+    'median 8.5%, max 20.2%, 15 of 19 simulated too fast'); ('expected error', 'unknown: ...') without a snapshot."""
     if accuracy.get("unavailable"):
         return "expected error", f"unknown: {accuracy['unavailable']}"
     held = accuracy["held_out"]
     if not held["runs"]:  # a snapshot without held-out runs: nothing to quote
         return "expected error", "no held-out published run in data/accuracy.yaml"
     return (f"expected error ({held['runs']} held-out runs: {accuracy['basis']})",
-            f"median {held['median_abs_error']:.1%}, max {held['max_abs_error']:.1%}, {sense(held)} "
-            f"({held['fast_runs']} of {held['runs']})")
+            f"median {held['median_abs_error']:.1%}, max {held['max_abs_error']:.1%}, {held['fast_runs']} of "
+            f"{held['runs']} simulated too fast")

@@ -106,7 +106,10 @@ def test_card_splits_held_out_and_calibration_and_names_the_nearest_runs():
     assert c["measured_on"] == "main @ test" and "not a bound" in c["note"]
     label, value = accuracy_card.line(c)
     assert label == "expected error (3 held-out runs: Hopper GPUs, fp8, MoE)"
-    assert value == "median 4.0%, max 10.0%, mostly fast (2 of 3)"
+    assert value == "median 4.0%, max 10.0%, 2 of 3 simulated too fast"
+    # one of three fast: the count names what it counts (it read 'mostly slow (1 of 3)', the 1 being the fast one)
+    slow = accuracy_card.card_of(TARGET, [run("a", 0.10), run("b", -0.04), run("c", -0.02)])
+    assert accuracy_card.line(slow)[1] == "median 4.0%, max 10.0%, 1 of 3 simulated too fast"
     empty = accuracy_card.card_of(TARGET, [run("cal", 0.03, "calibration")])
     assert empty["basis"].startswith("every published run") and empty["held_out"]["runs"] == 0
     assert accuracy_card.line(empty)[1] == "no held-out published run in data/accuracy.yaml"
@@ -200,7 +203,8 @@ def test_write_data_refuses_a_case_that_is_no_bundled_scenario(tables, tmp_path,
 
 # --- simcluster run -----------------------------------------------------------------------------------------------
 
-def test_run_reports_the_card_in_its_summary_and_table(cli, write_scenario, small_scenario, tmp_path):
+def test_run_reports_the_card_in_its_summary_and_table(cli, write_scenario, small_scenario, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")   # the row unwrapped
     path = write_scenario(small_scenario)
     code, stdout, _ = cli("run", path, "--json", "--network", "analytic", "--out", tmp_path / "a")
     assert code == 0
@@ -208,7 +212,9 @@ def test_run_reports_the_card_in_its_summary_and_table(cli, write_scenario, smal
     assert summary["accuracy"] == accuracy_card.card(config.load(path))
     assert summary["accuracy"]["basis"] == "Hopper GPUs, 16-bit, dense"
     code, stdout, _ = cli("run", path, "--network", "analytic", "--out", tmp_path / "b")
-    assert code == 0 and "expected error (" in stdout and "mostly" in stdout
+    held = summary["accuracy"]["held_out"]
+    assert code == 0 and f"expected error ({held['runs']} held-out runs: Hopper GPUs, 16-bit, dense)" in stdout
+    assert f"{held['fast_runs']} of {held['runs']} simulated too fast" in stdout
 
 
 @pytest.mark.parametrize("damage", ["missing", "not yaml", "no runs", "entry without error", "zero gpus"])
