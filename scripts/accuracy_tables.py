@@ -227,14 +227,19 @@ def _percents(values, signed: bool = False) -> str:
 
 def write_trend_plot(calibration: list[dict], held_out: list[dict], path: str) -> None:
     """docs/img's trend figure (``analysis.scaling.trend_efficiency``), one panel per set that has a series."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
     from simcluster.analysis import plots, scaling
 
     panels = [(name, found["series"]) for name, found in trend_sets(calibration, held_out) if found["series"]]
     if not panels:
         raise InputError("--trend-plot: no trend series among these runs")
     target = Path(path)
+    kind = target.suffix[1:] or "png"
+    if kind not in FigureCanvasBase.get_supported_filetypes():
+        raise InputError(f"--trend-plot: {target}: .{kind} is not an image format matplotlib writes (.png, .pdf, .svg)")
     try:
-        plots.save(scaling.trend_efficiency(panels), target.parent, target.stem, formats=(target.suffix[1:] or "png",))
+        plots.save(scaling.trend_efficiency(panels), target.parent, target.stem, formats=(kind,))
     except (OSError, ScenarioError) as exc:
         raise InputError(f"{target}: cannot write ({exc})") from None
 

@@ -141,6 +141,10 @@ def test_generator_trend_table_from_an_old_json(tables, tmp_path, capsys):
     png = tmp_path / "trends.png"
     assert tables.main([str(cal), str(held), "--trend-plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert tables.main([str(cal), str(held), "--trend-plot", str(tmp_path / "trends.xyz")]) == 2   # not a traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: --trend-plot: ") and ".xyz is not an image format" in err and err.count("\n") == 1
 
 
 def test_generator_without_series_says_so(tables):
