@@ -167,3 +167,10 @@ def test_figure_draws_a_published_and_a_simulated_line_per_series_on_a_log2_gpu_
     assert published.get_color() == simulated.get_color() and simulated.get_linestyle() == "--"
     assert right.get_xscale() == "log"
     assert [t.get_text() for t in right.get_legend().get_texts()] == ["m (+11.8%)", "m (-16.7%)"]
+
+
+def test_the_glossary_entry_quotes_the_match_band():
+    from simcluster.core import glossary
+
+    name, entry = glossary.lookup("trend series")
+    assert name == "trend error" and f"within {trends.TREND_FLAT:.0%}: matches" in entry["text"]
