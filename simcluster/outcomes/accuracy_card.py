@@ -92,6 +92,11 @@ class SnapshotError(ValueError):
     """data/accuracy.yaml missing or malformed: the card says the expected error is unknown, the run goes on."""
 
 
+def _finite(value) -> bool:
+    """A finite number (YAML reads .nan and .inf; a bool is no number here)."""
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def snapshot() -> dict:
     """data/accuracy.yaml: ``measured_on`` and ``runs`` (one entry per validated run, each with ``ENTRY_KEYS``, a
     finite error and positive GPU count and FLOP per token). SnapshotError, one line, when it cannot be read so."""
@@ -104,11 +109,11 @@ def snapshot() -> dict:
     runs = data.get("runs") if isinstance(data, dict) else None
     if not isinstance(runs, list):
         raise SnapshotError("data/accuracy.yaml: no list of runs")
+    required = frozenset(ENTRY_KEYS)
     for index, entry in enumerate(runs):
-        if not (isinstance(entry, dict) and all(k in entry for k in ENTRY_KEYS)
-                and all(isinstance(entry[k], (int, float)) and not isinstance(entry[k], bool)
-                        for k in ("error", "gpus", "gflop_per_token"))
-                and math.isfinite(entry["error"]) and entry["gpus"] > 0 and entry["gflop_per_token"] > 0):
+        if not (isinstance(entry, dict) and required <= entry.keys() and _finite(entry["error"])
+                and _finite(entry["gpus"]) and entry["gpus"] > 0
+                and _finite(entry["gflop_per_token"]) and entry["gflop_per_token"] > 0):
             raise SnapshotError(f"data/accuracy.yaml: runs[{index}] lacks one of {', '.join(ENTRY_KEYS)} or has a "
                                 "non-finite error or a non-positive gpus or gflop_per_token")
     return data

@@ -217,7 +217,8 @@ def test_run_reports_the_card_in_its_summary_and_table(cli, write_scenario, smal
     assert f"{held['fast_runs']} of {held['runs']} simulated too fast" in stdout
 
 
-@pytest.mark.parametrize("damage", ["missing", "not yaml", "no runs", "entry without error", "zero gpus"])
+@pytest.mark.parametrize("damage", ["missing", "not yaml", "no runs", "entry without error", "zero gpus",
+                                    "text error", "nan error"])
 def test_run_goes_on_with_an_unknown_error_when_the_snapshot_is_missing_or_broken(
         damage, monkeypatch, cli, write_scenario, small_scenario, tmp_path):
     import yaml
@@ -229,7 +230,9 @@ def test_run_goes_on_with_an_unknown_error_when_the_snapshot_is_missing_or_broke
     broken = {"missing": FileNotFoundError(2, "No such file or directory"), "not yaml": yaml.YAMLError("bad token"),
               "no runs": {"measured_on": "x"},
               "entry without error": {"runs": [{k: v for k, v in good["runs"][0].items() if k != "error"}]},
-              "zero gpus": {"runs": [{**good["runs"][0], "gpus": 0}]}}[damage]
+              "zero gpus": {"runs": [{**good["runs"][0], "gpus": 0}]},
+              "text error": {"runs": [{**good["runs"][0], "error": "+5%"}]},
+              "nan error": {"runs": [{**good["runs"][0], "error": float("nan")}]}}[damage]
 
     def damaged(name):
         if name != "accuracy":
