@@ -56,6 +56,7 @@ NEAREST_TRAITS = ("model", "gpu", "style", "precision_class", "moe", "generation
 
 # What every snapshot entry carries (scripts/accuracy_tables.py ``data_entries``); a snapshot without them is unread.
 ENTRY_KEYS = ("scenario", "set", "error", "gpus", "gflop_per_token", *NEAREST_TRAITS)
+TEXT_KEYS = ("scenario", "set", "model", "gpu", "style", "precision_class", "generation")
 # How the basis names a GPU generation that is not a capitalised architecture.
 GENERATION_WORDS = {"amd": "AMD", "unknown": "unknown-generation"}
 
@@ -113,9 +114,11 @@ def snapshot() -> dict:
     for index, entry in enumerate(runs):
         if not (isinstance(entry, dict) and required <= entry.keys() and _finite(entry["error"])
                 and _finite(entry["gpus"]) and entry["gpus"] > 0
-                and _finite(entry["gflop_per_token"]) and entry["gflop_per_token"] > 0):
+                and _finite(entry["gflop_per_token"]) and entry["gflop_per_token"] > 0
+                and type(entry["moe"]) is bool and all(type(entry[k]) is str for k in TEXT_KEYS)):
             raise SnapshotError(f"data/accuracy.yaml: runs[{index}] lacks one of {', '.join(ENTRY_KEYS)} or has a "
-                                "non-finite error or a non-positive gpus or gflop_per_token")
+                                "non-finite error, a non-positive gpus or gflop_per_token, a moe not true/false or "
+                                "another trait not text")
     return data
 
 

@@ -218,7 +218,7 @@ def test_run_reports_the_card_in_its_summary_and_table(cli, write_scenario, smal
 
 
 @pytest.mark.parametrize("damage", ["missing", "not yaml", "no runs", "entry without error", "zero gpus",
-                                    "text error", "nan error"])
+                                    "text error", "nan error", "moe as text"])
 def test_run_goes_on_with_an_unknown_error_when_the_snapshot_is_missing_or_broken(
         damage, monkeypatch, cli, write_scenario, small_scenario, tmp_path):
     import yaml
@@ -232,7 +232,8 @@ def test_run_goes_on_with_an_unknown_error_when_the_snapshot_is_missing_or_broke
               "entry without error": {"runs": [{k: v for k, v in good["runs"][0].items() if k != "error"}]},
               "zero gpus": {"runs": [{**good["runs"][0], "gpus": 0}]},
               "text error": {"runs": [{**good["runs"][0], "error": "+5%"}]},
-              "nan error": {"runs": [{**good["runs"][0], "error": float("nan")}]}}[damage]
+              "nan error": {"runs": [{**good["runs"][0], "error": float("nan")}]},
+              "moe as text": {"runs": [{**r, "moe": "no"} for r in good["runs"][:2]] + good["runs"][2:]}}[damage]
 
     def damaged(name):
         if name != "accuracy":
