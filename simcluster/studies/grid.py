@@ -41,8 +41,9 @@ _RESERVED = {"cluster.nodes": "use --gpus", "cluster.topology": "use --topology"
 
 
 # ---- fabrics and varied fields ---------------------------------------------------------------------------------
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets, so that ``dims=[4,4,4],link=400 Gb/s`` is two items."""
+def _split_top_level(text: str, keep_empty: bool = False) -> list[str]:
+    """Split on commas outside brackets, so that ``dims=[4,4,4],link=400 Gb/s`` is two items; empty items are
+    dropped unless ``keep_empty``."""
     items, depth, current = [], 0, []
     for char in text:
         depth += {"[": 1, "]": -1}.get(char, 0)
@@ -52,7 +53,7 @@ def _split_top_level(text: str) -> list[str]:
         else:
             current.append(char)
     items.append("".join(current))
-    return [item.strip() for item in items if item.strip()]
+    return [item.strip() for item in items if keep_empty or item.strip()]
 
 
 def parse_value(text: str):
@@ -145,6 +146,12 @@ def resolve_key(key: str, field: str = "--vary") -> str:
             where = "several sections: " + ", ".join(owners) if owners else "no section of the scenario"
             raise ScenarioError(field, f"{key!r} names {where}; write it in full, e.g. parallelism.tp")
         key = f"{owners[0]}.{key}"
+    parts = key.split(".")
+    if not all(parts):
+        raise ScenarioError(field, f"{key!r} has an empty part; write the path in full, e.g. parallelism.tp")
+    section = _SECTIONS.get(parts[0])
+    if parts[0] not in config.Scenario.model_fields or (section is not None and parts[1] not in section.model_fields):
+        raise ScenarioError(field, f"{key} is not a scenario field (see `simcluster schema`)")
     if key in _RESERVED or key.startswith("cluster.topology_options"):
         reason = _RESERVED.get(key, "use --topology NAME:key=value")
         raise ScenarioError(field, f"{key} is not varied this way: {reason}")
@@ -162,9 +169,16 @@ def parse_vary(items: list[str]) -> dict[str, list]:
         path = resolve_key(key)
         if path in out:
             raise ScenarioError("--vary", f"{path} is varied twice")
-        parsed = [parse_value(v) for v in _split_top_level(values)]
-        if not parsed:
+        items = _split_top_level(values, keep_empty=True)
+        if not values.strip():
             raise ScenarioError("--vary", f"{path} has no values")
+        if not all(items):
+            raise ScenarioError("--vary", f"{path} has an empty value in {values!r}")
+        parsed = [parse_value(v) for v in items]
+        repeated = [item for i, item in enumerate(items)  # 1 and true differ here, as they do to the scenario
+                    if any(type(value) is type(parsed[i]) and value == parsed[i] for value in parsed[:i])]
+        if repeated:
+            raise ScenarioError("--vary", f"{path} repeats the value {repeated[0]}")
         out[path] = parsed
     return out
 
@@ -201,6 +215,8 @@ def parse_gpus(text: str) -> list[int]:
             if not counts or index + 1 >= len(items):
                 raise ScenarioError("--gpus", "'...' needs a count on each side, e.g. 64,128,...,16384")
             low, high = counts[-1], _gpu_count(items[index + 1])
+            if high <= low:  # '64,...,8' gave the grid [64, 8], no series between
+                raise ScenarioError("--gpus", f"'...' runs up from {low:,} to a larger count, got {high:,} after it")
             ratio = low // counts[-2] if len(counts) >= 2 and counts[-2] and low % counts[-2] == 0 else 2
             ratio = max(ratio, 2)
             value = low * ratio
