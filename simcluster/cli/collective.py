@@ -150,6 +150,8 @@ def collective(
             raise ScenarioError("--sharp", err.message) from None
         if err.field.startswith("cluster.topology_options"):
             raise ScenarioError("--topology-option", f"{err.field.rsplit('.', 1)[-1]}: {err.message}") from None
+        if err.field.startswith("--"):  # an option's own error (--topology-option foo): as it is
+            raise
         raise ScenarioError("--topology", str(err) if not err.field.startswith("cluster") else err.message) from None
     group = list(range(gpus)) if op != "sendrecv" else [0, gpus - 1]
     rows = [_row(op, group, size, algorithm, protocol, fabric, network_name, gpu)

@@ -85,6 +85,9 @@ def check_writable(path: Path, option: str = "--out") -> Path:
     check_name(path, option)
     ancestor = Path(os.path.abspath(path))
     while not _exists(ancestor, option):
+        if ancestor.is_symlink():  # dangling or a loop: found only at mkdir, after the simulation
+            fail(option, f"cannot make {str(path)!r}: {str(ancestor)!r} is a symbolic link to nothing (dangling, or "
+                 "a loop)")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         fail(option, f"cannot make {str(path)!r}: {str(ancestor)!r} is a file, not a folder")

@@ -79,6 +79,23 @@ def test_output_dir_of_dot_holding_files_keeps_them(tmp_path, monkeypatch, capsy
     assert "writing to" in capsys.readouterr().err and [p.name for p in work.iterdir()] == ["mine.txt"]
 
 
+@pytest.mark.parametrize("target", ["loop", "/nonexistent/x"])
+def test_out_a_dangling_link_is_refused_before_the_run(tmp_path, target):
+    """`--out` a dangling symbolic link (or a loop) passed the check and failed at mkdir, after the simulation."""
+    link = tmp_path / "loop"
+    link.symlink_to(target)
+    with pytest.raises(ScenarioError, match="symbolic link to nothing"):
+        cli_outputs.output_dir(link)
+
+
+def test_replay_default_folder_of_a_trace_named_with_a_newline_is_one_line():
+    """runs/replay-we\\nird/: the folder's name, and the line saying where the files went, split in two."""
+    from simcluster.cli import replay as replay_cli
+
+    assert replay_cli._trace_name([Path("we\nird.rank0.json.gz")]) == "we_ird"
+    assert len(replay_cli._trace_name([Path("x" * 250 + ".json")])) == replay_cli.MAX_TRACE_NAME
+
+
 # ---- sweep --vary written wrong ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("item", "needle"), [
     ("parallelism.tp=4,,8", "empty value"), ("parallelism.tp=1,2,", "empty value"),
@@ -162,6 +179,13 @@ def test_laws_custom_fit_is_read_whole(cli, fit, needle):
     """A name given twice took the last value unsaid; E=1e308 printed a loss of 309 digits."""
     code, _, err = cli("laws", "eval", "--law", "custom", "--fit", fit, "--params", "1e9", "--tokens", "1e10")
     _one_line(code, err, "--fit", needle)
+
+
+def test_collective_topology_option_error_names_it_once(cli):
+    """It read `--topology: --topology-option: expected KEY=VALUE, got 'foo'`."""
+    code, _, err = cli("collective", "--topology-option", "foo")
+    _one_line(code, err)
+    assert err.startswith("error: --topology-option: expected KEY=VALUE"), err
 
 
 def test_validate_only_empty_is_refused(cli):
