@@ -58,6 +58,8 @@ def _topology_options(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             fail("--topology-option", f"expected KEY=VALUE, got {pair!r}")
+        if key in options:  # the last would win unsaid
+            fail("--topology-option", f"{key} is given twice")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -101,6 +101,8 @@ def parse_fabric(text: str, field: str = "--topology") -> FabricSpec:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ScenarioError(field, f"option {item!r} of {name} is not key=value (e.g. oversubscription=4)")
+        if key.strip() in dict(options):  # the last would win unsaid
+            raise ScenarioError(field, f"option {key.strip()} of {name} is given twice")
         options.append((key.strip(), parse_value(value.strip())))
     return FabricSpec(name, tuple(options))
 
@@ -114,12 +116,16 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
     """The fabrics of ``--topology`` (default: the scenario's own) with ``--option NAME.key=value`` applied to the
     fabrics named NAME, and ``--option topology.key=value`` to all of them."""
     specs = [parse_fabric(text) for text in texts] or [fabric_of(base)]
+    given: set[str] = set()
     for item in options:
         target, sep, value = item.partition("=")
         name, dot, key = target.strip().rpartition(".")
         if not sep or not dot or not name or not key:
             raise ScenarioError("--option", f"expected NAME.key=value (e.g. leaf-spine.oversubscription=4), "
                                 f"got {item!r}")
+        if target.strip() in given:  # the last would win unsaid
+            raise ScenarioError("--option", f"{target.strip()} is given twice")
+        given.add(target.strip())
         matched = [i for i, spec in enumerate(specs) if name in ("topology", spec.name)]
         if not matched:
             raise ScenarioError("--option", f"no --topology named {name!r} (fabrics: "

@@ -125,6 +125,16 @@ def test_a_value_of_bytes_that_are_not_utf8_is_a_scenario_error():
     assert grid.parse_vary(["parallelism.tp=\udcff"]) == {"parallelism.tp": ["\udcff"]}  # then refused as a count
 
 
+def test_a_fabric_option_given_twice_is_refused():
+    """`leaf-spine:oversubscription=2,oversubscription=4` ran one of the two under a label naming both; a repeated
+    `--option NAME.key=...` took the last unsaid."""
+    with pytest.raises(ScenarioError, match="given twice"):
+        grid.parse_fabric("leaf-spine:oversubscription=2,oversubscription=4")
+    with pytest.raises(ScenarioError, match="given twice") as err:
+        grid.fabrics(["leaf-spine"], ["leaf-spine.oversubscription=2", "leaf-spine.oversubscription=4"], {})
+    assert err.value.field == "--option"
+
+
 def test_vary_accepts_values_that_differ_only_in_type():
     assert grid.parse_vary(["parallelism.sequence_parallel=1,true"]) == {"parallelism.sequence_parallel": [1, True]}
 
@@ -186,6 +196,21 @@ def test_collective_topology_option_error_names_it_once(cli):
     code, _, err = cli("collective", "--topology-option", "foo")
     _one_line(code, err)
     assert err.startswith("error: --topology-option: expected KEY=VALUE"), err
+
+
+def test_validate_variability_key_given_twice_is_refused():
+    """`seed=1,seed=2` ran with seed 2 unsaid; 'measured,seed=2' still replaces the measured seed."""
+    from simcluster.studies import validation
+
+    with pytest.raises(ScenarioError, match="seed is given twice"):
+        validation.parse_variability("seed=1,seed=2")
+    assert validation.parse_variability("measured,seed=2").seed == 2
+
+
+def test_collective_topology_option_given_twice_is_refused(cli):
+    code, _, err = cli("collective", "--topology", "leaf-spine", "--topology-option", "oversubscription=2",
+                       "--topology-option", "oversubscription=4")
+    _one_line(code, err, "--topology-option", "given twice")
 
 
 def test_validate_only_empty_is_refused(cli):
