@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import math
+import typing
 from dataclasses import dataclass
 
 from simcluster.core import inputs
@@ -138,6 +139,16 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
     return specs
 
 
+def _section_model(name: str):
+    """The model class of the scenario's section ``name`` (``model`` may also be a preset's name, ``variability``
+    None), or None when the section is a plain value (``network``)."""
+    annotation = config.Scenario.model_fields[name].annotation
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
+            return candidate
+    return None
+
+
 def resolve_key(key: str, field: str = "--vary") -> str:
     """A dotted scenario path; a bare field name (``tp``) is looked up in the cluster, training, parallelism and
     economics sections and must belong to exactly one."""
@@ -155,7 +166,7 @@ def resolve_key(key: str, field: str = "--vary") -> str:
     parts = key.split(".")
     if not all(parts):
         raise ScenarioError(field, f"{key!r} has an empty part; write the path in full, e.g. parallelism.tp")
-    section = _SECTIONS.get(parts[0])
+    section = _section_model(parts[0]) if parts[0] in config.Scenario.model_fields else None
     if parts[0] not in config.Scenario.model_fields or (section is not None and parts[1] not in section.model_fields):
         raise ScenarioError(field, f"{key} is not a scenario field (see `simcluster schema`)")
     if key in _RESERVED or key.startswith("cluster.topology_options"):

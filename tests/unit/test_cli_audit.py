@@ -101,6 +101,7 @@ def test_replay_default_folder_of_a_trace_named_with_a_newline_is_one_line():
     ("parallelism.tp=4,,8", "empty value"), ("parallelism.tp=1,2,", "empty value"),
     ("parallelism.tp=4,4", "repeats the value 4"), ("parallelism.tp=[1,2],[1,2]", "repeats"),
     ("nosuch.field=1", "not a scenario field"), ("parallelism.nosuch=1", "not a scenario field"),
+    ("model.nosuch=1", "not a scenario field"), ("reliability.nosuch=1", "not a scenario field"),
     ("parallelism..tp=1", "empty part"),
 ])
 def test_bad_vary_is_refused_naming_vary(item, needle):
@@ -133,6 +134,13 @@ def test_a_fabric_option_given_twice_is_refused():
     with pytest.raises(ScenarioError, match="given twice") as err:
         grid.fabrics(["leaf-spine"], ["leaf-spine.oversubscription=2", "leaf-spine.oversubscription=4"], {})
     assert err.value.field == "--option"
+
+
+@pytest.mark.parametrize("item", ["model.layers=2,4", "model.moe.experts=8,16", "variability=measured",
+                                  "reliability.checkpoint_interval=1h", "economics.pue=1.1,1.2", "network=flow",
+                                  "cluster.gpu.tdp=700 W"])
+def test_vary_keeps_accepting_every_section(item):
+    assert grid.parse_vary([item])
 
 
 def test_vary_accepts_values_that_differ_only_in_type():
