@@ -30,7 +30,8 @@ def step_overlay(replays: Sequence[dict], title: str = "Recorded and replayed st
     ax.set_xticks(x, ["all" if s["step"] is None else str(s["step"]) for s in steps])
     ax.set_xlabel("recorded step (hatched: exposed communication)")
     ax.set_ylabel("step time (ms)")
-    ax.set_ylim(0.0, 1.15 * max([*recorded, *(s["replayed_step_s"] * 1e3 for r in replays for s in r["steps"])]))
+    ax.set_ylim(0.0, 1.15 * max([*recorded, *(s["replayed_step_s"] * 1e3 for r in replays for s in r["steps"])])
+                or 1.0)  # steps of zero length (one rank's collective alone): 1 ms
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=min(3, len(replays) + 1))
     return fig

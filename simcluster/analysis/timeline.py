@@ -58,7 +58,7 @@ def _draw(ax, ranks, shown: pd.DataFrame, lanes: list, title: str, stages: bool 
         boxes = np.stack([np.stack([x0, ys - 0.4], 1), np.stack([x1, ys - 0.4], 1),
                           np.stack([x1, ys + 0.4], 1), np.stack([x0, ys + 0.4], 1)], axis=1)
         ax.add_collection(PolyCollection(boxes, facecolors=COLOURS.get(key, "#999999"), linewidths=0))
-    if len(shown):
+    if len(shown) and shown["end_s"].max() > shown["start_s"].min():  # a trace of zero length keeps the default
         ax.set_xlim(shown["start_s"].min() * 1e3, shown["end_s"].max() * 1e3)
     ax.set_ylim(-0.6, len(lanes) - 0.4)
     stands_for = shown.groupby("rank")["group"].max().to_dict() if "group" in shown and len(shown) else {}
@@ -118,7 +118,7 @@ def timelines(panels: list[tuple[str, pd.DataFrame]], title: str = "", max_ranks
         present |= _draw(ax, ranks, shown, lanes, name, stages)
     end_ms = max((shown["end_s"].max() * 1e3 for _, _, shown, _ in laid if len(shown)), default=1.0)
     for ax in axes:
-        ax.set_xlim(0.0, end_ms)
+        ax.set_xlim(0.0, end_ms or 1.0)  # a replay of zero length (one rank's collective alone): 1 ms
     if title:
         fig.suptitle(title)
     _legend(axes[-1], present, -0.25)

@@ -58,6 +58,8 @@ def _topology_options(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             fail("--topology-option", f"expected KEY=VALUE, got {pair!r}")
+        if key in options:  # the last would win unsaid
+            fail("--topology-option", f"{key} is given twice")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -150,6 +152,8 @@ def collective(
             raise ScenarioError("--sharp", err.message) from None
         if err.field.startswith("cluster.topology_options"):
             raise ScenarioError("--topology-option", f"{err.field.rsplit('.', 1)[-1]}: {err.message}") from None
+        if err.field.startswith("--"):  # an option's own error (--topology-option foo): as it is
+            raise
         raise ScenarioError("--topology", str(err) if not err.field.startswith("cluster") else err.message) from None
     group = list(range(gpus)) if op != "sendrecv" else [0, gpus - 1]
     rows = [_row(op, group, size, algorithm, protocol, fabric, network_name, gpu)

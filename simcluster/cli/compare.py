@@ -3,7 +3,7 @@ GPUs, other racks), each on its own fabric or on those given.
 
     simcluster compare gpt3-175b-1024-h100 --topology rail-fat-tree --topology leaf-spine:oversubscription=4
     simcluster compare SCENARIO --topology leaf-spine --option leaf-spine.oversubscription=2 --gpus 512 --gpus 2048
-    simcluster compare deepseek-v3-256-h100 deepseek-v3-256-b200 deepseek-v3-288-gb200-nvl72
+    simcluster compare deepseek-v3-256-h100 deepseek-v3-256-b200 deepseek-v3-256-gb200-nvl72
 
 A fabric is ``NAME[:key=value,...]``: a builtin (``simcluster.fabric.topology.BUILTIN``) or a topology file, with the
 options of its builder (``cluster.topology_options``, docs/topologies.md). ``--gpus`` moves the scenario to that

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simcluster.cli.app import Typer, app, check_at_least, check_target_loss, fail, finite
+from simcluster.cli.app import MAX_TARGET_LOSS, Typer, app, check_at_least, check_target_loss, fail, finite
 from simcluster.cli.outputs import fresh_folder, output_dir
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError
@@ -57,6 +57,8 @@ def _law(name: str, fit: str | None) -> laws.Law:
     values = {}
     for item in fit.split(","):
         key, _, text = item.partition("=")
+        if key.strip() in values:  # the last would win unsaid
+            fail("--fit", f"{key.strip()} is given twice")
         try:
             values[key.strip()] = finite(text)
         except ValueError:
@@ -65,6 +67,9 @@ def _law(name: str, fit: str | None) -> laws.Law:
     if set(values) != expected:
         got = ", ".join(sorted(values)) or "nothing"
         fail("--fit", f"needs exactly {', '.join(sorted(expected))}; got {got}")
+    if values["E"] > MAX_TARGET_LOSS:  # E=1e308 printed a loss of 309 digits
+        fail("--fit", f"E (the irreducible loss) must be at most {MAX_TARGET_LOSS:g} nats/token, got {values['E']:g} "
+             "(a uniform guess over 10^8 tokens scores 18.4)")
     return laws.custom(**values)
 
 
@@ -169,12 +174,17 @@ def plot(
         typer.echo(str(path))
 
 
+# The projection inputs ``laws project`` sets, by the option that sets them (its errors name the option).
+_PROJECT_OPTIONS = {"start_year": "--start-year", "years": "--years", "gamma": "--gamma"}
+
+
 @laws_app.command()
 def project(
     as_json: bool = typer.Option(False, "--json", help="print the yearly rows and the phase map as JSON"),
     out: Path | None = typer.Option(None, "--out", help="also write projection.png/.pdf into this folder"),
     law: str | None = typer.Option(None, "--law", help="chinchilla | chinchilla-refit | kaplan"),
-    start_year: int | None = typer.Option(None, "--start-year"),
+    start_year: int | None = typer.Option(None, "--start-year", help="first year of the projection (default: the "
+                                          "catalog's, data/projection.yaml)"),
     years: int | None = typer.Option(None, "--years", help="number of years"),
     budget_usd: float | None = typer.Option(None, "--budget-usd", parser=finite,
                                             help="start-year budget of one run (USD)"),
@@ -195,8 +205,13 @@ def project(
         fail("--phase", "expected budget, power, compute or data, got ''")
     if out is not None:
         out = output_dir(out)
-    inputs = projection.defaults(law=law, start_year=start_year, years=years, budget_usd=budget_usd,
-                                 power_cap_w=power_cap_w, gamma=gamma)
+    try:
+        inputs = projection.defaults(law=law, start_year=start_year, years=years, budget_usd=budget_usd,
+                                     power_cap_w=power_cap_w, gamma=gamma)
+    except ScenarioError as err:  # name the option the user wrote, not the projection's input
+        if err.field not in _PROJECT_OPTIONS:
+            raise
+        raise ScenarioError(_PROJECT_OPTIONS[err.field], err.message) from None
     rows = projection.project(inputs)
     phase_map = projection.phase_map(inputs, parameter=phase)
     if out is not None:
@@ -235,9 +250,12 @@ def _busy(text: str | None) -> float | str | None:
     if text is None or text == "mfu":
         return text
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # checked before the run it would follow (nan and inf too)
         fail("--busy-fraction", f"expected a number in [0, 1] or 'mfu', got {text!r}")
+    return value
 
 
 def _summary(scenario_spec, network: str | None, summary_file: Path | None) -> dict:
@@ -306,6 +324,8 @@ def loss_vs_time(
     check_target_loss(target_loss)
     if tokens is not None and not 1.0 <= tokens <= MAX_TOKENS:
         fail("--tokens", f"expected 1 to {MAX_TOKENS:.0e} tokens, got {tokens:g} (the text ever written is ~3e14)")
+    if goodput is not None and not 0.0 < goodput <= 1.0:  # before the run, not after it
+        fail("--goodput", f"expected a fraction in (0, 1], got {goodput:g}")
     spec = config.load(scenario)
     chosen = laws.get(law)
     busy = _busy(busy_fraction)

@@ -48,6 +48,16 @@ def check_name(path: Path, option: str = "--out") -> Path:
     return path
 
 
+def named(path: Path, option: str = "--out") -> Path:
+    """``path`` with a last part that ``NAME-2``, ``NAME-3``, ... can number: ``.``, ``..`` and the empty path name
+    no folder of their own (``--out .`` is the current folder), so they are made absolute; the root is refused."""
+    if path.name in ("", ".."):
+        path = Path(os.path.abspath(path))
+    if not path.name:
+        fail(option, f"{str(path)!r} is the root folder: give a folder of its own, e.g. runs/x")
+    return path
+
+
 def unique_dir(path: Path, option: str = "--out") -> Path:
     """``path`` if it does not exist or is empty, else the first free ``path-2``, ``path-3``, ... (never overwrite)."""
     check_name(path, option)
@@ -55,7 +65,7 @@ def unique_dir(path: Path, option: str = "--out") -> Path:
         fail(option, f"{str(path)!r} is a file, not a folder")
     if not _exists(path, option) or not any(path.iterdir()):
         return path
-    index = 2
+    path, index = named(path, option), 2
     while _exists(candidate := path.with_name(f"{path.name}-{index}"), option):
         index += 1
     return check_name(candidate, option)
@@ -75,6 +85,9 @@ def check_writable(path: Path, option: str = "--out") -> Path:
     check_name(path, option)
     ancestor = Path(os.path.abspath(path))
     while not _exists(ancestor, option):
+        if ancestor.is_symlink():  # dangling or a loop: found only at mkdir, after the simulation
+            fail(option, f"cannot make {str(path)!r}: {str(ancestor)!r} is a symbolic link to nothing (dangling, or "
+                 "a loop)")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         fail(option, f"cannot make {str(path)!r}: {str(ancestor)!r} is a file, not a folder")

@@ -37,8 +37,15 @@ if TYPE_CHECKING:  # pandas and the engine: loaded when a replay runs, not with 
 _RANK_SUFFIX = re.compile(r"([._-]rank[_-]?\d+)?(\.\d+)?(\.json(\.gz)?|\.et)$", re.IGNORECASE)
 
 
+# Characters of a trace's name kept in the default folder runs/replay-NAME (the file system takes 255 bytes).
+MAX_TRACE_NAME = 200
+
+
 def _trace_name(paths: list[Path]) -> str:
-    return _RANK_SUFFIX.sub("", paths[0].name) or "trace"
+    """The run's name from its first file, made a folder name: a character that is not printable (a newline in a
+    file name would split the folder's name and every line that prints it) becomes '_'."""
+    name = "".join(c if c.isprintable() else "_" for c in _RANK_SUFFIX.sub("", paths[0].name))
+    return name[:MAX_TRACE_NAME] or "trace"
 
 
 def _event_lines(events, until_s: float | None, count: int | None) -> list[str]:

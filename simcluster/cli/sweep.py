@@ -22,7 +22,7 @@ from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
-from simcluster.cli.outputs import check_writable
+from simcluster.cli.outputs import check_writable, named
 from simcluster.cli.run import check_network
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
@@ -155,25 +155,22 @@ def sweep_command(
     counts = grid.parse_gpus(gpus) if gpus is not None else None
     tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network,
                       samples=samples)
-    requested = check_writable(out or Path("runs") / f"{spec.name}-sweep")
-    try:
-        out_dir = sweep.folder_for(requested, tasks)
-    except OSError as err:
-        fail("--out", f"cannot write into {str(requested)!r}: {err.strerror or err}")
+    requested = check_writable(named(out or Path("runs") / f"{spec.name}-sweep"))
     console = Console(stderr=True)
-    if out_dir != requested:
-        typer.echo(f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/", err=True)
-    try:
-        with sweep.executor(jobs, scheduler) as (pool, slots), Progress(
-                TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console, transient=as_json,
-                disable=not console.is_terminal) as progress:  # no bar in logs: an interrupt stays one line
-            bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
-            run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,
-                                 on_done=lambda shard, reused: progress.advance(bar),
-                                 shard_sources=sweep.sibling_folders(requested, out_dir))
+    out_dir = None
+    try:  # the workers first: a Dask scheduler that cannot be reached is refused before a folder is made
+        with sweep.executor(jobs, scheduler) as (pool, slots):
+            out_dir = _grid_folder(requested, tasks)
+            with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=as_json,
+                          disable=not console.is_terminal) as progress:  # no bar in logs: an interrupt stays one line
+                bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
+                run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,
+                                     on_done=lambda shard, reused: progress.advance(bar),
+                                     shard_sources=sweep.sibling_folders(requested, out_dir))
     except Interrupted as stop:
-        stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold, table_format)
+        if out_dir is not None:
+            stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold, table_format)
         raise
     except OSError as err:  # a full disk: the shards written so far are whole (atomic) and resume the sweep
         fail("--out", f"writing into {str(out_dir)!r} failed ({err.strerror or err}); the finished runs' shards "
@@ -211,6 +208,18 @@ def sweep_command(
     console.print(f"{len(tasks)} runs: {len(run.executed)} computed, {len(run.reused)} reused from shards, "
                   f"{len(run.failed)} failed", highlight=False)
     console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)
+
+
+def _grid_folder(requested: Path, tasks: list) -> Path:
+    """``sweep.folder_for``, saying so when it is not the folder asked for; a folder that cannot be made is the
+    one-line error of --out."""
+    try:
+        out_dir = sweep.folder_for(requested, tasks)
+    except OSError as err:
+        fail("--out", f"cannot write into {str(requested)!r}: {err.strerror or err}")
+    if out_dir != requested:
+        typer.echo(f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/", err=True)
+    return out_dir
 
 
 def _write_results(frame, report: dict, out_dir: Path, table_format: str = "csv") -> list[Path]:

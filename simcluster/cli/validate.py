@@ -27,6 +27,8 @@ def validate(
 ) -> None:
     """Hold the simulator against published training throughput: the calibration set, or --held-out runs."""
     check_network(network)
+    if only is not None and not only.strip():  # '' is in every name: an unset shell variable ran them all
+        fail("--only", f"expected part of a scenario name, got {only!r}; leave --only out to run every case")
     spread = validation.parse_variability(variability)
     console = Console(stderr=as_json)
     if not console.is_terminal:

@@ -8,6 +8,7 @@ Why each limit:
 - aliases: a YAML anchor may be reused (``*name``), but the document with every alias expanded must stay under
   ``MAX_YAML_NODES`` nodes and ``MAX_NESTING`` levels: an "alias bomb" of a few hundred bytes expands to 10^9
   nodes, and validating or printing it would never end; a recursive alias (``&a [*a]``) is refused too;
+- duplicated keys: YAML forbids a key twice in one mapping, and PyYAML would keep the last value unsaid;
 - JSON nesting: Python's decoder recurses once per level and raises RecursionError on deep input.
 """
 
@@ -88,12 +89,32 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
             raise ScenarioError(source, f"a recursive alias at line {node.start_mark.line + 1} (a value that "
                                 "contains itself)")
         open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            _check_unique_keys(node, source)
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in expanded)
         for child in children:
             if id(child) in open_nodes:
                 raise ScenarioError(source, f"a recursive alias at line {child.start_mark.line + 1} (a value "
                                     "that contains itself)")
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_unique_keys(node: yaml.MappingNode, source: str) -> None:
+    """Refuse a key written twice in one mapping: YAML forbids it, and PyYAML would silently keep the last value
+    (``seq_len: 8192`` then ``seq_len: 4096`` ran at 4096). Keys merged in with ``<<`` may be overridden."""
+    seen: dict[tuple[str, str], int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+            line = key.start_mark.line + 1
+            if (key.tag, key.value) in seen:
+                first = seen[key.tag, key.value]
+                where = f"line {line}" if first == line else f"lines {first} and {line}"
+                raise ScenarioError(source, f"the key {key.value!r} is written twice in one mapping ({where}): which "
+                                    "value is meant?")
+            seen[key.tag, key.value] = line
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -113,6 +134,10 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def parse_yaml(text: str, source: str) -> Any:
     """The document in ``text``, with aliases bounded (see the module docstring); errors name ``source``."""
+    try:
+        text.encode("utf-8")  # a command-line value of bytes that are not UTF-8 comes as lone surrogates
+    except UnicodeEncodeError as err:
+        raise ScenarioError(source, f"is not UTF-8 text (character {err.start}): {text[:40]!r}") from None
     loader = _LOADER(text)
     try:
         node = loader.get_single_node()

@@ -1192,6 +1192,9 @@ def resolve_path(name_or_path: str | Path | None) -> Path:
     """A scenario file: a path, or the name of a bundled scenario; None is the bundled default."""
     if name_or_path is None:
         name_or_path = DEFAULT_SCENARIO
+    if not str(name_or_path).strip():  # Path('') is '.', the current folder: say what was given
+        raise ScenarioError("SCENARIO", f"expected a scenario file or bundled name, got {str(name_or_path)!r} (leave "
+                            "it out for the demo)")
     path = Path(name_or_path)
     bundled = bundled_dir() / f"{name_or_path}.yaml"
     try:

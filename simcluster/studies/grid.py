@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import math
+import typing
 from dataclasses import dataclass
 
 from simcluster.core import inputs
@@ -41,8 +42,9 @@ _RESERVED = {"cluster.nodes": "use --gpus", "cluster.topology": "use --topology"
 
 
 # ---- fabrics and varied fields ---------------------------------------------------------------------------------
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets, so that ``dims=[4,4,4],link=400 Gb/s`` is two items."""
+def _split_top_level(text: str, keep_empty: bool = False) -> list[str]:
+    """Split on commas outside brackets, so that ``dims=[4,4,4],link=400 Gb/s`` is two items; empty items are
+    dropped unless ``keep_empty``."""
     items, depth, current = [], 0, []
     for char in text:
         depth += {"[": 1, "]": -1}.get(char, 0)
@@ -52,7 +54,7 @@ def _split_top_level(text: str) -> list[str]:
         else:
             current.append(char)
     items.append("".join(current))
-    return [item.strip() for item in items if item.strip()]
+    return [item.strip() for item in items if keep_empty or item.strip()]
 
 
 def parse_value(text: str):
@@ -100,6 +102,8 @@ def parse_fabric(text: str, field: str = "--topology") -> FabricSpec:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ScenarioError(field, f"option {item!r} of {name} is not key=value (e.g. oversubscription=4)")
+        if key.strip() in dict(options):  # the last would win unsaid
+            raise ScenarioError(field, f"option {key.strip()} of {name} is given twice")
         options.append((key.strip(), parse_value(value.strip())))
     return FabricSpec(name, tuple(options))
 
@@ -113,12 +117,16 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
     """The fabrics of ``--topology`` (default: the scenario's own) with ``--option NAME.key=value`` applied to the
     fabrics named NAME, and ``--option topology.key=value`` to all of them."""
     specs = [parse_fabric(text) for text in texts] or [fabric_of(base)]
+    given: set[str] = set()
     for item in options:
         target, sep, value = item.partition("=")
         name, dot, key = target.strip().rpartition(".")
         if not sep or not dot or not name or not key:
             raise ScenarioError("--option", f"expected NAME.key=value (e.g. leaf-spine.oversubscription=4), "
                                 f"got {item!r}")
+        if target.strip() in given:  # the last would win unsaid
+            raise ScenarioError("--option", f"{target.strip()} is given twice")
+        given.add(target.strip())
         matched = [i for i, spec in enumerate(specs) if name in ("topology", spec.name)]
         if not matched:
             raise ScenarioError("--option", f"no --topology named {name!r} (fabrics: "
@@ -129,6 +137,16 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
     if len(set(labels)) != len(labels):
         raise ScenarioError("--topology", f"a fabric is given twice: {', '.join(labels)}")
     return specs
+
+
+def _section_model(name: str):
+    """The model class of the scenario's section ``name`` (``model`` may also be a preset's name, ``variability``
+    None), or None when the section is a plain value (``network``)."""
+    annotation = config.Scenario.model_fields[name].annotation
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
+            return candidate
+    return None
 
 
 def resolve_key(key: str, field: str = "--vary") -> str:
@@ -145,6 +163,12 @@ def resolve_key(key: str, field: str = "--vary") -> str:
             where = "several sections: " + ", ".join(owners) if owners else "no section of the scenario"
             raise ScenarioError(field, f"{key!r} names {where}; write it in full, e.g. parallelism.tp")
         key = f"{owners[0]}.{key}"
+    parts = key.split(".")
+    if not all(parts):
+        raise ScenarioError(field, f"{key!r} has an empty part; write the path in full, e.g. parallelism.tp")
+    section = _section_model(parts[0]) if parts[0] in config.Scenario.model_fields else None
+    if parts[0] not in config.Scenario.model_fields or (section is not None and parts[1] not in section.model_fields):
+        raise ScenarioError(field, f"{key} is not a scenario field (see `simcluster schema`)")
     if key in _RESERVED or key.startswith("cluster.topology_options"):
         reason = _RESERVED.get(key, "use --topology NAME:key=value")
         raise ScenarioError(field, f"{key} is not varied this way: {reason}")
@@ -162,9 +186,16 @@ def parse_vary(items: list[str]) -> dict[str, list]:
         path = resolve_key(key)
         if path in out:
             raise ScenarioError("--vary", f"{path} is varied twice")
-        parsed = [parse_value(v) for v in _split_top_level(values)]
-        if not parsed:
+        items = _split_top_level(values, keep_empty=True)
+        if not values.strip():
             raise ScenarioError("--vary", f"{path} has no values")
+        if not all(items):
+            raise ScenarioError("--vary", f"{path} has an empty value in {values!r}")
+        parsed = [parse_value(v) for v in items]
+        repeated = [item for i, item in enumerate(items)  # 1 and true differ here, as they do to the scenario
+                    if any(type(value) is type(parsed[i]) and value == parsed[i] for value in parsed[:i])]
+        if repeated:
+            raise ScenarioError("--vary", f"{path} repeats the value {repeated[0]}")
         out[path] = parsed
     return out
 
@@ -201,6 +232,8 @@ def parse_gpus(text: str) -> list[int]:
             if not counts or index + 1 >= len(items):
                 raise ScenarioError("--gpus", "'...' needs a count on each side, e.g. 64,128,...,16384")
             low, high = counts[-1], _gpu_count(items[index + 1])
+            if high <= low:  # '64,...,8' gave the grid [64, 8], no series between
+                raise ScenarioError("--gpus", f"'...' runs up from {low:,} to a larger count, got {high:,} after it")
             ratio = low // counts[-2] if len(counts) >= 2 and counts[-2] and low % counts[-2] == 0 else 2
             ratio = max(ratio, 2)
             value = low * ratio

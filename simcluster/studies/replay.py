@@ -143,7 +143,7 @@ def _fabric(world: int, gpu: str, spec: FabricSpec | None, nic: str | None, gpus
                             options=options)
     label = spec.label if spec else name
     assumptions.append(f"fabric replayed on: {label}, {world} GPUs, {per_node} per node, links "
-                       f"{describe_links(fabric)}, network model {network_model}")
+                       f"{describe_links(fabric) or 'none (one GPU)'}, network model {network_model}")
     return fabric, assumptions
 
 
@@ -165,6 +165,7 @@ def nic_from_text(text: str, default_name: str) -> hardware.NicSpec:
     except ScenarioError:
         raise ScenarioError("--nic", f"expected a catalog NIC ({', '.join(hardware.nic_names())}) or a line rate "
                                      f"such as '25 Gb/s', got {text!r}") from None
+    units.check_sign(rate, units.POSITIVE, "--nic", text, units.BYTES_PER_S)  # '0 Gb/s', '-5 Gb/s', '1e9 Tb/s'
     base = hardware.nic(default_name)
     return hardware.NicSpec(**{**base.model_dump(), "name": f"custom {rate * 8 / 1e9:g} Gb/s",
                                "rate": f"{rate} B/s"})

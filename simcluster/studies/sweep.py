@@ -150,9 +150,12 @@ def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[
         check_scheduler(scheduler)
         try:
             client = Client(scheduler, timeout="10s", set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as err:
-            raise ScenarioError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: "
-                                f"{' '.join(str(err).split()) or type(err).__name__}") from None
+        except Exception as err:  # noqa: BLE001 - unreachable (OSError, TimeoutError), a bad address (ValueError),
+            # or another server's reply read as a Dask frame length (MemoryError: 3 EiB asked for)
+            _discard_client(err.__traceback__, Client)
+            why = ("the server there does not answer as a Dask scheduler" if isinstance(err, MemoryError) else
+                   " ".join(str(err).split())[:200] or type(err).__name__)
+            raise ScenarioError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: {why}") from None
         try:
             slots = max(1, sum(client.nthreads().values()))
             yield client.get_executor(pure=False), slots
@@ -170,6 +173,20 @@ def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[
         _stop_workers(pool)  # an error or an interrupt: in-flight runs are abandoned, not waited for
         raise
     pool.shutdown(wait=True)
+
+
+def _discard_client(trace, client_class) -> None:
+    """The half-started Client of a failed connection (found in the failure's traceback) marked closed and its
+    event loop stopped: else its ``__del__`` waits twice the timeout (20 s) to close a connection never made and
+    prints a traceback after the one-line error (distributed 2024-2025)."""
+    while trace is not None:
+        client = trace.tb_frame.f_locals.get("self")
+        if isinstance(client, client_class):
+            with contextlib.suppress(Exception):
+                client.status = "closed"
+                client._loop_runner.stop()  # noqa: SLF001 - no public way to drop a client that never started
+            return
+        trace = trace.tb_next
 
 
 # Linux prctl option: the signal a process receives when its parent dies (man 2 prctl).

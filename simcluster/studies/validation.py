@@ -106,6 +106,7 @@ def parse_variability(text: str | None) -> Variability | None:
     if text is None or text == "off":
         return None
     values: dict = {}
+    given: set[str] = set()  # keys written (they replace the measured ones); one written twice is refused
     for item in (part.strip() for part in text.split(",")):
         if item == "measured":
             values.update(measured_variability())
@@ -113,6 +114,9 @@ def parse_variability(text: str | None) -> Variability | None:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ScenarioError("--variability", f"expected 'measured', 'off' or key=value pairs, got {item!r}")
+        if key.strip() in given:
+            raise ScenarioError("--variability", f"{key.strip()} is given twice")
+        given.add(key.strip())
         values[key.strip()] = _scalar(value.strip())
     try:
         return Variability(**values)

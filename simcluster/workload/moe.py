@@ -240,7 +240,8 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     backward_weight = [down.wgrad(shard), up.wgrad(shard), router_gemm.wgrad(shard)]   # ops.wgrad_output_bytes
     quantizes = (fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose)
                  if shard.precision == "fp8" else 0)
-    launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex, router=router)
+    launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex, router=router,
+                             collectives=layer_collectives(shard, ep, flex, router))
     forward += launches["router_forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
@@ -335,12 +336,32 @@ GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 2}  # fc1
 FP8_QUANTIZED_GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 0}
 
 
+def layer_collectives(shard: Shard, ep: int, flex: bool, router: Router) -> dict[str, int]:
+    """NCCL kernels an MoE layer launches on its compute stream per phase beyond the engine's token all-to-alls and
+    the router/preprocess launch counts (data/moe.yaml host_launches.collectives; both measured at TP 1, CP 1):
+    the auxiliary loss's all-reduce of the tokens per expert over the TP x CP group in the router's forward
+    (tp x cp > 1), and the alltoall dispatcher's all-to-all of the permuted routing probabilities, forward and
+    backward (ep > 1, not flex, which sends them inside DeepEP's dispatch; Megatron-Core with the fused router, the
+    only version marker a scenario carries, see moe.yaml)."""
+    table = _constants()["host_launches"]["collectives"]
+    counts = {"router_forward": 0, "forward": 0, "backward_input": 0}
+    if shard.tp * shard.cp > 1:
+        counts["router_forward"] += table["aux_loss_tokens_allreduce"]
+    if ep > 1 and not flex and router.kernels in table["probs_alltoall_routers"]:
+        counts["forward"] += table["probs_alltoall"]
+        counts["backward_input"] += table["probs_alltoall"]
+    return counts
+
+
 def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
-                  flex: bool = False, router: Router = Router()) -> dict[str, list[Op]]:
+                  flex: bool = False, router: Router = Router(),
+                  collectives: dict[str, int] | None = None) -> dict[str, list[Op]]:
     """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
     host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
     op) over several streams, those in series on one stream (``grouped_gemm_serial_kernels``) as kernels, the rest
-    as ``kernels.HOST_ONLY_LAUNCH`` ops (host dispatch only); and, without CUDA graphs, the fused router and EP
+    as ``kernels.HOST_ONLY_LAUNCH`` ops (host dispatch only); the layer's small NCCL ``collectives`` per phase
+    (``layer_collectives``: kernels like any other, their latency not charged); and, without CUDA graphs, the fused
+    router and EP
     preprocess launch ``router_forward`` kernels forward (key ``router_forward``: before the layer's host sync) and
     the ``router``'s ``router_backward_kernels`` backward (with the data gradients; the preprocess has none) where
     the device model has a few (``router_forward_flex`` with the flex dispatcher's fused preprocess, ``flex``); in
@@ -353,29 +374,36 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     part follows the host sync (``host_syncs``), where the host cannot have run ahead."""
     launch = _memory("moe_launch", 0.0, 0.0)
     host_only = _memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)
-    return {phase: [launch] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"])
+    return {phase: [launch] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"]
+                               + count["collectives"])
             + [host_only] * count["other streams"]
-            for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex, router).items()}
+            for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex, router,
+                                              collectives).items()}
 
 
 def launch_counts(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
-                  flex: bool = False, router: Router = Router()) -> dict[str, dict[str, int]]:
+                  flex: bool = False, router: Router = Router(),
+                  collectives: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
     """``host_launches`` counted by class, per phase ("router_forward" and the phases of ``GROUPED_GEMMS``): the
     router's launches beyond the device model's ops, the grouped GEMMs' kernels in series beyond the one batched
-    op, the fp8 quantizes, and the GEMMs launched on the other streams (host dispatch only)."""
+    op, the fp8 quantizes, the layer's small NCCL collectives (``layer_collectives``; the router's under CUDA
+    graphs replay inside the graph) and the GEMMs launched on the other streams (host dispatch only)."""
+    collectives = collectives or {}
     table = _constants()["host_launches"]
     router_forward = table["router_forward_flex" if flex else "router_forward"]
     extra = {"forward": router_forward - ROUTER_OPS["forward"],
              "backward_input": router_backward_kernels(router) - ROUTER_OPS["backward"],
              "backward_weight": 0}
-    none = {"router": 0, "grouped GEMMs": 0, "fp8 quantizes": 0, "other streams": 0}
-    counts = {"router_forward": {**none, "router": 0 if cuda_graphs else extra["forward"]}}
+    none = {"router": 0, "grouped GEMMs": 0, "fp8 quantizes": 0, "collectives": 0, "other streams": 0}
+    counts = {"router_forward": {**none, "router": 0 if cuda_graphs else extra["forward"],
+                                 "collectives": 0 if cuda_graphs else collectives.get("router_forward", 0)}}
     serial = grouped_gemm_serial_kernels(local_experts)
     gemms_issued = local_experts * table["gemm_per_local_expert"]
     for phase, gemms in GROUPED_GEMMS.items():
         counts[phase] = {"router": 0 if cuda_graphs or phase == "forward" else max(0, extra[phase]),
                          "grouped GEMMs": gemms * (serial - 1),
                          "fp8 quantizes": FP8_QUANTIZED_GROUPED_GEMMS[phase] * fp8_quantizes,
+                         "collectives": collectives.get(phase, 0),
                          "other streams": gemms * (gemms_issued - serial)}
     return counts
 

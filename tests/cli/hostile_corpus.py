@@ -474,7 +474,7 @@ def _must_refuse(case_id: str) -> bool:
                                         "grid_kg_co2_per_kwh", "price_per_gpu_hour", "node_overhead")):
         return key != "zero" or path.endswith(("pue", "cluster.gpu.price_per_gpu_hour"))
     if key == "null" and path.endswith(("price_per_gpu_hour", "layers_per_stage", "kv_heads", "ffn_hidden",
-                                        "latency", "topology_options")):
+                                        "latency", "topology_options", "grad_bucket_size")):  # null: the default
         return False
     if key in ("huge", "e300") and path.endswith(("latency", "hop_latency")):
         return True

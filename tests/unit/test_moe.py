@@ -219,11 +219,15 @@ def test_eager_router_launches_its_kernels_cuda_graphs_replay_them(router, parts
     eager, graphed = (moe.moe_block(spec, shard, ep=8, cuda_graphs=g, router=router) for g in (False, True))
     flex = moe.moe_block(spec, shard, ep=8, dispatcher="flex", router=router)
     backward = sum(sum(part.values()) for part in [*parts, ROUTER_BACKWARD_COMMON])
+    # the alltoall dispatcher's probabilities all-to-all backward (2025 Megatron-Core, fused router: Round 20,
+    # test_moe_layer_collectives.py), which the flex dispatcher does not run and CUDA graphs do not capture
+    probs = moe.layer_collectives(shard, 8, False, router)["backward_input"]
+    unseen = probs - moe.layer_collectives(shard, 8, False, moe.Router())["backward_input"]
     assert _launches(eager, "forward") - _launches(graphed, "forward") == 31 - 2
     assert _launches(eager, "backward_input") - _launches(graphed, "backward_input") == backward - 3
-    assert _launches(flex, "backward_input") == _launches(eager, "backward_input")
+    assert _launches(flex, "backward_input") == _launches(eager, "backward_input") - probs
     assert _launches(eager, "backward_weight") == _launches(graphed, "backward_weight")
-    assert _launches(graphed, "backward_input") == _launches(
+    assert _launches(graphed, "backward_input") - unseen == _launches(
         moe.moe_block(spec, shard, ep=8, cuda_graphs=True), "backward_input")   # graphed: the router unseen
 
 
