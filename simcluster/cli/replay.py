@@ -21,7 +21,7 @@ from rich.table import Table
 
 from simcluster.cli.app import app, fail
 from simcluster.cli.compare import OPTION_HELP, slug
-from simcluster.cli.outputs import fresh_folder, output_dir
+from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
@@ -99,8 +99,8 @@ def replay_command(
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
     gpu_scaling: str = typer.Option("roofline", "--gpu-scaling", help="compute rescaling when --gpu changes: "
                                     "roofline (GEMMs by peak, others by HBM) | peak"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; never "
-                                    "overwritten; with --json, --until or --events only when given)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; "
+                                    f"{NEVER_OVERWRITTEN}; with --json, --until or --events only when given)"),
     as_json: bool = typer.Option(False, "--json", help='print the report ({"fabric", "gpu", "steps", '
                                  '"deviations", "assumptions"}; several fabrics: {"replays": [...]}) as JSON'),
     until: str | None = typer.Option(None, "--until", help="print the replayed events starting up to this "
