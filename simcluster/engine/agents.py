@@ -16,7 +16,7 @@ from simcluster.engine.data_parallel import GradientReduction, ParameterGatherin
 from simcluster.engine.record import Tally
 from simcluster.parallel import ep_overlap
 from simcluster.parallel.plan import GRAD_NORM_BYTES
-from simcluster.parallel.schedules import batches_next_receive
+from simcluster.parallel.schedules import batches_next_receive, warmup_forwards
 from simcluster.workload.interference import overlapped_s
 
 
@@ -50,9 +50,10 @@ class Agent:
             self.sim.variability.start_step(self)
         reductions = []
         order = self.sim.plan.orders[self.stage]
+        warmup = self._warmup()
         for index, work in enumerate(order):
             yield from self.parameters.before_use(self, work)
-            then = self._batched_receive(step_index, order, index)
+            then = self._batched_receive(step_index, order, index, warmup)
             if work.phase == "forward":
                 yield from self._forward(step_index, work, then)
             else:
@@ -92,12 +93,18 @@ class Agent:
         last = work.chunk == self.sim.plan.chunk_count - 1
         return None if last else ("backward", step_index, work.microbatch, work.chunk)
 
-    def _batched_receive(self, step_index: int, order, index: int):
+    def _warmup(self) -> int:
+        """The stage's warm-up forwards (``schedules.warmup_forwards``), whose sends go alone."""
+        plan = self.sim.plan
+        p = plan.scenario.parallelism
+        return warmup_forwards(p.schedule, plan.layout.pp, self.stage, plan.microbatches, p.virtual_stages)
+
+    def _batched_receive(self, step_index: int, order, index: int, warmup: int):
         """With blocking sends, the receive of ``order[index + 1]`` when Megatron batches it with the send after
-        ``order[index]`` (``schedules.batches_next_receive``); else None."""
+        ``order[index]`` (``schedules.batches_next_receive``; ``warmup``: the order's warm-up forwards); else None."""
         if not self.sim.plan.p2p_blocking:
             return None
-        if not batches_next_receive(order, index):
+        if not batches_next_receive(order, index, warmup):
             return None
         return self._receive_key(step_index, order[index + 1])
 

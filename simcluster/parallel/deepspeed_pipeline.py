@@ -21,6 +21,10 @@ What this module adds to the plan (``apply``):
   neighbours wait for both transfers, one after the other, where Megatron-LM posts the two as one batched
   isend/irecv that runs both ways at once. Modelled as the gradient first, then the activation (``Agent._send``
   waits for the gradient before sending: ``StepPlan.p2p_sequential``): the same two transfers in series.
+  Any number of microbatches m >= 1: a step whose microbatch lies outside [0, m) computes nothing but still sends
+  what the step before produced (``TrainSchedule.steps`` checks each instruction's microbatch on its own). With
+  m <= pp - s - 1 every forward of stage s is a warm-up one, and the backward step after the last has no RecvGrad: its
+  SendActivation goes alone (``schedules.batches_next_receive``, as Megatron's warm-up ``send_forward``).
 - The sender's output gathered again before its backward: ``_exec_forward_pass`` replaces the sent output's data by
   a one-element tensor (``first_output.data = torch.zeros(1)``) and ``_exec_backward_pass`` rebuilds it with
   ``PartitionedTensor.full()``, an all-gather over the TP group, on every stage but the last

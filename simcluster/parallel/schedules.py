@@ -23,12 +23,17 @@ def pipeline_order(schedule: str, pp: int, stage: int, microbatches: int, virtua
     virtual_stages > 1 Megatron-LM's interleaved 1F1B: rank ``stage`` holds chunks stage, stage+pp, ...; forwards
     walk microbatch groups of size pp through the chunks, warm-up (pp-stage-1)*2 + (v-1)*pp units (Narayanan et al.
     2021, section 2.2.2; Megatron-LM schedules.py).
+
+    Any m >= 1 runs (non-interleaved): with m <= pp - stage - 1 every forward is a warm-up one and the backwards
+    follow (Megatron-LM forward_backward_pipelining_without_interleaving with num_microbatches_remaining == 0;
+    DeepSpeed's TrainSchedule, whose stage s runs forward j at step 2j + s and backward j at 2j + 2pp - 1 - s, gives
+    the same order, its steps outside [0, m) idle).
     """
     m, v = microbatches, virtual_stages
+    warmup = warmup_forwards(schedule, pp, stage, m, v)
     if v == 1:
         forwards = [Work("forward", mb, stage) for mb in range(m)]
         backwards = [Work("backward", mb, stage) for mb in range(m)]
-        warmup = m if schedule == "gpipe" else min(pp - stage - 1, m)
     else:
         assert schedule == "1f1b" and m % pp == 0, "validated in config"
 
@@ -41,13 +46,21 @@ def pipeline_order(schedule: str, pp: int, stage: int, microbatches: int, virtua
 
         forwards = [unit(k, False) for k in range(m * v)]
         backwards = [unit(k, True) for k in range(m * v)]
-        # Megatron-LM runs every forward first when there are exactly pp microbatches (all_warmup_microbatches)
-        warmup = m * v if m == pp else min((pp - stage - 1) * 2 + (v - 1) * pp, m * v)
     order = forwards[:warmup]
     for i in range(len(forwards) - warmup):
         order += [forwards[warmup + i], backwards[i]]
     order += backwards[len(forwards) - warmup:]
     return order
+
+
+def warmup_forwards(schedule: str, pp: int, stage: int, microbatches: int, virtual_stages: int = 1) -> int:
+    """The forward units pipeline rank ``stage`` runs before its first backward's turn (``pipeline_order``'s warm-up):
+    gpipe all; 1f1b ``min(pp - stage - 1, m)`` (Megatron-LM num_warmup_microbatches); interleaved
+    ``min((pp - stage - 1) * 2 + (v - 1) * pp, m v)``, or all ``m v`` when m == pp (all_warmup_microbatches)."""
+    m, v = microbatches, virtual_stages
+    if v == 1:
+        return m if schedule == "gpipe" else min(pp - stage - 1, m)
+    return m * v if m == pp else min((pp - stage - 1) * 2 + (v - 1) * pp, m * v)
 
 
 def p2p_blocks(p2p: str, schedule: str, virtual_stages: int) -> bool:
@@ -63,16 +76,21 @@ def p2p_blocks(p2p: str, schedule: str, virtual_stages: int) -> bool:
     return schedule == "1f1b" and virtual_stages == 1
 
 
-def batches_next_receive(order: list[Work], index: int) -> bool:
+def batches_next_receive(order: list[Work], index: int, warmup: int = 0) -> bool:
     """Whether the send after ``order[index]`` is one batched exchange with the receive of ``order[index + 1]``
-    (posted together, waited together), as Megatron-LM's non-interleaved 1F1B issues them.
+    (posted together, waited together), as Megatron-LM's non-interleaved 1F1B issues them. ``warmup``: the order's
+    warm-up forwards (``warmup_forwards``).
 
-    A send is batched with the next receive when both go to the same peer: a forward's output with the next
-    backward's input gradient (send_forward_recv_backward), a backward's with the next forward's input
-    (send_backward_recv_forward); warm-up and cool-down sends go alone (send_forward, send_backward). The
+    A send is batched with the next receive when both go to the same peer: a steady-state forward's output with the
+    next backward's input gradient (send_forward_recv_backward), a backward's with the next forward's input
+    (send_backward_recv_forward); warm-up and cool-down sends go alone (send_forward, send_backward). A warm-up
+    forward's send goes alone even when a backward comes next: with m <= pp - stage - 1 every forward is a warm-up
+    one, and the last is followed by the first cool-down backward (Megatron-LM: send_forward, then recv_backward in
+    the cool-down loop; DeepSpeed's TrainSchedule: the SendActivation of the backward step after it, whose own
+    microbatch is out of range, so no RecvGrad with it; the first backward's RecvGrad comes steps later). The
     interleaved schedule's blocking variant (its sends batched after a forward and a backward) is not modelled.
     """
-    if index + 1 >= len(order):
+    if index < warmup or index + 1 >= len(order):
         return False
     return order[index + 1].phase != order[index].phase
 

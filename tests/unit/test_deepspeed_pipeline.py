@@ -14,7 +14,7 @@ from scenario_data import with_changes
 from simcluster.collectives import timing
 from simcluster.core.errors import ScenarioError
 from simcluster.engine import Simulation
-from simcluster.parallel import deepspeed_pipeline, memory
+from simcluster.parallel import deepspeed_pipeline, memory, schedules
 from simcluster.spec import config
 from simcluster.workload import kernels, optimizer_step
 
@@ -278,3 +278,133 @@ def test_the_held_out_scenarios_run_deepspeeds_engine():
     for name in ("smith2022-mtnlg-530b-280-a100", "smith2022-mtnlg-530b-350-a100", "smith2022-mtnlg-530b-420-a100",
                  "bigscience-bloom-176b-384-a100"):
         assert config.load(name).parallelism.pipeline_engine == "deepspeed"
+
+
+# ---- fewer microbatches than stages ----------------------------------------------------------------------------
+# DeepSpeed's TrainSchedule (deepspeed/runtime/pipe/schedule.py, 2021-2022) runs any micro_batches >= 1: 2 (m + pp - 1)
+# steps, stage s's forward j at step 2j + s and backward j at 2j + 2pp - 1 - s, a step whose microbatch lies outside
+# [0, m) computing nothing but still sending what the step before produced. With m <= pp - s - 1 every forward of
+# stage s is a warm-up one: the last one's SendActivation goes alone (its backward step has no RecvGrad), the first
+# backward's RecvGrad comes 2 (pp - m - s) - 1 steps later. BLOOM's ramp-up ran one microbatch a replica on 12 stages.
+
+FEW = [(2, 1), (3, 1), (3, 2), (4, 1), (4, 2), (4, 3)]
+
+
+def uniform_pipeline(pp: int, m: int, engine: str = "deepspeed", transfers: bool = True):
+    """BASE on ``pp`` one-GPU stages (no TP traffic) with ``m`` microbatches, every chunk the middle one (t_f, t_b
+    alike on every stage), the step's collectives and optimizer off: the pipeline alone. Returns the simulation, t_f,
+    t_b and one pipeline message's time on the wire."""
+    sim = Simulation(scenario(parallelism__tp=1, cluster__gpus_per_node=1, cluster__nodes=pp, parallelism__pp=pp,
+                              training__global_batch_size=m, parallelism__pipeline_engine=engine))
+    plan = sim.plan
+    middle = dataclasses.replace(plan.chunks[1], tp_collectives={}, forward_tp_comm_s=0.0, backward_tp_comm_s=0.0)
+    plan.chunks = [dataclasses.replace(middle, chunk=c.chunk, stage=c.stage) for c in plan.chunks]
+    plan.embedding_grad_bytes, plan.grad_norm_axes = 0.0, ()
+    plan.optimizer_s = [0.0] * len(plan.optimizer_s)
+    if not transfers:
+        plan.p2p_bytes = 0.0
+    wire_s = timing.isolated_time_s(sim.fabric, "sendrecv_ring", (0, 1), plan.p2p_bytes) if transfers else 0.0
+    return sim, middle.forward_compute_s, middle.backward_compute_s, wire_s
+
+
+@pytest.mark.parametrize("engine", ["deepspeed", "megatron"])
+@pytest.mark.parametrize(("pp", "m"), FEW)
+def test_fewer_microbatches_than_stages_take_m_plus_pp_minus_1_passes(pp, m, engine):
+    """Uniform stages, free transfers: the forward of microbatch 0 down pp - 1 stages, m forward/backward pairs on the
+    last stage, the backward of microbatch m - 1 up pp - 1 stages, no stage busy when its input arrives (stage s ends
+    its forwards at (m + s) t_f): (m + pp - 1)(t_f + t_b), the 1F1B step for any m >= 1, with m < pp as with more."""
+    assert m < pp
+    sim, f, b, _ = uniform_pipeline(pp, m, engine, transfers=False)
+    assert sim.plan.microbatches == m
+    assert sim.run(1).summary["step_time_s"] == pytest.approx((m + pp - 1) * (f + b), rel=1e-9)
+
+
+@pytest.mark.parametrize(("pp", "m"), FEW)
+@pytest.mark.parametrize(("f", "b"), [(1.0, 2.5), (2.5, 1.0)])
+def test_trainschedules_replay_takes_m_plus_pp_minus_1_pairs_below_pp_microbatches(pp, m, f, b):
+    """The replay of TrainSchedule itself (scripts/deepspeed_replay.py, from _step_to_micro_batch), free transfers:
+    (m + pp - 1)(t_f + t_b) with m < pp, whichever pass is the longer, every stage idle (pp - 1)(t_f + t_b)."""
+    from scripts_loader import load_script
+
+    r = load_script("deepspeed_replay").replay(pp, m, [f] * pp, [b] * pp)
+    assert r.step_s == pytest.approx((m + pp - 1) * (f + b), rel=1e-12)
+    for s in range(pp):
+        assert r.idle_s(s) == pytest.approx((pp - 1) * (f + b), rel=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["deepspeed", "megatron"])
+@pytest.mark.parametrize("pp", [2, 3, 5])
+def test_one_microbatch_crosses_the_pipeline_down_and_up(pp, engine):
+    """One microbatch (BLOOM's global batch 16 over dp 8 at micro batch 2): its forward on each stage in turn, the
+    activation over pp - 1 links, its backward back up, the gradient over pp - 1 links, nothing overlapping:
+    pp (t_f + t_b) + 2 (pp - 1) transfers, under either engine (one message at a time, series or batched alike)."""
+    sim, f, b, wire_s = uniform_pipeline(pp, 1, engine)
+    assert wire_s > 0
+    assert sim.run(1).summary["step_time_s"] == pytest.approx(pp * (f + b) + 2 * (pp - 1) * wire_s, rel=1e-9)
+
+
+@pytest.mark.parametrize(("pp", "m"), [*FEW, (4, 4), (4, 6)])
+def test_the_engine_runs_trainschedule_with_blocking_transfers_at_any_microbatch_count(pp, m):
+    """Against the event-by-event replay of TrainSchedule (scripts/deepspeed_replay.py: every send and receive
+    blocking and matched, each transfer holding both ranks): the engine's step equals the replay's with the message's
+    wire time for each activation and gradient, for m < pp (the idle steps' lone sends) and m >= pp."""
+    from scripts_loader import load_script
+
+    replay = load_script("deepspeed_replay").replay
+    sim, f, b, wire_s = uniform_pipeline(pp, m)
+    expected = replay(pp, m, [f] * pp, [b] * pp, wire_s, wire_s).step_s
+    assert sim.run(1).summary["step_time_s"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(("pp", "stage", "m"), [(4, 0, 1), (4, 0, 3), (4, 1, 2), (4, 0, 4), (4, 2, 1), (4, 0, 8),
+                                                (4, 3, 1), (12, 0, 1), (12, 5, 7)])
+def test_warm_up_sends_go_alone(pp, stage, m):
+    """w = min(pp - stage - 1, m) warm-up forwards, whose sends go alone (Megatron-LM send_forward; TrainSchedule's
+    SendActivation in a backward step without a RecvGrad); each of the m - w steady iterations batches its forward's
+    send with the next backward's receive and, all but the last, its backward's send with the next forward's
+    receive: max(0, 2 (m - w) - 1) batched exchanges, none when every forward is a warm-up one."""
+    w = schedules.warmup_forwards("1f1b", pp, stage, m)
+    assert w == min(pp - stage - 1, m)
+    order = schedules.pipeline_order("1f1b", pp, stage, m)
+    batched = [i for i in range(len(order)) if schedules.batches_next_receive(order, i, w)]
+    assert len(batched) == max(0, 2 * (m - w) - 1)
+    assert all(i >= w for i in batched)
+
+
+def test_fewer_microbatches_than_stages_finish_collapsed_as_expanded():
+    """pp 4, dp 2, one microbatch a replica: one agent per stage and one per GPU agree (no deadlock in either)."""
+    spec = scenario(cluster__nodes=8, parallelism__pp=4, parallelism__dp=2, training__global_batch_size=2,
+                    parallelism__zero_stage=1)
+    assert spec.microbatches == 1
+    collapsed = Simulation(spec).run().summary
+    expanded = Simulation(spec, expand=True).run().summary
+    assert collapsed["step_time_s"] == pytest.approx(expanded["step_time_s"], rel=1e-9)
+
+
+@pytest.mark.parametrize("global_batch", [1, 3])
+def test_interleaving_with_microbatches_not_a_multiple_of_pp_is_refused_in_one_line(global_batch, tmp_path, capsys):
+    """Megatron's interleaved schedule refuses a microbatch count that pp does not divide: Megatron-LM 2022
+    (megatron/schedules.py get_forward_backward_func, NVIDIA/Megatron-LM 0504208: ``assert get_num_microbatches() %
+    args.pipeline_model_parallel_size == 0``); Megatron-Core's forward_backward_pipelining_with_interleaving (2023-24:
+    RuntimeError "number of microbatches (m) is not divisible by pipeline-model-parallel-size"; at 00611e6 a ValueError
+    when microbatch_group_size_per_vp_stage, pp when unset, exceeds m, and a RuntimeError when 0 < m mod it < pp).
+    m < pp (1) and m between multiples (3) at pp 2: one line naming parallelism.virtual_stages, exit 2; m = pp (all
+    warm-up) and 2 pp run."""
+    import yaml
+
+    from simcluster.cli import main
+
+    interleaved = {"parallelism__pipeline_engine": "megatron", "parallelism__virtual_stages": 2}
+    with pytest.raises(ScenarioError) as caught:
+        scenario(training__global_batch_size=global_batch, **interleaved)
+    assert caught.value.field == "parallelism.virtual_stages" and "\n" not in str(caught.value)
+    data = copy.deepcopy(BASE)
+    data["training"]["global_batch_size"] = global_batch
+    data["parallelism"].update(pipeline_engine="megatron", virtual_stages=2)
+    path = tmp_path / "interleaved.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path), "--network", "analytic", "--json", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "parallelism.virtual_stages" in err[0]
+    for runs in (2, 4):
+        assert Simulation(scenario(training__global_batch_size=runs, **interleaved)).run(1).summary["step_time_s"] > 0

@@ -94,9 +94,6 @@ def test_the_sections_twin_of_the_production_layout_is_the_production_runs_flop(
     assert HELD_OUT[PRODUCTION]["step_time_s"] == pytest.approx(TWIN_STEP_S, rel=0.002)  # iteration 2 vs 85,376
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="known bug (docs/calibration.md, Round 20: new held-out runs): the DeepSpeed pipeline path "
-                          "deadlocks when a replica has fewer microbatches than stages")
 def test_deepspeeds_engine_runs_fewer_microbatches_than_stages():
     """BLOOM's ramp-up ran global batch 16 on the production layout (tr11 README: 15.23 s at iteration 3,707), one
     microbatch a replica on 12 stages; DeepSpeed's TrainSchedule runs it. The scenario that row needs must simulate."""
@@ -107,3 +104,20 @@ def test_deepspeeds_engine_runs_fewer_microbatches_than_stages():
 
     data = yaml.safe_load((config.bundled_dir() / f"{PRODUCTION}.yaml").read_text())
     assert simulate(with_changes(data, training__global_batch_size=16)).summary["step_time_s"] > 0
+
+
+GBS16 = "bigscience-bloom-176b-384-a100-gbs16"
+
+
+def test_the_gbs16_row_is_the_production_scenario_at_the_logged_batch():
+    """README log line: 15.23 s and 8.04 TFLOPs at global batch 16 on the production layout; the scenario differs
+    from the production one only in the global batch (one microbatch of 2 a replica)."""
+    row, production = config.load(GBS16), config.load(PRODUCTION)
+    assert HELD_OUT[GBS16]["step_time_s"] == 15.23
+    assert HELD_OUT[GBS16]["source"] == "bigscience_bloom_gbs16"
+    assert row.training.global_batch_size == 16
+    assert row.training.global_batch_size == row.parallelism.dp * row.training.micro_batch_size
+    assert row.microbatches == 1 < row.parallelism.pp
+    assert row.parallelism == production.parallelism and row.model == production.model
+    assert row.cluster == production.cluster
+    assert flop_per_step(row) == pytest.approx(8.04 * 1e12 * GPUS * 15.23, rel=1e-3)
