@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # pandas and the engine: loaded when a replay runs, not with 
 _RANK_SUFFIX = re.compile(r"([._-]rank[_-]?\d+)?(\.\d+)?(\.json(\.gz)?|\.et)$", re.IGNORECASE)
 
 
-# Characters of a trace's name kept in the default folder runs/replay-NAME (the file system takes 255 bytes).
+# Bytes (UTF-8) of a trace's name kept in the default folder runs/replay-NAME: the file system takes 255 bytes, and
+# 'replay-', a '-2' and core.outputs' temporary names add up to about 30.
 MAX_TRACE_NAME = 200
 
 
@@ -45,7 +46,8 @@ def _trace_name(paths: list[Path]) -> str:
     """The run's name from its first file, made a folder name: a character that is not printable (a newline in a
     file name would split the folder's name and every line that prints it) becomes '_'."""
     name = "".join(c if c.isprintable() else "_" for c in _RANK_SUFFIX.sub("", paths[0].name))
-    return name[:MAX_TRACE_NAME] or "trace"
+    # cut in bytes, not characters (83 CJK characters are 249 bytes); a character cut in two is dropped
+    return name.encode()[:MAX_TRACE_NAME].decode(errors="ignore") or "trace"
 
 
 def _event_lines(events, until_s: float | None, count: int | None) -> list[str]:

@@ -3,6 +3,8 @@ defect the review found in the audit's fixes; each fails without its fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from simcluster.core import inputs
@@ -126,3 +128,15 @@ def test_workers_that_cannot_start_are_not_reported_as_a_write_into_none(cli, wr
     code, _, err = cli("sweep", write_scenario(small_scenario), "--jobs", "2", "--no-plots", "--out", tmp_path / "sw")
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: --jobs: ") and "None" not in err, err
     assert "Too many open files" in err and not (tmp_path / "sw").exists()
+
+
+# ---- replay: the default folder of a trace with a long name of many-byte characters ------------------------------
+def test_replay_default_folder_name_is_cut_in_bytes():
+    """The audit cut the name at 200 characters: a trace named with 83 CJK characters (249 bytes, a legal file
+    name) gave runs/replay-<256 bytes>, refused as `--out: ... is 256 bytes`, an option the user never gave."""
+    from simcluster.cli import replay as replay_cli
+    from simcluster.cli.outputs import NAME_MAX_BYTES
+
+    name = replay_cli._trace_name([Path("数" * 83 + ".et")])
+    assert len(f"replay-{name}-2".encode()) <= NAME_MAX_BYTES and name == "数" * (replay_cli.MAX_TRACE_NAME // 3)
+    assert replay_cli._trace_name([Path("é" * 150 + ".json")]) == "é" * 100  # two bytes each: 200 bytes
