@@ -140,3 +140,18 @@ def test_replay_default_folder_name_is_cut_in_bytes():
     name = replay_cli._trace_name([Path("数" * 83 + ".et")])
     assert len(f"replay-{name}-2".encode()) <= NAME_MAX_BYTES and name == "数" * (replay_cli.MAX_TRACE_NAME // 3)
     assert replay_cli._trace_name([Path("é" * 150 + ".json")]) == "é" * 100  # two bytes each: 200 bytes
+
+
+# ---- --out . end to end: a file of the user's with the very name the command writes stays as it was --------------
+def test_out_dot_never_touches_a_user_file_of_the_same_name(cli, tmp_path, monkeypatch):
+    """The audit's test of `output_dir(Path('.'))` looked at a folder nothing had written into; here a command
+    writes, and the user's relative_loss.png (the name `laws plot` writes) must stay byte for byte."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "relative_loss.png").write_bytes(b"mine")
+    monkeypatch.chdir(work)
+    code, out, err = cli("laws", "plot", "--out", ".")
+    assert code == 0, err
+    assert (work / "relative_loss.png").read_bytes() == b"mine" and sorted(p.name for p in work.iterdir()) == [
+        "relative_loss.png"]
+    assert (tmp_path / "work-2" / "relative_loss.png").stat().st_size > 1000 and "work-2" in out + err
