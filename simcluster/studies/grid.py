@@ -140,11 +140,16 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
     return specs
 
 
+def _alternatives(annotation) -> tuple:
+    """``annotation`` and, when it is a union (``Variability | None``), its members."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return (annotation, *typing.get_args(annotation)) if union else (annotation,)
+
+
 def _model_in(annotation):
     """The pydantic model a field of this annotation holds (the class, or the class in a union such as
     ``Variability | None``), else None: a plain value, a list or a mapping."""
-    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
-    for candidate in (annotation, *members):
+    for candidate in _alternatives(annotation):
         if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
             return candidate
     return None
@@ -152,8 +157,7 @@ def _model_in(annotation):
 
 def _is_mapping(annotation) -> bool:
     """A field of free keys (``cluster.topology_options``, ``reliability.failure_rates``), checked by the scenario."""
-    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
-    return any(candidate is dict or typing.get_origin(candidate) is dict for candidate in (annotation, *members))
+    return any(candidate is dict or typing.get_origin(candidate) is dict for candidate in _alternatives(annotation))
 
 
 def _check_path(key: str, field: str) -> None:
