@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simcluster.cli.app import MAX_TARGET_LOSS, Typer, app, check_at_least, check_target_loss, fail, finite
-from simcluster.cli.outputs import fresh_folder, output_dir
+from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, projection
@@ -146,8 +146,8 @@ def relative_loss(
 
 @laws_app.command()
 def plot(
-    out: Path = typer.Option(Path("runs/laws"), "--out", help="output folder for the PNG and PDF files (never "
-                             "overwritten: a folder holding files gets -2, -3, ...)"),
+    out: Path = typer.Option(Path("runs/laws"), "--out", help="output folder for the PNG and PDF files "
+                             f"({NEVER_OVERWRITTEN})"),
     min_flop: float = typer.Option(1e18, "--min-flop", parser=finite,
                                    help="smallest compute on the x axis (FLOP)"),
     max_flop: float = typer.Option(1e27, "--max-flop", parser=finite,
@@ -181,7 +181,8 @@ _PROJECT_OPTIONS = {"start_year": "--start-year", "years": "--years", "gamma": "
 @laws_app.command()
 def project(
     as_json: bool = typer.Option(False, "--json", help="print the yearly rows and the phase map as JSON"),
-    out: Path | None = typer.Option(None, "--out", help="also write projection.png/.pdf into this folder"),
+    out: Path | None = typer.Option(None, "--out", help="also write projection.png/.pdf into this folder "
+                                    f"({NEVER_OVERWRITTEN})"),
     law: str | None = typer.Option(None, "--law", help="chinchilla | chinchilla-refit | kaplan"),
     start_year: int | None = typer.Option(None, "--start-year", help="first year of the projection (default: the "
                                           "catalog's, data/projection.yaml)"),
@@ -314,7 +315,7 @@ def loss_vs_time(
     summary_file: Path | None = typer.Option(None, "--summary", help="summary.json of a run (no simulation)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
     out: Path | None = typer.Option(None, "--out", help="folder for loss_vs_time.png/.pdf (default "
-                                    "runs/<name>-loss-vs-time/; never overwritten)"),
+                                    f"runs/<name>-loss-vs-time/; {NEVER_OVERWRITTEN})"),
 ) -> None:
     """Run the scenario; time, GPU-hours, cost, energy and CO2 to reach a target loss; loss vs days."""
     if network is not None and network not in config.NETWORK_MODELS:

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from simcluster.cli.app import fail
 
+# What --out does with a folder that holds files, for the commands' help (docs/robustness.md, "Outputs").
+NEVER_OVERWRITTEN = "never overwritten: a folder holding files, `.` too, gives way to its sibling NAME-2, NAME-3, ..."
+
 # Bytes of one file or folder name on Linux and macOS file systems (NAME_MAX); the temporary files of
 # core.outputs add about 20.
 NAME_MAX_BYTES = 255

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from simcluster.cli.app import app, fail
 from simcluster.cli.compare import OPTION_HELP, slug
-from simcluster.cli.outputs import fresh_folder, output_dir
+from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # pandas and the engine: loaded when a replay runs, not with 
 _RANK_SUFFIX = re.compile(r"([._-]rank[_-]?\d+)?(\.\d+)?(\.json(\.gz)?|\.et)$", re.IGNORECASE)
 
 
-# Characters of a trace's name kept in the default folder runs/replay-NAME (the file system takes 255 bytes).
+# Bytes (UTF-8) of a trace's name kept in the default folder runs/replay-NAME: the file system takes 255 bytes, and
+# 'replay-', a '-2' and core.outputs' temporary names add up to about 30.
 MAX_TRACE_NAME = 200
 
 
@@ -45,7 +46,8 @@ def _trace_name(paths: list[Path]) -> str:
     """The run's name from its first file, made a folder name: a character that is not printable (a newline in a
     file name would split the folder's name and every line that prints it) becomes '_'."""
     name = "".join(c if c.isprintable() else "_" for c in _RANK_SUFFIX.sub("", paths[0].name))
-    return name[:MAX_TRACE_NAME] or "trace"
+    # cut in bytes, not characters (83 CJK characters are 249 bytes); a character cut in two is dropped
+    return name.encode()[:MAX_TRACE_NAME].decode(errors="ignore") or "trace"
 
 
 def _event_lines(events, until_s: float | None, count: int | None) -> list[str]:
@@ -99,8 +101,8 @@ def replay_command(
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
     gpu_scaling: str = typer.Option("roofline", "--gpu-scaling", help="compute rescaling when --gpu changes: "
                                     "roofline (GEMMs by peak, others by HBM) | peak"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; never "
-                                    "overwritten; with --json, --until or --events only when given)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; "
+                                    f"{NEVER_OVERWRITTEN}; with --json, --until or --events only when given)"),
     as_json: bool = typer.Option(False, "--json", help='print the report ({"fabric", "gpu", "steps", '
                                  '"deviations", "assumptions"}; several fabrics: {"replays": [...]}) as JSON'),
     until: str | None = typer.Option(None, "--until", help="print the replayed events starting up to this "

@@ -126,8 +126,8 @@ def sweep_command(
     threshold: float = typer.Option(returns.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold", parser=finite,
                                     help="scaling efficiency below which more GPUs are deemed wasteful (knee)"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); the same "
-                                    "grid resumes there, another grid goes to NAME-2, ... (reusing the runs it "
-                                    "shares)"),
+                                    "grid resumes there, another grid or other files (`.` too) go to NAME-2, ... "
+                                    "(reusing the runs it shares)"),
     samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
                                 help="variability seeds per point: the scaling plot draws the p10-p90 band"),
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
@@ -173,6 +173,8 @@ def sweep_command(
             stop.message = _write_partial(tasks, out_dir, chosen, target_loss, threshold, table_format)
         raise
     except OSError as err:  # a full disk: the shards written so far are whole (atomic) and resume the sweep
+        if out_dir is None:  # no folder yet: the worker processes could not start (no /dev/shm, too many files)
+            fail("--jobs", f"cannot start the worker processes: {err.strerror or err}; --jobs 1 runs in this one")
         fail("--out", f"writing into {str(out_dir)!r} failed ({err.strerror or err}); the finished runs' shards "
              "are kept: run the same command to resume")
     if not run.summaries:

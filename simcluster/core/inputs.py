@@ -100,21 +100,26 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 def _check_unique_keys(node: yaml.MappingNode, source: str) -> None:
     """Refuse a key written twice in one mapping: YAML forbids it, and PyYAML would silently keep the last value
     (``seq_len: 8192`` then ``seq_len: 4096`` ran at 4096). Keys merged in with ``<<`` may be overridden."""
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[Any, tuple[int, str]] = {}  # the key as the mapping holds it -> its line and its text
     for key, _ in node.value:
         if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
             line = key.start_mark.line + 1
-            if (key.tag, key.value) in seen:
-                first = seen[key.tag, key.value]
+            # The key as the mapping will hold it: 1, 1.0 and 0x1 (or true and yes, null and ~) are one Python key,
+            # and PyYAML would keep the last of them unsaid; 1 and '1' are two.
+            value = key.value if key.tag == _STR_TAG else yaml.constructor.SafeConstructor().construct_object(key)
+            if value in seen:
+                first, text = seen[value]
                 where = f"line {line}" if first == line else f"lines {first} and {line}"
-                raise ScenarioError(source, f"the key {key.value!r} is written twice in one mapping ({where}): which "
-                                    "value is meant?")
-            seen[key.tag, key.value] = line
+                as_written = "" if text == key.value else f", first as {text!r}"
+                raise ScenarioError(source, f"the key {key.value!r} is written twice in one mapping ({where}"
+                                    f"{as_written}): which value is meant?")
+            seen[value] = line, key.value
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass
 
@@ -139,14 +140,41 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
     return specs
 
 
-def _section_model(name: str):
-    """The model class of the scenario's section ``name`` (``model`` may also be a preset's name, ``variability``
-    None), or None when the section is a plain value (``network``)."""
-    annotation = config.Scenario.model_fields[name].annotation
-    for candidate in (annotation, *typing.get_args(annotation)):
+def _alternatives(annotation) -> tuple:
+    """``annotation`` and, when it is a union (``Variability | None``), its members."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return (annotation, *typing.get_args(annotation)) if union else (annotation,)
+
+
+def _model_in(annotation):
+    """The pydantic model a field of this annotation holds (the class, or the class in a union such as
+    ``Variability | None``), else None: a plain value, a list or a mapping."""
+    for candidate in _alternatives(annotation):
         if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
             return candidate
     return None
+
+
+def _is_mapping(annotation) -> bool:
+    """A field of free keys (``cluster.topology_options``, ``reliability.failure_rates``), checked by the scenario."""
+    return any(candidate is dict or typing.get_origin(candidate) is dict for candidate in _alternatives(annotation))
+
+
+def _check_path(key: str, field: str) -> None:
+    """Every part of ``key`` a field of the model it is in (``model.moe.experts``: ``moe`` of the model, ``experts``
+    of its MoE block); below a mapping of free keys anything goes; below a plain value or a list nothing does."""
+    parts = key.split(".")
+    model, annotation = config.Scenario, None
+    for depth, part in enumerate(parts):
+        if model is None:
+            if _is_mapping(annotation):
+                return
+            raise ScenarioError(field, f"{key} is not a scenario field: {'.'.join(parts[:depth])} holds a value, "
+                                "not a section (see `simcluster schema`)")
+        if part not in model.model_fields:
+            raise ScenarioError(field, f"{key} is not a scenario field (see `simcluster schema`)")
+        annotation = model.model_fields[part].annotation
+        model = _model_in(annotation)
 
 
 def resolve_key(key: str, field: str = "--vary") -> str:
@@ -166,9 +194,7 @@ def resolve_key(key: str, field: str = "--vary") -> str:
     parts = key.split(".")
     if not all(parts):
         raise ScenarioError(field, f"{key!r} has an empty part; write the path in full, e.g. parallelism.tp")
-    section = _section_model(parts[0]) if parts[0] in config.Scenario.model_fields else None
-    if parts[0] not in config.Scenario.model_fields or (section is not None and parts[1] not in section.model_fields):
-        raise ScenarioError(field, f"{key} is not a scenario field (see `simcluster schema`)")
+    _check_path(key, field)
     if key in _RESERVED or key.startswith("cluster.topology_options"):
         reason = _RESERVED.get(key, "use --topology NAME:key=value")
         raise ScenarioError(field, f"{key} is not varied this way: {reason}")
@@ -186,13 +212,13 @@ def parse_vary(items: list[str]) -> dict[str, list]:
         path = resolve_key(key)
         if path in out:
             raise ScenarioError("--vary", f"{path} is varied twice")
-        items = _split_top_level(values, keep_empty=True)
+        texts = _split_top_level(values, keep_empty=True)
         if not values.strip():
             raise ScenarioError("--vary", f"{path} has no values")
-        if not all(items):
+        if not all(texts):
             raise ScenarioError("--vary", f"{path} has an empty value in {values!r}")
-        parsed = [parse_value(v) for v in items]
-        repeated = [item for i, item in enumerate(items)  # 1 and true differ here, as they do to the scenario
+        parsed = [parse_value(v) for v in texts]
+        repeated = [text for i, text in enumerate(texts)  # 1 and true differ here, as they do to the scenario
                     if any(type(value) is type(parsed[i]) and value == parsed[i] for value in parsed[:i])]
         if repeated:
             raise ScenarioError("--vary", f"{path} repeats the value {repeated[0]}")

@@ -105,21 +105,20 @@ def parse_variability(text: str | None) -> Variability | None:
     the measured values with those keys replaced. Bad input: ScenarioError naming --variability."""
     if text is None or text == "off":
         return None
-    values: dict = {}
-    given: set[str] = set()  # keys written (they replace the measured ones); one written twice is refused
+    measured: dict = {}
+    values: dict = {}  # the keys written: they replace the measured ones wherever 'measured' stands
     for item in (part.strip() for part in text.split(",")):
         if item == "measured":
-            values.update(measured_variability())
+            measured = measured_variability()
             continue
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ScenarioError("--variability", f"expected 'measured', 'off' or key=value pairs, got {item!r}")
-        if key.strip() in given:
+        if key.strip() in values:
             raise ScenarioError("--variability", f"{key.strip()} is given twice")
-        given.add(key.strip())
         values[key.strip()] = _scalar(value.strip())
     try:
-        return Variability(**values)
+        return Variability(**{**measured, **values})
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
