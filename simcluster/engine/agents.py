@@ -134,7 +134,7 @@ class Agent:
                                                    f"deferred wgrad gather m{microbatch + 1}")
             gemm_s = plan.deferred_wgrad_s
             if sim.variability is not None:  # per-GPU speed, stragglers, a jitter draw per GEMM (engine.variability)
-                gemm_s = sim.variability.block_s(self, gemm_s)
+                gemm_s = sim.variability.block_s(self, gemm_s, plan.deferred_wgrad_clock_s)
             compute_s = overlapped_s(gemm_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp["backward"])
             started_at_s = env.now
             yield env.timeout(compute_s)
@@ -203,11 +203,11 @@ class Agent:
         block = sim.blocks.get(key)
         if block is None:
             block = sim.blocks[key] = _Block.of(sim.plan.chunks[work.chunk], work.chunk, phase, part, parts, deferred)
-        cost, alone_s, name, calls, ep_calls, blocking_calls = block
+        cost, alone_s, name, calls, ep_calls, blocking_calls, clock_s = block
         if phase == "forward" and work.microbatch == 0 and not part and cost.first_forward_s > 0:
             yield from self._first_forward(work, cost.first_forward_s)
         if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
-            alone_s = sim.variability.block_s(self, alone_s)
+            alone_s = sim.variability.block_s(self, alone_s, clock_s)
         compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
         started_at_s = env.now
         ep_done = partner = None
@@ -405,15 +405,17 @@ class _Block(NamedTuple):
     calls: tuple
     ep_calls: tuple
     blocking_calls: tuple  # TP collectives that stay blocking under tp_comm_overlap (ChunkCost.tp_blocking)
+    clock_s: float  # of alone_s, the part the SM clock sets (ChunkCost.forward_clock_s; engine.variability)
 
     @classmethod
     def of(cls, cost, chunk: int, phase: str, part: int | None, parts: int, deferred: bool = False) -> _Block:
         compute_s = cost.deferred_backward_compute_s if deferred else getattr(cost, f"{phase}_compute_s")
+        clock_s = cost.deferred_backward_clock_s if deferred else getattr(cost, f"{phase}_clock_s")
         return cls(cost, compute_s / parts,
                    f"{phase} c{chunk}" + (f" b{part}" if part is not None else ""),
                    share(cost.tp_collectives.get(phase, ()), part or 0, parts),
                    share(cost.ep_collectives.get(phase, ()), part or 0, parts),
-                   share(cost.tp_blocking.get(phase, ()), part or 0, parts))
+                   share(cost.tp_blocking.get(phase, ()), part or 0, parts), clock_s / parts)
 
 
 def share(calls: tuple[tuple[str, int], ...], part: int, parts: int) -> tuple[tuple[str, int], ...]:

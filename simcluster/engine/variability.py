@@ -2,11 +2,14 @@
 per-collective latency noise, as a delay before a collective starts.
 
 The Simulation owns one seeded numpy Generator (``Simulation.rng``, seeded from ``variability.seed``); this module
-draws from it, so a run is reproducible from its seed. Every GPU gets a duration multiplier once, exp(cv z) with z
+draws from it, so a run is reproducible from its seed. Every GPU gets a clock factor once, exp(cv z) with z
 standard normal (median 1; ``gpu_speed_cv``; ``gpu_speed_draw: quantiles``: the N z at Blom's positions,
-shuffled), times the slowdown of any straggler naming it (its rank or its node, ranks ``node * gpus_per_node``
-onwards, as the fabric builders place them). Every fused compute block (one (chunk, microbatch, phase) timeout) is
-multiplied by a jitter exp(cv z) drawn per block (``kernel_jitter_cv``).
+shuffled), which scales a block's clock-bound time only (its compute-bound kernels', ``ChunkCost.forward_clock_s``:
+the spread is the chip's clock under its power cap; HBM-bound kernels, the per-kernel gap, host and communication
+time it leaves alone), and the slowdown of any straggler naming it (its rank or its node, ranks
+``node * gpus_per_node`` onwards, as the fabric builders place them), which scales all of it. Every fused compute
+block (one (chunk, microbatch, phase) timeout) is multiplied by a jitter exp(cv z) drawn per block
+(``kernel_jitter_cv``; the whole block: measured over kernels of every kind, docs/variability.md).
 
 With variability the symmetry of the collapse is broken. Expanded (one agent per GPU), each agent uses its own
 rank's draws and the collectives wait for their slowest member as they always do. Collapsed (one agent per
@@ -14,12 +17,13 @@ pipeline stage), the agent stands for its stage's data-parallel replicas, each a
 wait for each other after every block (its tensor- and context-parallel collectives), while the replicas meet only
 at the data-parallel collectives the step waits for. So the reduction (``block_s``) keeps, per replica of the
 stage, how far it has fallen behind the slowest one since the step began (its lag, <= 0): a block takes each
-replica max over its GPUs of speed x that GPU's jitter draw (the group waits for its slowest member), added to its
-lag, and the agent's block lasts as long as the furthest-behind replica advances. Without jitter every replica
-advances by its slowest GPU's speed each block, so this is the stage's slowest GPU (the max of its speed factors)
-and no draw is made. This is exact for pp = 1 up to the data-parallel collectives that overlap the backward (a
-replica's lag is not reset by a bucket's reduction, only at the step's end, where every rank waits; nor by MoE
-all-to-alls, which couple the replicas of an expert-parallel group every layer: there the drift is overstated) and
+replica max over its GPUs of that GPU's block (``gpu_block_s``) x its jitter draw (the group waits for its slowest
+member), added to its lag, and the agent's block lasts as long as the furthest-behind replica advances. Without
+jitter every replica advances by its slowest GPU's block each block, so this is the stage's slowest GPU for the
+block (the max over its GPUs) and no draw is made. This is exact for pp = 1 up to the data-parallel collectives that
+overlap the backward (a replica's lag is not reset by a bucket's reduction, only at the step's end, where every
+rank waits; nor by MoE all-to-alls, which couple the replicas of an expert-parallel group every layer: there the
+drift is overstated) and
 pessimistic for per-GPU speed otherwise: different replicas' slow stages are put in one pipeline, which adds to
 the pipeline's fill and drain, at most (pp - 1) x (fastest-to-slowest factor gap) x the longest stage's forward +
 backward of one microbatch (``collapse_bound_s``). Tests measure it against expanded runs
@@ -68,17 +72,23 @@ class Variability:
         world = layout.world_size
         self.spec = spec
         self.rng = rng
-        self.speed = (np.exp(spec.gpu_speed_cv * speed_draws(spec.gpu_speed_draw, world, rng))
+        # per GPU: the speed spread's factor on clock-bound time (``clock``), the stragglers' on all compute time
+        # (``slowdown``), and their product, the factor on a wholly clock-bound block (``speed``)
+        self.clock = (np.exp(spec.gpu_speed_cv * speed_draws(spec.gpu_speed_draw, world, rng))
                       if spec.gpu_speed_cv > 0 else np.ones(world))
+        self.slowdown = np.ones(world)
         for straggler in spec.stragglers:
             ranks = (np.asarray(straggler.ranks, dtype=np.int64) if straggler.ranks is not None else
                      np.concatenate([np.arange(n * gpus_per_node, (n + 1) * gpus_per_node)
                                      for n in straggler.nodes]))
-            self.speed[ranks[ranks < world]] *= straggler.slowdown
+            self.slowdown[ranks[ranks < world]] *= straggler.slowdown
+        self.speed = self.clock * self.slowdown
         self.expand = expand
         self.layout = layout
         self._agent_speed: dict[int, float] = {}
-        self._group_speeds: dict[int, np.ndarray] = {}  # collapsed: [replica, member] speed factors of a stage
+        self._agent_block_s: dict[tuple[int, float, float], float] = {}  # (agent, alone_s, clock_s) -> no jitter
+        # collapsed: [replica, member] clock and straggler factors of a stage
+        self._group_speeds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._lag_s: dict[int, np.ndarray] = {}         # collapsed, with jitter: each replica's lag (<= 0), seconds
         self.noise_drawn_s = 0.0  # the collective latency noise drawn so far, and in how many calls
         self.noise_calls = 0
@@ -99,10 +109,17 @@ class Variability:
         return drawn_s
 
     def speed_of(self, agent) -> float:
-        """The agent's duration multiplier: its slowest GPU's."""
+        """The agent's duration multiplier on work no clock sets (HBM-bound: the optimizer step, the fp8 weight
+        quantize): its slowest GPU's straggler slowdown (the speed spread slows clock-bound time only, ``block_s``)."""
         if agent.rank not in self._agent_speed:
-            self._agent_speed[agent.rank] = float(self.speed[np.asarray(agent.ranks)].max())
+            self._agent_speed[agent.rank] = float(self.slowdown[np.asarray(agent.ranks)].max())
         return self._agent_speed[agent.rank]
+
+    @staticmethod
+    def gpu_block_s(alone_s: float, clock_s: float, clock, slowdown):
+        """A block's duration on GPUs of clock factor ``clock`` and straggler ``slowdown`` (arrays or floats): the
+        clock-bound ``clock_s`` of it scaled by the clock factor, the rest not, all by the slowdown."""
+        return slowdown * (alone_s + (clock - 1.0) * clock_s)
 
     def start_step(self, agent) -> None:
         """A step begins after a barrier over every rank: no replica is behind."""
@@ -120,22 +137,31 @@ class Variability:
         assert len(ranks) % members == 0 and np.all(np.bincount(replica) == members), "a stage's replicas"
         return ranks[order].reshape(-1, members)
 
-    def block_s(self, agent, alone_s: float) -> float:
-        """The duration of one fused compute block of ``agent`` that takes ``alone_s`` on a median GPU.
-        Expanded: its GPU's speed times a fresh jitter draw exp(cv z). Collapsed: each replica's sync group waits
-        for its slowest member, speed x jitter draw, and the stage moves with the replica furthest behind since
-        the step began (the module docstring); without jitter, the stage's slowest GPU's speed."""
-        speed = self.speed_of(agent)
+    def block_s(self, agent, alone_s: float, clock_s: float | None = None) -> float:
+        """The duration of one fused compute block of ``agent`` that takes ``alone_s`` on a median GPU, ``clock_s``
+        of it clock-bound (``ChunkCost.forward_clock_s``; None: all of it). On one GPU: ``gpu_block_s`` (the speed
+        spread scales the clock-bound time, a straggler's slowdown all of it) times a fresh jitter draw exp(cv z).
+        Expanded: its GPU's. Collapsed: each replica's sync group waits for its slowest member, and the stage moves
+        with the replica furthest behind since the step began (the module docstring); without jitter, the stage's
+        slowest GPU for this block."""
+        clock_s = alone_s if clock_s is None else clock_s
         cv = self.spec.kernel_jitter_cv
-        if cv <= 0:
-            return alone_s * speed
-        if self.expand or agent.multiplicity == 1:  # one GPU: its own draw
-            u = max(self.rng.random(), 1e-300)
-            return alone_s * (speed * math.exp(cv * _NORMAL.inv_cdf(u)))
-        speeds = self._group_speeds.get(agent.rank)
-        if speeds is None:
-            speeds = self._group_speeds[agent.rank] = self.speed[self.sync_groups(agent)]
-        advance_s = alone_s * (speeds * np.exp(cv * self.rng.standard_normal(speeds.shape))).max(axis=1)
+        if cv <= 0 or self.expand or agent.multiplicity == 1:
+            key = (agent.rank, alone_s, clock_s)
+            if key not in self._agent_block_s:
+                ranks = np.asarray(agent.ranks)
+                self._agent_block_s[key] = float(self.gpu_block_s(alone_s, clock_s, self.clock[ranks],
+                                                                  self.slowdown[ranks]).max())
+            if cv <= 0:
+                return self._agent_block_s[key]
+            u = max(self.rng.random(), 1e-300)  # one GPU: its own draw
+            return self._agent_block_s[key] * math.exp(cv * _NORMAL.inv_cdf(u))
+        factors = self._group_speeds.get(agent.rank)
+        if factors is None:
+            groups = self.sync_groups(agent)
+            factors = self._group_speeds[agent.rank] = (self.clock[groups], self.slowdown[groups])
+        gpu_s = self.gpu_block_s(alone_s, clock_s, *factors)
+        advance_s = (gpu_s * np.exp(cv * self.rng.standard_normal(gpu_s.shape))).max(axis=1)
         lag_s = self._lag_s.get(agent.rank)
         reached_s = advance_s if lag_s is None else lag_s + advance_s
         block_s = float(reached_s.max())

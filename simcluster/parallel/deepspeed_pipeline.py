@@ -267,6 +267,7 @@ def apply(step_plan, collective_time_s):
                 continue
             stream = before + kernels.stream_time(extra, gpu, precision)
             changes[f"{phase}_stream"] = stream
+            changes[f"{phase}_clock_s"] = stream.clock_bound_s()
             changes[f"{phase}_compute_s"] = (getattr(cost, f"{phase}_compute_s") + stream.elapsed_s()
                                              - before.elapsed_s() + syncs * sync_s)
         if regather and not last:

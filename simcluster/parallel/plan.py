@@ -78,6 +78,11 @@ class ChunkCost:
     # the last chunk's backward without the output layer's weight-gradient GEMM, for the microbatches whose GEMM
     # Megatron-Core defers to the pipeline flush (``deferred_output_wgrad``); 0 elsewhere
     deferred_backward_compute_s: float = 0.0
+    # of each compute time above, the part the SM clock sets (``kernels.StreamTime.clock_bound_s``: compute-bound
+    # kernels of a device-bound block), which a GPU's speed spread scales (engine.variability ``block_s``)
+    forward_clock_s: float = 0.0
+    backward_clock_s: float = 0.0
+    deferred_backward_clock_s: float = 0.0
     # ring attention's key/value exchange per phase: (attention time it hides behind, ring steps, bytes per step)
     cp_exchange: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     tp_collectives: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # phase -> (op, count)
@@ -141,6 +146,7 @@ class StepPlan:
     # after an all-gather of its sequence-parallel input of ``deferred_gather_bytes`` (0: none)
     deferred_wgrads: int = 0
     deferred_wgrad_s: float = 0.0
+    deferred_wgrad_clock_s: float = 0.0  # of it, the part the SM clock sets (``ChunkCost.forward_clock_s``)
     deferred_gather_bytes: float = 0.0
     ep_overlap: EpOverlap | None = None  # Megatron-Core's combined 1F1B all-to-all overlap (parallel.ep_overlap)
 
@@ -362,6 +368,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             backward_compute_s=bwd_stream.elapsed_s() + step_s,
             backward_tp_comm_s=dense * tp_cost["backward"] + moe_layers * moe_tp_cost["backward"],
             deferred_backward_compute_s=kept_stream.elapsed_s() + step_s if kept_stream is not None else 0.0,
+            forward_clock_s=fwd_stream.clock_bound_s(), backward_clock_s=bwd_stream.clock_bound_s(),
+            deferred_backward_clock_s=kept_stream.clock_bound_s() if kept_stream is not None else 0.0,
             forward_flop=fwd_flop, backward_flop=bwd_flop,
             grad_bytes=params * grad_element, expert_grad_bytes=moe_layers * reduced_experts * grad_element,
             param_bytes=param_bytes, expert_param_bytes=expert_param_bytes,
@@ -407,6 +415,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     # DeepSpeed's BF16_Optimizer counts its own gradient norm and zeroing (deepspeed_pipeline)
     wrapper_passes = not (p.pipeline_engine == "deepspeed"
                           and deepspeed_pipeline.uses_bf16_optimizer(precision, p.grad_reduce_dtype))
+    deferred_stream = (_phase_stream(output, ("backward_weight",), gpu, precision) if deferred_wgrads
+                       else kernels.StreamTime())
     step_plan = StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
@@ -429,8 +439,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         embedding_grad_bytes=embedding_grad_bytes(scenario),
         grad_norm_axes=grad_norm_axes(p),
         deferred_wgrads=deferred_wgrads,
-        deferred_wgrad_s=_phase_stream(output, ("backward_weight",), gpu, precision).elapsed_s() if deferred_wgrads
-        else 0.0,
+        deferred_wgrad_s=deferred_stream.elapsed_s(), deferred_wgrad_clock_s=deferred_stream.clock_bound_s(),
         deferred_gather_bytes=activation_bytes if deferred_wgrads and p.tp > 1 and p.sequence_parallel else 0.0,
     )
     if p.ep_overlap and m.moe and p.ep > 1:

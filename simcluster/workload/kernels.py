@@ -360,15 +360,29 @@ class StreamTime:
     # a slower host CPU), and the stream's idle after host syncs (``synced_stall_s``), at the host model of the time
     host_extra_s: float = 0.0
     stall_s: float = 0.0
+    # of ``device_s``, the compute-bound kernels' roofline time (``clock_s``): what the SM clock sets, and so what a
+    # GPU's speed spread slows (engine.variability); HBM-bound kernels, gaps, stalls and host time it does not
+    clock_s: float = 0.0
 
     def __add__(self, other: StreamTime) -> StreamTime:
         return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels,
                           self.wave_s + other.wave_s, self.tensor_core_kernels + other.tensor_core_kernels,
-                          self.host_extra_s + other.host_extra_s, self.stall_s + other.stall_s)
+                          self.host_extra_s + other.host_extra_s, self.stall_s + other.stall_s,
+                          self.clock_s + other.clock_s)
 
     def __rmul__(self, count: float) -> StreamTime:
         return StreamTime(count * self.device_s, count * self.kernels, count * self.wave_s,
-                          count * self.tensor_core_kernels, count * self.host_extra_s, count * self.stall_s)
+                          count * self.tensor_core_kernels, count * self.host_extra_s, count * self.stall_s,
+                          count * self.clock_s)
+
+    def clock_bound_s(self, host: HostModel | None = None) -> float:
+        """Of ``elapsed_s``, the time a GPU's SM clock sets: the compute-bound kernels' (``clock_s``) when the
+        device side binds, 0 when the host's dispatch does (a slower clock then hides under the host's lead; first
+        order in the clock's change: exact while the change stays within the lead, ``host_bound_s`` -
+        ``device_bound_s``, and a device-bound block's share is kept for a faster clock that would make it
+        host-bound)."""
+        host = host or host_model()
+        return self.clock_s if self.device_bound_s(host) >= self.host_bound_s(host) else 0.0
 
     def device_bound_s(self, host: HostModel | None = None) -> float:
         """The device's side: every kernel's roofline time plus the gap before it, each tensor-core kernel's
@@ -421,7 +435,17 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | Non
     extra = host.dispatch_s * (ratio * (kernels + host_only) - kernels) + (sum(modules) if modules else 0.0)
     stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio, modules)
     return StreamTime(sum(max(pair) for pair in rooflines), kernels, sum(waves),
-                      sum(op.kind in TENSOR_CORE_KINDS for op in ops), extra, stall)
+                      sum(op.kind in TENSOR_CORE_KINDS for op in ops), extra, stall,
+                      sum(compute_s for compute_s, memory_s in rooflines if clock_bound(compute_s, memory_s)))
+
+
+def clock_bound(compute_s: float, memory_s: float) -> bool:
+    """A kernel whose roofline binds on its FLOP (``roofline_s``: compute time >= HBM time, some FLOP), whatever
+    its kind: its whole time scales with the SM clock (tensor cores and CUDA cores alike); an HBM-bound kernel's
+    does not (the memory clock is fixed). A kernel near the ridge counts by the side that binds at the sustained
+    clock: one just below it that a slower clock would turn compute-bound is missed by at most the clock's change
+    times its compute time (2.2% of it for the slowest of 8 GPUs at gpu_speed_cv 0.015, 5% for the slowest of 1,000)."""
+    return compute_s > 0.0 and compute_s >= memory_s
 
 
 def duty_cycle_rooflines(ops: list[Op], rooflines: list[tuple[float, float]],
