@@ -158,7 +158,8 @@ class Variability:
                      "x jitter draw) and the stage moves with the replica furthest behind since the step began; "
                      "exact for per-GPU speed with pp = 1, otherwise pessimistic "
                      f"by at most about {bound_s:.3g} s per step (fill and drain: every other stage's forward + "
-                     "backward of one microbatch, all its model chunks); with kernel jitter and pp > 1 it can err "
+                     "backward of one microbatch, all its model chunks); with kernel jitter (pp > 1, or TP "
+                     "communication overlap) it can err "
                      f"either side, within about {jitter_tolerance(plan):g} x kernel_jitter_cv of the step (measured, "
                      "not derived); --expand for one agent per GPU" if collapsed else
                      "expanded: every GPU its own speed and jitter draws"),
@@ -184,7 +185,7 @@ def jitter_tolerance(plan) -> float:
 
 def collapse_bound_s(plan, factor_gap: float) -> float:
     """How far a collapsed run with per-GPU speeds may exceed the expanded one (``collapse_bound_s``; the
-    derivation: docs/variability.md, "Honest with the collapse"). The step is the fill, the steady state on the
+    derivation: docs/variability.md, "How collapse_bound_s is derived"). The step is the fill, the steady state on the
     slowest stage s* and the drain; collapsed, every stage runs at its slowest GPU's factor, expanded each
     data-parallel replica r at its own, and the replica r* holding the slowest GPU is at least as slow as the
     collapse on s*. So the two differ only where the critical path leaves s*: the first microbatch's forward before
