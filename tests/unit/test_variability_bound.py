@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import pytest
 
+from simcluster.core.token_routing import expected_max_normal
 from simcluster.engine import simulate
 from simcluster.engine.simulation import Simulation
+from simcluster.engine.variability import JITTER_TOLERANCE_CV
 from simcluster.spec import config
 
 QUANTILES = {"gpu_speed_cv": 0.015, "gpu_speed_draw": "quantiles"}
+# with TP communication overlap (tp 4 here): the collapse's wait for the slowest of 4 draws per block + the drift
+TP_OVERLAP_TOLERANCE = expected_max_normal(4) + JITTER_TOLERANCE_CV
 
 
 def scenario(tp, pp, vp, dp, layers, variability=None, microbatches=4):
@@ -81,17 +85,21 @@ def test_speed_and_jitter_collapse_is_within_bound_and_tolerance(vp, seed):
     summary, expanded = collapsed_and_expanded(
         scenario(4, 4, vp, 2, 32 if vp == 8 else 16, {**QUANTILES, "kernel_jitter_cv": cv, "seed": seed}))
     gap_s = summary["step_time_s"] - expanded
-    tolerance_s = 1.0 * cv * expanded  # the note's, with TP communication overlap
+    tolerance_s = TP_OVERLAP_TOLERANCE * cv * expanded  # the note's, with TP communication overlap
     assert abs(gap_s) <= summary["variability"]["collapse_bound_s"] + tolerance_s
 
 
 @pytest.mark.parametrize(("pp", "vp"), [(1, 1), (4, 1), (4, 4)])
 def test_jitter_collapse_with_tp_overlap_is_within_the_stated_tolerance(pp, vp):
     # with TP communication overlap the collapse overstates jitter: here +1.7 .. +3.9 % of the step at cv 0.05
-    # (tp 4, seeds 0-1; 0.33-0.79 x cv at cv 0.015 and 0.05), past the 0.5 x cv stated until round 20; now 1 x cv
+    # (tp 4, seeds 0-1; 0.33-0.79 x cv at cv 0.015 and 0.05), past the 0.5 x cv stated until round 20; now
+    # E[max of tp normals] + 0.5 = 1.55 x cv (the GPT-3 128 row: 0.98 x cv)
     cv = 0.05
     summary, expanded = collapsed_and_expanded(scenario(4, pp, vp, 8 // pp if pp < 4 else 2, 16,
                                                         {"kernel_jitter_cv": cv, "seed": 1}))
     assert summary["variability"]["collapse_bound_s"] == 0.0
-    assert "either side, within about 1 x kernel_jitter_cv" in summary["variability"]["note"]
-    assert abs(summary["step_time_s"] / expanded - 1) <= 1.0 * cv
+    assert f"either side, within about {TP_OVERLAP_TOLERANCE:.2g} x kernel_jitter_cv" in summary["variability"]["note"]
+    assert abs(summary["step_time_s"] / expanded - 1) <= TP_OVERLAP_TOLERANCE * cv
+    # and not far inside it: the collapse's own wait for the slowest draw is most of the difference
+    assert summary["step_time_s"] / expanded - 1 >= 0.25 * cv
+
