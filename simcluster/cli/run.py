@@ -150,8 +150,8 @@ def run(
     list_scenarios: bool = typer.Option(False, "--list", help="list the bundled scenarios, grouped by the question "
                                         "each answers, with what each is for; runs nothing"),
 ) -> None:
-    """Simulate a training scenario: step time, MFU, communication, memory; writes summary, events, links and
-    trace (and timeline.png with --plot)."""
+    """Simulate a training scenario: step time, MFU, communication, memory and the error to expect (the validation
+    harness's on published runs like it); writes summary, events, links and trace (and timeline.png with --plot)."""
     if list_scenarios:
         if scenario is not None:
             fail("--list", "lists the bundled scenarios; give no SCENARIO with it")

@@ -19,13 +19,16 @@ def validate(
     only: str | None = typer.Option(None, "--only", help="run only cases whose scenario name contains this"),
     held_out: bool = typer.Option(False, "--held-out",
                                   help="run the held-out published runs (never used for calibration) instead"),
-    as_json: bool = typer.Option(False, "--json", help="print the cases and error statistics as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="print the cases, the error statistics (overall and per "
+                                 "series) and the trend series as JSON"),
     variability: str | None = typer.Option(
         None, "--variability", help="what-if: run every case with this variability section: 'measured' "
         "(data/variability.yaml), key=value pairs (gpu_speed_cv=0.015,kernel_jitter_cv=0,seed=1) or both "
         "('measured,seed=1'); default: none, every GPU alike (docs/variability.md)"),
 ) -> None:
-    """Hold the simulator against published training throughput: the calibration set, or --held-out runs."""
+    """Hold the simulator against published training throughput: the calibration set, or --held-out runs. Prints
+    each run's error, the error per series and precision, and the scaling trend series (runs of one source differing
+    only in GPU count: simulated against published per-GPU throughput with scale)."""
     check_network(network)
     if only is not None and not only.strip():  # '' is in every name: an unset shell variable ran them all
         fail("--only", f"expected part of a scenario name, got {only!r}; leave --only out to run every case")

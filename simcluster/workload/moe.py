@@ -341,8 +341,8 @@ def layer_collectives(shard: Shard, ep: int, flex: bool, router: Router) -> dict
     the router/preprocess launch counts (data/moe.yaml host_launches.collectives; both measured at TP 1, CP 1):
     the auxiliary loss's all-reduce of the tokens per expert over the TP x CP group in the router's forward
     (tp x cp > 1), and the alltoall dispatcher's all-to-all of the permuted routing probabilities, forward and
-    backward (ep > 1, not flex, which sends them inside DeepEP's dispatch; Megatron-Core with the fused router, the
-    only version marker a scenario carries, see moe.yaml)."""
+    backward (ep > 1, not flex, which sends them inside DeepEP's dispatch; Megatron Core >= 0.13, for which the
+    fused router stands: a scenario carries no version, see moe.yaml)."""
     table = _constants()["host_launches"]["collectives"]
     counts = {"router_forward": 0, "forward": 0, "backward_input": 0}
     if shard.tp * shard.cp > 1:

@@ -371,6 +371,64 @@ def test_warm_up_sends_go_alone(pp, stage, m):
     assert all(i >= w for i in batched)
 
 
+def _engine_pairs(pp: int, stage: int, m: int) -> set[tuple[str, int, int]]:
+    """The engine's batched exchanges of ``stage``: (phase sent, its microbatch, the microbatch received with it),
+    only where the send exists (no activation leaves the last stage, no gradient the first)."""
+    order = schedules.pipeline_order("1f1b", pp, stage, m)
+    w = schedules.warmup_forwards("1f1b", pp, stage, m)
+    pairs = set()
+    for i, work in enumerate(order):
+        sends = stage < pp - 1 if work.phase == "forward" else stage > 0
+        if sends and schedules.batches_next_receive(order, i, w):
+            pairs.add((work.phase, work.microbatch, order[i + 1].microbatch))
+    return pairs
+
+
+def _trainschedule_pairs(pp: int, stage: int, m: int) -> set[tuple[str, int, int]]:
+    """From TrainSchedule's own instruction stream (scripts/deepspeed_replay.py ``train_schedule``, built from
+    ``_step_to_micro_batch``, not from ``pipeline_order``): a backward step's SendActivation with the same step's
+    RecvGrad, a forward step's SendGrad with the same step's RecvActivation; a send whose step has no receive goes
+    alone."""
+    from scripts_loader import load_script
+
+    stream = load_script("deepspeed_replay").train_schedule(pp, m, stage)
+    received = {(ins.step, ins.name): ins.microbatch for ins in stream if ins.name.startswith("Recv")}
+    pairs = set()
+    for ins in stream:
+        partner = {"SendActivation": ("forward", "RecvGrad"), "SendGrad": ("backward", "RecvActivation")}.get(ins.name)
+        if partner and (ins.step, partner[1]) in received:
+            pairs.add((partner[0], ins.microbatch, received[(ins.step, partner[1])]))
+    return pairs
+
+
+def _megatron_pairs(pp: int, stage: int, m: int) -> set[tuple[str, int, int]]:
+    """Megatron-LM forward_backward_pipelining_without_interleaving's batched calls, loop by loop: warm-up
+    ``send_forward`` alone; steady iteration i (forward w + i, backward i) ``send_forward_recv_backward`` and, but
+    for the last, ``send_backward_recv_forward`` (forward w + i + 1); cool-down ``send_backward`` alone. The
+    first stage sends no gradient, the last no activation (the p2p calls return at once)."""
+    w = min(pp - stage - 1, m)  # num_warmup_microbatches
+    pairs = set()
+    for i in range(m - w):
+        if stage < pp - 1:
+            pairs.add(("forward", w + i, i))
+        if stage > 0 and i < m - w - 1:
+            pairs.add(("backward", i, w + i + 1))
+    return pairs
+
+
+@pytest.mark.parametrize("pp", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 9])
+def test_batched_exchanges_are_the_ones_trainschedule_and_megatron_issue(pp, m):
+    """Round 20 review: every stage at m < pp, m == pp, m > pp and pp 1 (no exchange), the engine's batched
+    exchanges equal, send for send, those of DeepSpeed's TrainSchedule (a send and a receive in one step) and of
+    Megatron's 1F1B loops (send_forward_recv_backward, send_backward_recv_forward), which agree with each other."""
+    for stage in range(pp):
+        engine = _engine_pairs(pp, stage, m)
+        assert engine == _trainschedule_pairs(pp, stage, m) == _megatron_pairs(pp, stage, m), (stage, engine)
+    if pp == 1:
+        assert not _engine_pairs(pp, 0, m)
+
+
 def test_fewer_microbatches_than_stages_finish_collapsed_as_expanded():
     """pp 4, dp 2, one microbatch a replica: one agent per stage and one per GPU agree (no deadlock in either)."""
     spec = scenario(cluster__nodes=8, parallelism__pp=4, parallelism__dp=2, training__global_batch_size=2,

@@ -39,14 +39,26 @@ def test_aux_loss_allreduce_only_with_a_tp_or_cp_group():
             assert counts["router_forward"] == 1
 
 
+def test_aux_loss_allreduce_for_every_router_and_load_balancing_loss():
+    """Round 20 review: every router version reduces its tokens per expert over TP x CP (r0.9-r0.12 inside
+    switch_load_balancing_loss_func over the sequence_partition_group; 2025 _apply_aux_loss and
+    _apply_seq_aux_loss over tp_cp_group), for aux_loss and seq_aux_loss alike (the only two a scenario states)."""
+    shard = Shard(seq_len=4096, micro_batch=1, tp=2)
+    for kernels in ("fused", "unfused", "unfused_v0.9"):
+        for balancing in ("aux_loss", "seq_aux_loss"):
+            router = moe.Router(kernels, "fp32", balancing)
+            assert moe.layer_collectives(shard, 8, False, router)["router_forward"] == 1
+
+
 def test_probs_alltoall_only_on_the_alltoall_dispatcher_with_expert_parallelism():
     """The probabilities' all-to-all, one forward and one backward, on the alltoall dispatcher with ep > 1 and the
     2025 (fused-router) Megatron-Core; none on the flex dispatcher (DeepEP's dispatch carries them), at ep 1 (no
-    all-to-all) or on v0.9 (it weighted the outputs on the source rank)."""
+    all-to-all) or before Megatron Core 0.13 (v0.9, r0.10-r0.12: the outputs weighted on the source rank)."""
     shard = Shard(seq_len=4096, micro_batch=1, tp=2)
     counts = moe.layer_collectives(shard, 8, False, FUSED)
     assert (counts["forward"], counts["backward_input"]) == (1, 1)
-    for ep, flex, router in ((8, True, FUSED), (1, False, FUSED), (8, False, moe.Router("unfused_v0.9"))):
+    for ep, flex, router in ((8, True, FUSED), (1, False, FUSED), (8, False, moe.Router("unfused_v0.9")),
+                             (8, False, moe.Router("unfused"))):
         counts = moe.layer_collectives(shard, ep, flex, router)
         assert (counts["forward"], counts["backward_input"]) == (0, 0)
 
