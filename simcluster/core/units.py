@@ -230,7 +230,11 @@ def _quantity(dimension: str, sign: str = ANY, bounds: tuple[float, float, str] 
 
 
 def exact_text(value: float, dimension: str) -> str:
-    """The shortest unit string that parses back to exactly ``value`` (for dumps that are read again)."""
+    """The shortest unit string that parses back to exactly ``value`` (for dumps that are read again). A value no
+    input can hold (an infinite size a framework default stands for, e.g. one gradient bucket per chunk) is written
+    as it is ('inf B'): a rebuilt dump leaves such a default unset, and a file holding it is refused on reading."""
+    if not math.isfinite(value):
+        return f"{value} {fmt(1.0, dimension, 3).split(' ', 1)[-1]}".rstrip()
     for digits in range(3, 18):  # 3 significant digits at least: "80 GB", not "8e+01 GB"
         for binary in (False, True) if dimension == BYTES else (None,):
             text = fmt(value, dimension, digits, binary=binary)

@@ -111,6 +111,22 @@ def test_a_dumped_scenario_resolves_its_defaults_again_for_another_layout():
     assert moved.grad_reduce_dtype == "bf16" and moved.grad_bucket_size == 128e6 * 2
 
 
+def test_a_scenario_without_overlapped_reduction_dumps_and_rebuilds():
+    """Megatron-Core without overlap_grad_reduce reduces one bucket per chunk: its resolved bucket is infinite. The
+    dump that sweep and compare rebuild from raised a serialisation traceback on it (round 20); now the dump writes
+    it as it is and the rebuild resolves it anew."""
+    scenario = config.from_dict({
+        "name": "no-overlap", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 4},
+        "model": {"layers": 16, "hidden": 2048, "heads": 16, "vocab": 32000},
+        "training": {"seq_len": 2048, "global_batch_size": 32, "micro_batch_size": 1},
+        "parallelism": {"tp": 2, "pp": 4, "dp": 4, "overlap_grad_reduce": False}})
+    assert scenario.parallelism.grad_bucket_size == float("inf")
+    assert scenario.model_dump(mode="json")["parallelism"]["grad_bucket_size"] == "inf B"
+    data = config.rebuildable(scenario)
+    assert data["parallelism"]["grad_bucket_size"] is None
+    assert config.from_dict(data).parallelism.grad_bucket_size == float("inf")
+
+
 @pytest.mark.parametrize("size", ["8b", "70b", "405b"])
 def test_llama31_presets_are_the_llama3_shapes(size):
     """Llama 3 Herd of Models, Table 3: the 3.1 models keep Llama 3's layers; only the context grows (128k)."""
