@@ -22,7 +22,7 @@ output; recompute the rest: `_save_list` / `_custom_policy` in torchtitan's `par
 between the model's `selective` (the attention core only) and `full` (the whole layer), so both are run as a bracket.
 Simulated: x1.17-1.20 (batch 1), x1.20-1.24 (batch 2): 3-7% BELOW the measurements, never above. Not modelled, each
 of which would raise the simulated FP8 gain: the float8 FSDP all-gather (the model casts every weight on every call,
-about 2.6% of the float8 step), torch.compile's fusion of the abs-max and cast into neighbouring kernels.
+about 2.8% of the float8 step at batch 1), torch.compile's fusion of the abs-max and cast into neighbouring kernels.
 
 Tolerance: the simulated speedup lies within [0.92, 1.02] of the measured one for both bracket ends. The upper
 bound is the finding kept as a guard (docs/calibration.md, "Round 21: the FP8-over-BF16 speedup at 8B against
