@@ -51,15 +51,19 @@ def op_class(name: str, kind: str) -> str:
 
 
 def launch_classes(local_experts: int, cuda_graphs: bool, quantize_serial: int, phase: str,
-                   flex: bool = False) -> list[str]:
-    """The classes of the ``moe_launch`` kernels of ``phase``, in ``moe.host_launches``'s counts: router launches,
-    the grouped GEMMs' per-expert GEMMs in series, the fp8 quantizes in series (``quantize_serial`` per operand,
-    ``moe.fp8_quantize_kernels``; 0 in 16-bit)."""
-    counts = moe.launch_counts(local_experts, cuda_graphs, quantize_serial, flex)
+                   flex: bool = False, router: moe.Router = moe.Router(),
+                   collectives: dict[str, int] | None = None) -> list[str]:
+    """The classes of the ``moe_launch`` kernels of ``phase``, in ``moe.host_launches``'s order and counts: router
+    launches, the grouped GEMMs' per-expert GEMMs in series, the fp8 quantizes in series (``quantize_serial`` per
+    operand, ``moe.fp8_quantize_kernels``; 0 in 16-bit), then the layer's small NCCL collectives
+    (``moe.layer_collectives``)."""
+    counts = moe.launch_counts(local_experts, cuda_graphs, quantize_serial, flex, router, collectives)
     count = counts.get(phase, dict.fromkeys(counts["router_forward"], 0))
-    router = counts["router_forward"]["router"] if phase == "forward" else count["router"]
+    first = counts["router_forward"] if phase == "forward" else dict.fromkeys(count, 0)   # before the host sync
+    router = first["router"] if phase == "forward" else count["router"]
     return (["router"] * router + ["grouped expert GEMMs"] * count["grouped GEMMs"]
-            + ["fp8 quantize (casts)"] * count["fp8 quantizes"])
+            + ["fp8 quantize (casts)"] * count["fp8 quantizes"]
+            + ["MoE layer collectives"] * (first["collectives"] + count["collectives"]))
 
 
 def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float) -> None:
@@ -84,8 +88,10 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
             quantizes = (moe.fp8_quantize_kernels(local, shard.fp8_recipe, shard.fp8_transpose)
                          if precision == "fp8" and m.moe else 0)
             launched = "forward" if phase == "recompute" else phase   # full recompute re-runs the forward's launches
-            launches = iter(launch_classes(local, t.moe_cuda_graphs, quantizes, launched,
-                                           p.moe_dispatcher == "flex" and p.ep * p.etp > 1) if m.moe else [])
+            flex = p.moe_dispatcher == "flex" and p.ep * p.etp > 1
+            router = moe.Router()   # the router the block above is built with (moe_block's default)
+            launches = iter(launch_classes(local, t.moe_cuda_graphs, quantizes, launched, flex, router,
+                                           moe.layer_collectives(shard, p.ep, flex, router)) if m.moe else [])
             rows: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
             for op in ops:
                 if op.name == kernels.HOST_SYNC:
