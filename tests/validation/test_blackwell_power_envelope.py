@@ -31,9 +31,11 @@ from simcluster.engine import simulate
 from simcluster.spec import config, hardware
 from simcluster.studies import validation
 from simcluster.workload import kernels
+from tests.validation.test_blackwell_gemm_ceiling import B200_PEAK_MHZ, _clocks_mhz
+from tests.validation.test_blackwell_gpu_pairs import GB200_BOOST_MHZ
 
-B200_SUSTAINED_MHZ, B200_PEAK_MHZ = 1580.0, 1965.0   # flashinfer-ai/flashinfer#2899; the B200 boost
-MAX_MHZ = {"b200": 1965.0, "gb200": 2062.0, "gb300": 2070.0}
+# B200's boost; GB200's boost (VeOmni#986); GB300's locked maximum (facebookexperimental/triton#2023)
+MAX_MHZ = {"b200": B200_PEAK_MHZ, "gb200": GB200_BOOST_MHZ, "gb300": 2070.0}
 CLOCK_GRID = 0.006                                     # clock_ratio is given to 0.01
 TRIPLE_8B = {gpu: f"nemo2511-llama3-8b-8-{gpu}-fp8" for gpu in ("b200", "gb200", "gb300")}
 PUBLISHED = {c["scenario"]: c["step_time_s"] for c in validation.cases() + validation.held_out_cases()
@@ -47,10 +49,8 @@ def _dynamic_w_per_sm(gpu_name: str) -> float:
 
 def _sustained_mhz(gpu_name: str) -> float:
     """The model's sustained clock: clock_ratio times the clock the datasheet fp8 peak assumes at B200's work per SM
-    per clock."""
-    peak = (B200_PEAK_MHZ * hardware.gpu(gpu_name).peak_flop_per_s("fp8") / hardware.gpu("b200").peak_flop_per_s("fp8")
-            * kernels.sm_count("b200") / kernels.sm_count(gpu_name))
-    return kernels.clock_ratio(gpu_name) * peak
+    per clock (B200's own is its measured 1580 MHz: test_blackwell_gemm_ceiling)."""
+    return kernels.clock_ratio(gpu_name) * _clocks_mhz(gpu_name)[1]
 
 
 @pytest.mark.parametrize("gpu_name", ["gb200", "b300", "gb300"])
@@ -65,13 +65,9 @@ def test_model_clock_below_the_parts_maximum(gpu_name):
     assert _sustained_mhz(gpu_name) < MAX_MHZ[gpu_name]
 
 
-def test_b200_model_clock_is_its_measured_one():
-    assert _sustained_mhz("b200") == pytest.approx(B200_SUSTAINED_MHZ, rel=CLOCK_GRID)
-
-
-def _step_s(name: str, monkeypatch, scale: float) -> float:
+def _step_s(name: str, scale: float) -> float:
     base = kernels.clock_ratio
-    with monkeypatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(kernels, "clock_ratio", lambda gpu_name: base(gpu_name) * scale)
         return simulate(config.load(name), check_memory=False).summary["step_time_s"]
 
@@ -79,10 +75,9 @@ def _step_s(name: str, monkeypatch, scale: float) -> float:
 @pytest.fixture(scope="module")
 def steps_8b():
     """gpu -> (step at the model's clock, clock-bound seconds C, other seconds N): T(k) = C / k + N."""
-    monkeypatch = pytest.MonkeyPatch()
     out = {}
     for gpu, name in TRIPLE_8B.items():
-        t1, t2 = _step_s(name, monkeypatch, 1.0), _step_s(name, monkeypatch, 1.1)
+        t1, t2 = _step_s(name, 1.0), _step_s(name, 1.1)
         clock_bound = (t1 - t2) / (1 - 1 / 1.1)
         out[gpu] = (t1, clock_bound, t1 - clock_bound)
     return out
