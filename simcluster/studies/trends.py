@@ -9,7 +9,9 @@ micro batch, sequence length, activation recompute, and published metric (``LAYO
 what its scenarios state (Megatron-LM 2021's one-server and data-parallel scenarios differ in their data-parallel
 settings, which only the data-parallel runs use). The groups are found from the bundled scenarios themselves
 (``layout``), never from a hand list; a group is a series when it holds at least two runs at pairwise different GPU
-counts. Runs of one source and model at different GPU counts that the rule keeps apart are listed with the layout
+counts; where a GPU count repeats in a group, the runs at each global batch are tried as a series of their own (a
+strong-scaling curve at one batch beside another at a larger one, as MegaScale's Table 2 prints them). Runs of one
+source and model at different GPU counts that the rule keeps apart are listed with the layout
 keys in which they differ (``not_grouped``), so the grouping can be checked.
 
 For each series, from its smallest GPU count N0 up: the scaling efficiency, throughput per GPU at N / at N0
@@ -54,6 +56,7 @@ class Run:
     layout: dict = field(default_factory=dict)   # LAYOUT_KEYS -> value
     metric: str = "model"
     model_spec: str = ""         # the model's whole spec (JSON), compared; "" when only the name is known
+    global_batch: int = 0        # sequences a step; splits a group whose GPU counts repeat (0: not known)
 
     def key(self) -> tuple:
         """What a series holds fixed: source, metric, model and the per-replica layout."""
@@ -75,7 +78,7 @@ def run_of(case: dict, scenario: config.Scenario) -> Run:
     spec = json.dumps(scenario.model.model_dump(mode="json", exclude={"source"}), sort_keys=True)
     return Run(case["scenario"], case["family"], scenario.model.name, scenario.cluster.gpus,
                float(case["published_tflops"]), float(case["simulated_tflops"]), layout(scenario),
-               case.get("metric", "model"), spec)
+               case.get("metric", "model"), spec, scenario.training.global_batch_size)
 
 
 def runs_of(cases: list[dict], load=config.load) -> tuple[list[Run], list[str]]:
@@ -102,17 +105,26 @@ def _throughput(value) -> bool:
 def group(runs: list[Run]) -> tuple[list[list[Run]], list[dict]]:
     """The trend series (runs sorted by GPU count, series in the order their first run appears) and, per source and
     model whose runs span several GPU counts, the runs in no series: ``{family, model, runs, gpus, differ}``, differ
-    the keys whose values differ among all that source's runs of the model ('gpu count repeats' when only the GPU
-    count repeats within one layout)."""
+    the keys whose values differ among all that source's runs of the model ('global batch' when only it sets them
+    apart, 'gpu count repeats' when only the GPU count repeats within one layout)."""
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.key(), []).append(run)
     series, grouped = [], set()
     for members in groups.values():
         counts = [r.gpus for r in members]
-        if len(members) >= 2 and len(set(counts)) == len(counts):
-            series.append(sorted(members, key=lambda r: r.gpus))
-            grouped.update(r.scenario for r in members)
+        if len(set(counts)) == len(counts):
+            candidates = [members]
+        else:                                   # a repeated count: each global batch's runs on their own
+            batches: dict[int, list[Run]] = {}
+            for r in members:
+                batches.setdefault(r.global_batch, []).append(r)
+            candidates = list(batches.values()) if len(batches) > 1 else []
+        for runs_ in candidates:
+            gpus = [r.gpus for r in runs_]
+            if len(runs_) >= 2 and len(set(gpus)) == len(gpus):
+                series.append(sorted(runs_, key=lambda r: r.gpus))
+                grouped.update(r.scenario for r in runs_)
     apart: dict[tuple, list[Run]] = {}
     for run in runs:
         apart.setdefault((run.family, run.model), []).append(run)
@@ -124,6 +136,8 @@ def group(runs: list[Run]) -> tuple[list[list[Run]], list[dict]]:
         differ = [k for k in LAYOUT_KEYS if len({r.layout.get(k) for r in members}) > 1]
         differ += [k for k, attr in (("model", "model_spec"), ("metric", "metric"))
                    if len({getattr(r, attr) for r in members}) > 1]
+        if not differ and len({r.global_batch for r in members}) > 1:
+            differ = ["global batch"]
         not_grouped.append({"family": family, "model": model, "runs": [r.scenario for r in left],
                             "gpus": [r.gpus for r in left], "differ": differ or ["gpu count repeats"]})
     return series, not_grouped

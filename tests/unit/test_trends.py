@@ -13,8 +13,9 @@ BASE = {"gpu": "h100-sxm", "precision": "bf16", "tp": 8, "pp": 1, "vp": 1, "cp":
         "sequence_parallel": True, "zero_stage": 1, "micro_batch": 1, "seq_len": 4096, "recompute": "none"}
 
 
-def run(name, gpus, family="src", model="m", published=400.0, simulated=400.0, metric="model", spec="s", **layout):
-    return trends.Run(name, family, model, gpus, published, simulated, {**BASE, **layout}, metric, spec)
+def run(name, gpus, family="src", model="m", published=400.0, simulated=400.0, metric="model", spec="s", batch=0,
+        **layout):
+    return trends.Run(name, family, model, gpus, published, simulated, {**BASE, **layout}, metric, spec, batch)
 
 
 def names(series):
@@ -49,6 +50,18 @@ def test_one_gpu_count_is_no_series_and_a_repeated_count_spoils_the_group():
     series, apart = trends.group([run("plain", 256), run("asynctp", 256), run("big", 512)])
     assert series == [] and apart[0]["runs"] == ["plain", "asynctp", "big"]
     assert apart[0]["differ"] == ["gpu count repeats"]
+
+
+def test_a_repeated_count_at_two_global_batches_splits_into_a_series_per_batch():
+    # MegaScale's Table 2 shape: 256 -> 1024 GPUs at batch 768, 3072 -> 12288 at 6144, and one 256-GPU run at 256
+    runs = [run(f"b768-{n}", n, batch=768) for n in (256, 512, 1024)]
+    runs += [run(f"b6144-{n}", n, batch=6144) for n in (3072, 12288)] + [run("b256-256", 256, batch=256)]
+    series, apart = trends.group(runs)
+    assert names(series) == [["b768-256", "b768-512", "b768-1024"], ["b6144-3072", "b6144-12288"]]
+    assert apart == [{"family": "src", "model": "m", "runs": ["b256-256"], "gpus": [256], "differ": ["global batch"]}]
+    # one batch with a repeated count stays spoilt; a batch holding a repeat of its own is no series
+    assert trends.group([run("x", 256, batch=8), run("y", 256, batch=8), run("z", 512, batch=8)])[0] == []
+    assert trends.group([run("x", 256, batch=8), run("y", 256, batch=8), run("z", 512, batch=16)])[0] == []
 
 
 def test_efficiency_is_throughput_per_gpu_against_the_smallest_count():
