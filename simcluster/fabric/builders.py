@@ -338,22 +338,44 @@ def _set_routing(b: GraphBuilder, kind: str, options: dict):
         b.graph_attrs["flows_per_pair"] = int(options["flows_per_pair"])
 
 
+def _uplink_bytes_per_s(hosts: int, rate: float, ratio: float, spine_count: int) -> float:
+    """Bytes/s of each of a leaf's ``spine_count`` uplink cables when they carry its down capacity (``hosts`` links
+    of ``rate``) divided by ``ratio``: hosts x rate / (ratio x spines), a trunk when that exceeds one port
+    (``leaf_spine``, ``rail_fat_tree``)."""
+    if spine_count > MAX_SWITCH_PORTS:
+        raise ScenarioError("cluster.topology_options", f"{spine_count} spines (hosts_per_leaf / oversubscription) "
+                            f"exceed the {MAX_SWITCH_PORTS} ports a leaf switch can have")
+    return hosts * rate / (ratio * spine_count)
+
+
 def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec, options: dict):
     """Rail-optimised, non-blocking fat-tree (NVIDIA DGX SuperPOD reference architecture).
 
     GPU r of every server plugs into rail r; a rail's leaf switch takes the NICs of ``radix/2`` servers (one
-    scalable unit) on its down ports and uses its other half for uplinks. Two tiers: every leaf has one cable
-    to each of ``min(radix/2, servers)`` spines (at least as much up as down: non-blocking); this holds up to
-    ``radix`` leaves (2,048 NDR GPUs). Three tiers: pods of ``radix/2`` leaves with ``radix/2`` aggregation
-    switches each (role spine), aggregation switch i of every pod wired to core group i of ``radix/2`` cores
-    (Al-Fares et al. 2008 wiring), up to ``radix`` pods (65,536 NDR GPUs). Routing: adaptive by default
-    (InfiniBand), as in DGX SuperPOD fabrics of Quantum-2 switches.
+    scalable unit) on its down ports and uses its other half for uplinks. ``radix`` counts ports at the NIC's rate.
+    A leaf's uplink capacity equals its down capacity (non-blocking), over ``spines`` cables of
+    radix/2 x rate / spines each (default ``spines`` = radix/2: one NIC-rate cable a spine; fewer spines make each
+    uplink wider than a NIC link, as a switch whose ports are split into two NIC links downwards and kept whole
+    upwards: ``spines: radix/4`` gives uplinks of twice the NIC rate). A switch above the leaves has the leaf's
+    port capacity, so it takes ``radix x spines / (radix/2)`` uplink cables (``fan``; radix by default).
+    Two tiers: every leaf has one cable to each of ``min(spines, ceil(servers x spines / (radix/2)))`` spines
+    (the uplink capacity the servers use); this holds up to ``fan`` leaves (2,048 NDR GPUs by default). Three tiers:
+    pods of ``spines`` leaves with ``spines`` aggregation switches each (role spine, 1:1 down to up), aggregation
+    switch i of every pod wired to core group i of ``spines`` cores (Al-Fares et al. 2008 wiring), up to
+    ``fan`` pods (65,536 NDR GPUs by default). Routing: adaptive by default (InfiniBand), as in DGX SuperPOD
+    fabrics of Quantum-2 switches.
     """
     protocol = options.get("protocol", "infiniband")
     kind, switch = PROTOCOL_KIND[protocol], hardware.switch(PROTOCOL_SWITCH[protocol]).latency
     _set_routing(b, kind, options)
     radix = int(options.get("radix", _default_radix(nic, protocol)))
     down = radix // 2
+    spine_count = int(options.get("spines", down))
+    if not 1 <= spine_count <= down:
+        raise ScenarioError("cluster.topology_options.spines", f"must be from 1 to radix/2 = {down} (a leaf's "
+                            f"uplinks carry its {down} NIC links' capacity), got {spine_count}")
+    uplink = nic.rate if spine_count == down else _uplink_bytes_per_s(down, nic.rate, 1.0, spine_count)
+    fan = radix * spine_count // down   # uplink-rate ports of a switch above the leaves
     servers = add_servers(b, gpus, gpus_per_node, gpu, nic)
     server_count = math.ceil(gpus / gpus_per_node)
     groups = math.ceil(server_count / down)
@@ -363,26 +385,29 @@ def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, 
                      rail=rail)   # leaves[j * rails + r]: rail r of group j
     g = np.arange(gpus)
     b.cables(servers.nic, leaves[(g // gpus_per_node) // down * rails + g % gpus_per_node], nic.rate, kind)
-    tiers = int(options.get("tiers", 2 if len(leaves) <= radix else 3))
+    tiers = int(options.get("tiers", 2 if len(leaves) <= fan else 3))
     if tiers == 2:
-        if len(leaves) > radix:
+        if len(leaves) > fan:
             raise ScenarioError("cluster.topology_options.tiers",
                                 f"{len(leaves)} leaves exceed a two-tier fat-tree "
-                                f"of radix {radix} (at most {radix} leaves); use tiers: 3")
-        spines = b.nodes([f"spine/{s}" for s in range(min(down, server_count))], "spine", switch)
-        b.cables(np.repeat(leaves, len(spines)), np.tile(spines, len(leaves)), nic.rate, kind)
+                                f"of radix {radix} (at most {fan} leaves); use tiers: 3")
+        used = min(spine_count, math.ceil(server_count * spine_count / down))
+        spines = b.nodes([f"spine/{s}" for s in range(used)], "spine", switch)
+        b.cables(np.repeat(leaves, len(spines)), np.tile(spines, len(leaves)), uplink, kind)
     elif tiers == 3:
-        pods = math.ceil(len(leaves) / down)
-        if pods > radix:
+        per_pod = per_group = spine_count   # an aggregation switch: spines leaves down, spines cores up (1:1)
+        pods = math.ceil(len(leaves) / per_pod)
+        if pods > fan:
             raise ScenarioError("cluster.topology",
                                 f"{gpus} GPUs need {pods} pods, more than a three-tier fat-tree "
-                                f"of radix {radix} holds ({radix}); raise topology_options.radix")
-        cores = b.nodes([f"core/{i}/{c}" for i in range(down) for c in range(down)], "core", switch).reshape(down, down)
+                                f"of radix {radix} holds ({fan}); raise topology_options.radix")
+        cores = b.nodes([f"core/{i}/{c}" for i in range(per_pod) for c in range(per_group)], "core",
+                        switch).reshape(per_pod, per_group)
         for p in range(pods):
-            aggs = b.nodes([f"spine/p{p}/{i}" for i in range(down)], "spine", switch, pod=p)
-            pod_leaves = leaves[p * down:(p + 1) * down]
-            b.cables(np.repeat(pod_leaves, down), np.tile(aggs, len(pod_leaves)), nic.rate, kind)
-            b.cables(np.repeat(aggs, down), cores.ravel(), nic.rate, kind)   # aggregation switch i to core group i
+            aggs = b.nodes([f"spine/p{p}/{i}" for i in range(per_pod)], "spine", switch, pod=p)
+            pod_leaves = leaves[p * per_pod:(p + 1) * per_pod]
+            b.cables(np.repeat(pod_leaves, per_pod), np.tile(aggs, len(pod_leaves)), uplink, kind)
+            b.cables(np.repeat(aggs, per_group), cores.ravel(), uplink, kind)   # aggregation switch i to core group i
     else:
         raise ScenarioError("cluster.topology_options.tiers", f"must be 2 or 3, got {tiers}")
 
@@ -416,10 +441,7 @@ def leaf_spine(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic
         raise ScenarioError("cluster.topology_options",
                             "hosts_per_leaf must be >= 1 and oversubscription > 0")
     spine_count = int(options.get("spines", math.ceil(hosts / ratio)))
-    if spine_count > MAX_SWITCH_PORTS:
-        raise ScenarioError("cluster.topology_options", f"{spine_count} spines (hosts_per_leaf / oversubscription) "
-                            f"exceed the {MAX_SWITCH_PORTS} ports a leaf switch can have")
-    uplink_bytes_per_s = hosts * nic.rate / (ratio * spine_count)
+    uplink_bytes_per_s = _uplink_bytes_per_s(hosts, nic.rate, ratio, spine_count)
     nics = add_servers(b, gpus, gpus_per_node, gpu, nic).nic
     leaf_count = math.ceil(gpus / hosts)
     if "pod_oversubscription" in options and "leaves_per_pod" not in options:
@@ -532,7 +554,7 @@ def torus(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Nic
 
 BUILDERS = {
     "nvswitch-node": (nvswitch_node, ()),
-    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "protocol", "routing", "flows_per_pair")),
+    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "spines", "protocol", "routing", "flows_per_pair")),
     "leaf-spine": (leaf_spine, ("oversubscription", "hosts_per_leaf", "spines", "radix", "protocol", "routing",
                                 "leaves_per_pod", "pod_oversubscription", "flows_per_pair")),
     "fat-tree": (fat_tree, ("k", "link", "protocol", "routing", "flows_per_pair")),
