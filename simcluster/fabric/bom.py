@@ -7,7 +7,10 @@ Counted from the fabric graph, so builtin and file fabrics are priced alike:
   as fast and whose capacity holds that many ports (breakout: 64 x 400G serve 128 x 200G; beyond the largest
   model: per port of the largest);
 - a cable is a pair of directed links between two nodes; a trunk (links summed into one edge) is as many cables
-  as its bandwidth holds ports at the fabric's port rate (the NICs' line rate, else the link's own);
+  as its bandwidth holds ports at the fabric's port rate (the NICs' line rate, else the link's own), or, between
+  two switches of a fabric whose uplink ports are wider (graph attribute ``uplink_port_bytes_per_s``, set by
+  ``rail-fat-tree`` with ``spines`` < radix/2), at that rate; a switch's ports are still counted at the NICs'
+  rate, so that the model holding them is chosen by capacity (64 x 400G serve 64 x 200G and 32 x 400G);
 - a cable's reach class (dac, aoc, optics-mm, optics-sm) follows from its link class and the topology
   (``cabling``); an optical cable is two transceivers and a fibre;
 - a NIC is a node of role nic. NVLink, NVSwitch and PCIe inside a server belong to the server, not the fabric.
@@ -134,7 +137,14 @@ def bill(fabric, prices: dict | None = None) -> dict:
                      zip(table.src_index[paired].tolist(), table.dst_index[paired].tolist(), strict=True)]
     kept = np.flatnonzero(~(later & reverse) & ~inside)
     port = port_bytes_per_s or rate[kept]
-    count = np.maximum(1, np.ceil(rate[kept] / port * (1 - _PORT_RTOL))).astype(np.int64)
+    units = np.maximum(1, np.ceil(rate[kept] / port * (1 - _PORT_RTOL))).astype(np.int64)   # ports at the NIC rate
+    count = units                                        # cables
+    uplink_port = getattr(getattr(fabric, "tables", None), "graph_attrs", {}).get("uplink_port_bytes_per_s")
+    if uplink_port:   # switch-to-switch cables of a wider port rate (rail-fat-tree ``spines``): one cable each
+        is_switch = np.array([role in SWITCH_ROLES for role in table.role], dtype=bool)
+        between = is_switch[table.src_index[kept]] & is_switch[table.dst_index[kept]]
+        wide = np.maximum(1, np.ceil(rate[kept] / uplink_port * (1 - _PORT_RTOL))).astype(np.int64)
+        count = np.where(between, wide, units)
     kept_code = edge_code[kept]                          # cables per class, classes in the order the edges meet them
     seen, first_at = np.unique(kept_code, return_index=True)
     totals = np.bincount(kept_code, weights=count, minlength=len(class_names))
@@ -148,7 +158,7 @@ def bill(fabric, prices: dict | None = None) -> dict:
     # ports per switch, switches in the order a walk over the edges meets them (u then v of each cable)
     ends = np.column_stack((table.src_index[kept], table.dst_index[kept])).ravel()
     on_switch = np.array([role in SWITCH_ROLES for role in table.role], dtype=bool)[ends]
-    ends, end_count = ends[on_switch], np.repeat(count, 2)[on_switch]
+    ends, end_count = ends[on_switch], np.repeat(units, 2)[on_switch]   # a switch's capacity in NIC-rate ports
     switch_nodes, first, inverse = np.unique(ends, return_index=True, return_inverse=True)
     used_ports = np.bincount(inverse, weights=end_count, minlength=len(switch_nodes)).astype(np.int64)
     non_ib_out = np.bincount(table.src_index, weights=(kind_code[table.link_id] != _code(kind_names, "ib")).astype(

@@ -354,9 +354,9 @@ def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, 
     GPU r of every server plugs into rail r; a rail's leaf switch takes the NICs of ``radix/2`` servers (one
     scalable unit) on its down ports and uses its other half for uplinks. ``radix`` counts ports at the NIC's rate.
     A leaf's uplink capacity equals its down capacity (non-blocking), over ``spines`` cables of
-    radix/2 x rate / spines each (default ``spines`` = radix/2: one NIC-rate cable a spine; fewer spines make each
-    uplink wider than a NIC link, as a switch whose ports are split into two NIC links downwards and kept whole
-    upwards: ``spines: radix/4`` gives uplinks of twice the NIC rate). A switch above the leaves has the leaf's
+    radix/2 x rate / spines each (``spines`` divides radix/2; default radix/2: one NIC-rate cable a spine; fewer
+    make each uplink wider than a NIC link, as a switch whose ports are split into two NIC links downwards and kept
+    whole upwards: ``spines: radix/4`` gives uplinks of twice the NIC rate). A switch above the leaves has the leaf's
     port capacity, so it takes ``radix x spines / (radix/2)`` uplink cables (``fan``; radix by default).
     Two tiers: every leaf has one cable to each of ``min(spines, ceil(servers x spines / (radix/2)))`` spines
     (the uplink capacity the servers use); this holds up to ``fan`` leaves (2,048 NDR GPUs by default). Three tiers:
@@ -374,7 +374,12 @@ def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, 
     if not 1 <= spine_count <= down:
         raise ScenarioError("cluster.topology_options.spines", f"must be from 1 to radix/2 = {down} (a leaf's "
                             f"uplinks carry its {down} NIC links' capacity), got {spine_count}")
+    if down % spine_count:   # an uplink port is a whole number of NIC-rate lanes (a breakout splits one in 2 or 4)
+        raise ScenarioError("cluster.topology_options.spines", f"must divide radix/2 = {down} (each uplink "
+                            f"{down} / spines NIC links wide), got {spine_count}")
     uplink = nic.rate if spine_count == down else _uplink_bytes_per_s(down, nic.rate, 1.0, spine_count)
+    if spine_count < down:   # the bill of materials counts such an uplink as one cable (fabric/bom.py)
+        b.graph_attrs["uplink_port_bytes_per_s"] = uplink
     fan = radix * spine_count // down   # uplink-rate ports of a switch above the leaves
     servers = add_servers(b, gpus, gpus_per_node, gpu, nic)
     server_count = math.ceil(gpus / gpus_per_node)
@@ -390,7 +395,7 @@ def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, 
         if len(leaves) > fan:
             raise ScenarioError("cluster.topology_options.tiers",
                                 f"{len(leaves)} leaves exceed a two-tier fat-tree "
-                                f"of radix {radix} (at most {fan} leaves); use tiers: 3")
+                                f"of radix {radix} with {spine_count} spines (at most {fan} leaves); use tiers: 3")
         used = min(spine_count, math.ceil(server_count * spine_count / down))
         spines = b.nodes([f"spine/{s}" for s in range(used)], "spine", switch)
         b.cables(np.repeat(leaves, len(spines)), np.tile(spines, len(leaves)), uplink, kind)
@@ -400,7 +405,8 @@ def rail_fat_tree(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, 
         if pods > fan:
             raise ScenarioError("cluster.topology",
                                 f"{gpus} GPUs need {pods} pods, more than a three-tier fat-tree "
-                                f"of radix {radix} holds ({fan}); raise topology_options.radix")
+                                f"of radix {radix} with {spine_count} spines holds ({fan}); raise "
+                                "topology_options.radix or spines")
         cores = b.nodes([f"core/{i}/{c}" for i in range(per_pod) for c in range(per_group)], "core",
                         switch).reshape(per_pod, per_group)
         for p in range(pods):

@@ -9,10 +9,11 @@ micro batch, sequence length, activation recompute, and published metric (``LAYO
 what its scenarios state (Megatron-LM 2021's one-server and data-parallel scenarios differ in their data-parallel
 settings, which only the data-parallel runs use). The groups are found from the bundled scenarios themselves
 (``layout``), never from a hand list; a group is a series when it holds at least two runs at pairwise different GPU
-counts; where a GPU count repeats in a group, the runs at each global batch are tried as a series of their own (a
-strong-scaling curve at one batch beside another at a larger one, as MegaScale's Table 2 prints them). Runs of one
-source and model at different GPU counts that the rule keeps apart are listed with the layout
-keys in which they differ (``not_grouped``), so the grouping can be checked.
+counts; where a GPU count repeats in a group, or where two or more global batches each hold several runs, the runs
+at each global batch are tried as a series of their own (a strong-scaling curve at one batch beside another at a
+larger one, as MegaScale's Table 2 prints them; a weak-scaling series, one batch per GPU count, stays whole). Runs
+of one source and model at different GPU counts that the rule keeps apart are listed with the layout keys in which
+they differ (``not_grouped``), so the grouping can be checked.
 
 For each series, from its smallest GPU count N0 up: the scaling efficiency, throughput per GPU at N / at N0
 (``outcomes.returns.scaling_efficiency``, fed the total TFLOP/s, which at one model and sequence length is
@@ -113,12 +114,13 @@ def group(runs: list[Run]) -> tuple[list[list[Run]], list[dict]]:
     series, grouped = [], set()
     for members in groups.values():
         counts = [r.gpus for r in members]
-        if len(set(counts)) == len(counts):
+        batches: dict[int, list[Run]] = {}
+        for r in members:
+            batches.setdefault(r.global_batch, []).append(r)
+        curves = sum(len(b) >= 2 for b in batches.values())   # strong-scaling curves: runs sharing a batch
+        if len(set(counts)) == len(counts) and curves < 2:
             candidates = [members]
-        else:                                   # a repeated count: each global batch's runs on their own
-            batches: dict[int, list[Run]] = {}
-            for r in members:
-                batches.setdefault(r.global_batch, []).append(r)
+        else:   # a repeated count, or several curves: each global batch's runs on their own
             candidates = list(batches.values()) if len(batches) > 1 else []
         for runs_ in candidates:
             gpus = [r.gpus for r in runs_]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from simcluster.core.errors import ScenarioError
-from simcluster.fabric import topology
+from simcluster.fabric import bom, topology
 from simcluster.network.base import TransferClass
 from simcluster.network.flow import FlowNetwork
 from simcluster.spec import config, hardware
@@ -156,3 +156,31 @@ def test_the_megascale_scenarios_state_the_papers_fabric():
     down = [u for u in g.predecessors(agg) if g.nodes[u]["role"] == "leaf"]
     up = [v for v in g.successors(agg) if g.nodes[v]["role"] == "core"]
     assert len(down) == 32 and len(up) == 32   # a full pod: 32 ToRs down, 32 cores up (1:1)
+
+
+def test_bad_spines_that_do_not_divide_radix_over_two_name_their_field():
+    # radix 8: 4 NIC links a leaf; 3 uplinks would be 4/3 NIC links wide each, no port a switch has
+    with pytest.raises(ScenarioError) as err:
+        build(8, radix=8, spines=3)
+    assert err.value.field == "cluster.topology_options.spines" and "must divide radix/2 = 4" in err.value.message
+
+
+@pytest.mark.parametrize("spines", [4, 2, 1])
+def test_the_bill_counts_a_wide_uplink_as_one_cable_and_the_switches_by_capacity(spines):
+    # 8 single-GPU servers, radix 8: 2 leaves of 4 NICs, two tiers; every leaf one cable to each of its spines,
+    # each 4 / spines NIC links wide
+    cost = bom.bill(build(8, radix=8, spines=spines))
+    wide = 4 // spines
+    assert cost["cables_by_class"] == {"nic": 8, "leaf-spine": 2 * spines}
+    # switches counted by capacity in NIC-rate ports: a leaf 4 down and 4 up, a spine 2 leaves x wide
+    assert cost["switches_by_tier"]["leaf"]["ports_used"] == 2 * (4 + spines * wide) == 16
+    assert cost["switches_by_tier"]["spine"]["ports_used"] == spines * 2 * wide == 8
+    # an optical cable is two transceivers, whatever its rate (fabric_costs.yaml: priced per 400G end)
+    assert cost["transceivers"] == 2 * cost["cables"] == 2 * (8 + 2 * spines)
+
+
+def test_the_bill_of_three_tiers_counts_one_cable_per_wide_link_above_the_leaves():
+    # radix 8, spines 2, 16 servers: 4 leaves in 2 pods of 2 leaves under 2 aggregation switches; 2 x 2 cores
+    cost = bom.bill(build(16, radix=8, spines=2, tiers=3))
+    assert cost["cables_by_class"] == {"nic": 16, "leaf-spine": 4 * 2, "spine-core": 4 * 2}
+    assert cost["switches_by_tier"]["core"]["ports_used"] == 4 * 2 * 2   # 2 pods' cables of 2 NIC links each

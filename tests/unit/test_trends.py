@@ -64,6 +64,20 @@ def test_a_repeated_count_at_two_global_batches_splits_into_a_series_per_batch()
     assert trends.group([run("x", 256, batch=8), run("y", 256, batch=8), run("z", 512, batch=16)])[0] == []
 
 
+def test_two_strong_scaling_curves_split_by_batch_without_a_repeated_count():
+    # MegaScale's Table 2 without its extra 256-GPU run at batch 256: no GPU count repeats, yet batch 768 (256-1024
+    # GPUs) and batch 6144 (3072-12288) are two curves; one series across both would compare 12288 GPUs at batch 6144
+    # with 256 at 768
+    runs = [run(f"b768-{n}", n, batch=768) for n in (256, 512, 1024)]
+    runs += [run(f"b6144-{n}", n, batch=6144) for n in (3072, 12288)]
+    assert names(trends.group(runs)[0]) == [["b768-256", "b768-512", "b768-1024"], ["b6144-3072", "b6144-12288"]]
+    # weak scaling (one batch per GPU count) and one curve beside single runs stay one series
+    weak = [run(f"w{n}", n, batch=2 * n) for n in (8, 16, 32)]
+    assert names(trends.group(weak)[0]) == [["w8", "w16", "w32"]]
+    mixed = [run("a", 8, batch=16), run("b", 16, batch=16), run("c", 32, batch=64)]
+    assert names(trends.group(mixed)[0]) == [["a", "b", "c"]]
+
+
 def test_efficiency_is_throughput_per_gpu_against_the_smallest_count():
     # 400, 380, 340 TFLOP/s per GPU at 8, 16, 32 GPUs: efficiency 1, 0.95, 0.85 (given out of order)
     assert trends.efficiency([380.0, 340.0, 400.0], [16, 32, 8]) == pytest.approx([0.95, 0.85, 1.0])
