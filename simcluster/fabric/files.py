@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 ROLES = ("gpu", "nvswitch", "pcie", "nic", "leaf", "spine", "core", "switch")
 LINK_KINDS = ("nvlink", "pcie", "ib", "ethernet", "torus")
 
-_TOP_KEYS = {"name", "gpus_per_node", "gpu_transit", "defaults", "nodes", "links"}
+_TOP_KEYS = {"name", "gpus_per_node", "gpu_transit", "uplink_port", "defaults", "nodes", "links"}
 _NODE_KEYS = {"role", "rank", "latency"}
 _LINK_KEYS = {"ends", "bandwidth", "latency", "kind", "class", "directed", "count"}
 _DEFAULT_KEYS = {"bandwidth", "latency", "kind"}
@@ -71,6 +71,9 @@ def from_spec(data, source: str) -> tuple[GraphBuilder, int | None]:
     if not isinstance(gpu_transit, bool):
         raise ScenarioError(f"{source}:gpu_transit", f"expected true or false, got {gpu_transit!r}")
     b.graph_attrs["gpu_transit"] = gpu_transit
+    if data.get("uplink_port") is not None:   # switch-to-switch ports wider than the NICs' (fabric/bom.py)
+        b.graph_attrs["uplink_port_bytes_per_s"] = _quantity(data["uplink_port"], units.BYTES_PER_S,
+                                                             f"{source}:uplink_port", units.POSITIVE)
     gpus = []
     for node_id, attrs in nodes.items():
         where = f"{source}:nodes.{node_id}"
@@ -185,7 +188,7 @@ def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
         link.update({key: value for key, value in attrs.items() if key in _EDGE_ATTRIBUTES})
         links.append(link)
     data = {"name": raw.graph.get("name") or path.stem, "nodes": nodes, "links": links}
-    for key in ("gpus_per_node", "gpu_transit"):
+    for key in ("gpus_per_node", "gpu_transit", "uplink_port"):
         if key in raw.graph:
             data[key] = raw.graph[key]
     return from_spec(data, source)

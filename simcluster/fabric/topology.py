@@ -618,6 +618,9 @@ def write_graphml(fabric: Fabric, path: str | Path):
     import networkx as nx  # loaded by what needs a graph, not by every fabric
     out = nx.DiGraph(name=fabric.name, gpus_per_node=fabric.gpus_per_node,
                      gpu_transit=bool(fabric.graph.graph.get("gpu_transit", False)), routing=fabric.routing)
+    uplink_port = fabric.tables.graph_attrs.get("uplink_port_bytes_per_s")
+    if uplink_port:   # the rail fat-tree's wide uplink ports, for the bill of materials of the file read back
+        out.graph["uplink_port"] = f"{uplink_port:.17g} B/s"
     rank = {node: i for i, node in enumerate(fabric.gpu_nodes)}
     for node, d in fabric.graph.nodes(data=True):
         attrs = {"role": d["role"], "latency": f"{d.get('latency_s', 0.0) * 1e9:.6g} ns"}

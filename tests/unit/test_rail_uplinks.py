@@ -184,3 +184,30 @@ def test_the_bill_of_three_tiers_counts_one_cable_per_wide_link_above_the_leaves
     cost = bom.bill(build(16, radix=8, spines=2, tiers=3))
     assert cost["cables_by_class"] == {"nic": 16, "leaf-spine": 4 * 2, "spine-core": 4 * 2}
     assert cost["switches_by_tier"]["core"]["ports_used"] == 4 * 2 * 2   # 2 pods' cables of 2 NIC links each
+
+
+def test_an_exported_fabric_keeps_its_wide_uplink_ports_in_the_bill(tmp_path):
+    # write_graphml carries the uplink port rate (graph attribute uplink_port), so the file read back prices the same
+    # cables and transceivers as the builder's fabric; without it each 2x uplink would be two NIC-rate cables
+    fabric = build(16, radix=8, spines=2, tiers=3)
+    path = tmp_path / "rail.graphml"
+    topology.write_graphml(fabric, path)
+    again = topology.build(str(path), gpus=16, gpus_per_node=1, gpu=A100, nic=CX6)
+    assert again.tables.graph_attrs["uplink_port_bytes_per_s"] == pytest.approx(2 * CX6.rate)
+    built, read = bom.bill(fabric), bom.bill(again)
+    assert read["cables"] == built["cables"] == 16 + 4 * 2 + 4 * 2
+    assert read["transceivers"] == built["transceivers"]
+
+
+def test_a_fabric_files_uplink_port_is_a_checked_bandwidth(tmp_path):
+    base = ("nodes: {g0: gpu, g1: gpu, sw: switch}\n"
+            "links: [{ends: [g0, sw], bandwidth: 200 Gb/s}, {ends: [g1, sw], bandwidth: 200 Gb/s}]\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("uplink_port: 400 Gb/s\n" + base)
+    fabric = topology.build(str(good), gpus=2, gpus_per_node=1, gpu=A100, nic=CX6)
+    assert fabric.tables.graph_attrs["uplink_port_bytes_per_s"] == pytest.approx(50e9)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("uplink_port: -400 Gb/s\n" + base)
+    with pytest.raises(ScenarioError) as err:
+        topology.build(str(bad), gpus=2, gpus_per_node=1, gpu=A100, nic=CX6)
+    assert err.value.field.endswith(":uplink_port")
