@@ -7,7 +7,8 @@ timed (no simulation).
   is a single cuBLAS GEMM of rows = tokens x top-k / experts x load, K 4096-16384, N 4096-32768, far above the ridge.
   In a short benchmark (full clock, ``sustained=False``) such GEMMs run at the large-GEMM plateau of an H100 SXM:
   798 TFLOP/s, PyTorch bf16 8192^3 (shared/reference/hardware.yaml measured_fractions; the same figure
-  tests/validation/test_fp8_bf16_gemm_ratio.py uses). None of the Mixtral expert GEMMs may be charged faster than
+  tests/validation/test_fp8_bf16_gemm_ratio.py uses; torch.matmul 788.7 at 4096^3 and 797.5 at 8192^3 on an H100
+  SXM, zzc0721/torch-performance-test-data#79). None of the Mixtral expert GEMMs may be charged faster than
   3% above it (a faster one would be a model error: the plateau is the measured maximum) nor slower than 5% below
   it (the shapes are larger than 8192^3 in M x N, so tile and wave quantisation stay small).
 - Expert-parallel all-to-all inside one node. NCCL's NVLink 4 rate outside NVLS is about 370 GB/s of bus bandwidth
