@@ -17,7 +17,9 @@ Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows | --apex]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import importlib
 
 from simcluster import collectives
 from simcluster.collectives import Collective, nccl
@@ -25,6 +27,9 @@ from simcluster.core import catalog
 from simcluster.engine import simulate
 from simcluster.fabric import topology
 from simcluster.spec import config, hardware
+
+# the module, not the function of that name the package exports
+ring_schedule = importlib.import_module("simcluster.collectives.schedule")
 
 H100 = hardware.gpu("h100-sxm")
 A100 = hardware.gpu("a100-80gb-sxm")
@@ -238,6 +243,131 @@ def apex_layout() -> None:
                   f"{(ag_exp + rs_exp) * 1e3:>8.1f} {engine:>7.1f}")
 
 
+# Megatron-Core's gradient buckets as the early-2024 GradBuffer forms them (NVIDIA/Megatron-LM
+# megatron/core/distributed/grad_buffer.py, a8a5512; the same loop in core_r0.5's param_and_grad_buffer.py): the
+# parameters in reverse registration order, a bucket closed as soon as it holds at least bucket_size elements (no
+# other condition: untied embeddings, pp 1), its end padded up to a multiple of the data-parallel size (distributed
+# optimizer). Registration order of a Megatron-Core GPT layer with Transformer Engine modules and no linear biases
+# (Nemotron-4): linear_proj; linear_qkv's fused LayerNorm weight and bias, then its weight; linear_fc1's LayerNorm
+# weight and bias, then its weight; linear_fc2. Model: embedding, the layers, final LayerNorm, untied output layer.
+MCORE_EARLY_2024_BUCKET = 40_000_000
+
+
+def gpt_param_tensors(hidden: int, ffn: int, kv_hidden: int, vocab: int, layers: int, tp: int) -> list[tuple[int, int]]:
+    """(layer, elements on one TP rank) of every parameter in registration order; the embedding counts as layer 0,
+    the final norm and output layer as the last layer."""
+    layer = [hidden * hidden // tp, hidden, hidden, (hidden + 2 * kv_hidden) * hidden // tp,
+             hidden, hidden, ffn * hidden // tp, ffn * hidden // tp]
+    tensors = [(0, vocab * hidden // tp)]
+    tensors += [(i, n) for i in range(layers) for n in layer]
+    return tensors + [(layers - 1, hidden), (layers - 1, hidden), (layers - 1, vocab * hidden // tp)]
+
+
+def megatron_core_buckets(tensors: list[tuple[int, int]], bucket_size: int, dp: int) -> list[tuple[int, int]]:
+    """(lowest layer holding a parameter of it, padded elements) of each bucket, in formation (backward) order."""
+    buckets, start, end, low = [], 0, 0, None
+    for layer, numel in reversed(tensors):
+        end += numel
+        low = layer if low is None else min(low, layer)
+        if end - start >= bucket_size:
+            end = -(-end // dp) * dp
+            buckets.append((low, end - start))
+            start, low = end, None
+    if low is not None:
+        end = -(-end // dp) * dp
+        buckets.append((low, end - start))
+    return buckets
+
+
+def per_layer_s(buckets: list[tuple[int, int]], layers: int, seconds: list[float]) -> list[float]:
+    """Each bucket's collective time (``seconds``, in bucket order) gathered by the layer that first needs it in the
+    forward (and whose backward completes it): ``chain_exposed``'s per-layer lists."""
+    out = [0.0] * layers
+    for (layer, _), time_s in zip(buckets, seconds, strict=True):
+        out[layer] += time_s
+    return out
+
+
+def mcore_buckets_table() -> None:
+    print("\nNemotron-4 15B with Megatron-Core's own 40M-element bucket formation (GradBuffer of early 2024), "
+          "closed-form chains (ms) against the compute windows of the bundled row; NCCL 2.19's choice for each bucket")
+    print(f"{'GPUs':>5} {'layout':<26} {'buckets':>7} {'AG protocols':<22} {'RS protocols':<22} {'AG exp':>7} "
+          f"{'RS exp':>7} {'exposed':>8} {'engine':>7} {'step':>7} {'error':>7}")
+    tensors = gpt_param_tensors(6144, 24576, 1024, 256000, 32, 8)
+    for gpus in (768, 1536, 2304):
+        ranks = gpus // 8
+        fabric, group = _rail(ranks)
+        result = simulate(config.load(f"nemotron4-15b-{gpus}-h100"))
+        split = chain_split(result.events, ranks, CX7.rate)
+        engine_s = result.summary["exposed_comm_by_parallelism_s"]["dp"]
+        even = sum(n for _, n in tensors) / 32
+        layouts = (("bundled (32 x 1/32)", [(layer, even) for layer in range(32)]),
+                   ("Megatron-Core, 40M", megatron_core_buckets(tensors, MCORE_EARLY_2024_BUCKET, ranks)))
+        for label, buckets in layouts:
+            picks, cost = {}, {}
+            for op, elem_bytes in (("all_gather", 2), ("reduce_scatter", 4)):
+                runs = [_time_ms(fabric, group, op, numel * elem_bytes) for _, numel in buckets]
+                picks[op] = {p: sum(1 for _, q in runs if q == p) for p in sorted({q for _, q in runs})}
+                cost[op] = per_layer_s(buckets, 32, [ms / 1e3 for ms, _ in runs])
+            ag_exp, rs_exp = chain_exposed(split["fwd"], split["bwd"], cost["all_gather"], cost["reduce_scatter"],
+                                           prefetch_one=False)
+            step = result.summary["step_time_s"] - engine_s + ag_exp + rs_exp
+            fmt = lambda d: " ".join(f"{k} {v}" for k, v in sorted(d.items()))   # noqa: E731
+            print(f"{gpus:>5} {label:<26} {len(buckets):>7} {fmt(picks['all_gather']):<22} "
+                  f"{fmt(picks['reduce_scatter']):<22} {ag_exp * 1e3:>7.1f} {rs_exp * 1e3:>7.1f} "
+                  f"{(ag_exp + rs_exp) * 1e3:>8.1f} {engine_s * 1e3:>7.1f} {step * 1e3:>7.1f} "
+                  f"{(PUBLISHED_STEP_S[gpus] / step - 1) * 100:>+6.1f}%")
+
+
+PUBLISHED_STEP_S = {768: 0.57, 1536: 0.58, 2304: 0.64}
+
+@contextlib.contextmanager
+def _ppn1_rings(step_latency_s: float | None = None, simple_only: bool = False):
+    """Sensitivity only, never a model: the run's per-network-step latency of a one-GPU-per-node ring (nccl.yaml
+    ``tree.network_step_latency``, LL128 and Simple alike) set to ``step_latency_s`` (the fabric's own path latency
+    still floors it), and/or every reduce-scatter and all-gather held to Simple (NCCL_PROTO=Simple); the choice
+    otherwise NCCL 2.19's."""
+    latencies = nccl.constants()["tree"]["network_step_latency_s"]
+    saved = dict(latencies)
+    original = ring_schedule.choose
+
+    def simple(op, size_bytes, **kwargs):
+        if op in ("reduce_scatter", "all_gather") and kwargs.get("protocol", "auto") == "auto":
+            kwargs["protocol"] = "Simple"
+        return original(op, size_bytes, **kwargs)
+
+    try:
+        if step_latency_s is not None:
+            latencies.update(LL128=step_latency_s, Simple=step_latency_s)
+        if simple_only:
+            ring_schedule.choose = simple
+        yield
+    finally:
+        latencies.update(saved)
+        ring_schedule.choose = original
+
+
+def growth_table() -> None:
+    """The step's growth over the 768-GPU stage (published +10 / +70 ms) under each variant: the bucket rule, the
+    per-step latency of the rings, Simple held (sensitivities; none applied)."""
+    print("\nNemotron-4 15B: step (ms), error and growth over the 768-GPU stage; published 570 / 580 / 640 ms "
+          "(+10 / +70); sensitivities, none applied")
+    variants = [("bundled", None, {}), ("rule buckets max(40M, 1M x DP)", "rule buckets", {})]
+    variants += [(f"ppn=1 step latency {lat * 1e6:.1f} us", None, {"step_latency_s": lat}) for lat in (4e-6,)]
+    variants += [("Simple held (NCCL_PROTO=Simple)", None, {"simple_only": True}),
+                 ("Simple held, step latency 4.0 us", None, {"simple_only": True, "step_latency_s": 4e-6})]
+    for label, change, rings in variants:
+        cells = []
+        with _ppn1_rings(**rings):
+            steps = {gpus: simulate(_variant(catalog.load(f"scenarios/nemotron4-15b-{gpus}-h100"), change))
+                     .summary["step_time_s"] for gpus in PUBLISHED_STEP_S}
+        for gpus, step in steps.items():
+            cells.append(f"{gpus}: {step * 1e3:6.1f} ({(PUBLISHED_STEP_S[gpus] / step - 1) * 100:+5.1f}%, "
+                         f"{(step - steps[768]) * 1e3:+6.1f})")
+        print(f"{label:<34} " + "  ".join(cells))
+   # the report's Table 2 (validation.yaml, source nemotron4)
+
+
 LARGE_DP_ROWS = ("megatron-177b-4608-h100", "nemo2409-gpt3-175b-1024-h100-bf16", "nemo2409-gpt3-175b-2048-h100-bf16",
                  "llama3-405b-8k-h100-published", "llama3-405b-16k-h100-published",
                  "torchtitan-llama31-405b-512-h100-fp8", "nemotron4-340b-6144-h100")
@@ -261,9 +391,18 @@ def main(argv: list[str] | None = None) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--rows", action="store_true", help="also the other large-DP rows (about a minute more)")
     which.add_argument("--apex", action="store_true", help="the Apex layout table alone")
+    which.add_argument("--mcore-buckets", action="store_true",
+                       help="Megatron-Core's own 40M bucket formation (closed-form chains) alone")
+    which.add_argument("--growth", action="store_true", help="the step's growth with DP under each variant alone")
     args = parser.parse_args(argv)
     if args.apex:
         apex_layout()
+        return
+    if args.mcore_buckets:
+        mcore_buckets_table()
+        return
+    if args.growth:
+        growth_table()
         return
     one_gpu_per_node_table()
     measured_points()
