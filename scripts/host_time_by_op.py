@@ -31,7 +31,7 @@ CLASSES = {
     "expert_up": "grouped expert GEMMs", "expert_down": "grouped expert GEMMs",
     "router": "router", "router_topk": "router",
     "permute": "permute / unpermute / sort", "unpermute": "permute / unpermute / sort",
-    "moe_sort_chunks": "permute / unpermute / sort",
+    "moe_sort_chunks": "permute / unpermute / sort", "moe_sort_map": "permute / unpermute / sort",
     "fp8_cast": "fp8 quantize (casts)",
     "expert_act": "activations", "shared_expert_act": "activations", "mlp_act": "activations",
     "attention": "attention core", "attention_backward": "attention core",

@@ -47,6 +47,7 @@ the excess (step times identical without it, checked round 17).
 from __future__ import annotations
 
 from simcluster.core import catalog
+from simcluster.workload import moe_host
 from simcluster.workload.ops import Op
 
 _LINEAR_OPS = frozenset({"qkv", "attn_out", "mlp_up", "mlp_down", "mla_q_down", "mla_q_up", "mla_kv_down",
@@ -91,9 +92,11 @@ def module_excess_s(precision: str, backward: bool) -> float:
 def module_host_s(ops: list[Op], phase: str, precision: str, cpu_ratio: float = 1.0) -> list[float]:
     """Per op of ``ops`` (one phase of a Transformer Engine layer), the module excess the host spends issuing it:
     ``module_excess_s`` on the op that stands for a module call (``TE_MODULE_OPS``), 0 elsewhere; at the host CPU
-    of ``cpu_ratio``."""
+    of ``cpu_ratio``; a grouped expert GEMM's call (Transformer Engine GroupedLinear) also its per-expert Function
+    arguments (``moe_host.grouped_linear_host_s``)."""
     markers = TE_MODULE_OPS.get(phase, frozenset())
     backward = phase in _BACKWARD_PHASES
     excess = {p: cpu_ratio * module_excess_s(p, backward) for p in ("bf16", "fp8")}
     return [excess["bf16" if op.name in _BF16_MODULE_OPS or (op.precision or precision) != "fp8" else "fp8"]
+            + cpu_ratio * moe_host.grouped_linear_host_s(op, phase)
             if op.name in markers else 0.0 for op in ops]

@@ -27,7 +27,7 @@ from functools import cache
 from simcluster.core import catalog
 from simcluster.core.token_routing import TokenRouting, cv_from_max_violation, cv_from_switch_balance
 from simcluster.spec.model import MoESpec, TransformerSpec
-from simcluster.workload import fp8_recipes, kernels, mla, mtp, ops
+from simcluster.workload import fp8_recipes, kernels, mla, moe_host, mtp, ops
 from simcluster.workload.ops import (
     BACKWARD_ELEMENTWISE_FLOP_RATIO,
     HIGH_PRECISION,
@@ -251,10 +251,12 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     # the forward after the router in the order the host issues it (``forward_order``; the race after the host
     # sync, kernels.synced_stall_s): the alltoall dispatcher's permutation, [dispatch, the engine's], the shared
     # experts, the sort by local expert (flex: the permutation), fc1's per-expert launches and fc1, the activation,
-    # fc2's and fc2, the sort back, [combine], unpermute
+    # fc2's and fc2, the sort back, [combine], unpermute; each forward sort after the kernel building its row map
+    # (moe_host.sort_map_ops; the backward's sorts reuse the maps)
     fc1_launches, fc2_launches = _halves(launches["forward"])
-    routed_forward = [*sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
-                      *sorts[1:], unpermute]
+    maps = moe_host.sort_map_ops(expert_rows) if sorts else []
+    routed_forward = [*maps, *sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
+                      *maps, *sorts[1:], unpermute]
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
     shared_forward: list[Op] = []

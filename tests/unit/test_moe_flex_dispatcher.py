@@ -159,18 +159,20 @@ def test_flex_permutation_carries_the_busiest_ranks_load():
 
 
 def test_routed_forward_issues_each_grouped_gemms_launches_with_it():
-    """After the host sync the routed forward is in issue order: permute, sort, fc1's launches, fc1, act, fc2's
-    launches, fc2, sort back, unpermute (kernels.synced_stall_s races the host over this order)."""
+    """After the host sync the routed forward is in issue order: permute, sort map and sort, fc1's launches, fc1,
+    act, fc2's launches, fc2, sort map and sort back, unpermute (kernels.synced_stall_s races the host over this
+    order)."""
     spec, shard = _spec(), Shard(seq_len=4096, micro_batch=1, tp=2)
     block = moe.moe_block(spec, shard, ep=8)
     forward = block.forward
     routed = [op.name for op in forward[forward.index(_named(block, "forward", "host_sync")[0]) + 1:]]
     fc1, fc2 = routed.index("expert_up"), routed.index("expert_down")
-    assert routed[:2] == ["permute", "moe_sort_chunks"] and routed[-2:] == ["moe_sort_chunks", "unpermute"]
-    assert 2 < fc1 < fc2 < len(routed) - 2
-    before_fc1 = [n for n in routed[2:fc1] if n != "moe_launch"]
+    assert routed[:3] == ["permute", "moe_sort_map", "moe_sort_chunks"]
+    assert routed[-3:] == ["moe_sort_map", "moe_sort_chunks", "unpermute"]
+    assert 3 < fc1 < fc2 < len(routed) - 3
+    before_fc1 = [n for n in routed[3:fc1] if n != "moe_launch"]
     between = [n for n in routed[fc1 + 1:fc2] if n not in ("moe_launch",)]
-    assert "moe_launch" in routed[2:fc1] and "moe_launch" in routed[fc1 + 1:fc2]
+    assert "moe_launch" in routed[3:fc1] and "moe_launch" in routed[fc1 + 1:fc2]
     assert set(before_fc1) <= {"host_launch"} and set(between) <= {"host_launch", "expert_act"}
 
 
