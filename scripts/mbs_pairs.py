@@ -6,10 +6,11 @@ and microbatch must be (issue 15; docs/calibration.md "Round 22: the A100 Megatr
 ``HELD_OUT.json`` is a ``simcluster validate --held-out --json`` output; each row's simulated step and error are
 read from it (published step = simulated step x (1 + error), error = simulated / published throughput - 1). Two rows
 are twins when their scenario names are equal but for ``-mbsN-`` (the BLOOM prequel rows) and their scenarios have the
-same tp, pp and largest stage (the name carries the rest of the layout). For a cost of c seconds on every (layer, microbatch) of every stage (a host
-or launch cost per kernel, the same kernels at either micro batch) a step of (m + pp - 1) slots on stages of at most
-L layers grows by c L (m + pp - 1), so between the twins by c L (m_small - m_large): what the model lacks between
-them, (published_small - published_large) - (simulated_small - simulated_large), gives
+same tp, pp and largest stage (the name carries the rest of the layout). For a cost of c seconds on every (layer,
+microbatch) of every stage (a host or launch cost per kernel, the same kernels at either micro batch) a step of
+(m + pp - 1) slots on stages of at most L layers grows by c L (m + pp - 1), so between the twins by
+c L (m_small - m_large): what the model lacks between them,
+(published_small - published_large) - (simulated_small - simulated_large), gives
 
     c = missing difference / (L (m_small - m_large)).
 
