@@ -87,6 +87,7 @@ def test_scenario_is_table_3s_setup(name):
     # the header's assumptions (authors' example script; Megatron-LM 2023 layer as the round-21 rows)
     assert (t.precision, t.attention, t.activation_recompute) == ("fp16", "naive", "none")  # see the memory tests
     assert model.tied_embeddings is False and p.layers_per_stage is None
+    assert p.grad_reduce_dtype == "fp16"  # Megatron-LM under --fp16: main gradients in the parameters' dtype
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
