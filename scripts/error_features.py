@@ -56,7 +56,7 @@ GENERATION = {3: "Ampere", 4: "Hopper", 5: "Blackwell"}
 # operand bytes of the GEMMs per training precision (fp8 GEMMs read 1-byte operands)
 OPERAND_BYTES = {"fp8": 1.0}
 DEFAULT_OPERAND_BYTES = 2.0
-MIN_FAMILY = 4        # rows a family needs to enter the within-family rho
+MIN_FAMILY = 5        # rows a family needs to enter the within-family rho (spearman needs 5 pairs)
 BINS = 4              # quantile bins per numeric feature
 # numeric features analysed (the engine-side ones from residuals.py, then this script's); log-scaled in the fits
 NUMERIC = ("stack_calibrated", "year", "generation", "fp8", "moe", "tp", "pp", "vp", "cp", "dp", "ep", "gpus",
