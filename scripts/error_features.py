@@ -22,7 +22,9 @@ in ``--cache``). On top of those, from the scenario alone (``derived``):
   for MoE), and the MLP up-projection's arithmetic intensity 2MNK / (bytes (MK + KN + MN)) at the precision's
   operand bytes (1 fp8, 2 otherwise);
 - the pipeline's analytic bubble fraction (pp - 1) / (m v) beside the simulated bubble share;
-- model size (parameters; active parameters for MoE).
+- model size (parameters; active parameters for MoE);
+- how close the plan's busiest block comes to host-bound (``host_ratio``: the largest host side / device side of
+  any chunk's forward or backward stream, ``kernels.StreamTime``; >= 1 means host-bound).
 
 Analysis (``analyse``; every function takes plain rows, so the tests feed synthetic ones): Spearman's rho of the
 signed error with each numeric feature on all rows, calibration, held-out and within stack families (the n-weighted
@@ -48,6 +50,7 @@ import numpy as np
 import residuals
 
 from simcluster.core.errors import ScenarioError
+from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
 from simcluster.studies import validation
 
@@ -64,10 +67,10 @@ NUMERIC = ("stack_calibrated", "year", "generation", "fp8", "moe", "tp", "pp", "
            "bubble_fraction", "bubble_share", "kernels_per_block", "mean_kernel_us", "gap_share", "pipe_share",
            "exposed_share", "exposed_tp_share", "exposed_dp_share", "exposed_pp_share", "exposed_ep_share",
            "interference_share", "attention_share", "gemm_share", "memory_share", "params_b", "active_params_b",
-           "step_s")
+           "host_ratio", "step_s")
 LOG_SCALED = {"tp", "pp", "vp", "cp", "dp", "ep", "gpus", "micro_batch", "tokens_per_microbatch", "gemm_hidden_tp",
               "gemm_ffn_tp", "mlp_intensity", "microbatches", "kernels_per_block", "mean_kernel_us", "params_b",
-              "active_params_b", "step_s"}
+              "active_params_b", "host_ratio", "step_s"}
 CATEGORICAL = ("stack", "release", "gpu_gen", "precision", "set")
 CSV_KEYS = ("scenario", "set", "stack", "release", "gpu_gen", "precision", "error", *NUMERIC)
 
@@ -109,6 +112,14 @@ def mlp_intensity(m: float, n: float, k: float, operand_bytes: float) -> float:
     return 2.0 * m * n * k / (operand_bytes * (m * k + k * n + m * n))
 
 
+def host_ratio(scenario) -> float:
+    """The largest host side / device side of any chunk's forward or backward stream in the scenario's plan (the
+    plan only: no simulation)."""
+    plan = Simulation(scenario, check_memory=False).plan
+    return max(stream.host_bound_s() / stream.device_bound_s() for chunk in plan.chunks
+               for stream in (chunk.forward_stream, chunk.backward_stream) if stream.device_bound_s() > 0)
+
+
 def derived(scenario, source: str, sources: dict[str, str]) -> dict:
     """The features read from the scenario itself (see the module doc)."""
     p, t, model = scenario.parallelism, scenario.training, scenario.model
@@ -122,6 +133,7 @@ def derived(scenario, source: str, sources: dict[str, str]) -> dict:
         "mlp_intensity": mlp_intensity(rows, ffn / p.tp, model.hidden,
                                        OPERAND_BYTES.get(t.precision, DEFAULT_OPERAND_BYTES)),
         "params_b": model.params / 1e9, "active_params_b": model.active_params / 1e9,
+        "host_ratio": host_ratio(scenario),
     }
 
 
@@ -272,7 +284,7 @@ NAMED_FITS = (("stack_calibrated",), ("params_b",), ("pp",), ("exposed_tp_share"
               ("stack_calibrated", "pp"), ("stack_calibrated", "params_b", "exposed_tp_share"))
 
 
-def candidate_fits(rows: list[dict], ranked: list[dict], top: int = 6,
+def candidate_fits(rows: list[dict], ranked: list[dict], top: int = 7,
                    named: tuple[tuple[str, ...], ...] = NAMED_FITS) -> list[dict]:
     """Leave-one-family-out fits of every 1-, 2- and 3-feature set among the ``top`` features by |rho| and of the
     ``named`` sets, best first."""

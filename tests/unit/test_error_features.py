@@ -165,3 +165,13 @@ def test_report_runs_on_synthetic_rows(ef):
         r.update(release=r["stack"], gpu_gen="Hopper", precision="bf16", stack_calibrated=float(r["stack"] == "A"))
     text = "\n".join(ef.report(rows))
     assert "stack_calibrated" in text and "lofo" in text and "uncalibrated" in text
+
+
+def test_host_ratio_is_the_plans_host_over_device_side(ef):
+    from simcluster.engine.simulation import Simulation
+    s = config.load("nemo2409-llama31-8b-8-h100-bf16")
+    plan = Simulation(s, check_memory=False).plan
+    ratio = ef.host_ratio(s)
+    streams = [st for c in plan.chunks for st in (c.forward_stream, c.backward_stream)]
+    assert ratio == pytest.approx(max(st.host_bound_s() / st.device_bound_s() for st in streams))
+    assert 0 < ratio < 1   # no calibration block is host-bound (round 17, te_host_margin.py)
