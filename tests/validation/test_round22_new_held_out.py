@@ -86,7 +86,9 @@ def test_scenario_is_table_3s_setup(name):
     assert (t.micro_batch_size, t.global_batch_size // t.micro_batch_size) == (mbs, m)
     # the header's assumptions (authors' example script; Megatron-LM 2023 layer as the round-21 rows)
     assert (t.precision, t.attention, t.activation_recompute) == ("fp16", "naive", "none")  # see the memory tests
-    assert model.tied_embeddings is False and p.layers_per_stage is None
+    # tied: the paper-era script (fork commit 425b42e5) passes no --untie-embeddings-and-output-weights
+    # (tests/unit/test_round22_a100small_stack.py)
+    assert model.tied_embeddings is True and p.layers_per_stage is None
     assert p.grad_reduce_dtype == "fp16"  # Megatron-LM under --fp16: main gradients in the parameters' dtype
 
 
