@@ -252,9 +252,10 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     # sync, kernels.synced_stall_s): the alltoall dispatcher's permutation, [dispatch, the engine's], the shared
     # experts, the sort by local expert (flex: the permutation), fc1's per-expert launches and fc1, the activation,
     # fc2's and fc2, the sort back, [combine], unpermute; each forward sort after the kernel building its row map
-    # (moe_host.sort_map_ops; the backward's sorts reuse the maps)
+    # (moe_host.sort_map_ops; the backward's sorts reuse the maps; padded to capacity the dispatcher transposes
+    # instead, no map)
     fc1_launches, fc2_launches = _halves(launches["forward"])
-    maps = moe_host.sort_map_ops(expert_rows) if sorts else []
+    maps = moe_host.sort_map_ops(expert_rows) if sorts and not moe.pad_to_capacity else []
     routed_forward = [*maps, *sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
                       *maps, *sorts[1:], unpermute]
     cast_forward = expert_rows * (h + ffn_local)

@@ -5,9 +5,11 @@ Two terms, both small by count:
 
 - each fused sort of the tokens by local expert (the alltoall dispatcher's ``moe_sort_chunks`` ops) is preceded in
   the forward by the kernel that builds its row map (Transformer Engine's Triton ``make_chunk_sort_map``), a short
-  kernel like any other (``sort_map_ops``); the backward reuses the map;
+  kernel like any other (``sort_map_ops``); the backward reuses the map (padded to capacity the dispatcher transposes
+  instead of sorting: no map, ``moe.moe_block``);
 - Transformer Engine's GroupedLinear hands every local expert's weight and bias to one autograd Function, whose
-  ``apply`` costs the host per tensor argument (``grouped_linear_host_s``), on top of the module excess that
+  ``apply`` costs the host per tensor argument (``grouped_linear_host_s``; the central value of the measured
+  marginal price, its upper bound stated in data/moe.yaml), on top of the module excess that
   ``host_dispatch`` charges every Transformer Engine module call (measured on te.Linear: one weight, one bias).
 
 Megatron-Core's own MoE Python has no loop over experts on the training path (TEGroupedMLP.forward, the alltoall

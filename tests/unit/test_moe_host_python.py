@@ -3,21 +3,29 @@
 Megatron-Core's and Transformer Engine's calls, GroupedLinear's per-expert Function arguments against the published
 autograd.Function overhead, and the idle they expose after the layer's host sync in closed form."""
 
+import math
+
 import pytest
 
 from simcluster.spec import hardware, model
 from simcluster.workload import host_dispatch, kernels, moe, moe_host
 from simcluster.workload.ops import Shard, _memory
 
-# pytorch/pytorch#189573: a 13-tensor-input autograd.Function 20.672 us median, the body called directly 3.232 us
-# (data/moe.yaml rounds the quotient to 1.34 us: the comparisons allow 0.2%)
-PER_TENSOR_ARG_S = (20.672 - 3.232) / 13 * 1e-6
+# pytorch/pytorch#189573, one benchmark of a 13-tensor-input autograd.Function on one host: 20.672 us median against
+# 3.232 us for the body called directly, the upper bound of the price of an input with all of it on the inputs; the
+# parts the same author's fixes measured to scale with the inputs (unwrap_dead_wrappers 16 -> 13.8 us, #189577; the
+# per-input record_function copies ~0.35 us, #189582; the input-edge pass 12.417 -> 12.160 us, #189814), its lower
+# side. The price is their geometric mean (data/moe.yaml rounds it to 0.54 us: the comparisons allow 0.5%).
+UPPER_S = (20.672 - 3.232) / 13 * 1e-6
+LOWER_S = ((16 - 13.8) + 0.35 + (12.417 - 12.160)) / 13 * 1e-6
+PER_TENSOR_ARG_S = math.sqrt(UPPER_S * LOWER_S)
 
 
-def _spec(experts=128, top_k=8):
+def _spec(experts=128, top_k=8, **moe_keys):
     return model.TransformerSpec(layers=4, hidden=1024, heads=8, vocab=1000, mlp="swiglu", norm="rmsnorm",
                                  position="rope", dropout=False,
-                                 moe=model.MoESpec(experts=experts, top_k=top_k, ffn_hidden=256, load="balanced"))
+                                 moe=model.MoESpec(experts=experts, top_k=top_k, ffn_hidden=256, load="balanced",
+                                                   **moe_keys))
 
 
 def _named(ops, name):
@@ -44,18 +52,31 @@ def test_each_forward_chunk_sort_is_preceded_by_its_row_map_kernel():
     assert _named(moe.moe_block(_spec(experts=8, top_k=2), shard, ep=8).forward, moe_host.SORT_MAP) == []
 
 
+def test_padded_to_capacity_the_sorts_build_no_row_map():
+    """Padded to capacity, Megatron-Core's alltoall dispatcher regroups the received tokens by local expert with a
+    view, transpose and contiguous copy instead of sort_chunks_by_idxs (token_dispatcher.py dispatch_postprocess and
+    combine_preprocess, the drop_and_pad branch): the copies stay, no row-map kernel is launched."""
+    shard = Shard(seq_len=4096, micro_batch=1, tp=1)
+    padded = moe.moe_block(_spec(capacity_factor=1.0, pad_to_capacity=True), shard, ep=8)
+    dropless = moe.moe_block(_spec(), shard, ep=8)
+    assert _named(padded.forward, moe_host.SORT_MAP) == []
+    assert len(_named(padded.forward, "moe_sort_chunks")) == len(_named(dropless.forward, "moe_sort_chunks")) == 2
+
+
 @pytest.mark.parametrize("local_experts", [1, 4, 16, 32])
 def test_grouped_linear_pays_two_function_arguments_per_expert_beyond_te_linear(local_experts):
     """_GroupedLinear.apply(..., *weights, *biases): 2 tensor arguments per local expert where te.Linear (whose module
-    excess is already charged) has one weight and one bias; priced at the published per-input overhead. Forward and
-    recompute only; nothing for other ops or backward phases."""
+    excess is already charged) has one weight and one bias; priced at the central value of the published marginal
+    price, inside its bounds. Forward and recompute only; nothing for other ops or backward phases."""
     spec, shard = _spec(experts=8 * local_experts), Shard(seq_len=4096, micro_batch=1, tp=1)
     block = moe.moe_block(spec, shard, ep=8)
     (up,) = _named(block.forward, "expert_up")
     assert up.batch == local_experts
     expected = (local_experts - 1) * 2 * PER_TENSOR_ARG_S
     for phase in ("forward", "recompute"):
-        assert moe_host.grouped_linear_host_s(up, phase) == pytest.approx(expected, rel=2e-3, abs=1e-15)
+        assert moe_host.grouped_linear_host_s(up, phase) == pytest.approx(expected, rel=5e-3, abs=1e-15)
+        assert (local_experts - 1) * 2 * LOWER_S <= moe_host.grouped_linear_host_s(up, phase) <= (
+            (local_experts - 1) * 2 * UPPER_S)
     assert moe_host.grouped_linear_host_s(up, "backward_input") == 0.0
     assert all(moe_host.grouped_linear_host_s(op, "forward") == 0.0 for op in block.forward
                if op.name not in ("expert_up", "expert_down"))
@@ -68,7 +89,7 @@ def test_after_a_host_sync_the_first_grouped_gemm_exposes_its_whole_host_time(gp
     """Closed form: a sync drains the stream, so a kernel issued right after it starts only once the host has issued
     it: the stream idles for that kernel's whole host time, dispatch + TE module excess + the per-expert Function
     arguments, at the host's CPU ratio (x86 1, Grace 2.75 for GB200). Values from their sources: 13.5 us dispatch,
-    te.Linear 2.71x torch's, 15 extra experts x 2 arguments x 1.34 us."""
+    te.Linear 2.71x torch's, 15 extra experts x 2 arguments x 0.54 us."""
     spec, shard = _spec(experts=128), Shard(seq_len=4096, micro_batch=1, tp=1)
     (up,) = _named(moe.moe_block(spec, shard, ep=8).forward, "expert_up")
     sync = _memory(kernels.HOST_SYNC, 0.0, 0.0)
@@ -76,9 +97,9 @@ def test_after_a_host_sync_the_first_grouped_gemm_exposes_its_whole_host_time(gp
     ratio = {"h100-sxm": 1.0, "gb200": 2.75}[gpu_name]
     host_s = ratio * (13.5e-6 + 13.5e-6 * (2.71 - 1) + 15 * 2 * PER_TENSOR_ARG_S)
     block = kernels.stream_time([sync, up], gpu, "bf16", "forward")
-    assert block.stall_s == pytest.approx(host_s, rel=2e-3)
-    assert block.host_bound_s() == pytest.approx(host_s, rel=2e-3)
+    assert block.stall_s == pytest.approx(host_s, rel=5e-3)
+    assert block.host_bound_s() == pytest.approx(host_s, rel=5e-3)
     # the same kernel with the host ahead (no sync) hides it under the device side
     assert kernels.stream_time([up], gpu, "bf16", "forward").stall_s == 0.0
     assert sum(host_dispatch.module_host_s([up], "forward", "bf16", ratio)) == pytest.approx(
-        host_s - ratio * 13.5e-6, rel=2e-3)
+        host_s - ratio * 13.5e-6, rel=5e-3)
