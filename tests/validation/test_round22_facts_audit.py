@@ -63,12 +63,13 @@ def test_the_memory_models_activations_per_sequence_are_the_printed_ones():
     assert level_1 == pytest.approx(printed, rel=0.05)
 
 
-def test_the_memory_models_fixed_part_is_below_the_printed_one():
-    """Documents the gap the audit found (not a truth): the model's total at batch 4, level 1, is 8-9 GB under the
-    printed 37 GB, the slope above matching; a model that closed it should move this bound, not pass silently."""
+def test_the_memory_models_total_does_not_exceed_the_printed_one():
+    """A stack that ran at 37 GB (printed, batch 4, level 1) must not be modelled above it (the brief: a layout that
+    ran is never refused); the model is at most 10 GB under (the audit found 8-9 GB, the fixed part: PyTorch's
+    reserved pool and workspaces the 2022 runs printed, not modelled), so a larger shortfall also fails."""
     model = memory.per_gpu_memory(_gpt2xl(4)).total_bytes - _pre_activation_bytes(4)
-    gap = GPT2XL_MEMORY_GB[(4, 1)] * 1e9 - model
-    assert 7e9 < gap < 10e9
+    shortfall = GPT2XL_MEMORY_GB[(4, 1)] * 1e9 - model
+    assert 0 <= shortfall < 10e9
 
 
 @pytest.mark.parametrize("name", sorted(H100NEW_ROWS))
