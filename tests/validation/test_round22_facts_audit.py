@@ -65,8 +65,8 @@ def test_the_memory_models_activations_per_sequence_are_the_printed_ones():
 
 def test_the_memory_models_total_does_not_exceed_the_printed_one():
     """A stack that ran at 37 GB (printed, batch 4, level 1) must not be modelled above it (the brief: a layout that
-    ran is never refused); the model is at most 10 GB under (the audit found 8-9 GB, the fixed part: PyTorch's
-    reserved pool and workspaces the 2022 runs printed, not modelled), so a larger shortfall also fails."""
+    ran is never refused); the model is at most 10 GB under (the audit found 8-9 GB in the fixed part, not yet
+    explained), so a larger shortfall also fails."""
     model = memory.per_gpu_memory(_gpt2xl(4)).total_bytes - _pre_activation_bytes(4)
     shortfall = GPT2XL_MEMORY_GB[(4, 1)] * 1e9 - model
     assert 0 <= shortfall < 10e9
