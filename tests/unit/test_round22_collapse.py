@@ -86,7 +86,7 @@ def test_expanded_step_times_are_mains(name):
     assert reference["symmetry"]["exact"] is True
 
 
-# ---- the lower bound of a flagged collapsed run (``merge.lower_bound_step_s``) ---------------------------------
+# ---- the lower bound of a flagged collapsed run (``simulation.lower_bound_step_s``) ----------------------------
 
 
 @pytest.mark.parametrize("name", ["ecmp-4to1", "ecmp-4to1-dp-innermost"])
