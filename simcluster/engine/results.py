@@ -177,15 +177,20 @@ def by_link_class(by_parallelism: dict[str, float], bottleneck: dict[str, str | 
 
 def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dict:
     """The summary's ``symmetry`` entry: whether the merge policy's classes were exact (``engine.merge``), and if
-    not, by how much the step time may be pessimistic (``bound_s`` per step, ``bound_pct`` of the step)."""
+    not, by how much the step time may be pessimistic (``bound_s`` per step, ``bound_pct`` of the step) and, where it
+    was computed, the step time the exact run cannot beat (``lower_bound_s``, ``lower_bound_pct`` below the step:
+    additive keys, round 22)."""
     collapsed = bool(check and check.collapsed)
     if check is None or check.held_back_classes is None:
         return {"collapsed": collapsed, "exact": None, "held_back_classes": None, "bound_s": None, "bound_pct": None,
+                "lower_bound_s": None, "lower_bound_pct": None,
                 "note": "this network model does not check merged transfer classes; --expand (one agent per GPU, "
                         "every transfer its own class) gives the reference" if collapsed else
                         "this network model does not check merged transfer classes"}
     bound_s = check.held_back_s / steps
     bound_pct = 100.0 * bound_s / step_time_s if step_time_s > 0 else 0.0
+    lower_s = None if check.lower_bound_end_s is None else check.lower_bound_end_s / steps
+    lower_pct = None if lower_s is None or step_time_s <= 0 else 100.0 * (1.0 - lower_s / step_time_s)
     exact = check.held_back_classes == 0
     if exact:
         note = ("every merged transfer class was exact (each replica's transfer was held at its class's rate by a "
@@ -194,10 +199,15 @@ def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dic
     else:
         note = (f"{check.held_back_classes} merged transfer classes held some replicas' transfers back (unequally "
                 f"loaded routes: ECMP, oversubscription or an asymmetric layout); the step time may be pessimistic "
-                f"by up to about {fmt(bound_s, SECONDS, 3)} ({bound_pct:.2f}%); "
+                f"by up to about {fmt(bound_s, SECONDS, 3)} ({bound_pct:.2f}%, an estimate from above of what the "
+                f"exact run saves, not a proof); "
+                + ("" if lower_s is None else
+                   f"the exact step is at least {fmt(lower_s, SECONDS, 4)} ({lower_pct:.2f}% below this one: every "
+                   f"transfer at its fastest replica's time alone on the fabric, a lower bound); ")
                 + ("run with --expand for the exact figure" if collapsed else "merge=NO_MERGE gives the reference"))
     return {"collapsed": collapsed, "exact": exact, "held_back_classes": check.held_back_classes,
-            "bound_s": bound_s, "bound_pct": bound_pct, "note": note}
+            "bound_s": bound_s, "bound_pct": bound_pct, "lower_bound_s": lower_s, "lower_bound_pct": lower_pct,
+            "note": note}
 
 
 def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,

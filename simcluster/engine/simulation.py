@@ -19,7 +19,7 @@ from simcluster.engine import data_parallel, variability
 from simcluster.engine.agents import Agent
 from simcluster.engine.aligned_reduction import aligned
 from simcluster.engine.drivers import CollectiveDriver, Groups, NetworkDriver
-from simcluster.engine.merge import NO_MERGE, SYMMETRIC, MergePolicy, default_policy
+from simcluster.engine.merge import LOWER_BOUND_ABOVE, NO_MERGE, SYMMETRIC, MergePolicy, default_policy
 from simcluster.engine.overlap import Slowdowns, launch_delays, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
 from simcluster.engine.recorder import Recorder
@@ -493,6 +493,16 @@ class Simulation:
                     on_step(index)
             return summarize(self.record(steps, time.perf_counter() - started))
 
+    def _lower_bound_end_s(self, steps: int) -> float | None:
+        """Where a collapsed flow run held replicas back by more than ``LOWER_BOUND_ABOVE`` of the run: the end of
+        ``steps`` the exact run cannot beat (``lower_bound_step_s``); None elsewhere (exact or nearly, expanded,
+        another model, several jobs, variability)."""
+        if (self.expand or self.network_name != "flow" or type(self.net) is not NetworkDriver
+                or self.scenario.variability or not self.model.held_back_classes
+                or self.model.held_back_s <= LOWER_BOUND_ABOVE * self.env.now):
+            return None
+        return lower_bound_step_s(self.scenario, steps, self.fabric) * steps
+
     def record(self, steps: int, wall_time_s: float) -> RunRecord:
         """What the run measured, as plain data for ``results.summarize``."""
         t, m, layout = self.scenario.training, self.scenario.model, self.plan.layout
@@ -506,7 +516,8 @@ class Simulation:
             network_model=self.network_name, end_s=self.env.now, wall_time_s=wall_time_s, memory=self.memory,
             symmetry=SymmetryCheck(collapsed=not self.expand,
                                    held_back_classes=getattr(self.model, "held_back_classes", None),
-                                   held_back_s=getattr(self.model, "held_back_s", None)),
+                                   held_back_s=getattr(self.model, "held_back_s", None),
+                                   lower_bound_end_s=self._lower_bound_end_s(steps)),
             model_flop_per_step=moe.model_flop_per_step(m, t.seq_len, t.global_batch_size),
             hardware_flop_per_step=moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               recompute_mode(t.activation_recompute,
@@ -574,6 +585,20 @@ def _no_cycle_collection():
     finally:
         if enabled:
             gc.enable()
+
+
+def lower_bound_step_s(scenario, steps: int, fabric=None) -> float:
+    """A step time the exact run (``--expand``: one agent per GPU, every transfer its own class, the flow model)
+    cannot beat: the collapsed run again with the analytic model's ``fastest_part`` relaxation, in which every
+    transfer class completes when its fastest part would alone on the fabric (``network.analytic``). Max-min sharing
+    never gives a transfer more than its own bottleneck, so no transfer of the exact run ends sooner than its part
+    alone, and a representative that moves when its earliest replica could moves no later than any replica; the
+    bound holds as far as the engine is monotone (a transfer ending sooner never makes any event later: the step's
+    schedule is a fixed program per GPU, and communication beside compute only slows it). Not a bound for a run
+    with ``variability`` (draws per agent differ between collapsed and expanded runs) or several jobs."""
+    sim = Simulation(scenario, "analytic", fabric=fabric, check_memory=False)
+    sim.model.fastest_part = True
+    return float(sim.run(steps).summary["step_time_s"])
 
 
 def run_expanded(build, steps: int | None = None, on_step=None) -> Result:

@@ -17,6 +17,10 @@ from simcluster.network.base import (
 )
 from simcluster.network.windows import LinkWindows
 
+# Sets of per-part routes whose per-part latency and seconds per byte ``fastest_part`` keeps (cleared when full): the
+# distinct pipeline boundaries and collective groups of a run, a few hundred
+_PER_PART_KEPT = 4096
+
 
 class AnalyticNetwork(NetworkModel):
     """Alpha-beta, no contention: each class runs alone on the fabric at its own bottleneck.
@@ -29,11 +33,17 @@ class AnalyticNetwork(NetworkModel):
     A class of several parts (``TransferClass.parts``) runs at its slowest part's bottleneck; a part whose own
     bottleneck is less loaded, or whose paths are shorter, is held back: ``held_back_classes`` counts such classes
     and ``held_back_s`` sums the time their most held-back part would have saved alone.
+
+    ``fastest_part``: a class of several parts completes when its fastest part would alone (its own bottleneck and
+    path latency, with no other transfer on its links) instead of its slowest: the relaxation ``engine.simulation``'s
+    ``lower_bound_step_s`` runs. No transfer of the exact (expanded, flow) run can end sooner than that: max-min
+    sharing never gives a transfer more than its own bottleneck, and a representative agent that moves when its
+    earliest replica could moves no later than any of them.
     """
 
     name = "analytic"
 
-    def __init__(self, fabric, windows: bool = True, link_bytes: bool = True):
+    def __init__(self, fabric, windows: bool = True, link_bytes: bool = True, fastest_part: bool = False):
         """``windows``: keep bytes per link per time window (a run's link peaks); False for a model that times a
         collective alone, whose windows nobody reads (at 131,072 GPUs they would take 0.4 GB each). ``link_bytes``:
         count the bytes each link carried (False: ``link_bytes`` is None, for the same models: a pass over 1.6 million
@@ -46,15 +56,47 @@ class AnalyticNetwork(NetworkModel):
         self._next_handle = 0
         self.held_back = HeldBack()
         self.windows = LinkWindows(len(fabric.link_bytes_per_s)) if windows else None
+        self.fastest_part = fastest_part
+        self._per_part: dict[int, tuple] = {}   # ``_fastest_part_s``: per-part routes -> latency, s per byte
 
     def duration_s(self, transfers: TransferClass) -> float:
-        """Time of ``transfers`` alone on the idle fabric."""
+        """Time of ``transfers`` alone on the idle fabric (``fastest_part``: of its fastest part alone)."""
+        if self.fastest_part and transfers.part_count > 1:
+            return self._fastest_part_s(transfers)
         links, counts, latency_s = class_load(self.fabric, transfers)
         if not len(links) or transfers.size_bytes == 0:
             return latency_s
         return latency_s + transfers.size_bytes * float(np.max(counts / self._capacity[links]))
 
+    def _fastest_part_s(self, transfers: TransferClass) -> float:
+        """The least, over the parts of ``transfers``, of a part's time alone: its slowest pair's path latency plus
+        its bytes over its own most loaded link (a part whose pairs do not move: no time). Each part's latency and
+        seconds per byte are kept per set of per-part routes (``part_routes`` returns one object for the same pairs
+        and parts: the pipeline sends and ring steps of every microbatch)."""
+        routes = part_routes(self.fabric, transfers)
+        cached = None if routes is None else self._per_part.get(id(routes))
+        if cached is None:
+            moving = transfers.pairs[:, 0] != transfers.pairs[:, 1]
+            part_latency_s = np.zeros(transfers.part_count)   # its slowest pair's path latency
+            if moving.any():
+                np.maximum.at(part_latency_s, transfers.parts[moving],
+                              np.asarray(self.fabric.pair_latencies_s(transfers.pairs[moving]), dtype=float))
+            busiest = np.zeros(transfers.part_count)   # seconds per byte on the part's own most loaded link
+            if routes is not None and len(routes.links):
+                np.maximum.at(busiest, routes.part, routes.counts / self._capacity[routes.links])
+            cached = (routes, part_latency_s, busiest)
+            if routes is not None:
+                if len(self._per_part) >= _PER_PART_KEPT:
+                    self._per_part.clear()
+                self._per_part[id(routes)] = cached   # the entry keeps ``routes`` alive, so its id stays unique
+        return float((cached[1] + transfers.size_bytes * cached[2]).min())
+
     def start(self, transfers: TransferClass, now_s: float) -> int:
+        if self.fastest_part and transfers.part_count > 1:   # a bound's run: only the time (its parts' routes)
+            handle = self._next_handle
+            self._next_handle += 1
+            self._ends[handle] = now_s + self._fastest_part_s(transfers)
+            return handle
         links, counts, latency_s = class_load(self.fabric, transfers)
         if self.link_bytes is not None:
             self.link_bytes[links] += counts * transfers.size_bytes

@@ -72,8 +72,6 @@ _COMPONENT_CACHE_ENTRIES = 1024
 # (route, link class) entries the solve caches may hold: a bound for fabrics whose routes share no classes (hash
 # ECMP on a large fabric splits classes down to single links), about 60 bytes each, so about 0.5 GB
 _CACHED_ROUTE_ENTRIES = 8_000_000
-# Pairs of routes whose overlap is remembered (cleared when full)
-_OVERLAPS_KEPT = 2**16
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
 # (component, window) entries of link-window bytes kept before they are spread: each pins a component solve (small,
@@ -141,7 +139,6 @@ class FlowNetwork(NetworkModel):
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
         self._cached_entries = 0   # route entries (link, route) held by the component cache
         self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
-        self._overlap: dict[tuple[int, int], bool] = {}  # pairs of routes -> whether they share a link
         self._next_completion_s: float | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
@@ -389,7 +386,6 @@ class FlowNetwork(NetworkModel):
         self._component_cache.clear()
         self._rates_of.clear()
         self._cached_entries = 0
-        self._overlap.clear()
 
     def _route_key(self, handles) -> tuple[int, ...]:
         """The multiset of routes of ``handles`` (sending classes), sorted."""
@@ -703,7 +699,12 @@ class FlowNetwork(NetworkModel):
 
     def _components(self, key: tuple[int, ...]) -> list[list[int]]:
         """The routes of ``key`` grouped into components: two routes are in one when they share a link, directly or
-        through other routes of ``key`` (union-find over the pairs of routes that overlap, ``_overlaps``)."""
+        through other routes of ``key``. Routes share a link exactly when they cross a common link class (every route
+        crosses a class with all of its links or none, ``LinkClasses.overlap``), so each route is joined to the first
+        route of ``key`` seen on each of its classes: one pass over the routes' class entries (union-find), instead of
+        a look-up per pair of routes (an expanded run on hash ECMP sends hundreds of classes at once, each its own
+        component: the pairs were 95% of the 768-GPU MegaScale run's CPU). Components come in the order of their
+        first route, each route's indices ascending (the order the pairwise pass gave)."""
         parent = list(range(len(key)))
 
         def root(i: int) -> int:
@@ -712,27 +713,19 @@ class FlowNetwork(NetworkModel):
                 i = parent[i]
             return i
 
-        for i in range(1, len(key)):
-            for j in range(i):
-                a, b = root(i), root(j)
-                if a != b and self._overlaps(key[i], key[j]):   # routes already linked need no look-up
-                    parent[max(a, b)] = min(a, b)
+        first_on: dict[int, int] = {}   # link class -> the first route of ``key`` crossing it
+        classes_of = self._classes.classes_of
+        for i, route in enumerate(key):
+            for known in classes_of(route):
+                j = first_on.setdefault(known, i)
+                if j != i:
+                    a, b = root(i), root(j)
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)
         groups: dict[int, list[int]] = {}
         for i in range(len(key)):
             groups.setdefault(root(i), []).append(i)
         return list(groups.values())
-
-    def _overlaps(self, route: int, other: int) -> bool:
-        """Whether two routes share a link; cached per pair of routes (a route set is a handful of routes, changing
-        by one as classes start and end, so nearly every pair was seen before)."""
-        pair = (route, other) if route < other else (other, route)
-        known = self._overlap.get(pair)
-        if known is None:
-            known = self._classes.overlap(route, other)
-            if len(self._overlap) >= _OVERLAPS_KEPT:
-                self._overlap.clear()
-            self._overlap[pair] = known
-        return known
 
     def _solve_component(self, key: tuple[int, ...]) -> tuple:
         """Max-min fair per-member rate of each route in ``key`` (one component) by progressive filling

@@ -126,6 +126,10 @@ class LinkClasses:
                                             np.fromiter(classes.values(), dtype=float, count=len(classes)))
         return arrays
 
+    def classes_of(self, route: int):
+        """The classes ``route`` crosses (a view: read it before the next ``add``)."""
+        return self._of_route[route].keys()
+
     def overlap(self, route: int, other: int) -> bool:
         """Whether two routes share a link (a class: every route crosses a class with all its links or none)."""
         return not self._of_route[route].keys().isdisjoint(self._of_route[other].keys())
