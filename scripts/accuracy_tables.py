@@ -266,7 +266,8 @@ DATA_HEADER = """\
 #       --write-data simcluster/data/accuracy.yaml
 # error = simulated / published throughput - 1 (positive: simulated fast); family: the run's series
 # (validation.yaml); model to gflop_per_token: accuracy_card.traits of the bundled scenario (gflop_per_token: model
-# FLOP per token, simcluster's count).
+# FLOP per token, simcluster's count; stack: its software stack family, simcluster/spec/stack.py). calibrated_stacks:
+# the stacks of the calibration runs (docs/calibration.md, "Round 22: the expected-error card names the stack").
 """
 
 
@@ -286,8 +287,11 @@ def data_entries(calibration: list[dict], held_out: list[dict]) -> list[dict]:
 
 
 def data_text(entries: list[dict], label: str | None) -> str:
-    """The snapshot file: header, ``measured_on``, then one flow mapping a line per run."""
-    lines = [DATA_HEADER + f"measured_on: {json.dumps(label or '')}", "runs:"]
+    """The snapshot file: header, ``measured_on``, ``calibrated_stacks`` (the stacks of the calibration entries,
+    sorted), then one flow mapping a line per run."""
+    calibrated = sorted({e["stack"] for e in entries if e["set"] == "calibration"})
+    lines = [DATA_HEADER + f"measured_on: {json.dumps(label or '')}",
+             f"{accuracy_card.CALIBRATED_STACKS}: {json.dumps(calibrated)}", "runs:"]
     lines += [f"  - {yaml.safe_dump(e, default_flow_style=True, sort_keys=False, width=10_000).strip()}"
               for e in entries]
     return "\n".join(lines) + "\n"

@@ -10,11 +10,12 @@ bundled scenario is simulated once for the engine-side features (``residuals.fea
 and pipeline-step shares, bubble, exposed communication per parallelism, one dense layer's op shares; cached by name
 in ``--cache``). On top of those, from the scenario alone (``derived``):
 
-- the stack family, from the config, not the row's name: DeepSpeed's pipeline engine; Megatron-LM 2020 / 2021 (its
-  fp16 optimizer wrapper, ``training.optimizer``); llm-foundry FSDP (ZeRO 3, Composer's decoupled AdamW);
-  torchtitan (``logits_memory: torch_fp32``); flash-attention's GPT (PyTorch AdamW outside Megatron-Core);
-  Megatron-LM 2022-23 (Megatron-Core code paths with its unfused attention, A100); Megatron-Core / NeMo with
-  Transformer Engine 1.x or 2.x (``parallelism.te_version``). The finer release is the validation source;
+- the stack family (``simcluster/spec/stack.py``), from the config, not the row's name: DeepSpeed's pipeline
+  engine; Megatron-LM 2020 / 2021 (its fp16 optimizer wrapper, ``training.optimizer``); llm-foundry FSDP (ZeRO 3,
+  Composer's decoupled AdamW); torchtitan (``logits_memory: torch_fp32``); flash-attention's GPT (PyTorch AdamW
+  outside Megatron-Core); Megatron-LM 2022-23 (Megatron-Core code paths with its unfused attention, A100);
+  Megatron-Core / NeMo with Transformer Engine 1.x or 2.x (``parallelism.te_version``). The finer release is the
+  validation source;
 - the GPU generation (NVLink generation: 3 Ampere, 4 Hopper, 5 Blackwell), precision, dense / MoE;
 - the year of the run, read from the validation source (a year in its key, NeMo's container YY.MM, else the first
   year its description names; NaN when it names none);
@@ -52,6 +53,7 @@ import residuals
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
+from simcluster.spec.stack import family as stack_family
 from simcluster.studies import validation
 
 # GPU generation by NVLink generation (GpuSpec.nvlink_generation: A100 3, H100/H200 4, B200/GB200/GB300 5)
@@ -73,26 +75,6 @@ LOG_SCALED = {"tp", "pp", "vp", "cp", "dp", "ep", "gpus", "micro_batch", "tokens
               "active_params_b", "host_ratio", "step_s"}
 CATEGORICAL = ("stack", "release", "gpu_gen", "precision", "set")
 CSV_KEYS = ("scenario", "set", "stack", "release", "gpu_gen", "precision", "error", *NUMERIC)
-
-
-def stack_family(scenario) -> str:
-    """The software stack a scenario describes, read from its config (see the module doc)."""
-    p, t = scenario.parallelism, scenario.training
-    if p.pipeline_engine == "deepspeed":
-        return "deepspeed-pipeline"
-    if t.optimizer.startswith("megatron20"):
-        return f"megatron-lm-{t.optimizer.removeprefix('megatron')}"
-    if p.zero_stage == 3 and t.optimizer == "decoupled_adamw":
-        return "llm-foundry-fsdp"
-    if t.logits_memory == "torch_fp32":
-        return "torchtitan"
-    if not p.megatron_core:
-        return "other"
-    if not scenario.megatron_core:
-        return "flash-attn-gpt"
-    if t.attention == "naive":
-        return "megatron-lm-2022-23"
-    return f"mcore-te{p.te_version}"
 
 
 def run_year(source: str, sources: dict[str, str]) -> float:

@@ -117,7 +117,7 @@ def summary_table(summary: dict, memory) -> Table:
          else fmt(summary["checkpoint_interval_s"], SECONDS, 3)),
     ]
     rows += [(f"memory: {label}", fmt(value, BYTES, 3)) for label, value in memory.rows()]
-    rows += [accuracy_card.line(summary["accuracy"])] if summary.get("accuracy") else []
+    rows += accuracy_card.lines(summary["accuracy"]) if summary.get("accuracy") else []
     rows.append(("simulated in", f"{summary['wall_time_s']:.2f} s wall, {summary['events']:,} events"))
     for label, value in rows:
         table.add_row(label, value)

@@ -13,7 +13,7 @@ import pytest
 from scripts_loader import load_script
 
 from simcluster.outcomes import accuracy_card
-from simcluster.spec import config
+from simcluster.spec import config, stack
 from simcluster.studies import validation
 
 TARGET = {"model": "m", "gpu": "h100-sxm", "generation": "hopper", "precision": "fp8", "precision_class": "fp8",
@@ -115,6 +115,103 @@ def test_card_splits_held_out_and_calibration_and_names_the_nearest_runs():
     assert accuracy_card.line(empty)[1] == "no held-out published run in data/accuracy.yaml"
 
 
+# --- the stack (round 22) -----------------------------------------------------------------------------------------
+
+STACKED = {**TARGET, "stack": "llm-foundry-fsdp"}
+
+
+def stacked(name, error, run_set="held-out", stack="llm-foundry-fsdp", **traits):
+    return run(name, error, run_set, stack=stack, **traits)
+
+
+def test_a_stack_with_three_held_out_runs_is_the_basis_even_where_other_stacks_match_closer():
+    # three held-out runs on the stack (two on Ampere, one dense): the stack's runs, widened inside it, beat the four
+    # held-out runs of another stack that match every other trait
+    runs = [stacked("s1", 0.10), stacked("s2", 0.12, generation="ampere"), stacked("s3", 0.14, moe=False),
+            stacked("s-cal", 0.0, "calibration"), *(stacked(f"m{i}", -0.01 * i, stack="mcore-te1") for i in range(4)),
+            stacked("m-cal", 0.01, "calibration", stack="mcore-te1")]
+    keys, chosen = accuracy_card.select(STACKED, runs, by_stack=True)
+    assert keys == ("stack",) and {r["scenario"] for r in chosen} == {"s1", "s2", "s3", "s-cal"}
+    c = accuracy_card.card_of(STACKED, runs, calibrated=["mcore-te1"])
+    assert c["matched_on"] == ["stack"]
+    assert c["basis"] == "llm-foundry FSDP, Ampere and Hopper GPUs, fp8, dense and MoE"
+    assert c["held_out"]["runs"] == 3 and c["held_out"]["median_abs_error"] == pytest.approx(0.12)
+    assert c["stack"] == "llm-foundry-fsdp" and c["stack_calibrated"] is False
+    # the stack is the first trait kept, not the last: with one more run on Hopper the match narrows inside it
+    keys, _ = accuracy_card.select(STACKED, runs + [stacked("s4", 0.2, moe=False)], by_stack=True)
+    assert keys == ("stack", "generation", "precision_class")
+
+
+def test_too_few_held_out_runs_on_the_stack_widen_as_before_and_the_card_says_so():
+    runs = [stacked("s1", 0.10), stacked("s2", 0.12), stacked("s-cal", 0.0, "calibration"),
+            *(stacked(f"m{i}", -0.01 * (i + 1), stack="mcore-te1") for i in range(4))]
+    keys, chosen = accuracy_card.select(STACKED, runs, by_stack=True)
+    assert (keys, chosen) == accuracy_card.select(STACKED, runs)   # the old rule
+    assert keys == ("generation", "precision_class", "moe") and len(chosen) == 7
+    c = accuracy_card.card_of(STACKED, runs, calibrated=["llm-foundry-fsdp"])
+    assert c["basis"] == "Hopper GPUs, fp8, MoE" and c["stack_calibrated"] is True
+    cov = c["stack_coverage"]
+    assert (cov["calibration_runs"], cov["held_out_runs"], cov["matched"]) == (1, 2, False)
+    label, value = accuracy_card.lines(c)[1]
+    assert label == "  stack"
+    assert value == ("llm-foundry FSDP (1 calibration run on this stack; held-out runs on calibrated stacks: median "
+                     "+11.0%, 2 of 2 simulated too fast; the figures above are not only this stack's: it has 2 "
+                     "held-out runs, fewer than 3)")
+
+
+def test_the_card_states_what_held_out_runs_on_uncalibrated_stacks_erred():
+    # held-out runs: two stacks without calibration runs (A, B), one with (C); the figures of an uncalibrated
+    # stack's card are A's and B's runs, signed: median of (+0.02, +0.04, +0.06, -0.01, +0.08) = +0.04, 4 fast
+    runs = [stacked("a1", 0.02, stack="A"), stacked("a2", 0.04, stack="A"), stacked("a3", 0.06, stack="A"),
+            stacked("b1", -0.01, stack="B"), stacked("b2", 0.08, stack="B"),
+            stacked("c1", -0.03, stack="C"), stacked("c2", 0.01, stack="C"), stacked("c-cal", 0.0, "calibration",
+                                                                                      stack="C")]
+    calibrated = sorted({r["stack"] for r in runs if r["set"] == "calibration"})
+    c = accuracy_card.card_of({**STACKED, "stack": "A"}, runs, calibrated=calibrated)
+    alike = c["stack_coverage"]["alike_stacks_held_out"]
+    assert alike["runs"] == 5 and alike["median_error"] == pytest.approx(0.04) and alike["fast_runs"] == 4
+    assert alike["mean_error"] == pytest.approx(0.19 / 5)
+    assert c["matched_on"][0] == "stack" and c["basis"].startswith("A, ")
+    assert accuracy_card.stack_words(c) == ("A (no calibration run on this stack; held-out runs on uncalibrated "
+                                            "stacks: median +4.0%, 4 of 5 simulated too fast)")
+    calibrated_card = accuracy_card.card_of({**STACKED, "stack": "C"}, runs, calibrated=calibrated)
+    assert calibrated_card["stack_coverage"]["alike_stacks_held_out"]["median_error"] == pytest.approx(-0.01)
+    assert calibrated_card["stack_calibrated"] is True
+
+
+def test_a_snapshot_without_stacks_gives_the_card_of_before_round_22(monkeypatch):
+    from simcluster.core import catalog
+
+    old = {"measured_on": "old", "runs": [{k: v for k, v in r.items() if k != "stack"} for r in SNAPSHOT]}
+    load = catalog.load
+    monkeypatch.setattr(catalog, "load", lambda name: old if name == "accuracy" else load(name))
+    scenario = config.load("mpt-7b-8-h100")
+    c = accuracy_card.card(scenario)
+    target = accuracy_card.traits(scenario)
+    keys, chosen = accuracy_card.select(target, old["runs"])   # the rule of round 20
+    assert c["matched_on"] == list(keys) and c["basis"] == accuracy_card.basis_words(target, keys, chosen)
+    assert c["stack"] == "llm-foundry-fsdp" and c["stack_calibrated"] is None and c["stack_coverage"] is None
+    assert accuracy_card.lines(c) == [accuracy_card.line(c)]
+    # a snapshot with calibrated_stacks but an entry without its stack is an old one too
+    mixed = {**old, "calibrated_stacks": ["mcore-te1"]}
+    monkeypatch.setattr(catalog, "load", lambda name: mixed if name == "accuracy" else load(name))
+    assert accuracy_card.card(scenario)["stack_calibrated"] is None
+
+
+@pytest.mark.parametrize("damage", ["calibrated_stacks not a list", "stack not text"])
+def test_a_snapshot_with_malformed_stacks_is_unread(damage, monkeypatch):
+    from simcluster.core import catalog
+
+    good = catalog.load("accuracy")
+    broken = ({**good, "calibrated_stacks": "mcore-te1"} if damage == "calibrated_stacks not a list"
+              else {**good, "runs": [{**good["runs"][0], "stack": 1}] + good["runs"][1:]})
+    load = catalog.load
+    monkeypatch.setattr(catalog, "load", lambda name: broken if name == "accuracy" else load(name))
+    c = accuracy_card.card(config.load("mpt-7b-8-h100"))
+    assert c["unavailable"].startswith("data/accuracy.yaml: ") and accuracy_card.lines(c)[0][1].startswith("unknown")
+    assert len(accuracy_card.lines(c)) == 1
+
+
 @pytest.mark.parametrize(("scenario", "generation", "precision_class", "moe", "style"), [
     ("megatron-1.7b-h100", "hopper", "16-bit", False, "megatron-3d"),
     ("megatron-1.2b-a100-node", "ampere", "16-bit", False, "megatron-3d"),
@@ -126,6 +223,7 @@ def test_card_splits_held_out_and_calibration_and_names_the_nearest_runs():
 def test_traits_of_bundled_scenarios(scenario, generation, precision_class, moe, style):
     t = accuracy_card.traits(config.load(scenario))
     assert (t["generation"], t["precision_class"], t["moe"], t["style"]) == (generation, precision_class, moe, style)
+    assert t["stack"] == stack.family(config.load(scenario))
 
 
 def test_a_custom_gpu_has_no_generation(small_scenario):
@@ -155,6 +253,12 @@ def test_snapshot_traits_are_the_scenarios_traits_today():
     for entry in SNAPSHOT:
         now = accuracy_card.traits(config.load(entry["scenario"]))
         assert {k: entry[k] for k in now} == now, entry["scenario"]
+
+
+def test_snapshot_calibrated_stacks_are_the_calibration_runs_stacks():
+    data = accuracy_card.snapshot()
+    assert accuracy_card.knows_stacks(data)
+    assert data["calibrated_stacks"] == sorted({r["stack"] for r in SNAPSHOT if r["set"] == "calibration"})
 
 
 def test_snapshot_families_are_validation_series():
@@ -190,6 +294,7 @@ def test_write_data_writes_one_entry_per_case_with_its_traits(tables, tmp_path):
     assert first == {"scenario": "megatron-1.7b-h100", "set": "calibration", "family": "f", "error": 0.0527,
                      **accuracy_card.traits(config.load("megatron-1.7b-h100"))}
     assert (second["set"], second["precision_class"], second["error"]) == ("held-out", "fp8", -0.1)
+    assert first["stack"] == "mcore-te1" and data["calibrated_stacks"] == ["mcore-te1"]   # the calibration run's only
 
 
 def test_write_data_refuses_a_case_that_is_no_bundled_scenario(tables, tmp_path, capsys):
@@ -210,11 +315,14 @@ def test_run_reports_the_card_in_its_summary_and_table(cli, write_scenario, smal
     assert code == 0
     summary = json.loads(stdout)
     assert summary["accuracy"] == accuracy_card.card(config.load(path))
-    assert summary["accuracy"]["basis"] == "Hopper GPUs, 16-bit, dense"
+    basis = "Megatron-Core with TE 1.x, Hopper GPUs, 16-bit, dense"
+    assert summary["accuracy"]["basis"] == basis
+    assert summary["accuracy"]["stack"] == "mcore-te1" and summary["accuracy"]["stack_calibrated"] is True
     code, stdout, _ = cli("run", path, "--network", "analytic", "--out", tmp_path / "b")
     held = summary["accuracy"]["held_out"]
-    assert code == 0 and f"expected error ({held['runs']} held-out runs: Hopper GPUs, 16-bit, dense)" in stdout
+    assert code == 0 and f"expected error ({held['runs']} held-out runs: {basis})" in stdout
     assert f"{held['fast_runs']} of {held['runs']} simulated too fast" in stdout
+    assert "Megatron-Core with TE 1.x (" in stdout and "calibration runs on this stack" in stdout
 
 
 @pytest.mark.parametrize("damage", ["missing", "not yaml", "no runs", "entry without error", "zero gpus",
@@ -255,11 +363,46 @@ def test_run_goes_on_with_an_unknown_error_when_the_snapshot_is_missing_or_broke
     assert "unknown: data/accuracy.yaml" in stdout
 
 
-def test_the_default_scenarios_card_is_the_snapshots_hopper_16_bit_dense_held_out_runs():
-    rows = [r for r in SNAPSHOT if r["set"] == "held-out" and r["gpu"].startswith("h100")
+def test_the_default_scenarios_card_is_the_snapshots_megatron_core_hopper_16_bit_dense_held_out_runs():
+    rows = [r for r in SNAPSHOT if r["set"] == "held-out" and r["gpu"].startswith("h100") and r["stack"] == "mcore-te1"
             and r["precision"] in ("bf16", "fp16") and not r["moe"]]
     errors = sorted(abs(r["error"]) for r in rows)
-    c = accuracy_card.card(config.load(None))  # GPT-3 175B, bf16, 1,024 H100
-    assert c["basis"] == "Hopper GPUs, 16-bit, dense" and c["held_out"]["runs"] == len(rows) >= 3
+    c = accuracy_card.card(config.load(None))  # GPT-3 175B, bf16, 1,024 H100, Megatron-Core with TE 1.x
+    assert c["basis"] == "Megatron-Core with TE 1.x, Hopper GPUs, 16-bit, dense"
+    assert c["held_out"]["runs"] == len(rows) >= 3 and c["stack_calibrated"] is True
     assert c["held_out"]["median_abs_error"] == pytest.approx(statistics.median(errors))
     assert c["held_out"]["max_abs_error"] == pytest.approx(errors[-1])
+
+
+def test_without_matching_on_the_stack_the_basis_is_round_20s_and_the_stack_row_stays(monkeypatch):
+    runs = [stacked(f"s{i}", 0.1) for i in range(3)] + [stacked(f"m{i}", -0.1, stack="mcore-te1") for i in range(3)]
+    monkeypatch.setattr(accuracy_card, "MATCH_STACK", False)
+    c = accuracy_card.card_of(STACKED, runs, calibrated=["mcore-te1"])
+    assert c["basis"] == "Hopper GPUs, fp8, MoE" and c["held_out"]["runs"] == 6
+    assert accuracy_card.stack_words(c).endswith("simulated too fast; the figures above are not only this stack's)")
+
+
+# --- scripts/card_check.py: the card against the run it leaves out -----------------------------------------------
+
+def test_card_check_leave_one_out_on_two_stacks_of_opposite_sign():
+    # stack A (calibrated) held-out runs all +10%, stack B (uncalibrated) all -10%, every other trait equal: the
+    # round-20 basis pools both (a run's card: mean +-0.1/7, the wrong sign; miss 0.8/7), the stack basis and the
+    # stack row see only the run's own stack (miss 0)
+    check = load_script("card_check")
+    runs = ([stacked(f"a{i}", 0.1, stack="A") for i in range(4)] + [stacked("a-cal", 0.0, "calibration", stack="A")]
+            + [stacked(f"b{i}", -0.1, stack="B") for i in range(4)])
+    old = check.leave_one_out(runs, None)
+    assert (old["runs"], old["sign_right"], old["within_max"], old["stack_matched"]) == (8, 0, 8, 0)
+    assert old["median_spread"] == pytest.approx(0.0) and old["median_signed"] == pytest.approx(0.8 / 7)
+    assert old["coverage_median_signed"] is None
+    new = check.leave_one_out(runs, ["A"])
+    assert (new["sign_right"], new["within_max"], new["stack_matched"]) == (8, 8, 8)
+    assert new["median_signed"] == pytest.approx(0.0) and new["coverage_median_signed"] == pytest.approx(0.0)
+
+
+def test_card_check_refuses_a_snapshot_without_stacks(tmp_path, capsys):
+    path = tmp_path / "old.yaml"
+    path.write_text("runs: []\n")
+    assert load_script("card_check").main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "calibrated_stacks" in err

@@ -8,8 +8,8 @@ scenarios (no simulation).
   every family is opposite to the slope across families (Simpson's paradox) shows the inside sign in every family;
 - quantile bins never split tied values, all-equal values give one bin, NaN features are left out, the bin medians of
   a known series are its closed-form medians;
-- the year parser, the GEMM intensity closed form (2n / 3b for a square n GEMM of b-byte operands), the stack family
-  read from each stack's config, and a malformed input's one-line error and exit code 2.
+- the year parser, the GEMM intensity closed form (2n / 3b for a square n GEMM of b-byte operands), and a malformed
+  input's one-line error and exit code 2. The stack family rule (simcluster/spec/stack.py): tests/unit/test_stack.py.
 """
 
 import json
@@ -117,16 +117,6 @@ def test_mlp_intensity_closed_form(ef):
     assert ef.mlp_intensity(4096, 4096, 4096, 1.0) == pytest.approx(2 * 4096 / 3)
     # a thin GEMM (m rows much smaller than n = k) approaches m FLOP per byte at 2-byte operands
     assert ef.mlp_intensity(16, 1 << 20, 1 << 20, 2.0) == pytest.approx(16, rel=1e-3)
-
-
-@pytest.mark.parametrize(("name", "stack"), [
-    ("megatron-1.2b-a100-node", "megatron-lm-2020"), ("narayanan2021-1.7b-a100", "megatron-lm-2021"),
-    ("smith2022-mtnlg-530b-280-a100", "deepspeed-pipeline"), ("mpt-7b-8-h100", "llm-foundry-fsdp"),
-    ("torchtitan-llama31-8b-8-h100-fp8-32k", "torchtitan"), ("dao2023-gpt3-1.3b-2k-8-a100", "flash-attn-gpt"),
-    ("korthikanti2022-22b-a100", "megatron-lm-2022-23"), ("nemo2409-gpt3-175b-128-h100-bf16", "mcore-te1"),
-    ("nemo2511-llama3-8b-8-b200-fp8", "mcore-te2")])
-def test_stack_family_from_config(ef, name, stack):
-    assert ef.stack_family(config.load(name)) == stack
 
 
 def test_derived_features_of_a_row(ef):

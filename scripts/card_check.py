@@ -1,0 +1,69 @@
+"""How well the expected-error card (simcluster/outcomes/accuracy_card.py) anticipates a held-out run it has not seen:
+each held-out run of a snapshot gets the card built from every other run, with and without matching on the stack
+(docs/calibration.md "Round 22: the expected-error card names the stack"). Analysis only: nothing is written.
+
+    PYTHONPATH=. python scripts/card_check.py [simcluster/data/accuracy.yaml]
+
+Per basis rule, over the held-out runs: the median and mean of | |error| - the card's median |error| |, the median of
+| error - the card's mean signed error |, how often the card's mean error has the run's sign, how often |error| is
+within the card's max, and how many cards matched on the stack; then the stack row's signed median (held-out runs on
+stacks of the same standing, calibrated or not) as a prediction of the signed error. Error sign as ``validate``:
+simulated / published throughput - 1. A snapshot without stacks (written before round 22): one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from simcluster.outcomes import accuracy_card
+
+
+def leave_one_out(runs: list[dict], calibrated: list[str] | None) -> dict:
+    """The card of each held-out run from the other runs (``calibrated`` None: the rule without the stack)."""
+    held = [r for r in runs if r["set"] == "held-out"]
+    spread, signed, sign, inside, by_stack, coverage = [], [], [], [], 0, []
+    for run in held:
+        others = [r for r in runs if r is not run]
+        card = accuracy_card.card_of(run, others, calibrated=calibrated)
+        figures = card["held_out"]
+        spread.append(abs(abs(run["error"]) - figures["median_abs_error"]))
+        signed.append(abs(run["error"] - figures["mean_error"]))
+        sign.append(bool(np.sign(figures["mean_error"]) == np.sign(run["error"])))
+        inside.append(abs(run["error"]) <= figures["max_abs_error"])
+        by_stack += "stack" in card["matched_on"]
+        if card["stack_coverage"]:
+            coverage.append(abs(run["error"] - card["stack_coverage"]["alike_stacks_held_out"]["median_error"]))
+    return {"runs": len(held), "median_spread": float(np.median(spread)), "mean_spread": float(np.mean(spread)),
+            "median_signed": float(np.median(signed)), "sign_right": sum(sign), "within_max": sum(inside),
+            "stack_matched": by_stack,
+            "coverage_median_signed": float(np.median(coverage)) if coverage else None}
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "simcluster" / "data" / "accuracy.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"error: {path}: cannot be read ({exc})", file=sys.stderr)
+        return 2
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not accuracy_card.knows_stacks(data):
+        print(f"error: {path}: calibrated_stacks: missing (a snapshot written before round 22)", file=sys.stderr)
+        return 2
+    for label, calibrated in (("generation, precision, MoE (round 20)", None),
+                              ("stack first (round 22)", data["calibrated_stacks"])):
+        r = leave_one_out(data["runs"], calibrated)
+        line = (f"{label}: {r['runs']} held-out runs; | |error| - card median | median {r['median_spread']:.2%}, mean "
+                f"{r['mean_spread']:.2%}; | error - card mean | median {r['median_signed']:.2%}; sign right "
+                f"{r['sign_right']}; |error| <= card max {r['within_max']}; matched on the stack {r['stack_matched']}")
+        if r["coverage_median_signed"] is not None:
+            line += f"; | error - stack row's signed median | median {r['coverage_median_signed']:.2%}"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,31 @@
+"""spec/stack.py: the software stack family read from a scenario's config, on one bundled scenario per stack (the
+framework each one's source ran: docs/calibration.md "Round 22: what the held-out error tracks"), the config key that
+decides it (a scenario's name plays no part), and scripts/error_features.py using the same rule (no twin)."""
+
+import pytest
+from scripts_loader import load_script
+
+from simcluster.spec import config, stack
+
+
+@pytest.mark.parametrize(("name", "family"), [
+    ("megatron-1.2b-a100-node", "megatron-lm-2020"), ("narayanan2021-1.7b-a100", "megatron-lm-2021"),
+    ("smith2022-mtnlg-530b-280-a100", "deepspeed-pipeline"), ("mpt-7b-8-h100", "llm-foundry-fsdp"),
+    ("torchtitan-llama31-8b-8-h100-fp8-32k", "torchtitan"), ("dao2023-gpt3-1.3b-2k-8-a100", "flash-attn-gpt"),
+    ("korthikanti2022-22b-a100", "megatron-lm-2022-23"), ("nemo2409-gpt3-175b-128-h100-bf16", "mcore-te1"),
+    ("nemo2511-llama3-8b-8-b200-fp8", "mcore-te2")])
+def test_stack_family_from_config(name, family):
+    assert stack.family(config.load(name)) == family
+    assert stack.name(family) != family or family == "torchtitan"   # every family has words
+
+
+def test_the_config_decides_not_the_name():
+    # the same scenario with torchtitan's fp32 loss memory is torchtitan's, whatever it is called
+    d = config.load("megatron-1.7b-h100").model_dump(mode="json", exclude_none=True)
+    assert stack.family(config.from_dict(d)) == "mcore-te1"
+    d["training"]["logits_memory"] = "torch_fp32"
+    assert stack.family(config.from_dict(d)) == "torchtitan"
+
+
+def test_error_features_uses_the_package_rule():
+    assert load_script("error_features").stack_family is stack.family
