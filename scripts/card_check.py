@@ -23,12 +23,13 @@ from simcluster.outcomes import accuracy_card
 
 
 def leave_one_out(runs: list[dict], calibrated: list[str] | None) -> dict:
-    """The card of each held-out run from the other runs (``calibrated`` None: the rule without the stack)."""
+    """The card of each held-out run from the other runs (``calibrated`` None: the rule without the stack; else the
+    stack-first basis, whatever ``accuracy_card.MATCH_STACK`` is)."""
     held = [r for r in runs if r["set"] == "held-out"]
     spread, signed, sign, inside, by_stack, coverage = [], [], [], [], 0, []
     for run in held:
         others = [r for r in runs if r is not run]
-        card = accuracy_card.card_of(run, others, calibrated=calibrated)
+        card = accuracy_card.card_of(run, others, calibrated=calibrated, match_stack=calibrated is not None)
         figures = card["held_out"]
         spread.append(abs(abs(run["error"]) - figures["median_abs_error"]))
         signed.append(abs(run["error"] - figures["mean_error"]))

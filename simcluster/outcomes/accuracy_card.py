@@ -66,7 +66,7 @@ NEAREST_TRAITS = ("model", "gpu", "style", "precision_class", "moe", "generation
 # the stack-first basis anticipates a run's |error| as well as the round-20 rule (median miss 2.53% against 2.50%) and
 # its signed error worse (4.51% against 3.48%), while the stack row's signed median (calibrated stacks or not) does
 # best (3.29%): the row is shown either way; False gives the round-20 basis with it.
-MATCH_STACK = True
+MATCH_STACK = False
 
 # The snapshot's list of the stacks that have calibration runs (scripts/accuracy_tables.py ``data_text``). A snapshot
 # without it, or with an entry without its ``stack``, is one written before round 22: its card ignores the stack.
@@ -252,12 +252,13 @@ def nearest(target: dict, runs: list[dict], count: int = NEAREST) -> list[dict]:
     return [{"scenario": r["scenario"], "set": r["set"], "error": r["error"]} for r in ranked]
 
 
-def card_of(target: dict, runs: list[dict], measured_on: str = "", calibrated: list[str] | None = None) -> dict:
+def card_of(target: dict, runs: list[dict], measured_on: str = "", calibrated: list[str] | None = None,
+            match_stack: bool | None = None) -> dict:
     """The card of a scenario with ``target`` traits against the snapshot's ``runs``; ``calibrated``: the snapshot's
     calibrated stacks, None for a snapshot that does not record stacks (the card then ignores the stack:
-    ``stack_calibrated`` and ``stack_coverage`` None)."""
+    ``stack_calibrated`` and ``stack_coverage`` None); ``match_stack``: the basis rule, None for ``MATCH_STACK``."""
     by_stack = calibrated is not None
-    keys, chosen = select(target, runs, by_stack and MATCH_STACK)
+    keys, chosen = select(target, runs, by_stack and (MATCH_STACK if match_stack is None else match_stack))
     return {"basis": basis_words(target, keys, chosen), "matched_on": list(keys), "traits": target,
             "held_out": figures([r["error"] for r in chosen if r["set"] == "held-out"]),
             "calibration": figures([r["error"] for r in chosen if r["set"] == "calibration"]),
