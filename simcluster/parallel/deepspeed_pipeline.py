@@ -88,6 +88,7 @@ from __future__ import annotations
 import dataclasses
 
 from simcluster.parallel import memory
+from simcluster.parallel.memory import uses_bf16_optimizer  # the memory model counts its states by it
 from simcluster.workload import kernels, optimizer_step
 from simcluster.workload.ops import Op
 
@@ -135,11 +136,6 @@ BF16_STEP_BYTES_PER_PARAM = (4 + 4) + 4 + 4
 # the updated partitions with dist.all_gather into a list of shards, which ProcessGroupNCCL copies out of its own
 # flattened buffer (ALLGATHER_COPY_OUT_BYTES_PER_BYTE): one read and one write of every parameter
 BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM = ALLGATHER_COPY_OUT_BYTES_PER_BYTE * 2
-
-
-def uses_bf16_optimizer(precision: str, grad_dtype: str) -> bool:
-    """Whether DeepSpeed trains with its BF16_Optimizer: bf16 with fp32 gradients (its fp32 ``hp_grad``s)."""
-    return precision == "bf16" and grad_dtype == "fp32"
 
 
 def accumulation_bytes_per_param(precision: str, grad_dtype: str) -> float:

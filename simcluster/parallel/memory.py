@@ -57,6 +57,18 @@ if TYPE_CHECKING:
 # (Adam m, v).
 MIXED_PRECISION_STATE_BYTES = {"weights": 2, "gradients": 2, "optimizer": 12}
 FP32_STATE_BYTES = {"weights": 4, "gradients": 4, "optimizer": 8}
+# DeepSpeed's BF16_Optimizer (deepspeed/runtime/bf16_optimizer.py, 2022; the path of pipeline_engine: deepspeed with
+# bf16 and fp32 gradients, BLOOM 176B and the MT-NLG rows), what it holds per parameter of a rank, read from
+# _setup_for_real_optimizer: the bf16 parameters flattened into one buffer (bf16_groups_flat, 2 B, whole); an fp32
+# gradient buffer as long as that whole buffer (fp32_groups_gradients_flat = torch.zeros_like(bf16_groups_flat,
+# dtype=torch.float32), 4 B, not partitioned: "4bytes x params and it's not sharded", BigScience's prequel); the fp32
+# master weights of this rank's partition only (fp32_groups_flat_partition, 4 B / dp) and the Adam moments the wrapped
+# optimizer keeps for that partition (8 B / dp); and the bf16 ``.grad`` autograd makes in each backward (2 B, whole):
+# the pipeline engine's _exec_backward_pass calls clear_lp_grads() before the backward and
+# update_hp_grads(clear_lp_grads=False) after it (the last stage through BF16_Optimizer.backward, the same pair), so the
+# bf16 gradients live from one backward to the next, through the forwards between. In all 2 + 2 + 4 + 12 / dp B, where
+# DeepSpeed's fp16 ZeRO-1 path (gradients accumulated in fp16 by autograd) holds 2 + 2 + 12 / dp.
+BF16_OPTIMIZER_LP_GRAD_BYTES = 2
 
 # Fixed per-GPU overhead outside the model (assumption, stated): CUDA context and kernel images (~0.5-1 GiB on
 # Hopper with lazy loading), cuBLAS/cuDNN workspaces (tens of MiB), NCCL buffers of the tp/pp/dp/cp
@@ -310,6 +322,26 @@ def optimizer_state_bytes_per_param(precision: str, optimizer_name: str = "adam"
     workload.optimizer_step (12 B; 10 with the precision-aware optimizer's 16-bit master-weight remainders)."""
     per = state_bytes_per_param(precision)
     return per["optimizer"] if per is FP32_STATE_BYTES else optimizer_step.state_bytes_per_param(optimizer_name)
+
+
+def uses_bf16_optimizer(precision: str, grad_dtype: str) -> bool:
+    """Whether DeepSpeed trains with its BF16_Optimizer: bf16 with fp32 gradients (its fp32 ``hp_grad``s)."""
+    return precision == "bf16" and grad_dtype == "fp32"
+
+
+def gradient_bytes_per_param(scenario: Scenario) -> float | None:
+    """Bytes per parameter of the gradients a rank holds through the step, before ZeRO's sharding; None for fp32
+    training's (``state_bytes_per_param``). The reduce dtype's buffer (Megatron-LM's main gradients, DeepSpeed's
+    fp32 ``hp_grad``s or 16-bit ``.grad``), and under DeepSpeed's BF16_Optimizer also the bf16 ``.grad``s it keeps
+    between backward passes (``BF16_OPTIMIZER_LP_GRAD_BYTES``). Megatron-LM's engine keeps none: its
+    gradient-accumulation fusion writes the weight gradients straight into the fp32 main gradients."""
+    p, t = scenario.parallelism, scenario.training
+    if state_precision(t) in ("fp32", "tf32"):
+        return None
+    held = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    if p.pipeline_engine == "deepspeed" and uses_bf16_optimizer(t.precision, p.grad_reduce_dtype):
+        held += BF16_OPTIMIZER_LP_GRAD_BYTES
+    return held
 
 
 def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
@@ -764,7 +796,7 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
     shard = shard_for(scenario)
     params = stage_params(m, p.tp, p.pp, stage, p.virtual_stages, p.layers_per_stage)
     states = state_precision(t)
-    grad_bytes = None if states in ("fp32", "tf32") else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    grad_bytes = gradient_bytes_per_param(scenario)
     weights, gradients, optimizer = _state_bytes(params, states, p.zero_stage, p.dp * p.cp, grad_bytes,
                                                  t.optimizer)
     per_moe_layer = 0.0
