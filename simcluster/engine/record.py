@@ -95,7 +95,7 @@ class SymmetryCheck:
     collapsed: bool
     held_back_classes: int | None
     held_back_s: float | None
-    # the end of a run the exact one cannot beat (``merge.lower_bound_step_s``, all steps); None: not computed
+    # the end of a run the exact one cannot beat (``simulation.lower_bound_step_s``, all steps); None: not computed
     lower_bound_end_s: float | None = None
 
 

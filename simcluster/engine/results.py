@@ -203,7 +203,8 @@ def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dic
                 f"exact run saves, not a proof); "
                 + ("" if lower_s is None else
                    f"the exact step is at least {fmt(lower_s, SECONDS, 4)} ({lower_pct:.2f}% below this one: every "
-                   f"transfer at its fastest replica's time alone on the fabric, a lower bound); ")
+                   f"transfer at its fastest replica's time alone on the fabric: a lower bound as far as the engine "
+                   f"is monotone); ")
                 + ("run with --expand for the exact figure" if collapsed else "merge=NO_MERGE gives the reference"))
     return {"collapsed": collapsed, "exact": exact, "held_back_classes": check.held_back_classes,
             "bound_s": bound_s, "bound_pct": bound_pct, "lower_bound_s": lower_s, "lower_bound_pct": lower_pct,

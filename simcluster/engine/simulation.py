@@ -591,11 +591,15 @@ def lower_bound_step_s(scenario, steps: int, fabric=None) -> float:
     """A step time the exact run (``--expand``: one agent per GPU, every transfer its own class, the flow model)
     cannot beat: the collapsed run again with the analytic model's ``fastest_part`` relaxation, in which every
     transfer class completes when its fastest part would alone on the fabric (``network.analytic``). Max-min sharing
-    never gives a transfer more than its own bottleneck, so no transfer of the exact run ends sooner than its part
-    alone, and a representative that moves when its earliest replica could moves no later than any replica; the
-    bound holds as far as the engine is monotone (a transfer ending sooner never makes any event later: the step's
-    schedule is a fixed program per GPU, and communication beside compute only slows it). Not a bound for a run
-    with ``variability`` (draws per agent differ between collapsed and expanded runs) or several jobs."""
+    never gives a transfer more than its own bottleneck, so no part of the exact run completes sooner than alone
+    (with its quickest pair's latency: ``AnalyticNetwork._fastest_part_s``), and a representative that moves when its
+    earliest replica could moves no later than any replica; the bound holds as far as the engine is monotone (a
+    transfer ending sooner never makes any event later: the step's schedule is a fixed program per GPU, and
+    communication beside compute only slows it; a rank whose own pair of a part ends first waits for the part's
+    other ranks at its next tensor-parallel collective). Known exception, off by default: ``launch_order``
+    (interference.yaml), whose wait is skipped for a collective issued at the instant a block starts. Checked
+    against the expanded reference on adversarial ECMP cases (tests/unit/test_round22_collapse.py). Not a bound for
+    a run with ``variability`` (draws per agent differ between collapsed and expanded runs) or several jobs."""
     sim = Simulation(scenario, "analytic", fabric=fabric, check_memory=False)
     sim.model.fastest_part = True
     return float(sim.run(steps).summary["step_time_s"])
