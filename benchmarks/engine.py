@@ -83,7 +83,9 @@ MIN_TIMEOUT_S = 120
 # below (`simcluster run` of the same scenarios on the tree of that change)
 MAIN_STEP_S = {"llama3-405b-16384": 12.152961192515832, "llama3-405b-16k-h100": 7.307791695110407,
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)
-               "llama3-405b-16384-expanded": 12.152961192515832}
+               "llama3-405b-16384-expanded": 12.152961192515832,
+               # the exact hash-ECMP run, as before round 22's faster components (367 s of CPU then; same step)
+               "megascale-768-ecmp-expanded": 2.9557192929192326}
 
 
 @dataclass
