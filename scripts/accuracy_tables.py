@@ -54,8 +54,9 @@ class InputError(Exception):
     """Bad input, reported as one line with exit code 2."""
 
 
-def load_cases(path: str) -> list[dict]:
-    """The cases of one ``validate --json`` file, each checked for the fields the tables read."""
+def load_cases(path: str | Path, fields: dict = CASE_FIELDS) -> list[dict]:
+    """The cases of one ``validate --json`` file, each checked for ``fields`` ({name: type}; the tables' by default,
+    other scripts name theirs): InputError, one line naming the field, otherwise."""
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -66,7 +67,7 @@ def load_cases(path: str) -> list[dict]:
     if not isinstance(cases, list) or not cases:
         raise InputError(f"{path}: expected an object with a non-empty list 'cases' (validate --json)")
     for index, case in enumerate(cases):
-        for field, kind in CASE_FIELDS.items():
+        for field, kind in fields.items():
             value = case.get(field) if isinstance(case, dict) else None
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise InputError(f"{path}: cases[{index}].{field}: missing or not a {_kind_name(kind)}")

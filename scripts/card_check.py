@@ -13,6 +13,7 @@ simulated / published throughput - 1. A snapshot without stacks (written before 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -44,14 +45,24 @@ def leave_one_out(runs: list[dict], calibrated: list[str] | None) -> dict:
             "coverage_median_signed": float(np.median(coverage)) if coverage else None}
 
 
+DEFAULT_SNAPSHOT = Path(__file__).resolve().parents[1] / "simcluster" / "data" / "accuracy.yaml"
+
+
 def main(argv: list[str]) -> int:
-    path = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "simcluster" / "data" / "accuracy.yaml"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("snapshot", nargs="?", type=Path, default=DEFAULT_SNAPSHOT,
+                        help="an accuracy snapshot (accuracy_tables.py --write-data); default the bundled one")
+    path = parser.parse_args(argv).snapshot
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"error: {path}: cannot be read ({exc})", file=sys.stderr)
+        data = accuracy_card.checked(yaml.safe_load(path.read_text()), str(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())   # a YAML error spans lines: one line
+        print(f"error: {path}: cannot be read ({reason})", file=sys.stderr)
         return 2
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not accuracy_card.knows_stacks(data):
+    except accuracy_card.SnapshotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not accuracy_card.knows_stacks(data):
         print(f"error: {path}: calibrated_stacks: missing (a snapshot written before round 22)", file=sys.stderr)
         return 2
     for label, calibrated in (("generation, precision, MoE (round 20)", None),

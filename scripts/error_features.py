@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import re
 import sys
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import residuals
+from accuracy_tables import InputError, load_cases
 
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
@@ -139,10 +139,7 @@ def mark_coverage(rows: list[dict]) -> list[dict]:
 
 # ---- analysis on plain rows (dicts with "error", "set", "stack" and the features) ----
 
-def column(rows: list[dict], key: str) -> np.ndarray:
-    return np.array([float(r.get(key, math.nan)) for r in rows])
-
-
+column = residuals.column
 spearman = residuals.spearman
 
 
@@ -332,10 +329,7 @@ def report(rows: list[dict], strongest: int = 12) -> list[str]:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    def cell(value) -> str:
-        return f"{value:.6g}" if isinstance(value, float) else str(value)
-    path.write_text("\n".join([",".join(CSV_KEYS)] + [",".join(cell(r.get(k, "")) for k in CSV_KEYS)
-                                                      for r in rows]) + "\n")
+    residuals.write_csv(rows, path, CSV_KEYS)
 
 
 def plot(rows: list[dict], features: list[str], path: Path) -> None:
@@ -379,18 +373,13 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+# the fields of a validate --json case this script reads (residuals.load_rows), checked by accuracy_tables.load_cases
+CASE_FIELDS = {"scenario": str, "source": str, "family": str, "error": (int, float), "step_time_s": (int, float)}
+
+
 def check_cases(path: Path) -> None:
     """One-line error naming the field when a validate output lacks what this script reads."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ScenarioError(str(path), f"not a readable validate --json output ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-        raise ScenarioError(f"{path}: cases", "missing: expected a validate --json output")
-    for i, case in enumerate(data["cases"]):
-        for field in ("scenario", "source", "family", "error", "step_time_s"):
-            if field not in case:
-                raise ScenarioError(f"{path}: cases[{i}].{field}", "missing")
+    load_cases(path, CASE_FIELDS)
 
 
 def main(argv: list[str]) -> int:
@@ -406,7 +395,7 @@ def main(argv: list[str]) -> int:
         for path in (args.cal_json, args.ho_json):
             check_cases(path)
         rows = load(args.cal_json, args.ho_json, args.cache)
-    except ScenarioError as err:
+    except (InputError, ScenarioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n".join(report(rows)))

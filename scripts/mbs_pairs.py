@@ -20,10 +20,12 @@ rule it out. Nothing is fitted or written back.
 
 from __future__ import annotations
 
-import json
+import argparse
 import re
 import sys
 from dataclasses import dataclass
+
+from accuracy_tables import InputError, load_cases
 
 from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
@@ -74,18 +76,17 @@ def per_layer_microbatch_s(small: Row, large: Row) -> float:
     return missing / (small.max_layers * (small.microbatches - large.microbatches))
 
 
+# the fields of a validate --json case this script reads, checked by accuracy_tables.load_cases
+CASE_FIELDS = {"scenario": str, "error": (int, float), "step_time_s": (int, float)}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: mbs_pairs.py HELD_OUT.json", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("held_out_json", help="a simcluster validate --held-out --json output")
+    args = parser.parse_args(argv)
     try:
-        with open(argv[0]) as fh:
-            cases = json.load(fh)["cases"]
-        rows = [row(c) for c in cases if MBS.search(c["scenario"])]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        print(f"mbs_pairs: {argv[0]}: cannot read a validate --json output ({err})", file=sys.stderr)
-        return 2
-    except ScenarioError as err:
+        rows = [row(c) for c in load_cases(args.held_out_json, CASE_FIELDS) if MBS.search(c["scenario"])]
+    except (InputError, ScenarioError) as err:
         print(f"mbs_pairs: {err}", file=sys.stderr)
         return 2
     print(f"{'twins (small / large micro batch)':64} {'tp':>3} {'L':>3} {'m':>9} {'published s':>17} "

@@ -19,6 +19,7 @@ and layout, layers split evenly (one node: no network).
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 import sys
@@ -59,9 +60,7 @@ def scenario_dict(layers: int, nodes: int, pp: int, dp: int, micro_batch: int, b
 
 
 def main(argv: list[str]) -> int:
-    if argv:
-        print("usage: prequel_layouts.py (no arguments)", file=sys.stderr)
-        return 2
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)   # --help; no arguments
     rows: dict[tuple, list[Row]] = {}
     for label, layers, nodes, pp, dp, mbs, batch, published in RUNS:
         summary = simulate(config.from_dict(scenario_dict(layers, nodes, pp, dp, mbs, batch))).summary

@@ -300,10 +300,10 @@ CSV_KEYS = ("scenario", "set", "stack", "gpu", "precision", "error", "missing_ms
             "gap_ms", "pipe_ms", "gap_us_needed", "pipe_us_needed", *[k for k in NUMERIC if k != "step_s"])
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+def write_csv(rows: list[dict], path: Path, keys: tuple[str, ...] = CSV_KEYS) -> None:
     def cell(value) -> str:
         return f"{value:.6g}" if isinstance(value, float) else str(value)
-    lines = [",".join(CSV_KEYS)] + [",".join(cell(r.get(k, "")) for k in CSV_KEYS) for r in rows]
+    lines = [",".join(keys)] + [",".join(cell(r.get(k, "")) for k in keys) for r in rows]
     path.write_text("\n".join(lines) + "\n")
 
 

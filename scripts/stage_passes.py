@@ -21,6 +21,7 @@ import sys
 
 import yaml
 
+from simcluster.core.errors import ScenarioError
 from simcluster.parallel.layout import split_layers
 from simcluster.spec import config
 from simcluster.workload import kernels
@@ -100,7 +101,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--attention", default=None, help="run with this attention kernel instead (a what-if)")
     args = parser.parse_args(argv)
     for name in args.scenarios:
-        print("\n".join(report(name, args.attention)))
+        try:
+            lines = report(name, args.attention)
+        except ScenarioError as err:
+            print(f"error: {name}: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(lines))
     return 0
 
 

@@ -126,23 +126,29 @@ def snapshot() -> dict:
         raise SnapshotError(f"data/accuracy.yaml: cannot be read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise SnapshotError(f"data/accuracy.yaml: not YAML ({str(exc).splitlines()[0]})") from None
+    return checked(data)
+
+
+def checked(data, where: str = "data/accuracy.yaml") -> dict:
+    """``data`` if it is a snapshot as ``snapshot`` describes it (``where`` names it in the error); SnapshotError,
+    one line, otherwise. Also for a snapshot read from another file (scripts/card_check.py)."""
     runs = data.get("runs") if isinstance(data, dict) else None
     if not isinstance(runs, list):
-        raise SnapshotError("data/accuracy.yaml: no list of runs")
+        raise SnapshotError(f"{where}: no list of runs")
     required = frozenset(ENTRY_KEYS)
     for index, entry in enumerate(runs):
         if not (isinstance(entry, dict) and required <= entry.keys() and _finite(entry["error"])
                 and _finite(entry["gpus"]) and entry["gpus"] > 0
                 and _finite(entry["gflop_per_token"]) and entry["gflop_per_token"] > 0
                 and type(entry["moe"]) is bool and all(type(entry[k]) is str for k in TEXT_KEYS)):
-            raise SnapshotError(f"data/accuracy.yaml: runs[{index}] lacks one of {', '.join(ENTRY_KEYS)} or has a "
+            raise SnapshotError(f"{where}: runs[{index}] lacks one of {', '.join(ENTRY_KEYS)} or has a "
                                 "non-finite error, a non-positive gpus or gflop_per_token, a moe not true/false or "
                                 "another trait not text")
         if "stack" in entry and type(entry["stack"]) is not str:
-            raise SnapshotError(f"data/accuracy.yaml: runs[{index}].stack: not text")
+            raise SnapshotError(f"{where}: runs[{index}].stack: not text")
     calibrated = data.get(CALIBRATED_STACKS)
     if calibrated is not None and not (isinstance(calibrated, list) and all(type(s) is str for s in calibrated)):
-        raise SnapshotError(f"data/accuracy.yaml: {CALIBRATED_STACKS}: not a list of stack names")
+        raise SnapshotError(f"{where}: {CALIBRATED_STACKS}: not a list of stack names")
     return data
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from functools import cache
 
 from simcluster.core import catalog
-from simcluster.workload.ops import Op, _memory
+from simcluster.workload.ops import Op
 
 SORT_MAP = "moe_sort_map"
 # The grouped expert GEMMs (Transformer Engine GroupedLinear calls, ``Op.batch`` = local experts) and the phases in
@@ -39,7 +39,8 @@ def sort_map_ops(rows: float) -> list[Op]:
     """The row-map kernels of one fused chunk sort in the forward (data/moe.yaml ``chunk_sort_map_kernels``), each
     writing an int32 per one of the ``rows`` it sorts."""
     table = _constants()
-    return [_memory(SORT_MAP, 0.0, table["chunk_sort_map_bytes_per_row"] * rows)] * table["chunk_sort_map_kernels"]
+    op = Op(SORT_MAP, "memory", 0.0, float(table["chunk_sort_map_bytes_per_row"] * rows))
+    return [op] * table["chunk_sort_map_kernels"]
 
 
 def grouped_linear_host_s(op: Op, phase: str) -> float:

@@ -261,6 +261,9 @@ def test_snapshot_calibrated_stacks_are_the_calibration_runs_stacks():
     data = accuracy_card.snapshot()
     assert accuracy_card.knows_stacks(data)
     assert data["calibrated_stacks"] == sorted({r["stack"] for r in SNAPSHOT if r["set"] == "calibration"})
+    # and, independent of the snapshot, the stack rule on validation.yaml's calibration scenarios
+    from simcluster.spec import stack
+    assert data["calibrated_stacks"] == sorted({stack.family(config.load(c["scenario"])) for c in validation.cases()})
 
 
 def test_snapshot_families_are_validation_series():

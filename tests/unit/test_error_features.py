@@ -132,7 +132,8 @@ def test_derived_features_of_a_row(ef):
 
 def test_malformed_input_one_line_exit_2(ef, tmp_path, capsys):
     good = tmp_path / "cal.json"
-    good.write_text(json.dumps({"cases": []}))
+    good.write_text(json.dumps({"cases": [{"scenario": "x", "source": "y", "family": "z", "step_time_s": 1.0,
+                                           "error": 0.1}]}))
     bad = tmp_path / "ho.json"
     bad.write_text(json.dumps({"cases": [{"scenario": "x", "source": "y", "family": "z", "step_time_s": 1.0}]}))
     assert ef.main([str(good), str(bad), "--cache", str(tmp_path / "c.json")]) == 2

@@ -9,7 +9,7 @@ import pytest
 
 from simcluster.spec import hardware, model
 from simcluster.workload import host_dispatch, kernels, moe, moe_host
-from simcluster.workload.ops import Shard, _memory
+from simcluster.workload.ops import Op, Shard
 
 # pytorch/pytorch#189573, one benchmark of a 13-tensor-input autograd.Function on one host: 20.672 us median against
 # 3.232 us for the body called directly, the upper bound of the price of an input with all of it on the inputs; the
@@ -92,7 +92,7 @@ def test_after_a_host_sync_the_first_grouped_gemm_exposes_its_whole_host_time(gp
     te.Linear 2.71x torch's, 15 extra experts x 2 arguments x 0.54 us."""
     spec, shard = _spec(experts=128), Shard(seq_len=4096, micro_batch=1, tp=1)
     (up,) = _named(moe.moe_block(spec, shard, ep=8).forward, "expert_up")
-    sync = _memory(kernels.HOST_SYNC, 0.0, 0.0)
+    sync = Op(kernels.HOST_SYNC, "memory", 0.0, 0.0)
     gpu = hardware.gpu(gpu_name)
     ratio = {"h100-sxm": 1.0, "gb200": 2.75}[gpu_name]
     host_s = ratio * (13.5e-6 + 13.5e-6 * (2.71 - 1) + 15 * 2 * PER_TENSOR_ARG_S)

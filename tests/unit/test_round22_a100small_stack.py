@@ -58,4 +58,5 @@ def test_the_missing_term_was_the_attention_core(size):
     assert abs(sum(naive) / sum(profiled_ms) - 1) < 0.05       # -2.7 / -0.7 / +1.7 / +2.8%
     assert 0.72 < sum(flash) / sum(profiled_ms) < 0.95         # -25 / -12 / -9 / -6%
     assert naive[2] == pytest.approx(flash[2])                 # W: the weight-gradient GEMMs alone
-    assert 0.0 < naive[2] / profiled_ms[2] - 1 < 0.08          # +3 / +2 / +7 / +6%: the model's GEMMs not fast
+    # within 8% either way (+3 / +2 / +7 / +6% now): no GEMM shortfall; a model nearer T_W must still pass
+    assert abs(naive[2] / profiled_ms[2] - 1) < 0.08

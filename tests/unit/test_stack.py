@@ -5,7 +5,7 @@ decides it (a scenario's name plays no part), and scripts/error_features.py usin
 import pytest
 from scripts_loader import load_script
 
-from simcluster.spec import config, stack
+from simcluster.spec import config, jobs, stack
 
 
 @pytest.mark.parametrize(("name", "family"), [
@@ -29,3 +29,34 @@ def test_the_config_decides_not_the_name():
 
 def test_error_features_uses_the_package_rule():
     assert load_script("error_features").stack_family is stack.family
+
+
+# The stack each publication's runs used, by the prefix the bundled scenario names carry (the source's framework,
+# docs/calibration.md "Round 22: what the held-out error tracks"): an independent check of the config rule, which
+# never reads the name. Sources whose runs span stacks (NVIDIA's pages across TE 1 and 2) are left out.
+SOURCE_STACK = {"bigscience": "deepspeed-pipeline", "smith2022": "deepspeed-pipeline", "dao2023": "flash-attn-gpt",
+                "mpt": "llm-foundry-fsdp", "torchtitan": "torchtitan", "narayanan2021": "megatron-lm-2021",
+                "megatronlm": "megatron-lm-2021", "korthikanti2022": "megatron-lm-2022-23", "nemo2407": "mcore-te1",
+                "nemo2409": "mcore-te1", "nemo2509": "mcore-te2", "nemo2511": "mcore-te2"}
+
+
+def _bundled_scenarios():
+    """Every bundled training scenario: each single-job file, and each job of a jobs file."""
+    for name in config.bundled_names():
+        if jobs.is_jobs_file(name):
+            yield from ((f"{name}/{job.name}", job.scenario) for job in jobs.load(name).jobs)
+        else:
+            yield name, config.load(name)
+
+
+def test_every_bundled_scenario_has_a_named_stack():
+    seen = {}
+    for name, scenario in _bundled_scenarios():
+        seen[name] = stack.family(scenario)
+        assert seen[name] in stack.NAMES and seen[name] != "other", name
+        source = name.split("-")[0]
+        if source in SOURCE_STACK:
+            assert seen[name] == SOURCE_STACK[source], name
+    assert len(seen) > len(SOURCE_STACK)
+    # every family the rule knows, but 'other', describes at least one bundled scenario
+    assert set(seen.values()) == set(stack.NAMES) - {"other"}
