@@ -12,8 +12,9 @@ Sources (each figure below is copied from them, not from the scenarios):
   --num-layers-per-virtual-pipeline-stage per size; examples/sc21/CONFIG.sh (stored fork OpenGPTX/Megatron-LM
   6b27e3ad): --fp16 --loss-scale 8192, --seq-length 2048.
 - Korthikanti et al. 2022 (arXiv 2205.05198): Table 3 (layouts), section 6 ("three interleaving stages (m = 3) for
-  the 175B and 530B models", s = 2048, v = 51200, "no data parallelism"), Table 5 (iteration times, MFU), section
-  6.3 (530B at 8-way data parallelism: 39.15 s, MFU 54.2%).
+  the 175B and 530B models", s = 2048, v = 51200, "no data parallelism"), Table 4 (one 22B layer's forward and
+  backward in five configurations, ms), Table 5 (iteration times, MFU), section 6.3 (530B at 8-way data parallelism:
+  39.15 s, MFU 54.2%).
 - torchtitan benchmarks/llama3_h100_202412_torchtitan.md (31a17bfd): Tables 2, 4 and 5 (layouts, local batch,
   activation checkpointing, async TP, memory).
 """
