@@ -2,7 +2,7 @@
 pipeline step beyond its passes"). Held-out diagnosis only: nothing here sets a constant.
 
 - The vocabulary-parallelism artifact's ``exp_one_host.csv`` (NVIDIA/Megatron-LM fork, commit 4f7d3910; no header)
-  prints for each 8-GPU run its step (ms, 7th column), the artifact's FLOP over that step and GPUs as TFLOP/s, and the
+  prints for each 8-GPU run its step (ms, 21st column), the artifact's FLOP over that step and GPUs as TFLOP/s, and the
   per-stage forward / backward passes. Its TFLOP/s column is exactly the artifact's FLOP over its step; Table 5's MFU
   of the four Baseline rows is that throughput over 320 TFLOP/s to the last printed digit (over 312, the artifact's
   DEVICE_TFLOPS, it would be 2.56% higher). So Table 5's steps are the csv's steps, and the held-out step_time_s
