@@ -9,13 +9,16 @@ pass unseen:
   over the stages (the embedding on the first, the output layer on the last); untied embeddings (section 6.1).
 - Table 5 (Appendix F), Baseline: MFU and peak memory. The artifact's FLOP (sail-sg/VocabularyParallelism
   artifact/quick_exp.sh): 3 (2 B s h V + l (8 B s h^2 + 4 B s^2 h + 4 B s h f)) with B = 128 and f = 4h, over MFU x
-  GPUs x 312 TFLOP/s, is the row's step time; simcluster's model FLOP of each scenario is exactly that count.
+  GPUs x 320 TFLOP/s, is the row's step time; simcluster's model FLOP of each scenario is exactly that count. 320, not
+  the artifact's DEVICE_TFLOPS 312 (the rows' first conversion): Table 5's MFU is the artifact csv's throughput over
+  320 TFLOP/s to the last printed digit, so on the four 8-GPU rows the csv covers the held-out step is the csv's own
+  step within print precision (docs/calibration.md, "Round 23: the vocabpar2024 steps at 320 TFLOP/s (applied)").
 - The attention: Table 5's Baseline peak memory is FlashAttention's activation count (34h bytes a token and layer,
   no s x s scores) plus 16 B a parameter on the first stage (8 / 16 / 32 microbatches in flight), within 0.96-0.99;
   the unfused attention's count (Korthikanti et al.'s 5as term) would be 1.6-4.6x it. So the scenarios run
   ``attention: flash`` (the artifact's --use-flash-attn).
 - The artifact's per-stage forward and backward times of the four 8-GPU rows (artifact/exp_one_host.csv, us a
-  microbatch): their 1F1B cost, 128 x the slowest stage + the other stages once, is 0.96-0.98 of the published step
+  microbatch): their 1F1B cost, 128 x the slowest stage + the other stages once, is 0.988-1.000 of the published step
   (the optimizer step and the exchanges are the rest), so they describe these runs.
 """
 
@@ -27,7 +30,10 @@ from simcluster.studies import validation
 
 HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
 SOURCE = "vocabpar2024_megatron"
-MICROBATCHES, A100_PEAK = 128, 312e12  # the artifact's DEVICE_TFLOPS=312
+MICROBATCHES = 128
+# the peak Table 5's MFU is over: its four 8-GPU rows are the csv's throughput (CSV_STEP) over 320 TFLOP/s (below);
+# the artifact's scripts divide by DEVICE_TFLOPS=312, the rows' first conversion
+TABLE_5_PEAK, ARTIFACT_PEAK = 320e12, 312e12
 # Table 1: GPUs -> (layers, heads, hidden, size)
 TABLE_1 = {8: (32, 24, 3072, "4b"), 16: (48, 32, 4096, "10b"), 32: (64, 40, 5120, "21b")}
 # Table 5, Baseline: (GPUs, sequence, vocabulary) -> (MFU %, peak memory GB as the artifact prints it: MiB / 1024)
@@ -48,6 +54,11 @@ CSV_PASSES = {
                     [47648, 46570, 46361, 46502, 46310, 46298, 46179, 56466]),
     (4096, 256000): ([24223, 23749, 23346, 23621, 23470, 23433, 23650, 76548],
                      [50416, 45615, 45146, 45292, 45518, 45198, 45715, 106804])}
+# artifact/exp_one_host.csv (no header), Baseline ("fullpp_base_dp1_pp8_tp1_v*_s*") rows: (sequence, vocabulary) ->
+# (step ms, its 21st column; TFLOP/s, the artifact's FLOP over that step and the 8 GPUs)
+CSV_STEP = {(2048, 32000): (5489.9, 147.72), (2048, 64000): (6409.5, 129.54), (2048, 128000): (8202.6, 105.94),
+            (2048, 256000): (11722.2, 80.72), (4096, 32000): (11825.4, 150.55), (4096, 64000): (13577.1, 133.97),
+            (4096, 128000): (16932.2, 111.99), (4096, 256000): (23959.4, 85.60)}
 
 
 def artifact_flop(p: int, s: int, v: int) -> float:
@@ -58,7 +69,7 @@ def artifact_flop(p: int, s: int, v: int) -> float:
 
 
 def published_step(p: int, s: int, v: int) -> float:
-    return artifact_flop(p, s, v) / (TABLE_5[(p, s, v)][0] / 100 * p * A100_PEAK)
+    return artifact_flop(p, s, v) / (TABLE_5[(p, s, v)][0] / 100 * p * TABLE_5_PEAK)
 
 
 def test_round_23_rows_are_held_out_with_their_source():
@@ -74,12 +85,31 @@ def test_step_time_is_table_5s_mfu_of_the_artifacts_flop(name):
     assert HELD_OUT[name]["step_time_s"] == pytest.approx(published_step(*ROWS[name]), rel=1e-4)
 
 
+@pytest.mark.parametrize(("s", "v"), sorted(CSV_PASSES))
+def test_table_5s_mfu_is_the_csv_throughput_over_320_tflops(s, v):
+    """Source against source: Table 5 prints MFU to 0.01 points; the csv's throughput over 320 TFLOP/s is it within
+    that rounding (measured within 0.005 points), over the artifact's 312 it is 2.56% higher on every row."""
+    tflops, mfu = CSV_STEP[(s, v)][1], TABLE_5[(8, s, v)][0]
+    assert 100 * tflops * 1e12 / TABLE_5_PEAK == pytest.approx(mfu, abs=0.005 + 0.005 * 100 / 320)
+    assert 100 * tflops * 1e12 / ARTIFACT_PEAK / mfu == pytest.approx(TABLE_5_PEAK / ARTIFACT_PEAK, rel=3e-4)
+
+
+@pytest.mark.parametrize(("s", "v"), sorted(CSV_PASSES))
+def test_held_out_step_is_the_csvs_step(s, v):
+    """The four 8-GPU rows: the held-out step equals the run's own step (the csv, printed to 0.1 ms) within what
+    Table 5's MFU printed to 0.01 points allows (measured within 1.5e-4)."""
+    step_ms, mfu = CSV_STEP[(s, v)][0], TABLE_5[(8, s, v)][0]
+    name = f"vocabpar2024-1f1b-4b-8-a100-s{s}-v{v // 1000}k"
+    print_precision = 0.005 / mfu + 0.05 / step_ms
+    assert HELD_OUT[name]["step_time_s"] == pytest.approx(step_ms * 1e-3, rel=print_precision)
+
+
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_simclusters_model_flop_is_the_artifacts(name):
     p, s, v = ROWS[name]
     scenario = config.load(name)
     tflops = validation.published_tflops(HELD_OUT[name], scenario)  # simcluster's model FLOP over the published step
-    assert tflops * 1e12 / A100_PEAK * 100 == pytest.approx(TABLE_5[(p, s, v)][0], rel=1e-4)
+    assert tflops * 1e12 / TABLE_5_PEAK * 100 == pytest.approx(TABLE_5[(p, s, v)][0], rel=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
@@ -140,4 +170,4 @@ def test_the_artifacts_per_stage_passes_are_these_runs(s, v):
     forward, backward = CSV_PASSES[(s, v)]
     stage_s = [(f + b) * 1e-6 for f, b in zip(forward, backward, strict=True)]
     one_f_one_b = MICROBATCHES * max(stage_s) + sum(stage_s) - max(stage_s)
-    assert 0.95 < one_f_one_b / published_step(8, s, v) < 0.99  # measured 0.963-0.975
+    assert 0.98 < one_f_one_b / published_step(8, s, v) < 1.001  # measured 0.988-1.000
