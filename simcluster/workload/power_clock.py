@@ -52,6 +52,24 @@ def low_power_share() -> float:
     return float(share)
 
 
+SHARE_KINDS = ("gemm", "attention")
+
+
+def sustained_share(gpu_name: str, kind: str) -> float:
+    """What a stream of ``kind`` kernels keeps of its burst throughput at the power cap, over ``clock_ratio``
+    (efficiency.yaml ``sustained_share``: per GPU, ``default`` for the others; 1 for kinds not listed there): a
+    finite positive number, else refused naming the key."""
+    table = _table().get("sustained_share") or {}
+    entry = table.get(gpu_name, table.get("default", {}))
+    if kind not in SHARE_KINDS:
+        return 1.0
+    share = (entry or {}).get(kind, 1.0)
+    ok = isinstance(share, int | float) and not isinstance(share, bool) and math.isfinite(share) and share > 0.0
+    if not ok:
+        raise ScenarioError(f"efficiency.yaml sustained_share.{gpu_name}.{kind}", f"{share!r} is not a positive number")
+    return float(share)
+
+
 def capped_clock(reference_clock: float, power: float, reference_power: float) -> float:
     """The cube law: the clock at which a dynamic power ``power`` is drawn, from ``reference_clock`` at
     ``reference_power`` (dynamic power ~ C V^2 f, V ~ f over the DVFS range; efficiency.yaml

@@ -1,0 +1,48 @@
+"""efficiency.yaml sustained_share (workload/power_clock.py): what a stream of one tensor-core kernel kind keeps of
+its burst throughput at the power cap, over clock_ratio. Read per GPU with a default; applied by kernels.roofline_s
+to a compute-bound kernel's time in training only; a bad value is refused naming its key."""
+
+from __future__ import annotations
+
+import pytest
+
+from simcluster.core.errors import ScenarioError
+from simcluster.spec import hardware
+from simcluster.workload import kernels, power_clock
+from simcluster.workload.ops import Op
+
+GEMM = Op("gemm", "gemm", 2.0 * 8192 ** 3, 0.0, 8192, 8192, 8192)
+COPY = Op("copy", "memory", 0.0, 4e9)
+
+
+def _with_table(monkeypatch, shares: dict) -> None:
+    table = dict(power_clock._table())
+    table["sustained_share"] = shares
+    monkeypatch.setattr(power_clock, "_table", lambda: table)
+
+
+def test_gpus_not_listed_take_the_default_and_other_kinds_one():
+    assert power_clock.sustained_share("h100-sxm", "gemm") == 1.0
+    assert power_clock.sustained_share("b200", "memory") == 1.0
+
+
+SHIPPED_B200_GEMM = power_clock.sustained_share("b200", "gemm")
+
+
+def test_a_share_divides_a_compute_bound_kernels_time_in_training_only(monkeypatch):
+    b200 = hardware.gpu("b200")
+    before = kernels.roofline_s(GEMM, b200, "bf16")
+    burst = kernels.roofline_s(GEMM, b200, "bf16", sustained=False)
+    copy = kernels.roofline_s(COPY, b200, "bf16")
+    _with_table(monkeypatch, {"default": {"gemm": 1.0, "attention": 1.0}, "b200": {"gemm": 0.5, "attention": 1.0}})
+    after = kernels.roofline_s(GEMM, b200, "bf16")
+    assert after[0] == pytest.approx(before[0] * SHIPPED_B200_GEMM / 0.5, rel=1e-12)
+    assert kernels.roofline_s(GEMM, b200, "bf16", sustained=False) == burst
+    assert kernels.roofline_s(COPY, b200, "bf16") == copy
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "fast", True])
+def test_a_bad_share_is_refused_naming_its_key(monkeypatch, bad):
+    _with_table(monkeypatch, {"default": {"gemm": 1.0}, "b200": {"gemm": bad}})
+    with pytest.raises(ScenarioError, match="sustained_share.b200.gemm"):
+        power_clock.sustained_share("b200", "gemm")
