@@ -45,8 +45,7 @@ FiniteFloat = units.FiniteNumber
 MAX_GPUS = 10**7
 # GPUs in one NVLink domain: NVIDIA's largest announced is 576 (Rubin Ultra NVL576, GTC 2025).
 MAX_GPUS_PER_NODE = 576
-# Sequence length: 2^24 = 16.8M tokens, above the longest context trained (10M, Llama 4 Scout, 2025).
-MAX_SEQ_LEN = 2**24
+MAX_SEQ_LEN = model.MAX_SEQ_LEN
 # Sequences per optimizer step: 10^8; published runs use at most a few thousand (Llama 3 405B: 16M tokens =
 # 2048 x 8192), and critical batch sizes (McCandlish et al. 2018) stay far below.
 MAX_GLOBAL_BATCH_SIZE = 10**8
@@ -585,9 +584,9 @@ class Parallelism(_Defaulted):
         "1F1B and gradient_accumulation_fusion on Megatron-Core (NeMo's performance recipes) where the last stage "
         "fits its buffers (off where it would not: NeMo sets it per recipe), off otherwise")
     wgrad_deferral_limit: Annotated[int, Strict()] | None = Field(
-        None, ge=0, description="microbatches whose output-layer wgrad defer_embedding_wgrad defers (0: all); "
-        "default: NeMo's performance recipes', 50 for the gpt3-175b and llama3(.1)-405b presets, 22 otherwise (Llama 3 "
-        "70B, Nemotron-4 340B)")
+        None, ge=0, le=MAX_GLOBAL_BATCH_SIZE, description="microbatches whose output-layer wgrad "
+        "defer_embedding_wgrad defers (0: all); default: NeMo's performance recipes', 50 for the gpt3-175b and "
+        "llama3(.1)-405b presets, 22 otherwise (Llama 3 70B, Nemotron-4 340B)")
     p2p: Literal["auto", "blocking", "async"] = Field(
         "auto", description="pipeline send semantics: blocking (the sender waits until its batched send/receive "
         "with the peer completes, Megatron's non-interleaved 1F1B), async (the sender goes on), auto (blocking for "
