@@ -379,7 +379,7 @@ class Cluster(_Strict):
 class Training(_Defaulted):
     seq_len: Count = Field(2048, le=MAX_SEQ_LEN, description="tokens per sequence")
     global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
-    micro_batch_size: Count = Field(1, description="sequences per microbatch")
+    micro_batch_size: Count = Field(1, le=MAX_GLOBAL_BATCH_SIZE, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
     fp8_recipe: Literal["delayed", "current", "mxfp8", "torchao_tensorwise"] = Field(
         "delayed", description="fp8 scaling with precision fp8: Transformer Engine's per-tensor delayed or current "
@@ -505,13 +505,14 @@ class Training(_Defaulted):
 
 
 class Parallelism(_Defaulted):
-    tp: Count = Field(1, description="tensor parallel degree")
-    pp: Count = Field(1, description="pipeline parallel degree")
-    dp: Count = Field(1, description="data parallel degree")
-    cp: Count = Field(1, description="context parallel degree")
-    ep: Count = Field(1, description="expert parallel degree: ranks sharing one MoE layer's experts, carved from "
-                      "tp x cp x dp as Megatron-Core does (ep x etp divides tp*cp*dp)")
-    etp: Count = Field(1, description="expert tensor parallel degree: each expert's ffn split over etp ranks")
+    tp: Count = Field(1, le=MAX_GPUS, description="tensor parallel degree")
+    pp: Count = Field(1, le=MAX_GPUS, description="pipeline parallel degree")
+    dp: Count = Field(1, le=MAX_GPUS, description="data parallel degree")
+    cp: Count = Field(1, le=MAX_GPUS, description="context parallel degree")
+    ep: Count = Field(1, le=MAX_GPUS, description="expert parallel degree: ranks sharing one MoE layer's experts, "
+                      "carved from tp x cp x dp as Megatron-Core does (ep x etp divides tp*cp*dp)")
+    etp: Count = Field(1, le=MAX_GPUS, description="expert tensor parallel degree: each expert's ffn split over etp "
+                       "ranks")
     ep_alltoall: Literal["direct", "hierarchical"] = Field(
         "direct", description="token dispatch/combine all-to-all: direct (NCCL, every pair at once) or "
         "hierarchical (network to the same local rank of the destination node, then NVLink, as DeepEP does)")
@@ -525,7 +526,8 @@ class Parallelism(_Defaulted):
         "microbatch, warm-up and cool-down stay blocking, the communication kernels' SMs slow the compute "
         "(parallel/ep_overlap.py)")
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
-    virtual_stages: Count = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
+    virtual_stages: Count = Field(1, le=model.MAX_LAYERS + 2, description="model chunks per pipeline rank (>1: "
+                                  "interleaved 1F1B)")
     sequence_parallel: Annotated[bool, Strict()] = Field(
         True, description="Megatron sequence parallelism (needs tp > 1 to matter)")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage of the distributed optimizer")

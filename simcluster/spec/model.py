@@ -49,7 +49,7 @@ class MoESpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     experts: Count = Field(le=MAX_EXPERTS, description="routed experts per MoE layer")
-    top_k: Count = Field(description="routed experts per token")
+    top_k: Count = Field(le=MAX_EXPERTS, description="routed experts per token")
     ffn_hidden: Count = Field(le=8 * MAX_HIDDEN, description="inner size of one expert's MLP")
     shared_experts: WholeNumber = Field(0, ge=0, le=MAX_EXPERTS,
                                            description="experts every token passes through (DeepSeekMoE)")
@@ -76,7 +76,7 @@ class MoESpec(BaseModel):
     @model_validator(mode="after")
     def _check_routing(self) -> MoESpec:
         if self.top_k > self.experts:
-            raise ValueError(f"top_k {self.top_k} exceeds experts {self.experts}")
+            raise ScenarioError("model.moe.top_k", f"top_k {self.top_k} exceeds experts {self.experts}")
         if self.pad_to_capacity and self.capacity_factor is None:
             raise ScenarioError("model.moe.pad_to_capacity", "pad_to_capacity needs a capacity_factor (the capacity "
                                 "every expert is padded to)")
@@ -84,9 +84,9 @@ class MoESpec(BaseModel):
         # the mean is T*top_k/experts), CV^2 = experts/top_k - 1; a larger CV routes more tokens than exist
         most = math.sqrt(self.experts / self.top_k - 1)
         if isinstance(self.load, float) and self.load > most:
-            raise ValueError(f"load: a coefficient of variation of {self.load:g} is more than {self.experts} experts "
-                             f"with top_k {self.top_k} allow (sqrt(experts/top_k - 1) = {most:.3g}: all tokens on "
-                             "the same top_k experts)")
+            raise ScenarioError("model.moe.load", f"a coefficient of variation of {self.load:g} is more than "
+                                f"{self.experts} experts with top_k {self.top_k} allow (sqrt(experts/top_k - 1) = "
+                                f"{most:.3g}: all tokens on the same top_k experts)")
         return self
 
 
