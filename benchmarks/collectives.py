@@ -58,4 +58,6 @@ def main(profile: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(profile="--profile" in sys.argv))
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(lambda argv: main(profile="--profile" in argv), sys.argv[1:], __doc__, ["--profile"]))

@@ -328,4 +328,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--phases-of"]:
         print(json.dumps(phases_of(sys.argv[2])))
         sys.exit(0)
-    sys.exit(main())
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__, ["--quick", "--phases"]))

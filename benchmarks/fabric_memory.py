@@ -52,4 +52,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    main()
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__))

@@ -9,11 +9,12 @@ Cases, outcomes and limits: tests/cli/hostile_corpus.py. Exit status 1 when any 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from simcluster.core import script_entry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -21,7 +22,7 @@ from tests.cli import hostile_corpus as corpus  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", action="store_true", help="only the quick sample")
     parser.add_argument("--only", action="append", default=[], help="cases whose id contains this (repeatable)")
     parser.add_argument("--keep", type=Path, help="folder for the corpus files and the cases' outputs (kept)")

@@ -111,4 +111,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--one"]:
         measure(sys.argv[2], int(sys.argv[3]))
     else:
-        main(quick="--quick" in sys.argv)
+        from simcluster.core.script_entry import run
+
+        sys.exit(run(lambda argv: main(quick="--quick" in argv), sys.argv[1:], __doc__, ["--quick"]))

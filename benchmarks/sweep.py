@@ -51,4 +51,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__, ["--out"]))

@@ -8,13 +8,13 @@ Run: ``python benchmarks/topology.py [--gpus N] [--routing adaptive|ecmp] [--pro
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import pstats
 import time
 
 import numpy as np
 
+from simcluster.core import script_entry
 from simcluster.fabric import topology
 from simcluster.network.base import TransferClass
 from simcluster.network.flow import FlowNetwork
@@ -72,7 +72,7 @@ def main(gpus: int, routing: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=16_384)
     parser.add_argument("--routing", choices=("adaptive", "ecmp"), action="append",
                         help="routing policy (repeatable; default: both)")

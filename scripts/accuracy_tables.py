@@ -24,7 +24,6 @@ line, exit 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import accuracy_card
 from simcluster.spec import config
@@ -299,7 +299,7 @@ def data_text(entries: list[dict], label: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_entry.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("calibration", help="JSON of `simcluster validate --json`")
     parser.add_argument("held_out", help="JSON of `simcluster validate --held-out --json`")
     parser.add_argument("--label", help="what the JSON was measured on, printed first (e.g. 'main @ 5b4abeb')")

@@ -13,13 +13,13 @@ simulated / published throughput - 1. A snapshot without stacks (written before 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from simcluster.core import script_entry
 from simcluster.outcomes import accuracy_card
 
 
@@ -49,7 +49,7 @@ DEFAULT_SNAPSHOT = Path(__file__).resolve().parents[1] / "simcluster" / "data" /
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("snapshot", nargs="?", type=Path, default=DEFAULT_SNAPSHOT,
                         help="an accuracy snapshot (accuracy_tables.py --write-data); default the bundled one")
     path = parser.parse_args(argv).snapshot

@@ -24,10 +24,9 @@ a preset) keeps it, said on its row.
 
 from __future__ import annotations
 
-import argparse
 import copy
 
-from simcluster.core import catalog
+from simcluster.core import catalog, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.spec import config
@@ -157,7 +156,7 @@ def attribute(case: dict, name: str, raw: dict, twin: dict, dropped: list[str], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("patterns", nargs="+", help="parts of scenario names (e.g. nemo2409)")
     parser.add_argument("--each", action="store_true",
                         help="also, per dropped key: bundled without it alone, twin with it alone put back")

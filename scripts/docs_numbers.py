@@ -225,4 +225,6 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    sys.exit(main(sys.argv[1:]))
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(main, sys.argv[1:], __doc__, ["--write"]))

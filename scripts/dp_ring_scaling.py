@@ -16,14 +16,13 @@ Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows | --apex | --mcore
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import importlib
 
 from simcluster import collectives
 from simcluster.collectives import Collective, nccl
-from simcluster.core import catalog
+from simcluster.core import catalog, script_entry
 from simcluster.engine import simulate
 from simcluster.fabric import topology
 from simcluster.spec import config, hardware
@@ -390,7 +389,7 @@ def large_dp_rows() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="data-parallel rings over many nodes (module docstring)",
+    parser = script_entry.Parser(description="data-parallel rings over many nodes (module docstring)",
                                      allow_abbrev=False)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--rows", action="store_true", help="also the other large-DP rows (about a minute more)")

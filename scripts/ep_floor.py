@@ -21,9 +21,8 @@ written; held-out scenarios are read, never tuned to (docs/calibration.md, "Roun
 
 from __future__ import annotations
 
-import argparse
-
 from simcluster.collectives import deepep
+from simcluster.core import script_entry
 from simcluster.parallel import memory
 from simcluster.parallel.plan import shard_for
 from simcluster.spec import config
@@ -98,7 +97,7 @@ def row(name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="+")
     args = parser.parse_args(argv)
     for name in args.scenarios:  # every name checked before the header is printed or anything simulated

@@ -39,7 +39,6 @@ the left-out error; one that acts within families does.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import re
@@ -50,6 +49,7 @@ import numpy as np
 import residuals
 from accuracy_tables import InputError, load_cases
 
+from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
@@ -383,7 +383,7 @@ def check_cases(path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("cal_json", type=Path)
     parser.add_argument("ho_json", type=Path)
     parser.add_argument("--csv", type=Path, default=None)

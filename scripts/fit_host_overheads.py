@@ -42,7 +42,6 @@ change per unit of each, relative to its step, columns scaled to unit norm).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import re
 import sys
@@ -53,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from simcluster.collectives import nccl
-from simcluster.core import catalog
+from simcluster.core import catalog, script_entry
 from simcluster.engine.aligned_reduction import megatron_lm_2020_22
 from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
@@ -390,7 +389,7 @@ def row_text(row: dict[str, float]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="put the fitted values into efficiency.yaml")
     parser.add_argument("--all", action="store_true", help="fit on every calibration series (EXCLUDED_SERIES in)")
     parser.add_argument("--structure", choices=sorted(STRUCTURES), default="gap",

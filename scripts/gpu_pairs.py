@@ -13,13 +13,13 @@ else differs. A diagnostic: nothing is fitted or written.
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
 
 from accuracy_tables import InputError, load_cases
 
+from simcluster.core import script_entry
 from simcluster.spec import config
 
 # scenario settings compared between the two rows of a pair: (section, key)
@@ -84,7 +84,7 @@ def pairs(table: dict[str, dict], base: str) -> list[tuple[str, str, float, floa
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_entry.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", help="'simcluster validate [--held-out] --json' outputs")
     parser.add_argument("--only", default="nemo2511",
                         help="keep the rows whose scenario name contains this (default: nemo2511)")

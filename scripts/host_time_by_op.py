@@ -16,11 +16,10 @@ A diagnostic: nothing is fitted or written; held-out scenarios are read, never t
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 
-from simcluster.core import catalog
+from simcluster.core import catalog, script_entry
 from simcluster.parallel.plan import shard_for
 from simcluster.spec import config
 from simcluster.workload import kernels, mla, moe
@@ -126,7 +125,7 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="+")
     host = kernels.host_model()
     parser.add_argument("--gap-us", type=float, default=None,

@@ -20,13 +20,13 @@ rule it out. Nothing is fitted or written back.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from dataclasses import dataclass
 
 from accuracy_tables import InputError, load_cases
 
+from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
 
@@ -81,7 +81,7 @@ CASE_FIELDS = {"scenario": str, "error": (int, float), "step_time_s": (int, floa
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("held_out_json", help="a simcluster validate --held-out --json output")
     args = parser.parse_args(argv)
     try:

@@ -121,4 +121,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(main, sys.argv[1:], __doc__))

@@ -19,7 +19,6 @@ and layout, layers split evenly (one node: no network).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import sys
@@ -27,6 +26,7 @@ import sys
 import yaml
 from mbs_pairs import Row, per_layer_microbatch_s
 
+from simcluster.core import script_entry
 from simcluster.engine import simulate
 from simcluster.spec import config
 
@@ -60,7 +60,7 @@ def scenario_dict(layers: int, nodes: int, pp: int, dp: int, micro_batch: int, b
 
 
 def main(argv: list[str]) -> int:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)   # --help; no arguments
+    script_entry.Parser(description=__doc__.splitlines()[0]).parse_args(argv)   # --help; no arguments
     rows: dict[tuple, list[Row]] = {}
     for label, layers, nodes, pp, dp, mbs, batch, published in RUNS:
         summary = simulate(config.from_dict(scenario_dict(layers, nodes, pp, dp, mbs, batch))).summary

@@ -17,7 +17,6 @@ layout file does not list, built the same way with ``ep``; ``--csv`` adds those 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import importlib.util
@@ -26,6 +25,7 @@ import signal
 import time
 from pathlib import Path
 
+from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.spec import config
@@ -192,7 +192,7 @@ def line(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=[], help="parts of row names to run (default: all)")
     parser.add_argument("--moe", action="store_true", help="also the Mixtral rows of MOE_LAYOUTS")
     parser.add_argument("--csv", action="store_true", help="also the rows of NeMo 25.02's H100 csv the layout "

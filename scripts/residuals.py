@@ -33,7 +33,6 @@ step) but not their error, which no per-kernel or per-block constant can separat
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from fp8_pairs import layer_breakdown
 
+from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
@@ -398,7 +398,7 @@ def report(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("validate_json", type=Path)
     parser.add_argument("held_out_json", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/residuals_cache.json"))

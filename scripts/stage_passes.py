@@ -14,13 +14,13 @@ kernel class's time per pass and its kernel count. ``--attention`` runs the scen
 
 from __future__ import annotations
 
-import argparse
 import collections
 import copy
 import sys
 
 import yaml
 
+from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.parallel.layout import split_layers
 from simcluster.spec import config
@@ -96,7 +96,7 @@ def report(name: str, attention: str | None) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="+")
     parser.add_argument("--attention", default=None, help="run with this attention kernel instead (a what-if)")
     args = parser.parse_args(argv)

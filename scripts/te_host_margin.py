@@ -19,7 +19,7 @@ import argparse
 import sys
 from unittest import mock
 
-from simcluster.core import catalog
+from simcluster.core import catalog, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.parallel import plan as plan_module
 from simcluster.spec import config
@@ -54,7 +54,7 @@ def margins(name: str) -> tuple[str, float, float, float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_entry.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenarios", nargs="*")
     args = parser.parse_args(argv)
     names = args.scenarios or [case["scenario"] for case in catalog.load("validation")["cases"]]

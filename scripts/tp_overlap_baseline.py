@@ -79,4 +79,6 @@ def flux() -> None:
 
 
 if __name__ == "__main__":
-    flux() if "--flux" in sys.argv else rows()
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(lambda argv: flux() if "--flux" in argv else rows(), sys.argv[1:], __doc__, ["--flux"]))

@@ -107,11 +107,16 @@ def main(gpus: list[str]) -> None:
             print(f"{'':{len(gpu_name) + 1}} FLUX, TE 1.4.0: mean E {mean:.0%}, range {low:.0%} .. {high:.0%}")
 
 
-if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--training"]
-    names = args or ["h800-sxm", "a100-80gb-sxm", "h100-sxm"]
-    if "--training" in sys.argv:
+def _entry(argv: list[str]) -> None:
+    names = [a for a in argv if a != "--training"] or ["h800-sxm", "a100-80gb-sxm", "h100-sxm"]
+    if "--training" in argv:
         for name in names:
             print(f"{name}: GPT-3 175B, TP 8 PP 8 DP 2, step time overlap off / on {training_speedup(name):.3f}")
     else:
         main(names)
+
+
+if __name__ == "__main__":
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(_entry, sys.argv[1:], __doc__, ["--training"]))

@@ -84,4 +84,7 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["megatron-177b-h100", "nemo2409-gpt3-175b-128-h100-bf16"])
+    from simcluster.core.script_entry import run
+
+    sys.exit(run(lambda argv: main(argv or ["megatron-177b-h100", "nemo2409-gpt3-175b-128-h100-bf16"]), sys.argv[1:],
+                 __doc__))

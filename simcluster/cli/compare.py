@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster.cli.app import app, check_count, check_target_loss, fail, finite
+from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.core import outputs, units
@@ -174,12 +174,16 @@ def compare(
     out_dir = output_dir(out or Path("runs") / f"{spec.name}-compare")  # before simulating
     console = Console(stderr=True)
     runs, failures = [], []
-    for task, label in labelled:
-        with console.status(f"simulating {label} ..."):
-            try:
-                runs.append(study.run_point(task, label, network, chosen, target_loss))
-            except ScenarioError as err:
-                failures.append((label, err))
+    try:
+        for task, label in labelled:
+            with console.status(f"simulating {label} ..."):
+                try:
+                    runs.append(study.run_point(task, label, network, chosen, target_loss))
+                except ScenarioError as err:
+                    failures.append((label, err))
+    except Interrupted as stop:  # Ctrl-C: the runs finished so far are kept
+        stop.message = _write_partial(runs, failures, len(labelled), out_dir, chosen)
+        raise
     if not runs:
         label, err = failures[0]
         raise ScenarioError(err.field, f"{err.message} (every run failed; first: {label})")
@@ -203,6 +207,23 @@ def compare(
     if note:
         typer.echo(note)
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
+
+
+def _write_partial(runs: list[dict], failures: list, total: int, out_dir: Path, chosen: laws.Law) -> str:
+    """After SIGINT/SIGTERM: compare.csv and compare.json of the runs finished so far (no plots), the JSON marked
+    ``partial`` with the runs ``pending``; the line the CLI prints."""
+    kept = f"{len(runs)} of {total} runs finished"
+    if not runs:
+        return kept
+    try:
+        with fresh_folder(out_dir) as folder:
+            study.write_csv(runs, folder / "compare.csv")
+            report = study.as_json(runs, chosen, failures) | {"partial": True,
+                                                               "pending": total - len(runs) - len(failures)}
+            outputs.write_text(folder / "compare.json", outputs.dumps(report, indent=2, default=str) + "\n")
+    except (OSError, ScenarioError) as err:
+        return f"{kept} (not written: {err})"
+    return f"{kept}; wrote compare.csv, compare.json (partial) to {folder}/"
 
 
 def _outputs(runs: list[dict], out_dir: Path, chosen: laws.Law, target: float, name: str) -> list[Path]:

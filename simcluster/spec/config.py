@@ -45,8 +45,7 @@ FiniteFloat = units.FiniteNumber
 MAX_GPUS = 10**7
 # GPUs in one NVLink domain: NVIDIA's largest announced is 576 (Rubin Ultra NVL576, GTC 2025).
 MAX_GPUS_PER_NODE = 576
-# Sequence length: 2^24 = 16.8M tokens, above the longest context trained (10M, Llama 4 Scout, 2025).
-MAX_SEQ_LEN = 2**24
+MAX_SEQ_LEN = model.MAX_SEQ_LEN
 # Sequences per optimizer step: 10^8; published runs use at most a few thousand (Llama 3 405B: 16M tokens =
 # 2048 x 8192), and critical batch sizes (McCandlish et al. 2018) stay far below.
 MAX_GLOBAL_BATCH_SIZE = 10**8
@@ -380,7 +379,7 @@ class Cluster(_Strict):
 class Training(_Defaulted):
     seq_len: Count = Field(2048, le=MAX_SEQ_LEN, description="tokens per sequence")
     global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
-    micro_batch_size: Count = Field(1, description="sequences per microbatch")
+    micro_batch_size: Count = Field(1, le=MAX_GLOBAL_BATCH_SIZE, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
     fp8_recipe: Literal["delayed", "current", "mxfp8", "torchao_tensorwise"] = Field(
         "delayed", description="fp8 scaling with precision fp8: Transformer Engine's per-tensor delayed or current "
@@ -506,13 +505,14 @@ class Training(_Defaulted):
 
 
 class Parallelism(_Defaulted):
-    tp: Count = Field(1, description="tensor parallel degree")
-    pp: Count = Field(1, description="pipeline parallel degree")
-    dp: Count = Field(1, description="data parallel degree")
-    cp: Count = Field(1, description="context parallel degree")
-    ep: Count = Field(1, description="expert parallel degree: ranks sharing one MoE layer's experts, carved from "
-                      "tp x cp x dp as Megatron-Core does (ep x etp divides tp*cp*dp)")
-    etp: Count = Field(1, description="expert tensor parallel degree: each expert's ffn split over etp ranks")
+    tp: Count = Field(1, le=MAX_GPUS, description="tensor parallel degree")
+    pp: Count = Field(1, le=MAX_GPUS, description="pipeline parallel degree")
+    dp: Count = Field(1, le=MAX_GPUS, description="data parallel degree")
+    cp: Count = Field(1, le=MAX_GPUS, description="context parallel degree")
+    ep: Count = Field(1, le=MAX_GPUS, description="expert parallel degree: ranks sharing one MoE layer's experts, "
+                      "carved from tp x cp x dp as Megatron-Core does (ep x etp divides tp*cp*dp)")
+    etp: Count = Field(1, le=MAX_GPUS, description="expert tensor parallel degree: each expert's ffn split over etp "
+                       "ranks")
     ep_alltoall: Literal["direct", "hierarchical"] = Field(
         "direct", description="token dispatch/combine all-to-all: direct (NCCL, every pair at once) or "
         "hierarchical (network to the same local rank of the destination node, then NVLink, as DeepEP does)")
@@ -526,7 +526,8 @@ class Parallelism(_Defaulted):
         "microbatch, warm-up and cool-down stay blocking, the communication kernels' SMs slow the compute "
         "(parallel/ep_overlap.py)")
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
-    virtual_stages: Count = Field(1, description="model chunks per pipeline rank (>1: interleaved 1F1B)")
+    virtual_stages: Count = Field(1, le=model.MAX_LAYERS + 2, description="model chunks per pipeline rank (>1: "
+                                  "interleaved 1F1B)")
     sequence_parallel: Annotated[bool, Strict()] = Field(
         True, description="Megatron sequence parallelism (needs tp > 1 to matter)")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage of the distributed optimizer")
@@ -585,9 +586,9 @@ class Parallelism(_Defaulted):
         "1F1B and gradient_accumulation_fusion on Megatron-Core (NeMo's performance recipes) where the last stage "
         "fits its buffers (off where it would not: NeMo sets it per recipe), off otherwise")
     wgrad_deferral_limit: Annotated[int, Strict()] | None = Field(
-        None, ge=0, description="microbatches whose output-layer wgrad defer_embedding_wgrad defers (0: all); "
-        "default: NeMo's performance recipes', 50 for the gpt3-175b and llama3(.1)-405b presets, 22 otherwise (Llama 3 "
-        "70B, Nemotron-4 340B)")
+        None, ge=0, le=MAX_GLOBAL_BATCH_SIZE, description="microbatches whose output-layer wgrad "
+        "defer_embedding_wgrad defers (0: all); default: NeMo's performance recipes', 50 for the gpt3-175b and "
+        "llama3(.1)-405b presets, 22 otherwise (Llama 3 70B, Nemotron-4 340B)")
     p2p: Literal["auto", "blocking", "async"] = Field(
         "auto", description="pipeline send semantics: blocking (the sender waits until its batched send/receive "
         "with the peer completes, Megatron's non-interleaved 1F1B), async (the sender goes on), auto (blocking for "

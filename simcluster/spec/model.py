@@ -12,8 +12,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeInt,
-    PositiveFloat,
     Strict,
     field_validator,
     model_validator,
@@ -21,12 +19,14 @@ from pydantic import (
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
-from simcluster.core.units import Count
+from simcluster.core.units import Count, FiniteNumber, WholeNumber
 
 # Plausibility bounds of a model's shape, far above any trained model (docs/robustness.md): the largest published
 # dense shapes are 128 layers and a hidden size of 25,600 (Megatron-LM's 1T model, Narayanan et al. 2021, table 1),
 # the largest vocabularies 256k tokens (Gemma, 2024); beyond these bounds the FLOP and memory sums only overflow.
 MAX_LAYERS = 10_000
+# Sequence length: 2^24 = 16.8M tokens, above the longest context trained (10M, Llama 4 Scout, 2025).
+MAX_SEQ_LEN = 2**24
 MAX_HIDDEN = 2**20
 MAX_VOCAB = 10**8
 # routed experts per layer: PEER (He 2024, "Mixture of A Million Experts", arXiv:2407.04153) uses 1024^2; trained
@@ -49,13 +49,13 @@ class MoESpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     experts: Count = Field(le=MAX_EXPERTS, description="routed experts per MoE layer")
-    top_k: Count = Field(description="routed experts per token")
+    top_k: Count = Field(le=MAX_EXPERTS, description="routed experts per token")
     ffn_hidden: Count = Field(le=8 * MAX_HIDDEN, description="inner size of one expert's MLP")
-    shared_experts: NonNegativeInt = Field(0, le=MAX_EXPERTS,
+    shared_experts: WholeNumber = Field(0, ge=0, le=MAX_EXPERTS,
                                            description="experts every token passes through (DeepSeekMoE)")
-    dense_layers: NonNegativeInt = Field(0, description="first layers that keep the dense MLP")
-    interval: Count = Field(1, description="every interval-th layer after dense_layers is an MoE layer")
-    capacity_factor: PositiveFloat | None = Field(None, allow_inf_nan=False, description="tokens per expert capped "
+    dense_layers: WholeNumber = Field(0, ge=0, le=MAX_LAYERS, description="first layers that keep the dense MLP")
+    interval: Count = Field(1, le=MAX_LAYERS, description="every interval-th layer after dense_layers is an MoE layer")
+    capacity_factor: FiniteNumber | None = Field(None, gt=0, description="tokens per expert capped "
                                                   "at this multiple of the mean; null = dropless")
     pad_to_capacity: Annotated[bool, Strict()] = Field(False, description="every expert padded to its capacity "
                                                        "(Megatron-Core --moe-pad-expert-input-to-capacity; needs "
@@ -76,7 +76,7 @@ class MoESpec(BaseModel):
     @model_validator(mode="after")
     def _check_routing(self) -> MoESpec:
         if self.top_k > self.experts:
-            raise ValueError(f"top_k {self.top_k} exceeds experts {self.experts}")
+            raise ScenarioError("model.moe.top_k", f"top_k {self.top_k} exceeds experts {self.experts}")
         if self.pad_to_capacity and self.capacity_factor is None:
             raise ScenarioError("model.moe.pad_to_capacity", "pad_to_capacity needs a capacity_factor (the capacity "
                                 "every expert is padded to)")
@@ -84,9 +84,9 @@ class MoESpec(BaseModel):
         # the mean is T*top_k/experts), CV^2 = experts/top_k - 1; a larger CV routes more tokens than exist
         most = math.sqrt(self.experts / self.top_k - 1)
         if isinstance(self.load, float) and self.load > most:
-            raise ValueError(f"load: a coefficient of variation of {self.load:g} is more than {self.experts} experts "
-                             f"with top_k {self.top_k} allow (sqrt(experts/top_k - 1) = {most:.3g}: all tokens on "
-                             "the same top_k experts)")
+            raise ScenarioError("model.moe.load", f"a coefficient of variation of {self.load:g} is more than "
+                                f"{self.experts} experts with top_k {self.top_k} allow (sqrt(experts/top_k - 1) = "
+                                f"{most:.3g}: all tokens on the same top_k experts)")
         return self
 
 
@@ -98,12 +98,12 @@ class MLASpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    q_lora_rank: Count | None = Field(None, description="query bottleneck width; null = a direct h -> heads "
-                                      "x (qk_head_dim + qk_rope_head_dim) projection")
-    kv_lora_rank: Count = Field(description="key/value bottleneck width")
-    qk_head_dim: Count = Field(description="per-head query/key width without the rotary part")
-    qk_rope_head_dim: Count = Field(description="per-head rotary query/key width")
-    v_head_dim: Count = Field(description="per-head value width")
+    q_lora_rank: Count | None = Field(None, le=MAX_HIDDEN, description="query bottleneck width; null = a direct "
+                                      "h -> heads x (qk_head_dim + qk_rope_head_dim) projection")
+    kv_lora_rank: Count = Field(le=MAX_HIDDEN, description="key/value bottleneck width")
+    qk_head_dim: Count = Field(le=MAX_HIDDEN, description="per-head query/key width without the rotary part")
+    qk_rope_head_dim: Count = Field(le=MAX_HIDDEN, description="per-head rotary query/key width")
+    v_head_dim: Count = Field(le=MAX_HIDDEN, description="per-head value width")
 
 
 class TransformerSpec(BaseModel):
@@ -137,11 +137,11 @@ class TransformerSpec(BaseModel):
     dropout: Annotated[bool, Strict()] = Field(True, description=(
         "hidden and attention dropout in training (GPT-3 and Megatron-LM: 0.1); Llama models train without it, "
         "so no dropout masks are stored or applied"))
-    max_seq_len: Count = 2048
+    max_seq_len: Count = Field(2048, le=MAX_SEQ_LEN)
     moe: MoESpec | None = Field(None, description="mixture-of-experts MLPs; null = dense")
     mla: MLASpec | None = Field(None, description="multi-head latent attention (DeepSeek-V2/V3); null = "
                                 "multi-head / grouped-query attention of head_dim")
-    mtp_layers: NonNegativeInt = Field(0, description=(
+    mtp_layers: WholeNumber = Field(0, ge=0, le=MAX_LAYERS, description=(
         "multi-token-prediction modules after the model (DeepSeek-V3: 1), each a layer of the last layer's type, "
         "a 2h->h projection and the shared output head, on the last pipeline stage (workload/mtp.py)"))
     source: str = ""

@@ -10,11 +10,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
-from simcluster.core.units import NonNegativeDuration, PositiveBytes, PositiveBytesPerS
+from simcluster.core.units import FiniteNumber, NonNegativeDuration, PositiveBytes, PositiveBytesPerS
+
+# Hot spares beyond the nodes a scenario may have (config.MAX_GPUS / 1 GPU a node) are none the run could use.
+MAX_NODES = 10**7
 
 COMPONENTS = ("gpu", "hbm", "nvlink", "nic", "host", "network", "software")
 
-NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[FiniteNumber, Field(ge=0)]  # YAML's true is not a rate
 
 
 class Reliability(BaseModel):
@@ -45,7 +48,7 @@ class Reliability(BaseModel):
         "(default 10 min)")
     repair: NonNegativeDuration | None = Field(
         None, description="time until a failed node returns to the spare pool (default 1 day)")
-    hot_spares: Annotated[int, Strict(), Field(ge=0)] = Field(
+    hot_spares: Annotated[int, Strict(), Field(ge=0, le=MAX_NODES)] = Field(
         0, description="spare nodes kept ready: a hardware failure restarts at once on one")
     horizon: NonNegativeDuration | None = Field(
         None, description="length of the run the event simulation plays (default 54 days)")
@@ -65,4 +68,11 @@ class Reliability(BaseModel):
     def _positive_interval(cls, value):
         if value != "auto" and value <= 0:
             raise ValueError("must be a positive duration, e.g. '30 min', or auto")
+        return value
+
+    @field_validator("horizon")
+    @classmethod
+    def _positive_horizon(cls, value):
+        if value is not None and value <= 0:  # a run of no time: no event to play
+            raise ValueError("must be a positive duration, e.g. '54 d', or unset for the default")
         return value

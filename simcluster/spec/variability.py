@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from simcluster.core import catalog
-from simcluster.core.units import NonNegativeSeconds
+from simcluster.core.units import FiniteNumber, NonNegativeSeconds
 
 # A coefficient of variation above 1 would make most lognormal draws tiny or huge: not a GPU fleet.
 MAX_CV = 1.0
@@ -29,7 +29,7 @@ class Straggler(BaseModel):
 
     ranks: list[Index] | None = Field(None, description="global ranks slowed")
     nodes: list[Index] | None = Field(None, description="nodes slowed (all their GPUs)")
-    slowdown: float = Field(ge=1.0, le=MAX_SLOWDOWN, allow_inf_nan=False,
+    slowdown: FiniteNumber = Field(ge=1.0, le=MAX_SLOWDOWN,
                             description="factor on every compute duration of those GPUs (1.2 = 20% slower)")
 
     @model_validator(mode="after")
@@ -42,13 +42,13 @@ class Straggler(BaseModel):
 class Variability(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gpu_speed_cv: float = Field(0.0, ge=0.0, le=MAX_CV, allow_inf_nan=False,
+    gpu_speed_cv: FiniteNumber = Field(0.0, ge=0.0, le=MAX_CV,
                                 description="per-GPU speed spread, drawn once per GPU (measured: 0.015)")
     gpu_speed_draw: Literal["random", "quantiles"] = Field(
         "random", description="how the per-GPU speeds are drawn: 'random' (independent normal draws) or "
         "'quantiles' (the N normal quantiles at Blom's plotting positions, shuffled over the GPUs: the job's "
         "slowest GPU is then its expected order statistic, not one seed's draw)")
-    kernel_jitter_cv: float = Field(0.0, ge=0.0, le=MAX_CV, allow_inf_nan=False,
+    kernel_jitter_cv: FiniteNumber = Field(0.0, ge=0.0, le=MAX_CV,
                                     description="per-block compute jitter (measured: 0.015)")
     collective_latency_noise: NonNegativeSeconds = Field(
         0.0, description="mean extra latency of each collective, drawn per collective (exponential), e.g. '20 us'; "
