@@ -35,7 +35,7 @@ from simcluster.parallel import fsdp_runtime
 from simcluster.parallel.layout import split_layers
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import fp8_params, mtp, optimizer_step
+from simcluster.workload import fp8_params, mtp, optimizer_step, torchao_float8
 from simcluster.workload.moe import step_load
 from simcluster.workload.ops import (
     LAYERNORM,
@@ -779,6 +779,19 @@ def zero3_gathered_bytes(model: TransformerSpec, tp: int, precision: str, grad_b
     return 2 * unit * states["weights"] + unit * grad
 
 
+def fsdp_float8_saved_bytes(scenario: Scenario, stage: int) -> float:
+    """What FSDP2's float8 all-gather saves on one GPU of pipeline rank ``stage`` (``torchao_float8``): the unsharded
+    float8-linear weights held at 1 byte instead of the 16-bit gather dtype, the two transformer layers in flight
+    (``zero3_gathered_bytes``) without pipelining, every layer of the stage when FSDP2 keeps them gathered through
+    the step (``fsdp_runtime.gathers_once_per_step``, and zero_stage 1 as the torchtitan 405B scenario models it,
+    whose 16-bit weights are then float8). The embedding, norms and output layer stay 16-bit."""
+    m, p, t = scenario.model, scenario.parallelism, scenario.training
+    saved = state_bytes_per_param(state_precision(t))["weights"] - torchao_float8.GATHER_BYTES
+    if p.zero_stage == 3 and not fsdp_runtime.gathers_once_per_step(scenario):
+        return 2 * layer_gemm_weights_per_rank(m, p.tp) * saved
+    return stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage) * saved
+
+
 def zero3_units(model: TransformerSpec, layers: int, first: bool, last: bool, pp: int,
                 merged_root: bool = False) -> int:
     """ZeRO-3/FSDP units of a model chunk, the granularity ``zero3_gathered_bytes`` counts and the engine gathers
@@ -833,6 +846,11 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
         root = 1 + int(not m.tied_embeddings and fsdp_runtime.root_holds_output(scenario)) \
             if fsdp_runtime.keeps_root(scenario) else 0
         workspace += zero3_gathered_bytes(m, p.tp, states, grad_bytes, root)
+    if torchao_float8.fsdp_float8_all_gather(t, p):   # FSDP2's float8 all-gather: the unsharded float8 weights
+        if p.zero_stage == 3:   # gathered units (workspace)
+            workspace -= fsdp_float8_saved_bytes(scenario, stage)
+        else:                   # zero_stage 1 (FSDP2 under pipelining): the unsharded weights are the held ones
+            weights -= fsdp_float8_saved_bytes(scenario, stage)
     if fp8_params.enabled(t) or fp8_params.mxfp8_params(t):   # GEMM weights held quantized instead of 16-bit
         fp8_weights = stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
         held = (fp8_params.MXFP8_WEIGHT_BYTES if fp8_params.mxfp8_params(t)

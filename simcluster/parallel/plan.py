@@ -35,6 +35,7 @@ from simcluster.workload import (
     mla,
     moe,
     mtp,
+    torchao_float8,
     userbuffers,
 )
 from simcluster.workload.ops import (
@@ -242,6 +243,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     # the parameters a sharded optimizer gathers: fp32 ones under autocast_fp32_params (memory.state_precision)
     weight_element = memory.state_bytes_per_param(memory.state_precision(t))["weights"]
     fp8_weights = fp8_params.enabled(t)   # GEMM weights gathered in fp8 (workload.fp8_params)
+    # GEMM weights all-gathered in fp8: Megatron-Core's fp8 parameters or torchao's float8 all-gather for FSDP2
+    fp8_gather = fp8_weights or torchao_float8.fsdp_float8_all_gather(t, p)
     fp8_params.refuse_sharded_transpose(t, p.zero_stage, gpu.name)
     layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
     layer_gemms = fp8_gemms(layer)
@@ -345,7 +348,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         params = memory.chunk_params(m, p.tp, layers, first, last, p.pp, moe_layers)
         experts = moe_layers * experts_per_layer
         gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
-                        if fp8_weights else 0.0)
+                        if fp8_gather else 0.0)
         if t.activation_offload_layers:  # TE's offload stream falling behind (pp 1: the one chunk holds every layer)
             stalls = activation_offload.microbatch_stalls_s(
                 gpu.name, m.layers, t.activation_offload_layers, layer_fwd.elapsed_s(), layer_bwd.elapsed_s(),
@@ -359,7 +362,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                 gpu, precision, grad_element, p.dp * p.cp))
         chunk_param_counts.append(params + experts)
         chunk_gemm_counts.append(gemm_weights)
-        param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_weights else None,
+        param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_gather else None,
                                                                weight_element, scenario.expert_data_parallel)
         chunks.append(ChunkCost(
             chunk=index, stage=index % p.pp, layers=layers,

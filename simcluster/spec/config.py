@@ -495,7 +495,8 @@ class Training(_Defaulted):
     fp8_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
-        "fp8 and casting its fp32 shard into them (workload/fp8_params.py); Megatron-Core only; default: true with "
+        "fp8 and casting its fp32 shard into them (workload/fp8_params.py); with fp8_recipe torchao_tensorwise and "
+        "optimizer torch_adamw, torchao's float8 all-gather for FSDP2 (workload/torchao_float8.py); default: true with "
         "precision fp8 on Megatron-Core with delayed scaling and zero_stage 1 or 2 (NeMo 2.x performance scripts) "
         "or with any Transformer Engine recipe at zero_stage 3 (Megatron-Bridge's fp8 presets; required there), "
         "false otherwise. On Hopper (TN-only fp8 GEMMs) zero_stage 3 with fp8 is refused either way: without fp8 "
@@ -996,11 +997,14 @@ class Scenario(_Strict):
             raise ScenarioError("training.fp8_param_gather", "fp8 parameters need precision: fp8 and a sharded "
                                 "optimizer (zero_stage 1, 2 or 3: the distributed optimizer or FSDP), as Megatron-LM "
                                 "requires")
-        if t.fp8_param_gather and not self.megatron_core:
-            # fp8 parameters (fp8_model_init, the optimizer casting into them) are Megatron-Core's; torchao's float8
-            # all-gather for FSDP2 is another mechanism, not this option
+        if (t.fp8_param_gather and not self.megatron_core
+                and not (t.fp8_recipe == "torchao_tensorwise" and t.optimizer == "torch_adamw")):
+            # fp8 parameters (fp8_model_init, the optimizer casting into them) are Megatron-Core's; on torchtitan's
+            # FSDP2 with torchao's tensorwise recipe the option is torchao's float8 all-gather (workload.torchao_float8)
             raise ScenarioError("training.fp8_param_gather", "fp8 parameters are modelled on Megatron-Core (its "
-                                "distributed optimizer or Megatron-FSDP) only; this stack has none (set it false)")
+                                "distributed optimizer or Megatron-FSDP) and as torchao's float8 all-gather "
+                                "(fp8_recipe: torchao_tensorwise with optimizer: torch_adamw) only; this stack has "
+                                "neither (set it false)")
         if (t.precision == "fp8" and self.parallelism.zero_stage >= 3 and not t.fp8_param_gather
                 and not t.fp8_recipe.startswith("torchao")):
             # torch FSDP and Megatron-FSDP (without keep_fp8_transpose_cache) free Transformer Engine's cached fp8

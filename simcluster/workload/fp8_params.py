@@ -121,7 +121,8 @@ class Fp8Shard:
 
 def enabled(training) -> bool:
     """Whether a scenario's ``training`` runs fp8 parameters as modelled here: the resolved option, with fp8 precision
-    and a per-tensor recipe (``FP8_PARAM_RECIPES``; MXFP8 and torchao's recipe: the option changes nothing)."""
+    and a per-tensor recipe (``FP8_PARAM_RECIPES``; MXFP8: see ``mxfp8_params``; with torchao's recipe on FSDP2 the
+    option is torchao's float8 all-gather, ``torchao_float8.fsdp_float8_all_gather``, not these fp8 parameters)."""
     return bool(training.fp8_param_gather) and training.precision == "fp8" and training.fp8_recipe in FP8_PARAM_RECIPES
 
 

@@ -134,6 +134,7 @@ class Shard:
     fp8_recipe: str = "delayed"   # Transformer Engine's fp8 scaling (workload.fp8_recipes), with precision fp8
     projections: str = "fused"    # one of PROJECTIONS
     fp8_transpose: bool = True    # per-tensor fp8 casts also write a transpose (Hopper; fp8_recipes.transposes)
+    fp8_gathered_weights: bool = False  # weights arrive in float8 (FSDP2's float8 all-gather, torchao_float8)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
@@ -186,6 +187,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  cross_entropy=t.cross_entropy, fp8_recipe=t.fp8_recipe,
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
+                 fp8_gathered_weights=torchao_float8.fsdp_float8_all_gather(t, p),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, autocast_fp32_params=t.autocast_fp32_params,
                  mlp_activation=t.mlp_activation,
@@ -581,7 +583,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         if torchao:  # torchao casts every weight on every call (workload.torchao_float8)
             weights = sum(op.k * op.n * op.batch for op in (*qkv_forward, attn_out.forward(shard),
                                                             *mlp.forward) if op.kind == "gemm")
-            weight_forward, weight_backward = torchao_float8.weight_cast_bytes(weights)
+            weight_forward, weight_backward = torchao_float8.weight_cast_bytes(weights, shard.fp8_gathered_weights)
             forward_bytes, backward_bytes = forward_bytes + weight_forward, backward_bytes + weight_backward
         casts, casts_bwd = ([dataclasses.replace(_memory("fp8_cast", n, size), block_scaled=_block_scaled(shard))]
                             for n, size in ((forward_elements, forward_bytes), (backward_elements, backward_bytes)))
