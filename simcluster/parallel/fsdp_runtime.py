@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import GpuSpec
-from simcluster.workload import kernels
+from simcluster.workload import kernels, torchao_float8
 from simcluster.workload.ops import Op
 
 # (kernel, elements read, elements written) per unsharded parameter, per unit and microbatch, on the unshard stream,
@@ -163,8 +163,64 @@ def backward_interference_s(params: float, units: int, element_bytes: float, mem
     post-backward streams beside it: their HBM time (roofline) times ``memory_share``, the share of the backward's
     time in HBM-bound kernels (``interference.memory_bound_share``): the HBM-bound kernels wait for the bytes the
     side kernels move, the compute-bound ones do not."""
-    ops = backward_ops(params, units, element_bytes, reduce_bytes, world)
+    return side_stream_interference_s(backward_ops(params, units, element_bytes, reduce_bytes, world), memory_share,
+                                      gpu, precision)
+
+
+def side_stream_interference_s(ops: list[Op], memory_share: float, gpu: GpuSpec, precision: str) -> float:
+    """Compute-stream time lost to ``ops`` running on a side stream beside it (FSDP's unshard/copy-in and
+    post-backward streams): their HBM time (roofline) times ``memory_share``, the share of the compute's time in
+    HBM-bound kernels (``interference.memory_bound_share``); no kernel gap on the compute stream."""
     return memory_share * kernels.stream_time(ops, gpu, precision).device_s
+
+
+# ---- torchao's float8 all-gather on FSDP2 (workload.torchao_float8) -------------------------------------------
+#
+# FSDP2's ``foreach_all_gather`` runs ``fsdp_pre_all_gather`` under ``all_gather_copy_in_stream``: each float8
+# weight's shard is cast eagerly there, ahead of the unit's all-gather; without precompute each weight's amax is
+# all-reduced over the FSDP group first (``tensor_to_amax``: ``dist.all_reduce`` on the FSDP mesh's group, the
+# communicator FSDP2 gathers on, so in order with its collectives). What the compute stream pays: the side kernels'
+# HBM time times its HBM-bound share (``side_stream_interference_s``, as FSDP1's copies above) and every launch's host
+# time (kernels and NCCL calls alike, issued by the one Python thread: ``kernels.HOST_ONLY_LAUNCH``); and, ahead of
+# each gather, the chain itself (cast kernels on the copy-in stream, all-reduces latency-bound on the group), exposed
+# where it outlasts the compute it hides behind (``float8_gather_exposed_s``).
+
+def float8_copy_in_ops(shard_elements: float, weights: int, precompute: bool) -> list[Op]:
+    """The eager kernels one all-gather of ``weights`` float8-linear weights runs on FSDP2's copy-in stream, over
+    ``shard_elements`` sharded elements (each weight an equal share), in issue order
+    (``torchao_float8.shard_cast_kernel_bytes``)."""
+    per_weight = shard_elements / weights if weights else 0.0
+    return [Op(f"torchao fsdp {name}", "memory", 0.0, size * per_weight) for _ in range(weights)
+            for name, size in torchao_float8.shard_cast_kernel_bytes(precompute)]
+
+
+def float8_copy_in_charge(ops: list[Op], all_reduces: int, memory_share: float, gpu: GpuSpec,
+                          precision: str) -> kernels.StreamTime:
+    """What the compute stream pays for copy-in ``ops`` and ``all_reduces`` amax all-reduces beside it: the kernels'
+    HBM interference (``side_stream_interference_s``) and the host time of every launch (no kernel in series)."""
+    launches = [Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0)] * (len(ops) + all_reduces)
+    return (kernels.StreamTime(device_s=side_stream_interference_s(ops, memory_share, gpu, precision))
+            + kernels.stream_time(launches, gpu, precision))
+
+
+def float8_copy_in_chain_s(ops: list[Op], all_reduces: int, all_reduce_s: float, gpu: GpuSpec,
+                           precision: str) -> float:
+    """The copy-in chain ahead of one unit's all-gather on its own: the eager kernels back to back on the copy-in
+    stream (``kernels.StreamTime.elapsed_s``: roofline, gaps, the host's dispatch) and the amax all-reduces, each
+    ``all_reduce_s`` alone on the fabric (latency-bound: 4 bytes), each waited for by the next kernel."""
+    return kernels.stream_time(ops, gpu, precision).elapsed_s() + all_reduces * all_reduce_s
+
+
+def float8_gather_exposed_s(chain_s: float, gather_s: float, compute_s: float, gathers: int,
+                            first_exposed: bool) -> float:
+    """What ``gathers`` unit all-gathers, each behind a copy-in chain of ``chain_s``, add to the compute stream's
+    waits beyond the gathers alone: a prefetched gather hides behind the previous unit's compute ``compute_s``, so
+    its chain costs max(0, chain + gather - compute) - max(0, gather - compute); ``first_exposed``: the first gather
+    of the block is waited for whole (``engine.data_parallel.GatherBeforeUse``), its chain with it."""
+    if gathers <= 0:
+        return 0.0
+    steady = max(0.0, chain_s + gather_s - compute_s) - max(0.0, gather_s - compute_s)
+    return (chain_s if first_exposed else steady) + (gathers - 1) * steady
 
 
 def optimizer_tensors(layers: int, units: int, layer_tensors: int, shards: int) -> float:

@@ -792,6 +792,16 @@ def fsdp_float8_saved_bytes(scenario: Scenario, stage: int) -> float:
     return stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage) * saved
 
 
+def fsdp_float8_backward_copy_bytes(model: TransformerSpec, tp: int) -> float:
+    """The backward's transient column-major copy of a gathered float8 weight (torchao ``preprocess_addmm``:
+    ``b_data.t().contiguous().t()``, made for one ``torch._scaled_mm`` and dropped after it): one weight at a time,
+    the largest float8-linear weight of a layer on one rank at 1 byte an element (``torchao_float8``), live at the
+    backward's widest moment (``backward_working_bytes``: the MLP's, whose up projections' dgrad takes the copy)."""
+    h = model.hidden
+    largest = max(h * model.q_hidden / tp, h * local_kv_hidden(model, tp), h * model.ffn / tp)
+    return torchao_float8.COLUMN_MAJOR_COPY_HELD_BYTES * largest
+
+
 def zero3_units(model: TransformerSpec, layers: int, first: bool, last: bool, pp: int,
                 merged_root: bool = False) -> int:
     """ZeRO-3/FSDP units of a model chunk, the granularity ``zero3_gathered_bytes`` counts and the engine gathers
@@ -851,6 +861,7 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
             workspace -= fsdp_float8_saved_bytes(scenario, stage)
         else:                   # zero_stage 1 (FSDP2 under pipelining): the unsharded weights are the held ones
             weights -= fsdp_float8_saved_bytes(scenario, stage)
+        workspace += fsdp_float8_backward_copy_bytes(m, p.tp)   # the backward's column-major copy, one weight
     if fp8_params.enabled(t) or fp8_params.mxfp8_params(t):   # GEMM weights held quantized instead of 16-bit
         fp8_weights = stage_gemm_weights(m, p.tp, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
         held = (fp8_params.MXFP8_WEIGHT_BYTES if fp8_params.mxfp8_params(t)

@@ -21,7 +21,7 @@ from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
 from simcluster.spec.config import Scenario
-from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.spec.hardware import BYTES_PER_ELEMENT, GpuSpec
 from simcluster.workload import (
     async_backward,
     async_tp,
@@ -322,6 +322,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     grad_element = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     # Megatron's pipeline schedule spends host time on every model-chunk step (efficiency.yaml host_overhead)
     step_s = kernels.pipeline_step_overhead_s() if p.pp > 1 else 0.0
+    float8_copy_in = _float8_copy_in(scenario, layout, layer, collective_time_s)   # torchao's float8 all-gather
     chunks, chunk_param_counts, chunk_gemm_counts = [], [], []
     for index, (layers, moe_layers) in enumerate(zip(counts, moe_counts, strict=True)):
         first, last = index == 0, index == len(counts) - 1
@@ -360,6 +361,17 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                 params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element,
                 interference.memory_bound_share([op for ph in BACKWARD_PHASES for op in layer[ph]], gpu, precision),
                 gpu, precision, grad_element, p.dp * p.cp))
+        first_forward_s = chunk_weight_quantize_s(scenario, layers, moe_layers, fp8_weights)
+        if float8_copy_in is not None:  # torchao's shard casts on FSDP2's copy-in stream, ahead of each gather
+            gathers = float8_copy_in.gathers(scenario, layers, first, last)
+            if gathers is None:   # gathered once a step, on the first microbatch's forward: the device's waits
+                # there, the launches' host time spread over the step's forwards (the host runs ahead of the GPU)
+                once = float8_copy_in.forward(layers, layer_fwd.elapsed_s())
+                first_forward_s += once.device_bound_s()
+                fwd_stream += kernels.StreamTime(host_extra_s=once.host_extra_s / scenario.microbatches)
+            else:
+                fwd_stream += float8_copy_in.forward(gathers[0], layer_fwd.elapsed_s())
+                bwd_stream += float8_copy_in.backward(gathers[1], layer_bwd.elapsed_s())
         chunk_param_counts.append(params + experts)
         chunk_gemm_counts.append(gemm_weights)
         param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_gather else None,
@@ -395,7 +407,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                              for phase, ops in etp_per_layer.items()},
             etp_bytes=ep_bytes * p.etp, moe_layers=moe_layers, ep_substages=ep_substages,
             forward_stream=fwd_stream, backward_stream=bwd_stream,
-            first_forward_s=chunk_weight_quantize_s(scenario, layers, moe_layers, fp8_weights),
+            first_forward_s=first_forward_s,
         ))
 
     layer_tensors = optimizer_step.parameter_tensors_per_layer(scenario.model.norm, scenario.model.linear_biases)
@@ -435,6 +447,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
+                     + (float8_copy_in.precompute_s(sum(c.layers for c in chunks if c.stage == stage))
+                        if float8_copy_in is not None else 0.0)
                      for stage, params in enumerate(optimizer_params)],
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
@@ -487,6 +501,94 @@ def fp8_gemms(layer: dict[str, list]) -> int:
     """The fp8 GEMMs of a layer's forward (each a Transformer Engine GEMM with its own amaxes): GEMMs that run in the
     run's precision (not the 16-bit ones, ``Op.precision``), before userbuffers splits them into chunks."""
     return sum(op.kind == "gemm" and op.precision is None for op in layer["forward"])
+
+
+@dataclass(frozen=True)
+class Float8CopyIn:
+    """torchao's float8 all-gather on FSDP2 as the step pays it beyond its 1-byte gathers (``workload.torchao_float8``,
+    ``fsdp_runtime.float8_copy_in_*``), per transformer-layer unit gathered: the copy-in charge on the compute stream
+    (forward and backward HBM-bound shares), the copy-in chain ahead of the gather, the gather alone, and with
+    precompute the step's fused amax pass."""
+
+    fsdp2: bool                 # zero_stage 3 gathering every microbatch (else: once a step, the first microbatch)
+    charge_fwd: kernels.StreamTime
+    charge_bwd: kernels.StreamTime
+    chain_s: float
+    gather_s: float
+    layer_weights: float        # float8-linear weight elements of a layer on one rank, unsharded
+    linears: int
+    shards: int
+    precompute: bool            # the scales from one fused amax pass a step (torchao_float8.precompute)
+    group: tuple[int, ...]      # the FSDP group (dp x cp) of rank 0
+    gpu: GpuSpec
+    precision: str
+    collective_time_s: CollectiveTime
+
+    def gathers(self, scenario: Scenario, layers: int, first: bool, last: bool) -> tuple[int, int] | None:
+        """Float8 units gathered per microbatch (forward, backward) of a chunk of ``layers``, or None when FSDP2
+        keeps them gathered through the step: the backward's kept ones (``units_kept_after_forward``) beyond the
+        root units are not gathered again."""
+        if not self.fsdp2:
+            return None
+        p = scenario.parallelism
+        units = memory.zero3_units(scenario.model, layers, first, last, p.pp, fsdp_runtime.root_holds_output(scenario))
+        kept = max(0, fsdp_runtime.units_kept_after_forward(scenario, units) - (units - layers))
+        return layers, layers - kept
+
+    def forward(self, gathers: int, compute_s: float) -> kernels.StreamTime:
+        """``gathers`` forward gathers: their copy-in charge, and their chains' exposure, the first waited for."""
+        return gathers * self.charge_fwd + kernels.StreamTime(stall_s=fsdp_runtime.float8_gather_exposed_s(
+            self.chain_s, self.gather_s, compute_s, gathers, first_exposed=True))
+
+    def backward(self, gathers: int, compute_s: float) -> kernels.StreamTime:
+        """``gathers`` backward re-gathers, the first prefetched behind the last kept unit's backward."""
+        return gathers * self.charge_bwd + kernels.StreamTime(stall_s=fsdp_runtime.float8_gather_exposed_s(
+            self.chain_s, self.gather_s, compute_s, gathers, first_exposed=False))
+
+    def precompute_s(self, layers: int) -> float:
+        """``precompute_float8_dynamic_scale_for_fsdp`` after the optimizer step over a stage's ``layers``, on the
+        compute stream: ``_foreach_norm`` reading every float8 shard (one launch), stack, clamp, division, and the
+        amaxes' one all-reduce over the FSDP group, which the division waits for. 0 without precompute."""
+        if not self.precompute or not layers:
+            return 0.0
+        weights = layers * self.linears
+        ops = [Op("torchao _foreach_norm(inf)", "memory", 0.0,
+                  torchao_float8.PRECOMPUTE_READ_BYTES * layers * self.layer_weights / self.shards)]
+        ops += [Op("torchao precompute scale", "memory", 0.0, 0.0)] * torchao_float8.PRECOMPUTE_KERNELS
+        ops.append(Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0))
+        return (kernels.stream_time(ops, self.gpu, self.precision).elapsed_s()
+                + self.collective_time_s("allreduce", self.group, weights * torchao_float8.AMAX_ALL_REDUCE_BYTES))
+
+
+def _float8_copy_in(scenario: Scenario, layout: Layout, layer: dict, collective_time_s: CollectiveTime
+                    ) -> Float8CopyIn | None:
+    """The per-unit terms of torchao's float8 all-gather (``Float8CopyIn``); None when it is off."""
+    t, p, m = scenario.training, scenario.parallelism, scenario.model
+    if not torchao_float8.fsdp_float8_all_gather(t, p):
+        return None
+    gpu, precision = scenario.cluster.gpu, t.precision
+    precompute = torchao_float8.precompute(t, p)
+    group = tuple(sorted({cp_rank for dp_rank in layout.group(0, "dp") for cp_rank in layout.group(dp_rank, "cp")}))
+    shards = p.dp * p.cp
+    weights = memory.layer_gemm_weights_per_rank(m, p.tp)
+    linears = torchao_float8.float8_linears_per_layer(m.mlp_matrices)
+    ops = fsdp_runtime.float8_copy_in_ops(weights / shards, linears, precompute)
+    all_reduces = 0 if precompute else linears
+    element = memory.state_bytes_per_param(memory.state_precision(t))["weights"]
+    gathered = (memory.layer_params_per_rank(m, p.tp) - weights) * element + weights * torchao_float8.GATHER_BYTES
+    shares = [interference.memory_bound_share([op for ph in phases for op in layer[ph]], gpu, precision)
+              for phases in (("forward",), BACKWARD_PHASES)]
+    return Float8CopyIn(
+        fsdp2=p.zero_stage == 3 and not fsdp_runtime.gathers_once_per_step(scenario),
+        charge_fwd=fsdp_runtime.float8_copy_in_charge(ops, all_reduces, shares[0], gpu, precision),
+        charge_bwd=fsdp_runtime.float8_copy_in_charge(ops, all_reduces, shares[1], gpu, precision),
+        chain_s=fsdp_runtime.float8_copy_in_chain_s(
+            ops, all_reduces, collective_time_s("allreduce", group, torchao_float8.AMAX_ALL_REDUCE_BYTES), gpu,
+            precision),
+        gather_s=collective_time_s("all_gather", group, gathered),
+        layer_weights=weights, linears=linears, shards=shards,
+        precompute=precompute, group=group, gpu=gpu, precision=precision,
+        collective_time_s=collective_time_s)
 
 
 def amax_reduction_group(layout: Layout) -> tuple[int, ...]:

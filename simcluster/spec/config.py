@@ -502,6 +502,11 @@ class Training(_Defaulted):
         "false otherwise. On Hopper (TN-only fp8 GEMMs) zero_stage 3 with fp8 is refused either way: without fp8 "
         "parameters the per-microbatch re-quantize, with them the per-microbatch transpose, is not modelled; use "
         "zero_stage 1/2 or bf16")
+    fp8_precompute_scale: Annotated[bool, Strict()] = Field(
+        False, description="with torchao's float8 all-gather (fp8_param_gather, fp8_recipe torchao_tensorwise, "
+        "optimizer torch_adamw): torchtitan's --float8.precompute_float8_dynamic_scale_for_fsdp, the weights' scales "
+        "from one fused amax pass and one all-reduce a step instead of an amax pass and all-reduce per weight and "
+        "gather (workload/torchao_float8.py)")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
 
@@ -1005,6 +1010,11 @@ class Scenario(_Strict):
                                 "distributed optimizer or Megatron-FSDP) and as torchao's float8 all-gather "
                                 "(fp8_recipe: torchao_tensorwise with optimizer: torch_adamw) only; this stack has "
                                 "neither (set it false)")
+        if t.fp8_precompute_scale and not (t.fp8_param_gather and t.fp8_recipe == "torchao_tensorwise"
+                                           and t.optimizer == "torch_adamw"):
+            raise ScenarioError("training.fp8_precompute_scale", "precomputed float8 scales need torchao's float8 "
+                                "all-gather (fp8_param_gather: true, fp8_recipe: torchao_tensorwise, optimizer: "
+                                "torch_adamw)")
         if (t.precision == "fp8" and self.parallelism.zero_stage >= 3 and not t.fp8_param_gather
                 and not t.fp8_recipe.startswith("torchao")):
             # torch FSDP and Megatron-FSDP (without keep_fp8_transpose_cache) free Transformer Engine's cached fp8

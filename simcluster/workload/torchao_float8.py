@@ -38,14 +38,19 @@ distributed/_composable/fsdp/_fsdp_collectives.py ``foreach_all_gather``):
   ``--float8.precompute_float8_dynamic_scale_for_fsdp``, called after each optimizer step) the amax and scale come
   from one ``torch._foreach_norm(weights, inf)`` over all float8 weights, ``stack``, ``clamp`` (DTensor's single
   all-reduce), one division a step; each gather then runs the 3 cast kernels only (``shard_cast_kernels``,
-  ``shard_cast_bytes_per_element``). On 1/dp of the weights and off the compute stream: counted here, not charged
-  to the step (what it could cost is in docs/calibration.md, "Round 23: torchao's float8 all-gather for FSDP2").
+  ``shard_cast_bytes_per_element``; the key ``training.fp8_precompute_scale``, ``precompute``). On 1/dp of the
+  weights and off the compute stream: charged as FSDP's other side-stream kernels are (``parallel/fsdp_runtime.py``
+  ``float8_copy_in_*``: their HBM time times the compute's HBM-bound share, every launch's host time, and the chain
+  ahead of each gather -- kernels, one latency-bound amax all-reduce a weight -- where it outlasts the compute it
+  hides behind); the precompute pass on the compute stream after the optimizer step (``parallel/plan.py``
+  ``Float8CopyIn``; docs/calibration.md, "Round 23: torchao's float8 all-gather charged in full").
 - ``fsdp_post_all_gather`` wraps the gathered bytes as a ``Float8Tensor`` (no copy), so the forward skips the weight
   cast (``get_weight_scale`` / ``cast_weight_to_float8_t`` return early when ``tensor_already_casted_to_fp8``) and
   a full recompute skips it again; the unsharded weight held is 1 byte an element. The backward's data-gradient GEMM
   takes the same float8 weight (``weight_fp8_t.t()``), row-major where ``torch._scaled_mm`` wants the second
   operand column-major: ``preprocess_addmm`` copies it, ``b_data.t().contiguous().t()``, 1 byte read and 1 written
-  (``GATHERED_BACKWARD_BYTES``) in place of the 16-bit weight's backward cast.
+  (``GATHERED_BACKWARD_BYTES``) in place of the 16-bit weight's backward cast; the copy lives for that one mm
+  (``COLUMN_MAJOR_COPY_HELD_BYTES``, ``memory.fsdp_float8_backward_copy_bytes``).
 - Tensorwise dynamic scaling only (``precompute_float8_dynamic_scale_for_fsdp`` raises on delayed scaling; rowwise
   recipes gather bf16): the only torchao recipe modelled (``RECIPES``).
 """
@@ -79,6 +84,12 @@ CAST_KERNELS = (("tensor * scale", 2 * SHARD_BYTES), ("to_fp8_saturated clamp", 
 # clamp (with DTensor's one all-reduce) and the division: 3 scalar-sized kernels beside the foreach launches
 PRECOMPUTE_READ_BYTES = SHARD_BYTES
 PRECOMPUTE_KERNELS = 3
+# torchtitan's Llama block: wq, wk, wv, wo and the MLP's matrices are Float8Linears (its output layer is filtered out)
+ATTENTION_LINEARS = 4
+AMAX_ALL_REDUCE_BYTES = FP32_BYTES         # tensor_to_amax's all-reduce: one fp32 amax (precompute: one a weight)
+# preprocess_addmm's column-major copy (b_data.t().contiguous().t()) lives for its one backward mm: 1 byte held an
+# element of the weight being multiplied, one weight at a time
+COLUMN_MAJOR_COPY_HELD_BYTES = FP8_BYTES
 
 
 def cast_bytes_per_element(recipe: str) -> float:
@@ -121,7 +132,26 @@ def shard_cast_kernels(weights: int, gathers: int, precompute: bool, foreach_lau
     return {"kernels": (len(AMAX_KERNELS) + SCALE_KERNELS + len(CAST_KERNELS)) * calls, "all_reduces": calls}
 
 
+def shard_cast_kernel_bytes(precompute: bool) -> tuple[tuple[str, float], ...]:
+    """(kernel, HBM bytes per sharded weight element) of one weight's pre-all-gather cast, in issue order: amax (2),
+    scale (4 scalar kernels, 0 bytes a shard element) and cast (3) without precompute; the cast alone with it."""
+    if precompute:
+        return CAST_KERNELS
+    return AMAX_KERNELS + tuple(("amax_to_scale", 0.0) for _ in range(SCALE_KERNELS)) + CAST_KERNELS
+
+
 def shard_cast_bytes_per_element(precompute: bool) -> float:
     """HBM bytes per sharded weight element of one pre-all-gather cast (eager): amax (without precompute) and cast."""
-    kernels = CAST_KERNELS if precompute else AMAX_KERNELS + CAST_KERNELS
-    return float(math.fsum(size for _name, size in kernels))
+    return float(math.fsum(size for _name, size in shard_cast_kernel_bytes(precompute)))
+
+
+def float8_linears_per_layer(mlp_matrices: int) -> int:
+    """Float8Linear weights of one transformer block: the attention's four and the MLP's ``mlp_matrices``."""
+    return ATTENTION_LINEARS + mlp_matrices
+
+
+def precompute(training, parallelism) -> bool:
+    """Whether the scales come from ``precompute_float8_dynamic_scale_for_fsdp`` once a step (torchtitan's
+    ``--float8.precompute_float8_dynamic_scale_for_fsdp``: ``precompute_scale = enable_fsdp_float8_all_gather and
+    ...``): ``training.fp8_precompute_scale`` with the float8 all-gather on."""
+    return bool(training.fp8_precompute_scale) and fsdp_float8_all_gather(training, parallelism)
