@@ -17,7 +17,7 @@ with its clock with elasticity ln(1237/1450) / ln(1580/1965) = 0.73 (flashinfer#
 (1399-1443 of 1965 MHz, MSMF) that keeps 0.78-0.80 of its burst, the model's clock_ratio 0.80 with the attention share
 at 1. The round's first value, 1.066 (FA4 alone: 0.853 / 0.80), described attention running alone. Attention alone
 under the cap is also what cuDNN 9.13's 128k-token kernels show (0.3-1.3 s each): 0.95-0.99 of the burst curve, which
-was fitted on them, so that curve is not a throttled figure that clock_ratio charges twice.
+was fitted on them; they run 2-5% below the 20-25 ms calls, so the curve holds at most a few percent of the cap.
 
 Tolerances: 3% for a sustained GEMM point at the median and fp8 (the shares' derivation point and its sibling), 5% for
 the slowest GPU (the node's chip spread, 4.9% over 40 runs); 6% for a loop (partly at boost) and for the B300 table (a
@@ -62,7 +62,7 @@ def test_attention_in_training_runs_at_the_clock_of_the_gemm_stream():
 @pytest.mark.parametrize("index", range(len(bk.CUDNN_913_128K)))
 def test_cudnn_attention_held_under_the_cap_stays_on_its_burst_curve(index):
     """The curve was fitted on these kernels: a B200 or GB300 running cuDNN attention alone for 0.3-1.3 s keeps
-    0.95-0.99 of it, not clock_ratio (0.80, 0.82): the curve is no throttled figure counted twice in training."""
+    0.95-0.99 of it, not clock_ratio (0.80, 0.82): attention alone barely throttles."""
     _, seconds, ratio = bk.cudnn_long_kernels_over_burst()[index]
     assert seconds > 0.3
     assert ratio == pytest.approx(1.0, abs=0.06)
