@@ -16,6 +16,7 @@ regime (over the sustained model for loops). A diagnostic: nothing is fitted or 
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 
@@ -82,6 +83,14 @@ MEASUREMENTS = (
 # 1237 (fully throttled, SM clock ~1580 MHz)
 FA4_B200 = {"batch": 4, "seq": 8192, "heads": 16, "head_dim": 128, "burst": 1450.0, "throttled": 1237.0,
             "boost_mhz": 1965.0, "throttled_mhz": 1580.0}
+
+# cuDNN 9.13 (PyTorch NGC 25.09), NVIDIA's training benchmark (NVIDIA/cudnn-frontend, benchmark/
+# sdpa_benchmark_training/artifacts, sdpa_bf16_benchmark_results_NVIDIA_{B200,GB300}.csv; the points the Blackwell
+# attention curve was fitted on, tests/validation/test_attention_exponential_bound.py): batch 1, 128 query / 8
+# key-value heads of 128, causal, 131,072 tokens, executed TFLOP/s. Each is one kernel of 0.3-1.3 s, past the ~100 ms
+# after which a B200 is fully throttled (flashinfer#2899).
+CUDNN_913_128K = {("b200", "forward"): 1355.0, ("b200", "backward"): 1048.0,
+                  ("gb300", "forward"): 1721.0, ("gb300", "backward"): 1280.0}
 
 # Sustained GEMM clocks read by mamf-finder (NVML) at the power cap, and the parts' caps and SMs: B200 (v4 MSMF,
 # siblings computing) 1399-1443 MHz at 1000 W; B300 (an earlier version, siblings idle) 1455 MHz at 1100 W, its MSMF
@@ -159,6 +168,32 @@ def attention_sustained_over_burst() -> tuple[float, float]:
     return FA4_B200["throttled"] / FA4_B200["burst"], sustained / burst
 
 
+def attention_at_the_gemm_stream_clock() -> tuple[float, float]:
+    """What FA4's throughput does at the clock a GEMM-dominated training stream holds (round 23 review): FA4's
+    measured clock elasticity (ln throughput ratio over ln clock ratio, flashinfer#2899) taken to B200's saturated
+    GEMM clock (mamf-finder MSMF, both ends of 1399-1443 MHz over the 1965 MHz boost)."""
+    elasticity = (math.log(FA4_B200["throttled"] / FA4_B200["burst"])
+                  / math.log(FA4_B200["throttled_mhz"] / FA4_B200["boost_mhz"]))
+    low, high = (mhz / FA4_B200["boost_mhz"] for mhz in B200_GEMM_MHZ)
+    return low ** elasticity, high ** elasticity
+
+
+def cudnn_long_kernels_over_burst() -> list[tuple[str, float, float]]:
+    """cuDNN 9.13's single attention kernels of 0.3-1.3 s (128k tokens; CUDNN_913_128K), each held far past the
+    throttle onset (attention alone under the cap), over the model's burst figure for the same kernel:
+    (key, seconds, ratio)."""
+    out = []
+    for (gpu_name, direction), measured in CUDNN_913_128K.items():
+        spec = TransformerSpec(layers=1, hidden=128 * 128, heads=128, vocab=32000, dropout=False, max_seq_len=131072)
+        forward, backward = attention_core(spec, Shard(seq_len=131072, micro_batch=1, precision="bf16"))
+        op = (forward if direction == "forward" else backward)[0]
+        gpu = hardware.gpu(gpu_name)
+        executed = op.flop * kernels.efficiency(op, gpu, "bf16").executed_flop_ratio
+        burst = executed / max(kernels.roofline_s(op, gpu, "bf16", sustained=False)) / 1e12
+        out.append((f"{gpu_name} {direction}", executed / measured / 1e12, measured / burst))
+    return out
+
+
 def cube_law_b300_gemm_mhz() -> tuple[float, float]:
     """B300's saturated GEMM clock from B200's by the cube law of efficiency.yaml blackwell_clock_source (dynamic
     power ~ SMs x f^3 at each part's cap), from both ends of B200's measured range."""
@@ -191,6 +226,11 @@ def main(argv: list[str]) -> int:
     measured, model = attention_sustained_over_burst()
     print(f"\nFA4 forward on B200, sustained over burst: measured {measured:.3f} (clock "
           f"{FA4_B200['throttled_mhz'] / FA4_B200['boost_mhz']:.3f}), model {model:.3f}")
+    low, high = attention_at_the_gemm_stream_clock()
+    print(f"FA4's clock elasticity at B200's saturated GEMM clock: {low:.3f}-{high:.3f} of its burst "
+          f"(the model's attention in training: {model:.3f})")
+    for key, seconds, ratio in cudnn_long_kernels_over_burst():
+        print(f"cuDNN 9.13 {key} at 128k, one {seconds:.2f} s kernel: {ratio:.3f} of the model's burst")
     low, high = cube_law_b300_gemm_mhz()
     print(f"B300 saturated GEMM clock by the cube law from B200's {B200_GEMM_MHZ[0]:.0f}-{B200_GEMM_MHZ[1]:.0f} MHz: "
           f"{low:.0f}-{high:.0f} MHz, measured {B300_GEMM_MHZ:.0f}")

@@ -59,14 +59,17 @@ def sustained_share(gpu_name: str, kind: str) -> float:
     """What a stream of ``kind`` kernels keeps of its burst throughput at the power cap, over ``clock_ratio``
     (efficiency.yaml ``sustained_share``: per GPU, ``default`` for the others; 1 for kinds not listed there): a
     finite positive number, else refused naming the key."""
-    table = _table().get("sustained_share") or {}
-    entry = table.get(gpu_name, table.get("default", {}))
     if kind not in SHARE_KINDS:
         return 1.0
-    share = (entry or {}).get(kind, 1.0)
+    table = _table().get("sustained_share") or {}
+    key = gpu_name if gpu_name in table else "default"
+    entry = table.get(key) or {}
+    if not isinstance(entry, dict):
+        raise ScenarioError(f"efficiency.yaml sustained_share.{key}", f"{entry!r} is not a mapping of kind to share")
+    share = entry.get(kind, 1.0)
     ok = isinstance(share, int | float) and not isinstance(share, bool) and math.isfinite(share) and share > 0.0
     if not ok:
-        raise ScenarioError(f"efficiency.yaml sustained_share.{gpu_name}.{kind}", f"{share!r} is not a positive number")
+        raise ScenarioError(f"efficiency.yaml sustained_share.{key}.{kind}", f"{share!r} is not a positive number")
     return float(share)
 
 

@@ -46,3 +46,12 @@ def test_a_bad_share_is_refused_naming_its_key(monkeypatch, bad):
     _with_table(monkeypatch, {"default": {"gemm": 1.0}, "b200": {"gemm": bad}})
     with pytest.raises(ScenarioError, match="sustained_share.b200.gemm"):
         power_clock.sustained_share("b200", "gemm")
+
+
+def test_a_bad_default_or_entry_is_refused_naming_its_key(monkeypatch):
+    _with_table(monkeypatch, {"default": {"gemm": -1.0}})
+    with pytest.raises(ScenarioError, match="sustained_share.default.gemm"):
+        power_clock.sustained_share("h100-sxm", "gemm")
+    _with_table(monkeypatch, {"default": {"gemm": 1.0}, "b200": 0.9})
+    with pytest.raises(ScenarioError, match="sustained_share.b200"):
+        power_clock.sustained_share("b200", "gemm")

@@ -22,9 +22,10 @@ What they say about the model:
    twice. fp8: mamf-finder times torch._scaled_mm with use_fast_accum left False (test_gemm_fp8_ceiling.py), so
    H200's burst is bracketed by the model's split-accumulator (1.096) and fast-accumulation (0.953) speeds, as
    GH200's is there; a power-capped fp8 ceiling would put it 1.19 above even the fast one.
-2. B200's 0.80 is the measured sustained rate: the model in training (``sustained=True``) gives the MSMF shapes 0.966
-   (bf16) and 0.973 (fp8) of MSMF. Tolerance 5%, the model's shape error at the bursts: fails at clock ratio 0.72 (the
-   MSMF clock over boost, 1.07-1.08), 0.85 and 1.0.
+2. B200's 0.80 is the measured sustained rate: the model in training (``sustained=True``: clock_ratio x the GEMM
+   sustained_share 0.966, round 23, derived from the bf16 point) gives the MSMF shapes 0.999 (bf16) and 1.007 (fp8)
+   of MSMF (0.966 and 0.973 at clock_ratio alone). Tolerance 5%, the model's shape error at the bursts: fails at clock
+   ratio 0.72 (the MSMF clock over boost, 1.11-1.12), 0.85 (0.94-0.95) and 1.0.
 3. Hopper: MSMF is the best any shape sustains, so the model in training may not exceed it at the MSMF shapes (5%;
    fp8 at the model's faster, fast-accumulation speed, so the bound holds in either mode): fails at clock ratio 1.0
    (1.09 and 1.18) and at 0.92 (fp8 1.09). The model sits 13% (bf16) and 5% (fp8, fast) below: an H200 running a
