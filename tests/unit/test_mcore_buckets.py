@@ -10,6 +10,8 @@ the engine reduces and gathers; conservation of the gradient elements."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from simcluster.core import catalog
@@ -86,7 +88,7 @@ def test_fp8_parameters_cut_two_buffers_and_merge_the_rest_into_the_last_fp8_gro
 
 
 def _plan(name: str, **parallelism):
-    raw = catalog.load(f"scenarios/{name}")
+    raw = copy.deepcopy(catalog.load(f"scenarios/{name}"))   # the catalog's dict is shared: never edit it
     raw["parallelism"].update(parallelism)
     scenario = config.from_dict(raw)
     return step_plan(scenario, lambda *a, **k: 1e-3)
@@ -116,7 +118,7 @@ def test_off_the_first_stages_first_chunk_and_without_overlap_one_bucket():
 def test_the_tied_gpt3_embedding_under_pipelining_is_alone():
     # GPT-3 175B at TP 4, PP 8: the first chunk's last bucket is its embedding, word and position (51,200 / 4 x
     # 12,288 + 2,048 x 12,288 elements: models.yaml's vocabulary padded for TP), alone
-    plan = _plan("nemo2407-gpt3-175b-128-h100-fp8")
+    plan = _plan("nemo2407-gpt3-175b-128-h100-fp8", grad_buckets="megatron_core")
     model = plan.scenario.model
     last = chunk_bucket_groups(plan, plan.chunks[0])[-1]
     embedding = -(-model.vocab // 4) * model.hidden
@@ -126,7 +128,7 @@ def test_the_tied_gpt3_embedding_under_pipelining_is_alone():
 def test_megatron_core_is_the_default_on_its_stack_and_refused_elsewhere():
     assert _plan("nemo2409-llama31-8b-8-h100-bf16").scenario.parallelism.grad_buckets == "megatron_core"
     assert _plan("nemo2407-llama3-8b-8-h100-fp8").scenario.parallelism.grad_buckets == "megatron"   # Apex's Adam
-    raw = catalog.load("scenarios/nemo2409-llama31-8b-8-h100-bf16")
+    raw = copy.deepcopy(catalog.load("scenarios/nemo2409-llama31-8b-8-h100-bf16"))
     raw["training"]["optimizer"] = "torch_adamw"
     assert config.from_dict(raw).parallelism.grad_buckets == "megatron"
     raw["parallelism"]["grad_buckets"] = "megatron_core"
@@ -148,7 +150,7 @@ def test_without_overlapped_gather_megatron_core_gathers_bucket_by_bucket_after_
     # DistributedOptimizer.step without overlap_param_gather: one synchronous all-gather per bucket (a8a5512;
     # start_param_sync(force_sync=True) per bucket group later), all after the step's last reduce-scatter, back to
     # back on the data-parallel stream, bf16 in forward order
-    raw = catalog.load("scenarios/nemotron4-15b-768-h100")
+    raw = copy.deepcopy(catalog.load("scenarios/nemotron4-15b-768-h100"))
     raw["parallelism"]["overlap_param_gather"] = False
     events = simulate(config.from_dict(raw)).events
     rank0 = events[(events["rank"] == 0) & (events["kind"] == "comm")]
