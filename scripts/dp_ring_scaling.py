@@ -25,6 +25,8 @@ from simcluster.collectives import Collective, nccl
 from simcluster.core import catalog, script_entry
 from simcluster.engine import simulate
 from simcluster.fabric import topology
+from simcluster.parallel import mcore_buckets
+from simcluster.parallel.mcore_buckets import MCORE_EARLY_2024_BUCKET, layer_tensors, megatron_core_buckets
 from simcluster.spec import config, hardware
 from simcluster.studies import validation
 
@@ -243,40 +245,17 @@ def apex_layout() -> None:
                   f"{(ag_exp + rs_exp) * 1e3:>8.1f} {engine:>7.1f}")
 
 
-# Megatron-Core's gradient buckets as the early-2024 GradBuffer forms them (NVIDIA/Megatron-LM
-# megatron/core/distributed/grad_buffer.py, a8a5512; the same loop in core_r0.5's param_and_grad_buffer.py): the
-# parameters in reverse registration order, a bucket closed as soon as it holds at least bucket_size elements (no
-# other condition: untied embeddings, pp 1), its end padded up to a multiple of the data-parallel size (distributed
-# optimizer). Registration order of a Megatron-Core GPT layer with Transformer Engine modules and no linear biases
-# (Nemotron-4): linear_proj; linear_qkv's fused LayerNorm weight and bias, then its weight; linear_fc1's LayerNorm
-# weight and bias, then its weight; linear_fc2. Model: embedding, the layers, final LayerNorm, untied output layer.
-MCORE_EARLY_2024_BUCKET = 40_000_000
+# Megatron-Core's gradient buckets as the early-2024 GradBuffer forms them: simcluster.parallel.mcore_buckets (the
+# engine's own formation for Megatron-Core rows). Nemotron-4 15B's parameters on one TP rank, registration order:
 
 
-def gpt_param_tensors(hidden: int, ffn: int, kv_hidden: int, vocab: int, layers: int, tp: int) -> list[tuple[int, int]]:
-    """(layer, elements on one TP rank) of every parameter in registration order; the embedding counts as layer 0,
-    the final norm and output layer as the last layer."""
-    layer = [hidden * hidden // tp, hidden, hidden, (hidden + 2 * kv_hidden) * hidden // tp,
-             hidden, hidden, ffn * hidden // tp, ffn * hidden // tp]
-    tensors = [(0, vocab * hidden // tp)]
-    tensors += [(i, n) for i in range(layers) for n in layer]
-    return tensors + [(layers - 1, hidden), (layers - 1, hidden), (layers - 1, vocab * hidden // tp)]
-
-
-def megatron_core_buckets(tensors: list[tuple[int, int]], bucket_size: int, dp: int) -> list[tuple[int, int]]:
-    """(lowest layer holding a parameter of it, padded elements) of each bucket, in formation (backward) order."""
-    buckets, start, end, low = [], 0, 0, None
-    for layer, numel in reversed(tensors):
-        end += numel
-        low = layer if low is None else min(low, layer)
-        if end - start >= bucket_size:
-            end = -(-end // dp) * dp
-            buckets.append((low, end - start))
-            start, low = end, None
-    if low is not None:
-        end = -(-end // dp) * dp
-        buckets.append((low, end - start))
-    return buckets
+def gpt_param_tensors(hidden: int, ffn: int, kv_hidden: int, vocab: int, layers: int,
+                      tp: int) -> list[mcore_buckets.Tensor]:
+    """(layer, elements on one TP rank) of every parameter in registration order (no linear biases, squared-ReLU MLP,
+    LayerNorm); the embedding counts as layer 0, the final norm and output layer as the last layer."""
+    layer = layer_tensors(hidden, hidden / tp, kv_hidden / tp, ffn / tp, 2, 4 * hidden, False)
+    return mcore_buckets.gpt_param_tensors(layer, layers, embedding=vocab * hidden // tp, head=vocab * hidden // tp,
+                                           final_norm=2 * hidden)
 
 
 def per_layer_s(buckets: list[tuple[int, int]], layers: int, seconds: list[float]) -> list[float]:
@@ -300,7 +279,7 @@ def mcore_buckets_table() -> None:
         result = simulate(config.load(f"nemotron4-15b-{gpus}-h100"))
         split = chain_split(result.events, ranks, CX7.rate)
         engine_s = result.summary["exposed_comm_by_parallelism_s"]["dp"]
-        even = sum(n for _, n in tensors) / 32
+        even = sum(t.elements for t in tensors) / 32
         layouts = (("bundled (32 x 1/32)", [(layer, even) for layer in range(32)]),
                    ("Megatron-Core, 40M", megatron_core_buckets(tensors, MCORE_EARLY_2024_BUCKET, ranks)))
         for label, buckets in layouts:

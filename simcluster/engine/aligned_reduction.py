@@ -11,7 +11,7 @@ critical path passes through it, stage after stage; started together, they slow 
 
 from __future__ import annotations
 
-from simcluster.engine.data_parallel import GradientReduction, ReduceBucketsDuringBackward, chunk_buckets, collective
+from simcluster.engine.data_parallel import GradientReduction, ReduceBucketsDuringBackward, bucket_bytes, collective
 from simcluster.parallel.schedules import aligned_grad_syncs
 
 
@@ -39,9 +39,8 @@ def _reduce(agent, chunk: int) -> list:
     """Start the reduction of every bucket of ``chunk`` (named as ``ReduceBucketsDuringBackward`` names them)."""
     plan = agent.sim.plan
     cost = plan.chunks[chunk]
-    buckets = chunk_buckets(plan, cost)
-    return [event for bucket in range(buckets)
-            for event in collective(agent, plan.dp_grad_op, cost.grad_bytes / buckets, cost.expert_grad_bytes / buckets,
+    return [event for bucket, (grad, expert_grad, _, _) in enumerate(bucket_bytes(plan, cost))
+            for event in collective(agent, plan.dp_grad_op, grad, expert_grad,
                                     f"grad {plan.dp_grad_op} c{chunk}b{bucket}")]
 
 

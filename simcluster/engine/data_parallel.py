@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 
 from simcluster.parallel.fsdp_runtime import gathers_once_per_step, root_holds_output, units_kept_after_forward
+from simcluster.parallel.mcore_buckets import Bucket, gpt_param_tensors, layer_tensors, megatron_core_bucket_groups
 from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import Parallelism, Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.workload import fp8_params
+from simcluster.workload.ops import local_kv_hidden
 
 # Apex DistributedFusedAdam aligns each bucket's shard to 128 bytes of the gradient dtype
 # (apex/contrib/optimizers/distributed_fused_adam.py: self.alignment = 128 // dtype_size).
@@ -102,16 +105,77 @@ def apex_group_elements(plan: StepPlan, cost) -> list[float]:
     return [math.ceil(elements / bucket) * bucket for elements in groups]
 
 
+def chunk_bucket_groups(plan: StepPlan, cost) -> list[Bucket] | None:
+    """A chunk's gradient bucket groups as Megatron-Core's DistributedDataParallel forms them
+    (``mcore_buckets.megatron_core_bucket_groups``: the parameters in reverse registration order, a bucket closed at
+    ``grad_bucket_size`` elements, padded to a multiple of dp x cp at ZeRO 1-2; the tied embedding alone with pp > 1;
+    with fp8 parameters the non-fp8 buckets merged into the last fp8 group), in formation order. Where it buckets at
+    all: ``grad_buckets: megatron_core`` (Megatron-Core's DDP at ZeRO 0-2, its default there) with the
+    reduction overlapped (a finite bucket), on the first pipeline stage's first model chunk (``bucket_count``: one
+    bucket elsewhere). None where the engine keeps equal buckets: other stacks, Apex's groups, the other chunks, a chunk
+    with routed experts or MLA (their tensor lists, with the expert buffers apart, are not written here). The chunk's
+    dense gradient elements are conserved: the embedding and output layer take what its layers do not hold (the untied
+    output layer its vocabulary's share, the embedding the rest)."""
+    s = plan.scenario
+    p, model = s.parallelism, s.model
+    if (p.grad_buckets != "megatron_core" or not cost.grad_bytes
+            or not math.isfinite(p.grad_bucket_size) or cost.stage > 0 or cost.chunk // plan.layout.pp > 0
+            or cost.expert_grad_bytes or model.moe is not None or model.mla is not None):
+        return None
+    width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    layer = layer_tensors(model.hidden, model.q_hidden / p.tp, local_kv_hidden(model, p.tp), model.ffn / p.tp,
+                          model.mlp_matrices, model.norm_params, model.linear_biases)
+    other = layer_params_per_rank(model, p.tp) - sum(n for n, _ in layer)   # whatever else: with the first norm
+    layer[2 if model.linear_biases else 1] = (layer[2 if model.linear_biases else 1][0] + other, False)
+    rest = cost.grad_bytes / width - cost.layers * sum(n for n, _ in layer)
+    first, last = cost.chunk == 0, cost.chunk == plan.chunk_count - 1
+    final_norm = (2 if model.norm == "layernorm" else 1) * model.hidden if last else 0.0
+    # the untied output layer (last chunk); the embedding (first chunk) holds the rest: word and learned positions
+    untied = last and not model.tied_embeddings
+    head = min(rest - final_norm, math.ceil(model.vocab / p.tp) * model.hidden) if untied else 0.0
+    embedding = rest - final_norm - head if first else 0.0
+    tensors = gpt_param_tensors(layer, cost.layers, embedding=embedding, final_norm=final_norm, head=head,
+                                shared_embedding=model.tied_embeddings and p.pp > 1 and p.zero_stage > 0)
+    # bucket ends padded to shard evenly with the distributed optimizer only (ZeRO 0: all-reduced as they are)
+    return megatron_core_bucket_groups(tensors, p.grad_bucket_size / width, p.dp * p.cp if p.zero_stage else 1,
+                                       fp8_params.enabled(s.training))
+
+
+def bucket_schedule(plan: StepPlan, cost) -> tuple[list[tuple[float, float, float, float]], list[int], int]:
+    """A chunk's buckets: their (gradient, expert gradient, parameter, expert parameter) bytes in the order the
+    backward makes them; for each, the part of the chunk's backward (of ``parts`` equal parts) after which it is
+    complete; and ``parts``. The forward gathers them in reverse, each before the part mirroring it.
+    ``grad_buckets: apex``: Apex's per-layer groups (``apex_group_elements``), dense only. Megatron-Core
+    (``chunk_bucket_groups``): its own unequal bucket groups, each complete after the backward of its lowest
+    layer (parts = the chunk's layers, the embedding counted in the first and the output layer in the last); a
+    group's parameters are gathered at the chunk's fp8 width for its fp8 GEMM weights and the 16-bit width for the
+    rest, scaled so the chunk gathers ``cost.param_bytes`` plus its padding. Otherwise equal buckets, bucket b
+    complete after part b."""
+    p = plan.scenario.parallelism
+    width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    if p.grad_buckets == "apex" and cost.grad_bytes:
+        param_width = cost.param_bytes * width / cost.grad_bytes
+        sizes = [(e * width, 0.0, e * param_width, 0.0) for e in apex_group_elements(plan, cost)]
+        return sizes, list(range(len(sizes))), len(sizes)
+    groups = chunk_bucket_groups(plan, cost)
+    if groups is not None:
+        # parameter bytes: fp8 GEMM weights at 1 byte against the 16-bit rest (fp8_params), the chunk's total
+        # conserved up to the padding
+        fp8 = fp8_params.gather_bytes_per_param() / BYTES_PER_ELEMENT["bf16"]
+        weighted = [g.elements - g.gemm_elements * (1 - fp8) for g in groups]
+        scale = cost.param_bytes * sum(g.elements for g in groups) / (cost.grad_bytes / width) / sum(weighted)
+        parts = max(cost.layers, 1)
+        return ([(g.elements * width, 0.0, w * scale, 0.0) for g, w in zip(groups, weighted, strict=True)],
+                [min(parts - 1, max(0, cost.layers - 1 - g.low)) for g in groups], parts)
+    n = chunk_buckets(plan, cost)
+    return ([(cost.grad_bytes / n, cost.expert_grad_bytes / n, cost.param_bytes / n, cost.expert_param_bytes / n)]
+            * n, list(range(n)), n)
+
+
 def bucket_bytes(plan: StepPlan, cost) -> list[tuple[float, float, float, float]]:
     """(gradient, expert gradient, parameter, expert parameter) bytes of each of a chunk's buckets, in the order
-    the backward makes them; the forward gathers them in reverse (on Megatron-Core's equal buckets, which is the
-    same). ``grad_buckets: apex``: Apex's per-layer groups (``apex_group_elements``), dense only."""
-    if plan.scenario.parallelism.grad_buckets == "apex" and cost.grad_bytes:
-        width = BYTES_PER_ELEMENT[plan.scenario.parallelism.grad_reduce_dtype]
-        param_width = cost.param_bytes * width / cost.grad_bytes
-        return [(e * width, 0.0, e * param_width, 0.0) for e in apex_group_elements(plan, cost)]
-    n = chunk_buckets(plan, cost)
-    return [(cost.grad_bytes / n, cost.expert_grad_bytes / n, cost.param_bytes / n, cost.expert_param_bytes / n)] * n
+    the backward makes them (``bucket_schedule``)."""
+    return bucket_schedule(plan, cost)[0]
 
 
 class ReduceBucketsDuringBackward(GradientReduction):
@@ -132,15 +196,16 @@ class ReduceBucketsDuringBackward(GradientReduction):
         cost = plan.chunks[work.chunk]
         # ZeRO-3/FSDP reduce-scatters each unit's gradient as its backward ends (Zhao et al. 2023, section 3.2)
         units = agent.parameters.units(agent, work)
-        sizes = ([(cost.grad_bytes / units, cost.expert_grad_bytes / units, 0.0, 0.0)] * units if units
-                 else bucket_bytes(plan, cost))
-        buckets = len(sizes)
+        sizes, ready, parts = (([(cost.grad_bytes / units, cost.expert_grad_bytes / units, 0.0, 0.0)] * units,
+                                list(range(units)), units) if units else bucket_schedule(plan, cost))
         reductions = []
-        for bucket, (grad, expert_grad, _, _) in enumerate(sizes):
-            yield from agent.parameters.before_part(agent, work, bucket, buckets)
-            yield from agent.compute("backward", work, part=bucket, parts=buckets)
-            reductions += collective(agent, plan.dp_grad_op, grad, expert_grad,
-                                     f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
+        for part in range(parts):
+            yield from agent.parameters.before_part(agent, work, part, parts)
+            yield from agent.compute("backward", work, part=part, parts=parts)
+            for bucket, (grad, expert_grad, _, _) in enumerate(sizes):
+                if ready[bucket] == part:
+                    reductions += collective(agent, plan.dp_grad_op, grad, expert_grad,
+                                             f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
         return reductions
 
 
@@ -188,12 +253,24 @@ class ParameterGathering:
 
 class GatherAfterOptimizer(ParameterGathering):
     """ZeRO-1/2: each rank updated its shard only, so the stage's parameters are all-gathered after the optimizer,
-    exposed."""
+    exposed. On Megatron-Core, one synchronous all-gather per bucket of each chunk's buffer (``bucket_schedule``):
+    without ``overlap_param_gather`` its ``DistributedOptimizer.step`` "launch[es] synchronous all-gather
+    communication calls here", ``_dispatch_gather_model_params`` per bucket with ``async_op=False``
+    (NVIDIA/Megatron-LM megatron/core/optimizer/distributed_optimizer.py, the grad_buffer.py era, a8a5512); queued
+    on the one data-parallel stream they run one after another, each with its own ring latency. Other stacks: one
+    all-gather of the stage's parameters."""
 
     def after_optimizer(self, agent):
-        mine = [c for c in agent.sim.plan.chunks if c.stage == agent.stage]
-        yield from agent.wait_data_parallel(collective(agent, "all_gather", sum(c.param_bytes for c in mine),
-                                                       sum(c.expert_param_bytes for c in mine), "param all_gather"))
+        plan = agent.sim.plan
+        mine = [c for c in plan.chunks if c.stage == agent.stage]
+        if not plan.scenario.megatron_core:
+            yield from agent.wait_data_parallel(collective(agent, "all_gather", sum(c.param_bytes for c in mine),
+                                                           sum(c.expert_param_bytes for c in mine),
+                                                           "param all_gather"))
+            return
+        events = [event for c in mine for b, (_, _, param, expert_param) in enumerate(bucket_bytes(plan, c)[::-1])
+                  for event in collective(agent, "all_gather", param, expert_param, f"param all_gather c{c.chunk}b{b}")]
+        yield from agent.wait_data_parallel(events)
 
 
 class GatherDuringForward(ParameterGathering):
@@ -204,7 +281,7 @@ class GatherDuringForward(ParameterGathering):
     """
 
     def __init__(self):
-        self._buckets: dict[int, list[list]] = {}
+        self._buckets: dict[int, list[list]] = {}  # a chunk's gathers, by the forward part that first needs them
 
     def start_step(self, agent) -> None:
         plan = agent.sim.plan
@@ -213,19 +290,23 @@ class GatherDuringForward(ParameterGathering):
             cost = plan.chunks[chunk]
             # the gradient buckets' parameters (Megatron-Core gathers each bucket of its param-and-grad buffer),
             # in forward order
-            sizes = bucket_bytes(plan, cost)[::-1]
-            self._buckets[chunk] = [collective(agent, "all_gather", param, expert_param,
-                                               f"param all_gather c{chunk}b{b}")
-                                    for b, (_, _, param, expert_param) in enumerate(sizes)]
+            sizes, ready, parts = bucket_schedule(plan, cost)
+            by_part = [[] for _ in range(parts)]
+            for b in reversed(range(len(sizes))):
+                _, _, param, expert_param = sizes[b]
+                by_part[parts - 1 - ready[b]] += collective(agent, "all_gather", param, expert_param,
+                                                            f"param all_gather c{chunk}b{len(sizes) - 1 - b}")
+            self._buckets[chunk] = by_part
 
     def forward(self, agent, work):
         parts = self._buckets.pop(work.chunk, None)
         if parts is None:
             yield from super().forward(agent, work)
             return
-        for bucket, events in enumerate(parts):
-            yield from agent.wait_data_parallel(events)
-            yield from agent.compute("forward", work, part=bucket, parts=len(parts))
+        for part, events in enumerate(parts):
+            if events:
+                yield from agent.wait_data_parallel(events)
+            yield from agent.compute("forward", work, part=part, parts=len(parts))
 
 
 class GatherBeforeUse(ParameterGathering):

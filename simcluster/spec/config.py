@@ -548,9 +548,11 @@ class Parallelism(_Defaulted):
         "(distributed_fused_adam bucket_cap_mb); else on Megatron-Core: its max(40M, 1M x dp) parameters at "
         "grad_reduce_dtype's width with overlap_grad_reduce, one bucket per chunk without; PyTorch DDP's 25 MB "
         "otherwise")
-    grad_buckets: Literal["megatron", "apex"] = Field(
-        "megatron", description="how the data-parallel buckets are cut: megatron (Megatron-Core / PyTorch DDP: "
-        "equal buckets of grad_bucket_size, at most one a layer) or apex (NeMo 1.x's distributed_fused_adam: one "
+    grad_buckets: Literal["megatron", "megatron_core", "apex"] | None = Field(
+        None, description="how the data-parallel buckets are cut: megatron_core (Megatron-Core's "
+        "DistributedDataParallel: the parameters in reverse registration order, a bucket closed at grad_bucket_size "
+        "elements; default on Megatron-Core at ZeRO 0-2), megatron (equal buckets of grad_bucket_size, at most one a "
+        "layer: PyTorch DDP as modelled, and the default elsewhere) or apex (NeMo 1.x's distributed_fused_adam: one "
         "group a layer of whole grad_bucket_size buckets, the parameters of no layer with the chunk's first layer)")
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
         None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron-Core "
@@ -771,7 +773,8 @@ class Scenario(_Strict):
           overlapped GEMM on all SMs: NeMo 24.09's TE 1.10 and 25.02's TE 1.14; 2.x (pipeline and bulk GEMMs on
           SMs - num_sm) on Blackwell and with TE 2.x fp8 recipes (``default_te_version``; docs/scenario.md). A stack
           without Transformer Engine does not read it;
-        - Apex's 100 MiB buckets (APEX_BUCKET_CAP_BYTES) with ``grad_buckets: apex``, on any stack;
+        - Megatron-Core's own bucket formation (``grad_buckets: megatron_core``) on Megatron-Core at ZeRO 0-2, equal
+          buckets elsewhere; Apex's 100 MiB buckets (APEX_BUCKET_CAP_BYTES) with ``grad_buckets: apex``, on any stack;
         - NeMo's token drop (``moe_token_drop``: capacity factor 1.0, padded) for the Mixtral presets with the alltoall
           dispatcher (NEMO_TOKEN_DROP_MODELS), applied to a model that states no capacity factor."""
         p, t, core = self.parallelism, self.training, self.megatron_core
@@ -786,6 +789,8 @@ class Scenario(_Strict):
                   fp8_param_gather=core and t.precision == "fp8" and (
                       (t.fp8_recipe == "delayed" and p.zero_stage in (1, 2))
                       or (p.zero_stage >= 3 and not t.fp8_recipe.startswith("torchao"))))
+        # Megatron-Core's own bucket formation (parallel/mcore_buckets.py; Megatron-FSDP at ZeRO 3 has its units)
+        p.resolve(grad_buckets="megatron_core" if core and p.zero_stage < 3 else "megatron")
         if p.grad_buckets == "apex":
             bucket = APEX_BUCKET_CAP_BYTES
         elif not core:
@@ -1074,6 +1079,10 @@ class Scenario(_Strict):
                                          or self.model.moe is not None):
             raise ScenarioError("parallelism.grad_buckets", "apex is Apex's distributed Adam with overlapped "
                                 "reductions: needs zero_stage 1 or 2, overlap_grad_reduce true and a dense model")
+        if p.grad_buckets == "megatron_core" and (not self.megatron_core or p.zero_stage >= 3):
+            raise ScenarioError("parallelism.grad_buckets", "megatron_core is Megatron-Core's DistributedDataParallel "
+                                "at ZeRO 0-2: this stack is not Megatron-Core or runs ZeRO 3 (set megatron or leave "
+                                "it unset)")
         if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP reduces after the "
                                 "backward, set overlap_grad_reduce: false")

@@ -52,9 +52,11 @@ def one_node(small_scenario):
 def test_backward_buckets_started_beside_a_reduction_run_slower_while_it_lasts(one_node):
     """ZeRO-0 data parallelism over one node, one microbatch: the backward's first bucket starts with an idle
     data-parallel stream, each of the other B-1 beside the all-reduce the previous one started, slowed while it
-    lasts."""
+    lasts. PyTorch's optimizer (not Megatron-Core's stack): the engine's equal buckets, one a backward part, whose
+    closed form this is (Megatron-Core's own unequal buckets: tests/unit/test_mcore_buckets.py)."""
     sim = Simulation(one_node(parallelism__tp=1, parallelism__pp=1, parallelism__dp=8, parallelism__zero_stage=0,
-                              training__global_batch_size=8))
+                              training__global_batch_size=8, training__optimizer="torch_adamw"))
+    assert not sim.scenario.megatron_core
     assert sim.plan.microbatches == 1
     cost = sim.plan.chunks[0]
     buckets = bucket_count(cost.grad_bytes, sim.plan.bucket_bytes, cost.layers)

@@ -65,19 +65,43 @@ def test_each_collective_takes_nccl_ring_time_of_one_gpu_per_node(rank0):
         assert row["end_s"] - row["start_s"] == pytest.approx(_ring_s(row["bytes"]), rel=1e-6), row["name"]
 
 
+# Megatron-Core's buckets of this model by hand (parameters per TP rank, registration order per layer: proj weight
+# and bias, qkv's LayerNorm, qkv weight and bias, fc1's LayerNorm, fc1 weight and bias, fc2 weight and bias; tied
+# embeddings with learned positions; the parameters walked in reverse, a bucket closed at >= 50 MB / 4 B = 12.5M
+# elements; every end below a multiple of dp 16): mcore_buckets, docs/calibration.md "Round 23"
+PROJ, QKV, FC1, FC2 = 4096 * 512 + 4096, 3 * 4096 * 512 + 1536, 4096 * 2048 + 2048, 2048 * 4096 + 4096
+NORM = 2 * 4096                                  # a LayerNorm's weight and bias
+EMBEDDING = 32000 // 8 * 4096 + 2048 * 4096      # word (vocabulary split by TP) and learned positions
+TOP = NORM + QKV + NORM + PROJ                   # a layer above its fc1: fc1's norm, qkv, qkv's norm, proj
+# (lowest layer, elements): the final norm with layer 7's fc2 and fc1; then a period of two layers, three buckets:
+# layer k's top with layer k-1's fc2; layer k-1's fc1, its norm and qkv; its qkv norm and proj with layer k-2's MLP
+BY_HAND = ([(7, NORM + FC2 + FC1)]
+           + [bucket for k in (7, 5, 3, 1) for bucket in ((k - 1, TOP + FC2), (k - 1, FC1 + NORM + QKV),
+                                                           (k - 2, NORM + PROJ + FC2 + FC1))][:-1]
+           + [(0, NORM + PROJ + EMBEDDING)])
+
+
+def test_the_buckets_by_hand_conserve_the_ranks_parameters():
+    assert [n for _, n in BY_HAND[:4]] == [16_791_552, 16_803_328, 14_691_840, 18_892_800]
+    assert len(BY_HAND) == 13 and all(n % DP == 0 for _, n in BY_HAND)
+    assert sum(n for _, n in BY_HAND) == 8 * (2 * NORM + PROJ + QKV + FC1 + FC2) + NORM + EMBEDDING
+
+
 def test_reduce_scatters_start_at_their_buckets_grad_ready_hook_one_at_a_time(rank0):
     last = MICROBATCHES - 1
     parts = _named(rank0, "backward c0 b", last)
     scatters = _named(rank0, "grad reduce_scatter")
-    assert len(scatters) == len(parts) > 1
+    assert len(parts) == 8                            # one backward part a layer
+    assert list(scatters["bytes"]) == pytest.approx([4 * n for _, n in BY_HAND])   # fp32, formation order
     # nothing is reduced before the last microbatch's backward (no_sync)
     assert scatters["start_s"].min() >= parts["start_s"].min()
     assert len(_named(rank0, "backward c0", 0)) == 1   # earlier microbatches: one block, no hooks
     previous_end = 0.0
-    for k in range(len(scatters)):
-        # the backward part that makes bucket k, with its tensor-parallel communication
+    for k, (low, _) in enumerate(BY_HAND):
+        # complete once the backward of its lowest layer (part 7 - low) ends, with its tensor-parallel communication
+        part = 7 - low
         ready = rank0[(rank0["microbatch"] == last)
-                      & rank0["name"].isin([f"backward c0 b{k}", f"tp comm backward c0 b{k}"])]["end_s"].max()
+                      & rank0["name"].isin([f"backward c0 b{part}", f"tp comm backward c0 b{part}"])]["end_s"].max()
         assert scatters.loc[k, "start_s"] == pytest.approx(max(ready, previous_end), abs=1e-12)
         previous_end = scatters.loc[k, "end_s"]
     # the optimizer waits for every reduce-scatter (finish_grad_sync)
@@ -87,11 +111,12 @@ def test_reduce_scatters_start_at_their_buckets_grad_ready_hook_one_at_a_time(ra
 def test_all_gathers_chain_and_only_the_first_forward_waits(rank0):
     gathers = _named(rank0, "param all_gather")
     parts = _named(rank0, "forward c0 b", 0)
-    assert len(gathers) == len(parts) == len(_named(rank0, "grad reduce_scatter"))
+    assert len(parts) == 8 and len(gathers) == len(BY_HAND)
+    assert list(gathers["bytes"]) == pytest.approx([2 * n for _, n in BY_HAND[::-1]])   # bf16, forward order
     assert gathers.loc[0, "start_s"] == 0.0          # dispatched by zero_grad at the step's start
     for k in range(1, len(gathers)):                 # one communicator: k+1 runs after k
         assert gathers.loc[k, "start_s"] == pytest.approx(gathers.loc[k - 1, "end_s"], abs=1e-12)
-    for k in range(len(parts)):                      # the pre-hook of bucket k waits for its gather
-        assert parts.loc[k, "start_s"] >= gathers.loc[k, "end_s"] - 1e-12
+    for k, (low, _) in enumerate(BY_HAND[::-1]):     # the pre-hook of its lowest layer waits for bucket k's gather
+        assert parts.loc[low, "start_s"] >= gathers.loc[k, "end_s"] - 1e-12
     for microbatch in range(1, MICROBATCHES):        # the parameters are whole: one block each
         assert len(_named(rank0, "forward c0", microbatch)) == 1

@@ -162,8 +162,10 @@ REFUSED = [
     (MOE, {"training.moe_token_drop": 1}, "training.moe_token_drop"),
     (DENSE, {"training.residual_in_fp32": 1}, "training.residual_in_fp32: Input should be a valid boolean"),
     (DENSE, {"training.residual_in_fp32": "true"}, "training.residual_in_fp32"),
-    (DENSE, {"parallelism.grad_buckets": "APEX"}, "parallelism.grad_buckets: Input should be 'megatron' or 'apex'"),
-    (DENSE, {"parallelism.grad_buckets": None}, "parallelism.grad_buckets"),
+    (DENSE, {"parallelism.grad_buckets": "APEX"},
+     "parallelism.grad_buckets: Input should be 'megatron', 'megatron_core' or 'apex'"),
+    # null is the default (round 23: megatron_core on Megatron-Core); Megatron-Core's own buckets on another stack
+    (DENSE, {"parallelism.grad_buckets": "megatron_core", "parallelism.zero_stage": 3}, "parallelism.grad_buckets"),
     (MOE, {"parallelism.grad_buckets": "apex"}, "parallelism.grad_buckets"),
     (DENSE, {"parallelism.grad_bucket_size": "0 MB"}, "parallelism.grad_bucket_size: must be a positive size"),
     (DENSE, {"parallelism.grad_bucket_size": "-40 MB"}, "parallelism.grad_bucket_size: must be a positive size"),

@@ -21,7 +21,7 @@ def test_stack_family_from_config(name, family):
 
 def test_the_config_decides_not_the_name():
     # the same scenario with torchtitan's fp32 loss memory is torchtitan's, whatever it is called
-    d = config.load("megatron-1.7b-h100").model_dump(mode="json", exclude_none=True)
+    d = config.rebuildable(config.load("megatron-1.7b-h100"))   # defaults unset: they follow the new stack
     assert stack.family(config.from_dict(d)) == "mcore-te1"
     d["training"]["logits_memory"] = "torch_fp32"
     assert stack.family(config.from_dict(d)) == "torchtitan"

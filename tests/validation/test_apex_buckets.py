@@ -80,13 +80,20 @@ def test_engine_reduces_and_gathers_the_padded_groups(apex_768):
     assert list(ag["bytes"]) == pytest.approx([2 * g for g in reversed(groups)], rel=1e-9)
 
 
-def test_megatron_layout_unchanged_by_default():
-    result = simulate(config.load("nemotron4-15b-768-h100"))
-    events = result.events
-    rs = events[(events["rank"] == 0) & events["name"].str.startswith("grad reduce_scatter")]
+def test_megatron_cores_own_layout_by_default_and_equal_buckets_on_request():
+    # the default on Megatron-Core (round 23): its own reverse walk, 34 buckets of the rank's parameters (counted
+    # here; no padding at 96 ranks); grad_buckets: megatron keeps 32 equal ones
     total = LAYERS * LAYER + REST
-    assert len(rs) == LAYERS
-    assert list(rs["bytes"]) == pytest.approx([4 * total / LAYERS] * LAYERS, rel=1e-9)
+    for buckets, expected in ((None, 34), ("megatron", LAYERS)):
+        data = copy.deepcopy(catalog.load("scenarios/nemotron4-15b-768-h100"))
+        if buckets:
+            data["parallelism"]["grad_buckets"] = buckets
+        events = simulate(config.from_dict(data)).events
+        rs = events[(events["rank"] == 0) & events["name"].str.startswith("grad reduce_scatter")]
+        assert len(rs) == expected
+        assert rs["bytes"].sum() == pytest.approx(4 * total, rel=1e-12)
+        if buckets:
+            assert list(rs["bytes"]) == pytest.approx([4 * total / LAYERS] * LAYERS, rel=1e-9)
 
 
 @pytest.mark.parametrize("change", [{"zero_stage": 0}, {"overlap_grad_reduce": False}])

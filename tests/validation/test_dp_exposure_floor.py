@@ -9,11 +9,11 @@ r0.8, NeMo's Apex DistributedFusedAdam alike; docs/calibration.md, round 16, and
   ``no_sync``; ``finish_grad_sync`` waits for all of them before the optimizer).
 So, with every ring running at the NIC's bus rate B and no latency, a step exposes at least
     max(0, P_bf16 (n-1)/n / B - forward) + max(0, P_fp32 (n-1)/n / B - backward),
-P the rank's parameter bytes, and at most that plus one bucket's share of each window (the first all-gather ahead
-of the first forward part and the first backward part ahead of the first reduce-scatter: the chains' structure) and
-the rings' latency. The parameter count is computed here from Nemotron-4 15B's shape (arXiv 2402.16819, Table 1:
-32 layers, hidden 6,144, 48 heads, 8 KV heads, FFN 24,576 squared-ReLU without gate, vocabulary 256,000, untied
-embeddings, LayerNorm with bias), not read from the simulator; B = 47 GB/s a 400 Gb/s NIC (nccl-tests#290).
+P the rank's parameter bytes, and, on Megatron-Core's own unequal buckets (reverse walk, round 23), the closed-form
+chains of those buckets within the rings' latency. The parameter count is computed here from Nemotron-4 15B's shape
+(arXiv 2402.16819, Table 1: 32 layers, hidden 6,144, 48 heads, 8 KV heads, FFN 24,576 squared-ReLU without gate,
+vocabulary 256,000, untied embeddings, LayerNorm with bias), not read from the simulator; B = 47 GB/s a 400 Gb/s NIC
+(nccl-tests#290).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from scripts_loader import load_script
 
 from simcluster.core import catalog
 from simcluster.engine import simulate
+from simcluster.parallel.mcore_buckets import megatron_core_buckets
 from simcluster.spec import config
 
 dp_ring_scaling = load_script("dp_ring_scaling")   # the windows and the floor, one copy with the script's
@@ -73,24 +74,39 @@ def test_the_reduced_bytes_are_the_models_parameters():
                                                                                                     rel=1e-6)
 
 
-@pytest.mark.parametrize(("name", "ranks", "rule_buckets"), [
-    ("nemotron4-15b-768-h100", 96, False),    # 32 buckets of 244 MB (fp32), ring/Simple: c = 54 us > 14 + c/2
-    ("nemotron4-15b-768-h100", 96, True),     # 21 buckets of max(40M, 96M) parameters
-    ("nemotron4-15b-2304-h100", 288, True),   # 7 buckets of 1.15 GB: what Megatron-Core's rule is for
+def _closed_chains(ranks: int, bucket_size: float, forward_s: float, backward_s: float) -> float:
+    """The chains' exposed time in closed form (the script's ``chain_exposed``) with zero-latency rings at the NIC's
+    rate, over Megatron-Core's own buckets of the model counted here (``mcore_buckets``: the reverse walk, closed at
+    ``bucket_size`` elements, padded to the ranks), each gathered before the forward of its lowest layer and reduced
+    once that layer's backward ends."""
+    tensors = dp_ring_scaling.gpt_param_tensors(6144, 24576, 1024, 256_000, 32, TP)
+    assert sum(t.elements for t in tensors) == nemotron4_15b_params_per_rank()
+    buckets = megatron_core_buckets(tensors, bucket_size, ranks)
+    wire = (ranks - 1) / ranks / NIC_BUSBW
+    gathers = dp_ring_scaling.per_layer_s(buckets, 32, [2 * n * wire for _, n in buckets])
+    scatters = dp_ring_scaling.per_layer_s(buckets, 32, [4 * n * wire for _, n in buckets])
+    return sum(dp_ring_scaling.chain_exposed(forward_s, backward_s, gathers, scatters, prefetch_one=False))
+
+
+@pytest.mark.parametrize(("name", "ranks", "buckets"), [
+    ("nemotron4-15b-768-h100", 96, 18),       # Megatron-Core's max(40M, 96M) parameters: 18 buckets
+    ("nemotron4-15b-2304-h100", 288, 7),      # max(40M, 288M): 7 buckets of up to 1.2 GB
 ])
-def test_simple_rings_expose_the_bandwidth_floor_and_the_chain_structure_only(name, ranks, rule_buckets):
+def test_simple_rings_expose_the_closed_form_chains_only(name, ranks, buckets):
     """Where every ring runs Simple with MB-size steps (c > L), the sliced steps hide the per-step latency: the
-    exposed data-parallel time is the zero-latency floor, plus one bucket's share of each window, plus at most
-    one unhidden step (base + L + c) per bucket. At 768 GPUs that is all of the row's -9%: no ring latency in it."""
-    result = _run(name, rule_buckets)
-    forward_s, backward_s, buckets = _windows(result.events)
-    floor = _floor(ranks, forward_s, backward_s)
-    structure = (forward_s + backward_s) / buckets
+    exposed data-parallel time is the closed-form chains of the buckets with zero-latency rings, within at most one
+    unhidden step (base + L + c) per collective, and above the zero-latency floor. (The bundled row's 40M-element
+    buckets, 160-200 MB, are not all on Simple at 96 ranks: it exposes 32 ms more than its zero-latency chains, so it
+    is not a case of this test; docs/calibration.md "Round 23".)"""
+    result = _run(name, rule_buckets=True)
+    forward_s, backward_s, reduced = _windows(result.events)
+    assert reduced == buckets
+    closed = _closed_chains(ranks, max(40e6, 1e6 * ranks), forward_s, backward_s)
     first_step = 4 * nemotron4_15b_params_per_rank() / buckets / ranks / NIC_BUSBW
     latency = 2 * buckets * (BASE_S + STEP_S + first_step)
     exposed = result.summary["exposed_comm_by_parallelism_s"]["dp"]
-    assert floor < exposed <= floor + structure + latency
-    assert exposed >= 0.95 * (floor + structure) - latency
+    assert _floor(ranks, forward_s, backward_s) < exposed
+    assert closed - latency <= exposed <= closed + latency
 
 
 def test_the_growth_with_dp_of_the_bundled_rows_is_ring_latency_not_bandwidth():
