@@ -27,6 +27,7 @@ after S / B + max latency, the alpha-beta cost of one transfer.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +73,9 @@ _COMPONENT_CACHE_ENTRIES = 1024
 # (route, link class) entries the solve caches may hold: a bound for fabrics whose routes share no classes (hash
 # ECMP on a large fabric splits classes down to single links), about 60 bytes each, so about 0.5 GB
 _CACHED_ROUTE_ENTRIES = 8_000_000
+# Routes a new route set may differ by from the last one solved for its components to be found from that one's
+# (``_regroup``; or a quarter of the set's routes, when more): beyond, grouping from scratch costs no more.
+_REGROUP_MOST = 8
 # Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
 _ROUTES_KEPT = 512
 # (component, window) entries of link-window bytes kept before they are spread: each pins a component solve (small,
@@ -139,6 +143,7 @@ class FlowNetwork(NetworkModel):
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
         self._cached_entries = 0   # route entries (link, route) held by the component cache
         self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
+        self._near: tuple | None = None   # (route set, its solve, its index or None): ``_regroup`` starts from it
         self._next_completion_s: float | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
@@ -385,6 +390,7 @@ class FlowNetwork(NetworkModel):
         self._rates_cache.clear()
         self._component_cache.clear()
         self._rates_of.clear()
+        self._near = None
         self._cached_entries = 0
 
     def _route_key(self, handles) -> tuple[int, ...]:
@@ -675,27 +681,88 @@ class FlowNetwork(NetworkModel):
         """
         cached = self._rates_cache.get(key)
         if cached is not None:
+            if self._near is None or self._near[1] is not cached:
+                self._near = (key, cached, None)   # the next new set is grouped from this one (``_regroup``)
             return cached
-        components = self._components(key)
-        if len(components) == 1:
-            parts = [key]
-            solved = [self._solve_component(key)]
+        regrouped = self._regroup(key)
+        if regrouped is None:
+            components = self._components(key)
+            parts = [key] if len(components) == 1 else [tuple(key[i] for i in members) for members in components]
+            index = None
+        else:
+            parts, index = regrouped
+        solved = [self._solve_component(part) for part in parts]
+        if len(solved) == 1:
             rate_of_route, of_route = solved[0][0], dict.fromkeys(key, solved[0])
         else:
-            parts = [tuple(key[i] for i in members) for members in components]
-            solved = [self._solve_component(part) for part in parts]
             rate_of_route, of_route = {}, {}
             for part in solved:
                 rate_of_route.update(part[0])
                 of_route.update(dict.fromkeys(part[0], part))
-        result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route)
+        result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route, parts)
         if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
             self._rates_cache.clear()
             self._rates_of.clear()
         self._rates_cache[key] = result
         for part in parts:   # so that evicting a component solve lets this entry (which holds it) go too
             self._rates_of.setdefault(part, []).append(key)
+        self._near = (key, result, index)
         return result
+
+    def _regroup(self, key: tuple[int, ...]) -> tuple[list, tuple] | None:
+        """The components of ``key`` (as ``_components`` groups them: tuples of routes in key order, ordered by their
+        first route) found from those of the last route set solved or looked up (``_near``), which differs from it by
+        a few routes: a class starting or ending changes one route, the look-ahead of ``next_completion_s`` drops the
+        classes that end. Routes share a link exactly when they share a link class (``LinkClasses``), and class
+        splits only refine the partition, so a component of the last set none of whose routes changed multiplicity
+        and none of whose routes shares a class with a changed route is a component of ``key`` as it was; only the
+        components the changed routes touch are grouped again (``_components`` over those routes). O(changed routes'
+        neighbours) instead of O(every route) per new set (the expanded hash-ECMP runs send hundreds of classes at
+        once, nearly all their own component). None when there is no last set or too much changed: group from
+        scratch. Returns (the components, (route -> multiplicity in ``key``, route -> its component)) for the next
+        set."""
+        near = self._near
+        if near is None:
+            return None
+        _near_key, near_result, index = near
+        if index is None:
+            near_mult = Counter(_near_key)
+            part_of: dict[int, tuple] = {}
+            for part in near_result[4]:
+                part_of.update(dict.fromkeys(part, part))
+        else:
+            near_mult, part_of = index
+        mult = Counter(key)
+        changed = {route for route, _n in mult.items() ^ near_mult.items()}
+        if len(changed) > max(_REGROUP_MOST, len(mult) // 4):
+            return None
+        classes = self._classes
+        touched: dict[int, tuple] = {}   # id of a component of the last set -> it, when a changed route touches it
+        for route in changed:
+            part = part_of.get(route)
+            if part is not None:
+                touched[id(part)] = part
+            if route in mult:   # still (or newly) sending: the components it shares a class with join it
+                for known in classes.classes_of(route):
+                    for other in classes.routes_on(known):
+                        part = part_of.get(other)
+                        if part is not None:
+                            touched[id(part)] = part
+        regroup = {route for route in changed if route in mult}
+        for part in touched.values():
+            regroup.update(route for route in part if route in mult)
+        sub = tuple(sorted([route for route in regroup for _ in range(mult[route])]))
+        new = [tuple(sub[i] for i in members) for members in self._components(sub)] if sub else []
+        # first routes are distinct (a route is in one component): tuples order by their first route
+        parts = sorted([part for part in near_result[4] if id(part) not in touched] + new)
+        if index is not None:
+            part_of = dict(part_of)
+        for part in touched.values():
+            for route in part:
+                part_of.pop(route, None)
+        for part in new:
+            part_of.update(dict.fromkeys(part, part))
+        return parts, (mult, part_of)
 
     def _components(self, key: tuple[int, ...]) -> list[list[int]]:
         """The routes of ``key`` grouped into components: two routes are in one when they share a link, directly or
