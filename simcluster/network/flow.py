@@ -143,6 +143,7 @@ class FlowNetwork(NetworkModel):
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
         self._cached_entries = 0   # route entries (link, route) held by the component cache
         self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
+        self._evictions = 0   # component solves evicted so far
         self._near: tuple | None = None   # (route set, its solve, its index or None): ``_regroup`` starts from it
         self._next_completion_s: float | None = None
         self._next_handle = 0
@@ -690,10 +691,32 @@ class FlowNetwork(NetworkModel):
             parts = [key] if len(components) == 1 else [tuple(key[i] for i in members) for members in components]
             index = None
         else:
-            parts, index = regrouped
-        solved = [self._solve_component(part) for part in parts]
+            parts, index, touched, new = regrouped
+        cache, evictions = self._component_cache, self._evictions
+        solved = []
+        for part in parts:   # ``_solve_component``'s look-up inline: nearly every part is cached (one per route)
+            found = cache.pop(part, None)
+            if found is None:
+                found = self._solve_component(part)
+            else:
+                cache[part] = found   # most recently used last
+            solved.append(found)
         if len(solved) == 1:
             rate_of_route, of_route = solved[0][0], dict.fromkeys(key, solved[0])
+        elif regrouped is not None and evictions == self._evictions:
+            # the last set's maps, less the components grouped again, plus the new ones: every other component is the
+            # same solve (none was evicted meanwhile: evicting one drops every cached set holding it, and the last set
+            # solved is ``_near`` until the next one)
+            near = self._near[1]
+            rate_of_route, of_route = dict(near[0]), dict(near[3])
+            for part in touched:
+                for route in part:
+                    rate_of_route.pop(route, None)
+                    of_route.pop(route, None)
+            for part in new:
+                component = of_route[part[0]] = cache[part]
+                rate_of_route.update(component[0])
+                of_route.update(dict.fromkeys(component[0], component))
         else:
             rate_of_route, of_route = {}, {}
             for part in solved:
@@ -719,8 +742,8 @@ class FlowNetwork(NetworkModel):
         components the changed routes touch are grouped again (``_components`` over those routes). O(changed routes'
         neighbours) instead of O(every route) per new set (the expanded hash-ECMP runs send hundreds of classes at
         once, nearly all their own component). None when there is no last set or too much changed: group from
-        scratch. Returns (the components, (route -> multiplicity in ``key``, route -> its component)) for the next
-        set."""
+        scratch. Returns (the components, (route -> multiplicity in ``key``, route -> its component) for the next
+        set, the components of the last set grouped again and the new ones)."""
         near = self._near
         if near is None:
             return None
@@ -762,7 +785,7 @@ class FlowNetwork(NetworkModel):
                 part_of.pop(route, None)
         for part in new:
             part_of.update(dict.fromkeys(part, part))
-        return parts, (mult, part_of)
+        return parts, (mult, part_of), list(touched.values()), new
 
     def _components(self, key: tuple[int, ...]) -> list[list[int]]:
         """The routes of ``key`` grouped into components: two routes are in one when they share a link, directly or
@@ -865,6 +888,7 @@ class FlowNetwork(NetworkModel):
             # clearing the whole cache at the bound lost them all), and whole-set solves that hold it go with it.
             evicted, old = next(iter(self._component_cache.items()))
             del self._component_cache[evicted]
+            self._evictions += 1
             self._cached_entries -= len(old[7][0])
             for whole in self._rates_of.pop(evicted, ()):
                 self._rates_cache.pop(whole, None)

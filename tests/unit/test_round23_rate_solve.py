@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from simcluster.network import flow
 from simcluster.network.flow import FlowNetwork
 
 
@@ -98,12 +99,15 @@ def _from_scratch(net: FlowNetwork, key: tuple[int, ...]) -> list[tuple[int, ...
     return [key] if len(groups) == 1 else [tuple(key[i] for i in group) for group in groups]
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_components_regrouped_from_the_last_set_equal_those_grouped_from_scratch(seed):
+@pytest.mark.parametrize("entries", [1024, 3])
+@pytest.mark.parametrize("seed", range(6))
+def test_components_regrouped_from_the_last_set_equal_those_grouped_from_scratch(seed, entries, monkeypatch):
     """Sets that change by a route or a few (a class starts, classes end, the look-ahead drops the classes that end),
     routes registered between solves (classes split under the last set's components), sets revisited (a cache hit
     becomes the next set's start), multisets: the components ``_solve`` finds from the last set are those grouped
-    from scratch, in the same order, and the rates are a fresh model's to the last bit."""
+    from scratch, in the same order, and the rates are a fresh model's; also with a component cache of three entries
+    (solves evicted in the middle of a set's look-ups)."""
+    monkeypatch.setattr(flow, "_COMPONENT_CACHE_ENTRIES", entries)
     rng = np.random.default_rng(23 + seed)
     capacity = [int(c) for c in rng.choice([100, 200], size=24)]
     net = _network(capacity)
@@ -142,6 +146,11 @@ def test_components_regrouped_from_the_last_set_equal_those_grouped_from_scratch
         current = tuple(sorted(key))
         solved = net._solve(current)
         assert list(solved[4]) == _from_scratch(net, current)
+        # the maps the solve returns are those of its components, each the solve of its part
+        assert [set(component[0]) for component in solved[2]] == [set(part) for part in solved[4]]
+        assert solved[3] == {route: component for component in solved[2] for route in component[0]}
+        assert solved[0] == {route: rate for component in solved[2] for route, rate in component[0].items()}
+        assert solved[1] == all(component[5] for component in solved[2])
         joined += any(len(set(part)) > 1 for part in solved[4])
         fresh = _network(capacity)
         index = {route: _add_route(fresh, list(links), list(links.values()))
@@ -150,3 +159,4 @@ def test_components_regrouped_from_the_last_set_equal_those_grouped_from_scratch
         assert again == pytest.approx({index[r]: v for r, v in solved[0].items()}, rel=1e-12)   # add otherwise
         seen.append(current)
     assert len(found) > 100 and joined > 50
+    assert (net._evictions > 100) == (entries < 10)
