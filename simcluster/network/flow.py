@@ -673,7 +673,9 @@ class FlowNetwork(NetworkModel):
         """Max-min fair per-member rate of each route in ``key``, solved per component (``_components``).
 
         Returns (rate per route, whether the routes share no link, the solves of the components
-        (``_solve_component``), route -> the solve of its component, which ``_held_back`` reads). Routes that share no
+        (``_solve_component``), route -> the solve of its component, which ``_held_back`` reads, the components' routes,
+        whether no solve was evicted during its look-ups (each of its solves is then the cached one while it is
+        cached)). Routes that share no
         link, directly or through other routes, do not affect each other's rates (progressive filling raises and
         freezes each component's routes on its own links only), so each component is solved, and cached, on its
         own: when a class starts or ends, only its component is solved again, and the symmetry check of a class
@@ -703,10 +705,10 @@ class FlowNetwork(NetworkModel):
             solved.append(found)
         if len(solved) == 1:
             rate_of_route, of_route = solved[0][0], dict.fromkeys(key, solved[0])
-        elif regrouped is not None and evictions == self._evictions:
+        elif regrouped is not None and evictions == self._evictions and self._near[1][5]:
             # the last set's maps, less the components grouped again, plus the new ones: every other component is the
-            # same solve (none was evicted meanwhile: evicting one drops every cached set holding it, and the last set
-            # solved is ``_near`` until the next one)
+            # same solve, provided none was evicted since the last set's look-ups (evicting one drops every cached set
+            # holding it; the last set solved is ``_near`` until the next one) nor during them (its entry 5)
             near = self._near[1]
             rate_of_route, of_route = dict(near[0]), dict(near[3])
             for part in touched:
@@ -722,7 +724,8 @@ class FlowNetwork(NetworkModel):
             for part in solved:
                 rate_of_route.update(part[0])
                 of_route.update(dict.fromkeys(part[0], part))
-        result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route, parts)
+        result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route, parts,
+                  evictions == self._evictions)
         if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
             self._rates_cache.clear()
             self._rates_of.clear()
