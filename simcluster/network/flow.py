@@ -76,7 +76,10 @@ _CACHED_ROUTE_ENTRIES = 8_000_000
 # Routes a new route set may differ by from the last one solved for its components to be found from that one's
 # (``_regroup``; or a quarter of the set's routes, when more): beyond, grouping from scratch costs no more.
 _REGROUP_MOST = 8
-# Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
+# Distinct routes remembered before the idle ones are forgotten (each pins its link arrays), and at least as many as
+# are sending: forgetting clears every solve cache, so with more routes sending than this (an expanded hash-ECMP run
+# on 3,072 GPUs sends ~560 classes at once) it would clear them at every start (round 23). Up to 256 routes sending,
+# the rule is the bound alone, as before.
 _ROUTES_KEPT = 512
 # (component, window) entries of link-window bytes kept before they are spread: each pins a component solve (small,
 # by link class); the bound also sets which seconds are summed before they multiply a load, so it stays what it was
@@ -254,7 +257,8 @@ class FlowNetwork(NetworkModel):
             latency_s = float(self.fabric.pair_latencies_s(transfers.pairs, self.salt).max())
         else:
             links, counts, latency_s = np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
-        if len(self._route_bytes) > _ROUTES_KEPT:
+        if len(self._route_bytes) > _ROUTES_KEPT and len(self._route_bytes) > 2 * len(
+                {c.route for c in self._sending.values()}):
             self._prune()
         parted = transfers.part_count > 1
         if parted and (gaps_s := latency_gaps_s(self.fabric, transfers)) is not None:

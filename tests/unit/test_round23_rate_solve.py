@@ -15,8 +15,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from simcluster.fabric import topology
 from simcluster.network import flow
+from simcluster.network.base import TransferClass
 from simcluster.network.flow import FlowNetwork
+from simcluster.spec import hardware
+
+GIB = 2.0**30
 
 
 def _max_min_fair(capacity: list[int], flows: list[dict[int, int]]) -> list[Fraction]:
@@ -161,3 +166,24 @@ def test_components_regrouped_from_the_last_set_equal_those_grouped_from_scratch
         seen.append(current)
     assert len(found) > 100 and joined > 50
     assert (net._evictions > 100) == (entries < 10)
+
+
+def test_routes_sending_at_once_beyond_the_bound_do_not_clear_the_caches_at_every_start(monkeypatch):
+    """An expanded hash-ECMP run on 3,072 GPUs sends ~560 classes at once, more than ``_ROUTES_KEPT`` (512): the
+    routes forgotten are the idle ones, so with that many sending, forgetting (which clears every solve cache) waits
+    until as many are idle as sending, instead of coming at every start; idle routes are still forgotten."""
+    fabric = topology.build("rail-fat-tree", gpus=64, gpus_per_node=8, gpu=hardware.gpu("h100-sxm"),
+                            nic=hardware.nic("connectx-7"), options={})
+    net = FlowNetwork(fabric)
+    prunes = []
+    inner = net._prune
+    monkeypatch.setattr(net, "_prune", lambda: prunes.append(len(net._route_bytes)) or inner())
+    pairs = [[a, b] for a in range(64) for b in range(64) if a != b]
+    for pair in pairs[:600]:   # 600 distinct routes, all sending
+        net.start(TransferClass([pair], GIB), 0.0)
+    assert prunes == []
+    while net._sending:   # all finish: idle
+        net.advance(net.next_completion_s())
+    for pair in pairs[600:1200]:
+        net.start(TransferClass([pair], GIB), net.now_s)
+    assert prunes[0] == 600 and len(net._route_bytes) <= flow._ROUTES_KEPT + 1   # the 600 idle ones went at once
