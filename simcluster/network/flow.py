@@ -27,6 +27,7 @@ after S / B + max latency, the alpha-beta cost of one transfer.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,7 +73,13 @@ _COMPONENT_CACHE_ENTRIES = 1024
 # (route, link class) entries the solve caches may hold: a bound for fabrics whose routes share no classes (hash
 # ECMP on a large fabric splits classes down to single links), about 60 bytes each, so about 0.5 GB
 _CACHED_ROUTE_ENTRIES = 8_000_000
-# Distinct routes remembered before the idle ones are forgotten (each pins its link arrays).
+# Routes a new route set may differ by from the last one solved for its components to be found from that one's
+# (``_regroup``; or a quarter of the set's routes, when more): beyond, grouping from scratch costs no more.
+_REGROUP_MOST = 8
+# Distinct routes remembered before the idle ones are forgotten (each pins its link arrays), and at least as many as
+# are sending: forgetting clears every solve cache, so with more routes sending than this (an expanded hash-ECMP run
+# on 3,072 GPUs sends ~560 classes at once) it would clear them at every start (round 23). Up to 256 routes sending,
+# the rule is the bound alone, as before.
 _ROUTES_KEPT = 512
 # (component, window) entries of link-window bytes kept before they are spread: each pins a component solve (small,
 # by link class); the bound also sets which seconds are summed before they multiply a load, so it stays what it was
@@ -139,6 +146,8 @@ class FlowNetwork(NetworkModel):
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
         self._cached_entries = 0   # route entries (link, route) held by the component cache
         self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
+        self._evictions = 0   # component solves evicted so far
+        self._near: tuple | None = None   # (route set, its solve, its index or None): ``_regroup`` starts from it
         self._next_completion_s: float | None = None
         self._next_handle = 0
         self._finished: list[int] = []           # completed during an implicit advance in start()
@@ -248,7 +257,8 @@ class FlowNetwork(NetworkModel):
             latency_s = float(self.fabric.pair_latencies_s(transfers.pairs, self.salt).max())
         else:
             links, counts, latency_s = np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
-        if len(self._route_bytes) > _ROUTES_KEPT:
+        if len(self._route_bytes) > _ROUTES_KEPT and len(self._route_bytes) > 2 * len(
+                {c.route for c in self._sending.values()}):
             self._prune()
         parted = transfers.part_count > 1
         if parted and (gaps_s := latency_gaps_s(self.fabric, transfers)) is not None:
@@ -385,6 +395,7 @@ class FlowNetwork(NetworkModel):
         self._rates_cache.clear()
         self._component_cache.clear()
         self._rates_of.clear()
+        self._near = None
         self._cached_entries = 0
 
     def _route_key(self, handles) -> tuple[int, ...]:
@@ -666,7 +677,9 @@ class FlowNetwork(NetworkModel):
         """Max-min fair per-member rate of each route in ``key``, solved per component (``_components``).
 
         Returns (rate per route, whether the routes share no link, the solves of the components
-        (``_solve_component``), route -> the solve of its component, which ``_held_back`` reads). Routes that share no
+        (``_solve_component``), route -> the solve of its component, which ``_held_back`` reads, the components' routes,
+        whether no solve was evicted during its look-ups (each of its solves is then the cached one while it is
+        cached)). Routes that share no
         link, directly or through other routes, do not affect each other's rates (progressive filling raises and
         freezes each component's routes on its own links only), so each component is solved, and cached, on its
         own: when a class starts or ends, only its component is solved again, and the symmetry check of a class
@@ -675,27 +688,111 @@ class FlowNetwork(NetworkModel):
         """
         cached = self._rates_cache.get(key)
         if cached is not None:
+            if self._near is None or self._near[1] is not cached:
+                self._near = (key, cached, None)   # the next new set is grouped from this one (``_regroup``)
             return cached
-        components = self._components(key)
-        if len(components) == 1:
-            parts = [key]
-            solved = [self._solve_component(key)]
-            rate_of_route, of_route = solved[0][0], dict.fromkeys(key, solved[0])
+        regrouped = self._regroup(key)
+        if regrouped is None:
+            components = self._components(key)
+            parts = [key] if len(components) == 1 else [tuple(key[i] for i in members) for members in components]
+            index = None
         else:
-            parts = [tuple(key[i] for i in members) for members in components]
-            solved = [self._solve_component(part) for part in parts]
+            parts, index, touched, new = regrouped
+        cache, evictions = self._component_cache, self._evictions
+        solved = []
+        for part in parts:   # ``_solve_component``'s look-up inline: nearly every part is cached (one per route)
+            found = cache.pop(part, None)
+            if found is None:
+                found = self._solve_component(part)
+            else:
+                cache[part] = found   # most recently used last
+            solved.append(found)
+        if len(solved) == 1:
+            rate_of_route, of_route = solved[0][0], dict.fromkeys(key, solved[0])
+        elif regrouped is not None and evictions == self._evictions and self._near[1][5]:
+            # the last set's maps, less the components grouped again, plus the new ones: every other component is the
+            # same solve, provided none was evicted since the last set's look-ups (evicting one drops every cached set
+            # holding it; the last set solved is ``_near`` until the next one) nor during them (its entry 5)
+            near = self._near[1]
+            rate_of_route, of_route = dict(near[0]), dict(near[3])
+            for part in touched:
+                for route in part:
+                    rate_of_route.pop(route, None)
+                    of_route.pop(route, None)
+            for part in new:
+                component = of_route[part[0]] = cache[part]
+                rate_of_route.update(component[0])
+                of_route.update(dict.fromkeys(component[0], component))
+        else:
             rate_of_route, of_route = {}, {}
             for part in solved:
                 rate_of_route.update(part[0])
                 of_route.update(dict.fromkeys(part[0], part))
-        result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route)
+        result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route, parts,
+                  evictions == self._evictions)
         if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
             self._rates_cache.clear()
             self._rates_of.clear()
         self._rates_cache[key] = result
         for part in parts:   # so that evicting a component solve lets this entry (which holds it) go too
             self._rates_of.setdefault(part, []).append(key)
+        self._near = (key, result, index)
         return result
+
+    def _regroup(self, key: tuple[int, ...]) -> tuple[list, tuple] | None:
+        """The components of ``key`` (as ``_components`` groups them: tuples of routes in key order, ordered by their
+        first route) found from those of the last route set solved or looked up (``_near``), which differs from it by
+        a few routes: a class starting or ending changes one route, the look-ahead of ``next_completion_s`` drops the
+        classes that end. Routes share a link exactly when they share a link class (``LinkClasses``), and class
+        splits only refine the partition, so a component of the last set none of whose routes changed multiplicity
+        and none of whose routes shares a class with a changed route is a component of ``key`` as it was; only the
+        components the changed routes touch are grouped again (``_components`` over those routes). O(changed routes'
+        neighbours) instead of O(every route) per new set (the expanded hash-ECMP runs send hundreds of classes at
+        once, nearly all their own component). None when there is no last set or too much changed: group from
+        scratch. Returns (the components, (route -> multiplicity in ``key``, route -> its component) for the next
+        set, the components of the last set grouped again and the new ones)."""
+        near = self._near
+        if near is None:
+            return None
+        _near_key, near_result, index = near
+        if index is None:
+            near_mult = Counter(_near_key)
+            part_of: dict[int, tuple] = {}
+            for part in near_result[4]:
+                part_of.update(dict.fromkeys(part, part))
+        else:
+            near_mult, part_of = index
+        mult = Counter(key)
+        changed = {route for route, _n in mult.items() ^ near_mult.items()}
+        if len(changed) > max(_REGROUP_MOST, len(mult) // 4):
+            return None
+        classes = self._classes
+        touched: dict[int, tuple] = {}   # id of a component of the last set -> it, when a changed route touches it
+        for route in changed:
+            part = part_of.get(route)
+            if part is not None:
+                touched[id(part)] = part
+            if route in mult:   # still (or newly) sending: the components it shares a class with join it
+                for known in classes.classes_of(route):
+                    for other in classes.routes_on(known):
+                        part = part_of.get(other)
+                        if part is not None:
+                            touched[id(part)] = part
+        regroup = {route for route in changed if route in mult}
+        for part in touched.values():
+            regroup.update(route for route in part if route in mult)
+        sub = tuple(sorted([route for route in regroup for _ in range(mult[route])]))
+        new = [tuple(sub[i] for i in members) for members in self._components(sub)] if sub else []
+        # first routes are distinct (a route is in one component): tuples order by their first route
+        parts = sorted([part for part in near_result[4] if id(part) not in touched] + new)
+        if index is not None:
+            part_of = dict(part_of)
+        for part in touched.values():
+            for route in part:
+                part_of.pop(route, None)
+        for part in new:
+            part_of.update(dict.fromkeys(part, part))
+        return parts, (mult, part_of), list(touched.values()), new
 
     def _components(self, key: tuple[int, ...]) -> list[list[int]]:
         """The routes of ``key`` grouped into components: two routes are in one when they share a link, directly or
@@ -798,6 +895,7 @@ class FlowNetwork(NetworkModel):
             # clearing the whole cache at the bound lost them all), and whole-set solves that hold it go with it.
             evicted, old = next(iter(self._component_cache.items()))
             del self._component_cache[evicted]
+            self._evictions += 1
             self._cached_entries -= len(old[7][0])
             for whole in self._rates_of.pop(evicted, ()):
                 self._rates_cache.pop(whole, None)

@@ -130,6 +130,10 @@ class LinkClasses:
         """The classes ``route`` crosses (a view: read it before the next ``add``)."""
         return self._of_route[route].keys()
 
+    def routes_on(self, known: int):
+        """The routes crossing class ``known`` (a view: read it before the next ``add`` or ``remove``)."""
+        return self._routes[known].keys()
+
     def overlap(self, route: int, other: int) -> bool:
         """Whether two routes share a link (a class: every route crosses a class with all its links or none)."""
         return not self._of_route[route].keys().isdisjoint(self._of_route[other].keys())
