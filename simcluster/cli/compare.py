@@ -209,10 +209,10 @@ def compare(
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
 
 
-def _report(runs: list[dict], chosen: laws.Law, failures: list, pending: int = 0) -> dict:
+def _report(runs: list[dict], chosen: laws.Law, failures: list, pending: int | None = None) -> dict:
     """compare.json and ``--json``: ``study.as_json`` with ``partial`` and ``pending`` always present, as ``sweep``
-    and ``validate`` write them (false and 0 for a finished compare)."""
-    return study.as_json(runs, chosen, failures) | {"partial": pending > 0, "pending": pending}
+    and ``validate`` write them; ``pending`` None: a finished compare (false, 0)."""
+    return study.as_json(runs, chosen, failures) | {"partial": pending is not None, "pending": pending or 0}
 
 
 def _write_partial(runs: list[dict], failures: list, total: int, out_dir: Path, chosen: laws.Law) -> str:
