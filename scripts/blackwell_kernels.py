@@ -183,6 +183,9 @@ def rows() -> list[tuple[str, str, float, float, float, float]]:
 
 
 def main(argv: list[str]) -> int:
+    if argv:  # a direct call; the command line is refused by script_entry.run first, in the same words
+        print(f"error: {script_entry.one_line(argv[0])}: takes no arguments (see --help)", file=sys.stderr)
+        return script_entry.USAGE_ERROR
     print(f"{'measurement':32} {'regime':9} {'measured':>9} {'burst':>9} {'sustained':>9} {'meas/model':>10}")
     for key, regime, value, burst, sustained, ratio in rows():
         print(f"{key:32} {regime:9} {value:9.1f} {burst:9.1f} {sustained:9.1f} {ratio:10.3f}")
