@@ -112,3 +112,20 @@ def test_a_bad_argument_is_one_line_naming_it(tmp_path, script, argv, needle):
     code, _out, err = _as_main(ROOT / script, *argv)
     assert code == 2, (code, err[-500:])
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+
+
+def test_script_entry_counts_the_words_a_script_takes(capsys):
+    from simcluster.core import script_entry
+
+    def ran(argv):
+        raise AssertionError(f"ran with {argv}")
+
+    assert script_entry.run(ran, ["x"], "doc", words=(0, 0)) == 2
+    assert capsys.readouterr().err == "error: x: takes no arguments (see --help)\n"
+    assert script_entry.run(ran, ["--flag"], "doc", ["--flag"], words=(1, None), usage="TRACE [TRACE ...]") == 2
+    assert capsys.readouterr().err == "error: expected TRACE [TRACE ...], got 0 arguments (see --help)\n"
+    assert script_entry.run(ran, ["a", "b", "c"], "doc", words=(2, 2), usage="ROW TWIN") == 2
+    assert "expected ROW TWIN, got 3 arguments" in capsys.readouterr().err
+    assert script_entry.run(lambda argv: len(argv), ["--flag", "a", "b"], "doc", ["--flag"], words=(2, 2)) == 3
+    assert script_entry.run(ran, ["a\nb"], "doc", words=(0, 0)) == 2  # a word with a newline stays one line
+    assert capsys.readouterr().err.count("\n") == 1
