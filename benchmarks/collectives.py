@@ -60,4 +60,5 @@ def main(profile: bool = False) -> int:
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(lambda argv: main(profile="--profile" in argv), sys.argv[1:], __doc__, ["--profile"]))
+    sys.exit(run(lambda argv: main(profile="--profile" in argv), sys.argv[1:], __doc__, ["--profile"],
+                 words=(0, 0)))

@@ -330,4 +330,4 @@ if __name__ == "__main__":
         sys.exit(0)
     from simcluster.core.script_entry import run
 
-    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__, ["--quick", "--phases"]))
+    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__, ["--quick", "--phases"], words=(0, 0)))

@@ -33,16 +33,24 @@ print((rss() - before) / gpus, time.perf_counter() - started, fabric.links)
 """
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    from simcluster.core import script_entry
+    from simcluster.core.errors import ScenarioError
     from simcluster.core.limits import FABRIC_BYTES_PER_GPU
 
-    counts = [int(arg) for arg in sys.argv[1:]] or [8192, 32768]
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("gpus", nargs="*", type=script_entry.count, default=[8192, 32768],
+                        help="GPU counts to build each fabric at (default: 8192 32768)")
+    counts = parser.parse_args(argv).gpus
     print(f"{'fabric':<15}{'GPUs':>9}{'bytes/GPU':>11}{'build s':>9}{'links':>10}")
     worst = 0.0
     for name in BUILDERS:
         for gpus in counts:
             done = subprocess.run([sys.executable, "-c", _ONE, name, str(gpus)], capture_output=True, text=True,
-                                  cwd=ROOT, check=True)
+                                  cwd=ROOT)
+            if done.returncode:  # the builder refused the count (above its limits) or ran out of memory
+                last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+                raise ScenarioError("gpus", f"{name} at {gpus:,} GPUs: {last}")
             per_gpu, seconds, links = done.stdout.split()
             worst = max(worst, float(per_gpu))
             print(f"{name:<15}{gpus:>9,}{float(per_gpu):>11,.0f}{float(seconds):>9.1f}{int(links):>10,}")
@@ -54,4 +62,4 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     from simcluster.core.script_entry import run
 
-    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__))
+    sys.exit(run(main, sys.argv[1:], __doc__))

@@ -113,4 +113,5 @@ if __name__ == "__main__":
     else:
         from simcluster.core.script_entry import run
 
-        sys.exit(run(lambda argv: main(quick="--quick" in argv), sys.argv[1:], __doc__, ["--quick"]))
+        sys.exit(run(lambda argv: main(quick="--quick" in argv), sys.argv[1:], __doc__, ["--quick"],
+                     words=(0, 0)))

@@ -19,8 +19,12 @@ TARGET_S = 120.0
 FABRICS = ("rail-fat-tree", "leaf-spine:oversubscription=4")
 
 
-def main() -> int:
-    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("runs/benchmarks/sweep")
+def main(argv: list[str] | None = None) -> int:
+    from simcluster.core import script_entry
+
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/sweep"), help="output folder of the sweep")
+    out = parser.parse_args(argv).out
     args = ["sweep", "gpt3-175b-1024-h100", "--gpus", "64,128,...,8192", "--fresh", "--out", str(out)]
     for fabric in FABRICS:
         args += ["--topology", fabric]
@@ -51,6 +55,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from simcluster.core.script_entry import run
-
-    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__, ["--out"]))
+    sys.exit(main())

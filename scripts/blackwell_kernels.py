@@ -20,6 +20,7 @@ import math
 import sys
 from dataclasses import dataclass
 
+from simcluster.core import script_entry
 from simcluster.spec import hardware
 from simcluster.spec.model import TransformerSpec
 from simcluster.workload import fp8_recipes, kernels, power_clock
@@ -217,9 +218,9 @@ def rows() -> list[tuple[str, str, float, float, float, float]]:
 
 
 def main(argv: list[str]) -> int:
-    if argv:
-        print("blackwell_kernels.py takes no arguments (see --help in the module docstring)", file=sys.stderr)
-        return 2
+    if argv:  # a direct call; the command line is refused by script_entry.run first, in the same words
+        print(f"error: {script_entry.one_line(argv[0])}: takes no arguments (see --help)", file=sys.stderr)
+        return script_entry.USAGE_ERROR
     print(f"{'measurement':32} {'regime':9} {'measured':>9} {'burst':>9} {'sustained':>9} {'meas/model':>10}")
     for key, regime, value, burst, sustained, ratio in rows():
         print(f"{key:32} {regime:9} {value:9.1f} {burst:9.1f} {sustained:9.1f} {ratio:10.3f}")
@@ -240,7 +241,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
-        print(__doc__)
-        sys.exit(0)
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, words=(0, 0)))

@@ -206,9 +206,6 @@ def report(name: str, scenario: config.Scenario) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__)
-        return 2
     try:
         scenarios = [checked(name) for name in argv]  # every name refused before any step runs
     except ScenarioError as err:
@@ -222,4 +219,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__))
+    sys.exit(run(main, sys.argv[1:], __doc__, words=(1, None), usage="SCENARIO [SCENARIO ...]"))

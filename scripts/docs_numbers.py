@@ -210,6 +210,11 @@ def write(name: str) -> None:
 
 def main(argv: list[str]) -> int:
     names = [a for a in argv if not a.startswith("--")] or list(BLOCKS)
+    unknown = [name for name in names if name not in BLOCKS]
+    if unknown:
+        from simcluster.core.errors import ScenarioError
+
+        raise ScenarioError(unknown[0], f"no such block (blocks: {', '.join(BLOCKS)})")
     if "--write" in argv:
         for name in names:
             write(name)

@@ -112,9 +112,6 @@ def report(name: str) -> list[str]:
 
 
 def main(names: list[str]) -> int:
-    if not names:
-        print(__doc__)
-        return 2
     for name in names:
         try:
             print("\n".join(report(name)))
@@ -127,4 +124,4 @@ def main(names: list[str]) -> int:
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__))
+    sys.exit(run(main, sys.argv[1:], __doc__, words=(1, None), usage="SCENARIO [SCENARIO ...]"))

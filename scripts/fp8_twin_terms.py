@@ -81,13 +81,10 @@ def report(name: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(next(line.strip() for line in __doc__.splitlines() if "python scripts/" in line))
-        return 2
     return print_reports(argv, report)
 
 
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__))
+    sys.exit(run(main, sys.argv[1:], __doc__, words=(1, None), usage="SCENARIO [SCENARIO ...]"))

@@ -13,11 +13,14 @@ correlation id) returned before the previous kernel ended, so the stream did not
 from __future__ import annotations
 
 import collections
-import gzip
-import json
+import numbers
 import sys
+from pathlib import Path
 
 import numpy as np
+
+from simcluster.core.errors import ScenarioError
+from simcluster.replay.formats import kineto
 
 MAX_GAP_US = 1000.0
 TENSOR_CORE_MARKERS = ("gemm", "sm80_xmma", "sm90", "cutlass", "ampere_", "cublas", "matmul", "s16816", "h16816",
@@ -36,9 +39,29 @@ def kernel_class(name: str) -> str:
     return "memory-bound"
 
 
+def trace_events(path: str) -> list[dict]:
+    """The complete ('X') events of a Kineto trace file, each checked for the fields these scripts read (numeric
+    ts and dur, pid and tid, name text, args a mapping): a file that is no trace, or an event without them, is a
+    one-line ScenarioError naming the file (replay's reader checks the file: replay.formats.kineto.load_json)."""
+    events = kineto.load_json(Path(path))["traceEvents"]
+    complete = [e for e in events if isinstance(e, dict) and e.get("ph") == "X"]
+    for index, event in enumerate(complete):
+        for key in ("ts", "dur"):
+            value = event.get(key)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise ScenarioError(path, f"complete event {index} ({event.get('name', '?')!r}): {key} is "
+                                    f"{value!r}, not a number of microseconds")
+        if not isinstance(event.get("pid"), (int, str)) or not isinstance(event.get("tid"), (int, str)):
+            raise ScenarioError(path, f"complete event {index} ({event.get('name', '?')!r}): no pid/tid")
+        if not isinstance(event.get("name", ""), str):
+            raise ScenarioError(path, f"complete event {index}: name is {event['name']!r}, not text")
+        if not isinstance(event.get("args", {}), dict):
+            raise ScenarioError(path, f"complete event {index} ({event.get('name', '?')!r}): args is not a mapping")
+    return complete
+
+
 def gaps(path: str, streams: int = 2) -> None:
-    with gzip.open(path) if path.endswith(".gz") else open(path, "rb") as f:
-        events = json.load(f)["traceEvents"]
+    events = trace_events(path)
     kernels = [e for e in events if e.get("cat") in KERNEL_CATEGORIES and e.get("ph") == "X"]
     launches = {e["args"].get("correlation"): e for e in events
                 if e.get("cat") == "cuda_runtime" and e.get("ph") == "X" and "args" in e}
@@ -51,9 +74,9 @@ def gaps(path: str, streams: int = 2) -> None:
             gap = after["ts"] - end
             if not 0 <= gap <= MAX_GAP_US:
                 continue
-            launch = launches.get(after["args"].get("correlation"))
+            launch = launches.get(after.get("args", {}).get("correlation"))
             queued = launch is not None and launch["ts"] + launch["dur"] <= end
-            rows[(kernel_class(after["name"]), queued)].append(gap)
+            rows[(kernel_class(after.get("name", "")), queued)].append(gap)
         print(f"  stream {tid}: {count} kernels")
         for (klass, queued), values in sorted(rows.items()):
             v = np.array(values)
@@ -61,16 +84,13 @@ def gaps(path: str, streams: int = 2) -> None:
                   f"{np.median(v):6.1f} us  mean {v.mean():6.1f} us  p90 {np.percentile(v, 90):6.1f} us")
         durations = collections.defaultdict(list)
         for k in stream:
-            durations[kernel_class(k["name"])].append(k["dur"])
+            durations[kernel_class(k.get("name", ""))].append(k["dur"])
         for klass, values in sorted(durations.items()):
             v = np.array(values)
             print(f"    duration {klass:12s} n={len(v):5d}  min {v.min():.1f} us  median {np.median(v):.1f} us")
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__.splitlines()[0] + "\nusage: python scripts/kineto_kernel_gaps.py TRACE [TRACE ...]")
-        return 2
     for path in argv:
         gaps(path)
     return 0
@@ -79,4 +99,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__))
+    sys.exit(run(main, sys.argv[1:], __doc__, words=(1, None), usage="TRACE [TRACE ...]"))

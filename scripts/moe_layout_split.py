@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.spec import config
 from simcluster.studies import validation
@@ -63,11 +64,12 @@ def moved_scenario(row: str, twin: str):
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(__doc__)
-        return 2
     row, twin = argv
     cases = {c["scenario"]: c for c in validation.held_out_cases() + validation.cases()}
+    for name in (row, twin):  # the published step of each: both validation rows, checked before simulating
+        if name not in cases:
+            raise ScenarioError(name, "not a validation row (calibration or held out; simcluster validate lists "
+                                "them)")
     out = []
     for name in (row, twin):
         s = config.load(name)
@@ -85,4 +87,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__))
+    sys.exit(run(main, sys.argv[1:], __doc__, words=(2, 2), usage="ROW TWIN (two validation rows)"))

@@ -229,7 +229,7 @@ def print_reports(names: list[str], report_of) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
+    if not argv:  # a direct call (the command line is refused in one line by script_entry.run first)
         print(next(line.strip() for line in __doc__.splitlines() if "python scripts/" in line))
         return 2
     if argv[0] == "--bubble":
@@ -240,4 +240,5 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__, ["--bubble"]))
+    sys.exit(run(main, sys.argv[1:], __doc__, ["--bubble"], words=(1, None),
+                 usage="[--bubble] SCENARIO [SCENARIO ...]"))

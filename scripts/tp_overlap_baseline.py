@@ -81,4 +81,5 @@ def flux() -> None:
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(lambda argv: flux() if "--flux" in argv else rows(), sys.argv[1:], __doc__, ["--flux"]))
+    sys.exit(run(lambda argv: flux() if "--flux" in argv else rows(), sys.argv[1:], __doc__, ["--flux"],
+                 words=(0, 0)))

@@ -37,7 +37,7 @@ try:
     # each subcommand module registers its commands on ``app`` when imported
     from simcluster.cli import collective, compare, explain, laws, replay, run, schema, sweep, validate  # noqa: F401
     from simcluster.cli.app import USER_ERROR_EXIT, Interrupted, app, fail
-    from simcluster.core.errors import ScenarioError
+    from simcluster.core.errors import ScenarioError, one_line
 finally:
     if _COLLECTING:
         gc.enable()
@@ -47,14 +47,6 @@ finally:
 
 __all__ = ["USER_ERROR_EXIT", "app", "console", "fail", "main"]
 
-# An error line is cut here: a message that quotes a huge input must still be one readable line.
-MAX_ERROR_CHARS = 2000
-
-
-def one_line(text: str) -> str:
-    """``text`` on one printable line: control characters escaped (a field named 'a\\nb' stays one line)."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
 
 
 def _raise_interrupted(signum, _frame):

@@ -192,13 +192,13 @@ def compare(
     target = runs[0]["economics"]["target_loss"]
     title = spec.name if len(specs) == 1 else os.path.commonprefix([s.name for s in specs]).rstrip("-_") + "-*"
     with fresh_folder(out_dir) as out_dir:
-        written = _outputs(runs, out_dir, chosen, target, title)
+        written = _outputs(runs, failures, out_dir, chosen, target, title)
         if report:
             from simcluster.analysis import report as html_report
 
             written.append(html_report.write_compare(out_dir, title, runs, chosen.name, written))
     if as_json:
-        typer.echo(outputs.dumps(study.as_json(runs, chosen, failures), indent=2, default=str))
+        typer.echo(outputs.dumps(_report(runs, chosen, failures), indent=2, default=str))
         return
     typer.echo(legend(runs))
     Console(width=80).print(_table(runs, chosen, target))
@@ -207,6 +207,12 @@ def compare(
     if note:
         typer.echo(note)
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
+
+
+def _report(runs: list[dict], chosen: laws.Law, failures: list, pending: int | None = None) -> dict:
+    """compare.json and ``--json``: ``study.as_json`` with ``partial`` and ``pending`` always present, as ``sweep``
+    and ``validate`` write them; ``pending`` None: a finished compare (false, 0)."""
+    return study.as_json(runs, chosen, failures) | {"partial": pending is not None, "pending": pending or 0}
 
 
 def _write_partial(runs: list[dict], failures: list, total: int, out_dir: Path, chosen: laws.Law) -> str:
@@ -218,20 +224,20 @@ def _write_partial(runs: list[dict], failures: list, total: int, out_dir: Path, 
     try:
         with fresh_folder(out_dir) as folder:
             study.write_csv(runs, folder / "compare.csv")
-            report = study.as_json(runs, chosen, failures) | {"partial": True,
-                                                               "pending": total - len(runs) - len(failures)}
+            report = _report(runs, chosen, failures, total - len(runs) - len(failures))
             outputs.write_text(folder / "compare.json", outputs.dumps(report, indent=2, default=str) + "\n")
     except (OSError, ScenarioError) as err:
         return f"{kept} (not written: {err})"
     return f"{kept}; wrote compare.csv, compare.json (partial) to {folder}/"
 
 
-def _outputs(runs: list[dict], out_dir: Path, chosen: laws.Law, target: float, name: str) -> list[Path]:
+def _outputs(runs: list[dict], failures: list, out_dir: Path, chosen: laws.Law, target: float,
+             name: str) -> list[Path]:
     from simcluster.analysis import heatmap, plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [study.write_csv(runs, out_dir / "compare.csv"), out_dir / "compare.json"]
-    outputs.write_text(written[1], outputs.dumps(study.as_json(runs, chosen, []), indent=2, default=str) + "\n")
+    outputs.write_text(written[1], outputs.dumps(_report(runs, chosen, failures), indent=2, default=str) + "\n")
     written += plots.save(plots.step_breakdown(runs, title=f"{name}: step time per fabric"), out_dir, "breakdown")
     duration_s = 1.3 * max(run["economics"]["time_to_target_s"] for run in runs)
     curves = [{"label": run["label"], "report": run["economics"],

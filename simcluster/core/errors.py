@@ -22,3 +22,14 @@ class ScenarioError(ValueError):
 
 class OutOfMemoryError(ScenarioError):
     """A layout whose per-GPU memory exceeds the GPU's HBM; the message carries the breakdown."""
+
+
+# An error line is cut here: a message that quotes a huge input must still be one readable line.
+MAX_ERROR_CHARS = 2000
+
+
+def one_line(text: str) -> str:
+    """``text`` on one printable line: control characters escaped (a field named 'a\\nb' stays one line), cut at
+    ``MAX_ERROR_CHARS``. The CLI's error lines and the scripts' (core.script_entry) both pass through it."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."

@@ -14,7 +14,8 @@ def terms() -> dict[str, dict]:
 
 
 def _key(text: str) -> str:
-    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
+    """Case, '-', '_' and spacing ignored, and the ``summary.`` an entry's ``where`` puts before a key."""
+    return " ".join(text.lower().replace("_", " ").replace("-", " ").split()).removeprefix("summary.")
 
 
 def lookup(term: str) -> tuple[str, dict]:

@@ -2,8 +2,9 @@
 ``--help`` prints the script's help and exits 0; an option it does not take, a scenario it cannot load or a file it
 cannot read is one line, ``error: ...``, and exit code 2, never a traceback or a silent run of the defaults.
 
-``Parser`` is argparse with that one-line error (argparse prints its usage block first); ``run`` is the entry of a
-script that reads ``sys.argv`` itself."""
+``Parser`` is argparse with that one-line error (argparse prints its usage block first), ``count`` its type of a
+GPU count; ``run`` is the entry of a script that reads ``sys.argv`` itself (flags only, and how many other words it
+takes). Lines pass through ``core.errors.one_line``, as the CLI's do."""
 
 from __future__ import annotations
 
@@ -11,27 +12,37 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable
 
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, one_line
 
 USAGE_ERROR = 2
-
-
-def _line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (``prog: error: message``, no usage block) and exit 2."""
 
     def error(self, message: str):
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {_line(message)}\n")
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def count(text: str) -> int:
+    """argparse ``type`` of a whole number >= 1 (a GPU count): 'abc', '2.5', '0' and '-4' are the parser's one-line
+    error naming the argument."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | None,
-        options: Iterable[str] = ()) -> int:
+        options: Iterable[str] = (), words: tuple[int, int | None] = (0, None), usage: str = "") -> int:
     """Run ``main(argv)`` as a script: ``-h``/``--help`` prints ``doc`` (exit 0); an argument starting with ``-``
-    that is not one of ``options`` (the flags the script takes) is refused before any work; a ScenarioError or an
-    OSError (a file that cannot be read or written) is one line. Returns the exit code."""
+    that is not one of ``options`` (the flags the script takes), or a number of other arguments outside ``words``
+    (at least, at most: None for any; ``usage`` names them, e.g. 'TRACE [TRACE ...]'), is refused in one line
+    before any work; a ScenarioError or an OSError (a file that cannot be read or written) is one line. Returns the
+    exit code."""
     if "-h" in argv or "--help" in argv:
         print((doc or "").strip())
         return 0
@@ -39,16 +50,25 @@ def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | Non
     unknown = [a for a in argv if a.startswith("-") and a not in known and not _is_number(a)]
     if unknown:
         takes = f"takes {', '.join(sorted(known))}" if known else "takes no options"
-        print(f"error: {unknown[0]}: unknown option ({takes}; see --help)", file=sys.stderr)
+        print(f"error: {one_line(unknown[0])}: unknown option ({takes}; see --help)", file=sys.stderr)
+        return USAGE_ERROR
+    given = [a for a in argv if a not in known]
+    low, high = words
+    if high == 0 and given:
+        print(f"error: {one_line(given[0])}: takes no arguments (see --help)", file=sys.stderr)
+        return USAGE_ERROR
+    if len(given) < low or (high is not None and len(given) > high):
+        print(f"error: expected {usage or 'arguments'}, got {len(given)} argument{'s' * (len(given) != 1)} "
+              "(see --help)", file=sys.stderr)
         return USAGE_ERROR
     try:
         code = main(argv)
     except ScenarioError as err:
-        print(f"error: {_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return USAGE_ERROR
     except OSError as err:
         where = f"{err.filename}: " if err.filename is not None else ""
-        print(f"error: {_line(where + (err.strerror or str(err)))}", file=sys.stderr)
+        print(f"error: {one_line(where + (err.strerror or str(err)))}", file=sys.stderr)
         return USAGE_ERROR
     return code or 0
 

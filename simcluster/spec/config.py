@@ -532,6 +532,7 @@ class Parallelism(_Defaulted):
         "microbatch, warm-up and cool-down stay blocking, the communication kernels' SMs slow the compute "
         "(parallel/ep_overlap.py)")
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
+    # a chunk holds at least one layer, the embedding or the output layer (the pp*virtual_stages check below)
     virtual_stages: Count = Field(1, le=model.MAX_LAYERS + 2, description="model chunks per pipeline rank (>1: "
                                   "interleaved 1F1B)")
     sequence_parallel: Annotated[bool, Strict()] = Field(

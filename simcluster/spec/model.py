@@ -25,7 +25,9 @@ from simcluster.core.units import Count, FiniteNumber, WholeNumber
 # dense shapes are 128 layers and a hidden size of 25,600 (Megatron-LM's 1T model, Narayanan et al. 2021, table 1),
 # the largest vocabularies 256k tokens (Gemma, 2024); beyond these bounds the FLOP and memory sums only overflow.
 MAX_LAYERS = 10_000
-# Sequence length: 2^24 = 16.8M tokens, above the longest context trained (10M, Llama 4 Scout, 2025).
+# Sequence length: 2^24 = 16.8M tokens, above the longest context announced (Llama 4 Scout, 2025: 10M tokens in
+# inference, pre-trained at 256K) and the longest trained (MiniMax-01, arXiv:2501.08313: 1M tokens, 4M inference).
+# Shared by model.max_seq_len and training.seq_len (config.MAX_SEQ_LEN).
 MAX_SEQ_LEN = 2**24
 MAX_HIDDEN = 2**20
 MAX_VOCAB = 10**8
@@ -52,11 +54,11 @@ class MoESpec(BaseModel):
     top_k: Count = Field(le=MAX_EXPERTS, description="routed experts per token")
     ffn_hidden: Count = Field(le=8 * MAX_HIDDEN, description="inner size of one expert's MLP")
     shared_experts: WholeNumber = Field(0, ge=0, le=MAX_EXPERTS,
-                                           description="experts every token passes through (DeepSeekMoE)")
+                                        description="experts every token passes through (DeepSeekMoE)")
     dense_layers: WholeNumber = Field(0, ge=0, le=MAX_LAYERS, description="first layers that keep the dense MLP")
     interval: Count = Field(1, le=MAX_LAYERS, description="every interval-th layer after dense_layers is an MoE layer")
     capacity_factor: FiniteNumber | None = Field(None, gt=0, description="tokens per expert capped "
-                                                  "at this multiple of the mean; null = dropless")
+                                                 "at this multiple of the mean; null = dropless")
     pad_to_capacity: Annotated[bool, Strict()] = Field(False, description="every expert padded to its capacity "
                                                        "(Megatron-Core --moe-pad-expert-input-to-capacity; needs "
                                                        "capacity_factor): no host sync")

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 from simcluster.core.units import FiniteNumber, NonNegativeDuration, PositiveBytes, PositiveBytesPerS
 
-# Hot spares beyond the nodes a scenario may have (config.MAX_GPUS / 1 GPU a node) are none the run could use.
+# Hot spares: at most the most nodes a scenario may have (config.MAX_GPUS at one GPU a node; config imports this
+# module, so the figure is repeated, and tests/cli/test_round23_robustness.py holds it >= config.MAX_GPUS). Only an
+# overflow guard: a spare pool larger than the cluster is no physical impossibility, just spares no run uses.
 MAX_NODES = 10**7
 
 COMPONENTS = ("gpu", "hbm", "nvlink", "nic", "host", "network", "software")

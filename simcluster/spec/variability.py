@@ -30,7 +30,7 @@ class Straggler(BaseModel):
     ranks: list[Index] | None = Field(None, description="global ranks slowed")
     nodes: list[Index] | None = Field(None, description="nodes slowed (all their GPUs)")
     slowdown: FiniteNumber = Field(ge=1.0, le=MAX_SLOWDOWN,
-                            description="factor on every compute duration of those GPUs (1.2 = 20% slower)")
+                                   description="factor on every compute duration of those GPUs (1.2 = 20% slower)")
 
     @model_validator(mode="after")
     def _one_target(self) -> Straggler:
@@ -43,13 +43,13 @@ class Variability(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gpu_speed_cv: FiniteNumber = Field(0.0, ge=0.0, le=MAX_CV,
-                                description="per-GPU speed spread, drawn once per GPU (measured: 0.015)")
+                                       description="per-GPU speed spread, drawn once per GPU (measured: 0.015)")
     gpu_speed_draw: Literal["random", "quantiles"] = Field(
         "random", description="how the per-GPU speeds are drawn: 'random' (independent normal draws) or "
         "'quantiles' (the N normal quantiles at Blom's plotting positions, shuffled over the GPUs: the job's "
         "slowest GPU is then its expected order statistic, not one seed's draw)")
     kernel_jitter_cv: FiniteNumber = Field(0.0, ge=0.0, le=MAX_CV,
-                                    description="per-block compute jitter (measured: 0.015)")
+                                           description="per-block compute jitter (measured: 0.015)")
     collective_latency_noise: NonNegativeSeconds = Field(
         0.0, description="mean extra latency of each collective, drawn per collective (exponential), e.g. '20 us'; "
         "no sourced default (measured: 0, docs/variability.md)")

@@ -59,6 +59,9 @@ def test_an_out_folder_holding_a_users_files_is_never_written_into(cli, write_sc
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     assert (mine / "notes.txt").read_text() == "my notes\n"
     assert any((tmp_path / "mine-2").iterdir())
+    if command in ("compare", "sweep"):  # a finished run's JSON says so, with the keys an interrupted one sets
+        written = json.loads((tmp_path / "mine-2" / f"{command}.json").read_text())
+        assert (json.loads(out)["partial"], written["partial"], written["pending"]) == (False, False, 0)
 
 
 def test_compare_out_under_a_file_is_refused_before_simulating(cli, write_scenario, tmp_path, monkeypatch):
@@ -72,7 +75,7 @@ def test_compare_out_under_a_file_is_refused_before_simulating(cli, write_scenar
     assert a_file.read_text() == "x"
 
 
-@pytest.mark.parametrize("term", ["bogus", "", "summary.symmetry.lower_bound_s\n"])
+@pytest.mark.parametrize("term", ["bogus", "", "summary.symmetry.no_such_key\n"])
 def test_explain_an_unknown_term_is_one_line(cli, term):
     code, _, err = cli("explain", term)
     one_line(code, err, "TERM", "not in the glossary")
@@ -111,3 +114,42 @@ def test_compare_interrupted_before_any_run_writes_nothing(cli, write_scenario, 
     code, _, err = cli("compare", write_scenario(SMALL), "--out", tmp_path / "c")
     assert code == 130 and err == "interrupted by SIGINT: 0 of 1 runs finished\n", err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("term, name", [("symmetry.lower_bound_s", "symmetry lower bound"),
+                                        ("symmetry.lower_bound_pct", "symmetry lower bound"),
+                                        ("accuracy.stack", "software stack"),
+                                        ("accuracy.stack_calibrated", "software stack"),
+                                        ("accuracy.stack_coverage", "software stack")])
+def test_explain_knows_the_summary_keys_of_rounds_20_to_22(cli, term, name):
+    """Each dotted key is a key of the summary entry the glossary names (engine.results.symmetry,
+    outcomes.accuracy_card.card: no simulation needed)."""
+    from simcluster.engine import results
+    from simcluster.outcomes import accuracy_card
+    from simcluster.spec import config
+
+    entries = {"symmetry": results.symmetry(None, 1, 1.0), "accuracy": accuracy_card.card(config.from_dict(SMALL))}
+    section, key = term.split(".")
+    assert key in entries[section]
+    for asked in (term, f"summary.{term}"):  # as written, or as an entry's ``where`` names it
+        code, out, _ = cli("explain", asked)
+        assert code == 0 and out.startswith(f"{name}: ") and key in out
+
+
+def test_the_bounds_admit_the_largest_real_values(monkeypatch):
+    """A bound that refuses a physically possible value is a defect: a million-GPU data-parallel degree, 2^20 GPUs
+    (given the memory the fabric needs: the documented SIMCLUSTER_MEMORY_LIMIT), a 10M-token sequence (Llama 4
+    Scout's context), a million experts (PEER, arXiv:2407.04153), 10^5 hot spares."""
+    from simcluster.spec import config, model, reliability
+
+    degrees = {axis: 10**6 for axis in ("tp", "pp", "dp", "cp", "ep", "etp")}
+    assert config.Parallelism.model_validate(degrees).dp == 10**6
+    assert config.Training.model_validate({"seq_len": 10**7, "global_batch_size": 10**6}).seq_len == 10**7
+    assert model.MoESpec.model_validate({"experts": 1024**2, "top_k": 16, "ffn_hidden": 128}).experts == 1024**2
+    assert reliability.Reliability.model_validate({"hot_spares": 10**5}).hot_spares == 10**5
+    assert reliability.MAX_NODES >= config.MAX_GPUS  # every node of the largest cluster may be a spare
+    million = {**SMALL, "cluster": {**SMALL["cluster"], "gpus_per_node": 8, "nodes": 2**17},
+               "parallelism": {"tp": 8, "pp": 1, "dp": 2**17}, "training": {**SMALL["training"],
+                                                                          "global_batch_size": 2**17}}
+    monkeypatch.setenv("SIMCLUSTER_MEMORY_LIMIT", "64 GiB")
+    assert config.from_dict(million).cluster.gpus == 2**20

@@ -75,3 +75,57 @@ def test_script_entry_turns_a_scenario_error_and_a_missing_file_into_one_line(ca
     assert script_entry.run(missing, [], "doc") == 2
     assert capsys.readouterr().err == "error: /nonexistent/file.json: No such file or directory\n"
     assert script_entry.run(lambda argv: 3, ["-1.5"], "doc") == 3  # a negative number is a value, not an option
+
+
+def _trace(tmp_path, text: str) -> str:
+    path = tmp_path / "trace.json"
+    path.write_text(text)
+    return str(path)
+
+
+BAD_TRACE = ("not json", "not valid JSON")
+BAD_EVENT = ('{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "gemm", "pid": 1, "tid": 2, "ts": "x", "dur": 3}]}',
+             "ts is 'x'")
+
+
+@pytest.mark.parametrize(("script", "argv", "needle"), [
+    ("benchmarks/fabric_memory.py", ["abc"], "argument gpus"),
+    ("benchmarks/fabric_memory.py", ["0"], "argument gpus"),
+    ("benchmarks/sweep.py", ["--out"], "--out"),
+    ("benchmarks/engine.py", ["quick"], "quick: takes no arguments"),
+    ("scripts/blackwell_kernels.py", ["abc"], "abc: takes no arguments"),
+    ("scripts/tp_overlap_baseline.py", ["h100"], "h100: takes no arguments"),
+    ("scripts/docs_numbers.py", ["no-such-block"], "no-such-block: no such block"),
+    ("scripts/moe_layout_split.py", ["one"], "ROW TWIN"),
+    ("scripts/moe_layout_split.py", ["demo", "demo"], "demo: not a validation row"),
+    ("scripts/kineto_kernel_gaps.py", [], "TRACE"),
+    ("scripts/kineto_kernel_gaps.py", BAD_TRACE, None),
+    ("scripts/kineto_launch_intervals.py", BAD_TRACE, None),
+    ("scripts/kineto_kernel_gaps.py", BAD_EVENT, None),
+    ("scripts/kineto_launch_intervals.py", BAD_EVENT, None),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_a_bad_argument_is_one_line_naming_it(tmp_path, script, argv, needle):
+    """Round 23's leftovers: a word where a number goes, a malformed trace file, an argument a script does not take,
+    a missing argument; each one line naming what is wrong, exit 2, before any work."""
+    if needle is None:  # a trace file's content, and what the line says of it
+        argv, needle = [_trace(tmp_path, argv[0])], argv[1]
+    code, _out, err = _as_main(ROOT / script, *argv)
+    assert code == 2, (code, err[-500:])
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+
+
+def test_script_entry_counts_the_words_a_script_takes(capsys):
+    from simcluster.core import script_entry
+
+    def ran(argv):
+        raise AssertionError(f"ran with {argv}")
+
+    assert script_entry.run(ran, ["x"], "doc", words=(0, 0)) == 2
+    assert capsys.readouterr().err == "error: x: takes no arguments (see --help)\n"
+    assert script_entry.run(ran, ["--flag"], "doc", ["--flag"], words=(1, None), usage="TRACE [TRACE ...]") == 2
+    assert capsys.readouterr().err == "error: expected TRACE [TRACE ...], got 0 arguments (see --help)\n"
+    assert script_entry.run(ran, ["a", "b", "c"], "doc", words=(2, 2), usage="ROW TWIN") == 2
+    assert "expected ROW TWIN, got 3 arguments" in capsys.readouterr().err
+    assert script_entry.run(lambda argv: len(argv), ["--flag", "a", "b"], "doc", ["--flag"], words=(2, 2)) == 3
+    assert script_entry.run(ran, ["a\nb"], "doc", words=(0, 0)) == 2  # a word with a newline stays one line
+    assert capsys.readouterr().err.count("\n") == 1
