@@ -57,7 +57,7 @@ CSV_LAYOUTS = [
 ]
 
 
-class Timeout(Exception):
+class Timeout(TimeoutError):
     """A row took longer than --timeout seconds of wall time."""
 
 

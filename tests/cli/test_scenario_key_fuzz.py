@@ -11,11 +11,10 @@ value a key goes through ``compare`` and ``sweep`` too (they load the scenario t
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import re
-import signal
+import sys
 import types
 import typing
 from pathlib import Path
@@ -26,6 +25,9 @@ import pytest
 import yaml
 
 from simcluster.spec import config, hardware, model, reliability, variability
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from recipe_sweep import time_limit  # noqa: E402  (one SIGALRM guard: a timeout raises TimeoutError)
 
 PAGE = (Path(__file__).resolve().parents[2] / "docs" / "scenario.md").read_text()
 # a refusal takes milliseconds; a case that is accepted runs a 16-GPU simulation (well under a second)
@@ -245,19 +247,6 @@ def _key_params() -> list:
 
 
 KEYS = _key_params()
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    def alarm(_signum, _frame):
-        raise TimeoutError(f"no answer within {seconds} s")
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def refused_naming(cli, argv, field: str) -> str:
