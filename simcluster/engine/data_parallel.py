@@ -112,14 +112,22 @@ def chunk_bucket_groups(plan: StepPlan, cost) -> list[Bucket] | None:
     with fp8 parameters the non-fp8 buckets merged into the last fp8 group), in formation order. Where it buckets at
     all: ``grad_buckets: megatron_core`` (Megatron-Core's DDP at ZeRO 0-2, its default there) with the
     reduction overlapped (a finite bucket), on the first pipeline stage's first model chunk (``bucket_count``: one
-    bucket elsewhere). None where the engine keeps equal buckets: other stacks, Apex's groups, the other chunks, a chunk
-    with routed experts or MLA (their tensor lists, with the expert buffers apart, are not written here). The chunk's
-    dense gradient elements are conserved: the embedding and output layer take what its layers do not hold (the untied
-    output layer its vocabulary's share, the embedding the rest)."""
+    bucket elsewhere), and on the last stage's only model chunk when it holds a tied output layer under pipelining
+    (the output layer alone, then the rest). None where the engine keeps equal buckets: other stacks, Apex's groups,
+    the other chunks, a chunk with routed experts or MLA (their tensor lists, with the expert buffers apart, are not
+    written here). The chunk's dense gradient elements are conserved: the embedding and output layer take what its
+    layers do not hold (the untied or last stage's output layer its vocabulary's share, the embedding the rest:
+    learned positions of max_seq_len x hidden after the word embedding, not in the shared embedding's bucket)."""
     s = plan.scenario
     p, model = s.parallelism, s.model
-    if (p.grad_buckets != "megatron_core" or not cost.grad_bytes
-            or not math.isfinite(p.grad_bucket_size) or cost.stage > 0 or cost.chunk // plan.layout.pp > 0
+    shared = model.tied_embeddings and p.pp > 1 and p.zero_stage > 0
+    walked = cost.stage == 0 and cost.chunk // plan.layout.pp == 0
+    # the last stage's copy of a tied output layer under pipelining is marked shared_embedding as well
+    # (language_module.py): a bucket of its own although the stage does not bucket (bucket_size None), its own group
+    # on the stage's only model chunk (a later model chunk disables bucketing: one group, force_single_bucket_group)
+    shared_head = shared and cost.stage == p.pp - 1 and plan.chunk_count == p.pp
+    if (p.grad_buckets != "megatron_core" or not cost.grad_bytes or not math.isfinite(p.grad_bucket_size)
+            or not (walked or shared_head)
             or cost.expert_grad_bytes or model.moe is not None or model.mla is not None):
         return None
     width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
@@ -131,14 +139,18 @@ def chunk_bucket_groups(plan: StepPlan, cost) -> list[Bucket] | None:
     first, last = cost.chunk == 0, cost.chunk == plan.chunk_count - 1
     final_norm = (2 if model.norm == "layernorm" else 1) * model.hidden if last else 0.0
     # the untied output layer (last chunk); the embedding (first chunk) holds the rest: word and learned positions
-    untied = last and not model.tied_embeddings
+    untied = last and (not model.tied_embeddings or shared_head)
     head = min(rest - final_norm, math.ceil(model.vocab / p.tp) * model.hidden) if untied else 0.0
     embedding = rest - final_norm - head if first else 0.0
-    tensors = gpt_param_tensors(layer, cost.layers, embedding=embedding, final_norm=final_norm, head=head,
-                                shared_embedding=model.tied_embeddings and p.pp > 1 and p.zero_stage > 0)
+    # the learned positions (replicated over TP) are a tensor of their own after the word embedding
+    positions = min(embedding, model.max_seq_len * model.hidden) if model.position == "learned" else 0.0
+    tensors = gpt_param_tensors(layer, cost.layers, embedding=embedding - positions, final_norm=final_norm, head=head,
+                                shared_embedding=shared, positions=positions)
+    if shared_head:
+        tensors[-1] = tensors[-1]._replace(alone=True)
     # bucket ends padded to shard evenly with the distributed optimizer only (ZeRO 0: all-reduced as they are)
-    return megatron_core_bucket_groups(tensors, p.grad_bucket_size / width, p.dp * p.cp if p.zero_stage else 1,
-                                       fp8_params.enabled(s.training))
+    return megatron_core_bucket_groups(tensors, p.grad_bucket_size / width if walked else math.inf,
+                                       p.dp * p.cp if p.zero_stage else 1, fp8_params.enabled(s.training))
 
 
 def bucket_schedule(plan: StepPlan, cost) -> tuple[list[tuple[float, float, float, float]], list[int], int]:

@@ -18,8 +18,9 @@ gradient buckets, version by version"):
 
 Registration order of a Megatron-Core GPT layer with Transformer Engine modules: ``linear_proj`` (``SelfAttention``
 builds it before ``linear_qkv``) weight then bias; ``linear_qkv``'s fused norm, then its weight and bias;
-``linear_fc1``'s fused norm, then its weight and bias; ``linear_fc2`` weight and bias. A chunk: the word embedding
-(first chunk), its layers, the final norm and the output layer (a ``ColumnParallelLinear``, not fp8; last chunk).
+``linear_fc1``'s fused norm, then its weight and bias; ``linear_fc2`` weight and bias. A chunk: the word embedding and
+learned position embedding (first chunk, in that order), its layers, the final norm and the output layer (a
+``ColumnParallelLinear``, not fp8; last chunk).
 Not modelled (under 1e-5 of a bucket): the later versions' padding of bucket ends to lcm(dp, 128) elements and of
 parameter starts to 64 elements (the early version pads ends to dp only).
 """
@@ -65,11 +66,14 @@ def layer_tensors(hidden: int, q_local: float, kv_local: float, ffn_local: float
 
 
 def gpt_param_tensors(layer: list[tuple[float, bool]], layers: int, embedding: float = 0.0, head: float = 0.0,
-                      final_norm: float = 0.0, shared_embedding: bool = False) -> list[Tensor]:
-    """Every parameter of a chunk in registration order: ``embedding`` (layer 0; its own bucket when
-    ``shared_embedding``) when non-zero, ``layers`` copies of ``layer`` (``layer_tensors``), the final norm and the
+                      final_norm: float = 0.0, shared_embedding: bool = False, positions: float = 0.0) -> list[Tensor]:
+    """Every parameter of a chunk in registration order: the word ``embedding`` (layer 0; its own bucket when
+    ``shared_embedding``) and the learned ``positions`` after it (``LanguageModelEmbedding`` builds
+    ``word_embeddings`` first; only the word embedding is marked ``shared_embedding``, so the positions stay with
+    layer 0's bucket), each when non-zero, ``layers`` copies of ``layer`` (``layer_tensors``), the final norm and the
     output layer ``head`` (the last layer) when non-zero."""
     tensors = [Tensor(0, embedding, alone=shared_embedding)] if embedding else []
+    tensors += [Tensor(0, positions)] if positions else []
     tensors += [Tensor(i, n, gemm) for i in range(layers) for n, gemm in layer]
     last = max(layers - 1, 0)
     return tensors + [Tensor(last, n) for n in (final_norm, head) if n]

@@ -70,7 +70,9 @@ def test_megatron_core_reduces_one_bucket_off_the_first_stages_first_chunk():
 
 def test_the_first_stage_keeps_megatron_cores_default_bucket_and_the_last_stage_has_one():
     """pp 2, no interleaving (two chunks of 12 layers), the default bucket: max(40M, 1M x dp) parameters of fp32
-    gradients (bf16 training reduces in fp32), 160 MB at dp 4, on stage 0; stage 1 reduces its chunk at once."""
+    gradients (bf16 training reduces in fp32), 160 MB at dp 4, on stage 0; stage 1 does not bucket by size, but its
+    copy of the tied output layer is marked ``shared_embedding`` (language_module.py) and so takes a bucket of its own
+    (``_does_param_require_new_bucket``), reduced first: ceil(vocab / 2) x hidden elements, then the rest at once."""
     sim = Simulation(_scenario(virtual_stages=1, bucket=None))
     first, last = sim.plan.chunks
     assert (first.stage, last.stage, first.layers) == (0, 1, 12)
@@ -78,9 +80,13 @@ def test_the_first_stage_keeps_megatron_cores_default_bucket_and_the_last_stage_
     assert sim.plan.bucket_bytes == default_bytes
     expected = math.ceil(first.grad_bytes / default_bytes)
     assert 1 < expected < first.layers  # the bucket size decides, not the one-per-layer floor
-    grads, grad_bytes = _per_chunk(sim.run(1).events, "grad reduce_scatter")
-    assert dict(grads) == {0: expected, 1: 1}
-    assert grad_bytes[1] == pytest.approx(last.grad_bytes, rel=1e-12)
+    events = sim.run(1).events
+    grads, grad_bytes = _per_chunk(events, "grad reduce_scatter")
+    assert dict(grads) == {0: expected, 1: 2}
+    assert grad_bytes[1] == pytest.approx(last.grad_bytes, rel=1e-12)   # both multiples of dp 4: no padding
+    model = sim.scenario.model
+    head = next(r for _, r in events[events["name"] == "grad reduce_scatter c1b0"].iterrows())
+    assert head["bytes"] == 4 * math.ceil(model.vocab / 2) * model.hidden
 
 
 def test_other_stacks_keep_fixed_size_buckets_on_every_chunk():

@@ -16,7 +16,7 @@ import pytest
 
 from simcluster.core import catalog
 from simcluster.engine import simulate
-from simcluster.engine.data_parallel import bucket_schedule, chunk_bucket_groups
+from simcluster.engine.data_parallel import bucket_bytes, bucket_schedule, chunk_bucket_groups
 from simcluster.parallel.mcore_buckets import (
     Bucket,
     gpt_param_tensors,
@@ -75,6 +75,22 @@ def test_a_shared_embedding_takes_a_bucket_of_its_own():
     assert megatron_core_buckets(_tiny(shared_embedding=True), 1000, 4) == [(0, 448), (0, 40)]
 
 
+def test_learned_positions_follow_the_word_embedding_and_are_never_shared():
+    # LanguageModelEmbedding builds word_embeddings, then position_embeddings; only the word embedding is marked
+    # shared_embedding (language_module.py). Positions of 28: the walk reaches L0's 72 + 28 = 100 >= 100 and closes
+    # before the word embedding (40), which is the remainder; one tensor of 68 would have closed at 140
+    def tiny(shared):
+        return gpt_param_tensors(layer_tensors(4, 4, 4, 16, 2, 8, False), 2, embedding=40, head=40, final_norm=8,
+                                 shared_embedding=shared, positions=28)
+    head = [(1, 112), (1, 116), (0, 148)]
+    assert megatron_core_buckets(tiny(False), 100, 1) == head + [(0, 100), (0, 40)]
+    # shared: the positions stay with layer 0 (72 + 28), the word embedding alone; with a bucket larger than the
+    # model, everything but the word embedding (488 + 28 - 40), then the word embedding
+    assert megatron_core_buckets(tiny(True), 100, 1) == head + [(0, 100), (0, 40)]
+    assert megatron_core_buckets(tiny(True), 1000, 1) == [(0, 476), (0, 40)]
+    assert megatron_core_buckets(tiny(False), 1000, 1) == [(0, 516)]
+
+
 def test_fp8_parameters_cut_two_buffers_and_merge_the_rest_into_the_last_fp8_group():
     # fp8 buffer (GEMM weights, reverse): L1 fc2 64 + fc1 64 = 128 (closed); L1 qkv 48 + proj 16 + L0 fc2 64 = 128;
     # L0 fc1 64 + qkv 48 = 112; L0 proj 16 (the remainder). Other buffer: head 40 + norm 8 + L1 norms 8 + L0 norms 8
@@ -116,13 +132,35 @@ def test_off_the_first_stages_first_chunk_and_without_overlap_one_bucket():
 
 
 def test_the_tied_gpt3_embedding_under_pipelining_is_alone():
-    # GPT-3 175B at TP 4, PP 8: the first chunk's last bucket is its embedding, word and position (51,200 / 4 x
-    # 12,288 + 2,048 x 12,288 elements: models.yaml's vocabulary padded for TP), alone
+    # GPT-3 175B at TP 4, PP 8, DP 4: the first chunk's last bucket is its word embedding alone (51,200 / 4 x 12,288
+    # elements: models.yaml's vocabulary padded for TP; a multiple of dp, no padding); the learned positions (2,048 x
+    # 12,288, not shared) end the bucket before it
     plan = _plan("nemo2407-gpt3-175b-128-h100-fp8", grad_buckets="megatron_core")
     model = plan.scenario.model
-    last = chunk_bucket_groups(plan, plan.chunks[0])[-1]
-    embedding = -(-model.vocab // 4) * model.hidden
-    assert last.low == 0 and embedding <= last.elements <= embedding + model.hidden * 2048 + 4
+    groups = chunk_bucket_groups(plan, plan.chunks[0])
+    word = -(-model.vocab // 4) * model.hidden
+    dp = plan.scenario.parallelism.dp * plan.scenario.parallelism.cp
+    assert groups[-1].low == 0 and word <= groups[-1].elements < word + dp
+    assert groups[-2].low == 0 and groups[-2].elements >= 2048 * model.hidden
+
+
+def test_the_last_stages_tied_output_layer_is_alone_without_virtual_stages():
+    # GPT-3 175B (tied) at TP 8, PP 8, DP 16: the last stage does not bucket (bucket_size None on pipeline ranks > 0),
+    # but its output layer is marked shared_embedding (language_module.py), so _does_param_require_new_bucket gives
+    # it a bucket of its own, walked first: ceil(50,257 / 8) x 12,288 = 77,205,504 elements (a multiple of 16), then
+    # everything else (12 layers and the final norm) as one bucket; each its own group (no fp8 buffer)
+    plan = _plan("gpt3-175b-1024-h100")
+    last = plan.chunks[-1]
+    head = -(-plan.scenario.model.vocab // 8) * plan.scenario.model.hidden
+    assert head == 77_205_504
+    groups = chunk_bucket_groups(plan, last)
+    assert groups == [Bucket(last.layers - 1, head), Bucket(0, last.grad_bytes / 2 - head)]   # bf16 reduction
+    assert bucket_schedule(plan, last)[1] == [0, last.layers - 1]
+    # with virtual stages the last stage's chunk is a later model chunk: bucketing disabled, one bucket group
+    plan = _plan("gpt3-175b-1024-h100", virtual_stages=2)
+    assert chunk_bucket_groups(plan, plan.chunks[-1]) is None and len(bucket_bytes(plan, plan.chunks[-1])) == 1
+    # the middle stages: one bucket
+    assert all(chunk_bucket_groups(plan, c) is None for c in plan.chunks[1:-1])
 
 
 def test_megatron_core_is_the_default_on_its_stack_and_refused_elsewhere():
