@@ -143,7 +143,8 @@ def _scenario(options: dict, nodes: int = 8, pp: int = 4, order: str | None = No
 
 ECMP = {"oversubscription": 4, "protocol": "ethernet"}
 # step_time_s on main (bf7cee4; round 23's Megatron-Core buckets and refit to 27 us / 430 us moved them
-# +0.7..+1.3%, its review's bucket fixes -0.6..+0.01%), expanded: every call its own class (the reference), and merged (SYMMETRIC, checked)
+# +0.7..+1.3%, its review's bucket fixes -0.6..+0.01%), expanded: every call its own class (the reference), and
+# merged (SYMMETRIC, checked)
 CASES = {
     "ecmp-4to1": (_scenario(ECMP), 0.05474334818082257, 0.05706360145741831),
     "ecmp-4to1-dp-innermost": (_scenario(ECMP, nodes=4, pp=2, order="dp-cp-pp-tp"), 0.08976022396734328,
