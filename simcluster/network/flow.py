@@ -62,6 +62,12 @@ _SATURATION_RTOL = 1e-9
 # moezoo-qwen3-235b-256-h100-a2a run solved 548k route sets for 15k distinct ones (45 s of CPU); with 8,192 it
 # solves each about once (30 s), with the same rates (a cache hit returns what the solve would).
 _RATE_CACHE_ENTRIES = 8192
+# ... and routes the kept sets hold: a set's two maps, key, solves and parts cost ~90 bytes a route (CPython 3.12
+# getsizeof: 75 for the maps and key). Bound at 256 routes a set on average, ~0.2 GB: the count alone would let 8,192
+# sets of ~2,240 routes (an expanded hash-ECMP run on 12,288 GPUs, where ``_prune_due`` no longer clears the caches
+# at every start) hold ~1.7 GB. Binds only where the sets kept average more than 256 routes (the 768-GPU MegaScale
+# ECMP run: 123 at most; round 23 review), so the rates of other runs are found in the same order.
+_RATE_CACHE_ROUTES = _RATE_CACHE_ENTRIES * 256
 # Per-part routes of merged classes read by link class (``_by_class``): each holds 4 bytes per route entry (18 MB
 # for the 4.5 million entries of the interleaved 16,384-GPU run's data-parallel ring), so few are kept.
 _PART_CLASSES_KEPT = 256
@@ -76,10 +82,10 @@ _CACHED_ROUTE_ENTRIES = 8_000_000
 # Routes a new route set may differ by from the last one solved for its components to be found from that one's
 # (``_regroup``; or a quarter of the set's routes, when more): beyond, grouping from scratch costs no more.
 _REGROUP_MOST = 8
-# Distinct routes remembered before the idle ones are forgotten (each pins its link arrays), and at least as many as
-# are sending: forgetting clears every solve cache, so with more routes sending than this (an expanded hash-ECMP run
-# on 3,072 GPUs sends ~560 classes at once) it would clear them at every start (round 23). Up to 256 routes sending,
-# the rule is the bound alone, as before.
+# Distinct routes remembered before the idle ones are forgotten (each pins its link arrays), provided at least as many
+# are idle as sending (``_prune_due``): forgetting clears every solve cache, so with more routes sending than this (an
+# expanded hash-ECMP run on 3,072 GPUs sends ~560 classes at once) it would clear them at every start (round 23). Up
+# to 256 routes sending, the rule is the bound alone, as before. Routes kept: at most max(this, 2 x routes sending) + 1.
 _ROUTES_KEPT = 512
 # (component, window) entries of link-window bytes kept before they are spread: each pins a component solve (small,
 # by link class); the bound also sets which seconds are summed before they multiply a load, so it stays what it was
@@ -143,6 +149,7 @@ class FlowNetwork(NetworkModel):
         self._sending_key: tuple[int, ...] | None = None   # _route_key of all of _sending, until it changes
         self._done_at_s: dict[int, float] = {}   # classes in their latency phase -> completion time
         self._rates_cache: dict[tuple[int, ...], tuple] = {}
+        self._rates_cached_routes = 0   # routes held by the keys of _rates_cache
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
         self._cached_entries = 0   # route entries (link, route) held by the component cache
         self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
@@ -257,8 +264,7 @@ class FlowNetwork(NetworkModel):
             latency_s = float(self.fabric.pair_latencies_s(transfers.pairs, self.salt).max())
         else:
             links, counts, latency_s = np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
-        if len(self._route_bytes) > _ROUTES_KEPT and len(self._route_bytes) > 2 * len(
-                {c.route for c in self._sending.values()}):
+        if self._prune_due():
             self._prune()
         parted = transfers.part_count > 1
         if parted and (gaps_s := latency_gaps_s(self.fabric, transfers)) is not None:
@@ -380,6 +386,12 @@ class FlowNetwork(NetworkModel):
         return self.link_bytes / (self.fabric.link_bytes_per_s * elapsed_s)
 
     # ---- internals -----------------------------------------------------------------------------------
+    def _prune_due(self) -> bool:
+        """Whether to forget the idle routes: more than ``_ROUTES_KEPT`` known, and at least as many idle as sending
+        (forgetting clears every solve cache, so it must not come at every start when more than that are sending)."""
+        known = len(self._route_bytes)
+        return known > _ROUTES_KEPT and known > 2 * len({c.route for c in self._sending.values()})
+
     def _prune(self):
         """Spread the pending counters, then forget the routes of classes no longer sending.
 
@@ -393,6 +405,7 @@ class FlowNetwork(NetworkModel):
             self._classes.remove(route)   # its classes stay (they hold the per-class counters)
         self._busy_pending.clear()
         self._rates_cache.clear()
+        self._rates_cached_routes = 0
         self._component_cache.clear()
         self._rates_of.clear()
         self._near = None
@@ -720,7 +733,7 @@ class FlowNetwork(NetworkModel):
                     rate_of_route.pop(route, None)
                     of_route.pop(route, None)
             for part in new:
-                component = of_route[part[0]] = cache[part]
+                component = cache[part]
                 rate_of_route.update(component[0])
                 of_route.update(dict.fromkeys(component[0], component))
         else:
@@ -730,23 +743,32 @@ class FlowNetwork(NetworkModel):
                 of_route.update(dict.fromkeys(part[0], part))
         result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route, parts,
                   evictions == self._evictions)
-        if len(self._rates_cache) >= _RATE_CACHE_ENTRIES:
+        if (len(self._rates_cache) >= _RATE_CACHE_ENTRIES
+                or self._rates_cached_routes + len(key) > _RATE_CACHE_ROUTES):
             self._rates_cache.clear()
+            self._rates_cached_routes = 0
             self._rates_of.clear()
         self._rates_cache[key] = result
+        self._rates_cached_routes += len(key)
         for part in parts:   # so that evicting a component solve lets this entry (which holds it) go too
             self._rates_of.setdefault(part, []).append(key)
         self._near = (key, result, index)
         return result
 
-    def _regroup(self, key: tuple[int, ...]) -> tuple[list, tuple] | None:
+    def _regroup(self, key: tuple[int, ...]) -> tuple[list, tuple, list, list] | None:
         """The components of ``key`` (as ``_components`` groups them: tuples of routes in key order, ordered by their
         first route) found from those of the last route set solved or looked up (``_near``), which differs from it by
         a few routes: a class starting or ending changes one route, the look-ahead of ``next_completion_s`` drops the
-        classes that end. Routes share a link exactly when they share a link class (``LinkClasses``), and class
-        splits only refine the partition, so a component of the last set none of whose routes changed multiplicity
-        and none of whose routes shares a class with a changed route is a component of ``key`` as it was; only the
-        components the changed routes touch are grouped again (``_components`` over those routes). O(changed routes'
+        classes that end. Only the components the changed routes touch are grouped again (``_components`` over those
+        routes). Why the rest are components of ``key`` as they were: components depend only on which routes share a
+        link (a route's links never change under its id: ids are recycled only after ``_prune``, which drops
+        ``_near``), and at every moment two routes share a link exactly when they cross a common link class
+        (``LinkClasses``: a split refines the classes but keeps that), so the scan of a changed route's classes finds
+        every route it shares a link with. A component of the last set none of whose routes changed stays connected;
+        a route of ``key`` outside it that shares a link with it is either unchanged (then it was in it already) or
+        changed and still sending (then the scan touched it); routes that ended only disconnect, and their components
+        were touched. Checked against an independent grouping over the raw links under splits, evictions, cache
+        clears, prunes and recycled ids (tests/unit/test_round23_regroup_review.py). O(changed routes'
         neighbours) instead of O(every route) per new set (the expanded hash-ECMP runs send hundreds of classes at
         once, nearly all their own component). None when there is no last set or too much changed: group from
         scratch. Returns (the components, (route -> multiplicity in ``key``, route -> its component) for the next
@@ -754,9 +776,9 @@ class FlowNetwork(NetworkModel):
         near = self._near
         if near is None:
             return None
-        _near_key, near_result, index = near
+        near_key, near_result, index = near
         if index is None:
-            near_mult = Counter(_near_key)
+            near_mult = Counter(near_key)
             part_of: dict[int, tuple] = {}
             for part in near_result[4]:
                 part_of.update(dict.fromkeys(part, part))
@@ -898,7 +920,8 @@ class FlowNetwork(NetworkModel):
             self._evictions += 1
             self._cached_entries -= len(old[7][0])
             for whole in self._rates_of.pop(evicted, ()):
-                self._rates_cache.pop(whole, None)
+                if self._rates_cache.pop(whole, None) is not None:
+                    self._rates_cached_routes -= len(whole)
         self._component_cache[key] = result
         self._cached_entries += len(owner)
         return result
