@@ -66,7 +66,7 @@ _RATE_CACHE_ENTRIES = 8192
 # getsizeof: 75 for the maps and key). Bound at 256 routes a set on average, ~0.2 GB: the count alone would let 8,192
 # sets of ~2,240 routes (an expanded hash-ECMP run on 12,288 GPUs, where ``_prune_due`` no longer clears the caches
 # at every start) hold ~1.7 GB. Binds only where the sets kept average more than 256 routes (the 768-GPU MegaScale
-# ECMP run: 123 at most; round 23 review), so the rates of other runs are found in the same order.
+# ECMP run: 123 a set at its fullest; round 23 review), so the rates of other runs are found in the same order.
 _RATE_CACHE_ROUTES = _RATE_CACHE_ENTRIES * 256
 # Per-part routes of merged classes read by link class (``_by_class``): each holds 4 bytes per route entry (18 MB
 # for the 4.5 million entries of the interleaved 16,384-GPU run's data-parallel ring), so few are kept.
