@@ -100,6 +100,8 @@ def test_jitter_collapse_with_tp_overlap_is_within_the_stated_tolerance(pp, vp):
     assert summary["variability"]["collapse_bound_s"] == 0.0
     assert f"either side, within about {TP_OVERLAP_TOLERANCE:.2g} x kernel_jitter_cv" in summary["variability"]["note"]
     assert abs(summary["step_time_s"] / expanded - 1) <= TP_OVERLAP_TOLERANCE * cv
-    # and not far inside it: the collapse's own wait for the slowest draw is most of the difference
-    assert summary["step_time_s"] / expanded - 1 >= 0.25 * cv
+    # and not far inside it: the collapse's own wait for the slowest draw is most of the difference (0.22 x cv at
+    # pp 4 since round 23's Megatron-Core buckets and their review exposed a little more communication, which does
+    # not jitter)
+    assert summary["step_time_s"] / expanded - 1 >= 0.2 * cv
 
