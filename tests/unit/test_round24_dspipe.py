@@ -2,8 +2,9 @@
 ``BF16_OPTIMIZER_COMM_DTYPE``; docs/calibration.md "Round 24: DeepSpeed's pipeline rows simulated fast").
 
 Source: deepspeed/runtime/engine.py of 2022, ``allreduce_bucket`` casts the flat gradient to
-``communication_data_type`` (bf16 by default for a bf16 run at ZeRO stage 0 from microsoft/DeepSpeed#1487, November
-2021, until #2970, March 2023), all-reduces and post-scales the copy and copies it back. Independent truth: closed
+``communication_data_type`` (bf16 by default for a bf16 run at ZeRO stage 0 in the versions of 2022, from
+microsoft/DeepSpeed#1487 of November 2021; the same lines at 9b70ce56, July 2022, per #2071), all-reduces and
+post-scales the copy and copies it back. Independent truth: closed
 forms of the bytes, and the BigScience prequel's own before/after of the same layout (chronicles-prequel.md, 02-27 on
 DeepSpeed's fp16 ZeRO-1 path, 02-28 on the BF16_Optimizer), which the all-reduce's width decides.
 """
