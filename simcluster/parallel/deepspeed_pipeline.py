@@ -37,10 +37,14 @@ What this module adds to the plan (``apply``):
   (``BF16_OPTIMIZER_BYTES_PER_PARAM``). 16-bit gradients stay in the parameters' ``.grad``, which autograd's
   AccumulateGrad adds each new gradient into (``AUTOGRAD_ACCUMULATE_BYTES_PER_PARAM``).
 - The data-parallel reduction: ``BF16_Optimizer`` all-reduces the fp32 gradients (``_exec_reduce_grads`` ->
-  ``_bf16_reduce_grads`` -> ``buffered_allreduce_fallback(grads=optimizer.get_grads_for_reduction())``), then each
+  ``_bf16_reduce_grads`` -> ``buffered_allreduce_fallback(grads=optimizer.get_grads_for_reduction())``) as bf16:
+  ``allreduce_bucket`` casts them to the engine's ``communication_data_type``, bf16 by default for a bf16 run at
+  ZeRO stage 0 in the DeepSpeed of 2022 (``BF16_OPTIMIZER_COMM_DTYPE``), and copies the reduced copy back; then each
   rank updates its shard and all-gathers the bf16 parameters (``all_gather_dp_groups``): an all-reduce where
-  Megatron's distributed optimizer reduce-scatters. ZeRO-1 with 16-bit gradients reduces each rank's partition to
-  it (``average_tensor``: one ``dist.reduce`` per partition, the bytes of a reduce-scatter), as ZeRO-0 all-reduces.
+  Megatron's distributed optimizer reduce-scatters. The tied embedding's all-reduce (``_exec_reduce_tied_grads``:
+  ``dist.all_reduce(weight._hp_grad)``) does not go through ``allreduce_bucket`` and stays fp32. ZeRO-1 with 16-bit
+  gradients reduces each rank's partition to it (``average_tensor``: one ``dist.reduce`` per partition, the bytes of
+  a reduce-scatter), as ZeRO-0 all-reduces.
 
 - The host round trips of the partitioned messages (DeepSpeed before the CPU meta cache of microsoft/DeepSpeed#4360,
   2023: "PartitionedTensor.from_meta will cause device to host synchronization when reading the meta tensor"). Each
@@ -61,10 +65,11 @@ What this module adds to the plan (``apply``):
   the re-gathered output, the received gradient); the 1/tp parts are cloned too, with their meta (``partition_clones``:
   the sender's partitioning of its output and of its input gradient, the receiver's two clones of a received
   activation).
-- The BF16_Optimizer's passes over the stage's fp32 gradients once per step (``BF16_STEP_BYTES_PER_PARAM``):
-  ``allreduce_bucket``'s post-scaling (``mul_`` by 1/dp after the all-reduce), ``get_global_norm_of_tensors`` over
-  every gradient, ``clear_hp_grads``' ``zero_``; and ``all_gather_dp_groups``' copy-out of the gathered bf16
-  parameters (``BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM``); added to the optimizer's time.
+- The BF16_Optimizer's passes over the stage's fp32 gradients once per step: ``allreduce_bucket``'s cast to bf16,
+  post-scaling (``mul_`` by 1/dp after the all-reduce) and copy back (``allreduce_bucket_bytes_per_param``),
+  ``get_global_norm_of_tensors`` over every gradient, ``clear_hp_grads``' ``zero_`` (``BF16_STEP_BYTES_PER_PARAM``);
+  and ``all_gather_dp_groups``' copy-out of the gathered bf16 parameters (``BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM``);
+  added to the optimizer's time.
 
 No synchronisation of the instruction loop itself: ``_exec_forward_pass`` starts ``tput_timer``, whose
 ``ThroughputTimer.start`` synchronises only once ``total_step_count`` reaches ``start_step``, a count only
@@ -89,6 +94,7 @@ import dataclasses
 
 from simcluster.parallel import memory
 from simcluster.parallel.memory import uses_bf16_optimizer  # the memory model counts its states by it
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import kernels, optimizer_step
 from simcluster.workload.ops import Op
 
@@ -128,10 +134,31 @@ ALLGATHER_COPY_OUT_BYTES_PER_BYTE = 2
 # ``tuple(t.clone() for t in self.pipe_buffers['inputs'][buffer_id])`` in _exec_forward_pass (every stage but the
 # first). The received gradient lands in grad_layer without a copy.
 PARTITION_CLONE_BYTES_PER_PART_BYTE = 2
-# BF16_Optimizer once per step over the stage's fp32 gradients, 4 B each (deepspeed/runtime/engine.py
-# allreduce_bucket: tensor_to_allreduce.mul_(predivide / dp) after the all-reduce, read + write; bf16_optimizer.py
-# step: get_global_norm_of_tensors reads every gradient, clear_hp_grads zero_() writes every one)
-BF16_STEP_BYTES_PER_PARAM = (4 + 4) + 4 + 4
+# BF16_Optimizer once per step over the stage's fp32 gradients, 4 B each (bf16_optimizer.py step:
+# get_global_norm_of_tensors reads every gradient, clear_hp_grads zero_() writes every one)
+BF16_STEP_BYTES_PER_PARAM = 4 + 4
+# The dtype its data-parallel all-reduce runs in. _bf16_reduce_grads -> buffered_allreduce_fallback ->
+# allreduce_no_retain -> allreduce_and_copy -> allreduce_bucket (deepspeed/runtime/engine.py, 2022) casts the flat
+# fp32 gradient to the engine's communication_data_type when they differ (``tensor_to_allreduce =
+# tensor.to(self.communication_data_type)``), all-reduces and post-scales that copy, and copies it back
+# (``tensor.copy_(tensor_to_allreduce)``). The property's default for a bf16 run at ZeRO stage 0, with no
+# "communication_data_type" in the config (BLOOM's ds_config has none), is bf16: ``elif self.fp16_enabled() or
+# self.zero_optimization_stage(): return torch.float16 / elif self.bfloat16_enabled(): return torch.bfloat16``
+# (engine.py of early 2022, the base of the BF16_Optimizer's microsoft/DeepSpeed#1801; the same at 9b70ce56, July
+# 2022, quoted by #2071). The property came with #1487 (November 2021, which replaced ``fp32_allreduce``); its default
+# changed later (#2145, #2970 "Make fp32 default communication data type for bf16/fp32 training" of March 2023,
+# #3370). The BF16_Optimizer runs only at ZeRO stage 0 in the 2022 versions (``_exec_reduce_grads``: "only bf16 + z1
+# are supported"), so its fp32 gradients travel as bf16.
+BF16_OPTIMIZER_COMM_DTYPE = "bf16"
+
+
+def allreduce_bucket_bytes_per_param(grad_dtype: str, comm_dtype: str) -> float:
+    """HBM bytes per parameter of ``allreduce_bucket`` around its all-reduce of a ``grad_dtype`` gradient in
+    ``comm_dtype``: the cast (read g, write c) and the copy back (read c, write g) when the two differ, and the
+    post-scaling ``mul_(predivide / dp)`` of the reduced copy (read and write c; gradient_predivide_factor 1)."""
+    g, c = BYTES_PER_ELEMENT[grad_dtype], BYTES_PER_ELEMENT[comm_dtype]
+    cast = (g + c) + (c + g) if c != g else 0.0
+    return cast + 2 * c
 # ... and over the stage's bf16 parameters, 2 B each: all_gather_dp_groups (deepspeed/runtime/utils.py, 2022) gathers
 # the updated partitions with dist.all_gather into a list of shards, which ProcessGroupNCCL copies out of its own
 # flattened buffer (ALLGATHER_COPY_OUT_BYTES_PER_BYTE): one read and one write of every parameter
@@ -246,12 +273,16 @@ def apply(step_plan, collective_time_s):
     gather_s = collective_time_s("all_gather", tp_group, step_plan.p2p_gather_bytes) if regather else 0.0
     sync_s = kernels.pipeline_step_overhead_s()
     full = full_ops(step_plan.p2p_gather_bytes, p.tp)
+    bf16_optimizer = uses_bf16_optimizer(precision, p.grad_reduce_dtype)
+    # the share of the gradient buffer's bytes the data-parallel all-reduce moves (BF16_OPTIMIZER_COMM_DTYPE)
+    comm_share = (BYTES_PER_ELEMENT[BF16_OPTIMIZER_COMM_DTYPE] / BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+                  if bf16_optimizer else 1.0)
     chunks = []
     for cost in step_plan.chunks:
         first, last = cost.chunk == 0, cost.chunk == step_plan.chunk_count - 1
         params = cost.param_bytes / weight_element
         accumulate = accumulation_ops(params, cost.layers * layer_tensors, per_param, per_tensor)
-        changes = {}
+        changes = {"grad_bytes": cost.grad_bytes * comm_share} if comm_share != 1.0 else {}
         for phase, extra in (("forward", []), ("backward", accumulate)):
             before = getattr(cost, f"{phase}_stream")
             syncs = 0
@@ -273,8 +304,9 @@ def apply(step_plan, collective_time_s):
             changes["backward_tp_comm_s"] = cost.backward_tp_comm_s + OUTPUT_REGATHERS * gather_s
         chunks.append(dataclasses.replace(cost, **changes))
     optimizer_s = step_plan.optimizer_s
-    if uses_bf16_optimizer(precision, p.grad_reduce_dtype):
-        step_bytes = BF16_STEP_BYTES_PER_PARAM + BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM
+    if bf16_optimizer:
+        step_bytes = (allreduce_bucket_bytes_per_param(p.grad_reduce_dtype, BF16_OPTIMIZER_COMM_DTYPE)
+                      + BF16_STEP_BYTES_PER_PARAM + BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM)
         optimizer_s = [seconds + kernels.op_time_s(Op("bf16_optimizer_step_passes", "memory", params,
                                                       step_bytes * params), gpu, precision)
                        for seconds, params in zip(optimizer_s, step_plan.stage_params, strict=True)]

@@ -96,19 +96,22 @@ def test_accumulation_runs_kernels_per_parameter_tensor():
 
 
 def test_bf16_optimizer_passes_over_the_fp32_gradients_once_per_step(monkeypatch):
-    """The post-scaling mul_ after the all-reduce (read + write), the norm (read) and clear_hp_grads (write) of every
-    4 B gradient of the stage: 16 B per parameter added to the optimizer, memory-bound; none with 16-bit gradients
+    """allreduce_bucket's cast of the fp32 gradient to bf16 (4 + 2), the post-scaling mul_ of the bf16 copy (2 + 2)
+    and its copy back (2 + 4) around the all-reduce, then the norm (read) and clear_hp_grads (write) of every 4 B
+    gradient of the stage: 24 B per parameter added to the optimizer, memory-bound; none with 16-bit gradients
     (no BF16_Optimizer). Megatron-Core's own norm and zeroed buffer are then not counted too: the rest of the step is
     FusedAdam and the weight copy, at least the zeroing's 4 B a local parameter below Megatron-Core's step."""
     megatron, deepspeed = plans()
     monkeypatch.setattr(deepspeed_pipeline, "BF16_STEP_BYTES_PER_PARAM", 0)
+    monkeypatch.setattr(deepspeed_pipeline, "allreduce_bucket_bytes_per_param", lambda grad, comm: 0.0)
     _, adam_only = plans()
     monkeypatch.undo()
     hbm_bytes_per_s = scenario().cluster.gpu.hbm_bandwidth
-    assert deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM == 16
+    assert deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM == 8
+    assert deepspeed_pipeline.allreduce_bucket_bytes_per_param("fp32", "bf16") == 16
     for stage, params in enumerate(deepspeed.stage_params):
         grown_s = deepspeed.optimizer_s[stage] - adam_only.optimizer_s[stage]
-        assert 16 * params / hbm_bytes_per_s <= grown_s < 2 * 16 * params / hbm_bytes_per_s
+        assert 24 * params / hbm_bytes_per_s <= grown_s < 2 * 24 * params / hbm_bytes_per_s
         assert megatron.optimizer_s[stage] - adam_only.optimizer_s[stage] >= 4 * params / hbm_bytes_per_s
     low_megatron, low = plans(parallelism__grad_reduce_dtype="bf16", parallelism__zero_stage=1)
     assert low.optimizer_s == low_megatron.optimizer_s
