@@ -26,6 +26,7 @@ from simcluster.workload import (
     async_backward,
     async_tp,
     composer_adamw,
+    composer_train_metrics,
     fp8_params,
     fp8_recipes,
     host_dispatch,
@@ -361,6 +362,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                 params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element,
                 interference.memory_bound_share([op for ph in BACKWARD_PHASES for op in layer[ph]], gpu, precision),
                 gpu, precision, grad_element, p.dp * p.cp))
+        if last and composer_train_metrics.applies(scenario):  # Composer's train metrics after each backward
+            bwd_stream += kernels.stream_time(composer_train_metrics.microbatch_ops(
+                shard.tokens, math.ceil(m.vocab / shard.tp), shard.activation_bytes_per_element), gpu, precision)
         first_forward_s = chunk_weight_quantize_s(scenario, layers, moe_layers, fp8_weights)
         if float8_copy_in is not None:  # torchao's shard casts on FSDP2's copy-in stream, ahead of each gather
             gathers = float8_copy_in.gathers(scenario, layers, first, last)

@@ -1,0 +1,71 @@
+"""Composer's training metrics, recomputed on every microbatch's logits (llm-foundry's MPT, 2023; the stack of
+``training.optimizer: decoupled_adamw``, docs/calibration.md "Round 24").
+
+**What runs.** Composer's trainer, after each microbatch's ``loss.backward()``, updates the model's training metrics
+when it has any (composer/trainer/trainer.py ``_train_microbatch``: "Use microbatch outputs to update training
+metrics", ``if state.train_metrics is not None and len(state.train_metrics) != 0``: ``_eval_train_metrics``). That
+runs under ``torch.no_grad()`` and the precision context (``torch.autocast`` bf16 for ``amp_bf16``):
+``HuggingFaceModel.eval_forward(batch, outputs)`` reuses the step's outputs (no second forward) and takes their
+logits; ``update_metric`` calls ``metric.update(logits, labels)`` per metric. llm-foundry's ``ComposerMPTCausalLM``
+of 2023 (llmfoundry/models/mpt/modeling_mpt.py) sets ``train_metrics = [LanguageCrossEntropy(),
+LanguagePerplexity()]`` (later behind ``use_train_metrics``, default True), ``use_logits=True``,
+``shift_labels=True``. Composer's ``LanguageCrossEntropy.update`` (composer/metrics/nlp.py) runs
+``torch.nn.CrossEntropyLoss(reduction='sum')`` over the [tokens, vocab] logits, ``(target != ignore_index).sum()``
+and two scalar accumulations; ``LanguagePerplexity`` subclasses it and overrides only ``compute``, so its
+``update`` runs the same cross entropy again: two full passes over the logits a microbatch.
+
+**Bytes.** ``cross_entropy`` is on autocast's float32 list (PyTorch AMP docs, "CUDA Ops that can autocast to
+float32": cross_entropy, log_softmax, nll_loss): the bf16 logits are cast to an fp32 copy (read 2 B, write 4 B a
+logit; not cached: autocast caches only leaf weights), ``log_softmax`` reads it and writes fp32 log-probabilities
+(4 + 4 B; the row's max and sum re-reads are counted as cache hits, a lower bound), ``nll_loss`` gathers one of them
+a token with its int64 target. 14 B a logit a metric, 28 B a logit a microbatch: the flash-attention loss the model
+already charges reads 2 B forward and 4 B backward (workload/ops.py ``output_ops``, ``cross_entropy: fused``).
+``HuggingFaceModel.eval_forward`` also shifts the labels (``labels[:, :-1] = labels[:, 1:].clone()``,
+``labels[:, -1] = -100``): three small int64 kernels. Every kernel is charged its launch (the stream's gap).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.workload.ops import Op
+
+if TYPE_CHECKING:
+    from simcluster.spec.config import Scenario
+
+FP32 = BYTES_PER_ELEMENT["fp32"]
+INT64 = 8          # the labels' dtype (torch.long)
+BOOL = 1
+# llm-foundry's ComposerMPTCausalLM train_metrics (2023): each runs LanguageCrossEntropy.update
+METRICS = ("LanguageCrossEntropy", "LanguagePerplexity")
+
+
+def applies(scenario: Scenario) -> bool:
+    """Whether the scenario runs Composer's trainer with llm-foundry's MPT (its training metrics on): the stack
+    ``training.optimizer: decoupled_adamw`` names (workload.composer_adamw)."""
+    return scenario.training.optimizer == "decoupled_adamw"
+
+
+def logit_bytes_per_metric(logit_element_bytes: float) -> float:
+    """HBM bytes a logit of one metric update: autocast's fp32 cast (read the logit, write fp32) and the fp32
+    ``log_softmax`` (read, write)."""
+    return (logit_element_bytes + FP32) + 2 * FP32
+
+
+def microbatch_ops(tokens: float, vocab: int, logit_element_bytes: float) -> list[Op]:
+    """The kernels Composer's training metrics run after one microbatch's backward, over ``tokens`` rows of
+    ``vocab`` logits of ``logit_element_bytes`` each, in issue order: the labels' shift, then per metric the cast,
+    log_softmax, nll_loss, the count of counted targets and the two accumulations."""
+    logits = tokens * vocab
+    shift = [Op("eval_forward labels[:, 1:].clone", "memory", 0.0, 2 * INT64 * tokens),
+             Op("eval_forward labels[:, :-1] copy", "memory", 0.0, 2 * INT64 * tokens),
+             Op("eval_forward labels[:, -1] fill", "memory", 0.0, 0.0)]
+    per_metric = [Op("train metric autocast cast to fp32", "memory", logits, (logit_element_bytes + FP32) * logits),
+                  Op("train metric log_softmax fp32", "memory", 4.0 * logits, 2 * FP32 * logits),
+                  Op("train metric nll_loss", "memory", tokens, (INT64 + FP32) * tokens),
+                  Op("train metric target != ignore_index", "memory", tokens, (INT64 + BOOL) * tokens),
+                  Op("train metric sum", "memory", tokens, BOOL * tokens),
+                  Op("train metric total_items +=", "memory", 1.0, 0.0),
+                  Op("train metric sum_loss +=", "memory", 1.0, 0.0)]
+    return shift + per_metric * len(METRICS)
