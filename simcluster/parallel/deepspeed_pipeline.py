@@ -144,11 +144,14 @@ BF16_STEP_BYTES_PER_PARAM = 4 + 4
 # (``tensor.copy_(tensor_to_allreduce)``). The property's default for a bf16 run at ZeRO stage 0, with no
 # "communication_data_type" in the config (BLOOM's ds_config has none), is bf16: ``elif self.fp16_enabled() or
 # self.zero_optimization_stage(): return torch.float16 / elif self.bfloat16_enabled(): return torch.bfloat16``
-# (engine.py of early 2022, the base of the BF16_Optimizer's microsoft/DeepSpeed#1801; the same at 9b70ce56, July
-# 2022, quoted by #2071). The property came with #1487 (November 2021, which replaced ``fp32_allreduce``); its default
-# changed later (#2145, #2970 "Make fp32 default communication data type for bf16/fp32 training" of March 2023,
-# #3370). The BF16_Optimizer runs only at ZeRO stage 0 in the 2022 versions (``_exec_reduce_grads``: "only bf16 + z1
-# are supported"), so its fp32 gradients travel as bf16.
+# (engine.py of early 2022, the base of the BF16_Optimizer's microsoft/DeepSpeed#1801; at 9b70ce56, July 2022, #2071
+# links engine.py L702-L711 for fp16 being used under ZeRO with bf16 on; #3370's thread: "in v0.6.0 ... the gradients
+# were reduced as bfloat16"). The property came with #1487 (November 2021, which replaced ``fp32_allreduce``); its
+# default changed later (#2145, #2970 "Make fp32 default communication data type for bf16/fp32 training" of March
+# 2023, #3370). The BF16_Optimizer runs only at ZeRO stage 0 in the 2022 versions (``_exec_reduce_grads``: "only bf16
+# + z1 are supported"), so its fp32 gradients (accumulated in fp32 by ``update_hp_grads``; ``get_grads_for_reduction``
+# returns ``fp32_groups_gradients_flat``) travel as bf16. Round 24's review re-read this chain (docs/calibration.md,
+# "Round 24: review of DeepSpeed's bf16 all-reduce").
 BF16_OPTIMIZER_COMM_DTYPE = "bf16"
 
 

@@ -3,7 +3,7 @@
 
 Source: deepspeed/runtime/engine.py of 2022, ``allreduce_bucket`` casts the flat gradient to
 ``communication_data_type`` (bf16 by default for a bf16 run at ZeRO stage 0 in the versions of 2022, from
-microsoft/DeepSpeed#1487 of November 2021; the same lines at 9b70ce56, July 2022, per #2071), all-reduces and
+microsoft/DeepSpeed#1487 of November 2021; at 9b70ce56, July 2022, the lines #2071 links), all-reduces and
 post-scales the copy and copies it back. Independent truth: closed
 forms of the bytes, and the BigScience prequel's own before/after of the same layout (chronicles-prequel.md, 02-27 on
 DeepSpeed's fp16 ZeRO-1 path, 02-28 on the BF16_Optimizer), which the all-reduce's width decides.
