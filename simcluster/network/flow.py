@@ -93,6 +93,7 @@ _ROUTES_KEPT = 512
 # would move the windows' bytes in their last digits.
 # Pending per component, not per route set: a large component (a data-parallel ring) stays the same while small
 # ones (pipeline sends) come and go around it, so it is spread once per window rather than once per route set.
+# The link classes' busy time is pending in the same entries (``_spread_windows``), so it is bounded by this too.
 _WINDOW_PENDING_KEPT = 64
 # A link is saturated (can bind a class) when its spare capacity is below this fraction of it: progressive filling
 # fills a link to within _SATURATION_RTOL, plus float slack.
@@ -113,13 +114,10 @@ class _Sending:
     remaining_bytes: float
     latency_s: float
     merged: TransferClass | None = None  # the class, when it stands for several parts (checked for exactness)
-    # identity of the route arrays: classes routed over the same pairs share them (routes are cached); read on every
-    # rate solve and carry of every class (millions of times a run), so kept, not a property
+    # its route's number (``FlowNetwork._route_of``): classes routed over the same pairs share the route arrays
+    # (routes are cached), hence the number; read on every rate solve and carry of every class
     route: int = field(init=False)
     carried: list = field(init=False)   # its route's entry of ``FlowNetwork._route_bytes`` (kept while it sends)
-
-    def __post_init__(self):
-        self.route = id(self.links)
 
 
 class FlowNetwork(NetworkModel):
@@ -134,7 +132,12 @@ class FlowNetwork(NetworkModel):
 
     def __init__(self, fabric, salt: int = 0):
         self._route_bytes: dict[int, list] = {}     # route -> [links, counts, bytes/member not yet spread]
-        self._busy_pending: dict[tuple, list] = {}  # route set -> [solve per component, s not spread]
+        # id() of a route's link array -> its route number, given in the order routes are first seen: routes are
+        # ordered by number in every key, component and sum, so the order is the run's, not the allocator's (with
+        # ``id()`` as the route, link figures differed between processes in their last digits; round 24). An entry
+        # lives exactly as long as the route's entry of _route_bytes, which keeps the array (and so its id) alive.
+        self._route_of: dict[int, int] = {}
+        self._next_route = 0
         self._link_busy_s = np.zeros(len(fabric.link_bytes_per_s))
         self._classes = LinkClasses(fabric.link_bytes_per_s)   # the routes' links in classes solved alike
         # the time and window bytes counters are kept per link class (every link of a class gets the same additions in
@@ -183,12 +186,7 @@ class FlowNetwork(NetworkModel):
     @property
     def link_busy_s(self) -> np.ndarray:
         """Time each link has carried any traffic so far."""
-        for pending in self._busy_pending.values():
-            if pending[1]:
-                for component in pending[0]:   # disjoint sets of links: per component, the classes carrying traffic
-                    classes, index = self._class_columns(component)
-                    self._class_busy_s[classes[component[2][index] > 0]] += pending[1]
-                pending[1] = 0.0
+        self._spread_windows()   # busy time is pending with the window bytes (``_spread_windows``)
         for known, links in enumerate(self._classes.links):
             if len(links):
                 self._link_busy_s[links] = self._class_busy_s[known]
@@ -201,9 +199,16 @@ class FlowNetwork(NetworkModel):
         return link_windows.GatheredWindows(self._class_windows, self._classes.class_of)
 
     def _spread_windows(self) -> None:
+        """Add the pending seconds of each (component, window) to its link classes: bytes to the window, and the
+        seconds to the busy time of the classes carrying traffic. Busy time rides on the window entries (bounded by
+        ``_WINDOW_PENDING_KEPT``) rather than on entries of its own per route set, which grew with the distinct route
+        sets a run carried until a prune (round 24)."""
+        busy_s = self._class_busy_s
         for (_component, window), (solved, seconds) in self._window_pending.items():
             classes, index = self._class_columns(solved)
-            self._class_windows.add_bytes(window, classes, (solved[2] * seconds)[index])
+            loads = solved[2][index]
+            self._class_windows.add_bytes(window, classes, loads * seconds)
+            busy_s[classes[loads > 0]] += seconds   # disjoint classes: a solve's classes are distinct
         self._window_pending.clear()
 
     def _class_columns(self, solved: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -275,10 +280,14 @@ class FlowNetwork(NetworkModel):
             self._sending_key = None
             if parted:
                 self._parted.add(handle)
-            if sending.route not in self._route_bytes:
-                self._route_bytes[sending.route] = [links, np.asarray(counts, dtype=float), 0.0]
-                self._register(sending.route, links, counts)
-            sending.carried = self._route_bytes[sending.route]   # pruned only once no class sends on it
+            route = self._route_of.get(id(links))
+            if route is None:
+                route = self._route_of[id(links)] = self._next_route
+                self._next_route += 1
+                self._route_bytes[route] = [links, np.asarray(counts, dtype=float), 0.0]
+                self._register(route, links, counts)
+            sending.route = route
+            sending.carried = self._route_bytes[route]   # pruned only once no class sends on it
         else:  # nothing to send, or every pair is a GPU to itself: only the latency remains
             self._done_at_s[handle] = self.now_s + latency_s
             self._held.discard(handle)
@@ -395,15 +404,15 @@ class FlowNetwork(NetworkModel):
     def _prune(self):
         """Spread the pending counters, then forget the routes of classes no longer sending.
 
-        Every cache keyed by route identity is cleared together, so a recycled id cannot hit a stale entry.
+        Every cache keyed by route is cleared together: route numbers are never reused, so entries naming a forgotten
+        route would only hold memory.
         """
-        self.link_bytes, self.link_busy_s  # noqa: B018 (properties that spread the pending counters)
+        self.link_bytes  # noqa: B018 (a property that spreads the pending bytes)
         self._spread_windows()
         active = {c.route for c in self._sending.values()}
         for route in [r for r in self._route_bytes if r not in active]:
-            del self._route_bytes[route]
+            self._route_of.pop(id(self._route_bytes.pop(route)[0]), None)   # (tests may register routes directly)
             self._classes.remove(route)   # its classes stay (they hold the per-class counters)
-        self._busy_pending.clear()
         self._rates_cache.clear()
         self._rates_cached_routes = 0
         self._component_cache.clear()
@@ -459,11 +468,7 @@ class FlowNetwork(NetworkModel):
         if dt_s > 0:
             key = self._sending_key or self._route_key(self._sending)
             solved = self._solve(key)
-            pending = self._busy_pending.get(key)
-            if pending is None:
-                pending = self._busy_pending[key] = [solved[2], 0.0]
-            pending[1] += dt_s
-            self._window_carry(solved, until_s)
+            self._window_carry(solved, until_s)   # window bytes and busy time
             if self._parted:
                 # classes sending at once overlap in time: the step's critical path, waiting on one of them at a
                 # time, can gain at most the largest saving of the interval, not their sum
@@ -679,7 +684,7 @@ class FlowNetwork(NetworkModel):
             binds = np.zeros(len(owner), dtype=bool)
             at = np.flatnonzero(on)   # entries on saturated links: the others do not bind
             binds[at] = max_rate[local[at]] <= rates[owner[at]] * (1 + _SATURATED_RTOL)
-            routes = [id(route) for route in solved[4]]
+            routes = list(solved[4])
             all_binding = dict(zip(routes, np.logical_and.reduceat(binds, starts).tolist(), strict=True))
             segments = {route: slice(start, end) for route, start, end in zip(routes, starts.tolist(), ends.tolist(),
                                                                                 strict=True)}
@@ -697,7 +702,7 @@ class FlowNetwork(NetworkModel):
         freezes each component's routes on its own links only), so each component is solved, and cached, on its
         own: when a class starts or ends, only its component is solved again, and the symmetry check of a class
         whose component did not change is answered from that component's cache (``_held_back``). Cached per
-        multiset of routes; the entry keeps the route arrays alive so their ids cannot be reused while it exists.
+        multiset of routes (route numbers, never reused).
         """
         cached = self._rates_cache.get(key)
         if cached is not None:
@@ -761,8 +766,9 @@ class FlowNetwork(NetworkModel):
         a few routes: a class starting or ending changes one route, the look-ahead of ``next_completion_s`` drops the
         classes that end. Only the components the changed routes touch are grouped again (``_components`` over those
         routes). Why the rest are components of ``key`` as they were: components depend only on which routes share a
-        link (a route's links never change under its id: ids are recycled only after ``_prune``, which drops
-        ``_near``), and at every moment two routes share a link exactly when they cross a common link class
+        link (a route's links never change under its number: numbers are never reused, and tests that reuse one do so
+        only after ``_prune``, which drops ``_near``), and at every moment two routes share a link exactly when they
+        cross a common link class
         (``LinkClasses``: a split refines the classes but keeps that), so the scan of a changed route's classes finds
         every route it shares a link with. A component of the last set none of whose routes changed stays connected;
         a route of ``key`` outside it that shares a link with it is either unchanged (then it was in it already) or
@@ -852,11 +858,10 @@ class FlowNetwork(NetworkModel):
         count fill alike, so one entry per (route, class) stands for all of them.
 
         Returns (rate per route, the link ids of each class, bytes/s on each link of each class, the entries of each
-        route, the route arrays, whether the routes share no link, a dict for what ``_held_back`` derives from the
+        route, the routes (``key``), whether the routes share no link, a dict for what ``_held_back`` derives from the
         solve, and the arrays it derives it from: (route of each entry, its class's index, its count, rate per route,
         capacity per class, load per class)). Identical routes get identical rates (symmetry), so the result is
-        cached per multiset of routes; the entry keeps the route arrays alive so their ids cannot be reused while it
-        exists.
+        cached per multiset of routes.
 
         Every sum adds, per class, the same terms in the same order as per link over the routes' link entries (the
         routes in key order, one count each), so the rates and loads are those of the per-link solve to the last bit.
@@ -907,7 +912,7 @@ class FlowNetwork(NetworkModel):
             open_owner, open_local, open_counts = open_owner[kept], open_local[kept], open_counts[kept]
         link_load = np.bincount(local, weights=counts * rate[owner], minlength=len(class_ids))
         rate_of_route = {route: float(r) for route, r in zip(key, rate, strict=True)}
-        result = (rate_of_route, class_ids, link_load, lengths, [self._route_bytes[route][0] for route in key],
+        result = (rate_of_route, class_ids, link_load, lengths, key,
                   disjoint, {"classes": len(classes.links)}, (owner, local, counts, rate, capacity, link_load))
         while self._component_cache and (len(self._component_cache) >= _COMPONENT_CACHE_ENTRIES
                                          or self._cached_entries + len(owner) > _CACHED_ROUTE_ENTRIES):
