@@ -22,6 +22,17 @@ a token with its int64 target. 14 B a logit a metric, 28 B a logit a microbatch:
 already charges reads 2 B forward and 4 B backward (workload/ops.py ``output_ops``, ``cross_entropy: fused``).
 ``HuggingFaceModel.eval_forward`` also shifts the labels (``labels[:, :-1] = labels[:, 1:].clone()``,
 ``labels[:, -1] = -100``): three small int64 kernels. Every kernel is charged its launch (the stream's gap).
+Autocast casts a tensor only when its dtype differs (``cached_cast``): fp32 logits skip the cast kernel.
+
+**Where it runs** (review, docs/calibration.md "Round 24: review of Composer's training metrics"). On the host after
+``loss.backward()`` returns, so on the GPU after the microbatch's backward kernels and behind FSDP1's
+``_post_backward_final_callback``, which makes the compute stream wait for the last reduce-scatter; the next
+microbatch's root pre-forward makes the all-gather streams wait for the compute stream
+(torch/distributed/fsdp/_runtime_utils.py ``_wait_for_computation_stream``), so the next forward's first all-gather
+is issued behind these kernels. Nothing overlaps them: the whole charge is on the critical path, once per
+microbatch. The plan folds it into the last chunk's backward; the engine then adds it to the step in full (the last
+unit's reduce-scatter and the next first all-gather are exposed either way; tests/unit/test_composer_train_metrics.py
+checks the step grows by exactly the serial charge).
 """
 
 from __future__ import annotations
@@ -48,20 +59,22 @@ def applies(scenario: Scenario) -> bool:
 
 
 def logit_bytes_per_metric(logit_element_bytes: float) -> float:
-    """HBM bytes a logit of one metric update: autocast's fp32 cast (read the logit, write fp32) and the fp32
-    ``log_softmax`` (read, write)."""
-    return (logit_element_bytes + FP32) + 2 * FP32
+    """HBM bytes a logit of one metric update: autocast's fp32 cast (read the logit, write fp32; none for fp32
+    logits) and the fp32 ``log_softmax`` (read, write)."""
+    return (logit_element_bytes + FP32 if logit_element_bytes != FP32 else 0.0) + 2 * FP32
 
 
 def microbatch_ops(tokens: float, vocab: int, logit_element_bytes: float) -> list[Op]:
     """The kernels Composer's training metrics run after one microbatch's backward, over ``tokens`` rows of
-    ``vocab`` logits of ``logit_element_bytes`` each, in issue order: the labels' shift, then per metric the cast,
-    log_softmax, nll_loss, the count of counted targets and the two accumulations."""
+    ``vocab`` logits of ``logit_element_bytes`` each, in issue order: the labels' shift, then per metric the cast
+    (16-bit logits), log_softmax, nll_loss, the count of counted targets and the two accumulations."""
     logits = tokens * vocab
     shift = [Op("eval_forward labels[:, 1:].clone", "memory", 0.0, 2 * INT64 * tokens),
              Op("eval_forward labels[:, :-1] copy", "memory", 0.0, 2 * INT64 * tokens),
              Op("eval_forward labels[:, -1] fill", "memory", 0.0, 0.0)]
-    per_metric = [Op("train metric autocast cast to fp32", "memory", logits, (logit_element_bytes + FP32) * logits),
+    cast = ([Op("train metric autocast cast to fp32", "memory", logits, (logit_element_bytes + FP32) * logits)]
+            if logit_element_bytes != FP32 else [])   # autocast's cached_cast skips a tensor already fp32
+    per_metric = [*cast,
                   Op("train metric log_softmax fp32", "memory", 4.0 * logits, 2 * FP32 * logits),
                   Op("train metric nll_loss", "memory", tokens, (INT64 + FP32) * tokens),
                   Op("train metric target != ignore_index", "memory", tokens, (INT64 + BOOL) * tokens),
