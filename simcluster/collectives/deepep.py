@@ -3,12 +3,13 @@
 Inside one NVLink domain the flex dispatcher's DeepEP kernels copy every token row a rank receives (its own among
 them) with the ``deepep_sms`` SMs they are given (Megatron-Core ``--moe-deepep-num-sms``, default 20), so on NVLink 4
 they move fewer bytes a second than NCCL's all-to-all, which the simulator runs at NCCL's NVLink efficiency
-(nccl.yaml, 370 of 450 GB/s on H100). DeepEP's own benchmark measured 337.35 GB/s of received rows at 24 SMs on an
-NVLink 4 GPU (deepseek-ai/DeepEP#16); scaled to the SMs given and to the remote share (ranks - 1)/ranks of the rows,
+(nccl.yaml, 370 of 450 GB/s on H100). DeepEP's kernels measured on 8 H100 at Megatron-Core's 20 SMs move 306.5 GB/s
+of received rows, a dispatch and its combine together (tile-ai/tilescale PR #40; round 24: before it, DeepEP#16's
+H20 figure at 24 SMs scaled to 20); scaled to the SMs given and to the remote share (ranks - 1)/ranks of the rows,
 that is what the all-to-all's NVLink bytes move at. ``intranode_slowdown`` is the ratio the engine applies to the
 intranode all-to-all's NVLink bytes of a group of ``ranks`` GPUs (``algorithms.alltoall_hierarchical``,
 ``TokenRouting.intranode_slowdown``): NCCL's rate over DeepEP's remote rate, at least 1 (where DeepEP is faster the
-link binds, as on H800); it grows as the group shrinks (EP 8: 1.50, EP 4: 1.76, EP 2: 2.63 on H100). GPUs of an
+link binds, as on H800); it grows as the group shrinks (EP 8: 1.38, EP 4: 1.61, EP 2: 2.41 on H100). GPUs of an
 NVLink generation without a measurement keep 1. Only the flex dispatcher (DeepEP) has it.
 
 ``line_rate_floor_s`` is the least time one dispatch or combine can take on the links whatever the kernels: DeepEP's
