@@ -22,7 +22,7 @@ from simcluster.cli.outputs import check_name
 from simcluster.collectives.nccl import PROTOCOLS
 from simcluster.collectives.schedule import ALIASES
 from simcluster.core import limits, outputs, units
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.spec import config, hardware
 
 
@@ -113,11 +113,11 @@ def collective(
 
     op = ALIASES.get(op, op)
     if op not in collectives.OPS:
-        fail("--op", f"unknown collective {op!r} (known: {', '.join(collectives.OPS)})")
+        raise unknown_name("--op", "collective", op, collectives.OPS)
     if algorithm not in collectives.ALGORITHMS:
-        fail("--algorithm", f"unknown algorithm {algorithm!r} (known: {', '.join(collectives.ALGORITHMS)})")
+        raise unknown_name("--algorithm", "algorithm", algorithm, collectives.ALGORITHMS)
     if protocol != "auto" and protocol not in PROTOCOLS:
-        fail("--protocol", f"unknown protocol {protocol!r} (known: auto, {', '.join(PROTOCOLS)})")
+        raise unknown_name("--protocol", "protocol", protocol, ["auto", *PROTOCOLS])
     if sharp is None:  # forcing the algorithm asks for the capability
         sharp = "auto" if algorithm == "sharp" else "off"
     if sharp not in topology.SHARP_MODES:

@@ -264,7 +264,7 @@ def _summary(scenario_spec, network: str | None, summary_file: Path | None) -> d
         try:
             data = inputs.load_json(summary_file, what="summary.json")
         except ScenarioError as err:
-            fail("--summary", f"{err.field} {err.message}")
+            fail("--summary", str(err))
         if not isinstance(data, dict):
             fail("--summary", "expected a JSON object (summary.json of `simcluster run`)")
         return _checked_summary(data)

@@ -19,13 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster.cli.app import app, fail
+from simcluster.cli.app import Interrupted, app, fail
 from simcluster.cli.compare import OPTION_HELP, slug
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE, RESCALE_MODES
 from simcluster.spec import config
 from simcluster.studies import grid
@@ -119,7 +119,7 @@ def replay_command(
     step time."""
     check_network(network)
     if algorithm not in ALGORITHMS:
-        fail("--algorithm", f"unknown algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})")
+        raise unknown_name("--algorithm", "algorithm", algorithm, ALGORITHMS)
     if gpu_scaling not in RESCALE_MODES:
         fail("--gpu-scaling", f"expected one of {', '.join(RESCALE_MODES)}, got {gpu_scaling!r}")
     for option, value in (("--gpu", gpu_name), ("--nic", nic_name)):
@@ -140,10 +140,14 @@ def replay_command(
     console = Console(stderr=as_json)
     from simcluster.studies.replay import replay_on_fabrics
 
-    outcomes = replay_on_fabrics(traces, fabrics=fabrics, gpu_name=gpu_name, nic=nic_name,
-                                 gpus_per_node=gpus_per_node, scale_dp=scale_dp, network_model=network,
-                                 gpu_scaling=gpu_scaling, expand=expand, algorithm=algorithm,
-                                 status=console.status)
+    outcomes: list[ReplayOutcome] = []
+    try:
+        replay_on_fabrics(traces, fabrics=fabrics, gpu_name=gpu_name, nic=nic_name, gpus_per_node=gpus_per_node,
+                          scale_dp=scale_dp, network_model=network, gpu_scaling=gpu_scaling, expand=expand,
+                          algorithm=algorithm, status=console.status, into=outcomes)
+    except Interrupted as stop:  # Ctrl-C: the replays finished so far (on other fabrics) are kept
+        stop.message = _write_partial(out_dir, outcomes, len(fabrics or [None]), name)
+        raise
     if stepping:
         typer.echo("\n".join(_event_lines(outcomes[0].events, until_s, events_count)))
     written = []
@@ -236,12 +240,26 @@ def _until_s(until: str | None, events_count: int | None, as_json: bool) -> floa
     if until is None:
         return None
     try:
-        return units.parse(until, units.SECONDS, field="--until")
+        value = units.parse(until, units.SECONDS, field="--until")
     except ScenarioError:
         fail("--until", f"expected a time with its unit, such as 12.5ms, got {until!r}")
+    if value < 0:  # the replay starts at 0 s: a negative time printed nothing and exited 0
+        fail("--until", f"expected a time >= 0 s from the replay's start, got {until!r}")
+    return value
 
 
-def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str) -> list[Path]:
+def _write_partial(out_dir: Path | None, outcomes: list[ReplayOutcome], total: int, name: str) -> str:
+    """Write the replays finished before an interrupt (replay.json marked ``partial`` with the fabrics
+    ``pending``); the interrupt's message."""
+    said = f"{len(outcomes)} of {total} replays finished"
+    if out_dir is None or not outcomes:
+        return said
+    with fresh_folder(out_dir) as out_dir:
+        written = _write(out_dir, outcomes, name, pending=total - len(outcomes))
+    return f"{said}; wrote {', '.join(str(p.relative_to(out_dir)) for p in written[:2])} to {out_dir}/"
+
+
+def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str, pending: int = 0) -> list[Path]:
     """replay.json (the --json report), step_overlay.png (recorded vs each replay) and, per fabric (in a
     folder named after it when there are several): events.csv, trace.json.gz (recorded and replayed side by
     side), timeline.png (replayed) and timeline-recorded.png."""
@@ -251,8 +269,10 @@ def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str) -> list[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = [o.report() for o in outcomes]
     written = [out_dir / "replay.json"]
-    outputs.write_text(written[0], outputs.dumps(reports[0] if len(reports) == 1 else {"replays": reports},
-                                                 indent=2) + "\n")
+    body = reports[0] if len(reports) == 1 and not pending else {"replays": reports}
+    if pending:  # interrupted: the fabrics not replayed
+        body |= {"partial": True, "pending": pending}
+    outputs.write_text(written[0], outputs.dumps(body, indent=2) + "\n")
     written += save(step_overlay([{"label": o.label, "steps": o.steps} for o in outcomes],
                                  title=f"{name}: recorded and replayed step time"), out_dir, "step_overlay",
                     formats=("png",))

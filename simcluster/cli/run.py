@@ -13,6 +13,7 @@ from rich.table import Table
 from simcluster.cli.app import app, fail
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.core import outputs
+from simcluster.core.errors import unknown_name
 from simcluster.core.units import BYTES, SECONDS, fmt
 from simcluster.outcomes import accuracy_card
 from simcluster.spec import config
@@ -52,7 +53,7 @@ class LongRunNotice:
 
 def check_network(network: str | None) -> None:
     if network is not None and network not in NETWORK_MODELS:
-        fail("--network", f"unknown network model {network!r} (expected one of {', '.join(NETWORK_MODELS)})")
+        raise unknown_name("--network", "network model", network, NETWORK_MODELS)
 
 
 def scenario_tables() -> list[Table]:

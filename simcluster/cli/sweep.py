@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite
@@ -162,7 +162,8 @@ def sweep_command(
         with sweep.executor(jobs, scheduler) as (pool, slots):
             out_dir = _grid_folder(requested, tasks)
             with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console, transient=as_json,
+                          TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
+                          transient=as_json,
                           disable=not console.is_terminal) as progress:  # no bar in logs: an interrupt stays one line
                 bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
                 run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,

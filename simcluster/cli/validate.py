@@ -43,7 +43,10 @@ def validate(
         fail("--only", f"no {label} case's scenario contains {only!r}")
     results, interrupted = [], None
     try:
-        for case in track(cases, description=f"simulating {label} runs", console=console, transient=True):
+        # no bar when stderr is not a terminal: rich's stopped bar left a blank line there, before the one line of
+        # an interrupt (and after every run with --json)
+        for case in track(cases, description=f"simulating {label} runs", console=console, transient=True,
+                          disable=not console.is_terminal):
             results.append(validation.run_case(case, network, spread))
     except Interrupted as err:  # Ctrl-C: the rows finished are printed, then exit 130 (docs/robustness.md)
         if not results:

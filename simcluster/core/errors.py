@@ -17,7 +17,15 @@ class ScenarioError(ValueError):
         super().__init__(field, message)
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
+        field = str(self.field)
+        if len(field) > MAX_FIELD_CHARS:  # a file path thousands of characters long: its ends say which
+            field = f"{field[:MAX_FIELD_CHARS // 2]}...{field[-MAX_FIELD_CHARS // 4:]} ({len(field):,} chars)"
+        return f"{field}: {self.message}" if field else self.message
+
+
+# A field (a file's path) longer than this is printed by its two ends: the file systems' PATH_MAX is 4096 bytes,
+# and a 5,000-character path filled the error line before the message could say what was wrong.
+MAX_FIELD_CHARS = 240
 
 
 class OutOfMemoryError(ScenarioError):
@@ -33,3 +41,32 @@ def one_line(text: str) -> str:
     ``MAX_ERROR_CHARS``. The CLI's error lines and the scripts' (core.script_entry) both pass through it."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
+
+
+# Characters of a user's unknown name quoted back in an error: enough to recognise it, short enough that the line
+# still shows the known names (a 200,000-character GPU name was echoed whole, then cut at MAX_ERROR_CHARS).
+MAX_QUOTED_NAME = 60
+
+
+def did_you_mean(name: object, known) -> str:
+    """"did you mean 'h100-sxm'? " for the known names closest to ``name`` (difflib's ratio >= 0.6, case ignored),
+    or "" when none is close."""
+    import difflib
+
+    by_lower = {str(k).lower(): str(k) for k in known}
+    close = [by_lower[k] for k in difflib.get_close_matches(str(name).lower()[:200], by_lower, n=3, cutoff=0.6)]
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+
+
+def quoted(name: object) -> str:
+    """``name`` quoted for an error line, cut at ``MAX_QUOTED_NAME`` characters."""
+    text = str(name)
+    return repr(text) if len(text) <= MAX_QUOTED_NAME else f"{text[:MAX_QUOTED_NAME]!r}... ({len(text):,} chars)"
+
+
+def unknown_name(field: str, what: str, name: object, known) -> ScenarioError:
+    """The error for ``name`` not among ``known`` (a catalog, a list of choices): the closest known names first
+    (``did_you_mean``), then every known name."""
+    known = [str(k) for k in known]
+    return ScenarioError(field, f"unknown {what} {quoted(name)} ({did_you_mean(name, known)}known: "
+                         f"{', '.join(known)})")

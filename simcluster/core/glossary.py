@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 
 from simcluster.core import catalog
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, quoted
 
 
 def terms() -> dict[str, dict]:
@@ -33,7 +33,7 @@ def lookup(term: str) -> tuple[str, dict]:
     if name is None:
         close = difflib.get_close_matches(_key(term), list(index), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(dict.fromkeys(index[c] for c in close))}?" if close else ""
-        raise ScenarioError("TERM", f"{term!r} is not in the glossary (terms: {', '.join(table)}){hint}")
+        raise ScenarioError("TERM", f"{quoted(term)} is not in the glossary (terms: {', '.join(table)}){hint}")
     return name, table[name]
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simcluster.core import units
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, did_you_mean, quoted
 from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import (
     NETWORK_SWITCH_ROLES,
@@ -530,8 +530,11 @@ def _resolve_file(topology: str) -> Path | None:
     for candidate in (Path(topology), Path("topologies") / topology):
         for path in (candidate, candidate.with_name(candidate.name + ".yaml"),
                      candidate.with_name(candidate.name + ".graphml")):
-            if path.is_file():
-                return path
+            try:
+                if path.is_file():
+                    return path
+            except OSError:  # a name too long for the file system (ENAMETOOLONG) names no file
+                continue
     return None
 
 
@@ -557,7 +560,8 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
     path = _resolve_file(topology)
     if path is None:
         raise ScenarioError("cluster.topology",
-                            f"{topology!r} is neither a builtin fabric ({', '.join(BUILTIN)}) "
+                            f"{quoted(topology)} is neither a builtin fabric ({did_you_mean(topology, BUILTIN)}"
+                            f"{', '.join(BUILTIN)}) "
                             "nor a YAML/GraphML file")
     routing = _file_routing(options, path)
     builder, file_gpus_per_node = files.load(path)

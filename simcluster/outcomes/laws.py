@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcluster.core import catalog
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, did_you_mean, quoted
 
 # Training FLOP per parameter per token: forward 2, backward 4 (Kaplan et al. 2020, sec. 2.1, C ~ 6 N D).
 FLOP_PER_PARAM_TOKEN = 6.0
@@ -279,7 +279,8 @@ def get(name: str, field: str = "--law") -> Law:
         fit = data[name]
         return ParametricLaw(name=name, E=fit["E"], A=fit["A"], B=fit["B"], alpha=fit["alpha"],
                              beta=fit["beta"], source=fit["source"])
-    raise ScenarioError(field, f"unknown law {name!r} (known: {', '.join(LAW_NAMES)}, "
+    raise ScenarioError(field, f"unknown law {quoted(name)} ({did_you_mean(name, LAW_NAMES)}known: "
+                        f"{', '.join(LAW_NAMES)}, "
                         "or custom E/A/B/alpha/beta)")
 
 

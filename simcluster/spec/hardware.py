@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from simcluster.core import catalog
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.core.units import (
     FiniteNumber,
     NonNegativeSeconds,
@@ -109,7 +109,7 @@ class LinkSpec(BaseModel):
 def _entry(section: str, name: str, field: str) -> dict:
     entries = catalog.load("hardware")[section]
     if name not in entries:
-        raise ScenarioError(field, f"unknown {section[:-1]} preset {name!r} (known: {', '.join(sorted(entries))})")
+        raise unknown_name(field, f"{section[:-1]} preset", name, sorted(entries))
     return {"name": name, **entries[name]}
 
 

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from simcluster.core import catalog
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.core.units import Count, FiniteNumber, WholeNumber
 
 # Plausibility bounds of a model's shape, far above any trained model (docs/robustness.md): the largest published
@@ -295,6 +295,6 @@ def preset(name: str, field: str = "model") -> TransformerSpec:
     """The catalog model ``name`` (e.g. 'gpt3-175b', 'llama3-405b')."""
     entries = catalog.load("models")
     if name not in entries:
-        raise ScenarioError(field, f"unknown model preset {name!r} (known: {', '.join(sorted(entries))})")
+        raise unknown_name(field, "model preset", name, sorted(entries))
     return TransformerSpec(name=name, **entries[name])
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from simcluster.core import units
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, did_you_mean, quoted
 from simcluster.engine.replay import replay as run_plan
 from simcluster.fabric import topology
 from simcluster.fabric.topology import Fabric
@@ -66,7 +66,8 @@ def replay_on_fabrics(traces: Sequence[str | Path], *, fabrics: Sequence[FabricS
                       gpu_name: str | None = None, nic: str | None = None, gpus_per_node: int | None = None,
                       scale_dp: int = 1, network_model: str | None = None, gpu_scaling: str = "roofline",
                       expand: bool = False, algorithm: str = "auto",
-                      status: Callable[[str], AbstractContextManager] = nullcontext) -> list[ReplayOutcome]:
+                      status: Callable[[str], AbstractContextManager] = nullcontext,
+                      into: list[ReplayOutcome] | None = None) -> list[ReplayOutcome]:
     """Replay the run recorded in ``traces`` (Kineto, one file per rank, or Chakra) on each of ``fabrics``.
 
     The trace is read and planned once. Options left ``None`` are taken from the trace: the GPU (another one
@@ -75,7 +76,8 @@ def replay_on_fabrics(traces: Sequence[str | Path], *, fabrics: Sequence[FabricS
     GPU's reference server's), the GPUs per node. The fabric never depends on ``gpu_name``: its NVLink is the
     recorded GPU's. ``algorithm`` forces a collective algorithm where an op has it (NCCL_ALGO; else NCCL's
     choice). ``scale_dp`` repeats the recorded world (weak scaling). ``status`` wraps each simulation, the
-    slow part, with its description (the command line shows it as a spinner).
+    slow part, with its description (the command line shows it as a spinner). ``into``: a list each outcome is
+    appended to as it finishes (the command line keeps the finished ones when interrupted).
     """
     run = load_trace(traces)
     check_world_size(run.world_size * scale_dp, "--scale-dp")
@@ -83,7 +85,7 @@ def replay_on_fabrics(traces: Sequence[str | Path], *, fabrics: Sequence[FabricS
     gpu_assumed = run.gpu_name is None and gpu_name is None
     network_model = network_model or DEFAULT_NETWORK_MODEL
     plan = build_plan(run, scale_dp=scale_dp, busy_s=busy_s, expand=expand)
-    outcomes = []
+    outcomes = [] if into is None else into
     for spec in fabrics or [None]:
         fabric, fabric_assumptions = _fabric(run.world_size * scale_dp, recorded_gpu, spec, nic, gpus_per_node,
                                              network_model)
@@ -163,8 +165,9 @@ def nic_from_text(text: str, default_name: str) -> hardware.NicSpec:
     try:
         rate = units.parse(text, units.BYTES_PER_S, field="--nic")
     except ScenarioError:
-        raise ScenarioError("--nic", f"expected a catalog NIC ({', '.join(hardware.nic_names())}) or a line rate "
-                                     f"such as '25 Gb/s', got {text!r}") from None
+        raise ScenarioError("--nic", f"expected a catalog NIC ({did_you_mean(text, hardware.nic_names())}"
+                                     f"{', '.join(hardware.nic_names())}) or a line rate such as '25 Gb/s', got "
+                                     f"{quoted(text)}") from None
     units.check_sign(rate, units.POSITIVE, "--nic", text, units.BYTES_PER_S)  # '0 Gb/s', '-5 Gb/s', '1e9 Tb/s'
     base = hardware.nic(default_name)
     return hardware.NicSpec(**{**base.model_dump(), "name": f"custom {rate * 8 / 1e9:g} Gb/s",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
@@ -179,6 +180,7 @@ def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter,
                 ("compute" if kind == COMPUTE else "comm")
             notes["no streams in the trace: compute in order on one stream, communication on another"] += 1
         if "duration_ns" in attr:
+            _check_duration(node, attr["duration_ns"], "duration_ns")
             node["duration_s"] = attr["duration_ns"] * 1e-9
         else:
             node["duration_s"] = node["duration_us"] * 1e-6
@@ -231,6 +233,13 @@ def _to_ops(rank: int, nodes: list[dict], world_size: int, notes: Counter,
     return ops
 
 
+def _check_duration(node: dict, value: object, key: str) -> None:
+    """A node's recorded duration: a finite number >= 0 (a negative one would replay work as taking no time)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ScenarioError("chakra", f"node {node['id']} ({node['name'][:80]!r}): {key} must be a finite number "
+                            f">= 0, got {value!r:.40}")
+
+
 def _recorded_steps(rank: int, metadata: dict, path: Path) -> list[RecordedStep]:
     """The steps a rank's metadata records (ids, starts and durations in ns, as lists of numbers)."""
     lists = [metadata.get(key, []) for key in ("step_ids", "step_started_at_ns", "step_duration_ns")]
@@ -238,6 +247,9 @@ def _recorded_steps(rank: int, metadata: dict, path: Path) -> list[RecordedStep]
         if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
             raise ScenarioError(str(path), f"metadata {key}: expected a list of numbers, got {values!r:.60}")
     ids, starts, durations = lists
+    if bad := [d for d in [*starts, *durations] if not math.isfinite(d)] + [d for d in durations if d < 0]:
+        raise ScenarioError(str(path), f"metadata step_duration_ns/step_started_at_ns: expected finite times and "
+                            f"durations >= 0, got {bad[0]!r}")
     return [RecordedStep(n, rank, s * 1e-9, d * 1e-9) for n, s, d in zip(ids, starts, durations, strict=False)]
 
 

@@ -183,8 +183,18 @@ class _RankTrace:
 def _number(event: dict, key: str, path: Path) -> float:
     value = event.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ScenarioError(str(path), f"GPU event {event.get('name', '?')!r} has no numeric {key!r}")
+        raise ScenarioError(str(path), f"GPU event {str(event.get('name', '?'))[:80]!r} has no numeric {key!r}")
     return float(value)
+
+
+def _duration(event: dict, path: Path, what: str = "GPU event") -> float:
+    """A kernel's or a step's ``dur`` (us): a number >= 0. A negative one is a corrupt trace (clamping it to 0 would
+    replay a kernel that took time as free), so it is refused naming the event."""
+    value = _number(event, "dur", path)
+    if value < 0:
+        raise ScenarioError(str(path), f"{what} {str(event.get('name', '?'))[:80]!r} at ts {event.get('ts')} has a "
+                            f"negative 'dur' ({value:g} us): a corrupt or hand-edited trace")
+    return value
 
 
 def _finite(value: object) -> float | None:
@@ -252,7 +262,7 @@ def _read_rank(path: Path) -> _RankTrace:
         if cat in _GPU_CATEGORIES:
             stream = _key(event.get("tid", args.get(ARG_STREAM)))
             devices_seen.add(_key(event.get("pid")))
-            ops.append(_GpuOp(_number(event, "ts", path), max(_number(event, "dur", path), 0.0),
+            ops.append(_GpuOp(_number(event, "ts", path), _duration(event, path),
                               (_key(event.get("pid")), stream), name, args))
             continue
         # CPU-side events only place GPU ops (launches, waits, steps): one with a malformed time or id is skipped
@@ -270,7 +280,7 @@ def _read_rank(path: Path) -> _RankTrace:
                 waits.append(event)
         elif cat in ("cpu_op", CAT_ANNOTATION):
             if match := _STEP.match(name):
-                steps.append((int(match.group(1)), ts_us, dur_us))
+                steps.append((int(match.group(1)), ts_us, _duration(event, path, "profiler step")))
             elif name == "record_param_comms" or name.startswith(("nccl:", "c10d::")):
                 cpu_comm[event["tid"]].append(event)
     if not ops:
