@@ -1,0 +1,54 @@
+"""scripts/dp_width_terms.py (docs/calibration.md "Round 24: throughput lost to data-parallel width"): its fit
+recovers a known rate factor and per-step cost exactly, a row's facts are the layout's (microbatches per pipeline,
+bubble share, the published step of Table 2's eq. 3 count), and an unreadable cache is a one-line error, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+import dp_width_terms  # noqa: E402
+
+SUMMARY = {"step_time_s": 78.0, "compute_s": 70.0, "pipeline_bubble_s": 1.0, "comm_interference_s": 0.1,
+           "exposed": {"dp": 0.25, "tp": 5.0, "pp": 0.05}}
+
+
+def _rows(a: float, c: float, shape: str) -> list[dict]:
+    rows = []
+    for dp, sim, exposed in ((4, 80.0, 0.2), (8, 40.0, 0.25), (16, 20.0, 0.3)):
+        row = {"dp": dp, "sim": sim, "dp exposed": exposed, "grad GB": 3.6, "bubble": 0.5 + dp / 100}
+        row["published"] = a * sim + c * dp_width_terms.shape_value(shape, row)
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("shape", dp_width_terms.SHAPES)
+def test_fit_recovers_a_known_rate_and_cost(shape):
+    a, c, residual = dp_width_terms.fit(_rows(0.97, 1.1, shape), shape)
+    assert a == pytest.approx(0.97, rel=1e-9)
+    assert c == pytest.approx(1.1, rel=1e-9)
+    assert residual < 1e-12
+
+
+def test_row_facts_of_a_table2_row():
+    row = dp_width_terms.row_facts("narayanan2021-t2-174.6b-384-a100", SUMMARY)
+    assert (row["dp"], row["m"], row["gpus"], row["nodes"]) == (4, 384, 384, 48)
+    assert row["bubble share"] == pytest.approx(11 / (4 * 384))
+    # Table 2's 153 TFLOP/s on 384 GPUs in eq. 3's count: 76.78 s (docs/calibration.md "Round 24: new held-out runs")
+    assert row["published"] == pytest.approx(76.78, abs=0.01)
+    assert row["dp exposed"] == 0.25 and row["sim"] == 78.0
+    # fp16 gradients of the busiest stage's two-layer chunks (4 of them, 8 layers of 174.6B's 96, tp 8): ~3.6 GB
+    assert 3.3 < row["grad GB"] < 3.9
+
+
+def test_unreadable_cache_is_one_line_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPTS / "dp_width_terms.py"), "--summaries",
+                             str(tmp_path / "missing.jsonl")], capture_output=True, text=True,
+                            cwd=SCRIPTS.parent, env={"PYTHONPATH": str(SCRIPTS.parent)})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "--summaries" in result.stderr
