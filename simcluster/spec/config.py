@@ -116,6 +116,27 @@ LATEST_TE_VERSION = 2
 TE2_FP8_RECIPES = frozenset({"current", "mxfp8"})
 
 
+# The fp8 recipe a run of precision fp8 that states none gets (training.fp8_recipe). NeMo 1.x (24.09: the launcher's
+# fp8_hybrid, fp8_amax_history_len 1024, fp8_amax_compute_algo max) and NeMo 2.x (25.02: recipes/precision/
+# mixed_precision.py bf16_with_fp8_mixed, fp8_recipe "delayed"; scripts/performance/argument_parser.py --fp8_recipe
+# choices ds/cs/mxfp8, "Defaults to ds") run Transformer Engine's delayed scaling. Megatron-Bridge's performance
+# scripts, what NeMo 25.09+ / 25.11 benchmark on Blackwell with (DGX-B200 / GB200 / GB300), have no delayed option:
+# scripts/performance/argument_parser.py --compute_dtype choices bf16, fp8_cs, fp8_mx, fp8_sc, nvfp4, and
+# utils/precision.py get_precision_config maps fp8_cs to bf16_with_fp8_current_scaling_mixed (the performance summary's
+# "FP8-CS" rows; FP8-MX in parentheses). A GPU with an fp4 peak (Blackwell) is the Megatron-Bridge era, as for
+# default_te_version. docs/calibration.md, "Round 24: contract-only runs get the framework's defaults".
+DEFAULT_FP8_RECIPE = "delayed"
+BLACKWELL_FP8_RECIPE = "current"
+
+
+def default_fp8_recipe(gpu: GpuSpec, precision: str, megatron_core: bool) -> str:
+    """training.fp8_recipe of a run that leaves it unset: current scaling for an fp8 run on Megatron-Core on Blackwell
+    (a GPU with an fp4 peak: Megatron-Bridge's fp8_cs), else delayed scaling (``DEFAULT_FP8_RECIPE``'s comment)."""
+    if precision == "fp8" and megatron_core and "fp4" in gpu.peak:
+        return BLACKWELL_FP8_RECIPE
+    return DEFAULT_FP8_RECIPE
+
+
 def default_te_version(gpu: GpuSpec, precision: str, fp8_recipe: str, moe_router: str | None = None) -> int:
     """parallelism.te_version of a run that leaves it unset: 2 on Blackwell (a GPU with an fp4 peak), with a TE 2.x
     fp8 recipe or with the fused MoE router (--moe-router-fusion: TE >= 2.6), else 1 (NeMo 24.09's TE 1.10 and
@@ -381,11 +402,13 @@ class Training(_Defaulted):
     global_batch_size: Count = Field(le=MAX_GLOBAL_BATCH_SIZE, description="sequences per optimizer step")
     micro_batch_size: Count = Field(1, le=MAX_GLOBAL_BATCH_SIZE, description="sequences per microbatch")
     precision: Precision = Field("bf16", description="compute precision of the GEMMs")
-    fp8_recipe: Literal["delayed", "current", "mxfp8", "torchao_tensorwise"] = Field(
-        "delayed", description="fp8 scaling with precision fp8: Transformer Engine's per-tensor delayed or current "
+    fp8_recipe: Literal["delayed", "current", "mxfp8", "torchao_tensorwise"] | None = Field(
+        None, description="fp8 scaling with precision fp8: Transformer Engine's per-tensor delayed or current "
         "scaling, or MXFP8 block scaling (Blackwell), or torchao's dynamic tensorwise Float8Linear (torchtitan: an "
         "abs-max pass before every cast, weights cast on every call); sets the bytes of the operand casts "
-        "(workload/fp8_recipes.py, workload/torchao_float8.py)")
+        "(workload/fp8_recipes.py, workload/torchao_float8.py); default: current with precision fp8 on Megatron-Core "
+        "on Blackwell (Megatron-Bridge's performance scripts, NeMo 25.09+: fp8 is fp8_cs), else delayed (NeMo 24.09 "
+        "/ 25.02 bf16_with_fp8_mixed, Transformer Engine's DelayedScaling) (default_fp8_recipe)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
     recompute_modules: tuple[Literal["core_attn", "layernorm", "mla_up_proj", "moe_act"], ...] = Field(
         (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "
@@ -497,11 +520,10 @@ class Training(_Defaulted):
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
         "fp8 and casting its fp32 shard into them (workload/fp8_params.py); with fp8_recipe torchao_tensorwise and "
         "optimizer torch_adamw, torchao's float8 all-gather for FSDP2 (workload/torchao_float8.py); default: true with "
-        "precision fp8 on Megatron-Core with delayed scaling and zero_stage 1 or 2 (NeMo 2.x performance scripts) "
-        "or with any Transformer Engine recipe at zero_stage 3 (Megatron-Bridge's fp8 presets; required there), "
-        "false otherwise. On Hopper (TN-only fp8 GEMMs) zero_stage 3 with fp8 is refused either way: without fp8 "
-        "parameters the per-microbatch re-quantize, with them the per-microbatch transpose, is not modelled; use "
-        "zero_stage 1/2 or bf16")
+        "precision fp8 on Megatron-Core with any Transformer Engine recipe at zero_stage 1, 2 or 3 (every TE fp8 "
+        "preset of NeMo 2.x and Megatron-Bridge; required at zero_stage 3), false otherwise. On Hopper (TN-only fp8 "
+        "GEMMs) zero_stage 3 with fp8 is refused either way: without fp8 parameters the per-microbatch re-quantize, "
+        "with them the per-microbatch transpose, is not modelled; use zero_stage 1/2 or bf16")
     fp8_precompute_scale: Annotated[bool, Strict()] = Field(
         False, description="with torchao's float8 all-gather (fp8_param_gather, fp8_recipe torchao_tensorwise, "
         "optimizer torch_adamw): torchtitan's --float8.precompute_float8_dynamic_scale_for_fsdp, the weights' scales "
@@ -757,10 +779,13 @@ class Scenario(_Strict):
         - the distributed optimizer's parameter all-gather under the next forward, with ZeRO 1/2 and the gradient
           reduce-scatter overlapped (Megatron-LM asserts --overlap-param-gather needs --overlap-grad-reduce);
         - the fused loss (NeMo 2.x GPTConfig: cross_entropy_loss_fusion True);
-        - fp8 parameters with fp8 delayed scaling and ZeRO 1/2 (NeMo 2.x bf16_with_fp8_mixed: fp8_param_gather True;
-          workload/fp8_params.py), and with any Transformer Engine recipe at ZeRO 3 (Megatron-FSDP), as
-          Megatron-Bridge's fp8 presets run it (src/megatron/bridge/training/mixed_precision.py
-          bf16_with_fp8_delayed_scaling_mixed / bf16_with_fp8_current_scaling_mixed: fp8_param_gather True);
+        - the fp8 recipe (``default_fp8_recipe``): current scaling on Blackwell (Megatron-Bridge's fp8_cs), else
+          delayed (NeMo 24.09 / 25.02);
+        - fp8 parameters with any Transformer Engine recipe at ZeRO 1-3 (workload/fp8_params.py): NeMo 2.x
+          bf16_with_fp8_mixed (delayed), bf16_with_fp8_current_scaling_mixed and bf16_with_mxfp8_mixed, and
+          Megatron-Bridge's fp8 presets (src/megatron/bridge/training/mixed_precision.py
+          bf16_with_fp8_delayed_scaling_mixed / bf16_with_fp8_current_scaling_mixed / bf16_with_mxfp8_mixed:
+          fp8_param_gather True; early Megatron-Bridge versions set False for mxfp8);
         - gradients reduced in bf16 with fp8 training (NeMo 2.x performance scripts: grad_reduce_in_fp32 False with
           fp8) and in bf16 training of the models NEMO_BF16_GRAD_REDUCE_MODELS names, else fp32 (Megatron-LM forces
           fp32 reduction with --bf16; NeMo's bf16_mixed keeps it);
@@ -779,6 +804,7 @@ class Scenario(_Strict):
         - NeMo's token drop (``moe_token_drop``: capacity factor 1.0, padded) for the Mixtral presets with the alltoall
           dispatcher (NEMO_TOKEN_DROP_MODELS), applied to a model that states no capacity factor."""
         p, t, core = self.parallelism, self.training, self.megatron_core
+        t.resolve(fp8_recipe=default_fp8_recipe(self.cluster.gpu, t.precision, core))
         recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
@@ -787,9 +813,8 @@ class Scenario(_Strict):
         t.resolve(moe_router="unfused")
         self._nemo_token_drop(recipe)
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
-                  fp8_param_gather=core and t.precision == "fp8" and (
-                      (t.fp8_recipe == "delayed" and p.zero_stage in (1, 2))
-                      or (p.zero_stage >= 3 and not t.fp8_recipe.startswith("torchao"))))
+                  fp8_param_gather=core and t.precision == "fp8" and p.zero_stage >= 1
+                  and not t.fp8_recipe.startswith("torchao"))
         # Megatron-Core's own bucket formation (parallel/mcore_buckets.py; Megatron-FSDP at ZeRO 3 has its units)
         p.resolve(grad_buckets="megatron_core" if core and p.zero_stage < 3 else "megatron")
         if p.grad_buckets == "apex":

@@ -40,7 +40,7 @@ def test_layer_gemm_weights_are_the_linear_matrices():
     ({}, {}, True),                                                      # fp8, delayed scaling, ZeRO 1: NeMo 2.x
     ({}, {"zero_stage": 2}, True),
     ({"precision": "bf16"}, {}, False),                                  # no fp8 GEMMs, no fp8 weights
-    ({"fp8_recipe": "current"}, {}, False),                              # on by the scenario only
+    ({"fp8_recipe": "current"}, {}, True),   # bf16_with_fp8_current_scaling_mixed: fp8_param_gather True (round 24)
     ({"fp8_recipe": "torchao_tensorwise"}, {"zero_stage": 3}, False),  # FSDP: by the scenario only
     ({}, {"zero_stage": 0}, False),                                      # no distributed optimizer
     ({"fp8_recipe": "torchao_tensorwise"}, {}, False),                  # torchtitan's Float8Linear
@@ -150,7 +150,8 @@ def test_zero3_on_megatron_core_defaults_to_fp8_parameters():
     parameters: the unset option resolves true at ZeRO 3 with any Transformer Engine recipe, not with torchao's."""
     for recipe in ("delayed", "current", "mxfp8"):
         assert _scenario("b200", {"fp8_recipe": recipe}, zero_stage=3).training.fp8_param_gather is True
-    assert _scenario("b200", {"fp8_recipe": "current"}, zero_stage=1).training.fp8_param_gather is False
+    # and at ZeRO 1 too (round 24): the same presets set it whatever the sharding
+    assert _scenario("b200", {"fp8_recipe": "current"}, zero_stage=1).training.fp8_param_gather is True
     assert _scenario("b200", {"fp8_recipe": "torchao_tensorwise"}, zero_stage=3).training.fp8_param_gather is False
 
 
