@@ -110,7 +110,8 @@ TABLE_2 = {("174.6b", 384): (96, 1536, 1, 153, 84), ("174.6b", 768): (96, 1536, 
            ("174.6b", 1536): (96, 1536, 1, 141, 23), ("529.6b", 560): (280, 2240, 1, 171, 156),
            ("529.6b", 1120): (280, 2240, 1, 167, 80), ("529.6b", 2240): (280, 2240, 1, 159, 42)}
 # (layers, heads, hidden, tp, pp, virtual stages): section 5.3.2's 174.6B with examples/sc21/run_figure_12.sh
-# (INTERLEAVED=YES), and Table 1's 529.6B with run_table_1.sh (the narayanan2021-529.6b-a100 scenario)
+# (INTERLEAVED=YES) and run_figure_18.sh (the same layout; examples/sc21 has no Table 2 script), and Table 1's 529.6B
+# with run_table_1.sh (the narayanan2021-529.6b-a100 scenario)
 LAYOUT = {"174.6b": (96, 96, 12288, 8, 12, 4), "529.6b": (105, 128, 20480, 8, 35, 3)}
 T2_ROWS = {f"narayanan2021-t2-{size}-{n}-a100": (size, n) for size, n in TABLE_2}
 
@@ -178,3 +179,31 @@ def test_the_529b_rows_are_table_1s_model():
     for name, (size, _) in T2_ROWS.items():
         if size == "529.6b":
             assert config.load(name).model == table_1.model
+
+
+@pytest.mark.parametrize("name", sorted(T2_ROWS))
+def test_eq_2s_parameter_count_of_the_scenario_is_table_2s(name):
+    """Source against source (round 24 review): eq. 2, P = 12 l h^2 (1 + 13/12h + (V + s)/12lh), of the scenario's
+    layers, hidden, vocabulary and sequence is Table 2's printed parameter count (174.6 / 529.6 billion) to its
+    printed digit, which checks the shapes and the vocabulary 51,200 the step's eq. 3 count uses."""
+    size, _ = T2_ROWS[name]
+    scenario = config.load(name)
+    layers, hidden = scenario.model.layers, scenario.model.hidden
+    vocab, seq = scenario.model.vocab, scenario.training.seq_len
+    params = 12 * layers * hidden**2 * (1 + 13 / (12 * hidden) + (vocab + seq) / (12 * layers * hidden))
+    assert params / 1e9 == pytest.approx(float(size.rstrip("b")), abs=0.05)
+
+
+@pytest.mark.parametrize("name", sorted(T2_ROWS))
+def test_table_2s_days_are_eq_3s_not_eq_4s_approximation(name):
+    """The printed days follow eq. 3's full count (the s/6h and V/16lh terms), not eq. 4's 8TP/(nX), which drops them
+    and comes out 1-2.5 days short on every row (82.6 / 42.4 / 22.4 / 153.6 / 78.7 / 41.3 against 84 / 43 / 23 /
+    156 / 80 / 42): the TFLOP/s column is eq. 3's count."""
+    size, n = T2_ROWS[name]
+    layers, _, hidden, *_ = LAYOUT[size]
+    _, batch, _, tflops, days = TABLE_2[(size, n)]
+    params = 12 * layers * hidden**2 * (1 + 13 / (12 * hidden) + (VOCAB + SEQ) / (12 * layers * hidden))
+    eq3_days = 300e9 / (batch * SEQ) * t2_step(size, n) / 86400
+    eq4_days = 8 * 300e9 * params / (n * tflops * 1e12) / 86400
+    assert abs(eq3_days - days) < abs(eq4_days - days)
+    assert eq4_days < days
