@@ -123,7 +123,7 @@ def collective(
     if sharp not in topology.SHARP_MODES:
         fail("--sharp", f"expected one of {', '.join(topology.SHARP_MODES)}, got {sharp!r}")
     if network_name not in network.MODELS:
-        fail("--network", f"unknown network model {network_name!r} (known: {', '.join(network.MODELS)})")
+        raise unknown_name("--network", "network model", network_name, network.MODELS)
     check_count(gpus, "--gpus", config.MAX_GPUS, "a plausibility bound: about fifty times the largest clusters")
     check_count(gpus_per_node, "--gpus-per-node", config.MAX_GPUS_PER_NODE, "the largest NVLink domain announced")
     limits.check_cluster_memory(gpus, "--gpus")  # before the fabric is built

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from simcluster.cli.app import MAX_TARGET_LOSS, Typer, app, check_at_least, check_target_loss, fail, finite
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
+from simcluster.cli.run import check_network
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, projection
@@ -318,8 +319,7 @@ def loss_vs_time(
                                     f"runs/<name>-loss-vs-time/; {NEVER_OVERWRITTEN})"),
 ) -> None:
     """Run the scenario; time, GPU-hours, cost, energy and CO2 to reach a target loss; loss vs days."""
-    if network is not None and network not in config.NETWORK_MODELS:
-        fail("--network", f"unknown network model {network!r} (known: {', '.join(config.NETWORK_MODELS)})")
+    check_network(network)
     if (target_loss is None) == (tokens is None):
         fail("--target-loss", "give exactly one of --target-loss and --tokens")
     check_target_loss(target_loss)

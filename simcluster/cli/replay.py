@@ -104,7 +104,8 @@ def replay_command(
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; "
                                     f"{NEVER_OVERWRITTEN}; with --json, --until or --events only when given)"),
     as_json: bool = typer.Option(False, "--json", help='print the report ({"fabric", "gpu", "steps", '
-                                 '"deviations", "assumptions"}; several fabrics: {"replays": [...]}) as JSON'),
+                                 '"deviations", "assumptions"}; several fabrics: {"replays": [...], "partial": false, '
+                                 '"pending": 0}) as JSON'),
     until: str | None = typer.Option(None, "--until", help="print the replayed events starting up to this "
                                      "time, e.g. 12.5ms"),
     events_count: int | None = typer.Option(None, "--events", min=1, help="print the first N replayed events"),
@@ -159,8 +160,7 @@ def replay_command(
     if stepping:
         return
     if as_json:
-        reports = [o.report() for o in outcomes]
-        typer.echo(outputs.dumps(reports[0] if len(reports) == 1 else {"replays": reports}, indent=2))
+        typer.echo(outputs.dumps(_json_body(outcomes), indent=2))
         return
     first = outcomes[0]
     if first.gpu_assumed:
@@ -259,6 +259,15 @@ def _write_partial(out_dir: Path | None, outcomes: list[ReplayOutcome], total: i
     return f"{said}; wrote {', '.join(str(p.relative_to(out_dir)) for p in written[:2])} to {out_dir}/"
 
 
+def _json_body(outcomes: list[ReplayOutcome], pending: int = 0) -> dict:
+    """The --json report (and replay.json): one fabric's report, or for several (or an interrupted run)
+    ``{"replays": [...], "partial": bool, "pending": K}``, the partial/pending keys of sweep, validate and compare."""
+    reports = [o.report() for o in outcomes]
+    if len(reports) == 1 and not pending:
+        return reports[0]
+    return {"replays": reports, "partial": pending > 0, "pending": pending}
+
+
 def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str, pending: int = 0) -> list[Path]:
     """replay.json (the --json report), step_overlay.png (recorded vs each replay) and, per fabric (in a
     folder named after it when there are several): events.csv, trace.json.gz (recorded and replayed side by
@@ -267,12 +276,8 @@ def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str, pending: int
     from simcluster.analysis.replay import step_overlay
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    reports = [o.report() for o in outcomes]
     written = [out_dir / "replay.json"]
-    body = reports[0] if len(reports) == 1 and not pending else {"replays": reports}
-    if pending:  # interrupted: the fabrics not replayed
-        body |= {"partial": True, "pending": pending}
-    outputs.write_text(written[0], outputs.dumps(body, indent=2) + "\n")
+    outputs.write_text(written[0], outputs.dumps(_json_body(outcomes, pending), indent=2) + "\n")
     written += save(step_overlay([{"label": o.label, "steps": o.steps} for o in outcomes],
                                  title=f"{name}: recorded and replayed step time"), out_dir, "step_overlay",
                     formats=("png",))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ScenarioError(ValueError):
     """A user error in a scenario, a command-line option or an input file.
@@ -48,14 +50,19 @@ def one_line(text: str) -> str:
 MAX_QUOTED_NAME = 60
 
 
-def did_you_mean(name: object, known) -> str:
-    """"did you mean 'h100-sxm'? " for the known names closest to ``name`` (difflib's ratio >= 0.6, case ignored),
-    or "" when none is close."""
+def did_you_mean(name: object, known, key=str.lower) -> str:
+    """"did you mean 'h100-sxm'? " for the known names closest to ``name`` (difflib's ratio >= 0.6 on ``key`` of
+    each, case ignored by default), or "" when none is close. ``known``: names, or a mapping of spellings matched
+    (aliases) to the name shown. The one suggester of the package (core.glossary uses it too)."""
     import difflib
 
-    by_lower = {str(k).lower(): str(k) for k in known}
-    close = [by_lower[k] for k in difflib.get_close_matches(str(name).lower()[:200], by_lower, n=3, cutoff=0.6)]
-    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    pairs = known.items() if isinstance(known, Mapping) else ((k, k) for k in known)
+    by_key: dict[str, str] = {}
+    for spelling, shown in pairs:
+        by_key.setdefault(key(str(spelling)), str(shown))
+    close = difflib.get_close_matches(key(str(name)[:200]), by_key, n=3, cutoff=0.6)
+    shown = dict.fromkeys(by_key[c] for c in close)  # several aliases of one name: the name once
+    return f"did you mean {' or '.join(repr(c) for c in shown)}? " if shown else ""
 
 
 def quoted(name: object) -> str:

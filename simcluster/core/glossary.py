@@ -3,10 +3,8 @@ rendered as docs/glossary.md (``markdown``; a test holds the page equal to it)."
 
 from __future__ import annotations
 
-import difflib
-
 from simcluster.core import catalog
-from simcluster.core.errors import ScenarioError, quoted
+from simcluster.core.errors import ScenarioError, did_you_mean, quoted
 
 
 def terms() -> dict[str, dict]:
@@ -31,9 +29,9 @@ def lookup(term: str) -> tuple[str, dict]:
         starting = {index[key] for key in index if key.startswith(_key(term))}
         name = starting.pop() if len(starting) == 1 and _key(term) else None
     if name is None:
-        close = difflib.get_close_matches(_key(term), list(index), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(dict.fromkeys(index[c] for c in close))}?" if close else ""
-        raise ScenarioError("TERM", f"{quoted(term)} is not in the glossary (terms: {', '.join(table)}){hint}")
+        # the hint first: the list of terms is long and the error line is cut at MAX_ERROR_CHARS
+        raise ScenarioError("TERM", f"{quoted(term)} is not in the glossary ({did_you_mean(term, index, _key)}"
+                                    f"terms: {', '.join(table)})")
     return name, table[name]
 
 

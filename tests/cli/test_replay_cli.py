@@ -131,7 +131,9 @@ def test_repeated_topology_replays_on_each_fabric_side_by_side(cli, tmp_path):
                           "--topology", "rail-fat-tree", "--topology", "leaf-spine:hosts_per_leaf=1",
                           "--option", "leaf-spine.oversubscription=4")
     assert code == 0
-    replays = json.loads(stdout)["replays"]
+    report = json.loads(stdout)
+    assert report["partial"] is False and report["pending"] == 0  # sweep/validate/compare's keys (DESIGN)
+    replays = report["replays"]
     assert [r["fabric"] for r in replays] == ["rail-fat-tree", "leaf-spine:hosts_per_leaf=1,oversubscription=4"]
     for fat, slim in zip(replays[0]["steps"], replays[1]["steps"], strict=True):
         assert slim["exposed_comm_s"] > fat["exposed_comm_s"]

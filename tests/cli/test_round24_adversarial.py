@@ -247,6 +247,23 @@ def test_kineto_event_with_a_bad_duration_is_refused_naming_the_file(cli, tmp_pa
     refused(*cli("replay", path, "--json"), str(path), needle)
 
 
+def _legit_oddities(data):
+    """What real profiler traces hold and the refusals must not catch: a kernel of zero duration, an instant event
+    (``ph: i``, no ``dur``) and a CPU op whose ``dur`` is -1 (not a step: CPU-side events only place GPU ops)."""
+    data["traceEvents"] += [
+        {"ph": "X", "cat": "kernel", "name": "empty_kernel", "ts": 430, "dur": 0, "pid": 0, "tid": 7,
+         "args": {"device": 0, "stream": 7, "correlation": 3}},
+        {"ph": "i", "cat": "cpu_instant_event", "name": "[memory]", "ts": 12, "pid": 1, "tid": 1, "s": "t"},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::empty", "ts": 15, "dur": -1, "pid": 1, "tid": 1}]
+
+
+def test_zero_durations_instant_events_and_cpu_placeholders_still_replay(cli, tmp_path):
+    """Review of round 24: only a GPU op's or a step's negative 'dur' is refused; the rest replays as before."""
+    code, out, err = cli("replay", _kineto(tmp_path, "odd", _legit_oddities), "--json")
+    assert code == 0, err
+    assert "empty_kernel" not in err
+
+
 @pytest.mark.parametrize("cut", ["json", "gz"])
 def test_a_trace_truncated_mid_file_is_one_line(cli, tmp_path, cut):
     import gzip

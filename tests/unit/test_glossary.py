@@ -40,10 +40,10 @@ def test_lookup_ignores_case_underscores_and_finds_aliases(alias, name):
 
 
 def test_unknown_term_is_one_line_naming_the_closest(cli):
-    with pytest.raises(ScenarioError, match="did you mean MFU"):
+    with pytest.raises(ScenarioError, match="did you mean .MFU."):
         glossary.lookup("mfx")
     code, _, err = cli("explain", "mfx")
-    assert code == 2 and "did you mean MFU" in err
+    assert code == 2 and "did you mean 'MFU'" in err
 
 
 def test_explain_prints_the_entry_and_where_it_is(cli):
