@@ -123,8 +123,13 @@ TE2_FP8_RECIPES = frozenset({"current", "mxfp8"})
 # scripts, what NeMo 25.09+ / 25.11 benchmark on Blackwell with (DGX-B200 / GB200 / GB300), have no delayed option:
 # scripts/performance/argument_parser.py --compute_dtype choices bf16, fp8_cs, fp8_mx, fp8_sc, nvfp4, and
 # utils/precision.py get_precision_config maps fp8_cs to bf16_with_fp8_current_scaling_mixed (the performance summary's
-# "FP8-CS" rows; FP8-MX in parentheses). A GPU with an fp4 peak (Blackwell) is the Megatron-Bridge era, as for
-# default_te_version. docs/calibration.md, "Round 24: contract-only runs get the framework's defaults".
+# "FP8-CS" rows; FP8-MX in parentheses). A scenario names no framework or version (DESIGN.md's contract keys), so the
+# GPU stands for the era, as for default_te_version: Blackwell (an fp4 peak) is read as Megatron-Bridge. It is a proxy,
+# not the framework: NeMo 2.x (25.02-25.07: bf16_with_fp8_mixed; the performance scripts take any --gpu and default to
+# ds) defaults to delayed scaling on Blackwell too, Megatron-Bridge runs fp8_cs on H100 too; NeMo 24.09 (PyTorch 24.07
+# container, TE 1.10) predates Blackwell. fp8_recipe_note says so on every run that takes this default.
+# docs/calibration.md, "Round 24: contract-only runs get the framework's defaults" and "Round 24: review of the
+# framework's fp8 defaults".
 DEFAULT_FP8_RECIPE = "delayed"
 BLACKWELL_FP8_RECIPE = "current"
 
@@ -135,6 +140,20 @@ def default_fp8_recipe(gpu: GpuSpec, precision: str, megatron_core: bool) -> str
     if precision == "fp8" and megatron_core and "fp4" in gpu.peak:
         return BLACKWELL_FP8_RECIPE
     return DEFAULT_FP8_RECIPE
+
+
+def fp8_recipe_note(scenario: Scenario) -> str | None:
+    """One line naming the fp8 recipe an fp8 run on Megatron-Core that states none was given, the framework version
+    it stands for and what to state for the other one (None when the scenario states it or reads none)."""
+    t = scenario.training
+    if "fp8_recipe" not in t._resolved or t.precision != "fp8" or not scenario.megatron_core:
+        return None
+    if t.fp8_recipe == BLACKWELL_FP8_RECIPE:
+        return ("training.fp8_recipe (default) is current scaling on Blackwell: Megatron-Bridge's fp8_cs (NeMo "
+                "25.09+); NeMo 2.x (25.02-25.07) defaults to delayed scaling on any GPU: state fp8_recipe: delayed "
+                "for it")
+    return ("training.fp8_recipe (default) is delayed scaling: NeMo 24.09 / 25.02 (bf16_with_fp8_mixed); "
+            "Megatron-Bridge (NeMo 25.09+) runs current scaling (fp8_cs): state fp8_recipe: current for it")
 
 
 def default_te_version(gpu: GpuSpec, precision: str, fp8_recipe: str, moe_router: str | None = None) -> int:
@@ -408,7 +427,9 @@ class Training(_Defaulted):
         "abs-max pass before every cast, weights cast on every call); sets the bytes of the operand casts "
         "(workload/fp8_recipes.py, workload/torchao_float8.py); default: current with precision fp8 on Megatron-Core "
         "on Blackwell (Megatron-Bridge's performance scripts, NeMo 25.09+: fp8 is fp8_cs), else delayed (NeMo 24.09 "
-        "/ 25.02 bf16_with_fp8_mixed, Transformer Engine's DelayedScaling) (default_fp8_recipe)")
+        "/ 25.02 bf16_with_fp8_mixed, Transformer Engine's DelayedScaling); the GPU stands for the framework's era "
+        "(NeMo 2.x defaults to delayed on Blackwell too: state it) and the run names the recipe it defaulted "
+        "(default_fp8_recipe)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
     recompute_modules: tuple[Literal["core_attn", "layernorm", "mla_up_proj", "moe_act"], ...] = Field(
         (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "
@@ -520,8 +541,9 @@ class Training(_Defaulted):
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
         "fp8 and casting its fp32 shard into them (workload/fp8_params.py); with fp8_recipe torchao_tensorwise and "
         "optimizer torch_adamw, torchao's float8 all-gather for FSDP2 (workload/torchao_float8.py); default: true with "
-        "precision fp8 on Megatron-Core with any Transformer Engine recipe at zero_stage 1, 2 or 3 (every TE fp8 "
-        "preset of NeMo 2.x and Megatron-Bridge; required at zero_stage 3), false otherwise. On Hopper (TN-only fp8 "
+        "precision fp8 on Megatron-Core with any Transformer Engine recipe at zero_stage 1, 2 or 3 (NeMo 2.x's and "
+        "Megatron-Bridge's delayed and current scaling presets, Megatron-Bridge's MXFP8 preset; required at "
+        "zero_stage 3), false otherwise. On Hopper (TN-only fp8 "
         "GEMMs) zero_stage 3 with fp8 is refused either way: without fp8 parameters the per-microbatch re-quantize, "
         "with them the per-microbatch transpose, is not modelled; use zero_stage 1/2 or bf16")
     fp8_precompute_scale: Annotated[bool, Strict()] = Field(
@@ -780,12 +802,13 @@ class Scenario(_Strict):
           reduce-scatter overlapped (Megatron-LM asserts --overlap-param-gather needs --overlap-grad-reduce);
         - the fused loss (NeMo 2.x GPTConfig: cross_entropy_loss_fusion True);
         - the fp8 recipe (``default_fp8_recipe``): current scaling on Blackwell (Megatron-Bridge's fp8_cs), else
-          delayed (NeMo 24.09 / 25.02);
+          delayed (NeMo 24.09 / 25.02); the GPU stands for the era, ``fp8_recipe_note`` names it on the run;
         - fp8 parameters with any Transformer Engine recipe at ZeRO 1-3 (workload/fp8_params.py): NeMo 2.x
-          bf16_with_fp8_mixed (delayed), bf16_with_fp8_current_scaling_mixed and bf16_with_mxfp8_mixed, and
-          Megatron-Bridge's fp8 presets (src/megatron/bridge/training/mixed_precision.py
-          bf16_with_fp8_delayed_scaling_mixed / bf16_with_fp8_current_scaling_mixed / bf16_with_mxfp8_mixed:
-          fp8_param_gather True; early Megatron-Bridge versions set False for mxfp8);
+          bf16_with_fp8_mixed (delayed) and bf16_with_fp8_current_scaling_mixed, and Megatron-Bridge's fp8 presets
+          (src/megatron/bridge/training/mixed_precision.py bf16_with_fp8_delayed_scaling_mixed /
+          bf16_with_fp8_current_scaling_mixed / bf16_with_mxfp8_mixed: fp8_param_gather True); MXFP8 differs by
+          version (NeMo 2.x @ 0a07447 and early Megatron-Bridge: False), the default follows later Megatron-Bridge;
+          NeMo 1.x (the 24.07 launcher) left it off (fp8_params unset: False), so the nemo2407 rows state false;
         - gradients reduced in bf16 with fp8 training (NeMo 2.x performance scripts: grad_reduce_in_fp32 False with
           fp8) and in bf16 training of the models NEMO_BF16_GRAD_REDUCE_MODELS names, else fp32 (Megatron-LM forces
           fp32 reduction with --bf16; NeMo's bf16_mixed keeps it);
