@@ -189,21 +189,28 @@ def apex_groups(ranks: int, layers: int = 32) -> list[int]:
     return [first] + [layer] * (layers - 1)
 
 
-def chain_exposed(fwd_s: float, bwd_s: float, ag_s: list[float], rs_s: list[float], prefetch_one: bool) -> tuple:
+def chain_exposed(fwd_s: float, bwd_s: float, ag_s: list[float], rs_s: list[float], prefetch_one: bool,
+                  head_s: tuple[float, float] | None = None) -> tuple:
     """Closed-form chains (forward order lists): the gathers against the first forward split evenly by layer, each
     layer waiting for its group (``prefetch_one``: Apex issues group j+1 when layer j starts, one in flight;
     otherwise all queued at the step's start, Megatron-Core's engine model); the reduce-scatters launched as each
-    layer's backward ends (the first layer's group, with the embedding, last), back to back on one stream."""
-    layers = len(ag_s)
-    part = fwd_s / layers
+    layer's backward ends (the first layer's group, with the embedding, last), back to back on one stream.
+    ``head_s``: the output layer's (forward, backward) seconds within the windows, a part of its own after the
+    layers' forward and before their backward (the engine's ``Cuts``, round 24); the lists then hold one more
+    entry, last, for the buckets of the output layer alone (``per_layer_s(..., units=True)``)."""
+    layers = len(ag_s) - (head_s is not None)
+    head = [] if head_s is None else [head_s]
+    fwd_parts = [(fwd_s - sum(h[0] for h in head)) / layers] * layers + [h[0] for h in head]
+    bwd_parts = [(bwd_s - sum(h[1] for h in head)) / layers] * layers + [h[1] for h in head]
     start = end = ag_end = 0.0
     for j, t in enumerate(ag_s):
         ag_end = (ag_end if not prefetch_one or j == 0 else max(ag_end, start)) + t
         start = max(end, ag_end)
-        end = start + part
-    rs_end = 0.0
-    for k, t in enumerate(reversed(rs_s)):
-        rs_end = max(rs_end, bwd_s * (k + 1) / layers) + t
+        end = start + fwd_parts[j]
+    rs_end = ready = 0.0
+    for t, part in zip(reversed(rs_s), reversed(bwd_parts), strict=True):
+        ready += part
+        rs_end = max(rs_end, ready) + t
     return end - fwd_s, rs_end - bwd_s
 
 
@@ -250,20 +257,23 @@ def apex_layout() -> None:
 
 
 def gpt_param_tensors(hidden: int, ffn: int, kv_hidden: int, vocab: int, layers: int,
-                      tp: int) -> list[mcore_buckets.Tensor]:
+                      tp: int, edge_units: bool = False) -> list[mcore_buckets.Tensor]:
     """(layer, elements on one TP rank) of every parameter in registration order (no linear biases, squared-ReLU MLP,
-    LayerNorm); the embedding counts as layer 0, the final norm and output layer as the last layer."""
+    LayerNorm); the embedding counts as layer 0, the final norm and output layer as the last layer (``edge_units``:
+    numbered by units, mcore_buckets.gpt_param_tensors)."""
     layer = layer_tensors(hidden, hidden / tp, kv_hidden / tp, ffn / tp, 2, 4 * hidden, False)
     return mcore_buckets.gpt_param_tensors(layer, layers, embedding=vocab * hidden // tp, head=vocab * hidden // tp,
-                                           final_norm=2 * hidden)
+                                           final_norm=2 * hidden, edge_units=edge_units)
 
 
-def per_layer_s(buckets: list[tuple[int, int]], layers: int, seconds: list[float]) -> list[float]:
+def per_layer_s(buckets: list[tuple[int, int]], layers: int, seconds: list[float], units: bool = False) -> list[float]:
     """Each bucket's collective time (``seconds``, in bucket order) gathered by the layer that first needs it in the
-    forward (and whose backward completes it): ``chain_exposed``'s per-layer lists."""
-    out = [0.0] * layers
-    for (layer, _), time_s in zip(buckets, seconds, strict=True):
-        out[layer] += time_s
+    forward (and whose backward completes it): ``chain_exposed``'s per-layer lists. ``units``: the buckets' lows are
+    units (the embedding 0, layer i i + 1, the output layer ``layers`` + 1): one more entry, the output layer's,
+    and the embedding with layer 0."""
+    out = [0.0] * (layers + units)
+    for (low, _), time_s in zip(buckets, seconds, strict=True):
+        out[max(low - 1, 0) if units else low] += time_s
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from simcluster.engine.data_parallel import GradientReduction, ParameterGathering
+from simcluster.engine.data_parallel import GradientReduction, ParameterGathering, portion
 from simcluster.engine.record import Tally
 from simcluster.parallel import ep_overlap
 from simcluster.parallel.plan import GRAD_NORM_BYTES
@@ -180,9 +180,10 @@ class Agent:
             yield self.sim.env.all_of(pending)
             self.tally.dp_wait_s += self.sim.env.now - started_at_s
 
-    def compute(self, phase: str, work, part: int | None = None, parts: int = 1):
+    def compute(self, phase: str, work, part: int | None = None, parts=1):
         """One block: part ``part`` of ``parts`` of a (chunk, microbatch, phase), fused into one timeout of compute,
-        then its tensor-parallel collectives on the network.
+        then its tensor-parallel collectives on the network. ``parts``: a count of equal parts, or
+        ``data_parallel.Cuts`` (parts as long as their units, a layer's collectives with its layer).
 
         With context parallelism the key/value exchange runs on the network during the block's attention, and
         the block waits for whichever ends last. The TP collectives are blocking, as Megatron issues them between
@@ -203,7 +204,7 @@ class Agent:
         block = sim.blocks.get(key)
         if block is None:
             block = sim.blocks[key] = _Block.of(sim.plan.chunks[work.chunk], work.chunk, phase, part, parts, deferred)
-        cost, alone_s, name, calls, ep_calls, blocking_calls, clock_s = block
+        cost, alone_s, name, calls, ep_calls, blocking_calls, clock_s, span, per_layer = block
         if phase == "forward" and work.microbatch == 0 and not part and cost.first_forward_s > 0:
             yield from self._first_forward(work, cost.first_forward_s)
         if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
@@ -223,10 +224,11 @@ class Agent:
         if calls and (sim.scenario.parallelism.tp_comm_overlap or (phase == "backward" and cost.tp_async_backward)):
             tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
                                           op_bytes=cost.tp_op_bytes)
-            compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / parts, sim.slowdowns.tp[phase])
+            compute_s = overlapped_s(compute_s, getattr(cost, f"{phase}_tp_comm_s") / per_layer,
+                                     sim.slowdowns.tp[phase])
         self.computing = (phase, started_at_s, started_at_s + compute_s)
         if cost.cp_exchange.get(phase):
-            cp_s = yield from self._context_parallel(phase, work, compute_s, part or 0, parts, name)
+            cp_s = yield from self._context_parallel(phase, work, compute_s, span, per_layer, name)
         else:  # no key/value exchange: the compute alone (one generator less per block)
             yield env.timeout(compute_s)
             cp_s = 0.0
@@ -234,7 +236,7 @@ class Agent:
         # float noise (a few 1e-16 s, either sign), which was recorded as zero-length "tp comm" events
         tp_started_at_s = env.now
         if phase == "backward" and cost.tp_async_exposed_s > 0:  # async collectives outlasting their GEMMs
-            yield env.timeout(cost.tp_async_exposed_s / parts)
+            yield env.timeout(cost.tp_async_exposed_s / per_layer)
         if calls:
             if tp_done is None:
                 tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
@@ -259,7 +261,7 @@ class Agent:
             sim.recorder.compute(self, "tp", f"tp comm {name}", work.microbatch, tp_started_at_s, env.now)
         if ep_calls:
             overlapped = (partner, started_at_s, compute_s, ep_ended) if ep_done is not None else None
-            yield from self._expert_parallel(phase, work, part or 0, parts, name, ep_calls, ep_done, overlapped)
+            yield from self._expert_parallel(phase, work, span, name, ep_calls, ep_done, overlapped)
 
     def _first_forward(self, work, duration_s: float):
         """A chunk's work on a step's first microbatch only, before its forward (``ChunkCost.first_forward_s``:
@@ -272,7 +274,8 @@ class Agent:
         self.sim.recorder.compute(self, "compute", f"fp8 weight quantize c{work.chunk}", work.microbatch,
                                   started_at_s, started_at_s + duration_s)
 
-    def _expert_parallel(self, phase: str, work, part: int, parts: int, name: str, calls, done, overlapped=None):
+    def _expert_parallel(self, phase: str, work, span: tuple[int, int, int], name: str, calls, done,
+                         overlapped=None):
         """The block's token dispatch and combine all-to-alls (``calls``), then its expert-TP collectives: blocking,
         as Megatron-Core's alltoall dispatcher runs them; the wait is exposed expert-parallel communication.
 
@@ -293,7 +296,7 @@ class Agent:
             self.tally.compute_s += slowed_s
             self.tally.interference_s += slowed_s
             started_at_s += slowed_s  # the rest of the wait is exposed communication
-        etp_calls = share(cost.etp_collectives.get(phase, ()), part, parts)
+        etp_calls = share(cost.etp_collectives.get(phase, ()), *span)
         if etp_calls:
             etp_done = sim.expert_parallel(self, etp_calls, cost.etp_bytes, label, axis="etp")
             if not etp_done.triggered:
@@ -321,16 +324,18 @@ class Agent:
             yield env.timeout(ends_at_s - env.now)
         return min(slowed_s, env.now - waited_at_s)
 
-    def _context_parallel(self, phase: str, work, compute_s: float, part: int, parts: int, name: str):
+    def _context_parallel(self, phase: str, work, compute_s: float, span: tuple[int, int, int], per_layer: float,
+                          name: str):
         """The block's compute, its key/value exchange hidden behind the attention where it is shorter; returns the
-        exposed exchange (seconds past the compute)."""
+        exposed exchange (seconds past the compute). ``span``: the block's layers lo..hi of n, ``per_layer`` = n /
+        (hi - lo) (``_Block``)."""
         sim, env = self.sim, self.sim.env
         exchange = sim.plan.chunks[work.chunk].cp_exchange.get(phase)
-        steps = share((("ring", exchange[1]),), part, parts) if exchange else ()
+        steps = share((("ring", exchange[1]),), *span) if exchange else ()
         if not steps:
             yield env.timeout(compute_s)
             return 0.0
-        attention_s = min(exchange[0] / parts, compute_s)  # a faster-than-median GPU shortens it too
+        attention_s = min(exchange[0] / per_layer, compute_s)  # a faster-than-median GPU shortens it too
         yield env.timeout(compute_s - attention_s)
         done = sim.context_parallel(self, steps[0][1], exchange[2], f"{name} m{work.microbatch}")
         yield env.timeout(attention_s)
@@ -406,26 +411,32 @@ class _Block(NamedTuple):
     ep_calls: tuple
     blocking_calls: tuple  # TP collectives that stay blocking under tp_comm_overlap (ChunkCost.tp_blocking)
     clock_s: float  # of alone_s, the part the SM clock sets (ChunkCost.forward_clock_s; engine.variability)
+    span: tuple[int, int, int]  # the block's layers lo..hi of the chunk's n, whose per-layer work it runs
+    per_layer: float  # n / (hi - lo): what the chunk's per-layer times (TP, ring attention) are divided by
 
     @classmethod
-    def of(cls, cost, chunk: int, phase: str, part: int | None, parts: int, deferred: bool = False) -> _Block:
+    def of(cls, cost, chunk: int, phase: str, part: int | None, parts, deferred: bool = False) -> _Block:
         compute_s = cost.deferred_backward_compute_s if deferred else getattr(cost, f"{phase}_compute_s")
         clock_s = cost.deferred_backward_clock_s if deferred else getattr(cost, f"{phase}_clock_s")
-        return cls(cost, compute_s / parts,
+        alone_s, lo, hi, n = portion(cost, phase, part, parts, deferred)
+        # the SM clock's part in proportion (equal parts: exactly its share)
+        clock_s = clock_s / parts if isinstance(parts, int) else clock_s * alone_s / compute_s if compute_s else 0.0
+        return cls(cost, alone_s,
                    f"{phase} c{chunk}" + (f" b{part}" if part is not None else ""),
-                   share(cost.tp_collectives.get(phase, ()), part or 0, parts),
-                   share(cost.ep_collectives.get(phase, ()), part or 0, parts),
-                   share(cost.tp_blocking.get(phase, ()), part or 0, parts), clock_s / parts)
+                   share(cost.tp_collectives.get(phase, ()), lo, hi, n),
+                   share(cost.ep_collectives.get(phase, ()), lo, hi, n),
+                   share(cost.tp_blocking.get(phase, ()), lo, hi, n), clock_s, (lo, hi, n),
+                   n / (hi - lo) if hi > lo else float("inf"))
 
 
-def share(calls: tuple[tuple[str, int], ...], part: int, parts: int) -> tuple[tuple[str, int], ...]:
-    """Part ``part`` of ``parts`` of a block's collectives ((op, count)): whole layers' collectives, the counts
+def share(calls: tuple[tuple[str, int], ...], lo: int, hi: int, n: int) -> tuple[tuple[str, int], ...]:
+    """Layers lo..hi of n's share of a block's collectives ((op, count)): whole layers' collectives, the counts
     spread as evenly as integers allow."""
-    if parts == 1:
+    if n == 1 and (lo, hi) == (0, 1):
         return tuple(call for call in calls if call[1] > 0)
     out = []
     for op, count in calls:
-        mine = count * (part + 1) // parts - count * part // parts
+        mine = count * hi // n - count * lo // n
         if mine > 0:
             out.append((op, mine))
     return tuple(out)

@@ -9,6 +9,7 @@ transfers by the instant and order they start, so a change of order would change
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from simcluster.parallel.fsdp_runtime import gathers_once_per_step, root_holds_output, units_kept_after_forward
 from simcluster.parallel.mcore_buckets import Bucket, gpt_param_tensors, layer_tensors, megatron_core_bucket_groups
@@ -22,6 +23,46 @@ from simcluster.workload.ops import local_kv_hidden
 # Apex DistributedFusedAdam aligns each bucket's shard to 128 bytes of the gradient dtype
 # (apex/contrib/optimizers/distributed_fused_adam.py: self.alignment = 128 // dtype_size).
 APEX_ALIGN_BYTES = 128
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """A chunk's block cut where its gradient buckets become ready, each part as long as its units really take.
+
+    Units in forward order: the embedding (0), the layers (1 to L), the output layer (L + 1: final norm, logits and
+    cross-entropy). ``bounds`` ascend from the chunk's first unit to one past its last; a forward's part i runs the
+    units [bounds[i], bounds[i + 1]), a backward's part i the same spans from the top, so a backward starts with the
+    loss and the output layer and ends with the embedding, as autograd runs Megatron-Core's GPT model in reverse.
+    A part's compute is its units' (``portion``): the embedding's and the output layer's seconds
+    (``ChunkCost.edge_s``), each layer an equal share of the rest; it runs its layers' share of the per-layer work
+    (TP, EP and ring attention collectives)."""
+    bounds: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+
+def part_count(parts) -> int:
+    """How many parts a block is cut in: ``parts`` equal ones, or ``Cuts``."""
+    return len(parts) if isinstance(parts, Cuts) else parts
+
+
+def portion(cost, phase: str, part: int | None, parts, deferred: bool = False) -> tuple[float, int, int, int]:
+    """Part ``part`` of ``cost``'s ``phase`` block cut in ``parts`` (a count of equal parts, or ``Cuts``): its
+    seconds (``deferred``: of a deferring microbatch's backward), and its layers lo..hi of n. The parts' seconds
+    add up to the block's compute."""
+    part = part or 0
+    total = cost.deferred_backward_compute_s if deferred else getattr(cost, f"{phase}_compute_s")
+    if not isinstance(parts, Cuts):
+        return total / parts, part, part + 1, parts
+    span = part if phase == "forward" else len(parts) - 1 - part
+    start, end = parts.bounds[span], parts.bounds[span + 1]
+    layers = cost.layers
+    embedding_s, head_s = cost.edge_s.get("deferred_backward" if deferred else phase, (0.0, 0.0))
+    lo, hi = min(max(start - 1, 0), layers), min(max(end - 1, 0), layers)
+    seconds = ((embedding_s if start == 0 else 0.0) + (head_s if end == layers + 2 else 0.0)
+               + (hi - lo) * (total - embedding_s - head_s) / layers)
+    return seconds, lo, hi, layers
 
 
 def collective(agent, op: str, dense_bytes: float, expert_bytes: float, name: str) -> list:
@@ -117,7 +158,8 @@ def chunk_bucket_groups(plan: StepPlan, cost) -> list[Bucket] | None:
     the other chunks, a chunk with routed experts or MLA (their tensor lists, with the expert buffers apart, are not
     written here). The chunk's dense gradient elements are conserved: the embedding and output layer take what its
     layers do not hold (the untied or last stage's output layer its vocabulary's share, the embedding the rest:
-    learned positions of max_seq_len x hidden after the word embedding, not in the shared embedding's bucket)."""
+    learned positions of max_seq_len x hidden after the word embedding, not in the shared embedding's bucket). Each
+    group's ``low`` is a unit of ``Cuts`` (the embedding 0, layer i i + 1, the final norm and output layer L + 1)."""
     s = plan.scenario
     p, model = s.parallelism, s.model
     shared = model.tied_embeddings and p.pp > 1 and p.zero_stage > 0
@@ -145,7 +187,7 @@ def chunk_bucket_groups(plan: StepPlan, cost) -> list[Bucket] | None:
     # the learned positions (replicated over TP) are a tensor of their own after the word embedding
     positions = min(embedding, model.max_seq_len * model.hidden) if model.position == "learned" else 0.0
     tensors = gpt_param_tensors(layer, cost.layers, embedding=embedding - positions, final_norm=final_norm, head=head,
-                                shared_embedding=shared, positions=positions)
+                                shared_embedding=shared, positions=positions, edge_units=True)
     if shared_head:
         tensors[-1] = tensors[-1]._replace(alone=True)
     # bucket ends padded to shard evenly with the distributed optimizer only (ZeRO 0: all-reduced as they are)
@@ -153,16 +195,21 @@ def chunk_bucket_groups(plan: StepPlan, cost) -> list[Bucket] | None:
                                        p.dp * p.cp if p.zero_stage else 1, fp8_params.enabled(s.training))
 
 
-def bucket_schedule(plan: StepPlan, cost) -> tuple[list[tuple[float, float, float, float]], list[int], int]:
+def bucket_schedule(plan: StepPlan, cost) -> tuple[list[tuple[float, float, float, float]], list[int], int | Cuts]:
     """A chunk's buckets: their (gradient, expert gradient, parameter, expert parameter) bytes in the order the
-    backward makes them; for each, the part of the chunk's backward (of ``parts`` equal parts) after which it is
-    complete; and ``parts``. The forward gathers them in reverse, each before the part mirroring it.
-    ``grad_buckets: apex``: Apex's per-layer groups (``apex_group_elements``), dense only. Megatron-Core
-    (``chunk_bucket_groups``): its own unequal bucket groups, each complete after the backward of its lowest
-    layer (parts = the chunk's layers, the embedding counted in the first and the output layer in the last); a
-    group's parameters are gathered at the chunk's fp8 width for its fp8 GEMM weights and the 16-bit width for the
-    rest, scaled so the chunk gathers ``cost.param_bytes`` plus its padding. Otherwise equal buckets, bucket b
-    complete after part b."""
+    backward makes them; for each, the part of the chunk's backward after which it is complete; and ``parts`` (a
+    count of equal parts, or ``Cuts``). The forward gathers them in reverse, each before the part mirroring it.
+    ``grad_buckets: apex``: Apex's per-layer groups (``apex_group_elements``), dense only, a layer a part.
+    Megatron-Core (``chunk_bucket_groups``): its own unequal bucket groups, each complete after the backward of its
+    lowest unit, the backward cut there (``Cuts``: at most one part per group, each part its units' real cost, so
+    the first group waits for the loss and output layer's backward; the embedding runs with layer 0). Megatron-Core
+    registers a backward post-hook on each parameter's gradient accumulator (distributed_data_parallel.py
+    ``_make_backward_post_hook``, ``grad_acc.register_hook``); it fires once autograd has accumulated that
+    parameter's gradient, and ``register_grad_ready`` (param_and_grad_buffer.py) starts a bucket group's
+    ``start_grad_sync`` once all of its parameters have fired. A group's parameters are gathered at the chunk's fp8
+    width for its fp8 GEMM weights and the 16-bit width for the rest, scaled so the chunk gathers
+    ``cost.param_bytes`` plus its padding. Otherwise equal buckets, bucket b complete after part b of as many equal
+    parts."""
     p = plan.scenario.parallelism
     width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     if p.grad_buckets == "apex" and cost.grad_bytes:
@@ -176,9 +223,16 @@ def bucket_schedule(plan: StepPlan, cost) -> tuple[list[tuple[float, float, floa
         fp8 = fp8_params.gather_bytes_per_param() / BYTES_PER_ELEMENT["bf16"]
         weighted = [g.elements - g.gemm_elements * (1 - fp8) for g in groups]
         scale = cost.param_bytes * sum(g.elements for g in groups) / (cost.grad_bytes / width) / sum(weighted)
-        parts = max(cost.layers, 1)
-        return ([(g.elements * width, 0.0, w * scale, 0.0) for g, w in zip(groups, weighted, strict=True)],
-                [min(parts - 1, max(0, cost.layers - 1 - g.low)) for g in groups], parts)
+        sizes = [(g.elements * width, 0.0, w * scale, 0.0) for g, w in zip(groups, weighted, strict=True)]
+        if not cost.layers:
+            return sizes, [0] * len(groups), 1
+        # units (Cuts): the embedding 0, layer i i + 1, the output layer L + 1, those the chunk holds; the embedding
+        # runs in layer 0's part (no cut between them: its backward, a scatter-add, is under 1 % of a layer's, 0.09
+        # of 4.3 ms on megatron-16b, and a cut would cost a part in each direction)
+        first = 0 if cost.chunk == 0 else 1
+        lows = [g.low if g.low > 1 else first for g in groups]
+        bounds = sorted({first, cost.layers + (2 if cost.chunk == plan.chunk_count - 1 else 1)} | set(lows))
+        return sizes, [len(bounds) - 2 - bounds.index(low) for low in lows], Cuts(tuple(bounds))
     n = chunk_buckets(plan, cost)
     return ([(cost.grad_bytes / n, cost.expert_grad_bytes / n, cost.param_bytes / n, cost.expert_param_bytes / n)]
             * n, list(range(n)), n)
@@ -211,8 +265,8 @@ class ReduceBucketsDuringBackward(GradientReduction):
         sizes, ready, parts = (([(cost.grad_bytes / units, cost.expert_grad_bytes / units, 0.0, 0.0)] * units,
                                 list(range(units)), units) if units else bucket_schedule(plan, cost))
         reductions = []
-        for part in range(parts):
-            yield from agent.parameters.before_part(agent, work, part, parts)
+        for part in range(part_count(parts)):
+            yield from agent.parameters.before_part(agent, work, part, part_count(parts))
             yield from agent.compute("backward", work, part=part, parts=parts)
             for bucket, (grad, expert_grad, _, _) in enumerate(sizes):
                 if ready[bucket] == part:
@@ -303,22 +357,24 @@ class GatherDuringForward(ParameterGathering):
             # the gradient buckets' parameters (Megatron-Core gathers each bucket of its param-and-grad buffer),
             # in forward order
             sizes, ready, parts = bucket_schedule(plan, cost)
-            by_part = [[] for _ in range(parts)]
+            count = part_count(parts)
+            by_part = [[] for _ in range(count)]
             for b in reversed(range(len(sizes))):
                 _, _, param, expert_param = sizes[b]
-                by_part[parts - 1 - ready[b]] += collective(agent, "all_gather", param, expert_param,
+                by_part[count - 1 - ready[b]] += collective(agent, "all_gather", param, expert_param,
                                                             f"param all_gather c{chunk}b{len(sizes) - 1 - b}")
-            self._buckets[chunk] = by_part
+            self._buckets[chunk] = (by_part, parts)
 
     def forward(self, agent, work):
-        parts = self._buckets.pop(work.chunk, None)
-        if parts is None:
+        gathers = self._buckets.pop(work.chunk, None)
+        if gathers is None:
             yield from super().forward(agent, work)
             return
-        for part, events in enumerate(parts):
+        by_part, parts = gathers
+        for part, events in enumerate(by_part):
             if events:
                 yield from agent.wait_data_parallel(events)
-            yield from agent.compute("forward", work, part=part, parts=len(parts))
+            yield from agent.compute("forward", work, part=part, parts=parts)
 
 
 class GatherBeforeUse(ParameterGathering):

@@ -45,8 +45,9 @@ class Tensor(NamedTuple):
 
 
 class Bucket(NamedTuple):
-    """A bucket group in formation (backward) order: the lowest layer holding a parameter of it (its gradients are
-    complete after that layer's backward), its padded elements, and how many of them are fp8 GEMM weights."""
+    """A bucket group in formation (backward) order: the lowest layer (or unit: ``gpt_param_tensors``) holding a
+    parameter of it (its gradients are complete after that layer's backward), its padded elements, and how many of
+    them are fp8 GEMM weights."""
     low: int
     elements: int
     gemm_elements: int = 0
@@ -66,16 +67,19 @@ def layer_tensors(hidden: int, q_local: float, kv_local: float, ffn_local: float
 
 
 def gpt_param_tensors(layer: list[tuple[float, bool]], layers: int, embedding: float = 0.0, head: float = 0.0,
-                      final_norm: float = 0.0, shared_embedding: bool = False, positions: float = 0.0) -> list[Tensor]:
+                      final_norm: float = 0.0, shared_embedding: bool = False, positions: float = 0.0,
+                      edge_units: bool = False) -> list[Tensor]:
     """Every parameter of a chunk in registration order: the word ``embedding`` (layer 0; its own bucket when
     ``shared_embedding``) and the learned ``positions`` after it (``LanguageModelEmbedding`` builds
     ``word_embeddings`` first; only the word embedding is marked ``shared_embedding``, so the positions stay with
     layer 0's bucket), each when non-zero, ``layers`` copies of ``layer`` (``layer_tensors``), the final norm and the
-    output layer ``head`` (the last layer) when non-zero."""
+    output layer ``head`` (the last layer) when non-zero. ``edge_units``: numbered by the units the backward runs
+    apart instead (the embedding 0, layer i i + 1, the final norm and output layer ``layers`` + 1)."""
+    shift = 1 if edge_units else 0
     tensors = [Tensor(0, embedding, alone=shared_embedding)] if embedding else []
     tensors += [Tensor(0, positions)] if positions else []
-    tensors += [Tensor(i, n, gemm) for i in range(layers) for n, gemm in layer]
-    last = max(layers - 1, 0)
+    tensors += [Tensor(i + shift, n, gemm) for i in range(layers) for n, gemm in layer]
+    last = layers + 1 if edge_units else max(layers - 1, 0)
     return tensors + [Tensor(last, n) for n in (final_norm, head) if n]
 
 

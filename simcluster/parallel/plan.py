@@ -120,6 +120,10 @@ class ChunkCost:
     # work of the chunk's forward on a step's first microbatch only, before its compute: Transformer Engine's fp8
     # weight quantize (``chunk_weight_quantize_s``)
     first_forward_s: float = 0.0
+    # per phase ("deferred_backward": a deferring microbatch's backward), the seconds of ``{phase}_compute_s`` that
+    # the embedding (first chunk) and the output layer (last chunk: final norm, logits, cross-entropy, MTP) take:
+    # a block cut at layer boundaries gives them to its end parts (engine.data_parallel ``Cuts``)
+    edge_s: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,6 +162,15 @@ class StepPlan:
     @property
     def chunk_count(self) -> int:
         return len(self.chunks)
+
+
+EDGE_PHASES = ("forward", "backward", "deferred_backward")   # ChunkCost.edge_s
+
+
+def _within_s(piece: kernels.StreamTime, whole: kernels.StreamTime) -> float:
+    """Of ``whole.elapsed_s()``, the seconds its part ``piece`` takes: its time on the side that binds ``whole``
+    (the device's kernels and gaps, or the host's launches: ``StreamTime.elapsed_s``)."""
+    return piece.device_bound_s() if whole.device_bound_s() >= whole.host_bound_s() else piece.host_bound_s()
 
 
 def _phase_stream(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str,
@@ -338,15 +351,21 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         bwd_flop = (dense * _phase_flop(layer, BACKWARD_PHASES)
                     + moe_layers * _phase_flop(moe_layer, BACKWARD_PHASES))
         kept_stream = bwd_stream if last and deferred_wgrads else None  # the backward of a deferring microbatch
+        edges = {phase: [kernels.StreamTime(), kernels.StreamTime()] for phase in EDGE_PHASES}  # embedding, output
         for ops, present in ((embed, first), (output, last), (mtp_extra, last and m.mtp_layers > 0)):
             if present:
-                fwd_stream += _phase_stream(ops, ("forward",), gpu, precision)
-                bwd_stream += _phase_stream(ops, BACKWARD_PHASES, gpu, precision)
+                streams = {"forward": _phase_stream(ops, ("forward",), gpu, precision),
+                           "backward": _phase_stream(ops, BACKWARD_PHASES, gpu, precision)}
+                fwd_stream += streams["forward"]
+                bwd_stream += streams["backward"]
                 fwd_flop += _phase_flop(ops, ("forward",))
                 bwd_flop += _phase_flop(ops, BACKWARD_PHASES)
                 if kept_stream is not None:
-                    kept_stream += _phase_stream(ops, DEFERRED_KEPT_PHASES if ops is output else BACKWARD_PHASES,
-                                                 gpu, precision)
+                    streams["deferred_backward"] = _phase_stream(
+                        ops, DEFERRED_KEPT_PHASES if ops is output else BACKWARD_PHASES, gpu, precision)
+                    kept_stream += streams["deferred_backward"]
+                for phase, stream in streams.items():
+                    edges[phase][ops is not embed] += stream
         params = memory.chunk_params(m, p.tp, layers, first, last, p.pp, moe_layers)
         experts = moe_layers * experts_per_layer
         gemm_weights = (memory.chunk_gemm_weights(m, p.tp, layers, moe_layers, experts_per_layer)
@@ -412,6 +431,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             etp_bytes=ep_bytes * p.etp, moe_layers=moe_layers, ep_substages=ep_substages,
             forward_stream=fwd_stream, backward_stream=bwd_stream,
             first_forward_s=first_forward_s,
+            edge_s={phase: tuple(_within_s(piece, whole) for piece in edges[phase])
+                    for phase, whole in (("forward", fwd_stream), ("backward", bwd_stream),
+                                         ("deferred_backward", kept_stream)) if whole is not None},
         ))
 
     layer_tensors = optimizer_step.parameter_tensors_per_layer(scenario.model.norm, scenario.model.linear_biases)

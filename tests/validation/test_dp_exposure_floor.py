@@ -26,6 +26,7 @@ from scripts_loader import load_script
 from simcluster.core import catalog
 from simcluster.engine import simulate
 from simcluster.parallel.mcore_buckets import megatron_core_buckets
+from simcluster.parallel.plan import plan as step_plan
 from simcluster.spec import config
 
 dp_ring_scaling = load_script("dp_ring_scaling")   # the windows and the floor, one copy with the script's
@@ -42,11 +43,15 @@ def nemotron4_15b_params_per_rank() -> int:
     return (2 * vocab * h + layers * per_layer_split) // TP + norms
 
 
-def _run(name: str, rule_buckets: bool = False):
+def _scenario(name: str, rule_buckets: bool = False):
     raw = copy.deepcopy(catalog.load(f"scenarios/{name}"))
     if rule_buckets:  # Megatron-Core's default since core_r0.7, max(40M, 1M x DP) parameters (the contract twin's)
         raw["parallelism"].pop("grad_bucket_size")
-    return simulate(config.from_dict(raw))
+    return config.from_dict(raw)
+
+
+def _run(name: str, rule_buckets: bool = False):
+    return simulate(_scenario(name, rule_buckets))
 
 
 def _windows(events):
@@ -74,18 +79,21 @@ def test_the_reduced_bytes_are_the_models_parameters():
                                                                                                     rel=1e-6)
 
 
-def _closed_chains(ranks: int, bucket_size: float, forward_s: float, backward_s: float) -> float:
+def _closed_chains(ranks: int, bucket_size: float, forward_s: float, backward_s: float,
+                   head_s: tuple[float, float]) -> float:
     """The chains' exposed time in closed form (the script's ``chain_exposed``) with zero-latency rings at the NIC's
     rate, over Megatron-Core's own buckets of the model counted here (``mcore_buckets``: the reverse walk, closed at
     ``bucket_size`` elements, padded to the ranks), each gathered before the forward of its lowest layer and reduced
-    once that layer's backward ends."""
-    tensors = dp_ring_scaling.gpt_param_tensors(6144, 24576, 1024, 256_000, 32, TP)
+    once that layer's backward ends; the output layer's forward last and its backward first (``head_s``: its
+    seconds, the workload's ``ChunkCost.edge_s``; round 24)."""
+    tensors = dp_ring_scaling.gpt_param_tensors(6144, 24576, 1024, 256_000, 32, TP, edge_units=True)
     assert sum(t.elements for t in tensors) == nemotron4_15b_params_per_rank()
     buckets = megatron_core_buckets(tensors, bucket_size, ranks)
     wire = (ranks - 1) / ranks / NIC_BUSBW
-    gathers = dp_ring_scaling.per_layer_s(buckets, 32, [2 * n * wire for _, n in buckets])
-    scatters = dp_ring_scaling.per_layer_s(buckets, 32, [4 * n * wire for _, n in buckets])
-    return sum(dp_ring_scaling.chain_exposed(forward_s, backward_s, gathers, scatters, prefetch_one=False))
+    gathers = dp_ring_scaling.per_layer_s(buckets, 32, [2 * n * wire for _, n in buckets], units=True)
+    scatters = dp_ring_scaling.per_layer_s(buckets, 32, [4 * n * wire for _, n in buckets], units=True)
+    return sum(dp_ring_scaling.chain_exposed(forward_s, backward_s, gathers, scatters, prefetch_one=False,
+                                             head_s=head_s))
 
 
 @pytest.mark.parametrize(("name", "ranks", "buckets"), [
@@ -101,7 +109,9 @@ def test_simple_rings_expose_the_closed_form_chains_only(name, ranks, buckets):
     result = _run(name, rule_buckets=True)
     forward_s, backward_s, reduced = _windows(result.events)
     assert reduced == buckets
-    closed = _closed_chains(ranks, max(40e6, 1e6 * ranks), forward_s, backward_s)
+    cost = step_plan(_scenario(name, rule_buckets=True), lambda *a, **k: 1e-3).chunks[0]   # pp 1: the one chunk
+    head_s = (cost.edge_s["forward"][1], cost.edge_s["backward"][1])
+    closed = _closed_chains(ranks, max(40e6, 1e6 * ranks), forward_s, backward_s, head_s)
     first_step = 4 * nemotron4_15b_params_per_rank() / buckets / ranks / NIC_BUSBW
     latency = 2 * buckets * (BASE_S + STEP_S + first_step)
     exposed = result.summary["exposed_comm_by_parallelism_s"]["dp"]
