@@ -1,11 +1,12 @@
-"""workload.schedule_host.interleaved_step_s: Megatron-LM 2021's interleaved 1F1B with its blocking batched
+"""scripts/interleaved_exchanges.py interleaved_step_s: Megatron-LM 2021's interleaved 1F1B with its blocking batched
 exchanges against the closed form of the schedule (Narayanan et al. 2021, section 2.2.2: the bubble is (p - 1) / v
 of a microbatch's time), and what blocking adds over asynchronous sends (docs/calibration.md "Round 24: what a
 Megatron step costs per model chunk")."""
 
 import pytest
+from scripts_loader import load_script
 
-from simcluster.workload import schedule_host
+schedule_host = load_script("interleaved_exchanges")
 
 # the three fixed-batch series' pipelines (narayanan2021-t2 175B, 530B, megascale2024 batch 768), m cut to keep it fast
 LAYOUTS = [(12, 4, 24), (35, 3, 70), (8, 6, 16), (4, 2, 4), (2, 3, 6)]
