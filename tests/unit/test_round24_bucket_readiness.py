@@ -123,3 +123,87 @@ def test_equal_buckets_and_apex_keep_equal_parts():
     plan = _plan(_scenario(grad_buckets="apex"))
     _, ready, parts = bucket_schedule(plan, plan.chunks[0])
     assert parts == plan.chunks[0].layers and ready == list(range(parts))
+
+
+# ---- round 24 review: each layout's order, counted by hand ----------------------------------------------------------
+
+def _small(pp: int, tied: bool, virtual_stages: int | None = None, **training):
+    """A 8-layer model small enough to simulate fast, on 8 GPUs (dp 8 / pp), 20 MB buckets: several groups."""
+    raw = copy.deepcopy(catalog.load("scenarios/nemo2409-llama31-8b-8-h100-bf16"))
+    raw["model"] = dict(layers=8, hidden=1024, heads=8, vocab=64000, ffn_hidden=4096, mlp="swiglu", norm="rmsnorm",
+                        position="rope", tied_embeddings=tied, dropout=False)
+    raw["training"].update(seq_len=2048, global_batch_size=32, **training)
+    raw["parallelism"].update(dp=8 // pp, cp=1, pp=pp, tp=1, grad_bucket_size="20 MB")
+    if virtual_stages:
+        raw["parallelism"]["virtual_stages"] = virtual_stages
+    return config.from_dict(raw)
+
+
+def test_the_forward_waits_for_the_output_layers_gather_last():
+    # overlap_param_gather: Megatron-Core's forward pre-hooks wait for a group before the first module using it, so
+    # the output layer's group (alone at 40M elements: the first made in the backward, the last gathered) is waited
+    # for only before the output layer's forward, the chunk's last part; the first part waits for the embedding's
+    # and layer 0's groups only
+    scenario = _scenario()
+    plan = _plan(scenario)
+    cost = plan.chunks[0]
+    groups = chunk_bucket_groups(plan, cost)
+    assert groups[0].low == cost.layers + 1
+    _, _, parts = bucket_schedule(plan, cost)
+    seconds, lo, hi, _ = portion(cost, "forward", len(parts) - 1, parts)
+    assert (seconds, lo, hi) == (cost.edge_s["forward"][1], cost.layers, cost.layers)   # the output layer alone
+    events = simulate(scenario, check_memory=False).events
+    rank0 = events[(events["rank"] == 0)]
+    head_gather = rank0[rank0["name"] == f"param all_gather c0b{len(groups) - 1}"]["end_s"].min()
+    forwards = rank0[(rank0["microbatch"] == 0) & rank0["name"].str.startswith("forward c0 b")]
+    first = forwards[forwards["name"] == "forward c0 b0"]["start_s"].min()
+    last = forwards[forwards["name"] == f"forward c0 b{len(parts) - 1}"]["start_s"].min()
+    assert first < head_gather <= last
+
+
+def test_the_first_stage_ends_with_the_embedding_and_the_tied_last_stage_starts_with_the_output_layer():
+    plan = _plan(_small(pp=2, tied=True))
+    first, last = plan.chunks
+    # first stage: no output layer; the shared embedding's bucket (alone) completes with the backward's last part,
+    # which holds the embedding's backward and layer 0's
+    groups = chunk_bucket_groups(plan, first)
+    _, ready, parts = bucket_schedule(plan, first)
+    assert first.edge_s["backward"][1] == 0 and parts.bounds[0] == 0 and parts.bounds[-1] == first.layers + 1
+    assert ready[[g.low for g in groups].index(0)] == len(parts) - 1
+    embedding_s = first.edge_s["backward"][0]
+    layer_s = (first.backward_compute_s - embedding_s) / first.layers
+    seconds, lo, hi, _ = portion(first, "backward", len(parts) - 1, parts)
+    assert lo == 0 and seconds == pytest.approx(embedding_s + hi * layer_s, rel=1e-12)
+    # last stage: its tied output layer's bucket alone, ready after the output layer's backward, the first part
+    groups = chunk_bucket_groups(plan, last)
+    _, ready, parts = bucket_schedule(plan, last)
+    assert [g.low for g in groups] == [last.layers + 1, 1] and ready == [0, 1]
+    assert portion(last, "backward", 0, parts)[0] == last.edge_s["backward"][1] > 0
+    assert portion(last, "forward", 1, parts)[0] == last.edge_s["forward"][1]   # and its forward last
+
+
+def test_interleaved_chunks_hold_the_output_layer_only_on_the_last():
+    plan = _plan(_small(pp=2, tied=True, virtual_stages=2))
+    heads = [cost.edge_s["backward"][1] > 0 for cost in plan.chunks]
+    embeddings = [cost.edge_s["backward"][0] > 0 for cost in plan.chunks]
+    assert heads == [False, False, False, True] and embeddings == [True, False, False, False]
+    _, _, parts = bucket_schedule(plan, plan.chunks[0])           # the walked chunk: stage 0's first
+    assert parts.bounds == (0, 2, 3)                               # the embedding with layer 0, then layer 1
+    assert sum(portion(plan.chunks[0], "backward", i, parts)[0] for i in range(2)) == pytest.approx(
+        plan.chunks[0].backward_compute_s, rel=1e-12)
+
+
+def test_a_recomputed_layers_share_holds_its_recompute():
+    # full recompute: each layer's backward re-runs its forward first (the checkpoint's backward, one layer a
+    # checkpoint: Megatron-Core's default recompute_num_layers 1), so its hooks fire after both; the output layer is
+    # not recomputed. The first group (the output layer alone) is ready after the same output-layer seconds, and a
+    # layer's share is longer by exactly the layer's forward (the workload's recompute phase is its forward's ops)
+    plain, full = (_plan(_small(pp=1, tied=False, activation_recompute=r)).chunks[0] for r in ("none", "full"))
+    assert full.edge_s["backward"] == plain.edge_s["backward"]
+    _, _, parts = bucket_schedule(_plan(_small(pp=1, tied=False, activation_recompute="full")), full)
+    head = portion(full, "backward", 0, parts)
+    assert head[0] == full.edge_s["backward"][1] and head[1:3] == (full.layers, full.layers)
+    share = (full.backward_compute_s - sum(full.edge_s["backward"])) / full.layers
+    plain_share = (plain.backward_compute_s - sum(plain.edge_s["backward"])) / plain.layers
+    forward_share = (plain.forward_compute_s - sum(plain.edge_s["forward"])) / plain.layers
+    assert share == pytest.approx(plain_share + forward_share, rel=1e-9)
