@@ -86,10 +86,11 @@ def ols(x: np.ndarray, y: np.ndarray) -> dict:
 
 def within_series(x: np.ndarray, y: np.ndarray, series: np.ndarray) -> dict:
     """The pooled fixed-effects fit: x and y minus their series means (series of >= ``MIN_SERIES_ROWS`` finite rows),
-    then ``ols`` on the deviations. ``series_n``: the series whose feature varies, ``n``: their rows."""
+    then ``ols`` on the deviations. ``series_n``: the series whose feature varies, ``n``: their rows; ``agree`` of
+    ``signed``: the series with a slope of their own (>= 3 rows) whose slope has the pooled sign."""
     keep = np.isfinite(x) & np.isfinite(y)
     dx, dy = np.full(len(x), np.nan), np.full(len(x), np.nan)
-    varying, rows = 0, 0
+    varying, rows, slopes = 0, 0, []
     for label in np.unique(series[keep]):
         inside = keep & (series == label)
         if inside.sum() < MIN_SERIES_ROWS:
@@ -99,8 +100,12 @@ def within_series(x: np.ndarray, y: np.ndarray, series: np.ndarray) -> dict:
         if np.ptp(x[inside]) > 0:
             varying += 1
             rows += int(inside.sum())
+            slopes.append(ols(x[inside], y[inside])["slope"])
     fit = ols(dx, dy)
     fit["series_n"], fit["n"] = varying, rows
+    signed = [b for b in slopes if np.isfinite(b) and b != 0]
+    fit["agree"] = sum(np.sign(b) == np.sign(fit["slope"]) for b in signed) if np.isfinite(fit["slope"]) else 0
+    fit["signed"] = len(signed)
     return fit
 
 
@@ -134,7 +139,8 @@ def feature_table(rows: list[dict], features: tuple[str, ...] = FEATURES,
         within = within_series(x, err, series)
         out.append({"feature": key, "log": key in log, "n": cross["n"], "r": cross["r"], "slope": cross["slope"],
                     "rho": spearman(x, err), "w_slope": within["slope"], "w_r": within["r"], "w_n": within["n"],
-                    "w_series": within["series_n"], **coverage(cal, held, key)})
+                    "w_series": within["series_n"], "agree": within["agree"], "signed": within["signed"],
+                    **coverage(cal, held, key)})
     return sorted(out, key=lambda t: (math.isnan(t["w_r"]), -abs(np.nan_to_num(t["w_r"]))))
 
 
@@ -194,14 +200,15 @@ def report(rows: list[dict], top: int = 4) -> list[str]:
                                               for lvl, n, med, mean, fast in levels) or "none"))
     table = feature_table(rows, log=LOG_SCALED)
     lines += ["", "Held-out error against each feature (log: per decade of the feature). Cross-section: rows, r, slope,"
-              " Spearman; within series (fixed effect per series): rows, series, r, slope; calibration range, held-out"
-              " rows outside it, mean error outside / inside:",
+              " Spearman; within series (fixed effect per series): rows, series, r, slope, series of >= 3 rows whose"
+              " own slope has the pooled sign; calibration range, held-out rows outside it, mean error outside / inside:",
               f"  {'feature':<22} {'n':>4} {'r':>6} {'slope':>8} {'rho':>6} | {'n':>4} {'ser':>3} {'r':>6} "
-              f"{'slope':>8} | {'cal range':>21} {'out':>4} {'err out':>7} {'err in':>7}"]
+              f"{'slope':>8} {'sign':>5} | {'cal range':>21} {'out':>4} {'err out':>7} {'err in':>7}"]
     for t in table:
         name = t["feature"] + (" (log)" if t["log"] else "")
         lines.append(f"  {name:<22} {t['n']:>4} {t['r']:+6.2f} {t['slope']:+8.3f} {t['rho']:+6.2f} | {t['w_n']:>4} "
-                     f"{t['w_series']:>3} {t['w_r']:+6.2f} {t['w_slope']:+8.3f} | {t['low']:>10.4g}..{t['high']:<9.4g} "
+                     f"{t['w_series']:>3} {t['w_r']:+6.2f} {t['w_slope']:+8.3f} {t['agree']:>2}/{t['signed']:<2} | "
+                     f"{t['low']:>10.4g}..{t['high']:<9.4g} "
                      f"{t['outside']:>4} {_pct(t['err_out']):>7} {_pct(t['err_in']):>7}")
     strongest = [t["feature"] for t in table[:top]]
     strongest += [t["feature"] for t in sorted(table, key=lambda t: -abs(np.nan_to_num(t["r"])))

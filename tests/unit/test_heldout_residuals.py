@@ -49,8 +49,17 @@ def test_fixed_effect_undoes_simpsons_paradox(hr):
     assert hr.ols(x, y)["slope"] < 0
     within = hr.within_series(x, y, series)
     assert within["slope"] == pytest.approx(0.5) and within["r"] == pytest.approx(1.0)
+    assert (within["agree"], within["signed"]) == (2, 2)
     level_only = hr.within_series(np.where(series == "A", 1.0, 2.0), y, series)
     assert math.isnan(level_only["slope"]) and level_only["series_n"] == 0 and level_only["n"] == 0
+
+
+def test_series_signs_counted(hr):
+    x = np.tile([1.0, 2.0, 3.0], 3)
+    series = np.repeat(np.array(list("ABC")), 3)
+    y = np.concatenate([0.3 * x[:3], 0.3 * x[3:6], -0.1 * x[6:]])   # two series up, one down: pooled slope +1/6
+    within = hr.within_series(x, y, series)
+    assert within["slope"] == pytest.approx(0.5 / 3) and (within["agree"], within["signed"]) == (2, 3)
 
 
 def test_single_row_series_is_left_out(hr):
