@@ -201,7 +201,7 @@ def report(rows: list[dict], top: int = 4) -> list[str]:
     table = feature_table(rows, log=LOG_SCALED)
     lines += ["", "Held-out error against each feature (log: per decade of the feature). Cross-section: rows, r, slope,"
               " Spearman; within series (fixed effect per series): rows, series, r, slope, series of >= 3 rows whose"
-              " own slope has the pooled sign; calibration range, held-out rows outside it, mean error outside / inside:",
+              " own slope has the pooled sign; calibration range, held-out rows outside it, mean error out / in:",
               f"  {'feature':<22} {'n':>4} {'r':>6} {'slope':>8} {'rho':>6} | {'n':>4} {'ser':>3} {'r':>6} "
               f"{'slope':>8} {'sign':>5} | {'cal range':>21} {'out':>4} {'err out':>7} {'err in':>7}"]
     for t in table:
