@@ -40,6 +40,7 @@ from accuracy_tables import InputError
 
 from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
+from simcluster.spec import config
 
 column = error_features.column
 spearman = error_features.spearman
@@ -51,12 +52,16 @@ EXTRA = {
 }
 FEATURES = (*error_features.NUMERIC, *EXTRA)
 LOG_SCALED = set(error_features.LOG_SCALED) | {k for k, (_, log) in EXTRA.items() if log}
-CATEGORIES = ("gpu", "precision", "stack")
+CATEGORIES = ("gpu", "precision", "stack", "attention")
+CROSSED = ("gpu", "attention")   # the crossed levels the report tabulates for both sets
 MIN_SERIES_ROWS = 2     # a series needs two rows for its mean to leave a within-series deviation
 
 
-def add_extra(rows: list[dict]) -> list[dict]:
+def add_extra(rows: list[dict], attention: dict[str, str] | None = None) -> list[dict]:
+    """The ``EXTRA`` features, and each row's attention kernel (``training.attention``; ``attention`` maps scenario
+    names to it, read from the bundled configs when None)."""
     for r in rows:
+        r["attention"] = (attention or {}).get(r["scenario"]) or config.load(r["scenario"]).training.attention
         for key, (make, _) in EXTRA.items():
             r[key] = float(make(r))
     return rows
@@ -166,6 +171,21 @@ def uncovered_levels(rows: list[dict], key: str) -> list[tuple[str, int, float, 
                    for level, e in groups.items()), key=lambda t: -t[1])
 
 
+def crossed_levels(rows: list[dict], keys: tuple[str, ...] = CROSSED) -> list[tuple[str, int, int, float, float, int]]:
+    """Every combination of the ``keys`` levels: (level, calibration rows, held-out rows, held-out median and mean
+    error, held-out rows fast), most held-out rows first."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(" / ".join(str(r[k]) for k in keys), []).append(r)
+    out = []
+    for level, group in groups.items():
+        held = [r["error"] for r in group if r["set"] == "ho"]
+        out.append((level, sum(r["set"] == "cal" for r in group), len(held),
+                    float(np.median(held)) if held else math.nan, float(np.mean(held)) if held else math.nan,
+                    sum(e > 0 for e in held)))
+    return sorted(out, key=lambda t: -t[2])
+
+
 def grouped(rows: list[dict], key: str, bins: int = error_features.BINS) -> list[tuple[str, int, float, float, int]]:
     """Held-out rows in quantile bins of a feature (``error_features.bin_edges``: ties never split): (label, rows,
     median, mean error, rows fast)."""
@@ -198,6 +218,9 @@ def report(rows: list[dict], top: int = 4) -> list[str]:
         levels = uncovered_levels(rows, key)
         lines.append(f"  {key}: " + (", ".join(f"{lvl} {n} {med:+.1%} {mean:+.1%} {fast}"
                                               for lvl, n, med, mean, fast in levels) or "none"))
+    lines.append(f"  {' x '.join(CROSSED)} (calibration rows; held-out rows, median, mean, fast): " + ", ".join(
+        f"{lvl} ({cal}; {n} {_pct(med).strip()} {_pct(mean).strip()} {fast})"
+        for lvl, cal, n, med, mean, fast in crossed_levels(rows)))
     table = feature_table(rows, log=LOG_SCALED)
     lines += ["", "Held-out error against each feature (log: per decade of the feature). Cross-section: rows, r, slope,"
               " Spearman; within series (fixed effect per series): rows, series, r, slope, series of >= 3 rows whose"

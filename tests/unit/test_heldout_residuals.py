@@ -108,6 +108,16 @@ def test_uncovered_levels(hr):
     assert levels[0][4] == 1 and levels[1][:2] == ("c", 1)
 
 
+def test_crossed_levels(hr):
+    rows = [{"set": "cal", "gpu": "a", "attention": "x", "error": 9.0},
+            {"set": "ho", "gpu": "a", "attention": "x", "error": 0.1},
+            {"set": "ho", "gpu": "a", "attention": "y", "error": 0.2},
+            {"set": "ho", "gpu": "a", "attention": "y", "error": -0.4}]
+    levels = hr.crossed_levels(rows)
+    assert levels[0][:3] == ("a / y", 0, 2) and levels[0][3] == pytest.approx(-0.1) and levels[0][5] == 1
+    assert levels[1][:3] == ("a / x", 1, 1) and levels[1][4] == pytest.approx(0.1)
+
+
 def test_log_values(hr):
     x = hr.values([{"k": 100.0}, {"k": 0.0}, {"k": -1.0}, {"k": 1.0}], "k", log=True)
     assert x[0] == pytest.approx(2.0) and math.isnan(x[1]) and math.isnan(x[2]) and x[3] == 0.0
@@ -118,7 +128,7 @@ def test_report_on_synthetic_rows(hr):
     rows = []
     for i in range(40):
         row = {"set": "cal" if i % 4 == 0 else "ho", "family": "ABCD"[i % 4 if i % 4 else 1],
-               "gpu": "g1" if i % 2 else "g2", "precision": "bf16", "stack": "s"}
+               "gpu": "g1" if i % 2 else "g2", "precision": "bf16", "stack": "s", "attention": "flash"}
         for key in hr.FEATURES:
             row[key] = float(rng.uniform(1, 10))
         row["error"] = 0.02 * row["pp"] + 0.01 * rng.normal()
