@@ -15,8 +15,7 @@ from simcluster.parallel.fsdp_runtime import gathers_once_per_step, root_holds_o
 from simcluster.parallel.mcore_buckets import Bucket, gpt_param_tensors, layer_tensors, megatron_core_bucket_groups
 from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
-from simcluster.spec import config
-from simcluster.spec.config import Parallelism, Scenario
+from simcluster.spec.config import Parallelism, Scenario, lazy_first_param_gather
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import fp8_params
 from simcluster.workload.ops import local_kv_hidden
@@ -474,7 +473,7 @@ def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tup
     if options.zero_stage == 3:
         parameters = GatherBeforeUse()
     elif plan.param_gather:  # ZeRO-1/2
-        lazy = plan.scenario.megatron_core and config.lazy_first_param_gather(plan.scenario.training.mcore_version)
+        lazy = plan.scenario.megatron_core and lazy_first_param_gather(plan.scenario.training.mcore_version)
         parameters = GatherDuringForward(lazy) if options.overlap_param_gather else GatherAfterOptimizer()
     else:
         parameters = ParameterGathering()
