@@ -182,8 +182,9 @@ def run(
 
     if note := memory.dropped_deferral_note(spec, sim.scenario):
         console.print(f"note: {note}", soft_wrap=True)
-    if note := config.fp8_recipe_note(spec):
-        console.print(f"note: {note}", soft_wrap=True)
+    for note in (config.fp8_recipe_note(spec), config.mcore_version_note(spec)):
+        if note:
+            console.print(f"note: {note}", soft_wrap=True)
     spec = sim.scenario  # what is simulated, dumped and reported
     if sim.memory.total_bytes > spec.cluster.gpu.hbm_capacity:
         console.print(f"warning: the memory model puts this layout at {fmt(sim.memory.total_bytes, BYTES, 3)} per "

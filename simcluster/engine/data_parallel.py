@@ -15,7 +15,7 @@ from simcluster.parallel.fsdp_runtime import gathers_once_per_step, root_holds_o
 from simcluster.parallel.mcore_buckets import Bucket, gpt_param_tensors, layer_tensors, megatron_core_bucket_groups
 from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
-from simcluster.spec.config import Parallelism, Scenario
+from simcluster.spec.config import Parallelism, Scenario, lazy_first_param_gather
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import fp8_params
 from simcluster.workload.ops import local_kv_hidden
@@ -343,29 +343,49 @@ class GatherDuringForward(ParameterGathering):
     """ZeRO-1/2 with Megatron-Core ``overlap_param_gather``: the parameters the previous step updated are gathered
     bucket by bucket while this step's forward runs; each part of a chunk's first forward waits for its own bucket.
 
+    When the gathers are dispatched (``training.mcore_version``, ``config.lazy_first_param_gather``): before 0.9 the
+    distributed optimizer's ``zero_grad`` dispatches the first one at the step's start, so every chunk's are queued
+    then; from 0.9 (the bucket groups) a stage holding one model chunk dispatches its first at the chunk's first
+    forward pre-hook (``finish_param_sync``: "first AG bucket in first model chunk if ... align_param_gather is
+    False", as it is without a virtual pipeline), i.e. after its first microbatch's activations arrived. With
+    virtual stages the schedule dispatches them (``align_param_gather``, ``param_sync_func``): queued at the start.
+
     Holds the step's gathers until their forward: one instance per agent.
     """
 
-    def __init__(self):
+    def __init__(self, lazy_first: bool = False):
+        self._lazy_first = lazy_first
         self._buckets: dict[int, list[list]] = {}  # a chunk's gathers, by the forward part that first needs them
+        self._deferred: set[int] = set()  # chunks whose gathers wait for their first forward
 
     def start_step(self, agent) -> None:
-        plan = agent.sim.plan
         self._buckets = {}
-        for chunk in agent.chunks():
-            cost = plan.chunks[chunk]
-            # the gradient buckets' parameters (Megatron-Core gathers each bucket of its param-and-grad buffer),
-            # in forward order
-            sizes, ready, parts = bucket_schedule(plan, cost)
-            count = part_count(parts)
-            by_part = [[] for _ in range(count)]
-            for b in reversed(range(len(sizes))):
-                _, _, param, expert_param = sizes[b]
-                by_part[count - 1 - ready[b]] += collective(agent, "all_gather", param, expert_param,
-                                                            f"param all_gather c{chunk}b{len(sizes) - 1 - b}")
-            self._buckets[chunk] = (by_part, parts)
+        chunks = agent.chunks()
+        self._deferred = set(chunks) if self._lazy_first and len(chunks) == 1 else set()
+        for chunk in chunks:
+            if chunk not in self._deferred:
+                self._buckets[chunk] = self._queue(agent, chunk)
+
+    @staticmethod
+    def _queue(agent, chunk: int):
+        """Start ``chunk``'s gathers; returns them by the forward part that first needs them, and the parts."""
+        plan = agent.sim.plan
+        cost = plan.chunks[chunk]
+        # the gradient buckets' parameters (Megatron-Core gathers each bucket of its param-and-grad buffer),
+        # in forward order
+        sizes, ready, parts = bucket_schedule(plan, cost)
+        count = part_count(parts)
+        by_part = [[] for _ in range(count)]
+        for b in reversed(range(len(sizes))):
+            _, _, param, expert_param = sizes[b]
+            by_part[count - 1 - ready[b]] += collective(agent, "all_gather", param, expert_param,
+                                                        f"param all_gather c{chunk}b{len(sizes) - 1 - b}")
+        return by_part, parts
 
     def forward(self, agent, work):
+        if work.chunk in self._deferred:
+            self._deferred.discard(work.chunk)
+            self._buckets[work.chunk] = self._queue(agent, work.chunk)
         gathers = self._buckets.pop(work.chunk, None)
         if gathers is None:
             yield from super().forward(agent, work)
@@ -453,7 +473,8 @@ def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tup
     if options.zero_stage == 3:
         parameters = GatherBeforeUse()
     elif plan.param_gather:  # ZeRO-1/2
-        parameters = GatherDuringForward() if options.overlap_param_gather else GatherAfterOptimizer()
+        lazy = plan.scenario.megatron_core and lazy_first_param_gather(plan.scenario.training.mcore_version)
+        parameters = GatherDuringForward(lazy) if options.overlap_param_gather else GatherAfterOptimizer()
     else:
         parameters = ParameterGathering()
     return gradients, parameters

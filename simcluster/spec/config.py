@@ -134,12 +134,16 @@ DEFAULT_FP8_RECIPE = "delayed"
 BLACKWELL_FP8_RECIPE = "current"
 
 
-def default_fp8_recipe(gpu: GpuSpec, precision: str, megatron_core: bool) -> str:
-    """training.fp8_recipe of a run that leaves it unset: current scaling for an fp8 run on Megatron-Core on Blackwell
-    (a GPU with an fp4 peak: Megatron-Bridge's fp8_cs), else delayed scaling (``DEFAULT_FP8_RECIPE``'s comment)."""
-    if precision == "fp8" and megatron_core and "fp4" in gpu.peak:
-        return BLACKWELL_FP8_RECIPE
-    return DEFAULT_FP8_RECIPE
+def default_fp8_recipe(gpu: GpuSpec, precision: str, megatron_core: bool, mcore_version: str | None = None) -> str:
+    """training.fp8_recipe of a run that leaves it unset: current scaling for an fp8 run on Megatron-Core of a
+    Megatron-Bridge release (``mcore_version`` 0.14 on, data/mcore_versions.yaml ``megatron_bridge``: its fp8_cs) or,
+    with no release given, on Blackwell (a GPU with an fp4 peak, as ``default_mcore_version`` reads it); else delayed
+    scaling (``DEFAULT_FP8_RECIPE``'s comment)."""
+    if precision != "fp8" or not megatron_core:
+        return DEFAULT_FP8_RECIPE
+    if mcore_version is not None:
+        return BLACKWELL_FP8_RECIPE if _at_least(mcore_version, "megatron_bridge") else DEFAULT_FP8_RECIPE
+    return BLACKWELL_FP8_RECIPE if "fp4" in gpu.peak else DEFAULT_FP8_RECIPE
 
 
 def fp8_recipe_note(scenario: Scenario) -> str | None:
@@ -149,11 +153,12 @@ def fp8_recipe_note(scenario: Scenario) -> str | None:
     if "fp8_recipe" not in t._resolved or t.precision != "fp8" or not scenario.megatron_core:
         return None
     if t.fp8_recipe == BLACKWELL_FP8_RECIPE:
-        return ("training.fp8_recipe (default) is current scaling on Blackwell: Megatron-Bridge's fp8_cs (NeMo "
-                "25.09+); NeMo 2.x (25.02-25.07) defaults to delayed scaling on any GPU: state fp8_recipe: delayed "
-                "for it")
-    return ("training.fp8_recipe (default) is delayed scaling: NeMo 24.09 / 25.02 (bf16_with_fp8_mixed); "
-            "Megatron-Bridge (NeMo 25.09+) runs current scaling (fp8_cs): state fp8_recipe: current for it")
+        return (f"training.fp8_recipe (default) is current scaling: Megatron-Bridge's fp8_cs (NeMo 25.09+, "
+                f"Megatron-Core 0.14 on; mcore_version {t.mcore_version}); NeMo 2.x (25.02-25.07) defaults to "
+                "delayed scaling on any GPU: state fp8_recipe: delayed for it")
+    return (f"training.fp8_recipe (default) is delayed scaling: NeMo 24.09 / 25.02 (bf16_with_fp8_mixed; "
+            f"mcore_version {t.mcore_version}); Megatron-Bridge (NeMo 25.09+) runs current scaling (fp8_cs): state "
+            "fp8_recipe: current for it")
 
 
 def default_te_version(gpu: GpuSpec, precision: str, fp8_recipe: str, moe_router: str | None = None) -> int:
@@ -164,6 +169,56 @@ def default_te_version(gpu: GpuSpec, precision: str, fp8_recipe: str, moe_router
             or moe_router == "fused"):
         return LATEST_TE_VERSION
     return 1
+
+
+# Megatron-Core releases (training.mcore_version): the known ones, the era boundaries and the by-GPU default, each
+# with its source, in data/mcore_versions.yaml (docs/calibration.md, "Round 25: the Megatron-Core release as a
+# scenario key").
+def mcore_release(version: str) -> tuple[int, int]:
+    """A "major.minor" release as numbers, for ordering ('0.10' after '0.9')."""
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
+def known_mcore_versions() -> list[str]:
+    """Every Megatron-Core minor release (data/mcore_versions.yaml ``releases``)."""
+    return list(catalog.load("mcore_versions")["releases"])
+
+
+def default_mcore_version(gpu: GpuSpec) -> str:
+    """training.mcore_version of a Megatron-Core run that leaves it unset: the first Megatron-Bridge container's
+    release on Blackwell (a GPU with an fp4 peak), NeMo 24.09's elsewhere (data/mcore_versions.yaml ``default``)."""
+    default = catalog.load("mcore_versions")["default"]
+    return default["blackwell" if "fp4" in gpu.peak else "other"]
+
+
+def _at_least(version: str | None, boundary: str) -> bool:
+    return version is not None and mcore_release(version) >= mcore_release(catalog.load("mcore_versions")[boundary])
+
+
+def lazy_first_param_gather(version: str | None) -> bool:
+    """Whether a release dispatches a model chunk's first parameter all-gather at the chunk's first forward pre-hook
+    (the bucket groups, 0.9 on) rather than at optimizer.zero_grad, the step's start (0.8 and before); None (not
+    Megatron-Core): no."""
+    return _at_least(version, "lazy_first_param_gather")
+
+
+def mcore_version_note(scenario: Scenario) -> str | None:
+    """One line naming the Megatron-Core release a run that states none was given and what it changes, when the
+    release changes this layout's step: ZeRO 1/2 with overlap_param_gather over dp > 1 and a pipeline without
+    virtual stages, whose later stages' first gather the release starts in the fill or at the step's start."""
+    t, p = scenario.training, scenario.parallelism
+    if "mcore_version" not in t._resolved or t.mcore_version is None:
+        return None
+    if not (p.dp > 1 and p.zero_stage in (1, 2) and p.overlap_param_gather and p.pp > 1 and p.virtual_stages == 1):
+        return None
+    containers = [name for name, version in catalog.load("mcore_versions")["nemo_containers"].items()
+                  if version == t.mcore_version]
+    release = f"the NeMo {containers[0]} container's" if containers else "a release"
+    return (f"training.mcore_version (default) is {t.mcore_version}, {release} Megatron-Core on this GPU: each "
+            "pipeline stage after the first dispatches its parameter all-gather at its first forward (the bucket "
+            "groups of 0.9 and later), exposed in the pipeline fill; state mcore_version: '0.8' for NeMo 24.07 or a "
+            "Megatron-LM before 0.9 (gathered from the step's start, behind the fill)")
 
 
 # gpt3-175b-nemo: GPT-3 175B with NeMo's vocab padded to 51200, the NeMo rows' inline model, trained by the same
@@ -426,10 +481,10 @@ class Training(_Defaulted):
         "scaling, or MXFP8 block scaling (Blackwell), or torchao's dynamic tensorwise Float8Linear (torchtitan: an "
         "abs-max pass before every cast, weights cast on every call); sets the bytes of the operand casts "
         "(workload/fp8_recipes.py, workload/torchao_float8.py); default: current with precision fp8 on Megatron-Core "
-        "on Blackwell (Megatron-Bridge's performance scripts, NeMo 25.09+: fp8 is fp8_cs), else delayed (NeMo 24.09 "
-        "/ 25.02 bf16_with_fp8_mixed, Transformer Engine's DelayedScaling); the GPU stands for the framework's era "
-        "(NeMo 2.x defaults to delayed on Blackwell too: state it) and the run names the recipe it defaulted "
-        "(default_fp8_recipe)")
+        "from mcore_version 0.14 (Megatron-Bridge's performance scripts, NeMo 25.09+: fp8 is fp8_cs; by default on "
+        "Blackwell), else delayed (NeMo 24.09 / 25.02 bf16_with_fp8_mixed, Transformer Engine's DelayedScaling); "
+        "unstated, the release is the GPU's era (NeMo 2.x defaults to delayed on Blackwell too: state it) and the run "
+        "names the recipe it defaulted (default_fp8_recipe)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
     recompute_modules: tuple[Literal["core_attn", "layernorm", "mla_up_proj", "moe_act"], ...] = Field(
         (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "
@@ -551,7 +606,29 @@ class Training(_Defaulted):
         "optimizer torch_adamw): torchtitan's --float8.precompute_float8_dynamic_scale_for_fsdp, the weights' scales "
         "from one fused amax pass and one all-reduce a step instead of an amax pass and all-reduce per weight and "
         "gather (workload/torchao_float8.py)")
+    mcore_version: str | None = Field(
+        None, description="the Megatron-Core release the run used, 'major.minor' as a quoted string ('0.8', '0.10'; "
+        "a known release, data/mcore_versions.yaml); read only on Megatron-Core (another stack ignores it). From "
+        "0.9 a pipeline stage holding one model chunk dispatches its first parameter all-gather at its first "
+        "forward (DDP's bucket groups, finish_param_sync), before 0.9 at optimizer.zero_grad, the step's start "
+        "(engine/data_parallel.py); from 0.14 (Megatron-Bridge) an fp8 run's default recipe is current scaling. "
+        "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
+        "run names it where it changes the step (mcore_version_note)")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
+
+    @field_validator("mcore_version", mode="before")
+    @classmethod
+    def _mcore_release(cls, value):
+        if value is None:
+            return value
+        if not isinstance(value, str):  # YAML reads 0.10 as the number 0.1
+            raise ValueError(f"expected a quoted 'major.minor' release such as '0.9' or '0.10' (YAML reads an "
+                             f"unquoted 0.10 as the number 0.1), got {value!r}")
+        known = known_mcore_versions()
+        if value not in known:
+            raise ValueError(f"{value!r} is not a known Megatron-Core release 'major.minor': one of {known[0]} .. "
+                             f"{known[-1]} (data/mcore_versions.yaml)")
+        return value
 
 
 class Parallelism(_Defaulted):
@@ -801,8 +878,10 @@ class Scenario(_Strict):
         - the distributed optimizer's parameter all-gather under the next forward, with ZeRO 1/2 and the gradient
           reduce-scatter overlapped (Megatron-LM asserts --overlap-param-gather needs --overlap-grad-reduce);
         - the fused loss (NeMo 2.x GPTConfig: cross_entropy_loss_fusion True);
-        - the fp8 recipe (``default_fp8_recipe``): current scaling on Blackwell (Megatron-Bridge's fp8_cs), else
-          delayed (NeMo 24.09 / 25.02); the GPU stands for the era, ``fp8_recipe_note`` names it on the run;
+        - the Megatron-Core release (``default_mcore_version``): 0.14 on Blackwell (NeMo 25.09, Megatron-Bridge),
+          else 0.9 (NeMo 24.09); the GPU stands for the era, ``mcore_version_note`` names it where it changes the step;
+        - the fp8 recipe (``default_fp8_recipe``): current scaling from Megatron-Core 0.14 (Megatron-Bridge's
+          fp8_cs; by default on Blackwell), else delayed (NeMo 24.09 / 25.02); ``fp8_recipe_note`` names it;
         - fp8 parameters with any Transformer Engine recipe at ZeRO 1-3 (workload/fp8_params.py): NeMo 2.x
           bf16_with_fp8_mixed (delayed) and bf16_with_fp8_current_scaling_mixed, and Megatron-Bridge's fp8 presets
           (src/megatron/bridge/training/mixed_precision.py bf16_with_fp8_delayed_scaling_mixed /
@@ -827,7 +906,8 @@ class Scenario(_Strict):
         - NeMo's token drop (``moe_token_drop``: capacity factor 1.0, padded) for the Mixtral presets with the alltoall
           dispatcher (NEMO_TOKEN_DROP_MODELS), applied to a model that states no capacity factor."""
         p, t, core = self.parallelism, self.training, self.megatron_core
-        t.resolve(fp8_recipe=default_fp8_recipe(self.cluster.gpu, t.precision, core))
+        t.resolve(mcore_version=default_mcore_version(self.cluster.gpu) if core else None)
+        t.resolve(fp8_recipe=default_fp8_recipe(self.cluster.gpu, t.precision, core, t.mcore_version))
         recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
         p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
