@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING
 
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import autocast_params, eager_backward, fp8_recipes, grad_accumulation, torchao_float8
+from simcluster.workload import (
+    autocast_params,
+    eager_backward,
+    embedding_grad,
+    fp8_recipes,
+    grad_accumulation,
+    torchao_float8,
+)
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -138,6 +145,7 @@ class Shard:
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
+    embedding_grad_accumulation_bytes: float = 0.0  # per table parameter: the dense .grad's add (embedding_grad)
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
     residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
@@ -195,6 +203,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  grad_accumulation_bytes=grad_accumulation.charged_bytes_per_param(
                      scenario, fused=main_grad_bytes(scenario) > 0),
                  main_grad_bytes=main_grad_bytes(scenario),
+                 embedding_grad_accumulation_bytes=embedding_grad.accumulation_bytes_per_param(scenario),
                  # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
                  grad_accumulation_per_tensor=(grad_accumulation.per_tensor(t.optimizer)
                                               or grad_accumulation.copies_into_sharded_buffer(scenario))
@@ -655,17 +664,22 @@ def embedding_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
 
     Vocab-parallel (Shoeybi et al. 2019): each TP rank gathers the rows of its vocabulary slice and writes a
     full (partial-sum) output; the position add runs on the sequence-parallel shard. No matmul FLOP; the
-    weight gradient is a scatter-add into the table. Nothing precedes the embedding, so there is no input
-    gradient, and Megatron's full recompute checkpoints transformer layers only, so nothing is recomputed
-    here.
+    weight gradient is a scatter-add into the table's rows the tokens use, into a table gradient PyTorch first
+    fills with zeros whole and the stack then adds to its main gradient whole (``embedding_grad``). Nothing precedes
+    the embedding, so there is no input gradient, and Megatron's full recompute checkpoints transformer layers only,
+    so nothing is recomputed here.
     """
     h, tokens = model.hidden, shard.tokens
     e = shard.activation_bytes_per_element
     local = tokens / shard.sp_divisor * h
     ops = _empty_phases()
     ops["forward"].append(_memory("embedding", 0.0, (tokens * h / shard.tp + tokens * h) * e))
-    ops["backward_weight"].append(_memory("embedding", float(tokens * h / shard.tp),
-                                          (tokens * h + 2 * tokens * h / shard.tp) * e))
+    table = embedding_grad.table_params(model.vocab, h, shard.tp)
+    grad_bytes = embedding_grad.grad_bytes_per_element(e, shard.autocast_fp32_params)
+    dense = [_memory(*kernel) for kernel in embedding_grad.kernels(table, grad_bytes,
+                                                                   shard.embedding_grad_accumulation_bytes)]
+    ops["backward_weight"] += [dense[0], _memory("embedding", float(tokens * h / shard.tp),
+                                                 (tokens * h + 2 * tokens * h / shard.tp) * e), *dense[1:]]
     if model.position == "learned":
         ops["forward"].append(_memory("position_embedding", float(local), 3 * local * e))
         ops["backward_weight"].append(_memory("position_embedding", float(local), 3 * local * e))

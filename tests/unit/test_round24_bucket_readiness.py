@@ -116,7 +116,7 @@ def test_the_parts_add_up_to_the_block_and_its_layers(phase):
 
 def test_equal_buckets_and_apex_keep_equal_parts():
     # grad_buckets: megatron (Apex's Adam rows: equal buckets) and PyTorch's optimizer keep equal parts
-    plan = _plan(config.load("nemo2407-llama2-7b-8-h100-fp8"))
+    plan = _plan(config.load("nemo2407-gpt3-175b-128-h100-fp8"))
     assert plan.scenario.parallelism.grad_buckets == "megatron"
     _, ready, parts = bucket_schedule(plan, plan.chunks[0])
     assert isinstance(parts, int) and ready == list(range(parts))
