@@ -215,8 +215,11 @@ def project(
         if err.field not in _PROJECT_OPTIONS:
             raise
         raise ScenarioError(_PROJECT_OPTIONS[err.field], err.message) from None
-    rows = projection.project(inputs)
-    phase_map = projection.phase_map(inputs, parameter=phase)
+    try:
+        rows = projection.project(inputs)
+        phase_map = projection.phase_map(inputs, parameter=phase)
+    except ScenarioError as err:  # the effective compute's overflow names gamma: name the option
+        raise ScenarioError(_PROJECT_OPTIONS.get(err.field, err.field), err.message) from None
     if out is not None:
         from simcluster.analysis import plots
 
@@ -336,8 +339,13 @@ def loss_vs_time(
     if out is not None or not as_json:
         out_dir = output_dir(out if out is not None else Path("runs") / f"{spec.name}-loss-vs-time")
     summary = _summary(spec, network, summary_file)
-    report = economics.time_to_target(summary, spec, chosen, target_loss=target_loss, tokens=tokens,
-                                      goodput=goodput, busy_fraction=busy)
+    try:
+        report = economics.time_to_target(summary, spec, chosen, target_loss=target_loss, tokens=tokens,
+                                          goodput=goodput, busy_fraction=busy)
+    except ScenarioError as err:  # name the options the user wrote
+        options = {"goodput": "--goodput", "busy_fraction": "--busy-fraction", "tokens": "--tokens",
+                   "target_loss": "--target-loss"}
+        raise ScenarioError(options.get(err.field, err.field), err.message) from None
     if out_dir is not None:
         from simcluster.analysis import plots
 

@@ -32,6 +32,7 @@ from simcluster.outcomes import laws
 from simcluster.spec.hardware import BYTES_PER_ELEMENT, MAX_PRICE_PER_GPU_HOUR
 
 SECONDS_PER_HOUR = 3600.0
+_FLOAT_MAX = float(np.finfo(float).max)
 # A site's power: humanity's primary energy use, ~19 TW (IEA World Energy Outlook 2023); no run's fabric or cap
 # draws more.
 MAX_POWER_W = 2e13
@@ -214,9 +215,13 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = laws.DEFAULT_L
         tokens_needed = laws.check_positive(tokens, "tokens")
         loss = law.loss(n_params, tokens_needed)
     time_s = tokens_needed / (goodput * tokens_per_s)
+    # what makes the time (and so the GPU-hours, cost and energy) overflow when it does: the throughput, or the
+    # goodput when the time at goodput 1 would still be a hundred-thousandth of the largest float
+    slow = "summary.tokens_per_s" if tokens_needed / tokens_per_s > 1e-5 * _FLOAT_MAX else \
+        "goodput" if goodput_basis == "given" else "summary.goodput"
     if not math.isfinite(time_s):  # a throughput of 1e-308 tokens/s gave inf, written as null
-        raise ScenarioError("summary.tokens_per_s", f"{tokens_needed:.3g} tokens at {goodput:.3g} x "
-                            f"{tokens_per_s:.3g} tokens/s take longer than a float can hold")
+        raise ScenarioError(slow, f"{tokens_needed:.3g} tokens at {goodput:.3g} x {tokens_per_s:.3g} tokens/s "
+                            "take longer than a float can hold")
     gpu_hours = gpus * time_s / SECONDS_PER_HOUR
     u, basis = busy_fraction_of(summary, busy_fraction)
     fabric_usd_per_gpu_hour, fabric_w = fabric_share(summary)
@@ -256,8 +261,8 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = laws.DEFAULT_L
     }
     for key, value in report.items():  # 1e300 s at the fabric's 1e13 W: energy inf, written as null
         if isinstance(value, float) and not math.isfinite(value):
-            raise ScenarioError("summary", f"{key} overflows a float ({tokens_needed:.3g} tokens at {goodput:.3g} x "
-                                f"{tokens_per_s:.3g} tokens/s on {gpus:,} GPUs): a figure of the run is implausible")
+            raise ScenarioError(slow, f"{key} overflows a float: {tokens_needed:.3g} tokens at {goodput:.3g} x "
+                                f"{tokens_per_s:.3g} tokens/s on {gpus:,} GPUs take {time_s:.3g} s")
     return report
 
 

@@ -169,6 +169,9 @@ def project(inputs: ProjectionInputs | None = None) -> list[dict]:
         binding = min(CONSTRAINTS, key=lambda name: caps[name])
         flop = caps[binding]
         effective = flop * 2.0 ** (inputs.gamma * t)
+        if not math.isfinite(effective):  # 1e27 FLOP x 2^990 was refused naming 'flop', an input of no option
+            raise ScenarioError("gamma", f"the effective compute of {inputs.start_year + t} overflows a float: "
+                                f"{flop:.3g} FLOP x 2^{inputs.gamma * t:g}; lower gamma or the years")
         best = law.optimal(effective)
         rows.append({"year": inputs.start_year + t, **{f"{name}_flop": caps[name] for name in CONSTRAINTS},
                      "binding": binding, "flop": flop, "effective_flop": effective,

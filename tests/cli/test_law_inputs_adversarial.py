@@ -246,3 +246,28 @@ def test_a_target_below_the_floor_is_refused_before_simulating(cli, write_scenar
                          tmp_path / "o")
     refused(code, out, err, "--target-loss: 1 is not above")
     assert not (tmp_path / "o").exists()
+
+
+# ---- the projection: effective compute beyond a float, and its figure beyond matplotlib's log axis ------------
+def test_projection_effective_compute_overflow_names_gamma(cli):
+    """gamma 10 over 100 years passes gamma x years <= 1000, but 2e28 FLOP x 2^930 overflows: it named 'flop'."""
+    refused(*cli("laws", "project", "--gamma", "10", "--years", "100", "--json"), "--gamma: the effective compute")
+
+
+def test_projection_figure_of_3e296_effective_flop_is_drawn(cli, tmp_path):
+    """gamma 9 over 100 years: effective compute 3e296 FLOP; matplotlib's log axis overflowed its ticks to inf
+    (OverflowError traceback). The figure plots log10 FLOP on a linear axis, as the table prints them."""
+    code, out, err = cli("laws", "project", "--gamma", "9", "--years", "100", "--out", tmp_path / "p")
+    assert code == 0, err
+    assert (tmp_path / "p" / "projection.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("source", "field"), [("option", "--goodput"), ("summary", "summary.goodput")])
+def test_a_goodput_of_1e_308_names_the_goodput_not_the_throughput(cli, tmp_path, source, field):
+    """A goodput near 0 is a run that (almost) never trains: its time to target overflows; the error names the
+    goodput it came from (the option or the summary's), since the time at goodput 1 fits easily."""
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(_edit("goodput", 1e-308 if source == "summary" else 0.9)))
+    extra = ("--goodput", "1e-308") if source == "option" else ()
+    refused(*cli("laws", "loss-vs-time", "--summary", summary, "--target-loss", "2.0", *extra, "--json"), field,
+            "longer than a float can hold")
