@@ -271,3 +271,13 @@ def test_a_goodput_of_1e_308_names_the_goodput_not_the_throughput(cli, tmp_path,
     extra = ("--goodput", "1e-308") if source == "option" else ()
     refused(*cli("laws", "loss-vs-time", "--summary", summary, "--target-loss", "2.0", *extra, "--json"), field,
             "longer than a float can hold")
+
+
+def test_a_gpu_board_of_1e_300_watts_is_refused_naming_its_tdp(cli, write_scenario, tmp_path):
+    """With no node overhead it trained below the Landauer bound's energy, blamed on the throughput."""
+    gpu = {"peak": {"bf16": "989 TFLOP/s"}, "hbm_capacity": "80 GB", "hbm_bandwidth": "3.35 TB/s",
+           "nvlink_bandwidth": "450 GB/s", "tdp": "1e-300 W", "idle_power": "0 W", "price_per_gpu_hour": 2.5}
+    scenario = write_scenario({**SMALL, "cluster": {**SMALL["cluster"], "gpu": gpu}, "network": "analytic",
+                               "economics": {"node_overhead": "0 W"}})
+    refused(*cli("laws", "loss-vs-time", scenario, "--target-loss", "2.6", "--json"), "cluster.gpu.tdp",
+            "1 W to 1 MW")
