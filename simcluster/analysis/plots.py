@@ -172,18 +172,21 @@ def projection(rows: list[dict], phase: dict, constraints: Sequence[str]) -> Fig
     """Left: each constraint's FLOP ceiling by year, the binding one traced in black. Right: the phase map."""
     fig, (left, right) = figure(1, 2, width_in=11.0, height_in=4.6)
     years = [row["year"] for row in rows]
+
+    def log10(key: str) -> np.ndarray:
+        return np.log10([row[key] for row in rows])
+
+    # log10 on a linear axis, as the table prints them: matplotlib's log axis overflows its tick positions to inf
+    # for limits above ~1e280 FLOP (effective compute at gamma 9 over 100 years: 3e296), an OverflowError
     for name in constraints:
-        left.plot(years, [row[f"{name}_flop"] for row in rows], color=_CONSTRAINT_COLORS[name], label=name)
-    left.plot(years, [row["flop"] for row in rows], color="black", linewidth=3.0, alpha=0.35,
-              label="achievable (binding)")
-    left.plot(years, [row["effective_flop"] for row in rows], color="black", linestyle="--", linewidth=1.2,
+        left.plot(years, log10(f"{name}_flop"), color=_CONSTRAINT_COLORS[name], label=name)
+    left.plot(years, log10("flop"), color="black", linewidth=3.0, alpha=0.35, label="achievable (binding)")
+    left.plot(years, log10("effective_flop"), color="black", linestyle="--", linewidth=1.2,
               label="effective, x 2^(gamma t)")
-    finite = [row[f"{name}_flop"] for row in rows for name in constraints]
-    low = min(min(finite), min(row["flop"] for row in rows))
-    left.set_ylim(low / 10.0, max(row["effective_flop"] for row in rows) * 30.0)
-    left.set_yscale("log")
+    low = min(min(log10(f"{name}_flop").min() for name in constraints), log10("flop").min())
+    left.set_ylim(low - 1.0, log10("effective_flop").max() + 1.5)
     left.set_xlabel("year")
-    left.set_ylabel("FLOP of one training run")
+    left.set_ylabel("log10 FLOP of one training run")
     left.set_title("Ceilings on one run (lowest binds)")
     left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=4)
 

@@ -164,6 +164,8 @@ def compare(
     specs = [config.load(scenario) for scenario in (scenarios or [None])]
     if len(set(s.name for s in specs)) != len(specs):
         fail("SCENARIO", f"scenario names repeat: {', '.join(s.name for s in specs)}")
+    for each in specs:  # before simulating: a target below the model's floor failed every run after it
+        economics.check_target_reachable(each, chosen, target_loss, field="--target-loss")
     spec = specs[0]
     labelled = []  # (task, label) over the scenarios, each with its own fabric unless --topology is given
     for each in specs:

@@ -37,14 +37,11 @@ FIT_HELP = "custom law E + A/N^alpha + B/D^beta, e.g. 'E=1.69,A=406.4,B=410.7,al
 # least one token, so at least 6 FLOP (C = 6ND); 10^40 FLOP is ten trillion times the largest run of 2025 (~5e26).
 ONE = "a model has at least one parameter and sees at least one token"
 MAX_FLOP = 1e40
-# Lu 2025's kappa is the exponent of loss in compute: published fits lie between 0.05 and 0.35; above 1 loss would
-# fall faster than compute grows.
-MAX_KAPPA = 1.0
 # A run's budget: ten times world GDP (~1.1e14 USD in 2024, World Bank); a site's power: humanity's primary energy
-# use, ~19 TW (IEA World Energy Outlook 2023); tokens: 10^18, over a thousand times the stock of human-written
-# text (~3e14 tokens, Villalobos et al. 2024).
+# use (economics.MAX_POWER_W); tokens: 10^18, over a thousand times the stock of human-written text (~3e14 tokens,
+# Villalobos et al. 2024).
 MAX_BUDGET_USD = 1e15
-MAX_POWER_W = 2e13
+MAX_POWER_W = economics.MAX_POWER_W
 MAX_TOKENS = 1e18
 
 
@@ -135,8 +132,12 @@ def relative_loss(
 ) -> None:
     """Lu 2025's relative loss R(t) = (1 + (2^(gamma t) - 1)/(gamma ln2 * 1 yr))^-kappa."""
     kappa = catalog.load("scaling_laws")["lu_2025"]["kappa"] if kappa is None else kappa
-    if not 0.0 <= kappa <= MAX_KAPPA:
-        fail("--kappa", f"expected 0 to {MAX_KAPPA:g}, got {kappa:g} (published fits: 0.05 to 0.35)")
+    # Lu 2025's kappa is the exponent of loss in compute, bounded as every law exponent is (laws.MIN_EXPONENT:
+    # 0 was allowed here and refused by the law, naming kappa)
+    if not laws.MIN_EXPONENT <= kappa <= laws.MAX_EXPONENT:
+        fail("--kappa", f"expected {laws.MIN_EXPONENT:g} to {laws.MAX_EXPONENT:g}, got {kappa:g} (published fits: "
+             "0.05 to 0.35)")
+    laws.check_doublings(gamma, years, field="--gamma")
     value = float(laws.relative_loss(years, gamma, kappa))
     if as_json:
         _echo_json({"relative_loss": value, "gamma": gamma, "kappa": kappa, "years": years,
@@ -214,8 +215,11 @@ def project(
         if err.field not in _PROJECT_OPTIONS:
             raise
         raise ScenarioError(_PROJECT_OPTIONS[err.field], err.message) from None
-    rows = projection.project(inputs)
-    phase_map = projection.phase_map(inputs, parameter=phase)
+    try:
+        rows = projection.project(inputs)
+        phase_map = projection.phase_map(inputs, parameter=phase)
+    except ScenarioError as err:  # the effective compute's overflow names gamma: name the option
+        raise ScenarioError(_PROJECT_OPTIONS.get(err.field, err.field), err.message) from None
     if out is not None:
         from simcluster.analysis import plots
 
@@ -329,13 +333,19 @@ def loss_vs_time(
         fail("--goodput", f"expected a fraction in (0, 1], got {goodput:g}")
     spec = config.load(scenario)
     chosen = laws.get(law)
+    economics.check_target_reachable(spec, chosen, target_loss, field="--target-loss")  # before the run
     busy = _busy(busy_fraction)
     out_dir = None
     if out is not None or not as_json:
         out_dir = output_dir(out if out is not None else Path("runs") / f"{spec.name}-loss-vs-time")
     summary = _summary(spec, network, summary_file)
-    report = economics.time_to_target(summary, spec, chosen, target_loss=target_loss, tokens=tokens,
-                                      goodput=goodput, busy_fraction=busy)
+    try:
+        report = economics.time_to_target(summary, spec, chosen, target_loss=target_loss, tokens=tokens,
+                                          goodput=goodput, busy_fraction=busy)
+    except ScenarioError as err:  # name the options the user wrote
+        options = {"goodput": "--goodput", "busy_fraction": "--busy-fraction", "tokens": "--tokens",
+                   "target_loss": "--target-loss"}
+        raise ScenarioError(options.get(err.field, err.field), err.message) from None
     if out_dir is not None:
         from simcluster.analysis import plots
 

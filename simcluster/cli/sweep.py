@@ -26,7 +26,7 @@ from simcluster.cli.outputs import check_writable, named
 from simcluster.cli.run import check_network
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
-from simcluster.outcomes import laws, returns
+from simcluster.outcomes import economics, laws, returns
 from simcluster.spec import config
 from simcluster.studies import grid, sweep
 from simcluster.studies.samples import MAX_SAMPLES
@@ -153,8 +153,10 @@ def sweep_command(
     spec = config.load(scenario)
     base = config.rebuildable(spec)
     counts = grid.parse_gpus(gpus) if gpus is not None else None
-    tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), grid.parse_vary(vary), network,
-                      samples=samples)
+    varied = grid.parse_vary(vary)
+    if not any(path == "model" or path.startswith("model.") for path in varied):  # else each run's model decides
+        economics.check_target_reachable(spec, chosen, target_loss, field="--target-loss")
+    tasks = grid.grid(base, counts, grid.fabrics(topologies, options, base), varied, network, samples=samples)
     requested = check_writable(named(out or Path("runs") / f"{spec.name}-sweep"))
     console = Console(stderr=True)
     out_dir = None

@@ -143,6 +143,9 @@ PLAUSIBLE = {
 # Durations of a whole run (checkpoint intervals, restart and repair times, horizons) are not latencies: from 0 to
 # a century (no training run lasts longer; beyond, goodput arithmetic over the run only overflows)
 PLAUSIBLE_DURATION = (0.0, 100 * 365.25 * 86400.0, "0 to 100 years for a duration of a run")
+# A GPU board's full-load power: data-centre boards draw 70 W (NVIDIA T4, the smallest) to 1.4 kW (GB300); at
+# 1e-300 W a run's energy fell below the Landauer bound (k_B T ln 2 a bit erased), which no hardware can do.
+PLAUSIBLE_BOARD_POWER = (1.0, 1e6, "1 W to 1 MW (a data-centre GPU board draws 70 W, T4, to 1.4 kW, GB300)")
 
 
 def check_sign(value: float, sign: str, field: str, text=None, dimension: str | None = None,
@@ -255,6 +258,7 @@ PositiveBytes = _quantity(BYTES, POSITIVE)
 PositiveBytesPerS = _quantity(BYTES_PER_S, POSITIVE)
 PositiveFlopPerS = _quantity(FLOP_PER_S, POSITIVE)
 PositiveWatts = _quantity(WATTS, POSITIVE)
+BoardWatts = _quantity(WATTS, POSITIVE, PLAUSIBLE_BOARD_POWER)
 NonNegativeSeconds = _quantity(SECONDS, NON_NEGATIVE)
 NonNegativeDuration = _quantity(SECONDS, NON_NEGATIVE, PLAUSIBLE_DURATION)  # of a run, not a latency
 NonNegativeWatts = _quantity(WATTS, NON_NEGATIVE)

@@ -36,12 +36,22 @@ HOURS_PER_YEAR = 8766.0  # 365.25 days
 _PORT_RTOL = 1e-6
 
 
+# The largest number an override of the price table takes (a price in USD, a power in W, a port count): world GDP
+# is ~1.1e14 USD (World Bank 2024); a trillion is beyond any part of a fabric and keeps sums over its parts finite.
+MAX_PRICE_TABLE_ENTRY = 1e12
+
+
 def costs(overrides: dict | None = None, lifetime_years: float | None = None) -> dict:
     """The price and power table (``fabric_costs.yaml``), with a scenario's ``economics.fabric_prices`` merged in
     (same keys; unknown keys are errors) and its lifetime."""
+    from simcluster.spec.config import MAX_FABRIC_LIFETIME_YEARS, MIN_FABRIC_LIFETIME_YEARS
+
     table = copy.deepcopy(catalog.load("fabric_costs"))
     if overrides:
         _merge(table, overrides, "economics.fabric_prices")
+        if not MIN_FABRIC_LIFETIME_YEARS <= table["lifetime_years"] <= MAX_FABRIC_LIFETIME_YEARS:  # 0: ZeroDivision
+            raise ScenarioError("economics.fabric_prices.lifetime_years", f"expected {MIN_FABRIC_LIFETIME_YEARS:g} to "
+                                f"{MAX_FABRIC_LIFETIME_YEARS:g} years, got {table['lifetime_years']:g}")
     if lifetime_years is not None:
         table["lifetime_years"] = lifetime_years
     return table
@@ -61,6 +71,9 @@ def _merge(table: dict, overrides: dict, where: str) -> None:
         else:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ScenarioError(path, f"expected a number >= 0, got {value!r}")
+            if value > MAX_PRICE_TABLE_ENTRY:  # 1e308 summed over the parts overflowed the cost to inf (null)
+                raise ScenarioError(path, f"expected at most {MAX_PRICE_TABLE_ENTRY:g}, got {value:g} (no switch, NIC "
+                                    "or cable costs a trillion USD or draws a terawatt)")
             table[key] = value
 
 

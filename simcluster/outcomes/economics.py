@@ -29,9 +29,13 @@ import numpy as np
 from simcluster.core import catalog, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws
-from simcluster.spec.hardware import BYTES_PER_ELEMENT
+from simcluster.spec.hardware import BYTES_PER_ELEMENT, MAX_PRICE_PER_GPU_HOUR
 
 SECONDS_PER_HOUR = 3600.0
+_FLOAT_MAX = float(np.finfo(float).max)
+# A site's power: humanity's primary energy use, ~19 TW (IEA World Energy Outlook 2023); no run's fabric or cap
+# draws more.
+MAX_POWER_W = 2e13
 J_PER_KWH = 3.6e6
 
 
@@ -76,11 +80,19 @@ def plant_of(scenario) -> Plant:
     return scenario if isinstance(scenario, Plant) else Plant.from_scenario(scenario)
 
 
+def _number(value, field: str, condition: str) -> float:
+    """``value`` as a float if it is a finite number (not text, not a boolean), else a ScenarioError naming
+    ``field`` (``float('x')`` of a summary.json value was a ValueError traceback)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ScenarioError(field, f"must be a finite number {condition}, got {value!r}")
+    return float(value)
+
+
 def summary_value(summary: dict, key: str) -> float:
     if key not in summary:
         raise ScenarioError(f"summary.{key}", "missing from the run summary")
-    value = float(summary[key])
-    if not math.isfinite(value) or value <= 0:
+    value = _number(summary[key], f"summary.{key}", "> 0")
+    if value <= 0:
         raise ScenarioError(f"summary.{key}", f"must be > 0, got {summary[key]!r}")
     return value
 
@@ -99,12 +111,15 @@ def busy_fraction_of(summary: dict, busy_fraction: float | str | None = None) ->
             raise ScenarioError("busy_fraction", f"must be within [0, 1], got {busy_fraction!r}")
         return float(busy_fraction), "stated"
     if busy_fraction == "mfu":
-        return min(1.0, summary_value(summary, "mfu")), "mfu"
+        mfu = summary_value(summary, "mfu")
+        if mfu > 1.0:  # was clipped to 1 unsaid: a model FLOP rate above the peak is no run
+            raise ScenarioError("summary.mfu", f"must be within (0, 1] (model FLOP over peak), got {mfu:g}")
+        return mfu, "mfu"
     if busy_fraction is not None:
         raise ScenarioError("busy_fraction",
                             f"expected a number in [0, 1], 'mfu' or nothing, got {busy_fraction!r}")
     if all(key in summary for key in ("step_time_s", "exposed_comm_s", "pipeline_bubble_s")):
-        idle_s = float(summary["exposed_comm_s"]) + float(summary["pipeline_bubble_s"])
+        idle_s = sum(_number(summary[key], f"summary.{key}", ">= 0") for key in ("exposed_comm_s", "pipeline_bubble_s"))
         step_s = summary_value(summary, "step_time_s")
         return min(1.0, max(0.0, 1.0 - idle_s / step_s)), "step: 1 - (exposed comm + bubble)/step time"
     return 1.0, "TDP: summary has no step breakdown"
@@ -121,16 +136,34 @@ def fabric_share(summary: dict) -> tuple[float, float]:
     """(USD per GPU-hour, W) the fabric adds to a run: its amortised capital and electricity
     (``fabric.usd_per_gpu_hour``, ``fabric.bom``), and its power beyond the NICs (which ``node_overhead`` already
     counts); (0, 0) for a summary without a ``fabric`` (older runs, replays)."""
-    fabric = summary.get("fabric") or {}
-    if not isinstance(fabric, dict) or "usd_per_gpu_hour" not in fabric:
+    fabric = summary.get("fabric")
+    if fabric is None:
         return 0.0, 0.0
-    nic_w = float((fabric.get("power_by_part_w") or {}).get("nics", 0.0))
-    return float(fabric["usd_per_gpu_hour"]), max(0.0, float(fabric.get("power_w", 0.0)) - nic_w)
+    if not isinstance(fabric, dict):
+        raise ScenarioError("summary.fabric", f"expected a mapping (the fabric's bill), got {fabric!r:.60}")
+    if "usd_per_gpu_hour" not in fabric:
+        return 0.0, 0.0
+    parts = fabric.get("power_by_part_w") or {}
+    if not isinstance(parts, dict):
+        raise ScenarioError("summary.fabric.power_by_part_w", f"expected a mapping, got {parts!r:.60}")
+    nic_w = _number(parts.get("nics", 0.0), "summary.fabric.power_by_part_w.nics", ">= 0")
+    power_w = _number(fabric.get("power_w", 0.0), "summary.fabric.power_w", ">= 0")
+    usd = _number(fabric["usd_per_gpu_hour"], "summary.fabric.usd_per_gpu_hour", ">= 0")
+    if usd > MAX_PRICE_PER_GPU_HOUR:  # the bound of a GPU-hour's price: the fabric's share is a fraction of it
+        raise ScenarioError("summary.fabric.usd_per_gpu_hour", f"expected at most {MAX_PRICE_PER_GPU_HOUR:g} USD, got "
+                            f"{usd:g}")
+    for field, value in (("usd_per_gpu_hour", usd), ("power_w", power_w), ("power_by_part_w.nics", nic_w)):
+        if value < 0:
+            raise ScenarioError(f"summary.fabric.{field}", f"must be a finite number >= 0, got {value:g}")
+    if power_w > MAX_POWER_W:
+        raise ScenarioError("summary.fabric.power_w", f"expected at most {MAX_POWER_W:.0e} W (humanity's primary "
+                            f"power), got {power_w:g}")
+    return usd, max(0.0, power_w - nic_w)
 
 
-def _check_goodput(goodput: float) -> float:
-    if not (isinstance(goodput, int | float) and 0.0 < goodput <= 1.0):
-        raise ScenarioError("goodput", f"must be within (0, 1], got {goodput!r}")
+def _check_goodput(goodput: float, field: str = "goodput") -> float:
+    if isinstance(goodput, bool) or not (isinstance(goodput, int | float) and 0.0 < goodput <= 1.0):
+        raise ScenarioError(field, f"must be within (0, 1], got {goodput!r}")
     return float(goodput)
 
 
@@ -140,8 +173,21 @@ def goodput_of(summary: dict, goodput: float | None) -> tuple[float, str]:
     if goodput is not None:
         return _check_goodput(goodput), "given"
     if summary.get("goodput") is not None:
-        return _check_goodput(float(summary["goodput"])), "simulated: failures, checkpoints, restarts (summary)"
+        return (_check_goodput(summary["goodput"], "summary.goodput"),
+                "simulated: failures, checkpoints, restarts (summary)")
     return 1.0, "none: the summary has no goodput"
+
+
+def check_target_reachable(scenario, law: laws.Law | str, target_loss: float | None, field: str = "target_loss"):
+    """A ScenarioError naming ``field`` when the scenario's model can never reach ``target_loss`` under ``law``
+    (at or below its unlimited-data floor): compare and sweep check it before simulating, not after every run."""
+    if target_loss is None:
+        return
+    law = laws.resolve(law)
+    try:
+        law.tokens_for_loss(plant_of(scenario).params_for(law), target_loss)
+    except ScenarioError as err:
+        raise ScenarioError(field, err.message) from None
 
 
 def time_to_target(summary: dict, scenario, law: laws.Law | str = laws.DEFAULT_LAW,
@@ -169,6 +215,13 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = laws.DEFAULT_L
         tokens_needed = laws.check_positive(tokens, "tokens")
         loss = law.loss(n_params, tokens_needed)
     time_s = tokens_needed / (goodput * tokens_per_s)
+    # what makes the time (and so the GPU-hours, cost and energy) overflow when it does: the throughput, or the
+    # goodput when the time at goodput 1 would still be a hundred-thousandth of the largest float
+    slow = "summary.tokens_per_s" if tokens_needed / tokens_per_s > 1e-5 * _FLOAT_MAX else \
+        "goodput" if goodput_basis == "given" else "summary.goodput"
+    if not math.isfinite(time_s):  # a throughput of 1e-308 tokens/s gave inf, written as null
+        raise ScenarioError(slow, f"{tokens_needed:.3g} tokens at {goodput:.3g} x {tokens_per_s:.3g} tokens/s "
+                            "take longer than a float can hold")
     gpu_hours = gpus * time_s / SECONDS_PER_HOUR
     u, basis = busy_fraction_of(summary, busy_fraction)
     fabric_usd_per_gpu_hour, fabric_w = fabric_share(summary)
@@ -176,7 +229,11 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = laws.DEFAULT_L
     energy_j = power_w * time_s
     training_flop = laws.FLOP_PER_PARAM_TOKEN * plant.params * tokens_needed
     landauer_j = training_flop * plant.bits_per_flop * landauer_j_per_bit()
-    return {
+    if energy_j < landauer_j:  # tokens_per_s = 1e308 on 16 GPUs trained at 7e-295 of the bound
+        raise ScenarioError("summary.tokens_per_s", f"{tokens_per_s:.3g} tokens/s on {gpus:,} GPUs would train "
+                            f"with {energy_j / landauer_j:.2g} of the Landauer bound's energy: no hardware runs that "
+                            "fast")
+    report = {
         "law": law.name,
         "target_loss": None if target_loss is None else float(target_loss),
         "loss": float(loss),
@@ -202,6 +259,11 @@ def time_to_target(summary: dict, scenario, law: laws.Law | str = laws.DEFAULT_L
         "landauer_j": landauer_j,
         "energy_over_landauer": energy_j / landauer_j,
     }
+    for key, value in report.items():  # 1e300 s at the fabric's 1e13 W: energy inf, written as null
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ScenarioError(slow, f"{key} overflows a float: {tokens_needed:.3g} tokens at {goodput:.3g} x "
+                                f"{tokens_per_s:.3g} tokens/s on {gpus:,} GPUs take {time_s:.3g} s")
+    return report
 
 
 def loss_curve(summary: dict, scenario, law: laws.Law | str, duration_s: float, points: int = 200, *,

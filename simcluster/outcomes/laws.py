@@ -6,8 +6,9 @@ Pure and deterministic; constants and their sources live in ``simcluster/data/sc
 in nats per token on each paper's own data: compare them within one law, never across laws.
 
 Every function accepts floats or numpy arrays (the plots evaluate whole curves) and raises ``ScenarioError``
-naming the parameter when a value is outside the law's domain (non-positive N, D or C, negative exponents, a
-target loss at or below what the law can ever reach).
+naming the parameter when a value is outside the law's domain (non-positive N, D or C, text, exponents outside
+[MIN_EXPONENT, MAX_EXPONENT], a target loss at or below what the law can ever reach) or a result would overflow a
+float.
 """
 
 from __future__ import annotations
@@ -29,19 +30,73 @@ LAW_NAMES = ("chinchilla", "chinchilla-refit", "kaplan")
 DEFAULT_LAW = "chinchilla-refit"
 
 
+def _as_floats(value, field: str, condition: str) -> np.ndarray:
+    """``value`` as a float array; text, None, booleans and empty lists are ScenarioErrors naming ``field``
+    (``np.asarray('x', dtype=float)`` raised a bare ValueError, and ``True`` read as 1)."""
+    if isinstance(value, bool | np.bool_ | str | bytes) or value is None:
+        raise ScenarioError(field, f"must be a finite number {condition}, got {_shown(value)}")
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ScenarioError(field, f"must be a finite number {condition}, got {_shown(value)}") from None
+    if array.size == 0:
+        raise ScenarioError(field, f"must be a finite number {condition}, got an empty list")
+    return array
+
+
+def _shown(value) -> str:
+    """A value as an error message shows it: numbers with ``:g`` (not ``np.float64(0.0)``), the rest short."""
+    if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool | np.bool_):
+        return f"{float(value):g}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_positive(value, field: str):
     """``value`` as float or array, all finite and > 0, else a ScenarioError naming ``field``."""
-    array = np.asarray(value, dtype=float)
-    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
-        raise ScenarioError(field, f"must be a finite number > 0, got {value!r}")
+    array = _as_floats(value, field, "> 0")
+    if not np.all(np.isfinite(array)) or np.any(array <= 0):
+        raise ScenarioError(field, f"must be a finite number > 0, got {_shown(value)}")
     return array if array.ndim else float(array)
 
 
 def check_non_negative(value, field: str):
-    array = np.asarray(value, dtype=float)
-    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array < 0):
-        raise ScenarioError(field, f"must be a finite number >= 0, got {value!r}")
+    array = _as_floats(value, field, ">= 0")
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ScenarioError(field, f"must be a finite number >= 0, got {_shown(value)}")
     return array if array.ndim else float(array)
+
+
+# Exponents of a power law of loss (alpha, beta of L = E + A/N^alpha + B/D^beta, Kaplan's aN, aD, aC, aB, Lu's
+# kappa): every published language-model fit lies between 0.05 and 0.37 -- Kaplan et al. 2020 aC = 0.050,
+# aN = 0.076, aD = 0.095/0.103, aB = 0.21; Hoffmann et al. 2022 alpha = 0.34, beta = 0.28; Besiroglu et al. 2024
+# alpha = 0.3478, beta = 0.3658 (data/scaling_laws.yaml). Above 1 the excess loss would fall faster than 1/N or
+# 1/D, faster than the variance-limited regime, whose exponent is exactly 1 (Bahri et al. 2021, "Explaining
+# neural scaling laws", arXiv:2102.06701); 50 was accepted and a loss term N^-50 underflows to 0 at any
+# N > 1e6. Below 0.01 (a fifth of the smallest published, Kaplan's 0.050) the term barely moves over any range of
+# N or D and its inverse powers (1/beta in the tokens for a loss, 1/(alpha+beta) in the allocation) overflow.
+MIN_EXPONENT = 0.01
+MAX_EXPONENT = 1.0
+
+
+def check_exponent(value, field: str) -> float:
+    """A power-law exponent within [MIN_EXPONENT, MAX_EXPONENT], else a ScenarioError naming ``field``."""
+    value = check_positive(value, field)
+    if np.ndim(value) or not MIN_EXPONENT <= value <= MAX_EXPONENT:
+        raise ScenarioError(field, f"expected an exponent from {MIN_EXPONENT:g} to {MAX_EXPONENT:g}, got "
+                            f"{_shown(value)} (published fits: 0.05 to 0.37, Kaplan 2020, Hoffmann 2022; above 1 "
+                            "loss would fall faster than the variance-limited 1/N)")
+    return value
+
+
+def _finite_result(value, field: str, what: str, positive: bool = True):
+    """``value`` if every element is finite (and > 0 when ``positive``: a count that underflowed to 0), else a
+    ScenarioError naming ``field``: ``what`` overflows (or underflows) a float for these inputs."""
+    array = np.asarray(value, dtype=float)
+    if not np.all(np.isfinite(array)) or (positive and np.any(array <= 0)):
+        raise ScenarioError(field, f"{what} is outside the range of a float for these inputs (got "
+                            f"{_shown(float(np.max(array)) if array.size else value)})")
+    return value
 
 
 def _above_floor(law, params, target_loss, model: str = "model", note: str = "") -> tuple[float, float, float]:
@@ -100,8 +155,8 @@ class ParametricLaw:
         check_non_negative(self.E, f"{self.name}.E")
         check_positive(self.A, f"{self.name}.A")
         check_positive(self.B, f"{self.name}.B")
-        check_positive(self.alpha, f"{self.name}.alpha")
-        check_positive(self.beta, f"{self.name}.beta")
+        check_exponent(self.alpha, f"{self.name}.alpha")
+        check_exponent(self.beta, f"{self.name}.beta")
 
     @property
     def irreducible_loss(self) -> float:
@@ -111,7 +166,13 @@ class ParametricLaw:
     def loss(self, params, tokens):
         n = check_positive(params, "params")
         d = check_positive(tokens, "tokens")
-        return _scalar_or_array(self.E + self.A / np.power(n, self.alpha) + self.B / np.power(d, self.beta))
+        # a term that underflows to 0 beside E is exact to a float's precision; one that overflows is refused
+        model_term = _finite_result(self.A / np.power(n, self.alpha), f"{self.name}.A", "the loss term A/N^alpha",
+                                    positive=False)
+        data_term = _finite_result(self.B / np.power(d, self.beta), f"{self.name}.B", "the loss term B/D^beta",
+                                   positive=False)
+        return _scalar_or_array(_finite_result(self.E + model_term + data_term, f"{self.name}.A/B", "the loss",
+                                               positive=False))
 
     def loss_floor(self, params):
         """Loss of ``params`` parameters trained on unlimited data: E + A / N^alpha."""
@@ -121,7 +182,9 @@ class ParametricLaw:
     def tokens_for_loss(self, params: float, target_loss: float) -> float:
         """Tokens a model of ``params`` parameters needs to reach ``target_loss``: invert B / D^beta."""
         params, target_loss, floor = _above_floor(self, params, target_loss, note=f" (irreducible E = {self.E:g})")
-        return (self.B / (target_loss - floor)) ** (1.0 / self.beta)
+        # in logarithms: (B / (L - floor))^(1/beta) raised OverflowError for a target just above the floor
+        log_tokens = (math.log(self.B) - math.log(target_loss - floor)) / self.beta
+        return _tokens_from_log(log_tokens, target_loss)
 
     # ---- compute-optimal allocation ------------------------------------------------------------------------
     # Minimise L(N, C/(6N)) over N: dL/dN = -alpha A N^(-alpha-1) + beta B (C/6)^(-beta) N^(beta-1) = 0 gives
@@ -131,7 +194,11 @@ class ParametricLaw:
     # L is convex in log N, so this stationary point is the minimum.
     @property
     def _G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        # in logarithms: a large ratio alpha A / (beta B) to the power 1/(alpha + beta) raised OverflowError
+        log_g = (math.log(self.alpha) + math.log(self.A) - math.log(self.beta) - math.log(self.B)) \
+            / (self.alpha + self.beta)
+        return _finite_result(math.exp(log_g) if log_g < _LOG_MAX else math.inf, f"{self.name}.A/B",
+                              f"the allocation constant G = (alpha A / (beta B))^(1/(alpha+beta)) = e^{log_g:.4g}")
 
     @property
     def params_exponent(self) -> float:
@@ -147,6 +214,8 @@ class ParametricLaw:
         c = check_positive(flop, "flop")
         params = self._G * np.power(c / FLOP_PER_PARAM_TOKEN, self.params_exponent)
         tokens = np.power(c / FLOP_PER_PARAM_TOKEN, self.tokens_exponent) / self._G
+        _finite_result(params, "flop", f"the compute-optimal parameter count of {self.name}")
+        _finite_result(tokens, "flop", f"the compute-optimal token count of {self.name}")
         return Allocation(flop=c, params=_scalar_or_array(params), tokens=_scalar_or_array(tokens),
                           loss=self.loss(params, tokens))
 
@@ -184,9 +253,10 @@ class KaplanLaw:
     non_embedding: bool = True  # N excludes embeddings (Kaplan et al. 2020, sec. 2.1)
 
     def __post_init__(self):
-        for field in ("Nc", "Dc", "aN", "aD", "Nc_single", "aN_single", "Dc_single", "aD_single", "Cc_flop",
-                      "aC", "B_star_tokens", "aB"):
+        for field in ("Nc", "Dc", "Nc_single", "Dc_single", "Cc_flop", "B_star_tokens"):
             check_positive(getattr(self, field), f"kaplan.{field}")
+        for field in ("aN", "aD", "aN_single", "aD_single", "aC", "aB"):
+            check_exponent(getattr(self, field), f"kaplan.{field}")
 
     irreducible_loss = 0.0  # the Kaplan laws are pure power laws: they tend to 0 (no entropy term)
 
@@ -222,8 +292,13 @@ class KaplanLaw:
 
     def tokens_for_loss(self, params: float, target_loss: float) -> float:
         """Invert eq. 1.5 for D: D = Dc / (L^(1/aD) - (Nc/N)^(aN/aD))."""
-        params, target_loss, _ = _above_floor(self, params, target_loss, model="(non-embedding) model")
-        return self.Dc / (target_loss ** (1.0 / self.aD) - (self.Nc / params) ** self._r)
+        params, target_loss, floor = _above_floor(self, params, target_loss, model="(non-embedding) model")
+        # L^(1/aD) - floor^(1/aD) = floor^(1/aD) expm1(log(L/floor)/aD): positive whenever L > floor (the plain
+        # difference can round to 0 just above the floor), and in logarithms so that it cannot overflow
+        x = math.log(target_loss / floor) / self.aD
+        log_expm1 = x + math.log(-math.expm1(-x)) if x > 1.0 else math.log(math.expm1(x))
+        log_excess = log_expm1 + math.log(floor) / self.aD
+        return _tokens_from_log(math.log(self.Dc) - log_excess, target_loss)
 
     # ---- compute-optimal allocation under C = 6 N D --------------------------------------------------------
     # L is increasing in f(N) = (Nc/N)^r + 6 Dc N / C (r = aN/aD); f'(N) = 0 gives
@@ -261,6 +336,19 @@ class KaplanLaw:
 
 
 Law = ParametricLaw | KaplanLaw
+
+# log of the largest float (1.8e308): exp beyond overflows
+_LOG_MAX = math.log(np.finfo(float).max)
+
+
+def _tokens_from_log(log_tokens: float, target_loss: float) -> float:
+    """e^log_tokens, the tokens a target loss needs; a target so close to the law's floor that they overflow a
+    float is a ScenarioError naming ``target_loss`` (it was an OverflowError traceback)."""
+    if log_tokens > _LOG_MAX:
+        raise ScenarioError("target_loss", f"{target_loss:g} is so close to the law's floor that it needs "
+                            f"10^{log_tokens / math.log(10.0):.4g} tokens, beyond the range of a float; "
+                            "aim higher")
+    return math.exp(log_tokens)
 
 
 def get(name: str, field: str = "--law") -> Law:
@@ -314,24 +402,37 @@ def _expm1_over_x(x):
 # Efficiency doublings gamma * t the time laws accept: 2^1000 ~ 1e301 is the largest power of two a float holds
 # with room for the products that follow; beyond it E(t) is infinite and R(t) meaningless.
 MAX_DOUBLINGS = 1000.0
+# Doublings of algorithmic efficiency per year: one a month. Ho et al. 2024 (arXiv:2403.05812) measure the compute
+# to reach a fixed performance halving every ~8 months, 95 % CI 5 to 14 months (gamma 0.9 to 2.4 per year); 12 is
+# five times the fast end. gamma = 1e300 was accepted with years = 0.
+MAX_GAMMA = 12.0
+
+
+def check_doublings(gamma, years, field: str = "gamma"):
+    """(gamma, years) checked: gamma within [0, MAX_GAMMA] doublings per year and gamma * years within
+    MAX_DOUBLINGS; errors name ``field`` (the option or key that sets gamma)."""
+    g = check_non_negative(gamma, field)
+    if np.max(g) > MAX_GAMMA:
+        raise ScenarioError(field, f"expected at most {MAX_GAMMA:g} efficiency doublings per year (one a month), "
+                            f"got {_shown(np.max(g))} (Ho et al. 2024: 0.9 to 2.4 per year)")
+    doublings = np.max(np.asarray(g) * np.asarray(years))
+    if doublings > MAX_DOUBLINGS:
+        raise ScenarioError(field, f"gamma * years = {doublings:.3g} efficiency doublings; at most "
+                            f"{MAX_DOUBLINGS:g} (2^gamma*t overflows a float beyond)")
+    return g
 
 
 def _check_time_law(years, gamma, kappa=None):
     t = check_non_negative(years, "years")
-    g = check_non_negative(gamma, "gamma")
     if kappa is not None:
-        check_positive(kappa, "kappa")
-    doublings = np.max(np.asarray(g) * np.asarray(t))
-    if doublings > MAX_DOUBLINGS:
-        raise ScenarioError("gamma", f"gamma * years = {doublings:.3g} efficiency doublings; at most "
-                            f"{MAX_DOUBLINGS:g} (2^gamma*t overflows a float beyond)")
-    return t, g
+        check_exponent(kappa, "kappa")
+    return t, check_doublings(gamma, t)
 
 
 def efficiency(years, gamma: float, e0: float = 1.0):
     """Lu 2025: E(t) = E0 2^(gamma t), t in years, gamma doublings of efficiency per year."""
     t, g = _check_time_law(years, gamma)
-    return _scalar_or_array(e0 * np.exp2(g * t))
+    return _scalar_or_array(check_positive(e0, "e0") * np.exp2(g * t))
 
 
 def cumulative_compute_years(years, gamma: float):

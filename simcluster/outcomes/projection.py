@@ -78,10 +78,7 @@ class ProjectionInputs:
                                 f"got {self.start_year}")
         if not 0.0 < self.mfu <= 1.0:
             raise ScenarioError("mfu", f"must be within (0, 1], got {self.mfu}")
-        laws.check_non_negative(self.gamma, "gamma")
-        if self.gamma * self.years > laws.MAX_DOUBLINGS:
-            raise ScenarioError("gamma", f"gamma * years = {self.gamma * self.years:.3g} efficiency doublings; at "
-                                f"most {laws.MAX_DOUBLINGS:g} (2^gamma*t overflows a float beyond)")
+        laws.check_doublings(self.gamma, self.years)
         for field in ("run_duration_s", "flop_per_usd_growth", "flop_per_j_growth", "peak_growth",
                       "hbm_growth", "compute_flop_per_s", "compute_growth", "budget_usd", "budget_growth",
                       "power_cap_w", "power_growth", "data_stock_tokens", "data_epochs", "data_growth",
@@ -172,6 +169,9 @@ def project(inputs: ProjectionInputs | None = None) -> list[dict]:
         binding = min(CONSTRAINTS, key=lambda name: caps[name])
         flop = caps[binding]
         effective = flop * 2.0 ** (inputs.gamma * t)
+        if not math.isfinite(effective):  # 1e27 FLOP x 2^990 was refused naming 'flop', an input of no option
+            raise ScenarioError("gamma", f"the effective compute of {inputs.start_year + t} overflows a float: "
+                                f"{flop:.3g} FLOP x 2^{inputs.gamma * t:g}; lower gamma or the years")
         best = law.optimal(effective)
         rows.append({"year": inputs.start_year + t, **{f"{name}_flop": caps[name] for name in CONSTRAINTS},
                      "binding": binding, "flop": flop, "effective_flop": effective,

@@ -60,6 +60,10 @@ MAX_PUE = 3.0
 # Grid carbon intensity: coal-fired generation emits ~0.82 kg CO2-eq/kWh over its life cycle, lignite up to ~1.2
 # (IPCC AR5 WG3 2014, Annex III, table A.III.2); 2 is above any grid.
 MAX_KG_CO2_PER_KWH = 2.0
+# Years over which a fabric's capital is spread: hyperscalers depreciate servers and network equipment over 4 to 6
+# years (Microsoft FY2022 10-K: 6); 0.1 (five weeks) to 30 years brackets any schedule. 1e-308 years made the
+# fabric's share of a GPU-hour, and so the run's cost, infinite (written as null); 0 a ZeroDivisionError.
+MIN_FABRIC_LIFETIME_YEARS, MAX_FABRIC_LIFETIME_YEARS = 0.1, 30.0
 # A scenario name becomes a folder name (runs/<name>/, runs/<name>-sweep-2/): file systems allow 255 bytes; the
 # rest is left for the suffixes simcluster appends.
 MAX_NAME_BYTES = 200
@@ -776,7 +780,9 @@ class Economics(_Strict):
     grid_kg_co2_per_kwh: FiniteFloat = Field(0.4, ge=0, le=MAX_KG_CO2_PER_KWH,
                                              description="grid carbon intensity (IEA 2023 world ~0.45)")
     fabric_lifetime_years: FiniteFloat | None = Field(
-        None, gt=0, description="years over which the fabric's capital cost is spread; default: data/fabric_costs.yaml")
+        None, ge=MIN_FABRIC_LIFETIME_YEARS, le=MAX_FABRIC_LIFETIME_YEARS,
+        description="years over which the fabric's capital cost is spread (0.1 to 30); default: "
+        "data/fabric_costs.yaml")
     fabric_prices: dict[str, Any] | None = Field(
         None, description="overrides of data/fabric_costs.yaml (same keys), e.g. {nic: {usd: 1500}}")
 

@@ -13,13 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.core.units import (
+    BoardWatts,
     FiniteNumber,
     NonNegativeSeconds,
     NonNegativeWatts,
     PositiveBytes,
     PositiveBytesPerS,
     PositiveFlopPerS,
-    PositiveWatts,
     WholeNumber,
 )
 
@@ -54,7 +54,7 @@ class GpuSpec(BaseModel):
     nvlink_generation: WholeNumber = Field(4, ge=0, le=6, description="NVLink generation (0: not NVLink)")
     nvls: Annotated[bool, Strict()] = Field(
         False, description="NVSwitch in-network reduction (NVLink SHARP) available")
-    tdp: PositiveWatts = Field(description="board power at full load, e.g. '700 W'")
+    tdp: BoardWatts = Field(description="board power at full load, e.g. '700 W' (1 W to 1 MW)")
     idle_power: NonNegativeWatts = Field(description="board power when idle, e.g. '70 W'")
     price_per_gpu_hour: FiniteNumber = Field(gt=0, le=MAX_PRICE_PER_GPU_HOUR,
                                              description="USD per GPU-hour, indicative")

@@ -131,7 +131,7 @@ def test_loss_vs_time_target_below_the_floor_exits_2(tmp_path, capsys):
     path = tmp_path / "summary.json"
     path.write_text(json.dumps(SUMMARY))
     assert main(["laws", "loss-vs-time", "--summary", str(path), "--target-loss", "1.7", "--json"]) == 2
-    assert "target_loss" in capsys.readouterr().err
+    assert "--target-loss: 1.7 is not above" in capsys.readouterr().err
 
 
 def _engine_available() -> bool:

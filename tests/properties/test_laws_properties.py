@@ -9,7 +9,7 @@ from simcluster.outcomes import laws
 
 years = st.floats(min_value=1e-3, max_value=30.0)
 gammas = st.floats(min_value=0.0, max_value=4.0)
-kappas = st.floats(min_value=1e-3, max_value=1.0)
+kappas = st.floats(min_value=laws.MIN_EXPONENT, max_value=laws.MAX_EXPONENT)
 log_params = st.floats(min_value=math.log(1e7), max_value=math.log(1e13))
 log_tokens = st.floats(min_value=math.log(1e8), max_value=math.log(1e15))
 log_flop = st.floats(min_value=math.log(1e18), max_value=math.log(1e28))
