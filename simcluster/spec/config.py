@@ -209,12 +209,14 @@ def lazy_first_param_gather(version: str | None) -> bool:
 
 def mcore_version_note(scenario: Scenario) -> str | None:
     """One line naming the Megatron-Core release a run that states none was given and what it changes, when the
-    release changes this layout's step: ZeRO 1/2 with overlap_param_gather over dp > 1 and a pipeline without
+    release changes this layout's step: ZeRO 1/2 with overlap_param_gather over a data-parallel group of more than
+    one rank (dp x cp: the distributed optimizer shards over both, as the engine gathers) and a pipeline without
     virtual stages, whose later stages' first gather the release starts in the fill or at the step's start."""
     t, p = scenario.training, scenario.parallelism
     if "mcore_version" not in t._resolved or t.mcore_version is None:
         return None
-    if not (p.dp > 1 and p.zero_stage in (1, 2) and p.overlap_param_gather and p.pp > 1 and p.virtual_stages == 1):
+    if not (p.dp * p.cp > 1 and p.zero_stage in (1, 2) and p.overlap_param_gather and p.pp > 1
+            and p.virtual_stages == 1):
         return None
     containers = [name for name, version in catalog.load("mcore_versions")["nemo_containers"].items()
                   if version == t.mcore_version]

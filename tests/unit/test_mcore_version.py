@@ -202,3 +202,53 @@ def test_run_prints_the_defaulted_release(cli, write_scenario, tmp_path):
     code, _out, err = cli("run", write_scenario(data), "--out", tmp_path / "out", "--json")
     assert code == 0
     assert "note: training.mcore_version (default) is 0.9" in err
+
+
+# ---- review (docs/calibration.md, "Round 25: review of the Megatron-Core release key") -----------------------------
+@pytest.mark.parametrize("stages", [3, 4])
+def test_from_0_9_every_later_stage_exposes_its_gather_in_turn(stages):
+    """With more stages the fill passes through each later stage's first forward, which waits for that stage's whole
+    gather before it sends on: by hand the step grows by the sum of the later stages' gather times, (pp - 1) G, each
+    starting when its stage's first activations arrive, never before the previous stage's has ended."""
+    runs = {}
+    for version in ("0.8", "0.9"):
+        data = _pipeline(version)
+        data["cluster"] = {**data["cluster"], "nodes": stages}
+        data["parallelism"] = {**data["parallelism"], "pp": stages}
+        data["training"] = {**data["training"], "global_batch_size": 16}
+        result = simulate(config.from_dict(data))
+        events = result.events
+        gathers = events[events["name"].str.startswith("param all_gather")]
+        runs[version] = (result.summary["step_time_s"],
+                         gathers.groupby("rank").agg(start=("start_s", "min"), end=("end_s", "max")).sort_index())
+    (step_08, _), (step_09, per_stage) = runs["0.8"], runs["0.9"]
+    later = per_stage.iloc[1:]
+    assert len(per_stage) == stages and per_stage.iloc[0]["start"] == 0.0   # the first stage: the step's start
+    assert (later["start"].to_numpy()[1:] > later["end"].to_numpy()[:-1]).all()   # one after another, in the fill
+    assert step_09 - step_08 == pytest.approx((later["end"] - later["start"]).sum(), rel=1e-9)
+
+
+def test_the_note_counts_context_parallel_ranks_as_the_engine_does():
+    """The distributed optimizer shards over dp x cp (the engine's data-parallel group): with dp 1 and cp 2 the
+    release still moves the later stage's gather, so a defaulted release is named."""
+    data = _pipeline("0.9")
+    data["parallelism"] = {**data["parallelism"], "dp": 1, "cp": 2}
+    steps = [simulate(config.from_dict({**data, "training": {**data["training"], "mcore_version": version}}))
+             .summary["step_time_s"] for version in ("0.8", "0.9")]
+    assert steps[1] > steps[0]
+    del data["training"]["mcore_version"]
+    assert config.mcore_version_note(config.from_dict(data)) is not None
+
+
+def test_another_stack_ignores_a_stated_release_in_the_engine():
+    """A stack other than Megatron-Core (torchtitan-shaped here) with the parameter gather overlapped: a stated
+    bucket-group release moves nothing (the engine reads the release on Megatron-Core only)."""
+    steps = []
+    for version in ("0.8", "0.9"):
+        data = _pipeline(version)
+        data["training"] = {**data["training"], "optimizer": "torch_adamw", "logits_memory": "torch_fp32"}
+        data["parallelism"] = {**data["parallelism"], "overlap_grad_reduce": True, "overlap_param_gather": True}
+        scenario = config.from_dict(data)
+        assert not scenario.megatron_core
+        steps.append(simulate(scenario).summary["step_time_s"])
+    assert steps[0] == steps[1]
