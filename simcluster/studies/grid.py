@@ -177,6 +177,24 @@ def _check_path(key: str, field: str) -> None:
         model = _model_in(annotation)
 
 
+def _text_field(key: str) -> bool:
+    """True when the field at ``key`` holds plain text (``str`` or ``str | None``): its values are kept as written,
+    so ``training.mcore_version=0.8,0.10`` varies the releases '0.8' and '0.10', not the numbers 0.8 and 0.1."""
+    model, annotation = config.Scenario, None
+    for part in key.split("."):
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        model = _model_in(annotation)
+    return set(typing.get_args(annotation) or (annotation,)) - {type(None)} == {str}
+
+
+def _text_value(text: str) -> str:
+    """A value of a text field: as YAML reads it when that is text (``'0.8'`` -> 0.8 unquoted), else as written."""
+    value = parse_value(text)
+    return value if isinstance(value, str) else text.strip()
+
+
 def resolve_key(key: str, field: str = "--vary") -> str:
     """A dotted scenario path; a bare field name (``tp``) is looked up in the cluster, training, parallelism and
     economics sections and must belong to exactly one."""
@@ -217,7 +235,7 @@ def parse_vary(items: list[str]) -> dict[str, list]:
             raise ScenarioError("--vary", f"{path} has no values")
         if not all(texts):
             raise ScenarioError("--vary", f"{path} has an empty value in {values!r}")
-        parsed = [parse_value(v) for v in texts]
+        parsed = [_text_value(text) if _text_field(path) else parse_value(text) for text in texts]
         repeated = [text for i, text in enumerate(texts)  # 1 and true differ here, as they do to the scenario
                     if any(type(value) is type(parsed[i]) and value == parsed[i] for value in parsed[:i])]
         if repeated:

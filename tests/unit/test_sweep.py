@@ -78,6 +78,15 @@ def test_bare_field_names_resolve_to_their_one_section():
         grid.parse_vary(["cluster.topology=torus"])
 
 
+def test_vary_keeps_a_text_fields_values_as_written(base):
+    """training.mcore_version holds text: 0.10 is the release '0.10', not YAML's number 0.1 (round 25 review)."""
+    assert grid.parse_vary(["training.mcore_version=0.8,0.10,'0.9'"]) == {
+        "training.mcore_version": ["0.8", "0.10", "0.9"]}
+    tasks = grid.grid(copy.deepcopy(base), vary=grid.parse_vary(["training.mcore_version=0.8,0.10"]))
+    assert [config.from_dict(task.scenario).training.mcore_version for task in tasks] == ["0.8", "0.10"]
+    assert grid.parse_vary(["parallelism.tp=4,8"]) == {"parallelism.tp": [4, 8]}  # numbers stay numbers
+
+
 # ---- grid points -----------------------------------------------------------------------------------------------
 def test_scaling_to_more_gpus_grows_dp_and_keeps_microbatches_per_replica(base):
     # 64 GPUs at tp=2, pp=2, cp=1: dp = 64/4 = 16; 16 sequences over dp=2 is 8 per replica, so 8 * 16 = 128
