@@ -132,16 +132,14 @@ def relative_loss(
 ) -> None:
     """Lu 2025's relative loss R(t) = (1 + (2^(gamma t) - 1)/(gamma ln2 * 1 yr))^-kappa."""
     kappa = catalog.load("scaling_laws")["lu_2025"]["kappa"] if kappa is None else kappa
-    # Lu 2025's kappa is the exponent of loss in compute, bounded as every law exponent is (laws.MIN_EXPONENT:
-    # 0 was allowed here and refused by the law, naming kappa)
-    if not laws.MIN_EXPONENT <= kappa <= laws.MAX_EXPONENT:
-        fail("--kappa", f"expected {laws.MIN_EXPONENT:g} to {laws.MAX_EXPONENT:g}, got {kappa:g} (published fits: "
-             "0.05 to 0.35)")
-    laws.check_doublings(gamma, years, field="--gamma")
-    value = float(laws.relative_loss(years, gamma, kappa))
+    try:  # the law checks kappa, gamma and years: name the options
+        value = float(laws.relative_loss(years, gamma, kappa))
+        efficiency = float(laws.efficiency(years, gamma))
+    except ScenarioError as err:
+        raise ScenarioError(f"--{err.field}", err.message) from None
     if as_json:
         _echo_json({"relative_loss": value, "gamma": gamma, "kappa": kappa, "years": years,
-                    "efficiency": float(laws.efficiency(years, gamma))})
+                    "efficiency": efficiency})
     else:
         typer.echo(f"R({years:g} y) = {value:.5f} at gamma = {gamma:g}/y, kappa = {kappa:g}")
 

@@ -31,9 +31,8 @@ CONSTRAINTS = ("compute", "memory", "network", "budget", "energy", "data")
 LETTERS = {"compute": "C", "memory": "M", "network": "N", "budget": "B", "energy": "E", "data": "D"}
 
 
-# Plausible ranges of the projection's horizon: the growth rates of projection.yaml are fitted on 2010-2024 data
-# (Epoch AI) and a century beyond is far past anything they can say.
-MAX_YEARS = 100
+# Plausible ranges of the projection's horizon: the time laws' (laws.MAX_YEARS, a century).
+MAX_YEARS = laws.MAX_YEARS
 MIN_START_YEAR, MAX_START_YEAR = 2000, 2100
 
 

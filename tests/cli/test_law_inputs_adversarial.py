@@ -11,7 +11,6 @@ the JSON) and a figure written.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -22,6 +21,7 @@ from conftest import SMALL
 
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws
+from tests.cli.test_hostile_inputs import edited
 from tests.cli.test_round24_adversarial import refused
 
 matplotlib.use("Agg")
@@ -72,6 +72,25 @@ def test_catalog_laws_lie_within_the_exponent_bound():
     assert laws.MIN_EXPONENT <= catalog.load("scaling_laws")["lu_2025"]["kappa"] <= laws.MAX_EXPONENT
 
 
+@pytest.mark.parametrize("fit", [
+    # Hoffmann et al. 2022 approach 3, unrounded (appendix D.2, as data/scaling_laws.yaml quotes it)
+    dict(E=1.6934, A=406.4, B=410.7, alpha=0.3392, beta=0.2849),
+    # Muennighoff et al. 2023 (arXiv:2305.16264), the data-constrained paper's single-epoch fit (R: recalled);
+    # its decay constants R*_N 5.3, R*_D 15.4 are in epochs, not exponents, and simcluster takes none
+    dict(E=1.87, A=521.0, B=1488.0, alpha=0.353, beta=0.353),
+    # exponents at the ends of what a fit of the form could give: both at the bound
+    dict(E=0.0, A=1.0, B=1.0, alpha=1.0, beta=1.0),
+])
+def test_published_fits_outside_the_catalog_load_and_compute(fit):
+    """Review of round 25: no published law is refused by the exponent bound; each evaluates, allocates and
+    inverts to finite figures."""
+    law = laws.custom(**fit)
+    best = law.optimal(1e24)
+    assert best.params * best.tokens == pytest.approx(1e24 / laws.FLOP_PER_PARAM_TOKEN, rel=1e-12)
+    target = float(law.loss_floor(1e9)) + 0.1
+    assert float(law.loss(1e9, law.tokens_for_loss(1e9, target))) == pytest.approx(target, rel=1e-12)
+
+
 # ---- coefficients that overflow a term or the allocation -----------------------------------------------------
 @pytest.mark.parametrize(("argv", "field"), [
     (("eval", "--params", "1", "--tokens", "1", "--fit", "E=1.69,A=1e308,B=1e308,alpha=0.34,beta=0.28"), "custom.A/B"),
@@ -92,6 +111,37 @@ def test_allocation_in_logarithms_equals_the_closed_form():
         assert law._G == pytest.approx(direct, rel=1e-13)
         best = law.optimal(5.76e23)
         assert best.params * best.tokens == pytest.approx(5.76e23 / laws.FLOP_PER_PARAM_TOKEN, rel=1e-12)
+
+
+def test_log_space_inverses_equal_the_closed_forms_on_a_grid():
+    """Review of round 25: G, the Chinchilla-form tokens for a loss (B / (L - floor))^(1/beta) and Kaplan's
+    D = Dc / (L^(1/aD) - (Nc/N)^(aN/aD)) (eq. 1.5 inverted), taken in logarithms and with expm1, agree with the
+    direct closed forms to 1e-12 wherever the direct form is finite and well conditioned (Kaplan: log(L/floor)/aD
+    >= 0.01, where the plain difference loses at most ~100 ulp)."""
+    import dataclasses
+    import itertools
+
+    for alpha, beta, a, b in itertools.product([0.01, 0.05, 0.34, 0.7, 1.0], [0.01, 0.28, 0.3658, 1.0],
+                                               [1.0, 406.4, 1e5], [1.0, 2085.43, 1e5]):
+        law = laws.custom(E=1.69, A=a, B=b, alpha=alpha, beta=beta)
+        direct = (alpha * a / (beta * b)) ** (1.0 / (alpha + beta))
+        assert law._G == pytest.approx(direct, rel=1e-12)
+        for params, excess in itertools.product((1e6, 1e9, 1e12), (1e-3, 0.1, 1.0, 10.0)):
+            floor = float(law.loss_floor(params))
+            target = floor + excess
+            try:
+                closed = (b / (target - floor)) ** (1.0 / beta)
+            except OverflowError:  # what the log form turns into a ScenarioError
+                continue
+            assert law.tokens_for_loss(params, target) == pytest.approx(closed, rel=1e-12)
+    kaplan = laws.get("kaplan")
+    for a_d in (kaplan.aD, 0.05, 0.3, 1.0):
+        law = dataclasses.replace(kaplan, aD=a_d)
+        for params, x in itertools.product(np.logspace(3, 13, 11), np.logspace(-2, 0.5, 11)):
+            floor = float(law.loss_floor(params))
+            target = floor * math.exp(x * a_d)  # log(L/floor)/aD = x, both branches of the log-expm1
+            closed = law.Dc / (target ** (1.0 / a_d) - (law.Nc / params) ** (law.aN / a_d))
+            assert law.tokens_for_loss(params, target) == pytest.approx(closed, rel=1e-12)
 
 
 # ---- a target a hair above the floor --------------------------------------------------------------------------
@@ -119,9 +169,12 @@ def test_tokens_for_loss_inverts_the_law_even_one_ulp_above_the_floor(name):
 @pytest.mark.parametrize(("argv", "needle"), [
     (("laws", "relative-loss", "--years", "0", "--gamma", "1e300"), "--gamma: expected at most 12"),  # was accepted
     (("laws", "relative-loss", "--years", "1", "--gamma", "12.5"), "--gamma: expected at most 12"),
-    (("laws", "relative-loss", "--years", "1", "--gamma", "1", "--kappa", "0"), "--kappa: expected 0.01 to 1"),
-    (("laws", "relative-loss", "--years", "1", "--gamma", "1", "--kappa", "1e-308"), "--kappa: expected 0.01 to 1"),
+    (("laws", "relative-loss", "--years", "1", "--gamma", "1", "--kappa", "0"), "--kappa: expected an exponent"),
+    (("laws", "relative-loss", "--years", "1", "--gamma", "1", "--kappa", "1e-308"), "--kappa: expected an exponent"),
     (("laws", "project", "--gamma", "13"), "--gamma: expected at most 12"),
+    # review of round 25: 1e300 years was accepted; at gamma 1e-298 R(t) came out 0.0 (the compute overflowed)
+    (("laws", "relative-loss", "--years", "1e300", "--gamma", "0"), "--years: expected 0 to 100"),
+    (("laws", "relative-loss", "--years", "1e300", "--gamma", "1e-298"), "--years: expected 0 to 100"),
 ])
 def test_time_law_rates_beyond_the_published_range_are_refused(cli, argv, needle):
     refused(*cli(*argv, "--json"), needle)
@@ -153,13 +206,7 @@ def test_efficiency_checks_its_initial_value(e0):
 
 # ---- run summaries read from a file (loss-vs-time --summary) --------------------------------------------------
 def _edit(path: str, value):
-    data = copy.deepcopy(SUMMARY)
-    *parents, leaf = path.split(".")
-    node = data
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
-    return data
+    return edited(path, value, SUMMARY)
 
 
 @pytest.mark.parametrize(("path", "value", "field"), [
@@ -230,6 +277,9 @@ def test_fabric_economics_that_divide_by_zero_or_overflow_are_refused(cli, write
 @pytest.mark.parametrize("argv", [
     ("compare", "{s}", "--network", "analytic", "--json"),
     ("sweep", "{s}", "--gpus", "16", "--jobs", "1", "--no-plots", "--network", "analytic", "--json"),
+    # review of round 25: a varied model was left to each run, and the sweep failed after simulating them all
+    ("sweep", "{s}", "--gpus", "16", "--vary", "model=gpt3-175b,gpt3-1.3b", "--jobs", "1", "--no-plots", "--network",
+     "analytic", "--json"),
     ("laws", "loss-vs-time", "{s}", "--network", "analytic", "--json"),
 ])
 def test_a_target_below_the_floor_is_refused_before_simulating(cli, write_scenario, tmp_path, monkeypatch, argv):
@@ -246,6 +296,18 @@ def test_a_target_below_the_floor_is_refused_before_simulating(cli, write_scenar
                          tmp_path / "o")
     refused(code, out, err, "--target-loss: 1 is not above")
     assert not (tmp_path / "o").exists()
+
+
+def test_sweep_refuses_a_target_one_varied_model_cannot_reach_before_simulating(cli, write_scenario, tmp_path,
+                                                                                  monkeypatch):
+    """2.1 nats is above GPT-3 175B's chinchilla-refit floor (~1.93) but below GPT-3 1.3B's (2.142): the grid's
+    second model is named before any run (review of round 25)."""
+    from simcluster.studies import sweep
+
+    monkeypatch.setattr(sweep, "run_grid", lambda *a, **k: pytest.fail("simulated a refused target"))
+    code, out, err = cli("sweep", write_scenario(SMALL), "--gpus", "16", "--vary", "model=gpt3-175b,gpt3-1.3b",
+                         "--target-loss", "2.1", "--jobs", "1", "--no-plots", "--json", "--out", tmp_path / "o")
+    refused(code, out, err, "--target-loss: 2.1 is not above 2.142")
 
 
 # ---- the projection: effective compute beyond a float, and its figure beyond matplotlib's log axis ------------
