@@ -262,7 +262,9 @@ class FlowNetwork(NetworkModel):
                         pending[1] += seconds
                     continue
                 spreads, entries = self._spreads, []
-                for known, component in solved[6]:   # (id of a component's solve, the solve)
+                if not solved[6]:   # (id of a component's solve, the solve), made on a set's first carry
+                    solved[6].extend((id(component), component) for component in solved[2])
+                for known, component in solved[6]:
                     pending = all_pending.get((known, window))
                     if pending is None:
                         if len(all_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
@@ -723,8 +725,8 @@ class FlowNetwork(NetworkModel):
         Returns (rate per route, whether the routes share no link, the solves of the components
         (``_solve_component``), route -> the solve of its component, which ``_held_back`` reads, the components' routes,
         whether no solve was evicted during its look-ups (each of its solves is then the cached one while it is
-        cached), (id, solve) of each component, as ``_window_carry`` keys them, and ``_window_carry``'s memo of their
-        pending entries). Routes that share no
+        cached), (id, solve) of each component as ``_window_carry`` keys them (filled by it when first carried), and
+        ``_window_carry``'s memo of their pending entries). Routes that share no
         link, directly or through other routes, do not affect each other's rates (progressive filling raises and
         freezes each component's routes on its own links only), so each component is solved, and cached, on its
         own: when a class starts or ends, only its component is solved again, and the symmetry check of a class
@@ -774,7 +776,7 @@ class FlowNetwork(NetworkModel):
                 rate_of_route.update(part[0])
                 of_route.update(dict.fromkeys(part[0], part))
         result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route, parts,
-                  evictions == self._evictions, tuple((id(part), part) for part in solved), [-1, -1, None])
+                  evictions == self._evictions, [], [-1, -1, None])
         if (len(self._rates_cache) >= _RATE_CACHE_ENTRIES
                 or self._rates_cached_routes + len(key) > _RATE_CACHE_ROUTES):
             self._rates_cache.clear()
