@@ -239,15 +239,13 @@ class Agent:
             yield env.timeout(cost.tp_async_exposed_s / per_layer)
         if calls:
             if tp_done is None:
-                tp_done = sim.tensor_parallel(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
-                                              op_bytes=cost.tp_op_bytes)
-            if not tp_done.triggered:
+                yield from sim.tensor_parallel_blocking(self, calls, cost.tp_bytes, f"{name} m{work.microbatch}",
+                                                        op_bytes=cost.tp_op_bytes)
+            elif not tp_done.triggered:
                 yield tp_done
         if blocking_calls:  # async TP's unfused collectives, Megatron's synchronous backward ones: after the compute
-            blocking_done = sim.tensor_parallel(self, blocking_calls, cost.tp_bytes, f"{name} m{work.microbatch}",
-                                                op_bytes=cost.tp_op_bytes)
-            if not blocking_done.triggered:
-                yield blocking_done
+            yield from sim.tensor_parallel_blocking(self, blocking_calls, cost.tp_bytes, f"{name} m{work.microbatch}",
+                                                    op_bytes=cost.tp_op_bytes)
         tp_comm_s = env.now - tp_started_at_s
         self.tally.compute_s += compute_s
         self.tally.interference_s += compute_s - alone_s

@@ -40,8 +40,14 @@ class NetworkDriver:
         self.merge = merge
         self._done: dict[int, simpy.Event] = {}
         self._batches: dict[Hashable, _Batch] = {}  # by merge key, until the end of the instant
-        self._wake = env.event()
-        env.process(self._run())
+        # The driver's loop (``_resume``) is run by callbacks of plain events rather than as a process that waits on
+        # ``wake | timeout``, with each of its events queued exactly where that process's would be (round 25):
+        # ``_wake``: the wake event queued since the last resume (None: none); ``_alarm``: the timeout the loop
+        # waits for (None: it waits for a wake alone); ``_waiting``: whether it waits (a resume not yet queued).
+        # The process spent a generator resume, a ``_FirstOf`` and its two callbacks on every wake.
+        self._wake: simpy.Event | None = None
+        self._alarm: simpy.Event | None = None
+        self._waiting = True
 
     def transfer(self, transfers: TransferClass) -> simpy.Event:
         """Start a class of transfers now; the returned event fires when all of them have arrived."""
@@ -57,10 +63,7 @@ class NetworkDriver:
         done = self.env.event()
         self._batches[key] = _Batch([transfers], done)
         # start the batch once every transfer of this instant has joined: after the events already queued now
-        flush = self.env.event()
-        flush.callbacks.append(lambda _event: self._start(key))
-        flush._ok, flush._value = True, None
-        self.env.schedule(flush, priority=NORMAL, delay=0)
+        self.env.schedule(_Hop(self.env, lambda _event: self._start(key)), priority=NORMAL, delay=0)
         return done
 
     def _start(self, key) -> None:
@@ -73,8 +76,8 @@ class NetworkDriver:
             merged = TransferClass.joined(batch.calls, first.size_bytes, first.label)
         handle = self.model.start(merged, self.env.now)
         self._done[handle] = batch.done
-        if not self._wake.triggered:
-            self._wake.succeed()
+        if self._wake is None:
+            self._wake = self._queue(self._woken, 0.0)
 
     def _settle(self) -> None:
         """Bring the model to the current time, releasing what completed."""
@@ -85,17 +88,49 @@ class NetworkDriver:
             for handle in self.model.advance(max(now, next_s)):
                 self._done.pop(handle).succeed()
 
-    def _run(self):
-        env = self.env
-        while True:
-            next_s = self.model.next_completion_s()
-            if math.isinf(next_s):
-                yield self._wake
-            else:
-                yield _FirstOf(env, (self._wake, env.timeout(max(0.0, next_s - env.now))))
-            if self._wake.triggered:
-                self._wake = env.event()
-            self._settle()
+    def _queue(self, callback, delay_s: float) -> simpy.Event:
+        """A triggered event queued ``delay_s`` from now (normal priority) that calls ``callback`` when processed."""
+        event = _Hop(self.env, callback)
+        self.env.schedule(event, priority=NORMAL, delay=delay_s)
+        return event
+
+    def _woken(self, event: simpy.Event) -> None:
+        """The wake event was processed: the loop resumes now if it waits for the wake alone, else (waiting for the
+        wake or the alarm) once the resume queued now is processed, as a ``_FirstOf`` of the two would be."""
+        if event is not self._wake or not self._waiting:   # replaced at a resume, or a resume is queued already
+            return
+        if self._alarm is None:
+            self._resume(event)
+        else:
+            self._alarm = None   # stays queued, and does nothing when processed
+            self._waiting = False
+            self._queue(self._resume, 0.0)
+
+    def _alarmed(self, event: simpy.Event) -> None:
+        """The alarm (the model's next completion) was processed: the loop resumes once the event queued now is."""
+        if event is self._alarm:   # else: a wake came first (or a resume replaced it)
+            self._alarm = None
+            self._waiting = False
+            self._queue(self._resume, 0.0)
+
+    def _resume(self, _event) -> None:
+        """One turn of the loop: release what completed by now, then wait for the next completion or a wake."""
+        self._waiting = True
+        self._wake = None   # a wake queued but not yet processed comes to nothing (``_woken``)
+        self._settle()
+        next_s = self.model.next_completion_s()
+        self._alarm = None if math.isinf(next_s) else self._queue(self._alarmed, max(0.0, next_s - self.env.now))
+
+
+class _Hop(simpy.Event):
+    """A succeeded event (value None) whose one callback is ``callback``, for the caller to queue: the driver's own
+    turns (a batch's start, its wake, its alarm, its resume), made without ``Event.__init__`` and ``succeed``."""
+
+    def __init__(self, env: simpy.Environment, callback):   # noqa: D107 (no call to Event.__init__: fields set here)
+        self.env = env
+        self.callbacks = [callback]
+        self._ok = True
+        self._value = None
 
 
 class _LightCondition(simpy.Event):

@@ -118,6 +118,9 @@ class _Sending:
     # (routes are cached), hence the number; read on every rate solve and carry of every class
     route: int = field(init=False)
     carried: list = field(init=False)   # its route's entry of ``FlowNetwork._route_bytes`` (kept while it sends)
+    # a merged class's last (component solve, ``_held_back`` entry for it), read by ``_carry`` at every carry: the same
+    # entry as the solve's cache gives, without the look-up while the component's solve stays the same object
+    check: tuple | None = field(default=None, init=False)
 
 
 class FlowNetwork(NetworkModel):
@@ -168,6 +171,7 @@ class FlowNetwork(NetworkModel):
         self._held: set[int] = set()              # ... of which found holding a part back
         # bytes per link class per time window (``windows``), spread lazily: (component, window) -> [its solve, s]
         self._window_pending: dict[tuple, list] = {}
+        self._spreads = 0   # times _window_pending was spread and cleared
 
     # ---- per-link counters, spread lazily ----------------------------------------------------------------
     @property
@@ -203,13 +207,19 @@ class FlowNetwork(NetworkModel):
         seconds to the busy time of the classes carrying traffic. Busy time rides on the window entries (bounded by
         ``_WINDOW_PENDING_KEPT``) rather than on entries of its own per route set, which grew with the distinct route
         sets a run carried until a prune (round 24)."""
-        busy_s = self._class_busy_s
+        busy_s, splits = self._class_busy_s, self._classes.splits
         for (_component, window), (solved, seconds) in self._window_pending.items():
-            classes, index = self._class_columns(solved)
-            loads = solved[2][index]
-            self._class_windows.add_bytes(window, classes, loads * seconds)
-            busy_s[classes[loads > 0]] += seconds   # disjoint classes: a solve's classes are distinct
+            spread = solved[6].get("spread")
+            if spread is None or spread[0] != splits:
+                # per solve, while no class splits: its classes now, the load on each, those carrying traffic (the
+                # mask and its gather were two of the four array operations an entry cost: round 25)
+                classes, index = self._class_columns(solved)
+                loads = solved[2][index]
+                spread = solved[6]["spread"] = (splits, classes, loads, classes[loads > 0])
+            self._class_windows.add_bytes(window, spread[1], spread[2] * seconds)
+            busy_s[spread[3]] += seconds   # disjoint classes: a solve's classes are distinct
         self._window_pending.clear()
+        self._spreads += 1   # the entries ``_window_carry`` remembered are gone
 
     def _class_columns(self, solved: tuple) -> tuple[np.ndarray, np.ndarray]:
         """The link classes that now hold the links of the classes of the solve ``solved`` (``LinkClasses.descendants``)
@@ -246,13 +256,24 @@ class FlowNetwork(NetworkModel):
                 start_s = now_s
             seconds = end_s - start_s
             if seconds > 0:
-                for component in solved[2]:
-                    pending = all_pending.get((id(component), window))
+                memo = solved[7]   # [spreads, window, the entries of its components] of this set's last carry
+                if memo[0] == self._spreads and memo[1] == window:   # the same entries, none spread since
+                    for pending in memo[2]:
+                        pending[1] += seconds
+                    continue
+                spreads, entries = self._spreads, []
+                if not solved[6]:   # (id of a component's solve, the solve), made on a set's first carry
+                    solved[6].extend((id(component), component) for component in solved[2])
+                for known, component in solved[6]:
+                    pending = all_pending.get((known, window))
                     if pending is None:
                         if len(all_pending) >= _WINDOW_PENDING_KEPT:  # each pins a solve's link arrays
                             self._spread_windows()
-                        pending = all_pending[(id(component), window)] = [component, 0.0]
+                        pending = all_pending[(known, window)] = [component, 0.0]
                     pending[1] += seconds
+                    entries.append(pending)
+                if spreads == self._spreads:
+                    memo[:] = [spreads, window, entries]
 
     # ---- the NetworkModel interface ------------------------------------------------------------------
     def start(self, transfers: TransferClass, now_s: float) -> int:
@@ -308,8 +329,8 @@ class FlowNetwork(NetworkModel):
                     # completes at its own closed-form time (most pipeline send/recv sets are of this kind)
                     rate_of_route = solved[0]
                     self._next_completion_s = float(min(
-                        min(now_s + c.remaining_bytes / rate_of_route[c.route] + c.latency_s
-                            for c in self._sending.values()),
+                        min([now_s + c.remaining_bytes / rate_of_route[c.route] + c.latency_s
+                             for c in self._sending.values()]),
                         min(self._done_at_s.values(), default=np.inf)))
                     return self._next_completion_s
             remaining = {h: c.remaining_bytes for h, c in self._sending.items()}
@@ -336,22 +357,25 @@ class FlowNetwork(NetworkModel):
         """Move to ``to_s``, carrying bytes at the current rates; returns the classes completed by then."""
         assert _not_behind(to_s, self.now_s), "time never runs backwards"
         horizon_s = to_s + _SAME_TIME_RTOL * abs(to_s)
-        while self._sending:
-            end_s, ending, rates = self._next_send_end_all()
-            if end_s > horizon_s:  # ``rates``: every sending class's, carried to ``to_s`` below
+        sending = self._sending
+        while sending:
+            solved = self._solve(self._sending_key or self._route_key(sending))
+            end_s, ending = self._next_send_end_all(solved)
+            if end_s > horizon_s:  # ``solved``: the rates of every sending class, carried to ``to_s`` below
                 break
-            self._carry(end_s, rates, ending)
+            self._carry(end_s, solved, ending)
             for h in ending:
-                self._done_at_s[h] = end_s + self._sending.pop(h).latency_s
+                self._done_at_s[h] = end_s + sending.pop(h).latency_s
                 self._sending_key = None
                 self._parted.discard(h)
                 self._held.discard(h)
-        if self._sending and to_s > self.now_s:  # the loop broke: its rates are those of the classes still sending
-            self._carry(to_s, rates, ())
+        if sending and to_s > self.now_s:  # the loop broke: ``solved`` holds the rates of the classes still sending
+            self._carry(to_s, solved, ())
         self.now_s = max(self.now_s, to_s)
-        finished = sorted((t, h) for h, t in self._done_at_s.items() if t <= horizon_s)
+        done_at_s = self._done_at_s
+        finished = sorted((t, h) for h, t in done_at_s.items() if t <= horizon_s) if done_at_s else ()
         for _, h in finished:
-            del self._done_at_s[h]
+            del done_at_s[h]
         self._next_completion_s = None
         done, self._finished = self._finished + [h for _, h in finished], []
         return done
@@ -441,33 +465,32 @@ class FlowNetwork(NetworkModel):
         ending = [h for h, s in left_s.items() if s <= soonest_s * (1 + _SAME_TIME_RTOL)]
         return now_s + soonest_s, ending, rates
 
-    def _next_send_end_all(self):
-        """``_next_send_end`` for every sending class at its bytes left (what ``advance`` asks at each step): the same
-        quotients, minimum and order, without the dictionaries of bytes left and of times left."""
+    def _next_send_end_all(self, solved: tuple) -> tuple[float, list[int]]:
+        """``_next_send_end`` for every sending class at its bytes left (what ``advance`` asks at each step), at the
+        rates of ``solved`` (``_solve`` of every sending class's route): the same quotients, minimum and order,
+        without the dictionaries of bytes left, of times left and of rates."""
+        rate_of_route = solved[0]
         sending = self._sending
-        rate_of_route = self._solve(self._sending_key or self._route_key(sending))[0]
-        rates = {h: rate_of_route[c.route] for h, c in sending.items()}
-        left_s = [(h, c.remaining_bytes / rates[h]) for h, c in sending.items()]
-        soonest_s = min([s for _h, s in left_s])
+        left_s = [c.remaining_bytes / rate_of_route[c.route] for c in sending.values()]
+        soonest_s = min(left_s)
         bound_s = soonest_s * (1 + _SAME_TIME_RTOL)
-        return self.now_s + soonest_s, [h for h, s in left_s if s <= bound_s], rates
+        return self.now_s + soonest_s, [h for h, s in zip(sending, left_s, strict=True) if s <= bound_s]
 
-    def _carry(self, until_s: float, rates: dict[int, float], ending):
-        """Send at constant ``rates`` from now to ``until_s``; classes in ``ending`` send exactly their
-        rest."""
+    def _carry(self, until_s: float, solved: tuple, ending):
+        """Send at the constant rates of ``solved`` (``_solve`` of every sending class's route) from now to
+        ``until_s``; classes in ``ending`` send exactly their rest."""
         dt_s = until_s - self.now_s
+        rate_of_route = solved[0]
         for h, c in self._sending.items():
-            if h in ending:
+            if ending and h in ending:
                 sent = c.remaining_bytes
             else:   # min(remaining, rate * dt) as ``min`` picks it: the first unless the second is smaller
-                sent = rates[h] * dt_s
+                sent = rate_of_route[c.route] * dt_s
                 if not sent < c.remaining_bytes:
                     sent = c.remaining_bytes
             c.remaining_bytes -= sent
             c.carried[2] += sent
         if dt_s > 0:
-            key = self._sending_key or self._route_key(self._sending)
-            solved = self._solve(key)
             self._window_carry(solved, until_s)   # window bytes and busy time
             if self._parted:
                 # classes sending at once overlap in time: the step's critical path, waiting on one of them at a
@@ -476,10 +499,15 @@ class FlowNetwork(NetworkModel):
                 for h in self._parted:
                     sending = self._sending[h]
                     component = of_route[sending.route]
-                    check = component[6].get(id(sending.merged))   # ``_held_back``'s cache, read here
-                    if check is None:
-                        self._held_back(component, sending)
-                        check = component[6][id(sending.merged)]
+                    memo = sending.check
+                    if memo is not None and memo[0] is component:
+                        check = memo[1]
+                    else:
+                        check = component[6].get(id(sending.merged))   # ``_held_back``'s cache, read here
+                        if check is None:
+                            self._held_back(component, sending)
+                            check = component[6][id(sending.merged)]
+                        sending.check = (component, check)
                     if check[1] is not None:
                         worst = max(worst, check[2])
                         if h not in self._held:   # a class already held adds nothing more (``HeldBack.add``)
@@ -697,7 +725,8 @@ class FlowNetwork(NetworkModel):
         Returns (rate per route, whether the routes share no link, the solves of the components
         (``_solve_component``), route -> the solve of its component, which ``_held_back`` reads, the components' routes,
         whether no solve was evicted during its look-ups (each of its solves is then the cached one while it is
-        cached)). Routes that share no
+        cached), (id, solve) of each component as ``_window_carry`` keys them (filled by it when first carried), and
+        ``_window_carry``'s memo of their pending entries). Routes that share no
         link, directly or through other routes, do not affect each other's rates (progressive filling raises and
         freezes each component's routes on its own links only), so each component is solved, and cached, on its
         own: when a class starts or ends, only its component is solved again, and the symmetry check of a class
@@ -747,7 +776,7 @@ class FlowNetwork(NetworkModel):
                 rate_of_route.update(part[0])
                 of_route.update(dict.fromkeys(part[0], part))
         result = (rate_of_route, all(part[5] for part in solved), tuple(solved), of_route, parts,
-                  evictions == self._evictions)
+                  evictions == self._evictions, [], [-1, -1, None])
         if (len(self._rates_cache) >= _RATE_CACHE_ENTRIES
                 or self._rates_cached_routes + len(key) > _RATE_CACHE_ROUTES):
             self._rates_cache.clear()

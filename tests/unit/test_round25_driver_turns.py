@@ -1,0 +1,142 @@
+"""Round 25: the network driver's loop runs on callbacks of plain events instead of as a SimPy process waiting on
+``wake | timeout`` (``drivers.NetworkDriver``), and a blocking block's tensor-parallel collectives run in the
+caller's process (``Simulation.tensor_parallel_blocking``). Both must keep every event where it was: the engine
+merges transfers by the instant and order they start, so a completion released one queue turn earlier or later can
+change a result. The reference here is the process the driver was (its loop as SimPy's ``Condition`` would run it,
+``a | b``); each test replays transfers racing other processes at the same instants through both, and the logs of
+what ran, in order, must be the same step for step."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import simpy
+
+from simcluster import collectives, network
+from simcluster.engine.drivers import NetworkDriver
+from simcluster.fabric import topology
+from simcluster.network.base import TransferClass
+from simcluster.spec import hardware
+
+H100 = hardware.gpu("h100-sxm")
+CX7 = hardware.nic("connectx-7")
+
+
+class ProcessDriver(NetworkDriver):
+    """The driver as it was before round 25: one process sleeps until the model's next completion or a wake."""
+
+    def __init__(self, env, model):
+        super().__init__(env, model)
+        self._wake = env.event()
+        env.process(self._run())
+
+    def _start(self, key) -> None:
+        batch = self._batches.pop(key)
+        self._settle()
+        merged = batch.calls[0] if len(batch.calls) == 1 else TransferClass.joined(
+            batch.calls, batch.calls[0].size_bytes, batch.calls[0].label)
+        self._done[self.model.start(merged, self.env.now)] = batch.done
+        if not self._wake.triggered:
+            self._wake.succeed()
+
+    def _run(self):
+        env = self.env
+        while True:
+            next_s = self.model.next_completion_s()
+            if math.isinf(next_s):
+                yield self._wake
+            else:
+                yield self._wake | env.timeout(max(0.0, next_s - env.now))
+            if self._wake.triggered:
+                self._wake = env.event()
+            self._settle()
+
+
+class _Clock:
+    """A network model whose transfers each take ``size_bytes`` seconds: completions land on the same whole seconds
+    as the other processes' timeouts, so the driver's turns race theirs at every instant."""
+
+    def __init__(self):
+        self.due: dict[int, float] = {}
+        self.started = 0
+
+    def start(self, transfers: TransferClass, now_s: float) -> int:
+        self.started += 1
+        self.due[self.started] = now_s + transfers.size_bytes
+        return self.started
+
+    def next_completion_s(self) -> float:
+        return min(self.due.values(), default=math.inf)
+
+    def advance(self, to_s: float) -> list[int]:
+        done = sorted((t, h) for h, t in self.due.items() if t <= to_s)
+        for _t, h in done:
+            del self.due[h]
+        return [h for _t, h in done]
+
+
+def _log_of(make_driver, seed: int, model=None) -> list[tuple]:
+    """Senders start transfers (random pairs, sizes and gaps, some at the same instants and some of one merge key)
+    while bystanders wake at the same whole seconds: what ran, in order, with its time. ``model``: the flow model on a
+    small fabric (None: ``_Clock``, whose completions coincide with the bystanders' wakes)."""
+    env = simpy.Environment()
+    if model is None:
+        driver = make_driver(env, _Clock())
+    else:
+        fabric = topology.build("rail-fat-tree", gpus=32, gpus_per_node=8, gpu=H100, nic=CX7)
+        driver = make_driver(env, network.make("flow", collectives.calibrated(fabric)))
+    rng = random.Random(seed)
+    log = []
+
+    def sender(name):
+        for i in range(12):
+            yield env.timeout(rng.choice((0, 0, 1, 2) if model is None else (0.0, 0.0, 1e-6, 3e-6, 1e-5)))
+            src = rng.randrange(32)
+            dst = rng.choice([g for g in range(32) if g != src])
+            size = rng.choice((1, 2, 3) if model is None else (1e5, 1e6, 4e6))
+            done = driver.transfer(TransferClass(np.array([[src, dst]]), size, label=rng.choice("ab")))
+            log.append((name, "start", i, env.now))
+            yield done
+            log.append((name, "done", i, env.now))
+            env.process(bystander(f"{name} bystander {i}"))
+
+    def bystander(name):
+        log.append((name, env.now))
+        yield env.timeout(0)
+        log.append((name, "again", env.now))
+
+    def ticker(name):
+        for _ in range(40):
+            yield env.timeout(rng.choice((0, 1)))
+            log.append((name, env.now))
+
+    for k in range(6):
+        env.process(sender(f"sender {k}"))
+        env.process(ticker(f"ticker {k}"))
+    env.run()
+    return log
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("model", [None, "flow"])
+def test_the_driver_on_callbacks_keeps_the_process_drivers_order(seed, model):
+    reference = _log_of(ProcessDriver, seed, model)
+    assert len(reference) > 6 * 12 * 2   # every transfer started and completed
+    assert _log_of(NetworkDriver, seed, model) == reference
+
+
+def test_a_blocking_blocks_collectives_in_the_callers_process_keep_the_results():
+    """A pipelined run whose blocks' TP collectives block (every chunk's forward, recompute and backward): the step
+    and the link figures are those of round 24's engine (the values it printed, main 1862205)."""
+    from simcluster.core import inputs
+    from simcluster.engine import simulate
+    from simcluster.spec import config
+
+    path = config.resolve_path("narayanan2021-t2-529.6b-2240-a100")
+    data = inputs.load_yaml(path, inputs.MAX_SCENARIO_BYTES, "scenario file")
+    data["training"]["global_batch_size"] = 35 * data["parallelism"]["dp"]   # 35 microbatches a pipeline, not 280
+    result = simulate(config.from_dict(data), check_memory=False)
+    assert result.summary["step_time_s"] == pytest.approx(8.356263915743318, rel=1e-12, abs=0)
