@@ -146,6 +146,7 @@ class Shard:
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
     embedding_grad_accumulation_bytes: float = 0.0  # per table parameter: the dense .grad's add (embedding_grad)
+    embedding_tied_sum: bool = False  # autograd sums the lookup's and the tied output layer's gradient (embedding_grad)
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
     residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
@@ -204,6 +205,8 @@ def shard_for(scenario: Scenario) -> Shard:
                      scenario, fused=main_grad_bytes(scenario) > 0),
                  main_grad_bytes=main_grad_bytes(scenario),
                  embedding_grad_accumulation_bytes=embedding_grad.accumulation_bytes_per_param(scenario),
+                 embedding_tied_sum=embedding_grad.sums_tied_gradients(scenario.model.tied_embeddings, p.pp,
+                                                                       main_grad_bytes(scenario) > 0),
                  # MLA's layer rewrites its accumulation as one kernel (workload/mla.py); it never ran on those wrappers
                  grad_accumulation_per_tensor=(grad_accumulation.per_tensor(t.optimizer)
                                               or grad_accumulation.copies_into_sharded_buffer(scenario))
@@ -677,7 +680,8 @@ def embedding_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
     table = embedding_grad.table_params(model.vocab, h, shard.tp)
     grad_bytes = embedding_grad.grad_bytes_per_element(e, shard.autocast_fp32_params)
     dense = [_memory(*kernel) for kernel in embedding_grad.kernels(table, grad_bytes,
-                                                                   shard.embedding_grad_accumulation_bytes)]
+                                                                   shard.embedding_grad_accumulation_bytes,
+                                                                   shard.embedding_tied_sum)]
     ops["backward_weight"] += [dense[0], _memory("embedding", float(tokens * h / shard.tp),
                                                  (tokens * h + 2 * tokens * h / shard.tp) * e), *dense[1:]]
     if model.position == "learned":

@@ -78,3 +78,75 @@ def test_charged_every_microbatch_and_independent_of_the_batch():
     for name in (embedding_grad.ZERO_OP, embedding_grad.ACCUMULATE_OP):
         assert two[name].hbm_bytes == one[name].hbm_bytes
     assert two["embedding"].hbm_bytes == pytest.approx(2 * one["embedding"].hbm_bytes)
+
+
+def test_fp32_parameters_fill_and_add_at_fp32_width():
+    # review (round 25): FlashAttention-2's GPT-3 1.3B row keeps its parameters fp32 under autocast
+    # (autocast_fp32_params); autocast leaves the embedding lookup in the weight's dtype, so at::zeros writes the
+    # [vocab, hidden] gradient at 4 bytes, and the add reads that 4-byte .grad (50,257 padded to 50,304 x 2,048, tp 1)
+    scenario = config.load("dao2023-gpt3-1.3b-2k-8-a100")
+    assert scenario.training.autocast_fp32_params and scenario.parallelism.tp == 1
+    by_name, _, shard = _ops(scenario)
+    table = embedding_grad.table_params(scenario.model.vocab, scenario.model.hidden, 1)
+    assert table == scenario.model.vocab * scenario.model.hidden
+    assert by_name[embedding_grad.ZERO_OP].hbm_bytes == table * 4
+    add = by_name.get(embedding_grad.ACCUMULATE_OP)
+    share = grad_accumulation.charged_share(scenario, fused=False)
+    assert (add is None) == (share == 0.0)
+    if add is not None:
+        assert add.hbm_bytes == pytest.approx(table * shard.embedding_grad_accumulation_bytes)
+        assert add.flop == table    # one addition an element
+
+
+def test_default_gpt3_step_hides_the_charge_behind_its_gradient_reduce_scatters(monkeypatch):
+    # review (round 25): the default GPT-3 175B keeps its step with the dense gradient in. Not a wiring miss: the
+    # kernels are on stage 0 (the only stage with the lookup), and a charge 20x larger moves the step; the step's
+    # end is set by stage 0's queue of data-parallel reduce-scatters, which the last microbatch's backward (the only
+    # one on the critical path, the others wait on stage 1's gradients) finishes well ahead of
+    from simcluster.engine import simulate
+
+    scenario = config.load(config.DEFAULT_SCENARIO)
+    by_name, _, _ = _ops(scenario)
+    assert by_name[embedding_grad.ZERO_OP].hbm_bytes == math.ceil(50_257 / 8) * 12_288 * 2   # tp 8, bf16
+    kernels = embedding_grad.kernels
+
+    def step(scale):
+        monkeypatch.setattr(embedding_grad, "kernels",
+                            lambda *a: [(n, f * scale, b * scale) for n, f, b in kernels(*a)])
+        return simulate(scenario).summary["step_time_s"]
+
+    on, off, large = step(1.0), step(0.0), step(20.0)
+    assert on == off
+    assert large > on + 0.1
+
+
+def test_tied_table_on_one_stage_sums_two_dense_gradients_and_adds_once():
+    # review (round 25): at pp 1 with tied embeddings the lookup and the output layer's GEMM both send a dense
+    # [V/tp, h] gradient to the one weight; autograd's input buffer adds them in place (read two, write one) and
+    # the stack's add into the main gradient stays one. llm-foundry's MPT-7B (the catalog's 50,368 x 4,096, tp 1,
+    # bf16 .grad); FlashAttention-2's GPT-3 1.3B with fp32 parameters sums at 4 bytes
+    scenario = config.load("mpt-7b-8-h100")
+    assert scenario.model.tied_embeddings and scenario.parallelism.pp == 1
+    by_name, ops, _ = _ops(scenario)
+    assert by_name[embedding_grad.TIED_SUM_OP].hbm_bytes == 50_368 * 4_096 * 3 * 2
+    assert sum(op.name == embedding_grad.ACCUMULATE_OP for op in ops) <= 1
+    scenario = config.load("dao2023-gpt3-1.3b-2k-8-a100")
+    by_name, ops, _ = _ops(scenario)
+    table = scenario.model.vocab * scenario.model.hidden
+    assert by_name[embedding_grad.TIED_SUM_OP].hbm_bytes == table * 3 * 4
+    assert [op.name for op in ops][:4] == [embedding_grad.ZERO_OP, "embedding", embedding_grad.TIED_SUM_OP,
+                                           embedding_grad.ACCUMULATE_OP]
+
+
+@pytest.mark.parametrize("name", ["gpt3-175b-1024-h100", "bigscience-bloom-176b-384-a100",
+                                  "nemo2409-llama31-8b-8-h100-bf16", "torchtitan-llama31-70b-256-h100-fp8-asynctp",
+                                  "korthikanti2022-22b-a100"])
+def test_no_sum_where_the_lookups_gradient_is_the_only_dense_one(name):
+    # tied with pp > 1 (the default GPT-3, BLOOM's DeepSpeed pipeline: the last stage's copy has no lookup), untied
+    # (Llama 3.1 on Megatron-Core, torchtitan's FSDP2 at pp 1), or tied at pp 1 with the fused accumulation
+    # (Megatron-LM 2022's output layer hands autograd None: korthikanti 22B)
+    scenario = config.load(name)
+    if name.startswith("korthikanti"):
+        assert scenario.model.tied_embeddings and scenario.parallelism.pp == 1 and shard_for(scenario).main_grad_bytes
+    by_name, _, _ = _ops(scenario)
+    assert embedding_grad.TIED_SUM_OP not in by_name
