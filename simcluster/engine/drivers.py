@@ -41,13 +41,11 @@ class NetworkDriver:
         self._done: dict[int, simpy.Event] = {}
         self._batches: dict[Hashable, _Batch] = {}  # by merge key, until the end of the instant
         # The driver's loop (``_resume``) is run by callbacks of plain events rather than as a process that waits on
-        # ``wake | timeout``, with each of its events queued exactly where that process's would be (round 25):
-        # ``_wake``: the wake event queued since the last resume (None: none); ``_alarm``: the timeout the loop
-        # waits for (None: it waits for a wake alone); ``_waiting``: whether it waits (a resume not yet queued).
-        # The process spent a generator resume, a ``_FirstOf`` and its two callbacks on every wake.
-        self._wake: simpy.Event | None = None
+        # ``wake | timeout`` (round 25): a batch's start resumes it at once (the rates changed), and so does its
+        # alarm, the event queued for the model's next completion. ``_alarm``: the pending alarm (None: none);
+        # ``_alarm_s``: the completion time it was queued for, kept while a resume finds that time unchanged.
         self._alarm: simpy.Event | None = None
-        self._waiting = True
+        self._alarm_s = math.inf
 
     def transfer(self, transfers: TransferClass) -> simpy.Event:
         """Start a class of transfers now; the returned event fires when all of them have arrived."""
@@ -76,8 +74,7 @@ class NetworkDriver:
             merged = TransferClass.joined(batch.calls, first.size_bytes, first.label)
         handle = self.model.start(merged, self.env.now)
         self._done[handle] = batch.done
-        if self._wake is None:
-            self._wake = self._queue(self._woken, 0.0)
+        self._resume(None)   # the rates changed: the next completion is read again now
 
     def _settle(self) -> None:
         """Bring the model to the current time, releasing what completed."""
@@ -94,37 +91,28 @@ class NetworkDriver:
         self.env.schedule(event, priority=NORMAL, delay=delay_s)
         return event
 
-    def _woken(self, event: simpy.Event) -> None:
-        """The wake event was processed: the loop resumes now if it waits for the wake alone, else (waiting for the
-        wake or the alarm) once the resume queued now is processed, as a ``_FirstOf`` of the two would be."""
-        if event is not self._wake or not self._waiting:   # replaced at a resume, or a resume is queued already
-            return
-        if self._alarm is None:
-            self._resume(event)
-        else:
-            self._alarm = None   # stays queued, and does nothing when processed
-            self._waiting = False
-            self._queue(self._resume, 0.0)
-
     def _alarmed(self, event: simpy.Event) -> None:
-        """The alarm (the model's next completion) was processed: the loop resumes once the event queued now is."""
-        if event is self._alarm:   # else: a wake came first (or a resume replaced it)
+        """The alarm (the model's next completion) was processed: the loop resumes now."""
+        if event is self._alarm:   # else: a later resume queued another alarm, and this one comes to nothing
             self._alarm = None
-            self._waiting = False
-            self._queue(self._resume, 0.0)
+            self._resume(event)
 
     def _resume(self, _event) -> None:
-        """One turn of the loop: release what completed by now, then wait for the next completion or a wake."""
-        self._waiting = True
-        self._wake = None   # a wake queued but not yet processed comes to nothing (``_woken``)
+        """One turn of the loop: release what completed by now, then set the alarm for the next completion (a pending
+        alarm for the same time is kept: it fires at the time rounded from the instant it was queued at, within
+        ``TIME_EPS_S`` of the completion, which ``_settle`` accepts)."""
         self._settle()
         next_s = self.model.next_completion_s()
-        self._alarm = None if math.isinf(next_s) else self._queue(self._alarmed, max(0.0, next_s - self.env.now))
+        if math.isinf(next_s):
+            self._alarm = None
+        elif self._alarm is None or self._alarm_s != next_s:
+            self._alarm_s = next_s
+            self._alarm = self._queue(self._alarmed, max(0.0, next_s - self.env.now))
 
 
 class _Hop(simpy.Event):
     """A succeeded event (value None) whose one callback is ``callback``, for the caller to queue: the driver's own
-    turns (a batch's start, its wake, its alarm, its resume), made without ``Event.__init__`` and ``succeed``."""
+    turns (a batch's start, the alarm), made without ``Event.__init__`` and ``succeed``."""
 
     def __init__(self, env: simpy.Environment, callback):   # noqa: D107 (no call to Event.__init__: fields set here)
         self.env = env
