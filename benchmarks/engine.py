@@ -85,12 +85,13 @@ MIN_TIMEOUT_S = 120
 # 12.15296 -> 12.16647 s, 7.30779 -> 7.30512 s, 2.95572 -> 2.95262 s. Round 24 moved the first (Megatron-Core
 # buckets ready as the backward reaches them, engine/data_parallel.py Cuts): 12.166466 -> 12.166448 s. Round 25 moved
 # the first (training.mcore_version unset = 0.9 off Blackwell: each later pipeline stage's parameter gather dispatched
-# at its first forward, exposed in the fill; the dense embedding gradient): 12.166448 -> 14.181104 s (+16.6%).
+# at its first forward, exposed in the fill; the dense embedding gradient): 12.166448 -> 14.181104 s (+16.6%), and
+# the last (the dense embedding gradient; Megatron-LM 2021, no release key): 2.952621 -> 2.954995 s (+0.08%).
 MAIN_STEP_S = {"llama3-405b-16384": 14.181103551414445, "llama3-405b-16k-h100": 7.305118695110409,
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)
                "llama3-405b-16384-expanded": 14.181103551414445,
                # the exact hash-ECMP run, as before round 22's faster components (367 s of CPU then; same step)
-               "megascale-768-ecmp-expanded": 2.952621292919227}
+               "megascale-768-ecmp-expanded": 2.9549953944067457}
 
 
 @dataclass
