@@ -36,9 +36,10 @@ PAIR_TARGET = 0.05             # issue 15: the two precisions of a model within 
 CALIBRATION_BREAKS = -0.10     # a calibration row simulated more than 10% slow is no longer calibrated
 OUTPUT_TERM = "chunk extras (embedding, output, loss)"
 ATTENTION_TERMS = ("attention forward", "attention backward")
-# the keys the two recipes set differently (module docstring); every other scenario value is the same
+# the keys the two recipes set differently (module docstring), and the Megatron-Core release of their containers
+# (NeMo 24.09: 0.9, 24.07: 0.8; round 25, data/mcore_versions.yaml): every other scenario value is the same
 RECIPE_KEYS = {"training.precision", "training.cross_entropy", "parallelism.grad_reduce_dtype",
-               "parallelism.grad_buckets", "parallelism.grad_bucket_size"}
+               "parallelism.grad_buckets", "parallelism.grad_bucket_size", "training.mcore_version"}
 
 
 def _flat(data: dict, prefix: str = "") -> dict:

@@ -106,8 +106,8 @@ def test_2020s_optimizer_and_local_ddp_cost_their_bytes_at_hbm_speed():
     for the DDP's op (the optimizer is one op either way), plus the gradient accumulation only the 2020 optimizer
     pays at one microbatch: its FP16_Optimizer zeroes the fp16 .grad in place, so autograd adds into it (read the
     new gradient, read and write .grad: 6 bytes per layer parameter, 12 h^2 + 13 h of them, one kernel per tensor:
-    4 weights, 4 biases, 2 LayerNorms' weight and bias), where the 2021 wrapper's set_to_none leaves nothing to add
-    at m = 1."""
+    4 weights, 4 biases, 2 LayerNorms' weight and bias, and the word embedding's dense V x h gradient, one kernel),
+    where the 2021 wrapper's set_to_none leaves nothing to add at m = 1."""
     from simcluster.workload import kernels
 
     scenario = config.load("megatron-1.2b-a100-node")
@@ -123,6 +123,10 @@ def test_2020s_optimizer_and_local_ddp_cost_their_bytes_at_hbm_speed():
     h, layers = scenario.model.hidden, scenario.model.layers
     assert scenario.microbatches == 1 and scenario.model.ffn_hidden in (None, 4 * h)   # None: GPT's 4 h
     accumulation = 6 * (12 * h * h + 13 * h) * layers / bandwidth + 12 * layers * gap
+    # the word embedding's dense gradient (round 25, workload/embedding_grad.py): both pay its zero fill (and the
+    # tied table's in-place sum); only the 2020 optimizer adds it into the zeroed .grad: 6 bytes a table element
+    # (V x h at tp 1), one kernel
+    accumulation += 6 * scenario.model.vocab * h / bandwidth + gap
     expected = extra * params / bandwidth + gap + accumulation
     step = sim.run().summary["step_time_s"]
     plain_step = simulate(plain, "analytic").summary["step_time_s"]
