@@ -11,7 +11,7 @@ scaling"); then the same chains for NeMo 1.x's Apex DistributedFusedAdam layout 
 buckets, the embedding and output layer with the first layer; docs/calibration.md, "Round 18: NeMo 1.x's distributed
 Adam"), timed by a closed-form chain model checked against the engine (``--apex``: that table alone); with ``--rows``,
 also the data-parallel time of the other large-DP rows (about a minute more).
-Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows | --apex | --mcore-buckets | --growth]
+Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows | --apex | --mcore-buckets | --growth | --angles]
 """
 
 from __future__ import annotations
@@ -139,6 +139,17 @@ def _variant(raw: dict, change: str) -> config.Scenario:
         data["parallelism"]["grad_buckets"] = "apex"
     elif change == "bf16 grads":  # sensitivity only: NeMo's and Megatron-LM's default for this row is fp32
         data["parallelism"]["grad_reduce_dtype"] = "bf16"
+    elif change == "apex bf16":  # Apex's layout with grad_sync_dtype bf16 (the 340B recipe's; none for the 15B)
+        data["parallelism"].pop("grad_bucket_size")
+        data["parallelism"].update(grad_buckets="apex", grad_reduce_dtype="bf16")
+    elif change == "no param gather":  # Megatron-LM without --overlap-param-gather: gathered after the optimizer
+        data["parallelism"]["overlap_param_gather"] = False
+    elif change == "sharp":  # IB SHARP reduce-scatter / all-gather: NCCL >= 2.20 with HPC-X 2.18.1, not the run's
+        data["cluster"]["sharp"] = "on"
+    elif change == "micro batch 2":  # both NeMo 15B recipes' (TP 4 on one node, not the report's layout)
+        data["training"]["micro_batch_size"] = 2
+    elif change != "bundled":
+        raise ValueError(f"unknown variant {change!r}")
     return config.from_dict(data)
 
 
@@ -360,6 +371,30 @@ def growth_table() -> None:
         print(f"{label:<34} " + "  ".join(cells))
 
 
+# Round 26's five angles (docs/calibration.md, "Round 26: Nemotron-4 15B's data-parallel time, five more angles"):
+# each variant is a setting another source or stack of the period would give the run; none is applied.
+ANGLES = (("bundled", None, {}), ("Apex layout (NeMo 1.x)", "apex", {}), ("Apex layout, bf16 grads", "apex bf16", {}),
+          ("no overlap_param_gather", "no param gather", {}), ("Simple held, 14 us", None, {"simple_only": True}),
+          ("IB SHARP RS/AG (NCCL 2.20+)", "sharp", {}), ("bf16 grads", "bf16 grads", {}),
+          ("micro batch 2", "micro batch 2", {}))
+
+
+def angles_table() -> None:
+    """Step, error, exposed DP time and growth over the 768-GPU stage under each of round 26's variants."""
+    print("\nNemotron-4 15B under round 26's variants: step ms (error, exposed DP ms, growth over 768 GPUs); published "
+          "570 / 580 / 640 ms (+10 / +70); none applied")
+    for label, change, rings in ANGLES:
+        with _ppn1_rings(**rings):
+            runs = {gpus: simulate(_variant(catalog.load(f"scenarios/nemotron4-15b-{gpus}-h100"), change or "bundled"))
+                    .summary for gpus in PUBLISHED_STEP_S}
+        base = runs[768]["step_time_s"]
+        cells = [f"{gpus}: {s['step_time_s'] * 1e3:6.1f} "
+                 f"({(PUBLISHED_STEP_S[gpus] / s['step_time_s'] - 1) * 100:+5.1f}%, "
+                 f"dp {s['exposed_comm_by_parallelism_s']['dp'] * 1e3:5.1f}, {(s['step_time_s'] - base) * 1e3:+6.1f})"
+                 for gpus, s in runs.items()]
+        print(f"{label:<28} " + "  ".join(cells))
+
+
 LARGE_DP_ROWS = ("megatron-177b-4608-h100", "nemo2409-gpt3-175b-1024-h100-bf16", "nemo2409-gpt3-175b-2048-h100-bf16",
                  "llama3-405b-8k-h100-published", "llama3-405b-16k-h100-published",
                  "torchtitan-llama31-405b-512-h100-fp8", "nemotron4-340b-6144-h100")
@@ -386,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--mcore-buckets", action="store_true",
                        help="Megatron-Core's own 40M bucket formation (closed-form chains) alone")
     which.add_argument("--growth", action="store_true", help="the step's growth with DP under each variant alone")
+    which.add_argument("--angles", action="store_true", help="round 26's framework, NCCL, SHARP and precision "
+                       "variants alone")
     args = parser.parse_args(argv)
     if args.apex:
         apex_layout()
@@ -395,6 +432,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.growth:
         growth_table()
+        return
+    if args.angles:
+        angles_table()
         return
     one_gpu_per_node_table()
     measured_points()
