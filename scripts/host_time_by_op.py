@@ -28,7 +28,7 @@ from simcluster.workload.ops import layer_ops
 # op name -> class; names not listed fall under "other"
 CLASSES = {
     "expert_up": "grouped expert GEMMs", "expert_down": "grouped expert GEMMs",
-    "router": "router", "router_topk": "router",
+    "router": "router", "router_topk": "router", "router_cast": "router",
     "permute": "permute / unpermute / sort", "unpermute": "permute / unpermute / sort",
     "moe_sort_chunks": "permute / unpermute / sort", "moe_sort_map": "permute / unpermute / sort",
     "fp8_cast": "fp8 quantize (casts)",

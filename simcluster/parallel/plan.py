@@ -500,7 +500,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
 # With the EP overlap the attention node ends with the router and the dispatch preprocess (Megatron-Core
 # TransformerLayer: "If EP overlap is enabled, remaining of mlp will be called as fine_grained_callables": route()
 # and preprocess() run before it returns), so their kernels belong to the attention sub-stage
-ATTENTION_NODE_MOE_OPS = frozenset({"router", "router_topk", "permute"})
+ATTENTION_NODE_MOE_OPS = frozenset({"router", "router_topk", "router_cast", "permute"})
 
 
 def _ep_substages(mlp, moe_fwd, moe_bwd, gpu, precision: str, te: bool = False) -> dict[str, tuple[float, float]]:

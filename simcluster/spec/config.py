@@ -579,8 +579,9 @@ class Training(_Defaulted):
         "all-to-all, else false")
     moe_router_dtype: Literal["model", "fp32"] = Field(
         "model", description="the router's logits dtype (Megatron-Core --moe-router-dtype): model (the GEMMs' 16-bit "
-        "dtype, Megatron-Core's default) or fp32 (RouterGatingLinearFunction casts input and weight to fp32 and the "
-        "gradients back: 4 more kernels backward)")
+        "dtype, Megatron-Core's default) or fp32 (RouterGatingLinearFunction writes fp32 logits, casts input and "
+        "weight to fp32 for its two backward GEMMs, which run in TF32, and the gradients back: 4 more kernels "
+        "backward, with their bytes)")
     moe_load_balancing: Literal["aux_loss", "seq_aux_loss"] = Field(
         "aux_loss", description="the router's load-balancing loss (Megatron-Core --moe-router-load-balancing-type): "
         "aux_loss (Switch, per microbatch) or seq_aux_loss (DeepSeek-V3's per-sequence loss: one more kernel "

@@ -20,12 +20,14 @@ token dimension, batch = local experts). Model FLOP (MFU) count the balanced loa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cache
 
 from simcluster.core import catalog
 from simcluster.core.token_routing import TokenRouting, cv_from_max_violation, cv_from_switch_balance
+from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import MoESpec, TransformerSpec
 from simcluster.workload import fp8_recipes, kernels, mla, moe_host, mtp, ops
 from simcluster.workload.ops import (
@@ -195,14 +197,24 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     assert moe is not None and moe.experts % ep == 0, "validated in config"
     h, e, k = model.hidden, shard.activation_bytes_per_element, moe.top_k
     routed = routed_tokens(model, shard)
-    high = HIGH_PRECISION.get(shard.precision)
 
-    # router: logits = x W_r (tokens x experts), then softmax and top-k over the experts
-    router_gemm = _Linear("router", math.ceil(routed), h, moe.experts, high, main_grad=False)  # a torch GEMM
+    # router: logits = x W_r (tokens x experts), then softmax and top-k over the experts; with the fp32 router
+    # (``router_gemms``) its logits and scores are fp32 and its backward GEMMs run in TF32 on fp32 operands
+    router_gemm, router_bwd_gemm, router_casts = router_gemms(router, math.ceil(routed), h, moe.experts, shard)
+    fp32_router = bool(router_casts)
     scores = routed * moe.experts
     per_element = _constants()["router_flop_per_element"]
-    router_act = _memory("router_topk", per_element * scores, 2 * scores * e)
-    router_act_bwd = _memory("router_topk", BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * scores, 3 * scores * e)
+    score_bytes = BYTES_PER_ELEMENT["fp32"] if fp32_router else e
+    router_act = _memory("router_topk", per_element * scores, 2 * scores * score_bytes)
+    router_act_bwd = _memory("router_topk", BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * scores,
+                             3 * scores * score_bytes)
+    if cuda_graphs and router_casts:
+        # graphed (``cuda_graphs``), the casts replay inside the router's graph; the model charges a graphed
+        # router's device ops one kernel gap each (host_launches), so their bytes ride on the top-k's backward
+        # instead of adding four ops
+        router_act_bwd = dataclasses.replace(
+            router_act_bwd, hbm_bytes=router_act_bwd.hbm_bytes + sum(op.hbm_bytes for op in router_casts))
+        router_casts = []
 
     # permutation: copy each of ``source`` token rows to its slots, grouped by expert (read source*h, write k*T*h);
     # unpermutation weights each expert output by its probability and sums a row's slots (read k*T*h, write
@@ -234,14 +246,14 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     act, act_bwd = activation_ops("expert_act", model, local_experts * per_expert * ffn_local, e)
     # forward: the router before the host's sync on the tokens per expert, the permutation, shared and routed
     # experts after it (``forward_order``)
-    forward = [router_gemm.forward(shard), router_act]
+    forward = [router_forward_gemm(router_gemm, fp32_router, shard), router_act]
     backward_input = [unpermute_bwd, down.dgrad(shard), act_bwd, up.dgrad(shard), permute_bwd, router_act_bwd,
-                      router_gemm.dgrad(shard)]
-    backward_weight = [down.wgrad(shard), up.wgrad(shard), router_gemm.wgrad(shard)]   # ops.wgrad_output_bytes
+                      *router_casts[:2], router_bwd_gemm.dgrad(shard), *router_casts[2:]]
+    backward_weight = [down.wgrad(shard), up.wgrad(shard), router_bwd_gemm.wgrad(shard)]  # ops.wgrad_output_bytes
     quantizes = (fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose)
                  if shard.precision == "fp8" else 0)
     launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex, router=router,
-                             collectives=layer_collectives(shard, ep, flex, router))
+                             collectives=layer_collectives(shard, ep, flex, router), precision=shard.precision)
     forward += launches["router_forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
@@ -271,6 +283,56 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     forward += forward_order(moe, permute, shared_forward, routed_forward, flex, ep, etp)
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward, standalone_norm=True,
                     act_recompute=(act,))
+
+
+def router_gemms(router: Router, tokens: int, hidden: int, experts: int,
+                 shard: Shard) -> tuple[_Linear, _Linear, list[Op]]:
+    """The router GEMM as Megatron-Core runs it (moe_utils.py ``RouterGatingLinearFunction``, the 2025 releases
+    with ``te_general_gemm``; read at NVIDIA/Megatron-LM e61c384 and the stored 0.13-0.15 versions): its forward
+    GEMM, its backward GEMM (dgrad and wgrad) and the fp32 router's four cast kernels of the backward.
+
+    In the model's dtype one 16-bit GEMM serves all three phases and there are no casts. With
+    ``--moe-router-dtype fp32`` (``Router.dtype``) the forward is ``te_general_gemm(weight, inp, fp32)``: the
+    16-bit weight and input on the tensor cores, only the logits written in fp32 (``router_forward_gemm``); the
+    backward casts the saved weight and input to fp32 (``weight.to(router_dtype)``, ``inp.to(router_dtype)``) and
+    runs both GEMMs on fp32 operands with an fp32 output, ``te_general_gemm(..., router_dtype, grad=True)``, which
+    Transformer Engine's cuBLASLt GEMM runs in TF32 (transformer_engine/common/gemm/cublaslt_gemm.cu, TE 2.x: "Use
+    TF32 only for pure FP32 GEMM", ``CUBLAS_COMPUTE_32F_FAST_TF32`` when A, B and D are all fp32; TE 1.x: "default
+    to tf32 except for e5m2 inputs"; the forward's 16-bit operands run CUBLAS_COMPUTE_32F on the 16-bit tensor
+    cores), then casts the input and weight gradients back (``grad_input[0].to(ctx.input_dtype)``,
+    ``grad_weight[0].to(ctx.weight_dtype)``). Each cast reads its tensor at one width and writes it at the other
+    (2 + 4 bytes an element): the weight (experts x hidden) and the input (tokens x hidden) up, their gradients
+    down. These are the kernels data/moe.yaml ``router_backward.fp32_casts`` counts (4), now with their bytes
+    (``launch_counts`` no longer adds them as zero-work launches). A run whose GEMMs are fp32 already casts
+    nothing."""
+    high = HIGH_PRECISION.get(shard.precision)
+    gemm = _Linear("router", tokens, hidden, experts, high, main_grad=False)   # a torch GEMM, not a TE module
+    if router_cast_kernels(router, shard.precision) == 0:
+        return gemm, gemm, []
+    backward = _Linear("router", tokens, hidden, experts, ROUTER_FP32_GEMM_PRECISION, main_grad=False)
+    cast = BYTES_PER_ELEMENT[ROUTER_FP32_GEMM_PRECISION] + shard.activation_bytes_per_element
+    weight, inputs = experts * hidden, tokens * hidden
+    casts = [_memory("router_cast", 0.0, elements * cast) for elements in (weight, inputs, inputs, weight)]
+    return gemm, backward, casts
+
+
+def router_forward_gemm(gemm: _Linear, fp32_logits: bool, shard: Shard) -> Op:
+    """The router's forward GEMM; with the fp32 router (``fp32_logits``: ``router_gemms``) its logits are written
+    in fp32 (tokens x experts x 4 bytes) instead of 16 bits."""
+    op = gemm.forward(shard)
+    if not fp32_logits:
+        return op
+    extra = op.m * op.n * (BYTES_PER_ELEMENT["fp32"] - max(BYTES_PER_ELEMENT[op.precision or shard.precision],
+                                                            BYTES_PER_ELEMENT["bf16"]))
+    return dataclasses.replace(op, hbm_bytes=op.hbm_bytes + extra)
+
+
+def router_cast_kernels(router: Router, precision: str) -> int:
+    """The fp32 router's cast kernels in the backward (data/moe.yaml ``router_backward.fp32_casts``; ``router_gemms``):
+    none in the model's dtype or when the run's GEMMs are fp32 already."""
+    if router.dtype != "fp32" or precision in ("fp32", "tf32"):
+        return 0
+    return _constants()["host_launches"]["router_backward"]["fp32_casts"]
 
 
 def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
@@ -331,6 +393,9 @@ def sort_chunks_ops(received_bytes: float, ep: int, local_experts: int) -> list[
 # The device ops of moe_block that stand for router kernels: the router GEMM and its softmax/top-k forward; their
 # gradients and the router's dgrad and wgrad backward. host_launches adds the rest of the router's launches.
 ROUTER_OPS = {"forward": 2, "backward": 3}
+# The precision of the fp32 router's backward GEMMs (``router_gemms``): fp32 operands and output, which Transformer
+# Engine's cuBLASLt GEMM runs with CUBLAS_COMPUTE_32F_FAST_TF32 (cublaslt_gemm.cu: "Use TF32 only for pure FP32 GEMM")
+ROUTER_FP32_GEMM_PRECISION = "tf32"
 GROUPED_GEMMS = {"forward": 2, "backward_input": 2, "backward_weight": 2}  # fc1 and fc2 in every phase
 
 
@@ -358,7 +423,7 @@ def layer_collectives(shard: Shard, ep: int, flex: bool, router: Router) -> dict
 
 def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
                   flex: bool = False, router: Router = Router(),
-                  collectives: dict[str, int] | None = None) -> dict[str, list[Op]]:
+                  collectives: dict[str, int] | None = None, precision: str = "bf16") -> dict[str, list[Op]]:
     """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
     host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
     op) over several streams, those in series on one stream (``grouped_gemm_serial_kernels``) as kernels, the rest
@@ -381,21 +446,23 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
                                + count["collectives"])
             + [host_only] * count["other streams"]
             for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex, router,
-                                              collectives).items()}
+                                              collectives, precision).items()}
 
 
 def launch_counts(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
                   flex: bool = False, router: Router = Router(),
-                  collectives: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
+                  collectives: dict[str, int] | None = None, precision: str = "bf16") -> dict[str, dict[str, int]]:
     """``host_launches`` counted by class, per phase ("router_forward" and the phases of ``GROUPED_GEMMS``): the
-    router's launches beyond the device model's ops, the grouped GEMMs' kernels in series beyond the one batched
+    router's launches beyond the device model's ops (the fp32 router's casts in a run of ``precision`` are device
+    ops, ``router_gemms``), the grouped GEMMs' kernels in series beyond the one batched
     op, the fp8 quantizes, the layer's small NCCL collectives (``layer_collectives``; the router's under CUDA
     graphs replay inside the graph) and the GEMMs launched on the other streams (host dispatch only)."""
     collectives = collectives or {}
     table = _constants()["host_launches"]
     router_forward = table["router_forward_flex" if flex else "router_forward"]
     extra = {"forward": router_forward - ROUTER_OPS["forward"],
-             "backward_input": router_backward_kernels(router) - ROUTER_OPS["backward"],
+             "backward_input": (router_backward_kernels(router) - ROUTER_OPS["backward"]
+                                - router_cast_kernels(router, precision)),
              "backward_weight": 0}
     none = {"router": 0, "grouped GEMMs": 0, "fp8 quantizes": 0, "collectives": 0, "other streams": 0}
     counts = {"router_forward": {**none, "router": 0 if cuda_graphs else extra["forward"],
