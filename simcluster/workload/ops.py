@@ -412,6 +412,36 @@ def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[O
     return forward, backward
 
 
+def score_output_bytes(model: TransformerSpec, shard: Shard) -> float | None:
+    """HBM bytes per score element of the output of naive attention's Q K^T GEMM: None (``_gemm``'s default, the
+    scores written once) but with ALiBi, where the GEMM also reads the bias already copied into its output.
+
+    Megatron-DeepSpeed as BLOOM ran it (bigscience-workshop/Megatron-DeepSpeed megatron/model/transformer.py,
+    ``ParallelAttention.forward``, stored at 4989bcde): ``matmul_result = alibi[:b * np, :, :sk]`` (a [b * np, 1, sk]
+    view of the bias), then ``torch.baddbmm(matmul_result, q, k^T, beta=0.0 if alibi is None else 1.0,
+    alpha=1 / norm_factor)``; without ALiBi ``matmul_result`` is ``torch.empty`` and beta 0. PyTorch 1.10-1.11
+    (aten/src/ATen/native/cuda/Blas.cpp): ``baddbmm_cuda`` expands the bias to [b * np, sq, sk] (``expand_size``), and
+    ``baddbmm_out_cuda_impl`` does ``result.resize_as_(self); if (beta != 0) result.copy_(self)`` before
+    ``at::cuda::blas::bgemm(..., beta, result, ...)``: a copy kernel writing the whole score tensor
+    (``alibi_bias_ops``) and a GEMM whose epilogue reads C = the bias and writes D (2 x the element's bytes)."""
+    if model.position != "alibi":
+        return None
+    return 2.0 * shard.activation_bytes_per_element
+
+
+def alibi_bias_ops(model: TransformerSpec, shard: Shard, batch: int, s_q: int, s_kv: int) -> list[Op]:
+    """ALiBi's bias copied into naive attention's score tensor before the Q K^T GEMM (``score_output_bytes``):
+    reads the [batch, 1, s_kv] bias (stride 0 along the queries) and writes batch x s_q x s_kv elements; nothing
+    without ALiBi. Its backward costs nothing more: the bias is a buffer without a gradient, and baddbmm's gradients
+    for q and k are bmm's as with beta 0. A plain copy kernel (TensorIterator's), timed at the elementwise kernels' HBM
+    fraction, not at the fraction measured for unfused attention's GEMMs, softmax and dropout (efficiency.yaml
+    attention.naive), which no copy was part of."""
+    if model.position != "alibi":
+        return []
+    e = shard.activation_bytes_per_element
+    return [_memory("alibi_bias_copy", 0.0, (batch * s_q * s_kv + batch * s_kv) * e)]
+
+
 def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list[Op]]:
     """Forward and backward kernels of softmax(Q K^T / sqrt(d)) V on one rank.
 
@@ -445,7 +475,8 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
     dropout_bwd = [_memory("attention_dropout", BACKWARD_ELEMENTWISE_FLOP_RATIO * DROPOUT_ADD_FLOP_PER_ELEMENT
                            * scores, scores * (2 * e + MASK_BYTES_PER_ELEMENT))] if model.dropout else []
     forward = [
-        _gemm("attention_scores", s_q, s_kv, d, shard, batch),
+        _gemm("attention_scores", s_q, s_kv, d, shard, batch,
+              output_bytes=score_output_bytes(model, shard)),
         _memory("softmax", SOFTMAX_FLOP_PER_ELEMENT * scores, 2 * scores * e),
         *dropout,
         _gemm("attention_context", s_q, d, s_kv, shard, batch),
@@ -460,7 +491,10 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
         _gemm("attention_scores_dk", s_kv, d, s_q, shard, batch),      # dK = dS^T Q
     ]
     assert sum(op.flop for op in forward if op.kind == "gemm") == 2 * score_flop
-    return ([dataclasses.replace(op, kernel="naive") for op in forward],
+    # the bias copy is a plain copy kernel (TensorIterator), outside the measured kernels the naive HBM fraction
+    # stands for: the elementwise kernels' fraction (``alibi_bias_ops``)
+    bias = alibi_bias_ops(model, shard, batch, s_q, s_kv)
+    return ([*bias, *(dataclasses.replace(op, kernel="naive") for op in forward)],
             [dataclasses.replace(op, kernel="naive") for op in backward])
 
 
