@@ -347,24 +347,64 @@ class GatherDuringForward(ParameterGathering):
     distributed optimizer's ``zero_grad`` dispatches the first one at the step's start, so every chunk's are queued
     then; from 0.9 (the bucket groups) a stage holding one model chunk dispatches its first at the chunk's first
     forward pre-hook (``finish_param_sync``: "first AG bucket in first model chunk if ... align_param_gather is
-    False", as it is without a virtual pipeline), i.e. after its first microbatch's activations arrived. With
-    virtual stages the schedule dispatches them (``align_param_gather``, ``param_sync_func``): queued at the start.
+    False", as it is without a virtual pipeline), i.e. after its first microbatch's activations arrived.
+
+    With virtual stages (``interleaved``; Megatron-Core's own buffers) the chunks after the first two (aligned) or
+    the first (chained) are dispatched after the step's start (docs/calibration.md, "Round 26: Megatron-Core's
+    vocabulary padding, interleaved parameter gathers and gradient zeroing"; the released megatron-core wheels
+    0.8.0 and 0.9.0):
+    - 0.9 on (``aligned``): Megatron-LM's align_param_gather (on by default with a virtual pipeline,
+      ``--no-align-param-gather``) and NeMo 2's comm-overlap callback (with pp > 1 and vp > 1) hand the interleaved
+      schedule ``param_sync_func``, which dispatches a whole chunk's bucket groups at once (DDP ``start_param_sync``),
+      the pre-hooks only waiting (``skip_next_bucket_dispatch``): chunks 0 and 1 before the first forward
+      ("Synchronize params for first two model chunks", pipeline_parallel/schedules.py 0.9.0 l. 685-688), chunk
+      c >= 2 at the start of this rank's forward ``(c - 1) pp - pp_rank`` (``param_sync_microbatch_id =
+      microbatch_id + pipeline_parallel_rank`` being chunk c - 1's first microbatch, "we launch asynchronous
+      communication at the same time across the pipeline-parallel group", l. 733-750). That forward is in the
+      schedule's first group; a rank running fewer forwards dispatches the chunk at its own first forward.
+    - before 0.9 (``chained``): no ``param_sync_func`` (Megatron-LM's ``--delay-param-gather``, off by default, was
+      replaced by align in August 2024), so the distributed optimizer's pre-hook chain runs over every chunk's
+      buckets in chunk order ("We keep the view_items in model chunk order", distrib_optimizer.py 0.8.0 l. 1356-1361;
+      ``_finish_param_sync_helper`` waits for handle i then dispatches i + 1, l. 1454-1475): chunk c's first gather
+      starts when chunk c - 1's last one is waited for, in chunk c - 1's first forward. Within a chunk the engine
+      keeps its gathers queued together (round 24: a one-ahead chain at the engine's layer-granular waits is an
+      artefact of the cut, not the framework).
 
     Holds the step's gathers until their forward: one instance per agent.
     """
 
-    def __init__(self, lazy_first: bool = False):
+    def __init__(self, lazy_first: bool = False, interleaved: str | None = None):
         self._lazy_first = lazy_first
+        self._interleaved = interleaved  # None (all at the start), "aligned" (0.9 on) or "chained" (before 0.9)
         self._buckets: dict[int, list[list]] = {}  # a chunk's gathers, by the forward part that first needs them
         self._deferred: set[int] = set()  # chunks whose gathers wait for their first forward
+        self._at_forward: dict[tuple[int, int], list[int]] = {}  # aligned: (chunk, microbatch) -> chunks it starts
+        self._after_chunk: dict[int, int] = {}  # chained: chunk -> the chunk its last gather's wait starts
 
     def start_step(self, agent) -> None:
-        self._buckets = {}
+        self._buckets, self._at_forward, self._after_chunk = {}, {}, {}
         chunks = agent.chunks()
         self._deferred = set(chunks) if self._lazy_first and len(chunks) == 1 else set()
+        if self._interleaved and len(chunks) > 1:
+            self._deferred = set(chunks[1:] if self._interleaved == "chained" else chunks[2:])
+            if self._interleaved == "chained":
+                self._after_chunk = dict(zip(chunks[:-1], chunks[1:], strict=True))
+            else:
+                pp = agent.sim.plan.layout.pp
+                forwards = [w for w in agent.sim.plan.orders[agent.stage] if w.phase == "forward"]
+                for c in range(2, len(chunks)):
+                    k = (c - 1) * pp - agent.stage
+                    if k < len(forwards):
+                        self._at_forward.setdefault((forwards[k].chunk, forwards[k].microbatch), []).append(chunks[c])
         for chunk in chunks:
             if chunk not in self._deferred:
                 self._buckets[chunk] = self._queue(agent, chunk)
+
+    def _dispatch(self, agent, chunk: int) -> None:
+        """Queue ``chunk``'s gathers unless they are queued already."""
+        if chunk in self._deferred:
+            self._deferred.discard(chunk)
+            self._buckets[chunk] = self._queue(agent, chunk)
 
     @staticmethod
     def _queue(agent, chunk: int):
@@ -383,17 +423,20 @@ class GatherDuringForward(ParameterGathering):
         return by_part, parts
 
     def forward(self, agent, work):
-        if work.chunk in self._deferred:
-            self._deferred.discard(work.chunk)
-            self._buckets[work.chunk] = self._queue(agent, work.chunk)
+        for chunk in self._at_forward.pop((work.chunk, work.microbatch), ()):
+            self._dispatch(agent, chunk)
+        self._dispatch(agent, work.chunk)
         gathers = self._buckets.pop(work.chunk, None)
         if gathers is None:
             yield from super().forward(agent, work)
             return
         by_part, parts = gathers
+        last = max((part for part, events in enumerate(by_part) if events), default=-1)
         for part, events in enumerate(by_part):
             if events:
                 yield from agent.wait_data_parallel(events)
+            if part == last and work.chunk in self._after_chunk:  # chained: the next chunk's first gather
+                self._dispatch(agent, self._after_chunk.pop(work.chunk))
             yield from agent.compute("forward", work, part=part, parts=parts)
 
 
@@ -474,7 +517,20 @@ def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tup
         parameters = GatherBeforeUse()
     elif plan.param_gather:  # ZeRO-1/2
         lazy = plan.scenario.megatron_core and lazy_first_param_gather(plan.scenario.training.mcore_version)
-        parameters = GatherDuringForward(lazy) if options.overlap_param_gather else GatherAfterOptimizer()
+        parameters = (GatherDuringForward(lazy, interleaved_param_gather(plan.scenario))
+                      if options.overlap_param_gather else GatherAfterOptimizer())
     else:
         parameters = ParameterGathering()
     return gradients, parameters
+
+
+def interleaved_param_gather(scenario: Scenario) -> str | None:
+    """How Megatron-Core dispatches an interleaved stage's parameter gathers (``GatherDuringForward``): "aligned"
+    (0.9 on: the schedule's ``param_sync_func``), "chained" (before 0.9: the distributed optimizer's pre-hook chain
+    across chunks), None: no virtual stages, no release, or not Megatron-Core's own buffers (Apex's distributed Adam,
+    ``grad_buckets: apex``, syncs its parameters its own way, not read here)."""
+    version = scenario.training.mcore_version
+    if (not scenario.megatron_core or scenario.parallelism.virtual_stages == 1 or version is None
+            or scenario.parallelism.grad_buckets == "apex"):
+        return None
+    return "aligned" if lazy_first_param_gather(version) else "chained"

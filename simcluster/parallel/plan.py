@@ -470,7 +470,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                           shards if fsdp_runtime.applies(scenario) else 1)  # no ZeRO-1: all local
                                       if t.optimizer == "decoupled_adamw" else optimizer_step.shard_tensors(
                                           sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
-                                      p.zero_stage >= 1, wrapper_passes, stage_fp8[stage])
+                                      p.zero_stage >= 1, wrapper_passes, stage_fp8[stage],
+                                      gradient_buffers(scenario, sum(c.stage == stage for c in chunks)))
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
                      + (float8_copy_in.precompute_s(sum(c.layers for c in chunks if c.stage == stage))
@@ -768,17 +769,27 @@ LOSS_SCALING_UNSCALE_BYTES_PER_PARAM = 8
 FP16_GRAD_COPY_BYTES_PER_PARAM = 6
 
 
+def gradient_buffers(scenario: Scenario, stage_chunks: int) -> int:
+    """Gradient buffers a rank's optimizer step zeroes (``optimizer_step`` pass 5): Megatron-Core's DDP wraps every
+    model chunk and holds a dense buffer and, with experts, an expert-parallel one per chunk (megatron-core 0.9.0
+    distributed_data_parallel.py l. 429-439); other stacks (and Apex's distributed Adam) one."""
+    if not scenario.megatron_core or scenario.parallelism.grad_buckets == "apex":
+        return 1
+    return stage_chunks * (2 if scenario.model.moe is not None else 1)
+
+
 def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
                      buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True,
-                     wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None) -> float:
+                     wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None, buffers: int = 1) -> float:
     """The optimizer step over ``params`` shard parameters (the rank's optimizer state), memory-bound.
 
     ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
     (workload.optimizer_step), over the shard and over the ``buffer_elements`` of the rank's gradient buffer
-    (default: ``params``): each call from Python a kernel of the stream with its gap (per-tensor loops: one per
-    each of ``tensors`` shard tensors), the host's dispatch after the gradient norm's ``.item()`` sync
-    (``kernels.ops_time_s``); a multi_tensor_apply call's further launches, queued back to back by its C++ loop,
-    each the measured queued-launch latency (efficiency.yaml launch_overhead_s, the "fill" structure's gap).
+    (default: ``params``, held in ``buffers`` gradient buffers: ``gradient_buffers``): each call from Python a
+    kernel of the stream with its gap (per-tensor loops: one per each of ``tensors`` shard tensors), the host's
+    dispatch after the gradient norm's ``.item()`` sync (``kernels.ops_time_s``); a multi_tensor_apply call's
+    further launches, queued back to back by its C++ loop, each the measured queued-launch latency (efficiency.yaml
+    launch_overhead_s, the "fill" structure's gap).
     ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
     (workload.megatron_fp16_step) as one memory-bound op; ``decoupled_adamw`` as ``composer_adamw.step_ops``' 10
@@ -794,7 +805,7 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
         queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
         for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8):
             elements = params if step_pass.over == "shard" else buffer
-            count = optimizer_step.launches(step_pass, elements, tensors)
+            count = optimizer_step.launches(step_pass, elements, tensors, buffers)
             calls = 1 if step_pass.launch == "multi_tensor" else count
             queued += count - calls
             ops.extend([Op(name=step_pass.name, kind="memory", flop=0.0,

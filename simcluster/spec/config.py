@@ -210,17 +210,25 @@ def lazy_first_param_gather(version: str | None) -> bool:
 def mcore_version_note(scenario: Scenario) -> str | None:
     """One line naming the Megatron-Core release a run that states none was given and what it changes, when the
     release changes this layout's step: ZeRO 1/2 with overlap_param_gather over a data-parallel group of more than
-    one rank (dp x cp: the distributed optimizer shards over both, as the engine gathers) and a pipeline without
-    virtual stages, whose later stages' first gather the release starts in the fill or at the step's start."""
+    one rank (dp x cp: the distributed optimizer shards over both, as the engine gathers) and a pipeline: without
+    virtual stages, whose later stages' first gather the release starts in the fill or at the step's start; with
+    them (Megatron-Core's own buffers, not Apex's), whose chunks' gathers the release dispatches from the schedule
+    (0.9 on) or chains behind the previous chunk's (before; engine/data_parallel.py ``GatherDuringForward``)."""
     t, p = scenario.training, scenario.parallelism
     if "mcore_version" not in t._resolved or t.mcore_version is None:
         return None
     if not (p.dp * p.cp > 1 and p.zero_stage in (1, 2) and p.overlap_param_gather and p.pp > 1
-            and p.virtual_stages == 1):
+            and (p.virtual_stages == 1 or p.grad_buckets != "apex")):
         return None
     containers = [name for name, version in catalog.load("mcore_versions")["nemo_containers"].items()
                   if version == t.mcore_version]
     release = f"the NeMo {containers[0]} container's" if containers else "a release"
+    if p.virtual_stages > 1:
+        return (f"training.mcore_version (default) is {t.mcore_version}, {release} Megatron-Core on this GPU: the "
+                "pipeline schedule dispatches each model chunk's parameter all-gathers (align_param_gather, 0.9 and "
+                "later: chunks 0 and 1 at the start, chunk c at the forward (c - 1) pp - pp_rank); state "
+                "mcore_version: '0.8' for NeMo 24.07 or a Megatron-LM before 0.9 (each chunk's gathers start when "
+                "the previous chunk's last one is waited for)")
     return (f"training.mcore_version (default) is {t.mcore_version}, {release} Megatron-Core on this GPU: each "
             "pipeline stage after the first dispatches its parameter all-gather at its first forward (the bucket "
             "groups of 0.9 and later), exposed in the pipeline fill; state mcore_version: '0.8' for NeMo 24.07 or a "

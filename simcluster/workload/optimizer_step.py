@@ -19,7 +19,8 @@ local parameters, or the shard with ZeRO >= 2). ``launch``: how the host issues 
   back, each the measured latency of a queued launch (efficiency.yaml ``launch_overhead_s``; Kineto traces: 1-3 us
   median before queued memory-bound kernels, efficiency.yaml host_overhead_source), not the fitted gap;
 - ``per_tensor``: a Python loop issuing one kernel per parameter tensor of the shard (``tensors`` below);
-- ``flat``: one kernel over one contiguous buffer.
+- ``flat``: one kernel over one contiguous buffer;
+- ``per_buffer``: one kernel over each of the rank's gradient buffers (``buffers``).
 
 ``sync_after``: the host reads the pass's result (``.item()``) before issuing the next kernel, so the stream drains
 and idles while the host issues what follows (``kernels.HOST_SYNC``).
@@ -43,8 +44,12 @@ training.py ``train_step``):
    With fp8 parameters (``training.fp8_param_gather``) the copy is ``.to(bf16)`` and then ``cast_to_fp8`` into the
    fp8 buffer, and the scales are updated (``fp8_cast_passes``, workload/fp8_params.py).
 5. ``train_step``: ``model_chunk.zero_grad_buffer()`` before the next forward: ``grad_data.zero_()`` over the whole
-   gradient buffer (write 4 fp32, 2 for 16-bit reduction), one kernel per buffer; the shard's main gradients are
-   set to None (``zero_grad(set_to_none=True)``, no kernel).
+   gradient buffer (write 4 fp32, 2 for 16-bit reduction), one kernel per buffer (``launch="per_buffer"``): every
+   model chunk's DDP holds its own buffers, a dense one and, with experts, an expert-parallel one
+   (megatron-core 0.9.0 distributed/distributed_data_parallel.py l. 429-439 ``for buffer in self.buffers +
+   self.expert_parallel_buffers: buffer.reset()``, param_and_grad_buffer.py l. 646-650 ``self.grad_data.zero_()``;
+   0.8.0 l. 274-283 alike), so an interleaved stage of v chunks launches v (dense) kernels; the shard's main
+   gradients are set to None (``zero_grad(set_to_none=True)``, no kernel).
 
 38 B per shard parameter (30 were counted before: Adam plus a fused 16-bit write) plus 4 B per gradient-buffer
 element.
@@ -122,7 +127,7 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, p
         copy = () if precision in FP32_PRECISIONS else (
             Pass("_copy_main_params_to_model_params", FP32, BF16,
                  launch="per_tensor" if distributed else "multi_tensor"),)
-        zero = (Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="flat"),)
+        zero = (Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="per_buffer"),)
         if fp8 is not None and copy:
             copy += fp8_cast_passes(fp8)
         if not wrapper_passes:
@@ -133,7 +138,7 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, p
             Pass("get_grad_norm_fp32: multi_tensor_l2norm", grad, 0, sync_after=True),
             Pass("TE FusedAdam: master weights as 16-bit remainders", grad + BF16 + BF16 + 2 * FP32,
                  BF16 + BF16 + 2 * FP32),
-            Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="flat"),
+            Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="per_buffer"),
         )
     if optimizer == "torch_adamw":
         return (
@@ -187,12 +192,15 @@ def multi_tensor_launches(elements: float) -> int:
     return max(1, math.ceil(elements / (MULTI_TENSOR_CHUNK * MULTI_TENSOR_MAX_BLOCKS)))
 
 
-def launches(step_pass: Pass, elements: float, tensors: float) -> int:
-    """Kernels ``step_pass`` launches over ``elements`` held in ``tensors`` parameter tensors."""
+def launches(step_pass: Pass, elements: float, tensors: float, buffers: int = 1) -> int:
+    """Kernels ``step_pass`` launches over ``elements`` held in ``tensors`` parameter tensors and ``buffers``
+    gradient buffers."""
     if step_pass.launch == "multi_tensor":
         return multi_tensor_launches(elements)
     if step_pass.launch == "per_tensor":
         return max(1, math.ceil(tensors * step_pass.tensor_share))
+    if step_pass.launch == "per_buffer":
+        return max(1, buffers)
     return 1
 
 

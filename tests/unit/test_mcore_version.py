@@ -165,10 +165,10 @@ def test_from_0_9_the_last_stages_gather_is_exposed_whole(eras):
     assert head_08.equals(head_09)
 
 
-@pytest.mark.parametrize("layout", [{"virtual_stages": 2}, {"pp": 1}])
+@pytest.mark.parametrize("layout", [{"pp": 1}])
 def test_the_release_changes_nothing_where_the_gathers_are_dispatched_at_the_start(layout):
-    """Interleaved: the schedule dispatches every chunk's gathers (align_param_gather, param_sync_func), queued at
-    the step's start in both eras. One stage: its first forward is the step's start."""
+    """One stage: its first forward is the step's start. (Interleaved stages: the releases differ from chunk 1 or 2
+    on, tests/unit/test_round26_interleaved_gathers.py.)"""
     steps = []
     for version in ("0.8", "0.9"):
         data = _pipeline(version, layout.get("virtual_stages", 1))
@@ -186,7 +186,16 @@ def test_a_defaulted_release_is_named_where_it_changes_the_step():
     assert note is not None and "(default) is 0.9" in note and "NeMo 24.09" in note and "mcore_version: '0.8'" in note
 
 
-@pytest.mark.parametrize("change", [{"training": {"mcore_version": "0.9"}}, {"parallelism": {"virtual_stages": 2}},
+def test_a_defaulted_release_of_an_interleaved_run_names_the_schedules_dispatch():
+    """Round 26: with virtual stages the release decides when each chunk's gathers start (GatherDuringForward)."""
+    data = _pipeline("0.9", virtual_stages=2)
+    del data["training"]["mcore_version"]
+    note = config.mcore_version_note(config.from_dict(data))
+    assert note is not None and "align_param_gather" in note and "mcore_version: '0.8'" in note
+
+
+@pytest.mark.parametrize("change", [{"training": {"mcore_version": "0.9"}},
+                                    {"parallelism": {"virtual_stages": 2, "grad_buckets": "apex"}},
                                     {"parallelism": {"zero_stage": 0}}])
 def test_no_note_when_the_release_is_stated_or_changes_nothing(change):
     data = _pipeline("0.9")
