@@ -23,8 +23,9 @@ stage works 0.277891 s a microbatch; the period grows to that between 40 and 64 
 line alone gives a step 0.25% short. A pipeline whose stages differ in work absorbs the slowest stage's lag in its
 in-flight slack at a constant rate until the slack runs out: a transient that is itself affine, which three points
 inside it cannot tell from the steady state, but whose period is below the slowest stage's work (impossible in the
-steady state). Check (2) refuses it, and also refuses steady states paced by something else than a stage's own work
-(plain 1F1B, whose last stage waits for each activation: they cost their three runs and are simulated whole).
+steady state). Check (2) refuses it, and also refuses steady states paced by something else than a stage's own
+work (they cost their three runs, then are simulated whole; plain 1F1B, whose last stage waits for each activation,
+is not tried).
 Where both checks pass the extrapolation is exact but for rounding (the three steps carry their absolute times'
 rounding, ~1e-13 s, times at most M / pp); measured on the validation rows in docs/performance.md ("Round 26: the
 long pipelines' steps from their steady state"). Used by validation (``validation.run_case``; ``validate
@@ -75,13 +76,15 @@ def counts(scenario: config.Scenario) -> tuple[int, int, int]:
 
 
 def applies(scenario: config.Scenario) -> bool:
-    """Whether ``step_s`` tries the scenario (as it runs, ``memory.with_fitting_deferral``): pipelined, no
-    variability, the three runs at most ``MAX_COST`` of the full one, and the output layer's wgrad deferred for none
-    of the microbatches or for all (``memory.deferred_output_wgrads``: a limit between the shorter runs' counts and
-    the full one's would defer all of theirs and only some of its, a bend the three points cannot show)."""
-    m = scenario.microbatches
-    return (scenario.parallelism.pp > 1 and not scenario.variability and sum(counts(scenario)) <= MAX_COST * m
-            and memory.deferred_output_wgrads(scenario) in (0, m))
+    """Whether ``step_s`` tries the scenario (as it runs, ``memory.with_fitting_deferral``): an interleaved pipeline
+    (plain 1F1B's steady state is paced by each activation's trip between stages, not by a stage's work, so check (2)
+    refuses it: every non-interleaved row measured in round 26 was refused), no variability, the three runs at most
+    ``MAX_COST`` of the full one, and the output layer's wgrad deferred for none of the microbatches or for all
+    (``memory.deferred_output_wgrads``: a limit between the shorter runs' counts and the full one's would defer all of
+    theirs and only some of its, a bend the three points cannot show)."""
+    m, p = scenario.microbatches, scenario.parallelism
+    return (p.pp > 1 and p.virtual_stages > 1 and not scenario.variability
+            and sum(counts(scenario)) <= MAX_COST * m and memory.deferred_output_wgrads(scenario) in (0, m))
 
 
 def with_microbatches(scenario: config.Scenario, microbatches: int) -> config.Scenario:

@@ -42,24 +42,28 @@ def test_the_extrapolated_step_is_the_full_runs():
     assert found.steps_s[0] == simulate(steady_state.with_microbatches(scenario, 8)).summary["step_time_s"]
 
 
-def test_a_period_longer_than_the_busiest_stages_work_is_not_extrapolated():
+def test_plain_1f1b_is_paced_by_the_activations_trip_and_not_tried():
     """Plain 1F1B: the last stage waits for each activation from the stage before it (8.550 ms a microbatch against
-    its 8.538 ms of work), so no stage is saturated and the check cannot rule out a transient: every microbatch is
-    simulated (a refusal that costs time, not accuracy)."""
-    assert steady_state.applies(_pipelined(56, 1))
-    assert steady_state.step_s(_pipelined(56, 1)) is None
+    its 8.538 ms of work at 8 -> 12 microbatches), so no stage is saturated and check (2) would refuse it: not tried."""
+    scenario = _pipelined(56, 1)
+    (step_8, busy_8), (step_12, busy_12) = (steady_state.measure(steady_state.with_microbatches(scenario, m))
+                                            for m in (8, 12))
+    assert (step_12 - step_8) / 4 > max(b - a for a, b in zip(busy_8, busy_12, strict=True)) / 4 * (1 + 1e-6)
+    assert not steady_state.applies(scenario) and steady_state.step_s(scenario) is None
 
 
 def test_it_does_not_apply_without_pipelining_with_variability_or_with_few_microbatches():
-    assert steady_state.applies(_pipelined(56))
-    assert not steady_state.applies(_pipelined(32))   # the three runs (4 + 8 + 12) would cost over 2/3 of it
-    assert not steady_state.applies(_pipelined(56, variability={"gpu_speed_cv": 0.02, "seed": 1}))
-    # the output layer's wgrad deferred for 22 of 48 microbatches: all of the shorter runs' would be, so their line
-    # (4, 8, 12 microbatches: 0.0614, 0.0946, 0.1278 s) misses the full run's step (0.4331 s, not 0.4266 s)
-    assert not steady_state.applies(memory.with_fitting_deferral(_pipelined(48, defer=True)))
-    flat = _pipelined(56).model_copy(update={"parallelism": _pipelined(56).parallelism.model_copy(update={"pp": 1})})
+    assert steady_state.applies(_pipelined(56, 2))
+    assert not steady_state.applies(_pipelined(48, 2))   # the three runs (8 + 12 + 16) would cost over 2/3 of it
+    assert not steady_state.applies(_pipelined(56, 2, variability={"gpu_speed_cv": 0.02, "seed": 1}))
+    # the output layer's wgrad deferred for 22 of 56 microbatches: all of the shorter runs' would be, so their line
+    # misses the full run's step (the plain-1F1B copy at 48: 4, 8, 12 microbatches take 0.0614, 0.0946, 0.1278 s, a
+    # line to 0.4266 s; the full run takes 0.4331 s)
+    assert not steady_state.applies(memory.with_fitting_deferral(_pipelined(56, 2, defer=True)))
+    flat = _pipelined(56, 2)
+    flat = flat.model_copy(update={"parallelism": flat.parallelism.model_copy(update={"pp": 1})})
     assert not steady_state.applies(flat)
-    assert steady_state.step_s(_pipelined(32)) is None
+    assert steady_state.step_s(_pipelined(48, 2)) is None
 
 
 def _fake_simulate(step_of):
@@ -80,11 +84,11 @@ def test_steps_off_a_line_or_below_the_busiest_stages_work_are_not_extrapolated(
     stage works (the transient of nemo2511-llama3-405b-256-gb300-fp8: 0.276953 s against 0.277891 s): the check sees
     it and the caller runs every microbatch. On the line and at the busiest stage's pace: the line, exactly."""
     monkeypatch.setattr(steady_state, "measure", _fake_measure(lambda m: 10.0 + 0.5 * m + 1e-6 / m, lambda m: 0.5 * m))
-    assert steady_state.step_s(_pipelined(56)) is None
+    assert steady_state.step_s(_pipelined(56, 2)) is None
     monkeypatch.setattr(steady_state, "measure", _fake_measure(lambda m: 10.0 + 0.5 * m, lambda m: 0.501 * m))
-    assert steady_state.step_s(_pipelined(56)) is None
+    assert steady_state.step_s(_pipelined(56, 2)) is None
     monkeypatch.setattr(steady_state, "measure", _fake_measure(lambda m: 10.0 + 0.5 * m, lambda m: 1.0 + 0.5 * m))
-    assert steady_state.step_s(_pipelined(56)).step_s == 10.0 + 0.5 * 56
+    assert steady_state.step_s(_pipelined(56, 2)).step_s == 10.0 + 0.5 * 56
 
 
 def test_a_validation_row_says_its_step_was_extrapolated_and_reads_the_full_runs_flop_and_memory(monkeypatch):
