@@ -28,9 +28,10 @@ work (they cost their three runs, then are simulated whole; plain 1F1B, whose la
 is not tried).
 Where both checks pass the extrapolation is exact but for rounding (the three steps carry their absolute times'
 rounding, ~1e-13 s, times at most M / pp); measured on the validation rows in docs/performance.md ("Round 26: the
-long pipelines' steps from their steady state"). Used by validation (``validation.run_case``; ``validate
---every-microbatch`` and ``extrapolate=False`` switch it off), said in each row's ``note``; the argument for (2) is
-the schedule's, not a proof over every engine path, hence the switch.
+long pipelines' steps from their steady state"). Off by default (``validation.run_case(extrapolate=True)``,
+``validate --steady-state``), said in each row's ``note`` where used: the rows it was built for, the 529.6B Table 2
+pipelines, are refused by check (2) (their period is 1% above their busiest stage's work: the stage also waits on
+the pipeline each period), so on by default it would only add their three short runs.
 """
 
 from __future__ import annotations

@@ -146,15 +146,15 @@ def with_variability(scenario: config.Scenario, variability: Variability | None)
 
 
 def run_case(case: dict, network: str | None = None, variability: Variability | None = None,
-             extrapolate: bool = True) -> CaseResult:
+             extrapolate: bool = False) -> CaseResult:
     """Simulate one case; its memory is the memory model's peak for the layout as published
     (``published_layout``). A case whose simulated layout differs from the published one in memory
     (``memory_layout``), or that the memory model refuses although it ran (``memory_check: false``), is simulated
     without the memory check: its result says how far from the HBM the memory model puts the published layout.
     ``variability``: run with it (``with_variability``), a what-if; None: as the scenario says (none in every
-    bundled validation scenario). ``extrapolate``: a pipelined case of many microbatches has its step extrapolated
-    from its steady state (``steady_state``, said in the result's ``note``) where that applies and its checks pass;
-    False (``validate --every-microbatch``): every microbatch simulated."""
+    bundled validation scenario). ``extrapolate`` (``validate --steady-state``, off by default): a pipelined case of
+    many microbatches has its step extrapolated from its steady state (``steady_state``, said in the result's
+    ``note``) where that applies and its checks pass; refused cases pay three short runs on top of the full one."""
     from simcluster.engine import simulate
 
     scenario = with_variability(config.load(case["scenario"]), variability)

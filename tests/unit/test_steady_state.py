@@ -93,20 +93,20 @@ def test_steps_off_a_line_or_below_the_busiest_stages_work_are_not_extrapolated(
 
 def test_a_validation_row_says_its_step_was_extrapolated_and_reads_the_full_runs_flop_and_memory(monkeypatch):
     """run_case with the shortcut: TFLOP/s of the full batch over the extrapolated step (as the engine's summary
-    computes them) and the memory model's peak for the full run; ``extrapolate=False`` runs every microbatch."""
+    computes them) and the memory model's peak for the full run; by default it runs every microbatch."""
     case = next(c for c in validation.cases() if c["scenario"] == "megatron-177b-96-h100")
     scenario = config.load(case["scenario"])
     assert steady_state.applies(scenario)
     found = steady_state.Extrapolated(123.0, (6, 12, 18), (1.0, 2.0, 3.0))
     monkeypatch.setattr(steady_state, "step_s", lambda scenario, network=None: found)
-    result = validation.run_case(case)
+    result = validation.run_case(case, extrapolate=True)
     assert result.step_time_s == 123.0 and "extrapolated to 576 microbatches" in result.note
     flop = validation.flop_per_step(case["metric"], scenario)
     assert result.simulated_tflops == flop / 123.0 / scenario.cluster.gpus / 1e12
     assert result.memory_bytes == memory.per_gpu_memory(memory.with_fitting_deferral(scenario)).total_bytes
-    # extrapolate=False: the whole batch, the stand-in engine is asked for all 576 microbatches
+    # by default the whole batch: the stand-in engine is asked for all 576 microbatches
     asked = []
     monkeypatch.setattr(engine, "simulate", _fake_simulate(lambda m: asked.append(m) or 100.0))
     with pytest.raises(KeyError):   # the stand-in's summary has no TFLOP/s, which the full run's path reads
-        validation.run_case(case, extrapolate=False)
+        validation.run_case(case)
     assert asked == [576]
