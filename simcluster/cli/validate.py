@@ -25,6 +25,10 @@ def validate(
         None, "--variability", help="what-if: run every case with this variability section: 'measured' "
         "(data/variability.yaml), key=value pairs (gpu_speed_cv=0.015,kernel_jitter_cv=0,seed=1) or both "
         "('measured,seed=1'); default: none, every GPU alike (docs/variability.md)"),
+    steady_state: bool = typer.Option(
+        False, "--steady-state", help="an interleaved pipeline of many microbatches gets its step extrapolated from "
+        "three shorter runs pp microbatches apart where their steps lie on a line at the busiest stage's pace (said in "
+        "its row's note; docs/performance.md, round 26); default: every microbatch simulated"),
 ) -> None:
     """Hold the simulator against published training throughput: the calibration set, or --held-out runs. Prints
     each run's error, the error per series and precision, and the scaling trend series (runs of one source differing
@@ -47,7 +51,7 @@ def validate(
         # an interrupt (and after every run with --json)
         for case in track(cases, description=f"simulating {label} runs", console=console, transient=True,
                           disable=not console.is_terminal):
-            results.append(validation.run_case(case, network, spread))
+            results.append(validation.run_case(case, network, spread, extrapolate=steady_state))
     except Interrupted as err:  # Ctrl-C: the rows finished are printed, then exit 130 (docs/robustness.md)
         if not results:
             raise
@@ -84,6 +88,10 @@ def validate(
                        f"{g['mean_error']:+.1%}")
     console.print(groups)
     print_trends(console, trends.trends([r.__dict__ for r in results]), label)
+    noted = [r for r in results if r.note]
+    if noted:   # the shortcut is said where it applied
+        console.print(f"{len(noted)} steps extrapolated from their steady state (--steady-state; "
+                      f"docs/performance.md, round 26): " + "; ".join(f"{r.scenario}: {r.note}" for r in noted))
     over = [r.scenario for r in results if not r.fits]
     if over:
         console.print(f"the memory model puts {', '.join(over)} above the GPU's HBM, though the published run fit: "

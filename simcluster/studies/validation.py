@@ -27,6 +27,7 @@ from simcluster.parallel import memory
 from simcluster.spec import config
 from simcluster.spec.variability import Variability
 from simcluster.spec.variability import measured as measured_variability
+from simcluster.studies import steady_state
 from simcluster.workload import moe
 
 
@@ -42,6 +43,8 @@ class CaseResult:
     family: str = ""            # the series a case belongs to (its source), for errors per series
     precision: str = ""         # the training precision (bf16, fp8, fp16, ...)
     step_time_s: float = 0.0    # the simulated step (scripts/fit_host_overheads.py linearises around it)
+    # how the step was found, when not by simulating every microbatch (``steady_state``: extrapolated), else ""
+    note: str = ""
 
     @property
     def error(self) -> float:
@@ -142,24 +145,36 @@ def with_variability(scenario: config.Scenario, variability: Variability | None)
     return scenario.model_copy(update={"variability": variability})
 
 
-def run_case(case: dict, network: str | None = None, variability: Variability | None = None) -> CaseResult:
+def run_case(case: dict, network: str | None = None, variability: Variability | None = None,
+             extrapolate: bool = False) -> CaseResult:
     """Simulate one case; its memory is the memory model's peak for the layout as published
     (``published_layout``). A case whose simulated layout differs from the published one in memory
     (``memory_layout``), or that the memory model refuses although it ran (``memory_check: false``), is simulated
     without the memory check: its result says how far from the HBM the memory model puts the published layout.
     ``variability``: run with it (``with_variability``), a what-if; None: as the scenario says (none in every
-    bundled validation scenario)."""
+    bundled validation scenario). ``extrapolate`` (``validate --steady-state``, off by default): a pipelined case of
+    many microbatches has its step extrapolated from its steady state (``steady_state``, said in the result's
+    ``note``) where that applies and its checks pass; refused cases pay three short runs on top of the full one."""
     from simcluster.engine import simulate
 
     scenario = with_variability(config.load(case["scenario"]), variability)
     check = case.get("memory_check", True) and not case.get("memory_layout")
-    summary = simulate(scenario, network, check_memory=check).summary
     key = "model_tflops_per_gpu" if case["metric"] == "model" else "hardware_tflops_per_gpu"
+    found = steady_state.step_s(scenario, network) if extrapolate else None
+    if found is None:
+        summary = simulate(scenario, network, check_memory=check).summary
+        step_s, simulated, note = summary["step_time_s"], summary[key], ""
+        peak_bytes = summary["peak_memory_per_gpu_bytes"]
+    else:   # the full run's memory (as ``Simulation`` finds it) and TFLOP/s (as ``results.summarize``)
+        step_s, note = found.step_s, found.note(scenario.microbatches)
+        simulated = flop_per_step(case["metric"], scenario) / step_s / scenario.cluster.gpus / 1e12
+        runs = memory.with_fitting_deferral(scenario)
+        peak_bytes = (memory.check_fits(runs) if check else memory.per_gpu_memory(runs)).total_bytes
     memory_bytes = (memory.per_gpu_memory(published_layout(case, scenario)).total_bytes if case.get("memory_layout")
-                    else summary["peak_memory_per_gpu_bytes"])
-    return CaseResult(case["scenario"], case["metric"], published_tflops(case, scenario), summary[key],
+                    else peak_bytes)
+    return CaseResult(case["scenario"], case["metric"], published_tflops(case, scenario), simulated,
                       case["source"], memory_bytes, memory_bytes <= scenario.cluster.gpu.hbm_capacity,
-                      case.get("series", case["source"]), scenario.training.precision, summary["step_time_s"])
+                      case.get("series", case["source"]), scenario.training.precision, step_s, note)
 
 
 def error_stats(results: list[CaseResult]) -> dict[str, float]:
@@ -184,10 +199,15 @@ def published_step_s(case: dict, scenario: config.Scenario) -> float:
     (model, or hardware with the scenario's recompute, as the engine's summary counts them)."""
     if "step_time_s" in case:
         return case["step_time_s"]
+    return flop_per_step(case["metric"], scenario) / (scenario.cluster.gpus * case["tflops_per_gpu"] * 1e12)
+
+
+def flop_per_step(metric: str, scenario: config.Scenario) -> float:
+    """FLOP a step of ``metric`` (model, or hardware with the scenario's recompute), as the engine's summary counts
+    them (``Simulation.record``)."""
     from simcluster.workload.ops import recompute_mode
 
     m, t = scenario.model, scenario.training
-    flop = (moe.model_flop_per_step(m, t.seq_len, t.global_batch_size) if case["metric"] == "model" else
+    return (moe.model_flop_per_step(m, t.seq_len, t.global_batch_size) if metric == "model" else
             moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                        recompute_mode(t.activation_recompute, t.recompute_modules)))
-    return flop / (scenario.cluster.gpus * case["tflops_per_gpu"] * 1e12)
