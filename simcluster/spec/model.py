@@ -138,8 +138,8 @@ class TransformerSpec(BaseModel):
     position: Literal["learned", "rope", "alibi"] = Field("learned", description=(
         "learned position embeddings, rotary (rope), or ALiBi's per-head linear bias on the attention scores (Press "
         "et al. 2022; BLOOM): no position parameters; under naive attention Megatron-DeepSpeed adds it through "
-        "torch.baddbmm(bias, q, k^T, beta=1), which copies the broadcast bias into the score tensor and has the score "
-        "GEMM read it back (workload/ops.py attention_core); inside a fused attention kernel it is not charged"))
+        "torch.baddbmm(bias, q, k^T, beta != 0), which copies the broadcast bias into the score tensor and has the "
+        "score GEMM read it back (workload/ops.py attention_core); inside a fused attention kernel it is not charged"))
     dropout: Annotated[bool, Strict()] = Field(True, description=(
         "hidden and attention dropout in training (GPT-3 and Megatron-LM: 0.1); Llama models train without it, "
         "so no dropout masks are stored or applied"))

@@ -419,7 +419,11 @@ def score_output_bytes(model: TransformerSpec, shard: Shard) -> float | None:
     Megatron-DeepSpeed as BLOOM ran it (bigscience-workshop/Megatron-DeepSpeed megatron/model/transformer.py,
     ``ParallelAttention.forward``, stored at 4989bcde): ``matmul_result = alibi[:b * np, :, :sk]`` (a [b * np, 1, sk]
     view of the bias), then ``torch.baddbmm(matmul_result, q, k^T, beta=0.0 if alibi is None else 1.0,
-    alpha=1 / norm_factor)``; without ALiBi ``matmul_result`` is ``torch.empty`` and beta 0. PyTorch 1.10-1.11
+    alpha=1 / norm_factor)``; without ALiBi ``matmul_result`` is ``torch.empty`` and beta 0. BLOOM trained (March-July
+    2022) after bigscience-workshop/Megatron-DeepSpeed PR 222 "Fix alibi" (merged 2022-01-05), which keeps the bias
+    slice as ``matmul_result`` and sets beta = 1 / layer_number with --apply-query-key-layer-scaling, else 1.0: beta
+    is non-zero either way, so the copy and the read below stand (the other stored version, 06dc2d7f, passes beta=0.0
+    always: ALiBi built but ignored, by its form from before these fixes). PyTorch 1.10-1.11
     (aten/src/ATen/native/cuda/Blas.cpp): ``baddbmm_cuda`` expands the bias to [b * np, sq, sk] (``expand_size``), and
     ``baddbmm_out_cuda_impl`` does ``result.resize_as_(self); if (beta != 0) result.copy_(self)`` before
     ``at::cuda::blas::bgemm(..., beta, result, ...)``: a copy kernel writing the whole score tensor

@@ -95,3 +95,30 @@ def test_graphed_fp32_router_carries_the_cast_bytes_without_more_ops():
                              for g, r in ((False, FP32), (True, FP32), (True, MODEL_DTYPE)))
     assert _bytes(graphed, "backward_input") == _bytes(eager, "backward_input")
     assert len(graphed.backward_input) == len(plain.backward_input)
+
+
+def test_the_scenario_states_the_router_dtype_and_the_flop_stay():
+    """Review (Round 26): the fp32 router reaches the engine's MoE block only through the scenario's
+    ``training.moe_router_dtype`` (the zoo's TP 4 row states fp32: four casts a layer-microbatch, the two backward
+    GEMMs in TF32); the same row with the model-dtype router has neither. The dtype changes no FLOP: the same two
+    backward GEMMs of 2 T E h each, so the block's GEMM FLOP are equal."""
+    import yaml
+
+    from simcluster.parallel import plan
+    from simcluster.spec import config
+    from simcluster.workload.ops import MATMUL_KINDS, flop, shard_for
+
+    d = yaml.safe_load(open(config.resolve_path("moezoo-qwen3-235b-256-h100-tp4")))
+    assert d["training"]["moe_router_dtype"] == "fp32"
+    blocks = {}
+    for dtype in ("fp32", "model"):
+        d["training"]["moe_router_dtype"] = dtype
+        scenario = config.from_dict(d)
+        blocks[dtype] = plan.busiest_moe_block(scenario, shard_for(scenario))
+    fp32, plain = blocks["fp32"], blocks["model"]
+    assert sum(op.name == "router_cast" for op in fp32.backward_input) == 4
+    assert [op.precision for op in fp32.backward_input + fp32.backward_weight if op.name == "router"] == ["tf32"] * 2
+    assert not any(op.name == "router_cast" or op.precision == "tf32"
+                   for op in plain.forward + plain.backward_input + plain.backward_weight)
+    for phase in ("forward", "backward_input", "backward_weight"):
+        assert flop(getattr(fp32, phase), MATMUL_KINDS) == flop(getattr(plain, phase), MATMUL_KINDS)
