@@ -182,7 +182,9 @@ def run(
 
     if note := memory.dropped_deferral_note(spec, sim.scenario):
         console.print(f"note: {note}", soft_wrap=True)
-    for note in (config.fp8_recipe_note(spec), config.mcore_version_note(spec)):
+    from simcluster.workload import fp32_embedding_grads
+
+    for note in (config.fp8_recipe_note(spec), config.mcore_version_note(spec), fp32_embedding_grads.note(spec)):
         if note:
             console.print(f"note: {note}", soft_wrap=True)
     spec = sim.scenario  # what is simulated, dumped and reported

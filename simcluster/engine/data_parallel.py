@@ -17,7 +17,7 @@ from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import Parallelism, Scenario, lazy_first_param_gather
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import fp8_params
+from simcluster.workload import fp8_params, fp32_embedding_grads
 from simcluster.workload.ops import local_kv_hidden
 
 # Apex DistributedFusedAdam aligns each bucket's shard to 128 bytes of the gradient dtype
@@ -121,8 +121,9 @@ def chunk_buckets(plan: StepPlan, cost) -> int:
                         model_chunk=cost.chunk // plan.layout.pp, megatron_core=plan.scenario.megatron_core)
 
 
-def apex_group_elements(plan: StepPlan, cost) -> list[float]:
-    """Elements each of a chunk's Apex bucket groups communicates, in backward order (its first layer's last).
+def apex_group_elements(plan: StepPlan, cost) -> list[tuple[float, float]]:
+    """Elements each of a chunk's Apex bucket groups communicates, in backward order (its first layer's last), as
+    (elements reduced at ``grad_reduce_dtype``, elements reduced in fp32).
 
     NeMo 1.x's ``configure_optimizers`` (megatron_gpt_model.py) hands Apex one ``init_params_bucket`` group per
     Transformer layer, reversed, and adds the parameters of no layer (embedding, output layer, final norm) to the
@@ -132,18 +133,25 @@ def apex_group_elements(plan: StepPlan, cost) -> list[float]:
     together (each depends on all the group's parameters) and are reduced as one coalesced NCCL group: priced as one
     collective of the group's bytes here (NCCL spreading the grouped operations over its channels; the buckets one
     after another, each with its own ring latency, is the other bound: scripts/dp_ring_scaling.py --apex).
-    MegatronDistributedFusedAdam's fp32-pinned embedding buckets (at most one more partial bucket) are not kept
-    apart."""
-    p = plan.scenario.parallelism
+    Where NeMo keeps the word embedding's gradient in fp32 (``workload.fp32_embedding_grads``), its
+    MegatronDistributedFusedAdam gives those parameters (in the group of the parameters of no layer) buckets of their
+    own, first, with ``grad_sync_dtype`` fp32 and as many elements as the others (Apex's ``default_shard_size``, from
+    the optimizer's default dtype): rounded up to whole buckets apart from the rest of the group."""
+    s = plan.scenario
+    p = s.parallelism
     width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     ranks = p.dp * p.cp
     align = APEX_ALIGN_BYTES // width
     shard = int(p.grad_bucket_size / width / ranks)
     bucket = max(shard - shard % align, align) * ranks
-    layer = layer_params_per_rank(plan.scenario.model, p.tp)
+    layer = layer_params_per_rank(s.model, p.tp)
     rest = max(0.0, cost.grad_bytes / width - cost.layers * layer)
-    groups = [layer] * (cost.layers - 1) + [layer + rest] if cost.layers else [rest]
-    return [math.ceil(elements / bucket) * bucket for elements in groups]
+    fp32 = (min(rest, fp32_embedding_grads.chunk_params(s.model, p.tp, cost.chunk == 0,
+                                                        cost.chunk == plan.chunk_count - 1, p.pp))
+            if fp32_embedding_grads.applies(s) else 0.0)
+    last = (layer if cost.layers else 0.0) + rest - fp32   # the group of the parameters of no layer, 16-bit part
+    groups = [(layer, 0.0)] * (cost.layers - 1) + [(last, fp32)]
+    return [(math.ceil(low / bucket) * bucket, math.ceil(high / bucket) * bucket) for low, high in groups]
 
 
 def chunk_bucket_groups(plan: StepPlan, cost) -> list[Bucket] | None:
@@ -213,8 +221,9 @@ def bucket_schedule(plan: StepPlan, cost) -> tuple[list[tuple[float, float, floa
     p = plan.scenario.parallelism
     width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     if p.grad_buckets == "apex" and cost.grad_bytes:
-        param_width = cost.param_bytes * width / cost.grad_bytes
-        sizes = [(e * width, 0.0, e * param_width, 0.0) for e in apex_group_elements(plan, cost)]
+        param_width = cost.param_bytes * width / cost.grad_bytes   # gathered at param_sync_dtype, fp32 buckets too
+        sizes = [(low * width + high * fp32_embedding_grads.GRAD_BYTES, 0.0, (low + high) * param_width, 0.0)
+                 for low, high in apex_group_elements(plan, cost)]
         return sizes, list(range(len(sizes))), len(sizes)
     groups = chunk_bucket_groups(plan, cost)
     if groups is not None:

@@ -29,6 +29,7 @@ from simcluster.workload import (
     composer_train_metrics,
     fp8_params,
     fp8_recipes,
+    fp32_embedding_grads,
     host_dispatch,
     interference,
     kernels,
@@ -715,11 +716,15 @@ def embedding_grad_bytes(scenario: Scenario) -> float:
     finalize_model_grads -> _allreduce_word_embedding_grads, over the "embedding group" of the two stages): each
     holds a copy of the vocab/tp x hidden shard, its gradient in the gradient buffer's precision; so do untied
     embeddings when multi-token prediction embeds on the last stage (workload.mtp: the shared embedding). 0 when
-    neither or there is no pipeline (vocabulary padding ignored)."""
+    neither or there is no pipeline (vocabulary padding ignored). NeMo 1.x with Apex's distributed Adam all-reduces
+    the copies' ``main_grad``, their view into Apex's gradient buffer, which is fp32 where it keeps the embedding's
+    gradient in fp32 (``workload.fp32_embedding_grads``; NeMo ``allreduce_first_last_embeddings``)."""
     m, p = scenario.model, scenario.parallelism
     if not (m.tied_embeddings or m.mtp_layers) or p.pp == 1:
         return 0.0
-    return m.vocab / p.tp * m.hidden * BYTES_PER_ELEMENT[p.grad_reduce_dtype]
+    width = (fp32_embedding_grads.GRAD_BYTES if fp32_embedding_grads.applies(scenario)
+             else BYTES_PER_ELEMENT[p.grad_reduce_dtype])
+    return m.vocab / p.tp * m.hidden * width
 
 
 # Megatron-LM clip_grads.get_grad_norm_fp32: the squared norm of a rank's gradients is one float32, all-reduced (SUM)

@@ -207,6 +207,19 @@ def lazy_first_param_gather(version: str | None) -> bool:
     return _at_least(version, "lazy_first_param_gather")
 
 
+def stated_mcore_version(training: Training) -> str | None:
+    """The Megatron-Core release a scenario states (``training.mcore_version`` as written), None where it leaves it
+    to the by-GPU default: a NeMo behaviour pinned by container reads only a stated release."""
+    return None if "mcore_version" in training._resolved else training.mcore_version
+
+
+def nemo_fp32_embedding_grads(version: str | None) -> bool:
+    """Whether a release's NeMo container reduces the word embedding's gradient in fp32 under Apex's distributed Adam
+    (data/mcore_versions.yaml ``nemo_fp32_embedding_grads``: NeMo 24.05's 0.7 on, NeMo 2.0.0rc0's
+    ``_with_fp32_optimizer``); None (no release): no."""
+    return _at_least(version, "nemo_fp32_embedding_grads")
+
+
 def mcore_version_note(scenario: Scenario) -> str | None:
     """One line naming the Megatron-Core release a run that states none was given and what it changes, when the
     release changes this layout's step: ZeRO 1/2 with overlap_param_gather over a data-parallel group of more than
@@ -626,7 +639,9 @@ class Training(_Defaulted):
         "a known release, data/mcore_versions.yaml); read only on Megatron-Core (another stack ignores it). From "
         "0.9 a pipeline stage holding one model chunk dispatches its first parameter all-gather at its first "
         "forward (DDP's bucket groups, finish_param_sync), before 0.9 at optimizer.zero_grad, the step's start "
-        "(engine/data_parallel.py); from 0.14 (Megatron-Bridge) an fp8 run's default recipe is current scaling. "
+        "(engine/data_parallel.py); from 0.14 (Megatron-Bridge) an fp8 run's default recipe is current scaling; "
+        "stated (not defaulted), from 0.7 (NeMo 24.05) with grad_buckets apex and a 16-bit grad_reduce_dtype, NeMo's "
+        "word embedding is reduced in fp32 buckets of its own (workload/fp32_embedding_grads.py). "
         "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
         "run names it where it changes the step (mcore_version_note)")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from simcluster.workload import autocast_params, grad_accumulation
+from simcluster.workload import autocast_params, fp32_embedding_grads, grad_accumulation
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -68,7 +68,12 @@ def grad_bytes_per_element(activation_bytes: int, autocast_fp32_params: bool) ->
 
 def accumulation_bytes_per_param(scenario: Scenario) -> float:
     """Bytes per table parameter and microbatch of the main-gradient add: never fused (no GEMM), so the layers'
-    separate-accumulation charge (``grad_accumulation.charged_bytes_per_param`` with ``fused=False``)."""
+    separate-accumulation charge (``grad_accumulation.charged_bytes_per_param`` with ``fused=False``); into an fp32
+    buffer where NeMo keeps the word embedding's gradient in fp32 under Apex's distributed Adam
+    (``fp32_embedding_grads``: Apex's ``_grad_copy`` adds the 16-bit ``.grad`` into the fp32 bucket, 2 + 2 x 4)."""
+    if fp32_embedding_grads.applies(scenario):
+        return (grad_accumulation.charged_share(scenario, fused=False)
+                * grad_accumulation.bytes_per_param(False, fp32_embedding_grads.GRAD_DTYPE))
     return grad_accumulation.charged_bytes_per_param(scenario, fused=False)
 
 

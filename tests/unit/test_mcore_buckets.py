@@ -168,7 +168,7 @@ def test_the_last_stages_tied_output_layer_is_alone_without_virtual_stages():
 
 def test_megatron_core_is_the_default_on_its_stack_and_refused_elsewhere():
     assert _plan("nemo2409-llama31-8b-8-h100-bf16").scenario.parallelism.grad_buckets == "megatron_core"
-    assert _plan("nemo2407-gpt3-175b-128-h100-fp8").scenario.parallelism.grad_buckets == "megatron"   # Apex's Adam
+    assert _plan("nemo2407-gpt3-175b-128-h100-fp8").scenario.parallelism.grad_buckets == "apex"   # Apex's Adam
     raw = copy.deepcopy(catalog.load("scenarios/nemo2409-llama31-8b-8-h100-bf16"))
     raw["training"]["optimizer"] = "torch_adamw"
     assert config.from_dict(raw).parallelism.grad_buckets == "megatron"

@@ -115,8 +115,11 @@ def test_the_parts_add_up_to_the_block_and_its_layers(phase):
 
 
 def test_equal_buckets_and_apex_keep_equal_parts():
-    # grad_buckets: megatron (Apex's Adam rows: equal buckets) and PyTorch's optimizer keep equal parts
-    plan = _plan(config.load("nemo2407-gpt3-175b-128-h100-fp8"))
+    # grad_buckets: megatron (equal buckets; round 26 set the last Apex rows that kept them, the GPT-3 175B FP8
+    # pair, to apex) and PyTorch's optimizer keep equal parts
+    raw = copy.deepcopy(catalog.load("scenarios/nemo2407-gpt3-175b-128-h100-fp8"))
+    raw["parallelism"].update(grad_buckets="megatron", grad_bucket_size=None)
+    plan = _plan(config.from_dict(raw))
     assert plan.scenario.parallelism.grad_buckets == "megatron"
     _, ready, parts = bucket_schedule(plan, plan.chunks[0])
     assert isinstance(parts, int) and ready == list(range(parts))
