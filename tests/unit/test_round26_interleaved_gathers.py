@@ -12,7 +12,9 @@ Sources (the released megatron-core wheels, read file by file):
   gather starts when chunk c - 1's last is waited for, in chunk c - 1's first forward.
 
 The model is small and its gathers cross NVLink (dp 2 inside a node), so each gather ends long before the next is
-dispatched: a gather's start is its dispatch instant, which the tests compute by hand from the schedule.
+dispatched: a gather's start is its dispatch instant, which the tests compute by hand from the schedule. Four virtual
+stages (review, docs/calibration.md "Round 26: review of the interleaved parameter gathers"): with three, chunk 2 was
+the only one after the first two, and a trigger blind to the chunk (forward pp - pp_rank) passed.
 """
 
 from __future__ import annotations
@@ -22,22 +24,18 @@ import pytest
 from simcluster.engine import simulate
 from simcluster.engine.data_parallel import interleaved_param_gather
 from simcluster.spec import config
+from tests.unit.test_mcore_version import _pipeline
 
-PP, VP = 2, 3
+PP, VP = 2, 4  # vp 4: chunks 2 and 3 tell (c - 1) pp - rank from a trigger blind to c (review, round 26)
 
 
 def _data(version: str, **parallelism) -> dict:
-    return {
-        "name": "interleaved-gathers",
-        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2, "nic": "connectx-7",
-                    "topology": "rail-fat-tree"},
-        "model": {"layers": 6, "hidden": 2048, "heads": 16, "vocab": 32000, "tied_embeddings": False},
-        "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1, "precision": "bf16",
-                     "mcore_version": version},
-        "parallelism": {"tp": 4, "pp": PP, "dp": 2, "sequence_parallel": True, "zero_stage": 1,
-                        "virtual_stages": VP, **parallelism},
-        "network": "analytic",
-    }
+    """test_mcore_version's two stages over two nodes (dp 2 inside each node), one layer per model chunk."""
+    data = _pipeline(version, VP)
+    data["name"] = "interleaved-gathers"
+    data["model"]["layers"] = PP * VP
+    data["parallelism"].update(parallelism)
+    return data
 
 
 def _stages(version: str):
@@ -78,12 +76,14 @@ def test_from_0_9_chunks_after_the_second_start_at_forward_c_minus_1_pp_minus_ra
         assert _first_gather(stage, chunks[0])["start_s"] == 0.0
         assert _first_gather(stage, chunks[1])["start_s"] == pytest.approx(
             _last_gather_end(stage, chunks[0]), abs=1e-12)
-        # chunk 2: at this rank's forward k = (2 - 1) pp - rank; forwards run in groups of pp microbatches per chunk
-        k = (2 - 1) * PP - rank
-        chunk_k, microbatch_k = chunks[k // PP], k % PP
-        dispatched = _forward_start(stage, chunk_k, microbatch_k)
-        assert _last_gather_end(stage, chunks[1]) < dispatched         # the stream is idle then
-        assert _first_gather(stage, chunks[2])["start_s"] == pytest.approx(dispatched, abs=1e-12)
+        # chunk c >= 2: at this rank's forward k = (c - 1) pp - rank; forwards run in groups of pp microbatches per
+        # chunk (schedules.py get_model_chunk_id: (k mod pp vp) // pp, microbatch k mod pp in the first group)
+        for c in range(2, VP):
+            k = (c - 1) * PP - rank
+            chunk_k, microbatch_k = chunks[k // PP], k % PP
+            dispatched = _forward_start(stage, chunk_k, microbatch_k)
+            assert _last_gather_end(stage, chunks[c - 1]) < dispatched         # the stream is idle then
+            assert _first_gather(stage, chunks[c])["start_s"] == pytest.approx(dispatched, abs=1e-12)
 
 
 def test_before_0_9_each_chunk_starts_when_the_previous_chunks_last_gather_is_waited_for():
