@@ -127,7 +127,7 @@ def slowdown(gpu: GpuSpec, kernel: CommKernel, memory_share: float) -> float:
     share (1 - m) SMs / (SMs - CTAs) + m h (no shapes to quantise)."""
     sms = kernels.sm_count(gpu.name)
     ctas = min(kernel.ctas, sms - 1)
-    hbm_bytes_per_s = gpu.hbm_bandwidth * kernels.hbm_fraction()
+    hbm_bytes_per_s = gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)
     taken_bytes_per_s = constants()["hbm_bytes_per_wire_byte"] * kernel.wire_bytes_per_s
     assert taken_bytes_per_s < hbm_bytes_per_s, "a collective cannot move more than the GPU's HBM bandwidth"
     sm_factor = sms / (sms - ctas)

@@ -159,9 +159,11 @@ def block_scaled(gpu_name: str, key: str) -> float:
     return table.get(gpu_name, table["default"])
 
 
-def hbm_fraction() -> float:
-    """Achievable fraction of the datasheet HBM bandwidth (efficiency.yaml, bandwidth_fraction)."""
-    return _table()["bandwidth_fraction"]
+def hbm_fraction(gpu_name: str | None = None) -> float:
+    """Achievable fraction of the datasheet HBM bandwidth of HBM-bound kernels on ``gpu_name`` (efficiency.yaml,
+    bandwidth_fraction, measured per GPU where a GPU's memory differs; GPUs not listed and None take ``default``)."""
+    table = _table()["bandwidth_fraction"]
+    return table.get(gpu_name, table["default"])
 
 
 def naive_attention_hbm_fraction() -> float:
@@ -264,7 +266,7 @@ def op_precision(op: Op, precision: str) -> str:
 def efficiency(op: Op, gpu: GpuSpec, precision: str = "bf16") -> Efficiency:
     """Achievable fractions of peak FLOP/s and HBM bandwidth for ``op`` on ``gpu`` in a run of ``precision``
     (data: efficiency.yaml)."""
-    bandwidth_fraction = naive_attention_hbm_fraction() if op.kernel == "naive" else hbm_fraction()
+    bandwidth_fraction = naive_attention_hbm_fraction() if op.kernel == "naive" else hbm_fraction(gpu.name)
     if op.kind == "gemm":
         fraction = spread_gemm_efficiency(op, gpu, op_precision(op, precision))
         if op.split_accumulator:
