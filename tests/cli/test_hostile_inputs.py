@@ -344,7 +344,7 @@ def test_interrupted_validate_prints_the_finished_cases_and_exits_130(cli, monke
 
     done = []
 
-    def run_case(case, network=None, variability=None):
+    def run_case(case, network=None, variability=None, extrapolate=False):
         if len(done) == 2:
             raise Interrupted(signal.SIGINT)
         done.append(case["scenario"])

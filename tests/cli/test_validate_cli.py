@@ -66,7 +66,8 @@ def test_validate_json_adds_trends_and_keeps_every_other_key(cli):
     assert set(report) == {"cases", "median_abs_error", "max_abs_error", "case_count", "by_series", "partial",
                            "pending", "trends"}
     assert set(report["cases"][0]) == {"scenario", "metric", "published_tflops", "simulated_tflops", "source",
-                                       "memory_bytes", "fits", "family", "precision", "step_time_s", "error"}
+                                       "memory_bytes", "fits", "family", "precision", "step_time_s", "note", "error"}
+    assert report["cases"][0]["note"] == ""          # a full simulation (only --steady-state extrapolates)
     (series,) = report["trends"]["series"]
     node, dp = report["cases"]                      # 1 GPU, then 128 GPUs data parallel
     assert [p["scenario"] for p in series["points"]] == [node["scenario"], dp["scenario"]]
