@@ -739,13 +739,23 @@ def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
     e = shard.activation_bytes_per_element
     f = LOGITS_SOFTMAX_BYTES_PER_ELEMENT
     # Megatron-LM's vocab-parallel cross entropy is unfused by default (--cross-entropy-loss-fusion is opt-in):
-    # pass by pass over the [tokens, vocab/tp] logits (megatron/core/tensor_parallel/cross_entropy.py; conf R):
-    # forward: contiguous copy (e in, e out), cast to fp32 (e, f), max (f), subtract max (f, f), exp (f, f),
-    # sum (f), normalise into the saved softmax (f, f); backward: scale the softmax by the incoming gradient
-    # (f, f), cast back (f, e), copy (e, e).
-    forward_passes = [("ce_copy", e + e), ("ce_cast", e + f), ("ce_max", f), ("ce_subtract", 2 * f),
-                      ("ce_exp", 2 * f), ("ce_sum", f), ("ce_softmax", 2 * f)]
-    backward_passes = [("ce_grad", 2 * f), ("ce_cast", f + e), ("ce_copy", e + e)]
+    # pass by pass over the [tokens, vocab/tp] logits, the kernels over every logit (megatron/core/tensor_parallel/
+    # cross_entropy.py, NVIDIA/Megatron-LM 00611e6e; the same passes in mpu/cross_entropy.py of 2020-2023):
+    # forward: calculate_logits_max ``vocab_parallel_logits.float()`` (e in, f out; none when the logits are already
+    # fp32, as after legacy post_language_model_processing's ``output.float()``, which is the same cast outside the
+    # Function) and ``torch.max(dim=-1)`` (f); calculate_predicted_logits the in-place ``-= logits_max`` (f, f) and
+    # ``torch.exp(out=)`` (f, f), ``exp_logits.sum(dim=-1)`` (f); calculate_cross_entropy_loss the in-place ``div_``
+    # into the saved softmax (f, f): 6 kernels, 38 B a 16-bit logit. Backward: calculate_gradients' in-place
+    # ``mul_`` by the incoming gradient (f, f) and the autograd engine's cast of the fp32 gradient to the input's
+    # dtype (f, e; torch/csrc/autograd/engine.cpp validate_outputs): 2 kernels, 14 B. The logits are neither copied
+    # nor transposed in training (GPTModel / compute_language_model_loss transpose the labels and the per-token loss,
+    # post_language_model_processing the logits only when labels is None). Per-row kernels (the target mask and
+    # masked_target, the predicted-logit gather, log, the three all-reduces of [tokens] fp32, the backward scatter
+    # of one element a row) move ~tokens x 4-8 B each and are not modelled (no per-row kernel is, anywhere).
+    cast = [] if e == f else [("ce_cast", e + f)]
+    forward_passes = [*cast, ("ce_max", f), ("ce_subtract", 2 * f), ("ce_exp", 2 * f), ("ce_sum", f),
+                      ("ce_softmax", 2 * f)]
+    backward_passes = [("ce_grad", 2 * f), *[("ce_cast", f + e) for _ in cast]]
     if shard.cross_entropy == "fused":
         # flash-attention's CrossEntropyLoss: the forward reads each logit once (max and log-sum-exp of a row in one
         # kernel, one fp32 value a row written); the backward reads the logits again with the saved log-sum-exp
@@ -759,7 +769,7 @@ def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
         # scatter, the scaling and the cast back. Inductor keeps an input mutation in place only when pointwise ops
         # alone consume it: the exp graph (a reduction) and the gradient graph (a scatter) write a fresh buffer and
         # copy it back into the input, one more read and write each (the file's own note, 2026, on why it later split
-        # those graphs). 30 bytes a logit forward and 18 backward in bf16, against the unfused 42 + 18.
+        # those graphs). 30 bytes a logit forward and 18 backward in bf16, against the unfused 38 + 14.
         forward_passes = [("ce_max", e + f), ("ce_exp", 2 * f), ("ce_copy_back", 2 * f), ("ce_softmax", 2 * f)]
         backward_passes = [("ce_grad", 2 * f + e), ("ce_copy_back", 2 * f)]
     flop_per_pass = CROSS_ENTROPY_FLOP_PER_ELEMENT / len(forward_passes)
