@@ -16,6 +16,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.fabric.builders import QUANTUM2_NDR_PORTS, QUANTUM_HDR_PORTS
 from simcluster.replay.recorded import COMPUTE, RecordedOp, RecordedRun
 from simcluster.spec.hardware import GpuSpec
+from simcluster.workload.kernels import hbm_fraction
 
 # ---- what the trace ran on --------------------------------------------------------------------------------
 
@@ -107,12 +108,14 @@ def kernel_speedup(kernel_name: str, old: GpuSpec, new: GpuSpec, mode: str = "ro
     ``peak``: the ratio of dense bf16 peaks for every kernel. ``roofline``: a kernel takes
     max(FLOP / peak, bytes / HBM bandwidth) (Williams, Waterman & Patterson 2009, "Roofline", eq. 1); a
     tensor-core kernel (``MATMUL_KERNEL``) sits on the compute roof, so it speeds up by the peak ratio, any
-    other on the memory roof, by the HBM-bandwidth ratio.
+    other on the memory roof, by the ratio of achievable HBM bandwidths: datasheet times ``kernels.hbm_fraction``
+    of each GPU, the bandwidth the simulator's own memory-bound kernels run at (efficiency.yaml
+    bandwidth_fraction; equal fractions cancel to the datasheet ratio).
     """
     peak = new.peak_flop_per_s(RESCALE_PRECISION) / old.peak_flop_per_s(RESCALE_PRECISION)
     if mode == "peak" or MATMUL_KERNEL.search(kernel_name):
         return peak
-    return new.hbm_bandwidth / old.hbm_bandwidth
+    return (new.hbm_bandwidth * hbm_fraction(new.name)) / (old.hbm_bandwidth * hbm_fraction(old.name))
 
 
 def busy_rescaled(run: RecordedRun, old: GpuSpec, new: GpuSpec, mode: str = "roofline",
@@ -166,8 +169,8 @@ def _rescale_sentence(old: GpuSpec, new: GpuSpec, mode: str, per_kernel: bool) -
         how = f"every kernel by the ratio of dense {RESCALE_PRECISION} peaks ({peak:.2f}x)"
     else:
         how = (f"roofline-consistent: GEMM/convolution/attention kernels by the ratio of dense "
-               f"{RESCALE_PRECISION} peaks ({peak:.2f}x), all other kernels by the ratio of HBM bandwidths "
-               f"({hbm:.2f}x)" + (", kernel by kernel" if per_kernel else
+               f"{RESCALE_PRECISION} peaks ({peak:.2f}x), all other kernels by the ratio of achievable HBM "
+               f"bandwidths ({hbm:.2f}x)" + (", kernel by kernel" if per_kernel else
                                   ", a merged compute segment by the kernel it is named after"))
     return (f"compute rescaled from {old.name} to {new.name}, {how}; launch gaps inside compute "
             "segments are CPU time and kept")

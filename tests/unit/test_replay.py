@@ -21,6 +21,8 @@ from simcluster.replay.recorded import RecordedOp, RecordedRun
 from simcluster.replay.report import RECORDED_PID_OFFSET, chrome_trace, exposed_s, step_report
 from simcluster.replay.rescale import busy_rescaled, default_fabric, infer_gpu, kernel_speedup
 from simcluster.spec import hardware
+from simcluster.workload.kernels import roofline_s
+from simcluster.workload.ops import Op
 
 DATA = Path(__file__).parent.parent / "data"
 TWO_RANKS = DATA / "kineto" / "a100-2rank-allreduce.rank0.json.gz"
@@ -144,6 +146,13 @@ def test_roofline_rescaling_uses_peak_ratio_for_gemms_and_hbm_ratio_for_the_rest
     assert kernel_speedup("vectorized_elementwise_kernel", A100_40, h100) == pytest.approx(3.35 / 1.555)
     assert kernel_speedup("vectorized_elementwise_kernel", A100_40, h100, "peak") == \
         pytest.approx(989.4 / 312)
+    # the memory roof is the bandwidth the kernel model runs copies at, not the datasheet's: the same 1 GiB copy
+    # timed by workload.kernels on each GPU (A100 80GB's bandwidth_fraction differs from H100's)
+    a100_80 = hardware.gpu("a100-80gb-sxm")
+    copy = Op("copy", "memory", 0.0, 2.0 * 2**30)
+    copy_s = {g.name: max(roofline_s(copy, g, "bf16", sustained=False)) for g in (a100_80, h100)}
+    assert kernel_speedup("vectorized_elementwise_kernel", a100_80, h100) == \
+        pytest.approx(copy_s["a100-80gb-sxm"] / copy_s["h100-sxm"])
     # a merged segment of a 1 ms GEMM and a 1 ms elementwise kernel, 0.5 ms of launch gap between them
     segment = op(0, 7, "compute", 0.0, 2.5, name="gemm +1 kernels", kernels=2, busy_s=2e-3)
     kernels = RecordedRun(ranks={0: [op(0, 7, "compute", 0.0, 1.0, name="sm80_xmma_gemm"),

@@ -15,6 +15,8 @@ from simcluster.replay.recorded import RecordedOp, RecordedRun
 from simcluster.replay.report import step_report
 from simcluster.spec import hardware
 from simcluster.studies.replay import nic_from_text, replay_traces
+from simcluster.workload import kernels
+from simcluster.workload.ops import Op
 
 CHAKRA = sorted((Path(__file__).parent.parent / "data" / "chakra").glob("all_reduce.*.et"))
 
@@ -56,10 +58,16 @@ def test_gpu_changes_compute_only_and_a_fabric_file_is_reported_as_built(tmp_pat
     allreduce = [o.events.loc[o.events["name"] == "allreduce"] for o in (same, faster_gpu)]
     assert float((allreduce[0]["end_s"] - allreduce[0]["start_s"]).iloc[0]) == \
         pytest.approx(float((allreduce[1]["end_s"] - allreduce[1]["start_s"]).iloc[0]))
-    # "backward" and "optimizer" are not GEMM kernel names: rescaled by the ratio of HBM bandwidths
-    hbm_ratio = hardware.gpu("h100-sxm").hbm_bandwidth / hardware.gpu("a100-80gb-sxm").hbm_bandwidth
+    # "backward" and "optimizer" are not GEMM kernel names: rescaled by the ratio of achievable HBM bandwidths,
+    # the time of the same 1 GiB copy in the kernel model on each GPU
+    hbm_ratio = _copy_s("a100-80gb-sxm") / _copy_s("h100-sxm")
     assert faster_gpu.steps[0]["compute_s"] == pytest.approx(same.steps[0]["compute_s"] / hbm_ratio)
     assert any("links nvlink 2400 Gb/s" in a and "200 Gb/s" in a for a in same.assumptions)
+
+
+def _copy_s(gpu_name: str) -> float:
+    copy = Op("copy", "memory", 0.0, 2.0 * 2**30)
+    return max(kernels.roofline_s(copy, hardware.gpu(gpu_name), "bf16", sustained=False))
 
 
 def test_a_line_rate_nic_is_the_default_nic_at_that_rate():
