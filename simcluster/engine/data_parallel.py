@@ -15,7 +15,13 @@ from simcluster.parallel.fsdp_runtime import gathers_once_per_step, root_holds_o
 from simcluster.parallel.mcore_buckets import Bucket, gpt_param_tensors, layer_tensors, megatron_core_bucket_groups
 from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
-from simcluster.spec.config import Parallelism, Scenario, lazy_first_param_gather
+from simcluster.spec.config import (
+    Parallelism,
+    Scenario,
+    lazy_first_param_gather,
+    nemo_apex_group_per_virtual_stage,
+    stated_mcore_version,
+)
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import fp8_params, fp32_embedding_grads
 from simcluster.workload.ops import local_kv_hidden
@@ -136,7 +142,12 @@ def apex_group_elements(plan: StepPlan, cost) -> list[tuple[float, float]]:
     Where NeMo keeps the word embedding's gradient in fp32 (``workload.fp32_embedding_grads``), its
     MegatronDistributedFusedAdam gives those parameters (in the group of the parameters of no layer) buckets of their
     own, first, with ``grad_sync_dtype`` fp32 and as many elements as the others (Apex's ``default_shard_size``, from
-    the optimizer's default dtype): rounded up to whole buckets apart from the rest of the group."""
+    the optimizer's default dtype): rounded up to whole buckets apart from the rest of the group.
+    Under virtual stages NeMo 2.0.0 on (a stated release from 0.9, ``config.nemo_apex_group_per_virtual_stage``) hands
+    Apex one group per model chunk instead (``buckets.append(make_parameter_bucket(module))``): the chunk's parameters
+    in one group, complete after the chunk's whole backward; 2.0.0rc0/rc1 (24.05, 24.07) still cut a group a layer.
+    NeMo also puts every chunk's parameters of no layer in the first chunk's first-layer group (``buckets[-1]``);
+    here each chunk keeps its own (docs/calibration.md, round 26)."""
     s = plan.scenario
     p = s.parallelism
     width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
@@ -151,6 +162,8 @@ def apex_group_elements(plan: StepPlan, cost) -> list[tuple[float, float]]:
             if fp32_embedding_grads.applies(s) else 0.0)
     last = (layer if cost.layers else 0.0) + rest - fp32   # the group of the parameters of no layer, 16-bit part
     groups = [(layer, 0.0)] * (cost.layers - 1) + [(last, fp32)]
+    if p.virtual_stages > 1 and nemo_apex_group_per_virtual_stage(stated_mcore_version(s.training)):
+        groups = [(sum(low for low, _ in groups), fp32)]
     return [(math.ceil(low / bucket) * bucket, math.ceil(high / bucket) * bucket) for low, high in groups]
 
 

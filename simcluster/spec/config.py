@@ -220,6 +220,13 @@ def nemo_fp32_embedding_grads(version: str | None) -> bool:
     return _at_least(version, "nemo_fp32_embedding_grads")
 
 
+def nemo_apex_group_per_virtual_stage(version: str | None) -> bool:
+    """Whether a release's NeMo container gives Apex one bucket group per model chunk under virtual stages rather than
+    one per Transformer layer (data/mcore_versions.yaml ``nemo_apex_group_per_virtual_stage``: NeMo 24.09's 0.9 on,
+    NeMo 2.0.0's ``configure_optimizers``); None (no stated release): no."""
+    return _at_least(version, "nemo_apex_group_per_virtual_stage")
+
+
 def mcore_version_note(scenario: Scenario) -> str | None:
     """One line naming the Megatron-Core release a run that states none was given and what it changes, when the
     release changes this layout's step: ZeRO 1/2 with overlap_param_gather over a data-parallel group of more than

@@ -128,3 +128,35 @@ def test_unstated_release_keeps_the_bf16_buckets():
     bucket = _apex_bucket(220 * MIB, 4)
     rest = 51_200 // 4 * 12_288 + 2_048 * 12_288
     assert apex_group_elements(plan, plan.chunks[0]) == [(math.ceil((layer + rest) / bucket) * bucket, 0.0)]
+
+
+@pytest.mark.parametrize("release, per_chunk", [("0.8", False), ("0.9", True), ("0.11", True), (None, False)])
+def test_apex_groups_under_virtual_stages_by_nemo_release(release, per_chunk):
+    # NeMo 2.0.0rc0/rc1 (24.05, 24.07: 0.7, 0.8) configure_optimizers cut Apex a group a layer even with virtual stages
+    # (`buckets.extend(make_parameter_bucket(layer) for layer in layers)`); NeMo 2.0.0 (24.09: 0.9) one group a model
+    # chunk (`buckets.append(make_parameter_bucket(module))`), read in the three wheels. No stated release: a layer.
+    name = "nemo2407-gpt3-175b-128-h100-fp8"  # tp 4, pp 8, dp 4, 6 virtual stages: 96 / 48 = 2 layers a chunk
+    raw = copy.deepcopy(catalog.load(f"scenarios/{name}"))
+    if release is None:
+        del raw["training"]["mcore_version"]
+    else:
+        raw["training"]["mcore_version"] = release
+    scenario = config.from_dict(raw)
+    plan = step_plan(scenario, lambda *a, **k: 1e-3)
+    bucket = _apex_bucket(220 * MIB, 4)
+    layer = layer_params_per_rank(scenario.model, 4)
+    whole = lambda elements: math.ceil(elements / bucket) * bucket  # noqa: E731
+    embedding = 51_200 // 4 * 12_288 + 2_048 * 12_288  # word embedding + learned positions, first chunk
+    fp32 = whole(embedding) if release is not None else 0.0  # no stated release: in the bf16 part (round 26)
+    bf16_rest = 0 if release is not None else embedding
+    first, middle = plan.chunks[0], plan.chunks[1]
+    assert first.layers == middle.layers == 2
+    if per_chunk:
+        # one group: both layers rounded to whole buckets together, reduced once the chunk's backward is done
+        assert apex_group_elements(plan, first) == [(whole(2 * layer), fp32)]
+        assert apex_group_elements(plan, middle) == [(whole(2 * layer), 0.0)]
+        assert bucket_schedule(plan, middle)[1:] == ([0], 1)  # complete after the chunk's whole backward
+    else:
+        assert apex_group_elements(plan, first) == [(whole(layer), 0.0), (whole(layer + bf16_rest), fp32)]
+        assert apex_group_elements(plan, middle) == [(whole(layer), 0.0)] * 2
+        assert bucket_schedule(plan, middle)[1:] == ([0, 1], 2)
