@@ -76,7 +76,7 @@ def test_accumulation_lengthens_each_backward_by_its_bytes_at_most_at_the_hbm_ra
         # per parameter tensor of the chunk's layers with the BF16_Optimizer (cast, add), one with autograd's
         tensors = before.layers * 12   # QKV, attention output, MLP up and down: weights and biases; two LayerNorms
         gap_s = kernels.host_model().kernel_gap_s
-        rate = hbm_bytes_per_s * kernels.hbm_fraction()
+        rate = hbm_bytes_per_s * kernels.hbm_fraction(scenario().cluster.gpu.name)
         # the Megatron twin's first stage also adds the embedding's dense .grad into its main gradient (one kernel,
         # workload.embedding_grad, round 25); DeepSpeed's accumulation above covers the embedding instead
         twin = scenario(parallelism__pipeline_engine="megatron", **one_rank)
@@ -131,7 +131,7 @@ def test_bf16_optimizer_copies_the_gathered_parameters_out_once_per_step(monkeyp
     _, deepspeed = plans()
     monkeypatch.setattr(deepspeed_pipeline, "BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM", 0)
     _, no_copy = plans()
-    rate = scenario().cluster.gpu.hbm_bandwidth * kernels.hbm_fraction()
+    rate = scenario().cluster.gpu.hbm_bandwidth * kernels.hbm_fraction(scenario().cluster.gpu.name)
     for stage, params in enumerate(deepspeed.stage_params):
         assert deepspeed.optimizer_s[stage] - no_copy.optimizer_s[stage] == pytest.approx(4 * params / rate, rel=1e-6)
 
@@ -173,7 +173,7 @@ def test_each_host_sync_costs_a_pipeline_step_and_each_rebuild_five_and_two_tpth
     tp = scenario().parallelism.tp
     step_s = kernels.pipeline_step_overhead_s()
     gap_s = kernels.host_model().kernel_gap_s
-    rate = scenario().cluster.gpu.hbm_bandwidth * kernels.hbm_fraction()
+    rate = scenario().cluster.gpu.hbm_bandwidth * kernels.hbm_fraction(scenario().cluster.gpu.name)
     message = megatron.p2p_gather_bytes
     first, last = deepspeed.chunks
     assert first.forward_compute_s - megatron.chunks[0].forward_compute_s == pytest.approx(

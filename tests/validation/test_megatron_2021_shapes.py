@@ -48,7 +48,7 @@ def test_fp16_loss_scaling_adds_its_passes_over_the_gradients():
     from simcluster.workload import kernels
 
     a100, params = gpu("a100-80gb-sxm"), 1e9
-    bandwidth = a100.hbm_bandwidth * kernels.hbm_fraction()
+    bandwidth = a100.hbm_bandwidth * kernels.hbm_fraction(a100.name)
     wrapper = "megatron2021"   # one op: the difference is the bytes alone
     bf16 = optimizer_time_s(params, a100, "bf16", optimizer=wrapper)
     assert optimizer_time_s(params, a100, "fp16", "fp16", wrapper) - bf16 == pytest.approx(14 * params / bandwidth,

@@ -58,7 +58,7 @@ def test_2021s_optimizer_and_ddp_buffer_cost_their_bytes_at_hbm_speed():
     from simcluster.workload import kernels
 
     a100, params = gpu("a100-80gb-sxm"), 1e9
-    bandwidth = a100.hbm_bandwidth * kernels.hbm_fraction()
+    bandwidth = a100.hbm_bandwidth * kernels.hbm_fraction(a100.name)
     # fp16 loss scaling's unscale (8 B) and the fp16 gradients' copy into fp32 (6 B) come with it (plan.py)
     assert optimizer_time_s(params, a100, "fp16", "fp16", "megatron2021") == pytest.approx(
         (MEGATRON2021_BYTES_PER_PARAM + 8 + 6) * params / bandwidth + kernels.host_model().kernel_gap_s, rel=1e-9)
