@@ -369,7 +369,8 @@ def test_run_goes_on_with_an_unknown_error_when_the_snapshot_is_missing_or_broke
 
 
 def test_the_default_scenarios_card_is_the_snapshots_hopper_16_bit_dense_held_out_runs_and_names_its_stack():
-    rows = [r for r in SNAPSHOT if r["set"] == "held-out" and r["gpu"].startswith("h100")
+    # Hopper: the H100s and (round 26's KempnerForge rows) the H200
+    rows = [r for r in SNAPSHOT if r["set"] == "held-out" and r["gpu"].startswith(("h100", "h200"))
             and r["precision"] in ("bf16", "fp16") and not r["moe"]]
     errors = sorted(abs(r["error"]) for r in rows)
     c = accuracy_card.card(config.load(None))  # GPT-3 175B, bf16, 1,024 H100, Megatron-Core with TE 1.x
