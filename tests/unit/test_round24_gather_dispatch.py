@@ -122,7 +122,10 @@ def test_megatron_cores_one_ahead_chain_loses_the_slack_the_engines_queue_banks(
     assert slack > 0
     assert all(gathers_s[k] >= parts_s[k - 2] for k in range(3, len(gathers_s) - 1))
     assert gathers_s[-1] <= parts_s[-2]
-    assert hand["one_ahead"][1][-1] - hand["all_ahead"][1][-1] == pytest.approx(slack, rel=1e-9)
+    # the chain loses time, at most that slack (all of it while every later forward waits for its gather; since round
+    # 26's refit to 28 us / 410 us a later layer outlasts its gather and takes part of it back)
+    lost_s = hand["one_ahead"][1][-1] - hand["all_ahead"][1][-1]
+    assert 0 < lost_s <= slack * (1 + 1e-9)
     # Megatron-Core launches layer k's gather when part k - 1 starts (its pre-hook waited for layer k - 1's)
     start, part_start = hand["one_ahead"]
     assert start[2:] == pytest.approx(part_start[:len(parts) - 1], abs=1e-12)
