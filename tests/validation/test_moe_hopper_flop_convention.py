@@ -15,6 +15,7 @@ over tokens/s x GPUs, and the page's TFLOP/s per tokens/s is Megatron-Bridge's c
 import pytest
 
 from simcluster.spec import config
+from simcluster.spec import model as model_spec
 from simcluster.studies import validation
 
 HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
@@ -80,3 +81,33 @@ def test_zoo_overlap_row_step_time_and_tflops_agree_in_the_halved_count():
     t = scenario.training
     flop = t.global_batch_size * t.seq_len * megatron_flop_per_token(scenario.model, t.seq_len, causal_halved=True)
     assert HELD_OUT[name]["step_time_s"] * 276e12 * scenario.cluster.gpus == pytest.approx(flop, rel=0.006)
+
+
+# Megatron-Core 0.9.0's own Mixtral release runs on H100 (NVIDIA/Megatron-LM tests/functional_tests/test_cases/
+# mixtral/, golden_values_0.9.0.json of mixtral_8x7b_tp1pp4ep8vpp8_release at a040e193 and of
+# mixtral_8x22b_tp2pp8ep8vpp1_release at 7b5b8b44; docs/calibration.md "Round 27"): every fifth step's
+# `iteration-time` (s) and `throughput` (TFLOP/s per GPU, --log-throughput) as logged, GBS 256, sequence 4096,
+# Llama2Tokenizer (vocabulary 32,000). Per run: a checkpoint-load step, an early, a middle and the last sample.
+MCORE09_RELEASE_SAMPLES = {
+    "mixtral-8x7b": [(174.32498, 7.79399), (3.36681, 403.55313), (3.26154, 416.57834), (3.19899, 424.72318)],
+    "mixtral-8x22b": [(309.57425, 6.63203), (7.41416, 276.91702), (6.62512, 309.89725), (6.57179, 312.41217)],
+}
+
+
+def release_gpus(preset: str, seconds: float, tflops: float, causal_halved: bool) -> float:
+    """The GPU count a logged (iteration time, TFLOP/s per GPU) pair implies in Megatron-LM's count."""
+    model = model_spec.preset(preset).model_copy(update={"vocab": 32000})
+    return 256 * 4096 * megatron_flop_per_token(model, 4096, causal_halved) / (tflops * 1e12 * seconds)
+
+
+@pytest.mark.parametrize("preset, gpus", [("mixtral-8x7b", 64), ("mixtral-8x22b", 128)])
+def test_mcore_09_release_runs_count_attention_whole(preset, gpus):
+    """Megatron-Core 0.9.0 logged its TFLOP/s with causal attention counted whole: each logged pair, whatever its step
+    time (a 174 s checkpoint load as much as a 3.2 s step), gives one whole number of GPUs, the layout's 64 / 128,
+    within the 6 significant digits of the figures; counted halved they give 61.5 / 123.7 GPUs, no layout. This is
+    the convention the Megatron-LM MoE README row assumes for its "MCore v0.9" 468 TFLOP/s (PUBLISHED_TFLOPS)."""
+    for seconds, tflops in MCORE09_RELEASE_SAMPLES[preset]:
+        assert release_gpus(preset, seconds, tflops, causal_halved=False) == pytest.approx(gpus, rel=2e-5)
+        halved = release_gpus(preset, seconds, tflops, causal_halved=True)
+        assert abs(halved - round(halved)) > 0.3
+    assert PUBLISHED_TFLOPS["mcore-mixtral-8x7b-64-h100"] == (468.0, False)
