@@ -31,7 +31,8 @@ from simcluster.studies import validation
 from simcluster.workload import fp8_params
 
 # the terms a bf16 run has not: Transformer Engine's activation and gradient casts (per layer and microbatch) and
-# delayed scaling's amax regions (per chunk, microbatch and direction)
+# delayed scaling's amax regions (per chunk, microbatch and direction), with current scaling's tensor-parallel amax
+# all-reduces (per sequence-parallel cast, layer and microbatch) in the same term
 FP8_ONLY = ("fp8 casts", "fp8 amax regions (kernels + all-reduce)")
 
 

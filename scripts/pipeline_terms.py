@@ -55,7 +55,8 @@ def chunk_waits(sim: Simulation, chunks) -> tuple[float, float]:
     """Device seconds a microbatch of ``chunks`` (forward and backward) spends on what ``parallel.plan.plan`` adds
     to the layers' kernels besides the embedding and output layer: Transformer Engine userbuffers' exposed last
     reduce-scatter chunks (``userbuffers.exposed_stream``, timed alone on the fabric as the plan times them) and
-    fp8 delayed scaling's amax regions (``plan.amax_region``). Dense layers only (the layer of ``layer_ops``)."""
+    fp8 delayed scaling's amax regions (``plan.amax_region``) with current scaling's tensor-parallel amax
+    all-reduces (``plan.tp_amax_all_reduces``). Dense layers only (the layer of ``layer_ops``)."""
     scenario = sim.scenario
     p, t, gpu = scenario.parallelism, scenario.training, scenario.cluster.gpu
     shard = shard_for(scenario)
@@ -80,6 +81,9 @@ def chunk_waits(sim: Simulation, chunks) -> tuple[float, float]:
         amax = sum(step_plan.amax_region(scenario, c.layers * gemms, direction, sim.plan.layout,
                                          collective_time_s).device_s
                    for c in chunks for direction in ("forward", "backward"))
+        group = tuple(sim.plan.layout.group(0, "tp"))
+        amax += sum(step_plan.tp_amax_all_reduces(scenario, direction, group, collective_time_s).device_s
+                    for direction in ("forward", "backward")) * sum(c.layers for c in chunks)
     return exposed, amax
 
 

@@ -321,6 +321,11 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
         moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s, ub_settings, fp8_s, precision)
         moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
+    if shard.precision == "fp8":  # current scaling's amax all-reduce before each sequence-parallel cast
+        layer_fwd += tp_amax_all_reduces(scenario, "forward", tp_group, collective_time_s)
+        layer_bwd += tp_amax_all_reduces(scenario, "backward", tp_group, collective_time_s)
+        moe_fwd += tp_amax_all_reduces(scenario, "forward", tp_group, collective_time_s, moe_layer=bool(m.moe))
+        moe_bwd += tp_amax_all_reduces(scenario, "backward", tp_group, collective_time_s, moe_layer=bool(m.moe))
     async_exposed_s = moe_async_exposed_s = 0.0
     if async_bwd:  # what outlasts the GEMM it runs beside (the engine overlaps the rest with the block): a TP wait
         comm_s = {op: collective_time_s(op, tuple(tp_group), tp_op_bytes[op]) for op, _ in per_layer["backward"]}
@@ -643,6 +648,24 @@ def amax_region(scenario: Scenario, gemms: int, direction: str, layout: Layout,
         ops.append(Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0))
     wait_s = collective_time_s("allreduce", group, size_bytes)
     return kernels.stream_time(ops, scenario.cluster.gpu, t.precision) + kernels.StreamTime(device_s=wait_s)
+
+
+def tp_amax_all_reduces(scenario: Scenario, phase: str, tp_group, collective_time_s: CollectiveTime,
+                        moe_layer: bool = False) -> kernels.StreamTime:
+    """Current scaling's amax all-reduces in one layer's ``phase`` ("forward" or "backward";
+    ``fp8_recipes.tp_amax_reductions``): one per tensor quantized on its sequence-parallel shard and then all-gathered
+    (the all-gathers of ``tp_collectives_per_layer``: the column-parallel inputs forward, the row-parallel output
+    gradients and full recompute's inputs backward), each an NCCL launch (host only) and a MAX all-reduce of one fp32
+    amax over ``tp_group`` that the cast waits for, at its time alone on the fabric. Nothing for the other recipes,
+    without sequence parallelism or at tp 1."""
+    t = scenario.training
+    gathers = sum(count for op, count in tp_collectives_per_layer(scenario, moe_layer)[phase] if op == "all_gather")
+    count = fp8_recipes.tp_amax_reductions(t.fp8_recipe, gathers)
+    if not count:
+        return kernels.StreamTime()
+    launches = [Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0)] * count
+    wait_s = count * collective_time_s("allreduce", tuple(tp_group), fp8_recipes.AMAX_BYTES)
+    return kernels.stream_time(launches, scenario.cluster.gpu, t.precision) + kernels.StreamTime(device_s=wait_s)
 
 
 def expert_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:

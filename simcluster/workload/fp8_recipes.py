@@ -85,9 +85,21 @@ Engine norm wrote the tensor (the LayerNormLinear inputs: QKV and fc1) the norm 
 (csrc/extensions/normalization.cpp, ``Impl::FUSED_NORM_AMAX_FP8``: the norm writes its 16-bit output and the amax,
 then ``quantize_with_amax``), so that tensor has no amax pass: its bytes are delayed scaling's. Counted as kernels:
 the amax passes and the casts, which each move the whole tensor like every elementwise kernel of ``ops``. Not
-counted: the one-thread scale kernel (a launch and ~2 us, not the fitted per-kernel gap of large kernels), and with
-sequence parallelism the amax all-reduce over the tensor-parallel group before the cast (``with_amax_reduction``,
-a blocking NCCL all-reduce of one float per sequence-parallel input and row-parallel output gradient).
+counted: the one-thread scale kernel (a launch and ~2 us, not the fitted per-kernel gap of large kernels).
+
+Current scaling's tensor-parallel amax all-reduce (``tp_amax_reductions``, round 27). With sequence parallelism each
+rank quantizes its shard of a tensor that is then all-gathered, so the shards must share one scale: TE 2.x sets
+``with_amax_reduction = True`` and ``amax_reduction_group = self.tp_group`` on the current-scaling quantizer of every
+column-parallel input and every row-parallel output gradient when ``sequence_parallel`` (``_customize_quantizers_
+float8_current_scaling`` in module/linear.py, layernorm_linear.py and layernorm_mlp.py: fc1's input, fc2's output
+gradient), and ``Float8CurrentScalingQuantizer::quantize_impl`` (csrc/quantizer.cpp; ``quantize_with_amax`` for the
+norm-fed inputs alike) runs, between the amax and the cast, ``amax_reduction_group->allreduce(...)->wait()``: a MAX
+all-reduce of one fp32 amax over the tensor-parallel ranks that the cast waits for. That is one all-reduce per
+sequence-parallel all-gather of a quantized tensor: forward per column-parallel input (QKV's, fc1's; a dense layer 2,
+an MoE layer 1 for its attention plus 1 with shared experts, the routed experts taking dispatched tokens), backward
+per row-parallel output gradient (the projection's, fc2's), and full recompute's forward again. Per microbatch and
+layer, as TE runs it; none without sequence parallelism, at tp 1, nor under delayed scaling (one region-wide
+reduction, below) or MXFP8 (per-block scales, no amax). Until round 27 it was left out.
 
 MXFP8 kernels (round 18). MXFP8 runs kernel by kernel per quantized tensor too, as current scaling does, but one
 kernel each: the module calls its quantizer on each GEMM operand (``input_quantizer(inputmat)``,
@@ -223,6 +235,18 @@ def amax_reduction(recipe: str, gemms: int, direction: str,
     amax_bytes = AMAX_BYTES * tensors
     return amax_bytes, [(AMAX_CONCAT_OP, tensors, 2 * amax_bytes),
                         (SCALE_UPDATE_OP, tensors * history_len, (2 * history_len + 4) * amax_bytes)]
+
+
+# Current scaling's tensor-parallel amax all-reduce before each sequence-parallel cast (module docstring)
+TP_AMAX_REDUCTION_RECIPES = ("current",)
+
+
+def tp_amax_reductions(recipe: str, gathered_quantizations: int) -> int:
+    """MAX all-reduces of one fp32 amax (``AMAX_BYTES``) over the tensor-parallel group that one layer phase runs
+    under ``recipe``, for ``gathered_quantizations`` tensors it quantizes on the sequence-parallel shard and then
+    all-gathers (module docstring, "Current scaling's tensor-parallel amax all-reduce"): one each under current
+    scaling, none otherwise."""
+    return gathered_quantizations if recipe in TP_AMAX_REDUCTION_RECIPES else 0
 
 
 def megatron_te_cast_bytes(norm_fed: float, gathered: float, other_forward: float, other_backward: float,
