@@ -119,7 +119,7 @@ def test_2020s_optimizer_and_local_ddp_cost_their_bytes_at_hbm_speed():
     assert sum(c.grad_bytes for c in sim.plan.chunks) == pytest.approx(2 * params, rel=1e-9)
     gpu = scenario.cluster.gpu
     extra = MEGATRON2020_BYTES_PER_PARAM - MEGATRON2021_BYTES_PER_PARAM + FLATTENED_DDP_BYTES_PER_PARAM
-    bandwidth, gap = gpu.hbm_bandwidth * kernels.hbm_fraction(), kernels.host_model().kernel_gap_s
+    bandwidth, gap = gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name), kernels.host_model().kernel_gap_s
     h, layers = scenario.model.hidden, scenario.model.layers
     assert scenario.microbatches == 1 and scenario.model.ffn_hidden in (None, 4 * h)   # None: GPT's 4 h
     accumulation = 6 * (12 * h * h + 13 * h) * layers / bandwidth + 12 * layers * gap
