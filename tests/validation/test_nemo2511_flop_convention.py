@@ -35,6 +35,9 @@ PUBLISHED = {
     "nemo2511-deepseek-v3-256-gb300-fp8": (1088, 4357),
     "nemo2511-deepseek-v3-256-b200-fp8": (557, 2139),
     "nemo2511-qwen3-235b-256-h100-fp8": (233, 1575),  # DGX-H100; the row lacks its GBS cell (scenario header)
+    # the DGX-H100 dense rows (round 27)
+    "nemo2511-llama3-70b-64-h100-fp8": (719, 1602),
+    "nemo2511-llama3-405b-1024-h100-fp8": (737, 292),
     # the parenthesised FP8-MX figures of the FP8-CS (FP8-MX) rows, and the 256-GPU NVL72 405B rows (round 18)
     "nemo2511-llama3-8b-8-b200-mxfp8": (1519, 29521),
     "nemo2511-llama3-8b-8-gb200-mxfp8": (1533, 29789),
