@@ -35,6 +35,13 @@ PUBLISHED = {
     "nemo2511-deepseek-v3-256-gb300-fp8": (1088, 4357),
     "nemo2511-deepseek-v3-256-b200-fp8": (557, 2139),
     "nemo2511-qwen3-235b-256-h100-fp8": (233, 1575),  # DGX-H100; the row lacks its GBS cell (scenario header)
+    # the DGX-H100 dense rows (round 27)
+    "nemo2511-llama3-70b-64-h100-fp8": (719, 1602),
+    "nemo2511-llama3-405b-1024-h100-fp8": (737, 292),
+    # the later containers' DGX-H100 rows (round 27; sources nemo_2602, nemo_2604): the same count
+    "nemo2604-llama3-70b-64-h100-fp8": (734, 1633),
+    "nemo2602-llama3-405b-1024-h100-fp8": (784, 311),
+    "nemo2604-qwen3-235b-256-h100-fp8": (250, 1686),
     # the parenthesised FP8-MX figures of the FP8-CS (FP8-MX) rows, and the 256-GPU NVL72 405B rows (round 18)
     "nemo2511-llama3-8b-8-b200-mxfp8": (1519, 29521),
     "nemo2511-llama3-8b-8-gb200-mxfp8": (1533, 29789),
@@ -112,6 +119,8 @@ def test_simcluster_counts_attention_unhalved_so_tflops_differ(name):
     assert ours / nemo_flop_per_token(scenario) == pytest.approx(1.12, abs=0.02)
 
 
+# the page's containers held in validation.yaml (25.11; 26.02 and 26.04 from round 27)
+PAGE_SOURCES = {"nemo_2511", "nemo_2602", "nemo_2604"}
 # the page's two calibration rows (validation.yaml cases): compared by step time like the held-out ones
 CALIBRATION_ROWS = {"nemo2511-llama3-8b-8-b200-fp8", "nemo2511-llama3-8b-8-gb200-fp8"}
 
@@ -119,7 +128,7 @@ CALIBRATION_ROWS = {"nemo2511-llama3-8b-8-b200-fp8", "nemo2511-llama3-8b-8-gb200
 @pytest.mark.parametrize(("cases", "expected"), [(validation.held_out_cases, set(PUBLISHED) - CALIBRATION_ROWS),
                                                  (validation.cases, CALIBRATION_ROWS)])
 def test_validation_compares_the_pages_runs_by_their_step_time(cases, expected):
-    cases = {c["scenario"]: c for c in cases() if c["source"] == "nemo_2511"}
+    cases = {c["scenario"]: c for c in cases() if c["source"] in PAGE_SOURCES}
     assert set(cases) == expected
     for name, case in cases.items():
         scenario = config.load(name)
