@@ -186,9 +186,10 @@ REFERENCE_HEAD_DIM = 128
 def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     """(achievable fraction of peak on executed FLOP, executed/counted FLOP) of a fused attention kernel.
 
-    A saturating function of the key/value length n, per kernel implementation (``op.kernel``): FlashAttention-2/3
-    fitted to FlashAttention-3 measurements on H100 (efficiency.yaml, attention.source), FlashAttention-2 as
-    PyTorch SDPA runs it (attention.flash2), Triton FlashAttention from its own sources (attention.flash_triton);
+    A saturating function of the key/value length n (under context parallelism a step kernel's,
+    ``ring_key_length``), per kernel implementation (``op.kernel``): FlashAttention-2/3 fitted to FlashAttention-3
+    measurements on H100 (efficiency.yaml, attention.source), FlashAttention-2 as PyTorch SDPA runs it
+    (attention.flash2), Triton FlashAttention from its own sources (attention.flash_triton);
     the backward kernel is the one named ``*_backward``. A kernel without its own ``executed_fraction`` skips
     causal tiles as the flash kernel does; ``kv_tokens_half`` is one length or one per direction. Times the share
     the kernel keeps for its exponentials at this GPU and head dim (``exponential_share``).
@@ -201,11 +202,27 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     peak_fraction = curve[f"{direction}_max"]
     half = curve["kv_tokens_half"]
     half = half[direction] if isinstance(half, dict) else half
-    saturation = op.n / (op.n + half) if op.n > 0 else 1.0
+    n = ring_key_length(op)
+    saturation = n / (n + half) if n > 0 else 1.0
     executed_fractions = table.get("executed_fraction", flash["executed_fraction"])
     executed = executed_fractions[direction] * head_dim_tile_ratio(op, gpu_name)
     share = exponential_share(op, gpu_name, executed_fractions, curve_key)
     return peak_fraction * saturation * share, executed
+
+
+def ring_key_length(op: Op) -> float:
+    """Key/value length a fused attention kernel's saturation sees: ``op.n``, or under context parallelism (``op.
+    ring_steps`` = cp > 1) the key length of one kernel with the time of the ring's cp step kernels.
+
+    Transformer Engine's p2p loop (``AttnFuncWithCP`` / ``AttnFuncWithCPAndKVP2P``, transformer_engine/pytorch/
+    attention.py, TE 1.x; docs/calibration.md "Round 8", "Round 27: attention and context parallelism at long
+    sequences") cuts the sequence s into 2 cp chunks under causal load balancing (rank r holds chunks r and 2cp-1-r,
+    c = s/cp tokens) and runs one kernel a step, each executing the same work: step 0 causal over the rank's own c
+    keys, step i > 0 non-causal with c queries over the received block's first c/2 keys (i <= r) or c/2 queries over
+    its c keys (i > r). Each step's pair of ranks is paced by the kernel on c/2 keys (rank cp-1 runs only those), so
+    with saturation n / (n + h) the loop takes the executed work times (1 + h/c) + (cp-1)(1 + 2h/c) = cp (1 + h
+    (2cp-1)/s) over cp: one kernel on s / (2cp - 1) keys (s for cp 1)."""
+    return op.n / (2 * op.ring_steps - 1)
 
 
 def head_dim_tile_ratio(op: Op, gpu_name: str) -> float:

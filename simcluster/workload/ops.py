@@ -124,6 +124,8 @@ class Op:
     block_scaled: bool = False  # an MXFP8 kernel: a block-scaled GEMM or its quantize (efficiency.yaml gemm.block_*)
     row_nodes: tuple[float, ...] = (1.0,)  # a GEMM whose rows m spread (the expert GEMMs at the busiest rank's load,
     # moe.step_load_nodes): equally weighted multiples of m its compute time is the mean over (kernels.efficiency)
+    ring_steps: int = 1  # a fused attention op run as context parallelism's ring of kernels, one a step (cp of
+    # them, Transformer Engine's p2p loop): the keys each kernel sees are a share of n (kernels.ring_key_length)
 
 
 @dataclass(frozen=True)
@@ -467,11 +469,12 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
         q_o = b * s_q * h_local * e
         k_v = b * s_kv * kv_local * e
         lse = b * heads * s_q * LSE_BYTES_PER_ELEMENT
+        # with context parallelism the kernel is cp kernels of a ring, one a step (kernels.ring_key_length)
         forward = Op("attention", "attention", 2 * score_flop, 2 * q_o + 2 * k_v + lse,
-                     s_q, s_kv, d, b * heads, kernel=shard.attention)
+                     s_q, s_kv, d, b * heads, kernel=shard.attention, ring_steps=shard.cp)
         # backward reads Q, K, V, O, dO, LSE and writes dQ, dK, dV
         backward = Op("attention_backward", "attention", 4 * score_flop, 4 * q_o + 4 * k_v + lse,
-                      s_q, s_kv, d, b * heads, kernel=shard.attention)
+                      s_q, s_kv, d, b * heads, kernel=shard.attention, ring_steps=shard.cp)
         return [forward], [backward]
     # Naive attention materialises the (b, heads, s_q, s_kv) score matrix in HBM (Korthikanti et al. 2022,
     # 4.1).
