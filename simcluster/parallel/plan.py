@@ -657,9 +657,16 @@ def tp_amax_all_reduces(scenario: Scenario, phase: str, tp_group, collective_tim
     (the all-gathers of ``tp_collectives_per_layer``: the column-parallel inputs forward, the row-parallel output
     gradients and full recompute's inputs backward), each an NCCL launch (host only) and a MAX all-reduce of one fp32
     amax over ``tp_group`` that the cast waits for, at its time alone on the fabric. Nothing for the other recipes,
-    without sequence parallelism or at tp 1."""
+    without sequence parallelism or at tp 1. MLA's attention gathers two inputs where ``tp_collectives_per_layer``
+    counts a dense attention's one (``mla.SEQUENCE_PARALLEL_GATHERED_PROJECTIONS``), in the forward and in a full
+    recompute, and ``recompute_modules: [mla_up_proj]`` quantizes both again before the backward."""
     t = scenario.training
     gathers = sum(count for op, count in tp_collectives_per_layer(scenario, moe_layer)[phase] if op == "all_gather")
+    if scenario.model.mla is not None and gathers:
+        forwards = 1 if phase == "forward" else int(t.activation_recompute == "full")
+        gathers += forwards * (mla.SEQUENCE_PARALLEL_GATHERED_PROJECTIONS - 1)
+        if phase == "backward" and mla.up_projections_recomputed(shard_for(scenario)):
+            gathers += mla.SEQUENCE_PARALLEL_GATHERED_PROJECTIONS
     count = fp8_recipes.tp_amax_reductions(t.fp8_recipe, gathers)
     if not count:
         return kernels.StreamTime()

@@ -97,9 +97,16 @@ norm-fed inputs alike) runs, between the amax and the cast, ``amax_reduction_gro
 all-reduce of one fp32 amax over the tensor-parallel ranks that the cast waits for. That is one all-reduce per
 sequence-parallel all-gather of a quantized tensor: forward per column-parallel input (QKV's, fc1's; a dense layer 2,
 an MoE layer 1 for its attention plus 1 with shared experts, the routed experts taking dispatched tokens), backward
-per row-parallel output gradient (the projection's, fc2's), and full recompute's forward again. Per microbatch and
-layer, as TE runs it; none without sequence parallelism, at tp 1, nor under delayed scaling (one region-wide
-reduction, below) or MXFP8 (per-block scales, no amax). Until round 27 it was left out.
+per row-parallel output gradient (the projection's, fc2's), and full recompute's forward again. MLA's attention
+gathers two inputs (its query and key/value up-projections; ``mla.SEQUENCE_PARALLEL_GATHERED_PROJECTIONS``), and
+``recompute_modules: [mla_up_proj]`` quantizes both again before the backward (round 27 review). The routed
+experts' GroupedLinear sets no amax reduction (its ``_customize_quantizers_float8_current_scaling`` sets epsilon and
+power-of-2 scales only). Not modelled: Megatron-Core's ``moe_shared_expert_overlap`` hands the shared experts' TE
+linears ``parallel_mode = None`` (its own bf16 gather, no TE all-reduce); 0.14 allows it only with the alltoall
+dispatcher and without the expert-parallel all-to-all overlap (transformer_config.py), so the one bundled row it could
+touch (DeepSeek-V3 on H100: flex dispatcher, ep_overlap) runs without it. Per microbatch and layer, as TE runs it;
+none without sequence parallelism, at tp 1, nor under delayed scaling (one region-wide reduction, below) or MXFP8
+(per-block scales, no amax). Until round 27 it was left out.
 
 MXFP8 kernels (round 18). MXFP8 runs kernel by kernel per quantized tensor too, as current scaling does, but one
 kernel each: the module calls its quantizer on each GEMM operand (``input_quantizer(inputmat)``,

@@ -13,7 +13,10 @@ work of a 128-head attention of hidden/heads = 56, which is what ``ops.layer_ops
 becomes the four projections and two norms, the attention core takes MLA's widths, rotary embedding covers the rope
 parts only, the output projection reads heads x v_head_dim. The rest of the layer (MLP or MoE block, norms,
 residuals) is untouched. Tensor parallelism splits the heads (the up-projections by columns, the output projection
-by rows); the down-projections are counted whole on every rank (tp is 1 in every MLA scenario). With
+by rows); the down-projections are counted whole on every rank, on the microbatch's every token (Megatron-Core
+runs them "duplicated", each rank on its own sequence-parallel tokens, so with sequence parallelism at tp > 1 this
+counts tp times their work: open, docs/calibration.md "Round 27: review of the FP8 amax, HBM fraction and FlagPerf
+changes"; ``SEQUENCE_PARALLEL_GATHERED_PROJECTIONS``). With
 ``training.recompute_modules: [mla_up_proj]`` the up-projections and rotary embedding are re-run before the backward
 (``up_projection_recompute``).
 """
@@ -115,13 +118,29 @@ def apply(model: TransformerSpec, shard: Shard, phases: dict[str, list[Op]]) -> 
 
     latent = {phase: [new for op in ops for new in rewrite(op, phase)] for phase, ops in phases.items()}
     latent["backward_weight"] = accumulate(latent["backward_weight"])
-    if UP_PROJ_RECOMPUTE in shard.recompute_modules and shard.recompute != "full":
+    if up_projections_recomputed(shard):
         latent["recompute"] = [*latent["recompute"], *up_projection_recompute(model, shard, linears)]
     return latent
 
 
 # Megatron-Core's recompute module name for MLA's up-projections (TransformerConfig.recompute_modules)
 UP_PROJ_RECOMPUTE = "mla_up_proj"
+
+# MLA's projections that gather a sequence-parallel input inside Transformer Engine. In Megatron-Core's TE layer spec
+# (megatron-core 0.14.0 wheel, models/gpt/gpt_layer_specs.py and transformer/multi_latent_attention.py) the two
+# down-projections are TELinear with parallel_mode "duplicated" (each rank projects its own sequence-parallel tokens;
+# TE gets parallel_mode None, so no gather), while the query's up-projection (``linear_q_proj`` without
+# q_lora_rank) and the key/value up-projection are column-parallel and take the sequence-parallel latents
+# (``q_compressed`` / ``kv_compressed``: [s / TP, b, ...]), which TE gathers: two gathered inputs where a dense
+# attention has one (QKV's). Both run inside the mla_up_proj checkpoint (``qkv_up_proj_and_rope_apply`` under
+# ``CheckpointWithoutOutput(fp8=self.config.fp8)``), so that recompute gathers them again.
+SEQUENCE_PARALLEL_GATHERED_PROJECTIONS = 2
+
+
+def up_projections_recomputed(shard: Shard) -> bool:
+    """Whether ``recompute_modules: [mla_up_proj]`` re-runs the up-projections before the backward (a full
+    recompute re-runs the whole layer instead)."""
+    return UP_PROJ_RECOMPUTE in shard.recompute_modules and shard.recompute != "full"
 
 
 def up_projection_recompute(model: TransformerSpec, shard: Shard, linears: list[_Linear]) -> list[Op]:

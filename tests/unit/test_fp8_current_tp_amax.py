@@ -7,7 +7,11 @@ all-reduce"):
   tp_group``), one fp32 MAX all-reduce that the cast waits for (``allreduce(...)->wait()`` in quantizer.cpp);
 - so per layer and microbatch: forward one per column-parallel input (QKV's, fc1's: 2 in a dense layer, 1 in an MoE
   layer without shared experts), backward one per row-parallel output gradient (2 / 1), plus full recompute's inputs;
-- none under delayed scaling (its region-wide reduction instead), MXFP8 or BF16, without sequence parallelism, at tp 1.
+- none under delayed scaling (its region-wide reduction instead), MXFP8 or BF16, without sequence parallelism, at tp 1;
+- MLA (Megatron-Core's TE spec, megatron-core 0.14.0 wheel: down-projections TELinear "duplicated", up-projections
+  column-parallel on the sequence-parallel latents) gathers two inputs in its attention where a dense attention
+  gathers one, and ``recompute_modules: [mla_up_proj]`` re-runs both up-projections (CheckpointWithoutOutput with
+  fp8) before the backward (round 27 review).
 """
 
 import pytest
@@ -19,6 +23,8 @@ from simcluster.workload import fp8_recipes
 DENSE = "nemo2511-llama3-405b-128-b200-fp8"   # current scaling, tp 4, sequence parallel, 1 layer a chunk
 MOE = "nemo2511-qwen3-235b-256-h100-fp8"      # current scaling, tp 2, sequence parallel, no shared experts, 2 a chunk
 ONE_GPU_TP = "nemo2511-llama3-8b-8-b200-fp8"  # current scaling at tp 1
+MLA = "nemo2509-deepseek-v3-1024-h100-fp8"     # current scaling, tp 2, sequence parallel, MLA, 1 shared expert,
+                                               # recompute_modules [mla_up_proj]
 WAIT_S = 1e-3                                  # a marker time for a 4-byte all-reduce, far from any other
 
 
@@ -83,6 +89,23 @@ def test_full_recompute_quantizes_the_inputs_again_in_the_backward(monkeypatch):
     scenario = _update(config.load(DENSE), "training", activation_recompute="full")
     added, _groups, _plan_ = _added_per_layer(scenario, monkeypatch)
     assert added == {"forward": pytest.approx(2 * WAIT_S, rel=1e-9), "backward": pytest.approx(4 * WAIT_S, rel=1e-9)}
+
+
+def test_mla_gathers_both_up_projection_inputs_and_its_up_projection_recompute_gathers_them_again(monkeypatch):
+    scenario = config.load(MLA)
+    assert scenario.model.mla is not None and scenario.model.moe.shared_experts == 1
+    assert scenario.training.recompute_modules == ("mla_up_proj",) and scenario.training.activation_recompute == "none"
+    # forward: the query and key/value up-projections' inputs + the shared expert's fc1 input = 3; backward: the
+    # output projection's and the shared expert's fc2 output gradients (2) + the two up-projections recomputed (2)
+    added, _groups, _plan_ = _added_per_layer(scenario, monkeypatch)
+    assert added == {"forward": pytest.approx(3 * WAIT_S, rel=1e-9), "backward": pytest.approx(4 * WAIT_S, rel=1e-9)}
+    without = _update(scenario, "training", recompute_modules=())
+    added, _groups, _plan_ = _added_per_layer(without, monkeypatch)
+    assert added == {"forward": pytest.approx(3 * WAIT_S, rel=1e-9), "backward": pytest.approx(2 * WAIT_S, rel=1e-9)}
+    # a full recompute re-runs the whole forward (3) once, the mla_up_proj checkpoint no more
+    full = _update(scenario, "training", activation_recompute="full")
+    added, _groups, _plan_ = _added_per_layer(full, monkeypatch)
+    assert added == {"forward": pytest.approx(3 * WAIT_S, rel=1e-9), "backward": pytest.approx(5 * WAIT_S, rel=1e-9)}
 
 
 @pytest.mark.parametrize("change", [
