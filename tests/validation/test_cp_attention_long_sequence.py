@@ -130,3 +130,48 @@ def test_the_ring_costs_most_at_short_chunks():
     assert speed(16384, 8) / speed(16384, 1) == pytest.approx((1092.3 / 1330.3) / (16384 / 16622), rel=1e-3)
     assert 0.83 < speed(16384, 8) / speed(16384, 1) < 0.84
     assert 0.97 < speed(131072, 8) / speed(131072, 1) < 0.98
+
+
+def te_ring_backward_steps(seq: int, cp: int, rank: int) -> list[tuple[int, int, bool]]:
+    """(queries, keys, causal) of each step kernel rank ``rank`` runs in Transformer Engine's p2p backward, by its own
+    conditions (``AttnFuncWithCPAndKVP2P.backward``, the same in TE 1.x attention.py and 2.x
+    dot_product_attention/context_parallel.py): the forward's steps in reverse, step i = cp - 1 the causal diagonal,
+    i >= cp - rank - 1 the whole query block over the received block's first half of keys ("lower-triangle"), else
+    the second half of the queries over all its keys ("upper-triangle")."""
+    chunk = seq // cp
+    steps = []
+    for i in range(cp):
+        if i == cp - 1:
+            steps.append((chunk, chunk, True))
+        elif i >= cp - rank - 1:
+            steps.append((chunk, chunk // 2, False))
+        else:
+            steps.append((chunk // 2, chunk, False))
+    return steps
+
+
+@pytest.mark.parametrize("gpu", ["h100-sxm", "a100-80gb-sxm"])
+@pytest.mark.parametrize("cp", [2, 4, 8, 16])
+def test_backward_ring_is_the_forwards_kernels_reversed_and_takes_the_one_kernels_time(gpu, cp):
+    """Round 27 review: the backward's kernels, enumerated by TE's backward conditions (not by the forward's), are
+    each rank's forward kernels in reverse order; rank cp - 1 runs only the half-key kernels after the diagonal and
+    is the slowest; the model's one backward kernel (``ring_key_length``) takes its time at the backward's own
+    half-saturation length (A100: 560 keys backward against 260 forward, attention.a100-80gb-sxm)."""
+    seq = 32768
+    spec = TransformerSpec(layers=1, hidden=4096, heads=32, kv_heads=8, vocab=32000, dropout=False, max_seq_len=seq)
+    (backward,) = attention_core(spec, Shard(seq_len=seq, micro_batch=1, cp=cp, precision="bf16"))[1]
+    table = kernels._table()["attention"]
+    curve = table.get(gpu, table["default"])
+    half = curve["kv_tokens_half"]
+    half = half["backward"] if isinstance(half, dict) else half
+    times = []
+    for rank in range(cp):
+        steps = te_ring_backward_steps(seq, cp, rank)
+        assert steps == list(reversed(te_ring_steps(seq, cp, rank)))
+        times.append(sum(executed(q, k, c) * (k + half) / k for q, k, c in steps))
+    assert max(times) == times[-1] and times[-1] > times[0]
+    fraction, _ = kernels.attention_efficiency(backward, gpu)
+    share = kernels.exponential_share(backward, gpu, table.get("executed_fraction"),
+                                      "default" if gpu not in table else gpu)
+    one_kernel = seq / cp * seq / 2 / (fraction / (curve["backward_max"] * share))
+    assert one_kernel == pytest.approx(times[-1], rel=1e-9)

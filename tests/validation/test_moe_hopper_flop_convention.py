@@ -12,6 +12,7 @@ attention whole). The NeMo rows publish tokens/s per GPU beside TFLOP/s: the ste
 over tokens/s x GPUs, and the page's TFLOP/s per tokens/s is Megatron-Bridge's count (attention halved).
 """
 
+import re
 import statistics
 
 import pytest
@@ -146,3 +147,36 @@ def test_mcore09_release_rows_are_their_logged_window(name):
     flop = t.global_batch_size * t.seq_len * megatron_flop_per_token(scenario.model, t.seq_len, causal_halved=False)
     for seconds, tflops in window:
         assert flop / (tflops * 1e12 * seconds) == pytest.approx(scenario.cluster.gpus, rel=2e-5)
+
+
+# The release cases' directories (the layout the rule falls back on) and the layout each stored model_config.yaml
+# states (round 27 review): 8x7B @ cc49525b, --tensor-model-parallel-size 1, --pipeline-model-parallel-size 4,
+# --num-layers-per-virtual-pipeline-stage 1, --expert-model-parallel-size 8, no expert tensor-parallel flag (the
+# 1296a819 version's TP 2 with --expert-tensor-parallel-size 1 is later than megatron-core 0.9.0, which has no such
+# flag); 8x22B @ 08b63e8d, TP 2, PP 8, EP 8, no virtual stages, --sequence-parallel.
+MCORE09_RELEASE_DIRECTORIES = {
+    "mcore09-mixtral-8x7b-64-h100": ("mixtral_8x7b_tp1pp4ep8vpp8_release", {"tp": 1, "pp": 4, "ep": 8,
+                                                                            "layers_per_virtual_stage": 1}),
+    "mcore09-mixtral-8x22b-128-h100": ("mixtral_8x22b_tp2pp8ep8vpp1_release", {"tp": 2, "pp": 8, "ep": 8,
+                                                                              "layers_per_virtual_stage": None}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MCORE09_RELEASE_DIRECTORIES))
+def test_mcore09_release_rows_run_their_directorys_layout(name):
+    """Each release row runs its case directory's tp/pp/ep/vpp, which its stored config also states. Megatron-Core
+    0.9.0 splits every expert over the tensor-parallel ranks (GroupedMLP's tp_size is the TP world size unless
+    moe_extended_tp; no expert tensor-parallel size before parallel folding), so etp = tp; Megatron-LM turns
+    sequence parallelism off at TP 1 whatever the flag; the data-parallel size is what the GPUs leave."""
+    directory, stated = MCORE09_RELEASE_DIRECTORIES[name]
+    tp, pp, ep, vpp = (int(x) for x in re.fullmatch(r"mixtral_8x\d+b_tp(\d+)pp(\d+)ep(\d+)vpp(\d+)_release",
+                                                     directory).groups())
+    scenario = config.load(name)
+    p = scenario.parallelism
+    assert (tp, pp, ep) == (stated["tp"], stated["pp"], stated["ep"])
+    if stated["layers_per_virtual_stage"] is not None:
+        assert scenario.model.layers // (pp * stated["layers_per_virtual_stage"]) == vpp
+    assert (p.tp, p.pp, p.ep, p.virtual_stages, p.cp) == (tp, pp, ep, vpp, 1)
+    assert p.etp == p.tp
+    assert p.sequence_parallel == (tp > 1)
+    assert p.dp == scenario.cluster.gpus // (tp * pp)
