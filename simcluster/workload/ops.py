@@ -145,7 +145,7 @@ class Shard:
     projections: str = "fused"    # one of PROJECTIONS
     fp8_transpose: bool = True    # per-tensor fp8 casts also write a transpose (Hopper; fp8_recipes.transposes)
     fp8_gathered_weights: bool = False  # weights arrive in float8 (FSDP2's float8 all-gather, torchao_float8)
-    te_flash_layout: bool = False  # TE's FlashAttention copies sbhd <-> bshd around the kernel (te_flash_layout)
+    te_flash_layout: bool = False  # copies sbhd <-> bshd around TE's flash-attn kernel (te_flash_layout)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
@@ -608,7 +608,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     attn_residual, attn_residual_bwd = _dropout_add_ops("attn_residual", model, shard)
     mlp_residual, mlp_residual_bwd = _dropout_add_ops("mlp_residual", model, shard)
     core_forward, core_backward = attention_core(model, shard)
-    if shard.te_flash_layout:   # inside TE's DotProductAttention, so recomputed with the core (te_flash_layout)
+    if shard.te_flash_layout:   # inside TEDotProductAttention: recomputed with the core (te_flash_layout)
         before, after, before_bwd, after_bwd = ([_memory(*kernel) for kernel in kernels] for kernels in
                                                 te_flash_layout.kernels(model, shard.micro_batch,
                                                                         shard.seq_len // shard.cp, model.heads // tp,
