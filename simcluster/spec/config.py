@@ -213,6 +213,13 @@ def stated_mcore_version(training: Training) -> str | None:
     return None if "mcore_version" in training._resolved else training.mcore_version
 
 
+def megatron_bridge_release(version: str | None) -> bool:
+    """Whether a release is a Megatron-Bridge container's (data/mcore_versions.yaml ``megatron_bridge``: NeMo 25.09's
+    0.14 on), whose recipes pass Megatron-Bridge's userbuffers configurations (data/userbuffers.yaml
+    megatron_bridge_configs); None (no release stated): no."""
+    return _at_least(version, "megatron_bridge")
+
+
 def nemo_fp32_embedding_grads(version: str | None) -> bool:
     """Whether a release's NeMo container reduces the word embedding's gradient in fp32 under Apex's distributed Adam
     (data/mcore_versions.yaml ``nemo_fp32_embedding_grads``: NeMo 24.05's 0.7 on, NeMo 2.0.0rc0's

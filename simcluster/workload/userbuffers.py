@@ -34,7 +34,12 @@ import math
 from functools import cache
 
 from simcluster.core import catalog
-from simcluster.spec.config import LATEST_TE_VERSION, recipe_models  # LATEST_TE_VERSION: ``config``'s TE by default
+from simcluster.spec.config import (  # LATEST_TE_VERSION: ``config``'s TE by default
+    LATEST_TE_VERSION,
+    megatron_bridge_release,
+    recipe_models,
+    stated_mcore_version,
+)
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.workload import interference, kernels
 from simcluster.workload.ops import HIGH_PRECISION, Op
@@ -106,22 +111,37 @@ def _gemm_of(name: str, settings: dict, te_version: int = LATEST_TE_VERSION) -> 
 
 
 @cache
-def _configs(te_version: int = LATEST_TE_VERSION) -> dict[tuple, dict[str, Gemm]]:
+def _configs(te_version: int = LATEST_TE_VERSION, bridge: bool = False) -> dict[tuple, dict[str, Gemm]]:
     """Every configuration, keyed by (hidden, tp, tokens, sms, precision): TE's defaults of ``te_version``.x updated
     with a NeMo configuration's, as initialize_ub merges them (a setting the configuration states replaces the
     default; one it leaves out keeps it: TE 2.x ``get_default_config`` then ``ub_cfg.update``, TE 1.x
     ``ub_cfg.get(key, default)``); precision None for a configuration that states none (any precision), else one key
-    per precision its match lists (NeMo 2.x's performance scripts pick the bf16 or the fp8 file by compute dtype)."""
+    per precision its match lists (NeMo 2.x's performance scripts pick the bf16 or the fp8 file by compute dtype).
+    ``bridge``: a Megatron-Bridge release's, whose copies of four of them hold other values
+    (data/userbuffers.yaml megatron_bridge_configs, each replacing the NeMo entry of its match)."""
     out = {}
     for entry in constants()["nemo_configs"]:
-        gemms = _defaults(te_version)
-        for name, settings in entry["gemms"].items():
-            gemms[name] = _gemm_of(name, settings, te_version)
+        gemms = _entry_gemms(entry, te_version)
         for key in _match_keys(entry["match"]):
             if key in out:  # two configurations of one shape: the second would silently take the first one's runs
                 raise ValueError(f"userbuffers {entry['name']}: another NeMo configuration has its match {key}")
             out[key] = gemms
+    if bridge:
+        for entry in constants()["megatron_bridge_configs"]:
+            gemms = _entry_gemms(entry, te_version)
+            for key in _match_keys(entry["match"]):
+                if key not in out:  # Megatron-Bridge's copy of a NeMo configuration: the same name and match
+                    raise ValueError(f"userbuffers {entry['name']}: no NeMo configuration has its match {key}")
+                out[key] = gemms
     return out
+
+
+def _entry_gemms(entry: dict, te_version: int) -> dict[str, Gemm]:
+    """One configuration's per-GEMM settings: TE's defaults of ``te_version``.x updated with the entry's."""
+    gemms = _defaults(te_version)
+    for name, settings in entry["gemms"].items():
+        gemms[name] = _gemm_of(name, settings, te_version)
+    return gemms
 
 
 def _match_keys(match: dict) -> list[tuple]:
@@ -132,7 +152,7 @@ def _match_keys(match: dict) -> list[tuple]:
 
 def _candidates(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> list[tuple]:
     """The keys of the configurations a run of this shape and ``precision`` may take, in order: the one listing its
-    precision, then the one stating none (those that exist)."""
+    precision, then the one stating none (those that exist; Megatron-Bridge's copies have the same keys)."""
     return [key for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)) if key in _configs()]
 
 
@@ -144,15 +164,16 @@ def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None)
 
 @cache
 def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0,
-           precision: str | None = None, te_version: int = LATEST_TE_VERSION) -> dict[str, Gemm]:
+           precision: str | None = None, te_version: int = LATEST_TE_VERSION, bridge: bool = False) -> dict[str, Gemm]:
     """The per-GEMM settings (TE's names, ``<layer>_<pass>``) of a layer of ``hidden`` at ``tp`` with ``tokens`` rows
     per microbatch on a GPU of ``sms`` SMs in ``precision`` (None: a configuration stating no precision) and
     Transformer Engine ``te_version``.x: the NeMo configuration tuned for that shape (data/userbuffers.yaml
-    nemo_configs), else TE's defaults. No shape: TE's defaults."""
+    nemo_configs; ``bridge``: Megatron-Bridge's copy where it differs, megatron_bridge_configs), else TE's defaults.
+    No shape: TE's defaults."""
     key = _resolve(hidden, tp, tokens, sms, precision)
     if key is None:
         return _defaults(te_version)
-    return _configs(te_version)[key]
+    return _configs(te_version, bridge)[key]
 
 
 def math_sms(found: Gemm, sms: int) -> int:
@@ -173,14 +194,16 @@ def scenario_config(scenario) -> dict[str, Gemm]:
     """``config`` of a scenario's layers in its Transformer Engine (``parallelism.te_version``): of its hidden size,
     tp, tokens per microbatch and GPU, the configuration of its precision, else the one stating none, whose recipe
     trains the scenario's model (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or
-    another model of the same shape does not pass NeMo's configuration)."""
+    another model of the same shape does not pass NeMo's configuration). A run that states a Megatron-Bridge release
+    (``training.mcore_version`` from data/mcore_versions.yaml ``megatron_bridge``) takes Megatron-Bridge's copy."""
     t, p = scenario.training, scenario.parallelism
     keys = _candidates(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
                        kernels.sm_count(scenario.cluster.gpu.name), t.precision) if scenario.megatron_core else []
     # the first whose recipe trains this model: a model listed only on the entry without a precision keeps it
     names = recipe_models(scenario.model)  # an unnamed inline model: the presets of its shape
     key = next((key for key in keys if names & _config_models()[key]), None)
-    return config(te_version=p.te_version) if key is None else config(*key, te_version=p.te_version)
+    bridge = megatron_bridge_release(stated_mcore_version(t))
+    return config(te_version=p.te_version) if key is None else config(*key, te_version=p.te_version, bridge=bridge)
 
 
 def scenario_charged(scenario) -> dict[str, Gemm]:
