@@ -21,3 +21,12 @@ def with_changes(data: dict, **changes) -> config.Scenario:
         section, key = path.split("__")
         data[section][key] = value
     return config.from_dict(data)
+
+
+def sequence_parallel_grads_s(sim, group: tuple[int, ...]) -> float:
+    """The step's TP all-reduce of the sequence-parallel parameters' gradients (parallel.sequence_parallel_grads)
+    timed alone on ``group``, as the engine tallies it (tensor-parallel communication), for a one-stage plan."""
+    from simcluster.collectives import timing
+
+    (size_bytes,) = sim.plan.sequence_parallel_grad_bytes
+    return timing.isolated_time_s(sim.fabric, "allreduce", group, size_bytes) if size_bytes else 0.0

@@ -143,13 +143,18 @@ class Agent:
             sim.recorder.compute(self, "compute", "deferred wgrad", microbatch, started_at_s, env.now)
 
     def _finalize_gradients(self):
-        """Megatron's collectives between the gradient reduction and the update, both on the critical path: the
-        first and last stage all-reduce the tied word-embedding gradient (finalize_model_grads; pipeline
-        communication), then clipping all-reduces the gradient norm (optimizer.step -> clip_grad_norm: one fp32
+        """Megatron's collectives between the gradient reduction and the update, all on the critical path: with
+        sequence parallelism each TP group all-reduces the gradients of the parameters its ranks hold whole (norms,
+        router, MLA's down-projections: finalize_model_grads, parallel.sequence_parallel_grads; tensor-parallel
+        communication), the first and last stage all-reduce the tied word-embedding gradient (finalize_model_grads;
+        pipeline communication), then clipping all-reduces the gradient norm (optimizer.step -> clip_grad_norm: one fp32
         over the model-parallel group, or over every rank with the distributed optimizer; counted as data-parallel
         communication, the gradient synchronisation it completes). Waiting for the last member to arrive is bubble;
         from then on, communication."""
         plan = self.sim.plan
+        if plan.sequence_parallel_grad_bytes and plan.sequence_parallel_grad_bytes[self.stage] > 0:
+            yield from self._step_collective("sequence parallel", plan.sequence_parallel_grad_bytes[self.stage],
+                                             "tp_comm_s")
         if plan.embedding_grad_bytes > 0 and self.stage in (0, plan.layout.pp - 1):
             yield from self._step_collective("embedding", plan.embedding_grad_bytes, "p2p_wait_s")
         if plan.grad_norm_axes:

@@ -455,7 +455,8 @@ class Simulation:
         member rank has arrived; the event's value is when the collective started (its last member arrived).
 
         ``embedding``: the first and last pipeline stage of every (tp, cp, dp) coordinate (Megatron's embedding
-        group); ``grad norm``: the ranks differing only on the plan's ``grad_norm_axes``.
+        group); ``grad norm``: the ranks differing only on the plan's ``grad_norm_axes``; ``sequence parallel``: the
+        TP group (``plan.sequence_parallel_grad_bytes``).
         """
         done = self.env.event()
         groups = self._step_groups(agent, kind)
@@ -468,7 +469,7 @@ class Simulation:
     def _run_step_collective(self, waiting, agent, groups, kind, size_bytes):
         started_at_s = self.env.now
         yield from self.collective_driver.run("allreduce", groups, size_bytes)
-        stream = "pp" if kind == "embedding" else "dp"
+        stream = {"embedding": "pp", "sequence parallel": "tp"}.get(kind, "dp")
         self.recorder.transfer(agent, stream, f"{kind} allreduce", -1, started_at_s, self.env.now, size_bytes)
         for event in waiting:
             event.succeed(started_at_s)
@@ -476,7 +477,7 @@ class Simulation:
     def _step_groups(self, agent: Agent, kind: str) -> list[tuple[int, ...]]:
         """The groups of ``step_collective``, members in rank order (ring neighbours on NVLink first); cached."""
         layout = self.plan.layout
-        whole = kind != "embedding" and len(self.plan.grad_norm_axes) == len(layout.order)
+        whole = kind == "grad norm" and len(self.plan.grad_norm_axes) == len(layout.order)
         key = ("every rank",) if whole else (agent.rank, kind)  # one shared group (expanded: 16k agents use it)
         if key not in self._groups_cache:
             if kind == "embedding":
@@ -484,6 +485,8 @@ class Simulation:
                 ends = zip(layout.moved(ranks, "pp", 0).tolist(), layout.moved(ranks, "pp", layout.pp - 1).tolist(),
                            strict=True)
                 groups = sorted(set(ends))
+            elif kind == "sequence parallel":
+                groups = sorted(tuple(sorted(group)) for group in self._groups(agent, ("tp",)))
             elif whole:  # every rank: one group
                 groups = [tuple(range(layout.world_size))]
             else:

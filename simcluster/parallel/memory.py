@@ -35,7 +35,7 @@ from simcluster.parallel import fsdp_runtime
 from simcluster.parallel.layout import split_layers
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import fp8_params, mtp, optimizer_step, torchao_float8
+from simcluster.workload import fp8_params, mla, mtp, optimizer_step, torchao_float8
 from simcluster.workload.moe import step_load
 from simcluster.workload.ops import (
     LAYERNORM,
@@ -171,8 +171,8 @@ def layer_gemm_weights_per_rank(model: TransformerSpec, tp: int) -> float:
     what Transformer Engine holds as fp8 with fp8 parameters (workload.fp8_params)."""
     h, kv_local = model.hidden, local_kv_hidden(model, tp)
     q_local, ffn_local = model.q_hidden / tp, model.ffn / tp
-    if model.mla is not None:   # multi-head latent attention: its projections (workload.mla), split by tp
-        return model.attention_params / tp + model.mlp_matrices * h * ffn_local
+    if model.mla is not None:   # multi-head latent attention (workload.mla): heads split by tp, down-projections whole
+        return mla.attention_params_per_rank(model, tp) + model.mlp_matrices * h * ffn_local
     return 2 * h * q_local + 2 * h * kv_local + model.mlp_matrices * h * ffn_local
 
 
@@ -213,19 +213,20 @@ def chunk_gemm_weight_tensors(model: TransformerSpec, tp: int, layers: int, moe_
     (Megatron-Core's ``linear_qkv``, ``linear_proj``); MLA ``linear_q_down_proj``, ``linear_q_up_proj`` (or
     ``linear_q_proj`` without a query bottleneck), ``linear_kv_down_proj``, ``linear_kv_up_proj``, ``linear_proj``
     (megatron/core/transformer/multi_latent_attention.py), split by tp as ``layer_gemm_weights_per_rank`` splits
-    them. MLP: ``linear_fc1`` (gate and up fused under SwiGLU) and ``linear_fc2``; an MoE layer's shared experts are
-    one such MLP (``SharedExpertMLP``), and each local expert has its own fc1 and fc2 weight (TE ``GroupedLinear``
-    holds ``weight{i}`` per expert, one quantize each: grouped_linear.py). The router stays 16-bit (not a TE module).
+    them (the down-projections whole on every rank: ``mla.duplicated_params``). MLP: ``linear_fc1`` (gate and up
+    fused under SwiGLU) and ``linear_fc2``; an MoE layer's shared experts are one such MLP (``SharedExpertMLP``), and
+    each local expert has its own fc1 and fc2 weight (TE ``GroupedLinear`` holds ``weight{i}`` per expert, one
+    quantize each: grouped_linear.py). The router stays 16-bit (not a TE module).
     """
     h = model.hidden
     if model.mla is not None:
         a = model.mla
         qk = a.qk_head_dim + a.qk_rope_head_dim
-        query = ((h * a.q_lora_rank, a.q_lora_rank * model.heads * qk) if a.q_lora_rank
-                 else (h * model.heads * qk,))
-        attention = [n / tp for n in (*query, h * (a.kv_lora_rank + a.qk_rope_head_dim),
-                                      a.kv_lora_rank * model.heads * (a.qk_head_dim + a.v_head_dim),
-                                      model.heads * a.v_head_dim * h)]
+        query = ((h * a.q_lora_rank, a.q_lora_rank * model.heads * qk / tp) if a.q_lora_rank
+                 else (h * model.heads * qk / tp,))
+        attention = [*query, h * (a.kv_lora_rank + a.qk_rope_head_dim),   # the down-projections whole (workload.mla)
+                     a.kv_lora_rank * model.heads * (a.qk_head_dim + a.v_head_dim) / tp,
+                     model.heads * a.v_head_dim * h / tp]
     else:
         q_local = model.q_hidden / tp
         attention = [h * (q_local + 2 * local_kv_hidden(model, tp)), q_local * h]

@@ -15,7 +15,14 @@ from functools import cache
 
 import simcluster.workload.optimizer_step as optimizer_step
 from simcluster.core import catalog
-from simcluster.parallel import activation_offload, deepspeed_pipeline, ep_overlap, fsdp_runtime, memory
+from simcluster.parallel import (
+    activation_offload,
+    deepspeed_pipeline,
+    ep_overlap,
+    fsdp_runtime,
+    memory,
+    sequence_parallel_grads,
+)
 from simcluster.parallel.ep_overlap import EpOverlap
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
@@ -146,6 +153,9 @@ class StepPlan:
     p2p_gather_bytes: float = 0.0  # all-gather over the receiver's TP group rebuilding a scattered message (total)
     embedding_grad_bytes: float = 0.0  # tied word-embedding gradient all-reduced by the first and last stage
     grad_norm_axes: tuple[str, ...] = ()  # the gradient-norm all-reduce's group: ranks differing on these axes
+    # per pipeline stage: the TP all-reduce of the gradients of parameters each TP rank holds whole, with sequence
+    # parallelism (parallel.sequence_parallel_grads); empty or 0: none
+    sequence_parallel_grad_bytes: list[float] = field(default_factory=list)
     # a send after a forward waits for the next backward's gradient: the two in series (deepspeed_pipeline)
     p2p_sequential: bool = False
     # defer_embedding_wgrad_compute (``deferred_output_wgrad``): the first ``deferred_wgrads`` microbatches of the last
@@ -336,6 +346,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
 
     counts, moe_counts = memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)  # MTP's: last chunk
     mtp_extra = mtp.extra_ops(m, shard)
+    # the MTP modules' eh_proj collectives, on the last chunk, blocking (built without a userbuffers name)
+    mtp_calls = (mtp.tp_collectives(m, p.sequence_parallel, round(tp_op_bytes["allreduce"] / tp_op_bytes["all_gather"]))
+                 if m.mtp_layers and p.tp > 1 else {})
     experts_per_layer = memory.expert_params_per_rank(m, p.ep, p.etp)
     # routed-expert gradients are reduced over the expert data-parallel group; with one member, not at all
     reduced_experts = experts_per_layer if scenario.expert_data_parallel > 1 else 0.0
@@ -423,8 +436,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                          in zip(ops, moe_per_layer[phase], strict=True))
                             for phase, ops in per_layer.items()},
             tp_blocking={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
-                                      in zip(calls, moe_blocking[phase], strict=True))
-                         for phase, calls in blocking.items()},
+                                      in zip(blocking.get(phase, ()), moe_blocking.get(phase, ()), strict=True))
+                         + (tuple(mtp_calls.get(phase, ())) if last else ())
+                         for phase in dict.fromkeys([*blocking, *(mtp_calls if last else ())])},
             tp_async_backward=async_bwd,
             tp_async_exposed_s=dense * async_exposed_s + moe_layers * moe_async_exposed_s,
             tp_bytes=activation_bytes,
@@ -488,6 +502,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
         embedding_grad_bytes=embedding_grad_bytes(scenario),
         grad_norm_axes=grad_norm_axes(p),
+        sequence_parallel_grad_bytes=sequence_parallel_grads.stage_bytes(scenario, counts, moe_counts),
         deferred_wgrads=deferred_wgrads,
         deferred_wgrad_s=deferred_stream.elapsed_s(), deferred_wgrad_clock_s=deferred_stream.clock_bound_s(),
         deferred_gather_bytes=activation_bytes if deferred_wgrads and p.tp > 1 and p.sequence_parallel else 0.0,

@@ -13,12 +13,14 @@ work of a 128-head attention of hidden/heads = 56, which is what ``ops.layer_ops
 becomes the four projections and two norms, the attention core takes MLA's widths, rotary embedding covers the rope
 parts only, the output projection reads heads x v_head_dim. The rest of the layer (MLP or MoE block, norms,
 residuals) is untouched. Tensor parallelism splits the heads (the up-projections by columns, the output projection
-by rows); the down-projections are counted whole on every rank, on the microbatch's every token (Megatron-Core
-runs them "duplicated", each rank on its own sequence-parallel tokens, so with sequence parallelism at tp > 1 this
-counts tp times their work: open, docs/calibration.md "Round 27: review of the FP8 amax, HBM fraction and FlagPerf
-changes"; ``SEQUENCE_PARALLEL_GATHERED_PROJECTIONS``). With
-``training.recompute_modules: [mla_up_proj]`` the up-projections and rotary embedding are re-run before the backward
-(``up_projection_recompute``).
+by rows; the up-projections gather their sequence-parallel latents, ``SEQUENCE_PARALLEL_GATHERED_PROJECTIONS``); the
+down-projections are not split (``duplicated``): each rank runs them whole on the tokens its sequence-parallel input
+holds, 1/tp of the microbatch's with sequence parallelism, all of them without it (``down_projection_tokens``), and
+the latents' norms run on the same share. Their weights, whole on every rank, get their gradients all-reduced over the
+tensor-parallel group once a step with sequence parallelism (``duplicated_params``;
+``parallel.sequence_parallel_grads``). Sources: docs/calibration.md "Round 27: MLA's down-projections per
+tensor-parallel rank". With ``training.recompute_modules: [mla_up_proj]`` the up-projections and rotary embedding are
+re-run before the backward (``up_projection_recompute``).
 """
 
 from __future__ import annotations
@@ -44,23 +46,54 @@ PROJECTION, OUTPUT, CORE, CORE_BACKWARD, ROPE = "qkv", "attn_out", "attention", 
 def projections(model: TransformerSpec, shard: Shard) -> list[_Linear]:
     """MLA's input projections on one rank: the query's down and up (or one direct projection), the key/value's
     down (with the shared rotary key) and up."""
-    a, h, tokens = model.mla, model.hidden, shard.tokens
+    a, h, tokens, local = model.mla, model.hidden, shard.tokens, down_projection_tokens(shard)
     heads = model.heads // shard.tp
     qk = a.qk_head_dim + a.qk_rope_head_dim
-    query = ([_Linear("mla_q_down", tokens, h, a.q_lora_rank), _Linear("mla_q_up", tokens, a.q_lora_rank, heads * qk)]
+    query = ([_Linear("mla_q_down", local, h, a.q_lora_rank), _Linear("mla_q_up", tokens, a.q_lora_rank, heads * qk)]
              if a.q_lora_rank else [_Linear("mla_q", tokens, h, heads * qk)])
-    return [*query, _Linear("mla_kv_down", tokens, h, a.kv_lora_rank + a.qk_rope_head_dim),
+    return [*query, _Linear("mla_kv_down", local, h, a.kv_lora_rank + a.qk_rope_head_dim),
             _Linear("mla_kv_up", tokens, a.kv_lora_rank, heads * (a.qk_head_dim + a.v_head_dim))]
 
 
+def down_projection_tokens(shard: Shard) -> int:
+    """Tokens one rank's down-projections (and the latents' norms) see: its sequence-parallel share. In the
+    megatron-core 0.14.0 wheel's TE layer spec (models/gpt/gpt_layer_specs.py) ``linear_q_down_proj`` and
+    ``linear_kv_down_proj`` are ``backend.linear()``, TELinear, which MLASelfAttention builds with
+    ``parallel_mode='duplicated'`` (transformer/multi_latent_attention.py) and hands to Transformer Engine as
+    ``parallel_mode=None``, tp_size 1: no gather, the GEMM on the input as it comes, ``hidden_states`` of
+    [s / TP, b, h] with sequence parallelism ("q_compressed: [s / TP, b, q_lora_rank]"), [s, b, h] without. The
+    latents' norms are Transformer Engine's LayerNormColumnParallelLinear's (``qk_layernorm``) over that local
+    input, normed before the gather."""
+    return shard.tokens // shard.sp_divisor
+
+
+def duplicated_params(model: TransformerSpec) -> int:
+    """Parameters of one MLA layer that every tensor-parallel rank holds whole: the down-projections (h x q_lora_rank
+    and h x (kv_lora_rank + qk_rope_head_dim); TELinear ``parallel_mode='duplicated'``, tp_size 1) and the two latent
+    norms' gains (``linear_{q,kv}_up_proj.layer_norm_weight``, not split by a column-parallel linear). 0 without MLA.
+    With sequence parallelism Megatron-Core marks them ``sequence_parallel`` (TELinear: "Reduce the gradient further
+    on the TP group since the weight is duplicated across TP ranks") and ``finalize_model_grads`` all-reduces their
+    gradients over the tensor-parallel group (``_allreduce_non_tensor_model_parallel_grads``)."""
+    a = model.mla
+    if a is None:
+        return 0
+    query = model.hidden * a.q_lora_rank + a.q_lora_rank if a.q_lora_rank else 0
+    return query + model.hidden * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank
+
+
+def attention_params_per_rank(model: TransformerSpec, tp: int) -> float:
+    """MLA's attention parameters on one tensor-parallel rank: the head-split projections by tp, the duplicated ones
+    whole (``duplicated_params``)."""
+    duplicated = duplicated_params(model)
+    return (model.attention_params - duplicated) / tp + duplicated
+
+
 def _norms(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list[Op]]:
-    """RMSNorms of the compressed query and key/value (forward, backward)."""
-    a, e = model.mla, shard.activation_bytes_per_element
+    """RMSNorms of the compressed query and key/value (forward, backward), on the sequence-parallel tokens."""
+    a, e, tokens = model.mla, shard.activation_bytes_per_element, down_projection_tokens(shard)
     widths = [w for w in (a.q_lora_rank, a.kv_lora_rank) if w]
-    forward = [_memory("mla_norm", RMSNORM_FLOP_PER_ELEMENT * shard.tokens * w, 2 * shard.tokens * w * e)
-               for w in widths]
-    backward = [_memory("mla_norm", 2 * RMSNORM_FLOP_PER_ELEMENT * shard.tokens * w, 3 * shard.tokens * w * e)
-                for w in widths]
+    forward = [_memory("mla_norm", RMSNORM_FLOP_PER_ELEMENT * tokens * w, 2 * tokens * w * e) for w in widths]
+    backward = [_memory("mla_norm", 2 * RMSNORM_FLOP_PER_ELEMENT * tokens * w, 3 * tokens * w * e) for w in widths]
     return forward, backward
 
 

@@ -8,8 +8,8 @@ their concatenation projected from 2h to h (``eh_proj``), one transformer layer 
 logits and the loss of ``ops.output_ops``). NVIDIA's DeepSeek-V3 recipe trains one (Megatron-Bridge
 recipes/deepseek/deepseek_v3.py, ``mtp_num_layers = 1``) and places it with the loss on the last stage
 (``pipeline_model_parallel_layout``). Its transformer layer is counted with the chunk's layers
-(``with_mtp_layers``); this module adds what surrounds it (``extra_ops``). The projection's tensor-parallel
-collectives are not counted (tp is 1 in every scenario with MTP).
+(``with_mtp_layers``); this module adds what surrounds it (``extra_ops``) and the projection's tensor-parallel
+collectives (``tp_collectives``).
 """
 
 from __future__ import annotations
@@ -49,3 +49,22 @@ def extra_params_per_rank(model: TransformerSpec, tp: int) -> float:
     the output head are the main model's (their copy on the last stage: ``memory.chunk_params``)."""
     h = model.hidden
     return model.mtp_layers * (2 * h * h / tp + 3 * h)
+
+
+def tp_collectives(model: TransformerSpec, sequence_parallel: bool, gathered_ratio: int) -> dict[str, list]:
+    """The MTP modules' tensor-parallel collectives per microbatch (tp > 1), as (op, count) in units of one
+    collective of the layer's h-wide activation at that op's width (``parallel.plan.tp_collective_bytes``: the
+    all-gathers at the GEMM input's width, fp8 in fp8 training; ``gathered_ratio``: the activation's bytes over the
+    gathered element's, 1 or 2). Per module, megatron-core 0.14.0 ``MultiTokenPredictionLayer._concat_embeddings``:
+    ``eh_proj`` is a TEColumnParallelLinear (2h -> h/tp), its output all-gathered on the last dimension
+    (``gather_from_tensor_model_parallel_region``, a 16-bit [s, h]; its backward a split) and, with sequence
+    parallelism, split back to the sequence-parallel share (``scatter_to_sequence_parallel_region``, whose backward
+    all-gathers the 16-bit [s, h] gradient). With sequence parallelism Transformer Engine also gathers eh_proj's
+    2h-wide input forward and reduce-scatters its 2h-wide input gradient backward (as a dense layer's QKV: the
+    input's re-gather for the weight gradient, overlapped with the dgrad GEMM, is not counted there either); without
+    it the input gradient is all-reduced."""
+    n, r = model.mtp_layers, gathered_ratio
+    if sequence_parallel:
+        return {"forward": [("all_gather", n * (2 + r))],
+                "backward": [("all_gather", n * r), ("reduce_scatter", 2 * n)]}
+    return {"forward": [("all_gather", n * r)], "backward": [("allreduce", 2 * n)]}

@@ -4,7 +4,7 @@ nodes they load the NICs, and an oversubscribed fabric slows them."""
 from __future__ import annotations
 
 import pytest
-from scenario_data import with_changes
+from scenario_data import sequence_parallel_grads_s, with_changes
 
 from simcluster.collectives import timing
 from simcluster.engine import Simulation, simulate
@@ -44,6 +44,8 @@ def test_tp_collectives_alone_on_an_nvswitch_take_their_isolated_time(scenario, 
                             for op, count in calls)
     expected *= sim.plan.microbatches
     assert expected > 0
+    expected += sequence_parallel_grads_s(sim, group)   # the norms' gradients, once a step with sequence parallelism
+    assert (sim.plan.sequence_parallel_grad_bytes[0] > 0) == sequence_parallel
     assert summary["exposed_comm_by_parallelism_s"]["tp"] == pytest.approx(expected, rel=1e-9)
     # nothing else communicates but the gradient norm's all-reduce over the node (distributed optimizer)
     norm_s = timing.isolated_time_s(sim.fabric, "allreduce", group, GRAD_NORM_BYTES)
