@@ -658,6 +658,14 @@ class Training(_Defaulted):
         "word embedding is reduced in fp32 buckets of its own (workload/fp32_embedding_grads.py). "
         "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
         "run names it where it changes the step (mcore_version_note)")
+    rope_fusion: Annotated[bool, Strict()] | None = Field(
+        None, description="Megatron-Core's apply_rope_fusion (Megatron-LM --no-rope-fusion, NeMo apply_rope_fusion); "
+        "read only on Megatron-Core. With it on, Megatron-Core 0.5-0.13's TEDotProductAttention hands Transformer "
+        "Engine bshd and copies q, k and v to it itself, whatever the positions (workload/te_flash_layout.py, "
+        "data/mcore_versions.yaml mcore_bshd_copies). Default: true for rotary positions (Megatron-LM's default; "
+        "NeMo 2.x LlamaConfig / Llama3Config, NeMo 1.x launcher Llama confs), false otherwise (NeMo's GPTConfig and "
+        "megatron_base_model default; later Megatron-LM validate_args resets it when position_embedding_type is not "
+        "rope); a learned-position run on a Megatron-LM without that reset states true")
     steps: Count = Field(1, le=MAX_STEPS, description="optimizer steps to simulate")
 
     @field_validator("mcore_version", mode="before")
@@ -941,6 +949,9 @@ class Scenario(_Strict):
           bucket per chunk without (bucket_size None);
         - the output layer's wgrad deferred to the pipeline flush with pp > 1 (NeMo's defer_embedding_wgrad_compute,
           wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads);
+        - rope fusion (``rope_fusion``) with rotary positions: Megatron-LM's default (--no-rope-fusion is
+          store_false), NeMo 2.x's Llama configs and NeMo 1.x's Llama launcher confs; off with learned positions
+          (NeMo's GPTConfig, later Megatron-LM's validate_args);
         - Megatron-Core's unfused MoE router (``moe_router``): --moe-router-fusion needs Transformer Engine >= 2.6
           (fused top-k 2.6, fused aux loss 2.7), later than NeMo 24.09 (TE 1.10) and 25.02;
         - Transformer Engine 1.x (``te_version``) on Hopper and older GPUs, whose userbuffers defaults launch every
@@ -960,6 +971,7 @@ class Scenario(_Strict):
                   grad_reduce_dtype=("bf16" if core and (t.precision == "fp8" or (
                       t.precision == "bf16" and recipe & NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
         t.resolve(moe_router="unfused")
+        t.resolve(rope_fusion=core and self.model.position == "rope")
         self._nemo_token_drop(recipe)
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=core and t.precision == "fp8" and p.zero_stage >= 1

@@ -145,7 +145,8 @@ class Shard:
     projections: str = "fused"    # one of PROJECTIONS
     fp8_transpose: bool = True    # per-tensor fp8 casts also write a transpose (Hopper; fp8_recipes.transposes)
     fp8_gathered_weights: bool = False  # weights arrive in float8 (FSDP2's float8 all-gather, torchao_float8)
-    te_flash_layout: bool = False  # copies sbhd <-> bshd around TE's flash-attn kernel (te_flash_layout)
+    # q/k/v layout copies around TE's attention (te_flash_layout.layout): (qkv_format, RoPE output) or None
+    qkv_layout: tuple[str, str] | None = None
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
@@ -201,7 +202,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  fp8_gathered_weights=torchao_float8.fsdp_float8_all_gather(t, p),
-                 te_flash_layout=te_flash_layout.runs(scenario),
+                 qkv_layout=te_flash_layout.layout(scenario),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, autocast_fp32_params=t.autocast_fp32_params,
                  mlp_activation=t.mlp_activation,
@@ -608,11 +609,13 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     attn_residual, attn_residual_bwd = _dropout_add_ops("attn_residual", model, shard)
     mlp_residual, mlp_residual_bwd = _dropout_add_ops("mlp_residual", model, shard)
     core_forward, core_backward = attention_core(model, shard)
-    if shard.te_flash_layout:   # inside TEDotProductAttention: recomputed with the core (te_flash_layout)
+    if shard.qkv_layout:   # inside TEDotProductAttention: recomputed with the core (te_flash_layout)
+        qkv_format, rope_output = shard.qkv_layout
         before, after, before_bwd, after_bwd = ([_memory(*kernel) for kernel in kernels] for kernels in
                                                 te_flash_layout.kernels(model, shard.micro_batch,
                                                                         shard.seq_len // shard.cp, model.heads // tp,
-                                                                        kv_local // model.d_head, e))
+                                                                        kv_local // model.d_head, e, qkv_format,
+                                                                        rope_output))
         core_forward, core_backward = [*before, *core_forward, *after], [*before_bwd, *core_backward, *after_bwd]
     qk_norm, qk_norm_bwd = qk_norm_ops(model, shard)
 

@@ -1,35 +1,35 @@
-"""The layout copies around the flash-attn kernel when Transformer Engine's FlashAttention backend runs under
-Megatron-Core (round 27; the layout Megatron-Core hands over corrected in the round-27 review).
+"""The q/k/v layout copies around Transformer Engine's attention under Megatron-Core (round 27; made Megatron-Core's
+own, release by release, in "Round 27: Megatron-Core's own q/k/v layout copies under rope fusion, release by release").
 
-The flash-attn package takes [b, s, h, d]; Megatron-Core's queries, keys and values are [s, b, h, d] views into the
-QKV GEMM's output. Who converts depends on the ``qkv_format`` Megatron-Core passes:
+Megatron-Core's queries, keys and values are [s, b, h, d]: q and k come out of the rotary kernel (rope models), v (and
+q, k without rotary positions) is a view into the QKV GEMM's output (``SplitAlongDim`` / ``torch.split``), q made
+contiguous by ``reshape`` when the rank holds several key/value groups of several query heads each. Who converts:
 
-- ``bshd`` (``MCORE_QKV_FORMAT``): Megatron-Core's ``TEDotProductAttention.forward`` sets ``self.qkv_format = 'bshd'``
-  whenever ``config.apply_rope_fusion`` is on and converts itself, ``x.transpose(0, 1).contiguous()`` for each of q, k
-  and v (three copies; the views are not contiguous, at b = 1 either), then returns the output as
-  ``core_attn_out.transpose(0, 1)`` (NVIDIA/Megatron-LM
-  ``megatron/core/transformer/custom_layers/transformer_engine.py``, the 2024 file of the ``_te_version`` era, and
-  ``megatron/core/extensions/transformer_engine.py``, "WAR for peak memory usage": the same override).
-  ``apply_rope_fusion`` is Megatron-LM's default (``--no-rope-fusion`` is ``store_false``) and nothing clears it for
-  learned positions in the vocabpar fork's ``validate_args`` (arguments.py @ 4dca7d2: no ``position_embedding_type !=
-  'rope'`` reset), so the Megatron-Core runs this module reaches take this path. TE's FlashAttention then finds
-  bshd tensors already contiguous and copies nothing. Backward, the three gradients come back as transposed views
-  into Megatron-Core's split backward (a concatenation every backend runs, charged on none): no copy kernel.
-- ``sbhd`` (``--no-rope-fusion``): TE converts (``transformer_engine/pytorch/attention.py`` ``FlashAttention.forward``,
-  TE 1.x): for Megatron-Core's interleaved multi-head layout (``sbh3d``) at head dim 128 and s x b >= 512, one
-  ``_PrepareQKVForFA`` kernel (``tex.fa_prepare_fwd``, backward ``tex.fa_prepare_bwd`` writing the interleaved
-  gradient), otherwise ``transpose(0, 1).contiguous()`` per tensor with nothing backward.
+- ``bshd`` (``MCORE_QKV_FORMAT``): with ``apply_rope_fusion`` on (``training.rope_fusion``), Megatron-Core 0.5-0.13's
+  ``TEDotProductAttention.forward`` sets ``self.qkv_format = 'bshd'`` and runs ``x.transpose(0, 1).contiguous()`` on q,
+  k and v itself, then returns ``core_attn_out.transpose(0, 1)`` (data/mcore_versions.yaml ``mcore_bshd_copies``,
+  [wheel-rope]; 0.14 on has neither). It runs whatever the positions and on every GPU and backend (TE then finds
+  bshd tensors already contiguous and copies nothing). ``.contiguous()`` copies only a tensor that is not already
+  [b, s, h, d] in memory: Apex's RoPE (0.5-0.12, ``transpose_output_memory=True``) writes q and k in bshd memory (no
+  copy); TE's RoPE (0.13, ``te_rope``) writes contiguous sbhd, whose transpose is contiguous at b = 1 (a size-1
+  dimension's stride does not count); the reshaped q likewise; a view into the QKV output never is. Backward, the
+  gradients come back as transposed views into Megatron-Core's split backward or the RoPE backward (which reads
+  strides): no copy kernel.
+- ``sbhd`` (rope fusion off, or Megatron-Core 0.14 on), and only in TE's FlashAttention backend, which takes this
+  path on Ampere (TE: "Disabling FlashAttention to give FusedAttention preference on Hopper+"; cuDNN's fused attention
+  reads sbhd strides directly): TE 1.x ``FlashAttention.forward`` (``transformer_engine/pytorch/attention.py``) runs,
+  for Megatron-Core's interleaved multi-head layout (``sbh3d``: no RoPE has split it) at head dim 128 and s x b >=
+  512, one ``_PrepareQKVForFA`` kernel (``tex.fa_prepare_fwd``, backward ``tex.fa_prepare_bwd``), otherwise
+  ``transpose(0, 1).contiguous()`` per tensor (a contiguous one not copied at b = 1, as above) with nothing backward.
+  Which GPUs run the flash kernel as FlashAttention-2 is the data file's list (``efficiency.yaml
+  attention.flash2_head_dim_tiles.flash_gpus``).
 
 Either way, with micro batch b > 1 the [b, s] output is copied back to [s, b] once (TE's
 ``output.view(b, s, -1).transpose(0, 1).contiguous()`` for sbhd; Megatron-Core's transposed view made contiguous by the
-output projection for bshd) and its gradient once backward; at b = 1 the transposed view is already contiguous (a
-size-1 dimension's stride does not count) and no kernel runs. Each copy reads and writes its elements once.
-
-TE takes this backend on Ampere; on Hopper it gives cuDNN's fused attention the preference ("Disabling FlashAttention
-to give FusedAttention preference on Hopper+"), which reads sbhd strides directly, so nothing here runs there. Which
-GPUs run the flash kernel as FlashAttention-2 is the data file's list (``efficiency.yaml
-attention.flash2_head_dim_tiles.flash_gpus``). Runs through Megatron-Core only (``Scenario.megatron_core``):
-flash-attention's own GPT and llm-foundry hand the kernel [b, s, h, d].
+output projection for bshd) and its gradient once backward. Each copy reads and writes its elements once. Runs
+through Megatron-Core's TE attention only (``Scenario.megatron_core``, attention flash / flash2): flash-attention's
+own GPT and llm-foundry hand the kernel [b, s, h, d]. Multi-latent attention (its q and k concatenations) is not
+modelled here.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simcluster.core import catalog
+from simcluster.spec import config
 
 if TYPE_CHECKING:
     from simcluster.spec.config import Scenario
@@ -45,35 +46,79 @@ if TYPE_CHECKING:
 # _PrepareQKVForFA's conditions (TE FlashAttention.forward, sbhd only): head dim 128 and at least 512 rows of s x b
 PREPARE_HEAD_DIM = 128
 PREPARE_MIN_ROWS = 512
-# what Megatron-Core's TEDotProductAttention passes TE with apply_rope_fusion on (Megatron-LM's default; module doc)
+# what Megatron-Core's TEDotProductAttention passes TE with apply_rope_fusion on, 0.5-0.13 (module doc)
 MCORE_QKV_FORMAT = "bshd"
 QKV_FORMATS = ("sbhd", "bshd")
+# how the rotated q and k leave the RoPE kernel: Apex's bshd memory, TE's contiguous sbhd, or no RoPE (module doc)
+ROPE_OUTPUTS = ("apex", "te", "none")
+TE_ATTENTION = ("flash", "flash2")  # the attention settings that run TE's DotProductAttention under Megatron-Core
 OP_NAME = "te_flash_layout"
 Kernel = tuple[str, float, float]
 
 
-def runs(scenario: Scenario) -> bool:
-    """Whether the run's attention goes through TE's FlashAttention backend with Megatron-Core's tensors:
-    Megatron-Core, ``attention: flash`` and a GPU whose flash kernel is FlashAttention-2 (Ampere)."""
+def _release_in(version: str | None, first: str, until: str) -> bool:
+    return (version is not None
+            and config.mcore_release(first) <= config.mcore_release(version) < config.mcore_release(until))
+
+
+def layout(scenario: Scenario) -> tuple[str, str] | None:
+    """What this run's attention copies by: (``qkv_format`` handed to TE, how the RoPE kernel leaves q and k), or
+    None where nothing is copied. bshd where Megatron-Core's release overrides the format under rope fusion
+    (``mcore_bshd_copies``), on any GPU; sbhd where TE's FlashAttention backend converts (``attention: flash`` on a
+    FlashAttention-2 GPU, the override off)."""
+    t, m = scenario.training, scenario.model
+    if not (scenario.megatron_core and t.attention in TE_ATTENTION) or m.mla is not None:
+        return None
+    data = catalog.load("mcore_versions")
+    rope = "none" if m.position != "rope" else (
+        "te" if config.mcore_release(t.mcore_version) >= config.mcore_release(data["te_rope"]) else "apex")
+    bounds = data["mcore_bshd_copies"]
+    if t.rope_fusion and _release_in(t.mcore_version, bounds["first"], bounds["until"]):
+        return MCORE_QKV_FORMAT, rope
     flash_gpus = catalog.load("efficiency")["attention"]["flash2_head_dim_tiles"]["flash_gpus"]
-    return (scenario.megatron_core and scenario.training.attention == "flash"
-            and scenario.cluster.gpu.name in flash_gpus)
+    if t.attention == "flash" and scenario.cluster.gpu.name in flash_gpus:
+        return "sbhd", rope
+    return None
+
+
+def runs(scenario: Scenario) -> bool:
+    """Whether the run's attention runs layout copies at all (``layout``)."""
+    return layout(scenario) is not None
+
+
+def _transposed_copies(rows_per_sequence: int, micro_batch: int, contiguous_sbhd: bool) -> bool:
+    """Whether ``x.transpose(0, 1).contiguous()`` copies an [s, b, h, d] tensor: always for a strided view, for a
+    contiguous one only when both s and b exceed 1 (a size-1 dimension's stride does not count)."""
+    return not contiguous_sbhd or (micro_batch > 1 and rows_per_sequence > 1)
 
 
 def kernels(model: TransformerSpec, micro_batch: int, s_local: int, heads: int, kv_heads: int, e: int,
-            qkv_format: str = MCORE_QKV_FORMAT) -> tuple[list[Kernel], list[Kernel], list[Kernel], list[Kernel]]:
-    """Copy kernels of one rank's attention, each (name, FLOP, HBM bytes): before and after the flash kernel
+            qkv_format: str = MCORE_QKV_FORMAT, rope_output: str = "none",
+            ) -> tuple[list[Kernel], list[Kernel], list[Kernel], list[Kernel]]:
+    """Copy kernels of one rank's attention, each (name, FLOP, HBM bytes): before and after the attention kernel
     forward, then before and after it backward. ``heads`` query and ``kv_heads`` key/value heads of ``model.d_head``
     on the rank, ``s_local`` of its tokens a sequence, ``e`` bytes an element, ``qkv_format`` what Megatron-Core
-    hands TE (module doc)."""
+    hands TE, ``rope_output`` how the RoPE kernel leaves q and k (module doc)."""
     if qkv_format not in QKV_FORMATS:
         raise ValueError(f"qkv_format: {qkv_format!r} is not one of {', '.join(QKV_FORMATS)}")
+    if rope_output not in ROPE_OUTPUTS:
+        raise ValueError(f"rope_output: {rope_output!r} is not one of {', '.join(ROPE_OUTPUTS)}")
     d, rows = model.d_head, micro_batch * s_local
     q = rows * heads * d * e
     kv = rows * kv_heads * d * e
-    prepare = (qkv_format == "sbhd" and heads == kv_heads and d == PREPARE_HEAD_DIM and rows >= PREPARE_MIN_ROWS)
-    forward_in = [(OP_NAME, 0.0, 2 * (q + 2 * kv))] if prepare else [(OP_NAME, 0.0, 2 * size) for size in (q, kv, kv)]
-    backward_out = [(OP_NAME, 0.0, 2 * (q + 2 * kv))] if prepare else []
     # the output's transpose back to sbhd and its gradient's: copies only when b > 1
     out = [(OP_NAME, 0.0, 2 * q)] if micro_batch > 1 else []
-    return forward_in, out, list(out), backward_out
+    # q and k as TE or Megatron-Core find them: a RoPE kernel's output (contiguous sbhd; Apex's under bshd already
+    # bshd in memory), the reshape of a GQA rank's query groups (several groups of several heads: contiguous sbhd),
+    # else views into the QKV output, as v always is
+    q_reshaped = kv_heads > 1 and heads > kv_heads
+    rotated = rope_output != "none"
+    interleaved = not rotated and heads == kv_heads
+    if qkv_format == "sbhd" and interleaved and d == PREPARE_HEAD_DIM and rows >= PREPARE_MIN_ROWS:
+        # Megatron-Core's interleaved multi-head QKV (sbh3d): TE's _PrepareQKVForFA, one kernel each way
+        return [(OP_NAME, 0.0, 2 * (q + 2 * kv))], out, list(out), [(OP_NAME, 0.0, 2 * (q + 2 * kv))]
+    in_bshd = qkv_format == "bshd" and rope_output == "apex"
+    tensors = ((q, rotated or q_reshaped, in_bshd), (kv, rotated, in_bshd), (kv, False, False))
+    copied = [size for size, contiguous_sbhd, already_bshd in tensors
+              if not already_bshd and _transposed_copies(s_local, micro_batch, contiguous_sbhd)]
+    return [(OP_NAME, 0.0, 2 * size) for size in copied], out, list(out), []

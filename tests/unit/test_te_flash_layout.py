@@ -46,17 +46,19 @@ def test_sbhd_takes_tes_prepare_kernel_each_way():
 
 
 def test_micro_batch_above_one_adds_the_output_transpose_each_way():
-    """Llama 2 7B (planning scenario, Megatron-Core on A100, micro batch 2, 4096 tokens): the output and its gradient
-    are copied too, 2 x 4096 x 4096 16-bit elements each; selective recompute re-runs the forward's copies with the
-    attention core they belong to (TE's DotProductAttention)."""
+    """Llama 2 7B (planning scenario, Megatron-Core 0.9 on A100, rotary positions, micro batch 2, 4096 tokens): Apex's
+    RoPE wrote q and k in bshd memory, so Megatron-Core copies only v (a view into the QKV output), 2 x 4096 x 4096
+    16-bit elements, and the output and its gradient are copied too; selective recompute re-runs the forward's copies
+    with the attention core they belong to (TE's DotProductAttention)."""
     scenario = config.load("llama2-7b-64-a100")
     shard = ops.shard_for(scenario)
     tokens, q_width = shard.micro_batch * shard.seq_len, scenario.model.heads * scenario.model.d_head // shard.tp
     found = layout_ops("llama2-7b-64-a100")
     out = 2 * tokens * q_width * FP16
-    assert [op.hbm_bytes for op in found["forward"]] == [out, out, out, out]   # q, k, v in; the output back
-    assert [op.hbm_bytes for op in found["backward_input"]] == [out]           # the output's gradient
-    assert shard.recompute == "selective" and len(found["recompute"]) == 4
+    assert scenario.model.kv_heads in (None, scenario.model.heads)             # multi-head: v as wide as q
+    assert [op.hbm_bytes for op in found["forward"]] == [out, out]              # v in; the output back
+    assert [op.hbm_bytes for op in found["backward_input"]] == [out]            # the output's gradient
+    assert shard.recompute == "selective" and len(found["recompute"]) == 2
 
 
 def test_grouped_query_attention_copies_each_tensor():
@@ -81,14 +83,63 @@ def test_head_dim_off_128_or_few_rows_takes_the_transpose_path():
 
 
 @pytest.mark.parametrize(("name", "copies"), [
-    ("vocabpar2024-1f1b-4b-8-a100-s2048-v32k", True),    # Megatron-Core + TE, flash on A100
+    ("vocabpar2024-1f1b-4b-8-a100-s2048-v32k", True),    # Megatron-Core + rope fusion (learned positions), A100
+    ("flagperf-llama3-8b-8-h100-bf16", True),            # Megatron-Core 0.6 + rope fusion, Hopper's cuDNN attention
+    ("nemo2407-llama3-8b-8-h100-fp8", True),             # NeMo 24.07's Llama conf: apply_rope_fusion true
+    ("mcore09-mixtral-8x7b-64-h100", False),             # the release case's unfused RoPE: sbhd, cuDNN reads it
+    ("nemo2511-llama3-70b-64-h100-fp8", False),          # Megatron-Core 0.15: no bshd override
     ("dao2023-gpt3-1.3b-2k-8-a100", False),              # flash-attention's own GPT: [b, s, h, d] throughout
     ("narayanan2021-1.7b-a100", False),                  # Megatron-LM 2021, unfused attention
     ("mpt-7b-8-a100-80gb", False),                       # llm-foundry's Triton kernel
-    ("megatron-1.7b-h100", False),                       # Hopper: TE prefers cuDNN's fused attention (sbhd strides)
+    ("megatron-1.7b-h100", False),                       # learned positions, rope fusion off by default; Hopper
 ])
 def test_which_runs_take_the_copies(name, copies):
     assert te_flash_layout.runs(config.load(name)) is copies
+
+
+def _with_training(name: str, **training) -> config.Scenario:
+    data = config.rebuildable(config.load(name))
+    data["training"] = {**data["training"], **training}
+    return config.from_dict(data)
+
+
+def test_gqa_bytes_per_layer_microbatch_by_release():
+    """Closed form, Llama 3 70B's attention at tp 4 (64 query heads, 8 key/value groups of 128: 16 and 2 on a rank),
+    8192 tokens, 16-bit, on H100 (cuDNN attention, which copies nothing itself). Megatron-Core 0.9 (Apex's RoPE in bshd
+    memory): v alone, 8192 x 2 x 128 x 2 B read and written = 8,388,608 B, nothing backward. 0.13 (TE's RoPE, contiguous
+    sbhd): at micro batch 1 still v alone (a size-1 batch's transpose is contiguous); at micro batch 2 q, k and v, the
+    output and its gradient. 0.14: nothing. Rope fusion off: nothing."""
+    model = config.load("nemo2511-llama3-70b-64-h100-fp8").model
+    assert (model.heads, model.kv_heads, model.d_head) == (64, 8, 128)
+    q_one, kv_one = 8192 * 16 * 128 * FP16, 8192 * 2 * 128 * FP16
+    apex = te_flash_layout.kernels(model, 1, 8192, 16, 2, FP16, "bshd", "apex")
+    assert [b for _, _, b in apex[0]] == [2 * kv_one] == [8_388_608] and apex[1:] == ([], [], [])
+    assert [b for _, _, b in te_flash_layout.kernels(model, 1, 8192, 16, 2, FP16, "bshd", "te")[0]] == [2 * kv_one]
+    before, after, before_bwd, after_bwd = te_flash_layout.kernels(model, 2, 8192, 16, 2, FP16, "bshd", "te")
+    assert [b for _, _, b in before] == [4 * q_one, 4 * kv_one, 4 * kv_one]
+    assert [b for _, _, b in after] == [b for _, _, b in before_bwd] == [4 * q_one] and after_bwd == []
+    with pytest.raises(ValueError, match="rope_output"):
+        te_flash_layout.kernels(model, 1, 8192, 16, 2, FP16, "bshd", "triton")
+    base = "llama3-70b-1024-h100-roce"
+    assert te_flash_layout.layout(_with_training(base, mcore_version="0.9")) == ("bshd", "apex")
+    assert te_flash_layout.layout(_with_training(base, mcore_version="0.13")) == ("bshd", "te")
+    assert te_flash_layout.layout(_with_training(base, mcore_version="0.14")) is None
+    assert te_flash_layout.layout(_with_training(base, mcore_version="0.9", rope_fusion=False)) is None
+
+
+def test_learned_positions_copy_views_not_the_reshaped_query():
+    """FlagPerf's Llama 3 8B shape on Megatron-Core 0.6 (learned positions, rope fusion on, tp 2: 16 query heads in 4
+    key/value groups on a rank, micro batch 1, 8192 tokens): no RoPE kernel, so k and v are views into the QKV output
+    and are copied, 8192 x 4 x 128 x 2 B each read and written; q's reshape of 4 groups of 4 heads already made it
+    contiguous sbhd, whose transpose at micro batch 1 is contiguous: no copy. A single group a rank (tp 8) leaves q a
+    view: three copies."""
+    found = layout_ops("flagperf-llama3-8b-8-h100-bf16")
+    kv = 2 * 8192 * 4 * 128 * FP16
+    assert [op.hbm_bytes for op in found["forward"]] == [kv, kv] == [16_777_216, 16_777_216]
+    assert found["backward_input"] == [] and found["recompute"] == []
+    model = config.load("flagperf-llama3-8b-8-h100-bf16").model
+    one_group = te_flash_layout.kernels(model, 1, 8192, 4, 1, FP16, "bshd", "none")[0]
+    assert [b for _, _, b in one_group] == [2 * 8192 * 4 * 128 * FP16, 2 * 8192 * 128 * FP16, 2 * 8192 * 128 * FP16]
 
 
 def test_the_copies_cost_what_their_bytes_do():
