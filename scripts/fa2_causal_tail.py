@@ -14,6 +14,10 @@ blocks share their SM, and a block alone on it runs at ``ALONE`` of the SM's rat
 block leaves a quarter idle). The benchmark (Figures 4-5) always runs 16k tokens of 16 heads: b x h = 16 x 16384 / s.
 """
 
+import sys
+
+from simcluster.core import script_entry
+
 SMS = 108          # A100
 BLOCK = 128        # rows of a block (queries forward, keys backward)
 OVERHEAD = 1       # tiles of fixed work a block
@@ -61,7 +65,8 @@ def efficiency(s: int, bh: int, backward: bool, alone: float) -> float:
     return sum(work) / SMS / makespan(work, 1 if backward else 2, alone)
 
 
-def main() -> None:
+def main(argv: list[str]) -> int:
+    script_entry.Parser(description=__doc__.splitlines()[0]).parse_args(argv)   # no options: -h, or one-line refusal
     for alone in ALONE:
         print(f"a lone forward block at {alone} of its SM's rate")
         for s in (2048, 4096, 8192):
@@ -73,5 +78,8 @@ def main() -> None:
                       f"  backward {bwd:.3f} ({ref_b / bwd:.2f}x)" + ("  <- benchmark" if bh == bench else ""))
 
 
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))
