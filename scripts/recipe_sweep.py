@@ -1,5 +1,8 @@
 """Simulate every NeMo DGX H100 recipe layout of tests/data/nemo_recipe_layouts.yaml, contract keys only.
 
+The rows are the file's ``layouts`` (published runs' layouts, the 25.02 csv's Mixtral rows with their ep / etp among
+them) and ``recipe_defaults`` (NeMo 2.x's long-context and MoE recipes' own layouts at 1-4x their node count).
+
 Each row is built exactly as tests/validation/test_nemo_recipe_layouts.py builds it (``expand``: cluster h100-sxm x 8
 per node, connectx-7, rail-fat-tree; dp = gpus / (tp*pp*cp); the other framework options take simcluster's
 defaults, as an outside scorer's scenario does) and simulated one at a time. Per row it prints the step time, model
@@ -8,11 +11,11 @@ exposed communication by parallelism, bubble) and, with ``--host``, the host/ker
 the host model (efficiency.yaml host_overhead kernel_gap_s and pipeline_step_s), from a second run with both at 0.
 Flags: ``refused`` (memory model), ``error``, ``timeout`` (over ``--timeout`` s of wall time), ``slow`` (over 30 s),
 ``mfu`` (bf16 MFU outside 25-60 %), ``fp8x`` (fp8/bf16 throughput of the same layout outside 1.1-1.7).
-``--moe`` adds the Mixtral pre-training rows of NeMo 2.x's recommended H100 configs (``MOE_LAYOUTS``), which the
-layout file does not list, built the same way with ``ep``; ``--csv`` adds those and the csv's Nemotron-3 8B rows
-(``CSV_LAYOUTS``), the other csv rows the layout file does not have.
+``--csv`` adds the csv's Nemotron-3 8B rows (``CSV_LAYOUTS``), the csv rows the layout file does not have. Long
+sequences flag ``mfu`` by convention: MFU counts attention as non-causal (Narayanan et al. 2021), twice the
+causal kernels' work, which at 64K-128K is most of the step.
 
-    python scripts/recipe_sweep.py [--only PATTERN ...] [--moe] [--csv] [--host] [--json OUT.json]
+    python scripts/recipe_sweep.py [--only PATTERN ...] [--csv] [--host] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -36,16 +39,6 @@ LAYOUT_TEST = ROOT / "tests" / "validation" / "test_nemo_recipe_layouts.py"
 MFU_RANGE = (0.25, 0.60)     # plausible bf16 dense MFU of a NeMo H100 recipe (the brief's band)
 FP8_RANGE = (1.1, 1.7)       # plausible fp8 / bf16 throughput of one layout (the brief's band)
 SLOW_S = 30.0
-# Mixtral pre_train rows of NVIDIA/NeMo scripts/llm/performance/recommended_model_configs/model_configs_h100.csv
-# (commit 349c4019dd471cda96f6bcf7aa44dd0e73525c74, the source nemo-2502-h100-csv of the layout file), bf16 and fp8:
-# 8x7B on 64 GPUs seq 4096 TP1 PP4 EP8 VP8 MBS1 GBS256; 8x22B on 256 GPUs seq 65536 TP4 PP4 CP8 EP8 ETP1 VP14 MBS1
-# GBS256. dp = gpus / (tp*pp*cp), as for the dense rows (the csv's dp_size column is not that product).
-MOE_LAYOUTS = [
-    {"name": "nemo2502-mixtral-8x7b", "model": "mixtral-8x7b", "gpus": 64, "seq": 4096, "tp": 1, "pp": 4, "cp": 1,
-     "ep": 8, "vp": 8, "gbs": 256},
-    {"name": "nemo2502-mixtral-8x22b", "model": "mixtral-8x22b", "gpus": 256, "seq": 65536, "tp": 4, "pp": 4, "cp": 8,
-     "ep": 8, "etp": 1, "vp": 14, "gbs": 256},
-]
 # The csv's Nemotron-3 8B pre_train rows (same commit), which the layout file leaves out (no preset before round 18):
 # the layout, micro batch and batch per precision as the file states them; the model as its model + size columns
 # name it. Every other dense pre_train row of the csv is in the layout file (source nemo-2502-h100-csv).
@@ -61,39 +54,28 @@ class Timeout(TimeoutError):
     """A row took longer than --timeout seconds of wall time."""
 
 
-def layouts() -> list[tuple[str, dict, dict]]:
-    """(name, scenario dict, row) of every recipe row, from the layout test's own ``expand`` (one definition)."""
+def layout_test():
+    """tests/validation/test_nemo_recipe_layouts.py as a module: its rows and ``scenario_dict`` (one definition)."""
     spec = importlib.util.spec_from_file_location("nemo_recipe_layouts", LAYOUT_TEST)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.LAYOUTS
+    return module
+
+
+def layouts() -> list[tuple[str, dict, dict]]:
+    """(name, scenario dict, row) of every recipe row, from the layout test's own ``expand``."""
+    return layout_test().LAYOUTS
 
 
 def csv_row(row: dict, precision: str) -> tuple[str, dict, dict]:
-    """(name, scenario dict, row) of one row of the recommended-configs csv, contract keys only."""
-    parallelism = {"tp": row["tp"], "pp": row["pp"], "dp": row["gpus"] // (row["tp"] * row["pp"] * row["cp"]),
-                   "cp": row["cp"], "ep": row.get("ep", 1), "schedule": "1f1b", "virtual_stages": row["vp"],
-                   "sequence_parallel": row["tp"] > 1, "zero_stage": 1}
-    if "etp" in row:
-        parallelism["etp"] = row["etp"]
-    name = f"{row['name']}-{row['gpus']}g-{precision}"
-    return (name, {"name": name, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": row["gpus"] // 8,
-                                             "nic": "connectx-7", "topology": "rail-fat-tree"},
-                   "model": row["model"],
-                   "training": {"seq_len": row["seq"], "global_batch_size": row["gbs"],
-                                "micro_batch_size": row.get("mbs", 1), "precision": precision,
-                                "activation_recompute": "none"},
-                   "parallelism": parallelism}, row)
-
-
-def moe_layouts() -> list[tuple[str, dict, dict]]:
-    """(name, scenario dict, row) of ``MOE_LAYOUTS`` in both precisions, contract keys only."""
-    return [csv_row(row, precision) for row in MOE_LAYOUTS for precision in ("bf16", "fp8")]
+    """(name, scenario dict, row) of one row of the recommended-configs csv, built as the layout file's rows are."""
+    data = layout_test().scenario_dict({**row, "recompute": "none"}, row["gpus"], row["gbs"], precision)
+    return data["name"], data, row
 
 
 def csv_layouts() -> list[tuple[str, dict, dict]]:
-    """(name, scenario dict, row) of ``CSV_LAYOUTS`` and ``MOE_LAYOUTS``: the csv's rows the layout file lacks."""
-    return [csv_row(row, row["precision"]) for row in CSV_LAYOUTS] + moe_layouts()
+    """(name, scenario dict, row) of ``CSV_LAYOUTS``: the csv's rows the layout file lacks."""
+    return [csv_row(row, row["precision"]) for row in CSV_LAYOUTS]
 
 
 @contextlib.contextmanager
@@ -194,15 +176,14 @@ def line(row: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=[], help="parts of row names to run (default: all)")
-    parser.add_argument("--moe", action="store_true", help="also the Mixtral rows of MOE_LAYOUTS")
     parser.add_argument("--csv", action="store_true", help="also the rows of NeMo 25.02's H100 csv the layout "
-                        "file lacks (CSV_LAYOUTS and MOE_LAYOUTS)")
+                        "file lacks (CSV_LAYOUTS)")
     parser.add_argument("--host", action="store_true", help="also measure the host/kernel-gap share (2 runs)")
     parser.add_argument("--timeout", type=float, default=120.0, help="wall seconds per row before it is skipped")
     parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
     rows = []
-    extra = csv_layouts() if args.csv else moe_layouts() if args.moe else []
+    extra = csv_layouts() if args.csv else []
     for name, data, _row in layouts() + extra:
         if args.only and not any(pattern in name for pattern in args.only):
             continue

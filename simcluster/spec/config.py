@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -189,6 +190,20 @@ def known_mcore_versions() -> list[str]:
     return list(catalog.load("mcore_versions")["releases"])
 
 
+def default_etp(moe, p: Parallelism, core: bool) -> int:
+    """``parallelism.etp`` left unset. Without expert parallelism (ep 1) Megatron-Core splits each expert over the
+    tensor-parallel ranks (megatron/core/parallel_state.py initialize_model_parallel: "if
+    expert_tensor_parallel_size is None: expert_tensor_parallel_size = tensor_model_parallel_size", NVIDIA/Megatron-LM
+    @ 934c826; before the option existed, Megatron-Core 0.9 / NeMo 24.09, the experts' linear layers were tensor
+    parallel too): NeMo 2.x's long-context Mixtral recipes (mixtral_8x7b_16k.py / _64k.py: tp 4, ep 1) and the 24.09
+    launcher's mixtral_8x22b.yaml (tp 8, no ep) run that way. With ep > 1, NeMo's recommended H100 configurations set
+    ETP 1 (scripts/llm/performance/recommended_model_configs/model_configs_h100.csv @ 349c401: Mixtral 8x22B TP4 EP8
+    ETP1), so 1. Elsewhere (a dense model, another stack, tp 1, an expert ffn tp does not divide) 1."""
+    if moe is None or not core or p.tp == 1 or p.ep > 1 or moe.ffn_hidden % p.tp:
+        return 1
+    return p.tp
+
+
 def default_mcore_version(gpu: GpuSpec) -> str:
     """training.mcore_version of a Megatron-Core run that leaves it unset: the first Megatron-Bridge container's
     release on Blackwell (a GPU with an fp4 peak), NeMo 24.09's elsewhere (data/mcore_versions.yaml ``default``)."""
@@ -322,7 +337,19 @@ def preset_name(value: str) -> str:
     found = sorted(name for name in presets if name.translate(_NAME_SEPARATORS) == compact)
     if len(found) > 1:
         raise ScenarioError("model", f"{value!r} could name any of {', '.join(found)}: write one of them")
-    return found[0] if found else value
+    if found:
+        return found[0]
+    context = _CONTEXT_SUFFIX.fullmatch(spelled)
+    if context and context["stem"] and (stem := preset_name(context["stem"])) in presets:
+        return stem
+    return value
+
+
+# NeMo 2.x's long-context recipes are named for the model and the sequence they train at (llama3_8b_16k,
+# nemotron4_15b_64k, mixtral_8x22b_64k, ...) and build the model of the plain name (nemo/collections/llm/recipes/
+# nemotron.py: "nemotron4_15b_16k" -> Nemotron4Config15B(seq_length=16384); llama3_8b_16k.py: llama3_8b.model() with
+# seq_length 16384): such a name means that preset, the sequence being training.seq_len's.
+_CONTEXT_SUFFIX = re.compile(r"(?P<stem>.*?)[-.]*(?P<k>\d+)k")
 
 
 def _layer_shape(m: TransformerSpec) -> tuple[int, ...]:
@@ -690,8 +717,9 @@ class Parallelism(_Defaulted):
     cp: Count = Field(1, le=MAX_GPUS, description="context parallel degree")
     ep: Count = Field(1, le=MAX_GPUS, description="expert parallel degree: ranks sharing one MoE layer's experts, "
                       "carved from tp x cp x dp as Megatron-Core does (ep x etp divides tp*cp*dp)")
-    etp: Count = Field(1, le=MAX_GPUS, description="expert tensor parallel degree: each expert's ffn split over etp "
-                       "ranks")
+    etp: Count | None = Field(None, le=MAX_GPUS, description="expert tensor parallel degree: each expert's ffn "
+                              "split over etp ranks; unset: tp on Megatron-Core with ep 1 (its "
+                              "expert_tensor_parallel_size None = tp), else 1 (NeMo's H100 configs: ETP 1 with EP)")
     ep_alltoall: Literal["direct", "hierarchical"] = Field(
         "direct", description="token dispatch/combine all-to-all: direct (NCCL, every pair at once) or "
         "hierarchical (network to the same local rank of the destination node, then NVLink, as DeepEP does)")
@@ -960,6 +988,9 @@ class Scenario(_Strict):
           without Transformer Engine does not read it;
         - Megatron-Core's own bucket formation (``grad_buckets: megatron_core``) on Megatron-Core at ZeRO 0-2, equal
           buckets elsewhere; Apex's 100 MiB buckets (APEX_BUCKET_CAP_BYTES) with ``grad_buckets: apex``, on any stack;
+        - experts split over the tensor-parallel ranks without expert parallelism (``etp`` = tp with ep 1,
+          ``default_etp``), as Megatron-Core does with expert_tensor_parallel_size None; 1 with ep > 1 (NeMo's
+          H100 configurations' ETP 1);
         - NeMo's token drop (``moe_token_drop``: capacity factor 1.0, padded) for the Mixtral presets with the alltoall
           dispatcher (NEMO_TOKEN_DROP_MODELS), applied to a model that states no capacity factor."""
         p, t, core = self.parallelism, self.training, self.megatron_core
@@ -972,6 +1003,7 @@ class Scenario(_Strict):
                       t.precision == "bf16" and recipe & NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
         t.resolve(moe_router="unfused")
         t.resolve(rope_fusion=core and self.model.position == "rope")
+        p.resolve(etp=default_etp(self.model.moe, p, core))
         self._nemo_token_drop(recipe)
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=core and t.precision == "fp8" and p.zero_stage >= 1

@@ -42,6 +42,28 @@ def test_the_names_nemo_and_users_write_resolve_to_the_preset(written, preset):
     assert scenario.model_preset() == {"name": preset, "chosen_by": "name"}
 
 
+# NeMo 2.x's long-context recipes (nemo/collections/llm/recipes/<NAME>.py) build the plain model at a longer sequence:
+# llama3_8b_16k.py / _64k.py / _128k.py take llama3_8b.model() and set seq_length; nemotron.py's
+# nemotron_model("nemotron4_15b_16k") is Nemotron4Config15B(seq_length=16384); mixtral_8x7b_16k.py, llama3_70b_64k.py
+# and mixtral_8x22b_64k.py alike. A scorer may name the model by the recipe.
+LONG_CONTEXT_NAMES = {
+    "llama3_8b_16k": "llama3-8b", "llama3_8b_64k": "llama3-8b", "llama3_8b_128k": "llama3-8b",
+    "llama3_70b_16k": "llama3-70b", "llama3_70b_64k": "llama3-70b", "nemotron4_15b_16k": "nemotron4-15b",
+    "nemotron4_15b_64k": "nemotron4-15b", "nemotron3_22b_16k": "nemotron3-22b", "nemotron3_22b_64k": "nemotron3-22b",
+    "mixtral_8x7b_16k": "mixtral-8x7b", "mixtral_8x7b_64k": "mixtral-8x7b", "mixtral_8x22b_64k": "mixtral-8x22b",
+}
+
+
+@pytest.mark.parametrize(("written", "preset"), sorted(LONG_CONTEXT_NAMES.items()))
+def test_nemo_long_context_recipe_names_mean_the_plain_model(written, preset):
+    assert config.preset_name(written) == preset
+
+
+@pytest.mark.parametrize("written", ["llama5_8b_16k", "16k", "nemotron4_15b_16"])
+def test_a_context_suffix_on_no_preset_is_still_refused(written):
+    assert config.preset_name(written) == written   # returned as written, for model.preset to refuse
+
+
 def test_an_alias_takes_the_recipe_settings_of_its_preset():
     by_alias, by_name = _scenario("llama31_405b").parallelism, _scenario("llama3.1-405b").parallelism
     assert by_alias == by_name

@@ -32,6 +32,11 @@ RECIPES = yaml.safe_load(DATA.read_text())
 def scenario_dict(row: dict, gpus: int, gbs: int, precision: str) -> dict:
     """The contract-keys-only scenario of one recipe row at one size and precision."""
     tp, pp, cp = row["tp"], row["pp"], row["cp"]
+    parallelism = {"tp": tp, "pp": pp, "dp": gpus // (tp * pp * cp), "cp": cp, "schedule": "1f1b",
+                   "virtual_stages": row["vp"], "sequence_parallel": tp > 1, "zero_stage": 1}
+    for key in ("ep", "etp"):  # an MoE recipe's expert parallel degrees, where it states them
+        if key in row:
+            parallelism[key] = row[key]
     return {
         "name": f"{row['name']}-{gpus}g-{precision}",
         "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": gpus // 8, "nic": "connectx-7",
@@ -39,8 +44,7 @@ def scenario_dict(row: dict, gpus: int, gbs: int, precision: str) -> dict:
         "model": row["model"],
         "training": {"seq_len": row["seq"], "global_batch_size": gbs, "micro_batch_size": row["mbs"],
                      "precision": precision, "activation_recompute": row["recompute"]},
-        "parallelism": {"tp": tp, "pp": pp, "dp": gpus // (tp * pp * cp), "cp": cp, "schedule": "1f1b",
-                        "virtual_stages": row["vp"], "sequence_parallel": tp > 1, "zero_stage": 1},
+        "parallelism": parallelism,
     }
 
 
@@ -58,7 +62,8 @@ def expand(rows: list[dict]) -> list[tuple[str, dict, dict]]:
     return out
 
 
-LAYOUTS = expand(RECIPES["layouts"])
+# The published runs' layouts, then NeMo 2.x's long-context and MoE recipes' own defaults (``recipe_defaults``).
+LAYOUTS = expand(RECIPES["layouts"]) + expand(RECIPES["recipe_defaults"])
 
 
 def _marked(cases):
@@ -67,15 +72,19 @@ def _marked(cases):
 
 
 def test_data_file_covers_the_families_and_sizes_of_the_held_out_brief():
-    """Every family of the brief (GPT-3 175B, Llama 3 8B/70B/405B, Nemotron-4 15B/340B, a 22B) in both
-    precisions, and sizes from 8 to 2304 GPUs; every row names a source that the file lists."""
+    """Every family of the brief (GPT-3 175B, Llama 3 8B/70B/405B, Nemotron-4 15B/340B, a 22B, Mixtral 8x7B/8x22B)
+    in both precisions, sizes from 8 to 2304 GPUs, the long-context recipes from 16K to 128K tokens with context
+    parallelism; every row names a source that the file lists."""
     models = {row["model"] for row in RECIPES["layouts"] if isinstance(row["model"], str)}
     assert {"gpt3-175b", "llama3-8b", "llama3-70b", "llama3-405b", "nemotron4-15b", "nemotron4-340b"} <= models
-    assert "nemotron3-22b" in models
+    assert {"nemotron3-22b", "mixtral-8x7b", "mixtral-8x22b"} <= models
     assert {data["training"]["precision"] for _, data, _ in LAYOUTS} == {"bf16", "fp8"}
     sizes = {data["cluster"]["nodes"] * 8 for _, data, _ in LAYOUTS}
     assert min(sizes) == 8 and 2304 in sizes
-    assert all(row["source"] in RECIPES["sources"] for row in RECIPES["layouts"])
+    long_context = {row["seq"] for row in RECIPES["recipe_defaults"] if row["cp"] > 1}
+    assert {16384, 65536, 131072} <= long_context
+    rows = RECIPES["layouts"] + RECIPES["recipe_defaults"] + RECIPES["unverified"]
+    assert all(row["source"] in RECIPES["sources"] for row in rows)
 
 
 @pytest.mark.parametrize("data", list(_marked(LAYOUTS)))
@@ -107,7 +116,8 @@ def _by_name(name: str) -> dict:
 # software stack these recipes run. FP8 is bounded by its bf16 twin: Transformer Engine's fp8 GEMMs are faster,
 # so the same layout in fp8 must not take longer than in bf16.
 MFU_FLOOR_BF16 = 0.30
-SIMULATED = ["nemo2502-llama3-8b-8g-bf16", "launcher-nemotron4-15b-8g-bf16", "dgxc-gpt3-175b-128g-bf16"]
+SIMULATED = ["nemo2502-llama3-8b-8g-bf16", "launcher-nemotron4-15b-8g-bf16", "dgxc-gpt3-175b-128g-bf16",
+             "nemo2-nemotron3-22b-16k-8g-bf16", "nemo2-mixtral-8x7b-16k-32g-bf16"]
 
 
 @pytest.mark.parametrize("name", SIMULATED)
