@@ -30,6 +30,7 @@ gap, ``kernels.HostModel.kernel_gap_s``, is the idle before a kernel the host is
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from functools import cache
 
@@ -117,8 +118,9 @@ def _configs(te_version: int = LATEST_TE_VERSION, bridge: bool = False) -> dict[
     default; one it leaves out keeps it: TE 2.x ``get_default_config`` then ``ub_cfg.update``, TE 1.x
     ``ub_cfg.get(key, default)``); precision None for a configuration that states none (any precision), else one key
     per precision its match lists (NeMo 2.x's performance scripts pick the bf16 or the fp8 file by compute dtype).
-    ``bridge``: a Megatron-Bridge release's, whose copies of four of them hold other values
-    (data/userbuffers.yaml megatron_bridge_configs, each replacing the NeMo entry of its match)."""
+    ``bridge``: a Megatron-Bridge release's (data/userbuffers.yaml megatron_bridge_configs): its copy of a NeMo
+    configuration (the same name) replaces that entry and must have its match; a configuration of Megatron-Bridge's
+    alone (a name no NeMo entry has) adds its match and must share none with a NeMo entry."""
     out = {}
     for entry in constants()["nemo_configs"]:
         gemms = _entry_gemms(entry, te_version)
@@ -127,12 +129,16 @@ def _configs(te_version: int = LATEST_TE_VERSION, bridge: bool = False) -> dict[
                 raise ValueError(f"userbuffers {entry['name']}: another NeMo configuration has its match {key}")
             out[key] = gemms
     if bridge:
+        nemo = {entry["name"]: set(_match_keys(entry["match"])) for entry in constants()["nemo_configs"]}
         for entry in constants()["megatron_bridge_configs"]:
+            keys = set(_match_keys(entry["match"]))
+            copied = nemo.get(entry["name"])
+            if copied is not None and keys != copied:  # a copy taking other runs than the NeMo file's
+                raise ValueError(f"userbuffers {entry['name']}: its match is not the NeMo configuration's")
+            if copied is None and keys & set(out):  # Bridge-only, yet taking a NeMo configuration's runs
+                raise ValueError(f"userbuffers {entry['name']}: a NeMo configuration of another name has its match")
             gemms = _entry_gemms(entry, te_version)
-            for key in _match_keys(entry["match"]):
-                if key not in out:  # Megatron-Bridge's copy of a NeMo configuration: the same name and match
-                    raise ValueError(f"userbuffers {entry['name']}: no NeMo configuration has its match {key}")
-                out[key] = gemms
+            out.update(dict.fromkeys(keys, gemms))
     return out
 
 
@@ -145,21 +151,26 @@ def _entry_gemms(entry: dict, te_version: int) -> dict[str, Gemm]:
 
 
 def _match_keys(match: dict) -> list[tuple]:
-    """The keys of one configuration's match: (hidden, tp, tokens, sms, precision) per listed precision."""
-    shape = (match["hidden"], match["tp"], match["tokens"], match["sms"])
-    return [(*shape, precision) for precision in match.get("precision", [None])]
+    """The keys of one configuration's match: (hidden, tp, tokens, sms, precision) per listed precision, and per
+    combination of the listed values where tp, tokens or sms is a list (a recipe passing the configuration whatever
+    the layout or Blackwell GPU: megatron_bridge_configs)."""
+    shapes = itertools.product(*(v if isinstance(v, list) else [v] for v in (
+        match["hidden"], match["tp"], match["tokens"], match["sms"])))
+    return [(*shape, precision) for shape in shapes for precision in match.get("precision", [None])]
 
 
-def _candidates(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> list[tuple]:
+def _candidates(hidden: int, tp: int, tokens: int, sms: int, precision: str | None,
+                bridge: bool = False) -> list[tuple]:
     """The keys of the configurations a run of this shape and ``precision`` may take, in order: the one listing its
-    precision, then the one stating none (those that exist; Megatron-Bridge's copies have the same keys)."""
-    return [key for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)) if key in _configs()]
+    precision, then the one stating none (those that exist; ``bridge``: with Megatron-Bridge's own)."""
+    known = _configs(LATEST_TE_VERSION, bridge)
+    return [key for key in ((hidden, tp, tokens, sms, precision), (hidden, tp, tokens, sms, None)) if key in known]
 
 
-def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None) -> tuple | None:
+def _resolve(hidden: int, tp: int, tokens: int, sms: int, precision: str | None, bridge: bool = False) -> tuple | None:
     """The key of the configuration a run of this shape and ``precision`` takes (the first of ``_candidates``), None
     when none exists."""
-    return next(iter(_candidates(hidden, tp, tokens, sms, precision)), None)
+    return next(iter(_candidates(hidden, tp, tokens, sms, precision, bridge)), None)
 
 
 @cache
@@ -168,9 +179,10 @@ def config(hidden: int = 0, tp: int = 0, tokens: int = 0, sms: int = 0,
     """The per-GEMM settings (TE's names, ``<layer>_<pass>``) of a layer of ``hidden`` at ``tp`` with ``tokens`` rows
     per microbatch on a GPU of ``sms`` SMs in ``precision`` (None: a configuration stating no precision) and
     Transformer Engine ``te_version``.x: the NeMo configuration tuned for that shape (data/userbuffers.yaml
-    nemo_configs; ``bridge``: Megatron-Bridge's copy where it differs, megatron_bridge_configs), else TE's defaults.
+    nemo_configs; ``bridge``: Megatron-Bridge's, megatron_bridge_configs: its copy where it differs, and its own),
+    else TE's defaults.
     No shape: TE's defaults."""
-    key = _resolve(hidden, tp, tokens, sms, precision)
+    key = _resolve(hidden, tp, tokens, sms, precision, bridge)
     if key is None:
         return _defaults(te_version)
     return _configs(te_version, bridge)[key]
@@ -184,10 +196,11 @@ def math_sms(found: Gemm, sms: int) -> int:
 
 
 @cache
-def _config_models() -> dict[tuple, frozenset[str]]:
-    """The model presets each NeMo configuration's recipe trains, keyed as ``_configs``."""
-    return {key: frozenset(entry["match"]["models"])
-            for entry in constants()["nemo_configs"] for key in _match_keys(entry["match"])}
+def _config_models(bridge: bool = False) -> dict[tuple, frozenset[str]]:
+    """The model presets each NeMo configuration's recipe trains, keyed as ``_configs`` (``bridge``: with
+    Megatron-Bridge's entries, its copies over NeMo's)."""
+    entries = constants()["nemo_configs"] + (constants()["megatron_bridge_configs"] if bridge else [])
+    return {key: frozenset(entry["match"]["models"]) for entry in entries for key in _match_keys(entry["match"])}
 
 
 def scenario_config(scenario) -> dict[str, Gemm]:
@@ -195,14 +208,16 @@ def scenario_config(scenario) -> dict[str, Gemm]:
     tp, tokens per microbatch and GPU, the configuration of its precision, else the one stating none, whose recipe
     trains the scenario's model (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or
     another model of the same shape does not pass NeMo's configuration). A run that states a Megatron-Bridge release
-    (``training.mcore_version`` from data/mcore_versions.yaml ``megatron_bridge``) takes Megatron-Bridge's copy."""
+    (``training.mcore_version`` from data/mcore_versions.yaml ``megatron_bridge``) takes Megatron-Bridge's
+    configurations: its copies of NeMo's and its own (the Blackwell Llama 3.1 405B ones)."""
     t, p = scenario.training, scenario.parallelism
-    keys = _candidates(scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size,
-                       kernels.sm_count(scenario.cluster.gpu.name), t.precision) if scenario.megatron_core else []
+    bridge = megatron_bridge_release(stated_mcore_version(t))
+    sms = kernels.sm_count(scenario.cluster.gpu.name)
+    shape = (scenario.model.hidden, p.tp, t.seq_len // p.cp * t.micro_batch_size, sms)
+    keys = _candidates(*shape, t.precision, bridge) if scenario.megatron_core else []
     # the first whose recipe trains this model: a model listed only on the entry without a precision keeps it
     names = recipe_models(scenario.model)  # an unnamed inline model: the presets of its shape
-    key = next((key for key in keys if names & _config_models()[key]), None)
-    bridge = megatron_bridge_release(stated_mcore_version(t))
+    key = next((key for key in keys if names & _config_models(bridge)[key]), None)
     return config(te_version=p.te_version) if key is None else config(*key, te_version=p.te_version, bridge=bridge)
 
 

@@ -8,8 +8,8 @@ page's copy radixark/Megatron-Bridge @ d063066b; ananthsub/Megatron-Bridge @ 520
 0594a700) has ``PipelineOverlapCfg(num_sm=24 / 16, num_splits=4, set_sm_margin=True, fp8_buf=True)``; its Llama 3.1
 405B ring exchanges do not aggregate. A run stating a Megatron-Bridge release (mcore_version 0.14 on) takes the
 Bridge's; one stating a NeMo 2.x release, or none, keeps NeMo's. Fails if the release stops selecting, if a Bridge
-entry names no NeMo match (it would silently add a configuration), or if the ring exchange still leaves a pipeline's
-exposed last reduce-scatter chunk.
+copy of a NeMo configuration takes other runs than it (it would silently add a configuration), or if the ring exchange
+still leaves a pipeline's exposed last reduce-scatter chunk.
 """
 
 import pytest
@@ -57,11 +57,15 @@ def test_bridge_405b_ring_exchanges_do_not_aggregate():
                for g in ("qkv_fprop", "proj_dgrad", "fc1_fprop", "fc2_dgrad"))
 
 
-def test_every_bridge_entry_replaces_a_nemo_entry_of_its_match():
+def test_every_bridge_copy_replaces_the_nemo_entry_of_its_name_and_the_bridges_own_add_theirs():
+    nemo = {entry["name"]: set(userbuffers._match_keys(entry["match"]))
+            for entry in userbuffers.constants()["nemo_configs"]}
     nemo_keys = set(userbuffers._configs(2))
-    assert set(userbuffers._configs(2, True)) == nemo_keys
     entries = userbuffers.constants()["megatron_bridge_configs"]
-    assert all(key in nemo_keys for entry in entries for key in userbuffers._match_keys(entry["match"]))
+    own = {key for entry in entries if entry["name"] not in nemo for key in userbuffers._match_keys(entry["match"])}
+    assert set(userbuffers._configs(2, True)) == nemo_keys | own and own and not own & nemo_keys
+    assert all(set(userbuffers._match_keys(entry["match"])) == nemo[entry["name"]]
+               for entry in entries if entry["name"] in nemo)
 
 
 def test_no_pipeline_tail_and_tp_chunk_gemms_under_the_bridges_ring_exchange():
@@ -79,13 +83,13 @@ def test_no_pipeline_tail_and_tp_chunk_gemms_under_the_bridges_ring_exchange():
     assert userbuffers.chunks("ring_exchange", tp, aggregate=True) == tp // 2
 
 
-def test_a_bridge_entry_without_a_nemo_match_is_refused(monkeypatch):
+def test_a_bridge_copy_with_another_match_than_its_nemo_entry_is_refused(monkeypatch):
     first = userbuffers.constants()["megatron_bridge_configs"][0]
     entries = [{**first, "match": {**first["match"], "hidden": 4321}}]
     monkeypatch.setitem(userbuffers.constants(), "megatron_bridge_configs", entries)
     userbuffers._configs.cache_clear()
     try:
-        with pytest.raises(ValueError, match="no NeMo configuration"):
+        with pytest.raises(ValueError, match="not the NeMo configuration's"):
             userbuffers._configs(2, True)
     finally:
         userbuffers._configs.cache_clear()
