@@ -176,6 +176,20 @@ def default_te_version(gpu: GpuSpec, precision: str, fp8_recipe: str, moe_router
     return 1
 
 
+# Whether Megatron-Core runs a multi-latent-attention model with TP communication overlap (userbuffers): no release
+# read does (docs/calibration.md, "Round 27: TP overlap with multi-latent attention and the MoE zoo's Megatron-Core
+# release"; the megatron-core wheels, PyPI, megatron/core/extensions/transformer_engine.py and
+# transformer/multi_latent_attention.py). 0.11 and 0.12: MLA's projections are built without a tp_comm_buffer_name,
+# and TELinear / TELayerNormColumnParallelLinear assert "Buffer name should be set to configure communication overlap
+# settings" under config.tp_comm_overlap (the model is not built). 0.13, 0.14 and 0.15: TELinear.__init__ sets
+# ``self.config.tp_comm_overlap = False`` (the model's shared TransformerConfig: "Disabling TP communication overlap
+# for this layer") for a buffer name outside qkv, proj, fc1, fc2, and MLASelfAttention builds ``linear_q_down_proj``
+# ('q_down_proj'; without q_lora_rank ``linear_kv_down_proj``, 'kv_down_proj') before every other TE linear of the
+# model but the first layer's ``linear_proj``. Megatron-Bridge's DeepSeek-V3 recipes (deepseek_v3.py) default to
+# ``CommOverlapConfig(tp_comm_overlap=False)`` besides.
+MLA_RUNS_TP_OVERLAP = False
+
+
 # Megatron-Core releases (training.mcore_version): the known ones, the era boundaries and the by-GPU default, each
 # with its source, in data/mcore_versions.yaml (docs/calibration.md, "Round 25: the Megatron-Core release as a
 # scenario key").
@@ -233,6 +247,12 @@ def megatron_bridge_release(version: str | None) -> bool:
     0.14 on), whose recipes pass Megatron-Bridge's userbuffers configurations (data/userbuffers.yaml
     megatron_bridge_configs); None (no release stated): no."""
     return _at_least(version, "megatron_bridge")
+
+
+def fused_moe_router(version: str | None) -> bool:
+    """Whether a release has Megatron-Core's fused MoE router (--moe-router-fusion; data/mcore_versions.yaml
+    ``moe_router_fusion``: 0.14 on, absent from 0.13)."""
+    return _at_least(version, "moe_router_fusion")
 
 
 def nemo_fp32_embedding_grads(version: str | None) -> bool:
@@ -771,7 +791,8 @@ class Parallelism(_Defaulted):
     tp_comm_overlap: Annotated[bool, Strict()] | None = Field(
         None, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers); "
         "default: on with tp > 1 and sequence parallelism on Megatron-Core (NeMo's and Megatron-Core's performance "
-        "recipes; docs/scenario.md), off otherwise")
+        "recipes; docs/scenario.md) except with MLA, which Megatron-Core runs without it (refused if stated; "
+        "MLA_RUNS_TP_OVERLAP), off otherwise")
     tp_comm_overlap_impl: Literal["userbuffers", "async_tp"] = Field(
         "userbuffers", description="what overlaps them with tp_comm_overlap: userbuffers (Transformer Engine: every "
         "TP collective of a block under the block) or async_tp (PyTorch's micro-pipeline TP, torchtitan's "
@@ -997,7 +1018,8 @@ class Scenario(_Strict):
         t.resolve(mcore_version=default_mcore_version(self.cluster.gpu) if core else None)
         t.resolve(fp8_recipe=default_fp8_recipe(self.cluster.gpu, t.precision, core, t.mcore_version))
         recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
-        p.resolve(tp_comm_overlap=core and p.tp > 1 and p.sequence_parallel,
+        p.resolve(tp_comm_overlap=(core and p.tp > 1 and p.sequence_parallel
+                                   and (self.model.mla is None or MLA_RUNS_TP_OVERLAP)),
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
                   grad_reduce_dtype=("bf16" if core and (t.precision == "fp8" or (
                       t.precision == "bf16" and recipe & NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
@@ -1147,6 +1169,15 @@ class Scenario(_Strict):
         if p.tp_comm_overlap and p.tp > 1 and not p.sequence_parallel:  # Megatron-LM's arguments.py asserts it
             raise ScenarioError("parallelism.tp_comm_overlap", "needs sequence_parallel: true with tp > 1 (Transformer "
                                 "Engine's userbuffers overlap the sequence-parallel all-gathers and reduce-scatters)")
+        stated = stated_mcore_version(t)
+        if self.megatron_core and t.moe_router == "fused" and stated is not None and not fused_moe_router(stated):
+            raise ScenarioError("training.mcore_version", f"'{stated}' has no fused MoE router (moe_router: fused, "
+                                "--moe-router-fusion): Megatron-Core ships it from 0.14 (data/mcore_versions.yaml "
+                                "moe_router_fusion)")
+        if p.tp_comm_overlap and p.tp > 1 and m.mla is not None and self.megatron_core and not MLA_RUNS_TP_OVERLAP:
+            raise ScenarioError("parallelism.tp_comm_overlap", "Megatron-Core runs MLA without TP overlap (0.11-0.12 "
+                                "refuse it, 0.13 on switch it off at q_down_proj; config.MLA_RUNS_TP_OVERLAP): set it "
+                                "false")
         if p.tp_comm_overlap_impl == "async_tp" and not p.tp_comm_overlap:
             raise ScenarioError("parallelism.tp_comm_overlap_impl", "async_tp needs tp_comm_overlap: true")
         if p.tp_comm_overlap_impl == "async_tp" and m.moe is not None:

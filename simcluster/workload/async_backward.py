@@ -28,15 +28,17 @@ their interference over the block (``engine.overlap``); the per-GEMM exposure ``
 block's compute (``ChunkCost.tp_async_exposed_s``, ``plan``; ``engine.agents`` tallies it as exposed TP
 communication, unscaled by GPU speed), which together give the pair's time exactly.
 
-MLA (``model.mla``) is refused here (``applies``): Megatron-Core's MLA duplicates its down-projections on every TP
-rank (not TP-split) and gathers the sequence-parallel latent instead, so its attention block's collectives pair with
-no down-projection GEMM; until that latent gather is modelled, MLA with tp > 1 needs ``tp_comm_overlap``.
+MLA (``model.mla``): the attention block's column-parallel linears are its up-projections (``mla.COLUMN_PARALLEL``:
+``linear_q_up_proj`` / ``linear_q_proj`` and ``linear_kv_up_proj``, TE LayerNormColumnParallelLinear on the
+sequence-parallel latents), not the duplicated down-projections, so that block's async pair runs beside them: the
+block's one h-wide pair (``tp_collectives_per_layer``; the latents' own widths are not modelled) beside the
+up-projections' dgrad and wgrad GEMMs together. No Megatron-Core release read runs MLA with TP overlap
+(``spec.config.MLA_TP_OVERLAP``), so this is how an MLA model runs at tp > 1 with sequence parallelism.
 """
 
 from __future__ import annotations
 
-from simcluster.core.errors import ScenarioError
-from simcluster.workload import interference, kernels
+from simcluster.workload import interference, kernels, mla
 from simcluster.workload.ops import Op
 
 # The norms whose outputs a layer's column-parallel linears read (``ops.layer_ops``), in the order of their blocks'
@@ -50,16 +52,11 @@ BESIDE = {True: (("all_gather", "backward_input"), ("reduce_scatter", "backward_
 
 
 def applies(scenario) -> bool:
-    """Megatron-Core / Transformer Engine (and Megatron-LM 2022's layer) with tp > 1 and TP overlap off. Megatron-LM
-    2020-21 (local DDP) and DeepSpeed's pipeline engine are left blocking (their copies were not read). MLA is
-    refused (module docstring)."""
+    """Megatron-Core / Transformer Engine (and Megatron-LM 2022's layer) with tp > 1 and TP overlap off, MLA included
+    (module docstring). Megatron-LM 2020-21 (local DDP) and DeepSpeed's pipeline engine are left blocking (their
+    copies were not read)."""
     p = scenario.parallelism
-    if not (p.tp > 1 and not p.tp_comm_overlap and scenario.megatron_core):
-        return False
-    if scenario.model.mla is not None:
-        raise ScenarioError("parallelism.tp_comm_overlap", "MLA with tp > 1 and TP overlap off is not modelled "
-                            "(Megatron-Core gathers MLA's latent; its down-projections are not TP-split): set it true")
-    return True
+    return p.tp > 1 and not p.tp_comm_overlap and scenario.megatron_core
 
 
 def linears(per_layer: dict[str, list[tuple[str, int]]]) -> int:
@@ -86,31 +83,34 @@ def split(per_layer: dict[str, list[tuple[str, int]]], sequence_parallel: bool
     return overlapped, {"forward": (), "backward": tuple(blocking)}
 
 
-def column_gemms(layer: dict[str, list[Op]], linears: int) -> list[tuple[Op | None, Op | None]]:
-    """(dgrad, wgrad) GEMMs of the first ``linears`` blocks' column-parallel linears (``BLOCK_NORMS`` order): per block,
-    the last GEMM of the backward before that block's norm backward, the one writing the gradient of the norm's
+def column_gemms(layer: dict[str, list[Op]], linears: int) -> list[tuple[tuple[Op, ...], tuple[Op, ...]]]:
+    """(dgrad GEMMs, wgrad GEMMs) of the first ``linears`` blocks' column-parallel linears (``BLOCK_NORMS`` order): per
+    block, the last GEMM of the backward before that block's norm backward, the one writing the gradient of the norm's
     output, i.e. the linear reading the (sequence-gathered) normed input whose all-gather and dgrad reduce-scatter
     these are (QKV, fc1, an MoE layer's shared-expert fc1: whatever the layer builds and names them), and its wgrad
     GEMM, the GEMM of the same name and transposed shape (dgrad tokens x in from out, wgrad in x out over tokens).
-    (None, None) where the layer has no such GEMM (a norm with no GEMM before it, or no such norm)."""
+    An MLA attention block's are its up-projections instead (``mla.COLUMN_PARALLEL``, both of them): the GEMM before
+    its norm is a duplicated down-projection, which gathers nothing. ((), ()) where the layer has no such GEMM (a
+    norm with no GEMM before it, or no such norm)."""
     backward, weight = layer.get("backward_input", []), layer.get("backward_weight", [])
     out = []
     for norm in BLOCK_NORMS[:linears]:
         end = next((i for i, op in enumerate(backward) if op.name == norm), None)
-        dgrad = None if end is None else next((op for op in reversed(backward[:end]) if op.kind == "gemm"), None)
-        wgrad = None if dgrad is None else next(
-            (op for op in reversed(weight) if op.kind == "gemm" and op.name == dgrad.name
-             and (op.m, op.n, op.batch) == (dgrad.n, dgrad.k, dgrad.batch)), None)
-        out.append((dgrad, wgrad))
+        before = [] if end is None else [op for op in backward[:end] if op.kind == "gemm"]
+        ups = [op for op in before if op.name in mla.COLUMN_PARALLEL] if norm == BLOCK_NORMS[0] else []
+        dgrads = ups or before[-1:]
+        wgrads = [next((op for op in reversed(weight) if op.kind == "gemm" and op.name == dgrad.name
+                        and (op.m, op.n, op.batch) == (dgrad.n, dgrad.k, dgrad.batch)), None) for dgrad in dgrads]
+        out.append((tuple(dgrads), tuple(op for op in wgrads if op is not None)))
     return out
 
 
-def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool) -> list[tuple[str, Op | None]]:
-    """(collective, the GEMM it runs beside) of one layer: per ``BESIDE`` entry, the first ``linears`` blocks'
+def beside_ops(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool) -> list[tuple[str, tuple[Op, ...]]]:
+    """(collective, the GEMMs it runs beside) of one layer: per ``BESIDE`` entry, the first ``linears`` blocks'
     column-parallel GEMMs of its phase (``column_gemms``)."""
     gemms = column_gemms(layer, linears)
-    return [(op_name, dgrad if phase == "backward_input" else wgrad)
-            for op_name, phase in BESIDE[sequence_parallel] for dgrad, wgrad in gemms]
+    return [(op_name, dgrads if phase == "backward_input" else wgrads)
+            for op_name, phase in BESIDE[sequence_parallel] for dgrads, wgrads in gemms]
 
 
 def wire_bytes_per_s(gpu) -> float:
@@ -127,7 +127,7 @@ def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, 
     GEMM's waves of its tile on the SMs the ring leaves over its waves as launched (``kernels.tensor_core_waves``),
     its HBM-bound time at the bandwidth left. One factor for every pair of the layer: the engine charges it over the
     block (``engine.overlap``) and ``exposed_s`` exposes what outlasts it, so the two add up to each pair's time."""
-    gemms = [op for _, op in beside_ops(layer, linears, sequence_parallel) if op is not None]
+    gemms = [op for _, ops in beside_ops(layer, linears, sequence_parallel) for op in ops]
     share = interference.memory_bound_share(gemms, gpu, precision)
     return interference.slowdown(gpu, interference.comm_kernel("nvlink", wire_bytes_per_s(gpu)), share)
 
@@ -140,7 +140,7 @@ def exposed_s(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool,
     max(c, g f) when c > g f, g + c (1 - 1/f) otherwise (``interference.overlapped_s``)."""
     f = slowdown(layer, linears, sequence_parallel, gpu, precision)
     total = 0.0
-    for op_name, gemm in beside_ops(layer, linears, sequence_parallel):
-        if gemm is not None:
-            total += max(0.0, comm_s[op_name] / f - kernels.op_time_s(gemm, gpu, precision))
+    for op_name, gemms in beside_ops(layer, linears, sequence_parallel):
+        if gemms:
+            total += max(0.0, comm_s[op_name] / f - sum(kernels.op_time_s(op, gpu, precision) for op in gemms))
     return total

@@ -156,6 +156,13 @@ def apply(model: TransformerSpec, shard: Shard, phases: dict[str, list[Op]]) -> 
     return latent
 
 
+# MLA's column-parallel linears, by op name: the query's up-projection (or its one projection without q_lora_rank)
+# and the key/value up-projection, TE LayerNormColumnParallelLinear / column-parallel TELinear gathering their
+# sequence-parallel inputs (megatron-core 0.14.0 wheel, transformer/multi_latent_attention.py, MLASelfAttention
+# ``linear_q_up_proj`` / ``linear_q_proj`` and ``linear_kv_up_proj``); the down-projections are duplicated. Their
+# backward runs Transformer Engine's async input re-gather and dgrad reduce-scatter (``workload.async_backward``).
+COLUMN_PARALLEL = ("mla_q", "mla_q_up", "mla_kv_up")
+
 # Megatron-Core's recompute module name for MLA's up-projections (TransformerConfig.recompute_modules)
 UP_PROJ_RECOMPUTE = "mla_up_proj"
 

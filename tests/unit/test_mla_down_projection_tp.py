@@ -98,8 +98,12 @@ def test_mtp_projection_collectives():
     calls = mtp.tp_collectives(s.model, True, 2)
     assert calls == {"forward": [("all_gather", 4)], "backward": [("all_gather", 2), ("reduce_scatter", 2)]}
     chunks = plan.plan(s, lambda *_: 0.0).chunks
-    assert chunks[-1].tp_blocking["forward"][-1] == ("all_gather", 4)
-    assert all(not c.tp_blocking for c in chunks[:-1])
+    assert chunks[-1].tp_blocking["forward"] == (("all_gather", 4),)
+    # the layers' blocking collectives (TP overlap off, round 27: the dY gathers) are backward only: no chunk but
+    # the last has a blocking forward collective, nor eh_proj's backward pair appended
+    assert all(not c.tp_blocking.get("forward") for c in chunks[:-1])
+    assert chunks[-1].tp_blocking["backward"][-2:] == (("all_gather", 2), ("reduce_scatter", 2))
+    assert all(c.tp_blocking["backward"][-2:] != (("all_gather", 2), ("reduce_scatter", 2)) for c in chunks[:-1])
     assert mtp.tp_collectives(s.model, False, 1) == {"forward": [("all_gather", 1)], "backward": [("allreduce", 2)]}
 
 
