@@ -323,10 +323,13 @@ NEMO_NO_COMM_OVERLAP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
 # model's plain pretrain_recipe (performance_mode False): no MegatronCommOverlapCallback (TP overlap off, the
 # output layer's wgrad not deferred: TransformerConfig's defaults), no MegatronTokenDropCallback (dropless), and the
 # trainers' grad_reduce_in_fp32=True with bf16_mixed (recipes/precision/mixed_precision.py @ 0a07447: fp32; its
-# bf16_with_fp8_mixed keeps it). A run at this length or more on Megatron-Core is read as one of them, unless its
-# model's performance recipe runs that long: NEMO_PERFORMANCE_SEQ_LENS, the longest sequence of each model's
-# pre_train rows in NeMo's recommended H100 configurations (scripts/llm/performance/recommended_model_configs/
-# model_configs_h100.csv @ 349c401: Mixtral 8x22B 65536; every other model 8192 or less).
+# bf16_with_fp8_mixed keeps it). NeMo 1.x's long-context launcher confs agree (NeMo-Framework-Launcher
+# conf/training/gpt3/175b_16k.yaml @ 3bffbed: ub_tp_comm_overlap False, Apex distributed_fused_adam without
+# grad_sync_dtype, i.e. fp32, no defer_embedding_wgrad_compute). A run at this length or more on Megatron-Core
+# is read as one of them, unless its model's performance recipe runs that long: NEMO_PERFORMANCE_SEQ_LENS, the
+# longest sequence of each model's pre_train rows in NeMo's recommended H100 configurations (scripts/llm/
+# performance/recommended_model_configs/model_configs_h100.csv @ 349c401: Mixtral 8x22B 65536; every other model
+# 8192 or less).
 NEMO_LONG_CONTEXT_SEQ_LEN = 16384
 NEMO_PERFORMANCE_SEQ_LENS = {"mixtral-8x22b": 65536}
 

@@ -88,6 +88,14 @@ def test_a_long_context_recipe_runs_without_the_performance_callbacks(row, preci
         assert s.model.moe.capacity_factor is None  # dropless as the plain recipe runs it
 
 
+def test_nemo_1x_long_context_launcher_conf_agrees():
+    """NeMo-Framework-Launcher's conf/training/gpt3/175b_16k.yaml (3bffbed: TP8 PP16 CP2 VP6, 64 nodes):
+    ub_tp_comm_overlap False, Apex distributed_fused_adam without grad_sync_dtype (its fp32 default), no deferral key:
+    GPT-3 175B's bf16 reduction of its 2048-token recipe does not hold at 16384 tokens."""
+    s = _scenario("gpt3-175b", 16384, 8, 16, 2, 6, gpus=512)
+    assert _resolved(s)[:3] == (False, False, "fp32")
+
+
 def test_the_performance_recipes_keep_theirs_at_8192_tokens_or_fewer():
     """Llama 3 70B bf16 (csv: TP4 PP4 CP2 VP5) and Llama 3.1 405B (TP8 PP9 CP2 VP7) run TP overlap and deferral;
     GPT-3 175B reduces in bf16 (gpt3_175b.py); the same Llama 3 8B layout at 16384 tokens is a long-context recipe."""
