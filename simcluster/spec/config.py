@@ -326,6 +326,40 @@ NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotr
 NEMO_TOKEN_DROP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
 NEMO_TOKEN_DROP_CAPACITY = 1.0
 
+# Models whose NeMo performance recipes leave TP communication overlap and the output layer's wgrad deferral off
+# (parallelism.tp_comm_overlap, defer_embedding_wgrad): NeMo 2.x llm/recipes/mixtral_8x22b.py (00138e2) and
+# mixtral_8x7b.py pretrain_performance_optimizations add MegatronCommOverlapCallback without tp_comm_overlap or
+# defer_embedding_wgrad_compute, and the callback starts both from False ("Optimizations disabled by default",
+# nemo/lightning/pytorch/callbacks/megatron_comm_overlap.py @ 03ec896 and every stored version); NeMo 1.x (24.09):
+# NeMo-Framework-Launcher conf/training/mixtral/mixtral_8x7b.yaml and mixtral_8x22b.yaml (0937882) state
+# ub_tp_comm_overlap: false and no defer_embedding_wgrad_compute (NeMo 1.x's default False).
+# docs/calibration.md, "Round 27: contract-only defaults against NeMo's MoE and long-context recipes".
+NEMO_NO_COMM_OVERLAP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
+
+# NeMo 2.x's long-context recipes (llm/recipes/llama3_8b_16k.py / _64k.py @ 0189a3b, llama3_8b_128k.py @ 4924ebf,
+# llama3_70b_16k.py @ 0633c8f, llama3_70b_64k.py @ 033457a, nemotron4_15b_16k.py @ 06cca55, nemotron4_15b_64k.py @
+# 05d8bf2, nemotron3_22b_16k.py / _64k.py and mixtral_8x22b_64k.py @ 280786e, mixtral_8x7b_16k.py @ 033457a,
+# mixtral_8x7b_64k.py @ 0189a3b) train at 16384 tokens or more (their *_16k names the shortest) and build on each
+# model's plain pretrain_recipe (performance_mode False): no MegatronCommOverlapCallback (TP overlap off, the
+# output layer's wgrad not deferred: TransformerConfig's defaults), no MegatronTokenDropCallback (dropless), and the
+# trainers' grad_reduce_in_fp32=True with bf16_mixed (recipes/precision/mixed_precision.py @ 0a07447: fp32; its
+# bf16_with_fp8_mixed keeps it). NeMo 1.x's long-context launcher confs agree (NeMo-Framework-Launcher
+# conf/training/gpt3/175b_16k.yaml @ 3bffbed: ub_tp_comm_overlap False, Apex distributed_fused_adam without
+# grad_sync_dtype, i.e. fp32, no defer_embedding_wgrad_compute). A run at this length or more on Megatron-Core
+# is read as one of them, unless its model's performance recipe runs that long: NEMO_PERFORMANCE_SEQ_LENS, the
+# longest sequence of each model's pre_train rows in NeMo's recommended H100 configurations (scripts/llm/
+# performance/recommended_model_configs/model_configs_h100.csv @ 349c401: Mixtral 8x22B 65536; every other model
+# 8192 or less).
+NEMO_LONG_CONTEXT_SEQ_LEN = 16384
+NEMO_PERFORMANCE_SEQ_LENS = {"mixtral-8x22b": 65536}
+
+
+def nemo_long_context(recipe: frozenset[str], seq_len: int) -> bool:
+    """Whether a Megatron-Core run of the model NeMo knows by ``recipe`` (``recipe_models``) at ``seq_len`` is one of
+    NeMo's long-context recipes (NEMO_LONG_CONTEXT_SEQ_LEN, NEMO_PERFORMANCE_SEQ_LENS)."""
+    longest = max((NEMO_PERFORMANCE_SEQ_LENS[n] for n in recipe & NEMO_PERFORMANCE_SEQ_LENS.keys()), default=0)
+    return seq_len >= NEMO_LONG_CONTEXT_SEQ_LEN and seq_len > longest
+
 
 def token_dropped(m: TransformerSpec) -> TransformerSpec:
     """The MoE model with every expert capped at NeMo's capacity factor and padded to it (training.moe_token_drop);
@@ -657,7 +691,8 @@ class Training(_Defaulted):
         None, description="NeMo's MegatronTokenDropCallback on a model whose moe states no capacity_factor: true "
         "drops tokens at capacity 1.0 and pads every expert to it (model.moe capacity_factor 1.0, pad_to_capacity), "
         "false keeps Megatron-Core's dropless routing; default true for the models NeMo's performance recipes run "
-        "so (NEMO_TOKEN_DROP_MODELS: Mixtral 8x7B, 8x22B) on Megatron-Core with the alltoall dispatcher and a direct "
+        "so (NEMO_TOKEN_DROP_MODELS: Mixtral 8x7B, 8x22B; not in NeMo's long-context recipes, nemo_long_context) on "
+        "Megatron-Core with the alltoall dispatcher and a direct "
         "all-to-all, else false")
     moe_router_dtype: Literal["model", "fp32"] = Field(
         "model", description="the router's logits dtype (Megatron-Core --moe-router-dtype): model (the GEMMs' 16-bit "
@@ -779,8 +814,9 @@ class Parallelism(_Defaulted):
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
         None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron-Core "
         "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8) and with bf16 for the gpt3-175b, "
-        "nemotron4-340b and mixtral-8x7b/8x22b presets (their NeMo recipes), fp32 otherwise "
-        "(Megatron-LM reduces in fp32 when training in bf16; NeMo's bf16_mixed)")
+        "nemotron4-340b and mixtral-8x7b/8x22b presets (their NeMo recipes), fp32 otherwise and in NeMo's "
+        "long-context recipes, 16384 tokens or more (Megatron-LM reduces in fp32 when training in bf16; NeMo's "
+        "bf16_mixed)")
     overlap_grad_reduce: Annotated[bool, Strict()] = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
     local_ddp: Literal["none", "flattened", "contiguous"] = Field(
@@ -792,7 +828,8 @@ class Parallelism(_Defaulted):
         None, description="overlap tensor-parallel collectives with their GEMMs (Transformer Engine userbuffers); "
         "default: on with tp > 1 and sequence parallelism on Megatron-Core (NeMo's and Megatron-Core's performance "
         "recipes; docs/scenario.md) except with MLA, which Megatron-Core runs without it (refused if stated; "
-        "MLA_RUNS_TP_OVERLAP), off otherwise")
+        "MLA_RUNS_TP_OVERLAP), for Mixtral and at 16384 tokens or more (NeMo's long-context recipes), off "
+        "otherwise")
     tp_comm_overlap_impl: Literal["userbuffers", "async_tp"] = Field(
         "userbuffers", description="what overlaps them with tp_comm_overlap: userbuffers (Transformer Engine: every "
         "TP collective of a block under the block) or async_tp (PyTorch's micro-pipeline TP, torchtitan's "
@@ -815,7 +852,8 @@ class Parallelism(_Defaulted):
         "weight-gradient GEMM of a step's first wgrad_deferral_limit microbatches to the pipeline flush, where the "
         "other stages' cool-down backwards run (parallel/memory.py deferred_output_wgrads); default: on with pp > 1, "
         "1F1B and gradient_accumulation_fusion on Megatron-Core (NeMo's performance recipes) where the last stage "
-        "fits its buffers (off where it would not: NeMo sets it per recipe), off otherwise")
+        "fits its buffers (off where it would not: NeMo sets it per recipe), off otherwise and for Mixtral and "
+        "NeMo's long-context recipes (16384 tokens or more)")
     wgrad_deferral_limit: Annotated[int, Strict()] | None = Field(
         None, ge=0, le=MAX_GLOBAL_BATCH_SIZE, description="microbatches whose output-layer wgrad "
         "defer_embedding_wgrad defers (0: all); default: NeMo's performance recipes', 50 for the gpt3-175b and "
@@ -977,7 +1015,10 @@ class Scenario(_Strict):
     def _framework_defaults(self) -> Scenario:
         """The options left unset, as NeMo's and Megatron-Core's performance recipes configure them on Megatron-Core
         (elsewhere off, fp32 and PyTorch DDP's buckets):
-        - TP communication overlap with sequence parallelism and tp > 1 (Transformer Engine's userbuffers);
+        - TP communication overlap with sequence parallelism and tp > 1 (Transformer Engine's userbuffers), except
+          for the models whose recipes leave it off (NEMO_NO_COMM_OVERLAP_MODELS: Mixtral) and in NeMo's
+          long-context recipes (``nemo_long_context``: 16384 tokens or more, beyond the model's performance recipe;
+          off there too: the wgrad deferral, bf16 reduction and token drop);
         - the distributed optimizer's parameter all-gather under the next forward, with ZeRO 1/2 and the gradient
           reduce-scatter overlapped (Megatron-LM asserts --overlap-param-gather needs --overlap-grad-reduce);
         - the fused loss (NeMo 2.x GPTConfig: cross_entropy_loss_fusion True);
@@ -997,7 +1038,8 @@ class Scenario(_Strict):
         - Megatron-Core's buckets: max(40M, 1M x dp) parameters at that width with the reduction overlapped, one
           bucket per chunk without (bucket_size None);
         - the output layer's wgrad deferred to the pipeline flush with pp > 1 (NeMo's defer_embedding_wgrad_compute,
-          wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads);
+          wgrad_deferral_limit per recipe; parallel/memory.py deferred_output_wgrads), not for Mixtral nor in the
+          long-context recipes;
         - rope fusion (``rope_fusion``) with rotary positions: Megatron-LM's default (--no-rope-fusion is
           store_false), NeMo 2.x's Llama configs and NeMo 1.x's Llama launcher confs; off with learned positions
           (NeMo's GPTConfig, later Megatron-LM's validate_args);
@@ -1018,15 +1060,17 @@ class Scenario(_Strict):
         t.resolve(mcore_version=default_mcore_version(self.cluster.gpu) if core else None)
         t.resolve(fp8_recipe=default_fp8_recipe(self.cluster.gpu, t.precision, core, t.mcore_version))
         recipe = recipe_models(self.model)  # the model's name, or the presets of its shape when it has none
-        p.resolve(tp_comm_overlap=(core and p.tp > 1 and p.sequence_parallel
+        long_context = core and nemo_long_context(recipe, t.seq_len)  # NeMo's plain (not performance) recipes
+        no_overlap = long_context or bool(recipe & NEMO_NO_COMM_OVERLAP_MODELS)  # no TP overlap, no wgrad deferral
+        p.resolve(tp_comm_overlap=(core and not no_overlap and p.tp > 1 and p.sequence_parallel
                                    and (self.model.mla is None or MLA_RUNS_TP_OVERLAP)),
                   overlap_param_gather=core and p.zero_stage in (1, 2) and p.overlap_grad_reduce,
-                  grad_reduce_dtype=("bf16" if core and (t.precision == "fp8" or (
+                  grad_reduce_dtype=("bf16" if core and not long_context and (t.precision == "fp8" or (
                       t.precision == "bf16" and recipe & NEMO_BF16_GRAD_REDUCE_MODELS)) else "fp32"))
         t.resolve(moe_router="unfused")
         t.resolve(rope_fusion=core and self.model.position == "rope")
         p.resolve(etp=default_etp(self.model.moe, p, core))
-        self._nemo_token_drop(recipe)
+        self._nemo_token_drop(recipe, long_context)
         t.resolve(cross_entropy="megatron_fused" if core else "unfused",
                   fp8_param_gather=core and t.precision == "fp8" and p.zero_stage >= 1
                   and not t.fp8_recipe.startswith("torchao"))
@@ -1047,19 +1091,21 @@ class Scenario(_Strict):
             raise ScenarioError("parallelism.te_version", "1 cannot run this: Blackwell GPUs, the current / mxfp8 fp8 "
                                 "recipes and moe_router fused need Transformer Engine 2.x (set 2 or leave it unset)")
         p.resolve(te_version=te_needed)
-        p.resolve(defer_embedding_wgrad=core and p.pp > 1 and p.schedule == "1f1b" and t.gradient_accumulation_fusion,
+        p.resolve(defer_embedding_wgrad=core and not no_overlap and p.pp > 1 and p.schedule == "1f1b"
+                  and t.gradient_accumulation_fusion,
                   wgrad_deferral_limit=max((NEMO_WGRAD_DEFERRAL_LIMITS[n] for n in recipe
                                             & NEMO_WGRAD_DEFERRAL_LIMITS.keys()), default=NEMO_WGRAD_DEFERRAL_LIMIT))
         return self
 
-    def _nemo_token_drop(self, recipe: frozenset[str]) -> None:
+    def _nemo_token_drop(self, recipe: frozenset[str], long_context: bool) -> None:
         """``training.moe_token_drop``: resolved (true for NEMO_TOKEN_DROP_MODELS on Megatron-Core with the alltoall
-        dispatcher and a direct all-to-all, whose expert inputs can be padded), then applied to a model whose moe
-        states no capacity_factor: capacity 1.0, padded (a stated capacity_factor is taken as written)."""
+        dispatcher and a direct all-to-all, whose expert inputs can be padded, outside NeMo's long-context recipes,
+        ``nemo_long_context``), then applied to a model whose moe states no capacity_factor: capacity 1.0, padded (a
+        stated capacity_factor is taken as written)."""
         moe, p, t = self.model.moe, self.parallelism, self.training
         paddable = p.moe_dispatcher == "alltoall" and p.ep_alltoall == "direct"
         t.resolve(moe_token_drop=bool(moe is not None and moe.capacity_factor is None and self.megatron_core
-                                      and paddable and recipe & NEMO_TOKEN_DROP_MODELS))
+                                      and paddable and not long_context and recipe & NEMO_TOKEN_DROP_MODELS))
         if not t.moe_token_drop:
             return
         if moe is None:

@@ -146,8 +146,9 @@ def test_stated_but_unverified_layouts_are_accepted(data):
 # so these 25.02 rows ran holding the buffers: with the recipe's own gradient dtype each fits with them counted
 # (a default deferral that would not fit is dropped, memory.deferred_output_wgrads; here it must not be). Nemotron-3
 # 22B FP8 on 64 GPUs holds 16 x 2.1 GB of 16-bit logit gradients: counted in fp32 it would need 108 GiB.
+# The Mixtral recipes' callback sets no deferral (its default, off: round 27), so their rows are not among these.
 DEFERRING = [pytest.param(data, row, id=name) for name, data, row in LAYOUTS
-             if name.startswith("nemo2502-") and data["parallelism"]["pp"] > 1]
+             if name.startswith("nemo2502-") and data["parallelism"]["pp"] > 1 and "mixtral" not in row["model"]]
 
 
 @pytest.mark.parametrize(("data", "row"), DEFERRING)
