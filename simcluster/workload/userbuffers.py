@@ -209,7 +209,7 @@ def scenario_config(scenario) -> dict[str, Gemm]:
     trains the scenario's model (a model it names, on Megatron-Core); TE's defaults otherwise (a Megatron-LM run or
     another model of the same shape does not pass NeMo's configuration). A run that states a Megatron-Bridge release
     (``training.mcore_version`` from data/mcore_versions.yaml ``megatron_bridge``) takes Megatron-Bridge's
-    configurations: its copies of NeMo's and its own (the Blackwell Llama 3.1 405B ones)."""
+    configurations: its copies of NeMo's and its own (the Blackwell Llama 3.1 405B and Llama 3 70B ones)."""
     t, p = scenario.training, scenario.parallelism
     bridge = megatron_bridge_release(stated_mcore_version(t))
     sms = kernels.sm_count(scenario.cluster.gpu.name)
