@@ -815,8 +815,8 @@ class Parallelism(_Defaulted):
         None, description="precision of the gradient reduction; default: bf16 with precision fp8 on Megatron-Core "
         "(NeMo 2.x performance scripts: grad_reduce_in_fp32 False with fp8) and with bf16 for the gpt3-175b, "
         "nemotron4-340b and mixtral-8x7b/8x22b presets (their NeMo recipes), fp32 otherwise and in NeMo's "
-        "long-context recipes, 16384 tokens or more (Megatron-LM reduces in fp32 when training in bf16; NeMo's "
-        "bf16_mixed)")
+        "long-context recipes, 16384 tokens or more beyond the model's performance recipe (nemo_long_context; "
+        "Megatron-LM reduces in fp32 when training in bf16; NeMo's bf16_mixed)")
     overlap_grad_reduce: Annotated[bool, Strict()] = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
     local_ddp: Literal["none", "flattened", "contiguous"] = Field(
