@@ -215,7 +215,7 @@ def report(label: str, measured: Measured, max_s: float | None = None, max_bytes
         if name in MAIN_STEP_S:
             same = abs(step_s - MAIN_STEP_S[name]) <= 1e-9 * MAIN_STEP_S[name]
             ok &= same
-            parts.append("= main" if same else f"!= main's {MAIN_STEP_S[name]!r}")
+            parts.append("= main" if same else f"!= main's {MAIN_STEP_S[name]!r} (this run: {step_s!r})")
     if measured.error:
         parts.append(f"error: {measured.error}")
     print(f"{verdict(ok)}  {label:<52} " + ", ".join(parts), flush=True)
