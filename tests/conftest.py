@@ -1,6 +1,6 @@
 """Shared fixtures: scenario files written from dicts, and the CLI invoked in-process; and, under pytest-xdist
 (``make test``: ``-n auto --dist loadgroup``), the tests of a module that share a module-scoped fixture kept on one
-worker (``pytest_collection_modifyitems``)."""
+worker (``pytest_collection_modifyitems``) and the longest work started first (tests/suite_order.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import suite_order
 import yaml
 
 from simcluster.cli import main
@@ -80,3 +81,21 @@ def pytest_collection_modifyitems(config, items):
             continue
         if any(d.scope in SHARED_SCOPES for defs in fixturedefs.name2fixturedefs.values() for d in defs):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+def pytest_configure(config):
+    """Under ``--dist loadgroup``, pytest-xdist's scheduler (in the controlling process) takes its work in the order
+    the tests are collected (longest first, below) instead of sorting it by the number of tests a group has."""
+    if config.getoption("dist", None) == "loadgroup":
+        config.option.loadscopereorder = False
+
+
+# after the hook above, tests/validation/conftest.py's and pytest-xdist's (a second implementation of the hook)
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_grouped_longest_first(config, items):
+    """Under ``--dist loadgroup``: every grouped test's node id ends in ``@<group>`` (``suite_order.name_group``:
+    the scheduler reads the group from there), and the work units longest first (tests/suite_order.py)."""
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            suite_order.name_group(item)
+        items[:] = suite_order.longest_first(items)
