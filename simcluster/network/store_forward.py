@@ -42,6 +42,13 @@ def default_chunk_bytes() -> float:
     return parse(catalog.load("nccl")["chunk"]["bytes"], BYTES)
 
 
+def cost_note() -> str:
+    """The CLI's one line on what a chunk run costs (measured in round 27, docs/performance.md)."""
+    return ("--network chunk (a cross-check) processes one event per 512 KiB chunk per link it crosses, about a "
+            "million a second: an MoE or long-context step is 10-100 million, minutes (Llama 3 8B 64K on 32 GPUs: "
+            "LLAMA_MIN min; Mixtral 8x22B on 256 GPUs: over MIXTRAL_MIN min); the default flow model takes seconds")
+
+
 class _State:
     """Everything the event loop mutates (a look-ahead runs on it and is rolled back, ``_rollback``)."""
 
