@@ -195,7 +195,7 @@ class StoreForwardNetwork(NetworkModel):
             path = self._paths[handle][route]
             link = path[hop]
             free_s = free_at_s[link]
-            sent_s = max(arrival_s, free_s) + size * spb[link]
+            sent_s = (arrival_s if arrival_s >= free_s else free_s) + size * spb[link]   # max() without its call
             free_at_s[link] = sent_s
             events += 1
             if hop + 1 < len(path):
@@ -204,9 +204,11 @@ class StoreForwardNetwork(NetworkModel):
                 heapq.heappush(heap, (sent_s, state.seq, handle, route, hop + 1, size))
                 state.seq += 1
                 continue
+            last_s = state.last_arrival_s[handle]
             if record is not None:
-                record((entry, free_s, state.seq, state.last_arrival_s[handle]))
-            state.last_arrival_s[handle] = max(state.last_arrival_s[handle], sent_s)
+                record((entry, free_s, state.seq, last_s))
+            if sent_s > last_s:
+                state.last_arrival_s[handle] = sent_s
             state.chunks_left[handle] -= 1
             if state.chunks_left[handle] == 0:
                 del state.chunks_left[handle]
