@@ -46,7 +46,7 @@ def cost_note() -> str:
     """The CLI's one line on what a chunk run costs (measured in round 27, docs/performance.md)."""
     return ("--network chunk (a cross-check) runs one event per 512 KiB chunk per link it crosses, about a million a "
             "second of CPU: an MoE or long-context step is tens to hundreds of millions, minutes (Llama 3 8B 64K on "
-            "32 GPUs: 98 million, about 2 min; Mixtral 8x22B on 256 GPUs: over 4 min); the default flow model "
+            "32 GPUs: 98 million, about 2 min; Mixtral 8x22B on 256 GPUs: over 15 min); the default flow model "
             "takes seconds")
 
 
