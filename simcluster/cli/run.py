@@ -187,6 +187,10 @@ def run(
     for note in (config.fp8_recipe_note(spec), config.mcore_version_note(spec), fp32_embedding_grads.note(spec)):
         if note:
             console.print(f"note: {note}", soft_wrap=True)
+    if sim.network_name == "chunk":   # minutes where flow takes seconds: said before the wait
+        from simcluster.network.store_forward import cost_note
+
+        console.print(f"note: {cost_note()}", soft_wrap=True)
     spec = sim.scenario  # what is simulated, dumped and reported
     if sim.memory.total_bytes > spec.cluster.gpu.hbm_capacity:
         console.print(f"warning: the memory model puts this layout at {fmt(sim.memory.total_bytes, BYTES, 3)} per "

@@ -102,7 +102,8 @@ class NetworkModel(ABC):
 
     @abstractmethod
     def next_completion_s(self) -> float:
-        """Time at which the next active class completes (inf when idle)."""
+        """Time at which the next active class completes (inf when idle), or an earlier time the model asks to be
+        advanced to (the chunk model's checkpoints), at which ``advance`` completes nothing."""
 
     @abstractmethod
     def advance(self, to_s: float) -> list[int]:

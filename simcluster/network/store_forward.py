@@ -14,6 +14,7 @@ take (K + h - 1) c / B: the store-and-forward pipeline costs (h - 1) c / B more 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 
@@ -25,6 +26,15 @@ from simcluster.network.base import NetworkModel, TransferClass, class_load
 
 # Equal-cost paths a pair's chunks rotate over under adaptive routing.
 _SPRAY_SALTS = 8
+# Chunk-hop events a look-ahead runs before it may stop short of the first completion at a checkpoint
+# (``next_completion_s``): a class started before the completion undoes the look-ahead's events after its start, and
+# these bound what is undone and run again (round 27: the look-ahead ran to the first completion, so a class started
+# while long transfers were in flight re-ran all of them; an MoE or long-context step starts thousands).
+_LOOKAHEAD_EVENTS = 512
+# A checkpoint lies in a gap between chunk arrivals of at least this relative width (of max(1 s, time)), midway, so that
+# the event loop's rounding of times (TIME_EPS_S = 1e-12 relative, engine/drivers.py) cannot put a chunk on the other
+# side of it: the chunks processed before a class started near it are the same as without the checkpoint.
+_CHECKPOINT_GAP = 1e-9
 
 
 def default_chunk_bytes() -> float:
@@ -32,8 +42,16 @@ def default_chunk_bytes() -> float:
     return parse(catalog.load("nccl")["chunk"]["bytes"], BYTES)
 
 
+def cost_note() -> str:
+    """The CLI's one line on what a chunk run costs (measured in round 27, docs/performance.md)."""
+    return ("--network chunk (a cross-check) runs one event per 512 KiB chunk per link it crosses, about a million a "
+            "second of CPU: an MoE or long-context step is tens to hundreds of millions, minutes (Llama 3 8B 64K on "
+            "32 GPUs: 98 million, about 2 min; Mixtral 8x22B on 256 GPUs: over 15 min); the default flow model "
+            "takes seconds")
+
+
 class _State:
-    """Everything the event loop mutates, so that a look-ahead can run on a copy."""
+    """Everything the event loop mutates (a look-ahead runs on it and is rolled back, ``_rollback``)."""
 
     def __init__(self, links: int):
         self.heap: list[tuple] = []  # (arrival_at_s, seq, handle, route, hop, chunk_bytes)
@@ -42,16 +60,6 @@ class _State:
         self.last_arrival_s: dict[int, float] = {}
         self.done_at_s: dict[int, float] = {}  # classes whose last chunk arrived -> completion time
         self.seq = 0
-
-    def copy(self) -> _State:
-        other = _State.__new__(_State)
-        other.heap = list(self.heap)
-        other.free_at_s = list(self.free_at_s)
-        other.chunks_left = dict(self.chunks_left)
-        other.last_arrival_s = dict(self.last_arrival_s)
-        other.done_at_s = dict(self.done_at_s)
-        other.seq = self.seq
-        return other
 
 
 class StoreForwardNetwork(NetworkModel):
@@ -70,9 +78,10 @@ class StoreForwardNetwork(NetworkModel):
         self.events = 0  # chunk-hop events processed (for benchmarks)
         self._seconds_per_byte = (1.0 / np.asarray(fabric.link_bytes_per_s, dtype=float)).tolist()
         self._paths: dict[int, list[list[int]]] = {}
+        self._paths_of_pair: dict[tuple[int, int], list[list[int]]] = {}   # (src, dst) -> links of each salted path
         self._latency_s: dict[int, float] = {}
         self._state = _State(len(fabric.link_bytes_per_s))
-        self._lookahead: tuple[_State, float, int] | None = None
+        self._lookahead: tuple[list, float] | None = None   # (its log, its first completion)
         self._finished: list[int] = []
         self._next_handle = 0
 
@@ -81,7 +90,8 @@ class StoreForwardNetwork(NetworkModel):
         """Cut every transfer into chunks queued at its first link at ``now_s`` (round robin over pairs)."""
         if now_s > self.now_s:
             self._finished.extend(self.advance(now_s))
-        self._lookahead = None
+        elif self._lookahead is not None:   # the look-ahead ran past now: back to the state it started from
+            self._rollback(-math.inf)
         handle = self._next_handle
         self._next_handle += 1
         links, counts, latency_s = class_load(self.fabric, transfers)
@@ -92,8 +102,7 @@ class StoreForwardNetwork(NetworkModel):
         # flow (``flows_per_pair``), its chunks taking the flows in turn
         salts = (_SPRAY_SALTS if getattr(self.fabric, "routing", "ecmp") == "adaptive"
                  else getattr(self.fabric, "flows_per_pair", 1))
-        paths = [[self.fabric.path_links(int(s), int(d), salt).tolist() for salt in range(salts)]
-                 for s, d in transfers.pairs if s != d]
+        paths = [self._pair_paths(s, d, salts) for s, d in transfers.pairs.tolist() if s != d]
         paths = [p for p in paths if p[0]]
         state = self._state
         if not paths or transfers.size_bytes <= 0:
@@ -114,25 +123,46 @@ class StoreForwardNetwork(NetworkModel):
                 state.seq += 1
         return handle
 
+    def _pair_paths(self, src: int, dst: int, salts: int) -> list[list[int]]:
+        """The links of each of a pair's ``salts`` paths, kept per pair: an MoE or long-context step starts tens of
+        thousands of classes over the same pairs (round 27: routing them again was a fifth of the chunk model's
+        time)."""
+        key = (src, dst)
+        paths = self._paths_of_pair.get(key)
+        if paths is None:
+            paths = self._paths_of_pair[key] = [self.fabric.path_links(src, dst, salt).tolist()
+                                                for salt in range(salts)]
+        return paths
+
     def next_completion_s(self) -> float:
-        """Earliest completion: run the event loop on a copy until the first class completes."""
+        """Earliest completion, or a checkpoint before it: run the event loop, logged, until the first class completes
+        (the look-ahead), or after ``_LOOKAHEAD_EVENTS`` events until the next chunk arrives a gap later
+        (``_CHECKPOINT_GAP``): then the time midway into the gap, at which ``advance`` completes nothing (the base
+        class's contract allows it: callers advance to the time returned and ask again)."""
         if self._finished:
             return self.now_s
         if self._lookahead is None:
-            state = self._state.copy()
-            events = self._run(state, math.inf)
-            first_s = min(state.done_at_s.values(), default=math.inf)
-            self._lookahead = (state, first_s, events)
+            log: list[tuple] = []
+            self._run(self._state, math.inf, log)
+            first_s = min(self._state.done_at_s.values(), default=math.inf)
+            heap = self._state.heap
+            if heap and log and heap[0][0] < first_s:   # stopped at a checkpoint: midway into the gap it found
+                first_s = 0.5 * (log[-1][0][0] + heap[0][0])
+            self._lookahead = (log, first_s)
         return self._lookahead[1]
 
     def advance(self, to_s: float) -> list[int]:
-        """Move to ``to_s`` (adopting the look-ahead when it stopped exactly there); returns completions."""
-        if self._lookahead is not None and self._lookahead[1] == to_s:
-            self._state, _, events = self._lookahead
-            self.events += events
-        else:
+        """Move to ``to_s``; returns completions. A look-ahead ran the state to its first completion: kept whole when
+        ``to_s`` is at or past it, else rolled back to the events at or before ``to_s`` (exactly the state a run from
+        where it started to ``to_s`` reaches: chunks are processed in the same order, that of the heap)."""
+        if self._lookahead is None:
             self.events += self._run(self._state, to_s)
-        self._lookahead = None
+        elif to_s < self._lookahead[1]:
+            self._rollback(to_s)
+        else:
+            self.events += len(self._lookahead[0])
+            self._lookahead = None
+            self.events += self._run(self._state, to_s)
         self.now_s = max(self.now_s, to_s)
         state = self._state
         done = sorted((t, h) for h, t in state.done_at_s.items() if t <= to_s)
@@ -144,29 +174,74 @@ class StoreForwardNetwork(NetworkModel):
         return finished
 
     # ---- the event loop ------------------------------------------------------------------------------------
-    def _run(self, state: _State, until_s: float) -> int:
-        """Process chunk arrivals in time order up to ``until_s`` (inf: until the first class completes)."""
+    def _run(self, state: _State, until_s: float, log: list | None = None) -> int:
+        """Process chunk arrivals in time order up to ``until_s`` (inf: until the first class completes). With
+        ``log`` (a look-ahead) it may stop at a checkpoint (``next_completion_s``), and each event appends what
+        ``_rollback`` needs to undo it: (the heap entry, its link's previous free time, the sequence number before it,
+        its class's previous last arrival or None)."""
         heap, free_at_s, spb = state.heap, state.free_at_s, self._seconds_per_byte
+        record = log.append if log is not None else None
+        budget = _LOOKAHEAD_EVENTS if log is not None else math.inf
         events = 0
+        arrival_s = -math.inf
         # classes completing only add to done_at_s here, so the horizon is found once and lowered as they complete
         horizon_s = min(until_s, min(state.done_at_s.values(), default=math.inf))
         while heap:
             if heap[0][0] > horizon_s:
                 break
-            arrival_s, _, handle, route, hop, size = heapq.heappop(heap)
+            if events >= budget and heap[0][0] > arrival_s + _CHECKPOINT_GAP * max(1.0, arrival_s):
+                break   # a look-ahead's checkpoint (``next_completion_s``)
+            entry = heapq.heappop(heap)
+            arrival_s, _, handle, route, hop, size = entry
             path = self._paths[handle][route]
             link = path[hop]
-            sent_s = max(arrival_s, free_at_s[link]) + size * spb[link]
+            free_s = free_at_s[link]
+            sent_s = (arrival_s if arrival_s >= free_s else free_s) + size * spb[link]   # max() without its call
             free_at_s[link] = sent_s
             events += 1
             if hop + 1 < len(path):
+                if record is not None:
+                    record((entry, free_s, state.seq, None))
                 heapq.heappush(heap, (sent_s, state.seq, handle, route, hop + 1, size))
                 state.seq += 1
                 continue
-            state.last_arrival_s[handle] = max(state.last_arrival_s[handle], sent_s)
+            last_s = state.last_arrival_s[handle]
+            if record is not None:
+                record((entry, free_s, state.seq, last_s))
+            if sent_s > last_s:
+                state.last_arrival_s[handle] = sent_s
             state.chunks_left[handle] -= 1
             if state.chunks_left[handle] == 0:
                 del state.chunks_left[handle]
                 done_s = state.done_at_s[handle] = state.last_arrival_s.pop(handle) + self._latency_s[handle]
                 horizon_s = min(horizon_s, done_s)
         return events
+
+    def _rollback(self, to_s: float) -> None:
+        """Undo the look-ahead's events after ``to_s`` (-inf: all of them), newest first, and drop the look-ahead.
+        Its events came off the heap in time order, so those kept are a prefix of its log; entries pushed before the
+        first undone event have sequence numbers below the one it saw, those the undone events pushed at or above."""
+        log = self._lookahead[0]
+        self._lookahead = None
+        kept = bisect.bisect_right(log, to_s, key=lambda record: record[0][0])
+        self.events += kept
+        if kept == len(log):
+            return
+        state, undone = self._state, log[kept:]
+        seq0 = undone[0][2]
+        for entry, free_s, _seq, last_s in reversed(undone):
+            handle = entry[2]
+            state.free_at_s[self._paths[handle][entry[3]][entry[4]]] = free_s
+            if last_s is None:
+                continue
+            if handle in state.chunks_left:
+                state.chunks_left[handle] += 1
+            else:   # this event completed the class
+                del state.done_at_s[handle]
+                state.chunks_left[handle] = 1
+            state.last_arrival_s[handle] = last_s
+        # the heap as it was: its entries from before the first undone event, whether still there or popped since
+        state.heap = [item for item in state.heap if item[1] < seq0] + [record[0] for record in undone
+                                                                        if record[0][1] < seq0]
+        heapq.heapify(state.heap)
+        state.seq = seq0
