@@ -141,7 +141,7 @@ BUBBLE_LADDER = (
     ("(d) pipeline messages on the critical path", "messages"),
     ("(e) gradient reduction (interference, exposed tail)", "reduction"),
     ("(e) parameter all-gather (first forwards wait)", "gather"),
-    ("(e) step collectives (embedding, grad norm)", "collectives"),
+    ("(e) step collectives (sequence-parallel grads, embedding, grad norm)", "collectives"),
 )
 
 
@@ -157,8 +157,8 @@ def _bubble_run(scenario, parts: set[str]) -> tuple[float, float, list[float], S
         plan.optimizer_s = [max(plan.optimizer_s)] * len(plan.optimizer_s)
     if "messages" not in parts:
         plan.p2p_bytes, plan.p2p_gather_bytes = 0.0, 0.0
-    if "collectives" not in parts:
-        plan.embedding_grad_bytes, plan.grad_norm_axes = 0.0, ()
+    if "collectives" not in parts:   # with the sequence-parallel weights' TP all-reduce (round 27)
+        plan.embedding_grad_bytes, plan.grad_norm_axes, plan.sequence_parallel_grad_bytes = 0.0, (), []
     for agent in sim.agents:
         if "reduction" not in parts:
             agent.gradients = data_parallel.GradientReduction()
