@@ -89,12 +89,14 @@ MIN_TIMEOUT_S = 120
 # the last (the dense embedding gradient; Megatron-LM 2021, no release key): 2.952621 -> 2.954995 s (+0.08%).
 # Round 26 moved all three (the unfused cross entropy at its source's 38 + 14 bytes a logit, the A100 80GB's HBM at
 # 0.85 of its datasheet, interleaved gathers per release, the refit to 28 us / 410 us): 14.181104 -> 14.189397 s,
-# 7.305119 -> 7.307197 s, 2.954995 -> 2.961589 s.
-MAIN_STEP_S = {"llama3-405b-16384": 14.189396694271586, "llama3-405b-16k-h100": 7.307196741066262,
+# 7.305119 -> 7.307197 s, 2.954995 -> 2.961589 s. Round 27 moved all three (Megatron-Core's q/k/v layout copies under
+# rope fusion, the sequence-parallel weights' TP all-reduce, the refit to 25 us / 450 us): 14.189397 -> 14.176157 s,
+# 7.307197 -> 7.309501 s, 2.961589 -> 2.953420 s.
+MAIN_STEP_S = {"llama3-405b-16384": 14.176156699631132, "llama3-405b-16k-h100": 7.309501009229369,
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)
-               "llama3-405b-16384-expanded": 14.189396694271586,
+               "llama3-405b-16384-expanded": 14.176156699631132,
                # the exact hash-ECMP run, as before round 22's faster components (367 s of CPU then; same step)
-               "megascale-768-ecmp-expanded": 2.9615886483086005}
+               "megascale-768-ecmp-expanded": 2.9534202996646677}
 
 
 @dataclass
