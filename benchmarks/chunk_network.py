@@ -12,11 +12,11 @@ event loop ran (kept plus those look-aheads ran and undid).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import resource
 from pathlib import Path
 
+from simcluster.core import script_entry
 from simcluster.engine import Simulation
 from simcluster.network import store_forward
 from simcluster.spec import config
@@ -57,7 +57,7 @@ def measure(scenario: config.Scenario) -> tuple[float, float, int, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0])   # usage errors in one line, exit 2
     parser.add_argument("--layout", action="append", default=[], help="a recipe layout id (repeatable)")
     args = parser.parse_args()
     speed = _module(ROOT / "tests" / "unit" / "test_speed_keeps_results.py")
