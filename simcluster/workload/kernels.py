@@ -426,6 +426,12 @@ class StreamTime:
 # kernel gap nor a launch is charged for it: simplification, its cost is the idle it causes, ``synced_stall_s``)
 HOST_SYNC = "host_sync"
 HOST_ONLY_LAUNCH = "host_launch"  # a launch the host issues onto another stream: host time, no kernel in series here
+# a kernel without work of its own in the model (its bytes and FLOP are in a batched op of the block: the MoE layer's
+# router kernels, per-expert GEMMs and quantizes, moe.host_launches) queued on this stream: the host dispatches it
+# like any kernel, the stream spends a queued short kernel's measured time on it (``launch_overhead_s``: launch
+# latency and the kernel's own few microseconds) and no fitted gap, which stands for per-kernel time the roofline
+# misses on kernels with work (``HostModel.kernel_gap_s``)
+QUEUED_LAUNCH = "queued_launch"
 
 
 def host_cpu_ratio(gpu_name: str) -> float:
@@ -448,13 +454,14 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | Non
     waves = [wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True)]
     host_only = sum(op.name == HOST_ONLY_LAUNCH for op in ops)
     syncs = sum(op.name == HOST_SYNC for op in ops)
-    kernels = len(ops) - host_only - syncs
+    queued = sum(op.name == QUEUED_LAUNCH for op in ops)
+    kernels = len(ops) - host_only - syncs - queued
     host = host_model()
     ratio = host_cpu_ratio(gpu.name)
     modules = host_dispatch.module_host_s(ops, te_phase, precision, ratio) if te_phase else None
-    extra = host.dispatch_s * (ratio * (kernels + host_only) - kernels) + (sum(modules) if modules else 0.0)
+    extra = host.dispatch_s * (ratio * (kernels + host_only + queued) - kernels) + (sum(modules) if modules else 0.0)
     stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio, modules)
-    return StreamTime(sum(max(pair) for pair in rooflines), kernels, sum(waves),
+    return StreamTime(sum(max(pair) for pair in rooflines) + queued * launch_overhead_s(), kernels, sum(waves),
                       sum(op.kind in TENSOR_CORE_KINDS for op in ops), extra, stall,
                       sum(compute_s for compute_s, memory_s in rooflines if clock_bound(compute_s, memory_s)))
 
@@ -477,7 +484,8 @@ def duty_cycle_rooflines(ops: list[Op], rooflines: list[tuple[float, float]],
     tensor = [op.kind in TENSOR_CORE_KINDS and pair[0] >= pair[1] for op, pair in zip(ops, rooflines, strict=True)]
     tensor_s = sum(pair[0] for pair, bound in zip(rooflines, tensor, strict=True) if bound)
     other_s = sum(max(pair) for pair, bound in zip(rooflines, tensor, strict=True) if not bound)
-    idle_s = host_model().kernel_gap_s * sum(op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC) for op in ops)
+    idle_s = (host_model().kernel_gap_s * sum(op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC, QUEUED_LAUNCH) for op in ops)
+              + launch_overhead_s() * sum(op.name == QUEUED_LAUNCH for op in ops))
     r = power_clock.clock_multiplier(tensor_s, other_s, idle_s, clock_ratio(gpu_name), power_clock.low_power_share())
     return [(compute_s / r, memory_s) if op.kind in TENSOR_CORE_KINDS else (compute_s, memory_s)
             for op, (compute_s, memory_s) in zip(ops, rooflines, strict=True)]
@@ -505,7 +513,8 @@ def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], ho
         host_s += dispatch_s + module
         if op.name == HOST_ONLY_LAUNCH:
             continue
-        busy = host.kernel_gap_s + time_s + host.fill_waves * wave
+        busy = (launch_overhead_s() if op.name == QUEUED_LAUNCH
+                else host.kernel_gap_s + time_s + host.fill_waves * wave)
         stream_s = max(stream_s, host_s) + busy
         device += busy
     if synced:

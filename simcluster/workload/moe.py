@@ -421,6 +421,13 @@ def layer_collectives(shard: Shard, ep: int, flex: bool, router: Router) -> dict
     return counts
 
 
+# The MoE layer's small NCCL collectives (``layer_collectives``): kernels with a latency of their own, which keep
+# the per-kernel gap like any kernel with work (``host_launches``)
+COLLECTIVE_LAUNCH = "moe_collective"
+# The names of the ops ``host_launches`` adds to a block's stream: zero-work kernels and the layer's collectives
+LAUNCH_OPS = (kernels.QUEUED_LAUNCH, COLLECTIVE_LAUNCH)
+
+
 def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
                   flex: bool = False, router: Router = Router(),
                   collectives: dict[str, int] | None = None, precision: str = "bf16") -> dict[str, list[Op]]:
@@ -436,14 +443,18 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     fp8 the ``fp8_quantizes`` kernels (``fp8_quantize_kernels``) of each quantized grouped-GEMM operand, on the
     main stream.
 
-    Each kernel is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time
-    on it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
-    device time where the GPU is the bottleneck and set the block's time where the host is; the forward's routed
-    part follows the host sync (``host_syncs``), where the host cannot have run ahead."""
-    launch = _memory("moe_launch", 0.0, 0.0)
+    The router's, per-expert GEMMs' and quantizes' kernels have no work of their own in the model (their bytes and
+    FLOP are in the router, batched GEMM and fp8_cast ops): each is a ``kernels.QUEUED_LAUNCH``, a queued short
+    kernel's measured time on the stream (efficiency.yaml launch_overhead_s) and no fitted gap, the host's dispatch
+    as for any kernel (docs/calibration.md "Round 28"). The collectives are kernels with the gap
+    (``COLLECTIVE_LAUNCH``). The block takes its slower side (``kernels.StreamTime``): the launches cost their queued
+    time where the GPU binds and their dispatch where the host does; the forward's routed part follows the host
+    sync (``host_syncs``), where the host cannot have run ahead."""
+    queued = _memory(kernels.QUEUED_LAUNCH, 0.0, 0.0)
+    collective = _memory(COLLECTIVE_LAUNCH, 0.0, 0.0)
     host_only = _memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)
-    return {phase: [launch] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"]
-                               + count["collectives"])
+    return {phase: [queued] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"])
+            + [collective] * count["collectives"]
             + [host_only] * count["other streams"]
             for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex, router,
                                               collectives, precision).items()}
