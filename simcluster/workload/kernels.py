@@ -372,7 +372,7 @@ class StreamTime:
     queued kernels, and the last kernel's own time after a host-bound dispatch is left out).
     """
 
-    device_s: float = 0.0   # roofline time of the kernels, without the gaps between them
+    device_s: float = 0.0   # roofline time of the kernels, without the gaps between them (queued launches' own time in)
     kernels: float = 0.0    # kernels launched (a float so that a block can be scaled by a layer count)
     wave_s: float = 0.0     # the tensor-core kernels' time per wave (``wave_s``), summed: one wave of each
     tensor_core_kernels: float = 0.0   # of the kernels, GEMM and attention ones (TENSOR_CORE_KINDS)
@@ -444,7 +444,8 @@ def host_cpu_ratio(gpu_name: str) -> float:
 def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | None = None) -> StreamTime:
     """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the
     tensor-core kernels' time per wave (``wave_s``), and the tensor-core kernels' count; the host's side at the
-    host CPU of ``gpu`` (``host_cpu_ratio``), ``HOST_ONLY_LAUNCH`` ops counted as launches only, and after each
+    host CPU of ``gpu`` (``host_cpu_ratio``), ``HOST_ONLY_LAUNCH`` ops counted as launches only, ``QUEUED_LAUNCH``
+    ops as a dispatch each and ``launch_overhead_s`` each on the stream (no gap, not in ``kernels``), and after each
     ``HOST_SYNC`` the stream's idle while the host issues the kernels up to the next sync (``synced_stall_s``).
     ``te_phase``: ``ops`` are that phase of a Transformer Engine layer, whose module calls cost the host more than
     their kernels' dispatch (``host_dispatch.module_host_s``); None: plain PyTorch ops, the dispatch alone."""
