@@ -38,7 +38,7 @@ def op_class(op, phase: str) -> str:
         return GEMM_PHASES[phase]
     if op.kind == "attention":
         return "attention backward" if op.name.endswith("backward") else "attention forward"
-    if op.name in (fp8_recipes.AMAX_OP, fp8_recipes.CAST_OP):
+    if op.name in (fp8_recipes.AMAX_OP, fp8_recipes.CAST_OP, fp8_recipes.TRANSPOSE_OP):
         return "fp8 casts"
     if op.name == "ub_copy":
         return "userbuffers dY copies"
@@ -51,6 +51,7 @@ def twin(scenario, precision: str):
     data["training"]["precision"] = precision
     if precision != "fp8":
         data["training"].pop("fp8_recipe", None)   # a recipe is an fp8 setting: the bf16 twin runs none
+        data["training"].pop("fp8_param_gather", None)   # so are fp8 parameters
     data["name"] = f"{scenario.name} [{precision}]"
     return config.from_dict(data, source=f"{scenario.name} as {precision}")
 

@@ -31,7 +31,7 @@ CLASSES = {
     "router": "router", "router_topk": "router", "router_cast": "router",
     "permute": "permute / unpermute / sort", "unpermute": "permute / unpermute / sort",
     "moe_sort_chunks": "permute / unpermute / sort", "moe_sort_map": "permute / unpermute / sort",
-    "fp8_cast": "fp8 quantize (casts)",
+    "fp8_cast": "fp8 quantize (casts)", "fp8_amax": "fp8 quantize (casts)", "fp8_transpose": "fp8 quantize (casts)",
     "expert_act": "activations", "shared_expert_act": "activations", "mlp_act": "activations",
     "attention": "attention core", "attention_backward": "attention core",
     "attn_norm": "norms / residuals", "mlp_norm": "norms / residuals", "mla_norm": "norms / residuals",

@@ -87,6 +87,26 @@ then ``quantize_with_amax``), so that tensor has no amax pass: its bytes are del
 the amax passes and the casts, which each move the whole tensor like every elementwise kernel of ``ops``. Not
 counted: the one-thread scale kernel (a launch and ~2 us, not the fitted per-kernel gap of large kernels).
 
+Gathered tensors (round 28). With sequence parallelism at tp > 1 four tensors of a dense layer are quantized on their
+shard and then all-gathered: QKV's and fc1's norm-fed inputs forward, the projection's and fc2's output gradients
+backward. A per-tensor fp8 tensor can be all-gathered only as its rowwise data
+(``Float8CurrentScalingQuantizer.supports_only_rowwise_all_gather`` returns True, as ``Float8Quantizer``'s does), so
+Transformer Engine 2.x quantizes them rowwise only (layernorm_linear.py / layernorm_mlp.py: "All-gather is not
+supported with FP8 column-wise data", ``input_quantizer.set_usage(columnwise=False)``; base.py
+``grad_output_preprocess`` for the gathered output gradient) and the weight-gradient GEMM, which on Hopper takes
+only the TN layout, makes the transpose from the gathered rowwise data (``ln_out_total.update_usage(columnwise_usage=
+True)``, ``grad_output.update_usage(columnwise_usage=True)`` -> ``Float8TensorStorage._create_transpose`` ->
+``tex.fp8_transpose``): the shard's cast writes 1 byte an element, not 2, and each gathered tensor costs one
+transpose kernel in the backward reading and writing 1 byte an element of the gathered tensor, tp x the shard
+(``quantize_kernels``, ``gathered_transposes``; read in NVIDIA/TransformerEngine's stored layernorm_linear.py,
+layernorm_mlp.py, linear.py and float8_tensor.py, from the QuantizedTensorBase releases of 2025 to the
+QuantizedTensorStorage ones of 2026, all alike). The same structure Transformer Engine 1.x runs for delayed scaling
+(``megatron_te_cast_bytes``: "transpose after the gather"). Current scaling only: MXFP8 all-gathers its columnwise
+copy (no transpose), Blackwell's fp8 GEMMs take either layout, and delayed scaling is one fused op a phase (above).
+Counted for the dense layer's four tensors (``ops.layer_ops``); an MLA attention's gathered up-projection inputs and
+an MoE layer's shared experts, whose casts are lumped, are not split out (they keep a cast-transpose on the shard).
+Until round 28 every current-scaling cast wrote its transpose on the shard.
+
 Current scaling's tensor-parallel amax all-reduce (``tp_amax_reductions``, round 27). With sequence parallelism each
 rank quantizes its shard of a tensor that is then all-gathered, so the shards must share one scale: TE 2.x sets
 ``with_amax_reduction = True`` and ``amax_reduction_group = self.tp_group`` on the current-scaling quantizer of every
@@ -171,6 +191,11 @@ PER_TENSOR_RECIPES = ("current", "mxfp8")
 AMAX_PASS_RECIPES = ("current",)
 AMAX_OP = "fp8_amax"
 CAST_OP = "fp8_cast"
+TRANSPOSE_OP = "fp8_transpose"
+# per-tensor recipes whose sequence-parallel all-gather carries the rowwise fp8 data only, so that the transpose the
+# weight gradient needs is made after the gather (Float8CurrentScalingQuantizer.supports_only_rowwise_all_gather;
+# MXFP8 gathers its columnwise copy: module docstring, "Gathered tensors")
+ROWWISE_GATHER_RECIPES = ("current",)
 BF16_BYTES = BYTES_PER_ELEMENT["bf16"]
 FP8_BYTES = BYTES_PER_ELEMENT["fp8"]
 MX_BLOCK = 32                 # elements sharing one scale (OCP MX v1.0, MXFP8 E4M3)
@@ -197,25 +222,45 @@ def cast_bytes_per_element(recipe: str, transpose: bool = True) -> float:
     return BF16_BYTES + 2 * FP8_BYTES + 2 * MX_SCALE_BYTES / MX_BLOCK   # the scale swizzles: the GEMM's
 
 
-def quantize_kernels(recipe: str, transpose: bool, tensors: list[tuple[float, bool]]) -> list[tuple[str, float, float]]:
+def _rowwise_gather(recipe: str, transpose: bool, tensor: tuple) -> bool:
+    """Whether ``tensor`` ((elements, norm_fed[, gathered])) is quantized for a sequence-parallel all-gather that
+    carries its rowwise fp8 data only, its transpose made after the gather (module docstring, "Gathered tensors")."""
+    return recipe in ROWWISE_GATHER_RECIPES and transpose and len(tensor) > 2 and bool(tensor[2])
+
+
+def quantize_kernels(recipe: str, transpose: bool, tensors: list[tuple]) -> list[tuple[str, float, float]]:
     """The kernels quantizing the 16-bit GEMM operands ``tensors`` of one layer phase under ``recipe``, as (name,
-    elements, HBM bytes): ``tensors`` are (elements, norm_fed) pairs, ``norm_fed`` where a Transformer Engine norm
-    wrote the tensor. Current scaling: per tensor an amax pass (``AMAX_OP``, 16-bit read; none where the norm
-    computed the amax) and a cast (``CAST_OP``, delayed scaling's bytes); MXFP8: per tensor one quantize kernel
-    (``CAST_OP`` at ``cast_bytes_per_element``: both copies and their scales, no amax pass; the norm-fed ones too,
-    the MXFP8 norm being unfused: module docstring, "MXFP8 kernels"); delayed scaling one fused ``CAST_OP`` over all
-    elements."""
+    elements, HBM bytes): ``tensors`` are (elements, norm_fed) pairs or (elements, norm_fed, gathered) triples,
+    ``norm_fed`` where a Transformer Engine norm wrote the tensor, ``gathered`` where it is quantized on its
+    sequence-parallel shard and then all-gathered. Current scaling: per tensor an amax pass (``AMAX_OP``, 16-bit
+    read; none where the norm computed the amax) and a cast (``CAST_OP``, delayed scaling's bytes; a gathered one on
+    Hopper rowwise only, its transpose after the gather: ``gathered_transposes``); MXFP8: per tensor one quantize
+    kernel (``CAST_OP`` at ``cast_bytes_per_element``: both copies and their scales, no amax pass; the norm-fed ones
+    too, the MXFP8 norm being unfused: module docstring, "MXFP8 kernels"); delayed scaling one fused ``CAST_OP``
+    over all elements."""
     assert recipe in FP8_RECIPES, recipe
     if recipe not in PER_TENSOR_RECIPES:
-        elements = sum(n for n, _ in tensors)
+        elements = sum(tensor[0] for tensor in tensors)
         return [(CAST_OP, elements, cast_bytes_per_element(recipe, transpose) * elements)]
     cast = cast_bytes_per_element("delayed" if recipe in AMAX_PASS_RECIPES else recipe, transpose)
     kernels: list[tuple[str, float, float]] = []
-    for elements, norm_fed in tensors:
+    for tensor in tensors:
+        elements, norm_fed = tensor[0], tensor[1]
         if not norm_fed and recipe in AMAX_PASS_RECIPES:
             kernels.append((AMAX_OP, elements, BF16_BYTES * elements))
-        kernels.append((CAST_OP, elements, cast * elements))
+        rowwise_only = _rowwise_gather(recipe, transpose, tensor)
+        kernels.append((CAST_OP, elements, (BF16_BYTES + FP8_BYTES if rowwise_only else cast) * elements))
     return kernels
+
+
+def gathered_transposes(recipe: str, transpose: bool, tensors: list[tuple], tp: int) -> list[tuple[str, float, float]]:
+    """The fp8 transposes the backward runs on the all-gathered ``tensors`` ((elements, norm_fed, gathered) on
+    one rank's shard) for their weight-gradient GEMMs, as (name, elements, HBM bytes): one ``TRANSPOSE_OP`` per
+    gathered tensor of a recipe whose all-gather carries rowwise data only, on a GPU whose fp8 GEMMs are TN only
+    (``tex.fp8_transpose`` on the gathered tensor, tp x the shard: 1 byte read, 1 written an element; module
+    docstring, "Gathered tensors"); none otherwise."""
+    return [(TRANSPOSE_OP, tp * tensor[0], 2 * FP8_BYTES * tp * tensor[0])
+            for tensor in tensors if _rowwise_gather(recipe, transpose, tensor)]
 
 
 # Delayed scaling's per-region amax reduction and scale update (module docstring)

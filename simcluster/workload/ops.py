@@ -520,10 +520,10 @@ class MlpBlock:
     backward_weight: list[Op]
     cast_forward_elements: float = 0.0
     cast_backward_elements: float = 0.0
-    # the same elements per quantized tensor, (elements, written by a norm) (fp8_recipes.quantize_kernels); empty:
-    # one tensor not written by a norm
-    cast_forward_tensors: tuple[tuple[float, bool], ...] = ()
-    cast_backward_tensors: tuple[tuple[float, bool], ...] = ()
+    # the same elements per quantized tensor, (elements, written by a norm, all-gathered after the cast)
+    # (fp8_recipes.quantize_kernels); empty: one tensor not written by a norm
+    cast_forward_tensors: tuple[tuple[float, bool, bool], ...] = ()
+    cast_backward_tensors: tuple[tuple[float, bool, bool], ...] = ()
     # the norm before it is a module of its own (Megatron-Core's TENorm pre_mlp_layernorm: an MoE layer's router and
     # shared experts read it), not fused into the first GEMM (TE LayerNormMLP, whose norm layernorm recompute skips)
     standalone_norm: bool = False
@@ -559,8 +559,10 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
     return MlpBlock([*up_forward, *act_forward, down.forward(shard)], [down_dgrad, *act_backward, *up_dgrad],
                     [down.wgrad(shard), *up_wgrad],
                     sp_tokens * h + tokens * ffn_local, sp_tokens * h + tokens * up_width,
-                    ((sp_tokens * h, True), (tokens * ffn_local, False)),      # fc1's input: the norm's output
-                    ((sp_tokens * h, False), (tokens * up_width, False)))
+                    # fc1's input (the norm's output) and fc2's output gradient: on the sequence-parallel shard,
+                    # all-gathered after the cast
+                    ((sp_tokens * h, True, shard.sp_divisor > 1), (tokens * ffn_local, False, False)),
+                    ((sp_tokens * h, False, shard.sp_divisor > 1), (tokens * up_width, False, False)))
 
 
 def activation_ops(name: str, model: TransformerSpec, act_out: float, e: int) -> tuple[Op, Op]:
@@ -653,13 +655,19 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         casts, casts_bwd = ([dataclasses.replace(_memory("fp8_cast", n, size), block_scaled=_block_scaled(shard))]
                             for n, size in ((forward_elements, forward_bytes), (backward_elements, backward_bytes)))
         if shard.fp8_recipe in fp8_recipes.PER_TENSOR_RECIPES:   # its kernels per tensor (fp8_recipes)
-            forward_tensors = [(sp_tokens * h, True), (tokens * q_local, False),
-                               *(mlp.cast_forward_tensors or [(mlp.cast_forward_elements, False)])]
-            backward_tensors = [(sp_tokens * h, False), (tokens * (q_local + 2 * kv_local), False),
-                                *(mlp.cast_backward_tensors or [(mlp.cast_backward_elements, False)])]
+            # QKV's input and the projection's output gradient are all-gathered after their casts with sequence
+            # parallelism (an MLA attention's gathered inputs are its up-projections': not split out, fp8_recipes)
+            gathered = shard.sp_divisor > 1 and model.mla is None
+            forward_tensors = [(sp_tokens * h, True, gathered), (tokens * q_local, False, False),
+                               *(mlp.cast_forward_tensors or [(mlp.cast_forward_elements, False, False)])]
+            backward_tensors = [(sp_tokens * h, False, gathered), (tokens * (q_local + 2 * kv_local), False, False),
+                                *(mlp.cast_backward_tensors or [(mlp.cast_backward_elements, False, False)])]
             casts, casts_bwd = ([dataclasses.replace(_memory(name, n, size), block_scaled=_block_scaled(shard))
                                  for name, n, size in fp8_recipes.quantize_kernels(
                 shard.fp8_recipe, shard.fp8_transpose, tensors)] for tensors in (forward_tensors, backward_tensors))
+            # the gathered tensors' transposes for the weight gradients, in the backward (fp8_recipes)
+            casts_bwd += [_memory(*kernel) for kernel in fp8_recipes.gathered_transposes(
+                shard.fp8_recipe, shard.fp8_transpose, [*forward_tensors, *backward_tensors], shard.sp_divisor)]
 
     qkv_bias = [_memory(*kernel) for kernel in eager_backward.forward_kernels(   # Megatron-LM 2020-22's QKV bias
         model, shard.qkv_bias_add, tokens,                                       # add (eager_backward)

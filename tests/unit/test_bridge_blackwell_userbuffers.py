@@ -76,6 +76,27 @@ def test_the_25_11_blackwell_405b_rows_take_the_fp8_configuration(name):
     assert userbuffers.scenario_config(scenario) == SOURCE["fp8"]
 
 
+# Round 28's 26.x rows (docs/calibration.md "Round 28: new held-out runs"): llama31_llm_pretrain.py and
+# llama3_llm_pretrain.py @ d063066b pass the same fp8 configurations for fp8_cs and fp8_mx on GB300 / GB200.
+ROUND28_405B = ["nemo2604-llama3-405b-256-gb300-mxfp8", "nemo2604-llama3-405b-256-gb200-mxfp8",
+                "nemo2604-llama3-405b-256-gb300-fp8"]
+
+
+@pytest.mark.parametrize("name", ROUND28_405B)
+def test_the_26_04_blackwell_405b_rows_take_the_fp8_configuration(name):
+    scenario = config.load(name)
+    assert scenario.training.fp8_recipe in ("current", "mxfp8") and scenario.parallelism.tp_comm_overlap
+    assert userbuffers.scenario_config(scenario) == SOURCE["fp8"]
+
+
+def test_the_26_04_70b_rows_tp_2_takes_the_70b_fp8_configuration_tp_1_has_no_tp_overlap():
+    gb200 = config.load("nemo2604-llama3-70b-64-gb200-mxfp8")
+    assert gb200.parallelism.tp == 2 and gb200.parallelism.tp_comm_overlap
+    assert userbuffers.scenario_config(gb200) == SOURCE_70B["fp8"]
+    gb300 = config.load("nemo2604-llama3-70b-64-gb300-mxfp8")  # CommOverlapConfig turns TP overlap off below TP 2
+    assert gb300.parallelism.tp == 1 and not gb300.parallelism.tp_comm_overlap
+
+
 def _with(name, **training):
     data = config.load(name).model_dump(mode="json", exclude_none=True)
     for key, value in training.items():

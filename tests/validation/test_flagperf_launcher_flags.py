@@ -32,7 +32,11 @@ LAUNCHER_MODEL = {
     "70b": {"layers": 80, "hidden": 8192, "ffn_hidden": 28672, "heads": 64, "kv_heads": 8},
 }
 SEQ_LENGTH = 8192  # --seq-length 8192 --max-position-embeddings 8192
-TOKENIZER_VOCAB = 128_256  # tokenizer.patch: the HF tokenizer's 128,000 + extra_vocab_size 256
+# FlagPerf's Llama3Tokenizer (training/benchmarks/llama3_8B/megatron/tokenizer.py at 8f45ae0a, and the later
+# tokenizer.patch): vocab_size = the HF tokenizer's vocab_size + extra_vocab_size 256; Llama 3's HF tokenizer counts
+# 128,000 without its 256 added special tokens (docs/calibration.md "Round 28: FlagPerf's Llama 3 8B rows")
+HF_TOKENIZER_VOCAB, EXTRA_VOCAB = 128_000, 256
+TOKENIZER_VOCAB = HF_TOKENIZER_VOCAB + EXTRA_VOCAB
 MAKE_VOCAB_DIVISIBLE_BY = 128  # Megatron-LM's --make-vocab-size-divisible-by default, times tp
 # scenario -> (size, tp, pp, global batch, the README's recompute for the row's environment)
 ROWS = {

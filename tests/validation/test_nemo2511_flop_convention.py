@@ -42,6 +42,16 @@ PUBLISHED = {
     "nemo2604-llama3-70b-64-h100-fp8": (734, 1633),
     "nemo2602-llama3-405b-1024-h100-fp8": (784, 311),
     "nemo2604-qwen3-235b-256-h100-fp8": (250, 1686),
+    # the 26.04 page's dense DGX-GB300 / DGX-GB200 rows (round 28; source nemo_2604)
+    "nemo2604-llama3-70b-64-gb300-mxfp8": (2131, 4742),
+    "nemo2604-llama3-70b-64-gb200-mxfp8": (1721, 3828),
+    "nemo2604-llama3-405b-256-gb300-mxfp8": (2443, 968),
+    "nemo2604-llama3-405b-256-gb200-mxfp8": (2002, 793),
+    "nemo2604-llama3-405b-256-gb300-fp8": (2615, 1036),
+    # the 26.x pages' MoE rows that meet the same rule (round 28, second part)
+    "nemo2604-deepseek-v3-256-gb300-mxfp8": (1290, 4965),
+    "nemo2604-qwen3-235b-256-b300-mxfp8": (720, 4865),
+    "nemo2602-qwen3-235b-256-b200-mxfp8": (563, 3805),
     # the parenthesised FP8-MX figures of the FP8-CS (FP8-MX) rows, and the 256-GPU NVL72 405B rows (round 18)
     "nemo2511-llama3-8b-8-b200-mxfp8": (1519, 29521),
     "nemo2511-llama3-8b-8-gb200-mxfp8": (1533, 29789),
@@ -53,7 +63,7 @@ PUBLISHED = {
 # DeepSeek-V3's multi-head latent attention (HF config deepseek-ai/DeepSeek-V3): simcluster models it as MHA
 MLA = {"q_lora_rank": 1536, "kv_lora_rank": 512, "qk_head_dim": 128, "qk_pos_emb_head_dim": 64, "v_head_dim": 128}
 # runs whose published FLOP per token include the recipe's multi-token-prediction layer
-MTP_LAYERS = {"nemo2511-deepseek-v3-256-b200-fp8": 1}
+MTP_LAYERS = {"nemo2511-deepseek-v3-256-b200-fp8": 1, "nemo2604-deepseek-v3-256-gb300-mxfp8": 1}
 TOLERANCE = 0.003
 
 
