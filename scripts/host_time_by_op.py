@@ -38,7 +38,7 @@ CLASSES = {
     "attn_residual": "norms / residuals", "mlp_residual": "norms / residuals",
 }
 GEMM_CLASS = "other GEMMs (qkv, out, MLA, shared experts)"
-LAUNCHES = moe.LAUNCH_OPS   # the zero-work queued launches and the layer's collectives, in launch_classes' order
+LAUNCH = "moe_launch"
 
 
 def op_class(name: str, kind: str) -> str:
@@ -52,7 +52,7 @@ def op_class(name: str, kind: str) -> str:
 def launch_classes(local_experts: int, cuda_graphs: bool, quantize_serial: int, phase: str,
                    flex: bool = False, router: moe.Router = moe.Router(),
                    collectives: dict[str, int] | None = None) -> list[str]:
-    """The classes of the ``moe.LAUNCH_OPS`` kernels of ``phase``, in ``moe.host_launches``'s order and counts: router
+    """The classes of the ``moe_launch`` kernels of ``phase``, in ``moe.host_launches``'s order and counts: router
     launches, the grouped GEMMs' per-expert GEMMs in series, the fp8 quantizes in series (``quantize_serial`` per
     operand, ``moe.fp8_quantize_kernels``; 0 in 16-bit), then the layer's small NCCL collectives
     (``moe.layer_collectives``)."""
@@ -96,17 +96,15 @@ def table_for(name: str, gap_s: float, fill_waves: float, measured_gap_s: float)
                 if op.name == kernels.HOST_SYNC:
                     continue
                 cls = "host-only launches (other streams)" if op.name == kernels.HOST_ONLY_LAUNCH else (
-                    next(launches) + " (zero-work launches)" if op.name in LAUNCHES else op_class(op.name, op.kind))
+                    next(launches) + " (zero-work launches)" if op.name == LAUNCH else op_class(op.name, op.kind))
                 compute_s, memory_s = kernels.roofline_s(op, gpu, precision)
                 wave = kernels.wave_s(op, compute_s, gpu.name)
                 kernel = op.name != kernels.HOST_ONLY_LAUNCH
                 row = rows[cls]
                 row[0] += kernel
                 row[1] += max(compute_s, memory_s)
-                queued = op.name == kernels.QUEUED_LAUNCH   # a queued short kernel's time, no gap (both)
-                row[2] += max(compute_s, memory_s) + (kernels.launch_overhead_s() if queued else kernel * gap_s)
-                row[3] += max(compute_s, memory_s) + (kernels.launch_overhead_s() if queued else
-                                                      kernel * measured_gap_s + fill_waves * wave)
+                row[2] += max(compute_s, memory_s) + kernel * gap_s
+                row[3] += max(compute_s, memory_s) + kernel * measured_gap_s + fill_waves * wave
             print(f"  {phase}: class | kernels | roofline us | gap us | fill us | gap - fill us")
             total = [0.0] * 4
             for cls, row in sorted(rows.items(), key=lambda kv: kv[1][3] - kv[1][2]):

@@ -8,8 +8,7 @@ lands in "chunk extras". This one builds the MoE layer as the plan does (``plan.
 at the busiest rank's ``step_load``, its expert GEMMs timed over ``step_load_nodes``, ``layer_ops`` with it) and
 reports, for one MoE layer and microbatch: seconds by class (roofline max of compute and memory, no interference;
 grouped expert GEMMs apart from the dense GEMMs; the router; the permutation and sorts; attention; other memory-bound;
-zero-work host launches), the kernels (each one fitted ``host_overhead.kernel_gap_s``, the zero-work queued launches
-``launch_overhead_s`` each instead: ``moe.host_launches``) and then the same per step on
+zero-work host launches), the kernels (each one fitted ``host_overhead.kernel_gap_s``) and then the same per step on
 the mean pipeline stage (94 / PP layers x microbatches; with full recompute the forward twice). A diagnostic: nothing
 is fitted or written.
 """
@@ -110,12 +109,7 @@ def report(name: str) -> list[str]:
              f"+ {host_only} host-only launches each"]
     for key, seconds in sorted(terms.items()):
         lines.append(f"  {key:<32} {seconds * 1e3:8.3f} ms  {seconds * layers:8.3f} s")
-    block, shard = busiest_moe_block(scenario)
-    queued = sum(op.name == kernels.QUEUED_LAUNCH for ops in layer_ops(scenario.model, shard, block).values()
-                 for op in ops)
-    gaps_s, queued_s = (count - queued) * gap, queued * kernels.launch_overhead_s()
-    lines.append(f"  {'kernel gaps (fitted)':<32} {gaps_s * 1e3:8.3f} ms  {gaps_s * layers:8.3f} s")
-    lines.append(f"  {'queued launches (measured)':<32} {queued_s * 1e3:8.3f} ms  {queued_s * layers:8.3f} s")
+    lines.append(f"  {'kernel gaps (fitted)':<32} {count * gap * 1e3:8.3f} ms  {count * gap * layers:8.3f} s")
     compute_s, memory_s = expert_wgrad_roofline(scenario)
     lines.append(f"  expert wgrad GEMMs: tensor cores {compute_s * 1e3:.3f} ms, HBM {memory_s * 1e3:.3f} ms "
                  f"(main gradient read and written: {shard_for(scenario).main_grad_bytes} B an element)")

@@ -372,7 +372,7 @@ class StreamTime:
     queued kernels, and the last kernel's own time after a host-bound dispatch is left out).
     """
 
-    device_s: float = 0.0   # roofline time of the kernels, without the gaps between them (queued launches' own time in)
+    device_s: float = 0.0   # roofline time of the kernels, without the gaps between them
     kernels: float = 0.0    # kernels launched (a float so that a block can be scaled by a layer count)
     wave_s: float = 0.0     # the tensor-core kernels' time per wave (``wave_s``), summed: one wave of each
     tensor_core_kernels: float = 0.0   # of the kernels, GEMM and attention ones (TENSOR_CORE_KINDS)
@@ -426,27 +426,6 @@ class StreamTime:
 # kernel gap nor a launch is charged for it: simplification, its cost is the idle it causes, ``synced_stall_s``)
 HOST_SYNC = "host_sync"
 HOST_ONLY_LAUNCH = "host_launch"  # a launch the host issues onto another stream: host time, no kernel in series here
-# a kernel without work of its own in the model (its bytes and FLOP are in a batched op of the block: the MoE layer's
-# router kernels, per-expert GEMMs and quantizes, moe.host_launches) queued on this stream: the host dispatches it
-# like any kernel, the stream spends a queued short kernel's measured time on it (``launch_overhead_s``: launch
-# latency and the kernel's own few microseconds) and no fitted gap, which stands for per-kernel time the roofline
-# misses on kernels with work (``HostModel.kernel_gap_s``)
-QUEUED_LAUNCH = "queued_launch"
-# A c10d collective call (torch.distributed) the host makes in a block: it costs the host the measured time of such
-# a call (``collective_call_host_s``, times the host's CPU ratio) instead of one dispatch. ``HOST_COLLECTIVE_CALL``:
-# a call whose transfer the engine times on its own stream (the MoE layer's token dispatch and combine
-# all-to-alls, the expert-TP gathers; parallel/plan.py), host time only, no kernel on this stream;
-# ``COLLECTIVE_KERNEL``: a small collective on the block's stream, a kernel with the gap like any other
-# (moe.COLLECTIVE_LAUNCH: the router's all-reduce, the probabilities' all-to-all).
-HOST_COLLECTIVE_CALL = "host_collective_call"
-COLLECTIVE_KERNEL = "moe_collective"
-# ops that are no kernel on the block's stream: host events and host-only launches
-_NOT_KERNELS = (HOST_ONLY_LAUNCH, HOST_SYNC, QUEUED_LAUNCH, HOST_COLLECTIVE_CALL)
-
-
-def collective_call_host_s() -> float:
-    """Host CPU time of one c10d collective call on the measured x86 host (efficiency.yaml collective_call_host_s)."""
-    return _table()["collective_call_host_s"]
 
 
 def host_cpu_ratio(gpu_name: str) -> float:
@@ -459,8 +438,7 @@ def host_cpu_ratio(gpu_name: str) -> float:
 def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | None = None) -> StreamTime:
     """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the
     tensor-core kernels' time per wave (``wave_s``), and the tensor-core kernels' count; the host's side at the
-    host CPU of ``gpu`` (``host_cpu_ratio``), ``HOST_ONLY_LAUNCH`` ops counted as launches only, ``QUEUED_LAUNCH``
-    ops as a dispatch each and ``launch_overhead_s`` each on the stream (no gap, not in ``kernels``), and after each
+    host CPU of ``gpu`` (``host_cpu_ratio``), ``HOST_ONLY_LAUNCH`` ops counted as launches only, and after each
     ``HOST_SYNC`` the stream's idle while the host issues the kernels up to the next sync (``synced_stall_s``).
     ``te_phase``: ``ops`` are that phase of a Transformer Engine layer, whose module calls cost the host more than
     their kernels' dispatch (``host_dispatch.module_host_s``); None: plain PyTorch ops, the dispatch alone."""
@@ -470,20 +448,13 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | Non
     waves = [wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True)]
     host_only = sum(op.name == HOST_ONLY_LAUNCH for op in ops)
     syncs = sum(op.name == HOST_SYNC for op in ops)
-    queued = sum(op.name == QUEUED_LAUNCH for op in ops)
-    calls = sum(op.name == HOST_COLLECTIVE_CALL for op in ops)
-    collective_kernels = sum(op.name == COLLECTIVE_KERNEL for op in ops)
-    kernels = len(ops) - host_only - syncs - queued - calls
+    kernels = len(ops) - host_only - syncs
     host = host_model()
     ratio = host_cpu_ratio(gpu.name)
-    call_s = collective_call_host_s() * ratio
     modules = host_dispatch.module_host_s(ops, te_phase, precision, ratio) if te_phase else None
-    extra = (host.dispatch_s * (ratio * (kernels + host_only + queued) - kernels)
-             + calls * call_s + collective_kernels * (call_s - host.dispatch_s * ratio)
-             + (sum(modules) if modules else 0.0))
-    stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio, modules,
-                           call_s)
-    return StreamTime(sum(max(pair) for pair in rooflines) + queued * launch_overhead_s(), kernels, sum(waves),
+    extra = host.dispatch_s * (ratio * (kernels + host_only) - kernels) + (sum(modules) if modules else 0.0)
+    stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio, modules)
+    return StreamTime(sum(max(pair) for pair in rooflines), kernels, sum(waves),
                       sum(op.kind in TENSOR_CORE_KINDS for op in ops), extra, stall,
                       sum(compute_s for compute_s, memory_s in rooflines if clock_bound(compute_s, memory_s)))
 
@@ -506,20 +477,17 @@ def duty_cycle_rooflines(ops: list[Op], rooflines: list[tuple[float, float]],
     tensor = [op.kind in TENSOR_CORE_KINDS and pair[0] >= pair[1] for op, pair in zip(ops, rooflines, strict=True)]
     tensor_s = sum(pair[0] for pair, bound in zip(rooflines, tensor, strict=True) if bound)
     other_s = sum(max(pair) for pair, bound in zip(rooflines, tensor, strict=True) if not bound)
-    idle_s = (host_model().kernel_gap_s * sum(op.name not in _NOT_KERNELS for op in ops)
-              + launch_overhead_s() * sum(op.name == QUEUED_LAUNCH for op in ops))
+    idle_s = host_model().kernel_gap_s * sum(op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC) for op in ops)
     r = power_clock.clock_multiplier(tensor_s, other_s, idle_s, clock_ratio(gpu_name), power_clock.low_power_share())
     return [(compute_s / r, memory_s) if op.kind in TENSOR_CORE_KINDS else (compute_s, memory_s)
             for op, (compute_s, memory_s) in zip(ops, rooflines, strict=True)]
 
 
 def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], host: HostModel,
-                   dispatch_s: float, module_s: list[float] | None = None, call_s: float | None = None) -> float:
+                   dispatch_s: float, module_s: list[float] | None = None) -> float:
     """The stream's idle after host syncs: a ``HOST_SYNC`` drains the stream, so after it the host has no lead and
     the segment up to the next sync (or the end of ``ops``) is a race, kernel by kernel in order: each launch costs
-    the host ``dispatch_s`` (``HOST_ONLY_LAUNCH`` ops too; a collective call, ``HOST_COLLECTIVE_CALL`` or
-    ``COLLECTIVE_KERNEL``, ``call_s`` instead, None: ``dispatch_s``) plus its module call's excess (``module_s``, per
-    op), and a
+    the host ``dispatch_s`` (``HOST_ONLY_LAUNCH`` ops too) plus its module call's excess (``module_s``, per op), and a
     kernel starts when it has been launched and the stream is free, then takes its gap, time and fill. The segment
     ends when its last kernel ends or the host has issued its last launch, whichever is later; the idle is that
     over the segment's device time (gaps and fill included). Exact for the order of ``ops``, from an empty stream at
@@ -534,12 +502,10 @@ def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], ho
             continue
         if not synced:
             continue
-        host_s += (call_s if call_s is not None and op.name in (HOST_COLLECTIVE_CALL, COLLECTIVE_KERNEL)
-                   else dispatch_s) + module
-        if op.name in (HOST_ONLY_LAUNCH, HOST_COLLECTIVE_CALL):
+        host_s += dispatch_s + module
+        if op.name == HOST_ONLY_LAUNCH:
             continue
-        busy = (launch_overhead_s() if op.name == QUEUED_LAUNCH
-                else host.kernel_gap_s + time_s + host.fill_waves * wave)
+        busy = host.kernel_gap_s + time_s + host.fill_waves * wave
         stream_s = max(stream_s, host_s) + busy
         device += busy
     if synced:

@@ -268,13 +268,8 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     # instead, no map)
     fc1_launches, fc2_launches = _halves(launches["forward"])
     maps = moe_host.sort_map_ops(expert_rows) if sorts and not moe.pad_to_capacity else []
-    # the host's c10d calls of the engine's collectives (``engine_collective_calls``): the dispatch's (all-to-all,
-    # then the expert-TP all-gather) before the sort, the combine's (reduce-scatter, all-to-all) before unpermute;
-    # backward the same calls with the data gradients
-    calls = engine_collective_calls(ep, etp, flex)
-    routed_forward = [*calls["dispatch"], *maps, *sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches,
-                      down.forward(shard), *maps, *sorts[1:], *calls["combine"], unpermute]
-    backward_input += calls["dispatch"] + calls["combine"]
+    routed_forward = [*maps, *sorts[:1], *fc1_launches, up.forward(shard), act, *fc2_launches, down.forward(shard),
+                      *maps, *sorts[1:], unpermute]
     cast_forward = expert_rows * (h + ffn_local)
     cast_backward = expert_rows * (h + up_width)
     shared_forward: list[Op] = []
@@ -354,24 +349,6 @@ def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
     return routed * TokenRouting(moe.experts, moe.top_k).distinct_gpus(1, ep)   # experts % ep == 0: config
 
 
-def engine_collective_calls(ep: int, etp: int, flex: bool) -> dict[str, list[Op]]:
-    """The host's c10d calls, per direction, of the collectives the engine times for one MoE layer's forward (the same
-    again backward; parallel/plan.py expert_parallel_per_layer, expert_tensor_parallel_per_layer), as
-    ``kernels.HOST_COLLECTIVE_CALL`` ops: Megatron-Core's alltoall dispatcher calls torch.distributed's
-    all_to_all_single for the tokens' dispatch and combine with ep > 1 (token_dispatcher.py, _AllToAll via
-    tensor_parallel.mappings.all_to_all), and with etp > 1 gathers its tokens after the dispatch and
-    reduce-scatters before the combine (gather_from_sequence_parallel_region / reduce_scatter_to_sequence_parallel_
-    region over the expert-TP group). Each costs the host the measured c10d call time (efficiency.yaml
-    collective_call_host_s). The flex dispatcher's dispatch and combine are DeepEP's / HybridEP's buffer calls, not
-    c10d: none counted (no measurement of their host time)."""
-    call = _memory(kernels.HOST_COLLECTIVE_CALL, 0.0, 0.0)
-    if flex:
-        return {"dispatch": [], "combine": []}
-    a2a = [call] if ep > 1 else []
-    tp = [call] if etp > 1 else []
-    return {"dispatch": a2a + tp, "combine": tp + a2a}
-
-
 def forward_order(moe: MoESpec, permute: Op, shared: list[Op], routed: list[Op], flex: bool, ep: int = 1,
                   etp: int = 1) -> list[Op]:
     """An MoE layer's forward after its router, in the order the host issues it (data/moe.yaml ``host_syncs``):
@@ -444,13 +421,6 @@ def layer_collectives(shard: Shard, ep: int, flex: bool, router: Router) -> dict
     return counts
 
 
-# The MoE layer's small NCCL collectives (``layer_collectives``): kernels with a latency of their own, which keep
-# the per-kernel gap like any kernel with work (``host_launches``)
-COLLECTIVE_LAUNCH = kernels.COLLECTIVE_KERNEL
-# The names of the ops ``host_launches`` adds to a block's stream: zero-work kernels and the layer's collectives
-LAUNCH_OPS = (kernels.QUEUED_LAUNCH, COLLECTIVE_LAUNCH)
-
-
 def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
                   flex: bool = False, router: Router = Router(),
                   collectives: dict[str, int] | None = None, precision: str = "bf16") -> dict[str, list[Op]]:
@@ -466,18 +436,14 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     fp8 the ``fp8_quantizes`` kernels (``fp8_quantize_kernels``) of each quantized grouped-GEMM operand, on the
     main stream.
 
-    The router's, per-expert GEMMs' and quantizes' kernels have no work of their own in the model (their bytes and
-    FLOP are in the router, batched GEMM and fp8_cast ops): each is a ``kernels.QUEUED_LAUNCH``, a queued short
-    kernel's measured time on the stream (efficiency.yaml launch_overhead_s) and no fitted gap, the host's dispatch
-    as for any kernel (docs/calibration.md "Round 28"). The collectives are kernels with the gap
-    (``COLLECTIVE_LAUNCH``). The block takes its slower side (``kernels.StreamTime``): the launches cost their queued
-    time where the GPU binds and their dispatch where the host does; the forward's routed part follows the host
-    sync (``host_syncs``), where the host cannot have run ahead."""
-    queued = _memory(kernels.QUEUED_LAUNCH, 0.0, 0.0)
-    collective = _memory(COLLECTIVE_LAUNCH, 0.0, 0.0)
+    Each kernel is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time
+    on it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
+    device time where the GPU is the bottleneck and set the block's time where the host is; the forward's routed
+    part follows the host sync (``host_syncs``), where the host cannot have run ahead."""
+    launch = _memory("moe_launch", 0.0, 0.0)
     host_only = _memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)
-    return {phase: [queued] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"])
-            + [collective] * count["collectives"]
+    return {phase: [launch] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"]
+                               + count["collectives"])
             + [host_only] * count["other streams"]
             for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex, router,
                                               collectives, precision).items()}

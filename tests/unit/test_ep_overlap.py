@@ -48,11 +48,9 @@ def test_each_all_to_all_hides_under_one_sub_stage_of_the_partner_only():
 def test_engine_exposes_the_unpaired_blocks_whole_and_the_paired_ones_past_their_partner_sub_stage():
     """pp = 1, 4 microbatches on an idle analytic fabric: F0 and B3 have no partner and keep their blocking
     all-to-alls; the 6 merged blocks expose max(0, a2a - partner sub-stage) per all-to-all; the all-to-alls' kernels
-    slow the compute (interference grows). On H100: the closed form assumes the engine's floor (a merged block
-    lasts no less than its all-to-alls) does not bind, which on B200 it does once the MoE layer's zero-work launches
-    cost their queued time (moe.host_launches)."""
+    slow the compute (interference grows)."""
     kw = dict(network_model="analytic")
-    blocking_sc = _moe_scenario("h100-sxm", 8, 2, ep=16, **kw)
+    blocking_sc = _moe_scenario("b200", 8, 2, ep=16, **kw)
     blocking_sc = blocking_sc.model_copy(update={"training": blocking_sc.training.model_copy(
         update={"global_batch_size": 4 * 16})})
     overlap_sc = blocking_sc.model_copy(update={"parallelism": blocking_sc.parallelism.model_copy(
