@@ -656,9 +656,11 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                             for n, size in ((forward_elements, forward_bytes), (backward_elements, backward_bytes)))
         if shard.fp8_recipe in fp8_recipes.PER_TENSOR_RECIPES:   # its kernels per tensor (fp8_recipes)
             # QKV's input and the projection's output gradient are all-gathered after their casts with sequence
-            # parallelism (an MLA attention's gathered inputs are its up-projections': not split out, fp8_recipes)
-            gathered = shard.sp_divisor > 1 and model.mla is None
-            forward_tensors = [(sp_tokens * h, True, gathered), (tokens * q_local, False, False),
+            # parallelism. MLA's h-wide input feeds its duplicated down-projections on the shard, not gathered (its
+            # gathered latents are not counted: fp8_recipes, "Gathered tensors"); its output projection is
+            # row-parallel like a dense one, its output gradient gathered
+            gathered = shard.sp_divisor > 1
+            forward_tensors = [(sp_tokens * h, True, gathered and model.mla is None), (tokens * q_local, False, False),
                                *(mlp.cast_forward_tensors or [(mlp.cast_forward_elements, False, False)])]
             backward_tensors = [(sp_tokens * h, False, gathered), (tokens * (q_local + 2 * kv_local), False, False),
                                 *(mlp.cast_backward_tensors or [(mlp.cast_backward_elements, False, False)])]
