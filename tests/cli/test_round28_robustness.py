@@ -158,3 +158,33 @@ def test_chunk_network_unknown_layout_is_one_line_before_any_run():
     refused(code, err, "--layout: unknown recipe layout 'nemo2-llama3-8b-64k-32g-bf17'",
             "did you mean 'nemo2-llama3-8b-64k-32g-bf16'")
     assert out == ""   # nothing simulated first
+
+
+def test_ctrl_c_in_a_script_is_one_line_and_130_keeping_what_it_printed(tmp_path):
+    """SIGINT during stage_bound's second scenario (a 64-GPU 70B run of a minute): the first scenario's report stays
+    on stdout, stderr is the CLI's one line, the exit code 130 (a KeyboardInterrupt traceback before round 28)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    first = {"name": "first", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 4, "nodes": 1},
+             "model": {"layers": 4, "hidden": 1024, "heads": 8, "vocab": 32000},
+             "training": {"seq_len": 2048, "global_batch_size": 16, "micro_batch_size": 1, "precision": "bf16"},
+             "parallelism": {"tp": 1, "pp": 4, "dp": 1}}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}   # its report reaches the pipe as printed
+    child = subprocess.Popen(   # SIGINT at its default (a background shell ignores it, and Python keeps that)
+        [sys.executable, str(STAGE_BOUND), str(_file(tmp_path, first)), "nemo2511-llama3-70b-64-h100-fp8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    for line in child.stdout:   # the first report is printed whole once its run is done
+        lines.append(line)
+        if line.startswith("  engine step"):
+            break
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, (child.returncode, err[-800:])
+    assert err == "interrupted by SIGINT\n"
+    assert lines[0].startswith("== first: pp 4")
