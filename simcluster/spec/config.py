@@ -741,6 +741,12 @@ class Training(_Defaulted):
         "or 2021 (megatron/optimizer FP16OptimizerWithFP16Params): apex FusedAdam plus their own passes, the "
         "gradient norm and the copy of the updated weights into the fp16 model (workload/megatron_fp16_step.py); "
         "fp16 only")
+    adam_moments_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="dtype of Adam's two moments (Megatron-Core --exp-avg-dtype / --exp-avg-sq-dtype, which "
+        "only use_precision_aware_optimizer honours): bf16 holds them at 2 bytes, 4 B a parameter less state and 8 B "
+        "less moved by the Adam pass (workload/optimizer_step.py). With optimizer adam_precision_aware (bf16 runs, TE "
+        "keeping the master weights) or adam in an fp8 run with current scaling or MXFP8 (Megatron-Core keeps its own "
+        "fp32 master shards there); Megatron-Bridge's DeepSeek-V3 recipe sets bf16")
     fp8_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
@@ -1428,6 +1434,12 @@ class Scenario(_Strict):
         if t.optimizer == "adam_precision_aware" and t.precision not in PRECISION_AWARE_PRECISIONS:
             raise ScenarioError("training.optimizer", f"adam_precision_aware keeps 16-bit remainders of bf16 "
                                 f"weights: needs precision: bf16 or fp8 (the run is {t.precision})")
+        if t.adam_moments_dtype == "bf16" and not (
+                t.optimizer == "adam_precision_aware"
+                or (t.optimizer == "adam" and t.precision == "fp8" and t.fp8_recipe != "delayed")):
+            raise ScenarioError("training.adam_moments_dtype", f"bf16 moments need Megatron-Core's precision-aware "
+                                f"optimizer: optimizer adam_precision_aware, or adam in an fp8 run with current "
+                                f"scaling or mxfp8 (the run: optimizer {t.optimizer}, precision {t.precision})")
         p = self.parallelism
         if p.local_ddp != "none" and not t.optimizer.startswith("megatron") and p.pipeline_engine != "deepspeed":
             # (DeepSpeed's engine refuses Megatron's DDP itself: _check_deepspeed_engine)

@@ -114,11 +114,11 @@ rowwise ``Float8TensorBase``, and under ``ub_overlap_ag`` the output gradient's 
 columnwise data goes through the buffer (MXFP8 alone gathers its columnwise copy separately). Not counted: TE 2.x
 copies the quantized shard into the userbuffer (``comm.copy_into_buffer(local_tensor._data, local_chunk=True)``,
 1 + 1 bytes of the shard; TE 1.x cast into the buffer directly). Counted for the dense layer's four tensors
-(``ops.layer_ops``) and for MLA's output projection, whose output gradient is gathered as a dense one's. Not split
-out: an MoE layer's shared experts, whose casts are lumped (a cast-transpose on the shard), and MLA's gathered
-latents (its up-projections' inputs), which the layer's casts do not count at all (``ops.layer_ops`` counts MLA's
-casts as a dense attention's; its h-wide input feeds the duplicated down-projections on the shard, not gathered).
-Until round 28 every current-scaling cast wrote its transpose on the shard.
+(``ops.layer_ops``) and for MLA's three (its output projection's output gradient and its two norm-fed latents, the
+up-projections' inputs; MLA's tensors are its own since round 28, ``workload.mla_casts``: its h-wide input feeds the
+duplicated down-projections on the shard, not gathered). Not split out: an MoE layer's shared experts, whose casts
+are lumped (a cast-transpose on the shard). Until round 28 every current-scaling cast wrote its transpose on the
+shard.
 
 Current scaling's tensor-parallel amax all-reduce (``tp_amax_reductions``, round 27). With sequence parallelism each
 rank quantizes its shard of a tensor that is then all-gathered, so the shards must share one scale: TE 2.x sets

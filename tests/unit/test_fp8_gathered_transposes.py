@@ -92,24 +92,4 @@ def test_delayed_scaling_keeps_its_fused_op():
     assert [op.name for op in layer["backward_input"]] == [fp8_recipes.CAST_OP]
 
 
-def test_mla_output_projection_gradient_is_gathered():
-    """MLA (DeepSeek-V3 on H100: current scaling, tp 2, sequence parallel, sequence 4096, micro batch 1). Its output
-    projection is Megatron-Core's TERowParallelLinear, so its output gradient is cast on the shard and all-gathered as
-    a dense layer's (base.py ``grad_output_preprocess``): transposed after the gather. Its h-wide input feeds the
-    duplicated down-projections on the shard (TELinear ``parallel_mode=None``): not gathered, cast with its
-    transpose. With a dense MLP (DeepSeek-V3's first layers) fc1's input and fc2's output gradient are gathered too:
-    three transposes of tp x 2,048 x 7,168 elements, 1 byte read and 1 written each."""
-    scenario = config.load("nemo2509-deepseek-v3-1024-h100-fp8")
-    layer = ops.layer_ops(scenario.model, ops.shard_for(scenario))
-    gathered = 2 * (4096 // 2) * 7168
-    transposes = [op for op in layer["backward_input"] if op.name == fp8_recipes.TRANSPOSE_OP]
-    assert len(transposes) == 3
-    for op in transposes:
-        assert op.flop == pytest.approx(gathered)
-        assert op.hbm_bytes == pytest.approx(2 * gathered)
-    # forward, only fc1's norm-fed gathered shard is cast rowwise (2 + 1); MLA's h-wide input of the same
-    # 2,048 x 7,168 elements keeps its transpose (2 + 1 + 1)
-    casts = [op for op in layer["forward"] if op.name == fp8_recipes.CAST_OP]
-    rowwise = [op for op in casts if op.hbm_bytes == pytest.approx(3 * op.flop)]
-    assert [op.flop for op in rowwise] == pytest.approx([gathered / 2])
-    assert casts[0].flop == pytest.approx(gathered / 2) and casts[0].hbm_bytes == pytest.approx(4 * casts[0].flop)
+# MLA's gathered tensors (its output projection's gradient and its two latents): tests/unit/test_mla_fp8_casts.py
