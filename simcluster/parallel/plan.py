@@ -278,7 +278,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
     ub_settings = userbuffers.scenario_charged(scenario) if ub else None  # TE's defaults or a NeMo configuration
     if ub:
-        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings)
+        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings,
+                                  p.te_version)
     if micro_pipelined:
         layer = async_tp.apply(layer, p.tp, precision)
     embed = embedding_ops(m, shard)
@@ -292,7 +293,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     moe_layer = mla.apply(m, shard, layer_ops(m, shard, moe_mlp)) if m.moe else layer
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),
-                                      ub_settings)
+                                      ub_settings, p.te_version)
     moe_gemms = fp8_gemms(moe_layer)
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision, te)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision, te)
