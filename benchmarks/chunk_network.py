@@ -17,8 +17,10 @@ import resource
 from pathlib import Path
 
 from simcluster.core import script_entry
+from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.engine import Simulation
 from simcluster.network import store_forward
+from simcluster.parallel import memory
 from simcluster.spec import config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,14 +62,20 @@ def main() -> int:
     parser = script_entry.Parser(description=__doc__.splitlines()[0])   # usage errors in one line, exit 2
     parser.add_argument("--layout", action="append", default=[], help="a recipe layout id (repeatable)")
     args = parser.parse_args()
+    layouts = {name: data for name, data, _row in _module(ROOT / "tests" / "validation" /
+                                                          "test_nemo_recipe_layouts.py").LAYOUTS} if args.layout else {}
+    chosen = {}
+    for name in args.layout:   # every id read (and its layout validated) before minutes of simulation
+        if name not in layouts:
+            parser.error(str(unknown_name("--layout", "recipe layout", name, layouts)))
+        try:
+            chosen[name] = config.from_dict(layouts[name], source=name)
+            memory.check_fits(chosen[name])   # the memory model's refusal, before the other runs
+        except ScenarioError as err:
+            parser.error(f"--layout {name}: {err}")
     speed = _module(ROOT / "tests" / "unit" / "test_speed_keeps_results.py")
     cases = {name: speed.CASES[name][0]() for name in ("interleaved-cp-tp-overlap", "zero3-pp", "gpipe-zero2")}
-    if args.layout:
-        layouts = {name: data for name, data, _row in _module(ROOT / "tests" / "validation" /
-                                                              "test_nemo_recipe_layouts.py").LAYOUTS}
-        for name in args.layout:
-            cases[name] = config.from_dict(layouts[name])
-    for name, scenario in cases.items():
+    for name, scenario in {**cases, **chosen}.items():
         step_s, cpu_s, kept, ran = measure(scenario)
         print(f"{name}: step {step_s!r} s, cpu {cpu_s:.2f} s, chunk-hop events {kept:,} kept / {ran:,} run",
               flush=True)

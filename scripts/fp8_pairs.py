@@ -4,7 +4,7 @@ each other in error).
 For each scenario given, and for its twin in the other precision (the same file with ``training.precision``
 swapped: same layout, same software, only the precision differs), prints the kernel model of one layer and one
 microbatch on one rank per op class (GEMMs by phase, attention by direction, fp8 casts, other memory-bound kernels,
-the userbuffers dY copies, the fitted per-kernel gap and, under the host model's "fill" structure, the tensor-core
+the userbuffers copies, the fitted per-kernel gap and, under the host model's "fill" structure, the tensor-core
 kernels' fill), the whole step as the engine runs it (compute, pipeline bubble, exposed communication per
 parallelism, communication interference), and the FP8/BF16 time ratio of each.
 
@@ -41,7 +41,7 @@ def op_class(op, phase: str) -> str:
     if op.name in (fp8_recipes.AMAX_OP, fp8_recipes.CAST_OP, fp8_recipes.TRANSPOSE_OP):
         return "fp8 casts"
     if op.name == "ub_copy":
-        return "userbuffers dY copies"
+        return "userbuffers copies"
     return "other memory-bound"
 
 
@@ -64,7 +64,7 @@ def layer_breakdown(scenario) -> dict[str, float]:
     layer = layer_ops(scenario.model, shard)
     if p.tp_comm_overlap and p.sequence_parallel and p.tp > 1 and p.tp_comm_overlap_impl == "userbuffers":
         layer = userbuffers.apply(layer, p.tp, t.precision, shard.activation_bytes_per_element,
-                                  kernels.sm_count(gpu.name), userbuffers.scenario_charged(scenario))
+                                  kernels.sm_count(gpu.name), userbuffers.scenario_charged(scenario), p.te_version)
     out: dict[str, float] = defaultdict(float)
     host = kernels.host_model()
     for phase, ops in layer.items():

@@ -66,7 +66,8 @@ def chunk_waits(sim: Simulation, chunks) -> tuple[float, float]:
     if p.tp_comm_overlap and p.sequence_parallel and p.tp > 1 and p.tp_comm_overlap_impl == "userbuffers":
         settings = userbuffers.scenario_charged(scenario)
         element = shard.activation_bytes_per_element
-        layer = userbuffers.apply(layer, p.tp, t.precision, element, kernels.sm_count(gpu.name), settings)
+        layer = userbuffers.apply(layer, p.tp, t.precision, element, kernels.sm_count(gpu.name), settings,
+                                  p.te_version)
         activation_bytes = t.seq_len / p.cp * t.micro_batch_size * scenario.model.hidden * element
         rs_chunk, fp8_chunk = userbuffers.last_chunk_bytes(activation_bytes, p.tp, element, t.precision, settings)
         group = tuple(sim.plan.layout.group(0, "tp"))

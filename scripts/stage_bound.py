@@ -21,13 +21,14 @@ step. ``--split`` runs the scenario with ``parallelism.layers_per_stage`` (``NxK
 
 from __future__ import annotations
 
+import re
 import sys
 
 from fp8_twin_terms import published_step_s
 
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
-from simcluster.spec import config
+from simcluster.spec import config, model
 from simcluster.workload import kernels
 
 
@@ -62,14 +63,25 @@ def bound(chunks, pp: int, microbatches: int, layer_factor: float = 1.0, layer: 
     return best, rank
 
 
+# Chunks a split may list: one a layer of the largest model accepted (model.MAX_LAYERS) plus the embedding's and the
+# output layer's, far above any layout; checked before the list is built ('99999999999x1' asked for 10^11 entries:
+# a MemoryError)
+MAX_SPLIT_CHUNKS = model.MAX_LAYERS + 2
+
+
 def parse_split(text: str) -> list[int]:
     """``35x2,3,3x2,1``: layers per chunk in model order, ``NxK`` for N chunks of K layers."""
     out: list[int] = []
     for part in text.split(","):
-        count, _, layers = part.partition("x")
-        if not (count.isdigit() and (layers.isdigit() or not layers)):
+        found = re.fullmatch(r"([0-9]+)(?:x([0-9]+))?", part)   # ASCII digits: '²' is isdigit() but not int()
+        if found is None:
             raise ScenarioError("--split", f"{part!r} is not N or NxK (N chunks of K layers)")
-        out += [int(layers)] * int(count) if layers else [int(count)]
+        count, layers = found.groups()
+        if layers is not None and int(count) > MAX_SPLIT_CHUNKS - len(out):
+            raise ScenarioError("--split", f"{part!r}: more than {MAX_SPLIT_CHUNKS} chunks in all")
+        out += [int(layers)] * int(count) if layers is not None else [int(count)]
+    if len(out) > MAX_SPLIT_CHUNKS:
+        raise ScenarioError("--split", f"{len(out)} chunks: at most {MAX_SPLIT_CHUNKS}")
     return out
 
 
@@ -98,8 +110,12 @@ def report(scenario) -> list[str]:
         for _ in range(60):
             mid = (low + high) / 2
             low, high = (mid, high) if bound(chunks, p.pp, m, mid, layer)[0] + optimizer <= published else (low, mid)
-        lines.append(f"  published {published:.3f} s: ceiling on a layer's time {low:.3f} x the simulated "
-                     f"({(1 / low - 1) * 100:+.1f}% over-charged at least)")
+        if low == 0.0:   # the bound without any layer's time is over the published step already
+            lines.append(f"  published {published:.3f} s: below the bound even with no time for the layers (the "
+                         "chunks' other work and the optimizer exceed it)")
+        else:
+            lines.append(f"  published {published:.3f} s: ceiling on a layer's time {low:.3f} x the simulated "
+                         f"({(1 / low - 1) * 100:+.1f}% over-charged at least)")
     return lines
 
 

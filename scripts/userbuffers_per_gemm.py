@@ -34,7 +34,8 @@ def rows(name: str):
     shard = shard_for(scenario)
     element = shard.activation_bytes_per_element
     settings = userbuffers.scenario_charged(scenario)
-    layer = userbuffers.apply(layer_ops(m, shard), p.tp, precision, element, kernels.sm_count(gpu.name), settings)
+    layer = userbuffers.apply(layer_ops(m, shard), p.tp, precision, element, kernels.sm_count(gpu.name), settings,
+                              p.te_version)
     fabric = topology.from_scenario(scenario)
     group = tuple(Layout.of(p).group(0, "tp"))
     activation = t.seq_len / p.cp * t.micro_batch_size * m.hidden * element

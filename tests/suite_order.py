@@ -8,11 +8,13 @@ validation cases, tens of CPU seconds each) came last, in file order, and the ru
 while the other waited. Started first instead, the long units are spread over the workers while the many short
 ones are still left to even the load out (the longest-processing-time-first rule).
 
-``COST_S`` (tests/suite_costs.json): the CPU seconds of the longest units (3 s or more), measured once (a one-off
-plugin recording ``time.process_time`` around each test under ``-n 2``, docs/calibration.md "Round 27: the test
-suite's time"), keyed by the unit's ``xdist_group`` name or, for a test of no group, its node id. The numbers set
-the order only: a stale or missing entry costs time, never a result; a unit not listed counts ``DEFAULT_TEST_S`` a
-test, which keeps pytest-xdist's own order (more tests first) among them.
+``COST_S`` (tests/suite_costs.json): the CPU seconds of the longest units (2 s or more), keyed by the unit's
+``xdist_group`` name or, for a test of no group, its node id; measured by hand now and then (round 27: a one-off
+plugin recording ``time.process_time`` around each test under ``-n 2``; round 28: each validation case's
+``validation.run_case`` and the other listed and new tests in one process, docs/calibration.md "Round 28: the
+expanded run's time and the suite's cost table"). The numbers set the order only: a stale or missing entry costs
+time, never a result; a unit not listed counts ``DEFAULT_TEST_S`` a test, which keeps pytest-xdist's own order (more
+tests first) among them.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from simcluster.core.errors import ScenarioError, one_line
 
 USAGE_ERROR = 2
+INTERRUPTED = 130   # 128 + SIGINT, as the CLI exits (docs/robustness.md, "Exit codes")
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,8 +42,8 @@ def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | Non
     """Run ``main(argv)`` as a script: ``-h``/``--help`` prints ``doc`` (exit 0); an argument starting with ``-``
     that is not one of ``options`` (the flags the script takes), or a number of other arguments outside ``words``
     (at least, at most: None for any; ``usage`` names them, e.g. 'TRACE [TRACE ...]'), is refused in one line
-    before any work; a ScenarioError or an OSError (a file that cannot be read or written) is one line. Returns the
-    exit code."""
+    before any work; a ScenarioError or an OSError (a file that cannot be read or written) is one line; Ctrl-C is
+    one line, ``interrupted by SIGINT``, and exit code 130. Returns the exit code."""
     if "-h" in argv or "--help" in argv:
         print((doc or "").strip())
         return 0
@@ -70,6 +71,9 @@ def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | Non
         where = f"{err.filename}: " if err.filename is not None else ""
         print(f"error: {one_line(where + (err.strerror or str(err)))}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt:   # Ctrl-C: the CLI's line and code (what was printed so far stays printed)
+        print("interrupted by SIGINT", file=sys.stderr)
+        return INTERRUPTED
     return code or 0
 
 

@@ -97,7 +97,8 @@ def checkpoint_bytes(scenario) -> float:
     t = scenario.training
     states = memory.state_precision(t)
     weights = memory.state_bytes_per_param(states)["weights"]
-    return float(scenario.model.params) * (weights + memory.optimizer_state_bytes_per_param(states, t.optimizer))
+    return float(scenario.model.params) * (weights + memory.optimizer_state_bytes_per_param(states, t.optimizer,
+                                                                                                  t.adam_moments_dtype))
 
 
 def model_of(scenario, step_time_s: float) -> RunModel:

@@ -318,11 +318,13 @@ def stage_expert_params(model: TransformerSpec, pp: int, stage: int, ep: int, et
     return sum(moe[c] for c in range(stage, len(moe), pp)) * expert_params_per_rank(model, ep, etp)
 
 
-def optimizer_state_bytes_per_param(precision: str, optimizer_name: str = "adam") -> float:
+def optimizer_state_bytes_per_param(precision: str, optimizer_name: str = "adam", moments: str = "fp32") -> float:
     """Optimizer state per parameter: fp32 training's, or the mixed-precision optimizer's from
-    workload.optimizer_step (12 B; 10 with the precision-aware optimizer's 16-bit master-weight remainders)."""
+    workload.optimizer_step (12 B; 10 with the precision-aware optimizer's 16-bit master-weight remainders; 4 B less
+    each with bf16 ``moments``)."""
     per = state_bytes_per_param(precision)
-    return per["optimizer"] if per is FP32_STATE_BYTES else optimizer_step.state_bytes_per_param(optimizer_name)
+    return per["optimizer"] if per is FP32_STATE_BYTES else optimizer_step.state_bytes_per_param(optimizer_name,
+                                                                                                 moments)
 
 
 def uses_bf16_optimizer(precision: str, grad_dtype: str) -> bool:
@@ -347,17 +349,17 @@ def gradient_bytes_per_param(scenario: Scenario) -> float | None:
 
 def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
                  grad_bytes_per_param: float | None = None,
-                 optimizer_name: str = "adam") -> tuple[float, float, float]:
+                 optimizer_name: str = "adam", moments: str = "fp32") -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes of ``params`` with ZeRO ``zero_stage`` over ``shards`` ranks.
 
     ``grad_bytes_per_param`` overrides the gradient buffer's element size: Megatron-LM keeps fp32 main gradients
     when it reduces in fp32, 2 + 4 + 12 bytes per parameter (Megatron-LM docs, distributed optimizer).
     ``optimizer_name``: mixed-precision optimizer state per parameter from workload.optimizer_step (12 B; 10 for
-    the precision-aware optimizer's 16-bit master-weight remainders).
+    the precision-aware optimizer's 16-bit master-weight remainders; 4 B less with bf16 ``moments``).
     """
     per = state_bytes_per_param(precision)
     grad_bytes = per["gradients"] if grad_bytes_per_param is None else grad_bytes_per_param
-    state = optimizer_state_bytes_per_param(precision, optimizer_name)
+    state = optimizer_state_bytes_per_param(precision, optimizer_name, moments)
     weights, gradients, optimizer = (params * per["weights"], params * grad_bytes, params * state)
     if zero_stage >= 1:
         optimizer /= shards
@@ -822,7 +824,7 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
     states = state_precision(t)
     grad_bytes = gradient_bytes_per_param(scenario)
     weights, gradients, optimizer = _state_bytes(params, states, p.zero_stage, p.dp * p.cp, grad_bytes,
-                                                 t.optimizer)
+                                                 t.optimizer, t.adam_moments_dtype)
     per_moe_layer = 0.0
     # with every microbatch deferred the loss's transient 16-bit gradient is the buffers' newest entry
     # (deferred_wgrad_peak); with a limit below the microbatches the later ones still make it beside full buffers
@@ -833,7 +835,7 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
         # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)
         experts = stage_expert_params(m, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
         expert_states = _state_bytes(experts, states, p.zero_stage, scenario.expert_data_parallel, grad_bytes,
-                                     t.optimizer)
+                                     t.optimizer, t.adam_moments_dtype)
         weights, gradients, optimizer = (a + b for a, b in zip((weights, gradients, optimizer), expert_states,
                                                                 strict=True))
         load = step_load(m, shard, p.ep, p.etp)

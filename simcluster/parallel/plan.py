@@ -278,7 +278,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
     ub_settings = userbuffers.scenario_charged(scenario) if ub else None  # TE's defaults or a NeMo configuration
     if ub:
-        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings)
+        layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings,
+                                  p.te_version)
     if micro_pipelined:
         layer = async_tp.apply(layer, p.tp, precision)
     embed = embedding_ops(m, shard)
@@ -292,7 +293,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     moe_layer = mla.apply(m, shard, layer_ops(m, shard, moe_mlp)) if m.moe else layer
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),
-                                      ub_settings)
+                                      ub_settings, p.te_version)
     moe_gemms = fp8_gemms(moe_layer)
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision, te)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision, te)
@@ -491,7 +492,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       if t.optimizer == "decoupled_adamw" else optimizer_step.shard_tensors(
                                           sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage],
-                                      gradient_buffers(scenario, sum(c.stage == stage for c in chunks)))
+                                      gradient_buffers(scenario, sum(c.stage == stage for c in chunks)),
+                                      t.adam_moments_dtype)
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
                      + (float8_copy_in.precompute_s(sum(c.layers for c in chunks if c.stage == stage))
@@ -830,7 +832,8 @@ def gradient_buffers(scenario: Scenario, stage_chunks: int) -> int:
 
 def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
                      buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True,
-                     wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None, buffers: int = 1) -> float:
+                     wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None, buffers: int = 1,
+                     moments: str = "fp32") -> float:
     """The optimizer step over ``params`` shard parameters (the rank's optimizer state), memory-bound.
 
     ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
@@ -839,7 +842,7 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     kernel of the stream with its gap (per-tensor loops: one per each of ``tensors`` shard tensors), the host's
     dispatch after the gradient norm's ``.item()`` sync (``kernels.ops_time_s``); a multi_tensor_apply call's
     further launches, queued back to back by its C++ loop, each the measured queued-launch latency (efficiency.yaml
-    launch_overhead_s, the "fill" structure's gap).
+    launch_overhead_s, the "fill" structure's gap); ``moments``: Adam's moment dtype (training.adam_moments_dtype).
     ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
     (workload.megatron_fp16_step) as one memory-bound op; ``decoupled_adamw`` as ``composer_adamw.step_ops``' 10
@@ -853,7 +856,8 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
         if unscale:
             ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
         queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
-        for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8):
+        for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8,
+                                               moments):
             elements = params if step_pass.over == "shard" else buffer
             count = optimizer_step.launches(step_pass, elements, tensors, buffers)
             calls = 1 if step_pass.launch == "multi_tensor" else count

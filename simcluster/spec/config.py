@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from simcluster.core import catalog, inputs, limits, units
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, quoted
 from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
@@ -164,6 +164,12 @@ def fp8_recipe_note(scenario: Scenario) -> str | None:
     return (f"training.fp8_recipe (default) is delayed scaling: NeMo 24.09 / 25.02 (bf16_with_fp8_mixed; "
             f"mcore_version {t.mcore_version}); Megatron-Bridge (NeMo 25.09+) runs current scaling (fp8_cs): state "
             "fp8_recipe: current for it")
+
+
+# The MoE router options (training.moe_*) at what a dense model runs: the values nothing reads (moe_router's
+# resolved default). Another value on a dense model is refused (Scenario._check_experts).
+DENSE_MOE_ROUTER_DEFAULTS = {"moe_router": "unfused", "moe_router_dtype": "model", "moe_load_balancing": "aux_loss",
+                             "moe_cuda_graphs": False}
 
 
 def default_te_version(gpu: GpuSpec, precision: str, fp8_recipe: str, moe_router: str | None = None) -> int:
@@ -380,8 +386,17 @@ _NAME_SEPARATORS = str.maketrans("", "", "-_. ")
 
 
 def preset_name(value: str) -> str:
-    """The preset (data/models.yaml) a model name written by a user means (``_NAME_SEPARATORS``' rule); a name that
-    means none is returned as written, for ``model.preset`` to refuse with the list of presets."""
+    """The preset (data/models.yaml) a model name written by a user means (``_NAME_SEPARATORS``' rule, or a NeMo
+    long-context recipe name: ``context_suffix``); a name that means none is returned as written, for
+    ``model.preset`` to refuse with the list of presets."""
+    found = _spelled_preset(value)
+    if found is None and (context := context_suffix(value)) is not None:
+        found = context[0]
+    return value if found is None else found
+
+
+def _spelled_preset(value: str) -> str | None:
+    """The preset a name means by ``_NAME_SEPARATORS``' rule alone (no context suffix), None if none."""
     presets = catalog.load("models")
     spelled = value.strip().casefold().replace("_", "-").replace(" ", "-")
     for name in (value, spelled):
@@ -390,20 +405,31 @@ def preset_name(value: str) -> str:
     compact = spelled.translate(_NAME_SEPARATORS)
     found = sorted(name for name in presets if name.translate(_NAME_SEPARATORS) == compact)
     if len(found) > 1:
-        raise ScenarioError("model", f"{value!r} could name any of {', '.join(found)}: write one of them")
-    if found:
-        return found[0]
-    context = _CONTEXT_SUFFIX.fullmatch(spelled)
-    if context and context["stem"] and (stem := preset_name(context["stem"])) in presets:
-        return stem
-    return value
+        raise ScenarioError("model", f"{quoted(value)} could name any of {', '.join(found)}: write one of them")
+    return found[0] if found else None
+
+
+def context_suffix(value: str) -> tuple[str, int] | None:
+    """(preset, sequence tokens) of a NeMo long-context recipe name (``llama3_8b_128k``: llama3-8b at 131072 tokens,
+    a 'k' being 1024 tokens as in NeMo's recipes: llama3_8b_16k.py seq_length 16384, _64k 65536, _128k 131072); None
+    for a name without such a suffix or whose stem is no preset. One suffix only: the stem is read without one
+    (``llama3_8b_16k_16k`` means nothing; round 27's recursive reading overflowed Python's stack on a long chain of
+    them, a traceback)."""
+    context = _CONTEXT_SUFFIX.fullmatch(value.strip().casefold().replace("_", "-").replace(" ", "-"))
+    if not context or not context["stem"]:
+        return None
+    stem = _spelled_preset(context["stem"])
+    return None if stem is None else (stem, int(context["k"]) * 1024)
 
 
 # NeMo 2.x's long-context recipes are named for the model and the sequence they train at (llama3_8b_16k,
 # nemotron4_15b_64k, mixtral_8x22b_64k, ...) and build the model of the plain name (nemo/collections/llm/recipes/
 # nemotron.py: "nemotron4_15b_16k" -> Nemotron4Config15B(seq_length=16384); llama3_8b_16k.py: llama3_8b.model() with
-# seq_length 16384): such a name means that preset, the sequence being training.seq_len's.
-_CONTEXT_SUFFIX = re.compile(r"(?P<stem>.*?)[-.]*(?P<k>\d+)k")
+# seq_length 16384): such a name means that preset at that length, which training.seq_len must state
+# (Scenario._context_suffix_is_seq_len).
+# 1 to 7 digits, no leading zero ('0k' names no length): 10^7 k tokens is beyond MAX_SEQ_LEN already, and int()
+# refuses more than 4300 digits (a traceback) where a longer run of them would reach it.
+_CONTEXT_SUFFIX = re.compile(r"(?P<stem>.*?)[-.]*(?P<k>[1-9][0-9]{0,6})k")
 
 
 def _layer_shape(m: TransformerSpec) -> tuple[int, ...]:
@@ -715,6 +741,12 @@ class Training(_Defaulted):
         "or 2021 (megatron/optimizer FP16OptimizerWithFP16Params): apex FusedAdam plus their own passes, the "
         "gradient norm and the copy of the updated weights into the fp16 model (workload/megatron_fp16_step.py); "
         "fp16 only")
+    adam_moments_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="dtype of Adam's two moments (Megatron-Core --exp-avg-dtype / --exp-avg-sq-dtype, which "
+        "only use_precision_aware_optimizer honours): bf16 holds them at 2 bytes, 4 B a parameter less state and 8 B "
+        "less moved by the Adam pass (workload/optimizer_step.py). With optimizer adam_precision_aware (bf16 runs, TE "
+        "keeping the master weights) or adam in an fp8 run with current scaling or MXFP8 (Megatron-Core keeps its own "
+        "fp32 master shards there); Megatron-Bridge's DeepSeek-V3 recipe sets bf16")
     fp8_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
@@ -760,8 +792,8 @@ class Training(_Defaulted):
                              f"unquoted 0.10 as the number 0.1), got {value!r}")
         known = known_mcore_versions()
         if value not in known:
-            raise ValueError(f"{value!r} is not a known Megatron-Core release 'major.minor': one of {known[0]} .. "
-                             f"{known[-1]} (data/mcore_versions.yaml)")
+            raise ValueError(f"{quoted(value)} is not a known Megatron-Core release 'major.minor': one of "
+                             f"{known[0]} .. {known[-1]} (data/mcore_versions.yaml)")
         return value
 
 
@@ -970,6 +1002,22 @@ class Scenario(_Strict):
         elif isinstance(data, Scenario):
             scenario._model_chosen_by = data._model_chosen_by
             scenario._model_as_written = data._model_as_written
+        return scenario
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _context_suffix_is_seq_len(cls, data, handler):
+        """A NeMo long-context recipe name (``model: llama3_8b_128k``, ``context_suffix``) states the sequence its
+        recipe trains at: a training.seq_len that differs (the 2048 default included) is refused, not run silently
+        at another length."""
+        scenario = handler(data)
+        raw = data.get("model") if isinstance(data, dict) else None
+        if isinstance(raw, str) and _spelled_preset(raw) is None and (context := context_suffix(raw)) is not None:
+            preset, tokens = context
+            if tokens != scenario.training.seq_len:
+                raise ScenarioError("training.seq_len", f"{scenario.training.seq_len}, but model {quoted(raw)} names "
+                                    f"{preset} at {tokens} tokens (NeMo's long-context recipe names: 1k = 1024): "
+                                    f"state seq_len: {tokens}, or write model: {preset} for another length")
         return scenario
 
     def model_preset(self) -> dict[str, str] | None:
@@ -1192,6 +1240,26 @@ class Scenario(_Strict):
                                 f"by dp*micro_batch_size = {p.dp}*{t.micro_batch_size}")
         if t.seq_len % p.cp:
             raise ScenarioError("parallelism.cp", f"seq_len {t.seq_len} is not divisible by cp={p.cp}")
+        if p.cp > 1 and t.seq_len % (2 * p.cp):
+            # causal load balancing cuts each sequence into 2cp chunks, rank r holding chunks r and 2cp-1-r
+            # (Megatron-LM's get_batch_on_this_cp_rank, megatron/training/utils.py: val.view(..., 2 * cp_size,
+            # seq // (2 * cp_size)); workload/kernels.py's ring times its kernels on those chunks): a fraction of a
+            # token is no chunk
+            raise ScenarioError("parallelism.cp", f"seq_len {t.seq_len} is not divisible by 2*cp = {2 * p.cp} (each "
+                                "rank holds two of the sequence's 2cp chunks, for causal load balance)")
+        if p.sequence_parallel and p.tp > 1 and (t.seq_len // p.cp) % p.tp:
+            # Megatron's sequence parallelism splits each rank's s/cp tokens over the TP group (megatron/core/
+            # tensor_parallel/mappings.py _split_along_first_dim: "First dimension of the tensor should be divisible
+            # by tensor parallel size")
+            raise ScenarioError("training.seq_len", f"{t.seq_len} tokens over cp={p.cp} are not divisible by "
+                                f"tp={p.tp}: sequence parallelism splits each rank's tokens over the TP group (or set "
+                                "sequence_parallel: false)")
+        if p.cp > 1 and t.attention == "naive" and self.megatron_core:
+            # megatron/core/transformer/dot_product_attention.py: "Context parallelism is only supported by
+            # TEDotProductAttention!" (the unfused attention asserts context_parallel_size == 1)
+            raise ScenarioError("training.attention", f"naive with cp={p.cp}: Megatron-Core runs context parallelism "
+                                "in Transformer Engine's attention only (its unfused DotProductAttention refuses "
+                                "cp > 1): use flash")
         self._check_experts()
         if p.virtual_stages > 1 and p.pp == 1:  # Megatron-Core parallel_state.initialize_model_parallel raises it
             raise ScenarioError("parallelism.virtual_stages", f"{p.virtual_stages} model chunks per pipeline rank "
@@ -1366,6 +1434,12 @@ class Scenario(_Strict):
         if t.optimizer == "adam_precision_aware" and t.precision not in PRECISION_AWARE_PRECISIONS:
             raise ScenarioError("training.optimizer", f"adam_precision_aware keeps 16-bit remainders of bf16 "
                                 f"weights: needs precision: bf16 or fp8 (the run is {t.precision})")
+        if t.adam_moments_dtype == "bf16" and not (
+                t.optimizer == "adam_precision_aware"
+                or (t.optimizer == "adam" and t.precision == "fp8" and t.fp8_recipe != "delayed")):
+            raise ScenarioError("training.adam_moments_dtype", f"bf16 moments need Megatron-Core's precision-aware "
+                                f"optimizer: optimizer adam_precision_aware, or adam in an fp8 run with current "
+                                f"scaling or mxfp8 (the run: optimizer {t.optimizer}, precision {t.precision})")
         p = self.parallelism
         if p.local_ddp != "none" and not t.optimizer.startswith("megatron") and p.pipeline_engine != "deepspeed":
             # (DeepSpeed's engine refuses Megatron's DDP itself: _check_deepspeed_engine)
@@ -1411,6 +1485,12 @@ class Scenario(_Strict):
             if p.moe_dispatcher != "alltoall":
                 raise ScenarioError("parallelism.moe_dispatcher", f"{p.moe_dispatcher} dispatches MoE tokens: it "
                                     "needs a model with moe")
+            for key, default in DENSE_MOE_ROUTER_DEFAULTS.items():
+                # a router option stated on a dense model: nothing reads it, yet moe_router fused would set the TE
+                # default (default_te_version) and meet the release check as if the run had an MoE router
+                if (value := getattr(self.training, key)) != default:
+                    raise ScenarioError(f"training.{key}", f"{str(value).lower()} configures the MoE router: it "
+                                        "needs a model with moe")
             return
         if moe.experts % p.ep:
             raise ScenarioError("parallelism.ep", f"{moe.experts} experts are not divisible by ep={p.ep}")

@@ -103,9 +103,22 @@ layernorm_mlp.py, linear.py and float8_tensor.py, from the QuantizedTensorBase r
 QuantizedTensorStorage ones of 2026, all alike). The same structure Transformer Engine 1.x runs for delayed scaling
 (``megatron_te_cast_bytes``: "transpose after the gather"). Current scaling only: MXFP8 all-gathers its columnwise
 copy (no transpose), Blackwell's fp8 GEMMs take either layout, and delayed scaling is one fused op a phase (above).
-Counted for the dense layer's four tensors (``ops.layer_ops``); an MLA attention's gathered up-projection inputs and
-an MoE layer's shared experts, whose casts are lumped, are not split out (they keep a cast-transpose on the shard).
-Until round 28 every current-scaling cast wrote its transpose on the shard.
+One transpose per gathered tensor whichever way it is gathered (review, round 28): NCCL's ``_all_gather_fp8``
+(distributed.py) casts the shard rowwise and, for the output gradient whose quantizer keeps columnwise usage, runs
+``_create_transpose`` once right after the gather (the wgrad's ``update_usage`` then finds it); the re-gathered norm
+output of the backward (``ln_out_needs_gather``, quantizer set rowwise only) is transposed by the wgrad's
+``update_usage``. Userbuffers (``tp_comm_overlap``) gathers the same rowwise data:
+``fill_userbuffers_buffer_for_all_gather`` (base.py) sets a per-tensor quantizer rowwise only, wraps the buffer as a
+rowwise ``Float8TensorBase``, and under ``ub_overlap_ag`` the output gradient's quantizer is set ``columnwise=False``
+("Userbuffers only supports communication for one tensor usage at a time"), so the wgrad transposes it; no
+columnwise data goes through the buffer (MXFP8 alone gathers its columnwise copy separately). Not counted: TE 2.x
+copies the quantized shard into the userbuffer (``comm.copy_into_buffer(local_tensor._data, local_chunk=True)``,
+1 + 1 bytes of the shard; TE 1.x cast into the buffer directly). Counted for the dense layer's four tensors
+(``ops.layer_ops``) and for MLA's three (its output projection's output gradient and its two norm-fed latents, the
+up-projections' inputs; MLA's tensors are its own since round 28, ``workload.mla_casts``: its h-wide input feeds the
+duplicated down-projections on the shard, not gathered). Not split out: an MoE layer's shared experts, whose casts
+are lumped (a cast-transpose on the shard). Until round 28 every current-scaling cast wrote its transpose on the
+shard.
 
 Current scaling's tensor-parallel amax all-reduce (``tp_amax_reductions``, round 27). With sequence parallelism each
 rank quantizes its shard of a tensor that is then all-gathered, so the shards must share one scale: TE 2.x sets

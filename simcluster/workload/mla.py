@@ -28,13 +28,14 @@ from __future__ import annotations
 import dataclasses
 
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import grad_accumulation
+from simcluster.workload import fp8_recipes, grad_accumulation, mla_casts
 from simcluster.workload.ops import (
     LSE_BYTES_PER_ELEMENT,
     RMSNORM_FLOP_PER_ELEMENT,
     ROPE_FLOP_PER_ELEMENT,
     Op,
     Shard,
+    _block_scaled,
     _Linear,
     _memory,
 )
@@ -152,7 +153,7 @@ def apply(model: TransformerSpec, shard: Shard, phases: dict[str, list[Op]]) -> 
     latent = {phase: [new for op in ops for new in rewrite(op, phase)] for phase, ops in phases.items()}
     latent["backward_weight"] = accumulate(latent["backward_weight"])
     if up_projections_recomputed(shard):
-        latent["recompute"] = [*latent["recompute"], *up_projection_recompute(model, shard, linears)]
+        latent["recompute"] = [*latent["recompute"], *up_projection_recompute(model, shard, linears, norms)]
     return latent
 
 
@@ -183,11 +184,20 @@ def up_projections_recomputed(shard: Shard) -> bool:
     return UP_PROJ_RECOMPUTE in shard.recompute_modules and shard.recompute != "full"
 
 
-def up_projection_recompute(model: TransformerSpec, shard: Shard, linears: list[_Linear]) -> list[Op]:
+def up_projection_recompute(model: TransformerSpec, shard: Shard, linears: list[_Linear],
+                            norms: list[Op] = ()) -> list[Op]:
     """What ``recompute_modules: [mla_up_proj]`` re-runs before the backward: the query and key/value up-projections
     and the rotary embedding, whose outputs (the per-head queries, keys and values, 192 + 192 + 128 wide a head for
     DeepSeek-V3) are dropped after the attention core reads them (Megatron-Core MLASelfAttention, qkv_up_checkpoint:
     CheckpointWithoutOutput over the up-projection, rope and concatenation). The compressed latents they read are
-    kept. A full recompute already re-runs them."""
+    kept, before their norms: the up-projections are TE LayerNormColumnParallelLinear (``q_layernorm`` /
+    ``kv_layernorm`` IdentityOp in the TE spec), so the latents' ``norms`` run again inside them, and in fp8 their
+    outputs are quantized (and gathered) again (``workload.mla_casts.recompute_tensors``; round 28). A full recompute
+    already re-runs them."""
     ups = [x for x in linears if x.name.endswith("_up")]
-    return [*[x.forward(shard) for x in ups], _rope(model, shard)]
+    ops = [*norms, *[x.forward(shard) for x in ups], _rope(model, shard)]
+    if shard.precision == "fp8" and shard.fp8_recipe in fp8_recipes.PER_TENSOR_RECIPES:
+        ops += [dataclasses.replace(_memory(*kernel), block_scaled=_block_scaled(shard))
+                for kernel in fp8_recipes.quantize_kernels(shard.fp8_recipe, shard.fp8_transpose,
+                                                           mla_casts.recompute_tensors(model, shard))]
+    return ops

@@ -35,6 +35,7 @@ from simcluster.workload import (
     embedding_grad,
     fp8_recipes,
     grad_accumulation,
+    mla_casts,
     te_flash_layout,
     torchao_float8,
 )
@@ -656,11 +657,16 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                             for n, size in ((forward_elements, forward_bytes), (backward_elements, backward_bytes)))
         if shard.fp8_recipe in fp8_recipes.PER_TENSOR_RECIPES:   # its kernels per tensor (fp8_recipes)
             # QKV's input and the projection's output gradient are all-gathered after their casts with sequence
-            # parallelism (an MLA attention's gathered inputs are its up-projections': not split out, fp8_recipes)
-            gathered = shard.sp_divisor > 1 and model.mla is None
-            forward_tensors = [(sp_tokens * h, True, gathered), (tokens * q_local, False, False),
+            # parallelism; MLA quantizes its own tensors (workload.mla_casts: the h-wide shard twice for its
+            # duplicated down-projections, its norm-fed latents gathered, five output gradients)
+            gathered = shard.sp_divisor > 1
+            attention_forward, attention_backward = (
+                mla_casts.tensors(model, shard) if model.mla is not None else
+                ([(sp_tokens * h, True, gathered), (tokens * q_local, False, False)],
+                 [(sp_tokens * h, False, gathered), (tokens * (q_local + 2 * kv_local), False, False)]))
+            forward_tensors = [*attention_forward,
                                *(mlp.cast_forward_tensors or [(mlp.cast_forward_elements, False, False)])]
-            backward_tensors = [(sp_tokens * h, False, gathered), (tokens * (q_local + 2 * kv_local), False, False),
+            backward_tensors = [*attention_backward,
                                 *(mlp.cast_backward_tensors or [(mlp.cast_backward_elements, False, False)])]
             casts, casts_bwd = ([dataclasses.replace(_memory(name, n, size), block_scaled=_block_scaled(shard))
                                  for name, n, size in fp8_recipes.quantize_kernels(

@@ -72,8 +72,23 @@ happens in FSDP's all-gather, outside the step.
 
 **Composer** (``decoupled_adamw``, llm-foundry): workload/composer_adamw.py, plus its gradient clipping.
 
+**Adam's moments in bf16** (``training.adam_moments_dtype: bf16``; round 28): Megatron-Core's OptimizerConfig
+``exp_avg_dtype`` / ``exp_avg_sq_dtype``, honoured only with ``use_precision_aware_optimizer``, which hands them to
+Transformer Engine's FusedAdam (megatron/core/optimizer/__init__.py: ``kwargs.update({"exp_avg_dtype": ...,
+"exp_avg_sq_dtype": ...})`` whenever ``config.use_precision_aware_optimizer``). Who keeps the master weight depends on
+the run (OptimizerConfig.__post_init__ ``use_precision_aware_optimizer_no_fp8_or_ds_fp8``: precision-aware and (main
+params not fp32, or no fp8 recipe or delayed scaling)): a bf16 run (or fp8 delayed scaling) passes
+``master_weights=True`` to TE, the ``adam_precision_aware`` passes above; an fp8 run with current scaling or MXFP8
+and fp32 main params keeps Megatron-Core's own fp32 master shards (``shard_fp32_from_float16_groups``, the gradient
+cast ``.float()``, the copy back into the model weights), the ``adam`` passes, "because we want to use fp8 primary
+weight with precision aware optimizer". Either way the two moments are read and written at 2 bytes, not 4: the Adam
+pass moves 8 bytes an element less (16 -> 8 read and written for the moments), and the state is 4 B a parameter less
+(``adam`` 12 -> 8, ``adam_precision_aware`` 10 -> 6). Megatron-Bridge's DeepSeek-V3 recipe sets it (bf16 moments,
+bf16 main gradients, fp32 main parameters; src/megatron/bridge/recipes/deepseek/deepseek_v3.py, both stored
+versions).
+
 Memory (``STATE_BYTES``): fp32 master weight and two moments, 12 B per shard parameter (ZeRO, Rajbhandari et al.
-2020, section 3.1), except the precision-aware optimizer's 10.
+2020, section 3.1), except the precision-aware optimizer's 10; bf16 moments 4 B less (above).
 """
 
 from __future__ import annotations
@@ -111,19 +126,23 @@ class Pass:
 
 
 def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, precision: str = "bf16",
-           wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None) -> tuple[Pass, ...]:
+           wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None,
+           moments: str = "fp32") -> tuple[Pass, ...]:
     """The passes of ``optimizer``'s step (module docstring) with a gradient buffer of ``grad_dtype``;
     ``distributed``: Megatron-Core's distributed optimizer (per-tensor copies of the updated shard) or not;
     ``precision`` fp32/tf32: no 16-bit model weights to copy into (Megatron-Core's FP32Optimizer);
     ``wrapper_passes`` False: Adam and the weight copy only, where another framework's wrapper counts its own
     gradient norm and zeroing (DeepSpeed's BF16_Optimizer, ``deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM``);
-    ``fp8``: the shard's fp8 parameters, cast after the copy and their scales updated (``fp8_cast_passes``)."""
+    ``fp8``: the shard's fp8 parameters, cast after the copy and their scales updated (``fp8_cast_passes``);
+    ``moments``: the dtype of Adam's two moments (``MOMENT_DTYPES``; bf16 only for the Megatron-Core optimizers)."""
     grad = BYTES_PER_ELEMENT[grad_dtype]
+    assert moments in MOMENT_DTYPES and (moments == "fp32" or optimizer in BF16_MOMENT_OPTIMIZERS), moments
+    saved = 2 * (FP32 - BYTES_PER_ELEMENT[moments])   # the two moments at fewer bytes, each read and written
     if optimizer == "adam":
         cast = (Pass("_copy_model_grads_to_main_grads: .float()", grad, FP32, launch="per_tensor"),) \
             if grad != FP32 else ()
         norm = (Pass("get_grad_norm_fp32: multi_tensor_l2norm", FP32, 0, sync_after=True),)
-        adam = (Pass("FusedAdam: multi_tensor_adam", FUSED_ADAM_READ, FUSED_ADAM_WRITTEN),)
+        adam = (Pass("FusedAdam: multi_tensor_adam", FUSED_ADAM_READ - saved, FUSED_ADAM_WRITTEN - saved),)
         copy = () if precision in FP32_PRECISIONS else (
             Pass("_copy_main_params_to_model_params", FP32, BF16,
                  launch="per_tensor" if distributed else "multi_tensor"),)
@@ -136,8 +155,8 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, p
     if optimizer == "adam_precision_aware":
         return (
             Pass("get_grad_norm_fp32: multi_tensor_l2norm", grad, 0, sync_after=True),
-            Pass("TE FusedAdam: master weights as 16-bit remainders", grad + BF16 + BF16 + 2 * FP32,
-                 BF16 + BF16 + 2 * FP32),
+            Pass("TE FusedAdam: master weights as 16-bit remainders", grad + BF16 + BF16 + 2 * FP32 - saved,
+                 BF16 + BF16 + 2 * FP32 - saved),
             Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="per_buffer"),
         )
     if optimizer == "torch_adamw":
@@ -164,6 +183,9 @@ def fp8_cast_passes(fp8: fp8_params.Fp8Shard) -> tuple[Pass, ...]:
 
 
 OPTIMIZERS = ("adam", "adam_precision_aware", "torch_adamw")
+# Adam's moment dtypes (Megatron-Core exp_avg_dtype / exp_avg_sq_dtype; module docstring, "Adam's moments in bf16")
+MOMENT_DTYPES = ("fp32", "bf16")
+BF16_MOMENT_OPTIMIZERS = ("adam", "adam_precision_aware")
 # training precisions whose model weights are the fp32 master weights themselves (no 16-bit copy to update)
 FP32_PRECISIONS = ("fp32", "tf32")
 # Optimizer state bytes per shard parameter (beyond the 16-bit weight and the gradient buffer)
@@ -171,20 +193,21 @@ STATE_BYTES = {"adam_precision_aware": BF16 + 2 * FP32}
 DEFAULT_STATE_BYTES = 3 * FP32
 
 
-def state_bytes_per_param(optimizer: str) -> float:
+def state_bytes_per_param(optimizer: str, moments: str = "fp32") -> float:
     """Optimizer state per shard parameter: fp32 master weight and moments (12 B), or the precision-aware
-    optimizer's 16-bit remainder and moments (10 B)."""
-    return float(STATE_BYTES.get(optimizer, DEFAULT_STATE_BYTES))
+    optimizer's 16-bit remainder and moments (10 B); with bf16 ``moments`` 4 B less."""
+    assert moments in MOMENT_DTYPES and (moments == "fp32" or optimizer in BF16_MOMENT_OPTIMIZERS), moments
+    return float(STATE_BYTES.get(optimizer, DEFAULT_STATE_BYTES)) - 2 * (FP32 - BYTES_PER_ELEMENT[moments])
 
 
-def bytes_per_shard_param(optimizer: str, grad_dtype: str = "fp32") -> float:
+def bytes_per_shard_param(optimizer: str, grad_dtype: str = "fp32", moments: str = "fp32") -> float:
     """HBM bytes per shard parameter of the passes over the shard."""
-    return float(sum(p.bytes for p in passes(optimizer, grad_dtype) if p.over == "shard"))
+    return float(sum(p.bytes for p in passes(optimizer, grad_dtype, moments=moments) if p.over == "shard"))
 
 
-def bytes_per_buffer_element(optimizer: str, grad_dtype: str = "fp32") -> float:
+def bytes_per_buffer_element(optimizer: str, grad_dtype: str = "fp32", moments: str = "fp32") -> float:
     """HBM bytes per gradient-buffer element of the passes over the whole buffer."""
-    return float(sum(p.bytes for p in passes(optimizer, grad_dtype) if p.over == "buffer"))
+    return float(sum(p.bytes for p in passes(optimizer, grad_dtype, moments=moments) if p.over == "buffer"))
 
 
 def multi_tensor_launches(elements: float) -> int:

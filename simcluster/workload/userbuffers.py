@@ -348,12 +348,21 @@ def sharing(m: int, n: int, count: int, sms: int, method_name: str = "ring_excha
     return count if in_flight >= sms else streams
 
 
-def ubuf_copy(op: Op, tp: int, activation_bytes: int) -> Op:
-    """The copy of dY's sequence-parallel shard into the userbuffer before a ring-exchange dgrad ``op`` in 16-bit
-    training (TE grad_output_preprocess: copy_input_to_ubuf on the main stream): tokens/tp x out_features (``op.k``)
-    read and written."""
-    elements = op.m // tp * op.k
-    return Op("ub_copy", "memory", 0.0, float(2 * elements * activation_bytes))
+def copied_gemms(te_version: int, precision: str) -> frozenset[str]:
+    """The GEMMs (TE's ``<layer>_<pass>``) whose userbuffer a copy on the compute stream fills or empties in
+    Transformer Engine ``te_version``.x training in ``precision`` (data/userbuffers.yaml main_stream_copies)."""
+    table = constants()["main_stream_copies"][te_version]
+    return frozenset(table["all"] + ([] if precision in HIGH_PRECISION else table["high_precision"]))
+
+
+def buffer_copy(op: Op, phase: str, tp: int, element_bytes: float) -> Op:
+    """A copy of the sequence-parallel shard (tokens/tp x hidden elements of ``element_bytes``, read and written)
+    into or out of the userbuffer of the GEMM ``op`` in ``phase`` (data/userbuffers.yaml main_stream_copies): the
+    all-gathered input of a forward (tokens x hidden ``op.m`` x ``op.k``) or of a dgrad (dY, tokens x out_features
+    ``op.m`` x ``op.k``), or a weight gradient's reduce-scattered dgrad output (hidden ``op.m``, tokens ``op.k``)."""
+    tokens, hidden = (op.k, op.m) if phase == "backward_weight" else (op.m, op.k)
+    elements = tokens // tp * hidden
+    return Op("ub_copy", "memory", 0.0, float(2 * elements * element_bytes))
 
 
 def ring_reduce(op: Op, tp: int, activation_bytes: int, received_bytes: float | None = None) -> Op:
@@ -367,27 +376,36 @@ def ring_reduce(op: Op, tp: int, activation_bytes: int, received_bytes: float | 
 
 
 def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int, sms: int,
-          settings: dict[str, Gemm] | None = None) -> dict[str, list[Op]]:
+          settings: dict[str, Gemm] | None = None, te_version: int = LATEST_TE_VERSION) -> dict[str, list[Op]]:
     """A layer's ops per phase as userbuffers runs them on a GPU of ``sms`` SMs with ``settings`` (``config``; None:
-    TE's defaults): chunked ring-exchange and pipeline GEMMs, each GEMM on its ``math_sms`` (``Op.sms``, set only
-    where the margin leaves SMs out), the copies into the userbuffer of the 16-bit ring-exchange dgrads and the
-    reduce after a ring-exchange reduce-scatter."""
+    TE's defaults) in Transformer Engine ``te_version``.x: chunked ring-exchange and pipeline GEMMs, each GEMM on its
+    ``math_sms`` (``Op.sms``, set only where the margin leaves SMs out), the copies into and out of the userbuffer
+    on the compute stream (``copied_gemms``, one a GEMM and phase; an all-gather's in the fp8 elements it moves, a
+    weight gradient's reduce-scattered output in 16 bits) and the reduce after a ring-exchange reduce-scatter."""
+    copied = copied_gemms(te_version, precision)
+    gathered_bytes = BYTES_PER_ELEMENT[precision] if precision in HIGH_PRECISION else activation_bytes
     out: dict[str, list[Op]] = {}
     for phase, phase_ops in ops.items():
         out[phase] = []
+        copies_done: set[str] = set()
         for op in phase_ops:
             found = gemm(op.name, phase, settings) if op.kind == "gemm" else None
             if found is None:
                 out[phase].append(op)
                 continue
-            how = found.method
-            if phase == "backward_input" and how == "ring_exchange" and precision not in HIGH_PRECISION:
-                out[phase].append(ubuf_copy(op, tp, activation_bytes))
-            fp8_out = BYTES_PER_ELEMENT[precision] if fp8_reduce_scatter(te_name(op.name, phase), precision,
-                                                                         settings) else None
+            how, name = found.method, te_name(op.name, phase)
+            copy = None
+            if name in copied and name not in copies_done:   # once per GEMM (one TE module for split projections)
+                copies_done.add(name)
+                copy = buffer_copy(op, phase, tp, activation_bytes if phase == "backward_weight" else gathered_bytes)
+                if phase != "backward_weight":   # an all-gather's buffer filled before the GEMM ...
+                    out[phase].append(copy)
+            fp8_out = BYTES_PER_ELEMENT[precision] if fp8_reduce_scatter(name, precision, settings) else None
             launched = math_sms(found, sms)
             gemm_op = chunked(op, how, tp, precision, launched, found.aggregate, fp8_out)
             out[phase].append(dataclasses.replace(gemm_op, sms=launched) if launched != sms else gemm_op)
+            if copy is not None and phase == "backward_weight":   # ... a reduce-scatter's emptied after it
+                out[phase].append(copy)
             if how == "ring_exchange" and phase in ("forward", "recompute") and op.name in REDUCE_SCATTER_OPS:
                 out[phase].append(ring_reduce(op, tp, activation_bytes, fp8_out))
     return out

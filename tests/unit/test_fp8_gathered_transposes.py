@@ -90,3 +90,6 @@ def test_delayed_scaling_keeps_its_fused_op():
     layer = _layer(recipe="delayed")
     assert [op.name for op in layer["forward"]] == [fp8_recipes.CAST_OP]
     assert [op.name for op in layer["backward_input"]] == [fp8_recipes.CAST_OP]
+
+
+# MLA's gathered tensors (its output projection's gradient and its two latents): tests/unit/test_mla_fp8_casts.py

@@ -25,7 +25,8 @@ def _plan_layer_s(scenario) -> float:
     layer = layer_ops(scenario.model, shard)
     if p.tp_comm_overlap and p.sequence_parallel and p.tp > 1:
         layer = userbuffers.apply(layer, p.tp, t.precision, shard.activation_bytes_per_element,
-                                  kernels.sm_count(gpu.name), userbuffers.scenario_charged(scenario))  # as plan.py
+                                  kernels.sm_count(gpu.name), userbuffers.scenario_charged(scenario),
+                                  p.te_version)  # as plan.py
     ops = [op for phase_ops in layer.values() for op in phase_ops]
     return kernels.stream_time(ops, gpu, t.precision).device_bound_s()
 

@@ -194,3 +194,33 @@ def test_zero3_fp8_without_fp8_parameters_suggests_them_only_where_they_run():
         _ = Simulation(_scenario(zero_stage=3)).plan
     starts = {str(e.value).split(" on ")[0] for e in (blackwell, hopper, transpose)}
     assert len(starts) == 1 and "zero_stage 1 or 2" in str(transpose.value)
+
+
+# Round 28 review (docs/calibration.md, "Round 28: review of the new held-out runs"): the Megatron-Bridge 26.x rows run
+# precision fp8_mx, the performance scripts' bf16_with_mxfp8_mixed() unchanged, which sets fp8_param_gather = True
+# (src/megatron/bridge/training/mixed_precision.py at d063066b, the 26.04 page's commit, and 8e0fe90d, 26.02's).
+BRIDGE_26X_MXFP8 = ["nemo2604-llama3-70b-64-gb300-mxfp8", "nemo2604-llama3-70b-64-gb200-mxfp8",
+                    "nemo2604-llama3-405b-256-gb300-mxfp8", "nemo2604-llama3-405b-256-gb200-mxfp8",
+                    "nemo2604-deepseek-v3-256-gb300-mxfp8", "nemo2604-qwen3-235b-256-b300-mxfp8",
+                    "nemo2602-qwen3-235b-256-b200-mxfp8"]
+
+
+@pytest.mark.parametrize("name", BRIDGE_26X_MXFP8)
+def test_the_bridge_26x_mxfp8_rows_state_the_fp8_parameters_their_recipe_sets(name):
+    training = config.load(name).training
+    assert training.fp8_recipe == "mxfp8" and fp8_params.mxfp8_params(training)
+
+
+def test_moe_mxfp8_parameters_are_memory_only_and_include_the_local_experts():
+    """Qwen3-235B on 256 B200 (PP 8, EP 8): with MXFP8 parameters the step is the same and each local GEMM weight
+    holds 2 B less (the 16-bit weight beside TE's cached MXFP8 copy gone): per layer Q and O (4096 x 8192 each), K and
+    V (4096 x 512 each) and 128 / 8 = 16 local experts' gate, up and down (4096 x 1536 each); a stage holds 11 or 12 of
+    the 94 layers (the embedding and the loss counted as a layer each)."""
+    on = config.load("nemo2602-qwen3-235b-256-b200-mxfp8")
+    data = on.model_dump(mode="json", exclude_none=True)
+    data["training"]["fp8_param_gather"] = False
+    off = config.from_dict(data)
+    assert Simulation(on).run().summary["step_time_s"] == Simulation(off).run().summary["step_time_s"]
+    layer = 2 * 4096 * 8192 + 2 * 4096 * 512 + 16 * 3 * 4096 * 1536
+    saved = memory.per_gpu_memory(off).total_bytes - memory.per_gpu_memory(on).total_bytes
+    assert saved / (2 * layer) in (pytest.approx(11, rel=1e-12), pytest.approx(12, rel=1e-12))

@@ -163,7 +163,8 @@ def _gpt3_mbs2_fp8_forward(settings=None) -> tuple[dict, dict, int]:
     settings = settings or userbuffers.scenario_config(scenario)
     assert settings == GPT3_MBS2 or settings["fc2_fprop"].fp8_buf
     layer = layer_ops(scenario.model, shard)
-    ub = userbuffers.apply(layer, 4, "fp8", shard.activation_bytes_per_element, SMS, settings)
+    ub = userbuffers.apply(layer, 4, "fp8", shard.activation_bytes_per_element, SMS, settings,
+                            scenario.parallelism.te_version)
     return ({op.name: op for op in layer["forward"]}, {op.name: op for op in ub["forward"]},
             shard.activation_bytes_per_element)
 

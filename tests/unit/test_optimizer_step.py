@@ -157,3 +157,49 @@ def test_parameter_tensors_per_layer_follow_the_norm_and_the_linear_biases():
     assert optimizer_step.parameter_tensors_per_layer("layernorm", True) == 12
     assert optimizer_step.parameter_tensors_per_layer("rmsnorm", False) == 6
     assert optimizer_step.parameter_tensors_per_layer("layernorm", False) == 8
+
+
+# Adam's moments in bf16 (training.adam_moments_dtype; Megatron-Core exp_avg_dtype / exp_avg_sq_dtype handed to TE's
+# FusedAdam under use_precision_aware_optimizer): the two moments read and written at 2 bytes, not 4.
+# adam (fp8 current scaling / MXFP8 with fp32 main params: Megatron-Core's own fp32 master shards): FusedAdam reads
+# weight 4, gradient 4, moments 2 + 2 and writes weight 4, moments 2 + 2; state 4 + 2 + 2.
+# adam_precision_aware (bf16 run, bf16 gradients as the DeepSeek-V3 recipe's main_grads_dtype): the norm reads 2;
+# FusedAdam reads gradient 2, weight 2, remainder 2, moments 4, writes weight 2, remainder 2, moments 4; state 2 + 2 + 2.
+BF16_MOMENTS_ADAM_SHARD_BYTES = (2 + 4) + 4 + (4 + 4 + 2 + 2) + (4 + 2 + 2) + (4 + 2)
+BF16_MOMENTS_PRECISION_AWARE_SHARD_BYTES = 2 + (2 + 2 + 2 + 4) + (2 + 2 + 4)
+
+
+def test_bf16_moments_bytes_and_state_by_hand():
+    assert optimizer_step.bytes_per_shard_param("adam", "bf16", moments="bf16") == BF16_MOMENTS_ADAM_SHARD_BYTES
+    assert optimizer_step.bytes_per_shard_param("adam_precision_aware", "bf16", moments="bf16") == \
+        BF16_MOMENTS_PRECISION_AWARE_SHARD_BYTES == 20
+    assert optimizer_step.state_bytes_per_param("adam", "bf16") == 4 + 2 + 2
+    assert optimizer_step.state_bytes_per_param("adam_precision_aware", "bf16") == 2 + 2 + 2
+    with pytest.raises(AssertionError):
+        optimizer_step.state_bytes_per_param("torch_adamw", "bf16")
+
+
+def test_deepseek_v3_rows_hold_bf16_moments_in_memory():
+    """The DeepSeek-V3 H100 row (fp8 current scaling, optimizer adam, bf16 moments): the distributed optimizer's
+    state is 8 B a shard parameter; the same row with fp32 moments 12 B (its routed experts sharded over their own
+    data-parallel group)."""
+    from simcluster.parallel import memory
+
+    scenario = config.load("nemo2509-deepseek-v3-1024-h100-fp8")
+    assert scenario.training.adam_moments_dtype == "bf16"
+    data = config.rebuildable(scenario)
+    fp32 = config.from_dict(data | {"training": data["training"] | {"adam_moments_dtype": "fp32"}})
+    assert memory._stage_memory(scenario, 0).optimizer_bytes == pytest.approx(
+        8 / 12 * memory._stage_memory(fp32, 0).optimizer_bytes, rel=1e-12)
+
+
+@pytest.mark.parametrize("changes", [
+    {"optimizer": "torch_adamw"},                                     # not Megatron-Core's optimizer
+    {"optimizer": "adam"},                                            # bf16 run: precision-aware keeps TE's master
+    {"optimizer": "adam", "precision": "fp8", "fp8_recipe": "delayed"},   # delayed: TE's master weights too
+])
+def test_bf16_moments_where_megatron_core_would_not_run_them_are_refused(changes):
+    data = config.load("nemo2409-llama31-8b-8-h100-bf16").model_dump(mode="json")
+    data["training"] = data["training"] | {"adam_moments_dtype": "bf16"} | changes
+    with pytest.raises(config.ScenarioError, match="training.adam_moments_dtype"):
+        config.from_dict(data)

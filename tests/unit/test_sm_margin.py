@@ -84,7 +84,7 @@ def test_nemo_configuration_states_its_margins_in_either_te(te_version):
                                                   "fc1_wgrad", "qkv_fprop", "proj_dgrad")] == [True, True] + [False] * 6
     model = config.load("nemo2409-gpt3-175b-128-h100-bf16").model
     shard = Shard(seq_len=2048, micro_batch=1, tp=4, precision="bf16", recompute="none")
-    ub = userbuffers.apply(layer_ops(model, shard), 4, "bf16", 2, SMS, gpt3)
+    ub = userbuffers.apply(layer_ops(model, shard), 4, "bf16", 2, SMS, gpt3, te_version)
     launched = {(phase, op.name): op.sms for phase, ops in ub.items() for op in ops
                 if op.kind == "gemm" and op.name in userbuffers.LAYERS}
     assert launched[("forward", "attn_out")] == 108
@@ -102,7 +102,7 @@ def test_te2_defaults_put_the_pipeline_and_bulk_gemms_on_116_sms():
     on_margin = {("forward", "attn_out"), ("forward", "mlp_down"), ("backward_input", "qkv"),
                  ("backward_input", "mlp_up"), ("backward_weight", "qkv"), ("backward_weight", "mlp_up")}
     for te_version in (1, 2):
-        ub = userbuffers.apply(layer, 8, "bf16", 2, SMS, userbuffers.config(te_version=te_version))
+        ub = userbuffers.apply(layer, 8, "bf16", 2, SMS, userbuffers.config(te_version=te_version), te_version)
         for phase, ops in ub.items():
             for op in ops:
                 if op.kind == "gemm" and op.name in userbuffers.LAYERS:
@@ -171,7 +171,7 @@ def test_bad_te_version_is_refused_naming_the_field(small_scenario, value):
         config.from_dict(data)
 
 
-def test_te2_margin_gemms_lose_no_wave_beside_their_kernels_te1s_do(small_scenario, rebalancing_grids):
+def test_te2_margin_gemms_lose_no_wave_beside_their_kernels_te1s_do(small_scenario, rebalancing_grids, monkeypatch):
     """TE 2.x launches the pipeline and bulk GEMMs on 116 SMs (set_sm_margin, cuBLASLt's SM-count target picks their
     tile for 116) and runs the 16-SM communication kernels on the SMs left out: no wave lost beside them. TE 1.x
     launches the same GEMMs on all 132 SMs with the tile picked for 132, and the kernels' 16 CTAs hold SMs while they
@@ -179,7 +179,10 @@ def test_te2_margin_gemms_lose_no_wave_beside_their_kernels_te1s_do(small_scenar
     (``interference.slowdown`` per kernel, ``kernels.tensor_core_waves``). Retiling for 116 is never slower than
     the 132-SM tile in waves of 116 (that tile is one of cuBLAS's candidates), so each TE 2.x GEMM alone takes at
     most its TE 1.x twin beside the kernels. The tp 8 GPT-3 1.3B layer's margin GEMMs have 128 tiles (one wave on
-    132, two on 116) or fit 116: TE 1.x's run is the longer one, by less than 132/116."""
+    132, two on 116) or fit 116: TE 1.x's run is the longer one, by less than 132/116. TE 2.x's buffer copies
+    (userbuffers.yaml main_stream_copies; tests/unit/test_userbuffers.py) are set to TE 1.x's here: the margin alone."""
+    copies = userbuffers.constants()["main_stream_copies"]
+    monkeypatch.setitem(copies, 2, copies[1])
     data = copy.deepcopy(small_scenario)
     data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True)
     data["cluster"]["nodes"] = 2
@@ -192,7 +195,7 @@ def test_te2_margin_gemms_lose_no_wave_beside_their_kernels_te1s_do(small_scenar
     precision, ctas = scenario.training.precision, interference.CommKernel(16, 0.0)  # SMs only: no HBM share
     layer = layer_ops(scenario.model, shard_for(scenario))
     gemms = {version: {(phase, op.name): op for phase, ops in userbuffers.apply(
-        layer, 8, precision, 2, SMS, userbuffers.config(te_version=version)).items()
+        layer, 8, precision, 2, SMS, userbuffers.config(te_version=version), version).items()
         for op in ops if op.kind == "gemm" and op.name in userbuffers.LAYERS} for version in (1, 2)}
     margin = [key for key, op in gemms[2].items() if op.sms == SMS - 16]
     assert len(margin) == 6

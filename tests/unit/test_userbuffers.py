@@ -28,7 +28,7 @@ TE1 = userbuffers.config(te_version=1)
 def _ops(tp: int, precision: str = "bf16", recompute: str = "none") -> tuple[dict, dict]:
     shard = Shard(seq_len=4096, micro_batch=1, tp=tp, precision=precision, recompute=recompute)
     layer = layer_ops(MODEL, shard)
-    return layer, userbuffers.apply(layer, tp, precision, shard.activation_bytes_per_element, SMS, TE1)
+    return layer, userbuffers.apply(layer, tp, precision, shard.activation_bytes_per_element, SMS, TE1, te_version=1)
 
 
 def _gemm(ops: dict, phase: str, name: str):
@@ -86,6 +86,61 @@ def test_dy_is_copied_into_the_userbuffer_in_16_bit_only():
     assert [op.hbm_bytes for op in copies] == [2 * 2 * 512 * 12288] * 2
     _, ub8 = _ops(8, "fp8")
     assert not [op for op in ub8["backward_input"] if op.name == "ub_copy"]
+
+
+def _copies(ub: dict) -> dict[str, list[float]]:
+    return {phase: [op.hbm_bytes for op in ops if op.name == "ub_copy"] for phase, ops in ub.items()}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_te2_copies_every_gathered_shard_into_the_buffer_and_the_bulk_reduce_scatter_out(precision):
+    """TE 2.x (NVIDIA/TransformerEngine#1711): fill_userbuffers_buffer_for_all_gather copies the norm output's shard
+    into the buffer before qkv's and fc1's forward ring exchanges (again in a full recompute) and dY's before proj's
+    and fc2's dgrad ring exchanges, in the fp8 bytes the all-gather moves (1 an element in fp8, 2 in bf16); the bulk
+    wgrad's reduce-scattered dgrad output is cloned out of its 16-bit buffer after qkv's and fc1's wgrad. Each copy
+    reads and writes tokens/tp x h: 4096/8 x 12288 here. TE 1.x: the bf16 dY copies only, none in fp8."""
+    shard_elements, e = 4096 // 8 * 12288, {"bf16": 2, "fp8": 1}[precision]
+    shard = Shard(seq_len=4096, micro_batch=1, tp=8, precision=precision, recompute="full")
+    layer = layer_ops(MODEL, shard)
+    te2 = userbuffers.apply(layer, 8, precision, shard.activation_bytes_per_element, SMS, TE1, te_version=2)
+    gathered, cloned = 2 * shard_elements * e, 2 * shard_elements * 2
+    assert _copies(te2) == {"forward": [gathered] * 2, "recompute": [gathered] * 2,
+                            "backward_input": [gathered] * 2, "backward_weight": [cloned] * 2}
+    # before the ring exchange it fills, after the bulk wgrad it empties
+    for phase, before in (("forward", "qkv"), ("backward_input", "attn_out")):
+        names = [op.name for op in te2[phase]]
+        assert names[names.index(before) - 1] == "ub_copy"
+    names = [op.name for op in te2["backward_weight"]]
+    assert names[names.index("qkv") + 1] == "ub_copy"
+    te1 = userbuffers.apply(layer, 8, precision, shard.activation_bytes_per_element, SMS, TE1, te_version=1)
+    assert _copies(te1) == {"forward": [], "recompute": [],
+                            "backward_input": [2 * shard_elements * 2] * 2 if precision == "bf16" else [],
+                            "backward_weight": []}
+
+
+def test_te2_copies_once_per_gemm_when_the_projections_are_split():
+    """One TE LayerNormLinear fills the buffer once, however many GEMMs the model writes for its projections."""
+    split = Shard(seq_len=4096, micro_batch=1, tp=8, precision="bf16", recompute="none", projections="separate")
+    layer = layer_ops(MODEL, split)
+    assert len([op for op in layer["forward"] if op.name == "qkv"]) == 3
+    ub = userbuffers.apply(layer, 8, "bf16", 2, SMS, TE1, te_version=2)
+    assert len(_copies(ub)["forward"]) == 2 and len(_copies(ub)["backward_weight"]) == 2
+
+
+def test_the_plan_charges_the_copies_by_the_scenarios_te_release(small_scenario):
+    """The plan passes parallelism.te_version: at TE 2.x a bf16 tp 8 layer runs 4 more copies than at TE 1.x (qkv
+    and fc1 forward, qkv and fc1 wgrad outputs), each one kernel on the compute stream."""
+    kernels_by_version = {}
+    for te_version in (1, 2):
+        data = copy.deepcopy(small_scenario)
+        data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True,
+                                   te_version=te_version)
+        data["cluster"]["nodes"] = 2
+        data["training"].update(precision="bf16", activation_recompute="none")
+        chunk = plan.plan(config.from_dict(data), lambda op, group, size: 0.0).chunks[0]
+        kernels_by_version[te_version] = (chunk.forward_stream.kernels, chunk.backward_stream.kernels, chunk.layers)
+    (fwd1, bwd1, layers), (fwd2, bwd2, _) = kernels_by_version[1], kernels_by_version[2]
+    assert (fwd2 - fwd1, bwd2 - bwd1) == (2 * layers, 2 * layers)
 
 
 def test_chunks_share_waves_when_the_streams_in_flight_hold_a_wave():

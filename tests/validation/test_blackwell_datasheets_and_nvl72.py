@@ -7,6 +7,9 @@ Independent truths:
   BF16 36 PFLOPS (sparse); GB200 NVL72 and GB300 NVL72 per 72 GPUs FP8/FP6 720, FP16/BF16 360 PFLOPS (sparse).
 - B200's HBM3e: the driver reports a 7680-bit bus (not 8192) and nvidia-smi a 3996 MHz memory clock, double data
   rate: 960 B x 3996 MHz x 2 = 7.672 TB/s (pytorch/ao PR #4002, 2026, which corrected torchao's roofline from 8 TB/s).
+- B300's HBM3e, read on an "NVIDIA B300 SXM6 AC" (round 28): memoryBusWidth 7680 bits, memoryClockRate 3996 MHz
+  (ademeure/QuickRunCUDA b300_clean/B300_CANONICAL_REFERENCE.md section 4): the same 7.672 TB/s as B200; NVML's
+  power limit 1100 W (default = enforced = max, min 200 W) and 182-197 W idle (b300_clean/16_power_clock.md).
 - NVLink 5: 18 links x 50 GB/s per direction = 900 GB/s, the "1.8 TB/s per GPU" of the datasheets being both
   directions.
 - Maximum clocks: B200 1965 MHz, GB200 2062 MHz (FP32 datasheet peaks, tests/validation/test_blackwell_sm_counts.py),
@@ -46,10 +49,17 @@ def test_dense_peaks_are_the_system_datasheets_sparse_figures_halved(gpu_name):
     assert gpu.peak_flop_per_s("bf16") == pytest.approx(bf16_sparse * 1e15 / gpus / 2, rel=1e-3)
 
 
-def test_b200_hbm_bandwidth_is_its_bus_width_times_its_memory_clock():
-    """7680 bits at 3996 MHz DDR: 7.672 TB/s (the 8192-bit reading, 8.18 TB/s, is 6% off: docs/calibration.md)."""
+@pytest.mark.parametrize("gpu_name", ["b200", "b300"])
+def test_hgx_hbm_bandwidth_is_its_bus_width_times_its_memory_clock(gpu_name):
+    """7680 bits at 3996 MHz DDR: 7.672 TB/s (the 8192-bit figure, 8.18 TB/s, is 6% off: docs/calibration.md)."""
     measured = 7680 / 8 * 3996e6 * 2
-    assert hardware.gpu("b200").hbm_bandwidth == pytest.approx(measured, rel=0.01)
+    assert hardware.gpu(gpu_name).hbm_bandwidth == pytest.approx(measured, rel=0.01)
+
+
+def test_b300_power_limit_and_idle_are_the_nvml_readings():
+    gpu = hardware.gpu("b300")
+    assert gpu.tdp == pytest.approx(1100.0)
+    assert 182.0 <= gpu.idle_power <= 197.0
 
 
 @pytest.mark.parametrize("gpu_name", BLACKWELL)

@@ -34,8 +34,9 @@ from simcluster.workload import kernels
 from tests.validation.test_blackwell_gemm_ceiling import B200_PEAK_MHZ, _clocks_mhz
 from tests.validation.test_blackwell_gpu_pairs import GB200_BOOST_MHZ
 
-# B200's boost; GB200's boost (VeOmni#986); GB300's locked maximum (facebookexperimental/triton#2023)
-MAX_MHZ = {"b200": B200_PEAK_MHZ, "gb200": GB200_BOOST_MHZ, "gb300": 2070.0}
+# B200's boost; GB200's boost (VeOmni#986); GB300's locked maximum (facebookexperimental/triton#2023); B300's boost
+# read on the device (ademeure/QuickRunCUDA b300_clean/16_power_clock.md; sglang#28460)
+MAX_MHZ = {"b200": B200_PEAK_MHZ, "gb200": GB200_BOOST_MHZ, "gb300": 2070.0, "b300": 2032.0}
 CLOCK_GRID = 0.006                                     # clock_ratio is given to 0.01
 TRIPLE_8B = {gpu: f"nemo2511-llama3-8b-8-{gpu}-fp8" for gpu in ("b200", "gb200", "gb300")}
 PUBLISHED = {c["scenario"]: c["step_time_s"] for c in validation.cases() + validation.held_out_cases()
