@@ -160,31 +160,53 @@ def test_chunk_network_unknown_layout_is_one_line_before_any_run():
     assert out == ""   # nothing simulated first
 
 
-def test_ctrl_c_in_a_script_is_one_line_and_130_keeping_what_it_printed(tmp_path):
-    """SIGINT during stage_bound's second scenario (a 64-GPU 70B run of a minute): the first scenario's report stays
-    on stdout, stderr is the CLI's one line, the exit code 130 (a KeyboardInterrupt traceback before round 28)."""
+def _interrupted(argv: list[str], printed_by: str) -> tuple[list[str], int, str]:
+    """Run a script (SIGINT at its default: a background shell ignores it, and Python keeps that), read its stdout up
+    to the line starting ``printed_by``, send it a real SIGINT: (lines read, exit code, rest of stderr)."""
     import os
     import signal
     import subprocess
     import sys
 
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}   # its report reaches the pipe as printed
+    child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith(printed_by):
+            break
+    child.send_signal(signal.SIGINT)
+    _out, err = child.communicate(timeout=120)
+    return lines, child.returncode, err
+
+
+def test_ctrl_c_in_a_script_is_one_line_and_130_keeping_what_it_printed(tmp_path):
+    """SIGINT during stage_bound's second scenario (a 64-GPU 70B run of a minute): the first scenario's report stays
+    on stdout, stderr is the CLI's one line, the exit code 130 (a KeyboardInterrupt traceback before round 28)."""
     first = {"name": "first", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 4, "nodes": 1},
              "model": {"layers": 4, "hidden": 1024, "heads": 8, "vocab": 32000},
              "training": {"seq_len": 2048, "global_batch_size": 16, "micro_batch_size": 1, "precision": "bf16"},
              "parallelism": {"tp": 1, "pp": 4, "dp": 1}}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "PYTHONUNBUFFERED": "1"}   # its report reaches the pipe as printed
-    child = subprocess.Popen(   # SIGINT at its default (a background shell ignores it, and Python keeps that)
-        [sys.executable, str(STAGE_BOUND), str(_file(tmp_path, first)), "nemo2511-llama3-70b-64-h100-fp8"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = []
-    for line in child.stdout:   # the first report is printed whole once its run is done
-        lines.append(line)
-        if line.startswith("  engine step"):
-            break
-    child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=120)
-    assert child.returncode == 130, (child.returncode, err[-800:])
+    lines, code, err = _interrupted([str(STAGE_BOUND), str(_file(tmp_path, first)),
+                                     "nemo2511-llama3-70b-64-h100-fp8"], "  engine step")
+    assert code == 130, (code, err[-800:])
     assert err == "interrupted by SIGINT\n"
     assert lines[0].startswith("== first: pp 4")
+
+
+@pytest.mark.parametrize("script, first_line", [
+    # a benchmark whose main parsed sys.argv itself: its first case printed, SIGINT in the second (~3 s of CPU)
+    ("benchmarks/chunk_network.py", "interleaved-cp-tp-overlap: step"),
+    # a script whose main takes argv: its two one-node rows printed, SIGINT in the 48-node run (~5 s)
+    ("scripts/prequel_layouts.py", "one node  10 layers"),
+])
+def test_ctrl_c_in_a_script_calling_its_own_main_is_one_line_and_130(script, first_line):
+    """The scripts that call their own ``main`` (a script_entry.Parser, no script_entry.run) go through
+    script_entry.call: a real SIGINT after their first lines is the CLI's one line and 130, those lines kept (a
+    KeyboardInterrupt traceback before)."""
+    lines, code, err = _interrupted([str(ROOT / script)], first_line)
+    assert code == 130, (code, err[-800:])
+    assert err == "interrupted by SIGINT\n"
+    assert lines and lines[-1].startswith(first_line)
