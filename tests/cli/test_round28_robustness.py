@@ -35,6 +35,8 @@ from tests.conftest import SMALL
 from tests.unit.test_scripts_command_line import ROOT, _as_main
 
 DENSE = copy.deepcopy(SMALL)
+MLA = {"layers": 4, "hidden": 1024, "heads": 8, "vocab": 32000, "norm": "rmsnorm",   # tests/unit/test_mla_down_...
+       "mla": {"q_lora_rank": 256, "kv_lora_rank": 128, "qk_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}}
 
 
 def refused(code: int, err: str, *words: str) -> None:
@@ -87,6 +89,11 @@ CASES = {
                                        ("training.moe_router: fused", "model with moe")),
     "router-dtype-dense": (_edited(training__moe_router_dtype="fp32"), ("training.moe_router_dtype: fp32",)),
     "seq-aux-loss-dense": (_edited(training__moe_load_balancing="seq_aux_loss"), ("training.moe_load_balancing",)),
+    # rope fusion stated on MLA at the releases whose TransformerConfig raises "multi_latent_attention does not
+    # support apply_rope_fusion" (megatron_core 0.11.0 / 0.12.0 wheels): accepted and unread before
+    **{f"mla-rope-fusion-{v}": (_edited(model=MLA, training__rope_fusion=True, training__mcore_version=v),
+                                ("training.rope_fusion: true with multi-latent attention", f"'{v}' refuses it"))
+       for v in ("0.11", "0.12")},
 }
 READERS = {"run": ("--network", "analytic", "--json"), "compare": ("--network", "analytic", "--json"),
            "sweep": ("--gpus", "16", "--jobs", "1", "--no-plots", "--network", "analytic", "--json")}
@@ -116,6 +123,17 @@ def test_context_suffix_reads_one_suffix_and_whole_ks():
     assert config.context_suffix("llama3_8b_16k_16k") is None   # the stem read without a suffix: no preset
     assert config.context_suffix("llama3_8b_0k") is None and config.context_suffix("llama3_8b_016k") is None
     assert config.context_suffix("llama3-8b") is None
+
+
+@pytest.mark.parametrize(("version", "rope_fusion"), [("0.10", True), ("0.11", False), ("0.12", None),
+                                                      ("0.13", True)])
+def test_mla_rope_fusion_where_its_release_takes_it_still_loads(version, rope_fusion):
+    """0.10.0 has no such check, 0.13.0 refuses it only for a rope_type other than yarn (which is not modelled);
+    false, or left unset (false for these positions), loads on 0.11 and 0.12."""
+    training = {"mcore_version": version} | ({} if rope_fusion is None else {"rope_fusion": rope_fusion})
+    data = _edited(model=MLA)
+    data["training"] = {**data["training"], **training}
+    assert config.from_dict(data).training.rope_fusion is bool(rope_fusion)
 
 
 def test_cp_on_whole_chunks_and_router_options_at_their_defaults_still_run(cli, tmp_path):
