@@ -134,7 +134,8 @@ CASES = {
 # us per kernel, 450 us per pipeline step: -4.27% to -1.07%, the default GPT-3 175B -1.07% (8.815494 -> 8.721386 s).
 # Round 28 moved them on purpose: cuDNN's causal attention on Hopper runs each executed FLOP slower than the unmasked
 # curve (efficiency.yaml attention.causal_loss, kernels.causal_share; every case runs the flash kernel on H100):
-# +0.42% (gpipe-zero2) to +1.21% (expanded-zero2-pp-variability), the default GPT-3 175B +0.59% (8.721386 -> 8.773074 s).
+# +0.42% (gpipe-zero2) to +1.21% (expanded-zero2-pp-variability), the default GPT-3 175B +0.59% (8.721386 ->
+# 8.773074 s).
 BEFORE = {
     'interleaved-cp-tp-overlap': (0.0747620828037455, 0, 0.0),
     'zero3-pp': (0.09911358078209262, 0, 0.0),
