@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import resource
+import sys
 from pathlib import Path
 
 from simcluster.core import script_entry
@@ -58,10 +59,10 @@ def measure(scenario: config.Scenario) -> tuple[float, float, int, int]:
         store_forward.StoreForwardNetwork._run = original
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = script_entry.Parser(description=__doc__.splitlines()[0])   # usage errors in one line, exit 2
     parser.add_argument("--layout", action="append", default=[], help="a recipe layout id (repeatable)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     layouts = {name: data for name, data, _row in _module(ROOT / "tests" / "validation" /
                                                           "test_nemo_recipe_layouts.py").LAYOUTS} if args.layout else {}
     chosen = {}
@@ -83,4 +84,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.cli import hostile_corpus as corpus  # noqa: E402
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", action="store_true", help="only the quick sample")
     parser.add_argument("--only", action="append", default=[], help="cases whose id contains this (repeatable)")
     parser.add_argument("--keep", type=Path, help="folder for the corpus files and the cases' outputs (kept)")
     parser.add_argument("--verbose", action="store_true", help="print every case's outcome")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="simcluster-hostile-"))
     data = root / "data"
     corpus.materialise(data)
@@ -45,4 +45,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

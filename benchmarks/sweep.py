@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 from simcluster.cli import main as simcluster
+from simcluster.core import script_entry
 
 TARGET_S = 120.0
 FABRICS = ("rail-fat-tree", "leaf-spine:oversubscription=4")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simcluster.core import script_entry
-
     parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/sweep"), help="output folder of the sweep")
     out = parser.parse_args(argv).out
@@ -55,4 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

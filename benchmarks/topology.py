@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cProfile
 import pstats
+import sys
 import time
 
 import numpy as np
@@ -71,13 +72,14 @@ def main(gpus: int, routing: str) -> dict[str, float]:
     return times
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> int:
+    """The command line: --gpus, --routing (repeatable), --profile."""
     parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=16_384)
     parser.add_argument("--routing", choices=("adaptive", "ecmp"), action="append",
                         help="routing policy (repeatable; default: both)")
     parser.add_argument("--profile", action="store_true", help="print the top functions by cumulative time")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for policy in args.routing or ["adaptive", "ecmp"]:
         if args.profile:
             profiler = cProfile.Profile()
@@ -86,3 +88,8 @@ if __name__ == "__main__":
         else:
             main(args.gpus, policy)
         print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(script_entry.call(cli, sys.argv[1:]))   # Ctrl-C: one line, exit 130

@@ -25,6 +25,7 @@ a preset) keeps it, said on its row.
 from __future__ import annotations
 
 import copy
+import sys
 
 from simcluster.core import catalog, script_entry
 from simcluster.core.errors import ScenarioError
@@ -197,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

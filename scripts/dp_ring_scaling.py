@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import sys
 
 from simcluster import collectives
 from simcluster.collectives import Collective, nccl
@@ -445,4 +446,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

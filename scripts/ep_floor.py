@@ -21,6 +21,8 @@ written; held-out scenarios are read, never tuned to (docs/calibration.md, "Roun
 
 from __future__ import annotations
 
+import sys
+
 from simcluster.collectives import deepep
 from simcluster.core import script_entry
 from simcluster.parallel import memory
@@ -117,4 +119,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

@@ -8,6 +8,8 @@ exchanges of the 2021 / January 2023 code add (m - 1) hops a step, a per-microba
 
 from __future__ import annotations
 
+import sys
+
 from simcluster.core import script_entry
 
 
@@ -128,4 +130,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

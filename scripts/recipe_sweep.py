@@ -25,6 +25,7 @@ import dataclasses
 import importlib.util
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -200,4 +201,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

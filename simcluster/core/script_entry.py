@@ -4,7 +4,8 @@ cannot read is one line, ``error: ...``, and exit code 2, never a traceback or a
 
 ``Parser`` is argparse with that one-line error (argparse prints its usage block first), ``count`` its type of a
 GPU count; ``run`` is the entry of a script that reads ``sys.argv`` itself (flags only, and how many other words it
-takes). Lines pass through ``core.errors.one_line``, as the CLI's do."""
+takes), ``call`` that of a script whose ``main`` parses its command line with a ``Parser`` (both: Ctrl-C is one line
+and exit 130). Lines pass through ``core.errors.one_line``, as the CLI's do."""
 
 from __future__ import annotations
 
@@ -62,6 +63,13 @@ def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | Non
         print(f"error: expected {usage or 'arguments'}, got {len(given)} argument{'s' * (len(given) != 1)} "
               "(see --help)", file=sys.stderr)
         return USAGE_ERROR
+    return call(main, argv)
+
+
+def call(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """Run ``main(argv)`` of a script that reads its own command line (a ``Parser``, whose --help and usage errors
+    exit by themselves) under ``run``'s rules: a ScenarioError or an OSError is one line and exit 2; Ctrl-C is one
+    line, ``interrupted by SIGINT``, and exit 130, what was printed so far staying printed. Returns the exit code."""
     try:
         code = main(argv)
     except ScenarioError as err:

@@ -235,6 +235,14 @@ def _at_least(version: str | None, boundary: str) -> bool:
     return version is not None and mcore_release(version) >= mcore_release(catalog.load("mcore_versions")[boundary])
 
 
+def release_in(version: str | None, span: str) -> bool:
+    """Whether a release is in a span of data/mcore_versions.yaml (``{first, until}``: from first up to, not
+    including, until); None (no release): no."""
+    bounds = catalog.load("mcore_versions")[span]
+    return (version is not None
+            and mcore_release(bounds["first"]) <= mcore_release(version) < mcore_release(bounds["until"]))
+
+
 def lazy_first_param_gather(version: str | None) -> bool:
     """Whether a release dispatches a model chunk's first parameter all-gather at the chunk's first forward pre-hook
     (the bucket groups, 0.9 on) rather than at optimizer.zero_grad, the step's start (0.8 and before); None (not
@@ -1288,6 +1296,12 @@ class Scenario(_Strict):
             raise ScenarioError("training.mcore_version", f"'{stated}' has no fused MoE router (moe_router: fused, "
                                 "--moe-router-fusion): Megatron-Core ships it from 0.14 (data/mcore_versions.yaml "
                                 "moe_router_fusion)")
+        if (self.megatron_core and m.mla is not None and t.rope_fusion and "rope_fusion" not in t._resolved
+                and release_in(stated, "mla_refuses_rope_fusion")):
+            # TransformerConfig.__post_init__ of 0.11 and 0.12 (data/mcore_versions.yaml mla_refuses_rope_fusion)
+            raise ScenarioError("training.rope_fusion", f"true with multi-latent attention (model.mla): Megatron-Core "
+                                f"'{stated}' refuses it (\"multi_latent_attention does not support "
+                                "apply_rope_fusion\"): set rope_fusion: false")
         if p.tp_comm_overlap and p.tp > 1 and m.mla is not None and self.megatron_core and not MLA_RUNS_TP_OVERLAP:
             raise ScenarioError("parallelism.tp_comm_overlap", "Megatron-Core runs MLA without TP overlap (0.11-0.12 "
                                 "refuse it, 0.13 on switch it off at q_down_proj; config.MLA_RUNS_TP_OVERLAP): set it "

@@ -207,7 +207,25 @@ def attention_efficiency(op: Op, gpu_name: str) -> tuple[float, float]:
     executed_fractions = table.get("executed_fraction", flash["executed_fraction"])
     executed = executed_fractions[direction] * head_dim_tile_ratio(op, gpu_name)
     share = exponential_share(op, gpu_name, executed_fractions, curve_key)
-    return peak_fraction * saturation * share, executed
+    return peak_fraction * saturation * share * causal_share(op, gpu_name, half), executed
+
+
+def causal_share(op: Op, gpu_name: str, kv_tokens_half: float) -> float:
+    """Share of the unmasked curve's speed per executed FLOP that cuDNN's causal kernel keeps on Hopper
+    (efficiency.yaml attention.causal_loss; the flash kernel on the GPUs listed, else 1): 1 / (1 + constant +
+    diagonal_keys / n) at key length n. Under context parallelism only the ring's first step is causal (c = s/cp
+    keys; ``ring_key_length``): the slowest rank's steps take (1 + h/c) / share(c) + (cp - 1)(1 + 2h/c) against
+    (1 + h/c) + (cp - 1)(1 + 2h/c) for unmasked steps (h: the curve's ``kv_tokens_half``), so the one kernel
+    keeps their ratio; at cp 1 that is share(s)."""
+    table = _table()["attention"].get("causal_loss")
+    if op.kernel != "flash" or table is None or gpu_name not in table["gpus"] or op.n <= 0:
+        return 1.0
+    loss = table["backward" if op.name.endswith("backward") else "forward"]
+    chunk = op.n / op.ring_steps
+    share = 1.0 / (1.0 + loss["constant"] + loss["diagonal_keys"] / chunk)
+    first = 1.0 + kv_tokens_half / chunk
+    rest = (op.ring_steps - 1) * (1.0 + 2.0 * kv_tokens_half / chunk)
+    return (first + rest) / (first / share + rest)
 
 
 def ring_key_length(op: Op) -> float:

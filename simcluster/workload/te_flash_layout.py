@@ -56,11 +56,6 @@ OP_NAME = "te_flash_layout"
 Kernel = tuple[str, float, float]
 
 
-def _release_in(version: str | None, first: str, until: str) -> bool:
-    return (version is not None
-            and config.mcore_release(first) <= config.mcore_release(version) < config.mcore_release(until))
-
-
 def layout(scenario: Scenario) -> tuple[str, str] | None:
     """What this run's attention copies by: (``qkv_format`` handed to TE, how the RoPE kernel leaves q and k), or
     None where nothing is copied. bshd where Megatron-Core's release overrides the format under rope fusion
@@ -72,8 +67,7 @@ def layout(scenario: Scenario) -> tuple[str, str] | None:
     data = catalog.load("mcore_versions")
     rope = "none" if m.position != "rope" else (
         "te" if config.mcore_release(t.mcore_version) >= config.mcore_release(data["te_rope"]) else "apex")
-    bounds = data["mcore_bshd_copies"]
-    if t.rope_fusion and _release_in(t.mcore_version, bounds["first"], bounds["until"]):
+    if t.rope_fusion and config.release_in(t.mcore_version, "mcore_bshd_copies"):
         return MCORE_QKV_FORMAT, rope
     flash_gpus = catalog.load("efficiency")["attention"]["flash2_head_dim_tiles"]["flash_gpus"]
     if t.attention == "flash" and scenario.cluster.gpu.name in flash_gpus:

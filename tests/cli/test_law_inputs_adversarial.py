@@ -17,12 +17,12 @@ import math
 import matplotlib
 import numpy as np
 import pytest
-from conftest import SMALL
 
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws
 from tests.cli.test_hostile_inputs import edited
 from tests.cli.test_round24_adversarial import refused
+from tests.conftest import SMALL
 
 matplotlib.use("Agg")
 

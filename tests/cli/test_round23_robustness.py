@@ -9,9 +9,9 @@ import json
 import signal
 
 import pytest
-from conftest import SMALL
 
 from simcluster.cli.app import Interrupted
+from tests.conftest import SMALL
 
 COMMANDS = {"run": ("--json",), "compare": ("--network", "analytic", "--json"),
             "sweep": ("--gpus", "16", "--jobs", "1", "--no-plots", "--network", "analytic", "--json")}

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SMALL
 
 from simcluster.cli.app import Interrupted
 from tests.cli.hostile_corpus import KINETO
+from tests.conftest import SMALL
 
 REPO = Path(__file__).resolve().parents[2]
 CHAKRA = sorted((Path("/work/shared/traces/chakra")).glob("all_reduce.*.et")) or \

@@ -35,6 +35,8 @@ from tests.conftest import SMALL
 from tests.unit.test_scripts_command_line import ROOT, _as_main
 
 DENSE = copy.deepcopy(SMALL)
+MLA = {"layers": 4, "hidden": 1024, "heads": 8, "vocab": 32000, "norm": "rmsnorm",   # tests/unit/test_mla_down_...
+       "mla": {"q_lora_rank": 256, "kv_lora_rank": 128, "qk_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}}
 
 
 def refused(code: int, err: str, *words: str) -> None:
@@ -87,6 +89,11 @@ CASES = {
                                        ("training.moe_router: fused", "model with moe")),
     "router-dtype-dense": (_edited(training__moe_router_dtype="fp32"), ("training.moe_router_dtype: fp32",)),
     "seq-aux-loss-dense": (_edited(training__moe_load_balancing="seq_aux_loss"), ("training.moe_load_balancing",)),
+    # rope fusion stated on MLA at the releases whose TransformerConfig raises "multi_latent_attention does not
+    # support apply_rope_fusion" (megatron_core 0.11.0 / 0.12.0 wheels): accepted and unread before
+    **{f"mla-rope-fusion-{v}": (_edited(model=MLA, training__rope_fusion=True, training__mcore_version=v),
+                                ("training.rope_fusion: true with multi-latent attention", f"'{v}' refuses it"))
+       for v in ("0.11", "0.12")},
 }
 READERS = {"run": ("--network", "analytic", "--json"), "compare": ("--network", "analytic", "--json"),
            "sweep": ("--gpus", "16", "--jobs", "1", "--no-plots", "--network", "analytic", "--json")}
@@ -116,6 +123,17 @@ def test_context_suffix_reads_one_suffix_and_whole_ks():
     assert config.context_suffix("llama3_8b_16k_16k") is None   # the stem read without a suffix: no preset
     assert config.context_suffix("llama3_8b_0k") is None and config.context_suffix("llama3_8b_016k") is None
     assert config.context_suffix("llama3-8b") is None
+
+
+@pytest.mark.parametrize(("version", "rope_fusion"), [("0.10", True), ("0.11", False), ("0.12", None),
+                                                      ("0.13", True)])
+def test_mla_rope_fusion_where_its_release_takes_it_still_loads(version, rope_fusion):
+    """0.10.0 has no such check, 0.13.0 refuses it only for a rope_type other than yarn (which is not modelled);
+    false, or left unset (false for these positions), loads on 0.11 and 0.12."""
+    training = {"mcore_version": version} | ({} if rope_fusion is None else {"rope_fusion": rope_fusion})
+    data = _edited(model=MLA)
+    data["training"] = {**data["training"], **training}
+    assert config.from_dict(data).training.rope_fusion is bool(rope_fusion)
 
 
 def test_cp_on_whole_chunks_and_router_options_at_their_defaults_still_run(cli, tmp_path):
@@ -160,31 +178,53 @@ def test_chunk_network_unknown_layout_is_one_line_before_any_run():
     assert out == ""   # nothing simulated first
 
 
-def test_ctrl_c_in_a_script_is_one_line_and_130_keeping_what_it_printed(tmp_path):
-    """SIGINT during stage_bound's second scenario (a 64-GPU 70B run of a minute): the first scenario's report stays
-    on stdout, stderr is the CLI's one line, the exit code 130 (a KeyboardInterrupt traceback before round 28)."""
+def _interrupted(argv: list[str], printed_by: str) -> tuple[list[str], int, str]:
+    """Run a script (SIGINT at its default: a background shell ignores it, and Python keeps that), read its stdout up
+    to the line starting ``printed_by``, send it a real SIGINT: (lines read, exit code, rest of stderr)."""
     import os
     import signal
     import subprocess
     import sys
 
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}   # its report reaches the pipe as printed
+    child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith(printed_by):
+            break
+    child.send_signal(signal.SIGINT)
+    _out, err = child.communicate(timeout=120)
+    return lines, child.returncode, err
+
+
+def test_ctrl_c_in_a_script_is_one_line_and_130_keeping_what_it_printed(tmp_path):
+    """SIGINT during stage_bound's second scenario (a 64-GPU 70B run of a minute): the first scenario's report stays
+    on stdout, stderr is the CLI's one line, the exit code 130 (a KeyboardInterrupt traceback before round 28)."""
     first = {"name": "first", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 4, "nodes": 1},
              "model": {"layers": 4, "hidden": 1024, "heads": 8, "vocab": 32000},
              "training": {"seq_len": 2048, "global_batch_size": 16, "micro_batch_size": 1, "precision": "bf16"},
              "parallelism": {"tp": 1, "pp": 4, "dp": 1}}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "PYTHONUNBUFFERED": "1"}   # its report reaches the pipe as printed
-    child = subprocess.Popen(   # SIGINT at its default (a background shell ignores it, and Python keeps that)
-        [sys.executable, str(STAGE_BOUND), str(_file(tmp_path, first)), "nemo2511-llama3-70b-64-h100-fp8"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = []
-    for line in child.stdout:   # the first report is printed whole once its run is done
-        lines.append(line)
-        if line.startswith("  engine step"):
-            break
-    child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=120)
-    assert child.returncode == 130, (child.returncode, err[-800:])
+    lines, code, err = _interrupted([str(STAGE_BOUND), str(_file(tmp_path, first)),
+                                     "nemo2511-llama3-70b-64-h100-fp8"], "  engine step")
+    assert code == 130, (code, err[-800:])
     assert err == "interrupted by SIGINT\n"
     assert lines[0].startswith("== first: pp 4")
+
+
+@pytest.mark.parametrize("script, first_line", [
+    # a benchmark whose main parsed sys.argv itself: its first case printed, SIGINT in the second (~3 s of CPU)
+    ("benchmarks/chunk_network.py", "interleaved-cp-tp-overlap: step"),
+    # a script whose main takes argv: its two one-node rows printed, SIGINT in the 48-node run (~5 s)
+    ("scripts/prequel_layouts.py", "one node  10 layers"),
+])
+def test_ctrl_c_in_a_script_calling_its_own_main_is_one_line_and_130(script, first_line):
+    """The scripts that call their own ``main`` (a script_entry.Parser, no script_entry.run) go through
+    script_entry.call: a real SIGINT after their first lines is the CLI's one line and 130, those lines kept (a
+    KeyboardInterrupt traceback before)."""
+    lines, code, err = _interrupted([str(ROOT / script)], first_line)
+    assert code == 130, (code, err[-800:])
+    assert err == "interrupted by SIGINT\n"
+    assert lines and lines[-1].startswith(first_line)

@@ -10,8 +10,9 @@
    kernel two years earlier (cuDNN of July 2024, H100, 16 heads of 128: Shah et al. 2024, FlashAttention-3, arXiv
    2407.08608, Figure 5) ran the causal forward at 529 / 539 TFLOP/s at 8k / 16k; the containers of NeMo 24.07-25.02
    shipped cuDNN releases between the two. The model has one curve (fitted on FlashAttention-3's unmasked kernel,
-   causal as half the tiles); asserted: within 10% of cuDNN 9.19's causal kernel from 4k to 32k (measured -9.1% ..
-   +8.2%; at 2k it is +13% forward, +30% backward, not asserted), between the two cuDNN releases at 8k and 16k, and
+   causal as half the tiles; round 28: times cuDNN 2024's causal loss, attention.causal_loss); asserted: below cuDNN
+   9.19's causal kernel by 5-20% from 4k to 32k (the release gap; within 10% before round 28), between the two
+   cuDNN releases at 8k and 16k, and
    its dependence on the key length that of cuDNN 9.19's unmasked kernel (the shape the ring's steps run) to 1.5%.
 2. Transformer Engine's p2p ring (``AttnFuncWithCP`` / ``AttnFuncWithCPAndKVP2P``, TE 1.x, read in
    docs/calibration.md "Round 8" and "Round 20"): causal load balancing in 2 cp chunks, rank r holding chunks r and
@@ -39,7 +40,7 @@ CAUSAL_BACKWARD = dict(zip(SEQS, (370, 474, 541, 579, 581), strict=True))
 NO_MASK_FORWARD = dict(zip(SEQS, (633, 671, 691, 702, 693), strict=True))
 # cuDNN of July 2024 on H100 (FlashAttention-3 paper, Figure 5, 16 heads of 128, batch x sequence = 16k), causal
 CUDNN_2024_CAUSAL_FORWARD = {8192: 529, 16384: 539}
-TOLERANCE = 0.10
+RELEASE_GAP = (0.05, 0.20)   # model below cuDNN 9.19's causal kernel, fraction, at 4k-32k
 SHAPE_TOLERANCE = 0.015
 
 
@@ -48,10 +49,14 @@ def llama70b_tflop_per_s(seq: int) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("seq", [s for s in SEQS if s >= 4096])
-def test_flash_curve_within_tolerance_of_cudnn_919_causal(seq):
+def test_flash_curve_below_cudnn_919_causal_by_the_release_gap(seq):
+    """Round 28: the causal kernel is modelled as cuDNN's of 2024 (efficiency.yaml attention.causal_loss); cuDNN
+    9.19 is faster, unmasked by 10-14% over the curve and causal with a smaller loss (test_cudnn_causal_hopper.py),
+    so the model's causal kernel runs 8-17% below it at 4k-32k (before round 28 it was within 10%)."""
     forward, backward = llama70b_tflop_per_s(seq)
-    assert forward == pytest.approx(CAUSAL_FORWARD[seq], rel=TOLERANCE)
-    assert backward == pytest.approx(CAUSAL_BACKWARD[seq], rel=TOLERANCE)
+    low, high = RELEASE_GAP
+    assert low <= 1 - forward / CAUSAL_FORWARD[seq] <= high
+    assert low <= 1 - backward / CAUSAL_BACKWARD[seq] <= high
 
 
 @pytest.mark.parametrize("seq", sorted(CUDNN_2024_CAUSAL_FORWARD))
@@ -71,7 +76,9 @@ def test_key_length_dependence_matches_cudnn_unmasked(seq):
 
     def fraction(n):
         (forward,), _ = attention_core(spec, Shard(seq_len=n, micro_batch=1, precision="bf16"))
-        return kernels.attention_efficiency(forward, "h100-sxm")[0]
+        half = kernels._table()["attention"]["default"]["kv_tokens_half"]
+        # the unmasked curve: without round 28's causal share
+        return kernels.attention_efficiency(forward, "h100-sxm")[0] / kernels.causal_share(forward, "h100-sxm", half)
 
     model_ratio = fraction(seq) / fraction(16384)
     measured_ratio = NO_MASK_FORWARD[seq] / NO_MASK_FORWARD[16384]
@@ -90,6 +97,16 @@ def te_ring_steps(seq: int, cp: int, rank: int) -> list[tuple[int, int, bool]]:
 def executed(queries: int, keys: int, causal: bool) -> float:
     """Score elements a kernel computes (a causal kernel the lower half of its square)."""
     return queries * keys / (2 if causal else 1)
+
+
+def causal_slowdown(keys: int, causal: bool, direction: str, gpu: str = "h100-sxm") -> float:
+    """Time of a causal step kernel over an unmasked one's per executed FLOP at the same key length (round 28:
+    cuDNN's causal kernel on Hopper, efficiency.yaml attention.causal_loss), 1 for unmasked steps and elsewhere."""
+    table = kernels._table()["attention"]["causal_loss"]
+    if not causal or gpu not in table["gpus"]:
+        return 1.0
+    loss = table[direction]
+    return 1.0 + loss["constant"] + loss["diagonal_keys"] / keys
 
 
 @pytest.mark.parametrize("cp", [1, 2, 4, 8, 16])
@@ -111,7 +128,8 @@ def test_one_kernel_takes_the_rings_time(seq, cp):
         # the model's one kernel: s/cp queries over all s keys, the causal half of its tiles executed
         assert op.m * op.n * table["executed_fraction"]["forward"] == pytest.approx(seq / cp * seq / 2)
         # the time: the slowest rank's steps, each at its own key length on the curve, against the one kernel
-        ring = max(sum(executed(q, k, c) * (k + half) / k for q, k, c in te_ring_steps(seq, cp, r))
+        ring = max(sum(executed(q, k, c) * (k + half) / k * causal_slowdown(k, c, direction)
+                       for q, k, c in te_ring_steps(seq, cp, r))
                    for r in range(cp))
         one_kernel = seq / cp * seq / 2 / (fraction / table["default"][f"{direction}_max"])
         assert one_kernel == pytest.approx(ring, rel=1e-9)
@@ -120,16 +138,24 @@ def test_one_kernel_takes_the_rings_time(seq, cp):
 def test_the_ring_costs_most_at_short_chunks():
     """At 16k over cp 8 (2k tokens a rank, 1k half blocks) the ring's kernels run 17% below one kernel on all 16k
     keys (s/15 = 1,092 keys against 16,384); at 128k over cp 8 (16k a rank), 2.5%. The model charged the long
-    kernel before round 27."""
-    def speed(seq, cp):
+    kernel before round 27. Round 28: those are the key lengths' terms (the unmasked curve, asserted here without the
+    causal share); with cuDNN's causal loss (attention.causal_loss) only the ring's first step is causal, and at 2k
+    chunks its 1/8 of the work on a 2k causal kernel (share 0.765 against 0.904 at 16k) leaves the ring at 0.89
+    of the one kernel's speed; at 128k over cp 8 the ring is 4% faster (7/8 of its work unmasked)."""
+    half = kernels._table()["attention"]["default"]["kv_tokens_half"]
+
+    def speed(seq, cp, causal=False):
         spec = TransformerSpec(layers=1, hidden=4096, heads=32, kv_heads=8, vocab=32000, dropout=False,
                                max_seq_len=seq)
         (forward,), _ = attention_core(spec, Shard(seq_len=seq, micro_batch=1, cp=cp, precision="bf16"))
-        return kernels.attention_efficiency(forward, "h100-sxm")[0]
+        share = 1.0 if causal else kernels.causal_share(forward, "h100-sxm", half)
+        return kernels.attention_efficiency(forward, "h100-sxm")[0] / share
 
     assert speed(16384, 8) / speed(16384, 1) == pytest.approx((1092.3 / 1330.3) / (16384 / 16622), rel=1e-3)
     assert 0.83 < speed(16384, 8) / speed(16384, 1) < 0.84
     assert 0.97 < speed(131072, 8) / speed(131072, 1) < 0.98
+    assert 0.88 < speed(16384, 8, causal=True) / speed(16384, 1, causal=True) < 0.90
+    assert 1.03 < speed(131072, 8, causal=True) / speed(131072, 1, causal=True) < 1.05
 
 
 def te_ring_backward_steps(seq: int, cp: int, rank: int) -> list[tuple[int, int, bool]]:
@@ -168,7 +194,8 @@ def test_backward_ring_is_the_forwards_kernels_reversed_and_takes_the_one_kernel
     for rank in range(cp):
         steps = te_ring_backward_steps(seq, cp, rank)
         assert steps == list(reversed(te_ring_steps(seq, cp, rank)))
-        times.append(sum(executed(q, k, c) * (k + half) / k for q, k, c in steps))
+        times.append(sum(executed(q, k, c) * (k + half) / k * causal_slowdown(k, c, "backward", gpu)
+                         for q, k, c in steps))
     assert max(times) == times[-1] and times[-1] > times[0]
     fraction, _ = kernels.attention_efficiency(backward, gpu)
     share = kernels.exponential_share(backward, gpu, table.get("executed_fraction"),
