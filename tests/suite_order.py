@@ -9,12 +9,15 @@ while the other waited. Started first instead, the long units are spread over th
 ones are still left to even the load out (the longest-processing-time-first rule).
 
 ``COST_S`` (tests/suite_costs.json): the CPU seconds of the longest units (2 s or more), keyed by the unit's
-``xdist_group`` name or, for a test of no group, its node id; measured by hand now and then (round 27: a one-off
-plugin recording ``time.process_time`` around each test under ``-n 2``; round 28: each validation case's
-``validation.run_case`` and the other listed and new tests in one process, docs/calibration.md "Round 28: the
-expanded run's time and the suite's cost table"). The numbers set the order only: a stale or missing entry costs
-time, never a result; a unit not listed counts ``DEFAULT_TEST_S`` a test, which keeps pytest-xdist's own order (more
-tests first) among them.
+``xdist_group`` name or, for a test of no group, its node id. Made by ``scripts/suite_costs.py`` (round 28), which runs
+the tests it is given in one process with the groups of ``make test`` and replaces their units' entries::
+
+    PYTHONPATH=. python scripts/suite_costs.py tests/unit/test_sharp.py tests/validation --write
+
+(``tests`` for the whole table; without ``--write`` it prints what would change). Rounds 27 and 28 measured it by
+hand (docs/calibration.md "Round 27: the test suite's time", "Round 28: the suite's cost table by script"). The
+numbers set the order only: a stale or missing entry costs time, never a result; a unit not listed counts
+``DEFAULT_TEST_S`` a test, which keeps pytest-xdist's own order (more tests first) among them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 
 DEFAULT_TEST_S = 0.05
 
-COST_S: dict[str, float] = json.loads((Path(__file__).parent / "suite_costs.json").read_text())
+COSTS_PATH = Path(__file__).parent / "suite_costs.json"   # made by scripts/suite_costs.py
+COST_S: dict[str, float] = json.loads(COSTS_PATH.read_text())
 
 
 def unit_of(item) -> str:

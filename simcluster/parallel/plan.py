@@ -277,9 +277,11 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     ub = overlap and p.tp_comm_overlap_impl == "userbuffers"  # Transformer Engine userbuffers' chunk GEMMs
     micro_pipelined = overlap and p.tp_comm_overlap_impl == "async_tp"  # PyTorch's async TP (dense layers only)
     ub_settings = userbuffers.scenario_charged(scenario) if ub else None  # TE's defaults or a NeMo configuration
+    # full recompute's first forward runs without autograd: TE gathers qkv's and fc1's inputs over NCCL
+    grad_free_forward = ub and t.activation_recompute == "full"
     if ub:
         layer = userbuffers.apply(layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name), ub_settings,
-                                  p.te_version)
+                                  p.te_version, grad_free_forward)
     if micro_pipelined:
         layer = async_tp.apply(layer, p.tp, precision)
     embed = embedding_ops(m, shard)
@@ -293,7 +295,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     moe_layer = mla.apply(m, shard, layer_ops(m, shard, moe_mlp)) if m.moe else layer
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),
-                                      ub_settings, p.te_version)
+                                      ub_settings, p.te_version, grad_free_forward)
     moe_gemms = fp8_gemms(moe_layer)
     moe_fwd = _phase_stream(moe_layer, ("forward",), gpu, precision, te)
     moe_bwd = _phase_stream(moe_layer, BACKWARD_PHASES, gpu, precision, te)
@@ -319,6 +321,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     elif async_bwd:
         per_layer, blocking = async_backward.split(per_layer, p.sequence_parallel)
         moe_per_layer, moe_blocking = async_backward.split(moe_per_layer, p.sequence_parallel)
+    elif grad_free_forward:  # the first forward's all-gathers over NCCL before their GEMMs (userbuffers.apply)
+        per_layer, blocking = userbuffers.grad_free_split(per_layer)
+        moe_per_layer, moe_blocking = userbuffers.grad_free_split(moe_per_layer)
     tp_op_bytes = tp_collective_bytes(scenario, activation_bytes)
     tp_cost, moe_tp_cost = ({phase: sum(count * collective_time_s(op, tuple(tp_group), tp_op_bytes[op])
                                         for op, count in ops) for phase, ops in calls.items()}
@@ -332,6 +337,13 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         layer_bwd += userbuffers.exposed_stream(layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
         moe_fwd += userbuffers.exposed_stream(moe_layer, ("forward",), chunk_s, ub_settings, fp8_s, precision)
         moe_bwd += userbuffers.exposed_stream(moe_layer, BACKWARD_PHASES, chunk_s, ub_settings, fp8_s, precision)
+        # MXFP8: the scale-inverses of each all-gather filled into a userbuffer, gathered blocking over NCCL
+        forward = () if grad_free_forward else ("forward",)   # a grad-free forward gathers over NCCL
+        layer_fwd += mxfp8_scale_gathers(scenario, layer, forward, tp_group, collective_time_s, ub_settings)
+        layer_bwd += mxfp8_scale_gathers(scenario, layer, BACKWARD_PHASES, tp_group, collective_time_s, ub_settings)
+        moe_fwd += mxfp8_scale_gathers(scenario, moe_layer, forward, tp_group, collective_time_s, ub_settings)
+        moe_bwd += mxfp8_scale_gathers(scenario, moe_layer, BACKWARD_PHASES, tp_group, collective_time_s,
+                                       ub_settings)
     if shard.precision == "fp8":  # current scaling's amax all-reduce before each sequence-parallel cast
         layer_fwd += tp_amax_all_reduces(scenario, "forward", tp_group, collective_time_s)
         layer_bwd += tp_amax_all_reduces(scenario, "backward", tp_group, collective_time_s)
@@ -689,6 +701,27 @@ def tp_amax_all_reduces(scenario: Scenario, phase: str, tp_group, collective_tim
         return kernels.StreamTime()
     launches = [Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0)] * count
     wait_s = count * collective_time_s("allreduce", tuple(tp_group), fp8_recipes.AMAX_BYTES)
+    return kernels.stream_time(launches, scenario.cluster.gpu, t.precision) + kernels.StreamTime(device_s=wait_s)
+
+
+def mxfp8_scale_gathers(scenario: Scenario, ops: dict[str, list], phases: tuple[str, ...], tp_group,
+                        collective_time_s: CollectiveTime, settings) -> kernels.StreamTime:
+    """MXFP8's scale-inverse all-gathers under userbuffers in ``phases`` of one layer's ``ops``
+    (``userbuffers.mxfp8_scale_gathers``: TE 2.x fill_userbuffers_buffer_for_all_gather): each an NCCL launch (host
+    only) and an all-gather of the microbatch's E8M0 scales (one byte per ``MX_BLOCK`` elements of the tokens x
+    hidden activation) over ``tp_group`` that the compute stream waits for (blocking), at its time alone on the
+    fabric. Nothing for the other recipes."""
+    t, p, m = scenario.training, scenario.parallelism, scenario.model
+    if t.precision in HIGH_PRECISION and t.fp8_recipe == "mxfp8" and p.te_version >= 2:   # TE 1.x: no MXFP8
+        count = userbuffers.mxfp8_scale_gathers(ops, phases, settings)
+    else:
+        count = 0
+    if not count:
+        return kernels.StreamTime()
+    scale_bytes = (t.seq_len / p.cp * t.micro_batch_size * m.hidden / fp8_recipes.MX_BLOCK
+                   * fp8_recipes.MX_SCALE_BYTES)
+    launches = [Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0)] * count
+    wait_s = count * collective_time_s("all_gather", tuple(tp_group), scale_bytes)
     return kernels.stream_time(launches, scenario.cluster.gpu, t.precision) + kernels.StreamTime(device_s=wait_s)
 
 

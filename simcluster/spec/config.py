@@ -751,10 +751,11 @@ class Training(_Defaulted):
         "fp16 only")
     adam_moments_dtype: Literal["fp32", "bf16"] = Field(
         "fp32", description="dtype of Adam's two moments (Megatron-Core --exp-avg-dtype / --exp-avg-sq-dtype, which "
-        "only use_precision_aware_optimizer honours): bf16 holds them at 2 bytes, 4 B a parameter less state and 8 B "
-        "less moved by the Adam pass (workload/optimizer_step.py). With optimizer adam_precision_aware (bf16 runs, TE "
-        "keeping the master weights) or adam in an fp8 run with current scaling or MXFP8 (Megatron-Core keeps its own "
-        "fp32 master shards there); Megatron-Bridge's DeepSeek-V3 recipe sets bf16")
+        "only use_precision_aware_optimizer honours): bf16 holds them at 2 bytes, 4 B a parameter less state; TE's "
+        "FusedAdam unscales them to fp32 copies for its kernel and writes them back, 3 kernels a moment and parameter "
+        "tensor, 32 B a shard parameter more moved (workload/optimizer_step.py). With optimizer adam_precision_aware "
+        "(bf16 runs, TE keeping the master weights) or adam in an fp8 run with current scaling or MXFP8 "
+        "(Megatron-Core keeps its own fp32 master shards there); Megatron-Bridge's DeepSeek-V3 recipe sets bf16")
     fp8_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "

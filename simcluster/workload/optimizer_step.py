@@ -72,20 +72,27 @@ happens in FSDP's all-gather, outside the step.
 
 **Composer** (``decoupled_adamw``, llm-foundry): workload/composer_adamw.py, plus its gradient clipping.
 
-**Adam's moments in bf16** (``training.adam_moments_dtype: bf16``; round 28): Megatron-Core's OptimizerConfig
-``exp_avg_dtype`` / ``exp_avg_sq_dtype``, honoured only with ``use_precision_aware_optimizer``, which hands them to
-Transformer Engine's FusedAdam (megatron/core/optimizer/__init__.py: ``kwargs.update({"exp_avg_dtype": ...,
-"exp_avg_sq_dtype": ...})`` whenever ``config.use_precision_aware_optimizer``). Who keeps the master weight depends on
-the run (OptimizerConfig.__post_init__ ``use_precision_aware_optimizer_no_fp8_or_ds_fp8``: precision-aware and (main
-params not fp32, or no fp8 recipe or delayed scaling)): a bf16 run (or fp8 delayed scaling) passes
+**Adam's moments in bf16** (``training.adam_moments_dtype: bf16``; round 28, its review): Megatron-Core's
+OptimizerConfig ``exp_avg_dtype`` / ``exp_avg_sq_dtype``, honoured only with ``use_precision_aware_optimizer``, which
+hands them to Transformer Engine's FusedAdam (megatron/core/optimizer/__init__.py: ``kwargs.update({"exp_avg_dtype":
+..., "exp_avg_sq_dtype": ...})`` whenever ``config.use_precision_aware_optimizer``). Who keeps the master weight
+depends on the run (OptimizerConfig.__post_init__ ``use_precision_aware_optimizer_no_fp8_or_ds_fp8``: precision-aware
+and (main params not fp32, or no fp8 recipe or delayed scaling)): a bf16 run (or fp8 delayed scaling) passes
 ``master_weights=True`` to TE, the ``adam_precision_aware`` passes above; an fp8 run with current scaling or MXFP8
 and fp32 main params keeps Megatron-Core's own fp32 master shards (``shard_fp32_from_float16_groups``, the gradient
 cast ``.float()``, the copy back into the model weights), the ``adam`` passes, "because we want to use fp8 primary
-weight with precision aware optimizer". Either way the two moments are read and written at 2 bytes, not 4: the Adam
-pass moves 8 bytes an element less (16 -> 8 read and written for the moments), and the state is 4 B a parameter less
-(``adam`` 12 -> 8, ``adam_precision_aware`` 10 -> 6). Megatron-Bridge's DeepSeek-V3 recipe sets it (bf16 moments,
-bf16 main gradients, fp32 main parameters; src/megatron/bridge/recipes/deepseek/deepseek_v3.py, both stored
-versions).
+weight with precision aware optimizer". The state is 4 B a parameter less (``adam`` 12 -> 8,
+``adam_precision_aware`` 10 -> 6), but the step moves more, not less: TE's FusedAdam has no kernel reading 16-bit
+moments. ``step()`` unscales each non-fp32 state of every parameter first (``get_unscaled_state``: ``state[name]
+.float()``, a new fp32 tensor: read 2, write 4), runs ``multi_tensor_adam`` / ``multi_tensor_adam_param_remainder``
+on those fp32 copies (the kernel's bytes as with fp32 moments), then writes each back (``_apply_scale``:
+``scaled_state.copy_(unscaled_state.bfloat16())``, a cast, read 4 write 2, and a copy, read 2 write 2):
+``BF16_MOMENT_PASSES``, 3 kernels a moment and parameter tensor issued from Python (``launch="per_tensor"``), 16 B a
+moment and shard parameter more, 32 B for the two (TransformerEngine transformer_engine/pytorch/optimizers/
+fused_adam.py ``step`` / ``get_unscaled_state`` / ``_apply_scale``, the stored version @ 04912bf0; the containers'
+own TE releases not read). The fp32 copies of a parameter group's moments live until ``del unscaled_lists``, 8 B a
+shard parameter at the step (not in the memory model). Megatron-Bridge's DeepSeek-V3 recipe sets bf16 moments (bf16
+main gradients, fp32 main parameters; src/megatron/bridge/recipes/deepseek/deepseek_v3.py, both stored versions).
 
 Memory (``STATE_BYTES``): fp32 master weight and two moments, 12 B per shard parameter (ZeRO, Rajbhandari et al.
 2020, section 3.1), except the precision-aware optimizer's 10; bf16 moments 4 B less (above).
@@ -137,12 +144,13 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, p
     ``moments``: the dtype of Adam's two moments (``MOMENT_DTYPES``; bf16 only for the Megatron-Core optimizers)."""
     grad = BYTES_PER_ELEMENT[grad_dtype]
     assert moments in MOMENT_DTYPES and (moments == "fp32" or optimizer in BF16_MOMENT_OPTIMIZERS), moments
-    saved = 2 * (FP32 - BYTES_PER_ELEMENT[moments])   # the two moments at fewer bytes, each read and written
+    # 16-bit moments: unscaled to fp32 copies before the kernel and written back after it (module docstring)
+    unscale, rescale = (BF16_MOMENT_PASSES if moments != "fp32" else ((), ()))
     if optimizer == "adam":
         cast = (Pass("_copy_model_grads_to_main_grads: .float()", grad, FP32, launch="per_tensor"),) \
             if grad != FP32 else ()
         norm = (Pass("get_grad_norm_fp32: multi_tensor_l2norm", FP32, 0, sync_after=True),)
-        adam = (Pass("FusedAdam: multi_tensor_adam", FUSED_ADAM_READ - saved, FUSED_ADAM_WRITTEN - saved),)
+        adam = (*unscale, Pass("FusedAdam: multi_tensor_adam", FUSED_ADAM_READ, FUSED_ADAM_WRITTEN), *rescale)
         copy = () if precision in FP32_PRECISIONS else (
             Pass("_copy_main_params_to_model_params", FP32, BF16,
                  launch="per_tensor" if distributed else "multi_tensor"),)
@@ -155,8 +163,10 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, p
     if optimizer == "adam_precision_aware":
         return (
             Pass("get_grad_norm_fp32: multi_tensor_l2norm", grad, 0, sync_after=True),
-            Pass("TE FusedAdam: master weights as 16-bit remainders", grad + BF16 + BF16 + 2 * FP32 - saved,
-                 BF16 + BF16 + 2 * FP32 - saved),
+            *unscale,
+            Pass("TE FusedAdam: master weights as 16-bit remainders", grad + BF16 + BF16 + 2 * FP32,
+                 BF16 + BF16 + 2 * FP32),
+            *rescale,
             Pass("zero_grad_buffer: grad_data.zero_()", 0, grad, over="buffer", launch="per_buffer"),
         )
     if optimizer == "torch_adamw":
@@ -186,6 +196,15 @@ OPTIMIZERS = ("adam", "adam_precision_aware", "torch_adamw")
 # Adam's moment dtypes (Megatron-Core exp_avg_dtype / exp_avg_sq_dtype; module docstring, "Adam's moments in bf16")
 MOMENT_DTYPES = ("fp32", "bf16")
 BF16_MOMENT_OPTIMIZERS = ("adam", "adam_precision_aware")
+# TE FusedAdam's passes around its kernel for 16-bit moments, per moment and parameter tensor (module docstring):
+# before, get_unscaled_state's .float(); after, _apply_scale's .bfloat16() and copy_ back into the state
+BF16_MOMENT_PASSES = (
+    tuple(Pass(f"TE FusedAdam get_unscaled_state: {m}.float()", BF16, FP32, launch="per_tensor")
+          for m in ("exp_avg", "exp_avg_sq")),
+    tuple(p for m in ("exp_avg", "exp_avg_sq")
+          for p in (Pass(f"TE FusedAdam _apply_scale: {m} .bfloat16()", FP32, BF16, launch="per_tensor"),
+                    Pass(f"TE FusedAdam _apply_scale: {m} copy_", BF16, BF16, launch="per_tensor"))),
+)
 # training precisions whose model weights are the fp32 master weights themselves (no 16-bit copy to update)
 FP32_PRECISIONS = ("fp32", "tf32")
 # Optimizer state bytes per shard parameter (beyond the 16-bit weight and the gradient buffer)

@@ -76,6 +76,14 @@ COLLECTIVE_GEMMS = {
     "backward": {"all_gather": ("proj_dgrad", "fc2_dgrad"), "reduce_scatter": ("qkv_wgrad", "fc1_wgrad")}}
 
 
+# The GEMMs whose userbuffers all-gather Transformer Engine switches off when autograd is (is_grad_enabled false:
+# the first forward of a full recompute): TE 1.x layernorm_linear.py / layernorm_mlp.py "if tp_world_size == 1 or
+# (not is_grad_enabled) or return_layernorm_output: ub_overlap_ag = False", TE 2.x "ub_overlap_ag_fprop =
+# ub_overlap_ag_fprop and is_grad_enabled and not return_layernorm_output"; gather_along_first_dim (NCCL, blocking)
+# instead. The forward reduce-scatters (ub_overlap_rs_fprop) keep userbuffers.
+GRAD_FREE_NCCL_GEMMS = COLLECTIVE_GEMMS["forward"]["all_gather"]
+
+
 def te_default(method_name: str, te_version: int = LATEST_TE_VERSION) -> Gemm:
     """TE's defaults for a GEMM of ``method_name`` in Transformer Engine ``te_version``.x: a ring exchange's one flag
     CTA, num_sm for the others (interference.yaml ctas.userbuffers), ``ring_aggregate``, and set_sm_margin as that
@@ -355,6 +363,34 @@ def copied_gemms(te_version: int, precision: str) -> frozenset[str]:
     return frozenset(table["all"] + ([] if precision in HIGH_PRECISION else table["high_precision"]))
 
 
+def grad_free_split(per_layer: dict[str, list[tuple[str, int]]]
+                    ) -> tuple[dict[str, list[tuple[str, int]]], dict[str, tuple[tuple[str, int], ...]]]:
+    """A layer's TP collectives per phase (``plan.tp_collectives_per_layer``) as (overlapped, blocking) when full
+    recompute runs the first forward without autograd: its all-gathers go over NCCL, blocking
+    (``GRAD_FREE_NCCL_GEMMS``); everything else keeps userbuffers."""
+    overlapped = {phase: list(calls) for phase, calls in per_layer.items()}
+    gathers = tuple((op, count) for op, count in per_layer["forward"] if op == "all_gather")
+    overlapped["forward"] = [(op, 0 if op == "all_gather" else count) for op, count in per_layer["forward"]]
+    return overlapped, {"forward": gathers}
+
+
+def mxfp8_scale_gathers(ops: dict[str, list[Op]], phases: tuple[str, ...],
+                        settings: dict[str, Gemm] | None = None) -> int:
+    """The blocking scale-inverse all-gathers on the compute stream that MXFP8 training adds to ``phases`` of a
+    layer's ``ops`` under userbuffers: one per GEMM (TE's ``<layer>_<pass>``, once for split projections) whose
+    method ``settings`` give lists it (data/userbuffers.yaml mxfp8_scale_gathers)."""
+    table = constants()["mxfp8_scale_gathers"]
+    count = 0
+    for phase in phases:
+        names = set()
+        for op in ops.get(phase, ()):
+            found = gemm(op.name, phase, settings) if op.kind == "gemm" else None
+            if found is not None and te_name(op.name, phase) in table.get(found.method, ()):
+                names.add(te_name(op.name, phase))
+        count += len(names)
+    return count
+
+
 def buffer_copy(op: Op, phase: str, tp: int, element_bytes: float) -> Op:
     """A copy of the sequence-parallel shard (tokens/tp x hidden elements of ``element_bytes``, read and written)
     into or out of the userbuffer of the GEMM ``op`` in ``phase`` (data/userbuffers.yaml main_stream_copies): the
@@ -376,12 +412,15 @@ def ring_reduce(op: Op, tp: int, activation_bytes: int, received_bytes: float | 
 
 
 def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int, sms: int,
-          settings: dict[str, Gemm] | None = None, te_version: int = LATEST_TE_VERSION) -> dict[str, list[Op]]:
+          settings: dict[str, Gemm] | None = None, te_version: int = LATEST_TE_VERSION,
+          grad_free_forward: bool = False) -> dict[str, list[Op]]:
     """A layer's ops per phase as userbuffers runs them on a GPU of ``sms`` SMs with ``settings`` (``config``; None:
     TE's defaults) in Transformer Engine ``te_version``.x: chunked ring-exchange and pipeline GEMMs, each GEMM on its
     ``math_sms`` (``Op.sms``, set only where the margin leaves SMs out), the copies into and out of the userbuffer
     on the compute stream (``copied_gemms``, one a GEMM and phase; an all-gather's in the fp8 elements it moves, a
-    weight gradient's reduce-scattered output in 16 bits) and the reduce after a ring-exchange reduce-scatter."""
+    weight gradient's reduce-scattered output in 16 bits) and the reduce after a ring-exchange reduce-scatter.
+    ``grad_free_forward`` (full recompute: Megatron's CheckpointFunction runs the first forward with autograd off):
+    its all-gather GEMMs (``GRAD_FREE_NCCL_GEMMS``) run whole, their input gathered over NCCL (``plan``)."""
     copied = copied_gemms(te_version, precision)
     gathered_bytes = BYTES_PER_ELEMENT[precision] if precision in HIGH_PRECISION else activation_bytes
     out: dict[str, list[Op]] = {}
@@ -390,7 +429,8 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
         copies_done: set[str] = set()
         for op in phase_ops:
             found = gemm(op.name, phase, settings) if op.kind == "gemm" else None
-            if found is None:
+            if found is None or (grad_free_forward and phase == "forward"
+                                 and te_name(op.name, phase) in GRAD_FREE_NCCL_GEMMS):
                 out[phase].append(op)
                 continue
             how, name = found.method, te_name(op.name, phase)

@@ -118,14 +118,3 @@ def test_no_megatron_bridge_release_no_blackwell_configuration(release):
     scenario = _with("nemo2511-llama3-405b-128-b200-fp8", mcore_version=release)
     assert userbuffers.scenario_config(scenario) == userbuffers.config(te_version=scenario.parallelism.te_version)
 
-
-def test_a_bridge_only_entry_sharing_a_nemo_match_is_refused(monkeypatch):
-    nemo = userbuffers.constants()["nemo_configs"][0]
-    entries = [{"name": "userbuffers_not_in_nemo", "match": nemo["match"], "gemms": {}}]
-    monkeypatch.setitem(userbuffers.constants(), "megatron_bridge_configs", entries)
-    userbuffers._configs.cache_clear()
-    try:
-        with pytest.raises(ValueError, match="another name has its match"):
-            userbuffers._configs(2, True)
-    finally:
-        userbuffers._configs.cache_clear()

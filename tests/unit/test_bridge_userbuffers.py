@@ -8,8 +8,9 @@ page's copy radixark/Megatron-Bridge @ d063066b; ananthsub/Megatron-Bridge @ 520
 0594a700) has ``PipelineOverlapCfg(num_sm=24 / 16, num_splits=4, set_sm_margin=True, fp8_buf=True)``; its Llama 3.1
 405B ring exchanges do not aggregate. A run stating a Megatron-Bridge release (mcore_version 0.14 on) takes the
 Bridge's; one stating a NeMo 2.x release, or none, keeps NeMo's. Fails if the release stops selecting, if a Bridge
-copy of a NeMo configuration takes other runs than it (it would silently add a configuration), or if the ring exchange
-still leaves a pipeline's exposed last reduce-scatter chunk.
+copy of a NeMo configuration takes other runs than it or a Bridge-only entry (the Blackwell ones) a NeMo
+configuration's (either would silently add a configuration), or if the ring exchange still leaves a pipeline's
+exposed last reduce-scatter chunk.
 """
 
 import pytest
@@ -83,13 +84,24 @@ def test_no_pipeline_tail_and_tp_chunk_gemms_under_the_bridges_ring_exchange():
     assert userbuffers.chunks("ring_exchange", tp, aggregate=True) == tp // 2
 
 
-def test_a_bridge_copy_with_another_match_than_its_nemo_entry_is_refused(monkeypatch):
+def _copy_with_another_match():
     first = userbuffers.constants()["megatron_bridge_configs"][0]
-    entries = [{**first, "match": {**first["match"], "hidden": 4321}}]
+    return [{**first, "match": {**first["match"], "hidden": 4321}}], "not the NeMo configuration's"
+
+
+def _bridge_only_entry_with_a_nemo_match():   # a Bridge-only name (the Blackwell ones) may not take a NeMo shape
+    nemo = userbuffers.constants()["nemo_configs"][0]
+    return [{"name": "userbuffers_not_in_nemo", "match": nemo["match"], "gemms": {}}], "another name has its match"
+
+
+@pytest.mark.parametrize("bridge_entries", [_copy_with_another_match, _bridge_only_entry_with_a_nemo_match],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_a_bridge_entry_taking_other_runs_than_nemo_says_is_refused(monkeypatch, bridge_entries):
+    entries, message = bridge_entries()
     monkeypatch.setitem(userbuffers.constants(), "megatron_bridge_configs", entries)
     userbuffers._configs.cache_clear()
     try:
-        with pytest.raises(ValueError, match="not the NeMo configuration's"):
+        with pytest.raises(ValueError, match=message):
             userbuffers._configs(2, True)
     finally:
         userbuffers._configs.cache_clear()

@@ -160,23 +160,38 @@ def test_parameter_tensors_per_layer_follow_the_norm_and_the_linear_biases():
 
 
 # Adam's moments in bf16 (training.adam_moments_dtype; Megatron-Core exp_avg_dtype / exp_avg_sq_dtype handed to TE's
-# FusedAdam under use_precision_aware_optimizer): the two moments read and written at 2 bytes, not 4.
-# adam (fp8 current scaling / MXFP8 with fp32 main params: Megatron-Core's own fp32 master shards): FusedAdam reads
-# weight 4, gradient 4, moments 2 + 2 and writes weight 4, moments 2 + 2; state 4 + 2 + 2.
-# adam_precision_aware (bf16 run, bf16 gradients as the DeepSeek-V3 recipe's main_grads_dtype): the norm reads 2;
-# FusedAdam reads gradient 2, weight 2, remainder 2, moments 4, writes weight 2, remainder 2, moments 4; state 2 + 2 + 2.
-BF16_MOMENTS_ADAM_SHARD_BYTES = (2 + 4) + 4 + (4 + 4 + 2 + 2) + (4 + 2 + 2) + (4 + 2)
-BF16_MOMENTS_PRECISION_AWARE_SHARD_BYTES = 2 + (2 + 2 + 2 + 4) + (2 + 2 + 4)
+# FusedAdam under use_precision_aware_optimizer). TE's FusedAdam has no kernel for 16-bit moments (fused_adam.py
+# step): per moment it makes an fp32 copy (.float(): read 2, write 4), runs its fp32 kernel on the copies (the bytes of
+# fp32 moments), then casts back (.bfloat16(): read 4, write 2) and copies into the state (copy_: read 2, write 2).
+# adam (fp8 current scaling / MXFP8 with fp32 main params: Megatron-Core's own fp32 master shards), bf16 gradients:
+# the gradient cast 2 + 4, the norm 4, FusedAdam 16 + 12, the weight copy 4 + 2; the moments' passes 2 x (6 + 6 + 4).
+# adam_precision_aware (bf16 run, bf16 gradients): the norm 2, FusedAdam reads gradient 2, weight 2, remainder 2,
+# moments 8, writes weight 2, remainder 2, moments 8; the moments' passes as above. State: 4 B less either way.
+MOMENT_PASSES_BYTES = 2 * ((2 + 4) + (4 + 2) + (2 + 2))
+BF16_MOMENTS_ADAM_SHARD_BYTES = (2 + 4) + 4 + (16 + 12) + (4 + 2) + MOMENT_PASSES_BYTES
+BF16_MOMENTS_PRECISION_AWARE_SHARD_BYTES = 2 + (2 + 2 + 2 + 8) + (2 + 2 + 8) + MOMENT_PASSES_BYTES
 
 
 def test_bf16_moments_bytes_and_state_by_hand():
-    assert optimizer_step.bytes_per_shard_param("adam", "bf16", moments="bf16") == BF16_MOMENTS_ADAM_SHARD_BYTES
+    assert optimizer_step.bytes_per_shard_param("adam", "bf16", moments="bf16") == BF16_MOMENTS_ADAM_SHARD_BYTES == 76
     assert optimizer_step.bytes_per_shard_param("adam_precision_aware", "bf16", moments="bf16") == \
-        BF16_MOMENTS_PRECISION_AWARE_SHARD_BYTES == 20
+        BF16_MOMENTS_PRECISION_AWARE_SHARD_BYTES == 60
+    # the moments' passes only add: 32 B a shard parameter over fp32 moments
+    for name in ("adam", "adam_precision_aware"):
+        assert optimizer_step.bytes_per_shard_param(name, "bf16", moments="bf16") - \
+            optimizer_step.bytes_per_shard_param(name, "bf16") == MOMENT_PASSES_BYTES == 32
     assert optimizer_step.state_bytes_per_param("adam", "bf16") == 4 + 2 + 2
     assert optimizer_step.state_bytes_per_param("adam_precision_aware", "bf16") == 2 + 2 + 2
     with pytest.raises(AssertionError):
         optimizer_step.state_bytes_per_param("torch_adamw", "bf16")
+
+
+def test_bf16_moments_launch_three_kernels_a_moment_and_tensor():
+    """The unscale, cast back and copy are issued from Python per parameter tensor and moment: 6 per tensor."""
+    fp32, bf16 = (optimizer_step.passes("adam_precision_aware", "bf16", moments=m) for m in ("fp32", "bf16"))
+    extra = [p for p in bf16 if p not in fp32]
+    assert len(extra) == 6 and {p.launch for p in extra} == {"per_tensor"}
+    assert sum(optimizer_step.launches(p, 1e9, tensors=100) for p in extra) == 600
 
 
 def test_deepseek_v3_rows_hold_bf16_moments_in_memory():

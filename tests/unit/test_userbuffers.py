@@ -354,3 +354,57 @@ def test_nemotron4_340b_takes_nemos_b200_configuration_and_tes_defaults_on_h100(
         return
     assert settings["fc2_fprop"] == fc2 and settings["qkv_wgrad"] == userbuffers.Gemm("bulk", 32)
     assert settings["proj_fprop"] == userbuffers.Gemm("ring_exchange", 1, True)
+
+
+@pytest.mark.parametrize("recompute", ["none", "full"])
+def test_mxfp8_gathers_each_userbuffers_all_gathers_scales_blocking(small_scenario, recompute):
+    """TE 2.x fill_userbuffers_buffer_for_all_gather with an MXFP8 quantizer all-gathers the shard's E8M0
+    scale-inverses with a blocking torch.distributed.all_gather_into_tensor on the compute stream: qkv's and fc1's
+    forward ring exchanges, proj's and fc2's dY ring exchanges and qkv's and fc1's bulk re-gather of the norm output
+    (6 a layer-microbatch; a full recompute's grad-free first forward gathers over NCCL instead, its recompute
+    gathers through userbuffers again). Each moves one byte per 32 elements of the
+    microbatch's tokens x hidden (2048 x 2048 / 32 here); the compute stream waits for each. Current scaling gathers
+    no scales (its amax all-reduces are timed as all-reduces)."""
+    scale_bytes = 2048 * 2048 / 32
+
+    def timed(op, group, size):   # only the scale gathers take time: 1 s each
+        return 1.0 if op == "all_gather" and size == scale_bytes else 0.0
+
+    streams = {}
+    for recipe in ("current", "mxfp8"):
+        data = copy.deepcopy(small_scenario)
+        data["cluster"].update(gpu="b200")
+        data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True, te_version=2)
+        data["training"].update(precision="fp8", fp8_recipe=recipe, activation_recompute=recompute)
+        chunk = plan.plan(config.from_dict(data), timed).chunks[0]
+        streams[recipe] = (chunk.forward_stream.device_s, chunk.backward_stream.device_s, chunk.layers)
+    (fwd_c, bwd_c, layers), (fwd_mx, bwd_mx, _) = streams["current"], streams["mxfp8"]
+    forward_gathers, backward_gathers = (0, 6) if recompute == "full" else (2, 4)
+    assert fwd_mx - fwd_c == pytest.approx(forward_gathers * layers, abs=0.01)
+    assert bwd_mx - bwd_c == pytest.approx(backward_gathers * layers, abs=0.01)
+
+
+def test_full_recompute_first_forward_gathers_over_nccl(small_scenario):
+    """Full recompute runs the first forward without autograd; TE (1.x and 2.x) then turns qkv's and fc1's userbuffers
+    all-gather off (ub_overlap_ag_fprop requires is_grad_enabled) and gathers over NCCL before the GEMM: the forward
+    keeps whole GEMMs and no buffer copy there, its 2 all-gathers a layer blocking; the recompute's forward, run with
+    autograd on, keeps the ring exchanges and their copies; the reduce-scatters keep userbuffers."""
+    shard = Shard(seq_len=4096, micro_batch=1, tp=8, precision="bf16", recompute="full")
+    layer = layer_ops(MODEL, shard)
+    ub = userbuffers.apply(layer, 8, "bf16", 2, SMS, TE1, te_version=2, grad_free_forward=True)
+    assert _gemm(ub, "forward", "qkv") == _gemm(layer, "forward", "qkv")
+    assert _gemm(ub, "recompute", "qkv") != _gemm(layer, "recompute", "qkv")
+    assert _gemm(ub, "forward", "attn_out") != _gemm(layer, "forward", "attn_out")   # the pipeline reduce-scatter
+    assert len(_copies(ub)["forward"]) == 0 and len(_copies(ub)["recompute"]) == 2
+    blocking = {}
+    for recompute in ("none", "full"):
+        data = copy.deepcopy(small_scenario)
+        data["parallelism"].update(tp=8, pp=1, dp=2, sequence_parallel=True, tp_comm_overlap=True, te_version=2)
+        data["cluster"]["nodes"] = 2
+        data["training"].update(precision="bf16", activation_recompute=recompute)
+        chunk = plan.plan(config.from_dict(data), lambda op, group, size: 0.0).chunks[0]
+        blocking[recompute] = (chunk.tp_blocking, dict(chunk.tp_collectives["forward"]), chunk.layers)
+    (none_blocking, _, _), (full_blocking, full_forward, layers) = blocking["none"], blocking["full"]
+    assert none_blocking == {}
+    assert full_blocking == {"forward": (("all_gather", 2 * layers),)}
+    assert full_forward == {"reduce_scatter": 2 * layers, "all_gather": 0}
