@@ -750,7 +750,10 @@ class Training(_Defaulted):
         "forward (DDP's bucket groups, finish_param_sync), before 0.9 at optimizer.zero_grad, the step's start "
         "(engine/data_parallel.py); from 0.14 (Megatron-Bridge) an fp8 run's default recipe is current scaling; "
         "stated (not defaulted), from 0.7 (NeMo 24.05) with grad_buckets apex and a 16-bit grad_reduce_dtype, NeMo's "
-        "word embedding is reduced in fp32 buckets of its own (workload/fp32_embedding_grads.py). "
+        "word embedding is reduced in fp32 buckets of its own (workload/fp32_embedding_grads.py); before 0.7 (and for "
+        "Megatron-LM's own DDP of 2021-23, stated as '0.1') every bucket is scaled before its reduction, one rank "
+        "included, from 0.7 only when its factor is not 1, and from 0.9 parallelism.average_in_collective defaults on "
+        "(workload/grad_scaling.py). "
         "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
         "run names it where it changes the step (mcore_version_note)")
     rope_fusion: Annotated[bool, Strict()] | None = Field(

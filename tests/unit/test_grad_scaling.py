@@ -128,3 +128,10 @@ def test_average_in_collective_where_megatron_core_has_none_is_refused(paralleli
     with pytest.raises(ScenarioError) as error:
         config.from_dict(_data(training, parallelism))
     assert error.value.field == "parallelism.average_in_collective"
+
+
+def test_the_cli_refuses_it_in_one_line(cli, write_scenario, tmp_path):
+    path = write_scenario(_data({"mcore_version": "0.7"}, {"average_in_collective": True}))
+    code, out, err = cli("run", path, "--out", tmp_path / "out")
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and err.startswith("error: parallelism.average_in_collective: true is")
