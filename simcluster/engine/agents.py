@@ -58,7 +58,7 @@ class Agent:
                 yield from self._forward(step_index, work, then)
             else:
                 reductions += yield from self._backward(step_index, work, then)
-        reductions += self.gradients.after_backward(self)
+        reductions += yield from self.gradients.after_backward(self)
         if self.stage == self.sim.plan.layout.pp - 1 and self.sim.plan.deferred_wgrads:
             yield from self._deferred_wgrads()
         yield from self.wait_data_parallel(reductions)

@@ -11,7 +11,7 @@ critical path passes through it, stage after stage; started together, they slow 
 
 from __future__ import annotations
 
-from simcluster.engine.data_parallel import GradientReduction, ReduceBucketsDuringBackward, bucket_bytes, collective
+from simcluster.engine.data_parallel import GradientReduction, ReduceBucketsDuringBackward, bucket_bytes, reduce_bucket
 from simcluster.parallel.schedules import aligned_grad_syncs
 
 
@@ -28,20 +28,22 @@ class ReduceAlignedAcrossStages(GradientReduction):
         yield from agent.parameters.run(agent, "backward", work)
         chunks = self.syncs.get(self._unit, ())
         self._unit += 1
-        return [event for chunk in chunks for event in _reduce(agent, chunk)]
+        return (yield from _reduce(agent, chunks))
 
-    def after_backward(self, agent) -> list:
+    def after_backward(self, agent):
         chunks, self._unit = self.syncs.get(self._unit, ()), 0
-        return [event for chunk in chunks for event in _reduce(agent, chunk)]
+        return (yield from _reduce(agent, chunks))
 
 
-def _reduce(agent, chunk: int) -> list:
-    """Start the reduction of every bucket of ``chunk`` (named as ``ReduceBucketsDuringBackward`` names them)."""
+def _reduce(agent, chunks) -> list:
+    """Start the reduction of every bucket of ``chunks`` (named as ``ReduceBucketsDuringBackward`` names them), each
+    after its gradient scaling (``data_parallel.reduce_bucket``); their events."""
     plan = agent.sim.plan
-    cost = plan.chunks[chunk]
-    return [event for bucket, (grad, expert_grad, _, _) in enumerate(bucket_bytes(plan, cost))
-            for event in collective(agent, plan.dp_grad_op, grad, expert_grad,
-                                    f"grad {plan.dp_grad_op} c{chunk}b{bucket}")]
+    events = []
+    for chunk in chunks:
+        for bucket, (grad, expert_grad, _, _) in enumerate(bucket_bytes(plan, plan.chunks[chunk])):
+            events += yield from reduce_bucket(agent, chunk, bucket, grad, expert_grad)
+    return events
 
 
 def megatron_lm_2020_22(scenario) -> bool:

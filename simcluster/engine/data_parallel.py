@@ -23,7 +23,7 @@ from simcluster.spec.config import (
     stated_mcore_version,
 )
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import fp8_params, fp32_embedding_grads
+from simcluster.workload import fp8_params, fp32_embedding_grads, grad_scaling
 from simcluster.workload.ops import local_kv_hidden
 
 # Apex DistributedFusedAdam aligns each bucket's shard to 128 bytes of the gradient dtype
@@ -113,8 +113,11 @@ class GradientReduction:
         yield from agent.parameters.run(agent, "backward", work)
         return []
 
-    def after_backward(self, agent) -> list:
-        """Reductions to start once the stage's whole backward has run."""
+    def after_backward(self, agent):
+        """Reductions to start once the stage's whole backward has run (a generator, as ``backward``: a bucket's
+        gradient scaling runs on the compute stream before its collective, ``reduce_bucket``); returns their
+        events."""
+        yield from ()
         return []
 
 
@@ -292,17 +295,55 @@ class ReduceBucketsDuringBackward(GradientReduction):
             yield from agent.compute("backward", work, part=part, parts=parts)
             for bucket, (grad, expert_grad, _, _) in enumerate(sizes):
                 if ready[bucket] == part:
-                    reductions += collective(agent, plan.dp_grad_op, grad, expert_grad,
-                                             f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
+                    if units:  # ZeRO-3 units: no Megatron-Core buffer to scale
+                        reductions += collective(agent, plan.dp_grad_op, grad, expert_grad,
+                                                 f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
+                    else:
+                        reductions += yield from reduce_bucket(agent, work.chunk, bucket, grad, expert_grad,
+                                                               work.microbatch)
         return reductions
+
+
+def reduce_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int = -1):
+    """Megatron-Core's ``start_grad_sync`` for one bucket: its gradients multiplied by the bucket's scaling factor
+    on the compute stream (``workload.grad_scaling``; ``plan.grad_scaled`` says which of the dense and expert
+    buffers; one kernel per scaled buffer, memory-bound: the compute stream's next work waits for it), then its
+    collective started on the data-parallel stream. Returns the collective's events."""
+    plan = agent.sim.plan
+    if any(plan.grad_scaled):
+        yield from _scale_bucket(agent, chunk, bucket, grad, expert_grad, microbatch)
+    return collective(agent, plan.dp_grad_op, grad, expert_grad, f"grad {plan.dp_grad_op} c{chunk}b{bucket}")
+
+
+def _scale_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int):
+    sim, plan = agent.sim, agent.sim.plan
+    env = sim.env
+    started_at_s = env.now
+    seconds = 0.0
+    for size, scaled in ((grad, plan.grad_scaled[0]), (expert_grad, plan.grad_scaled[1])):
+        if scaled and size > 0:
+            key = ("grad scale", size)
+            if key not in sim.blocks:
+                scenario = plan.scenario
+                sim.blocks[key] = grad_scaling.kernel_s(grad_scaling.ELEMENTS_PER_GRAD * size, scenario.cluster.gpu,
+                                                        scenario.training.precision)
+            seconds += sim.blocks[key]
+    if seconds <= 0:
+        return
+    if sim.variability is not None:  # per-GPU speed and stragglers (engine.variability)
+        seconds *= sim.variability.speed_of(agent)
+    yield env.timeout(seconds)
+    agent.tally.compute_s += seconds
+    sim.recorder.compute(agent, "compute", f"grad scale c{chunk}b{bucket}", microbatch, started_at_s, env.now)
 
 
 class ReduceAfterBackward(GradientReduction):
     """One reduction of each chunk's gradient buffer after the whole backward (Megatron-LM's 2021 DDP): nothing
     overlaps it."""
 
-    def after_backward(self, agent) -> list:
+    def after_backward(self, agent):
         plan = agent.sim.plan
+        yield from ()   # the buffers' scaling runs in the optimizer's block here (workload.grad_scaling.serial_s)
         return [event for chunk in reversed(agent.chunks())
                 for event in collective(agent, plan.dp_grad_op, plan.chunks[chunk].grad_bytes,
                                         plan.chunks[chunk].expert_grad_bytes, f"grad {plan.dp_grad_op} c{chunk}")]

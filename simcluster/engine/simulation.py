@@ -236,7 +236,8 @@ class Simulation:
 
     @functools.cached_property
     def blocks(self) -> dict:
-        """What each compute block reads from the plan, by (chunk, phase, part, parts) (``Agent.compute``)."""
+        """What each compute block reads from the plan, by (chunk, phase, part, parts) (``Agent.compute``), and each
+        gradient-scaling kernel's time by ("grad scale", bytes) (``data_parallel.scale_bucket``)."""
         return {}
 
     # ---- data-parallel collectives ----------------------------------------------------------------------------

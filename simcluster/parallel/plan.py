@@ -37,6 +37,7 @@ from simcluster.workload import (
     fp8_params,
     fp8_recipes,
     fp32_embedding_grads,
+    grad_scaling,
     host_dispatch,
     interference,
     kernels,
@@ -152,6 +153,9 @@ class StepPlan:
     p2p_blocking: bool = False  # a pipeline send blocks its sender until the exchange completes (parallelism.p2p)
     p2p_gather_bytes: float = 0.0  # all-gather over the receiver's TP group rebuilding a scattered message (total)
     embedding_grad_bytes: float = 0.0  # tied word-embedding gradient all-reduced by the first and last stage
+    # (dense, expert): whether each bucket's gradients are scaled on the compute stream before its collective in the
+    # backward (workload.grad_scaling; where it runs after the backward, in optimizer_s)
+    grad_scaled: tuple[bool, bool] = (False, False)
     grad_norm_axes: tuple[str, ...] = ()  # the gradient-norm all-reduce's group: ranks differing on these axes
     # per pipeline stage: the TP all-reduce of the gradients of parameters each TP rank holds whole, with sequence
     # parallelism (parallel.sequence_parallel_grads); empty or 0: none
@@ -508,6 +512,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                       t.adam_moments_dtype)
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
+                     + grad_scaling.serial_s(scenario, [(c.grad_bytes, c.expert_grad_bytes) for c in chunks
+                                                        if c.stage == stage])
                      + (float8_copy_in.precompute_s(sum(c.layers for c in chunks if c.stage == stage))
                         if float8_copy_in is not None else 0.0)
                      for stage, params in enumerate(optimizer_params)],
@@ -515,6 +521,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
         embedding_grad_bytes=embedding_grad_bytes(scenario),
+        grad_scaled=grad_scaling.scaled(scenario) if grad_scaling.in_backward(scenario) else (False, False),
         grad_norm_axes=grad_norm_axes(p),
         sequence_parallel_grad_bytes=sequence_parallel_grads.stage_bytes(scenario, counts, moe_counts),
         deferred_wgrads=deferred_wgrads,

@@ -283,6 +283,19 @@ def nemo_apex_group_per_virtual_stage(version: str | None) -> bool:
     return _at_least(version, "nemo_apex_group_per_virtual_stage")
 
 
+def grad_scaling_at_least(version: str | None, boundary: str) -> bool:
+    """Whether a release is at or after a boundary of Megatron's gradient scaling before the data-parallel reduction
+    (data/mcore_versions.yaml ``grad_scaling``; workload/grad_scaling.py); None (no release): no."""
+    return version is not None and mcore_release(version) >= mcore_release(
+        catalog.load("mcore_versions")["grad_scaling"][boundary])
+
+
+def nemo_average_in_collective(version: str | None) -> bool:
+    """``parallelism.average_in_collective`` left unset: whether the release's NeMo container averages in the
+    collective (data/mcore_versions.yaml ``grad_scaling.nemo_average_in_collective``: NeMo 24.09's 0.9 on)."""
+    return grad_scaling_at_least(version, "nemo_average_in_collective")
+
+
 def mcore_version_note(scenario: Scenario) -> str | None:
     """One line naming the Megatron-Core release a run that states none was given and what it changes, when the
     release changes this layout's step: ZeRO 1/2 with overlap_param_gather over a data-parallel group of more than
@@ -778,7 +791,10 @@ class Training(_Defaulted):
         "forward (DDP's bucket groups, finish_param_sync), before 0.9 at optimizer.zero_grad, the step's start "
         "(engine/data_parallel.py); from 0.14 (Megatron-Bridge) an fp8 run's default recipe is current scaling; "
         "stated (not defaulted), from 0.7 (NeMo 24.05) with grad_buckets apex and a 16-bit grad_reduce_dtype, NeMo's "
-        "word embedding is reduced in fp32 buckets of its own (workload/fp32_embedding_grads.py). "
+        "word embedding is reduced in fp32 buckets of its own (workload/fp32_embedding_grads.py); before 0.7 (and for "
+        "Megatron-LM's own DDP of 2021-23, stated as '0.1') every bucket is scaled before its reduction, one rank "
+        "included, from 0.7 only when its factor is not 1, and from 0.9 parallelism.average_in_collective defaults on "
+        "(workload/grad_scaling.py). "
         "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
         "run names it where it changes the step (mcore_version_note)")
     rope_fusion: Annotated[bool, Strict()] | None = Field(
@@ -860,6 +876,14 @@ class Parallelism(_Defaulted):
         "Megatron-LM reduces in fp32 when training in bf16; NeMo's bf16_mixed)")
     overlap_grad_reduce: Annotated[bool, Strict()] = Field(
         True, description="reduce gradient buckets while the backward pass runs (PyTorch DDP, Megatron-Core)")
+    average_in_collective: Annotated[bool, Strict()] | None = Field(
+        None, description="Megatron-Core's DistributedDataParallelConfig.average_in_collective (Megatron-LM "
+        "--ddp-average-in-collective, release 0.8 on): the reduction averages (NCCL's ReduceOp.AVG) instead of each "
+        "bucket being multiplied by 1/(dp x cp) before it, a read and write of the gradient buffer a step "
+        "(workload/grad_scaling.py; the expert buffers are still scaled by their own factor). Read only with "
+        "grad_buckets megatron_core. Default: true from mcore_version 0.9 (NeMo 24.09 on: NeMo 2.0.0's "
+        "mcore_distributed_optim default, the NeMo 2.x and Megatron-Bridge recipes), false before and elsewhere; "
+        "a Megatron-LM run states false (its flag is off by default)")
     local_ddp: Literal["none", "flattened", "contiguous"] = Field(
         "none", description="Megatron-LM's own DDP (--DDP-impl local, 2020-2021) and its passes over the gradients "
         "after the backward, whatever dp is: flattened (2020: flatten copy, division, copy back) or contiguous "
@@ -1133,6 +1157,8 @@ class Scenario(_Strict):
                   and not t.fp8_recipe.startswith("torchao"))
         # Megatron-Core's own bucket formation (parallel/mcore_buckets.py; Megatron-FSDP at ZeRO 3 has its units)
         p.resolve(grad_buckets="megatron_core" if core and p.zero_stage < 3 else "megatron")
+        p.resolve(average_in_collective=p.grad_buckets == "megatron_core" and nemo_average_in_collective(
+            t.mcore_version))
         if p.grad_buckets == "apex":
             bucket = APEX_BUCKET_CAP_BYTES
         elif not core:
@@ -1468,6 +1494,11 @@ class Scenario(_Strict):
             raise ScenarioError("parallelism.grad_buckets", "megatron_core is Megatron-Core's DistributedDataParallel "
                                 "at ZeRO 0-2: this stack is not Megatron-Core or runs ZeRO 3 (set megatron or leave "
                                 "it unset)")
+        if p.average_in_collective and (p.grad_buckets != "megatron_core"
+                                        or not grad_scaling_at_least(t.mcore_version, "average_in_collective")):
+            raise ScenarioError("parallelism.average_in_collective", "true is Megatron-Core's DDP option from release "
+                                "0.8: needs grad_buckets megatron_core and mcore_version 0.8 or later (set false or "
+                                "leave it unset)")
         if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP reduces after the "
                                 "backward, set overlap_grad_reduce: false")
