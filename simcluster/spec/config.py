@@ -256,6 +256,15 @@ def stated_mcore_version(training: Training) -> str | None:
     return None if "mcore_version" in training._resolved else training.mcore_version
 
 
+def container_cudnn(version: str | None) -> str | None:
+    """The cuDNN release of the NeMo container that shipped a Megatron-Core release (data/mcore_versions.yaml
+    ``nemo_containers`` and ``container_cudnn``: 25.09's 9.11.0 ... 26.04's 9.20.0); None for no release and for
+    releases whose container's cuDNN is not listed (the NeMo 24.x containers, releases no container names)."""
+    tables = catalog.load("mcore_versions")
+    containers = [name for name, release in tables["nemo_containers"].items() if release == version]
+    return next((tables["container_cudnn"][name] for name in containers if name in tables["container_cudnn"]), None)
+
+
 def megatron_bridge_release(version: str | None) -> bool:
     """Whether a release is a Megatron-Bridge container's (data/mcore_versions.yaml ``megatron_bridge``: NeMo 25.09's
     0.14 on), whose recipes pass Megatron-Bridge's userbuffers configurations (data/userbuffers.yaml

@@ -216,16 +216,32 @@ def causal_share(op: Op, gpu_name: str, kv_tokens_half: float) -> float:
     diagonal_keys / n) at key length n. Under context parallelism only the ring's first step is causal (c = s/cp
     keys; ``ring_key_length``): the slowest rank's steps take (1 + h/c) / share(c) + (cp - 1)(1 + 2h/c) against
     (1 + h/c) + (cp - 1)(1 + 2h/c) for unmasked steps (h: the curve's ``kv_tokens_half``), so the one kernel
-    keeps their ratio; at cp 1 that is share(s)."""
+    keeps their ratio; at cp 1 that is share(s). The kernel is the 2024 release's, or the newest later measured
+    release (``releases``) at or before the op's ``cudnn_release``, the run's container's cuDNN."""
     table = _table()["attention"].get("causal_loss")
     if op.kernel != "flash" or table is None or gpu_name not in table["gpus"] or op.n <= 0:
         return 1.0
-    loss = table["backward" if op.name.endswith("backward") else "forward"]
+    loss = causal_kernel(table, op.cudnn_release)["backward" if op.name.endswith("backward") else "forward"]
     chunk = op.n / op.ring_steps
     share = 1.0 / (1.0 + loss["constant"] + loss["diagonal_keys"] / chunk)
     first = 1.0 + kv_tokens_half / chunk
     rest = (op.ring_steps - 1) * (1.0 + 2.0 * kv_tokens_half / chunk)
     return (first + rest) / (first / share + rest)
+
+
+def _cudnn_version(release: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in release.split("."))
+
+
+def causal_kernel(table: dict, cudnn_release: str | None) -> dict:
+    """The causal loss (``{forward, backward}``) of the cuDNN a run's container shipped: the newest measured release
+    in ``table["releases"]`` at or before ``cudnn_release``, else (an earlier or unknown release) the 2024 kernel,
+    ``table`` itself (efficiency.yaml attention.causal_loss)."""
+    if cudnn_release is None:
+        return table
+    measured = [release for release in table.get("releases", {})
+                if _cudnn_version(release) <= _cudnn_version(cudnn_release)]
+    return table["releases"][max(measured, key=_cudnn_version)] if measured else table
 
 
 def ring_key_length(op: Op) -> float:

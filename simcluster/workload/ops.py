@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from simcluster.spec.config import container_cudnn, stated_mcore_version
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
 from simcluster.workload import (
@@ -125,6 +126,8 @@ class Op:
     block_scaled: bool = False  # an MXFP8 kernel: a block-scaled GEMM or its quantize (efficiency.yaml gemm.block_*)
     row_nodes: tuple[float, ...] = (1.0,)  # a GEMM whose rows m spread (the expert GEMMs at the busiest rank's load,
     # moe.step_load_nodes): equally weighted multiples of m its compute time is the mean over (kernels.efficiency)
+    cudnn_release: str | None = None  # a fused attention op's cuDNN release where the run's container names it
+    # (kernels.causal_share; None: not known)
     ring_steps: int = 1  # a fused attention op run as context parallelism's ring of kernels, one a step (cp of
     # them, Transformer Engine's p2p loop): the keys each kernel sees are a share of n (kernels.ring_key_length)
 
@@ -158,6 +161,7 @@ class Shard:
     residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
     autocast_fp32_params: bool = False  # fp32 weights cast to 16 bits per Linear and microbatch (autocast_params)
     mlp_activation: str = "separate"  # the dense MLP's GELU: its own kernels, or in fc1's / fc2-dgrad's epilogues
+    cudnn_release: str | None = None  # the container's cuDNN (config.container_cudnn), for the attention kernel
     main_grad_bytes: int = 0       # the main gradient's width a fused wgrad GEMM accumulates into; 0: it writes a
     # fresh 16-bit gradient (no fusion, or a stack without main_grad: ``main_grad_bytes``, ``wgrad_output_bytes``)
 
@@ -207,6 +211,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, autocast_fp32_params=t.autocast_fp32_params,
                  mlp_activation=t.mlp_activation,
+                 cudnn_release=container_cudnn(stated_mcore_version(t)) if scenario.megatron_core else None,
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
                  grad_accumulation_bytes=grad_accumulation.charged_bytes_per_param(
                      scenario, fused=main_grad_bytes(scenario) > 0),
@@ -473,10 +478,12 @@ def attention_core(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list
         lse = b * heads * s_q * LSE_BYTES_PER_ELEMENT
         # with context parallelism the kernel is cp kernels of a ring, one a step (kernels.ring_key_length)
         forward = Op("attention", "attention", 2 * score_flop, 2 * q_o + 2 * k_v + lse,
-                     s_q, s_kv, d, b * heads, kernel=shard.attention, ring_steps=shard.cp)
+                     s_q, s_kv, d, b * heads, kernel=shard.attention, ring_steps=shard.cp,
+                     cudnn_release=shard.cudnn_release)
         # backward reads Q, K, V, O, dO, LSE and writes dQ, dK, dV
         backward = Op("attention_backward", "attention", 4 * score_flop, 4 * q_o + 4 * k_v + lse,
-                      s_q, s_kv, d, b * heads, kernel=shard.attention, ring_steps=shard.cp)
+                      s_q, s_kv, d, b * heads, kernel=shard.attention, ring_steps=shard.cp,
+                     cudnn_release=shard.cudnn_release)
         return [forward], [backward]
     # Naive attention materialises the (b, heads, s_q, s_kv) score matrix in HBM (Korthikanti et al. 2022,
     # 4.1).

@@ -26,9 +26,10 @@ docs/calibration.md "Round 28: cuDNN's causal attention on Hopper"); no other ke
 import pytest
 from test_flash2_hopper import benchmark_tflop_per_s
 
+from simcluster.spec import config
 from simcluster.spec.model import TransformerSpec
 from simcluster.workload import kernels
-from simcluster.workload.ops import Shard, attention_core
+from simcluster.workload.ops import Shard, attention_core, shard_for
 
 CSV_SEQS = (4096, 8192, 16384, 32768, 65536)
 # cudnn-frontend benchmark_results.csv (2024), cuDNN BF16 TFLOP/s
@@ -46,14 +47,25 @@ V919_FORWARD = dict(zip(V919_SEQS, (671, 691, 702), strict=True))
 V919_BACKWARD = dict(zip(V919_SEQS, (560, 594, 612), strict=True))
 V919_CAUSAL_FORWARD = dict(zip(V919_SEQS, (591, 644, 673), strict=True))
 V919_CAUSAL_BACKWARD = dict(zip(V919_SEQS, (474, 541, 579), strict=True))
+# the same file at 2k-32k: (causal, unmasked) TFLOP/s, forward and backward
+V919_RATIO_SEQS = (2048, 4096, 8192, 16384, 32768)
+V919_FORWARD_PAIRS = dict(zip(V919_RATIO_SEQS, ((484, 633), (591, 671), (644, 691), (673, 702), (688, 693)),
+                              strict=True))
+V919_BACKWARD_PAIRS = dict(zip(V919_RATIO_SEQS, ((370, 504), (474, 560), (541, 594), (579, 612), (581, 572)),
+                               strict=True))
+# Round 28 (container cuDNN): the 9.19 form, constant 0, fitted to the largest relative error from 2k (forward 1.1%,
+# backward 3.5%: the 32k backward ratio is above 1, which the form cannot reach)
+V919_FORWARD_TOLERANCE = 0.015
+V919_BACKWARD_TOLERANCE = 0.04
 RATIO_TOLERANCE = 0.03
 BACKWARD_TOLERANCE = 0.05
 
 
-def share(seq: int, direction: str, gpu: str = "h100-sxm", kernel: str = "flash") -> float:
+def share(seq: int, direction: str, gpu: str = "h100-sxm", kernel: str = "flash",
+          cudnn_release: str | None = None) -> float:
     spec = TransformerSpec(layers=1, hidden=2048, heads=16, vocab=32000, dropout=False, max_seq_len=seq)
     (forward,), (backward,) = attention_core(spec, Shard(seq_len=seq, micro_batch=1, attention=kernel,
-                                                         precision="bf16"))
+                                                         precision="bf16", cudnn_release=cudnn_release))
     op = forward if direction == "forward" else backward
     return kernels.causal_share(op, gpu, 238)
 
@@ -97,3 +109,51 @@ def test_only_cudnn_on_hopper_takes_the_share(gpu, kernel):
     assert share(8192, "forward", gpu, kernel) == 1.0
     assert share(8192, "backward", gpu, kernel) == 1.0
 
+
+
+# Round 28, the attention kernel by the container's cuDNN release (docs/calibration.md): NeMo Framework's own
+# software-versions table (NVIDIA-NeMo/Megatron-Bridge docs/releases/software-versions.md, the "cuDNN" and "Megatron
+# Core" rows): container -> (Megatron-Core release, cuDNN).
+NEMO_CONTAINERS = {"25.09": ("0.14", "9.11.0"), "25.11": ("0.15", "9.13.1"), "26.02": ("0.16", "9.18.0"),
+                   "26.04": ("0.17", "9.20.0")}
+
+
+@pytest.mark.parametrize("seq", V919_RATIO_SEQS)
+def test_causal_share_of_a_919_container_matches_cudnn_919(seq):
+    """A run whose container shipped cuDNN 9.19 or later takes 9.19's causal kernel: the form within 1.5% forward
+    and 4% backward of the file's ratios at 2k-32k (the 2024 kernel is 5-6% below them at 16k)."""
+    forward, backward = V919_FORWARD_PAIRS[seq], V919_BACKWARD_PAIRS[seq]
+    assert share(seq, "forward", cudnn_release="9.19.1") == pytest.approx(forward[0] / forward[1],
+                                                                           rel=V919_FORWARD_TOLERANCE)
+    assert share(seq, "backward", cudnn_release="9.20.0") == pytest.approx(backward[0] / backward[1],
+                                                                            rel=V919_BACKWARD_TOLERANCE)
+
+
+@pytest.mark.parametrize("release", [None, "9.1.1", "9.11.0", "9.13.1", "9.18.0"])
+def test_releases_before_919_keep_the_2024_kernel(release):
+    """cuDNN before 9.19 (or not known) keeps the measured 2024 kernel: cuDNN 9.4 and 9.18.1 changed Hopper's
+    attention, and no causal measurement lies between (efficiency.yaml attention.causal_loss releases_source)."""
+    for seq in (4096, 16384):
+        for direction, series in (("forward", (CSV_CAUSAL_FORWARD, CSV_FORWARD)),
+                                  ("backward", (CSV_CAUSAL_BACKWARD, CSV_BACKWARD))):
+            assert share(seq, direction, cudnn_release=release) == pytest.approx(
+                series[0][seq] / series[1][seq], rel=RATIO_TOLERANCE)
+
+
+@pytest.mark.parametrize("container", sorted(NEMO_CONTAINERS))
+def test_stated_megatron_core_release_names_its_containers_cudnn(container):
+    """A Megatron-Core scenario's stated release names its NeMo container's cuDNN, as NeMo's table lists them; the
+    24.x containers' releases (their tables list no cuDNN) and a release no container ships name none."""
+    release, cudnn = NEMO_CONTAINERS[container]
+    assert config.container_cudnn(release) == cudnn
+    for unlisted in ("0.7", "0.8", "0.9", "0.18", None):
+        assert config.container_cudnn(unlisted) is None
+
+
+@pytest.mark.parametrize("name, cudnn", [("nemo2604-llama3-70b-64-h100-fp8", "9.20.0"),
+                                         ("nemo2602-llama3-405b-1024-h100-fp8", "9.18.0"),
+                                         ("nemo2409-llama31-8b-8-h100-bf16", None)])
+def test_bundled_rows_run_their_containers_cudnn(name, cudnn):
+    """The rows' own attention ops carry their container's cuDNN from the scenario's stated mcore_version."""
+    scenario = config.load(name)
+    assert shard_for(scenario).cudnn_release == cudnn
