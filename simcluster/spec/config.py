@@ -763,7 +763,9 @@ class Training(_Defaulted):
                        "megatron2021"] = Field(
         "adam", description="adam (Megatron-Core's mixed-precision / distributed optimizer around a fused "
         "multi-tensor Adam: grad norm, Adam, copy to the 16-bit weights, zeroed gradient buffer), "
-        "adam_precision_aware (Megatron-Core use_precision_aware_optimizer, Megatron-Bridge bf16 runs), torch_adamw "
+        "adam_precision_aware (Megatron-Core use_precision_aware_optimizer with Transformer Engine keeping the master "
+        "weights: the optimizer config's fp8_recipe None or delayed; not Megatron-Bridge bf16 runs, whose optimizer "
+        "config gets fp8_recipe tensorwise: adam there), torch_adamw "
         "(torchtitan: fused AdamW and clip_grad_norm_ on FSDP's fp32 shards; workload/optimizer_step.py), "
         "decoupled_adamw (Composer's "
         "DecoupledAdamW, llm-foundry's default: eight unfused elementwise passes over each fp32 tensor, "
@@ -776,8 +778,9 @@ class Training(_Defaulted):
         "only use_precision_aware_optimizer honours): bf16 holds them at 2 bytes, 4 B a parameter less state; TE's "
         "FusedAdam unscales them to fp32 copies for its kernel and writes them back, 3 kernels a moment and parameter "
         "tensor, 32 B a shard parameter more moved (workload/optimizer_step.py). With optimizer adam_precision_aware "
-        "(bf16 runs, TE keeping the master weights) or adam in an fp8 run with current scaling or MXFP8 "
-        "(Megatron-Core keeps its own fp32 master shards there); Megatron-Bridge's DeepSeek-V3 recipe sets bf16")
+        "(TE keeping the master weights) or adam (Megatron-Core keeping its own fp32 master shards: an fp8 run with "
+        "current scaling or MXFP8, or a Megatron-Bridge bf16 run, whose optimizer config gets fp8_recipe "
+        "tensorwise); Megatron-Bridge's DeepSeek-V3 recipe sets bf16")
     fp8_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
@@ -1484,12 +1487,18 @@ class Scenario(_Strict):
         if t.optimizer == "adam_precision_aware" and t.precision not in PRECISION_AWARE_PRECISIONS:
             raise ScenarioError("training.optimizer", f"adam_precision_aware keeps 16-bit remainders of bf16 "
                                 f"weights: needs precision: bf16 or fp8 (the run is {t.precision})")
+        # bf16 moments with Megatron-Core's own fp32 master (adam): use_precision_aware_optimizer with
+        # use_precision_aware_optimizer_no_fp8_or_ds_fp8 False, i.e. the optimizer config's fp8_recipe neither None nor
+        # delayed: an fp8 run with current scaling or MXFP8, or a Megatron-Bridge bf16 run (its MixedPrecisionConfig
+        # copies its fp8_recipe default "tensorwise" onto the optimizer config; workload/optimizer_step.py)
         if t.adam_moments_dtype == "bf16" and not (
                 t.optimizer == "adam_precision_aware"
-                or (t.optimizer == "adam" and t.precision == "fp8" and t.fp8_recipe != "delayed")):
+                or (t.optimizer == "adam" and (t.precision == "bf16"
+                                               or (t.precision == "fp8" and t.fp8_recipe != "delayed")))):
             raise ScenarioError("training.adam_moments_dtype", f"bf16 moments need Megatron-Core's precision-aware "
-                                f"optimizer: optimizer adam_precision_aware, or adam in an fp8 run with current "
-                                f"scaling or mxfp8 (the run: optimizer {t.optimizer}, precision {t.precision})")
+                                f"optimizer: optimizer adam_precision_aware, or adam in a bf16 run or an fp8 run with "
+                                f"current scaling or mxfp8 (the run: optimizer {t.optimizer}, precision {t.precision}"
+                                f"{f', fp8_recipe {t.fp8_recipe}' if t.precision == 'fp8' else ''})")
         p = self.parallelism
         if p.local_ddp != "none" and not t.optimizer.startswith("megatron") and p.pipeline_engine != "deepspeed":
             # (DeepSpeed's engine refuses Megatron's DDP itself: _check_deepspeed_engine)

@@ -54,9 +54,10 @@ training.py ``train_step``):
 38 B per shard parameter (30 were counted before: Adam plus a fused 16-bit write) plus 4 B per gradient-buffer
 element.
 
-**Megatron-Core with** ``use_precision_aware_optimizer`` (``adam_precision_aware``; Megatron-Bridge / NeMo 25.x,
-whose performance scripts set it for bf16 runs: ``if compute_dtype == "bf16": ...use_precision_aware_optimizer =
-True``): Transformer Engine's FusedAdam with ``master_weights`` and ``store_param_remainders`` (OptimizerConfig
+**Megatron-Core with** ``use_precision_aware_optimizer`` and Transformer Engine keeping the master weights
+(``adam_precision_aware``; Megatron-Bridge's performance scripts set the flag for bf16 runs, ``if compute_dtype ==
+"bf16": ...use_precision_aware_optimizer = True``, but there the optimizer config's ``fp8_recipe`` is "tensorwise"
+and Megatron-Core keeps the master: ``adam``, see "Adam's moments in bf16" below): Transformer Engine's FusedAdam with ``master_weights`` and ``store_param_remainders`` (OptimizerConfig
 default True) updates the 16-bit weight in place and keeps only the low 16 bits of the fp32 master weight: read the
 gradient (the buffer's, ``decoupled_grad``, no cast), the 16-bit weight, its 16-bit remainder and both fp32 moments,
 write all but the gradient: 4 + 2 + 2 + 8 read, 2 + 2 + 8 written (28 B with fp32 gradients); no copy pass
@@ -77,9 +78,13 @@ OptimizerConfig ``exp_avg_dtype`` / ``exp_avg_sq_dtype``, honoured only with ``u
 hands them to Transformer Engine's FusedAdam (megatron/core/optimizer/__init__.py: ``kwargs.update({"exp_avg_dtype":
 ..., "exp_avg_sq_dtype": ...})`` whenever ``config.use_precision_aware_optimizer``). Who keeps the master weight
 depends on the run (OptimizerConfig.__post_init__ ``use_precision_aware_optimizer_no_fp8_or_ds_fp8``: precision-aware
-and (main params not fp32, or no fp8 recipe or delayed scaling)): a bf16 run (or fp8 delayed scaling) passes
-``master_weights=True`` to TE, the ``adam_precision_aware`` passes above; an fp8 run with current scaling or MXFP8
-and fp32 main params keeps Megatron-Core's own fp32 master shards (``shard_fp32_from_float16_groups``, the gradient
+and (main params not fp32, or the optimizer config's ``fp8_recipe`` None or delayed)): a bf16 run whose optimizer
+config has no fp8 recipe (or fp8 delayed scaling) passes ``master_weights=True`` to TE, the ``adam_precision_aware``
+passes above; an fp8 run with current scaling or MXFP8 and fp32 main params keeps Megatron-Core's own fp32 master
+shards, and so does a Megatron-Bridge bf16 run (round 28: ``MixedPrecisionConfig.setup`` copies every field the
+OptimizerConfig shares, ``fp8_recipe`` included, whose default is "tensorwise", and ``runtime_config_update`` runs it
+before ``ConfigContainer.validate`` re-runs the optimizer config's ``__post_init__``; Megatron-Bridge
+src/megatron/bridge/training/mixed_precision.py @ 05097809 and config.py, docs/calibration.md) (``shard_fp32_from_float16_groups``, the gradient
 cast ``.float()``, the copy back into the model weights), the ``adam`` passes, "because we want to use fp8 primary
 weight with precision aware optimizer". The state is 4 B a parameter less (``adam`` 12 -> 8,
 ``adam_precision_aware`` 10 -> 6), but the step moves more, not less: TE's FusedAdam has no kernel reading 16-bit

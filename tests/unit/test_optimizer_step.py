@@ -210,11 +210,40 @@ def test_deepseek_v3_rows_hold_bf16_moments_in_memory():
 
 @pytest.mark.parametrize("changes", [
     {"optimizer": "torch_adamw"},                                     # not Megatron-Core's optimizer
-    {"optimizer": "adam"},                                            # bf16 run: precision-aware keeps TE's master
-    {"optimizer": "adam", "precision": "fp8", "fp8_recipe": "delayed"},   # delayed: TE's master weights too
+    {"optimizer": "adam", "precision": "fp8", "fp8_recipe": "delayed"},   # delayed: TE's master weights
+    {"optimizer": "adam", "precision": "fp16"},                       # not a run Megatron-Bridge's recipes make
 ])
 def test_bf16_moments_where_megatron_core_would_not_run_them_are_refused(changes):
     data = config.load("nemo2409-llama31-8b-8-h100-bf16").model_dump(mode="json")
     data["training"] = data["training"] | {"adam_moments_dtype": "bf16"} | changes
     with pytest.raises(config.ScenarioError, match="training.adam_moments_dtype"):
         config.from_dict(data)
+
+
+# Which optimizer the Megatron-Bridge BF16 rows ran (round 28). Megatron-Core OptimizerConfig.__post_init__:
+# use_precision_aware_optimizer_no_fp8_or_ds_fp8 = use_precision_aware_optimizer and (main_params_dtype != fp32 or
+# fp8_recipe in (None, "delayed") or optimizer_cpu_offload); TE keeps the master weight (master_weights=True) only
+# when it is True (megatron/core/optimizer/__init__.py), else distrib_optimizer.py makes its own fp32 shard
+# (``if not config.use_precision_aware_optimizer_no_fp8_or_ds_fp8``). Megatron-Bridge: MixedPrecisionConfig's
+# fp8_recipe defaults to "tensorwise" (src/megatron/bridge/training/mixed_precision.py @ 05097809; the default documented
+# in NVIDIA-NeMo/Megatron-Bridge PR #718, Sept 2025, before Bridge 0.2.0 = NeMo 25.11), bf16_mixed() leaves it, setup()
+# copies every shared field onto the OptimizerConfig, and runtime_config_update runs setup() before validate()
+# re-runs the sub-configs' __post_init__ / finalize. With the DeepSeek-V3 and Qwen3 recipes' fp32 main parameters
+# the flag is False: Megatron-Core's fp32 master, i.e. optimizer adam.
+BRIDGE_BF16_ROWS = ("nemo2511-deepseek-v3-256-gb200-bf16", "nemo2511-deepseek-v3-256-gb300-bf16",
+                    "nemo2511-qwen3-235b-256-gb200-bf16", "nemo2511-qwen3-235b-256-gb300-bf16")
+
+
+@pytest.mark.parametrize("name", BRIDGE_BF16_ROWS)
+def test_megatron_bridge_bf16_rows_run_megatron_cores_own_master(name):
+    """State per shard parameter: fp32 master 4 + moments (4 + 4, or 2 + 2 where the recipe sets bf16 moments), not
+    the precision-aware optimizer's 16-bit remainder (2 B)."""
+    from simcluster.parallel import memory
+
+    scenario = config.load(name)
+    assert scenario.training.precision == "bf16" and scenario.training.optimizer == "adam"
+    moments = 2 if scenario.training.adam_moments_dtype == "bf16" else 4
+    data = config.rebuildable(scenario)
+    aware = config.from_dict(data | {"training": data["training"] | {"optimizer": "adam_precision_aware"}})
+    assert memory._stage_memory(scenario, 0).optimizer_bytes == pytest.approx(
+        (4 + 2 * moments) / (2 + 2 * moments) * memory._stage_memory(aware, 0).optimizer_bytes, rel=1e-12)
