@@ -19,7 +19,9 @@ the gap at the measured queued-launch latency (efficiency.yaml launch_overhead_s
 fill in waves of its own fitted. ``--write`` writes the fitted pair and the structure's fixed value. Printed as
 checks (not used): the other structures on the same estimate, including the gap before tensor-core kernels only
 (round 8), a fraction of the device time (round 6), and the three terms together (fitted gap, GEMM fill and
-pipeline step, with their condition number: round 13).
+pipeline step, with their condition number: round 13), and the pipeline term's structure against the schedules' stream
+drains (``PIPELINE_STRUCTURES``, round 28: every block, per drain, both, host-side, message time; each with its
+leave-one-series-out refits).
 
 Runs: every calibration case of data/validation.yaml (``validation.cases()``, what ``simcluster validate`` runs),
 none weighted; the held-out cases are never read. A series can be kept out of the objective (``EXCLUDED_SERIES``,
@@ -139,6 +141,7 @@ class Run:
     tensor_core_kernels: np.ndarray   # [chunks, 2]: GEMM and attention kernels (the round-8 check)
     drained_s: float = 0.0   # sourced stream drains on the critical path per step (workload.schedule_host; a check)
     exchange_s: float = 0.0  # one pipeline message over one NIC at NCCL's measured busbw (the round-16 check)
+    drain_weight: float = 1.0  # drains a block (schedule_host.drains per_block; the round-28 per-drain check)
 
     @classmethod
     def of(cls, case: dict) -> Run:
@@ -152,22 +155,25 @@ class Run:
                    np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1, critical,
                    np.array([[s.tensor_core_kernels for s in pair] for pair in streams]),
                    drained_s(scenario, case, 2 * critical, plan.microbatches),
-                   plan.p2p_bytes / NIC_BYTES_PER_S if pp > 1 else 0.0)
+                   plan.p2p_bytes / NIC_BYTES_PER_S if pp > 1 else 0.0, schedule_drains(scenario, case).per_block)
 
     def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0,
-                exchange_factor=0.0) -> np.ndarray:
+                exchange_factor=0.0, drain_step_s=0.0, host_block_s=0.0) -> np.ndarray:
         """Mean over chunks of a forward plus a backward block's time; arguments broadcast (grids on distinct
         axes). ``tensor_core_gap_s``, ``fraction`` and ``exchange_factor`` serve the checks of other structures: a
         gap before every tensor-core kernel, a fraction of the device time, a multiple of the pipeline message's
-        time on one NIC per pipeline step."""
-        gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction, factor = np.broadcast_arrays(
+        time on one NIC per pipeline step. The round-28 checks of the pipeline term's structure: ``drain_step_s``
+        per stream drain (``drain_weight`` of them a block), ``host_block_s`` host work a pipelined block on the
+        host side of the max (hidden while the host is ahead)."""
+        gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction, factor, drain_step_s, host_block_s = np.broadcast_arrays(
             *(np.asarray(v, dtype=float) for v in (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction,
-                                                   exchange_factor)))
-        step_s = step_s + factor * self.exchange_s
+                                                   exchange_factor, drain_step_s, host_block_s)))
+        step_s = step_s + factor * self.exchange_s + self.drain_weight * drain_step_s
         grid = (...,) + (None,) * gap_s.ndim
         d, n, w, tc = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels))
         device = d * (1.0 + fraction) + n * gap_s + fill * w + tc * tc_gap_s                 # [chunks, 2, *grid]
-        blocks = np.maximum(device, n * dispatch_s).sum(axis=1).mean(axis=0)
+        host = n * dispatch_s + (host_block_s if self.pipelined else 0.0)
+        blocks = np.maximum(device, host).sum(axis=1).mean(axis=0)
         return blocks + (2.0 if self.pipelined else 0.0) * step_s
 
     def dispatch_bound_s(self, host: kernels.HostModel) -> float:
@@ -180,13 +186,18 @@ class Run:
 PRETRAIN_GPT_SOURCES = ("megatron_core_h100_2024", "megatron_core_h100_2024_strong")
 
 
+def schedule_drains(scenario, case: dict) -> schedule_host.Drains:
+    """The run's stream drains from source (``schedule_host.drains``): per block and per last-stage microbatch."""
+    p = scenario.parallelism
+    return schedule_host.drains(p.pp, p.virtual_stages, megatron_lm_2020_22(scenario),
+                                loss_nan_check=case.get("source") in PRETRAIN_GPT_SOURCES)
+
+
 def drained_s(scenario, case: dict, blocks: int, microbatches: int) -> float:
     """The sourced drains' idle on the critical path of one step (``schedule_host``): per block, and the loss's per
     microbatch on the last stage."""
-    p = scenario.parallelism
-    d = schedule_host.drains(p.pp, p.virtual_stages, megatron_lm_2020_22(scenario),
-                             loss_nan_check=case.get("source") in PRETRAIN_GPT_SOURCES)
-    return schedule_host.drained_s_per_step(d, blocks, microbatches, scenario.cluster.gpu.name)
+    return schedule_host.drained_s_per_step(schedule_drains(scenario, case), blocks, microbatches,
+                                            scenario.cluster.gpu.name)
 
 
 def drain_attribution(runs: list[Run], step_s: float) -> list[tuple[str, float, float]]:
@@ -352,6 +363,67 @@ def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str
     return rows
 
 
+HOST_BLOCK_GRID_S = np.arange(0.0, 10000.5e-6, 100e-6)   # round-28 check: 0-10 ms host work a pipelined block
+# Round 28: the pipeline term's structure against what Megatron's schedules do per block (workload.schedule_host):
+# label -> the fitted terms, each (Run.block_s argument, grid, unit in us or 1); the terms not named are 0, the gap
+# is always fitted. "every block" is efficiency.yaml's structure.
+PIPELINE_STRUCTURES = {
+    "(a) fitted time every pipelined block (in use)": (("step_s", STEP_GRID_S, 1e-6),),
+    "(b) fitted time per stream drain (schedule_host weights), none on overlap_p2p_comm blocks":
+        (("drain_step_s", STEP_GRID_S, 1e-6),),
+    "(c1) every block + per stream drain": (("step_s", THREE_TERM_STEP_S, 1e-6),
+                                             ("drain_step_s", STEP_GRID_S, 1e-6)),
+    "(c2) host work a block beside the dispatch, hidden while the host is ahead":
+        (("host_block_s", HOST_BLOCK_GRID_S, 1e-6),),
+    "(c3) pipeline messages' NIC time a block (round 16's check, no constant)":
+        (("exchange_factor", EXCHANGE_GRID, 1.0),),
+}
+
+
+def pipeline_structure(runs, results, at, fitted, terms) -> tuple[tuple[float, ...], np.ndarray, list]:
+    """Fit the gap with ``terms`` (``PIPELINE_STRUCTURES``) on the estimate around ``at``: the best values (gap
+    first), every run's error there, and per left-out series the refit values and that series' errors."""
+    grids = [("gap_s", GAP_GRID_S)] + [(arg, grid) for arg, grid, _ in terms]
+    axes = len(grids)
+    values = {arg: grid.reshape([-1 if k == i else 1 for k in range(axes)]) for i, (arg, grid) in enumerate(grids)}
+    values.setdefault("step_s", 0.0)
+    errors = estimated_errors(runs, results, at, fill=0.0, **values)
+    errors = np.broadcast_to(errors, (len(runs),) + tuple(len(grid) for _, grid in grids))
+
+    def at_best(mask):
+        index = best(errors, mask)
+        return tuple(float(grid[i]) for (_, grid), i in zip(grids, index, strict=True)), errors[(slice(None),) + index]
+
+    chosen, chosen_errors = at_best(fitted)
+    series = np.array([r.family for r in results])
+    loo = []
+    for name in dict.fromkeys(series):
+        out = series == name
+        refit, refit_errors = at_best(fitted & ~out)
+        loo.append((name, refit, refit_errors[out]))
+    return chosen, chosen_errors, loo
+
+
+def pipeline_structure_rows(runs, results, at, fitted) -> list[tuple[str, str, dict, dict, str]]:
+    """Per ``PIPELINE_STRUCTURES`` entry: fitted values, summary, summary per series, leave-one-series-out spread."""
+    series = np.array([r.family for r in results])
+    rows = []
+    for label, terms in PIPELINE_STRUCTURES.items():
+        chosen, errors, loo = pipeline_structure(runs, results, at, fitted, terms)
+        per_series = {name: summary(errors[series == name]) for name in dict.fromkeys(series)}
+        spread = "; ".join(f"without {name}: {structure_text(terms, refit)}, its max {np.abs(out).max():.1%}"
+                           for name, refit, out in loo)
+        rows.append((label, structure_text(terms, chosen), summary(errors), per_series, spread))
+    return rows
+
+
+def structure_text(terms, values) -> str:
+    """A ``PIPELINE_STRUCTURES`` entry's fitted values (gap first), printed."""
+    named = [("gap", 1e-6)] + [(arg, unit) for arg, _, unit in terms]
+    return ", ".join(f"{name} {value / unit:.0f} us" if unit != 1.0 else f"{name} {value:.2f}"
+                     for (name, unit), value in zip(named, values, strict=True))
+
+
 def three_terms(runs, results, at, fitted) -> tuple[tuple[float, float, float], dict[str, float], float]:
     """Check (not used): a fitted gap before every kernel AND a fitted GEMM fill AND the pipeline step, on the same
     estimate and objective (``THREE_TERM_*`` grids; the gap structure is its fill = 0 case, the fill structure its
@@ -445,6 +517,15 @@ def main(argv: list[str]) -> int:
     print("\nstructures (estimated) | fitted | median | max | mean |error| | mean error")
     for label, values, row in other_structures(runs, results, at, fitted):
         print(f"{label} | {values} | {row_text(row)}")
+    print("\npipeline term structures (round 28, estimated) | fitted | median | max | mean |error| | mean error")
+    drained = sum(run.pipelined and run.drain_weight > 0 for run in runs)
+    print(f"pipelined calibration runs with a drain-bearing block (schedule_host): {drained} of "
+          f"{sum(run.pipelined for run in runs)}")
+    for label, values, row, per_series, spread in pipeline_structure_rows(runs, results, at, fitted):
+        print(f"{label} | {values} | {row_text(row)}")
+        for name, srow in per_series.items():
+            print(f"    {name} | {row_text(srow)}")
+        print(f"    leave one series out: {spread}")
     (gap_s, fill, step_s), row, cond = three_terms(runs, results, at, fitted)
     print(f"fitted gap + GEMM fill + pipeline step (three terms) | {gap_s * 1e6:.0f} us a kernel, {fill:.2f} waves, "
           f"pipeline step {step_s * 1e6:.0f} us | {row_text(row)} | condition {cond:.1f}")

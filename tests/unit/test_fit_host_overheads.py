@@ -99,3 +99,29 @@ def test_drains_follow_the_2020_22_megatron_lm_predicate_and_the_loss_check_read
     case = {"source": module.PRETRAIN_GPT_SOURCES[0]}
     assert module.drained_s(flat, case, 100, 10) == pytest.approx(10 * schedule_host.drain_stall_s(
         flat.cluster.gpu.name))
+
+
+def test_per_block_pipeline_charges_follow_the_schedule_kind():
+    # round 28's structures, closed form: a forward plus a backward block of one chunk, 4 ms and 6 ms of device time,
+    # 100 kernels each (device-bound at a 13.5 us dispatch); every block pays `step_s`, a block pays `drain_step_s`
+    # per sourced drain (schedule_host: 1 for 1F1B with batch_p2p_sync and Megatron-LM 2021, 0.5 for interleaved
+    # with batch_p2p_comm, 0 for interleaved with overlap_p2p_comm), nothing without a pipeline
+    from simcluster.workload import schedule_host
+    device, kernels = np.array([[4e-3, 6e-3]]), np.full((1, 2), 100.0)
+    gap_s, step_s, drain_s = 25e-6, 450e-6, 300e-6
+    streams = 10e-3 + 200 * gap_s
+    for pp, vp, eager, overlap, per_block in ((8, 1, False, None, 1.0), (8, 12, False, None, 0.0),
+                                              (8, 8, False, False, 0.5), (8, 4, True, None, 1.0),
+                                              (1, 1, False, None, 0.0)):
+        weight = schedule_host.drains(pp, vp, eager, overlap).per_block
+        assert weight == per_block
+        run = module.Run({}, device, kernels, np.zeros((1, 2)), pp > 1, 10, np.zeros((1, 2)), drain_weight=weight)
+        assert run.block_s(gap_s, 0.0, 13.5e-6, 0.0, drain_step_s=drain_s) == pytest.approx(
+            streams + 2 * per_block * drain_s)
+        assert run.block_s(gap_s, 0.0, 13.5e-6, step_s) == pytest.approx(streams + (2 * step_s if pp > 1 else 0.0))
+        # host work a block on the host side of the max is hidden while the host is ahead (2.65 ms of dispatch a
+        # block against 6.5 ms of device and gaps), and binds once it is not
+        assert run.block_s(gap_s, 0.0, 13.5e-6, 0.0, host_block_s=1e-3) == pytest.approx(streams)
+        behind = 100 * 13.5e-6 + 7e-3
+        assert run.block_s(gap_s, 0.0, 13.5e-6, 0.0, host_block_s=7e-3) == pytest.approx(
+            (max(6.5e-3, behind) + max(8.5e-3, behind)) if pp > 1 else streams)
