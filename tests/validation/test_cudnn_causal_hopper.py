@@ -19,8 +19,12 @@ kernel's):
 
 Asserted: the fitted form within 3% of every measured 2024 ratio from 2k (fit: 2.9% forward, 1.6% backward); the
 model's causal kernel in a short benchmark within 5% of the csv's causal backward at 4k-64k (measured -2.4% ..
-+1.1%); cuDNN 9.19's causal loss smaller than the 2024 form's at 4k-16k (the release moved; the model keeps 2024's,
-docs/calibration.md "Round 28: cuDNN's causal attention on Hopper"); no other kernel or GPU takes the share.
++1.1%); cuDNN 9.19's causal loss smaller than the 2024 form's at 4k-16k (the release moved: runs whose container
+shipped 9.19 or later take its kernel, the rest 2024's, docs/calibration.md "Round 28: cuDNN's causal attention on
+Hopper" and "Round 28: the attention kernel by the container's cuDNN release"); no other kernel or GPU takes the
+share; the share is taken once per executed FLOP (the model's causal over unmasked TFLOP/s, both counted as the csv
+counts them, is the csv's ratio) and the newest measured release at or before the container's is picked (review,
+"Round 28: review of the causal attention kernel").
 """
 
 import pytest
@@ -94,8 +98,9 @@ def test_causal_backward_matches_cudnn_2024(seq):
 
 @pytest.mark.parametrize("seq", V919_SEQS)
 def test_cudnn_919_loses_less_than_the_2024_release(seq):
-    """The model keeps 2024's causal loss; the 2026 release keeps more of its unmasked speed (9.19 on the Llama 70B
-    shape, where the per-block work is the same: one query block over n keys)."""
+    """A run whose container's cuDNN is not known keeps 2024's causal loss; the 2026 release keeps more of its
+    unmasked speed (9.19 on the Llama 70B shape, where the per-block work is the same: one query block over n
+    keys)."""
     assert V919_CAUSAL_FORWARD[seq] / V919_FORWARD[seq] > share(seq, "forward") + 0.02
     assert V919_CAUSAL_BACKWARD[seq] / V919_BACKWARD[seq] > share(seq, "backward")
 
@@ -157,3 +162,31 @@ def test_bundled_rows_run_their_containers_cudnn(name, cudnn):
     """The rows' own attention ops carry their container's cuDNN from the scenario's stated mcore_version."""
     scenario = config.load(name)
     assert shard_for(scenario).cudnn_release == cudnn
+
+
+# Round 28 review (docs/calibration.md "Round 28: review of the causal attention kernel")
+@pytest.mark.parametrize("seq", CSV_SEQS)
+def test_causal_loss_is_taken_once_per_executed_flop(seq):
+    """The model's causal kernel over its unmasked kernel, both in TFLOP/s counted as the csv counts them (the causal
+    count halved, so the ratio is the speed per executed FLOP), is the csv's ratio, forward and backward: the causal
+    half of the tiles (executed_fraction) and the causal loss compound once. Taking the loss on the counted FLOP,
+    or halving the time twice, would put the ratio near half of it."""
+    batch = max(1, 16384 // seq)
+    forward, backward = benchmark_tflop_per_s("flash", seq, batch=batch)
+    unmasked_forward, unmasked_backward = benchmark_tflop_per_s("flash", seq, batch=batch, unmasked=True)
+    assert forward / unmasked_forward == pytest.approx(CSV_CAUSAL_FORWARD[seq] / CSV_FORWARD[seq],
+                                                       rel=RATIO_TOLERANCE)
+    assert backward / unmasked_backward == pytest.approx(CSV_CAUSAL_BACKWARD[seq] / CSV_BACKWARD[seq],
+                                                         rel=RATIO_TOLERANCE)
+
+
+def test_the_newest_measured_release_at_or_before_the_containers_is_taken():
+    """The pick-newest-at-or-before rule on a table of two later releases (dotted versions compared numerically,
+    9.9 before 9.10): a container before both keeps the base kernel, one between them the earlier release's, one at
+    or after the later the later's."""
+    base = {"forward": "2024", "backward": "2024"}
+    table = {**base, "releases": {"9.9": {"forward": "9.9"}, "9.19.1": {"forward": "9.19.1"}}}
+    picked = {release: kernels.causal_kernel(table, release)["forward"]
+              for release in (None, "9.8.0", "9.9", "9.10.0", "9.19.0", "9.19.1", "9.20.0", "10.0")}
+    assert picked == {None: "2024", "9.8.0": "2024", "9.9": "9.9", "9.10.0": "9.9", "9.19.0": "9.9",
+                      "9.19.1": "9.19.1", "9.20.0": "9.19.1", "10.0": "9.19.1"}
