@@ -1,7 +1,7 @@
-"""Two host costs of an MoE layer's launches, measured in a Kineto trace of training (docs/calibration.md "Round 28"):
-how long after the GPU's last activity a blocking sync returns to the host (the device-to-host syncs of dropless
-routing), and the host time of each c10d collective call (the token dispatcher's ``all_to_all_single`` is
-``c10d::alltoall_base_``).
+"""Two host costs of an MoE layer's launches, measured in a Kineto trace of training (docs/calibration.md, "Round 28:
+the MoE layer's zero-work launches at their measured cost and its host side"): how long after the GPU's last
+activity a blocking sync returns to the host (the device-to-host syncs of dropless routing), and the host time of
+each c10d collective call (the token dispatcher's ``all_to_all_single`` is ``c10d::alltoall_base_``).
 
     python scripts/kineto_host_calls.py ../shared/traces/kineto/a100-16rank-sendrecv.rank0.json.gz [more]
 

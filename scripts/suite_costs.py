@@ -123,7 +123,9 @@ def _relative(path: str) -> str:
 
 def main(argv: list[str]) -> int:
     ours, pytest_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    parser = script_entry.Parser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__.splitlines()[0],
+                                 epilog="Options after -- go to pytest (e.g. -- -x -k sharp). Nothing is written "
+                                 "without --write, nor if a test failed, errored or was interrupted.")
     parser.add_argument("tests", nargs="+", help="test files, directories or node ids to run ('tests': all)")
     parser.add_argument("--min-seconds", type=non_negative, default=DEFAULT_MIN_S,
                         help=f"keep a unit of at least this many CPU seconds (default {DEFAULT_MIN_S:g})")
@@ -138,6 +140,8 @@ def main(argv: list[str]) -> int:
 
     recorder = Recorder()
     code = pytest.main([*pytest_args, *args.tests], plugins=[recorder])
+    if code == pytest.ExitCode.INTERRUPTED:   # Ctrl-C: pytest caught it; the CLI's one line and 130 (script_entry)
+        raise KeyboardInterrupt
     if not recorder.seconds:
         print(f"error: no test ran (pytest exit code {int(code)})", file=sys.stderr)
         return 2
@@ -164,4 +168,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_entry.call(main, sys.argv[1:]))

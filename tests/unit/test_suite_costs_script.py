@@ -90,3 +90,17 @@ def test_the_script_names_units_and_finds_the_table_as_the_suite_does():
 def test_min_seconds_is_a_number_of_seconds(value):
     with pytest.raises(argparse.ArgumentTypeError, match="seconds >= 0"):
         suite_costs.non_negative(value)
+
+
+def test_ctrl_c_in_the_pytest_run_is_the_clis_one_line_and_130(monkeypatch, capsys):
+    """pytest catches Ctrl-C itself and returns INTERRUPTED (exit code 2, which the script read as a run with failures
+    and printed a table from); through script_entry.call it is the CLI's one line and 130, as every script's Ctrl-C is
+    (docs/robustness.md, "Interrupts"), and nothing is written."""
+    from simcluster.core import script_entry
+
+    before = suite_order.COSTS_PATH.read_text()
+    monkeypatch.setattr(suite_costs.pytest, "main", lambda *args, **kwargs: pytest.ExitCode.INTERRUPTED)
+    code = script_entry.call(suite_costs.main, ["tests/unit/test_suite_costs_script.py", "--write"])
+    assert code == 130
+    assert capsys.readouterr().err == "interrupted by SIGINT\n"
+    assert suite_order.COSTS_PATH.read_text() == before
