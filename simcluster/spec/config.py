@@ -806,7 +806,10 @@ class Training(_Defaulted):
         "word embedding is reduced in fp32 buckets of its own (workload/fp32_embedding_grads.py); before 0.7 (and for "
         "Megatron-LM's own DDP of 2021-23, stated as '0.1') every bucket is scaled before its reduction, one rank "
         "included, from 0.7 only when its factor is not 1, and from 0.9 parallelism.average_in_collective defaults on "
-        "(workload/grad_scaling.py). "
+        "(workload/grad_scaling.py); stated, from 0.14 with tp_comm_overlap, Megatron-Bridge's own userbuffers "
+        "configurations (data/userbuffers.yaml megatron_bridge_configs); with rope_fusion, Megatron-Core's q/k/v "
+        "layout copies up to 0.13 (workload/te_flash_layout.py); stated, the cuDNN its NeMo container shipped picks "
+        "Hopper's causal attention kernel (data/mcore_versions.yaml container_cudnn). "
         "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
         "run names it where it changes the step (mcore_version_note)")
     rope_fusion: Annotated[bool, Strict()] | None = Field(
