@@ -96,12 +96,15 @@ MIN_TIMEOUT_S = 120
 # 0.85 of its datasheet, interleaved gathers per release, the refit to 28 us / 410 us): 14.181104 -> 14.189397 s,
 # 7.305119 -> 7.307197 s, 2.954995 -> 2.961589 s. Round 27 moved all three (Megatron-Core's q/k/v layout copies under
 # rope fusion, the sequence-parallel weights' TP all-reduce, the refit to 25 us / 450 us): 14.189397 -> 14.176157 s,
-# 7.307197 -> 7.309501 s, 2.961589 -> 2.953420 s.
-MAIN_STEP_S = {"llama3-405b-16384": 14.176156699631132, "llama3-405b-16k-h100": 7.309501009229369,
+# 7.307197 -> 7.309501 s, 2.961589 -> 2.953420 s. Round 28 moved all three (cuDNN's causal attention on Hopper,
+# efficiency.yaml attention.causal_loss, on the two Llama 3 405B runs; Megatron-LM 2022-23's gradient buffer scaled
+# before its all-reduce, workload/grad_scaling.py, on the MegaScale row): 14.176157 -> 14.570302 s, 7.309501 ->
+# 7.539537 s, 2.953420 -> 2.966694 s.
+MAIN_STEP_S = {"llama3-405b-16384": 14.570302265772604, "llama3-405b-16k-h100": 7.539537415863482,
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)
-               "llama3-405b-16384-expanded": 14.176156699631132,
+               "llama3-405b-16384-expanded": 14.570302265772604,
                # the exact hash-ECMP run, as before round 22's faster components (367 s of CPU then; same step)
-               "megascale-768-ecmp-expanded": 2.9534202996646677}
+               "megascale-768-ecmp-expanded": 2.9666940524062073}
 
 
 @dataclass
