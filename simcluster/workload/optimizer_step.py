@@ -56,13 +56,13 @@ element.
 
 **Megatron-Core with** ``use_precision_aware_optimizer`` and Transformer Engine keeping the master weights
 (``adam_precision_aware``; Megatron-Bridge's performance scripts set the flag for bf16 runs, ``if compute_dtype ==
-"bf16": ...use_precision_aware_optimizer = True``, but there the optimizer config's ``fp8_recipe`` is "tensorwise"
-and Megatron-Core keeps the master: ``adam``, see "Adam's moments in bf16" below): Transformer Engine's FusedAdam with ``master_weights`` and ``store_param_remainders`` (OptimizerConfig
-default True) updates the 16-bit weight in place and keeps only the low 16 bits of the fp32 master weight: read the
-gradient (the buffer's, ``decoupled_grad``, no cast), the 16-bit weight, its 16-bit remainder and both fp32 moments,
-write all but the gradient: 4 + 2 + 2 + 8 read, 2 + 2 + 8 written (28 B with fp32 gradients); no copy pass
-(``_copy_main_params_to_model_params`` returns early). The norm and the zeroed buffer as above. Optimizer state:
-2 + 4 + 4 = 10 B per parameter (``STATE_BYTES``).
+"bf16": ...use_precision_aware_optimizer = True``, but there the optimizer config's ``fp8_recipe`` is "tensorwise" and
+Megatron-Core keeps the master: ``adam``, see "Adam's moments in bf16" below): Transformer Engine's FusedAdam with
+``master_weights`` and ``store_param_remainders`` (OptimizerConfig default True) updates the 16-bit weight in place
+and keeps only the low 16 bits of the fp32 master weight: read the gradient (the buffer's, ``decoupled_grad``, no
+cast), the 16-bit weight, its 16-bit remainder and both fp32 moments, write all but the gradient: 4 + 2 + 2 + 8 read,
+2 + 2 + 8 written (28 B with fp32 gradients); no copy pass (``_copy_main_params_to_model_params`` returns early). The
+norm and the zeroed buffer as above. Optimizer state: 2 + 4 + 4 = 10 B per parameter (``STATE_BYTES``).
 
 **torchtitan** (``torch_adamw``: FSDP2, fp32 sharded parameters and gradients; torchtitan/components/optimizer.py
 AdamW ``implementation: fused``, torchtitan/distributed/utils.py ``clip_grad_norm_``): ``get_total_norm(foreach=
@@ -76,28 +76,28 @@ happens in FSDP's all-gather, outside the step.
 **Adam's moments in bf16** (``training.adam_moments_dtype: bf16``; round 28, its review): Megatron-Core's
 OptimizerConfig ``exp_avg_dtype`` / ``exp_avg_sq_dtype``, honoured only with ``use_precision_aware_optimizer``, which
 hands them to Transformer Engine's FusedAdam (megatron/core/optimizer/__init__.py: ``kwargs.update({"exp_avg_dtype":
-..., "exp_avg_sq_dtype": ...})`` whenever ``config.use_precision_aware_optimizer``). Who keeps the master weight
-depends on the run (OptimizerConfig.__post_init__ ``use_precision_aware_optimizer_no_fp8_or_ds_fp8``: precision-aware
-and (main params not fp32, or the optimizer config's ``fp8_recipe`` None or delayed)): a bf16 run whose optimizer
-config has no fp8 recipe (or fp8 delayed scaling) passes ``master_weights=True`` to TE, the ``adam_precision_aware``
-passes above; an fp8 run with current scaling or MXFP8 and fp32 main params keeps Megatron-Core's own fp32 master
-shards, and so does a Megatron-Bridge bf16 run (round 28: ``MixedPrecisionConfig.setup`` copies every field the
-OptimizerConfig shares, ``fp8_recipe`` included, whose default is "tensorwise", and ``runtime_config_update`` runs it
-before ``ConfigContainer.validate`` re-runs the optimizer config's ``__post_init__``; Megatron-Bridge
-src/megatron/bridge/training/mixed_precision.py @ 05097809 and config.py, docs/calibration.md) (``shard_fp32_from_float16_groups``, the gradient
-cast ``.float()``, the copy back into the model weights), the ``adam`` passes, "because we want to use fp8 primary
-weight with precision aware optimizer". The state is 4 B a parameter less (``adam`` 12 -> 8,
-``adam_precision_aware`` 10 -> 6), but the step moves more, not less: TE's FusedAdam has no kernel reading 16-bit
-moments. ``step()`` unscales each non-fp32 state of every parameter first (``get_unscaled_state``: ``state[name]
-.float()``, a new fp32 tensor: read 2, write 4), runs ``multi_tensor_adam`` / ``multi_tensor_adam_param_remainder``
-on those fp32 copies (the kernel's bytes as with fp32 moments), then writes each back (``_apply_scale``:
-``scaled_state.copy_(unscaled_state.bfloat16())``, a cast, read 4 write 2, and a copy, read 2 write 2):
-``BF16_MOMENT_PASSES``, 3 kernels a moment and parameter tensor issued from Python (``launch="per_tensor"``), 16 B a
-moment and shard parameter more, 32 B for the two (TransformerEngine transformer_engine/pytorch/optimizers/
-fused_adam.py ``step`` / ``get_unscaled_state`` / ``_apply_scale``, the stored version @ 04912bf0; the containers'
-own TE releases not read). The fp32 copies of a parameter group's moments live until ``del unscaled_lists``, 8 B a
-shard parameter at the step (not in the memory model). Megatron-Bridge's DeepSeek-V3 recipe sets bf16 moments (bf16
-main gradients, fp32 main parameters; src/megatron/bridge/recipes/deepseek/deepseek_v3.py, both stored versions).
+..., "exp_avg_sq_dtype": ...})`` whenever ``config.use_precision_aware_optimizer``). Who keeps the master weight depends
+on the run (OptimizerConfig.__post_init__ ``use_precision_aware_optimizer_no_fp8_or_ds_fp8``: precision-aware and (main
+params not fp32, or the optimizer config's ``fp8_recipe`` None or delayed)): a bf16 run whose optimizer config has no
+fp8 recipe (or fp8 delayed scaling) passes ``master_weights=True`` to TE, the ``adam_precision_aware`` passes above; an
+fp8 run with current scaling or MXFP8 and fp32 main params keeps Megatron-Core's own fp32 master shards, and so does a
+Megatron-Bridge bf16 run (round 28: ``MixedPrecisionConfig.setup`` copies every field the OptimizerConfig shares,
+``fp8_recipe`` included, whose default is "tensorwise", and ``runtime_config_update`` runs it before
+``ConfigContainer.validate`` re-runs the optimizer config's ``__post_init__``; Megatron-Bridge
+src/megatron/bridge/training/mixed_precision.py @ 05097809 and config.py, docs/calibration.md)
+(``shard_fp32_from_float16_groups``, the gradient cast ``.float()``, the copy back into the model weights), the ``adam``
+passes, "because we want to use fp8 primary weight with precision aware optimizer". The state is 4 B a parameter less
+(``adam`` 12 -> 8, ``adam_precision_aware`` 10 -> 6), but the step moves more, not less: TE's FusedAdam has no kernel
+reading 16-bit moments. ``step()`` unscales each non-fp32 state of every parameter first (``get_unscaled_state``:
+``state[name] .float()``, a new fp32 tensor: read 2, write 4), runs ``multi_tensor_adam`` /
+``multi_tensor_adam_param_remainder`` on those fp32 copies (the kernel's bytes as with fp32 moments), then writes each
+back (``_apply_scale``: ``scaled_state.copy_(unscaled_state.bfloat16())``, a cast, read 4 write 2, and a copy, read 2
+write 2): ``BF16_MOMENT_PASSES``, 3 kernels a moment and parameter tensor issued from Python (``launch="per_tensor"``),
+16 B a moment and shard parameter more, 32 B for the two (TransformerEngine transformer_engine/pytorch/optimizers/
+fused_adam.py ``step`` / ``get_unscaled_state`` / ``_apply_scale``, the stored version @ 04912bf0; the containers' own
+TE releases not read). The fp32 copies of a parameter group's moments live until ``del unscaled_lists``, 8 B a shard
+parameter at the step (not in the memory model). Megatron-Bridge's DeepSeek-V3 recipe sets bf16 moments (bf16 main
+gradients, fp32 main parameters; src/megatron/bridge/recipes/deepseek/deepseek_v3.py, both stored versions).
 
 Memory (``STATE_BYTES``): fp32 master weight and two moments, 12 B per shard parameter (ZeRO, Rajbhandari et al.
 2020, section 3.1), except the precision-aware optimizer's 10; bf16 moments 4 B less (above).

@@ -222,14 +222,14 @@ def test_bf16_moments_where_megatron_core_would_not_run_them_are_refused(changes
 
 # Which optimizer the Megatron-Bridge BF16 rows ran (round 28). Megatron-Core OptimizerConfig.__post_init__:
 # use_precision_aware_optimizer_no_fp8_or_ds_fp8 = use_precision_aware_optimizer and (main_params_dtype != fp32 or
-# fp8_recipe in (None, "delayed") or optimizer_cpu_offload); TE keeps the master weight (master_weights=True) only
-# when it is True (megatron/core/optimizer/__init__.py), else distrib_optimizer.py makes its own fp32 shard
-# (``if not config.use_precision_aware_optimizer_no_fp8_or_ds_fp8``). Megatron-Bridge: MixedPrecisionConfig's
-# fp8_recipe defaults to "tensorwise" (src/megatron/bridge/training/mixed_precision.py @ 05097809; the default documented
-# in NVIDIA-NeMo/Megatron-Bridge PR #718, Sept 2025, before Bridge 0.2.0 = NeMo 25.11), bf16_mixed() leaves it, setup()
-# copies every shared field onto the OptimizerConfig, and runtime_config_update runs setup() before validate()
-# re-runs the sub-configs' __post_init__ / finalize. With the DeepSeek-V3 and Qwen3 recipes' fp32 main parameters
-# the flag is False: Megatron-Core's fp32 master, i.e. optimizer adam.
+# fp8_recipe in (None, "delayed") or optimizer_cpu_offload); TE keeps the master weight (master_weights=True) only when
+# it is True (megatron/core/optimizer/__init__.py), else distrib_optimizer.py makes its own fp32 shard (``if not
+# config.use_precision_aware_optimizer_no_fp8_or_ds_fp8``). Megatron-Bridge: MixedPrecisionConfig's fp8_recipe defaults
+# to "tensorwise" (src/megatron/bridge/training/mixed_precision.py @ 05097809; the default documented in
+# NVIDIA-NeMo/Megatron-Bridge PR #718, Sept 2025, before Bridge 0.2.0 = NeMo 25.11), bf16_mixed() leaves it, setup()
+# copies every shared field onto the OptimizerConfig, and runtime_config_update runs setup() before validate() re-runs
+# the sub-configs' __post_init__ / finalize. With the DeepSeek-V3 and Qwen3 recipes' fp32 main parameters the flag is
+# False: Megatron-Core's fp32 master, i.e. optimizer adam.
 BRIDGE_BF16_ROWS = ("nemo2511-deepseek-v3-256-gb200-bf16", "nemo2511-deepseek-v3-256-gb300-bf16",
                     "nemo2511-qwen3-235b-256-gb200-bf16", "nemo2511-qwen3-235b-256-gb300-bf16")
 

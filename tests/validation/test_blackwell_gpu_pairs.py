@@ -11,12 +11,12 @@ Independent truths:
 - A stated assumption, checked where a device reading exists: the enabled share of the bus is the enabled share of
   the stacks' capacity (disabling HBM channels removes their bits and their bytes alike), and the 12-high parts run
   B200's 3996 MHz memory clock (read on a B300 too, round 28: 3996 MHz and 7680 bits, ademeure/QuickRunCUDA
-  b300_clean/B300_CANONICAL_REFERENCE.md section 4; not read on a GB300). NVML's total memory (hardware.yaml hbm_capacity, each
-  a device reading) is the enabled share of 8 stacks of 24 GiB (8-high, B200 / GB200) or 36 GiB (12-high, B300 /
-  GB300) less a reserve under 2 GiB, which only one share n/32 allows: B200 15/16 and GB200 31/32 (both matching
-  their bus-width readings, 7680 and 7936 bits), B300 15/16 (its 7680-bit reading, round 28) and GB300 31/32
-  (inferred). hardware.yaml
-  hbm_bandwidth is that share of 8192 bits x 2 x 3996 MHz (fails at the datasheets' 8 TB/s for GB200, GB300, B300).
+  b300_clean/B300_CANONICAL_REFERENCE.md section 4; not read on a GB300). NVML's total memory (hardware.yaml
+  hbm_capacity, each a device reading) is the enabled share of 8 stacks of 24 GiB (8-high, B200 / GB200) or 36 GiB
+  (12-high, B300 / GB300) less a reserve under 2 GiB, which only one share n/32 allows: B200 15/16 and GB200 31/32 (both
+  matching their bus-width readings, 7680 and 7936 bits), B300 15/16 (its 7680-bit reading, round 28) and GB300 31/32
+  (inferred). hardware.yaml hbm_bandwidth is that share of 8192 bits x 2 x 3996 MHz (fails at the datasheets' 8 TB/s for
+  GB200, GB300, B300).
 - The one same-layout GB300 / GB200 pair whose published settings match the stored presets of both GPUs (Llama 3
   70B FP8-CS on 64 GPUs of one NVL72, Megatron FSDP; docs/calibration.md bw70b): 7.5993 / 7.2496 s a step, 1.048
   (held out; nothing fitted to it). The simulated ratio rests on the per-GPU inputs only (clock by the cube law,
