@@ -24,14 +24,20 @@ Tensors as ``fp8_recipes.quantize_kernels`` takes them: (elements, norm_fed, gat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from simcluster.spec.model import TransformerSpec
 
-if TYPE_CHECKING:
-    from simcluster.workload.ops import Shard
-
 Tensor = tuple[float, bool, bool]
+
+
+class Shard(Protocol):
+    """What MLA's casts read of a rank's share (``workload.ops.Shard`` has it; typed here so that ops, which calls
+    this module, is not imported back)."""
+
+    tokens: float
+    sp_divisor: int
+    tp: int
 
 
 def tensors(model: TransformerSpec, shard: Shard) -> tuple[list[Tensor], list[Tensor]]:

@@ -80,7 +80,10 @@ def test_only_the_backward_summed_gradient_reduce_scatters_stay_blocking():
 def test_exposed_tensor_parallel_time_is_two_of_twelve_collectives():
     """bf16, full recompute: every TP collective of a layer moves the same bytes, 12 a layer; without overlap
     Megatron hides the 2 dgrad reduce-scatters beside their wgrad GEMMs (workload.async_backward) and blocks on 10;
-    async TP leaves 2 blocking, userbuffers none."""
+    async TP leaves 2 blocking; userbuffers 2 as well under full recompute: the checkpointed first forward runs
+    without gradients, and Transformer Engine then gathers qkv's and fc1's inputs over NCCL, blocking, not through
+    userbuffers (TE 1.x ``not is_grad_enabled``, TE 2.x ``ub_overlap_ag_fprop and is_grad_enabled``;
+    workload/userbuffers.py ``grad_free_split``, round 28)."""
     off = Simulation(_scenario(tp_comm_overlap=False), "analytic")
     # less what the async collectives outlast their GEMMs by (ChunkCost.tp_async_exposed_s): also exposed TP
     plain = off.run().summary["exposed_comm_by_parallelism_s"]["tp"] - off.plan.microbatches * sum(
@@ -94,7 +97,7 @@ def test_exposed_tensor_parallel_time_is_two_of_twelve_collectives():
     plain, atp, ub = plain - step_s, atp - step_s, ub - step_s
     assert plain > 0
     assert atp / plain == pytest.approx(2 / 10, rel=0.01)
-    assert ub == pytest.approx(0.0, abs=1e-9)
+    assert ub / plain == pytest.approx(2 / 10, rel=0.01)
 
 
 def test_async_tp_needs_the_overlap_and_dense_layers():

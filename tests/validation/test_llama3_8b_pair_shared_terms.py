@@ -37,9 +37,12 @@ CALIBRATION_BREAKS = -0.10     # a calibration row simulated more than 10% slow 
 OUTPUT_TERM = "chunk extras (embedding, output, loss)"
 ATTENTION_TERMS = ("attention forward", "attention backward")
 # the keys the two recipes set differently (module docstring), and the Megatron-Core release of their containers
-# (NeMo 24.09: 0.9, 24.07: 0.8; round 25, data/mcore_versions.yaml): every other scenario value is the same
+# (NeMo 24.09: 0.9, 24.07: 0.8; round 25, data/mcore_versions.yaml) and what that release defaults to for the
+# averaging of gradients in the collective (on from 0.9, NeMo 24.09's default; round 28, workload/grad_scaling.py):
+# every other scenario value is the same
 RECIPE_KEYS = {"training.precision", "training.cross_entropy", "parallelism.grad_reduce_dtype",
-               "parallelism.grad_buckets", "parallelism.grad_bucket_size", "training.mcore_version"}
+               "parallelism.grad_buckets", "parallelism.grad_bucket_size", "training.mcore_version",
+               "parallelism.average_in_collective"}
 
 
 def _flat(data: dict, prefix: str = "") -> dict:
