@@ -10,6 +10,7 @@ and exit 130). Lines pass through ``core.errors.one_line``, as the CLI's do."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterable
 
@@ -46,7 +47,10 @@ def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | Non
     before any work; a ScenarioError or an OSError (a file that cannot be read or written) is one line; Ctrl-C is
     one line, ``interrupted by SIGINT``, and exit code 130. Returns the exit code."""
     if "-h" in argv or "--help" in argv:
-        print((doc or "").strip())
+        try:
+            print((doc or "").strip(), flush=True)
+        except BrokenPipeError:
+            return _stdout_closed()
         return 0
     known = set(options)
     unknown = [a for a in argv if a.startswith("-") and a not in known and not _is_number(a)]
@@ -75,6 +79,8 @@ def call(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
     except ScenarioError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return USAGE_ERROR
+    except BrokenPipeError:
+        return _stdout_closed()
     except OSError as err:
         where = f"{err.filename}: " if err.filename is not None else ""
         print(f"error: {one_line(where + (err.strerror or str(err)))}", file=sys.stderr)
@@ -83,6 +89,18 @@ def call(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
         print("interrupted by SIGINT", file=sys.stderr)
         return INTERRUPTED
     return code or 0
+
+
+def _stdout_closed() -> int:
+    """The reader closed stdout (``script --help | head -1``): one line and exit 2, as the CLI's rule for an output
+    that cannot be written (docs/robustness.md, "Exit codes"); stdout is pointed at /dev/null first, so the
+    interpreter's last flush does not fail a second time."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):   # no file descriptor behind sys.stdout (a test's capture): nothing to flush
+        pass
+    print("error: stdout: closed by its reader (Broken pipe)", file=sys.stderr)
+    return USAGE_ERROR
 
 
 def _is_number(text: str) -> bool:

@@ -228,3 +228,24 @@ def test_ctrl_c_in_a_script_calling_its_own_main_is_one_line_and_130(script, fir
     assert code == 130, (code, err[-800:])
     assert err == "interrupted by SIGINT\n"
     assert lines and lines[-1].startswith(first_line)
+
+
+@pytest.mark.parametrize("argv", [
+    ["benchmarks/engine.py", "--help"],          # script_entry.run's own help text
+    ["scripts/stage_bound.py", "--help"],        # a script_entry.Parser's help, inside script_entry.call
+])
+def test_a_script_whose_reader_closed_stdout_is_one_line_and_2(argv):
+    """``script --help | head -1``: the reader gone before the script writes (its end of the pipe closed at once) is
+    the CLI's rule for an output that cannot be written, one line and exit 2 (docs/robustness.md, "Exit codes"), not
+    a BrokenPipeError traceback or Python's 'Exception ignored' at its last flush (exit 120 before)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, str(ROOT / argv[0]), *argv[1:]], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    child.stdout.close()
+    err = child.stderr.read()
+    assert child.wait(timeout=120) == 2, err[-800:]
+    assert err == "error: stdout: closed by its reader (Broken pipe)\n"
