@@ -19,6 +19,13 @@ async backward collectives, its own term; 0 unless a block is host-bound).
 ``--bubble`` itemises the engine's pipeline bubble (the step less the compute and exposed communication, both
 averaged over the stages: engine/results.py) by running the step again with its causes added one at a time
 (``bubble_terms``; docs/calibration.md "Round 15: the pipeline bubble, itemised").
+
+    PYTHONPATH=. python scripts/pipeline_terms.py --fitted nemo2604-llama3-70b-64-h100-fp8
+
+``--fitted`` simulates the step again with each fitted host term at 0 (``host_overhead.kernel_gap_s``, then
+``pipeline_step_s``, then both; ``fitted_steps``): what each fitted number holds of the step, as the engine runs it
+(docs/calibration.md "Round 29: the Llama 3 70B rows, H100 slow and Blackwell fast, side by side"). A what-if:
+nothing is fitted or written.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import functools
 import sys
 
 from fp8_pairs import layer_breakdown
+from recipe_sweep import HOST_OVERHEADS, without_host_overheads
 
 from simcluster import engine
 from simcluster.collectives import timing
@@ -221,6 +229,27 @@ def bubble_report(name: str) -> list[str]:
     return lines
 
 
+FITTED_VARIANTS = (("kernel gap 0", ("kernel_gap_s",)), ("pipeline step 0", ("pipeline_step_s",)),
+                   ("both 0", HOST_OVERHEADS))
+
+
+def fitted_steps(scenario) -> dict[str, float]:
+    """The simulated step (``as fitted``) and the step with each of ``FITTED_VARIANTS``' host terms at 0, seconds."""
+    steps = {"as fitted": engine.simulate(scenario, check_memory=False).summary["step_time_s"]}
+    for label, fields in FITTED_VARIANTS:
+        with without_host_overheads(fields):
+            steps[label] = engine.simulate(scenario, check_memory=False).summary["step_time_s"]
+    return steps
+
+
+def fitted_report(name: str) -> list[str]:
+    steps = fitted_steps(config.load(name))
+    fitted = steps["as fitted"]
+    return [f"== {name}: step {fitted:.3f} s as fitted"] + [
+        f"  {label:<16} {step:8.3f} s  (the fitted term(s): {fitted - step:6.3f} s, {1 - step / fitted:5.1%})"
+        for label, step in steps.items() if label != "as fitted"]
+
+
 def print_reports(names: list[str], report_of) -> int:
     """Print ``report_of(name)``'s lines for each scenario name; a bad scenario is one line on stderr, exit 2 (shared
     by the other itemising scripts)."""
@@ -239,11 +268,13 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[0] == "--bubble":
         return print_reports(argv[1:], bubble_report)
+    if argv[0] == "--fitted":
+        return print_reports(argv[1:], fitted_report)
     return print_reports(argv, report)
 
 
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__, ["--bubble"], words=(1, None),
-                 usage="[--bubble] SCENARIO [SCENARIO ...]"))
+    sys.exit(run(main, sys.argv[1:], __doc__, ["--bubble", "--fitted"], words=(1, None),
+                 usage="[--bubble | --fitted] SCENARIO [SCENARIO ...]"))

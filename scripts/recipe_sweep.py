@@ -92,11 +92,15 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+HOST_OVERHEADS = ("kernel_gap_s", "pipeline_step_s")   # the fitted host terms (efficiency.yaml host_overhead)
+
+
 @contextlib.contextmanager
-def without_host_overheads():
-    """The host model with no kernel gap and no pipeline-step time (what-if: the GPU never waits on the host)."""
+def without_host_overheads(fields: tuple[str, ...] = HOST_OVERHEADS):
+    """The host model with ``fields`` at 0; by default no kernel gap and no pipeline-step time (what-if: the GPU
+    never waits on the host)."""
     original = kernels.host_model
-    kernels.host_model = lambda: dataclasses.replace(original(), kernel_gap_s=0.0, pipeline_step_s=0.0)
+    kernels.host_model = lambda: dataclasses.replace(original(), **dict.fromkeys(fields, 0.0))
     try:
         yield
     finally:

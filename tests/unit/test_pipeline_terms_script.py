@@ -85,3 +85,24 @@ def test_bubble_ladder_ends_at_the_run_as_simulated_and_the_pure_schedule_is_the
     # (c) is a share of the closed form (a): 2 (pp - 1) pipeline steps inside (pp - 1) blocks
     assert 0 < items["(c) of the closed form: fitted pipeline steps"] < items[
         "(a) closed form, plan blocks: (pp-1)(t_f+t_b)"]
+
+
+def test_fitted_terms_zeroed_give_back_the_busiest_stage_terms(pipeline_terms):
+    """``--fitted``: with the kernel gap (then the pipeline step) at 0 the engine's step shrinks by what the
+    itemisation charges the busiest stage for it, to 5% (Llama 2 70B on 64 H100: that stage binds the step, back
+    to back); both at 0 shrink it the most; nothing else changes with them."""
+    scenario = config.load("nemo2407-llama2-70b-64-h100-fp8")
+    steps = pipeline_terms.fitted_steps(scenario)
+    terms, _facts = pipeline_terms.stage_terms(scenario)
+    fitted = steps["as fitted"]
+    assert fitted - steps["kernel gap 0"] == pytest.approx(terms["kernel gaps (fitted)"], rel=0.05)
+    assert fitted - steps["pipeline step 0"] == pytest.approx(terms["pipeline steps (fitted)"], rel=0.05)
+    assert steps["both 0"] < min(steps["kernel gap 0"], steps["pipeline step 0"]) < fitted
+    assert kernels.host_model().kernel_gap_s > 0   # the host model is restored after each what-if
+
+
+def test_fitted_pipeline_step_is_nothing_without_a_pipeline(pipeline_terms):
+    """pp 1 (the GB300 70B recipe under Megatron FSDP): no pipeline step is charged, so zeroing it changes nothing."""
+    steps = pipeline_terms.fitted_steps(config.load("nemo2511-llama3-70b-64-gb300-fp8"))
+    assert steps["pipeline step 0"] == steps["as fitted"]
+    assert steps["both 0"] == steps["kernel gap 0"] < steps["as fitted"]
