@@ -1,4 +1,6 @@
-"""Round 29's held-out row against its source (docs/calibration.md "Round 29: new held-out runs (Megatron-Bridge 26.06)").
+"""Round 29's held-out row against its source (docs/calibration.md "Round 29: new held-out runs").
+
+Section title in full: "Round 29: new held-out runs (Megatron-Bridge 26.06)"; its second source is this row's.
 
 NeMo AutoModel's performance summary (NVIDIA-NeMo/Automodel docs/performance-summary.md @ 01926a5c, "Last Updated:
 2025-10-02"), pre-training on DGX-H100 in BF16: "DeepSeek V3 671B | 256 | 512 | 1 | 8 | 1 | 4096 | 1 | 4 | 1 | 64 | 8 |
