@@ -54,3 +54,39 @@ def test_the_scenario_is_the_rows_layout(scenario):
     assert scenario.microbatches == ROW["lbs"] // ROW["mbs"]
     assert sum(p.layers_per_stage) == scenario.model.layers and len(p.layers_per_stage) == ROW["pp"] * ROW["vp"]
     assert scenario.model.moe.load == "balanced"   # the page's "Fake balanced gate"
+
+
+# torchtitan docs/performance.md (the version with the "Llama 3.1 performance numbers" section): Llama 3.1 405B on 128
+# H100, FSDP2 16 x TP 8, local batch 2 (global 32): WPS (tokens/s per GPU) and MFU as printed
+TORCHTITAN_405B = {
+    "torchtitan-llama31-405b-128-h100-bf16": (109, 0.290, "bf16"),
+    "torchtitan-llama31-405b-128-h100-fp8": (177, 0.2346, "fp8"),
+    "torchtitan-llama31-405b-128-h100-fp8-asynctp": (185, 0.2452, "fp8"),
+}
+# torchtitan's MFU divides by the H100 SXM's dense peak ("we use the peak number of SXM directly", the page's footnote),
+# 989 TFLOP/s in bf16, twice that for Float8 (its footnote: the float8 MFU is over the fp8 peak)
+H100_SXM_BF16_PEAK = 989e12
+
+
+def torchtitan_flop_per_token(m, seq_len: int) -> float:
+    """torchtitan's count of the time: 6 x the parameters without the token embedding, plus 12 x layers x heads x
+    head dim x sequence for attention (causal not halved)."""
+    h, kv = m.hidden, m.n_kv_heads * m.d_head
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * m.ffn_hidden + 2 * h
+    params = m.layers * per_layer + h * m.vocab + h   # the output layer and the final norm; no embedding
+    return 6 * params + 12 * m.layers * m.heads * m.d_head * seq_len
+
+
+@pytest.mark.parametrize("name", sorted(TORCHTITAN_405B))
+def test_torchtitan_405b_rows_are_the_pages_wps_at_sequence_8192(name):
+    wps, mfu, precision = TORCHTITAN_405B[name]
+    scenario = config.load(name)
+    t, p = scenario.training, scenario.parallelism
+    assert (scenario.cluster.gpus, p.dp, p.tp, t.global_batch_size, t.micro_batch_size) == (128, 16, 8, 32, 2)
+    assert (t.precision, t.activation_recompute, t.seq_len) == (precision, "full", 8192)
+    case = next(c for c in validation.held_out_cases() if c["scenario"] == name)
+    assert case["step_time_s"] == pytest.approx(32 * 8192 / (wps * 128), rel=1e-4)
+    peak = H100_SXM_BF16_PEAK * (2 if precision == "fp8" else 1)
+    # the printed MFU at 8192 tokens a sequence (within the page's rounding), not at Llama 2's 4096
+    assert wps * torchtitan_flop_per_token(scenario.model, 8192) / peak == pytest.approx(mfu, rel=0.003)
+    assert wps * torchtitan_flop_per_token(scenario.model, 4096) / peak != pytest.approx(mfu, rel=0.02)
