@@ -390,19 +390,50 @@ def qk_norm_ops(model: TransformerSpec, shard: Shard) -> tuple[list[Op], list[Op
     """``qk_layernorm``: Megatron-Core's q_layernorm and k_layernorm (TENorm over each head's head_dim, between
     the QKV projection and RoPE, attention.py get_query_key_value_tensors), one kernel per tensor and phase over
     this rank's heads of all local tokens (the QKV output is split by heads, not by sequence). Forward: read x,
-    write y and the fp32 statistics per row; backward: read x, dy and the statistics, write dx. Empty without it."""
+    write y and the fp32 statistics per row; backward: read x, dy and the statistics, write dx. Empty without it.
+
+    Before each norm kernel the forward copies a strided input (``qk_norm_input_copies``): Transformer Engine's
+    RMSNorm (a ``te.ops`` operation since TE 2.0) starts with ``input_.contiguous()``, and the key always reaches it
+    as a strided view into the fused QKV output, the query only where ``reshape`` could keep it a view."""
     if not model.qk_layernorm:
         return [], []
     per_element = LAYERNORM_FLOP_PER_ELEMENT if model.norm == "layernorm" else RMSNORM_FLOP_PER_ELEMENT
     e, statistics = shard.activation_bytes_per_element, norm_statistics(model) * BYTES_PER_ELEMENT["fp32"]
+    copies = qk_norm_input_copies(model, shard.tp)
     forward, backward = [], []
     for name, width in (("q_norm", model.q_hidden // shard.tp), ("k_norm", local_kv_hidden(model, shard.tp))):
         elements = shard.tokens * width
         rows = elements / model.d_head
+        if name in copies:   # read the strided view, write it contiguous; its gradient needs no copy back
+            forward.append(_memory(f"{name}_input_copy", 0.0, 2 * e * elements))
         forward.append(_memory(name, per_element * elements, 2 * e * elements + statistics * rows))
         backward.append(_memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * elements,
                                 3 * e * elements + statistics * rows))
     return forward, backward
+
+
+def qk_norm_input_copies(model: TransformerSpec, tp: int) -> tuple[str, ...]:
+    """Which of ``qk_layernorm``'s two norms ("q_norm", "k_norm") copy their input to a contiguous tensor first,
+    per rank.
+
+    Megatron-Core's QKV projection writes one [s, b, ng, (np/ng + 2) hn] tensor per rank (ng key/value groups, np
+    query heads, hn = head_dim); ``get_query_key_value_tensors`` splits it along the last dimension (``torch.split``
+    or TE's ``SplitAlongDim``: views), reshapes the query to [s, b, np, hn] and calls ``q_layernorm(query)`` and
+    ``k_layernorm(key)`` (NVIDIA/Megatron-LM megatron/core/transformer/attention.py). TENorm is TE's RMSNorm, whose
+    forward begins ``maybe_dequantize(input_.contiguous(), dtype).view((-1, inner_dim))``
+    (NVIDIA/TransformerEngine transformer_engine/pytorch/ops/basic/rmsnorm.py, ``RMSNorm.op_forward``; the module
+    ``te.pytorch.RMSNorm`` subclasses that operation). The key, [s, b, ng, hn] with a row stride of (np/ng + 2) hn,
+    is never contiguous: always copied. The query's reshape must copy (so no copy in the norm) where it merges
+    several groups of several query heads (ng > 1 and np/ng > 1); otherwise (one group on the rank, or one query
+    head a group) it stays a strided view and the norm copies it. The reshape's own copy runs with or without
+    ``qk_layernorm`` for every grouped-query model and is not charged here (docs/calibration.md, "Round 27:
+    Megatron-Core's own q/k/v layout copies under rope fusion, release by release": open)."""
+    if not model.qk_layernorm:
+        return ()
+    groups = local_kv_hidden(model, tp) // model.d_head
+    query_heads_per_group = (model.heads // tp) // groups
+    query_is_view = groups == 1 or query_heads_per_group == 1
+    return ("q_norm", "k_norm") if query_is_view else ("k_norm",)
 
 
 def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
