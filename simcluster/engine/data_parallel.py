@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from simcluster.parallel.fsdp_runtime import gathers_once_per_step, root_holds_output, units_kept_after_forward
 from simcluster.parallel.mcore_buckets import Bucket, gpt_param_tensors, layer_tensors, megatron_core_bucket_groups
+from simcluster.parallel.megatron_fsdp_prefetch import prefetches_next_unit
 from simcluster.parallel.memory import layer_params_per_rank, zero3_units
 from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import (
@@ -520,8 +521,11 @@ class GatherBeforeUse(ParameterGathering):
     chunk's first forward (microbatch 0) gathers.
     """
 
-    def __init__(self):
+    def __init__(self, prefetch: bool = True):
         self._next = None
+        # False: Megatron-FSDP with a unit at least its prefetch budget (megatron_fsdp_prefetch): each unit's gather
+        # is issued at its own hook and waited for at once, none ahead
+        self.prefetch = prefetch
 
     def _first_gathered(self, agent, work) -> int:
         """The first part of ``work`` that needs an all-gather."""
@@ -544,12 +548,14 @@ class GatherBeforeUse(ParameterGathering):
     def before_part(self, agent, work, part: int, parts: int):
         first = self._first_gathered(agent, work)
         if part < first:  # still whole from the forward; the last kept unit's pre-backward prefetches the next one
-            if part == first - 1 and first < parts:
+            if part == first - 1 and first < parts and self.prefetch:
                 self._next = self._gather(agent, work, first, parts)
             return
         current, self._next = self._next, None
+        if current is None:  # not prefetched: gathered at the unit's own hook
+            current = self._gather(agent, work, part, parts)
         yield from agent.wait_data_parallel(current)
-        if part + 1 < parts:  # prefetch: the next unit's gather runs while this one computes
+        if part + 1 < parts and self.prefetch:  # prefetch: the next unit's gather runs while this one computes
             self._next = self._gather(agent, work, part + 1, parts)
 
     def run(self, agent, phase: str, work):
@@ -577,7 +583,7 @@ def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tup
     else:
         gradients = ReduceAfterBackward()
     if options.zero_stage == 3:
-        parameters = GatherBeforeUse()
+        parameters = GatherBeforeUse(prefetches_next_unit(plan.scenario))
     elif plan.param_gather:  # ZeRO-1/2
         lazy = plan.scenario.megatron_core and lazy_first_param_gather(plan.scenario.training.mcore_version)
         parameters = (GatherDuringForward(lazy, interleaved_param_gather(plan.scenario))

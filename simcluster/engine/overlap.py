@@ -46,9 +46,10 @@ def slowdowns(scenario, layout) -> Slowdowns:
     replicas = {r for d in layout.group(0, "dp") for r in layout.group(d, "cp")}
     if len({r // per_node for r in replicas}) > 1:
         dp = interference.comm_kernel(
-            "network", scenario.cluster.nic.rate * nccl.efficiency("ring", "Simple", "network"))
+            "network", scenario.cluster.nic.rate * nccl.efficiency("ring", "Simple", "network"), gpu)
     else:
-        dp = interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu))
+        dp = interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu),
+                                      gpu)
     tp_wire = gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu)
     p = scenario.parallelism
     if p.tp_comm_overlap_impl == "async_tp":  # copy engines move the data; barrier kernels hold a few SMs
@@ -62,7 +63,7 @@ def slowdowns(scenario, layout) -> Slowdowns:
     elif p.sequence_parallel and p.tp > 1:
         tp = {phase: _userbuffers_slowdown(scenario, phase, tp_wire, m) for phase, m in share.items()}
     else:  # all-reduces: one kernel of TE's default num_sm
-        tp = {phase: interference.slowdown(gpu, interference.comm_kernel("userbuffers", tp_wire), m)
+        tp = {phase: interference.slowdown(gpu, interference.comm_kernel("userbuffers", tp_wire, gpu), m)
               for phase, m in share.items()}
     return Slowdowns(dp={phase: interference.slowdown(gpu, dp, m) for phase, m in share.items()}, tp=tp)
 

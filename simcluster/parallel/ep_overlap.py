@@ -87,7 +87,7 @@ def comm_kernel(scenario, spans_nodes: bool) -> interference.CommKernel:
     rate = nic.rate if spans_nodes else gpu.nvlink_bandwidth
     if scenario.parallelism.moe_dispatcher == "flex":
         return interference.CommKernel(catalog.load("moe")["ep_overlap"]["deepep_sms"], rate)
-    return interference.comm_kernel("network" if spans_nodes else "nvlink", rate)
+    return interference.comm_kernel("network" if spans_nodes else "nvlink", rate, gpu)
 
 
 def build(scenario, orders, memory_shares: dict[str, float], spans_nodes: bool,

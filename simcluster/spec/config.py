@@ -899,6 +899,12 @@ class Parallelism(_Defaulted):
         "grad_buckets megatron_core. Default: true from mcore_version 0.9 (NeMo 24.09 on: NeMo 2.0.0's "
         "mcore_distributed_optim default, the NeMo 2.x and Megatron-Bridge recipes), false before and elsewhere; "
         "a Megatron-LM run states false (its flag is off by default)")
+    suggested_communication_unit_size: Annotated[int, Strict()] | None = Field(
+        None, gt=0, description="Megatron-FSDP's DistributedDataParallelConfig.suggested_communication_unit_size "
+        "(elements), read with zero_stage 3 on Megatron-Core and a dense model: the all-gather prefetch budget is "
+        "half of it, and a unit (a layer's parameters on a tensor-parallel rank) of at least the budget is gathered "
+        "at its own pre-forward / pre-backward hook with the compute waiting, none ahead "
+        "(parallel/megatron_fsdp_prefetch.py). Unset: Megatron-FSDP's own (twice the mean unit), one unit prefetched")
     local_ddp: Literal["none", "flattened", "contiguous"] = Field(
         "none", description="Megatron-LM's own DDP (--DDP-impl local, 2020-2021) and its passes over the gradients "
         "after the backward, whatever dp is: flattened (2020: flatten copy, division, copy back) or contiguous "
@@ -1520,6 +1526,10 @@ class Scenario(_Strict):
             raise ScenarioError("parallelism.average_in_collective", "true is Megatron-Core's DDP option from release "
                                 "0.8: needs grad_buckets megatron_core and mcore_version 0.8 or later (set false or "
                                 "leave it unset)")
+        if p.suggested_communication_unit_size is not None and (not self.megatron_core or p.zero_stage != 3
+                                                                or self.model.moe is not None):
+            raise ScenarioError("parallelism.suggested_communication_unit_size", "is Megatron-FSDP's prefetch budget, "
+                                "read for a dense model at zero_stage 3 on Megatron-Core only (leave it unset)")
         if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP reduces after the "
                                 "backward, set overlap_grad_reduce: false")

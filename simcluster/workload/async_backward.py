@@ -129,7 +129,7 @@ def slowdown(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, 
     block (``engine.overlap``) and ``exposed_s`` exposes what outlasts it, so the two add up to each pair's time."""
     gemms = [op for _, ops in beside_ops(layer, linears, sequence_parallel) for op in ops]
     share = interference.memory_bound_share(gemms, gpu, precision)
-    return interference.slowdown(gpu, interference.comm_kernel("nvlink", wire_bytes_per_s(gpu)), share)
+    return interference.slowdown(gpu, interference.comm_kernel("nvlink", wire_bytes_per_s(gpu), gpu), share)
 
 
 def exposed_s(layer: dict[str, list[Op]], linears: int, sequence_parallel: bool, gpu, precision: str,

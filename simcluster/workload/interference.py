@@ -74,11 +74,22 @@ class CommKernel:
     persistent: bool = True
 
 
-def comm_kernel(transport: str, wire_bytes_per_s: float) -> CommKernel:
+def comm_kernel(transport: str, wire_bytes_per_s: float, gpu: GpuSpec) -> CommKernel:
     """The kernel of a collective on ``transport`` (``TRANSPORTS``: an NVLink ring, a ring across nodes, Transformer
-    Engine's userbuffers) moving ``wire_bytes_per_s`` per direction."""
+    Engine's userbuffers) moving ``wire_bytes_per_s`` per direction on ``gpu``."""
+    return CommKernel(ctas(transport, gpu), wire_bytes_per_s)
+
+
+def ctas(transport: str, gpu: GpuSpec) -> int:
+    """CTAs (each holding its SM) of a communication kernel on ``transport`` on ``gpu``: interference.yaml ``ctas``;
+    an NVLink ring on a GPU of another NVLink generation takes ``nvlink_by_generation`` (NVLink 5: 32, NCCL's init
+    log on a DGX B200) where listed."""
     assert transport in TRANSPORTS, transport
-    return CommKernel(constants()["ctas"][transport], wire_bytes_per_s)
+    if transport == "nvlink":
+        by_generation = constants()["nvlink_by_generation"]
+        if gpu.nvlink_generation in by_generation:
+            return by_generation[gpu.nvlink_generation]
+    return constants()["ctas"][transport]
 
 
 class ComputeMix(float):

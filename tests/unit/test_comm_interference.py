@@ -12,20 +12,38 @@ from simcluster.engine import Simulation, simulate
 from simcluster.parallel.plan import bucket_count
 from simcluster.spec import config, hardware
 from simcluster.workload import interference
-from simcluster.workload.kernels import hbm_fraction
+from simcluster.workload.kernels import hbm_fraction, sm_count
 
 H100 = hardware.gpu("h100-sxm")
 
 
 def test_compute_bound_work_loses_the_sms_nccl_holds():
     # 24 CTAs of an NVLink ring on 132 SMs (H100 SXM whitepaper): 132 / 108 of the time
-    kernel = interference.comm_kernel("nvlink", 370e9)
+    kernel = interference.comm_kernel("nvlink", 370e9, H100)
     assert catalog.load("interference")["ctas"]["nvlink"] == 24
     assert interference.slowdown(H100, kernel, memory_share=0.0) == pytest.approx(132 / 108)
 
 
+def test_an_nvlink_5_ring_holds_the_32_sms_nccls_init_log_on_a_dgx_b200_counts():
+    """NCCL 2.25.1 on an 8x DGX B200 logs "32 coll channels, ... 32 nvls channels" on every rank (NVIDIA/nccl#1646):
+    a large ring (or NVLS) collective over NVLink 5 launches 32 CTAs, against 24 on an 8x H100 (NVIDIA/nccl#1367).
+    Compute-bound work beside it keeps SMs - 32 of the part's SMs (B200 / B300 148, GB200 / GB300 152: efficiency.yaml
+    gemm.sms); rings across nodes keep 16 CTAs (NVIDIA/nccl#689), Transformer Engine's userbuffers their num_sm."""
+    for name in ("b200", "b300", "gb200", "gb300"):
+        gpu = hardware.gpu(name)
+        assert gpu.nvlink_generation == 5
+        sms = sm_count(name)
+        assert interference.ctas("nvlink", gpu) == 32
+        assert interference.slowdown(gpu, interference.comm_kernel("nvlink", 0.0, gpu), 0.0) == pytest.approx(
+            sms / (sms - 32))
+        assert interference.ctas("network", gpu) == 16
+        assert interference.ctas("userbuffers", gpu) == 16
+    for name in ("h100-sxm", "h200-sxm", "a100-80gb-sxm"):
+        assert interference.ctas("nvlink", hardware.gpu(name)) == 24
+
+
 def test_memory_bound_work_loses_the_hbm_bandwidth_the_collective_moves():
-    kernel = interference.comm_kernel("network", 50e9)
+    kernel = interference.comm_kernel("network", 50e9, H100)
     hbm = H100.hbm_bandwidth * hbm_fraction()
     assert interference.slowdown(H100, kernel, memory_share=1.0) == pytest.approx(hbm / (hbm - 3 * 50e9))
     half = interference.slowdown(H100, kernel, memory_share=0.5)

@@ -230,7 +230,8 @@ def test_phase_factor_is_the_harmonic_mix_of_its_kernels(small_scenario, rebalan
     assert 1 / forward == pytest.approx(0.5 * 131 / 132 + 0.5 * (0.75 * 116 / 132 + 0.25))
     assert 1 / backward == pytest.approx(0.5 * 131 / 132 + 0.5 * 116 / 132)
     # all 16 SMs throughout, as before the round: a larger factor
-    assert interference.slowdown(H100, interference.comm_kernel("userbuffers", wire), 0.0) > max(forward, backward)
+    all_sms = interference.comm_kernel("userbuffers", wire, H100)
+    assert interference.slowdown(H100, all_sms, 0.0) > max(forward, backward)
 
 
 def test_plan_charges_chunks_one_gap_each_and_the_exposed_reduce_scatter_chunks(small_scenario):
