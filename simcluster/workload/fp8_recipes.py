@@ -85,7 +85,14 @@ Engine norm wrote the tensor (the LayerNormLinear inputs: QKV and fc1) the norm 
 (csrc/extensions/normalization.cpp, ``Impl::FUSED_NORM_AMAX_FP8``: the norm writes its 16-bit output and the amax,
 then ``quantize_with_amax``), so that tensor has no amax pass: its bytes are delayed scaling's. Counted as kernels:
 the amax passes and the casts, which each move the whole tensor like every elementwise kernel of ``ops``. Not
-counted: the one-thread scale kernel (a launch and ~2 us, not the fitted per-kernel gap of large kernels).
+counted: two one-element kernels per quantization, the amax's zeroing (``cudaMemsetAsync`` in the amax launcher of
+2025, ``zero_amax_kernel<<<1, 1>>>`` later; ``amax.zero_()`` before a fused norm, ``create_unquantized_tensor_with_
+amax``) and the scale kernel, each a launch of ~2-4 us of device time (not the fitted per-kernel gap of large
+kernels). Whether a launch TE's C++ issues behind the first of one call (``quantize_impl``'s amax, scale and cast)
+pays the fitted gap or the queued-launch latency (efficiency.yaml ``launch_overhead_s``, as the optimizer's
+multi_tensor_apply launches do) is the fitted gap's convention: measured both ways in docs/calibration.md, "Round 29:
+FP8 current scaling's cost, kernel by kernel against Transformer Engine 2.x" (0.3-3.7% of the FP8-CS steps, either
+sign; not applied).
 
 Gathered tensors (round 28). With sequence parallelism at tp > 1 four tensors of a dense layer are quantized on their
 shard and then all-gathered: QKV's and fc1's norm-fed inputs forward, the projection's and fc2's output gradients
