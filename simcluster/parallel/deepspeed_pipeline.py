@@ -5,12 +5,13 @@ What the engine keeps from the Megatron model: the order of the passes (``TrainS
 schedule.py, is 1F1B without interleaving: stage s runs pp - s forwards before its first backward, then alternates, the
 same order as ``schedules.pipeline_order``; checked against a replay of TrainSchedule (scripts/deepspeed_replay.py,
 tests/unit/test_deepspeed_schedule.py), which the engine does not run and equals only with pipeline messages and the
-end-of-step tail off: no bubble beyond 1F1B's), blocking sends (``p2p.send``/``p2p.recv``
-are ``dist.broadcast`` within a two-rank group, async_op=False), the activations split over the tensor-parallel ranks
-and all-gathered on the receiver (``is_pipe_partitioned = is_grad_partitioned = is_model_parallel``:
-``PartitionedTensor``, the ``p2p_scatter_gather`` path), gradients reduced after the last microbatch (the schedule's
-``ReduceTiedGrads``, ``ReduceGrads``, ``OptimizerStep`` at its last step: nothing overlaps them, ``overlap_grad_reduce:
-false``).
+end-of-step tail off: no bubble beyond 1F1B's), blocking sends (``p2p.send``/``p2p.recv``, async_op=False: from
+torch 1.8 ``dist.send``/``dist.recv``, as the py-spy traces of BLOOM's run in bigscience tr11-176B-ml/chronicles.md
+show, ``dist.broadcast`` within a two-rank group before; both one NCCL transfer each way), the activations split over
+the tensor-parallel ranks and all-gathered on the receiver (``is_pipe_partitioned = is_grad_partitioned =
+is_model_parallel``: ``PartitionedTensor``, the ``p2p_scatter_gather`` path), gradients reduced after the last
+microbatch (the schedule's ``ReduceTiedGrads``, ``ReduceGrads``, ``OptimizerStep`` at its last step: nothing overlaps
+them, ``overlap_grad_reduce: false``).
 
 What this module adds to the plan (``apply``):
 
@@ -70,6 +71,11 @@ What this module adds to the plan (``apply``):
   ``get_global_norm_of_tensors`` over every gradient, ``clear_hp_grads``' ``zero_`` (``BF16_STEP_BYTES_PER_PARAM``);
   and ``all_gather_dp_groups``' copy-out of the gathered bf16 parameters (``BF16_PARAM_GATHER_COPY_BYTES_PER_PARAM``);
   added to the optimizer's time.
+
+- BigScience's ``--layernorm-tp-auto-sync`` where a scenario states it (``parallelism.layernorm_tp_auto_sync``: BLOOM
+  176B from March 24, 2022): two blocking all-reduces of a norm's weight and bias over the TP group before every
+  LayerNorm forward, the recompute's included (``layernorm_syncs``, ``layernorm_sync_stream``; docs/calibration.md,
+  "Round 29: the BLOOM run's layer-norm syncs and the old A100 stacks").
 
 No synchronisation of the instruction loop itself: ``_exec_forward_pass`` starts ``tput_timer``, whose
 ``ThroughputTimer.start`` synchronises only once ``total_step_count`` reaches ``start_step``, a count only
@@ -252,6 +258,41 @@ def clone_ops(clones: int, message_bytes: float, tp: int) -> list[Op]:
     return [part, meta] * clones
 
 
+# BigScience's Megatron-DeepSpeed --layernorm-tp-auto-sync (bigscience-workshop/Megatron-DeepSpeed PR #272, merged
+# 2022-03-25; the AVG form from BLOOM's iteration 21,680; renamed --sync-tp-duplicated-parameters by PR #307 of
+# 2022-07-07): ``MixedFusedLayerNorm.forward`` (megatron/model/fused_layer_norm.py) first runs
+# ``torch.distributed.all_reduce(self.weight, op=ReduceOp.AVG, group=tensor_model_parallel_group)`` and the same for
+# ``self.bias``: synchronous calls, so the compute stream waits for each (``work.wait()``). BLOOM 176B trained with it
+# from March 24, 2022 (bigscience-workshop/bigscience train/tr11-176B-ml/chronicles.md, "2022-03-24 grad clip TP sync
+# bug fixing" and "2022-03-30": the diff of the AVG form; the final tr11-176B-ml.slurm passes
+# --sync-tp-duplicated-parameters). The norms of one transformer layer (input and post-attention) and the final norm
+# (the last stage) are MixedFusedLayerNorm; GPTModelPipe checkpoints the transformer layers only, so a full
+# recompute runs the layers' norms (and their all-reduces) again in the backward, not the final norm's.
+LAYER_NORMS_PER_LAYER = 2
+
+
+def layernorm_syncs(phase: str, layers: int, last: bool, recompute: str) -> int:
+    """LayerNorm forwards of a block under ``layernorm_tp_auto_sync`` (each all-reduces its parameters): the layers'
+    two norms and, on the last stage, the final norm in the forward; the layers' norms again in the backward's full
+    recompute."""
+    if phase == "forward":
+        return LAYER_NORMS_PER_LAYER * layers + int(last)
+    return LAYER_NORMS_PER_LAYER * layers if recompute == "full" else 0
+
+
+def layernorm_sync_stream(norms: int, tensors_per_norm: int, hidden: int, weight_element: float, tp_group,
+                          collective_time_s, gpu, precision: str) -> kernels.StreamTime:
+    """``norms`` LayerNorm forwards' parameter all-reduces over ``tp_group``: ``tensors_per_norm`` per norm (weight
+    and bias), each of ``hidden`` 16-bit elements, an NCCL launch (host only) whose all-reduce the compute stream
+    waits for, at its time alone on the fabric (latency-bound: a few tens of kB). Nothing at tp 1."""
+    count = norms * tensors_per_norm
+    if not count or len(tp_group) < 2:
+        return kernels.StreamTime()
+    launches = [Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0)] * count
+    wait_s = count * collective_time_s("allreduce", tuple(tp_group), hidden * weight_element)
+    return kernels.stream_time(launches, gpu, precision) + kernels.StreamTime(device_s=wait_s)
+
+
 def dp_grad_op(precision: str, grad_dtype: str, zero_stage: int) -> str:
     """The data-parallel gradient collective: BF16_Optimizer and ZeRO-0 all-reduce, ZeRO-1 reduces partitions."""
     if uses_bf16_optimizer(precision, grad_dtype) or zero_stage == 0:
@@ -271,6 +312,7 @@ def apply(step_plan, collective_time_s):
     # Megatron-DeepSpeed's ParallelTransformerLayer (megatron/model/transformer.py) holds the same tensors as a
     # Megatron-Core layer: four linear weights, their biases where the model has them, the two norms' parameters
     layer_tensors = optimizer_step.parameter_tensors_per_layer(scenario.model.norm, scenario.model.linear_biases)
+    norm_tensors = optimizer_step.tensors_per_norm(scenario.model.norm)
     regather = step_plan.p2p_gather_bytes > 0
     tp_group = tuple(step_plan.layout.group(0, "tp"))
     gather_s = collective_time_s("all_gather", tp_group, step_plan.p2p_gather_bytes) if regather else 0.0
@@ -293,9 +335,13 @@ def apply(step_plan, collective_time_s):
                 extra = (full * partition_fulls(phase, first, last)
                          + clone_ops(partition_clones(phase, first, last), step_plan.p2p_gather_bytes, p.tp) + extra)
                 syncs = partition_syncs(phase, first, last)
-            if not extra and not syncs:
+            norm_sync = (layernorm_sync_stream(layernorm_syncs(phase, cost.layers, last, t.activation_recompute),
+                                               norm_tensors, scenario.model.hidden, weight_element, tp_group,
+                                               collective_time_s, gpu, precision)
+                         if p.layernorm_tp_auto_sync else kernels.StreamTime())
+            if not extra and not syncs and not norm_sync.kernels:
                 continue
-            stream = before + kernels.stream_time(extra, gpu, precision)
+            stream = before + kernels.stream_time(extra, gpu, precision) + norm_sync
             changes[f"{phase}_stream"] = stream
             changes[f"{phase}_clock_s"] = stream.clock_bound_s()
             changes[f"{phase}_compute_s"] = (getattr(cost, f"{phase}_compute_s") + stream.elapsed_s()

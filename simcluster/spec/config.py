@@ -957,6 +957,12 @@ class Parallelism(_Defaulted):
         "(Megatron-DeepSpeed, 2021-2022): exchanges one after the other, the sent output all-gathered again before "
         "its backward, gradients accumulated by DeepSpeed each microbatch (bf16 with fp32 gradients: BF16_Optimizer, "
         "which all-reduces them), parallel/deepspeed_pipeline.py")
+    layernorm_tp_auto_sync: Annotated[bool, Strict()] = Field(
+        False, description="BigScience's Megatron-DeepSpeed --layernorm-tp-auto-sync (renamed "
+        "--sync-tp-duplicated-parameters in July 2022), the band-aid BLOOM 176B trained with from March 2022: every "
+        "LayerNorm forward (recompute included) first all-reduces its weight and bias over the TP group "
+        "(ReduceOp.AVG), the compute waiting for each; needs pipeline_engine: deepspeed "
+        "(parallel/deepspeed_pipeline.py)")
 
     @field_validator("zero_stage", mode="before")
     @classmethod
@@ -1381,6 +1387,9 @@ class Scenario(_Strict):
                                 "(virtual_stages: 1); use auto or async with interleaving")
         if p.pipeline_engine == "deepspeed":
             self._check_deepspeed_engine()
+        elif p.layernorm_tp_auto_sync:
+            raise ScenarioError("parallelism.layernorm_tp_auto_sync", "BigScience's Megatron-DeepSpeed flag: needs "
+                                "pipeline_engine: deepspeed")
         if p.virtual_stages > 1 and self.microbatches % p.pp:
             raise ScenarioError("parallelism.virtual_stages", f"the interleaved schedule needs microbatches "
                                 f"({self.microbatches}) divisible by pp={p.pp} (as Megatron-LM requires)")
