@@ -7,6 +7,7 @@ never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import gc
 import os
@@ -49,8 +50,47 @@ __all__ = ["USER_ERROR_EXIT", "app", "console", "fail", "main"]
 
 
 
+# Seconds after a swallowed interrupt (below) before it is delivered again: long enough for the weakref callback or
+# __del__ that swallowed it to return, short against a person's reaction to Ctrl-C.
+REDELIVER_AFTER_S = 0.005
+
+
+class _Command:
+    """The interrupts of the command running in this process: the signals received, and whether a swallowed one
+    may still be delivered again (the lock keeps a late delivery from landing after the command's handlers are
+    gone)."""
+
+    received: list[int] = []
+    running = False
+    lock = threading.Lock()
+
+
 def _raise_interrupted(signum, _frame):
+    _Command.received.append(signum)
     raise Interrupted(signum)
+
+
+def _redeliver(signum: int) -> None:
+    with _Command.lock:
+        if _Command.running:
+            _thread.interrupt_main(signum)
+
+
+def _unraisable(default):
+    """``sys.unraisablehook`` while a command runs. Python runs a signal handler between any two bytecodes of the
+    main thread, a weakref callback's or a ``__del__``'s included, and an exception raised there is printed as
+    "Exception ignored in ..." and dropped: Ctrl-C during a compare's plots ran the command to its end, exit 0
+    (round 29). Such an ``Interrupted`` is delivered again from a timer thread once the callback has returned."""
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, Interrupted):
+            timer = threading.Timer(REDELIVER_AFTER_S, _redeliver, (unraisable.exc_value.signum,))
+            timer.daemon = True
+            timer.start()
+            return
+        default(unraisable)
+
+    return hook
 
 
 @contextlib.contextmanager
@@ -60,12 +100,36 @@ def _interrupts():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _Command.received, _Command.running = [], True
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
+        with _Command.lock:
+            _Command.running = False
+        sys.unraisablehook = previous_hook
+        _restore(previous)
+
+
+def _restore(previous: dict) -> None:
+    """Put the handlers back. ``signal.signal`` first runs a signal still pending (one delivered again just before
+    ``_Command.running`` went false) through the handler in place, ours: it raises once the handlers are back."""
+    pending = None
+    for signum, handler in previous.items():
+        try:
             signal.signal(signum, handler)
+        except Interrupted as err:
+            pending = err
+            signal.signal(signum, handler)
+    if pending is not None:
+        raise pending
+
+
+def swallowed_interrupt() -> int | None:
+    """The signal a command received whose ``Interrupted`` never reached ``main`` (a library's ``except
+    BaseException`` kept it), or None."""
+    return _Command.received[0] if _Command.received else None
 
 
 def _error(text: str) -> None:
@@ -80,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             # (inputs bounded, JSON without NaN/Infinity), so the warnings say nothing a user can act on
             warnings.simplefilter("ignore", RuntimeWarning)
             app(args=argv, standalone_mode=False)
+        if swallowed_interrupt() is not None:  # the command ran to its end: what it wrote is whole, and kept
+            raise Interrupted(swallowed_interrupt())
     except ScenarioError as err:
         _error(str(err))
         return USER_ERROR_EXIT

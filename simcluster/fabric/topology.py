@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simcluster.core import units
+from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError, did_you_mean, quoted
 from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import (
@@ -536,6 +536,24 @@ def _resolve_file(topology: str) -> Path | None:
             except OSError:  # a name too long for the file system (ENAMETOOLONG) names no file
                 continue
     return None
+
+
+def file_digest(topology: str) -> str | None:
+    """sha256 of the fabric file ``topology`` names (as ``build`` resolves it), None for a builtin fabric or a name
+    that resolves to no readable file: what a run read from outside its scenario, for the keys of cached results
+    (``grid.run_key``), so that an edited file is not answered with the runs of its old content."""
+    if topology in builders.BUILDERS:
+        return None
+    path = _resolve_file(topology)
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:  # at most the bytes a fabric file may hold (the loader refuses more)
+            digest.update(handle.read(inputs.MAX_FABRIC_BYTES + 1))
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from simcluster.core import inputs
 from simcluster.core.errors import ScenarioError
+from simcluster.fabric import topology
 from simcluster.spec import config
 
 # Bumped when the shard layout changes, so that old shards are not read as new ones.
@@ -332,8 +333,14 @@ def scale_to_gpus(data: dict, gpus: int, fixed: frozenset[str] = frozenset()) ->
 
 
 def run_key(data: dict, network: str | None, steps: int | None) -> str:
-    """Hash of what determines a run's outcome (sha256 of the canonical JSON, 16 hex digits)."""
-    blob = json.dumps({"format": SHARD_FORMAT, "scenario": data, "network": network, "steps": steps},
+    """Hash of what determines a run's outcome (sha256 of the canonical JSON, 16 hex digits): the scenario, and the
+    content of a fabric file it names (its path alone would keep answering with the runs of the file's old
+    content once the file is edited: round 29)."""
+    scenario = data.get("scenario", data.get("base", data))  # a samples point, an invalid point, or the scenario
+    cluster = scenario.get("cluster") if isinstance(scenario, dict) else None
+    fabric_file = topology.file_digest(str(cluster.get("topology", ""))) if isinstance(cluster, dict) else None
+    blob = json.dumps({"format": SHARD_FORMAT, "scenario": data, "network": network, "steps": steps,
+                       **({"fabric_file": fabric_file} if fabric_file else {})},
                       sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
