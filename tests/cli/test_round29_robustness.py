@@ -216,3 +216,19 @@ def test_replay_interrupted_while_writing_keeps_its_report(cli, tmp_path, monkey
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["replay.json"]
     report = json.loads((tmp_path / "r" / "replay.json").read_text())
     assert len(report["replays"]) == 2 and report["pending"] == 0
+
+
+@pytest.mark.parametrize("name", ["summary.json", "Summary.JSON"])
+def test_a_job_named_like_the_runs_summary_file_is_refused_before_simulating(cli, tmp_path, name):
+    """A job's folder is named after it, beside the run's summary.json: a job named summary.json was simulated, then
+    the writing failed ("--out: ... File exists"), naming the output folder, not the job. Summary.JSON is the same
+    file on a case-insensitive file system (macOS's default)."""
+    job = {"model": "gpt3-1.3b", "training": {"seq_len": 2048, "global_batch_size": 16, "micro_batch_size": 1},
+           "parallelism": {"tp": 2, "pp": 1, "dp": 4}, "placement": {"first_node": 0, "stride": 1}}
+    data = {"name": "jobs", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2},
+            "jobs": [{"name": "a", **job}, {"name": name, **job, "placement": {"first_node": 1, "stride": 1}}]}
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _, err = cli("run", path, "--network", "analytic", "--out", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: jobs.1.name:"), err
+    assert not (tmp_path / "o").exists()
