@@ -232,3 +232,41 @@ def test_a_job_named_like_the_runs_summary_file_is_refused_before_simulating(cli
     code, _, err = cli("run", path, "--network", "analytic", "--out", tmp_path / "o")
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: jobs.1.name:"), err
     assert not (tmp_path / "o").exists()
+
+
+SHARD_DAMAGE = {
+    "summary-a-list": lambda shard: shard.update(summary=[1]),  # AttributeError traceback before
+    "unknown-status": lambda shard: shard.update(status="bogus"),  # KeyError 'error' traceback before
+    "failed-without-error": lambda shard: shard.update(status="failed", error=None),  # KeyError before
+    # KeyError 'params' traceback before; the params are the grid point's, the shard stays usable
+    "no-params": lambda shard: shard.pop("params"),
+    "no-summary": lambda shard: shard.pop("summary"),  # a row of nulls, exit 0, before
+    "nan-in-summary": lambda shard: shard["summary"].update(mfu=float("nan")),  # reused with NaN before
+    "step-as-text": lambda shard: shard["summary"].update(step_time_s="abc"),  # exit 2 naming no file before
+    "gpus-zero": lambda shard: shard["summary"].update(gpus=0),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(SHARD_DAMAGE))
+def test_a_damaged_shard_is_run_again_not_read(cli, tmp_path, damage):
+    """Shards are a cache: one that is not what a run writes (edited by hand, damaged) is recomputed, and the
+    sweep's row is the run's; a shard's params are the grid point's (a shard without them is still read)."""
+    scenario = _small(tmp_path)
+    sweep = ("sweep", scenario, "--gpus", "16", "--jobs", "1", "--no-plots", "--network", "analytic", "--json",
+             "--out", tmp_path / "sw")
+    code, out, err = cli(*sweep)
+    assert code == 0, err
+    fresh = json.loads(out)["rows"][0]
+    path = next((tmp_path / "sw").glob("shards/**/*.json"))
+    shard = json.loads(path.read_text())
+    SHARD_DAMAGE[damage](shard)
+    path.write_text(json.dumps(shard))
+    code, out, err = cli(*sweep)
+    assert code == 0 and "Traceback" not in err, err
+    report = json.loads(out)
+    rerun = damage != "no-params"
+    assert (report["executed"], report["reused"]) == ((1, 0) if rerun else (0, 1)), report
+    assert report["rows"][0]["step_time_s"] == fresh["step_time_s"] and report["rows"][0]["gpus"] == 16
+    assert report["rows"][0]["topology"] == fresh["topology"]
+    if rerun:  # the shard mended
+        assert json.loads(path.read_text())["summary"]["step_time_s"] == fresh["step_time_s"]
