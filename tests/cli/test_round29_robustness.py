@@ -270,3 +270,20 @@ def test_a_damaged_shard_is_run_again_not_read(cli, tmp_path, damage):
     assert report["rows"][0]["topology"] == fresh["topology"]
     if rerun:  # the shard mended
         assert json.loads(path.read_text())["summary"]["step_time_s"] == fresh["step_time_s"]
+
+
+def test_sweep_interrupted_while_drawing_says_what_it_kept(cli, tmp_path, monkeypatch):
+    """Every run finished and the table written, the figures interrupted: the line said only "interrupted by
+    SIGINT", as if nothing were kept."""
+    from simcluster.cli import sweep as sweep_cli
+
+    def interrupted(*_args, **_kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(sweep_cli, "_plots", interrupted)
+    code, _, err = cli("sweep", _small(tmp_path), "--gpus", "16,32", "--jobs", "1", "--network", "analytic",
+                       "--out", tmp_path / "sw")
+    assert code == 130 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "2 of 2 runs finished; wrote results.csv, sweep.json" in err and "figures interrupted" in err, err
+    assert len((tmp_path / "sw" / "results.csv").read_text().splitlines()) == 3
+    assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["pending"] == 0
