@@ -1,5 +1,6 @@
 """Round 29: round 28's inputs and the commands attacked end to end (docs/calibration.md, "Round 29: round 28's
-inputs and the commands attacked"). Each case failed before its fix:
+inputs and the commands attacked"). The cases guarding a fix each failed on main before it (the others guard what
+stays accepted):
 
 - a sweep resumed (or reused a sibling folder's shard) for a scenario whose fabric file had been edited since: the
   run key hashed the file's path, not what it holds, so the old fabric's step time came back as the new one's;
@@ -7,7 +8,12 @@ inputs and the commands attacked"). Each case failed before its fix:
   often while a compare or a sweep draws) was printed as "Exception ignored in ..." with a traceback and dropped:
   the command ran on to exit 0;
 - Ctrl-C while ``compare`` drew its figures, or ``run`` wrote its files, removed every file of runs that had all
-  finished (``fresh_folder`` cleans up after an interrupt), and said nothing of them.
+  finished (``fresh_folder`` cleans up after an interrupt), and said nothing of them; a sweep interrupted while it drew
+  said only "interrupted";
+- ``training.optimizer: adam_precision_aware`` or ``adam_moments_dtype: bf16`` with a stated ``mcore_version`` before
+  0.11, the precision-aware optimizer's first release, was simulated;
+- a resumed sweep read a damaged or hand-edited shard: tracebacks, null rows, NaN;
+- a job named ``summary.json`` was simulated, then its folder collided with the run's summary file.
 """
 
 from __future__ import annotations
@@ -237,7 +243,7 @@ def test_a_job_named_like_the_runs_summary_file_is_refused_before_simulating(cli
 SHARD_DAMAGE = {
     "summary-a-list": lambda shard: shard.update(summary=[1]),  # AttributeError traceback before
     "unknown-status": lambda shard: shard.update(status="bogus"),  # KeyError 'error' traceback before
-    "failed-without-error": lambda shard: shard.update(status="failed", error=None),  # KeyError before
+    "failed-without-error": lambda shard: shard.update(status="failed", error=None),  # "failed: None", exit 2
     # KeyError 'params' traceback before; the params are the grid point's, the shard stays usable
     "no-params": lambda shard: shard.pop("params"),
     "no-summary": lambda shard: shard.pop("summary"),  # a row of nulls, exit 0, before
