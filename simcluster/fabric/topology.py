@@ -12,6 +12,7 @@ entering it) are in docs/topologies.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import OrderedDict
@@ -547,12 +548,20 @@ def file_digest(topology: str) -> str | None:
     path = _resolve_file(topology)
     if path is None:
         return None
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:  # at most the bytes a fabric file may hold (the loader refuses more)
-            digest.update(handle.read(inputs.MAX_FABRIC_BYTES + 1))
+        status = path.stat()
+        return _file_digest(str(path.resolve()), status.st_mtime_ns, status.st_size)
     except OSError:
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, _mtime_ns: int, _size: int) -> str:
+    """sha256 of a file's first ``MAX_FABRIC_BYTES + 1`` bytes (the loader refuses more), once per file version: a
+    grid of 10^4 points names the same file 10^4 times."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(inputs.MAX_FABRIC_BYTES + 1))
     return digest.hexdigest()
 
 
