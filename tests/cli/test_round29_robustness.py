@@ -293,3 +293,40 @@ def test_sweep_interrupted_while_drawing_says_what_it_kept(cli, tmp_path, monkey
     assert "2 of 2 runs finished; wrote results.csv, sweep.json" in err and "figures interrupted" in err, err
     assert len((tmp_path / "sw" / "results.csv").read_text().splitlines()) == 3
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["pending"] == 0
+
+
+def test_a_sweep_computed_by_another_simcluster_is_not_resumed(cli, tmp_path, monkeypatch):
+    """A shard records what one simcluster computed; after an upgrade (or an edited model, data file) the same
+    command resumed and reported the old release's steps as the new one's. The run key hashes simcluster's own
+    code and data (grid.code_digest): another simcluster's folder is another grid, kept as it was."""
+    from simcluster.studies import grid
+
+    sweep = ("sweep", _small(tmp_path), "--gpus", "16", "--jobs", "1", "--no-plots", "--network", "analytic",
+             "--json", "--out", tmp_path / "sw")
+    assert cli(*sweep)[0] == 0
+    monkeypatch.setattr(grid, "code_digest", lambda: "another-release")
+    code, out, err = cli(*sweep)
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["executed"], report["reused"]) == (1, 0) and report["out_dir"].endswith("sw-2"), report
+    assert len(list((tmp_path / "sw").glob("shards/**/*.json"))) == 1
+
+
+def test_the_code_digest_follows_code_and_data_but_not_bundled_scenarios(tmp_path):
+    from simcluster.studies import grid
+
+    for name, text in {"engine/simulation.py": "x = 1\n", "data/efficiency.yaml": "gemm: 0.85\n",
+                       "data/scenarios/s.yaml": "name: s\n"}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    first = grid.tree_digest(tmp_path)
+    (tmp_path / "data/scenarios/s.yaml").write_text("name: t\n")  # a scenario's content is in the run key already
+    (tmp_path / "engine/__pycache__").mkdir()
+    (tmp_path / "engine/__pycache__/simulation.pyc").write_bytes(b"\0")
+    assert grid.tree_digest(tmp_path) == first
+    (tmp_path / "data/efficiency.yaml").write_text("gemm: 0.80\n")
+    second = grid.tree_digest(tmp_path)
+    assert second != first
+    (tmp_path / "engine/simulation.py").rename(tmp_path / "engine/other.py")  # the same bytes under another name
+    assert grid.tree_digest(tmp_path) not in (first, second)
+    assert len(grid.code_digest()) == 16
