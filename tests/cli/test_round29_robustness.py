@@ -12,7 +12,8 @@ stays accepted):
   said only "interrupted";
 - ``training.optimizer: adam_precision_aware`` or ``adam_moments_dtype: bf16`` with a stated ``mcore_version`` before
   0.11, the precision-aware optimizer's first release, was simulated;
-- a resumed sweep read a damaged or hand-edited shard: tracebacks, null rows, NaN;
+- a resumed sweep read a damaged or hand-edited shard: tracebacks, null rows, NaN; and a sweep resumed by another
+  simcluster (an upgrade, an edited data file) reported the shards of the old one;
 - a job named ``summary.json`` was simulated, then its folder collided with the run's summary file.
 """
 
