@@ -24,10 +24,17 @@ def _exit_while_importing(signum, _frame):
     os._exit(128 + signum)
 
 
+def _handled_signals() -> tuple[signal.Signals, ...]:
+    """SIGINT, SIGTERM, and SIGHUP (the terminal closed) unless it is ignored (``nohup``): a hangup killed a command
+    mid-write without a word, exit 129, a half-written ``.NAME.PID.tmp`` file and half a folder left (round 29)."""
+    hangup = getattr(signal, "SIGHUP", None)
+    keep_hangup = hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL
+    return (signal.SIGINT, signal.SIGTERM, *((hangup,) if keep_hangup else ()))
+
+
 _IMPORTING = threading.current_thread() is threading.main_thread()
 if _IMPORTING:  # handlers only for the import below; main() installs its own while a command runs
-    _BEFORE_IMPORT = {signum: signal.signal(signum, _exit_while_importing) for signum in (signal.SIGINT,
-                                                                                          signal.SIGTERM)}
+    _BEFORE_IMPORT = {signum: signal.signal(signum, _exit_while_importing) for signum in _handled_signals()}
 # the cycle collector paused while the command's modules load: they make hundreds of thousands of objects that live
 # as long as the process, and collecting while they are made (115 passes, 0.045 s of every command) freed nothing
 _COLLECTING = gc.isenabled()
@@ -95,14 +102,15 @@ def _unraisable(default):
 
 @contextlib.contextmanager
 def _interrupts():
-    """SIGINT and SIGTERM raise ``Interrupted`` while a command runs, so that ``finally`` blocks run (a sweep
-    writes what it finished, worker processes are stopped) and the exit code says which signal it was."""
+    """SIGINT, SIGTERM and SIGHUP (``_handled_signals``) raise ``Interrupted`` while a command runs, so that
+    ``finally`` blocks run (a sweep writes what it finished, worker processes are stopped) and the exit code says
+    which signal it was (130, 143, 129)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _Command.received, _Command.running = [], True
     previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
-    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _handled_signals()}
     try:
         yield
     finally:

@@ -224,10 +224,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _worker_init() -> None:
-    """In each worker process: Ctrl-C is the parent's to handle (it stops the workers); SIGTERM ends the worker
-    at once (not the parent's handler, inherited through fork); and on Linux the worker gets SIGTERM when its
+    """In each worker process: Ctrl-C and a hangup are the parent's to handle (it stops the workers); SIGTERM ends
+    the worker at once (not the parent's handler, inherited through fork); and on Linux the worker gets SIGTERM when its
     parent dies, even by SIGKILL, so that no worker outlives the sweep."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a hangup too (the parent's handler, inherited, would raise in the task)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):

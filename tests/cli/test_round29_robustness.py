@@ -331,3 +331,42 @@ def test_the_code_digest_follows_code_and_data_but_not_bundled_scenarios(tmp_pat
     (tmp_path / "engine/simulation.py").rename(tmp_path / "engine/other.py")  # the same bytes under another name
     assert grid.tree_digest(tmp_path) not in (first, second)
     assert len(grid.code_digest()) == 16
+
+
+def _run_and_hang_up(tmp_path: Path, ignore_hangup: bool, steps: int):
+    """``simcluster run`` in a process of its own, SIGHUP after 2 s (the terminal closed); ``ignore_hangup``: as
+    ``nohup`` starts it."""
+    import os
+    import subprocess
+    import sys
+
+    scenario = _small(tmp_path)
+
+    def hangup_ignored():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen([sys.executable, "-m", "simcluster.cli", "run", str(scenario), "--steps", str(steps),
+                             "--out", str(tmp_path / "o")], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=hangup_ignored if ignore_hangup else None)
+    try:
+        proc.communicate(timeout=2)
+        pytest.skip("the run finished before the signal")
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=600)
+    return proc.returncode, err
+
+
+def test_a_hangup_is_one_line_and_129_with_nothing_half_written(tmp_path):
+    """The terminal closed (SIGHUP): the process died at once, exit -1 (129 in a shell), no line, and a half-written
+    ``.NAME.PID.tmp`` file and half an output folder could stay behind."""
+    code, err = _run_and_hang_up(tmp_path, ignore_hangup=False, steps=2000)
+    assert code == 129 and err.endswith("interrupted by SIGHUP\n") and "Traceback" not in err, (code, err)
+    assert not list(tmp_path.rglob(".*.tmp*"))
+
+
+def test_a_hangup_under_nohup_is_still_ignored(tmp_path):
+    code, err = _run_and_hang_up(tmp_path, ignore_hangup=True, steps=300)  # about 6 s on two busy cores
+    assert code == 0, (code, err)
+    assert (tmp_path / "o" / "summary.json").is_file()
