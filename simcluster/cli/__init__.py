@@ -2,7 +2,8 @@
 the typer application they register on.
 
 User errors (ScenarioError, a bad option, an output that cannot be written) print one line and exit with code 2,
-never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (docs/robustness.md).
+never a traceback; SIGINT, SIGTERM and SIGHUP (unless ignored: nohup) print one line and exit with 130, 143 and
+129 (docs/robustness.md).
 """
 
 from __future__ import annotations

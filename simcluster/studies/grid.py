@@ -10,7 +10,8 @@ so that each point resolves them for its own layout), in this order:
    sequences per replica, so the same microbatches per step: weak scaling) unless the user varies it.
 
 Each point is keyed by a hash of everything that determines its outcome (the full scenario dict after the steps
-above, the network model, the step count): ``sweep`` names its shards by it.
+above, the network model, the step count, the content of a fabric file it names, simcluster's own code and data):
+``sweep`` names its shards by it.
 """
 
 from __future__ import annotations
@@ -341,7 +342,7 @@ _CODE_SUFFIXES = (".py", ".yaml", ".csv", ".json")
 
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
-    """sha256 of simcluster's source and data files (16 hex digits; 165 files, 2.4 MB, about 15 ms once a process):
+    """sha256 of simcluster's source and data files (16 hex digits; 165 files, 2.4 MB, about 17 ms once a process):
     a shard computed by another simcluster (an upgrade, an edited model) is another run, not this one's (round 29:
     a sweep resumed after an upgrade reported the old release's steps as the new one's)."""
     return tree_digest(Path(__file__).resolve().parents[1])
