@@ -2,11 +2,13 @@
 the typer application they register on.
 
 User errors (ScenarioError, a bad option, an output that cannot be written) print one line and exit with code 2,
-never a traceback; SIGINT and SIGTERM print one line and exit with 130 and 143 (docs/robustness.md).
+never a traceback; SIGINT, SIGTERM and SIGHUP (unless ignored: nohup) print one line and exit with 130, 143 and
+129 (docs/robustness.md).
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import gc
 import os
@@ -23,10 +25,17 @@ def _exit_while_importing(signum, _frame):
     os._exit(128 + signum)
 
 
+def _handled_signals() -> tuple[signal.Signals, ...]:
+    """SIGINT, SIGTERM, and SIGHUP (the terminal closed) unless it is ignored (``nohup``): a hangup killed a command
+    mid-write without a word, exit 129, a half-written ``.NAME.PID.tmp`` file and half a folder left (round 29)."""
+    hangup = getattr(signal, "SIGHUP", None)
+    keep_hangup = hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL
+    return (signal.SIGINT, signal.SIGTERM, *((hangup,) if keep_hangup else ()))
+
+
 _IMPORTING = threading.current_thread() is threading.main_thread()
 if _IMPORTING:  # handlers only for the import below; main() installs its own while a command runs
-    _BEFORE_IMPORT = {signum: signal.signal(signum, _exit_while_importing) for signum in (signal.SIGINT,
-                                                                                          signal.SIGTERM)}
+    _BEFORE_IMPORT = {signum: signal.signal(signum, _exit_while_importing) for signum in _handled_signals()}
 # the cycle collector paused while the command's modules load: they make hundreds of thousands of objects that live
 # as long as the process, and collecting while they are made (115 passes, 0.045 s of every command) freed nothing
 _COLLECTING = gc.isenabled()
@@ -49,23 +58,87 @@ __all__ = ["USER_ERROR_EXIT", "app", "console", "fail", "main"]
 
 
 
+# Seconds after a swallowed interrupt (below) before it is delivered again: long enough for the weakref callback or
+# __del__ that swallowed it to return, short against a person's reaction to Ctrl-C.
+REDELIVER_AFTER_S = 0.005
+
+
+class _Command:
+    """The interrupts of the command running in this process: the signals received, and whether a swallowed one
+    may still be delivered again (the lock keeps a late delivery from landing after the command's handlers are
+    gone)."""
+
+    received: list[int] = []
+    running = False
+    lock = threading.Lock()
+
+
 def _raise_interrupted(signum, _frame):
+    _Command.received.append(signum)
     raise Interrupted(signum)
+
+
+def _redeliver(signum: int) -> None:
+    with _Command.lock:
+        if _Command.running:
+            _thread.interrupt_main(signum)
+
+
+def _unraisable(default):
+    """``sys.unraisablehook`` while a command runs. Python runs a signal handler between any two bytecodes of the
+    main thread, a weakref callback's or a ``__del__``'s included, and an exception raised there is printed as
+    "Exception ignored in ..." and dropped: Ctrl-C during a compare's plots ran the command to its end, exit 0
+    (round 29). Such an ``Interrupted`` is delivered again from a timer thread once the callback has returned."""
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, Interrupted):
+            timer = threading.Timer(REDELIVER_AFTER_S, _redeliver, (unraisable.exc_value.signum,))
+            timer.daemon = True
+            timer.start()
+            return
+        default(unraisable)
+
+    return hook
 
 
 @contextlib.contextmanager
 def _interrupts():
-    """SIGINT and SIGTERM raise ``Interrupted`` while a command runs, so that ``finally`` blocks run (a sweep
-    writes what it finished, worker processes are stopped) and the exit code says which signal it was."""
+    """SIGINT, SIGTERM and SIGHUP (``_handled_signals``) raise ``Interrupted`` while a command runs, so that
+    ``finally`` blocks run (a sweep writes what it finished, worker processes are stopped) and the exit code says
+    which signal it was (130, 143, 129)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
+    _Command.received, _Command.running = [], True
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _handled_signals()}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
+        with _Command.lock:
+            _Command.running = False
+        sys.unraisablehook = previous_hook
+        _restore(previous)
+
+
+def _restore(previous: dict) -> None:
+    """Put the handlers back. ``signal.signal`` first runs a signal still pending (one delivered again just before
+    ``_Command.running`` went false) through the handler in place, ours: it raises once the handlers are back."""
+    pending = None
+    for signum, handler in previous.items():
+        try:
             signal.signal(signum, handler)
+        except Interrupted as err:
+            pending = err
+            signal.signal(signum, handler)
+    if pending is not None:
+        raise pending
+
+
+def swallowed_interrupt() -> int | None:
+    """The signal a command received whose ``Interrupted`` never reached ``main`` (a library's ``except
+    BaseException`` kept it), or None."""
+    return _Command.received[0] if _Command.received else None
 
 
 def _error(text: str) -> None:
@@ -80,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             # (inputs bounded, JSON without NaN/Infinity), so the warnings say nothing a user can act on
             warnings.simplefilter("ignore", RuntimeWarning)
             app(args=argv, standalone_mode=False)
+        if swallowed_interrupt() is not None:  # the command ran to its end: what it wrote is whole, and kept
+            raise Interrupted(swallowed_interrupt())
     except ScenarioError as err:
         _error(str(err))
         return USER_ERROR_EXIT

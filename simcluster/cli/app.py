@@ -115,7 +115,7 @@ def check_target_loss(value: float | None, option: str = "--target-loss") -> flo
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM received: the CLI exits with 128 + the signal number (130, 143) and one line.
+    """SIGINT, SIGTERM or SIGHUP received: the CLI exits with 128 + the signal number (130, 143, 129), one line.
 
     A BaseException, not a KeyboardInterrupt: click turns KeyboardInterrupt into a bare Abort (and an empty line),
     and ``except Exception`` handlers in libraries must not swallow it."""

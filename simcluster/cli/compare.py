@@ -193,12 +193,16 @@ def compare(
         console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
     target = runs[0]["economics"]["target_loss"]
     title = spec.name if len(specs) == 1 else os.path.commonprefix([s.name for s in specs]).rstrip("-_") + "-*"
-    with fresh_folder(out_dir) as out_dir:
-        written = _outputs(runs, failures, out_dir, chosen, target, title)
-        if report:
-            from simcluster.analysis import report as html_report
+    try:
+        with fresh_folder(out_dir) as out_dir:
+            written = _outputs(runs, failures, out_dir, chosen, target, title)
+            if report:
+                from simcluster.analysis import report as html_report
 
-            written.append(html_report.write_compare(out_dir, title, runs, chosen.name, written))
+                written.append(html_report.write_compare(out_dir, title, runs, chosen.name, written))
+    except Interrupted as stop:  # Ctrl-C while drawing: every run had finished, kept without the figures
+        stop.message = _write_partial(runs, failures, len(labelled), out_dir, chosen)
+        raise
     if as_json:
         typer.echo(outputs.dumps(_report(runs, chosen, failures), indent=2, default=str))
         return

@@ -153,10 +153,14 @@ def replay_command(
         typer.echo("\n".join(_event_lines(outcomes[0].events, until_s, events_count)))
     written = []
     if out_dir is not None:
-        with fresh_folder(out_dir) as out_dir:  # nothing half-written is left when writing fails
-            written = _write(out_dir, outcomes, name)
-            if report:
-                written.append(_report(out_dir, outcomes, name, written))
+        try:
+            with fresh_folder(out_dir) as out_dir:  # nothing half-written is left when writing fails
+                written = _write(out_dir, outcomes, name)
+                if report:
+                    written.append(_report(out_dir, outcomes, name, written))
+        except Interrupted as stop:  # Ctrl-C while writing: every replay had finished, its report is kept
+            stop.message = _keep_report(out_dir, outcomes)
+            raise
     if stepping:
         return
     if as_json:
@@ -257,6 +261,18 @@ def _write_partial(out_dir: Path | None, outcomes: list[ReplayOutcome], total: i
     with fresh_folder(out_dir) as out_dir:
         written = _write(out_dir, outcomes, name, pending=total - len(outcomes))
     return f"{said}; wrote {', '.join(str(p.relative_to(out_dir)) for p in written[:2])} to {out_dir}/"
+
+
+def _keep_report(out_dir: Path, outcomes: list[ReplayOutcome]) -> str:
+    """After SIGINT/SIGTERM while the finished replays' files were written (``fresh_folder`` removed them):
+    replay.json alone, written again (no figures, events or traces); the interrupt's message."""
+    said = f"{len(outcomes)} of {len(outcomes)} replays finished"
+    try:
+        with fresh_folder(out_dir) as folder:
+            outputs.write_text(folder / "replay.json", outputs.dumps(_json_body(outcomes), indent=2) + "\n")
+    except (OSError, ScenarioError) as err:
+        return f"{said} (not written: {err})"
+    return f"{said}; wrote replay.json (no figures, events or traces) to {folder}/"
 
 
 def _json_body(outcomes: list[ReplayOutcome], pending: int = 0) -> dict:

@@ -10,10 +10,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simcluster.cli.app import app, fail
+from simcluster.cli.app import Interrupted, app, fail
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.core import outputs
-from simcluster.core.errors import unknown_name
+from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.core.units import BYTES, SECONDS, fmt
 from simcluster.outcomes import accuracy_card
 from simcluster.spec import config
@@ -221,21 +221,37 @@ def run(
         result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
         console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
-    with fresh_folder(out_dir) as out_dir:  # unique again if another run took it meanwhile
-        written = result.write(out_dir, trace_ranks=trace_ranks, table_format=table_format)
-        if plot or report:  # opt-in (the report embeds it): matplotlib alone costs more than a small run
-            from simcluster.analysis.timeline import plot_timeline
+    try:
+        with fresh_folder(out_dir) as out_dir:  # unique again if another run took it meanwhile
+            written = result.write(out_dir, trace_ranks=trace_ranks, table_format=table_format)
+            if plot or report:  # opt-in (the report embeds it): matplotlib alone costs more than a small run
+                from simcluster.analysis.timeline import plot_timeline
 
-            written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
-        if report:
-            from simcluster.analysis import report as html_report
+                written.append(plot_timeline(result.events, out_dir / "timeline.png", title=spec.name))
+            if report:
+                from simcluster.analysis import report as html_report
 
-            written.append(html_report.write_run(out_dir, result.summary, spec.model_dump(mode="json"), written))
+                written.append(html_report.write_run(out_dir, result.summary, spec.model_dump(mode="json"),
+                                                     written))
+    except Interrupted as stop:  # Ctrl-C while writing: the simulation had finished, its summary is kept
+        stop.message = keep_summary(result.summary, out_dir)
+        raise
     if as_json:
         typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(summary_table(result.summary, result.memory))
     console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
+
+
+def keep_summary(summary: dict, out_dir: Path) -> str:
+    """After SIGINT/SIGTERM while a finished run's files were written (``fresh_folder`` removed them): its
+    summary.json alone, written again; the line the CLI prints."""
+    try:
+        with fresh_folder(out_dir) as folder:
+            outputs.write_text(folder / "summary.json", outputs.dumps(summary, indent=2) + "\n")
+    except (OSError, ScenarioError) as err:
+        return f"the simulation had finished (summary not written: {err})"
+    return f"the simulation had finished; wrote summary.json (no events, links, trace or figures) to {folder}/"
 
 
 def jobs_table(summary: dict) -> Table:
@@ -264,11 +280,15 @@ def run_jobs(spec, out: Path | None, network: str | None, steps: int | None, as_
     with console.status(f"simulating {len(spec.jobs)} jobs together, then each alone", spinner="dots"):
         result = jobs_engine.run(spec, network, steps, check_memory)
     summary = result.summary
-    with fresh_folder(out_dir) as out_dir:
-        written = [outputs.write_text(out_dir / "summary.json", outputs.dumps(summary, indent=2) + "\n")]
-        for job, together in zip(spec.jobs, result.together, strict=True):
-            together.write(out_dir / job.name, table_format=table_format)
-            written.append(out_dir / job.name)
+    try:
+        with fresh_folder(out_dir) as out_dir:
+            written = [outputs.write_text(out_dir / "summary.json", outputs.dumps(summary, indent=2) + "\n")]
+            for job, together in zip(spec.jobs, result.together, strict=True):
+                together.write(out_dir / job.name, table_format=table_format)
+                written.append(out_dir / job.name)
+    except Interrupted as stop:  # Ctrl-C while writing: the jobs' simulation had finished, its summary is kept
+        stop.message = keep_summary(summary, out_dir)
+        raise
     if as_json:
         typer.echo(outputs.dumps({**summary, "out_dir": str(out_dir)}, indent=2))
         return

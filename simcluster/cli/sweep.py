@@ -185,16 +185,23 @@ def sweep_command(
     frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
     report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
               "partial": False, "pending": 0, "out_dir": str(out_dir), "series": groups, "failed": run.failed}
-    written = _write_results(frame, report, out_dir, table_format)
-    if plots:
-        written += _plots(groups, threshold, out_dir, spec.name, chosen.name)
-    if html:
-        from simcluster.analysis import report as html_report
+    written = []
+    try:
+        written = _write_results(frame, report, out_dir, table_format)
+        if plots:
+            written += _plots(groups, threshold, out_dir, spec.name, chosen.name)
+        if html:
+            from simcluster.analysis import report as html_report
 
-        written.append(html_report.write_table_report(
-            out_dir, f"{spec.name}: sweep ({chosen.name} law)",
-            f"{len(tasks)} runs; target loss {groups[0]['target_loss']:.3f} ({chosen.name} law).", frame,
-            REPORT_COLUMNS, written, base, [_knee_line(group) for group in groups]))
+            written.append(html_report.write_table_report(
+                out_dir, f"{spec.name}: sweep ({chosen.name} law)",
+                f"{len(tasks)} runs; target loss {groups[0]['target_loss']:.3f} ({chosen.name} law).", frame,
+                REPORT_COLUMNS, written, base, [_knee_line(group) for group in groups]))
+    except Interrupted as stop:  # Ctrl-C while writing: every run had finished; say what is kept (round 29)
+        stop.message = (f"{len(tasks)} of {len(tasks)} runs finished; wrote {', '.join(p.name for p in written)} "
+                        f"to {out_dir}/ (figures interrupted)" if written else
+                        _write_partial(tasks, out_dir, chosen, target_loss, threshold, table_format))
+        raise
     if as_json:
         typer.echo(outputs.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
         return

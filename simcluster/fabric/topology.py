@@ -12,6 +12,7 @@ entering it) are in docs/topologies.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import OrderedDict
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simcluster.core import units
+from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError, did_you_mean, quoted
 from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import (
@@ -536,6 +537,32 @@ def _resolve_file(topology: str) -> Path | None:
             except OSError:  # a name too long for the file system (ENAMETOOLONG) names no file
                 continue
     return None
+
+
+def file_digest(topology: str) -> str | None:
+    """sha256 of the fabric file ``topology`` names (as ``build`` resolves it), None for a builtin fabric or a name
+    that resolves to no readable file: what a run read from outside its scenario, for the keys of cached results
+    (``grid.run_key``), so that an edited file is not answered with the runs of its old content."""
+    if topology in builders.BUILDERS:
+        return None
+    path = _resolve_file(topology)
+    if path is None:
+        return None
+    try:
+        status = path.stat()
+        return _file_digest(str(path.resolve()), status.st_mtime_ns, status.st_size)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, _mtime_ns: int, _size: int) -> str:
+    """sha256 of a file's first ``MAX_FABRIC_BYTES + 1`` bytes (the loader refuses more), once per file version: a
+    grid of 10^4 points names the same file 10^4 times."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(inputs.MAX_FABRIC_BYTES + 1))
+    return digest.hexdigest()
 
 
 def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: NicSpec,

@@ -765,7 +765,8 @@ class Training(_Defaulted):
         "multi-tensor Adam: grad norm, Adam, copy to the 16-bit weights, zeroed gradient buffer), "
         "adam_precision_aware (Megatron-Core use_precision_aware_optimizer with Transformer Engine keeping the master "
         "weights: the optimizer config's fp8_recipe None or delayed; not Megatron-Bridge bf16 runs, whose optimizer "
-        "config gets fp8_recipe tensorwise: adam there), torch_adamw "
+        "config gets fp8_recipe tensorwise: adam there; refused with a stated mcore_version before 0.11, its first "
+        "release), torch_adamw "
         "(torchtitan: fused AdamW and clip_grad_norm_ on FSDP's fp32 shards; workload/optimizer_step.py), "
         "decoupled_adamw (Composer's "
         "DecoupledAdamW, llm-foundry's default: eight unfused elementwise passes over each fp32 tensor, "
@@ -780,7 +781,8 @@ class Training(_Defaulted):
         "tensor, 32 B a shard parameter more moved (workload/optimizer_step.py). With optimizer adam_precision_aware "
         "(TE keeping the master weights) or adam (Megatron-Core keeping its own fp32 master shards: an fp8 run with "
         "current scaling or MXFP8, or a Megatron-Bridge bf16 run, whose optimizer config gets fp8_recipe "
-        "tensorwise); Megatron-Bridge's DeepSeek-V3 recipe sets bf16")
+        "tensorwise); Megatron-Bridge's DeepSeek-V3 recipe sets bf16. bf16 with a stated mcore_version before 0.11 "
+        "(the precision-aware optimizer's first release) is refused")
     fp8_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
@@ -1517,6 +1519,16 @@ class Scenario(_Strict):
                                 f"optimizer: optimizer adam_precision_aware, or adam in a bf16 run or an fp8 run with "
                                 f"current scaling or mxfp8 (the run: optimizer {t.optimizer}, precision {t.precision}"
                                 f"{f', fp8_recipe {t.fp8_recipe}' if t.precision == 'fp8' else ''})")
+        stated = stated_mcore_version(t)
+        if self.megatron_core and stated is not None and not _at_least(stated, "precision_aware_optimizer"):
+            # OptimizerConfig.use_precision_aware_optimizer and exp_avg_dtype first ship in 0.11.0 (the 0.10.0 and
+            # 0.11.0 wheels; data/mcore_versions.yaml precision_aware_optimizer)
+            for field, value, off in (("optimizer", t.optimizer, "adam"), ("adam_moments_dtype",
+                                                                            t.adam_moments_dtype, "fp32")):
+                if value in ("adam_precision_aware", "bf16"):
+                    raise ScenarioError(f"training.{field}", f"{value} is Megatron-Core's precision-aware optimizer, "
+                                        f"first in release 0.11: the run states mcore_version {stated!r} (state "
+                                        f"{off}, or a release from '0.11')")
         p = self.parallelism
         if p.local_ddp != "none" and not t.optimizer.startswith("megatron") and p.pipeline_engine != "deepspeed":
             # (DeepSpeed's engine refuses Megatron's DDP itself: _check_deepspeed_engine)

@@ -47,6 +47,10 @@ class Placement(BaseModel):
         return self
 
 
+# Files a jobs run writes beside the jobs' folders (cli/run.run_jobs): a job of that name would have its folder there.
+TOP_LEVEL_FILES = ("summary.json",)
+
+
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -127,6 +131,9 @@ def from_dict(data: Any, source: str = "scenario") -> Jobs:
     for index, name in enumerate(names):
         if name in names[:index]:
             raise ScenarioError(f"jobs.{index}.name", f"{name!r} names two jobs")
+        if name.casefold() in TOP_LEVEL_FILES:  # the job's folder would be the run's own file (round 29)
+            raise ScenarioError(f"jobs.{index}.name", f"{name!r} is the name of a file the run writes beside the "
+                                f"jobs' folders ({', '.join(TOP_LEVEL_FILES)})")
     cluster_dict = data["cluster"]
     owner: dict[int, str] = {}
     placed = []

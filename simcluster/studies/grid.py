@@ -10,12 +10,14 @@ so that each point resolves them for its own layout), in this order:
    sequences per replica, so the same microbatches per step: weak scaling) unless the user varies it.
 
 Each point is keyed by a hash of everything that determines its outcome (the full scenario dict after the steps
-above, the network model, the step count): ``sweep`` names its shards by it.
+above, the network model, the step count, the content of a fabric file it names, simcluster's own code and data):
+``sweep`` names its shards by it.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -23,9 +25,11 @@ import math
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 from simcluster.core import inputs
 from simcluster.core.errors import ScenarioError
+from simcluster.fabric import topology
 from simcluster.spec import config
 
 # Bumped when the shard layout changes, so that old shards are not read as new ones.
@@ -331,9 +335,40 @@ def scale_to_gpus(data: dict, gpus: int, fixed: frozenset[str] = frozenset()) ->
     return data
 
 
+# simcluster's own files that decide a run's outcome: its code and data (catalogs, efficiencies, presets), not its
+# bundled scenarios (a run's scenario is in its key already) or caches.
+_CODE_SUFFIXES = (".py", ".yaml", ".csv", ".json")
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 of simcluster's source and data files (16 hex digits; 165 files, 2.4 MB, about 17 ms once a process):
+    a shard computed by another simcluster (an upgrade, an edited model) is another run, not this one's (round 29:
+    a sweep resumed after an upgrade reported the old release's steps as the new one's)."""
+    return tree_digest(Path(__file__).resolve().parents[1])
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 (16 hex digits) of the code and data files under ``root`` (``_CODE_SUFFIXES``), their paths included;
+    ``__pycache__`` and ``data/scenarios`` left out."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if path.suffix in _CODE_SUFFIXES and "__pycache__" not in parts and parts[:2] != ("data", "scenarios") \
+                and path.is_file():
+            digest.update("/".join(parts).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def run_key(data: dict, network: str | None, steps: int | None) -> str:
-    """Hash of what determines a run's outcome (sha256 of the canonical JSON, 16 hex digits)."""
-    blob = json.dumps({"format": SHARD_FORMAT, "scenario": data, "network": network, "steps": steps},
+    """Hash of what determines a run's outcome (sha256 of the canonical JSON, 16 hex digits): the scenario, the
+    content of a fabric file it names (its path alone would keep answering with the runs of the file's old
+    content once the file is edited: round 29), and simcluster's own code and data (``code_digest``)."""
+    scenario = data.get("scenario", data.get("base", data))  # a samples point, an invalid point, or the scenario
+    cluster = scenario.get("cluster") if isinstance(scenario, dict) else None
+    fabric_file = topology.file_digest(str(cluster.get("topology", ""))) if isinstance(cluster, dict) else None
+    blob = json.dumps({"format": SHARD_FORMAT, "scenario": data, "network": network, "steps": steps,
+                       "simcluster": code_digest(), **({"fabric_file": fabric_file} if fabric_file else {})},
                       sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -17,6 +17,7 @@ import ctypes
 import glob
 import hashlib
 import itertools
+import math
 import os
 import signal
 import sys
@@ -100,7 +101,36 @@ def read_shard(out_dir: Path, key: str) -> dict | None:
         return None
     if not isinstance(shard, dict) or shard.get("format") != SHARD_FORMAT or shard.get("key") != key:
         return None
-    return shard
+    return shard if _whole(shard) else None
+
+
+# A finished run's summary always holds these, each a finite number > 0 (engine/results.summarize).
+_SUMMARY_POSITIVE = ("step_time_s", "tokens_per_s", "gpus")
+
+
+def _finite_throughout(value) -> bool:
+    """No NaN or infinity anywhere in a JSON value (the writer stores a non-finite figure as null)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_throughout(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite_throughout(item) for item in value)
+    return True
+
+
+def _whole(shard: dict) -> bool:
+    """Whether a shard is what ``run_task`` writes: an "ok" run with a summary (finite throughout, its step time,
+    throughput and GPU count numbers > 0) or a "failed" one with its error text. A shard edited by hand or damaged
+    otherwise (a list for a summary, another status, NaN) is run again rather than read: it was a KeyError or an
+    AttributeError traceback after the grid, or a row of nulls (round 29)."""
+    if shard.get("status") == "failed":
+        return isinstance(shard.get("error"), str)
+    summary = shard.get("summary")
+    if shard.get("status") != "ok" or not isinstance(summary, dict) or not _finite_throughout(summary):
+        return False
+    return all(isinstance(summary.get(name), int | float) and not isinstance(summary.get(name), bool)
+               and summary[name] > 0 for name in _SUMMARY_POSITIVE)
 
 
 def write_shard(out_dir: Path, shard: dict) -> Path:
@@ -194,10 +224,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _worker_init() -> None:
-    """In each worker process: Ctrl-C is the parent's to handle (it stops the workers); SIGTERM ends the worker
-    at once (not the parent's handler, inherited through fork); and on Linux the worker gets SIGTERM when its
+    """In each worker process: Ctrl-C and a hangup are the parent's to handle (it stops the workers); SIGTERM ends
+    the worker at once (not the parent's handler, inherited through fork); and on Linux the worker gets SIGTERM when its
     parent dies, even by SIGKILL, so that no worker outlives the sweep."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a hangup too (the parent's handler, inherited, would raise in the task)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -269,6 +301,7 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
                 if shard is not None:
                     write_shard(out_dir, shard)
         if shard is not None:
+            shard = {**shard, "params": task.params}  # what the grid point is, whatever the file says
             done[task.key] = shard
             reused.append(task.key)
             if on_done:
@@ -369,8 +402,8 @@ def collect(tasks: list[Task], out_dir: Path) -> SweepRun:
     shards = []
     for task in tasks:
         shard = read_shard(out_dir, task.key)
-        shards.append(shard or {"format": SHARD_FORMAT, "key": task.key, "params": task.params, "status": PENDING,
-                                "error": None})
+        shards.append({**shard, "params": task.params} if shard else {
+            "format": SHARD_FORMAT, "key": task.key, "params": task.params, "status": PENDING, "error": None})
     return SweepRun(shards)
 
 
