@@ -523,8 +523,8 @@ class GatherBeforeUse(ParameterGathering):
 
     def __init__(self, prefetch: bool = True):
         self._next = None
-        # False: Megatron-FSDP with a unit at least its prefetch budget (megatron_fsdp_prefetch): each unit's gather
-        # is issued at its own hook and waited for at once, none ahead
+        # False: Megatron-FSDP that prefetches nothing (megatron_fsdp_prefetch: a stated unit size of at most one unit
+        # on Megatron-Core 0.12-0.13, or of 1 later): each unit's gather is issued at its own hook and waited for
         self.prefetch = prefetch
 
     def _first_gathered(self, agent, work) -> int:

@@ -1,35 +1,33 @@
 """Megatron-FSDP's parameter all-gather prefetch: whether a unit's gather runs ahead, beside the previous unit's
 compute, or at the unit's own hook with the compute waiting for it.
 
-What Megatron-FSDP does (NVIDIA/Megatron-LM megatron/core/distributed/fsdp/src/megatron_fsdp/, read at 00caa53a and
-in the earlier in-tree copy of ``param_and_grad_buffer.py``):
-- the pre-forward hook of an FSDP unit (``_pre_forward_param_unshard``) and its pre-backward hook
-  (``_pre_backward_param_unshard``) call ``all_gather_and_wait_parameters_ready`` with the unit's parameters: the
-  unit's buckets are gathered on the all-gather stream and the compute stream then waits for them
-  (``wait_bucket_ready``);
-- ``AllGatherPipeline.all_gather_params`` adds the next bucket in pass order (forward or backward) only while the
-  buckets already requested, the current unit's included, hold fewer than ``suggested_AG_prefetch_size`` elements:
-  ``if all_gather_size >= suggested_AG_prefetch_size: break`` before the first next bucket is added; with
-  ``fsdp_double_buffer`` it also stops at two units;
-- ``MegatronFSDP._init_fsdp_param_and_grad_buffer`` sets ``suggested_AG_prefetch_size =
-  suggested_communication_unit_size // 2`` (00caa53a; the earlier copy: the unit size itself); left unset, the
-  unit size is twice the mean FSDP unit's elements ("This ensures we process the current FSDP module and attempt
-  to prefetch the next FSDP module"), at least 1e9 in 00caa53a.
+What Megatron-FSDP does, release by release (the megatron-core wheels 0.11.0-0.16.0, read file by file;
+data/mcore_versions.yaml ``megatron_fsdp`` and ``fsdp_prefetch_counts_current_unit``):
+- the pre-forward hook of an FSDP unit (``_pre_forward_param_unshard``) and its pre-backward hook (``_pre_backward``,
+  a multi-grad hook on the unit's outputs) gather the unit's buckets with ``prefetch=True`` and the compute stream
+  then waits for them (``wait_bucket_ready``);
+- 0.12 and 0.13 (``custom_fsdp``): ``AllGatherPipeline.all_gather_params`` sums the buckets already requested, the
+  current unit's included, and stops before adding the next unit once the sum reaches ``suggested_AG_prefetch_size``
+  = ``suggested_communication_unit_size`` itself. A stated size no larger than one unit prefetches nothing; left
+  unset the size is twice the mean FSDP unit, and the next (equal) layer is prefetched;
+- 0.14 on (``megatron_fsdp``): the loop subtracts the current unit's buckets (``base_all_gather_size``), so its
+  first pass adds the next unit whenever the budget (half the size) is not 0; the budget only bounds how many more
+  follow, and ``fsdp_double_buffer`` caps the units in flight at two. The engine prefetches one unit ahead.
 
-So a unit holding at least the budget (``PREFETCH_SHARE`` of the stated unit size) prefetches nothing: its gather is
-issued at its own hook, after the previous unit's compute, and waited for at once. Megatron-Bridge's Llama 3 70B
-Blackwell recipes state ``suggested_communication_unit_size = 800000000`` (scripts/performance/configs/llama/
-llama3_llm_pretrain.py, every stored version read), below one 855.6 M-element Llama 3 70B layer: under either
-copy's budget (400 M or 800 M) no unit is prefetched. The earlier copy's budget (the unit size) would prefetch a
-unit of between half the size and the size; 00caa53a's does not: ``PREFETCH_SHARE`` follows 00caa53a.
+So only 0.12-0.13 with a stated size of at most one unit, or a size of 1 from 0.14, run without prefetch.
+Megatron-Bridge's Llama 3 70B Blackwell recipes state 800,000,000 under a 855.7 M-element layer, on Megatron-Core
+0.15 (NeMo 25.11): prefetched.
 """
 
 from __future__ import annotations
 
 from simcluster.parallel.memory import layer_params_per_rank
+from simcluster.spec.config import release_in
 
-# suggested_AG_prefetch_size = suggested_communication_unit_size // 2 (megatron_fsdp.py @ 00caa53a)
-PREFETCH_SHARE = 0.5
+# From 0.14: suggested_AG_prefetch_size = suggested_communication_unit_size // 2 (megatron_fsdp.py, the 0.14.0-0.16.0
+# wheels); the loop breaks when what it added beyond the current unit reaches it, so a budget of 0 (a size of 1)
+# prefetches nothing and any other adds the next unit
+BUDGET_DIVISOR = 2
 
 
 def unit_elements(scenario) -> float:
@@ -40,10 +38,12 @@ def unit_elements(scenario) -> float:
 
 def prefetches_next_unit(scenario) -> bool:
     """Whether the next FSDP unit's all-gather is issued while the current one computes: always, except on
-    Megatron-FSDP (ZeRO-3 on Megatron-Core) with ``parallelism.suggested_communication_unit_size`` stated and a
-    unit of at least ``PREFETCH_SHARE`` of it (the prefetch budget)."""
+    Megatron-FSDP (ZeRO-3 on Megatron-Core) with ``parallelism.suggested_communication_unit_size`` stated at most
+    one unit in a release whose prefetch loop counts the current unit (0.12-0.13), or at 1 (a budget of 0) later."""
     p = scenario.parallelism
     size = p.suggested_communication_unit_size
     if size is None or not (p.zero_stage == 3 and scenario.megatron_core):
         return True
-    return unit_elements(scenario) < PREFETCH_SHARE * size
+    if release_in(scenario.training.mcore_version, "fsdp_prefetch_counts_current_unit"):
+        return unit_elements(scenario) < size
+    return size // BUDGET_DIVISOR > 0

@@ -903,10 +903,12 @@ class Parallelism(_Defaulted):
         "a Megatron-LM run states false (its flag is off by default)")
     suggested_communication_unit_size: Annotated[int, Strict()] | None = Field(
         None, gt=0, description="Megatron-FSDP's DistributedDataParallelConfig.suggested_communication_unit_size "
-        "(elements), read with zero_stage 3 on Megatron-Core and a dense model: the all-gather prefetch budget is "
-        "half of it, and a unit (a layer's parameters on a tensor-parallel rank) of at least the budget is gathered "
-        "at its own pre-forward / pre-backward hook with the compute waiting, none ahead "
-        "(parallel/megatron_fsdp_prefetch.py). Unset: Megatron-FSDP's own (twice the mean unit), one unit prefetched")
+        "(elements), read with zero_stage 3 on Megatron-Core (mcore_version 0.12 on) and a dense model. Releases "
+        "0.12-0.13 count the current unit against an all-gather prefetch budget of the whole size: a unit (a layer's "
+        "parameters on a tensor-parallel rank) at least that size is gathered at its own hook with the compute "
+        "waiting, none ahead. From 0.14 the next unit is prefetched whatever the size (the budget, half of it, only "
+        "bounds further units) (parallel/megatron_fsdp_prefetch.py). Unset: the release's own (twice the mean unit "
+        "in 0.12-0.13, 1e9 in 0.14-0.15), one unit prefetched")
     local_ddp: Literal["none", "flattened", "contiguous"] = Field(
         "none", description="Megatron-LM's own DDP (--DDP-impl local, 2020-2021) and its passes over the gradients "
         "after the backward, whatever dp is: flattened (2020: flatten copy, division, copy back) or contiguous "
@@ -1551,6 +1553,9 @@ class Scenario(_Strict):
                                                                 or self.model.moe is not None):
             raise ScenarioError("parallelism.suggested_communication_unit_size", "is Megatron-FSDP's prefetch budget, "
                                 "read for a dense model at zero_stage 3 on Megatron-Core only (leave it unset)")
+        if p.suggested_communication_unit_size is not None and not _at_least(t.mcore_version, "megatron_fsdp"):
+            raise ScenarioError("parallelism.suggested_communication_unit_size", "is Megatron-FSDP's option from "
+                                "Megatron-Core 0.12: state training.mcore_version 0.12 or later (or leave it unset)")
         if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP reduces after the "
                                 "backward, set overlap_grad_reduce: false")
