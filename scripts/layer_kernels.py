@@ -1,0 +1,102 @@
+"""One dense layer, kernel by kernel, of each scenario given (round 29: the hidden-6144 layer on H100 against the
+hidden-12288 one; docs/calibration.md "Round 29: the hidden-6144 layer on H100, kernel by kernel").
+
+    PYTHONPATH=. python scripts/layer_kernels.py megatron-16b-h100 megatron-177b-h100 nemotron4-15b-768-h100
+
+For one microbatch on one rank: every kernel of ``workload.ops.layer_ops`` with Transformer Engine's userbuffers
+chunks applied where the scenario overlaps its tensor-parallel collectives (``userbuffers.apply``, as
+``fp8_pairs.layer_breakdown`` applies them), its GEMM shape (m x n x k, ``b`` chunks sharing waves, the SMs it is
+charged on), the modelled fraction of the bf16 peak, its roofline time at the sustained clock and, for GEMMs, the
+same GEMM whole on all SMs (no userbuffers chunking, no SM margin): the difference is what the chunking and the
+communication's SMs cost. Then the layer's totals by class, with the fitted gap per kernel shown apart. A
+diagnostic: nothing is fitted or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import defaultdict
+
+from fp8_pairs import op_class
+
+from simcluster.core import script_entry
+from simcluster.core.errors import ScenarioError
+from simcluster.spec import config
+from simcluster.workload import kernels, userbuffers
+from simcluster.workload.ops import layer_ops, shard_for
+
+
+def chunked(scenario) -> bool:
+    """Whether the scenario's layer runs Transformer Engine's userbuffers chunk GEMMs (as ``fp8_pairs`` decides)."""
+    p = scenario.parallelism
+    return p.tp_comm_overlap and p.sequence_parallel and p.tp > 1 and p.tp_comm_overlap_impl == "userbuffers"
+
+
+def kernel_rows(scenario) -> list[dict]:
+    """Each kernel of one layer and one microbatch on one rank: phase, op, class, shape, fraction, times (s)."""
+    p, t, gpu = scenario.parallelism, scenario.training, scenario.cluster.gpu
+    shard = shard_for(scenario)
+    plain = layer_ops(scenario.model, shard)
+    layer = plain
+    if chunked(scenario):
+        layer = userbuffers.apply(plain, p.tp, t.precision, shard.activation_bytes_per_element,
+                                  kernels.sm_count(gpu.name), userbuffers.scenario_charged(scenario), p.te_version)
+    whole = {(phase, op.name): op for phase, ops in plain.items() for op in ops if op.kind == "gemm"}
+    rows = []
+    for phase, ops in layer.items():
+        for op in ops:
+            compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
+            row = {"phase": phase, "op": op.name, "class": op_class(op, phase), "kind": op.kind,
+                   "fraction": kernels.efficiency(op, gpu, t.precision).flop_fraction if op.flop else 0.0,
+                   "time_s": max(compute_s, memory_s), "flop": op.flop, "shape": "", "whole_s": None}
+            if op.kind in ("gemm", "attention"):
+                row["shape"] = f"{op.m:g}x{op.n}x{op.k} b{op.batch}" + (f" {op.sms} SMs" if op.sms else "")
+            base = whole.get((phase, op.name))
+            if base is not None:
+                row["whole_s"] = max(kernels.roofline_s(dataclasses.replace(base, sms=0), gpu, t.precision))
+            rows.append(row)
+    return rows
+
+
+def report(name: str) -> list[str]:
+    scenario = config.load(name)
+    rows = kernel_rows(scenario)
+    gap_s = kernels.host_model().kernel_gap_s
+    p = scenario.parallelism
+    lines = [f"== {name}: hidden {scenario.model.hidden}, tp {p.tp}, {shard_for(scenario).seq_len} tokens, "
+             f"userbuffers chunks {'on' if chunked(scenario) else 'off'}; gap {gap_s * 1e6:.0f} us a kernel (fitted)",
+             f"  {'phase':<16} {'op':<20} {'shape':<28} {'peak frac':>9} {'us':>8} {'whole us':>9}"]
+    for row in rows:
+        whole = f"{row['whole_s'] * 1e6:9.1f}" if row["whole_s"] is not None else f"{'':>9}"
+        frac = f"{row['fraction']:9.3f}" if row["kind"] in ("gemm", "attention") else f"{'':>9}"
+        time_us = row["time_s"] * 1e6
+        lines.append(f"  {row['phase']:<16} {row['op']:<20} {row['shape']:<28} {frac} {time_us:8.1f} {whole}")
+    by_class: dict[str, float] = defaultdict(float)
+    for row in rows:
+        by_class["GEMM" if row["kind"] == "gemm" else row["class"]] += row["time_s"]
+    by_class["kernel gaps (fitted)"] = gap_s * len(rows)
+    layer_s = sum(by_class.values())
+    gemm_flop = sum(row["flop"] for row in rows if row["kind"] == "gemm")
+    whole_s = sum(row["whole_s"] for row in rows if row["whole_s"] is not None)
+    lines.append(f"  layer {layer_s * 1e3:.3f} ms, {len(rows)} kernels; "
+                 f"GEMMs {gemm_flop / by_class['GEMM'] / 1e12:.0f} TFLOP/s at the sustained clock, "
+                 f"{gemm_flop / whole_s / 1e12:.0f} whole on all SMs "
+                 f"(chunking and SM margin: {(by_class['GEMM'] - whole_s) * 1e3:+.3f} ms, "
+                 f"{(by_class['GEMM'] - whole_s) / layer_s:+.1%} of the layer)")
+    lines += [f"    {key:<24} {value * 1e3:8.3f} ms {value / layer_s:6.1%}" for key, value in sorted(by_class.items())]
+    return lines
+
+
+def main(names: list[str]) -> int:
+    for name in names:
+        try:
+            print("\n".join(report(name)))
+        except ScenarioError as err:  # a wrong name or file: one line, no traceback
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, words=(1, None), usage="SCENARIO [SCENARIO ...]"))
