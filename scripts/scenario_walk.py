@@ -13,13 +13,14 @@ The last scenario is the second row's own settings, so the walk's steps sum to t
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable
 
 from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.spec import config
-from simcluster.studies import validation
+from simcluster.studies import grid, validation
 
 # Leaves that name or describe a scenario rather than set it
 IGNORED = frozenset({"name", "description", "model.source"})
@@ -45,16 +46,17 @@ def differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
 
 
 def with_leaf(data: dict, path: str, value: object) -> dict:
-    """A copy of ``data`` with the leaf at ``path`` set (None: removed)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    node, keys = out, path.split(".")
-    for key in keys[:-1]:
-        node[key] = dict(node.get(key) or {})
-        node = node[key]
-    if value is None:
-        node.pop(keys[-1], None)
-    else:
-        node[keys[-1]] = value
+    """A copy of ``data`` with the leaf at ``path`` set (``grid.set_path``, as ``sweep --vary`` sets one; None:
+    removed)."""
+    out = copy.deepcopy(data)
+    if value is not None:
+        grid.set_path(out, path, value)
+        return out
+    *parents, leaf = path.split(".")
+    node = out
+    for key in parents:
+        node = node.get(key) or {}
+    node.pop(leaf, None)
     return out
 
 

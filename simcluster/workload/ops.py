@@ -152,7 +152,7 @@ class Shard:
     fp8_gathered_weights: bool = False  # weights arrive in float8 (FSDP2's float8 all-gather, torchao_float8)
     # q/k/v layout copies around TE's attention (te_flash_layout.layout): (qkv_format, RoPE output) or None
     qkv_layout: tuple[str, str] | None = None
-    eager_rope: bool = False      # Megatron-Core's unfused RoPE, eager kernels per q and k (eager_rope.runs)
+    eager_rope: str | None = None  # release whose unfused RoPE runs eager kernels per q and k (eager_rope.release)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
@@ -209,7 +209,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  fp8_gathered_weights=torchao_float8.fsdp_float8_all_gather(t, p),
-                 qkv_layout=te_flash_layout.layout(scenario), eager_rope=eager_rope.runs(scenario),
+                 qkv_layout=te_flash_layout.layout(scenario), eager_rope=eager_rope.release(scenario),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, autocast_fp32_params=t.autocast_fp32_params,
                  mlp_activation=t.mlp_activation,
@@ -667,7 +667,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     if model.position == "rope" and shard.eager_rope:   # q and k rotated by eager kernels (eager_rope)
         freqs = shard.seq_len // shard.cp * model.d_head
         rope, rope_bwd = ([_memory(*kernel) for kernel in phase]
-                          for phase in eager_rope.kernels([tokens * q_local, tokens * kv_local], freqs, e))
+                          for phase in eager_rope.kernels([tokens * q_local, tokens * kv_local], freqs, e,
+                                                         shard.eager_rope))
     elif model.position == "rope":
         elements = tokens * (q_local + kv_local)
         rope = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]

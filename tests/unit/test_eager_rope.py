@@ -59,3 +59,34 @@ def test_eager_rope_is_megatron_cores_only():
     assert eager_rope.runs(config.from_dict(data))
     data["training"]["rope_fusion"] = True
     assert not eager_rope.runs(config.from_dict(data))
+
+
+def test_mscale_multiplies_from_release_0_10():
+    """0.10 on, ``cos_ = (torch.cos(freqs) * mscale).to(t.dtype)`` (rope_utils, read in the 0.10.0, 0.13.0 and 0.16.0
+    wheels; 0.8.0 and 0.9.0 have no mscale): one fp32 mul (read + write, 8 bytes a frequency) after cos and one after
+    sin, per rotated tensor; the tensor kernels and the backward unchanged."""
+    data = config.load("mcore09-mixtral-8x7b-64-h100").model_dump(mode="json", exclude_none=True)
+    runs = {}
+    for version in ("0.9", "0.10"):
+        data["training"]["mcore_version"] = version
+        scenario = config.from_dict(data)
+        shard = shard_for(scenario)
+        assert shard.eager_rope == version
+        layer = layer_ops(scenario.model, shard)
+        runs[version] = rope_ops(layer["forward"]), rope_ops(layer["backward_input"])
+    (fwd9, bwd9), (fwd10, bwd10) = runs["0.9"], runs["0.10"]
+    assert len(fwd10) - len(fwd9) == 2 * 2 and len(bwd10) == len(bwd9) == 2 * 7
+    freqs = scenario.training.seq_len // scenario.parallelism.cp * scenario.model.d_head
+    extra = sum(op.hbm_bytes for op in fwd10) - sum(op.hbm_bytes for op in fwd9)
+    assert extra == pytest.approx(2 * 2 * (2 * 4) * freqs)   # q and k, cos and sin, fp32 read + write
+    assert [op.name for op in fwd10[:6]] == ["rope_cos", "rope_mscale", "rope_cast", "rope_sin", "rope_mscale",
+                                             "rope_cast"]
+
+
+def test_eager_rope_needs_megatron_cores_stack():
+    """rope_fusion false stated on torchtitan (rotary, not Megatron-Core): not Megatron-Core's eager RoPE."""
+    data = config.load("torchtitan-llama31-405b-128-h100-fp8").model_dump(mode="json", exclude_none=True)
+    data["training"]["rope_fusion"] = False
+    scenario = config.from_dict(data)
+    assert scenario.model.position == "rope" and not scenario.megatron_core
+    assert not eager_rope.runs(scenario) and eager_rope.release(scenario) is None

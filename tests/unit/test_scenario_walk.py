@@ -54,3 +54,13 @@ def test_walk_refuses_to_end_on_a_refused_scenario(walk_script, zoo):
     twin = walk_script.with_leaf(zoo, "parallelism.pp", 4)   # no dp change to make it a layout
     with pytest.raises(ScenarioError, match="parallelism.pp"):
         walk_script.walk(zoo, twin, fake_step)
+
+
+def test_with_leaf_removes_a_leaf_only_one_side_has_without_touching_the_original(walk_script, zoo):
+    # a leaf the twin lacks is walked to None (differences): removed from the copy, kept in the original
+    assert "seq_len" in zoo["training"]
+    dropped = walk_script.with_leaf(zoo, "training.seq_len", None)
+    assert "seq_len" not in dropped["training"] and zoo["training"]["seq_len"] == 4096
+    assert walk_script.differences(zoo, dropped) == [("training.seq_len", 4096, None)]
+    nested = walk_script.with_leaf(zoo, "model.moe.experts", 16)   # a nested section copied, not shared
+    assert nested["model"]["moe"]["experts"] == 16 and zoo["model"]["moe"]["experts"] == 8

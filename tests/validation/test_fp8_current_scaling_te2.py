@@ -32,10 +32,14 @@ Tolerances, both from the published pairs:
   1.9-4.0 points today; round 18 ("MXFP8 against current scaling") reads that as MXFP8 charged short, and a fuller
   MXFP8 charge moves the model toward the page, not past it.
 
-And the H100 Llama 3 70B FP8-CS rows (held out: nemo2511 -10.5%, nemo2604 -10.4%): current scaling's whole premium
-over the model's cheapest per-tensor FP8 charge (delayed scaling: one fused cast op a layer and phase) is 0.53 s
-(4.7%) and 0.75 s (3.3%) of their simulated steps, less than half their errors, so those rows are not slow through
-the recipe; asserted as: the premium is smaller than the row's error.
+The pairs' tokens/s are checked against the rows' step times in data/validation.yaml (global batch x sequence /
+(step x GPUs), within the printed rounding), so a transcription slip on either side fails.
+
+And the H100 Llama 3 70B FP8-CS rows (held out: nemo2511 -10.5%, nemo2604 -10.4%): current scaling costs more than
+delayed scaling on them (TE's guide: current scaling reads the tensor twice, the amax pass and the cast; delayed
+scaling casts with the previous amax in one pass). How much of their error the recipe's premium is (0.53 s and 0.75 s,
+under half of it, round 29) is a diagnostic in docs/calibration.md, not asserted here: a test pinning a held-out
+row's error would fail when the model improves (round 29 review).
 """
 
 import copy
@@ -81,8 +85,15 @@ def pair_ratios() -> dict[str, tuple[float, float]]:
     return out
 
 
-def test_the_pages_pairs_state_current_scaling_faster():
-    assert all(current > mx for _, current, mx in PAIRS.values())
+@pytest.mark.parametrize("current", sorted(PAIRS))
+def test_the_pairs_are_the_validation_rows_and_current_scaling_is_faster(current):
+    mxfp8, current_tokens, mxfp8_tokens = PAIRS[current]
+    assert current_tokens > mxfp8_tokens          # the page's sign in every pair
+    for name, tokens in ((current, current_tokens), (mxfp8, mxfp8_tokens)):
+        scenario = config.load(name)
+        t = scenario.training
+        from_tokens = t.global_batch_size * t.seq_len / (tokens * scenario.cluster.gpus)
+        assert _published_step_s(name) == pytest.approx(from_tokens, rel=PRINTED_ROUNDING)
 
 
 @pytest.mark.parametrize("current", sorted(PAIRS))
@@ -98,11 +109,5 @@ def test_the_models_advantage_of_current_scaling_is_not_above_the_pages(pair_rat
 
 
 @pytest.mark.parametrize("name", H100_70B)
-def test_the_h100_70b_rows_are_not_slow_through_the_recipe(name):
-    current = _step_s(name)
-    delayed = _step_s(name, fp8_recipe="delayed")
-    published = _published_step_s(name)
-    premium = current - delayed
-    assert premium > 0.0
-    assert current > published                      # the row is simulated slow (held out)
-    assert premium < 0.5 * (current - published)    # the recipe's whole premium is under half the excess
+def test_current_scaling_costs_more_than_delayed_on_the_h100_70b_rows(name):
+    assert _step_s(name) > _step_s(name, fp8_recipe="delayed")
