@@ -7,7 +7,8 @@ changes"). Each case failed on main before its fix:
 - the redelivery used ``_thread.interrupt_main``, which only flags the signal: a main thread blocked in a wait (a
   sweep awaiting its workers) went on waiting until the wait ended;
 - the signals a command received were read after it by ``main`` in every thread: ``main`` called from another
-  thread, after an interrupted command in the main thread, exited 130 though nothing interrupted it.
+  thread, after an interrupted command in the main thread, exited 130 though nothing interrupted it;
+- a sweep interrupted while it wrote report.html (`--no-plots --report`) said "(figures interrupted)".
 """
 
 from __future__ import annotations
@@ -100,3 +101,26 @@ def test_a_redelivery_ends_a_wait_the_main_thread_is_blocked_in(monkeypatch):
         threading.Event().wait(3.0)
     assert stop.value.signum == signal.SIGINT
     assert time.monotonic() - started < 2.0
+
+
+def test_a_sweep_interrupted_in_its_report_says_so_not_figures(cli, tmp_path, monkeypatch):
+    """``--no-plots --report`` interrupted while report.html was written: the line said "(figures interrupted)",
+    of figures never asked for; it names the report, and what was written is whole."""
+    import yaml
+
+    from simcluster.analysis import report as html_report
+    from tests.conftest import SMALL
+
+    def interrupted(*_args, **_kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(html_report, "write_table_report", interrupted)
+    scenario = tmp_path / "small.yaml"
+    scenario.write_text(yaml.safe_dump(SMALL, sort_keys=False))
+    code, _, err = cli("sweep", scenario, "--gpus", "16", "--jobs", "1", "--network", "analytic", "--no-plots",
+                       "--report", "--out", tmp_path / "sw")
+    assert code == 130 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "1 of 1 runs finished; wrote results.csv, sweep.json" in err and "(report interrupted)" in err, err
+    assert "figures" not in err
+    assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["pending"] == 0
+    assert not (tmp_path / "sw" / "report.html").exists()
