@@ -90,6 +90,7 @@ def test_main_in_another_thread_is_not_reported_interrupted_by_an_earlier_comman
     assert json.loads(result["out"])["title"]
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="threads' signals are POSIX's")
 def test_a_redelivery_ends_a_wait_the_main_thread_is_blocked_in(monkeypatch):
     """After the swallowed interrupt the main thread waits on a lock (a sweep awaiting its workers'
     ``concurrent.futures.wait``): ``_thread.interrupt_main`` only flagged the signal, handled when the wait ended
