@@ -9,6 +9,8 @@ changes"). Each case failed on main before its fix:
 - the signals a command received were read after it by ``main`` in every thread: ``main`` called from another
   thread, after an interrupted command in the main thread, exited 130 though nothing interrupted it;
 - a sweep interrupted while it wrote report.html (`--no-plots --report`) said "(figures interrupted)".
+
+The last case guards round 29's SIGHUP on a sweep, which had no test of its own (it passes on main).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import signal
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +128,45 @@ def test_a_sweep_interrupted_in_its_report_says_so_not_figures(cli, tmp_path, mo
     assert "figures" not in err
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["pending"] == 0
     assert not (tmp_path / "sw" / "report.html").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="hangups are POSIX's")
+def test_a_hangup_of_a_sweeps_process_group_is_one_line_129_and_leaves_no_worker(tmp_path):
+    """The terminal closed under a ``--jobs 2`` sweep: the hangup reaches the parent and its workers (one process
+    group). The parent says what it kept (exit 129, one line, the partial table), the workers leave it to the parent
+    and none outlives it. (Measured at review: the same with the workers' ``SIG_IGN`` removed; it keeps the
+    inherited handler from raising inside their task, nothing the parent prints.)"""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import SMALL
+
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(SMALL, sort_keys=False))
+    repo = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-m", "simcluster.cli", "sweep", "small.yaml", "--gpus",
+                             "16,32,64,128,256,512,1024,2048,4096,8192,16384", "--vary", "parallelism.tp=1,2,4",
+                             "--jobs", "2", "--no-plots", "--network", "analytic", "--out", "sw"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": repo})
+    try:
+        proc.communicate(timeout=5)
+        pytest.skip("the sweep finished before the signal")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGHUP)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 129 and err.count("\n") == 1 and "Traceback" not in err, (proc.returncode, err)
+    assert err.startswith("interrupted by SIGHUP: ") and "of 33 runs finished" in err, err
+    report = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert report["partial"] is True and report["pending"] > 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the workers end with their parent
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("a worker process outlived the sweep")
