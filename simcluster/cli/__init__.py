@@ -64,12 +64,13 @@ REDELIVER_AFTER_S = 0.005
 
 
 class _Command:
-    """The interrupts of the command running in this process: the signals received, and whether a swallowed one
-    may still be delivered again (the lock keeps a late delivery from landing after the command's handlers are
-    gone)."""
+    """The interrupts of the command running in this process's main thread: the signals it received, and a token of
+    it (None between commands) so that a swallowed interrupt is delivered again to that command only, never after it
+    (the lock keeps a late delivery from landing after its handlers are gone) nor to the next one in this process
+    (tests, a library calling ``main``: a timer late under load landed in it, round 29's review)."""
 
     received: list[int] = []
-    running = False
+    running: object | None = None
     lock = threading.Lock()
 
 
@@ -78,21 +79,27 @@ def _raise_interrupted(signum, _frame):
     raise Interrupted(signum)
 
 
-def _redeliver(signum: int) -> None:
+def _redeliver(signum: int, command: object) -> None:
+    """``signum`` to the main thread again if ``command`` still runs there: a real signal where there are threads'
+    signals (POSIX), which also ends a wait the main thread is blocked in (a sweep's workers awaited: Python's
+    ``interrupt_main`` only flags it, run when the wait ends, a whole run later; round 29's review)."""
     with _Command.lock:
-        if _Command.running:
-            _thread.interrupt_main(signum)
+        if _Command.running is command:
+            if hasattr(signal, "pthread_kill"):
+                signal.pthread_kill(threading.main_thread().ident, signum)
+            else:
+                _thread.interrupt_main(signum)
 
 
-def _unraisable(default):
-    """``sys.unraisablehook`` while a command runs. Python runs a signal handler between any two bytecodes of the
+def _unraisable(default, command: object):
+    """``sys.unraisablehook`` while ``command`` runs. Python runs a signal handler between any two bytecodes of the
     main thread, a weakref callback's or a ``__del__``'s included, and an exception raised there is printed as
     "Exception ignored in ..." and dropped: Ctrl-C during a compare's plots ran the command to its end, exit 0
     (round 29). Such an ``Interrupted`` is delivered again from a timer thread once the callback has returned."""
 
     def hook(unraisable):
         if isinstance(unraisable.exc_value, Interrupted):
-            timer = threading.Timer(REDELIVER_AFTER_S, _redeliver, (unraisable.exc_value.signum,))
+            timer = threading.Timer(REDELIVER_AFTER_S, _redeliver, (unraisable.exc_value.signum, command))
             timer.daemon = True
             timer.start()
             return
@@ -105,25 +112,30 @@ def _unraisable(default):
 def _interrupts():
     """SIGINT, SIGTERM and SIGHUP (``_handled_signals``) raise ``Interrupted`` while a command runs, so that
     ``finally`` blocks run (a sweep writes what it finished, worker processes are stopped) and the exit code says
-    which signal it was (130, 143, 129)."""
+    which signal it was (130, 143, 129). A command that ran to its end after a library kept its interrupt (an
+    ``except BaseException``) raises it at the end: what it wrote is whole, and kept. Outside the main thread
+    (no signal reaches it) nothing is installed and nothing is raised."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _Command.received, _Command.running = [], True
-    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
+    command = object()
+    _Command.received, _Command.running = [], command
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook, command)
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _handled_signals()}
     try:
         yield
     finally:
         with _Command.lock:
-            _Command.running = False
+            _Command.running = None
         sys.unraisablehook = previous_hook
         _restore(previous)
+    if _Command.received:  # the command ran to its end: an interrupt a library kept
+        raise Interrupted(_Command.received[0])
 
 
 def _restore(previous: dict) -> None:
     """Put the handlers back. ``signal.signal`` first runs a signal still pending (one delivered again just before
-    ``_Command.running`` went false) through the handler in place, ours: it raises once the handlers are back."""
+    ``_Command.running`` went None) through the handler in place, ours: it raises once the handlers are back."""
     pending = None
     for signum, handler in previous.items():
         try:
@@ -133,12 +145,6 @@ def _restore(previous: dict) -> None:
             signal.signal(signum, handler)
     if pending is not None:
         raise pending
-
-
-def swallowed_interrupt() -> int | None:
-    """The signal a command received whose ``Interrupted`` never reached ``main`` (a library's ``except
-    BaseException`` kept it), or None."""
-    return _Command.received[0] if _Command.received else None
 
 
 def _error(text: str) -> None:
@@ -153,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             # (inputs bounded, JSON without NaN/Infinity), so the warnings say nothing a user can act on
             warnings.simplefilter("ignore", RuntimeWarning)
             app(args=argv, standalone_mode=False)
-        if swallowed_interrupt() is not None:  # the command ran to its end: what it wrote is whole, and kept
-            raise Interrupted(swallowed_interrupt())
     except ScenarioError as err:
         _error(str(err))
         return USER_ERROR_EXIT

@@ -185,12 +185,14 @@ def sweep_command(
     frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
     report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
               "partial": False, "pending": 0, "out_dir": str(out_dir), "series": groups, "failed": run.failed}
-    written = []
+    written, writing = [], "table"
     try:
         written = _write_results(frame, report, out_dir, table_format)
         if plots:
+            writing = "figures"
             written += _plots(groups, threshold, out_dir, spec.name, chosen.name)
         if html:
+            writing = "report"
             from simcluster.analysis import report as html_report
 
             written.append(html_report.write_table_report(
@@ -199,7 +201,7 @@ def sweep_command(
                 REPORT_COLUMNS, written, base, [_knee_line(group) for group in groups]))
     except Interrupted as stop:  # Ctrl-C while writing: every run had finished; say what is kept (round 29)
         stop.message = (f"{len(tasks)} of {len(tasks)} runs finished; wrote {', '.join(p.name for p in written)} "
-                        f"to {out_dir}/ (figures interrupted)" if written else
+                        f"to {out_dir}/ ({writing} interrupted)" if written else
                         _write_partial(tasks, out_dir, chosen, target_loss, threshold, table_format))
         raise
     if as_json:

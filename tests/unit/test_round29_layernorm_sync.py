@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from scenario_data import with_changes
+from test_deepspeed_pipeline import BASE as DEEPSPEED_BASE
 
 from simcluster.collectives import timing
 from simcluster.core.errors import ScenarioError
@@ -20,17 +21,8 @@ from simcluster.engine import Simulation
 from simcluster.parallel import deepspeed_pipeline
 from simcluster.spec import config
 
-# two 4-GPU A100 nodes: tp 4 inside a node, pp 2 across them, as the DeepSpeed engine's own tests set it up
-BASE = {
-    "name": "layernorm-tp-auto-sync",
-    "cluster": {"gpu": "a100-80gb-sxm", "gpus_per_node": 4, "nodes": 2, "nic": "connectx-6",
-                "topology": "rail-fat-tree"},
-    "model": {"layers": 8, "hidden": 4096, "heads": 32, "vocab": 51200},
-    "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1, "precision": "bf16",
-                 "activation_recompute": "full", "cross_entropy": "unfused"},
-    "parallelism": {"tp": 4, "pp": 2, "dp": 1, "sequence_parallel": False, "overlap_grad_reduce": False,
-                    "pipeline_engine": "deepspeed", "defer_embedding_wgrad": False},
-}
+# two 4-GPU A100 nodes, tp 4 inside a node and pp 2 across them, on DeepSpeed's engine: its own tests' run
+BASE = {**DEEPSPEED_BASE, "name": "layernorm-tp-auto-sync"}
 SCENARIOS = Path(config.__file__).resolve().parent.parent / "data" / "scenarios"
 
 
