@@ -811,7 +811,9 @@ class Training(_Defaulted):
         "(workload/grad_scaling.py); stated, from 0.14 with tp_comm_overlap, Megatron-Bridge's own userbuffers "
         "configurations (data/userbuffers.yaml megatron_bridge_configs); with rope_fusion, Megatron-Core's q/k/v "
         "layout copies up to 0.13 (workload/te_flash_layout.py); stated, the cuDNN its NeMo container shipped picks "
-        "Hopper's causal attention kernel (data/mcore_versions.yaml container_cudnn). "
+        "Hopper's causal attention kernel (data/mcore_versions.yaml container_cudnn); with "
+        "parallelism.suggested_communication_unit_size, whether Megatron-FSDP prefetches the next unit (0.12-0.13 "
+        "count the current one against the size, 0.14 on do not; parallel/megatron_fsdp_prefetch.py). "
         "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
         "run names it where it changes the step (mcore_version_note)")
     rope_fusion: Annotated[bool, Strict()] | None = Field(
