@@ -93,12 +93,13 @@ def defaults() -> dict:
 def checkpoint_bytes(scenario) -> float:
     """Bytes of one checkpoint: the model's weights and optimizer states (gradients are not saved), at the
     bytes per parameter of ``parallel.memory`` (mixed-precision Adam: 2 + 12; the precision-aware optimizer's
-    remainders 2 + 10; fp32 parameters under autocast, 4 + 8: ``memory.state_precision``)."""
+    remainders 2 + 10; fp32 parameters under autocast, 4 + 8: ``memory.state_precision``; 16-bit parameters without
+    master weights, 2 + 4: ``training.master_weights``)."""
     t = scenario.training
     states = memory.state_precision(t)
     weights = memory.state_bytes_per_param(states)["weights"]
-    return float(scenario.model.params) * (weights + memory.optimizer_state_bytes_per_param(states, t.optimizer,
-                                                                                                  t.adam_moments_dtype))
+    return float(scenario.model.params) * (weights + memory.optimizer_state_bytes_per_param(
+        states, t.optimizer, t.adam_moments_dtype, t.master_weights))
 
 
 def model_of(scenario, step_time_s: float) -> RunModel:

@@ -33,6 +33,7 @@ from simcluster.core import units
 from simcluster.core.errors import OutOfMemoryError
 from simcluster.parallel import fsdp_runtime
 from simcluster.parallel.layout import split_layers
+from simcluster.spec.config import TORCH_LOGITS
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
 from simcluster.workload import fp8_params, mla, mtp, optimizer_step, torchao_float8
@@ -318,10 +319,15 @@ def stage_expert_params(model: TransformerSpec, pp: int, stage: int, ep: int, et
     return sum(moe[c] for c in range(stage, len(moe), pp)) * expert_params_per_rank(model, ep, etp)
 
 
-def optimizer_state_bytes_per_param(precision: str, optimizer_name: str = "adam", moments: str = "fp32") -> float:
+def optimizer_state_bytes_per_param(precision: str, optimizer_name: str = "adam", moments: str = "fp32",
+                                    master_weights: bool = True) -> float:
     """Optimizer state per parameter: fp32 training's, or the mixed-precision optimizer's from
     workload.optimizer_step (12 B; 10 with the precision-aware optimizer's 16-bit master-weight remainders; 4 B less
-    each with bf16 ``moments``)."""
+    each with bf16 ``moments``); without ``master_weights`` (16-bit parameters stepped in place, training.
+    master_weights) two moments in the parameter dtype and no master copy: torch.optim.Adam's ``_init_group`` makes
+    ``exp_avg`` and ``exp_avg_sq`` with ``torch.zeros_like(p, memory_format=torch.preserve_format)``."""
+    if not master_weights:
+        return 2.0 * BYTES_PER_ELEMENT[precision]
     per = state_bytes_per_param(precision)
     return per["optimizer"] if per is FP32_STATE_BYTES else optimizer_step.state_bytes_per_param(optimizer_name,
                                                                                                  moments)
@@ -341,6 +347,11 @@ def gradient_bytes_per_param(scenario: Scenario) -> float | None:
     p, t = scenario.parallelism, scenario.training
     if state_precision(t) in ("fp32", "tf32"):
         return None
+    if not t.master_weights:
+        # 16-bit parameters (training.master_weights false): FSDP2's foreach_reduce casts each reduced gradient shard
+        # back to the sharded parameter's dtype, and autograd accumulates the .grad of parameters outside FSDP
+        # (AutoModel's expert-parallel experts, ignored_params) in theirs
+        return BYTES_PER_ELEMENT[t.precision]
     held = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     if p.pipeline_engine == "deepspeed" and uses_bf16_optimizer(t.precision, p.grad_reduce_dtype):
         held += BF16_OPTIMIZER_LP_GRAD_BYTES
@@ -349,7 +360,8 @@ def gradient_bytes_per_param(scenario: Scenario) -> float | None:
 
 def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
                  grad_bytes_per_param: float | None = None,
-                 optimizer_name: str = "adam", moments: str = "fp32") -> tuple[float, float, float]:
+                 optimizer_name: str = "adam", moments: str = "fp32",
+                 master_weights: bool = True) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes of ``params`` with ZeRO ``zero_stage`` over ``shards`` ranks.
 
     ``grad_bytes_per_param`` overrides the gradient buffer's element size: Megatron-LM keeps fp32 main gradients
@@ -359,7 +371,7 @@ def _state_bytes(params: float, precision: str, zero_stage: int, shards: int,
     """
     per = state_bytes_per_param(precision)
     grad_bytes = per["gradients"] if grad_bytes_per_param is None else grad_bytes_per_param
-    state = optimizer_state_bytes_per_param(precision, optimizer_name, moments)
+    state = optimizer_state_bytes_per_param(precision, optimizer_name, moments, master_weights)
     weights, gradients, optimizer = (params * per["weights"], params * grad_bytes, params * state)
     if zero_stage >= 1:
         optimizer /= shards
@@ -505,11 +517,19 @@ def output_activation_bytes(model: TransformerSpec, shard: Shard, logits_memory:
     """
     e = shard.activation_bytes_per_element
     norm_input = residual_bytes(shard) * shard.tokens * model.hidden / shard.sp_divisor
-    logits_input = e * shard.tokens * model.hidden / (1 if logits_memory == "torch_fp32" else shard.sp_divisor)
-    per_logit = e if shard.cross_entropy == "fused" else LOGITS_SOFTMAX_BYTES_PER_ELEMENT
+    logits_input = e * shard.tokens * model.hidden / (1 if logits_memory in TORCH_LOGITS else shard.sp_divisor)
+    per_logit = e if shard.cross_entropy == "fused" else torch_logit_bytes(shard, logits_memory)
     # under autocast_fp32_params F.linear saves the output weight's 16-bit copy from autocast's cast cache
     weight_copy = e * math.ceil(model.vocab / shard.tp) * model.hidden if shard.autocast_fp32_params else 0.0
     return norm_input + logits_input + per_logit * logits_per_rank(model, shard) + weight_copy
+
+
+def torch_logit_bytes(shard: Shard, logits_memory: str) -> float:
+    """Bytes of one logit in the loss's saved log-softmax and its backward's tensors: fp32 for Megatron's softmax
+    and torchtitan's fp32 logits; the 16-bit activation dtype for ``torch_16bit`` (NeMo AutoModel's
+    MaskedCrossEntropy with ``fp32_upcast: false`` calls F.cross_entropy on the 16-bit logits, whose log_softmax
+    saves its output, and the gradients, in their dtype)."""
+    return shard.activation_bytes_per_element if logits_memory == "torch_16bit" else LOGITS_SOFTMAX_BYTES_PER_ELEMENT
 
 
 def logits_per_rank(model: TransformerSpec, shard: Shard) -> int:
@@ -524,9 +544,9 @@ def loss_transient_bytes(model: TransformerSpec, shard: Shard, logits_memory: st
     writes the 16-bit logit gradient beside the saved logits, the same e bytes a logit (llm-foundry's; with
     flash-attention's ``inplace_backward: True`` and Transformer Engine's it overwrites the logits instead: an upper
     bound there)."""
-    if logits_memory == "torch_fp32":
+    if logits_memory in TORCH_LOGITS:
         tensors = TORCH_LOSS_BACKWARD_FP32_TENSORS["loss_parallel" if shard.tp > 1 else "single"]
-        return tensors * LOGITS_SOFTMAX_BYTES_PER_ELEMENT * logits_per_rank(model, shard)
+        return tensors * torch_logit_bytes(shard, logits_memory) * logits_per_rank(model, shard)
     return shard.activation_bytes_per_element * logits_per_rank(model, shard)
 
 
@@ -534,11 +554,12 @@ def pipeline_output_bytes(model: TransformerSpec, shard: Shard, logits_memory: s
                           microbatches: int) -> float:
     """The last stage's outputs a pipeline schedule keeps for the whole step: torch.distributed.pipelining's
     forward_one_chunk appends each microbatch's output to ``output_chunks`` (merged when the step ends), which with
-    torchtitan's fp32 logits is every microbatch's [tokens, vocab/tp] in fp32 by the last backward. Megatron's
+    torchtitan's fp32 logits is every microbatch's [tokens, vocab/tp] in fp32 by the last backward (16-bit with
+    ``torch_16bit``: NeMo AutoModel's DeepSeek-V3 returns ``self.lm_head(hidden_states)`` uncast). Megatron's
     schedule keeps only the loss (none)."""
-    if pp == 1 or logits_memory != "torch_fp32":
+    if pp == 1 or logits_memory not in TORCH_LOGITS:
         return 0.0
-    return microbatches * LOGITS_SOFTMAX_BYTES_PER_ELEMENT * logits_per_rank(model, shard)
+    return microbatches * torch_logit_bytes(shard, logits_memory) * logits_per_rank(model, shard)
 
 
 def deferred_output_wgrads(scenario: Scenario) -> int:
@@ -824,7 +845,10 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
     states = state_precision(t)
     grad_bytes = gradient_bytes_per_param(scenario)
     weights, gradients, optimizer = _state_bytes(params, states, p.zero_stage, p.dp * p.cp, grad_bytes,
-                                                 t.optimizer, t.adam_moments_dtype)
+                                                 t.optimizer, t.adam_moments_dtype, t.master_weights)
+    # the unsharded gradients ZeRO-3/FSDP holds before (or, under pipelining, across microbatches until) the
+    # reduce-scatter: at the reduce dtype (FSDP2 FSDPParam.to_accumulated_grad_if_needed upcasts to reduce_dtype)
+    unsharded_grad_bytes = grad_bytes if t.master_weights else BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     per_moe_layer = 0.0
     # with every microbatch deferred the loss's transient 16-bit gradient is the buffers' newest entry
     # (deferred_wgrad_peak); with a limit below the microbatches the later ones still make it beside full buffers
@@ -835,7 +859,7 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
         # group (Megatron-Core's distributed optimizer shards expert parameters over expert-DP ranks)
         experts = stage_expert_params(m, p.pp, stage, p.ep, p.etp, p.virtual_stages, p.layers_per_stage)
         expert_states = _state_bytes(experts, states, p.zero_stage, scenario.expert_data_parallel, grad_bytes,
-                                     t.optimizer, t.adam_moments_dtype)
+                                     t.optimizer, t.adam_moments_dtype, t.master_weights)
         weights, gradients, optimizer = (a + b for a, b in zip((weights, gradients, optimizer), expert_states,
                                                                 strict=True))
         load = step_load(m, shard, p.ep, p.etp)
@@ -852,13 +876,13 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
         # FSDP2 under pipelining: the stage's units stay gathered through the step, their unsharded gradients
         # accumulated at the reduce dtype (FSDPParam.to_accumulated_grad_if_needed) until the last backward
         held = state_bytes_per_param(states)
-        workspace += params * (held["weights"] + (grad_bytes or held["gradients"]))
+        workspace += params * (held["weights"] + (unsharded_grad_bytes or held["gradients"]))
     elif p.zero_stage == 3 and p.dp * p.cp > 1:
         # the root holds what no block holds: the embedding, and the output projection where it is the root's
         # (torchtitan; llm-foundry wraps an untied lm_head as a unit of its own)
         root = 1 + int(not m.tied_embeddings and fsdp_runtime.root_holds_output(scenario)) \
             if fsdp_runtime.keeps_root(scenario) else 0
-        workspace += zero3_gathered_bytes(m, p.tp, states, grad_bytes, root)
+        workspace += zero3_gathered_bytes(m, p.tp, states, unsharded_grad_bytes, root)
     if torchao_float8.fsdp_float8_all_gather(t, p):   # FSDP2's float8 all-gather: the unsharded float8 weights
         if p.zero_stage == 3:   # gathered units (workspace)
             workspace -= fsdp_float8_saved_bytes(scenario, stage)

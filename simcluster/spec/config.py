@@ -75,6 +75,10 @@ MAX_NAME_BYTES = 200
 # Megatron-Core: only with config.bf16; fp8 training keeps bf16 parameters)
 PRECISION_AWARE_PRECISIONS = ("bf16", "fp8")
 
+# training.logits_memory values of the PyTorch-native loss (torch's cross entropy on the model's logits, pipelined by
+# torch.distributed.pipelining): fp32 logits (torchtitan) or the 16-bit ones (NeMo AutoModel without fp32_upcast)
+TORCH_LOGITS = ("torch_fp32", "torch_16bit")
+
 # the optimizers of Megatron-Core's distributed optimizer (``Scenario.megatron_core``)
 MEGATRON_CORE_OPTIMIZERS = ("adam", "adam_precision_aware")
 # the optimizers that step fp32 parameters in place, with no 16-bit model copy to write (training.autocast_fp32_params):
@@ -710,12 +714,14 @@ class Training(_Defaulted):
         "under PyTorch 1.x and, from 2022, LinearWithGradAccumulationAndAsyncCommunication's output + bias); "
         "default: separate for the 2021-22 Megatron layer (layer_backward eager, attention naive), else epilogue "
         "(workload/eager_backward.py)")
-    logits_memory: Literal["megatron", "torch_fp32"] = Field(
+    logits_memory: Literal["megatron", "torch_fp32", "torch_16bit"] = Field(
         "megatron", description="memory only: how the output layer's logits and loss are held (parallel/memory.py). "
         "megatron: Megatron-Core's vocab-parallel cross entropy (its fp32 softmax saved, the 16-bit logits "
         "transient); torch_fp32: torchtitan's, the model casting the logits to fp32 for torch's cross entropy "
         "(DTensor loss_parallel with tp > 1), and with pp > 1 torch.distributed.pipelining keeping every "
-        "microbatch's logits on the last stage until the step ends")
+        "microbatch's logits on the last stage until the step ends; torch_16bit: the same PyTorch-native loss on the "
+        "16-bit logits the model returns (NeMo AutoModel's MaskedCrossEntropy with fp32_upcast false: "
+        "F.cross_entropy saves a 16-bit log-softmax; the pipeline keeps 16-bit outputs)")
     residual_in_fp32: Annotated[bool, Strict()] = Field(
         False, description="memory only: the residual stream is kept in fp32, so each norm saves its fp32 input "
         "(flash-attention's GPT residual_in_fp32 with fused_dropout_add_ln: DropoutAddLayerNormFn saves the fp32 "
@@ -727,6 +733,14 @@ class Training(_Defaulted):
         "workload/autocast_params.py); memory: fp32 weights, gradients and Adam moments (4 + 4 + 8 bytes) and each "
         "Linear's saved 16-bit weight copy; needs precision bf16 or fp16 and an optimizer stepping the fp32 "
         "parameters (torch_adamw, decoupled_adamw)")
+    master_weights: Annotated[bool, Strict()] = Field(
+        True, description="false: the parameters themselves are 16-bit and the optimizer steps them in place, with "
+        "no fp32 master copy and its two moments in the parameter dtype (NeMo AutoModel casts its custom models to "
+        "bf16, DeepseekV3ForCausalLM.initialize_weights(dtype=torch.bfloat16), and torch.optim.Adam keeps "
+        "exp_avg and exp_avg_sq as zeros_like(param)); memory: 2 + 2 + 4 bytes a parameter (FSDP2 casts each "
+        "reduced gradient shard back to the parameter dtype; the unsharded gradients it accumulates across "
+        "microbatches stay at grad_reduce_dtype); needs precision bf16 or fp16, optimizer torch_adamw and no "
+        "autocast_fp32_params (parallel/memory.py)")
     mlp_activation: Literal["separate", "epilogue"] = Field(
         "separate", description="the GELU of a dense MLP: separate (an elementwise kernel each way: Megatron's "
         "bias_gelu, Transformer Engine) or epilogue (inside the GEMMs: flash-attention's FusedMLP, fused_mlp: True, "
@@ -1487,6 +1501,12 @@ class Scenario(_Strict):
             raise ScenarioError("training.autocast_fp32_params", f"fp32 parameters are stepped in place by "
                                 f"{' or '.join(AUTOCAST_OPTIMIZERS)}; optimizer {t.optimizer} keeps a 16-bit model "
                                 f"copy beside fp32 master weights")
+        if not t.master_weights and (t.precision not in ("bf16", "fp16") or t.optimizer != "torch_adamw"
+                                     or t.autocast_fp32_params or t.adam_moments_dtype != "fp32"):
+            raise ScenarioError("training.master_weights", f"false (16-bit parameters stepped in place by torch's "
+                                f"Adam, moments in their dtype) needs precision bf16 or fp16, optimizer torch_adamw, "
+                                f"no autocast_fp32_params and adam_moments_dtype unset (the run: precision "
+                                f"{t.precision}, optimizer {t.optimizer})")
         if t.mlp_activation == "epilogue" and (self.model.mlp != "gelu" or self.model.moe is not None
                                                or t.precision == "fp8"):
             raise ScenarioError("training.mlp_activation", f"the GEMM epilogue GELU is modelled for a dense GELU MLP "
@@ -1495,9 +1515,9 @@ class Scenario(_Strict):
         if t.projections == "separate" and self.model.mla is not None:
             raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
                                 "grouped-query attention (MLA has its own projections)")
-        if t.logits_memory == "torch_fp32" and t.cross_entropy == "fused":
-            raise ScenarioError("training.logits_memory", "torch_fp32 holds fp32 logits, which the fused loss "
-                                "(cross_entropy: fused) never materialises")
+        if t.logits_memory in TORCH_LOGITS and t.cross_entropy == "fused":
+            raise ScenarioError("training.logits_memory", f"{t.logits_memory}: torch's cross entropy on the whole "
+                                "logits, which the fused loss (cross_entropy: fused) never materialises")
         if "mla_up_proj" in t.recompute_modules and self.model.mla is None:
             raise ScenarioError("training.recompute_modules", "mla_up_proj needs a model with mla")
         if "moe_act" in t.recompute_modules and self.model.moe is None:

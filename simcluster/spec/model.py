@@ -36,7 +36,7 @@ MAX_VOCAB = 10**8
 MAX_EXPERTS = 2**20
 
 
-LOAD_NAMES = ("measured", "balanced")
+LOAD_NAMES = ("measured", "balanced", "round_robin")
 
 
 class MoESpec(BaseModel):
@@ -46,7 +46,9 @@ class MoESpec(BaseModel):
     layer is an MoE layer (1: all; Llama 4 Maverick alternates, 2). ``capacity_factor`` null is dropless
     (Megatron-Core's default); a number caps each expert at that multiple of its mean load. ``load`` is the
     tokens-per-expert distribution: ``measured`` (the sourced default of data/moe.yaml), ``balanced`` (benchmark
-    runs that force balance) or a coefficient of variation of tokens per expert (0 = balanced)."""
+    runs that force balance), ``round_robin`` (NeMo AutoModel's fake balanced gate: each token to k consecutive
+    experts, every expert exactly its share; core/token_routing.py) or a coefficient of variation of tokens per
+    expert (0 = balanced)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,8 +65,8 @@ class MoESpec(BaseModel):
                                                        "(Megatron-Core --moe-pad-expert-input-to-capacity; needs "
                                                        "capacity_factor): no host sync")
     load: str | float = Field(
-        "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, or a "
-        "coefficient of variation >= 0")
+        "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, "
+        "round_robin (NeMo AutoModel's fake balanced gate), or a coefficient of variation >= 0")
 
     @field_validator("load", mode="before")
     @classmethod
@@ -72,7 +74,8 @@ class MoESpec(BaseModel):
         if value in LOAD_NAMES:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
-            raise ValueError(f"expected measured, balanced or a coefficient of variation >= 0, got {value!r}")
+            raise ValueError(f"expected measured, balanced, round_robin or a coefficient of variation >= 0, "
+                             f"got {value!r}")
         return float(value)
 
     @model_validator(mode="after")

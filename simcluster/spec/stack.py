@@ -8,7 +8,8 @@ The config keys that tell the stacks apart, first match wins:
 - ``training.optimizer: megatron2020 / megatron2021``: Megatron-LM's fp16 optimizer wrapper of those releases;
 - ``parallelism.zero_stage: 3`` with ``training.optimizer: decoupled_adamw``: llm-foundry's FSDP with Composer's
   decoupled AdamW (the MPT runs);
-- ``training.logits_memory: torch_fp32``: torchtitan;
+- ``training.logits_memory: torch_fp32`` or ``torch_16bit`` (torch's loss on the whole logits, torch.distributed
+  pipelining): torchtitan and the PyTorch-native stacks like it (NeMo AutoModel);
 - Megatron's pipeline engine without 2020-21 local DDP (``Parallelism.megatron_core``) but not Megatron-Core's
   optimizer, loss memory and fp8 (``Scenario.megatron_core``): flash-attention's GPT training scripts (PyTorch AdamW);
 - Megatron-Core with its unfused attention (``training.attention: naive``): Megatron-LM 2022-23 (A100);
@@ -18,6 +19,8 @@ A scenario none of these describe is ``other``. The finer release (NeMo 24.07 or
 """
 
 from __future__ import annotations
+
+from simcluster.spec.config import TORCH_LOGITS
 
 # The families in words, as the expected-error card names them.
 NAMES = {
@@ -43,7 +46,7 @@ def family(scenario) -> str:
         return f"megatron-lm-{t.optimizer.removeprefix('megatron')}"
     if p.zero_stage == 3 and t.optimizer == "decoupled_adamw":
         return "llm-foundry-fsdp"
-    if t.logits_memory == "torch_fp32":
+    if t.logits_memory in TORCH_LOGITS:
         return "torchtitan"
     if not p.megatron_core:
         return "other"

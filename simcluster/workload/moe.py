@@ -74,7 +74,7 @@ def reference_cv(reference: dict) -> float:
 
 
 def _load_cv(load: str | float, experts: int) -> float:
-    if load == "balanced":
+    if load in ("balanced", "round_robin"):
         return 0.0
     if load != "measured":
         return float(load)
@@ -110,8 +110,10 @@ def token_routing(moe: MoESpec | None, tokens: float | None = None,
 def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None,
                    tokens: float | None = None, intranode_ratio: float = 0.0) -> TokenRouting:
     """``token_routing`` by value (the engine asks for it at every expert-parallel block)."""
+    consecutive = load == "round_robin"   # exact loads: no sampling noise either (core/token_routing.py)
     return TokenRouting(experts, top_k, load_cv=_load_cv(load, experts), capacity_factor=capacity_factor,
-                        tokens=tokens, intranode_ratio=intranode_ratio)
+                        tokens=None if consecutive else tokens, intranode_ratio=intranode_ratio,
+                        consecutive=consecutive)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:

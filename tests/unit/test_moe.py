@@ -367,7 +367,7 @@ def test_dispatch_bytes_are_top_k_tokens_of_the_rank_times_hidden_times_the_busi
 
 @pytest.mark.parametrize("moe_fields, message", [
     ({"top_k": 9}, "top_k 9 exceeds experts 8"),
-    ({"load": "fast"}, "expected measured, balanced or a coefficient of variation"),
+    ({"load": "fast"}, "expected measured, balanced, round_robin or a coefficient of variation"),
     ({"load": -0.1}, "coefficient of variation >= 0"),
 ])
 def test_bad_moe_fields_are_refused_naming_model_moe(moe_fields, message):

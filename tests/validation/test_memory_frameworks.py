@@ -51,13 +51,9 @@ ALL_PUBLISHED = validation.cases() + validation.held_out_cases()
 # Published runs that ran and that the memory model still refuses: known gaps (docs/compute-and-memory.md), expected
 # to fail here (strict: the test says so when one starts to fit). Empty since the NeMo 25.11 Blackwell rows were
 # fixed (issue 15): their HBM as NVML reports it, and the Llama 3 70B recipes' activation offloading
-# (activation_offload_layers).
-KNOWN_REFUSED: dict[str, str] = {
-    # round 29 (docs/calibration.md "Round 29: new held-out runs"): NeMo AutoModel's DeepSeek V3 on 256 H100 ran;
-    # the memory model puts its last stage at 93.6 GiB (30.2 GiB the stage's parameters kept gathered by
-    # reshard_after_forward false, fp32 logits the config does not upcast)
-    "automodel-deepseek-v3-256-h100-bf16": "round 29: FSDP2 without reshard after forward, PP 4, EP 64 over-counted",
-}
+# (activation_offload_layers); and since round 29's NeMo AutoModel DeepSeek V3 row fits with AutoModel's bf16
+# parameters and moments (training.master_weights false) and its 16-bit logits (logits_memory torch_16bit).
+KNOWN_REFUSED: dict[str, str] = {}
 
 
 def _published(case: dict):

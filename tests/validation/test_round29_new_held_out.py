@@ -53,7 +53,7 @@ def test_the_scenario_is_the_rows_layout(scenario):
     assert t.global_batch_size // (p.dp * ROW["lbs"]) == ROW["ga"]
     assert scenario.microbatches == ROW["lbs"] // ROW["mbs"]
     assert sum(p.layers_per_stage) == scenario.model.layers and len(p.layers_per_stage) == ROW["pp"] * ROW["vp"]
-    assert scenario.model.moe.load == "balanced"   # the page's "Fake balanced gate"
+    assert scenario.model.moe.load == "round_robin"   # the page's "Fake balanced gate" (AutoModel's FakeBalancedGate)
 
 
 # torchtitan docs/performance.md (the version with the "Llama 3.1 performance numbers" section): Llama 3.1 405B on 128
