@@ -1515,6 +1515,9 @@ class Scenario(_Strict):
         if t.projections == "separate" and self.model.mla is not None:
             raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
                                 "grouped-query attention (MLA has its own projections)")
+        if t.logits_memory == "torch_16bit" and t.precision in ("fp32", "tf32"):
+            raise ScenarioError("training.logits_memory", f"torch_16bit holds the 16-bit logits of a bf16, fp16 or "
+                                f"fp8 run; precision {t.precision} computes them in fp32 (use torch_fp32)")
         if t.logits_memory in TORCH_LOGITS and t.cross_entropy == "fused":
             raise ScenarioError("training.logits_memory", f"{t.logits_memory}: torch's cross entropy on the whole "
                                 "logits, which the fused loss (cross_entropy: fused) never materialises")

@@ -3,7 +3,8 @@
 AutoModel's DeepSeek-V3 row from its source").
 
 Sources (NVIDIA-NeMo/Automodel, 2025): ``DeepseekV3ForCausalLM.initialize_weights(dtype=torch.bfloat16)`` casts the
-model (``cast_model_to_dtype``), called with its default by ``Checkpointer.load_base_model``; torch.optim.Adam keeps
+model (``self.to(dtype)`` in 0.2.0), called with its default by ``Checkpointer.load_base_model`` whatever its
+``load_base_model`` flag (the benchmark config sets it false); torch.optim.Adam keeps
 ``exp_avg``/``exp_avg_sq`` as ``zeros_like(param)``; the MoE parallelizer leaves expert-parallel experts out of FSDP
 (``ignored_params``) when ``ep_shard`` is 1; ``MaskedCrossEntropy(fp32_upcast=False)`` calls F.cross_entropy on the
 model's uncast logits.
@@ -12,6 +13,7 @@ model's uncast logits.
 import pytest
 
 from simcluster.core.errors import ScenarioError
+from simcluster.outcomes import reliability
 from simcluster.parallel import memory
 from simcluster.spec import config
 from simcluster.workload.ops import shard_for
@@ -89,3 +91,19 @@ def test_16bit_parameters_save_10_bytes_a_parameter_on_plain_fsdp():
 def test_16bit_parameters_without_master_weights_need_torchs_adam_on_a_16bit_run(training):
     with pytest.raises(ScenarioError, match="training.master_weights"):
         _fsdp(master_weights=False, **training)
+
+
+def test_a_checkpoint_without_master_weights_is_the_parameters_and_their_two_moments():
+    """checkpoint_bytes saves what the ranks hold for the optimizer: bf16 parameters and Adam's two bf16 moments,
+    2 + 2 + 2 = 6 bytes a parameter (torch.optim.Adam's state is zeros_like(param)), against 2 + 12 = 14 with fp32
+    master weights and moments."""
+    with_master, without = _fsdp(), _fsdp(master_weights=False)
+    assert [reliability.checkpoint_bytes(s) / s.model.params for s in (with_master, without)] == \
+        pytest.approx([14.0, 6.0], rel=1e-12)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_16bit_logits_are_refused_on_an_fp32_run(precision):
+    """An fp32 or tf32 run's logits are fp32: torch_16bit would halve them (review of round 29)."""
+    with pytest.raises(ScenarioError, match="training.logits_memory"):
+        _fsdp(precision=precision, logits_memory="torch_16bit")
