@@ -54,10 +54,13 @@ class Simulation:
     the network model and reported in the summary's ``symmetry``; ``NO_MERGE`` expanded, the reference).
     ``shared_network`` (``engine.jobs.JobNetwork``): run as one of several jobs, in their environment and on their
     one network (its merge policy then applies); ``fabric`` is then the job's placed view of the shared fabric.
+    ``link_windows=False``: the network model keeps no bytes per link per time window (``make_network``), for a
+    caller that reads the step and not the links' peaks (``validate``): the same times, no peak utilisation.
     """
 
     def __init__(self, scenario: Scenario, network_model: str | None = None, expand: bool = False, fabric=None,
-                 check_memory: bool = True, merge: MergePolicy | None = None, shared_network=None):
+                 check_memory: bool = True, merge: MergePolicy | None = None, shared_network=None,
+                 link_windows: bool = True):
         # as it runs: a defaulted deferral of the output layer's wgrad that would not fit is off (memory.py)
         scenario = self.scenario = memory.with_fitting_deferral(scenario)
         # a layout that does not fit fails before anything is built
@@ -72,7 +75,7 @@ class Simulation:
         else:
             self.env = simpy.Environment()
             # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
-            self.model = make_network(self.network_name, self.fabric)
+            self.model = make_network(self.network_name, self.fabric, link_windows)
             self.net = NetworkDriver(self.env, self.model, merge or default_policy(expand))
         self.recorder = Recorder()
         self.expand = expand
@@ -553,11 +556,12 @@ class Simulation:
         )
 
 
-def make_network(name: str, fabric):
+def make_network(name: str, fabric, link_windows: bool = True):
     """The engine's network model ``name`` on ``fabric``, seen through NCCL's measured efficiencies (ring, Simple):
     the fabric's one calibrated view (``timing.calibrated_view``), which the plan's collectives timed alone made
-    already (a second view scaled every link's capacity again: 0.2 s at 131,072 GPUs); models only read it."""
-    options = {}
+    already (a second view scaled every link's capacity again: 0.2 s at 131,072 GPUs); models only read it.
+    ``link_windows=False``: the analytic and flow models keep no link windows (the chunk model keeps none anyway)."""
+    options = {} if link_windows or name == "chunk" else {"windows": False}
     if name == "chunk":  # bound the chunk events of multi-gigabyte gradient transfers
         options["max_chunks"] = catalog.load("engine")["chunk_model"]["max_chunks_per_transfer"]
     return network.make(name, timing.calibrated_view(fabric), **options)
@@ -623,7 +627,7 @@ def lower_bound_step_s(scenario, steps: int, fabric=None) -> float:
     (interference.yaml), whose wait is skipped for a collective issued at the instant a block starts. Checked
     against the expanded reference on adversarial ECMP cases (tests/unit/test_round22_collapse.py). Not a bound for
     a run with ``variability`` (draws per agent differ between collapsed and expanded runs) or several jobs."""
-    sim = Simulation(scenario, "analytic", fabric=fabric, check_memory=False)
+    sim = Simulation(scenario, "analytic", fabric=fabric, check_memory=False, link_windows=False)   # the step only
     sim.model.fastest_part = True
     return float(sim.run(steps).summary["step_time_s"])
 

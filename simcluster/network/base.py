@@ -54,10 +54,13 @@ class TransferClass:
 
     @property
     def part_count(self) -> int:
-        """How many independent transfers the class stands for."""
-        if self.parts is None or not len(self.parts):
-            return 1
-        return int(self.parts.max()) + 1
+        """How many independent transfers the class stands for (found once: the flow model asks at every start of a
+        class, and collectives' classes are started again at every step)."""
+        cached = self.__dict__.get("_part_count")
+        if cached is None:
+            cached = 1 if self.parts is None or not len(self.parts) else int(self.parts.max()) + 1
+            object.__setattr__(self, "_part_count", cached)
+        return cached
 
     @classmethod
     def joined(cls, classes, size_bytes: float, label: str) -> TransferClass:

@@ -133,7 +133,13 @@ class FlowNetwork(NetworkModel):
 
     name = "flow"
 
-    def __init__(self, fabric, salt: int = 0):
+    def __init__(self, fabric, salt: int = 0, windows: bool = True):
+        """``salt``: hash-ECMP salt of the routes (0: the fabric's cached routes). ``windows``: keep the bytes per link
+        per time window and each link's busy time (a run's link peaks, ``link_busy_s``); False for a run whose step
+        time alone is read (``validate``): nothing the rates, completions or symmetry check use is kept there, so the
+        times are the same floats, and ``link_windows()`` is None as for the chunk model (round 29: 10-16% of the
+        held-out set's CPU was spent on windows nobody read)."""
+        self._windows = windows
         self._route_bytes: dict[int, list] = {}     # route -> [links, counts, bytes/member not yet spread]
         # id() of a route's link array -> its route number, given in the order routes are first seen: routes are
         # ordered by number in every key, component and sum, so the order is the run's, not the allocator's (with
@@ -189,7 +195,8 @@ class FlowNetwork(NetworkModel):
 
     @property
     def link_busy_s(self) -> np.ndarray:
-        """Time each link has carried any traffic so far."""
+        """Time each link has carried any traffic so far (kept with the windows: an error without them)."""
+        assert self._windows, "a flow model without windows keeps no busy time"
         self._spread_windows()   # busy time is pending with the window bytes (``_spread_windows``)
         for known, links in enumerate(self._classes.links):
             if len(links):
@@ -198,7 +205,9 @@ class FlowNetwork(NetworkModel):
 
     def link_windows(self) -> link_windows.GatheredWindows:
         """Bytes per link per time window so far (``windows.GatheredWindows``: the windows of the link classes, read
-        per link)."""
+        per link); None when the model keeps none (``windows=False``)."""
+        if not self._windows:
+            return None
         self._spread_windows()
         return link_windows.GatheredWindows(self._class_windows, self._classes.class_of)
 
@@ -491,7 +500,8 @@ class FlowNetwork(NetworkModel):
             c.remaining_bytes -= sent
             c.carried[2] += sent
         if dt_s > 0:
-            self._window_carry(solved, until_s)   # window bytes and busy time
+            if self._windows:
+                self._window_carry(solved, until_s)   # window bytes and busy time
             if self._parted:
                 # classes sending at once overlap in time: the step's critical path, waiting on one of them at a
                 # time, can gain at most the largest saving of the interval, not their sum

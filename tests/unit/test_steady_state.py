@@ -68,7 +68,7 @@ def test_it_does_not_apply_without_pipelining_with_variability_or_with_few_micro
 
 def _fake_simulate(step_of):
     """``engine.simulate`` stand-in: the step ``step_of(microbatches)`` (no engine run)."""
-    def run(scenario, network=None, check_memory=True):
+    def run(scenario, network=None, check_memory=True, link_windows=True):
         return types.SimpleNamespace(summary={"step_time_s": step_of(scenario.microbatches)})
     return run
 
