@@ -356,14 +356,18 @@ def leave_one_series_out(runs, results, at, fitted) -> list[tuple[str, tuple[flo
 
 def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str, float]]]:
     """Other structures, fitted with the pipeline step by the same objective on the same estimate: one gap before
-    every kernel (rounds 5-8), the measured gap plus a GEMM fill (round 9), the measured gap plus a gap before
+    every kernel (rounds 5-8), one before every kernel issued from Python (round 29's "call"), the measured gap plus a
+    GEMM fill (round 9), the measured gap plus a gap before
     tensor-core kernels (round 8's "tensor_core"), the measured gap plus a fraction of the device time (round 6's
     hypothesis 2)."""
     measured = kernels.launch_overhead_s()
     steps = STEP_GRID_S[None, :]
     rows = []
     for label, unit, values in (
-            ("one gap before every kernel", "us a kernel", dict(fill=0.0, gap_s=GAP_GRID_S[:, None])),
+            ("one gap before every kernel", "us a kernel", dict(fill=0.0, gap_s=GAP_GRID_S[:, None],
+                                                                gap_per="kernel")),
+            ("one gap before every kernel issued from Python (round 29)", "us a call",
+             dict(fill=0.0, gap_s=GAP_GRID_S[:, None], gap_per="call")),
             ("measured gap + GEMM fill", "waves", dict(gap_s=measured, fill=FILL_GRID[:, None])),
             ("measured gap + a gap before tensor-core kernels", "us a GEMM or attention kernel",
              dict(fill=0.0, gap_s=measured, tensor_core_gap_s=GAP_GRID_S[:, None])),
