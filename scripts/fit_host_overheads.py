@@ -4,6 +4,7 @@
                                                              # the errors per series, the sensitivity, the condition,
                                                              # leave-one-series-out refits and the other structures
     python scripts/fit_host_overheads.py --structure fill    # round 9's structure instead
+    python scripts/fit_host_overheads.py --structure call    # round 29's: the fitted gap per Python-issued kernel
     python scripts/fit_host_overheads.py --write             # and put the fitted values into efficiency.yaml
     python scripts/fit_host_overheads.py --variability measured   # what-if: every run with GPU speed variability
 
@@ -13,15 +14,17 @@ one microbatch, one phase):
     max(D + N * kernel gap + fill_waves * sum over GEMM kernels of their time per wave, N * dispatch)
     + pipeline step (pp > 1)
 
-The host dispatch is measured. Two structures (``STRUCTURES``), each fitting one per-kernel value with the pipeline
-step: "gap" (rounds 5-8, in use): one gap before every kernel fitted, no GEMM fill; "fill" (round 9, not applied):
-the gap at the measured queued-launch latency (efficiency.yaml launch_overhead_s, Kineto traces), a GEMM kernel's
-fill in waves of its own fitted. ``--write`` writes the fitted pair and the structure's fixed value. Printed as
-checks (not used): the other structures on the same estimate, including the gap before tensor-core kernels only
-(round 8), a fraction of the device time (round 6), and the three terms together (fitted gap, GEMM fill and
-pipeline step, with their condition number: round 13), and the pipeline term's structure against the schedules' stream
-drains (``PIPELINE_STRUCTURES``, round 28: every block, per drain, both, host-side, message time; each with its
-leave-one-series-out refits).
+The host dispatch is measured. Three structures (``STRUCTURES``), each fitting one per-kernel value with the
+pipeline step: "gap" (rounds 5-8, in use): one gap before every kernel fitted, no GEMM fill; "fill" (round 9, not
+applied): the gap at the measured queued-launch latency (efficiency.yaml launch_overhead_s, Kineto traces), a GEMM
+kernel's fill in waves of its own fitted; "call" (round 29, not applied): the fitted gap before every kernel issued
+from Python, the measured queued-launch latency before a kernel the C++ of one call queues behind the one before it
+(host_overhead gap_per "call"; ``Op.queued``, workload.call_issue), no GEMM fill. ``--write`` writes the fitted pair
+and the structure's fixed values. Printed as checks (not used): the other structures on the same estimate, including
+the gap before tensor-core kernels only (round 8), a fraction of the device time (round 6), and the three terms
+together (fitted gap, GEMM fill and pipeline step, with their condition number: round 13), and the pipeline term's
+structure against the schedules' stream drains (``PIPELINE_STRUCTURES``, round 28: every block, per drain, both,
+host-side, message time; each with its leave-one-series-out refits).
 
 Runs: every calibration case of data/validation.yaml (``validation.cases()``, what ``simcluster validate`` runs),
 none weighted; the held-out cases are never read. A series can be kept out of the objective (``EXCLUDED_SERIES``,
@@ -93,9 +96,10 @@ class Structure:
     grid: np.ndarray
     unit: float    # printed in this unit
     unit_name: str
-    fixed: tuple[tuple[str, str, float | None], ...]   # (yaml key, block_s argument, value; None: launch_overhead_s)
+    # (yaml key, block_s argument, value; None: launch_overhead_s; a string: gap_per's)
+    fixed: tuple[tuple[str, str, float | str | None], ...]
 
-    def fixed_values(self) -> dict[str, float]:
+    def fixed_values(self) -> dict[str, float | str]:
         return {key: kernels.launch_overhead_s() if value is None else value for key, _, value in self.fixed}
 
     def text(self, value: float) -> str:
@@ -104,10 +108,16 @@ class Structure:
 
 
 # --structure: "fill" (round 9): the measured queued-launch gap (launch_overhead_s) before every kernel, the GEMM
-# fill fitted; "gap" (rounds 5-8, efficiency.yaml's default): one gap before every kernel fitted, no GEMM fill.
+# fill fitted; "gap" (rounds 5-8, efficiency.yaml's default): one gap before every kernel fitted, no GEMM fill;
+# "call" (round 29): the gap fitted before every kernel issued from Python, launch_overhead_s before the kernels a
+# call's C++ queues (workload.call_issue), no GEMM fill.
 STRUCTURES = {
-    "fill": Structure("fill_waves", "fill", FILL_GRID, 1.0, "waves", (("kernel_gap_s", "gap_s", None),)),
-    "gap": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us", (("fill_waves", "fill", 0.0),)),
+    "fill": Structure("fill_waves", "fill", FILL_GRID, 1.0, "waves",
+                      (("kernel_gap_s", "gap_s", None), ("gap_per", "gap_per", "kernel"))),
+    "gap": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us",
+                     (("fill_waves", "fill", 0.0), ("gap_per", "gap_per", "kernel"))),
+    "call": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us",
+                      (("fill_waves", "fill", 0.0), ("gap_per", "gap_per", "call"))),
 }
 STRUCTURE = STRUCTURES["gap"]   # set by main
 VARIABILITY = None              # set by main (--variability): every calibration run with it, a what-if
@@ -142,6 +152,7 @@ class Run:
     drained_s: float = 0.0   # sourced stream drains on the critical path per step (workload.schedule_host; a check)
     exchange_s: float = 0.0  # one pipeline message over one NIC at NCCL's measured busbw (the round-16 check)
     drain_weight: float = 1.0  # drains a block (schedule_host.drains per_block; the round-28 per-drain check)
+    queued: np.ndarray | None = None   # [chunks, 2]: of ``kernels``, those a call's C++ queues (workload.call_issue)
 
     @classmethod
     def of(cls, case: dict) -> Run:
@@ -155,30 +166,36 @@ class Run:
                    np.array([[s.wave_s for s in pair] for pair in streams]), pp > 1, critical,
                    np.array([[s.tensor_core_kernels for s in pair] for pair in streams]),
                    drained_s(scenario, case, 2 * critical, plan.microbatches),
-                   plan.p2p_bytes / NIC_BYTES_PER_S if pp > 1 else 0.0, schedule_drains(scenario, case).per_block)
+                   plan.p2p_bytes / NIC_BYTES_PER_S if pp > 1 else 0.0, schedule_drains(scenario, case).per_block,
+                   np.array([[s.queued_kernels for s in pair] for pair in streams]))
 
     def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0,
-                exchange_factor=0.0, drain_step_s=0.0, host_block_s=0.0) -> np.ndarray:
+                exchange_factor=0.0, drain_step_s=0.0, host_block_s=0.0, gap_per="kernel") -> np.ndarray:
         """Mean over chunks of a forward plus a backward block's time; arguments broadcast (grids on distinct
         axes). ``tensor_core_gap_s``, ``fraction`` and ``exchange_factor`` serve the checks of other structures: a
         gap before every tensor-core kernel, a fraction of the device time, a multiple of the pipeline message's
         time on one NIC per pipeline step. The round-28 checks of the pipeline term's structure: ``drain_step_s``
         per stream drain (``drain_weight`` of them a block), ``host_block_s`` host work a pipelined block on the
-        host side of the max (hidden while the host is ahead)."""
+        host side of the max (hidden while the host is ahead). ``gap_per`` (not broadcast): "call", the queued kernels
+        (``queued``) pay the measured queued-launch latency instead of ``gap_s`` (efficiency.yaml gap_per)."""
         gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction, factor, drain_step_s, host_block_s = np.broadcast_arrays(
             *(np.asarray(v, dtype=float) for v in (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction,
                                                    exchange_factor, drain_step_s, host_block_s)))
         step_s = step_s + factor * self.exchange_s + self.drain_weight * drain_step_s
         grid = (...,) + (None,) * gap_s.ndim
-        d, n, w, tc = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels))
-        device = d * (1.0 + fraction) + n * gap_s + fill * w + tc * tc_gap_s                 # [chunks, 2, *grid]
+        queued = self.queued if gap_per == "call" and self.queued is not None else np.zeros_like(self.kernels)
+        d, n, w, tc, q = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels, queued))
+        device = (d * (1.0 + fraction) + (n - q) * gap_s + q * kernels.launch_overhead_s() + fill * w
+                  + tc * tc_gap_s)                                                          # [chunks, 2, *grid]
         host = n * dispatch_s + (host_block_s if self.pipelined else 0.0)
         blocks = np.maximum(device, host).sum(axis=1).mean(axis=0)
         return blocks + (2.0 if self.pipelined else 0.0) * step_s
 
     def dispatch_bound_s(self, host: kernels.HostModel) -> float:
         """The largest host dispatch per kernel at which every block of this run is still device-bound."""
-        return float(np.min((self.device_s + host.fill_waves * self.wave_s) / self.kernels + host.kernel_gap_s))
+        queued = self.queued if host.gap_per == "call" and self.queued is not None else 0.0
+        gaps = (self.kernels - queued) * host.kernel_gap_s + queued * host.queued_gap_s
+        return float(np.min((self.device_s + host.fill_waves * self.wave_s + gaps) / self.kernels))
 
 
 # Series run with Megatron-LM's pretrain_gpt.py, whose loss reads the loss on the host once a microbatch
@@ -247,7 +264,7 @@ def in_objective(runs: list[Run], excluded: dict[str, str]) -> np.ndarray:
 
 def reference_values(at: tuple[float, float]) -> dict[str, float]:
     """``Run.block_s`` arguments at ``at`` (``STRUCTURE``'s value, step) with the structure's fixed value."""
-    now = dict(dispatch_s=kernels.host_model().dispatch_s, step_s=at[1])
+    now: dict = dict(dispatch_s=kernels.host_model().dispatch_s, step_s=at[1])
     now.update({arg: value for (_, arg, _), value in zip(STRUCTURE.fixed, STRUCTURE.fixed_values().values(),
                                                            strict=True)})
     now[STRUCTURE.arg] = at[0]
@@ -267,11 +284,12 @@ def fit(excluded: dict[str, str]) -> tuple[tuple[float, float], list[validation.
     fitted = in_objective(runs, excluded)
     host = kernels.host_model()
     start = getattr(host, STRUCTURE.key)
-    if start == 0.0 or any(getattr(host, key) != value for key, value in STRUCTURE.fixed_values().items()):
+    if start == 0.0 or any(getattr(host, key) != value for key, value in STRUCTURE.fixed_values().items()
+                           if key != "gap_per"):
         start = float(np.median(STRUCTURE.grid))   # efficiency.yaml holds the other structure: start mid-grid
     at = (start, host.pipeline_step_s)
     print(f"start: {STRUCTURE.key} {STRUCTURE.text(at[0])}, pipeline step {at[1] * 1e6:.0f} us; fixed: "
-          + ", ".join(f"{key} {value:g}" for key, value in STRUCTURE.fixed_values().items())
+          + ", ".join(f"{key} {value}" for key, value in STRUCTURE.fixed_values().items())
           + f"; host dispatch {host.dispatch_s * 1e6:.1f} us per kernel (measured, not fitted)")
     seen: dict[tuple[float, float], list[validation.CaseResult]] = {}
     estimate = None
@@ -338,14 +356,18 @@ def leave_one_series_out(runs, results, at, fitted) -> list[tuple[str, tuple[flo
 
 def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str, float]]]:
     """Other structures, fitted with the pipeline step by the same objective on the same estimate: one gap before
-    every kernel (rounds 5-8), the measured gap plus a GEMM fill (round 9), the measured gap plus a gap before
+    every kernel (rounds 5-8), one before every kernel issued from Python (round 29's "call"), the measured gap plus a
+    GEMM fill (round 9), the measured gap plus a gap before
     tensor-core kernels (round 8's "tensor_core"), the measured gap plus a fraction of the device time (round 6's
     hypothesis 2)."""
     measured = kernels.launch_overhead_s()
     steps = STEP_GRID_S[None, :]
     rows = []
     for label, unit, values in (
-            ("one gap before every kernel", "us a kernel", dict(fill=0.0, gap_s=GAP_GRID_S[:, None])),
+            ("one gap before every kernel", "us a kernel", dict(fill=0.0, gap_s=GAP_GRID_S[:, None],
+                                                                gap_per="kernel")),
+            ("one gap before every kernel issued from Python (round 29)", "us a call",
+             dict(fill=0.0, gap_s=GAP_GRID_S[:, None], gap_per="call")),
             ("measured gap + GEMM fill", "waves", dict(gap_s=measured, fill=FILL_GRID[:, None])),
             ("measured gap + a gap before tensor-core kernels", "us a GEMM or attention kernel",
              dict(fill=0.0, gap_s=measured, tensor_core_gap_s=GAP_GRID_S[:, None])),
@@ -449,7 +471,8 @@ def write(at: tuple[float, float]) -> None:
     text = EFFICIENCY_YAML.read_text()
     values = {STRUCTURE.key: at[0], "pipeline_step_s": at[1], **STRUCTURE.fixed_values()}
     for key, value in values.items():
-        literal = f"{value:.2f}" if key == "fill_waves" else f"{value * 1e6:.1f}e-6"
+        literal = (value if isinstance(value, str) else f"{value:.2f}" if key == "fill_waves"
+                   else f"{value * 1e6:.1f}e-6")
         text, count = re.subn(rf"(?m)^(  {key}: )\S+", rf"\g<1>{literal}", text)
         assert count == 1, key
     EFFICIENCY_YAML.write_text(text)
@@ -466,7 +489,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all", action="store_true", help="fit on every calibration series (EXCLUDED_SERIES in)")
     parser.add_argument("--structure", choices=sorted(STRUCTURES), default="gap",
                         help="gap: one fitted gap before every kernel (efficiency.yaml's); fill: the measured gap "
-                             "and a fitted GEMM fill (round 9)")
+                             "and a fitted GEMM fill (round 9); call: the fitted gap before every kernel issued from "
+                             "Python, the measured gap before those a call's C++ queues (round 29)")
     parser.add_argument("--variability", default=None,
                         help="what-if: simulate every run with this variability (simcluster validate --variability: "
                              "'measured' or key=value pairs); cannot be combined with --write")
@@ -488,7 +512,7 @@ def main(argv: list[str]) -> int:
     host = kernels.host_model()
     print(f"\nfitted ({args.structure}): {STRUCTURE.key} = {STRUCTURE.text(at[0])}, pipeline_step_s = "
           f"{at[1] * 1e6:.0f} us per pipeline step (host time the drained stream waits); fixed: "
-          + ", ".join(f"{key} {value:g}" for key, value in STRUCTURE.fixed_values().items()))
+          + ", ".join(f"{key} {value}" for key, value in STRUCTURE.fixed_values().items()))
     print(f"objective: mean |error| over {int(fitted.sum())} of the {len(results)} calibration runs, no run beyond "
           f"{MAX_ERROR:.0%}" + "".join(f"; kept out: {name} ({why})" for name, why in excluded.items()))
     with host_values(*at):

@@ -372,18 +372,38 @@ class HostModel:
     cold in L2; fitted; 0 in the "gap" structure). ``dispatch_s``: host CPU
     time to issue one kernel in training (measured). ``pipeline_step_s``: host time per pipeline step (one model
     chunk, one microbatch, one phase) during which the stream has drained and waits (fitted; only when pp > 1).
+    ``gap_per``: "kernel" (in use), ``kernel_gap_s`` before every kernel; "call" (round 29, a structure study), before
+    every kernel issued from Python, and the measured queued-launch latency (``launch_overhead_s``) before a kernel
+    the C++ of one call queues behind the one before it (``Op.queued``, workload.call_issue).
     """
 
     kernel_gap_s: float
     dispatch_s: float
     pipeline_step_s: float
     fill_waves: float = 0.0
+    gap_per: str = "kernel"
+
+    @property
+    def queued_gap_s(self) -> float:
+        """The gap before a kernel queued by the C++ of the call before it: the fitted gap per kernel, or the
+        measured queued-launch latency per call (``gap_per``)."""
+        return launch_overhead_s() if self.gap_per == "call" else self.kernel_gap_s
+
+    def gap_s(self, op: Op) -> float:
+        """The stream's gap before ``op`` (``gap_per``)."""
+        return self.queued_gap_s if op.queued else self.kernel_gap_s
 
 
 def host_model() -> HostModel:
     """The host model of efficiency.yaml host_overhead."""
     table = _table()["host_overhead"]
-    return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"], table["fill_waves"])
+    gap_per = table.get("gap_per", "kernel")
+    assert gap_per in GAP_PER, gap_per
+    return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"], table["fill_waves"],
+                     gap_per)
+
+
+GAP_PER = ("kernel", "call")   # efficiency.yaml host_overhead gap_per (HostModel)
 
 
 def pipeline_step_overhead_s() -> float:
@@ -417,17 +437,20 @@ class StreamTime:
     # of ``device_s``, the compute-bound kernels' roofline time (``clock_s``): what the SM clock sets, and so what a
     # GPU's speed spread slows (engine.variability); HBM-bound kernels, gaps, stalls and host time it does not
     clock_s: float = 0.0
+    # of ``kernels``, those the C++ of a call queues behind the kernel before it (``Op.queued``, workload.call_issue):
+    # their gap is ``HostModel.queued_gap_s``
+    queued_kernels: float = 0.0
 
     def __add__(self, other: StreamTime) -> StreamTime:
         return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels,
                           self.wave_s + other.wave_s, self.tensor_core_kernels + other.tensor_core_kernels,
                           self.host_extra_s + other.host_extra_s, self.stall_s + other.stall_s,
-                          self.clock_s + other.clock_s)
+                          self.clock_s + other.clock_s, self.queued_kernels + other.queued_kernels)
 
     def __rmul__(self, count: float) -> StreamTime:
         return StreamTime(count * self.device_s, count * self.kernels, count * self.wave_s,
                           count * self.tensor_core_kernels, count * self.host_extra_s, count * self.stall_s,
-                          count * self.clock_s)
+                          count * self.clock_s, count * self.queued_kernels)
 
     def clock_bound_s(self, host: HostModel | None = None) -> float:
         """Of ``elapsed_s``, the time a GPU's SM clock sets: the compute-bound kernels' (``clock_s``) when the
@@ -439,10 +462,12 @@ class StreamTime:
         return self.clock_s if self.device_bound_s(host) >= self.host_bound_s(host) else 0.0
 
     def device_bound_s(self, host: HostModel | None = None) -> float:
-        """The device's side: every kernel's roofline time plus the gap before it, each tensor-core kernel's
-        fill (``HostModel.fill_waves`` of its waves), and the idle after host syncs (``stall_s``)."""
+        """The device's side: every kernel's roofline time plus the gap before it (``HostModel.gap_per``), each
+        tensor-core kernel's fill (``HostModel.fill_waves`` of its waves), and the idle after host syncs
+        (``stall_s``)."""
         host = host or host_model()
-        return self.device_s + self.kernels * host.kernel_gap_s + host.fill_waves * self.wave_s + self.stall_s
+        gaps = (self.kernels - self.queued_kernels) * host.kernel_gap_s + self.queued_kernels * host.queued_gap_s
+        return self.device_s + gaps + host.fill_waves * self.wave_s + self.stall_s
 
     def host_bound_s(self, host: HostModel | None = None) -> float:
         """The host's side: every launch's dispatch, one after another on one CPU thread."""
@@ -490,7 +515,8 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | Non
     stall = synced_stall_s(ops, [max(pair) for pair in rooflines], waves, host, host.dispatch_s * ratio, modules)
     return StreamTime(sum(max(pair) for pair in rooflines), kernels, sum(waves),
                       sum(op.kind in TENSOR_CORE_KINDS for op in ops), extra, stall,
-                      sum(compute_s for compute_s, memory_s in rooflines if clock_bound(compute_s, memory_s)))
+                      sum(compute_s for compute_s, memory_s in rooflines if clock_bound(compute_s, memory_s)),
+                      sum(op.queued for op in ops if op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC)))
 
 
 def clock_bound(compute_s: float, memory_s: float) -> bool:
@@ -511,7 +537,8 @@ def duty_cycle_rooflines(ops: list[Op], rooflines: list[tuple[float, float]],
     tensor = [op.kind in TENSOR_CORE_KINDS and pair[0] >= pair[1] for op, pair in zip(ops, rooflines, strict=True)]
     tensor_s = sum(pair[0] for pair, bound in zip(rooflines, tensor, strict=True) if bound)
     other_s = sum(max(pair) for pair, bound in zip(rooflines, tensor, strict=True) if not bound)
-    idle_s = host_model().kernel_gap_s * sum(op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC) for op in ops)
+    host = host_model()
+    idle_s = sum(host.gap_s(op) for op in ops if op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC))
     r = power_clock.clock_multiplier(tensor_s, other_s, idle_s, clock_ratio(gpu_name), power_clock.low_power_share())
     return [(compute_s / r, memory_s) if op.kind in TENSOR_CORE_KINDS else (compute_s, memory_s)
             for op, (compute_s, memory_s) in zip(ops, rooflines, strict=True)]
@@ -539,7 +566,7 @@ def synced_stall_s(ops: list[Op], times_s: list[float], waves_s: list[float], ho
         host_s += dispatch_s + module
         if op.name == HOST_ONLY_LAUNCH:
             continue
-        busy = host.kernel_gap_s + time_s + host.fill_waves * wave
+        busy = host.gap_s(op) + time_s + host.fill_waves * wave
         stream_s = max(stream_s, host_s) + busy
         device += busy
     if synced:
@@ -592,7 +619,7 @@ def op_time_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> f
     if not sustained:
         return max(compute_s, memory_s) + launch_overhead_s()
     host = host_model()
-    return max(compute_s, memory_s) + host.kernel_gap_s + host.fill_waves * wave_s(op, compute_s, gpu.name)
+    return max(compute_s, memory_s) + host.gap_s(op) + host.fill_waves * wave_s(op, compute_s, gpu.name)
 
 
 def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> tuple[float, float]:

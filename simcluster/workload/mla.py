@@ -35,9 +35,9 @@ from simcluster.workload.ops import (
     ROPE_FLOP_PER_ELEMENT,
     Op,
     Shard,
-    _block_scaled,
     _Linear,
     _memory,
+    _quantize_ops,
 )
 
 # the ops of ops.layer_ops that hold the attention MLA replaces, by name
@@ -197,7 +197,5 @@ def up_projection_recompute(model: TransformerSpec, shard: Shard, linears: list[
     ups = [x for x in linears if x.name.endswith("_up")]
     ops = [*norms, *[x.forward(shard) for x in ups], _rope(model, shard)]
     if shard.precision == "fp8" and shard.fp8_recipe in fp8_recipes.PER_TENSOR_RECIPES:
-        ops += [dataclasses.replace(_memory(*kernel), block_scaled=_block_scaled(shard))
-                for kernel in fp8_recipes.quantize_kernels(shard.fp8_recipe, shard.fp8_transpose,
-                                                           mla_casts.recompute_tensors(model, shard))]
+        ops += _quantize_ops(shard, mla_casts.recompute_tensors(model, shard))
     return ops

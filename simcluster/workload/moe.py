@@ -443,12 +443,14 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     device time where the GPU is the bottleneck and set the block's time where the host is; the forward's routed
     part follows the host sync (``host_syncs``), where the host cannot have run ahead."""
     launch = _memory("moe_launch", 0.0, 0.0)
+    queued = dataclasses.replace(launch, queued=True)   # launched by the C++ of the call before it (call_issue)
     host_only = _memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)
-    return {phase: [launch] * (count["router"] + count["grouped GEMMs"] + count["fp8 quantizes"]
-                               + count["collectives"])
-            + [host_only] * count["other streams"]
+    return {phase: [launch] * count["router"] + [queued] * count["grouped GEMMs"]
+            + [launch] * first_quantizes + [queued] * (count["fp8 quantizes"] - first_quantizes)
+            + [launch] * count["collectives"] + [host_only] * count["other streams"]
             for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex, router,
-                                              collectives, precision).items()}
+                                              collectives, precision).items()
+            for first_quantizes in [min(count["fp8 quantizes"], FP8_QUANTIZED_GROUPED_GEMMS.get(phase, 0))]}
 
 
 def launch_counts(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,

@@ -32,6 +32,7 @@ from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
 from simcluster.workload import (
     autocast_params,
+    call_issue,
     eager_backward,
     eager_rope,
     embedding_grad,
@@ -131,6 +132,8 @@ class Op:
     # (kernels.causal_share; None: not known)
     ring_steps: int = 1  # a fused attention op run as context parallelism's ring of kernels, one a step (cp of
     # them, Transformer Engine's p2p loop): the keys each kernel sees are a share of n (kernels.ring_key_length)
+    queued: bool = False  # launched by the C++ of the call that launched the kernel before it, no Python between
+    # them (workload.call_issue): its gap is the queued-launch latency under host_overhead gap_per "call"
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,15 @@ def _block_scaled(shard: Shard) -> bool:
 
 def _memory(name: str, flop: float, hbm_bytes: float) -> Op:
     return Op(name, "memory", float(flop), float(hbm_bytes))
+
+
+def _quantize_ops(shard: Shard, tensors: list[tuple]) -> list[Op]:
+    """The kernels quantizing ``tensors`` (``fp8_recipes.quantize_kernels`` under the shard's recipe), each tagged
+    queued where its call's C++ launches it behind the kernel before it (``call_issue.queued_quantizes``)."""
+    kernels = fp8_recipes.quantize_kernels(shard.fp8_recipe, shard.fp8_transpose, tensors)
+    queued = call_issue.queued_quantizes(shard.fp8_recipe, kernels, tensors)
+    return [dataclasses.replace(_memory(*kernel), block_scaled=_block_scaled(shard), queued=tag)
+            for kernel, tag in zip(kernels, queued, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -713,9 +725,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                                *(mlp.cast_forward_tensors or [(mlp.cast_forward_elements, False, False)])]
             backward_tensors = [*attention_backward,
                                 *(mlp.cast_backward_tensors or [(mlp.cast_backward_elements, False, False)])]
-            casts, casts_bwd = ([dataclasses.replace(_memory(name, n, size), block_scaled=_block_scaled(shard))
-                                 for name, n, size in fp8_recipes.quantize_kernels(
-                shard.fp8_recipe, shard.fp8_transpose, tensors)] for tensors in (forward_tensors, backward_tensors))
+            casts, casts_bwd = (_quantize_ops(shard, tensors) for tensors in (forward_tensors, backward_tensors))
             # the gathered tensors' transposes for the weight gradients, in the backward (fp8_recipes)
             casts_bwd += [_memory(*kernel) for kernel in fp8_recipes.gathered_transposes(
                 shard.fp8_recipe, shard.fp8_transpose, [*forward_tensors, *backward_tensors], shard.sp_divisor)]

@@ -405,10 +405,10 @@ def ring_reduce(op: Op, tp: int, activation_bytes: int, received_bytes: float | 
     """The reduce after a ring-exchange reduce-scatter ``op`` (TE split_overlap_rs_p2p: reduce_bf16 of the tp
     received chunks on the main stream, after the last send): tp chunks of tokens/tp x out_features (``op.n``) read
     (``received_bytes`` an element when the userbuffer is fp8, else 16 bits), one written in 16 bits."""
-    elements = op.m // tp * op.n
+    elements = op.m // tp * op.n   # queued: split_overlap_rs_p2p's C++ launches it after its last chunk (call_issue)
     if received_bytes is None:
-        return Op("ub_reduce", "memory", 0.0, float((tp + 1) * elements * activation_bytes))
-    return Op("ub_reduce", "memory", 0.0, float((tp * received_bytes + activation_bytes) * elements))
+        return Op("ub_reduce", "memory", 0.0, float((tp + 1) * elements * activation_bytes), queued=True)
+    return Op("ub_reduce", "memory", 0.0, float((tp * received_bytes + activation_bytes) * elements), queued=True)
 
 
 def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: int, sms: int,

@@ -1,0 +1,60 @@
+"""Which kernels of the model's lists the host issues from Python and which the C++ of one call queues behind the
+kernel before it: the tag behind efficiency.yaml host_overhead ``gap_per`` (``kernels.HostModel``).
+
+The fitted per-kernel gap (host_overhead ``kernel_gap_s``) stands for the stream's idle while the host is behind it.
+Physically the host falls behind between Python-level calls (module code, autograd, the dispatcher), not between
+the kernels one C++ extension call launches back to back; those pay the measured latency of a queued launch
+(efficiency.yaml ``launch_overhead_s``), as the optimizer's multi_tensor_apply launches already do
+(workload/optimizer_step.py). Under ``gap_per: kernel`` (in use) every kernel pays the fitted gap and the tag is
+unused; under ``gap_per: call`` a kernel tagged ``Op.queued`` pays the queued-launch latency instead
+(``scripts/fit_host_overheads.py --structure call``; docs/calibration.md "Round 29: the fitted gap per Python call").
+
+Tagged queued, each from Transformer Engine 2.x source (NVIDIA/TransformerEngine, transformer_engine/pytorch):
+
+- current scaling's cast (``fp8_recipes.CAST_OP``) behind its amax pass: ``Float8CurrentScalingQuantizer::
+  quantize_impl`` (csrc/quantizer.cpp) launches ``nvte_compute_amax``, ``nvte_compute_scale_from_amax`` and
+  ``nvte_quantize_v2`` in one call; a norm-fed tensor's cast behind its norm kernel: the norm extension
+  (csrc/extensions/normalization.cpp, ``FUSED_NORM_AMAX_FP8``) runs the norm, which writes the amax, and then
+  ``quantize_with_amax`` in the same call (the norm is the op before the layer's quantize kernels in the list,
+  ``ops.layer_ops`` gathers them at the phase's end; the tag is per kernel, so its position does not matter);
+- MXFP8's quantize of a norm-fed tensor: the same norm extension runs the unfused norm and then the MXFP8 quantizer
+  in one call (``fp8_recipes`` "MXFP8 kernels"); a tensor that is not norm-fed is quantized by its own Python-level
+  ``quantizer(tensor)`` call (``tex.quantize``: one kernel), not queued;
+- delayed scaling's one fused cast op a phase stands for several calls (``fp8_recipes`` module docstring): not
+  queued (the convention the gap was fitted with);
+- the reduce after a ring-exchange reduce-scatter (``userbuffers.ring_reduce``, ``ub_reduce``): launched by
+  ``CommOverlapP2P::split_overlap_rs`` (csrc/comm_gemm_overlap.cpp, TE common) after its last chunk GEMM, in the
+  GEMM's call; the userbuffer copies (``ub_copy``) are Python-level calls of their own (base.py
+  ``fill_userbuffers_buffer_for_all_gather`` -> ``copy_into_buffer``; ``get_buffer(...).clone()``): not queued;
+- an MoE grouped GEMM's kernels beyond its first (``moe.host_launches``' "grouped GEMMs"): GroupedLinear calls
+  ``general_grouped_gemm`` (cpp_extensions/gemm.py), one ``tex.te_general_grouped_gemm`` call whose C++ loop
+  launches every local expert's GEMM (multi_stream_cublas_gemm); the kernels beyond the first quantize of each
+  quantized operand (``moe.host_launches``' "fp8 quantizes"): one ``tex.split_quantize`` call quantizes every
+  expert's split (csrc/extensions/cast.cpp).
+
+Not queued (each a Python-level call, or not known otherwise): GEMMs (``general_gemm``: one cuBLASLt kernel a call),
+fused attention, norms, activations, residual adds, RoPE, the cross-entropy kernels, fp8 transposes
+(``_create_transpose`` from Python), the router's launches and the layer's small NCCL collectives (torch.distributed
+calls), the optimizer's first launch of each multi_tensor_apply call (its others are charged apart, parallel/plan.py).
+"""
+
+from __future__ import annotations
+
+from simcluster.workload.fp8_recipes import CAST_OP
+
+
+def queued_quantizes(recipe: str, kernels: list[tuple], tensors: list[tuple]) -> list[bool]:
+    """Per kernel of ``fp8_recipes.quantize_kernels(recipe, transpose, tensors)`` (``kernels``), whether its call
+    queues it behind the kernel before it (module docstring): current scaling's casts (behind their amax pass or
+    their norm), MXFP8's casts of norm-fed tensors; delayed scaling's fused op and the amax passes are not."""
+    if recipe == "current":
+        return [name == CAST_OP for name, *_ in kernels]
+    if recipe != "mxfp8":
+        return [False] * len(kernels)
+    casts = iter(bool(tensor[1]) for tensor in tensors)   # one quantize kernel per tensor, no amax pass
+    return [next(casts) if name == CAST_OP else False for name, *_ in kernels]
+
+
+def queued_count(ops: list) -> int:
+    """Kernels of ``ops`` the C++ of a call queues behind the kernel before it (``Op.queued``)."""
+    return sum(op.queued for op in ops)
