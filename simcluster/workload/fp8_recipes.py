@@ -83,7 +83,13 @@ it, kernel by kernel per quantized tensor (``Float8CurrentScalingQuantizer::quan
 ``nvte_quantize_v2`` (the cast, ``CAST_OP``: the cast-transpose bytes of delayed scaling). Where a Transformer
 Engine norm wrote the tensor (the LayerNormLinear inputs: QKV and fc1) the norm kernel computes the amax itself
 (csrc/extensions/normalization.cpp, ``Impl::FUSED_NORM_AMAX_FP8``: the norm writes its 16-bit output and the amax,
-then ``quantize_with_amax``), so that tensor has no amax pass: its bytes are delayed scaling's. Counted as kernels:
+then ``quantize_with_amax``), so that tensor has no amax pass: its bytes are delayed scaling's. fc2's input and
+fc1's output gradient keep theirs: Megatron-Core's MLP runs its own ``bias_swiglu`` (16-bit out, and back), and
+Transformer Engine 2.7's fused activation amax (PR 2004, ``FUSED_ACTIVATION_AMAX_FP8`` in csrc/extensions/
+activation.cpp; the Megatron-Bridge 25.09 changelog's "Fusion of activation and cast") runs only where TE's own
+activation is handed the next GEMM's quantizer: its LayerNormMLP and the te.ops Sequential of Megatron-Core's
+``TEFusedMLP`` (``use_te_op_fuser``), neither on the Megatron-Bridge Llama recipes' path (docs/calibration.md,
+"Round 29: the fused activation and cast"). Counted as kernels:
 the amax passes and the casts, which each move the whole tensor like every elementwise kernel of ``ops``. Not
 counted: two one-element kernels per quantization, the amax's zeroing (``cudaMemsetAsync`` in the amax launcher of
 2025, ``zero_amax_kernel<<<1, 1>>>`` later; ``amax.zero_()`` before a fused norm, ``create_unquantized_tensor_with_

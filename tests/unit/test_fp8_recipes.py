@@ -62,7 +62,10 @@ def test_delayed_is_one_fused_op_and_mxfp8_one_quantize_per_tensor_with_the_same
 def test_current_scaling_runs_an_amax_pass_and_a_cast_per_tensor_but_none_after_a_norm():
     """Transformer Engine 2.x (Float8CurrentScalingQuantizer::quantize_impl; the norm's FUSED_NORM_AMAX_FP8): one
     cast per quantized tensor with delayed scaling's bytes (here with the Hopper transpose, 2 + 1 + 1), one amax pass
-    (a 16-bit read) per tensor no norm wrote. Fails if the amax pass is dropped, or charged after the norms."""
+    (a 16-bit read) per tensor no norm wrote. Fails if the amax pass is dropped, or charged after the norms. fc2's
+    input keeps its pass: Megatron-Core's bias_swiglu writes it in 16 bits and TE 2.7's fused activation amax needs
+    TE's own activation (LayerNormMLP or the op fuser's TEFusedMLP), which the Megatron-Bridge recipes do not run
+    (docs/calibration.md, "Round 29: the fused activation and cast")."""
     current = _casts("current")
     for phase in ("forward", "backward_input"):
         norm_fed, other = _norm_fed_and_other_elements(phase)
