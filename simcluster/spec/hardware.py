@@ -119,11 +119,12 @@ def gpu(name: str, field: str = "cluster.gpu") -> GpuSpec:
     return GpuSpec(**_entry("gpus", name, field))
 
 
-# The figures of a GPU's silicon, on which the per-GPU tables keyed by its catalog name rest (efficiency.yaml: SM
-# counts, clocks, GEMM and HBM fractions; fp8 layouts; NVLink CTAs by generation): an inline spec named like a
-# catalog GPU is that GPU, so these must be the catalog's. Its board and system figures (NVLink bandwidth, NVLS,
-# TDP, idle power, price, vendor, source) may differ: the A800 is an A100 whose NVLink runs 200 GB/s a direction,
-# and a power cap moves only the energy figures (docs/scenario.md, cluster.gpu).
+# The figures of a GPU's silicon, on which the tables keyed by its catalog name rest (efficiency.yaml: SM counts,
+# clocks, GEMM and HBM fractions, fp8 layouts; interference.yaml: persistent GEMM grids), and its NVLink generation
+# (the chip's ports): an inline spec named like a catalog GPU is that GPU, so these must be the catalog's. Its
+# board and system figures (NVLink bandwidth, NVLS, TDP, idle power, price, vendor, source) may differ: the A800
+# is an A100 whose NVLink runs 200 GB/s a direction, and a power cap moves only the energy figures (docs/scenario.md,
+# cluster.gpu).
 SILICON_FIGURES = ("peak", "hbm_capacity", "hbm_bandwidth", "nvlink_generation")
 
 
