@@ -3,8 +3,12 @@ option types (finite floats) and interrupts shared by the subcommands."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import signal
+import threading
+from collections.abc import Iterator
 
 import typer
 import typer.core
@@ -128,3 +132,32 @@ class Interrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+# The signals a command turns into ``Interrupted`` (cli._handled_signals; SIGHUP where there is one).
+INTERRUPTS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def keeping() -> Iterator[None]:
+    """While an interrupted command writes the work it had finished (a run's summary.json, a compare's or sweep's
+    partial table, a replay's report): a further SIGINT, SIGTERM or SIGHUP is ignored. It raised inside the write,
+    and ``fresh_folder`` removed what was being kept (round 29). These files are small (a table, one summary) and
+    written in well under a second; the command then exits for the first signal. Only handlers that raise are
+    replaced (``nohup``'s SIG_IGN stays); outside the main thread, where no handler runs, nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in INTERRUPTS}
+    previous = {signum: handler for signum, handler in previous.items() if callable(handler)}
+    for signum in previous:
+        signal.signal(signum, _ignore)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # a signal still pending runs through ``_ignore`` first
+
+
+def _ignore(_signum, _frame) -> None:
+    """The handler while finished work is kept (``keeping``): the command is already ending for a signal."""

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite
+from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.core import outputs, units
@@ -228,7 +228,7 @@ def _write_partial(runs: list[dict], failures: list, total: int, out_dir: Path, 
     if not runs:
         return kept
     try:
-        with fresh_folder(out_dir) as folder:
+        with keeping(), fresh_folder(out_dir) as folder:  # a second Ctrl-C here no longer removes them
             study.write_csv(runs, folder / "compare.csv")
             report = _report(runs, chosen, failures, total - len(runs) - len(failures))
             outputs.write_text(folder / "compare.json", outputs.dumps(report, indent=2, default=str) + "\n")

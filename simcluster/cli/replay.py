@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simcluster.cli.app import Interrupted, app, fail
+from simcluster.cli.app import Interrupted, app, fail, keeping
 from simcluster.cli.compare import OPTION_HELP, slug
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.cli.run import check_network
@@ -258,7 +258,7 @@ def _write_partial(out_dir: Path | None, outcomes: list[ReplayOutcome], total: i
     said = f"{len(outcomes)} of {total} replays finished"
     if out_dir is None or not outcomes:
         return said
-    with fresh_folder(out_dir) as out_dir:
+    with keeping(), fresh_folder(out_dir) as out_dir:  # a second Ctrl-C here no longer removes them
         written = _write(out_dir, outcomes, name, pending=total - len(outcomes))
     return f"{said}; wrote {', '.join(str(p.relative_to(out_dir)) for p in written[:2])} to {out_dir}/"
 
@@ -268,7 +268,7 @@ def _keep_report(out_dir: Path, outcomes: list[ReplayOutcome]) -> str:
     replay.json alone, written again (no figures, events or traces); the interrupt's message."""
     said = f"{len(outcomes)} of {len(outcomes)} replays finished"
     try:
-        with fresh_folder(out_dir) as folder:
+        with keeping(), fresh_folder(out_dir) as folder:  # a second Ctrl-C here no longer removes it
             outputs.write_text(folder / "replay.json", outputs.dumps(_json_body(outcomes), indent=2) + "\n")
     except (OSError, ScenarioError) as err:
         return f"{said} (not written: {err})"

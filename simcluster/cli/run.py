@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simcluster.cli.app import Interrupted, app, fail
+from simcluster.cli.app import Interrupted, app, fail, keeping
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError, unknown_name
@@ -247,7 +247,7 @@ def keep_summary(summary: dict, out_dir: Path) -> str:
     """After SIGINT/SIGTERM while a finished run's files were written (``fresh_folder`` removed them): its
     summary.json alone, written again; the line the CLI prints."""
     try:
-        with fresh_folder(out_dir) as folder:
+        with keeping(), fresh_folder(out_dir) as folder:  # a second Ctrl-C here no longer removes it
             outputs.write_text(folder / "summary.json", outputs.dumps(summary, indent=2) + "\n")
     except (OSError, ScenarioError) as err:
         return f"the simulation had finished (summary not written: {err})"

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite
+from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
 from simcluster.cli.outputs import check_writable, named
 from simcluster.cli.run import check_network
@@ -182,7 +182,7 @@ def sweep_command(
     if not run.summaries:
         first = run.failed[0]
         raise ScenarioError("sweep", f"all {len(tasks)} runs failed; first ({first['params']}): {first['error']}")
-    frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
+    frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold, out_dir)
     report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
               "partial": False, "pending": 0, "out_dir": str(out_dir), "series": groups, "failed": run.failed}
     written, writing = [], "table"
@@ -268,10 +268,11 @@ def _write_partial(tasks: list, out_dir: Path, chosen, target_loss: float | None
     finished = len(tasks) - len(run.pending)
     kept = f"{finished} of {len(tasks)} runs finished"
     try:
-        frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold)
+        frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold, out_dir)
         report = {"law": chosen.name, "threshold": threshold, "executed": None, "reused": None, "partial": True,
                   "pending": len(run.pending), "out_dir": str(out_dir), "series": groups, "failed": run.failed}
-        written = _write_results(frame, report, out_dir, table_format)
+        with keeping():  # a second Ctrl-C while they are written no longer drops them (the shards stay anyway)
+            written = _write_results(frame, report, out_dir, table_format)
     except (ScenarioError, OSError, ValueError) as err:
         return f"{kept}, kept as shards in {out_dir}/ (no results table: {err}); run the same command to resume"
     return (f"{kept}; wrote {', '.join(p.name for p in written)} (partial) to {out_dir}/; run the same command "

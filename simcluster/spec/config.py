@@ -640,6 +640,17 @@ class Cluster(_Strict):
         return hardware.nic(value).model_dump(mode="json") if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _catalog_name_is_that_gpu(self) -> Cluster:
+        """An inline GPU named like a catalog GPU takes that GPU's per-GPU tables: its silicon must be the
+        catalog's (``hardware.SILICON_FIGURES``)."""
+        conflict = hardware.catalog_conflict(self.gpu)
+        if conflict:
+            raise ScenarioError("cluster.gpu.name", f"{quoted(self.gpu.name)} is a catalog GPU, whose per-GPU tables "
+                                f"(efficiency.yaml) an inline spec of that name takes, but its {conflict}: give "
+                                "another name (the tables' defaults) or the catalog's figures")
+        return self
+
+    @model_validator(mode="after")
     def _plausible_size(self) -> Cluster:
         if self.gpus > MAX_GPUS:
             raise ScenarioError("cluster.nodes", f"{self.nodes} nodes x {self.gpus_per_node} GPUs = {self.gpus} "

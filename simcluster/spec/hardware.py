@@ -6,6 +6,7 @@ the same pydantic models, so units are parsed once and unknown keys are errors.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
@@ -116,6 +117,51 @@ def _entry(section: str, name: str, field: str) -> dict:
 def gpu(name: str, field: str = "cluster.gpu") -> GpuSpec:
     """The catalog GPU ``name`` (e.g. 'h100-sxm')."""
     return GpuSpec(**_entry("gpus", name, field))
+
+
+# The figures of a GPU's silicon, on which the tables keyed by its catalog name rest (efficiency.yaml: SM counts,
+# clocks, GEMM and HBM fractions, fp8 layouts; interference.yaml: persistent GEMM grids), and its NVLink generation
+# (the chip's ports): an inline spec named like a catalog GPU is that GPU, so these must be the catalog's. Its
+# board and system figures (NVLink bandwidth, NVLS, TDP, idle power, price, vendor, source) may differ: the A800
+# is an A100 whose NVLink runs 200 GB/s a direction, and a power cap moves only the energy figures (docs/scenario.md,
+# cluster.gpu).
+SILICON_FIGURES = ("peak", "hbm_capacity", "hbm_bandwidth", "nvlink_generation")
+
+
+# Figures equal to this relative precision are the same: "3350 GB/s" and the catalog's "3.35 TB/s" parse to floats
+# a rounding apart.
+SAME_FIGURE_REL = 1e-9
+
+
+def _differing(field: str, written, listed, texts: tuple) -> str | None:
+    """The first place where ``written`` (an inline spec's figure) differs from ``listed`` (the catalog's), as
+    "FIELD WRITTEN, the catalog's LISTED" (``texts``: both as the JSON dump writes them), else None."""
+    if isinstance(listed, dict):
+        for key in sorted(set(written) | set(listed)):
+            if key not in written or key not in listed:
+                return (f"{field}.{key} {texts[0].get(key, 'not listed')}, the catalog's "
+                        f"{texts[1].get(key, 'not listed')}")
+            found = _differing(f"{field}.{key}", written[key], listed[key], (texts[0][key], texts[1][key]))
+            if found:
+                return found
+        return None
+    same = math.isclose(written, listed, rel_tol=SAME_FIGURE_REL, abs_tol=0.0)
+    return None if same else f"{field} {texts[0]}, the catalog's {texts[1]}"
+
+
+def catalog_conflict(spec: GpuSpec) -> str | None:
+    """For an inline ``spec`` named like a catalog GPU: the first of its silicon figures (``SILICON_FIGURES``) that
+    differs from that GPU's, as "FIELD WRITTEN, the catalog's VALUE", else None (another name, or the same
+    figures)."""
+    if spec.name not in catalog.load("hardware")["gpus"]:
+        return None
+    known = gpu(spec.name)
+    texts = (spec.model_dump(mode="json"), known.model_dump(mode="json"))
+    for field in SILICON_FIGURES:
+        found = _differing(field, getattr(spec, field), getattr(known, field), (texts[0][field], texts[1][field]))
+        if found:
+            return found
+    return None
 
 
 def nic(name: str, field: str = "cluster.nic") -> NicSpec:

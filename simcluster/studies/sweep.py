@@ -470,16 +470,34 @@ def group_label(params: dict) -> str:
     return " ".join(parts)
 
 
+# What reading a stored summary can raise when its shard was forged or damaged past ``_whole``'s checks (a list
+# where a mapping was written, a figure missing, a throughput no hardware reaches).
+_UNREADABLE = (ScenarioError, KeyError, TypeError, AttributeError, ValueError)
+
+
+def _shard_error(err: Exception, key: str, out_dir: Path | None) -> ScenarioError:
+    """The one-line error of a stored shard whose summary cannot make a row: named by its file (round 29: an
+    impossible throughput named only ``summary.tokens_per_s``; a list for ``layout`` was a traceback)."""
+    what = str(err) if isinstance(err, ScenarioError) else f"its summary cannot be read ({type(err).__name__}: {err})"
+    where = str(shard_path(out_dir, key)) if out_dir is not None else f"sweep shard {key}"
+    return ScenarioError(where, f"{what} (not what a run writes: a damaged or edited shard; remove it, or sweep with "
+                         "--fresh, to run that point again)")
+
+
 def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, target_loss: float | None = None,
-          threshold: float = returns.DEFAULT_EFFICIENCY_THRESHOLD) -> tuple[pd.DataFrame, list[dict]]:
+          threshold: float = returns.DEFAULT_EFFICIENCY_THRESHOLD,
+          out_dir: Path | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """(one row per grid point, one entry per series): parameters, summary figures, and per series the scaling
     efficiency, time and cost to the target loss (``returns.sweep_table``) and the knee (``returns.knee``).
 
     A series is the runs that differ only in GPU count. Prices and the model size come from the series' own
-    scenario; ``target_loss`` defaults to ``default_target_loss`` of that scenario's model.
+    scenario; ``target_loss`` defaults to ``default_target_loss`` of that scenario's model. A summary that cannot
+    make its row, read from a shard, is refused naming that shard (its file in ``out_dir``, the sweep's folder, when
+    given).
     """
     law = laws.resolve(law)
     scenario_of = {task.key: task.scenario for task in tasks}
+    computed = set(run.executed)  # the others were read from their shards
     rows, series = [], {}
     for shard in run.shards:
         label = group_label(shard["params"])
@@ -487,13 +505,20 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
                "error": shard.get("error")}
         summary = shard.get("summary")
         if summary is not None:
-            row |= {key: summary[key] for key in _SCALAR_SUMMARY if key in summary}
-            row |= {f"layout_{axis}": value for axis, value in summary.get("layout", {}).items()}
-            row |= flat_attribution(summary)
+            try:
+                row |= {key: summary[key] for key in _SCALAR_SUMMARY if key in summary}
+                row |= {f"layout_{axis}": value for axis, value in summary.get("layout", {}).items()}
+                row |= flat_attribution(summary)
+            except _UNREADABLE as err:
+                if shard["key"] in computed:
+                    raise
+                raise _shard_error(err, shard["key"], out_dir) from None
             drop = moe_token_drop(config.from_dict(scenario_of[shard["key"]], source="sweep"))
             if drop is not None:
                 row[TOKEN_DROP_COLUMN] = drop
-            series.setdefault(label, {"key": shard["key"], "summaries": []})["summaries"].append(summary)
+            entry = series.setdefault(label, {"key": shard["key"], "summaries": [], "keys": []})
+            entry["summaries"].append(summary)
+            entry["keys"].append(shard["key"])
         rows.append(row)
     import pandas as pd
 
@@ -502,7 +527,17 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
     for label, entry in series.items():
         scenario = config.from_dict(scenario_of[entry["key"]], source="sweep")
         target = default_target_loss(scenario, law) if target_loss is None else target_loss
-        by_gpus = returns.sweep_table(entry["summaries"], scenario, law, target)
+        try:
+            by_gpus = returns.sweep_table(entry["summaries"], scenario, law, target)
+        except _UNREADABLE:  # which shard: the first whose summary fails alone
+            for key, summary in zip(entry["keys"], entry["summaries"], strict=True):
+                try:
+                    returns.sweep_table([summary], scenario, law, target)
+                except _UNREADABLE as alone:
+                    if key in computed:
+                        raise
+                    raise _shard_error(alone, key, out_dir) from None
+            raise
         groups.append({"label": label, "rows": by_gpus, "knee": returns.knee(by_gpus, threshold),
                        "law": law.name, "target_loss": target})
         for point in by_gpus:
