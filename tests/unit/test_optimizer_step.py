@@ -108,8 +108,10 @@ def test_precision_aware_and_torchtitan_times_are_their_bytes():
 def test_scenario_accepts_the_new_optimizers_and_names_the_field_otherwise():
     scenario = config.load("nemo2409-llama31-8b-8-h100-bf16")
     data = config.rebuildable(scenario)   # the framework defaults unset: they follow the optimizer
-    for name in ("adam_precision_aware", "torch_adamw"):
-        assert config.from_dict(data | {"training": data["training"] | {"optimizer": name}}).training.optimizer == name
+    # the precision-aware optimizer first ships in megatron-core 0.11 (the row states NeMo 24.09's 0.9: refused there)
+    for name, release in (("adam_precision_aware", "0.11"), ("torch_adamw", data["training"]["mcore_version"])):
+        training = data["training"] | {"optimizer": name, "mcore_version": release}
+        assert config.from_dict(data | {"training": training}).training.optimizer == name
     with pytest.raises(config.ScenarioError, match="training.optimizer"):
         config.from_dict(data | {"training": data["training"] | {"optimizer": "apex_adam"}})
 
@@ -121,7 +123,8 @@ def test_memory_counts_the_optimizers_state_bytes():
 
     scenario = config.load("nemo2409-llama31-8b-8-h100-bf16")
     data = scenario.model_dump(mode="json")
-    aware = config.from_dict(data | {"training": data["training"] | {"optimizer": "adam_precision_aware"}})
+    aware = config.from_dict(data | {"training": data["training"] | {"optimizer": "adam_precision_aware",
+                                                                     "mcore_version": "0.11"}})
     p = scenario.parallelism
     params = memory.stage_params(scenario.model, p.tp, p.pp, 0, p.virtual_stages, p.layers_per_stage)
     assert memory._stage_memory(scenario, 0).optimizer_bytes == pytest.approx(12 * params / (p.dp * p.cp), rel=1e-12)
