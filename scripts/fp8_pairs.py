@@ -21,6 +21,7 @@ import sys
 from collections import defaultdict
 
 from simcluster import engine
+from simcluster.core import script_entry
 from simcluster.spec import config
 from simcluster.workload import fp8_recipes, kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
@@ -111,14 +112,8 @@ def report(name: str) -> list[str]:
     return lines
 
 
-def main(names: list[str]) -> int:
-    """Print each scenario's report; a wrong name or file is script_entry's one line and exit 2."""
-    for name in names:
-        print("\n".join(report(name)))
-    return 0
+main = script_entry.print_reports(report)
 
 
 if __name__ == "__main__":
-    from simcluster.core.script_entry import run
-
-    sys.exit(run(main, sys.argv[1:], __doc__, words=(1, None), usage="SCENARIO [SCENARIO ...]"))
+    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, words=(1, None), usage="SCENARIO [SCENARIO ...]"))

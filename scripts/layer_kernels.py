@@ -87,11 +87,7 @@ def report(name: str) -> list[str]:
     return lines
 
 
-def main(names: list[str]) -> int:
-    """Print each scenario's report; a wrong name or file is script_entry's one line and exit 2."""
-    for name in names:
-        print("\n".join(report(name)))
-    return 0
+main = script_entry.print_reports(report)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,16 @@ def call(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
     return code or 0
 
 
+def print_reports(report: Callable[[str], list[str]]) -> Callable[[list[str]], int]:
+    """The ``main`` of a script that prints one report per scenario named on its command line (``report(name)``,
+    its lines); a wrong name or file is ``call``'s one line and exit 2."""
+    def main(names: list[str]) -> int:
+        for name in names:
+            print("\n".join(report(name)))
+        return 0
+    return main
+
+
 def _stdout_closed() -> int:
     """The reader closed stdout (``script --help | head -1``): one line and exit 2, as the CLI's rule for an output
     that cannot be written (docs/robustness.md, "Exit codes"); stdout is pointed at /dev/null first, so the
