@@ -184,7 +184,8 @@ def run(
         console.print(f"note: {note}", soft_wrap=True)
     from simcluster.workload import fp32_embedding_grads
 
-    for note in (config.fp8_recipe_note(spec), config.mcore_version_note(spec), fp32_embedding_grads.note(spec)):
+    for note in (config.gpu_catalog_note(spec), config.fp8_recipe_note(spec), config.mcore_version_note(spec),
+                 fp32_embedding_grads.note(spec)):
         if note:
             console.print(f"note: {note}", soft_wrap=True)
     if sim.network_name == "chunk":   # minutes where flow takes seconds: said before the wait

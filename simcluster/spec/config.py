@@ -309,6 +309,20 @@ def nemo_average_in_collective(version: str | None) -> bool:
     return grad_scaling_at_least(version, "nemo_average_in_collective")
 
 
+def gpu_catalog_note(scenario: Scenario) -> str | None:
+    """One line when an inline GPU named like a catalog GPU has other silicon figures (``hardware.SILICON_FIGURES``):
+    it still takes that GPU's per-GPU tables (efficiency.yaml: SM count, clocks, GEMM and HBM fractions, fp8
+    layouts), which were measured on the catalog's chip: a what-if of that chip with one figure changed (``sweep
+    --vary cluster.gpu.hbm_bandwidth=...``), not another chip's measurement."""
+    gpu = scenario.cluster.gpu
+    conflict = hardware.catalog_conflict(gpu)
+    if not conflict:
+        return None
+    return (f"cluster.gpu.name: {quoted(gpu.name)} is a catalog GPU but its {conflict}: simulated with that GPU's "
+            "per-GPU tables (SMs, clocks, GEMM and HBM fractions measured on it), a what-if of that chip; give "
+            "another name for the tables' defaults")
+
+
 def mcore_version_note(scenario: Scenario) -> str | None:
     """One line naming the Megatron-Core release a run that states none was given and what it changes, when the
     release changes this layout's step: ZeRO 1/2 with overlap_param_gather over a data-parallel group of more than
@@ -638,17 +652,6 @@ class Cluster(_Strict):
     @classmethod
     def _nic_preset(cls, value):
         return hardware.nic(value).model_dump(mode="json") if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _catalog_name_is_that_gpu(self) -> Cluster:
-        """An inline GPU named like a catalog GPU takes that GPU's per-GPU tables: its silicon must be the
-        catalog's (``hardware.SILICON_FIGURES``)."""
-        conflict = hardware.catalog_conflict(self.gpu)
-        if conflict:
-            raise ScenarioError("cluster.gpu.name", f"{quoted(self.gpu.name)} is a catalog GPU, whose per-GPU tables "
-                                f"(efficiency.yaml) an inline spec of that name takes, but its {conflict}: give "
-                                "another name (the tables' defaults) or the catalog's figures")
-        return self
 
     @model_validator(mode="after")
     def _plausible_size(self) -> Cluster:
