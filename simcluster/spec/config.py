@@ -1581,10 +1581,12 @@ class Scenario(_Strict):
             first = "megatron_bridge" if t.precision == "bf16" else "own_master_bf16_moments"
             if not _at_least(stated, first):
                 release = catalog.load("mcore_versions")[first]
+                why = ("TE keeps the master weights" if not _at_least(stated, "own_master_bf16_moments")
+                       else "a bf16 run's optimizer config has no current-scaling recipe")
                 raise ScenarioError("training.adam_moments_dtype", f"bf16 with optimizer adam (Megatron-Core's own "
                                     f"fp32 master) needs a {t.precision} run on mcore_version {release!r} or later: "
-                                    f"the run states {stated!r}, where TE keeps the master weights (state optimizer "
-                                    f"adam_precision_aware, or adam_moments_dtype fp32)")
+                                    f"the run states {stated!r}, where {why} (state optimizer adam_precision_aware, "
+                                    f"or adam_moments_dtype fp32)")
         p = self.parallelism
         if p.local_ddp != "none" and not t.optimizer.startswith("megatron") and p.pipeline_engine != "deepspeed":
             # (DeepSpeed's engine refuses Megatron's DDP itself: _check_deepspeed_engine)
