@@ -810,7 +810,9 @@ class Training(_Defaulted):
         "(TE keeping the master weights) or adam (Megatron-Core keeping its own fp32 master shards: an fp8 run with "
         "current scaling or MXFP8, or a Megatron-Bridge bf16 run, whose optimizer config gets fp8_recipe "
         "tensorwise); Megatron-Bridge's DeepSeek-V3 recipe sets bf16. bf16 with a stated mcore_version before 0.11 "
-        "(the precision-aware optimizer's first release) is refused")
+        "(the precision-aware optimizer's first release) is refused, and bf16 with adam before 0.13 in an fp8 run, "
+        "0.14 in a bf16 run (0.11 and 0.12 always hand TE the master weights: adam_precision_aware; "
+        "data/mcore_versions.yaml own_master_bf16_moments)")
     fp8_param_gather: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's fp8 parameters (--fp8-param-gather, NeMo's fp8_param_gather / fp8_params): "
         "Transformer Engine's GEMM weights held as fp8 Float8Tensors, the distributed optimizer all-gathering them in "
@@ -1570,6 +1572,21 @@ class Scenario(_Strict):
                     raise ScenarioError(f"training.{field}", f"{value} is Megatron-Core's precision-aware optimizer, "
                                         f"first in release 0.11: the run states mcore_version {stated!r} (state "
                                         f"{off}, or a release from '0.11')")
+        if (self.megatron_core and stated is not None and t.optimizer == "adam" and t.adam_moments_dtype == "bf16"
+                and _at_least(stated, "precision_aware_optimizer")):
+            # Megatron-Core's own fp32 master with TE's bf16 moments: the optimizer config's fp8_recipe and
+            # use_precision_aware_optimizer_no_fp8_or_ds_fp8 first in 0.13 (0.11, 0.12: TE always keeps the master);
+            # a bf16 run's tensorwise recipe there is Megatron-Bridge's, 0.14 (data/mcore_versions.yaml
+            # own_master_bf16_moments, megatron_bridge)
+            first = "megatron_bridge" if t.precision == "bf16" else "own_master_bf16_moments"
+            if not _at_least(stated, first):
+                release = catalog.load("mcore_versions")[first]
+                why = ("TE keeps the master weights" if not _at_least(stated, "own_master_bf16_moments")
+                       else "a bf16 run's optimizer config has no current-scaling recipe")
+                raise ScenarioError("training.adam_moments_dtype", f"bf16 with optimizer adam (Megatron-Core's own "
+                                    f"fp32 master) needs a {t.precision} run on mcore_version {release!r} or later: "
+                                    f"the run states {stated!r}, where {why} (state optimizer adam_precision_aware, "
+                                    f"or adam_moments_dtype fp32)")
         p = self.parallelism
         if p.local_ddp != "none" and not t.optimizer.startswith("megatron") and p.pipeline_engine != "deepspeed":
             # (DeepSpeed's engine refuses Megatron's DDP itself: _check_deepspeed_engine)
