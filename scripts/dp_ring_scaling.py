@@ -11,7 +11,9 @@ scaling"); then the same chains for NeMo 1.x's Apex DistributedFusedAdam layout 
 buckets, the embedding and output layer with the first layer; docs/calibration.md, "Round 18: NeMo 1.x's distributed
 Adam"), timed by a closed-form chain model checked against the engine (``--apex``: that table alone); with ``--rows``,
 also the data-parallel time of the other large-DP rows (about a minute more).
-Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py [--rows | --apex | --mcore-buckets | --growth | --angles]
+``--terms``: each row's step terms and chains split into wire, protocol discount and ring latency (round 30).
+Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py
+       [--rows | --apex | --mcore-buckets | --growth | --angles | --terms]
 """
 
 from __future__ import annotations
@@ -364,7 +366,7 @@ def growth_table() -> None:
     for label, change, rings in variants:
         cells = []
         with _ppn1_rings(**rings):
-            steps = {gpus: simulate(_variant(catalog.load(f"scenarios/nemotron4-15b-{gpus}-h100"), change))
+            steps = {gpus: simulate(_variant(catalog.load(f"scenarios/nemotron4-15b-{gpus}-h100"), change or "bundled"))
                      .summary["step_time_s"] for gpus in PUBLISHED_STEP_S}
         for gpus, step in steps.items():
             cells.append(f"{gpus}: {step * 1e3:6.1f} ({(PUBLISHED_STEP_S[gpus] / step - 1) * 100:+5.1f}%, "
@@ -396,6 +398,65 @@ def angles_table() -> None:
         print(f"{label:<28} " + "  ".join(cells))
 
 
+# Round 30: each data-parallel chain of a row split into the part at the NIC's bus rate, the protocol's bandwidth
+# discount and the ring latency left unhidden (docs/calibration.md, "Round 30: what grows with the data-parallel size").
+TERM_ROWS = ("nemotron4-15b-768-h100", "nemotron4-15b-1536-h100", "nemotron4-15b-2304-h100", "nemotron4-340b-1536-h100")
+
+
+def chain_terms(scenario: config.Scenario, events) -> dict[str, dict]:
+    """Rank 0's parameter all-gathers and gradient reduce-scatters (``events``: the engine's table), seconds: per chain
+    the collectives' count, bytes, protocols (NCCL 2.19's choice for each bucket over a one-GPU-per-node rail, what the
+    engine ran), ``chain`` (their durations summed), ``wire`` (bytes (n-1)/n at the NIC's measured bus rate, 47 GB/s),
+    ``discount`` (what the protocol's bandwidth fraction adds to it: LL128 0.92 of busBw, nccl.yaml) and
+    ``latency`` (the rest: base and per-step ring latency that Simple's slices did not hide, and any sharing
+    of the NIC with other traffic)."""
+    ranks = scenario.parallelism.dp
+    fabric, group = _rail(ranks)
+    fractions = {name: proto["bandwidth_fraction"] for name, proto in nccl.constants()["protocols"].items()}
+    busbw = CX7.rate * nccl.efficiency("ring", "Simple", "network", H100, 1)   # 47 GB/s, nccl-tests#290
+    comm = events[(events["rank"] == 0) & (events["kind"] == "comm")]
+    terms = {}
+    for prefix, op in (("param all_gather", "all_gather"), ("grad reduce_scatter", "reduce_scatter")):
+        rows = comm[comm["name"].str.startswith(prefix)]
+        chain = wire = discount = 0.0
+        protocols: dict[str, int] = {}
+        for start, end, size in zip(rows["start_s"], rows["end_s"], rows["bytes"], strict=True):
+            protocol = _time_ms(fabric, group, op, size)[1]
+            protocols[protocol] = protocols.get(protocol, 0) + 1
+            bus = size * (ranks - 1) / ranks / busbw
+            chain += end - start
+            wire += bus
+            discount += bus / fractions[protocol] - bus
+        terms[op] = {"count": len(rows), "bytes": float(rows["bytes"].sum()), "protocols": protocols, "chain": chain,
+                     "wire": wire, "discount": discount, "latency": chain - wire - discount}
+    return terms
+
+
+def terms_table(names: tuple[str, ...] = TERM_ROWS) -> None:
+    """Each row's step split: compute, fitted gaps, exposed TP and DP, and per chain wire / discount / latency (ms)."""
+    print("\nstep terms (ms; rank 0): exposed DP per chain = wire at 47 GB/s + protocol discount + ring latency, "
+          "against the window it overlaps; tail = step less the last backward's end")
+    for name in names:
+        scenario = config.load(name)
+        result = simulate(scenario, check_memory=False)
+        s = result.summary
+        exposed = s["exposed_comm_by_parallelism_s"]
+        fwd_s, bwd_s = compute_windows(result.events)
+        rank0 = result.events[result.events["rank"] == 0]
+        last_backward = rank0[rank0["name"].str.startswith("backward")]["end_s"].max()
+        optimizer = rank0[rank0["name"] == "optimizer"]
+        print(f"{name}: dp {scenario.parallelism.dp}, step {s['step_time_s'] * 1e3:.1f}, compute "
+              f"{s['compute_s'] * 1e3:.1f}, interference {s['comm_interference_s'] * 1e3:.1f}, bubble "
+              f"{s['pipeline_bubble_s'] * 1e3:.1f}, exposed tp {exposed['tp'] * 1e3:.1f} pp {exposed['pp'] * 1e3:.1f} "
+              f"dp {exposed['dp'] * 1e3:.1f}; first forward {fwd_s * 1e3:.1f}, last backward {bwd_s * 1e3:.1f}, "
+              f"tail {(s['step_time_s'] - last_backward) * 1e3:.1f} (optimizer "
+              f"{(optimizer['end_s'] - optimizer['start_s']).sum() * 1e3:.1f})")
+        for op, t in chain_terms(scenario, result.events).items():
+            print(f"  {op:<15} {t['count']:>3} x, {t['bytes'] / 1e9:6.2f} GB, {t['protocols']}: chain "
+                  f"{t['chain'] * 1e3:6.1f} = wire {t['wire'] * 1e3:6.1f} + discount {t['discount'] * 1e3:5.1f} + "
+                  f"latency {t['latency'] * 1e3:5.1f}")
+
+
 LARGE_DP_ROWS = ("megatron-177b-4608-h100", "nemo2409-gpt3-175b-1024-h100-bf16", "nemo2409-gpt3-175b-2048-h100-bf16",
                  "llama3-405b-8k-h100-published", "llama3-405b-16k-h100-published",
                  "torchtitan-llama31-405b-512-h100-fp8", "nemotron4-340b-6144-h100")
@@ -422,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--mcore-buckets", action="store_true",
                        help="Megatron-Core's own 40M bucket formation (closed-form chains) alone")
     which.add_argument("--growth", action="store_true", help="the step's growth with DP under each variant alone")
+    which.add_argument("--terms", action="store_true", help="each Nemotron-4 row's step terms and its chains split "
+                       "into wire, protocol discount and ring latency alone (round 30)")
     which.add_argument("--angles", action="store_true", help="round 26's framework, NCCL, SHARP and precision "
                        "variants alone")
     args = parser.parse_args(argv)
@@ -436,6 +499,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.angles:
         angles_table()
+        return
+    if args.terms:
+        terms_table()
         return
     one_gpu_per_node_table()
     measured_points()
