@@ -12,7 +12,8 @@ left out, beside none of the GEMM's SMs (``collective_sms``). Three methods:
 - ring_exchange (all-gather, then the GEMM; TE split_overlap_ag): ``tp`` chunk GEMMs of tokens/tp rows each, the
   first on the local shard, chunk i once ring step i-1 has delivered shard i; the exchange runs on copy engines;
 - pipeline (the GEMM, then reduce-scatter; TE split_overlap_rs): ``pipeline_splits`` chunk GEMMs of
-  out_features/splits columns each, one after another, chunk i's reduce-scatter once GEMM i is done; the last
+  out_features/splits columns each, one after another (GEMM i+1 issued before the wait for GEMM i, so two in flight,
+  in TE 1.x fp8 training: ``pipeline_overlaps_first_gemm``), chunk i's reduce-scatter once GEMM i is done; the last
   chunk's reduce-scatter runs after the last GEMM, exposed (``exposed_reduce_scatters``);
 - ring_exchange for a reduce-scatter (TE split_overlap_rs_p2p, NeMo's configurations only): tp chunk GEMMs of
   tokens/tp rows, each sent to the rank owning its rows, then a reduce of the received chunks (``ring_reduce``);
@@ -23,8 +24,9 @@ A chunked GEMM is one op here: its chunk shape (m, n, k) for the GEMM shape mode
 share waves (``sharing``) and the FLOP of all chunks, so its device time is that of the chunks one after another,
 packed ``batch`` at a time. Kernel gaps: one per overlapped GEMM, not per chunk.
 TE issues the chunks from its C++ loop round-robin on ``streams`` compute streams (comm_gemm_overlap.h), so the next
-chunk is queued on another stream when one ends: no stream idles between chunks for the host or an event (the
-gap, ``kernels.HostModel.kernel_gap_s``, is the idle before a kernel the host issues from Python). Assumption.
+chunk is queued on another stream when one ends (``in_flight``): no stream idles between chunks for the host or an
+event (the gap, ``kernels.HostModel.kernel_gap_s``, is the idle before a kernel the host issues from Python).
+Assumption.
 """
 
 from __future__ import annotations
@@ -319,19 +321,21 @@ def chunks(method_name: str, tp: int, aggregate: bool | None = None) -> int:
 
 
 def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int, aggregate: bool | None = None,
-            out_element: float | None = None) -> Op:
+            out_element: float | None = None, reduce_scatter: bool = False, first_gemm: bool = False) -> Op:
     """``op`` (a GEMM of the run's ``precision``) as the chunk GEMMs ``method_name`` runs on ``sms`` SMs (the GPU's,
     or ``math_sms``): a ring exchange splits its m (tokens) rows, a pipeline its n (out_features) columns. FLOP are
     kept; bytes count each chunk's operands (the operand not split is read once per chunk) and its output
     (``out_element`` bytes an element, None: ``chunk_bytes``'s); ``batch`` is the chunks whose tiles share waves
-    (``sharing``)."""
+    (``sharing``; ``reduce_scatter``: a ring exchange's reduce-scatter, ``first_gemm``: a pipeline issuing GEMM
+    i+1 first, ``in_flight``)."""
     count = chunks(method_name, tp, aggregate)
     if count == 1 or op.batch != 1:
         return op
     # sequence parallelism splits the tokens by tp; a pipeline's columns by its splits (TE: m / num_splits)
     m, n = (math.ceil(op.m / count), op.n) if method_name == "ring_exchange" else (op.m, math.ceil(op.n / count))
     hbm = count * chunk_bytes(op, m, n, precision, out_element)
-    return dataclasses.replace(op, m=m, n=n, batch=sharing(m, n, count, sms, method_name), hbm_bytes=float(hbm))
+    batch = sharing(m, n, count, sms, method_name, reduce_scatter, first_gemm)
+    return dataclasses.replace(op, m=m, n=n, batch=batch, hbm_bytes=float(hbm))
 
 
 def chunk_bytes(op: Op, m: int, n: int, precision: str, out_element: float | None = None) -> float:
@@ -342,18 +346,40 @@ def chunk_bytes(op: Op, m: int, n: int, precision: str, out_element: float | Non
     return float((m * op.k + op.k * n) * element + m * n * out)
 
 
-def sharing(m: int, n: int, count: int, sms: int, method_name: str = "ring_exchange") -> int:
-    """Chunk GEMMs of (m x n) outputs whose tiles share waves, of ``count``: all of them when the chunks in flight on
-    TE's ``streams`` compute streams hold a wave of tiles (the SMs one chunk's last wave leaves idle take the next
-    chunk's tiles, so only the last chunk's tail is quantised), else the chunks in flight. Tiles counted with the
-    largest tile of the GEMM model (efficiency.yaml gemm.tiles), the fewest. ``constants()["packing"][method_name]``
-    false: each chunk quantised alone (a pipeline's chunk GEMM waits for the one before it, data/userbuffers.yaml)."""
+def pipeline_overlaps_first_gemm(te_version: int, precision: str) -> bool:
+    """Whether a pipeline overlap in Transformer Engine ``te_version``.x training in ``precision`` issues chunk GEMM
+    i+1 before the communication stream waits for chunk GEMM i (data/userbuffers.yaml pipeline_overlap_first_gemm:
+    TE 1.x's fp8_gemm passes split_overlap_rs gemm_overlap true, its 16-bit gemm false; TE 2.x only with
+    pipeline_rs_overlap_first_gemm, off by default)."""
+    return precision in constants()["pipeline_overlap_first_gemm"][te_version]
+
+
+def in_flight(method_name: str, reduce_scatter: bool = False, first_gemm: bool = False) -> int:
+    """Chunk GEMMs of one overlapped GEMM queued or running at once on one hardware queue: 1 where TE waits for
+    chunk GEMM i before issuing GEMM i+1 (a pipeline without ``first_gemm``; ``packing`` false), ``issued_ahead``
+    (2) where it issues GEMM i+1 and then waits for GEMM i (a pipeline with ``first_gemm``, a ring exchange's
+    ``reduce_scatter``: split_overlap_rs_p2p), ``streams`` (3) for a ring exchange's all-gather, whose GEMM i+1
+    waits only for ring step i's receive."""
+    if method_name == "pipeline" and first_gemm:
+        return constants()["issued_ahead"]
     if not constants()["packing"][method_name]:
         return 1
-    streams = min(constants()["streams"], count)
+    return constants()["issued_ahead"] if reduce_scatter else constants()["streams"]
+
+
+def sharing(m: int, n: int, count: int, sms: int, method_name: str = "ring_exchange", reduce_scatter: bool = False,
+            first_gemm: bool = False) -> int:
+    """Chunk GEMMs of (m x n) outputs whose tiles share waves, of ``count``: all of them when the chunks in flight
+    (``in_flight``) hold a wave of tiles (the SMs one chunk's last wave leaves idle take the next chunk's tiles, so
+    only the last chunk's tail is quantised), else the chunks in flight; 1 when one chunk runs at a time (each
+    quantised alone). Tiles counted with the largest tile of the GEMM model (efficiency.yaml gemm.tiles), the
+    fewest."""
+    streams = min(in_flight(method_name, reduce_scatter, first_gemm), count)
+    if streams == 1:
+        return 1
     tile_m, tile_n, _ = max(catalog.load("efficiency")["gemm"]["tiles"], key=lambda tile: tile[0] * tile[1])
-    in_flight = streams * math.ceil(m / tile_m) * math.ceil(n / tile_n)
-    return count if in_flight >= sms else streams
+    tiles = streams * math.ceil(m / tile_m) * math.ceil(n / tile_n)
+    return count if tiles >= sms else streams
 
 
 def copied_gemms(te_version: int, precision: str) -> frozenset[str]:
@@ -442,7 +468,9 @@ def apply(ops: dict[str, list[Op]], tp: int, precision: str, activation_bytes: i
                     out[phase].append(copy)
             fp8_out = BYTES_PER_ELEMENT[precision] if fp8_reduce_scatter(name, precision, settings) else None
             launched = math_sms(found, sms)
-            gemm_op = chunked(op, how, tp, precision, launched, found.aggregate, fp8_out)
+            reduce_scatter = phase in ("forward", "recompute") and op.name in REDUCE_SCATTER_OPS
+            gemm_op = chunked(op, how, tp, precision, launched, found.aggregate, fp8_out, reduce_scatter,
+                              pipeline_overlaps_first_gemm(te_version, precision))
             out[phase].append(dataclasses.replace(gemm_op, sms=launched) if launched != sms else gemm_op)
             if copy is not None and phase == "backward_weight":   # ... a reduce-scatter's emptied after it
                 out[phase].append(copy)

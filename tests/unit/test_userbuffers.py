@@ -181,6 +181,43 @@ def test_packed_chunks_of_whole_tiles_run_as_the_whole_gemm(packing):
             == pytest.approx(kernels.roofline_s(before, H100, "bf16")[0], rel=1e-12))
 
 
+def test_chunks_in_flight_follow_how_te_issues_them():
+    """One hardware queue: a pipeline that waits for chunk GEMM i before issuing GEMM i+1 has one chunk in flight; one
+    that issues GEMM i+1 first (TE 1.x fp8_gemm's gemm_overlap, split_overlap_rs_p2p's ring reduce-scatter) two; a
+    ring all-gather's GEMMs wait only for their ring step's receive: its three compute streams."""
+    assert userbuffers.in_flight("pipeline") == 1
+    assert userbuffers.in_flight("pipeline", first_gemm=True) == 2
+    assert userbuffers.in_flight("ring_exchange") == 3
+    assert userbuffers.in_flight("ring_exchange", reduce_scatter=True) == 2
+    # a 512 x 3072 chunk is 2 x 24 = 48 tiles of 256x128: three in flight hold 144 >= 132 SMs (all 8 chunks share
+    # waves), two hold 96 < 132 (the two in flight share)
+    assert userbuffers.sharing(512, 3072, 8, SMS) == 8
+    assert userbuffers.sharing(512, 3072, 8, SMS, reduce_scatter=True) == 2
+
+
+@pytest.mark.parametrize(("precision", "te_version", "packed"),
+                         [("fp8", 1, True), ("bf16", 1, False), ("fp8", 2, False), ("bf16", 2, False)])
+def test_pipeline_chunks_share_waves_only_where_te_issues_the_next_gemm_first(precision, te_version, packed):
+    """TE 1.x's fp8_gemm calls split_overlap_rs with gemm_overlap true (GEMM i+1 issued before the communication
+    stream's wait for GEMM i), its 16-bit gemm with false; TE 2.x takes that branch only with
+    pipeline_rs_overlap_first_gemm (default False). Where it does, the four column chunks (2048 x 3072 at tp 4: 192
+    tiles of 256x128 each, two in flight hold a wave of 132 SMs) run in the time of the whole GEMM on the same SMs
+    (768 tiles, 6 waves); elsewhere each chunk is quantised alone (2 waves each, 8 in all)."""
+    shard = Shard(seq_len=2048, micro_batch=1, tp=4, precision=precision, recompute="none")
+    layer = layer_ops(MODEL, shard)
+    settings = userbuffers.config(te_version=1)   # no SM margin: the chunks and the whole GEMM on all SMs
+    ub = userbuffers.apply(layer, 4, precision, shard.activation_bytes_per_element, SMS, settings, te_version)
+    whole, chunked = _gemm(layer, "forward", "attn_out"), _gemm(ub, "forward", "attn_out")
+    assert (chunked.m, chunked.n, chunked.batch) == (2048, 3072, 4 if packed else 1)
+    assert userbuffers.pipeline_overlaps_first_gemm(te_version, precision) is packed
+    whole_s = kernels.roofline_s(whole, H100, precision)[0]
+    chunked_s = kernels.roofline_s(chunked, H100, precision)[0]
+    if packed:
+        assert chunked_s == pytest.approx(whole_s, rel=0.01)
+    else:
+        assert chunked_s > 1.05 * whole_s
+
+
 def test_chunking_slows_tp8_more_than_tp2(packing):
     """Each chunk quantised alone (packing off), the GEMM shape model charges tp 8's 512-row chunks more than tp 2's
     2048-row chunks of the same model: the forward GEMMs' device time grows more at tp 8."""
