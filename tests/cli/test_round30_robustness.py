@@ -185,3 +185,35 @@ def test_a_write_that_fails_without_a_file_name_names_its_file(tmp_path, monkeyp
         outputs.write_text(tmp_path / "results.csv", "a,b\n")
     assert failed.value.filename == str(tmp_path / "results.csv") and failed.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+# ---- 7. run --samples interrupted keeps the samples that finished -----------------------------------------------
+def test_run_samples_interrupted_keeps_the_finished_samples(cli, tmp_path, monkeypatch):
+    """Ctrl-C during the fourth of six samples: the three finished were dropped ("interrupted by SIGINT" alone).
+    Now their summary is kept, marked partial, with the percentiles over the three, the same as a run of three."""
+    from simcluster import engine
+
+    data = copy.deepcopy(SMALL)
+    data["variability"] = {"kernel_jitter_cv": 0.05, "seed": 7}
+    path = _write(tmp_path, data)
+    code, out, err = cli("run", path, "--network", "analytic", "--samples", "3", "--json", "--out", tmp_path / "three")
+    assert code == 0, err
+    three = json.loads(out)
+    calls = []
+    run = engine.Simulation.run
+
+    def interrupted_at_the_fourth(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise Interrupted(signal.SIGINT)
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.Simulation, "run", interrupted_at_the_fourth)
+    code, _, err = cli("run", path, "--network", "analytic", "--samples", "6", "--json", "--out", tmp_path / "six")
+    _one_line(code, err, 130)
+    assert "3 of 6 samples finished" in err and "summary.json" in err, err
+    kept = json.loads((tmp_path / "six" / "summary.json").read_text())
+    assert kept["partial"] is True and kept["samples_requested"] == 6 and kept["samples"] == 3
+    assert kept["step_time_samples_s"] == three["step_time_samples_s"]
+    assert kept["step_time_p50_s"] == three["step_time_p50_s"]
+    assert sorted(p.name for p in (tmp_path / "six").iterdir()) == ["summary.json"]
