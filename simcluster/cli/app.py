@@ -8,6 +8,7 @@ import inspect
 import math
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import typer
@@ -138,26 +139,37 @@ class Interrupted(BaseException):
 INTERRUPTS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+# How long ``keeping`` ignores a further signal: the files it guards are written in well under a second (a table,
+# one summary; round 29), so a signal later than this is the user asking again for a write that does not end (a
+# hung network file system, a stalled pipe): it then raises as any signal does, and the command exits (round 30).
+KEEP_GRACE_S = 10.0
+
+
 @contextlib.contextmanager
 def keeping() -> Iterator[None]:
     """While an interrupted command writes the work it had finished (a run's summary.json, a compare's or sweep's
-    partial table, a replay's report): a further SIGINT, SIGTERM or SIGHUP is ignored. It raised inside the write,
-    and ``fresh_folder`` removed what was being kept (round 29). These files are small (a table, one summary) and
-    written in well under a second; the command then exits for the first signal. Only handlers that raise are
-    replaced (``nohup``'s SIG_IGN stays); outside the main thread, where no handler runs, nothing is done."""
+    partial table, a replay's report): a further SIGINT, SIGTERM or SIGHUP is ignored for ``KEEP_GRACE_S``. It raised
+    inside the write, and ``fresh_folder`` removed what was being kept (round 29). These files are small (a table,
+    one summary) and written in well under a second; the command then exits for the first signal. A signal after
+    the grace raises ``Interrupted`` (what is half-written is then removed): nothing can hang on a write that never
+    ends. Only handlers that raise are replaced (``nohup``'s SIG_IGN stays); outside the main thread, where no
+    handler runs, nothing is done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in INTERRUPTS}
     previous = {signum: handler for signum, handler in previous.items() if callable(handler)}
+    until = [time.monotonic() + KEEP_GRACE_S]  # set to infinity once the write is done: nothing raises after it
+
+    def ignore(signum, _frame) -> None:
+        if time.monotonic() > until[0]:
+            raise Interrupted(signum, "again while finished work was written: the write abandoned")
+
     for signum in previous:
-        signal.signal(signum, _ignore)
+        signal.signal(signum, ignore)
     try:
         yield
     finally:
+        until[0] = math.inf
         for signum, handler in previous.items():
-            signal.signal(signum, handler)  # a signal still pending runs through ``_ignore`` first
-
-
-def _ignore(_signum, _frame) -> None:
-    """The handler while finished work is kept (``keeping``): the command is already ending for a signal."""
+            signal.signal(signum, handler)  # a signal still pending runs through ``ignore`` first

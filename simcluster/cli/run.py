@@ -218,7 +218,18 @@ def run(
             simulation = first or Simulation(seeded, network, check_memory=not no_memory_check, merge=SYMMETRIC)
             return simulation.run(steps, on_step=on_step)
 
-        results = [simulate(spec, sim)] + [simulate(seeded) for seeded in list(sampling.scenarios(spec, samples))[1:]]
+        results = []
+        try:
+            results.append(simulate(spec, sim))
+            for seeded in list(sampling.scenarios(spec, samples))[1:]:
+                results.append(simulate(seeded))
+        except Interrupted as stop:  # samples that finished are kept, as a sweep's or a compare's runs (round 30)
+            if samples > 1 and results:
+                partial = sampling.combine(results, spec.tokens_per_step)
+                partial.summary.update(partial=True, samples_requested=samples)
+                stop.message = keep_summary(partial.summary, out_dir,
+                                            f"{len(results)} of {samples} samples finished", "percentiles over them")
+            raise
         result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
         console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
@@ -244,15 +255,17 @@ def run(
     console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
 
 
-def keep_summary(summary: dict, out_dir: Path) -> str:
-    """After SIGINT/SIGTERM while a finished run's files were written (``fresh_folder`` removed them): its
-    summary.json alone, written again; the line the CLI prints."""
+def keep_summary(summary: dict, out_dir: Path, done: str = "the simulation had finished", what: str = "") -> str:
+    """After SIGINT/SIGTERM while a finished run's files were written (``fresh_folder`` removed them), or between
+    the samples of ``run --samples`` (``done``: how many finished): its summary.json alone, written again; the line
+    the CLI prints."""
     try:
         with keeping(), fresh_folder(out_dir) as folder:  # a second Ctrl-C here no longer removes it
             outputs.write_text(folder / "summary.json", outputs.dumps(summary, indent=2) + "\n")
     except (OSError, ScenarioError) as err:
-        return f"the simulation had finished (summary not written: {err})"
-    return f"the simulation had finished; wrote summary.json (no events, links, trace or figures) to {folder}/"
+        return f"{done} (summary not written: {err})"
+    return (f"{done}; wrote summary.json ({what + ', ' if what else ''}no events, links, trace or figures) "
+            f"to {folder}/")
 
 
 def jobs_table(summary: dict) -> Table:

@@ -28,9 +28,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError) and err.filename is None:  # a full disk's write names no file: name ``path``
+            err.filename = str(path)  # (a sweep said "cannot write output: No space left on device"; round 30)
         raise
 
 

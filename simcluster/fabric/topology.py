@@ -550,15 +550,18 @@ def file_digest(topology: str) -> str | None:
         return None
     try:
         status = path.stat()
-        return _file_digest(str(path.resolve()), status.st_mtime_ns, status.st_size)
+        return _file_digest(str(path.resolve()), status.st_mtime_ns, status.st_size, status.st_ino,
+                            status.st_ctime_ns)
     except OSError:
         return None
 
 
 @functools.lru_cache(maxsize=64)
-def _file_digest(path: str, _mtime_ns: int, _size: int) -> str:
+def _file_digest(path: str, _mtime_ns: int, _size: int, _inode: int, _ctime_ns: int) -> str:
     """sha256 of a file's first ``MAX_FABRIC_BYTES + 1`` bytes (the loader refuses more), once per file version: a
-    grid of 10^4 points names the same file 10^4 times."""
+    grid of 10^4 points names the same file 10^4 times. A version is its modification time, size, inode and
+    status-change time: a file of the same size replaced (a script's write-then-rename, a new inode) or rewritten
+    and its mtime set back (``touch -r``, ``cp -p``: a new ctime) is another version (round 30)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         digest.update(handle.read(inputs.MAX_FABRIC_BYTES + 1))

@@ -315,6 +315,11 @@ def gpu_catalog_note(scenario: Scenario) -> str | None:
     layouts), which were measured on the catalog's chip: a what-if of that chip with one figure changed (``sweep
     --vary cluster.gpu.hbm_bandwidth=...``), not another chip's measurement."""
     gpu = scenario.cluster.gpu
+    lookalike = hardware.catalog_lookalike(gpu)
+    if lookalike:
+        return (f"cluster.gpu.name: {quoted(gpu.name)} is not the catalog's {quoted(lookalike)} (names match "
+                f"exactly): simulated with the default per-GPU tables, not {lookalike}'s; name it {quoted(lookalike)} "
+                "for them")
     conflict = hardware.catalog_conflict(gpu)
     if not conflict:
         return None

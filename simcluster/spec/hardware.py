@@ -164,6 +164,17 @@ def catalog_conflict(spec: GpuSpec) -> str | None:
     return None
 
 
+def catalog_lookalike(spec: GpuSpec) -> str | None:
+    """The catalog GPU an inline ``spec``'s name spells apart from case and surrounding blanks (``B300``,
+    `` b300``), else None. The name-keyed tables match the exact name, so such a spec takes their defaults, not
+    that GPU's: ``cluster.gpu: B300`` is refused as an unknown preset, the inline spelling ran silently (round 30)."""
+    gpus = catalog.load("hardware")["gpus"]
+    folded = spec.name.strip().casefold()
+    if spec.name in gpus or not folded:
+        return None
+    return next((name for name in gpus if name.casefold() == folded), None)
+
+
 def nic(name: str, field: str = "cluster.nic") -> NicSpec:
     """The catalog NIC ``name`` (e.g. 'connectx-7')."""
     return NicSpec(**_entry("nics", name, field))

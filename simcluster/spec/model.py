@@ -76,7 +76,11 @@ class MoESpec(BaseModel):
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
             raise ValueError(f"expected measured, balanced, round_robin or a coefficient of variation >= 0, "
                              f"got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer past a float's range (10**400): no spread is that large (round 30)
+            raise ValueError("expected a coefficient of variation >= 0 within a float's range, got an integer "
+                             f"of {value.bit_length()} bits") from None
 
     @model_validator(mode="after")
     def _check_routing(self) -> MoESpec:

@@ -17,6 +17,7 @@ import ctypes
 import glob
 import hashlib
 import itertools
+import json
 import math
 import os
 import signal
@@ -101,7 +102,25 @@ def read_shard(out_dir: Path, key: str) -> dict | None:
         return None
     if not isinstance(shard, dict) or shard.get("format") != SHARD_FORMAT or shard.get("key") != key:
         return None
+    if shard.pop(SEAL, None) != _seal(shard):  # edited since it was written, or by another hand
+        return None
     return shard if _whole(shard) else None
+
+
+# A shard's checksum of its own content (``write_shard``): a shard edited after it was written, by hand or by a
+# script, with numbers in range (a plausible step time) is run again rather than read as the scenario's result
+# (round 30). The key already hashes what a run reads (the scenario, a fabric file's bytes, simcluster's code and
+# data: ``grid.run_key``); the seal ties the result to it. It is no signature: whoever can write the folder can
+# recompute it, as they can write its results.csv.
+SEAL = "seal"
+
+
+def _seal(body: dict) -> str:
+    """sha256 (16 hex digits) of a shard's content as JSON reads it back (canonical: sorted keys, no spaces), its
+    ``params`` left out: a reused shard's are the grid point's, whatever the file says (round 29). NaN is let
+    through: a file may hold it, what ``write_shard`` seals never does, so such a file's seal differs."""
+    read = {name: value for name, value in body.items() if name != "params"}
+    return hashlib.sha256(json.dumps(read, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 # A finished run's summary always holds these, each a finite number > 0 (engine/results.summarize).
@@ -134,10 +153,12 @@ def _whole(shard: dict) -> bool:
 
 
 def write_shard(out_dir: Path, shard: dict) -> Path:
-    """Write atomically: a killed sweep leaves whole shards or none, never half a file."""
+    """Write atomically: a killed sweep leaves whole shards or none, never half a file; sealed (``_seal``) with the
+    content as it is written, so that ``read_shard`` reads only what this wrote."""
     path = shard_path(out_dir, shard["key"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    return outputs.write_text(path, outputs.dumps(shard, indent=1, default=str) + "\n")
+    body = json.loads(outputs.dumps({name: value for name, value in shard.items() if name != SEAL}, default=str))
+    return outputs.write_text(path, outputs.dumps({**body, SEAL: _seal(body)}, indent=1) + "\n")
 
 
 # ---- executors -----------------------------------------------------------------------------------------------

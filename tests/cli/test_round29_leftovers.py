@@ -27,6 +27,7 @@ from simcluster.cli.app import Interrupted, keeping
 from simcluster.core import outputs
 from simcluster.parallel import megatron_fsdp_prefetch, memory
 from simcluster.spec import config, hardware
+from simcluster.studies import sweep as sweep_module
 from tests.conftest import SMALL
 
 B300 = hardware.gpu("b300").model_dump(mode="json")
@@ -157,6 +158,8 @@ def test_keeping_ignores_signals_only_while_it_lasts():
     (lambda summary: summary.update(fabric={"switches": 1}), "KeyError"),  # a traceback before
 ])
 def test_a_forged_shard_is_refused_naming_its_file(cli, tmp_path, forge, said):
+    """Forged with its seal recomputed (round 30: an edit that leaves the seal is run again, test_round30_robustness):
+    what reading its summary raises names the file."""
     sweep = ("sweep", _write(tmp_path, copy.deepcopy(SMALL)), "--gpus", "16", "--jobs", "1", "--no-plots",
              "--network", "analytic", "--json", "--out", tmp_path / "sw")
     code, _, err = cli(*sweep)
@@ -164,7 +167,8 @@ def test_a_forged_shard_is_refused_naming_its_file(cli, tmp_path, forge, said):
     path = next((tmp_path / "sw").glob("shards/**/*.json"))
     shard = json.loads(path.read_text())
     forge(shard["summary"])
-    path.write_text(json.dumps(shard))
+    del shard[sweep_module.SEAL]
+    path.write_text(json.dumps({**shard, sweep_module.SEAL: sweep_module._seal(shard)}))
     code, _, err = cli(*sweep)
     _one_line(code, err, 2)
     assert err.startswith(f"error: {path}: ") and said in err and "--fresh" in err, err
