@@ -966,8 +966,10 @@ class Parallelism(_Defaulted):
         None, description="major version of the Transformer Engine the run used (1: 1.x, 2: 2.x), for its userbuffers "
         "defaults: 2.x launches the pipeline and bulk overlaps' GEMMs on the SMs their communication leaves "
         "(set_sm_margin), 1.x on all (data/userbuffers.yaml set_sm_margin_default); a NeMo configuration's own "
-        "setting holds in both. On Hopper the version changes no step time (cuBLAS's persistent grids wait for the "
-        "SMs the communication holds either way: persistent_grid_gpus); default: 1 on Hopper and older GPUs (NeMo "
+        "setting holds in both (on Hopper the margin changes no step time: cuBLAS's persistent grids wait for the "
+        "SMs the communication holds either way, persistent_grid_gpus); and in fp8 training 1.x issues a pipeline's "
+        "chunk GEMM i+1 before waiting for GEMM i (fp8_gemm's gemm_overlap), so two chunks share waves, where 2.x "
+        "runs them one at a time (pipeline_overlap_first_gemm); default: 1 on Hopper and older GPUs (NeMo "
         "24.09: TE 1.10, 25.02's base: TE 1.14), 2 on Blackwell, with the current / mxfp8 fp8 recipes or with "
         "moe_router fused (TE >= 2.6) (docs/scenario.md)")
     overlap_param_gather: Annotated[bool, Strict()] | None = Field(

@@ -311,12 +311,14 @@ def last_chunk_bytes(activation_bytes: float, tp: int, activation_element: float
     return chunk, fp8_chunk_bytes(chunk, activation_element, precision, settings)
 
 
-def chunks(method_name: str, tp: int, aggregate: bool | None = None) -> int:
-    """Chunk GEMMs of one overlapped GEMM: tp for a ring exchange (tp/2 aggregated; ``aggregate`` None: TE's default
-    ``ring_aggregate``), the pipeline's splits, 1 for a bulk overlap."""
+def chunks(method_name: str, tp: int, aggregate: bool | None = None, reduce_scatter: bool = False) -> int:
+    """Chunk GEMMs of one overlapped GEMM: tp for a ring exchange (an all-gather's tp/2 aggregated; ``aggregate``
+    None: TE's default ``ring_aggregate``; a ``reduce_scatter``'s always tp: TE's split_overlap_rs_p2p loops over
+    tp_size and never reads aggregate, which only split_overlap_ag does, TE 1.x UbufP2PCommOverlap and TE 2.x
+    CommOverlapP2PBase), the pipeline's splits, 1 for a bulk overlap."""
     if method_name == "ring_exchange":
         pairs = constants()["ring_aggregate"] if aggregate is None else aggregate
-        return tp // 2 if pairs and tp % 2 == 0 else tp
+        return tp // 2 if pairs and tp % 2 == 0 and not reduce_scatter else tp
     return constants()["pipeline_splits"] if method_name == "pipeline" else 1
 
 
@@ -328,7 +330,7 @@ def chunked(op: Op, method_name: str, tp: int, precision: str, sms: int, aggrega
     (``out_element`` bytes an element, None: ``chunk_bytes``'s); ``batch`` is the chunks whose tiles share waves
     (``sharing``; ``reduce_scatter``: a ring exchange's reduce-scatter, ``first_gemm``: a pipeline issuing GEMM
     i+1 first, ``in_flight``)."""
-    count = chunks(method_name, tp, aggregate)
+    count = chunks(method_name, tp, aggregate, reduce_scatter)
     if count == 1 or op.batch != 1:
         return op
     # sequence parallelism splits the tokens by tp; a pipeline's columns by its splits (TE: m / num_splits)

@@ -218,6 +218,37 @@ def test_pipeline_chunks_share_waves_only_where_te_issues_the_next_gemm_first(pr
         assert chunked_s > 1.05 * whole_s
 
 
+def test_ring_reduce_scatter_runs_tp_chunks_whether_or_not_aggregate():
+    """TE's split_overlap_rs_p2p (TE 1.x UbufP2PCommOverlap, TE 2.x CommOverlapP2PBase) loops over tp_size chunk GEMMs
+    of tokens/tp rows and never reads aggregate, which only split_overlap_ag does (tp/2 GEMMs of 2 tokens/tp rows):
+    a reduce-scatter stated with aggregate still runs tp chunks of 4096/4 = 1024 rows, an all-gather 2 of 2048."""
+    layer, _ = _ops(4)
+    op = _gemm(layer, "forward", "attn_out")
+    scatter = userbuffers.chunked(op, "ring_exchange", 4, "bf16", SMS, aggregate=True, reduce_scatter=True)
+    gather = userbuffers.chunked(op, "ring_exchange", 4, "bf16", SMS, aggregate=True)
+    assert (scatter.m, gather.m) == (1024, 2048)
+    assert userbuffers.ring_reduce(op, 4, 2).hbm_bytes == (4 + 1) * scatter.m * op.n * 2  # its tp received chunks
+
+
+def test_te_version_moves_an_fp8_pipeline_on_hopper():
+    """On H100 the SM margin changes nothing (persistent grids: both versions charged on SMs - num_sm), but the chunk
+    concurrency does: the NeMo 24.07 Llama 2 70B fp8 row's pipelined proj/fc2 forwards (4 column chunks, 4096 tokens
+    at tp 4) share waves in TE 1.x (fp8_gemm's gemm_overlap) and not in TE 2.x, so the same GEMMs take longer."""
+    scenario = config.load("nemo2407-llama2-70b-64-h100-fp8")
+    p, t = scenario.parallelism, scenario.training
+    shard = plan.shard_for(scenario)
+    settings = userbuffers.scenario_charged(scenario)
+    assert {settings[name].method for name in ("proj_fprop", "fc2_fprop")} == {"pipeline"}
+    times = {}
+    for te_version in (1, 2):
+        ub = userbuffers.apply(layer_ops(scenario.model, shard), p.tp, t.precision,
+                               shard.activation_bytes_per_element, SMS, settings, te_version)
+        ops = [_gemm(ub, "forward", name) for name in userbuffers.REDUCE_SCATTER_OPS]
+        assert [op.batch for op in ops] == ([4, 4] if te_version == 1 else [1, 1])
+        times[te_version] = sum(kernels.op_time_s(op, H100, t.precision) for op in ops)
+    assert times[2] > 1.05 * times[1]
+
+
 def test_chunking_slows_tp8_more_than_tp2(packing):
     """Each chunk quantised alone (packing off), the GEMM shape model charges tp 8's 512-row chunks more than tp 2's
     2048-row chunks of the same model: the forward GEMMs' device time grows more at tp 8."""
