@@ -153,6 +153,7 @@ class Run:
     exchange_s: float = 0.0  # one pipeline message over one NIC at NCCL's measured busbw (the round-16 check)
     drain_weight: float = 1.0  # drains a block (schedule_host.drains per_block; the round-28 per-drain check)
     queued: np.ndarray | None = None   # [chunks, 2]: of ``kernels``, those a call's C++ queues (workload.call_issue)
+    graphed: np.ndarray | None = None  # [chunks, 2]: of ``kernels``, those replayed from a CUDA graph (round 30)
 
     @classmethod
     def of(cls, case: dict) -> Run:
@@ -167,7 +168,8 @@ class Run:
                    np.array([[s.tensor_core_kernels for s in pair] for pair in streams]),
                    drained_s(scenario, case, 2 * critical, plan.microbatches),
                    plan.p2p_bytes / NIC_BYTES_PER_S if pp > 1 else 0.0, schedule_drains(scenario, case).per_block,
-                   np.array([[s.queued_kernels for s in pair] for pair in streams]))
+                   np.array([[s.queued_kernels for s in pair] for pair in streams]),
+                   np.array([[s.graphed_kernels for s in pair] for pair in streams]))
 
     def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0,
                 exchange_factor=0.0, drain_step_s=0.0, host_block_s=0.0, gap_per="kernel") -> np.ndarray:
@@ -177,24 +179,29 @@ class Run:
         time on one NIC per pipeline step. The round-28 checks of the pipeline term's structure: ``drain_step_s``
         per stream drain (``drain_weight`` of them a block), ``host_block_s`` host work a pipelined block on the
         host side of the max (hidden while the host is ahead). ``gap_per`` (not broadcast): "call", the queued kernels
-        (``queued``) pay the measured queued-launch latency instead of ``gap_s`` (efficiency.yaml gap_per)."""
+        (``queued``) pay the measured queued-launch latency instead of ``gap_s`` (efficiency.yaml gap_per). Graphed
+        kernels (``graphed``, host_overhead.cuda_graphs on) pay the in-graph node latency and no dispatch."""
         gap_s, fill, dispatch_s, step_s, tc_gap_s, fraction, factor, drain_step_s, host_block_s = np.broadcast_arrays(
             *(np.asarray(v, dtype=float) for v in (gap_s, fill, dispatch_s, step_s, tensor_core_gap_s, fraction,
                                                    exchange_factor, drain_step_s, host_block_s)))
         step_s = step_s + factor * self.exchange_s + self.drain_weight * drain_step_s
         grid = (...,) + (None,) * gap_s.ndim
         queued = self.queued if gap_per == "call" and self.queued is not None else np.zeros_like(self.kernels)
-        d, n, w, tc, q = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels, queued))
-        device = (d * (1.0 + fraction) + (n - q) * gap_s + q * kernels.launch_overhead_s() + fill * w
-                  + tc * tc_gap_s)                                                          # [chunks, 2, *grid]
-        host = n * dispatch_s + (host_block_s if self.pipelined else 0.0)
+        graphed = self.graphed if self.graphed is not None else np.zeros_like(self.kernels)
+        d, n, w, tc, q, g = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels,
+                                               queued, graphed))
+        device = (d * (1.0 + fraction) + (n - q - g) * gap_s + q * kernels.launch_overhead_s()
+                  + g * kernels.host_model().graph_node_s + fill * w + tc * tc_gap_s)      # [chunks, 2, *grid]
+        host = (n - g) * dispatch_s + (host_block_s if self.pipelined else 0.0)
         blocks = np.maximum(device, host).sum(axis=1).mean(axis=0)
         return blocks + (2.0 if self.pipelined else 0.0) * step_s
 
     def dispatch_bound_s(self, host: kernels.HostModel) -> float:
         """The largest host dispatch per kernel at which every block of this run is still device-bound."""
         queued = self.queued if host.gap_per == "call" and self.queued is not None else 0.0
-        gaps = (self.kernels - queued) * host.kernel_gap_s + queued * host.queued_gap_s
+        graphed = self.graphed if self.graphed is not None else 0.0
+        gaps = ((self.kernels - queued - graphed) * host.kernel_gap_s + queued * host.queued_gap_s
+                + graphed * host.graph_node_s)
         return float(np.min((self.device_s + host.fill_waves * self.wave_s + gaps) / self.kernels))
 
 

@@ -372,6 +372,11 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     grad_element = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     # Megatron's pipeline schedule spends host time on every model-chunk step (efficiency.yaml host_overhead)
     step_s = kernels.pipeline_step_overhead_s() if p.pp > 1 else 0.0
+    # full-iteration CUDA graphs (efficiency.yaml host_overhead.cuda_graphs on): the schedule's forward and backward
+    # blocks replay from one graph, its Python and pipeline steps with them (the optimizer step stays eager)
+    graph_step = t.cuda_graph_scope == "full_iteration" and kernels.host_model().cuda_graphs
+    if graph_step:
+        step_s = 0.0
     float8_copy_in = _float8_copy_in(scenario, layout, layer, collective_time_s)   # torchao's float8 all-gather
     chunks, chunk_param_counts, chunk_gemm_counts = [], [], []
     for index, (layers, moe_layers) in enumerate(zip(counts, moe_counts, strict=True)):
@@ -431,6 +436,10 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             else:
                 fwd_stream += float8_copy_in.forward(gathers[0], layer_fwd.elapsed_s())
                 bwd_stream += float8_copy_in.backward(gathers[1], layer_bwd.elapsed_s())
+        if graph_step:
+            fwd_stream, bwd_stream = kernels.graphed(fwd_stream), kernels.graphed(bwd_stream)
+            kept_stream = kernels.graphed(kept_stream) if kept_stream is not None else None
+            edges = {phase: [kernels.graphed(piece) for piece in pieces] for phase, pieces in edges.items()}
         chunk_param_counts.append(params + experts)
         chunk_gemm_counts.append(gemm_weights)
         param_bytes, expert_param_bytes = gathered_param_bytes(params, experts, gemm_weights if fp8_gather else None,

@@ -766,6 +766,12 @@ class Training(_Defaulted):
         "fc1 with cuBLASLt's GELU_AUX_BIAS epilogue writing the pre-activation beside its output, fc2's dgrad with "
         "DGELU_BGRAD reading it back; workload/ops.py mlp_block); epilogue needs mlp gelu, a dense model and a "
         "16- or 32-bit precision")
+    cuda_graph_scope: Literal["none", "full_iteration"] = Field(
+        "none", description="CUDA graphs over the training step: none, or full_iteration (Megatron-Core's "
+        "FullCudaGraphWrapper, Megatron-Bridge cuda_graph_impl local with cuda_graph_scope full_iteration: every "
+        "microbatch's forward and backward replayed as one graph; the optimizer step and data loading stay eager). "
+        "Read only with efficiency.yaml host_overhead.cuda_graphs on (round 30, off by default): graphed kernels "
+        "then pay the in-graph launch latency instead of the fitted gap, and no host dispatch")
     moe_cuda_graphs: Annotated[bool, Strict()] = Field(
         False, description="CUDA graphs over the MoE router and EP preprocess (Megatron-Core --cuda-graph-scope "
         "moe_router moe_preprocess): they replay as one graph launch instead of 31 eager launches each paying the "

@@ -19,7 +19,7 @@ measurements.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from simcluster.core import catalog
 from simcluster.spec.hardware import GpuSpec
@@ -375,6 +375,9 @@ class HostModel:
     ``gap_per``: "kernel" (in use), ``kernel_gap_s`` before every kernel; "call" (round 29, a structure study), before
     every kernel issued from Python, and the measured queued-launch latency (``launch_overhead_s``) before a kernel
     the C++ of one call queues behind the one before it (``Op.queued``, workload.call_issue).
+    ``cuda_graphs`` (round 30, off by default): a scenario's graphed kernels (``graphed``) pay ``graph_node_s``, the
+    measured launch latency of a kernel node after the one before it inside a replayed CUDA graph, instead of the
+    stream's gap, and no host dispatch; off, ``graphed`` leaves every block as it is.
     """
 
     kernel_gap_s: float
@@ -382,6 +385,8 @@ class HostModel:
     pipeline_step_s: float
     fill_waves: float = 0.0
     gap_per: str = "kernel"
+    cuda_graphs: bool = False
+    graph_node_s: float = 0.0
 
     @property
     def queued_gap_s(self) -> float:
@@ -400,7 +405,7 @@ def host_model() -> HostModel:
     gap_per = table.get("gap_per", "kernel")
     assert gap_per in GAP_PER, gap_per
     return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"], table["fill_waves"],
-                     gap_per)
+                     gap_per, bool(table.get("cuda_graphs", False)), table.get("graph_node_s", 0.0))
 
 
 GAP_PER = ("kernel", "call")   # efficiency.yaml host_overhead gap_per (HostModel)
@@ -440,17 +445,21 @@ class StreamTime:
     # of ``kernels``, those the C++ of a call queues behind the kernel before it (``Op.queued``, workload.call_issue):
     # their gap is ``HostModel.queued_gap_s``
     queued_kernels: float = 0.0
+    # of ``kernels``, those replayed from a CUDA graph (``graphed``): their gap is ``HostModel.graph_node_s``, no
+    # dispatch; counted apart from ``queued_kernels``
+    graphed_kernels: float = 0.0
 
     def __add__(self, other: StreamTime) -> StreamTime:
         return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels,
                           self.wave_s + other.wave_s, self.tensor_core_kernels + other.tensor_core_kernels,
                           self.host_extra_s + other.host_extra_s, self.stall_s + other.stall_s,
-                          self.clock_s + other.clock_s, self.queued_kernels + other.queued_kernels)
+                          self.clock_s + other.clock_s, self.queued_kernels + other.queued_kernels,
+                          self.graphed_kernels + other.graphed_kernels)
 
     def __rmul__(self, count: float) -> StreamTime:
         return StreamTime(count * self.device_s, count * self.kernels, count * self.wave_s,
                           count * self.tensor_core_kernels, count * self.host_extra_s, count * self.stall_s,
-                          count * self.clock_s, count * self.queued_kernels)
+                          count * self.clock_s, count * self.queued_kernels, count * self.graphed_kernels)
 
     def clock_bound_s(self, host: HostModel | None = None) -> float:
         """Of ``elapsed_s``, the time a GPU's SM clock sets: the compute-bound kernels' (``clock_s``) when the
@@ -466,18 +475,32 @@ class StreamTime:
         tensor-core kernel's fill (``HostModel.fill_waves`` of its waves), and the idle after host syncs
         (``stall_s``)."""
         host = host or host_model()
-        gaps = (self.kernels - self.queued_kernels) * host.kernel_gap_s + self.queued_kernels * host.queued_gap_s
+        eager = self.kernels - self.queued_kernels - self.graphed_kernels
+        gaps = (eager * host.kernel_gap_s + self.queued_kernels * host.queued_gap_s
+                + self.graphed_kernels * host.graph_node_s)
         return self.device_s + gaps + host.fill_waves * self.wave_s + self.stall_s
 
     def host_bound_s(self, host: HostModel | None = None) -> float:
-        """The host's side: every launch's dispatch, one after another on one CPU thread."""
+        """The host's side: every eager launch's dispatch, one after another on one CPU thread (a graph's kernels
+        none: its one launch per replay is not counted)."""
         host = host or host_model()
-        return self.kernels * host.dispatch_s + self.host_extra_s
+        return (self.kernels - self.graphed_kernels) * host.dispatch_s + self.host_extra_s
 
     def elapsed_s(self, host: HostModel | None = None) -> float:
         """Time of the block on its stream: the slower side."""
         host = host or host_model()
         return max(self.device_bound_s(host), self.host_bound_s(host))
+
+
+def graphed(stream: StreamTime, host: HostModel | None = None) -> StreamTime:
+    """``stream`` replayed from a CUDA graph, with ``HostModel.cuda_graphs`` on: every kernel graphed (its gap
+    ``graph_node_s``, no dispatch), none queued by the host, no host time beyond dispatch (the Python, module calls
+    and other-stream launches ran once, at capture). Device-side stalls (``stall_s``) are kept: a graph holds no host
+    sync, so a stream with host syncs in it cannot be captured (the scopes read here hold none). Off: ``stream``."""
+    host = host or host_model()
+    if not host.cuda_graphs:
+        return stream
+    return replace(stream, queued_kernels=0.0, graphed_kernels=stream.kernels, host_extra_s=0.0)
 
 
 # Names of zero-work ops that mark host events rather than kernels of the stream (``stream_time``):

@@ -79,7 +79,8 @@ def test_call_structure_selects_gap_per_call_and_restores_it():
     fit_script.STRUCTURE = fit_script.STRUCTURES["call"]
     try:
         with fit_script.host_values(30e-6, 400e-6):
-            assert kernels.host_model() == kernels.HostModel(30e-6, table["dispatch_s"], 400e-6, 0.0, "call")
+            assert kernels.host_model() == kernels.HostModel(30e-6, table["dispatch_s"], 400e-6, 0.0, "call", False,
+                                                             table["graph_node_s"])
         assert kernels.host_model().gap_per == "kernel"
     finally:
         fit_script.STRUCTURE = fit_script.STRUCTURES["gap"]
