@@ -6,6 +6,7 @@ import contextlib
 
 import numpy as np
 import pytest
+import yaml
 from scripts_loader import load_script
 
 from simcluster.core import catalog
@@ -13,7 +14,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config, hardware
 from simcluster.workload import kernels
-from simcluster.workload.ops import _memory
+from simcluster.workload.ops import Op, _memory
 
 fit_script = load_script("fit_host_overheads")
 
@@ -109,3 +110,31 @@ def test_the_fit_estimate_charges_graphed_kernels_what_the_stream_charges():
         expected = sum(stream.elapsed_s(host) for stream in streams)
         assert run.block_s(host.kernel_gap_s, 0.0, host.dispatch_s, 0.0) == pytest.approx(expected, rel=1e-12)
         assert expected == pytest.approx(2e-3 + 40 * host.kernel_gap_s + 4e-3 + 90 * host.graph_node_s, rel=1e-12)
+
+
+def _graph_scoped_bundled_scenarios():
+    for path in sorted(config.bundled_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if (data.get("training") or {}).get("cuda_graph_scope", "none") != "none":
+            yield path.stem
+
+
+def test_every_bundled_graphed_scenario_is_capturable_no_host_sync_in_its_blocks():
+    # graphed() keeps a stream's stall_s, the idle after a host sync (kernels.synced_stall_s); a captured graph holds
+    # no host sync, so a scenario stating a scope must have none in its forward and backward blocks (round 30 review)
+    names = list(_graph_scoped_bundled_scenarios())
+    assert len(names) >= 6   # the Llama 3 8B Blackwell presets, FP8-CS and MXFP8 (docs/calibration.md round 30)
+    for name in names:
+        for chunk in Simulation(config.load(name)).plan.chunks:
+            assert chunk.forward_stream.stall_s == 0.0 and chunk.backward_stream.stall_s == 0.0, name
+
+
+def test_a_host_sync_in_a_block_shows_as_stall_that_graphing_would_keep():
+    # the guard above can fail: a HOST_SYNC op in a stream gives it a stall, which graphed() leaves in place
+    gpu = hardware.gpu("b200")
+    copy = _memory("copy", 0.0, 1e-6 * gpu.hbm_bandwidth * kernels.hbm_fraction())
+    sync = Op(name=kernels.HOST_SYNC, kind="memory", flop=0.0, hbm_bytes=0.0)
+    synced = kernels.stream_time([copy] * 20 + [sync] + [copy] * 20, gpu, "bf16")
+    assert synced.stall_s > 0.0
+    with switch(True) as host:
+        assert kernels.graphed(synced, host).stall_s == synced.stall_s
