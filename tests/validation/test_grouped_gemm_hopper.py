@@ -16,6 +16,8 @@ fails if the model drops further below the measurement, or rises past it without
 rows ran.
 """
 
+import dataclasses
+
 import pytest
 
 from simcluster.spec import hardware
@@ -82,3 +84,19 @@ def test_expert_gemm_device_time_cannot_close_the_per_call_residual():
     per_call_no_packing = (sum(alone) - sum(batched)) / len(batched)
     assert 0 < per_call_measured_excess < RESIDUAL_PER_CALL_S / 2
     assert 0 < per_call_no_packing < RESIDUAL_PER_CALL_S / 2
+
+
+# vllm-project/vllm#23280 (mgoin, 2025-09-10), the same table tests/validation/test_h100_gemm_inference_benchmarks.py
+# reads at M >= 1024: torch-bf16 (cuBLAS) TFLOP/s at (M, 2112, 7168) on NVIDIA_H100_80GB_HBM3, triton do_bench (boost
+# clock), at the rows an expert GEMM has (DeepSeek-V3's K 7168; one GEMM alone on the GPU, as each of Transformer
+# Engine's per-expert cuBLAS calls is launched)
+VLLM_23280_SMALL_M_BF16 = {256: 401.863069, 512: 566.262626}
+
+
+@pytest.mark.parametrize(("m", "measured_tflops"), VLLM_23280_SMALL_M_BF16.items())
+def test_one_expert_gemm_alone_matches_cublas_at_expert_rows(m, measured_tflops):
+    """The model of one GEMM alone (batch 1, the bound the batched expert GEMM cannot fall below by more than its
+    packing) against cuBLAS at 256 and 512 rows: within 6%, the band the same source's larger-M points hold."""
+    op = dataclasses.replace(_gemm("expert_up", m, 2112, 7168, SHARD), split_accumulator=False)
+    model_tflops = kernels.achieved_flop_per_s(op, H100, "bf16") / 1e12
+    assert measured_tflops / model_tflops == pytest.approx(1.0, abs=0.06)
