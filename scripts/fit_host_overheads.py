@@ -5,6 +5,7 @@
                                                              # leave-one-series-out refits and the other structures
     python scripts/fit_host_overheads.py --structure fill    # round 9's structure instead
     python scripts/fit_host_overheads.py --structure call    # round 29's: the fitted gap per Python-issued kernel
+    python scripts/fit_host_overheads.py --structure gapfill # round 30's: the gap AND the GEMM fill fitted together
     python scripts/fit_host_overheads.py --write             # and put the fitted values into efficiency.yaml
     python scripts/fit_host_overheads.py --variability measured   # what-if: every run with GPU speed variability
 
@@ -14,14 +15,16 @@ one microbatch, one phase):
     max(D + N * kernel gap + fill_waves * sum over GEMM kernels of their time per wave, N * dispatch)
     + pipeline step (pp > 1)
 
-The host dispatch is measured. Three structures (``STRUCTURES``), each fitting one per-kernel value with the
-pipeline step: "gap" (rounds 5-8, in use): one gap before every kernel fitted, no GEMM fill; "fill" (round 9, not
+The host dispatch is measured. Four structures (``STRUCTURES``), the first three fitting one per-kernel value with
+the pipeline step: "gap" (rounds 5-8, in use): one gap before every kernel fitted, no GEMM fill; "fill" (round 9, not
 applied): the gap at the measured queued-launch latency (efficiency.yaml launch_overhead_s, Kineto traces), a GEMM
 kernel's fill in waves of its own fitted; "call" (round 29, not applied): the fitted gap before every kernel issued
 from Python, the measured queued-launch latency before a kernel the C++ of one call queues behind the one before it
-(host_overhead gap_per "call"; ``Op.queued``, workload.call_issue), no GEMM fill. ``--write`` writes the fitted pair
-and the structure's fixed values. Printed as checks (not used): the other structures on the same estimate, including
-the gap before tensor-core kernels only (round 8), a fraction of the device time (round 6), and the three terms
+(host_overhead gap_per "call"; ``Op.queued``, workload.call_issue), no GEMM fill; "gapfill" (round 30, not
+applied): the gap before every kernel and the GEMM fill both fitted (round 13's three-term check as a structure, a 3-D
+grid). ``--write`` writes the fitted values and the structure's fixed values. Printed as checks (not used): the
+other structures on the same estimate, including the gap before tensor-core kernels only (round 8), a fraction of
+the device time (round 6), and the three terms
 together (fitted gap, GEMM fill and pipeline step, with their condition number: round 13), and the pipeline term's
 structure against the schedules' stream drains (``PIPELINE_STRUCTURES``, round 28: every block, per drain, both,
 host-side, message time; each with its leave-one-series-out refits).
@@ -31,7 +34,8 @@ none weighted; the held-out cases are never read. A series can be kept out of th
 printed with its reason; ``--all`` keeps it in); none is kept out since round 7.
 Objective: the mean absolute error over the runs, subject to no run beyond ``MAX_ERROR`` (the issue's bound for
 calibration, 10%); when no pair meets the bound, the mean among the pairs with the smallest maximum (to 0.1
-point). The grid: the structure's (``GAP_GRID_S`` or ``FILL_GRID``) x ``STEP_GRID_S``.
+point). The grid: the structure's terms' grids (``GAP_GRID_S``, ``FILL_GRID``; "gapfill": ``GAPFILL_*``) x
+``STEP_GRID_S``.
 
 How: the step time of a run responds to its blocks' times along its critical path. One full simulation of the set
 gives each run's step time S0 at the current values; the plan gives every block's device time, kernel count and
@@ -41,7 +45,7 @@ of each phase on the critical path of a 1F1B pipeline (m microbatches per replic
 a pipeline). The best pair on that estimate is simulated in full and the estimate re-linearised around it, until
 the best pair stays (at most ``MAX_SIMULATIONS`` + 1 simulations of the set). The errors printed are the full
 simulation's at the fitted pair; the sensitivity rows, the leave-one-series-out refits and the checks are the
-estimate around it. Identifiability: the condition number of the two fitted terms' columns (each run's step-time
+estimate around it. Identifiability: the condition number of the fitted terms' columns (each run's step-time
 change per unit of each, relative to its step, columns scaled to unit norm).
 """
 
@@ -87,49 +91,72 @@ NIC_BYTES_PER_S = nccl.per_nic_busbw()
 
 
 @dataclass(frozen=True)
-class Structure:
-    """Which per-kernel value is fitted with the pipeline step: its efficiency.yaml key, its ``Run.block_s``
-    argument, its grid, and the values the other per-kernel key takes."""
+class Term:
+    """One fitted per-kernel value: its efficiency.yaml key, its ``Run.block_s`` argument, its grid, its unit."""
 
     key: str
     arg: str
     grid: np.ndarray
     unit: float    # printed in this unit
     unit_name: str
-    # (yaml key, block_s argument, value; None: launch_overhead_s; a string: gap_per's)
-    fixed: tuple[tuple[str, str, float | str | None], ...]
-
-    def fixed_values(self) -> dict[str, float | str]:
-        return {key: kernels.launch_overhead_s() if value is None else value for key, _, value in self.fixed}
 
     def text(self, value: float) -> str:
         digits = 2 if self.unit == 1 else 0
         return f"{value / self.unit:.{digits}f} {self.unit_name}"
 
 
+GAP = Term("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us")
+FILL = Term("fill_waves", "fill", FILL_GRID, 1.0, "waves")
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Which per-kernel values (``terms``) are fitted with the pipeline step, and the values the other per-kernel
+    keys take. A fit's point ``at`` is (the terms' values in order, the pipeline step)."""
+
+    terms: tuple[Term, ...]
+    # (yaml key, block_s argument, value; None: launch_overhead_s; a string: gap_per's)
+    fixed: tuple[tuple[str, str, float | str | None], ...]
+
+    @property
+    def key(self) -> str:
+        return " + ".join(term.key for term in self.terms)
+
+    def fixed_values(self) -> dict[str, float | str]:
+        return {key: kernels.launch_overhead_s() if value is None else value for key, _, value in self.fixed}
+
+    def text(self, *values: float) -> str:
+        return ", ".join(term.text(value) for term, value in zip(self.terms, values, strict=True))
+
+    def fitted_values(self, at: tuple[float, ...]) -> dict[str, float]:
+        """efficiency.yaml host_overhead keys -> values at ``at``, the pipeline step included."""
+        return {**{term.key: float(v) for term, v in zip(self.terms, at, strict=False)}, "pipeline_step_s": at[-1]}
+
+
 # --structure: "fill" (round 9): the measured queued-launch gap (launch_overhead_s) before every kernel, the GEMM
 # fill fitted; "gap" (rounds 5-8, efficiency.yaml's default): one gap before every kernel fitted, no GEMM fill;
 # "call" (round 29): the gap fitted before every kernel issued from Python, launch_overhead_s before the kernels a
-# call's C++ queues (workload.call_issue), no GEMM fill.
+# call's C++ queues (workload.call_issue), no GEMM fill; "gapfill" (round 30): the gap before every kernel AND the
+# GEMM fill fitted together (round 13's three-term check as a structure, on ``GAPFILL_*`` grids).
+GAPFILL_GAP = Term("kernel_gap_s", "gap_s", np.arange(0.0, 60.5e-6, 1e-6), 1e-6, "us")
+GAPFILL_FILL = Term("fill_waves", "fill", np.arange(0.0, 2.0001, 0.02), 1.0, "waves")
 STRUCTURES = {
-    "fill": Structure("fill_waves", "fill", FILL_GRID, 1.0, "waves",
-                      (("kernel_gap_s", "gap_s", None), ("gap_per", "gap_per", "kernel"))),
-    "gap": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us",
-                     (("fill_waves", "fill", 0.0), ("gap_per", "gap_per", "kernel"))),
-    "call": Structure("kernel_gap_s", "gap_s", GAP_GRID_S, 1e-6, "us",
-                      (("fill_waves", "fill", 0.0), ("gap_per", "gap_per", "call"))),
+    "fill": Structure((FILL,), (("kernel_gap_s", "gap_s", None), ("gap_per", "gap_per", "kernel"))),
+    "gap": Structure((GAP,), (("fill_waves", "fill", 0.0), ("gap_per", "gap_per", "kernel"))),
+    "call": Structure((GAP,), (("fill_waves", "fill", 0.0), ("gap_per", "gap_per", "call"))),
+    "gapfill": Structure((GAPFILL_GAP, GAPFILL_FILL), (("gap_per", "gap_per", "kernel"),)),
 }
 STRUCTURE = STRUCTURES["gap"]   # set by main
 VARIABILITY = None              # set by main (--variability): every calibration run with it, a what-if
 
 
 @contextlib.contextmanager
-def host_values(value: float, step_s: float):
-    """Simulate with these fitted values (``STRUCTURE``'s value, pipeline step) and the structure's fixed one: set in
-    the loaded efficiency table the simulator reads, restored after."""
+def host_values(*at: float):
+    """Simulate with these fitted values (``STRUCTURE``'s values, pipeline step) and the structure's fixed ones: set
+    in the loaded efficiency table the simulator reads, restored after."""
     table = catalog.load("efficiency")["host_overhead"]
     saved = dict(table)
-    table.update({STRUCTURE.key: float(value), "pipeline_step_s": float(step_s), **STRUCTURE.fixed_values()})
+    table.update({**STRUCTURE.fitted_values(at), **STRUCTURE.fixed_values()})
     try:
         yield
     finally:
@@ -234,15 +261,15 @@ def share_text(drain_s: float, steps_s: float) -> str:
     return f"{drain_s / steps_s:.2%}" if steps_s > 0 else "n/a"
 
 
-def simulate(value: float, step_s: float) -> list[validation.CaseResult]:
-    with host_values(value, step_s):
+def simulate(*at: float) -> list[validation.CaseResult]:
+    with host_values(*at):
         return [validation.run_case(case, variability=VARIABILITY) for case in validation.cases()]
 
 
-def estimated_errors(runs: list[Run], reference: list[validation.CaseResult], at: tuple[float, float],
+def estimated_errors(runs: list[Run], reference: list[validation.CaseResult], at: tuple[float, ...],
                      **values) -> np.ndarray:
-    """Errors [runs, *grid] estimated from the simulation ``reference`` made at ``at`` (``STRUCTURE``'s value, step)
-    with its fixed value and the dispatch of efficiency.yaml; ``values`` (gap_s, fill, dispatch_s, step_s,
+    """Errors [runs, *grid] estimated from the simulation ``reference`` made at ``at`` (``STRUCTURE``'s values, step)
+    with its fixed values and the dispatch of efficiency.yaml; ``values`` (gap_s, fill, dispatch_s, step_s,
     tensor_core_gap_s, fraction) replace those, broadcasting (``Run.block_s``)."""
     now = reference_values(at)
     errors = []
@@ -269,42 +296,59 @@ def in_objective(runs: list[Run], excluded: dict[str, str]) -> np.ndarray:
     return np.array([run.case["source"] not in excluded for run in runs])
 
 
-def reference_values(at: tuple[float, float]) -> dict[str, float]:
-    """``Run.block_s`` arguments at ``at`` (``STRUCTURE``'s value, step) with the structure's fixed value."""
-    now: dict = dict(dispatch_s=kernels.host_model().dispatch_s, step_s=at[1])
+def reference_values(at: tuple[float, ...]) -> dict[str, float]:
+    """``Run.block_s`` arguments at ``at`` (``STRUCTURE``'s values, step) with the structure's fixed values."""
+    now: dict = dict(dispatch_s=kernels.host_model().dispatch_s, step_s=at[-1])
     now.update({arg: value for (_, arg, _), value in zip(STRUCTURE.fixed, STRUCTURE.fixed_values().values(),
                                                            strict=True)})
-    now[STRUCTURE.arg] = at[0]
+    now.update({term.arg: value for term, value in zip(STRUCTURE.terms, at, strict=False)})
     return now
 
 
-def grid_fit(runs, results, at, fitted) -> tuple[tuple[float, float], np.ndarray]:
-    """The best (value, step) on the estimate around ``at`` for the ``fitted`` runs, and every run's error there."""
-    grid = STRUCTURE.grid
-    errors = estimated_errors(runs, results, at, **{STRUCTURE.arg: grid[:, None]}, step_s=STEP_GRID_S[None, :])
-    i, j = best(errors, fitted)
-    return (round(float(grid[i]), 9), round(float(STEP_GRID_S[j]), 9)), errors[:, i, j]
+def grid_errors(runs, results, at) -> np.ndarray:
+    """Every run's estimated error on ``STRUCTURE``'s grids x ``STEP_GRID_S``: [runs, *term grids, step] (one slice
+    of the first term's grid at a time, the other axes broadcast)."""
+    axes = len(STRUCTURE.terms)
+    rest = {term.arg: term.grid.reshape([-1 if k == i else 1 for k in range(axes)])
+            for i, term in enumerate(STRUCTURE.terms[1:])}
+    first = STRUCTURE.terms[0]
+    return np.stack([estimated_errors(runs, results, at, **{first.arg: value}, **rest, step_s=STEP_GRID_S)
+                     for value in first.grid], axis=1)
 
 
-def fit(excluded: dict[str, str]) -> tuple[tuple[float, float], list[validation.CaseResult], list[Run]]:
+def grid_best(errors, fitted) -> tuple[tuple[float, ...], np.ndarray]:
+    """The best point of ``grid_errors``'s grid for the ``fitted`` runs, and every run's error there."""
+    index = best(errors, fitted)
+    grids = [term.grid for term in STRUCTURE.terms] + [STEP_GRID_S]
+    return (tuple(round(float(grid[i]), 9) for grid, i in zip(grids, index, strict=True)),
+            errors[(slice(None),) + index])
+
+
+def grid_fit(runs, results, at, fitted) -> tuple[tuple[float, ...], np.ndarray]:
+    """The best (values, step) on the estimate around ``at`` for the ``fitted`` runs, and every run's error there."""
+    return grid_best(grid_errors(runs, results, at), fitted)
+
+
+def fit(excluded: dict[str, str]) -> tuple[tuple[float, ...], list[validation.CaseResult], list[Run]]:
     runs = [Run.of(case) for case in validation.cases()]
     fitted = in_objective(runs, excluded)
     host = kernels.host_model()
-    start = getattr(host, STRUCTURE.key)
-    if start == 0.0 or any(getattr(host, key) != value for key, value in STRUCTURE.fixed_values().items()
-                           if key != "gap_per"):
-        start = float(np.median(STRUCTURE.grid))   # efficiency.yaml holds the other structure: start mid-grid
-    at = (start, host.pipeline_step_s)
-    print(f"start: {STRUCTURE.key} {STRUCTURE.text(at[0])}, pipeline step {at[1] * 1e6:.0f} us; fixed: "
+    start = tuple(float(getattr(host, term.key)) for term in STRUCTURE.terms)
+    if not any(start) or any(getattr(host, key) != value for key, value in STRUCTURE.fixed_values().items()
+                             if key != "gap_per"):
+        # efficiency.yaml holds another structure: start mid-grid
+        start = tuple(float(np.median(term.grid)) for term in STRUCTURE.terms)
+    at = (*start, host.pipeline_step_s)
+    print(f"start: {STRUCTURE.key} {STRUCTURE.text(*at[:-1])}, pipeline step {at[-1] * 1e6:.0f} us; fixed: "
           + ", ".join(f"{key} {value}" for key, value in STRUCTURE.fixed_values().items())
           + f"; host dispatch {host.dispatch_s * 1e6:.1f} us per kernel (measured, not fitted)")
-    seen: dict[tuple[float, float], list[validation.CaseResult]] = {}
+    seen: dict[tuple[float, ...], list[validation.CaseResult]] = {}
     estimate = None
     for simulation in range(MAX_SIMULATIONS):
         started = time.perf_counter()
         seen[at] = simulate(*at)
         stats = validation.error_stats(seen[at])
-        print(f"simulation {simulation + 1} at ({STRUCTURE.text(at[0])}, {at[1] * 1e6:.0f} us): "
+        print(f"simulation {simulation + 1} at ({STRUCTURE.text(*at[:-1])}, {at[-1] * 1e6:.0f} us): "
               f"median {stats['median_abs_error']:.1%}, max {stats['max_abs_error']:.1%} "
               f"({time.perf_counter() - started:.0f} s)")
         if estimate is not None:
@@ -328,36 +372,41 @@ def summary(errors: np.ndarray) -> dict[str, float]:
 
 def sensitivity(runs, results, at) -> list[tuple[str, dict[str, float]]]:
     """Calibration median / max |error| and mean error with each fitted value moved by +-25% (estimated)."""
+    names = [term.key for term in STRUCTURE.terms] + ["pipeline step"]
     rows = [("as fitted", at)]
-    for sign in (-1, 1):
-        rows.append((f"{STRUCTURE.key} {sign * SENSITIVITY:+.0%}", (at[0] * (1 + sign * SENSITIVITY), at[1])))
-    for sign in (-1, 1):
-        rows.append((f"pipeline step {sign * SENSITIVITY:+.0%}", (at[0], at[1] * (1 + sign * SENSITIVITY))))
-    return [(f"{label} ({STRUCTURE.text(value)}, {step_s * 1e6:.0f} us)",
-             summary(estimated_errors(runs, results, at, **{STRUCTURE.arg: value}, step_s=step_s)))
-            for label, (value, step_s) in rows]
+    for k, name in enumerate(names):
+        for sign in (-1, 1):
+            moved = tuple(v * (1 + sign * SENSITIVITY) if i == k else v for i, v in enumerate(at))
+            rows.append((f"{name} {sign * SENSITIVITY:+.0%}", moved))
+    return [(f"{label} ({STRUCTURE.text(*point[:-1])}, {point[-1] * 1e6:.0f} us)",
+             summary(estimated_errors(runs, results, at, **{t.arg: v for t, v in zip(STRUCTURE.terms, point,
+                                                                                       strict=False)},
+                                      step_s=point[-1])))
+            for label, point in rows]
 
 
 def condition(runs, results, at) -> float:
-    """Condition number of the fitted terms' columns: each run's relative step change per unit of the fitted
+    """Condition number of the fitted terms' columns: each run's relative step change per unit of each fitted
     per-kernel value and of the pipeline step (estimated, exact in the blocks), scaled to unit norm."""
     now = reference_values(at)
+    deltas = [(term.arg, 1e-2 if term.unit == 1 else 1e-6) for term in STRUCTURE.terms] + [("step_s", 1e-6)]
     columns = []
-    for key, delta in ((STRUCTURE.arg, 1e-6), ("step_s", 1e-6)):
+    for key, delta in deltas:
         columns.append([run.critical_blocks * (run.block_s(**{**now, key: now[key] + delta}) - run.block_s(**now))
                         / delta / result.step_time_s for run, result in zip(runs, results, strict=True)])
     matrix = np.array(columns).T
     return float(np.linalg.cond(matrix / np.linalg.norm(matrix, axis=0)))
 
 
-def leave_one_series_out(runs, results, at, fitted) -> list[tuple[str, tuple[float, float], dict[str, float]]]:
+def leave_one_series_out(runs, results, at, fitted) -> list[tuple[str, tuple[float, ...], dict[str, float]]]:
     """Refit without each series (estimated); the left-out series' errors at that refit."""
     series = np.array([r.family for r in results])
+    errors = grid_errors(runs, results, at)
     rows = []
     for name in dict.fromkeys(series):
         out = series == name
-        values, errors = grid_fit(runs, results, at, fitted & ~out)
-        rows.append((name, values, summary(errors[out])))
+        values, at_values = grid_best(errors, fitted & ~out)
+        rows.append((name, values, summary(at_values[out])))
     return rows
 
 
@@ -381,7 +430,7 @@ def other_structures(runs, results, at, fitted) -> list[tuple[str, str, dict[str
             ("measured gap + a fraction of the device time", "of the device time",
              dict(fill=0.0, gap_s=measured, fraction=FRACTION_GRID[:, None])),
             ("one gap + pipeline messages' NIC time a step (round 16)", "messages a step",
-             dict(fill=0.0, gap_s=at[0], exchange_factor=EXCHANGE_GRID[:, None]))):
+             dict(fill=0.0, gap_s=reference_values(at)["gap_s"], exchange_factor=EXCHANGE_GRID[:, None]))):
         errors = estimated_errors(runs, results, at, **values, step_s=steps)
         i, j = best(errors, fitted)
         grid = next(v for v in values.values() if isinstance(v, np.ndarray)).ravel()
@@ -472,11 +521,11 @@ def three_terms(runs, results, at, fitted) -> tuple[tuple[float, float, float], 
     return values, summary(errors[:, i, j, k]), float(np.linalg.cond(matrix / np.linalg.norm(matrix, axis=0)))
 
 
-def write(at: tuple[float, float]) -> None:
-    """Put the fitted pair and the structure's fixed value into efficiency.yaml's host_overhead (the lines, comments
+def write(at: tuple[float, ...]) -> None:
+    """Put the fitted values and the structure's fixed ones into efficiency.yaml's host_overhead (the lines, comments
     kept)."""
     text = EFFICIENCY_YAML.read_text()
-    values = {STRUCTURE.key: at[0], "pipeline_step_s": at[1], **STRUCTURE.fixed_values()}
+    values = {**STRUCTURE.fitted_values(at), **STRUCTURE.fixed_values()}
     for key, value in values.items():
         literal = (value if isinstance(value, str) else f"{value:.2f}" if key == "fill_waves"
                    else f"{value * 1e6:.1f}e-6")
@@ -497,7 +546,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--structure", choices=sorted(STRUCTURES), default="gap",
                         help="gap: one fitted gap before every kernel (efficiency.yaml's); fill: the measured gap "
                              "and a fitted GEMM fill (round 9); call: the fitted gap before every kernel issued from "
-                             "Python, the measured gap before those a call's C++ queues (round 29)")
+                             "Python, the measured gap before those a call's C++ queues (round 29); gapfill: the gap "
+                             "and the GEMM fill fitted together (round 30)")
     parser.add_argument("--variability", default=None,
                         help="what-if: simulate every run with this variability (simcluster validate --variability: "
                              "'measured' or key=value pairs); cannot be combined with --write")
@@ -517,8 +567,8 @@ def main(argv: list[str]) -> int:
     fitted = in_objective(runs, excluded)
     by_case = {r.scenario: r for r in results}
     host = kernels.host_model()
-    print(f"\nfitted ({args.structure}): {STRUCTURE.key} = {STRUCTURE.text(at[0])}, pipeline_step_s = "
-          f"{at[1] * 1e6:.0f} us per pipeline step (host time the drained stream waits); fixed: "
+    print(f"\nfitted ({args.structure}): {STRUCTURE.key} = {STRUCTURE.text(*at[:-1])}, pipeline_step_s = "
+          f"{at[-1] * 1e6:.0f} us per pipeline step (host time the drained stream waits); fixed: "
           + ", ".join(f"{key} {value}" for key, value in STRUCTURE.fixed_values().items()))
     print(f"objective: mean |error| over {int(fitted.sum())} of the {len(results)} calibration runs, no run beyond "
           f"{MAX_ERROR:.0%}" + "".join(f"; kept out: {name} ({why})" for name, why in excluded.items()))
@@ -541,10 +591,10 @@ def main(argv: list[str]) -> int:
     print("\nsensitivity (estimated around the fit) | median | max | mean |error| | mean error")
     for label, row in sensitivity(runs, results, at):
         print(f"{label} | {row_text(row)}")
-    print(f"\ncondition number of the two fitted terms (columns scaled): {condition(runs, results, at):.1f}")
+    print(f"\ncondition number of the {len(at)} fitted terms (columns scaled): {condition(runs, results, at):.1f}")
     print("\nleave one series out (estimated): refit without it | its median | max | mean |error| | mean error")
     for name, values, row in leave_one_series_out(runs, results, at, fitted):
-        print(f"{name}: {STRUCTURE.text(values[0])}, {values[1] * 1e6:.0f} us | {row_text(row)}")
+        print(f"{name}: {STRUCTURE.text(*values[:-1])}, {values[-1] * 1e6:.0f} us | {row_text(row)}")
     print("\nstructures (estimated) | fitted | median | max | mean |error| | mean error")
     for label, values, row in other_structures(runs, results, at, fitted):
         print(f"{label} | {values} | {row_text(row)}")
@@ -562,7 +612,7 @@ def main(argv: list[str]) -> int:
           f"pipeline step {step_s * 1e6:.0f} us | {row_text(row)} | condition {cond:.1f}")
     print("\nsourced stream drains (workload.schedule_host) against the fitted pipeline step, critical path, per step: "
           "run | drains | fitted steps | share")
-    for name, drain_s, steps_s in drain_attribution(runs, at[1]):
+    for name, drain_s, steps_s in drain_attribution(runs, at[-1]):
         print(f"{name} | {drain_s * 1e3:.2f} ms | {steps_s * 1e3:.0f} ms | {share_text(drain_s, steps_s)}")
     print(f"\n{time.perf_counter() - started:.0f} s")
     return 0

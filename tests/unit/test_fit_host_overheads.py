@@ -125,3 +125,37 @@ def test_per_block_pipeline_charges_follow_the_schedule_kind():
         behind = 100 * 13.5e-6 + 7e-3
         assert run.block_s(gap_s, 0.0, 13.5e-6, 0.0, host_block_s=7e-3) == pytest.approx(
             (max(6.5e-3, behind) + max(8.5e-3, behind)) if pp > 1 else streams)
+
+
+def test_the_gapfill_structure_recovers_the_gap_fill_and_step_that_made_a_set(monkeypatch):
+    # round 30: "gapfill" fits the gap AND the fill with the pipeline step, the full loop's grid search (the
+    # three-term check as a structure); a set made at TRUTH from a simulation at (39 us, no fill, 240 us) is refitted
+    # to TRUTH exactly, its condition is the three-term check's, and --write would put all three in efficiency.yaml
+    monkeypatch.setattr(module, "STRUCTURE", module.STRUCTURES["gapfill"])
+    runs, results = synthetic(lambda rng, shape: rng.uniform(5e-6, 150e-6, shape))
+    at = (AT[0], 0.0, AT[1])
+    everything = np.ones(len(runs), bool)
+    (gap_s, fill, step_s), errors = module.grid_fit(runs, results, at, everything)
+    assert (gap_s, fill, step_s) == pytest.approx((TRUTH["gap_s"], TRUTH["fill"], TRUTH["step_s"]), abs=1e-12)
+    assert np.abs(errors).max() < 1e-9
+    *_, three_term_condition = module.three_terms(runs, results, at, everything)
+    assert module.condition(runs, results, (gap_s, fill, step_s)) == pytest.approx(three_term_condition, rel=1e-6)
+    # each left-out series' refit is still TRUTH: the set is exact in every series
+    for run, result in zip(runs, results, strict=True):
+        result.family = run.case["source"]
+    for _, values, row in module.leave_one_series_out(runs, results, at, everything):
+        assert values == pytest.approx((gap_s, fill, step_s), abs=1e-12) and row["max"] < 1e-9
+    assert module.STRUCTURE.fitted_values((gap_s, fill, step_s)) == {
+        "kernel_gap_s": gap_s, "fill_waves": fill, "pipeline_step_s": step_s}
+
+
+def test_gapfill_writes_the_three_values(monkeypatch, tmp_path):
+    yaml = tmp_path / "efficiency.yaml"
+    yaml.write_text(module.EFFICIENCY_YAML.read_text())
+    monkeypatch.setattr(module, "EFFICIENCY_YAML", yaml)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    monkeypatch.setattr(module, "STRUCTURE", module.STRUCTURES["gapfill"])
+    module.write((12e-6, 0.46, 380e-6))
+    text = yaml.read_text()
+    for line in ("  kernel_gap_s: 12.0e-6", "  fill_waves: 0.46", "  pipeline_step_s: 380.0e-6", "  gap_per: kernel"):
+        assert f"\n{line}\n" in text
