@@ -117,7 +117,7 @@ def sweep_command(
     jobs: int | None = typer.Option(None, "--jobs", min=1, help="local worker processes (default: one per CPU; "
                                     "1: in this process)"),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT "
-                                         "(needs simcluster[distributed])"),
+                                         "(needs dask: pip install the distributed extra)"),
     network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
     target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
                                              help="loss to reach (nats/token); default: "
