@@ -8,8 +8,12 @@ chunks applied where the scenario overlaps its tensor-parallel collectives (``us
 ``fp8_pairs.layer_breakdown`` applies them), its GEMM shape (m x n x k, ``b`` chunks sharing waves, the SMs it is
 charged on), the modelled fraction of the bf16 peak, its roofline time at the sustained clock and, for GEMMs, the
 same GEMM whole on all SMs (no userbuffers chunking, no SM margin): the difference is what the chunking and the
-communication's SMs cost. Then the layer's totals by class, with the fitted gap per kernel shown apart. A
-diagnostic: nothing is fitted or written.
+communication's SMs cost. Then the layer's totals by class, with the fitted gap per kernel shown apart. For a
+pipeline-parallel size of 1, the whole microbatch on that rank follows (round 30, the graphed Llama 3 8B Blackwell
+rows): the layers' classes times the layer count, and the ops outside the layers (``embedding_ops``,
+``output_ops``: embedding, final norm, output-layer GEMMs, loss) each on its own line, with the gaps the eager
+stream pays (``kernel_gap_s`` a kernel) and what a replayed CUDA graph pays instead (``graph_node_s``). A diagnostic:
+nothing is fitted or written.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from fp8_pairs import op_class
 from simcluster.core import script_entry
 from simcluster.spec import config
 from simcluster.workload import kernels, userbuffers
-from simcluster.workload.ops import layer_ops, shard_for
+from simcluster.workload.ops import embedding_ops, layer_ops, output_ops, shard_for
 
 
 def chunked(scenario) -> bool:
@@ -58,6 +62,45 @@ def kernel_rows(scenario) -> list[dict]:
     return rows
 
 
+def microbatch_rows(scenario) -> list[dict]:
+    """One microbatch on the one rank of a pp 1 plan, by class: the layer's classes (``kernel_rows``) times the
+    layer count, then each op outside the layers (phase, op name): time (s) and kernels. None for pp > 1."""
+    if scenario.parallelism.pp != 1:
+        return []
+    t, gpu = scenario.training, scenario.cluster.gpu
+    layers = scenario.model.layers
+    by_class: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for row in kernel_rows(scenario):
+        key = "layer GEMM" if row["kind"] == "gemm" else f"layer {row['class']}"
+        by_class[key][0] += layers * row["time_s"]
+        by_class[key][1] += layers
+    shard = shard_for(scenario)
+    for ops in (embedding_ops(scenario.model, shard), output_ops(scenario.model, shard)):
+        for phase, phase_ops in ops.items():
+            for op in phase_ops:
+                key = f"{op.name} {phase}" + (" (GEMM)" if op.kind == "gemm" else "")
+                by_class[key][0] += max(kernels.roofline_s(op, gpu, t.precision))
+                by_class[key][1] += 1
+    return [{"class": key, "time_s": seconds, "kernels": count} for key, (seconds, count) in by_class.items()]
+
+
+def microbatch_lines(scenario) -> list[str]:
+    rows = microbatch_rows(scenario)
+    if not rows:
+        return []
+    host = kernels.host_model()
+    device_s = sum(row["time_s"] for row in rows)
+    count = sum(row["kernels"] for row in rows)
+    lines = [f"  microbatch (pp 1: {scenario.model.layers} layers and the ops outside them) {device_s * 1e3:.3f} ms "
+             f"on the device, {count} kernels"]
+    lines += [f"    {row['class']:<42} {row['time_s'] * 1e3:8.3f} ms {row['time_s'] / device_s:6.1%}  "
+              f"{row['kernels']:5d} kernels" for row in sorted(rows, key=lambda r: -r["time_s"])]
+    lines.append(f"    gaps: eager {count * host.kernel_gap_s * 1e3:.3f} ms "
+                 f"({host.kernel_gap_s * 1e6:.1f} us a kernel, fitted), "
+                 f"graphed {count * host.graph_node_s * 1e3:.3f} ms ({host.graph_node_s * 1e6:.1f} us a node)")
+    return lines
+
+
 def report(name: str) -> list[str]:
     scenario = config.load(name)
     rows = kernel_rows(scenario)
@@ -84,7 +127,7 @@ def report(name: str) -> list[str]:
                  f"(chunking and SM margin: {(by_class['GEMM'] - whole_s) * 1e3:+.3f} ms, "
                  f"{(by_class['GEMM'] - whole_s) / layer_s:+.1%} of the layer)")
     lines += [f"    {key:<24} {value * 1e3:8.3f} ms {value / layer_s:6.1%}" for key, value in sorted(by_class.items())]
-    return lines
+    return lines + microbatch_lines(scenario)
 
 
 main = script_entry.print_reports(report)

@@ -52,3 +52,24 @@ def test_unknown_scenario_is_one_line_exit_2():
                             capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, timeout=120)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["nemo2511-llama3-8b-8-b200-fp8", "nemo2511-llama3-8b-8-gb200-fp8"])
+def test_microbatch_rows_hold_the_plan_chunk(layer_kernels, name):
+    """Conservation: for a pp 1 plan, the microbatch's classes (the layer's times the layer count, and each op outside
+    the layers) sum to the device time and kernel count of the plan's one chunk, forward and backward together (round
+    30, the graphed Llama 3 8B Blackwell rows). Fails if an op outside the layers is dropped or counted twice, or if
+    the layer count is not the model's."""
+    from simcluster.engine.simulation import Simulation
+    scenario = config.load(name)
+    (chunk,) = Simulation(scenario, check_memory=False).plan.chunks
+    rows = layer_kernels.microbatch_rows(scenario)
+    assert sum(row["kernels"] for row in rows) == chunk.forward_stream.kernels + chunk.backward_stream.kernels
+    assert sum(row["time_s"] for row in rows) == pytest.approx(
+        chunk.forward_stream.device_s + chunk.backward_stream.device_s, rel=1e-12)
+
+
+def test_microbatch_rows_are_empty_beyond_pp_1(layer_kernels):
+    scenario = config.load("megatron-177b-h100")
+    assert scenario.parallelism.pp > 1
+    assert layer_kernels.microbatch_rows(scenario) == []
