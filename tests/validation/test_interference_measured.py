@@ -1,6 +1,12 @@
 """A GEMM beside a communication kernel against a measured slowdown (data/interference.yaml measurements): the
 model quantises the GEMM's tiles into waves of the SMs the communication leaves (interference.slowdown with the
-ops, kernels.tensor_core_waves); the proportional share SMs / (SMs - CTAs) misses the second wave."""
+ops, kernels.tensor_core_waves); the proportional share SMs / (SMs - CTAs) misses the second wave.
+
+Source (each case's ``source`` and ``tolerance`` are in the data file beside it): NVIDIA developer forum thread
+337991 (2025), H100 SXM: a cuBLAS GEMM of 132 thread blocks at ~80% MFU alone, ~47% beside a 24-CTA ncclAllGather
+(slowdown 1.70). Tolerance 20%: the poster's MFUs are rounded ("~") and the NCCL kernel may end before the GEMM's
+second wave. The wave model gives 2.0 (18% over, inside the tolerance only); the proportional share (1.22) must fail
+it, so the check tells the two models apart."""
 
 from __future__ import annotations
 
