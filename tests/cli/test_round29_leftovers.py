@@ -17,10 +17,8 @@ from __future__ import annotations
 import copy
 import json
 import signal
-from pathlib import Path
 
 import pytest
-import yaml
 
 from simcluster import cli as cli_module
 from simcluster.cli.app import Interrupted, keeping
@@ -28,6 +26,7 @@ from simcluster.core import outputs
 from simcluster.parallel import megatron_fsdp_prefetch, memory
 from simcluster.spec import config, hardware
 from simcluster.studies import sweep as sweep_module
+from tests.cli.scenario_files import assert_one_line, write_scenario
 from tests.conftest import SMALL
 
 B300 = hardware.gpu("b300").model_dump(mode="json")
@@ -40,15 +39,6 @@ def _scenario(gpu) -> dict:
     data["parallelism"] = {"tp": 2, "pp": 1, "dp": 4}
     return data
 
-
-def _write(tmp_path: Path, data: dict, name: str = "s.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def _one_line(code: int, err: str, expected_code: int) -> None:
-    assert code == expected_code and err.count("\n") == 1 and "Traceback" not in err, (code, err)
 
 
 # ---- 1. an inline GPU named like a catalog GPU ----------------------------------------------------------------
@@ -64,7 +54,7 @@ def test_an_inline_gpu_named_like_a_catalog_gpu_with_other_silicon_says_whose_ta
     """Was simulated silently with B300's SM count and clocks under another peak (round 29). It stays that chip
     with one figure changed, a what-if (`sweep --vary cluster.gpu.hbm_bandwidth=...` writes such specs), and `run`
     says so, naming the figure that differs."""
-    code, out, err = cli("run", _write(tmp_path, _scenario({**B300, **edit})), "--network", "analytic", "--out",
+    code, out, err = cli("run", write_scenario(tmp_path, _scenario({**B300, **edit})), "--network", "analytic", "--out",
                          tmp_path / "o")
     assert code == 0 and "Traceback" not in err, (code, err)
     said = " ".join((out + err).split())
@@ -119,8 +109,9 @@ def test_run_keeps_its_summary_through_a_second_ctrl_c(cli, tmp_path, monkeypatc
     from simcluster.engine import results
 
     monkeypatch.setattr(results, "write_chrome_trace", second_ctrl_c)
-    code, _, err = cli("run", _write(tmp_path, copy.deepcopy(SMALL)), "--network", "analytic", "--out", tmp_path / "r")
-    _one_line(code, err, 130)
+    code, _, err = cli("run", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--network", "analytic",
+                       "--out", tmp_path / "r")
+    assert_one_line(code, err, 130)
     assert "the simulation had finished; wrote summary.json" in err, err
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["summary.json"]
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["step_time_s"] > 0
@@ -130,9 +121,9 @@ def test_compare_keeps_its_finished_runs_through_a_second_ctrl_c(cli, tmp_path, 
     from simcluster.analysis import plots
 
     monkeypatch.setattr(plots, "save", second_ctrl_c)
-    code, _, err = cli("compare", _write(tmp_path, copy.deepcopy(SMALL)), "--topology", "rail-fat-tree",
+    code, _, err = cli("compare", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--topology", "rail-fat-tree",
                        "--topology", "leaf-spine", "--network", "analytic", "--out", tmp_path / "c")
-    _one_line(code, err, 130)
+    assert_one_line(code, err, 130)
     assert "2 of 2 runs finished; wrote compare.csv, compare.json" in err, err
     assert len(json.loads((tmp_path / "c" / "compare.json").read_text())["runs"]) == 2
 
@@ -160,7 +151,7 @@ def test_keeping_ignores_signals_only_while_it_lasts():
 def test_a_forged_shard_is_refused_naming_its_file(cli, tmp_path, forge, said):
     """Forged with its seal recomputed (round 30: an edit that leaves the seal is run again, test_round30_robustness):
     what reading its summary raises names the file."""
-    sweep = ("sweep", _write(tmp_path, copy.deepcopy(SMALL)), "--gpus", "16", "--jobs", "1", "--no-plots",
+    sweep = ("sweep", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--gpus", "16", "--jobs", "1", "--no-plots",
              "--network", "analytic", "--json", "--out", tmp_path / "sw")
     code, _, err = cli(*sweep)
     assert code == 0, err
@@ -170,7 +161,7 @@ def test_a_forged_shard_is_refused_naming_its_file(cli, tmp_path, forge, said):
     del shard[sweep_module.SEAL]
     path.write_text(json.dumps({**shard, sweep_module.SEAL: sweep_module._seal(shard)}))
     code, _, err = cli(*sweep)
-    _one_line(code, err, 2)
+    assert_one_line(code, err, 2)
     assert err.startswith(f"error: {path}: ") and said in err and "--fresh" in err, err
 
 

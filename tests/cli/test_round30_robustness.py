@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 import simcluster.cli as cli_package
 from simcluster.cli.app import Interrupted, keeping
@@ -30,6 +29,7 @@ from simcluster.core import outputs
 from simcluster.fabric import topology
 from simcluster.spec import config, hardware
 from simcluster.studies import sweep as sweep_module
+from tests.cli.scenario_files import assert_one_line, write_scenario
 
 SMALL = {
     "name": "small",
@@ -47,24 +47,15 @@ MOE = {
 }
 
 
-def _write(tmp_path: Path, data: dict, name: str = "s.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def _one_line(code: int, err: str, expected_code: int) -> None:
-    assert code == expected_code and err.count("\n") == 1 and "Traceback" not in err, (code, err)
-
 
 # ---- 1. model.moe.load past a float's range ---------------------------------------------------------------------
-def test_moe_load_integer_past_float_range_is_one_line(cli, tmp_path):
+def test_moe_load_integer_past_float_range_isassert_one_line(cli, tmp_path):
     data = copy.deepcopy(MOE)
-    path = _write(tmp_path, data)
+    path = write_scenario(tmp_path, data)
     path.write_text(path.read_text().replace("load: round_robin", "load: 1" + "0" * 400))
     assert "0" * 400 in path.read_text()
     code, _, err = cli("run", path, "--network", "analytic", "--json", "--out", tmp_path / "o")
-    _one_line(code, err, 2)
+    assert_one_line(code, err, 2)
     assert err.startswith("error: model.moe.load: "), err
     assert not (tmp_path / "o").exists()
 
@@ -77,7 +68,7 @@ def test_inline_gpu_named_like_a_catalog_gpu_but_for_case_says_whose_tables(cli,
     for label, gpu in (("catalog", b300), ("lookalike", {**b300, "name": name})):
         data = copy.deepcopy(SMALL)
         data["cluster"]["gpu"] = gpu
-        code, out, err = cli("run", _write(tmp_path, data, f"{label}.yaml"), "--network", "analytic", "--json",
+        code, out, err = cli("run", write_scenario(tmp_path, data, f"{label}.yaml"), "--network", "analytic", "--json",
                              "--out", tmp_path / label)
         assert code == 0, err
         runs[label] = (json.loads(out)["step_time_s"], err)
@@ -142,7 +133,7 @@ def test_a_shard_edited_with_plausible_numbers_is_run_again(cli, tmp_path, monke
     runs = []
     simulate = sweep_module._simulate
     monkeypatch.setattr(sweep_module, "_simulate", lambda *a: runs.append(1) or simulate(*a))
-    sweep = ("sweep", _write(tmp_path, copy.deepcopy(SMALL)), "--gpus", "8", "--jobs", "1", "--no-plots",
+    sweep = ("sweep", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--gpus", "8", "--jobs", "1", "--no-plots",
              "--network", "analytic", "--json", "--out", tmp_path / "sw")
     code, out, err = cli(*sweep)
     assert code == 0 and len(runs) == 1, err
@@ -196,7 +187,7 @@ def test_run_samples_interrupted_keeps_the_finished_samples(cli, tmp_path, monke
 
     data = copy.deepcopy(SMALL)
     data["variability"] = {"kernel_jitter_cv": 0.05, "seed": 7}
-    path = _write(tmp_path, data)
+    path = write_scenario(tmp_path, data)
     code, out, err = cli("run", path, "--network", "analytic", "--samples", "3", "--json", "--out", tmp_path / "three")
     assert code == 0, err
     three = json.loads(out)
@@ -211,7 +202,7 @@ def test_run_samples_interrupted_keeps_the_finished_samples(cli, tmp_path, monke
 
     monkeypatch.setattr(engine.Simulation, "run", interrupted_at_the_fourth)
     code, _, err = cli("run", path, "--network", "analytic", "--samples", "6", "--json", "--out", tmp_path / "six")
-    _one_line(code, err, 130)
+    assert_one_line(code, err, 130)
     assert "3 of 6 samples finished" in err and "summary.json" in err, err
     kept = json.loads((tmp_path / "six" / "summary.json").read_text())
     assert kept["partial"] is True and kept["samples_requested"] == 6 and kept["samples"] == 3
@@ -243,7 +234,7 @@ def test_run_samples_keeps_finished_samples_through_a_second_signal(cli, tmp_pat
 
     data = copy.deepcopy(SMALL)
     data["variability"] = {"kernel_jitter_cv": 0.05, "seed": 7}
-    path = _write(tmp_path, data)
+    path = write_scenario(tmp_path, data)
     calls, run, combine = [], engine.Simulation.run, sampling.combine
 
     def signalled_at_the_fourth(self, *args, **kwargs):
@@ -260,7 +251,7 @@ def test_run_samples_keeps_finished_samples_through_a_second_signal(cli, tmp_pat
     monkeypatch.setattr(engine.Simulation, "run", signalled_at_the_fourth)
     monkeypatch.setattr(sampling, "combine", signalled_again)
     code, _, err = cli("run", path, "--network", "analytic", "--samples", "6", "--json", "--out", tmp_path / "six")
-    _one_line(code, err, 130)
+    assert_one_line(code, err, 130)
     assert "3 of 6 samples finished" in err, err
     kept = json.loads((tmp_path / "six" / "summary.json").read_text())
     assert kept["partial"] is True and kept["samples"] == 3
@@ -289,7 +280,7 @@ def test_a_second_signal_after_the_grace_raises(cli, tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine.Simulation, "run", signalled_at_the_second)
     monkeypatch.setattr(sampling, "combine", signalled_again)
-    code, _, err = cli("run", _write(tmp_path, data), "--network", "analytic", "--samples", "3", "--out",
+    code, _, err = cli("run", write_scenario(tmp_path, data), "--network", "analytic", "--samples", "3", "--out",
                        tmp_path / "o")
-    _one_line(code, err, 130)
+    assert_one_line(code, err, 130)
     assert "samples finished" not in err and not (tmp_path / "o").exists(), err
