@@ -377,6 +377,18 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
 CASE_FIELDS = {"scenario": str, "source": str, "family": str, "error": (int, float), "step_time_s": (int, float)}
 
 
+def plot_chosen(rows: list[dict], spec: str, default: list[str], known, draw, path: Path) -> int:
+    """``--plot`` with ``--plot-features`` (comma-separated, else ``default``): an unknown feature is a one-line
+    error (exit 2); else ``draw(rows, features, path)`` and 0. Shared by the residual scripts."""
+    chosen = [k for k in spec.split(",") if k] or default
+    unknown = [k for k in chosen if k not in known]
+    if unknown:
+        print(f"error: --plot-features: unknown feature {unknown[0]!r}", file=sys.stderr)
+        return 2
+    draw(rows, chosen, path)
+    return 0
+
+
 def check_cases(path: Path) -> None:
     """One-line error naming the field when a validate output lacks what this script reads."""
     load_cases(path, CASE_FIELDS)
@@ -402,12 +414,8 @@ def main(argv: list[str]) -> int:
     if args.csv:
         write_csv(rows, args.csv)
     if args.plot:
-        chosen = [k for k in args.plot_features.split(",") if k] or [c["feature"] for c in correlations(rows)[:4]]
-        unknown = [k for k in chosen if k not in NUMERIC and k not in CATEGORICAL]
-        if unknown:
-            print(f"error: --plot-features: unknown feature {unknown[0]!r}", file=sys.stderr)
-            return 2
-        plot(rows, chosen, args.plot)
+        return plot_chosen(rows, args.plot_features, [c["feature"] for c in correlations(rows)[:4]],
+                           NUMERIC + CATEGORICAL, plot, args.plot)
     return 0
 
 

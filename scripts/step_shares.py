@@ -282,12 +282,8 @@ def main(argv: list[str]) -> int:
     if args.csv:
         write_csv(rows, args.csv)
     if args.plot:
-        chosen = [k for k in args.plot_features.split(",") if k] or [c["feature"] for c in rho_table(rows)[:3]]
-        unknown = [k for k in chosen if k not in NUMERIC]
-        if unknown:
-            print(f"error: --plot-features: unknown feature {unknown[0]!r}", file=sys.stderr)
-            return 2
-        plot(rows, chosen, args.plot)
+        return error_features.plot_chosen(rows, args.plot_features, [c["feature"] for c in rho_table(rows)[:3]],
+                                          NUMERIC, plot, args.plot)
     return 0
 
 
