@@ -377,6 +377,18 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
 CASE_FIELDS = {"scenario": str, "source": str, "family": str, "error": (int, float), "step_time_s": (int, float)}
 
 
+def residual_parser(doc: str, strongest: int, cache: Path) -> script_entry.Parser:
+    """The arguments the residual scripts share: the two validate outputs, --csv, --plot, --plot-features, --cache."""
+    parser = script_entry.Parser(description=doc.splitlines()[0])
+    parser.add_argument("cal_json", type=Path)
+    parser.add_argument("ho_json", type=Path)
+    parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--plot-features", default="", help=f"comma-separated; default the {strongest} strongest")
+    parser.add_argument("--cache", type=Path, default=cache)
+    return parser
+
+
 def plot_chosen(rows: list[dict], spec: str, default: list[str], known, draw, path: Path) -> int:
     """``--plot`` with ``--plot-features`` (comma-separated, else ``default``): an unknown feature is a one-line
     error (exit 2); else ``draw(rows, features, path)`` and 0. Shared by the residual scripts."""
@@ -395,14 +407,7 @@ def check_cases(path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = script_entry.Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("cal_json", type=Path)
-    parser.add_argument("ho_json", type=Path)
-    parser.add_argument("--csv", type=Path, default=None)
-    parser.add_argument("--plot", type=Path, default=None)
-    parser.add_argument("--plot-features", default="", help="comma-separated; default the 4 strongest")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/error_features_cache.json"))
-    args = parser.parse_args(argv)
+    args = residual_parser(__doc__, 4, Path("/tmp/error_features_cache.json")).parse_args(argv)
     try:
         for path in (args.cal_json, args.ho_json):
             check_cases(path)

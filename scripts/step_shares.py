@@ -261,13 +261,7 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = script_entry.Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("cal_json", type=Path)
-    parser.add_argument("ho_json", type=Path)
-    parser.add_argument("--csv", type=Path, default=None)
-    parser.add_argument("--plot", type=Path, default=None)
-    parser.add_argument("--plot-features", default="", help="comma-separated; default the 3 strongest")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/step_shares_cache.json"))
+    parser = error_features.residual_parser(__doc__, 3, Path("/tmp/step_shares_cache.json"))
     parser.add_argument("--limit-s", type=float, default=20.0, help="skip a row whose simulation takes longer")
     args = parser.parse_args(argv)
     if args.limit_s <= 0:
