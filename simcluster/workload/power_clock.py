@@ -18,11 +18,11 @@ one real root r >= 1 (duty 1: c = 0, r = 1, the measured capped clock), capped a
 clock_ratio: the short-benchmark clock the GEMM ceilings were measured at). ``clock_model: fixed`` (efficiency.yaml,
 the default) keeps ``clock_ratio`` for every block.
 
-Round 31 (``clock_multiplier``'s ``power`` and ``comm``, ``pooled_terms``): the tensor-core time draws its
-precision's power (``tensor_power``: fp8 more per clock than bf16 on Hopper), collectives beside the block draw
-``comm_power_share`` of A over the window (the anchor 0.80 was read with communication running; a lone GPU runs
-faster), and a block shorter than the power controller's window runs nearer the clock of the phases it alternates
-with. The root may then lie below 1.
+Round 30's second study (``clock_multiplier``'s ``power`` and ``comm``, ``pooled_terms``): the tensor-core time
+draws its precision's power (``tensor_power``: fp8 more per clock than bf16 on Hopper), collectives beside the
+block draw ``comm_power_share`` of A over the window (the anchor 0.80 was read with communication running; a lone
+GPU runs faster), and a block shorter than the power controller's window runs nearer the clock of the phases it
+alternates with. The root may then lie below 1.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ Measurements (docs/calibration.md, "Round 17: the clock under the power cap by d
   memset (about 60 us at HBM speed): K = 4096 runs 722 TFLOP/s at the full 1980 MHz below the cap; K = 6144 755
   TFLOP/s at 1860-1918 MHz and 685-688 W (low_power_share is derived from this point); K = 20480 727 TFLOP/s; fp8
   K = 10240 1354 TFLOP/s at 1767-1848 MHz, 683-689 W. B200 (1000 W): bf16 3072x18944x4608 1439 TFLOP/s (MSMF).
-- Round 31: a lone H100 holds 0.84-0.87 of boost on 10 s of back-to-back fp8 GEMMs at its cap (Azure/AI-benchmarking-
-  guide NDv5 cuBLASLt table; docs/calibration.md round 30's H100 GEMM section), against DeepGEMM#120's 0.80 with
-  communication beside the GEMMs; fp8 tensor time draws more power per clock than bf16 (efficiency.yaml
-  power_clock_source: tensor_power, comm_power_share, controller_window_ms).
+- Round 30 (second duty-cycle study): a lone H100 holds 0.84-0.87 of boost on 10 s of back-to-back fp8 GEMMs at its
+  cap (Azure/AI-benchmarking-guide NDv5 cuBLASLt table; docs/calibration.md, round 30's H100 GEMM section), against
+  DeepGEMM#120's 0.80 with communication beside the GEMMs; fp8 tensor time draws more power per clock than bf16
+  (efficiency.yaml power_clock_source: tensor_power, comm_power_share, controller_window_ms).
 """
 
 import pytest
