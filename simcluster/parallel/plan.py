@@ -45,6 +45,7 @@ from simcluster.workload import (
     mla,
     moe,
     mtp,
+    power_clock,
     torchao_float8,
     userbuffers,
 )
@@ -193,8 +194,22 @@ def _phase_stream(ops: dict[str, list], phases: tuple[str, ...], gpu, precision:
     """The kernels of ``phases`` as one block the host issues (their max of device and host time is taken per
     block, ``kernels.StreamTime``); ``te``: a Transformer Engine layer's (its module calls' host time,
     workload.host_dispatch)."""
-    return sum((kernels.stream_time(ops[phase], gpu, precision, phase if te else None) for phase in phases),
+    pool = _clock_pool(ops, phases, gpu, precision)
+    return sum((kernels.stream_time(ops[phase], gpu, precision, phase if te else None, pool) for phase in phases),
                kernels.StreamTime())
+
+
+def _clock_pool(ops: dict[str, list], phases: tuple[str, ...], gpu, precision: str) -> tuple[float, ...] | None:
+    """Under the duty-cycle clock (workload/power_clock.py), the power balance terms per second of ``phases``
+    together: the phases of a layer alternate layer by layer, so the power controller averages their mix
+    (``power_clock.pooled_terms``). None for one phase or the fixed clock."""
+    if len(phases) < 2 or power_clock.clock_model() != "duty_cycle":
+        return None
+    terms = [kernels.duty_terms(ops[phase], [kernels.roofline_s(op, gpu, precision) for op in ops[phase]],
+                                gpu.name, precision) for phase in phases]
+    total = [sum(column) for column in zip(*terms, strict=True)]
+    duration = sum(total[:3])
+    return tuple(t / duration for t in total) if duration > 0.0 else None
 
 
 def _phase_flop(ops: dict[str, list], phases: tuple[str, ...]) -> float:

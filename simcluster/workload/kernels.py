@@ -517,16 +517,19 @@ def host_cpu_ratio(gpu_name: str) -> float:
     return table.get(gpu_name, table.get("default", 1.0))
 
 
-def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | None = None) -> StreamTime:
+def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | None = None,
+                clock_pool: tuple[float, ...] | None = None) -> StreamTime:
     """The kernels ``ops`` issued back to back in training: their device time (sustained clock), count, the
     tensor-core kernels' time per wave (``wave_s``), and the tensor-core kernels' count; the host's side at the
     host CPU of ``gpu`` (``host_cpu_ratio``), ``HOST_ONLY_LAUNCH`` ops counted as launches only, and after each
     ``HOST_SYNC`` the stream's idle while the host issues the kernels up to the next sync (``synced_stall_s``).
     ``te_phase``: ``ops`` are that phase of a Transformer Engine layer, whose module calls cost the host more than
-    their kernels' dispatch (``host_dispatch.module_host_s``); None: plain PyTorch ops, the dispatch alone."""
+    their kernels' dispatch (``host_dispatch.module_host_s``); None: plain PyTorch ops, the dispatch alone.
+    ``clock_pool``: under the duty-cycle clock, the balance terms per second of the blocks this one alternates with
+    (``duty_cycle_rooflines``)."""
     rooflines = [roofline_s(op, gpu, precision) for op in ops]
     if power_clock.clock_model() == "duty_cycle":
-        rooflines = duty_cycle_rooflines(ops, rooflines, gpu.name)
+        rooflines = duty_cycle_rooflines(ops, rooflines, gpu.name, precision, clock_pool)
     waves = [wave_s(op, compute_s, gpu.name) for op, (compute_s, _) in zip(ops, rooflines, strict=True)]
     host_only = sum(op.name == HOST_ONLY_LAUNCH for op in ops)
     syncs = sum(op.name == HOST_SYNC for op in ops)
@@ -551,18 +554,37 @@ def clock_bound(compute_s: float, memory_s: float) -> bool:
     return compute_s > 0.0 and compute_s >= memory_s
 
 
-def duty_cycle_rooflines(ops: list[Op], rooflines: list[tuple[float, float]],
-                         gpu_name: str) -> list[tuple[float, float]]:
-    """``rooflines`` (at ``clock_ratio``) with the tensor-core kernels' compute time at the clock the power cap
-    allows this block by its duty cycle (``power_clock``, efficiency.yaml clock_model ``duty_cycle``): their
-    compute-bound time draws tensor-core power, the other kernels' time ``low_power_share`` of it, the gaps none.
-    One pass: a kernel the higher clock turns HBM-bound still counts as tensor-core time."""
+def duty_terms(ops: list[Op], rooflines: list[tuple[float, float]], gpu_name: str,
+               precision: str) -> tuple[float, float, float, float]:
+    """A block's power balance terms (``power_clock``): tensor-core-bound time at ``clock_ratio``, other kernels'
+    time, gaps, and the tensor-core time weighted by its precision's ``power_clock.tensor_power``."""
     tensor = [op.kind in TENSOR_CORE_KINDS and pair[0] >= pair[1] for op, pair in zip(ops, rooflines, strict=True)]
     tensor_s = sum(pair[0] for pair, bound in zip(rooflines, tensor, strict=True) if bound)
+    powered_s = sum(pair[0] * power_clock.tensor_power(gpu_name, op_precision(op, precision))
+                    for op, pair, bound in zip(ops, rooflines, tensor, strict=True) if bound)
     other_s = sum(max(pair) for pair, bound in zip(rooflines, tensor, strict=True) if not bound)
     host = host_model()
     idle_s = sum(host.gap_s(op) for op in ops if op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC))
-    r = power_clock.clock_multiplier(tensor_s, other_s, idle_s, clock_ratio(gpu_name), power_clock.low_power_share())
+    return tensor_s, other_s, idle_s, powered_s
+
+
+def duty_cycle_rooflines(ops: list[Op], rooflines: list[tuple[float, float]], gpu_name: str, precision: str = "bf16",
+                         pool: tuple[float, ...] | None = None) -> list[tuple[float, float]]:
+    """``rooflines`` (at ``clock_ratio``) with the tensor-core kernels' compute time at the clock the power cap
+    allows this block by its duty cycle (``power_clock``, efficiency.yaml clock_model ``duty_cycle``): their
+    compute-bound time draws their precision's tensor-core power, the other kernels' time ``low_power_share`` of
+    it, the gaps none, and collectives beside the block ``comm_power_share`` over a ``comm_beside_compute`` share of
+    the time. ``pool``: the terms per second of the blocks this one alternates with (``power_clock.pooled_terms``).
+    One pass: a kernel the higher clock turns HBM-bound still counts as tensor-core time."""
+    terms = duty_terms(ops, rooflines, gpu_name, precision)
+    duration = sum(terms[:3])
+    if pool is not None and duration > 0.0:
+        terms = power_clock.pooled_terms(tuple(t / duration for t in terms), pool, duration,
+                                         power_clock.controller_window_s())
+    tensor_s, other_s, idle_s, powered_s = terms
+    comm = power_clock.comm_power_share() * power_clock.comm_beside_compute()
+    r = power_clock.clock_multiplier(tensor_s, other_s, idle_s, clock_ratio(gpu_name), power_clock.low_power_share(),
+                                     powered_s / tensor_s if tensor_s > 0.0 else 1.0, comm)
     return [(compute_s / r, memory_s) if op.kind in TENSOR_CORE_KINDS else (compute_s, memory_s)
             for op, (compute_s, memory_s) in zip(ops, rooflines, strict=True)]
 

@@ -17,6 +17,12 @@ and the gaps at idle power. The tensor-core time scales as 1/f: with r = f / f_c
 one real root r >= 1 (duty 1: c = 0, r = 1, the measured capped clock), capped at the boost clock (r <= 1 /
 clock_ratio: the short-benchmark clock the GEMM ceilings were measured at). ``clock_model: fixed`` (efficiency.yaml,
 the default) keeps ``clock_ratio`` for every block.
+
+Round 30's second study (``clock_multiplier``'s ``power`` and ``comm``, ``pooled_terms``): the tensor-core time
+draws its precision's power (``tensor_power``: fp8 more per clock than bf16 on Hopper), collectives beside the
+block draw ``comm_power_share`` of A over the window (the anchor 0.80 was read with communication running; a lone
+GPU runs faster), and a block shorter than the power controller's window runs nearer the clock of the phases it
+alternates with. The root may then lie below 1.
 """
 
 from __future__ import annotations
@@ -41,15 +47,22 @@ def clock_model() -> str:
     return model
 
 
+def _number(path: str, value, low: float, high: float) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not (number and low <= value <= high):
+        raise ScenarioError(f"efficiency.yaml {path}", f"{value!r} is not a number in [{low:g}, {high:g}]")
+    return float(value)
+
+
+def _settings() -> dict:
+    return _table().get("power_clock") or {}
+
+
 def low_power_share() -> float:
     """Dynamic power of a kernel that does not run the tensor cores at full rate (HBM-bound, elementwise) over a
     saturated tensor-core stream's at the capped clock (efficiency.yaml ``power_clock.low_power_share``): a finite
     share in [0, 1] (such a kernel draws no more than the tensor cores' full rate), else refused naming the key."""
-    share = (_table().get("power_clock") or {}).get("low_power_share")
-    ok = isinstance(share, int | float) and not isinstance(share, bool) and math.isfinite(share) and 0.0 <= share <= 1.0
-    if not ok:
-        raise ScenarioError("efficiency.yaml power_clock.low_power_share", f"{share!r} is not a number in [0, 1]")
-    return float(share)
+    return _number("power_clock.low_power_share", (_table().get("power_clock") or {}).get("low_power_share"), 0.0, 1.0)
 
 
 SHARE_KINDS = ("gemm", "attention")
@@ -80,23 +93,74 @@ def capped_clock(reference_clock: float, power: float, reference_power: float) -
     return reference_clock * (power / reference_power) ** (1.0 / 3.0)
 
 
-def clock_multiplier(tensor_s: float, other_s: float, idle_s: float, ratio: float, share: float) -> float:
+def tensor_power(gpu_name: str, precision: str) -> float:
+    """Dynamic power of a lone saturated tensor-core stream of ``precision`` at ``clock_ratio``, over tdp -
+    idle_power (efficiency.yaml ``power_clock.tensor_power``: per GPU, ``default`` for the others; per precision,
+    ``default`` for the others): 1 is the cube law's anchor (a lone stream at its cap runs at ``clock_ratio``)."""
+    table = _settings().get("tensor_power") or {}
+    key = gpu_name if gpu_name in table else "default"
+    entry = table.get(key) or {}
+    if not isinstance(entry, dict):
+        raise ScenarioError(f"efficiency.yaml power_clock.tensor_power.{key}", f"{entry!r} is not a mapping")
+    name = precision if precision in entry else "default"
+    return _number(f"power_clock.tensor_power.{key}.{name}", entry.get(name, 1.0), 0.1, 10.0)
+
+
+def comm_power_share() -> float:
+    """Dynamic power of communication kernels and links running beside compute, over tdp - idle_power
+    (efficiency.yaml ``power_clock.comm_power_share``)."""
+    return _number("power_clock.comm_power_share", _settings().get("comm_power_share", 0.0), 0.0, 0.9)
+
+
+def comm_beside_compute() -> float:
+    """Share of a training block's time with collectives in flight beside it (efficiency.yaml
+    ``power_clock.comm_beside_compute``, 0 to 1)."""
+    return _number("power_clock.comm_beside_compute", _settings().get("comm_beside_compute", 0.0), 0.0, 1.0)
+
+
+def controller_window_s() -> float:
+    """The power controller's averaging time (efficiency.yaml ``power_clock.controller_window_ms``), seconds."""
+    return _number("power_clock.controller_window_ms", _settings().get("controller_window_ms", 0.0), 0.0, 1e3) / 1e3
+
+
+def clock_multiplier(tensor_s: float, other_s: float, idle_s: float, ratio: float, share: float,
+                     power: float = 1.0, comm: float = 0.0) -> float:
     """r = f / f_cap of a block with ``tensor_s`` of tensor-core-bound time at the capped clock (``ratio`` of the
-    boost clock), ``other_s`` of other kernels and ``idle_s`` of gaps, ``share`` = B / A: the root of
-    r^3 - c r - 1 = 0 (module docstring), capped at 1 / ``ratio``."""
+    boost clock), ``other_s`` of other kernels and ``idle_s`` of gaps, ``share`` = B / A; ``power`` the tensor-core
+    time's dynamic power at f_cap over A (``tensor_power``, time-weighted), ``comm`` the communication power drawn
+    over the whole window, over A (``comm_power_share`` x ``comm_beside_compute``). The balance
+    (1 - comm) (T_cap / r + O + G) = power T_cap r^2 + share O gives
+
+        power r^3 - c r - d = 0,   c = ((d - share) O + d G) / T_cap,   d = 1 - comm
+
+    (``power`` 1, ``comm`` 0: the module docstring's r^3 - c r - 1 = 0); one positive root (c may be negative),
+    capped at 1 / ``ratio``."""
     r_max = 1.0 / ratio
-    if tensor_s <= 0.0 or r_max <= 1.0:
-        return min(1.0, r_max) if tensor_s > 0.0 else r_max
-    c = ((1.0 - share) * other_s + idle_s) / tensor_s
-    if r_max ** 3 - c * r_max - 1.0 <= 0.0:      # the cap does not bind at the boost clock
+    if tensor_s <= 0.0:
+        return r_max
+    d = 1.0 - comm
+    c = ((d - share) * other_s + d * idle_s) / tensor_s
+    if power * r_max ** 3 - c * r_max - d <= 0.0:      # the cap does not bind at the boost clock
         return r_max
     r = r_max                                   # Newton from above the root: monotone (convex, rising there)
-    for _ in range(60):
-        step = (r ** 3 - c * r - 1.0) / (3.0 * r * r - c)
+    for _ in range(100):
+        step = (power * r ** 3 - c * r - d) / (3.0 * power * r * r - c)
         r -= step
         if abs(step) < 1e-13:
             break
     return min(r, r_max)
+
+
+def pooled_terms(own: tuple[float, ...], pool: tuple[float, ...], duration_s: float, window_s: float
+                 ) -> tuple[float, ...]:
+    """A block's balance terms as the power controller sees them (``controller_window_s``): its own terms
+    (per second of the block) mixed with those of the blocks it alternates with (``pool``, per second) with weight
+    window / (window + duration) on the pool: a block much shorter than the window runs at the mix's clock, one
+    much longer at its own (a first-order average of time constant ``window_s``; simplification)."""
+    if window_s <= 0.0 or duration_s <= 0.0:
+        return own
+    w = window_s / (window_s + duration_s)
+    return tuple((1.0 - w) * a + w * b for a, b in zip(own, pool, strict=True))
 
 
 def duty_cycle(tensor_s: float, other_s: float, idle_s: float) -> float:
