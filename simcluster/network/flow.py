@@ -60,14 +60,17 @@ _SATURATION_RTOL = 1e-9
 # what the entries hold. A ring collective reuses one route set for all its steps, but pipelines of many stages and
 # expert-parallel all-to-alls revisit thousands of route sets: with 256 entries (cleared when full) the held-out
 # moezoo-qwen3-235b-256-h100-a2a run solved 548k route sets for 15k distinct ones (45 s of CPU); with 8,192 it
-# solves each about once (30 s), with the same rates (a cache hit returns what the solve would).
-_RATE_CACHE_ENTRIES = 8192
+# solves each about once (30 s), with the same rates (a cache hit returns what the solve would). Pipelines of many
+# stages and virtual stages revisit more: the held-out narayanan2021-t2-529.6b-2240-a100 run (pp 35, 3 virtual stages)
+# has 23,750 distinct sets and, at 8,192 entries, solved 89k (65k of them seen before, evicted by the clear); 32,768
+# keep them all (round 30). Small sets (a few routes each) cost ~1 KB an entry: ~35 MB when full.
+_RATE_CACHE_ENTRIES = 32768
 # ... and routes the kept sets hold: a set's two maps, key, solves and parts cost ~90 bytes a route (CPython 3.12
 # getsizeof: 75 for the maps and key). Bound at 256 routes a set on average, ~0.2 GB: the count alone would let 8,192
 # sets of ~2,240 routes (an expanded hash-ECMP run on 12,288 GPUs, where ``_prune_due`` no longer clears the caches
 # at every start) hold ~1.7 GB. Binds only where the sets kept average more than 256 routes (the 768-GPU MegaScale
 # ECMP run: 123 a set at its fullest; round 23 review), so the rates of other runs are found in the same order.
-_RATE_CACHE_ROUTES = _RATE_CACHE_ENTRIES * 256
+_RATE_CACHE_ROUTES = 8192 * 256   # (the bound of round 23, when 8,192 sets were kept; not raised with them)
 # Per-part routes of merged classes read by link class (``_by_class``): each holds 4 bytes per route entry (18 MB
 # for the 4.5 million entries of the interleaved 16,384-GPU run's data-parallel ring), so few are kept.
 _PART_CLASSES_KEPT = 256
@@ -344,9 +347,14 @@ class FlowNetwork(NetworkModel):
                     return self._next_completion_s
             remaining = {h: c.remaining_bytes for h, c in self._sending.items()}
             done_at_s = dict(self._done_at_s)
+            # no class still sending can complete before ``now_s + least_latency_s``: every later end is at or after
+            # now_s, and float addition rounds monotonically; once that is no earlier than the first completion
+            # found, no further step of the look-ahead can lower it (the same float, without solving the rates of
+            # the smaller sets of routes that remain: round 30)
+            least_latency_s = min([c.latency_s for c in self._sending.values()], default=0.0)
             while True:
                 first_done_s = min(done_at_s.values(), default=np.inf)
-                if not remaining:
+                if not remaining or now_s + least_latency_s >= first_done_s:
                     break
                 end_s, ending, rates = self._next_send_end(now_s, remaining)
                 if first_done_s <= end_s:
