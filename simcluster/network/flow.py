@@ -167,7 +167,10 @@ class FlowNetwork(NetworkModel):
         self._rates_cached_routes = 0   # routes held by the keys of _rates_cache
         self._component_cache: dict[tuple[int, ...], tuple] = {}   # solves of sets of routes linked by shared links
         self._cached_entries = 0   # route entries (link, route) held by the component cache
-        self._rates_of: dict[tuple[int, ...], list] = {}   # component -> route sets of _rates_cache that hold it
+        # component -> the route sets of _rates_cache that hold it (dict keys: an ordered set). A set dropped when one
+        # of its components is evicted leaves its other components' entries too: kept there, they grew by one for
+        # every set solved while evictions kept the cache from filling (round 30 review)
+        self._rates_of: dict[tuple[int, ...], dict[tuple[int, ...], None]] = {}
         self._evictions = 0   # component solves evicted so far
         self._near: tuple | None = None   # (route set, its solve, its index or None): ``_regroup`` starts from it
         self._next_completion_s: float | None = None
@@ -803,7 +806,7 @@ class FlowNetwork(NetworkModel):
         self._rates_cache[key] = result
         self._rates_cached_routes += len(key)
         for part in parts:   # so that evicting a component solve lets this entry (which holds it) go too
-            self._rates_of.setdefault(part, []).append(key)
+            self._rates_of.setdefault(part, {})[key] = None
         self._near = (key, result, index)
         return result
 
@@ -972,8 +975,15 @@ class FlowNetwork(NetworkModel):
             self._evictions += 1
             self._cached_entries -= len(old[7][0])
             for whole in self._rates_of.pop(evicted, ()):
-                if self._rates_cache.pop(whole, None) is not None:
+                dropped = self._rates_cache.pop(whole, None)
+                if dropped is not None:
                     self._rates_cached_routes -= len(whole)
+                    for part in dropped[4]:   # its other components no longer hold it
+                        holders = self._rates_of.get(part)
+                        if holders is not None:
+                            holders.pop(whole, None)
+                            if not holders:
+                                del self._rates_of[part]
         self._component_cache[key] = result
         self._cached_entries += len(owner)
         return result

@@ -290,3 +290,19 @@ def test_route_sets_revisited_after_hundreds_of_others_are_not_solved_again(monk
     again = [net._solve(key)[0] for key in keys]
     assert grouped == []
     assert again == first
+
+
+def test_component_evictions_leave_no_references_to_route_sets_no_longer_cached(monkeypatch):
+    """A route set dropped from the rate cache because one of its components was evicted must leave the entries of
+    its other components too (round 30 review): kept there, they grew by one for every set solved while evictions
+    kept the cache from filling (a hot component in 2,000 sets solved in turn held 2,001 references for the one set
+    still cached). Truth: the references are exactly the components of the sets cached, whatever was evicted."""
+    monkeypatch.setattr(flow, "_COMPONENT_CACHE_ENTRIES", 2)   # every new component evicts the least recent one
+    net = FlowNetwork(build("rail-fat-tree", 16))
+    routes = [net._sending[net.start(TransferClass([[a, a + 1]], GIB), 0.0)].route for a in range(0, 12, 2)]
+    rates = [net._solve(tuple(sorted((routes[0], routes[1 + i % 5]))))[0] for i in range(200)]
+    assert net._evictions >= 199
+    held = sorted((part, key) for part, keys in net._rates_of.items() for key in keys)
+    assert held == sorted((part, key) for key, solved in net._rates_cache.items() for part in solved[4])
+    assert len(held) <= 2 * len(net._rates_cache)
+    assert rates[-5:] == rates[:5]   # the rates do not depend on what was evicted
