@@ -191,3 +191,29 @@ def test_the_estimate_charges_every_kernel_class_what_the_simulators_stream_char
     tight = np.min((device + (count - queued - graphed) * 7e-6 + queued * model.queued_gap_s
                     + graphed * host.graph_node_s + fill * wave) / count)
     assert run.dispatch_bound_s(model) == pytest.approx(tight, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gap", "fill", "call", "gapfill"])
+def test_write_changes_the_structures_lines_and_no_other(monkeypatch, tmp_path, name):
+    # Round-30 review: --write puts the fitted values and the structure's fixed ones (what the simulator needs to
+    # reproduce the fit: "gap" fits with fill_waves 0, "fill" with the measured gap) into host_overhead; every other
+    # line of efficiency.yaml stays byte for byte; the values read back are the ones written.
+    import yaml as pyyaml
+    path = tmp_path / "efficiency.yaml"
+    before = module.EFFICIENCY_YAML.read_text()
+    path.write_text(before)
+    monkeypatch.setattr(module, "EFFICIENCY_YAML", path)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    structure = module.STRUCTURES[name]
+    monkeypatch.setattr(module, "STRUCTURE", structure)
+    at = {"gapfill": (17e-6, 0.34, 370e-6), "fill": (0.34, 370e-6)}.get(name, (17e-6, 370e-6))
+    module.write(at)
+    after = path.read_text()
+    written = {**structure.fitted_values(at), **structure.fixed_values()}
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert {b.split(":")[0].strip() for _, b in changed} <= set(written)
+    assert all(a.split(":")[0] == b.split(":")[0] for a, b in changed)
+    host = pyyaml.safe_load(after)["host_overhead"]
+    for key, value in written.items():
+        assert host[key] == (value if isinstance(value, str) else pytest.approx(value, abs=5e-9 if "_s" in key
+                                                                                    else 5e-3))
