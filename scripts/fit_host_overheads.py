@@ -55,7 +55,7 @@ import contextlib
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -213,24 +213,29 @@ class Run:
                                                    exchange_factor, drain_step_s, host_block_s)))
         step_s = step_s + factor * self.exchange_s + self.drain_weight * drain_step_s
         grid = (...,) + (None,) * gap_s.ndim
-        queued = self.queued if gap_per == "call" and self.queued is not None else np.zeros_like(self.kernels)
-        graphed = self.graphed if self.graphed is not None else np.zeros_like(self.kernels)
-        d, n, w, tc, q, g = (x[grid] for x in (self.device_s, self.kernels, self.wave_s, self.tensor_core_kernels,
-                                               queued, graphed))
-        device = (d * (1.0 + fraction) + (n - q - g) * gap_s + q * kernels.launch_overhead_s()
-                  + g * kernels.host_model().graph_node_s + fill * w + tc * tc_gap_s)      # [chunks, 2, *grid]
-        host = (n - g) * dispatch_s + (host_block_s if self.pipelined else 0.0)
-        blocks = np.maximum(device, host).sum(axis=1).mean(axis=0)
+        host = replace(kernels.host_model(), kernel_gap_s=gap_s, dispatch_s=dispatch_s, fill_waves=fill,
+                       gap_per=gap_per)
+        streams = self.streams(grid, host_block_s if self.pipelined else 0.0)
+        d, tc = self.device_s[grid], self.tensor_core_kernels[grid]
+        device = streams.device_bound_s(host) + d * fraction + tc * tc_gap_s      # [chunks, 2, *grid]
+        blocks = np.maximum(device, streams.host_bound_s(host)).sum(axis=1).mean(axis=0)
         return blocks + (2.0 if self.pipelined else 0.0) * step_s
+
+    def streams(self, grid: tuple = (...,), host_extra_s=0.0) -> kernels.StreamTime:
+        """The blocks as the simulator's ``kernels.StreamTime`` (its fields arrays [chunks, 2], indexed by
+        ``grid``), so that the estimate charges each kernel class's gap and dispatch by the simulator's own
+        ``device_bound_s`` / ``host_bound_s``: queued kernels pay ``HostModel.queued_gap_s`` (the fitted gap unless
+        gap_per is "call"), graphed ones ``graph_node_s`` and no dispatch (round-30 review: no twin formula)."""
+        zeros = np.zeros_like(self.kernels)
+        queued = zeros if self.queued is None else self.queued
+        graphed = zeros if self.graphed is None else self.graphed
+        return kernels.StreamTime(device_s=self.device_s[grid], kernels=self.kernels[grid], wave_s=self.wave_s[grid],
+                                  host_extra_s=host_extra_s, queued_kernels=queued[grid],
+                                  graphed_kernels=graphed[grid])
 
     def dispatch_bound_s(self, host: kernels.HostModel) -> float:
         """The largest host dispatch per kernel at which every block of this run is still device-bound."""
-        queued = self.queued if host.gap_per == "call" and self.queued is not None else 0.0
-        graphed = self.graphed if self.graphed is not None else 0.0
-        gaps = ((self.kernels - queued - graphed) * host.kernel_gap_s + queued * host.queued_gap_s
-                + graphed * host.graph_node_s)
-        return float(np.min((self.device_s + host.fill_waves * self.wave_s + gaps) / self.kernels))
-
+        return float(np.min(self.streams().device_bound_s(host) / self.kernels))
 
 # Series run with Megatron-LM's pretrain_gpt.py, whose loss reads the loss on the host once a microbatch
 # (--check-for-nan-in-loss-and-grad, on by default; workload.schedule_host). The NeMo series use NeMo's losses.

@@ -134,7 +134,12 @@ def clock_multiplier(tensor_s: float, other_s: float, idle_s: float, ratio: floa
         power r^3 - c r - d = 0,   c = ((d - share) O + d G) / T_cap,   d = 1 - comm
 
     (``power`` 1, ``comm`` 0: the module docstring's r^3 - c r - 1 = 0); one positive root (c may be negative),
-    capped at 1 / ``ratio``."""
+    capped at 1 / ``ratio``. The terms must be finite and >= 0, ``power`` >= 0 and ``comm`` < 1 (an infinite or NaN
+    term has no clock: refused, ValueError, not a NaN clock); no tensor-core time (a zero-duration block too): the
+    boost clock, 1 / ``ratio``."""
+    terms = (tensor_s, other_s, idle_s, power)
+    if not (all(math.isfinite(t) and t >= 0.0 for t in terms) and 0.0 <= comm < 1.0 and 0.0 < ratio <= 1.0):
+        raise ValueError(f"clock_multiplier: terms {terms}, comm {comm!r}, ratio {ratio!r} out of range")
     r_max = 1.0 / ratio
     if tensor_s <= 0.0:
         return r_max

@@ -159,3 +159,61 @@ def test_gapfill_writes_the_three_values(monkeypatch, tmp_path):
     text = yaml.read_text()
     for line in ("  kernel_gap_s: 12.0e-6", "  fill_waves: 0.46", "  pipeline_step_s: 380.0e-6", "  gap_per: kernel"):
         assert f"\n{line}\n" in text
+
+
+@pytest.mark.parametrize("gap_per", ["kernel", "call"])
+def test_the_estimate_charges_every_kernel_class_what_the_simulators_stream_charges(gap_per):
+    # Round-30 review: Run.block_s reuses kernels.StreamTime instead of a twin of its gap formula. Against the
+    # closed form per block: device + eager x gap + queued x (gap, or the measured launch latency under "call")
+    # + graphed x node latency + fill x waves, max'd with the host's (eager + queued) x dispatch.
+    from simcluster.workload import kernels
+    host = kernels.host_model()
+    device, count = np.array([[2e-3, 1e-4], [3e-3, 5e-4]]), np.array([[40.0, 60.0], [70.0, 90.0]])
+    queued, graphed = np.array([[10.0, 0.0], [20.0, 5.0]]), np.array([[0.0, 0.0], [30.0, 50.0]])
+    wave = np.array([[1e-4, 0.0], [2e-4, 1e-5]])
+    run = module.Run({"source": "s"}, device, count, wave, True, 4, np.zeros((2, 2)), queued=queued, graphed=graphed)
+    gaps, fill, dispatch_s, step_s, extra_s = np.array([5e-6, 30e-6]), 0.4, 13.5e-6, 200e-6, 1e-4
+    queued_gap_s = kernels.launch_overhead_s() if gap_per == "call" else gaps[:, None, None]
+    closed = np.maximum(device + (count - queued - graphed) * gaps[:, None, None] + queued * queued_gap_s
+                        + graphed * host.graph_node_s + fill * wave,
+                        (count - graphed) * dispatch_s + extra_s).sum(axis=2).mean(axis=1) + 2 * step_s
+    estimate = run.block_s(gaps, fill, dispatch_s, step_s, host_block_s=extra_s, gap_per=gap_per)
+    assert estimate == pytest.approx(closed, rel=1e-12)
+    # the simulator's own StreamTime gives the same block times (gap_per "kernel": its queued kernels pay the gap)
+    for gap_s, value in zip(gaps, estimate, strict=True):
+        model = kernels.HostModel(gap_s, dispatch_s, step_s, fill, gap_per, False, host.graph_node_s)
+        blocks = [kernels.StreamTime(device_s=d, kernels=n, wave_s=w, host_extra_s=extra_s, queued_kernels=q,
+                                     graphed_kernels=g).elapsed_s(model)
+                  for d, n, w, q, g in zip(*(x.ravel() for x in (device, count, wave, queued, graphed)), strict=True)]
+        assert value == pytest.approx(sum(blocks) / 2 + 2 * step_s, rel=1e-12)
+    # the dispatch bound: the per-kernel device time of the tightest block at the structure's values
+    model = kernels.HostModel(7e-6, dispatch_s, step_s, fill, gap_per, False, host.graph_node_s)
+    tight = np.min((device + (count - queued - graphed) * 7e-6 + queued * model.queued_gap_s
+                    + graphed * host.graph_node_s + fill * wave) / count)
+    assert run.dispatch_bound_s(model) == pytest.approx(tight, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gap", "fill", "call", "gapfill"])
+def test_write_changes_the_structures_lines_and_no_other(monkeypatch, tmp_path, name):
+    # Round-30 review: --write puts the fitted values and the structure's fixed ones (what the simulator needs to
+    # reproduce the fit: "gap" fits with fill_waves 0, "fill" with the measured gap) into host_overhead; every other
+    # line of efficiency.yaml stays byte for byte; the values read back are the ones written.
+    import yaml as pyyaml
+    path = tmp_path / "efficiency.yaml"
+    before = module.EFFICIENCY_YAML.read_text()
+    path.write_text(before)
+    monkeypatch.setattr(module, "EFFICIENCY_YAML", path)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    structure = module.STRUCTURES[name]
+    monkeypatch.setattr(module, "STRUCTURE", structure)
+    at = {"gapfill": (17e-6, 0.34, 370e-6), "fill": (0.34, 370e-6)}.get(name, (17e-6, 370e-6))
+    module.write(at)
+    after = path.read_text()
+    written = {**structure.fitted_values(at), **structure.fixed_values()}
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert {b.split(":")[0].strip() for _, b in changed} <= set(written)
+    assert all(a.split(":")[0] == b.split(":")[0] for a, b in changed)
+    host = pyyaml.safe_load(after)["host_overhead"]
+    for key, value in written.items():
+        assert host[key] == (value if isinstance(value, str) else pytest.approx(value, abs=5e-9 if "_s" in key
+                                                                                    else 5e-3))

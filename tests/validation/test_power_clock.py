@@ -278,3 +278,74 @@ def test_a_layers_phases_share_the_controllers_clock(monkeypatch):
     assert pooled < alone
     monkeypatch.setattr(power_clock, "controller_window_s", lambda: 0.0)
     assert plan._phase_stream(ops, ("gemm", "copy"), H200, "bf16").device_s == pytest.approx(alone, rel=1e-12)
+
+
+# --- round-30 review: the root, the guards, the default switch ----------------------------------------------------
+
+@pytest.mark.parametrize("power", [0.1, 0.69, 1.0, 1.18, 3.0])
+@pytest.mark.parametrize("comm", [0.0, 0.18, 0.9])
+@pytest.mark.parametrize("other_s, idle_s", [(0.0, 0.0), (0.05, 0.0), (0.3, 0.1), (2.0, 0.0), (0.0, 1e-4)])
+def test_the_root_is_the_cubics_one_positive_root_capped_at_boost(power, comm, other_s, idle_s):
+    """power r^3 - c r - d = 0 has one positive root for any sign of c (Descartes: one sign change; c < 0 when the
+    other kernels draw more than the budget left by communication, comm 0.9): the clock is it, or the boost clock
+    1 / clock_ratio when the cap does not bind there; never a negative or complex root, never above boost."""
+    import numpy as np
+    tensor_s = 1.0
+    r = power_clock.clock_multiplier(tensor_s, other_s, idle_s, RATIO, SHARE, power, comm)
+    d = 1.0 - comm
+    c = ((d - SHARE) * other_s + d * idle_s) / tensor_s
+    positive = [z.real for z in np.roots([power, 0.0, -c, -d]) if abs(z.imag) < 1e-9 and z.real > 0.0]
+    assert len(positive) == 1
+    assert 0.0 < r <= 1.0 / RATIO
+    assert r == pytest.approx(min(positive[0], 1.0 / RATIO), rel=1e-9)
+
+
+@pytest.mark.parametrize("args", [(float("inf"), float("inf"), 0.0), (1.0, float("nan"), 0.0), (-1.0, 0.0, 0.0),
+                                  (1.0, 0.0, float("inf"))])
+def test_a_non_finite_or_negative_term_is_refused_not_a_nan_clock(args):
+    with pytest.raises(ValueError, match="clock_multiplier"):
+        power_clock.clock_multiplier(*args, RATIO, SHARE)
+
+
+def test_no_tensor_core_time_runs_at_boost_and_zero_tensor_power_never_divides_by_zero():
+    assert power_clock.clock_multiplier(0.0, 0.0, 0.0, RATIO, SHARE) == 1.0 / RATIO    # a zero-duration block
+    assert power_clock.clock_multiplier(0.0, 1.0, 1.0, RATIO, SHARE) == 1.0 / RATIO
+    # tensor time drawing no power: the cap binds only if the other kernels alone exceed the budget left
+    assert power_clock.clock_multiplier(1.0, 1.0, 0.0, RATIO, SHARE, 0.0, 0.0) == 1.0 / RATIO
+    r = power_clock.clock_multiplier(1.0, 5.0, 0.0, RATIO, SHARE, 0.0, 0.9)   # linear: (share - d) O r = d T
+    assert r == pytest.approx(0.1 / ((SHARE - 0.1) * 5.0), rel=1e-12)
+
+
+def test_a_zero_duration_block_keeps_its_rooflines_under_the_duty_cycle_clock(monkeypatch):
+    monkeypatch.setattr(power_clock, "clock_model", lambda: "duty_cycle")
+    empty = Op("gemm", "gemm", 0.0, 0.0, 0, 0, 0)
+    assert kernels.duty_cycle_rooflines([empty], [(0.0, 0.0)], "h200-sxm") == [(0.0, 0.0)]
+    assert kernels.stream_time([], H200, "bf16").device_s == 0.0
+
+
+def test_the_fixed_clock_runs_nothing_of_the_duty_path(monkeypatch):
+    """clock_model fixed (the default): no duty term, pool or root is computed for any block of a plan, so no
+    result can depend on them (the default's results are validate's, unchanged)."""
+    from simcluster.parallel import plan
+    from simcluster.spec import config
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("duty-cycle path ran under clock_model fixed")
+
+    for module, name in ((kernels, "duty_terms"), (kernels, "duty_cycle_rooflines"),
+                         (power_clock, "clock_multiplier"), (power_clock, "pooled_terms")):
+        monkeypatch.setattr(module, name, refuse)
+    assert power_clock.clock_model() == "fixed"
+    scenario = config.from_dict({
+        "name": "t",
+        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "nic": "connectx-7",
+                    "topology": "rail-fat-tree"},
+        "model": {"layers": 4, "hidden": 2048, "heads": 16, "vocab": 32000, "max_seq_len": 2048},
+        "training": {"seq_len": 2048, "global_batch_size": 16, "micro_batch_size": 1, "precision": "fp8"},
+        "parallelism": {"tp": 2, "pp": 2, "dp": 2},
+        "network": "analytic",
+    })
+    assert plan.plan(scenario, lambda op, group, size_bytes: 0.0).chunks
+    monkeypatch.setattr(power_clock, "clock_model", lambda: "duty_cycle")
+    with pytest.raises(AssertionError, match="duty-cycle path ran"):
+        plan.plan(scenario, lambda op, group, size_bytes: 0.0)
