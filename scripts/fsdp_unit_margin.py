@@ -25,9 +25,10 @@ needs no exposure. One k serving every row would make such a stretch a candidate
 a single one out.
 
 ``--siblings``: the same table's rows at one micro batch and several GPU counts that are not held out (the README's
-MPT-1B on 16 / 32 / 64 H100 at 20 x 1, MPT-7B on 32 / 64 / 128 A100 40GB at 18 x 1), simulated as the bundled
-held-out scenario with only the node count, data-parallel size and global batch changed: published against
-simulated tokens/s per GPU, so the trend with the GPU count is seen where FSDP's collectives are a small share.
+MPT-1B on 16 / 32 / 64 H100 at 20 x 1, MPT-3B on 32 / 64 H100 at 6 x 3, MPT-7B on 32 / 64 / 128 A100 40GB at
+18 x 1), simulated as a bundled held-out scenario with only the node count, data-parallel size and global batch
+changed (and for MPT-3B the shape and micro batch): published against simulated tokens/s per GPU, so the trend with
+the GPU count is seen where FSDP's collectives are a small share.
 """
 
 from __future__ import annotations
@@ -47,13 +48,25 @@ from simcluster.spec import config
 # the fields of a validate --json case this script reads, checked by accuracy_tables.load_cases
 CASE_FIELDS = {"scenario": str, "error": (int, float), "step_time_s": (int, float)}
 
-# mosaicml/llm-foundry scripts/train/benchmarking/README.md at 061f2c7c: (bundled scenario, GPUs) -> tokens/s per GPU
-# ("Throughput (T/s/GPU)") of the rows at the scenario's micro batch and accumulation (sequence 2048); the bundled
-# row's own GPU count is the held-out row, the others are the table's siblings (not held out)
-SIBLINGS = {
-    "mpt-1b-64-h100": {16: 46037, 32: 45130, 64: 44402},  # H100 80GB BF16, micro batch 20, 1 step
-    "mpt-7b-128-a100-40gb": {32: 3725, 64: 3665, 128: 3623},  # A100 40GB, micro batch 18, 1 step, PURE
-}
+# mosaicml/llm-foundry scripts/train/benchmarking/README.md at 061f2c7c: the rows at one micro batch and accumulation
+# and several GPU counts (sequence 2048): (label, bundled scenario they are built from, changes to its model and
+# training, {GPUs: tokens/s per GPU as "Throughput (T/s/GPU)" prints it}). Only mpt-1b-64-h100's 64-GPU row and
+# mpt-7b-128-a100-40gb's 128-GPU row are held out; the others are the table's siblings. MPT-3B's shape is
+# llm-foundry's mpt-3b.yaml (d_model 2560, 32 heads, 32 layers, expansion 4): 12 L d^2 + 13 L d + 2 d + V d + s d =
+# the table's NumParams 2,651,837,440.
+SIBLINGS = (
+    ("MPT-1B, H100, 20 x 1", "mpt-1b-64-h100", {}, {16: 46037, 32: 45130, 64: 44402}),
+    (
+        "MPT-3B, H100, 6 x 3",
+        "mpt-1b-64-h100",
+        {
+            "model": {"name": "mpt-3b", "layers": 32, "hidden": 2560, "heads": 32, "ffn_hidden": 10240},
+            "training": {"micro_batch_size": 6, "accumulation": 3},
+        },
+        {32: 23021, 64: 22525},
+    ),
+    ("MPT-7B, A100 40GB, 18 x 1, PURE", "mpt-7b-128-a100-40gb", {}, {32: 3725, 64: 3665, 128: 3623}),
+)
 
 
 @dataclass(frozen=True)
@@ -132,25 +145,32 @@ def unit_parts(name: str, scenario, simulated_s: float, published_s: float) -> U
     )
 
 
-def sibling_scenario(name: str, gpus: int):
-    """The bundled scenario ``name`` at ``gpus`` GPUs: nodes, dp and global batch scaled, nothing else changed."""
+def sibling_scenario(name: str, gpus: int, changes: dict | None = None):
+    """The bundled scenario ``name`` at ``gpus`` GPUs with ``changes`` (``model`` fields; ``training`` micro batch
+    and ``accumulation``): nodes, dp and the global batch (GPUs x micro batch x accumulation) follow, nothing else
+    changes."""
+    changes = changes or {}
     data = yaml.safe_load(config.resolve_path(name).read_text())
-    scale = gpus / (data["cluster"]["nodes"] * data["cluster"]["gpus_per_node"])
+    training, cluster = data["training"], data["cluster"]
+    accumulation = training["global_batch_size"] // (data["parallelism"]["dp"] * training["micro_batch_size"])
+    accumulation = changes.get("training", {}).get("accumulation", accumulation)
+    data["model"].update(changes.get("model", {}))
+    training["micro_batch_size"] = changes.get("training", {}).get("micro_batch_size", training["micro_batch_size"])
     data["name"] = f"{name}-at-{gpus}"
-    data["cluster"]["nodes"] = gpus // data["cluster"]["gpus_per_node"]
-    data["parallelism"]["dp"] = round(data["parallelism"]["dp"] * scale)
-    data["training"]["global_batch_size"] = round(data["training"]["global_batch_size"] * scale)
+    cluster["nodes"] = gpus // cluster["gpus_per_node"]
+    data["parallelism"]["dp"] = gpus
+    training["global_batch_size"] = gpus * training["micro_batch_size"] * accumulation
     return config.from_dict(data, source=f"{name} at {gpus} GPUs")
 
 
 def print_siblings() -> None:
-    print(f"\n{'siblings (README 061f2c7c)':28} {'GPUs':>5} {'published t/s/GPU':>18} {'simulated':>10} {'error':>8}")
-    for name, rows in SIBLINGS.items():
+    print(f"\n{'siblings (README 061f2c7c)':32} {'GPUs':>5} {'published t/s/GPU':>18} {'simulated':>10} {'error':>8}")
+    for label, name, changes, rows in SIBLINGS:
         for gpus, published in rows.items():
-            scenario = sibling_scenario(name, gpus)
+            scenario = sibling_scenario(name, gpus, changes)
             step = simulate(scenario, check_memory=False).summary["step_time_s"]
             simulated = scenario.tokens_per_step / step / gpus
-            print(f"{name:28} {gpus:5d} {published:18d} {simulated:10.0f} {100 * (simulated / published - 1):+7.1f}%")
+            print(f"{label:32} {gpus:5d} {published:18d} {simulated:10.0f} {100 * (simulated / published - 1):+7.1f}%")
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,9 @@ step needs.
   and reduce-scatters once, the root kept gathered (tests/validation/test_round19_mpt_h100_rows.py), so
   units x microbatches x (2 G + R) less one root gather is the rank's collective time, and the model hides every
   collective (k = 1 adds nothing);
+- a sibling is its bundled scenario with only the GPU count (nodes, dp, global batch) and, for MPT-3B, the shape and
+  micro batch changed: its parameter count is the README's NumParams (2,651,837,440 for MPT-3B, 1,315,950,592 for
+  MPT-1B) and its global batch the README's (GPUs x micro batch x accumulation);
 - bad input: a case without its field, a prefix no case has and a baseline out of range exit 2 with one line.
 """
 
@@ -68,6 +71,29 @@ def test_parts_add_up_to_the_rows_fsdp_traffic(row):
 
 def test_the_model_hides_every_collective_at_k_1(fm, row):
     assert fm.exposure_s(row, 1.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("label", "gpus", "params", "global_batch"),
+    [
+        ("MPT-1B", 16, 1315950592, 320),
+        ("MPT-3B", 32, 2651837440, 576),
+        ("MPT-3B", 64, 2651837440, 1152),
+        ("MPT-7B", 32, 6658859008, 576),
+    ],
+)
+def test_siblings_are_the_tables_rows(fm, label, gpus, params, global_batch):
+    _, name, changes, rows = next(s for s in fm.SIBLINGS if s[0].startswith(label))
+    assert gpus in rows
+    scenario = fm.sibling_scenario(name, gpus, changes)
+    base = config.load(name)
+    assert scenario.model.params == params
+    assert (scenario.cluster.gpus, scenario.parallelism.dp, scenario.training.global_batch_size) == (
+        gpus,
+        gpus,
+        global_batch,
+    )
+    assert scenario.training.seq_len == base.training.seq_len and scenario.cluster.gpu == base.cluster.gpu
 
 
 def write_cases(tmp_path, cases):
