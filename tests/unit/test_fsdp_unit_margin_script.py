@@ -1,0 +1,117 @@
+"""scripts/fsdp_unit_margin.py (docs/calibration.md "Round 31: MPT-13B and MPT-70B on 32 against their siblings,
+unit by unit"): the exposure a stretch of FSDP1's overlapped collectives would add, and the stretch each published
+step needs.
+
+- ``exposure_s`` is the closed form of the script's doc: zero while k G <= T_f and k (G + R) <= T_b, the forward's
+  part alone between the two margins, both parts (linear in k) beyond, times units x microbatches;
+- ``stretch_needed`` returns the k whose exposure is the published step less the simulated one (less the baseline
+  share), None when the published step needs none or no k up to the cap reaches it;
+- the parts read from a simulated FSDP1 row agree with its FSDP traffic: per unit and microbatch FSDP1 gathers twice
+  and reduce-scatters once, the root kept gathered (tests/validation/test_round19_mpt_h100_rows.py), so
+  units x microbatches x (2 G + R) less one root gather is the rank's collective time, and the model hides every
+  collective (k = 1 adds nothing);
+- a sibling is its bundled scenario with only the GPU count (nodes, dp, global batch) and, for MPT-3B, the shape and
+  micro batch changed: its parameter count is the README's NumParams (2,651,837,440 for MPT-3B, 1,315,950,592 for
+  MPT-1B) and its global batch the README's (GPUs x micro batch x accumulation);
+- bad input: a case without its field, a prefix no case has and a baseline out of range exit 2 with one line.
+"""
+
+import json
+
+import pytest
+from scripts_loader import load_script
+
+from simcluster.spec import config
+
+
+@pytest.fixture(scope="module")
+def fm():
+    return load_script("fsdp_unit_margin")
+
+
+def unit(fm, published_s=1.2, simulated_s=1.0, units=10, microbatches=2):
+    # T_f 3, T_b 8, G 1, R 1 (ms): forward margin 3, backward margin 4
+    return fm.Unit("synthetic", units, microbatches, 3e-3, 8e-3, 1e-3, 1e-3, 0.0, 0.0, simulated_s, published_s)
+
+
+def test_exposure_is_the_closed_form(fm):
+    u = unit(fm)
+    assert fm.exposure_s(u, 1.0) == 0.0
+    assert fm.exposure_s(u, 3.0) == 0.0  # exactly the forward margin
+    assert fm.exposure_s(u, 3.5) == pytest.approx(20 * 0.5e-3)  # forward only: 3.5 - 3 ms a unit
+    assert fm.exposure_s(u, 5.0) == pytest.approx(20 * (2e-3 + 2e-3))  # 5 - 3 forward, 10 - 8 backward
+
+
+def test_stretch_needed_solves_the_published_step(fm):
+    u = unit(fm, published_s=1.08)  # 80 ms to explain: 20 x 4 ms a unit, the k = 5 of the closed form above
+    assert fm.stretch_needed(u) == pytest.approx(5.0, rel=1e-9)
+    k = fm.stretch_needed(u, baseline=0.02)  # 60 ms left: 20 x 3 ms = (k - 3) + 2 (k - 4) -> k = 14 / 3
+    assert k == pytest.approx(14 / 3, rel=1e-9)
+    assert fm.exposure_s(u, k) == pytest.approx(1.08 - 1.0 * 1.02, rel=1e-9)
+
+
+def test_stretch_needed_is_none_without_a_gap_or_beyond_the_cap(fm):
+    assert fm.stretch_needed(unit(fm, published_s=0.99)) is None
+    assert fm.stretch_needed(unit(fm, published_s=1.05), baseline=0.05) is None
+    assert fm.stretch_needed(unit(fm, published_s=1e6)) is None  # beyond k = 1000
+
+
+@pytest.fixture(scope="module")
+def row(fm):
+    return fm.unit_parts("mpt-1b-64-h100", config.load("mpt-1b-64-h100"), 1.0, 1.1)
+
+
+def test_parts_add_up_to_the_rows_fsdp_traffic(row):
+    assert (row.units, row.microbatches) == (25, 1)  # 24 blocks and the root, one microbatch (20 x 1)
+    per_unit = 2 * row.gather_s + row.scatter_s
+    expected = row.units * row.microbatches * per_unit - row.microbatches * row.gather_s
+    assert row.collectives_s == pytest.approx(expected, rel=0.02)
+    assert row.fwd_margin > 1 and row.bwd_margin > 1
+
+
+def test_the_model_hides_every_collective_at_k_1(fm, row):
+    assert fm.exposure_s(row, 1.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("label", "gpus", "params", "global_batch"),
+    [
+        ("MPT-1B", 16, 1315950592, 320),
+        ("MPT-3B", 32, 2651837440, 576),
+        ("MPT-3B", 64, 2651837440, 1152),
+        ("MPT-7B", 32, 6658859008, 576),
+    ],
+)
+def test_siblings_are_the_tables_rows(fm, label, gpus, params, global_batch):
+    _, name, changes, rows = next(s for s in fm.SIBLINGS if s[0].startswith(label))
+    assert gpus in rows
+    scenario = fm.sibling_scenario(name, gpus, changes)
+    base = config.load(name)
+    assert scenario.model.params == params
+    assert (scenario.cluster.gpus, scenario.parallelism.dp, scenario.training.global_batch_size) == (
+        gpus,
+        gpus,
+        global_batch,
+    )
+    assert scenario.training.seq_len == base.training.seq_len and scenario.cluster.gpu == base.cluster.gpu
+
+
+def write_cases(tmp_path, cases):
+    path = tmp_path / "ho.json"
+    path.write_text(json.dumps({"cases": cases}))
+    return str(path)
+
+
+def test_bad_input_exits_2_with_one_line(fm, tmp_path, capsys):
+    missing = write_cases(tmp_path, [{"scenario": "mpt-1b-64-h100", "error": 0.1}])
+    assert fm.main([missing]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "step_time_s" in err
+    good = write_cases(tmp_path, [{"scenario": "mpt-1b-64-h100", "error": 0.1, "step_time_s": 0.85}])
+    assert fm.main([good, "--prefix", "llama"]) == 2
+    assert "no case" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        fm.main([good, "--baseline", "nan"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--baseline" in err
