@@ -279,11 +279,12 @@ LAYER_CLASSES = (("GEMMs", ("GEMM forward", "GEMM dgrad", "GEMM wgrad")),
 def layer_budget(scenario, published_s: float | None = None) -> dict[str, float]:
     """One layer and microbatch of the busiest stage against what ``published_s`` (default: the row's published
     step) leaves it, seconds: ``device`` (every layer term of ``stage_terms`` but the fitted ones: GEMMs,
-    attention, the rest), ``kernels`` (a layer and microbatch), ``gaps`` and ``pipeline`` (the fitted terms, a layer
-    and microbatch; the stage's kernels, its chunk extras' few included), ``left`` = (published - the stage's chunk extras) / (1 + (pp - 1) / (v m)) / (layers m) and
-    ``left_spread`` = the same with the extras of the pp stages shared evenly ((published - extras / pp) over
-    (L / pp) m layers and microbatches, L the model's layers); ``implied_per_kernel`` = (left - device) / kernels
-    and ``fitted_per_kernel`` = (gaps + pipeline) / kernels, with ``implied_spread_per_kernel`` likewise."""
+    attention, the rest), ``kernels`` (a layer and microbatch: the stage's kernels, its chunk extras' few included),
+    ``gaps`` and ``pipeline`` (the fitted terms, a layer and microbatch), ``left`` = (published - the stage's chunk
+    extras) / (1 + (pp - 1) / (v m)) / (layers m) and ``left_spread`` = the same with the extras of the pp stages
+    shared evenly ((published - extras / pp) over (L / pp) m layers and microbatches, L the model's layers);
+    ``implied_per_kernel`` = (left - device) / kernels and ``fitted_per_kernel`` = (gaps + pipeline) / kernels,
+    with ``implied_spread_per_kernel`` likewise."""
     published = published_step_s(scenario) if published_s is None else published_s
     if published is None:
         raise ScenarioError("name", f"{scenario.name} is no validation row: no published step to compare")

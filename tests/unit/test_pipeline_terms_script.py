@@ -126,7 +126,8 @@ def test_per_layer_budget_against_the_published_tokens_and_the_pipeline_closed_f
     assert budget["left"] * layers_m * fill + extras == pytest.approx(budget["published"], rel=1e-12)
     assert budget["pipeline"] == pytest.approx(step_s, rel=1e-12)
     assert budget["device"] + budget["gaps"] + budget["pipeline"] == pytest.approx(
-        (sum(terms.values()) - terms["check: plan blocks - terms"] - extras) / layers_m, rel=1e-12)
+        (sum(terms.values()) - terms["check: plan blocks - terms"] - extras) / layers_m, rel=1e-12
+    )
     llama2 = pipeline_terms.layer_budget(config.load("nemo2407-llama2-70b-64-h100-fp8"))
     assert llama2["pipeline"] == pytest.approx(2 * step_s, rel=1e-12)
 
