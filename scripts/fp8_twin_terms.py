@@ -21,13 +21,12 @@ from __future__ import annotations
 import sys
 
 from fp8_pairs import twin
-from pipeline_terms import print_reports, stage_terms
+from pipeline_terms import print_reports, published_step_s, stage_terms
 
 from simcluster import engine
 from simcluster.core.errors import ScenarioError
 from simcluster.parallel import plan
 from simcluster.spec import config
-from simcluster.studies import validation
 from simcluster.workload import fp8_params
 
 # the terms a bf16 run has not: Transformer Engine's activation and gradient casts (per layer and microbatch) and
@@ -44,12 +43,6 @@ def twin_terms(scenario) -> tuple[dict[str, tuple[float, float]], dict]:
     keys = list(dict.fromkeys([*fp8_terms, *bf16_terms]))
     return {k: (fp8_terms.get(k, 0.0), bf16_terms.get(k, 0.0)) for k in keys}, facts
 
-
-def published_step_s(scenario) -> float | None:
-    """The published step of the validation row simulating ``scenario`` (None if none does)."""
-    case = next((c for c in (*validation.cases(), *validation.held_out_cases()) if c["scenario"] == scenario.name),
-                None)
-    return None if case is None else validation.published_step_s(case, scenario)
 
 
 def report(name: str) -> list[str]:

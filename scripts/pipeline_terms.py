@@ -26,6 +26,18 @@ averaged over the stages: engine/results.py) by running the step again with its 
 ``pipeline_step_s``, then both; ``fitted_steps``): what each fitted number holds of the step, as the engine runs it
 (docs/calibration.md "Round 29: the Llama 3 70B rows, H100 slow and Blackwell fast, side by side"). A what-if:
 nothing is fitted or written.
+
+    PYTHONPATH=. python scripts/pipeline_terms.py --per-layer nemo2511-llama3-70b-64-h100-fp8 \
+        nemo2511-llama3-405b-1024-h100-fp8
+
+``--per-layer`` puts one layer and microbatch of the busiest stage beside what the row's published step leaves it
+(``layer_budget``): the layer's device time by class and its kernels, the fitted gaps and pipeline steps a layer and
+microbatch, and the published step less the stage's chunk extras (embedding, output layer, loss), shared by its
+layers x microbatches after the closed-form fill (pp - 1) / (v m). What is left beyond the device time, per kernel,
+is what the published run spent beside its modelled kernels ("implied"), against what the model charges there
+("fitted": gap and pipeline step). The same with the stage's extras spread evenly over the pp stages is printed
+too ("extras spread"), for rows whose last stage carries a large output layer (docs/calibration.md "Round 31: the
+Llama 3 70B FP8 rows against the 405B and GPT-3 rows, layer by layer").
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from simcluster.engine import data_parallel
 from simcluster.engine.simulation import Simulation
 from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
+from simcluster.studies import validation
 from simcluster.workload import kernels, userbuffers
 from simcluster.workload.ops import layer_ops, shard_for
 
@@ -250,6 +263,68 @@ def fitted_report(name: str) -> list[str]:
         for label, step in steps.items() if label != "as fitted"]
 
 
+def published_step_s(scenario) -> float | None:
+    """The published step of the validation row simulating ``scenario`` (None if none does)."""
+    case = next((c for c in (*validation.cases(), *validation.held_out_cases()) if c["scenario"] == scenario.name),
+                None)
+    return None if case is None else validation.published_step_s(case, scenario)
+
+
+NOT_LAYER = ("chunk extras (embedding, output, loss)", "kernel gaps (fitted)", "pipeline steps (fitted)",
+             "check: plan blocks - terms", ASYNC_TP)
+LAYER_CLASSES = (("GEMMs", ("GEMM forward", "GEMM dgrad", "GEMM wgrad")),
+                 ("attention", ("attention forward", "attention backward")))
+
+
+def layer_budget(scenario, published_s: float | None = None) -> dict[str, float]:
+    """One layer and microbatch of the busiest stage against what ``published_s`` (default: the row's published
+    step) leaves it, seconds: ``device`` (every layer term of ``stage_terms`` but the fitted ones: GEMMs,
+    attention, the rest), ``kernels`` (a layer and microbatch: the stage's kernels, its chunk extras' few included),
+    ``gaps`` and ``pipeline`` (the fitted terms, a layer and microbatch), ``left`` = (published - the stage's chunk
+    extras) / (1 + (pp - 1) / (v m)) / (layers m) and ``left_spread`` = the same with the extras of the pp stages
+    shared evenly ((published - extras / pp) over (L / pp) m layers and microbatches, L the model's layers);
+    ``implied_per_kernel`` = (left - device) / kernels and ``fitted_per_kernel`` = (gaps + pipeline) / kernels,
+    with ``implied_spread_per_kernel`` likewise."""
+    published = published_step_s(scenario) if published_s is None else published_s
+    if published is None:
+        raise ScenarioError("name", f"{scenario.name} is no validation row: no published step to compare")
+    terms, facts = stage_terms(scenario)
+    p = scenario.parallelism
+    m, pp = facts["microbatches"], p.pp
+    v = facts["chunks"]
+    n = facts["layers"] * m
+    gap = kernels.host_model().kernel_gap_s
+    out = {name: sum(terms[k] for k in keys) / n for name, keys in LAYER_CLASSES}
+    out["device"] = sum(value for key, value in terms.items() if key not in NOT_LAYER) / n
+    out["rest"] = out["device"] - out["GEMMs"] - out["attention"]
+    out["gaps"] = terms["kernel gaps (fitted)"] / n
+    out["pipeline"] = terms["pipeline steps (fitted)"] / n
+    out["kernels"] = out["gaps"] / gap
+    extras = terms["chunk extras (embedding, output, loss)"]
+    fill = 1 + (pp - 1) / (v * m) if pp > 1 else 1.0
+    out["published"] = published
+    out["extras share"] = extras / published
+    out["left"] = (published - extras) / fill / n
+    out["left_spread"] = (published - extras / pp) / fill / (scenario.model.layers / pp * m)
+    out["implied_per_kernel"] = (out["left"] - out["device"]) / out["kernels"]
+    out["implied_spread_per_kernel"] = (out["left_spread"] - out["device"]) / out["kernels"]
+    out["fitted_per_kernel"] = (out["gaps"] + out["pipeline"]) / out["kernels"]
+    return out
+
+
+def layer_report(name: str) -> list[str]:
+    b = layer_budget(config.load(name))
+    ms, us = 1e3, 1e6
+    return [f"== {name}: a layer and microbatch of the busiest stage, {b['kernels']:.1f} kernels",
+            f"  device {b['device'] * ms:.2f} ms (GEMMs {b['GEMMs'] * ms:.2f}, attention {b['attention'] * ms:.2f}, "
+            f"rest {b['rest'] * ms:.2f}); fitted gaps {b['gaps'] * ms:.2f} ms, pipeline steps "
+            f"{b['pipeline'] * ms:.2f} ms",
+            f"  published step {b['published']:.3f} s, the stage's extras {b['extras share']:.1%} of it: leaves "
+            f"{b['left'] * ms:.2f} ms ({b['left_spread'] * ms:.2f} ms with the extras spread over the stages)",
+            f"  beside the kernels, per kernel: implied {b['implied_per_kernel'] * us:.1f} us (extras spread "
+            f"{b['implied_spread_per_kernel'] * us:.1f} us), fitted {b['fitted_per_kernel'] * us:.1f} us"]
+
+
 def print_reports(names: list[str], report_of) -> int:
     """Print ``report_of(name)``'s lines for each scenario name; a bad scenario is one line on stderr, exit 2 (shared
     by the other itemising scripts)."""
@@ -270,11 +345,13 @@ def main(argv: list[str]) -> int:
         return print_reports(argv[1:], bubble_report)
     if argv[0] == "--fitted":
         return print_reports(argv[1:], fitted_report)
+    if argv[0] == "--per-layer":
+        return print_reports(argv[1:], layer_report)
     return print_reports(argv, report)
 
 
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__, ["--bubble", "--fitted"], words=(1, None),
-                 usage="[--bubble | --fitted] SCENARIO [SCENARIO ...]"))
+    sys.exit(run(main, sys.argv[1:], __doc__, ["--bubble", "--fitted", "--per-layer"],
+                 words=(1, None), usage="[--bubble | --fitted | --per-layer] SCENARIO [SCENARIO ...]"))

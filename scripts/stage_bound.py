@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import sys
 
-from fp8_twin_terms import published_step_s
+from pipeline_terms import published_step_s
 
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation

@@ -12,6 +12,7 @@ and phase.
 import pytest
 from scripts_loader import load_script
 
+from simcluster import engine
 from simcluster.engine import Simulation
 from simcluster.parallel import plan as step_plan
 from simcluster.spec import config
@@ -106,3 +107,43 @@ def test_fitted_pipeline_step_is_nothing_without_a_pipeline(pipeline_terms):
     steps = pipeline_terms.fitted_steps(config.load("nemo2511-llama3-70b-64-gb300-fp8"))
     assert steps["pipeline step 0"] == steps["as fitted"]
     assert steps["both 0"] == steps["kernel gap 0"] < steps["as fitted"]
+
+
+def test_per_layer_budget_against_the_published_tokens_and_the_pipeline_closed_form(pipeline_terms):
+    """``--per-layer`` (round 31): the published step is the row's (25.11 page: 1,602 tokens/s a GPU, 128 x 8,192
+    tokens on 64 GPUs); what it leaves a layer and microbatch, times the stage's layers x microbatches and the
+    closed-form fill (pp - 1) / (v m), plus the stage's chunk extras, gives the published step back; the fitted
+    pipeline step is one step a layer and microbatch at 2 layers a chunk (Llama 3 70B, vp 5) and two at one layer a
+    chunk (Llama 2 70B, vp 20)."""
+    step_s = kernels.host_model().pipeline_step_s
+    scenario = config.load("nemo2511-llama3-70b-64-h100-fp8")
+    budget = pipeline_terms.layer_budget(scenario)
+    assert budget["published"] == pytest.approx(128 * 8192 / (1602 * 64), rel=1e-4)
+    terms, facts = pipeline_terms.stage_terms(scenario)
+    layers_m = facts["layers"] * facts["microbatches"]
+    fill = 1 + (8 - 1) / (5 * facts["microbatches"])
+    extras = terms[EXTRAS]
+    assert budget["left"] * layers_m * fill + extras == pytest.approx(budget["published"], rel=1e-12)
+    assert budget["pipeline"] == pytest.approx(step_s, rel=1e-12)
+    assert budget["device"] + budget["gaps"] + budget["pipeline"] == pytest.approx(
+        (sum(terms.values()) - terms["check: plan blocks - terms"] - extras) / layers_m, rel=1e-12
+    )
+    llama2 = pipeline_terms.layer_budget(config.load("nemo2407-llama2-70b-64-h100-fp8"))
+    assert llama2["pipeline"] == pytest.approx(2 * step_s, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nemo2407-llama2-70b-64-h100-fp8", "nemo2511-llama3-70b-64-h100-fp8"])
+def test_per_layer_budget_of_the_simulated_step_covers_the_fitted_terms(pipeline_terms, name):
+    """Given the engine's own step in place of the published one, what it leaves beside the kernels is at least the
+    fitted gaps and pipeline steps (the engine never beats the busiest stage's blocks plus the fill) and at most a
+    quarter more (what the engine adds beyond that bound on these rows: pipeline messages, the fill's gathers, the
+    optimizer, interference: round 27 measured 0.13-0.18 s of 5.4-11.1 s)."""
+    scenario = config.load(name)
+    step = engine.simulate(scenario, check_memory=False).summary["step_time_s"]
+    budget = pipeline_terms.layer_budget(scenario, published_s=step)
+    assert budget["fitted_per_kernel"] <= budget["implied_per_kernel"] <= 1.25 * budget["fitted_per_kernel"]
+
+
+def test_per_layer_refuses_a_scenario_without_a_published_step(pipeline_terms, capsys):
+    assert pipeline_terms.main(["--per-layer", "llama3-70b-1024-h100-roce"]) == 2
+    assert "no validation row" in capsys.readouterr().err
