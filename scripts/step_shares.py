@@ -4,6 +4,7 @@ here moves a constant.
 
     PYTHONPATH=. python scripts/step_shares.py CAL.json HO.json [--csv OUT] [--plot PNG]
                                                [--cache /tmp/step_shares_cache.json] [--limit-s 20]
+                                               [--only SUBSTR,...] [--budget]
 
 The two JSON files are ``simcluster validate --json`` and ``simcluster validate --held-out --json`` outputs; each
 row's signed error (published step / simulated step - 1: positive = simulated too fast) is read from them, never
@@ -30,6 +31,14 @@ fabric (``overlap_tp_share``, 0 without ``tp_comm_overlap``), host-bound share (
 in blocks whose host side is the longer), mean kernel duration, attention / GEMM / memory shares of one dense layer
 (``residuals.op_shares``), the critical-path gap and pipeline-step shares of round 17 (``residuals``), GPU, GPU
 generation, precision, stack family (``spec.stack``), validation source, micro batch, microbatches per replica.
+
+``--only`` keeps the rows whose scenario name contains one of the comma-separated substrings (only those are
+simulated). ``--budget`` prints, instead of the analysis, what each row's published step leaves for the fitted
+terms (``fitted_allowance``; docs/calibration.md "Round 31: the Mixtral rows against what their published steps
+leave"): the published step less the tensor-core roofline and every part that is not fitted (HBM-bound kernels, the
+host's measured dispatch, interference, ``other``, exposed communication, bubble), against the fitted gap and
+pipeline-step terms the model charges; their ratio is the share of the calibrated fitted terms the published step
+has room for if every other part is right (1: as calibrated; below 1: less room; negative: slow with no fitted term).
 
 Analysis: Spearman's rho of the signed error with each share on all rows, dense rows, and within H100, A100 and
 Blackwell separately, with the within-stack-family rho (``error_features.within_family_rho``); 1-3 feature
@@ -60,6 +69,7 @@ from simcluster.spec.stack import family as stack_family
 from simcluster.workload import kernels
 
 # the partition of the step (module doc), in this order
+FITTED = ("gap", "pipe")   # the parts that stand on the two fitted numbers (efficiency.yaml host_overhead)
 PARTS = ("tc", "hbm", "gap", "host", "pipe", "interference", "other", "exp_tp", "exp_cp", "exp_pp", "exp_dp",
          "exp_ep", "bubble")
 # numeric features ranked and fitted
@@ -123,6 +133,32 @@ def step_parts(scenario, sim: Simulation, summary: dict) -> dict:
     return out
 
 
+def fitted_allowance(row: dict) -> dict:
+    """What a row's published step leaves for the fitted terms (module doc, ``--budget``), in seconds: the published
+    step (the simulated one times 1 + signed error), the tensor-core roofline, the sourced rest (every part but
+    ``tc`` and ``FITTED``), the fitted terms charged, the allowance (published - tc - sourced) and its ratio to the
+    fitted terms charged."""
+    parts, step = row["parts_s"], row["step_s"]
+    published = step * (1.0 + row["error"])
+    fitted = sum(parts[k] for k in FITTED)
+    sourced = step - parts["tc"] - fitted
+    allowance = published - parts["tc"] - sourced
+    return {"published_s": published, "step_s": step, "tc_s": parts["tc"], "sourced_s": sourced,
+            "fitted_s": fitted, "allowance_s": allowance, "ratio": allowance / fitted if fitted else math.nan}
+
+
+def budget_report(rows: list[dict]) -> list[str]:
+    """``fitted_allowance`` of every row, one line each, largest ratio first."""
+    lines = [f"{'scenario':46s} {'error':>7s} {'published':>9s} {'simulated':>9s} {'tc':>8s} {'sourced':>8s} "
+             f"{'fitted':>7s} {'room':>8s} {'room/fitted':>11s}"]
+    for row in sorted(rows, key=lambda r: -np.nan_to_num(fitted_allowance(r)["ratio"], nan=-np.inf)):
+        b = fitted_allowance(row)
+        lines.append(f"{row['scenario']:46s} {100 * row['error']:+6.1f}% {b['published_s']:9.3f} {b['step_s']:9.3f} "
+                     f"{b['tc_s']:8.3f} {b['sourced_s']:8.3f} {b['fitted_s']:7.3f} {b['allowance_s']:8.3f} "
+                     f"{b['ratio']:11.2f}")
+    return lines
+
+
 class TooSlow(Exception):
     pass
 
@@ -146,14 +182,18 @@ def simulate(name: str, limit_s: float) -> dict | None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[list[dict], list[str]]:
-    """Every row with its error and ``step_parts``; and the scenarios skipped as too slow."""
+def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float,
+         only: tuple[str, ...] = ()) -> tuple[list[dict], list[str]]:
+    """Every row with its error and ``step_parts`` (with ``only``, the rows whose name contains one of its
+    substrings); and the scenarios skipped as too slow."""
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     rows, skipped = [], []
     for label, path in (("cal", cal_json), ("ho", ho_json)):
         error_features.check_cases(path)
         for case in json.loads(path.read_text())["cases"]:
             name = case["scenario"]
+            if only and not any(part in name for part in only):
+                continue
             if name not in cached:
                 started = time.perf_counter()
                 cached[name] = simulate(name, limit_s)
@@ -263,15 +303,26 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
 def main(argv: list[str]) -> int:
     parser = error_features.residual_parser(__doc__, 3, Path("/tmp/step_shares_cache.json"))
     parser.add_argument("--limit-s", type=float, default=20.0, help="skip a row whose simulation takes longer")
+    parser.add_argument("--only", default="", help="comma-separated substrings: keep rows whose name has one")
+    parser.add_argument("--budget", action="store_true", help="what each published step leaves for the fitted terms")
     args = parser.parse_args(argv)
     if args.limit_s <= 0:
         print("error: --limit-s: must be > 0", file=sys.stderr)
         return 2
+    only = tuple(part for part in args.only.split(",") if part)
     try:
-        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s)
+        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s, only)
     except (InputError, ScenarioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if only and not rows:
+        print(f"error: --only: no simulated row matches {args.only!r}", file=sys.stderr)
+        return 2
+    if args.budget:
+        print("\n".join(budget_report(rows)))
+        if skipped:
+            print(f"skipped (> limit): {', '.join(skipped)}")
+        return 0
     print("\n".join(report(rows, skipped)))
     if args.csv:
         write_csv(rows, args.csv)
