@@ -76,9 +76,9 @@ def test_fitted_allowance_is_what_the_published_step_leaves(ss, small_scenario):
     budget = ss.fitted_allowance({**row, "error": 0.0})
     assert budget["tc_s"] + budget["sourced_s"] + budget["fitted_s"] == pytest.approx(summary["step_time_s"], rel=1e-12)
     assert budget["fitted_s"] == pytest.approx(fitted) and budget["ratio"] == pytest.approx(1.0)
-    shorter = -fitted / row["step_s"]   # published step = simulated step less the fitted terms
+    shorter = -fitted / row["step_s"]  # published step = simulated step less the fitted terms
     assert ss.fitted_allowance({**row, "error": shorter})["ratio"] == pytest.approx(0.0, abs=1e-9)
-    slower = ss.fitted_allowance({**row, "error": 0.1})   # published 10% longer: room grows by a tenth of the step
+    slower = ss.fitted_allowance({**row, "error": 0.1})  # published 10% longer: room grows by a tenth of the step
     assert slower["allowance_s"] == pytest.approx(fitted + 0.1 * row["step_s"])
 
 
@@ -87,13 +87,14 @@ def test_budget_only_simulates_the_rows_asked_for(ss, tmp_path, capsys):
     does not exist); ``--budget`` prints one line a row; an ``--only`` that matches nothing is one line, exit 2."""
     case = {"source": "s", "family": "f", "error": 0.0, "step_time_s": 1.0}
     data = tmp_path / "v.json"
-    data.write_text(json.dumps({"cases": [{**case, "scenario": "megatron-1.7b-h100"},
-                                          {**case, "scenario": "no-such-scenario"}]}))
+    data.write_text(
+        json.dumps({"cases": [{**case, "scenario": "megatron-1.7b-h100"}, {**case, "scenario": "no-such-scenario"}]})
+    )
     cache = tmp_path / "c.json"
     assert ss.main([str(data), str(data), "--cache", str(cache), "--only", "1.7b", "--budget", "--limit-s", "300"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out[1:]] == ["megatron-1.7b-h100", "megatron-1.7b-h100"]   # cal and ho
-    assert float(out[1].split()[-1]) == pytest.approx(1.0)   # zero error: room equals the fitted terms
+    assert [line.split()[0] for line in out[1:]] == ["megatron-1.7b-h100", "megatron-1.7b-h100"]  # cal and ho
+    assert float(out[1].split()[-1]) == pytest.approx(1.0)  # zero error: room equals the fitted terms
     code = ss.main([str(data), str(data), "--cache", str(cache), "--only", "mixtral", "--budget"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--only" in err
