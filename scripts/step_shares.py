@@ -4,6 +4,7 @@ here moves a constant.
 
     PYTHONPATH=. python scripts/step_shares.py CAL.json HO.json [--csv OUT] [--plot PNG]
                                                [--cache /tmp/step_shares_cache.json] [--limit-s 20]
+                                               [--only SUBSTR,...] [--budget]
 
 The two JSON files are ``simcluster validate --json`` and ``simcluster validate --held-out --json`` outputs; each
 row's signed error (published step / simulated step - 1: positive = simulated too fast) is read from them, never
@@ -30,6 +31,14 @@ fabric (``overlap_tp_share``, 0 without ``tp_comm_overlap``), host-bound share (
 in blocks whose host side is the longer), mean kernel duration, attention / GEMM / memory shares of one dense layer
 (``residuals.op_shares``), the critical-path gap and pipeline-step shares of round 17 (``residuals``), GPU, GPU
 generation, precision, stack family (``spec.stack``), validation source, micro batch, microbatches per replica.
+
+``--only`` keeps the rows whose scenario name contains one of the comma-separated substrings (only those are
+simulated). ``--budget`` prints, instead of the analysis, what each row's published step leaves for the fitted
+terms (``fitted_allowance``; docs/calibration.md "Round 31: the Mixtral rows against what their published steps
+leave"): the published step less the tensor-core roofline and every part that is not fitted (HBM-bound kernels, the
+host's measured dispatch, interference, ``other``, exposed communication, bubble), against the fitted gap and
+pipeline-step terms the model charges; their ratio is the share of the calibrated fitted terms the published step
+has room for if every other part is right (1: as calibrated; below 1: less room; negative: slow with no fitted term).
 
 Analysis: Spearman's rho of the signed error with each share on all rows, dense rows, and within H100, A100 and
 Blackwell separately, with the within-stack-family rho (``error_features.within_family_rho``); 1-3 feature
@@ -60,19 +69,52 @@ from simcluster.spec.stack import family as stack_family
 from simcluster.workload import kernels
 
 # the partition of the step (module doc), in this order
-PARTS = ("tc", "hbm", "gap", "host", "pipe", "interference", "other", "exp_tp", "exp_cp", "exp_pp", "exp_dp",
-         "exp_ep", "bubble")
+FITTED = ("gap", "pipe")  # the parts that stand on the two fitted numbers (efficiency.yaml host_overhead)
+PARTS = (
+    "tc",
+    "hbm",
+    "gap",
+    "host",
+    "pipe",
+    "interference",
+    "other",
+    "exp_tp",
+    "exp_cp",
+    "exp_pp",
+    "exp_dp",
+    "exp_ep",
+    "bubble",
+)
 # numeric features ranked and fitted
-NUMERIC = (*(f"{p}_share" for p in PARTS), "exposed_share", "overlap_tp_share", "host_bound_share",
-           "mean_kernel_us", "attention_share", "gemm_share", "memory_share", "crit_gap_share", "crit_pipe_share",
-           "gpus", "micro_batch", "microbatches", "fp8", "moe", "generation")
+NUMERIC = (
+    *(f"{p}_share" for p in PARTS),
+    "exposed_share",
+    "overlap_tp_share",
+    "host_bound_share",
+    "mean_kernel_us",
+    "attention_share",
+    "gemm_share",
+    "memory_share",
+    "crit_gap_share",
+    "crit_pipe_share",
+    "gpus",
+    "micro_batch",
+    "microbatches",
+    "fp8",
+    "moe",
+    "generation",
+)
 LOG_SCALED = {"mean_kernel_us", "gpus", "micro_batch", "microbatches"}
 CSV_KEYS = ("scenario", "set", "gpu", "gpu_gen", "precision", "stack", "release", "error", *NUMERIC)
 # the subsets the rho is taken on
-SUBSETS = {"all": lambda r: True, "dense": lambda r: not r["moe"],
-           "H100": lambda r: r["gpu"] == "h100-sxm", "A100": lambda r: r["gpu_gen"] == "Ampere",
-           "Blackwell": lambda r: r["gpu_gen"] == "Blackwell"}
-TOP = 8          # features entering the 1-3 feature fits, by |rho| on all rows
+SUBSETS = {
+    "all": lambda r: True,
+    "dense": lambda r: not r["moe"],
+    "H100": lambda r: r["gpu"] == "h100-sxm",
+    "A100": lambda r: r["gpu_gen"] == "Ampere",
+    "Blackwell": lambda r: r["gpu_gen"] == "Blackwell",
+}
+TOP = 8  # features entering the 1-3 feature fits, by |rho| on all rows
 
 
 def step_parts(scenario, sim: Simulation, summary: dict) -> dict:
@@ -82,9 +124,11 @@ def step_parts(scenario, sim: Simulation, summary: dict) -> dict:
     step = float(summary["step_time_s"])
     parts = dict.fromkeys(PARTS, 0.0)
     blocks_s = host_bound_s = kernels_run = device_s = overlap_tp_s = 0.0
-    for chunk in plan.chunks:   # every chunk's blocks, m times; a rank holds 1 / pp of the chunks
-        for stream, block_s, tp_s in ((chunk.forward_stream, chunk.forward_compute_s, chunk.forward_tp_comm_s),
-                                      (chunk.backward_stream, chunk.backward_compute_s, chunk.backward_tp_comm_s)):
+    for chunk in plan.chunks:  # every chunk's blocks, m times; a rank holds 1 / pp of the chunks
+        for stream, block_s, tp_s in (
+            (chunk.forward_stream, chunk.forward_compute_s, chunk.forward_tp_comm_s),
+            (chunk.backward_stream, chunk.backward_compute_s, chunk.backward_tp_comm_s),
+        ):
             w = m / pp
             device, hosted = stream.device_bound_s(host), stream.host_bound_s(host)
             parts["tc"] += w * stream.clock_s
@@ -107,20 +151,72 @@ def step_parts(scenario, sim: Simulation, summary: dict) -> dict:
     parts["bubble"] = float(summary["pipeline_bubble_s"])
     out = {f"{k}_share": v / step for k, v in parts.items()}
     t = scenario.training
-    out.update({
-        "step_s": step, "parts_s": parts, "exposed_share": float(summary["exposed_comm_s"]) / step,
-        "overlap_tp_share": overlap_tp_s / step, "host_bound_share": host_bound_s / blocks_s if blocks_s else 0.0,
-        "mean_kernel_us": device_s / kernels_run * 1e6 if kernels_run else math.nan,
-        "gpu": scenario.cluster.gpu.name, "precision": t.precision, "gpus": scenario.cluster.gpus,
-        "micro_batch": t.micro_batch_size, "microbatches": m, "fp8": float(t.precision == "fp8"),
-        "moe": float(scenario.model.moe is not None), "stack": stack_family(scenario),
-        "generation": float(scenario.cluster.gpu.nvlink_generation),
-        "gpu_gen": error_features.GENERATION.get(scenario.cluster.gpu.nvlink_generation, "other"),
-    })
-    crit = residuals._row_features(scenario, sim, summary)   # round 17's critical-path shares and layer op shares
-    out.update({"crit_gap_share": crit["gap_share"], "crit_pipe_share": crit["pipe_share"],
-                **{k: crit[k] for k in ("attention_share", "gemm_share", "memory_share")}})
+    out.update(
+        {
+            "step_s": step,
+            "parts_s": parts,
+            "exposed_share": float(summary["exposed_comm_s"]) / step,
+            "overlap_tp_share": overlap_tp_s / step,
+            "host_bound_share": host_bound_s / blocks_s if blocks_s else 0.0,
+            "mean_kernel_us": device_s / kernels_run * 1e6 if kernels_run else math.nan,
+            "gpu": scenario.cluster.gpu.name,
+            "precision": t.precision,
+            "gpus": scenario.cluster.gpus,
+            "micro_batch": t.micro_batch_size,
+            "microbatches": m,
+            "fp8": float(t.precision == "fp8"),
+            "moe": float(scenario.model.moe is not None),
+            "stack": stack_family(scenario),
+            "generation": float(scenario.cluster.gpu.nvlink_generation),
+            "gpu_gen": error_features.GENERATION.get(scenario.cluster.gpu.nvlink_generation, "other"),
+        }
+    )
+    crit = residuals._row_features(scenario, sim, summary)  # round 17's critical-path shares and layer op shares
+    out.update(
+        {
+            "crit_gap_share": crit["gap_share"],
+            "crit_pipe_share": crit["pipe_share"],
+            **{k: crit[k] for k in ("attention_share", "gemm_share", "memory_share")},
+        }
+    )
     return out
+
+
+def fitted_allowance(row: dict) -> dict:
+    """What a row's published step leaves for the fitted terms (module doc, ``--budget``), in seconds: the published
+    step (the simulated one times 1 + signed error), the tensor-core roofline, the sourced rest (every part but
+    ``tc`` and ``FITTED``), the fitted terms charged, the allowance (published - tc - sourced) and its ratio to the
+    fitted terms charged."""
+    parts, step = row["parts_s"], row["step_s"]
+    published = step * (1.0 + row["error"])
+    fitted = sum(parts[k] for k in FITTED)
+    sourced = step - parts["tc"] - fitted
+    allowance = published - parts["tc"] - sourced
+    return {
+        "published_s": published,
+        "step_s": step,
+        "tc_s": parts["tc"],
+        "sourced_s": sourced,
+        "fitted_s": fitted,
+        "allowance_s": allowance,
+        "ratio": allowance / fitted if fitted else math.nan,
+    }
+
+
+def budget_report(rows: list[dict]) -> list[str]:
+    """``fitted_allowance`` of every row, one line each, largest ratio first."""
+    lines = [
+        f"{'scenario':46s} {'error':>7s} {'published':>9s} {'simulated':>9s} {'tc':>8s} {'sourced':>8s} "
+        f"{'fitted':>7s} {'room':>8s} {'room/fitted':>11s}"
+    ]
+    for row in sorted(rows, key=lambda r: -np.nan_to_num(fitted_allowance(r)["ratio"], nan=-np.inf)):
+        b = fitted_allowance(row)
+        lines.append(
+            f"{row['scenario']:46s} {100 * row['error']:+6.1f}% {b['published_s']:9.3f} {b['step_s']:9.3f} "
+            f"{b['tc_s']:8.3f} {b['sourced_s']:8.3f} {b['fitted_s']:7.3f} {b['allowance_s']:8.3f} "
+            f"{b['ratio']:11.2f}"
+        )
+    return lines
 
 
 class TooSlow(Exception):
@@ -146,14 +242,19 @@ def simulate(name: str, limit_s: float) -> dict | None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[list[dict], list[str]]:
-    """Every row with its error and ``step_parts``; and the scenarios skipped as too slow."""
+def load(
+    cal_json: Path, ho_json: Path, cache: Path, limit_s: float, only: tuple[str, ...] = ()
+) -> tuple[list[dict], list[str]]:
+    """Every row with its error and ``step_parts`` (with ``only``, the rows whose name contains one of its
+    substrings); and the scenarios skipped as too slow."""
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     rows, skipped = [], []
     for label, path in (("cal", cal_json), ("ho", ho_json)):
         error_features.check_cases(path)
         for case in json.loads(path.read_text())["cases"]:
             name = case["scenario"]
+            if only and not any(part in name for part in only):
+                continue
             if name not in cached:
                 started = time.perf_counter()
                 cached[name] = simulate(name, limit_s)
@@ -162,16 +263,19 @@ def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[li
             if cached[name] is None:
                 skipped.append(name)
                 continue
-            row = {"scenario": name, "set": label, "release": case["source"], "error": case["error"],
-                   **cached[name]}
+            row = {"scenario": name, "set": label, "release": case["source"], "error": case["error"], **cached[name]}
             if abs(row["step_s"] - case["step_time_s"]) > 1e-6 * case["step_time_s"]:
-                print(f"warning: {name} simulates {row['step_s']:.4f} s, the JSON says {case['step_time_s']:.4f} s "
-                      "(a different model version)", file=sys.stderr)
+                print(
+                    f"warning: {name} simulates {row['step_s']:.4f} s, the JSON says {case['step_time_s']:.4f} s "
+                    "(a different model version)",
+                    file=sys.stderr,
+                )
             rows.append(row)
     return rows, skipped
 
 
 # ---- analysis on plain rows ----
+
 
 def rho_table(rows: list[dict], features: tuple[str, ...] = NUMERIC) -> list[dict]:
     """Per feature: Spearman rho with the signed error on each subset (``SUBSETS``) and within stack families;
@@ -201,28 +305,45 @@ def _f(x: float) -> str:
 
 def report(rows: list[dict], skipped: list[str]) -> list[str]:
     err = residuals.column(rows, "error")
-    lines = [f"{len(rows)} rows ({sum(r['set'] == 'cal' for r in rows)} calibration, "
-             f"{sum(r['set'] == 'ho' for r in rows)} held-out); skipped (> limit): {', '.join(skipped) or 'none'}",
-             f"signed error median {np.median(err):+.1%}, median |error| {np.median(np.abs(err)):.1%}", "",
-             "median share of the step (all rows / dense / MoE):"]
+    lines = [
+        f"{len(rows)} rows ({sum(r['set'] == 'cal' for r in rows)} calibration, "
+        f"{sum(r['set'] == 'ho' for r in rows)} held-out); skipped (> limit): {', '.join(skipped) or 'none'}",
+        f"signed error median {np.median(err):+.1%}, median |error| {np.median(np.abs(err)):.1%}",
+        "",
+        "median share of the step (all rows / dense / MoE):",
+    ]
     for key in PARTS:
-        values = [np.median(residuals.column([r for r in rows if keep(r)], f"{key}_share")) if any(
-            keep(r) for r in rows) else math.nan for keep in (lambda r: True, SUBSETS["dense"], lambda r: r["moe"])]
+        values = [
+            np.median(residuals.column([r for r in rows if keep(r)], f"{key}_share"))
+            if any(keep(r) for r in rows)
+            else math.nan
+            for keep in (lambda r: True, SUBSETS["dense"], lambda r: r["moe"])
+        ]
         lines.append(f"  {key:13s} " + "  ".join(f"{100 * v:5.1f}%" for v in values))
     ranked = rho_table(rows)
     counts = {label: sum(keep(r) for r in rows) for label, keep in SUBSETS.items()}
-    lines += ["", "Spearman rho of the signed error with each quantity (n: " +
-              ", ".join(f"{k} {v}" for k, v in counts.items()) + "; within: n-weighted rho inside stack families)",
-              f"  {'feature':18s} " + " ".join(f"{k:>9s}" for k in SUBSETS) + "   within (same sign)"]
+    lines += [
+        "",
+        "Spearman rho of the signed error with each quantity (n: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + "; within: n-weighted rho inside stack families)",
+        f"  {'feature':18s} " + " ".join(f"{k:>9s}" for k in SUBSETS) + "   within (same sign)",
+    ]
     for c in ranked:
-        lines.append(f"  {c['feature']:18s} " + " ".join(f"{_f(c[k]):>9s}" for k in SUBSETS)
-                     + f"   {_f(c['within'])} ({c['agree']}/{c['families']})")
+        lines.append(
+            f"  {c['feature']:18s} "
+            + " ".join(f"{_f(c[k]):>9s}" for k in SUBSETS)
+            + f"   {_f(c['within'])} ({c['agree']}/{c['families']})"
+        )
     for label, keep in (("all rows", SUBSETS["all"]), ("dense rows", SUBSETS["dense"])):
         part = [r for r in rows if keep(r)]
         found = fits(part, rho_table(part))
         base = found[0]["lofo_baseline"] if found else math.nan
-        lines += ["", f"leave-one-stack-family-out fits, {label} ({len(part)}): median |left-out residual| "
-                      f"(intercept only {base:.1%}); coefficients: error per standard deviation"]
+        lines += [
+            "",
+            f"leave-one-stack-family-out fits, {label} ({len(part)}): median |left-out residual| "
+            f"(intercept only {base:.1%}); coefficients: error per standard deviation",
+        ]
         for f in found[:8]:
             coef = ", ".join(f"{k} {100 * c:+.1f}" for k, c in zip(f["keys"], f["coef"][1:], strict=True))
             lines.append(f"  {f['lofo']:.1%} (in sample {f['in_sample']:.1%}, n {f['rows']}): {coef}")
@@ -243,8 +364,15 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
     for ax, key in zip(axes, features, strict=True):
         for r in rows:
             colour = colours.get(r["gpu_gen"], "k")
-            ax.scatter(r[key], 100 * r["error"], s=22, marker="o" if r["set"] == "cal" else ("^" if r["moe"] else "s"),
-                       color=colour, facecolors=colour if r["set"] == "cal" else "none", linewidths=1.0)
+            ax.scatter(
+                r[key],
+                100 * r["error"],
+                s=22,
+                marker="o" if r["set"] == "cal" else ("^" if r["moe"] else "s"),
+                color=colour,
+                facecolors=colour if r["set"] == "cal" else "none",
+                linewidths=1.0,
+            )
         rho = residuals.spearman(residuals.column(rows, key), residuals.column(rows, "error"))
         ax.set_title(f"{key}: rho {rho:+.2f}", fontsize=9)
         ax.axhline(0, color="0.5", lw=0.8)
@@ -252,9 +380,11 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
             ax.set_xscale("log")
         ax.set_ylabel("signed error (%): + simulated fast")
     handles = [axes[0].scatter([], [], color=c, label=g) for g, c in colours.items()]
-    handles += [axes[0].scatter([], [], marker="o", color="k", label="calibration"),
-                axes[0].scatter([], [], marker="s", facecolors="none", edgecolors="k", label="held-out dense"),
-                axes[0].scatter([], [], marker="^", facecolors="none", edgecolors="k", label="held-out MoE")]
+    handles += [
+        axes[0].scatter([], [], marker="o", color="k", label="calibration"),
+        axes[0].scatter([], [], marker="s", facecolors="none", edgecolors="k", label="held-out dense"),
+        axes[0].scatter([], [], marker="^", facecolors="none", edgecolors="k", label="held-out MoE"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -263,23 +393,35 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
 def main(argv: list[str]) -> int:
     parser = error_features.residual_parser(__doc__, 3, Path("/tmp/step_shares_cache.json"))
     parser.add_argument("--limit-s", type=float, default=20.0, help="skip a row whose simulation takes longer")
+    parser.add_argument("--only", default="", help="comma-separated substrings: keep rows whose name has one")
+    parser.add_argument("--budget", action="store_true", help="what each published step leaves for the fitted terms")
     args = parser.parse_args(argv)
     if args.limit_s <= 0:
         print("error: --limit-s: must be > 0", file=sys.stderr)
         return 2
+    only = tuple(part for part in args.only.split(",") if part)
     try:
-        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s)
+        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s, only)
     except (InputError, ScenarioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if only and not rows:
+        print(f"error: --only: no simulated row matches {args.only!r}", file=sys.stderr)
+        return 2
+    if args.budget:
+        print("\n".join(budget_report(rows)))
+        if skipped:
+            print(f"skipped (> limit): {', '.join(skipped)}")
+        return 0
     print("\n".join(report(rows, skipped)))
     if args.csv:
         write_csv(rows, args.csv)
     if args.plot:
-        return error_features.plot_chosen(rows, args.plot_features, [c["feature"] for c in rho_table(rows)[:3]],
-                                          NUMERIC, plot, args.plot)
+        return error_features.plot_chosen(
+            rows, args.plot_features, [c["feature"] for c in rho_table(rows)[:3]], NUMERIC, plot, args.plot
+        )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130
+    sys.exit(script_entry.call(main, sys.argv[1:]))  # Ctrl-C: one line, exit 130

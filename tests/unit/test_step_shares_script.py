@@ -63,3 +63,38 @@ def test_missing_field_is_one_line_exit_2(ss, tmp_path, capsys):
     code = ss.main([str(bad), str(bad), "--cache", str(tmp_path / "c.json")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:")
+
+
+def test_fitted_allowance_is_what_the_published_step_leaves(ss, small_scenario):
+    """``--budget`` (round 31): the allowance is the published step less the tensor-core roofline and every part that
+    is not fitted; at zero error it is exactly the fitted gap and pipeline-step terms charged (ratio 1), a published
+    step shorter by the whole fitted part leaves nothing (ratio 0), and the parts still add up to the step."""
+    _, summary, row = parts_of(ss, small_scenario)
+    parts = row["parts_s"]
+    fitted = parts["gap"] + parts["pipe"]
+    assert fitted > 0
+    budget = ss.fitted_allowance({**row, "error": 0.0})
+    assert budget["tc_s"] + budget["sourced_s"] + budget["fitted_s"] == pytest.approx(summary["step_time_s"], rel=1e-12)
+    assert budget["fitted_s"] == pytest.approx(fitted) and budget["ratio"] == pytest.approx(1.0)
+    shorter = -fitted / row["step_s"]  # published step = simulated step less the fitted terms
+    assert ss.fitted_allowance({**row, "error": shorter})["ratio"] == pytest.approx(0.0, abs=1e-9)
+    slower = ss.fitted_allowance({**row, "error": 0.1})  # published 10% longer: room grows by a tenth of the step
+    assert slower["allowance_s"] == pytest.approx(fitted + 0.1 * row["step_s"])
+
+
+def test_budget_only_simulates_the_rows_asked_for(ss, tmp_path, capsys):
+    """``--only`` keeps the rows whose name contains a substring (only they are simulated: the other row's scenario
+    does not exist); ``--budget`` prints one line a row; an ``--only`` that matches nothing is one line, exit 2."""
+    case = {"source": "s", "family": "f", "error": 0.0, "step_time_s": 1.0}
+    data = tmp_path / "v.json"
+    data.write_text(
+        json.dumps({"cases": [{**case, "scenario": "megatron-1.7b-h100"}, {**case, "scenario": "no-such-scenario"}]})
+    )
+    cache = tmp_path / "c.json"
+    assert ss.main([str(data), str(data), "--cache", str(cache), "--only", "1.7b", "--budget", "--limit-s", "300"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[1:]] == ["megatron-1.7b-h100", "megatron-1.7b-h100"]  # cal and ho
+    assert float(out[1].split()[-1]) == pytest.approx(1.0)  # zero error: room equals the fitted terms
+    code = ss.main([str(data), str(data), "--cache", str(cache), "--only", "mixtral", "--budget"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--only" in err
