@@ -7,6 +7,10 @@ by the function of ``BLOCKS`` named NAME, which runs the command the page shows 
     python scripts/docs_numbers.py --write    # rewrite the blocks from a fresh run
     python scripts/docs_numbers.py --write tutorial-moe   # one block
 
+Figures the pages quote from the data files (peak FLOP/s, link and NIC rates, efficiency factors, reliability and
+variability defaults: ``DATA_FIGURES``) are checked too, each sentence as its page writes it against the value in
+``simcluster/data``; a mismatch is fixed by hand (``--write`` does not touch them).
+
 A block drifts when its words change or one of its numbers moves by more than 1% or one unit of its last printed
 digit (the page rounds); tests/unit/test_docs_numbers.py runs the check. Each command runs once per process.
 """
@@ -164,6 +168,118 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
 }
 
 
+# --- figures the pages quote from the data files -----------------------------------------------------------------
+
+def _data(name: str, keys: str):
+    """A value of ``simcluster/data/<name>.yaml`` by its dotted keys."""
+    from simcluster.core import catalog
+
+    value = catalog.load(name)
+    for key in keys.split("."):
+        value = value[key]
+    return value
+
+
+def _d(name: str, keys: str, form: str = "{:g}", scale: float = 1.0) -> Callable[[], str]:
+    """The figure at ``keys`` of data file ``name``, times ``scale``, as the page writes it (``form``)."""
+    return lambda: form.format(_data(name, keys) * scale if scale != 1.0 else _data(name, keys))
+
+
+def _number(name: str, keys: str) -> Callable[[], str]:
+    """The number of a quantity the data file writes with its unit ('370 GB/s' -> '370')."""
+    return lambda: str(_data(name, keys)).split()[0]
+
+
+def _peak_tflops(gpu: str, precision: str) -> Callable[[], str]:
+    from simcluster.core import units
+
+    return lambda: f"{units.parse(_data('hardware', f'gpus.{gpu}.peak.{precision}'), units.FLOP_PER_S) / 1e12:.0f}"
+
+
+def _attention(gpu: str, direction: str) -> Callable[[], str]:
+    """A flash-attention curve as compute-and-memory.md writes it: `0.70 × n/(n + 238)`."""
+    def text() -> str:
+        curve = _data("efficiency", f"attention.{gpu}")
+        half = curve["kv_tokens_half"]
+        fraction = f"{curve[f'{direction}_max']:.3f}".rstrip("0")
+        fraction = f"{fraction:0<4}"  # two decimals at least: 0.70
+        return f"`{fraction} × n/(n + {half[direction] if isinstance(half, dict) else half})`"
+    return text
+
+
+COMPUTE, EFF = "docs/compute-and-memory.md", "efficiency"
+US = ("{:g} µs", 1e6)  # seconds in the data, microseconds on the page
+# (page, what it writes with {} where each figure goes, the figures from the data as the page writes them). The page's
+# line breaks count as spaces. A changed data value, or a page edited away from its data, fails the check; the page
+# is then fixed by hand (these are sentences, not generated blocks).
+DATA_FIGURES: list[tuple[str, str, tuple[Callable[[], str], ...]]] = [
+    (COMPUTE, "The bf16 ceiling ({})", (_d(EFF, "gemm.ceiling.bf16"),)),
+    (COMPUTE, "The fp8 ceiling ({})", (_d(EFF, "gemm.ceiling.fp8"),)),
+    (COMPUTE, "with k₀ = {} bf16 elements", (_d(EFF, "gemm.k_overhead"),)),
+    (COMPUTE, "is `forward_max × n/(n + {})`", (_d(EFF, "attention.default.kv_tokens_half"),)),
+    (COMPUTE, "(head dim 128, s = 512 to 16k): {} forward and {} backward",
+     (_attention("a100-80gb-sxm", "forward"), _attention("a100-80gb-sxm", "backward"))),
+    (COMPUTE, "on Blackwell (B200, GB200, B300, GB300) its own curve, {} forward and {} backward",
+     (_attention("gb300", "forward"), _attention("gb300", "backward"))),
+    (COMPUTE, "replay's rescale too): {} on H100, H200 and GB300", (_d(EFF, "bandwidth_fraction.h100-sxm"),)),
+    (COMPUTE, "A100 80GB {} (round 26", (_d(EFF, "bandwidth_fraction.a100-80gb-sxm"),)),
+    (COMPUTE, "A100 40GB {} (round 27", (_d(EFF, "bandwidth_fraction.a100-40gb-sxm"),)),
+    (COMPUTE, "softmax and dropout run at {} of HBM bandwidth", (_d(EFF, "attention.naive.bandwidth_fraction"),)),
+    (COMPUTE, "H100/H200 {} (1575 of", (_d(EFF, "clock_ratio.h100-sxm", "{:.2f}"),)),
+    (COMPUTE, "B200 {} (1580 of 1965 MHz", (_d(EFF, "clock_ratio.b200", "{:.2f}"),)),
+    (COMPUTE, "A100 {} (an assumption", (_d(EFF, "clock_ratio.a100-80gb-sxm", "{:.1f}"),)),
+    (COMPUTE, "Blackwell GEMM {}: the median B200", (_d(EFF, "sustained_share.b200.gemm"),)),
+    (COMPUTE, "a {} gap on the stream before every kernel", (_d(EFF, "host_overhead.kernel_gap_s", *US),)),
+    (COMPUTE, "{} of host dispatch per kernel", (_d(EFF, "host_overhead.dispatch_s", *US),)),
+    (COMPUTE, "and {} per pipeline step", (_d(EFF, "host_overhead.pipeline_step_s", *US),)),
+    (COMPUTE, "`graph_node_s` ({}, a replayed graph's node latency)", (_d(EFF, "host_overhead.graph_node_s", *US),)),
+    (COMPUTE, "the {} launch overhead instead of the kernel gap", (_d(EFF, "launch_overhead_s", *US),)),
+    ("docs/glossary.md", "(H100 SXM bf16: {} TFLOP/s", (_peak_tflops("h100-sxm", "bf16"),)),
+    ("docs/scaling-laws.md", "(H100 SXM: {} TFLOP/s bf16, {}, ${}/h)",
+     (_peak_tflops("h100-sxm", "bf16"), _d("hardware", "gpus.h100-sxm.tdp", "{}"),
+      _d("hardware", "gpus.h100-sxm.price_per_gpu_hour", "{:.2f}"))),
+    ("docs/scenario.md", "(`connectx-6`: {} HDR, `connectx-7`: {} NDR, `connectx-8`: {} XDR)",
+     tuple(_d("hardware", f"nics.{nic}.rate", "{}") for nic in ("connectx-6", "connectx-7", "connectx-8"))),
+    ("docs/scenario.md", "| `fabric_lifetime_years` | {} (`data/fabric_costs.yaml`)",
+     (_d("fabric_costs", "lifetime_years"),)),
+    ("docs/scenario.md", "`failures_per_1000_node_days` ({}; 0 turns failures off)",
+     (_d("reliability", "failures.per_1000_node_days"),)),
+    ("docs/reliability.md", "| failures, all components | {} per 1,000 node-days",
+     (_d("reliability", "failures.per_1000_node_days"),)),
+    ("docs/reliability.md", "| checkpoint write bandwidth | {} MB/s per GPU",
+     (_d("reliability", "checkpoint.write_bytes_per_s_per_gpu", scale=1e-6),)),
+    ("docs/reliability.md", "| checkpoint read bandwidth | {} MB/s per GPU",
+     (_d("reliability", "checkpoint.read_bytes_per_s_per_gpu", scale=1e-6),)),
+    ("docs/reliability.md", "| detection | {} min |", (_d("reliability", "restart.detection_s", scale=1 / 60),)),
+    ("docs/reliability.md", "| restart | {} min |", (_d("reliability", "restart.restart_s", scale=1 / 60),)),
+    ("docs/reliability.md", "| event simulation | {} days, seed {} |",
+     (_d("reliability", "event_simulation.horizon_days"), _d("reliability", "event_simulation.seed"))),
+    ("docs/variability.md", "| `gpu_speed_cv` | {} |", (_d("variability", "measured.gpu_speed_cv"),)),
+    ("docs/variability.md", "| `kernel_jitter_cv` | {} |", (_d("variability", "measured.kernel_jitter_cv"),)),
+    ("docs/collectives.md", "NVLink 3 (A100) {}/300", (_number("nccl", "measured.nvlink_ring_busbw.nvlink3.value"),)),
+    ("docs/collectives.md", "NVLink 4 (H100, H200) {}/450",
+     (_number("nccl", "measured.nvlink_ring_busbw.nvlink4.value"),)),
+    ("docs/collectives.md", "NVLink 5 (B200, B300, GB200, GB300) {}/900",
+     (_number("nccl", "measured.nvlink_ring_busbw.nvlink5.value"),)),
+    ("docs/collectives.md", "NVLink 4 0.686 ({} GB/s", (_number("nccl", "measured.nvls_busbw.nvlink4.value"),)),
+    ("docs/collectives.md", "NVLink 5 0.593 ({} GB/s", (_number("nccl", "measured.nvls_busbw.nvlink5.value"),)),
+    ("docs/collectives.md", "network links: {}/50 (NDR 400G", (_number("nccl", "measured.per_nic_busbw.value"),)),
+    ("docs/collectives.md", "payload fraction (LL {}, LL128 {}, Simple 1) and, for the tree, NCCL's {}",
+     (_d("nccl", "protocols.LL.bandwidth_fraction"), _d("nccl", "protocols.LL128.bandwidth_fraction"),
+      _d("nccl", "tree.bandwidth_fraction"))),
+]
+
+
+def data_figures() -> list[str]:
+    """Where a page no longer writes what its data file holds: one line per sentence, [] when all agree."""
+    problems = []
+    for page, sentence, figures in DATA_FIGURES:
+        expected = sentence.format(*(figure() for figure in figures))
+        if expected not in " ".join((ROOT / page).read_text().split()):
+            problems.append(f"{page}: no longer writes {expected!r} (the data file's figure)")
+    return problems
+
+
 # --- checking and writing -----------------------------------------------------------------------------------------
 
 def quoted(name: str) -> str:
@@ -221,6 +337,10 @@ def main(argv: list[str]) -> int:
             print(f"wrote {name} into {BLOCKS[name][0]}")
         return 0
     failed = 0
+    if len(names) == len(BLOCKS):  # a full check: the figures quoted from the data files too (no simulation)
+        figures = data_figures()
+        print(f"data-file figures ({len(DATA_FIGURES)} sentences): " + ("ok" if not figures else "; ".join(figures)))
+        failed += bool(figures)
     for name in names:
         problems = drift(quoted(name), BLOCKS[name][1]())
         print(f"{name} ({BLOCKS[name][0]}): " + ("ok" if not problems else "drifted: " + "; ".join(problems)))

@@ -26,7 +26,7 @@ from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
 from simcluster.core.errors import ScenarioError, unknown_name
-from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE, RESCALE_MODES
+from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE, DEFAULT_NETWORK_MODEL, RESCALE_MODES
 from simcluster.spec import config
 from simcluster.studies import grid
 from simcluster.studies.grid import FabricSpec
@@ -98,7 +98,8 @@ def replay_command(
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", min=1, help="GPUs per node "
                                              f"(default {DEFAULT_GPUS_PER_NODE})"),
     scale_dp: int = typer.Option(1, "--scale-dp", min=1, help="replicate the data-parallel dimension K times"),
-    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    network: str | None = typer.Option(None, "--network", help=f"network model: {' | '.join(config.NETWORK_MODELS)}; "
+                                        f"default: {DEFAULT_NETWORK_MODEL}"),
     gpu_scaling: str = typer.Option("roofline", "--gpu-scaling", help="compute rescaling when --gpu changes: "
                                     "roofline (GEMMs by peak, others by HBM) | peak"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; "
