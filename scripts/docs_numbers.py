@@ -160,11 +160,104 @@ def tutorial_sweep() -> str:
     return "```\n" + "\n".join(line for line in table if not line.startswith("16 runs")) + "\n```"
 
 
+# --- docs/scenario.md and README: several jobs on one fabric ------------------------------------------------------
+
+JOBS_BUNDLED = "two-jobs-8-nodes-roce"
+# Two halves of the bundled Llama 3 70B scenario on its 128-node 2:1 RoCE leaf-spine: dp 16 each, global batch 256
+# (the 1,024-GPU scenario's 16 microbatches a replica), placed interleaved (stride 2) or contiguous (nodes 0-63, 64-127)
+JOBS_70B = "llama3-70b-1024-h100-roce"
+JOBS_70B_HALF = {"parallelism": {"dp": 16}, "training": {"global_batch_size": 256}}
+
+
+def _jobs_run(scenario: dict | str) -> list[dict]:
+    """The per-job rows of ``simcluster run`` on a jobs scenario (a bundled name, or a dict written to a file)."""
+    if isinstance(scenario, dict):
+        folder = Path(tempfile.mkdtemp(prefix="docs-numbers-jobs-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = folder / f"{scenario['name']}.yaml"
+        path.write_text(json.dumps(scenario))  # JSON is YAML
+        scenario = str(path)
+    _, out_dir = _run("run", scenario)
+    return json.loads((out_dir / "summary.json").read_text())["jobs"]
+
+
+def _bundled_jobs(**placements) -> dict:
+    """The bundled two-job scenario with other placements (job name -> placement)."""
+    from simcluster.core import inputs
+    from simcluster.spec import config
+
+    data = inputs.load_yaml(config.resolve_path(JOBS_BUNDLED), inputs.MAX_SCENARIO_BYTES, "scenario file")
+    for job in data["jobs"]:
+        job["placement"] = placements[job["name"]]
+    return {**data, "name": f"{JOBS_BUNDLED}-placed"}
+
+
+def _jobs_70b(stride: int, order: str | None = None) -> dict:
+    """Two Llama 3 70B jobs of 512 H100 on the 70B scenario's cluster, interleaved (stride 2) or contiguous."""
+    from simcluster.core import inputs
+    from simcluster.spec import config
+
+    data = inputs.load_yaml(config.resolve_path(JOBS_70B), inputs.MAX_SCENARIO_BYTES, "scenario file")
+    parallelism = {**data["parallelism"], **JOBS_70B_HALF["parallelism"], **({"order": order} if order else {})}
+    training = {**data["training"], **JOBS_70B_HALF["training"]}
+    nodes = data["cluster"]["nodes"] // 2
+    placements = ({"first_node": 0, "stride": 2}, {"first_node": 1, "stride": 2}) if stride == 2 else (
+        {"first_node": 0, "stride": 1}, {"first_node": nodes, "stride": 1})
+    jobs = [{"name": name, "model": data["model"], "training": training, "parallelism": parallelism,
+             "placement": placement} for name, placement in zip("ab", placements, strict=True)]
+    return {"name": f"jobs-70b-{stride}-{order or 'default'}", "cluster": data["cluster"], "jobs": jobs}
+
+
+def _pair(values: list[float]) -> str:
+    """One job's figure, or both jobs' ('4.387 / 4.386 s') where they differ as printed."""
+    shown = [f"{value:.3f} s" if value >= 1 else f"{value * 1e3:.1f} ms" for value in values]
+    if len(set(shown)) == 1:
+        return shown[0]
+    return " / ".join(text.split()[0] for text in shown[:-1]) + " / " + shown[-1]
+
+
+def _slowdowns(rows: list[dict]) -> str:
+    shown = [f"{row['slowdown']:.3f}" for row in rows]
+    return shown[0] if len(set(shown)) == 1 else " / ".join(shown)
+
+
+def _jobs_row(label: str, placement: str, rows: list[dict]) -> str:
+    return (f"| {label} | {placement} | {_pair([r['step_time_alone_s'] for r in rows])} | "
+            f"{_pair([r['step_time_s'] for r in rows])} | {_slowdowns(rows)} |")
+
+
+def scenario_jobs() -> str:
+    interleaved = _jobs_run(JOBS_BUNDLED)
+    contiguous = _jobs_run(_bundled_jobs(a={"first_node": 0, "stride": 1}, b={"first_node": 4, "stride": 1}))
+    lines = ["| scenario (`simcluster run ...`) | placement | step alone | step together | slowdown |",
+             "|---|---|---|---|---|",
+             _jobs_row(f"`{JOBS_BUNDLED}` (2 x Llama 2 7B, 32 H100 each, 4:1 leaves)", "interleaved (stride 2)",
+                       interleaved),
+             _jobs_row("the same, `first_node: 0` and `4`", "contiguous", contiguous),
+             _jobs_row(f"2 x Llama 3 70B (tp 8, pp 4, dp 16: 512 H100 each, global batch 256) on the 128-node 2:1 "
+                       f"RoCE leaf-spine of `{JOBS_70B}`", "interleaved", _jobs_run(_jobs_70b(2))),
+             _jobs_row("the same", "contiguous (nodes 0-63, 64-127)", _jobs_run(_jobs_70b(1))),
+             _jobs_row("the same with `order: tp-cp-pp-dp` (data parallelism outermost)", "interleaved",
+                       _jobs_run(_jobs_70b(2, "tp-cp-pp-dp"))),
+             _jobs_row("the same", "contiguous", _jobs_run(_jobs_70b(1, "tp-cp-pp-dp")))]
+    return "\n".join(lines)
+
+
+def readme_jobs() -> str:
+    interleaved = _jobs_run(JOBS_BUNDLED)
+    contiguous = _jobs_run(_bundled_jobs(a={"first_node": 0, "stride": 1}, b={"first_node": 4, "stride": 1}))
+    return textwrap.fill(f"`simcluster run {JOBS_BUNDLED}`: two Llama 2 7B jobs interleaved over the 4:1 leaves of a "
+                         f"RoCE leaf-spine slow each other by {_slowdowns(interleaved)}x; placed contiguous, "
+                         f"{_slowdowns(contiguous)}x.", 117, break_on_hyphens=False)
+
+
 BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "readme-fabric": ("README.md", readme_fabric),
     "tutorial-compare": ("docs/tutorial.md", tutorial_compare),
     "tutorial-moe": ("docs/tutorial.md", tutorial_moe),
     "tutorial-sweep": ("docs/tutorial.md", tutorial_sweep),
+    "scenario-jobs": ("docs/scenario.md", scenario_jobs),
+    "readme-jobs": ("README.md", readme_jobs),
 }
 
 
