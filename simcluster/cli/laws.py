@@ -309,7 +309,7 @@ def _checked_summary(data: dict) -> dict:
 def loss_vs_time(
     scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
     target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
-                                             help="loss to reach (nats/token)"),
+                                             help="loss to reach (nats/token); this or --tokens"),
     tokens: float | None = typer.Option(None, "--tokens", parser=finite,
                                         help="or: a token budget to train on"),
     law: str = typer.Option(laws.DEFAULT_LAW, "--law", help="chinchilla | chinchilla-refit | kaplan"),

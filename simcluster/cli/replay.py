@@ -26,7 +26,13 @@ from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
 from simcluster.core.errors import ScenarioError, unknown_name
-from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE, DEFAULT_NETWORK_MODEL, RESCALE_MODES
+from simcluster.replay.rescale import (
+    DEFAULT_GPUS_PER_NODE,
+    DEFAULT_NETWORK_MODEL,
+    DEFAULT_NIC,
+    DEFAULT_NIC_OTHERWISE,
+    RESCALE_MODES,
+)
 from simcluster.spec import config
 from simcluster.studies import grid
 from simcluster.studies.grid import FabricSpec
@@ -94,7 +100,9 @@ def replay_command(
                                               "--topology (e.g. oversubscription=4), repeatable"),
     gpu_name: str | None = typer.Option(None, "--gpu", help="GPU catalog name (default: the trace's GPU); "
                                         "another GPU rescales compute only, the fabric stays"),
-    nic_name: str | None = typer.Option(None, "--nic", help="NIC catalog name or a line rate such as '25 Gb/s'"),
+    nic_name: str | None = typer.Option(None, "--nic", help="NIC catalog name or a line rate such as '25 Gb/s'; "
+                                         f"default: {DEFAULT_NIC_OTHERWISE} "
+                                         f"({', '.join(sorted(set(DEFAULT_NIC.values())))} with A100)"),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", min=1, help="GPUs per node "
                                              f"(default {DEFAULT_GPUS_PER_NODE})"),
     scale_dp: int = typer.Option(1, "--scale-dp", min=1, help="replicate the data-parallel dimension K times"),
