@@ -331,6 +331,13 @@ DATA_FIGURES: list[tuple[str, str, tuple[Callable[[], str], ...]]] = [
     ("docs/scaling-laws.md", "(H100 SXM: {} TFLOP/s bf16, {}, ${}/h)",
      (_peak_tflops("h100-sxm", "bf16"), _d("hardware", "gpus.h100-sxm.tdp", "{}"),
       _d("hardware", "gpus.h100-sxm.price_per_gpu_hour", "{:.2f}"))),
+    *(("docs/scaling-laws.md", f"{source}: E {{}}, A {{}}, B {{}}, alpha {{}}, beta {{}}",
+        tuple(_d("scaling_laws", f"{law}.{key}") for key in ("E", "A", "B", "alpha", "beta")))
+      for law, source in (("chinchilla", "Hoffmann et al. 2022, approach 3"),
+                          ("chinchilla-refit", "Besiroglu et al. 2024"))),
+    ("docs/scaling-laws.md", "L(C_min) = (Cc/C_min)^{} with Cc = {} PF-days",
+     (_d("scaling_laws", "kaplan.L_C_min.aC", "{:.3f}"),
+      lambda: re.sub(r"e\+?0*", "e", f"{_data('scaling_laws', 'kaplan.L_C_min.Cc_pf_days'):.1e}"))),
     ("docs/scenario.md", "(`connectx-6`: {} HDR, `connectx-7`: {} NDR, `connectx-8`: {} XDR)",
      tuple(_d("hardware", f"nics.{nic}.rate", "{}") for nic in ("connectx-6", "connectx-7", "connectx-8"))),
     ("docs/scenario.md", "| `fabric_lifetime_years` | {} (`data/fabric_costs.yaml`)",
