@@ -125,3 +125,15 @@ def test_the_jobs_table_is_the_job_spec():
 def test_nested_defaults_are_the_codes(spec, key, written):
     default = spec.model_fields[key].default
     assert written.format(str(default).lower() if isinstance(default, bool) else default) in PAGE
+
+
+def test_every_fabric_builders_options_are_its_topologies_md_row():
+    """`cluster.topology_options` keys: docs/topologies.md's table of builtin fabrics lists, per fabric, exactly the
+    options its builder takes (fabric.builders.BUILDERS)."""
+    from simcluster.fabric import builders
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "topologies.md").read_text()
+    table = page.split("\n## Builtin fabrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = {name: set(re.findall(r"`([a-z_]+)`", options))
+            for name, options in re.findall(r"^\| `([a-z-]+)` \| [^|]* \| ([^|]*) \|$", table, re.M)}
+    assert {name: set(options) for name, (_, options) in builders.BUILDERS.items()} == rows
