@@ -19,8 +19,10 @@ run: $(STAMP)
 # loadgroup: tests that share a module-scoped fixture stay on one worker (tests/conftest.py).
 PYTEST_FLAGS ?= -n auto --dist loadgroup
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(BIN)/ruff check simcluster tests benchmarks scripts
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_FLAGS)
 
 bench: $(STAMP)

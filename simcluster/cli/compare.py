@@ -23,7 +23,7 @@ from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
-from simcluster.cli.run import check_network
+from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import SECONDS, fmt
@@ -145,7 +145,7 @@ def compare(
                                              help="loss to reach (nats/token); default: "
                                              "the loss of a compute-optimal run of the model"),
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
-    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-compare/; "
                                     f"{NEVER_OVERWRITTEN})"),
     as_json: bool = typer.Option(False, "--json", help="print the runs (summary, economics) as JSON on stdout"),

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from simcluster.cli.app import MAX_TARGET_LOSS, Typer, app, check_at_least, check_target_loss, fail, finite
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
-from simcluster.cli.run import check_network
+from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, projection
@@ -175,6 +175,8 @@ def plot(
 
 
 # The projection inputs ``laws project`` sets, by the option that sets them (its errors name the option).
+# the unset options of `laws project` take the planning defaults of this file
+PROJECTION_DEFAULT = "simcluster/data/projection.yaml's"
 _PROJECT_OPTIONS = {"start_year": "--start-year", "years": "--years", "gamma": "--gamma"}
 
 
@@ -183,17 +185,19 @@ def project(
     as_json: bool = typer.Option(False, "--json", help="print the yearly rows and the phase map as JSON"),
     out: Path | None = typer.Option(None, "--out", help="also write projection.png/.pdf into this folder "
                                     f"({NEVER_OVERWRITTEN})"),
-    law: str | None = typer.Option(None, "--law", help="chinchilla | chinchilla-refit | kaplan"),
-    start_year: int | None = typer.Option(None, "--start-year", help="first year of the projection (default: the "
-                                          "catalog's, data/projection.yaml)"),
-    years: int | None = typer.Option(None, "--years", help="number of years"),
+    law: str = typer.Option(laws.DEFAULT_LAW, "--law", help="chinchilla | chinchilla-refit | kaplan"),
+    start_year: int | None = typer.Option(None, "--start-year", help="first year of the projection; default: "
+                                          f"{PROJECTION_DEFAULT}"),
+    years: int | None = typer.Option(None, "--years", help=f"number of years; default: {PROJECTION_DEFAULT}"),
     budget_usd: float | None = typer.Option(None, "--budget-usd", parser=finite,
-                                            help="start-year budget of one run (USD)"),
+                                            help=f"start-year budget of one run (USD); default: {PROJECTION_DEFAULT}"),
     power_cap_w: float | None = typer.Option(None, "--power-cap-w", parser=finite,
-                                             help="power cap of the site (W)"),
+                                             help=f"power cap of the site (W); default: {PROJECTION_DEFAULT}"),
     gamma: float | None = typer.Option(None, "--gamma", parser=finite,
-                                       help="algorithmic efficiency doublings per year"),
-    phase: str | None = typer.Option(None, "--phase", help="phase-map axis: budget | power | compute | data"),
+                                       help="algorithmic efficiency doublings per year; default: "
+                                       f"{PROJECTION_DEFAULT}"),
+    phase: str | None = typer.Option(None, "--phase", help="phase-map axis: budget | power | compute | data; "
+                                        f"default: {PROJECTION_DEFAULT}"),
 ) -> None:
     """Which constraint caps the largest run each year: compute, memory, network, budget, energy or data."""
     if law is not None:
@@ -305,7 +309,7 @@ def _checked_summary(data: dict) -> dict:
 def loss_vs_time(
     scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
     target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
-                                             help="loss to reach (nats/token)"),
+                                             help="loss to reach (nats/token); this or --tokens"),
     tokens: float | None = typer.Option(None, "--tokens", parser=finite,
                                         help="or: a token budget to train on"),
     law: str = typer.Option(laws.DEFAULT_LAW, "--law", help="chinchilla | chinchilla-refit | kaplan"),
@@ -314,7 +318,7 @@ def loss_vs_time(
         "run's, from failures, checkpoints and restarts (docs/reliability.md)"),
     busy_fraction: str | None = typer.Option(
         None, "--busy-fraction", help="GPU busy fraction for power: a number, 'mfu'; default: from the step"),
-    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
     summary_file: Path | None = typer.Option(None, "--summary", help="summary.json of a run (no simulation)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
     out: Path | None = typer.Option(None, "--out", help="folder for loss_vs_time.png/.pdf (default "

@@ -26,7 +26,13 @@ from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
 from simcluster.core.errors import ScenarioError, unknown_name
-from simcluster.replay.rescale import DEFAULT_GPUS_PER_NODE, RESCALE_MODES
+from simcluster.replay.rescale import (
+    DEFAULT_GPUS_PER_NODE,
+    DEFAULT_NETWORK_MODEL,
+    DEFAULT_NIC,
+    DEFAULT_NIC_OTHERWISE,
+    RESCALE_MODES,
+)
 from simcluster.spec import config
 from simcluster.studies import grid
 from simcluster.studies.grid import FabricSpec
@@ -94,11 +100,14 @@ def replay_command(
                                               "--topology (e.g. oversubscription=4), repeatable"),
     gpu_name: str | None = typer.Option(None, "--gpu", help="GPU catalog name (default: the trace's GPU); "
                                         "another GPU rescales compute only, the fabric stays"),
-    nic_name: str | None = typer.Option(None, "--nic", help="NIC catalog name or a line rate such as '25 Gb/s'"),
+    nic_name: str | None = typer.Option(None, "--nic", help="NIC catalog name or a line rate such as '25 Gb/s'; "
+                                         f"default: {DEFAULT_NIC_OTHERWISE} "
+                                         f"({', '.join(sorted(set(DEFAULT_NIC.values())))} with A100)"),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", min=1, help="GPUs per node "
                                              f"(default {DEFAULT_GPUS_PER_NODE})"),
     scale_dp: int = typer.Option(1, "--scale-dp", min=1, help="replicate the data-parallel dimension K times"),
-    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    network: str | None = typer.Option(None, "--network", help=f"network model: {' | '.join(config.NETWORK_MODELS)}; "
+                                        f"default: {DEFAULT_NETWORK_MODEL}"),
     gpu_scaling: str = typer.Option("roofline", "--gpu-scaling", help="compute rescaling when --gpu changes: "
                                     "roofline (GEMMs by peak, others by HBM) | peak"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; "

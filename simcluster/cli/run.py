@@ -51,6 +51,11 @@ class LongRunNotice:
                                     soft_wrap=True)
 
 
+# --network of the commands that simulate a scenario: unset, the scenario's own `network` key decides
+NETWORK_HELP = (f"network model: {' | '.join(NETWORK_MODELS)}; default: the scenario's `network` "
+                f"({config.Scenario.model_fields['network'].default} unless it states one)")
+
+
 def check_network(network: str | None) -> None:
     if network is not None and network not in NETWORK_MODELS:
         raise unknown_name("--network", "network model", network, NETWORK_MODELS)
@@ -130,9 +135,10 @@ def run(
     scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the bundled demo "
                                           f"({config.DEFAULT_SCENARIO})"),
     out: Path | None = typer.Option(None, "--out", help=f"output folder (default runs/<name>/; {NEVER_OVERWRITTEN})"),
-    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
     steps: int | None = typer.Option(None, "--steps", min=1, max=config.MAX_STEPS,
-                                     help="optimizer steps to simulate"),
+                                     help="optimizer steps to simulate; default: the scenario's training.steps "
+                                     f"({config.Training.model_fields['steps'].default} unless it states them)"),
     expand: bool = typer.Option(False, "--expand", help="one agent per GPU (no symmetry collapse); slower"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
     trace_ranks: int | None = typer.Option(

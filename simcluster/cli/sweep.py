@@ -23,7 +23,7 @@ from rich.table import Table
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
 from simcluster.cli.outputs import check_writable, named
-from simcluster.cli.run import check_network
+from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, returns
@@ -118,7 +118,7 @@ def sweep_command(
                                     "1: in this process)"),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT "
                                          "(needs dask: pip install the distributed extra)"),
-    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
     target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
                                              help="loss to reach (nats/token); default: "
                                              "the loss of a compute-optimal run of the model"),

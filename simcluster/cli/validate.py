@@ -8,14 +8,14 @@ from rich.progress import track
 from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, fail
-from simcluster.cli.run import check_network
+from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import outputs, units
 from simcluster.studies import trends, validation
 
 
 @app.command()
 def validate(
-    network: str | None = typer.Option(None, "--network", help="network model: analytic | flow | chunk"),
+    network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
     only: str | None = typer.Option(None, "--only", help="run only cases whose scenario name contains this"),
     held_out: bool = typer.Option(False, "--held-out",
                                   help="run the held-out published runs (never used for calibration) instead"),

@@ -42,6 +42,7 @@ DEFAULT_NIC = {"a100-40gb-sxm": "connectx-6", "a100-80gb-sxm": "connectx-6"}
 DEFAULT_NIC_OTHERWISE = "connectx-7"
 # HGX/DGX servers hold 8 GPUs on one NVSwitch (the A100 traces' deviceProperties list 8 devices per host).
 DEFAULT_GPUS_PER_NODE = 8
+DEFAULT_NETWORK_MODEL = "flow"  # contention between concurrent collectives matters in a replay
 
 
 def infer_gpu(device_name: str | None) -> tuple[str, str]:

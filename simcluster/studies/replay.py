@@ -29,7 +29,7 @@ from simcluster.replay.report import describe_disagreement, describe_plan, devia
 from simcluster.spec import hardware
 from simcluster.studies.grid import FabricSpec
 
-DEFAULT_NETWORK_MODEL = "flow"  # contention between concurrent collectives matters in a replay
+DEFAULT_NETWORK_MODEL = rescale.DEFAULT_NETWORK_MODEL
 
 
 @dataclass

@@ -72,3 +72,16 @@ def test_documented_command_and_options_exist(where, path, rest):
     assert path in OPTIONS, f"{where}: no command simcluster {' '.join(path)}"
     unknown = sorted(set(OPTION.findall(rest)) - OPTIONS[path])
     assert not unknown, f"{where}: simcluster {' '.join(path)} takes no {', '.join(unknown)}"
+
+
+DOCS_CODE = " ".join(re.findall(r"`[^`]+`|```.*?```", " ".join(page.read_text() for page in PAGES), re.S))
+
+
+@pytest.mark.parametrize("path", sorted(OPTIONS), ids=[" ".join(path) for path in sorted(OPTIONS)])
+def test_every_option_is_named_in_the_docs(path):
+    """The other way: each option a command takes is shown with it or named in code (`--no-plots`), so none is
+    reachable only through --help (a --X/--no-X pair is named by either)."""
+    shown = {option for _, command, rest in documented() if command == path for option in OPTION.findall(rest)}
+    unnamed = sorted(option for option in OPTIONS[path] - shown - {"--help"}
+                     if not re.search(rf"(?:{re.escape(option)}|--no-{re.escape(option[2:])})(?![\w-])", DOCS_CODE))
+    assert not unnamed, f"simcluster {' '.join(path)}: no page names {', '.join(unnamed)}"

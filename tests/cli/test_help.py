@@ -48,3 +48,18 @@ def test_help_paragraphs_are_wrapped_by_the_terminal_not_by_the_source():
             assert "\n" not in paragraph, " ".join(path)
     run = dict((" ".join(p), c) for p, c in COMMANDS)["run"]
     assert "links and trace" in run.help
+
+
+# options whose unset value means nothing beyond "not given" (a filter, an extra output, a repeatable addition)
+NOTHING_BY_DEFAULT = {"--option", "--topology-option", "--until", "--events", "--vary", "--scheduler", "--only",
+                      "--fit", "--out", "--tokens", "--summary"}
+
+
+@pytest.mark.parametrize("path, command", COMMANDS, ids=[" ".join(p) or "simcluster" for p, _ in COMMANDS])
+def test_an_option_without_a_shown_default_says_what_unset_means(path, command):
+    """typer shows [default: X] only for a value; an option left None (the scenario's, the data file's, the trace's)
+    says so in its help ('default: the scenario's `network` (flow ...)')."""
+    silent = [p.opts[0] for p in command.params if isinstance(p, typer.core.TyperOption) and not p.is_flag
+              and not p.required and p.default in (None, [], ()) and p.opts[0] not in NOTHING_BY_DEFAULT
+              and "default" not in (p.help or "") and "this or --" not in (p.help or "")]
+    assert not silent, f"simcluster {' '.join(path)}: {', '.join(silent)} show no default"

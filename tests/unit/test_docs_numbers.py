@@ -62,3 +62,18 @@ def test_quoted_outputs_of_readme_and_tutorial_match_the_commands(name):
     problems = DOCS_NUMBERS.drift(DOCS_NUMBERS.quoted(name), DOCS_NUMBERS.BLOCKS[name][1]())
     assert not problems, (f"{name} in {DOCS_NUMBERS.BLOCKS[name][0]} drifted: {'; '.join(problems)} "
                           "(regenerate: python scripts/docs_numbers.py --write)")
+
+
+def test_pages_write_the_figures_of_the_data_files():
+    """Peaks, NIC rates, GEMM/attention/HBM fractions, host overheads, NCCL efficiencies, reliability and variability
+    defaults as docs/ quote them (scripts/docs_numbers.py DATA_FIGURES) equal simcluster/data's values."""
+    assert len(DOCS_NUMBERS.DATA_FIGURES) >= 30
+    assert DOCS_NUMBERS.data_figures() == []
+
+
+def test_a_data_value_the_page_does_not_write_is_named(monkeypatch):
+    data = DOCS_NUMBERS._data
+    changed = {"gemm.ceiling.bf16": 0.123}
+    monkeypatch.setattr(DOCS_NUMBERS, "_data", lambda name, keys: changed.get(keys) or data(name, keys))
+    assert DOCS_NUMBERS.data_figures() == [
+        "docs/compute-and-memory.md: no longer writes 'The bf16 ceiling (0.123)' (the data file's figure)"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simcluster.spec import config, hardware, model, reliability, variability
+from simcluster.spec import config, hardware, jobs, model, reliability, variability
 
 PAGE = (Path(__file__).resolve().parents[2] / "docs" / "scenario.md").read_text()
 TABLED = {"cluster": config.Cluster, "model": model.TransformerSpec, "model.moe": model.MoESpec,
@@ -77,3 +77,63 @@ def _literals(annotation) -> list:
 def test_every_allowed_value_is_in_its_row(section, key, value):
     rows = " ".join(re.findall(rf"^\| [^|]*`{key}`[^|]*\|.*$", PAGE, re.M))
     assert re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", rows), f"{section}.{key}: {value!r} not documented"
+
+
+# --- the other way: every key the page documents is one the code reads ----------------------------------------------
+
+SECTIONS = {"cluster": [config.Cluster], "model": [model.TransformerSpec, model.MoESpec],
+            "training": [config.Training], "parallelism": [config.Parallelism], "economics": [config.Economics]}
+
+
+def _section_tables(section: str) -> list[set[str]]:
+    """The keys of each `| field | default | meaning |` table under the page's "## `section`" heading, in order."""
+    body = PAGE.split(f"\n## `{section}`\n", 1)[1].split("\n## ", 1)[0]
+    tables = []
+    for table in re.findall(r"^\| field \| default \| meaning \|\n\|[-|]+\|\n((?:\|.*\n?)+)", body, re.M):
+        tables.append({key for line in table.splitlines()
+                       for key in re.findall(r"`([a-z_0-9]+)`", line.split("|")[1])})
+    return tables
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_documented_key_is_a_field_of_its_section(section):
+    tables = _section_tables(section)
+    assert len(tables) == len(SECTIONS[section])
+    for keys, spec in zip(tables, SECTIONS[section], strict=True):
+        assert keys and keys <= set(spec.model_fields), f"{section}: not fields {sorted(keys - set(spec.model_fields))}"
+
+
+def test_every_top_level_key_has_its_heading():
+    keys = set(config.Scenario.model_fields) | set(jobs.JobsScenario.model_fields)
+    headings = set(re.findall(r"^## `([a-z_]+)`$", PAGE, re.M)) | {"jobs"}  # "## Several jobs on one fabric (`jobs`)"
+    assert keys <= headings and "## Several jobs on one fabric (`jobs`)" in PAGE
+
+
+def test_the_jobs_table_is_the_job_spec():
+    rows = set(re.findall(r"^\| `jobs\[\]\.([a-z_]+)`", PAGE, re.M))
+    assert rows <= set(jobs.Job.model_fields) and {"name", "scenario", "placement", "model"} <= rows
+    for key in jobs.Placement.model_fields:
+        assert re.search(rf"`\{{[^`]*\b{key}\b", PAGE), f"placement {key} is not documented"
+
+
+@pytest.mark.parametrize(("spec", "key", "written"), [
+    (hardware.GpuSpec, "nvlink_generation", "`nvlink_generation` (default {})"),
+    (hardware.GpuSpec, "nvls", "`nvls` (NVSwitch in-network reduction, default {})"),
+    (hardware.NicSpec, "latency", '`latency` (`"{}"`)'),
+    (hardware.NicSpec, "host", "`{}` (default)"),
+])
+def test_nested_defaults_are_the_codes(spec, key, written):
+    default = spec.model_fields[key].default
+    assert written.format(str(default).lower() if isinstance(default, bool) else default) in PAGE
+
+
+def test_every_fabric_builders_options_are_its_topologies_md_row():
+    """`cluster.topology_options` keys: docs/topologies.md's table of builtin fabrics lists, per fabric, exactly the
+    options its builder takes (fabric.builders.BUILDERS)."""
+    from simcluster.fabric import builders
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "topologies.md").read_text()
+    table = page.split("\n## Builtin fabrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = {name: set(re.findall(r"`([a-z_]+)`", options))
+            for name, options in re.findall(r"^\| `([a-z-]+)` \| [^|]* \| ([^|]*) \|$", table, re.M)}
+    assert {name: set(options) for name, (_, options) in builders.BUILDERS.items()} == rows

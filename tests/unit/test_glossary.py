@@ -28,6 +28,27 @@ def test_every_summary_key_an_entry_names_is_in_a_run_summary(small_scenario):
     assert named and named <= set(summary)
 
 
+def _keys(value) -> set[str]:
+    """Every key of a nested summary (dicts in dicts and lists)."""
+    if isinstance(value, dict):
+        return set(value) | {key for item in value.values() for key in _keys(item)}
+    return {key for item in value for key in _keys(item)} if isinstance(value, list) else set()
+
+
+def test_every_key_an_entry_lists_after_summary_is_in_a_run_summary(small_scenario):
+    """'summary.exposed_comm_s, exposed_comm_by_parallelism_s, ...' and 'summary.symmetry: lower_bound_s, ...': the
+    names after the first are summary keys too (a sub-key of the entry named before its colon), up to a name of
+    another file ('links.csv ...'); the variability entry's keys appear with a variability section."""
+    spec = config.from_dict({**small_scenario, "variability": "measured"})
+    keys = _keys(simulate(spec, network="analytic").summary)
+    listed = set()
+    for entry in glossary.terms().values():
+        where = entry.get("where", "")
+        if where.startswith("summary.") or where.startswith("the summary's"):
+            listed |= set(re.findall(r"\b[a-z]+_[a-z_]+\b", where.split("links.csv")[0].split("compare ")[0]))
+    assert len(listed) >= 20 and sorted(listed - keys) == []
+
+
 def test_the_mfu_entry_quotes_the_catalog_peak():
     peak_tflops = hardware.gpu("h100-sxm").peak_flop_per_s("bf16") / 1e12
     assert f"{peak_tflops:.0f} TFLOP/s" in glossary.lookup("MFU")[1]["text"]
