@@ -63,3 +63,14 @@ def test_an_option_without_a_shown_default_says_what_unset_means(path, command):
               and not p.required and p.default in (None, [], ()) and p.opts[0] not in NOTHING_BY_DEFAULT
               and "default" not in (p.help or "") and "this or --" not in (p.help or "")]
     assert not silent, f"simcluster {' '.join(path)}: {', '.join(silent)} show no default"
+
+
+@pytest.mark.parametrize("module", ["simcluster", "simcluster.cli"])
+def test_python_dash_m_runs_the_command(module):
+    """``python -m simcluster`` and ``python -m simcluster.cli`` are the ``simcluster`` command."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Usage:" in done.stdout and "run" in done.stdout
