@@ -54,6 +54,8 @@ def imports(path: Path, known: set[str]) -> set[str]:
 
 
 def layer_of(module: str) -> str | None:
+    if module == "simcluster.__main__":  # `python -m simcluster`: the CLI's entry, as cli/__main__.py
+        return "cli"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
 
