@@ -1,28 +1,30 @@
-"""The MLPerf Training v4.0 GPT-3 row (round 31) is what its three result logs measured, on the layout they state.
+"""The MLPerf Training GPT-3 rows (round 31) are what their result logs measured, on the layouts they state.
 
-Source: mlcommons/training_results_v4.0 @ 62f111b7, NVIDIA/results/eos_n64_ngc24.04_nemo/gpt3/result_{0,1,2}.txt.
+Sources: NVIDIA's closed-division GPT-3 175B submissions on Eos.
+- v4.0, 64 DGX H100: mlcommons/training_results_v4.0 @ 62f111b7, NVIDIA/results/eos_n64_ngc24.04_nemo/gpt3/
+  result_{0,1,2}.txt (global_batch_size 2304, max_sequence_length 2048, gradient_accumulation_steps 72, SYSJSON 64 x 8
+  H100; config TP 4, PP 8, VP 4).
+- v4.1, 32 DGX H100: the copy swsok/training_results_v4.1 @ 8821c703 (mlcommons/training_results_v4.1 is not stored),
+  NVIDIA/results/eos_n32_ngc24.09_nemo/gpt3/result_{0,1,2}.txt (global_batch_size 2048, max_sequence_length 2048,
+  gradient_accumulation_steps 128, submission_platform "32xNVIDIA DGX H100"; config TP 4, PP 8, VP 6).
 Each log times evaluation intervals ("blocks") with MLLOG `block_start` / `block_stop` (milliseconds since the epoch);
-every block carries `epoch_count` 51,904,512 tokens. The logs also state global_batch_size 2304,
-max_sequence_length 2048, gradient_accumulation_steps 72, the SYSJSON's 64 nodes x 8 H100, and `trained_samples`
-(1,245,708,288 / 1,193,803,776 / 1,193,803,776 tokens). Copied here as published, every block of every log.
+every block carries the same `epoch_count` in tokens, and each log ends with `trained_samples` in tokens. Copied here as
+published, every block of every log.
 """
 
 import statistics
+from dataclasses import dataclass
 
 import pytest
 
 from simcluster.spec import config
 from simcluster.studies import validation
 
-SCENARIO = "mlperf40-gpt3-175b-512-h100-fp8"
 HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
-
-BLOCK_TOKENS = 51_904_512
-EVAL_INTERVAL_SEQUENCES = 24_576  # custom.yaml val_check_interval: ceil_div(24576, GBS) steps a block
-LOG_GBS, LOG_SEQ, LOG_GRAD_ACCUMULATION, LOG_GPUS = 2304, 2048, 72, 64 * 8
+EVAL_INTERVAL_SEQUENCES = 24_576  # custom.yaml val_check_interval: ceil_div(24576, GBS) steps a block (v4.0 and v4.1)
 
 # (trained_samples, [(block_start, block_stop), ...]) per result file, in order.
-LOGS = {
+LOGS_V40 = {
     "result_0": (
         1_245_708_288,
         [
@@ -110,36 +112,150 @@ LOGS = {
     ),
 }
 
+LOGS_V41 = {
+    "result_0": (
+        1_258_291_200,
+        [
+            (1728322508892, 1728322731569),
+            (1728322751739, 1728322972598),
+            (1728322992635, 1728323213549),
+            (1728323233590, 1728323454416),
+            (1728323474463, 1728323695277),
+            (1728323715322, 1728323936170),
+            (1728323956250, 1728324177082),
+            (1728324197124, 1728324418035),
+            (1728324438104, 1728324659031),
+            (1728324679067, 1728324899951),
+            (1728324920011, 1728325140855),
+            (1728325160889, 1728325381788),
+            (1728325401846, 1728325622768),
+            (1728325642801, 1728325863754),
+            (1728325883808, 1728326104652),
+            (1728326124691, 1728326345609),
+            (1728326365656, 1728326586564),
+            (1728326606613, 1728326827573),
+            (1728326847640, 1728327068508),
+            (1728327088554, 1728327309423),
+            (1728327329451, 1728327550325),
+            (1728327570383, 1728327791312),
+            (1728327811369, 1728328032337),
+            (1728328052398, 1728328273289),
+            (1728328293321, 1728328514161),
+        ],
+    ),
+    "result_1": (
+        1_207_959_552,
+        [
+            (1728322512090, 1728322734387),
+            (1728322754513, 1728322975367),
+            (1728322995378, 1728323216210),
+            (1728323236233, 1728323457083),
+            (1728323477075, 1728323697952),
+            (1728323717961, 1728323938774),
+            (1728323958794, 1728324179604),
+            (1728324199629, 1728324420518),
+            (1728324440530, 1728324661446),
+            (1728324681455, 1728324902407),
+            (1728324922430, 1728325143353),
+            (1728325163375, 1728325384268),
+            (1728325404275, 1728325625130),
+            (1728325645122, 1728325865989),
+            (1728325885997, 1728326106858),
+            (1728326126862, 1728326347839),
+            (1728326367866, 1728326588868),
+            (1728326608874, 1728326829852),
+            (1728326849861, 1728327070823),
+            (1728327090836, 1728327311703),
+            (1728327331696, 1728327552520),
+            (1728327572528, 1728327793385),
+            (1728327813391, 1728328034296),
+            (1728328054299, 1728328275196),
+        ],
+    ),
+    "result_2": (
+        1_207_959_552,
+        [
+            (1728322852409, 1728323074457),
+            (1728323094611, 1728323316107),
+            (1728323336161, 1728323557595),
+            (1728323577681, 1728323799241),
+            (1728323819317, 1728324040883),
+            (1728324060955, 1728324282459),
+            (1728324302519, 1728324523998),
+            (1728324544089, 1728324765670),
+            (1728324785736, 1728325007254),
+            (1728325027324, 1728325248799),
+            (1728325268869, 1728325490423),
+            (1728325510514, 1728325731952),
+            (1728325752025, 1728325973614),
+            (1728325993723, 1728326215220),
+            (1728326235266, 1728326456793),
+            (1728326476883, 1728326698435),
+            (1728326718509, 1728326940070),
+            (1728326960144, 1728327181676),
+            (1728327201759, 1728327423326),
+            (1728327443405, 1728327664995),
+            (1728327685077, 1728327906563),
+            (1728327926634, 1728328148081),
+            (1728328168157, 1728328389627),
+            (1728328409704, 1728328631197),
+        ],
+    ),
+}
 
-def _steps_per_block():
-    return -(-EVAL_INTERVAL_SEQUENCES // LOG_GBS)
+
+@dataclass(frozen=True)
+class Submission:
+    scenario: str
+    logs: dict
+    block_tokens: int  # the logs' epoch_count
+    gbs: int
+    seq: int
+    grad_accumulation: int
+    gpus: int
+    layout: tuple  # (tp, pp, virtual stages) from the configuration file the README names
+    timed_blocks: int  # blocks after each log's first
+
+    @property
+    def steps_per_block(self):
+        return -(-EVAL_INTERVAL_SEQUENCES // self.gbs)
 
 
-def test_every_block_is_one_evaluation_interval_of_whole_steps_and_the_logs_are_complete():
-    """A block is ceil(24576 / 2304) = 11 steps of 2304 x 2048 tokens, and each log's blocks add up to its
-    trained_samples: no block is missing from the copy, so the median below is over the whole of each run."""
-    assert _steps_per_block() * LOG_GBS * LOG_SEQ == BLOCK_TOKENS
-    for trained, blocks in LOGS.values():
-        assert len(blocks) * BLOCK_TOKENS == trained
+SUBMISSIONS = [
+    Submission("mlperf40-gpt3-175b-512-h100-fp8", LOGS_V40, 51_904_512, 2304, 2048, 72, 64 * 8, (4, 8, 4), 67),
+    Submission("mlperf41-gpt3-175b-256-h100-fp8", LOGS_V41, 50_331_648, 2048, 2048, 128, 32 * 8, (4, 8, 6), 70),
+]
+BY_SCENARIO = pytest.mark.parametrize("sub", SUBMISSIONS, ids=lambda s: s.scenario)
+
+
+@BY_SCENARIO
+def test_every_block_is_one_evaluation_interval_of_whole_steps_and_the_logs_are_complete(sub):
+    """A block is ceil(24576 / GBS) steps of GBS x 2048 tokens (11 at 2304, 12 at 2048), and each log's blocks add up
+    to its trained_samples: no block is missing from the copy, so the median below is over the whole of each run."""
+    assert sub.steps_per_block * sub.gbs * sub.seq == sub.block_tokens
+    for trained, blocks in sub.logs.values():
+        assert len(blocks) * sub.block_tokens == trained
         assert all(stop > start for start, stop in blocks)
         assert all(nxt[0] >= prev[1] for prev, nxt in zip(blocks, blocks[1:], strict=False))
 
 
-def test_the_row_is_the_median_block_after_each_logs_first_over_eleven_steps():
-    durations = [(stop - start) / 1000 for _, blocks in LOGS.values() for start, stop in blocks[1:]]
-    assert len(durations) == 67
-    assert HELD_OUT[SCENARIO]["step_time_s"] == pytest.approx(
-        statistics.median(durations) / _steps_per_block(), abs=5e-5
+@BY_SCENARIO
+def test_the_row_is_the_median_block_after_each_logs_first_over_its_steps(sub):
+    durations = [(stop - start) / 1000 for _, blocks in sub.logs.values() for start, stop in blocks[1:]]
+    assert len(durations) == sub.timed_blocks
+    assert HELD_OUT[sub.scenario]["step_time_s"] == pytest.approx(
+        statistics.median(durations) / sub.steps_per_block, abs=5e-5
     )
 
 
-def test_the_scenario_runs_the_logged_batch_on_the_logged_gpus():
-    """GBS, sequence and GPU count as logged; tp 4 x pp 8 (the config file) leaves dp 16, and dp x MBS 2 x 72
+@BY_SCENARIO
+def test_the_scenario_runs_the_logged_batch_on_the_logged_gpus(sub):
+    """GBS, sequence and GPU count as logged; tp x pp from the config file leaves dp, and dp x MBS x the logged
     accumulation steps is the logged batch (a wrong micro batch or layout fails it)."""
-    s = config.load(SCENARIO)
+    s = config.load(sub.scenario)
     t, p = s.training, s.parallelism
-    assert (t.global_batch_size, t.seq_len, s.cluster.gpus) == (LOG_GBS, LOG_SEQ, LOG_GPUS)
-    assert (p.tp, p.pp, p.virtual_stages) == (4, 8, 4)
+    assert (t.global_batch_size, t.seq_len, s.cluster.gpus) == (sub.gbs, sub.seq, sub.gpus)
+    assert (p.tp, p.pp, p.virtual_stages) == sub.layout
     assert p.dp == s.cluster.gpus // (p.tp * p.pp)
-    assert p.dp * t.micro_batch_size * LOG_GRAD_ACCUMULATION == LOG_GBS
+    assert p.dp * t.micro_batch_size * sub.grad_accumulation == sub.gbs
     assert s.model.layers % (p.pp * p.virtual_stages) == 0
