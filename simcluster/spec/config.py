@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from simcluster.core import catalog, inputs, limits, units
-from simcluster.core.errors import ScenarioError, quoted
+from simcluster.core.errors import ScenarioError, quoted, shown
 from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
@@ -1734,8 +1734,7 @@ def raise_first(err: ValidationError, source: str):
     field = _field_path(first["loc"]) or source
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] not in ("value_error", "missing", "extra_forbidden") and "input" in first:
-        shown = repr(first["input"])
-        message += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+        message += f", got {shown(first['input'])}"
     if first["type"] == "less_than_equal":
         message += " (a plausibility bound, see docs/robustness.md)"
     if first["type"] == "extra_forbidden":
@@ -1776,6 +1775,9 @@ def resolve_path(name_or_path: str | Path | None) -> Path:
             return bundled
         if path.exists():  # a folder, a FIFO (reading it would wait forever), a device
             raise ScenarioError("SCENARIO", f"{str(path)!r} is not a regular file (a folder, a pipe or a device?)")
+        if path.is_symlink():  # a link to nothing, or to itself: "no file" and every bundled name misled (round 31)
+            raise ScenarioError("SCENARIO", f"{str(path)!r} is a symbolic link that leads to no file (dangling, or "
+                                "a loop)")
     except OSError as err:  # a name longer than the file system takes
         raise ScenarioError("SCENARIO", f"cannot use {str(name_or_path)[:60]!r}...: {err.strerror}") from None
     raise ScenarioError("SCENARIO", f"no file {str(path)!r} and no bundled scenario of that name "

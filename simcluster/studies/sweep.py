@@ -128,9 +128,13 @@ _SUMMARY_POSITIVE = ("step_time_s", "tokens_per_s", "gpus")
 
 
 def _finite_throughout(value) -> bool:
-    """No NaN or infinity anywhere in a JSON value (the writer stores a non-finite figure as null)."""
+    """No NaN or infinity anywhere in a JSON value (the writer stores a non-finite figure as null), and no integer
+    past a float's range (``10**400`` in a hand-sealed shard was an OverflowError traceback in the results table,
+    round 31)."""
     if isinstance(value, float):
         return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= sys.float_info.max
     if isinstance(value, dict):
         return all(_finite_throughout(item) for item in value.values())
     if isinstance(value, list):

@@ -1,0 +1,216 @@
+"""Round 31: round 30's additions and every command attacked (docs/calibration.md, "Round 31: round 30's
+additions and the commands attacked"). Each case failed before its fix:
+
+- an integer of more than 4,300 digits in a YAML file (a scenario, a fabric file, a ``--vary`` or ``--gpus`` value)
+  or a JSON file (a sweep's grid.json or shard, a Kineto trace) was a ValueError traceback: Python refuses to turn
+  that many digits into an int; a YAML ``0x`` integer of 5,000 digits was read, then raised it wherever an error
+  message printed it;
+- a YAML date that is no date (``2024-02-30``, ``2024-13-01``: YAML reads ``YYYY-MM-DD`` as a timestamp) was a
+  ValueError traceback;
+- a sweep shard sealed by hand with an integer past a float's range in its summary was an OverflowError traceback
+  in the results table;
+- ``collective --max-bytes`` (or ``--min-bytes``) ``1`` followed by 400 zeros was an OverflowError traceback;
+- a Kineto trace whose ``ts`` or ``dur`` is an integer past a float's range was an OverflowError traceback, and one
+  whose ``distributedInfo`` rank is -1 was replayed as a rank of its own;
+- a scenario path that is a dangling symbolic link or a link loop was "no file ... and no bundled scenario of that
+  name (bundled: ...)", every bundled name listed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+
+from simcluster.core import inputs, units
+from simcluster.core.errors import ScenarioError, quoted, shown
+from simcluster.spec import config
+from simcluster.studies import sweep as sweep_module
+from tests.cli.scenario_files import assert_one_line, write_scenario
+
+SMALL = {
+    "name": "small",
+    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "topology": "nvswitch-node"},
+    "model": "gpt3-1.3b",
+    "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1, "precision": "bf16"},
+    "parallelism": {"tp": 2, "pp": 1, "dp": 4},
+}
+FABRIC = """\
+name: two-gpus
+gpus_per_node: 2
+nodes:
+  g0: gpu
+  g1: gpu
+  sw: {role: nvswitch, latency: 200 ns}
+links:
+  - {ends: [g0, sw], bandwidth: 450 GB/s, kind: nvlink}
+  - {ends: [g1, sw], bandwidth: 450 GB/s, kind: nvlink}
+"""
+DIGITS_5000 = "1" + "0" * 5000
+
+
+def _scenario_text(tmp_path, old: str, new: str):
+    path = write_scenario(tmp_path, copy.deepcopy(SMALL))
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    return path
+
+
+# ---- 1. integers too long to read or to print -------------------------------------------------------------------
+@pytest.mark.parametrize("written", [DIGITS_5000, "0x" + "f" * 5000, "-" + DIGITS_5000, "1:" + ":".join(["59"] * 800)],
+                         ids=["decimal", "hex", "negative", "sexagesimal"])
+def test_a_yaml_integer_too_long_is_one_line_naming_its_line(cli, tmp_path, written):
+    path = _scenario_text(tmp_path, "dp: 4", f"dp: {written}")
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "dp:" in text)
+    code, _, err = cli("run", path, "--network", "analytic", "--json", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert f"an integer written with {len(written):,} characters (line {line})" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_yaml_integer_of_a_thousand_characters_is_still_read():
+    # the bound is on characters, not on values a field bounds itself: 10**999 reaches the field's own check
+    assert inputs.parse_yaml("x: 1" + "0" * 999, "t") == {"x": 10**999}
+    with pytest.raises(ScenarioError, match="1,001 characters"):
+        inputs.parse_yaml("x: 1" + "0" * 1000, "t")
+
+
+def test_a_fabric_file_with_a_hex_integer_past_the_digit_limit(cli, tmp_path):
+    fabric = tmp_path / "f.yaml"
+    fabric.write_text(FABRIC.replace("gpus_per_node: 2", "gpus_per_node: 0x" + "f" * 5000))
+    code, _, err = cli("collective", "--op", "allreduce", "--gpus", "2", "--gpus-per-node", "2", "--topology", fabric,
+                       "--max-bytes", "1M", "--network", "analytic")
+    assert_one_line(code, err, 2)
+    assert "f.yaml" in err and "(line 2)" in err, err
+
+
+def test_a_gpu_count_of_5000_digits_on_the_command_line(cli, tmp_path):
+    path = write_scenario(tmp_path, copy.deepcopy(SMALL))
+    code, _, err = cli("sweep", path, "--gpus", DIGITS_5000, "--network", "analytic", "--no-plots", "--out",
+                       tmp_path / "sw")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: --gpus: "), err
+
+
+def test_huge_integers_are_shown_by_their_size():
+    value = 16 ** 5000 - 1  # what YAML's 0x and 5,000 f's read as: its repr raises ValueError
+    with pytest.raises(ValueError):
+        repr(value)
+    assert shown(value) == "an integer of 20,000 bits" and quoted(value) == shown(value)
+    assert shown([value]) == "a list holding an integer too long to print"
+    data = copy.deepcopy(SMALL)
+    data["parallelism"]["dp"] = value  # through the Python API, which skips the file reader
+    with pytest.raises(ScenarioError, match="parallelism.dp: .*got an integer of 20,000 bits"):
+        config.from_dict(data)
+    with pytest.raises(ScenarioError, match="is not a finite number"):
+        units.parse(10**400)  # was OverflowError from math.isfinite
+
+
+# ---- 2. a YAML date that is no date -----------------------------------------------------------------------------
+@pytest.mark.parametrize("date", ["2024-02-30", "2024-13-01"])
+def test_a_yaml_date_that_is_no_date_is_one_line(cli, tmp_path, date):
+    path = _scenario_text(tmp_path, "name: small", f"name: {date}")
+    code, _, err = cli("run", path, "--network", "analytic", "--json", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert "s.yaml: holds a value that cannot be read" in err and "quote it" in err, err
+
+
+def test_a_vary_value_that_is_no_date_reaches_the_field(cli, tmp_path):
+    path = write_scenario(tmp_path, copy.deepcopy(SMALL))
+    code, _, err = cli("sweep", path, "--gpus", "8", "--vary", "training.seq_len=2024-02-30", "--network", "analytic",
+                       "--no-plots", "--out", tmp_path / "sw")
+    assert_one_line(code, err, 2)
+    assert "training.seq_len" in err and "'2024-02-30'" in err, err
+
+
+# ---- 3. JSON the sweep reads back ---------------------------------------------------------------------------------
+def _sweep(cli, tmp_path):
+    args = ("sweep", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--gpus", "8", "--jobs", "1", "--no-plots",
+            "--network", "analytic", "--json", "--out", tmp_path / "sw")
+    code, out, err = cli(*args)
+    assert code == 0, err
+    return args, json.loads(out)["rows"][0]["step_time_s"]
+
+
+def test_a_grid_file_with_a_5000_digit_integer_is_another_grids_folder(cli, tmp_path):
+    args, _ = _sweep(cli, tmp_path)
+    (tmp_path / "sw" / "grid.json").write_text('{"format": 1, "grid_key": "x", "runs": ' + DIGITS_5000 + "}")
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert "writing to" in err and (tmp_path / "sw-2" / "results.csv").is_file()
+    with pytest.raises(ScenarioError, match="more than 4,300 digits"):
+        inputs.load_json(tmp_path / "sw" / "grid.json")
+
+
+@pytest.mark.parametrize("huge", [10**400, -(10**400)], ids=["positive", "negative"])
+def test_a_sealed_shard_with_an_integer_past_a_floats_range_is_run_again(cli, tmp_path, monkeypatch, huge):
+    args, step = _sweep(cli, tmp_path)
+    runs = []
+    simulate = sweep_module._simulate
+    monkeypatch.setattr(sweep_module, "_simulate", lambda *a: runs.append(1) or simulate(*a))
+    path = next((tmp_path / "sw").glob("shards/**/*.json"))
+    shard = json.loads(path.read_text())
+    shard.pop(sweep_module.SEAL)
+    shard["summary"]["mfu"] = huge
+    path.write_text(json.dumps({**shard, sweep_module.SEAL: sweep_module._seal(shard)}))  # forged, seal and all
+    code, out, err = cli(*args)
+    assert code == 0 and len(runs) == 1, err
+    assert json.loads(out)["rows"][0]["step_time_s"] == step
+
+
+# ---- 4. collective's message sizes -------------------------------------------------------------------------------
+@pytest.mark.parametrize("option", ["--min-bytes", "--max-bytes"])
+def test_a_message_size_past_a_floats_range_is_one_line(cli, option):
+    code, _, err = cli("collective", "--op", "allreduce", "--gpus", "8", "--network", "analytic",
+                       option, "1" + "0" * 400)
+    assert_one_line(code, err, 2)
+    assert err.startswith(f"error: {option}: expected at most 1e+15 bytes"), err
+
+
+# ---- 5. Kineto traces ---------------------------------------------------------------------------------------------
+def _kernel(name: str, ts: float, dur: float, stream: int = 7) -> dict:
+    return {"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": stream, "ts": ts, "dur": dur, "args": {}}
+
+
+def _trace(tmp_path, rank: int = 0, **replace) -> str:
+    events = [_kernel("gemm", 100.0, 50.0), _kernel("ncclKernel_AllReduce_RING_LL_Sum_float", 160.0, 30.0, 20)]
+    text = json.dumps({"schemaVersion": 1, "traceEvents": events,
+                       "distributedInfo": {"rank": rank, "world_size": 1}})
+    for old, new in replace.items():
+        text = text.replace(f'"{old}": 100.0' if old == "ts" else f'"{old}": 50.0', f'"{old}": {new}', 1)
+    path = tmp_path / "trace.json"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("field,value", [("dur", "1" + "0" * 400), ("ts", "-1" + "0" * 400), ("dur", DIGITS_5000)],
+                         ids=["dur-400-digits", "ts-negative-400-digits", "dur-5000-digits"])
+def test_a_trace_time_past_a_floats_range_is_one_line(cli, tmp_path, field, value):
+    trace = _trace(tmp_path, **{field: value})
+    assert value in open(trace).read()
+    code, _, err = cli("replay", trace, "--network", "analytic", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert err.startswith(f"error: {trace}: "), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_trace_of_rank_minus_one_is_refused(cli, tmp_path):
+    code, _, err = cli("replay", _trace(tmp_path, rank=-1), "--network", "analytic", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert "rank -1 is negative" in err, err
+
+
+# ---- 6. a scenario path that is a link to nothing ------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_scenario_link_to_nothing_says_so(cli, tmp_path, kind):
+    link = tmp_path / "s.yaml"
+    if kind == "dangling":
+        os.symlink(tmp_path / "gone.yaml", link)
+    else:
+        os.symlink(tmp_path / "t.yaml", link)
+        os.symlink(link, tmp_path / "t.yaml")
+    code, _, err = cli("run", link, "--network", "analytic", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert "symbolic link that leads to no file" in err and "bundled" not in err, err
