@@ -148,7 +148,7 @@ def simulate(name: str, limit_s: float) -> dict | None:
 
 def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[list[dict], list[str]]:
     """Every row with its error and ``step_parts``; and the scenarios skipped as too slow."""
-    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    cached = residuals.read_cache(cache, (cal_json, ho_json))
     rows, skipped = [], []
     for label, path in (("cal", cal_json), ("ho", ho_json)):
         error_features.check_cases(path)
@@ -264,10 +264,11 @@ def main(argv: list[str]) -> int:
     parser = error_features.residual_parser(__doc__, 3, Path("/tmp/step_shares_cache.json"))
     parser.add_argument("--limit-s", type=float, default=20.0, help="skip a row whose simulation takes longer")
     args = parser.parse_args(argv)
-    if args.limit_s <= 0:
-        print("error: --limit-s: must be > 0", file=sys.stderr)
+    if not 0 < args.limit_s < 1e6:  # NaN and inf too: setitimer raised on them (round 31)
+        print(f"error: --limit-s: expected seconds in (0, 1e6), got {args.limit_s}", file=sys.stderr)
         return 2
     try:
+        residuals.refuse_overwriting((args.cal_json, args.ho_json), csv=args.csv, plot=args.plot)
         rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s)
     except (InputError, ScenarioError) as err:
         print(f"error: {err}", file=sys.stderr)

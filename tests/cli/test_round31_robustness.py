@@ -214,3 +214,55 @@ def test_a_scenario_link_to_nothing_says_so(cli, tmp_path, kind):
     code, _, err = cli("run", link, "--network", "analytic", "--out", tmp_path / "o")
     assert_one_line(code, err, 2)
     assert "symbolic link that leads to no file" in err and "bundled" not in err, err
+
+
+# ---- 7. the residual scripts' outputs and cache (round 30's step_shares.py and its neighbours) --------------------
+@pytest.fixture(scope="module")
+def step_shares():
+    from scripts_loader import load_script
+
+    return load_script("step_shares")
+
+
+def _validate_output(tmp_path):
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"cases": [{"scenario": "megatron-1.7b-h100", "source": "s", "family": "f",
+                                           "error": 0.01, "step_time_s": 1.0}]}))
+    return path
+
+
+@pytest.mark.parametrize("option", ["--cache", "--csv", "--plot"])
+def test_a_residual_scripts_output_on_its_input_is_refused_untouched(step_shares, tmp_path, capsys, option):
+    cal = _validate_output(tmp_path)
+    before = cal.read_bytes()
+    extra = () if option == "--cache" else ("--cache", str(tmp_path / "c.json"))
+    code = step_shares.main([str(cal), str(cal), option, str(cal), *extra, "--limit-s", "0.001"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"error: {option}: " in err, err
+    assert cal.read_bytes() == before  # --cache on the validate output rewrote it with the cache
+
+
+@pytest.mark.parametrize("content", ["garbage{", "[1, 2]"], ids=["not-json", "not-an-object"])
+def test_a_corrupt_feature_cache_is_one_line(step_shares, tmp_path, capsys, content):
+    cache = tmp_path / "c.json"
+    cache.write_text(content)
+    code = step_shares.main([str(_validate_output(tmp_path)), str(_validate_output(tmp_path)), "--cache", str(cache)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "c.json" in err and "Traceback" not in err, err
+    assert cache.read_text() == content
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf"])
+def test_step_shares_time_limit_must_be_finite(step_shares, tmp_path, capsys, limit):
+    cal = _validate_output(tmp_path)
+    code = step_shares.main([str(cal), str(cal), "--cache", str(tmp_path / "c.json"), "--limit-s", limit])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --limit-s: "), err
+
+
+def test_a_validate_output_with_a_5000_digit_integer_is_one_line(step_shares, tmp_path, capsys):
+    cal = tmp_path / "cal.json"
+    cal.write_text('{"cases": [{"scenario": "x", "error": ' + DIGITS_5000 + "}]}")
+    code = step_shares.main([str(cal), str(cal), "--cache", str(tmp_path / "c.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "more than 4,300 digits" in err, err
