@@ -266,3 +266,17 @@ def test_a_validate_output_with_a_5000_digit_integer_is_one_line(step_shares, tm
     code = step_shares.main([str(cal), str(cal), "--cache", str(tmp_path / "c.json")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "more than 4,300 digits" in err, err
+
+
+# ---- 8. the catalog look-alike note (round 30) with invisible and full-width characters ---------------------------
+@pytest.mark.parametrize("name", ["\uff22300", "b300\u200b", "\u200db300"], ids=["full-width", "zero-width-space",
+                                                                               "zero-width-joiner"])
+def test_a_gpu_named_like_b300_with_invisible_or_full_width_characters_gets_the_note(cli, tmp_path, name):
+    from simcluster.spec import hardware
+
+    data = copy.deepcopy(SMALL)
+    data["cluster"]["gpu"] = {**hardware.gpu("b300").model_dump(mode="json"), "name": name}
+    code, _, err = cli("run", write_scenario(tmp_path, data), "--network", "analytic", "--json", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "cluster.gpu.name" in err and "'b300'" in err, err
+    assert hardware.catalog_lookalike(hardware.GpuSpec(**{**data["cluster"]["gpu"], "name": "b300-custom"})) is None
