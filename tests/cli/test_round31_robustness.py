@@ -276,7 +276,32 @@ def test_a_gpu_named_like_b300_with_invisible_or_full_width_characters_gets_the_
 
     data = copy.deepcopy(SMALL)
     data["cluster"]["gpu"] = {**hardware.gpu("b300").model_dump(mode="json"), "name": name}
-    code, _, err = cli("run", write_scenario(tmp_path, data), "--network", "analytic", "--json", "--out", tmp_path / "o")
+    code, _, err = cli("run", write_scenario(tmp_path, data), "--network", "analytic", "--json",
+                       "--out", tmp_path / "o")
     assert code == 0, err
     assert "cluster.gpu.name" in err and "'b300'" in err, err
     assert hardware.catalog_lookalike(hardware.GpuSpec(**{**data["cluster"]["gpu"], "name": "b300-custom"})) is None
+
+
+# ---- 9. an unknown key spelled near a known one --------------------------------------------------------------------
+@pytest.mark.parametrize("section,key,meant", [("training", "cuda_graphs_scope", "cuda_graph_scope"),
+                                               ("cluster", "gpus_per_nodes", "gpus_per_node"),
+                                               (None, "modle", "model")])
+def test_a_near_miss_key_is_told_the_key_it_is_close_to(cli, tmp_path, section, key, meant):
+    data = copy.deepcopy(SMALL)
+    (data[section] if section else data)[key] = 1
+    code, _, err = cli("run", write_scenario(tmp_path, data), "--network", "analytic", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    field = f"{section}.{key}" if section else key
+    assert err.startswith(f"error: {field}: unknown key (did you mean '{meant}'"), err
+
+
+def test_an_unknown_key_near_nothing_is_told_no_key_and_nested_paths_are_followed():
+    data = copy.deepcopy(SMALL)
+    data["training"]["zzzzz"] = 1
+    with pytest.raises(ScenarioError, match=r"unknown key \(see `simcluster schema`"):
+        config.from_dict(data)
+    data = copy.deepcopy(SMALL)
+    data["variability"] = {"stragglers": [{"rnaks": [0], "slowdown": 1.2}]}  # a list item's model
+    with pytest.raises(ScenarioError, match="did you mean 'ranks'"):
+        config.from_dict(data)
