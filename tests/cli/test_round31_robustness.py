@@ -305,3 +305,40 @@ def test_an_unknown_key_near_nothing_is_told_no_key_and_nested_paths_are_followe
     data["variability"] = {"stragglers": [{"rnaks": [0], "slowdown": 1.2}]}  # a list item's model
     with pytest.raises(ScenarioError, match="did you mean 'ranks'"):
         config.from_dict(data)
+
+
+# ---- 10. round 30's data-file switches: the duty-cycle clock's inputs and host_overhead.cuda_graphs ----------------
+@pytest.fixture
+def efficiency(monkeypatch):
+    """efficiency.yaml as the process reads it, to be edited by the test (restored after it)."""
+    from simcluster.core import catalog
+
+    table = catalog.load("efficiency")
+    saved = copy.deepcopy(table)
+    yield table
+    table.clear()
+    table.update(saved)
+
+
+@pytest.mark.parametrize("key,value", [("comm_power_share", 10**400), ("controller_window_ms", -(10**400)),
+                                       ("tensor_power", [1]), ("tensor_power", {"h100-sxm": {"bf16": 10**400}}),
+                                       ("tensor_power", "x")],
+                         ids=["share-past-float", "window-past-float", "tensor-power-list", "tensor-power-huge",
+                              "tensor-power-text"])
+def test_duty_cycle_clock_inputs_are_one_line_naming_the_key(cli, tmp_path, efficiency, key, value):
+    efficiency["clock_model"] = "duty_cycle"
+    efficiency["power_clock"] = {**efficiency["power_clock"], key: value}
+    code, _, err = cli("run", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--network", "analytic",
+                       "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert err.startswith(f"error: efficiency.yaml power_clock.{key}"), err
+
+
+@pytest.mark.parametrize("value", ["false", "yes", 1, None])
+def test_the_cuda_graphs_switch_must_be_true_or_false(cli, tmp_path, efficiency, value):
+    efficiency["host_overhead"] = {**efficiency["host_overhead"], "cuda_graphs": value}  # bool('false') was on
+    data = copy.deepcopy(SMALL)
+    data["training"]["cuda_graph_scope"] = "full_iteration"
+    code, _, err = cli("run", write_scenario(tmp_path, data), "--network", "analytic", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: efficiency.yaml host_overhead.cuda_graphs: "), err
