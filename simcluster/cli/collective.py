@@ -60,7 +60,7 @@ def _topology_options(pairs: list[str]) -> dict:
             fail("--topology-option", f"{key} is given twice")
         try:
             options[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (JSONDecodeError), or an integer of more than 4,300 digits (round 31)
             options[key] = value
     return options
 

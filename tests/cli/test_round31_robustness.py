@@ -342,3 +342,12 @@ def test_the_cuda_graphs_switch_must_be_true_or_false(cli, tmp_path, efficiency,
     code, _, err = cli("run", write_scenario(tmp_path, data), "--network", "analytic", "--out", tmp_path / "o")
     assert_one_line(code, err, 2)
     assert err.startswith("error: efficiency.yaml host_overhead.cuda_graphs: "), err
+
+
+# ---- 11. a fabric builder option past a float's range ----------------------------------------------------------------
+@pytest.mark.parametrize("value", ["1" + "0" * 400, "0x" + "f" * 300, DIGITS_5000], ids=["400-digits", "hex", "5000"])
+def test_an_oversubscription_past_a_floats_range_is_one_line(cli, value):
+    code, _, err = cli("collective", "--op", "allreduce", "--gpus", "16", "--topology", "leaf-spine",
+                       "--topology-option", f"oversubscription={value}", "--network", "analytic", "--max-bytes", "1M")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: --topology-option: oversubscription: expected a ratio"), err
