@@ -135,9 +135,10 @@ def _sweep(cli, tmp_path):
 
 
 def test_a_grid_file_with_a_5000_digit_integer_is_another_grids_folder(cli, tmp_path):
-    args, _ = _sweep(cli, tmp_path)
+    (tmp_path / "sw").mkdir()
     (tmp_path / "sw" / "grid.json").write_text('{"format": 1, "grid_key": "x", "runs": ' + DIGITS_5000 + "}")
-    code, _, err = cli(*args)
+    code, _, err = cli("sweep", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--gpus", "8", "--jobs", "1",
+                       "--no-plots", "--network", "analytic", "--out", tmp_path / "sw")
     assert code == 0, err
     assert "writing to" in err and (tmp_path / "sw-2" / "results.csv").is_file()
     with pytest.raises(ScenarioError, match="more than 4,300 digits"):
@@ -345,7 +346,7 @@ def test_the_cuda_graphs_switch_must_be_true_or_false(cli, tmp_path, efficiency,
 
 
 # ---- 11. a fabric builder option past a float's range ----------------------------------------------------------------
-@pytest.mark.parametrize("value", ["1" + "0" * 400, "0x" + "f" * 300, DIGITS_5000], ids=["400-digits", "hex", "5000"])
+@pytest.mark.parametrize("value", ["1" + "0" * 400, DIGITS_5000], ids=["400-digits", "5000-digits"])
 def test_an_oversubscription_past_a_floats_range_is_one_line(cli, value):
     code, _, err = cli("collective", "--op", "allreduce", "--gpus", "16", "--topology", "leaf-spine",
                        "--topology-option", f"oversubscription={value}", "--network", "analytic", "--max-bytes", "1M")
