@@ -1756,7 +1756,11 @@ def _known_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
 def raise_first(err: ValidationError, source: str, model: type[BaseModel] | None = None):
     """Raise pydantic's first error as a ScenarioError naming its field. ``model``: the model validated, whose field
     names an unknown key is matched against (a near miss, ``cuda_graphs_scope``, is told the key it is close to)."""
-    first = err.errors(include_url=False)[0]
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "missing":  # a key spelled wrong beside it is likelier the cause: `modle` for `model`
+        first = next((e for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] == first["loc"][:-1]),
+                     first)
     field = _field_path(first["loc"]) or source
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] not in ("value_error", "missing", "extra_forbidden") and "input" in first:

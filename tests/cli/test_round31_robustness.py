@@ -381,3 +381,14 @@ def test_a_partial_summary_is_said_to_be_partial(cli, tmp_path):
     assert code == 0, err
     assert "a partial run, 3 of 10 samples" in err, err
     json.loads(out)  # the note is on stderr: the JSON stays whole
+
+
+def test_a_misspelled_required_key_is_named_rather_than_the_missing_one(cli, tmp_path):
+    data = copy.deepcopy(SMALL)
+    data["modle"] = data.pop("model")  # before: "model: required field is missing", the typo unsaid
+    code, _, err = cli("run", write_scenario(tmp_path, data), "--network", "analytic", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: modle: unknown key (did you mean 'model'?"), err
+    del data["modle"]  # the field alone missing: still said so
+    with pytest.raises(ScenarioError, match="model: required field is missing"):
+        config.from_dict(data)
