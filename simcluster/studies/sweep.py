@@ -190,6 +190,12 @@ def check_scheduler(address: str) -> str:
     if scheme not in SCHEDULER_SCHEMES or not rest:
         raise ScenarioError("--scheduler", f"expected SCHEME://HOST:PORT with SCHEME one of "
                             f"{', '.join(SCHEDULER_SCHEMES)}, got {address!r}")
+    host, colon, port = rest.rpartition(":")
+    number = port.lstrip("+-")
+    if scheme != "inproc" and colon and host and number.isdigit() and not (
+            port == number and len(number) <= 5 and 1 <= int(number) <= 65535):
+        # no TCP port outside 1..65535: Dask tried for its 10 s timeout first (round 31)
+        raise ScenarioError("--scheduler", f"the port {port[:20]!r} is not one of 1 to 65535, in {address[:80]!r}")
     return address
 
 

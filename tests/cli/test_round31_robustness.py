@@ -392,3 +392,14 @@ def test_a_misspelled_required_key_is_named_rather_than_the_missing_one(cli, tmp
     del data["modle"]  # the field alone missing: still said so
     with pytest.raises(ScenarioError, match="model: required field is missing"):
         config.from_dict(data)
+
+
+# ---- 13. a Dask scheduler address with a port no TCP port is --------------------------------------------------------
+@pytest.mark.parametrize("address", ["tcp://localhost:99999", "tcp://localhost:0", "localhost:-1", "tcp://[::1]:70000"])
+def test_a_scheduler_port_out_of_range_is_refused_before_connecting(cli, tmp_path, address):
+    code, _, err = cli("sweep", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--gpus", "8", "--scheduler", address,
+                       "--network", "analytic", "--no-plots", "--out", tmp_path / "sw")  # was a 10 s timeout first
+    assert_one_line(code, err, 2)
+    assert "is not one of 1 to 65535" in err, err
+    for fine in ("tcp://localhost:8786", "tcp://[::1]:8786", "inproc://10.0.0.1/1234/1", "tls://scheduler:65535"):
+        assert sweep_module.check_scheduler(fine) == fine
