@@ -403,3 +403,16 @@ def test_a_scheduler_port_out_of_range_is_refused_before_connecting(cli, tmp_pat
     assert "is not one of 1 to 65535" in err, err
     for fine in ("tcp://localhost:8786", "tcp://[::1]:8786", "inproc://10.0.0.1/1234/1", "tls://scheduler:65535"):
         assert sweep_module.check_scheduler(fine) == fine
+
+
+# ---- 14. layer_kernels.py (round 30) on a model whose layers it does not print ----------------------------------
+@pytest.mark.parametrize("name", ["mcore-mixtral-8x7b-64-h100", "deepseek-v3-256-h100"])
+def test_layer_kernels_refuses_moe_and_mla_models(capsys, name):
+    from scripts_loader import load_script
+
+    layer_kernels = load_script("layer_kernels")
+    from simcluster.core import script_entry
+
+    code = script_entry.call(layer_kernels.main, [name])  # was a dense MHA layer, and its microbatch, silently
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "dense multi-head attention layers only" in err, err
