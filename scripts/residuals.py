@@ -42,7 +42,7 @@ import numpy as np
 from fp8_pairs import layer_breakdown
 
 from simcluster.core import inputs as inputs_module
-from simcluster.core import script_entry
+from simcluster.core import outputs, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
@@ -177,7 +177,7 @@ def load_rows(validate_json: Path, held_out_json: Path, cache: Path) -> list[dic
             if name not in cached:
                 print(f"simulating {name}", file=sys.stderr, flush=True)
                 cached[name] = features(name)
-                cache.write_text(json.dumps(cached))
+                outputs.write_text(cache, json.dumps(cached))  # atomic: a Ctrl-C leaves the last whole cache
             row = {"scenario": name, "set": label, "family": case["family"], "source": case["source"],
                    "stack": STACK.get(case["source"], "other"), "error": case["error"], **cached[name]}
             if abs(row["step_s"] - case["step_time_s"]) > 1e-6 * case["step_time_s"]:

@@ -52,7 +52,7 @@ import numpy as np
 import residuals
 from accuracy_tables import InputError
 
-from simcluster.core import script_entry
+from simcluster.core import outputs, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
@@ -158,7 +158,7 @@ def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[li
                 started = time.perf_counter()
                 cached[name] = simulate(name, limit_s)
                 print(f"{name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-                cache.write_text(json.dumps(cached))
+                outputs.write_text(cache, json.dumps(cached))  # atomic: a Ctrl-C leaves the last whole cache
             if cached[name] is None:
                 skipped.append(name)
                 continue
