@@ -416,3 +416,13 @@ def test_layer_kernels_refuses_moe_and_mla_models(capsys, name):
     code = script_entry.call(layer_kernels.main, [name])  # was a dense MHA layer, and its microbatch, silently
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "dense multi-head attention layers only" in err, err
+
+
+# ---- 15. a fabric file with a long name: compare's and replay's figure names -----------------------------------
+def test_a_long_label_makes_a_file_name_a_file_system_takes():
+    from simcluster.cli.compare import MAX_SLUG_CHARS, slug
+
+    long_a, long_b = "f" * 245 + "a.yaml", "f" * 245 + "b.yaml"  # links-<slug>.png was 261 bytes: ENAMETOOLONG
+    assert len(f"links-peak-{slug(long_a)}.png".encode()) <= 255 and len(slug(long_a)) == MAX_SLUG_CHARS
+    assert slug(long_a) != slug(long_b)  # the cut keeps two labels two names (the hash of the whole label)
+    assert slug("leaf-spine:oversubscription=2") == "leaf-spine_oversubscription=2"  # short labels as before
