@@ -426,3 +426,20 @@ def test_a_long_label_makes_a_file_name_a_file_system_takes():
     assert len(f"links-peak-{slug(long_a)}.png".encode()) <= 255 and len(slug(long_a)) == MAX_SLUG_CHARS
     assert slug(long_a) != slug(long_b)  # the cut keeps two labels two names (the hash of the whole label)
     assert slug("leaf-spine:oversubscription=2") == "leaf-spine_oversubscription=2"  # short labels as before
+
+
+# ---- 16. a --vary list of thousands of values -------------------------------------------------------------------
+def test_a_vary_list_past_the_grid_bound_is_refused_before_reading_its_values(cli, tmp_path):
+    from simcluster.studies import grid
+
+    values = ",".join(str(i) for i in range(1, grid.MAX_GRID_POINTS + 2))  # 20,000 took minutes (pairwise check)
+    code, _, err = cli("sweep", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--gpus", "8", "--vary",
+                       f"training.micro_batch_size={values}", "--no-plots", "--out", tmp_path / "sw")
+    assert_one_line(code, err, 2)
+    assert f"has {grid.MAX_GRID_POINTS + 1:,} values" in err, err
+    many = [f"training.seq_len={','.join(str(i) for i in range(1, 3001))},1",
+            "training.micro_batch_size=1,1.0,true,'1'"]
+    with pytest.raises(ScenarioError, match="repeats the value 1$"):
+        grid.parse_vary(many[:1])
+    # equal to Python, not to the scenario: four values
+    assert grid.parse_vary(many[1:])["training.micro_batch_size"] == [1, 1.0, True, "1"]
