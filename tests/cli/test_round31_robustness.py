@@ -355,32 +355,28 @@ def test_an_oversubscription_past_a_floats_range_is_one_line(cli, value):
 
 
 # ---- 12. laws loss-vs-time --summary: a number past a float's range, and round 30's partial summary ---------------
-def _summary_file(cli, tmp_path, **edit):
-    code, _, err = cli("run", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--network", "analytic",
-                       "--out", tmp_path / "run")
-    assert code == 0, err
-    path = tmp_path / "run" / "summary.json"
-    text = path.read_text()
-    for key, value in edit.items():  # written as JSON text: an integer of 400 digits stays one
-        text = text.replace(f'"{key}": ', f'"_was_{key}": ', 1).replace("{", f'{{"{key}": {value}, ', 1)
-    path.write_text(text)
-    return path
+def _summary_text(**edit) -> str:
+    """A summary.json as `run` writes it, in the figures loss-vs-time checks first; ``edit``: JSON texts."""
+    figures = {"step_time_s": "1.5", "tokens_per_s": "10000.0", "mfu": "0.4", "gpus": "8", **edit}
+    return "{" + ", ".join(f'"{key}": {value}' for key, value in figures.items()) + "}"
 
 
 def test_a_summary_figure_past_a_floats_range_is_one_line(cli, tmp_path):
-    summary = _summary_file(cli, tmp_path, mfu="1" + "0" * 400)
+    summary = tmp_path / "summary.json"
+    summary.write_text(_summary_text(mfu="1" + "0" * 400))
     code, _, err = cli("laws", "loss-vs-time", "--summary", summary, "--target-loss", "2.5", "--out", tmp_path / "l")
     assert_one_line(code, err, 2)
     assert err.startswith("error: --summary: mfu must be a finite number"), err
 
 
-def test_a_partial_summary_is_said_to_be_partial(cli, tmp_path):
-    summary = _summary_file(cli, tmp_path, partial="true", samples="3", samples_requested="10")
-    code, out, err = cli("laws", "loss-vs-time", "--summary", summary, "--target-loss", "2.5", "--json",
-                         "--out", tmp_path / "l")
-    assert code == 0, err
-    assert "a partial run, 3 of 10 samples" in err, err
-    json.loads(out)  # the note is on stderr: the JSON stays whole
+def test_a_partial_summary_is_said_to_be_partial(capsys):
+    from simcluster.cli import laws as laws_cli
+
+    data = json.loads(_summary_text(partial="true", samples="3", samples_requested="10"))
+    assert laws_cli._checked_summary(data) is data  # read, not refused
+    assert "note: --summary: a partial run, 3 of 10 samples" in capsys.readouterr().err
+    laws_cli._checked_summary(json.loads(_summary_text()))  # a whole run: no note
+    assert capsys.readouterr().err == ""
 
 
 def test_a_misspelled_required_key_is_named_rather_than_the_missing_one(cli, tmp_path):
