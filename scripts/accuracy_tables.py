@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from simcluster.core import script_entry
+from simcluster.core import inputs, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import accuracy_card
 from simcluster.spec import config
@@ -63,6 +63,8 @@ def load_cases(path: str | Path, fields: dict = CASE_FIELDS) -> list[dict]:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not JSON ({exc})") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits: a traceback before round 31
+        raise InputError(f"{path}: {inputs.unreadable_value(exc)}") from None
     cases = data.get("cases") if isinstance(data, dict) else None
     if not isinstance(cases, list) or not cases:
         raise InputError(f"{path}: expected an object with a non-empty list 'cases' (validate --json)")

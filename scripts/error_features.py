@@ -411,6 +411,7 @@ def main(argv: list[str]) -> int:
     try:
         for path in (args.cal_json, args.ho_json):
             check_cases(path)
+        residuals.refuse_overwriting((args.cal_json, args.ho_json), csv=args.csv, plot=args.plot)
         rows = load(args.cal_json, args.ho_json, args.cache)
     except (InputError, ScenarioError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -25,6 +25,7 @@ from collections import defaultdict
 from fp8_pairs import op_class
 
 from simcluster.core import script_entry
+from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
 from simcluster.workload import kernels, userbuffers
 from simcluster.workload.ops import embedding_ops, layer_ops, output_ops, shard_for
@@ -103,6 +104,11 @@ def microbatch_lines(scenario) -> list[str]:
 
 def report(name: str) -> list[str]:
     scenario = config.load(name)
+    model = scenario.model
+    if model.moe is not None or model.mla is not None:  # round 31: printed a dense MHA layer for DeepSeek-V3, silently
+        what = "mixture-of-experts" if model.moe is not None else "multi-head latent attention"
+        raise ScenarioError("SCENARIO", f"{name!r} runs {what} layers; this script prints dense multi-head attention "
+                            "layers only (an MoE layer's terms: scripts/moe_layer_terms.py)")
     rows = kernel_rows(scenario)
     gap_s = kernels.host_model().kernel_gap_s
     p = scenario.parallelism

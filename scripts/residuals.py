@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 from fp8_pairs import layer_breakdown
 
-from simcluster.core import script_entry
+from simcluster.core import inputs as inputs_module
+from simcluster.core import outputs, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
@@ -141,10 +142,34 @@ def features(name: str) -> dict:
     return _row_features(scenario, sim, summary)
 
 
+def refuse_overwriting(inputs: tuple[Path, ...], **outputs: Path | None) -> None:
+    """One line (ScenarioError naming the option) when an output of a residual script (``--cache``, ``--csv``,
+    ``--plot``) is one of its ``inputs``: ``--cache`` on a validate output rewrote it with the cache (round 31)."""
+    for option, path in outputs.items():
+        for given in inputs:
+            if path is not None and path.exists() and given.exists() and path.samefile(given):
+                raise ScenarioError(f"--{option}", f"{str(path)!r} is the input {str(given)!r}: writing it would "
+                                    "overwrite the validate output; give another path")
+
+
+def read_cache(cache: Path, inputs: tuple[Path, ...]) -> dict:
+    """The feature cache of a residual script (residuals, error_features, heldout_residuals, step_shares): {} when
+    absent. Refused in one line when it is one of the ``inputs`` (``refuse_overwriting``) or holds no JSON object
+    (a corrupt or foreign file: a traceback before round 31, and overwritten by the first row simulated)."""
+    refuse_overwriting(inputs, cache=cache)
+    if not cache.exists():
+        return {}
+    cached = inputs_module.load_json(cache, what="feature cache")
+    if not isinstance(cached, dict):
+        raise ScenarioError("--cache", f"{str(cache)!r} is not a feature cache (a JSON object): remove it or give "
+                            "another path")
+    return cached
+
+
 def load_rows(validate_json: Path, held_out_json: Path, cache: Path) -> list[dict]:
     """Every row of the two validate outputs with its error, published step and features (simulated once per
     scenario, cached in ``cache``)."""
-    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    cached = read_cache(cache, (validate_json, held_out_json))
     rows = []
     for label, path in (("cal", validate_json), ("ho", held_out_json)):
         for case in json.loads(path.read_text())["cases"]:
@@ -152,7 +177,7 @@ def load_rows(validate_json: Path, held_out_json: Path, cache: Path) -> list[dic
             if name not in cached:
                 print(f"simulating {name}", file=sys.stderr, flush=True)
                 cached[name] = features(name)
-                cache.write_text(json.dumps(cached))
+                outputs.write_text(cache, json.dumps(cached))  # atomic: a Ctrl-C leaves the last whole cache
             row = {"scenario": name, "set": label, "family": case["family"], "source": case["source"],
                    "stack": STACK.get(case["source"], "other"), "error": case["error"], **cached[name]}
             if abs(row["step_s"] - case["step_time_s"]) > 1e-6 * case["step_time_s"]:
@@ -410,6 +435,7 @@ def main(argv: list[str]) -> int:
             print(f"error: {path}: no such file", file=sys.stderr)
             return 2
     try:
+        refuse_overwriting((args.validate_json, args.held_out_json), csv=args.csv, plot=args.plot)
         rows = load_rows(args.validate_json, args.held_out_json, args.cache)
     except ScenarioError as err:
         print(f"error: {err}", file=sys.stderr)

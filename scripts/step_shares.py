@@ -61,7 +61,7 @@ import numpy as np
 import residuals
 from accuracy_tables import InputError
 
-from simcluster.core import script_entry
+from simcluster.core import outputs, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
@@ -242,12 +242,23 @@ def simulate(name: str, limit_s: float) -> dict | None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+<<CHECK>>
+<<<<<<< HEAD
 def load(
     cal_json: Path, ho_json: Path, cache: Path, limit_s: float, only: tuple[str, ...] = ()
 ) -> tuple[list[dict], list[str]]:
     """Every row with its error and ``step_parts`` (with ``only``, the rows whose name contains one of its
     substrings); and the scenarios skipped as too slow."""
     cached = json.loads(cache.read_text()) if cache.exists() else {}
+||||||| a0d144e6
+def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[list[dict], list[str]]:
+    """Every row with its error and ``step_parts``; and the scenarios skipped as too slow."""
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+=======
+def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[list[dict], list[str]]:
+    """Every row with its error and ``step_parts``; and the scenarios skipped as too slow."""
+    cached = residuals.read_cache(cache, (cal_json, ho_json))
+>>>>>>> wt-robust31
     rows, skipped = [], []
     for label, path in (("cal", cal_json), ("ho", ho_json)):
         error_features.check_cases(path)
@@ -259,7 +270,7 @@ def load(
                 started = time.perf_counter()
                 cached[name] = simulate(name, limit_s)
                 print(f"{name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-                cache.write_text(json.dumps(cached))
+                outputs.write_text(cache, json.dumps(cached))  # atomic: a Ctrl-C leaves the last whole cache
             if cached[name] is None:
                 skipped.append(name)
                 continue
@@ -396,12 +407,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", default="", help="comma-separated substrings: keep rows whose name has one")
     parser.add_argument("--budget", action="store_true", help="what each published step leaves for the fitted terms")
     args = parser.parse_args(argv)
-    if args.limit_s <= 0:
-        print("error: --limit-s: must be > 0", file=sys.stderr)
+    if not 0 < args.limit_s < 1e6:  # NaN and inf too: setitimer raised on them (round 31)
+        print(f"error: --limit-s: expected seconds in (0, 1e6), got {args.limit_s}", file=sys.stderr)
         return 2
     only = tuple(part for part in args.only.split(",") if part)
     try:
+<<CHECK>>
+<<<<<<< HEAD
         rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s, only)
+||||||| a0d144e6
+        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s)
+=======
+        residuals.refuse_overwriting((args.cal_json, args.ho_json), csv=args.csv, plot=args.plot)
+        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s)
+>>>>>>> wt-robust31
     except (InputError, ScenarioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

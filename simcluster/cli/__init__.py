@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
             # numpy's overflow and division warnings would add lines to a one-line error; results are checked
             # (inputs bounded, JSON without NaN/Infinity), so the warnings say nothing a user can act on
             warnings.simplefilter("ignore", RuntimeWarning)
+            # matplotlib's note on a figure whose legend (a long fabric file name) leaves its axes no room: two lines
+            # before the command's own (round 31); the figure is still written
+            warnings.filterwarnings("ignore", message="constrained_layout not applied")
             app(args=argv, standalone_mode=False)
     except ScenarioError as err:
         _error(str(err))

@@ -12,6 +12,7 @@ many GPUs the way ``sweep`` does (data parallelism absorbs the count, the global
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -39,8 +40,19 @@ OPTION_HELP = "builder option NAME.key=value for every --topology NAME (topology
 LAW_HELP = "scaling law for the time to target: chinchilla | chinchilla-refit | kaplan"
 
 
+# Characters of a label kept in a file or folder name (``slug``): with a prefix (``links-peak-``) and a suffix
+# (``.png``) well under the 255 bytes a file system takes a name. A fabric file named with 245 characters made
+# ``links-<name>.png`` too long: the comparison ran, then failed writing its figures (round 31).
+MAX_SLUG_CHARS = 120
+
+
 def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")
+    """``label`` as a file name: runs of other characters as one ``_``; a label longer than ``MAX_SLUG_CHARS`` cut,
+    with the sha256 of the whole label (12 hex digits) after the cut, so that two long labels stay two names."""
+    text = re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")
+    if len(text) <= MAX_SLUG_CHARS:
+        return text
+    return f"{text[:MAX_SLUG_CHARS - 13]}-{hashlib.sha256(label.encode()).hexdigest()[:12]}"
 
 
 def _fabric_name(run: dict) -> str:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import typer
@@ -21,7 +22,7 @@ from simcluster.cli.app import MAX_TARGET_LOSS, Typer, app, check_at_least, chec
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import catalog, inputs, outputs, units
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, shown
 from simcluster.outcomes import economics, laws, projection
 from simcluster.spec import config
 
@@ -296,12 +297,15 @@ def _checked_summary(data: dict) -> dict:
         value = data.get(key)
         if value is None and key not in ("step_time_s", "tokens_per_s"):
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-                or value < 0 or (positive and value == 0):
-            fail("--summary", f"{key} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
+        number = units.finite_float(value)  # None for an integer past a float's range (round 31: OverflowError)
+        if number is None or number < 0 or (positive and number == 0):
+            fail("--summary", f"{key} must be a finite number {'>' if positive else '>='} 0, got {shown(value)}")
     gpus = data.get("gpus")
     if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= config.MAX_GPUS:
-        fail("--summary", f"gpus must be a whole number from 1 to {config.MAX_GPUS:,}, got {gpus!r}")
+        fail("--summary", f"gpus must be a whole number from 1 to {config.MAX_GPUS:,}, got {shown(gpus)}")
+    if data.get("partial") is True:  # an interrupted `run --samples` (round 30): said, not refused
+        print(f"note: --summary: a partial run, {data.get('samples')} of {data.get('samples_requested')} samples "
+              "finished before it was interrupted: its step time is the lower median of those", file=sys.stderr)
     return data
 
 

@@ -60,13 +60,32 @@ def did_you_mean(name: object, known, key=str.lower) -> str:
     by_key: dict[str, str] = {}
     for spelling, shown in pairs:
         by_key.setdefault(key(str(spelling)), str(shown))
-    close = difflib.get_close_matches(key(str(name)[:200]), by_key, n=3, cutoff=0.6)
+    try:
+        text = str(name)[:200]
+    except ValueError:  # an integer past Python's digit limit (``shown``): no name is close to it
+        return ""
+    close = difflib.get_close_matches(key(text), by_key, n=3, cutoff=0.6)
     shown = dict.fromkeys(by_key[c] for c in close)  # several aliases of one name: the name once
     return f"did you mean {' or '.join(repr(c) for c in shown)}? " if shown else ""
 
 
+def shown(value: object, limit: int = MAX_QUOTED_NAME) -> str:
+    """``repr(value)`` for an error line, cut at ``limit`` characters. An integer past Python's limit for turning
+    one into digits (``sys.get_int_max_str_digits``, 4,300: YAML's ``0x`` followed by 5,000 digits, a 3,000-group
+    sexagesimal) is shown by its size: its repr raised ValueError, a traceback (round 31)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        if isinstance(value, int):
+            return f"an integer of {value.bit_length():,} bits"
+        return f"a {type(value).__name__} holding an integer too long to print"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def quoted(name: object) -> str:
     """``name`` quoted for an error line, cut at ``MAX_QUOTED_NAME`` characters."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        return shown(name)
     text = str(name)
     return repr(text) if len(text) <= MAX_QUOTED_NAME else f"{text[:MAX_QUOTED_NAME]!r}... ({len(text):,} chars)"
 

@@ -9,12 +9,14 @@ Why each limit:
   ``MAX_YAML_NODES`` nodes and ``MAX_NESTING`` levels: an "alias bomb" of a few hundred bytes expands to 10^9
   nodes, and validating or printing it would never end; a recursive alias (``&a [*a]``) is refused too;
 - duplicated keys: YAML forbids a key twice in one mapping, and PyYAML would keep the last value unsaid;
+- integers: at most ``MAX_INT_CHARS`` characters (Python prints no integer of more than 4,300 digits);
 - JSON nesting: Python's decoder recurses once per level and raises RecursionError on deep input.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,10 @@ MAX_JSON_BYTES = 16 * MIB
 MAX_YAML_NODES = 10**6
 # Nesting levels of a YAML or JSON document: scenarios and fabrics need fewer than ten.
 MAX_NESTING = 100
+# Characters of a YAML integer (digits, sign, underscores, a 0x prefix): the largest count any field takes has 8
+# digits. A decimal integer past Python's 4,300-digit conversion limit raised ValueError while reading, and a hex one
+# (0x and 5,000 digits: 20,000 bits) was read but raised it wherever an error message printed it (round 31).
+MAX_INT_CHARS = 1000
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: several times faster
 
@@ -88,6 +94,10 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
         if key in open_nodes:
             raise ScenarioError(source, f"a recursive alias at line {node.start_mark.line + 1} (a value that "
                                 "contains itself)")
+        if isinstance(node, yaml.ScalarNode) and node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
+            raise ScenarioError(source, f"an integer written with {len(node.value):,} characters (line "
+                                f"{node.start_mark.line + 1}): no field takes one that long (at most "
+                                f"{MAX_INT_CHARS:,})")
         open_nodes.add(key)
         if isinstance(node, yaml.MappingNode):
             _check_unique_keys(node, source)
@@ -100,6 +110,7 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
@@ -137,6 +148,17 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return f"invalid YAML{where}: {problem}"
 
 
+def unreadable_value(err: ValueError) -> str:
+    """The message for a value the YAML or JSON reader could not build, which it raised as a bare ValueError (a
+    traceback before round 31): an integer written with more digits than Python converts
+    (``sys.get_int_max_str_digits``, 4,300 by default, a guard against quadratic-time conversion; no field takes
+    one), or a YAML date that is no date (``2024-02-30``: YAML reads ``YYYY-MM-DD`` as a timestamp)."""
+    if "integer string conversion" in str(err):
+        return (f"holds an integer of more than {sys.get_int_max_str_digits():,} digits, more than Python reads as "
+                "a number: no field takes one")
+    return f"holds a value that cannot be read: {err} (a date like 2024-02-30? quote it to make it text)"
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """The document in ``text``, with aliases bounded (see the module docstring); errors name ``source``."""
     try:
@@ -154,6 +176,10 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ScenarioError(source, _yaml_problem(err)) from None
     except RecursionError:
         raise ScenarioError(source, f"nests deeper than {MAX_NESTING} levels") from None
+    except ScenarioError:
+        raise
+    except ValueError as err:  # a long integer or an impossible date (round 31)
+        raise ScenarioError(source, unreadable_value(err)) from None
     finally:
         loader.dispose()
 
@@ -172,3 +198,5 @@ def load_json(path: Path, max_bytes: int = MAX_JSON_BYTES, what: str = "JSON fil
         raise ScenarioError(str(path), f"is not JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
     except RecursionError:
         raise ScenarioError(str(path), "nests too deeply to be read") from None
+    except ValueError as err:  # an integer of more digits than Python turns into a number (round 31)
+        raise ScenarioError(str(path), unreadable_value(err)) from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, shown
 
 # Dimensions a parsed quantity can have.
 BYTES = "bytes"
@@ -91,6 +91,19 @@ def _unit_factor(unit: str) -> tuple[str, float]:
     raise ValueError(f"unknown unit {unit!r}")
 
 
+def finite_float(value: object) -> float | None:
+    """``value`` as a finite float when it is a number (an int or a float, not a bool), else None. An integer past a
+    float's range (a 400-digit one read from YAML or JSON) is None: ``math.isfinite`` and ``float`` raised
+    OverflowError on it, a traceback (round 31)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def parse(text: str | float | int, dimension: str | None = None, field: str = "value") -> float:
     """Parse a quantity such as '400 Gb/s' into an SI float; check its dimension when one is given.
 
@@ -102,9 +115,10 @@ def parse(text: str | float | int, dimension: str | None = None, field: str = "v
     if isinstance(text, int | float):
         if dimension not in (None, DIMENSIONLESS):
             raise ScenarioError(field, f"a bare number {text!r} is ambiguous: write the unit ({dimension})")
-        if not math.isfinite(text):
-            raise ScenarioError(field, f"{text!r} is not a finite number")
-        return float(text)
+        number = finite_float(text)
+        if number is None:
+            raise ScenarioError(field, f"{shown(text)} is not a finite number")
+        return number
     match = _NUMBER.match(str(text))
     if not match:
         raise ScenarioError(field, f"cannot read a quantity from {text!r} (expected e.g. '400 Gb/s')")

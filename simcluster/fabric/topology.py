@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simcluster.core import inputs, units
-from simcluster.core.errors import ScenarioError, did_you_mean, quoted
+from simcluster.core.errors import ScenarioError, did_you_mean, quoted, shown
 from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import (
     NETWORK_SWITCH_ROLES,
@@ -507,11 +506,11 @@ def _options(topology: str, options: dict | None) -> dict:
                 raise ScenarioError(where, f"expected 1 to 3 positive integers such as [4, 4, 4], got {value!r}")
             out[key] = list(value)
         elif key in ("oversubscription", "pod_oversubscription"):
-            if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-                    or not 1 / builders.MAX_SWITCH_PORTS <= value <= builders.MAX_SWITCH_PORTS):
+            ratio = units.finite_float(value)  # None for an integer past a float's range (round 31: OverflowError)
+            if ratio is None or not 1 / builders.MAX_SWITCH_PORTS <= ratio <= builders.MAX_SWITCH_PORTS:
                 raise ScenarioError(where, f"expected a ratio such as 4 (for 4:1), from 1/{builders.MAX_SWITCH_PORTS}"
-                                    f" to {builders.MAX_SWITCH_PORTS} (ports of a switch), got {value!r}")
-            out[key] = float(value)
+                                    f" to {builders.MAX_SWITCH_PORTS} (ports of a switch), got {shown(value)}")
+            out[key] = ratio
         elif key == "flows_per_pair":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FLOWS_PER_PAIR:
                 raise ScenarioError(where, f"expected an integer from 1 to {MAX_FLOWS_PER_PAIR} (network flows between "

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from simcluster.core.errors import ScenarioError
+from simcluster.core.errors import ScenarioError, shown
 
 # Operation kinds.
 COMPUTE = "compute"
@@ -173,7 +173,7 @@ def check_world_size(world_size, source: str) -> int:
     """``world_size`` if it is a whole number of ranks in 1..MAX_WORLD_SIZE, else one ScenarioError naming
     ``source``."""
     if isinstance(world_size, bool) or not isinstance(world_size, int) or not 1 <= world_size <= MAX_WORLD_SIZE:
-        raise ScenarioError(source, f"world size {world_size!r} outside 1..{MAX_WORLD_SIZE:,} (the largest world "
+        raise ScenarioError(source, f"world size {shown(world_size)} outside 1..{MAX_WORLD_SIZE:,} (the largest world "
                                     "simcluster replays)")
     return world_size
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import typing
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -27,7 +28,7 @@ from pydantic import (
 )
 
 from simcluster.core import catalog, inputs, limits, units
-from simcluster.core.errors import ScenarioError, quoted
+from simcluster.core.errors import ScenarioError, did_you_mean, quoted, shown
 from simcluster.core.units import Bytes, Count
 from simcluster.spec import hardware, model
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
@@ -1725,21 +1726,50 @@ def from_dict(data: Any, source: str = "scenario") -> Scenario:
     except ScenarioError:
         raise
     except ValidationError as err:
-        raise_first(err, source)
+        raise_first(err, source, Scenario)
 
 
-def raise_first(err: ValidationError, source: str):
-    """Raise pydantic's first error as a ScenarioError naming its field."""
-    first = err.errors(include_url=False)[0]
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The first pydantic model in a field's annotation (``GpuSpec`` in ``str | GpuSpec``, ``Straggler`` in
+    ``list[Straggler] | None``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """The keys the mapping holding an unknown key (``loc``, the key last) takes under ``model``, or [] when the path
+    cannot be followed. Parts that name no field (list indexes, a union member's tag, a dict's key) are passed."""
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is not None:
+            model = _model_in(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def raise_first(err: ValidationError, source: str, model: type[BaseModel] | None = None):
+    """Raise pydantic's first error as a ScenarioError naming its field. ``model``: the model validated, whose field
+    names an unknown key is matched against (a near miss, ``cuda_graphs_scope``, is told the key it is close to)."""
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "missing":  # a key spelled wrong beside it is likelier the cause: `modle` for `model`
+        first = next((e for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] == first["loc"][:-1]),
+                     first)
     field = _field_path(first["loc"]) or source
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] not in ("value_error", "missing", "extra_forbidden") and "input" in first:
-        shown = repr(first["input"])
-        message += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+        message += f", got {shown(first['input'])}"
     if first["type"] == "less_than_equal":
         message += " (a plausibility bound, see docs/robustness.md)"
     if first["type"] == "extra_forbidden":
-        message = "unknown key (see `simcluster schema` for the allowed fields)"
+        close = did_you_mean(first["loc"][-1], _known_keys(model, first["loc"])) if first["loc"] else ""
+        message = f"unknown key ({close}see `simcluster schema` for the allowed fields)"
     elif first["type"] == "missing":
         message = "required field is missing"
     ctx_error = (first.get("ctx") or {}).get("error")
@@ -1776,6 +1806,9 @@ def resolve_path(name_or_path: str | Path | None) -> Path:
             return bundled
         if path.exists():  # a folder, a FIFO (reading it would wait forever), a device
             raise ScenarioError("SCENARIO", f"{str(path)!r} is not a regular file (a folder, a pipe or a device?)")
+        if path.is_symlink():  # a link to nothing, or to itself: "no file" and every bundled name misled (round 31)
+            raise ScenarioError("SCENARIO", f"{str(path)!r} is a symbolic link that leads to no file (dangling, or "
+                                "a loop)")
     except OSError as err:  # a name longer than the file system takes
         raise ScenarioError("SCENARIO", f"cannot use {str(name_or_path)[:60]!r}...: {err.strerror}") from None
     raise ScenarioError("SCENARIO", f"no file {str(path)!r} and no bundled scenario of that name "

@@ -7,6 +7,7 @@ the same pydantic models, so units are parsed once and unknown keys are errors.
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
@@ -164,15 +165,24 @@ def catalog_conflict(spec: GpuSpec) -> str | None:
     return None
 
 
+def _folded(name: str) -> str:
+    """``name`` as a reader sees it: compatibility forms folded (NFKC: a full-width ``Ｂ300`` is ``B300``), invisible
+    format characters dropped (a zero-width space or joiner pasted from a web page), case and surrounding blanks
+    ignored."""
+    text = unicodedata.normalize("NFKC", name)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip().casefold()
+
+
 def catalog_lookalike(spec: GpuSpec) -> str | None:
-    """The catalog GPU an inline ``spec``'s name spells apart from case and surrounding blanks (``B300``,
-    `` b300``), else None. The name-keyed tables match the exact name, so such a spec takes their defaults, not
-    that GPU's: ``cluster.gpu: B300`` is refused as an unknown preset, the inline spelling ran silently (round 30)."""
+    """The catalog GPU an inline ``spec``'s name spells apart from case, surrounding blanks (``B300``, `` b300``;
+    round 30), compatibility forms and invisible format characters (``Ｂ300``, ``b300`` with a zero-width space;
+    round 31: they ran silently with the default tables), else None. The name-keyed tables match the exact name, so
+    such a spec takes their defaults, not that GPU's: ``cluster.gpu: B300`` is refused as an unknown preset."""
     gpus = catalog.load("hardware")["gpus"]
-    folded = spec.name.strip().casefold()
+    folded = _folded(spec.name)
     if spec.name in gpus or not folded:
         return None
-    return next((name for name in gpus if name.casefold() == folded), None)
+    return next((name for name in gpus if _folded(name) == folded), None)
 
 
 def nic(name: str, field: str = "cluster.nic") -> NicSpec:

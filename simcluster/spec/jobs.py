@@ -126,7 +126,7 @@ def from_dict(data: Any, source: str = "scenario") -> Jobs:
     except ScenarioError:
         raise
     except ValidationError as err:
-        config.raise_first(err, source)
+        config.raise_first(err, source, JobsScenario)
     names = [job.name for job in spec.jobs]
     for index, name in enumerate(names):
         if name in names[:index]:

@@ -239,11 +239,16 @@ def parse_vary(items: list[str]) -> dict[str, list]:
             raise ScenarioError("--vary", f"{path} has no values")
         if not all(texts):
             raise ScenarioError("--vary", f"{path} has an empty value in {values!r}")
+        if len(texts) > MAX_GRID_POINTS:  # refused before each is read: 20,000 values took minutes (round 31)
+            raise ScenarioError("--vary", f"{path} has {len(texts):,} values, more than the {MAX_GRID_POINTS:,} "
+                                "points a grid may hold: split the study")
         parsed = [_text_value(text) if _text_field(path) else parse_value(text) for text in texts]
-        repeated = [text for i, text in enumerate(texts)  # 1 and true differ here, as they do to the scenario
-                    if any(type(value) is type(parsed[i]) and value == parsed[i] for value in parsed[:i])]
-        if repeated:
-            raise ScenarioError("--vary", f"{path} repeats the value {repeated[0]}")
+        seen: set[tuple[str, str]] = set()
+        for text, value in zip(texts, parsed, strict=True):  # 1 and true differ here, as they do to the scenario
+            key = (type(value).__name__, repr(value))  # linear: the pairwise test was quadratic in the values
+            if key in seen:
+                raise ScenarioError("--vary", f"{path} repeats the value {text}")
+            seen.add(key)
         out[path] = parsed
     return out
 

@@ -128,9 +128,13 @@ _SUMMARY_POSITIVE = ("step_time_s", "tokens_per_s", "gpus")
 
 
 def _finite_throughout(value) -> bool:
-    """No NaN or infinity anywhere in a JSON value (the writer stores a non-finite figure as null)."""
+    """No NaN or infinity anywhere in a JSON value (the writer stores a non-finite figure as null), and no integer
+    past a float's range (``10**400`` in a hand-sealed shard was an OverflowError traceback in the results table,
+    round 31)."""
     if isinstance(value, float):
         return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= sys.float_info.max
     if isinstance(value, dict):
         return all(_finite_throughout(item) for item in value.values())
     if isinstance(value, list):
@@ -186,6 +190,12 @@ def check_scheduler(address: str) -> str:
     if scheme not in SCHEDULER_SCHEMES or not rest:
         raise ScenarioError("--scheduler", f"expected SCHEME://HOST:PORT with SCHEME one of "
                             f"{', '.join(SCHEDULER_SCHEMES)}, got {address!r}")
+    host, colon, port = rest.rpartition(":")
+    number = port.lstrip("+-")
+    if scheme != "inproc" and colon and host and number.isdigit() and not (
+            port == number and len(number) <= 5 and 1 <= int(number) <= 65535):
+        # no TCP port outside 1..65535: Dask tried for its 10 s timeout first (round 31)
+        raise ScenarioError("--scheduler", f"the port {port[:20]!r} is not one of 1 to 65535, in {address[:80]!r}")
     return address
 
 

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, replace
 
 from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
 from simcluster.spec.hardware import GpuSpec
 from simcluster.workload import host_dispatch, power_clock
 from simcluster.workload.ops import HIGH_PRECISION, Op
@@ -403,9 +404,13 @@ def host_model() -> HostModel:
     """The host model of efficiency.yaml host_overhead."""
     table = _table()["host_overhead"]
     gap_per = table.get("gap_per", "kernel")
-    assert gap_per in GAP_PER, gap_per
+    if gap_per not in GAP_PER:  # was an assert: a traceback, or nothing under python -O
+        raise ScenarioError("efficiency.yaml host_overhead.gap_per", f"{gap_per!r} is not one of {', '.join(GAP_PER)}")
+    graphs = table.get("cuda_graphs", False)
+    if not isinstance(graphs, bool):  # bool('false') is True: the switch must be YAML's true or false (round 31)
+        raise ScenarioError("efficiency.yaml host_overhead.cuda_graphs", f"{graphs!r} is not true or false")
     return HostModel(table["kernel_gap_s"], table["dispatch_s"], table["pipeline_step_s"], table["fill_waves"],
-                     gap_per, bool(table.get("cuda_graphs", False)), table.get("graph_node_s", 0.0))
+                     gap_per, graphs, table.get("graph_node_s", 0.0))
 
 
 GAP_PER = ("kernel", "call")   # efficiency.yaml host_overhead gap_per (HostModel)

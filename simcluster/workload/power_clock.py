@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import math
 
-from simcluster.core import catalog
-from simcluster.core.errors import ScenarioError
+from simcluster.core import catalog, units
+from simcluster.core.errors import ScenarioError, shown
 
 CLOCK_MODELS = ("fixed", "duty_cycle")
 
@@ -48,21 +48,31 @@ def clock_model() -> str:
 
 
 def _number(path: str, value, low: float, high: float) -> float:
-    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not (number and low <= value <= high):
-        raise ScenarioError(f"efficiency.yaml {path}", f"{value!r} is not a number in [{low:g}, {high:g}]")
-    return float(value)
+    number = units.finite_float(value)  # an integer past a float's range too (round 31: an OverflowError)
+    if number is None or not low <= number <= high:
+        raise ScenarioError(f"efficiency.yaml {path}", f"{shown(value)} is not a number in [{low:g}, {high:g}]")
+    return number
+
+
+def _mapping(path: str, value) -> dict:
+    """``value`` (a table of efficiency.yaml, None for absent) as a mapping; anything else refused naming ``path``
+    (round 31: a list or a string for ``power_clock`` or ``tensor_power`` was an AttributeError)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ScenarioError(f"efficiency.yaml {path}", f"{shown(value)} is not a mapping")
+    return value
 
 
 def _settings() -> dict:
-    return _table().get("power_clock") or {}
+    return _mapping("power_clock", _table().get("power_clock"))
 
 
 def low_power_share() -> float:
     """Dynamic power of a kernel that does not run the tensor cores at full rate (HBM-bound, elementwise) over a
     saturated tensor-core stream's at the capped clock (efficiency.yaml ``power_clock.low_power_share``): a finite
     share in [0, 1] (such a kernel draws no more than the tensor cores' full rate), else refused naming the key."""
-    return _number("power_clock.low_power_share", (_table().get("power_clock") or {}).get("low_power_share"), 0.0, 1.0)
+    return _number("power_clock.low_power_share", _settings().get("low_power_share"), 0.0, 1.0)
 
 
 SHARE_KINDS = ("gemm", "attention")
@@ -80,10 +90,10 @@ def sustained_share(gpu_name: str, kind: str) -> float:
     if not isinstance(entry, dict):
         raise ScenarioError(f"efficiency.yaml sustained_share.{key}", f"{entry!r} is not a mapping of kind to share")
     share = entry.get(kind, 1.0)
-    ok = isinstance(share, int | float) and not isinstance(share, bool) and math.isfinite(share) and share > 0.0
-    if not ok:
-        raise ScenarioError(f"efficiency.yaml sustained_share.{key}.{kind}", f"{share!r} is not a positive number")
-    return float(share)
+    number = units.finite_float(share)
+    if number is None or number <= 0.0:
+        raise ScenarioError(f"efficiency.yaml sustained_share.{key}.{kind}", f"{shown(share)} is not a positive number")
+    return number
 
 
 def capped_clock(reference_clock: float, power: float, reference_power: float) -> float:
@@ -97,11 +107,9 @@ def tensor_power(gpu_name: str, precision: str) -> float:
     """Dynamic power of a lone saturated tensor-core stream of ``precision`` at ``clock_ratio``, over tdp -
     idle_power (efficiency.yaml ``power_clock.tensor_power``: per GPU, ``default`` for the others; per precision,
     ``default`` for the others): 1 is the cube law's anchor (a lone stream at its cap runs at ``clock_ratio``)."""
-    table = _settings().get("tensor_power") or {}
+    table = _mapping("power_clock.tensor_power", _settings().get("tensor_power"))
     key = gpu_name if gpu_name in table else "default"
-    entry = table.get(key) or {}
-    if not isinstance(entry, dict):
-        raise ScenarioError(f"efficiency.yaml power_clock.tensor_power.{key}", f"{entry!r} is not a mapping")
+    entry = _mapping(f"power_clock.tensor_power.{key}", table.get(key))
     name = precision if precision in entry else "default"
     return _number(f"power_clock.tensor_power.{key}.{name}", entry.get(name, 1.0), 0.1, 10.0)
 

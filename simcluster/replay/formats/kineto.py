@@ -36,7 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simcluster.core.errors import ScenarioError
+from simcluster.core import inputs, units
+from simcluster.core.errors import ScenarioError, shown
 from simcluster.replay.recorded import (
     COLLECTIVE,
     COMPUTE,
@@ -137,6 +138,8 @@ def load_json(path: Path) -> dict:
                                        f"{err.lineno}, column {err.colno})") from None
     except RecursionError:  # the decoder recurses once per level of nesting
         raise ScenarioError(str(path), "not a Kineto trace: its JSON nests too deeply to be read") from None
+    except ValueError as err:  # an integer of more than 4,300 digits (round 31: a traceback)
+        raise ScenarioError(str(path), inputs.unreadable_value(err)) from None
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise ScenarioError(str(path), "not a Kineto/PyTorch-profiler trace: no 'traceEvents' list")
     return data
@@ -181,10 +184,10 @@ class _RankTrace:
 
 
 def _number(event: dict, key: str, path: Path) -> float:
-    value = event.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    value = units.finite_float(event.get(key))
+    if value is None:
         raise ScenarioError(str(path), f"GPU event {str(event.get('name', '?'))[:80]!r} has no numeric {key!r}")
-    return float(value)
+    return value
 
 
 def _duration(event: dict, path: Path, what: str = "GPU event") -> float:
@@ -199,9 +202,7 @@ def _duration(event: dict, path: Path, what: str = "GPU event") -> float:
 
 def _finite(value: object) -> float | None:
     """A finite number as float, else None (CPU-side events with a malformed time are ignored, not trusted)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
+    return units.finite_float(value)
 
 
 def _key(value: object) -> object:
@@ -213,7 +214,7 @@ def _parse_ranks(value: object) -> tuple[int, ...] | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (JSONDecodeError), or an integer of more than 4,300 digits
             return None  # e.g. a truncated "[0, 1, ..., 127]"
     if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
         return tuple(value)
@@ -572,7 +573,10 @@ def read_kineto(paths: Sequence[str | Path], *, merge_compute: bool = True) -> R
     if not any(t.world_size for t in traces):
         assumptions.append(f"no distributedInfo: world size assumed to be {world_size} (the ranks given)")
     if max(ranks) >= world_size:
-        raise ScenarioError(str(ranks[max(ranks)].path), f"rank {max(ranks)} outside world size {world_size}")
+        raise ScenarioError(str(ranks[max(ranks)].path), f"rank {shown(max(ranks))} outside world size {world_size}")
+    if min(ranks) < 0:  # distributedInfo's rank -1 was replayed as a rank of its own (round 31)
+        raise ScenarioError(str(ranks[min(ranks)].path), f"rank {shown(min(ranks))} is negative: ranks run from 0 to "
+                            f"world size - 1 ({world_size - 1})")
     gpu_names = {t.gpu_name for t in traces if t.gpu_name}
     gpu_name = sorted(gpu_names)[0] if gpu_names else None
     if gpu_name is None:
