@@ -242,23 +242,12 @@ def simulate(name: str, limit_s: float) -> dict | None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-<<CHECK>>
-<<<<<<< HEAD
 def load(
     cal_json: Path, ho_json: Path, cache: Path, limit_s: float, only: tuple[str, ...] = ()
 ) -> tuple[list[dict], list[str]]:
     """Every row with its error and ``step_parts`` (with ``only``, the rows whose name contains one of its
     substrings); and the scenarios skipped as too slow."""
-    cached = json.loads(cache.read_text()) if cache.exists() else {}
-||||||| a0d144e6
-def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[list[dict], list[str]]:
-    """Every row with its error and ``step_parts``; and the scenarios skipped as too slow."""
-    cached = json.loads(cache.read_text()) if cache.exists() else {}
-=======
-def load(cal_json: Path, ho_json: Path, cache: Path, limit_s: float) -> tuple[list[dict], list[str]]:
-    """Every row with its error and ``step_parts``; and the scenarios skipped as too slow."""
     cached = residuals.read_cache(cache, (cal_json, ho_json))
->>>>>>> wt-robust31
     rows, skipped = [], []
     for label, path in (("cal", cal_json), ("ho", ho_json)):
         error_features.check_cases(path)
@@ -412,15 +401,8 @@ def main(argv: list[str]) -> int:
         return 2
     only = tuple(part for part in args.only.split(",") if part)
     try:
-<<CHECK>>
-<<<<<<< HEAD
-        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s, only)
-||||||| a0d144e6
-        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s)
-=======
         residuals.refuse_overwriting((args.cal_json, args.ho_json), csv=args.csv, plot=args.plot)
-        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s)
->>>>>>> wt-robust31
+        rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s, only)
     except (InputError, ScenarioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
