@@ -11,12 +11,21 @@ bytes the other way. A direct NCCL all-to-all instead sends one copy per routed 
 With the router spreading tokens uniformly over ``experts`` experts placed evenly over the group (Megatron-Core:
 experts / ep consecutive experts per rank, a node's ranks consecutive), a token's ``top_k`` distinct experts reach a
 given set of ``share`` experts with probability 1 - C(E - share, k) / C(E, k) (hypergeometric: none of k draws
-without replacement among the share). Node-limited routing (DeepSeek-V3 report, section 2.1.2: each token to at most
-M = 4 nodes, chosen by their experts' affinity; DeepEP's test draws them as the ``num_topk_groups`` node-sized groups
-of highest best score) caps the distinct nodes at M: the nodes are chosen BY their best experts, so each chosen node
-holds one of the token's top_k nearly always (a Monte-Carlo count of DeepEP's routing, 256 experts top-8 on 8 nodes,
-M = 4: 3.98 nodes; uniform top_k among the chosen nodes' experts would give 3.63). A GPU's share is then taken as
-uniform among the chosen nodes' M E / N experts (7.36 distinct GPUs there, 7.47 counted: 1.5% low).
+without replacement among the share).
+
+Group-limited routing (Megatron-Core ``--moe-router-num-groups`` G and ``--moe-router-group-topk`` M, moe_utils
+``group_limited_topk``: the experts in G groups of E / G consecutive experts, a token's top_k chosen among the M groups
+of highest score, a group scored by the sum of its top_k / M best experts; DeepSeek-V3 report, section 2.1.2: node-
+limited routing, each token to at most M = 4 nodes; DeepEP's test draws its node-sized groups by their best score)
+caps the distinct groups at M: the groups are chosen BY their best experts, so each chosen group holds one of the
+token's top_k nearly always (Monte-Carlo counts: DeepEP's routing, 256 experts top-8 in 8 node groups, M = 4: 3.98
+groups; Megatron-Core's, random logits through the sigmoid, 32 experts top-8 in 8 groups, M = 4: 3.99, 256 experts:
+3.96; uniform top_k among the chosen groups' experts would give 3.63). A unit (GPU or node) holding whole groups is
+reached when one of them is chosen; a unit inside a group is reached when its group is chosen and then, taken as
+uniform among the chosen groups' M E / G experts, one of the token's top_k lands on it (7.36 distinct GPUs for
+DeepSeek-V3 on 8 nodes, 7.47 counted: 1.5% low). When G is set equal to the expert-parallel size (device-limited
+routing, as the moe_perf baseline's DeepSeek proxy does: 8 groups of 4 experts on 8 GPUs, M = 4) a token reaches at
+most M GPUs: 4 of 8, not the 5.64 of uniform top-8 of 32.
 
 Load: tokens per expert spread with a coefficient of variation (CV) of two independent parts, CV^2 = CV_sys^2 +
 CV_sampling^2 (law of total variance): ``load_cv``, the router's systematic preference between experts (workload/
@@ -147,9 +156,10 @@ def deepep_slowdown(ratio: float, ranks: int) -> float:
 
 @dataclass(frozen=True)
 class TokenRouting:
-    """A token's routing: ``top_k`` of ``experts`` experts, uniformly, over at most ``max_nodes`` nodes (None: no
-    node limit). ``node_hit``/``gpu_hit`` give the probability that a token reaches one given node or GPU of a group
-    of ``nodes`` nodes of ``local`` GPUs each, the experts placed evenly (``divides``). ``load_cv``: the router's
+    """A token's routing: ``top_k`` of ``experts`` experts, uniformly, within at most ``group_limit`` of ``groups``
+    groups of consecutive experts (group-limited routing, module docstring; None: no limit). ``node_hit``/``gpu_hit``
+    give the probability that a token reaches one given node or GPU of a group of ``nodes`` nodes of ``local`` GPUs
+    each, the experts placed evenly (``divides``). ``load_cv``: the router's
     systematic spread of tokens per expert (0: none), ``tokens`` the tokens routed over the experts per microbatch
     (their sampling noise, ``sampling_cv``; None: not counted), ``capacity_factor`` the cap on a load (None:
     dropless; module docstring). ``intranode_ratio``: NCCL's NVLink all-to-all rate over the rate at which DeepEP's
@@ -160,7 +170,8 @@ class TokenRouting:
 
     experts: int
     top_k: int
-    max_nodes: int | None = None
+    groups: int | None = None
+    group_limit: int | None = None
     load_cv: float = 0.0
     capacity_factor: float | None = None
     tokens: float | None = None
@@ -229,28 +240,34 @@ class TokenRouting:
         """Whether the experts split evenly over ``nodes`` x ``local`` GPUs (what the closed forms assume)."""
         return nodes >= 1 and local >= 1 and self.experts % (nodes * local) == 0
 
-    def _draw(self, nodes: int) -> tuple[float, int]:
-        """(probability that a given node is among those a token may use, experts the token draws from)."""
-        limit = self.max_nodes
-        if limit is None or limit >= nodes:
-            return 1.0, self.experts
-        return limit / nodes, limit * self.experts // nodes
+    def unit_hit(self, units: int) -> float:
+        """Probability that a token reaches a given one of ``units`` equal units (GPUs or nodes) of E / units
+        consecutive experts each: 1 - C(E - E/units, k) / C(E, k) uniformly; under group-limited routing (module
+        docstring) a unit of c whole groups is reached when one of them is among the M chosen, 1 - C(G - c, M) /
+        C(G, M) (at most the uniform figure), a unit inside a group with its group's M / G times the uniform draw
+        among the chosen groups' M E / G experts; groups that neither hold nor split into whole units are taken as
+        uniform routing (an upper bound). The round-robin gate's block spans ``consecutive_units`` of them."""
+        if self.consecutive:
+            return consecutive_units(self.experts, self.top_k, units) / units
+        share = self.experts // units
+        unlimited = hit_probability(self.experts, self.top_k, share)
+        groups, limit = self.groups, self.group_limit
+        if groups is None or limit is None or limit >= groups:
+            return unlimited
+        if groups % units == 0:
+            held = groups // units
+            return min(unlimited, 1.0 - math.comb(groups - held, limit) / math.comb(groups, limit))
+        if units % groups == 0:
+            return limit / groups * hit_probability(limit * self.experts // groups, self.top_k, share)
+        return unlimited
 
     def node_hit(self, nodes: int) -> float:
-        """Probability that a token reaches a given node of ``nodes`` (E / N experts each): 1 - C(E - E/N, k)/C(E, k),
-        at most M / N under node-limited routing (the cap, module docstring); the round-robin gate's block spans
-        ``consecutive_units`` of the N nodes."""
-        if self.consecutive:
-            return consecutive_units(self.experts, self.top_k, nodes) / nodes
-        unlimited = hit_probability(self.experts, self.top_k, self.experts // nodes)
-        return unlimited if self.max_nodes is None else min(unlimited, self.max_nodes / nodes)
+        """Probability that a token reaches a given node of ``nodes`` (``unit_hit``)."""
+        return self.unit_hit(nodes)
 
     def gpu_hit(self, nodes: int, local: int) -> float:
-        """Probability that a token reaches a given GPU of ``nodes`` x ``local`` (E / (N m) experts each)."""
-        if self.consecutive:
-            return consecutive_units(self.experts, self.top_k, nodes * local) / (nodes * local)
-        allowed, pool = self._draw(nodes)
-        return allowed * hit_probability(pool, self.top_k, self.experts // (nodes * local))
+        """Probability that a token reaches a given GPU of ``nodes`` x ``local`` (``unit_hit``)."""
+        return self.unit_hit(nodes * local)
 
     def distinct_nodes(self, nodes: int) -> float:
         """Expected distinct nodes a token reaches, its own among them when it holds one of its experts:

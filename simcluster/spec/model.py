@@ -64,6 +64,11 @@ class MoESpec(BaseModel):
     pad_to_capacity: Annotated[bool, Strict()] = Field(False, description="every expert padded to its capacity "
                                                        "(Megatron-Core --moe-pad-expert-input-to-capacity; needs "
                                                        "capacity_factor): no host sync")
+    groups: Count | None = Field(None, le=MAX_EXPERTS, description=(
+        "group-limited routing: the experts in this many groups of consecutive experts (Megatron-Core "
+        "--moe-router-num-groups); null = none"))
+    group_topk: Count | None = Field(None, le=MAX_EXPERTS, description=(
+        "groups a token's top_k experts are chosen from (--moe-router-group-topk); needs groups"))
     load: str | float = Field(
         "measured", description="tokens-per-expert distribution: measured (sourced default), balanced, "
         "round_robin (NeMo AutoModel's fake balanced gate), or a coefficient of variation >= 0")
@@ -89,6 +94,20 @@ class MoESpec(BaseModel):
         if self.pad_to_capacity and self.capacity_factor is None:
             raise ScenarioError("model.moe.pad_to_capacity", "pad_to_capacity needs a capacity_factor (the capacity "
                                 "every expert is padded to)")
+        if (self.groups is None) != (self.group_topk is None):
+            raise ScenarioError("model.moe.group_topk" if self.groups is not None else "model.moe.groups",
+                                "group-limited routing needs both groups and group_topk (Megatron-Core "
+                                "--moe-router-num-groups and --moe-router-group-topk)")
+        if self.groups is not None:
+            if self.experts % self.groups:
+                raise ScenarioError("model.moe.groups", f"{self.experts} experts do not split into {self.groups} "
+                                    "equal groups")
+            if self.group_topk > self.groups:
+                raise ScenarioError("model.moe.group_topk", f"group_topk {self.group_topk} exceeds groups "
+                                    f"{self.groups}")
+            if self.top_k > self.group_topk * self.experts // self.groups:
+                raise ScenarioError("model.moe.group_topk", f"top_k {self.top_k} does not fit in {self.group_topk} "
+                                    f"groups of {self.experts // self.groups} experts")
         # the largest spread of tokens per expert: every token on the same top_k experts (each gets all T tokens,
         # the mean is T*top_k/experts), CV^2 = experts/top_k - 1; a larger CV routes more tokens than exist
         most = math.sqrt(self.experts / self.top_k - 1)

@@ -103,17 +103,19 @@ def token_routing(moe: MoESpec | None, tokens: float | None = None,
     model."""
     if moe is None:
         return None
-    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor, tokens, intranode_ratio)
+    return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor, tokens, intranode_ratio,
+                          moe.groups, moe.group_topk)
 
 
 @cache
 def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None,
-                   tokens: float | None = None, intranode_ratio: float = 0.0) -> TokenRouting:
+                   tokens: float | None = None, intranode_ratio: float = 0.0, groups: int | None = None,
+                   group_limit: int | None = None) -> TokenRouting:
     """``token_routing`` by value (the engine asks for it at every expert-parallel block)."""
     consecutive = load == "round_robin"   # exact loads: no sampling noise either (core/token_routing.py)
     return TokenRouting(experts, top_k, load_cv=_load_cv(load, experts), capacity_factor=capacity_factor,
                         tokens=None if consecutive else tokens, intranode_ratio=intranode_ratio,
-                        consecutive=consecutive)
+                        consecutive=consecutive, groups=groups, group_limit=group_limit)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
@@ -341,14 +343,16 @@ def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
     """Token rows the flex dispatcher's permutation reads on one rank (and its unpermutation writes): the rows the
     dispatch brought, one per (token, destination GPU) pair, as DeepEP sends a token once to each GPU holding one of
     its experts (``token_routing``): ``routed`` tokens per rank times the distinct GPUs of the ``ep`` a token
-    reaches, on average (every rank sends as many as it receives). Megatron-Core's MoEFlexTokenDispatcher permutes
+    reaches, on average (every rank sends as many as it receives; at most ``group_topk`` of them when the router's
+    groups are the ranks' experts, ``model.moe.groups``). Megatron-Core's MoEFlexTokenDispatcher permutes
     AFTER the dispatch (token_dispatcher.py ``_DeepepManager.get_permuted_hidden_states_by_experts``: the received
     rows and their local-expert routing map into expert-major order, one fused ``permute``) and unpermutes before
     the combine, which sums a token's rows per GPU and node; the alltoall dispatcher permutes the ``routed`` local
     tokens into k copies before its all-to-all and sorts them again by local expert after it
     (``sort_chunks_ops``), which the flex dispatcher does not run."""
     moe = model.moe
-    return routed * TokenRouting(moe.experts, moe.top_k).distinct_gpus(1, ep)   # experts % ep == 0: config
+    routing = TokenRouting(moe.experts, moe.top_k, groups=moe.groups, group_limit=moe.group_topk)
+    return routed * routing.distinct_gpus(1, ep)   # experts % ep == 0: config
 
 
 def forward_order(moe: MoESpec, permute: Op, shared: list[Op], routed: list[Op], flex: bool, ep: int = 1,

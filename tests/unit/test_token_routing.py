@@ -13,6 +13,7 @@ import pytest
 from simcluster import collectives, network
 from simcluster.collectives import Collective
 from simcluster.collectives.closed_form import hierarchical_alltoall_bytes, hierarchical_alltoall_time_s
+from simcluster.core.errors import ScenarioError
 from simcluster.core.token_routing import (
     TokenRouting,
     expected_max_normal,
@@ -21,7 +22,7 @@ from simcluster.core.token_routing import (
     sampling_cv,
 )
 from simcluster.fabric import topology
-from simcluster.spec import hardware
+from simcluster.spec import config, hardware
 from simcluster.spec.model import MoESpec
 from simcluster.workload import moe
 
@@ -116,7 +117,7 @@ def _monte_carlo_routing(experts: int, top_k: int, nodes: int, local: int, max_n
     (64, 6, 2, 4, None),
 ])
 def test_distinct_nodes_and_gpus_match_a_monte_carlo_count(experts, top_k, nodes, local, max_nodes):
-    routing = TokenRouting(experts, top_k, max_nodes)
+    routing = TokenRouting(experts, top_k, groups=nodes, group_limit=max_nodes)   # DeepEP's groups: its nodes
     mc_nodes, mc_gpus = _monte_carlo_routing(experts, top_k, nodes, local, max_nodes)
     assert routing.distinct_nodes(nodes) == pytest.approx(mc_nodes, abs=0.02)
     # uniform routing: exact (Monte-Carlo noise only); node-limited: GPUs 1.5% low (token_routing's docstring)
@@ -208,7 +209,7 @@ def test_closed_form_gives_deepeps_measured_internode_bandwidth(ep):
     it, every copy (pipelined) 44-48% below. At EP 16 (two nodes) the NVLink forwarding binds and the figure
     (43 GB/s) lies between the pipelined (56) and in-turn (36) forms: not asserted."""
     nodes, token_bytes, tokens = ep // 8, 7168 * (1 + 4 / 128), 4096
-    routing = TokenRouting(256, 8, max_nodes=4)
+    routing = TokenRouting(256, 8, groups=nodes, group_limit=4)   # DeepEP's test: node groups, at most 4
     size = tokens * 8 * token_bytes
     logical = lambda t: tokens * routing.distinct_nodes(nodes) * token_bytes / t / 1e9  # noqa: E731
     pipelined = hierarchical_alltoall_time_s(nodes, 8, size, 0.0, H800_NVLINK_GB_S * 1e9, CX7_GB_S * 1e9, routing)
@@ -268,3 +269,55 @@ def test_round_robin_deepseek_v3_on_ep64_sends_a_token_to_one_node_not_five():
     assert hierarchical_alltoall_bytes(8, 8, 8.0, uniform)[0] / network_bytes == pytest.approx(5.3, abs=0.05)
     spec = MoESpec(experts=256, top_k=8, ffn_hidden=2048, load="round_robin")
     assert moe.token_routing(spec, tokens=4096.0).busiest_load(64) == 1.0
+
+
+def _monte_carlo_group_limited(experts: int, top_k: int, groups: int, limit: int, units: int,
+                               tokens: int = 40_000, seed: int = 0) -> float:
+    """Mean distinct units (of ``units`` equal blocks of consecutive experts) a token reaches under Megatron-Core's
+    group-limited routing as its benchmark runs it (moe_utils ``group_limited_topk`` after RandomSTE's random normal
+    logits through the sigmoid): each group scored by the sum of its top_k / limit best scores, the ``limit``
+    best groups kept, top_k among their experts."""
+    rng = np.random.default_rng(seed)
+    scores = 1.0 / (1.0 + np.exp(-rng.standard_normal((tokens, experts))))
+    per_group = np.sort(scores.reshape(tokens, groups, -1), axis=2)[:, :, -(top_k // limit):].sum(axis=2)
+    chosen = np.argsort(-per_group, axis=1)[:, :limit]
+    allowed = np.zeros((tokens, groups), dtype=bool)
+    np.put_along_axis(allowed, chosen, True, axis=1)
+    scores = np.where(np.repeat(allowed, experts // groups, axis=1), scores, -1.0)
+    top = np.argpartition(-scores, top_k - 1, axis=1)[:, :top_k] // (experts // units)
+    return float(np.mean([len(set(row)) for row in top.tolist()]))
+
+
+@pytest.mark.parametrize("experts, top_k, groups, limit, units", [
+    (32, 8, 8, 4, 8),     # the moe_perf baseline's DeepSeek proxy on EP 8: a group a GPU, at most 4 GPUs
+    (256, 8, 8, 4, 8),    # DeepSeek-V3's router on EP 64 over 8 nodes: a group a node (its nodes)
+    (256, 8, 8, 4, 64),   # ... and its 64 GPUs, 8 inside each group
+    (64, 8, 16, 4, 8),    # two whole groups a unit
+])
+def test_group_limited_routing_matches_megatrons_routing(experts, top_k, groups, limit, units):
+    """Counted against the routing itself (module docstring: each chosen group holds one of the token's top_k
+    nearly always; units inside a group uniform among the chosen groups' experts, 1.5% low for DeepSeek-V3)."""
+    routing = TokenRouting(experts, top_k, groups=groups, group_limit=limit)
+    counted = _monte_carlo_group_limited(experts, top_k, groups, limit, units)
+    assert units * routing.unit_hit(units) == pytest.approx(counted, rel=0.02)
+    uniform = units * TokenRouting(experts, top_k).unit_hit(units)
+    assert counted < uniform - 0.1   # the limit binds in every case: the test can tell the two apart
+
+
+@pytest.mark.parametrize("fields, key", [
+    ({"groups": 8}, "model.moe.group_topk"),
+    ({"group_topk": 4}, "model.moe.groups"),
+    ({"groups": 5, "group_topk": 2}, "model.moe.groups"),
+    ({"groups": 8, "group_topk": 9}, "model.moe.group_topk"),
+    ({"groups": 8, "group_topk": 1}, "model.moe.group_topk"),   # top-8 does not fit in one group of 4 experts
+])
+def test_group_limited_routing_refuses_what_megatron_cannot_run(fields, key):
+    """A one-line error naming the field (config.from_dict turns the model's check into a ScenarioError)."""
+    moe_spec = {"experts": 32, "top_k": 8, "ffn_hidden": 2048, **fields}
+    data = {"name": "t", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1},
+            "model": {"layers": 2, "hidden": 1024, "heads": 8, "vocab": 32000, "moe": moe_spec},
+            "training": {"seq_len": 1024, "global_batch_size": 8, "micro_batch_size": 1},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 8, "ep": 8}}
+    with pytest.raises(ScenarioError) as err:
+        config.from_dict(data)
+    assert err.value.field == key and "\n" not in str(err.value)
