@@ -761,12 +761,16 @@ class Training(_Defaulted):
         "reduced gradient shard back to the parameter dtype; the unsharded gradients it accumulates across "
         "microbatches stay at grad_reduce_dtype); needs precision bf16 or fp16, optimizer torch_adamw and no "
         "autocast_fp32_params (parallel/memory.py)")
-    mlp_activation: Literal["separate", "epilogue"] = Field(
+    mlp_activation: Literal["separate", "epilogue", "layernorm_mlp"] = Field(
         "separate", description="the GELU of a dense MLP: separate (an elementwise kernel each way: Megatron's "
         "bias_gelu, Transformer Engine) or epilogue (inside the GEMMs: flash-attention's FusedMLP, fused_mlp: True, "
         "fc1 with cuBLASLt's GELU_AUX_BIAS epilogue writing the pre-activation beside its output, fc2's dgrad with "
-        "DGELU_BGRAD reading it back; workload/ops.py mlp_block); epilogue needs mlp gelu, a dense model and a "
-        "16- or 32-bit precision")
+        "DGELU_BGRAD reading it back; workload/ops.py mlp_block) or layernorm_mlp (Transformer Engine 1.x's "
+        "LayerNormMLP, inside TE's TransformerLayer: NeMo's megatron_gpt_full_te_layer_autocast spec; in fp8 with "
+        "delayed scaling on Hopper the GELU writes fc2's fp8 input and its backward writes fc1's fp8 output gradient "
+        "and transpose, so those two casts are not run: workload/fp8_recipes.py layernorm_mlp_cast_saving; otherwise "
+        "as separate); epilogue needs mlp gelu, a dense model and a 16- or 32-bit precision, layernorm_mlp mlp gelu "
+        "and a dense model")
     cuda_graph_scope: Literal["none", "full_iteration"] = Field(
         "none", description="CUDA graphs over the training step: none, or full_iteration (Megatron-Core's "
         "FullCudaGraphWrapper, Megatron-Bridge cuda_graph_impl local with cuda_graph_scope full_iteration: every "
@@ -1542,6 +1546,10 @@ class Scenario(_Strict):
             raise ScenarioError("training.mlp_activation", f"the GEMM epilogue GELU is modelled for a dense GELU MLP "
                                 f"in 16 or 32 bits (model mlp {self.model.mlp}, "
                                 f"{'MoE' if self.model.moe is not None else 'dense'}, precision {t.precision})")
+        if t.mlp_activation == "layernorm_mlp" and (self.model.mlp != "gelu" or self.model.moe is not None):
+            raise ScenarioError("training.mlp_activation", f"layernorm_mlp (Transformer Engine 1.x's LayerNormMLP, "
+                                f"its GELU fused with the fp8 casts) is modelled for a dense GELU MLP (model mlp "
+                                f"{self.model.mlp}, {'MoE' if self.model.moe is not None else 'dense'})")
         if t.projections == "separate" and self.model.mla is not None:
             raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
                                 "grouped-query attention (MLA has its own projections)")

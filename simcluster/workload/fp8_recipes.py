@@ -327,6 +327,30 @@ def tp_amax_reductions(recipe: str, gathered_quantizations: int) -> int:
     return gathered_quantizations if recipe in TP_AMAX_REDUCTION_RECIPES else 0
 
 
+# Transformer Engine 1.x's LayerNormMLP under delayed scaling (``training.mlp_activation: layernorm_mlp``)
+LAYERNORM_MLP_ACTIVATION = "layernorm_mlp"
+
+
+def layernorm_mlp_cast_saving(ffn_elements: float, sequence_parallel: bool) -> tuple[float, float]:
+    """(forward, backward) HBM bytes of the delayed-scaling casts that ``megatron_te_cast_bytes`` counts for
+    Megatron-Core's MLP and Transformer Engine 1.x's ``LayerNormMLP`` (inside TE's ``TransformerLayer``: NeMo's
+    ``megatron_gpt_full_te_layer_autocast`` spec, MLPerf Training's GPT-3) does not run, for ``ffn_elements`` GELU
+    outputs on this rank. Forward: the GELU writes fc2's fp8 input itself (``activation_func(fc1_out, fp8_meta,
+    GEMM2_INPUT, ...)``), so fc2's input cast (2 + 1 bytes with sequence parallelism, the cast-transpose's 4 without)
+    is not run; the backward still transposes that fp8 input for fc2's weight gradient (``gelu_out_t =
+    tex.fp8_transpose(gelu_out)``), which without sequence parallelism Megatron-Core's cast-transpose had made in the
+    forward (1 + 1 bytes more in the backward there). Backward: the GELU's gradient kernel writes fc1's fp8 output
+    gradient and its transpose with the bias gradient (``fp8_cast_transpose_bgrad_dgelu_fused(fc2_dgrad, fc1_out,
+    ...)``: the 16-bit gradient's 2 bytes written become 1 + 1), so fc1's output-gradient cast-transpose (4 bytes) is
+    not run. The GELU's own forward write (1 byte, not 2) is the activation op's (``ops.mlp_block``). GELU only: other
+    activations run their backward and the cast-transpose apart in TE 1.x (docs/calibration.md, "Round 4b" and
+    "Round 31: GPT-3 175B in FP8 against its BF16 twin, per microbatch")."""
+    fc2_input = (BF16_BYTES + FP8_BYTES) if sequence_parallel else cast_bytes_per_element("delayed")
+    fc2_input_transpose = 0.0 if sequence_parallel else 2 * FP8_BYTES
+    fc1_output_grad = cast_bytes_per_element("delayed")
+    return fc2_input * ffn_elements, (fc1_output_grad - fc2_input_transpose) * ffn_elements
+
+
 def megatron_te_cast_bytes(norm_fed: float, gathered: float, other_forward: float, other_backward: float,
                            biases: bool) -> tuple[float, float]:
     """(forward, backward) HBM bytes of delayed scaling's casts and transposes in one Megatron-Core Transformer

@@ -602,6 +602,8 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
         f"{name}_up", tokens, h, (ffn_local, ffn_local) if model.mlp == "swiglu" else (ffn_local,), shard)
     down = _Linear(f"{name}_down", tokens, ffn_local, h)
     act, act_bwd = activation_ops(f"{name}_act", model, tokens * ffn_local, e)
+    if layernorm_mlp_fp8(shard):   # TE's LayerNormMLP: the GELU writes fc2's fp8 input (fp8_recipes)
+        act = dataclasses.replace(act, hbm_bytes=act.hbm_bytes - (e - BYTES_PER_ELEMENT["fp8"]) * tokens * ffn_local)
     act_forward, down_dgrad, act_backward = [act], down.dgrad(shard), [act_bwd]
     if shard.mlp_activation == "epilogue":   # GELU inside the GEMMs, the pre-activation their aux tensor
         (up,), aux = up_forward, tokens * ffn_local * e
@@ -616,6 +618,14 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
                     # all-gathered after the cast
                     ((sp_tokens * h, True, shard.sp_divisor > 1), (tokens * ffn_local, False, False)),
                     ((sp_tokens * h, False, shard.sp_divisor > 1), (tokens * up_width, False, False)))
+
+
+def layernorm_mlp_fp8(shard: Shard) -> bool:
+    """Whether the dense MLP is Transformer Engine 1.x's LayerNormMLP under delayed scaling on Hopper
+    (``training.mlp_activation: layernorm_mlp``, fp8): its GELU fused with the casts (fp8_recipes
+    ``layernorm_mlp_cast_saving``); in any other precision or recipe it runs as ``separate``."""
+    return (shard.mlp_activation == fp8_recipes.LAYERNORM_MLP_ACTIVATION and shard.precision == "fp8"
+            and shard.fp8_recipe == "delayed" and shard.fp8_transpose)
 
 
 def activation_ops(name: str, model: TransformerSpec, act_out: float, e: int) -> tuple[Op, Op]:
@@ -705,6 +715,10 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
             forward_bytes, backward_bytes = fp8_recipes.megatron_te_cast_bytes(
                 sp_tokens * h, tokens * h, forward_elements - 2 * sp_tokens * h,
                 backward_elements - 2 * sp_tokens * h, model.linear_biases)
+            if layernorm_mlp_fp8(shard):   # TE's LayerNormMLP runs fewer casts (fp8_recipes)
+                saved_forward, saved_backward = fp8_recipes.layernorm_mlp_cast_saving(
+                    tokens * (model.ffn // tp), shard.sp_divisor > 1)
+                forward_bytes, backward_bytes = forward_bytes - saved_forward, backward_bytes - saved_backward
         if torchao:  # torchao casts every weight on every call (workload.torchao_float8)
             weights = sum(op.k * op.n * op.batch for op in (*qkv_forward, attn_out.forward(shard),
                                                             *mlp.forward) if op.kind == "gemm")
