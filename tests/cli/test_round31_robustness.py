@@ -28,15 +28,8 @@ from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError, quoted, shown
 from simcluster.spec import config
 from simcluster.studies import sweep as sweep_module
-from tests.cli.scenario_files import assert_one_line, write_scenario
+from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
 
-SMALL = {
-    "name": "small",
-    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "topology": "nvswitch-node"},
-    "model": "gpt3-1.3b",
-    "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1, "precision": "bf16"},
-    "parallelism": {"tp": 2, "pp": 1, "dp": 4},
-}
 FABRIC = """\
 name: two-gpus
 gpus_per_node: 2
@@ -439,3 +432,50 @@ def test_a_vary_list_past_the_grid_bound_is_refused_before_reading_its_values(cl
         grid.parse_vary(many[:1])
     # equal to Python, not to the scenario: four values
     assert grid.parse_vary(many[1:])["training.micro_batch_size"] == [1, 1.0, True, "1"]
+
+
+# ---- review of round 31 (docs/calibration.md, "Round 31: review of the robustness changes") ----------------------
+def test_labels_whose_names_coincide_get_two_names():
+    from simcluster.cli.compare import MAX_SLUG_CHARS, slug, slugs
+
+    labels = ["a b.yaml", "a_b.yaml", "leaf-spine:oversubscription=2"]  # the first two were both links-a_b.yaml.png
+    names = slugs(labels)
+    assert len(set(names)) == 3 and names == slugs(labels)  # distinct and deterministic
+    assert names[2] == "leaf-spine_oversubscription=2"  # a name no other label shares is as before
+    assert names[0].startswith("a_b.yaml-") and len(names[0]) == len("a_b.yaml-") + 12
+    # a file name that is not UTF-8 reaches a label as lone surrogates: the hash of a long one was UnicodeEncodeError
+    assert len(slug("f" * 200 + "\udcff.yaml")) == MAX_SLUG_CHARS
+
+
+def test_a_vary_repeat_is_equality_of_one_type_not_of_reprs():
+    from simcluster.studies import grid
+
+    # 0.0 == -0.0 and [4, 4] == [4,4]: one grid point twice (the set of reprs of the first fix told them apart)
+    with pytest.raises(ScenarioError, match="repeats the value -0.0$"):
+        grid.parse_vary(["training.micro_batch_size=0.0,-0.0"])
+    with pytest.raises(ScenarioError, match=r"repeats the value \[4,4\]$"):
+        grid.parse_vary(["training.micro_batch_size=[4, 4],[4,4]"])
+    assert grid.parse_vary(["training.micro_batch_size=[4, 4],[4, 8]"])["training.micro_batch_size"] == [[4, 4],
+                                                                                                          [4, 8]]
+
+
+def test_the_vary_repeat_check_compares_each_value_with_few_others():
+    from simcluster.studies import grid
+
+    calls = []
+
+    class Counted:  # a value that counts the equality tests made on it (the pairwise check made n (n - 1) / 2)
+        def __init__(self, n):
+            self.n = n
+
+        def __hash__(self):
+            return hash(self.n)
+
+        def __eq__(self, other):
+            calls.append(1)
+            return self.n == other.n
+
+    values = [Counted(n) for n in range(grid.MAX_GRID_POINTS)]
+    assert grid._first_repeat([str(n) for n in range(len(values))], values) is None
+    assert len(calls) < len(values)  # was about 5 * 10**7 comparisons at the bound
+    assert grid._first_repeat(["1", "2", "1"], [Counted(1), Counted(2), Counted(1)]) == "1"
