@@ -107,7 +107,8 @@ def test_a_yaml_date_that_is_no_date_is_one_line(cli, tmp_path, date):
     path = _scenario_text(tmp_path, "name: small", f"name: {date}")
     code, _, err = cli("run", path, "--network", "analytic", "--json", "--out", tmp_path / "o")
     assert_one_line(code, err, 2)
-    assert "s.yaml: holds a value that cannot be read" in err and "quote it" in err, err
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if date in text)
+    assert f"s.yaml: '{date}' (line {line}) reads as a date and is no date" in err and "quote it" in err, err
 
 
 def test_a_vary_value_that_is_no_date_reaches_the_field(cli, tmp_path):
@@ -479,3 +480,17 @@ def test_the_vary_repeat_check_compares_each_value_with_few_others():
     assert grid._first_repeat([str(n) for n in range(len(values))], values) is None
     assert len(calls) < len(values)  # was about 5 * 10**7 comparisons at the bound
     assert grid._first_repeat(["1", "2", "1"], [Counted(1), Counted(2), Counted(1)]) == "1"
+
+
+@pytest.mark.parametrize("text,told", [
+    ("a: 1\n2024-13-01: 1\n", "'2024-13-01' (line 2) reads as a date and is no date"),
+    ("a: [1, 2024-02-03 25:00:00]\n", "(line 1) reads as a date and is no date"),
+    ("a: 1\n1" + "0" * 1000 + ": 2\n", "1,001 characters (line 2)"),  # a plain key is at most 1,024 characters
+], ids=["date-key", "hour-25", "integer-key"])
+def test_a_date_or_integer_the_reader_cannot_build_is_named_by_its_line(text, told):
+    # a date key is built (to find it written twice) before the traversal reaches it: it was a bare ValueError's
+    # message with no line, and a value date too, before the review (the integer key was named by its line already)
+    with pytest.raises(ScenarioError, match="quote it" if "date" in told else "no field takes one") as caught:
+        inputs.parse_yaml(text, "t.yaml")
+    assert told in str(caught.value), caught.value
+    assert inputs.parse_yaml("a: 2024-02-29\n2024-02-03: 1\n", "t.yaml")  # real dates are read as before
