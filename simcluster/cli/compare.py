@@ -12,6 +12,7 @@ many GPUs the way ``sweep`` does (data parallelism absorbs the count, the global
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import re
@@ -46,13 +47,24 @@ LAW_HELP = "scaling law for the time to target: chinchilla | chinchilla-refit | 
 MAX_SLUG_CHARS = 120
 
 
-def slug(label: str) -> str:
-    """``label`` as a file name: runs of other characters as one ``_``; a label longer than ``MAX_SLUG_CHARS`` cut,
-    with the sha256 of the whole label (12 hex digits) after the cut, so that two long labels stay two names."""
+def slug(label: str, hashed: bool = False) -> str:
+    """``label`` as a file name: runs of other characters as one ``_``; a label longer than ``MAX_SLUG_CHARS`` (or
+    any label when ``hashed``) cut, with the sha256 of the whole label (12 hex digits) after the cut, so that two long
+    labels stay two names."""
     text = re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")
-    if len(text) <= MAX_SLUG_CHARS:
+    if len(text) <= MAX_SLUG_CHARS and not hashed:
         return text
-    return f"{text[:MAX_SLUG_CHARS - 13]}-{hashlib.sha256(label.encode()).hexdigest()[:12]}"
+    # surrogatepass: a file name that is not UTF-8 reaches a label as lone surrogates (os.fsdecode)
+    digest = hashlib.sha256(label.encode(errors="surrogatepass")).hexdigest()[:12]
+    return f"{text[:MAX_SLUG_CHARS - 13]}-{digest}"
+
+
+def slugs(labels: list[str]) -> list[str]:
+    """``slug`` of each of ``labels``, the hash added to those whose slugs coincide (``a b.yaml`` and ``a_b.yaml``
+    are both ``a_b.yaml``: one figure or folder overwrote the other's, round 31 review)."""
+    names = [slug(label) for label in labels]
+    counts = collections.Counter(names)
+    return [slug(label, hashed=True) if counts[name] > 1 else name for label, name in zip(labels, names, strict=True)]
 
 
 def _fabric_name(run: dict) -> str:
@@ -263,12 +275,12 @@ def _outputs(runs: list[dict], failures: list, out_dir: Path, chosen: laws.Law, 
     written += plots.save(plots.loss_over_time(curves, target, title=f"{name}: loss over wall-clock time "
                                                f"({chosen.name} law)"), out_dir, "loss_vs_time")
     top = max(run["summary"]["busiest_link_utilisation"] for run in runs)
-    for run in runs:
+    for run, name in zip(runs, slugs([run["label"] for run in runs]), strict=True):
         figure = heatmap.link_utilisation(run["links"], run["fabric"], title=f"Link utilisation: {run['label']}",
                                           vmax=top)
-        written += plots.save(figure, out_dir, f"links-{slug(run['label'])}")
+        written += plots.save(figure, out_dir, f"links-{name}")
         if "peak_utilisation" in run["links"]:  # the bursts the step average hides, on a 0-100% scale
             figure = heatmap.link_utilisation(run["links"], run["fabric"], vmax=1.0, column="peak_utilisation",
                                               title=f"Peak link utilisation: {run['label']}")
-            written += plots.save(figure, out_dir, f"links-peak-{slug(run['label'])}")
+            written += plots.save(figure, out_dir, f"links-peak-{name}")
     return written

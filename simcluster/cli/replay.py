@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, fail, keeping
-from simcluster.cli.compare import OPTION_HELP, slug
+from simcluster.cli.compare import OPTION_HELP, slugs
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
@@ -306,8 +306,8 @@ def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str, pending: int
     written += save(step_overlay([{"label": o.label, "steps": o.steps} for o in outcomes],
                                  title=f"{name}: recorded and replayed step time"), out_dir, "step_overlay",
                     formats=("png",))
-    for outcome in outcomes:
-        folder = out_dir if len(outcomes) == 1 else out_dir / slug(outcome.label)
+    for outcome, folder_name in zip(outcomes, slugs([outcome.label for outcome in outcomes]), strict=True):
+        folder = out_dir if len(outcomes) == 1 else out_dir / folder_name
         written += _write_one(folder, outcome, name)
     return written
 

@@ -94,10 +94,8 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
         if key in open_nodes:
             raise ScenarioError(source, f"a recursive alias at line {node.start_mark.line + 1} (a value that "
                                 "contains itself)")
-        if isinstance(node, yaml.ScalarNode) and node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
-            raise ScenarioError(source, f"an integer written with {len(node.value):,} characters (line "
-                                f"{node.start_mark.line + 1}): no field takes one that long (at most "
-                                f"{MAX_INT_CHARS:,})")
+        if isinstance(node, yaml.ScalarNode):
+            _check_scalar(node, source)
         open_nodes.add(key)
         if isinstance(node, yaml.MappingNode):
             _check_unique_keys(node, source)
@@ -111,6 +109,24 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_TIMESTAMPS = yaml.constructor.SafeConstructor()  # its timestamp constructor keeps no state
+
+
+def _check_scalar(node: yaml.ScalarNode, source: str) -> None:
+    """A scalar the reader could not build, refused naming its line before it is built: an integer longer than
+    ``MAX_INT_CHARS``, or a YAML date that is no date (``2024-02-30``: YAML reads ``YYYY-MM-DD`` as a timestamp, and
+    building it raised a ValueError with no line; round 31, its line added in the round 31 review)."""
+    line = node.start_mark.line + 1
+    if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
+        raise ScenarioError(source, f"an integer written with {len(node.value):,} characters (line {line}): no field "
+                            f"takes one that long (at most {MAX_INT_CHARS:,})")
+    if node.tag == _TIMESTAMP_TAG:
+        try:
+            _TIMESTAMPS.construct_yaml_timestamp(node)
+        except ValueError as err:
+            raise ScenarioError(source, f"{node.value[:40]!r} (line {line}) reads as a date and is no date: {err} "
+                                "(quote it to make it text)") from None
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
@@ -120,6 +136,7 @@ def _check_unique_keys(node: yaml.MappingNode, source: str) -> None:
     seen: dict[Any, tuple[int, str]] = {}  # the key as the mapping holds it -> its line and its text
     for key, _ in node.value:
         if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+            _check_scalar(key, source)  # built below, before the traversal reaches it
             line = key.start_mark.line + 1
             # The key as the mapping will hold it: 1, 1.0 and 0x1 (or true and yes, null and ~) are one Python key,
             # and PyYAML would keep the last of them unsaid; 1 and '1' are two.

@@ -18,7 +18,6 @@ import glob
 import hashlib
 import itertools
 import json
-import math
 import os
 import signal
 import sys
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simcluster.core import inputs, outputs
+from simcluster.core import inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, returns
 from simcluster.spec import config
@@ -131,10 +130,8 @@ def _finite_throughout(value) -> bool:
     """No NaN or infinity anywhere in a JSON value (the writer stores a non-finite figure as null), and no integer
     past a float's range (``10**400`` in a hand-sealed shard was an OverflowError traceback in the results table,
     round 31)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return abs(value) <= sys.float_info.max
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return units.finite_float(value) is not None
     if isinstance(value, dict):
         return all(_finite_throughout(item) for item in value.values())
     if isinstance(value, list):

@@ -1,10 +1,19 @@
-"""Helpers the CLI robustness tests share: a scenario written to a file, and the one-line-error assertion."""
+"""Helpers the CLI robustness tests share: a small scenario, one written to a file, the one-line-error assertion."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
+
+# One node, eight GPUs, a 1.3B model: the scenario the robustness tests edit (copy it: it is shared).
+SMALL = {
+    "name": "small",
+    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "topology": "nvswitch-node"},
+    "model": "gpt3-1.3b",
+    "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1, "precision": "bf16"},
+    "parallelism": {"tp": 2, "pp": 1, "dp": 4},
+}
 
 
 def write_scenario(tmp_path: Path, data: dict, name: str = "s.yaml") -> Path:

@@ -29,15 +29,8 @@ from simcluster.core import outputs
 from simcluster.fabric import topology
 from simcluster.spec import config, hardware
 from simcluster.studies import sweep as sweep_module
-from tests.cli.scenario_files import assert_one_line, write_scenario
+from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
 
-SMALL = {
-    "name": "small",
-    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "topology": "nvswitch-node"},
-    "model": "gpt3-1.3b",
-    "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1, "precision": "bf16"},
-    "parallelism": {"tp": 2, "pp": 1, "dp": 4},
-}
 app = importlib.import_module("simcluster.cli.app")  # the module (simcluster.cli.app is also the typer app)
 MOE = {
     **SMALL,

@@ -28,15 +28,8 @@ from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError, quoted, shown
 from simcluster.spec import config
 from simcluster.studies import sweep as sweep_module
-from tests.cli.scenario_files import assert_one_line, write_scenario
+from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
 
-SMALL = {
-    "name": "small",
-    "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 1, "topology": "nvswitch-node"},
-    "model": "gpt3-1.3b",
-    "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1, "precision": "bf16"},
-    "parallelism": {"tp": 2, "pp": 1, "dp": 4},
-}
 FABRIC = """\
 name: two-gpus
 gpus_per_node: 2
@@ -114,7 +107,8 @@ def test_a_yaml_date_that_is_no_date_is_one_line(cli, tmp_path, date):
     path = _scenario_text(tmp_path, "name: small", f"name: {date}")
     code, _, err = cli("run", path, "--network", "analytic", "--json", "--out", tmp_path / "o")
     assert_one_line(code, err, 2)
-    assert "s.yaml: holds a value that cannot be read" in err and "quote it" in err, err
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if date in text)
+    assert f"s.yaml: '{date}' (line {line}) reads as a date and is no date" in err and "quote it" in err, err
 
 
 def test_a_vary_value_that_is_no_date_reaches_the_field(cli, tmp_path):
@@ -439,3 +433,64 @@ def test_a_vary_list_past_the_grid_bound_is_refused_before_reading_its_values(cl
         grid.parse_vary(many[:1])
     # equal to Python, not to the scenario: four values
     assert grid.parse_vary(many[1:])["training.micro_batch_size"] == [1, 1.0, True, "1"]
+
+
+# ---- review of round 31 (docs/calibration.md, "Round 31: review of the robustness changes") ----------------------
+def test_labels_whose_names_coincide_get_two_names():
+    from simcluster.cli.compare import MAX_SLUG_CHARS, slug, slugs
+
+    labels = ["a b.yaml", "a_b.yaml", "leaf-spine:oversubscription=2"]  # the first two were both links-a_b.yaml.png
+    names = slugs(labels)
+    assert len(set(names)) == 3 and names == slugs(labels)  # distinct and deterministic
+    assert names[2] == "leaf-spine_oversubscription=2"  # a name no other label shares is as before
+    assert names[0].startswith("a_b.yaml-") and len(names[0]) == len("a_b.yaml-") + 12
+    # a file name that is not UTF-8 reaches a label as lone surrogates: the hash of a long one was UnicodeEncodeError
+    assert len(slug("f" * 200 + "\udcff.yaml")) == MAX_SLUG_CHARS
+
+
+def test_a_vary_repeat_is_equality_of_one_type_not_of_reprs():
+    from simcluster.studies import grid
+
+    # 0.0 == -0.0 and [4, 4] == [4,4]: one grid point twice (the set of reprs of the first fix told them apart)
+    with pytest.raises(ScenarioError, match="repeats the value -0.0$"):
+        grid.parse_vary(["training.micro_batch_size=0.0,-0.0"])
+    with pytest.raises(ScenarioError, match=r"repeats the value \[4,4\]$"):
+        grid.parse_vary(["training.micro_batch_size=[4, 4],[4,4]"])
+    assert grid.parse_vary(["training.micro_batch_size=[4, 4],[4, 8]"])["training.micro_batch_size"] == [[4, 4],
+                                                                                                          [4, 8]]
+
+
+def test_the_vary_repeat_check_compares_each_value_with_few_others():
+    from simcluster.studies import grid
+
+    calls = []
+
+    class Counted:  # a value that counts the equality tests made on it (the pairwise check made n (n - 1) / 2)
+        def __init__(self, n):
+            self.n = n
+
+        def __hash__(self):
+            return hash(self.n)
+
+        def __eq__(self, other):
+            calls.append(1)
+            return self.n == other.n
+
+    values = [Counted(n) for n in range(grid.MAX_GRID_POINTS)]
+    assert grid._first_repeat([str(n) for n in range(len(values))], values) is None
+    assert len(calls) < len(values)  # was about 5 * 10**7 comparisons at the bound
+    assert grid._first_repeat(["1", "2", "1"], [Counted(1), Counted(2), Counted(1)]) == "1"
+
+
+@pytest.mark.parametrize("text,told", [
+    ("a: 1\n2024-13-01: 1\n", "'2024-13-01' (line 2) reads as a date and is no date"),
+    ("a: [1, 2024-02-03 25:00:00]\n", "(line 1) reads as a date and is no date"),
+    ("a: 1\n1" + "0" * 1000 + ": 2\n", "1,001 characters (line 2)"),  # a plain key is at most 1,024 characters
+], ids=["date-key", "hour-25", "integer-key"])
+def test_a_date_or_integer_the_reader_cannot_build_is_named_by_its_line(text, told):
+    # a date key is built (to find it written twice) before the traversal reaches it: it was a bare ValueError's
+    # message with no line, and a value date too, before the review (the integer key was named by its line already)
+    with pytest.raises(ScenarioError, match="quote it" if "date" in told else "no field takes one") as caught:
+        inputs.parse_yaml(text, "t.yaml")
+    assert told in str(caught.value), caught.value
+    assert inputs.parse_yaml("a: 2024-02-29\n2024-02-03: 1\n", "t.yaml")  # real dates are read as before
