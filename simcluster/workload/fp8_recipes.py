@@ -166,8 +166,9 @@ quantizing it. So a dense Megatron-Core layer runs 4 MXFP8 quantizes forward (QK
 projection's and fc2's inputs) and 4 backward (the four output gradients; bias-free Llama, with biases TE's
 ``bgrad_quantize`` fuses the bias gradient into the same kernel), against current scaling's 6 and 8 (with the
 amax passes). Until round 18 MXFP8 was one fused op per phase: the same bytes, but 6 kernels fewer than it runs,
-which the fitted per-kernel gap charged it nothing for. Not counted, as for current scaling: the scale swizzles
-(in the GEMM's measured time, above); the weights' quantization once a step (bf16 into both MXFP8 copies, 2 + 2 x
+which the fitted per-kernel gap charged it nothing for. Not counted here: the scale swizzles (their time in the
+GEMM's measured time, above; their launches per GEMM call, by TE release, in workload/mxfp8_swizzles.py); the
+weights' quantization once a step (bf16 into both MXFP8 copies, 2 + 2 x
 (1 + 1/32) bytes a weight: TE's first-microbatch cache, or, with ``fp8_param_gather`` and Megatron-Core's
 ``reuse_grad_buf_for_mxfp8_param_ag``, ``finish_param_sync`` casting the all-gathered bf16 weights into the MXFP8
 parameters, "The parameters are cast from bf16 to MXFP8 during copy", distributed/param_and_grad_buffer.py):
