@@ -27,7 +27,7 @@ from simcluster.parallel.ep_overlap import EpOverlap
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
-from simcluster.spec.config import Scenario
+from simcluster.spec.config import Scenario, container_te, stated_mcore_version
 from simcluster.spec.hardware import BYTES_PER_ELEMENT, GpuSpec
 from simcluster.workload import (
     async_backward,
@@ -45,6 +45,7 @@ from simcluster.workload import (
     mla,
     moe,
     mtp,
+    mxfp8_swizzles,
     power_clock,
     torchao_float8,
     userbuffers,
@@ -290,7 +291,14 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     # GEMM weights all-gathered in fp8: Megatron-Core's fp8 parameters or torchao's float8 all-gather for FSDP2
     fp8_gather = fp8_weights or torchao_float8.fsdp_float8_all_gather(t, p)
     fp8_params.refuse_sharded_transpose(t, p.zero_stage, gpu.name)
-    layer = mla.apply(m, shard, layer_ops(m, shard))   # multi-head latent attention where the model has it
+    # MXFP8's scale swizzles inside each GEMM call, as launches, by the container's Transformer Engine release
+    # (workload.mxfp8_swizzles; before userbuffers' chunks, after MLA's linears)
+    te_release = container_te(stated_mcore_version(t)) if scenario.megatron_core else None
+
+    def swizzles(phases: dict[str, list[Op]]) -> dict[str, list[Op]]:
+        return mxfp8_swizzles.apply(phases, te_release, p.sequence_parallel and p.tp > 1, fp8_weights)
+
+    layer = swizzles(mla.apply(m, shard, layer_ops(m, shard)))   # multi-head latent attention where the model has it
     layer_gemms = fp8_gemms(layer)
     overlap = p.tp_comm_overlap and p.sequence_parallel and p.tp > 1
     ub = overlap and p.tp_comm_overlap_impl == "userbuffers"  # Transformer Engine userbuffers' chunk GEMMs
@@ -311,7 +319,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     layer_bwd = _phase_stream(layer, BACKWARD_PHASES, gpu, precision, te)
     # MoE layers: experts sized for the busiest expert-parallel rank, whose load sets the step (workload.moe)
     moe_mlp = busiest_moe_block(scenario, shard)
-    moe_layer = mla.apply(m, shard, layer_ops(m, shard, moe_mlp)) if m.moe else layer
+    moe_layer = swizzles(mla.apply(m, shard, layer_ops(m, shard, moe_mlp))) if m.moe else layer
     if ub and m.moe:
         moe_layer = userbuffers.apply(moe_layer, p.tp, precision, activation_element, kernels.sm_count(gpu.name),
                                       ub_settings, p.te_version, grad_free_forward)

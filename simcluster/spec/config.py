@@ -270,6 +270,15 @@ def container_cudnn(version: str | None) -> str | None:
     return next((tables["container_cudnn"][name] for name in containers if name in tables["container_cudnn"]), None)
 
 
+def container_te(version: str | None) -> str | None:
+    """The Transformer Engine release ("major.minor") of the NeMo container that shipped a Megatron-Core release
+    (data/mcore_versions.yaml ``nemo_containers`` and ``container_te``: 25.09's 2.7 ... 26.04's 2.14); None for no
+    release and for releases whose container's TE is not listed here."""
+    tables = catalog.load("mcore_versions")
+    containers = [name for name, release in tables["nemo_containers"].items() if release == version]
+    return next((tables["container_te"][name] for name in containers if name in tables["container_te"]), None)
+
+
 def megatron_bridge_release(version: str | None) -> bool:
     """Whether a release is a Megatron-Bridge container's (data/mcore_versions.yaml ``megatron_bridge``: NeMo 25.09's
     0.14 on), whose recipes pass Megatron-Bridge's userbuffers configurations (data/userbuffers.yaml

@@ -11,12 +11,15 @@ unused; under ``gap_per: call`` a kernel tagged ``Op.queued`` pays the queued-la
 
 Tagged queued, each from Transformer Engine 2.x source (NVIDIA/TransformerEngine, transformer_engine/pytorch):
 
-- current scaling's cast (``fp8_recipes.CAST_OP``) behind its amax pass: ``Float8CurrentScalingQuantizer::
-  quantize_impl`` (csrc/quantizer.cpp) launches ``nvte_compute_amax``, ``nvte_compute_scale_from_amax`` and
-  ``nvte_quantize_v2`` in one call; a norm-fed tensor's cast behind its norm kernel: the norm extension
-  (csrc/extensions/normalization.cpp, ``FUSED_NORM_AMAX_FP8``) runs the norm, which writes the amax, and then
-  ``quantize_with_amax`` in the same call (the norm is the op before the layer's quantize kernels in the list,
-  ``ops.layer_ops`` gathers them at the phase's end; the tag is per kernel, so its position does not matter);
+- current scaling's amax pass, scale kernel and cast behind the amax's zeroing: ``Float8CurrentScalingQuantizer::
+  quantize_impl`` (csrc/quantizer.cpp) launches ``nvte_compute_amax`` (whose launcher zeroes the amax first),
+  ``nvte_compute_scale_from_amax`` and ``nvte_quantize_v2`` in one call; a norm-fed tensor's zeroing, scale kernel
+  and cast in its norm's call: the norm extension (csrc/extensions/normalization.cpp, ``FUSED_NORM_AMAX_FP8``) zeroes
+  the amax, runs the norm, which writes it, and then ``quantize_with_amax`` in the same call (the norm is the op
+  before the layer's quantize kernels in the list, ``ops.layer_ops`` gathers them at the phase's end; the tag is per
+  kernel, so its position does not matter); one call's first launch stays unqueued (round 31);
+- MXFP8's per-GEMM scale swizzles (``workload.mxfp8_swizzles``): launched by the C++ of the GEMM's own call before
+  its GEMM;
 - MXFP8's quantize of a norm-fed tensor: the same norm extension runs the unfused norm and then the MXFP8 quantizer
   in one call (``fp8_recipes`` "MXFP8 kernels"); a tensor that is not norm-fed is quantized by its own Python-level
   ``quantizer(tensor)`` call (``tex.quantize``: one kernel), not queued;
@@ -40,15 +43,17 @@ calls), the optimizer's first launch of each multi_tensor_apply call (its others
 
 from __future__ import annotations
 
-from simcluster.workload.fp8_recipes import CAST_OP
+from simcluster.workload.fp8_recipes import AMAX_ZERO_OP, CAST_OP
 
 
 def queued_quantizes(recipe: str, kernels: list[tuple], tensors: list[tuple]) -> list[bool]:
     """Per kernel of ``fp8_recipes.quantize_kernels(recipe, transpose, tensors)`` (``kernels``), whether its call
-    queues it behind the kernel before it (module docstring): current scaling's casts (behind their amax pass or
-    their norm), MXFP8's casts of norm-fed tensors; delayed scaling's fused op and the amax passes are not."""
-    if recipe == "current":
-        return [name == CAST_OP for name, *_ in kernels]
+    queues it behind the kernel before it (module docstring): current scaling's kernels but a tensor's first (its
+    amax zeroing, where no norm call launched it), MXFP8's casts of norm-fed tensors; delayed scaling's fused op
+    is not."""
+    if recipe == "current":   # each tensor's kernels start with its amax zeroing (fp8_recipes.quantize_kernels)
+        norm_fed = iter(bool(tensor[1]) for tensor in tensors)
+        return [next(norm_fed) if name == AMAX_ZERO_OP else True for name, *_ in kernels]
     if recipe != "mxfp8":
         return [False] * len(kernels)
     casts = iter(bool(tensor[1]) for tensor in tensors)   # one quantize kernel per tensor, no amax pass

@@ -90,15 +90,16 @@ activation.cpp; the Megatron-Bridge 25.09 changelog's "Fusion of activation and 
 activation is handed the next GEMM's quantizer: its LayerNormMLP and the te.ops Sequential of Megatron-Core's
 ``TEFusedMLP`` (``use_te_op_fuser``), neither on the Megatron-Bridge Llama recipes' path (docs/calibration.md,
 "Round 29: the fused activation and cast"). Counted as kernels:
-the amax passes and the casts, which each move the whole tensor like every elementwise kernel of ``ops``. Not
-counted: two one-element kernels per quantization, the amax's zeroing (``cudaMemsetAsync`` in the amax launcher of
-2025, ``zero_amax_kernel<<<1, 1>>>`` later; ``amax.zero_()`` before a fused norm, ``create_unquantized_tensor_with_
-amax``) and the scale kernel, each a launch of ~2-4 us of device time (not the fitted per-kernel gap of large
-kernels). Whether a launch TE's C++ issues behind the first of one call (``quantize_impl``'s amax, scale and cast)
-pays the fitted gap or the queued-launch latency (efficiency.yaml ``launch_overhead_s``, as the optimizer's
-multi_tensor_apply launches do) is the fitted gap's convention: measured both ways in docs/calibration.md, "Round 29:
-FP8 current scaling's cost, kernel by kernel against Transformer Engine 2.x" (0.3-3.7% of the FP8-CS steps, either
-sign; not applied).
+the amax passes and the casts, which each move the whole tensor like every elementwise kernel of ``ops``; and, since
+round 31, the two one-element kernels of each quantization as launches (``AMAX_ZERO_OP``, ``SCALE_OP``: zero work):
+the amax's zeroing (``cudaMemsetAsync`` in the amax launcher of 2025, ``zero_amax_kernel<<<1, 1>>>`` later;
+``amax.zero_()`` before a fused norm, ``create_unquantized_tensor_with_amax``) and the scale kernel
+(``nvte_compute_scale_from_amax``), each ~2-4 us of device time, charged the stream's gap like every kernel under the
+fitted gap's convention (efficiency.yaml host_overhead ``gap_per: kernel``). Round 29 left them out because charging
+them for current scaling alone turned the published FP8-CS / FP8-MX pairs around; they are charged together with
+MXFP8's per-GEMM scale swizzles (workload/mxfp8_swizzles.py), the same kind of launch queued by the C++ of one call
+(docs/calibration.md, "Round 29: FP8 current scaling's cost, kernel by kernel against Transformer Engine 2.x" and
+"Round 31: MXFP8's per-GEMM scale swizzles as launches, by Transformer Engine release").
 
 Gathered tensors (round 28). With sequence parallelism at tp > 1 four tensors of a dense layer are quantized on their
 shard and then all-gathered: QKV's and fc1's norm-fed inputs forward, the projection's and fc2's output gradients
@@ -165,8 +166,9 @@ quantizing it. So a dense Megatron-Core layer runs 4 MXFP8 quantizes forward (QK
 projection's and fc2's inputs) and 4 backward (the four output gradients; bias-free Llama, with biases TE's
 ``bgrad_quantize`` fuses the bias gradient into the same kernel), against current scaling's 6 and 8 (with the
 amax passes). Until round 18 MXFP8 was one fused op per phase: the same bytes, but 6 kernels fewer than it runs,
-which the fitted per-kernel gap charged it nothing for. Not counted, as for current scaling: the scale swizzles
-(in the GEMM's measured time, above); the weights' quantization once a step (bf16 into both MXFP8 copies, 2 + 2 x
+which the fitted per-kernel gap charged it nothing for. Not counted here: the scale swizzles (their time in the
+GEMM's measured time, above; their launches per GEMM call, by TE release, in workload/mxfp8_swizzles.py); the
+weights' quantization once a step (bf16 into both MXFP8 copies, 2 + 2 x
 (1 + 1/32) bytes a weight: TE's first-microbatch cache, or, with ``fp8_param_gather`` and Megatron-Core's
 ``reuse_grad_buf_for_mxfp8_param_ag``, ``finish_param_sync`` casting the all-gathered bf16 weights into the MXFP8
 parameters, "The parameters are cast from bf16 to MXFP8 during copy", distributed/param_and_grad_buffer.py):
@@ -216,6 +218,9 @@ PER_TENSOR_RECIPES = ("current", "mxfp8")
 # each block's scale itself
 AMAX_PASS_RECIPES = ("current",)
 AMAX_OP = "fp8_amax"
+# current scaling's one-element launches per quantization, zero work (module docstring, "Kernels")
+AMAX_ZERO_OP = "fp8_amax_zero"
+SCALE_OP = "fp8_scale"
 CAST_OP = "fp8_cast"
 TRANSPOSE_OP = "fp8_transpose"
 # per-tensor recipes whose sequence-parallel all-gather carries the rowwise fp8 data only, so that the transpose the
@@ -258,8 +263,9 @@ def quantize_kernels(recipe: str, transpose: bool, tensors: list[tuple]) -> list
     """The kernels quantizing the 16-bit GEMM operands ``tensors`` of one layer phase under ``recipe``, as (name,
     elements, HBM bytes): ``tensors`` are (elements, norm_fed) pairs or (elements, norm_fed, gathered) triples,
     ``norm_fed`` where a Transformer Engine norm wrote the tensor, ``gathered`` where it is quantized on its
-    sequence-parallel shard and then all-gathered. Current scaling: per tensor an amax pass (``AMAX_OP``, 16-bit
-    read; none where the norm computed the amax) and a cast (``CAST_OP``, delayed scaling's bytes; a gathered one on
+    sequence-parallel shard and then all-gathered. Current scaling: per tensor the amax's zeroing
+    (``AMAX_ZERO_OP``, zero work), an amax pass (``AMAX_OP``, 16-bit read; none where the norm computed the amax),
+    the scale kernel (``SCALE_OP``, zero work) and a cast (``CAST_OP``, delayed scaling's bytes; a gathered one on
     Hopper rowwise only, its transpose after the gather: ``gathered_transposes``); MXFP8: per tensor one quantize
     kernel (``CAST_OP`` at ``cast_bytes_per_element``: both copies and their scales, no amax pass; the norm-fed ones
     too, the MXFP8 norm being unfused: module docstring, "MXFP8 kernels"); delayed scaling one fused ``CAST_OP``
@@ -272,8 +278,11 @@ def quantize_kernels(recipe: str, transpose: bool, tensors: list[tuple]) -> list
     kernels: list[tuple[str, float, float]] = []
     for tensor in tensors:
         elements, norm_fed = tensor[0], tensor[1]
-        if not norm_fed and recipe in AMAX_PASS_RECIPES:
-            kernels.append((AMAX_OP, elements, BF16_BYTES * elements))
+        if recipe in AMAX_PASS_RECIPES:   # the amax zeroed, [its pass], the scale from it (one-element launches)
+            kernels.append((AMAX_ZERO_OP, 0.0, 0.0))
+            if not norm_fed:
+                kernels.append((AMAX_OP, elements, BF16_BYTES * elements))
+            kernels.append((SCALE_OP, 0.0, 0.0))
         rowwise_only = _rowwise_gather(recipe, transpose, tensor)
         kernels.append((CAST_OP, elements, (BF16_BYTES + FP8_BYTES if rowwise_only else cast) * elements))
     return kernels

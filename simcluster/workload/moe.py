@@ -500,8 +500,8 @@ def fp8_quantize_kernels(local_experts: int, fp8_recipe: str, fp8_transpose: boo
     every expert's tensor into one kernel for delayed scaling (``fp8_quantize_fused_recipes``) where the cast also
     writes the transposed copy (``fp8_transpose``: Hopper; without it, Blackwell, the fused kernel is skipped), and
     quantizes them expert by expert otherwise: one kernel each for MXFP8, and for the per-tensor recipes (current
-    scaling) the kernels ``fp8_recipes.quantize_kernels`` runs per tensor (an amax pass and the cast; the one-thread
-    nvte_compute_scale_from_amax between them is not counted, as for dense tensors)."""
+    scaling) the kernels ``fp8_recipes.quantize_kernels`` runs per tensor (the amax's zeroing, an amax pass, the
+    one-thread nvte_compute_scale_from_amax and the cast, as for dense tensors)."""
     table = _constants()["host_launches"]
     if fp8_recipe in table["fp8_quantize_fused_recipes"] and fp8_transpose:
         return 1

@@ -22,11 +22,14 @@ def tags(recipe, tensors, transpose=True):
                                                     strict=True)]
 
 
-def test_current_scaling_queues_the_cast_behind_its_amax_or_its_norm():
-    # Float8CurrentScalingQuantizer::quantize_impl launches the amax, the scale and the cast in one call; a norm-fed
-    # tensor's norm extension (FUSED_NORM_AMAX_FP8) writes the amax and casts in the norm's call
-    assert tags("current", [OWN]) == [("fp8_amax", False), ("fp8_cast", True)]
-    assert tags("current", [NORM_FED]) == [("fp8_cast", True)]
+def test_current_scaling_queues_all_but_the_first_launch_of_its_call():
+    # Float8CurrentScalingQuantizer::quantize_impl launches the amax (its launcher zeroes it first), the scale and the
+    # cast in one call; a norm-fed tensor's norm extension (FUSED_NORM_AMAX_FP8) zeroes the amax, runs the norm (the
+    # call's first launch, a norm op of its own) and scales and casts in the norm's call
+    assert tags("current", [OWN]) == [("fp8_amax_zero", False), ("fp8_amax", True), ("fp8_scale", True),
+                                      ("fp8_cast", True)]
+    assert tags("current", [NORM_FED]) == [("fp8_amax_zero", True), ("fp8_scale", True), ("fp8_cast", True)]
+    assert tags("current", [OWN, NORM_FED])[4:] == tags("current", [NORM_FED])
 
 
 def test_mxfp8_queues_only_a_norm_fed_quantize_and_delayed_scaling_nothing():

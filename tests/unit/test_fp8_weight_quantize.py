@@ -37,7 +37,7 @@ def _scenario(gpu="h100-sxm", training=None, dp=8):
     ("delayed", False, False, 2 + 1, 1),            # Blackwell: the fp8 copy alone
     ("delayed", True, True, 1 + 1, 1),              # fp8 parameters on Hopper: the transpose, once after the step
     ("delayed", False, True, 0, 0),                 # fp8 parameters on Blackwell: nothing left to do
-    ("current", True, False, 2 + 2 + 1 + 1, 2),     # the amax pass, then the cast-transpose
+    ("current", True, False, 2 + 2 + 1 + 1, 4),     # amax zeroed, its pass, the scale, the cast-transpose
     ("current", True, True, 1 + 1, 1),
     ("mxfp8", False, False, 2 + 2 * (1 + 1 / 32), 1),   # rowwise and columnwise copies with their E8M0 scales
     ("mxfp8", False, True, 2 + 2 * (1 + 1 / 32), 1),    # fp8 parameters are not modelled for MXFP8: cast as without

@@ -144,7 +144,8 @@ def test_fp8_grouped_gemms_quantize_expert_by_expert_on_the_main_stream(ep):
     and one fused kernel for every expert with delayed scaling (pytorch/csrc/extensions/cast.cpp,
     multi_tensor_quantize_impl): so MXFP8 adds 2 x L kernels in series to the forward and data-gradient phases,
     delayed scaling 2 where the cast writes the transposed copy (Hopper) and 2 x L where it does not (Blackwell:
-    the fused kernel needs every output's columnwise data), current scaling 2 x 2L (amax and cast per expert),
+    the fused kernel needs every output's columnwise data), current scaling 2 x 4L (the amax zeroed, its pass, the
+    scale kernel and the cast per expert; round 31),
     whatever the GEMMs' 4 streams do; nothing to the weight gradients."""
     spec = _small_moe(experts=64, top_k=2)
     local = 64 // ep
@@ -159,8 +160,9 @@ def test_fp8_grouped_gemms_quantize_expert_by_expert_on_the_main_stream(ep):
         assert _launches(blocks["fp8", "mxfp8", False], phase) - _launches(bf16, phase) == quantized * local
         assert _launches(blocks["fp8", "delayed", True], phase) - _launches(bf16, phase) == quantized
         assert _launches(blocks["fp8", "delayed", False], phase) - _launches(bf16, phase) == quantized * local
-        # current scaling: an amax pass and a cast per expert (Float8CurrentScalingQuantizer::quantize_impl)
-        assert _launches(blocks["fp8", "current", True], phase) - _launches(bf16, phase) == 2 * quantized * local
+        # current scaling per expert (Float8CurrentScalingQuantizer::quantize_impl): the amax's zeroing (in the amax
+        # launcher), the amax pass, nvte_compute_scale_from_amax and the cast
+        assert _launches(blocks["fp8", "current", True], phase) - _launches(bf16, phase) == 4 * quantized * local
 
 
 # Backward kernels of the router, one per kernel as each implementation runs it, tallied here from source
