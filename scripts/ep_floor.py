@@ -5,18 +5,19 @@ everything else, against the simulation's own split.
 
 Per scenario (a validation case, calibration or held out): one dispatch's floor at the links' line rates
 (``deepep.line_rate_floor_s``: DeepEP's deduplicated bytes with the flex dispatcher, every top-k copy with the
-alltoall one; uniform, balanced routing; the EP group's GPUs consecutive, as Megatron-Core's tp-cp-dp-pp order puts
-an EP group inside a pipeline stage, so the script refuses etp > 1 and an EP group that neither divides nor is a
-multiple of the GPUs a node), the all-to-alls of a pipeline stage in a step, on the MEAN over stages (dispatch and
-combine, forward and backward: 4 a MoE layer and microbatch, 6 with full recompute, which re-runs the forward's
-pair; the multi-token-prediction modules' MoE layers counted), their floor, the published step less that floor, and
-the simulated work besides, also the mean over all GPUs (the engine's summary: compute with its interference and the
-optimizer step, and the exposed tensor- and context-parallel collectives, which block the stream too; the bubble and
-waits excluded: idle, not work). A stage's work runs in series on its stream, so the step is at least each stage's
-sum, hence at least the mean over stages (every stage holds the same number of GPUs): ``excess`` > 0 says the
-simulated non-EP work alone, on the mean rank, is longer than the published step allows, whatever the all-to-alls
-cost. Rows that overlap the all-to-alls (``ep_overlap``) have no such bound. A diagnostic: nothing is fitted or
-written; held-out scenarios are read, never tuned to (docs/calibration.md, "Round 15: the MoE zoo's Qwen3 rows").
+alltoall one; uniform, balanced routing, within the model's router groups if it states them; the EP group's GPUs
+consecutive, as Megatron-Core's tp-cp-dp-pp order puts an EP group inside a pipeline stage, so the script refuses
+etp > 1 and an EP group that neither divides nor is a multiple of the GPUs a node), the all-to-alls of a pipeline
+stage in a step, on the MEAN over stages (dispatch and combine, forward and backward: 4 a MoE layer and microbatch,
+6 with full recompute, which re-runs the forward's pair; the multi-token-prediction modules' MoE layers counted),
+their floor, the published step less that floor, and the simulated work besides, also the mean over all GPUs (the
+engine's summary: compute with its interference and the optimizer step, and the exposed tensor- and context-parallel
+collectives, which block the stream too; the bubble and waits excluded: idle, not work). A stage's work runs in
+series on its stream, so the step is at least each stage's sum, hence at least the mean over stages (every stage
+holds the same number of GPUs): ``excess`` > 0 says the simulated non-EP work alone, on the mean rank, is longer
+than the published step allows, whatever the all-to-alls cost. Rows that overlap the all-to-alls (``ep_overlap``)
+have no such bound. A diagnostic: nothing is fitted or written; held-out scenarios are read, never tuned to
+(docs/calibration.md, "Round 15: the MoE zoo's Qwen3 rows").
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def row(name: str) -> dict:
     dedup = p.ep_alltoall == "hierarchical"
     token_bytes = m.hidden * shard.activation_bytes_per_element
     floor = deepep.line_rate_floor_s(nodes, local, moe.routed_tokens(m, shard), token_bytes, m.moe.experts,
-                                     m.moe.top_k, c.nic.rate, c.gpu.nvlink_bandwidth, dedup)
+                                     m.moe.top_k, c.nic.rate, c.gpu.nvlink_bandwidth, dedup, m.moe.groups,
+                                     m.moe.group_topk)
     per_layer = 6 if scenario.training.activation_recompute == "full" else 4
     count = per_layer * mean_stage_moe_layers(scenario) * scenario.microbatches
     summary = simulate(scenario).summary

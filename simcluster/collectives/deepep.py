@@ -14,7 +14,8 @@ NVLink generation without a measurement keep 1. Only the flex dispatcher (DeepEP
 
 ``line_rate_floor_s`` is the least time one dispatch or combine can take on the links whatever the kernels: DeepEP's
 own bytes (a token once per destination node on the NIC, once per destination GPU on NVLink; or every copy, for the
-alltoall dispatcher), routing uniform and balanced, both links at their line rate, the phases pipelined. A blocking
+alltoall dispatcher), routing uniform (within the router's groups, if group-limited: ``TokenRouting.unit_hit``) and
+balanced, both links at their line rate, the phases pipelined. A blocking
 step's all-to-alls take at least that many times it, so a published step bounds from above what all its other work
 took (docs/calibration.md, "Round 15: the MoE zoo's Qwen3 rows"; ``scripts/ep_floor.py``).
 """
@@ -57,12 +58,14 @@ def intranode_slowdown(gpu, ranks: int) -> float:
 
 
 def line_rate_floor_s(nodes: int, local: int, tokens: float, token_bytes: float, experts: int, top_k: int,
-                      nic_bytes_per_s: float, nvlink_bytes_per_s: float, deduplicated: bool = True) -> float:
+                      nic_bytes_per_s: float, nvlink_bytes_per_s: float, deduplicated: bool = True,
+                      groups: int | None = None, group_limit: int | None = None) -> float:
     """Least time of one dispatch (or combine: the same bytes back) of ``tokens`` token rows of ``token_bytes`` a
     GPU over ``nodes`` nodes of ``local`` GPUs, ``top_k`` of ``experts`` experts placed evenly, at the NIC's and
     NVLink's line rates, no latency, the two links at once (the slower binds). ``deduplicated`` (DeepEP): the bytes
     of ``closed_form.hierarchical_alltoall_bytes`` with uniform routing and no load spread (the busiest GPU and node
-    carry the mean), a token once per destination node on the NIC and once per destination GPU on NVLink; otherwise
+    carry the mean), a token once per destination node on the NIC and once per destination GPU on NVLink, those
+    it reaches under group-limited routing (``groups`` / ``group_limit``: model.moe.groups / group_topk); otherwise
     (Megatron-Core's alltoall dispatcher, NCCL's direct all-to-all) every one of the top_k copies S goes straight to
     its GPU, (N-1)/N S over the NIC and (m-1)/(N m) S over NVLink. No kernel reaches it: a bound, not a time."""
     if min(nodes, local, experts, top_k) < 1 or tokens < 0 or token_bytes < 0:
@@ -72,7 +75,8 @@ def line_rate_floor_s(nodes: int, local: int, tokens: float, token_bytes: float,
         raise ValueError(f"need line rates > 0, got NIC {nic_bytes_per_s}, NVLink {nvlink_bytes_per_s}")
     copies = tokens * top_k * token_bytes
     if deduplicated:
-        network, nvlink = closed_form.hierarchical_alltoall_bytes(nodes, local, copies, TokenRouting(experts, top_k))
+        routing = TokenRouting(experts, top_k, groups=groups, group_limit=group_limit)
+        network, nvlink = closed_form.hierarchical_alltoall_bytes(nodes, local, copies, routing)
     else:
         network, nvlink = (nodes - 1) / nodes * copies, (local - 1) / (nodes * local) * copies
     return max(network / nic_bytes_per_s, nvlink / nvlink_bytes_per_s)

@@ -21,11 +21,17 @@ caps the distinct groups at M: the groups are chosen BY their best experts, so e
 token's top_k nearly always (Monte-Carlo counts: DeepEP's routing, 256 experts top-8 in 8 node groups, M = 4: 3.98
 groups; Megatron-Core's, random logits through the sigmoid, 32 experts top-8 in 8 groups, M = 4: 3.99, 256 experts:
 3.96; uniform top_k among the chosen groups' experts would give 3.63). A unit (GPU or node) holding whole groups is
-reached when one of them is chosen; a unit inside a group is reached when its group is chosen and then, taken as
-uniform among the chosen groups' M E / G experts, one of the token's top_k lands on it (7.36 distinct GPUs for
-DeepSeek-V3 on 8 nodes, 7.47 counted: 1.5% low). When G is set equal to the expert-parallel size (device-limited
-routing, as the moe_perf baseline's DeepSeek proxy does: 8 groups of 4 experts on 8 GPUs, M = 4) a token reaches at
-most M GPUs: 4 of 8, not the 5.64 of uniform top-8 of 32.
+reached when one of them is chosen; a unit of s experts inside a group of g = E / G is reached when its group is
+chosen and then one of the token's experts lands on it, the group's own one (uniform in the group: s / g) or one of
+the other k - M, uniform among the chosen groups' other M (g - 1) experts: 1 - (1 - s/g) C(M (g-1) - s, k - M) /
+C(M (g-1), k - M) (round 31's review; DeepSeek-V3's 256 experts on 32 / 64 GPUs, 4 / 8 a group: 6.84 / 7.48 distinct
+GPUs, 6.85 / 7.49 counted; taking all k uniform among the chosen groups' M g experts gave 6.60 / 7.36, 3.8% / 1.8%
+low). With k = M the limit does not bind: a group scored by its best expert (k / M = 1) is among the M best whenever
+it holds one of the token's top k, so the routing is the uniform one (256 experts top-4 in 8 groups, M = 4: 3.32
+groups counted, 3.33 uniform); k < M leaves Megatron-Core's group score empty (the top k // M = 0), taken as uniform
+too. When G is set equal to the expert-parallel size (device-limited routing, as the moe_perf baseline's DeepSeek
+proxy does: 8 groups of 4 experts on 8 GPUs, M = 4) a token reaches at most M GPUs: 4 of 8, not the 5.64 of uniform
+top-8 of 32.
 
 Load: tokens per expert spread with a coefficient of variation (CV) of two independent parts, CV^2 = CV_sys^2 +
 CV_sampling^2 (law of total variance): ``load_cv``, the router's systematic preference between experts (workload/
@@ -244,21 +250,24 @@ class TokenRouting:
         """Probability that a token reaches a given one of ``units`` equal units (GPUs or nodes) of E / units
         consecutive experts each: 1 - C(E - E/units, k) / C(E, k) uniformly; under group-limited routing (module
         docstring) a unit of c whole groups is reached when one of them is among the M chosen, 1 - C(G - c, M) /
-        C(G, M) (at most the uniform figure), a unit inside a group with its group's M / G times the uniform draw
-        among the chosen groups' M E / G experts; groups that neither hold nor split into whole units are taken as
-        uniform routing (an upper bound). The round-robin gate's block spans ``consecutive_units`` of them."""
+        C(G, M) (at most the uniform figure), a unit inside a group with its group's M / G times the chance that the
+        group's own expert or one of the other k - M lands on it; with k <= M, or groups that neither hold nor split
+        into whole units, uniform routing (the limit does not bind; an upper bound). The round-robin gate's block
+        spans ``consecutive_units`` of them."""
         if self.consecutive:
             return consecutive_units(self.experts, self.top_k, units) / units
         share = self.experts // units
         unlimited = hit_probability(self.experts, self.top_k, share)
         groups, limit = self.groups, self.group_limit
-        if groups is None or limit is None or limit >= groups:
+        if groups is None or limit is None or limit >= groups or self.top_k <= limit:
             return unlimited
         if groups % units == 0:
             held = groups // units
             return min(unlimited, 1.0 - math.comb(groups - held, limit) / math.comb(groups, limit))
         if units % groups == 0:
-            return limit / groups * hit_probability(limit * self.experts // groups, self.top_k, share)
+            per_group = self.experts // groups
+            others = hit_probability(limit * (per_group - 1), self.top_k - limit, share)
+            return limit / groups * (1.0 - (1.0 - share / per_group) * (1.0 - others))
         return unlimited
 
     def node_hit(self, nodes: int) -> float:

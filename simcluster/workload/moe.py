@@ -344,15 +344,14 @@ def permutation_rows(model: TransformerSpec, routed: float, ep: int) -> float:
     dispatch brought, one per (token, destination GPU) pair, as DeepEP sends a token once to each GPU holding one of
     its experts (``token_routing``): ``routed`` tokens per rank times the distinct GPUs of the ``ep`` a token
     reaches, on average (every rank sends as many as it receives; at most ``group_topk`` of them when the router's
-    groups are the ranks' experts, ``model.moe.groups``). Megatron-Core's MoEFlexTokenDispatcher permutes
+    groups are the ranks' experts, ``model.moe.groups``; the round-robin gate's block, ``load: round_robin``, the
+    GPUs it spans: ``token_routing``, the engine's routing). Megatron-Core's MoEFlexTokenDispatcher permutes
     AFTER the dispatch (token_dispatcher.py ``_DeepepManager.get_permuted_hidden_states_by_experts``: the received
     rows and their local-expert routing map into expert-major order, one fused ``permute``) and unpermutes before
     the combine, which sums a token's rows per GPU and node; the alltoall dispatcher permutes the ``routed`` local
     tokens into k copies before its all-to-all and sorts them again by local expert after it
     (``sort_chunks_ops``), which the flex dispatcher does not run."""
-    moe = model.moe
-    routing = TokenRouting(moe.experts, moe.top_k, groups=moe.groups, group_limit=moe.group_topk)
-    return routed * routing.distinct_gpus(1, ep)   # experts % ep == 0: config
+    return routed * token_routing(model.moe).distinct_gpus(1, ep)   # experts % ep == 0: config
 
 
 def forward_order(moe: MoESpec, permute: Op, shared: list[Op], routed: list[Op], flex: bool, ep: int = 1,

@@ -48,6 +48,19 @@ def test_inside_one_node_only_nvlink_carries_the_distinct_gpus():
     assert floor == pytest.approx(7 * TOKENS * TOKEN_BYTES * p_gpu / NVLINK, rel=1e-12)
 
 
+def test_group_limited_deepseek_v3_on_eight_nodes_sends_a_token_to_four():
+    """DeepSeek-V3's router (8 groups of 32 experts, 4 chosen) on EP 64 over 8 nodes, a group a node: a token reaches
+    4 of the 8 nodes, 1 - C(7, 4)/C(8, 4) = 1/2 each, against 1 - prod(224-i)/(256-i) = 0.662 uniformly; each chosen
+    node's own expert lands on a given GPU of it with 4/32, the other 4 on it among the chosen nodes' other 124
+    experts. The NIC binds either way; the floor falls with the node count."""
+    p_gpu = 0.5 * (1 - (1 - 4 / 32) * _miss(124, 4, 4))
+    network, nvlink = 7 * TOKENS * TOKEN_BYTES * 0.5, 7 * 8 * TOKENS * TOKEN_BYTES * p_gpu
+    floor = deepep.line_rate_floor_s(8, 8, TOKENS, TOKEN_BYTES, 256, 8, NIC, NVLINK, groups=8, group_limit=4)
+    assert floor == pytest.approx(max(network / NIC, nvlink / NVLINK), rel=1e-12)
+    uniform = deepep.line_rate_floor_s(8, 8, TOKENS, TOKEN_BYTES, 256, 8, NIC, NVLINK)
+    assert floor / uniform == pytest.approx(0.5 / (1 - _miss(256, 32, 8)), rel=1e-12)
+
+
 def test_every_copy_without_deduplication():
     """The alltoall dispatcher (NCCL's direct all-to-all) sends each of the 8 copies to its GPU: in one node 7/8 of
     them over NVLink; over 4 nodes 3/4 over the NIC (the NVLink share, 7/32, does not bind)."""
