@@ -1,8 +1,8 @@
 """workload.mxfp8_swizzles: the scale-swizzle launches of MXFP8 GEMM calls per layer and microbatch, by Transformer
 Engine release, counted from TE's source (gemm.cpp: one swizzle kernel per operand whose scales are not
-GEMM-swizzled; a grouped call one per operand list; 2.12's quantizers set ``optimize_for_gemm`` for activations not
-all-gathered for sequence parallelism; 2.18 pre-swizzles cached bf16-primary weights), and their device time
-charged once (it is inside the measured block-scaled GEMM time)."""
+GEMM-swizzled; a grouped call one per operand list and 64 experts; 2.12's quantizers set ``optimize_for_gemm`` for
+activations not all-gathered for sequence parallelism; 2.18 pre-swizzles cached bf16-primary weights), and their
+device time charged once (it is inside the measured block-scaled GEMM time)."""
 
 import pytest
 
@@ -74,7 +74,7 @@ def test_te_2_18_pre_swizzles_cached_weights_not_fp8_primary_ones():
 
 
 @pytest.mark.parametrize("ep", [8, 16])
-def test_grouped_moe_layer_two_per_grouped_call_whatever_the_local_experts(ep):
+def test_grouped_moe_layer_two_per_grouped_call_up_to_64_local_experts(ep):
     # te_general_grouped_gemm: one multi_tensor_swizzle_scaling_factors for the A list, one for the B list: the MoE
     # block adds 2 x 2 a phase to the attention block's 2 x 2 (Qwen3: no shared experts), at 16 or 8 local experts
     _, (dense, moe_layer) = _layers("nemo2511-qwen3-235b-64-b200-fp8", "2.9", ep=ep)
