@@ -27,7 +27,7 @@ from simcluster.parallel.ep_overlap import EpOverlap
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
 from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
-from simcluster.spec.config import Scenario, container_te, stated_mcore_version
+from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT, GpuSpec
 from simcluster.workload import (
     async_backward,
@@ -293,10 +293,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     fp8_params.refuse_sharded_transpose(t, p.zero_stage, gpu.name)
     # MXFP8's scale swizzles inside each GEMM call, as launches, by the container's Transformer Engine release
     # (workload.mxfp8_swizzles; before userbuffers' chunks, after MLA's linears)
-    te_release = container_te(stated_mcore_version(t)) if scenario.megatron_core else None
-
     def swizzles(phases: dict[str, list[Op]]) -> dict[str, list[Op]]:
-        return mxfp8_swizzles.apply(phases, te_release, p.sequence_parallel and p.tp > 1, fp8_weights)
+        return mxfp8_swizzles.apply_for(scenario, phases)
 
     layer = swizzles(mla.apply(m, shard, layer_ops(m, shard)))   # multi-head latent attention where the model has it
     layer_gemms = fp8_gemms(layer)
@@ -385,7 +383,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     cp_per_layer = context_parallel_exchange(scenario)
 
     counts, moe_counts = memory.chunk_layers(m, p.pp, p.virtual_stages, p.layers_per_stage)  # MTP's: last chunk
-    mtp_extra = mtp.extra_ops(m, shard)
+    mtp_extra = swizzles(mtp.extra_ops(m, shard))   # eh_proj's GEMM calls swizzle too
     # the MTP modules' eh_proj collectives, on the last chunk, blocking (built without a userbuffers name)
     mtp_calls = (mtp.tp_collectives(m, p.sequence_parallel, round(tp_op_bytes["allreduce"] / tp_op_bytes["all_gather"]))
                  if m.mtp_layers and p.tp > 1 else {})

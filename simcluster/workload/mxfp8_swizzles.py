@@ -10,7 +10,9 @@ extensions/gemm.cpp, the 2025 versions):
   (rowwise or columnwise) that GEMM reads; the userbuffers path (``comm_overlap``) swizzles the same two operands
   once before its chunk loop, so a chunked GEMM is one call here;
 - a grouped call (``te_general_grouped_gemm``, GroupedLinear's experts): one ``multi_tensor_swizzle_scaling_factors``
-  kernel for the A list (all experts) and one for the B list.
+  call for the A list (all experts) and one for the B list, each one kernel per ``GROUPED_TENSORS_PER_KERNEL``
+  experts (the kernel's argument struct holds at most 64 tensors: common/swizzle/swizzle.cu, ``kMaxTensorsPerKernel
+  = 64``, a launch each time it fills), so one kernel per list up to 64 local experts.
 
 The operands of one linear layer's three GEMMs (TE linear.py / grouped_linear.py: fprop ``general_gemm(weight,
 inputmat)``, dgrad ``general_gemm(weight, grad_output)``, wgrad ``general_gemm(inputmat, grad_output)``):
@@ -25,7 +27,8 @@ backward_weight the input and the output gradient. Which of them the call still 
   column-parallel linears' inputs (``COLUMN_PARALLEL_GATHERED``) and the row-parallel ones' output gradients
   (``ROW_PARALLEL_GATHERED``), at tp > 1 with sequence parallelism;
 - from ``cached_weights_preswizzled`` (TE 2.18, PR 3093) the cached weight neither, unless the weights are MXFP8
-  primary weights (fp8 parameters), which stay compact.
+  primary weights (fp8 parameters), which stay compact (2.18.0 wheel, module/base.py ``_enable_weight_preswizzle``:
+  ``if self.primary_weights_in_fp8: return False``; ``apply_for`` reads them from ``fp8_params.mxfp8_params``).
 
 Their device time is not added: the block-scaled GEMM time (efficiency.yaml gemm.block_scaled_slowdown, TE's
 benchmark_gemm of pre-quantized ``tex.generic_gemm`` calls with compact scales) was measured with both swizzles inside
@@ -42,7 +45,8 @@ experts' splits writes the swizzled layout (its C++ not read: taken as the per-t
 from __future__ import annotations
 
 from simcluster.core import catalog
-from simcluster.spec.config import mcore_release
+from simcluster.spec.config import container_te, mcore_release, stated_mcore_version
+from simcluster.workload import fp8_params
 from simcluster.workload.ops import Op
 
 OP_NAME = "mxfp8_swizzle"
@@ -50,10 +54,12 @@ OP_NAME = "mxfp8_swizzle"
 PHASE_OPERANDS = {"forward": ("weight", "input"), "recompute": ("weight", "input"),
                   "backward_input": ("weight", "grad_output"), "backward_weight": ("input", "grad_output")}
 # linears whose input Transformer Engine all-gathers for sequence parallelism (column-parallel: QKV, the MLPs' fc1,
-# MLA's up-projections, workload.mla.COLUMN_PARALLEL) and whose output gradient it all-gathers (row-parallel: the
-# attention output, the MLPs' fc2), by op name
-COLUMN_PARALLEL_GATHERED = ("qkv", "mlp_up", "shared_expert_up", "mla_q", "mla_q_up", "mla_kv_up")
+# MLA's up-projections, workload.mla.COLUMN_PARALLEL; the MTP modules' eh_proj, a TEColumnParallelLinear,
+# workload.mtp) and whose output gradient it all-gathers (row-parallel: the attention output, the MLPs' fc2), by op name
+COLUMN_PARALLEL_GATHERED = ("qkv", "mlp_up", "shared_expert_up", "mla_q", "mla_q_up", "mla_kv_up", "mtp_eh_proj")
 ROW_PARALLEL_GATHERED = ("attn_out", "mlp_down", "shared_expert_down")
+# tensors one multi_tensor_swizzle_scaling_factors kernel takes (TE common/swizzle/swizzle.cu kMaxTensorsPerKernel)
+GROUPED_TENSORS_PER_KERNEL = 64
 
 
 def _boundary(name: str) -> tuple[int, int]:
@@ -79,10 +85,12 @@ def _gathered(operand: str, gemm: str, sequence_parallel: bool) -> bool:
 
 
 def call_swizzles(phase: str, gemm: str, release: str | None, sequence_parallel: bool,
-                  fp8_primary_weights: bool) -> int:
-    """Swizzle kernels of one MXFP8 GEMM call (dense or grouped) named ``gemm`` in ``phase`` (module docstring)."""
-    return sum(swizzled_in_call(operand, release, _gathered(operand, gemm, sequence_parallel), fp8_primary_weights)
-               for operand in PHASE_OPERANDS[phase])
+                  fp8_primary_weights: bool, tensors: int = 1) -> int:
+    """Swizzle kernels of one MXFP8 GEMM call (dense, or grouped over ``tensors`` local experts) named ``gemm`` in
+    ``phase`` (module docstring)."""
+    per_operand = -(-tensors // GROUPED_TENSORS_PER_KERNEL)
+    return per_operand * sum(swizzled_in_call(operand, release, _gathered(operand, gemm, sequence_parallel),
+                                              fp8_primary_weights) for operand in PHASE_OPERANDS[phase])
 
 
 def apply(phases: dict[str, list], release: str | None, sequence_parallel: bool,
@@ -96,10 +104,20 @@ def apply(phases: dict[str, list], release: str | None, sequence_parallel: bool,
         out[phase] = []
         for op in ops:
             if op.kind == "gemm" and op.block_scaled and phase in PHASE_OPERANDS:
-                count = call_swizzles(phase, op.name, release, sequence_parallel, fp8_primary_weights)
+                count = call_swizzles(phase, op.name, release, sequence_parallel, fp8_primary_weights, op.batch)
                 out[phase] += [launch] * count
             out[phase].append(op)
     return out
+
+
+def apply_for(scenario, phases: dict[str, list]) -> dict[str, list]:
+    """``apply`` with a scenario's settings: the Transformer Engine release of the container of its stated
+    Megatron-Core release (``config.container_te``; None for other stacks), sequence parallelism at tp > 1, and MXFP8
+    primary weights (``fp8_params.mxfp8_params``: fp8_param_gather under the MXFP8 recipe, TE's
+    ``primary_weights_in_fp8``, which 2.18's ``_enable_weight_preswizzle`` leaves compact)."""
+    t, p = scenario.training, scenario.parallelism
+    release = container_te(stated_mcore_version(t)) if scenario.megatron_core else None
+    return apply(phases, release, p.sequence_parallel and p.tp > 1, fp8_params.mxfp8_params(t))
 
 
 def count(phases: dict[str, list]) -> dict[str, int]:

@@ -1,13 +1,13 @@
 """workload.mxfp8_swizzles: the scale-swizzle launches of MXFP8 GEMM calls per layer and microbatch, by Transformer
 Engine release, counted from TE's source (gemm.cpp: one swizzle kernel per operand whose scales are not
-GEMM-swizzled; a grouped call one per operand list; 2.12's quantizers set ``optimize_for_gemm`` for activations not
-all-gathered for sequence parallelism; 2.18 pre-swizzles cached bf16-primary weights), and their device time
-charged once (it is inside the measured block-scaled GEMM time)."""
+GEMM-swizzled; a grouped call one per operand list and 64 experts; 2.12's quantizers set ``optimize_for_gemm`` for
+activations not all-gathered for sequence parallelism; 2.18 pre-swizzles cached bf16-primary weights), and their
+device time charged once (it is inside the measured block-scaled GEMM time)."""
 
 import pytest
 
 from simcluster.spec import config
-from simcluster.workload import kernels, mla, moe, mxfp8_swizzles
+from simcluster.workload import kernels, mla, moe, mtp, mxfp8_swizzles
 from simcluster.workload.ops import layer_ops, shard_for
 
 PHASES = ("forward", "backward_input", "backward_weight")
@@ -74,7 +74,7 @@ def test_te_2_18_pre_swizzles_cached_weights_not_fp8_primary_ones():
 
 
 @pytest.mark.parametrize("ep", [8, 16])
-def test_grouped_moe_layer_two_per_grouped_call_whatever_the_local_experts(ep):
+def test_grouped_moe_layer_two_per_grouped_call_up_to_64_local_experts(ep):
     # te_general_grouped_gemm: one multi_tensor_swizzle_scaling_factors for the A list, one for the B list: the MoE
     # block adds 2 x 2 a phase to the attention block's 2 x 2 (Qwen3: no shared experts), at 16 or 8 local experts
     _, (dense, moe_layer) = _layers("nemo2511-qwen3-235b-64-b200-fp8", "2.9", ep=ep)
@@ -108,3 +108,50 @@ def test_device_time_not_double_counted():
         assert new.device_s == pytest.approx(old.device_s, rel=1e-12)
         assert new.kernels - old.kernels == len(added)
         assert new.device_bound_s(host) - old.device_bound_s(host) == pytest.approx(len(added) * host.gap_s(added[0]))
+
+
+def _scenario_counts(name, monkeypatch, release=None, **training):
+    # the scenario-level settings plan.py applies (mxfp8_swizzles.apply_for), the container's TE release replaced
+    scenario = config.load(name)
+    if training:
+        scenario = scenario.model_copy(update={"training": scenario.training.model_copy(update=training)})
+    if release is not None:
+        monkeypatch.setattr(mxfp8_swizzles, "container_te", lambda _version: release)
+    m, shard = scenario.model, shard_for(scenario)
+    return scenario, m, shard
+
+
+def test_scenario_mxfp8_primary_weights_stay_compact_at_te_2_18(monkeypatch):
+    # TE 2.18.0 wheel, module/base.py _enable_weight_preswizzle: "if self.primary_weights_in_fp8: return False"; the
+    # NeMo MXFP8 rows run fp8_param_gather (Megatron-Bridge bf16_with_mxfp8_mixed), so their weights keep compact
+    # scales and each fprop / dgrad call swizzles them: 4 + 4 a dense layer (tp 1), as before 2.18
+    name = "nemo2604-llama3-70b-64-gb300-mxfp8"
+    for fp8_param_gather, expected in ((True, (DENSE_LINEARS, DENSE_LINEARS, 0)), (False, (0, 0, 0))):
+        scenario, m, shard = _scenario_counts(name, monkeypatch, "2.18", fp8_param_gather=fp8_param_gather)
+        counts = mxfp8_swizzles.count(mxfp8_swizzles.apply_for(scenario, layer_ops(m, shard)))
+        assert per_phase(counts) == expected
+
+
+def test_scenario_release_and_sequence_parallelism_from_the_scenario():
+    # 26.04's TE 2.14 (Megatron-Bridge software-versions.md), tp 2 with sequence parallelism: 6 + 6 + 4 a dense layer
+    scenario = config.load("nemo2604-llama3-70b-64-gb200-mxfp8")
+    counts = mxfp8_swizzles.count(mxfp8_swizzles.apply_for(scenario, layer_ops(scenario.model, shard_for(scenario))))
+    assert per_phase(counts) == (DENSE_LINEARS + 2, DENSE_LINEARS + 2, 4)
+
+
+@pytest.mark.parametrize(("release", "expected"), [("2.9", (2, 2, 2)), ("2.14", (1, 1, 0))])
+def test_mtp_eh_proj_swizzles_like_a_dense_linear(monkeypatch, release, expected):
+    # the MTP module's eh_proj is a TEColumnParallelLinear run in fp8 (workload.mtp): one gemm() call a phase, its two
+    # operands swizzled before 2.12, its weight alone from 2.12 (tp 1); the output head is not an fp8 GEMM
+    scenario, m, shard = _scenario_counts("nemo2604-deepseek-v3-256-gb300-mxfp8", monkeypatch, release)
+    counts = mxfp8_swizzles.count(mxfp8_swizzles.apply_for(scenario, mtp.extra_ops(m, shard)))
+    assert m.mtp_layers == 1 and per_phase(counts) == expected
+
+
+def test_grouped_call_past_64_local_experts_launches_a_kernel_per_64_a_list():
+    # common/swizzle/swizzle.cu multi_tensor_swizzle_scaling_factors: its argument struct holds kMaxTensorsPerKernel =
+    # 64 tensors and launches each time it fills; Qwen3's 128 experts at ep 1 are 2 kernels a list, at ep 2 (64) one
+    attention = 2 * 2
+    for ep, kernels_per_list in ((1, 2), (2, 1)):
+        _, (_, moe_layer) = _layers("nemo2511-qwen3-235b-64-b200-fp8", "2.9", ep=ep)
+        assert per_phase(moe_layer) == (attention + 2 * kernels_per_list * GROUPED_CALLS,) * 3
