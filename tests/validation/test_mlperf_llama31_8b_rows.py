@@ -1,0 +1,113 @@
+"""The MLPerf Training v5.1 Llama 3.1 8B rows (round 32) are what their result logs measured, on the layouts they state.
+
+Source: Cisco's closed-division Llama 3.1 8B pre-training submissions, mlcommons/training_results_v5.1 @ 4da2d1cd,
+Cisco/results/hpf_n8/llama31_8b/ and Cisco/results/hpf_n16/llama31_8b/ result_0.txt .. result_9.txt, configurations in
+Cisco/benchmarks/llama31_8b/implementations/nemo/ (config_DGXH100_8x8x1xtp1pp1cp1.sh,
+config_DGXH100_16x8x1xtp2pp1cp1.sh, config_common.sh, conf/custom.yaml, pretrain.py, Dockerfile).
+Each log writes one MLLOG `tracked_stats` line per training step with its `time_ms` (milliseconds since the epoch) and
+a `step` metadata in samples (64 a step). Each log was read at one place, the stored text from character 500,000 (one
+16,000-character page); copied here: the first and last whole step line of that page, (samples, time_ms) each.
+"""
+
+import statistics
+from dataclasses import dataclass
+
+import pytest
+
+from simcluster.spec import config
+from simcluster.studies import validation
+
+HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
+GBS = 64
+EVAL_INTERVAL_STEPS = -(-12_288 // GBS)  # custom.yaml val_check_interval ceil_div(12288, GBS); VAL_CHECK_INTERVAL unset
+
+# result_i: ((samples, time_ms) of the first whole step line, (samples, time_ms) of the last), in file order.
+WINDOWS_N8 = {
+    0: ((99_008, 1759989192939), (102_336, 1759989230491)),
+    1: ((99_008, 1759992045366), (102_336, 1759992082826)),
+    2: ((99_008, 1759994895941), (102_336, 1759994933738)),
+    3: ((99_008, 1759997747533), (102_336, 1759997785192)),
+    4: ((99_008, 1760000594630), (102_336, 1760000632107)),
+    5: ((99_008, 1760003697637), (102_336, 1760003735124)),
+    6: ((99_008, 1760006550772), (102_336, 1760006588113)),
+    7: ((99_008, 1760009655259), (102_336, 1760009692989)),
+    8: ((99_008, 1760012505596), (102_336, 1760012543161)),
+    9: ((99_008, 1760015609391), (102_336, 1760015647000)),
+}
+WINDOWS_N16 = {
+    0: ((91_584, 1760028626188), (94_912, 1760028651297)),
+    1: ((91_584, 1760030761271), (94_912, 1760030787002)),
+    2: ((91_584, 1760032907981), (94_912, 1760032933621)),
+    3: ((91_584, 1760035049409), (94_912, 1760035074663)),
+    4: ((91_584, 1760037303580), (94_912, 1760037329359)),
+    5: ((91_584, 1760056603283), (94_912, 1760056628878)),
+    6: ((91_584, 1760058740727), (94_912, 1760058766174)),
+    7: ((91_584, 1760060882310), (94_912, 1760060907798)),
+    8: ((91_584, 1760063031059), (94_912, 1760063056528)),
+    9: ((91_584, 1760065270668), (94_912, 1760065295625)),
+}
+
+
+@dataclass(frozen=True)
+class Submission:
+    scenario: str
+    windows: dict
+    nodes: int
+    tp: int  # TENSOR_MODEL_PARALLEL of the config whose DGXNNODES is `nodes`
+
+
+SUBMISSIONS = [
+    Submission("mlperf51-llama31-8b-64-h100-fp8", WINDOWS_N8, 8, 1),
+    Submission("mlperf51-llama31-8b-128-h100-fp8", WINDOWS_N16, 16, 2),
+]
+BY_SCENARIO = pytest.mark.parametrize("sub", SUBMISSIONS, ids=lambda s: s.scenario)
+
+
+def _window_step_s(window):
+    (first, t_first), (last, t_last) = window
+    return (t_last - t_first) / 1000 / ((last - first) // GBS)
+
+
+@BY_SCENARIO
+def test_every_window_is_the_same_whole_steps_inside_one_evaluation_block(sub):
+    """All ten logs, the same sample range, whole steps of the logged batch, within one evaluation block (no
+    validation pause inside the span), each log later than the one before (ten separate runs)."""
+    assert sorted(sub.windows) == list(range(10))
+    ranges = {(w[0][0], w[1][0]) for w in sub.windows.values()}
+    assert len(ranges) == 1
+    (first, last), = ranges
+    assert first % GBS == 0 and last % GBS == 0 and last > first
+    first_step, last_step = first // GBS, last // GBS
+    assert (first_step - 1) // EVAL_INTERVAL_STEPS == (last_step - 1) // EVAL_INTERVAL_STEPS
+    starts = [sub.windows[i][0][1] for i in range(10)]
+    assert all(later > earlier for earlier, later in zip(starts, starts[1:], strict=False))
+
+
+@BY_SCENARIO
+def test_the_row_is_the_median_of_the_logs_window_step_times(sub):
+    steps = [_window_step_s(w) for w in sub.windows.values()]
+    assert max(steps) / min(steps) < 1.05  # ten runs of one system, one place in each
+    assert HELD_OUT[sub.scenario]["step_time_s"] == pytest.approx(statistics.median(steps), abs=5e-5)
+
+
+@BY_SCENARIO
+def test_the_scenario_runs_the_submitted_configuration(sub):
+    """GBS, sequence and GPU count as logged; TP from the config, DP the rest, one microbatch of one sequence a step
+    (MINIBS 1, MBS 1); FP8 delayed scaling with fp8 parameters; Megatron-Core's buckets of 64 parameters (bucket_size
+    64, i.e. one bucket a parameter), bf16 reduction averaged in the collective; no TP overlap (pretrain.py adds no
+    comm-overlap callback); TE 2.5, Megatron-Core 0.13; Llama 3.1 8B; an Ethernet fabric."""
+    s = config.load(sub.scenario)
+    m, t, p = s.model, s.training, s.parallelism
+    assert (t.global_batch_size, t.seq_len, t.micro_batch_size) == (GBS, 8192, 1)
+    assert (s.cluster.nodes, s.cluster.gpus_per_node, s.cluster.gpus) == (sub.nodes, 8, sub.nodes * 8)
+    assert (p.tp, p.pp, p.cp, p.dp) == (sub.tp, 1, 1, sub.nodes * 8 // sub.tp)
+    assert p.dp * t.micro_batch_size == GBS
+    assert p.sequence_parallel is (sub.tp > 1)
+    assert (m.layers, m.hidden, m.n_kv_heads, m.vocab, m.mlp, m.position) == (32, 4096, 8, 128256, "swiglu", "rope")
+    assert (t.precision, t.fp8_recipe, t.fp8_param_gather, t.activation_recompute) == ("fp8", "delayed", True, "none")
+    assert (t.cross_entropy, t.mcore_version, p.te_version) == ("megatron_fused", "0.13", 2)
+    assert (p.zero_stage, p.grad_buckets, p.grad_reduce_dtype, p.average_in_collective) == (
+        1, "megatron_core", "bf16", True)
+    assert p.grad_bucket_size / 2 == 64  # 64 bf16 elements
+    assert p.tp_comm_overlap is False and p.overlap_param_gather is True
+    assert s.cluster.topology_options.get("protocol") == "ethernet"
