@@ -57,7 +57,8 @@ WINDOWS_N16 = {
 }
 
 
-# Evaluations read in the logs (eval_start samples_count), in samples: hpf_n8 result_3, hpf_n16 result_0 and result_5.
+# Evaluations read in the logs, in samples (eval_start samples_count, and the block summary lines' block starts):
+# hpf_n8 result_3, hpf_n16 result_0 and result_5.
 EVALS_N8 = (65_664, 87_552, 109_440, 196_992, 218_880)  # 218,880: the last (run_stop), the target reached
 EVALS_N16 = (86_016, 98_304, 208_896, 221_184)  # 221,184: the last (run_stop)
 
