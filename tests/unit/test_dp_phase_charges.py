@@ -1,0 +1,53 @@
+"""scripts/dp_phase_charges.py against closed forms (docs/calibration.md, "Round 32: the exposed data-parallel phase
+across families"): on a row whose data-parallel phase runs alone after the backward (FlagPerf's 440-GPU Llama 3 8B,
+Megatron-LM 0.6 without overlap: one reduce-scatter and one all-gather a step), the model prices its ring of four
+GPUs a node at four NICs' measured busbw, and stretching every data-parallel collective by F adds exactly (F - 1) x
+the phase to the step."""
+
+from __future__ import annotations
+
+import pytest
+from scripts_loader import load_script
+
+from simcluster.engine import simulate
+from simcluster.spec import config
+
+dp_phase_charges = load_script("dp_phase_charges")
+
+ROW = "flagperf-llama3-8b-440-h100-bf16"
+NIC_BUSBW = 47e9  # nccl.yaml measured.per_nic_busbw: "46-48GB/s per NIC" (AddyLaddy, NVIDIA/nccl-tests#290)
+
+
+@pytest.fixture(scope="module")
+def row():
+    scenario = config.load(ROW)
+    return scenario, simulate(scenario, check_memory=False, link_windows=False)
+
+
+def test_a_ring_of_four_gpus_a_node_is_priced_at_four_nics(row):
+    scenario, result = row
+    assert dp_phase_charges.group_layout(scenario) == (220, 55, 4)
+    rows = {op: (size, count, engine_s) for op, size, count, engine_s, *_ in
+            dp_phase_charges.collective_rows(scenario, result.events)}
+    assert set(rows) == {"reduce_scatter", "all_gather"}
+    size, count, engine_s = rows["reduce_scatter"]
+    assert count == 1
+    # 4 B fp32 gradients of the 8B model's TP-2 shard: the buffer is at least 14 GB
+    assert size > 14e9
+    closed_form_s = size * 219 / 220 / (4 * NIC_BUSBW)
+    assert engine_s == pytest.approx(closed_form_s, rel=0.01)
+    # one NIC's worth would be four times as long: the assumption the section questions is what is tested here
+    assert engine_s < 0.3 * size * 219 / 220 / NIC_BUSBW
+
+
+def test_stretching_an_unoverlapped_phase_adds_it_again(row):
+    scenario, result = row
+    events = result.events
+    phase_s = sum(end - start for name, start, end in zip(events["name"], events["start_s"], events["end_s"],
+                                                          strict=True) if name.startswith(("grad ", "param ")))
+    with dp_phase_charges.stretched(2.0):
+        stretched = simulate(scenario, check_memory=False, link_windows=False).summary["step_time_s"]
+    assert stretched - result.summary["step_time_s"] == pytest.approx(phase_s, rel=0.01)
+    # and the patch is undone on leaving
+    again = simulate(scenario, check_memory=False, link_windows=False).summary["step_time_s"]
+    assert again == pytest.approx(result.summary["step_time_s"], rel=1e-12)
