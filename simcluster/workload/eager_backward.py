@@ -1,7 +1,10 @@
 """Kernels eager PyTorch launches for a GPT layer where fused stacks fold the work into other kernels:
 llm-foundry's MPT and the 2021-22 Megatron stacks (``training.layer_backward: eager``), the wrapper of MPT's Triton
-FlashAttention (``training.attention: flash_triton``), and the 2021-22 Megatron layer's own (``megatron_2021``
-below). Per rank and microbatch, bandwidth-bound, each its own kernel.
+FlashAttention (``training.attention: flash_triton``), the 2021-22 Megatron layer's own (``megatron_2021``
+below), and under ``layer_backward: fused`` the bias reductions Megatron's later stacks still run
+(``megatron_autograd_biases``: Megatron-Core adds the biases of its ``skip_bias_add`` linears itself, so their
+gradients are autograd reductions, not Transformer Engine's GEMM epilogue). Per rank and microbatch, bandwidth-bound,
+each its own kernel.
 
 ``autograd_kernels`` (``layer_backward: eager``): PyTorch autograd of ``nn.Linear`` and ``F.layer_norm``.
 - Linear biases. MPT's linears are ``nn.Linear`` with biases in llm-foundry's benchmark runs (MPTConfig ``no_bias``
