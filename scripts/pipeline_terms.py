@@ -294,7 +294,8 @@ def layer_budget(scenario, published_s: float | None = None) -> dict[str, float]
     v = facts["chunks"]
     n = facts["layers"] * m
     gap = kernels.host_model().kernel_gap_s
-    out = {name: sum(terms.get(k, 0.0) for k in keys) / n for name, keys in LAYER_CLASSES}   # naive attention: none
+    # a class the stage has no kernel of (unfused attention runs batched GEMMs and memory-bound kernels) is 0
+    out = {name: sum(terms.get(k, 0.0) for k in keys) / n for name, keys in LAYER_CLASSES}
     out["device"] = sum(value for key, value in terms.items() if key not in NOT_LAYER) / n
     out["rest"] = out["device"] - out["GEMMs"] - out["attention"]
     out["gaps"] = terms["kernel gaps (fitted)"] / n

@@ -1,7 +1,10 @@
 """Kernels eager PyTorch launches for a GPT layer where fused stacks fold the work into other kernels:
 llm-foundry's MPT and the 2021-22 Megatron stacks (``training.layer_backward: eager``), the wrapper of MPT's Triton
-FlashAttention (``training.attention: flash_triton``), and the 2021-22 Megatron layer's own (``megatron_2021``
-below). Per rank and microbatch, bandwidth-bound, each its own kernel.
+FlashAttention (``training.attention: flash_triton``), the 2021-22 Megatron layer's own (``megatron_2021``
+below), and under ``layer_backward: fused`` the bias reductions Megatron's later stacks still run
+(``megatron_autograd_biases``: Megatron-Core adds the biases of its ``skip_bias_add`` linears itself, so their
+gradients are autograd reductions, not Transformer Engine's GEMM epilogue). Per rank and microbatch, bandwidth-bound,
+each its own kernel.
 
 ``autograd_kernels`` (``layer_backward: eager``): PyTorch autograd of ``nn.Linear`` and ``F.layer_norm``.
 - Linear biases. MPT's linears are ``nn.Linear`` with biases in llm-foundry's benchmark runs (MPTConfig ``no_bias``
@@ -88,18 +91,25 @@ def linear_output_widths(model: TransformerSpec, tp: int, q_local: int, kv_local
     return {"qkv": q_local + 2 * kv_local, "attn_out": model.hidden, "mlp_up": up, "mlp_down": model.hidden}
 
 
+def bias_grad_kernels(linears, tokens: float, sp_tokens: float, widths: dict[str, int], e: int) -> list[Kernel]:
+    """One reduction kernel per named linear's bias (``linears``, keys of ``widths``): the [tokens, width] output
+    gradient read once, the bias written; the row-parallel linears (``ROW_PARALLEL``) on ``sp_tokens``."""
+    kernels = []
+    for name in linears:
+        width = widths[name]
+        elements = (sp_tokens if name in ROW_PARALLEL else tokens) * width
+        kernels.append((f"{name}_bias_grad", REDUCTION_FLOP_PER_ELEMENT * elements,
+                        BIAS_GRAD_READS * elements * e + width * e))
+    return kernels
+
+
 def autograd_kernels(model: TransformerSpec, tokens: float, sp_tokens: float, widths: dict[str, int],
                      e: int, apex_norm: bool = False) -> list[Kernel]:
     """The bias reductions (where the model has biases) and the two norms' weight-gradient passes of one layer's
     backward under eager PyTorch autograd (``layer_backward: eager``); ``sp_tokens``: the tokens the norms and the
     row-parallel biases see (the sequence-parallel share); ``apex_norm``: the norms are apex's FusedLayerNorm (two
     kernels each, ``apex_norm_weight_kernels``), else ATen's (one)."""
-    kernels = []
-    if model.linear_biases:
-        for name, width in widths.items():
-            elements = (sp_tokens if name in ROW_PARALLEL else tokens) * width
-            kernels.append((f"{name}_bias_grad", REDUCTION_FLOP_PER_ELEMENT * elements,
-                            BIAS_GRAD_READS * elements * e + width * e))
+    kernels = bias_grad_kernels(widths, tokens, sp_tokens, widths, e) if model.linear_biases else []
     if apex_norm:
         return kernels + apex_norm_weight_kernels(model, sp_tokens, e)
     norm_elements = sp_tokens * model.hidden
@@ -163,13 +173,47 @@ def triton_attention_kernels(tokens: float, q_local: int, kv_local: int, heads_l
 
 
 def backward_kernels(model: TransformerSpec, layer_backward: str, attention: str, tokens: float, sp_tokens: float,
-                     tp: int, q_local: int, kv_local: int, e: int) -> list[Kernel]:
+                     tp: int, q_local: int, kv_local: int, e: int, megatron_biases: tuple[str, ...] = ()
+                     ) -> list[Kernel]:
     """Everything this module adds to one layer's activation-gradient phase: the Triton wrapper's kernels with
-    ``attention == "flash_triton"``, autograd's with ``layer_backward == "eager"``; none otherwise."""
+    ``attention == "flash_triton"``, autograd's with ``layer_backward == "eager"``, and with ``layer_backward ==
+    "fused"`` the reductions of the biases Megatron adds outside the GEMM (``megatron_biases``, from
+    ``megatron_autograd_biases``)."""
     kernels = []
+    widths = linear_output_widths(model, tp, q_local, kv_local)
     if attention == "flash_triton":
         kernels += triton_attention_kernels(tokens, q_local, kv_local, model.heads // tp, e)
     if layer_backward == "eager":
-        kernels += autograd_kernels(model, tokens, sp_tokens, linear_output_widths(model, tp, q_local, kv_local), e,
+        kernels += autograd_kernels(model, tokens, sp_tokens, widths, e,
                                     apex_norm=megatron_2021(layer_backward, attention))
+    elif megatron_biases:
+        kernels += bias_grad_kernels(megatron_biases, tokens, sp_tokens, widths, e)
     return kernels
+
+
+def megatron_autograd_biases(model: TransformerSpec, megatron: bool, layer_backward: str, attention: str,
+                             mlp_activation: str) -> tuple[str, ...]:
+    """The linears of a Megatron layer whose bias gradient autograd reduces in a kernel of its own under
+    ``layer_backward: fused`` (``megatron``: Megatron-Core or Megatron-LM 2022 on, ``Scenario.megatron_core``).
+
+    Megatron-Core builds the attention output projection and both MLP linears with ``skip_bias_add=True``
+    (megatron/core/transformer/mlp.py ``MLP.__init__``; attention.py ``linear_proj``): Transformer Engine's Linear
+    then returns its bias (``return_bias``: ``apply_bias = bias and not return_bias``, so no bias in the GEMM and no
+    BGRADB in its wgrad) and Megatron adds it itself, fc1's in ``bias_gelu_impl`` (fusions/fused_bias_gelu.py:
+    ``GeLUFunction.backward`` returns ``tmp, tmp``, the full [tokens, ffn/tp] gradient for the bias, which autograd
+    sums to its shape, ``validate_outputs`` / ``sum_to``) and the projections' in the bias-dropout-add
+    (fusions/fused_bias_dropout.py: ``x = x + bias``, a broadcast add, its bias gradient a reduction over the
+    tokens). Only the QKV linear (``TELayerNormColumnParallelLinear`` without ``skip_bias_add``) keeps its bias in
+    the GEMM and its gradient in the epilogue. Megatron-LM's 2022-23 local layer (``attention: naive`` here: the
+    rows of Korthikanti et al. 2022, MegaScale's baseline, Zero Bubble's) reduces the QKV bias too:
+    ``LinearWithGradAccumulationAndAsyncCommunication.backward`` runs ``grad_bias = grad_output.sum(dim=0)``
+    (megatron/core/tensor_parallel/layers.py), and its MLP and projection biases go through the same jit-fused
+    bias-GELU and bias-dropout-add. The dense MLP's reductions only: not with Transformer Engine's LayerNormMLP
+    (its fc1 bias and GELU inside the module) nor for MoE experts; none for a model without biases, and none
+    beyond ``autograd_kernels`` under ``layer_backward: eager``."""
+    if not (megatron and model.linear_biases and layer_backward == "fused"):
+        return ()
+    names = ("qkv", "attn_out") if attention == "naive" else ("attn_out",)
+    if model.moe is None:
+        names += (("mlp_up", "mlp_down") if mlp_activation == "separate" else ("mlp_down",))
+    return names

@@ -163,6 +163,8 @@ class Shard:
     embedding_tied_sum: bool = False  # autograd sums the lookup's and the tied output layer's gradient (embedding_grad)
     layer_backward: str = "fused"  # bias and norm-weight gradients: fused, or eager autograd (eager_backward)
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
+    # linears whose bias gradient Megatron reduces by a kernel of its own under fused layer_backward (eager_backward)
+    megatron_biases: tuple[str, ...] = ()
     residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
     autocast_fp32_params: bool = False  # fp32 weights cast to 16 bits per Linear and microbatch (autocast_params)
     mlp_activation: str = "separate"  # the dense MLP's GELU: its own kernels, or in fc1's / fc2-dgrad's epilogues
@@ -218,6 +220,8 @@ def shard_for(scenario: Scenario) -> Shard:
                  mlp_activation=t.mlp_activation,
                  cudnn_release=container_cudnn(stated_mcore_version(t)) if scenario.megatron_core else None,
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
+                 megatron_biases=eager_backward.megatron_autograd_biases(
+                     scenario.model, scenario.megatron_core, t.layer_backward, t.attention, t.mlp_activation),
                  grad_accumulation_bytes=grad_accumulation.charged_bytes_per_param(
                      scenario, fused=main_grad_bytes(scenario) > 0),
                  main_grad_bytes=main_grad_bytes(scenario),
@@ -753,7 +757,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                       attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *qkv_dgrad,
                       attn_norm_bwd, *casts_bwd]
     backward_input += [_memory(*kernel) for kernel in eager_backward.backward_kernels(
-        model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e)]
+        model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e,
+        shard.megatron_biases)]
     backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), *qkv_wgrad]
     if shard.grad_accumulation_bytes and shard.grad_accumulation_per_tensor:   # one kernel per parameter tensor
         backward_weight += [_memory(grad_accumulation.OP_NAME, params, shard.grad_accumulation_bytes * params)

@@ -30,8 +30,10 @@ def _data(parallelism=None, model=None, **training):
                     "topology": "nvswitch-node"},
         "model": {"name": "mpt-1b", "layers": 24, "hidden": H, "heads": 16, "ffn_hidden": 4 * H, "vocab": 50368,
                   "dropout": False, "max_seq_len": SEQ, **(model or {})},
+        # llm-foundry's optimizer, so not Megatron-Core's stack: its fused default has no bias reductions of its own
+        # (eager_backward.megatron_autograd_biases; tests/unit/test_megatron_bias_grads.py)
         "training": {"seq_len": SEQ, "global_batch_size": 8 * MICRO, "micro_batch_size": MICRO, "precision": "bf16",
-                     **training},
+                     "optimizer": "decoupled_adamw", **training},
         "parallelism": {"tp": 1, "pp": 1, "dp": 8, "zero_stage": 3, "sequence_parallel": False,
                         **(parallelism or {})},
     }

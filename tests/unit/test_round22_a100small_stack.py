@@ -55,8 +55,9 @@ def test_the_missing_term_was_the_attention_core(size):
     profiled_ms = [us / 1e3 for us in PROFILED_US[size]]
     naive = [s * 1e3 for s in stage_passes.stage_passes(config.load(ROW[size]))["middle"].values()]
     flash = [s * 1e3 for s in stage_passes.stage_passes(stage_passes.load(ROW[size], "flash"))["middle"].values()]
-    assert abs(sum(naive) / sum(profiled_ms) - 1) < 0.05       # -2.7 / -0.7 / +1.7 / +2.8%
-    assert 0.72 < sum(flash) / sum(profiled_ms) < 0.95         # -25 / -12 / -9 / -6%
+    # with Megatron's bias-gradient reductions (round 32): -1.5 / +0.2 / +2.4 / +3.4% (1.5B / 6.2B / 14.6B / 28.3B)
+    assert abs(sum(naive) / sum(profiled_ms) - 1) < 0.05
+    assert 0.72 < sum(flash) / sum(profiled_ms) < 0.96         # -23 / -10 / -7 / -5%
     assert naive[2] == pytest.approx(flash[2])                 # W: the weight-gradient GEMMs alone
     # within 8% either way (+3 / +2 / +7 / +6% now): no GEMM shortfall; a model nearer T_W must still pass
     assert abs(naive[2] / profiled_ms[2] - 1) < 0.08

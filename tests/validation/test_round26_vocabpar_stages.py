@@ -126,7 +126,9 @@ def test_simulated_middle_stage_is_short_at_4096_tokens(simulated_stages_s):
     for v, stages in simulated_stages_s.items():
         simulated = middle_and_extra_s(stages)[0]
         measured = middle_and_extra_s(measured_stages_s(4096, v))[0]
-        assert 0.83 < simulated / measured < 0.88  # 0.848 (32K), 0.863 (256K)
+        # 0.848 (32K), 0.863 (256K) in round 26; round 27's layout copies and round 32's bias-gradient reductions
+        # (eager_backward.megatron_autograd_biases) lengthen the layer: 0.881 at 256K
+        assert 0.83 < simulated / measured < 0.90
 
 
 def test_simulated_output_layer_and_loss_match_the_measured_at_256k(simulated_stages_s):

@@ -1,0 +1,94 @@
+"""The bias gradients Megatron reduces by kernels of their own under ``layer_backward: fused``
+(workload/eager_backward.py ``megatron_autograd_biases``; docs/calibration.md "Round 32: the A100 Megatron rows of
+Sea AI Lab's papers"), against closed forms of the source's structure.
+
+Megatron-Core builds the attention output projection and both MLP linears with ``skip_bias_add=True``
+(megatron/core/transformer/mlp.py): Transformer Engine returns the bias and Megatron adds it in the bias-GELU and the
+bias-dropout-add, whose autograd sums the [tokens, width] gradient to the bias: one reduction kernel each, reading the
+output gradient once (2 B an element at 16 bits) and writing the bias. The QKV linear keeps its bias in the GEMM
+(BGRADB). Megatron-LM's 2022-23 local layer also reduces the QKV bias (``grad_output.sum(dim=0)``). Per layer and
+microbatch at tp 1 with hidden h, MLP 4h, MHA: Transformer Engine's layer reads tokens x (h + 4h + h) x 2 B, the
+local layer tokens x (3h + h + 4h + h) x 2 B.
+"""
+
+import pytest
+
+from simcluster.spec import config
+from simcluster.workload import eager_backward, ops
+
+E = 2   # 16-bit gradients
+
+
+def _bias_ops(name):
+    scenario = config.load(name)
+    layer = ops.layer_ops(scenario.model, ops.shard_for(scenario))
+    return {op.name: op for op in layer["backward_input"] if op.name.endswith("_bias_grad")}, scenario
+
+
+def _closed_form(scenario, widths):
+    """Bytes of each named reduction: tokens x width x 2 B read (the row-parallel ones on the sequence-parallel
+    share), the bias written."""
+    t, p = scenario.training, scenario.parallelism
+    tokens = t.seq_len * t.micro_batch_size
+    sp_tokens = tokens / p.tp if p.sequence_parallel else tokens
+    return {f"{name}_bias_grad": ((sp_tokens if name in ("attn_out", "mlp_down") else tokens) * width + width) * E
+            for name, width in widths.items()}
+
+
+def test_transformer_engine_layer_reduces_the_three_skip_bias_add_biases():
+    # the vocabpar 4B layer: tp 1, hidden 3072, MLP 12288, 2048 tokens a microbatch
+    found, scenario = _bias_ops("vocabpar2024-1f1b-4b-8-a100-s2048-v32k")
+    h = scenario.model.hidden
+    expected = _closed_form(scenario, {"attn_out": h, "mlp_up": 4 * h, "mlp_down": h})
+    assert {name: op.hbm_bytes for name, op in found.items()} == pytest.approx(expected)
+    assert sum(expected.values()) == pytest.approx((2048 * 6 * h + 6 * h) * E)   # 75.5 MB
+    assert all(op.kind == "memory" for op in found.values())
+
+
+def test_megatron_lm_2022_local_layer_reduces_the_qkv_bias_too():
+    # Zero Bubble's 1.5B layer (Megatron-LM's legacy local layer, unfused attention): 6 x 1024 tokens, hidden 2304
+    found, scenario = _bias_ops("zerobubble2024-1f1b-1.5b-8-a100-m24")
+    h = scenario.model.hidden
+    expected = _closed_form(scenario, {"qkv": 3 * h, "attn_out": h, "mlp_up": 4 * h, "mlp_down": h})
+    assert {name: op.hbm_bytes for name, op in found.items()} == pytest.approx(expected)
+
+
+def test_sequence_parallel_row_parallel_biases_reduce_the_local_tokens():
+    # NeMo's GPT-3 175B (tp 4, sequence parallel): the projections' biases added after the reduce-scatter
+    found, scenario = _bias_ops("nemo2409-gpt3-175b-128-h100-bf16")
+    p, h = scenario.parallelism, scenario.model.hidden
+    assert p.sequence_parallel and p.tp > 1
+    expected = _closed_form(scenario, {"attn_out": h, "mlp_up": scenario.model.ffn // p.tp, "mlp_down": h})
+    assert {name: op.hbm_bytes for name, op in found.items()} == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", ["nemo2409-llama31-8b-8-h100-bf16",   # no biases
+                                  "megatron-8.3b-a100-node"])          # eager: autograd_kernels has them already
+def test_nothing_added_without_biases_or_beside_the_eager_set(name):
+    scenario = config.load(name)
+    t = scenario.training
+    assert eager_backward.megatron_autograd_biases(scenario.model, scenario.megatron_core, t.layer_backward,
+                                                   t.attention, t.mlp_activation) == ()
+    found, _ = _bias_ops(name)
+    eager = t.layer_backward == "eager" and scenario.model.linear_biases
+    assert sorted(found) == (sorted(f"{n}_bias_grad" for n in ("qkv", "attn_out", "mlp_up", "mlp_down"))
+                             if eager else [])
+
+
+def test_layernorm_mlp_and_moe_keep_the_mlp_biases_out():
+    model = config.load("vocabpar2024-1f1b-4b-8-a100-s2048-v32k").model
+    assert eager_backward.megatron_autograd_biases(model, True, "fused", "flash", "layernorm_mlp") == (
+        "attn_out", "mlp_down")
+    assert eager_backward.megatron_autograd_biases(model, False, "fused", "flash", "separate") == ()
+
+
+def test_pipeline_terms_per_layer_runs_on_unfused_attention_rows():
+    """scripts/pipeline_terms.py --per-layer on a row without flash-attention kernels (Megatron's unfused attention
+    runs batched GEMMs and memory-bound kernels): the attention class is 0 and the layer's device time is its GEMMs
+    plus the rest, with the four bias reductions among the kernels (round 32: it raised KeyError)."""
+    from scripts_loader import load_script
+
+    budget = load_script("pipeline_terms").layer_budget(config.load("zerobubble2024-1f1b-6.2b-8-a100-m24"))
+    assert budget["attention"] == 0.0
+    assert budget["device"] == pytest.approx(budget["GEMMs"] + budget["rest"])
+    assert 0 < budget["rest"] < budget["GEMMs"]
