@@ -349,11 +349,11 @@ def _pair_latencies_s(raw, pairs: np.ndarray, sent: bool) -> np.ndarray:
     """Path latency of each pair (``Fabric.pair_latencies_s``). ``sent``: the class of ``pairs`` is sent as it is
     (one kind of group: ``merge`` joins nothing, and ``timing`` scales its bytes only), so the network model routes
     these very pairs (``class_load``, when every pair leaves its GPU); the latencies are then read from their route
-    set, made now and cached (``Fabric.routed_latencies_s``), rather than from a latency-only pass made before the
-    same pairs are routed (the 4.2 million pairs of the gradient-norm all-reduce on 131,072 GPUs: 0.4 s)."""
-    routed = getattr(raw, "routed_latencies_s", None)
+    set, made now and cached (``Fabric.route_set_of``), rather than from a latency-only pass made before the same
+    pairs are routed (the 4.2 million pairs of the gradient-norm all-reduce on 131,072 GPUs: 0.4 s)."""
+    routed = getattr(raw, "route_set_of", None)
     if sent and routed is not None and len(pairs) > 0 and bool((pairs[:, 0] != pairs[:, 1]).all()):
-        return routed(pairs)
+        return routed(pairs)[2]
     return raw.pair_latencies_s(pairs)
 
 

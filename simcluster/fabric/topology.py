@@ -401,11 +401,12 @@ class Fabric:
             self._latencies.move_to_end(key)
         return latency_s
 
-    def routed_latencies_s(self, pairs: np.ndarray, salt: int = 0) -> np.ndarray:
-        """``pair_latencies_s`` read from the pairs' route set (``links_of``), made and cached now if it is not yet:
-        for pairs that are routed anyway, one pass instead of a latency-only one first (the same latencies:
-        ``pair_latencies_s`` returns a cached route set's own)."""
-        return self._route_set(pairs, salt)[2]
+    def route_set_of(self, pairs: np.ndarray, salt: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``links_of`` and ``pair_latencies_s`` at once, from the pairs' route set (made and cached if it is not
+        yet): one cache look-up (a large pair array is hashed once, not once per question), and for pairs that are
+        routed anyway no latency-only pass first. The same arrays: ``pair_latencies_s`` returns a cached route set's
+        own latencies."""
+        return self._route_set(pairs, salt)
 
     def bottleneck_tier(self, pairs: np.ndarray) -> str | None:
         """The tier (``classes.tier``) of the link that bounds ``pairs`` sending at once on the idle fabric: the link
