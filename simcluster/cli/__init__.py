@@ -50,12 +50,6 @@ try:
     from simcluster.core.errors import ScenarioError, one_line
 finally:
     if _COLLECTING:
-        if gc.get_freeze_count() == 0:
-            # the modules' objects, all still in the youngest generation, moved to the oldest at once (freeze then
-            # unfreeze: two list splices) rather than walked by the first collection after ``enable`` (80,000
-            # objects, 0.013 s of every command); they stay collectable, in the full passes, as before
-            gc.freeze()
-            gc.unfreeze()
         gc.enable()
     if _IMPORTING:
         for _signum, _handler in _BEFORE_IMPORT.items():
