@@ -129,7 +129,13 @@ def class_load(fabric, transfers: TransferClass) -> tuple[np.ndarray, np.ndarray
     moving = pairs[:, 0] != pairs[:, 1]
     if not moving.all():   # no copy of a large class's pairs when every pair moves (the route cache keys on bytes)
         pairs = pairs[moving]
-    if len(pairs):
+    route_set_of = getattr(fabric, "route_set_of", None)
+    if len(pairs) and route_set_of is not None:
+        # links, loads and latencies in one look-up of the route cache (a large pair array hashed once): the arrays
+        # ``links_of`` and ``max_path_latency_s`` would read from it one after the other
+        links, counts, latencies_s = route_set_of(pairs)
+        latency_s = float(np.max(latencies_s))
+    elif len(pairs):
         links, counts = fabric.links_of(pairs)
         latency_s = max_path_latency_s(fabric, pairs)
     else:

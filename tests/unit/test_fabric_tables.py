@@ -86,7 +86,9 @@ def test_latencies_without_sprays_equal_the_route_sets_and_one_path_each(name, g
     fabric, again = build(name, gpus, **options), build(name, gpus, **options)
     pairs = rng.integers(0, gpus, size=(3000, 2))
     latency_s = fabric.pair_latencies_s(pairs)                # no route set made yet: the latency-only path
-    assert np.array_equal(latency_s, again._route_set(pairs, 0)[2])
+    links, load, routed_s = again.route_set_of(pairs)          # made here, and what links_of then returns
+    assert np.array_equal(latency_s, routed_s)                 # (collectives read either: round 32)
+    assert all(got is want for got, want in zip(again.links_of(pairs), (links, load), strict=True))
     if name != "rail-only":   # builtin switches have one latency: every sprayed path is as slow as the ECMP one
         sample = pairs[:200]
         assert np.allclose(latency_s[:200], [fabric.path_latency_s(int(s), int(d)) for s, d in sample],
