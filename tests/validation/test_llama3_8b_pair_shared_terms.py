@@ -56,14 +56,15 @@ def _flat(data: dict, prefix: str = "") -> dict:
 
 
 @pytest.fixture(scope="module")
-def rows():
-    """Per row: (published step, simulated step, its output/loss seconds, its attention seconds) a step."""
+def rows(case_result):
+    """Per row: (published step, simulated step, its output/loss seconds, its attention seconds) a step. Each row's
+    run is its ``case_result`` (tests/validation/conftest.py: ``validation.run_case``, simulated once a session)."""
     pipeline_terms = load_script("pipeline_terms")
     cases = {c["scenario"]: c for c in validation.cases() + validation.held_out_cases()}
     out = {}
     for name in (BF16, FP8):
         scenario = config.load(name)
-        result = validation.run_case(cases[name])
+        result = case_result(cases[name])
         published = validation.published_step_s(cases[name], scenario)
         terms, _ = pipeline_terms.stage_terms(scenario)
         out[name] = (published, result.step_time_s, terms[OUTPUT_TERM], sum(terms[k] for k in ATTENTION_TERMS),
