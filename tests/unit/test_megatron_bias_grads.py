@@ -67,6 +67,17 @@ def test_sequence_parallel_row_parallel_biases_reduce_the_local_tokens():
     assert {name: op.hbm_bytes for name, op in found.items()} == pytest.approx(expected)
 
 
+def test_swiglu_fc1_bias_is_both_halves_of_the_gated_output():
+    # FlagPerf's Megatron-Core 0.6 run with Megatron-LM's default biases on a SwiGLU MLP (tp 2, sequence parallel):
+    # fc1 is one column-parallel linear of 2 x ffn outputs (gate and up), split over tp, its [tokens, 2 ffn / tp]
+    # gradient summed by bias_swiglu_impl's autograd (or the plain broadcast add with the fusion off)
+    found, scenario = _bias_ops("flagperf-llama3-8b-8-h100-bf16")
+    p, m = scenario.parallelism, scenario.model
+    assert m.mlp == "swiglu" and p.tp == 2 and p.sequence_parallel
+    expected = _closed_form(scenario, {"attn_out": m.hidden, "mlp_up": 2 * 14336 // 2, "mlp_down": m.hidden})
+    assert {name: op.hbm_bytes for name, op in found.items()} == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("name", ["nemo2409-llama31-8b-8-h100-bf16",   # no biases
                                   "megatron-8.3b-a100-node"])          # eager: autograd_kernels has them already
 def test_nothing_added_without_biases_or_beside_the_eager_set(name):
