@@ -80,6 +80,10 @@ MEGATRON_2021 = ("eager", "naive")   # (layer_backward, attention)
 
 # Row-parallel linears: their bias added after the sequence-parallel reduce-scatter (module docstring)
 ROW_PARALLEL = ("attn_out", "mlp_down")
+# The dense MLP's biases Megatron's stacks reduce by kernels of their own under ``layer_backward: fused``, by
+# ``training.mlp_activation`` (``megatron_autograd_biases``): Megatron's MLP adds both itself; TE's LayerNormMLP
+# keeps fc1's and returns fc2's; flash-attention's FusedMLP keeps both in GEMM epilogues
+MLP_BIAS_REDUCTIONS = {"separate": ("mlp_up", "mlp_down"), "layernorm_mlp": ("mlp_down",), "epilogue": ()}
 
 Kernel = tuple[str, float, float]  # (name, FLOP, HBM bytes) of one bandwidth-bound kernel; ``ops`` makes it an Op
 
@@ -208,12 +212,27 @@ def megatron_autograd_biases(model: TransformerSpec, megatron: bool, layer_backw
     rows of Korthikanti et al. 2022, MegaScale's baseline, Zero Bubble's) reduces the QKV bias too:
     ``LinearWithGradAccumulationAndAsyncCommunication.backward`` runs ``grad_bias = grad_output.sum(dim=0)``
     (megatron/core/tensor_parallel/layers.py), and its MLP and projection biases go through the same jit-fused
-    bias-GELU and bias-dropout-add. The dense MLP's reductions only: not with Transformer Engine's LayerNormMLP
-    (its fc1 bias and GELU inside the module) nor for MoE experts; none for a model without biases, and none
-    beyond ``autograd_kernels`` under ``layer_backward: eager``."""
+    bias-GELU and bias-dropout-add. The dense MLP's reductions only (``MLP_BIAS_REDUCTIONS``): with Transformer
+    Engine's LayerNormMLP inside TE's own TransformerLayer (``layernorm_mlp``) fc1's bias and GELU stay inside the
+    module, while fc2's is returned (``TransformerLayer`` builds it with ``return_bias=not
+    self.parallel_attention_mlp``) and added by TE's bias-dropout-add; with flash-attention's FusedMLP
+    (``epilogue``) neither: fc1's bias gradient is fc2-dgrad's ``DGELU_BGRAD`` epilogue and fc2's comes from its
+    wgrad (``linear_bias_wgrad``). None for MoE experts, none for a model without biases, and none beyond
+    ``autograd_kernels`` under ``layer_backward: eager``.
+
+    Kernels of their own whatever the fuser: fc1's is the autograd engine's ``sum_to`` of the custom Function's
+    full-size bias gradient, QKV's an explicit ``.sum(dim=0)``, and the local layer passes the projections' biases
+    to the fused bias-dropout-add as ``bias.expand_as(residual)`` (NVIDIA/Megatron-LM megatron/model/transformer.py
+    ``ParallelTransformerLayer.forward`` @ 00baee46; megatron/legacy/model/transformer.py in the Zero Bubble fork @
+    1707211f), so their reduction is ``ExpandBackward``'s, outside the TorchScript graph nvFuser could fuse.
+    Megatron-Core passes the bias itself, into a function its ``jit_fuser`` compiles, ``torch.compile`` from
+    PyTorch 2.2 (megatron/core/jit.py); without dropout its backward is the reduction alone, with dropout
+    Inductor's reduction over the tokens and the row-major mask multiply beside it are taken as two kernels (their
+    loop orders differ, the limit pytorch/pytorch#165370 describes for the norm backward's two reductions; no
+    kernel trace of it is stored)."""
     if not (megatron and model.linear_biases and layer_backward == "fused"):
         return ()
     names = ("qkv", "attn_out") if attention == "naive" else ("attn_out",)
     if model.moe is None:
-        names += (("mlp_up", "mlp_down") if mlp_activation == "separate" else ("mlp_down",))
+        names += MLP_BIAS_REDUCTIONS[mlp_activation]
     return names

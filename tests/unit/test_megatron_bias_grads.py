@@ -22,7 +22,12 @@ E = 2   # 16-bit gradients
 def _bias_ops(name):
     scenario = config.load(name)
     layer = ops.layer_ops(scenario.model, ops.shard_for(scenario))
-    return {op.name: op for op in layer["backward_input"] if op.name.endswith("_bias_grad")}, scenario
+    found = [op for op in layer["backward_input"] if op.name.endswith("_bias_grad")]
+    # one kernel a bias: a reduction charged twice (here and in autograd_kernels) would hide in a dict
+    assert len({op.name for op in found}) == len(found), [op.name for op in found]
+    assert not [op for ops_ in (layer["forward"], layer["backward_weight"]) for op in ops_
+                if op.name.endswith("_bias_grad")]   # in the activation-gradient pass only (Zero Bubble's B)
+    return {op.name: op for op in found}, scenario
 
 
 def _closed_form(scenario, widths):
@@ -62,6 +67,17 @@ def test_sequence_parallel_row_parallel_biases_reduce_the_local_tokens():
     assert {name: op.hbm_bytes for name, op in found.items()} == pytest.approx(expected)
 
 
+def test_swiglu_fc1_bias_is_both_halves_of_the_gated_output():
+    # FlagPerf's Megatron-Core 0.6 run with Megatron-LM's default biases on a SwiGLU MLP (tp 2, sequence parallel):
+    # fc1 is one column-parallel linear of 2 x ffn outputs (gate and up), split over tp, its [tokens, 2 ffn / tp]
+    # gradient summed by bias_swiglu_impl's autograd (or the plain broadcast add with the fusion off)
+    found, scenario = _bias_ops("flagperf-llama3-8b-8-h100-bf16")
+    p, m = scenario.parallelism, scenario.model
+    assert m.mlp == "swiglu" and p.tp == 2 and p.sequence_parallel
+    expected = _closed_form(scenario, {"attn_out": m.hidden, "mlp_up": 2 * 14336 // 2, "mlp_down": m.hidden})
+    assert {name: op.hbm_bytes for name, op in found.items()} == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("name", ["nemo2409-llama31-8b-8-h100-bf16",   # no biases
                                   "megatron-8.3b-a100-node"])          # eager: autograd_kernels has them already
 def test_nothing_added_without_biases_or_beside_the_eager_set(name):
@@ -75,11 +91,25 @@ def test_nothing_added_without_biases_or_beside_the_eager_set(name):
                              if eager else [])
 
 
-def test_layernorm_mlp_and_moe_keep_the_mlp_biases_out():
+def test_the_mlp_biases_by_who_adds_them():
+    """Megatron's MLP adds both biases itself (two reductions); TE's TransformerLayer keeps LayerNormMLP's fc1 bias
+    in the module and gets fc2's back (``return_bias=not self.parallel_attention_mlp``) for its bias-dropout-add
+    (one); flash-attention's FusedMLP computes both in GEMM epilogues (``DGELU_BGRAD``, ``linear_bias_wgrad``:
+    none). Off Megatron's stacks nothing is added."""
     model = config.load("vocabpar2024-1f1b-4b-8-a100-s2048-v32k").model
-    assert eager_backward.megatron_autograd_biases(model, True, "fused", "flash", "layernorm_mlp") == (
-        "attn_out", "mlp_down")
+    by_activation = {a: eager_backward.megatron_autograd_biases(model, True, "fused", "flash", a)
+                     for a in ("separate", "layernorm_mlp", "epilogue")}
+    assert by_activation == {"separate": ("attn_out", "mlp_up", "mlp_down"), "layernorm_mlp": ("attn_out", "mlp_down"),
+                             "epilogue": ("attn_out",)}
     assert eager_backward.megatron_autograd_biases(model, False, "fused", "flash", "separate") == ()
+
+
+def test_moe_experts_add_none_but_the_attention_projection_keeps_its_own():
+    dense = config.load("vocabpar2024-1f1b-4b-8-a100-s2048-v32k").model
+    moe = dense.model_copy(update={"moe": config.load("mcore-mixtral-8x7b-64-h100").model.moe})
+    assert moe.linear_biases and moe.moe is not None
+    assert eager_backward.megatron_autograd_biases(moe, True, "fused", "flash", "separate") == ("attn_out",)
+    assert eager_backward.megatron_autograd_biases(moe, True, "fused", "naive", "separate") == ("qkv", "attn_out")
 
 
 def test_pipeline_terms_per_layer_runs_on_unfused_attention_rows():
