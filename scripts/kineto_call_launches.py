@@ -22,8 +22,7 @@ import sys
 
 import numpy as np
 from kineto_kernel_gaps import KERNEL_CATEGORIES, MAX_GAP_US, trace_events  # this folder's siblings
-from kineto_launch_intervals import (BLOCKING_CALLS, BLOCKING_MARKER, LAUNCH_MARKER, MAX_INTERVAL_US,
-                                     RUNTIME_CATEGORIES)
+from kineto_launch_intervals import BLOCKING_CALLS, BLOCKING_MARKER, LAUNCH_MARKER, MAX_INTERVAL_US, RUNTIME_CATEGORIES
 
 RELATIONS = ("one call", "one top-level op", "separate ops")
 

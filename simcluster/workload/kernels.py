@@ -488,10 +488,16 @@ class StreamTime:
         tensor-core kernel's fill (``HostModel.fill_waves`` of its waves), and the idle after host syncs
         (``stall_s``)."""
         host = host or host_model()
+        return self.device_s + self.gaps_s(host) + host.fill_waves * self.wave_s + self.stall_s
+
+    def gaps_s(self, host: HostModel | None = None) -> float:
+        """Of ``device_bound_s``, the gaps before the kernels: ``kernel_gap_s`` before a kernel issued from Python,
+        ``HostModel.queued_gap_s`` before a queued one, ``launch_overhead_s`` before a queued one with no work,
+        ``graph_node_s`` before a graphed one."""
+        host = host or host_model()
         eager = self.kernels - self.queued_kernels - self.graphed_kernels
-        gaps = (eager * host.kernel_gap_s + (self.queued_kernels - self.no_work_kernels) * host.queued_gap_s
+        return (eager * host.kernel_gap_s + (self.queued_kernels - self.no_work_kernels) * host.queued_gap_s
                 + self.no_work_kernels * launch_overhead_s() + self.graphed_kernels * host.graph_node_s)
-        return self.device_s + gaps + host.fill_waves * self.wave_s + self.stall_s
 
     def host_bound_s(self, host: HostModel | None = None) -> float:
         """The host's side: every eager launch's dispatch, one after another on one CPU thread (a graph's kernels

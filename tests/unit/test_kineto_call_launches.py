@@ -35,7 +35,7 @@ def test_launches_are_placed_in_their_innermost_and_outermost_ops():
     launches = [e for e in EVENTS if e["cat"] == "cuda_runtime"]
     place = module.enclosing_ops(ops, launches)
     assert [place[id(launch)] for launch in launches] == [(1, 0), (1, 0), (3, 0), (4, 4)]
-    relations = [module.relation(place[id(a)], place[id(b)]) for a, b in zip(launches, launches[1:])]
+    relations = [module.relation(place[id(a)], place[id(b)]) for a, b in zip(launches, launches[1:], strict=False)]
     assert relations == ["one call", "one top-level op", "separate ops"]
 
 
