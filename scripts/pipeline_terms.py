@@ -130,8 +130,8 @@ def stage_terms(scenario, stage: int | None = None) -> tuple[dict[str, float], d
     terms["userbuffers: exposed last reduce-scatter"] = exposed * m
     terms["fp8 amax regions (kernels + all-reduce)"] = amax * m
     terms["chunk extras (embedding, output, loss)"] = device - layer_device * layers * m - (exposed + amax) * m
-    terms["kernel gaps (fitted)"] = sum(c.forward_stream.kernels + c.backward_stream.kernels for c in chunks) * m \
-        * host.kernel_gap_s
+    terms["kernel gaps (fitted)"] = sum(c.forward_stream.gaps_s(host) + c.backward_stream.gaps_s(host)
+                                        for c in chunks) * m
     terms["pipeline steps (fitted)"] = 2 * len(chunks) * m * step_s
     terms[ASYNC_TP] = sum(c.tp_async_exposed_s for c in chunks) * m   # a TP wait: also in the engine's exposed tp
     blocks = sum(block_s(c) for c in chunks) * m

@@ -94,8 +94,10 @@ the amax passes and the casts, which each move the whole tensor like every eleme
 round 31, the two one-element kernels of each quantization as launches (``AMAX_ZERO_OP``, ``SCALE_OP``: zero work):
 the amax's zeroing (``cudaMemsetAsync`` in the amax launcher of 2025, ``zero_amax_kernel<<<1, 1>>>`` later;
 ``amax.zero_()`` before a fused norm, ``create_unquantized_tensor_with_amax``) and the scale kernel
-(``nvte_compute_scale_from_amax``), each ~2-4 us of device time, charged the stream's gap like every kernel under the
-fitted gap's convention (efficiency.yaml host_overhead ``gap_per: kernel``). Round 29 left them out because charging
+(``nvte_compute_scale_from_amax``), each ~2-4 us of device time: where the C++ of the quantizing call queues one
+behind its call's first launch, the stream pays it the measured queued-launch latency (``NO_WORK_OPS``,
+``Op.no_work``, efficiency.yaml ``launch_overhead_s``), not the fitted gap (round 32; a zeroing that is its Python
+call's first launch keeps the gap). Round 29 left them out because charging
 them for current scaling alone turned the published FP8-CS / FP8-MX pairs around; they are charged together with
 MXFP8's per-GEMM scale swizzles (workload/mxfp8_swizzles.py), the same kind of launch queued by the C++ of one call
 (docs/calibration.md, "Round 29: FP8 current scaling's cost, kernel by kernel against Transformer Engine 2.x" and
@@ -221,6 +223,8 @@ AMAX_OP = "fp8_amax"
 # current scaling's one-element launches per quantization, zero work (module docstring, "Kernels")
 AMAX_ZERO_OP = "fp8_amax_zero"
 SCALE_OP = "fp8_scale"
+# the kernels of a quantization with no work of their own (``Op.no_work``: queued, the queued-launch latency)
+NO_WORK_OPS = (AMAX_ZERO_OP, SCALE_OP)
 CAST_OP = "fp8_cast"
 TRANSPOSE_OP = "fp8_transpose"
 # per-tensor recipes whose sequence-parallel all-gather carries the rowwise fp8 data only, so that the transpose the

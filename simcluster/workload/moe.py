@@ -254,10 +254,11 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
     backward_input = [unpermute_bwd, down.dgrad(shard), act_bwd, up.dgrad(shard), permute_bwd, router_act_bwd,
                       *router_casts[:2], router_bwd_gemm.dgrad(shard), *router_casts[2:]]
     backward_weight = [down.wgrad(shard), up.wgrad(shard), router_bwd_gemm.wgrad(shard)]  # ops.wgrad_output_bytes
-    quantizes = (fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose)
-                 if shard.precision == "fp8" else 0)
+    fp8 = shard.precision == "fp8"
+    quantizes = fp8_quantize_kernels(local_experts, shard.fp8_recipe, shard.fp8_transpose) if fp8 else 0
     launches = host_launches(local_experts, cuda_graphs, fp8_quantizes=quantizes, flex=flex, router=router,
-                             collectives=layer_collectives(shard, ep, flex, router), precision=shard.precision)
+                             collectives=layer_collectives(shard, ep, flex, router), precision=shard.precision,
+                             fp8_no_work_share=fp8_no_work_share(quantizes, shard.fp8_recipe) if fp8 else 0.0)
     forward += launches["router_forward"]
     backward_input += launches["backward_input"]
     backward_weight += launches["backward_weight"]
@@ -428,7 +429,8 @@ def layer_collectives(shard: Shard, ep: int, flex: bool, router: Router) -> dict
 
 def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
                   flex: bool = False, router: Router = Router(),
-                  collectives: dict[str, int] | None = None, precision: str = "bf16") -> dict[str, list[Op]]:
+                  collectives: dict[str, int] | None = None, precision: str = "bf16",
+                  fp8_no_work_share: float = 0.0) -> dict[str, list[Op]]:
     """Kernel launches of an MoE layer beyond its device ops, per phase, as zero-work ops (data/moe.yaml
     host_launches): the grouped GEMMs launch one GEMM per local expert (the device model runs each as one batched
     op) over several streams, those in series on one stream (``grouped_gemm_serial_kernels``) as kernels, the rest
@@ -439,7 +441,8 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     the ``router``'s ``router_backward_kernels`` backward (with the data gradients; the preprocess has none) where
     the device model has a few (``router_forward_flex`` with the flex dispatcher's fused preprocess, ``flex``); in
     fp8 the ``fp8_quantizes`` kernels (``fp8_quantize_kernels``) of each quantized grouped-GEMM operand, on the
-    main stream.
+    main stream, of which ``fp8_no_work_share`` have no work of their own (``fp8_no_work_share``: current scaling's
+    one-element kernels, ``Op.no_work``; the first of each operand's call is its zeroing, issued from Python).
 
     Each kernel is a kernel like any other of its block (``kernels.StreamTime``): the host spends its dispatch time
     on it and the GPU its launch latency (efficiency.yaml host_overhead), so the launches hide under the block's
@@ -447,13 +450,16 @@ def host_launches(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: 
     part follows the host sync (``host_syncs``), where the host cannot have run ahead."""
     launch = _memory("moe_launch", 0.0, 0.0)
     queued = dataclasses.replace(launch, queued=True)   # launched by the C++ of the call before it (call_issue)
+    no_work = dataclasses.replace(queued, no_work=True)
     host_only = _memory(kernels.HOST_ONLY_LAUNCH, 0.0, 0.0)
     return {phase: [launch] * count["router"] + [queued] * count["grouped GEMMs"]
-            + [launch] * first_quantizes + [queued] * (count["fp8 quantizes"] - first_quantizes)
+            + [launch] * first_quantizes + [no_work] * queued_no_work
+            + [queued] * (count["fp8 quantizes"] - first_quantizes - queued_no_work)
             + [launch] * count["collectives"] + [host_only] * count["other streams"]
             for phase, count in launch_counts(local_experts, cuda_graphs, fp8_quantizes, flex, router,
                                               collectives, precision).items()
-            for first_quantizes in [min(count["fp8 quantizes"], FP8_QUANTIZED_GROUPED_GEMMS.get(phase, 0))]}
+            for first_quantizes in [min(count["fp8 quantizes"], FP8_QUANTIZED_GROUPED_GEMMS.get(phase, 0))]
+            for queued_no_work in [max(0, round(count["fp8 quantizes"] * fp8_no_work_share) - first_quantizes)]}
 
 
 def launch_counts(local_experts: int, cuda_graphs: bool = False, fp8_quantizes: int = 0,
@@ -506,6 +512,16 @@ def fp8_quantize_kernels(local_experts: int, fp8_recipe: str, fp8_transpose: boo
         return 1
     per_tensor = len(fp8_recipes.quantize_kernels(fp8_recipe, fp8_transpose, [(1.0, False)]))
     return per_tensor * math.ceil(local_experts * table["fp8_quantize_per_local_expert"])
+
+
+def fp8_no_work_share(quantize_kernels: int, fp8_recipe: str) -> float:
+    """Of ``quantize_kernels`` (``fp8_quantize_kernels``: one operand's), the share with no work of their own
+    (``fp8_recipes.NO_WORK_OPS``: current scaling's amax zeroing and scale kernel per expert; none for a fused
+    delayed-scaling kernel or MXFP8's casts)."""
+    per_tensor = [name for name, *_ in fp8_recipes.quantize_kernels(fp8_recipe, False, [(1.0, False)])]
+    if quantize_kernels <= 1 or not per_tensor:
+        return 0.0
+    return sum(name in fp8_recipes.NO_WORK_OPS for name in per_tensor) / len(per_tensor)
 
 
 def _halves(launches: list[Op]) -> tuple[list[Op], list[Op]]:

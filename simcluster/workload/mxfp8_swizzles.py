@@ -32,10 +32,11 @@ backward_weight the input and the output gradient. Which of them the call still 
 
 Their device time is not added: the block-scaled GEMM time (efficiency.yaml gemm.block_scaled_slowdown, TE's
 benchmark_gemm of pre-quantized ``tex.generic_gemm`` calls with compact scales) was measured with both swizzles inside
-(``fp8_recipes`` module docstring), so each is a zero-work op, a launch the stream waits its gap for like any other
-kernel, tagged queued (launched by the C++ of the GEMM's own call, ``workload.call_issue``). Where fewer swizzles run
-(TE 2.12 on) that device time is an upper bound, not re-measured. docs/calibration.md, "Round 31: MXFP8's per-GEMM
-scale swizzles as launches, by Transformer Engine release".
+(``fp8_recipes`` module docstring), so each is a zero-work op tagged queued (launched by the C++ of the GEMM's own
+call, ``workload.call_issue``) with no work of its own (``Op.no_work``): the stream pays it the measured queued-launch
+latency (efficiency.yaml ``launch_overhead_s``), not the fitted gap, and the host a dispatch (round 32). Where fewer
+swizzles run (TE 2.12 on) that device time is an upper bound, not re-measured. docs/calibration.md, "Round 31:
+MXFP8's per-GEMM scale swizzles as launches, by Transformer Engine release".
 
 Not counted: NVFP4 and FP8 block scaling's conversions (no scenario runs them); a zero-row expert (TE zeroes its
 output instead of a GEMM, its scales still in the grouped swizzle); whether TE 2.12's ``split_quantize`` of the
@@ -98,7 +99,7 @@ def apply(phases: dict[str, list], release: str | None, sequence_parallel: bool,
     """A layer's ops per phase with each MXFP8 GEMM call's swizzle launches (zero-work queued ops named ``OP_NAME``)
     just before its GEMM; unchanged without block-scaled GEMMs. Apply before userbuffers splits GEMMs into chunks
     (one call each) and after MLA's rewrite (its linears' own GEMMs)."""
-    launch = Op(OP_NAME, "memory", 0.0, 0.0, queued=True)
+    launch = Op(OP_NAME, "memory", 0.0, 0.0, queued=True, no_work=True)
     out: dict[str, list] = {}
     for phase, ops in phases.items():
         out[phase] = []

@@ -134,6 +134,9 @@ class Op:
     # them, Transformer Engine's p2p loop): the keys each kernel sees are a share of n (kernels.ring_key_length)
     queued: bool = False  # launched by the C++ of the call that launched the kernel before it, no Python between
     # them (workload.call_issue): its gap is the queued-launch latency under host_overhead gap_per "call"
+    no_work: bool = False  # a launch whose kernel has no work of its own to model: next to nothing (current scaling's
+    # one-element kernels) or inside a measured time (MXFP8's scale swizzles in gemm.block_scaled_slowdown); queued,
+    # it pays the queued-launch latency whatever gap_per (kernels.HostModel.gap_s, workload.call_issue)
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,8 @@ def _quantize_ops(shard: Shard, tensors: list[tuple]) -> list[Op]:
     queued where its call's C++ launches it behind the kernel before it (``call_issue.queued_quantizes``)."""
     kernels = fp8_recipes.quantize_kernels(shard.fp8_recipe, shard.fp8_transpose, tensors)
     queued = call_issue.queued_quantizes(shard.fp8_recipe, kernels, tensors)
-    return [dataclasses.replace(_memory(*kernel), block_scaled=_block_scaled(shard), queued=tag)
+    return [dataclasses.replace(_memory(*kernel), block_scaled=_block_scaled(shard), queued=tag,
+                                no_work=kernel[0] in fp8_recipes.NO_WORK_OPS)
             for kernel, tag in zip(kernels, queued, strict=True)]
 
 

@@ -1,6 +1,7 @@
 """workload.call_issue and host_overhead gap_per: which kernels a call's C++ queues (Transformer Engine source facts),
 what each structure charges them, and scripts/fit_host_overheads.py --structure call."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 from scripts_loader import load_script
 
 from simcluster.core import catalog
+from simcluster.spec import config
 from simcluster.workload import call_issue, fp8_recipes, kernels, moe, userbuffers
-from simcluster.workload.ops import Op
+from simcluster.workload.ops import Op, layer_ops, shard_for
 
 fit_script = load_script("fit_host_overheads")
 
@@ -58,6 +60,22 @@ def test_moe_launches_queue_the_grouped_gemms_and_quantizes_beyond_the_first(qua
         assert len(python) == count["router"] + count["collectives"] + operands
 
 
+@pytest.mark.parametrize("experts", [4, 8, 16])
+def test_moe_current_scaling_one_element_launches_are_no_work_beyond_each_operands_first(experts):
+    # split_quantize under current scaling: per expert a zeroing, an amax pass, a scale kernel and a cast; the zeroing
+    # and the scale kernel have no work; each operand's first launch (its zeroing) is issued from Python
+    quantizes = moe.fp8_quantize_kernels(experts, "current")
+    share = moe.fp8_no_work_share(quantizes, "current")
+    assert share == 0.5
+    for phase, ops in moe.host_launches(experts, fp8_quantizes=quantizes, fp8_no_work_share=share).items():
+        operands = moe.FP8_QUANTIZED_GROUPED_GEMMS.get(phase, 0)
+        no_work = [op for op in ops if op.no_work]
+        assert len(no_work) == max(0, operands * quantizes // 2 - operands)
+        assert all(op.queued for op in no_work)
+    assert moe.fp8_no_work_share(moe.fp8_quantize_kernels(8, "mxfp8"), "mxfp8") == 0.0   # casts: work
+    assert moe.fp8_no_work_share(1, "delayed") == 0.0
+
+
 def host(gap_per):
     return kernels.HostModel(25e-6, 13.5e-6, 450e-6, 0.0, gap_per)
 
@@ -72,6 +90,32 @@ def test_gap_per_kernel_ignores_the_tags_and_per_call_charges_queued_launches_th
     assert host("call").gap_s(queued_op) == kernels.launch_overhead_s()
     assert host("call").gap_s(python_op) == 25e-6
     assert (2 * stream + stream).queued_kernels == 12   # kept through sums and layer counts
+
+
+@pytest.mark.parametrize("gap_per", ["kernel", "call"])
+def test_a_queued_launch_with_no_work_pays_the_queued_latency_under_both_structures(gap_per):
+    # round 32: no Python before it (queued) and no roofline for the gap's per-kernel remainder (no work)
+    latency = kernels.launch_overhead_s()
+    assert host(gap_per).gap_s(Op("mxfp8_swizzle", "memory", 0.0, 0.0, queued=True, no_work=True)) == latency
+    # the same kernel as its Python call's first launch keeps the gap (the host may be behind before it)
+    assert host(gap_per).gap_s(Op(fp8_recipes.AMAX_ZERO_OP, "memory", 0.0, 0.0, no_work=True)) == 25e-6
+    stream = kernels.StreamTime(device_s=1e-3, kernels=10, queued_kernels=4, no_work_kernels=3)
+    queued_gap = 25e-6 if gap_per == "kernel" else latency
+    assert stream.device_bound_s(host(gap_per)) == pytest.approx(1e-3 + 6 * 25e-6 + queued_gap + 3 * latency)
+    assert (2 * stream + stream).no_work_kernels == 9   # kept through sums and layer counts
+    assert stream.host_bound_s(host(gap_per)) == pytest.approx(10 * 13.5e-6)   # a dispatch each on the host
+    assert kernels.graphed(stream, replace(host(gap_per), cuda_graphs=True)).no_work_kernels == 0
+
+
+def test_a_current_scaling_layer_marks_only_its_one_element_kernels_no_work():
+    # the amax zeroing and the scale kernel (one element each); the amax passes and casts move the tensor (work)
+    scenario = config.load("nemo2511-llama3-8b-8-b200-fp8")
+    for phase, ops in layer_ops(scenario.model, shard_for(scenario)).items():
+        one_element = [op for op in ops if op.name in fp8_recipes.NO_WORK_OPS]
+        assert [op for op in ops if op.no_work] == one_element
+        assert all(op.flop == 0 and op.hbm_bytes == 0 for op in one_element)
+        if phase in ("forward", "backward_input"):   # the phases that quantize
+            assert one_element and any(op.queued for op in one_element)
 
 
 def test_call_structure_selects_gap_per_call_and_restores_it():
@@ -94,11 +138,12 @@ def test_the_fit_estimate_charges_what_the_stream_charges():
     device = np.array([[2e-3, 4e-3]])
     count = np.array([[40.0, 90.0]])
     queued = np.array([[10.0, 30.0]])
+    no_work = np.array([[4.0, 20.0]])
     run = fit_script.Run({"source": "s"}, device, count, np.zeros((1, 2)), False, 4, np.zeros((1, 2)),
-                         queued=queued)
+                         queued=queued, no_work=no_work)
     for gap_per in ("kernel", "call"):
-        streams = [kernels.StreamTime(device_s=d, kernels=n, queued_kernels=q)
-                   for d, n, q in zip(device[0], count[0], queued[0], strict=True)]
+        streams = [kernels.StreamTime(device_s=d, kernels=n, queued_kernels=q, no_work_kernels=w)
+                   for d, n, q, w in zip(device[0], count[0], queued[0], no_work[0], strict=True)]
         expected = sum(stream.elapsed_s(host(gap_per)) for stream in streams)
         assert run.block_s(25e-6, 0.0, 13.5e-6, 0.0, gap_per=gap_per) == pytest.approx(expected)
 

@@ -110,6 +110,9 @@ BAD_EVENT = ('{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "gemm", "pid
     ("scripts/kineto_host_calls.py", [], "TRACE"),
     ("scripts/kineto_host_calls.py", BAD_TRACE, None),
     ("scripts/kineto_host_calls.py", BAD_EVENT, None),
+    ("scripts/kineto_call_launches.py", [], "TRACE"),
+    ("scripts/kineto_call_launches.py", BAD_TRACE, None),
+    ("scripts/kineto_call_launches.py", BAD_EVENT, None),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_a_bad_argument_is_one_line_naming_it(tmp_path, script, argv, needle):
     """Round 23's leftovers: a word where a number goes, a malformed trace file, an argument a script does not take,
