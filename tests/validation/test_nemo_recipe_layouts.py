@@ -11,6 +11,7 @@ memory model, and a few small ones (c) simulate to a plausible MFU.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -120,16 +121,24 @@ SIMULATED = ["nemo2502-llama3-8b-8g-bf16", "launcher-nemotron4-15b-8g-bf16", "dg
              "nemo2-nemotron3-22b-16k-8g-bf16", "nemo2-mixtral-8x7b-16k-32g-bf16"]
 
 
+@functools.cache
+def _summary(name: str) -> dict:
+    """One simulation of a recipe layout per session: the GPT-3 175B bf16 run serves both tests below."""
+    return simulate(config.from_dict(_by_name(name))).summary
+
+
+@pytest.mark.xdist_group("nemo-recipe-simulations")   # one worker, so the cache above serves both tests
 @pytest.mark.parametrize("name", SIMULATED)
 def test_small_recipes_simulate_to_a_plausible_mfu(name):
     ceiling = catalog.load("efficiency")["gemm"]["ceiling"]["bf16"]
-    summary = simulate(config.from_dict(_by_name(name))).summary
+    summary = _summary(name)
     assert MFU_FLOOR_BF16 <= summary["mfu"] <= ceiling, summary["mfu"]
 
 
+@pytest.mark.xdist_group("nemo-recipe-simulations")
 def test_fp8_twin_is_not_slower_and_stays_under_the_fp8_gemm_ceiling():
-    bf16 = simulate(config.from_dict(_by_name("dgxc-gpt3-175b-128g-bf16"))).summary
-    fp8 = simulate(config.from_dict(_by_name("dgxc-gpt3-175b-128g-fp8"))).summary
+    bf16 = _summary("dgxc-gpt3-175b-128g-bf16")
+    fp8 = _summary("dgxc-gpt3-175b-128g-fp8")
     assert fp8["step_time_s"] < bf16["step_time_s"]
     assert fp8["mfu"] <= catalog.load("efficiency")["gemm"]["ceiling"]["fp8"]
 
