@@ -88,29 +88,31 @@ class Layout:
         coords = self.coords(rank)
         return [self.rank(**{**coords, axis: i}) for i in range(getattr(self, axis))]
 
-    def moved(self, ranks, axis: str, value: int) -> np.ndarray:
-        """The ranks whose coordinates equal those of ``ranks`` except ``axis``, which is ``value`` (vectorised)."""
-        ranks = np.asarray(ranks, dtype=np.int64)
+    def stride(self, axis: str) -> int:
+        """How far apart in rank two ranks are whose ``axis`` coordinates differ by one (and no other): the product
+        of the sizes of the axes inside it in ``order``."""
         stride = 1
         for name, size in zip(self.order, self._sizes(), strict=True):
             if name == axis:
-                return ranks - ((ranks // stride) % size) * stride + value * stride
+                return stride
             stride *= size
         raise ValueError(axis)
+
+    def moved(self, ranks, axis: str, value: int) -> np.ndarray:
+        """The ranks whose coordinates equal those of ``ranks`` except ``axis``, which is ``value`` (vectorised)."""
+        ranks = np.asarray(ranks, dtype=np.int64)
+        stride, size = self.stride(axis), getattr(self, axis)
+        return ranks - ((ranks // stride) % size) * stride + value * stride
 
     def ring_pairs(self, axis: str, wrap: bool = True) -> np.ndarray:
         """(rank, its successor along ``axis``) for every rank: the sends of one ring step over every group of
         ``axis`` at once; ``wrap=False`` leaves out the last member's send to the first (a pipeline's stages)."""
         ranks = np.arange(self.world_size, dtype=np.int64)
-        stride = 1
-        for name, size in zip(self.order, self._sizes(), strict=True):
-            if name == axis:
-                coord = (ranks // stride) % size
-                pairs = np.stack([ranks, ranks + ((coord + 1) % size - coord) * stride], axis=1)
-                keep = (coord < size - 1) if not wrap else (pairs[:, 0] != pairs[:, 1])
-                return pairs[keep]
-            stride *= size
-        raise ValueError(axis)
+        stride, size = self.stride(axis), getattr(self, axis)
+        coord = (ranks // stride) % size
+        pairs = np.stack([ranks, ranks + ((coord + 1) % size - coord) * stride], axis=1)
+        keep = (coord < size - 1) if not wrap else (pairs[:, 0] != pairs[:, 1])
+        return pairs[keep]
 
     def groups(self, axis: str) -> list[list[int]]:
         """All groups along ``axis`` (each rank in exactly one)."""
