@@ -49,11 +49,12 @@ _RESERVED = {"cluster.nodes": "use --gpus", "cluster.topology": "use --topology"
 
 # ---- fabrics and varied fields ---------------------------------------------------------------------------------
 def _split_top_level(text: str, keep_empty: bool = False) -> list[str]:
-    """Split on commas outside brackets, so that ``dims=[4,4,4],link=400 Gb/s`` is two items; empty items are
-    dropped unless ``keep_empty``."""
+    """Split on commas outside brackets and braces, so that ``dims=[4,4,4],link=400 Gb/s`` is two items and a YAML
+    flow mapping (``--vary model.moe={experts: 16, top_k: 4, ...}``, shredded into failed points before round 32)
+    one; empty items are dropped unless ``keep_empty``."""
     items, depth, current = [], 0, []
     for char in text:
-        depth += {"[": 1, "]": -1}.get(char, 0)
+        depth += {"[": 1, "]": -1, "{": 1, "}": -1}.get(char, 0)
         if char == "," and depth == 0:
             items.append("".join(current))
             current = []

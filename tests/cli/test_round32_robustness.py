@@ -187,3 +187,21 @@ def test_pipeline_terms_reads_its_mode_anywhere_and_one_only(scripts, capsys, mo
     err = capsys.readouterr().err
     assert code == 2 and err == "error: --bubble: give one of --bubble, --fitted, --per-layer, not --per-layer and " \
         "--bubble\n", err
+
+
+# ---- 7. values and files read whole -------------------------------------------------------------------------------
+def test_a_vary_flow_mapping_is_one_value():
+    varied = grid.parse_vary(["model.moe={experts: 16, top_k: 4, ffn_hidden: 1024},{experts: 32, top_k: 8, "
+                              "ffn_hidden: 512, groups: 8, group_topk: 4}"])  # was five strings, each a failed run
+    assert varied == {"model.moe": [{"experts": 16, "top_k": 4, "ffn_hidden": 1024},
+                                    {"experts": 32, "top_k": 8, "ffn_hidden": 512, "groups": 8, "group_topk": 4}]}
+
+
+@pytest.mark.parametrize(("text", "said"), [("", "got nothing (an empty file, or only comments)"),
+                                            ("# a comment\n", "got nothing"), ("- a\n", "got a list (['a'])")])
+def test_a_scenario_file_that_is_no_mapping_says_what_it_holds(cli, tmp_path, text, said):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    code, _, err = cli("run", path, "--network", "analytic", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert f"s.yaml: expected a mapping of scenario fields, {said}" in err and "NoneType" not in err, err
