@@ -205,3 +205,16 @@ def test_a_scenario_file_that_is_no_mapping_says_what_it_holds(cli, tmp_path, te
     code, _, err = cli("run", path, "--network", "analytic", "--out", tmp_path / "o")
     assert_one_line(code, err, 2)
     assert f"s.yaml: expected a mapping of scenario fields, {said}" in err and "NoneType" not in err, err
+
+
+@pytest.mark.parametrize(("field", "value"), [("step_time_s", -1.0), ("step_time_s", 0.0), ("error", -1.0)])
+def test_a_validate_output_with_an_impossible_number_is_refused(tmp_path, field, value):
+    from scripts_loader import load_script
+
+    accuracy_tables = load_script("accuracy_tables")  # the reader of every residual and pair script
+    case = {"scenario": "mpt-7b-8-h100", "family": "f", "precision": "bf16", "error": 0.1, "step_time_s": 1.0}
+    path = tmp_path / "ho.json"
+    path.write_text(json.dumps({"cases": [{**case, field: value}]}))
+    fields = {**accuracy_tables.CASE_FIELDS, "step_time_s": (int, float)}
+    with pytest.raises(accuracy_tables.InputError, match=rf"cases\[0\]\.{field}: {value} is not above"):
+        accuracy_tables.load_cases(path, fields)  # fsdp_unit_margin.py tabulated -1 s as +inf%
