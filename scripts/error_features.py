@@ -374,7 +374,7 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
 
 
 # the fields of a validate --json case this script reads (residuals.load_rows), checked by accuracy_tables.load_cases
-CASE_FIELDS = {"scenario": str, "source": str, "family": str, "error": (int, float), "step_time_s": (int, float)}
+CASE_FIELDS = residuals.CASE_FIELDS
 
 
 def residual_parser(doc: str, strongest: int, cache: Path) -> script_entry.Parser:

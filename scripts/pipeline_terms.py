@@ -342,17 +342,19 @@ def main(argv: list[str]) -> int:
     if not argv:  # a direct call (the command line is refused in one line by script_entry.run first)
         print(next(line.strip() for line in __doc__.splitlines() if "python scripts/" in line))
         return 2
-    if argv[0] == "--bubble":
-        return print_reports(argv[1:], bubble_report)
-    if argv[0] == "--fitted":
-        return print_reports(argv[1:], fitted_report)
-    if argv[0] == "--per-layer":
-        return print_reports(argv[1:], layer_report)
-    return print_reports(argv, report)
+    # one mode, anywhere on the line: read only as the first word, a later flag (or a second one) was taken for a
+    # scenario's name and refused with every bundled name listed (round 32)
+    modes = [word for word in argv if word in MODES]
+    if len(modes) > 1:
+        raise ScenarioError(modes[1], f"give one of {', '.join(MODES)}, not {' and '.join(modes)}")
+    return print_reports([word for word in argv if word not in MODES], MODES.get(modes[0]) if modes else report)
+
+
+MODES = {"--bubble": bubble_report, "--fitted": fitted_report, "--per-layer": layer_report}
 
 
 if __name__ == "__main__":
     from simcluster.core.script_entry import run
 
-    sys.exit(run(main, sys.argv[1:], __doc__, ["--bubble", "--fitted", "--per-layer"],
+    sys.exit(run(main, sys.argv[1:], __doc__, list(MODES),
                  words=(1, None), usage="[--bubble | --fitted | --per-layer] SCENARIO [SCENARIO ...]"))

@@ -39,8 +39,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from accuracy_tables import InputError, load_cases
 from fp8_pairs import layer_breakdown
 
+from simcluster.cli.outputs import check_writable
 from simcluster.core import inputs as inputs_module
 from simcluster.core import outputs, script_entry
 from simcluster.core.errors import ScenarioError
@@ -144,8 +146,13 @@ def features(name: str) -> dict:
 
 def refuse_overwriting(inputs: tuple[Path, ...], **outputs: Path | None) -> None:
     """One line (ScenarioError naming the option) when an output of a residual script (``--cache``, ``--csv``,
-    ``--plot``) is one of its ``inputs``: ``--cache`` on a validate output rewrote it with the cache (round 31)."""
+    ``--plot``) is one of its ``inputs``: ``--cache`` on a validate output rewrote it with the cache (round 31); or
+    when it is a folder or its folder cannot be written (round 32: found at the first write, after a simulation)."""
     for option, path in outputs.items():
+        if path is not None:
+            if path.is_dir():
+                raise ScenarioError(f"--{option}", f"{str(path)!r} is a folder: give a file's path")
+            check_writable(path.parent, f"--{option}")
         for given in inputs:
             if path is not None and path.exists() and given.exists() and path.samefile(given):
                 raise ScenarioError(f"--{option}", f"{str(path)!r} is the input {str(given)!r}: writing it would "
@@ -164,6 +171,10 @@ def read_cache(cache: Path, inputs: tuple[Path, ...]) -> dict:
         raise ScenarioError("--cache", f"{str(cache)!r} is not a feature cache (a JSON object): remove it or give "
                             "another path")
     return cached
+
+
+# What ``load_rows`` reads of each validate --json case.
+CASE_FIELDS = {"scenario": str, "source": str, "family": str, "error": (int, float), "step_time_s": (int, float)}
 
 
 def load_rows(validate_json: Path, held_out_json: Path, cache: Path) -> list[dict]:
@@ -430,14 +441,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--csv", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args(argv)
-    for path in (args.validate_json, args.held_out_json):
-        if not path.exists():
-            print(f"error: {path}: no such file", file=sys.stderr)
-            return 2
     try:
+        for path in (args.validate_json, args.held_out_json):  # both, before simulating (round 32: the second
+            load_cases(path, CASE_FIELDS)                      # file's JSON error came after every first row)
         refuse_overwriting((args.validate_json, args.held_out_json), csv=args.csv, plot=args.plot)
         rows = load_rows(args.validate_json, args.held_out_json, args.cache)
-    except ScenarioError as err:
+    except (InputError, ScenarioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n".join(report(rows)))

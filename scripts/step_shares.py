@@ -247,10 +247,11 @@ def load(
 ) -> tuple[list[dict], list[str]]:
     """Every row with its error and ``step_parts`` (with ``only``, the rows whose name contains one of its
     substrings); and the scenarios skipped as too slow."""
+    for path in (cal_json, ho_json):  # both before simulating (round 32: the second was read after the first's rows)
+        error_features.check_cases(path)
     cached = residuals.read_cache(cache, (cal_json, ho_json))
     rows, skipped = [], []
     for label, path in (("cal", cal_json), ("ho", ho_json)):
-        error_features.check_cases(path)
         for case in json.loads(path.read_text())["cases"]:
             name = case["scenario"]
             if only and not any(part in name for part in only):
@@ -393,13 +394,17 @@ def plot(rows: list[dict], features: list[str], path: Path) -> None:
 def main(argv: list[str]) -> int:
     parser = error_features.residual_parser(__doc__, 3, Path("/tmp/step_shares_cache.json"))
     parser.add_argument("--limit-s", type=float, default=20.0, help="skip a row whose simulation takes longer")
-    parser.add_argument("--only", default="", help="comma-separated substrings: keep rows whose name has one")
+    parser.add_argument("--only", help="comma-separated substrings: keep rows whose name has one")
     parser.add_argument("--budget", action="store_true", help="what each published step leaves for the fitted terms")
     args = parser.parse_args(argv)
     if not 0 < args.limit_s < 1e6:  # NaN and inf too: setitimer raised on them (round 31)
         print(f"error: --limit-s: expected seconds in (0, 1e6), got {args.limit_s}", file=sys.stderr)
         return 2
-    only = tuple(part for part in args.only.split(",") if part)
+    only = tuple(part for part in (args.only or "").split(",") if part)
+    if args.only is not None and not only:  # "" or ",": every row, hours of simulation nobody asked for (round 32)
+        print(f"error: --only: expected comma-separated substrings of scenario names, got {args.only!r}",
+              file=sys.stderr)
+        return 2
     try:
         residuals.refuse_overwriting((args.cal_json, args.ho_json), csv=args.csv, plot=args.plot)
         rows, skipped = load(args.cal_json, args.ho_json, args.cache, args.limit_s, only)

@@ -165,6 +165,15 @@ def _error(text: str) -> None:
     print(f"error: {one_line(text)}", file=sys.stderr)
 
 
+def _missing_command(err: Exception) -> str:
+    """The line for a usage error without a message: click's NoArgsIsHelpError (``simcluster`` or ``simcluster laws``
+    alone; the help went to stdout) printed ``error:  (see --help)`` (round 32)."""
+    ctx = getattr(err, "ctx", None)
+    commands = getattr(getattr(ctx, "command", None), "list_commands", None)
+    names = ", ".join(commands(ctx)) if callable(commands) else ""
+    return f"COMMAND: missing{f'; one of {names}' if names else ''}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: typer app with user errors turned into exit code 2."""
     try:
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         # usage errors of the (vendored or not) click layer carry their own exit code (2) and message
         message, code = getattr(err, "format_message", None), getattr(err, "exit_code", None)
         if callable(message) and isinstance(code, int):
-            text = " ".join(message().split()).replace("Value error, ", "")
+            text = " ".join(message().split()).replace("Value error, ", "") or _missing_command(err)
             _error(f"{text} (see --help)")
             return code
         raise

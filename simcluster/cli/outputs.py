@@ -2,7 +2,9 @@
 
 - ``unique_dir``: the folder asked for when it is new or empty, else the first free ``NAME-2``, ``NAME-3``, ...:
   a command never writes into a folder holding another run's (or anything else's) files;
-- ``output_dir``: both, with a line on stderr when the folder is not the one asked for;
+- ``output_dir``: both; when the folder is not the one asked for, ``fresh_folder`` says so on stderr as it makes
+  it, after the command's inputs were checked and its work done (a command that then fails prints its one error
+  line only, round 32);
 - ``check_writable``: a folder that can be made and written (not under a file, not read-only, a name the file
   system takes), checked before a simulation that may take hours by making (and removing) a folder there: the
   permission bits alone do not say it (root ignores them, a read-only mount or /proc refuses whatever they say);
@@ -29,6 +31,10 @@ NEVER_OVERWRITTEN = "never overwritten: a folder holding files, `.` too, gives w
 # Bytes of one file or folder name on Linux and macOS file systems (NAME_MAX); the temporary files of
 # core.outputs add about 20.
 NAME_MAX_BYTES = 255
+
+# The folder each ``output_dir`` chose in place of the one asked for: the note "X/ holds other files: writing to
+# X-2/" waits for ``fresh_folder`` to make it (printed at once, it made a second line before a later refusal).
+_ASKED_FOR: dict[Path, Path] = {}
 
 
 def _exists(path: Path, option: str) -> bool:
@@ -75,11 +81,11 @@ def unique_dir(path: Path, option: str = "--out") -> Path:
 
 
 def output_dir(path: Path, option: str = "--out") -> Path:
-    """The folder a command will write into, checked before its work: ``unique_dir`` of ``path`` (saying so on
-    stderr when it is another), then ``check_writable``."""
+    """The folder a command will write into, checked before its work: ``unique_dir`` of ``path``, then
+    ``check_writable``. When it is another folder, ``fresh_folder`` says so as it makes it."""
     chosen = unique_dir(path, option)
     if chosen != path:
-        print(f"{path}/ holds other files: writing to {chosen}/", file=sys.stderr)
+        _ASKED_FOR[chosen] = path
     return check_writable(chosen, option)
 
 
@@ -109,8 +115,11 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
     disk, SIGINT), remove what was written into it, and the folder itself when this made it; a failed write is
     the one-line error of ``option``."""
     chosen = unique_dir(path, option)  # again: another command may have taken it meanwhile
+    asked_for = _ASKED_FOR.pop(path, None)
     if chosen != path:
         print(f"{path}/ was taken meanwhile: writing to {chosen}/", file=sys.stderr)
+    elif asked_for is not None:
+        print(f"{asked_for}/ holds other files: writing to {chosen}/", file=sys.stderr)
     path = check_writable(chosen, option)
     existed = _exists(path, option)
     before = set(path.iterdir()) if existed else set()

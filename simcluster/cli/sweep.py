@@ -107,8 +107,8 @@ def _plots(groups: list[dict], threshold: float, out_dir: Path, name: str, law: 
 @app.command("sweep")
 def sweep_command(
     scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
-    gpus: str | None = typer.Option(None, "--gpus", help="GPU counts, e.g. 64,128,...,16384 (doublings) or "
-                                    "64,96,128; default: the scenario's"),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU counts, e.g. 64,128,...,16384 (doublings; '...' "
+                                    "continues a whole factor: 64,256,... by 4) or 64,96,128; default: the scenario's"),
     topologies: list[str] = typer.Option([], "--topology", help=TOPOLOGY_HELP),
     options: list[str] = typer.Option([], "--option", help=OPTION_HELP),
     vary: list[str] = typer.Option([], "--vary", help="scenario field and values, e.g. parallelism.tp=4,8 or "

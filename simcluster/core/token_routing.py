@@ -130,12 +130,31 @@ def group_load_variance(experts: int, top_k: int, tokens: float, share: int) -> 
     return tokens * top_k * fraction * (1.0 - fraction) * (experts - top_k) / (experts - 1)
 
 
+# Experts up to which ``hit_probability`` divides exact binomials: math.comb's integers grow with E (C(2^16, 2^15) has
+# 19,725 digits and took 0.17 s, C(2^20, 2^19) minutes, a hang in a run, round 32), while C(4096, 2048) takes
+# milliseconds; every trained MoE has far fewer experts (384, Kimi K2). Above it, the ratio's log as a sum of
+# min(s, k) terms up to this many, else by log-gamma (both well under 1e-9 relative).
+EXACT_BINOMIAL_EXPERTS = 4096
+
+
 def hit_probability(experts: int, top_k: int, share: int) -> float:
     """Probability that ``top_k`` distinct experts drawn uniformly from ``experts`` include at least one of a given
     ``share`` of them: 1 - C(E - share, k) / C(E, k)."""
     if not 0 <= share <= experts or not 1 <= top_k <= experts:
         raise ValueError(f"need 0 <= share {share} <= experts {experts} and 1 <= top_k {top_k} <= experts")
-    return 1.0 - math.comb(experts - share, top_k) / math.comb(experts, top_k)
+    if experts <= EXACT_BINOMIAL_EXPERTS:
+        return 1.0 - math.comb(experts - share, top_k) / math.comb(experts, top_k)
+    if share + top_k > experts:  # every choice of k meets the share
+        return 1.0
+    # C(E-s, k) / C(E, k) = prod_{i < s} (1 - k / (E - i)) = prod_{i < k} (1 - s / (E - i))
+    #                     = (E-s)! (E-k)! / (E! (E-s-k)!)
+    terms, other = min(share, top_k), max(share, top_k)
+    if terms <= EXACT_BINOMIAL_EXPERTS:
+        log_miss = math.fsum(math.log1p(-other / (experts - i)) for i in range(terms))
+    else:
+        log_miss = (math.lgamma(experts - share + 1) + math.lgamma(experts - top_k + 1) - math.lgamma(experts + 1)
+                    - math.lgamma(experts - share - top_k + 1))
+    return -math.expm1(log_miss)
 
 
 def consecutive_units(experts: int, top_k: int, units: int) -> float:
@@ -144,10 +163,17 @@ def consecutive_units(experts: int, top_k: int, units: int) -> float:
     (E / gcd(E, k) tokens; module docstring). Exact, by enumeration."""
     if not 1 <= top_k <= experts or units < 1 or experts % units:
         raise ValueError(f"need 1 <= top_k {top_k} <= experts {experts} and units {units} dividing the experts")
+    # Counted in closed form (the enumeration of E / gcd(E, k) tokens x k experts was 5 x 10^11 steps at 2^20 experts,
+    # a hang, round 32): the starts k t mod E run over the multiples of g = gcd(E, k) once each, so their offsets r in
+    # a unit of w = E / units experts run over the multiples of d = gcd(k, w) equally often; a block starting at r
+    # spans q + 1 units (q, m = divmod(k - 1, w)), q + 2 when r >= w - m, at most all of them.
     per_unit = experts // units
-    period = experts // math.gcd(experts, top_k)
-    spans = (len({((top_k * t + j) % experts) // per_unit for j in range(top_k)}) for t in range(period))
-    return sum(spans) / period
+    step = math.gcd(top_k, per_unit)
+    offsets = per_unit // step
+    whole, rest = divmod(top_k - 1, per_unit)
+    late = (per_unit - 1) // step - (per_unit - rest - 1) // step if rest else 0  # offsets >= w - m
+    spans = (offsets - late) * min(units, whole + 1) + late * min(units, whole + 2)
+    return spans / offsets
 
 
 def deepep_slowdown(ratio: float, ranks: int) -> float:

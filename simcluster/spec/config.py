@@ -1736,7 +1736,9 @@ def _field_path(loc: tuple) -> str:
 def from_dict(data: Any, source: str = "scenario") -> Scenario:
     """Validate a parsed YAML document; any problem is a ScenarioError naming the field."""
     if not isinstance(data, dict):
-        raise ScenarioError(source, f"expected a mapping of scenario fields, got {type(data).__name__}")
+        got = ("nothing (an empty file, or only comments)" if data is None else  # was 'got NoneType' (round 32)
+               f"{'a list' if isinstance(data, list) else 'a single value'} ({shown(data)[:60]})")
+        raise ScenarioError(source, f"expected a mapping of scenario fields, got {got}")
     if "jobs" in data:
         raise ScenarioError("jobs", "a scenario with several jobs on one fabric runs with `simcluster run` "
                             "(spec.jobs); this takes a single-job scenario")

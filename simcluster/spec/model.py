@@ -107,7 +107,7 @@ class MoESpec(BaseModel):
                                     f"{self.groups}")
             if self.top_k > self.group_topk * self.experts // self.groups:
                 raise ScenarioError("model.moe.group_topk", f"top_k {self.top_k} does not fit in {self.group_topk} "
-                                    f"groups of {self.experts // self.groups} experts")
+                                    f"group{'s' * (self.group_topk != 1)} of {self.experts // self.groups} experts")
         # the largest spread of tokens per expert: every token on the same top_k experts (each gets all T tokens,
         # the mean is T*top_k/experts), CV^2 = experts/top_k - 1; a larger CV routes more tokens than exist
         most = math.sqrt(self.experts / self.top_k - 1)

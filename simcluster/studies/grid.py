@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -48,11 +49,12 @@ _RESERVED = {"cluster.nodes": "use --gpus", "cluster.topology": "use --topology"
 
 # ---- fabrics and varied fields ---------------------------------------------------------------------------------
 def _split_top_level(text: str, keep_empty: bool = False) -> list[str]:
-    """Split on commas outside brackets, so that ``dims=[4,4,4],link=400 Gb/s`` is two items; empty items are
-    dropped unless ``keep_empty``."""
+    """Split on commas outside brackets and braces, so that ``dims=[4,4,4],link=400 Gb/s`` is two items and a YAML
+    flow mapping (``--vary model.moe={experts: 16, top_k: 4, ...}``, shredded into failed points before round 32)
+    one; empty items are dropped unless ``keep_empty``."""
     items, depth, current = [], 0, []
     for char in text:
-        depth += {"[": 1, "]": -1}.get(char, 0)
+        depth += {"[": 1, "]": -1, "{": 1, "}": -1}.get(char, 0)
         if char == "," and depth == 0:
             items.append("".join(current))
             current = []
@@ -139,9 +141,19 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
         for i in matched:
             specs[i] = specs[i].with_options({key: parse_value(value.strip())})
     labels = [spec.label for spec in specs]
-    if len(set(labels)) != len(labels):
+    # one fabric file by two paths (f.yaml, ./f.yaml, a link to it) is given twice too (round 32: it ran twice)
+    same = [(_file_identity(spec.name), spec.options) for spec in specs]
+    if len(set(labels)) != len(labels) or len(set(same)) != len(same):
         raise ScenarioError("--topology", f"a fabric is given twice: {', '.join(labels)}")
     return specs
+
+
+def _file_identity(name: str) -> str:
+    """A fabric file's resolved path (the file itself, whatever path names it); a builtin's name as given."""
+    try:
+        return os.path.realpath(name) if os.path.isfile(name) else name
+    except (OSError, ValueError):  # a name the file system refuses is refused where the fabric is read
+        return name
 
 
 def _alternatives(annotation) -> tuple:
@@ -304,8 +316,13 @@ def parse_gpus(text: str) -> list[int]:
             low, high = counts[-1], _gpu_count(items[index + 1])
             if high <= low:  # '64,...,8' gave the grid [64, 8], no series between
                 raise ScenarioError("--gpus", f"'...' runs up from {low:,} to a larger count, got {high:,} after it")
-            ratio = low // counts[-2] if len(counts) >= 2 and counts[-2] and low % counts[-2] == 0 else 2
-            ratio = max(ratio, 2)
+            ratio = 2
+            if len(counts) >= 2 and counts[-2]:
+                ratio = low // counts[-2]
+                if low % counts[-2] or ratio < 2:  # '16,17,...' doubled from 17 unsaid: 34, 68, ... (round 32)
+                    raise ScenarioError("--gpus", f"'{counts[-2]},{low},...' grows by {low}/{counts[-2]}, not a "
+                                        "whole factor: '...' continues a geometric series (64,128,...,1024 doubles; "
+                                        "64,256,... grows by 4); list the counts instead")
             value = low * ratio
             while value < high:
                 counts.append(value)
@@ -429,6 +446,11 @@ def grid(base: dict, gpus: list[int] | None = None, fabrics: list[FabricSpec] | 
     if points > MAX_GRID_POINTS:
         raise ScenarioError("--vary" if vary else "--gpus", f"the grid has {points:,} points, more than "
                             f"{MAX_GRID_POINTS:,} (fabrics x varied values x GPU counts): split the study")
+    # each point runs its seeds: 101 points x --samples 10,000 passed the bound above and ran a million simulations
+    # (round 32); the bound is on what is simulated, as one run's --samples 10,000 is
+    if points * samples > MAX_GRID_POINTS:
+        raise ScenarioError("--samples", f"{points:,} grid points x {samples:,} samples are {points * samples:,} "
+                            f"simulations, more than {MAX_GRID_POINTS:,}: fewer samples or a smaller grid")
     fixed = frozenset(vary)
     tasks = []
     for fabric, values, count in itertools.product(fabrics, itertools.product(*vary.values()), counts):

@@ -413,6 +413,8 @@ def _scenario_files() -> dict:
     files["unknown-key-newline"] = {**BASE, "a\nb": 1}
     files["missing-cluster"] = {k: v for k, v in BASE.items() if k != "cluster"}
     files["valid"] = BASE
+    # refused only after the output folder is chosen (the memory check): into a taken folder, one line (round 32)
+    files["too-big"] = edited("model", "gpt3-175b")
     return files | _recent_files()
 
 
@@ -453,6 +455,21 @@ def _recent_files() -> dict:
         files[f"model.moe.load={key}"] = edited("model", {**MODEL, "moe": {**MOE, "load": value}})
     for key, value in {"neg": -0.1, "inf": math.inf, "nan": math.nan, "huge": 2.0}.items():
         files[f"variability.gpu_speed_cv={key}"] = edited("variability", {"gpu_speed_cv": value})
+    # round 31's group-limited routing (round 32): groups of any type or size that cannot hold 8 experts, a group_topk
+    # above the groups or too few groups for top_k, one of the pair alone; and TE's LayerNormMLP on the MLPs it is
+    # not modelled for
+    for key, value in {"neg": -1, "zero": 0, "float": 2.5, "nan": math.nan, "true": True, "string": "4",
+                       "huge": 10**30, "split": 3}.items():
+        files[f"model.moe.groups={key}"] = edited("model", {**MODEL, "moe": {**MOE, "groups": value, "group_topk": 1}})
+    for key, (groups, limit, top_k) in {"zero": (4, 0, 2), "huge": (4, 5, 2), "few": (4, 1, 4),
+                                         "alone": (4, None, 2)}.items():
+        moe = {**MOE, "groups": groups, "group_topk": limit, "top_k": top_k}
+        files[f"model.moe.group_topk={key}"] = edited("model", {**MODEL, "moe": {
+            k: v for k, v in moe.items() if v is not None}})
+    for key, model in {"moe": {**MODEL, "moe": MOE}, "swiglu": {**MODEL, "mlp": "swiglu"},
+                       "squared_relu": {**MODEL, "mlp": "squared_relu"}}.items():
+        files[f"training.mlp_activation={key}"] = edited("training.mlp_activation", "layernorm_mlp",
+                                                         edited("model", model))
     return files
 
 
@@ -492,7 +509,7 @@ def cases(data: Path) -> list[Case]:
     # -- scenario files: every field with every kind of hostile value, through `run`
     recent = set(_recent_files())
     for case_id in _scenario_files():
-        if case_id.startswith("limit.") or case_id == "valid":
+        if case_id.startswith("limit.") or case_id in ("valid", "too-big"):
             continue
         klass = ("names" if case_id.startswith("name=") else
                  "types" if case_id.rsplit("=", 1)[-1] in ("true", "false", "string", "numeric-string", "float",
@@ -745,6 +762,14 @@ def cases(data: Path) -> list[Case]:
                       ("replay", ("replay", f"{d}/traces/good.rank0.json", "--json"))]:
         add(f"{sub}/--out=another-runs-folder", "overwrites", *argv, "--out", "{occupied}", sample=sub in (
             "loss-vs-time", "sweep"))
+    # a command refused after choosing the folder: its note ("holds other files: writing to ...-2/") came first,
+    # two lines (round 32)
+    too_big = f"{d}/scenarios/too-big.yaml"
+    for sub, argv in [("run", ("run", too_big, "--network", "analytic", "--json")),
+                      ("compare", ("compare", too_big, "--network", "analytic", "--json")),
+                      ("loss-vs-time", ("laws", "loss-vs-time", too_big, "--tokens", "1e9", "--json"))]:
+        add(f"{sub}/--out=another-runs-folder-refused", "overwrites", *argv, "--out", "{occupied}", refuse=True,
+            field="parallelism", sample=sub == "run")
     # -- processes: signals and stdout on a full device
     add("run/sigint", "signals", "run", valid, "--steps", "50", "--out", "{here}/o", process="sigint", sample=True)
     add("run/sigterm", "signals", "run", valid, "--steps", "50", "--out", "{here}/o", process="sigterm")

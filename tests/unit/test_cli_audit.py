@@ -75,7 +75,11 @@ def test_output_dir_of_dot_holding_files_keeps_them(tmp_path, monkeypatch, capsy
     work.mkdir()
     (work / "mine.txt").write_text("mine")
     monkeypatch.chdir(work)
-    assert cli_outputs.output_dir(Path(".")) == tmp_path / "work-2"
+    chosen = cli_outputs.output_dir(Path("."))
+    assert chosen == tmp_path / "work-2"
+    assert capsys.readouterr().err == ""  # said when the folder is made (round 32: not before a later refusal)
+    with cli_outputs.fresh_folder(chosen):
+        pass
     assert "writing to" in capsys.readouterr().err and [p.name for p in work.iterdir()] == ["mine.txt"]
 
 
