@@ -53,7 +53,15 @@ QKV_FORMATS = ("sbhd", "bshd")
 ROPE_OUTPUTS = ("apex", "te", "none")
 TE_ATTENTION = ("flash", "flash2")  # the attention settings that run TE's DotProductAttention under Megatron-Core
 OP_NAME = "te_flash_layout"
+SPLIT_OP_NAME = "qkv_split_backward"   # the split's backward concatenation (split_concat)
 Kernel = tuple[str, float, float]
+
+
+def te_attention(scenario: Scenario) -> bool:
+    """Whether the run's attention is Megatron-Core's TEDotProductAttention over a fused QKV split (``attention``
+    flash / flash2 on Megatron-Core; multi-latent attention not modelled here)."""
+    return (scenario.megatron_core and scenario.training.attention in TE_ATTENTION
+            and scenario.model.mla is None)
 
 
 def layout(scenario: Scenario) -> tuple[str, str] | None:
@@ -62,7 +70,7 @@ def layout(scenario: Scenario) -> tuple[str, str] | None:
     (``mcore_bshd_copies``), on any GPU; sbhd where TE's FlashAttention backend converts (``attention: flash`` on a
     FlashAttention-2 GPU, the override off)."""
     t, m = scenario.training, scenario.model
-    if not (scenario.megatron_core and t.attention in TE_ATTENTION) or m.mla is not None:
+    if not te_attention(scenario):
         return None
     data = catalog.load("mcore_versions")
     rope = "none" if m.position != "rope" else (
@@ -84,6 +92,12 @@ def _transposed_copies(rows_per_sequence: int, micro_batch: int, contiguous_sbhd
     """Whether ``x.transpose(0, 1).contiguous()`` copies an [s, b, h, d] tensor: always for a strided view, for a
     contiguous one only when both s and b exceed 1 (a size-1 dimension's stride does not count)."""
     return not contiguous_sbhd or (micro_batch > 1 and rows_per_sequence > 1)
+
+
+def _prepares(qkv_format: str, interleaved: bool, d_head: int, rows: int) -> bool:
+    """Whether TE's FlashAttention backend converts by ``_PrepareQKVForFA`` (sbhd, Megatron-Core's interleaved
+    multi-head QKV, head dim 128, s x b >= 512: module doc)."""
+    return qkv_format == "sbhd" and interleaved and d_head == PREPARE_HEAD_DIM and rows >= PREPARE_MIN_ROWS
 
 
 def kernels(model: TransformerSpec, micro_batch: int, s_local: int, heads: int, kv_heads: int, e: int,
@@ -108,7 +122,7 @@ def kernels(model: TransformerSpec, micro_batch: int, s_local: int, heads: int, 
     q_reshaped = kv_heads > 1 and heads > kv_heads
     rotated = rope_output != "none"
     interleaved = not rotated and heads == kv_heads
-    if qkv_format == "sbhd" and interleaved and d == PREPARE_HEAD_DIM and rows >= PREPARE_MIN_ROWS:
+    if _prepares(qkv_format, interleaved, d, rows):
         # Megatron-Core's interleaved multi-head QKV (sbh3d): TE's _PrepareQKVForFA, one kernel each way
         return [(OP_NAME, 0.0, 2 * (q + 2 * kv))], out, list(out), [(OP_NAME, 0.0, 2 * (q + 2 * kv))]
     in_bshd = qkv_format == "bshd" and rope_output == "apex"
@@ -116,3 +130,34 @@ def kernels(model: TransformerSpec, micro_batch: int, s_local: int, heads: int, 
     copied = [size for size, contiguous_sbhd, already_bshd in tensors
               if not already_bshd and _transposed_copies(s_local, micro_batch, contiguous_sbhd)]
     return [(OP_NAME, 0.0, 2 * size) for size in copied], out, list(out), []
+
+
+def gradients_packed(qkv_format: str | None, rotated: bool, heads: int, kv_heads: int, d_head: int, rows: int,
+                     qk_norm: bool = False) -> bool:
+    """Whether dq, dk and dv reach the QKV split's backward as adjacent views of one [s, b, h, 3, d] buffer, which
+    TE's ``_SplitAlongDim.backward`` returns as a view (no copy): only for Megatron-Core's interleaved multi-head
+    QKV (``heads == kv_heads`` on the rank, no RoPE, no q/k norm: nothing between the split and TE allocates a
+    gradient of its own) that TE takes as ``sbh3d``, by cuDNN's fused attention (``qkv_format`` None: TE reads
+    Megatron-Core's sbhd strides, its ``fused_attn_bwd`` allocates one dQKV for the 3HD / H3D layout groups) or by
+    ``_PrepareQKVForFA`` (whose backward ``tex.fa_prepare_bwd`` writes one dqkv, split into views). Every other path
+    hands the split separate buffers (module doc)."""
+    if rotated or qk_norm or heads != kv_heads:
+        return False
+    return qkv_format is None or _prepares(qkv_format, True, d_head, rows)
+
+
+def split_backward_copies(scenario: Scenario) -> bool:
+    """Whether the QKV split's backward concatenates dq, dk and dv by a copy kernel (``gradients_packed`` not)."""
+    if not te_attention(scenario):
+        return False
+    m, t, p = scenario.model, scenario.training, scenario.parallelism
+    fmt = layout(scenario)
+    kv_heads = -(-m.n_kv_heads // p.tp)   # replicated when fewer than the ranks (ops.local_kv_hidden)
+    return not gradients_packed(fmt[0] if fmt else None, m.position == "rope", m.heads // p.tp, kv_heads,
+                                m.d_head, t.micro_batch_size * t.seq_len // p.cp, m.qk_layernorm)
+
+
+def split_concat(tokens: float, q_width: int, kv_width: int, e: int) -> Kernel:
+    """The QKV split's backward copy of one rank and microbatch: dq ([tokens, q_width]), dk and dv ([tokens,
+    kv_width] each) read and the [tokens, q_width + 2 kv_width] QKV gradient written, ``e`` bytes an element."""
+    return SPLIT_OP_NAME, 0.0, 2 * tokens * (q_width + 2 * kv_width) * e
