@@ -14,7 +14,7 @@ contiguous by ``reshape`` when the rank holds several key/value groups of severa
   copy); TE's RoPE (0.13, ``te_rope``) writes contiguous sbhd, whose transpose is contiguous at b = 1 (a size-1
   dimension's stride does not count); the reshaped q likewise; a view into the QKV output never is. Backward, the
   gradients come back as transposed views into Megatron-Core's split backward or the RoPE backward (which reads
-  strides): no copy kernel.
+  strides): no transpose copy (the split's own concatenation is below).
 - ``sbhd`` (rope fusion off, or Megatron-Core 0.14 on), and only in TE's FlashAttention backend, which takes this
   path on Ampere (TE: "Disabling FlashAttention to give FusedAttention preference on Hopper+"; cuDNN's fused attention
   reads sbhd strides directly): TE 1.x ``FlashAttention.forward`` (``transformer_engine/pytorch/attention.py``) runs,
@@ -30,6 +30,21 @@ output projection for bshd) and its gradient once backward. Each copy reads and 
 through Megatron-Core's TE attention only (``Scenario.megatron_core``, attention flash / flash2): flash-attention's
 own GPT and llm-foundry hand the kernel [b, s, h, d]. Multi-latent attention (its q and k concatenations) is not
 modelled here.
+
+The QKV split's backward (round 32, ``split_backward_copies``). Megatron-Core 0.5 on splits the [s, b, ng, (np/ng + 2)
+hn] QKV output by TE's ``SplitAlongDim`` (``torch.split`` without TE; megatron/core/transformer/attention.py
+``get_query_key_value_tensors``). ``_SplitAlongDim.backward`` (TE 1.x and 2.x) returns a view of the gradients only
+when they are views of one storage with the first one's strides at offsets 0, np/ng hn, (np/ng + 1) hn; otherwise
+``torch.cat``: one kernel reading dq, dk, dv and writing the [s, b, (np + 2 ng) hn] gradient (``split_concat``).
+They arrive so only for the interleaved multi-head QKV handed to TE untouched (``gradients_packed``): TE's
+``fused_attn_bwd`` allocates one dQKV for the sbh3d layout and returns dq, dk, dv as its slices, and
+``_PrepareQKVForFA.backward`` writes one dqkv (``tex.fa_prepare_bwd``) and splits it. Every other path allocates
+apart: the RoPE backward a fresh tensor (TE ``fused_rope_backward``: ``at::empty``; the eager
+rotation's arithmetic), the GQA query's reshape (dQ apart from dKV, TE's ``sbhd_sbh2d`` / ``HD_H2D`` group), q/k norms,
+Megatron-Core's bshd copies (TE sees three separate tensors) and flash-attn (``torch.empty_like`` each). It runs once
+a layer and microbatch in the backward, outside TEDotProductAttention (not recomputed). Not modelled: Megatron-Core's
+opt-in ``fused_single_qkv_rope`` (TE's ``fused_qkv_rope`` writes one dQKV), and context parallelism's
+attention backward, read as cuDNN's.
 """
 
 from __future__ import annotations
