@@ -66,6 +66,7 @@ and belong to the kernel's measured time (efficiency.yaml attention.flash_triton
 from __future__ import annotations
 
 from simcluster.spec.model import TransformerSpec
+from simcluster.workload import te_flash_layout
 
 BIAS_GRAD_READS = 1          # the output gradient, once, per bias element of every token (the bias written: tiny)
 NORM_WEIGHT_GRAD_READS = 2   # dy and x per normalised element (dgamma, dbeta written: tiny)
@@ -167,12 +168,11 @@ def triton_attention_kernels(tokens: float, q_local: int, kv_local: int, heads_l
     """The backward kernels around the Triton FlashAttention kernel of one layer (``attention: flash_triton``), in
     the order they run."""
     q = tokens * q_local
-    qkv = tokens * (q_local + 2 * kv_local)
     return [
         ("triton_dq_zero", 0.0, DQ_ACCUMULATOR_BYTES * q),
         ("triton_do_o_dot", 2 * q, 2 * q * e + tokens * heads_local * ROW_STATISTIC_BYTES),
         ("triton_dq_copy", 0.0, q * (DQ_ACCUMULATOR_BYTES + e)),
-        ("qkv_split_backward", 0.0, 2 * qkv * e),
+        te_flash_layout.split_concat(tokens, q_local, kv_local, e),
     ]
 
 

@@ -158,6 +158,7 @@ class Shard:
     fp8_gathered_weights: bool = False  # weights arrive in float8 (FSDP2's float8 all-gather, torchao_float8)
     # q/k/v layout copies around TE's attention (te_flash_layout.layout): (qkv_format, RoPE output) or None
     qkv_layout: tuple[str, str] | None = None
+    qkv_split_copy: bool = False  # the QKV split's backward concatenates dq, dk, dv (te_flash_layout.split_concat)
     eager_rope: str | None = None  # release whose unfused RoPE runs eager kernels per q and k (eager_rope.release)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
@@ -217,7 +218,9 @@ def shard_for(scenario: Scenario) -> Shard:
                  projections=t.projections,
                  fp8_transpose=fp8_recipes.transposes(scenario.cluster.gpu.name),
                  fp8_gathered_weights=torchao_float8.fsdp_float8_all_gather(t, p),
-                 qkv_layout=te_flash_layout.layout(scenario), eager_rope=eager_rope.release(scenario),
+                 qkv_layout=te_flash_layout.layout(scenario),
+                 qkv_split_copy=te_flash_layout.split_backward_copies(scenario),
+                 eager_rope=eager_rope.release(scenario),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, autocast_fp32_params=t.autocast_fp32_params,
                  mlp_activation=t.mlp_activation,
@@ -691,6 +694,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                                                                         rope_output))
         core_forward, core_backward = [*before, *core_forward, *after], [*before_bwd, *core_backward, *after_bwd]
     qk_norm, qk_norm_bwd = qk_norm_ops(model, shard)
+    # the split's backward concatenation: after the q/k gradients' last kernel, before QKV's dgrad; backward only
+    split_bwd = [_memory(*te_flash_layout.split_concat(tokens, q_local, kv_local, e))] if shard.qkv_split_copy else []
 
     rope: list[Op] = []
     rope_bwd: list[Op] = []
@@ -758,7 +763,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     forward = [attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *core_forward, attn_out.forward(shard),
                attn_residual, mlp_norm, *mlp.forward, mlp_residual, *casts]
     backward_input = [mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd,
-                      attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *qkv_dgrad,
+                      attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *split_bwd,
+                      *qkv_dgrad,
                       attn_norm_bwd, *casts_bwd]
     backward_input += [_memory(*kernel) for kernel in eager_backward.backward_kernels(
         model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e,

@@ -14,7 +14,7 @@ contiguous by ``reshape`` when the rank holds several key/value groups of severa
   copy); TE's RoPE (0.13, ``te_rope``) writes contiguous sbhd, whose transpose is contiguous at b = 1 (a size-1
   dimension's stride does not count); the reshaped q likewise; a view into the QKV output never is. Backward, the
   gradients come back as transposed views into Megatron-Core's split backward or the RoPE backward (which reads
-  strides): no copy kernel.
+  strides): no transpose copy (the split's own concatenation is below).
 - ``sbhd`` (rope fusion off, or Megatron-Core 0.14 on), and only in TE's FlashAttention backend, which takes this
   path on Ampere (TE: "Disabling FlashAttention to give FusedAttention preference on Hopper+"; cuDNN's fused attention
   reads sbhd strides directly): TE 1.x ``FlashAttention.forward`` (``transformer_engine/pytorch/attention.py``) runs,
@@ -30,6 +30,21 @@ output projection for bshd) and its gradient once backward. Each copy reads and 
 through Megatron-Core's TE attention only (``Scenario.megatron_core``, attention flash / flash2): flash-attention's
 own GPT and llm-foundry hand the kernel [b, s, h, d]. Multi-latent attention (its q and k concatenations) is not
 modelled here.
+
+The QKV split's backward (round 32, ``split_backward_copies``). Megatron-Core 0.5 on splits the [s, b, ng, (np/ng + 2)
+hn] QKV output by TE's ``SplitAlongDim`` (``torch.split`` without TE; megatron/core/transformer/attention.py
+``get_query_key_value_tensors``). ``_SplitAlongDim.backward`` (TE 1.x and 2.x) returns a view of the gradients only
+when they are views of one storage with the first one's strides at offsets 0, np/ng hn, (np/ng + 1) hn; otherwise
+``torch.cat``: one kernel reading dq, dk, dv and writing the [s, b, (np + 2 ng) hn] gradient (``split_concat``).
+They arrive so only for the interleaved multi-head QKV handed to TE untouched (``gradients_packed``): TE's
+``fused_attn_bwd`` allocates one dQKV for the sbh3d layout and returns dq, dk, dv as its slices, and
+``_PrepareQKVForFA.backward`` writes one dqkv (``tex.fa_prepare_bwd``) and splits it. Every other path allocates
+apart: the RoPE backward a fresh tensor (TE ``fused_rope_backward``: ``at::empty``; the eager
+rotation's arithmetic), the GQA query's reshape (dQ apart from dKV, TE's ``sbhd_sbh2d`` / ``HD_H2D`` group), q/k norms,
+Megatron-Core's bshd copies (TE sees three separate tensors) and flash-attn (``torch.empty_like`` each). It runs once
+a layer and microbatch in the backward, outside TEDotProductAttention (not recomputed). Not modelled: Megatron-Core's
+opt-in ``fused_single_qkv_rope`` (TE's ``fused_qkv_rope`` writes one dQKV), and context parallelism's
+attention backward, read as cuDNN's.
 """
 
 from __future__ import annotations
@@ -53,7 +68,15 @@ QKV_FORMATS = ("sbhd", "bshd")
 ROPE_OUTPUTS = ("apex", "te", "none")
 TE_ATTENTION = ("flash", "flash2")  # the attention settings that run TE's DotProductAttention under Megatron-Core
 OP_NAME = "te_flash_layout"
+SPLIT_OP_NAME = "qkv_split_backward"   # the split's backward concatenation (split_concat)
 Kernel = tuple[str, float, float]
+
+
+def te_attention(scenario: Scenario) -> bool:
+    """Whether the run's attention is Megatron-Core's TEDotProductAttention over a fused QKV split (``attention``
+    flash / flash2 on Megatron-Core; multi-latent attention not modelled here)."""
+    return (scenario.megatron_core and scenario.training.attention in TE_ATTENTION
+            and scenario.model.mla is None)
 
 
 def layout(scenario: Scenario) -> tuple[str, str] | None:
@@ -62,7 +85,7 @@ def layout(scenario: Scenario) -> tuple[str, str] | None:
     (``mcore_bshd_copies``), on any GPU; sbhd where TE's FlashAttention backend converts (``attention: flash`` on a
     FlashAttention-2 GPU, the override off)."""
     t, m = scenario.training, scenario.model
-    if not (scenario.megatron_core and t.attention in TE_ATTENTION) or m.mla is not None:
+    if not te_attention(scenario):
         return None
     data = catalog.load("mcore_versions")
     rope = "none" if m.position != "rope" else (
@@ -84,6 +107,12 @@ def _transposed_copies(rows_per_sequence: int, micro_batch: int, contiguous_sbhd
     """Whether ``x.transpose(0, 1).contiguous()`` copies an [s, b, h, d] tensor: always for a strided view, for a
     contiguous one only when both s and b exceed 1 (a size-1 dimension's stride does not count)."""
     return not contiguous_sbhd or (micro_batch > 1 and rows_per_sequence > 1)
+
+
+def _prepares(qkv_format: str, interleaved: bool, d_head: int, rows: int) -> bool:
+    """Whether TE's FlashAttention backend converts by ``_PrepareQKVForFA`` (sbhd, Megatron-Core's interleaved
+    multi-head QKV, head dim 128, s x b >= 512: module doc)."""
+    return qkv_format == "sbhd" and interleaved and d_head == PREPARE_HEAD_DIM and rows >= PREPARE_MIN_ROWS
 
 
 def kernels(model: TransformerSpec, micro_batch: int, s_local: int, heads: int, kv_heads: int, e: int,
@@ -108,7 +137,7 @@ def kernels(model: TransformerSpec, micro_batch: int, s_local: int, heads: int, 
     q_reshaped = kv_heads > 1 and heads > kv_heads
     rotated = rope_output != "none"
     interleaved = not rotated and heads == kv_heads
-    if qkv_format == "sbhd" and interleaved and d == PREPARE_HEAD_DIM and rows >= PREPARE_MIN_ROWS:
+    if _prepares(qkv_format, interleaved, d, rows):
         # Megatron-Core's interleaved multi-head QKV (sbh3d): TE's _PrepareQKVForFA, one kernel each way
         return [(OP_NAME, 0.0, 2 * (q + 2 * kv))], out, list(out), [(OP_NAME, 0.0, 2 * (q + 2 * kv))]
     in_bshd = qkv_format == "bshd" and rope_output == "apex"
@@ -116,3 +145,34 @@ def kernels(model: TransformerSpec, micro_batch: int, s_local: int, heads: int, 
     copied = [size for size, contiguous_sbhd, already_bshd in tensors
               if not already_bshd and _transposed_copies(s_local, micro_batch, contiguous_sbhd)]
     return [(OP_NAME, 0.0, 2 * size) for size in copied], out, list(out), []
+
+
+def gradients_packed(qkv_format: str | None, rotated: bool, heads: int, kv_heads: int, d_head: int, rows: int,
+                     qk_norm: bool = False) -> bool:
+    """Whether dq, dk and dv reach the QKV split's backward as adjacent views of one [s, b, h, 3, d] buffer, which
+    TE's ``_SplitAlongDim.backward`` returns as a view (no copy): only for Megatron-Core's interleaved multi-head
+    QKV (``heads == kv_heads`` on the rank, no RoPE, no q/k norm: nothing between the split and TE allocates a
+    gradient of its own) that TE takes as ``sbh3d``, by cuDNN's fused attention (``qkv_format`` None: TE reads
+    Megatron-Core's sbhd strides, its ``fused_attn_bwd`` allocates one dQKV for the 3HD / H3D layout groups) or by
+    ``_PrepareQKVForFA`` (whose backward ``tex.fa_prepare_bwd`` writes one dqkv, split into views). Every other path
+    hands the split separate buffers (module doc)."""
+    if rotated or qk_norm or heads != kv_heads:
+        return False
+    return qkv_format is None or _prepares(qkv_format, True, d_head, rows)
+
+
+def split_backward_copies(scenario: Scenario) -> bool:
+    """Whether the QKV split's backward concatenates dq, dk and dv by a copy kernel (``gradients_packed`` not)."""
+    if not te_attention(scenario):
+        return False
+    m, t, p = scenario.model, scenario.training, scenario.parallelism
+    fmt = layout(scenario)
+    kv_heads = -(-m.n_kv_heads // p.tp)   # replicated when fewer than the ranks (ops.local_kv_hidden)
+    return not gradients_packed(fmt[0] if fmt else None, m.position == "rope", m.heads // p.tp, kv_heads,
+                                m.d_head, t.micro_batch_size * t.seq_len // p.cp, m.qk_layernorm)
+
+
+def split_concat(tokens: float, q_width: int, kv_width: int, e: int) -> Kernel:
+    """The QKV split's backward copy of one rank and microbatch: dq ([tokens, q_width]), dk and dv ([tokens,
+    kv_width] each) read and the [tokens, q_width + 2 kv_width] QKV gradient written, ``e`` bytes an element."""
+    return SPLIT_OP_NAME, 0.0, 2 * tokens * (q_width + 2 * kv_width) * e

@@ -41,10 +41,12 @@ def scenario(**changes) -> config.Scenario:
 
 def plans(**changes):
     """The plan of BASE (with ``changes``) under Megatron's engine and under DeepSpeed's. The Megatron twin runs
-    Megatron-Core, whose attention adds q/k/v layout copies on the A100 (``te_flash_layout``, round 27) that
-    Megatron-DeepSpeed does not run: they are left out of the twin, so that the two differ in the engine alone."""
+    Megatron-Core, whose attention adds q/k/v layout copies on the A100 (``te_flash_layout``, round 27) and the QKV
+    split's backward concatenation (round 32) that the Megatron-DeepSpeed scenario does not model: they are left out
+    of the twin, so that the two differ in the engine alone."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(te_flash_layout, "layout", lambda _scenario: None)
+        patch.setattr(te_flash_layout, "split_backward_copies", lambda _scenario: False)
         megatron = Simulation(scenario(parallelism__pipeline_engine="megatron", **changes)).plan
     return megatron, Simulation(scenario(**changes)).plan
 

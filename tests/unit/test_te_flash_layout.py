@@ -7,6 +7,8 @@ backward; with sbhd TE's ``FlashAttention.forward`` runs ``_PrepareQKVForFA`` (`
 transpose back is a copy only when b > 1; and TE's backend choice (FlashAttention on Ampere, cuDNN's fused attention
 preferred on Hopper)."""
 
+import dataclasses
+
 import pytest
 
 from simcluster.spec import config
@@ -157,3 +159,62 @@ def test_the_copies_cost_what_their_bytes_do():
     layer = sum(kernels.op_time_s(op, gpu, "fp16") for phase in ops.layer_ops(scenario.model, shard).values()
                 for op in phase)
     assert sum(kernels.op_time_s(copy, gpu, "fp16") for copy in copies) / layer == pytest.approx(0.011, abs=0.002)
+
+
+# ---- the QKV split's backward concatenation (round 32) ---------------------------------------------------------
+# Independent truth, read in source: Megatron-Core's get_query_key_value_tensors splits the [s, b, ng, (np/ng + 2) hn]
+# QKV output by TE's _SplitAlongDim (torch.split without TE); its backward returns a view only when dq, dk, dv are
+# adjacent views of one buffer, else torch.cat. TE's fused_attn_bwd allocates one dQKV for the sbh3d layout (the
+# interleaved multi-head QKV handed over untouched) and _PrepareQKVForFA's backward one dqkv; every other path
+# (RoPE backward's fresh tensor, the GQA query's reshape, q/k norms, the bshd transposes' contiguous copies,
+# flash-attn's empty_like dq, dk, dv) hands the split separate buffers.
+
+def test_split_gradients_arrive_packed_only_for_the_untouched_multi_head_qkv():
+    packed = te_flash_layout.gradients_packed
+    assert packed(None, False, 24, 24, 128, 4096)                  # cuDNN, sbh3d: one dQKV
+    assert packed("sbhd", False, 24, 24, 128, 512)                 # _PrepareQKVForFA: fa_prepare_bwd's dqkv
+    assert not packed("sbhd", False, 24, 24, 128, 256)             # s x b < 512: a transpose copy per tensor
+    assert not packed("sbhd", False, 24, 24, 80, 4096)             # head dim 80: the same
+    assert not packed("bshd", False, 24, 24, 128, 4096)            # Megatron-Core's three contiguous copies
+    assert not packed(None, True, 24, 24, 128, 4096)               # RoPE's backward writes fresh dq, dk
+    assert not packed(None, False, 16, 4, 128, 4096)               # GQA: the query's reshape, dQ apart from dKV
+    assert not packed(None, False, 4, 1, 128, 4096)                # one key/value group on the rank: sbhd_sbh2d
+    assert not packed(None, False, 24, 24, 128, 4096, qk_norm=True)  # the q/k norms' own gradients
+
+
+@pytest.mark.parametrize(("name", "copies"), [
+    ("megatron-1.7b-h100", False),                 # GPT, learned positions, MHA, sbhd on Hopper: cuDNN's dQKV
+    ("nemo2409-gpt3-175b-128-h100-bf16", False),   # the same at tp 4 (24 heads a rank, as many key/value heads)
+    ("nemo2409-llama31-8b-8-h100-bf16", True),     # rope fusion under Megatron-Core 0.9: bshd, GQA, RoPE
+    ("vocabpar2024-1f1b-4b-8-a100-s4096-v32k", True),  # bshd override with learned positions: three copies
+    ("mcore09-mixtral-8x7b-64-h100", True),        # unfused RoPE, sbhd: rotated q and k are fresh tensors
+    ("dao2023-gpt3-1.3b-2k-8-a100", False),        # flash-attention's own GPT: not Megatron-Core's split
+    ("mpt-7b-8-a100-80gb", False),                 # llm-foundry: its chunk's cat is eager_backward's
+])
+def test_which_runs_concatenate_the_split_gradients(name, copies):
+    assert te_flash_layout.split_backward_copies(config.load(name)) is copies
+
+
+def test_split_concatenation_bytes_and_time_closed_form():
+    """Llama 3.1 8B (32 query heads, 8 key/value heads of 128), micro batch 1, 8192 tokens over cp 2: dq [4096,
+    4096], dk and dv [4096, 1024] read and the [4096, 6144] gradient written, 16-bit: 100,663,296 B, once a layer in
+    the activation gradient's phase, never forward nor recomputed (full recompute re-runs forwards only); at tp 2
+    half of it; its time the bytes at the HBM roofline plus a kernel's gap."""
+    scenario = config.load("nemo2409-llama31-8b-8-h100-bf16")
+    shard = ops.shard_for(scenario)
+    assert (shard.tp, shard.cp, shard.micro_batch, shard.seq_len) == (1, 2, 1, 8192)
+
+    def split_ops(shard):
+        return {phase: [op for op in found if op.name == te_flash_layout.SPLIT_OP_NAME]
+                for phase, found in ops.layer_ops(scenario.model, shard).items()}
+
+    found = split_ops(shard)
+    assert [op.hbm_bytes for op in found["backward_input"]] == [2 * 4096 * (4096 + 2 * 1024) * FP16] == [100_663_296]
+    assert found["forward"] == found["recompute"] == found["backward_weight"] == []
+    full = split_ops(dataclasses.replace(shard, recompute="full", tp=2))
+    assert [op.hbm_bytes for op in full["backward_input"]] == [100_663_296 / 2] and full["recompute"] == []
+    assert split_ops(dataclasses.replace(shard, qkv_split_copy=False))["backward_input"] == []
+    gpu = scenario.cluster.gpu
+    op = found["backward_input"][0]
+    expected = op.hbm_bytes / (gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)) + kernels.host_model().kernel_gap_s
+    assert kernels.op_time_s(op, gpu, "bf16") == pytest.approx(expected, rel=1e-9)
