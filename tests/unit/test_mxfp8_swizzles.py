@@ -112,6 +112,10 @@ def test_device_time_not_double_counted():
         assert new.kernels - old.kernels == len(added)
         assert all(op.queued and op.no_work and op.in_measured_call for op in added)
         assert new.device_bound_s(host) == pytest.approx(old.device_bound_s(host), rel=1e-12)
+        # the per-op gap (op_time_s, the synced stall) and the block's count formula agree
+        assert host.gap_s(added[0]) == 0.0
+        launched = [op for op in after[phase] if op.name not in (kernels.HOST_ONLY_LAUNCH, kernels.HOST_SYNC)]
+        assert sum(host.gap_s(op) for op in launched) == pytest.approx(new.gaps_s(host), rel=1e-12)
         assert new.host_bound_s(host) - old.host_bound_s(host) == pytest.approx(
             len(added) * host.dispatch_s * kernels.host_cpu_ratio(gpu.name), rel=1e-9)
 
