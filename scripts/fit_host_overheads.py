@@ -182,6 +182,7 @@ class Run:
     queued: np.ndarray | None = None   # [chunks, 2]: of ``kernels``, those a call's C++ queues (workload.call_issue)
     graphed: np.ndarray | None = None  # [chunks, 2]: of ``kernels``, those replayed from a CUDA graph (round 30)
     no_work: np.ndarray | None = None  # [chunks, 2]: of ``queued``, launches with no work (launch_overhead_s; round 32)
+    measured: np.ndarray | None = None  # [chunks, 2]: of ``no_work``, inside a measured call time (no gap; round 32)
 
     @classmethod
     def of(cls, case: dict) -> Run:
@@ -198,7 +199,8 @@ class Run:
                    plan.p2p_bytes / NIC_BYTES_PER_S if pp > 1 else 0.0, schedule_drains(scenario, case).per_block,
                    np.array([[s.queued_kernels for s in pair] for pair in streams]),
                    np.array([[s.graphed_kernels for s in pair] for pair in streams]),
-                   np.array([[s.no_work_kernels for s in pair] for pair in streams]))
+                   np.array([[s.no_work_kernels for s in pair] for pair in streams]),
+                   np.array([[s.measured_kernels for s in pair] for pair in streams]))
 
     def block_s(self, gap_s, fill, dispatch_s, step_s, tensor_core_gap_s=0.0, fraction=0.0,
                 exchange_factor=0.0, drain_step_s=0.0, host_block_s=0.0, gap_per="kernel") -> np.ndarray:
@@ -227,15 +229,17 @@ class Run:
         """The blocks as the simulator's ``kernels.StreamTime`` (its fields arrays [chunks, 2], indexed by
         ``grid``), so that the estimate charges each kernel class's gap and dispatch by the simulator's own
         ``device_bound_s`` / ``host_bound_s``: queued kernels pay ``HostModel.queued_gap_s`` (the fitted gap unless
-        gap_per is "call"; those with no work ``launch_overhead_s``), graphed ones ``graph_node_s`` and no dispatch
-        (round-30 review: no twin formula)."""
+        gap_per is "call"; those with no work ``launch_overhead_s``, none inside a measured call time), graphed
+        ones ``graph_node_s`` and no dispatch (round-30 review: no twin formula)."""
         zeros = np.zeros_like(self.kernels)
         queued = zeros if self.queued is None else self.queued
         graphed = zeros if self.graphed is None else self.graphed
         no_work = zeros if self.no_work is None else self.no_work
+        measured = zeros if self.measured is None else self.measured
         return kernels.StreamTime(device_s=self.device_s[grid], kernels=self.kernels[grid], wave_s=self.wave_s[grid],
                                   host_extra_s=host_extra_s, queued_kernels=queued[grid],
-                                  graphed_kernels=graphed[grid], no_work_kernels=no_work[grid])
+                                  graphed_kernels=graphed[grid], no_work_kernels=no_work[grid],
+                                  measured_kernels=measured[grid])
 
     def dispatch_bound_s(self, host: kernels.HostModel) -> float:
         """The largest host dispatch per kernel at which every block of this run is still device-bound."""

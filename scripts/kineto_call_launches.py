@@ -9,6 +9,9 @@ that contain it on its thread. Two consecutive launches of a thread are "one cal
 both (one C++ function launched them, no op boundary between: ``aten::convolution_backward``'s cuDNN kernels,
 fbgemm's, a ``_foreach_`` op's), "one top-level op" when only the outermost op is shared (a C++ composite or an
 autograd node running several ops), else "separate ops" (the host went back to Python or the autograd engine).
+A "one call" pair whose op is a torch.compile graph (``CompiledFunction``, ``CompiledFunctionBackward``) is "one
+compiled graph" instead: Inductor's Python wrapper launches its Triton kernels one by one with no op of their own,
+so the op is not one C++ call (round-32 review: 205 of a100-16rank-sendrecv's 369 queued "one call" pairs).
 Printed per relation: the host's launch-to-launch interval (no blocking call between, below 1 ms:
 scripts/kineto_launch_intervals.py), and the stream's idle before the second kernel when both ran on one stream,
 split by whether its launch had returned before the first kernel ended ("queued": the host was ahead) or not
@@ -24,7 +27,8 @@ import numpy as np
 from kineto_kernel_gaps import KERNEL_CATEGORIES, MAX_GAP_US, trace_events  # this folder's siblings
 from kineto_launch_intervals import BLOCKING_CALLS, BLOCKING_MARKER, LAUNCH_MARKER, MAX_INTERVAL_US, RUNTIME_CATEGORIES
 
-RELATIONS = ("one call", "one top-level op", "separate ops")
+RELATIONS = ("one call", "one compiled graph", "one top-level op", "separate ops")
+COMPILED_GRAPH_OPS = ("CompiledFunction",)   # torch.compile's autograd nodes (and their ...Backward): Python launches
 
 
 def enclosing_ops(ops: list[dict], launches: list[dict]) -> dict[int, tuple[int | None, int | None]]:
@@ -57,6 +61,12 @@ def relation(first: tuple[int | None, int | None], second: tuple[int | None, int
     return "separate ops"
 
 
+def _relation(place: dict, compiled: set[int], first: dict, second: dict) -> str:
+    """``relation`` of two launches, a "one call" pair inside a torch.compile graph told apart (module docstring)."""
+    found = relation(place[id(first)], place[id(second)])
+    return "one compiled graph" if found == "one call" and id(first) in compiled else found
+
+
 def measure(events: list[dict]) -> tuple[dict[str, list[float]], dict[tuple[str, bool], list[float]]]:
     """Host launch-to-launch intervals per relation, and stream gaps per (relation, queued) (module docstring)."""
     by_thread: dict[object, list[dict]] = collections.defaultdict(list)
@@ -67,12 +77,16 @@ def measure(events: list[dict]) -> tuple[dict[str, list[float]], dict[tuple[str,
         elif event.get("cat") == "cpu_op":
             ops_by_thread[event["tid"]].append(event)
     place: dict[int, tuple[int | None, int | None]] = {}
+    compiled: set[int] = set()   # launches (by id) whose innermost op is a torch.compile graph
     launch_of: dict[object, dict] = {}
     intervals: dict[str, list[float]] = collections.defaultdict(list)
     for tid, calls in by_thread.items():
         calls.sort(key=lambda e: e["ts"])
         launches = [c for c in calls if LAUNCH_MARKER in c.get("name", "")]
-        place.update(enclosing_ops(ops_by_thread.get(tid, []), launches))
+        thread_place = enclosing_ops(ops_by_thread.get(tid, []), launches)
+        place.update(thread_place)
+        compiled.update(key for key, (inner, _) in thread_place.items() if inner is not None
+                        and ops_by_thread[tid][inner]["name"].startswith(COMPILED_GRAPH_OPS))
         for launch in launches:
             launch_of[launch.get("args", {}).get("correlation")] = launch
         last, blocked = None, False
@@ -80,7 +94,7 @@ def measure(events: list[dict]) -> tuple[dict[str, list[float]], dict[tuple[str,
             name = call.get("name", "")
             if LAUNCH_MARKER in name:
                 if last is not None and not blocked and call["ts"] - last["ts"] < MAX_INTERVAL_US:
-                    intervals[relation(place[id(last)], place[id(call)])].append(call["ts"] - last["ts"])
+                    intervals[_relation(place, compiled, last, call)].append(call["ts"] - last["ts"])
                 last, blocked = call, False
             elif BLOCKING_MARKER in name or name in BLOCKING_CALLS:
                 blocked = True
@@ -99,7 +113,7 @@ def measure(events: list[dict]) -> tuple[dict[str, list[float]], dict[tuple[str,
             if not 0 <= gap <= MAX_GAP_US or first is None or second is None or first["tid"] != second["tid"]:
                 continue
             queued = second["ts"] + second["dur"] <= end
-            gaps[(relation(place[id(first)], place[id(second)]), queued)].append(gap)
+            gaps[(_relation(place, compiled, first, second), queued)].append(gap)
     return intervals, gaps
 
 
@@ -114,11 +128,11 @@ def report(path: str) -> None:
     print(path)
     for rel in RELATIONS:
         if intervals.get(rel):
-            print(f"  host launch to launch, {rel:16s} {_summary(intervals[rel])}")
+            print(f"  host launch to launch, {rel:18s} {_summary(intervals[rel])}")
     for rel in RELATIONS:
         for queued in (True, False):
             if gaps.get((rel, queued)):
-                print(f"  stream gap, {rel:16s} {'queued' if queued else 'host-bound':10s} "
+                print(f"  stream gap, {rel:18s} {'queued' if queued else 'host-bound':10s} "
                       f"{_summary(gaps[(rel, queued)])}")
 
 

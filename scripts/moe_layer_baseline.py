@@ -64,7 +64,7 @@ def terms(case: str) -> dict[str, dict[str, float]]:
         out[direction] = {
             "expert GEMMs": gemm,
             "other kernels": other,
-            "gaps": stream.kernels * host.kernel_gap_s,
+            "gaps": stream.gaps_s(host),   # as the simulator charges them (round-32 review)
             "stall": stream.stall_s,
             "all-to-all": layer.alltoalls[direction] * layer.alltoall_s,
             "model": layer.forward_s if direction == "forward" else layer.backward_s,

@@ -10,8 +10,9 @@ simulates nothing) for its features (``features``):
 
 - the critical path the fitted constants act on, as ``scripts/fit_host_overheads.py`` linearises it: c = m v + pp - 1
   blocks of each phase (m microbatches, v chunks a stage), ``crit_kernels`` = c x the chunks' mean kernels of a
-  forward plus a backward block, ``crit_blocks`` = 2c; the fitted terms on it (``gap_ms``: crit_kernels x the
-  per-kernel gap; ``pipe_ms``: crit_blocks x the pipeline step when pp > 1);
+  forward plus a backward block, ``crit_blocks`` = 2c; the fitted terms on it (``gap_ms``: the gaps of crit_blocks
+  blocks as the simulator charges them, ``StreamTime.gaps_s``: the fitted gap a kernel but the queued no-work
+  launches; ``pipe_ms``: crit_blocks x the pipeline step when pp > 1);
 - per block: device time, kernels, mean kernel duration, model FLOP;
 - one dense layer's op classes on one rank (``fp8_pairs.layer_breakdown``): GEMM, attention and memory-bound shares
   of its device time (NaN for MoE models, whose layer is not the dense one);
@@ -98,7 +99,9 @@ def _row_features(scenario, sim: Simulation, summary: dict) -> dict:
     step = float(summary["step_time_s"])
     crit_kernels = 2 * critical * kernels_block
     crit_blocks = 2 * critical
-    gap_s = crit_kernels * host.kernel_gap_s
+    # the gaps as the simulator charges them (StreamTime.gaps_s: queued no-work launches, graphs; round-32 review)
+    gap_s = crit_blocks * float(np.mean([c.forward_stream.gaps_s(host) + c.backward_stream.gaps_s(host)
+                                         for c in chunks])) / 2
     pipe_s = crit_blocks * host.pipeline_step_s if pp > 1 else 0.0
     out = {
         "gpu": scenario.cluster.gpu.name, "precision": t.precision, "gpus": scenario.cluster.gpus,

@@ -32,6 +32,7 @@ from simcluster.spec.hardware import BYTES_PER_ELEMENT, GpuSpec
 from simcluster.workload import (
     async_backward,
     async_tp,
+    call_issue,
     composer_adamw,
     composer_train_metrics,
     fp8_params,
@@ -956,14 +957,17 @@ def chunk_weight_quantize_s(scenario: Scenario, layers: int, moe_layers: int, fp
     """Transformer Engine's quantization of the GEMM weights of a chunk of ``layers`` layers (``moe_layers`` MoE) on
     one rank, in the chunk's forward of a step's first microbatch (Megatron-Core ``forward_step`` ->
     ``set_is_first_microbatch``; ``fp8_params.weight_quantize_kernels``, one kernel set per weight tensor of
-    ``memory.chunk_gemm_weight_tensors``; with fp8 parameters only their transpose on Hopper): 0 outside fp8."""
+    ``memory.chunk_gemm_weight_tensors``, a call each: ``call_issue.queued_weight_quantizes``, ``Op.no_work``; with
+    fp8 parameters only their transpose on Hopper): 0 outside fp8."""
     t, p, m = scenario.training, scenario.parallelism, scenario.model
     if t.precision != "fp8":
         return 0.0
     tensors = memory.chunk_gemm_weight_tensors(m, p.tp, layers, moe_layers, p.ep, p.etp)
     gpu = scenario.cluster.gpu
-    ops = [Op(name, "memory", 0.0, float(size)) for name, _elements, size in fp8_params.weight_quantize_kernels(
-        t.fp8_recipe, fp8_recipes.transposes(gpu.name), fp8_weights, tensors)]
+    found = fp8_params.weight_quantize_kernels(t.fp8_recipe, fp8_recipes.transposes(gpu.name), fp8_weights, tensors)
+    ops = [Op(name, "memory", 0.0, float(size), queued=queued, no_work=name in fp8_recipes.NO_WORK_OPS)
+           for (name, _elements, size), queued in zip(found, call_issue.queued_weight_quantizes(t.fp8_recipe, found),
+                                                      strict=True)]
     return kernels.ops_time_s(ops, gpu, t.precision) if ops else 0.0
 
 

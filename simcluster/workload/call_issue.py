@@ -8,13 +8,15 @@ the kernels one C++ extension call launches back to back; those pay the measured
 (workload/optimizer_step.py). Under ``gap_per: kernel`` (in use) every kernel pays the fitted gap and the tag is
 unused; under ``gap_per: call`` a kernel tagged ``Op.queued`` pays the queued-launch latency instead
 (``scripts/fit_host_overheads.py --structure call``; docs/calibration.md "Round 29: the fitted gap per Python call").
-Under either, a queued launch with no work of its own (``Op.no_work``: MXFP8's scale swizzles, whose device time is
-inside the measured block-scaled GEMM time, and current scaling's one-element amax zeroing and scale kernels, here
-and per expert in ``moe.host_launches``) pays the queued-launch latency: the fitted gap stands for the host falling
-behind between Python calls and for per-kernel time the roofline misses, and such a launch has neither (round 32,
-docs/calibration.md "Round 32: what a launch queued inside one C++ call costs"; the Kineto traces,
-scripts/kineto_call_launches.py). Queued kernels that do work the model prices by a roofline (casts, amax passes,
-the userbuffers reduce, the per-expert GEMMs and quantizes whose work is in the batched ops) keep the fitted gap.
+Under either, a queued launch with no work of its own (``Op.no_work``: current scaling's one-element amax zeroing
+and scale kernels, here, per expert in ``moe.host_launches`` and per weight, ``queued_weight_quantizes``) pays the
+queued-launch latency, and MXFP8's scale swizzles, whose device time and queued latency are both inside the
+measured block-scaled GEMM-call time (``Op.in_measured_call``), no gap (round-32 review): the fitted gap stands for
+the host falling behind between Python calls and for per-kernel time the roofline misses, and such a launch has
+neither (round 32, docs/calibration.md "Round 32: what a launch queued inside one C++ call costs"; the Kineto
+traces, scripts/kineto_call_launches.py). Queued kernels that do work the model prices by a roofline (casts, amax
+passes, the userbuffers reduce, the per-expert GEMMs and quantizes whose work is in the batched ops) keep the fitted
+gap.
 
 Tagged queued, each from Transformer Engine 2.x source (NVIDIA/TransformerEngine, transformer_engine/pytorch):
 
@@ -32,6 +34,11 @@ Tagged queued, each from Transformer Engine 2.x source (NVIDIA/TransformerEngine
   ``quantizer(tensor)`` call (``tex.quantize``: one kernel), not queued;
 - delayed scaling's one fused cast op a phase stands for several calls (``fp8_recipes`` module docstring): not
   queued (the convention the gap was fitted with);
+- a GEMM weight's quantize on a chunk's first microbatch (``parallel/plan.py`` ``chunk_weight_quantize_s``, round-32
+  review): TE 2.x's ``get_weight_workspace`` (module/base.py) runs ``quantizer(weight)`` or ``quantize_`` ->
+  ``tex.quantize``, one Python-level call per weight whose C++ (``quantize_impl``) launches the tensor's kernels, so
+  they are queued as an activation's that no norm wrote (``queued_weight_quantizes``); an fp8 parameter's
+  transpose is a call of its own;
 - the reduce after a ring-exchange reduce-scatter (``userbuffers.ring_reduce``, ``ub_reduce``): launched by
   ``CommOverlapP2P::split_overlap_rs`` (csrc/comm_gemm_overlap.cpp, TE common) after its last chunk GEMM, in the
   GEMM's call; the userbuffer copies (``ub_copy``) are Python-level calls of their own (base.py
@@ -50,7 +57,7 @@ calls), the optimizer's first launch of each multi_tensor_apply call (its others
 
 from __future__ import annotations
 
-from simcluster.workload.fp8_recipes import AMAX_ZERO_OP, CAST_OP
+from simcluster.workload.fp8_recipes import AMAX_ZERO_OP, CAST_OP, quantize_kernels
 
 
 def queued_quantizes(recipe: str, kernels: list[tuple], tensors: list[tuple]) -> list[bool]:
@@ -65,6 +72,21 @@ def queued_quantizes(recipe: str, kernels: list[tuple], tensors: list[tuple]) ->
         return [False] * len(kernels)
     casts = iter(bool(tensor[1]) for tensor in tensors)   # one quantize kernel per tensor, no amax pass
     return [next(casts) if name == CAST_OP else False for name, *_ in kernels]
+
+
+def queued_weight_quantizes(recipe: str, kernels: list[tuple]) -> list[bool]:
+    """Per kernel of ``fp8_params.weight_quantize_kernels(recipe, ...)`` (``kernels``), whether its call queues it
+    (module docstring): each weight is quantized by a call of its own that no norm launched (``queued_quantizes`` of
+    tensors not norm-fed: current scaling's kernels beyond each weight's zeroing); an fp8 parameter's transpose, a
+    kernel ``fp8_recipes.quantize_kernels`` does not make, is its call's only one."""
+    if not kernels:
+        return []
+    made = {name for name, *_ in quantize_kernels(recipe, True, [(1.0, False)])}
+    zeroings = sum(name == AMAX_ZERO_OP for name, *_ in kernels)
+    casts = sum(name == CAST_OP for name, *_ in kernels)
+    tensors = [(0.0, False)] * (zeroings if recipe == "current" else casts)
+    return [tag and kernel[0] in made
+            for kernel, tag in zip(kernels, queued_quantizes(recipe, kernels, tensors), strict=True)]
 
 
 def queued_count(ops: list) -> int:

@@ -378,7 +378,9 @@ class HostModel:
     the C++ of one call queues behind the one before it (``Op.queued``, workload.call_issue). Under both, a queued
     launch with no work of its own (``Op.no_work``: MXFP8's scale swizzles, current scaling's one-element kernels)
     pays ``launch_overhead_s`` (round 32: no Python before it for the host to fall behind in, and no roofline for the
-    fitted gap's per-kernel remainder to correct; on the host it costs a dispatch like every launch).
+    fitted gap's per-kernel remainder to correct; on the host it costs a dispatch like every launch), and one whose
+    stream time is inside a measured call time (``Op.in_measured_call``: MXFP8's swizzles) pays no gap (round-32
+    review).
     ``cuda_graphs`` (round 30, off by default): a scenario's graphed kernels (``graphed``) pay ``graph_node_s``, the
     measured launch latency of a kernel node after the one before it inside a replayed CUDA graph, instead of the
     stream's gap, and no host dispatch; off, ``graphed`` leaves every block as it is.
@@ -401,7 +403,7 @@ class HostModel:
     def gap_s(self, op: Op) -> float:
         """The stream's gap before ``op`` (``gap_per``; a queued launch with no work, ``launch_overhead_s``)."""
         if op.queued and op.no_work:
-            return launch_overhead_s()
+            return 0.0 if op.in_measured_call else launch_overhead_s()
         return self.queued_gap_s if op.queued else self.kernel_gap_s
 
 
@@ -460,19 +462,22 @@ class StreamTime:
     graphed_kernels: float = 0.0
     # of ``queued_kernels``, those with no work of their own (``Op.no_work``): their gap is ``launch_overhead_s``
     no_work_kernels: float = 0.0
+    # of ``no_work_kernels``, those inside a measured call time (``Op.in_measured_call``): no gap
+    measured_kernels: float = 0.0
 
     def __add__(self, other: StreamTime) -> StreamTime:
         return StreamTime(self.device_s + other.device_s, self.kernels + other.kernels,
                           self.wave_s + other.wave_s, self.tensor_core_kernels + other.tensor_core_kernels,
                           self.host_extra_s + other.host_extra_s, self.stall_s + other.stall_s,
                           self.clock_s + other.clock_s, self.queued_kernels + other.queued_kernels,
-                          self.graphed_kernels + other.graphed_kernels, self.no_work_kernels + other.no_work_kernels)
+                          self.graphed_kernels + other.graphed_kernels, self.no_work_kernels + other.no_work_kernels,
+                          self.measured_kernels + other.measured_kernels)
 
     def __rmul__(self, count: float) -> StreamTime:
         return StreamTime(count * self.device_s, count * self.kernels, count * self.wave_s,
                           count * self.tensor_core_kernels, count * self.host_extra_s, count * self.stall_s,
                           count * self.clock_s, count * self.queued_kernels, count * self.graphed_kernels,
-                          count * self.no_work_kernels)
+                          count * self.no_work_kernels, count * self.measured_kernels)
 
     def clock_bound_s(self, host: HostModel | None = None) -> float:
         """Of ``elapsed_s``, the time a GPU's SM clock sets: the compute-bound kernels' (``clock_s``) when the
@@ -492,12 +497,13 @@ class StreamTime:
 
     def gaps_s(self, host: HostModel | None = None) -> float:
         """Of ``device_bound_s``, the gaps before the kernels: ``kernel_gap_s`` before a kernel issued from Python,
-        ``HostModel.queued_gap_s`` before a queued one, ``launch_overhead_s`` before a queued one with no work,
-        ``graph_node_s`` before a graphed one."""
+        ``HostModel.queued_gap_s`` before a queued one, ``launch_overhead_s`` before a queued one with no work (none
+        before one inside a measured call time), ``graph_node_s`` before a graphed one."""
         host = host or host_model()
         eager = self.kernels - self.queued_kernels - self.graphed_kernels
         return (eager * host.kernel_gap_s + (self.queued_kernels - self.no_work_kernels) * host.queued_gap_s
-                + self.no_work_kernels * launch_overhead_s() + self.graphed_kernels * host.graph_node_s)
+                + (self.no_work_kernels - self.measured_kernels) * launch_overhead_s()
+                + self.graphed_kernels * host.graph_node_s)
 
     def host_bound_s(self, host: HostModel | None = None) -> float:
         """The host's side: every eager launch's dispatch, one after another on one CPU thread (a graph's kernels
@@ -519,7 +525,8 @@ def graphed(stream: StreamTime, host: HostModel | None = None) -> StreamTime:
     host = host or host_model()
     if not host.cuda_graphs:
         return stream
-    return replace(stream, queued_kernels=0.0, no_work_kernels=0.0, graphed_kernels=stream.kernels, host_extra_s=0.0)
+    return replace(stream, queued_kernels=0.0, no_work_kernels=0.0, measured_kernels=0.0,
+                   graphed_kernels=stream.kernels, host_extra_s=0.0)
 
 
 # Names of zero-work ops that mark host events rather than kernels of the stream (``stream_time``):
@@ -563,7 +570,9 @@ def stream_time(ops: list[Op], gpu: GpuSpec, precision: str, te_phase: str | Non
                       sum(compute_s for compute_s, memory_s in rooflines if clock_bound(compute_s, memory_s)),
                       sum(op.queued for op in ops if op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC)),
                       no_work_kernels=sum(op.queued and op.no_work for op in ops
-                                          if op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC)))
+                                          if op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC)),
+                      measured_kernels=sum(op.queued and op.no_work and op.in_measured_call for op in ops
+                                           if op.name not in (HOST_ONLY_LAUNCH, HOST_SYNC)))
 
 
 def clock_bound(compute_s: float, memory_s: float) -> bool:

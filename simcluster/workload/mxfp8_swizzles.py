@@ -33,8 +33,11 @@ backward_weight the input and the output gradient. Which of them the call still 
 Their device time is not added: the block-scaled GEMM time (efficiency.yaml gemm.block_scaled_slowdown, TE's
 benchmark_gemm of pre-quantized ``tex.generic_gemm`` calls with compact scales) was measured with both swizzles inside
 (``fp8_recipes`` module docstring), so each is a zero-work op tagged queued (launched by the C++ of the GEMM's own
-call, ``workload.call_issue``) with no work of its own (``Op.no_work``): the stream pays it the measured queued-launch
-latency (efficiency.yaml ``launch_overhead_s``), not the fitted gap, and the host a dispatch (round 32). Where fewer
+call, ``workload.call_issue``) with no work of its own (``Op.no_work``) whose whole stream time is inside that measured
+call time (``Op.in_measured_call``): the benchmark's CUDA events timed the loop of calls, the swizzles' kernels and
+their queued launches' latency with the GEMMs, so the stream pays it no gap at all and the host a dispatch (round-32
+review; round 32 had charged the queued-launch latency, efficiency.yaml ``launch_overhead_s``, round 31 the fitted
+gap: at the benchmark's shapes, 8 us a GEMM call over its 597 us, 1.3%, charged twice). Where fewer
 swizzles run (TE 2.12 on) that device time is an upper bound, not re-measured. docs/calibration.md, "Round 31:
 MXFP8's per-GEMM scale swizzles as launches, by Transformer Engine release".
 
@@ -99,7 +102,7 @@ def apply(phases: dict[str, list], release: str | None, sequence_parallel: bool,
     """A layer's ops per phase with each MXFP8 GEMM call's swizzle launches (zero-work queued ops named ``OP_NAME``)
     just before its GEMM; unchanged without block-scaled GEMMs. Apply before userbuffers splits GEMMs into chunks
     (one call each) and after MLA's rewrite (its linears' own GEMMs)."""
-    launch = Op(OP_NAME, "memory", 0.0, 0.0, queued=True, no_work=True)
+    launch = Op(OP_NAME, "memory", 0.0, 0.0, queued=True, no_work=True, in_measured_call=True)
     out: dict[str, list] = {}
     for phase, ops in phases.items():
         out[phase] = []

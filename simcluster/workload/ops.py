@@ -137,6 +137,9 @@ class Op:
     no_work: bool = False  # a launch whose kernel has no work of its own to model: next to nothing (current scaling's
     # one-element kernels) or inside a measured time (MXFP8's scale swizzles in gemm.block_scaled_slowdown); queued,
     # it pays the queued-launch latency whatever gap_per (kernels.HostModel.gap_s, workload.call_issue)
+    in_measured_call: bool = False  # of the no-work launches, one whose whole stream time (its kernel and its queued
+    # launch's latency) is inside a measured call time charged elsewhere (MXFP8's scale swizzles, in the GEMM calls
+    # gemm.block_scaled_slowdown timed whole): queued, no stream gap at all, a host dispatch still (round-32 review)
 
 
 @dataclass(frozen=True)

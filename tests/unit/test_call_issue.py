@@ -76,6 +76,23 @@ def test_moe_current_scaling_one_element_launches_are_no_work_beyond_each_operan
     assert moe.fp8_no_work_share(1, "delayed") == 0.0
 
 
+def test_an_moe_layer_passes_its_recipes_no_work_share_to_its_launches():
+    # review (round 32): the MoE block built for a current-scaling scenario carries the per-expert one-element
+    # launches as no-work (not only host_launches given the share by hand); MXFP8's per-expert casts have work
+    for name, recipe in (("nemo2511-qwen3-235b-256-h100-fp8", "current"), ("nemo2511-qwen3-235b-64-b200-fp8", "mxfp8")):
+        scenario = config.load(name)
+        shard, p = shard_for(scenario), scenario.parallelism
+        assert shard.fp8_recipe == recipe
+        block = moe.moe_block(scenario.model, shard, ep=p.ep, etp=p.etp)
+        quantizes = moe.fp8_quantize_kernels(scenario.model.moe.experts // p.ep, recipe, shard.fp8_transpose)
+        for phase in ("forward", "backward_input"):
+            operands = moe.FP8_QUANTIZED_GROUPED_GEMMS[phase]
+            expected = operands * quantizes // 2 - operands if recipe == "current" else 0
+            assert sum(op.no_work for op in getattr(block, phase) if op.name == "moe_launch") == expected
+            if recipe == "current":
+                assert expected > 0
+
+
 def host(gap_per):
     return kernels.HostModel(25e-6, 13.5e-6, 450e-6, 0.0, gap_per)
 

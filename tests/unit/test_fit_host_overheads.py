@@ -217,3 +217,28 @@ def test_write_changes_the_structures_lines_and_no_other(monkeypatch, tmp_path, 
     for key, value in written.items():
         assert host[key] == (value if isinstance(value, str) else pytest.approx(value, abs=5e-9 if "_s" in key
                                                                                     else 5e-3))
+
+
+@pytest.mark.parametrize("name", ["nemo2511-llama3-8b-8-b200-fp8", "nemo2511-llama3-8b-8-b200-mxfp8"])
+def test_a_runs_blocks_charge_what_the_simulator_charges_no_work_launches_included(name):
+    # round-32 review: the fit must see the kernels the simulation charges; on an FP8 current-scaling row the
+    # queued one-element launches pay launch_overhead_s, on an MXFP8 row the swizzles no gap (a held-out row's
+    # plan, read here for its kernel classes only: the fit reads none), so the fitted gap's slope is the kernels
+    # less those
+    from dataclasses import replace
+
+    from simcluster.parallel import plan as step_plan
+    from simcluster.spec import config
+    from simcluster.studies import validation
+    from simcluster.workload import kernels
+    case = next(c for c in (*validation.cases(), *validation.held_out_cases()) if c["scenario"] == name)
+    run = module.Run.of(case)
+    plan = step_plan.plan(config.load(case["scenario"]), lambda *_: 0.0)
+    host = kernels.host_model()
+    engine = np.array([[s.device_bound_s(host) for s in (c.forward_stream, c.backward_stream)] for c in plan.chunks])
+    assert run.streams().device_bound_s(host) == pytest.approx(engine, rel=1e-12)
+    assert run.no_work.sum() > 0
+    step = 1e-6
+    slope = (run.streams().device_bound_s(replace(host, kernel_gap_s=host.kernel_gap_s + step))
+             - run.streams().device_bound_s(host)) / step
+    assert slope == pytest.approx(run.kernels - run.no_work, rel=1e-6)

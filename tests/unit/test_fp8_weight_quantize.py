@@ -15,7 +15,8 @@ from simcluster import engine
 from simcluster.engine.simulation import Simulation
 from simcluster.parallel import memory, plan
 from simcluster.spec import config, model
-from simcluster.workload import fp8_params, kernels
+from simcluster.workload import fp8_params, fp8_recipes, kernels
+from simcluster.workload.ops import Op
 
 LAYER_GEMM_WEIGHTS = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336   # Llama 3 8B: Q, O, K, V, gate, up, down
 LAYERS = 32
@@ -178,3 +179,28 @@ def test_fp8_parameters_save_two_bytes_a_weight_on_hopper():
     off = memory.per_gpu_memory(_scenario(training={"fp8_param_gather": False}))
     on = memory.per_gpu_memory(_scenario(training={"fp8_param_gather": True}))
     assert off.total_bytes - on.total_bytes == pytest.approx(2 * WEIGHTS, rel=1e-12)
+
+
+@pytest.mark.parametrize("gpu", ["h100-sxm", "b200"])
+def test_a_weights_current_scaling_scale_kernel_pays_the_queued_launch_latency(gpu):
+    """Round-32 review: TE 2.x quantizes each weight in one call (base.py ``get_weight_workspace`` -> ``tex.quantize``
+    -> ``quantize_impl``: zeroing, amax, scale, cast), so the one-element scale kernel, queued by that call's C++ with
+    no work of its own, pays ``launch_overhead_s`` like an activation's, not the fitted gap; the zeroing, the call's
+    first launch, keeps the gap (workload/call_issue.py). Against the same kernels untagged: 128 weight tensors of
+    Llama 3 8B, one scale kernel each, (fitted gap - 4 us) apart; delayed scaling and MXFP8 (one kernel a call) and
+    fp8 parameters' transposes are unchanged."""
+    host = kernels.host_model()
+    for recipe, fp8_weights, saved_per_tensor in (("current", False, host.kernel_gap_s - kernels.launch_overhead_s()),
+                                                  ("current", True, 0.0), ("delayed", False, 0.0),
+                                                  ("mxfp8", False, 0.0)):
+        if recipe == "mxfp8" and gpu == "h100-sxm":   # Blackwell only
+            continue
+        scenario = _scenario(gpu=gpu, training={"fp8_recipe": recipe})
+        spec = scenario.cluster.gpu
+        found = fp8_params.weight_quantize_kernels(recipe, fp8_recipes.transposes(spec.name), fp8_weights, TENSORS)
+        untagged = kernels.stream_time([Op(name, "memory", 0.0, float(size)) for name, _, size in found], spec, "fp8")
+        charged = plan.chunk_weight_quantize_s(scenario, LAYERS, 0, fp8_weights)
+        if not found:
+            assert charged == 0.0
+            continue
+        assert untagged.device_bound_s(host) - charged == pytest.approx(4 * LAYERS * saved_per_tensor, abs=1e-12)

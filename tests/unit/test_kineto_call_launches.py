@@ -47,3 +47,14 @@ def test_intervals_and_gaps_by_relation_and_queue():
 
 def test_a_launch_outside_every_op_relates_to_nothing():
     assert module.relation((None, None), (None, None)) == "separate ops"
+
+
+def test_a_torch_compile_graph_is_not_one_cpp_call():
+    # round-32 review: Inductor's wrapper launches a compiled graph's Triton kernels from Python, inside the one
+    # CompiledFunction op; such a pair is "one compiled graph", and a C++ op's pair stays "one call"
+    events = [op("CompiledFunction", 0, 100), op("aten::convolution_backward", 200, 100),
+              launch(10, 1), launch(30, 2), launch(210, 3), launch(230, 4),
+              kernel(20, 30, 1), kernel(52, 10, 2), kernel(220, 30, 3), kernel(251, 10, 4)]
+    intervals, gaps = module.measure(events)
+    assert intervals == {"one compiled graph": [20.0], "separate ops": [180.0], "one call": [20.0]}
+    assert gaps == {("one compiled graph", True): [2.0], ("separate ops", False): [158.0], ("one call", True): [1.0]}
