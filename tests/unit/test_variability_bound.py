@@ -102,6 +102,7 @@ def test_jitter_collapse_with_tp_overlap_is_within_the_stated_tolerance(pp, vp):
     assert abs(summary["step_time_s"] / expanded - 1) <= TP_OVERLAP_TOLERANCE * cv
     # and not far inside it: the collapse's own wait for the slowest draw is most of the difference (0.22 x cv at
     # pp 4 since round 23's Megatron-Core buckets and their review exposed a little more communication, which does
-    # not jitter)
-    assert summary["step_time_s"] / expanded - 1 >= 0.2 * cv
+    # not jitter; 0.1998 x cv at pp 1 since round 32's bias-gradient reductions, short kernels that add gaps, which
+    # do not jitter either: the floor is 0.15 x cv, still well outside the 0 a collapse without the wait would give)
+    assert summary["step_time_s"] / expanded - 1 >= 0.15 * cv
 
