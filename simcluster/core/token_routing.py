@@ -29,9 +29,14 @@ GPUs, 6.85 / 7.49 counted; taking all k uniform among the chosen groups' M g exp
 low). With k = M the limit does not bind: a group scored by its best expert (k / M = 1) is among the M best whenever
 it holds one of the token's top k, so the routing is the uniform one (256 experts top-4 in 8 groups, M = 4: 3.32
 groups counted, 3.33 uniform); k < M leaves Megatron-Core's group score empty (the top k // M = 0), taken as uniform
-too. When G is set equal to the expert-parallel size (device-limited routing, as the moe_perf baseline's DeepSeek
-proxy does: 8 groups of 4 experts on 8 GPUs, M = 4) a token reaches at most M GPUs: 4 of 8, not the 5.64 of uniform
-top-8 of 32.
+too. For k / 2 < M < k, too, a group is scored by its best expert, so the groups holding the unlimited top k are the
+ones of highest score and the limit changes the routing only when those are more than M; with M near k that is rare
+and the count is near the uniform one (256 experts top-8 in 8 groups on 64 GPUs, M = 7: 7.68 distinct GPUs counted,
+7.68 uniform), which the form above, every chosen group holding one expert, exceeds (7.90): a unit's hit is taken
+as at most the uniform figure (a group limit only gathers the experts; round 32's review, exact enumeration on small
+layouts in tests/unit/test_token_routing.py). When G is set equal to the expert-parallel size (device-limited
+routing, as the moe_perf baseline's DeepSeek proxy does: 8 groups of 4 experts on 8 GPUs, M = 4) a token reaches at
+most M GPUs: 4 of 8, not the 5.64 of uniform top-8 of 32.
 
 Load: tokens per expert spread with a coefficient of variation (CV) of two independent parts, CV^2 = CV_sys^2 +
 CV_sampling^2 (law of total variance): ``load_cv``, the router's systematic preference between experts (workload/
@@ -133,7 +138,9 @@ def group_load_variance(experts: int, top_k: int, tokens: float, share: int) -> 
 # Experts up to which ``hit_probability`` divides exact binomials: math.comb's integers grow with E (C(2^16, 2^15) has
 # 19,725 digits and took 0.17 s, C(2^20, 2^19) minutes, a hang in a run, round 32), while C(4096, 2048) takes
 # milliseconds; every trained MoE has far fewer experts (384, Kimi K2). Above it, the ratio's log as a sum of
-# min(s, k) terms up to this many, else by log-gamma (both well under 1e-9 relative).
+# min(s, k) terms up to this many, else by log-gamma (both well under 1e-9 relative up to spec.model.MAX_EXPERTS, 2^20:
+# there s, k > 4,096 put the miss below e^-16; log-gamma's rounding, ~E ln E x 1e-16 on the log, is 2e-4 relative
+# at 2^30 experts with s = k = 4,100, a layout the scenario bounds refuse; round 32's review).
 EXACT_BINOMIAL_EXPERTS = 4096
 
 
@@ -276,9 +283,12 @@ class TokenRouting:
         """Probability that a token reaches a given one of ``units`` equal units (GPUs or nodes) of E / units
         consecutive experts each: 1 - C(E - E/units, k) / C(E, k) uniformly; under group-limited routing (module
         docstring) a unit of c whole groups is reached when one of them is among the M chosen, 1 - C(G - c, M) /
-        C(G, M) (at most the uniform figure), a unit inside a group with its group's M / G times the chance that the
-        group's own expert or one of the other k - M lands on it; with k <= M, or groups that neither hold nor split
-        into whole units, uniform routing (the limit does not bind; an upper bound). The round-robin gate's block
+        C(G, M), a unit inside a group with its group's M / G times the chance that the group's own expert or one of
+        the other k - M lands on it, each at most the uniform figure (a limit on the groups can only gather a token's
+        experts: with M near k the unlimited top k already lie in at most M groups nearly always, and routing is the
+        uniform one, which the one-expert-per-chosen-group form over-spreads; module docstring); with k <= M, or
+        groups that neither hold nor split into whole units, uniform routing (the limit does not bind; an upper
+        bound). The round-robin gate's block
         spans ``consecutive_units`` of them."""
         if self.consecutive:
             return consecutive_units(self.experts, self.top_k, units) / units
@@ -293,7 +303,7 @@ class TokenRouting:
         if units % groups == 0:
             per_group = self.experts // groups
             others = hit_probability(limit * (per_group - 1), self.top_k - limit, share)
-            return limit / groups * (1.0 - (1.0 - share / per_group) * (1.0 - others))
+            return min(unlimited, limit / groups * (1.0 - (1.0 - share / per_group) * (1.0 - others)))
         return unlimited
 
     def node_hit(self, nodes: int) -> float:

@@ -142,7 +142,8 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
             specs[i] = specs[i].with_options({key: parse_value(value.strip())})
     labels = [spec.label for spec in specs]
     # one fabric file by two paths (f.yaml, ./f.yaml, a link to it) is given twice too (round 32: it ran twice)
-    same = [(_file_identity(spec.name), spec.options) for spec in specs]
+    # (as labels: an option's value may be a list, torus:dims=[4,4,4], which a set cannot hold; round 32's review)
+    same = [FabricSpec(_file_identity(spec.name), spec.options).label for spec in specs]
     if len(set(labels)) != len(labels) or len(set(same)) != len(same):
         raise ScenarioError("--topology", f"a fabric is given twice: {', '.join(labels)}")
     return specs

@@ -88,6 +88,18 @@ def test_one_fabric_file_by_two_paths_is_given_twice(tmp_path, monkeypatch):
     assert len(grid.fabrics(["leaf-spine", "leaf-spine:oversubscription=2"], [], copy.deepcopy(SMALL))) == 2
 
 
+def test_a_fabric_option_holding_a_list_still_runs(tmp_path, monkeypatch):
+    """docs/tutorial.md's ``--topology torus:dims=[8,8,16]``: the check above put the options in a set, and a list
+    cannot be in one (a TypeError traceback, round 32's review); two paths to one file with a list option are still
+    one fabric given twice."""
+    specs = grid.fabrics(["torus:dims=[8,8,16]", "torus:dims=[4,4,4]"], [], copy.deepcopy(SMALL))
+    assert [spec.label for spec in specs] == ["torus:dims=[8,8,16]", "torus:dims=[4,4,4]"]
+    (tmp_path / "f.yaml").write_text("name: f\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ScenarioError, match="--topology: a fabric is given twice"):
+        grid.fabrics(["f.yaml:dims=[2,2]", "./f.yaml:dims=[2,2]"], [], copy.deepcopy(SMALL))
+
+
 # ---- 5. routing closed forms at the expert bound ------------------------------------------------------------------
 @contextlib.contextmanager
 def within(seconds: float):
@@ -111,6 +123,17 @@ def test_hit_probability_past_exact_binomials_agrees_with_them():
         assert token_routing.hit_probability(experts, top_k, share) == pytest.approx(exact, rel=1e-12, abs=1e-300)
     with within(5.0):  # exact binomials: minutes
         assert 0.0 < token_routing.hit_probability(2**20, 2**19, 2**16) <= 1.0
+
+
+def test_hit_probability_past_exact_binomials_divides_none(monkeypatch):
+    """The alarm above cannot interrupt math.comb's C code (a regression would hang for minutes, not fail): past
+    ``EXACT_BINOMIAL_EXPERTS`` no binomial is computed at all (round 32's review), on both of its branches."""
+    def refuse(*_):
+        raise AssertionError("an exact binomial past EXACT_BINOMIAL_EXPERTS")
+
+    monkeypatch.setattr(math, "comb", refuse)
+    for top_k, share in [(8, 2**16), (2**19, 2**16)]:  # min(s, k) terms summed; log-gamma
+        assert 0.0 < token_routing.hit_probability(2**20, top_k, share) <= 1.0
 
 
 def test_consecutive_units_counts_what_the_blocks_span():

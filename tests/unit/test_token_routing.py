@@ -333,6 +333,60 @@ def test_group_limit_does_not_bind_with_as_many_groups_as_experts_a_token():
     assert 8 * routing.unit_hit(8) == pytest.approx(counted, rel=0.005)
 
 
+def _exact_group_limited_by_best_expert(experts: int, top_k: int, groups: int, limit: int, units: int) -> float:
+    """Mean distinct units a token reaches under Megatron-Core's ``group_limited_topk`` with independent, identically
+    distributed scores, counted over every ranking of the experts, for k / 2 < M < k (the group score the sum of the
+    top_k // limit = 1 best: its best expert). Walking a ranking from its best expert down, the first ``limit``
+    distinct groups met are the ones of highest score, and the token's experts are the first top_k met inside them;
+    the next expert is equally likely any one not yet taken that can still be taken (before the M-th group is met,
+    any; after, one of the chosen groups'), so the walk enumerates every ranking's outcome with its probability."""
+    assert top_k // limit == 1
+    per_group, per_unit = experts // groups, experts // units
+
+    def walk(taken: tuple[int, ...]) -> float:
+        if len(taken) == top_k:
+            return float(len({expert // per_unit for expert in taken}))
+        chosen = {expert // per_group for expert in taken}
+        pool = [e for e in range(experts) if e not in taken and (len(chosen) < limit or e // per_group in chosen)]
+        return sum(walk((*taken, expert)) for expert in pool) / len(pool)
+
+    return walk(())
+
+
+@pytest.mark.parametrize("experts, top_k, groups, limit, units, counted", [
+    (16, 4, 4, 3, 8, 3.553113553113553),    # M = k - 1: round 32's form gave 3.667, above uniform's 3.600
+    (12, 3, 3, 2, 6, 2.630303030303030),    # M = k - 1 (form 2.667 below uniform 2.727)
+    (16, 3, 4, 2, 8, 2.647619047619048),    # M = k - 1
+])
+def test_group_limit_never_spreads_a_token_over_more_units_than_uniform_routing(experts, top_k, groups, limit, units,
+                                                                               counted):
+    """A limit on the groups only gathers a token's experts: counted over every ranking (the walk above; checked
+    against all 9! orderings of 9 experts in 3 groups, top-3 within 2: 55/28 groups either way), the group-limited
+    count lies below the uniform one, and the form is an upper bound within 2% of it. Round 32's form (each chosen
+    group holding one of the token's experts, not capped) gave 3.667 distinct GPUs on the first layout, above both."""
+    exact = _exact_group_limited_by_best_expert(experts, top_k, groups, limit, units)
+    assert exact == pytest.approx(counted, rel=1e-12)
+    routing, uniform = TokenRouting(experts, top_k, groups=groups, group_limit=limit), TokenRouting(experts, top_k)
+    reached, spread = units * routing.unit_hit(units), units * uniform.unit_hit(units)
+    assert counted < spread
+    assert counted <= reached <= spread
+    assert reached == pytest.approx(counted, rel=0.02)
+
+
+def test_group_limited_hit_is_at_most_the_uniform_one_on_every_small_layout():
+    """The cap, over every layout of up to 64 experts whose groups hold or split into whole units (M < k, M < G)."""
+    for experts in range(2, 65):
+        for groups in (g for g in range(2, experts + 1) if experts % g == 0):
+            whole = (u for u in range(1, experts + 1) if experts % u == 0 and (u % groups == 0 or groups % u == 0))
+            for units in whole:
+                for top_k in range(2, min(experts, 9) + 1):
+                    for limit in range(1, min(groups, top_k)):
+                        if top_k > limit * (experts // groups):
+                            continue
+                        limited = TokenRouting(experts, top_k, groups=groups, group_limit=limit).unit_hit(units)
+                        assert limited <= TokenRouting(experts, top_k).unit_hit(units)
+
+
 @pytest.mark.parametrize("fields, key", [
     ({"groups": 8}, "model.moe.group_topk"),
     ({"group_topk": 4}, "model.moe.groups"),
