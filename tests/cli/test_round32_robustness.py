@@ -27,7 +27,7 @@ from scripts_loader import load_script
 from simcluster.core import token_routing
 from simcluster.core.errors import ScenarioError
 from simcluster.studies import grid
-from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
+from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario, write_validate_output
 
 
 # ---- 1. the "writing to X-2/" note waits for the folder ---------------------------------------------------------
@@ -142,13 +142,6 @@ def scripts():
     return {name: load_script(name) for name in ("residuals", "step_shares", "pipeline_terms")}
 
 
-def _validate_output(tmp_path):
-    path = tmp_path / "cal.json"
-    path.write_text(json.dumps({"cases": [{"scenario": "megatron-1.7b-h100", "source": "s", "family": "f",
-                                           "error": 0.01, "step_time_s": 1.0}]}))
-    return path
-
-
 def _no_simulation(*_args, **_kwargs):
     raise AssertionError("simulated before its inputs and outputs were checked")
 
@@ -159,7 +152,7 @@ def test_a_bad_second_validate_output_is_refused_before_simulating(scripts, tmp_
     monkeypatch.setattr(module, "features" if script == "residuals" else "simulate", _no_simulation)
     bad = tmp_path / "ho.json"
     bad.write_text("{")
-    code = module.main([str(_validate_output(tmp_path)), str(bad), "--cache", str(tmp_path / "c.json")])
+    code = module.main([str(write_validate_output(tmp_path)), str(bad), "--cache", str(tmp_path / "c.json")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "ho.json: not JSON" in err, err
     assert not (tmp_path / "c.json").exists()
@@ -168,7 +161,7 @@ def test_a_bad_second_validate_output_is_refused_before_simulating(scripts, tmp_
 @pytest.mark.parametrize("where", ["folder", "under-a-file"])
 def test_an_unusable_cache_is_refused_before_simulating(scripts, tmp_path, capsys, monkeypatch, where):
     monkeypatch.setattr(scripts["step_shares"], "simulate", _no_simulation)
-    cal = _validate_output(tmp_path)
+    cal = write_validate_output(tmp_path)
     cache = tmp_path if where == "folder" else cal / "c.json"
     code = scripts["step_shares"].main([str(cal), str(cal), "--cache", str(cache)])
     err = capsys.readouterr().err
@@ -178,7 +171,7 @@ def test_an_unusable_cache_is_refused_before_simulating(scripts, tmp_path, capsy
 @pytest.mark.parametrize("only", ["", ",,"])
 def test_step_shares_only_without_a_name_is_refused(scripts, tmp_path, capsys, monkeypatch, only):
     monkeypatch.setattr(scripts["step_shares"], "simulate", _no_simulation)
-    cal = _validate_output(tmp_path)
+    cal = write_validate_output(tmp_path)
     code = scripts["step_shares"].main([str(cal), str(cal), "--only", only, "--cache", str(tmp_path / "c.json")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: --only: "), err
