@@ -57,7 +57,8 @@ def twin(scenario, precision: str):
 
 
 def layer_breakdown(scenario) -> dict[str, float]:
-    """Seconds per op class of one layer, one microbatch, one rank (``kernel gaps``: the fitted gap per kernel;
+    """Seconds per op class of one layer, one microbatch, one rank (``kernel gaps``: the gap before each kernel,
+    ``HostModel.gap_s``: the fitted gap, a queued no-work launch's queued-launch latency;
     ``tensor-core fill``: ``HostModel.fill_waves`` of each GEMM's and flash attention's waves, when not 0)."""
     p, t, gpu = scenario.parallelism, scenario.training, scenario.cluster.gpu
     shard = shard_for(scenario)
@@ -71,7 +72,7 @@ def layer_breakdown(scenario) -> dict[str, float]:
         for op in ops:
             compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
             out[op_class(op, phase)] += max(compute_s, memory_s)
-            out["kernel gaps"] += host.kernel_gap_s
+            out["kernel gaps"] += host.gap_s(op)   # as kernels.StreamTime.gaps_s charges it (Op.no_work: round 32)
             if host.fill_waves:   # the "fill" structure of the host model (efficiency.yaml host_overhead)
                 out["tensor-core fill"] += host.fill_waves * kernels.wave_s(op, compute_s, gpu.name)
     out["layer"] = sum(out.values())

@@ -8,7 +8,8 @@ lands in "chunk extras". This one builds the MoE layer as the plan does (``plan.
 at the busiest rank's ``step_load``, its expert GEMMs timed over ``step_load_nodes``, ``layer_ops`` with it) and
 reports, for one MoE layer and microbatch: seconds by class (roofline max of compute and memory, no interference;
 grouped expert GEMMs apart from the dense GEMMs; the router; the permutation and sorts; attention; other memory-bound;
-zero-work host launches), the kernels (each one fitted ``host_overhead.kernel_gap_s``) and then the same per step on
+zero-work host launches), the kernels and the gaps before them (``kernels.StreamTime.gaps_s``: the fitted
+``host_overhead.kernel_gap_s``, a queued no-work launch's queued-launch latency) and then the same per step on
 the mean pipeline stage (94 / PP layers x microbatches; with full recompute the forward twice). A diagnostic: nothing
 is fitted or written.
 """
@@ -54,22 +55,24 @@ def busiest_moe_block(scenario):
     return plan.busiest_moe_block(scenario, shard), shard
 
 
-def layer_terms(scenario) -> tuple[dict[str, float], int, int]:
+def layer_terms(scenario) -> tuple[dict[str, float], int, int, float]:
     """Seconds by class, device kernels and host-only launches (grouped-GEMM GEMMs on the other streams, host
-    dispatch only: ``moe.host_launches``) of one MoE layer, one microbatch, on the busiest EP rank."""
+    dispatch only: ``moe.host_launches``) of one MoE layer, one microbatch, on the busiest EP rank, and the gaps
+    the stream waits before its kernels as the plan charges them (``StreamTime.gaps_s``: no gap before a host sync,
+    the queued-launch latency before a no-work launch; round 32)."""
     m, gpu, t = scenario.model, scenario.cluster.gpu, scenario.training
     block, shard = busiest_moe_block(scenario)
     out: dict[str, float] = defaultdict(float)
     count = host_only = 0
-    for ops in layer_ops(m, shard, block).values():
-        for op in ops:
-            compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
-            out[op_class(op)] += max(compute_s, memory_s)
-            if op.name == kernels.HOST_ONLY_LAUNCH:
-                host_only += 1
-            else:
-                count += 1
-    return dict(out), count, host_only
+    every = [op for ops in layer_ops(m, shard, block).values() for op in ops]
+    for op in every:
+        compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
+        out[op_class(op)] += max(compute_s, memory_s)
+        if op.name == kernels.HOST_ONLY_LAUNCH:
+            host_only += 1
+        else:
+            count += 1
+    return dict(out), count, host_only, kernels.stream_time(every, gpu, t.precision).gaps_s()
 
 
 def expert_wgrad_roofline(scenario) -> tuple[float, float]:
@@ -101,15 +104,14 @@ def report(name: str) -> list[str]:
     if scenario.model.moe is None:
         raise ScenarioError("model.moe", f"{name} has no MoE layer to itemise")
     p, t = scenario.parallelism, scenario.training
-    terms, count, host_only = layer_terms(scenario)
+    terms, count, host_only, gaps_s = layer_terms(scenario)
     micro = t.global_batch_size // (t.micro_batch_size * p.dp)
     layers = scenario.model.layers / p.pp * micro
-    gap = kernels.host_model().kernel_gap_s
     lines = [f"== {name}: {layers:.0f} MoE layer-microbatches on the mean stage, {count} kernels "
              f"+ {host_only} host-only launches each"]
     for key, seconds in sorted(terms.items()):
         lines.append(f"  {key:<32} {seconds * 1e3:8.3f} ms  {seconds * layers:8.3f} s")
-    lines.append(f"  {'kernel gaps (fitted)':<32} {count * gap * 1e3:8.3f} ms  {count * gap * layers:8.3f} s")
+    lines.append(f"  {'kernel gaps (fitted)':<32} {gaps_s * 1e3:8.3f} ms  {gaps_s * layers:8.3f} s")
     compute_s, memory_s = expert_wgrad_roofline(scenario)
     lines.append(f"  expert wgrad GEMMs: tensor cores {compute_s * 1e3:.3f} ms, HBM {memory_s * 1e3:.3f} ms "
                  f"(main gradient read and written: {shard_for(scenario).main_grad_bytes} B an element)")

@@ -6,7 +6,8 @@ A100"), and one layer by kernel class.
 
 For the first, a middle and the last stage (their transformer layers as ``parallel.layout.split_layers`` gives them,
 plus the embedding on the first and the final norm, output layer and loss on the last): each pass's kernels at their
-roofline time plus the fitted gap before each kernel (``host_overhead.kernel_gap_s``); no pipeline step, no
+roofline time plus the gap before each kernel (``kernels.HostModel.gap_s``: the fitted ``host_overhead.kernel_gap_s``,
+a queued no-work launch's queued-launch latency); no pipeline step, no
 communication, so a block of the plan is F + the pipeline step, and B + W + the pipeline step. Then one layer: each
 kernel class's time per pass and its kernel count. ``--attention`` runs the scenario with another attention kernel
 (a what-if; nothing is written). A diagnostic: nothing is fitted.
@@ -41,8 +42,8 @@ def load(name: str, attention: str | None = None):
 
 
 def _seconds(ops, gpu, precision: str) -> float:
-    gap = kernels.host_model().kernel_gap_s
-    return sum(max(*kernels.roofline_s(op, gpu, precision)) + gap for op in ops)
+    host = kernels.host_model()
+    return sum(max(*kernels.roofline_s(op, gpu, precision)) + host.gap_s(op) for op in ops)
 
 
 def stage_passes(scenario) -> dict[str, dict[str, float]]:

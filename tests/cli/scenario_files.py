@@ -1,7 +1,9 @@
-"""Helpers the CLI robustness tests share: a small scenario, one written to a file, the one-line-error assertion."""
+"""Helpers the CLI robustness tests share: a small scenario, one written to a file, a validate output of one case, the
+one-line-error assertion."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -20,6 +22,14 @@ def write_scenario(tmp_path: Path, data: dict, name: str = "s.yaml") -> Path:
     """``data`` as a scenario YAML file in ``tmp_path``."""
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def write_validate_output(tmp_path: Path) -> Path:
+    """A ``validate --json`` output of one calibration case (what the residual scripts read): tmp_path/cal.json."""
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"cases": [{"scenario": "megatron-1.7b-h100", "source": "s", "family": "f",
+                                           "error": 0.01, "step_time_s": 1.0}]}))
     return path
 
 

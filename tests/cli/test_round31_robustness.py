@@ -28,7 +28,7 @@ from simcluster.core import inputs, units
 from simcluster.core.errors import ScenarioError, quoted, shown
 from simcluster.spec import config
 from simcluster.studies import sweep as sweep_module
-from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
+from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario, write_validate_output
 
 FABRIC = """\
 name: two-gpus
@@ -219,16 +219,9 @@ def step_shares():
     return load_script("step_shares")
 
 
-def _validate_output(tmp_path):
-    path = tmp_path / "cal.json"
-    path.write_text(json.dumps({"cases": [{"scenario": "megatron-1.7b-h100", "source": "s", "family": "f",
-                                           "error": 0.01, "step_time_s": 1.0}]}))
-    return path
-
-
 @pytest.mark.parametrize("option", ["--cache", "--csv", "--plot"])
 def test_a_residual_scripts_output_on_its_input_is_refused_untouched(step_shares, tmp_path, capsys, option):
-    cal = _validate_output(tmp_path)
+    cal = write_validate_output(tmp_path)
     before = cal.read_bytes()
     extra = () if option == "--cache" else ("--cache", str(tmp_path / "c.json"))
     code = step_shares.main([str(cal), str(cal), option, str(cal), *extra, "--limit-s", "0.001"])
@@ -241,7 +234,8 @@ def test_a_residual_scripts_output_on_its_input_is_refused_untouched(step_shares
 def test_a_corrupt_feature_cache_is_one_line(step_shares, tmp_path, capsys, content):
     cache = tmp_path / "c.json"
     cache.write_text(content)
-    code = step_shares.main([str(_validate_output(tmp_path)), str(_validate_output(tmp_path)), "--cache", str(cache)])
+    cal = str(write_validate_output(tmp_path))
+    code = step_shares.main([cal, cal, "--cache", str(cache)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "c.json" in err and "Traceback" not in err, err
     assert cache.read_text() == content
@@ -249,7 +243,7 @@ def test_a_corrupt_feature_cache_is_one_line(step_shares, tmp_path, capsys, cont
 
 @pytest.mark.parametrize("limit", ["nan", "inf"])
 def test_step_shares_time_limit_must_be_finite(step_shares, tmp_path, capsys, limit):
-    cal = _validate_output(tmp_path)
+    cal = write_validate_output(tmp_path)
     code = step_shares.main([str(cal), str(cal), "--cache", str(tmp_path / "c.json"), "--limit-s", limit])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --limit-s: "), err

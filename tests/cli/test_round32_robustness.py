@@ -17,18 +17,17 @@ and the commands attacked"). Each case failed before its fix:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
-import signal
 
 import pytest
+from scripts_loader import load_script
 
 from simcluster.core import token_routing
 from simcluster.core.errors import ScenarioError
 from simcluster.studies import grid
-from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
+from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario, write_validate_output
 
 
 # ---- 1. the "writing to X-2/" note waits for the folder ---------------------------------------------------------
@@ -101,19 +100,8 @@ def test_a_fabric_option_holding_a_list_still_runs(tmp_path, monkeypatch):
 
 
 # ---- 5. routing closed forms at the expert bound ------------------------------------------------------------------
-@contextlib.contextmanager
-def within(seconds: float):
-    """Fail (not hang) when the block takes longer than ``seconds``: the old forms took minutes to days."""
-    def expire(*_):
-        raise TimeoutError(f"still computing after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+# the alarm guard of scripts/recipe_sweep.py (one SIGALRM guard, as test_scenario_key_fuzz uses): fail, not hang
+time_limit = load_script("recipe_sweep").time_limit
 
 
 def test_hit_probability_past_exact_binomials_agrees_with_them():
@@ -121,7 +109,7 @@ def test_hit_probability_past_exact_binomials_agrees_with_them():
                                   (8192, 100, 8000), (8192, 8, 0)]:
         exact = 1.0 - math.comb(experts - share, top_k) / math.comb(experts, top_k)
         assert token_routing.hit_probability(experts, top_k, share) == pytest.approx(exact, rel=1e-12, abs=1e-300)
-    with within(5.0):  # exact binomials: minutes
+    with time_limit(5.0):  # exact binomials: minutes
         assert 0.0 < token_routing.hit_probability(2**20, 2**19, 2**16) <= 1.0
 
 
@@ -143,7 +131,7 @@ def test_consecutive_units_counts_what_the_blocks_span():
                 per_unit, period = experts // units, experts // math.gcd(experts, top_k)
                 spans = sum(len({(top_k * t + j) % experts // per_unit for j in range(top_k)}) for t in range(period))
                 assert token_routing.consecutive_units(experts, top_k, units) == spans / period
-    with within(5.0):  # 5 x 10^11 steps enumerated
+    with time_limit(5.0):  # 5 x 10^11 steps enumerated
         spanned = token_routing.consecutive_units(2**20, 2**19 + 1, 16)
     assert spanned == 9.0  # a block of 8 x 2^16 + 1 experts starting anywhere in a unit of 2^16 spans 9 units
 
@@ -151,16 +139,7 @@ def test_consecutive_units_counts_what_the_blocks_span():
 # ---- 6. the residual scripts check their inputs and outputs before simulating ---------------------------------
 @pytest.fixture(scope="module")
 def scripts():
-    from scripts_loader import load_script
-
     return {name: load_script(name) for name in ("residuals", "step_shares", "pipeline_terms")}
-
-
-def _validate_output(tmp_path):
-    path = tmp_path / "cal.json"
-    path.write_text(json.dumps({"cases": [{"scenario": "megatron-1.7b-h100", "source": "s", "family": "f",
-                                           "error": 0.01, "step_time_s": 1.0}]}))
-    return path
 
 
 def _no_simulation(*_args, **_kwargs):
@@ -173,7 +152,7 @@ def test_a_bad_second_validate_output_is_refused_before_simulating(scripts, tmp_
     monkeypatch.setattr(module, "features" if script == "residuals" else "simulate", _no_simulation)
     bad = tmp_path / "ho.json"
     bad.write_text("{")
-    code = module.main([str(_validate_output(tmp_path)), str(bad), "--cache", str(tmp_path / "c.json")])
+    code = module.main([str(write_validate_output(tmp_path)), str(bad), "--cache", str(tmp_path / "c.json")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "ho.json: not JSON" in err, err
     assert not (tmp_path / "c.json").exists()
@@ -182,7 +161,7 @@ def test_a_bad_second_validate_output_is_refused_before_simulating(scripts, tmp_
 @pytest.mark.parametrize("where", ["folder", "under-a-file"])
 def test_an_unusable_cache_is_refused_before_simulating(scripts, tmp_path, capsys, monkeypatch, where):
     monkeypatch.setattr(scripts["step_shares"], "simulate", _no_simulation)
-    cal = _validate_output(tmp_path)
+    cal = write_validate_output(tmp_path)
     cache = tmp_path if where == "folder" else cal / "c.json"
     code = scripts["step_shares"].main([str(cal), str(cal), "--cache", str(cache)])
     err = capsys.readouterr().err
@@ -192,7 +171,7 @@ def test_an_unusable_cache_is_refused_before_simulating(scripts, tmp_path, capsy
 @pytest.mark.parametrize("only", ["", ",,"])
 def test_step_shares_only_without_a_name_is_refused(scripts, tmp_path, capsys, monkeypatch, only):
     monkeypatch.setattr(scripts["step_shares"], "simulate", _no_simulation)
-    cal = _validate_output(tmp_path)
+    cal = write_validate_output(tmp_path)
     code = scripts["step_shares"].main([str(cal), str(cal), "--only", only, "--cache", str(tmp_path / "c.json")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: --only: "), err
@@ -232,8 +211,6 @@ def test_a_scenario_file_that_is_no_mapping_says_what_it_holds(cli, tmp_path, te
 
 @pytest.mark.parametrize(("field", "value"), [("step_time_s", -1.0), ("step_time_s", 0.0), ("error", -1.0)])
 def test_a_validate_output_with_an_impossible_number_is_refused(tmp_path, field, value):
-    from scripts_loader import load_script
-
     accuracy_tables = load_script("accuracy_tables")  # the reader of every residual and pair script
     case = {"scenario": "mpt-7b-8-h100", "family": "f", "precision": "bf16", "error": 0.1, "step_time_s": 1.0}
     path = tmp_path / "ho.json"

@@ -3,7 +3,8 @@
 Conservation: the classes (GEMMs by phase, attention by direction, casts, other memory-bound kernels, userbuffers
 copies, kernel gaps) sum to the device-bound time ``kernels.stream_time`` gives the same ops, for a layer without and
 with Transformer Engine's userbuffers chunks and in both precisions; the twin differs from its scenario in the
-training precision only. Fails if a class drops ops or the gap is counted otherwise than per kernel.
+training precision only. Fails if a class drops ops or the gap is counted otherwise than the stream's
+(``HostModel.gap_s`` per kernel).
 """
 
 import pytest
@@ -31,7 +32,10 @@ def _plan_layer_s(scenario) -> float:
     return kernels.stream_time(ops, gpu, t.precision).device_bound_s()
 
 
-@pytest.mark.parametrize("name", ["nemo2407-llama3-8b-8-h100-fp8", "nemo2409-gpt3-175b-128-h100-bf16"])
+# current scaling's one-element kernels pay the queued-launch latency, not the fitted gap (Op.no_work, round 32): the
+# B200 row's layer was 1.1% above the plan's while its gaps were counted as the fitted gap per kernel
+@pytest.mark.parametrize("name", ["nemo2407-llama3-8b-8-h100-fp8", "nemo2409-gpt3-175b-128-h100-bf16",
+                                  "nemo2511-llama3-8b-8-b200-fp8"])
 def test_layer_classes_sum_to_the_stream_time(fp8_pairs, name):
     scenario = config.load(name)
     for run in (scenario, fp8_pairs.twin(scenario, fp8_pairs.TWIN[scenario.training.precision])):

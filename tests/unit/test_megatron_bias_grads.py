@@ -111,14 +111,3 @@ def test_moe_experts_add_none_but_the_attention_projection_keeps_its_own():
     assert eager_backward.megatron_autograd_biases(moe, True, "fused", "flash", "separate") == ("attn_out",)
     assert eager_backward.megatron_autograd_biases(moe, True, "fused", "naive", "separate") == ("qkv", "attn_out")
 
-
-def test_pipeline_terms_per_layer_runs_on_unfused_attention_rows():
-    """scripts/pipeline_terms.py --per-layer on a row without flash-attention kernels (Megatron's unfused attention
-    runs batched GEMMs and memory-bound kernels): the attention class is 0 and the layer's device time is its GEMMs
-    plus the rest, with the four bias reductions among the kernels (round 32: it raised KeyError)."""
-    from scripts_loader import load_script
-
-    budget = load_script("pipeline_terms").layer_budget(config.load("zerobubble2024-1f1b-6.2b-8-a100-m24"))
-    assert budget["attention"] == 0.0
-    assert budget["device"] == pytest.approx(budget["GEMMs"] + budget["rest"])
-    assert 0 < budget["rest"] < budget["GEMMs"]

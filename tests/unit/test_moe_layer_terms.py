@@ -44,10 +44,28 @@ def test_classes_sum_to_every_op_of_the_layer(name):
     ops = _ops(scenario)
     gpu, precision = scenario.cluster.gpu, scenario.training.precision
     total = sum(max(kernels.roofline_s(op, gpu, precision)) for op in ops)
-    terms, count, host_only = moe_layer_terms.layer_terms(scenario)
+    terms, count, host_only, _ = moe_layer_terms.layer_terms(scenario)
     assert count + host_only == len(ops)
     assert host_only == sum(op.name == kernels.HOST_ONLY_LAUNCH for op in ops)
     assert sum(terms.values()) == pytest.approx(total, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", [ROWS[0], "nemo2509-deepseek-v3-1024-h100-fp8"])
+def test_gaps_are_the_fitted_gap_a_kernel_but_for_syncs_and_no_work_launches(name):
+    """The gaps line, by hand from the layer's ops: the fitted gap before every kernel, none before a host sync
+    (the dispatcher's, none of the stream's), the 4 us queued-launch latency before a queued launch with no work
+    (current scaling's one-element kernels per expert, DeepSeek-V3's FP8-CS row; round 32). It printed the kernel
+    count times the fitted gap: on that row 3.885 ms against 3.150 ms charged."""
+    scenario = config.load(name)
+    block, shard = moe_layer_terms.busiest_moe_block(scenario)
+    ops = [op for ops in layer_ops(scenario.model, shard, block).values() for op in ops]
+    _, count, _, gaps_s = moe_layer_terms.layer_terms(scenario)
+    host = kernels.host_model()
+    syncs = sum(op.name == kernels.HOST_SYNC for op in ops)
+    no_work = sum(op.queued and op.no_work and op.name != kernels.HOST_ONLY_LAUNCH for op in ops)
+    assert syncs >= 1 and (no_work > 0) == (scenario.training.fp8_recipe == "current")
+    expected = (count - syncs - no_work) * host.kernel_gap_s + no_work * kernels.launch_overhead_s()
+    assert gaps_s == pytest.approx(expected, rel=1e-12)
 
 
 def test_grouped_gemms_are_the_experts_flop():
@@ -84,7 +102,7 @@ def test_grouped_gemm_rate_is_the_classes_flop_over_its_time(name):
     scenario = config.load(name)
     p, m = scenario.parallelism, scenario.model
     experts, rows, rate, fraction = moe_layer_terms.grouped_gemm_rate(scenario)
-    terms, _, _ = moe_layer_terms.layer_terms(scenario)
+    terms, _, _, _ = moe_layer_terms.layer_terms(scenario)
     flop = sum(op.flop for op in _ops(scenario) if moe_layer_terms.op_class(op) == "grouped expert GEMMs")
     assert rate == pytest.approx(flop / terms["grouped expert GEMMs"], rel=1e-12)
     assert fraction == pytest.approx(rate / scenario.cluster.gpu.peak_flop_per_s("bf16"), rel=1e-12)

@@ -132,6 +132,16 @@ def test_per_layer_budget_against_the_published_tokens_and_the_pipeline_closed_f
     assert llama2["pipeline"] == pytest.approx(2 * step_s, rel=1e-12)
 
 
+
+def test_per_layer_budget_takes_unfused_attention(pipeline_terms):
+    """``--per-layer`` on a row without flash-attention kernels (Megatron's unfused attention: its score GEMMs are
+    GEMMs, its softmax memory-bound) raised a KeyError traceback (round 32); the attention class is now 0 and the
+    layer's device time is its GEMMs plus the rest."""
+    budget = pipeline_terms.layer_budget(config.load("bigscience-prequel-176b-h64-tp4-pp12-mbs2-a100"))
+    assert budget["attention"] == 0.0
+    assert budget["device"] == pytest.approx(budget["GEMMs"] + budget["rest"])
+    assert 0 < budget["rest"] < budget["GEMMs"]
+
 @pytest.mark.parametrize("name", ["nemo2407-llama2-70b-64-h100-fp8", "nemo2511-llama3-70b-64-h100-fp8"])
 def test_per_layer_budget_of_the_simulated_step_covers_the_fitted_terms(pipeline_terms, name):
     """Given the engine's own step in place of the published one, what it leaves beside the kernels is at least the

@@ -78,12 +78,3 @@ def test_the_script_takes_no_arguments(capsys):
         slopes.main(["x"])
     assert usage.value.code == 2
 
-
-def test_the_per_layer_budget_takes_unfused_attention():
-    """``pipeline_terms.py --per-layer`` on a naive-attention row (no attention op class: its score GEMMs are GEMMs,
-    its softmax memory-bound) raised a KeyError traceback; the class is now 0 and the rest is the layer."""
-    from simcluster.spec import config
-
-    budget = load_script("pipeline_terms").layer_budget(config.load("bigscience-prequel-176b-h64-tp4-pp12-mbs2-a100"))
-    assert budget["attention"] == 0.0
-    assert budget["device"] == pytest.approx(budget["GEMMs"] + budget["rest"]) and budget["rest"] > 0
