@@ -99,14 +99,15 @@ MIN_TIMEOUT_S = 120
 # 7.307197 -> 7.309501 s, 2.961589 -> 2.953420 s. Round 28 moved all three (cuDNN's causal attention on Hopper,
 # efficiency.yaml attention.causal_loss, on the two Llama 3 405B runs; Megatron-LM 2022-23's gradient buffer scaled
 # before its all-reduce, workload/grad_scaling.py, on the MegaScale row): 14.176157 -> 14.570302 s, 7.309501 ->
-# 7.539537 s, 2.953420 -> 2.966694 s. Round 32 moved the MegaScale row (Megatron-LM 2022-23's bias gradients, four
-# reduction kernels a layer, workload/eager_backward.py megatron_autograd_biases; no refit yet): 2.966694 -> 2.981292 s;
-# the Llama 3 405B runs have no biases and do not move.
-MAIN_STEP_S = {"llama3-405b-16384": 14.570302265772604, "llama3-405b-16k-h100": 7.539537415863482,
+# 7.539537 s, 2.953420 -> 2.966694 s. Round 32 moved all three (Megatron-LM 2022-23's bias gradients, four reduction
+# kernels a layer on the MegaScale row, workload/eager_backward.py megatron_autograd_biases; the QKV split's backward
+# concatenation on the Llama 3 405B runs, workload/te_flash_layout.py; the refit to 21 us / 470 us): 14.570302 ->
+# 14.543244 s, 7.539537 -> 7.528763 s, 2.966694 -> 2.964840 s.
+MAIN_STEP_S = {"llama3-405b-16384": 14.543243905264276, "llama3-405b-16k-h100": 7.528763275649647,
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)
-               "llama3-405b-16384-expanded": 14.570302265772604,
+               "llama3-405b-16384-expanded": 14.543243905264276,
                # the exact hash-ECMP run, as before round 22's faster components (367 s of CPU then; same step)
-               "megascale-768-ecmp-expanded": 2.9812923062215124}
+               "megascale-768-ecmp-expanded": 2.9648403062215163}
 
 
 @dataclass
