@@ -239,7 +239,7 @@ def megatron_autograd_biases(model: TransformerSpec, megatron: bool, layer_backw
     layers.py, bigscience-workshop/Megatron-DeepSpeed @ 119a0d2d, microsoft/Megatron-DeepSpeed @ 1619965d), whose
     gradient autograd reduces to the bias's shape, or ``output + bias`` with ``grad_bias = grad_output.sum(dim=0)``
     (microsoft/Megatron-DeepSpeed megatron/core/tensor_parallel/layers.py @ 1de4f542); the attention ``dense`` and
-    both MLP linears skip the add (megatron/model/transformer.py @ 06dc2d7f: ``bias_gelu_impl``, whose
+    both MLP linears skip the add (megatron/model/transformer.py @ 06dc2d7f, 4989bcde: ``bias_gelu_impl``, whose
     ``GeLUFunction.backward`` returns ``tmp, tmp``, and ``bias_dropout_add_func(attention_output,
     attention_bias.expand_as(residual), residual, ...)``, the same for ``mlp_bias``). Four reductions a layer, as
     ``autograd_kernels`` charges them under ``layer_backward: eager``, the setting of the bundled MT-NLG and BLOOM

@@ -8,7 +8,8 @@ bias-dropout-add, whose autograd sums the [tokens, width] gradient to the bias: 
 output gradient once (2 B an element at 16 bits) and writing the bias. The QKV linear keeps its bias in the GEMM
 (BGRADB). Megatron-LM's 2022-23 local layer also reduces the QKV bias (``grad_output.sum(dim=0)``). Per layer and
 microbatch at tp 1 with hidden h, MLP 4h, MHA: Transformer Engine's layer reads tokens x (h + 4h + h) x 2 B, the
-local layer tokens x (3h + h + 4h + h) x 2 B.
+local layer tokens x (3h + h + 4h + h) x 2 B. The Megatron-DeepSpeed layer (``pipeline_engine: deepspeed``) reduces
+the same four as the local layer, whatever the attention kernel (round 33; its source below).
 """
 
 import pytest
@@ -113,10 +114,9 @@ def test_moe_experts_add_none_but_the_attention_projection_keeps_its_own():
     assert eager_backward.megatron_autograd_biases(moe, True, "fused", "naive", "separate") == ("qkv", "attn_out")
 
 
-
 # The Megatron-DeepSpeed layer (MT-NLG 530B, BLOOM 176B and its prequel: ``pipeline_engine: deepspeed``). Source:
-# megatron/model/transformer.py (bigscience-workshop/Megatron-DeepSpeed @ 06dc2d7f): ``query_key_value`` is a
-# ColumnParallelLinear built without skip_bias_add; ``dense``, ``dense_h_to_4h`` and ``dense_4h_to_h`` with
+# megatron/model/transformer.py (bigscience-workshop/Megatron-DeepSpeed @ 06dc2d7f and 4989bcde): ``query_key_value``
+# is a ColumnParallelLinear built without skip_bias_add; ``dense``, ``dense_h_to_4h`` and ``dense_4h_to_h`` with
 # ``skip_bias_add=True``; the MLP adds fc1's bias in ``bias_gelu_impl`` (fused_bias_gelu.py, ``GeLUFunction.backward``
 # returns ``tmp, tmp``: the full [s, b, ffn/tp] gradient for the bias) and the layer the projections' in
 # ``bias_dropout_add_func(attention_output, attention_bias.expand_as(residual), residual, self.hidden_dropout)`` and
