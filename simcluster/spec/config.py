@@ -733,8 +733,9 @@ class Training(_Defaulted):
     layer_backward: Literal["fused", "eager"] = Field(
         "fused", description="bias and norm-weight gradients of a layer: fused (Transformer Engine: the bias gradient "
         "in the wgrad GEMM's epilogue, dgamma/dbeta inside the norm's backward kernel; on Megatron's stacks the "
-        "biases of its skip_bias_add linears, and the 2022-23 local layer's QKV bias, still one reduction kernel "
-        "each, workload/eager_backward.py megatron_autograd_biases) or eager (PyTorch autograd of "
+        "biases of its skip_bias_add linears, and the QKV bias of the 2022-23 local layer and of "
+        "Megatron-DeepSpeed's layer, still one reduction kernel each, workload/eager_backward.py "
+        "megatron_autograd_biases) or eager (PyTorch autograd of "
         "nn.Linear and F.layer_norm, llm-foundry's MPT: a reduction kernel per bias, a second pass over dy and x per "
         "norm; Megatron-LM 2020-22 with apex's fused LayerNorm: the norm-weight gradients in partial-sum and finalize "
         "kernels beside the dx kernel; workload/eager_backward.py)")

@@ -196,9 +196,11 @@ def backward_kernels(model: TransformerSpec, layer_backward: str, attention: str
 
 
 def megatron_autograd_biases(model: TransformerSpec, megatron: bool, layer_backward: str, attention: str,
-                             mlp_activation: str) -> tuple[str, ...]:
+                             mlp_activation: str, megatron_deepspeed: bool = False) -> tuple[str, ...]:
     """The linears of a Megatron layer whose bias gradient autograd reduces in a kernel of its own under
-    ``layer_backward: fused`` (``megatron``: Megatron-Core or Megatron-LM 2022 on, ``Scenario.megatron_core``).
+    ``layer_backward: fused`` (``megatron``: Megatron-Core or Megatron-LM 2022 on, ``Scenario.megatron_core``;
+    ``megatron_deepspeed``: the Megatron-DeepSpeed layer under DeepSpeed's PipelineEngine, ``pipeline_engine:
+    deepspeed``).
 
     Megatron-Core builds the attention output projection and both MLP linears with ``skip_bias_add=True``
     (megatron/core/transformer/mlp.py ``MLP.__init__``; attention.py ``linear_proj``): Transformer Engine's Linear
@@ -229,10 +231,22 @@ def megatron_autograd_biases(model: TransformerSpec, megatron: bool, layer_backw
     PyTorch 2.2 (megatron/core/jit.py); without dropout its backward is the reduction alone, with dropout
     Inductor's reduction over the tokens and the row-major mask multiply beside it are taken as two kernels (their
     loop orders differ, the limit pytorch/pytorch#165370 describes for the norm backward's two reductions; no
-    kernel trace of it is stored)."""
-    if not (megatron and model.linear_biases and layer_backward == "fused"):
+    kernel trace of it is stored).
+
+    The Megatron-DeepSpeed layer (``megatron_deepspeed``; MT-NLG's and BLOOM's forks and Microsoft's later one) is
+    Megatron's local layer whatever the attention kernel: ``query_key_value`` is a ``ColumnParallelLinear`` without
+    ``skip_bias_add`` whose bias is added outside the GEMM, ``F.linear`` of the 3-D [s, b, h] input (megatron/mpu/
+    layers.py, bigscience-workshop/Megatron-DeepSpeed @ 119a0d2d, microsoft/Megatron-DeepSpeed @ 1619965d), whose
+    gradient autograd reduces to the bias's shape, or ``output + bias`` with ``grad_bias = grad_output.sum(dim=0)``
+    (microsoft/Megatron-DeepSpeed megatron/core/tensor_parallel/layers.py @ 1de4f542); the attention ``dense`` and
+    both MLP linears skip the add (megatron/model/transformer.py @ 06dc2d7f, 4989bcde: ``bias_gelu_impl``, whose
+    ``GeLUFunction.backward`` returns ``tmp, tmp``, and ``bias_dropout_add_func(attention_output,
+    attention_bias.expand_as(residual), residual, ...)``, the same for ``mlp_bias``). Four reductions a layer, as
+    ``autograd_kernels`` charges them under ``layer_backward: eager``, the setting of the bundled MT-NLG and BLOOM
+    rows."""
+    if not ((megatron or megatron_deepspeed) and model.linear_biases and layer_backward == "fused"):
         return ()
-    names = ("qkv", "attn_out") if attention == "naive" else ("attn_out",)
+    names = ("qkv", "attn_out") if attention == "naive" or megatron_deepspeed else ("attn_out",)
     if model.moe is None:
         names += MLP_BIAS_REDUCTIONS[mlp_activation]
     return names

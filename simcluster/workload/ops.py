@@ -230,7 +230,8 @@ def shard_for(scenario: Scenario) -> Shard:
                  cudnn_release=container_cudnn(stated_mcore_version(t)) if scenario.megatron_core else None,
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
                  megatron_biases=eager_backward.megatron_autograd_biases(
-                     scenario.model, scenario.megatron_core, t.layer_backward, t.attention, t.mlp_activation),
+                     scenario.model, scenario.megatron_core, t.layer_backward, t.attention, t.mlp_activation,
+                     megatron_deepspeed=scenario.parallelism.pipeline_engine == "deepspeed"),
                  grad_accumulation_bytes=grad_accumulation.charged_bytes_per_param(
                      scenario, fused=main_grad_bytes(scenario) > 0),
                  main_grad_bytes=main_grad_bytes(scenario),

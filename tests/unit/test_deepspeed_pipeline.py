@@ -89,13 +89,19 @@ def test_accumulation_lengthens_each_backward_by_its_bytes_at_most_at_the_hbm_ra
         add = {op.name: op for op in embedding_ops(twin.model, shard_for(twin))["backward_weight"]}.get(
             embedding_grad.ACCUMULATE_OP)
         twin_add_s = add.hbm_bytes / rate + gap_s if add is not None and before.stage == 0 else 0.0
-        # and, as Megatron-Core, reduces three biases a layer in kernels of their own (round 32:
-        # eager_backward.megatron_autograd_biases), which this DeepSpeed plan does not charge
-        twin_bias_s = before.layers * sum(op.hbm_bytes / rate + gap_s for op in
-                                          layer_ops(twin.model, shard_for(twin))["backward_input"]
-                                          if op.name.endswith("_bias_grad"))
-        assert grown_s == pytest.approx(18 * params / rate + 2 * tensors * gap_s - twin_add_s - twin_bias_s, rel=1e-6)
-        assert low_s == pytest.approx(6 * params / rate + tensors * gap_s - twin_add_s - twin_bias_s, rel=1e-6)
+        # both reduce the biases Megatron adds outside the GEMM in kernels of their own
+        # (eager_backward.megatron_autograd_biases): Megatron-Core the three skip_bias_add linears' (round 32), the
+        # Megatron-DeepSpeed layer those and the QKV bias, which its ColumnParallelLinear adds outside the GEMM
+        # (round 33): one [tokens, 3h/tp] reduction a layer more
+        bias_ops = {name: [op for op in layer_ops(s.model, shard_for(s))["backward_input"]
+                           if op.name.endswith("_bias_grad")]
+                    for name, s in (("twin", twin), ("ds", scenario(**one_rank)))}
+        assert sorted(op.name for op in bias_ops["ds"]) == sorted(
+            [op.name for op in bias_ops["twin"]] + ["qkv_bias_grad"])
+        extra_bias_s = before.layers * (sum(op.hbm_bytes / rate + gap_s for op in bias_ops["ds"])
+                                        - sum(op.hbm_bytes / rate + gap_s for op in bias_ops["twin"]))
+        assert grown_s == pytest.approx(18 * params / rate + 2 * tensors * gap_s - twin_add_s + extra_bias_s, rel=1e-6)
+        assert low_s == pytest.approx(6 * params / rate + tensors * gap_s - twin_add_s + extra_bias_s, rel=1e-6)
 
 
 def test_accumulation_runs_kernels_per_parameter_tensor():

@@ -8,10 +8,12 @@ bias-dropout-add, whose autograd sums the [tokens, width] gradient to the bias: 
 output gradient once (2 B an element at 16 bits) and writing the bias. The QKV linear keeps its bias in the GEMM
 (BGRADB). Megatron-LM's 2022-23 local layer also reduces the QKV bias (``grad_output.sum(dim=0)``). Per layer and
 microbatch at tp 1 with hidden h, MLP 4h, MHA: Transformer Engine's layer reads tokens x (h + 4h + h) x 2 B, the
-local layer tokens x (3h + h + 4h + h) x 2 B.
+local layer tokens x (3h + h + 4h + h) x 2 B. The Megatron-DeepSpeed layer (``pipeline_engine: deepspeed``) reduces
+the same four as the local layer, whatever the attention kernel (round 33; its source below).
 """
 
 import pytest
+import yaml
 
 from simcluster.spec import config
 from simcluster.workload import eager_backward, ops
@@ -111,3 +113,45 @@ def test_moe_experts_add_none_but_the_attention_projection_keeps_its_own():
     assert eager_backward.megatron_autograd_biases(moe, True, "fused", "flash", "separate") == ("attn_out",)
     assert eager_backward.megatron_autograd_biases(moe, True, "fused", "naive", "separate") == ("qkv", "attn_out")
 
+
+# The Megatron-DeepSpeed layer (MT-NLG 530B, BLOOM 176B and its prequel: ``pipeline_engine: deepspeed``). Source:
+# megatron/model/transformer.py (bigscience-workshop/Megatron-DeepSpeed @ 06dc2d7f and 4989bcde): ``query_key_value``
+# is a ColumnParallelLinear built without skip_bias_add; ``dense``, ``dense_h_to_4h`` and ``dense_4h_to_h`` with
+# ``skip_bias_add=True``; the MLP adds fc1's bias in ``bias_gelu_impl`` (fused_bias_gelu.py, ``GeLUFunction.backward``
+# returns ``tmp, tmp``: the full [s, b, ffn/tp] gradient for the bias) and the layer the projections' in
+# ``bias_dropout_add_func(attention_output, attention_bias.expand_as(residual), residual, self.hidden_dropout)`` and
+# the same with ``mlp_bias``: the expand's backward sums [s, b, h] to [h]. megatron/mpu/layers.py (@ 119a0d2d, and
+# microsoft/Megatron-DeepSpeed @ 1619965d) ``ColumnParallelLinear.forward``: ``bias = self.bias if not
+# self.skip_bias_add else None; output_parallel = F.linear(input_parallel, self.weight, bias)``; Microsoft's later
+# layer (megatron/core/tensor_parallel/layers.py @ 1de4f542) ``output = output + bias`` and ``grad_bias =
+# grad_output.sum(dim=0)``. So four reductions a layer, none inside a GEMM or the jit-scripted bias-dropout-add.
+DEEPSPEED_ROWS = ["bigscience-bloom-176b-384-a100", "smith2022-mtnlg-530b-280-a100"]
+
+
+@pytest.mark.parametrize("name", DEEPSPEED_ROWS)
+def test_megatron_deepspeed_rows_reduce_all_four_biases_once(name):
+    # the bundled rows run ``layer_backward: eager`` (apex's norm kernels), whose autograd_kernels charge the four
+    found, scenario = _bias_ops(name)
+    p, m = scenario.parallelism, scenario.model
+    assert p.pipeline_engine == "deepspeed" and scenario.training.layer_backward == "eager" and not p.sequence_parallel
+    expected = _closed_form(scenario, {"qkv": 3 * m.hidden // p.tp, "attn_out": m.hidden,
+                                       "mlp_up": 4 * m.hidden // p.tp, "mlp_down": m.hidden})
+    assert {name_: op.hbm_bytes for name_, op in found.items()} == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("attention", ["naive", "flash"])
+def test_megatron_deepspeed_layer_keeps_the_four_under_fused_norms(attention):
+    """With the norms' weight gradients fused (``layer_backward: fused``, the key's default) the Megatron-DeepSpeed
+    layer still reduces its four biases, the QKV one too whatever the attention kernel (its ColumnParallelLinear adds
+    the bias outside the GEMM); Megatron-Core's layer, under the same attention, three or (the local layer) four."""
+    data = yaml.safe_load(config.resolve_path("bigscience-bloom-176b-384-a100").read_text())
+    data["training"].update(layer_backward="fused", attention=attention)
+    deepspeed = config.from_dict(data)
+    eager, _ = _bias_ops("bigscience-bloom-176b-384-a100")
+    layer = ops.layer_ops(deepspeed.model, ops.shard_for(deepspeed))
+    fused = {op.name: op for op in layer["backward_input"] if op.name.endswith("_bias_grad")}
+    assert len(fused) == 4 and not [op for op in layer["backward_input"] if "norm_weight_grad" in op.name]
+    assert {n: op.hbm_bytes for n, op in fused.items()} == pytest.approx({n: op.hbm_bytes for n, op in eager.items()})
+    t = deepspeed.training
+    core = eager_backward.megatron_autograd_biases(deepspeed.model, True, "fused", attention, t.mlp_activation)
+    assert len(core) == (4 if attention == "naive" else 3)
