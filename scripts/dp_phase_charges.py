@@ -2,7 +2,7 @@
 error answers a slower or faster data-parallel phase (issue 15; docs/calibration.md "Round 32: the exposed
 data-parallel phase across families"). Analysis only: nothing here moves a constant.
 
-    PYTHONPATH=. python scripts/dp_phase_charges.py SCENARIO [SCENARIO ...] [--stretch 1,1.5,2,3,5]
+    PYTHONPATH=. python scripts/dp_phase_charges.py SCENARIO [SCENARIO ...] [--stretch 1,1.5,2,3,5] [--solve]
 
 Per scenario (a bundled validation row, simulated once as ``simcluster validate`` runs it):
 
@@ -16,7 +16,12 @@ Per scenario (a bundled validation row, simulated once as ``simcluster validate`
 - with ``--stretch``: the row's step and signed error when every data-parallel collective takes F times its fabric
   time (the stretch is added after the collective ends and before its waiters go on, whether compute runs beside
   it or not: an upper bound, as round 17's diagnostic). F below 1 is not offered (a collective cannot be shortened
-  after it ran); a faster phase is read from the exposed data-parallel time instead.
+  after it ran); a faster phase is read from the exposed data-parallel time instead;
+- with ``--solve``: the closing stretch, the F (1 <= F <= 10) at which the row's simulated step equals its published
+  step (``closing_stretch``: bracketing secant steps on the step, which does not fall as F grows), or why there is
+  none (the row simulated slow already, or still fast at F = 10). One number a row, comparable across rows of one
+  recipe: a cause common to them would need about the same F in each (docs/calibration.md "Round 33: the MLPerf
+  v5.1 Llama 3.1 8B TP 2 row, term by term").
 
 The data-parallel group's GPUs a node are gpus_per_node / (tp x cp), its nodes dp / that: the layouts of the rows
 this was written for (pp 1); a pipelined row's groups are not placed this way and are refused.
@@ -39,6 +44,7 @@ from simcluster.studies import validation
 NIC_BUSBW = 47e9     # data/nccl.yaml measured.per_nic_busbw (NDR 400 Gb/s)
 NVLINK_RING = 370e9  # data/nccl.yaml measured.nvlink_ring_busbw nvlink4
 PROTOCOLS = ("LL", "LL128", "Simple")
+F_MAX = 10.0         # --solve's bracket: a phase ten times the model's is past any reading of a fabric's rate
 
 
 def _is_data_parallel(name: str) -> bool:
@@ -101,7 +107,41 @@ def collective_rows(scenario, events) -> list[tuple]:
     return sorted(rows, key=lambda r: -r[2] * r[3])
 
 
-def report(name: str, factors: list[float]) -> list[str]:
+def closing_stretch(case, published_s: float, f_max: float = F_MAX, rel_tol: float = 2e-4) -> float | None:
+    """The data-parallel stretch F in [1, f_max] at which the row's simulated step equals ``published_s``, by
+    bracketing secant steps (the Illinois rule) on step(F) - published, which does not fall as F grows; exact in one
+    step where the step is linear in F (a phase that runs alone). None when the row is simulated slow at F = 1 (no
+    stretch shortens it) or still fast at f_max."""
+    def excess(factor: float) -> float:
+        with stretched(factor):
+            return validation.run_case(case).step_time_s - published_s
+
+    lo, g_lo = 1.0, excess(1.0)
+    if g_lo >= 0.0:
+        return None
+    hi, g_hi = f_max, excess(f_max)
+    if g_hi < 0.0:
+        return None
+    side = 0
+    for _ in range(40):
+        factor = hi - g_hi * (hi - lo) / (g_hi - g_lo)
+        g = excess(factor)
+        if abs(g) <= rel_tol * published_s or hi - lo <= 1e-4:
+            return factor
+        if g < 0.0:
+            lo, g_lo = factor, g
+            if side == -1:
+                g_hi /= 2.0
+            side = -1
+        else:
+            hi, g_hi = factor, g
+            if side == 1:
+                g_lo /= 2.0
+            side = 1
+    return factor
+
+
+def report(name: str, factors: list[float], solve: bool = False) -> list[str]:
     cases = {c["scenario"]: c for c in validation.cases() + validation.held_out_cases()}
     if name not in cases:
         raise ScenarioError("scenario", f"{name}: not a validation row (simcluster validate [--held-out] lists them)")
@@ -131,11 +171,21 @@ def report(name: str, factors: list[float]) -> list[str]:
         with stretched(factor):
             run = validation.run_case(case)
         lines.append(f"  F = {factor:g}: {run.step_time_s:.4f} s, {run.error:+.2%}")
+    if solve:
+        closing = closing_stretch(case, published_s)
+        if closing is not None:
+            lines.append(f"  closing stretch: F = {closing:.3f} puts the step at the published {published_s:.4f} s")
+        elif summary["step_time_s"] >= published_s:
+            lines.append("  closing stretch: none (simulated slow already; no stretch shortens the step)")
+        else:
+            lines.append(f"  closing stretch: none up to F = {F_MAX:g} (still fast)")
     return lines
 
 
 def main(argv: list[str]) -> int:
     factors: list[float] = []
+    solve = "--solve" in argv
+    argv = [a for a in argv if a != "--solve"]
     if "--stretch" in argv:
         at = argv.index("--stretch")
         try:
@@ -146,10 +196,10 @@ def main(argv: list[str]) -> int:
             raise ScenarioError("--stretch", "comma-separated factors of 1 or more, e.g. 1,2,3")
         argv = argv[:at] + argv[at + 2:]
     for name in argv:
-        print("\n".join(report(name, factors)), flush=True)
+        print("\n".join(report(name, factors, solve)), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, options=("--stretch",), words=(1, None),
-                              usage="SCENARIO [SCENARIO ...] [--stretch F,F,...]"))
+    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, options=("--stretch", "--solve"),
+                              words=(1, None), usage="SCENARIO [SCENARIO ...] [--stretch F,F,...] [--solve]"))

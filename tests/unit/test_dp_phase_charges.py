@@ -11,6 +11,7 @@ from scripts_loader import load_script
 
 from simcluster.engine import simulate
 from simcluster.spec import config
+from simcluster.studies import validation
 
 dp_phase_charges = load_script("dp_phase_charges")
 
@@ -51,3 +52,18 @@ def test_stretching_an_unoverlapped_phase_adds_it_again(row):
     # and the patch is undone on leaving
     again = simulate(scenario, check_memory=False, link_windows=False).summary["step_time_s"]
     assert again == pytest.approx(result.summary["step_time_s"], rel=1e-12)
+
+
+def test_the_closing_stretch_is_the_closed_form_on_a_phase_that_runs_alone(row):
+    """Where the phase runs alone, step(F) = step(1) + (F - 1) x phase, so the stretch that puts the step at a
+    published figure is 1 + (published - step) / phase exactly; a row already slow has none, nor one past F_MAX."""
+    scenario, result = row
+    events = result.events
+    phase_s = sum(end - start for name, start, end in zip(events["name"], events["start_s"], events["end_s"],
+                                                          strict=True) if name.startswith(("grad ", "param ")))
+    case = {c["scenario"]: c for c in validation.held_out_cases()}[ROW]
+    step_s = result.summary["step_time_s"]
+    published_s = step_s + 1.7 * phase_s
+    assert dp_phase_charges.closing_stretch(case, published_s) == pytest.approx(2.7, rel=2e-3)
+    assert dp_phase_charges.closing_stretch(case, 0.95 * step_s) is None
+    assert dp_phase_charges.closing_stretch(case, step_s + 1.5 * phase_s, f_max=2.0) is None
