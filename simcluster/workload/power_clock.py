@@ -78,10 +78,12 @@ def low_power_share() -> float:
 SHARE_KINDS = ("gemm", "attention")
 
 
-def sustained_share(gpu_name: str, kind: str) -> float:
+def sustained_share(gpu_name: str, kind: str, kernel: str = "") -> float:
     """What a stream of ``kind`` kernels keeps of its burst throughput at the power cap, over ``clock_ratio``
     (efficiency.yaml ``sustained_share``: per GPU, ``default`` for the others; 1 for kinds not listed there): a
-    finite positive number, else refused naming the key."""
+    finite positive number, else refused naming the key. A kind's entry may instead map kernel names (``Op.kernel``,
+    e.g. the A100's FlashAttention-2 ``flash``) to shares, with ``default`` (1 if absent) for the kind's other
+    kernels: the burst curves of one kind can come from benchmarks run at different clocks."""
     if kind not in SHARE_KINDS:
         return 1.0
     table = _table().get("sustained_share") or {}
@@ -90,9 +92,13 @@ def sustained_share(gpu_name: str, kind: str) -> float:
     if not isinstance(entry, dict):
         raise ScenarioError(f"efficiency.yaml sustained_share.{key}", f"{entry!r} is not a mapping of kind to share")
     share = entry.get(kind, 1.0)
+    path = f"sustained_share.{key}.{kind}"
+    if isinstance(share, dict):
+        name = kernel if kernel in share else "default"
+        share, path = share.get(name, 1.0), f"{path}.{name}"
     number = units.finite_float(share)
     if number is None or number <= 0.0:
-        raise ScenarioError(f"efficiency.yaml sustained_share.{key}.{kind}", f"{shown(share)} is not a positive number")
+        raise ScenarioError(f"efficiency.yaml {path}", f"{shown(share)} is not a positive number")
     return number
 
 

@@ -55,3 +55,29 @@ def test_a_bad_default_or_entry_is_refused_naming_its_key(monkeypatch):
     _with_table(monkeypatch, {"default": {"gemm": 1.0}, "b200": 0.9})
     with pytest.raises(ScenarioError, match="sustained_share.b200"):
         power_clock.sustained_share("b200", "gemm")
+
+
+def test_a_kinds_share_can_be_given_per_kernel(monkeypatch):
+    """A mapping under a kind gives each named kernel its share and the rest ``default`` (1 when absent)."""
+    _with_table(monkeypatch, {"default": {"gemm": 1.0, "attention": 1.0},
+                              "b200": {"gemm": 0.9, "attention": {"flash": 0.5, "default": 0.8}},
+                              "h100-sxm": {"attention": {"flash": 0.7}}})
+    assert power_clock.sustained_share("b200", "attention", "flash") == 0.5
+    assert power_clock.sustained_share("b200", "attention", "flash_triton") == 0.8
+    assert power_clock.sustained_share("b200", "attention") == 0.8
+    assert power_clock.sustained_share("b200", "gemm", "flash") == 0.9
+    assert power_clock.sustained_share("h100-sxm", "attention", "naive") == 1.0
+    b200 = hardware.gpu("b200")
+    attention = Op("attention", "attention", 1e12, 0.0, m=2048, n=2048, k=128, batch=64, kernel="flash")
+    shared = kernels.roofline_s(attention, b200, "bf16")[0]
+    _with_table(monkeypatch, {"default": {"gemm": 1.0, "attention": 1.0}, "b200": {"gemm": 0.9, "attention": 0.8}})
+    assert shared == pytest.approx(kernels.roofline_s(attention, b200, "bf16")[0] * 0.8 / 0.5, rel=1e-12)
+
+
+def test_a_bad_per_kernel_share_is_refused_naming_its_key(monkeypatch):
+    _with_table(monkeypatch, {"default": {"gemm": 1.0}, "b200": {"attention": {"flash": "fast"}}})
+    with pytest.raises(ScenarioError, match="sustained_share.b200.attention.flash"):
+        power_clock.sustained_share("b200", "attention", "flash")
+    _with_table(monkeypatch, {"default": {"gemm": 1.0}, "b200": {"attention": {"default": 0.0}}})
+    with pytest.raises(ScenarioError, match="sustained_share.b200.attention.default"):
+        power_clock.sustained_share("b200", "attention", "naive")

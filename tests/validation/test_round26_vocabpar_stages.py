@@ -127,8 +127,9 @@ def test_simulated_middle_stage_is_short_at_4096_tokens(simulated_stages_s):
         simulated = middle_and_extra_s(stages)[0]
         measured = middle_and_extra_s(measured_stages_s(4096, v))[0]
         # 0.848 (32K), 0.863 (256K) in round 26; round 27's layout copies and round 32's bias-gradient reductions
-        # (eager_backward.megatron_autograd_biases) lengthen the layer: 0.881 at 256K
-        assert 0.83 < simulated / measured < 0.90
+        # (eager_backward.megatron_autograd_biases) lengthen the layer: 0.881 at 256K; round 33's FlashAttention-2
+        # at the A100's sustained clock (efficiency.yaml sustained_share): 0.902 at 32K
+        assert 0.83 < simulated / measured < 0.92
 
 
 def test_simulated_output_layer_and_loss_match_the_measured_at_256k(simulated_stages_s):
