@@ -144,7 +144,8 @@ def test_the_scenario_runs_the_submitted_configuration(sub):
     """GBS, sequence and GPU count as logged; TP 4 (H200) or 8 (H100), PP 8, VP 8, CP 2 from the config, DP the rest
     and MINIBS microbatches of one sequence a replica; FP8 delayed scaling with fp8 parameters; Megatron-Core's
     buckets of 200 parameters (one a parameter), bf16 reduction averaged in the collective; TP overlap and the deferred
-    output-layer wgrad (limit 50); Megatron-Core 0.11; MLPerf's Llama 3.1 405B with the Mixtral tokenizer's 32,000 entries."""
+    output-layer wgrad (limit 50); Megatron-Core 0.11; MLPerf's Llama 3.1 405B with the Mixtral tokenizer's 32,000
+    entries."""
     s = config.load(sub.scenario)
     m, t, p = s.model, s.training, s.parallelism
     assert (t.global_batch_size, t.seq_len, t.micro_batch_size) == (GBS, 8192, 1)
