@@ -22,7 +22,7 @@ from simcluster.spec import config
 from simcluster.studies import validation
 
 HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
-GBS = 1152
+GBS = 1152  # all but the 8,192-GPU run (1,536)
 LAST_BLOCK = (230_400, 276_480)  # samples: block_start and the last step line of the last block, unless a log says
 
 # result_i: (block_start time_ms, time_ms of the last step line, block_stop time_ms, summary train_step_time[, block]).
@@ -46,6 +46,11 @@ LOGS_H100_N256 = {  # result_1 evaluated once more: its last block is the next i
     1: (1745964581400, 1745965151594, 1745965152708, 14.28268515628297, (276_480, 322_560)),
     2: (1745963983562, 1745964577639, 1745964578795, 14.880798634863458),
 }
+LOGS_H100_N1024 = {  # GBS 1,536: 30 steps an evaluation interval; every log evaluated at 322,560
+    0: (1745951398371, 1745951554758, 1745951556553, 5.272731022474667, (276_480, 322_560)),
+    1: (1745953150671, 1745953307051, 1745953308915, 5.274772288370878, (276_480, 322_560)),
+    2: (1745954933127, 1745955088768, 1745955090832, 5.256814338142673, (276_480, 322_560)),
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Submission:
     tp: int  # TENSOR_MODEL_PARALLEL of the config whose DGXNNODES is `nodes`
     minibs: int  # its MINIBS: the microbatches a replica (MBS 1)
     max_memory_usage: float  # the block summary lines' max_memory_usage (unit not read)
+    gbs: int = GBS  # MINIBS x DP, the `step` metadata's growth a line
 
 
 SUBMISSIONS = [
@@ -64,8 +70,9 @@ SUBMISSIONS = [
     Submission("mlperf50-llama31-405b-1024-h200-fp8", LOGS_H200_N128, "h200-sxm", 128, 4, 72, 104.846),
     Submission("mlperf50-llama31-405b-512-h100-fp8", LOGS_H100_N64, "h100-sxm", 64, 8, 288, 58.817),
     Submission("mlperf50-llama31-405b-2048-h100-fp8", LOGS_H100_N256, "h100-sxm", 256, 8, 72, 52.484),
+    Submission("mlperf50-llama31-405b-8192-h100-fp8", LOGS_H100_N1024, "h100-sxm", 1024, 8, 24, 50.901, 1536),
 ]
-PAIRS = [SUBMISSIONS[:2], SUBMISSIONS[2:]]  # one recipe and system each, DP doubled / quadrupled at the same batch
+PAIRS = [SUBMISSIONS[:2], SUBMISSIONS[2:4]]  # one recipe and system each, DP doubled / quadrupled at the same batch
 BY_SCENARIO = pytest.mark.parametrize("sub", SUBMISSIONS, ids=lambda s: s.scenario)
 
 
@@ -73,25 +80,25 @@ def _block(log):
     return log[4] if len(log) > 4 else LAST_BLOCK
 
 
-def _steps(log):
+def _steps(log, gbs=GBS):
     first, last = _block(log)
-    return (last - first) // GBS
+    return (last - first) // gbs
 
 
-def _block_step_s(log):
+def _block_step_s(log, gbs=GBS):
     start, last = log[:2]
-    return (last - start) / 1000 / _steps(log)
+    return (last - start) / 1000 / _steps(log, gbs)
 
 
 @BY_SCENARIO
 def test_every_block_is_one_whole_evaluation_interval_of_the_logged_batch(sub):
-    """custom.yaml evaluates every ceil_div(46080, GBS) = 40 steps; each block copied runs from one evaluation
-    (230,400 = 5 x 46,080 samples, or 276,480 = 6 x) to the next, 40 whole steps of 1,152 sequences."""
-    interval = -(-46_080 // GBS)
-    assert interval == 40
+    """custom.yaml evaluates every ceil_div(46080, GBS) steps (40 at 1,152, 30 at 1,536); each block copied runs from
+    one evaluation (230,400 = 5 x 46,080 samples, or 276,480 = 6 x) to the next, whole steps of the logged batch."""
+    interval = -(-46_080 // sub.gbs)
+    assert interval == {1152: 40, 1536: 30}[sub.gbs] and interval * sub.gbs == 46_080
     for log in sub.logs.values():
         first, last = _block(log)
-        assert first % (interval * GBS) == 0 and last == first + interval * GBS and _steps(log) == 40
+        assert first % 46_080 == 0 and last == first + 46_080 and _steps(log, sub.gbs) == interval
 
 
 @BY_SCENARIO
@@ -100,7 +107,7 @@ def test_the_row_is_the_median_of_the_logs_last_blocks(sub):
     are separate and agree to 0.5% (4.2% on 2,048 H100, where two of the blocks hold one slow step each, 28.0 and
     37.7 s against 14.2-14.4 s, kept as the rule keeps every step)."""
     assert len(sub.logs) == 3 and len({log[0] for log in sub.logs.values()}) == 3
-    steps = [_block_step_s(log) for log in sub.logs.values()]
+    steps = [_block_step_s(log, sub.gbs) for log in sub.logs.values()]
     assert max(steps) / min(steps) < (1.05 if sub.nodes == 256 else 1.005)
     assert HELD_OUT[sub.scenario]["step_time_s"] == pytest.approx(statistics.median(steps), abs=6e-5)  # 4 decimals
 
@@ -111,7 +118,7 @@ def test_the_summary_line_is_the_block_with_the_pause_before_the_evaluation(sub)
     the last step and block_stop, which the row leaves out (a fail here means a miscopied time)."""
     for log in sub.logs.values():
         start, last, stop, summary = log[:4]
-        assert (stop - start) / 1000 / _steps(log) == pytest.approx(summary, abs=1e-4)  # two timers, ms apart
+        assert (stop - start) / 1000 / _steps(log, sub.gbs) == pytest.approx(summary, abs=1e-4)  # two timers, ms apart
         assert 0.9 < (stop - last) / 1000 < 2.1
 
 
@@ -148,10 +155,10 @@ def test_the_scenario_runs_the_submitted_configuration(sub):
     entries."""
     s = config.load(sub.scenario)
     m, t, p = s.model, s.training, s.parallelism
-    assert (t.global_batch_size, t.seq_len, t.micro_batch_size) == (GBS, 8192, 1)
+    assert (t.global_batch_size, t.seq_len, t.micro_batch_size) == (sub.gbs, 8192, 1)
     assert (s.cluster.nodes, s.cluster.gpus_per_node, s.cluster.gpu.name) == (sub.nodes, 8, sub.gpu)
     assert (p.tp, p.pp, p.virtual_stages, p.cp) == (sub.tp, 8, 8, 2)
-    assert p.dp == s.cluster.gpus // (sub.tp * 8 * 2) and p.dp * sub.minibs == GBS
+    assert p.dp == s.cluster.gpus // (sub.tp * 8 * 2) and p.dp * sub.minibs == sub.gbs
     assert (m.layers, m.hidden, m.n_kv_heads, m.vocab, m.mlp, m.position, m.tied_embeddings) == (
         126, 16384, 8, 32000, "swiglu", "rope", False)
     assert (t.precision, t.fp8_recipe, t.fp8_param_gather, t.activation_recompute) == ("fp8", "delayed", True, "none")
