@@ -1,0 +1,186 @@
+"""The MLPerf Training v5.0 Llama 3.1 405B rows (round 33) are what their result logs measured, on the stated layouts.
+
+Source: Nebius's closed-division Llama 3.1 405B submissions on H200 and NVIDIA's on Eos-dfw H100, read in the copy
+prishajain1/training_results_v5.0 @ 0fdc28f0: Nebius/results/nebius_soperator_8xH200_n64_ngc25.01_nemo/llama31_405b/ and
+..._n128_.../llama31_405b/ result_1.txt .. result_3.txt, NVIDIA/results/eos-dfw_n64_ngc25.01_nemo/llama31_405b/ and
+eos-dfw_n256_.../llama31_405b/ result_0.txt .. result_2.txt; configurations in {Nebius,NVIDIA}/benchmarks/llama31_405b/
+implementations/ (config_DGXH200_*.sh, config_DGXH100_*.sh, config_common.sh, conf/custom.yaml). Each log writes one
+MLLOG ``tracked_stats`` line per training step (``time_ms``, a ``step`` metadata in samples, 1,152 a step) and
+``block_start`` / ``block_stop`` around every evaluation interval. Each log was read at its last block (the one that
+ends in ``run_stop``; the stored text's last pages), copied here: the block's first and last samples, its
+``block_start``, its last step line, its ``block_stop`` and the block summary line's ``train_step_time``.
+docs/calibration.md "Round 33: MLPerf Training v5.0's Llama 3.1 405B on Nebius's H200 InfiniBand clusters".
+"""
+
+import statistics
+from dataclasses import dataclass
+
+import pytest
+
+from simcluster.parallel import memory
+from simcluster.spec import config
+from simcluster.studies import validation
+
+HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
+GBS = 1152  # the 512-, 1,024- and 2,048-GPU runs' (the others 1,216, 1,120 and 1,536)
+LAST_BLOCK = (230_400, 276_480)  # samples: block_start and the last step line of the last block, unless a log says
+
+# result_i: (block_start time_ms, time_ms of the last step line, block_stop time_ms, summary train_step_time[, block]).
+LOGS_H200_N64 = {
+    1: (1746065485089, 1746067490444, 1746067491925, 50.17088309497503),
+    2: (1746065462889, 1746067468422, 1746067469860, 50.17422401879994),
+    3: (1746079374468, 1746081380569, 1746081381956, 50.18715919919996),
+}
+LOGS_H200_N128 = {
+    1: (1746037188651, 1746038207968, 1746038208969, 25.507905404949998),
+    2: (1746044846779, 1746045865158, 1746045866244, 25.48659699687505),
+    3: (1746052497009, 1746053514033, 1746053515064, 25.45133206084993),
+}
+LOGS_H100_N64 = {  # result_0 and result_1 ran at the same time on Eos-dfw
+    0: (1744824153066, 1744826360589, 1744826362581, 55.23786748055136),
+    1: (1744826027317, 1744828237681, 1744828239387, 55.30174680955243),
+    2: (1744888497178, 1744890705844, 1744890707810, 55.26579346817452),
+}
+LOGS_H100_N256 = {  # result_1 evaluated once more: its last block is the next interval
+    0: (1745961367130, 1745961951473, 1745961952589, 14.636466559278778),
+    1: (1745964581400, 1745965151594, 1745965152708, 14.28268515628297, (276_480, 322_560)),
+    2: (1745963983562, 1745964577639, 1745964578795, 14.880798634863458),
+}
+LOGS_H100_N304 = {  # GBS 1,216: ceil(46,080 / 1,216) = 38 steps an evaluation interval (46,208 samples)
+    0: (1746123723818, 1746124221995, 1746124223243, 13.14275259779472, (277_248, 323_456)),
+    1: (1746126810520, 1746127324661, 1746127326129, 13.56863411905636, (277_248, 323_456)),
+    2: (1746127438523, 1746127942479, 1746127943715, 13.294504774954953, (277_248, 323_456)),
+}
+LOGS_H100_N320 = {  # GBS 1,120: ceil(46,080 / 1,120) = 42 steps (47,040 samples)
+    0: (1746191410822, 1746191916459, 1746191917684, 12.068131147839484, (235_200, 282_240)),
+    1: (1746194926704, 1746195397139, 1746195398370, 11.230112256193976, (235_200, 282_240)),
+    2: (1746215544641, 1746216014752, 1746216016059, 11.224208047048055, (235_200, 282_240)),
+}
+LOGS_H100_N1024 = {  # GBS 1,536: 30 steps an evaluation interval; every log evaluated at 322,560
+    0: (1745951398371, 1745951554758, 1745951556553, 5.272731022474667, (276_480, 322_560)),
+    1: (1745953150671, 1745953307051, 1745953308915, 5.274772288370878, (276_480, 322_560)),
+    2: (1745954933127, 1745955088768, 1745955090832, 5.256814338142673, (276_480, 322_560)),
+}
+
+
+@dataclass(frozen=True)
+class Submission:
+    scenario: str
+    logs: dict
+    gpu: str
+    nodes: int
+    tp: int  # TENSOR_MODEL_PARALLEL of the config whose DGXNNODES is `nodes`
+    minibs: int  # its MINIBS: the microbatches a replica (MBS 1)
+    max_memory_usage: float  # the block summary lines' max_memory_usage (unit not read)
+    gbs: int = GBS  # MINIBS x DP, the `step` metadata's growth a line
+
+
+SUBMISSIONS = [
+    Submission("mlperf50-llama31-405b-512-h200-fp8", LOGS_H200_N64, "h200-sxm", 64, 4, 144, 109.067),
+    Submission("mlperf50-llama31-405b-1024-h200-fp8", LOGS_H200_N128, "h200-sxm", 128, 4, 72, 104.846),
+    Submission("mlperf50-llama31-405b-512-h100-fp8", LOGS_H100_N64, "h100-sxm", 64, 8, 288, 58.817),
+    Submission("mlperf50-llama31-405b-2048-h100-fp8", LOGS_H100_N256, "h100-sxm", 256, 8, 72, 52.484),
+    Submission("mlperf50-llama31-405b-8192-h100-fp8", LOGS_H100_N1024, "h100-sxm", 1024, 8, 24, 50.901, 1536),
+    Submission("mlperf50-llama31-405b-2432-h100-fp8", LOGS_H100_N304, "h100-sxm", 304, 8, 64, 52.151, 1216),
+    Submission("mlperf50-llama31-405b-2560-h100-fp8", LOGS_H100_N320, "h100-sxm", 320, 8, 56, 52.062, 1120),
+]
+# the logs of a system agree to 0.5% but where their blocks hold slow steps (2-3x a step, kept by the rule)
+SPREAD = {256: 1.05, 304: 1.04, 320: 1.08}
+PAIRS = [SUBMISSIONS[:2], SUBMISSIONS[2:4]]  # one recipe and system each, DP doubled / quadrupled at the same batch
+BY_SCENARIO = pytest.mark.parametrize("sub", SUBMISSIONS, ids=lambda s: s.scenario)
+
+
+def _block(log):
+    return log[4] if len(log) > 4 else LAST_BLOCK
+
+
+def _steps(log, gbs=GBS):
+    first, last = _block(log)
+    return (last - first) // gbs
+
+
+def _block_step_s(log, gbs=GBS):
+    start, last = log[:2]
+    return (last - start) / 1000 / _steps(log, gbs)
+
+
+@BY_SCENARIO
+def test_every_block_is_one_whole_evaluation_interval_of_the_logged_batch(sub):
+    """custom.yaml evaluates every ceil_div(46080, GBS) steps (40 at 1,152, 30 at 1,536, 38 at 1,216, 42 at 1,120);
+    each block copied runs from one evaluation (a whole number of intervals) to the next, whole steps of the logged
+    batch."""
+    interval = -(-46_080 // sub.gbs)
+    assert interval == {1152: 40, 1536: 30, 1216: 38, 1120: 42}[sub.gbs]
+    for log in sub.logs.values():
+        first, last = _block(log)
+        span = interval * sub.gbs
+        assert first % span == 0 and last == first + span and _steps(log, sub.gbs) == interval
+
+
+@BY_SCENARIO
+def test_the_row_is_the_median_of_the_logs_last_blocks(sub):
+    """Three runs of one system, each log's last block from block_start to its last step line; the runs are separate
+    and agree to 0.5%, or to SPREAD where blocks hold slow steps (2,048 H100: 28.0 and 37.7 s among 14.2-14.4 s;
+    2,432: one in each block; 2,560: five in result_0's), kept as the rule keeps every step."""
+    assert len(sub.logs) == 3 and len({log[0] for log in sub.logs.values()}) == 3
+    steps = [_block_step_s(log, sub.gbs) for log in sub.logs.values()]
+    assert max(steps) / min(steps) < SPREAD.get(sub.nodes, 1.005)
+    assert HELD_OUT[sub.scenario]["step_time_s"] == pytest.approx(statistics.median(steps), abs=6e-5)  # 4 decimals
+
+
+@BY_SCENARIO
+def test_the_summary_line_is_the_block_with_the_pause_before_the_evaluation(sub):
+    """The block summary line's train_step_time is (block_stop - block_start) / 40: it includes the 1.0-1.5 s between
+    the last step and block_stop, which the row leaves out (a fail here means a miscopied time)."""
+    for log in sub.logs.values():
+        start, last, stop, summary = log[:4]
+        assert (stop - start) / 1000 / _steps(log, sub.gbs) == pytest.approx(summary, abs=1e-4)  # two timers, ms apart
+        assert 0.9 < (stop - last) / 1000 < 2.1
+
+
+def test_the_published_steps_scale_with_the_gpus_at_the_same_batch():
+    """Published at GBS 1,152: 512 -> 1,024 H200 (144 -> 72 microbatches a replica) cuts the step 1.969x, 512 ->
+    2,048 H100 (288 -> 72) 3.780x; at 512 GPUs the H200 run (TP 4) is 1.101x the H100 run (TP 8)."""
+    row = {s.scenario: HELD_OUT[s.scenario]["step_time_s"] for s in SUBMISSIONS}
+    (h200_512, h200_1024), (h100_512, h100_2048) = ([row[s.scenario] for s in pair] for pair in PAIRS)
+    assert h200_512 / h200_1024 == pytest.approx(1.969, abs=0.001)
+    assert h100_512 / h100_2048 == pytest.approx(3.780, abs=0.001)
+    assert h100_512 / h200_512 == pytest.approx(1.101, abs=0.001)
+
+
+def test_the_simulated_peaks_scale_as_the_logged_ones():
+    """The logged peak falls 109.067 -> 104.846 from DP 8 to DP 16 on H200 (ratio 0.9613) and 58.817 -> 52.484 from DP 4
+    to DP 16 on H100 (0.8923): the distributed optimizer's states shrink. The model's allocated peak must fall by the
+    same ratios within 0.5% (0.9616, 0.8931; without sequence parallelism 0.971 and 0.938, without fp8 parameters 0.968
+    and 0.910, without the distributed optimizer 1.0), and its ratio to each logged figure read as GiB lie between 1.0
+    and 1.1 and be the same on all seven rows within 1% (1.062-1.064: read as GB the logs sit 14% below the model)."""
+    peaks = {s.scenario: memory.per_gpu_memory(config.load(s.scenario)).allocated_bytes for s in SUBMISSIONS}
+    for small, large in PAIRS:
+        assert peaks[large.scenario] / peaks[small.scenario] == pytest.approx(
+            large.max_memory_usage / small.max_memory_usage, rel=0.005)
+    over = [peaks[s.scenario] / (s.max_memory_usage * 2**30) for s in SUBMISSIONS]
+    assert all(1.0 < x < 1.10 for x in over) and max(over) / min(over) < 1.01
+
+
+@BY_SCENARIO
+def test_the_scenario_runs_the_submitted_configuration(sub):
+    """GBS, sequence and GPU count as logged; TP 4 (H200) or 8 (H100), PP 8, VP 8, CP 2 from the config, DP the rest
+    and MINIBS microbatches of one sequence a replica; FP8 delayed scaling with fp8 parameters; Megatron-Core's
+    buckets of 200 parameters (one a parameter), bf16 reduction averaged in the collective; TP overlap and the deferred
+    output-layer wgrad (limit 50); Megatron-Core 0.11; MLPerf's Llama 3.1 405B with the Mixtral tokenizer's 32,000
+    entries."""
+    s = config.load(sub.scenario)
+    m, t, p = s.model, s.training, s.parallelism
+    assert (t.global_batch_size, t.seq_len, t.micro_batch_size) == (sub.gbs, 8192, 1)
+    assert (s.cluster.nodes, s.cluster.gpus_per_node, s.cluster.gpu.name) == (sub.nodes, 8, sub.gpu)
+    assert (p.tp, p.pp, p.virtual_stages, p.cp) == (sub.tp, 8, 8, 2)
+    assert p.dp == s.cluster.gpus // (sub.tp * 8 * 2) and p.dp * sub.minibs == sub.gbs
+    assert (m.layers, m.hidden, m.n_kv_heads, m.vocab, m.mlp, m.position, m.tied_embeddings) == (
+        126, 16384, 8, 32000, "swiglu", "rope", False)
+    assert (t.precision, t.fp8_recipe, t.fp8_param_gather, t.activation_recompute) == ("fp8", "delayed", True, "none")
+    assert (t.cross_entropy, t.mcore_version, p.te_version) == ("megatron_fused", "0.11", 1)
+    assert (p.zero_stage, p.grad_buckets, p.grad_reduce_dtype, p.average_in_collective) == (
+        1, "megatron_core", "bf16", True)
+    assert p.grad_bucket_size / 2 == 200  # 200 bf16 elements
+    assert p.sequence_parallel and p.tp_comm_overlap and p.overlap_param_gather
+    assert p.defer_embedding_wgrad and p.wgrad_deferral_limit == 50
