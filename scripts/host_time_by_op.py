@@ -36,6 +36,7 @@ CLASSES = {
     "attention": "attention core", "attention_backward": "attention core",
     "attn_norm": "norms / residuals", "mlp_norm": "norms / residuals", "mla_norm": "norms / residuals",
     "attn_residual": "norms / residuals", "mlp_residual": "norms / residuals",
+    "attn_residual_grad_sum": "norms / residuals", "mlp_residual_grad_sum": "norms / residuals",
 }
 GEMM_CLASS = "other GEMMs (qkv, out, MLA, shared experts)"
 LAUNCH = "moe_launch"

@@ -758,6 +758,12 @@ class Training(_Defaulted):
         False, description="memory only: the residual stream is kept in fp32, so each norm saves its fp32 input "
         "(flash-attention's GPT residual_in_fp32 with fused_dropout_add_ln: DropoutAddLayerNormFn saves the fp32 "
         "residual sum x; parallel/memory.py)")
+    dropout_add_norm: Literal["separate", "fused"] = Field(
+        "separate", description="where the residual stream's gradient sum runs: separate (the residual add and the "
+        "norm are two consumers of the stream, so autograd adds their gradients in a kernel of its own, twice a layer: "
+        "Megatron-LM, Megatron-Core, Megatron-DeepSpeed, Transformer Engine) or fused (flash-attention's "
+        "DropoutAddLayerNorm, fused_dropout_add_ln: the norm kernel takes the residual and its backward adds the "
+        "residual gradient itself; no sum kernel). workload/ops.py residual_gradient_sum")
     autocast_fp32_params: Annotated[bool, Strict()] = Field(
         False, description="the parameters stay fp32 and each Linear casts its weight and bias to the 16-bit "
         "precision every microbatch, its weight and bias gradients cast back to fp32 before they are accumulated "

@@ -173,6 +173,7 @@ class Shard:
     # linears whose bias gradient Megatron reduces by a kernel of its own under fused layer_backward (eager_backward)
     megatron_biases: tuple[str, ...] = ()
     residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
+    dropout_add_norm: str = "separate"  # flash-attention's fused dropout-add-LayerNorm: "fused" (residual_gradient_sum)
     autocast_fp32_params: bool = False  # fp32 weights cast to 16 bits per Linear and microbatch (autocast_params)
     mlp_activation: str = "separate"  # the dense MLP's GELU: its own kernels, or in fc1's / fc2-dgrad's epilogues
     cudnn_release: str | None = None  # the container's cuDNN (config.container_cudnn), for the attention kernel
@@ -225,7 +226,8 @@ def shard_for(scenario: Scenario) -> Shard:
                  qkv_split_copy=te_flash_layout.split_backward_copies(scenario),
                  eager_rope=eager_rope.release(scenario),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
-                 residual_in_fp32=t.residual_in_fp32, autocast_fp32_params=t.autocast_fp32_params,
+                 residual_in_fp32=t.residual_in_fp32, dropout_add_norm=t.dropout_add_norm,
+                 autocast_fp32_params=t.autocast_fp32_params,
                  mlp_activation=t.mlp_activation,
                  cudnn_release=container_cudnn(stated_mcore_version(t)) if scenario.megatron_core else None,
                  qkv_bias_add=eager_backward.separate_qkv_bias_add(t.qkv_bias_add, t.layer_backward, t.attention),
@@ -326,6 +328,13 @@ def _memory(name: str, flop: float, hbm_bytes: float) -> Op:
     return Op(name, "memory", float(flop), float(hbm_bytes))
 
 
+def gradient_sum(name: str, parts: int, elements: float, e: int) -> Op:
+    """Autograd's sum of the ``parts`` gradients a tensor of ``elements`` receives from its consumers, a kernel of its
+    own (``InputBuffer::add``, torch/csrc/autograd/input_buffer.cpp: ``old_var.add_(var)`` or ``old_var + var`` as
+    each gradient arrives): each partial read, the sum written."""
+    return _memory(f"{name}_grad_sum", (parts - 1) * elements, (parts + 1) * elements * e)
+
+
 def _quantize_ops(shard: Shard, tensors: list[tuple]) -> list[Op]:
     """The kernels quantizing ``tensors`` (``fp8_recipes.quantize_kernels`` under the shard's recipe), each tagged
     queued where its call's C++ launches it behind the kernel before it (``call_issue.queued_quantizes``)."""
@@ -384,9 +393,7 @@ def projections(name: str, tokens: int, in_features: int, widths: tuple[int, ...
         linear = _Linear(name, tokens, in_features, sum(widths))
         return [linear.forward(shard)], [linear.dgrad(shard)], [linear.wgrad(shard)]
     linears = [_Linear(name, tokens, in_features, width) for width in widths]
-    elements = tokens * in_features
-    grad_sum = _memory(f"{name}_grad_sum", (len(widths) - 1) * elements,
-                       (len(widths) + 1) * elements * shard.activation_bytes_per_element)
+    grad_sum = gradient_sum(name, len(widths), tokens * in_features, shard.activation_bytes_per_element)
     return ([linear.forward(shard) for linear in linears], [*(linear.dgrad(shard) for linear in linears), grad_sum],
             [linear.wgrad(shard) for linear in linears])
 
@@ -465,23 +472,43 @@ def qk_norm_input_copies(model: TransformerSpec, tp: int) -> tuple[str, ...]:
     return ("q_norm", "k_norm") if query_is_view else ("k_norm",)
 
 
-def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
-    """Fused bias-dropout-residual-add (Megatron-LM): forward and backward kernels.
+def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, list[Op], list[Op]]:
+    """A residual branch point's kernels: the forward (bias-)dropout-residual-add, its backward at the add, and the
+    sum of the residual stream's two gradients (``residual_gradient_sum``), which runs after the norm's backward.
 
-    Without dropout (Llama) it is a plain residual add: read x and the residual, write y; its backward adds
-    the branch gradient to the skip gradient (read two, write one).
+    Without dropout (Llama) the forward is a plain residual add (read x and the residual, write y) and its backward
+    launches nothing: ``residual + out`` passes dy to both (AddBackward0). With dropout (Megatron-LM's
+    fusions/fused_bias_dropout.py: ``out = residual + dropout(x + bias)``) the forward also writes the mask and the
+    backward multiplies dy by it (dy and the mask read, dx written); the residual's gradient is dy itself either way.
     """
     elements = shard.tokens / shard.sp_divisor * model.hidden
     e = shard.activation_bytes_per_element
+    grad_sum = residual_gradient_sum(name, shard, elements)
     if not model.dropout:
-        forward = _memory(name, elements, 3 * e * elements)
-        return forward, _memory(name, elements, 3 * e * elements)
+        return _memory(name, elements, 3 * e * elements), [], grad_sum
     # forward reads x and the residual, writes y and the mask; backward reads dy and the mask, writes dx
     forward = _memory(name, DROPOUT_ADD_FLOP_PER_ELEMENT * elements,
                       elements * (3 * e + MASK_BYTES_PER_ELEMENT))
     backward = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * DROPOUT_ADD_FLOP_PER_ELEMENT * elements,
                        elements * (2 * e + MASK_BYTES_PER_ELEMENT))
-    return forward, backward
+    return forward, [backward], grad_sum
+
+
+def residual_gradient_sum(name: str, shard: Shard, elements: float) -> list[Op]:
+    """The sum of the two gradients of a residual branch point (a layer's input, and the first residual add's output):
+    the tensor feeds both the norm and the residual add, so autograd adds the norm branch's input gradient to the
+    residual path's (``gradient_sum``: read two, write one), dropout or not; twice a layer.
+
+    Source: Megatron-Core ``TransformerLayer`` (``residual = hidden_states``, then ``input_layernorm`` or TE's
+    LayerNormLinear, and ``bias_dropout_add(..., residual, ...)``); Megatron-LM and Megatron-DeepSpeed's
+    ``ParallelTransformerLayer.forward`` the same; Transformer Engine's norm backward writes a fresh dx
+    (``layernorm_bwd``), accumulating into nothing. None with flash-attention's fused dropout-add-LayerNorm
+    (``training.dropout_add_norm: fused``): the residual stream then has one consumer, the next block's
+    ``DropoutAddLayerNormFn``, whose backward kernel adds the incoming residual gradient itself (``dropout_add_ln_bwd``
+    takes it as ``dx``, flash_attn/ops/layer_norm.py)."""
+    if shard.dropout_add_norm == "fused":
+        return []
+    return [gradient_sum(name, 2, elements, shard.activation_bytes_per_element)]
 
 
 def score_output_bytes(model: TransformerSpec, shard: Shard) -> float | None:
@@ -686,8 +713,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                 and bool(mlp.cast_forward_tensors))
     attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard, te_layer)
     mlp_norm, mlp_norm_bwd = _norm_ops("mlp_norm", model, shard, te_layer)
-    attn_residual, attn_residual_bwd = _dropout_add_ops("attn_residual", model, shard)
-    mlp_residual, mlp_residual_bwd = _dropout_add_ops("mlp_residual", model, shard)
+    attn_residual, attn_residual_bwd, attn_residual_sum = _dropout_add_ops("attn_residual", model, shard)
+    mlp_residual, mlp_residual_bwd, mlp_residual_sum = _dropout_add_ops("mlp_residual", model, shard)
     core_forward, core_backward = attention_core(model, shard)
     if shard.qkv_layout:   # inside TEDotProductAttention: recomputed with the core (te_flash_layout)
         qkv_format, rope_output = shard.qkv_layout
@@ -766,10 +793,10 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         eager_backward.linear_output_widths(model, tp, q_local, kv_local), e)]
     forward = [attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *core_forward, attn_out.forward(shard),
                attn_residual, mlp_norm, *mlp.forward, mlp_residual, *casts]
-    backward_input = [mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd,
-                      attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *split_bwd,
+    backward_input = [*mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd, *mlp_residual_sum,
+                      *attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *split_bwd,
                       *qkv_dgrad,
-                      attn_norm_bwd, *casts_bwd]
+                      attn_norm_bwd, *attn_residual_sum, *casts_bwd]
     backward_input += [_memory(*kernel) for kernel in eager_backward.backward_kernels(
         model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e,
         shard.megatron_biases)]
