@@ -154,11 +154,11 @@ def test_the_logging_rank_s_peak_is_the_model_s_first_stage():
     mlperf_common/logging.py), and Megatron-Core's default rank order (tp-cp-ep-dp-pp; the runs leave
     TP_PP_DP_MAPPING False) puts global rank 0 on pipeline stage 0. So max_memory_usage is compared with the model's
     stage 0 (review, round 33): its allocated peak is 0.992-0.993x each logged figure read as GiB on all seven rows
-    (within 1.5%: without sequence parallelism 1.32-1.70, without fp8 parameters 1.18-1.20; read as GB 1.065) and falls
-    with DP by the logged ratio within 0.5% on both pairs (109.067 -> 104.846 on H200 DP 8 -> 16, 0.9613; 58.817 ->
-    52.484 on H100 DP 4 -> 16, 0.8923: the distributed optimizer's states shrink). The worst stage (stage 1: 16
-    layers to stage 0's 15 and the embedding) is 1.062-1.064x the logged rank-0 figure, the factor round 33 first
-    read as a constant of the memory model; it fits in HBM on every row, as the runs did."""
+    (within 1.5%: without sequence parallelism 1.32-1.70, without fp8 parameters 1.18-1.20; read as GB 1.065-1.067)
+    and falls with DP by the logged ratio within 0.5% on both pairs (109.067 -> 104.846 on H200 DP 8 -> 16, 0.9613;
+    58.817 -> 52.484 on H100 DP 4 -> 16, 0.8923: the distributed optimizer's states shrink). The worst stage (stage
+    1: 16 layers to stage 0's 15 and the embedding) is 1.062-1.064x the logged rank-0 figure, the factor round 33
+    first read as a constant of the memory model; it fits in HBM on every row, as the runs did."""
     stage0 = {s.scenario: memory.per_gpu_memory(config.load(s.scenario), stage=0).allocated_bytes
               for s in SUBMISSIONS}
     for small, large in PAIRS:
