@@ -22,7 +22,7 @@ from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
-from simcluster.cli.outputs import check_writable, named
+from simcluster.cli.outputs import check_writable, folder, named
 from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
@@ -125,7 +125,7 @@ def sweep_command(
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
     threshold: float = typer.Option(returns.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold", parser=finite,
                                     help="scaling efficiency below which more GPUs are deemed wasteful (knee)"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); the same "
+    out: Path | None = typer.Option(None, "--out", parser=folder, help="output folder (default runs/<name>-sweep/); the same "
                                     "grid resumes there, another grid or other files (`.` too) go to NAME-2, ... "
                                     "(reusing the runs it shares)"),
     samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
