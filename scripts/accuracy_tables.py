@@ -60,10 +60,10 @@ class InputError(Exception):
 def load_cases(path: str | Path, fields: dict = CASE_FIELDS) -> list[dict]:
     """The cases of one ``validate --json`` file, each checked for ``fields`` ({name: type}; the tables' by default,
     other scripts name theirs): InputError, one line naming the field, otherwise."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:  # read_text: a regular file within the JSON bound (round 33: a FIFO waited forever, /dev/zero filled memory)
+        data = json.loads(inputs.read_text(Path(path), inputs.MAX_JSON_BYTES, "validate --json output"))
+    except ScenarioError as exc:
+        raise InputError(str(exc)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not JSON ({exc})") from None
     except ValueError as exc:  # an integer of more than 4,300 digits: a traceback before round 31

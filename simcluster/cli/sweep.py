@@ -126,7 +126,8 @@ def sweep_command(
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
     threshold: float = typer.Option(returns.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold", parser=finite,
                                     help="scaling efficiency below which more GPUs are deemed wasteful (knee)"),
-    out: Path | None = typer.Option(None, "--out", parser=folder, help="output folder (default runs/<name>-sweep/); the same "
+    out: Path | None = typer.Option(None, "--out", parser=folder,
+                                    help="output folder (default runs/<name>-sweep/); the same "
                                     "grid resumes there, another grid or other files (`.` too) go to NAME-2, ... "
                                     "(reusing the runs it shares)"),
     samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
