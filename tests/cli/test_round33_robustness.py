@@ -14,6 +14,9 @@ and the commands attacked"). Each case failed before its fix:
   the residual scripts) or an accuracy snapshot (``card_check.py``) that is a FIFO waited for a writer forever, and
   one that is a device (``/dev/zero``) was read without end (``replay /dev/zero``: a MemoryError traceback, or the
   process killed for memory);
+- ``training.qkv_bias_add`` on a model without linear biases (``model.bias: false``, an rmsnorm model) was ignored
+  unsaid (every step the same with ``separate``, ``epilogue`` or unset), where a setting that means nothing on the
+  model is refused (as an MoE router option on a dense model);
 - ``dp_phase_charges.py --stretch inf`` was an AssertionError traceback in the engine (``1e308``: a 10^307 s step),
   ``--stretch`` twice took the second for a row's name, and a row that is no validation row (or is pipelined) was
   refused only after the rows before it were simulated.
@@ -29,6 +32,7 @@ import pytest
 from scripts_loader import load_script
 
 from simcluster.core.errors import ScenarioError
+from simcluster.spec import config
 from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
 
 
@@ -168,3 +172,15 @@ def test_a_fifo_or_a_device_is_no_validate_output(fifo):
         accuracy_tables.load_cases(fifo)
     with pytest.raises(ScenarioError, match="/dev/zero: is not a regular file"):
         kernel_gaps.trace_events("/dev/zero")  # not read: refused by its mode before a byte
+
+
+# ---- 6. a QKV bias add without a bias ----------------------------------------------------------------------------
+@pytest.mark.parametrize("way", ["separate", "epilogue"])
+def test_a_qkv_bias_add_without_biases_is_refused(way):
+    data = copy.deepcopy(SMALL)
+    data["model"] = {"layers": 4, "hidden": 1024, "heads": 16, "vocab": 32000, "bias": False}
+    data["training"]["qkv_bias_add"] = way
+    with pytest.raises(ScenarioError, match=r"^training\.qkv_bias_add: .*no linear biases"):
+        config.from_dict(data)
+    data["model"]["bias"] = True  # kept: with biases either way runs
+    assert config.from_dict(data).training.qkv_bias_add == way
