@@ -17,6 +17,9 @@ and the commands attacked"). Each case failed before its fix:
 - ``training.qkv_bias_add`` on a model without linear biases (``model.bias: false``, an rmsnorm model) was ignored
   unsaid (every step the same with ``separate``, ``epilogue`` or unset), where a setting that means nothing on the
   model is refused (as an MoE router option on a dense model);
+- ``accuracy_tables.py CAL.json HO.json --write-data HO.json`` (or ``--trend-plot CAL.json``) replaced a validate
+  output it read with the snapshot (or a PNG), and wrote the snapshot and the page by ``Path.write_text`` (an
+  interrupt left half a file);
 - ``dp_phase_charges.py --stretch inf`` was an AssertionError traceback in the engine (``1e308``: a 10^307 s step),
   ``--stretch`` twice took the second for a row's name, and a row that is no validation row (or is pipelined) was
   refused only after the rows before it were simulated.
@@ -25,6 +28,7 @@ and the commands attacked"). Each case failed before its fix:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 
@@ -184,3 +188,18 @@ def test_a_qkv_bias_add_without_biases_is_refused(way):
         config.from_dict(data)
     data["model"]["bias"] = True  # kept: with biases either way runs
     assert config.from_dict(data).training.qkv_bias_add == way
+
+
+# ---- 7. accuracy_tables.py writes none of its inputs -------------------------------------------------------------
+@pytest.mark.parametrize("option", ["--write-data", "--trend-plot", "--write"])
+def test_accuracy_tables_overwrites_no_input(tmp_path, capsys, option):
+    case = {"scenario": "megatron-1.7b-h100", "source": "s", "family": "f", "precision": "bf16", "error": 0.01,
+            "step_time_s": 1.0}
+    cal, ho = tmp_path / "cal.json", tmp_path / "ho.json"
+    for path in (cal, ho):
+        path.write_text(json.dumps({"cases": [case]}))
+    before = ho.read_text()
+    assert accuracy_tables.main([str(cal), str(ho), option, str(ho)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option}: " in err and "is the input" in err, err
+    assert ho.read_text() == before
