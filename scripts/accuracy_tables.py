@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from simcluster.core import inputs, script_entry
+from simcluster.core import inputs, outputs, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import accuracy_card
 from simcluster.spec import config
@@ -60,10 +60,10 @@ class InputError(Exception):
 def load_cases(path: str | Path, fields: dict = CASE_FIELDS) -> list[dict]:
     """The cases of one ``validate --json`` file, each checked for ``fields`` ({name: type}; the tables' by default,
     other scripts name theirs): InputError, one line naming the field, otherwise."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:  # read_text: a regular file within the JSON bound (round 33: a FIFO waited forever, /dev/zero filled memory)
+        data = json.loads(inputs.read_text(Path(path), inputs.MAX_JSON_BYTES, "validate --json output"))
+    except ScenarioError as exc:
+        raise InputError(str(exc)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not JSON ({exc})") from None
     except ValueError as exc:  # an integer of more than 4,300 digits: a traceback before round 31
@@ -306,6 +306,16 @@ def data_text(entries: list[dict], label: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _refuse_overwriting_inputs(given: tuple[str, str], **written: str | None) -> None:
+    """InputError when a file to write (``--write-data``, ``--trend-plot``, ``--write``) is one of the validate
+    outputs read (round 33: ``--write-data HO.json`` replaced the held-out output with the snapshot)."""
+    for option, path in written.items():
+        for source in given:
+            if path is not None and Path(path).exists() and Path(path).samefile(source):
+                raise InputError(f"--{option.replace('_', '-')}: {path!r} is the input {source!r}: writing it would "
+                                 "overwrite the validate output; give another path")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = script_entry.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("calibration", help="JSON of `simcluster validate --json`")
@@ -319,11 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         calibration, held_out = load_cases(args.calibration), load_cases(args.held_out)
+        _refuse_overwriting_inputs((args.calibration, args.held_out), write_data=args.write_data,
+                                   trend_plot=args.trend_plot, write=args.write)
         block = tables(calibration, held_out, args.label)
         if args.write_data:
             text = data_text(data_entries(calibration, held_out), args.label)
             try:
-                Path(args.write_data).write_text(text)
+                outputs.write_text(Path(args.write_data), text)  # atomic: Ctrl-C leaves the old snapshot whole
             except OSError as exc:
                 raise InputError(f"{args.write_data}: cannot write ({exc.strerror or exc})") from None
         if args.trend_plot:
@@ -339,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             except InputError as exc:
                 raise InputError(f"{page}: {exc}") from None
             try:
-                page.write_text(new_text)
+                outputs.write_text(page, new_text)  # atomic: Ctrl-C leaves the page whole
             except OSError as exc:
                 raise InputError(f"{page}: cannot write ({exc.strerror or exc})") from None
         elif not args.write_data:

@@ -149,7 +149,7 @@ def report(label: str, r: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    script_entry.Parser(description=__doc__.splitlines()[0]).parse_args(argv)   # --help; no arguments
+    script_entry.Parser(description=" ".join(__doc__.split("\n\n")[0].split())).parse_args(argv)  # --help; no args
     for label, points in SERIES.items():
         print("\n".join(report(label, series_split(points))), flush=True)
     return 0

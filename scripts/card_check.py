@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from simcluster.core import script_entry
+from simcluster.core import inputs, script_entry
+from simcluster.core.errors import ScenarioError, one_line
 from simcluster.outcomes import accuracy_card
 
 
@@ -54,7 +55,13 @@ def main(argv: list[str]) -> int:
                         help="an accuracy snapshot (accuracy_tables.py --write-data); default the bundled one")
     path = parser.parse_args(argv).snapshot
     try:
-        data = accuracy_card.checked(yaml.safe_load(path.read_text()), str(path))
+        # read_text: a regular file within the fabric files' bound (round 33: a FIFO waited forever, /dev/zero
+        # filled memory)
+        text = inputs.read_text(path, inputs.MAX_FABRIC_BYTES, "accuracy snapshot")
+        data = accuracy_card.checked(yaml.safe_load(text), str(path))
+    except ScenarioError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         reason = " ".join(str(exc).split())   # a YAML error spans lines: one line
         print(f"error: {path}: cannot be read ({reason})", file=sys.stderr)

@@ -46,6 +46,10 @@ NVLINK_RING = 370e9  # data/nccl.yaml measured.nvlink_ring_busbw nvlink4
 PROTOCOLS = ("LL", "LL128", "Simple")
 F_MAX = 10.0         # --solve's bracket: a phase ten times the model's is past any reading of a fabric's rate
 
+# The largest --stretch: a data-parallel phase at 1% of the fabric's bandwidth, twenty times the 5x the study reads
+# (a plausibility bound, as docs/robustness.md's; round 33)
+MAX_STRETCH = 100.0
+
 
 def _is_data_parallel(name: str) -> bool:
     return name.startswith("grad ") or name.startswith("param ")
@@ -141,12 +145,18 @@ def closing_stretch(case, published_s: float, f_max: float = F_MAX, rel_tol: flo
     return factor
 
 
-def report(name: str, factors: list[float], solve: bool = False) -> list[str]:
+def row(name: str) -> tuple[dict, object]:
+    """The validation case and scenario of ``name``; a name that is not a row, or a pipelined row, is refused."""
     cases = {c["scenario"]: c for c in validation.cases() + validation.held_out_cases()}
     if name not in cases:
         raise ScenarioError("scenario", f"{name}: not a validation row (simcluster validate [--held-out] lists them)")
-    case = cases[name]
     scenario = config.load(name)
+    group_layout(scenario)
+    return cases[name], scenario
+
+
+def report(name: str, factors: list[float], solve: bool = False) -> list[str]:
+    case, scenario = row(name)
     n, nodes, local = group_layout(scenario)
     result = simulate(scenario, check_memory=False)
     summary = result.summary
@@ -186,15 +196,21 @@ def main(argv: list[str]) -> int:
     factors: list[float] = []
     solve = "--solve" in argv
     argv = [a for a in argv if a != "--solve"]
+
+    if argv.count("--stretch") > 1:
+        raise ScenarioError("--stretch", "given twice; give the factors once, comma-separated: --stretch 1,2,3")
     if "--stretch" in argv:
         at = argv.index("--stretch")
         try:
             factors = [float(x) for x in argv[at + 1].split(",")]
         except (IndexError, ValueError):
             factors = []
-        if not factors or any(not f >= 1.0 for f in factors):
-            raise ScenarioError("--stretch", "comma-separated factors of 1 or more, e.g. 1,2,3")
+        # finite and bounded (round 33: inf was an AssertionError traceback in the engine, 1e308 a 10^307 s step)
+        if not factors or any(not 1.0 <= f <= MAX_STRETCH for f in factors):
+            raise ScenarioError("--stretch", f"comma-separated factors from 1 to {MAX_STRETCH:g}, e.g. 1,2,3")
         argv = argv[:at] + argv[at + 2:]
+    for name in argv:   # every name checked before the first is simulated (round 33)
+        row(name)
     for name in argv:
         print("\n".join(report(name, factors, solve)), flush=True)
     return 0

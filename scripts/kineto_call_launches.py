@@ -86,7 +86,7 @@ def measure(events: list[dict]) -> tuple[dict[str, list[float]], dict[tuple[str,
         thread_place = enclosing_ops(ops_by_thread.get(tid, []), launches)
         place.update(thread_place)
         compiled.update(key for key, (inner, _) in thread_place.items() if inner is not None
-                        and ops_by_thread[tid][inner]["name"].startswith(COMPILED_GRAPH_OPS))
+                        and ops_by_thread[tid][inner].get("name", "").startswith(COMPILED_GRAPH_OPS))
         for launch in launches:
             launch_of[launch.get("args", {}).get("correlation")] = launch
         last, blocked = None, False

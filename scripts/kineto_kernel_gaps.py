@@ -13,6 +13,7 @@ correlation id) returned before the previous kernel ended, so the stream did not
 from __future__ import annotations
 
 import collections
+import math
 import numbers
 import sys
 from pathlib import Path
@@ -48,15 +49,23 @@ def trace_events(path: str) -> list[dict]:
     for index, event in enumerate(complete):
         for key in ("ts", "dur"):
             value = event.get(key)
-            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            # finite, and a duration not negative (round 33: NaN or Infinity, which Python's JSON reads, and a
+            # negative duration were counted as intervals and gaps without a word), as replay's reader requires
+            if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
+                    or (key == "dur" and value < 0)):
                 raise ScenarioError(path, f"complete event {index} ({event.get('name', '?')!r}): {key} is "
-                                    f"{value!r}, not a number of microseconds")
+                                    f"{value!r}, not a {'duration' if key == 'dur' else 'number'} of microseconds")
         if not isinstance(event.get("pid"), (int, str)) or not isinstance(event.get("tid"), (int, str)):
             raise ScenarioError(path, f"complete event {index} ({event.get('name', '?')!r}): no pid/tid")
         if not isinstance(event.get("name", ""), str):
             raise ScenarioError(path, f"complete event {index}: name is {event['name']!r}, not text")
         if not isinstance(event.get("args", {}), dict):
             raise ScenarioError(path, f"complete event {index} ({event.get('name', '?')!r}): args is not a mapping")
+        # the key that pairs a launch with its kernel (round 33: a list here was a TypeError traceback)
+        correlation = event.get("args", {}).get("correlation")
+        if correlation is not None and not isinstance(correlation, (int, str)):
+            raise ScenarioError(path, f"complete event {index} ({event.get('name', '?')!r}): args.correlation is "
+                                f"{correlation!r}, not an id")
     return complete
 
 

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
-from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
+from simcluster.cli.outputs import NEVER_OVERWRITTEN, folder, fresh_folder, output_dir
 from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
@@ -170,7 +170,8 @@ def compare(
                                              "the loss of a compute-optimal run of the model"),
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
     network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-compare/; "
+    out: Path | None = typer.Option(None, "--out", parser=folder,
+                                    help="output folder (default runs/<name>-compare/; "
                                     f"{NEVER_OVERWRITTEN})"),
     as_json: bool = typer.Option(False, "--json", help="print the runs (summary, economics) as JSON on stdout"),
     report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (verdict, "

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simcluster.cli.app import MAX_TARGET_LOSS, Typer, app, check_at_least, check_target_loss, fail, finite
-from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
+from simcluster.cli.outputs import NEVER_OVERWRITTEN, folder, fresh_folder, output_dir
 from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError, shown
@@ -147,7 +147,8 @@ def relative_loss(
 
 @laws_app.command()
 def plot(
-    out: Path = typer.Option(Path("runs/laws"), "--out", help="output folder for the PNG and PDF files "
+    out: Path = typer.Option(Path("runs/laws"), "--out", parser=folder,
+                              help="output folder for the PNG and PDF files "
                              f"({NEVER_OVERWRITTEN})"),
     min_flop: float = typer.Option(1e18, "--min-flop", parser=finite,
                                    help="smallest compute on the x axis (FLOP)"),
@@ -184,7 +185,8 @@ _PROJECT_OPTIONS = {"start_year": "--start-year", "years": "--years", "gamma": "
 @laws_app.command()
 def project(
     as_json: bool = typer.Option(False, "--json", help="print the yearly rows and the phase map as JSON"),
-    out: Path | None = typer.Option(None, "--out", help="also write projection.png/.pdf into this folder "
+    out: Path | None = typer.Option(None, "--out", parser=folder,
+                                    help="also write projection.png/.pdf into this folder "
                                     f"({NEVER_OVERWRITTEN})"),
     law: str = typer.Option(laws.DEFAULT_LAW, "--law", help="chinchilla | chinchilla-refit | kaplan"),
     start_year: int | None = typer.Option(None, "--start-year", help="first year of the projection; default: "
@@ -325,7 +327,8 @@ def loss_vs_time(
     network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
     summary_file: Path | None = typer.Option(None, "--summary", help="summary.json of a run (no simulation)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    out: Path | None = typer.Option(None, "--out", help="folder for loss_vs_time.png/.pdf (default "
+    out: Path | None = typer.Option(None, "--out", parser=folder,
+                                    help="folder for loss_vs_time.png/.pdf (default "
                                     f"runs/<name>-loss-vs-time/; {NEVER_OVERWRITTEN})"),
 ) -> None:
     """Run the scenario; time, GPU-hours, cost, energy and CO2 to reach a target loss; loss vs days."""

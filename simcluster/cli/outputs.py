@@ -37,6 +37,16 @@ NAME_MAX_BYTES = 255
 _ASKED_FOR: dict[Path, Path] = {}
 
 
+def folder(text) -> Path:
+    """Parser of every ``--out`` option (``typer.Option(..., parser=folder)``): an empty value is refused, where
+    ``Path('')`` would read it as ``.``, the working folder, which holding files gave way to its sibling
+    ``/abs/cwd-2/``, a folder made outside the working folder by what is usually an unset shell variable
+    (``--out "$OUT"``; round 33). A ValueError here is click's one-line usage error naming the option (exit 2)."""
+    if isinstance(text, str) and not text:
+        raise ValueError("an empty folder name (an unset shell variable?); give a folder, or `.` for this one")
+    return Path(text)
+
+
 def _exists(path: Path, option: str) -> bool:
     try:
         return path.exists()

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, fail, keeping
 from simcluster.cli.compare import OPTION_HELP, slugs
-from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
+from simcluster.cli.outputs import NEVER_OVERWRITTEN, folder, fresh_folder, output_dir
 from simcluster.cli.run import check_network
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
@@ -110,7 +110,8 @@ def replay_command(
                                         f"default: {DEFAULT_NETWORK_MODEL}"),
     gpu_scaling: str = typer.Option("roofline", "--gpu-scaling", help="compute rescaling when --gpu changes: "
                                     "roofline (GEMMs by peak, others by HBM) | peak"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/replay-<trace>/; "
+    out: Path | None = typer.Option(None, "--out", parser=folder,
+                                    help="output folder (default runs/replay-<trace>/; "
                                     f"{NEVER_OVERWRITTEN}; with --json, --until or --events only when given)"),
     as_json: bool = typer.Option(False, "--json", help='print the report ({"fabric", "gpu", "steps", '
                                  '"deviations", "assumptions"}; several fabrics: {"replays": [...], "partial": false, '

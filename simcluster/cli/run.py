@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, fail, keeping
-from simcluster.cli.outputs import NEVER_OVERWRITTEN, fresh_folder, output_dir
+from simcluster.cli.outputs import NEVER_OVERWRITTEN, folder, fresh_folder, output_dir
 from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.core.units import BYTES, SECONDS, fmt
@@ -134,7 +134,8 @@ def summary_table(summary: dict, memory) -> Table:
 def run(
     scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the bundled demo "
                                           f"({config.DEFAULT_SCENARIO})"),
-    out: Path | None = typer.Option(None, "--out", help=f"output folder (default runs/<name>/; {NEVER_OVERWRITTEN})"),
+    out: Path | None = typer.Option(None, "--out", parser=folder,
+                                    help=f"output folder (default runs/<name>/; {NEVER_OVERWRITTEN})"),
     network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
     steps: int | None = typer.Option(None, "--steps", min=1, max=config.MAX_STEPS,
                                      help="optimizer steps to simulate; default: the scenario's training.steps "

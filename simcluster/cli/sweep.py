@@ -12,6 +12,7 @@ them and computes only what is missing (``--fresh`` recomputes everything). How 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
-from simcluster.cli.outputs import check_writable, named
+from simcluster.cli.outputs import check_writable, folder, named
 from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
@@ -125,7 +126,8 @@ def sweep_command(
     law: str = typer.Option(sweep.DEFAULT_LAW, "--law", help=LAW_HELP),
     threshold: float = typer.Option(returns.DEFAULT_EFFICIENCY_THRESHOLD, "--threshold", parser=finite,
                                     help="scaling efficiency below which more GPUs are deemed wasteful (knee)"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>-sweep/); the same "
+    out: Path | None = typer.Option(None, "--out", parser=folder,
+                                    help="output folder (default runs/<name>-sweep/); the same "
                                     "grid resumes there, another grid or other files (`.` too) go to NAME-2, ... "
                                     "(reusing the runs it shares)"),
     samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
@@ -159,17 +161,18 @@ def sweep_command(
     _check_targets(tasks, chosen, target_loss)
     requested = check_writable(named(out or Path("runs") / f"{spec.name}-sweep"))
     console = Console(stderr=True)
-    out_dir = None
+    out_dir, made = None, False
     try:  # the workers first: a Dask scheduler that cannot be reached is refused before a folder is made
         with sweep.executor(jobs, scheduler) as (pool, slots):
-            out_dir = _grid_folder(requested, tasks)
+            out_dir, made = _grid_folder(requested, tasks)
+            note = _FolderNote(requested, out_dir)
             with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
                           transient=as_json,
                           disable=not console.is_terminal) as progress:  # no bar in logs: an interrupt stays one line
                 bar = progress.add_task(f"{spec.name}: {len(tasks)} runs on {slots} worker(s)", total=len(tasks))
                 run = sweep.run_grid(tasks, out_dir, pool, slots, resume=not fresh,
-                                     on_done=lambda shard, reused: progress.advance(bar),
+                                     on_done=lambda shard, reused: (progress.advance(bar), note.said(shard)),
                                      shard_sources=sweep.sibling_folders(requested, out_dir))
     except Interrupted as stop:
         if out_dir is not None:
@@ -180,9 +183,12 @@ def sweep_command(
             fail("--jobs", f"cannot start the worker processes: {err.strerror or err}; --jobs 1 runs in this one")
         fail("--out", f"writing into {str(out_dir)!r} failed ({err.strerror or err}); the finished runs' shards "
              "are kept: run the same command to resume")
-    if not run.summaries:
-        first = run.failed[0]
+    if not run.summaries:  # a refusal: nothing kept, one line (round 33: the folder of failures stayed, and the
+        first = run.failed[0]  # note on a taken folder came before the error)
+        if made:
+            shutil.rmtree(out_dir, ignore_errors=True)
         raise ScenarioError("sweep", f"all {len(tasks)} runs failed; first ({first['params']}): {first['error']}")
+    note.said()
     frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold, out_dir)
     report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
               "partial": False, "pending": 0, "out_dir": str(out_dir), "series": groups, "failed": run.failed}
@@ -242,16 +248,29 @@ def _check_targets(tasks: list, law, target_loss: float | None) -> None:
         economics.check_target_reachable(scenario, law, target_loss, field="--target-loss")
 
 
-def _grid_folder(requested: Path, tasks: list) -> Path:
-    """``sweep.folder_for``, saying so when it is not the folder asked for; a folder that cannot be made is the
-    one-line error of --out."""
+def _grid_folder(requested: Path, tasks: list) -> tuple[Path, bool]:
+    """``sweep.folder_for`` and whether this command made the folder; a folder that cannot be made is the one-line
+    error of --out."""
     try:
-        out_dir = sweep.folder_for(requested, tasks)
+        return sweep.folder_for(requested, tasks)
     except OSError as err:
         fail("--out", f"cannot write into {str(requested)!r}: {err.strerror or err}")
-    if out_dir != requested:
-        typer.echo(f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/", err=True)
-    return out_dir
+    raise AssertionError("unreachable: fail raises")
+
+
+class _FolderNote:
+    """``X/ holds another grid's sweep or other outputs: writing to X-2/``, said once, when the first run finishes
+    or is reused (a run's own note or an interrupt's line may name the folder before: round 33), never before a
+    sweep whose every run fails, which is one error line and leaves nothing (as ``cli.outputs.fresh_folder``)."""
+
+    def __init__(self, requested: Path, out_dir: Path):
+        self.line = (f"{requested}/ holds another grid's sweep or other outputs: writing to {out_dir}/"
+                     if out_dir != requested else None)
+
+    def said(self, shard: dict | None = None) -> None:
+        if self.line is not None and (shard is None or shard.get("status") == "ok"):
+            typer.echo(self.line, err=True)
+            self.line = None
 
 
 def _write_results(frame, report: dict, out_dir: Path, table_format: str = "csv") -> list[Path]:

@@ -16,6 +16,7 @@ Why each limit:
 from __future__ import annotations
 
 import json
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,22 @@ MAX_INT_CHARS = 1000
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: several times faster
 
 
+def regular_size(path: Path, source: str) -> int:
+    """The size of ``path``, a regular file (a link to one too); anything else is refused (round 33): reading a
+    FIFO waits for a writer forever (``--summary``, a trace), a device has no size to check (``/dev/zero`` reads
+    without end: a replay of it ran out of memory), a folder cannot be read. OSError is the caller's."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ScenarioError(source, "is not a regular file (a folder, a pipe or a device?)")
+    return info.st_size
+
+
 def read_text(path: Path, max_bytes: int, what: str = "file") -> str:
-    """The UTF-8 text of ``path``, refused when larger than ``max_bytes``, binary, or unreadable."""
+    """The UTF-8 text of ``path``, refused when larger than ``max_bytes``, binary, not a regular file, or
+    unreadable."""
     source = str(path)
     try:
-        size = path.stat().st_size
+        size = regular_size(path, source)
         if size > max_bytes:
             raise ScenarioError(source, f"is {size / MIB:.3g} MiB, above the {max_bytes / MIB:.3g} MiB limit for a "
                                 f"{what} (see docs/robustness.md)")

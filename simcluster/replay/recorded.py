@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from simcluster.core import inputs
 from simcluster.core.errors import ScenarioError, shown
 
 # Operation kinds.
@@ -161,10 +162,13 @@ MAX_TRACE_BYTES = 256 * 1024 * 1024
 def read_trace_bytes(path) -> bytes:
     """The bytes of a trace file, refused in one line when unreadable or above MAX_TRACE_BYTES."""
     try:
-        if path.stat().st_size > MAX_TRACE_BYTES:
-            raise ScenarioError(str(path), f"larger than {MAX_TRACE_BYTES // 2**20} MiB, the largest trace file "
-                                           "the readers accept (profile fewer steps)")
-        return path.read_bytes()
+        if inputs.regular_size(path, str(path)) <= MAX_TRACE_BYTES:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_TRACE_BYTES + 1)  # the file may grow between stat and read
+            if len(data) <= MAX_TRACE_BYTES:
+                return data
+        raise ScenarioError(str(path), f"larger than {MAX_TRACE_BYTES // 2**20} MiB, the largest trace file "
+                                       "the readers accept (profile fewer steps)")
     except OSError as err:
         raise ScenarioError(str(path), f"cannot read the trace: {err.strerror or err}") from None
 

@@ -1447,6 +1447,10 @@ class Scenario(_Strict):
         if t.layer_backward == "eager" and m.moe is not None and m.linear_biases:
             raise ScenarioError("training.layer_backward", "eager bias gradients are modelled for dense MLPs only "
                                 "(llm-foundry's MPT); an MoE model with biases needs fused")
+        if t.qkv_bias_add is not None and not m.linear_biases:  # round 33: ignored unsaid (a step unchanged)
+            raise ScenarioError("training.qkv_bias_add", f"{t.qkv_bias_add}: the model has no linear biases "
+                                "(model.bias false, or an rmsnorm model's default), so there is no QKV bias to add: "
+                                "leave it unset")
         self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")

@@ -391,10 +391,11 @@ def _owner(folder: Path) -> str | None:
     return data.get("grid_key") if isinstance(data, dict) else None
 
 
-def folder_for(out_dir: Path, tasks: list[Task]) -> Path:
+def folder_for(out_dir: Path, tasks: list[Task]) -> tuple[Path, bool]:
     """The folder of this grid: ``out_dir`` when it is new, empty, or holds this grid's sweep (resume), else the
     first ``out_dir-2``, ``out_dir-3``, ... that is: a sweep of another grid, or another command's outputs, are
-    never overwritten. The grid file is written into it."""
+    never overwritten. The grid file is written into it. Returns it and whether it was made here (a sweep whose
+    every run failed removes it again: cli/sweep.py)."""
     key = grid_key(tasks)
     candidate, index = Path(out_dir), 2
     while _owner(candidate) not in ("", key):
@@ -410,7 +411,7 @@ def folder_for(out_dir: Path, tasks: list[Task]) -> Path:
             with contextlib.suppress(OSError):
                 candidate.rmdir()
         raise
-    return candidate
+    return candidate, made
 
 
 def sibling_folders(requested: Path, out_dir: Path) -> list[Path]:

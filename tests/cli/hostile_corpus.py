@@ -264,6 +264,9 @@ def materialise(data: Path) -> None:
     (traces / "garbage.0.et").write_bytes(b"\xff" * 64)
     (traces / "empty.0.et").write_bytes(b"")
     (traces / "huge-varint.0.et").write_bytes(b"\xff\xff\xff\xff\x0f" + b"\x00" * 8)
+    # a FIFO where a trace is wanted: its open waited for a writer forever (round 33)
+    if not (traces / "fifo.rank0.json").exists() and hasattr(os, "mkfifo"):
+        os.mkfifo(traces / "fifo.rank0.json")
     # a file where a folder is wanted, and a read-only file system if one can be had
     (data / "a-file").write_text("not a folder\n")
 
@@ -470,6 +473,9 @@ def _recent_files() -> dict:
                        "squared_relu": {**MODEL, "mlp": "squared_relu"}}.items():
         files[f"training.mlp_activation={key}"] = edited("training.mlp_activation", "layernorm_mlp",
                                                          edited("model", model))
+    # round 33: a QKV bias add stated on a model without linear biases was ignored unsaid
+    files["training.qkv_bias_add=no-bias"] = edited("training.qkv_bias_add", "separate",
+                                                    edited("model", {**MODEL, "bias": False}))
     return files
 
 
@@ -728,6 +734,8 @@ def cases(data: Path) -> list[Case]:
             sample=path.name in ("bomb.rank0.json.gz", "world-1e9.rank0.json"))
     add("replay/trace.missing", "trace files", "replay", f"{d}/traces/nope.rank0.json", refuse=True)
     add("replay/trace.directory", "trace files", "replay", f"{d}/traces", refuse=True)
+    # a device: no size to check, read without end (a MemoryError, or the process killed; round 33)
+    add("replay/trace.dev-zero", "trace files", "replay", "/dev/zero", refuse=True, sample=True)
     add("replay/trace.mixed", "trace files", "replay", f"{d}/traces/good.rank0.json", f"{d}/traces/garbage.0.et",
         refuse=True)
     add("replay/valid", "valid", "replay", f"{d}/traces/good.rank0.json", "--json", sample=True)
@@ -747,6 +755,8 @@ def cases(data: Path) -> list[Case]:
                              ("read-only", "{readonly}/out")]:
             add(f"{sub}/--out={key}", "outputs", *argv, "--out", out_dir, refuse=True, field="out",
                 sample=key in ("under-a-file", "read-only"))
+        # an unset shell variable (--out "$OUT"): read as '.', it went to the working folder's sibling (round 33)
+        add(f"{sub}/--out=empty", "outputs", *argv, "--out", "", refuse=True, field="out", sample=sub == "run")
         add(f"{sub}/--out=full-disk", "outputs", *argv, "--out", "{here}/full", limit="fsize", refuse=True,
             field="out", sample=sub in ("run", "sweep"))
         add(f"{sub}/--out=tiny-disk", "outputs", *argv, "--out", "{tinydisk}", refuse=sub not in (
@@ -770,6 +780,10 @@ def cases(data: Path) -> list[Case]:
                       ("loss-vs-time", ("laws", "loss-vs-time", too_big, "--tokens", "1e9", "--json"))]:
         add(f"{sub}/--out=another-runs-folder-refused", "overwrites", *argv, "--out", "{occupied}", refuse=True,
             field="parallelism", sample=sub == "run")
+    # a sweep whose every run fails: its note came before the error, and its folder of failures stayed (round 33)
+    add("sweep/--out=another-runs-folder-all-failed", "overwrites", "sweep", valid, "--gpus", "16", "--topology",
+        "nosuch-fabric", "--jobs", "1", "--no-plots", "--network", "analytic", "--json", "--out", "{occupied}",
+        refuse=True, field="topology", sample=True)
     # -- processes: signals and stdout on a full device
     add("run/sigint", "signals", "run", valid, "--steps", "50", "--out", "{here}/o", process="sigint", sample=True)
     add("run/sigterm", "signals", "run", valid, "--steps", "50", "--out", "{here}/o", process="sigterm")
