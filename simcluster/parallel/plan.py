@@ -42,6 +42,7 @@ from simcluster.workload import (
     host_dispatch,
     interference,
     kernels,
+    lightning_loop,
     megatron_fp16_step,
     mla,
     moe,
@@ -444,6 +445,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                 params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element,
                 interference.memory_bound_share([op for ph in BACKWARD_PHASES for op in layer[ph]], gpu, precision),
                 gpu, precision, grad_element, p.dp * p.cp))
+        if last and lightning_loop.applies(scenario):  # Lightning's metrics, synced log and progress bar
+            bwd_stream += kernels.stream_time(lightning_loop.microbatch_ops(), gpu, precision)
         if last and composer_train_metrics.applies(scenario):  # Composer's train metrics after each backward
             bwd_stream += kernels.stream_time(composer_train_metrics.microbatch_ops(
                 shard.tokens, math.ceil(m.vocab / shard.tp), shard.activation_bytes_per_element), gpu, precision)
@@ -540,7 +543,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                           sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
                                       p.zero_stage >= 1, wrapper_passes, stage_fp8[stage],
                                       gradient_buffers(scenario, sum(c.stage == stage for c in chunks)),
-                                      t.adam_moments_dtype)
+                                      t.adam_moments_dtype, lightning_loop.clip_over(scenario))
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
                      + grad_scaling.serial_s(scenario, [(c.grad_bytes, c.expert_grad_bytes) for c in chunks
@@ -904,7 +907,7 @@ def gradient_buffers(scenario: Scenario, stage_chunks: int) -> int:
 def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
                      buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True,
                      wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None, buffers: int = 1,
-                     moments: str = "fp32") -> float:
+                     moments: str = "fp32", clip_over: str = "shard") -> float:
     """The optimizer step over ``params`` shard parameters (the rank's optimizer state), memory-bound.
 
     ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
@@ -913,7 +916,8 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     kernel of the stream with its gap (per-tensor loops: one per each of ``tensors`` shard tensors), the host's
     dispatch after the gradient norm's ``.item()`` sync (``kernels.ops_time_s``); a multi_tensor_apply call's
     further launches, queued back to back by its C++ loop, each the measured queued-launch latency (efficiency.yaml
-    launch_overhead_s, the "fill" structure's gap); ``moments``: Adam's moment dtype (training.adam_moments_dtype).
+    launch_overhead_s, the "fill" structure's gap); ``moments``: Adam's moment dtype (training.adam_moments_dtype);
+    ``clip_over``: ``torch_adamw``'s clipping over the shard or the buffer (``optimizer_step.passes``).
     ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
     (workload.megatron_fp16_step) as one memory-bound op; ``decoupled_adamw`` as ``composer_adamw.step_ops``' 10
@@ -928,7 +932,7 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
             ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
         queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
         for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8,
-                                               moments):
+                                               moments, clip_over):
             elements = params if step_pass.over == "shard" else buffer
             count = optimizer_step.launches(step_pass, elements, tensors, buffers)
             calls = 1 if step_pass.launch == "multi_tensor" else count

@@ -779,6 +779,13 @@ class Training(_Defaulted):
         "reduced gradient shard back to the parameter dtype; the unsharded gradients it accumulates across "
         "microbatches stay at grad_reduce_dtype); needs precision bf16 or fp16, optimizer torch_adamw and no "
         "autocast_fp32_params (parallel/memory.py)")
+    trainer: Literal["none", "lightning"] = Field(
+        "none", description="the training loop around the model: none (nothing beyond the framework's step) or "
+        "lightning (PyTorch Lightning 1.8 as flash-attention's training/ scripts run it: per microbatch the "
+        "torchmetrics updates, self.log(sync_dist=True)'s barrier and all-reduce, and the progress bar's .item(), two "
+        "stream drains; per step Lightning's gradient clipping over every parameter of ZeroRedundancyOptimizer's "
+        "param_groups, not the rank's shard: workload/lightning_loop.py); lightning needs optimizer torch_adamw, "
+        "pp 1 and zero_stage 0 or 1")
     mlp_activation: Literal["separate", "epilogue", "layernorm_mlp"] = Field(
         "separate", description="the GELU of a dense MLP: separate (an elementwise kernel each way: Megatron's "
         "bias_gelu, Transformer Engine) or epilogue (inside the GEMMs: flash-attention's FusedMLP, fused_mlp: True, "
@@ -1563,6 +1570,12 @@ class Scenario(_Strict):
                                 f"Adam, moments in their dtype) needs precision bf16 or fp16, optimizer torch_adamw, "
                                 f"no autocast_fp32_params and adam_moments_dtype unset (the run: precision "
                                 f"{t.precision}, optimizer {t.optimizer})")
+        if t.trainer == "lightning" and (t.optimizer != "torch_adamw" or self.parallelism.pp != 1
+                                         or self.parallelism.zero_stage > 1):
+            raise ScenarioError("training.trainer", f"lightning (flash-attention's Lightning loop with DDP and "
+                                f"ZeroRedundancyOptimizer) needs optimizer torch_adamw, pp 1 and zero_stage 0 or 1 "
+                                f"(the run: optimizer {t.optimizer}, pp {self.parallelism.pp}, zero_stage "
+                                f"{self.parallelism.zero_stage})")
         if t.mlp_activation == "epilogue" and (self.model.mlp != "gelu" or self.model.moe is not None
                                                or t.precision == "fp8"):
             raise ScenarioError("training.mlp_activation", f"the GEMM epilogue GELU is modelled for a dense GELU MLP "

@@ -139,14 +139,16 @@ class Pass:
 
 def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, precision: str = "bf16",
            wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None,
-           moments: str = "fp32") -> tuple[Pass, ...]:
+           moments: str = "fp32", clip_over: str = "shard") -> tuple[Pass, ...]:
     """The passes of ``optimizer``'s step (module docstring) with a gradient buffer of ``grad_dtype``;
     ``distributed``: Megatron-Core's distributed optimizer (per-tensor copies of the updated shard) or not;
     ``precision`` fp32/tf32: no 16-bit model weights to copy into (Megatron-Core's FP32Optimizer);
     ``wrapper_passes`` False: Adam and the weight copy only, where another framework's wrapper counts its own
     gradient norm and zeroing (DeepSpeed's BF16_Optimizer, ``deepspeed_pipeline.BF16_STEP_BYTES_PER_PARAM``);
     ``fp8``: the shard's fp8 parameters, cast after the copy and their scales updated (``fp8_cast_passes``);
-    ``moments``: the dtype of Adam's two moments (``MOMENT_DTYPES``; bf16 only for the Megatron-Core optimizers)."""
+    ``moments``: the dtype of Adam's two moments (``MOMENT_DTYPES``; bf16 only for the Megatron-Core optimizers);
+    ``clip_over``: what ``torch_adamw``'s gradient norm and clipping run over, ``shard`` (torchtitan's FSDP2 shards)
+    or ``buffer`` (Lightning clipping ZeroRedundancyOptimizer's every parameter: workload.lightning_loop)."""
     grad = BYTES_PER_ELEMENT[grad_dtype]
     assert moments in MOMENT_DTYPES and (moments == "fp32" or optimizer in BF16_MOMENT_OPTIMIZERS), moments
     # 16-bit moments: unscaled to fp32 copies before the kernel and written back after it (module docstring)
@@ -176,8 +178,8 @@ def passes(optimizer: str, grad_dtype: str = "fp32", distributed: bool = True, p
         )
     if optimizer == "torch_adamw":
         return (
-            Pass("get_total_norm: _foreach_norm", FP32, 0),
-            Pass("clip_grads_with_norm_: _foreach_mul_", FP32, FP32),
+            Pass("get_total_norm: _foreach_norm", FP32, 0, over=clip_over),
+            Pass("clip_grads_with_norm_: _foreach_mul_", FP32, FP32, over=clip_over),
             Pass("torch._fused_adamw_", FUSED_ADAM_READ, FUSED_ADAM_WRITTEN),
         )
     raise KeyError(optimizer)
