@@ -172,7 +172,7 @@ class Shard:
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
     # linears whose bias gradient Megatron reduces by a kernel of its own under fused layer_backward (eager_backward)
     megatron_biases: tuple[str, ...] = ()
-    residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
+    residual_in_fp32: bool = False  # the residual stream in fp32: memory, and the fused kernels (dropout_add_norm_ops)
     dropout_add_norm: str = "separate"  # flash-attention's fused dropout-add-LayerNorm: "fused" (dropout_add_norm_ops)
     autocast_fp32_params: bool = False  # fp32 weights cast to 16 bits per Linear and microbatch (autocast_params)
     mlp_activation: str = "separate"  # the dense MLP's GELU: its own kernels, or in fc1's / fc2-dgrad's epilogues
