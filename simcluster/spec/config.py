@@ -755,15 +755,18 @@ class Training(_Defaulted):
         "16-bit logits the model returns (NeMo AutoModel's MaskedCrossEntropy with fp32_upcast false: "
         "F.cross_entropy saves a 16-bit log-softmax; the pipeline keeps 16-bit outputs)")
     residual_in_fp32: Annotated[bool, Strict()] = Field(
-        False, description="memory only: the residual stream is kept in fp32, so each norm saves its fp32 input "
+        False, description="the residual stream is kept in fp32, so each norm saves its fp32 input "
         "(flash-attention's GPT residual_in_fp32 with fused_dropout_add_ln: DropoutAddLayerNormFn saves the fp32 "
-        "residual sum x; parallel/memory.py)")
+        "residual sum x; parallel/memory.py); with dropout_add_norm fused the fused kernels also move the residual "
+        "and its gradient in fp32 (workload/ops.py dropout_add_norm_ops); memory only otherwise")
     dropout_add_norm: Literal["separate", "fused"] = Field(
-        "separate", description="where the residual stream's gradient sum runs: separate (the residual add and the "
-        "norm are two consumers of the stream, so autograd adds their gradients in a kernel of its own, twice a layer: "
-        "Megatron-LM, Megatron-Core, Megatron-DeepSpeed, Transformer Engine) or fused (flash-attention's "
-        "DropoutAddLayerNorm, fused_dropout_add_ln: the norm kernel takes the residual and its backward adds the "
-        "residual gradient itself; no sum kernel). workload/ops.py residual_gradient_sum")
+        "separate", description="the residual adds and the norms after them: separate (the (bias-)dropout-add and "
+        "the norm are kernels of their own, and as the residual add and the norm are two consumers of the stream "
+        "autograd adds their gradients in a kernel of its own, twice a layer: Megatron-LM, Megatron-Core, "
+        "Megatron-DeepSpeed, Transformer Engine; workload/ops.py residual_gradient_sum) or fused (flash-attention's "
+        "DropoutAddLayerNorm, fused_dropout_add_ln: dropout, residual add and norm one kernel each way, its backward "
+        "adding the residual gradient and applying the mask; no residual, mask or sum kernel; dropout_add_norm_ops); "
+        "fused needs a 16- or 32-bit precision")
     autocast_fp32_params: Annotated[bool, Strict()] = Field(
         False, description="the parameters stay fp32 and each Linear casts its weight and bias to the 16-bit "
         "precision every microbatch, its weight and bias gradients cast back to fp32 before they are accumulated "
@@ -1581,6 +1584,10 @@ class Scenario(_Strict):
             raise ScenarioError("training.mlp_activation", f"the GEMM epilogue GELU is modelled for a dense GELU MLP "
                                 f"in 16 or 32 bits (model mlp {self.model.mlp}, "
                                 f"{'MoE' if self.model.moe is not None else 'dense'}, precision {t.precision})")
+        if t.dropout_add_norm == "fused" and t.precision == "fp8":
+            raise ScenarioError("training.dropout_add_norm", "fused (flash-attention's DropoutAddLayerNorm, which "
+                                "writes the norm's output in the input's 16 or 32 bits) is modelled without fp8 "
+                                "(precision fp8)")
         if t.mlp_activation == "layernorm_mlp" and (self.model.mlp != "gelu" or self.model.moe is not None):
             raise ScenarioError("training.mlp_activation", f"layernorm_mlp (Transformer Engine 1.x's LayerNormMLP, "
                                 f"its GELU fused with the fp8 casts) is modelled for a dense GELU MLP (model mlp "

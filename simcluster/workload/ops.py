@@ -172,8 +172,8 @@ class Shard:
     qkv_bias_add: bool = False     # the forward adds the QKV bias by a kernel of its own (eager_backward)
     # linears whose bias gradient Megatron reduces by a kernel of its own under fused layer_backward (eager_backward)
     megatron_biases: tuple[str, ...] = ()
-    residual_in_fp32: bool = False  # the norms' saved inputs (the residual stream) in fp32 (memory only)
-    dropout_add_norm: str = "separate"  # flash-attention's fused dropout-add-LayerNorm: "fused" (residual_gradient_sum)
+    residual_in_fp32: bool = False  # the residual stream in fp32: memory, and the fused kernels (dropout_add_norm_ops)
+    dropout_add_norm: str = "separate"  # flash-attention's fused dropout-add-LayerNorm: "fused" (dropout_add_norm_ops)
     autocast_fp32_params: bool = False  # fp32 weights cast to 16 bits per Linear and microbatch (autocast_params)
     mlp_activation: str = "separate"  # the dense MLP's GELU: its own kernels, or in fc1's / fc2-dgrad's epilogues
     cudnn_release: str | None = None  # the container's cuDNN (config.container_cudnn), for the attention kernel
@@ -472,7 +472,7 @@ def qk_norm_input_copies(model: TransformerSpec, tp: int) -> tuple[str, ...]:
     return ("q_norm", "k_norm") if query_is_view else ("k_norm",)
 
 
-def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, list[Op], list[Op]]:
+def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[list[Op], list[Op], list[Op]]:
     """A residual branch point's kernels: the forward (bias-)dropout-residual-add, its backward at the add, and the
     sum of the residual stream's two gradients (``residual_gradient_sum``), which runs after the norm's backward.
 
@@ -480,18 +480,22 @@ def _dropout_add_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[O
     launches nothing: ``residual + out`` passes dy to both (AddBackward0). With dropout (Megatron-LM's
     fusions/fused_bias_dropout.py: ``out = residual + dropout(x + bias)``) the forward also writes the mask and the
     backward multiplies dy by it (dy and the mask read, dx written); the residual's gradient is dy itself either way.
+    None of the three under flash-attention's DropoutAddLayerNorm (``training.dropout_add_norm: fused``): the norm
+    kernels run them (``dropout_add_norm_ops``).
     """
+    if shard.dropout_add_norm == "fused":
+        return [], [], []
     elements = shard.tokens / shard.sp_divisor * model.hidden
     e = shard.activation_bytes_per_element
     grad_sum = residual_gradient_sum(name, shard, elements)
     if not model.dropout:
-        return _memory(name, elements, 3 * e * elements), [], grad_sum
+        return [_memory(name, elements, 3 * e * elements)], [], grad_sum
     # forward reads x and the residual, writes y and the mask; backward reads dy and the mask, writes dx
     forward = _memory(name, DROPOUT_ADD_FLOP_PER_ELEMENT * elements,
                       elements * (3 * e + MASK_BYTES_PER_ELEMENT))
     backward = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * DROPOUT_ADD_FLOP_PER_ELEMENT * elements,
                        elements * (2 * e + MASK_BYTES_PER_ELEMENT))
-    return forward, [backward], grad_sum
+    return [forward], [backward], grad_sum
 
 
 def residual_gradient_sum(name: str, shard: Shard, elements: float) -> list[Op]:
@@ -502,13 +506,34 @@ def residual_gradient_sum(name: str, shard: Shard, elements: float) -> list[Op]:
     Source: Megatron-Core ``TransformerLayer`` (``residual = hidden_states``, then ``input_layernorm`` or TE's
     LayerNormLinear, and ``bias_dropout_add(..., residual, ...)``); Megatron-LM and Megatron-DeepSpeed's
     ``ParallelTransformerLayer.forward`` the same; Transformer Engine's norm backward writes a fresh dx
-    (``layernorm_bwd``), accumulating into nothing. None with flash-attention's fused dropout-add-LayerNorm
-    (``training.dropout_add_norm: fused``): the residual stream then has one consumer, the next block's
-    ``DropoutAddLayerNormFn``, whose backward kernel adds the incoming residual gradient itself (``dropout_add_ln_bwd``
-    takes it as ``dx``, flash_attn/ops/layer_norm.py)."""
-    if shard.dropout_add_norm == "fused":
-        return []
+    (``layernorm_bwd``), accumulating into nothing. Under ``training.dropout_add_norm: fused`` the norm kernel adds
+    it (``dropout_add_norm_ops``)."""
     return [gradient_sum(name, 2, elements, shard.activation_bytes_per_element)]
+
+
+def dropout_add_norm_ops(name: str, model: TransformerSpec, shard: Shard) -> tuple[Op, Op]:
+    """flash-attention's DropoutAddLayerNorm (``training.dropout_add_norm: fused``; flash_attn/ops/layer_norm.py
+    ``dropout_add_layer_norm`` over csrc/layer_norm): the branch's dropout, the residual add and the norm after them
+    in one kernel each way, so a layer runs two of these and no residual kernel (``_dropout_add_ops``).
+
+    Forward (``ln_fwd_kernel``): read the branch output x0 and the residual, write their sum x (the next residual,
+    saved for the backward), the 1-byte mask and the normalised z. Backward (``ln_bwd_kernel``, prenorm): read dz, the
+    residual's incoming gradient dx, x and the mask; write the residual's gradient (the norm's input gradient plus dx:
+    the sum autograd runs elsewhere, ``residual_gradient_sum``) and the branch's (times mask and scale). The residual,
+    x and their gradients in the residual dtype (``rtype``, fp32 under ``residual_in_fp32``: ln_api.cpp
+    ``dropout_add_ln_fwd``/``_bwd``), the rest 16-bit. Pairing: the attention's residual add runs in the MLP's norm,
+    the MLP's in the next layer's attention norm (charged to this layer's: the same count and bytes a layer). The
+    small finalize kernel summing the per-block dgamma/dbeta partials is not charged, as for every norm here."""
+    elements = shard.tokens / shard.sp_divisor * model.hidden
+    e = shard.activation_bytes_per_element
+    r = BYTES_PER_ELEMENT["fp32"] if shard.residual_in_fp32 else e
+    mask = MASK_BYTES_PER_ELEMENT if model.dropout else 0
+    flop = ((LAYERNORM_FLOP_PER_ELEMENT if model.norm == "layernorm" else RMSNORM_FLOP_PER_ELEMENT)
+            + (DROPOUT_ADD_FLOP_PER_ELEMENT if model.dropout else 1)) * elements
+    forward = _memory(name, flop, elements * (e + r + r + mask + e))            # x0, residual; x, mask, z
+    backward = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * flop,
+                       elements * (e + r + r + mask + r + e))                     # dz, dx, x, mask; dresidual, dx0
+    return forward, backward
 
 
 def score_output_bytes(model: TransformerSpec, shard: Shard) -> float | None:
@@ -711,8 +736,12 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     # feeding QKV and fc1 are TE LayerNormLinear's, writing fp8
     te_layer = (shard.precision == "fp8" and shard.fp8_recipe == "delayed" and shard.fp8_transpose
                 and bool(mlp.cast_forward_tensors))
-    attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard, te_layer)
-    mlp_norm, mlp_norm_bwd = _norm_ops("mlp_norm", model, shard, te_layer)
+    if shard.dropout_add_norm == "fused":   # the residual kernels inside the norms (dropout_add_norm_ops)
+        (attn_norm, attn_norm_bwd), (mlp_norm, mlp_norm_bwd) = (dropout_add_norm_ops(name, model, shard)
+                                                                for name in ("attn_norm", "mlp_norm"))
+    else:
+        attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard, te_layer)
+        mlp_norm, mlp_norm_bwd = _norm_ops("mlp_norm", model, shard, te_layer)
     attn_residual, attn_residual_bwd, attn_residual_sum = _dropout_add_ops("attn_residual", model, shard)
     mlp_residual, mlp_residual_bwd, mlp_residual_sum = _dropout_add_ops("mlp_residual", model, shard)
     core_forward, core_backward = attention_core(model, shard)
@@ -792,7 +821,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         model, shard.qkv_bias_add, tokens,                                       # add (eager_backward)
         eager_backward.linear_output_widths(model, tp, q_local, kv_local), e)]
     forward = [attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *core_forward, attn_out.forward(shard),
-               attn_residual, mlp_norm, *mlp.forward, mlp_residual, *casts]
+               *attn_residual, mlp_norm, *mlp.forward, *mlp_residual, *casts]
     backward_input = [*mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd, *mlp_residual_sum,
                       *attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *split_bwd,
                       *qkv_dgrad,
