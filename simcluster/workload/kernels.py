@@ -708,6 +708,12 @@ def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> 
             clock = clock_ratio(gpu.name) * ceiling_ratio(gpu.name) * share
         compute_s = op.flop * eff.executed_flop_ratio / (gpu.peak_flop_per_s(op_precision(op, precision))
                                                        * eff.flop_fraction * clock)
+        if sustained and op.kind == "gemm":
+            # no GEMM faster than the GPU was measured to sustain at its power cap (efficiency.yaml
+            # sustained_gemm_ceiling_tflops)
+            ceiling = power_clock.sustained_gemm_ceiling(gpu.name, op_precision(op, precision))
+            if ceiling is not None:
+                compute_s = max(compute_s, op.flop / ceiling)
     memory_s = op.hbm_bytes / (gpu.hbm_bandwidth * eff.bandwidth_fraction)
     return compute_s, memory_s
 

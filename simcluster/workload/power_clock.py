@@ -102,6 +102,17 @@ def sustained_share(gpu_name: str, kind: str, kernel: str = "") -> float:
     return number
 
 
+def sustained_gemm_ceiling(gpu_name: str, precision: str) -> float | None:
+    """The most ``gpu_name``'s GEMMs of ``precision`` were measured to sustain at its power cap, FLOP/s
+    (efficiency.yaml ``sustained_gemm_ceiling_tflops``), or None where nothing was measured: a positive finite number,
+    else refused naming the key."""
+    table = _mapping("sustained_gemm_ceiling_tflops", _table().get("sustained_gemm_ceiling_tflops"))
+    entry = _mapping(f"sustained_gemm_ceiling_tflops.{gpu_name}", table.get(gpu_name))
+    if precision not in entry:
+        return None
+    return _number(f"sustained_gemm_ceiling_tflops.{gpu_name}.{precision}", entry[precision], 1e-9, 1e9) * 1e12
+
+
 def capped_clock(reference_clock: float, power: float, reference_power: float) -> float:
     """The cube law: the clock at which a dynamic power ``power`` is drawn, from ``reference_clock`` at
     ``reference_power`` (dynamic power ~ C V^2 f, V ~ f over the DVFS range; efficiency.yaml

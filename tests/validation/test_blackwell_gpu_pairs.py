@@ -20,9 +20,12 @@ Independent truths:
 - The one same-layout GB300 / GB200 pair whose published settings match the stored presets of both GPUs (Llama 3
   70B FP8-CS on 64 GPUs of one NVL72, Megatron FSDP; docs/calibration.md bw70b): 7.5993 / 7.2496 s a step, 1.048
   (held out; nothing fitted to it). The simulated ratio rests on the per-GPU inputs only (clock by the cube law,
-  SMs, HBM, the exponential unit): within 3%. Fails if the GB300 clock or tensor rate is raised by the ~12% the 8B
-  and 405B GB300 rows would ask for. A regression guard only: a sourced per-GPU input (a clock or bandwidth
-  reading) that moves the ratio outside 3% is reported with this test's new margin, never tuned back to the row.
+  SMs, HBM, the exponential unit, GB200's measured fp8 GEMM rate at its cap): within 4.5% (3% until round 33;
+  GB200's sustained GEMM ceiling, efficiency.yaml sustained_gemm_ceiling_tflops, moved the simulated ratio from
+  within 3% to 1.090 against 1.048, +3.9%: GB300 has no such reading). Fails if the GB300 clock or tensor rate is
+  raised by the ~12% the 8B and 405B GB300 rows would ask for. A regression guard only: a sourced per-GPU input (a
+  clock or bandwidth reading) that moves the ratio outside its margin is reported with this test's new margin, never
+  tuned back to the row.
 - scripts/gpu_pairs.py: ratios of a table's published and simulated TFLOP/s per GPU against the base GPU of the
   same model and recipe, and the settings in which the two scenarios differ.
 """
@@ -96,7 +99,7 @@ def test_gb300_over_gb200_on_the_70b_pair():
              for gpu, name in PAIR_70B.items()}
     published = HELD_OUT[PAIR_70B["gb200"]]["step_time_s"] / HELD_OUT[PAIR_70B["gb300"]]["step_time_s"]
     assert published == pytest.approx(1.048, abs=0.0005)  # 7.5993 / 7.2496 s
-    assert steps["gb200"] / steps["gb300"] == pytest.approx(published, rel=0.03)
+    assert steps["gb200"] / steps["gb300"] == pytest.approx(published, rel=0.045)
 
 
 @pytest.fixture(scope="module")
