@@ -383,10 +383,9 @@ class FlowNetwork(NetworkModel):
         sending = self._sending
         while sending:
             solved = self._solve(self._sending_key or self._route_key(sending))
-            end_s, soonest_s, left_s = self._next_send_end_all(solved)
+            end_s, ending = self._next_send_end_all(solved)
             if end_s > horizon_s:  # ``solved``: the rates of every sending class, carried to ``to_s`` below
                 break
-            ending = self._ending(soonest_s, left_s)
             self._carry(end_s, solved, ending)
             for h in ending:
                 self._done_at_s[h] = end_s + sending.pop(h).latency_s
@@ -472,7 +471,7 @@ class FlowNetwork(NetworkModel):
         """The multiset of routes of ``handles`` (sending classes), sorted."""
         if len(handles) == len(self._sending):   # all of them: handles are always among the sending classes
             if self._sending_key is None:
-                self._sending_key = tuple(sorted([c.route for c in self._sending.values()]))
+                self._sending_key = tuple(sorted(c.route for c in self._sending.values()))
             return self._sending_key
         return tuple(sorted(self._sending[h].route for h in handles))
 
@@ -489,47 +488,31 @@ class FlowNetwork(NetworkModel):
         ending = [h for h, s in left_s.items() if s <= soonest_s * (1 + _SAME_TIME_RTOL)]
         return now_s + soonest_s, ending, rates
 
-    def _next_send_end_all(self, solved: tuple) -> tuple[float, float, list[float]]:
+    def _next_send_end_all(self, solved: tuple) -> tuple[float, list[int]]:
         """``_next_send_end`` for every sending class at its bytes left (what ``advance`` asks at each step), at the
         rates of ``solved`` (``_solve`` of every sending class's route): the same quotients, minimum and order,
-        without the dictionaries of bytes left, of times left and of rates. Returns the end, the least time left and
-        every class's time left (in ``_sending``'s order), which ``_ending`` turns into the classes ending, asked only
-        when ``advance`` carries to that end (most calls stop short of it: round 33)."""
+        without the dictionaries of bytes left, of times left and of rates."""
         rate_of_route = solved[0]
-        left_s = [c.remaining_bytes / rate_of_route[c.route] for c in self._sending.values()]
+        sending = self._sending
+        left_s = [c.remaining_bytes / rate_of_route[c.route] for c in sending.values()]
         soonest_s = min(left_s)
-        return self.now_s + soonest_s, soonest_s, left_s
-
-    def _ending(self, soonest_s: float, left_s: list[float]) -> list[int]:
-        """The classes whose time left (``_next_send_end_all``) is the least, up to ``_SAME_TIME_RTOL``."""
         bound_s = soonest_s * (1 + _SAME_TIME_RTOL)
-        if len(left_s) == 1:
-            return list(self._sending)
-        return [h for h, s in zip(self._sending, left_s, strict=True) if s <= bound_s]
+        return self.now_s + soonest_s, [h for h, s in zip(sending, left_s, strict=True) if s <= bound_s]
 
     def _carry(self, until_s: float, solved: tuple, ending):
         """Send at the constant rates of ``solved`` (``_solve`` of every sending class's route) from now to
         ``until_s``; classes in ``ending`` send exactly their rest."""
         dt_s = until_s - self.now_s
         rate_of_route = solved[0]
-        if ending:
-            for h, c in self._sending.items():
-                if h in ending:
-                    sent = c.remaining_bytes
-                else:   # min(remaining, rate * dt) as ``min`` picks it: the first unless the second is smaller
-                    sent = rate_of_route[c.route] * dt_s
-                    if not sent < c.remaining_bytes:
-                        sent = c.remaining_bytes
-                c.remaining_bytes -= sent
-                c.carried[2] += sent
-        else:   # the same sums, without the test for an ending class (most carries: ``advance``'s last)
-            for c in self._sending.values():
+        for h, c in self._sending.items():
+            if ending and h in ending:
+                sent = c.remaining_bytes
+            else:   # min(remaining, rate * dt) as ``min`` picks it: the first unless the second is smaller
                 sent = rate_of_route[c.route] * dt_s
-                remaining = c.remaining_bytes
-                if not sent < remaining:
-                    sent = remaining
-                c.remaining_bytes = remaining - sent
-                c.carried[2] += sent
+                if not sent < c.remaining_bytes:
+                    sent = c.remaining_bytes
+            c.remaining_bytes -= sent
+            c.carried[2] += sent
         if dt_s > 0:
             if self._windows:
                 self._window_carry(solved, until_s)   # window bytes and busy time
