@@ -306,3 +306,20 @@ def test_component_evictions_leave_no_references_to_route_sets_no_longer_cached(
     assert held == sorted((part, key) for key, solved in net._rates_cache.items() for part in solved[4])
     assert len(held) <= 2 * len(net._rates_cache)
     assert rates[-5:] == rates[:5]   # the rates do not depend on what was evicted
+
+
+def test_components_revisited_after_thousands_of_others_are_not_solved_again(monkeypatch):
+    """An expert-parallel pipeline revisits a few thousand components (the held-out nemo2604-qwen3-235b-256-h100-fp8:
+    2,929 distinct, solved 76,934 times with a cache of 1,024, round 33): a component seen 3,000 components ago is
+    answered from the caches, not solved again, and the answer is the same. Fails with a component cache
+    (``_COMPONENT_CACHE_ENTRIES``) of 1,024: evicting a component drops the whole route sets that hold it."""
+    net = FlowNetwork(build("rail-fat-tree", 64))
+    pairs = [[a, b] for a in range(64) for b in range(64) if a != b][:3000]
+    keys = [(net._sending[net.start(TransferClass([pair], GIB), 0.0)].route,) for pair in pairs]
+    first = [net._solve(key)[0] for key in keys]
+    solved = []
+    inner = net._solve_component
+    monkeypatch.setattr(net, "_solve_component", lambda key: solved.append(key) or inner(key))
+    again = [net._solve(key)[0] for key in keys]
+    assert solved == []
+    assert again == first
