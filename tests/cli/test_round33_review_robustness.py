@@ -12,7 +12,10 @@ review of the robustness changes"). Each case failed before its fix:
   Megatron-DeepSpeed layers (an MLPerf scenario: two sum kernels a layer dropped without a word);
 - ``dp_phase_charges.py --stretch 2`` with no row printed nothing and exited 0; ``--solve`` (or ``--stretch``) on a
   row of dp 1 simulated it twice to say "still fast" (no data-parallel collective to stretch);
-- ``accuracy_tables.py --write PAGE`` read the page by ``Path.read_text``: a FIFO waited for a writer forever.
+- ``accuracy_tables.py --write PAGE`` read the page by ``Path.read_text``: a FIFO waited for a writer forever;
+- round 33 refused every pipe where a file is read, a pipe with a writer too: ``replay <(zcat t.json.gz)``,
+  ``laws loss-vs-time --summary <(...)`` and ``cat t.json | replay /dev/stdin`` worked before it. A pipe is now
+  opened without blocking: one with a writer is read (within the same byte limits), one without is refused at once.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
+from pathlib import Path
 
 import pytest
 from scripts_loader import load_script
 
+from simcluster.core import inputs
 from simcluster.core.errors import ScenarioError
 from simcluster.spec import config, hardware
 from simcluster.workload import kernels, power_clock
@@ -162,4 +168,43 @@ def test_a_page_that_is_a_fifo_is_refused_not_waited_for(tmp_path, capsys):
     with time_limit(5.0):
         assert accuracy_tables.main([str(cal), str(ho), "--write", str(page)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "page.md: is not a regular file" in err, err
+    assert err.count("\n") == 1 and "page.md: is a pipe with nothing written to it" in err, err
+
+
+# ---- 6. a pipe with a writer is read again; one without is refused at once ---------------------------------------
+KINETO = "tests/data/kineto/a100-2rank-allreduce.rank0.json.gz"
+
+
+def _fed_fifo(tmp_path, data: bytes):
+    """A pipe whose write end is open and fed by a thread, named as ``<(zcat t.json.gz)`` names one (/dev/fd/N)."""
+    read_end, write_end = os.pipe()
+
+    def feed():
+        with os.fdopen(write_end, "wb") as handle:
+            handle.write(data)
+    threading.Thread(target=feed, daemon=True).start()
+    return Path(f"/dev/fd/{read_end}")
+
+
+def test_a_trace_through_a_pipe_replays_as_the_file(cli, tmp_path):
+    trace = Path(__file__).resolve().parents[2] / KINETO
+    with time_limit(20.0):
+        code, out, err = cli("replay", _fed_fifo(tmp_path, trace.read_bytes()), "--json", "--network", "analytic")
+        assert code == 0, err
+        code, direct, err = cli("replay", trace, "--json", "--network", "analytic")  # --json: no folder written
+    assert code == 0, err
+    assert json.loads(out)["steps"] == json.loads(direct)["steps"]
+
+
+def test_a_summary_through_a_pipe_is_read_and_a_device_is_not(tmp_path):
+    with time_limit(5.0):
+        assert inputs.load_json(_fed_fifo(tmp_path, b'{"a": 1}'), what="summary") == {"a": 1}
+    with pytest.raises(ScenarioError, match="/dev/zero: is not a regular file or a pipe"):
+        inputs.read_text(Path("/dev/zero"), inputs.MAX_JSON_BYTES)
+    with pytest.raises(ScenarioError, match="is not a regular file or a pipe"):
+        inputs.read_text(tmp_path, inputs.MAX_JSON_BYTES)  # a folder
+
+
+def test_a_pipe_is_held_to_the_same_limit(tmp_path):
+    with time_limit(5.0), pytest.raises(ScenarioError, match="MiB limit for a file"):
+        inputs.read_text(_fed_fifo(tmp_path, b"x" * 64), 10, "file")
