@@ -208,3 +208,18 @@ def test_a_summary_through_a_pipe_is_read_and_a_device_is_not(tmp_path):
 def test_a_pipe_is_held_to_the_same_limit(tmp_path):
     with time_limit(5.0), pytest.raises(ScenarioError, match="MiB limit for a file"):
         inputs.read_text(_fed_fifo(tmp_path, b"x" * 64), 10, "file")
+
+
+def test_a_graphml_fabric_is_parsed_from_the_text_read_once(monkeypatch):
+    """The bounded read's text is the one parsed: opened again by ``read_graphml``, a FIFO's second open waited for
+    a second writer forever (and a file replaced between the two reads was parsed unchecked)."""
+    import networkx as nx
+
+    from simcluster.fabric import files
+
+    def reopened(*_args, **_kw):
+        raise AssertionError("the GraphML file was opened a second time")
+    monkeypatch.setattr(nx, "read_graphml", reopened)
+    builder, gpus_per_node = files.from_graphml(Path(__file__).resolve().parents[2]
+                                                / "topologies/four-gpus-one-switch.graphml")
+    assert builder.gpu_nodes == ["s0-gpu0", "s0-gpu1", "s1-gpu0", "s1-gpu1"] and gpus_per_node == 2  # the file's
