@@ -211,8 +211,8 @@ def test_a_pipe_is_held_to_the_same_limit(tmp_path):
 
 
 def test_a_graphml_fabric_is_parsed_from_the_text_read_once(monkeypatch):
-    """The bounded read's text is the one parsed: opened again by ``read_graphml``, a FIFO's second open waited for
-    a second writer forever (and a file replaced between the two reads was parsed unchecked)."""
+    """The bounded read's text is the one parsed: opened again by ``read_graphml``, a file replaced between the two
+    reads was parsed unchecked, and a pipe would have been read twice."""
     import networkx as nx
 
     from simcluster.fabric import files
