@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             write_trend_plot(calibration, held_out, args.trend_plot)
         if args.write:
             page = Path(args.write)
-            try:  # read_text: a regular file within the fabric files' bound (round 33 review: a FIFO waited forever)
+            try:  # read_text: bounded, a FIFO without a writer refused (round 33 review: it waited forever)
                 text = inputs.read_text(page, inputs.MAX_FABRIC_BYTES, "page")
             except ScenarioError as exc:
                 raise InputError(str(exc)) from None

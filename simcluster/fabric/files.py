@@ -163,8 +163,8 @@ def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
     ``bandwidth`` and optional ``latency``, ``kind``, ``class`` as unit strings. An undirected graph's edges are
     full-duplex cables."""
     source = str(path)
-    # size and text, before XML parsing; the text read is the one parsed (a pipe reads once: opened again by
-    # read_graphml, a FIFO waited for a second writer forever; round 33 review)
+    # size and text, before XML parsing; the text read is the one parsed (opened again by read_graphml, a file
+    # replaced between the two reads was parsed unchecked; round 33 review)
     text = inputs.read_text(path, inputs.MAX_FABRIC_BYTES, "GraphML fabric file")
     import networkx as nx
     try:

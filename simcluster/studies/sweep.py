@@ -406,7 +406,7 @@ def folder_for(out_dir: Path, tasks: list[Task]) -> tuple[Path, Callable[[], Non
     while (owner := _owner(candidate)) not in ("", key):
         candidate = Path(out_dir).with_name(f"{Path(out_dir).name}-{index}")
         index += 1
-    made = [folder for folder in itertools.takewhile(lambda f: not f.exists(), (candidate, *candidate.parents))]
+    made = list(itertools.takewhile(lambda folder: not folder.exists(), (candidate, *candidate.parents)))
     candidate.mkdir(parents=True, exist_ok=True)
     undo = None if owner == key else functools.partial(_undo_folder, candidate, made)
     try:
