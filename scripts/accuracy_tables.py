@@ -342,10 +342,10 @@ def main(argv: list[str] | None = None) -> int:
             write_trend_plot(calibration, held_out, args.trend_plot)
         if args.write:
             page = Path(args.write)
-            try:
-                text = page.read_text()
-            except OSError as exc:
-                raise InputError(f"{page}: cannot read ({exc.strerror or exc})") from None
+            try:  # read_text: bounded, a FIFO without a writer refused (round 33 review: it waited forever)
+                text = inputs.read_text(page, inputs.MAX_FABRIC_BYTES, "page")
+            except ScenarioError as exc:
+                raise InputError(str(exc)) from None
             try:
                 new_text = replace_block(text, block)
             except InputError as exc:

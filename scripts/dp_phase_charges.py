@@ -145,13 +145,17 @@ def closing_stretch(case, published_s: float, f_max: float = F_MAX, rel_tol: flo
     return factor
 
 
-def row(name: str) -> tuple[dict, object]:
-    """The validation case and scenario of ``name``; a name that is not a row, or a pipelined row, is refused."""
+def row(name: str, stretching: bool = False) -> tuple[dict, object]:
+    """The validation case and scenario of ``name``; a name that is not a row, or a pipelined row, is refused, and
+    with ``--stretch`` or ``--solve`` (``stretching``) a row of dp 1, which has no data-parallel collective to stretch
+    (round 33 review: its steps at every F were the same, and --solve simulated it twice to say "still fast")."""
     cases = {c["scenario"]: c for c in validation.cases() + validation.held_out_cases()}
     if name not in cases:
         raise ScenarioError("scenario", f"{name}: not a validation row (simcluster validate [--held-out] lists them)")
     scenario = config.load(name)
     group_layout(scenario)
+    if stretching and scenario.parallelism.dp == 1:
+        raise ScenarioError("parallelism.dp", f"{name}: dp 1, no data-parallel collective for --stretch or --solve")
     return cases[name], scenario
 
 
@@ -209,8 +213,10 @@ def main(argv: list[str]) -> int:
         if not factors or any(not 1.0 <= f <= MAX_STRETCH for f in factors):
             raise ScenarioError("--stretch", f"comma-separated factors from 1 to {MAX_STRETCH:g}, e.g. 1,2,3")
         argv = argv[:at] + argv[at + 2:]
+    if not argv:  # round 33 review: `--stretch 2` alone took 2 for the factors and printed nothing, exit 0
+        raise ScenarioError("scenario", "no validation row given (see --help)")
     for name in argv:   # every name checked before the first is simulated (round 33)
-        row(name)
+        row(name, stretching=bool(factors) or solve)
     for name in argv:
         print("\n".join(report(name, factors, solve)), flush=True)
     return 0

@@ -12,7 +12,7 @@ them and computes only what is missing (``--fresh`` recomputes everything). How 
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -161,10 +161,10 @@ def sweep_command(
     _check_targets(tasks, chosen, target_loss)
     requested = check_writable(named(out or Path("runs") / f"{spec.name}-sweep"))
     console = Console(stderr=True)
-    out_dir, made = None, False
+    out_dir, undo = None, None
     try:  # the workers first: a Dask scheduler that cannot be reached is refused before a folder is made
         with sweep.executor(jobs, scheduler) as (pool, slots):
-            out_dir, made = _grid_folder(requested, tasks)
+            out_dir, undo = _grid_folder(requested, tasks)
             note = _FolderNote(requested, out_dir)
             with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
@@ -185,8 +185,8 @@ def sweep_command(
              "are kept: run the same command to resume")
     if not run.summaries:  # a refusal: nothing kept, one line (round 33: the folder of failures stayed, and the
         first = run.failed[0]  # note on a taken folder came before the error)
-        if made:
-            shutil.rmtree(out_dir, ignore_errors=True)
+        if undo is not None:  # the folder, and its parents, made (or found empty) for this sweep
+            undo()
         raise ScenarioError("sweep", f"all {len(tasks)} runs failed; first ({first['params']}): {first['error']}")
     note.said()
     frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold, out_dir)
@@ -248,9 +248,9 @@ def _check_targets(tasks: list, law, target_loss: float | None) -> None:
         economics.check_target_reachable(scenario, law, target_loss, field="--target-loss")
 
 
-def _grid_folder(requested: Path, tasks: list) -> tuple[Path, bool]:
-    """``sweep.folder_for`` and whether this command made the folder; a folder that cannot be made is the one-line
-    error of --out."""
+def _grid_folder(requested: Path, tasks: list) -> tuple[Path, Callable[[], None] | None]:
+    """``sweep.folder_for``: the folder and what undoes it; a folder that cannot be made is the one-line error of
+    --out."""
     try:
         return sweep.folder_for(requested, tasks)
     except OSError as err:

@@ -16,6 +16,7 @@ Why each limit:
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -45,27 +46,44 @@ MAX_INT_CHARS = 1000
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: several times faster
 
 
-def regular_size(path: Path, source: str) -> int:
-    """The size of ``path``, a regular file (a link to one too); anything else is refused (round 33): reading a
-    FIFO waits for a writer forever (``--summary``, a trace), a device has no size to check (``/dev/zero`` reads
-    without end: a replay of it ran out of memory), a folder cannot be read. OSError is the caller's."""
+def input_size(path: Path, source: str) -> int | None:
+    """The size of ``path`` when it is a regular file (a link to one too), None when it is a pipe (``<(zcat
+    t.json.gz)``, ``/dev/stdin`` under ``|``, a FIFO), whose size is known only once read; anything else is refused by
+    its mode (round 33): a device has no size to check (``/dev/zero`` reads without end: a replay of it ran out of
+    memory), a folder cannot be read. OSError is the caller's."""
     info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise ScenarioError(source, "is not a regular file (a folder, a pipe or a device?)")
-    return info.st_size
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size
+    if stat.S_ISFIFO(info.st_mode):
+        return None
+    raise ScenarioError(source, "is not a regular file or a pipe (a folder or a device?)")
+
+
+def read_at_most(path: Path, limit: int, source: str, pipe: bool = False) -> bytes:
+    """At most ``limit`` bytes of ``path``. A ``pipe`` (``input_size`` None) is opened without blocking and then read
+    blocking: one with a writer is read to its end or ``limit``, and a FIFO without a writer reads nothing at once and
+    is refused, where a blocking open waited for a writer forever (round 33; its review let pipes with a writer
+    through again, which round 33 refused with the FIFOs). OSError is the caller's."""
+    fd = os.open(path, os.O_RDONLY | (os.O_NONBLOCK if pipe else 0))
+    with os.fdopen(fd, "rb") as handle:
+        if pipe:
+            os.set_blocking(fd, True)
+        data = handle.read(limit)
+    if pipe and not data:
+        raise ScenarioError(source, "is a pipe with nothing written to it (a FIFO without a writer?)")
+    return data
 
 
 def read_text(path: Path, max_bytes: int, what: str = "file") -> str:
-    """The UTF-8 text of ``path``, refused when larger than ``max_bytes``, binary, not a regular file, or
-    unreadable."""
+    """The UTF-8 text of ``path``, refused when larger than ``max_bytes``, binary, neither a regular file nor a pipe
+    with a writer (``input_size``, ``read_at_most``), or unreadable."""
     source = str(path)
     try:
-        size = regular_size(path, source)
-        if size > max_bytes:
+        size = input_size(path, source)
+        if size is not None and size > max_bytes:
             raise ScenarioError(source, f"is {size / MIB:.3g} MiB, above the {max_bytes / MIB:.3g} MiB limit for a "
                                 f"{what} (see docs/robustness.md)")
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)  # the file may grow between stat and read
+        data = read_at_most(path, max_bytes + 1, source, pipe=size is None)  # a file may grow between stat and read
     except OSError as err:
         raise ScenarioError(source, f"cannot read: {err.strerror or err}") from None
     if len(data) > max_bytes:

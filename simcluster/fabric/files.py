@@ -163,10 +163,12 @@ def from_graphml(path: Path) -> tuple[GraphBuilder, int | None]:
     ``bandwidth`` and optional ``latency``, ``kind``, ``class`` as unit strings. An undirected graph's edges are
     full-duplex cables."""
     source = str(path)
-    inputs.read_text(path, inputs.MAX_FABRIC_BYTES, "GraphML fabric file")  # size and text, before XML parsing
+    # size and text, before XML parsing; the text read is the one parsed (opened again by read_graphml, a file
+    # replaced between the two reads was parsed unchecked; round 33 review)
+    text = inputs.read_text(path, inputs.MAX_FABRIC_BYTES, "GraphML fabric file")
     import networkx as nx
     try:
-        raw = nx.read_graphml(path)
+        raw = nx.parse_graphml(text)
     except Exception as err:  # networkx raises several types (ParseError, NetworkXError, KeyError)
         raise ScenarioError(source, f"not a readable GraphML file: {err}") from None
     nodes = {}

@@ -162,9 +162,9 @@ MAX_TRACE_BYTES = 256 * 1024 * 1024
 def read_trace_bytes(path) -> bytes:
     """The bytes of a trace file, refused in one line when unreadable or above MAX_TRACE_BYTES."""
     try:
-        if inputs.regular_size(path, str(path)) <= MAX_TRACE_BYTES:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_TRACE_BYTES + 1)  # the file may grow between stat and read
+        size = inputs.input_size(path, str(path))  # a regular file or a pipe (`<(zcat t.json.gz)`), by its mode
+        if size is None or size <= MAX_TRACE_BYTES:
+            data = inputs.read_at_most(path, MAX_TRACE_BYTES + 1, str(path), pipe=size is None)  # it may grow
             if len(data) <= MAX_TRACE_BYTES:
                 return data
         raise ScenarioError(str(path), f"larger than {MAX_TRACE_BYTES // 2**20} MiB, the largest trace file "

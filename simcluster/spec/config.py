@@ -1461,6 +1461,12 @@ class Scenario(_Strict):
             raise ScenarioError("training.qkv_bias_add", f"{t.qkv_bias_add}: the model has no linear biases "
                                 "(model.bias false, or an rmsnorm model's default), so there is no QKV bias to add: "
                                 "leave it unset")
+        if t.dropout_add_norm == "fused" and (t.mcore_version is not None or p.pipeline_engine == "deepspeed"):
+            # round 33 review: accepted unsaid on an MLPerf Megatron-Core scenario, two sum kernels a layer dropped
+            raise ScenarioError("training.dropout_add_norm", "fused is flash-attention's DropoutAddLayerNorm; "
+                                "Megatron-Core's layer (training.mcore_version stated) and Megatron-DeepSpeed's "
+                                "(pipeline_engine: deepspeed) add the residual and run the norm as two consumers: "
+                                "separate")
         self._check_offload()
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")

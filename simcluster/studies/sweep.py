@@ -14,11 +14,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import functools
 import glob
 import hashlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -391,27 +393,44 @@ def _owner(folder: Path) -> str | None:
     return data.get("grid_key") if isinstance(data, dict) else None
 
 
-def folder_for(out_dir: Path, tasks: list[Task]) -> tuple[Path, bool]:
+def folder_for(out_dir: Path, tasks: list[Task]) -> tuple[Path, Callable[[], None] | None]:
     """The folder of this grid: ``out_dir`` when it is new, empty, or holds this grid's sweep (resume), else the
     first ``out_dir-2``, ``out_dir-3``, ... that is: a sweep of another grid, or another command's outputs, are
-    never overwritten. The grid file is written into it. Returns it and whether it was made here (a sweep whose
-    every run failed removes it again: cli/sweep.py)."""
+    never overwritten. The grid file is written into it. Returns it and what undoes it (a sweep whose every run
+    failed keeps nothing: cli/sweep.py): None when it holds this grid's earlier runs (kept), else ``undo``, which
+    removes what this sweep put there: the folder and the parents made for it, or, in a folder that was there
+    empty, everything in it (round 33 review: the grid file and the failures' shards stayed in an empty folder the
+    user made, and ``--out a/new/x`` left ``a/new/``)."""
     key = grid_key(tasks)
     candidate, index = Path(out_dir), 2
-    while _owner(candidate) not in ("", key):
+    while (owner := _owner(candidate)) not in ("", key):
         candidate = Path(out_dir).with_name(f"{Path(out_dir).name}-{index}")
         index += 1
-    made = not candidate.exists()
+    made = list(itertools.takewhile(lambda folder: not folder.exists(), (candidate, *candidate.parents)))
     candidate.mkdir(parents=True, exist_ok=True)
+    undo = None if owner == key else functools.partial(_undo_folder, candidate, made)
     try:
         outputs.write_text(candidate / GRID_FILE, outputs.dumps({"format": SHARD_FORMAT, "grid_key": key,
                                                                  "runs": len(tasks)}) + "\n")
     except BaseException:  # a full disk, an interrupt: leave no empty folder behind
-        if made:
-            with contextlib.suppress(OSError):
-                candidate.rmdir()
+        if undo is not None:
+            undo()
         raise
-    return candidate, made
+    return candidate, undo
+
+
+def _undo_folder(folder: Path, made: list[Path]) -> None:
+    """Remove what a sweep wrote into ``folder`` (new, or empty before it), then the folders in ``made`` (``folder``
+    and the parents made for it, innermost first) when empty: a folder another command filled meanwhile is kept."""
+    for child in (folder.iterdir() if folder.is_dir() else ()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                child.unlink()
+    for path in made:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def sibling_folders(requested: Path, out_dir: Path) -> list[Path]:

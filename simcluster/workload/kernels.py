@@ -704,8 +704,8 @@ def roofline_s(op: Op, gpu: GpuSpec, precision: str, sustained: bool = True) -> 
     if op.flop > 0:
         clock = 1.0
         if sustained and op.kind in TENSOR_CORE_KINDS:
-            share = power_clock.sustained_share(gpu.name, op.kind, op.kernel)
-            clock = clock_ratio(gpu.name) * ceiling_ratio(gpu.name) * share
+            ratio = clock_ratio(gpu.name)
+            clock = ratio * ceiling_ratio(gpu.name) * power_clock.sustained_share(gpu.name, op.kind, op.kernel, ratio)
         compute_s = op.flop * eff.executed_flop_ratio / (gpu.peak_flop_per_s(op_precision(op, precision))
                                                        * eff.flop_fraction * clock)
         if sustained and op.kind == "gemm":

@@ -78,19 +78,26 @@ def low_power_share() -> float:
 SHARE_KINDS = ("gemm", "attention")
 
 
-def sustained_share(gpu_name: str, kind: str, kernel: str = "") -> float:
+def sustained_share(gpu_name: str, kind: str, kernel: str = "", clock_ratio: float = 1.0) -> float:
     """What a stream of ``kind`` kernels keeps of its burst throughput at the power cap, over ``clock_ratio``
     (efficiency.yaml ``sustained_share``: per GPU, ``default`` for the others; 1 for kinds not listed there): a
     finite positive number, else refused naming the key. A kind's entry may instead map kernel names (``Op.kernel``,
     e.g. the A100's FlashAttention-2 ``flash``) to shares, with ``default`` (1 if absent) for the kind's other
-    kernels: the burst curves of one kind can come from benchmarks run at different clocks."""
+    kernels: the burst curves of one kind can come from benchmarks run at different clocks. A stream at the cap runs
+    no faster than its burst: ``clock_ratio`` (the GPU's, kernels.clock_ratio) x the share is at most 1, and a kind
+    not in ``SHARE_KINDS`` (a misspelt ``gemm``, which was ignored unsaid) is refused (round 33 review: 1e9 made
+    every GEMM 10^9 times faster)."""
     if kind not in SHARE_KINDS:
         return 1.0
-    table = _table().get("sustained_share") or {}
+    table = _mapping("sustained_share", _table().get("sustained_share"))  # 0.9 here was a TypeError traceback
     key = gpu_name if gpu_name in table else "default"
     entry = table.get(key) or {}
     if not isinstance(entry, dict):
         raise ScenarioError(f"efficiency.yaml sustained_share.{key}", f"{entry!r} is not a mapping of kind to share")
+    unknown = sorted(str(name) for name in entry if name not in SHARE_KINDS)
+    if unknown:
+        raise ScenarioError(f"efficiency.yaml sustained_share.{key}.{unknown[0]}",
+                            f"not a kernel kind with a sustained share ({', '.join(SHARE_KINDS)})")
     share = entry.get(kind, 1.0)
     path = f"sustained_share.{key}.{kind}"
     if isinstance(share, dict):
@@ -99,6 +106,9 @@ def sustained_share(gpu_name: str, kind: str, kernel: str = "") -> float:
     number = units.finite_float(share)
     if number is None or number <= 0.0:
         raise ScenarioError(f"efficiency.yaml {path}", f"{shown(share)} is not a positive number")
+    if number * clock_ratio > 1.0 + 1e-12:
+        raise ScenarioError(f"efficiency.yaml {path}", f"{shown(share)} x the GPU's clock_ratio {clock_ratio:g} is "
+                            f"above 1: a stream at the power cap faster than its burst (at most {1 / clock_ratio:.4g})")
     return number
 
 

@@ -476,6 +476,9 @@ def _recent_files() -> dict:
     # round 33: a QKV bias add stated on a model without linear biases was ignored unsaid
     files["training.qkv_bias_add=no-bias"] = edited("training.qkv_bias_add", "separate",
                                                     edited("model", {**MODEL, "bias": False}))
+    # round 33's review: flash-attention's fused DropoutAddLayerNorm stated on a Megatron-Core layer
+    files["training.dropout_add_norm=fused-mcore"] = edited("training.dropout_add_norm", "fused",
+                                                            edited("training.mcore_version", "0.11"))
     return files
 
 
