@@ -25,6 +25,12 @@ def row():
     return scenario, simulate(scenario, check_memory=False, link_windows=False)
 
 
+def _phase_s(events) -> float:
+    """The data-parallel phase's time: its gradient and parameter collectives' events, summed."""
+    return sum(end - start for name, start, end in zip(events["name"], events["start_s"], events["end_s"],
+                                                       strict=True) if name.startswith(("grad ", "param ")))
+
+
 def test_a_ring_of_four_gpus_a_node_is_priced_at_four_nics(row):
     scenario, result = row
     assert dp_phase_charges.group_layout(scenario) == (220, 55, 4)
@@ -43,9 +49,7 @@ def test_a_ring_of_four_gpus_a_node_is_priced_at_four_nics(row):
 
 def test_stretching_an_unoverlapped_phase_adds_it_again(row):
     scenario, result = row
-    events = result.events
-    phase_s = sum(end - start for name, start, end in zip(events["name"], events["start_s"], events["end_s"],
-                                                          strict=True) if name.startswith(("grad ", "param ")))
+    phase_s = _phase_s(result.events)
     with dp_phase_charges.stretched(2.0):
         stretched = simulate(scenario, check_memory=False, link_windows=False).summary["step_time_s"]
     assert stretched - result.summary["step_time_s"] == pytest.approx(phase_s, rel=0.01)
@@ -58,9 +62,7 @@ def test_the_closing_stretch_is_the_closed_form_on_a_phase_that_runs_alone(row):
     """Where the phase runs alone, step(F) = step(1) + (F - 1) x phase, so the stretch that puts the step at a
     published figure is 1 + (published - step) / phase exactly; a row already slow has none, nor one past F_MAX."""
     scenario, result = row
-    events = result.events
-    phase_s = sum(end - start for name, start, end in zip(events["name"], events["start_s"], events["end_s"],
-                                                          strict=True) if name.startswith(("grad ", "param ")))
+    phase_s = _phase_s(result.events)
     case = {c["scenario"]: c for c in validation.held_out_cases()}[ROW]
     step_s = result.summary["step_time_s"]
     published_s = step_s + 1.7 * phase_s

@@ -18,9 +18,10 @@ import dataclasses
 import pytest
 
 from simcluster.core.errors import ScenarioError
-from simcluster.spec import config, hardware
+from simcluster.spec import hardware
 from simcluster.workload import kernels, power_clock
-from simcluster.workload.ops import Op, layer_ops, shard_for
+from simcluster.workload.ops import Op
+from tests.validation.test_blackwell_405b_gemms import layer_fp8_gemms, weighted_rate
 
 GB200 = hardware.gpu("gb200")
 H200 = hardware.gpu("h200-sxm")
@@ -47,24 +48,6 @@ def _model_tflops(gpu, shape, sustained=True):
     return op.flop / (max(compute_s, memory_s) + kernels.launch_overhead_s()) / 1e12
 
 
-def _layer_gemms(name):
-    """(FLOP/s, FLOP) of each fp8 GEMM of one 405B layer of the scenario in training (the sustained regime)."""
-    scenario = config.load(name)
-    gpu, precision = scenario.cluster.gpu, scenario.training.precision
-    gemms = {}
-    for phase, ops in layer_ops(scenario.model, shard_for(scenario)).items():
-        for op in ops:
-            if op.kind == "gemm" and kernels.op_precision(op, precision) == "fp8":
-                gemms[(phase, op.name)] = (op.flop / kernels.roofline_s(op, gpu, precision)[0], op.flop)
-    return gemms
-
-
-def _weighted_rate(name):
-    """The layer's fp8 GEMM FLOP over their time."""
-    gemms = _layer_gemms(name).values()
-    return sum(f for _, f in gemms) / sum(f / r for r, f in gemms)
-
-
 def test_the_gb200_rate_at_the_cap_is_flat_where_the_burst_model_rises():
     """The premise of a ceiling rather than a lower clock: measured highest / lowest 1.029 over a 512x range of FLOP;
     the short-benchmark model rises 1.31 over the same shapes (3139 to 4104), H200's measured curve 1.09."""
@@ -78,7 +61,7 @@ def test_the_gb200_rate_at_the_cap_is_flat_where_the_burst_model_rises():
 def test_no_gemm_of_the_405b_layer_runs_above_the_gb200s_sustained_maximum():
     """Before the ceiling 7 of the 12 ran above it (mlp_up forward and mlp_down backward 3060 TFLOP/s, 1.053); now
     none does, and the deepest sit on it. Fails without efficiency.yaml's gb200 entry."""
-    rates = {key: rate for key, (rate, _) in _layer_gemms(SCENARIO_GB200).items()}
+    rates = {key: rate for key, (rate, _) in layer_fp8_gemms(SCENARIO_GB200).items()}
     assert len(rates) == 12
     assert max(rates.values()) <= CEILING * (1 + 1e-9)
     assert max(rates.values()) == pytest.approx(CEILING, rel=1e-6)
@@ -122,7 +105,7 @@ def test_gb200_training_clock_at_4096_cube_matches_the_lone_gpu():
                    "training clock's communication share, which Blackwell's clock does not carry")
 def test_the_405b_layers_gemm_ratio_gb200_over_h200_is_the_same_benchmarks():
     measured = max(AZURE_GB200_FP8[s] / AZURE_H200_FP8[s] for s in AZURE_GB200_FP8)
-    assert _weighted_rate(SCENARIO_GB200) / _weighted_rate(SCENARIO_H200) <= measured * 1.05
+    assert weighted_rate(SCENARIO_GB200) / weighted_rate(SCENARIO_H200) <= measured * 1.05
 
 
 @pytest.mark.parametrize(("table", "key"), [

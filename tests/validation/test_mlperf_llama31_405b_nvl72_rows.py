@@ -21,6 +21,7 @@ import pytest
 from simcluster.parallel import memory
 from simcluster.spec import config
 from simcluster.studies import validation
+from tests.validation.test_mlperf_llama31_405b_rows import assert_the_405b_recipe
 
 HELD_OUT = {c["scenario"]: c for c in validation.held_out_cases()}
 
@@ -226,24 +227,14 @@ def test_the_logged_peak_is_the_model_s_first_stage_with_the_state_its_warmup_he
 
 @BY_SCENARIO
 def test_the_scenario_runs_the_submitted_configuration(sub):
-    """GPUs and batch as logged; GB200 NVL72 racks of 64 GPUs in the job; TP 4, PP 8, VP 8, CP 2, DP the rest, the
-    rank order from TP_PP_DP_MAPPING; FP8 delayed scaling with fp8 parameters; 200-parameter buckets (a bucket a
-    parameter on stage 0's first chunk only); TP overlap, deferral 50; the full-iteration CUDA graph; Megatron-Core
-    0.12 and Transformer Engine 2 (ngc25.04); MLPerf's 405B (126 layers, 16,384 / 53,248, 128 heads and 8 KV heads,
-    the Mixtral tokenizer's 32,000 entries) on one ConnectX-7 NDR 400 a GPU (the systems files' 4 a node of 4)."""
+    """The 405B recipe (``assert_the_405b_recipe``, test_mlperf_llama31_405b_rows.py) at the logged GPUs and batch;
+    GB200 NVL72 racks of 64 GPUs in the job; TP 4, DP the rest, the rank order from TP_PP_DP_MAPPING; the
+    full-iteration CUDA graph; Megatron-Core 0.12 and Transformer Engine 2 (ngc25.04); one ConnectX-7 NDR 400 a GPU
+    (the systems files' 4 a node of 4)."""
     s = config.load(sub.scenario)
-    m, t, p = s.model, s.training, s.parallelism
+    t, p = s.training, s.parallelism
+    assert_the_405b_recipe(s, sub.gbs)
     assert (s.cluster.gpus, s.cluster.gpus_per_node, s.cluster.gpu.name) == (sub.gpus, 64, "gb200")
-    assert (t.global_batch_size, t.seq_len, t.micro_batch_size) == (sub.gbs, 8192, 1)
-    assert (p.tp, p.pp, p.virtual_stages, p.cp, p.dp) == (4, 8, 8, 2, sub.gpus // 64)
+    assert (p.tp, p.dp) == (4, sub.gpus // 64)
     assert p.order == ("tp-cp-pp-dp" if sub.dp_last else "tp-cp-dp-pp")
-    assert (m.layers, m.hidden, m.heads, m.n_kv_heads, m.ffn_hidden, m.vocab, m.mlp, m.norm, m.position,
-            m.tied_embeddings) == (126, 16384, 128, 8, 53248, 32000, "swiglu", "rmsnorm", "rope", False)
-    assert (s.cluster.nic.name, s.cluster.nic.rate * 8, s.cluster.topology) == ("connectx-7", 400e9, "rail-fat-tree")
-    assert (t.precision, t.fp8_recipe, t.fp8_param_gather, t.activation_recompute) == ("fp8", "delayed", True, "none")
-    assert (t.cuda_graph_scope, t.mcore_version, p.te_version, t.cross_entropy) == (
-        "full_iteration", "0.12", 2, "megatron_fused")
-    assert (p.zero_stage, p.grad_buckets, p.grad_bucket_size / 2, p.average_in_collective) == (
-        1, "megatron_core", 200, True)
-    assert p.sequence_parallel and p.tp_comm_overlap and p.overlap_param_gather
-    assert p.defer_embedding_wgrad and p.wgrad_deferral_limit == 50
+    assert (t.cuda_graph_scope, t.mcore_version, p.te_version) == ("full_iteration", "0.12", 2)

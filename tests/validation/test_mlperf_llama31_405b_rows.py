@@ -222,28 +222,35 @@ def test_without_the_stalls_the_logs_agree_as_the_others_do():
         assert max(clean) / min(clean) - 1 < spread
 
 
-@BY_SCENARIO
-def test_the_scenario_runs_the_submitted_configuration(sub):
-    """GBS, sequence and GPU count as logged; TP 4 (H200) or 8 (H100), PP 8, VP 8, CP 2 from the config, DP the rest
-    and MINIBS microbatches of one sequence a replica; FP8 delayed scaling with fp8 parameters; Megatron-Core's
-    buckets of 200 parameters (one a parameter on stage 0's first chunk), bf16 reduction averaged in the collective;
-    TP overlap and the deferred output-layer wgrad (limit 50); Megatron-Core 0.11; MLPerf's Llama 3.1 405B (126 layers,
-    16,384 / 53,248, 128 heads and 8 KV heads, the Mixtral tokenizer's 32,000 entries) on 8 ConnectX-7 NDR 400 a
-    node."""
-    s = config.load(sub.scenario)
+def assert_the_405b_recipe(s, gbs: int) -> None:
+    """What every MLPerf v5.0 Llama 3.1 405B submission runs, on H100, H200 and GB200 NVL72 alike
+    (test_mlperf_llama31_405b_nvl72_rows.py reads it too): the logged batch of 8,192-token sequences, MBS 1; PP 8, VP
+    8, CP 2; FP8 delayed scaling with fp8 parameters, no recompute; Megatron-Core's buckets of 200 parameters (one a
+    parameter on stage 0's first chunk) averaged in the collective, the distributed optimizer; sequence parallelism,
+    TP overlap and the deferred output-layer wgrad (limit 50); Megatron's fused cross entropy; MLPerf's Llama 3.1
+    405B (126 layers, 16,384 / 53,248, 128 heads and 8 KV heads, the Mixtral tokenizer's 32,000 entries); one
+    ConnectX-7 NDR 400 a GPU (the systems JSON; no topology stated: assumed rail-optimised)."""
     m, t, p = s.model, s.training, s.parallelism
-    assert (t.global_batch_size, t.seq_len, t.micro_batch_size) == (sub.gbs, 8192, 1)
-    assert (s.cluster.nodes, s.cluster.gpus_per_node, s.cluster.gpu.name) == (sub.nodes, 8, sub.gpu)
-    assert (p.tp, p.pp, p.virtual_stages, p.cp) == (sub.tp, 8, 8, 2)
-    assert p.dp == s.cluster.gpus // (sub.tp * 8 * 2) and p.dp * sub.minibs == sub.gbs
+    assert (t.global_batch_size, t.seq_len, t.micro_batch_size) == (gbs, 8192, 1)
+    assert (p.pp, p.virtual_stages, p.cp) == (8, 8, 2)
     assert (m.layers, m.hidden, m.heads, m.n_kv_heads, m.ffn_hidden, m.vocab, m.mlp, m.norm, m.position,
             m.tied_embeddings) == (126, 16384, 128, 8, 53248, 32000, "swiglu", "rmsnorm", "rope", False)
-    # systems JSON: 8 ConnectX-7 IB NDR 400 Gb/s a node (one a GPU), no topology stated (assumed rail-optimised)
     assert (s.cluster.nic.name, s.cluster.nic.rate * 8, s.cluster.topology) == ("connectx-7", 400e9, "rail-fat-tree")
     assert (t.precision, t.fp8_recipe, t.fp8_param_gather, t.activation_recompute) == ("fp8", "delayed", True, "none")
-    assert (t.cross_entropy, t.mcore_version, p.te_version) == ("megatron_fused", "0.11", 1)
-    assert (p.zero_stage, p.grad_buckets, p.grad_reduce_dtype, p.average_in_collective) == (
-        1, "megatron_core", "bf16", True)
-    assert p.grad_bucket_size / 2 == 200  # 200 bf16 elements
+    assert (p.zero_stage, p.grad_buckets, p.grad_bucket_size / 2, p.average_in_collective) == (
+        1, "megatron_core", 200, True)  # 200 bf16 elements
     assert p.sequence_parallel and p.tp_comm_overlap and p.overlap_param_gather
-    assert p.defer_embedding_wgrad and p.wgrad_deferral_limit == 50
+    assert p.defer_embedding_wgrad and p.wgrad_deferral_limit == 50 and t.cross_entropy == "megatron_fused"
+
+
+@BY_SCENARIO
+def test_the_scenario_runs_the_submitted_configuration(sub):
+    """The 405B recipe (``assert_the_405b_recipe``) at the logged GBS and GPU count; TP 4 (H200) or 8 (H100) from
+    the config, DP the rest and MINIBS microbatches a replica; bf16 gradient reduction; Megatron-Core 0.11 and
+    Transformer Engine 1.x (ngc25.01) on 8 GPUs a node."""
+    s = config.load(sub.scenario)
+    t, p = s.training, s.parallelism
+    assert_the_405b_recipe(s, sub.gbs)
+    assert (s.cluster.nodes, s.cluster.gpus_per_node, s.cluster.gpu.name) == (sub.nodes, 8, sub.gpu)
+    assert p.tp == sub.tp and p.dp == s.cluster.gpus // (sub.tp * 8 * 2) and p.dp * sub.minibs == sub.gbs
+    assert (t.mcore_version, p.te_version, p.grad_reduce_dtype) == ("0.11", 1, "bf16")
