@@ -120,18 +120,18 @@ def test_megatron_cores_one_ahead_chain_loses_the_slack_the_engines_queue_banks(
     assert needed_at == [0] + list(range(len(parts)))
     hand = chains(gathers_s, needed_at, parts_s)
     assert parts["end_s"].max() == pytest.approx(hand["all_ahead"][1][-1], rel=1e-12)   # the engine: all ahead
-    # part 0 (the embedding and layer 0) outlasts layer 1's gather: the queue starts layer 2's gather at once, the
-    # pre-hook chain only when part 1 starts, by that slack later; from there every gather outlasts the layer
-    # before its use (the forward waits in both chains, the offset carries), and the last one (layer 7's, shorter)
-    # hides in both
+    # part 0 (the embedding and layer 0) against layer 1's gather: where part 0 outlasts it, the queue starts layer
+    # 2's gather at once and the pre-hook chain only when part 1 starts, by that slack later, and the chain loses at
+    # most that slack (all of it while every later forward waits for its gather: 29.1 us at round 32's 21 us / 470 us;
+    # at round 26's 28 us / 410 us a later layer outlasted its gather and took part of it back). Round 33's refit to
+    # 19 us / 460 us shortened part 0 below the gather (slack -7.6 us): then the queue banks nothing and the two
+    # chains end together. The mixed case itself is pinned by hand in test_the_chains_by_hand.
     slack = parts_s[0] - gathers_s[2]
-    assert slack > 0
-    assert all(gathers_s[k] >= parts_s[k - 2] for k in range(3, len(gathers_s) - 1))
-    assert gathers_s[-1] <= parts_s[-2]
-    # the chain loses time, at most that slack (all of it while every later forward waits for its gather, as here at
-    # 21 us / 470 us: 29.1 us; at round 26's 28 us / 410 us a later layer outlasted its gather and took part of it back)
     lost_s = hand["one_ahead"][1][-1] - hand["all_ahead"][1][-1]
-    assert 0 < lost_s <= slack * (1 + 1e-9)
+    assert lost_s >= -1e-12                                        # the one-ahead chain is never faster
+    assert lost_s <= max(slack, 0.0) * (1 + 1e-9) + 1e-12          # and loses at most the slack the queue banks
+    if slack > 0 and all(gathers_s[k] >= parts_s[k - 2] for k in range(3, len(gathers_s) - 1)):
+        assert lost_s > 0
     # Megatron-Core launches layer k's gather when part k - 1 starts (its pre-hook waited for layer k - 1's)
     start, part_start = hand["one_ahead"]
     assert start[2:] == pytest.approx(part_start[:len(parts) - 1], abs=1e-12)
