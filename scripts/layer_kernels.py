@@ -53,7 +53,8 @@ def kernel_rows(scenario) -> list[dict]:
             compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
             row = {"phase": phase, "op": op.name, "class": op_class(op, phase), "kind": op.kind,
                    "fraction": kernels.efficiency(op, gpu, t.precision).flop_fraction if op.flop else 0.0,
-                   "time_s": max(compute_s, memory_s), "flop": op.flop, "shape": "", "whole_s": None}
+                   "time_s": max(compute_s, memory_s), "flop": op.flop, "shape": "", "whole_s": None,
+                   "wave_s": kernels.wave_s(op, compute_s, gpu.name)}
             if op.kind in ("gemm", "attention"):
                 row["shape"] = f"{op.m:g}x{op.n}x{op.k} b{op.batch}" + (f" {op.sms} SMs" if op.sms else "")
             base = whole.get((phase, op.name))
@@ -63,25 +64,34 @@ def kernel_rows(scenario) -> list[dict]:
     return rows
 
 
-def microbatch_rows(scenario) -> list[dict]:
-    """One microbatch on the one rank of a pp 1 plan, by class: the layer's classes (``kernel_rows``) times the
-    layer count, then each op outside the layers (phase, op name): time (s) and kernels. None for pp > 1."""
+def microbatch_kernels(scenario) -> list[dict]:
+    """Every kernel of one microbatch on the one rank of a pp 1 plan: the layer's (``kernel_rows``) once per layer,
+    then each op outside the layers; each with its class key, kind, roofline time and one wave's time (s, ``kernels.
+    wave_s``: 0 for memory-bound kernels). Empty for pp > 1."""
     if scenario.parallelism.pp != 1:
         return []
     t, gpu = scenario.training, scenario.cluster.gpu
-    layers = scenario.model.layers
-    by_class: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    for row in kernel_rows(scenario):
-        key = "layer GEMM" if row["kind"] == "gemm" else f"layer {row['class']}"
-        by_class[key][0] += layers * row["time_s"]
-        by_class[key][1] += layers
+    rows = [{"class": "layer GEMM" if row["kind"] == "gemm" else f"layer {row['class']}", "kind": row["kind"],
+             "time_s": row["time_s"], "wave_s": row["wave_s"]} for row in kernel_rows(scenario)]
+    kernels_of = rows * scenario.model.layers
     shard = shard_for(scenario)
     for ops in (embedding_ops(scenario.model, shard), output_ops(scenario.model, shard)):
         for phase, phase_ops in ops.items():
             for op in phase_ops:
-                key = f"{op.name} {phase}" + (" (GEMM)" if op.kind == "gemm" else "")
-                by_class[key][0] += max(kernels.roofline_s(op, gpu, t.precision))
-                by_class[key][1] += 1
+                compute_s, memory_s = kernels.roofline_s(op, gpu, t.precision)
+                kernels_of.append({"class": f"{op.name} {phase}" + (" (GEMM)" if op.kind == "gemm" else ""),
+                                   "kind": op.kind, "time_s": max(compute_s, memory_s),
+                                   "wave_s": kernels.wave_s(op, compute_s, gpu.name)})
+    return kernels_of
+
+
+def microbatch_rows(scenario) -> list[dict]:
+    """One microbatch on the one rank of a pp 1 plan, by class: the layer's classes (``kernel_rows``) times the
+    layer count, then each op outside the layers (phase, op name): time (s) and kernels. None for pp > 1."""
+    by_class: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for row in microbatch_kernels(scenario):
+        by_class[row["class"]][0] += row["time_s"]
+        by_class[row["class"]][1] += 1
     return [{"class": key, "time_s": seconds, "kernels": count} for key, (seconds, count) in by_class.items()]
 
 
