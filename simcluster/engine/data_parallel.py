@@ -24,7 +24,7 @@ from simcluster.spec.config import (
     stated_mcore_version,
 )
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import fp8_params, fp32_embedding_grads, grad_scaling
+from simcluster.workload import fp8_params, fp32_embedding_grads, grad_scaling, nan_check
 from simcluster.workload.ops import local_kv_hidden
 
 # Apex DistributedFusedAdam aligns each bucket's shard to 128 bytes of the gradient dtype
@@ -306,36 +306,45 @@ class ReduceBucketsDuringBackward(GradientReduction):
 
 
 def reduce_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int = -1):
-    """Megatron-Core's ``start_grad_sync`` for one bucket: its gradients multiplied by the bucket's scaling factor
-    on the compute stream (``workload.grad_scaling``; ``plan.grad_scaled`` says which of the dense and expert
-    buffers; one kernel per scaled buffer, memory-bound: the compute stream's next work waits for it), then its
-    collective started on the data-parallel stream. Returns the collective's events."""
-    plan = agent.sim.plan
+    """Megatron-Core's ``start_grad_sync`` for one bucket, on the compute stream (the compute stream's next work waits
+    for each): with ``check_for_nan_in_grad`` its NaN check (``workload.nan_check``: a norm over its gradients and
+    the host reads of its isnan / isinf, ``plan.nan_checked``), then its gradients multiplied by the bucket's scaling
+    factor (``workload.grad_scaling``; ``plan.grad_scaled`` says which of the dense and expert buffers; one
+    memory-bound kernel per scaled buffer), then its collective started on the data-parallel stream. Returns the
+    collective's events."""
+    sim, plan = agent.sim, agent.sim.plan
+    scenario = plan.scenario
+    if plan.nan_checked:
+        key = ("nan check", grad, expert_grad)
+        if key not in sim.blocks:
+            sim.blocks[key] = nan_check.bucket_s(scenario, grad, expert_grad)
+        yield from _before_collective(agent, f"nan check c{chunk}b{bucket}", sim.blocks[key], microbatch)
     if any(plan.grad_scaled):
-        yield from _scale_bucket(agent, chunk, bucket, grad, expert_grad, microbatch)
+        seconds = 0.0
+        for size, scaled in ((grad, plan.grad_scaled[0]), (expert_grad, plan.grad_scaled[1])):
+            if scaled and size > 0:
+                key = ("grad scale", size)
+                if key not in sim.blocks:
+                    sim.blocks[key] = grad_scaling.kernel_s(grad_scaling.ELEMENTS_PER_GRAD * size,
+                                                            scenario.cluster.gpu, scenario.training.precision)
+                seconds += sim.blocks[key]
+        yield from _before_collective(agent, f"grad scale c{chunk}b{bucket}", seconds, microbatch)
     return collective(agent, plan.dp_grad_op, grad, expert_grad, f"grad {plan.dp_grad_op} c{chunk}b{bucket}")
 
 
-def _scale_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int):
-    sim, plan = agent.sim, agent.sim.plan
-    env = sim.env
-    started_at_s = env.now
-    seconds = 0.0
-    for size, scaled in ((grad, plan.grad_scaled[0]), (expert_grad, plan.grad_scaled[1])):
-        if scaled and size > 0:
-            key = ("grad scale", size)
-            if key not in sim.blocks:
-                scenario = plan.scenario
-                sim.blocks[key] = grad_scaling.kernel_s(grad_scaling.ELEMENTS_PER_GRAD * size, scenario.cluster.gpu,
-                                                        scenario.training.precision)
-            seconds += sim.blocks[key]
+def _before_collective(agent, name: str, seconds: float, microbatch: int):
+    """Run ``seconds`` of a bucket's work before its collective on the compute stream (slowed by the GPU's speed
+    under variability, as every block), recorded as ``name``."""
     if seconds <= 0:
         return
+    sim = agent.sim
+    env = sim.env
+    started_at_s = env.now
     if sim.variability is not None:  # per-GPU speed and stragglers (engine.variability)
         seconds *= sim.variability.speed_of(agent)
     yield env.timeout(seconds)
     agent.tally.compute_s += seconds
-    sim.recorder.compute(agent, "compute", f"grad scale c{chunk}b{bucket}", microbatch, started_at_s, env.now)
+    sim.recorder.compute(agent, "compute", name, microbatch, started_at_s, env.now)
 
 
 class ReduceAfterBackward(GradientReduction):
