@@ -290,6 +290,7 @@ class ReduceBucketsDuringBackward(GradientReduction):
         units = agent.parameters.units(agent, work)
         sizes, ready, parts = (([(cost.grad_bytes / units, cost.expert_grad_bytes / units, 0.0, 0.0)] * units,
                                 list(range(units)), units) if units else bucket_schedule(plan, cost))
+        checks = bucket_checks(agent.sim, cost) if plan.nan_checked and not units else None
         reductions = []
         for part in range(part_count(parts)):
             yield from agent.parameters.before_part(agent, work, part, part_count(parts))
@@ -301,23 +302,36 @@ class ReduceBucketsDuringBackward(GradientReduction):
                                                  f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
                     else:
                         reductions += yield from reduce_bucket(agent, work.chunk, bucket, grad, expert_grad,
-                                                               work.microbatch)
+                                                               work.microbatch, checks[bucket] if checks else 1)
         return reductions
 
 
-def reduce_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int = -1):
-    """Megatron-Core's ``start_grad_sync`` for one bucket, on the compute stream (the compute stream's next work waits
-    for each): with ``check_for_nan_in_grad`` its NaN check (``workload.nan_check``: a norm over its gradients and
-    the host reads of its isnan / isinf, ``plan.nan_checked``), then its gradients multiplied by the bucket's scaling
-    factor (``workload.grad_scaling``; ``plan.grad_scaled`` says which of the dense and expert buffers; one
-    memory-bound kernel per scaled buffer), then its collective started on the data-parallel stream. Returns the
-    collective's events."""
+def bucket_checks(sim, cost) -> list[int]:
+    """Megatron-Core buckets in each of a chunk's bucket groups (``bucket_schedule``'s order), each checked by
+    ``check_for_nan_in_grad``: the groups' own (``mcore_buckets.Bucket.buckets``: the merged last group under fp8
+    parameters holds several), one a group where the engine keeps equal buckets."""
+    key = ("bucket checks", cost.chunk)
+    if key not in sim.blocks:
+        groups = chunk_bucket_groups(sim.plan, cost)
+        sim.blocks[key] = ([g.buckets for g in groups] if groups is not None
+                           else [1] * len(bucket_schedule(sim.plan, cost)[0]))
+    return sim.blocks[key]
+
+
+def reduce_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int = -1,
+                  checks: int = 1):
+    """Megatron-Core's ``start_grad_sync`` for one bucket group, on the compute stream (the compute stream's next
+    work waits for each): with ``check_for_nan_in_grad`` its NaN check (``workload.nan_check``: a norm over the
+    gradients of each of the group's ``checks`` buckets and the host reads of its isnan / isinf;
+    ``plan.nan_checked``), then its gradients multiplied by the bucket's scaling factor (``workload.grad_scaling``;
+    ``plan.grad_scaled`` says which of the dense and expert buffers; one memory-bound kernel per scaled buffer),
+    then its collective started on the data-parallel stream. Returns the collective's events."""
     sim, plan = agent.sim, agent.sim.plan
     scenario = plan.scenario
     if plan.nan_checked:
-        key = ("nan check", grad, expert_grad)
+        key = ("nan check", grad, expert_grad, checks)
         if key not in sim.blocks:
-            sim.blocks[key] = nan_check.bucket_s(scenario, grad, expert_grad)
+            sim.blocks[key] = nan_check.bucket_s(scenario, grad, expert_grad, checks)
         yield from _before_collective(agent, f"nan check c{chunk}b{bucket}", sim.blocks[key], microbatch)
     if any(plan.grad_scaled):
         seconds = 0.0

@@ -325,6 +325,12 @@ def nan_check_reads_isinf(version: str | None) -> bool:
     return _at_least(version, "nan_check_isinf")
 
 
+def nan_check_group_read(version: str | None) -> bool:
+    """Whether a release's NaN check reads once a bucket group, ``logical_or_``-ing its buckets' isnan first
+    (data/mcore_versions.yaml ``nan_check_group_read``: 0.9); elsewhere once (twice) a bucket."""
+    return release_in(version, "nan_check_group_read")
+
+
 def nan_check_default_on(version: str | None) -> bool:
     """``parallelism.check_for_nan_in_grad`` left unset: whether a stated release is taken to run the check
     (data/mcore_versions.yaml ``nan_check_default_on``: 0.6-0.13, Megatron-LM's and NeMo 2's default; from 0.14 the

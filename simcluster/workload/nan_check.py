@@ -14,12 +14,12 @@ it (``workload.grad_scaling``) and starts its collective:
   ``schedule_host.drain_stall_s`` (one launch and one dispatch, 17.5 us on H100);
 - from 0.12 (``check_grads``) the same again with ``torch.isinf``: a second kernel and a second drain.
 
-0.6-0.8 check bucket by bucket; 0.9 norms every bucket of a group, ``logical_or_``s them and reads once a group;
-0.10 on read once (twice from 0.12) a bucket. The engine's buckets are Megatron-Core's bucket groups (its buckets, one
-a group, except where fp8 parameters merge the non-fp8 ones into the last fp8 group), so each is charged one check
-of its bytes: exact for one bucket a group, and for 0.9's merged groups it leaves out the extra ``logical_or_`` (one
-scalar kernel a bucket). A bucket holding dense and expert gradients (the engine's equal buckets of a MoE chunk) is
-two buffers in Megatron-Core, each checked: a norm and its reads for each part present.
+0.6-0.8 check bucket by bucket; 0.9 norms every bucket of a group, ``logical_or_``s their isnan (one scalar kernel a
+further bucket) and reads once a group; 0.10 on read once (twice from 0.12) a bucket. The engine's buckets are
+Megatron-Core's bucket groups: one bucket a group, except where fp8 parameters merge every non-fp8 bucket into the
+last fp8 group (``mcore_buckets.Bucket.buckets``), whose buckets are each checked (their norms together read the
+group's bytes). A bucket holding dense and expert gradients (the engine's equal buckets of a MoE chunk) is two
+buffers in Megatron-Core, each checked: a norm and its reads for each part present.
 
 Where it runs: per bucket in the backward, before its scaling pass, when the reduction overlaps the backward
 (``grad_scaling.in_backward``: the engine's ``reduce_bucket``); otherwise (one data-parallel rank, or
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simcluster.spec.config import nan_check_reads_isinf
+from simcluster.spec.config import nan_check_group_read, nan_check_reads_isinf
 from simcluster.workload import grad_scaling, kernels, schedule_host
 from simcluster.workload.ops import Op
 
@@ -58,16 +58,22 @@ def bucket_ops(grad_bytes: float, version: str | None) -> list[Op]:
     return [Op(name=NORM_KERNEL, kind="memory", flop=0.0, hbm_bytes=grad_bytes), *tests]
 
 
-def bucket_s(scenario: Scenario, grad_bytes: float, expert_grad_bytes: float = 0.0) -> float:
-    """The compute stream's time for the check of one bucket holding ``grad_bytes`` dense and ``expert_grad_bytes``
-    expert gradients (each a buffer of its own): every kernel (``kernels.op_time_s``: roofline and gap) and the idle
-    after every host read (``schedule_host.drain_stall_s``)."""
+def bucket_s(scenario: Scenario, grad_bytes: float, expert_grad_bytes: float = 0.0, buckets: int = 1) -> float:
+    """The compute stream's time for the check of one bucket group of ``buckets`` Megatron-Core buckets holding
+    ``grad_bytes`` dense and ``expert_grad_bytes`` expert gradients (each a buffer of its own): every kernel
+    (``kernels.op_time_s``: roofline and gap; the norms memory-bound, so the group's bytes however they split) and
+    the idle after every host read (``schedule_host.drain_stall_s``)."""
     gpu, precision, version = scenario.cluster.gpu, scenario.training.precision, scenario.training.mcore_version
+    drain = schedule_host.drain_stall_s(gpu.name)
     seconds = 0.0
     for size in (grad_bytes, expert_grad_bytes):
-        if size > 0:
-            seconds += sum(kernels.op_time_s(op, gpu, precision) for op in bucket_ops(size, version))
-            seconds += reads(version) * schedule_host.drain_stall_s(gpu.name)
+        if size <= 0:
+            continue
+        norm, *tests = [kernels.op_time_s(op, gpu, precision) for op in bucket_ops(size / buckets, version)]
+        if nan_check_group_read(version):   # 0.9: isnan each, logical_or_ the further ones, one read
+            seconds += buckets * (norm + tests[0]) + (buckets - 1) * tests[0] + drain
+        else:
+            seconds += buckets * (norm + sum(tests) + reads(version) * drain)
     return seconds
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from simcluster.core.errors import ScenarioError
 from simcluster.engine import Simulation, simulate
+from simcluster.engine.data_parallel import bucket_checks
 from simcluster.spec import config
 from simcluster.workload import kernels, nan_check, schedule_host
 
@@ -133,3 +134,26 @@ def test_the_cli_refuses_it_in_one_line(cli, write_scenario, tmp_path):
     code, out, err = cli("run", path, "--out", tmp_path / "out")
     assert code == 2 and out == ""
     assert err.strip().count("\n") == 0 and err.startswith("error: parallelism.check_for_nan_in_grad: true is")
+
+
+def test_a_merged_group_checks_each_of_its_buckets():
+    """fp8 parameters (release 0.12): Megatron-Core's partition_buckets merges every non-fp8 bucket into the last fp8
+    bucket group, whose start_grad_sync still checks bucket by bucket (check_grads loops over self.buckets). The
+    last group's check on rank 0 is one norm over its bytes plus, for each of its k > 1 buckets, a norm's gap, two
+    scalar kernels and two drains; every other group has k = 1."""
+    scenario = config.from_dict(_data({"mcore_version": "0.12", "precision": "fp8"}))
+    sim = Simulation(scenario)
+    counts = bucket_checks(sim, sim.plan.chunks[0])
+    assert counts[:-1] == [1] * (len(counts) - 1) and counts[-1] > 1
+    events = simulate(scenario).events
+    events = events[events["rank"] == 0]
+    checks = events[events["name"].str.startswith("nan check")].set_index("name")
+    reduces = events[events["name"].str.startswith("grad reduce_scatter")].set_index("name")
+    gpu = scenario.cluster.gpu
+    rate = gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)
+    gap = kernels.host_model().kernel_gap_s
+    each = gap + 2 * kernels.op_time_s(nan_check.bucket_ops(0.0, "0.12")[1], gpu, "fp8") \
+        + 2 * schedule_host.drain_stall_s(gpu.name)
+    found = [(check["end_s"] - check["start_s"] - reduces.loc[name.replace("nan check", "grad reduce_scatter")]["bytes"]
+              / rate) / each for name, check in checks.iterrows()]
+    assert sorted(round(k, 6) for k in found) == sorted(float(k) for k in counts)
