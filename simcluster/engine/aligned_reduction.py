@@ -11,7 +11,13 @@ critical path passes through it, stage after stage; started together, they slow 
 
 from __future__ import annotations
 
-from simcluster.engine.data_parallel import GradientReduction, ReduceBucketsDuringBackward, bucket_bytes, reduce_bucket
+from simcluster.engine.data_parallel import (
+    GradientReduction,
+    ReduceBucketsDuringBackward,
+    bucket_bytes,
+    bucket_checks,
+    reduce_bucket,
+)
 from simcluster.parallel.schedules import aligned_grad_syncs
 
 
@@ -41,8 +47,10 @@ def _reduce(agent, chunks) -> list:
     plan = agent.sim.plan
     events = []
     for chunk in chunks:
+        checks = bucket_checks(agent.sim, plan.chunks[chunk]) if plan.nan_checked else None
         for bucket, (grad, expert_grad, _, _) in enumerate(bucket_bytes(plan, plan.chunks[chunk])):
-            events += yield from reduce_bucket(agent, chunk, bucket, grad, expert_grad)
+            events += yield from reduce_bucket(agent, chunk, bucket, grad, expert_grad,
+                                               checks=checks[bucket] if checks else 1)
     return events
 
 

@@ -24,7 +24,7 @@ from simcluster.spec.config import (
     stated_mcore_version,
 )
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
-from simcluster.workload import fp8_params, fp32_embedding_grads, grad_scaling
+from simcluster.workload import fp8_params, fp32_embedding_grads, grad_scaling, nan_check
 from simcluster.workload.ops import local_kv_hidden
 
 # Apex DistributedFusedAdam aligns each bucket's shard to 128 bytes of the gradient dtype
@@ -290,6 +290,7 @@ class ReduceBucketsDuringBackward(GradientReduction):
         units = agent.parameters.units(agent, work)
         sizes, ready, parts = (([(cost.grad_bytes / units, cost.expert_grad_bytes / units, 0.0, 0.0)] * units,
                                 list(range(units)), units) if units else bucket_schedule(plan, cost))
+        checks = bucket_checks(agent.sim, cost) if plan.nan_checked and not units else None
         reductions = []
         for part in range(part_count(parts)):
             yield from agent.parameters.before_part(agent, work, part, part_count(parts))
@@ -301,41 +302,63 @@ class ReduceBucketsDuringBackward(GradientReduction):
                                                  f"grad {plan.dp_grad_op} c{work.chunk}b{bucket}")
                     else:
                         reductions += yield from reduce_bucket(agent, work.chunk, bucket, grad, expert_grad,
-                                                               work.microbatch)
+                                                               work.microbatch, checks[bucket] if checks else 1)
         return reductions
 
 
-def reduce_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int = -1):
-    """Megatron-Core's ``start_grad_sync`` for one bucket: its gradients multiplied by the bucket's scaling factor
-    on the compute stream (``workload.grad_scaling``; ``plan.grad_scaled`` says which of the dense and expert
-    buffers; one kernel per scaled buffer, memory-bound: the compute stream's next work waits for it), then its
-    collective started on the data-parallel stream. Returns the collective's events."""
-    plan = agent.sim.plan
+def bucket_checks(sim, cost) -> list[int]:
+    """Megatron-Core buckets in each of a chunk's bucket groups (``bucket_schedule``'s order), each checked by
+    ``check_for_nan_in_grad``: the groups' own (``mcore_buckets.Bucket.buckets``: the merged last group under fp8
+    parameters holds several), one a group where the engine keeps equal buckets."""
+    key = ("bucket checks", cost.chunk)
+    if key not in sim.blocks:
+        groups = chunk_bucket_groups(sim.plan, cost)
+        sim.blocks[key] = ([g.buckets for g in groups] if groups is not None
+                           else [1] * len(bucket_schedule(sim.plan, cost)[0]))
+    return sim.blocks[key]
+
+
+def reduce_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int = -1,
+                  checks: int = 1):
+    """Megatron-Core's ``start_grad_sync`` for one bucket group, on the compute stream (the compute stream's next
+    work waits for each): with ``check_for_nan_in_grad`` its NaN check (``workload.nan_check``: a norm over the
+    gradients of each of the group's ``checks`` buckets and the host reads of its isnan / isinf;
+    ``plan.nan_checked``), then its gradients multiplied by the bucket's scaling factor (``workload.grad_scaling``;
+    ``plan.grad_scaled`` says which of the dense and expert buffers; one memory-bound kernel per scaled buffer),
+    then its collective started on the data-parallel stream. Returns the collective's events."""
+    sim, plan = agent.sim, agent.sim.plan
+    scenario = plan.scenario
+    if plan.nan_checked:
+        key = ("nan check", grad, expert_grad, checks)
+        if key not in sim.blocks:
+            sim.blocks[key] = nan_check.bucket_s(scenario, grad, expert_grad, checks)
+        yield from _before_collective(agent, f"nan check c{chunk}b{bucket}", sim.blocks[key], microbatch)
     if any(plan.grad_scaled):
-        yield from _scale_bucket(agent, chunk, bucket, grad, expert_grad, microbatch)
+        seconds = 0.0
+        for size, scaled in ((grad, plan.grad_scaled[0]), (expert_grad, plan.grad_scaled[1])):
+            if scaled and size > 0:
+                key = ("grad scale", size)
+                if key not in sim.blocks:
+                    sim.blocks[key] = grad_scaling.kernel_s(grad_scaling.ELEMENTS_PER_GRAD * size,
+                                                            scenario.cluster.gpu, scenario.training.precision)
+                seconds += sim.blocks[key]
+        yield from _before_collective(agent, f"grad scale c{chunk}b{bucket}", seconds, microbatch)
     return collective(agent, plan.dp_grad_op, grad, expert_grad, f"grad {plan.dp_grad_op} c{chunk}b{bucket}")
 
 
-def _scale_bucket(agent, chunk: int, bucket: int, grad: float, expert_grad: float, microbatch: int):
-    sim, plan = agent.sim, agent.sim.plan
-    env = sim.env
-    started_at_s = env.now
-    seconds = 0.0
-    for size, scaled in ((grad, plan.grad_scaled[0]), (expert_grad, plan.grad_scaled[1])):
-        if scaled and size > 0:
-            key = ("grad scale", size)
-            if key not in sim.blocks:
-                scenario = plan.scenario
-                sim.blocks[key] = grad_scaling.kernel_s(grad_scaling.ELEMENTS_PER_GRAD * size, scenario.cluster.gpu,
-                                                        scenario.training.precision)
-            seconds += sim.blocks[key]
+def _before_collective(agent, name: str, seconds: float, microbatch: int):
+    """Run ``seconds`` of a bucket's work before its collective on the compute stream (slowed by the GPU's speed
+    under variability, as every block), recorded as ``name``."""
     if seconds <= 0:
         return
+    sim = agent.sim
+    env = sim.env
+    started_at_s = env.now
     if sim.variability is not None:  # per-GPU speed and stragglers (engine.variability)
         seconds *= sim.variability.speed_of(agent)
     yield env.timeout(seconds)
     agent.tally.compute_s += seconds
-    sim.recorder.compute(agent, "compute", f"grad scale c{chunk}b{bucket}", microbatch, started_at_s, env.now)
+    sim.recorder.compute(agent, "compute", name, microbatch, started_at_s, env.now)
 
 
 class ReduceAfterBackward(GradientReduction):

@@ -46,11 +46,13 @@ class Tensor(NamedTuple):
 
 class Bucket(NamedTuple):
     """A bucket group in formation (backward) order: the lowest layer (or unit: ``gpt_param_tensors``) holding a
-    parameter of it (its gradients are complete after that layer's backward), its padded elements, and how many of
-    them are fp8 GEMM weights."""
+    parameter of it (its gradients are complete after that layer's backward), its padded elements, how many of
+    them are fp8 GEMM weights, and how many of Megatron-Core's buckets it holds (each checked on its own by
+    ``check_for_nan_in_grad``, workload/nan_check.py)."""
     low: int
     elements: int
     gemm_elements: int = 0
+    buckets: int = 1
 
 
 def layer_tensors(hidden: int, q_local: float, kv_local: float, ffn_local: float, mlp_matrices: int,
@@ -123,5 +125,5 @@ def megatron_core_bucket_groups(tensors: list[Tensor], bucket_size: float, dp: i
     groups = [Bucket(low, n, n) for low, n in fp8]
     last = groups[-1]
     groups[-1] = Bucket(min([last.low] + [low for low, _ in rest]), last.elements + sum(n for _, n in rest),
-                        last.elements)
+                        last.elements, 1 + len(rest))
     return groups

@@ -48,6 +48,7 @@ from simcluster.workload import (
     moe,
     mtp,
     mxfp8_swizzles,
+    nan_check,
     power_clock,
     torchao_float8,
     userbuffers,
@@ -160,6 +161,9 @@ class StepPlan:
     # (dense, expert): whether each bucket's gradients are scaled on the compute stream before its collective in the
     # backward (workload.grad_scaling; where it runs after the backward, in optimizer_s)
     grad_scaled: tuple[bool, bool] = (False, False)
+    # whether each bucket is checked for NaN (its norm and host reads) on the compute stream before its scaling and
+    # collective in the backward (workload.nan_check; where it runs after the backward, in optimizer_s)
+    nan_checked: bool = False
     grad_norm_axes: tuple[str, ...] = ()  # the gradient-norm all-reduce's group: ranks differing on these axes
     # per pipeline stage: the TP all-reduce of the gradients of parameters each TP rank holds whole, with sequence
     # parallelism (parallel.sequence_parallel_grads); empty or 0: none
@@ -548,6 +552,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                         gpu, precision, p.local_ddp)
                      + grad_scaling.serial_s(scenario, [(c.grad_bytes, c.expert_grad_bytes) for c in chunks
                                                         if c.stage == stage])
+                     + nan_check.serial_s(scenario, [(c.grad_bytes, c.expert_grad_bytes) for c in chunks
+                                                     if c.stage == stage])
                      + (float8_copy_in.precompute_s(sum(c.layers for c in chunks if c.stage == stage))
                         if float8_copy_in is not None else 0.0)
                      for stage, params in enumerate(optimizer_params)],
@@ -556,6 +562,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
         embedding_grad_bytes=embedding_grad_bytes(scenario),
         grad_scaled=grad_scaling.scaled(scenario) if grad_scaling.in_backward(scenario) else (False, False),
+        nan_checked=nan_check.applies(scenario) and grad_scaling.in_backward(scenario),
         grad_norm_axes=grad_norm_axes(p),
         sequence_parallel_grad_bytes=sequence_parallel_grads.stage_bytes(scenario, counts, moe_counts),
         deferred_wgrads=deferred_wgrads,

@@ -313,6 +313,31 @@ def grad_scaling_at_least(version: str | None, boundary: str) -> bool:
         catalog.load("mcore_versions")["grad_scaling"][boundary])
 
 
+def has_nan_check(version: str | None) -> bool:
+    """Whether a release's DistributedDataParallel can check each gradient bucket for NaN before its collective
+    (data/mcore_versions.yaml ``nan_check``: 0.6 on; workload/nan_check.py); None (no release): no."""
+    return _at_least(version, "nan_check")
+
+
+def nan_check_reads_isinf(version: str | None) -> bool:
+    """Whether a release's NaN check also reads each bucket norm's isinf, a second host read (data/mcore_versions.yaml
+    ``nan_check_isinf``: 0.12 on, ``check_grads``); None: no."""
+    return _at_least(version, "nan_check_isinf")
+
+
+def nan_check_group_read(version: str | None) -> bool:
+    """Whether a release's NaN check reads once a bucket group, ``logical_or_``-ing its buckets' isnan first
+    (data/mcore_versions.yaml ``nan_check_group_read``: 0.9); elsewhere once (twice) a bucket."""
+    return release_in(version, "nan_check_group_read")
+
+
+def nan_check_default_on(version: str | None) -> bool:
+    """``parallelism.check_for_nan_in_grad`` left unset: whether a stated release is taken to run the check
+    (data/mcore_versions.yaml ``nan_check_default_on``: 0.6-0.13, Megatron-LM's and NeMo 2's default; from 0.14 the
+    NeMo Framework's performance scripts turn it off); None (no stated release, no stack pinned): no."""
+    return release_in(version, "nan_check_default_on")
+
+
 def nemo_average_in_collective(version: str | None) -> bool:
     """``parallelism.average_in_collective`` left unset: whether the release's NeMo container averages in the
     collective (data/mcore_versions.yaml ``grad_scaling.nemo_average_in_collective``: NeMo 24.09's 0.9 on)."""
@@ -887,7 +912,9 @@ class Training(_Defaulted):
         "layout copies up to 0.13 (workload/te_flash_layout.py); stated, the cuDNN its NeMo container shipped picks "
         "Hopper's causal attention kernel (data/mcore_versions.yaml container_cudnn); with "
         "parallelism.suggested_communication_unit_size, whether Megatron-FSDP prefetches the next unit (0.12-0.13 "
-        "count the current one against the size, 0.14 on do not; parallel/megatron_fsdp_prefetch.py). "
+        "count the current one against the size, 0.14 on do not; parallel/megatron_fsdp_prefetch.py); stated, the "
+        "default of parallelism.check_for_nan_in_grad (0.6-0.13 on) and from 0.12 its isinf read "
+        "(workload/nan_check.py). "
         "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
         "run names it where it changes the step (mcore_version_note)")
     rope_fusion: Annotated[bool, Strict()] | None = Field(
@@ -977,6 +1004,15 @@ class Parallelism(_Defaulted):
         "grad_buckets megatron_core. Default: true from mcore_version 0.9 (NeMo 24.09 on: NeMo 2.0.0's "
         "mcore_distributed_optim default, the NeMo 2.x and Megatron-Bridge recipes), false before and elsewhere; "
         "a Megatron-LM run states false (its flag is off by default)")
+    check_for_nan_in_grad: Annotated[bool, Strict()] | None = Field(
+        None, description="Megatron-Core's DistributedDataParallelConfig.check_for_nan_in_grad (Megatron-LM "
+        "--no-check-for-nan-in-loss-and-grad turns it off): before each gradient bucket's collective a norm reading "
+        "the bucket's gradients on the compute stream and a host read of its isnan (0.6-0.11), isnan and isinf "
+        "(0.12 on), each read draining the stream (workload/nan_check.py). Read only with grad_buckets "
+        "megatron_core. Default: true on a stated mcore_version 0.6-0.13 (Megatron-LM's default, NeMo 2's "
+        "MegatronStrategy and recipes), false from 0.14 (the NeMo Framework's and Megatron-Bridge's performance "
+        "scripts turn it off), with no stated release and elsewhere; NeMo 1.x (optim check_for_nan_in_grad, "
+        "default False) runs state false, Megatron-LM runs on 0.14 or later true")
     suggested_communication_unit_size: Annotated[int, Strict()] | None = Field(
         None, gt=0, description="Megatron-FSDP's DistributedDataParallelConfig.suggested_communication_unit_size "
         "(elements), read with zero_stage 3 on Megatron-Core (mcore_version 0.12 on) and a dense model. Releases "
@@ -1241,6 +1277,9 @@ class Scenario(_Strict):
           without Transformer Engine does not read it;
         - Megatron-Core's own bucket formation (``grad_buckets: megatron_core``) on Megatron-Core at ZeRO 0-2, equal
           buckets elsewhere; Apex's 100 MiB buckets (APEX_BUCKET_CAP_BYTES) with ``grad_buckets: apex``, on any stack;
+        - the per-bucket NaN check (``check_for_nan_in_grad``) with Megatron-Core's buckets on a stated release
+          0.6-0.13 (Megatron-LM's and NeMo 2's default; ``nan_check_default_on``), off from 0.14 (the performance
+          scripts of the Megatron-Bridge containers), with no stated release and elsewhere;
         - experts split over the tensor-parallel ranks without expert parallelism (``etp`` = tp with ep 1,
           ``default_etp``), as Megatron-Core does with expert_tensor_parallel_size None; 1 with ep > 1 (NeMo's
           H100 configurations' ETP 1);
@@ -1268,6 +1307,8 @@ class Scenario(_Strict):
         p.resolve(grad_buckets="megatron_core" if core and p.zero_stage < 3 else "megatron")
         p.resolve(average_in_collective=p.grad_buckets == "megatron_core" and nemo_average_in_collective(
             t.mcore_version))
+        p.resolve(check_for_nan_in_grad=p.grad_buckets == "megatron_core" and nan_check_default_on(
+            stated_mcore_version(t)))
         if p.grad_buckets == "apex":
             bucket = APEX_BUCKET_CAP_BYTES
         elif not core:
@@ -1674,6 +1715,10 @@ class Scenario(_Strict):
                                         or not grad_scaling_at_least(t.mcore_version, "average_in_collective")):
             raise ScenarioError("parallelism.average_in_collective", "true is Megatron-Core's DDP option from release "
                                 "0.8: needs grad_buckets megatron_core and mcore_version 0.8 or later (set false or "
+                                "leave it unset)")
+        if p.check_for_nan_in_grad and (p.grad_buckets != "megatron_core" or not has_nan_check(t.mcore_version)):
+            raise ScenarioError("parallelism.check_for_nan_in_grad", "true is Megatron-Core's DDP check from release "
+                                "0.6: needs grad_buckets megatron_core and mcore_version 0.6 or later (set false or "
                                 "leave it unset)")
         if p.suggested_communication_unit_size is not None and (not self.megatron_core or p.zero_stage != 3
                                                                 or self.model.moe is not None):

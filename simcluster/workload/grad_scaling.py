@@ -19,11 +19,11 @@ sources [wheel-scale], [NeMo-avg]):
 - before 0.7 (and Megatron-LM's own DDP, stated as the earliest release) the multiply runs whatever the factor,
   one data-parallel rank included; from 0.7 it is skipped when the factor is 1.0.
 
-Left out: ``calculate_per_token_loss`` (factor 1.0; off in Megatron-LM, NeMo and Megatron-Bridge by default), the
-NaN check's ``grad_data.norm(p=2)`` per bucket that ``check_for_nan_in_grad`` adds (a read and a host sync; not
-modelled), Megatron-FSDP (ZeRO 3, its own pre-scale on its reduce-scatter stream), Apex's distributed Adam
-(``grad_buckets: apex``: ``ReduceOp.AVG`` with ``average_grad_sync``, its default; no pass), and PyTorch DDP (the
-division is fused into its bucket copy).
+The NaN check that ``check_for_nan_in_grad`` adds before the multiply (a norm per bucket and its host reads) is
+``workload.nan_check``. Left out: ``calculate_per_token_loss`` (factor 1.0; off in Megatron-LM, NeMo and
+Megatron-Bridge by default), Megatron-FSDP (ZeRO 3, its own pre-scale on its reduce-scatter stream), Apex's
+distributed Adam (``grad_buckets: apex``: ``ReduceOp.AVG`` with ``average_grad_sync``, its default; no pass), and
+PyTorch DDP (the division is fused into its bucket copy).
 """
 
 from __future__ import annotations

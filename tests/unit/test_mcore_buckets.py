@@ -94,9 +94,10 @@ def test_learned_positions_follow_the_word_embedding_and_are_never_shared():
 def test_fp8_parameters_cut_two_buffers_and_merge_the_rest_into_the_last_fp8_group():
     # fp8 buffer (GEMM weights, reverse): L1 fc2 64 + fc1 64 = 128 (closed); L1 qkv 48 + proj 16 + L0 fc2 64 = 128;
     # L0 fc1 64 + qkv 48 = 112; L0 proj 16 (the remainder). Other buffer: head 40 + norm 8 + L1 norms 8 + L0 norms 8
-    # + embedding 40 = 104 (closed at the embedding, the last). The 104 join the last fp8 group (lowest layer 0).
+    # + embedding 40 = 104 (closed at the embedding, the last). The 104 join the last fp8 group (lowest layer 0),
+    # which then holds two of Megatron-Core's buckets (each checked on its own by check_for_nan_in_grad).
     groups = megatron_core_bucket_groups(_tiny(), 100, 1, fp8_params=True)
-    assert groups == [Bucket(1, 128, 128), Bucket(0, 128, 128), Bucket(0, 112, 112), Bucket(0, 16 + 104, 16)]
+    assert groups == [Bucket(1, 128, 128), Bucket(0, 128, 128), Bucket(0, 112, 112), Bucket(0, 16 + 104, 16, 2)]
     assert sum(g.elements for g in groups) == 488                     # conserved
     assert sum(g.gemm_elements for g in groups) == 2 * 192            # every GEMM weight in fp8
     assert megatron_core_bucket_groups(_tiny(), 100, 1, fp8_params=False) == [
