@@ -61,10 +61,12 @@ def slug(label: str, hashed: bool = False) -> str:
 
 def slugs(labels: list[str]) -> list[str]:
     """``slug`` of each of ``labels``, the hash added to those whose slugs coincide (``a b.yaml`` and ``a_b.yaml``
-    are both ``a_b.yaml``: one figure or folder overwrote the other's, round 31 review)."""
+    are both ``a_b.yaml``: one figure or folder overwrote the other's, round 31 review), case ignored (``F.yaml``
+    and ``f.yaml`` name one file on a file system that ignores case, macOS's and Windows's; round 34)."""
     names = [slug(label) for label in labels]
-    counts = collections.Counter(names)
-    return [slug(label, hashed=True) if counts[name] > 1 else name for label, name in zip(labels, names, strict=True)]
+    counts = collections.Counter(name.casefold() for name in names)
+    return [slug(label, hashed=True) if counts[name.casefold()] > 1 else name
+            for label, name in zip(labels, names, strict=True)]
 
 
 def _fabric_name(run: dict) -> str:
