@@ -11,7 +11,8 @@ and the commands attacked"). Each case failed before its fix:
   resident and still running at 120 s (8 GiB on 1,024 GPUs: 12.7 GB); the chunk model now refuses a class whose
   chunks would take its queue past the memory limit, before they are made;
 - two jobs named ``a`` and ``A``, or two fabric files ``F.yaml`` and ``f.yaml`` in a compare or replay: one folder
-  or one figure on a file system that ignores case (macOS, Windows), the second's files over the first's.
+  or one figure on a file system that ignores case (macOS, Windows), the second's files over the first's;
+- ``dp_phase_charges.py ROW ROW`` simulated the row twice and printed it twice: refused, as ``--stretch`` given twice.
 """
 
 from __future__ import annotations
@@ -164,3 +165,19 @@ def test_a_jobs_file_through_run_is_one_line(cli, tmp_path):
     assert_one_line(code, err, 2)
     assert "jobs.1.name" in err and not (tmp_path / "o").exists()
 
+
+
+# ---- 4. dp_phase_charges.py: a row given twice ------------------------------------------------------------------
+def test_dp_phase_charges_refuses_a_row_given_twice_before_simulating(monkeypatch):
+    """It simulated the row twice and printed its report twice."""
+    from scripts_loader import load_script
+
+    dp_phase_charges = load_script("dp_phase_charges")
+
+    def refuse(*_args, **_kw):
+        raise AssertionError("simulated before the command line was checked")
+
+    monkeypatch.setattr(dp_phase_charges, "simulate", refuse)
+    monkeypatch.setattr(dp_phase_charges.validation, "run_case", refuse)
+    with pytest.raises(ScenarioError, match=r"^scenario: megatron-1\.7b-h100: given twice"):
+        dp_phase_charges.main(["megatron-1.7b-h100", "--stretch", "2", "megatron-1.7b-h100"])
