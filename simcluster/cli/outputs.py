@@ -128,26 +128,24 @@ def check_writable(path: Path, option: str = "--out") -> Path:
 
 @contextlib.contextmanager
 def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
-    """Make ``path`` (or, if it is no longer new or empty, the next ``unique_dir``) for a command's outputs; if
-    the block raises (an error, a full
-    disk, SIGINT), remove what was written into it, and the folder itself when this made it; a failed write is
-    the one-line error of ``option``."""
+    """Make ``path`` (or, if it is no longer new or empty, the next ``unique_dir``) for a command's outputs,
+    claimed (``CLAIM``) until the block ends; if the block raises (an error, a full disk, SIGINT), remove what was
+    written into it, and the folder itself when this made it; a failed write is the one-line error of ``option``."""
     asked, asked_for = path, _ASKED_FOR.pop(path, None)
-    while True:  # again: another command may have taken it meanwhile; each turn finds one more folder taken
-        path = check_writable(unique_dir(asked, option), option)
-        claimed, made = _claim(path, option)
-        if claimed:
-            break
-    if path != asked:
-        print(f"{asked}/ was taken meanwhile: writing to {path}/", file=sys.stderr)
-    elif asked_for is not None:
-        print(f"{asked_for}/ holds other files: writing to {path}/", file=sys.stderr)
-    try:
+    claimed = made = False
+    try:  # from before the claim: an interrupt right after it (a note being printed) leaves no claim behind
+        while not claimed:  # again: another command may have taken it meanwhile; each turn finds one more taken
+            path = check_writable(unique_dir(asked, option), option)
+            claimed, made = _claim(path, option)
+        if path != asked:
+            print(f"{asked}/ was taken meanwhile: writing to {path}/", file=sys.stderr)
+        elif asked_for is not None:
+            print(f"{asked_for}/ holds other files: writing to {path}/", file=sys.stderr)
         yield path
     except BaseException as err:
-        if made:
+        if claimed and made:
             shutil.rmtree(path, ignore_errors=True)
-        else:  # a folder that was there empty: emptied again
+        elif claimed:  # a folder that was there empty: emptied again
             for child in path.iterdir():
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child, ignore_errors=True)
@@ -157,8 +155,9 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
             fail(option, f"writing into {str(path)!r} failed ({err.strerror or err}); nothing was kept there")
         raise
     finally:
-        with contextlib.suppress(OSError):
-            (path / CLAIM).unlink()
+        if claimed:
+            with contextlib.suppress(OSError):
+                (path / CLAIM).unlink()
 
 
 def _claim(path: Path, option: str) -> tuple[bool, bool]:
