@@ -181,3 +181,19 @@ def test_dp_phase_charges_refuses_a_row_given_twice_before_simulating(monkeypatc
     monkeypatch.setattr(dp_phase_charges.validation, "run_case", refuse)
     with pytest.raises(ScenarioError, match=r"^scenario: megatron-1\.7b-h100: given twice"):
         dp_phase_charges.main(["megatron-1.7b-h100", "--stretch", "2", "megatron-1.7b-h100"])
+
+
+# ---- 5. a label's file name stays inside the output folder --------------------------------------------------------
+@pytest.mark.parametrize("label", ["../___", "./___", "../名前", "./фабрика", "...", "..", ".", "_", "../сети/фабрика"])
+def test_a_label_of_punctuation_or_another_script_names_a_plain_file_inside_the_folder(tmp_path, label):
+    """``replay`` writes each fabric's files into ``OUT/slug(label)/``: ``../___`` was ``..``, the folder's parent
+    (the user's events.csv there replaced: 2 of 2 replays), ``./___`` ``.``, the folder itself."""
+    (name,) = slugs([label])
+    assert name and not name.startswith(".") and "/" not in name
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+
+
+def test_labels_keep_their_plain_names_without_the_leading_dots():
+    assert slugs(["./f.yaml", "leaf-spine:oversubscription=2"]) == ["f.yaml", "leaf-spine_oversubscription=2"]
+    first, second = slugs(["../___", "./___"])  # no character kept: the hash of each whole label, two names
+    assert first != second and len(first) == 12
