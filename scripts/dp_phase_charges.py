@@ -215,6 +215,8 @@ def main(argv: list[str]) -> int:
         argv = argv[:at] + argv[at + 2:]
     if not argv:  # round 33 review: `--stretch 2` alone took 2 for the factors and printed nothing, exit 0
         raise ScenarioError("scenario", "no validation row given (see --help)")
+    if repeated := sorted({name for name in argv if argv.count(name) > 1}):  # round 34: simulated and printed twice
+        raise ScenarioError("scenario", f"{repeated[0]}: given twice; each row is reported once")
     for name in argv:   # every name checked before the first is simulated (round 33)
         row(name, stretching=bool(factors) or solve)
     for name in argv:

@@ -48,23 +48,28 @@ MAX_SLUG_CHARS = 120
 
 
 def slug(label: str, hashed: bool = False) -> str:
-    """``label`` as a file name: runs of other characters as one ``_``; a label longer than ``MAX_SLUG_CHARS`` (or
-    any label when ``hashed``) cut, with the sha256 of the whole label (12 hex digits) after the cut, so that two long
-    labels stay two names."""
-    text = re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")
-    if len(text) <= MAX_SLUG_CHARS and not hashed:
+    """``label`` as a file name: runs of other characters as one ``_``, no ``.`` or ``_`` at either end; a label
+    longer than ``MAX_SLUG_CHARS`` (or any label when ``hashed``) cut, with the sha256 of the whole label (12 hex
+    digits) after the cut, so that two long labels stay two names; a label with no character kept, the hash alone.
+    Round 34: ``../名前`` (a fabric file named in another script, a relative path) was ``..``, and ``replay`` wrote that
+    fabric's events.csv, trace and timelines into the output folder's parent, over the user's files there; ``./___``
+    was ``.``, the output folder itself; ``./f.yaml`` a hidden folder, ``._f.yaml``."""
+    text = re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("._")
+    if text and len(text) <= MAX_SLUG_CHARS and not hashed:
         return text
     # surrogatepass: a file name that is not UTF-8 reaches a label as lone surrogates (os.fsdecode)
     digest = hashlib.sha256(label.encode(errors="surrogatepass")).hexdigest()[:12]
-    return f"{text[:MAX_SLUG_CHARS - 13]}-{digest}"
+    return f"{text[:MAX_SLUG_CHARS - 13]}-{digest}" if text else digest
 
 
 def slugs(labels: list[str]) -> list[str]:
     """``slug`` of each of ``labels``, the hash added to those whose slugs coincide (``a b.yaml`` and ``a_b.yaml``
-    are both ``a_b.yaml``: one figure or folder overwrote the other's, round 31 review)."""
+    are both ``a_b.yaml``: one figure or folder overwrote the other's, round 31 review), case ignored (``F.yaml``
+    and ``f.yaml`` name one file on a file system that ignores case, macOS's and Windows's; round 34)."""
     names = [slug(label) for label in labels]
-    counts = collections.Counter(names)
-    return [slug(label, hashed=True) if counts[name] > 1 else name for label, name in zip(labels, names, strict=True)]
+    counts = collections.Counter(name.casefold() for name in names)
+    return [slug(label, hashed=True) if counts[name.casefold()] > 1 else name
+            for label, name in zip(labels, names, strict=True)]
 
 
 def _fabric_name(run: dict) -> str:

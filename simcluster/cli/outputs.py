@@ -8,9 +8,10 @@
 - ``check_writable``: a folder that can be made and written (not under a file, not read-only, a name the file
   system takes), checked before a simulation that may take hours by making (and removing) a folder there: the
   permission bits alone do not say it (root ignores them, a read-only mount or /proc refuses whatever they say);
-- ``fresh_folder``: the folder made for a command's files; when the command fails or is interrupted, what it
-  wrote there is removed again, so no half-written folder is left behind (each file is also written atomically,
-  ``core.outputs``).
+- ``fresh_folder``: the folder made for a command's files, claimed (``CLAIM``) while they are written so that a
+  second command given the same ``--out`` meanwhile gives way to ``NAME-2``; when the command fails or is
+  interrupted, what it wrote there is removed again, so no half-written folder is left behind (each file is also
+  written atomically, ``core.outputs``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ NEVER_OVERWRITTEN = "never overwritten: a folder holding files, `.` too, gives w
 # Bytes of one file or folder name on Linux and macOS file systems (NAME_MAX); the temporary files of
 # core.outputs add about 20.
 NAME_MAX_BYTES = 255
+
+# The file a command holds in its output folder while it writes there, made with O_EXCL: the folder is then taken
+# (not empty) for any other command given the same --out, even before the first output file is there. Round 34:
+# two `laws plot --out X` started together both found X new, made it and drew their figures there, the later
+# one's over the earlier's (a run's window, between the check and its first file, is microseconds; a plot's the
+# drawing of the first figure, about a second).
+CLAIM = ".simcluster-writing"
 
 # The folder each ``output_dir`` chose in place of the one asked for: the note "X/ holds other files: writing to
 # X-2/" waits for ``fresh_folder`` to make it (printed at once, it made a second line before a later refusal).
@@ -120,30 +128,25 @@ def check_writable(path: Path, option: str = "--out") -> Path:
 
 @contextlib.contextmanager
 def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
-    """Make ``path`` (or, if it is no longer new or empty, the next ``unique_dir``) for a command's outputs; if
-    the block raises (an error, a full
-    disk, SIGINT), remove what was written into it, and the folder itself when this made it; a failed write is
-    the one-line error of ``option``."""
-    chosen = unique_dir(path, option)  # again: another command may have taken it meanwhile
-    asked_for = _ASKED_FOR.pop(path, None)
-    if chosen != path:
-        print(f"{path}/ was taken meanwhile: writing to {chosen}/", file=sys.stderr)
-    elif asked_for is not None:
-        print(f"{asked_for}/ holds other files: writing to {chosen}/", file=sys.stderr)
-    path = check_writable(chosen, option)
-    existed = _exists(path, option)
-    before = set(path.iterdir()) if existed else set()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        fail(option, f"cannot make {str(path)!r}: {err.strerror}")
-    try:
+    """Make ``path`` (or, if it is no longer new or empty, the next ``unique_dir``) for a command's outputs,
+    claimed (``CLAIM``) until the block ends; if the block raises (an error, a full disk, SIGINT), remove what was
+    written into it, and the folder itself when this made it; a failed write is the one-line error of ``option``."""
+    asked, asked_for = path, _ASKED_FOR.pop(path, None)
+    claimed = made = False
+    try:  # from before the claim: an interrupt right after it (a note being printed) leaves no claim behind
+        while not claimed:  # again: another command may have taken it meanwhile; each turn finds one more taken
+            path = check_writable(unique_dir(asked, option), option)
+            claimed, made = _claim(path, option)
+        if path != asked:
+            print(f"{asked}/ was taken meanwhile: writing to {path}/", file=sys.stderr)
+        elif asked_for is not None:
+            print(f"{asked_for}/ holds other files: writing to {path}/", file=sys.stderr)
         yield path
     except BaseException as err:
-        if not existed:
+        if claimed and made:
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            for child in set(path.iterdir()) - before:
+        elif claimed:  # a folder that was there empty: emptied again
+            for child in path.iterdir():
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child, ignore_errors=True)
                 else:
@@ -151,3 +154,33 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
         if isinstance(err, OSError):  # a full disk, a file system gone read-only: say which folder, one line
             fail(option, f"writing into {str(path)!r} failed ({err.strerror or err}); nothing was kept there")
         raise
+    finally:
+        if claimed:
+            with contextlib.suppress(OSError):
+                (path / CLAIM).unlink()
+
+
+def _claim(path: Path, option: str) -> tuple[bool, bool]:
+    """Make ``path`` (with its parents) if it is new and claim it for this command: (claimed, made here). Not
+    claimed when another command holds it (its ``CLAIM``) or anything else came into it meanwhile."""
+    made = False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+            made = True
+        except FileExistsError:  # there already (empty, as unique_dir found it), or made meanwhile by another
+            pass
+        try:
+            os.close(os.open(path / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:  # another command's claim
+            return False, made
+    except OSError as err:
+        if made:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        fail(option, f"cannot make {str(path)!r}: {err.strerror}")
+    if any(child.name != CLAIM for child in path.iterdir()):
+        (path / CLAIM).unlink(missing_ok=True)
+        return False, made
+    return True, made

@@ -3,6 +3,8 @@
 - ``atomic_path`` / ``write_text``: the file is written under a temporary name next to its target and renamed
   into place when complete, so a command that fails, runs out of disk or is interrupted leaves the previous file or
   none, never half of one (a rename within one folder is atomic on POSIX file systems);
+- ``write_new``: the same, but only where no file is: a file that claims a folder (a sweep's grid file), which
+  two commands started together must not both believe they wrote;
 - ``dumps``: JSON has no NaN or Infinity (Python's ``json`` would write the invalid tokens ``NaN`` and
   ``Infinity``); a non-finite float is written as ``null``. Inputs are validated so that results are finite; a
   null marks a figure that has no value (e.g. a ratio over zero).
@@ -41,6 +43,31 @@ def write_text(path: Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_new(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` whole, only if no file is there: False (nothing written) when one is, another
+    process's included. The complete temporary file is hard-linked into place, which fails where the name exists
+    (``os.replace`` would replace it); on a file system without hard links, the file is made with ``O_EXCL``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.new{path.suffix}")
+    try:
+        tmp.write_text(text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some network or FAT file systems): exclusive creation instead
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(descriptor, "w") as file:
+                file.write(text)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def finite(data: Any) -> Any:

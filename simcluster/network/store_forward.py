@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from simcluster.core import catalog
+from simcluster.core import catalog, limits, units
+from simcluster.core.errors import ScenarioError
 from simcluster.core.units import BYTES, parse
 from simcluster.network.base import NetworkModel, TransferClass, class_load
 
@@ -35,6 +36,13 @@ _LOOKAHEAD_EVENTS = 512
 # the event loop's rounding of times (TIME_EPS_S = 1e-12 relative, engine/drivers.py) cannot put a chunk on the other
 # side of it: the chunks processed before a class started near it are the same as without the checkpoint.
 _CHECKPOINT_GAP = 1e-9
+# Memory one queued chunk holds (its heap entry, a 6-tuple with its own sequence number, and the heap's slot): 422
+# bytes measured (resident memory over the peak heap length, baseline taken off: `collective --network chunk
+# --algorithm tree --min-bytes 1G --max-bytes 1G` on 128 and 256 GPUs, 0.65 and 1.33 million chunks queued at once),
+# rounded up. Every chunk of a class is queued when it starts, so the queue's length is known before it is allocated:
+# one class too many is refused against the memory limit (``limits.memory_limit_bytes``; round 34: that collective
+# on 4,096 GPUs reached 9 GB and on 1,024 GPUs at 8 GiB 12.7 GB, unbounded, before its 100 s timeout).
+QUEUED_CHUNK_BYTES = 512
 
 
 def default_chunk_bytes() -> float:
@@ -84,6 +92,7 @@ class StoreForwardNetwork(NetworkModel):
         self._lookahead: tuple[list, float] | None = None   # (its log, its first completion)
         self._finished: list[int] = []
         self._next_handle = 0
+        self._memory_limit_bytes = limits.memory_limit_bytes()
 
     # ---- the NetworkModel interface ------------------------------------------------------------------------
     def start(self, transfers: TransferClass, now_s: float) -> int:
@@ -113,6 +122,8 @@ class StoreForwardNetwork(NetworkModel):
         if self.max_chunks:
             chunk_bytes = max(chunk_bytes, transfers.size_bytes / self.max_chunks)
         full, rest = divmod(transfers.size_bytes, chunk_bytes)
+        chunks = int(full) + (rest > 1e-9 * chunk_bytes)
+        self._check_queue(len(state.heap) + chunks * len(paths))
         sizes = [chunk_bytes] * int(full) + ([rest] if rest > 1e-9 * chunk_bytes else [])
         state.chunks_left[handle] = len(sizes) * len(paths)
         state.last_arrival_s[handle] = now_s
@@ -122,6 +133,18 @@ class StoreForwardNetwork(NetworkModel):
                 heapq.heappush(state.heap, (now_s, state.seq, handle, route, 0, size))
                 state.seq += 1
         return handle
+
+    def _check_queue(self, queued: int) -> None:
+        """Refuse a class whose chunks would take the queue past the memory limit (``QUEUED_CHUNK_BYTES`` each),
+        before they are made."""
+        needed = queued * QUEUED_CHUNK_BYTES
+        if needed > self._memory_limit_bytes:
+            chunk = units.fmt(self.chunk_bytes, BYTES, 3)
+            raise ScenarioError("network", f"chunk: {queued:,} chunks of {chunk} queued at once need about "
+                                f"{units.fmt(needed, BYTES, 3)} of memory ({QUEUED_CHUNK_BYTES} B each), above the "
+                                f"{units.fmt(self._memory_limit_bytes, BYTES, 3)} limit: use the "
+                                f"flow model (the default), fewer GPUs or smaller messages (or set "
+                                f"{limits.MEMORY_LIMIT_ENV} on a larger machine)")
 
     def _pair_paths(self, src: int, dst: int, salts: int) -> list[list[int]]:
         """The links of each of a pair's ``salts`` paths, kept per pair: an MoE or long-context step starts tens of

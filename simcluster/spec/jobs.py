@@ -127,10 +127,13 @@ def from_dict(data: Any, source: str = "scenario") -> Jobs:
         raise
     except ValidationError as err:
         config.raise_first(err, source, JobsScenario)
-    names = [job.name for job in spec.jobs]
-    for index, name in enumerate(names):
-        if name in names[:index]:
-            raise ScenarioError(f"jobs.{index}.name", f"{name!r} names two jobs")
+    folded = [job.name.casefold() for job in spec.jobs]
+    for index, name in enumerate(job.name for job in spec.jobs):
+        if folded[index] in folded[:index]:  # one folder where case is not told apart (round 34: a and A)
+            other = spec.jobs[folded.index(folded[index])].name
+            raise ScenarioError(f"jobs.{index}.name", f"{name!r} names two jobs" if other == name else
+                                f"{name!r} and {other!r} differ in case only: their folders are one on a file "
+                                "system that ignores case (macOS, Windows), the second job's files over the first's")
         if name.casefold() in TOP_LEVEL_FILES:  # the job's folder would be the run's own file (round 29)
             raise ScenarioError(f"jobs.{index}.name", f"{name!r} is the name of a file the run writes beside the "
                                 f"jobs' folders ({', '.join(TOP_LEVEL_FILES)})")

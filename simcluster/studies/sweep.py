@@ -402,21 +402,26 @@ def folder_for(out_dir: Path, tasks: list[Task]) -> tuple[Path, Callable[[], Non
     empty, everything in it (round 33 review: the grid file and the failures' shards stayed in an empty folder the
     user made, and ``--out a/new/x`` left ``a/new/``)."""
     key = grid_key(tasks)
-    candidate, index = Path(out_dir), 2
-    while (owner := _owner(candidate)) not in ("", key):
-        candidate = Path(out_dir).with_name(f"{Path(out_dir).name}-{index}")
-        index += 1
-    made = list(itertools.takewhile(lambda folder: not folder.exists(), (candidate, *candidate.parents)))
-    candidate.mkdir(parents=True, exist_ok=True)
-    undo = None if owner == key else functools.partial(_undo_folder, candidate, made)
-    try:
-        outputs.write_text(candidate / GRID_FILE, outputs.dumps({"format": SHARD_FORMAT, "grid_key": key,
-                                                                 "runs": len(tasks)}) + "\n")
-    except BaseException:  # a full disk, an interrupt: leave no empty folder behind
-        if undo is not None:
+    grid = outputs.dumps({"format": SHARD_FORMAT, "grid_key": key, "runs": len(tasks)}) + "\n"
+    while True:  # a folder another sweep claimed meanwhile is looked at again: its grid (resumed) or another's
+        candidate, index = Path(out_dir), 2
+        while (owner := _owner(candidate)) not in ("", key):
+            candidate = Path(out_dir).with_name(f"{Path(out_dir).name}-{index}")
+            index += 1
+        made = list(itertools.takewhile(lambda folder: not folder.exists(), (candidate, *candidate.parents)))
+        candidate.mkdir(parents=True, exist_ok=True)
+        if owner == key:  # this grid's earlier runs: resumed, and kept whatever happens
+            outputs.write_text(candidate / GRID_FILE, grid)
+            return candidate, None
+        undo = functools.partial(_undo_folder, candidate, made)
+        try:
+            # written only where no grid file is (round 34): two sweeps of other grids started together both found
+            # the folder new and wrote their grid file there, the later over the earlier, then both their shards
+            if outputs.write_new(candidate / GRID_FILE, grid):
+                return candidate, undo
+        except BaseException:  # a full disk, an interrupt: leave no empty folder behind
             undo()
-        raise
-    return candidate, undo
+            raise
 
 
 def _undo_folder(folder: Path, made: list[Path]) -> None:

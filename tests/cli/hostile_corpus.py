@@ -479,6 +479,11 @@ def _recent_files() -> dict:
     # round 33's review: flash-attention's fused DropoutAddLayerNorm stated on a Megatron-Core layer
     files["training.dropout_add_norm=fused-mcore"] = edited("training.dropout_add_norm", "fused",
                                                             edited("training.mcore_version", "0.11"))
+    # round 34: two jobs whose names differ in case only share one folder where case is ignored (macOS, Windows)
+    job = {"model": "gpt3-1.3b", "training": BASE["training"], "parallelism": {"tp": 1, "pp": 1, "dp": 8}}
+    files["jobs.name=case"] = {"name": "hostile-jobs", "cluster": BASE["cluster"],
+                               "jobs": [{"name": "a", **job, "placement": {"nodes": [0]}},
+                                        {"name": "A", **job, "placement": {"nodes": [1]}}]}
     return files
 
 
@@ -705,6 +710,10 @@ def cases(data: Path) -> list[Case]:
         refuse=True, field="max-bytes")
     add("collective/sizes-1e18", "options", "collective", "--max-bytes", "1000000000000000000", "--network",
         "analytic", "--json")
+    # round 34: the chunk model queued every chunk of a 1 GiB tree all-reduce on 1,024 GPUs (5.4 million, ~2.6 GB;
+    # 12.7 GB at 8 GiB) with no bound: refused against the memory limit before they are made
+    add("collective/--network=chunk-queue-huge", "limits", "collective", "--network", "chunk", "--algorithm", "tree",
+        "--gpus", 1024, "--min-bytes", "1G", "--max-bytes", "1G", "--json", refuse=True, field="network")
     add("validate/--only-nothing", "options", "validate", "--only", "nothing-matches", refuse=True, field="only")
     add("validate/--held-out-nothing", "options", "validate", "--held-out", "--only", "nothing-matches",
         refuse=True, field="only")
