@@ -17,7 +17,7 @@ import pytest
 
 from simcluster.spec import config
 from simcluster.workload import cp_ring, kernels
-from simcluster.workload.ops import layer_ops, shard_for
+from simcluster.workload.ops import cp_ring_ops, layer_ops, shard_for
 
 # Llama 3.1 8B on one rank at tp 1: 32 query heads and 8 key/value heads of 128, bf16
 B, Q_HIDDEN, KV_HIDDEN, HEADS, E = 1, 32 * 128, 8 * 128, 32, 2
@@ -118,3 +118,13 @@ def test_cp_row_layer_carries_the_ring():
     assert hidden_bytes > 0   # the zero-fill and the LSE clone and cast at step 1, under the other stream's attention
     assert added_s == pytest.approx((ring_bytes - hidden_bytes) / (gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)),
                                     rel=1e-6)
+
+
+def test_a_host_only_launch_has_no_stream_gap():
+    """A launch onto another stream (the ring's hidden kernels, NCCL calls) costs the host, not this stream: no gap,
+    as ``StreamTime`` counts it, while a kernel in series pays the fitted gap."""
+    host = kernels.host_model()
+    ring = cp_ring_ops(cp_ring.forward(2, 2, B, 4096, Q_HIDDEN, KV_HIDDEN, HEADS, E))
+    gaps = [host.gap_s(op) for op in ring]
+    assert gaps.count(0.0) == sum(op.name == kernels.HOST_ONLY_LAUNCH for op in ring) == 3
+    assert [gap for gap in gaps if gap] == [host.kernel_gap_s] * 4
