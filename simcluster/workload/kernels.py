@@ -401,7 +401,11 @@ class HostModel:
         return launch_overhead_s() if self.gap_per == "call" else self.kernel_gap_s
 
     def gap_s(self, op: Op) -> float:
-        """The stream's gap before ``op`` (``gap_per``; a queued launch with no work, ``launch_overhead_s``)."""
+        """The stream's gap before ``op`` (``gap_per``; a queued launch with no work, ``launch_overhead_s``; none
+        before a host-side mark, ``HOST_ONLY_LAUNCH`` or ``HOST_SYNC``: no kernel on this stream, as ``stream_time``
+        counts them)."""
+        if op.name in (HOST_ONLY_LAUNCH, HOST_SYNC):
+            return 0.0
         if op.queued and op.no_work:
             return 0.0 if op.in_measured_call else launch_overhead_s()
         return self.queued_gap_s if op.queued else self.kernel_gap_s

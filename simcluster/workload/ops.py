@@ -33,6 +33,7 @@ from simcluster.spec.model import TransformerSpec
 from simcluster.workload import (
     autocast_params,
     call_issue,
+    cp_ring,
     eager_backward,
     eager_rope,
     embedding_grad,
@@ -162,6 +163,8 @@ class Shard:
     # q/k/v layout copies around TE's attention (te_flash_layout.layout): (qkv_format, RoPE output) or None
     qkv_layout: tuple[str, str] | None = None
     qkv_split_copy: bool = False  # the QKV split's backward concatenates dq, dk, dv (te_flash_layout.split_concat)
+    cp_ring_te: int = 0  # Transformer Engine major release whose p2p ring runs context parallelism (cp_ring); 0: none
+    cp_ring_blackwell: bool = False  # that ring on Blackwell (compute capability 10: no batched p2p at cp 2, cp_ring)
     eager_rope: str | None = None  # release whose unfused RoPE runs eager kernels per q and k (eager_rope.release)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
@@ -224,6 +227,8 @@ def shard_for(scenario: Scenario) -> Shard:
                  fp8_gathered_weights=torchao_float8.fsdp_float8_all_gather(t, p),
                  qkv_layout=te_flash_layout.layout(scenario),
                  qkv_split_copy=te_flash_layout.split_backward_copies(scenario),
+                 cp_ring_te=p.te_version if p.cp > 1 and scenario.megatron_core and t.attention != "naive" else 0,
+                 cp_ring_blackwell="fp4" in scenario.cluster.gpu.peak,
                  eager_rope=eager_rope.release(scenario),
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, dropout_add_norm=t.dropout_add_norm,
@@ -326,6 +331,14 @@ def _block_scaled(shard: Shard) -> bool:
 
 def _memory(name: str, flop: float, hbm_bytes: float) -> Op:
     return Op(name, "memory", float(flop), float(hbm_bytes))
+
+
+def cp_ring_ops(ring: list[cp_ring.RingKernel]) -> list[Op]:
+    """Context parallelism's ring kernels (``cp_ring``) as ops: one in series a memory-bound kernel with its gap; one
+    the other stream's attention hides, a host launch only (``kernels.HOST_ONLY_LAUNCH``)."""
+    from simcluster.workload.kernels import HOST_ONLY_LAUNCH  # kernels imports this module
+    return [Op(HOST_ONLY_LAUNCH, "memory", 0.0, 0.0) if kernel.hidden else _memory(kernel.name, 0.0, kernel.hbm_bytes)
+            for kernel in ring]
 
 
 def gradient_sum(name: str, parts: int, elements: float, e: int) -> Op:
@@ -753,6 +766,11 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
                                                                         kv_local // model.d_head, e, qkv_format,
                                                                         rope_output))
         core_forward, core_backward = [*before, *core_forward, *after], [*before_bwd, *core_backward, *after_bwd]
+    if shard.cp_ring_te and shard.cp > 1 and shard.attention in FLASH_KERNELS:   # TE's p2p ring (cp_ring)
+        ring = (shard.cp, shard.cp_ring_te, shard.micro_batch, shard.seq_len // shard.cp, q_local, kv_local,
+                model.heads // tp, e, shard.cp_ring_blackwell)
+        core_forward = [*core_forward, *cp_ring_ops(cp_ring.forward(*ring))]
+        core_backward = [*core_backward, *cp_ring_ops(cp_ring.backward(*ring))]
     qk_norm, qk_norm_bwd = qk_norm_ops(model, shard)
     # the split's backward concatenation: after the q/k gradients' last kernel, before QKV's dgrad; backward only
     split_bwd = [_memory(*te_flash_layout.split_concat(tokens, q_local, kv_local, e))] if shard.qkv_split_copy else []

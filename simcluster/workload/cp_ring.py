@@ -1,0 +1,126 @@
+"""The kernels of Transformer Engine's context-parallel p2p ring besides its attention steps, forward and backward,
+per layer on one rank (docs/calibration.md "Round 34: the context-parallel ring, kernel by kernel").
+
+The model counts the ring's cp attention steps as one attention op a direction (``ops.attention_core``, its time
+from the step kernels: ``kernels.ring_key_length``) and its K/V exchange on the network (``parallel.plan``
+``cp_exchange``). ``AttnFuncWithCPAndKVP2P`` launches more: the K/V buffer, the softmax-statistics (LSE) merges, the
+output corrections and, backward, the dQ / dK / dV accumulation, each a kernel of its own; and cp attention calls a
+direction, not one. This module lists them, each with its HBM bytes (closed forms in the rank's tokens ``c`` = s/cp,
+query and key/value widths and heads), the stream it runs on and whether the attention of the other stream hides it.
+
+Sources, causal mask, Megatron-Core's ``sbhd`` (or ``bshd``) at micro batch 1, bf16 ring (NeMo's ``fp8_dpa`` off:
+an fp8 run's ring is this bf16 loop), cuDNN fused attention, ``cp_comm_type`` p2p, rank 0 (the rank with the most
+launches; every rank's forward has the same count):
+
+- TE 2.x: ``transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py`` (stored commit
+  015d2257, a development copy with debug prints; the bf16 path read). Forward: ``torch.cat`` of k and v into the
+  ring buffer; step i on stream i % 2 (the current stream, ``cp_stream``): ``fused_attn_fwd``, and at i >= 1 the LSE
+  merge of step i-1 on that step's stream (``torch.clone`` at step 0, then ``flash_attn_fwd_[second_half_]softmax_
+  lse_correction``, jit-fused, one kernel each); after the loop, on the current stream, one output correction a step
+  (``flash_attn_fwd_out_correction_init``, ``flash_attn_fwd_[second_half_]out_correction``). Backward, one stream:
+  the LSE's second half made contiguous (ranks < cp-1), the K/V copied into the send buffer; per step
+  ``fused_attn_bwd``, the dQ copy / add (two at i = cp-1-rank for ranks < cp-1), dK and dV copied / added apart (four
+  at the last step on rank 0). NCCL send / receive batched into one call at cp 2 below compute capability 10.0
+  (``batch_p2p_comm``), else an isend and an irecv.
+- TE 1.x (1.10/1.11, NeMo 24.09; the stored 2.0-era ``transformer_engine/pytorch/attention.py`` id 3102555733 for the
+  forward, whose bf16 loop round 20 found kernel for kernel that of 1.8 and 1.10/1.11; the 1.x backward's per-step
+  ``torch.cat((dk_.unsqueeze(0), dv_.unsqueeze(0)))`` in the stored 1.7/1.8-era copy id 908186293 and the
+  1.10/1.11-era fragment id 55236154357): forward as 2.x but at step 1 ``out`` zero-filled and the LSE cloned and cast
+  to fp64 (three kernels), the merges in fp64, the LSE cast back to fp32 after the loop, every output correction the
+  one ``flash_attn_fwd_out_correction``; backward as 2.x but per step dK and dV concatenated (one ``torch.cat``) and
+  accumulated as one tensor (one copy / add, two at the last step on rank 0). K/V packed on dim -3 (``sb2hd``), so a
+  K/V half is a contiguous view; batched p2p at cp 2 whatever the GPU.
+
+At micro batch 1 the halves TE makes ``.contiguous()`` (q[1], the K/V first half, O and dO halves) are contiguous
+views already: no kernel. Streams: the forward's attention steps alternate between two streams, and a step's LSE
+merge runs on its stream beside the next step's attention on the other (TE: "create two streams to resolve wave
+quantization issue"), so the device is not idle before those launches: ``hidden`` (host dispatch only, no stream
+gap, their few bytes under the attention). The K/V cat before the loop, the last step's merge, the casts and output
+corrections after the loop and every backward kernel run in series on one stream: a kernel with its gap. The
+attention steps past the first are launches whose time is already the one attention op's: zero bytes here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LSE_BYTES = 4      # the softmax statistics in fp32
+LSE64_BYTES = 8    # TE 1.x merges them in fp64 (``.to(torch.double)``)
+ATTENTION_STEP = "cp_attention_step"   # a ring step's attention launch (its time in ops.attention_core's op)
+NCCL_LAUNCH = "cp_p2p_launch"          # a NCCL send / receive call on NCCL's stream
+
+
+@dataclass(frozen=True)
+class RingKernel:
+    """One launch of the ring: its name, HBM bytes, and whether the other stream's attention hides its stream gap
+    (``hidden``: host dispatch only) or it runs in series (a kernel with its gap). NCCL launches are ``hidden``."""
+
+    name: str
+    hbm_bytes: float
+    hidden: bool = False
+
+
+def _p2p_launches(exchanges: int, cp: int, te_version: int, blackwell: bool) -> list[RingKernel]:
+    """NCCL calls of ``exchanges`` ring exchanges: one batched call at cp 2 (TE 2.x only below compute capability
+    10.0), else an isend and an irecv."""
+    batched = cp == 2 and (te_version == 1 or not blackwell)
+    return [RingKernel(NCCL_LAUNCH, 0.0, hidden=True)] * (exchanges * (1 if batched else 2))
+
+
+def forward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: int, kv_hidden: int, heads: int,
+            e: int, blackwell: bool = False) -> list[RingKernel]:
+    """The ring's forward launches on rank 0 beside its first attention step (module doc): ``chunk`` tokens a rank
+    (s/cp), ``q_hidden`` / ``kv_hidden`` the rank's query / key-value widths, ``heads`` its query heads, ``e`` bytes an
+    activation element. Empty at cp 1."""
+    if cp == 1:
+        return []
+    b, c, half = micro_batch, chunk, chunk / 2
+    lse, lse_half = b * heads * c, b * heads * half
+    out, out_half = b * c * q_hidden * e, b * half * q_hidden * e
+    kernels = [RingKernel("cp_kv_cat", 4 * b * c * kv_hidden * e)]
+    kernels += [RingKernel(ATTENTION_STEP, 0.0, hidden=True)] * (cp - 1)
+    if te_version == 1:
+        kernels += [RingKernel("cp_out_zero", out, hidden=True), RingKernel("cp_lse_clone", 2 * lse * LSE_BYTES, True),
+                    RingKernel("cp_lse_to_fp64", lse * (LSE_BYTES + LSE64_BYTES), True)]
+        merge = lse_half * (2 * LSE64_BYTES + LSE_BYTES)   # rank 0's later steps: the second half, in fp64
+        last = [RingKernel("cp_lse_to_fp32", lse * (LSE64_BYTES + LSE_BYTES))]
+        first_out = 3 * out + 2 * lse * LSE_BYTES           # read out and the step's, write out; both LSEs
+    else:
+        kernels += [RingKernel("cp_lse_clone", 2 * lse * LSE_BYTES, hidden=True)]
+        merge = 3 * lse_half * LSE_BYTES
+        last = []
+        first_out = 2 * out + 2 * lse * LSE_BYTES           # the init: read the step's output, write out
+    kernels += [RingKernel("cp_lse_merge", merge, hidden=True)] * (cp - 2) + [RingKernel("cp_lse_merge", merge)]
+    kernels += last + [RingKernel("cp_out_correction", first_out)]
+    # the later steps' second halves; TE 1.x reads the fp64 LSE's half (a view of the tensor before the cast back)
+    half_lse = LSE64_BYTES + LSE_BYTES if te_version == 1 else 2 * LSE_BYTES
+    kernels += [RingKernel("cp_out_correction", 3 * out_half + lse_half * half_lse)] * (cp - 1)
+    return kernels + _p2p_launches(cp - 1, cp, te_version, blackwell)
+
+
+def backward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: int, kv_hidden: int, heads: int,
+             e: int, blackwell: bool = False) -> list[RingKernel]:
+    """The ring's backward launches on rank 0 beside its first attention step, one stream (module doc; arguments as
+    ``forward``). Empty at cp 1."""
+    if cp == 1:
+        return []
+    b, c, half = micro_batch, chunk, chunk / 2
+    dq_half = b * half * q_hidden * e                  # a dQ half
+    dk = b * c * kv_hidden * e                          # dK (or dV) over the chunk
+    kernels = [RingKernel("cp_lse_half_copy", 2 * b * heads * half * LSE_BYTES),
+               RingKernel("cp_kv_copy", 4 * dk)]
+    kernels += [RingKernel(ATTENTION_STEP, 0.0)] * (cp - 1)
+    # dQ: the second half copied at step 0, added at 0 < i < cp-1; at i = cp-1 the first half copied, the second added
+    kernels += [RingKernel("cp_dq_copy", 2 * dq_half)] + [RingKernel("cp_dq_add", 3 * dq_half)] * (cp - 2)
+    kernels += [RingKernel("cp_dq_copy", 2 * dq_half), RingKernel("cp_dq_add", 3 * dq_half)]
+    # dK / dV into the received buffer: copied at step 0, added at 0 < i < cp-1, at the last step (rank 0) the first
+    # half added and the second copied; TE 1.x first concatenates dK and dV (read both, write both) and moves them as
+    # one tensor, TE 2.x moves each apart
+    parts = 1 if te_version == 1 else 2
+    width = 2 // parts                                  # tensors a kernel moves
+    if te_version == 1:
+        kernels += [RingKernel("cp_dkv_cat", 4 * dk)] * cp
+    kernels += [RingKernel("cp_dkv_copy", 2 * width * dk)] * parts
+    kernels += [RingKernel("cp_dkv_add", 3 * width * dk)] * (parts * (cp - 2))
+    kernels += [RingKernel("cp_dkv_add", 3 * width * dk / 2), RingKernel("cp_dkv_copy", 2 * width * dk / 2)] * parts
+    return kernels + _p2p_launches(cp, cp, te_version, blackwell)
