@@ -103,32 +103,21 @@ def test_overlapped_buckets_are_checked_before_their_collective():
     assert result.summary["step_time_s"] - unchecked.summary["step_time_s"] > 0.5 * checked_s
 
 
-def test_a_bf16_gradient_buffer_is_normed_at_two_bytes():
-    """grad_reduce_in_fp32 False (grad_reduce_dtype bf16): the buffer the norm reads is bf16, so on one GPU the
-    optimizer block grows by a norm over 2 B x 8.03 G (half the fp32 case's), one scalar kernel and one drain."""
-    on = Simulation(_scenario("0.9", dp=1, grad_reduce_dtype="bf16", check_for_nan_in_grad=True),
-                    check_memory=False).plan
-    off = Simulation(_scenario("0.9", dp=1, grad_reduce_dtype="bf16"), check_memory=False).plan
-    gpu = _scenario("0.9").cluster.gpu
-    rate = gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)
-    gap = kernels.host_model().kernel_gap_s
-    scalar = kernels.op_time_s(nan_check.bucket_ops(0.0, "0.9")[1], gpu, "bf16")
-    grown = on.optimizer_s[0] - off.optimizer_s[0] - scalar - schedule_host.drain_stall_s(gpu.name) - gap
-    assert grown * rate == pytest.approx(2 * 8.03e9, rel=0.01)
-
-
-def test_one_rank_checks_each_chunk_buffer_with_the_optimizer():
+@pytest.mark.parametrize(("grad_dtype", "width"), [("fp32", FP32), ("bf16", 2)])
+def test_one_rank_checks_each_chunk_buffer_with_the_optimizer(grad_dtype, width):
     """One GPU (dp 1: nothing overlapped): the optimizer block grows by one check of the stage's whole buffer, a norm
-    over its fp32 gradients (4 B per parameter, Llama 3 8B's 8.03 G) and one drain (release 0.9)."""
-    on = Simulation(_scenario("0.9", dp=1, check_for_nan_in_grad=True), check_memory=False).plan
-    off = Simulation(_scenario("0.9", dp=1), check_memory=False).plan
+    over its gradients at the buffer's width (fp32: 4 B per parameter; bf16, grad_reduce_in_fp32 False: 2 B) of
+    Llama 3 8B's 8.03 G, one scalar kernel and one drain (release 0.9)."""
+    on = Simulation(_scenario("0.9", dp=1, grad_reduce_dtype=grad_dtype, check_for_nan_in_grad=True),
+                    check_memory=False).plan
+    off = Simulation(_scenario("0.9", dp=1, grad_reduce_dtype=grad_dtype), check_memory=False).plan
     assert not on.nan_checked
     gpu = _scenario("0.9").cluster.gpu
     rate = gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)
     gap = kernels.host_model().kernel_gap_s
     scalar = kernels.op_time_s(nan_check.bucket_ops(0.0, "0.9")[1], gpu, "bf16")
     grown = on.optimizer_s[0] - off.optimizer_s[0] - scalar - schedule_host.drain_stall_s(gpu.name) - gap
-    assert grown * rate == pytest.approx(FP32 * 8.03e9, rel=0.01)
+    assert grown * rate == pytest.approx(width * 8.03e9, rel=0.01)
 
 
 @pytest.mark.parametrize(("parallelism", "training"), [
