@@ -331,13 +331,6 @@ def nan_check_group_read(version: str | None) -> bool:
     return release_in(version, "nan_check_group_read")
 
 
-def nan_check_default_on(version: str | None) -> bool:
-    """``parallelism.check_for_nan_in_grad`` left unset: whether a stated release is taken to run the check
-    (data/mcore_versions.yaml ``nan_check_default_on``: 0.6-0.13, Megatron-LM's and NeMo 2's default; from 0.14 the
-    NeMo Framework's performance scripts turn it off); None (no stated release, no stack pinned): no."""
-    return release_in(version, "nan_check_default_on")
-
-
 def nemo_average_in_collective(version: str | None) -> bool:
     """``parallelism.average_in_collective`` left unset: whether the release's NeMo container averages in the
     collective (data/mcore_versions.yaml ``grad_scaling.nemo_average_in_collective``: NeMo 24.09's 0.9 on)."""
@@ -1009,10 +1002,10 @@ class Parallelism(_Defaulted):
         "--no-check-for-nan-in-loss-and-grad turns it off): before each gradient bucket's collective a norm reading "
         "the bucket's gradients on the compute stream and a host read of its isnan (0.6-0.11), isnan and isinf "
         "(0.12 on), each read draining the stream (workload/nan_check.py). Read only with grad_buckets "
-        "megatron_core. Default: true on a stated mcore_version 0.6-0.13 (Megatron-LM's default, NeMo 2's "
-        "MegatronStrategy and recipes), false from 0.14 (the NeMo Framework's and Megatron-Bridge's performance "
-        "scripts turn it off), with no stated release and elsewhere; NeMo 1.x (optim check_for_nan_in_grad, "
-        "default False) runs state false, Megatron-LM runs on 0.14 or later true")
+        "megatron_core. Default: false on every release (the field's own default in Megatron-Core, NeMo 1.x's "
+        "optim check_for_nan_in_grad, and what the NeMo 2.x and Megatron-Bridge performance scripts set); a "
+        "Megatron-LM run (its flag is on by default) and a NeMo 2.x or Megatron-Bridge recipe run outside the "
+        "performance scripts (MegatronStrategy and the recipes pass True) state true")
     suggested_communication_unit_size: Annotated[int, Strict()] | None = Field(
         None, gt=0, description="Megatron-FSDP's DistributedDataParallelConfig.suggested_communication_unit_size "
         "(elements), read with zero_stage 3 on Megatron-Core (mcore_version 0.12 on) and a dense model. Releases "
@@ -1277,9 +1270,8 @@ class Scenario(_Strict):
           without Transformer Engine does not read it;
         - Megatron-Core's own bucket formation (``grad_buckets: megatron_core``) on Megatron-Core at ZeRO 0-2, equal
           buckets elsewhere; Apex's 100 MiB buckets (APEX_BUCKET_CAP_BYTES) with ``grad_buckets: apex``, on any stack;
-        - the per-bucket NaN check (``check_for_nan_in_grad``) with Megatron-Core's buckets on a stated release
-          0.6-0.13 (Megatron-LM's and NeMo 2's default; ``nan_check_default_on``), off from 0.14 (the performance
-          scripts of the Megatron-Bridge containers), with no stated release and elsewhere;
+        - no per-bucket NaN check (``check_for_nan_in_grad``) on any release: the field's default and the NeMo /
+          Megatron-Bridge performance scripts'; a Megatron-LM run states true;
         - experts split over the tensor-parallel ranks without expert parallelism (``etp`` = tp with ep 1,
           ``default_etp``), as Megatron-Core does with expert_tensor_parallel_size None; 1 with ep > 1 (NeMo's
           H100 configurations' ETP 1);
@@ -1307,8 +1299,7 @@ class Scenario(_Strict):
         p.resolve(grad_buckets="megatron_core" if core and p.zero_stage < 3 else "megatron")
         p.resolve(average_in_collective=p.grad_buckets == "megatron_core" and nemo_average_in_collective(
             t.mcore_version))
-        p.resolve(check_for_nan_in_grad=p.grad_buckets == "megatron_core" and nan_check_default_on(
-            stated_mcore_version(t)))
+        p.resolve(check_for_nan_in_grad=False)
         if p.grad_buckets == "apex":
             bucket = APEX_BUCKET_CAP_BYTES
         elif not core:

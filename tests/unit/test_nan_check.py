@@ -8,7 +8,8 @@ What the source does, read in the released megatron-core wheels 0.5.0-0.14.0 and
   reduction over the bucket's bytes and one (two) host reads a bucket, before its scaling and collective;
 - Megatron-LM turns it on by default (``--no-check-for-nan-in-loss-and-grad`` is store_false), NeMo 2's
   MegatronStrategy and recipes pass True, NeMo 1.x's ``cfg.optim.get('check_for_nan_in_grad', False)`` and the
-  NeMo / Megatron-Bridge performance scripts turn it off.
+  NeMo / Megatron-Bridge performance scripts turn it off. simcluster's default is off on every release (the field's
+  own default, the performance scripts'); a Megatron-LM run states true (round 34 review).
 """
 
 from __future__ import annotations
@@ -40,20 +41,18 @@ def _scenario(version: str | None, **parallelism) -> config.Scenario:
     return config.from_dict(_data({} if version is None else {"mcore_version": version}, parallelism))
 
 
-@pytest.mark.parametrize(("version", "expected"), [
-    ("0.5", False),   # no check in 0.5.0's grad_buffer.py
-    ("0.6", True),    # Megatron-LM's default from the first DDP with the check
-    ("0.11", True),
-    ("0.13", True),
-    ("0.14", False),  # Megatron-Bridge containers: the performance scripts turn it off
-    (None, False),    # no stated release, no stack pinned
-])
-def test_the_default_follows_the_stated_release(version, expected):
-    assert _scenario(version).parallelism.check_for_nan_in_grad is expected
+@pytest.mark.parametrize("version", ["0.5", "0.6", "0.9", "0.11", "0.13", "0.14", None])
+def test_unset_is_off_on_every_release_and_stated_true_checks(version):
+    """Unset: off whatever the release (Megatron-Core's own default and the NeMo / Megatron-Bridge performance
+    scripts'; a stated '0.9' and the by-GPU default '0.9' agree); stated true from 0.6: on."""
+    assert _scenario(version).parallelism.check_for_nan_in_grad is False
+    if version not in ("0.5", None):
+        assert nan_check.applies(_scenario(version, check_for_nan_in_grad=True))
 
 
 @pytest.mark.parametrize(("name", "expected"), [
-    ("megatron-1.7b-h100", True),                  # Megatron-LM core 0.8: on by default
+    ("megatron-1.7b-h100", True),                  # Megatron-LM core 0.8: on by default, stated
+    ("flagperf-llama3-8b-8-h100-bf16", True),      # FlagPerf's Megatron-LM 0.6: no --no- flag, stated
     ("nemo2409-llama31-8b-8-h100-bf16", False),    # NeMo 1.x's mcore_distributed_optim: off by default
     ("nemo2511-llama3-8b-8-b200-fp8", False),      # Megatron-Bridge's performance scripts
     ("mlperf50-llama31-405b-512-h100-fp8", True),  # the run's pretrain.py: True
@@ -62,7 +61,7 @@ def test_the_default_follows_the_stated_release(version, expected):
     ("korthikanti2022-22b-a100", False),           # Megatron-LM 2022's own DDP ('0.1'): none
     ("nemo2409-gpt3-175b-128-h100-bf16", False),   # Apex's distributed Adam: not Megatron-Core's DDP
 ])
-def test_each_stack_takes_its_own_default(name, expected):
+def test_each_bundled_stack_has_its_sources_value(name, expected):
     assert nan_check.applies(config.load(name)) is expected
 
 
@@ -80,7 +79,7 @@ def test_overlapped_buckets_are_checked_before_their_collective():
     reading the bucket at the achievable HBM rate, and the norms together read the whole fp32 gradient buffer once
     (Llama 3 8B: 4 B x 8.03 G). Without the check the step is shorter by at least half the checks' time (they run on
     the compute stream during the last backward)."""
-    scenario = _scenario("0.12")
+    scenario = _scenario("0.12", check_for_nan_in_grad=True)
     result = simulate(scenario)
     events = result.events[result.events["rank"] == 0]
     checks = events[events["name"].str.startswith("nan check")].set_index("name")
@@ -99,23 +98,26 @@ def test_overlapped_buckets_are_checked_before_their_collective():
         assert norm_bytes == pytest.approx(reduce["bytes"], rel=1e-6)
         moved += norm_bytes
     assert moved == pytest.approx(FP32 * 8.03e9, rel=0.01)
-    unchecked = simulate(_scenario("0.12", check_for_nan_in_grad=False))
+    unchecked = simulate(_scenario("0.12"))
     checked_s = (checks["end_s"] - checks["start_s"]).sum()
     assert result.summary["step_time_s"] - unchecked.summary["step_time_s"] > 0.5 * checked_s
 
 
-def test_one_rank_checks_each_chunk_buffer_with_the_optimizer():
+@pytest.mark.parametrize(("grad_dtype", "width"), [("fp32", FP32), ("bf16", 2)])
+def test_one_rank_checks_each_chunk_buffer_with_the_optimizer(grad_dtype, width):
     """One GPU (dp 1: nothing overlapped): the optimizer block grows by one check of the stage's whole buffer, a norm
-    over its fp32 gradients (4 B per parameter, Llama 3 8B's 8.03 G) and one drain (release 0.9)."""
-    on = Simulation(_scenario("0.9", dp=1), check_memory=False).plan
-    off = Simulation(_scenario("0.9", dp=1, check_for_nan_in_grad=False), check_memory=False).plan
+    over its gradients at the buffer's width (fp32: 4 B per parameter; bf16, grad_reduce_in_fp32 False: 2 B) of
+    Llama 3 8B's 8.03 G, one scalar kernel and one drain (release 0.9)."""
+    on = Simulation(_scenario("0.9", dp=1, grad_reduce_dtype=grad_dtype, check_for_nan_in_grad=True),
+                    check_memory=False).plan
+    off = Simulation(_scenario("0.9", dp=1, grad_reduce_dtype=grad_dtype), check_memory=False).plan
     assert not on.nan_checked
     gpu = _scenario("0.9").cluster.gpu
     rate = gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)
     gap = kernels.host_model().kernel_gap_s
     scalar = kernels.op_time_s(nan_check.bucket_ops(0.0, "0.9")[1], gpu, "bf16")
     grown = on.optimizer_s[0] - off.optimizer_s[0] - scalar - schedule_host.drain_stall_s(gpu.name) - gap
-    assert grown * rate == pytest.approx(FP32 * 8.03e9, rel=0.01)
+    assert grown * rate == pytest.approx(width * 8.03e9, rel=0.01)
 
 
 @pytest.mark.parametrize(("parallelism", "training"), [
@@ -141,7 +143,7 @@ def test_a_merged_group_checks_each_of_its_buckets():
     bucket group, whose start_grad_sync still checks bucket by bucket (check_grads loops over self.buckets). The
     last group's check on rank 0 is one norm over its bytes plus, for each of its k > 1 buckets, a norm's gap, two
     scalar kernels and two drains; every other group has k = 1."""
-    scenario = config.from_dict(_data({"mcore_version": "0.12", "precision": "fp8"}))
+    scenario = config.from_dict(_data({"mcore_version": "0.12", "precision": "fp8"}, {"check_for_nan_in_grad": True}))
     sim = Simulation(scenario)
     counts = bucket_checks(sim, sim.plan.chunks[0])
     assert counts[:-1] == [1] * (len(counts) - 1) and counts[-1] > 1
