@@ -36,7 +36,7 @@ from simcluster.parallel.layout import split_layers
 from simcluster.spec.config import TORCH_LOGITS
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import fp8_params, mla, mtp, optimizer_step, torchao_float8
+from simcluster.workload import eager_norm_rope, fp8_params, mla, mtp, optimizer_step, torchao_float8
 from simcluster.workload.moe import step_load
 from simcluster.workload.ops import (
     LAYERNORM,
@@ -425,7 +425,17 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
         scores = per_score * shard.micro_batch * heads_local * s_q * shard.seq_len
     return (replicated + split + scores + qk_norm_activation_bytes(model, shard)
             - (norm_output_bytes(model, shard) if model.mla is not None else 0.0)
-            + autocast_weight_copy_bytes(model, shard))
+            + autocast_weight_copy_bytes(model, shard) + eager_norm_extra_bytes(model, shard))
+
+
+def eager_norm_extra_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """What a layer's two eager fp32 norms (``training.norm_kernels: eager_fp32``) keep beyond the fused norm's
+    16-bit input: autograd saves the fp32 upcast and the normalised 16-bit tensor (``eager_norm_rope``), not the
+    input (its cast saves nothing). 0 for fused norms or with full recompute, which keeps the layer input only."""
+    if shard.norm_kernels != eager_norm_rope.EAGER or shard.recompute == "full":
+        return 0.0
+    e = shard.activation_bytes_per_element
+    return 2 * (eager_norm_rope.saved_bytes_per_element(e) - e) * shard.tokens / shard.sp_divisor * model.hidden
 
 
 def residual_bytes(shard: Shard) -> int:
@@ -765,7 +775,7 @@ def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = Fal
     full = Shard(seq_len=shard.seq_len, micro_batch=shard.micro_batch, tp=shard.tp, cp=shard.cp,
                  sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
                  recompute="none", residual_in_fp32=shard.residual_in_fp32,
-                 autocast_fp32_params=shard.autocast_fp32_params)
+                 autocast_fp32_params=shard.autocast_fp32_params, norm_kernels=shard.norm_kernels)
     if shard.recompute == "full":
         transient = layer_activation_bytes(model, full)
     else:

@@ -757,6 +757,21 @@ class Training(_Defaulted):
         "nn.Linear and F.layer_norm, llm-foundry's MPT: a reduction kernel per bias, a second pass over dy and x per "
         "norm; Megatron-LM 2020-22 with apex's fused LayerNorm: the norm-weight gradients in partial-sum and finalize "
         "kernels beside the dx kernel; workload/eager_backward.py)")
+    norm_kernels: Literal["fused", "eager_fp32"] = Field(
+        "fused", description="the RMSNorms (every layer's two and the final one): fused (one kernel a phase: "
+        "Transformer Engine, apex, Inductor) or eager_fp32 (foundation-model-stack's LayerNormParameterized with "
+        "use_high_precision_pow, no torch.compile, as IBM's fms-fsdp ran it: x.float(), pow, mean, + eps, rsqrt, "
+        "multiply, type_as, weight multiply, each a kernel, 36 B an element forward and 92 backward in bf16, the "
+        "weight gradient among them; autograd keeps the fp32 upcast and the normalised 16-bit tensor; "
+        "workload/eager_norm_rope.py, data/eager_norm_rope.yaml); eager_fp32 needs norm rmsnorm, bf16 or fp16, tp 1 "
+        "and not Megatron-Core")
+    rope_kernels: Literal["fused", "eager_fp32"] = Field(
+        "fused", description="the rotary embedding of q and k: fused (one kernel a phase; Megatron-Core's unfused "
+        "RoPE is rope_fusion false) or eager_fp32 (foundation-model-stack's RotaryEmbedding.adjusted_qk, real form: "
+        "per tensor a cast to fp32, the 2 x 2 rotation multiply, the pair sum and the cast back, 36 B a rotated "
+        "element each way in bf16, plus each call's position and frequency-gather kernels; "
+        "workload/eager_norm_rope.py); eager_fp32 needs position rope, bf16 or fp16, tp 1, no MLA and not "
+        "Megatron-Core")
     qkv_bias_add: Literal["epilogue", "separate"] | None = Field(
         None, description="how the forward adds the QKV linear's bias (Megatron's one column-parallel linear built "
         "without skip_bias_add): epilogue (inside the GEMM: Transformer Engine, Megatron-Core, PyTorch 2.x addmm) or "
@@ -1489,6 +1504,7 @@ class Scenario(_Strict):
         if t.layer_backward == "eager" and m.moe is not None and m.linear_biases:
             raise ScenarioError("training.layer_backward", "eager bias gradients are modelled for dense MLPs only "
                                 "(llm-foundry's MPT); an MoE model with biases needs fused")
+        self._check_eager_norm_rope()
         if t.qkv_bias_add is not None and not m.linear_biases:  # round 33: ignored unsaid (a step unchanged)
             raise ScenarioError("training.qkv_bias_add", f"{t.qkv_bias_add}: the model has no linear biases "
                                 "(model.bias false, or an rmsnorm model's default), so there is no QKV bias to add: "
@@ -1721,6 +1737,26 @@ class Scenario(_Strict):
         if p.local_ddp != "none" and p.overlap_grad_reduce and p.dp > 1:
             raise ScenarioError("parallelism.local_ddp", f"{p.local_ddp}: Megatron-LM's local DDP reduces after the "
                                 "backward, set overlap_grad_reduce: false")
+
+    def _check_eager_norm_rope(self) -> None:
+        """``norm_kernels`` / ``rope_kernels: eager_fp32`` model fms's RMSNorm and real-form RoPE as fms-fsdp runs
+        them: 16-bit activations upcast to fp32, FSDP without tensor parallelism, not Megatron-Core's fused modules."""
+        t, m, p = self.training, self.model, self.parallelism
+        for key, eager, needs in (("norm_kernels", t.norm_kernels == "eager_fp32",
+                                   [(m.norm != "rmsnorm", "model.norm rmsnorm (LayerNormParameterized in RMSNorm "
+                                     "mode)"), (m.qk_layernorm, "no model.qk_layernorm"),
+                                    (t.dropout_add_norm == "fused", "dropout_add_norm separate")]),
+                                  ("rope_kernels", t.rope_kernels == "eager_fp32",
+                                   [(m.position != "rope", "model.position rope"),
+                                    (m.mla is not None, "no model.mla")])):
+            if not eager:
+                continue
+            needs += [(t.precision not in ("bf16", "fp16"), "precision bf16 or fp16 (the fp32 upcast of 16-bit "
+                       "activations)"), (p.tp != 1, "parallelism.tp 1 (fms-fsdp's FSDP)"),
+                      (self.megatron_core, "a stack other than Megatron-Core (its norms and RoPE are fused modules)")]
+            for failed, need in needs:
+                if failed:
+                    raise ScenarioError(f"training.{key}", f"eager_fp32 needs {need}")
 
     def _check_offload(self) -> None:
         """Megatron-Core's limits on activation offloading (TransformerConfig.__post_init__): fewer layers than the

@@ -109,12 +109,15 @@ def bias_grad_kernels(linears, tokens: float, sp_tokens: float, widths: dict[str
 
 
 def autograd_kernels(model: TransformerSpec, tokens: float, sp_tokens: float, widths: dict[str, int],
-                     e: int, apex_norm: bool = False) -> list[Kernel]:
+                     e: int, apex_norm: bool = False, norm_weights: bool = True) -> list[Kernel]:
     """The bias reductions (where the model has biases) and the two norms' weight-gradient passes of one layer's
     backward under eager PyTorch autograd (``layer_backward: eager``); ``sp_tokens``: the tokens the norms and the
     row-parallel biases see (the sequence-parallel share); ``apex_norm``: the norms are apex's FusedLayerNorm (two
-    kernels each, ``apex_norm_weight_kernels``), else ATen's (one)."""
+    kernels each, ``apex_norm_weight_kernels``), else ATen's (one); ``norm_weights`` False: the norms' own kernels
+    carry their weight gradients (eager fp32 norms, ``eager_norm_rope``)."""
     kernels = bias_grad_kernels(widths, tokens, sp_tokens, widths, e) if model.linear_biases else []
+    if not norm_weights:
+        return kernels
     if apex_norm:
         return kernels + apex_norm_weight_kernels(model, sp_tokens, e)
     norm_elements = sp_tokens * model.hidden
@@ -177,19 +180,19 @@ def triton_attention_kernels(tokens: float, q_local: int, kv_local: int, heads_l
 
 
 def backward_kernels(model: TransformerSpec, layer_backward: str, attention: str, tokens: float, sp_tokens: float,
-                     tp: int, q_local: int, kv_local: int, e: int, megatron_biases: tuple[str, ...] = ()
-                     ) -> list[Kernel]:
+                     tp: int, q_local: int, kv_local: int, e: int, megatron_biases: tuple[str, ...] = (),
+                     norm_weights: bool = True) -> list[Kernel]:
     """Everything this module adds to one layer's activation-gradient phase: the Triton wrapper's kernels with
     ``attention == "flash_triton"``, autograd's with ``layer_backward == "eager"``, and with ``layer_backward ==
     "fused"`` the reductions of the biases Megatron adds outside the GEMM (``megatron_biases``, from
-    ``megatron_autograd_biases``)."""
+    ``megatron_autograd_biases``); ``norm_weights``: as ``autograd_kernels``."""
     kernels = []
     widths = linear_output_widths(model, tp, q_local, kv_local)
     if attention == "flash_triton":
         kernels += triton_attention_kernels(tokens, q_local, kv_local, model.heads // tp, e)
     if layer_backward == "eager":
         kernels += autograd_kernels(model, tokens, sp_tokens, widths, e,
-                                    apex_norm=megatron_2021(layer_backward, attention))
+                                    apex_norm=megatron_2021(layer_backward, attention), norm_weights=norm_weights)
     elif megatron_biases:
         kernels += bias_grad_kernels(megatron_biases, tokens, sp_tokens, widths, e)
     return kernels

@@ -15,7 +15,7 @@ collectives (``tp_collectives``).
 from __future__ import annotations
 
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload.ops import Op, Shard, _Linear, _norm_ops, embedding_ops, output_ops
+from simcluster.workload.ops import Op, Shard, _Linear, embedding_ops, norm_ops, output_ops
 
 
 def with_mtp_layers(model: TransformerSpec, counts: list[int], moe_counts: list[int]) -> tuple[list[int], list[int]]:
@@ -35,10 +35,10 @@ def extra_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
     for _ in range(model.mtp_layers):
         embed, head = embedding_ops(model, shard), output_ops(model, shard)
         eh_proj = _Linear("mtp_eh_proj", shard.tokens, 2 * h, h // shard.tp)
-        (enorm, enorm_bwd), (hnorm, hnorm_bwd) = _norm_ops("mtp_enorm", model, shard), _norm_ops("mtp_hnorm",
-                                                                                                 model, shard)
-        phases["forward"] += [*embed["forward"], enorm, hnorm, eh_proj.forward(shard), *head["forward"]]
-        phases["backward_input"] += [*head["backward_input"], eh_proj.dgrad(shard), enorm_bwd, hnorm_bwd]
+        (enorm, enorm_bwd), (hnorm, hnorm_bwd) = norm_ops("mtp_enorm", model, shard), norm_ops("mtp_hnorm",
+                                                                                               model, shard)
+        phases["forward"] += [*embed["forward"], *enorm, *hnorm, eh_proj.forward(shard), *head["forward"]]
+        phases["backward_input"] += [*head["backward_input"], eh_proj.dgrad(shard), *enorm_bwd, *hnorm_bwd]
         phases["backward_weight"] += [*head["backward_weight"], eh_proj.wgrad(shard), *embed["backward_weight"]]
     return phases
 

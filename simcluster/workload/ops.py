@@ -35,6 +35,7 @@ from simcluster.workload import (
     call_issue,
     cp_ring,
     eager_backward,
+    eager_norm_rope,
     eager_rope,
     embedding_grad,
     fp8_recipes,
@@ -166,6 +167,8 @@ class Shard:
     cp_ring_te: int = 0  # Transformer Engine major release whose p2p ring runs context parallelism (cp_ring); 0: none
     cp_ring_blackwell: bool = False  # that ring on Blackwell (compute capability 10: no batched p2p at cp 2, cp_ring)
     eager_rope: str | None = None  # release whose unfused RoPE runs eager kernels per q and k (eager_rope.release)
+    norm_kernels: str = "fused"    # the norms: one fused kernel a phase, or eager fp32 ops (eager_norm_rope)
+    rope_kernels: str = "fused"    # RoPE: one fused kernel a phase, or eager fp32 ops (eager_norm_rope)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
@@ -230,6 +233,7 @@ def shard_for(scenario: Scenario) -> Shard:
                  cp_ring_te=p.te_version if p.cp > 1 and scenario.megatron_core and t.attention != "naive" else 0,
                  cp_ring_blackwell="fp4" in scenario.cluster.gpu.peak,
                  eager_rope=eager_rope.release(scenario),
+                 norm_kernels=t.norm_kernels, rope_kernels=t.rope_kernels,
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, dropout_add_norm=t.dropout_add_norm,
                  autocast_fp32_params=t.autocast_fp32_params,
@@ -427,6 +431,19 @@ def _norm_ops(name: str, model: TransformerSpec, shard: Shard, fp8_output: bool 
     backward = _memory(name, BACKWARD_ELEMENTWISE_FLOP_RATIO * per_element * elements,
                        3 * elements * e)                                              # read x, dy; write dx
     return forward, backward
+
+
+def norm_ops(name: str, model: TransformerSpec, shard: Shard, fp8_output: bool = False) -> tuple[list[Op], list[Op]]:
+    """A norm's (forward, backward) kernels: the one fused kernel a phase (``_norm_ops``), or with
+    ``training.norm_kernels: eager_fp32`` fms's RMSNorm op by op (``eager_norm_rope.norm_kernels``; its weight
+    gradient among them)."""
+    if shard.norm_kernels == eager_norm_rope.EAGER:
+        rows = shard.tokens / shard.sp_divisor
+        return tuple([_memory(f"{name}_{kernel}", flop, size) for kernel, flop, size in phase]
+                     for phase in eager_norm_rope.norm_kernels(rows * model.hidden, rows,
+                                                               shard.activation_bytes_per_element))
+    forward, backward = _norm_ops(name, model, shard, fp8_output)
+    return [forward], [backward]
 
 
 def norm_statistics(model: TransformerSpec) -> int:
@@ -750,11 +767,12 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     te_layer = (shard.precision == "fp8" and shard.fp8_recipe == "delayed" and shard.fp8_transpose
                 and bool(mlp.cast_forward_tensors))
     if shard.dropout_add_norm == "fused":   # the residual kernels inside the norms (dropout_add_norm_ops)
-        (attn_norm, attn_norm_bwd), (mlp_norm, mlp_norm_bwd) = (dropout_add_norm_ops(name, model, shard)
-                                                                for name in ("attn_norm", "mlp_norm"))
+        (attn_norm, attn_norm_bwd), (mlp_norm, mlp_norm_bwd) = (([forward], [backward]) for forward, backward in
+                                                                (dropout_add_norm_ops(name, model, shard)
+                                                                 for name in ("attn_norm", "mlp_norm")))
     else:
-        attn_norm, attn_norm_bwd = _norm_ops("attn_norm", model, shard, te_layer)
-        mlp_norm, mlp_norm_bwd = _norm_ops("mlp_norm", model, shard, te_layer)
+        attn_norm, attn_norm_bwd = norm_ops("attn_norm", model, shard, te_layer)
+        mlp_norm, mlp_norm_bwd = norm_ops("mlp_norm", model, shard, te_layer)
     attn_residual, attn_residual_bwd, attn_residual_sum = _dropout_add_ops("attn_residual", model, shard)
     mlp_residual, mlp_residual_bwd, mlp_residual_sum = _dropout_add_ops("mlp_residual", model, shard)
     core_forward, core_backward = attention_core(model, shard)
@@ -782,6 +800,10 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         rope, rope_bwd = ([_memory(*kernel) for kernel in phase]
                           for phase in eager_rope.kernels([tokens * q_local, tokens * kv_local], freqs, e,
                                                          shard.eager_rope))
+    elif model.position == "rope" and shard.rope_kernels == eager_norm_rope.EAGER:   # fms's adjusted_qk
+        rope, rope_bwd = ([_memory(*kernel) for kernel in phase]
+                          for phase in eager_norm_rope.rope_kernels([tokens * q_local, tokens * kv_local],
+                                                                    tokens * model.d_head, e))
     elif model.position == "rope":
         elements = tokens * (q_local + kv_local)
         rope = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]
@@ -838,15 +860,15 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     qkv_bias = [_memory(*kernel) for kernel in eager_backward.forward_kernels(   # Megatron-LM 2020-22's QKV bias
         model, shard.qkv_bias_add, tokens,                                       # add (eager_backward)
         eager_backward.linear_output_widths(model, tp, q_local, kv_local), e)]
-    forward = [attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *core_forward, attn_out.forward(shard),
-               *attn_residual, mlp_norm, *mlp.forward, *mlp_residual, *casts]
-    backward_input = [*mlp_residual_bwd, *mlp.backward_input, mlp_norm_bwd, *mlp_residual_sum,
+    forward = [*attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *core_forward, attn_out.forward(shard),
+               *attn_residual, *mlp_norm, *mlp.forward, *mlp_residual, *casts]
+    backward_input = [*mlp_residual_bwd, *mlp.backward_input, *mlp_norm_bwd, *mlp_residual_sum,
                       *attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *split_bwd,
                       *qkv_dgrad,
-                      attn_norm_bwd, *attn_residual_sum, *casts_bwd]
+                      *attn_norm_bwd, *attn_residual_sum, *casts_bwd]
     backward_input += [_memory(*kernel) for kernel in eager_backward.backward_kernels(
         model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e,
-        shard.megatron_biases)]
+        shard.megatron_biases, norm_weights=shard.norm_kernels != eager_norm_rope.EAGER)]
     backward_weight = [*mlp.backward_weight, attn_out.wgrad(shard), *qkv_wgrad]
     if shard.grad_accumulation_bytes and shard.grad_accumulation_per_tensor:   # one kernel per parameter tensor
         backward_weight += [_memory(grad_accumulation.OP_NAME, params, shard.grad_accumulation_bytes * params)
@@ -867,7 +889,8 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
             "recompute": recompute}
 
 
-def module_recompute(model: TransformerSpec, shard: Shard, mlp: MlpBlock, attn_norm: Op, mlp_norm: Op) -> list[Op]:
+def module_recompute(model: TransformerSpec, shard: Shard, mlp: MlpBlock, attn_norm: list[Op],
+                     mlp_norm: list[Op]) -> list[Op]:
     """The forward kernels ``shard.recompute_modules`` re-run before a layer's backward (Megatron-Core selective
     recompute; output-discarding checkpoints, CheckpointWithoutOutput: the module's input is kept, its output freed
     once the next module has read it and rebuilt before that module's backward).
@@ -881,7 +904,8 @@ def module_recompute(model: TransformerSpec, shard: Shard, mlp: MlpBlock, attn_n
     SelfAttention calls q_layernorm / k_layernorm directly, outside any checkpoint."""
     ops: list[Op] = []
     if LAYERNORM in shard.recompute_modules:
-        ops += [norm for norm, own in ((attn_norm, model.mla is not None), (mlp_norm, mlp.standalone_norm)) if own]
+        ops += [op for norm, own in ((attn_norm, model.mla is not None), (mlp_norm, mlp.standalone_norm)) if own
+                for op in norm]
     if MOE_ACT in shard.recompute_modules:
         ops += list(mlp.act_recompute)
     return ops
@@ -925,7 +949,7 @@ def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
     vocab_local = math.ceil(model.vocab / shard.tp)
     # the output layer is not a Transformer Engine module in Megatron-LM: it stays in 16-bit in fp8 training
     logits = _Linear("logits", tokens, h, vocab_local, HIGH_PRECISION.get(shard.precision))
-    norm, norm_bwd = _norm_ops("final_norm", model, shard)
+    norm, norm_bwd = norm_ops("final_norm", model, shard)
     n_logits = tokens * vocab_local
     e = shard.activation_bytes_per_element
     f = LOGITS_SOFTMAX_BYTES_PER_ELEMENT
@@ -973,8 +997,8 @@ def output_ops(model: TransformerSpec, shard: Shard) -> dict[str, list[Op]]:
     if shard.autocast_fp32_params:   # the output layer's fp32 weight (autocast_params)
         weight_cast, grad_cast = ([_memory(*kernel) for kernel in autocast_params.cast_kernels(name, [h * vocab_local])]
                                   for name in (autocast_params.FORWARD_OP, autocast_params.BACKWARD_OP))
-    return {"forward": [norm, *weight_cast, logits.forward(shard), *cross_entropy],
-            "backward_input": [*cross_entropy_bwd, logits.dgrad(shard), norm_bwd],
+    return {"forward": [*norm, *weight_cast, logits.forward(shard), *cross_entropy],
+            "backward_input": [*cross_entropy_bwd, logits.dgrad(shard), *norm_bwd],
             "backward_weight": [logits.wgrad(shard), *grad_cast],
             "recompute": []}
 
