@@ -27,11 +27,12 @@ Analysis (``report``; every function takes plain rows): each row weighs 1 / (row
 counts once. Per feature (standardised; log10 of the scale ones): the weighted least-squares slope of the error
 (points per standard deviation) with a 90% cluster-bootstrap interval (series resampled with replacement); the same
 slope within series (error and feature minus their series' weighted means), with how many series of >= 3 rows have
-their own slope of that sign; the slope inside stack family x GPU generation (``in group``: what a feature explains
-beyond the stack and GPU levels rounds 22 and 25 found); the rank correlation of the series means; the slope's range
-over leave-one-series-out refits and how many keep its sign, and the weighted mean |error| of each left-out series
-predicted (against the intercept-only model's). Then multivariate fits of chosen feature sets the same way, and where
-each ``--row`` sits on them (default the calibration's slowest, megatron-16b-h100).
+their own slope of that sign and the median of those own slopes (``own``); the slope inside stack family x GPU
+generation (``in group``: what a feature explains beyond the stack and GPU levels rounds 22 and 25 found); the rank
+correlation of the series means; the slope's range over leave-one-series-out refits and how many keep its sign, and
+the weighted mean |error| of each left-out series predicted (against the intercept-only model's). Then multivariate
+fits of chosen feature sets the same way, and where each ``--row`` sits on them (default the calibration's slowest,
+megatron-16b-h100).
 
 ``--what-if part=factor,...`` prints instead each set's error statistics with those parts of every row's step
 scaled, linearised (``what_if``): the step grows by (factor - 1) x the part's share, a part inside the pipeline's
@@ -248,18 +249,21 @@ def series_means(d: Design, column: int = 0) -> tuple[np.ndarray, np.ndarray]:
             np.array([d.y[d.labels == n].mean() for n in names]))
 
 
-def series_signs(d: Design, sign: float, min_rows: int = 3) -> tuple[int, int]:
-    """(series of >= ``min_rows`` rows whose feature varies with their own slope of ``sign``, such series)."""
+def series_signs(d: Design, sign: float, min_rows: int = 3) -> tuple[int, int, float]:
+    """(series of >= ``min_rows`` rows whose feature varies with their own slope of ``sign``, such series, the median
+    of their own slopes in points per sd)."""
     agree = count = 0
+    slopes = []
     for name in np.unique(d.labels):
         inside = d.labels == name
         x = d.z[inside, 0]
         if inside.sum() < min_rows or np.ptp(x) < 1e-9:
             continue
         slope = np.polyfit(x, d.y[inside], 1)[0]
+        slopes.append(slope)
         count += 1
         agree += int(np.sign(slope) == np.sign(sign))
-    return agree, count
+    return agree, count, float(np.median(slopes)) if slopes else math.nan
 
 
 def leave_one_series_out(d: Design) -> dict:
@@ -298,10 +302,11 @@ def feature_table(rows: list[dict], features: tuple[str, ...] = NUMERIC, draws: 
         lo = leave_one_series_out(d)
         mx, my = series_means(d)
         within = _within(d.z, d.y, d.w, d.labels)[0]
-        agree, varying = series_signs(d, within)
+        agree, varying, own = series_signs(d, within)
         out.append({"feature": key, "rows": len(d.y), "series": len(np.unique(d.labels)),
                     "across": lo["full"][1], "across_ci": np.nanpercentile(boot_a, [5, 95]),
                     "within": within, "within_agree": agree, "within_series": varying,
+                    "own_median": own,
                     "within_ci": np.nanpercentile(boot_w, [5, 95]) if np.isfinite(boot_w).any() else (np.nan, np.nan),
                     "group": _within(d.z, d.y, d.w, d.groups)[0],
                     "group_ci": np.nanpercentile(boot_g, [5, 95]) if np.isfinite(boot_g).any() else (np.nan, np.nan),
@@ -350,13 +355,14 @@ def report(rows: list[dict], draws: int, named: tuple[str, ...]) -> list[str]:
              "per feature (points of error per sd of the feature, series-weighted; 90% cluster-bootstrap intervals;"
              " log10 for scale features):",
              f"  {'feature':22s} {'rows':>4s} {'ser':>3s} {'sd':>7s} {'across':>7s} {'interval':>16s} {'within':>7s} "
-             f"{'interval':>16s} {'agree':>5s} {'in group':>8s} {'interval':>16s} {'rho(means)':>10s} "
+             f"{'interval':>16s} {'agree':>5s} {'own':>6s} {'in group':>8s} {'interval':>16s} {'rho(means)':>10s} "
              f"{'lofo range':>16s} {'sign':>6s} {'lofo|e|':>7s} {'base':>5s}"]
     table = feature_table(rows, draws=draws)
     for e in table:
         lines.append(f"  {e['feature']:22s} {e['rows']:4d} {e['series']:3d} {e['sd']:7.3g} {e['across']:+7.2f} "
                      f"{_ci(e['across_ci']):>16s} {e['within']:+7.2f} {_ci(e['within_ci']):>16s} "
-                     f"{e['within_agree']:2d}/{e['within_series']:<2d} {e['group']:+8.2f} {_ci(e['group_ci']):>16s} "
+                     f"{e['within_agree']:2d}/{e['within_series']:<2d} {e['own_median']:+6.2f} "
+                     f"{e['group']:+8.2f} {_ci(e['group_ci']):>16s} "
                      f"{e['rho_means']:+10.2f} {_ci((e['lofo_low'], e['lofo_high'])):>16s} "
                      f"{e['agree']:3d}/{e['lofo_series']:<2d} {e['lofo']:7.2f} {e['baseline']:5.2f}")
     top = [e["feature"] for e in table[:4]]
@@ -482,7 +488,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap draws")
     parser.add_argument("--row", default="megatron-16b-h100", help="comma-separated rows to place on the fits")
     parser.add_argument("--plot", type=Path, default=None)
-    parser.add_argument("--plot-features", default="hbm_share,fitted_share,gemm_k")
+    parser.add_argument("--plot-features", default="overlap_tp_share,tc_share,bubble_share")
     parser.add_argument("--simulate-only", action="store_true", help="fill the CSV, no analysis")
     parser.add_argument("--what-if", default=None, help="part=factor,...: the errors with those parts scaled, instead")
     args = parser.parse_args(argv)

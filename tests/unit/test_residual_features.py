@@ -49,6 +49,7 @@ def test_planted_line_across_and_within(rf):
     assert lo == pytest.approx(slope_per_sd, rel=1e-6) and hi == pytest.approx(slope_per_sd, rel=1e-6)
     assert table["group"] == pytest.approx(slope_per_sd, rel=1e-9)   # one stack x GPU group: the across slope
     assert table["within_agree"] == table["within_series"] == 8
+    assert table["own_median"] == pytest.approx(slope_per_sd, rel=1e-6)   # every series on the planted line
     assert table["agree"] == table["lofo_series"] == 8
     assert table["lofo"] == pytest.approx(0.0, abs=1e-9)
     assert table["baseline"] > 1.0
