@@ -33,7 +33,7 @@ AZURE_GB200_FP8 = {(4096, 4096, 4096): 2834.6, (8192, 8192, 8192): 2876.6, (1638
 AZURE_H200_FP8 = {(4096, 4096, 4096): 1249.1, (8192, 8192, 8192): 1300.6, (16384, 16384, 16384): 1366.3,
                   (32768, 32768, 32768): 1349.5, (6144, 12288, 12288): 1318.0}
 MSMF_B200_FP8 = 2788.0  # TFLOP/s, B200 at its cap (efficiency.yaml sustained_share_source)
-SCENARIO_GB200 = "mlperf50-llama31-405b-512-gb200-carina-fp8"
+SCENARIO_GB200 = "mlperf50-llama31-405b-512-gb200-fp8"  # Tyche; the same layer shapes as the removed Carina 512 row
 SCENARIO_H200 = "mlperf50-llama31-405b-512-h200-fp8"
 
 
