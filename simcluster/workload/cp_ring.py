@@ -30,9 +30,9 @@ launches; every rank's forward has the same count):
   merges in fp64, the LSE cast back to fp32 after the loop, every output correction the one
   ``flash_attn_fwd_out_correction``; backward as 2.x but per step dK and dV concatenated (one ``torch.cat``) and
   accumulated as one tensor (one copy / add, two at the last step on rank 0). K/V packed on dim -3 (``sb2hd``), so a
-  K/V half is a contiguous view; batched p2p at cp 2 whatever the GPU. From 1.10 the loop also divides the int32
-  cu_seqlens on the GPU in every call (``SEQLENS_DIVIDES_SINCE``; docs/calibration.md "Round 34: review of the
-  context-parallel ring kernels").
+  K/V half is a contiguous view; batched p2p at cp 2 whatever the GPU. The loop also divides the int32 cu_seqlens
+  on the GPU, by release (``TE1_DIVISIONS``; docs/calibration.md "Round 34: review of the context-parallel ring
+  kernels").
 
 At micro batch 1 the halves TE makes ``.contiguous()`` (q[1], the K/V first half, O and dO halves) are contiguous
 views already: no kernel. Streams: the forward's attention steps alternate between two streams, and a step's LSE
@@ -49,12 +49,6 @@ from dataclasses import dataclass
 
 LSE_BYTES = 4      # the softmax statistics in fp32
 SEQLENS_BYTES = 4  # cu_seqlens are int32, micro batch + 1 of them
-# The first release whose p2p loop divides the cumulative sequence lengths on the GPU in every call (the 1.10/1.11-era
-# attention.py, stored id 55236154357: ``cu_seqlens_{q,kv}_padded // cp_size`` on entry, ``cu_seqlens_{q,kv} //
-# cp_size`` (or ``// (cp_size * 2)``) at every forward step and ``cu_seqlens_*_padded // 2`` in the calls of the steps
-# on half a chunk; the 1.7/1.8-era copy id 908186293 has only the ``// 2``, docs/calibration.md "Round 20"). TE 2.x
-# caches them per shape for bshd / sbhd (``_get_cu_seqlens_info_with_cp``, context_parallel.py @015d2257): none.
-SEQLENS_DIVIDES_SINCE = (1, 10)
 SEQLENS_DIVIDE = "cp_seqlens_divide"
 LSE64_BYTES = 8    # TE 1.x merges them in fp64 (``.to(torch.double)``)
 ATTENTION_STEP = "cp_attention_step"   # a ring step's attention launch (its time in ops.attention_core's op)
@@ -71,12 +65,38 @@ class RingKernel:
     hidden: bool = False
 
 
-def seqlens_divides(te_version: int, release: str | None) -> bool:
-    """Whether the ring divides cu_seqlens on the GPU each call (``SEQLENS_DIVIDES_SINCE``): a TE 1.x ``release``
-    ("major.minor", the container's: ``config.container_te``) from 1.10 on; TE 2.x and an unknown release, no."""
+@dataclass(frozen=True)
+class Divisions:
+    """The ring's integer divisions of the int32 cumulative lengths on the GPU, per call on rank 0: ``series`` before
+    the first attention on the current stream (entry and step 0), ``per_step`` at each later forward step on that
+    step's stream (beside the other stream's attention), ``backward`` in each backward call but the last (one stream).
+    """
+
+    series: int = 0
+    per_step: int = 0
+    backward: int = 0
+
+
+NO_DIVISIONS = Divisions()
+# TE 1.x releases (first release, divisions), from source, fused attention, bshd / sbhd:
+# - 1.7 (the 1.7/1.8-era attention.py, stored id 908186293, ``AttnFuncWithCP``): ``cu_seqlens_q // 2`` in the call of
+#   every step on half the queries (rank 0: every later step, forward and backward but the backward's last);
+# - 1.10 (the 1.10/1.11-era copy, id 55236154357, ``AttnFuncWithCPAndKVP2P``): on entry ``cu_seqlens_{q,kv}_padded //
+#   cp_size``; at step 0 ``cu_seqlens_{q,kv} // cp_size``; at each later step ``cu_seqlens_q // (cp_size * 2)``,
+#   ``cu_seqlens_kv // cp_size`` and ``cu_seqlens_q_padded // 2`` in the call; backward ``cu_seqlens_q_padded // 2``.
+# TE 2.x (context_parallel.py @015d2257 and the later stored copies) caches them per shape for bshd / sbhd
+# (``_get_cu_seqlens_info_with_cp``): none. Releases before 1.7 or not known: none counted.
+TE1_DIVISIONS = (((1, 7), Divisions(0, 1, 1)), ((1, 10), Divisions(4, 3, 1)))
+
+
+def seqlens_divisions(te_version: int, release: str | None) -> Divisions:
+    """The ring's cu_seqlens divisions (``TE1_DIVISIONS``) for a TE 1.x ``release`` ("major.minor", the container's:
+    ``config.container_te``); TE 2.x and an unknown release, none."""
     if te_version != 1 or release is None:
-        return False
-    return tuple(int(part) for part in release.split(".")) >= SEQLENS_DIVIDES_SINCE
+        return NO_DIVISIONS
+    version = tuple(int(part) for part in release.split("."))
+    known = [divisions for first, divisions in TE1_DIVISIONS if version >= first]
+    return known[-1] if known else NO_DIVISIONS
 
 
 def _divides(count: int, micro_batch: int, hidden: bool = False) -> list[RingKernel]:
@@ -92,20 +112,17 @@ def _p2p_launches(exchanges: int, cp: int, te_version: int, blackwell: bool) -> 
 
 
 def forward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: int, kv_hidden: int, heads: int,
-            e: int, blackwell: bool = False, divides: bool = False) -> list[RingKernel]:
+            e: int, blackwell: bool = False, divisions: Divisions = NO_DIVISIONS) -> list[RingKernel]:
     """The ring's forward launches on rank 0 beside its first attention step (module doc): ``chunk`` tokens a rank
     (s/cp), ``q_hidden`` / ``kv_hidden`` the rank's query / key-value widths, ``heads`` its query heads, ``e`` bytes an
-    activation element; ``divides`` (``seqlens_divides``): the two padded lengths divided on entry and the step-0
-    call's two in series on the current stream, three a later step on that step's stream beside the other's attention.
-    Empty at cp 1."""
+    activation element; ``divisions`` the release's cu_seqlens divisions (``seqlens_divisions``). Empty at cp 1."""
     if cp == 1:
         return []
     b, c, half = micro_batch, chunk, chunk / 2
     lse, lse_half = b * heads * c, b * heads * half
     out, out_half = b * c * q_hidden * e, b * half * q_hidden * e
     kernels = [RingKernel("cp_kv_cat", 4 * b * c * kv_hidden * e)]
-    if divides:
-        kernels += _divides(4, b) + _divides(3 * (cp - 1), b, hidden=True)
+    kernels += _divides(divisions.series, b) + _divides(divisions.per_step * (cp - 1), b, hidden=True)
     kernels += [RingKernel(ATTENTION_STEP, 0.0, hidden=True)] * (cp - 1)
     if te_version == 1:
         kernels += [RingKernel("cp_out_zero", out, hidden=True), RingKernel("cp_lse_clone", 2 * lse * LSE_BYTES, True),
@@ -127,10 +144,9 @@ def forward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: in
 
 
 def backward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: int, kv_hidden: int, heads: int,
-             e: int, blackwell: bool = False, divides: bool = False) -> list[RingKernel]:
+             e: int, blackwell: bool = False, divisions: Divisions = NO_DIVISIONS) -> list[RingKernel]:
     """The ring's backward launches on rank 0 beside its first attention step, one stream (module doc; arguments as
-    ``forward``; ``divides``: ``cu_seqlens_q_padded // 2`` in the calls of the cp - 1 steps before the last). Empty at
-    cp 1."""
+    ``forward``). Empty at cp 1."""
     if cp == 1:
         return []
     b, c, half = micro_batch, chunk, chunk / 2
@@ -139,8 +155,7 @@ def backward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: i
     kernels = [RingKernel("cp_lse_half_copy", 2 * b * heads * half * LSE_BYTES),
                RingKernel("cp_kv_copy", 4 * dk)]
     kernels += [RingKernel(ATTENTION_STEP, 0.0)] * (cp - 1)
-    if divides:
-        kernels += _divides(cp - 1, b)
+    kernels += _divides(divisions.backward * (cp - 1), b)
     # dQ: the second half copied at step 0, added at 0 < i < cp-1; at i = cp-1 the first half copied, the second added
     kernels += [RingKernel("cp_dq_copy", 2 * dq_half)] + [RingKernel("cp_dq_add", 3 * dq_half)] * (cp - 2)
     kernels += [RingKernel("cp_dq_copy", 2 * dq_half), RingKernel("cp_dq_add", 3 * dq_half)]
