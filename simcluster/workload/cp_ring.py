@@ -22,14 +22,17 @@ launches; every rank's forward has the same count):
   ``fused_attn_bwd``, the dQ copy / add (two at i = cp-1-rank for ranks < cp-1), dK and dV copied / added apart (four
   at the last step on rank 0). NCCL send / receive batched into one call at cp 2 below compute capability 10.0
   (``batch_p2p_comm``), else an isend and an irecv.
-- TE 1.x (1.10/1.11, NeMo 24.09; the stored 2.0-era ``transformer_engine/pytorch/attention.py`` id 3102555733 for the
-  forward, whose bf16 loop round 20 found kernel for kernel that of 1.8 and 1.10/1.11; the 1.x backward's per-step
-  ``torch.cat((dk_.unsqueeze(0), dv_.unsqueeze(0)))`` in the stored 1.7/1.8-era copy id 908186293 and the
-  1.10/1.11-era fragment id 55236154357): forward as 2.x but at step 1 ``out`` zero-filled and the LSE cloned and cast
-  to fp64 (three kernels), the merges in fp64, the LSE cast back to fp32 after the loop, every output correction the
-  one ``flash_attn_fwd_out_correction``; backward as 2.x but per step dK and dV concatenated (one ``torch.cat``) and
+- TE 1.x (NeMo 24.09's container runs 1.10, its user guide's Software Component Versions; the stored 2.0-era
+  ``transformer_engine/pytorch/attention.py`` id 3102555733 and the 1.10/1.11-era copy id 55236154357, whose bf16
+  forward and backward agree kernel for kernel but for the integer divisions below; the 1.x backward's per-step
+  ``torch.cat((dk_.unsqueeze(0), dv_.unsqueeze(0)))`` in the 1.10/1.11-era copy and the 1.7/1.8-era one, id
+  908186293): forward as 2.x but at step 1 ``out`` zero-filled and the LSE cloned and cast to fp64 (three kernels), the
+  merges in fp64, the LSE cast back to fp32 after the loop, every output correction the one
+  ``flash_attn_fwd_out_correction``; backward as 2.x but per step dK and dV concatenated (one ``torch.cat``) and
   accumulated as one tensor (one copy / add, two at the last step on rank 0). K/V packed on dim -3 (``sb2hd``), so a
-  K/V half is a contiguous view; batched p2p at cp 2 whatever the GPU.
+  K/V half is a contiguous view; batched p2p at cp 2 whatever the GPU. The loop also divides the int32 cu_seqlens
+  on the GPU, by release (``TE1_DIVISIONS``; docs/calibration.md "Round 34: review of the context-parallel ring
+  kernels").
 
 At micro batch 1 the halves TE makes ``.contiguous()`` (q[1], the K/V first half, O and dO halves) are contiguous
 views already: no kernel. Streams: the forward's attention steps alternate between two streams, and a step's LSE
@@ -45,6 +48,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LSE_BYTES = 4      # the softmax statistics in fp32
+SEQLENS_BYTES = 4  # cu_seqlens are int32, micro batch + 1 of them
+SEQLENS_DIVIDE = "cp_seqlens_divide"
 LSE64_BYTES = 8    # TE 1.x merges them in fp64 (``.to(torch.double)``)
 ATTENTION_STEP = "cp_attention_step"   # a ring step's attention launch (its time in ops.attention_core's op)
 NCCL_LAUNCH = "cp_p2p_launch"          # a NCCL send / receive call on NCCL's stream
@@ -60,6 +65,45 @@ class RingKernel:
     hidden: bool = False
 
 
+@dataclass(frozen=True)
+class Divisions:
+    """The ring's integer divisions of the int32 cumulative lengths on the GPU, per call on rank 0: ``series`` before
+    the first attention on the current stream (entry and step 0), ``per_step`` at each later forward step on that
+    step's stream (beside the other stream's attention), ``backward`` in each backward call but the last (one stream).
+    """
+
+    series: int = 0
+    per_step: int = 0
+    backward: int = 0
+
+
+NO_DIVISIONS = Divisions()
+# TE 1.x releases (first release, divisions), from source, fused attention, bshd / sbhd:
+# - 1.7 (the 1.7/1.8-era attention.py, stored id 908186293, ``AttnFuncWithCP``): ``cu_seqlens_q // 2`` in the call of
+#   every step on half the queries (rank 0: every later step, forward and backward but the backward's last);
+# - 1.10 (the 1.10/1.11-era copy, id 55236154357, ``AttnFuncWithCPAndKVP2P``): on entry ``cu_seqlens_{q,kv}_padded //
+#   cp_size``; at step 0 ``cu_seqlens_{q,kv} // cp_size``; at each later step ``cu_seqlens_q // (cp_size * 2)``,
+#   ``cu_seqlens_kv // cp_size`` and ``cu_seqlens_q_padded // 2`` in the call; backward ``cu_seqlens_q_padded // 2``.
+# TE 2.x (context_parallel.py @015d2257 and the later stored copies) caches them per shape for bshd / sbhd
+# (``_get_cu_seqlens_info_with_cp``): none. Releases before 1.7 or not known: none counted.
+TE1_DIVISIONS = (((1, 7), Divisions(0, 1, 1)), ((1, 10), Divisions(4, 3, 1)))
+
+
+def seqlens_divisions(te_version: int, release: str | None) -> Divisions:
+    """The ring's cu_seqlens divisions (``TE1_DIVISIONS``) for a TE 1.x ``release`` ("major.minor", the container's:
+    ``config.container_te``); TE 2.x and an unknown release, none."""
+    if te_version != 1 or release is None:
+        return NO_DIVISIONS
+    version = tuple(int(part) for part in release.split("."))
+    known = [divisions for first, divisions in TE1_DIVISIONS if version >= first]
+    return known[-1] if known else NO_DIVISIONS
+
+
+def _divides(count: int, micro_batch: int, hidden: bool = False) -> list[RingKernel]:
+    """``count`` integer divisions of an int32 cu_seqlens of micro batch + 1 entries (read and written once)."""
+    return [RingKernel(SEQLENS_DIVIDE, 2 * (micro_batch + 1) * SEQLENS_BYTES, hidden)] * count
+
+
 def _p2p_launches(exchanges: int, cp: int, te_version: int, blackwell: bool) -> list[RingKernel]:
     """NCCL calls of ``exchanges`` ring exchanges: one batched call at cp 2 (TE 2.x only below compute capability
     10.0), else an isend and an irecv."""
@@ -68,16 +112,17 @@ def _p2p_launches(exchanges: int, cp: int, te_version: int, blackwell: bool) -> 
 
 
 def forward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: int, kv_hidden: int, heads: int,
-            e: int, blackwell: bool = False) -> list[RingKernel]:
+            e: int, blackwell: bool = False, divisions: Divisions = NO_DIVISIONS) -> list[RingKernel]:
     """The ring's forward launches on rank 0 beside its first attention step (module doc): ``chunk`` tokens a rank
     (s/cp), ``q_hidden`` / ``kv_hidden`` the rank's query / key-value widths, ``heads`` its query heads, ``e`` bytes an
-    activation element. Empty at cp 1."""
+    activation element; ``divisions`` the release's cu_seqlens divisions (``seqlens_divisions``). Empty at cp 1."""
     if cp == 1:
         return []
     b, c, half = micro_batch, chunk, chunk / 2
     lse, lse_half = b * heads * c, b * heads * half
     out, out_half = b * c * q_hidden * e, b * half * q_hidden * e
     kernels = [RingKernel("cp_kv_cat", 4 * b * c * kv_hidden * e)]
+    kernels += _divides(divisions.series, b) + _divides(divisions.per_step * (cp - 1), b, hidden=True)
     kernels += [RingKernel(ATTENTION_STEP, 0.0, hidden=True)] * (cp - 1)
     if te_version == 1:
         kernels += [RingKernel("cp_out_zero", out, hidden=True), RingKernel("cp_lse_clone", 2 * lse * LSE_BYTES, True),
@@ -99,7 +144,7 @@ def forward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: in
 
 
 def backward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: int, kv_hidden: int, heads: int,
-             e: int, blackwell: bool = False) -> list[RingKernel]:
+             e: int, blackwell: bool = False, divisions: Divisions = NO_DIVISIONS) -> list[RingKernel]:
     """The ring's backward launches on rank 0 beside its first attention step, one stream (module doc; arguments as
     ``forward``). Empty at cp 1."""
     if cp == 1:
@@ -110,6 +155,7 @@ def backward(cp: int, te_version: int, micro_batch: int, chunk: int, q_hidden: i
     kernels = [RingKernel("cp_lse_half_copy", 2 * b * heads * half * LSE_BYTES),
                RingKernel("cp_kv_copy", 4 * dk)]
     kernels += [RingKernel(ATTENTION_STEP, 0.0)] * (cp - 1)
+    kernels += _divides(divisions.backward * (cp - 1), b)
     # dQ: the second half copied at step 0, added at 0 < i < cp-1; at i = cp-1 the first half copied, the second added
     kernels += [RingKernel("cp_dq_copy", 2 * dq_half)] + [RingKernel("cp_dq_add", 3 * dq_half)] * (cp - 2)
     kernels += [RingKernel("cp_dq_copy", 2 * dq_half), RingKernel("cp_dq_add", 3 * dq_half)]

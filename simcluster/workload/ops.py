@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from simcluster.spec.config import container_cudnn, stated_mcore_version
+from simcluster.spec.config import container_cudnn, container_te, stated_mcore_version
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
 from simcluster.workload import (
@@ -166,6 +166,7 @@ class Shard:
     qkv_split_copy: bool = False  # the QKV split's backward concatenates dq, dk, dv (te_flash_layout.split_concat)
     cp_ring_te: int = 0  # Transformer Engine major release whose p2p ring runs context parallelism (cp_ring); 0: none
     cp_ring_blackwell: bool = False  # that ring on Blackwell (compute capability 10: no batched p2p at cp 2, cp_ring)
+    cp_ring_divisions: cp_ring.Divisions = cp_ring.NO_DIVISIONS  # its cu_seqlens divisions (cp_ring.seqlens_divisions)
     eager_rope: str | None = None  # release whose unfused RoPE runs eager kernels per q and k (eager_rope.release)
     norm_kernels: str = "fused"    # the norms: one fused kernel a phase, or eager fp32 ops (eager_norm_rope)
     rope_kernels: str = "fused"    # RoPE: one fused kernel a phase, or eager fp32 ops (eager_norm_rope)
@@ -232,6 +233,8 @@ def shard_for(scenario: Scenario) -> Shard:
                  qkv_split_copy=te_flash_layout.split_backward_copies(scenario),
                  cp_ring_te=p.te_version if p.cp > 1 and scenario.megatron_core and t.attention != "naive" else 0,
                  cp_ring_blackwell="fp4" in scenario.cluster.gpu.peak,
+                 cp_ring_divisions=cp_ring.seqlens_divisions(
+                     p.te_version, container_te(stated_mcore_version(t)) if scenario.megatron_core else None),
                  eager_rope=eager_rope.release(scenario),
                  norm_kernels=t.norm_kernels, rope_kernels=t.rope_kernels,
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
@@ -786,7 +789,7 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         core_forward, core_backward = [*before, *core_forward, *after], [*before_bwd, *core_backward, *after_bwd]
     if shard.cp_ring_te and shard.cp > 1 and shard.attention in FLASH_KERNELS:   # TE's p2p ring (cp_ring)
         ring = (shard.cp, shard.cp_ring_te, shard.micro_batch, shard.seq_len // shard.cp, q_local, kv_local,
-                model.heads // tp, e, shard.cp_ring_blackwell)
+                model.heads // tp, e, shard.cp_ring_blackwell, shard.cp_ring_divisions)
         core_forward = [*core_forward, *cp_ring_ops(cp_ring.forward(*ring))]
         core_backward = [*core_backward, *cp_ring_ops(cp_ring.backward(*ring))]
     qk_norm, qk_norm_bwd = qk_norm_ops(model, shard)

@@ -7,7 +7,9 @@ Truth: the launches counted in TE's source, rank 0, causal sbhd at micro batch 1
 the next step and the last one after it, cp output corrections; TE 1.x adds the zero-filled output, the fp64 cast
 and its fp32 cast back. Backward (one stream): the LSE half copy, the K/V copy, cp attention calls, cp + 1 dQ
 copies / adds, and dK / dV moved as two tensors (TE 2.x: 2cp + 2) or concatenated and moved as one (TE 1.x: cp cats
-and cp + 1 copies / adds)."""
+and cp + 1 copies / adds). The cu_seqlens divisions by release: TE 1.10 on (NeMo 24.09's container, the 1.10/1.11-era
+copy id 55236154357) forward 4 in series and 3 a later step beside the other stream's attention, backward cp - 1;
+TE 1.7-1.9 (the 1.7/1.8-era copy) one a later forward step and cp - 1 backward."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from simcluster.workload.ops import cp_ring_ops, layer_ops, shard_for
 
 # Llama 3.1 8B on one rank at tp 1: 32 query heads and 8 key/value heads of 128, bf16
 B, Q_HIDDEN, KV_HIDDEN, HEADS, E = 1, 32 * 128, 8 * 128, 32, 2
-CP_ROW = "nemo2409-llama31-8b-8-h100-bf16"   # TE 1.11 (NeMo 24.09), cp 2, seq 8192
+CP_ROW = "nemo2409-llama31-8b-8-h100-bf16"   # TE 1.10 (NeMo 24.09), cp 2, seq 8192
+TE18_ROW = "nemo2407-llama3-8b-8-h100-fp8"   # TE 1.8 (NeMo 24.07), cp 2, seq 8192
 
 
 def _ring(direction, cp, te, chunk=4096, blackwell=False):
@@ -98,23 +101,25 @@ def test_cp1_has_no_ring_and_layers_unchanged():
 
 
 def test_cp_row_layer_carries_the_ring():
-    """The TE 1.11 cp 2 row: a layer's forward stream has cp + 3 = 5 more kernels in series and 5 more host-only
-    launches (an attention call, three merges' kernels at step 1, one NCCL call); its backward 4cp + 3 = 11 more kernels
-    and 2 NCCL calls; the ring's bytes at the GPU's HBM rate."""
+    """The TE 1.10 cp 2 row: a layer's forward stream has cp + 3 = 5 more kernels in series and 5 more host-only
+    launches (an attention call, three merges' kernels at step 1, one NCCL call), plus TE 1.10's cu_seqlens divisions
+    (4 in series, 3 beside step 0's attention); its backward 4cp + 3 = 11 more kernels, one division and 2 NCCL calls;
+    the ring's bytes at the GPU's HBM rate."""
     scenario = config.load(CP_ROW)
     shard = shard_for(scenario)
-    assert (shard.cp, shard.cp_ring_te) == (2, 1)
+    assert (shard.cp, shard.cp_ring_te, shard.cp_ring_divisions) == (2, 1, cp_ring.Divisions(4, 3, 1))
     gpu, precision = scenario.cluster.gpu, scenario.training.precision
     with_ring, without = (layer_ops(scenario.model, s) for s in (shard, dataclasses.replace(shard, cp_ring_te=0)))
-    for phase, serial, hidden in (("forward", 5, 5), ("backward_input", 11, 2)):
+    for phase, serial, hidden in (("forward", 5 + 4, 5 + 3), ("backward_input", 11 + 1, 2)):
         added = [op for op in with_ring[phase] if op not in without[phase]]
         assert sum(op.name == kernels.HOST_ONLY_LAUNCH for op in added) == hidden
         more = kernels.stream_time(with_ring[phase], gpu, precision).kernels
         assert more - kernels.stream_time(without[phase], gpu, precision).kernels == serial
-    ring_bytes = sum(k.hbm_bytes for k in cp_ring.forward(2, 1, 1, 4096, Q_HIDDEN, KV_HIDDEN, HEADS, E))
+    ring = cp_ring.forward(2, 1, 1, 4096, Q_HIDDEN, KV_HIDDEN, HEADS, E, divisions=shard.cp_ring_divisions)
+    ring_bytes = sum(k.hbm_bytes for k in ring)
     added_s = (kernels.stream_time(with_ring["forward"], gpu, precision).device_s
                - kernels.stream_time(without["forward"], gpu, precision).device_s)
-    hidden_bytes = sum(k.hbm_bytes for k in cp_ring.forward(2, 1, 1, 4096, Q_HIDDEN, KV_HIDDEN, HEADS, E) if k.hidden)
+    hidden_bytes = sum(k.hbm_bytes for k in ring if k.hidden)
     assert hidden_bytes > 0   # the zero-fill and the LSE clone and cast at step 1, under the other stream's attention
     assert added_s == pytest.approx((ring_bytes - hidden_bytes) / (gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)),
                                     rel=1e-6)
@@ -128,3 +133,42 @@ def test_a_host_only_launch_has_no_stream_gap():
     gaps = [host.gap_s(op) for op in ring]
     assert gaps.count(0.0) == sum(op.name == kernels.HOST_ONLY_LAUNCH for op in ring) == 3
     assert [gap for gap in gaps if gap] == [host.kernel_gap_s] * 4
+
+
+@pytest.mark.parametrize(("te", "release", "divisions"), [(1, "1.10", (4, 3, 1)), (1, "1.11", (4, 3, 1)),
+                                                           (1, "1.8", (0, 1, 1)), (1, "1.7", (0, 1, 1)),
+                                                           (1, "1.6", (0, 0, 0)), (1, None, (0, 0, 0)),
+                                                           (2, "2.7", (0, 0, 0))])
+def test_seqlens_divisions_by_release(te, release, divisions):
+    """(in series before the first attention, a later forward step, a backward call but the last): the 1.10/1.11-era
+    loop's entry, step-0 and per-step divisions; the 1.7/1.8-era loop's ``cu_seqlens_q // 2`` in the half-query calls;
+    TE 2.x's cached lengths none; an unknown or earlier release not guessed."""
+    assert cp_ring.seqlens_divisions(te, release) == cp_ring.Divisions(*divisions)
+
+
+@pytest.mark.parametrize("cp", [2, 4, 8])
+@pytest.mark.parametrize("release", ["1.8", "1.10"])
+def test_seqlens_divisions_counted_from_the_source(cp, release):
+    """Rank 0. TE 1.10: forward ``cu_seqlens_{q,kv}_padded // cp`` on entry and step 0's two ``// cp`` in series, each
+    later step's ``cu_seqlens_q // (2 cp)``, ``cu_seqlens_kv // cp`` and ``cu_seqlens_q_padded // 2`` on its stream
+    beside the other's attention; backward one ``// 2`` in each call but the last (one stream). TE 1.8: the ``// 2``
+    alone, forward a later step, backward a call but the last. int32 lengths of b + 1 entries, read and written."""
+    divisions = cp_ring.seqlens_divisions(1, release)
+    added = {}
+    for direction in ("forward", "backward"):
+        plain = _ring(direction, cp, 1)
+        divided = getattr(cp_ring, direction)(cp, 1, B, 4096, Q_HIDDEN, KV_HIDDEN, HEADS, E, False, divisions)
+        extra = [k for k in divided if k.name == cp_ring.SEQLENS_DIVIDE]
+        assert len(divided) - len(plain) == len(extra)
+        assert all(k.hbm_bytes == 2 * (B + 1) * 4 for k in extra)
+        added[direction] = (sum(not k.hidden for k in extra), sum(k.hidden for k in extra))
+    expected = {"1.10": {"forward": (4, 3 * (cp - 1)), "backward": (cp - 1, 0)},
+                "1.8": {"forward": (0, cp - 1), "backward": (cp - 1, 0)}}
+    assert added == expected[release]
+
+
+def test_te_1_8_row_runs_the_1_8_divisions():
+    """NeMo 24.07's container runs TE 1.8, 24.09's 1.10 (NeMo 24.09 user guide, Software Component Versions)."""
+    assert config.container_te("0.8") == "1.8" and config.container_te("0.9") == "1.10"
+    shard = shard_for(config.load(TE18_ROW))
+    assert (shard.cp, shard.cp_ring_te, shard.cp_ring_divisions) == (2, 1, cp_ring.Divisions(0, 1, 1))

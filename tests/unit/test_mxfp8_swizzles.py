@@ -35,7 +35,8 @@ def test_container_te_releases():
     assert config.container_te("0.15") == "2.9"
     assert config.container_te("0.16") == "2.12"
     assert config.container_te("0.17") == "2.14"
-    assert config.container_te(None) is None and config.container_te("0.9") is None
+    assert config.container_te(None) is None and config.container_te("0.10") is None
+    assert config.container_te("0.9") == "1.10"   # NeMo 24.09 user guide, Software Component Versions
 
 
 @pytest.mark.parametrize("release", ["2.9", "2.11", None])
