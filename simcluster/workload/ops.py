@@ -800,10 +800,10 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         rope, rope_bwd = ([_memory(*kernel) for kernel in phase]
                           for phase in eager_rope.kernels([tokens * q_local, tokens * kv_local], freqs, e,
                                                          shard.eager_rope))
-    elif model.position == "rope" and shard.rope_kernels == eager_norm_rope.EAGER:   # fms's adjusted_qk
+    elif model.position == "rope" and shard.rope_kernels in eager_norm_rope.ROPE_TABLES:   # fms's, torchtitan's
         rope, rope_bwd = ([_memory(*kernel) for kernel in phase]
                           for phase in eager_norm_rope.rope_kernels([tokens * q_local, tokens * kv_local],
-                                                                    tokens * model.d_head, e))
+                                                                    tokens * model.d_head, e, shard.rope_kernels))
     elif model.position == "rope":
         elements = tokens * (q_local + kv_local)
         rope = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]
