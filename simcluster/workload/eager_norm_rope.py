@@ -3,7 +3,8 @@
 ``LayerNormParameterized`` (RMSNorm mode, ``use_high_precision_pow``) and ``RotaryEmbedding.adjusted_qk`` as
 IBM's fms-fsdp ran them without torch.compile (torchtitan's ``RMSNorm`` runs the same ops); ``eager_fp32_complex``:
 torchtitan's complex-number ``apply_rotary_emb`` without torch.compile. Each op is its own HBM-bound kernel paying
-the launch gap like every kernel; the op sequences, their dtypes and bytes are read from source in ``data/eager_norm_rope.yaml``.
+the launch gap like every kernel; the op sequences, their dtypes and bytes are read from source in
+``data/eager_norm_rope.yaml``.
 
 Memory: autograd keeps, per norm, the fp32 upcast (``pow`` and the rsqrt multiply save it) and the 16-bit
 normalised tensor (the weight multiply saves it), where the fused norm keeps its 16-bit input
