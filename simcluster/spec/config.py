@@ -823,7 +823,7 @@ class Training(_Defaulted):
         "stream drains; per step Lightning's gradient clipping over every parameter of ZeroRedundancyOptimizer's "
         "param_groups, not the rank's shard: workload/lightning_loop.py); lightning needs optimizer torch_adamw, "
         "pp 1 and zero_stage 0 or 1")
-    mlp_activation: Literal["separate", "epilogue", "layernorm_mlp"] = Field(
+    mlp_activation: Literal["separate", "epilogue", "layernorm_mlp", "eager"] = Field(
         "separate", description="the GELU of a dense MLP: separate (an elementwise kernel each way: Megatron's "
         "bias_gelu, Transformer Engine) or epilogue (inside the GEMMs: flash-attention's FusedMLP, fused_mlp: True, "
         "fc1 with cuBLASLt's GELU_AUX_BIAS epilogue writing the pre-activation beside its output, fc2's dgrad with "
@@ -831,8 +831,11 @@ class Training(_Defaulted):
         "LayerNormMLP, inside TE's TransformerLayer: NeMo's megatron_gpt_full_te_layer_autocast spec; in fp8 with "
         "delayed scaling on Hopper the GELU writes fc2's fp8 input and its backward writes fc1's fp8 output gradient "
         "and transpose, so those two casts are not run: workload/fp8_recipes.py layernorm_mlp_cast_saving; otherwise "
-        "as separate); epilogue needs mlp gelu, a dense model and a 16- or 32-bit precision, layernorm_mlp mlp gelu "
-        "and a dense model")
+        "as separate) or eager (a SwiGLU as PyTorch runs silu(gate) * up without torch.compile, fms's "
+        "GatedLinearUnit and torchtitan's FeedForward: silu and the multiply forward, the two multiplies' gradients "
+        "and silu_backward backward, each a kernel, and the silu output kept as well; workload/ops.py "
+        "eager_swiglu_ops); epilogue needs mlp gelu, a dense model and a 16- or 32-bit precision, layernorm_mlp mlp "
+        "gelu and a dense model, eager mlp swiglu and a dense model")
     cuda_graph_scope: Literal["none", "full_iteration"] = Field(
         "none", description="CUDA graphs over the training step: none, or full_iteration (Megatron-Core's "
         "FullCudaGraphWrapper, Megatron-Bridge cuda_graph_impl local with cuda_graph_scope full_iteration: every "
@@ -1647,6 +1650,10 @@ class Scenario(_Strict):
             raise ScenarioError("training.mlp_activation", f"layernorm_mlp (Transformer Engine 1.x's LayerNormMLP, "
                                 f"its GELU fused with the fp8 casts) is modelled for a dense GELU MLP (model mlp "
                                 f"{self.model.mlp}, {'MoE' if self.model.moe is not None else 'dense'})")
+        if t.mlp_activation == "eager" and (self.model.mlp != "swiglu" or self.model.moe is not None):
+            raise ScenarioError("training.mlp_activation", f"eager (PyTorch's silu(gate) * up op by op) is modelled "
+                                f"for a dense SwiGLU MLP (model mlp {self.model.mlp}, "
+                                f"{'MoE' if self.model.moe is not None else 'dense'})")
         if t.projections == "separate" and self.model.mla is not None:
             raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
                                 "grouped-query attention (MLA has its own projections)")
