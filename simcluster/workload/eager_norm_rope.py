@@ -20,7 +20,6 @@ from simcluster.core import catalog
 EAGER = "eager_fp32"
 EAGER_COMPLEX = "eager_fp32_complex"   # RoPE only: torchtitan's complex form (data table rope_complex)
 KERNELS = ("fused", EAGER)
-ROPE_KERNELS = ("fused", EAGER, EAGER_COMPLEX)
 ROPE_TABLES = {EAGER: "rope", EAGER_COMPLEX: "rope_complex"}
 FP32_BYTES = 4
 # what autograd keeps per normalised element of one eager norm: the fp32 xf (pow and the rsqrt multiply save it)
