@@ -39,6 +39,8 @@ from simcluster.spec.model import TransformerSpec
 from simcluster.workload import eager_norm_rope, fp8_params, mla, mtp, optimizer_step, torchao_float8
 from simcluster.workload.moe import step_load
 from simcluster.workload.ops import (
+    EAGER_SWIGLU,
+    EAGER_SWIGLU_EXTRA_STORED_TENSORS,
     LAYERNORM,
     LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
@@ -413,7 +415,8 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     replicated = ((2 * residual_bytes(shard) + 2 * g) * h + masks) * tokens / shard.sp_divisor
     q_local = model.q_hidden / shard.tp
     kv_local = local_kv_hidden(model, shard.tp)
-    mlp_tensors = MLP_STORED_FFN_TENSORS[model.mlp]
+    mlp_tensors = MLP_STORED_FFN_TENSORS[model.mlp] + (
+        EAGER_SWIGLU_EXTRA_STORED_TENSORS if shard.mlp_activation == EAGER_SWIGLU else 0)
     ffn_local = model.ffn / shard.tp
     attention = e * (2 * q_local + 2 * kv_local) + (BYTES_PER_ELEMENT["fp8"] * q_local if fp8 else 0)
     split = tokens * (attention + (mlp_tensors - 1) * e * ffn_local + g * ffn_local)
@@ -775,7 +778,8 @@ def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = Fal
     full = Shard(seq_len=shard.seq_len, micro_batch=shard.micro_batch, tp=shard.tp, cp=shard.cp,
                  sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
                  recompute="none", residual_in_fp32=shard.residual_in_fp32,
-                 autocast_fp32_params=shard.autocast_fp32_params, norm_kernels=shard.norm_kernels)
+                 autocast_fp32_params=shard.autocast_fp32_params, norm_kernels=shard.norm_kernels,
+                 mlp_activation=shard.mlp_activation)
     if shard.recompute == "full":
         transient = layer_activation_bytes(model, full)
     else:

@@ -763,15 +763,16 @@ class Training(_Defaulted):
         "use_high_precision_pow, no torch.compile, as IBM's fms-fsdp ran it: x.float(), pow, mean, + eps, rsqrt, "
         "multiply, type_as, weight multiply, each a kernel, 36 B an element forward and 92 backward in bf16, the "
         "weight gradient among them; autograd keeps the fp32 upcast and the normalised 16-bit tensor; "
-        "workload/eager_norm_rope.py, data/eager_norm_rope.yaml); eager_fp32 needs norm rmsnorm, bf16 or fp16, tp 1 "
-        "and not Megatron-Core")
-    rope_kernels: Literal["fused", "eager_fp32"] = Field(
+        "workload/eager_norm_rope.py, data/eager_norm_rope.yaml; torchtitan's RMSNorm runs the same ops); eager_fp32 "
+        "needs norm rmsnorm, bf16 or fp16, no tp_comm_overlap and not Megatron-Core")
+    rope_kernels: Literal["fused", "eager_fp32", "eager_fp32_complex"] = Field(
         "fused", description="the rotary embedding of q and k: fused (one kernel a phase; Megatron-Core's unfused "
-        "RoPE is rope_fusion false) or eager_fp32 (foundation-model-stack's RotaryEmbedding.adjusted_qk, real form: "
+        "RoPE is rope_fusion false), eager_fp32 (foundation-model-stack's RotaryEmbedding.adjusted_qk, real form: "
         "per tensor a cast to fp32, the 2 x 2 rotation multiply, the pair sum and the cast back, 36 B a rotated "
-        "element each way in bf16, plus each call's position and frequency-gather kernels; "
-        "workload/eager_norm_rope.py); eager_fp32 needs position rope, bf16 or fp16, tp 1, no MLA and not "
-        "Megatron-Core")
+        "element each way in bf16, plus each call's position and frequency-gather kernels) or eager_fp32_complex "
+        "(torchtitan's apply_rotary_emb without torch.compile: per tensor a cast to fp32, the complex multiply and "
+        "the cast back, 20 B a rotated element each way in bf16; workload/eager_norm_rope.py); either eager form "
+        "needs position rope, bf16 or fp16, no MLA, no tp_comm_overlap and not Megatron-Core")
     qkv_bias_add: Literal["epilogue", "separate"] | None = Field(
         None, description="how the forward adds the QKV linear's bias (Megatron's one column-parallel linear built "
         "without skip_bias_add): epilogue (inside the GEMM: Transformer Engine, Megatron-Core, PyTorch 2.x addmm) or "
@@ -822,7 +823,7 @@ class Training(_Defaulted):
         "stream drains; per step Lightning's gradient clipping over every parameter of ZeroRedundancyOptimizer's "
         "param_groups, not the rank's shard: workload/lightning_loop.py); lightning needs optimizer torch_adamw, "
         "pp 1 and zero_stage 0 or 1")
-    mlp_activation: Literal["separate", "epilogue", "layernorm_mlp"] = Field(
+    mlp_activation: Literal["separate", "epilogue", "layernorm_mlp", "eager"] = Field(
         "separate", description="the GELU of a dense MLP: separate (an elementwise kernel each way: Megatron's "
         "bias_gelu, Transformer Engine) or epilogue (inside the GEMMs: flash-attention's FusedMLP, fused_mlp: True, "
         "fc1 with cuBLASLt's GELU_AUX_BIAS epilogue writing the pre-activation beside its output, fc2's dgrad with "
@@ -830,8 +831,11 @@ class Training(_Defaulted):
         "LayerNormMLP, inside TE's TransformerLayer: NeMo's megatron_gpt_full_te_layer_autocast spec; in fp8 with "
         "delayed scaling on Hopper the GELU writes fc2's fp8 input and its backward writes fc1's fp8 output gradient "
         "and transpose, so those two casts are not run: workload/fp8_recipes.py layernorm_mlp_cast_saving; otherwise "
-        "as separate); epilogue needs mlp gelu, a dense model and a 16- or 32-bit precision, layernorm_mlp mlp gelu "
-        "and a dense model")
+        "as separate) or eager (a SwiGLU as PyTorch runs silu(gate) * up without torch.compile, fms's "
+        "GatedLinearUnit and torchtitan's FeedForward: silu and the multiply forward, the two multiplies' gradients "
+        "and silu_backward backward, each a kernel, and the silu output kept as well; workload/ops.py "
+        "eager_swiglu_ops); epilogue needs mlp gelu, a dense model and a 16- or 32-bit precision, layernorm_mlp mlp "
+        "gelu and a dense model, eager mlp swiglu and a dense model")
     cuda_graph_scope: Literal["none", "full_iteration"] = Field(
         "none", description="CUDA graphs over the training step: none, or full_iteration (Megatron-Core's "
         "FullCudaGraphWrapper, Megatron-Bridge cuda_graph_impl local with cuda_graph_scope full_iteration: every "
@@ -1646,6 +1650,10 @@ class Scenario(_Strict):
             raise ScenarioError("training.mlp_activation", f"layernorm_mlp (Transformer Engine 1.x's LayerNormMLP, "
                                 f"its GELU fused with the fp8 casts) is modelled for a dense GELU MLP (model mlp "
                                 f"{self.model.mlp}, {'MoE' if self.model.moe is not None else 'dense'})")
+        if t.mlp_activation == "eager" and (self.model.mlp != "swiglu" or self.model.moe is not None):
+            raise ScenarioError("training.mlp_activation", f"eager (PyTorch's silu(gate) * up op by op) is modelled "
+                                f"for a dense SwiGLU MLP (model mlp {self.model.mlp}, "
+                                f"{'MoE' if self.model.moe is not None else 'dense'})")
         if t.projections == "separate" and self.model.mla is not None:
             raise ScenarioError("training.projections", "separate projections are modelled for multi-head and "
                                 "grouped-query attention (MLA has its own projections)")
@@ -1739,24 +1747,27 @@ class Scenario(_Strict):
                                 "backward, set overlap_grad_reduce: false")
 
     def _check_eager_norm_rope(self) -> None:
-        """``norm_kernels`` / ``rope_kernels: eager_fp32`` model fms's RMSNorm and real-form RoPE as fms-fsdp runs
-        them: 16-bit activations upcast to fp32, FSDP without tensor parallelism, not Megatron-Core's fused modules."""
+        """``norm_kernels`` / ``rope_kernels`` eager model fms's and torchtitan's RMSNorm and RoPE run without
+        torch.compile: 16-bit activations upcast to fp32, not Megatron-Core's fused modules, and no TP overlap (an
+        async-TP run is compiled: torchtitan's async TP is a compiler pass; Megatron's overlap is Megatron-Core's).
+        Tensor parallelism itself is allowed: the norms run on the sequence shard, the RoPE on the local heads."""
         t, m, p = self.training, self.model, self.parallelism
-        for key, eager, needs in (("norm_kernels", t.norm_kernels == "eager_fp32",
+        for key, eager, needs in (("norm_kernels", t.norm_kernels != "fused",
                                    [(m.norm != "rmsnorm", "model.norm rmsnorm (LayerNormParameterized in RMSNorm "
                                      "mode)"), (m.qk_layernorm, "no model.qk_layernorm"),
                                     (t.dropout_add_norm == "fused", "dropout_add_norm separate")]),
-                                  ("rope_kernels", t.rope_kernels == "eager_fp32",
+                                  ("rope_kernels", t.rope_kernels != "fused",
                                    [(m.position != "rope", "model.position rope"),
                                     (m.mla is not None, "no model.mla")])):
             if not eager:
                 continue
             needs += [(t.precision not in ("bf16", "fp16"), "precision bf16 or fp16 (the fp32 upcast of 16-bit "
-                       "activations)"), (p.tp != 1, "parallelism.tp 1 (fms-fsdp's FSDP)"),
+                       "activations)"), (p.tp_comm_overlap, "parallelism.tp_comm_overlap false (an overlapped TP "
+                       "run is compiled or Megatron-Core)"),
                       (self.megatron_core, "a stack other than Megatron-Core (its norms and RoPE are fused modules)")]
             for failed, need in needs:
                 if failed:
-                    raise ScenarioError(f"training.{key}", f"eager_fp32 needs {need}")
+                    raise ScenarioError(f"training.{key}", f"{getattr(t, key)} needs {need}")
 
     def _check_offload(self) -> None:
         """Megatron-Core's limits on activation offloading (TransformerConfig.__post_init__): fewer layers than the

@@ -83,8 +83,10 @@ MEGATRON_2021 = ("eager", "naive")   # (layer_backward, attention)
 ROW_PARALLEL = ("attn_out", "mlp_down")
 # The dense MLP's biases Megatron's stacks reduce by kernels of their own under ``layer_backward: fused``, by
 # ``training.mlp_activation`` (``megatron_autograd_biases``): Megatron's MLP adds both itself; TE's LayerNormMLP
-# keeps fc1's and returns fc2's; flash-attention's FusedMLP keeps both in GEMM epilogues
-MLP_BIAS_REDUCTIONS = {"separate": ("mlp_up", "mlp_down"), "layernorm_mlp": ("mlp_down",), "epilogue": ()}
+# keeps fc1's and returns fc2's; flash-attention's FusedMLP keeps both in GEMM epilogues; an eager SwiGLU changes
+# nothing in how the linears' biases are added
+MLP_BIAS_REDUCTIONS = {"separate": ("mlp_up", "mlp_down"), "eager": ("mlp_up", "mlp_down"),
+                       "layernorm_mlp": ("mlp_down",), "epilogue": ()}
 
 Kernel = tuple[str, float, float]  # (name, FLOP, HBM bytes) of one bandwidth-bound kernel; ``ops`` makes it an Op
 

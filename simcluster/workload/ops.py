@@ -705,6 +705,8 @@ def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name
     if layernorm_mlp_fp8(shard):   # TE's LayerNormMLP: the GELU writes fc2's fp8 input (fp8_recipes)
         act = dataclasses.replace(act, hbm_bytes=act.hbm_bytes - (e - BYTES_PER_ELEMENT["fp8"]) * tokens * ffn_local)
     act_forward, down_dgrad, act_backward = [act], down.dgrad(shard), [act_bwd]
+    if shard.mlp_activation == EAGER_SWIGLU:   # silu and the multiply as PyTorch eager kernels
+        act_forward, act_backward = eager_swiglu_ops(f"{name}_act", tokens * ffn_local, e)
     if shard.mlp_activation == "epilogue":   # GELU inside the GEMMs, the pre-activation their aux tensor
         (up,), aux = up_forward, tokens * ffn_local * e
         up_forward = [dataclasses.replace(up, hbm_bytes=up.hbm_bytes + aux)]            # fc1 writes it too
@@ -726,6 +728,27 @@ def layernorm_mlp_fp8(shard: Shard) -> bool:
     ``layernorm_mlp_cast_saving``); in any other precision or recipe it runs as ``separate``."""
     return (shard.mlp_activation == fp8_recipes.LAYERNORM_MLP_ACTIVATION and shard.precision == "fp8"
             and shard.fp8_recipe == "delayed" and shard.fp8_transpose)
+
+
+# training.mlp_activation: eager, a SwiGLU run op by op without torch.compile: fms's GatedLinearUnit
+# (fms/modules/feedforward.py, ``self.a(self.wg(x)) * self.w1(x)``, ``a`` nn.SiLU) and torchtitan's FeedForward
+# (``F.silu(self.w1(x)) * self.w3(x)``). Autograd (tools/autograd/derivatives.yaml: ``mul.Tensor`` grad * other for
+# each input; ``silu`` silu_backward(grad, self) outside create_graph) keeps gate (silu's input), the silu output and
+# up (the multiply's inputs): one ffn-wide tensor more than the fused kernel, which keeps gate and up.
+EAGER_SWIGLU = "eager"
+EAGER_SWIGLU_EXTRA_STORED_TENSORS = 1
+# (name suffix, 16-bit elements read and written per ffn-wide element, FLOP per element)
+EAGER_SWIGLU_FORWARD = (("silu", 2, 4), ("mul", 3, 1))                  # silu: gate in, s out; s * up
+EAGER_SWIGLU_BACKWARD = (("mul_grad_s", 3, 1), ("mul_grad_up", 3, 1),   # dy * up; dy * s
+                         ("silu_grad", 3, 4))                            # silu_backward(ds, gate)
+
+
+def eager_swiglu_ops(name: str, act_out: float, e: int) -> tuple[list[Op], list[Op]]:
+    """(forward, backward) kernels of a SwiGLU run as PyTorch eager ops over ``act_out`` ffn-wide elements
+    (``EAGER_SWIGLU_*``): 10 B an element forward in 2 kernels and 18 backward in 3 in bf16, where the fused kernel
+    moves 6 and 10 (``activation_ops``)."""
+    return tuple([_memory(f"{name}_{suffix}", flop * act_out, elements * act_out * e)
+                  for suffix, elements, flop in table] for table in (EAGER_SWIGLU_FORWARD, EAGER_SWIGLU_BACKWARD))
 
 
 def activation_ops(name: str, model: TransformerSpec, act_out: float, e: int) -> tuple[Op, Op]:
@@ -803,10 +826,10 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         rope, rope_bwd = ([_memory(*kernel) for kernel in phase]
                           for phase in eager_rope.kernels([tokens * q_local, tokens * kv_local], freqs, e,
                                                          shard.eager_rope))
-    elif model.position == "rope" and shard.rope_kernels == eager_norm_rope.EAGER:   # fms's adjusted_qk
+    elif model.position == "rope" and shard.rope_kernels in eager_norm_rope.ROPE_TABLES:   # fms's, torchtitan's
         rope, rope_bwd = ([_memory(*kernel) for kernel in phase]
                           for phase in eager_norm_rope.rope_kernels([tokens * q_local, tokens * kv_local],
-                                                                    tokens * model.d_head, e))
+                                                                    tokens * model.d_head, e, shard.rope_kernels))
     elif model.position == "rope":
         elements = tokens * (q_local + kv_local)
         rope = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]

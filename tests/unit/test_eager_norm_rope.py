@@ -31,6 +31,10 @@ NORM_BACKWARD_ELEMENT_BYTES = ((2 + 2) + (2 + 2 + 2) + 2 + (2 + 4) + (4 + 4) + (
 NORM_BACKWARD_ROW_BYTES = 8 + 8 + 12
 ROPE_ELEMENT_BYTES = (2 + 4) + (4 + 8) + (8 + 4) + (4 + 2)
 ROPE_GATHER_BYTES = 2 * 2 * 4
+# torchtitan's complex apply_rotary_emb per rotated element: cast 2 + 4, the complex64 multiply 4 + 4 (the
+# frequencies a broadcast buffer), the cast back 4 + 2; backward the same three
+COMPLEX_ROPE_ELEMENT_BYTES = (2 + 4) + (4 + 4) + (4 + 2)
+TITAN = "torchtitan-llama31-405b-128-h100-bf16"   # tp 8 with sequence parallelism, micro batch 2, sequence 8192
 
 
 def _data(**training):
@@ -41,10 +45,6 @@ def _data(**training):
 
 def _named(ops, prefix):
     return [op for op in ops if op.name.startswith(prefix)]
-
-
-def test_hand_counts_are_the_source_reading():
-    assert NORM_FORWARD_ELEMENT_BYTES == 36 and NORM_BACKWARD_ELEMENT_BYTES == 92 and ROPE_ELEMENT_BYTES == 36
 
 
 def test_each_norm_runs_its_eager_ops_with_the_bytes_counted_by_hand():
@@ -122,7 +122,10 @@ def test_memory_keeps_the_fp32_upcast_and_the_normalised_tensor():
 
 @pytest.mark.parametrize(("key", "change", "field"), [
     ("norm_kernels", {"model": {"norm": "layernorm"}}, "training.norm_kernels"),
-    ("norm_kernels", {"parallelism": {"tp": 2, "dp": 48}}, "training.norm_kernels"),
+    ("norm_kernels", {"parallelism": {"tp": 2, "dp": 48, "sequence_parallel": True, "tp_comm_overlap": True,
+                                      "tp_comm_overlap_impl": "async_tp"}}, "training.norm_kernels"),
+    ("rope_kernels", {"parallelism": {"tp": 2, "dp": 48, "sequence_parallel": True, "tp_comm_overlap": True,
+                                      "tp_comm_overlap_impl": "async_tp"}}, "training.rope_kernels"),
     ("rope_kernels", {"training": {"precision": "fp32", "logits_memory": "torch_fp32"}}, "training.rope_kernels"),
     ("rope_kernels", {"model": {"position": "learned"}}, "training.rope_kernels"),
 ])
@@ -134,3 +137,22 @@ def test_bad_input_names_the_key(key, change, field):
     data["training"][key] = "eager_fp32"
     with pytest.raises(ScenarioError, match=field.replace(".", r"\.")):
         config.from_dict(data)
+
+
+def test_tensor_parallel_norms_run_on_the_sequence_shard_and_the_complex_rope_on_the_local_heads():
+    """torchtitan's 405B BF16 row (tp 8, sequence parallel): each norm's eager ops over a rank's 2 x 8192 / 8 token
+    rows, the RoPE over its 128 / 8 query heads and 8 / 8 key heads at 20 B an element each way, no per-call kernel."""
+    scenario = config.load(TITAN)
+    m, shard = scenario.model, shard_for(scenario)
+    assert (scenario.parallelism.tp, scenario.parallelism.sequence_parallel) == (8, True)
+    rows = 2 * 8192 // 8
+    layer = layer_ops(m, shard)
+    forward = _named(layer["forward"], "attn_norm")
+    assert len(forward) == 8 and sum(op.hbm_bytes for op in forward) == pytest.approx(
+        NORM_FORWARD_ELEMENT_BYTES * rows * m.hidden + NORM_FORWARD_ROW_BYTES * rows)
+    tokens = 2 * 8192
+    q, k = tokens * (m.heads // 8) * m.d_head, tokens * (m.kv_heads // 8) * m.d_head
+    rope_forward, rope_backward = _named(layer["forward"], "rope"), _named(layer["backward_input"], "rope")
+    assert len(rope_forward) == len(rope_backward) == 2 * 3
+    for ops in (rope_forward, rope_backward):
+        assert sum(op.hbm_bytes for op in ops) == pytest.approx(COMPLEX_ROPE_ELEMENT_BYTES * (q + k))

@@ -55,6 +55,7 @@ def test_each_row_is_its_sources_tokens_per_second_as_a_step(name):
     assert t.logits_memory == "torch_16bit"   # CrossEntropyLoss on fms's bf16 logits, no upcast
     # no torch.compile: fms's RMSNorm and RoPE run op by op in fp32 (round 34, workload/eager_norm_rope.py)
     assert (t.norm_kernels, t.rope_kernels) == ("eager_fp32", "eager_fp32")
+    assert t.mlp_activation == "eager"   # and its GatedLinearUnit's silu(wg(x)) * w1(x) (round 34 review)
     assert _case(name)["step_time_s"] == pytest.approx(batch * SEQ / tokens, abs=5e-5)
 
 
