@@ -206,3 +206,15 @@ def test_the_claims_lock_is_let_go_with_the_claim(tmp_path):
     if before is not None:
         time.sleep(0)
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+# ---- 6. what --expand costs, said before the wait ---------------------------------------------------------------
+def test_an_expanded_run_says_what_it_costs_before_it_starts(cli, tmp_path):
+    """The 10,752-GPU MLPerf GPT-3 row's expanded run printed nothing in a log for minutes: the note comes first,
+    before the summary; without --expand there is none."""
+    scenario = write_scenario(tmp_path, SMALL)
+    code, stdout, err = cli("run", scenario, "--expand", "--steps", "1", "--out", tmp_path / "e")
+    assert code == 0, err
+    assert stdout.index("note: --expand simulates every GPU as its own agent") < stdout.index("wrote ")
+    code, stdout, err = cli("run", scenario, "--steps", "1", "--out", tmp_path / "c")
+    assert code == 0 and "--expand simulates" not in stdout, err
