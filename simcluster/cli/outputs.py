@@ -194,10 +194,15 @@ def _free(path: Path) -> bool:
 def _lock(claim: Path, create: bool = False) -> int | None:
     """An open descriptor of ``claim`` holding its exclusive lock, or None when a live command holds it (or, where
     the file system has no locks, when the file was there: then only the command that made it holds it)."""
-    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+    # never through a link, never waiting (a FIFO or a device put there under that name)
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        descriptor = os.open(claim, flags, 0o644)
-    except (FileExistsError, FileNotFoundError, PermissionError):  # another's, gone meanwhile, or not ours to take
+        descriptor = os.open(claim, flags | (os.O_CREAT | os.O_EXCL if create else 0), 0o644)
+    except FileExistsError:  # another's (or a stale one: looked at by the caller)
+        return None
+    except OSError:  # gone meanwhile, not ours to take, a link or a folder of that name: taken
+        if create:  # the folder cannot take a file: the caller's one-line error
+            raise
         return None
     if fcntl is None:
         if create:
