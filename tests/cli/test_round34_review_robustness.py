@@ -218,3 +218,17 @@ def test_an_expanded_run_says_what_it_costs_before_it_starts(cli, tmp_path):
     assert stdout.index("note: --expand simulates every GPU as its own agent") < stdout.index("wrote ")
     code, stdout, err = cli("run", scenario, "--steps", "1", "--out", tmp_path / "c")
     assert code == 0 and "--expand simulates" not in stdout, err
+
+
+# ---- 7. a fabric's folder never takes the name of replay's own files ---------------------------------------------
+def test_a_fabric_named_like_a_file_replay_writes_gets_its_hash():
+    """``replay T --topology replay.json --topology rail-fat-tree`` (a YAML fabric file of that name): its folder
+    was ``replay.json/``, where the report had been written: `File exists` after the whole replay, nothing kept."""
+    from simcluster.cli.compare import slugs
+    from simcluster.cli.replay import OVERLAY_STEM, REPORT_FILE
+
+    reserved = (REPORT_FILE, f"{OVERLAY_STEM}.png")
+    names = slugs(["replay.json", "Step_Overlay.png", "rail-fat-tree"], reserved)
+    assert names[2] == "rail-fat-tree"
+    assert not {name.casefold() for name in names} & {name.casefold() for name in reserved}
+    assert slugs(["replay.json", "rail-fat-tree"]) == ["replay.json", "rail-fat-tree"]  # elsewhere a plain name
