@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import sys
@@ -144,7 +145,7 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
     claimed (``CLAIM``) until the block ends; if the block raises (an error, a full disk, SIGINT), remove what was
     written into it, and the folder itself when this made it; a failed write is the one-line error of ``option``."""
     asked, asked_for = path, _ASKED_FOR.pop(path, None)
-    claimed = made = False
+    claimed, made = False, []
     try:  # from before the claim: an interrupt right after it (a note being printed) leaves no claim behind
         while not claimed:  # again: another command may have taken it meanwhile; each turn finds one more taken
             path = check_writable(unique_dir(asked, option), option)
@@ -157,6 +158,9 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
     except BaseException as err:
         if claimed and made:
             shutil.rmtree(path, ignore_errors=True)
+            for parent in made[1:]:  # and the folders made to hold it, while empty (`--out a/new/x` left a/new/)
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
         elif claimed:  # a folder that was there empty: emptied again
             for child in path.iterdir():
                 if child.is_dir() and not child.is_symlink():
@@ -236,16 +240,18 @@ def _release(path: Path) -> None:
             os.close(descriptor)
 
 
-def _claim(path: Path, option: str) -> tuple[bool, bool]:
-    """Make ``path`` (with its parents) if it is new and claim it for this command: (claimed, made here). Not
+def _claim(path: Path, option: str) -> tuple[bool, list[Path]]:
+    """Make ``path`` (with its parents) if it is new and claim it for this command: (claimed, the folders made here:
+    ``path`` first, then the parents it needed, innermost first; empty when ``path`` was there). Not
     claimed when another command holds it (its ``CLAIM``, locked) or anything else came into it meanwhile; a stale
     claim (its command killed) is taken over."""
-    made = False
+    made: list[Path] = []
     try:
+        parents = list(itertools.takewhile(lambda folder: not folder.exists(), path.parents))
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             path.mkdir()
-            made = True
+            made = [path, *parents]
         except FileExistsError:  # there already (empty, as unique_dir found it), or made meanwhile by another
             pass
         descriptor = _lock(path / CLAIM, create=True)
@@ -254,9 +260,9 @@ def _claim(path: Path, option: str) -> tuple[bool, bool]:
         if descriptor is None:  # another command's claim
             return False, made
     except OSError as err:
-        if made:
+        for folder in made:
             with contextlib.suppress(OSError):
-                path.rmdir()
+                folder.rmdir()
         fail(option, f"cannot make {str(path)!r}: {err.strerror}")
     _HELD[path] = descriptor
     if any(child.name != CLAIM for child in path.iterdir()):

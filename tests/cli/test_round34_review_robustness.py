@@ -232,3 +232,18 @@ def test_a_fabric_named_like_a_file_replay_writes_gets_its_hash():
     assert names[2] == "rail-fat-tree"
     assert not {name.casefold() for name in names} & {name.casefold() for name in reserved}
     assert slugs(["replay.json", "rail-fat-tree"]) == ["replay.json", "rail-fat-tree"]  # elsewhere a plain name
+
+
+# ---- 8. the folders made to hold an interrupted command's folder ------------------------------------------------
+def test_an_interrupted_command_removes_the_parents_it_made(tmp_path):
+    """``--out a/new/x`` interrupted left ``a/new/`` (as the sweep did before round 33's review); ``a/`` was there
+    and stays, and a parent that another command wrote into meanwhile is kept."""
+    (tmp_path / "a").mkdir()
+    with pytest.raises(KeyboardInterrupt), cli_outputs.fresh_folder(tmp_path / "a" / "new" / "x") as folder:
+        (folder / "half.csv").write_text("1,2\n")
+        raise KeyboardInterrupt
+    assert list((tmp_path / "a").iterdir()) == []
+    with pytest.raises(KeyboardInterrupt), cli_outputs.fresh_folder(tmp_path / "a" / "new" / "x") as folder:
+        (folder.parent / "other.txt").write_text("another command's\n")
+        raise KeyboardInterrupt
+    assert [p.name for p in (tmp_path / "a" / "new").iterdir()] == ["other.txt"]
