@@ -23,11 +23,12 @@ the device however few bytes it moves.
 
 from __future__ import annotations
 
-import json
+import math
 import statistics
 import sys
 from collections import defaultdict
 
+from accuracy_tables import InputError, load_cases
 from kineto_kernel_gaps import trace_events
 from layer_kernels import microbatch_kernels
 
@@ -81,21 +82,38 @@ def trace_floor(path: str) -> dict[int, tuple[int, float, float]]:
     for event in trace_events(path):
         if event.get("cat") == "kernel" and ELEMENTWISE in event.get("name", ""):
             grid = event.get("args", {}).get("grid")
-            if isinstance(grid, list) and grid and isinstance(grid[0], int):
-                by_grid[grid[0] * (grid[1] if len(grid) > 1 else 1) * (grid[2] if len(grid) > 2 else 1)].append(
-                    float(event["dur"]))
+            # whole block counts only (round 34 review: [2, "a", 1] made the key "aa", then a TypeError traceback)
+            if isinstance(grid, list) and 1 <= len(grid) <= 3 and all(
+                    isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in grid):
+                by_grid[math.prod(grid)].append(float(event["dur"]))
     return {grid: (len(durs), min(durs), statistics.median(durs)) for grid, durs in sorted(by_grid.items())}
 
 
+# The fields of a validate --json case this script reads, checked by ``accuracy_tables.load_cases`` (the
+# throughputs and the step positive). Round 34 review: a published TFLOP/s of 0 was a ZeroDivisionError traceback,
+# a missing or null one a KeyError or TypeError; the file was read by ``open`` (a FIFO waited forever, /dev/zero
+# filled memory, bytes that are not UTF-8 a UnicodeDecodeError traceback).
+CASE_FIELDS = {"scenario": str, "step_time_s": (int, float), "simulated_tflops": (int, float),
+               "published_tflops": (int, float)}
+# Largest --fixed-us: a whole millisecond of device time on every memory-bound kernel is far past any kernel's floor
+# (the trace's one-block elementwise kernels take 1.3-2.3 us); nan, inf and negative values printed nan and -100%.
+MAX_FIXED_US = 1000.0
+
+
 def cases_of(path: str) -> list[dict]:
-    with open(path) as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise ScenarioError(path, f"not JSON ({err.msg}, line {err.lineno})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-        raise ScenarioError(path, "no 'cases' list: expected `simcluster validate --json` output")
-    return data["cases"]
+    """The cases of one validate --json file, each with ``CASE_FIELDS``; a one-line ScenarioError otherwise."""
+    try:
+        return load_cases(path, CASE_FIELDS)
+    except InputError as err:
+        raise ScenarioError("validate output", str(err)) from None
+
+
+def fixed_values(text: str) -> list[float]:
+    """``--fixed-us``: comma-separated microseconds, each from 0 to ``MAX_FIXED_US`` (ValueError otherwise)."""
+    values = [float(part) for part in text.split(",") if part.strip()]
+    if any(not (math.isfinite(us) and 0.0 <= us <= MAX_FIXED_US) for us in values):
+        raise ValueError(text)
+    return values
 
 
 def report_lines(reports: list[dict], fixed_us: list[float]) -> list[str]:
@@ -121,9 +139,12 @@ def main(argv: list[str]) -> int:
     if not args.files and not args.trace:
         parser.error("give validate JSON files, --trace, or both")
     try:
-        fixed_us = [float(part) for part in args.fixed_us.split(",") if part.strip()]
+        fixed_us = fixed_values(args.fixed_us)
     except ValueError:
-        parser.error(f"--fixed-us: expected comma-separated numbers, got {args.fixed_us!r}")
+        parser.error(f"--fixed-us: expected comma-separated microseconds from 0 to {MAX_FIXED_US:g}, got "
+                     f"{args.fixed_us!r}")
+    if repeated := sorted({path for path in args.files if args.files.count(path) > 1}):  # each row reported twice
+        parser.error(f"{repeated[0]}: given twice; each file is read once")
     reports = [r for path in args.files for case in cases_of(path) if (r := row_report(case, fixed_us))]
     if args.files:
         print("\n".join(report_lines(reports, fixed_us)))

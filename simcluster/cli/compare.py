@@ -62,12 +62,14 @@ def slug(label: str, hashed: bool = False) -> str:
     return f"{text[:MAX_SLUG_CHARS - 13]}-{digest}" if text else digest
 
 
-def slugs(labels: list[str]) -> list[str]:
+def slugs(labels: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
     """``slug`` of each of ``labels``, the hash added to those whose slugs coincide (``a b.yaml`` and ``a_b.yaml``
     are both ``a_b.yaml``: one figure or folder overwrote the other's, round 31 review), case ignored (``F.yaml``
-    and ``f.yaml`` name one file on a file system that ignores case, macOS's and Windows's; round 34)."""
+    and ``f.yaml`` name one file on a file system that ignores case, macOS's and Windows's; round 34), and to those
+    equal to one of ``reserved``, the names of the files written beside them (round 34 review: ``replay`` on a fabric
+    file named ``replay.json`` made its folder where its report was, and failed after the whole replay)."""
     names = [slug(label) for label in labels]
-    counts = collections.Counter(name.casefold() for name in names)
+    counts = collections.Counter(name.casefold() for name in [*names, *reserved])
     return [slug(label, hashed=True) if counts[name.casefold()] > 1 else name
             for label, name in zip(labels, names, strict=True)]
 

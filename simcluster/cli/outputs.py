@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
 import os
 import shutil
 import sys
@@ -25,6 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from simcluster.cli.app import fail
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: a claim is never found stale (the folder counts as taken)
+    fcntl = None
 
 # What --out does with a folder that holds files, for the commands' help (docs/robustness.md, "Outputs").
 NEVER_OVERWRITTEN = "never overwritten: a folder holding files, `.` too, gives way to its sibling NAME-2, NAME-3, ..."
@@ -37,8 +44,14 @@ NAME_MAX_BYTES = 255
 # (not empty) for any other command given the same --out, even before the first output file is there. Round 34:
 # two `laws plot --out X` started together both found X new, made it and drew their figures there, the later
 # one's over the earlier's (a run's window, between the check and its first file, is microseconds; a plot's the
-# drawing of the first figure, about a second).
+# drawing of the first figure, about a second). The holder keeps an exclusive flock(2) on it, which the kernel
+# releases when the process ends however it ends: a claim nobody holds (SIGKILL, a power cut, the out-of-memory
+# killer) is stale, and a folder holding nothing else is free again (round 34 review: it counted as taken for good,
+# every later `--out X` went to X-2 with "X/ holds other files" over a folder that `ls` shows empty).
 CLAIM = ".simcluster-writing"
+
+# The open claim file of each folder this process holds (its flock lasts as long as the descriptor).
+_HELD: dict[Path, int] = {}
 
 # The folder each ``output_dir`` chose in place of the one asked for: the note "X/ holds other files: writing to
 # X-2/" waits for ``fresh_folder`` to make it (printed at once, it made a second line before a later refusal).
@@ -90,7 +103,7 @@ def unique_dir(path: Path, option: str = "--out") -> Path:
     check_name(path, option)
     if _exists(path, option) and not path.is_dir():
         fail(option, f"{str(path)!r} is a file, not a folder")
-    if not _exists(path, option) or not any(path.iterdir()):
+    if not _exists(path, option) or _free(path):
         return path
     path, index = named(path, option), 2
     while _exists(candidate := path.with_name(f"{path.name}-{index}"), option):
@@ -132,7 +145,7 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
     claimed (``CLAIM``) until the block ends; if the block raises (an error, a full disk, SIGINT), remove what was
     written into it, and the folder itself when this made it; a failed write is the one-line error of ``option``."""
     asked, asked_for = path, _ASKED_FOR.pop(path, None)
-    claimed = made = False
+    claimed, made = False, []
     try:  # from before the claim: an interrupt right after it (a note being printed) leaves no claim behind
         while not claimed:  # again: another command may have taken it meanwhile; each turn finds one more taken
             path = check_writable(unique_dir(asked, option), option)
@@ -140,47 +153,119 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
         if path != asked:
             print(f"{asked}/ was taken meanwhile: writing to {path}/", file=sys.stderr)
         elif asked_for is not None:
-            print(f"{asked_for}/ holds other files: writing to {path}/", file=sys.stderr)
+            print(f"{asked_for}/ {_taken(asked_for)}: writing to {path}/", file=sys.stderr)
         yield path
     except BaseException as err:
         if claimed and made:
             shutil.rmtree(path, ignore_errors=True)
+            for parent in made[1:]:  # and the folders made to hold it, while empty (`--out a/new/x` left a/new/)
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
         elif claimed:  # a folder that was there empty: emptied again
             for child in path.iterdir():
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child, ignore_errors=True)
-                else:
+                elif child.name != CLAIM:  # unlinked, then let go, below
                     child.unlink(missing_ok=True)
         if isinstance(err, OSError):  # a full disk, a file system gone read-only: say which folder, one line
             fail(option, f"writing into {str(path)!r} failed ({err.strerror or err}); nothing was kept there")
         raise
     finally:
         if claimed:
-            with contextlib.suppress(OSError):
-                (path / CLAIM).unlink()
+            _release(path)
 
 
-def _claim(path: Path, option: str) -> tuple[bool, bool]:
-    """Make ``path`` (with its parents) if it is new and claim it for this command: (claimed, made here). Not
-    claimed when another command holds it (its ``CLAIM``) or anything else came into it meanwhile."""
-    made = False
+def _taken(path: Path) -> str:
+    """Why ``path`` was not written into, for the note on stderr."""
+    with contextlib.suppress(OSError):
+        if [child.name for child in path.iterdir()] == [CLAIM]:
+            return "is being written by another command"
+    return "holds other files"
+
+
+def _free(path: Path) -> bool:
+    """``path`` (a folder) is empty, or holds only a stale claim (its command gone without removing it)."""
+    children = [child.name for child in path.iterdir()]
+    if children != [CLAIM]:
+        return not children
+    descriptor = _lock(path / CLAIM)
+    if descriptor is None:
+        return False
+    os.close(descriptor)  # let go at once: ``_claim`` takes it for good
+    return True
+
+
+def _lock(claim: Path, create: bool = False) -> int | None:
+    """An open descriptor of ``claim`` holding its exclusive lock, or None when a live command holds it (or, where
+    the file system has no locks, when the file was there: then only the command that made it holds it)."""
+    # never through a link, never waiting (a FIFO or a device put there under that name)
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
+        descriptor = os.open(claim, flags | (os.O_CREAT | os.O_EXCL if create else 0), 0o644)
+    except FileExistsError:  # another's (or a stale one: looked at by the caller)
+        return None
+    except OSError:  # gone meanwhile, not ours to take, a link or a folder of that name: taken
+        if create:  # the folder cannot take a file: the caller's one-line error
+            raise
+        return None
+    if fcntl is None:
+        if create:
+            return descriptor
+        os.close(descriptor)
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if create and err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):  # no locks here: the made file holds it
+            return descriptor
+        os.close(descriptor)
+        return None
+    try:  # the lock is on the file still named so (not one its holder removed while this opened it)
+        same = os.path.samestat(os.stat(claim), os.fstat(descriptor))
+    except OSError:
+        same = False
+    if not same:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def _release(path: Path) -> None:
+    """Remove this command's claim of ``path``, then let go of its lock."""
+    with contextlib.suppress(OSError):
+        (path / CLAIM).unlink()
+    descriptor = _HELD.pop(path, None)
+    if descriptor is not None:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+
+
+def _claim(path: Path, option: str) -> tuple[bool, list[Path]]:
+    """Make ``path`` (with its parents) if it is new and claim it for this command: (claimed, the folders made here:
+    ``path`` first, then the parents it needed, innermost first; empty when ``path`` was there). Not
+    claimed when another command holds it (its ``CLAIM``, locked) or anything else came into it meanwhile; a stale
+    claim (its command killed) is taken over."""
+    made: list[Path] = []
+    try:
+        parents = list(itertools.takewhile(lambda folder: not folder.exists(), path.parents))
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             path.mkdir()
-            made = True
+            made = [path, *parents]
         except FileExistsError:  # there already (empty, as unique_dir found it), or made meanwhile by another
             pass
-        try:
-            os.close(os.open(path / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        except FileExistsError:  # another command's claim
+        descriptor = _lock(path / CLAIM, create=True)
+        if descriptor is None and (path / CLAIM).exists():
+            descriptor = _lock(path / CLAIM)  # a stale claim: its lock is free
+        if descriptor is None:  # another command's claim
             return False, made
     except OSError as err:
-        if made:
+        for folder in made:
             with contextlib.suppress(OSError):
-                path.rmdir()
+                folder.rmdir()
         fail(option, f"cannot make {str(path)!r}: {err.strerror}")
+    _HELD[path] = descriptor
     if any(child.name != CLAIM for child in path.iterdir()):
-        (path / CLAIM).unlink(missing_ok=True)
+        _release(path)
         return False, made
     return True, made

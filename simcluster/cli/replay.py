@@ -279,7 +279,7 @@ def _keep_report(out_dir: Path, outcomes: list[ReplayOutcome]) -> str:
     said = f"{len(outcomes)} of {len(outcomes)} replays finished"
     try:
         with keeping(), fresh_folder(out_dir) as folder:  # a second Ctrl-C here no longer removes it
-            outputs.write_text(folder / "replay.json", outputs.dumps(_json_body(outcomes), indent=2) + "\n")
+            outputs.write_text(folder / REPORT_FILE, outputs.dumps(_json_body(outcomes), indent=2) + "\n")
     except (OSError, ScenarioError) as err:
         return f"{said} (not written: {err})"
     return f"{said}; wrote replay.json (no figures, events or traces) to {folder}/"
@@ -294,6 +294,11 @@ def _json_body(outcomes: list[ReplayOutcome], pending: int = 0) -> dict:
     return {"replays": reports, "partial": pending > 0, "pending": pending}
 
 
+# The files a replay on several fabrics writes beside the fabrics' folders (a fabric's folder never takes their name).
+REPORT_FILE = "replay.json"
+OVERLAY_STEM = "step_overlay"
+
+
 def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str, pending: int = 0) -> list[Path]:
     """replay.json (the --json report), step_overlay.png (recorded vs each replay) and, per fabric (in a
     folder named after it when there are several): events.csv, trace.json.gz (recorded and replayed side by
@@ -302,12 +307,13 @@ def _write(out_dir: Path, outcomes: list[ReplayOutcome], name: str, pending: int
     from simcluster.analysis.replay import step_overlay
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "replay.json"]
+    written = [out_dir / REPORT_FILE]
     outputs.write_text(written[0], outputs.dumps(_json_body(outcomes, pending), indent=2) + "\n")
     written += save(step_overlay([{"label": o.label, "steps": o.steps} for o in outcomes],
-                                 title=f"{name}: recorded and replayed step time"), out_dir, "step_overlay",
+                                 title=f"{name}: recorded and replayed step time"), out_dir, OVERLAY_STEM,
                     formats=("png",))
-    for outcome, folder_name in zip(outcomes, slugs([outcome.label for outcome in outcomes]), strict=True):
+    labels = [outcome.label for outcome in outcomes]
+    for outcome, folder_name in zip(outcomes, slugs(labels, (REPORT_FILE, f"{OVERLAY_STEM}.png")), strict=True):
         folder = out_dir if len(outcomes) == 1 else out_dir / folder_name
         written += _write_one(folder, outcome, name)
     return written

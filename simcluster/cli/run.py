@@ -51,6 +51,16 @@ class LongRunNotice:
                                     soft_wrap=True)
 
 
+# What --expand costs, said before the wait (round 34 review: the 10,752-GPU MLPerf GPT-3 row's expanded run printed
+# nothing in a log for minutes; a terminal shows only a spinner). Measured: docs/performance.md (round 16: ~140 events
+# an expanded GPU schedules a step, ~13 us of CPU each; 16,384 GPUs of Llama 3 405B one step in 30-60 s) and
+# docs/calibration.md "Round 34: MLPerf Training GPT-3 175B, v3.0 to v4.1" (10,752 GPUs: not done in 15 min).
+EXPAND_NOTE = ("--expand simulates every GPU as its own agent (about 140 events a GPU a step, ~13 us of CPU each): "
+               "Llama 3 405B on 16,384 GPUs about a minute a step, MLPerf's GPT-3 175B on 10,752 GPUs not done in "
+               "15 min, and a run whose merged calls are not proven exact is simulated a second time, unmerged; "
+               "Ctrl-C stops it (exit 130); without --expand: seconds")
+
+
 # --network of the commands that simulate a scenario: unset, the scenario's own `network` key decides
 NETWORK_HELP = (f"network model: {' | '.join(NETWORK_MODELS)}; default: the scenario's `network` "
                 f"({config.Scenario.model_fields['network'].default} unless it states one)")
@@ -199,6 +209,8 @@ def run(
         from simcluster.network.store_forward import cost_note
 
         console.print(f"note: {cost_note()}", soft_wrap=True)
+    if expand:
+        console.print(f"note: {EXPAND_NOTE}", soft_wrap=True)
     spec = sim.scenario  # what is simulated, dumped and reported
     if sim.memory.total_bytes > spec.cluster.gpu.hbm_capacity:
         console.print(f"warning: the memory model puts this layout at {fmt(sim.memory.total_bytes, BYTES, 3)} per "

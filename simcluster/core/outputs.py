@@ -71,17 +71,38 @@ def write_new(path: Path, text: str) -> bool:
 
 
 def finite(data: Any) -> Any:
-    """``data`` with every non-finite float (nan, inf; numpy's too) replaced by None, recursively."""
+    """``data`` with every non-finite float (nan, inf; numpy's too) replaced by None, and every string that is not
+    Unicode text (``unicode_text``) made text, recursively."""
     if isinstance(data, float):  # numpy.float64 is a float
         return data if math.isfinite(data) else None
+    if isinstance(data, str):
+        return unicode_text(data)
     if isinstance(data, dict):
-        return {key: finite(value) for key, value in data.items()}
+        return {unicode_text(key) if isinstance(key, str) else key: finite(value) for key, value in data.items()}
     if isinstance(data, list | tuple):
         return [finite(value) for value in data]
     if hasattr(data, "dtype") and getattr(data, "shape", None) == () and data.dtype.kind == "f":
         value = float(data)
         return value if math.isfinite(value) else None
     return data
+
+
+def unicode_text(text: str) -> str:
+    """``text``, or where it holds lone surrogates (a file name that is not UTF-8 reaches Python so, ``os.fsdecode``)
+    its bytes with those that are not UTF-8 written ``\\xff``. Round 34 review: ``run --json --out $'bad\\xff'``
+    printed ``"out_dir": "bad\\udcff"``, a lone surrogate escape, which strict JSON readers (serde_json, Go's
+    encoding/json replaces it) refuse or alter."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode(errors="surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that no byte made (a \\ud800 escape read from JSON)
+            raw = text.encode(errors="surrogatepass")
+        return raw.decode(errors="backslashreplace")
+    return text
 
 
 def dumps(data: Any, **kwargs) -> str:

@@ -45,7 +45,16 @@ def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | Non
     that is not one of ``options`` (the flags the script takes), or a number of other arguments outside ``words``
     (at least, at most: None for any; ``usage`` names them, e.g. 'TRACE [TRACE ...]'), is refused in one line
     before any work; a ScenarioError or an OSError (a file that cannot be read or written) is one line; Ctrl-C is
-    one line, ``interrupted by SIGINT``, and exit code 130. Returns the exit code."""
+    one line, ``interrupted by SIGINT``, and exit code 130. Returns the exit code. A ``--`` ends the options, as in
+    POSIX utilities: what follows is words, a name starting with ``-`` too (round 34 review: ``dp_phase_charges.py
+    -- ROW`` was ``--: unknown option``); ``main`` gets the command line without it."""
+    rest: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, rest = argv[:at], argv[at + 1:]
+        if clash := [a for a in rest if a in set(options) | {"-h", "--help"}]:  # main finds its flags anywhere
+            print(f"error: {one_line(clash[0])}: after -- but the name of an option (see --help)", file=sys.stderr)
+            return USAGE_ERROR
     if "-h" in argv or "--help" in argv:
         try:
             print((doc or "").strip(), flush=True)
@@ -58,7 +67,7 @@ def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | Non
         takes = f"takes {', '.join(sorted(known))}" if known else "takes no options"
         print(f"error: {one_line(unknown[0])}: unknown option ({takes}; see --help)", file=sys.stderr)
         return USAGE_ERROR
-    given = [a for a in argv if a not in known]
+    given = [a for a in argv if a not in known] + rest
     low, high = words
     if high == 0 and given:
         print(f"error: {one_line(given[0])}: takes no arguments (see --help)", file=sys.stderr)
@@ -67,7 +76,7 @@ def run(main: Callable[[list[str]], int | None], argv: list[str], doc: str | Non
         print(f"error: expected {usage or 'arguments'}, got {len(given)} argument{'s' * (len(given) != 1)} "
               "(see --help)", file=sys.stderr)
         return USAGE_ERROR
-    return call(main, argv)
+    return call(main, argv + rest)
 
 
 def call(main: Callable[[list[str]], int | None], argv: list[str]) -> int:

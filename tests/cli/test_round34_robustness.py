@@ -43,7 +43,7 @@ def test_a_command_writing_into_a_folder_holds_it_against_a_second_one(cli, tmp_
         assert first == out and [p.name for p in out.iterdir()] == [cli_outputs.CLAIM]
         code, _, err = cli("run", scenario, "--network", "analytic", "--out", out)
         assert code == 0, err
-        assert f"{out}/ holds other files: writing to {out}-2/" in err
+        assert f"{out}/ is being written by another command: writing to {out}-2/" in err  # its claim alone
         (first / "mine.txt").write_text("the first command's\n")
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]  # the claim goes when the command is done
     assert (tmp_path / "x-2" / "summary.json").is_file()
