@@ -659,6 +659,7 @@ def run_expanded(build, steps: int | None = None, on_step=None) -> Result:
         if result.summary["symmetry"]["exact"] is True:
             return result
         held = simulation.model.held_back
+        del simulation, result   # before the next pass is built: one pass's events and routes in memory at a time
         if held is None or (held.keys <= split and held.latency_keys <= split | by_latency):   # nothing new
             break
         split = split | held.keys
