@@ -17,8 +17,7 @@ The rule.
    the check below proves it exact; else it reruns with ``SplitKeys`` (the keys of the classes found holding a
    part back by rate, and only those, unmerged; those held back by path latency alone merged by latency), up to
    ``SPLIT_PASSES`` times adding the keys each pass flags, and keeps the first pass the check proves exact; else
-   it reruns with ``NO_MERGE``. The calls merged stay distinct parts
-   of the class.
+   it reruns with ``NO_MERGE``. The calls merged stay distinct parts of the class.
 3. Merging is exact when no part is held back, and the network model checks it on every rate solution: with
    every part of a class given the class's rate the link loads are unchanged, so the split allocation equals the
    merged one exactly when every part crosses a saturated link on which no class is faster (the max-min

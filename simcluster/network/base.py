@@ -287,7 +287,11 @@ class HeldBack:
         self.classes += new
         self.seconds += float(saved_s.max())
         if transfers is not None:
-            (self.latency_keys if latency_only else self.keys).add((transfers.label, transfers.size_bytes))
+            self.name(transfers, latency_only)
+
+    def name(self, transfers: TransferClass, latency_only: bool = False) -> None:
+        """Note the key of a class found holding a part back (by rate, or by path latency only)."""
+        (self.latency_keys if latency_only else self.keys).add((transfers.label, transfers.size_bytes))
 
 
 def max_path_latency_s(fabric, pairs: np.ndarray) -> float:

@@ -536,6 +536,8 @@ class FlowNetwork(NetworkModel):
                         worst = max(worst, check[2])
                         if h not in self._held:   # a class already held adds nothing more (``HeldBack.add``)
                             self._hold(h, np.zeros(1), sending.merged)
+                        else:   # but one held by latency at its start is named as held by rate too
+                            self.held_back.name(sending.merged)
                 self.held_back.seconds += dt_s * worst
         self.now_s = until_s
 
