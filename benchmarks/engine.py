@@ -15,8 +15,8 @@ step <= 60 s and <= 4 GB; the MegaScale 175B row on 768 A100 with hash ECMP (its
 merged classes are flagged so the flagged ones run again apart (every transfer its own class until round 34),
 <= 120 s (round 22); the held-out MLPerf v3.1 GPT-3 175B row on 10,752 H100 expanded, whose merged pass flags the
 data-parallel ring steps, <= 300 s and <= 6 GB (round 34, ``--expanded --mlperf`` only: about 3.5 min of CPU); wall
-time and memory growing no faster than linearly in the GPU count from 64 to 131,072 (each point's ratio to the 64-GPU point at most
-the ratio of GPU counts).
+time and memory growing no faster than linearly in the GPU count from 64 to 131,072 (each point's ratio to the
+64-GPU point at most the ratio of GPU counts).
 
 Times are judged on the process's CPU time (user + system), as ``benchmarks/replay.py`` judges them: a run uses one
 core, so on an idle machine its wall time is its CPU time, while on a shared machine the wall time also counts the
