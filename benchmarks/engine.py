@@ -14,7 +14,7 @@ interleaved scenario ``llama3-405b-16k-h100`` <= 5 s; expanded (``--expand``, ev
 step <= 60 s and <= 4 GB; the MegaScale 175B row on 768 A100 with hash ECMP (its batch cut to 96), expanded, whose
 merged classes are flagged so the flagged ones run again apart (every transfer its own class until round 34),
 <= 120 s (round 22); the held-out MLPerf v3.1 GPT-3 175B row on 10,752 H100 expanded, whose merged pass flags the
-data-parallel ring steps, <= 300 s and <= 6 GB (round 34, ``--expanded --mlperf`` only: about 3.5 min of CPU); wall
+data-parallel ring steps, <= 300 s and <= 6 GB (round 34, ``--expanded --mlperf`` only: about 3 min of CPU); wall
 time and memory growing no faster than linearly in the GPU count from 64 to 131,072 (each point's ratio to the
 64-GPU point at most the ratio of GPU counts).
 
@@ -34,7 +34,7 @@ Run: .venv/bin/python benchmarks/engine.py [--quick] [--phases] [--expanded [--m
 16,384-GPU collapsed and interleaved runs and the scaling up to 16,384 GPUs; a few minutes. --phases: only the CPU
 seconds of each phase of the 8-GPU and 16,384-GPU runs: imports, building fabric and plan, simulation, record and
 summary, files. --expanded: only the expanded 16,384-GPU target, about half a minute of CPU; with --mlperf also the
-expanded 10,752-GPU MLPerf row, about 3.5 minutes)
+expanded 10,752-GPU MLPerf row, about 3 minutes)
 """
 
 from __future__ import annotations
