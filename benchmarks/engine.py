@@ -12,9 +12,11 @@ Targets (2-core machine): fixed cost of a command (``--help``, a run of 8 GPUs) 
 405B: 16,384 H100 <= 2 s, 131,072 H100 <= 10 s and <= 2 GB, ZeRO-3 with pipelining on 16,384 H100 <= 20 s, the
 interleaved scenario ``llama3-405b-16k-h100`` <= 5 s; expanded (``--expand``, every GPU an agent) 16,384 GPUs one
 step <= 60 s and <= 4 GB; the MegaScale 175B row on 768 A100 with hash ECMP (its batch cut to 96), expanded, whose
-merged classes are flagged so every transfer runs as its own class, <= 120 s (round 22); wall time and memory
-growing no faster than linearly in the GPU count from 64 to 131,072 (each point's ratio to the 64-GPU point at most
-the ratio of GPU counts).
+merged classes are flagged so the flagged ones run again apart (every transfer its own class until round 34),
+<= 120 s (round 22); the held-out MLPerf v3.1 GPT-3 175B row on 10,752 H100 expanded, whose merged pass flags the
+data-parallel ring steps, <= 300 s and <= 6 GB (round 34, ``--expanded --mlperf`` only: about 3 min of CPU); wall
+time and memory growing no faster than linearly in the GPU count from 64 to 131,072 (each point's ratio to the
+64-GPU point at most the ratio of GPU counts).
 
 Times are judged on the process's CPU time (user + system), as ``benchmarks/replay.py`` judges them: a run uses one
 core, so on an idle machine its wall time is its CPU time, while on a shared machine the wall time also counts the
@@ -28,10 +30,11 @@ Each run's line also gives the events it recorded (the summary's ``events``): a 
 machine's load, so a CPU time that moved while the count did not is the machine, not the code (round 28: the
 expanded run's 28.6 -> 36.4 s between rounds 25 and 27 with 1,062,353 -> 1,064,401 events, docs/performance.md).
 
-Run: .venv/bin/python benchmarks/engine.py [--quick] [--phases] [--expanded]   (--quick: fixed cost, the 16,384-GPU
-collapsed and interleaved runs and the scaling up to 16,384 GPUs; a few minutes. --phases: only the CPU seconds of
-each phase of the 8-GPU and 16,384-GPU runs: imports, building fabric and plan, simulation, record and summary,
-files. --expanded: only the expanded 16,384-GPU target, about half a minute of CPU)
+Run: .venv/bin/python benchmarks/engine.py [--quick] [--phases] [--expanded [--mlperf]]   (--quick: fixed cost, the
+16,384-GPU collapsed and interleaved runs and the scaling up to 16,384 GPUs; a few minutes. --phases: only the CPU
+seconds of each phase of the 8-GPU and 16,384-GPU runs: imports, building fabric and plan, simulation, record and
+summary, files. --expanded: only the expanded 16,384-GPU target, about half a minute of CPU; with --mlperf also the
+expanded 10,752-GPU MLPerf row, about 3 minutes)
 """
 
 from __future__ import annotations
@@ -109,7 +112,10 @@ MAIN_STEP_S = {"llama3-405b-16384": 14.522114066332778, "llama3-405b-16k-h100": 
                # one agent per GPU equals the collapsed run on this symmetric fabric (the summary's symmetry check)
                "llama3-405b-16384-expanded": 14.522114066332778,
                # the exact hash-ECMP run, as before round 22's faster components (367 s of CPU then; same step)
-               "megascale-768-ecmp-expanded": 2.9609901524898676}
+               "megascale-768-ecmp-expanded": 2.9609901524898676,
+               # round 34: the held-out MLPerf v3.1 row's exact step, the split pass of --expand (engine.merge
+               # SplitKeys), the collapsed run giving 1.0198646718 s with a 7.2% bound; moves with main's refits
+               "mlperf31-gpt3-175b-10752-h100-azure-fp8": 1.0151323920669515}
 
 
 @dataclass
@@ -151,7 +157,8 @@ def scaling_point(gpus: int) -> dict:
 def megascale_ecmp(gpus: int = 768, batch: int = 96) -> dict:
     """The held-out MegaScale Megatron-LM row on its three-tier rail fat-tree with hash ECMP (round 21), its global
     batch cut to ``batch`` sequences (8 microbatches a replica at 768 GPUs): an expanded run whose merged classes
-    the symmetry check flags, so ``--expand`` reruns it with every transfer its own class (round 22)."""
+    the symmetry check flags, so ``--expand`` reruns it with the flagged classes' calls apart (round 34; every
+    transfer its own class from round 22)."""
     import simcluster
 
     folder = Path(simcluster.__file__).parent / "data" / "scenarios"
@@ -296,6 +303,16 @@ def expanded_16k(folder: Path) -> bool:
                                "1", timeout_s=time_limit_s(60.0)), max_s=60.0, max_bytes=4 * GIB)
 
 
+def expanded_mlperf_10752(folder: Path) -> bool:
+    """The held-out MLPerf v3.1 GPT-3 175B row on 10,752 H100 expanded (round 34): its merged pass flags the
+    data-parallel ring steps, which the split pass keeps apart (``engine.merge.SplitKeys``); <= 300 s of CPU and
+    <= 6 GB (main before round 34 reran it with every call its own class and did not finish in 6 min of CPU)."""
+    return report("run mlperf31 GPT-3 175B 10,752 H100 expanded",
+                  run_process(["run", "mlperf31-gpt3-175b-10752-h100-azure-fp8", "--expand", "--json", "--out",
+                               str(folder / "mlperf31-expanded")], time_limit_s(300.0)),
+                  max_s=300.0, max_bytes=6 * GIB)
+
+
 def main() -> int:
     quick = "--quick" in sys.argv
     import simcluster
@@ -310,8 +327,10 @@ def main() -> int:
             print_phases(folder)
             return 0
         if "--expanded" in sys.argv:
-            ok = expanded_16k(folder)
-            print(f"{int(ok)} of 1 targets hold")
+            held = [expanded_16k(folder)]
+            if "--mlperf" in sys.argv:
+                held.append(expanded_mlperf_10752(folder))
+            print(f"{sum(held)} of {len(held)} targets hold")
             return 0
         for label, args in (("--help", ["--help"]), ("schema", ["schema"])):
             results.append(report(f"fixed cost: simcluster {label}", run_process(args, time_limit_s(1.0)), max_s=1.0))
@@ -362,4 +381,5 @@ if __name__ == "__main__":
         sys.exit(0)
     from simcluster.core.script_entry import run
 
-    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__, ["--quick", "--phases", "--expanded"], words=(0, 0)))
+    sys.exit(run(lambda _argv: main(), sys.argv[1:], __doc__, ["--quick", "--phases", "--expanded", "--mlperf"],
+                 words=(0, 0)))

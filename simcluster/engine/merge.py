@@ -14,8 +14,10 @@ The rule.
    collapsed simulation) merges calls with the same label and size (the same pipeline boundary or ring step in
    another replica); ``NO_MERGE`` (the default of an expanded one, ``Simulation(expand=True)``: the reference)
    merges none. ``engine.run_expanded`` (``--expand``) runs expanded with ``SYMMETRIC`` first and keeps it when
-   the check below proves it exact, else reruns with ``NO_MERGE``. The calls merged stay distinct parts of the
-   class.
+   the check below proves it exact; else it reruns with ``SplitKeys`` (the keys of the classes found holding a
+   part back by rate, and only those, unmerged; those held back by path latency alone merged by latency), up to
+   ``SPLIT_PASSES`` times adding the keys each pass flags, and keeps the first pass the check proves exact; else
+   it reruns with ``NO_MERGE``. The calls merged stay distinct parts of the class.
 3. Merging is exact when no part is held back, and the network model checks it on every rate solution: with
    every part of a class given the class's rate the link loads are unchanged, so the split allocation equals the
    merged one exactly when every part crosses a saturated link on which no class is faster (the max-min
@@ -45,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Protocol
 
-from simcluster.network.base import TransferClass
+from simcluster.network.base import TransferClass, class_load
 
 
 class MergePolicy(Protocol):
@@ -62,6 +64,33 @@ class SameLabelAndSize:
         return transfers.label, transfers.size_bytes
 
 
+class SplitKeys:
+    """``SYMMETRIC`` but for the (label, size) keys in ``split``, whose calls stay classes of their own, and those in
+    ``by_latency``, whose calls merge only with calls of the same largest path latency: the later passes of
+    ``engine.run_expanded``, with the keys of the classes the passes before found holding a part back by rate
+    (``HeldBack.keys``) and by path latency alone (``HeldBack.latency_keys``). A class of parts of one latency
+    completes when each of them would (rule 3's latency half). Its merged classes are checked like any; when none
+    holds a part back the run is the reference's (rule 3: each merged class's rates are the split ones at every
+    solve, so every event is at the same time). ``bind(fabric)``: the policy reading that fabric's latencies (the
+    simulation's own, ``Simulation``)."""
+
+    def __init__(self, split: frozenset, by_latency: frozenset = frozenset(), fabric=None):
+        self.split = split
+        self.by_latency = by_latency
+        self.fabric = fabric
+
+    def bind(self, fabric) -> SplitKeys:
+        return SplitKeys(self.split, self.by_latency, fabric)
+
+    def key(self, transfers: TransferClass) -> Hashable:
+        key = transfers.label, transfers.size_bytes
+        if key in self.split:
+            return object()
+        if key in self.by_latency:
+            return key + (class_load(self.fabric, transfers)[2],)   # cached on the class, as the model routes it
+        return key
+
+
 class NoMerge:
     """Every ``transfer`` call its own class (the default of an expanded simulation: the reference)."""
 
@@ -75,6 +104,11 @@ class NoMerge:
 # the interleaved 16,384-GPU scenario, flagged at 0.75%, whose benchmark target is 5 s). A cost rule, not physics.
 LOWER_BOUND_ABOVE = 0.01
 
+# Passes of ``engine.run_expanded`` with ``SplitKeys`` before it gives up and runs ``NO_MERGE``: a pass costs about
+# what the merged one does, and a pass that flags new keys (a split class's parts, now earlier or later, changing
+# what others meet) usually settles by the next. A cost rule, not physics: any count gives the reference's result.
+SPLIT_PASSES = 2
+
 SYMMETRIC = SameLabelAndSize()
 NO_MERGE = NoMerge()
 
@@ -85,4 +119,5 @@ def default_policy(expand: bool) -> MergePolicy:
     return NO_MERGE if expand else SYMMETRIC
 
 
-__all__ = ["LOWER_BOUND_ABOVE", "MergePolicy", "NO_MERGE", "NoMerge", "SYMMETRIC", "SameLabelAndSize", "default_policy"]
+__all__ = ["LOWER_BOUND_ABOVE", "MergePolicy", "NO_MERGE", "NoMerge", "SPLIT_PASSES", "SYMMETRIC", "SameLabelAndSize",
+           "SplitKeys", "default_policy"]

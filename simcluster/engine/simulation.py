@@ -19,7 +19,15 @@ from simcluster.engine import data_parallel, variability
 from simcluster.engine.agents import Agent
 from simcluster.engine.aligned_reduction import aligned
 from simcluster.engine.drivers import CollectiveDriver, Groups, NetworkDriver
-from simcluster.engine.merge import LOWER_BOUND_ABOVE, NO_MERGE, SYMMETRIC, MergePolicy, default_policy
+from simcluster.engine.merge import (
+    LOWER_BOUND_ABOVE,
+    NO_MERGE,
+    SPLIT_PASSES,
+    SYMMETRIC,
+    MergePolicy,
+    SplitKeys,
+    default_policy,
+)
 from simcluster.engine.overlap import Slowdowns, launch_delays, slowdowns
 from simcluster.engine.record import AgentTally, FabricLinks, RunRecord, SymmetryCheck
 from simcluster.engine.recorder import Recorder
@@ -76,7 +84,10 @@ class Simulation:
             self.env = simpy.Environment()
             # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
             self.model = make_network(self.network_name, self.fabric, link_windows)
-            self.net = NetworkDriver(self.env, self.model, merge or default_policy(expand))
+            policy = merge or default_policy(expand)
+            if isinstance(policy, SplitKeys):   # merges by path latency: as the model reads the fabric
+                policy = policy.bind(self.model.fabric)
+            self.net = NetworkDriver(self.env, self.model, policy)
         self.recorder = Recorder()
         self.expand = expand
         layout = self.plan.layout
@@ -636,11 +647,21 @@ def lower_bound_step_s(scenario, steps: int, fabric=None) -> float:
 
 def run_expanded(build, steps: int | None = None, on_step=None) -> Result:
     """An expanded run (one agent per GPU) as fast as merging allows and exact: first with the calls of one instant
-    merged (``SYMMETRIC``), which the network model checks; when the check does not prove every merge exact (or
-    the model does not check), again with every call its own class (``NO_MERGE``), the reference. ``build(merge)``
-    returns the ``Simulation`` to run (a Simulation runs once)."""
-    result = build(SYMMETRIC).run(steps, on_step)
-    if result.summary["symmetry"]["exact"] is True:
-        return result
+    merged (``SYMMETRIC``), which the network model checks; when the check does not prove every merge exact, again
+    with the keys of the classes found holding a part back unmerged (``SplitKeys``, up to ``SPLIT_PASSES`` times,
+    each adding the keys its pass flags), and when none is proven exact (or the model does not check) with every
+    call its own class (``NO_MERGE``), the reference. ``build(merge)`` returns the ``Simulation`` to run (a
+    Simulation runs once)."""
+    split, by_latency = frozenset(), frozenset()
+    for _pass in range(1 + SPLIT_PASSES):
+        simulation = build(SplitKeys(split, by_latency) if split or by_latency else SYMMETRIC)
+        result = simulation.run(steps, on_step)
+        if result.summary["symmetry"]["exact"] is True:
+            return result
+        held = simulation.model.held_back
+        del simulation, result   # before the next pass is built: one pass's events and routes in memory at a time
+        if held is None or (held.keys <= split and held.latency_keys <= split | by_latency):   # nothing new
+            break
+        split = split | held.keys
+        by_latency = (by_latency | held.latency_keys) - split
     return build(NO_MERGE).run(steps, on_step)
-

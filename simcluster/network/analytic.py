@@ -115,10 +115,11 @@ class AnalyticNetwork(NetworkModel):
         if transfers.part_count > 1:
             saved_s = self._bytes_saved_s(transfers, links, counts)
             gaps_s = latency_gaps_s(self.fabric, transfers)
+            latency_only = saved_s is None and gaps_s is not None
             if gaps_s is not None:
                 saved_s = gaps_s if saved_s is None else saved_s + gaps_s
             if saved_s is not None:
-                self.held_back.add(saved_s)
+                self.held_back.add(saved_s, transfers=transfers, latency_only=latency_only)
         return handle
 
     def _bytes_saved_s(self, transfers: TransferClass, links: np.ndarray, counts: np.ndarray) -> np.ndarray | None:

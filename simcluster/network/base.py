@@ -269,17 +269,29 @@ class HeldBack:
     and the step's critical path waits on one transfer at a time, so their savings do not add), plus what parts
     would have saved on path latency alone. Still loose: a class's consumers usually wait for its slowest part,
     which merging did not slow, so the step gains only what the faster parts' earlier completion frees for others.
+    ``keys``: the (label, size) of every such class that held a part back by its rate, ``latency_keys`` of those
+    that did by path latency only: what ``engine.merge.SplitKeys`` keeps apart (or merges by latency) in a run after.
     """
 
     def __init__(self):
         self.classes = 0
         self.seconds = 0.0
+        self.keys: set[tuple[str, float]] = set()
+        self.latency_keys: set[tuple[str, float]] = set()
 
-    def add(self, saved_s: np.ndarray, new: bool = True) -> None:
+    def add(self, saved_s: np.ndarray, new: bool = True, transfers: TransferClass | None = None,
+            latency_only: bool = False) -> None:
         """A class held its parts back by ``saved_s`` (seconds per part, 0 where not held back); ``new``: the
-        first time for this class."""
+        first time for this class; ``transfers``: the class (its label and size go to ``keys``, or to
+        ``latency_keys`` when ``latency_only``: its parts' path latencies differ, its rates held none back)."""
         self.classes += new
         self.seconds += float(saved_s.max())
+        if transfers is not None:
+            self.name(transfers, latency_only)
+
+    def name(self, transfers: TransferClass, latency_only: bool = False) -> None:
+        """Note the key of a class found holding a part back (by rate, or by path latency only)."""
+        (self.latency_keys if latency_only else self.keys).add((transfers.label, transfers.size_bytes))
 
 
 def max_path_latency_s(fabric, pairs: np.ndarray) -> float:

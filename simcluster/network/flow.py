@@ -312,7 +312,7 @@ class FlowNetwork(NetworkModel):
             self._prune()
         parted = transfers.part_count > 1
         if parted and (gaps_s := latency_gaps_s(self.fabric, transfers)) is not None:
-            self._hold(handle, gaps_s)
+            self._hold(handle, gaps_s, transfers, latency_only=True)
         if transfers.size_bytes > 0 and len(links):
             sending = _Sending(links, counts, float(transfers.size_bytes), latency_s, transfers if parted else None)
             self._sending[handle] = sending
@@ -535,14 +535,17 @@ class FlowNetwork(NetworkModel):
                     if check[1] is not None:
                         worst = max(worst, check[2])
                         if h not in self._held:   # a class already held adds nothing more (``HeldBack.add``)
-                            self._hold(h, np.zeros(1))
+                            self._hold(h, np.zeros(1), sending.merged)
+                        else:   # but one held by latency at its start is named as held by rate too
+                            self.held_back.name(sending.merged)
                 self.held_back.seconds += dt_s * worst
         self.now_s = until_s
 
     # ---- exactness of merged classes ---------------------------------------------------------------------
-    def _hold(self, handle: int, saved_s: np.ndarray) -> None:
-        """Class ``handle`` held its parts back by ``saved_s`` (seconds per part)."""
-        self.held_back.add(saved_s, new=handle not in self._held)
+    def _hold(self, handle: int, saved_s: np.ndarray, transfers: TransferClass, latency_only: bool = False) -> None:
+        """Class ``handle`` (``transfers``) held its parts back by ``saved_s`` (seconds per part; ``latency_only``:
+        by their path latencies, ``HeldBack.add``)."""
+        self.held_back.add(saved_s, new=handle not in self._held, transfers=transfers, latency_only=latency_only)
         self._held.add(handle)
 
     def _held_back(self, solved: tuple, sending: _Sending) -> np.ndarray | None:
