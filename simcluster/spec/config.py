@@ -1751,7 +1751,8 @@ class Scenario(_Strict):
         """``norm_kernels`` / ``rope_kernels`` eager model fms's and torchtitan's RMSNorm and RoPE run without
         torch.compile: 16-bit activations upcast to fp32, not Megatron-Core's fused modules, and no TP overlap (an
         async-TP run is compiled: torchtitan's async TP is a compiler pass; Megatron's overlap is Megatron-Core's).
-        Tensor parallelism itself is allowed: the norms run on the sequence shard, the RoPE on the local heads."""
+        Tensor parallelism itself is allowed: the norms run on the sequence shard (every token without sequence
+        parallelism), the RoPE on the local heads."""
         t, m, p = self.training, self.model, self.parallelism
         for key, eager, needs in (("norm_kernels", t.norm_kernels != "fused",
                                    [(m.norm != "rmsnorm", "model.norm rmsnorm (LayerNormParameterized in RMSNorm "
