@@ -22,3 +22,13 @@ def load_script(name: str):
     finally:
         sys.path.remove(str(SCRIPTS))
     return module
+
+
+def refuse_simulation(monkeypatch, dp_phase_charges) -> None:
+    """Fail the test if ``dp_phase_charges`` (the loaded script) simulates: its command line is to be checked first
+    (rounds 33-34: a bad or repeated row refused before any simulation)."""
+    def refuse(*_args, **_kw):
+        raise AssertionError("simulated before the command line was checked")
+
+    monkeypatch.setattr(dp_phase_charges, "simulate", refuse)
+    monkeypatch.setattr(dp_phase_charges.validation, "run_case", refuse)

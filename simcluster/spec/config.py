@@ -272,8 +272,8 @@ def container_cudnn(version: str | None) -> str | None:
 
 def container_te(version: str | None) -> str | None:
     """The Transformer Engine release ("major.minor") of the NeMo container that shipped a Megatron-Core release
-    (data/mcore_versions.yaml ``nemo_containers`` and ``container_te``: 25.09's 2.7 ... 26.04's 2.14); None for no
-    release and for releases whose container's TE is not listed here."""
+    (data/mcore_versions.yaml ``nemo_containers`` and ``container_te``: 24.05's 1.6, 24.07's 1.8, 24.09's 1.10,
+    25.09's 2.7 ... 26.04's 2.14); None for no release and for releases whose container's TE is not listed here."""
     tables = catalog.load("mcore_versions")
     containers = [name for name, release in tables["nemo_containers"].items() if release == version]
     return next((tables["container_te"][name] for name in containers if name in tables["container_te"]), None)
@@ -764,7 +764,8 @@ class Training(_Defaulted):
         "multiply, type_as, weight multiply, each a kernel, 36 B an element forward and 92 backward in bf16, the "
         "weight gradient among them; autograd keeps the fp32 upcast and the normalised 16-bit tensor; "
         "workload/eager_norm_rope.py, data/eager_norm_rope.yaml; torchtitan's RMSNorm runs the same ops); eager_fp32 "
-        "needs norm rmsnorm, bf16 or fp16, no tp_comm_overlap and not Megatron-Core")
+        "needs norm rmsnorm, no qk_layernorm, dropout_add_norm separate, bf16 or fp16, no tp_comm_overlap and not "
+        "Megatron-Core")
     rope_kernels: Literal["fused", "eager_fp32", "eager_fp32_complex"] = Field(
         "fused", description="the rotary embedding of q and k: fused (one kernel a phase; Megatron-Core's unfused "
         "RoPE is rope_fusion false), eager_fp32 (foundation-model-stack's RotaryEmbedding.adjusted_qk, real form: "
@@ -924,9 +925,9 @@ class Training(_Defaulted):
         "layout copies up to 0.13 (workload/te_flash_layout.py); stated, the cuDNN its NeMo container shipped picks "
         "Hopper's causal attention kernel (data/mcore_versions.yaml container_cudnn); with "
         "parallelism.suggested_communication_unit_size, whether Megatron-FSDP prefetches the next unit (0.12-0.13 "
-        "count the current one against the size, 0.14 on do not; parallel/megatron_fsdp_prefetch.py); stated, the "
-        "default of parallelism.check_for_nan_in_grad (0.6-0.13 on) and from 0.12 its isinf read "
-        "(workload/nan_check.py). "
+        "count the current one against the size, 0.14 on do not; parallel/megatron_fsdp_prefetch.py); with "
+        "parallelism.check_for_nan_in_grad, the check's host reads (one a bucket, one a bucket group in 0.9, two "
+        "from 0.12: isnan and isinf; refused before 0.6; workload/nan_check.py). "
         "Default: 0.14 on Blackwell (NeMo 25.09, the first Megatron-Bridge container), else 0.9 (NeMo 24.09); the "
         "run names it where it changes the step (mcore_version_note)")
     rope_fusion: Annotated[bool, Strict()] | None = Field(
@@ -1750,7 +1751,8 @@ class Scenario(_Strict):
         """``norm_kernels`` / ``rope_kernels`` eager model fms's and torchtitan's RMSNorm and RoPE run without
         torch.compile: 16-bit activations upcast to fp32, not Megatron-Core's fused modules, and no TP overlap (an
         async-TP run is compiled: torchtitan's async TP is a compiler pass; Megatron's overlap is Megatron-Core's).
-        Tensor parallelism itself is allowed: the norms run on the sequence shard, the RoPE on the local heads."""
+        Tensor parallelism itself is allowed: the norms run on the sequence shard (every token without sequence
+        parallelism), the RoPE on the local heads."""
         t, m, p = self.training, self.model, self.parallelism
         for key, eager, needs in (("norm_kernels", t.norm_kernels != "fused",
                                    [(m.norm != "rmsnorm", "model.norm rmsnorm (LayerNormParameterized in RMSNorm "

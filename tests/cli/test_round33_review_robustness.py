@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from scripts_loader import load_script
+from scripts_loader import load_script, refuse_simulation
 
 from simcluster.core import inputs
 from simcluster.core.errors import ScenarioError
@@ -131,10 +131,7 @@ dp_phase_charges = load_script("dp_phase_charges")
 
 @pytest.fixture
 def no_simulation(monkeypatch):
-    def refuse(*_args, **_kw):
-        raise AssertionError("simulated before the command line was checked")
-    monkeypatch.setattr(dp_phase_charges, "simulate", refuse)
-    monkeypatch.setattr(dp_phase_charges.validation, "run_case", refuse)
+    refuse_simulation(monkeypatch, dp_phase_charges)
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

@@ -32,7 +32,7 @@ import json
 import os
 
 import pytest
-from scripts_loader import load_script
+from scripts_loader import load_script, refuse_simulation
 
 from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
@@ -130,10 +130,7 @@ ROW = "flagperf-llama3-8b-440-h100-bf16"  # a pp 1 row (tests/unit/test_dp_phase
 
 @pytest.fixture
 def no_simulation(monkeypatch):
-    def refuse(*_args, **_kw):
-        raise AssertionError("simulated before the command line was checked")
-    monkeypatch.setattr(dp_phase_charges, "simulate", refuse)
-    monkeypatch.setattr(dp_phase_charges.validation, "run_case", refuse)
+    refuse_simulation(monkeypatch, dp_phase_charges)
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

@@ -166,19 +166,13 @@ def test_a_jobs_file_through_run_is_one_line(cli, tmp_path):
     assert "jobs.1.name" in err and not (tmp_path / "o").exists()
 
 
-
 # ---- 4. dp_phase_charges.py: a row given twice ------------------------------------------------------------------
 def test_dp_phase_charges_refuses_a_row_given_twice_before_simulating(monkeypatch):
     """It simulated the row twice and printed its report twice."""
-    from scripts_loader import load_script
+    from scripts_loader import load_script, refuse_simulation
 
     dp_phase_charges = load_script("dp_phase_charges")
-
-    def refuse(*_args, **_kw):
-        raise AssertionError("simulated before the command line was checked")
-
-    monkeypatch.setattr(dp_phase_charges, "simulate", refuse)
-    monkeypatch.setattr(dp_phase_charges.validation, "run_case", refuse)
+    refuse_simulation(monkeypatch, dp_phase_charges)
     with pytest.raises(ScenarioError, match=r"^scenario: megatron-1\.7b-h100: given twice"):
         dp_phase_charges.main(["megatron-1.7b-h100", "--stretch", "2", "megatron-1.7b-h100"])
 

@@ -159,3 +159,19 @@ def test_a_merged_group_checks_each_of_its_buckets():
     found = [(check["end_s"] - check["start_s"] - reduces.loc[name.replace("nan check", "grad reduce_scatter")]["bytes"]
               / rate) / each for name, check in checks.iterrows()]
     assert sorted(round(k, 6) for k in found) == sorted(float(k) for k in counts)
+
+
+def test_release_0_9_reads_once_a_bucket_group_and_0_12_twice_a_bucket():
+    """A group of three buckets (source: 0.9.0's _ParamAndGradBucketGroup.check_for_nan_in_grad norms each bucket,
+    ``logical_or_``s their isnan and asserts once; 0.10-0.11 validate each bucket's norm, one host read each; 0.12's
+    check_grads reads isnan and isinf of each). The norms read the same bytes in every release, so against 0.10: 0.9
+    has two drains fewer and two ``logical_or_`` kernels more (each as an isnan), 0.12 three isinf tests and three
+    drains more."""
+    gpu = _scenario("0.9").cluster.gpu
+    drain = schedule_host.drain_stall_s(gpu.name)
+    scalar = kernels.op_time_s(nan_check.bucket_ops(0.0, "0.9")[1], gpu, "bf16")
+    group = {v: nan_check.bucket_s(_scenario(v, check_for_nan_in_grad=True), 3e9, buckets=3)
+             for v in ("0.9", "0.10", "0.12")}
+    assert group["0.10"] - group["0.9"] == pytest.approx(2 * drain - 2 * scalar, rel=1e-9)
+    assert group["0.12"] - group["0.10"] == pytest.approx(3 * (scalar + drain), rel=1e-9)
+    assert drain > 0 and scalar > 0

@@ -150,10 +150,11 @@ def test_the_copied_block_start_is_the_logs_own_arithmetic(sub):
 
 @BY_SUBMISSION
 def test_the_scenario_runs_the_submitted_configuration(sub):
-    """GPUs and batch as logged; TP / CP from the config, PP 1, DP the rest, MINIBS 1 and MBS 1; FP8 tensorwise
-    (current scaling) with fp8 parameter gather; Megatron-Core buckets (the yaml's or the config's bucket_size at
-    bf16); TP overlap as the config sets it; Megatron-Core 0.14 and TE 2 (the 25.09 containers); Transformer Engine's
-    fused loss; the graph as the config sets it; Llama 3.1 8B on one node of 8 B300."""
+    """GPUs and batch as logged; TP / CP from the config, PP 1, DP the rest, MINIBS 2 and MBS 2 (DP x MBS is the
+    batch: no accumulation); FP8 tensorwise (current scaling) with fp8 parameter gather; Megatron-Core buckets (the
+    yaml's or the config's bucket_size at bf16); TP overlap as the config sets it; Megatron-Core 0.14 and TE 2 (the
+    25.09 containers); Transformer Engine's fused loss; the graph as the config sets it; Llama 3.1 8B on one node of
+    8 B300."""
     s = config.load(sub.scenario)
     m, t, p = s.model, s.training, s.parallelism
     assert s.cluster.gpu.name == sub.gpu
