@@ -2,7 +2,7 @@
 much as another (issue 15; docs/calibration.md "Round 34: what the fast bias correlates with (a study)"). Analysis
 only: nothing here moves a constant, and held-out rows fit nothing in the model.
 
-    PYTHONPATH=. python scripts/residual_features.py CAL.json HO.json [--csv /tmp/residual_features.csv]
+    PYTHONPATH=. python scripts/residual_features.py CAL.json HO.json [--csv /tmp/residual_features-CODE.csv]
         [--only SUBSTR,...] [--boot 1000] [--row NAME,...] [--plot PNG] [--plot-features a,b] [--simulate-only]
         [--what-if part=factor,...]
 
@@ -11,7 +11,11 @@ row's signed error (simulated / published throughput - 1: positive = simulated t
 are read from them, never recomputed. Each bundled scenario is simulated once, one after another in this process, as
 ``validate`` runs it (``Simulation``, no link windows; the memory check off: features only), and its features are
 written to ``--csv`` as they come; a rerun reads the rows already there and simulates only the missing ones (the CSV
-is the cache: delete it after a model change; the script warns when a re-simulated step differs from the JSON's).
+is the cache; the script warns when a re-simulated step differs from the JSON's). Each cached row carries the
+``code_key`` of the tree that simulated it (simcluster's code and data, the bundled scenarios, these scripts), and a
+row of other code is simulated again; the default cache's name carries it too, so trees of one machine never share
+one. A cache that is not a regular file, too large, binary, short of fields or holding a non-finite feature is
+refused in one line naming ``--csv`` (exit 2), and fits need rows of at least ``MIN_SERIES`` series.
 
 Features of the simulated step (``row_features``): the partition of ``step_shares.step_parts`` (tensor-core roofline
 ``tc``, HBM-bound ``hbm``, fitted gap, host beyond the device side, fitted pipeline step, interference, ``other``,
@@ -42,8 +46,12 @@ blocks taking the bubble along. A screen for candidate terms, not a simulation: 
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
+import io
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,10 +61,11 @@ import residuals
 import step_shares
 from accuracy_tables import InputError, load_cases
 
-from simcluster.core import script_entry
+from simcluster.core import inputs, script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
+from simcluster.studies import grid
 
 CASE_FIELDS = {**residuals.CASE_FIELDS, "family": str}
 SHARES = ("tc", "gemm", "attention", "hbm", "gap", "host", "pipe", "fitted", "interference", "optimizer", "other",
@@ -66,7 +75,7 @@ NUMERIC = (*(f"{k}_share" for k in SHARES), "kernels_per_ms", "kernels_per_micro
 LOG_SCALED = {"kernels_per_ms", "kernels_per_microbatch", "mean_kernel_us", "tokens_per_microbatch", "gemm_k",
               "microbatches", "gpus", "dp", "tp", "pp"}
 CATEGORICAL = ("scenario", "set", "series", "gpu", "gpu_gen", "stack", "precision")
-CSV_KEYS = (*CATEGORICAL, "error", "step_s", *NUMERIC)
+CSV_KEYS = (*CATEGORICAL, "error", "step_s", *NUMERIC, "code")
 # feature sets fitted together (besides the strongest single features): the candidate mechanisms of the brief
 MODELS = (("hbm_share", "fitted_share"), ("kernels_per_ms", "mean_kernel_us"), ("gemm_k", "tokens_per_microbatch"),
           ("dp", "exp_dp_share"), ("fitted_share", "generation"), ("hbm_share", "gemm_k", "fitted_share"))
@@ -104,20 +113,80 @@ def simulate(name: str) -> dict:
     return row_features(scenario, sim, sim.run(None).summary)
 
 
+# A cache of the 231 rows is ~0.2 MB; 16 MiB (the JSON inputs' bound, ``inputs.MAX_JSON_BYTES``) is far above it.
+MAX_CSV_BYTES = inputs.MAX_JSON_BYTES
+# the features ``row_features`` leaves NaN on valid rows: the GEMM / attention split of an MoE model
+# (``residuals.op_shares``) and the mean kernel of a step without kernels (``step_shares.step_parts``)
+MAY_BE_NAN = {"gemm_share", "attention_share", "mean_kernel_us"}
+CACHE_FIELD = "code"   # the column holding ``code_key()`` of the tree that simulated the row
+
+
+@functools.lru_cache(maxsize=1)
+def code_key() -> str:
+    """16 hex digits of what decides a row's features: simcluster's code and data (``grid.code_digest``), its
+    bundled scenarios and the scripts computing the features (this folder)."""
+    root = Path(config.__file__).resolve().parents[1]
+    parts = (grid.code_digest(), grid.tree_digest(root / "data" / "scenarios"),
+             grid.tree_digest(Path(__file__).resolve().parent))
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+def default_csv() -> Path:
+    """The default cache: one per code (``code_key``), so two trees of a machine never share rows."""
+    return Path(tempfile.gettempdir()) / f"residual_features-{code_key()}.csv"
+
+
+def _number(text: str, key: str, where: str) -> float:
+    """One cached feature as a float: finite, or NaN for a key of ``MAY_BE_NAN`` (written ``nan`` or empty)."""
+    try:
+        value = float(text) if text.strip() else math.nan
+    except ValueError:
+        raise ScenarioError("--csv", f"{where}: {key} {text[:40]!r} is not a number") from None
+    if math.isnan(value) and key in MAY_BE_NAN:
+        return value
+    if not math.isfinite(value):
+        raise ScenarioError("--csv", f"{where}: {key} {text[:40]!r} is not a finite number")
+    return value
+
+
 def read_csv(path: Path) -> dict[str, dict]:
-    """The rows cached in ``path`` by scenario ({} when absent), numbers as floats."""
+    """The rows cached in ``path`` by scenario ({} when absent), numbers as floats, rows simulated by other code
+    (another ``code_key``, or none: a cache of before round 34's review) left out with a warning, to be simulated
+    again. A cache that is not a regular file (a FIFO, a device, a folder), is too large, binary or not UTF-8, has a
+    row shorter or longer than its header, or a feature that is not a finite number (NaN only where ``MAY_BE_NAN``)
+    is refused in one line naming --csv."""
     if not path.exists():
         return {}
-    out = {}
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            missing = sorted(set(CSV_KEYS) - set(row))
-            if missing:
-                raise InputError(f"{path}: not a residual_features CSV (no column {missing[0]})")
-            try:
-                out[row["scenario"]] = {k: (v if k in CATEGORICAL else float(v or "nan")) for k, v in row.items()}
-            except ValueError as exc:
-                raise InputError(f"{path}: row {row['scenario']!r}: {exc}") from None
+    if not path.is_file():   # read and rewritten: a pipe or a device cannot be the cache
+        raise ScenarioError("--csv", f"{str(path)!r} is not a regular file (a pipe, a device or a folder?)")
+    try:
+        text = inputs.read_text(path, MAX_CSV_BYTES, "residual_features CSV")
+    except ScenarioError as err:
+        raise ScenarioError("--csv", f"{err.field}: {err.message}") from None
+    out, stale = {}, 0
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = sorted(set(CSV_KEYS) - set(reader.fieldnames or ()))
+    if missing and missing != [CACHE_FIELD]:
+        raise ScenarioError("--csv", f"{str(path)!r} is not a residual_features CSV (no column {missing[0]})")
+    for row in reader:
+        where = f"{path} line {reader.line_num}"
+        if None in row:
+            raise ScenarioError("--csv", f"{where}: the row has more fields than the header: remove the cache")
+        if None in row.values():
+            raise ScenarioError("--csv", f"{where}: the row has fewer fields than the header: a cache cut short? "
+                                "remove it")
+        if row.get(CACHE_FIELD) != code_key():
+            stale += 1
+            continue
+        if not row["scenario"]:
+            raise ScenarioError("--csv", f"{where}: no scenario name")
+        parsed = {k: (v if k in CATEGORICAL or k == CACHE_FIELD else _number(v, k, where)) for k, v in row.items()}
+        if not parsed["step_s"] > 0:
+            raise ScenarioError("--csv", f"{where}: step_s {row['step_s']!r} is not above 0")
+        out[row["scenario"]] = parsed
+    if stale:
+        print(f"warning: --csv: {stale} row(s) of {path} were simulated by other code (not {code_key()}): "
+              "simulating them again", file=sys.stderr)
     return out
 
 
@@ -126,7 +195,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
     with tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, CSV_KEYS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**row, CACHE_FIELD: code_key()} for row in rows)
     tmp.replace(path)  # atomic: a Ctrl-C leaves the last whole file
 
 
@@ -266,6 +335,11 @@ def series_signs(d: Design, sign: float, min_rows: int = 3) -> tuple[int, int, f
     return agree, count, float(np.median(slopes)) if slopes else math.nan
 
 
+# series a fit needs: leave-one-series-out refits on the others and predicts the left-out one, and the cluster
+# bootstrap resamples series, so with two series each refit is one series' own mean and with one there is no refit
+MIN_SERIES = 3
+
+
 def leave_one_series_out(d: Design) -> dict:
     """Refit without each series: the coefficients' range and sign agreement with the full fit, and the weighted mean
     |error| of the left-out series predicted by the fit against the intercept-only model's."""
@@ -294,7 +368,7 @@ def feature_table(rows: list[dict], features: tuple[str, ...] = NUMERIC, draws: 
     out = []
     for key in features:
         d = Design(rows, (key,))
-        if len(np.unique(d.labels)) < 3 or np.ptp(d.z[:, 0]) == 0:
+        if len(np.unique(d.labels)) < MIN_SERIES or np.ptp(d.z[:, 0]) == 0:
             continue
         boot_a = bootstrap(d, _across, draws)[:, 0]
         boot_w = bootstrap(d, _within, draws)[:, 0]
@@ -369,12 +443,22 @@ def report(rows: list[dict], draws: int, named: tuple[str, ...]) -> list[str]:
     models = (*MODELS, tuple(top[:2]), tuple(top[:3]))
     lines += ["", "multivariate series-weighted fits (coefficient per sd [90% interval] {leave-one-series-out range, "
               "sign kept}); lofo|e| = weighted mean |error| of each left-out series predicted, base = intercept only"]
-    fits = [model_fit(rows, keys, draws) for keys in dict.fromkeys(models)]
+    fits, skipped = [], []
+    for keys in dict.fromkeys(k for k in models if k):
+        if len(np.unique(Design(rows, keys).labels)) < MIN_SERIES:
+            skipped.append(keys)
+        else:
+            fits.append(model_fit(rows, keys, draws))
     for f in sorted(fits, key=lambda f: f["lofo"]):
         terms = "; ".join(f"{k} {f['coef'][j + 1]:+.2f} {_ci(f['ci'][:, j])} {{{f['low'][j]:+.2f}..{f['high'][j]:+.2f},"
                           f" {f['agree'][j]}/{f['series']}}}" for j, k in enumerate(f["keys"]))
         lines.append(f"  lofo|e| {f['lofo']:.2f} (base {f['baseline']:.2f}, in sample {f['in_sample']:.2f}, "
                      f"n {len(f['design'].y)}): intercept {f['coef'][0]:+.2f}; {terms}")
+    for keys in skipped:
+        lines.append(f"  {', '.join(keys)}: skipped, its rows with finite features are in fewer than {MIN_SERIES} "
+                     "series")
+    if not fits:
+        return lines
     best = min(fits, key=lambda f: f["lofo"])
     lines += ["", f"named rows on the best fit ({', '.join(best['keys'])}) and on each single feature of the top 4:"]
     for name in named:
@@ -483,7 +567,9 @@ def main(argv: list[str]) -> int:
     parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("cal_json", type=Path)
     parser.add_argument("ho_json", type=Path)
-    parser.add_argument("--csv", type=Path, default=Path("/tmp/residual_features.csv"), help="the per-row cache")
+    parser.add_argument("--csv", type=Path, default=None,
+                        help="the per-row cache (default: residual_features-CODE.csv in the temporary folder, CODE "
+                        "the code_key of this tree)")
     parser.add_argument("--only", default=None, help="comma-separated substrings: keep rows whose name has one")
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap draws")
     parser.add_argument("--row", default="megatron-16b-h100", help="comma-separated rows to place on the fits")
@@ -500,6 +586,8 @@ def main(argv: list[str]) -> int:
     if not 10 <= args.boot <= 100_000:
         print(f"error: --boot: expected 10 to 100000 draws, got {args.boot}", file=sys.stderr)
         return 2
+    if args.csv is None:
+        args.csv = default_csv()
     try:
         factors = parse_what_if(args.what_if) if args.what_if is not None else None
         residuals.refuse_overwriting((args.cal_json, args.ho_json), csv=args.csv, plot=args.plot)
@@ -516,6 +604,11 @@ def main(argv: list[str]) -> int:
     if factors is not None:
         print("\n".join(what_if_report(rows, factors, named)))
         return 0
+    series = len({r["series"] for r in rows})
+    if series < MIN_SERIES:
+        print(f"error: --only: the {len(rows)} row(s) matched are in {series} series; the fits need at least "
+              f"{MIN_SERIES} (leave-one-series-out, cluster bootstrap)", file=sys.stderr)
+        return 2
     print("\n".join(report(rows, args.boot, named)))
     if args.plot:
         return error_features.plot_chosen(rows, args.plot_features, [], NUMERIC, plot, args.plot)

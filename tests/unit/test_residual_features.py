@@ -114,3 +114,121 @@ def test_what_if_bad_input_names_the_option(rf, capsys):
     for text in ("gap", "nope=2", "gap=x", "gap=-1", ","):
         with pytest.raises(rf.ScenarioError, match="--what-if"):
             rf.parse_what_if(text)
+
+
+# ---- bad input (round 34 review, on main at ef44bb21): each case a traceback, a hang or a silent reuse before ----
+
+
+def _cases(names_series):
+    return {"cases": [{"scenario": n, "source": "s", "family": f, "step_time_s": 1.0, "error": 0.01 * i}
+                      for i, (n, f) in enumerate(names_series)]}
+
+
+def _cache_row(rf, name, **over):
+    row = {k: "0.1" for k in rf.CSV_KEYS}
+    row.update({k: "x" for k in rf.CATEGORICAL})
+    row.update({"scenario": name, "step_s": "1.0", "code": rf.code_key(), **over})
+    return row
+
+
+def _write_cache(rf, path, rows, header=None):
+    import csv
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header or rf.CSV_KEYS)
+        for row in rows:
+            writer.writerow(row if isinstance(row, list) else [row[k] for k in rf.CSV_KEYS])
+
+
+@pytest.fixture
+def inputs_of(rf, tmp_path):
+    """(cal.json, ho.json, cache) for rows a, b of series s1, s2, every row cached for this code (no simulation)."""
+    cal, ho, cache = tmp_path / "cal.json", tmp_path / "ho.json", tmp_path / "c.csv"
+    cal.write_text(json.dumps(_cases([("a", "s1")])))
+    ho.write_text(json.dumps(_cases([("b", "s2")])))
+    _write_cache(rf, cache, [_cache_row(rf, "a"), _cache_row(rf, "b")])
+    return cal, ho, cache
+
+
+def _one_line_2(rf, capsys, args, *words):
+    assert rf.main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and all(w in err for w in words), err
+    return err
+
+
+def test_too_few_series_one_line(rf, inputs_of, capsys):
+    cal, ho, cache = inputs_of   # two series: a ValueError traceback in leave_one_series_out before
+    _one_line_2(rf, capsys, [cal, ho, "--csv", cache, "--boot", 10], "2 series", "at least 3")
+    _one_line_2(rf, capsys, [cal, ho, "--csv", cache, "--boot", 10, "--only", "a"], "1 series")
+
+
+def test_fit_without_enough_series_is_skipped_with_its_reason(rf):
+    rows = [{**{k: 0.1 * i + 0.01 * j for j, k in enumerate(rf.NUMERIC)}, "scenario": f"r{i}", "set": "cal",
+             "series": f"s{i % 4}", "stack": "mcore", "gpu_gen": "Hopper", "error": 0.01 * (i % 3)}
+            for i in range(1, 13)]
+    for r in rows:   # mean_kernel_us known in series s0 and s1 only: the (kernels_per_ms, mean_kernel_us) fit
+        if r["series"] not in ("s0", "s1"):
+            r["mean_kernel_us"] = float("nan")
+    lines = rf.report(rows, 10, ("r1",))
+    assert any(line.strip().startswith("kernels_per_ms, mean_kernel_us: skipped") for line in lines)
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"scenario\na\n", ("no column",)),
+    (None, ("fewer fields", "line 3")),          # a short row: ValueError traceback before
+    (b"\xff\xfe", ("not UTF-8",)),               # UnicodeDecodeError traceback before
+    (b"\0\0", ("binary",)),
+])
+def test_bad_cache_file_one_line(rf, inputs_of, capsys, body, words):
+    cal, ho, cache = inputs_of
+    if body is None:
+        _write_cache(rf, cache, [_cache_row(rf, "a"), list(_cache_row(rf, "b").values())[:5]])
+    else:
+        cache.write_bytes(body)
+    _one_line_2(rf, capsys, [cal, ho, "--csv", cache], "--csv", *words)
+
+
+@pytest.mark.parametrize("key, text", [("step_s", "nan"), ("hbm_share", "nan"), ("tp", "inf"), ("gpus", "")])
+def test_non_finite_cached_feature_refused(rf, inputs_of, capsys, key, text):
+    cal, ho, cache = inputs_of   # nan was read as a number before
+    _write_cache(rf, cache, [_cache_row(rf, "a", **{key: text}), _cache_row(rf, "b")])
+    _one_line_2(rf, capsys, [cal, ho, "--csv", cache], "--csv", key)
+    # NaN where a valid row has it: an MoE row has no GEMM / attention split (residuals.op_shares)
+    _write_cache(rf, cache, [_cache_row(rf, "a", gemm_share="nan", attention_share="nan")])
+    assert np.isnan(rf.read_csv(cache)["a"]["gemm_share"])
+
+
+def test_cache_not_a_regular_file_refused_at_once(rf, inputs_of, capsys):
+    import os
+    import signal
+    cal, ho, cache = inputs_of
+    fifo = cache.with_name("fifo")
+    os.mkfifo(fifo)
+
+    def hung(*_):
+        raise TimeoutError("--csv FIFO: still waiting for a writer")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)   # the open of a FIFO without a writer waited forever before
+    try:
+        for path in (fifo, "/dev/zero"):   # /dev/zero: read until the memory ran out before
+            _one_line_2(rf, capsys, [cal, ho, "--csv", path], "--csv", "not a regular file")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_cache_keyed_to_the_code(rf, inputs_of, monkeypatch, capsys):
+    cal, ho, cache = inputs_of   # rows cached by another tree were reused without simulating before
+    assert rf.code_key() in rf.default_csv().name
+    _write_cache(rf, cache, [_cache_row(rf, "a", code="0123456789abcdef"), _cache_row(rf, "b")])
+    simulated = []
+    monkeypatch.setattr(rf, "simulate", lambda name: simulated.append(name) or
+                        {k: float(v) for k, v in _cache_row(rf, name).items() if k not in rf.CATEGORICAL + ("code",)})
+    rows = rf.load(cal, ho, cache)
+    assert simulated == ["a"] and [r["scenario"] for r in rows] == ["a", "b"]
+    assert "simulated by other code" in capsys.readouterr().err
+    assert set(rf.read_csv(cache)) == {"a", "b"}   # rewritten with this code's key: read back without simulating
+    header_without_code = [k for k in rf.CSV_KEYS if k != "code"]   # a cache of before the key: all simulated again
+    _write_cache(rf, cache, [[_cache_row(rf, n)[k] for k in header_without_code] for n in "ab"], header_without_code)
+    assert rf.read_csv(cache) == {}
