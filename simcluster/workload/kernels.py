@@ -25,7 +25,7 @@ from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
 from simcluster.spec.hardware import GpuSpec
 from simcluster.workload import host_dispatch, power_clock
-from simcluster.workload.ops import HIGH_PRECISION, Op
+from simcluster.workload.ops import HIGH_PRECISION, HOST_ONLY_LAUNCH, HOST_SYNC, Op  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -533,11 +533,6 @@ def graphed(stream: StreamTime, host: HostModel | None = None) -> StreamTime:
                    graphed_kernels=stream.kernels, host_extra_s=0.0)
 
 
-# Names of zero-work ops that mark host events rather than kernels of the stream (``stream_time``):
-# the host waits for the stream to drain (a device-to-host copy of a few bytes it needs the value of; neither a
-# kernel gap nor a launch is charged for it: simplification, its cost is the idle it causes, ``synced_stall_s``)
-HOST_SYNC = "host_sync"
-HOST_ONLY_LAUNCH = "host_launch"  # a launch the host issues onto another stream: host time, no kernel in series here
 
 
 def host_cpu_ratio(gpu_name: str) -> float:

@@ -100,6 +100,12 @@ SPLIT_ACCUMULATOR_PRECISIONS = ("fp8",)
 # What runs in 16-bit even in fp8 training: attention and elementwise kernels (Transformer Engine's recipe) and
 # Megatron-LM's output projection, a plain linear layer.
 HIGH_PRECISION = {"fp8": "bf16"}
+
+# Names of zero-work ops that mark host events rather than kernels of the stream (``kernels.stream_time``):
+# the host waits for the stream to drain (a device-to-host copy of a few bytes it needs the value of; neither a
+# kernel gap nor a launch is charged for it: simplification, its cost is the idle it causes, ``kernels.synced_stall_s``)
+HOST_SYNC = "host_sync"
+HOST_ONLY_LAUNCH = "host_launch"  # a launch the host issues onto another stream: host time, no kernel in series here
 MASK_BYTES_PER_ELEMENT = 1          # dropout masks are stored as bytes (Korthikanti et al. 2022, section 4.1)
 LOGITS_SOFTMAX_BYTES_PER_ELEMENT = 4  # Megatron's vocab-parallel cross entropy works in fp32
 LSE_BYTES_PER_ELEMENT = 4           # flash attention's log-sum-exp per query row and head, fp32
@@ -343,7 +349,6 @@ def _memory(name: str, flop: float, hbm_bytes: float) -> Op:
 def cp_ring_ops(ring: list[cp_ring.RingKernel]) -> list[Op]:
     """Context parallelism's ring kernels (``cp_ring``) as ops: one in series a memory-bound kernel with its gap; one
     the other stream's attention hides, a host launch only (``kernels.HOST_ONLY_LAUNCH``)."""
-    from simcluster.workload.kernels import HOST_ONLY_LAUNCH  # kernels imports this module
     return [Op(HOST_ONLY_LAUNCH, "memory", 0.0, 0.0) if kernel.hidden else _memory(kernel.name, 0.0, kernel.hbm_bytes)
             for kernel in ring]
 
