@@ -47,6 +47,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
+
 LSE_BYTES = 4      # the softmax statistics in fp32
 SEQLENS_BYTES = 4  # cu_seqlens are int32, micro batch + 1 of them
 SEQLENS_DIVIDE = "cp_seqlens_divide"
@@ -54,6 +57,20 @@ LSE64_BYTES = 8    # TE 1.x merges them in fp64 (``.to(torch.double)``)
 ATTENTION_STEP = "cp_attention_step"   # a ring step's attention launch (its time in ops.attention_core's op)
 NCCL_LAUNCH = "cp_p2p_launch"          # a NCCL send / receive call on NCCL's stream
 
+
+
+def applied() -> bool:
+    """efficiency.yaml ``host_overhead.cp_ring_kernels`` (round 34, OFF): whether a TE context-parallel run charges
+    the ring's kernels listed here. Off, the ring is its attention steps and its exchange, as before round 34. The
+    count is sourced; the price is not: every one of these small kernels would pay the fitted per-kernel gap, and the
+    refit with them on (9 us / 630 us against 17 us / 500 us off) puts the calibration median at 3.1% (2.4% off) and
+    the held-out median / max at 6.9% / 50.8% (6.1% / 34.3% off): the fitted gap cannot price kernels the host issues
+    while the other stream's attention runs (docs/calibration.md "Round 34: the context-parallel ring, kernel by
+    kernel", the lead's decision at its end)."""
+    on = catalog.load("efficiency")["host_overhead"].get("cp_ring_kernels", False)
+    if not isinstance(on, bool):  # bool('false') is True: YAML's true or false only
+        raise ScenarioError("efficiency.yaml host_overhead.cp_ring_kernels", f"{on!r} is not true or false")
+    return on
 
 @dataclass(frozen=True)
 class RingKernel:

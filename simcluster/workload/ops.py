@@ -237,7 +237,8 @@ def shard_for(scenario: Scenario) -> Shard:
                  fp8_gathered_weights=torchao_float8.fsdp_float8_all_gather(t, p),
                  qkv_layout=te_flash_layout.layout(scenario),
                  qkv_split_copy=te_flash_layout.split_backward_copies(scenario),
-                 cp_ring_te=p.te_version if p.cp > 1 and scenario.megatron_core and t.attention != "naive" else 0,
+                 cp_ring_te=p.te_version if (p.cp > 1 and scenario.megatron_core and t.attention != "naive"
+                                                 and cp_ring.applied()) else 0,
                  cp_ring_blackwell="fp4" in scenario.cluster.gpu.peak,
                  cp_ring_divisions=cp_ring.seqlens_divisions(
                      p.te_version, container_te(stated_mcore_version(t)) if scenario.megatron_core else None),

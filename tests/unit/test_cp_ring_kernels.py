@@ -13,9 +13,13 @@ TE 1.7-1.9 (the 1.7/1.8-era copy) one a later forward step and cp - 1 backward."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
+
+from simcluster.core import catalog
+from simcluster.core.errors import ScenarioError
 
 from simcluster.spec import config
 from simcluster.workload import cp_ring, kernels
@@ -25,6 +29,28 @@ from simcluster.workload.ops import cp_ring_ops, layer_ops, shard_for
 B, Q_HIDDEN, KV_HIDDEN, HEADS, E = 1, 32 * 128, 8 * 128, 32, 2
 CP_ROW = "nemo2409-llama31-8b-8-h100-bf16"   # TE 1.10 (NeMo 24.09), cp 2, seq 8192
 TE18_ROW = "nemo2407-llama3-8b-8-h100-fp8"   # TE 1.8 (NeMo 24.07), cp 2, seq 8192
+
+
+@contextlib.contextmanager
+def ring_switch(on):
+    """efficiency.yaml host_overhead.cp_ring_kernels set in the loaded table the simulator reads, restored after."""
+    table = catalog.load("efficiency")["host_overhead"]
+    saved = table.get("cp_ring_kernels", False)
+    table["cp_ring_kernels"] = on
+    try:
+        yield
+    finally:
+        table["cp_ring_kernels"] = saved
+
+
+def test_the_ring_is_off_in_the_data_and_its_switch_checked():
+    """Round 34's decision: the count is sourced, the fitted gap is no price for it (cp_ring.applied)."""
+    assert cp_ring.applied() is False
+    assert shard_for(config.load(CP_ROW)).cp_ring_te == 0
+    with ring_switch(True):
+        assert shard_for(config.load(CP_ROW)).cp_ring_te == 1
+    with ring_switch("false"), pytest.raises(ScenarioError, match="cp_ring_kernels"):
+        cp_ring.applied()
 
 
 def _ring(direction, cp, te, chunk=4096, blackwell=False):
@@ -106,7 +132,8 @@ def test_cp_row_layer_carries_the_ring():
     (4 in series, 3 beside step 0's attention); its backward 4cp + 3 = 11 more kernels, one division and 2 NCCL calls;
     the ring's bytes at the GPU's HBM rate."""
     scenario = config.load(CP_ROW)
-    shard = shard_for(scenario)
+    with ring_switch(True):
+        shard = shard_for(scenario)
     assert (shard.cp, shard.cp_ring_te, shard.cp_ring_divisions) == (2, 1, cp_ring.Divisions(4, 3, 1))
     gpu, precision = scenario.cluster.gpu, scenario.training.precision
     with_ring, without = (layer_ops(scenario.model, s) for s in (shard, dataclasses.replace(shard, cp_ring_te=0)))
@@ -170,5 +197,6 @@ def test_seqlens_divisions_counted_from_the_source(cp, release):
 def test_te_1_8_row_runs_the_1_8_divisions():
     """NeMo 24.07's container runs TE 1.8, 24.09's 1.10 (NeMo 24.09 user guide, Software Component Versions)."""
     assert config.container_te("0.8") == "1.8" and config.container_te("0.9") == "1.10"
-    shard = shard_for(config.load(TE18_ROW))
+    with ring_switch(True):
+        shard = shard_for(config.load(TE18_ROW))
     assert (shard.cp, shard.cp_ring_te, shard.cp_ring_divisions) == (2, 1, cp_ring.Divisions(0, 1, 1))
