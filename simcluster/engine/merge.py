@@ -11,10 +11,13 @@ The rule.
    it is a class of several parts: a representative agent cannot move at two times, so its replicas' transfers
    complete together.
 2. Calls of one instant merge into one class only as the policy's key says: ``SYMMETRIC`` (the default of a
-   collapsed simulation) merges calls with the same label and size (the same pipeline boundary or ring step in
-   another replica); ``NO_MERGE`` (the default of an expanded one, ``Simulation(expand=True)``: the reference)
-   merges none. ``engine.run_expanded`` (``--expand``) runs expanded with ``SYMMETRIC`` first and keeps it when
-   the check below proves it exact; else it reruns with ``SplitKeys`` (the keys of the classes found holding a
+   collapsed simulation) merges calls with the same label and size from the same pipeline stage (the same
+   pipeline boundary or ring step in another replica of the stage; since round 34 the stage of the class's first
+   sender is part of the key, so equal-size steps of different stages started at one instant stay apart: merged,
+   one stage's parts bound on a NIC it shares with a pipeline send held every other stage's back); ``NO_MERGE``
+   (the default of an expanded one, ``Simulation(expand=True)``: the reference) merges none.
+   ``engine.run_expanded`` (``--expand``) runs expanded with ``SYMMETRIC`` first and keeps it when the check
+   below proves it exact; else it reruns with ``SplitKeys`` (the keys of the classes found holding a
    part back by rate, and only those, unmerged; those held back by path latency alone merged by latency), up to
    ``SPLIT_PASSES`` times adding the keys each pass flags, and keeps the first pass the check proves exact; else
    it reruns with ``NO_MERGE``. The calls merged stay distinct parts of the class.
@@ -58,29 +61,42 @@ class MergePolicy(Protocol):
 
 class SameLabelAndSize:
     """A pipeline boundary or a collective step is named by its label, so equal label and size means the same step
-    in another replica (the default of a collapsed simulation)."""
+    in another replica (the default of a collapsed simulation). Bound to a simulation's layout (``bind``: each
+    rank's pipeline stage) the key also holds the stage of the class's first sender (round 34): replicas of one
+    stage merge, other stages' equal-size transfers (their data-parallel ring steps, started at one instant) stay
+    classes of their own, so a stage whose parts share a NIC with a pipeline send no longer holds the others back.
+    Unbound (several jobs on one network, ``engine.jobs``, whose GPUs are no one layout's ranks): label and size."""
+
+    def __init__(self, stages=None, fabric=None):
+        self.stages = stages    # stages[rank]: the rank's pipeline stage (None: unbound)
+        self.fabric = fabric
+
+    def bind(self, fabric, stages=None) -> SameLabelAndSize:
+        return type(self)(stages, fabric)
 
     def key(self, transfers: TransferClass) -> Hashable:
-        return transfers.label, transfers.size_bytes
+        if self.stages is None:
+            return transfers.label, transfers.size_bytes
+        return transfers.label, transfers.size_bytes, int(self.stages[transfers.pairs[0, 0]])
 
 
-class SplitKeys:
+class SplitKeys(SameLabelAndSize):
     """``SYMMETRIC`` but for the (label, size) keys in ``split``, whose calls stay classes of their own, and those in
     ``by_latency``, whose calls merge only with calls of the same largest path latency: the later passes of
     ``engine.run_expanded``, with the keys of the classes the passes before found holding a part back by rate
     (``HeldBack.keys``) and by path latency alone (``HeldBack.latency_keys``). A class of parts of one latency
     completes when each of them would (rule 3's latency half). Its merged classes are checked like any; when none
     holds a part back the run is the reference's (rule 3: each merged class's rates are the split ones at every
-    solve, so every event is at the same time). ``bind(fabric)``: the policy reading that fabric's latencies (the
-    simulation's own, ``Simulation``)."""
+    solve, so every event is at the same time). ``bind(fabric, stages)``: the policy reading that fabric's
+    latencies and the layout's stages (the simulation's own, ``Simulation``)."""
 
-    def __init__(self, split: frozenset, by_latency: frozenset = frozenset(), fabric=None):
+    def __init__(self, split: frozenset, by_latency: frozenset = frozenset(), fabric=None, stages=None):
+        super().__init__(stages, fabric)
         self.split = split
         self.by_latency = by_latency
-        self.fabric = fabric
 
-    def bind(self, fabric) -> SplitKeys:
-        return SplitKeys(self.split, self.by_latency, fabric)
+    def bind(self, fabric, stages=None) -> SplitKeys:
+        return SplitKeys(self.split, self.by_latency, fabric, stages)
 
     def key(self, transfers: TransferClass) -> Hashable:
         key = transfers.label, transfers.size_bytes
@@ -88,7 +104,7 @@ class SplitKeys:
             return object()
         if key in self.by_latency:
             return key + (class_load(self.fabric, transfers)[2],)   # cached on the class, as the model routes it
-        return key
+        return super().key(transfers)
 
 
 class NoMerge:

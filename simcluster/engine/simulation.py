@@ -25,6 +25,7 @@ from simcluster.engine.merge import (
     SPLIT_PASSES,
     SYMMETRIC,
     MergePolicy,
+    SameLabelAndSize,
     SplitKeys,
     default_policy,
 )
@@ -78,6 +79,9 @@ class Simulation:
         # the fabric's prices, checked before the run (a typo in economics.fabric_prices fails now, not at the end)
         self.fabric_prices = bom.costs(scenario.economics.fabric_prices, scenario.economics.fabric_lifetime_years)
         self.plan = step_plan(scenario, functools.partial(timing.isolated_time_s, self.fabric))
+        layout = self.plan.layout
+        ranks = np.arange(layout.world_size, dtype=np.int64)
+        self._stage_of = (ranks - layout.moved(ranks, "pp", 0)) // int(layout.moved(0, "pp", 1))   # each rank's pp
         if shared_network is not None:  # one of several jobs on one fabric (engine.jobs): their traffic shares it
             self.env, self.model, self.net = shared_network.env, shared_network.model, shared_network
         else:
@@ -85,12 +89,11 @@ class Simulation:
             # one network for all traffic, seen through NCCL's measured efficiencies (ring, Simple protocol)
             self.model = make_network(self.network_name, self.fabric, link_windows)
             policy = merge or default_policy(expand)
-            if isinstance(policy, SplitKeys):   # merges by path latency: as the model reads the fabric
-                policy = policy.bind(self.model.fabric)
+            if isinstance(policy, SameLabelAndSize):   # merges by stage, and by path latency as the model reads it
+                policy = policy.bind(self.model.fabric, self._stage_of)
             self.net = NetworkDriver(self.env, self.model, policy)
         self.recorder = Recorder()
         self.expand = expand
-        layout = self.plan.layout
         self.dp_size = layout.dp * layout.cp
         # the simulation's one random generator (Mesa style); variability draws from it (None: every GPU alike)
         self.rng = np.random.default_rng(scenario.variability.seed if scenario.variability else 0)
@@ -108,10 +111,7 @@ class Simulation:
             self.agents = [self._agent(layout.coords(r)["pp"], [r]) for r in range(layout.world_size)]
             self._agent_of_rank = {agent.rank: agent for agent in self.agents}
         else:
-            ranks = np.arange(layout.world_size)
-            stride = int(layout.moved(0, "pp", 1))    # rank distance between neighbouring stages
-            stage_of = (ranks - layout.moved(ranks, "pp", 0)) // stride   # each rank's pp coordinate
-            self.agents = [self._agent(s, np.flatnonzero(stage_of == s).tolist()) for s in range(layout.pp)]
+            self.agents = [self._agent(s, np.flatnonzero(self._stage_of == s).tolist()) for s in range(layout.pp)]
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
         # a rank's data-parallel streams (engine.data_parallel.communicator_streams): one per rank, keyed by the rank,
