@@ -183,7 +183,7 @@ def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dic
     the passes run (``passes``: one here; ``engine.run_expanded`` names each of its passes, round 34)."""
     collapsed = bool(check and check.collapsed)
     merge = None if check is None else check.merge
-    ran = {"merge": merge, "passes": [merge]}
+    ran = {"merge": merge, "passes": [] if merge is None else [merge]}
     if check is None or check.held_back_classes is None:
         return {"collapsed": collapsed, "exact": None, "held_back_classes": None, "bound_s": None, "bound_pct": None,
                 "lower_bound_s": None, "lower_bound_pct": None,
