@@ -97,6 +97,8 @@ class SymmetryCheck:
     held_back_s: float | None
     # the end of a run the exact one cannot beat (``simulation.lower_bound_step_s``, all steps); None: not computed
     lower_bound_end_s: float | None = None
+    # the merge policy the run's network driver applied (``simulation.merge_name``); None: not known (a job's view)
+    merge: str | None = None
 
 
 @dataclass(frozen=True)

@@ -179,14 +179,17 @@ def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dic
     """The summary's ``symmetry`` entry: whether the merge policy's classes were exact (``engine.merge``), and if
     not, by how much the step time may be pessimistic (``bound_s`` per step, ``bound_pct`` of the step) and, where it
     was computed, the step time the exact run cannot beat (``lower_bound_s``, ``lower_bound_pct`` below the step:
-    additive keys, round 22)."""
+    additive keys, round 22), the merge policy applied (``merge``: ``simulation.merge_name``) and the policies of
+    the passes run (``passes``: one here; ``engine.run_expanded`` names each of its passes, round 34)."""
     collapsed = bool(check and check.collapsed)
+    merge = None if check is None else check.merge
+    ran = {"merge": merge, "passes": [] if merge is None else [merge]}
     if check is None or check.held_back_classes is None:
         return {"collapsed": collapsed, "exact": None, "held_back_classes": None, "bound_s": None, "bound_pct": None,
                 "lower_bound_s": None, "lower_bound_pct": None,
                 "note": "this network model does not check merged transfer classes; --expand (one agent per GPU, "
                         "every transfer its own class) gives the reference" if collapsed else
-                        "this network model does not check merged transfer classes"}
+                        "this network model does not check merged transfer classes", **ran}
     bound_s = check.held_back_s / steps
     bound_pct = 100.0 * bound_s / step_time_s if step_time_s > 0 else 0.0
     lower_s = None if check.lower_bound_end_s is None else check.lower_bound_end_s / steps
@@ -195,7 +198,10 @@ def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dic
     if exact:
         note = ("every merged transfer class was exact (each replica's transfer was held at its class's rate by a "
                 "saturated link): the collapsed run equals the expanded one" if collapsed else
-                "every transfer class was exact (expanded: every transfer call its own class, the reference)")
+                "every transfer class was exact (expanded: every transfer call its own class, the reference)"
+                if merge in (None, "none") else
+                f"every transfer class was exact (expanded, transfers merged by the {merge} policy, each merged class "
+                f"proven exact by the network model: the reference's step)")
     else:
         note = (f"{check.held_back_classes} merged transfer classes held some replicas' transfers back (unequally "
                 f"loaded routes: ECMP, oversubscription or an asymmetric layout); the step time may be pessimistic "
@@ -208,7 +214,7 @@ def symmetry(check: SymmetryCheck | None, steps: int, step_time_s: float) -> dic
                 + ("run with --expand for the exact figure" if collapsed else "merge=NO_MERGE gives the reference"))
     return {"collapsed": collapsed, "exact": exact, "held_back_classes": check.held_back_classes,
             "bound_s": bound_s, "bound_pct": bound_pct, "lower_bound_s": lower_s, "lower_bound_pct": lower_pct,
-            "note": note}
+            "note": note, **ran}
 
 
 def link_table(fabric: FabricLinks, link_bytes: np.ndarray, duration_s: float,

@@ -26,6 +26,9 @@ from simcluster.engine.merge import (
     SYMMETRIC,
     MergePolicy,
     SameLabelAndSize,
+
+    NoMerge,
+    SameLabelAndSize,
     SplitKeys,
     default_policy,
 )
@@ -556,7 +559,8 @@ class Simulation:
             symmetry=SymmetryCheck(collapsed=not self.expand,
                                    held_back_classes=getattr(self.model, "held_back_classes", None),
                                    held_back_s=getattr(self.model, "held_back_s", None),
-                                   lower_bound_end_s=self._lower_bound_end_s(steps)),
+                                   lower_bound_end_s=self._lower_bound_end_s(steps),
+                                   merge=merge_name(getattr(self.net, "merge", None))),
             model_flop_per_step=moe.model_flop_per_step(m, t.seq_len, t.global_batch_size),
             hardware_flop_per_step=moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
                                                               recompute_mode(t.activation_recompute,
@@ -645,23 +649,43 @@ def lower_bound_step_s(scenario, steps: int, fabric=None) -> float:
     return float(sim.run(steps).summary["step_time_s"])
 
 
+def merge_name(policy: MergePolicy | None) -> str | None:
+    """The summary's name of a merge policy (``symmetry.merge``): ``none`` (``NO_MERGE``, the reference),
+    ``label-and-size`` (``SYMMETRIC``), ``split`` (``SplitKeys``), else the policy's class name; None: no policy."""
+    if policy is None:
+        return None
+    for kind, name in ((NoMerge, "none"), (SplitKeys, "split"), (SameLabelAndSize, "label-and-size")):
+        if isinstance(policy, kind):
+            return name
+    return type(policy).__name__
+
+
 def run_expanded(build, steps: int | None = None, on_step=None) -> Result:
     """An expanded run (one agent per GPU) as fast as merging allows and exact: first with the calls of one instant
     merged (``SYMMETRIC``), which the network model checks; when the check does not prove every merge exact, again
     with the keys of the classes found holding a part back unmerged (``SplitKeys``, up to ``SPLIT_PASSES`` times,
     each adding the keys its pass flags), and when none is proven exact (or the model does not check) with every
-    call its own class (``NO_MERGE``), the reference. ``build(merge)`` returns the ``Simulation`` to run (a
-    Simulation runs once)."""
+    call its own class (``NO_MERGE``), the reference (at once where the model does not check: no merged pass could
+    stand). ``build(merge)`` returns the ``Simulation`` to run (a Simulation runs once). The result's
+    ``symmetry.passes`` names the policies of the passes run, in order (the last one stood: ``symmetry.merge``)."""
     split, by_latency = frozenset(), frozenset()
+    passes = []
     for _pass in range(1 + SPLIT_PASSES):
         simulation = build(SplitKeys(split, by_latency) if split or by_latency else SYMMETRIC)
+        if simulation.model.held_back is None:   # a model that does not check (chunk): a merged pass cannot stand
+            del simulation
+            break
         result = simulation.run(steps, on_step)
+        passes.append(result.summary["symmetry"]["merge"])
         if result.summary["symmetry"]["exact"] is True:
+            result.summary["symmetry"]["passes"] = passes
             return result
         held = simulation.model.held_back
         del simulation, result   # before the next pass is built: one pass's events and routes in memory at a time
-        if held is None or (held.keys <= split and held.latency_keys <= split | by_latency):   # nothing new
+        if held.keys <= split and held.latency_keys <= split | by_latency:   # nothing new
             break
         split = split | held.keys
         by_latency = (by_latency | held.latency_keys) - split
-    return build(NO_MERGE).run(steps, on_step)
+    result = build(NO_MERGE).run(steps, on_step)
+    result.summary["symmetry"]["passes"] = [*passes, result.summary["symmetry"]["merge"]]
+    return result

@@ -20,7 +20,6 @@ import pytest
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError
-
 from simcluster.spec import config
 from simcluster.workload import cp_ring, kernels
 from simcluster.workload.ops import cp_ring_ops, layer_ops, shard_for

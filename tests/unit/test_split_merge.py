@@ -95,3 +95,30 @@ def test_the_pass_that_stands_gives_the_reference_step(spec, passes):
     assert all(isinstance(policy, SplitKeys) for policy in policies[1:])   # no NO_MERGE pass was needed
     assert summary["symmetry"]["exact"] is True
     assert summary["step_time_s"] == pytest.approx(reference["step_time_s"], rel=1e-9)
+    # the summary names what ran: the passes' policies in order, the last the one that stood
+    assert summary["symmetry"]["passes"] == ["label-and-size"] + ["split"] * (passes - 1)
+    assert summary["symmetry"]["merge"] == "split" and "split policy" in summary["symmetry"]["note"]
+    assert reference["symmetry"]["merge"] == "none" and "its own class" in reference["symmetry"]["note"]
+
+
+def test_a_flagged_run_that_does_not_settle_falls_back_to_the_reference(monkeypatch):
+    # no split pass allowed: the flagged merged pass is dropped and NO_MERGE runs, and the summary says so
+    monkeypatch.setattr("simcluster.engine.simulation.SPLIT_PASSES", 0)
+    spec = scenario(nodes=8, tp=2, pp=4, dp=8, topology_name="leaf-spine",
+                    options={"oversubscription": 4, "hosts_per_leaf": 8})
+    summary, policies = run_counting_passes(spec)
+    assert policies == [SYMMETRIC, NO_MERGE]
+    assert summary["symmetry"]["passes"] == ["label-and-size", "none"] and summary["symmetry"]["merge"] == "none"
+    reference = Simulation(spec, expand=True, merge=NO_MERGE).run().summary
+    assert summary["step_time_s"] == reference["step_time_s"]
+
+
+def test_a_model_that_does_not_check_runs_the_reference_at_once():
+    # the chunk model checks no merged class (exact None): a merged pass could not stand, so none is run
+    spec = config.from_dict({
+        "name": "split-merge-chunk", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2},
+        "model": {"layers": 2, "hidden": 512, "heads": 8, "vocab": 32000},
+        "training": {"seq_len": 512, "global_batch_size": 8, "micro_batch_size": 1},
+        "parallelism": {"tp": 2, "dp": 8}, "network": "chunk"})
+    summary, _policies = run_counting_passes(spec)
+    assert summary["symmetry"]["passes"] == ["none"] and summary["symmetry"]["exact"] is None
