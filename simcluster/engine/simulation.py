@@ -25,8 +25,6 @@ from simcluster.engine.merge import (
     SPLIT_PASSES,
     SYMMETRIC,
     MergePolicy,
-    SameLabelAndSize,
-
     NoMerge,
     SameLabelAndSize,
     SplitKeys,
