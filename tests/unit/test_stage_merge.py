@@ -10,12 +10,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simcluster.engine.merge import SYMMETRIC
+from simcluster.engine.merge import NO_MERGE, SYMMETRIC
 from simcluster.engine.simulation import Simulation
 from simcluster.network.base import TransferClass
 from simcluster.spec import config
 
-EXPANDED_128_S = 0.9964212051492758   # the expanded reference's step (round 34, NO_MERGE = run_expanded)
+
+@pytest.fixture(scope="module")
+def expanded_128_s():
+    """The expanded reference's step, computed (one agent per GPU, every call its own class: ``NO_MERGE``; round 34
+    measured ``run_expanded`` equal to it to the last digit), so the test holds across refits of the fitted gap
+    (0.9964212051492758 s at 19 us / 460 us, 0.9966990108410495 s at 17 us / 500 us). About 3.5 s of CPU."""
+    return Simulation(twin(), link_windows=False, expand=True, merge=NO_MERGE).run().summary["step_time_s"]
 
 
 def twin(dp: int = 4):
@@ -46,12 +52,13 @@ def test_the_key_holds_the_first_senders_stage_once_bound():
     assert bound.key(ring_0) == bound.key(TransferClass([[1, 0]], 1e6, label="ring network"))   # the same stage
 
 
-def test_the_collapsed_run_merging_by_stage_is_the_expanded_reference():
+def test_the_collapsed_run_merging_by_stage_is_the_expanded_reference(expanded_128_s):
     spec = twin()
     staged = Simulation(spec, link_windows=False).run().summary
     assert staged["symmetry"]["exact"] is True and staged["symmetry"]["held_back_classes"] == 0
-    assert staged["step_time_s"] == pytest.approx(EXPANDED_128_S, rel=1e-12)
-    # the collapse by label and size alone: flagged, and slower than the reference by about 2.7 ms (0.27%)
+    assert staged["step_time_s"] == pytest.approx(expanded_128_s, rel=1e-12)
+    # the collapse by label and size alone: flagged, and slower than the reference by about 2.7 ms (0.27%; 2.68 ms at
+    # 19 us / 460 us)
     merged = Simulation(spec, link_windows=False, merge=LabelAndSize()).run().summary
     assert merged["symmetry"]["exact"] is False and merged["symmetry"]["held_back_classes"] > 0
-    assert merged["step_time_s"] - EXPANDED_128_S == pytest.approx(2.68e-3, rel=0.05)
+    assert merged["step_time_s"] - expanded_128_s == pytest.approx(2.68e-3, rel=0.1)
