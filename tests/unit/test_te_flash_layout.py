@@ -146,8 +146,9 @@ def test_learned_positions_copy_views_not_the_reshaped_query():
 
 def test_the_copies_cost_what_their_bytes_do():
     """Closed form: each of the three 50 MB copies at the A100 80GB's HBM rate plus the stream's gap a kernel (about
-    28 + 28 us); at 4096 tokens the three are 1.1% of the model's 4B layer (docs/calibration.md, "Round 27: review of
-    the A100 layout copies, the new held-out rows and the MoE load")."""
+    29 + 17 us at round 34's fitted gap); at 4096 tokens the three are 0.9% of the model's 4B layer (1.1% at round
+    27's 28 us gap; docs/calibration.md, "Round 27: review of the A100 layout copies, the new held-out rows and the
+    MoE load")."""
     scenario = config.load("vocabpar2024-1f1b-4b-8-a100-s4096-v32k")
     gpu = scenario.cluster.gpu
     copies = layout_ops(scenario.name)["forward"]
@@ -158,7 +159,9 @@ def test_the_copies_cost_what_their_bytes_do():
     shard = ops.shard_for(scenario)
     layer = sum(kernels.op_time_s(op, gpu, "fp16") for phase in ops.layer_ops(scenario.model, shard).values()
                 for op in phase)
-    assert sum(kernels.op_time_s(copy, gpu, "fp16") for copy in copies) / layer == pytest.approx(0.011, abs=0.002)
+    # 0.00897 at 17 us a kernel (round 34's refit; 0.00933 at 19 us, 0.011 at round 27's 28 us): the gap is in
+    # every kernel of the layer too, so the share moves little with it
+    assert sum(kernels.op_time_s(copy, gpu, "fp16") for copy in copies) / layer == pytest.approx(0.009, abs=0.002)
 
 
 # ---- the QKV split's backward concatenation (round 32) ---------------------------------------------------------
