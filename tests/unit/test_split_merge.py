@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_symmetry import scenario as symmetry_scenario
 
 from simcluster.engine.merge import NO_MERGE, SYMMETRIC, SplitKeys
 from simcluster.engine.simulation import Simulation, run_expanded
@@ -20,15 +21,8 @@ CX7 = hardware.nic("connectx-7")
 
 
 def scenario(nodes, tp, pp, dp, topology_name="rail-fat-tree", options=None, layers=8, hidden=2048):
-    return config.from_dict({
-        "name": "split-merge",
-        "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": nodes, "nic": "connectx-7",
-                    "topology": topology_name, "topology_options": options or {}},
-        "model": {"layers": layers, "hidden": hidden, "heads": 16, "vocab": 32000},
-        "training": {"seq_len": 2048, "global_batch_size": 4 * dp, "micro_batch_size": 1},
-        "parallelism": {"tp": tp, "pp": pp, "dp": dp},
-        "network": "flow",
-    })
+    """test_symmetry's small H100 scenario (the same builder, so the two files test one fabric family)."""
+    return symmetry_scenario(topology_name, options, nodes, tp, pp, dp, layers=layers, hidden=hidden)
 
 
 def run_counting_passes(spec):
