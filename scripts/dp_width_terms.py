@@ -3,12 +3,13 @@
 
     PYTHONPATH=. python scripts/dp_width_terms.py [--series NAME ...] [--summaries FILE.jsonl]
 
-For each held-out series that widens data parallelism at a fixed global batch (Narayanan et al. 2021 Table 2's 175B
-and 530B, MegaScale's Megatron-LM baseline at batch 768) and for Nemotron-4 15B's batch ramp (its per-GPU work per
-step fixed instead), it prints per row the layout facts (DP ranks, nodes, microbatches per pipeline m, the bubble's
+For each held-out series that widens data parallelism at a fixed global batch (Narayanan et al. 2021 Table 2's 175B and
+530B, MegaScale's Megatron-LM baseline at batch 768, MT-NLG 530B on DeepSpeed's PipelineEngine at 280 / 350 / 420 nodes:
+docs/calibration.md "Round 35: the 2021-2022 A100 pipeline rows") and for Nemotron-4 15B's batch ramp (its per-GPU work
+per step fixed instead), it prints per row the layout facts (DP ranks, nodes, microbatches per pipeline m, the bubble's
 share (p - 1) / (v m), gradient bytes per GPU), the engine's step split (compute, bubble, exposed communication per
-parallelism, interference) and the published step (``studies.validation.published_step_s``). Then it asks what
-extra time the published steps imply: it fits, per series and by least squares, published = a x simulated + c x f
+parallelism, interference) and the published step (``studies.validation.published_step_s``). Then it asks what extra
+time the published steps imply: it fits, per series and by least squares, published = a x simulated + c x f
 for each candidate shape f of a missing per-step cost:
 
 - ``const``: one fixed cost a step (optimizer, host, synchronisation, a bubble the model prices too small: all
@@ -19,6 +20,9 @@ for each candidate shape f of a missing per-step cost:
   without the model's overlap);
 - ``log2 n`` and ``n``: ring/tree latency or straggler growth with the data-parallel ranks;
 - ``bubble``: the simulated bubble scaled.
+
+A cost shrinking as 1/n (a ZeRO-1 shard's optimizer update) is not a shape here: at a fixed global batch the
+per-microbatch work is itself close to 1/n, so its fit is degenerate with the rate factor a.
 
 a is a per-series rate factor (the per-microbatch error the series has anyway). With three rows a series has one
 degree of freedom left; MegaScale's four rows leave two. ``--summaries`` reads engine summaries cached as JSON lines
@@ -45,6 +49,7 @@ SERIES = {
     "narayanan2021-t2 530B": [f"narayanan2021-t2-529.6b-{g}-a100" for g in (560, 1120, 2240)],
     "megascale2024 batch 768": [f"megascale2024-megatron-175b-{g}-a100" for g in (256, 512, 768, 1024)],
     "nemotron4-15b (batch ramp)": [f"nemotron4-15b-{g}-h100" for g in (768, 1536, 2304)],
+    "smith2022 MT-NLG 530B": [f"smith2022-mtnlg-530b-{n}-a100" for n in (280, 350, 420)],
 }
 SHAPES = ("const", "dp exposed", "grad ring", "log2 n", "n", "bubble")
 

@@ -52,3 +52,17 @@ def test_unreadable_cache_is_one_line_exit_2(tmp_path):
                             cwd=SCRIPTS.parent, env={"PYTHONPATH": str(SCRIPTS.parent)})
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "--summaries" in result.stderr
+
+
+def test_row_facts_of_an_mtnlg_row():
+    # Smith et al. 2022: 420 nodes, tp 8 pp 35 dp 12, global batch 1920 at micro batch 1 (160 microbatches a
+    # pipeline); its 113 TFLOP/s in Megatron-DeepSpeed's count is the paper's 44.4 s within the rounding of the FLOP/s
+    row = dp_width_terms.row_facts("smith2022-mtnlg-530b-420-a100", SUMMARY)
+    assert (row["dp"], row["m"], row["gpus"], row["nodes"]) == (12, 160, 3360, 420)
+    assert row["bubble share"] == pytest.approx(34 / 160)
+    assert row["published"] == pytest.approx(44.4, rel=0.005)
+    # the first stage's gradients: 3 layers of 12 h^2 (h = 20480) and the 51,200 x h word embedding over tp 8, the
+    # 2048 x h position embedding whole, in the BF16_Optimizer's fp32 (4 B; the wire carries them as bf16, round 24,
+    # a scale the fit's c absorbs)
+    h = 20480
+    assert row["grad GB"] == pytest.approx(((3 * 12 * h ** 2 + 51200 * h) / 8 + 2048 * h) * 4 / 1e9, rel=0.002)
