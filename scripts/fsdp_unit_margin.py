@@ -3,7 +3,7 @@ collectives, and how long the collectives would have to run for the published st
 "Round 31: MPT-13B and MPT-70B on 32 against their siblings, unit by unit"). Analysis only: nothing here moves a
 constant.
 
-    PYTHONPATH=. python scripts/fsdp_unit_margin.py HELD_OUT.json [--prefix mpt-] [--baseline E] [--siblings]
+    PYTHONPATH=. python scripts/fsdp_unit_margin.py HELD_OUT.json [--prefix mpt-] [--baseline E] [--siblings] [--trend]
 
 ``HELD_OUT.json`` is a ``simcluster validate --held-out --json`` output; each row's simulated step and signed error
 are read from it (published step = simulated step x (1 + error)). Each row whose scenario starts with ``--prefix``
@@ -29,20 +29,30 @@ MPT-1B on 16 / 32 / 64 H100 at 20 x 1, MPT-3B on 32 / 64 H100 at 6 x 3, MPT-7B o
 18 x 1), simulated as a bundled held-out scenario with only the node count, data-parallel size and global batch
 changed (and for MPT-3B the shape and micro batch): published against simulated tokens/s per GPU, so the trend with
 the GPU count is seen where FSDP's collectives are a small share.
+
+``--trend``: each series of the prefix's rows (names that differ only in the GPU count, e.g.
+``mpt-13b-{8,16,32,64}-h100``, at one micro batch and accumulation), its simulated step part by part
+(``step_shares.step_parts``: tensor-core roofline, HBM-bound kernels, fitted gap, interference, ``other`` = the
+optimizer step and block terms, exposed data-parallel time, ...) at each GPU count and each part's change from the
+series' fewest GPUs, beside the published step's change (docs/calibration.md "Round 35: llm-foundry's MPT rows on
+H100"). The parts partition the step, so their changes add up to the simulated step's change.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 import sys
 from dataclasses import dataclass
 
 import yaml
 from accuracy_tables import InputError, load_cases
+from step_shares import PARTS, step_parts
 
 from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
+from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
 
 # the fields of a validate --json case this script reads, checked by accuracy_tables.load_cases
@@ -173,6 +183,67 @@ def print_siblings() -> None:
             print(f"{label:32} {gpus:5d} {published:18d} {simulated:10.0f} {100 * (simulated / published - 1):+7.1f}%")
 
 
+# the GPU count inside a scenario name: the first all-digit field (mpt-13b-8-h100 -> 8, mpt-7b-128-a100-40gb -> 128)
+GPU_FIELD = re.compile(r"-(\d+)-")
+
+
+def series_of(name: str) -> tuple[str, int] | None:
+    """(the name with its GPU count replaced by N, the GPU count), or None for a name without one."""
+    match = GPU_FIELD.search(name)
+    if match is None:
+        return None
+    return f"{name[: match.start()]}-N-{name[match.end() :]}", int(match.group(1))
+
+
+@dataclass(frozen=True)
+class TrendRow:
+    """One row of a series: its GPU count, simulated step parts (seconds, a partition of ``simulated_s``) and
+    published step."""
+
+    gpus: int
+    parts_s: dict
+    simulated_s: float
+    published_s: float
+
+
+def trend_table(series: str, rows: list[TrendRow]) -> list[str]:
+    """The series' parts in ms at each GPU count, and each one's change from the fewest GPUs (module doc)."""
+    rows = sorted(rows, key=lambda r: r.gpus)
+    base = rows[0]
+    shown = [p for p in PARTS if any(abs(r.parts_s.get(p, 0.0)) > 5e-5 for r in rows)]
+    lines = [f"\n{series}: ms at each GPU count (change from {base.gpus} GPUs)"]
+    lines.append(f"{'part':18}" + "".join(f"{r.gpus:>19d}" for r in rows))
+    entries = [(p, lambda r, p=p: r.parts_s.get(p, 0.0)) for p in shown] + [
+        ("simulated step", lambda r: r.simulated_s),
+        ("published step", lambda r: r.published_s),
+        ("published - sim.", lambda r: r.published_s - r.simulated_s),
+    ]
+    for label, value in entries:
+        cells = (f"{1e3 * value(r):9.1f} ({1e3 * (value(r) - value(base)):+6.1f})" for r in rows)
+        lines.append(f"{label:18}" + "".join(f"{c:>19}" for c in cells))
+    return lines
+
+
+def trend_rows(cases: list[dict]) -> dict[str, list[TrendRow]]:
+    """Each case's step parts, grouped by series (the name without its GPU count, the micro batch and the
+    microbatches a step: rows that differ in the GPU count alone); series of one row are left out."""
+    series: dict[str, list[TrendRow]] = {}
+    for case in cases:
+        key = series_of(case["scenario"])
+        if key is None:
+            continue
+        scenario = config.load(case["scenario"])
+        t, p = scenario.training, scenario.parallelism
+        microbatches = -(-t.global_batch_size // (p.dp * t.micro_batch_size))
+        sim = Simulation(scenario, check_memory=False)
+        summary = sim.run(None).summary
+        parts = step_parts(scenario, sim, summary)["parts_s"]
+        step = float(summary["step_time_s"])
+        label = f"{key[0]}, micro batch {t.micro_batch_size} x {microbatches}"
+        series.setdefault(label, []).append(TrendRow(key[1], parts, step, step * (1.0 + case["error"])))
+    return {k: v for k, v in series.items() if len(v) > 1}
+
+
 def main(argv: list[str]) -> int:
     parser = script_entry.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("held_out_json", help="a simcluster validate --held-out --json output")
@@ -184,6 +255,7 @@ def main(argv: list[str]) -> int:
         help="an error every row shares from elsewhere, left out of the exposure (e.g. 0.027)",
     )
     parser.add_argument("--siblings", action="store_true", help="also the table's GPU-count siblings (module doc)")
+    parser.add_argument("--trend", action="store_true", help="also each series' step, part by part (module doc)")
     args = parser.parse_args(argv)
     if not -0.5 < args.baseline < 0.5:  # also refuses NaN
         parser.error(f"--baseline: expected a fraction between -0.5 and 0.5, got {args.baseline}")
@@ -214,6 +286,9 @@ def main(argv: list[str]) -> int:
         )
     if args.siblings:
         print_siblings()
+    if args.trend:
+        for series, members in trend_rows(cases).items():
+            print("\n".join(trend_table(series, members)))
     return 0
 
 

@@ -13,6 +13,10 @@ step needs.
 - a sibling is its bundled scenario with only the GPU count (nodes, dp, global batch) and, for MPT-3B, the shape and
   micro batch changed: its parameter count is the README's NumParams (2,651,837,440 for MPT-3B, 1,315,950,592 for
   MPT-1B) and its global batch the README's (GPUs x micro batch x accumulation);
+- ``--trend`` (round 35): a series is the rows whose names differ in the GPU count alone at one micro batch and
+  accumulation; its parts partition each simulated step, the per-GPU compute parts do not move with the GPU count,
+  the ``other`` part's change is the optimizer step's change read from the events, and the table prints each part's
+  change from the fewest GPUs;
 - bad input: a case without its field, a prefix no case has and a baseline out of range exit 2 with one line.
 """
 
@@ -115,3 +119,55 @@ def test_bad_input_exits_2_with_one_line(fm, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--baseline" in err
+
+
+def test_series_of_reads_the_gpu_count_from_the_name(fm):
+    assert fm.series_of("mpt-13b-8-h100") == ("mpt-13b-N-h100", 8)
+    assert fm.series_of("mpt-7b-128-a100-40gb") == ("mpt-7b-N-a100-40gb", 128)
+    assert fm.series_of("mpt-13b") is None
+
+
+def test_trend_table_prints_each_parts_change(fm):
+    rows = [
+        fm.TrendRow(16, {"tc": 0.5, "other": 0.05}, 0.55, 0.60),
+        fm.TrendRow(8, {"tc": 0.5, "other": 0.1}, 0.6, 0.61),
+    ]
+    lines = fm.trend_table("x-N-h100", rows)
+    assert "change from 8 GPUs" in lines[0]
+    by_label = {line.split()[0]: line for line in lines[2:]}
+    assert set(by_label) == {"tc", "other", "simulated", "published"}  # parts zero everywhere are left out
+    assert by_label["other"].split() == ["other", "100.0", "(", "+0.0)", "50.0", "(", "-50.0)"]
+    assert lines[-1].split()[-3:] == ["50.0", "(", "+40.0)"]  # published - simulated: 10 ms at 8 GPUs, 50 at 16
+
+
+@pytest.fixture(scope="module")
+def mpt13_trend(fm):
+    cases = [
+        {"scenario": "mpt-13b-8-h100", "error": 0.15, "step_time_s": 0.74},
+        {"scenario": "mpt-13b-16-h100", "error": 0.20, "step_time_s": 0.71},
+        {"scenario": "mpt-13b-8-a100-80gb", "error": 0.05, "step_time_s": 5.0},  # another series: one row
+    ]
+    return fm.trend_rows(cases)
+
+
+def test_trend_parts_partition_the_step_and_other_is_the_optimizer(fm, mpt13_trend):
+    assert list(mpt13_trend) == ["mpt-13b-N-h100, micro batch 2 x 1"]
+    rows = {r.gpus: r for r in mpt13_trend["mpt-13b-N-h100, micro batch 2 x 1"]}
+    for r in rows.values():
+        assert sum(r.parts_s.values()) == pytest.approx(r.simulated_s, rel=1e-9)
+    assert rows[8].published_s == pytest.approx(rows[8].simulated_s * 1.15)
+    for part in ("tc", "hbm", "gap"):  # a GPU's compute does not depend on how many GPUs share the batch
+        assert rows[16].parts_s[part] == pytest.approx(rows[8].parts_s[part], rel=1e-9)
+    optimizer = {g: fm.unit_parts(f"mpt-13b-{g}-h100", config.load(f"mpt-13b-{g}-h100"), 1.0, 1.0).optimizer_s
+                 for g in (8, 16)}
+    assert optimizer[16] < 0.6 * optimizer[8]  # the shard halves; the per-piece kernels fall less
+    change = rows[16].parts_s["other"] - rows[8].parts_s["other"]
+    assert change == pytest.approx(optimizer[16] - optimizer[8], abs=1e-4)
+
+
+def test_trend_leaves_out_rows_that_differ_beyond_the_gpu_count(fm):
+    cases = [  # MPT-30B on 8 runs 3 x 21, on 16 10 x 3: not a series
+        {"scenario": "mpt-30b-8-h100", "error": 0.09, "step_time_s": 58.9},
+        {"scenario": "mpt-30b-16-h100", "error": 0.03, "step_time_s": 26.4},
+    ]
+    assert fm.trend_rows(cases) == {}
