@@ -1,0 +1,57 @@
+"""scripts/kernel_rate_whatif.py against closed forms (docs/calibration.md "Round 35: Llama 3 8B on H100, calibration
+against held out"): on FlagPerf's 8-GPU Llama 3 8B row (pp 1, one node, the attention kernels alone on the compute
+stream) attention K times slower adds exactly (K - 1) x the layers' attention time (forward and backward, one layer
+and microbatch from the kernel model, times 32 layers x 128 microbatches) to the step; the model's functions are
+restored after the block, also after an error; bad factors and rows are one-line errors before any simulation."""
+
+from __future__ import annotations
+
+import pytest
+from scripts_loader import load_script
+
+from simcluster.core.errors import ScenarioError
+from simcluster.spec import config
+from simcluster.studies import validation
+from simcluster.workload import kernels
+
+whatif = load_script("kernel_rate_whatif")
+fp8_pairs = load_script("fp8_pairs")
+
+ROW = "flagperf-llama3-8b-8-h100-bf16"
+
+
+def test_slower_attention_adds_its_own_time_and_nothing_else():
+    case = next(c for c in validation.held_out_cases() if c["scenario"] == ROW)
+    scenario = config.load(ROW)
+    layer = fp8_pairs.layer_breakdown(scenario)
+    attention_s = layer["attention forward"] + layer["attention backward"]
+    blocks = scenario.model.layers * scenario.microbatches   # pp 1: every layer of every microbatch on each rank
+    base = validation.run_case(case).step_time_s
+    with whatif.rates(attention=1.5):
+        slower = validation.run_case(case).step_time_s
+    assert slower - base == pytest.approx(0.5 * attention_s * blocks, rel=2e-3)
+    assert validation.run_case(case).step_time_s == base   # restored on leaving the block
+
+
+def test_the_clock_and_attention_factors_apply_and_are_restored_after_an_error():
+    fraction, ratio = kernels.attention_efficiency, kernels.clock_ratio
+    with pytest.raises(RuntimeError), whatif.rates(attention=2.0, clock=0.5):
+        assert kernels.clock_ratio("h100-sxm") == pytest.approx(0.5 * ratio("h100-sxm"))
+        raise RuntimeError
+    assert (kernels.attention_efficiency, kernels.clock_ratio) == (fraction, ratio)
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--attention", "0.9", ROW], "--attention"),     # an attention kernel is not made faster
+    (["--clock", "0", ROW], "--clock"),
+    (["--clock", "1.1", ROW], "--clock"),
+    (["--attention", "1,x", ROW], "--attention"),
+    (["not-a-row"], "scenario"),
+    ([ROW, ROW], "scenario"),
+    ([], "scenario"),
+])
+def test_bad_input_is_refused_before_simulating(argv, field, monkeypatch):
+    monkeypatch.setattr(validation, "run_case", lambda *_a, **_k: pytest.fail("simulated before checking"))
+    with pytest.raises(ScenarioError) as refused:
+        whatif.main(argv)
+    assert refused.value.field == field
