@@ -130,7 +130,16 @@ TERMS = ("compute_s", "pipeline_bubble_s", "comm_interference_s")
 COMM = ("tp", "ep", "pp", "dp")
 
 
+def fixed_and_per_token(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """The line through two rows' (tokens a rank routes per layer-microbatch, seconds per layer-microbatch): its
+    intercept (what a layer-microbatch costs whatever its tokens) and slope (seconds a token)."""
+    (ta, sa), (tb, sb) = a, b
+    slope = (sa - sb) / (ta - tb)
+    return sa - slope * ta, slope
+
+
 def layouts() -> None:
+    points: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}
     print(f"{'row':15s} {'pub s':>6s} {'sim s':>6s} {'error':>7s} {'compute':>8s} {'bubble':>7s} {'interf':>7s} "
           + " ".join(f"{'x' + c:>6s}" for c in COMM) + "  layer-mb  pub ms/lmb  sim ms/lmb")
     for row in ZOO_ROWS:
@@ -146,6 +155,13 @@ def layouts() -> None:
               + " ".join(f"{comm[c]:6.2f}" for c in COMM)
               + f"  {layer_microbatches:8.0f}  {1e3 * row.step_s / layer_microbatches:9.2f}"
               f"  {1e3 * step / layer_microbatches:10.2f}", flush=True)
+        tokens = s.training.micro_batch_size * s.training.seq_len / p.tp
+        points[row.name] = ((tokens, row.step_s / layer_microbatches), (tokens, step / layer_microbatches))
+    # The A2A and TP 4 rows: one code version (main 1e057005), EP 8 in a node, 16 local experts, micro batch 1; they
+    # differ in TP (2 / 4), so in the tokens a rank routes per layer-microbatch (2,048 / 1,024).
+    for label, i in (("published", 0), ("simulated", 1)):
+        fixed, slope = fixed_and_per_token(points["a2a"][i], points["tp4"][i])
+        print(f"a2a-tp4 line, {label}: {1e3 * fixed:.2f} ms a layer-microbatch + {1e6 * slope:.2f} us a token")
 
 
 def main(argv: list[str]) -> int:

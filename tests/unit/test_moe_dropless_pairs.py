@@ -49,3 +49,9 @@ def test_unknown_command_is_one_line_before_any_simulation(capsys, monkeypatch):
     assert run(pairs.main, ["pair"], pairs.__doc__, words=(1, 1)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "layouts, pairs" in err
+
+
+def test_fixed_and_per_token_is_the_line_through_two_rows():
+    """Intercept and slope of the line through two (tokens, seconds) points, either order: 1 s + 2 s a token."""
+    assert pairs.fixed_and_per_token((1.0, 3.0), (3.0, 7.0)) == pytest.approx((1.0, 2.0))
+    assert pairs.fixed_and_per_token((3.0, 7.0), (1.0, 3.0)) == pytest.approx((1.0, 2.0))
