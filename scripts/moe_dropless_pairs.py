@@ -24,9 +24,10 @@ from simcluster.spec import config
 
 ROW_PREFIX = "moezoo-qwen3-235b-256-h100-"
 GPUS = 256
-# Megatron-LM pads the vocabulary to a multiple of make_vocab_size_divisible_by (128) x tp (megatron/training/
-# tokenizer: _vocab_size_with_padding), and counts the logits of the padded vocabulary.
-VOCAB_DIVISOR = 128
+# Megatron-LM pads the vocabulary to a multiple of --make-vocab-size-divisible-by x tp (_vocab_size_with_padding) and
+# counts the logits of the padded vocabulary; the zoo's model_configs/benchmarking/Qwen3-235B-A22B.yaml (1ed4179f)
+# passes 1187 (Qwen3's 151,936 = 128 x 1,187: no padding at tp 1, 2 or 4).
+VOCAB_DIVISOR = 1187
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ LONG_CONTEXT_BATCH = 256
 
 
 def padded_vocab(vocab: int, tp: int) -> int:
-    """Megatron-LM's padded vocabulary: the next multiple of 128 x tp."""
+    """Megatron-LM's padded vocabulary: the next multiple of ``VOCAB_DIVISOR`` x tp."""
     multiple = VOCAB_DIVISOR * tp
     return -(-vocab // multiple) * multiple
 

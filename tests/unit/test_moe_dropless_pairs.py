@@ -39,9 +39,10 @@ def test_long_context_steps_follow_from_the_same_count(qwen3):
 
 
 def test_padded_vocab_is_megatrons():
-    """Megatron-LM pads to a multiple of 128 x tp: Qwen3's 151,936 is 1,187 x 128 (no padding at tp 1) and becomes
-    152,064 at tp 2 and 4."""
-    assert [pairs.padded_vocab(151936, tp) for tp in (1, 2, 4)] == [151936, 152064, 152064]
+    """Megatron-LM pads to a multiple of --make-vocab-size-divisible-by x tp, which the zoo sets to 1,187: Qwen3's
+    151,936 (128 x 1,187) stays unpadded at tp 1, 2 and 4; one token more takes the next multiple."""
+    assert [pairs.padded_vocab(151936, tp) for tp in (1, 2, 4)] == [151936] * 3
+    assert pairs.padded_vocab(151937, 2) == 151936 + 2 * 1187
 
 
 def test_unknown_command_is_one_line_before_any_simulation(capsys, monkeypatch):
