@@ -1,0 +1,58 @@
+"""scripts/moe_dropless_pairs.py (round 35, docs/calibration.md "Round 35: the MoE layer across layouts"): the MoE
+zoo's TFLOP/s turned into step times by Megatron-LM's FLOP count, checked against the zoo's own table, whose rows
+state both a step time and a per-GPU TFLOP/s (yanring/Megatron-MoE-ModelZoo best_practice/Qwen3/readme.md @ c1ad0b5c).
+No simulation runs here."""
+
+from __future__ import annotations
+
+import pytest
+from scripts_loader import load_script
+
+from simcluster.core.script_entry import run
+from simcluster.spec import config
+
+pairs = load_script("moe_dropless_pairs")
+
+
+@pytest.fixture(scope="module")
+def qwen3():
+    return config.load(pairs.ROW_PREFIX + "tp4").model
+
+
+@pytest.mark.parametrize("row", pairs.ZOO_ROWS, ids=lambda r: r.name)
+def test_megatron_count_reproduces_the_zoo_table(qwen3, row):
+    """step x TFLOP/s x GPUs is the zoo's FLOP a step: within 1% for every row (the table's three significant digits
+    round by up to 0.3%). Counting causal attention whole would put every row 13% high; the unpadded vocabulary or
+    no query-projection width would miss too."""
+    flop = pairs.megatron_flop_per_token(qwen3, row.seq_len, row.tp) * row.seq_len * row.global_batch
+    assert flop / (row.step_s * pairs.GPUS * 1e12) == pytest.approx(row.tflops, rel=0.01)
+
+
+def test_long_context_steps_follow_from_the_same_count(qwen3):
+    """A long-context row's step is the count over its TFLOP/s: forced balance faster than dropless at each
+    sequence, by the published ratio of TFLOP/s (295 / 237 at 16,384 tokens)."""
+    row = pairs.LONG_CONTEXT[0]
+    balanced = pairs.zoo_step_s(qwen3, row.seq_len, pairs.LONG_CONTEXT_BATCH, 4, row.balanced_tflops)
+    dropless = pairs.zoo_step_s(qwen3, row.seq_len, pairs.LONG_CONTEXT_BATCH, 4, row.dropless_tflops)
+    assert dropless / balanced == pytest.approx(295 / 237)
+    assert balanced == pytest.approx(11.38, abs=0.01)
+
+
+def test_padded_vocab_is_megatrons():
+    """Megatron-LM pads to a multiple of --make-vocab-size-divisible-by x tp, which the zoo sets to 1,187: Qwen3's
+    151,936 (128 x 1,187) stays unpadded at tp 1, 2 and 4; one token more takes the next multiple."""
+    assert [pairs.padded_vocab(151936, tp) for tp in (1, 2, 4)] == [151936] * 3
+    assert pairs.padded_vocab(151937, 2) == 151936 + 2 * 1187
+
+
+def test_unknown_command_is_one_line_before_any_simulation(capsys, monkeypatch):
+    monkeypatch.setattr(pairs, "simulate", lambda *a, **k: pytest.fail("simulated"))
+    assert run(pairs.main, ["pair"], pairs.__doc__, words=(1, 1)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layouts, pairs" in err
+
+
+def test_fixed_and_per_token_is_the_line_through_two_rows():
+    """Intercept and slope of the line through two (tokens, seconds) points, either order: 1 s + 2 s a token."""
+    assert pairs.fixed_and_per_token((1.0, 3.0), (3.0, 7.0)) == pytest.approx((1.0, 2.0))
+    assert pairs.fixed_and_per_token((3.0, 7.0), (1.0, 3.0)) == pytest.approx((1.0, 2.0))
