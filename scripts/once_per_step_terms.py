@@ -190,8 +190,8 @@ def report(summaries: list[dict]) -> list[str]:
               " (one batch's curve of a recipe not counted apart)",
               "", f"== m varies ({len(varying)} series): c and b of D = c + b m against candidate drivers",
               f"   {'series (first row)':<50} {'dof':>3} {'resid':>6} {'c s':>7} {'c/step':>7} {'b/slot':>7}"
-              f" {'c slots':>7} {'(p-1)/v':>7} {'c/(p-1)':>7} {'par/GPU B':>9} {'opt B':>6} {'pp':>3} {'vp':>3} {'dp':>5}"
-              f" {'ms/Bpar':>7} {'ms/stage':>8}  stack, gpu"]
+              f" {'c slots':>7} {'(p-1)/v':>7} {'c/(p-1)':>7} {'par/GPU B':>9} {'opt B':>6} {'pp':>3} {'vp':>3}"
+              f" {'dp':>5} {'ms/Bpar':>7} {'ms/stage':>8}  stack, gpu"]
     for s in varying:
         f = s["fits"]["c+b m"]
         lines.append(f"   {s['short']:<50} {f['dof']:>3} {f['residual']:>6.2%} {f['c']:>+7.3f}"
