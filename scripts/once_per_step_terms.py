@@ -41,8 +41,9 @@ import sys
 import numpy as np
 
 from simcluster.core import script_entry
+from simcluster.core.token_routing import expected_max_normal
 from simcluster.parallel import memory
-from simcluster.spec import config, stack
+from simcluster.spec import config, stack, variability
 from simcluster.studies import trends
 
 FITS = ("rate", "const", "rate+const", "c+b m")
@@ -59,7 +60,8 @@ def row_of(case: dict, scenario: config.Scenario) -> dict:
             "vp": p.virtual_stages, "tp": p.tp, "m": t.global_batch_size // (p.dp * t.micro_batch_size),
             "batch": t.global_batch_size, "seq": t.seq_len, "gpu": scenario.cluster.gpu.name,
             "stack": stack.family(scenario), "zero": p.zero_stage,
-            "params B": params / 1e9, "opt params B": params / (p.dp if p.zero_stage >= 1 else 1) / 1e9,
+            "params B": params / 1e9, "grad GB": params * memory.BYTES_PER_ELEMENT[p.grad_reduce_dtype] / 1e9,
+            "overlap": bool(p.overlap_grad_reduce), "opt params B": params / (p.dp if p.zero_stage >= 1 else 1) / 1e9,
             "bubble slots": (p.pp - 1) / p.virtual_stages, "sim": sim,
             "published": sim * float(case["simulated_tflops"]) / float(case["published_tflops"])}
 
@@ -116,6 +118,14 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def straggler_trend(gpus_first: int, gpus_last: int, cv: float | None = None) -> float:
+    """The trend error a persistent per-GPU speed spread alone would make from ``gpus_first`` to ``gpus_last`` GPUs
+    (every GPU waits for the slowest once a step or oftener): exp(cv x (E[max of N1] - E[max of N0])) - 1, cv the
+    sourced ``gpu_speed_cv`` of data/variability.yaml (round 34: about 1 point a decade)."""
+    cv = variability.measured()["gpu_speed_cv"] if cv is None else cv
+    return math.exp(cv * (expected_max_normal(gpus_last) - expected_max_normal(gpus_first))) - 1
+
+
 def series_summary(rows: list[dict]) -> dict:
     """A series' fits and its drivers (the busiest row's: the largest GPU count)."""
     last = rows[-1]
@@ -130,11 +140,13 @@ def series_summary(rows: list[dict]) -> dict:
             "c of c+b m": c_m, "slot s": slot, "last published": last["published"], "c+b m slots": c_m / slot,
             "bubble slots": last["bubble slots"],
             "verdict": verdict(rows, fits),
+            "trend": (rows[-1]["published"] / rows[-1]["sim"]) / (rows[0]["published"] / rows[0]["sim"]) - 1,
+            "straggler": straggler_trend(rows[0]["gpus"], rows[-1]["gpus"]),
             "c share": c / float(np.mean([r["published"] for r in rows])),
             "D": [r["published"] - r["sim"] for r in rows], "m": [r["m"] for r in rows],
             "gpus": [r["gpus"] for r in rows], "error": [r["published"] / r["sim"] - 1 for r in rows],
-            **{k: last[k] for k in ("params B", "opt params B", "pp", "vp", "dp", "tp", "stack", "gpu", "seq",
-                                      "zero")}}
+            **{k: last[k] for k in ("params B", "grad GB", "overlap", "opt params B", "pp", "vp", "dp", "tp", "stack",
+                                    "gpu", "seq", "zero")}}
 
 
 def verdict(rows: list[dict], fits: dict) -> str:
@@ -191,7 +203,8 @@ def report(summaries: list[dict]) -> list[str]:
               "", f"== m varies ({len(varying)} series): c and b of D = c + b m against candidate drivers",
               f"   {'series (first row)':<50} {'dof':>3} {'resid':>6} {'c s':>7} {'c/step':>7} {'b/slot':>7}"
               f" {'c slots':>7} {'(p-1)/v':>7} {'c/(p-1)':>7} {'par/GPU B':>9} {'opt B':>6} {'pp':>3} {'vp':>3}"
-              f" {'dp':>5} {'ms/Bpar':>7} {'ms/stage':>8}  stack, gpu"]
+              f" {'dp':>5} {'ms/Bpar':>7} {'ms/stage':>8} {'grad GB':>7} {'s/GB':>6} {'trend':>6} {'straggler':>9}"
+              "  stack, gpu"]
     for s in varying:
         f = s["fits"]["c+b m"]
         lines.append(f"   {s['short']:<50} {f['dof']:>3} {f['residual']:>6.2%} {f['c']:>+7.3f}"
@@ -199,7 +212,9 @@ def report(summaries: list[dict]) -> list[str]:
                      f" {s['bubble slots']:>7.2f} {s['c+b m slots'] / max(s['pp'] - 1, 1):>+7.2f}"
                      f" {s['params B']:>9.3f} {s['opt params B']:>6.3f} {s['pp']:>3} {s['vp']:>3} {s['dp']:>5}"
                      f" {f['c'] * 1e3 / s['params B']:>+7.0f} {f['c'] * 1e3 / s['pp']:>+8.0f}"
-                     f"  {s['stack']}, {s['gpu']}")
+                     f" {s['grad GB']:>7.2f} {f['c'] / s['grad GB']:>+6.3f} {s['trend']:>+6.1%} {s['straggler']:>+9.1%}"
+                     f"  {s['stack']}, {s['gpu']}"
+                     f"{', DP overlapped' if s['overlap'] else ''}")
     # each recipe once: a recipe with several curves by its curves (their fits are the better), not as a whole
     split = {s["series"].split(" batch ")[0] for s in varying if s["curve"]}
     ranked = [s for s in varying if s["curve"] or s["series"].split(" (")[0] not in split]
@@ -208,20 +223,22 @@ def report(summaries: list[dict]) -> list[str]:
         f"{label} {spearman([key(s) for s in ranked], cs):+.2f}" for label, key in DRIVERS))
     lines += ["", f"== one m ({len(fixed)} series): a constant cannot make a trend; D's change per doubling of GPUs",
               f"   {'series (first row)':<50} {'gpus':>11} {'D first':>8} {'D last':>8} {'ms/doubling':>11}"
-              f" {'of step':>7} {'err first':>9} {'err last':>8}  stack, gpu"]
+              f" {'of step':>7} {'err first':>9} {'err last':>8} {'trend':>6} {'straggler':>9}  stack, gpu"]
     for s in fixed:
         doublings = math.log2(s["gpus"][-1] / s["gpus"][0])
         per = (s["D"][-1] - s["D"][0]) / doublings
         lines.append(f"   {s['short']:<50} {s['gpus'][0]:>5}-{s['gpus'][-1]:<5} {s['D'][0]:>+8.3f}"
                      f" {s['D'][-1]:>+8.3f} {per * 1e3:>+11.1f} {per / s['last published']:>+7.2%}"
-                     f" {s['error'][0]:>+9.1%} {s['error'][-1]:>+8.1%}  {s['stack']}, {s['gpu']}")
+                     f" {s['error'][0]:>+9.1%} {s['error'][-1]:>+8.1%} {s['trend']:>+6.1%} {s['straggler']:>+9.1%}"
+                     f"  {s['stack']}, {s['gpu']}")
     return lines
 
 
 # the candidate drivers of c (Spearman's rho across the series where m varies)
 DRIVERS = (("params/GPU", lambda s: s["params B"]), ("optimizer params/GPU", lambda s: s["opt params B"]),
            ("pp", lambda s: s["pp"]), ("pp x vp", lambda s: s["pp"] * s["vp"]),
-           ("(pp-1)/vp", lambda s: s["bubble slots"]), ("dp", lambda s: s["dp"]), ("seq", lambda s: s["seq"]))
+           ("(pp-1)/vp", lambda s: s["bubble slots"]), ("dp", lambda s: s["dp"]), ("seq", lambda s: s["seq"]),
+           ("gradient GB/GPU x [dp > 1]", lambda s: s["grad GB"] * (s["dp"] > 1)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ recipe's rows (MT-NLG's three node counts, m = 1920 / dp), and unreadable input 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,11 @@ def test_a_recipe_at_two_batches_is_also_two_curves():
     assert [[(r["gpus"], r["m"]) for r in s] for s in series] == [
         [(256, 192), (512, 96), (3072, 128), (6144, 64)], [(256, 192), (512, 96)], [(3072, 128), (6144, 64)]]
     assert series[1][0]["label"].endswith("batch 768") and series[2][0]["label"].endswith("batch 6144")
+
+
+def test_straggler_trend_is_the_slowest_gpu_closed_form():
+    # E[max of 8 standard normals] = 1.4236 (Harter 1961); of 1: 0. At cv 0.015: exp(0.015 x 1.4236) - 1 = 2.16%,
+    # within Blom's approximation (1.4338 for 8: +0.7%)
+    assert terms.straggler_trend(1, 8, cv=0.015) == pytest.approx(math.exp(0.015 * 1.4236) - 1, rel=0.01)
+    assert terms.straggler_trend(64, 64, cv=0.015) == 0.0
+    assert terms.straggler_trend(8, 1000) == pytest.approx(math.exp(0.015 * (3.2414 - 1.4236)) - 1, rel=0.02)
