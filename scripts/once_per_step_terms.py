@@ -16,19 +16,21 @@ Per series, with D = published - simulated (the time the model misses, seconds a
 
 - ``rate``: published = a x simulated (a per-run constant error; n - 1 degrees of freedom);
 - ``const``: D = c (one missing cost a step, the same at every GPU count; n - 1);
-- ``rate+const``: published = a x simulated + c (n - 2; needs two different simulated steps);
+- ``rate+const``: published = a x simulated + c (n - 2; needs two different m: at one m the simulated steps differ
+  by communication only, and a and c trade off);
 - ``c+b m``: D = c + b x m (a per-microbatch rate error b and a per-step cost c; n - 2; needs two different m).
 
 Each fit's largest |residual| as a share of its row's published step. The simulated step is nearly all
-per-microbatch work (the optimizer step and the exposed data-parallel reduction are ~1-4% of it), so ``rate`` and
-``c+b m`` ask the same question in two units. A series whose ``const`` fit is as good as ``rate+const`` and better than
-``rate`` has its trend explained by a constant; one where ``rate`` fits the best has no trend to explain.
+per-microbatch work (the optimizer step and the exposed data-parallel reduction are ~0.1-4% of it), so
+``rate+const`` and ``c+b m`` ask the same question in two units.
 
-Then c (the ``const`` fit; ``rate+const``'s where identifiable beside it) against candidate drivers per series:
-parameters per GPU (the busiest pipeline stage's, routed experts included), parameters the optimizer updates per GPU
-(/ dp under a distributed optimizer, ZeRO >= 1), pipeline depth and chunks, data-parallel width, stack family, GPU,
-sequence length; and c per unit of each (ms per billion parameters per GPU, per stage, per log2 of the DP ranks) with
-its spread across series, and Spearman's rho of c with each driver.
+Then two tables. Where m varies: ``c+b m``'s c (s, share of the largest-GPU row's published step, and in that row's
+microbatch slots: its simulated step / (m + (pp - 1) / vp); per pipeline hop), b per slot, and c per unit of each
+candidate driver: parameters per GPU (the busiest pipeline stage's, routed experts included), parameters the
+optimizer updates per GPU (/ dp under ZeRO >= 1), pipeline stages, gradient bytes per GPU (the reduce dtype's); with
+Spearman's rho of c with each driver (``DRIVERS``; a recipe split into batch curves counted by its curves). Where m
+is fixed a constant makes no trend, so: D's change per doubling of GPUs, the trend error (1 + error last) / (1 +
+error first) - 1, and beside it ``straggler_trend``, what the sourced per-GPU speed spread alone would make.
 """
 
 from __future__ import annotations
@@ -256,11 +258,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{label}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
         if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
             parser.error(f"{label}: {path} is not validate --json output (no 'cases' list)")
+        bad = next((i for i, c in enumerate(data["cases"])
+                    if not isinstance(c, dict) or not isinstance(c.get("scenario"), str)), None)
+        if bad is not None:
+            parser.error(f"{label}: {path} case {bad} has no scenario name")
         cases += data["cases"]
     summaries = [series_summary(rows) for rows in series_of(cases)]
     print("\n".join(report(summaries)))
     if args.csv:
-        with open(args.csv, "w", newline="") as out:
+        try:
+            out = open(args.csv, "w", newline="")
+        except OSError as exc:
+            parser.error(f"--csv: cannot write {args.csv}: {exc.strerror}")
+        with out:
             writer = csv.writer(out)
             writer.writerow(["series", "rows", *(f"{f} {k}" for f in FITS for k in ("a", "c", "b", "residual",
                                                                                      "dof")),

@@ -68,7 +68,7 @@ def test_mtnlg_is_one_series_with_m_from_dp():
     assert summary["verdict"].startswith("m varies") and summary["fits"]["c+b m"]["dof"] == 1
 
 
-@pytest.mark.parametrize("text", [None, "{\"cases\": 3}"])
+@pytest.mark.parametrize("text", [None, "{\"cases\": 3}", "{\"cases\": [{\"error\": 0.1}]}", "[1, 2"])
 def test_bad_input_is_one_line_exit_2(tmp_path, text):
     path = tmp_path / "val.json"
     if text is not None:
