@@ -18,6 +18,7 @@ The memory-bound share of a phase is that of one transformer layer (the bulk of 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from simcluster.collectives import nccl
@@ -44,9 +45,11 @@ def slowdowns(scenario, layout) -> Slowdowns:
              for phase, parts in PHASES.items()}
     per_node = scenario.cluster.gpus_per_node
     replicas = {r for d in layout.group(0, "dp") for r in layout.group(d, "cp")}
-    if len({r // per_node for r in replicas}) > 1:
+    members = Counter(r // per_node for r in replicas)
+    if len(members) > 1:  # a ring across nodes, crossing each by one NIC a member GPU (ring_channels' rails)
         dp = interference.comm_kernel(
-            "network", scenario.cluster.nic.rate * nccl.efficiency("ring", "Simple", "network"), gpu)
+            "network", scenario.cluster.nic.rate * nccl.efficiency("ring", "Simple", "network"), gpu,
+            nics=min(members.values()))
     else:
         dp = interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu),
                                       gpu)

@@ -74,21 +74,27 @@ class CommKernel:
     persistent: bool = True
 
 
-def comm_kernel(transport: str, wire_bytes_per_s: float, gpu: GpuSpec) -> CommKernel:
+def comm_kernel(transport: str, wire_bytes_per_s: float, gpu: GpuSpec, nics: int | None = None) -> CommKernel:
     """The kernel of a collective on ``transport`` (``TRANSPORTS``: an NVLink ring, a ring across nodes, Transformer
-    Engine's userbuffers) moving ``wire_bytes_per_s`` per direction on ``gpu``."""
-    return CommKernel(ctas(transport, gpu), wire_bytes_per_s)
+    Engine's userbuffers) moving ``wire_bytes_per_s`` per direction on ``gpu``; ``nics``: for a ring across nodes,
+    the NICs it crosses each node by (``ctas``)."""
+    return CommKernel(ctas(transport, gpu, nics), wire_bytes_per_s)
 
 
-def ctas(transport: str, gpu: GpuSpec) -> int:
+def ctas(transport: str, gpu: GpuSpec, nics: int | None = None) -> int:
     """CTAs (each holding its SM) of a communication kernel on ``transport`` on ``gpu``: interference.yaml ``ctas``;
     an NVLink ring on a GPU of another NVLink generation takes ``nvlink_by_generation`` (NVLink 5: 32, NCCL's init
-    log on a DGX B200) where listed."""
+    log on a DGX B200) where listed. A ring across nodes that crosses each node by ``nics`` NICs launches
+    ``network_ctas_per_nic`` for each, at most ``ctas.network`` (NCCL: 2 SMs at one NIC, 16 at eight); without
+    ``nics`` (an all-to-all), ``ctas.network``."""
     assert transport in TRANSPORTS, transport
     if transport == "nvlink":
         by_generation = constants()["nvlink_by_generation"]
         if gpu.nvlink_generation in by_generation:
             return by_generation[gpu.nvlink_generation]
+    if transport == "network" and nics is not None:
+        assert nics >= 1, nics
+        return min(constants()["ctas"]["network"], constants()["network_ctas_per_nic"] * nics)
     return constants()["ctas"][transport]
 
 
