@@ -245,3 +245,25 @@ def test_module_checkpoints_without_their_module_are_refused(name, modules, mess
     data["training"]["recompute_modules"] = modules
     with pytest.raises((ScenarioError, ValueError), match=f"training.recompute_modules: {message}"):
         config.Scenario.model_validate(data)
+
+
+@pytest.mark.parametrize("side", ["balanced", "dropless"])
+@pytest.mark.parametrize(("seq", "cp"), [(16384, 1), (32768, 2), (65536, 4), (131072, 8)])
+def test_the_zoo_long_context_rows_state_the_readme_and_its_command(seq, cp, side):
+    """best_practice/qwen3/readme.md @ 020b8136: 32 nodes, TP 4, CP by length, GBS 256; PP 8, VPP 4, EP 8,
+    --recompute-modules layernorm moe; forced balance or dropless; the held-out step is Megatron-LM's FLOP count over
+    the row's TFLOP/s x 256 GPUs."""
+    from scripts.moe_dropless_pairs import LONG_CONTEXT, zoo_step_s
+    from simcluster.studies import validation
+
+    name = f"moezoo-qwen3-235b-256-h100-lc{seq // 1024}k-{side}"
+    s = config.load(name)
+    p, t = s.parallelism, s.training
+    assert (s.cluster.nodes * s.cluster.gpus_per_node, p.tp, p.cp, p.pp, p.virtual_stages, p.ep) == (256, 4, cp, 8, 4, 8)
+    assert (t.seq_len, t.global_batch_size, t.micro_batch_size, t.precision) == (seq, 256, 1, "bf16")
+    assert t.recompute_modules == ("layernorm", "moe") and t.activation_recompute == "none"
+    assert s.model.moe.load == ("balanced" if side == "balanced" else "measured")
+    row = next(r for r in LONG_CONTEXT if r.seq_len == seq)
+    tflops = row.balanced_tflops if side == "balanced" else row.dropless_tflops
+    case = next(c for c in validation.held_out_cases() if c["scenario"] == name)
+    assert case["step_time_s"] == pytest.approx(zoo_step_s(s.model, seq, 256, 4, tflops), abs=0.006)
