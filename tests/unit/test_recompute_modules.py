@@ -259,7 +259,8 @@ def test_the_zoo_long_context_rows_state_the_readme_and_its_command(seq, cp, sid
     name = f"moezoo-qwen3-235b-256-h100-lc{seq // 1024}k-{side}"
     s = config.load(name)
     p, t = s.parallelism, s.training
-    assert (s.cluster.nodes * s.cluster.gpus_per_node, p.tp, p.cp, p.pp, p.virtual_stages, p.ep) == (256, 4, cp, 8, 4, 8)
+    gpus = s.cluster.nodes * s.cluster.gpus_per_node
+    assert (gpus, p.tp, p.cp, p.pp, p.virtual_stages, p.ep) == (256, 4, cp, 8, 4, 8)
     assert (t.seq_len, t.global_batch_size, t.micro_batch_size, t.precision) == (seq, 256, 1, "bf16")
     assert t.recompute_modules == ("layernorm", "moe") and t.activation_recompute == "none"
     assert s.model.moe.load == ("balanced" if side == "balanced" else "measured")
