@@ -9,8 +9,9 @@ Source: yanring/Megatron-MoE-ModelZoo ``best_practice/qwen3/readme.md`` (commit 
 rows is the same as at c1ad0b5c). Its "Long Context" table states, for 32 nodes of H100, DeepEP, bf16, TP 4, EP 8,
 PP 8, VPP 4 (its command), GBS 256, per-GPU TFLOP/s with ``--moe-router-force-load-balancing`` and dropless. The
 zoo's TFLOP/s are Megatron-LM's count (``megatron_flop_per_token``), checked on the held-out rows, whose table gives
-both a step time and TFLOP/s (``ZOO_ROWS``); a long-context row's step is that count over its TFLOP/s. These
-pairs are not validation rows: nothing here sets a constant.
+both a step time and TFLOP/s (``ZOO_ROWS``); a long-context row's step is that count over its TFLOP/s. Since
+round 35 the pairs are held-out rows too (``moezoo-qwen3-235b-256-h100-lc*``, rule Z in docs/calibration.md "Round 35:
+the moe, mlp and shared_experts recompute modules"); nothing here sets a constant.
 """
 
 from __future__ import annotations
@@ -103,12 +104,12 @@ def with_load(scenario, load, **training):
 
 
 def long_context_scenario(row: LongContext, load):
-    """The TP 4 held-out scenario at a long-context row's sequence, CP and batch. The zoo's command recomputes
-    ``layernorm moe`` (the whole MoE layer); the model has no ``moe`` checkpoint, so ``layernorm moe_act`` stands in
-    for it (the forced-balance side then also lacks the MoE layer's recomputed forward: simulated fast by it)."""
+    """The TP 4 held-out scenario at a long-context row's sequence, CP and batch, recomputing ``layernorm moe`` (the
+    whole MoE layer) as the zoo's command does (round 35; before it ``layernorm moe_act`` stood in). The held-out
+    rows ``moezoo-qwen3-235b-256-h100-lc*`` are these scenarios with the model's max_seq_len raised."""
     base = config.load(ROW_PREFIX + "tp4")
     data = with_load(base, load, seq_len=row.seq_len, global_batch_size=LONG_CONTEXT_BATCH,
-                     recompute_modules=["layernorm", "moe_act"])
+                     recompute_modules=["layernorm", "moe"])
     data["parallelism"].update(cp=row.cp, dp=base.parallelism.dp // row.cp)
     return config.from_dict(data)
 

@@ -25,6 +25,7 @@ L*(1 + (p - 1)/(p*v)) layers' worth.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,7 +45,10 @@ from simcluster.workload.ops import (
     LAYERNORM,
     LOGITS_SOFTMAX_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
+    MLP,
+    MOE,
     MOE_ACT,
+    SHARED_EXPERTS,
     Shard,
     local_kv_hidden,
     norm_statistics,
@@ -415,11 +419,8 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     replicated = ((2 * residual_bytes(shard) + 2 * g) * h + masks) * tokens / shard.sp_divisor
     q_local = model.q_hidden / shard.tp
     kv_local = local_kv_hidden(model, shard.tp)
-    mlp_tensors = MLP_STORED_FFN_TENSORS[model.mlp] + (
-        EAGER_SWIGLU_EXTRA_STORED_TENSORS if shard.mlp_activation == EAGER_SWIGLU else 0)
-    ffn_local = model.ffn / shard.tp
     attention = e * (2 * q_local + 2 * kv_local) + (BYTES_PER_ELEMENT["fp8"] * q_local if fp8 else 0)
-    split = tokens * (attention + (mlp_tensors - 1) * e * ffn_local + g * ffn_local)
+    split = tokens * attention + dense_mlp_split_bytes(model, shard)
     scores = 0.0
     if shard.attention == "naive" and shard.recompute == "none":
         s_q = shard.seq_len / shard.cp
@@ -428,7 +429,31 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
         scores = per_score * shard.micro_batch * heads_local * s_q * shard.seq_len
     return (replicated + split + scores + qk_norm_activation_bytes(model, shard)
             - (norm_output_bytes(model, shard) if model.mla is not None else 0.0)
-            + autocast_weight_copy_bytes(model, shard) + eager_norm_extra_bytes(model, shard))
+            + autocast_weight_copy_bytes(model, shard) + eager_norm_extra_bytes(model, shard)
+            - mlp_checkpoint_bytes(model, shard))
+
+
+def dense_mlp_split_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """The dense MLP's TP-split stored tensors, per microbatch and rank (``layer_activation_bytes``): the
+    activation's inputs (MLP_STORED_FFN_TENSORS - 1, e bytes; more for eager SwiGLU) and the down-projection's input
+    (a stored GEMM input, g bytes), ffn/tp wide each."""
+    e = shard.activation_bytes_per_element
+    g = BYTES_PER_ELEMENT["fp8"] if shard.precision == "fp8" else e
+    mlp_tensors = MLP_STORED_FFN_TENSORS[model.mlp] + (
+        EAGER_SWIGLU_EXTRA_STORED_TENSORS if shard.mlp_activation == EAGER_SWIGLU else 0)
+    return shard.tokens * ((mlp_tensors - 1) * e + g) * model.ffn / shard.tp
+
+
+def mlp_checkpoint_bytes(model: TransformerSpec, shard: Shard) -> float:
+    """What ``recompute_modules: [mlp]`` frees in a dense layer, per microbatch and rank: the checkpointed MLP
+    (Transformer Engine's LayerNormMLP, the pre-MLP norm fused into fc1) keeps its input, the residual stream the
+    norm reads (kept anyway, ``layer_activation_bytes``' norm input), and stores nothing else: fc1's input (the
+    norm's output, g*T*h/sp) and the split tensors (``dense_mlp_split_bytes``) are rebuilt before its backward.
+    0 without it or with full recompute."""
+    if MLP not in shard.recompute_modules or shard.recompute == "full":
+        return 0.0
+    g = BYTES_PER_ELEMENT["fp8"] if shard.precision == "fp8" else shard.activation_bytes_per_element
+    return g * shard.tokens / shard.sp_divisor * model.hidden + dense_mlp_split_bytes(model, shard)
 
 
 def eager_norm_extra_bytes(model: TransformerSpec, shard: Shard) -> float:
@@ -477,15 +502,19 @@ def moe_layer_activation_bytes(model: TransformerSpec, shard: Shard, ep: int, et
     with the dense MLP's split tensors replaced by the experts': the permuted expert input (a stored GEMM input,
     h wide) and the activation and down-projection inputs, on the busiest rank's ``load`` x k x tokens/tp rows
     (``workload.moe``); the router's probabilities (fp32, tokens/tp x experts); the shared experts like a dense MLP.
-    Full recompute keeps the layer input only, as for a dense layer."""
-    dense = layer_activation_bytes(model, shard)
+    Full recompute keeps the layer input only, as for a dense layer. ``recompute_modules``: moe keeps the MoE
+    block's input only (the pre-MLP norm's output, MoELayer's checkpoint input, counted as the dense MLP's input):
+    no router probabilities, expert or shared-expert tensors; shared_experts drops the shared experts' tensors
+    (their input is the same norm output); mlp leaves an MoE layer alone."""
     if shard.recompute == "full":
-        return dense
+        return layer_activation_bytes(model, shard)
+    dense = layer_activation_bytes(model, shard) + mlp_checkpoint_bytes(model, shard)
     moe, h, e = model.moe, model.hidden, shard.activation_bytes_per_element
     g = BYTES_PER_ELEMENT["fp8"] if shard.precision == "fp8" else e
     mlp_tensors = MLP_STORED_FFN_TENSORS[model.mlp]
     dense_mlp = shard.tokens * ((mlp_tensors - 1) * e + g) * model.ffn / shard.tp
     shared = shard.tokens * ((mlp_tensors - 1) * e + g) * moe.shared_experts * moe.ffn_hidden / shard.tp
+    modules = shard.recompute_modules
     routed = shard.tokens / shard.tp
     rows = etp * routed * moe.top_k * load      # expert rows on this rank: experts/ep x ep*etp*routed*k*load/E
     # recompute_modules: [moe_act] drops the activation's output, the down-projection's stored input (with fp8
@@ -493,7 +522,23 @@ def moe_layer_activation_bytes(model: TransformerSpec, shard: Shard, ep: int, et
     act_output = 0.0 if MOE_ACT in shard.recompute_modules else g
     experts = rows * (g * h + ((mlp_tensors - 1) * e + act_output) * moe.ffn_hidden / etp)
     probabilities = ROUTER_PROBABILITY_BYTES * routed * moe.experts
+    if MOE in modules:   # the checkpointed block keeps its input only
+        shared = experts = probabilities = 0.0
+    if SHARED_EXPERTS in modules:
+        shared = 0.0
     return dense - dense_mlp + shared + experts + probabilities - norm_output_bytes(model, shard)
+
+
+def moe_checkpoint_rebuilt_bytes(model: TransformerSpec, shard: Shard, ep: int, etp: int, load: float) -> float:
+    """What one MoE layer's whole-module checkpoints (``recompute_modules``: moe, shared_experts) rebuild before its
+    backward, live beside the stored activations while that backward runs: the layer's activations without them
+    less with them (one layer at a time; 0 without them)."""
+    if not {MOE, SHARED_EXPERTS} & set(shard.recompute_modules) or shard.recompute == "full":
+        return 0.0
+    kept = tuple(module for module in shard.recompute_modules if module not in (MOE, SHARED_EXPERTS))
+    without = dataclasses.replace(shard, recompute_modules=kept)
+    return (moe_layer_activation_bytes(model, without, ep, etp, load)
+            - moe_layer_activation_bytes(model, shard, ep, etp, load))
 
 
 def dispatch_buffer_bytes(model: TransformerSpec, shard: Shard, load: float) -> float:
@@ -786,6 +831,8 @@ def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = Fal
         transient = backward_working_bytes(model, shard)
         if shard.recompute == "selective":
             transient += layer_activation_bytes(model, full) - layer_activation_bytes(model, shard)
+        else:   # a checkpointed dense MLP rebuilt before its backward (in the difference above with selective)
+            transient += mlp_checkpoint_bytes(model, shard)
     if last_stage:
         transient = max(transient, loss_transient_bytes(model, shard, logits_memory))
     return WORKSPACE_FIXED_BYTES + transient
@@ -878,7 +925,8 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
                                                                 strict=True))
         load = step_load(m, shard, p.ep, p.etp)
         per_moe_layer = moe_layer_activation_bytes(m, shard, p.ep, p.etp, load)
-        workspace += dispatch_buffer_bytes(m, shard, load)
+        workspace += dispatch_buffer_bytes(m, shard, load) + moe_checkpoint_rebuilt_bytes(m, shard, p.ep, p.etp,
+                                                                                          load)
     activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
                                          stage, p.layers_per_stage, per_moe_layer, t.activation_offload_layers,
                                          t.logits_memory)

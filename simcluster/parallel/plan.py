@@ -55,6 +55,9 @@ from simcluster.workload import (
 )
 from simcluster.workload.ops import (
     HIGH_PRECISION,
+    MLP,
+    MOE,
+    SHARED_EXPERTS,
     MlpBlock,
     Op,
     Shard,
@@ -234,16 +237,41 @@ def tp_collectives_per_layer(scenario: Scenario, moe_layer: bool = False) -> dic
     section 4.2.2). Full recompute repeats the forward's collectives during the backward. An MoE layer without
     shared experts keeps only the attention's pair: its router and experts work on the sequence-parallel tokens,
     which the dispatch moves (Megatron-Core's alltoall dispatcher); shared experts are a TP-split MLP with its pair.
+    A whole-module checkpoint re-runs its MLP's pair (``mlp_pairs_recomputed``).
     """
     if scenario.parallelism.tp == 1:
         return {"forward": [], "backward": []}
     per_layer = 1 if moe_layer and not scenario.model.moe.shared_experts else 2
-    fwd = ([("reduce_scatter", per_layer), ("all_gather", per_layer)] if scenario.parallelism.sequence_parallel
-           else [("allreduce", per_layer)])
+    pair = [("reduce_scatter", 1), ("all_gather", 1)] if scenario.parallelism.sequence_parallel else [("allreduce", 1)]
+    fwd = [(op, per_layer * count) for op, count in pair]
     bwd = list(fwd)
     if scenario.training.activation_recompute == "full":
         bwd = bwd + fwd
+    recomputed = mlp_pairs_recomputed(scenario, moe_layer)
+    if recomputed:
+        bwd = bwd + [(op, recomputed * count) for op, count in pair]
     return {"forward": fwd, "backward": bwd}
+
+
+def module_checkpoints(scenario: Scenario) -> tuple[str, ...]:
+    """The whole-module checkpoints of ``training.recompute_modules`` that run: none under full recompute, which
+    re-runs the layer already (Megatron-Core applies recompute_modules with selective granularity only)."""
+    t = scenario.training
+    return () if t.activation_recompute == "full" else tuple(
+        module for module in t.recompute_modules if module in (MLP, MOE, SHARED_EXPERTS))
+
+
+def mlp_pairs_recomputed(scenario: Scenario, moe_layer: bool) -> int:
+    """Tensor-parallel collective pairs (all-reduce, or reduce-scatter and all-gather) a layer's module checkpoints
+    re-run before its backward: the dense MLP's (``mlp``: fc1's sequence-parallel gather and fc2's reduction sit
+    inside the checkpointed MLP); in an MoE layer the shared experts' once for ``moe`` and once for
+    ``shared_experts`` (nested checkpoints each re-run their forward, ``ops.module_recompute``)."""
+    modules = module_checkpoints(scenario)
+    if not moe_layer:
+        return int(MLP in modules)
+    if not scenario.model.moe.shared_experts:
+        return 0
+    return int(MOE in modules) + int(SHARED_EXPERTS in modules)
 
 
 # Transformer Engine gathers the sequence-parallel inputs of its GEMMs in fp8 in fp8 training: LayerNormLinear and
@@ -775,13 +803,14 @@ def mxfp8_scale_gathers(scenario: Scenario, ops: dict[str, list], phases: tuple[
 
 def expert_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple[str, int]]]:
     """Expert parallelism's all-to-alls of one MoE layer per phase, as (op, count): token dispatch and combine
-    forward, their gradients backward (Megatron-Core's alltoall token dispatcher); full recompute repeats the
+    forward, their gradients backward (Megatron-Core's alltoall token dispatcher); full recompute and
+    ``recompute_modules: [moe]`` (MoELayer's checkpointed custom_forward holds dispatch and combine) repeat the
     forward's. None without expert parallelism (ep = 1: every token's experts are local)."""
     if scenario.model.moe is None or scenario.parallelism.ep == 1:
         return {"forward": [], "backward": []}
     forward = [("alltoall", 2)]
     backward = list(forward)
-    if scenario.training.activation_recompute == "full":
+    if scenario.training.activation_recompute == "full" or MOE in module_checkpoints(scenario):
         backward = backward + forward
     return {"forward": forward, "backward": backward}
 
@@ -790,12 +819,13 @@ def expert_tensor_parallel_per_layer(scenario: Scenario) -> dict[str, list[tuple
     """Expert tensor parallelism's collectives of one MoE layer per phase: after the dispatch the ETP ranks
     all-gather their tokens (each expert shard sees the group's tokens), before the combine they reduce-scatter the
     partial expert outputs (Megatron-Core's alltoall dispatcher with moe_expert_tensor_parallel_size > 1);
-    backward the reverse pair; full recompute repeats the forward's. None with etp = 1."""
+    backward the reverse pair; full recompute and ``recompute_modules: [moe]`` repeat the forward's. None with
+    etp = 1."""
     if scenario.model.moe is None or scenario.parallelism.etp == 1:
         return {"forward": [], "backward": []}
     forward = [("all_gather", 1), ("reduce_scatter", 1)]
     backward = list(forward)
-    if scenario.training.activation_recompute == "full":
+    if scenario.training.activation_recompute == "full" or MOE in module_checkpoints(scenario):
         backward = backward + forward
     return {"forward": forward, "backward": backward}
 

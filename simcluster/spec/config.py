@@ -715,14 +715,17 @@ class Training(_Defaulted):
         "unstated, the release is the GPU's era (NeMo 2.x defaults to delayed on Blackwell too: state it) and the run "
         "names the recipe it defaulted (default_fp8_recipe)")
     activation_recompute: Literal["none", "selective", "full"] = "none"
-    recompute_modules: tuple[Literal["core_attn", "layernorm", "mla_up_proj", "moe_act"], ...] = Field(
+    recompute_modules: tuple[Literal["core_attn", "layernorm", "mla_up_proj", "moe_act", "mlp", "moe",
+                                     "shared_experts"], ...] = Field(
         (), description="modules recomputed before their backward on top of activation_recompute (Megatron-Core "
         "--recompute-modules with selective granularity; ignored with activation_recompute: full, which re-runs "
         "them all): core_attn the attention core (as activation_recompute: selective); layernorm the norms that "
         "are modules of their own (an MLA layer's input norm, an MoE layer's pre-MLP norm; a norm fused into the "
         "GEMM after it is not), their outputs not stored; mla_up_proj multi-head latent attention's query and "
         "key/value up-projections and rotary embedding (workload/mla.py); moe_act the routed experts' activation, "
-        "its output not stored (workload/ops.py module_recompute)")
+        "its output not stored; mlp the dense MLP (with its fused norm), moe the whole MoE layer (router, "
+        "permutations, dispatch and combine all-to-alls, experts, shared experts) and shared_experts the MoE layer's "
+        "shared experts, each a whole-module checkpoint keeping its input only (workload/ops.py module_recompute)")
     activation_offload_layers: Annotated[int, Strict()] = Field(
         0, ge=0, description="transformer layers whose saved activations go to host memory after their forward and "
         "come back before their backward (Megatron-Core cpu_offloading_num_layers, the first layers of the model); "
@@ -1671,6 +1674,7 @@ class Scenario(_Strict):
             # is only supported with moe_grouped_gemm"), the experts simcluster models
             raise ScenarioError("training.recompute_modules", "moe_act needs a model with moe (its grouped experts' "
                                 "activation)")
+        self._check_module_checkpoints()
         if t.optimizer.startswith("megatron") and (t.precision != "fp16" or self.parallelism.zero_stage):
             raise ScenarioError("training.optimizer", f"{t.optimizer} is Megatron-LM's fp16 optimizer wrapper: needs "
                                 "precision: fp16 and zero_stage: 0 (no distributed optimizer then)")
@@ -1789,6 +1793,21 @@ class Scenario(_Strict):
         if t.recompute_modules:
             raise ScenarioError("training.activation_offload_layers", "activation offloading needs no "
                                 "recompute_modules (Megatron-Core does not combine them)")
+
+    def _check_module_checkpoints(self) -> None:
+        """The whole-module checkpoints of ``recompute_modules`` need their module in the model. Megatron-Core
+        (TransformerConfig, 0.12+) accepts mlp, moe and shared_experts on any model and lets one without the module
+        do nothing (TransformerLayer sets recompute_mlp only when the layer's MLP is not an MoELayer; MoELayer's
+        shared_experts_recompute acts only with shared experts); a key that changes nothing is refused here."""
+        modules, moe = self.training.recompute_modules, self.model.moe
+        if "mlp" in modules and self.model.moe_layers == self.model.layers:
+            raise ScenarioError("training.recompute_modules", "mlp recomputes the dense MLP: every layer of this "
+                                "model is an MoE layer (use moe or moe_act)")
+        if "moe" in modules and moe is None:
+            raise ScenarioError("training.recompute_modules", "moe needs a model with moe (it recomputes the MoE "
+                                "layer)")
+        if "shared_experts" in modules and (moe is None or not moe.shared_experts):
+            raise ScenarioError("training.recompute_modules", "shared_experts needs a model with moe.shared_experts")
 
     def _check_experts(self) -> None:
         """Expert parallelism as Megatron-Core lays it out: ep x etp x expert-data-parallel = tp x cp x dp."""

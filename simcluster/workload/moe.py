@@ -287,7 +287,7 @@ def moe_block(model: TransformerSpec, shard: Shard, ep: int = 1, etp: int = 1, l
         cast_backward += shared.cast_backward_elements
     forward += forward_order(moe, permute, shared_forward, routed_forward, flex, ep, etp)
     return MlpBlock(forward, backward_input, backward_weight, cast_forward, cast_backward, standalone_norm=True,
-                    act_recompute=(act,))
+                    act_recompute=(act,), moe_layer=True, shared_forward=tuple(shared_forward))
 
 
 def router_gemms(router: Router, tokens: int, hidden: int, experts: int,

@@ -55,7 +55,12 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 # Megatron-Core's selective recompute modules (TransformerConfig.recompute_modules, --recompute-modules) that
 # ``layer_ops`` re-runs: the attention core (what activation_recompute: selective does), the norms Megatron-Core runs
 # as modules of their own (TransformerLayer recompute_input_layernorm / recompute_pre_mlp_layernorm), the routed
-# experts' activation (TEGroupedMLP activation_recompute); workload.mla adds mla_up_proj
+# experts' activation (TEGroupedMLP activation_recompute); workload.mla adds mla_up_proj. Whole-module checkpoints
+# (tensor_parallel.checkpoint, te.distributed.checkpoint with fp8: the module's first forward runs without autograd,
+# its input kept, the forward re-run before its backward): the dense MLP (TransformerLayer recompute_mlp, not an
+# MoELayer), the MoE layer (MoELayer moe_layer_recompute: custom_forward, router to combine) and its shared experts
+# (MoELayer shared_experts_recompute); Megatron-Core transformer_config.py, module_recompute
+MLP, MOE, SHARED_EXPERTS = "mlp", "moe", "shared_experts"
 CORE_ATTN, LAYERNORM, MOE_ACT = "core_attn", "layernorm", "moe_act"
 # Attention kernels (``training.attention``): "flash" is FlashAttention-2/3 or cuDNN's fused kernel (Megatron-Core,
 # NeMo); "flash_triton" the Triton FlashAttention of flash-attention's flash_attn_triton.py that MosaicML's
@@ -688,6 +693,10 @@ class MlpBlock:
     standalone_norm: bool = False
     # what recompute_modules: [moe_act] re-runs before the backward (the routed experts' activation, workload.moe)
     act_recompute: tuple[Op, ...] = ()
+    # an MoE layer's block (workload.moe: recompute_modules moe re-runs it, mlp does not) and the forward of its
+    # shared experts (what recompute_modules: [shared_experts] re-runs)
+    moe_layer: bool = False
+    shared_forward: tuple[Op, ...] = ()
 
 
 def mlp_block(model: TransformerSpec, shard: Shard, ffn: int | None = None, name: str = "mlp") -> MlpBlock:
@@ -933,11 +942,25 @@ def module_recompute(model: TransformerSpec, shard: Shard, mlp: MlpBlock, attn_n
     moe_act: the routed experts' activation (``MlpBlock.act_recompute``). The q/k norms of ``qk_layernorm`` are not
     among them: Megatron-Core's layernorm recompute checkpoints TransformerLayer's input_layernorm and
     pre_mlp_layernorm only (transformer_layer.py recompute_input_layernorm / recompute_pre_mlp_layernorm), and
-    SelfAttention calls q_layernorm / k_layernorm directly, outside any checkpoint."""
+    SelfAttention calls q_layernorm / k_layernorm directly, outside any checkpoint.
+
+    The whole-module checkpoints (``MLP``, ``MOE``, ``SHARED_EXPERTS``) re-run their module's forward once: mlp a
+    dense layer's MLP with the norm Transformer Engine fuses into its fc1 (LayerNormMLP; the pre-MLP norm is
+    IdentityOp), nothing in an MoE layer; moe an MoE layer's whole block, router, permutations, host syncs, shared
+    and routed experts (MoELayer.forward's custom_forward, dispatch and combine included: their all-to-alls are
+    ``parallel.plan.expert_parallel_per_layer``'s); shared_experts the shared experts' MLP. The modules nest as in
+    Megatron-Core, each checkpoint re-running its own forward: moe with moe_act or shared_experts re-runs the
+    activation or the shared experts once more inside the recomputed layer, so the counts add."""
     ops: list[Op] = []
     if LAYERNORM in shard.recompute_modules:
         ops += [op for norm, own in ((attn_norm, model.mla is not None), (mlp_norm, mlp.standalone_norm)) if own
                 for op in norm]
+    if MLP in shard.recompute_modules and not mlp.moe_layer:
+        ops += [*([] if mlp.standalone_norm else mlp_norm), *mlp.forward]
+    if MOE in shard.recompute_modules and mlp.moe_layer:
+        ops += mlp.forward
+    if SHARED_EXPERTS in shard.recompute_modules:
+        ops += mlp.shared_forward
     if MOE_ACT in shard.recompute_modules:
         ops += list(mlp.act_recompute)
     return ops

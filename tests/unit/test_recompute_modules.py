@@ -126,3 +126,145 @@ def test_core_attn_runs_and_counts_as_selective_recompute():
         runs.append((summary["step_time_s"], summary["hardware_flop_per_step"]))
     assert runs[0] == runs[1]
     assert runs[2][1] < runs[1][1]        # the recomputed attention core's FLOP
+
+
+# ---- the whole-module checkpoints: mlp, moe, shared_experts (round 35) ------------------------------------------
+# Megatron-Core's tensor_parallel.checkpoint runs the module's first forward without autograd and keeps its input
+# only; before the module's backward it re-runs the forward once. So: extra backward work = one more forward of the
+# module; memory freed = the module's stored activations less its input.
+
+def _gemm_flop(ops_):
+    return sum(op.flop for op in ops_ if op.kind == "gemm")
+
+
+def test_moe_recomputes_the_whole_moe_block_once():
+    model = _qwen3()
+    layer, shard = _moe_layer(model, ("moe",))
+    block = moe.moe_block(model, shard, ep=EP)
+    assert layer["recompute"] == block.forward
+    # closed form at balanced load: the router (T/tp x h x experts) and the experts' fc1 (2 ffn wide) and fc2 on
+    # the T/tp x top_k routed rows, 2 FLOP a multiply-add
+    routed = T / TP
+    assert _gemm_flop(layer["recompute"]) == pytest.approx(
+        2 * routed * H * model.moe.experts + 2 * routed * K * (H * 2 * FFN + FFN * H), rel=1e-12)
+    # nested checkpoints re-run their own forward inside the recomputed layer: moe_act adds the activation once more
+    both = _moe_layer(model, ("moe", "moe_act"))[0]["recompute"]
+    assert both == [*block.forward, *block.act_recompute]
+
+
+def test_mlp_leaves_an_moe_layer_alone_and_full_recompute_ignores_the_modules():
+    model = _qwen3()
+    assert _moe_layer(model, ("mlp",))[0]["recompute"] == []
+    full = _moe_layer(model, recompute="full")[0]["recompute"]
+    assert _moe_layer(model, ("moe", "mlp"), "full")[0]["recompute"] == full
+
+
+def test_mlp_recomputes_the_dense_mlp_with_its_fused_norm():
+    """Llama 3 8B (TE LayerNormMLP: the pre-MLP norm inside fc1): the recompute is the norm, fc1, the activation and
+    fc2 again, 2 x T x h x 3 ffn / tp GEMM FLOP."""
+    model = config.load("nemo2511-llama3-8b-8-b200-fp8").model
+    shard = ops.Shard(seq_len=T, micro_batch=1, tp=TP, sequence_parallel=True, recompute_modules=("mlp",))
+    layer = ops.layer_ops(model, shard)
+    block = ops.mlp_block(model, shard)
+    names = [op.name for op in layer["recompute"]]
+    assert names[0] == "mlp_norm" and layer["recompute"][1:] == block.forward
+    assert _gemm_flop(layer["recompute"]) == pytest.approx(2 * T * model.hidden * 3 * model.ffn / TP, rel=1e-12)
+
+
+def test_shared_experts_recompute_the_shared_experts_once_per_checkpoint():
+    model = config.load("nemo2511-deepseek-v3-256-b200-fp8").model
+    assert model.moe.shared_experts == 1
+    shard = ops.Shard(seq_len=T, micro_batch=1, tp=TP, sequence_parallel=True, recompute_modules=("shared_experts",))
+    block = moe.moe_block(model, shard, ep=8)
+    layer = ops.layer_ops(model, shard, block)
+    assert layer["recompute"] == list(block.shared_forward)
+    width = model.moe.shared_experts * model.moe.ffn_hidden
+    assert _gemm_flop(layer["recompute"]) == pytest.approx(2 * T * model.hidden * 3 * width / TP, rel=1e-12)
+    nested = dataclasses.replace(shard, recompute_modules=("moe", "shared_experts"))
+    assert ops.layer_ops(model, nested, block)["recompute"] == [*block.forward, *block.shared_forward]
+
+
+def test_moe_frees_the_experts_and_router_tensors_and_keeps_the_norm_output():
+    """Freed: the routed rows' stored tensors (fc1's input h wide, SwiGLU's two inputs and fc2's input ffn wide,
+    T/tp x top_k x load rows) and the router's fp32 probabilities (T/tp x experts); the block's input, the pre-MLP
+    norm's output, stays (layernorm recompute still frees it on top)."""
+    model = _qwen3()
+    _, without = _moe_layer(model)
+    load = 1.3
+    base = memory.moe_layer_activation_bytes(model, without, EP, 1, load)
+    rows = T / TP * K * load
+    freed = E * rows * (H + 3 * FFN) + 4 * T / TP * model.moe.experts
+    _, with_moe = _moe_layer(model, ("moe",))
+    assert base - memory.moe_layer_activation_bytes(model, with_moe, EP, 1, load) == pytest.approx(freed, rel=1e-12)
+    _, plus_norm = _moe_layer(model, ("moe", "layernorm", "moe_act"))
+    assert base - memory.moe_layer_activation_bytes(model, plus_norm, EP, 1, load) == pytest.approx(
+        freed + E * T / TP * H, rel=1e-12)   # moe_act frees nothing more: the experts' tensors are gone already
+    # rebuilt for the layer's backward: the freed bytes live again, one layer at a time
+    assert memory.moe_checkpoint_rebuilt_bytes(model, with_moe, EP, 1, load) == pytest.approx(freed, rel=1e-12)
+
+
+def test_mlp_frees_the_dense_mlp_tensors_and_fc1s_input():
+    model = config.load("nemo2511-llama3-8b-8-b200-fp8").model
+    shard = ops.Shard(seq_len=T, micro_batch=1, tp=TP, sequence_parallel=True)
+    with_mlp = dataclasses.replace(shard, recompute_modules=("mlp",))
+    freed = E * T / TP * model.hidden + E * T * 3 * model.ffn / TP   # norm output; gate, up and fc2's input
+    assert memory.layer_activation_bytes(model, shard) - memory.layer_activation_bytes(model, with_mlp) == \
+        pytest.approx(freed, rel=1e-12)
+    assert memory.workspace_bytes(model, with_mlp) - memory.workspace_bytes(model, shard) == pytest.approx(
+        freed, rel=1e-12)
+
+
+def test_moe_repeats_the_dispatch_and_combine_and_mlp_its_tp_pair():
+    from simcluster.parallel import plan
+
+    def scenario(name, modules, recompute="none"):
+        data = config.load(name).model_dump(mode="json", exclude_none=True)
+        data["training"].update(recompute_modules=modules, activation_recompute=recompute)
+        return config.Scenario.model_validate(data)
+
+    zoo = scenario("moezoo-qwen3-235b-256-h100-tp4", ["moe"])
+    assert plan.expert_parallel_per_layer(zoo)["backward"] == [("alltoall", 2), ("alltoall", 2)]
+    # Qwen3 has no shared experts: the MoE layer's TP pair is the attention's, not recomputed
+    assert plan.tp_collectives_per_layer(zoo, moe_layer=True) == plan.tp_collectives_per_layer(
+        scenario("moezoo-qwen3-235b-256-h100-tp4", []), moe_layer=True)
+    # a dense layer at TP 4 with sequence parallelism: the MLP's reduce-scatter and all-gather once more
+    dense, plain = (scenario("nemo2511-llama3-8b-8-b200-fp8", m) for m in (["mlp"], []))
+    dense, plain = (s.model_copy(update={"parallelism": s.parallelism.model_copy(
+        update={"tp": 4, "dp": 2, "sequence_parallel": True})}) for s in (dense, plain))
+    assert plan.tp_collectives_per_layer(dense)["backward"] == [
+        *plan.tp_collectives_per_layer(plain)["backward"], ("reduce_scatter", 1), ("all_gather", 1)]
+
+
+@pytest.mark.parametrize(("name", "modules", "message"), [
+    ("nemo2511-llama3-8b-8-b200-fp8", ["moe"], "moe needs a model with moe"),
+    (ZOO_ROWS[0], ["shared_experts"], "shared_experts needs a model with moe.shared_experts"),
+    (ZOO_ROWS[0], ["mlp"], "mlp recomputes the dense MLP: every layer of this model is an MoE layer"),
+])
+def test_module_checkpoints_without_their_module_are_refused(name, modules, message):
+    data = config.load(name).model_dump(mode="json")
+    data["training"]["recompute_modules"] = modules
+    with pytest.raises((ScenarioError, ValueError), match=f"training.recompute_modules: {message}"):
+        config.Scenario.model_validate(data)
+
+
+@pytest.mark.parametrize("side", ["balanced", "dropless"])
+@pytest.mark.parametrize(("seq", "cp"), [(16384, 1), (32768, 2), (65536, 4), (131072, 8)])
+def test_the_zoo_long_context_rows_state_the_readme_and_its_command(seq, cp, side):
+    """best_practice/qwen3/readme.md @ 020b8136: 32 nodes, TP 4, CP by length, GBS 256; PP 8, VPP 4, EP 8,
+    --recompute-modules layernorm moe; forced balance or dropless; the held-out step is Megatron-LM's FLOP count over
+    the row's TFLOP/s x 256 GPUs."""
+    from scripts.moe_dropless_pairs import LONG_CONTEXT, zoo_step_s
+    from simcluster.studies import validation
+
+    name = f"moezoo-qwen3-235b-256-h100-lc{seq // 1024}k-{side}"
+    s = config.load(name)
+    p, t = s.parallelism, s.training
+    gpus = s.cluster.nodes * s.cluster.gpus_per_node
+    assert (gpus, p.tp, p.cp, p.pp, p.virtual_stages, p.ep) == (256, 4, cp, 8, 4, 8)
+    assert (t.seq_len, t.global_batch_size, t.micro_batch_size, t.precision) == (seq, 256, 1, "bf16")
+    assert t.recompute_modules == ("layernorm", "moe") and t.activation_recompute == "none"
+    assert s.model.moe.load == ("balanced" if side == "balanced" else "measured")
+    row = next(r for r in LONG_CONTEXT if r.seq_len == seq)
+    tflops = row.balanced_tflops if side == "balanced" else row.dropless_tflops
+    case = next(c for c in validation.held_out_cases() if c["scenario"] == name)
+    assert case["step_time_s"] == pytest.approx(zoo_step_s(s.model, seq, 256, 4, tflops), abs=0.006)
