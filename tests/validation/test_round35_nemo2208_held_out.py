@@ -8,8 +8,8 @@ sequence 2048, micro batch 2, global batch 1440, tp 2, pp 1, bf16, no recompute,
 multiple of 128 x tp. The table does not print the batch at each node count; its figures do: each is 1440 x 2048
 tokens over a step time with two decimals, truncated to a whole token a second, and 1440 / (2 x 4 x nodes) is a whole
 number of microbatches at every node count in the table. The 10-node figure is not a row: it equals the README's
-22.04 copy's (383500) to the token, so the rule cannot pin it to 22.08. A changed shape, batch, layout or conversion
-fails here.
+22.04 and 22.05 copies' (383500) to the token, so the rule cannot pin it to 22.08. A changed shape, batch, layout or
+conversion fails here.
 """
 
 import math
@@ -41,11 +41,33 @@ def test_each_figure_is_the_fixed_batch_over_a_two_decimal_step(nodes):
     assert TOKENS_PER_STEP / tokens_per_s == pytest.approx(step, abs=0.005)
 
 
+def _fits(tokens_per_step, tokens_per_s, cut=math.floor):
+    step = round(tokens_per_step / tokens_per_s, 2)
+    return cut(tokens_per_step / step) == tokens_per_s
+
+
 def test_another_batch_would_not_give_two_decimal_steps():
     """The check above can fail: at a global batch of 1,536 (the 175B configuration's) no row's figure is a
     two-decimal step, so the round steps pin the batch, not the rounding."""
     other = 1536 * 2048
-    assert not any(math.floor(other / round(other / v, 2)) == v for v in PUBLISHED.values())
+    assert not any(_fits(other, v) for v in PUBLISHED.values())
+
+
+def test_the_figures_pin_the_batch_only_up_to_a_whole_multiple_of_1440():
+    """Round 35 review: of every batch from 1 to 4,095 sequences only 1,440 and 2,880 make all six figures
+    truncated two-decimal steps (k x 1,440 always does: k times a two-decimal step is one), so the table fixes the
+    batch to a multiple of 1,440 and the 5B configuration picks 1,440; rounding instead of truncating fits no batch."""
+    fitting = [b for b in range(1, 4096) if all(_fits(b * 2048, v) for v in PUBLISHED.values())]
+    assert fitting == [1440, 2880]
+    assert not any(all(_fits(b * 2048, v, round) for v in PUBLISHED.values()) for b in range(1, 4096))
+
+
+def test_the_ten_node_figure_is_not_a_row():
+    """383500 tokens/s at 10 nodes is in the 22.04 and 22.05 copies of the table as well as in 22.08's, so rule R35
+    cannot pin it to 22.08 (the same README also carries the mT5 20-node figure, 1303767, unchanged from 22.05 while
+    its other cells moved)."""
+    names = {c["scenario"] for c in validation.held_out_cases()}
+    assert {_name(n) for n in PUBLISHED} <= names and _name(10) not in names
 
 
 @pytest.mark.parametrize("nodes", sorted(PUBLISHED))
@@ -60,6 +82,9 @@ def test_each_row_is_the_5b_configuration_on_its_nodes(nodes):
     assert (p.tp, p.pp, p.dp, p.zero_stage, p.sequence_parallel) == (2, 1, 4 * nodes, 0, False)
     assert t.activation_recompute == "none"
     assert (p.overlap_grad_reduce, p.grad_reduce_dtype) == (True, "fp32")   # NeMo 1.x's async fp32 chunks, pp 1
+    # NeMo 1.x's MegatronBaseModel._validate_config turns gradient accumulation fusion off at pipeline size 1, and
+    # its configure_optimizers keeps the asynchronous all-reduce only without the fusion: never both on.
+    assert t.gradient_accumulation_fusion is False and not (t.gradient_accumulation_fusion and p.overlap_grad_reduce)
     microbatches = t.global_batch_size // (t.micro_batch_size * p.dp)
     assert microbatches * t.micro_batch_size * p.dp == 1440 and microbatches == 180 // nodes
     assert _case(_name(nodes))["step_time_s"] == pytest.approx(TOKENS_PER_STEP / PUBLISHED[nodes], abs=5e-5)
