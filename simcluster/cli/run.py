@@ -175,6 +175,14 @@ def run(
     if list_scenarios:
         if scenario is not None:
             fail("--list", "lists the bundled scenarios; give no SCENARIO with it")
+        # an option of a run said nothing with --list: `run --list --json | jq` got the tables (round 35)
+        for given, option in ((out is not None, "--out"), (network is not None, "--network"),
+                              (steps is not None, "--steps"), (expand, "--expand"), (as_json, "--json"),
+                              (trace_ranks is not None, "--trace-ranks"), (plot, "--plot"),
+                              (no_memory_check, "--no-memory-check"), (samples != 1, "--samples"),
+                              (table_format != "csv", "--format"), (report, "--report")):
+            if given:
+                fail(option, "is an option of a run; --list runs nothing (it prints the bundled scenarios' tables)")
         console = Console()
         for table in scenario_tables():
             console.print(table)
