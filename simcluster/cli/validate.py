@@ -58,8 +58,8 @@ def validate(
                           disable=not console.is_terminal):
             results.append(validation.run_case(case, network, spread, extrapolate=steady_state))
     except Interrupted as err:  # Ctrl-C: the rows finished are printed, then exit 130 (docs/robustness.md)
-        if not results:
-            raise
+        if not results and not as_json:  # --json prints its object even so: none finished, every case pending
+            raise                        # (round 35: stdout was empty, and a reader of the JSON failed on it)
         interrupted = err
         label += f", interrupted after {len(results)} of {len(cases)}"
     stats = validation.error_stats(results) if results else {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 
 import pytest
 from scripts_loader import load_script
@@ -149,3 +150,75 @@ def test_validate_only_of_a_row_of_the_other_set_says_so(cli):
     assert err.rstrip().endswith("calibration case(s) do: leave out --held-out")
     code, _, err = cli("validate", "--only", "no-such-row-anywhere")
     assert err == "error: --only: no calibration case's scenario contains 'no-such-row-anywhere'\n" and code == 2
+
+
+def test_validate_json_interrupted_before_any_case_still_prints_its_object(cli, monkeypatch):
+    """SIGINT during the first case of ``validate --json``: stdout was empty (a JSON reader failed on it); now the
+    object with no case, ``partial`` and every case ``pending``, and exit 130."""
+    from simcluster.cli.app import Interrupted
+
+    def interrupted(*_args, **_kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(validation, "run_case", interrupted)
+    code, out, err = cli("validate", "--json", "--only", "megatron")
+    report = json.loads(out)
+    assert code == 130 and err == "interrupted by SIGINT\n"
+    assert report["cases"] == [] and report["partial"] is True
+    assert report["pending"] == sum("megatron" in c["scenario"] for c in validation.cases()) > 0
+
+
+# ---- a fabric option of the wrong type ----------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [[1], {"a": 1}])
+def test_a_fabric_protocol_that_is_not_text_is_refused(cli, tmp_path, value):
+    """``topology_options: {protocol: [1]}`` was a TypeError traceback when the fabric was built (``in`` a dict)."""
+    data = copy.deepcopy(SMALL)
+    data["cluster"].update(topology="rail-fat-tree", topology_options={"protocol": value})
+    code, _, err = cli("run", write_scenario(tmp_path, data), "--steps", "1", "--network", "analytic",
+                       "--out", tmp_path / "r")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: cluster.topology_options.protocol: expected one of infiniband, ethernet")
+    code, _, err = cli("collective", "--topology-option", f"protocol={json.dumps(value)}", "--max-bytes", "8")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: --topology-option: protocol: expected one of")
+
+
+# ---- run --expand's progress when a pass is simulated again ------------------------------------------------------
+def test_the_progress_of_a_run_simulated_again_stays_within_its_total(cli, tmp_path, monkeypatch):
+    """An expanded run whose merged pass is not proven exact is simulated again from step 0 (engine.run_expanded):
+    the bar advanced past its total (``2/1``, round 34 review); it now shows the step the run is at."""
+    from simcluster.cli import run as run_cli
+    from simcluster.engine import simulation
+    from simcluster.engine.merge import NO_MERGE
+
+    seen = []
+
+    class Bar:  # rich's Progress, recording where the bar is set
+        def __init__(self, *_args, **_kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_exc):
+            return False
+
+        def add_task(self, _description, total):
+            seen.append(("total", total))
+            return 0
+
+        def update(self, _task, completed):
+            seen.append(("at", completed))
+
+    def twice(build, steps=None, on_step=None):  # a merged pass that did not stand, then the reference pass
+        build(NO_MERGE).run(steps, on_step)
+        return build(NO_MERGE).run(steps, on_step)
+
+    monkeypatch.setattr(run_cli, "Progress", Bar)
+    monkeypatch.setattr(simulation, "run_expanded", twice)
+    code, _, err = cli("run", write_scenario(tmp_path, copy.deepcopy(SMALL)), "--expand", "--steps", "2",
+                       "--samples", "2", "--network", "analytic", "--out", tmp_path / "r")
+    assert code == 0, err
+    # two samples of two steps, each run twice: 1 2 1 2 for the first sample, then 3 4 3 4; never past 4
+    assert seen == [("total", 4), ("at", 1), ("at", 2), ("at", 1), ("at", 2), ("at", 3), ("at", 4), ("at", 3),
+                    ("at", 4)]
