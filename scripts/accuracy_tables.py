@@ -347,9 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         calibration, held_out = load_cases(args.calibration), load_cases(args.held_out)
-        check_sets((args.calibration, args.held_out), calibration, held_out)
         _refuse_overwriting_inputs((args.calibration, args.held_out), write_data=args.write_data,
                                    trend_plot=args.trend_plot, write=args.write)
+        check_sets((args.calibration, args.held_out), calibration, held_out)
         block = tables(calibration, held_out, args.label)
         if args.write_data:
             text = data_text(data_entries(calibration, held_out), args.label)

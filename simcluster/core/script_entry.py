@@ -27,10 +27,10 @@ class Parser(argparse.ArgumentParser):
     scenario reader refuses (``core.inputs``). Options that add up (``action="append"``, ``"count"``) or switch
     (``store_true``) are argparse's as they are."""
 
-    def add_argument(self, *args, **kwargs):
-        if args and args[0].startswith(self.prefix_chars) and kwargs.get("action", "store") == "store":
-            kwargs["action"] = _StoreOnce
-        return super().add_argument(*args, **kwargs)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in (None, "store"):  # the registry the parser's groups share: their options too
+            self.register("action", name, _StoreOnce)
 
     def parse_known_args(self, args=None, namespace=None):
         self.given_once: set[str] = set()  # the destinations set on this command line (``_StoreOnce``)
@@ -45,7 +45,7 @@ class _StoreOnce(argparse._StoreAction):
 
     def __call__(self, parser, namespace, values, option_string=None):
         given = getattr(parser, "given_once", None)
-        if given is not None:
+        if given is not None and self.option_strings:  # an option; a positional is filled once
             if self.dest in given:
                 parser.error(f"{'/'.join(self.option_strings)}: given twice; which value is meant?")
             given.add(self.dest)

@@ -222,3 +222,14 @@ def test_the_progress_of_a_run_simulated_again_stays_within_its_total(cli, tmp_p
     # two samples of two steps, each run twice: 1 2 1 2 for the first sample, then 3 4 3 4; never past 4
     assert seen == [("total", 4), ("at", 1), ("at", 2), ("at", 1), ("at", 2), ("at", 3), ("at", 4), ("at", 3),
                     ("at", 4)]
+
+
+def test_an_option_of_a_group_given_twice_is_refused_too(capsys):
+    parser = script_entry.Parser(prog="x.py")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--gpus")
+    which.add_argument("--nodes")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--gpus", "8", "--gpus", "16"])
+    assert capsys.readouterr().err == "x.py: error: --gpus: given twice; which value is meant?\n"
+    assert parser.parse_args(["--nodes", "2"]).nodes == "2"
