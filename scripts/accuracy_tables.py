@@ -37,6 +37,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import accuracy_card
 from simcluster.spec import config
 from simcluster.studies import trends as trend_series
+from simcluster.studies import validation
 from simcluster.studies.validation import BF16_FP8_PAIRS, PAIR_DEFAULT_TOLERANCE, PAIR_TOLERANCE
 
 START = "<!-- accuracy-tables:start -->"
@@ -307,6 +308,22 @@ def data_text(entries: list[dict], label: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_sets(given: tuple[str, str], calibration: list[dict], held_out: list[dict]) -> None:
+    """InputError when a file's cases hold a row of the other set (validation.yaml's ``cases`` or ``held_out``):
+    the two files given in the wrong order, or one file twice (round 35: ``HO.json CAL.json`` tabulated the
+    held-out runs as the calibration set and, with ``--write-data``, gave every ``run`` a wrong expected error). A
+    row of neither set (one since removed, in an older output) passes."""
+    sets = {"calibration": {case["scenario"] for case in validation.cases()},
+            "held-out": {case["scenario"] for case in validation.held_out_cases()}}
+    for path, which, other, cases in ((given[0], "calibration", "held-out", calibration),
+                                      (given[1], "held-out", "calibration", held_out)):
+        for index, case in enumerate(cases):
+            if case["scenario"] in sets[other] and case["scenario"] not in sets[which]:
+                raise InputError(f"{path}: cases[{index}].scenario {case['scenario']!r} is a {other} row, given as "
+                                 f"the {which} output: the files in the wrong order, or one given twice? (expected "
+                                 "CALIBRATION.json HELD_OUT.json)")
+
+
 def _refuse_overwriting_inputs(given: tuple[str, str], **written: str | None) -> None:
     """InputError when a file to write (``--write-data``, ``--trend-plot``, ``--write``) is one of the validate
     outputs read (round 33: ``--write-data HO.json`` replaced the held-out output with the snapshot)."""
@@ -332,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration, held_out = load_cases(args.calibration), load_cases(args.held_out)
         _refuse_overwriting_inputs((args.calibration, args.held_out), write_data=args.write_data,
                                    trend_plot=args.trend_plot, write=args.write)
+        check_sets((args.calibration, args.held_out), calibration, held_out)
         block = tables(calibration, held_out, args.label)
         if args.write_data:
             text = data_text(data_entries(calibration, held_out), args.label)

@@ -123,6 +123,8 @@ def collective(
     if network_name not in network.MODELS:
         raise unknown_name("--network", "network model", network_name, network.MODELS)
     check_count(gpus, "--gpus", config.MAX_GPUS, "a plausibility bound: about fifty times the largest clusters")
+    if gpus < 2:  # one GPU sends nothing: 0 ns and an infinite algbw were printed (round 35)
+        fail("--gpus", f"a collective needs at least 2 GPUs, got {gpus} (one GPU has nothing to send or receive)")
     check_count(gpus_per_node, "--gpus-per-node", config.MAX_GPUS_PER_NODE, "the largest NVLink domain announced")
     limits.check_cluster_memory(gpus, "--gpus")  # before the fabric is built
     if not topology_name.strip() or not topology_name.isprintable():

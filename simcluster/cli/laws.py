@@ -50,7 +50,7 @@ def _law(name: str, fit: str | None) -> laws.Law:
     if fit is not None and name != "custom":
         fail("--fit", "only applies with --law custom")
     if name != "custom":
-        return laws.get(name)
+        return laws.get(name, custom_too=True)
     if fit is None:
         fail("--fit", "--law custom needs --fit 'E=..,A=..,B=..,alpha=..,beta=..'")
     values = {}

@@ -58,6 +58,13 @@ _HELD: dict[Path, int] = {}
 _ASKED_FOR: dict[Path, Path] = {}
 
 
+def os_problem(err: OSError) -> str:
+    """What went wrong writing, with the file it went wrong on where the system names one: a sweep whose ``shards``
+    was a file said only "writing into 'g' failed (File exists)" (round 35)."""
+    what = err.strerror or str(err)
+    return f"{err.filename}: {what}" if err.filename is not None else what
+
+
 def folder(text) -> Path:
     """Parser of every ``--out`` option (``typer.Option(..., parser=folder)``): an empty value is refused, where
     ``Path('')`` would read it as ``.``, the working folder, which holding files gave way to its sibling
@@ -168,7 +175,7 @@ def fresh_folder(path: Path, option: str = "--out") -> Iterator[Path]:
                 elif child.name != CLAIM:  # unlinked, then let go, below
                     child.unlink(missing_ok=True)
         if isinstance(err, OSError):  # a full disk, a file system gone read-only: say which folder, one line
-            fail(option, f"writing into {str(path)!r} failed ({err.strerror or err}); nothing was kept there")
+            fail(option, f"writing into {str(path)!r} failed ({os_problem(err)}); nothing was kept there")
         raise
     finally:
         if claimed:

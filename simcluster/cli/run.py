@@ -175,6 +175,14 @@ def run(
     if list_scenarios:
         if scenario is not None:
             fail("--list", "lists the bundled scenarios; give no SCENARIO with it")
+        # an option of a run said nothing with --list: `run --list --json | jq` got the tables (round 35)
+        for given, option in ((out is not None, "--out"), (network is not None, "--network"),
+                              (steps is not None, "--steps"), (expand, "--expand"), (as_json, "--json"),
+                              (trace_ranks is not None, "--trace-ranks"), (plot, "--plot"),
+                              (no_memory_check, "--no-memory-check"), (samples != 1, "--samples"),
+                              (table_format != "csv", "--format"), (report, "--report")):
+            if given:
+                fail(option, "is an option of a run; --list runs nothing (it prints the bundled scenarios' tables)")
         console = Console()
         for table in scenario_tables():
             console.print(table)
@@ -218,7 +226,9 @@ def run(
         console.print(f"warning: the memory model puts this layout at {fmt(sim.memory.total_bytes, BYTES, 3)} per "
                       f"GPU, over the {fmt(spec.cluster.gpu.hbm_capacity, BYTES, 3)} of {spec.cluster.gpu.name}; "
                       "simulated anyway (--no-memory-check)")
-    total = (steps or spec.training.steps) * samples
+    per_run = steps or spec.training.steps
+    total = per_run * samples
+    results = []
     from simcluster.studies import samples as sampling
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -226,7 +236,10 @@ def run(
                   disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
         # on stderr always, as the progress it stands in for: stdout keeps what the run reports (the summary, --json)
-        on_step = LongRunNotice(Console(stderr=True), total, lambda _index: progress.advance(task))
+        # the bar at the step this run is at, after the samples done: an expanded run simulated again (engine.
+        # run_expanded) starts over at step 0, where advancing counted past the total ("2/1"; round 34 review)
+        on_step = LongRunNotice(Console(stderr=True), total,
+                                lambda index: progress.update(task, completed=len(results) * per_run + index + 1))
 
         def simulate(seeded, first=None):
             def build(merge):
@@ -239,7 +252,6 @@ def run(
             simulation = first or Simulation(seeded, network, check_memory=not no_memory_check, merge=SYMMETRIC)
             return simulation.run(steps, on_step=on_step)
 
-        results = []
         try:
             results.append(simulate(spec, sim))
             for seeded in list(sampling.scenarios(spec, samples))[1:]:

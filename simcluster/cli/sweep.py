@@ -23,7 +23,7 @@ from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
-from simcluster.cli.outputs import check_writable, folder, named
+from simcluster.cli.outputs import check_writable, folder, named, os_problem
 from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
@@ -181,7 +181,7 @@ def sweep_command(
     except OSError as err:  # a full disk: the shards written so far are whole (atomic) and resume the sweep
         if out_dir is None:  # no folder yet: the worker processes could not start (no /dev/shm, too many files)
             fail("--jobs", f"cannot start the worker processes: {err.strerror or err}; --jobs 1 runs in this one")
-        fail("--out", f"writing into {str(out_dir)!r} failed ({err.strerror or err}); the finished runs' shards "
+        fail("--out", f"writing into {str(out_dir)!r} failed ({os_problem(err)}); the finished runs' shards "
              "are kept: run the same command to resume")
     if not run.summaries:  # a refusal: nothing kept, one line (round 33: the folder of failures stayed, and the
         first = run.failed[0]  # note on a taken folder came before the error)

@@ -44,7 +44,12 @@ def validate(
     cases = [c for c in chosen if only is None or only in c["scenario"]]
     label = ("held-out" if held_out else "calibration") + (f" (variability {variability})" if spread else "")
     if not cases:
-        fail("--only", f"no {label} case's scenario contains {only!r}")
+        # the row may be in the other set: `validate --only fmsfsdp` said only that no calibration case has it
+        other = validation.cases() if held_out else validation.held_out_cases()
+        hint = (f"; {sum(only in c['scenario'] for c in other)} {'calibration' if held_out else 'held-out'} "
+                f"case(s) do: {'leave out' if held_out else 'add'} --held-out"
+                if any(only in c["scenario"] for c in other) else "")
+        fail("--only", f"no {label} case's scenario contains {only!r}{hint}")
     results, interrupted = [], None
     try:
         # no bar when stderr is not a terminal: rich's stopped bar left a blank line there, before the one line of
@@ -53,8 +58,8 @@ def validate(
                           disable=not console.is_terminal):
             results.append(validation.run_case(case, network, spread, extrapolate=steady_state))
     except Interrupted as err:  # Ctrl-C: the rows finished are printed, then exit 130 (docs/robustness.md)
-        if not results:
-            raise
+        if not results and not as_json:  # --json prints its object even so: none finished, every case pending
+            raise                        # (round 35: stdout was empty, and a reader of the JSON failed on it)
         interrupted = err
         label += f", interrupted after {len(results)} of {len(cases)}"
     stats = validation.error_stats(results) if results else {}

@@ -33,8 +33,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(err, OSError) and err.filename is None:  # a full disk's write names no file: name ``path``
-            err.filename = str(path)  # (a sweep said "cannot write output: No space left on device"; round 30)
+        # a full disk's write names no file (a sweep said "cannot write output: No space left on device"; round
+        # 30), and a failed rename names the temporary file, which is gone (round 35: a folder named results.csv
+        # was "g/.results.6677.tmp.csv: Is a directory"): either way the file meant is ``path``
+        if isinstance(err, OSError) and (err.filename is None or err.filename == str(tmp)):
+            err.filename, err.filename2 = str(path), None
         raise
 
 

@@ -501,12 +501,13 @@ def _options(topology: str, options: dict | None) -> dict:
         elif key == "hop_latency":
             out["hop_latency_s"] = units.parse_checked(value, units.SECONDS, units.NON_NEGATIVE, field=where)
         elif key == "protocol":
-            if value not in builders.PROTOCOL_KIND:
+            # a str first: a list or a mapping is unhashable, and `in` a dict raised TypeError (round 35)
+            if not isinstance(value, str) or value not in builders.PROTOCOL_KIND:
                 raise ScenarioError(where, f"expected one of {', '.join(builders.PROTOCOL_KIND)}, "
                                     f"got {value!r}")
             out[key] = value
         elif key == "routing":
-            if value not in ROUTING_POLICIES:
+            if not isinstance(value, str) or value not in ROUTING_POLICIES:
                 raise ScenarioError(where, f"expected one of {', '.join(ROUTING_POLICIES)}, got {value!r}")
             out[key] = value
         elif key == "dims":

@@ -354,9 +354,11 @@ def _tokens_from_log(log_tokens: float, target_loss: float) -> float:
     return math.exp(log_tokens)
 
 
-def get(name: str, field: str = "--law") -> Law:
+def get(name: str, field: str = "--law", custom_too: bool = False) -> Law:
     """The published law ``name``: 'chinchilla' (Hoffmann et al. 2022 approach 3), 'chinchilla-refit'
-    (Besiroglu et al. 2024) or 'kaplan' (Kaplan et al. 2020)."""
+    (Besiroglu et al. 2024) or 'kaplan' (Kaplan et al. 2020). ``custom_too``: the caller also takes 'custom' (the
+    ``laws`` commands with ``--fit``), which the error then offers; compare, sweep and the others offered it too
+    and then refused it (round 35)."""
     data = catalog.load("scaling_laws")
     if name == "kaplan":
         k = data["kaplan"]
@@ -370,9 +372,9 @@ def get(name: str, field: str = "--law") -> Law:
         fit = data[name]
         return ParametricLaw(name=name, E=fit["E"], A=fit["A"], B=fit["B"], alpha=fit["alpha"],
                              beta=fit["beta"], source=fit["source"])
+    also = ", or custom (with --fit E=..,A=..,B=..,alpha=..,beta=..)" if custom_too else ""
     raise ScenarioError(field, f"unknown law {quoted(name)} ({did_you_mean(name, LAW_NAMES)}known: "
-                        f"{', '.join(LAW_NAMES)}, "
-                        "or custom E/A/B/alpha/beta)")
+                        f"{', '.join(LAW_NAMES)}{also})")
 
 
 def custom(E: float, A: float, B: float, alpha: float, beta: float, name: str = "custom") -> ParametricLaw:

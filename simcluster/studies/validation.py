@@ -112,6 +112,8 @@ def parse_variability(text: str | None) -> Variability | None:
     values: dict = {}  # the keys written: they replace the measured ones wherever 'measured' stands
     for item in (part.strip() for part in text.split(",")):
         if item == "measured":
+            if measured:  # 'measured,measured': a key pasted twice, as the key=value pairs below (round 35)
+                raise ScenarioError("--variability", "measured is given twice")
             measured = measured_variability()
             continue
         key, sep, value = item.partition("=")

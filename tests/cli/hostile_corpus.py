@@ -360,7 +360,8 @@ def _scenario_files() -> dict:
         "four": [1, 2, 2, 4], "floats": [4.0, 4.0]}},
         "leaf-spine": {"oversubscription": NUMBERS, "radix": COUNTS, "spines": COUNTS, "hosts_per_leaf": COUNTS},
         "fat-tree": {"k": COUNTS, "link": QUANTITIES},
-        "rail-fat-tree": {"tiers": COUNTS, "radix": COUNTS, "protocol": {"bogus": "carrier-pigeon", "null": None},
+        "rail-fat-tree": {"tiers": COUNTS, "radix": COUNTS, "protocol": {"bogus": "carrier-pigeon", "null": None,
+                                                                       "list": [1], "map": {"a": 1}},
                           "routing": {"bogus": "random", "list": ["ecmp"]}}}
     units_of = {"link": "GB/s", "hop_latency": "us"}
     for topo, options in topo_values.items():
@@ -549,6 +550,7 @@ def cases(data: Path) -> list[Case]:
             "{here}/out", refuse=must, sample=name in ("gpus-1e6", "batch-8e12"))
     add("collective/gpus-1e6", "limits", "collective", "--gpus", 10**6, "--json", refuse=True, sample=True)
     add("collective/gpus-1e7", "limits", "collective", "--gpus", 10**7, "--json", refuse=True)
+    add("collective/gpus-1", "limits", "collective", "--gpus", 1, "--json", refuse=True)  # round 35: 0 ns, inf algbw
     add("compare/gpus-1e6", "limits", "compare", f"{d}/scenarios/valid.yaml", "--gpus", 1048576, "--out",
         "{here}/out", refuse=True)
     add("sweep/gpus-1e6", "limits", "sweep", f"{d}/scenarios/valid.yaml", "--gpus", "16,1048576", "--jobs", 1,

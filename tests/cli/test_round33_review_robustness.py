@@ -159,8 +159,8 @@ def test_a_page_that_is_a_fifo_is_refused_not_waited_for(tmp_path, capsys):
     case = {"scenario": "megatron-1.7b-h100", "source": "s", "family": "f", "precision": "bf16", "error": 0.01,
             "step_time_s": 1.0}
     cal, ho, page = tmp_path / "cal.json", tmp_path / "ho.json", tmp_path / "page.md"
-    for path in (cal, ho):
-        path.write_text(json.dumps({"cases": [case]}))
+    for path, name in ((cal, case["scenario"]), (ho, "a-held-out-row")):  # round 35: a row in its own set
+        path.write_text(json.dumps({"cases": [{**case, "scenario": name}]}))
     os.mkfifo(page)
     with time_limit(5.0):
         assert accuracy_tables.main([str(cal), str(ho), "--write", str(page)]) == 2
