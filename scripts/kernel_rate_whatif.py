@@ -19,6 +19,7 @@ A row's BF16 / FP8 step ratio under each setting is the quotient of its two prin
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import sys
 from collections.abc import Iterator
@@ -75,11 +76,18 @@ def rows(names: list[str]) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    parser = script_entry.Parser(prog="kernel_rate_whatif.py", add_help=False)
-    parser.add_argument("rows", nargs="*")
-    parser.add_argument("--attention", default="1")
-    parser.add_argument("--clock", default="1")
+    parser = script_entry.Parser(prog="kernel_rate_whatif.py", description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", nargs="*", metavar="ROW", help="a calibration or held-out validation row")
+    parser.add_argument("--attention", default="1", metavar="K,K,...",
+                        help=f"attention kernels K times slower, 1 <= K <= {MAX_ATTENTION:g} (default 1)")
+    parser.add_argument("--clock", default="1", metavar="F,F,...",
+                        help="the sustained clock times F, 0 < F <= 1 (default 1)")
     args = parser.parse_args(argv)
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    for option in ("--attention", "--clock"):   # argparse keeps the last silently
+        if sum(a == option or a.startswith(option + "=") for a in options) > 1:
+            raise ScenarioError(option, "given twice; give the factors once, comma-separated, e.g. 1,1.2,1.5")
     attention = factors(args.attention, "--attention", 1.0, MAX_ATTENTION)
     clock = factors(args.clock, "--clock", 0.0, 1.0, low_open=True)
     cases = rows(args.rows)   # every name checked before the first simulation
@@ -93,4 +101,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, options=("--attention", "--clock")))
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

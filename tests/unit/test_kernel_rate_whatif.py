@@ -10,6 +10,7 @@ import pytest
 from scripts_loader import load_script
 
 from simcluster.core.errors import ScenarioError
+from simcluster.core.script_entry import call
 from simcluster.spec import config
 from simcluster.studies import validation
 from simcluster.workload import kernels
@@ -46,6 +47,10 @@ def test_the_clock_and_attention_factors_apply_and_are_restored_after_an_error()
     (["--clock", "0", ROW], "--clock"),
     (["--clock", "1.1", ROW], "--clock"),
     (["--attention", "1,x", ROW], "--attention"),
+    (["--attention=nan", ROW], "--attention"),
+    (["--clock", "inf", ROW], "--clock"),
+    (["--attention", "1.2", "--attention=1.5", ROW], "--attention"),   # argparse would keep the last silently
+    (["--", "--clock"], "scenario"),                                   # after --, a word: not a row
     (["not-a-row"], "scenario"),
     ([ROW, ROW], "scenario"),
     ([], "scenario"),
@@ -55,3 +60,13 @@ def test_bad_input_is_refused_before_simulating(argv, field, monkeypatch):
     with pytest.raises(ScenarioError) as refused:
         whatif.main(argv)
     assert refused.value.field == field
+
+
+def test_command_line_errors_are_one_line_exit_2(capsys):
+    """Through the script's entry (``script_entry.call``): a ScenarioError and argparse's own errors alike."""
+    assert call(whatif.main, ["--attention", "0.5", ROW]) == 2
+    with pytest.raises(SystemExit) as exited:   # the Parser exits by itself
+        call(whatif.main, ["--bogus", ROW])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "--attention" in err[0] and "--bogus" in err[1]

@@ -68,17 +68,31 @@ def test_mtnlg_is_one_series_with_m_from_dp():
     assert summary["verdict"].startswith("m varies") and summary["fits"]["c+b m"]["dof"] == 1
 
 
-@pytest.mark.parametrize("text", [None, "{\"cases\": 3}", "{\"cases\": [{\"error\": 0.1}]}", "[1, 2"])
-def test_bad_input_is_one_line_exit_2(tmp_path, text):
+GOOD_CASE = {"scenario": "smith2022-mtnlg-530b-420-a100", "family": "smith2022", "published_tflops": 113.0,
+             "simulated_tflops": 138.6, "step_time_s": 36.2}
+
+
+@pytest.mark.parametrize("text, said", [
+    (None, "no such file"), ("", "not json"), ("[1, 2", "not json"), ("{\"cases\": 3}", "'cases'"),
+    ("{\"cases\": []}", "'cases'"), ("{\"cases\": [{\"error\": 0.1}]}", "cases[0].scenario"),
+    # a published 0 TFLOP/s was a ZeroDivisionError traceback before round 35's audit; NaN a silent NaN step
+    (json.dumps({"cases": [{**GOOD_CASE, "published_tflops": 0}]}), "cases[0].published_tflops"),
+    (json.dumps({"cases": [{**GOOD_CASE, "step_time_s": float("nan")}]}), "cases[0].step_time_s"),
+    ("dir", "not a regular file"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, text, said):
     path = tmp_path / "val.json"
-    if text is not None:
+    if text == "dir":
+        path.mkdir()
+    elif text is not None:
         path.write_text(text)
     good = tmp_path / "ho.json"
-    good.write_text(json.dumps({"cases": []}))
+    good.write_text(json.dumps({"cases": [GOOD_CASE]}))
     result = subprocess.run([sys.executable, str(SCRIPTS / "once_per_step_terms.py"), str(path), str(good)],
                             capture_output=True, text=True, cwd=SCRIPTS.parent, env={"PYTHONPATH": str(SCRIPTS.parent)})
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "cal" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "error: cal: " in result.stderr and said in result.stderr.lower()
 
 
 def test_a_recipe_at_two_batches_is_also_two_curves():
