@@ -34,6 +34,17 @@ def test_slower_attention_adds_its_own_time_and_nothing_else():
     assert validation.run_case(case).step_time_s == base   # restored on leaving the block
 
 
+def test_a_lower_clock_reaches_the_engine():
+    """F = 0.8 slows the step, by at most 1 / F (the tensor-core time scales with the clock, HBM-bound kernels,
+    the fitted gaps and communication do not); and by more than half of the way there, the row being compute-bound
+    (one node, FlagPerf's 8B: tensor-core roofline most of the step)."""
+    case = next(c for c in validation.held_out_cases() if c["scenario"] == ROW)
+    base = validation.run_case(case).step_time_s
+    with whatif.rates(clock=0.8):
+        slower = validation.run_case(case).step_time_s
+    assert base * (1 + 0.5 * 0.25) < slower <= base / 0.8 * (1 + 1e-9)
+
+
 def test_the_clock_and_attention_factors_apply_and_are_restored_after_an_error():
     fraction, ratio = kernels.attention_efficiency, kernels.clock_ratio
     with pytest.raises(RuntimeError), whatif.rates(attention=2.0, clock=0.5):
