@@ -32,6 +32,7 @@ degree of freedom left; MegaScale's four rows leave two. ``--summaries`` reads e
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -161,11 +162,14 @@ def _throughput_change(rows: list[dict], key: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = script_entry.Parser(description="throughput lost to data-parallel width (module docstring)",
-                                 allow_abbrev=False)
-    parser.add_argument("--series", nargs="*", choices=list(SERIES), default=list(SERIES))
-    parser.add_argument("--summaries", help="cached engine summaries, JSON lines")
+    parser = script_entry.Parser(description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", nargs="+", choices=list(SERIES), default=list(SERIES), metavar="NAME",
+                        help="series to report, quoted (default all): " + "; ".join(SERIES))
+    parser.add_argument("--summaries", metavar="FILE.jsonl", help="cached engine summaries, JSON lines (above)")
     args = parser.parse_args(argv)
+    if repeated := sorted({s for s in args.series if args.series.count(s) > 1}):
+        parser.error(f"--series: {repeated[0]!r} given twice; each series is reported once")
     cache = read_summaries(args.summaries) if args.summaries else {}
     for label in args.series:
         rows = [row_facts(name, engine_summary(name, cache)) for name in SERIES[label]]

@@ -41,6 +41,7 @@ H100"). The parts partition the step, so their changes add up to the simulated s
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 from dataclasses import dataclass
@@ -244,7 +245,8 @@ def trend_rows(cases: list[dict], load=config.load) -> dict[str, list[TrendRow]]
 
 
 def main(argv: list[str]) -> int:
-    parser = script_entry.Parser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("held_out_json", help="a simcluster validate --held-out --json output")
     parser.add_argument("--prefix", default="mpt-", help="rows whose scenario name starts with this (default mpt-)")
     parser.add_argument(
@@ -253,8 +255,8 @@ def main(argv: list[str]) -> int:
         default=0.0,
         help="an error every row shares from elsewhere, left out of the exposure (e.g. 0.027)",
     )
-    parser.add_argument("--siblings", action="store_true", help="also the table's GPU-count siblings (module doc)")
-    parser.add_argument("--trend", action="store_true", help="also each series' step, part by part (module doc)")
+    parser.add_argument("--siblings", action="store_true", help="also the table's GPU-count siblings (above)")
+    parser.add_argument("--trend", action="store_true", help="also each series' step, part by part (above)")
     args = parser.parse_args(argv)
     if not -0.5 < args.baseline < 0.5:  # also refuses NaN
         parser.error(f"--baseline: expected a fraction between -0.5 and 0.5, got {args.baseline}")

@@ -35,12 +35,13 @@ error first) - 1, and beside it ``straggler_trend``, what the sourced per-GPU sp
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import sys
 
 import numpy as np
-from accuracy_tables import InputError, load_cases
+from accuracy_tables import InputError, _refuse_overwriting_inputs, load_cases
 
 from simcluster.core import script_entry
 from simcluster.core.token_routing import expected_max_normal
@@ -242,8 +243,8 @@ DRIVERS = (("params/GPU", lambda s: s["params B"]), ("optimizer params/GPU", lam
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = script_entry.Parser(description="a missing once-per-step cost, series by series (module docstring)",
-                                 allow_abbrev=False)
+    parser = script_entry.Parser(description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cal", help="validate --json output")
     parser.add_argument("held_out", help="validate --held-out --json output")
     parser.add_argument("--csv", help="write one line a series (fits and drivers) here")
@@ -254,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             cases += load_cases(path, CASE_FIELDS)
         except InputError as err:
             parser.error(f"{label}: {err}")
+    try:   # --csv CAL.json would replace the validate output with the table
+        _refuse_overwriting_inputs((args.cal, args.held_out), csv=args.csv)
+    except InputError as err:
+        parser.error(str(err))
     summaries = [series_summary(rows) for rows in series_of(cases)]
     print("\n".join(report(summaries)))
     if args.csv:

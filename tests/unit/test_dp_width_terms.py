@@ -92,3 +92,16 @@ def test_bad_summaries_name_the_option_and_the_line(tmp_path, text, said):
     with pytest.raises(ScenarioError) as refused:
         dp_width_terms.read_summaries(str(path))
     assert refused.value.field == "--summaries" and said in str(refused.value)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--series"], "expected at least one argument"),   # was an empty report, exit 0
+    (["--series", "smith2022 MT-NLG 530B", "smith2022 MT-NLG 530B"], "given twice"),
+    (["--series", "mtnlg"], "invalid choice"),
+])
+def test_bad_series_is_one_line_exit_2(argv, said, capsys, monkeypatch):
+    monkeypatch.setattr(dp_width_terms, "simulate", lambda *a, **k: pytest.fail("simulated"))
+    with pytest.raises(SystemExit) as exited:
+        dp_width_terms.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "--series" in err and said in err

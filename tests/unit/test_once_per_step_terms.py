@@ -113,3 +113,14 @@ def test_straggler_trend_is_the_slowest_gpu_closed_form():
     assert terms.straggler_trend(1, 8, cv=0.015) == pytest.approx(math.exp(0.015 * 1.4236) - 1, rel=0.01)
     assert terms.straggler_trend(64, 64, cv=0.015) == 0.0
     assert terms.straggler_trend(8, 1000) == pytest.approx(math.exp(0.015 * (3.2414 - 1.4236)) - 1, rel=0.02)
+
+
+def test_csv_onto_an_input_is_refused(tmp_path):
+    cal, ho = tmp_path / "cal.json", tmp_path / "ho.json"
+    for path in (cal, ho):
+        path.write_text(json.dumps({"cases": [GOOD_CASE]}))
+    result = subprocess.run([sys.executable, str(SCRIPTS / "once_per_step_terms.py"), str(cal), str(ho),
+                             "--csv", str(ho)], capture_output=True, text=True, cwd=SCRIPTS.parent,
+                            env={"PYTHONPATH": str(SCRIPTS.parent)})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--csv" in result.stderr
+    assert json.loads(ho.read_text()) == {"cases": [GOOD_CASE]}   # the input kept
