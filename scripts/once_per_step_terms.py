@@ -41,6 +41,7 @@ import math
 import sys
 
 import numpy as np
+import residuals
 from accuracy_tables import InputError, _refuse_overwriting_inputs, load_cases
 
 from simcluster.core import script_entry
@@ -160,20 +161,7 @@ def verdict(rows: list[dict], fits: dict) -> str:
     return f"m varies: {better} fits better"
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rho (average ranks for ties); NaN when either side has no spread."""
-    def ranks(v):
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in set(v):   # ties: their mean rank
-            idx = [i for i, w in enumerate(v) if w == value]
-            r[idx] = np.mean(r[idx])
-        return r
-    rx, ry = ranks(list(x)), ranks(list(y))
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+spearman = residuals.spearman   # ties averaged; NaN with fewer than 5 finite pairs or no spread
 
 
 def report(summaries: list[dict]) -> list[str]:

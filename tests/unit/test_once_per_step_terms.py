@@ -49,9 +49,10 @@ def test_one_m_identifies_neither_c_with_b_nor_a_with_c():
 
 
 def test_spearman_with_ties():
-    # ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3): covariance 1.125, variances 1.125 and 1.25
-    assert terms.spearman([1, 2, 2, 5], [1, 2, 3, 4]) == pytest.approx(1.125 / (1.125 * 1.25) ** 0.5)
-    assert terms.spearman([1, 1, 1], [1, 2, 3]) != terms.spearman([1, 1, 1], [1, 2, 3])   # NaN: no spread
+    """residuals.spearman, the one the drivers' rho uses: ranks (0, 1.5, 1.5, 3, 4) against (0, 1, 2, 3, 4),
+    deviations (-2, -.5, -.5, 1, 2) and (-2, -1, 0, 1, 2): 9.5 / sqrt(9.5 x 10)."""
+    assert terms.spearman([1, 2, 2, 5, 6], [1, 2, 3, 4, 5]) == pytest.approx((9.5 / 10) ** 0.5)
+    assert math.isnan(terms.spearman([1, 1, 1, 1, 1], [1, 2, 3, 4, 5]))   # no spread
 
 
 def test_mtnlg_is_one_series_with_m_from_dp():
