@@ -105,7 +105,7 @@ def _seconds(value) -> bool:
 def row_facts(name: str, summary: dict) -> dict:
     """Layout facts, the published step and the engine's split of one row."""
     scenario = config.load(name)
-    case = next(c for c in validation.held_out_cases() if c["scenario"] == name)
+    case = validation.named_case(name)
     p, t = scenario.parallelism, scenario.training
     m = scenario.microbatches
     stage_params = max(memory.stage_params(scenario.model, p.tp, p.pp, s, p.virtual_stages) for s in range(p.pp))

@@ -64,15 +64,14 @@ def factors(text: str, name: str, low: float, high: float, low_open: bool = Fals
 
 
 def rows(names: list[str]) -> list[dict]:
-    cases = {c["scenario"]: c for c in validation.cases() + validation.held_out_cases()}
+    """The validation cases of ``names``, every name checked before the first simulation: none, an unknown or a
+    repeated name is a ScenarioError."""
     if not names:
         raise ScenarioError("scenario", "no validation row given (see --help)")
-    if unknown := [n for n in names if n not in cases]:
-        raise ScenarioError("scenario", f"{unknown[0]}: not a validation row (simcluster validate [--held-out] "
-                                        "lists them)")
+    found = [validation.named_case(n) for n in names]
     if repeated := sorted({n for n in names if names.count(n) > 1}):
         raise ScenarioError("scenario", f"{repeated[0]}: given twice; each row is reported once")
-    return [cases[n] for n in names]
+    return found
 
 
 def main(argv: list[str]) -> int:
