@@ -149,14 +149,12 @@ def row(name: str, stretching: bool = False) -> tuple[dict, object]:
     """The validation case and scenario of ``name``; a name that is not a row, or a pipelined row, is refused, and
     with ``--stretch`` or ``--solve`` (``stretching``) a row of dp 1, which has no data-parallel collective to stretch
     (round 33 review: its steps at every F were the same, and --solve simulated it twice to say "still fast")."""
-    cases = {c["scenario"]: c for c in validation.cases() + validation.held_out_cases()}
-    if name not in cases:
-        raise ScenarioError("scenario", f"{name}: not a validation row (simcluster validate [--held-out] lists them)")
+    case = validation.named_case(name)
     scenario = config.load(name)
     group_layout(scenario)
     if stretching and scenario.parallelism.dp == 1:
         raise ScenarioError("parallelism.dp", f"{name}: dp 1, no data-parallel collective for --stretch or --solve")
-    return cases[name], scenario
+    return case, scenario
 
 
 def report(name: str, factors: list[float], solve: bool = False) -> list[str]:

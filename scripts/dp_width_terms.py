@@ -32,13 +32,16 @@ degree of freedom left; MegaScale's four rows leave two. ``--summaries`` reads e
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from simcluster.core import script_entry
+from simcluster.core import inputs, script_entry
+from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.parallel import memory
 from simcluster.spec import config
@@ -54,22 +57,57 @@ SERIES = {
 SHAPES = ("const", "dp exposed", "grad ring", "log2 n", "n", "bubble")
 
 
+SUMMARY_TERMS = ("step_time_s", "compute_s", "pipeline_bubble_s", "comm_interference_s")
+
+
 def engine_summary(name: str, cache: dict) -> dict:
     """The engine's step split for ``name``: from the cache if there, else simulated."""
     if name not in cache:
         s = simulate(config.load(name)).summary
-        cache[name] = {**{k: float(s[k]) for k in ("step_time_s", "compute_s", "pipeline_bubble_s",
-                                                    "comm_interference_s")},
+        cache[name] = {**{k: float(s[k]) for k in SUMMARY_TERMS},
                        "exposed": {k: float(v) for k, v in s["exposed_comm_by_parallelism_s"].items()}}
     return cache[name]
+
+
+def read_summaries(path: str) -> dict:
+    """The cached engine summaries of ``--summaries`` (JSON lines, each {scenario: {SUMMARY_TERMS..., exposed:
+    {parallelism: s}}}, the form ``engine_summary`` keeps): a file that cannot be read, a line that is not such an
+    object or a term that is not a finite number >= 0 is a ScenarioError naming --summaries and the line."""
+    try:   # a folder, a FIFO without a writer, a binary or huge file: refused in one line
+        text = inputs.read_text(Path(path), inputs.MAX_JSON_BYTES, "JSON lines file")
+    except ScenarioError as exc:
+        raise ScenarioError("--summaries", str(exc)) from None
+    cache: dict = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            entries = json.loads(line)
+        except ValueError as exc:
+            raise ScenarioError("--summaries", f"{where}: not JSON ({exc})") from None
+        if not isinstance(entries, dict):
+            raise ScenarioError("--summaries", f"{where}: expected an object {{scenario: summary}}")
+        for name, summary in entries.items():
+            exposed = summary.get("exposed") if isinstance(summary, dict) else None
+            if not isinstance(exposed, dict) or not all(
+                    _seconds(v) for v in [summary.get(k) for k in SUMMARY_TERMS] + list(exposed.values())):
+                raise ScenarioError("--summaries", f"{where}: {name}: expected {{{', '.join(SUMMARY_TERMS)}, exposed:"
+                                                   " {parallelism: s}}, each a finite number >= 0")
+        cache.update(entries)
+    return cache
+
+
+def _seconds(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def row_facts(name: str, summary: dict) -> dict:
     """Layout facts, the published step and the engine's split of one row."""
     scenario = config.load(name)
-    case = next(c for c in validation.held_out_cases() if c["scenario"] == name)
+    case = validation.named_case(name)
     p, t = scenario.parallelism, scenario.training
-    m = t.global_batch_size // (p.dp * t.micro_batch_size)
+    m = scenario.microbatches
     stage_params = max(memory.stage_params(scenario.model, p.tp, p.pp, s, p.virtual_stages) for s in range(p.pp))
     grad_bytes = stage_params * memory.BYTES_PER_ELEMENT[p.grad_reduce_dtype]
     return {"name": name, "dp": p.dp, "gpus": scenario.cluster.gpus, "batch": t.global_batch_size,
@@ -124,20 +162,15 @@ def _throughput_change(rows: list[dict], key: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = script_entry.Parser(description="throughput lost to data-parallel width (module docstring)",
-                                 allow_abbrev=False)
-    parser.add_argument("--series", nargs="*", choices=list(SERIES), default=list(SERIES))
-    parser.add_argument("--summaries", help="cached engine summaries, JSON lines")
+    parser = script_entry.Parser(description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", nargs="+", choices=list(SERIES), default=list(SERIES), metavar="NAME",
+                        help="series to report, quoted (default all): " + "; ".join(SERIES))
+    parser.add_argument("--summaries", metavar="FILE.jsonl", help="cached engine summaries, JSON lines (above)")
     args = parser.parse_args(argv)
-    cache: dict = {}
-    if args.summaries:
-        try:
-            text = open(args.summaries).read()
-        except OSError as exc:
-            parser.error(f"--summaries: cannot read {args.summaries}: {exc.strerror}")
-        for line in text.splitlines():
-            if line.strip():
-                cache.update(json.loads(line))
+    if repeated := sorted({s for s in args.series if args.series.count(s) > 1}):
+        parser.error(f"--series: {repeated[0]!r} given twice; each series is reported once")
+    cache = read_summaries(args.summaries) if args.summaries else {}
     for label in args.series:
         rows = [row_facts(name, engine_summary(name, cache)) for name in SERIES[label]]
         print("\n".join(series_report(label, rows)))

@@ -30,8 +30,9 @@ MPT-1B on 16 / 32 / 64 H100 at 20 x 1, MPT-3B on 32 / 64 H100 at 6 x 3, MPT-7B o
 changed (and for MPT-3B the shape and micro batch): published against simulated tokens/s per GPU, so the trend with
 the GPU count is seen where FSDP's collectives are a small share.
 
-``--trend``: each series of the prefix's rows (names that differ only in the GPU count, e.g.
-``mpt-13b-{8,16,32,64}-h100``, at one micro batch and accumulation), its simulated step part by part
+``--trend``: each series of the prefix's rows (``studies.trends``' key, the one ``simcluster validate``'s trend
+series hold fixed, and one accumulation: rows that differ in the GPU count alone, e.g. ``mpt-13b-{8,16,32,64}-h100``
+at micro batch 2 x 1), its simulated step part by part
 (``step_shares.step_parts``: tensor-core roofline, HBM-bound kernels, fitted gap, interference, ``other`` = the
 optimizer step and block terms, exposed data-parallel time, ...) at each GPU count and each part's change from the
 series' fewest GPUs, beside the published step's change (docs/calibration.md "Round 35: llm-foundry's MPT rows on
@@ -40,7 +41,7 @@ H100"). The parts partition the step, so their changes add up to the simulated s
 
 from __future__ import annotations
 
-import re
+import argparse
 import statistics
 import sys
 from dataclasses import dataclass
@@ -54,9 +55,12 @@ from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.engine.simulation import Simulation
 from simcluster.spec import config
+from simcluster.studies import trends
 
-# the fields of a validate --json case this script reads, checked by accuracy_tables.load_cases
-CASE_FIELDS = {"scenario": str, "error": (int, float), "step_time_s": (int, float)}
+# the fields of a validate --json case this script reads (``--trend`` groups by studies.trends' key: source, metric and
+# the TFLOP/s too), checked by accuracy_tables.load_cases
+CASE_FIELDS = {"scenario": str, "error": (int, float), "step_time_s": (int, float), "family": str,
+               "published_tflops": (int, float), "simulated_tflops": (int, float)}
 
 # mosaicml/llm-foundry scripts/train/benchmarking/README.md at 061f2c7c: the rows at one micro batch and accumulation
 # and several GPU counts (sequence 2048): (label, bundled scenario they are built from, changes to its model and
@@ -137,8 +141,7 @@ def unit_parts(name: str, scenario, simulated_s: float, published_s: float) -> U
     scatters = dur(dp[dp["name"].str.contains("scatter", case=False)])
     if not (fwd and bwd and gathers and scatters):
         raise ScenarioError(name, "no FSDP unit blocks or collectives in its events (not a ZeRO-3 row?)")
-    t, p = scenario.training, scenario.parallelism
-    microbatches = -(-t.global_batch_size // (p.dp * t.micro_batch_size))
+    microbatches = scenario.microbatches
     opt = comp[comp["name"] == "optimizer"]
     return Unit(
         name,
@@ -183,18 +186,6 @@ def print_siblings() -> None:
             print(f"{label:32} {gpus:5d} {published:18d} {simulated:10.0f} {100 * (simulated / published - 1):+7.1f}%")
 
 
-# the GPU count inside a scenario name: the first all-digit field (mpt-13b-8-h100 -> 8, mpt-7b-128-a100-40gb -> 128)
-GPU_FIELD = re.compile(r"-(\d+)-")
-
-
-def series_of(name: str) -> tuple[str, int] | None:
-    """(the name with its GPU count replaced by N, the GPU count), or None for a name without one."""
-    match = GPU_FIELD.search(name)
-    if match is None:
-        return None
-    return f"{name[: match.start()]}-N-{name[match.end() :]}", int(match.group(1))
-
-
 @dataclass(frozen=True)
 class TrendRow:
     """One row of a series: its GPU count, simulated step parts (seconds, a partition of ``simulated_s``) and
@@ -224,28 +215,38 @@ def trend_table(series: str, rows: list[TrendRow]) -> list[str]:
     return lines
 
 
-def trend_rows(cases: list[dict]) -> dict[str, list[TrendRow]]:
-    """Each case's step parts, grouped by series (the name without its GPU count, the micro batch and the
-    microbatches a step: rows that differ in the GPU count alone); series of one row are left out."""
+def trend_rows(cases: list[dict], load=config.load) -> dict[str, list[TrendRow]]:
+    """Each case's step parts, grouped by series: ``studies.trends``' key (source, metric, model and per-replica
+    layout: GPU, precision, parallelism, micro batch, sequence, recompute) and the microbatches a step, so rows that
+    differ in the GPU count alone. A group at one GPU count is left out, and not simulated."""
+    runs, _ = trends.runs_of(cases, load)
+    error = {c["scenario"]: c["error"] for c in cases}
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        scenario = load(run.scenario)
+        groups.setdefault((run.key(), scenario.microbatches), []).append((run, scenario))
     series: dict[str, list[TrendRow]] = {}
-    for case in cases:
-        key = series_of(case["scenario"])
-        if key is None:
+    for members in groups.values():
+        if len({run.gpus for run, _ in members}) < 2:
             continue
-        scenario = config.load(case["scenario"])
-        t, p = scenario.training, scenario.parallelism
-        microbatches = -(-t.global_batch_size // (p.dp * t.micro_batch_size))
-        sim = Simulation(scenario, check_memory=False)
-        summary = sim.run(None).summary
-        parts = step_parts(scenario, sim, summary)["parts_s"]
-        step = float(summary["step_time_s"])
-        label = f"{key[0]}, micro batch {t.micro_batch_size} x {microbatches}"
-        series.setdefault(label, []).append(TrendRow(key[1], parts, step, step * (1.0 + case["error"])))
-    return {k: v for k, v in series.items() if len(v) > 1}
+        first, scenario = members[0]
+        label = (f"{first.model} on {scenario.cluster.gpu.name} ({first.family}), micro batch "
+                 f"{scenario.training.micro_batch_size} x {scenario.microbatches}")
+        while label in series:   # two layouts of one model and GPU: told apart by their order
+            label += "'"
+        series[label] = []
+        for run, scenario in members:
+            sim = Simulation(scenario, check_memory=False)
+            summary = sim.run(None).summary
+            step = float(summary["step_time_s"])
+            parts = step_parts(scenario, sim, summary)["parts_s"]
+            series[label].append(TrendRow(run.gpus, parts, step, step * (1.0 + error[run.scenario])))
+    return series
 
 
 def main(argv: list[str]) -> int:
-    parser = script_entry.Parser(description=__doc__.splitlines()[0])
+    parser = script_entry.Parser(description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("held_out_json", help="a simcluster validate --held-out --json output")
     parser.add_argument("--prefix", default="mpt-", help="rows whose scenario name starts with this (default mpt-)")
     parser.add_argument(
@@ -254,8 +255,8 @@ def main(argv: list[str]) -> int:
         default=0.0,
         help="an error every row shares from elsewhere, left out of the exposure (e.g. 0.027)",
     )
-    parser.add_argument("--siblings", action="store_true", help="also the table's GPU-count siblings (module doc)")
-    parser.add_argument("--trend", action="store_true", help="also each series' step, part by part (module doc)")
+    parser.add_argument("--siblings", action="store_true", help="also the table's GPU-count siblings (above)")
+    parser.add_argument("--trend", action="store_true", help="also each series' step, part by part (above)")
     args = parser.parse_args(argv)
     if not -0.5 < args.baseline < 0.5:  # also refuses NaN
         parser.error(f"--baseline: expected a fraction between -0.5 and 0.5, got {args.baseline}")

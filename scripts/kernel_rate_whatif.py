@@ -19,6 +19,7 @@ A row's BF16 / FP8 step ratio under each setting is the quotient of its two prin
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import sys
 from collections.abc import Iterator
@@ -63,23 +64,29 @@ def factors(text: str, name: str, low: float, high: float, low_open: bool = Fals
 
 
 def rows(names: list[str]) -> list[dict]:
-    cases = {c["scenario"]: c for c in validation.cases() + validation.held_out_cases()}
+    """The validation cases of ``names``, every name checked before the first simulation: none, an unknown or a
+    repeated name is a ScenarioError."""
     if not names:
         raise ScenarioError("scenario", "no validation row given (see --help)")
-    if unknown := [n for n in names if n not in cases]:
-        raise ScenarioError("scenario", f"{unknown[0]}: not a validation row (simcluster validate [--held-out] "
-                                        "lists them)")
+    found = [validation.named_case(n) for n in names]
     if repeated := sorted({n for n in names if names.count(n) > 1}):
         raise ScenarioError("scenario", f"{repeated[0]}: given twice; each row is reported once")
-    return [cases[n] for n in names]
+    return found
 
 
 def main(argv: list[str]) -> int:
-    parser = script_entry.Parser(prog="kernel_rate_whatif.py", add_help=False)
-    parser.add_argument("rows", nargs="*")
-    parser.add_argument("--attention", default="1")
-    parser.add_argument("--clock", default="1")
+    parser = script_entry.Parser(prog="kernel_rate_whatif.py", description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", nargs="*", metavar="ROW", help="a calibration or held-out validation row")
+    parser.add_argument("--attention", default="1", metavar="K,K,...",
+                        help=f"attention kernels K times slower, 1 <= K <= {MAX_ATTENTION:g} (default 1)")
+    parser.add_argument("--clock", default="1", metavar="F,F,...",
+                        help="the sustained clock times F, 0 < F <= 1 (default 1)")
     args = parser.parse_args(argv)
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    for option in ("--attention", "--clock"):   # argparse keeps the last silently
+        if sum(a == option or a.startswith(option + "=") for a in options) > 1:
+            raise ScenarioError(option, "given twice; give the factors once, comma-separated, e.g. 1,1.2,1.5")
     attention = factors(args.attention, "--attention", 1.0, MAX_ATTENTION)
     clock = factors(args.clock, "--clock", 0.0, 1.0, low_open=True)
     cases = rows(args.rows)   # every name checked before the first simulation
@@ -93,4 +100,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, options=("--attention", "--clock")))
+    sys.exit(script_entry.call(main, sys.argv[1:]))   # Ctrl-C: one line, exit 130

@@ -35,12 +35,14 @@ error first) - 1, and beside it ``straggler_trend``, what the sourced per-GPU sp
 
 from __future__ import annotations
 
+import argparse
 import csv
-import json
 import math
 import sys
 
 import numpy as np
+import residuals
+from accuracy_tables import InputError, _refuse_overwriting_inputs, load_cases
 
 from simcluster.core import script_entry
 from simcluster.core.token_routing import expected_max_normal
@@ -49,6 +51,10 @@ from simcluster.spec import config, stack, variability
 from simcluster.studies import trends
 
 FITS = ("rate", "const", "rate+const", "c+b m")
+# the fields of a validate --json case this script reads (studies.trends keys series by family and metric; the
+# published step is the simulated one x simulated / published TFLOP/s), checked by accuracy_tables.load_cases
+CASE_FIELDS = {"scenario": str, "family": str, "step_time_s": (int, float), "published_tflops": (int, float),
+               "simulated_tflops": (int, float)}
 
 
 def row_of(case: dict, scenario: config.Scenario) -> dict:
@@ -59,7 +65,7 @@ def row_of(case: dict, scenario: config.Scenario) -> dict:
               + memory.stage_expert_params(model, p.pp, s, p.ep, p.etp, p.virtual_stages) for s in range(p.pp)]
     params = max(stages)
     return {"scenario": case["scenario"], "gpus": scenario.cluster.gpus, "dp": p.dp, "pp": p.pp,
-            "vp": p.virtual_stages, "tp": p.tp, "m": t.global_batch_size // (p.dp * t.micro_batch_size),
+            "vp": p.virtual_stages, "tp": p.tp, "m": scenario.microbatches,
             "batch": t.global_batch_size, "seq": t.seq_len, "gpu": scenario.cluster.gpu.name,
             "stack": stack.family(scenario), "zero": p.zero_stage,
             "params B": params / 1e9, "grad GB": params * memory.BYTES_PER_ELEMENT[p.grad_reduce_dtype] / 1e9,
@@ -97,8 +103,6 @@ def series_of(cases: list[dict], load=config.load) -> list[list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         case = by_name[run.scenario]
-        if not _positive(case.get("step_time_s")):
-            continue
         groups.setdefault(run.key(), []).append({**row_of(case, load(run.scenario)),
                                                  "label": f"{run.family}/{run.model}"})
     out = []
@@ -114,10 +118,6 @@ def series_of(cases: list[dict], load=config.load) -> list[list[dict]]:
             out += [sorted(({**r, "label": f"{r['label']} batch {r['batch']}"} for r in b),
                            key=lambda r: (r["gpus"], r["m"])) for b in curves]
     return out
-
-
-def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def straggler_trend(gpus_first: int, gpus_last: int, cv: float | None = None) -> float:
@@ -161,20 +161,7 @@ def verdict(rows: list[dict], fits: dict) -> str:
     return f"m varies: {better} fits better"
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rho (average ranks for ties); NaN when either side has no spread."""
-    def ranks(v):
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in set(v):   # ties: their mean rank
-            idx = [i for i, w in enumerate(v) if w == value]
-            r[idx] = np.mean(r[idx])
-        return r
-    rx, ry = ranks(list(x)), ranks(list(y))
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+spearman = residuals.spearman   # ties averaged; NaN with fewer than 5 finite pairs or no spread
 
 
 def report(summaries: list[dict]) -> list[str]:
@@ -244,25 +231,22 @@ DRIVERS = (("params/GPU", lambda s: s["params B"]), ("optimizer params/GPU", lam
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = script_entry.Parser(description="a missing once-per-step cost, series by series (module docstring)",
-                                 allow_abbrev=False)
+    parser = script_entry.Parser(description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cal", help="validate --json output")
     parser.add_argument("held_out", help="validate --held-out --json output")
     parser.add_argument("--csv", help="write one line a series (fits and drivers) here")
     args = parser.parse_args(argv)
     cases = []
     for label, path in (("cal", args.cal), ("held_out", args.held_out)):
-        try:
-            data = json.loads(open(path).read())
-        except (OSError, ValueError) as exc:
-            parser.error(f"{label}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
-        if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-            parser.error(f"{label}: {path} is not validate --json output (no 'cases' list)")
-        bad = next((i for i, c in enumerate(data["cases"])
-                    if not isinstance(c, dict) or not isinstance(c.get("scenario"), str)), None)
-        if bad is not None:
-            parser.error(f"{label}: {path} case {bad} has no scenario name")
-        cases += data["cases"]
+        try:   # accuracy_tables' reader: a regular file, JSON, each case's fields present, finite and positive
+            cases += load_cases(path, CASE_FIELDS)
+        except InputError as err:
+            parser.error(f"{label}: {err}")
+    try:   # --csv CAL.json would replace the validate output with the table
+        _refuse_overwriting_inputs((args.cal, args.held_out), csv=args.csv)
+    except InputError as err:
+        parser.error(str(err))
     summaries = [series_summary(rows) for rows in series_of(cases)]
     print("\n".join(report(summaries)))
     if args.csv:

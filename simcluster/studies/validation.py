@@ -74,6 +74,15 @@ def sources() -> dict[str, str]:
     return catalog.load("validation")["sources"]
 
 
+def named_case(name: str) -> dict:
+    """The calibration or held-out case of scenario ``name``; a name that is neither is a ScenarioError on the
+    ``scenario`` field (the scripts' one line, exit 2: ``script_entry``)."""
+    for case in cases() + held_out_cases():
+        if case["scenario"] == name:
+            return case
+    raise ScenarioError("scenario", f"{name}: not a validation row (simcluster validate [--held-out] lists them)")
+
+
 def published_tflops(case: dict, scenario: config.Scenario) -> float:
     """The case's published TFLOP/s per GPU; from a published step time, model FLOP / (GPUs * step time)."""
     if "step_time_s" in case:

@@ -4,11 +4,14 @@ bubble share, the published step of Table 2's eq. 3 count), and an unreadable ca
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from simcluster.core.errors import ScenarioError
 
 SCRIPTS = Path(__file__).parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -51,7 +54,8 @@ def test_unreadable_cache_is_one_line_exit_2(tmp_path):
                              str(tmp_path / "missing.jsonl")], capture_output=True, text=True,
                             cwd=SCRIPTS.parent, env={"PYTHONPATH": str(SCRIPTS.parent)})
     assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "--summaries" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "error: --summaries: " in result.stderr
+    assert "missing.jsonl: cannot read" in result.stderr
 
 
 def test_row_facts_of_an_mtnlg_row():
@@ -66,3 +70,38 @@ def test_row_facts_of_an_mtnlg_row():
     # a scale the fit's c absorbs)
     h = 20480
     assert row["grad GB"] == pytest.approx(((3 * 12 * h ** 2 + 51200 * h) / 8 + 2048 * h) * 4 / 1e9, rel=0.002)
+
+
+def test_summaries_read_back_as_written(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    path.write_text(json.dumps({"a": SUMMARY}) + "\n\n" + json.dumps({"b": {**SUMMARY, "step_time_s": 1}}) + "\n")
+    assert dp_width_terms.read_summaries(str(path)) == {"a": SUMMARY, "b": {**SUMMARY, "step_time_s": 1}}
+
+
+@pytest.mark.parametrize("text, said", [
+    ("not json", "line 1: not JSON"),                                   # a traceback before round 35's audit
+    ("[1, 2]", "line 1: expected an object"),
+    (json.dumps({"a": {"step_time_s": 1.0}}), "line 1: a: expected"),  # a KeyError traceback mid-report before
+    ("\n" + json.dumps({"a": {**SUMMARY, "compute_s": float("nan")}}), "line 2: a: expected"),
+    (json.dumps({"a": {**SUMMARY, "exposed": {"dp": -1}}}), "line 1: a: expected"),
+    (None, "not a regular file"),                                       # a folder
+])
+def test_bad_summaries_name_the_option_and_the_line(tmp_path, text, said):
+    path = tmp_path / "cache.jsonl"
+    path.mkdir() if text is None else path.write_text(text)
+    with pytest.raises(ScenarioError) as refused:
+        dp_width_terms.read_summaries(str(path))
+    assert refused.value.field == "--summaries" and said in str(refused.value)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--series"], "expected at least one argument"),   # was an empty report, exit 0
+    (["--series", "smith2022 MT-NLG 530B", "smith2022 MT-NLG 530B"], "given twice"),
+    (["--series", "mtnlg"], "invalid choice"),
+])
+def test_bad_series_is_one_line_exit_2(argv, said, capsys, monkeypatch):
+    monkeypatch.setattr(dp_width_terms, "simulate", lambda *a, **k: pytest.fail("simulated"))
+    with pytest.raises(SystemExit) as exited:
+        dp_width_terms.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "--series" in err and said in err

@@ -13,10 +13,10 @@ step needs.
 - a sibling is its bundled scenario with only the GPU count (nodes, dp, global batch) and, for MPT-3B, the shape and
   micro batch changed: its parameter count is the README's NumParams (2,651,837,440 for MPT-3B, 1,315,950,592 for
   MPT-1B) and its global batch the README's (GPUs x micro batch x accumulation);
-- ``--trend`` (round 35): a series is the rows whose names differ in the GPU count alone at one micro batch and
-  accumulation; its parts partition each simulated step, the per-GPU compute parts do not move with the GPU count,
-  the ``other`` part's change is the optimizer step's change read from the events, and the table prints each part's
-  change from the fewest GPUs;
+- ``--trend`` (round 35): a series is the rows of one trend-series key (``studies.trends``: source, model, layout)
+  and one accumulation, so rows that differ in the GPU count alone; its parts partition each simulated step, the
+  per-GPU compute parts do not move with the GPU count, the ``other`` part's change is the optimizer step's change
+  read from the events, and the table prints each part's change from the fewest GPUs;
 - bad input: a case without its field, a prefix no case has and a baseline out of range exit 2 with one line.
 """
 
@@ -100,6 +100,12 @@ def test_siblings_are_the_tables_rows(fm, label, gpus, params, global_batch):
     assert scenario.training.seq_len == base.training.seq_len and scenario.cluster.gpu == base.cluster.gpu
 
 
+def case(name, error, step_time_s):
+    """A held-out case as validate --json writes it (the TFLOP/s: any positive pair; the error is what is read)."""
+    return {"scenario": name, "error": error, "step_time_s": step_time_s, "family": "llmfoundry", "metric": "model",
+            "published_tflops": 400.0, "simulated_tflops": 400.0 * (1 + error)}
+
+
 def write_cases(tmp_path, cases):
     path = tmp_path / "ho.json"
     path.write_text(json.dumps({"cases": cases}))
@@ -111,7 +117,7 @@ def test_bad_input_exits_2_with_one_line(fm, tmp_path, capsys):
     assert fm.main([missing]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "step_time_s" in err
-    good = write_cases(tmp_path, [{"scenario": "mpt-1b-64-h100", "error": 0.1, "step_time_s": 0.85}])
+    good = write_cases(tmp_path, [case("mpt-1b-64-h100", 0.1, 0.85)])
     assert fm.main([good, "--prefix", "llama"]) == 2
     assert "no case" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
@@ -119,12 +125,6 @@ def test_bad_input_exits_2_with_one_line(fm, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--baseline" in err
-
-
-def test_series_of_reads_the_gpu_count_from_the_name(fm):
-    assert fm.series_of("mpt-13b-8-h100") == ("mpt-13b-N-h100", 8)
-    assert fm.series_of("mpt-7b-128-a100-40gb") == ("mpt-7b-N-a100-40gb", 128)
-    assert fm.series_of("mpt-13b") is None
 
 
 def test_trend_table_prints_each_parts_change(fm):
@@ -143,16 +143,16 @@ def test_trend_table_prints_each_parts_change(fm):
 @pytest.fixture(scope="module")
 def mpt13_trend(fm):
     cases = [
-        {"scenario": "mpt-13b-8-h100", "error": 0.15, "step_time_s": 0.74},
-        {"scenario": "mpt-13b-16-h100", "error": 0.20, "step_time_s": 0.71},
-        {"scenario": "mpt-13b-8-a100-80gb", "error": 0.05, "step_time_s": 5.0},  # another series: one row
+        case("mpt-13b-8-h100", 0.15, 0.74),
+        case("mpt-13b-16-h100", 0.20, 0.71),
+        case("mpt-13b-8-a100-80gb", 0.05, 5.0),  # another GPU, another series: one row, left out
     ]
     return fm.trend_rows(cases)
 
 
 def test_trend_parts_partition_the_step_and_other_is_the_optimizer(fm, mpt13_trend):
-    assert list(mpt13_trend) == ["mpt-13b-N-h100, micro batch 2 x 1"]
-    rows = {r.gpus: r for r in mpt13_trend["mpt-13b-N-h100, micro batch 2 x 1"]}
+    assert list(mpt13_trend) == ["mpt-13b on h100-sxm (llmfoundry), micro batch 2 x 1"]
+    rows = {r.gpus: r for r in mpt13_trend["mpt-13b on h100-sxm (llmfoundry), micro batch 2 x 1"]}
     for r in rows.values():
         assert sum(r.parts_s.values()) == pytest.approx(r.simulated_s, rel=1e-9)
     assert rows[8].published_s == pytest.approx(rows[8].simulated_s * 1.15)
@@ -166,8 +166,17 @@ def test_trend_parts_partition_the_step_and_other_is_the_optimizer(fm, mpt13_tre
 
 
 def test_trend_leaves_out_rows_that_differ_beyond_the_gpu_count(fm):
-    cases = [  # MPT-30B on 8 runs 3 x 21, on 16 10 x 3: not a series
-        {"scenario": "mpt-30b-8-h100", "error": 0.09, "step_time_s": 58.9},
-        {"scenario": "mpt-30b-16-h100", "error": 0.03, "step_time_s": 26.4},
-    ]
+    cases = [case("mpt-30b-8-h100", 0.09, 58.9), case("mpt-30b-16-h100", 0.03, 26.4)]  # 3 x 21 and 10 x 3
     assert fm.trend_rows(cases) == {}
+
+
+def test_trend_groups_by_the_trend_series_key_not_the_name(fm, monkeypatch):
+    """Rows whose names differ in the GPU count alone, at one micro batch and accumulation, but whose layouts differ
+    are two series of one row each, not one series: mpt-13b-16-h100 at sequence 1024 (studies.trends' layout key)
+    stands apart from mpt-13b-8-h100; a group left out is not simulated."""
+    monkeypatch.setattr(fm, "Simulation", lambda *a, **k: pytest.fail("simulated a left-out group"))
+    short = config.load("mpt-13b-16-h100")
+    short = short.model_copy(update={"training": short.training.model_copy(update={"seq_len": 1024})})
+    scenarios = {"mpt-13b-8-h100": config.load("mpt-13b-8-h100"), "mpt-13b-16-h100": short}
+    cases = [case("mpt-13b-8-h100", 0.15, 0.74), case("mpt-13b-16-h100", 0.20, 0.71)]
+    assert fm.trend_rows(cases, load=scenarios.__getitem__) == {}

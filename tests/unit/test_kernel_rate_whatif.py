@@ -10,6 +10,7 @@ import pytest
 from scripts_loader import load_script
 
 from simcluster.core.errors import ScenarioError
+from simcluster.core.script_entry import call
 from simcluster.spec import config
 from simcluster.studies import validation
 from simcluster.workload import kernels
@@ -33,6 +34,17 @@ def test_slower_attention_adds_its_own_time_and_nothing_else():
     assert validation.run_case(case).step_time_s == base   # restored on leaving the block
 
 
+def test_a_lower_clock_reaches_the_engine():
+    """F = 0.8 slows the step, by at most 1 / F (the tensor-core time scales with the clock, HBM-bound kernels,
+    the fitted gaps and communication do not); and by more than half of the way there, the row being compute-bound
+    (one node, FlagPerf's 8B: tensor-core roofline most of the step)."""
+    case = next(c for c in validation.held_out_cases() if c["scenario"] == ROW)
+    base = validation.run_case(case).step_time_s
+    with whatif.rates(clock=0.8):
+        slower = validation.run_case(case).step_time_s
+    assert base * (1 + 0.5 * 0.25) < slower <= base / 0.8 * (1 + 1e-9)
+
+
 def test_the_clock_and_attention_factors_apply_and_are_restored_after_an_error():
     fraction, ratio = kernels.attention_efficiency, kernels.clock_ratio
     with pytest.raises(RuntimeError), whatif.rates(attention=2.0, clock=0.5):
@@ -46,6 +58,10 @@ def test_the_clock_and_attention_factors_apply_and_are_restored_after_an_error()
     (["--clock", "0", ROW], "--clock"),
     (["--clock", "1.1", ROW], "--clock"),
     (["--attention", "1,x", ROW], "--attention"),
+    (["--attention=nan", ROW], "--attention"),
+    (["--clock", "inf", ROW], "--clock"),
+    (["--attention", "1.2", "--attention=1.5", ROW], "--attention"),   # argparse would keep the last silently
+    (["--", "--clock"], "scenario"),                                   # after --, a word: not a row
     (["not-a-row"], "scenario"),
     ([ROW, ROW], "scenario"),
     ([], "scenario"),
@@ -55,3 +71,13 @@ def test_bad_input_is_refused_before_simulating(argv, field, monkeypatch):
     with pytest.raises(ScenarioError) as refused:
         whatif.main(argv)
     assert refused.value.field == field
+
+
+def test_command_line_errors_are_one_line_exit_2(capsys):
+    """Through the script's entry (``script_entry.call``): a ScenarioError and argparse's own errors alike."""
+    assert call(whatif.main, ["--attention", "0.5", ROW]) == 2
+    with pytest.raises(SystemExit) as exited:   # the Parser exits by itself
+        call(whatif.main, ["--bogus", ROW])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "--attention" in err[0] and "--bogus" in err[1]

@@ -49,9 +49,10 @@ def test_one_m_identifies_neither_c_with_b_nor_a_with_c():
 
 
 def test_spearman_with_ties():
-    # ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3): covariance 1.125, variances 1.125 and 1.25
-    assert terms.spearman([1, 2, 2, 5], [1, 2, 3, 4]) == pytest.approx(1.125 / (1.125 * 1.25) ** 0.5)
-    assert terms.spearman([1, 1, 1], [1, 2, 3]) != terms.spearman([1, 1, 1], [1, 2, 3])   # NaN: no spread
+    """residuals.spearman, the one the drivers' rho uses: ranks (0, 1.5, 1.5, 3, 4) against (0, 1, 2, 3, 4),
+    deviations (-2, -.5, -.5, 1, 2) and (-2, -1, 0, 1, 2): 9.5 / sqrt(9.5 x 10)."""
+    assert terms.spearman([1, 2, 2, 5, 6], [1, 2, 3, 4, 5]) == pytest.approx((9.5 / 10) ** 0.5)
+    assert math.isnan(terms.spearman([1, 1, 1, 1, 1], [1, 2, 3, 4, 5]))   # no spread
 
 
 def test_mtnlg_is_one_series_with_m_from_dp():
@@ -68,17 +69,31 @@ def test_mtnlg_is_one_series_with_m_from_dp():
     assert summary["verdict"].startswith("m varies") and summary["fits"]["c+b m"]["dof"] == 1
 
 
-@pytest.mark.parametrize("text", [None, "{\"cases\": 3}", "{\"cases\": [{\"error\": 0.1}]}", "[1, 2"])
-def test_bad_input_is_one_line_exit_2(tmp_path, text):
+GOOD_CASE = {"scenario": "smith2022-mtnlg-530b-420-a100", "family": "smith2022", "published_tflops": 113.0,
+             "simulated_tflops": 138.6, "step_time_s": 36.2}
+
+
+@pytest.mark.parametrize("text, said", [
+    (None, "no such file"), ("", "not json"), ("[1, 2", "not json"), ("{\"cases\": 3}", "'cases'"),
+    ("{\"cases\": []}", "'cases'"), ("{\"cases\": [{\"error\": 0.1}]}", "cases[0].scenario"),
+    # a published 0 TFLOP/s was a ZeroDivisionError traceback before round 35's audit; NaN a silent NaN step
+    (json.dumps({"cases": [{**GOOD_CASE, "published_tflops": 0}]}), "cases[0].published_tflops"),
+    (json.dumps({"cases": [{**GOOD_CASE, "step_time_s": float("nan")}]}), "cases[0].step_time_s"),
+    ("dir", "not a regular file"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, text, said):
     path = tmp_path / "val.json"
-    if text is not None:
+    if text == "dir":
+        path.mkdir()
+    elif text is not None:
         path.write_text(text)
     good = tmp_path / "ho.json"
-    good.write_text(json.dumps({"cases": []}))
+    good.write_text(json.dumps({"cases": [GOOD_CASE]}))
     result = subprocess.run([sys.executable, str(SCRIPTS / "once_per_step_terms.py"), str(path), str(good)],
                             capture_output=True, text=True, cwd=SCRIPTS.parent, env={"PYTHONPATH": str(SCRIPTS.parent)})
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "cal" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "error: cal: " in result.stderr and said in result.stderr.lower()
 
 
 def test_a_recipe_at_two_batches_is_also_two_curves():
@@ -99,3 +114,14 @@ def test_straggler_trend_is_the_slowest_gpu_closed_form():
     assert terms.straggler_trend(1, 8, cv=0.015) == pytest.approx(math.exp(0.015 * 1.4236) - 1, rel=0.01)
     assert terms.straggler_trend(64, 64, cv=0.015) == 0.0
     assert terms.straggler_trend(8, 1000) == pytest.approx(math.exp(0.015 * (3.2414 - 1.4236)) - 1, rel=0.02)
+
+
+def test_csv_onto_an_input_is_refused(tmp_path):
+    cal, ho = tmp_path / "cal.json", tmp_path / "ho.json"
+    for path in (cal, ho):
+        path.write_text(json.dumps({"cases": [GOOD_CASE]}))
+    result = subprocess.run([sys.executable, str(SCRIPTS / "once_per_step_terms.py"), str(cal), str(ho),
+                             "--csv", str(ho)], capture_output=True, text=True, cwd=SCRIPTS.parent,
+                            env={"PYTHONPATH": str(SCRIPTS.parent)})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--csv" in result.stderr
+    assert json.loads(ho.read_text()) == {"cases": [GOOD_CASE]}   # the input kept
