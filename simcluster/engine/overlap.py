@@ -46,10 +46,10 @@ def slowdowns(scenario, layout) -> Slowdowns:
     per_node = scenario.cluster.gpus_per_node
     replicas = {r for d in layout.group(0, "dp") for r in layout.group(d, "cp")}
     members = Counter(r // per_node for r in replicas)
-    if len(members) > 1:  # a ring across nodes, crossing each by one NIC a member GPU (ring_channels' rails)
+    if len(members) > 1:  # a ring across nodes, one channel a member GPU's rail (NCCL: the fewest on any node)
         dp = interference.comm_kernel(
             "network", scenario.cluster.nic.rate * nccl.efficiency("ring", "Simple", "network"), gpu,
-            nics=min(members.values()))
+            ring=(min(members.values()), scenario.cluster.nic))
     else:
         dp = interference.comm_kernel("nvlink", gpu.nvlink_bandwidth * nccl.efficiency("ring", "Simple", "nvlink", gpu),
                                       gpu)

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from simcluster.core import catalog
-from simcluster.spec.hardware import GpuSpec
+from simcluster.spec.hardware import GpuSpec, NicSpec
 from simcluster.workload import kernels
 from simcluster.workload.ops import Op
 
@@ -74,28 +74,50 @@ class CommKernel:
     persistent: bool = True
 
 
-def comm_kernel(transport: str, wire_bytes_per_s: float, gpu: GpuSpec, nics: int | None = None) -> CommKernel:
+def comm_kernel(transport: str, wire_bytes_per_s: float, gpu: GpuSpec, ring: tuple[int, NicSpec] | None = None
+                ) -> CommKernel:
     """The kernel of a collective on ``transport`` (``TRANSPORTS``: an NVLink ring, a ring across nodes, Transformer
-    Engine's userbuffers) moving ``wire_bytes_per_s`` per direction on ``gpu``; ``nics``: for a ring across nodes,
-    the NICs it crosses each node by (``ctas``)."""
-    return CommKernel(ctas(transport, gpu, nics), wire_bytes_per_s)
+    Engine's userbuffers) moving ``wire_bytes_per_s`` per direction on ``gpu``; ``ring``: for a ring across nodes,
+    its GPUs a node and the NIC (``ctas``)."""
+    return CommKernel(ctas(transport, gpu, ring), wire_bytes_per_s)
 
 
-def ctas(transport: str, gpu: GpuSpec, nics: int | None = None) -> int:
+def ctas(transport: str, gpu: GpuSpec, ring: tuple[int, NicSpec] | None = None) -> int:
     """CTAs (each holding its SM) of a communication kernel on ``transport`` on ``gpu``: interference.yaml ``ctas``;
     an NVLink ring on a GPU of another NVLink generation takes ``nvlink_by_generation`` (NVLink 5: 32, NCCL's init
-    log on a DGX B200) where listed. A ring across nodes that crosses each node by ``nics`` NICs launches
-    ``network_ctas_per_nic`` for each, at most ``ctas.network`` (NCCL: 2 SMs at one NIC, 16 at eight); without
-    ``nics`` (an all-to-all), ``ctas.network``."""
+    log on a DGX B200) where listed. A ring across nodes with ``ring`` = (its GPUs a node, the NIC) launches NCCL's
+    channel count (``network_ring_channels``), at most ``ctas.network``; without it (an all-to-all),
+    ``ctas.network``."""
     assert transport in TRANSPORTS, transport
     if transport == "nvlink":
         by_generation = constants()["nvlink_by_generation"]
         if gpu.nvlink_generation in by_generation:
             return by_generation[gpu.nvlink_generation]
-    if transport == "network" and nics is not None:
-        assert nics >= 1, nics
-        return min(constants()["ctas"]["network"], constants()["network_ctas_per_nic"] * nics)
+    if transport == "network" and ring is not None:
+        return min(constants()["ctas"]["network"], network_ring_channels(*ring, gpu))
     return constants()["ctas"][transport]
+
+
+def network_ring_channels(members_per_node: int, nic: NicSpec, gpu: GpuSpec) -> int:
+    """NCCL's channels (one CTA each) of a ring whose group holds ``members_per_node`` GPUs on each node, over ``nic``
+    (interference.yaml ``network_ring``: search.cc's search and ncclTopoDupChannels, connect.cc's ncclTopoPostset):
+    one search channel a NIC rail at the speed of the GPU-NIC path, doubled at half the speed at >= 25 GB/s (not
+    on Hopper and later under 50 GB/s above 4 channels), every channel twice, and twice again on Hopper and later
+    above 45 GB/s under 16. One 200 Gb/s port: 2; one 400 Gb/s port: 4; eight 400 Gb/s ports: 16."""
+    if members_per_node < 1:
+        raise ValueError(f"a ring across nodes holds at least one GPU a node, got {members_per_node}")
+    c = constants()["network_ring"]
+    path_gb_s = min(nic.rate / 1e9, c["pcie_x16_gb_s"][nic.host])
+    speed = next((s for s in c["search_speeds_gb_s"] if s <= path_gb_s), c["search_speeds_gb_s"][-1])
+    hopper = gpu.nvlink_generation >= c["hopper_nvlink_generation"]
+    channels = min(members_per_node, c["search_max_channels"])
+    if speed >= c["dup_min_gb_s"] and not (
+            hopper and speed < c["dup_skip_below_gb_s"] and channels > c["dup_skip_above_channels"]):
+        channels, speed = min(2 * channels, c["search_max_channels"]), speed / 2  # ncclTopoDupChannels
+    channels *= 2  # ncclTopoPostset
+    if hopper and speed > c["compute_double_above_gb_s"] and channels < c["compute_double_below"]:
+        channels *= 2  # "4 compute channels per search channel to reach peak BW on <8 PPN"
+    return channels
 
 
 class ComputeMix(float):
