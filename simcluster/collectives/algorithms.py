@@ -407,6 +407,7 @@ def alltoall_hierarchical(layout: list[np.ndarray], size_bytes: float, protocol:
     if dedup:
         token = size_bytes / routing.top_k
         network_bytes = token * routing.node_hit(nodes) * routing.network_load(nodes, m)  # received per node
+        network_bytes *= routing.internode_slowdown()   # DeepEP's measured NIC rate (collectives/deepep.py)
         nvlink_bytes = token * nodes * routing.gpu_hit(nodes, m)
     else:
         network_bytes, nvlink_bytes = size_bytes / nodes, size_bytes / m

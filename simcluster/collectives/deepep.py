@@ -1,4 +1,5 @@
-"""DeepEP's intranode all-to-all rate: SM-bound copies, not NCCL's NVLink rate (data/moe.yaml ``deepep_intranode``).
+"""DeepEP's all-to-all rates: intranode SM-bound copies, not NCCL's NVLink rate (data/moe.yaml ``deepep_intranode``);
+internode its measured NIC rate (``deepep_internode``).
 
 Inside one NVLink domain the flex dispatcher's DeepEP kernels copy every token row a rank receives (its own among
 them) with the ``deepep_sms`` SMs they are given (Megatron-Core ``--moe-deepep-num-sms``, default 20), so on NVLink 4
@@ -11,6 +12,12 @@ intranode all-to-all's NVLink bytes of a group of ``ranks`` GPUs (``algorithms.a
 ``TokenRouting.intranode_slowdown``): NCCL's rate over DeepEP's remote rate, at least 1 (where DeepEP is faster the
 link binds, as on H800); it grows as the group shrinks (EP 8: 1.38, EP 4: 1.61, EP 2: 2.41 on H100). GPUs of an
 NVLink generation without a measurement keep 1. Only the flex dispatcher (DeepEP) has it.
+
+Across nodes (the hierarchical all-to-all) DeepEP's RDMA phase is NIC-bound, but below NCCL's NIC rate: its own
+benchmark on 400 Gb/s ConnectX-7 moves 43.65 GB/s of the 50 on the NIC at EP 32 and 64 (data/moe.yaml
+``deepep_internode``), where the simulator's network links run at nccl.yaml's 47. ``internode_ratio`` is that ratio
+(1.077), which the engine applies to the network phase's bytes (``TokenRouting.internode_slowdown``); NICs without a
+measurement keep 1.
 
 ``line_rate_floor_s`` is the least time one dispatch or combine can take on the links whatever the kernels: DeepEP's
 own bytes (a token once per destination node on the NIC, once per destination GPU on NVLink; or every copy, for the
@@ -55,6 +62,29 @@ def intranode_slowdown(gpu, ranks: int) -> float:
     """Time of DeepEP's intranode all-to-all over NCCL's on the same remote bytes on ``gpu``, a group of ``ranks``
     GPUs in one node (``token_routing.deepep_slowdown`` of ``intranode_ratio``); 1 without a measurement."""
     return deepep_slowdown(intranode_ratio(gpu), ranks)
+
+
+def internode_nic_fraction(nic) -> float:
+    """Fraction of ``nic``'s line rate DeepEP's internode kernels move on the NIC in their RDMA-bound cases
+    (data/moe.yaml ``deepep_internode``, keyed by the NIC's name): each benchmark figure counts the token's own node
+    among its destination nodes (DeepEP tests/test_internode.py ``num_rdma_token_sent``), so the NIC carries
+    (nodes - 1) / nodes of it; the mean over the dispatch and combine figures, over the measured line rate. 0 without
+    a measurement for the NIC."""
+    entry = catalog.load("moe").get("deepep_internode", {}).get(getattr(nic, "name", None))
+    if entry is None:
+        return 0.0
+    figures = [parse(rate, BYTES_PER_S) * (int(nodes) - 1) / int(nodes)
+               for kernel in ("dispatch", "combine") for nodes, rate in entry[kernel]]
+    return sum(figures) / len(figures) / parse(entry["line_rate"], BYTES_PER_S)
+
+
+def internode_ratio(nic) -> float:
+    """NCCL's all-to-all rate on ``nic`` (nccl.yaml's per-NIC efficiency, what the simulator's network phase runs
+    at) over the rate DeepEP's internode kernels were measured to move on it (``internode_nic_fraction``); 0 without
+    a measurement. The engine takes at least 1 (``TokenRouting.internode_slowdown``): where DeepEP is measured
+    faster than NCCL, the link binds."""
+    fraction = internode_nic_fraction(nic)
+    return nccl.efficiency("direct", "Simple", "network") / fraction if fraction > 0 else 0.0
 
 
 def line_rate_floor_s(nodes: int, local: int, tokens: float, token_bytes: float, experts: int, top_k: int,

@@ -204,6 +204,8 @@ class TokenRouting:
     dropless; module docstring). ``intranode_ratio``: NCCL's NVLink all-to-all rate over the rate at which DeepEP's
     SM-bound intranode kernels copy received rows, their own among them (0: not DeepEP; collectives/deepep.py); the
     all-to-all inside one node of ``n`` GPUs takes ``intranode_slowdown(n)`` times NCCL's time on the same bytes.
+    ``internode_ratio``: NCCL's NIC rate over DeepEP's measured internode one (0: not DeepEP); the network phase across
+    nodes takes ``internode_slowdown()`` times NCCL's time on the same bytes.
     ``consecutive``: each token to an aligned block of ``top_k`` consecutive experts, the round-robin gate (module
     docstring), instead of ``top_k`` drawn uniformly."""
 
@@ -216,10 +218,16 @@ class TokenRouting:
     tokens: float | None = None
     intranode_ratio: float = 0.0
     consecutive: bool = False
+    internode_ratio: float = 0.0
 
     def intranode_slowdown(self, ranks: int) -> float:
         """``deepep_slowdown`` of this routing's ``intranode_ratio`` over a group of ``ranks`` GPUs in one node."""
         return deepep_slowdown(self.intranode_ratio, ranks)
+
+    def internode_slowdown(self) -> float:
+        """Time of DeepEP's network phase over NCCL's on the same NIC bytes: ``internode_ratio`` (NCCL's NIC rate
+        over DeepEP's measured one, collectives/deepep.py), at least 1; 1 without one (0: not DeepEP)."""
+        return max(1.0, self.internode_ratio)
 
     def total_cv(self) -> float:
         """CV of tokens per expert, systematic and sampling parts in quadrature (module docstring)."""

@@ -100,11 +100,13 @@ class Simulation:
         self.rng = np.random.default_rng(scenario.variability.seed if scenario.variability else 0)
         self.variability = variability.of(scenario, layout, self.rng, expand)
         # DeepEP's routing (copies per node/GPU), with the sampling noise of the tokens an EP group routes, and its
-        # intranode kernels' SM-bound rate (collectives/deepep.py; the flex dispatcher's: NCCL's otherwise)
+        # kernels' measured rates, intranode SM-bound and internode on the NIC (collectives/deepep.py; the flex
+        # dispatcher's: NCCL's otherwise)
         m, p = scenario.model, scenario.parallelism
+        flex = p.moe_dispatcher == "flex"
         self._ep_routing = (moe.token_routing(m.moe, moe.ep_group_tokens(m, shard_for(scenario), p.ep, p.etp),
-                                              deepep.intranode_ratio(scenario.cluster.gpu)
-                                              if p.moe_dispatcher == "flex" else 0.0)
+                                              deepep.intranode_ratio(scenario.cluster.gpu) if flex else 0.0,
+                                              deepep.internode_ratio(scenario.cluster.nic) if flex else 0.0)
                             if m.moe is not None else None)
         self.collective_driver = CollectiveDriver(self.env, self.fabric, self.net,
                                                   self.variability and self.variability.latency_noise)

@@ -50,15 +50,17 @@ class MoELayerTime:
 def alltoall_s(scenario: Scenario) -> float:
     """One token dispatch (or combine) all-to-all of ``scenario``'s MoE layer alone on its fabric: the bytes the
     plan gives it (``plan.dispatch_bytes``), over rank 0's EP group, with the algorithm and token routing the engine
-    runs (``engine.simulation``: ``parallelism.ep_alltoall``; DeepEP's routing and intranode rate with the flex
-    dispatcher); 0 without expert parallelism."""
+    runs (``engine.simulation``: ``parallelism.ep_alltoall``; DeepEP's routing and its intranode and internode rates
+    with the flex dispatcher); 0 without expert parallelism."""
     m, p = scenario.model, scenario.parallelism
     size = plan.dispatch_bytes(scenario)
     if not size:
         return 0.0
     shard = shard_for(scenario)
-    ratio = deepep.intranode_ratio(scenario.cluster.gpu) if p.moe_dispatcher == "flex" else 0.0
-    routing = moe.token_routing(m.moe, moe.ep_group_tokens(m, shard, p.ep, p.etp), ratio)
+    flex = p.moe_dispatcher == "flex"
+    routing = moe.token_routing(m.moe, moe.ep_group_tokens(m, shard, p.ep, p.etp),
+                                deepep.intranode_ratio(scenario.cluster.gpu) if flex else 0.0,
+                                deepep.internode_ratio(scenario.cluster.nic) if flex else 0.0)
     group = expert_groups(Layout.of(p), 0, p.ep, p.etp)[0]
     fabric = topology.from_scenario(scenario)
     steps = timing.engine_schedules(fabric, "alltoall", [tuple(group)], size, p.ep_alltoall, routing)

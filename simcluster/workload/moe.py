@@ -95,27 +95,28 @@ def busiest_rank_load(moe: MoESpec, ep: int, tokens: float | None = None) -> flo
 
 
 def token_routing(moe: MoESpec | None, tokens: float | None = None,
-                  intranode_ratio: float = 0.0) -> TokenRouting | None:
+                  intranode_ratio: float = 0.0, internode_ratio: float = 0.0) -> TokenRouting | None:
     """The tokens' routing over a model's experts (``token_routing.TokenRouting``) with their load's systematic
     spread (``load_cv``), the ``tokens`` routed a microbatch (sampling noise; None: not counted) and capacity
     factor: what DeepEP's all-to-all sends (``parallelism.ep_alltoall: hierarchical``), its intranode kernels
-    SM-bound at NCCL's rate over ``intranode_ratio`` (collectives/deepep.py; 0: not DeepEP); None for a dense
-    model."""
+    SM-bound at NCCL's rate over ``intranode_ratio`` and its network phase at NCCL's NIC rate over
+    ``internode_ratio`` (collectives/deepep.py; 0: not DeepEP); None for a dense model."""
     if moe is None:
         return None
     return _token_routing(moe.experts, moe.top_k, moe.load, moe.capacity_factor, tokens, intranode_ratio,
-                          moe.groups, moe.group_topk)
+                          moe.groups, moe.group_topk, internode_ratio)
 
 
 @cache
 def _token_routing(experts: int, top_k: int, load, capacity_factor: float | None,
                    tokens: float | None = None, intranode_ratio: float = 0.0, groups: int | None = None,
-                   group_limit: int | None = None) -> TokenRouting:
+                   group_limit: int | None = None, internode_ratio: float = 0.0) -> TokenRouting:
     """``token_routing`` by value (the engine asks for it at every expert-parallel block)."""
     consecutive = load == "round_robin"   # exact loads: no sampling noise either (core/token_routing.py)
     return TokenRouting(experts, top_k, load_cv=_load_cv(load, experts), capacity_factor=capacity_factor,
                         tokens=None if consecutive else tokens, intranode_ratio=intranode_ratio,
-                        consecutive=consecutive, groups=groups, group_limit=group_limit)
+                        consecutive=consecutive, groups=groups, group_limit=group_limit,
+                        internode_ratio=internode_ratio)
 
 
 def routed_tokens(model: TransformerSpec, shard: Shard) -> float:
