@@ -1796,10 +1796,18 @@ class Scenario(_Strict):
 
     def _check_module_checkpoints(self) -> None:
         """The whole-module checkpoints of ``recompute_modules`` need their module in the model. Megatron-Core
-        (TransformerConfig, 0.12+) accepts mlp, moe and shared_experts on any model and lets one without the module
+        (TransformerConfig, 0.13 on) accepts mlp, moe and shared_experts on any model and lets one without the module
         do nothing (TransformerLayer sets recompute_mlp only when the layer's MLP is not an MoELayer; MoELayer's
-        shared_experts_recompute acts only with shared experts); a key that changes nothing is refused here."""
+        shared_experts_recompute acts only with shared experts); a key that changes nothing is refused here. A
+        stated release before 0.13 (data/mcore_versions.yaml recompute_modules) had no --recompute-modules: only
+        core_attn (its selective recompute) and moe (its --moe-layer-recompute) describe such a run."""
         modules, moe = self.training.recompute_modules, self.model.moe
+        stated = stated_mcore_version(self.training)
+        newer = [m for m in modules if m not in ("core_attn", "moe")]
+        if self.megatron_core and stated is not None and newer and not _at_least(stated, "recompute_modules"):
+            raise ScenarioError("training.recompute_modules", f"{newer[0]} is a --recompute-modules choice, first in "
+                                f"Megatron-Core {catalog.load('mcore_versions')['recompute_modules']}: the run states "
+                                f"mcore_version {stated!r}")
         if "mlp" in modules and self.model.moe_layers == self.model.layers:
             raise ScenarioError("training.recompute_modules", "mlp recomputes the dense MLP: every layer of this "
                                 "model is an MoE layer (use moe or moe_act)")

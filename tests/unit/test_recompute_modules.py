@@ -354,3 +354,19 @@ def test_the_long_context_rows_fit_only_with_moe(seq):
     data["training"]["recompute_modules"] = ["layernorm", "moe_act"]
     with pytest.raises(OutOfMemoryError):
         memory.check_fits(config.Scenario.model_validate(data))
+
+
+def test_a_release_before_recompute_modules_states_only_what_it_had():
+    """--recompute-modules first ships in Megatron-Core 0.13 (the MoE README's "[MCore v0.13] ... Fine-grained
+    recomputation", data/mcore_versions.yaml): a run stating 0.12 cannot have run layernorm; moe (its
+    --moe-layer-recompute) and core_attn (its selective recompute) it could."""
+    data = config.load("moezoo-qwen3-235b-256-h100-lc16k-balanced").model_dump(mode="json", exclude_none=True)
+    data["training"].update(mcore_version="0.12", moe_router="unfused")   # the fused router is 0.14's
+    with pytest.raises((ScenarioError, ValueError), match="training.recompute_modules: layernorm is a "
+                       "--recompute-modules choice, first in Megatron-Core 0.13"):
+        config.Scenario.model_validate(data)
+    for modules in (["moe"], ["core_attn", "moe"]):
+        data["training"]["recompute_modules"] = modules
+        assert config.Scenario.model_validate(data).training.recompute_modules == tuple(modules)
+    data["training"].update(mcore_version="0.13", recompute_modules=["layernorm", "moe"])
+    config.Scenario.model_validate(data)
