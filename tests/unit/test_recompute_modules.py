@@ -370,3 +370,26 @@ def test_a_release_before_recompute_modules_states_only_what_it_had():
         assert config.Scenario.model_validate(data).training.recompute_modules == tuple(modules)
     data["training"].update(mcore_version="0.13", recompute_modules=["layernorm", "moe"])
     config.Scenario.model_validate(data)
+
+
+def test_one_rebuilt_layer_at_a_time_with_mlp_and_moe():
+    """A model with dense and MoE layers checkpointing both (DeepSeek-V3's first three layers are dense): one
+    layer's backward runs at a time, so the workspace holds the larger of a rebuilt dense MLP and a rebuilt MoE
+    layer, not both."""
+    data = config.load("nemo2511-deepseek-v3-256-b200-fp8").model_dump(mode="json", exclude_none=True)
+
+    def workspace(modules):
+        data["training"]["recompute_modules"] = list(modules)
+        s = config.Scenario.model_validate(data)
+        return memory.per_gpu_memory(s, stage=0).workspace_bytes, s
+
+    base, s = workspace(())
+    shard = ops.shard_for(s)
+    dense = memory.mlp_checkpoint_bytes(s.model, dataclasses.replace(shard, recompute_modules=("mlp",)))
+    load = moe.step_load(s.model, shard, s.parallelism.ep, s.parallelism.etp)
+    rebuilt = memory.moe_checkpoint_rebuilt_bytes(s.model, dataclasses.replace(shard, recompute_modules=("moe",)),
+                                                  s.parallelism.ep, s.parallelism.etp, load)
+    assert dense > 0 and rebuilt > 0
+    assert workspace(("mlp",))[0] - base == pytest.approx(dense, rel=1e-9)
+    assert workspace(("moe",))[0] - base == pytest.approx(rebuilt, rel=1e-9)
+    assert workspace(("mlp", "moe"))[0] - base == pytest.approx(max(dense, rebuilt), rel=1e-9)
