@@ -925,8 +925,10 @@ def _stage_memory(scenario: Scenario, stage: int, deferred: int = 0) -> MemoryBr
                                                                 strict=True))
         load = step_load(m, shard, p.ep, p.etp)
         per_moe_layer = moe_layer_activation_bytes(m, shard, p.ep, p.etp, load)
-        workspace += dispatch_buffer_bytes(m, shard, load) + moe_checkpoint_rebuilt_bytes(m, shard, p.ep, p.etp,
-                                                                                          load)
+        # one layer's backward at a time: a rebuilt MoE layer or a rebuilt dense MLP (workspace_bytes holds the
+        # latter, mlp_checkpoint_bytes), whichever is larger
+        workspace += dispatch_buffer_bytes(m, shard, load) + max(
+            0.0, moe_checkpoint_rebuilt_bytes(m, shard, p.ep, p.etp, load) - mlp_checkpoint_bytes(m, shard))
     activations = stage_activation_bytes(m, shard, p.schedule, p.pp, p.virtual_stages, scenario.microbatches,
                                          stage, p.layers_per_stage, per_moe_layer, t.activation_offload_layers,
                                          t.logits_memory)

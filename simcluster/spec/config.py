@@ -1487,6 +1487,7 @@ class Scenario(_Strict):
             raise ScenarioError("training.mcore_version", f"'{stated}' has no fused MoE router (moe_router: fused, "
                                 "--moe-router-fusion): Megatron-Core ships it from 0.14 (data/mcore_versions.yaml "
                                 "moe_router_fusion)")
+        self._check_recompute_modules_release(stated)
         if (self.megatron_core and m.mla is not None and t.rope_fusion and "rope_fusion" not in t._resolved
                 and release_in(stated, "mla_refuses_rope_fusion")):
             # TransformerConfig.__post_init__ of 0.11 and 0.12 (data/mcore_versions.yaml mla_refuses_rope_fusion)
@@ -1794,9 +1795,18 @@ class Scenario(_Strict):
             raise ScenarioError("training.activation_offload_layers", "activation offloading needs no "
                                 "recompute_modules (Megatron-Core does not combine them)")
 
+    def _check_recompute_modules_release(self, stated: str | None) -> None:
+        """A stated release before 0.13 (data/mcore_versions.yaml recompute_modules) had no --recompute-modules:
+        only core_attn (its selective recompute) and moe (its --moe-layer-recompute) describe such a run."""
+        newer = [m for m in self.training.recompute_modules if m not in ("core_attn", "moe")]
+        if self.megatron_core and stated is not None and newer and not _at_least(stated, "recompute_modules"):
+            raise ScenarioError("training.recompute_modules", f"{newer[0]} is a --recompute-modules choice, first in "
+                                f"Megatron-Core {catalog.load('mcore_versions')['recompute_modules']}: the run states "
+                                f"mcore_version {stated!r}")
+
     def _check_module_checkpoints(self) -> None:
         """The whole-module checkpoints of ``recompute_modules`` need their module in the model. Megatron-Core
-        (TransformerConfig, 0.12+) accepts mlp, moe and shared_experts on any model and lets one without the module
+        (TransformerConfig, 0.13 on) accepts mlp, moe and shared_experts on any model and lets one without the module
         do nothing (TransformerLayer sets recompute_mlp only when the layer's MLP is not an MoELayer; MoELayer's
         shared_experts_recompute acts only with shared experts); a key that changes nothing is refused here."""
         modules, moe = self.training.recompute_modules, self.model.moe

@@ -222,4 +222,5 @@ def flop_per_step(metric: str, scenario: config.Scenario) -> float:
     m, t = scenario.model, scenario.training
     return (moe.model_flop_per_step(m, t.seq_len, t.global_batch_size) if metric == "model" else
             moe.hardware_flop_per_step(m, t.seq_len, t.global_batch_size,
-                                       recompute_mode(t.activation_recompute, t.recompute_modules)))
+                                       recompute_mode(t.activation_recompute, t.recompute_modules),
+                                       t.recompute_modules))

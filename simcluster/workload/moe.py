@@ -546,23 +546,25 @@ def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int)
             + _mla_matmul_flop(model, seq_len, global_batch, MODEL_PHASES, "none"))
 
 
-def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str) -> float:
-    """Hardware FLOP of one step (``ops.hardware_flop_per_step``), MoE layers with their balanced expert load."""
-    return (ops.hardware_flop_per_step(model, seq_len, global_batch, recompute, _balanced(model))
-            + _mtp_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute)
-            + _mla_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute))
+def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str,
+                           modules: tuple[str, ...] = ()) -> float:
+    """Hardware FLOP of one step (``ops.hardware_flop_per_step``), MoE layers with their balanced expert load;
+    ``modules``: training.recompute_modules."""
+    return (ops.hardware_flop_per_step(model, seq_len, global_batch, recompute, _balanced(model), modules)
+            + _mtp_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute, modules)
+            + _mla_matmul_flop(model, seq_len, global_batch, ops.PHASES, recompute, modules))
 
 
 MODEL_PHASES = ("forward", "backward_input", "backward_weight")
 
 
 def _mtp_matmul_flop(model: TransformerSpec, seq_len: int, global_batch: int, phases: tuple[str, ...],
-                     recompute: str) -> float:
+                     recompute: str, modules: tuple[str, ...] = ()) -> float:
     """Matmul FLOP of the multi-token-prediction modules for ``global_batch`` sequences over ``phases``: their
     transformer layers (of the last layer's type) and what surrounds them (``mtp.extra_ops``)."""
     if not model.mtp_layers:
         return 0.0
-    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute, recompute_modules=modules)
     moe_layers = model.mtp_moe_layers
     layers = [(model.mtp_layers - moe_layers, ops.layer_ops(model, shard)),
               (moe_layers, ops.layer_ops(model, shard, moe_block(model, shard)) if moe_layers else None),
@@ -576,12 +578,12 @@ def _balanced(model: TransformerSpec):
 
 
 def _mla_matmul_flop(model: TransformerSpec, seq_len: int, global_batch: int, phases: tuple[str, ...],
-                     recompute: str) -> float:
+                     recompute: str, modules: tuple[str, ...] = ()) -> float:
     """What multi-head latent attention (``workload.mla``) changes in the matmul FLOP of every layer (the MTP
     modules' too) over ``phases``: ``ops`` counts each layer's attention as multi-head attention of hidden/heads."""
     if model.mla is None:
         return 0.0
-    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute, recompute_modules=modules)
     layer = ops.layer_ops(model, shard)
     latent = mla.apply(model, shard, layer)
     per_layer = sum(ops.flop(latent[p], ops.MATMUL_KINDS) - ops.flop(layer[p], ops.MATMUL_KINDS) for p in phases)

@@ -1068,12 +1068,14 @@ def hbm_bytes(ops: list[Op]) -> float:
 
 
 def _matmul_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int,
-                          phases: tuple[str, ...], recompute: str, moe_mlp=None) -> float:
+                          phases: tuple[str, ...], recompute: str, moe_mlp=None,
+                          modules: tuple[str, ...] = ()) -> float:
     """Matmul FLOP of the whole model (no sharding) for ``global_batch`` sequences, summed over ``phases``.
 
-    ``moe_mlp(shard)`` builds an MoE layer's MLP block (``workload.moe``; required for MoE models)."""
+    ``moe_mlp(shard)`` builds an MoE layer's MLP block (``workload.moe``; required for MoE models); ``modules``:
+    ``training.recompute_modules``, whose re-run forwards are in the ``recompute`` phase (``module_recompute``)."""
     assert model.moe is None or moe_mlp is not None, "MoE models: use workload.moe's FLOP functions"
-    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute)
+    shard = Shard(seq_len=seq_len, micro_batch=global_batch, recompute=recompute, recompute_modules=modules)
     moe_layers = model.moe_layers
     per_layer = layer_ops(model, shard)
     total = (model.layers - moe_layers) * sum(flop(per_layer[p], MATMUL_KINDS) for p in phases)
@@ -1095,10 +1097,11 @@ def model_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int,
 
 
 def hardware_flop_per_step(model: TransformerSpec, seq_len: int, global_batch: int, recompute: str,
-                           moe_mlp=None) -> float:
-    """Hardware FLOP of one step: model FLOP plus the recomputed forward work (the numerator of HFU).
+                           moe_mlp=None, modules: tuple[str, ...] = ()) -> float:
+    """Hardware FLOP of one step: model FLOP plus the recomputed forward work (the numerator of HFU), that of
+    ``recompute`` and of the ``recompute_modules`` ``modules`` (mlp and moe re-run their GEMMs).
 
     With full recompute this is 96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h)) for GPT shapes (Narayanan et al. 2021).
     """
     assert recompute in RECOMPUTE_MODES, recompute
-    return _matmul_flop_per_step(model, seq_len, global_batch, PHASES, recompute, moe_mlp)
+    return _matmul_flop_per_step(model, seq_len, global_batch, PHASES, recompute, moe_mlp, modules)

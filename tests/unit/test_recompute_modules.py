@@ -268,3 +268,128 @@ def test_the_zoo_long_context_rows_state_the_readme_and_its_command(seq, cp, sid
     tflops = row.balanced_tflops if side == "balanced" else row.dropless_tflops
     case = next(c for c in validation.held_out_cases() if c["scenario"] == name)
     assert case["step_time_s"] == pytest.approx(zoo_step_s(s.model, seq, 256, 4, tflops), abs=0.006)
+
+
+# ---- review (round 35): HFU counts the module checkpoints, the time charge, one long-context row's memory ------
+
+def test_hardware_flop_counts_the_recomputed_module_forwards():
+    """HFU's numerator is model FLOP plus every recomputed forward: with moe the MoE block's GEMMs once more, per
+    token and MoE layer the router (2 h E) and the routed experts at balanced load (2 k (h 2f + f h)); with mlp a
+    dense layer's MLP (2 h 3 ffn for SwiGLU). Model FLOP (MFU's numerator) does not change."""
+    model = _qwen3()
+    seq, batch = 4096, 8
+    tokens = seq * batch
+    base = moe.hardware_flop_per_step(model, seq, batch, "none", ("layernorm",))
+    with_moe = moe.hardware_flop_per_step(model, seq, batch, "none", ("layernorm", "moe"))
+    per_token = 2 * H * model.moe.experts + 2 * K * (H * 2 * FFN + FFN * H)
+    assert with_moe - base == pytest.approx(model.moe_layers * tokens * per_token, rel=1e-12)
+    # full recompute re-runs the layer already: the modules add nothing
+    assert moe.hardware_flop_per_step(model, seq, batch, "full", ("layernorm", "moe")) == \
+        moe.hardware_flop_per_step(model, seq, batch, "full")
+    llama = config.load("nemo2511-llama3-8b-8-b200-fp8").model
+    dense = moe.hardware_flop_per_step(llama, seq, batch, "none", ("mlp",)) - moe.hardware_flop_per_step(
+        llama, seq, batch, "none")
+    assert dense == pytest.approx(llama.layers * tokens * 2 * llama.hidden * 3 * llama.ffn, rel=1e-12)
+
+
+def test_moe_recompute_costs_at_least_its_flop_at_peak_and_reports_them():
+    """The engine charges the recomputed MoE block: the step grows by at least the extra hardware FLOP per GPU at
+    the bf16 peak (a lower bound no schedule beats), and the summary's hardware FLOP carries them. The long-context
+    16K row at sequence 4,096 and 64 sequences (its stand-in, layernorm only, then fits)."""
+    from simcluster.engine import simulate
+
+    data = config.load("moezoo-qwen3-235b-256-h100-lc16k-balanced").model_dump(mode="json", exclude_none=True)
+    data["training"].update(seq_len=4096, global_batch_size=64)
+    runs = {}
+    for modules in (("layernorm",), ("layernorm", "moe")):
+        data["training"]["recompute_modules"] = list(modules)
+        scenario = config.Scenario.model_validate(data)
+        runs[modules] = simulate(scenario).summary
+    without, with_moe = runs[("layernorm",)], runs[("layernorm", "moe")]
+    extra_flop = with_moe["hardware_flop_per_step"] - without["hardware_flop_per_step"]
+    assert extra_flop == pytest.approx(
+        94 * 4096 * 64 * (2 * H * 128 + 2 * K * 3 * H * FFN), rel=1e-12)
+    assert with_moe["model_flop_per_step"] == without["model_flop_per_step"]
+    peak = scenario.cluster.gpu.peak_flop_per_s("bf16")
+    assert with_moe["step_time_s"] - without["step_time_s"] >= extra_flop / scenario.cluster.gpus / peak
+
+
+def test_a_long_context_rows_moe_layer_keeps_what_megatron_keeps():
+    """By hand, per GPU and microbatch, one MoE layer of moezoo-qwen3-235b-256-h100-lc16k-balanced with
+    --recompute-modules layernorm moe (T = 16,384 tokens, TP 4 with sequence parallelism, bf16): the two norms'
+    inputs (the residual stream, 2 x 2 T/4 h), linear_qkv's stored input (TE LayerNormLinear's norm output, 2 T/4 h),
+    Q, K, V and the attention output for linear_proj (2 T (2 q + 2 kv)/4), the q/k norms' inputs (2 T (q + kv)/4)
+    and their fp32 rsigma per head row; nothing of the MoE block: its input, the pre-MLP norm's output, is discarded
+    by layernorm's output-discarding checkpoint and everything inside MoELayer's checkpoint is rebuilt. Without moe
+    the routed rows' tensors (T/4 x k x load rows of h and 3 ffn) and the router's fp32 probabilities come back."""
+    from simcluster.workload.moe import step_load
+
+    s = config.load("moezoo-qwen3-235b-256-h100-lc16k-balanced")
+    m, p = s.model, s.parallelism
+    shard = ops.shard_for(s)
+    tokens, tp, e = 16384, 4, 2
+    q, kv = m.heads * m.head_dim, m.kv_heads * m.head_dim
+    assert (shard.tokens, shard.sp_divisor, q, kv) == (tokens, tp, 8192, 512)
+    kept = (2 * e * tokens / tp * H + e * tokens / tp * H + e * tokens * (2 * q + 2 * kv) / tp
+            + e * tokens * (q + kv) / tp + 4 * tokens / tp * (m.heads + m.kv_heads))
+    load = step_load(m, shard, p.ep, p.etp)
+    assert memory.moe_layer_activation_bytes(m, shard, p.ep, p.etp, load) == pytest.approx(kept, rel=1e-12)
+    assert kept / 2**20 == pytest.approx(301.1, abs=0.05)
+    norm_only = dataclasses.replace(shard, recompute_modules=("layernorm",))
+    rows = tokens / tp * K * load
+    assert memory.moe_layer_activation_bytes(m, norm_only, p.ep, p.etp, load) - kept == pytest.approx(
+        e * rows * (H + 3 * FFN) + 4 * tokens / tp * m.moe.experts, rel=1e-12)
+
+
+@pytest.mark.parametrize("seq", [16384, 131072])
+def test_the_long_context_rows_fit_only_with_moe(seq):
+    """Rule (Z7): every tokens-per-GPU is 16,384 (CP = seq / 16K), so the rows hold the same activations; with
+    layernorm moe they fit in 80 GB (the readme ran them), with the old stand-in layernorm moe_act they do not."""
+    from simcluster.core.errors import OutOfMemoryError
+
+    data = config.load(f"moezoo-qwen3-235b-256-h100-lc{seq // 1024}k-dropless").model_dump(mode="json",
+                                                                                          exclude_none=True)
+    fits = memory.check_fits(config.Scenario.model_validate(data))
+    assert 60 * 2**30 < fits.total_bytes < config.Scenario.model_validate(data).cluster.gpu.hbm_capacity
+    data["training"]["recompute_modules"] = ["layernorm", "moe_act"]
+    with pytest.raises(OutOfMemoryError):
+        memory.check_fits(config.Scenario.model_validate(data))
+
+
+def test_a_release_before_recompute_modules_states_only_what_it_had():
+    """--recompute-modules first ships in Megatron-Core 0.13 (the MoE README's "[MCore v0.13] ... Fine-grained
+    recomputation", data/mcore_versions.yaml): a run stating 0.12 cannot have run layernorm; moe (its
+    --moe-layer-recompute) and core_attn (its selective recompute) it could."""
+    data = config.load("moezoo-qwen3-235b-256-h100-lc16k-balanced").model_dump(mode="json", exclude_none=True)
+    data["training"].update(mcore_version="0.12", moe_router="unfused")   # the fused router is 0.14's
+    with pytest.raises((ScenarioError, ValueError), match="training.recompute_modules: layernorm is a "
+                       "--recompute-modules choice, first in Megatron-Core 0.13"):
+        config.Scenario.model_validate(data)
+    for modules in (["moe"], ["core_attn", "moe"]):
+        data["training"]["recompute_modules"] = modules
+        assert config.Scenario.model_validate(data).training.recompute_modules == tuple(modules)
+    data["training"].update(mcore_version="0.13", recompute_modules=["layernorm", "moe"])
+    config.Scenario.model_validate(data)
+
+
+def test_one_rebuilt_layer_at_a_time_with_mlp_and_moe():
+    """A model with dense and MoE layers checkpointing both (DeepSeek-V3's first three layers are dense): one
+    layer's backward runs at a time, so the workspace holds the larger of a rebuilt dense MLP and a rebuilt MoE
+    layer, not both."""
+    data = config.load("nemo2511-deepseek-v3-256-b200-fp8").model_dump(mode="json", exclude_none=True)
+
+    def workspace(modules):
+        data["training"]["recompute_modules"] = list(modules)
+        s = config.Scenario.model_validate(data)
+        return memory.per_gpu_memory(s, stage=0).workspace_bytes, s
+
+    base, s = workspace(())
+    shard = ops.shard_for(s)
+    dense = memory.mlp_checkpoint_bytes(s.model, dataclasses.replace(shard, recompute_modules=("mlp",)))
+    load = moe.step_load(s.model, shard, s.parallelism.ep, s.parallelism.etp)
+    rebuilt = memory.moe_checkpoint_rebuilt_bytes(s.model, dataclasses.replace(shard, recompute_modules=("moe",)),
+                                                  s.parallelism.ep, s.parallelism.etp, load)
+    assert dense > 0 and rebuilt > 0
+    assert workspace(("mlp",))[0] - base == pytest.approx(dense, rel=1e-9)
+    assert workspace(("moe",))[0] - base == pytest.approx(rebuilt, rel=1e-9)
+    assert workspace(("mlp", "moe"))[0] - base == pytest.approx(max(dense, rebuilt), rel=1e-9)
