@@ -82,11 +82,7 @@ def main(argv: list[str]) -> int:
                         help=f"attention kernels K times slower, 1 <= K <= {MAX_ATTENTION:g} (default 1)")
     parser.add_argument("--clock", default="1", metavar="F,F,...",
                         help="the sustained clock times F, 0 < F <= 1 (default 1)")
-    args = parser.parse_args(argv)
-    options = argv[:argv.index("--")] if "--" in argv else argv
-    for option in ("--attention", "--clock"):   # argparse keeps the last silently
-        if sum(a == option or a.startswith(option + "=") for a in options) > 1:
-            raise ScenarioError(option, "given twice; give the factors once, comma-separated, e.g. 1,1.2,1.5")
+    args = parser.parse_args(argv)   # an option given twice: the Parser's one line (script_entry._StoreOnce)
     attention = factors(args.attention, "--attention", 1.0, MAX_ATTENTION)
     clock = factors(args.clock, "--clock", 0.0, 1.0, low_open=True)
     cases = rows(args.rows)   # every name checked before the first simulation

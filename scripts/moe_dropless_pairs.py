@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from simcluster.core.errors import ScenarioError
+from simcluster.core import script_entry
 from simcluster.engine import simulate
 from simcluster.spec import config
 
@@ -166,15 +166,8 @@ def layouts() -> None:
         print(f"a2a-tp4 line, {label}: {1e3 * fixed:.2f} ms a layer-microbatch + {1e6 * slope:.2f} us a token")
 
 
-def main(argv: list[str]) -> int:
-    commands = {"layouts": layouts, "pairs": pairs}
-    if argv[0] not in commands:
-        raise ScenarioError("command", f"{argv[0]!r} is not one of {', '.join(commands)}")
-    commands[argv[0]]()
-    return 0
+main = script_entry.subcommands({"layouts": layouts, "pairs": pairs})
 
 
 if __name__ == "__main__":
-    from simcluster.core.script_entry import run
-
-    sys.exit(run(main, sys.argv[1:], __doc__, words=(1, 1), usage="layouts | pairs"))
+    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, words=(1, 1), usage="layouts | pairs"))

@@ -27,7 +27,7 @@ import sys
 
 from moe_dropless_pairs import ROW_PREFIX, ZOO_ROWS, fixed_and_per_token
 
-from simcluster.core.errors import ScenarioError
+from simcluster.core import script_entry
 from simcluster.engine import simulate
 from simcluster.spec import config
 from simcluster.studies.moe_layer import moe_layer_time
@@ -152,15 +152,8 @@ def layer() -> None:
               f" model {model[0]:.2f} / {model[1]:.2f} ms")
 
 
-def main(argv: list[str]) -> int:
-    commands = {"lines": lines, "terms": terms, "layer": layer}
-    if not argv or argv[0] not in commands:
-        raise ScenarioError("command", f"{argv[0] if argv else ''!r} is not one of {', '.join(commands)}")
-    commands[argv[0]]()
-    return 0
+main = script_entry.subcommands({"lines": lines, "terms": terms, "layer": layer})
 
 
 if __name__ == "__main__":
-    from simcluster.core.script_entry import run
-
-    sys.exit(run(main, sys.argv[1:], __doc__, words=(1, 1), usage="lines | terms | layer"))
+    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, words=(1, 1), usage="lines | terms | layer"))

@@ -135,6 +135,17 @@ def print_reports(report: Callable[[str], list[str]]) -> Callable[[list[str]], i
     return main
 
 
+def subcommands(commands: dict[str, Callable[[], object]]) -> Callable[[list[str]], int]:
+    """The ``main`` of a script run as ``script.py COMMAND`` (``run`` with ``words=(1, 1)``): runs
+    ``commands[COMMAND]()``; a word that is not one of them is ``call``'s one line naming ``command``, exit 2."""
+    def main(argv: list[str]) -> int:
+        if not argv or argv[0] not in commands:
+            raise ScenarioError("command", f"{argv[0] if argv else ''!r} is not one of {', '.join(commands)}")
+        commands[argv[0]]()
+        return 0
+    return main
+
+
 def _stdout_closed() -> int:
     """The reader closed stdout (``script --help | head -1``): one line and exit 2, as the CLI's rule for an output
     that cannot be written (docs/robustness.md, "Exit codes"); stdout is pointed at /dev/null first, so the

@@ -60,7 +60,6 @@ def test_the_clock_and_attention_factors_apply_and_are_restored_after_an_error()
     (["--attention", "1,x", ROW], "--attention"),
     (["--attention=nan", ROW], "--attention"),
     (["--clock", "inf", ROW], "--clock"),
-    (["--attention", "1.2", "--attention=1.5", ROW], "--attention"),   # argparse would keep the last silently
     (["--", "--clock"], "scenario"),                                   # after --, a word: not a row
     (["not-a-row"], "scenario"),
     ([ROW, ROW], "scenario"),
@@ -79,5 +78,9 @@ def test_command_line_errors_are_one_line_exit_2(capsys):
     with pytest.raises(SystemExit) as exited:   # the Parser exits by itself
         call(whatif.main, ["--bogus", ROW])
     assert exited.value.code == 2
+    with pytest.raises(SystemExit) as twice:    # argparse would keep the last silently (script_entry.Parser)
+        call(whatif.main, ["--attention", "1.2", "--attention=1.5", ROW])
+    assert twice.value.code == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and "--attention" in err[0] and "--bogus" in err[1]
+    assert len(err) == 3 and "--attention" in err[0] and "--bogus" in err[1]
+    assert "--attention: given twice" in err[2]
