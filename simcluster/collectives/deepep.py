@@ -17,7 +17,7 @@ Across nodes (the hierarchical all-to-all) DeepEP's RDMA phase is NIC-bound, but
 benchmark on 400 Gb/s ConnectX-7 moves 43.65 GB/s of the 50 on the NIC at EP 32 and 64 (data/moe.yaml
 ``deepep_internode``), where the simulator's network links run at nccl.yaml's 47. ``internode_ratio`` is that ratio
 (1.077), which the engine applies to the network phase's bytes (``TokenRouting.internode_slowdown``); NICs without a
-measurement keep 1.
+measurement (another model, or the measured model at another rate) keep 1.
 
 ``line_rate_floor_s`` is the least time one dispatch or combine can take on the links whatever the kernels: DeepEP's
 own bytes (a token once per destination node on the NIC, once per destination GPU on NVLink; or every copy, for the
@@ -28,6 +28,8 @@ took (docs/calibration.md, "Round 15: the MoE zoo's Qwen3 rows"; ``scripts/ep_fl
 """
 
 from __future__ import annotations
+
+import math
 
 from simcluster.collectives import closed_form, nccl
 from simcluster.core import catalog
@@ -69,13 +71,15 @@ def internode_nic_fraction(nic) -> float:
     (data/moe.yaml ``deepep_internode``, keyed by the NIC's name): each benchmark figure counts the token's own node
     among its destination nodes (DeepEP tests/test_internode.py ``num_rdma_token_sent``), so the NIC carries
     (nodes - 1) / nodes of it; the mean over the dispatch and combine figures, over the measured line rate. 0 without
-    a measurement for the NIC."""
+    a measurement for the NIC: another name, or the name at another rate than the one measured (a scenario's own NIC
+    spec, e.g. an effective per-GPU rate: DeepEP was not measured there)."""
     entry = catalog.load("moe").get("deepep_internode", {}).get(getattr(nic, "name", None))
-    if entry is None:
+    line_rate = parse(entry["line_rate"], BYTES_PER_S) if entry is not None else 0.0
+    if entry is None or not math.isclose(getattr(nic, "rate", 0.0), line_rate, rel_tol=1e-9):
         return 0.0
     figures = [parse(rate, BYTES_PER_S) * (int(nodes) - 1) / int(nodes)
                for kernel in ("dispatch", "combine") for nodes, rate in entry[kernel]]
-    return sum(figures) / len(figures) / parse(entry["line_rate"], BYTES_PER_S)
+    return sum(figures) / len(figures) / line_rate
 
 
 def internode_ratio(nic) -> float:

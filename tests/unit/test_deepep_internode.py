@@ -41,6 +41,37 @@ def test_a_nic_without_a_measurement_keeps_nccls_rate():
     assert TokenRouting(EXPERTS, TOP_K, internode_ratio=0.9).internode_slowdown() == 1.0
 
 
+def test_a_connectx7_named_nic_at_another_rate_has_no_measurement():
+    """DeepEP was measured on 400 Gb/s ConnectX-7: a scenario's own NIC spec named connectx-7 at 200 Gb/s (or an
+    effective per-GPU rate) has no figure, ratio 0; at the measured 400 Gb/s it has the catalogue NIC's."""
+    assert deepep.internode_ratio(hardware.NicSpec(name="connectx-7", rate="200 Gb/s")) == 0.0
+    assert deepep.internode_ratio(hardware.NicSpec(name="connectx-7", rate="400 Gb/s")) == deepep.internode_ratio(CX7)
+
+
+def test_the_slowdown_scales_the_network_phase_only():
+    """One hierarchical all-to-all (4 nodes of 8, Qwen3-like routing): with DeepEP's ratio the network class
+    carries exactly the ratio times its bytes, the NVLink class and the latencies are untouched; inside one node
+    (DeepEP's intranode kernels) the internode ratio changes nothing."""
+    import numpy as np
+
+    from simcluster.collectives.algorithms import alltoall_hierarchical
+
+    ratio = deepep.internode_ratio(CX7)
+    size = 2048 * TOP_K * 4096 * 2.0
+
+    def classes(layout, internode_ratio):
+        routing = TokenRouting(128, TOP_K, intranode_ratio=1.38, internode_ratio=internode_ratio)
+        steps = alltoall_hierarchical(layout, size, "Simple", routing)
+        return {tc.label: tc.size_bytes for step in steps for tc in step.transfers}, [s.overhead_s for s in steps]
+
+    four = [np.arange(8 * i, 8 * i + 8) for i in range(4)]
+    (plain, plain_latency), (slowed, slowed_latency) = classes(four, 0.0), classes(four, ratio)
+    assert slowed["alltoall network"] == pytest.approx(ratio * plain["alltoall network"], rel=1e-12)
+    assert slowed["alltoall nvlink"] == plain["alltoall nvlink"]
+    assert slowed_latency == plain_latency
+    assert classes([np.arange(8)], ratio) == classes([np.arange(8)], 0.0)
+
+
 @pytest.mark.parametrize("nodes", [4, 8])
 def test_the_hierarchical_alltoall_reproduces_deepeps_readme_combine(nodes):
     """DeepEP's benchmark shape on nodes x 8 H100 with 400 Gb/s NICs (rail fat-tree): one BF16 combine of 4096
