@@ -343,9 +343,21 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
     claimed: set[str] = set()
     window = max(1, 2 * slots)
 
+    def finished_elsewhere(task: Task) -> bool:
+        """Whether another sweep of this folder wrote the task's shard since this one looked (then reused)."""
+        shard = read_shard(out_dir, task.key) if resume else None
+        if shard is None:
+            return False
+        _release(out_dir, claimed, task.key)
+        done[task.key] = {**shard, "params": task.params}
+        reused.append(task.key)
+        if on_done:
+            on_done(done[task.key], True)
+        return True
+
     def queue():
         """The tasks to submit, as slots free: a task another sweep of this folder has claimed (``_claim``) is
-        put off to the end, then read from its shard if that sweep finished it meanwhile, run otherwise."""
+        put off to the end; a task whose shard another sweep wrote meanwhile is read, not run."""
         deferred = []
         for task in todo:
             made = _claim(out_dir, task.key)
@@ -354,17 +366,12 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
                 continue
             if made:
                 claimed.add(task.key)
-            yield task
-        for task in deferred:
-            shard = read_shard(out_dir, task.key) if resume else None
-            if shard is None:  # still under way, or a claim left by a sweep killed: run here, the claim removed after
-                claimed.add(task.key)
+            if not finished_elsewhere(task):
                 yield task
-                continue
-            done[task.key] = {**shard, "params": task.params}
-            reused.append(task.key)
-            if on_done:
-                on_done(done[task.key], True)
+        for task in deferred:
+            if not finished_elsewhere(task):  # still under way, or a claim left by a sweep killed: run here
+                claimed.add(task.key)  # and its claim removed after
+                yield task
 
     def finish(future: cf.Future, task: Task) -> None:
         try:

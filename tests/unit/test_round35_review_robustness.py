@@ -131,14 +131,14 @@ def test_an_option_of_several_values_given_twice_says_how_to_give_them(capsys):
 
 
 # ---- two sweeps of one grid in one folder --------------------------------------------------------------------------
-def test_a_point_another_sweep_has_claimed_is_put_off_then_read_from_its_shard(tmp_path, monkeypatch):
+def test_points_another_sweep_claimed_or_finished_are_read_not_run(tmp_path, monkeypatch):
     """Two sweeps of one grid started together both ran every point (round 34's note): a point another sweep has
-    claimed (``shards/KEY.claim``) is put off to the end, read from its shard when that sweep wrote it meanwhile,
-    and run when not (a claim left by a killed sweep: run, and the claim removed)."""
+    claimed (``shards/KEY.claim``) is put off to the end, and a point whose shard another sweep wrote since this one
+    looked is read, not run; a claim nobody finishes (a sweep killed) is run at the end, and its claim removed."""
     from simcluster.studies import grid, sweep
 
     base = config.rebuildable(config.from_dict(copy.deepcopy(SMALL)))
-    tasks = grid.grid(base, None, vary={"training.micro_batch_size": [1, 2, 4]})
+    tasks = grid.grid(base, None, vary={"training.micro_batch_size": [1, 2, 4], "parallelism.tp": [1, 2]})
     first = sweep.run_grid(tasks, tmp_path / "a", sweep.InlineExecutor())  # what the other sweep computes
     other, mine = tmp_path / "a" / "shards", tmp_path / "b" / "shards"
     mine.mkdir(parents=True)
@@ -147,16 +147,18 @@ def test_a_point_another_sweep_has_claimed_is_put_off_then_read_from_its_shard(t
     ran, real = [], sweep._simulate
 
     def simulate(scenario, network, steps):
-        ran.append(scenario.training.micro_batch_size)
-        if len(ran) == 1:  # while this sweep runs its first point, the other writes tasks[0]'s shard, unclaims it
-            (mine / f"{tasks[0].key}.json").write_bytes((other / f"{tasks[0].key}.json").read_bytes())
+        ran.append((scenario.training.micro_batch_size, scenario.parallelism.tp))
+        if len(ran) == 1:  # meanwhile the other sweep finishes tasks[0] (its claim removed) and tasks[3]
+            for task in (tasks[0], tasks[3]):
+                (mine / f"{task.key}.json").write_bytes((other / f"{task.key}.json").read_bytes())
             (mine / f"{tasks[0].key}.claim").unlink()
         return real(scenario, network, steps)
 
     monkeypatch.setattr(sweep, "_simulate", simulate)
     run = sweep.run_grid(tasks, tmp_path / "b", sweep.InlineExecutor())
-    assert ran == [2, 4]  # the unclaimed point first, the claim nobody finished last
-    assert run.reused == [tasks[0].key] and sorted(run.executed) == sorted([tasks[1].key, tasks[2].key])
+    point = {task.key: (task.params["training.micro_batch_size"], task.params["parallelism.tp"]) for task in tasks}
+    assert ran == [point[tasks[i].key] for i in (1, 4, 5, 2)]  # the claim nobody finished last
+    assert sorted(run.reused) == sorted([tasks[0].key, tasks[3].key])
     assert [s["summary"]["step_time_s"] for s in run.summaries] == \
         [s["summary"]["step_time_s"] for s in first.summaries]
     assert sorted(path.name for path in mine.iterdir()) == sorted(f"{task.key}.json" for task in tasks)
