@@ -51,7 +51,7 @@ def test_a_fabric_file_takes_only_routing_when_the_scenario_is_read(tmp_path):
     assert config.from_dict(data).cluster.topology_options == {"routing": "ecmp"}
 
 
-def test_valid_fabric_options_still_load_and_run_refuses_before_its_notes(cli, tmp_path):
+def test_valid_fabric_options_still_load_and_a_bad_one_stops_run_in_one_line(cli, tmp_path):
     data = copy.deepcopy(SMALL)
     data["cluster"].update(topology="rail-fat-tree", topology_options={"routing": "ecmp", "protocol": "ethernet"})
     assert config.from_dict(data).cluster.topology_options["protocol"] == "ethernet"
