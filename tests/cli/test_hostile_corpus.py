@@ -2,7 +2,7 @@
 naming its field, or gives a valid result; none gives a traceback, a hang, a blow-up or an overwrite.
 
 CI runs the sample (407 cases over every class and subcommand, ~50 s); ``SIMCLUSTER_CORPUS=full`` runs all
-1,790 (4-6 minutes), as ``python benchmarks/hostile.py`` does with a table of classes x outcomes.
+1,793 (4-6 minutes), as ``python benchmarks/hostile.py`` does with a table of classes x outcomes.
 """
 
 from __future__ import annotations
