@@ -162,3 +162,22 @@ def test_points_another_sweep_claimed_or_finished_are_read_not_run(tmp_path, mon
     assert [s["summary"]["step_time_s"] for s in run.summaries] == \
         [s["summary"]["step_time_s"] for s in first.summaries]
     assert sorted(path.name for path in mine.iterdir()) == sorted(f"{task.key}.json" for task in tasks)
+
+
+# ---- a simcluster option taking one value given twice --------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ("laws", "eval", "--params", "1e9", "--params", "2e9", "--tokens", "1e10"),  # evaluated 2e9 unsaid
+    ("laws", "eval", "--params", "1e9", "--tokens", "1e10", "--tokens=2e10"),
+    ("validate", "--only", "megatron-1.7b", "--only", "fmsfsdp"),
+])
+def test_a_cli_option_taking_one_value_given_twice_is_refused(cli, argv):
+    code, out, err = cli(*argv)
+    assert_one_line(code, err, 2)
+    assert out == "" and err.endswith(": given twice; which value is meant?\n") and err.startswith("error: --")
+
+
+def test_cli_options_that_add_up_and_switches_stay_repeatable(cli):
+    code, out, _ = cli("laws", "eval", "--params", "1e9", "--tokens", "1e10", "--json", "--json")
+    assert code == 0 and json.loads(out)["params"] == 1e9
+    code, _, err = cli("sweep", "nonexistent.yaml", "--vary", "parallelism.tp=1,2", "--vary", "training.seq_len=1024")
+    assert "given twice" not in err  # --vary is repeatable: refused for the missing file, not the option
