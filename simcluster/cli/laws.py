@@ -76,6 +76,13 @@ def _echo_json(data) -> None:
     typer.echo(outputs.dumps(data, indent=2))
 
 
+def _warn_below_fit(law: laws.Law, params: float, tokens: float) -> None:
+    """On stderr (stdout keeps the result, --json too): N or D below the runs the law was fitted on."""
+    warning = laws.below_fit(law, params, tokens)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 @laws_app.command("eval")
 def eval_(
     law: str = typer.Option(laws.DEFAULT_LAW, "--law", help=LAW_HELP),
@@ -91,6 +98,7 @@ def eval_(
     params = check_at_least(params, 1.0, "--params", ONE)
     tokens = check_at_least(tokens, 1.0, "--tokens", ONE)
     loss = float(chosen.loss(params, tokens))
+    _warn_below_fit(chosen, params, tokens)
     if as_json:
         _echo_json({"law": chosen.name, "params": params, "tokens": tokens, "loss": loss})
     else:
@@ -111,6 +119,7 @@ def optimal(
     if flop > MAX_FLOP:
         fail("--flop", f"expected at most {MAX_FLOP:.0e} FLOP, got {flop:g} (ten trillion times the largest run)")
     best = chosen.optimal(flop)
+    _warn_below_fit(chosen, float(best.params), float(best.tokens))
     result = {"law": chosen.name, "flop": flop, "params": float(best.params), "tokens": float(best.tokens),
               "loss": float(best.loss), "tokens_per_param": float(best.tokens_per_param)}
     if as_json:
@@ -355,6 +364,7 @@ def loss_vs_time(
         options = {"goodput": "--goodput", "busy_fraction": "--busy-fraction", "tokens": "--tokens",
                    "target_loss": "--target-loss"}
         raise ScenarioError(options.get(err.field, err.field), err.message) from None
+    _warn_below_fit(chosen, report["params"], report["tokens_to_target"])
     if out_dir is not None:
         from simcluster.analysis import plots
 

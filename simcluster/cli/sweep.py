@@ -254,7 +254,7 @@ def _grid_folder(requested: Path, tasks: list) -> tuple[Path, Callable[[], None]
     try:
         return sweep.folder_for(requested, tasks)
     except OSError as err:
-        fail("--out", f"cannot write into {str(requested)!r}: {err.strerror or err}")
+        fail("--out", f"cannot write into {str(requested)!r}: {os_problem(err)}")
     raise AssertionError("unreachable: fail raises")
 
 

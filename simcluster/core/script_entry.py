@@ -47,7 +47,10 @@ class _StoreOnce(argparse._StoreAction):
         given = getattr(parser, "given_once", None)
         if given is not None and self.option_strings:  # an option; a positional is filled once
             if self.dest in given:
-                parser.error(f"{'/'.join(self.option_strings)}: given twice; which value is meant?")
+                several = self.nargs in ("*", "+") or isinstance(self.nargs, int) and self.nargs > 1
+                parser.error(f"{'/'.join(self.option_strings)}: given twice; "
+                             + (f"give all its values after one {option_string} (e.g. {option_string} A B)"
+                                if several else "which value is meant?"))
             given.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
 

@@ -620,7 +620,19 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
     return fabric
 
 
-def _file_routing(options: dict | None, path: Path) -> str | None:
+def check_options(topology: str, options: dict | None) -> None:
+    """ScenarioError, naming the option, when ``options`` do not suit fabric ``topology`` (a builtin's names, types
+    and ranges; a fabric file takes ``routing`` only): what the scenario validator (``config.Cluster``) asks when a
+    scenario is loaded, so that a bad option is refused before a run prints anything (round 35 review: it was
+    found only when the fabric was built). ``build`` asks the same of the options it is given directly
+    (``collective``, ``replay``)."""
+    if topology in builders.BUILDERS:
+        _options(topology, options)
+    else:
+        _file_routing(options, topology)
+
+
+def _file_routing(options: dict | None, path: Path | str) -> str | None:
     """The routing policy a scenario sets for a fabric file (the only option files take), or None."""
     options = dict(options or {})
     unknown = sorted(set(options) - {"routing"})
@@ -629,7 +641,8 @@ def _file_routing(options: dict | None, path: Path) -> str | None:
                             f"only routing applies to a fabric file ({path}); other options are for builtin "
                             "fabrics")
     routing = options.get("routing")
-    if routing is not None and routing not in ROUTING_POLICIES:
+    # a str first, as in ``_options``: a list is unhashable where ``in`` meets a set or a dict
+    if routing is not None and (not isinstance(routing, str) or routing not in ROUTING_POLICIES):
         raise ScenarioError("cluster.topology_options.routing",
                             f"expected one of {', '.join(ROUTING_POLICIES)}, got {routing!r}")
     return routing

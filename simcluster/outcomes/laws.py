@@ -382,6 +382,25 @@ def custom(E: float, A: float, B: float, alpha: float, beta: float, name: str = 
     return ParametricLaw(name=name, E=E, A=A, B=B, alpha=alpha, beta=beta)
 
 
+def below_fit(law: Law, params: float, tokens: float) -> str | None:
+    """What of ``params`` and ``tokens`` lies below the smallest runs ``law`` was fitted on (``fitted_range`` in
+    scaling_laws.yaml), as a warning to print, or None (within or above them, or a custom law: no runs known).
+    Below, the closed forms give numbers no run measured (round 35 review: ``laws optimal --flop 6`` printed N_opt =
+    0.12 params, ``laws loss-vs-time --tokens 1`` a loss of 2,087 nats/token); above is the laws' use (the
+    frontier is extrapolated from smaller runs), so it is not warned of. A warning, not a refusal: the value is a
+    valid input of the formula, as statsmodels' and scikit-learn's predictors evaluate outside their data."""
+    fit = catalog.load("scaling_laws").get(law.name, {}).get("fitted_range") if law.name in LAW_NAMES else None
+    if fit is None:
+        return None
+    low = [f"{what} {value:.3g} < {fit[key][0]:.3g}" for what, key, value
+           in (("N", "params", params), ("D", "tokens", tokens)) if value < fit[key][0]]
+    if not low:
+        return None
+    return (f"{', '.join(low)}: below the smallest runs the {law.name} law was fitted on (N {fit['params'][0]:.3g} to "
+            f"{fit['params'][1]:.3g} params, D {fit['tokens'][0]:.3g} to {fit['tokens'][1]:.3g} tokens); its "
+            "closed form there is an extrapolation no run measured")
+
+
 def resolve(law: Law | str) -> Law:
     return get(law) if isinstance(law, str) else law
 

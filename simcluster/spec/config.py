@@ -693,6 +693,8 @@ class Cluster(_Strict):
                                 f"GPUs, above the {MAX_GPUS:.0e} this simulator accepts (about fifty times the "
                                 "largest clusters built)")
         limits.check_cluster_memory(self.gpus, "cluster.nodes")  # before a fabric of that size is built
+        from simcluster.fabric import topology  # here: importing config alone (help, schema) skips the fabric
+        topology.check_options(self.topology, self.topology_options)  # at load, not when the fabric is built
         return self
 
     @property

@@ -146,6 +146,8 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
     same = [FabricSpec(_file_identity(spec.name), spec.options).label for spec in specs]
     if len(set(labels)) != len(labels) or len(set(same)) != len(same):
         raise ScenarioError("--topology", f"a fabric is given twice: {', '.join(labels)}")
+    for spec in specs:  # refused here, not as every point of the fabric failing alike (round 35 review)
+        topology.check_options(spec.name, dict(spec.options))  # named as the scenario key the option sets
     return specs
 
 

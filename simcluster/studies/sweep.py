@@ -340,8 +340,38 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
             todo.append(task)
     executed: list[str] = []
     pending: dict[cf.Future, Task] = {}
-    queue = iter(todo)
+    claimed: set[str] = set()
     window = max(1, 2 * slots)
+
+    def finished_elsewhere(task: Task) -> bool:
+        """Whether another sweep of this folder wrote the task's shard since this one looked (then reused)."""
+        shard = read_shard(out_dir, task.key) if resume else None
+        if shard is None:
+            return False
+        _release(out_dir, claimed, task.key)
+        done[task.key] = {**shard, "params": task.params}
+        reused.append(task.key)
+        if on_done:
+            on_done(done[task.key], True)
+        return True
+
+    def queue():
+        """The tasks to submit, as slots free: a task another sweep of this folder has claimed (``_claim``) is
+        put off to the end; a task whose shard another sweep wrote meanwhile is read, not run."""
+        deferred = []
+        for task in todo:
+            made = _claim(out_dir, task.key)
+            if made is False:
+                deferred.append(task)
+                continue
+            if made:
+                claimed.add(task.key)
+            if not finished_elsewhere(task):
+                yield task
+        for task in deferred:
+            if not finished_elsewhere(task):  # still under way, or a claim left by a sweep killed: run here
+                claimed.add(task.key)  # and its claim removed after
+                yield task
 
     def finish(future: cf.Future, task: Task) -> None:
         try:
@@ -353,12 +383,14 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
         if shard["status"] != "error":
             write_shard(out_dir, shard)
         done[task.key] = shard
+        _release(out_dir, claimed, task.key)
         if on_done:
             on_done(shard, False)
 
+    submissions = queue()
     try:
         while True:
-            for task in itertools.islice(queue, window - len(pending)):
+            for task in itertools.islice(submissions, window - len(pending)):
                 pending[pool.submit(_run_task_safely, task)] = task
             if not pending:
                 break
@@ -368,7 +400,38 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
     finally:
         for future in pending:
             future.cancel()
+        for key in list(claimed):
+            _release(out_dir, claimed, key)
     return SweepRun([done[key] for key in keys], executed, reused)
+
+
+# A run under way in a sweep folder: ``shards/<key>.claim``, made exclusively (O_EXCL) when the run is submitted and
+# removed when its shard is written or the sweep stops. Two sweeps of one grid started together into one folder
+# both ran every point (round 34's note, round 35 review): each now puts off the points the other has claimed and
+# reads their shards at its end. A claim is only an order: one left by a killed sweep, or a point the other is
+# still running at the end, is run again (a duplicate, never a wait nor a lost point).
+CLAIM_SUFFIX = ".claim"
+
+
+def _claim(out_dir: Path, key: str) -> bool | None:
+    """True when this sweep made the claim of ``key``; False when another sweep holds it; None when no claim can be
+    made here (the run goes ahead: a shards folder that cannot be written is refused when its shard is)."""
+    path = shard_path(out_dir, key).with_suffix(CLAIM_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def _release(out_dir: Path, claimed: set[str], key: str) -> None:
+    if key in claimed:
+        claimed.discard(key)
+        with contextlib.suppress(OSError):
+            shard_path(out_dir, key).with_suffix(CLAIM_SUFFIX).unlink()
 
 
 # ---- the folder of a grid, and what an interrupted sweep finished ---------------------------------------------

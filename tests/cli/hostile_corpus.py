@@ -630,9 +630,7 @@ def cases(data: Path) -> list[Case]:
         for option in ("--gamma", "--kappa", "--years"):
             args = {"--gamma": "1", "--years": "5"}
             args[option] = value
-            flat = [x for pair in args.items() for x in pair]
-            if option == "--kappa":
-                flat += ["--kappa", value]
+            flat = [x for pair in args.items() for x in pair]  # --kappa once (it was given twice: round 35 review)
             add(f"laws-relative-loss/{option}={key}", "options", "laws", "relative-loss", *flat, "--json",
                 refuse=key not in ("tiny", "zero"), field=option.lstrip("-"))
         for option in ("--min-flop", "--max-flop"):
