@@ -163,7 +163,10 @@ def run(
         "still reports the memory it needs): for runs known to fit, e.g. with a leaner schedule"),
     samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
                                 help="runs with variability seeds seed, seed+1, ...: the summary gains "
-                                "step_time_p50_s/p90_s/p99_s; the files are the median sample's"),
+                                "the step time's p10, p50, p90 and p99 (step_time_p50_s, ...); the files are "
+                                "the median sample's. The "
+                                "samples differ only with a `variability` section in the scenario (e.g. "
+                                "`variability: measured`, docs/variability.md): without one they are identical"),
     table_format: str = typer.Option("csv", "--format", help="events table: csv | parquet (needs pyarrow)"),
     report: bool = typer.Option(False, "--report", help="also write report.html: one self-contained page (summary, "
                                 "tables, figures incl. the timeline, scenario, assumptions) that opens offline"),

@@ -132,7 +132,9 @@ def sweep_command(
                                     "(reusing the runs it shares)"),
     samples: int = typer.Option(1, "--samples", min=1, max=MAX_SAMPLES,
                                 help="variability seeds per point: the scaling plot draws the p10-p90 band "
-                                f"(grid points x samples at most {grid.MAX_GRID_POINTS:,} simulations)"),
+                                f"(grid points x samples at most {grid.MAX_GRID_POINTS:,} simulations); the "
+                                "seeds differ only with a `variability` section (in the scenario, or "
+                                "--vary variability=measured): without one every sample is the same"),
     fresh: bool = typer.Option(False, "--fresh", help="ignore existing shards and recompute every run"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="draw the PNG/PDF figures"),
     as_json: bool = typer.Option(False, "--json", help="print rows, series and failures as JSON on stdout"),

@@ -601,7 +601,8 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
         raise ScenarioError("cluster.topology",
                             f"{quoted(topology)} is neither a builtin fabric ({did_you_mean(topology, BUILTIN)}"
                             f"{', '.join(BUILTIN)}) "
-                            "nor a YAML/GraphML file")
+                            "nor a YAML/GraphML file (looked up as given, then under ./topologies/ of the "
+                            "current folder, with or without .yaml/.graphml)")
     routing = _file_routing(options, path)
     builder, file_gpus_per_node = files.load(path)
     if len(builder.gpu_nodes) != gpus:

@@ -180,6 +180,17 @@ def test_nvswitch_node_routes_gpu_to_gpu_through_one_nvswitch():
         build("nvswitch-node", 16)
 
 
+def test_a_fabric_file_is_found_under_topologies_of_the_current_folder_and_the_miss_says_where(tmp_path,
+                                                                                                    monkeypatch):
+    src = Path(__file__).parents[2] / "topologies" / "two-servers-one-switch.yaml"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ScenarioError, match=r"neither a builtin.*under \./topologies/ of the current folder"):
+        build("two-servers-one-switch", 8, gpus_per_node=4)
+    (tmp_path / "topologies").mkdir()
+    (tmp_path / "topologies" / src.name).write_text(src.read_text())
+    assert roles(build("two-servers-one-switch", 8, gpus_per_node=4))["gpu"] == 8
+
+
 def test_gpu_without_nvlink_gets_a_full_mesh():
     fabric = build("nvswitch-node", 8, gpu=hardware.gpu("mi300x"))
     assert "nvswitch" not in roles(fabric)
