@@ -29,6 +29,8 @@ from simcluster.collectives.nccl import (
 )
 from simcluster.core.token_routing import TokenRouting
 from simcluster.network.base import TransferClass
+from simcluster.spec.hardware import GpuSpec, NicSpec
+from simcluster.workload import interference
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,18 +95,19 @@ def ring_transfers(layout: list[np.ndarray], step_bytes: float) -> tuple[Transfe
 
 
 def ring(op: str, layout: list[np.ndarray], size_bytes: float, protocol: str,
-         step_transfer_s: float = 0.0) -> list[Step]:
+         step_transfer_s: float = 0.0, nic: NicSpec | None = None, gpu: GpuSpec | None = None) -> list[Step]:
     """Ring allreduce (reduce-scatter then all-gather, 2(n-1) steps), or ring reduce-scatter/all-gather (n-1).
 
     Each step every rank sends S/n (Patarasuk & Yuan 2009; nccl-tests PERFORMANCE.md). ``step_transfer_s``: the
     time one step's transfer takes alone (c). A protocol that cuts a step's chunk into s slices (Simple: 2,
     ``nccl.slices_per_chunk``) forwards slice k while slice k+1 is still arriving, so a step of the chain takes
     max(c, latency + c/s): up to c (s-1)/s of each step's latency runs behind the transfer (``ring_hidden_s``).
+    Each channel (``ring_channels``; ``nic`` and ``gpu`` for a ring across nodes) carries its share of a step.
     """
     n = sum(len(gpus) for gpus in layout)
     base_s, per_step_s = ring_latency_s(op, n, len(layout), protocol)
     transfers = ring_transfers(layout, size_bytes / n)
-    chunk_bytes = size_bytes / n / ring_channels(layout)
+    chunk_bytes = size_bytes / n / ring_channels(layout, nic, gpu)
     return [
         delay(base_s),
         Step(transfers, repeat=ring_steps(op, n), overhead_s=per_step_s, label=f"ring {op}",
@@ -112,16 +115,22 @@ def ring(op: str, layout: list[np.ndarray], size_bytes: float, protocol: str,
     ]
 
 
-def ring_channels(layout: list[np.ndarray]) -> int:
-    """Channels a ring step's bytes are split over, for the slice size: the group's GPUs per node (``ring_transfers``'
-    one channel per NIC rail across nodes; inside one node the same count is assumed, NCCL's NVSwitch rings run at
-    least that many). The conservative side: more channels cut smaller chunks, which hide less; if NCCL runs k times
-    as many, only chunks below k x 64 KiB at this count are affected. At one GPU per node NCCL does run more:
-    ``ncclTopoDupChannels`` (src/graph/search.cc) doubles a graph found at >= 25 GB/s a channel, so H100 + NDR (one
-    48 GB/s channel found) runs 2 of 24 GB/s, A100 + HDR (24 GB/s) keeps 1; not counted, since the Nemotron-4 15B
-    buckets keep >= 212 KiB a channel even at 288 ranks (docs/calibration.md, "Round 18: data-parallel scaling at one
-    GPU per node")."""
-    return max(1, min(len(gpus) for gpus in layout))
+def ring_channels(layout: list[np.ndarray], nic: NicSpec | None = None, gpu: GpuSpec | None = None) -> int:
+    """Channels a ring step's bytes are split over (each channel moves its chunk, 1/channels of the step), which set
+    the slice size ``ring_hidden_s`` hides latency with.
+
+    Across nodes, given the NIC and the GPU: the channels NCCL launches, one CTA each (``interference.ctas`` of a
+    network ring: ``network_ring_channels`` from search.cc / connect.cc, at most ``ctas.network``), the count whose
+    SMs the data-parallel ring holds beside compute; one count for both. 2 at one 200 Gb/s port, 4 at one 400 Gb/s
+    port (Hopper), 16 at eight 400 Gb/s ports a node. Without them, and inside one node (NVSwitch rings): the
+    group's GPUs a node, ``ring_transfers``' one channel per rail (NCCL's NVSwitch rings run at least that many:
+    24 on an 8x H100, 32 on NVLink 5, interference.yaml; not counted: fewer channels cut larger chunks, which hide
+    more, the fast side, and only where a channel's chunk at NCCL's count falls below 2 x 32 KiB).
+    """
+    members = max(1, min(len(gpus) for gpus in layout))
+    if len(layout) > 1 and nic is not None and gpu is not None:
+        return interference.ctas("network", gpu, (members, nic))
+    return members
 
 
 def ring_hidden_s(latency_s: float, step_transfer_s: float, protocol: str, chunk_bytes: float = math.inf) -> float:

@@ -269,7 +269,8 @@ def _steps(collective: Collective, fabric, gpu=None) -> Schedule:
     elif algorithm == "ring":
         steps = algorithms.ring(c.op, layout, c.size_bytes, protocol,
                                 _ring_step_transfer_s(layout, c.size_bytes, nvl_rate, net_rate,
-                                                      _gpu_spec(fabric, gpu), ppn))
+                                                      _gpu_spec(fabric, gpu), ppn),
+                                getattr(getattr(fabric, "raw", fabric), "nic", None), _gpu_spec(fabric, gpu))
     elif algorithm == "hierarchical":
         steps = algorithms.hierarchical(layout, c.size_bytes, protocol)
     elif algorithm == "nvls":

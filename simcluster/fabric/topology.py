@@ -122,6 +122,7 @@ class Fabric:
     link_kind: list[str]
     routing: str = "ecmp"
     gpu: GpuSpec | None = None  # the GPUs' spec: collectives ask it what the GPUs can do (NVLink SHARP)
+    nic: NicSpec | None = None  # the NICs' spec: a ring across nodes takes NCCL's channel count from it
     sharp: bool = False  # the switches reduce in the network (IB SHARP), as the scenario allows
     flows_per_pair: int = 1  # ECMP: flows a pair's bytes are split over, each hashed onto its own path
     _router: object = field(default=None, repr=False)
@@ -593,7 +594,7 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
         if torus_tables is not None:
             builder.graph_attrs["_torus_tables"] = torus_tables
         fabric = fabric_from_tables(topology, builder.finish(), gpus_per_node)
-        fabric.gpu = gpu
+        fabric.gpu, fabric.nic = gpu, nic
         fabric.sharp = _resolve_sharp(sharp, fabric, nic)
         return fabric
     path = _resolve_file(topology)
@@ -616,7 +617,7 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
         builder.graph_attrs["routing"] = routing
     fabric = fabric_from_tables(builder.graph_attrs.get("name") or path.stem, builder.finish(), gpus_per_node)
     _check_routes(fabric, str(path))
-    fabric.gpu = gpu
+    fabric.gpu, fabric.nic = gpu, nic
     fabric.sharp = _resolve_sharp(sharp, fabric, nic)
     return fabric
 

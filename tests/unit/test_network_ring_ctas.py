@@ -2,12 +2,18 @@
 (data/interference.yaml ``network_ring``; docs/calibration.md "Round 35: review of NCCL's SMs per NIC"), checked
 against NCCL's maintainer and its logs: one PCI NIC "should just launch 2 SMs", a DGX (A100) with 8 NICs "16 SMs"
 (NVIDIA/nccl#689); two GH200 over one NDR port each, `Channel 00/04` (NVIDIA/nccl#1291); 3 x 8 H100, `Channel 00/16`
-(NVIDIA/nccl#1453); NCCL 2.10 over one Omni-Path port a GPU, `Channel 00/02` (Jean Zay, round 24)."""
+(NVIDIA/nccl#1453); NCCL 2.10 over one Omni-Path port a GPU, `Channel 00/02` (Jean Zay, round 24). The same count
+splits a ring step's bytes into chunks (``algorithms.ring_channels``; docs/calibration.md "Round 35: one channel count
+a ring"): a channel's chunk is S / (channels x ranks), whose slices (prims_simple.h: two, at least 32 KiB) set how
+much of each step's latency the transfer hides."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from simcluster import collectives
+from simcluster.collectives import Collective, algorithms
 from simcluster.core import catalog
 from simcluster.engine import overlap
 from simcluster.parallel.layout import Layout
@@ -82,3 +88,63 @@ def test_the_engine_charges_a_data_parallel_ring_nccls_channels(name, members_pe
 
 def test_every_host_link_in_the_catalog_has_nccls_pcie_figure():
     assert set(catalog.load("hardware")["pcie"]) <= set(interference.constants()["network_ring"]["pcie_x16_gb_s"])
+
+
+SLICE = 32 * 2**10   # prims_simple.h genericOp: a Simple slice is at least sliceSize / 32 = 32 KiB
+CHUNK = 48 * 2**10   # between one and two slices: the hidden part c (1 - 32/48) = c/3 names the chunk exactly
+
+
+def _nodes(count: int, per_node: int) -> list[np.ndarray]:
+    return [np.arange(node * 8, node * 8 + per_node) for node in range(count)]
+
+
+def _hidden(layout, size, nic, gpu, step_s=1e-7):
+    (_, moving) = algorithms.ring("allreduce", layout, size, "Simple", step_s, nic, gpu)
+    assert moving.overhead_s > step_s  # NCCL's per-step latency (microseconds) exceeds what can hide here
+    return moving.hidden_s
+
+
+@pytest.mark.parametrize("gpu, nic, per_node, channels", [
+    (A100, HDR, 1, 2), (A100, HDR, 2, 4), (A100, HDR, 4, 8), (A100, HDR, 8, 16),    # 200 Gb/s: 2 a NIC
+    (H100, HDR, 1, 2), (H100, HDR, 8, 16),                                         # Hopper at 24 GB/s: no doubling
+    (H100, NDR, 1, 4), (H100, NDR, 2, 8), (H100, NDR, 4, 16), (H100, NDR, 8, 16),  # 400 Gb/s: 4 a NIC, 16 at most
+])
+def test_a_ring_steps_chunk_is_its_bytes_over_nccls_channels_and_ranks(gpu, nic, per_node, channels):
+    layout = _nodes(4, per_node)
+    ranks = 4 * per_node
+    assert algorithms.ring_channels(layout, nic, gpu) == channels == interference.ctas("network", gpu, (per_node, nic))
+    size = CHUNK * channels * ranks        # S / (channels x ranks) = 48 KiB a channel
+    c = 1e-7
+    assert _hidden(layout, size, nic, gpu, c) == pytest.approx(c * (1 - SLICE / CHUNK))
+    # the closed form can fail: at the old count (one channel a rail) the chunk is channels / per_node times larger
+    old = CHUNK * channels / per_node
+    assert c * (1 - max(old / 2, SLICE) / old) != pytest.approx(c * (1 - SLICE / CHUNK))
+
+
+def test_more_channels_hide_less_of_a_one_gpu_a_node_rings_latency():
+    """8 H100 nodes, one GPU each, over NDR: 128 KiB a step. One channel (the rail count) would cut two 64 KiB
+    slices and hide half the step's transfer; NCCL's 4 channels carry 32 KiB chunks, one slice each: nothing hides."""
+    layout, size, c = _nodes(8, 1), 8 * 128 * 2**10, 1e-7
+    assert _hidden(layout, size, None, None, c) == pytest.approx(c / 2)  # no NIC known: one channel a rail
+    assert _hidden(layout, size, NDR, H100, c) == 0.0
+
+
+def test_inside_one_node_a_ring_keeps_one_channel_a_gpu():
+    assert algorithms.ring_channels([np.arange(8)], NDR, H100) == 8
+
+
+def test_the_scheduler_gives_a_ring_across_nodes_the_fabrics_nic():
+    """2 H100 nodes over one HDR port each, one GPU a node: NCCL's 2 channels. At 128 KiB a ring the chunk is
+    128 KiB / (2 x 2) = 32 KiB, one slice: nothing hides (one channel a rail would cut 64 KiB, two slices, and hide);
+    at 512 KiB the 128 KiB chunks do hide."""
+    from simcluster.fabric import topology
+    fabric = topology.build("rail-fat-tree", gpus=16, gpus_per_node=8, gpu=H100, nic=HDR)
+
+    def hidden(size):
+        steps = collectives.schedule(Collective("allreduce", (0, 8), size, algorithm="ring", protocol="Simple"),
+                                     fabric)
+        (moving,) = [s for s in steps if s.transfers]
+        return moving.hidden_s
+
+    assert hidden(2 * 2 * SLICE) == 0.0
+    assert hidden(4 * 2 * 2 * SLICE) > 0.0
