@@ -251,6 +251,53 @@ def readme_jobs() -> str:
                          f"{_slowdowns(contiguous)}x.", 117, break_on_hyphens=False)
 
 
+# --- docs/variability.md and README: weak scaling with variability ------------------------------------------------
+
+WEAK = ("gpt3-175b-1024-h100", "--gpus", "256,1024,4096,16384")
+WEAK_VARIED = (*WEAK, "--vary", "variability=measured", "--samples", "5", "--no-plots")
+
+
+def _sweep_rows(*args: str) -> list[dict]:
+    """The rows of ``results.csv`` of ``simcluster sweep ARGS`` (numbers as floats), by GPU count."""
+    import csv
+
+    _, out_dir = _run("sweep", *args)
+    with (out_dir / "results.csv").open() as f:
+        rows = [{k: float(v) if re.fullmatch(r"-?[\d.e+-]+", v or "") else v for k, v in row.items()}
+                for row in csv.DictReader(f)]
+    return sorted(rows, key=lambda row: row["gpus"])
+
+
+def _weak() -> tuple[list[dict], list[dict]]:
+    """The weak-scaling sweep with variability (5 seeds a point) and without (the bundled scenario, one run a point)."""
+    return _sweep_rows(*WEAK_VARIED), _sweep_rows(*WEAK, "--no-plots")
+
+
+def variability_weak() -> str:
+    varied, plain = _weak()
+    lines = ["| GPUs | step p10 / p50 / p90 (s) | per-GPU throughput vs 256 | goodput | per GPU after failures |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {row['gpus']:,.0f} | {row['step_time_p10_s']:.3f} / {row['step_time_p50_s']:.3f} / "
+              f"{row['step_time_p90_s']:.3f} | {row['efficiency']:.1%} | {row['goodput']:.3f} | "
+              f"{row['efficiency'] * row['goodput']:.1%} |" for row in varied]
+    first, last = plain[0], plain[-1]
+    cost = [1 - v["tokens_per_s"] / p["tokens_per_s"]
+            for v, p in ((varied[0], first), (varied[-1], last))]
+    text = (f"Without variability the same sweep keeps {last['efficiency']:.1%} ({first['step_time_s']:.3f} s at "
+            f"{first['gpus']:,.0f} GPUs, {last['step_time_s']:.3f} s at {last['gpus']:,.0f}): variability costs "
+            f"{cost[0]:.1%} of the throughput at {first['gpus']:,.0f} GPUs and {cost[1]:.1%} at {last['gpus']:,.0f}.")
+    return "\n".join(lines) + "\n\n" + textwrap.fill(text, 117, break_on_hyphens=False)
+
+
+def readme_weak() -> str:
+    varied, plain = _weak()
+    last = varied[-1]
+    text = (f"It keeps {last['efficiency']:.1%} of its per-GPU throughput at {last['gpus']:,.0f} GPUs "
+            f"({plain[-1]['efficiency']:.1%} without variability), and {last['efficiency'] * last['goodput']:.1%} once "
+            f"failures are counted.")
+    return textwrap.fill(text, 117, break_on_hyphens=False)
+
+
 BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "readme-fabric": ("README.md", readme_fabric),
     "tutorial-compare": ("docs/tutorial.md", tutorial_compare),
@@ -258,6 +305,8 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "tutorial-sweep": ("docs/tutorial.md", tutorial_sweep),
     "scenario-jobs": ("docs/scenario.md", scenario_jobs),
     "readme-jobs": ("README.md", readme_jobs),
+    "variability-weak": ("docs/variability.md", variability_weak),
+    "readme-weak": ("README.md", readme_weak),
 }
 
 

@@ -77,3 +77,26 @@ def test_a_data_value_the_page_does_not_write_is_named(monkeypatch):
     monkeypatch.setattr(DOCS_NUMBERS, "_data", lambda name, keys: changed.get(keys) or data(name, keys))
     assert DOCS_NUMBERS.data_figures() == [
         "docs/compute-and-memory.md: no longer writes 'The bf16 ceiling (0.123)' (the data file's figure)"]
+
+
+def test_the_small_lab_example_shows_its_network_where_the_question_says():
+    """README's small-lab question runs the command of data/scenario_questions.yaml: on the rail fat-tree the ZeRO-2
+    gradient traffic hides under the backward (efficiency within 1% of linear to 64 GPUs); on the leaf-spine of two
+    8-NIC servers a leaf, 16 GPUs sit under one leaf (no uplink crossed: the same step as the fat-tree) and 32 and 64
+    span leaves, whose 4:1 uplinks cost more than 2% of the throughput."""
+    import csv
+    import shlex
+
+    from simcluster.core import catalog
+
+    [entry] = [q for q in catalog.load("scenario_questions") if "small lab" in q["question"]]
+    args = shlex.split(entry["command"])
+    assert args[:2] == ["simcluster", "sweep"]
+    _, out_dir = DOCS_NUMBERS._run(*args[1:], "--no-plots")
+    with (out_dir / "results.csv").open() as f:
+        rows = {(row["topology"].split(":")[0], int(row["gpus"])): row for row in csv.DictReader(f)}
+    assert all(float(rows["rail-fat-tree", n]["efficiency"]) >= 0.99 for n in (16, 32, 64))
+    one_leaf = float(rows["rail-fat-tree", 16]["step_time_s"])
+    assert float(rows["leaf-spine", 16]["step_time_s"]) == pytest.approx(one_leaf, rel=1e-3)
+    assert all(float(rows["leaf-spine", n]["tokens_per_s"]) < 0.98 * float(rows["rail-fat-tree", n]["tokens_per_s"])
+               for n in (32, 64))
