@@ -135,8 +135,8 @@ def marin_scenario(shape: str, dispatcher: str, tokens: int):
     sys.path.insert(0, "tests/validation")
     import test_moe_layer_perf_baseline as baseline
 
-    baseline.PROXIES[shape] = MARIN_SHAPES[shape]
-    data = baseline.benchmark_scenario(f"{shape}_{dispatcher}_tp1ep8_bf16").model_dump(mode="json", exclude_none=True)
+    data = baseline.benchmark_scenario(f"{shape}_{dispatcher}_tp1ep8_bf16", MARIN_SHAPES[shape]).model_dump(
+        mode="json", exclude_none=True)
     data["training"].pop("mcore_version", None)
     data["training"].update(micro_batch_size=tokens // 4096, global_batch_size=8 * tokens // 4096)
     return config.from_dict(data)

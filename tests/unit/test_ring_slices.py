@@ -58,10 +58,13 @@ def test_steps_of_one_minimum_slice_hide_nothing():
 
 
 def test_steps_between_one_and_two_minimum_slices_send_a_32_kib_slice_first():
-    """48 KiB chunks: slices of 32 KiB and 16 KiB, so a step waits L plus 2/3 of its transfer, not half of it."""
+    """48 KiB chunks a channel: slices of 32 KiB and 16 KiB, so a step waits L plus 2/3 of its transfer, not half of
+    it. A step's bytes are split over the ring's NCCL channels (4 for one H100 a node on one 400 Gb/s port, round 35:
+    interference.network_ring_channels), so the step carries 4 chunks of 48 KiB."""
+    channels = 4
     chunk = 48 * 1024
-    size = 96 * chunk
-    c = chunk / NIC_BUSBW
+    size = 96 * channels * chunk
+    c = channels * chunk / NIC_BUSBW
     expected = BASE_S + (STEP_S + c) + 94 * max(c, STEP_S + c * (32 * 1024) / chunk)
     assert _reduce_scatter_s(96, size, "Simple")[0] == pytest.approx(expected, rel=1e-4)
 

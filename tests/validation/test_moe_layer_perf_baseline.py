@@ -86,11 +86,12 @@ def _skip_reason(case: str) -> str | None:
     return "; ".join(reasons) or None
 
 
-def benchmark_scenario(case: str):
+def benchmark_scenario(case: str, proxy: tuple[int, int, int, int] | None = None):
     """The benchmark's layer as a scenario: one MoE layer of the proxy on one node of 8 H100, TP 1, EP 8, 4,096
-    tokens a GPU, the router forced to balance, fused and in fp32, GeLU experts, no shared expert."""
+    tokens a GPU, the router forced to balance, fused and in fp32, GeLU experts, no shared expert. ``proxy``: another
+    layer shape (hidden, ffn, experts, top-k) under the same harness (scripts/moe_fixed_cost.py), PROXIES left alone."""
     shape, dispatcher, precision = _parts(case)
-    hidden, ffn, experts, top_k = PROXIES[shape]
+    hidden, ffn, experts, top_k = proxy or PROXIES[shape]
     groups = dict(zip(("groups", "group_topk"), ROUTER_GROUPS[shape], strict=True)) if shape in ROUTER_GROUPS else {}
     parallelism = {
         "tp": 1,
