@@ -24,6 +24,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.fabric.routing import default_routing
 from simcluster.fabric.tables import FabricTables, attr_column
 from simcluster.spec import hardware
+from simcluster.spec.fabric_options import BUILTIN_OPTIONS, MAX_SWITCH_PORTS, PROTOCOL_KIND
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
 if TYPE_CHECKING:
@@ -37,9 +38,6 @@ QUANTUM_HDR_PORTS = 40
 # 25.6 Tb/s Ethernet switch ASICs (Broadcom Tomahawk 4, NVIDIA Spectrum-3/4 class): 64 ports of 400 GbE.
 ETHERNET_400G_PORTS = 64
 NDR_BYTES_PER_S = 400e9 / 8
-# Bound on radix, spines, hosts per leaf and k given as options: the largest switch ASICs have 512 ports
-# (Broadcom Tomahawk 5, 51.2 Tb/s as 512 x 100 GbE). It also bounds the size of the graph a small option can ask for.
-MAX_SWITCH_PORTS = 512
 # A k-ary fat-tree given k may hold at most this many times the cluster's GPUs (plus a few): its switches and
 # cables grow as k^2 and k^3 whatever the GPU count.
 MAX_FAT_TREE_HOST_RATIO = 8
@@ -51,7 +49,6 @@ TORUS_LINK_BYTES_PER_S = 400e9 / 8
 TORUS_HOP_LATENCY_S = 0.5e-6
 
 PROTOCOL_SWITCH = {"infiniband": "infiniband-ndr", "ethernet": "ethernet-roce"}
-PROTOCOL_KIND = {"infiniband": "ib", "ethernet": "ethernet"}
 
 
 class GraphBuilder:
@@ -558,16 +555,6 @@ def torus(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Nic
     b.torus_tables = (tuple(dims), plus, minus)
 
 
-BUILDERS = {
-    "nvswitch-node": (nvswitch_node, ()),
-    "rail-fat-tree": (rail_fat_tree, ("tiers", "radix", "spines", "protocol", "routing", "flows_per_pair")),
-    "leaf-spine": (leaf_spine, ("oversubscription", "hosts_per_leaf", "spines", "radix", "protocol", "routing",
-                                "leaves_per_pod", "pod_oversubscription", "flows_per_pair")),
-    "fat-tree": (fat_tree, ("k", "link", "protocol", "routing", "flows_per_pair")),
-    "torus": (torus, ("dims", "link", "hop_latency")),
-}
-
-
 # ---- fabrics debated today: rail-only and multi-plane leaf-spine ------------------------------------------------
 
 def _rail_switches(b: GraphBuilder, rail: int, servers: int, radix: int, switch_latency_s: float, kind: str,
@@ -669,8 +656,7 @@ def multi_plane(b: GraphBuilder, gpus: int, gpus_per_node: int, gpu: GpuSpec, ni
         b.cables(np.repeat(leaves, spine_count), np.tile(spines, leaf_count), uplink_bytes_per_s, kind)
 
 
-BUILDERS.update({
-    "rail-only": (rail_only, ("radix", "protocol", "routing")),
-    "multi-plane": (multi_plane, ("planes", "oversubscription", "hosts_per_leaf", "spines", "radix", "protocol",
-                                  "routing")),
-})
+_MAKERS = {"nvswitch-node": nvswitch_node, "rail-fat-tree": rail_fat_tree, "leaf-spine": leaf_spine,
+           "fat-tree": fat_tree, "torus": torus, "rail-only": rail_only, "multi-plane": multi_plane}
+# Each builtin fabric's builder and the options it takes (``spec.fabric_options``, which a scenario is checked against).
+BUILDERS = {name: (_MAKERS[name], options) for name, options in BUILTIN_OPTIONS.items()}

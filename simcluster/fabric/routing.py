@@ -8,7 +8,7 @@ search (about a millisecond on a 16k-GPU fabric), and cached. Cost is the hop co
 fat-tree routing); a direct GPU-GPU link is always taken when it exists. GPUs are never transit nodes unless
 the fabric says so (``gpu_transit``: torus fabrics, where chips route).
 
-Two policies share the equal-cost core paths among flows (``ROUTING_POLICIES``):
+Two policies share the equal-cost core paths among flows (``spec.fabric_options.ROUTING_POLICIES``):
 - ``ecmp``: at every switch the next hop is picked by a deterministic hash of (src, dst, salt, hop), as
   hash-based ECMP does in Ethernet switches (RFC 2992, hash-threshold next-hop selection). A flow stays on one
   path, so two flows can collide on one uplink while another idles.
@@ -40,7 +40,6 @@ HOST_ROLES = frozenset({"pcie", "nic"})
 # Network switches: the links between two of them decide a fabric's default routing policy.
 NETWORK_SWITCH_ROLES = frozenset({"leaf", "spine", "core", "switch"})
 
-ROUTING_POLICIES = ("adaptive", "ecmp")
 # Link kinds whose switches spray adaptively by default. InfiniBand: adaptive routing is on by default in the
 # subnet manager (NVIDIA InfiniBand Cluster Bring-up Procedure v1.0, "Adaptive Routing"), and DGX SuperPOD
 # compute fabrics are rail-optimised InfiniBand fat-trees of Quantum-2 switches (NVIDIA DGX SuperPOD reference

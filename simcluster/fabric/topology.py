@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simcluster.core import inputs, units
-from simcluster.core.errors import ScenarioError, did_you_mean, quoted, shown
+from simcluster.core import inputs
+from simcluster.core.errors import ScenarioError, did_you_mean, quoted
 from simcluster.fabric import builders, classes, files
 from simcluster.fabric.routing import (
     NETWORK_SWITCH_ROLES,
-    ROUTING_POLICIES,
     EdgeTable,
     Router,
     TorusRouter,
@@ -36,12 +35,14 @@ from simcluster.fabric.routing import (
     loads_by_part,
 )
 from simcluster.fabric.tables import FabricTables
+from simcluster.spec import fabric_options
+from simcluster.spec.fabric_options import ROUTING_POLICIES
 from simcluster.spec.hardware import GpuSpec, NicSpec
 
 if TYPE_CHECKING:
     import networkx as nx
 
-BUILTIN = ("nvswitch-node", "rail-fat-tree", "leaf-spine", "fat-tree", "torus", "rail-only", "multi-plane")
+BUILTIN = tuple(fabric_options.BUILTIN_OPTIONS)
 ROLES = files.ROLES
 LINK_KINDS = files.LINK_KINDS
 
@@ -50,9 +51,6 @@ LINK_KINDS = files.LINK_KINDS
 # NICs or newer ("Using NVIDIA SHARP with NVIDIA NCCL", SHARP 3.9.1 LTS documentation): InfiniBand switch links,
 # and NICs of at least HDR's 200 Gb/s.
 SHARP_MODES = ("auto", "on", "off")
-# Network flows between two GPUs, at most: NCCL opens up to 128 queue pairs per connection (NCCL_IB_MAX_QPS, net_ib.cc;
-# NCCL_IB_QPS_PER_CONNECTION), each hashed onto its own path.
-MAX_FLOWS_PER_PAIR = 128
 
 
 def _mean_over_flows(keys: list[np.ndarray], loads: list[np.ndarray], flows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -486,56 +484,6 @@ def _resolve_sharp(mode: str, fabric: Fabric, nic: NicSpec) -> bool:
     return capable and mode != "off"
 
 
-def _options(topology: str, options: dict | None) -> dict:
-    """Check a builder's options against its allowed names; parse unit strings and enums once."""
-    options = dict(options or {})
-    allowed = builders.BUILDERS[topology][1]
-    for key in options:
-        if key not in allowed:
-            raise ScenarioError(f"cluster.topology_options.{key}", f"unknown option for {topology} "
-                                f"(allowed: {', '.join(allowed) or 'none'})")
-    out = {}
-    for key, value in options.items():
-        where = f"cluster.topology_options.{key}"
-        if key == "link":
-            out["link_bytes_per_s"] = units.parse_checked(value, units.BYTES_PER_S, units.POSITIVE, field=where)
-        elif key == "hop_latency":
-            out["hop_latency_s"] = units.parse_checked(value, units.SECONDS, units.NON_NEGATIVE, field=where)
-        elif key == "protocol":
-            # a str first: a list or a mapping is unhashable, and `in` a dict raised TypeError (round 35)
-            if not isinstance(value, str) or value not in builders.PROTOCOL_KIND:
-                raise ScenarioError(where, f"expected one of {', '.join(builders.PROTOCOL_KIND)}, "
-                                    f"got {value!r}")
-            out[key] = value
-        elif key == "routing":
-            if not isinstance(value, str) or value not in ROUTING_POLICIES:
-                raise ScenarioError(where, f"expected one of {', '.join(ROUTING_POLICIES)}, got {value!r}")
-            out[key] = value
-        elif key == "dims":
-            if (not isinstance(value, list | tuple) or not 1 <= len(value) <= 3
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
-                raise ScenarioError(where, f"expected 1 to 3 positive integers such as [4, 4, 4], got {value!r}")
-            out[key] = list(value)
-        elif key in ("oversubscription", "pod_oversubscription"):
-            ratio = units.finite_float(value)  # None for an integer past a float's range (round 31: OverflowError)
-            if ratio is None or not 1 / builders.MAX_SWITCH_PORTS <= ratio <= builders.MAX_SWITCH_PORTS:
-                raise ScenarioError(where, f"expected a ratio such as 4 (for 4:1), from 1/{builders.MAX_SWITCH_PORTS}"
-                                    f" to {builders.MAX_SWITCH_PORTS} (ports of a switch), got {shown(value)}")
-            out[key] = ratio
-        elif key == "flows_per_pair":
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FLOWS_PER_PAIR:
-                raise ScenarioError(where, f"expected an integer from 1 to {MAX_FLOWS_PER_PAIR} (network flows between "
-                                    f"two GPUs), got {value!r}")
-            out[key] = value
-        else:
-            low = 2 if key in ("radix", "k") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= builders.MAX_SWITCH_PORTS:
-                raise ScenarioError(where, f"expected an integer from {low} to {builders.MAX_SWITCH_PORTS} (ports of "
-                                    f"the largest switches), got {value!r}")
-            out[key] = value
-    return out
-
-
 def _resolve_file(topology: str) -> Path | None:
     """A topology file: the path as given, or under ./topologies/, with or without its suffix."""
     for candidate in (Path(topology), Path("topologies") / topology):
@@ -589,7 +537,7 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
     if topology in builders.BUILDERS:
         builder = builders.GraphBuilder(topology)
         make = builders.BUILDERS[topology][0]
-        make(builder, gpus, gpus_per_node, gpu, nic, _options(topology, options))
+        make(builder, gpus, gpus_per_node, gpu, nic, fabric_options.parse(topology, options))
         torus_tables = getattr(builder, "torus_tables", None)
         if torus_tables is not None:
             builder.graph_attrs["_torus_tables"] = torus_tables
@@ -604,7 +552,7 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
                             f"{', '.join(BUILTIN)}) "
                             "nor a YAML/GraphML file (looked up as given, then under ./topologies/ of the "
                             "current folder, with or without .yaml/.graphml)")
-    routing = _file_routing(options, path)
+    routing = fabric_options.file_routing(options, path)
     builder, file_gpus_per_node = files.load(path)
     if len(builder.gpu_nodes) != gpus:
         raise ScenarioError(str(path),
@@ -620,34 +568,6 @@ def build(topology: str, *, gpus: int, gpus_per_node: int, gpu: GpuSpec, nic: Ni
     fabric.gpu, fabric.nic = gpu, nic
     fabric.sharp = _resolve_sharp(sharp, fabric, nic)
     return fabric
-
-
-def check_options(topology: str, options: dict | None) -> None:
-    """ScenarioError, naming the option, when ``options`` do not suit fabric ``topology`` (a builtin's names, types
-    and ranges; a fabric file takes ``routing`` only): what the scenario validator (``config.Cluster``) asks when a
-    scenario is loaded, so that a bad option is refused before a run prints anything (round 35 review: it was
-    found only when the fabric was built). ``build`` asks the same of the options it is given directly
-    (``collective``, ``replay``)."""
-    if topology in builders.BUILDERS:
-        _options(topology, options)
-    else:
-        _file_routing(options, topology)
-
-
-def _file_routing(options: dict | None, path: Path | str) -> str | None:
-    """The routing policy a scenario sets for a fabric file (the only option files take), or None."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - {"routing"})
-    if unknown:
-        raise ScenarioError(f"cluster.topology_options.{unknown[0]}",
-                            f"only routing applies to a fabric file ({path}); other options are for builtin "
-                            "fabrics")
-    routing = options.get("routing")
-    # a str first, as in ``_options``: a list is unhashable where ``in`` meets a set or a dict
-    if routing is not None and (not isinstance(routing, str) or routing not in ROUTING_POLICIES):
-        raise ScenarioError("cluster.topology_options.routing",
-                            f"expected one of {', '.join(ROUTING_POLICIES)}, got {routing!r}")
-    return routing
 
 
 def _check_routes(fabric: Fabric, source: str):

@@ -30,7 +30,7 @@ from pydantic import (
 from simcluster.core import catalog, inputs, limits, units
 from simcluster.core.errors import ScenarioError, did_you_mean, quoted, shown
 from simcluster.core.units import Bytes, Count
-from simcluster.spec import hardware, model
+from simcluster.spec import fabric_options, hardware, model
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
 from simcluster.spec.model import TransformerSpec
 from simcluster.spec.reliability import Reliability
@@ -693,8 +693,7 @@ class Cluster(_Strict):
                                 f"GPUs, above the {MAX_GPUS:.0e} this simulator accepts (about fifty times the "
                                 "largest clusters built)")
         limits.check_cluster_memory(self.gpus, "cluster.nodes")  # before a fabric of that size is built
-        from simcluster.fabric import topology  # here: importing config alone (help, schema) skips the fabric
-        topology.check_options(self.topology, self.topology_options)  # at load, not when the fabric is built
+        fabric_options.check(self.topology, self.topology_options)  # at load, not when the fabric is built
         return self
 
     @property

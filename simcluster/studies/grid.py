@@ -31,7 +31,7 @@ from pathlib import Path
 from simcluster.core import inputs
 from simcluster.core.errors import ScenarioError
 from simcluster.fabric import topology
-from simcluster.spec import config
+from simcluster.spec import config, fabric_options
 
 # Bumped when the shard layout changes, so that old shards are not read as new ones.
 SHARD_FORMAT = 1
@@ -147,7 +147,7 @@ def fabrics(texts: list[str], options: list[str], base: dict) -> list[FabricSpec
     if len(set(labels)) != len(labels) or len(set(same)) != len(same):
         raise ScenarioError("--topology", f"a fabric is given twice: {', '.join(labels)}")
     for spec in specs:  # refused here, not as every point of the fabric failing alike (round 35 review)
-        topology.check_options(spec.name, dict(spec.options))  # named as the scenario key the option sets
+        fabric_options.check(spec.name, dict(spec.options))  # named as the scenario key the option sets
     return specs
 
 
