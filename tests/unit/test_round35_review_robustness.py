@@ -3,7 +3,7 @@ Each case failed on main before it:
 
 - ``cluster.topology_options`` was checked when the fabric was built: ``run`` printed the scenario's notes first,
   and a scenario read without a fabric (``config.from_dict``) took a bad option; the scenario validator
-  (``config.Cluster``) now asks ``topology.check_options``;
+  (``config.Cluster``) now asks ``spec.fabric_options.check``;
 - ``laws optimal --flop 6`` printed N_opt = 0.12 params and ``laws eval --tokens 1e6`` a loss, unsaid: a warning
   names what lies below the runs the law was fitted on (Hoffmann et al. 2022's abstract: 70M to 16B parameters, 5
   to 500 billion tokens), the number still printed;
