@@ -257,13 +257,17 @@ WEAK = ("gpt3-175b-1024-h100", "--gpus", "256,1024,4096,16384")
 WEAK_VARIED = (*WEAK, "--vary", "variability=measured", "--samples", "5", "--no-plots")
 
 
+NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
 def _sweep_rows(*args: str) -> list[dict]:
     """The rows of ``results.csv`` of ``simcluster sweep ARGS`` (numbers as floats), by GPU count."""
     import csv
 
     _, out_dir = _run("sweep", *args)
     with (out_dir / "results.csv").open() as f:
-        rows = [{k: float(v) if re.fullmatch(r"-?[\d.e+-]+", v or "") else v for k, v in row.items()}
+        # numbers as floats, but never the run's hash ``key`` ('e49746833553e335', '16e36ac767de85a7' read as 1.6e37)
+        rows = [{k: float(v) if k != "key" and NUMBER.fullmatch(v or "") else v for k, v in row.items()}
                 for row in csv.DictReader(f)]
     return sorted(rows, key=lambda row: row["gpus"])
 
