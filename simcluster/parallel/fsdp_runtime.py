@@ -80,6 +80,12 @@ def fsdp2_applies(scenario: Scenario) -> bool:
     return scenario.parallelism.zero_stage == 3 and scenario.training.optimizer == "torch_adamw"
 
 
+def copies_out(scenario: Scenario) -> bool:
+    """Whether each all-gather is copied out of its gather buffer (``copy_out_ops``): FSDP2, unless the scenario
+    states ``parallelism.fsdp: fsdp1`` (FSDP1 gathers straight into the padded flat parameter: module docstring)."""
+    return fsdp2_applies(scenario) and scenario.parallelism.fsdp != "fsdp1"
+
+
 def root_holds_output(scenario: Scenario) -> bool:
     """Whether one FSDP unit, the root, holds the word embedding, final norm and output projection together:
     torchtitan's ``apply_fsdp`` (torchtitan/parallelisms/parallelize_llama.py, Dec 2024) wraps each
@@ -172,6 +178,34 @@ def side_stream_interference_s(ops: list[Op], memory_share: float, gpu: GpuSpec,
     post-backward streams): their HBM time (roofline) times ``memory_share``, the share of the compute's time in
     HBM-bound kernels (``interference.memory_bound_share``); no kernel gap on the compute stream."""
     return memory_share * kernels.stream_time(ops, gpu, precision).device_s
+
+
+# ---- FSDP2's all-gather copy-out ---------------------------------------------------------------------------------
+#
+# FSDP2 gathers a unit's shards into one flat buffer, rank-major (``foreach_all_gather``), and
+# ``FSDPParamGroup.wait_for_unshard`` -> ``foreach_all_gather_copy_out`` then copies it into each parameter's own
+# unsharded tensor: ``split_with_sizes_copy(all_gather_output.view(world_size, -1), all_gather_input_split_sizes,
+# dim=1, out=out)``, after ``current_stream().wait_event(all_gather_event)``: on the current stream, the compute
+# stream of the pre-forward hook and of the pre-backward hook (autograd runs it on its forward op's stream). Read in
+# torch/distributed/_composable/fsdp/_fsdp_collectives.py (stored @ 01d66d21, the 2024 path torchtitan imported) and
+# torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py (stored @ 010ae4a8, ``torch.ops.fsdp.split_with_sizes_copy``
+# on ``device_handle.current_stream()``): the same copy in both. Its CUDA fast path (aten/src/ATen/native/cuda/
+# TensorShape.cu ``split_with_sizes_copy_out_cuda_contiguous_no_cast``: contiguous, no cast) is one kernel reading the
+# gathered buffer and writing the same bytes. Once per all-gather: the forward's, and the backward's re-gather of a
+# unit resharded after the forward; full recompute re-gathers nothing (the pre-backward hook has unsharded the unit
+# before the checkpointed forward reruns). The bytes are the gather's: bf16 (``param_dtype``), 1 byte a float8
+# weight gathered as float8 (``fsdp_post_all_gather`` wraps the copied-out bytes, no further copy).
+
+COPY_OUT_KERNEL = "fsdp2 split_with_sizes_copy (all-gather copy-out)"
+COPY_OUT_READS_WRITES = 2  # the gathered buffer read once, the unsharded parameters written once
+
+
+def copy_out_ops(gathered_bytes: float, gathers: int) -> list[Op]:
+    """The compute-stream kernels of ``gathers`` FSDP2 all-gathers moving ``gathered_bytes`` between them (per rank,
+    the units' unsharded bytes as gathered): one ``split_with_sizes_copy`` a gather, each an equal share."""
+    if gathers <= 0:
+        return []
+    return [Op(COPY_OUT_KERNEL, "memory", 0.0, COPY_OUT_READS_WRITES * gathered_bytes / gathers)] * gathers
 
 
 # ---- torchao's float8 all-gather on FSDP2 (workload.torchao_float8) -------------------------------------------

@@ -493,6 +493,13 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             else:
                 fwd_stream += float8_copy_in.forward(gathers[0], layer_fwd.elapsed_s())
                 bwd_stream += float8_copy_in.backward(gathers[1], layer_bwd.elapsed_s())
+        if fsdp_runtime.copies_out(scenario):  # FSDP2's copy-out after each all-gather, on the compute stream
+            fwd_copy, bwd_copy, once = _fsdp2_copy_out(scenario, layers, first, last, gathered_param_bytes(
+                params, experts, gemm_weights if fp8_gather else None, weight_element, scenario.expert_data_parallel
+            )[0], weight_element)
+            fwd_stream += fwd_copy
+            bwd_stream += bwd_copy
+            first_forward_s += once
         if graph_step:
             fwd_stream, bwd_stream = kernels.graphed(fwd_stream), kernels.graphed(bwd_stream)
             kept_stream = kernels.graphed(kept_stream) if kept_stream is not None else None
@@ -696,6 +703,26 @@ class Float8CopyIn:
         ops.append(Op(kernels.HOST_ONLY_LAUNCH, "memory", 0.0, 0.0))
         return (kernels.stream_time(ops, self.gpu, self.precision).elapsed_s()
                 + self.collective_time_s("allreduce", self.group, weights * torchao_float8.AMAX_ALL_REDUCE_BYTES))
+
+
+def _fsdp2_copy_out(scenario: Scenario, layers: int, first: bool, last: bool, gathered_bytes: float,
+                    weight_element: float) -> tuple[kernels.StreamTime, kernels.StreamTime, float]:
+    """FSDP2's all-gather copy-out of a chunk (``fsdp_runtime.copy_out_ops``): (the forward's kernels, the backward's,
+    the step's first forward's seconds) per microbatch. ``gathered_bytes``: the chunk's units as gathered on one rank
+    (root unit included). Gathered every microbatch: every unit in the forward, in the backward the transformer
+    layers resharded after it (``units_kept_after_forward``; the root stays gathered); gathered once a step
+    (``gathers_once_per_step``): every unit once, on the step's first forward."""
+    p, m = scenario.parallelism, scenario.model
+    gpu, precision = scenario.cluster.gpu, scenario.training.precision
+    units = memory.zero3_units(m, layers, first, last, p.pp, fsdp_runtime.root_holds_output(scenario))
+    forward = kernels.stream_time(fsdp_runtime.copy_out_ops(gathered_bytes, units), gpu, precision)
+    if fsdp_runtime.gathers_once_per_step(scenario):
+        return kernels.StreamTime(), kernels.StreamTime(), forward.elapsed_s()
+    root_bytes = memory.chunk_params(m, p.tp, 0, first, last, p.pp) * weight_element  # embedding, norm, output: 16-bit
+    regathered = layers - max(0, fsdp_runtime.units_kept_after_forward(scenario, units) - (units - layers))
+    layer_bytes = (gathered_bytes - root_bytes) / layers if layers else 0.0
+    backward = kernels.stream_time(fsdp_runtime.copy_out_ops(regathered * layer_bytes, regathered), gpu, precision)
+    return forward, backward, 0.0
 
 
 def _float8_copy_in(scenario: Scenario, layout: Layout, layer: dict, collective_time_s: CollectiveTime

@@ -988,6 +988,11 @@ class Parallelism(_Defaulted):
     sequence_parallel: Annotated[bool, Strict()] = Field(
         True, description="Megatron sequence parallelism (needs tp > 1 to matter)")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage of the distributed optimizer")
+    fsdp: Literal["fsdp1", "fsdp2"] | None = Field(
+        None, description="which PyTorch FSDP a zero_stage 3 run with optimizer torch_adamw ran; default: fsdp2 "
+        "(torchtitan's fully_shard). fsdp1 (FullyShardedDataParallel, e.g. IBM's fms-fsdp) all-gathers straight "
+        "into its flat parameter, so FSDP2's all-gather copy-out is not charged (parallel/fsdp_runtime.py); read "
+        "by the copy-out only: the other FSDP2 rules still apply")
     layers_per_stage: list[Annotated[int, Strict()]] | None = Field(
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
     order: str = Field(
@@ -1526,6 +1531,9 @@ class Scenario(_Strict):
                                 "(pipeline_engine: deepspeed) add the residual and run the norm as two consumers: "
                                 "separate")
         self._check_offload()
+        if p.fsdp is not None and (p.zero_stage != 3 or t.optimizer != "torch_adamw"):
+            raise ScenarioError("parallelism.fsdp", f"{p.fsdp}: names the PyTorch FSDP of a zero_stage 3 run with "
+                                "optimizer torch_adamw (Composer's decoupled_adamw is FSDP1 already); leave it unset")
         if p.virtual_stages > 1 and p.schedule != "1f1b":
             raise ScenarioError("parallelism.virtual_stages", "interleaving (virtual_stages > 1) needs schedule: 1f1b")
         if self.microbatches > MAX_MICROBATCHES:

@@ -34,7 +34,7 @@ ROPE_GATHER_BYTES = 2 * 2 * 4
 # torchtitan's complex apply_rotary_emb per rotated element: cast 2 + 4, the complex64 multiply 4 + 4 (the
 # frequencies a broadcast buffer), the cast back 4 + 2; backward the same three
 COMPLEX_ROPE_ELEMENT_BYTES = (2 + 4) + (4 + 4) + (4 + 2)
-TITAN = "torchtitan-llama31-405b-128-h100-bf16"   # tp 8 with sequence parallelism, micro batch 2, sequence 8192
+TITAN = "torchtitan-llama31-405b-128-h100-bf16"   # tp 8 with sequence parallelism, micro batch 1, sequence 8192
 
 
 def _data(**training):
@@ -140,17 +140,19 @@ def test_bad_input_names_the_key(key, change, field):
 
 
 def test_tensor_parallel_norms_run_on_the_sequence_shard_and_the_complex_rope_on_the_local_heads():
-    """torchtitan's 405B BF16 row (tp 8, sequence parallel): each norm's eager ops over a rank's 2 x 8192 / 8 token
-    rows, the RoPE over its 128 / 8 query heads and 8 / 8 key heads at 20 B an element each way, no per-call kernel."""
+    """torchtitan's 405B BF16 row (tp 8, sequence parallel, micro batch 1: PR #481's config, round 36): each norm's
+    eager ops over a rank's 8192 / 8 token rows, the RoPE over its 128 / 8 query heads
+    and 8 / 8 key heads at 20 B an element each way, no per-call kernel."""
     scenario = config.load(TITAN)
     m, shard = scenario.model, shard_for(scenario)
     assert (scenario.parallelism.tp, scenario.parallelism.sequence_parallel) == (8, True)
-    rows = 2 * 8192 // 8
+    assert scenario.training.micro_batch_size == 1
+    rows = 8192 // 8
     layer = layer_ops(m, shard)
     forward = _named(layer["forward"], "attn_norm")
     assert len(forward) == 8 and sum(op.hbm_bytes for op in forward) == pytest.approx(
         NORM_FORWARD_ELEMENT_BYTES * rows * m.hidden + NORM_FORWARD_ROW_BYTES * rows)
-    tokens = 2 * 8192
+    tokens = 8192
     q, k = tokens * (m.heads // 8) * m.d_head, tokens * (m.kv_heads // 8) * m.d_head
     rope_forward, rope_backward = _named(layer["forward"], "rope"), _named(layer["backward_input"], "rope")
     assert len(rope_forward) == len(rope_backward) == 2 * 3
