@@ -199,10 +199,11 @@ def cudnn_long_kernels_over_burst() -> list[tuple[str, float, float]]:
 
 def cube_law_b300_gemm_mhz() -> tuple[float, float]:
     """B300's saturated GEMM clock from B200's by the cube law of efficiency.yaml blackwell_clock_source (dynamic
-    power ~ SMs x f^3 at each part's cap), from both ends of B200's measured range."""
+    power, tdp - idle_power, ~ SMs x f^3 at each part's cap), from both ends of B200's measured range."""
     sms = kernels._table()["gemm"]["sms"]
     b200, b300 = hardware.gpu("b200"), hardware.gpu("b300")
-    scale = (b300.tdp / b200.tdp * sms["b200"] / sms["b300"]) ** (1.0 / 3.0)
+    dynamic = (b300.tdp - b300.idle_power) / (b200.tdp - b200.idle_power)
+    scale = (dynamic * sms["b200"] / sms["b300"]) ** (1.0 / 3.0)
     return B200_GEMM_MHZ[0] * scale, B200_GEMM_MHZ[1] * scale
 
 

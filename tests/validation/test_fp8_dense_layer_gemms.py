@@ -34,8 +34,8 @@ Two checks:
   be7c94b3 fbgemm_gpu/experimental/gen_ai/src/quantize/quantize.cpp) and bf16 on one "H100 500W"
   (pytorch/FBGEMM#2546, 2024): 8192^3 585.23 / 1125.51, 65536 x 8192 x 7168 575.12 / 1082.75, 65536 x 3584 x 8192
   546.31 / 1141.38 TFLOP/s (bf16 / fp8). Both precisions read 0.67-0.73 of the full-clock model (the 500 W part's
-  power-capped clock, efficiency.yaml clock_ratio h100-sxm-96gb-500w 0.71), and fp8 over bf16 is 1.005, 0.984 and
-  1.090 of the model's fast-accumulation ratio (1.914-1.917): median 1.005, within 3%.
+  power-capped clock, efficiency.yaml clock_ratio h100-sxm-96gb-500w 0.70: test_power_capped_clock.py), and fp8
+  over bf16 is 1.005, 0.984 and 1.090 of the model's fast-accumulation ratio (1.914-1.917): median 1.005, within 3%.
 """
 
 import dataclasses
