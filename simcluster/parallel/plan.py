@@ -274,6 +274,21 @@ def mlp_pairs_recomputed(scenario: Scenario, moe_layer: bool) -> int:
     return int(MOE in modules) + int(SHARED_EXPERTS in modules)
 
 
+def chunk_tp_calls(dense_ops, dense: int, moe_ops, moe_layers: int) -> tuple[tuple[str, int], ...]:
+    """A chunk's TP collectives of one phase, (op, count), from its dense and MoE layers' lists. The two lists share
+    their leading calls (the attention's pair, a full recompute's) and differ only in the module-checkpoint pairs
+    appended at the end (``mlp_pairs_recomputed``: ``mlp`` re-runs a dense layer's MLP pair only, ``moe`` and
+    ``shared_experts`` an MoE layer's shared-expert pair only), so the common calls add and either tail stays its
+    own layers'."""
+    common = min(len(dense_ops), len(moe_ops))
+    if any(op != moe_op for (op, _), (moe_op, _) in zip(dense_ops[:common], moe_ops[:common], strict=True)):
+        raise ValueError(f"dense and MoE layers' TP collectives differ in order: {dense_ops} / {moe_ops}")
+    return (tuple((op, dense * count + moe_layers * moe_count)
+                  for (op, count), (_, moe_count) in zip(dense_ops[:common], moe_ops[:common], strict=True))
+            + tuple((op, dense * count) for op, count in dense_ops[common:])
+            + tuple((op, moe_layers * count) for op, count in moe_ops[common:]))
+
+
 # Transformer Engine gathers the sequence-parallel inputs of its GEMMs in fp8 in fp8 training: LayerNormLinear and
 # LayerNormMLP write the norm output as fp8 and all-gather that (``ln_out`` of dtype uint8 before
 # gather_along_first_dim, also when re-gathered for the weight gradient), the row-parallel layers' backward casts dY
@@ -522,11 +537,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             param_bytes=param_bytes, expert_param_bytes=expert_param_bytes,
             cp_exchange={phase: (layers * attention_s, layers * steps, step_bytes)
                          for phase, (attention_s, steps, step_bytes) in cp_per_layer.items()},
-            tp_collectives={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
-                                         in zip(ops, moe_per_layer[phase], strict=True))
+            tp_collectives={phase: chunk_tp_calls(ops, dense, moe_per_layer[phase], moe_layers)
                             for phase, ops in per_layer.items()},
-            tp_blocking={phase: tuple((op, dense * count + moe_layers * moe_count) for (op, count), (_, moe_count)
-                                      in zip(blocking.get(phase, ()), moe_blocking.get(phase, ()), strict=True))
+            tp_blocking={phase: chunk_tp_calls(blocking.get(phase, ()), dense, moe_blocking.get(phase, ()), moe_layers)
                          + (tuple(mtp_calls.get(phase, ())) if last else ())
                          for phase in dict.fromkeys([*blocking, *(mtp_calls if last else ())])},
             tp_async_backward=async_bwd,

@@ -63,10 +63,12 @@ def test_torch_16bit_logits_hold_half_the_pipelines_fp32_outputs(scenario):
 
 
 def test_the_published_layout_fits_with_its_margin_stated(scenario):
-    """The run ran on 80 GB H100s (81,559 MiB): the last stage is the largest, 59.2 GiB with this model."""
+    """The run ran on 80 GB H100s (81,559 MiB): the last stage is the largest, 61.9 GiB with this model (59.2 GiB
+    before round 36 gave the row AutoModel's own pipeline split, [2 x 29, 1, 1, 1] over the 32 stages: the last
+    stage now holds a layer beside the output layer)."""
     worst = memory.check_fits(scenario)
     assert worst.stage == scenario.parallelism.pp - 1
-    assert worst.total_bytes / 2**30 == pytest.approx(59.2, abs=0.1)
+    assert worst.total_bytes / 2**30 == pytest.approx(61.9, abs=0.1)
 
 
 def _fsdp(**training):

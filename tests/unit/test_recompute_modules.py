@@ -393,3 +393,39 @@ def test_one_rebuilt_layer_at_a_time_with_mlp_and_moe():
     assert workspace(("mlp",))[0] - base == pytest.approx(dense, rel=1e-9)
     assert workspace(("moe",))[0] - base == pytest.approx(rebuilt, rel=1e-9)
     assert workspace(("mlp", "moe"))[0] - base == pytest.approx(max(dense, rebuilt), rel=1e-9)
+
+
+def test_mlp_on_a_model_with_dense_and_moe_layers_adds_the_dense_layers_pair_only():
+    """Round 36: DeepSeek-V3's recipe on 1024 H100 (Megatron-Bridge deepseek_v3_h100_1024gpus_fp8_config) recomputes
+    ``mla_up_proj`` and ``mlp`` at TP 2 with sequence parallelism; ``mlp`` re-runs the MLP pair (one reduce-scatter,
+    one all-gather) of each of the 3 dense layers and nothing of the 58 MoE layers, so the step's chunks block on
+    exactly 3 more of each. (The chunk's dense and MoE call lists then differ in length; the plan used to refuse
+    them with a traceback.)"""
+    from simcluster.parallel import plan
+
+    def blocking_calls(modules):
+        row = config.load("nemo2509-deepseek-v3-1024-h100-fp8")
+        row = row.model_copy(update={"training": row.training.model_copy(update={"recompute_modules": modules})})
+        chunks = plan.plan(row, lambda op, group, size: 0.0).chunks
+        totals = {}
+        for chunk in chunks:
+            for op, count in chunk.tp_blocking.get("backward", ()):
+                totals[op] = totals.get(op, 0) + count
+        return totals
+
+    with_mlp, without = blocking_calls(["mla_up_proj", "mlp"]), blocking_calls(["mla_up_proj"])
+    assert with_mlp["reduce_scatter"] - without.get("reduce_scatter", 0) == 3
+    assert with_mlp["all_gather"] - without["all_gather"] == 3
+
+
+def test_chunk_tp_calls_adds_the_shared_calls_and_keeps_each_tail():
+    from simcluster.parallel.plan import chunk_tp_calls
+
+    dense_ops = [("reduce_scatter", 2), ("all_gather", 2), ("reduce_scatter", 1), ("all_gather", 1)]
+    moe_ops = [("reduce_scatter", 2), ("all_gather", 2)]
+    assert chunk_tp_calls(dense_ops, 3, moe_ops, 5) == (
+        ("reduce_scatter", 16), ("all_gather", 16), ("reduce_scatter", 3), ("all_gather", 3))
+    assert chunk_tp_calls(moe_ops, 3, dense_ops, 5) == (
+        ("reduce_scatter", 16), ("all_gather", 16), ("reduce_scatter", 5), ("all_gather", 5))
+    with pytest.raises(ValueError, match="differ in order"):
+        chunk_tp_calls([("all_gather", 1)], 1, [("reduce_scatter", 1)], 1)
