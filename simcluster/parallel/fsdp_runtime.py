@@ -226,7 +226,8 @@ def copy_out_ops(gathered_bytes: float, gathers: int) -> list[Op]:
 # reduce-scatter stream in the first FSDP2 (torch/distributed/_composable/fsdp/_fsdp_collectives.py, stored
 # @ 01d66d21: ``with torch.cuda.stream(reduce_scatter_stream)``); on the current (compute) stream since PR #129721
 # ("[FSDP2] Ran reduce-scatter copy-in in default stream", 2024-06-27: the input, as large as the unsharded gradients,
-# allocated in the default stream's pool), before ``reduce_scatter_stream.wait_stream(current_stream)``
+# allocated in the default stream's pool; in PyTorch 2.5.0's release notes, not in 2.4.0), before
+# ``reduce_scatter_stream.wait_stream(current_stream)``
 # (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py, stored @ 010ae4a8). Every FSDP2 run modelled (torchtitan
 # from July 2024 on nightlies, KempnerForge and NeMo AutoModel in 2025) is after that PR: in series with the backward,
 # once a unit and reduce-scatter (every unit, the root and the last block included).
