@@ -80,10 +80,17 @@ def fsdp2_applies(scenario: Scenario) -> bool:
     return scenario.parallelism.zero_stage == 3 and scenario.training.optimizer == "torch_adamw"
 
 
+def stated_fsdp1(scenario: Scenario) -> bool:
+    """Whether a ZeRO-3 run with torch's AdamW states ``parallelism.fsdp: fsdp1`` (``FullyShardedDataParallel``,
+    IBM's fms-fsdp): FSDP1's kept-units rule (``units_kept_after_forward``) and no FSDP2 copies (``copies_out``)."""
+    return fsdp2_applies(scenario) and scenario.parallelism.fsdp == "fsdp1"
+
+
 def copies_out(scenario: Scenario) -> bool:
-    """Whether each all-gather is copied out of its gather buffer (``copy_out_ops``): FSDP2, unless the scenario
+    """Whether each all-gather is copied out of its gather buffer (``copy_out_ops``) and each unit's gradients into
+    the reduce-scatter input on the compute stream (``reduce_scatter_copy_in_ops``): FSDP2, unless the scenario
     states ``parallelism.fsdp: fsdp1`` (FSDP1 gathers straight into the padded flat parameter: module docstring)."""
-    return fsdp2_applies(scenario) and scenario.parallelism.fsdp != "fsdp1"
+    return fsdp2_applies(scenario) and not stated_fsdp1(scenario)
 
 
 def root_holds_output(scenario: Scenario) -> bool:
@@ -129,11 +136,13 @@ def units_kept_after_forward(scenario: Scenario, units: int) -> int:
     ``post_forward_mesh_info = None``) and torchtitan's ``apply_fsdp`` ``reshard_after_forward = int(layer_id) <
     len(model.layers) - 1`` ("do not reshard after forward for the last transformer block since FSDP would prefetch
     it immediately"); with pipelining ``reshard_after_forward = False`` for every block and the root: every unit.
-    0 elsewhere."""
+    A run with torch's AdamW that states ``parallelism.fsdp: fsdp1`` (fms-fsdp's ``FullyShardedDataParallel``, the
+    same ``_post_forward_reshard``) keeps FSDP1's root only. 0 elsewhere."""
     p = scenario.parallelism
-    if fsdp2_applies(scenario):
+    if fsdp2_applies(scenario) and not stated_fsdp1(scenario):
         return min(2, units) if p.pp == 1 else units
-    return min(int(applies(scenario) and p.zero_stage == 3 and p.pp == 1), units)
+    fsdp1 = applies(scenario) or stated_fsdp1(scenario)   # ``parallelism.fsdp: fsdp1``: FSDP1's root rule above
+    return min(int(fsdp1 and p.zero_stage == 3 and p.pp == 1), units)
 
 
 def predivide_factor(world: int) -> int:
@@ -206,6 +215,35 @@ def copy_out_ops(gathered_bytes: float, gathers: int) -> list[Op]:
     if gathers <= 0:
         return []
     return [Op(COPY_OUT_KERNEL, "memory", 0.0, COPY_OUT_READS_WRITES * gathered_bytes / gathers)] * gathers
+
+
+# ---- FSDP2's reduce-scatter copy-in ------------------------------------------------------------------------------
+#
+# Before each unit's reduce-scatter, ``foreach_reduce`` copies the unit's unsharded gradients (autograd's, at the
+# parameter dtype: bf16) into one reduce-scatter input at the reduce dtype (``foreach_reduce_scatter_copy_in``:
+# ``torch._chunk_cat`` into ``world_size`` chunks, padding and the widening cast fused, pytorch/pytorch PR #122888,
+# 2024-03-28): one kernel reading the gradients and writing them at the reduce dtype. Where it runs: on the
+# reduce-scatter stream in the first FSDP2 (torch/distributed/_composable/fsdp/_fsdp_collectives.py, stored
+# @ 01d66d21: ``with torch.cuda.stream(reduce_scatter_stream)``); on the current (compute) stream since PR #129721
+# ("[FSDP2] Ran reduce-scatter copy-in in default stream", 2024-06-27: the input, as large as the unsharded gradients,
+# allocated in the default stream's pool; in PyTorch 2.5.0's release notes, not in 2.4.0), before
+# ``reduce_scatter_stream.wait_stream(current_stream)``
+# (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py, stored @ 010ae4a8). Every FSDP2 run modelled (torchtitan
+# from July 2024 on nightlies, KempnerForge and NeMo AutoModel in 2025) is after that PR: in series with the backward,
+# once a unit and reduce-scatter (every unit, the root and the last block included).
+
+RS_COPY_IN_KERNEL = "fsdp2 _chunk_cat (reduce-scatter copy-in)"
+
+
+def reduce_scatter_copy_in_ops(unsharded_params: float, units: int, grad_element: float,
+                               reduce_element: float) -> list[Op]:
+    """The compute-stream kernels of ``units`` FSDP2 reduce-scatters of ``unsharded_params`` gradient elements
+    between them (per rank): one ``_chunk_cat`` a unit, reading ``grad_element`` and writing ``reduce_element``
+    bytes an element, each an equal share."""
+    if units <= 0:
+        return []
+    per_unit = unsharded_params * (grad_element + reduce_element) / units
+    return [Op(RS_COPY_IN_KERNEL, "memory", 0.0, per_unit)] * units
 
 
 # ---- torchao's float8 all-gather on FSDP2 (workload.torchao_float8) -------------------------------------------

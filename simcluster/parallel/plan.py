@@ -515,6 +515,10 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
             fwd_stream += fwd_copy
             bwd_stream += bwd_copy
             first_forward_s += once
+            # and the reduce-scatter copy-in of each unit's gradients, on the compute stream before its reduce-scatter
+            bwd_stream += _fsdp2_reduce_scatter_copy_in(scenario, layers, first, last,
+                                                        params + moe_layers * reduced_experts, weight_element,
+                                                        grad_element)
         if graph_step:
             fwd_stream, bwd_stream = kernels.graphed(fwd_stream), kernels.graphed(bwd_stream)
             kept_stream = kernels.graphed(kept_stream) if kept_stream is not None else None
@@ -736,6 +740,21 @@ def _fsdp2_copy_out(scenario: Scenario, layers: int, first: bool, last: bool, ga
     layer_bytes = (gathered_bytes - root_bytes) / layers if layers else 0.0
     backward = kernels.stream_time(fsdp_runtime.copy_out_ops(regathered * layer_bytes, regathered), gpu, precision)
     return forward, backward, 0.0
+
+
+def _fsdp2_reduce_scatter_copy_in(scenario: Scenario, layers: int, first: bool, last: bool, reduced_params: float,
+                                  weight_element: float, grad_element: float) -> kernels.StreamTime:
+    """FSDP2's reduce-scatter copy-in of a chunk's units (``fsdp_runtime.reduce_scatter_copy_in_ops``), per
+    microbatch: each unit's unsharded gradients (``reduced_params`` elements in all, at the parameter dtype) into the
+    reduce dtype's buffer, once a unit and microbatch; reduce-scattered once a step after the last backward
+    (``gathers_once_per_step``): the step's copy-in spread over its backwards (its total exact, its place not)."""
+    p, m = scenario.parallelism, scenario.model
+    units = memory.zero3_units(m, layers, first, last, p.pp, fsdp_runtime.root_holds_output(scenario))
+    ops = fsdp_runtime.reduce_scatter_copy_in_ops(reduced_params, units, weight_element, grad_element)
+    stream = kernels.stream_time(ops, scenario.cluster.gpu, scenario.training.precision)
+    if fsdp_runtime.gathers_once_per_step(scenario):
+        return (1.0 / scenario.microbatches) * stream
+    return stream
 
 
 def _float8_copy_in(scenario: Scenario, layout: Layout, layer: dict, collective_time_s: CollectiveTime

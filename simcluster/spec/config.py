@@ -991,8 +991,9 @@ class Parallelism(_Defaulted):
     fsdp: Literal["fsdp1", "fsdp2"] | None = Field(
         None, description="which PyTorch FSDP a zero_stage 3 run with optimizer torch_adamw ran; default: fsdp2 "
         "(torchtitan's fully_shard). fsdp1 (FullyShardedDataParallel, e.g. IBM's fms-fsdp) all-gathers straight "
-        "into its flat parameter, so FSDP2's all-gather copy-out is not charged (parallel/fsdp_runtime.py); read "
-        "by the copy-out only: the other FSDP2 rules still apply")
+        "into its flat parameter and reduce-scatters from its flat gradient, so FSDP2's all-gather copy-out and "
+        "reduce-scatter copy-in are not charged, and keeps only the root gathered into the backward "
+        "(parallel/fsdp_runtime.py); FSDP1's side-stream gradient kernels stay Composer's (decoupled_adamw)")
     layers_per_stage: list[Annotated[int, Strict()]] | None = Field(
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
     order: str = Field(

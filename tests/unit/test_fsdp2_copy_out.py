@@ -25,9 +25,12 @@ def _llama3_405b_layer_params_per_rank(tp: int) -> int:
     return (2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn) // tp + 2 * hidden
 
 
-def _plan(scenario, monkeypatch=None, off: bool = False):
+def _plan(scenario, monkeypatch=None, off: bool = False, drop: str | None = None):
+    """The plan's one chunk; ``off``: neither FSDP2 copy charged; ``drop``: that one ``fsdp_runtime`` op list empty."""
     if off:
         monkeypatch.setattr(fsdp_runtime, "copies_out", lambda s: False)
+    if drop:
+        monkeypatch.setattr(fsdp_runtime, drop, lambda *args: [])
     return plan.plan(scenario, lambda op, group, size: 0.0).chunks[0]
 
 
@@ -52,7 +55,7 @@ def test_the_405b_row_copies_out_every_gather_forward_and_backward_on_the_comput
     kernels on the compute stream, their roofline the bytes of the gathered units read and written once."""
     scenario = config.load(TITAN)
     gpu = scenario.cluster.gpu
-    on, off = _plan(scenario), _plan(scenario, monkeypatch, off=True)
+    on, off = _plan(scenario), _plan(scenario, monkeypatch, drop="copy_out_ops")
     layer = 2.0 * _llama3_405b_layer_params_per_rank(8)
     root = 2.0 * (2 * (128256 // 8) * 16384 + 16384)   # vocab-parallel embedding and output, final norm
     bandwidth = gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)
@@ -66,7 +69,8 @@ def test_the_405b_row_copies_out_every_gather_forward_and_backward_on_the_comput
 
 def test_an_fsdp1_run_pays_no_copy_out(monkeypatch):
     """fms-fsdp's FullyShardedDataParallel (``fsdp: fsdp1``) and Composer's FSDP1 gather into the flat parameter: no
-    copy-out; the same fms row read as FSDP2 (the key dropped) pays one a gather."""
+    copy-out, no compute-stream copy-in; the same fms row read as FSDP2 (the key dropped) pays one a gather and one a
+    reduce-scatter."""
     fms = config.load(FMS)
     assert fms.parallelism.fsdp == "fsdp1" and not fsdp_runtime.copies_out(fms)
     mpt = [name for name in config.bundled_names() if name.startswith("mpt-")]
@@ -79,6 +83,38 @@ def test_an_fsdp1_run_pays_no_copy_out(monkeypatch):
     monkeypatch.undo()
     as_fsdp2 = _plan(config.from_dict(data))
     assert as_fsdp2.forward_stream.kernels - as_fsdp1.forward_stream.kernels == 48 + 1   # 48 layers, the root
+    # the backward: FSDP2's 47 copy-outs (root and last block kept) and 49 reduce-scatter copy-ins
+    assert as_fsdp2.backward_stream.kernels - as_fsdp1.backward_stream.kernels == 47 + 49
+
+
+def test_the_405b_row_copies_each_units_bf16_gradients_into_the_fp32_reduce_scatter_input_on_the_compute_stream(
+        monkeypatch):
+    """``foreach_reduce`` (pytorch PR #129721, June 2024: on the current stream): one ``_chunk_cat`` a unit and
+    microbatch, the 126 layers and the root, reading the bf16 unsharded gradients (2 B) and writing them at
+    torchtitan's fp32 reduce dtype (4 B): 127 backward kernels, none in the forward."""
+    scenario = config.load(TITAN)
+    assert scenario.parallelism.grad_reduce_dtype == "fp32"
+    gpu = scenario.cluster.gpu
+    layer = _llama3_405b_layer_params_per_rank(8)
+    (op,) = fsdp_runtime.reduce_scatter_copy_in_ops(layer, 1, 2, 4)
+    assert op.kind == "memory" and op.flop == 0.0 and op.hbm_bytes == 6 * 398_491_648
+    on, off = _plan(scenario), _plan(scenario, monkeypatch, drop="reduce_scatter_copy_in_ops")
+    root = 2 * (128256 // 8) * 16384 + 16384
+    bandwidth = gpu.hbm_bandwidth * kernels.hbm_fraction(gpu.name)
+    assert on.forward_stream == off.forward_stream
+    assert on.backward_stream.kernels - off.backward_stream.kernels == 127
+    assert on.backward_stream.device_s - off.backward_stream.device_s == pytest.approx(
+        (2 + 4) * (126 * layer + root) / bandwidth, rel=1e-6)
+
+
+def test_fsdp1_stated_keeps_only_the_root_gathered_into_the_backward():
+    """FSDP1's ``_post_forward_reshard`` frees every unit but the root; torchtitan's FSDP2 keeps the last block too."""
+    fms = config.load(FMS)
+    data = fms.model_dump(mode="json", exclude_none=True)
+    del data["parallelism"]["fsdp"]
+    units = 48 + 1
+    assert fsdp_runtime.units_kept_after_forward(fms, units) == 1
+    assert fsdp_runtime.units_kept_after_forward(config.from_dict(data), units) == 2
 
 
 def test_fsdp_key_is_refused_outside_fsdp_with_torchs_adamw():
