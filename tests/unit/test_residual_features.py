@@ -7,6 +7,9 @@
   the planted positive within slope; a feature constant inside every series has no within slope;
 - a one-row series weighs what a 24-row series does (the weighted intercept is the mean of the series means);
   the series-mean variance share is 1 when the error is a function of the series;
+- the refit of the fitted gap and pipeline step after a what-if recovers a planted gap, ignores held-out rows and
+  keeps every calibration row within the 10% bound; the coverage table counts held-out rows outside the calibration's
+  range of a share;
 - a malformed input's one-line error and exit code 2.
 """
 
@@ -110,6 +113,46 @@ def test_what_if_closed_forms(rf):
     assert rf.what_if(row, {"gap": 1.0, "hbm": 1.0}) == 0.0
 
 
+def test_refit_recovers_a_planted_gap_and_ignores_held_out_rows(rf):
+    # calibration rows whose published steps are the simulated ones with tensor-core kernels 10% and the gap 20%
+    # slower: after tc x1.1 only the gap x1.2 puts every row at 0 (linear, no bubble); the pipeline step has no share,
+    # so every factor of it ties and the refit keeps x1; held-out rows, however wrong, move nothing
+    cal = []
+    for gap in (0.02, 0.05, 0.08, 0.11):
+        row = _row(gap=gap, tc=1 - gap)
+        row.update(set="cal", error=(0.1 * (1 - gap) + 0.2 * gap))
+        cal.append(row)
+    held = [{**_row(gap=0.3, tc=0.7), "set": "ho", "error": e} for e in (0.5, -0.4)]
+    assert rf.refit(cal + held, {"tc": 1.1}) == (pytest.approx(1.2), pytest.approx(1.0))
+    assert all(abs(rf.what_if(r, {"tc": 1.1, "gap": 1.2})) < 1e-12 for r in cal)
+    # no change planted: today's fit comes back
+    assert rf.refit([{**r, "error": 0.0} for r in cal], {}) == (pytest.approx(1.0), pytest.approx(1.0))
+    with pytest.raises(rf.ScenarioError, match="--refit"):
+        rf.refit(held, {"tc": 1.1})
+
+
+def test_refit_keeps_every_calibration_row_within_the_bound(rf):
+    # three rows of one gap share: the smallest mean |error| is the median row's gap x1, which leaves the first row 12%
+    # fast; the refit must take the smallest mean among the factors with every row within 10%: the first factor of
+    # the grid at which 1.12 / (1 + 0.3 (g - 1)) <= 1.10, g >= 1.0606, so x1.08 (x1.06 leaves it at 10.02%)
+    rows = [{**_row(gap=0.3, tc=0.7), "set": "cal", "error": e} for e in (0.12, 0.0, 0.0)]
+    gap, _ = rf.refit(rows, {})
+    assert gap == pytest.approx(1.08)
+    assert all(abs(rf.what_if(r, {"gap": gap})) <= rf.CAL_MAX_ERROR for r in rows)
+    assert rf.what_if(rows[0], {"gap": 1.06}) > rf.CAL_MAX_ERROR
+
+
+def test_coverage_counts_rows_outside_the_calibration_range(rf):
+    rows = [{"set": "cal", "series": "c", "gap_share": g, "error": 0.0} for g in (0.02, 0.05)]
+    rows += [{"set": "ho", "series": s, "gap_share": g, "error": e}
+             for s, g, e in (("a", 0.01, 0.10), ("a", 0.03, 0.02), ("b", 0.06, 0.06), ("b", 0.05, 0.04))]
+    (entry,), inside = rf.coverage(rows, ("gap_share",))
+    assert (entry["low"], entry["high"], entry["outside"]) == (0.02, 0.05, 2)
+    assert entry["mean_in"] == pytest.approx(3.0) and entry["mean_out"] == pytest.approx(8.0)
+    assert [r["gap_share"] for r in inside] == [0.03, 0.05]   # the calibration's own end counts as inside
+    assert rf.coverage([r for r in rows if r["set"] == "ho"], ("gap_share",)) == ([], [])
+
+
 def test_what_if_bad_input_names_the_option(rf, capsys):
     for text in ("gap", "nope=2", "gap=x", "gap=-1", ","):
         with pytest.raises(rf.ScenarioError, match="--what-if"):
@@ -155,6 +198,11 @@ def _one_line_2(rf, capsys, args, *words):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and all(w in err for w in words), err
     return err
+
+
+def test_refit_without_what_if_one_line(rf, inputs_of, capsys):
+    cal, ho, cache = inputs_of
+    _one_line_2(rf, capsys, [cal, ho, "--csv", cache, "--refit"], "--refit", "--what-if")
 
 
 def test_too_few_series_one_line(rf, inputs_of, capsys):
