@@ -60,11 +60,38 @@ def test_the_row_is_the_pages_layout_and_its_step_the_pages_tflops(row):
     assert validation.published_tflops(case, scenario) == pytest.approx(tflops, rel=1e-4)
 
 
-def test_the_halved_count_would_give_other_steps():
-    """The conversion is not insensitive to the count it names: at 1024K the halved count's step is half as long."""
-    seq, gbs, tp, pp, dp, cp, tflops = ROWS[name(1024, 256)]
+# B200's fused causal attention at its fastest, as NVIDIA measured it (NVIDIA/cudnn-frontend,
+# benchmark/sdpa_benchmark_training/artifacts: sdpa_bf16_benchmark_results_NVIDIA_B200.csv, cuDNN 9.13 in NGC 25.09, and
+# the bf16 and fp8 rows of sdpa_fp8_benchmark_results_NVIDIA_B200.csv, a later run; batch 1, 128 query and 8 key/value
+# heads of 128, causal; both later cuDNN releases than the 25.04 container's): the highest forward and the highest
+# backward TFLOP/s of either file over 16K-128K, the causal half counted as flash-attention counts it (forward
+# 2 s^2 x heads x head_dim a sequence and layer, backward 2.5 times the forward).
+B200_CAUSAL_TFLOPS = {"bf16": (1514.764e12, 1235.860e12), "fp8": (1829.603e12, 1626.615e12)}
+
+
+def attention_kernel_floor(gbs: int, seq: int, gpus: int, dtype: str) -> float:
+    """Seconds a GPU spends at least in its share of the step's causal attention kernels at the fastest measured
+    rate: no context-parallel ring, no smaller kernels, every other kernel free."""
+    forward = 2 * gbs * seq * seq * H * L / gpus
+    fwd_rate, bwd_rate = B200_CAUSAL_TFLOPS[dtype]
+    return forward / fwd_rate + 2.5 * forward / bwd_rate
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_the_steps_leave_room_for_the_attention_the_halved_count_does_not(row):
+    """The whole count is the only one B200's attention kernels allow: every row's step is longer than its bf16 causal
+    attention takes at the fastest measured rate; the step the halved count (NeMo's later formula) would give is
+    shorter than that attention alone from 256K on, and than fp8 attention at its fastest from 512K on. Fails if the
+    rows are converted with the halved count."""
+    seq, gbs, tp, pp, dp, cp, tflops = ROWS[row]
+    gpus = tp * pp * dp * cp
+    assert validation.named_case(row)["step_time_s"] > attention_kernel_floor(gbs, seq, gpus, "bf16")
     halved = gbs * seq * L * H * H * (12 + 12 * G / A + 18 * F / H + 6 * seq / H + 6 * V / (L * H))
-    assert halved / nemo2504_flop(gbs, seq) == pytest.approx(0.513, abs=0.002)
+    halved_step = halved / (tflops * 1e12 * gpus)
+    if seq >= 256 * 1024:
+        assert halved_step < attention_kernel_floor(gbs, seq, gpus, "bf16")
+    if seq >= 512 * 1024:
+        assert halved_step < attention_kernel_floor(gbs, seq, gpus, "fp8")
 
 
 def test_the_longest_row_runs_and_fits():
