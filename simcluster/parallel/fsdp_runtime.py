@@ -47,13 +47,14 @@ previous unit's all-gather) and ``_post_backward_hook``:
   composer#2628, 2023-10-10), and FSDP1 then reduces in the parameter dtype (flat_param.py
   ``_init_param_reduce_dtypes``: "Special case: infer gradient reduction mixed precision"): bf16 either way for the
   2023 MPT tables, so no cast kernel there (``parallelism.grad_reduce_dtype: bf16`` in scenarios/mpt-*.yaml).
-- ``_reduce_grad`` -> ``_get_reduce_scatter_tensors`` (torch 2.x, the stored versions read): the unsharded
-  gradient is the *unpadded* flat parameter's (``_use_unsharded_flat_param`` sets ``flat_param.data`` to
-  ``padded[:_unpadded_unsharded_size]``), and ``numel_to_pad = world_size * chunks[0].numel() - unsharded_grad.numel()``: a unit whose parameter count is
-  not a multiple of the world gets ``F.pad(unsharded_grad, [0, numel_to_pad])``, a new padded tensor (read the
-  gradient, write it padded, at the reduce dtype), on the post-backward stream before the pre-divide --
-  ``PAD_KERNEL``, ``pad_ops``. A multiple of the world pads nothing (the MPT units at power-of-two worlds; fms-fsdp's
-  Llama 2 units on 128 ranks), otherwise one pad a unit (the same units on 96 ranks: 96 = 3 x 32).
+- ``_reduce_grad`` -> ``_get_reduce_scatter_tensors`` (torch 2.x, the stored versions read): the unsharded gradient is
+  the *unpadded* flat parameter's (``_use_unsharded_flat_param`` sets ``flat_param.data`` to
+  ``padded[:_unpadded_unsharded_size]``), and ``numel_to_pad = world_size * chunks[0].numel() -
+  unsharded_grad.numel()``: a unit whose parameter count is not a multiple of the world gets ``F.pad(unsharded_grad,
+  [0, numel_to_pad])``, a new padded tensor (read the gradient, write it padded, at the reduce dtype), on the
+  post-backward stream before the pre-divide -- ``PAD_KERNEL``, ``pad_ops``. A multiple of the world pads nothing (the
+  MPT units at power-of-two worlds; fms-fsdp's Llama 2 units on 128 ranks), otherwise one pad a unit (the same units
+  on 96 ranks: 96 = 3 x 32).
 - ``_post_backward_final_callback``: the compute stream waits for the post-backward stream once per backward (the
   last reduce-scatter exposed, as the engine waits for it).
 
