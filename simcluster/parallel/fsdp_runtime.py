@@ -47,11 +47,37 @@ previous unit's all-gather) and ``_post_backward_hook``:
   composer#2628, 2023-10-10), and FSDP1 then reduces in the parameter dtype (flat_param.py
   ``_init_param_reduce_dtypes``: "Special case: infer gradient reduction mixed precision"): bf16 either way for the
   2023 MPT tables, so no cast kernel there (``parallelism.grad_reduce_dtype: bf16`` in scenarios/mpt-*.yaml).
+- ``_reduce_grad`` -> ``_get_reduce_scatter_tensors`` (torch 2.x, the stored versions read): the unsharded gradient is
+  the *unpadded* flat parameter's (``_use_unsharded_flat_param`` sets ``flat_param.data`` to
+  ``padded[:_unpadded_unsharded_size]``), and ``numel_to_pad = world_size * chunks[0].numel() -
+  unsharded_grad.numel()``: a unit whose parameter count is not a multiple of the world gets ``F.pad(unsharded_grad,
+  [0, numel_to_pad])``, a new padded tensor (read the gradient, write it padded, at the reduce dtype), on the
+  post-backward stream before the pre-divide -- ``PAD_KERNEL``, ``pad_ops``. A multiple of the world pads nothing (the
+  MPT units at power-of-two worlds; fms-fsdp's Llama 2 units on 128 ranks), otherwise one pad a unit (the same units
+  on 96 ranks: 96 = 3 x 32).
 - ``_post_backward_final_callback``: the compute stream waits for the post-backward stream once per backward (the
   last reduce-scatter exposed, as the engine waits for it).
+
+IBM's fms-fsdp (``parallelism.fsdp: fsdp1`` with torch's AdamW, the pretraining layout of early 2024) runs the same
+code: ``FullyShardedDataParallel(model, auto_wrap_policy=<LLaMABlock>, mixed_precision=bfSixteen,
+sharding_strategy=FULL_SHARD, use_orig_params=cfg.use_torch_compile (False: no compile), limit_all_gathers=True)``
+and FSDP1's default BACKWARD_PRE (main_training.py of the period, find_string id 21259409200);
+``bfSixteen = MixedPrecision(param_dtype, reduce_dtype, buffer_dtype = torch.bfloat16)``
+(pretraining/policies/mixed_precision.py @ 2e76f991): bf16 reduction, no cast kernel. Its torch: the README asks for
+"the latest PyTorch nightlies", requirements.txt pins ``torch>=2.2.0`` (@ 37821d34): 2.2/2.3, whose
+``_runtime_utils._unshard`` still runs ``handle.unshard()`` (so the forward's ``split`` views) under the unshard
+stream and whose ``_post_backward_hook`` / ``_reduce_grad`` / ``_get_reduce_scatter_tensors`` are the above. With
+``use_orig_params=False`` the forward still runs on ``split`` views (``_use_unsharded_flat_param``: ``elif in_forward:
+self._use_unsharded_views(as_params=False)``), so autograd's cat is the same; the flat parameter has no alignment
+padding (``align_addresses`` follows ``use_orig_params``), so the unit's parameter count is its modules' own. The
+root unit holds what no ``LLaMABlock`` does (embedding, final norm, output: ``units_kept_after_forward``), one unit
+(``memory.zero3_units`` with ``merged_root``), as MPT's root holds the tied embedding and the final norm.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import GpuSpec
@@ -66,6 +92,9 @@ POST_BACKWARD_KERNELS = (("fsdp1 _div_if_needed pre-divide", 1, 1),)
 # ``_post_backward_hook``'s cast of the unsharded gradient when the reduce dtype differs from the parameter dtype:
 # read at the parameter dtype, write at the reduce dtype
 REDUCE_CAST_KERNEL = "fsdp1 grad.to(reduce_dtype)"
+# ``_get_reduce_scatter_tensors``' ``F.pad`` of a unit's unsharded gradient to a multiple of the world, on the
+# post-backward stream at the reduce dtype: reads the unit's elements, writes them padded
+PAD_KERNEL = "fsdp1 F.pad (reduce-scatter input)"
 
 
 def applies(scenario: Scenario) -> bool:
@@ -78,6 +107,14 @@ def fsdp2_applies(scenario: Scenario) -> bool:
     """Whether the scenario runs PyTorch FSDP2 (``fully_shard``) as torchtitan applies it: ZeRO-3 with torch's
     AdamW (``optimizer: torch_adamw``, the torchtitan rows; Composer's FSDP1 is ``decoupled_adamw``)."""
     return scenario.parallelism.zero_stage == 3 and scenario.training.optimizer == "torch_adamw"
+
+
+def runs_fsdp1(scenario: Scenario) -> bool:
+    """Whether the scenario runs PyTorch FSDP1's flat-parameter code (``FullyShardedDataParallel``): Composer's
+    (``applies``) or a stated ``parallelism.fsdp: fsdp1`` (``stated_fsdp1``, fms-fsdp). Both pay FSDP1's side-stream
+    gradient kernels (``backward_ops``) and keep the root gathered (``units_kept_after_forward``); Composer's
+    optimizer loop (``optimizer_tensors``) stays ``applies``'."""
+    return applies(scenario) or stated_fsdp1(scenario)
 
 
 def stated_fsdp1(scenario: Scenario) -> bool:
@@ -141,8 +178,7 @@ def units_kept_after_forward(scenario: Scenario, units: int) -> int:
     p = scenario.parallelism
     if fsdp2_applies(scenario) and not stated_fsdp1(scenario):
         return min(2, units) if p.pp == 1 else units
-    fsdp1 = applies(scenario) or stated_fsdp1(scenario)   # ``parallelism.fsdp: fsdp1``: FSDP1's root rule above
-    return min(int(fsdp1 and p.zero_stage == 3 and p.pp == 1), units)
+    return min(int(runs_fsdp1(scenario) and p.zero_stage == 3 and p.pp == 1), units)
 
 
 def predivide_factor(world: int) -> int:
@@ -155,31 +191,52 @@ def predivide_factor(world: int) -> int:
     return factor
 
 
+def unit_numels(layer_params: float, layers: int, params: float) -> list[int]:
+    """FSDP1's units of a chunk of ``params`` parameters (unsharded, per rank) whose ``layers`` transformer layers of
+    ``layer_params`` each are wrapped one a unit and the rest (embedding, final norm, output) is the root's."""
+    root = round(params - layers * layer_params)
+    return [round(layer_params)] * layers + ([root] if root > 0 else [])
+
+
+def pad_ops(numels: Sequence[int], world: int, reduce_bytes: float) -> list[Op]:
+    """``_get_reduce_scatter_tensors``' ``F.pad`` for each FSDP1 unit of ``numels`` elements whose count is not a
+    multiple of ``world``: read n, write world * ceil(n / world) elements at ``reduce_bytes`` an element."""
+    ops = []
+    for n in numels:
+        padded = world * math.ceil(n / world)
+        if padded > n:
+            ops.append(Op(PAD_KERNEL, "memory", 0.0, (n + padded) * reduce_bytes))
+    return ops
+
+
 def backward_ops(params: float, units: int, element_bytes: float, reduce_bytes: float | None = None,
-                 world: int = 2) -> list[Op]:
+                 world: int = 2, numels: Sequence[int] = ()) -> list[Op]:
     """The side-stream kernels FSDP1 adds to one microbatch's backward of a chunk of ``params`` parameters (per rank,
     unsharded) in ``units`` FSDP units of 16-bit ``element_bytes`` parameters, gradients reduced at
     ``reduce_bytes`` an element (None: the parameter dtype, FSDP1's inference when no reduce dtype is set): one
     kernel per unit and ``BACKWARD_KERNELS`` / ``POST_BACKWARD_KERNELS`` entry (and the cast when the dtypes
     differ), over the unit's share of the parameters. ``world``: the ranks the gradients are reduced over; the
-    pre-divide runs when its factor is above 1 (``_div_if_needed``), at every world of 2 or more."""
+    pre-divide runs when its factor is above 1 (``_div_if_needed``), at every world of 2 or more. ``numels``: the
+    units' exact parameter counts (``unit_numels``), for the reduce-scatter input's pad (``pad_ops``); empty: none."""
     reduce_bytes = element_bytes if reduce_bytes is None else reduce_bytes
     divide = POST_BACKWARD_KERNELS if predivide_factor(world) > 1 else ()
     per_unit = params / units
     kinds = ([(name, (reads + writes) * element_bytes) for name, reads, writes in BACKWARD_KERNELS]
              + ([(REDUCE_CAST_KERNEL, element_bytes + reduce_bytes)] if reduce_bytes != element_bytes else [])
              + [(name, (reads + writes) * reduce_bytes) for name, reads, writes in divide])
-    return [Op(name, "memory", 0.0, per_param * per_unit) for name, per_param in kinds for _ in range(units)]
+    return ([Op(name, "memory", 0.0, per_param * per_unit) for name, per_param in kinds for _ in range(units)]
+            + pad_ops(numels, world, reduce_bytes))
 
 
 def backward_interference_s(params: float, units: int, element_bytes: float, memory_share: float, gpu: GpuSpec,
-                            precision: str, reduce_bytes: float | None = None, world: int = 2) -> float:
+                            precision: str, reduce_bytes: float | None = None, world: int = 2,
+                            numels: Sequence[int] = ()) -> float:
     """Compute-stream time one microbatch's backward loses to ``backward_ops`` running on the unshard and
     post-backward streams beside it: their HBM time (roofline) times ``memory_share``, the share of the backward's
     time in HBM-bound kernels (``interference.memory_bound_share``): the HBM-bound kernels wait for the bytes the
     side kernels move, the compute-bound ones do not."""
-    return side_stream_interference_s(backward_ops(params, units, element_bytes, reduce_bytes, world), memory_share,
-                                      gpu, precision)
+    return side_stream_interference_s(backward_ops(params, units, element_bytes, reduce_bytes, world, numels),
+                                      memory_share, gpu, precision)
 
 
 def side_stream_interference_s(ops: list[Op], memory_share: float, gpu: GpuSpec, precision: str) -> float:

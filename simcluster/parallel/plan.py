@@ -487,11 +487,12 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                 memory.layer_activation_bytes(m, shard))
             fwd_stream += kernels.StreamTime(stall_s=stalls[0])
             bwd_stream += kernels.StreamTime(stall_s=stalls[1])
-        if fsdp_runtime.applies(scenario):  # FSDP1's gradient copy and pre-divide, on side streams beside compute
+        if fsdp_runtime.runs_fsdp1(scenario):  # FSDP1's gradient copy, pad and pre-divide, on side streams
             bwd_stream += kernels.StreamTime(device_s=fsdp_runtime.backward_interference_s(
-                params + experts, memory.zero3_units(m, layers, first, last, p.pp), weight_element,
+                params + experts, memory.zero3_units(m, layers, first, last, p.pp, merged_root=True), weight_element,
                 interference.memory_bound_share([op for ph in BACKWARD_PHASES for op in layer[ph]], gpu, precision),
-                gpu, precision, grad_element, p.dp * p.cp))
+                gpu, precision, grad_element, p.dp * p.cp,
+                fsdp_runtime.unit_numels(memory.layer_params_per_rank(m, p.tp), layers, params + experts)))
         if last and lightning_loop.applies(scenario):  # Lightning's metrics, synced log and progress bar
             bwd_stream += kernels.stream_time(lightning_loop.microbatch_ops(), gpu, precision)
         if last and composer_train_metrics.applies(scenario):  # Composer's train metrics after each backward

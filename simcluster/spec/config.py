@@ -993,7 +993,8 @@ class Parallelism(_Defaulted):
         "(torchtitan's fully_shard). fsdp1 (FullyShardedDataParallel, e.g. IBM's fms-fsdp) all-gathers straight "
         "into its flat parameter and reduce-scatters from its flat gradient, so FSDP2's all-gather copy-out and "
         "reduce-scatter copy-in are not charged, and keeps only the root gathered into the backward "
-        "(parallel/fsdp_runtime.py); FSDP1's side-stream gradient kernels stay Composer's (decoupled_adamw)")
+        "(parallel/fsdp_runtime.py), and pays FSDP1's side-stream gradient kernels as Composer's FSDP1 does (the "
+        "flat gradient's cat, the pad to a multiple of the world, the pre-divide)")
     layers_per_stage: list[Annotated[int, Strict()]] | None = Field(
         None, description="layers of each pipeline chunk in order (pp*virtual_stages entries); default: Megatron split")
     order: str = Field(
