@@ -105,3 +105,24 @@ def test_a_bridge_entry_taking_other_runs_than_nemo_says_is_refused(monkeypatch,
             userbuffers._configs(2, True)
     finally:
         userbuffers._configs.cache_clear()
+
+
+# Megatron-Bridge's userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192 as its comm_overlap.py states it (the stored copies
+# above; re-read in round 36, docs/calibration.md "Round 36: NeMo's Llama 70B on 64 H100"): BulkOverlapCfg num_sm 4 /
+# 24 / 2 / 4 without the margin, RingExchangeOverlapCfg(aggregate=False) for the four all-gather GEMMs (TE's one flag
+# CTA), RingExchangeOverlapCfg(num_sm=1, set_sm_margin=True) for proj / fc2 fprop. The performance scripts name it for
+# H100 fp8 (llama3_70b_pretrain_config_h100, scripts/performance/configs/llama/llama3_llm_pretrain.py, round 27; an
+# earlier helper's COMM_OVERLAP_CONFIG_MAP["llama3_70b"]["h100"]["fp8"]).
+BRIDGE_70B_H100_FP8 = {
+    "qkv_dgrad": userbuffers.Gemm("bulk", 4), "qkv_wgrad": userbuffers.Gemm("bulk", 24),
+    "fc1_dgrad": userbuffers.Gemm("bulk", 2), "fc1_wgrad": userbuffers.Gemm("bulk", 4),
+    **{name: userbuffers.Gemm("ring_exchange", 1) for name in ("qkv_fprop", "proj_dgrad", "fc1_fprop", "fc2_dgrad")},
+    **{name: userbuffers.Gemm("ring_exchange", 1, set_sm_margin=True) for name in ("proj_fprop", "fc2_fprop")}}
+
+
+@pytest.mark.parametrize("name", [ROW, "nemo2604-llama3-70b-64-h100-fp8"])
+def test_the_h100_fp8_70b_rows_run_the_recipes_configuration_gemm_by_gemm(name):
+    settings = userbuffers.scenario_config(config.load(name))
+    assert settings == BRIDGE_70B_H100_FP8
+    # none of them at Transformer Engine's 16-SM default (interference.yaml ctas.userbuffers)
+    assert all(gemm.num_sm != 16 for gemm in settings.values())
