@@ -104,7 +104,6 @@ def test_the_500w_h100s_own_gemms_against_the_700w_parts_like_for_like():
     assert capped == pytest.approx(fp8_500w[same_shape] / AZURE_ND_H100_V5_FP8[same_shape], rel=0.03)
     lone_500w = statistics.median(_lone_fp8_over_full_clock_model("h100-sxm-96gb-500w", fp8_500w).values())
     lone_700w = statistics.median(_lone_fp8_over_full_clock_model("h100-sxm", AZURE_ND_H100_V5_FP8).values())
-    assert lone_500w == pytest.approx(0.728, abs=0.002) and lone_700w == pytest.approx(0.852, abs=0.002)
     assert capped == pytest.approx(lone_500w / lone_700w, rel=0.05)
 
 
