@@ -199,12 +199,14 @@ def cudnn_long_kernels_over_burst() -> list[tuple[str, float, float]]:
 
 def cube_law_b300_gemm_mhz() -> tuple[float, float]:
     """B300's saturated GEMM clock from B200's by the cube law of efficiency.yaml blackwell_clock_source (dynamic
-    power, tdp - idle_power, ~ SMs x f^3 at each part's cap), from both ends of B200's measured range."""
-    sms = kernels._table()["gemm"]["sms"]
-    b200, b300 = hardware.gpu("b200"), hardware.gpu("b300")
-    dynamic = (b300.tdp - b300.idle_power) / (b200.tdp - b200.idle_power)
-    scale = (dynamic * sms["b200"] / sms["b300"]) ** (1.0 / 3.0)
-    return B200_GEMM_MHZ[0] * scale, B200_GEMM_MHZ[1] * scale
+    power, tdp - idle_power, ~ SMs x f^3 at each part's cap: ``power_clock.capped_clock`` on the dynamic power per
+    SM, the one law the clock model uses), from both ends of B200's measured range."""
+    def per_sm_w(gpu_name: str) -> float:
+        gpu = hardware.gpu(gpu_name)
+        return (gpu.tdp - gpu.idle_power) / kernels.sm_count(gpu_name)
+
+    low, high = (power_clock.capped_clock(mhz, per_sm_w("b300"), per_sm_w("b200")) for mhz in B200_GEMM_MHZ)
+    return low, high
 
 
 def gemm_sustained_over_burst(gpu_name: str) -> float:

@@ -275,11 +275,13 @@ def mlp_pairs_recomputed(scenario: Scenario, moe_layer: bool) -> int:
 
 
 def chunk_tp_calls(dense_ops, dense: int, moe_ops, moe_layers: int) -> tuple[tuple[str, int], ...]:
-    """A chunk's TP collectives of one phase, (op, count), from its dense and MoE layers' lists. The two lists share
-    their leading calls (the attention's pair, a full recompute's) and differ only in the module-checkpoint pairs
-    appended at the end (``mlp_pairs_recomputed``: ``mlp`` re-runs a dense layer's MLP pair only, ``moe`` and
-    ``shared_experts`` an MoE layer's shared-expert pair only), so the common calls add and either tail stays its
-    own layers'."""
+    """A chunk's TP collectives of one phase, (op, count): ``dense_ops`` and ``moe_ops`` are one dense and one MoE
+    layer's calls of the phase (``tp_collectives_per_layer``, after the overlap split), ``dense`` and ``moe_layers``
+    the chunk's layers of each kind. The two lists share their leading calls (the attention's pair, a full
+    recompute's) and differ only in the module-checkpoint pairs appended at the end (``mlp_pairs_recomputed``: ``mlp``
+    re-runs a dense layer's MLP pair only, ``moe`` and ``shared_experts`` an MoE layer's shared-expert pair only), so
+    the common calls add and either tail stays its own layers'. Per op the result is dense x sum(dense_ops) +
+    moe_layers x sum(moe_ops), what the chunk's layers issue (the engine charges the counts, ``agents.share``)."""
     common = min(len(dense_ops), len(moe_ops))
     if any(op != moe_op for (op, _), (moe_op, _) in zip(dense_ops[:common], moe_ops[:common], strict=True)):
         raise ValueError(f"dense and MoE layers' TP collectives differ in order: {dense_ops} / {moe_ops}")

@@ -395,27 +395,42 @@ def test_one_rebuilt_layer_at_a_time_with_mlp_and_moe():
     assert workspace(("mlp", "moe"))[0] - base == pytest.approx(max(dense, rebuilt), rel=1e-9)
 
 
-def test_mlp_on_a_model_with_dense_and_moe_layers_adds_the_dense_layers_pair_only():
-    """Round 36: DeepSeek-V3's recipe on 1024 H100 (Megatron-Bridge deepseek_v3_h100_1024gpus_fp8_config) recomputes
-    ``mla_up_proj`` and ``mlp`` at TP 2 with sequence parallelism; ``mlp`` re-runs the MLP pair (one reduce-scatter,
-    one all-gather) of each of the 3 dense layers and nothing of the 58 MoE layers, so the step's chunks block on
-    exactly 3 more of each. (The chunk's dense and MoE call lists then differ in length; the plan used to refuse
-    them with a traceback.)"""
+# DeepSeek-V3 on 1024 H100 (nemo2509 row, TP 2 with sequence parallelism): 3 dense layers, 58 MoE layers and the MTP
+# module's layer, an MoE layer too (Megatron-Core's MultiTokenPredictionLayer builds its TransformerLayer from the
+# same config, recompute modules included); each MoE layer has one shared expert, a TP-split MLP with its own pair.
+DSV3_DENSE_LAYERS, DSV3_MOE_LAYERS = 3, 58 + 1
+
+
+def _dsv3_blocking_backward(modules):
+    """The step's blocking backward TP calls, summed over the chunks, per op."""
     from simcluster.parallel import plan
 
-    def blocking_calls(modules):
-        row = config.load("nemo2509-deepseek-v3-1024-h100-fp8")
-        row = row.model_copy(update={"training": row.training.model_copy(update={"recompute_modules": modules})})
-        chunks = plan.plan(row, lambda op, group, size: 0.0).chunks
-        totals = {}
-        for chunk in chunks:
-            for op, count in chunk.tp_blocking.get("backward", ()):
-                totals[op] = totals.get(op, 0) + count
-        return totals
+    row = config.load("nemo2509-deepseek-v3-1024-h100-fp8")
+    row = row.model_copy(update={"training": row.training.model_copy(update={"recompute_modules": modules})})
+    totals = {}
+    for chunk in plan.plan(row, lambda op, group, size: 0.0).chunks:
+        for op, count in chunk.tp_blocking.get("backward", ()):
+            totals[op] = totals.get(op, 0) + count
+    return totals
 
-    with_mlp, without = blocking_calls(["mla_up_proj", "mlp"]), blocking_calls(["mla_up_proj"])
-    assert with_mlp["reduce_scatter"] - without.get("reduce_scatter", 0) == 3
-    assert with_mlp["all_gather"] - without["all_gather"] == 3
+
+@pytest.mark.parametrize("modules, pairs", [
+    (["mlp"], DSV3_DENSE_LAYERS),                     # the dense MLP's pair, in the dense layers only
+    (["moe"], DSV3_MOE_LAYERS),                       # the shared expert's pair, inside the MoE layer's checkpoint
+    (["moe", "shared_experts"], 2 * DSV3_MOE_LAYERS),  # nested checkpoints each re-run the shared expert
+    (["mlp", "moe", "shared_experts"], DSV3_DENSE_LAYERS + 2 * DSV3_MOE_LAYERS),
+])
+def test_module_checkpoints_on_a_model_with_dense_and_moe_layers_add_each_kinds_pairs(modules, pairs):
+    """Round 36: DeepSeek-V3's recipe on 1024 H100 (Megatron-Bridge deepseek_v3_h100_1024gpus_fp8_config) recomputes
+    ``mla_up_proj`` and ``mlp``: ``mlp`` re-runs the MLP pair (one reduce-scatter, one all-gather) of each of the 3
+    dense layers and nothing of the MoE layers, so the step's chunks block on exactly 3 more of each; ``moe`` and
+    ``shared_experts`` add the shared expert's pair to the MoE layers only (round 36 review: the other list's tail).
+    Counted by hand over the model's layers; a chunk mixing both kinds adds each kind's own calls (the chunk's dense
+    and MoE call lists then differ in length; the plan used to refuse them with a traceback)."""
+    base = _dsv3_blocking_backward(["mla_up_proj"])
+    more = _dsv3_blocking_backward(["mla_up_proj", *modules])
+    assert more["reduce_scatter"] - base.get("reduce_scatter", 0) == pairs
+    assert more["all_gather"] - base["all_gather"] == pairs
 
 
 def test_chunk_tp_calls_adds_the_shared_calls_and_keeps_each_tail():
