@@ -15,9 +15,9 @@ local kv width) and writes the expanded one (tokens x local query heads x head_d
 ``sum_to_size``, is a reduction over the repeated heads that reads the expanded gradient, writes the small one and
 adds (expanded - small) elements. One HBM-bound kernel each, timed by the elementwise roofline like every memory op.
 With torch.compile the copy stays: Inductor runs the flash SDPA as a fallback kernel whose inputs it realises in a
-dense layout (torch/_inductor/lowering.py ``sdpa_constraint``), so the expanded tensor is written to HBM; Inductor
-may fuse the keys' copy into the RoPE kernel before it (one launch and the small read fewer), which simcluster,
-counting its own elementwise passes on compiled rows, does not model.
+dense layout (torch/_inductor/lowering.py ``sdpa_constraint``, id 4466803), so the expanded tensor is written to
+HBM; Inductor may fuse the keys' copy into the RoPE kernel before it (one launch and the small read fewer), which
+simcluster, counting its own elementwise passes on compiled rows, does not model.
 
 Memory: SDPA saves the expanded keys and values for its backward where it would save the small ones (the copy and
 the expand save nothing): ``saved_extra_elements`` more a layer, kept without recompute, live for the layer being
@@ -36,7 +36,7 @@ def kernels(tokens: float, heads_local: int, kv_heads_local: int, d_head: int, e
             ) -> tuple[list[Kernel], list[Kernel]]:
     """(forward, backward) kernels of one layer's key and value expansion on a rank: ``tokens`` (micro_batch x local
     sequence), ``heads_local`` query heads and ``kv_heads_local`` key/value heads of ``d_head``, activations of ``e``
-    bytes. None where there is nothing to expand (multi-head attention: torchtitan's ``if n_rep == 1: return x``)."""
+    bytes. Empty where there is nothing to expand (multi-head attention: torchtitan's ``if n_rep == 1: return x``)."""
     if kv_heads_local >= heads_local:
         return [], []
     small, expanded = tokens * kv_heads_local * d_head, tokens * heads_local * d_head
