@@ -37,7 +37,15 @@ from simcluster.parallel.layout import split_layers
 from simcluster.spec.config import TORCH_LOGITS
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
 from simcluster.spec.model import TransformerSpec
-from simcluster.workload import eager_norm_rope, fp8_params, mla, mtp, optimizer_step, torchao_float8
+from simcluster.workload import (
+    eager_norm_rope,
+    fp8_params,
+    kv_expansion,
+    mla,
+    mtp,
+    optimizer_step,
+    torchao_float8,
+)
 from simcluster.workload.moe import step_load
 from simcluster.workload.ops import (
     EAGER_SWIGLU,
@@ -421,6 +429,9 @@ def layer_activation_bytes(model: TransformerSpec, shard: Shard) -> float:
     kv_local = local_kv_hidden(model, shard.tp)
     attention = e * (2 * q_local + 2 * kv_local) + (BYTES_PER_ELEMENT["fp8"] * q_local if fp8 else 0)
     split = tokens * attention + dense_mlp_split_bytes(model, shard)
+    if shard.kv_expansion:   # SDPA keeps the keys and values expanded to the query heads (kv_expansion)
+        split += e * kv_expansion.saved_extra_elements(tokens, model.heads // shard.tp, kv_local // model.d_head,
+                                                       model.d_head)
     scores = 0.0
     if shard.attention == "naive" and shard.recompute == "none":
         s_q = shard.seq_len / shard.cp
@@ -824,7 +835,7 @@ def workspace_bytes(model: TransformerSpec, shard: Shard, last_stage: bool = Fal
                  sequence_parallel=shard.sequence_parallel, attention=shard.attention, precision=shard.precision,
                  recompute="none", residual_in_fp32=shard.residual_in_fp32,
                  autocast_fp32_params=shard.autocast_fp32_params, norm_kernels=shard.norm_kernels,
-                 mlp_activation=shard.mlp_activation)
+                 mlp_activation=shard.mlp_activation, kv_expansion=shard.kv_expansion)
     if shard.recompute == "full":
         transient = layer_activation_bytes(model, full)
     else:

@@ -778,6 +778,14 @@ class Training(_Defaulted):
         "(torchtitan's apply_rotary_emb without torch.compile: per tensor a cast to fp32, the complex multiply and "
         "the cast back, 20 B a rotated element each way in bf16; workload/eager_norm_rope.py); either eager form "
         "needs position rope, bf16 or fp16, no MLA, no tp_comm_overlap and not Megatron-Core")
+    kv_expansion: Literal["none", "copy"] = Field(
+        "none", description="GQA's key and value heads before attention: none (the attention kernel reads the "
+        "key/value heads as they are: FlashAttention, Transformer Engine, cuDNN, SDPA's enable_gqa) or copy (expanded "
+        "to the query heads by a copy before F.scaled_dot_product_attention, as torchtitan's repeat_kv, "
+        "foundation-model-stack's expand-and-flatten and KempnerForge's repeat_interleave do, eager or compiled: per "
+        "layer a copy kernel each for keys and values forward, reading the local key/value heads and writing the "
+        "local query heads' width, and a sum over the repeated heads backward; nothing when kv_heads equals heads; "
+        "workload/kv_expansion.py); copy needs no model.mla and a stack other than Megatron-Core")
     qkv_bias_add: Literal["epilogue", "separate"] | None = Field(
         None, description="how the forward adds the QKV linear's bias (Megatron's one column-parallel linear built "
         "without skip_bias_add): epilogue (inside the GEMM: Transformer Engine, Megatron-Core, PyTorch 2.x addmm) or "
@@ -1522,6 +1530,7 @@ class Scenario(_Strict):
             raise ScenarioError("training.layer_backward", "eager bias gradients are modelled for dense MLPs only "
                                 "(llm-foundry's MPT); an MoE model with biases needs fused")
         self._check_eager_norm_rope()
+        self._check_kv_expansion()
         if t.qkv_bias_add is not None and not m.linear_biases:  # round 33: ignored unsaid (a step unchanged)
             raise ScenarioError("training.qkv_bias_add", f"{t.qkv_bias_add}: the model has no linear biases "
                                 "(model.bias false, or an rmsnorm model's default), so there is no QKV bias to add: "
@@ -1786,6 +1795,17 @@ class Scenario(_Strict):
             for failed, need in needs:
                 if failed:
                     raise ScenarioError(f"training.{key}", f"{getattr(t, key)} needs {need}")
+
+    def _check_kv_expansion(self) -> None:
+        """``kv_expansion: copy`` models the PyTorch-native attention modules that expand GQA's heads before SDPA:
+        not MLA (its own attention, workload/mla.py) and not Megatron-Core (TE and flash read the groups directly)."""
+        if self.training.kv_expansion == "none":
+            return
+        for failed, need in ((self.model.mla is not None, "no model.mla"),
+                             (self.megatron_core, "a stack other than Megatron-Core (its attention reads the "
+                              "key/value groups directly)")):
+            if failed:
+                raise ScenarioError("training.kv_expansion", f"copy needs {need}")
 
     def _check_offload(self) -> None:
         """Megatron-Core's limits on activation offloading (TransformerConfig.__post_init__): fewer layers than the

@@ -40,6 +40,7 @@ from simcluster.workload import (
     embedding_grad,
     fp8_recipes,
     grad_accumulation,
+    kv_expansion,
     mla_casts,
     te_flash_layout,
     torchao_float8,
@@ -181,6 +182,7 @@ class Shard:
     eager_rope: str | None = None  # release whose unfused RoPE runs eager kernels per q and k (eager_rope.release)
     norm_kernels: str = "fused"    # the norms: one fused kernel a phase, or eager fp32 ops (eager_norm_rope)
     rope_kernels: str = "fused"    # RoPE: one fused kernel a phase, or eager fp32 ops (eager_norm_rope)
+    kv_expansion: bool = False     # GQA's keys and values copied to the query heads before SDPA (kv_expansion)
     recompute_modules: tuple[str, ...] = ()  # modules recomputed besides ``recompute`` (workload.mla: mla_up_proj)
     grad_accumulation_bytes: float = 0.0  # per parameter and microbatch outside the wgrad GEMM (grad_accumulation)
     grad_accumulation_per_tensor: bool = False  # that accumulation one kernel per parameter tensor (grad_accumulation)
@@ -249,6 +251,7 @@ def shard_for(scenario: Scenario) -> Shard:
                      p.te_version, container_te(stated_mcore_version(t)) if scenario.megatron_core else None),
                  eager_rope=eager_rope.release(scenario),
                  norm_kernels=t.norm_kernels, rope_kernels=t.rope_kernels,
+                 kv_expansion=t.kv_expansion == kv_expansion.COPY,
                  recompute_modules=t.recompute_modules, layer_backward=t.layer_backward,
                  residual_in_fp32=t.residual_in_fp32, dropout_add_norm=t.dropout_add_norm,
                  autocast_fp32_params=t.autocast_fp32_params,
@@ -850,6 +853,10 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
         rope = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]
         rope_bwd = [_memory("rope", ROPE_FLOP_PER_ELEMENT * elements, 2 * elements * e)]
 
+    # GQA's keys and values copied to the query heads after the RoPE, summed back after the core's backward
+    expand, expand_bwd = ([_memory(*kernel) for kernel in phase] for phase in kv_expansion.kernels(
+        tokens, model.heads // tp, kv_local // model.d_head, model.d_head, e)) if shard.kv_expansion else ([], [])
+
     casts: list[Op] = []
     casts_bwd: list[Op] = []
     if shard.precision == "fp8":
@@ -901,11 +908,12 @@ def layer_ops(model: TransformerSpec, shard: Shard, mlp: MlpBlock | None = None)
     qkv_bias = [_memory(*kernel) for kernel in eager_backward.forward_kernels(   # Megatron-LM 2020-22's QKV bias
         model, shard.qkv_bias_add, tokens,                                       # add (eager_backward)
         eager_backward.linear_output_widths(model, tp, q_local, kv_local), e)]
-    forward = [*attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *core_forward, attn_out.forward(shard),
+    forward = [*attn_norm, *qkv_forward, *qkv_bias, *qk_norm, *rope, *expand, *core_forward,
+               attn_out.forward(shard),
                *attn_residual, *mlp_norm, *mlp.forward, *mlp_residual, *casts]
     backward_input = [*mlp_residual_bwd, *mlp.backward_input, *mlp_norm_bwd, *mlp_residual_sum,
-                      *attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *rope_bwd, *qk_norm_bwd, *split_bwd,
-                      *qkv_dgrad,
+                      *attn_residual_bwd, attn_out.dgrad(shard), *core_backward, *expand_bwd, *rope_bwd, *qk_norm_bwd,
+                      *split_bwd, *qkv_dgrad,
                       *attn_norm_bwd, *attn_residual_sum, *casts_bwd]
     backward_input += [_memory(*kernel) for kernel in eager_backward.backward_kernels(
         model, shard.layer_backward, shard.attention, tokens, tokens / shard.sp_divisor, tp, q_local, kv_local, e,
