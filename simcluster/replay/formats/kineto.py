@@ -42,6 +42,7 @@ from simcluster.replay.recorded import (
     COLLECTIVE,
     COMPUTE,
     MAX_TRACE_BYTES,
+    MAX_WORLD_SIZE,
     RECV,
     SEND,
     SENDRECV,
@@ -216,7 +217,7 @@ def _parse_ranks(value: object) -> tuple[int, ...] | None:
             value = json.loads(value)
         except ValueError:  # not JSON (JSONDecodeError), or an integer of more than 4,300 digits
             return None  # e.g. a truncated "[0, 1, ..., 127]"
-    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return tuple(value)
     return None
 
@@ -569,9 +570,14 @@ def read_kineto(paths: Sequence[str | Path], *, merge_compute: bool = True) -> R
     sizes = {t.world_size for t in traces if t.world_size is not None}
     if len(sizes) > 1:
         raise ScenarioError(str(traces[0].path), f"the files disagree on the world size ({sorted(sizes)})")
-    world_size = check_world_size(sizes.pop() if sizes else max(len(traces), max(ranks) + 1), str(traces[0].path))
+    # Without a recorded world size, the ranks the process groups name are ranks of the world too (a lone rank-0
+    # file of a 2-rank all-reduce names rank 1 in its group): the world spans them (check_ranks refuses a bad one).
+    named = max((r for t in traces for op in t.ops for r in op.group if 0 <= r < MAX_WORLD_SIZE), default=0)
+    world_size = check_world_size(sizes.pop() if sizes else max(len(traces), max(ranks) + 1, named + 1),
+                                  str(traces[0].path))
     if not any(t.world_size for t in traces):
-        assumptions.append(f"no distributedInfo: world size assumed to be {world_size} (the ranks given)")
+        widened = " and their process groups" if named >= max(len(traces), max(ranks) + 1) else ""
+        assumptions.append(f"no distributedInfo: world size assumed to be {world_size} (the ranks given{widened})")
     if max(ranks) >= world_size:
         raise ScenarioError(str(ranks[max(ranks)].path), f"rank {shown(max(ranks))} outside world size {world_size}")
     if min(ranks) < 0:  # distributedInfo's rank -1 was replayed as a rank of its own (round 31)

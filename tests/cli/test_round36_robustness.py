@@ -1,0 +1,86 @@
+"""Round 36's attack on the commands (docs/calibration.md, "Round 36: the commands attacked a third time"). Each
+case failed on main before it (a traceback, a silent exit 0 on a corrupt input, or an input lost):
+
+- a Kineto trace whose NCCL kernel names a process-group rank outside the world (``[0, 5]`` in a world of 2, ``-1``,
+  a rank twice, a group without the rank that ran it) or a Chakra send to peer 9 of 8: an IndexError traceback in
+  ``replay/plan.py``, or a silent replay (a transfer to rank -1, a group of bools); ``recorded.check_ranks`` refuses
+  each in one line, and a trace without ``distributedInfo`` takes the ranks its groups name as its world's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from simcluster.replay.formats import read_chakra, write_chakra
+from simcluster.replay.recorded import COMPUTE, SEND
+from tests.cli.scenario_files import assert_one_line
+
+CHAKRA = sorted((Path(__file__).resolve().parents[1] / "data" / "chakra").glob("all_reduce.*.et"))  # 8 ranks
+
+
+# ---- 1. process-group ranks of a trace -----------------------------------------------------------------------------
+def _allreduce_trace(tmp_path, group, world_size: int | None = 2) -> str:
+    """Rank 0's Kineto trace of a GEMM and an all-reduce whose NCCL metadata names ``group`` (a JSON text, as the
+    profiler writes it)."""
+    meta = {"Collective name": "allreduce", "dtype": "Float", "In msg nelems": 1 << 20, "Out msg nelems": 1 << 20,
+            "Group size": 2, "Process Group Ranks": group}
+    events = [{"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": 100.0, "dur": 50.0, "args": {}},
+              {"ph": "X", "cat": "kernel", "name": "ncclDevKernel_AllReduce_Sum_f32_RING_LL", "pid": 0, "tid": 20,
+               "ts": 160.0, "dur": 30.0, "args": meta}]
+    data = {"schemaVersion": 1, "traceEvents": events}
+    if world_size is not None:
+        data["distributedInfo"] = {"rank": 0, "world_size": world_size}
+    path = tmp_path / "rank0.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(("group", "says"), [
+    ("[0, 5]", "process group [0, 5] names a rank outside the world's 0..1"),      # IndexError before
+    ("[0, 99999999999]", "process group [0, 99999999999] names a rank outside the world's 0..1"),
+    ("[-1, 0]", "process group [-1, 0] names a rank outside the world's 0..1"),    # replayed, exit 0
+    ("[0, 0]", "process group [0, 0] lists a rank twice"),
+    ("[1]", "process group [1] does not hold the rank that ran it (0)"),           # replayed, exit 0
+])
+def test_a_process_group_naming_ranks_outside_the_world_is_one_line(cli, tmp_path, group, says):
+    trace = _allreduce_trace(tmp_path, group)
+    code, out, err = cli("replay", trace, "--network", "analytic", "--out", tmp_path / "o")
+    assert_one_line(code, err, 2)
+    assert err.startswith(f"error: {trace}: rank 0's collective 'allreduce': {says}"), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_trace_without_distributed_info_spans_the_ranks_its_groups_name(cli, tmp_path):
+    """Rank 0's file alone of a 2-rank all-reduce, no ``distributedInfo``: the world was taken as the one file (1
+    rank) and the group's rank 1 indexed past it (IndexError). Its group names rank 1: a world of 2, rank 1 mirrored;
+    the replayed step is the recorded one (nothing rescaled: the same GPU ops, the all-reduce on the assumed fabric)."""
+    trace = _allreduce_trace(tmp_path, "[0, 1]", world_size=None)
+    code, out, err = cli("replay", trace, "--network", "analytic", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assumptions = " ".join(report["assumptions"])
+    assert "world size assumed to be 2 (the ranks given and their process groups)" in assumptions
+    assert "rank 1 missing (world size 2): assumed to mirror recorded rank 0" in assumptions
+    # bools are not ranks: [true, false] was read as the group [1, 0]
+    trace = _allreduce_trace(tmp_path, "[true, false]", world_size=None)
+    code, out, err = cli("replay", trace, "--network", "analytic", "--json")
+    assert code == 0, err
+    assert "world size assumed to be 1 (the ranks given)" in " ".join(json.loads(out)["assumptions"])
+
+
+def test_a_chakra_peer_outside_the_world_is_one_line(cli, tmp_path):
+    """A Chakra send to peer 9 in a world of 8 (an IndexError before), to -1 or to itself (replayed, exit 0)."""
+    run = read_chakra(CHAKRA)
+    for peer in (9, -1, 0):
+        ranks = {r: [op if op.kind == COMPUTE else dataclasses.replace(op, kind=SEND, group=(), peer=peer)
+                     for op in ops] for r, ops in run.ranks.items()}
+        folder = tmp_path / f"peer{peer}"
+        folder.mkdir()
+        files = write_chakra(dataclasses.replace(run, ranks=ranks), folder, "t")
+        code, _, err = cli("replay", *files, "--network", "analytic", "--out", tmp_path / "o")
+        assert_one_line(code, err, 2)
+        assert f"rank 0's send 'allreduce': peer rank {peer} is not another rank of the world's 0..7" in err, err
