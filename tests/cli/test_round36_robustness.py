@@ -4,20 +4,23 @@ case failed on main before it (a traceback, a silent exit 0 on a corrupt input, 
 - a Kineto trace whose NCCL kernel names a process-group rank outside the world (``[0, 5]`` in a world of 2, ``-1``,
   a rank twice, a group without the rank that ran it) or a Chakra send to peer 9 of 8: an IndexError traceback in
   ``replay/plan.py``, or a silent replay (a transfer to rank -1, a group of bools); ``recorded.check_ranks`` refuses
-  each in one line, and a trace without ``distributedInfo`` takes the ranks its groups name as its world's.
+  each in one line, and a trace without ``distributedInfo`` takes the ranks its groups name as its world's;
+- ``reliability.failures_per_1000_node_days: 1e-300``: an OverflowError traceback in the checkpoint interval's search.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from simcluster.replay.formats import read_chakra, write_chakra
 from simcluster.replay.recorded import COMPUTE, SEND
-from tests.cli.scenario_files import assert_one_line
+from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
 
 CHAKRA = sorted((Path(__file__).resolve().parents[1] / "data" / "chakra").glob("all_reduce.*.et"))  # 8 ranks
 
@@ -84,3 +87,18 @@ def test_a_chakra_peer_outside_the_world_is_one_line(cli, tmp_path):
         code, _, err = cli("replay", *files, "--network", "analytic", "--out", tmp_path / "o")
         assert_one_line(code, err, 2)
         assert f"rank 0's send 'allreduce': peer rank {peer} is not another rank of the world's 0..7" in err, err
+
+
+# ---- 2. a failure rate whose mean time between failures passes a float's range --------------------------------------
+def test_a_failure_rate_near_zero_runs_and_its_goodput_is_one(cli, tmp_path):
+    """``reliability.failures_per_1000_node_days: 1e-300`` (valid: positive and finite) made 50 / lambda infinite in
+    the checkpoint interval's search, an OverflowError traceback. With no failure to expect in any horizon, the
+    expected goodput is 1 less the checkpoint writes per interval, which the optimum makes vanish: 1 to 1e-9."""
+    data = copy.deepcopy(SMALL)
+    data["reliability"] = {"failures_per_1000_node_days": 1e-300}
+    code, _, err = cli("run", write_scenario(tmp_path, data), "--steps", "1", "--network", "analytic",
+                       "--out", tmp_path / "r")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert math.isfinite(summary["checkpoint_interval_s"]) and summary["checkpoint_interval_s"] > 0
+    assert summary["goodput"] == pytest.approx(1.0, abs=1e-9)
