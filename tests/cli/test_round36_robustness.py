@@ -102,3 +102,19 @@ def test_a_failure_rate_near_zero_runs_and_its_goodput_is_one(cli, tmp_path):
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert math.isfinite(summary["checkpoint_interval_s"]) and summary["checkpoint_interval_s"] > 0
     assert summary["goodput"] == pytest.approx(1.0, abs=1e-9)
+
+
+# ---- 3. out of memory ----------------------------------------------------------------------------------------------
+def test_running_out_of_memory_is_one_line(cli, tmp_path, monkeypatch):
+    """A run too large for the process's memory limit (16,384 GPUs on the analytic network under `ulimit -v
+    1500000`) ended in numpy's _ArrayMemoryError traceback, exit 1: now one line, exit 2, as a full disk is."""
+    from simcluster.engine.simulation import Simulation
+
+    def exhausted(self, *args, **kwargs):
+        raise MemoryError  # numpy's _ArrayMemoryError is one (np.empty of more than the limit leaves)
+
+    monkeypatch.setattr(Simulation, "run", exhausted)
+    code, _, err = cli("run", write_scenario(tmp_path, SMALL), "--steps", "1", "--network", "analytic",
+                       "--out", tmp_path / "r")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: out of memory: the simulation needed more memory than this process may use"), err
