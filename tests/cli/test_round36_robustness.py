@@ -118,3 +118,17 @@ def test_running_out_of_memory_is_one_line(cli, tmp_path, monkeypatch):
                        "--out", tmp_path / "r")
     assert_one_line(code, err, 2)
     assert err.startswith("error: out of memory: the simulation needed more memory than this process may use"), err
+
+
+# ---- 4. a sweep's table shows each point's value as given ----------------------------------------------------------
+def test_a_varied_column_mixing_int_and_float_keeps_each_value(cli, tmp_path):
+    """``--vary parallelism.tp=2,2.0``: 2 runs, 2.0 is refused (a degree is a whole number). pandas read the column
+    as floats and results.csv gave the run at tp 2 as ``2.0``, beside the refused ``2.0``: two rows of one value."""
+    import csv
+
+    code, _, err = cli("sweep", write_scenario(tmp_path, SMALL), "--vary", "parallelism.tp=2,2.0",
+                       "--network", "analytic", "--jobs", "1", "--no-plots", "--out", tmp_path / "g")
+    assert code == 0, err
+    with open(tmp_path / "g" / "results.csv", newline="") as table:
+        rows = [(row["parallelism.tp"], row["status"]) for row in csv.DictReader(table)]
+    assert rows == [("2", "ok"), ("2.0", "failed")]
