@@ -180,3 +180,25 @@ def test_the_comm_calls_around_a_launch_are_those_spanning_it_found_in_one_sweep
     found = _containing(calls, [(5, 20.0 * i + 1.0) for i in range(30_000)])
     assert time.process_time() - started < 5.0
     assert all(len(one) == 1 and one[0] is calls[5][i] for i, one in enumerate(found))
+
+
+# ---- 6. a user's text printed as written, not read as rich markup --------------------------------------------------
+def test_brackets_in_a_name_or_a_path_are_printed_as_written(cli, tmp_path):
+    """rich read a user's text as markup: an output folder ``o[/]5`` raised MarkupError after the run's files were
+    written (a traceback, exit 1), a fabric file ``x[/]y.yaml`` in ``compare`` did so in its progress line, and the
+    scenario ``x[bold]y`` was printed as ``xy``."""
+    data = copy.deepcopy(SMALL)
+    data["name"] = "x[bold]y"
+    (tmp_path / "o[").mkdir()
+    code, out, err = cli("run", write_scenario(tmp_path, data), "--steps", "1", "--network", "analytic",
+                         "--out", tmp_path / "o[/]5")
+    assert code == 0, err
+    assert "x[bold]y: 8 x h100-sxm on nvswitch-node" in out
+    assert f"to {tmp_path}/o[/]5/" in " ".join(out.split())
+    assert (tmp_path / "o[" / "]5" / "summary.json").exists()
+    fabric = tmp_path / "o[" / "]f.yaml"
+    fabric.write_text("nodes: 1\n")  # a bad fabric file: its run fails, named, the other fabric's runs
+    code, out, err = cli("compare", write_scenario(tmp_path, SMALL, "c.yaml"), "--topology", fabric,
+                         "--topology", "nvswitch-node", "--network", "analytic", "--out", tmp_path / "c")
+    assert code == 0 and "Traceback" not in err, err
+    assert f"failed {fabric}" in " ".join(err.split())
