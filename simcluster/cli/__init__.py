@@ -197,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except MemoryError:
+        # numpy's _ArrayMemoryError (a MemoryError) under a memory limit (`ulimit -v`, a container's): a traceback
+        # of the routing arrays before (round 36: 16,384 GPUs on the analytic network under a 1.5 GB limit)
+        _error("out of memory: the simulation needed more memory than this process may use (fewer GPUs, or another "
+               "--network)")
+        return USER_ERROR_EXIT
     except OSError as err:
         # a file that cannot be written or read (full disk, read-only folder, closed or full stdout)
         where = f"{err.filename}: " if err.filename is not None else "cannot write output: "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simcluster import collectives, network
@@ -161,7 +162,7 @@ def collective(
     if as_json:
         typer.echo(outputs.dumps(rows))
         return
-    table = Table(title=f"{op} on {len(group)} x {gpu.name}, {fabric.name}, {network_name} model")
+    table = Table(title=escape(f"{op} on {len(group)} x {gpu.name}, {fabric.name}, {network_name} model"))
     for column in ("size", "time", "algbw", "busbw", "algorithm"):
         table.add_column(column, justify="right")
     for row in rows:

@@ -210,7 +210,7 @@ def compare(
     runs, failures = [], []
     try:
         for task, label in labelled:
-            with console.status(f"simulating {label} ..."):
+            with console.status(escape(f"simulating {label} ...")):
                 try:
                     runs.append(study.run_point(task, label, network, chosen, target_loss))
                 except ScenarioError as err:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simcluster.cli.app import MAX_TARGET_LOSS, Typer, app, check_at_least, check_target_loss, fail, finite
@@ -376,7 +377,7 @@ def loss_vs_time(
         _echo_json(report if out_dir is None else {**report, "out_dir": str(out_dir)})
         return
     goal = f"loss {report['loss']:.4f}" if target_loss is not None else f"{units.fmt_count(tokens)} tokens"
-    table = Table(title=f"{spec.name}: to {goal}")
+    table = Table(title=escape(f"{spec.name}: to {goal}"))
     table.add_column("quantity")
     table.add_column("value", justify="right")
     rows = [

@@ -75,7 +75,7 @@ def _short(name: str, width: int = 72) -> str:
 
 
 def _step_table(steps: list[dict], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in ("step", "recorded", "replayed", "change", "compute", "exposed comm", "(recorded)"):
         table.add_column(column, justify="right")
     for s in steps:
@@ -186,7 +186,8 @@ def replay_command(
                                            f"{first.gpu})"))
     for sentence in _assumption_lines(outcomes):
         console.print(f"- {escape(sentence)}", highlight=False)
-    console.print(f"wrote {', '.join(str(p.relative_to(out_dir)) for p in written)} to {out_dir}/")
+    console.print(escape(f"wrote {', '.join(str(p.relative_to(out_dir)) for p in written)} to {out_dir}/"),
+                  highlight=False)
 
 
 def _report(out_dir: Path, outcomes: list[ReplayOutcome], name: str, written: list[Path]) -> Path:
@@ -216,7 +217,7 @@ def _fabrics(topologies: list[str], options: list[str], topology_option: list[st
 
 def _steps_table(outcomes: list[ReplayOutcome], title: str) -> Table:
     """Recorded and replayed step time per step, one column per fabric (with the change)."""
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("step", justify="right")
     table.add_column("recorded", justify="right")
     for outcome in outcomes:

@@ -106,8 +106,8 @@ def model_line(preset: dict | None) -> str:
 
 def summary_table(summary: dict, memory) -> Table:
     """The readable summary printed after a run."""
-    table = Table(title=f"{summary['name']}: {summary['gpus']} x {summary['gpu']} on {summary['topology']}, "
-                  f"network model {summary['network_model']}")
+    table = Table(title=escape(f"{summary['name']}: {summary['gpus']} x {summary['gpu']} on {summary['topology']}, "
+                               f"network model {summary['network_model']}"))
     table.add_column("quantity")
     table.add_column("value", justify="right")
     layout = summary["layout"]
@@ -211,13 +211,13 @@ def run(
     from simcluster.parallel import memory
 
     if note := memory.dropped_deferral_note(spec, sim.scenario):
-        console.print(f"note: {note}", soft_wrap=True)
+        console.print(escape(f"note: {note}"), soft_wrap=True)
     from simcluster.workload import fp32_embedding_grads
 
     for note in (config.gpu_catalog_note(spec), config.fp8_recipe_note(spec), config.mcore_version_note(spec),
                  fp32_embedding_grads.note(spec)):
         if note:
-            console.print(f"note: {note}", soft_wrap=True)
+            console.print(escape(f"note: {note}"), soft_wrap=True)
     if sim.network_name == "chunk":   # minutes where flow takes seconds: said before the wait
         from simcluster.network.store_forward import cost_note
 
@@ -268,7 +268,7 @@ def run(
             raise
         result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
-        console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
+        console.print(escape(f"warning: {result.summary['symmetry']['note']}"), soft_wrap=True)
     try:
         with fresh_folder(out_dir) as out_dir:  # unique again if another run took it meanwhile
             written = result.write(out_dir, trace_ranks=trace_ranks, table_format=table_format)
@@ -288,7 +288,7 @@ def run(
         typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(summary_table(result.summary, result.memory))
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
+    console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)
 
 
 def keep_summary(summary: dict, out_dir: Path, done: str = "the simulation had finished", what: str = "") -> str:
@@ -306,8 +306,8 @@ def keep_summary(summary: dict, out_dir: Path, done: str = "the simulation had f
 
 def jobs_table(summary: dict) -> Table:
     """Each job's step time with the other jobs and alone on the same nodes."""
-    table = Table(title=f"{summary['name']}: {len(summary['jobs'])} jobs on {summary['gpus']} x {summary['gpu']}, "
-                  f"{summary['topology']}, network model {summary['network_model']}")
+    table = Table(title=escape(f"{summary['name']}: {len(summary['jobs'])} jobs on {summary['gpus']} x "
+                               f"{summary['gpu']}, {summary['topology']}, network model {summary['network_model']}"))
     for column in ("job", "GPUs", "nodes", "step time", "alone", "slowdown", "exposed comm", "(alone)"):
         table.add_column(column, justify="left" if column in ("job", "nodes") else "right")
     for row in summary["jobs"]:
@@ -343,4 +343,4 @@ def run_jobs(spec, out: Path | None, network: str | None, steps: int | None, as_
         typer.echo(outputs.dumps({**summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(jobs_table(summary))
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/")
+    console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)

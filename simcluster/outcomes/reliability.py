@@ -172,8 +172,11 @@ def optimal_interval_s(run: RunModel) -> float | None:
     if lam == 0.0:
         return None
     step = run.step_time_s
-    # the goodput is unimodal in tau: golden-section search on a log scale, then the best neighbouring step count
-    lo, hi = math.log(step), math.log(max(step * 2, 50.0 / lam))
+    # the goodput is unimodal in tau: golden-section search on a log scale, then the best neighbouring step count.
+    # The upper end in logs, at most e^MAX_EXPONENT s (1e304 s): 50 / lam overflowed to inf for a rate of 1e-300
+    # failures per 1000 node-days, and the whole step count of inf raised OverflowError (round 36).
+    lo = math.log(step)
+    hi = min(max(math.log(step * 2), math.log(50.0) - math.log(lam)), max(lo, MAX_EXPONENT))
     ratio = (math.sqrt(5.0) - 1.0) / 2.0
     for _ in range(100):
         a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)

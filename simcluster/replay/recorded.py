@@ -196,6 +196,34 @@ def check_times(run: RecordedRun, source: str) -> None:
                                     "profiler trace of a few steps can cover: a corrupt timestamp?")
 
 
+def check_ranks(run: RecordedRun, source: str) -> None:
+    """Every recorded communication op's process group and peer name ranks of the world: whole numbers in
+    0..world_size - 1, a group holding each rank once and holding the op's own rank (a rank launches collectives
+    only on groups it belongs to), a peer other than the op's rank. A trace naming rank 5 in a world of 2 (or -1,
+    or rank 1 twice) is corrupt or hand-edited; the replay indexed its agents by those ranks, an IndexError
+    traceback (round 36), or replayed a transfer to rank -1 as if it were the last rank."""
+    def is_rank(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < run.world_size
+
+    for rank, ops in sorted(run.ranks.items()):
+        for op in ops:
+            if op.kind not in COMMUNICATION_KINDS:
+                continue
+            where = f"rank {rank}'s {op.kind} {shown(op.name, 60)}"
+            if op.group:
+                if not all(is_rank(r) for r in op.group):
+                    raise ScenarioError(source, f"{where}: process group {shown(list(op.group))} names a rank "
+                                                f"outside the world's 0..{run.world_size - 1}")
+                if len(set(op.group)) != len(op.group):
+                    raise ScenarioError(source, f"{where}: process group {shown(list(op.group))} lists a rank twice")
+                if rank not in op.group:
+                    raise ScenarioError(source, f"{where}: process group {shown(list(op.group))} does not hold the "
+                                                f"rank that ran it ({rank})")
+            if op.peer is not None and (not is_rank(op.peer) or op.peer == rank):
+                raise ScenarioError(source, f"{where}: peer rank {shown(op.peer)} is not another rank of the "
+                                            f"world's 0..{run.world_size - 1}")
+
+
 def mirror_missing_ranks(present: list[int], world_size: int) -> dict[int, int]:
     """Missing rank -> recorded rank it is assumed to mirror: rank r mirrors the (r mod k)-th of the k
     recorded ranks, so a sample of consecutive ranks (one pipeline stage each, say) repeats over the world."""

@@ -639,6 +639,12 @@ def table(run: SweepRun, tasks: list[Task], law: laws.Law | str = DEFAULT_LAW, t
     import pandas as pd
 
     frame = pd.DataFrame(rows)
+    # a grid point's values as given: pandas made `--vary parallelism.tp=2,2.0` (2 ran, 2.0 was refused) one float
+    # column and wrote the row of the run at tp 2 as 2.0 (round 36); a column mixing number types keeps each one's
+    for column in dict.fromkeys(key for shard in run.shards for key in shard["params"]):
+        values = [row.get(column) for row in rows]
+        if len({type(value) for value in values if isinstance(value, int | float)}) > 1:
+            frame[column] = pd.Series(values, index=frame.index, dtype=object)
     groups = []
     for label, entry in series.items():
         scenario = config.from_dict(scenario_of[entry["key"]], source="sweep")

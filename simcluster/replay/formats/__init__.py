@@ -12,7 +12,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.replay.formats.chakra import read_chakra, write_chakra
 from simcluster.replay.formats.kineto import read_kineto
 from simcluster.replay.formats.kineto_writer import write_kineto
-from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep, check_times
+from simcluster.replay.recorded import RecordedOp, RecordedRun, RecordedStep, check_ranks, check_times
 
 __all__ = ["RecordedOp", "RecordedRun", "RecordedStep", "is_chakra", "load_trace", "read_chakra", "read_kineto",
            "write_chakra", "write_kineto"]
@@ -32,4 +32,5 @@ def load_trace(paths: Sequence[str | Path]) -> RecordedRun:
         raise ScenarioError("trace", "mixed Chakra (.et) and Kineto (.json) files: give one run's files")
     run = read_chakra(paths) if all(chakra) else read_kineto(paths)
     check_times(run, str(paths[0]))
+    check_ranks(run, str(paths[0]))
     return run

@@ -27,6 +27,7 @@ Whatever is missing is stated in ``RecordedRun.assumptions``; unreadable files r
 from __future__ import annotations
 
 import bisect
+import heapq
 import json
 import math
 import re
@@ -42,6 +43,7 @@ from simcluster.replay.recorded import (
     COLLECTIVE,
     COMPUTE,
     MAX_TRACE_BYTES,
+    MAX_WORLD_SIZE,
     RECV,
     SEND,
     SENDRECV,
@@ -216,7 +218,7 @@ def _parse_ranks(value: object) -> tuple[int, ...] | None:
             value = json.loads(value)
         except ValueError:  # not JSON (JSONDecodeError), or an integer of more than 4,300 digits
             return None  # e.g. a truncated "[0, 1, ..., 127]"
-    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return tuple(value)
     return None
 
@@ -308,23 +310,41 @@ def _read_rank(path: Path) -> _RankTrace:
     return trace
 
 
-def _enclosing(cpu_comm: dict[object, list[dict]], op: _GpuOp) -> list[dict]:
-    """CPU comm ops (record_param_comms, nccl:*, c10d::*) around the kernel's launch, innermost last."""
-    if op.launch_ts_us is None:
-        return []
-    found = [e for e in cpu_comm.get(op.launch_tid, ())
-             if e.get("ts", math.inf) <= op.launch_ts_us <= e.get("ts", 0) + e.get("dur", 0)]
-    return sorted(found, key=lambda e: e["ts"])
+def _containing(cpu_comm: dict[object, list[dict]], asked: list[tuple[object, float | None]]) -> list[list[dict]]:
+    """For each (CPU thread, time) asked, the CPU comm ops (record_param_comms, nccl:*, c10d::*) of that thread
+    around the time (start <= time <= end), by start, innermost last (a time of None: none). One sweep per thread over
+    its ops by start and the times in order, the ops under way in a heap by end: a search of every op for every time
+    took hours for a trace of 30,000 collectives (round 36)."""
+    found: list[list[dict]] = [[] for _ in asked]
+    by_thread: dict[object, list[tuple[float, int]]] = defaultdict(list)
+    for n, (thread, at) in enumerate(asked):
+        if at is not None and cpu_comm.get(thread):
+            by_thread[thread].append((at, n))
+    for thread, times in by_thread.items():
+        events = cpu_comm[thread]
+        by_start = sorted(range(len(events)), key=lambda i: events[i]["ts"])
+        times.sort()
+        under_way: dict[int, dict] = {}
+        ends: list[tuple[float, int]] = []
+        k = 0
+        for at, n in times:
+            while k < len(by_start) and events[by_start[k]]["ts"] <= at:
+                i = by_start[k]
+                under_way[i] = events[i]
+                heapq.heappush(ends, (events[i]["ts"] + events[i]["dur"], i))
+                k += 1
+            while ends and ends[0][0] < at:
+                del under_way[heapq.heappop(ends)[1]]
+            found[n] = [under_way[i] for i in sorted(under_way, key=lambda i: (events[i]["ts"], i))]
+    return found
 
 
 def _classify_communication(trace: _RankTrace, cpu_comm: dict[object, list[dict]]) -> None:
-    for op in trace.ops:
-        match = _NCCL_KERNEL.match(op.name)
-        if not match:
-            continue
+    kernels = [(op, match) for op in trace.ops if (match := _NCCL_KERNEL.match(op.name))]
+    around = _containing(cpu_comm, [(op.launch_tid, op.launch_ts_us) for op, _ in kernels])
+    for (op, match), outer in zip(kernels, around, strict=True):
         from_kernel = normalize_collective(match.group(1))
         meta = op.args if ARG_COLLECTIVE in op.args else None
-        outer = _enclosing(cpu_comm, op)
         if meta is None:
             meta = next((e["args"] for e in reversed(outer) if e.get("name") == "record_param_comms"
                          and ARG_COLLECTIVE in e.get("args", {})), None)
@@ -388,11 +408,9 @@ def _assign_steps(trace: _RankTrace) -> None:
             op.step = trace.steps[i][0]
 
 
-def _inside_comm_call(cpu_comm: dict[object, list[dict]], event: dict) -> bool:
-    at = event.get("ts", 0.0)
-    return any(e.get("ts", math.inf) <= at <= e.get("ts", 0) + e.get("dur", 0)
-               for e in cpu_comm.get(event.get("tid"), ())
-               if e.get("name") == "record_param_comms" or e.get("name", "").startswith("nccl:"))
+def _is_comm_call(event: dict) -> bool:
+    """A communication call's own CPU op (record_param_comms, nccl:*), not the c10d:: op around it."""
+    return event.get("name") == "record_param_comms" or event.get("name", "").startswith("nccl:")
 
 
 def _infer_waits(trace: _RankTrace, waits: list[dict], cpu_comm: dict[object, list[dict]],
@@ -420,8 +438,10 @@ def _waits_from_launches(trace: _RankTrace, waits: list[dict], cpu_comm: dict[ob
     the most recently launched op of another stream (where the event was recorded). Waits issued inside a
     communication call (NCCL's own stream juggling) only bind its NCCL kernel."""
     ops = trace.ops
+    around = _containing(cpu_comm, [(w.get("tid"), w.get("ts", 0.0)) for w in waits])
     timeline: list[tuple[float, int, object, int]] = [
-        (w["ts"], 0, w.get("tid"), int(_inside_comm_call(cpu_comm, w))) for w in waits]
+        (w["ts"], 0, w.get("tid"), int(any(_is_comm_call(e) for e in calls)))
+        for w, calls in zip(waits, around, strict=True)]
     timeline += [(op.launch_ts_us, 1, op.launch_tid, i) for i, op in enumerate(ops)
                  if op.launch_ts_us is not None]
     timeline.sort(key=lambda t: (t[0], t[1]))
@@ -481,28 +501,31 @@ def _waits_from_sync_events(trace: _RankTrace, syncs: list[dict]) -> int:
 
 def _waits_from_timing(ops: list[_GpuOp]) -> None:
     """Without launch records: an op that starts within ``WAIT_MATCH_WINDOW_S`` after an op of another stream
-    ended, after an idle gap on its own stream, waited for the latest such op."""
+    ended, after an idle gap on its own stream, waited for the latest such op.
+
+    The latest op of another stream ended by the op's start is found in one list of every op's end, walked down from
+    the start past the op's own stream only: among equal ends the stream seen first wins, then the op listed last,
+    as a search stream by stream chose. That search cost ops x streams: a trace of 200,000 one-kernel streams ran
+    for hours (round 36)."""
     window_us = WAIT_MATCH_WINDOW_S / US
-    ends: dict[object, list[tuple[float, int]]] = defaultdict(list)
-    for i, op in enumerate(ops):
-        ends[op.stream].append((op.end_us, i))
-    for stream_ends in ends.values():
-        stream_ends.sort()
+    order: dict[object, int] = {}
+    for op in ops:
+        order.setdefault(op.stream, len(order))
+    ends = sorted((op.end_us, -order[op.stream], i) for i, op in enumerate(ops))
     prev_end: dict[object, float] = {}
     for op in ops:
         idle_from = prev_end.get(op.stream, -math.inf)
         prev_end[op.stream] = op.end_us
-        best = None
-        for stream, stream_ends in ends.items():
-            if stream == op.stream:
-                continue
-            k = bisect.bisect_right(stream_ends, (op.ts_us + 1e-3, math.inf)) - 1
-            if k >= 0:
-                end, j = stream_ends[k]
-                if end > idle_from and op.ts_us - end <= window_us and (best is None or end > best[0]):
-                    best = (end, j)
-        if best is not None:
-            op.waits.add(best[1])
+        own = -order[op.stream]
+        k = bisect.bisect_right(ends, (op.ts_us + 1e-3, math.inf)) - 1
+        while k >= 0:
+            end, stream, j = ends[k]
+            if end <= idle_from or op.ts_us - end > window_us:  # no earlier end can qualify either
+                break
+            if stream != own:
+                op.waits.add(j)
+                break
+            k -= 1
 
 
 def _short_name(name: str) -> str:
@@ -569,9 +592,14 @@ def read_kineto(paths: Sequence[str | Path], *, merge_compute: bool = True) -> R
     sizes = {t.world_size for t in traces if t.world_size is not None}
     if len(sizes) > 1:
         raise ScenarioError(str(traces[0].path), f"the files disagree on the world size ({sorted(sizes)})")
-    world_size = check_world_size(sizes.pop() if sizes else max(len(traces), max(ranks) + 1), str(traces[0].path))
+    # Without a recorded world size, the ranks the process groups name are ranks of the world too (a lone rank-0
+    # file of a 2-rank all-reduce names rank 1 in its group): the world spans them (check_ranks refuses a bad one).
+    named = max((r for t in traces for op in t.ops for r in op.group if 0 <= r < MAX_WORLD_SIZE), default=0)
+    world_size = check_world_size(sizes.pop() if sizes else max(len(traces), max(ranks) + 1, named + 1),
+                                  str(traces[0].path))
     if not any(t.world_size for t in traces):
-        assumptions.append(f"no distributedInfo: world size assumed to be {world_size} (the ranks given)")
+        widened = " and their process groups" if named >= max(len(traces), max(ranks) + 1) else ""
+        assumptions.append(f"no distributedInfo: world size assumed to be {world_size} (the ranks given{widened})")
     if max(ranks) >= world_size:
         raise ScenarioError(str(ranks[max(ranks)].path), f"rank {shown(max(ranks))} outside world size {world_size}")
     if min(ranks) < 0:  # distributedInfo's rank -1 was replayed as a rank of its own (round 31)
