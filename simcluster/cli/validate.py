@@ -54,7 +54,7 @@ def validate(
     try:
         # no bar when stderr is not a terminal: rich's stopped bar left a blank line there, before the one line of
         # an interrupt (and after every run with --json)
-        # rich's track() with the description printed as written (--variability is the user's text)
+        # rich.progress.track's bar, its description printed as written (--variability is the user's text)
         with Progress(description("progress.description"), BarColumn(), TaskProgressColumn(),
                       TimeRemainingColumn(elapsed_when_finished=True), console=console, transient=True,
                       disable=not console.is_terminal) as progress:
