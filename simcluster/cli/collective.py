@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from simcluster import collectives, network
 from simcluster.cli.app import app, check_count, fail
 from simcluster.cli.outputs import check_name
+from simcluster.cli.terminal import Terminal
 from simcluster.collectives.nccl import PROTOCOLS
 from simcluster.collectives.schedule import ALIASES
 from simcluster.core import limits, outputs, units
@@ -162,7 +161,7 @@ def collective(
     if as_json:
         typer.echo(outputs.dumps(rows))
         return
-    table = Table(title=escape(f"{op} on {len(group)} x {gpu.name}, {fabric.name}, {network_name} model"))
+    table = Table(title=f"{op} on {len(group)} x {gpu.name}, {fabric.name}, {network_name} model")
     for column in ("size", "time", "algbw", "busbw", "algorithm"):
         table.add_column(column, justify="right")
     for row in rows:
@@ -173,4 +172,4 @@ def collective(
             units.fmt(row["busbw_bytes_per_s"], units.BYTES_PER_S),
             f"{row['algorithm']}/{row['protocol']}",
         )
-    Console().print(table)
+    Terminal().print(table)

@@ -19,13 +19,13 @@ import re
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from simcluster.cli.app import Interrupted, app, check_count, check_target_loss, fail, finite, keeping
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, folder, fresh_folder, output_dir
 from simcluster.cli.run import NETWORK_HELP, check_network
+from simcluster.cli.terminal import Terminal, styled
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.core.units import SECONDS, fmt
@@ -111,7 +111,7 @@ def _table(runs: list[dict], law: laws.Law, target_loss: float) -> Table:
     table = Table(title=f"to loss {target_loss:.3f} ({law.name} law)", title_justify="left")
     table.add_column("quantity", no_wrap=True)
     for header in short_labels(runs):
-        table.add_column(escape(header), justify="right", overflow="fold")
+        table.add_column(header, justify="right", overflow="fold")
     rows = [
         ("GPUs", lambda r, s: f"{s['gpus']:,}"),
         ("layout tp x cp x pp x dp (ep)", lambda r, s: "{tp}x{cp}x{pp}x{dp}".format(**s["layout"])
@@ -206,11 +206,11 @@ def compare(
         prefix = each.name if len(specs) > 1 else None
         labelled += [(task, study.label(task, len(gpus) > 1, prefix)) for task in tasks]
     out_dir = output_dir(out or Path("runs") / f"{spec.name}-compare")  # before simulating
-    console = Console(stderr=True)
+    console = Terminal(stderr=True)
     runs, failures = [], []
     try:
         for task, label in labelled:
-            with console.status(escape(f"simulating {label} ...")):
+            with console.status(f"simulating {label} ..."):
                 try:
                     runs.append(study.run_point(task, label, network, chosen, target_loss))
                 except ScenarioError as err:
@@ -222,7 +222,7 @@ def compare(
         label, err = failures[0]
         raise ScenarioError(err.field, f"{err.message} (every run failed; first: {label})")
     for label, err in failures:
-        console.print(f"[red]failed[/red] {escape(label)}: {escape(str(err))}", highlight=False)
+        console.print(Text.assemble(styled("failed", "red"), f" {label}: {err}"))
     target = runs[0]["economics"]["target_loss"]
     title = spec.name if len(specs) == 1 else os.path.commonprefix([s.name for s in specs]).rstrip("-_") + "-*"
     try:
@@ -239,7 +239,7 @@ def compare(
         typer.echo(outputs.dumps(_report(runs, chosen, failures), indent=2, default=str))
         return
     typer.echo(legend(runs))
-    Console(width=80).print(_table(runs, chosen, target))
+    Terminal(width=80).print(_table(runs, chosen, target))
     typer.echo(study.verdict(runs, chosen.name))
     note = sweep.token_drop_note(study.row(run).get(sweep.TOKEN_DROP_COLUMN) for run in runs)
     if note:

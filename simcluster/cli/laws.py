@@ -15,13 +15,12 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from simcluster.cli.app import MAX_TARGET_LOSS, Typer, app, check_at_least, check_target_loss, fail, finite
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, folder, fresh_folder, output_dir
 from simcluster.cli.run import NETWORK_HELP, check_network
+from simcluster.cli.terminal import Terminal, styled
 from simcluster.core import catalog, inputs, outputs, units
 from simcluster.core.errors import ScenarioError, shown
 from simcluster.outcomes import economics, laws, projection
@@ -250,11 +249,11 @@ def project(
         table.add_column(column, justify="right")
     for row in rows:
         cells = [f"{math.log10(row[f'{name}_flop']):.1f}" for name in projection.CONSTRAINTS]
-        cells = [f"[bold]{cell}[/bold]" if name == row["binding"] else cell
+        cells = [styled(cell, "bold") if name == row["binding"] else cell
                  for cell, name in zip(cells, projection.CONSTRAINTS, strict=True)]
         table.add_row(str(row["year"]), *cells, row["binding"], f"{math.log10(row['effective_flop']):.1f}",
                       f"{row['loss']:.3f}")
-    console = Console()
+    console = Terminal()
     console.print(table)
     console.print("log10 of the FLOP each constraint allows one run; the smallest binds; "
                   "eff. = x 2^(gamma t) for algorithmic progress. "
@@ -377,7 +376,7 @@ def loss_vs_time(
         _echo_json(report if out_dir is None else {**report, "out_dir": str(out_dir)})
         return
     goal = f"loss {report['loss']:.4f}" if target_loss is not None else f"{units.fmt_count(tokens)} tokens"
-    table = Table(title=escape(f"{spec.name}: to {goal}"))
+    table = Table(title=f"{spec.name}: to {goal}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     rows = [
@@ -397,5 +396,5 @@ def loss_vs_time(
     ]
     for name, value in rows:
         table.add_row(name, value)
-    Console().print(table)
+    Terminal().print(table)
     typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out_dir}/")

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, fail, keeping
 from simcluster.cli.compare import OPTION_HELP, slugs
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, folder, fresh_folder, output_dir
 from simcluster.cli.run import check_network
+from simcluster.cli.terminal import Terminal, styled
 from simcluster.collectives import ALGORITHMS
 from simcluster.core import catalog, outputs, units
 from simcluster.core.errors import ScenarioError, unknown_name
@@ -75,7 +74,7 @@ def _short(name: str, width: int = 72) -> str:
 
 
 def _step_table(steps: list[dict], title: str) -> Table:
-    table = Table(title=escape(title))
+    table = Table(title=title)
     for column in ("step", "recorded", "replayed", "change", "compute", "exposed comm", "(recorded)"):
         table.add_column(column, justify="right")
     for s in steps:
@@ -148,7 +147,7 @@ def replay_command(
     fabrics = _fabrics(topologies, options, topology_option)
     if stepping and fabrics and len(fabrics) > 1:
         fail("--topology", "--until/--events print one replay's events: give one --topology")
-    console = Console(stderr=as_json)
+    console = Terminal(stderr=as_json)
     from simcluster.studies.replay import replay_on_fabrics
 
     outcomes: list[ReplayOutcome] = []
@@ -178,15 +177,15 @@ def replay_command(
         return
     first = outcomes[0]
     if first.gpu_assumed:
-        console.print(f"[yellow]the trace does not name its GPU: compute is taken as recorded on {first.gpu} "
-                      "(give --gpu to say which)[/yellow]", highlight=False)
+        console.print(styled(f"the trace does not name its GPU: compute is taken as recorded on {first.gpu} "
+                             "(give --gpu to say which)", "yellow"))
     title = f"{name}: {first.plan.world_size} x {first.gpu}"
     console.print(_steps_table(outcomes, title) if len(outcomes) > 1 else
                   _step_table(first.steps, f"{name} replayed on {first.label} ({first.plan.world_size} x "
                                            f"{first.gpu})"))
     for sentence in _assumption_lines(outcomes):
-        console.print(f"- {escape(sentence)}", highlight=False)
-    console.print(escape(f"wrote {', '.join(str(p.relative_to(out_dir)) for p in written)} to {out_dir}/"),
+        console.print(f"- {sentence}", highlight=False)
+    console.print(f"wrote {', '.join(str(p.relative_to(out_dir)) for p in written)} to {out_dir}/",
                   highlight=False)
 
 
@@ -217,11 +216,11 @@ def _fabrics(topologies: list[str], options: list[str], topology_option: list[st
 
 def _steps_table(outcomes: list[ReplayOutcome], title: str) -> Table:
     """Recorded and replayed step time per step, one column per fabric (with the change)."""
-    table = Table(title=escape(title))
+    table = Table(title=title)
     table.add_column("step", justify="right")
     table.add_column("recorded", justify="right")
     for outcome in outcomes:
-        table.add_column(escape(outcome.label), justify="right")
+        table.add_column(outcome.label, justify="right")
     for i, s in enumerate(outcomes[0].steps):
         cells = []
         for outcome in outcomes:

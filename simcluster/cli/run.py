@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from simcluster.cli.app import Interrupted, app, fail, keeping
 from simcluster.cli.outputs import NEVER_OVERWRITTEN, folder, fresh_folder, output_dir
+from simcluster.cli.terminal import Terminal, description
 from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.core.units import BYTES, SECONDS, fmt
@@ -30,7 +30,7 @@ class LongRunNotice:
     """``on_step`` of a run: after the second step (the first one builds routes and caches), one warning line when
     the steps left would take over ``LONG_RUN_S`` at the second step's pace (a log has no progress bar to say it)."""
 
-    def __init__(self, console: Console, total_steps: int, advance):
+    def __init__(self, console: Terminal, total_steps: int, advance):
         import time
 
         self._clock = time.perf_counter
@@ -79,7 +79,7 @@ def scenario_tables() -> list[Table]:
 
     tables = []
     for group in scenarios.groups():
-        table = Table(title=f"[bold]{escape(group.question)}[/bold]\n$ {escape(group.command)}", title_justify="left",
+        table = Table(title=Text.assemble((group.question, "bold"), f"\n$ {group.command}"), title_justify="left",
                       box=None, title_style="",
                       show_header=False, padding=(0, 1))
         table.add_column("scenario", no_wrap=True, style="bold")
@@ -106,8 +106,8 @@ def model_line(preset: dict | None) -> str:
 
 def summary_table(summary: dict, memory) -> Table:
     """The readable summary printed after a run."""
-    table = Table(title=escape(f"{summary['name']}: {summary['gpus']} x {summary['gpu']} on {summary['topology']}, "
-                               f"network model {summary['network_model']}"))
+    table = Table(title=f"{summary['name']}: {summary['gpus']} x {summary['gpu']} on {summary['topology']}, "
+                        f"network model {summary['network_model']}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     layout = summary["layout"]
@@ -186,7 +186,7 @@ def run(
                               (table_format != "csv", "--format"), (report, "--report")):
             if given:
                 fail(option, "is an option of a run; --list runs nothing (it prints the bundled scenarios' tables)")
-        console = Console()
+        console = Terminal()
         for table in scenario_tables():
             console.print(table)
             console.print()
@@ -206,18 +206,18 @@ def run(
     from simcluster.engine.merge import SYMMETRIC
     from simcluster.engine.simulation import run_expanded
 
-    console = Console(stderr=as_json)
+    console = Terminal(stderr=as_json)
     sim = Simulation(spec, network, expand=expand, check_memory=not no_memory_check, merge=SYMMETRIC)
     from simcluster.parallel import memory
 
     if note := memory.dropped_deferral_note(spec, sim.scenario):
-        console.print(escape(f"note: {note}"), soft_wrap=True)
+        console.print(f"note: {note}", soft_wrap=True)
     from simcluster.workload import fp32_embedding_grads
 
     for note in (config.gpu_catalog_note(spec), config.fp8_recipe_note(spec), config.mcore_version_note(spec),
                  fp32_embedding_grads.note(spec)):
         if note:
-            console.print(escape(f"note: {note}"), soft_wrap=True)
+            console.print(f"note: {note}", soft_wrap=True)
     if sim.network_name == "chunk":   # minutes where flow takes seconds: said before the wait
         from simcluster.network.store_forward import cost_note
 
@@ -234,14 +234,14 @@ def run(
     results = []
     from simcluster.studies import samples as sampling
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(SpinnerColumn(), description(), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=not console.is_terminal) as progress:  # no bar in logs: errors stay one line
         task = progress.add_task(f"simulating {spec.name} ({spec.cluster.gpus} GPUs), steps", total=total)
         # on stderr always, as the progress it stands in for: stdout keeps what the run reports (the summary, --json)
         # the bar at the step this run is at, after the samples done: an expanded run simulated again (engine.
         # run_expanded) starts over at step 0, where advancing counted past the total ("2/1"; round 34 review)
-        on_step = LongRunNotice(Console(stderr=True), total,
+        on_step = LongRunNotice(Terminal(stderr=True), total,
                                 lambda index: progress.update(task, completed=len(results) * per_run + index + 1))
 
         def simulate(seeded, first=None):
@@ -268,7 +268,7 @@ def run(
             raise
         result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]
     if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
-        console.print(escape(f"warning: {result.summary['symmetry']['note']}"), soft_wrap=True)
+        console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
     try:
         with fresh_folder(out_dir) as out_dir:  # unique again if another run took it meanwhile
             written = result.write(out_dir, trace_ranks=trace_ranks, table_format=table_format)
@@ -288,7 +288,7 @@ def run(
         typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(summary_table(result.summary, result.memory))
-    console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False)
 
 
 def keep_summary(summary: dict, out_dir: Path, done: str = "the simulation had finished", what: str = "") -> str:
@@ -306,8 +306,8 @@ def keep_summary(summary: dict, out_dir: Path, done: str = "the simulation had f
 
 def jobs_table(summary: dict) -> Table:
     """Each job's step time with the other jobs and alone on the same nodes."""
-    table = Table(title=escape(f"{summary['name']}: {len(summary['jobs'])} jobs on {summary['gpus']} x "
-                               f"{summary['gpu']}, {summary['topology']}, network model {summary['network_model']}"))
+    table = Table(title=f"{summary['name']}: {len(summary['jobs'])} jobs on {summary['gpus']} x "
+                        f"{summary['gpu']}, {summary['topology']}, network model {summary['network_model']}")
     for column in ("job", "GPUs", "nodes", "step time", "alone", "slowdown", "exposed comm", "(alone)"):
         table.add_column(column, justify="left" if column in ("job", "nodes") else "right")
     for row in summary["jobs"]:
@@ -326,7 +326,7 @@ def run_jobs(spec, out: Path | None, network: str | None, steps: int | None, as_
     out_dir = output_dir(out or Path("runs") / spec.name)
     from simcluster.engine import jobs as jobs_engine
 
-    console = Console(stderr=as_json)
+    console = Terminal(stderr=as_json)
     with console.status(f"simulating {len(spec.jobs)} jobs together, then each alone", spinner="dots"):
         result = jobs_engine.run(spec, network, steps, check_memory)
     summary = result.summary
@@ -343,4 +343,4 @@ def run_jobs(spec, out: Path | None, network: str | None, steps: int | None, as_
         typer.echo(outputs.dumps({**summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(jobs_table(summary))
-    console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False)

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -25,6 +23,7 @@ from simcluster.cli.app import Interrupted, app, check_count, check_target_loss,
 from simcluster.cli.compare import LAW_HELP, OPTION_HELP, TOPOLOGY_HELP
 from simcluster.cli.outputs import check_writable, folder, named, os_problem
 from simcluster.cli.run import NETWORK_HELP, check_network
+from simcluster.cli.terminal import Terminal, description
 from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, returns
@@ -56,7 +55,7 @@ def _results_table(frame, groups: list[dict]) -> Table:
     for row in frame[frame["status"] == "ok"].itertuples(index=False):
         days = units.fmt_days(row.time_to_target_s).removesuffix(" days")
         series = f"{numbers[row.series]}. {row.series}"[:SERIES_WIDTH] if long_labels else row.series
-        table.add_row(escape(series), f"{row.gpus:,}", units.fmt_count(row.tokens_per_s), f"{row.efficiency:.1%}",
+        table.add_row(series, f"{row.gpus:,}", units.fmt_count(row.tokens_per_s), f"{row.efficiency:.1%}",
                       f"{row.mfu:.1%}", f"{row.step_time_s:.3f}s", days,
                       units.fmt_usd(row.cost_usd))
     return table
@@ -84,7 +83,7 @@ def _failures_table(failed: list[dict]) -> Table:
     table.add_column("error")
     for shard in failed:
         params = ", ".join(f"{key}={value}" for key, value in shard["params"].items())
-        table.add_row(escape(params), escape(f"{shard['status']}: {shard['error']}"))
+        table.add_row(params, f"{shard['status']}: {shard['error']}")
     return table
 
 
@@ -162,13 +161,13 @@ def sweep_command(
                       samples=samples)
     _check_targets(tasks, chosen, target_loss)
     requested = check_writable(named(out or Path("runs") / f"{spec.name}-sweep"))
-    console = Console(stderr=True)
+    console = Terminal(stderr=True)
     out_dir, undo = None, None
     try:  # the workers first: a Dask scheduler that cannot be reached is refused before a folder is made
         with sweep.executor(jobs, scheduler) as (pool, slots):
             out_dir, undo = _grid_folder(requested, tasks)
             note = _FolderNote(requested, out_dir)
-            with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            with Progress(description("progress.description"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
                           transient=as_json,
                           disable=not console.is_terminal) as progress:  # no bar in logs: an interrupt stays one line
@@ -216,20 +215,20 @@ def sweep_command(
     if as_json:
         typer.echo(outputs.dumps({**report, "rows": frame.to_dict(orient="records")}, indent=1, default=str))
         return
-    console = Console(width=80) if not Console().is_terminal else Console()
+    console = Terminal(width=80) if not Terminal().is_terminal else Terminal()
     for line in _series_legend(frame):
-        console.print(escape(line), highlight=False)
+        console.print(line, highlight=False)
     console.print(_results_table(frame, groups))
     for group in groups:
-        console.print(escape(_knee_line(group)), highlight=False)
+        console.print(_knee_line(group), highlight=False)
     note = sweep.token_drop_note(frame.get(sweep.TOKEN_DROP_COLUMN, ()))
     if note:
-        console.print(escape(note), highlight=False)
+        console.print(note, highlight=False)
     if run.failed:
         console.print(_failures_table(run.failed))
     console.print(f"{len(tasks)} runs: {len(run.executed)} computed, {len(run.reused)} reused from shards, "
                   f"{len(run.failed)} failed", highlight=False)
-    console.print(escape(f"wrote {', '.join(p.name for p in written)} to {out_dir}/"), highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False)
 
 
 def _check_targets(tasks: list, law, target_loss: float | None) -> None:

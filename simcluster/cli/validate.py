@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
-from rich.progress import track
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 from rich.table import Table
 
 from simcluster.cli.app import Interrupted, app, fail
 from simcluster.cli.run import NETWORK_HELP, check_network
+from simcluster.cli.terminal import Terminal, description
 from simcluster.core import outputs, units
 from simcluster.studies import trends, validation
 
@@ -37,7 +37,7 @@ def validate(
     if only is not None and not only.strip():  # '' is in every name: an unset shell variable ran them all
         fail("--only", f"expected part of a scenario name, got {only!r}; leave --only out to run every case")
     spread = validation.parse_variability(variability)
-    console = Console(stderr=as_json)
+    console = Terminal(stderr=as_json)
     if not console.is_terminal:
         console.width = max(console.width, 120)  # piped into a file or CI log: keep the table's rows on one line
     chosen = validation.held_out_cases() if held_out else validation.cases()
@@ -54,9 +54,12 @@ def validate(
     try:
         # no bar when stderr is not a terminal: rich's stopped bar left a blank line there, before the one line of
         # an interrupt (and after every run with --json)
-        for case in track(cases, description=f"simulating {label} runs", console=console, transient=True,
-                          disable=not console.is_terminal):
-            results.append(validation.run_case(case, network, spread, extrapolate=steady_state))
+        # rich.progress.track's bar, its description printed as written (--variability is the user's text)
+        with Progress(description("progress.description"), BarColumn(), TaskProgressColumn(),
+                      TimeRemainingColumn(elapsed_when_finished=True), console=console, transient=True,
+                      disable=not console.is_terminal) as progress:
+            for case in progress.track(cases, description=f"simulating {label} runs"):
+                results.append(validation.run_case(case, network, spread, extrapolate=steady_state))
     except Interrupted as err:  # Ctrl-C: the rows finished are printed, then exit 130 (docs/robustness.md)
         if not results and not as_json:  # --json prints its object even so: none finished, every case pending
             raise                        # (round 35: stdout was empty, and a reader of the JSON failed on it)
@@ -105,7 +108,7 @@ def validate(
         raise interrupted
 
 
-def print_trends(console: Console, found: dict, label: str) -> None:
+def print_trends(console: Terminal, found: dict, label: str) -> None:
     """The trend series (studies/trends.py): per-GPU throughput at each GPU count against the smallest, published and
     simulated, the trend error at the end of the range and its sign; then the runs of one source and model at
     several GPU counts that no series holds, with what differs."""
