@@ -83,8 +83,8 @@ class AnalyticNetwork(NetworkModel):
         where the last pair over the part's busiest link ends no sooner than its bytes over that link plus its own
         latency, which may be the part's shortest; the slowest pair's latency added to the busiest link's time can
         exceed every pair's end (round 22 review: a 5.8 us pair beside two 4.6 us pairs sharing a NIC, 45.8 > 44.6 us).
-        Each part's latency and seconds per byte are kept per set of per-part routes (``part_routes`` returns one
-        object for the same pairs and parts: the pipeline sends and ring steps of every microbatch)."""
+        Each part's latency and seconds per byte are kept by the class's pairs and parts (the pipeline sends and ring
+        steps of every microbatch are new classes over the same pairs), never its routes (``_part_busiest``)."""
         key = _class_key(transfers)
         part_latency_s = self._latency.get(key)
         if part_latency_s is None:
