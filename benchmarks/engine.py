@@ -16,7 +16,10 @@ merged classes are flagged so the flagged ones run again apart (every transfer i
 <= 120 s (round 22); the held-out MLPerf v3.1 GPT-3 175B row on 10,752 H100 expanded, whose merged pass flags the
 data-parallel ring steps, <= 300 s and <= 6 GB (round 34, ``--expanded --mlperf`` only: about 3 min of CPU); wall
 time and memory growing no faster than linearly in the GPU count from 64 to 131,072 (each point's ratio to the
-64-GPU point at most the ratio of GPU counts).
+64-GPU point at most the ratio of GPU counts); the analytic network (``--network analytic``) on the scaling rows' GPT-3
+175B (the default scenario's layout, tp 8 x pp 8): 16,384 H100 <= 2 s, 131,072 H100 <= 10 s and <= 2 GB, the flow
+model's targets (round 36: it kept every merged class's whole per-part routes, 55 s and 2.3 GB at 16,384 GPUs, out of
+memory at 131,072).
 
 Times are judged on the process's CPU time (user + system), as ``benchmarks/replay.py`` judges them: a run uses one
 core, so on an idle machine its wall time is its CPU time, while on a shared machine the wall time also counts the
@@ -156,6 +159,11 @@ def scaling_point(gpus: int) -> dict:
             "training": {"seq_len": 2048, "global_batch_size": 16 * dp, "micro_batch_size": 1,
                          "activation_recompute": "selective"},
             "parallelism": {"tp": 8, "pp": 8, "dp": dp, "zero_stage": 1}}
+
+
+def analytic_point(gpus: int) -> dict:
+    """``scaling_point`` on the analytic network (round 36; the scenario key, so the run's summary says so)."""
+    return {**scaling_point(gpus), "name": f"gpt3-175b-{gpus}-analytic", "network": "analytic"}
 
 
 def megascale_ecmp(gpus: int = 768, batch: int = 96) -> dict:
@@ -345,7 +353,12 @@ def main() -> int:
         results.append(report("run llama3-405b-16k-h100 (interleaved)",
                               run_process(["run", "llama3-405b-16k-h100", "--json", "--out",
                                            str(folder / "interleaved")], time_limit_s(5.0)), max_s=5.0))
+        results.append(report("run gpt3-175b 16,384 H100, analytic network",
+                              run_scenario(analytic_point(16384), folder, timeout_s=time_limit_s(2.0)), max_s=2.0))
         if not quick:
+            results.append(report("run gpt3-175b 131,072 H100, analytic network",
+                                  run_scenario(analytic_point(131072), folder, timeout_s=time_limit_s(10.0)),
+                                  max_s=10.0, max_bytes=2 * GIB))
             results.append(report("run llama3-405b 131,072 H100 collapsed",
                                   run_scenario(llama405b(131072), folder, timeout_s=time_limit_s(10.0)), max_s=10.0,
                                   max_bytes=2 * GIB))

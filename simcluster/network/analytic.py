@@ -17,9 +17,15 @@ from simcluster.network.base import (
 )
 from simcluster.network.windows import LinkWindows
 
-# Sets of per-part routes whose per-part latency and seconds per byte ``fastest_part`` keeps (cleared when full): the
-# distinct pipeline boundaries and collective groups of a run, a few hundred
-_PER_PART_KEPT = 4096
+# Classes (by pairs and parts) whose per-part bottleneck a model keeps (cleared when full): the distinct pipeline
+# boundaries and collective groups of a run, a few dozen (31 in the default scenario at 16,384 and at 131,072 GPUs);
+# each entry is a parts-long array and its key the class's pairs and parts (3 MB for 131,072 pairs), so a bound as
+# ``network.base``'s route caches keep
+_PER_PART_KEPT = 256
+# Most pairs routed at once when a class's per-part bottlenecks are found: the whole routes are made a chunk of parts at
+# a time and reduced to each part's busiest link (on a sprayed core a pair's route spans every spine and core switch,
+# so the class's routes grow as parts x fabric size: 1.7 GB for the 16,384-GPU default scenario's 31 classes)
+_ROUTED_PAIRS = 4096
 
 
 class AnalyticNetwork(NetworkModel):
@@ -58,7 +64,8 @@ class AnalyticNetwork(NetworkModel):
         self.held_back = HeldBack()
         self.windows = LinkWindows(len(fabric.link_bytes_per_s)) if windows else None
         self.fastest_part = fastest_part
-        self._per_part: dict[int, tuple] = {}   # ``_fastest_part_s``: per-part routes -> latency, s per byte
+        self._busiest: dict[tuple, np.ndarray] = {}   # a class's pairs and parts -> ``_part_busiest``
+        self._latency: dict[tuple, np.ndarray] = {}   # the same -> ``_fastest_part_s``'s per-part latency
 
     def duration_s(self, transfers: TransferClass) -> float:
         """Time of ``transfers`` alone on the idle fabric (``fastest_part``: of its fastest part alone)."""
@@ -76,26 +83,50 @@ class AnalyticNetwork(NetworkModel):
         where the last pair over the part's busiest link ends no sooner than its bytes over that link plus its own
         latency, which may be the part's shortest; the slowest pair's latency added to the busiest link's time can
         exceed every pair's end (round 22 review: a 5.8 us pair beside two 4.6 us pairs sharing a NIC, 45.8 > 44.6 us).
-        Each part's latency and seconds per byte are kept per set of per-part routes (``part_routes`` returns one
-        object for the same pairs and parts: the pipeline sends and ring steps of every microbatch)."""
-        routes = part_routes(self.fabric, transfers)
-        cached = None if routes is None else self._per_part.get(id(routes))
-        if cached is None:
+        Each part's latency and seconds per byte are kept by the class's pairs and parts (the pipeline sends and ring
+        steps of every microbatch are new classes over the same pairs), never its routes (``_part_busiest``)."""
+        key = _class_key(transfers)
+        part_latency_s = self._latency.get(key)
+        if part_latency_s is None:
             moving = transfers.pairs[:, 0] != transfers.pairs[:, 1]
             part_latency_s = np.full(transfers.part_count, np.inf)   # its quickest moving pair's path latency
             if moving.any():
                 np.minimum.at(part_latency_s, transfers.parts[moving],
                               np.asarray(self.fabric.pair_latencies_s(transfers.pairs[moving]), dtype=float))
             part_latency_s[np.isinf(part_latency_s)] = 0.0   # a part none of whose pairs moves
-            busiest = np.zeros(transfers.part_count)   # seconds per byte on the part's own most loaded link
-            if routes is not None and len(routes.links):
-                np.maximum.at(busiest, routes.part, routes.counts / self._capacity[routes.links])
-            cached = (routes, part_latency_s, busiest)
-            if routes is not None:
-                if len(self._per_part) >= _PER_PART_KEPT:
-                    self._per_part.clear()
-                self._per_part[id(routes)] = cached   # the entry keeps ``routes`` alive, so its id stays unique
-        return float((cached[1] + transfers.size_bytes * cached[2]).min())
+            _keep(self._latency, key, part_latency_s)
+        busiest = np.maximum(self._part_busiest(transfers), 0.0)   # a part without links: no sending time
+        return float((part_latency_s + transfers.size_bytes * busiest).min())
+
+    def _part_busiest(self, transfers: TransferClass) -> np.ndarray:
+        """Seconds per byte on each part's own most loaded link (-1 for a part without links), kept per model by the
+        class's pairs and parts (only this parts-long array: the routes are made a chunk of parts at a time,
+        ``_ROUTED_PAIRS``, and dropped). A part's routes do not depend on the parts routed with it
+        (``network.base._links_of_parts``), so the chunks give each part the entries one pass over all would."""
+        key = _class_key(transfers)
+        busiest = self._busiest.get(key)
+        if busiest is not None:
+            return busiest
+        busiest = np.full(transfers.part_count, -1.0)
+        moving = transfers.pairs[:, 0] != transfers.pairs[:, 1]
+        pairs, part = transfers.pairs[moving], transfers.parts[moving]
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(transfers.part_count + 1))
+        first = 0
+        while first < transfers.part_count:
+            # parts first..last-1: at least one, then as many as keep the chunk within ``_ROUTED_PAIRS`` pairs
+            last = max(first + 1, int(np.searchsorted(bounds, bounds[first] + _ROUTED_PAIRS, side="right")) - 1)
+            last = min(last, transfers.part_count)
+            chosen = order[bounds[first]:bounds[last]]
+            if len(chosen):
+                chosen = np.sort(chosen)   # the pairs in class order, as one pass over the class routes them
+                found_part, links, counts = self.fabric.links_of_parts(pairs[chosen], part[chosen] - first)
+                if len(links):
+                    np.maximum.at(busiest[first:last], found_part,
+                                  np.asarray(counts, dtype=float) / self._capacity[links])
+            first = last
+        _keep(self._busiest, key, busiest)
+        return busiest
 
     def start(self, transfers: TransferClass, now_s: float) -> int:
         if self.fastest_part and transfers.part_count > 1:   # a bound's run: only the time (its parts' routes)
@@ -127,14 +158,27 @@ class AnalyticNetwork(NetworkModel):
         part's is."""
         if not len(links) or transfers.size_bytes == 0:
             return None
-        routes = part_routes(self.fabric, transfers)
         slowest = float(np.max(counts / self._capacity[links]))
-        worst = np.full(routes.parts, slowest)   # a part without links waits for the class
-        worst[np.unique(routes.part)] = 0.0
-        np.maximum.at(worst, routes.part, routes.counts / self._capacity[routes.links])
+        if self._settled_on_access(transfers, slowest):
+            return None
+        worst = self._part_busiest(transfers).copy()
+        worst[worst < 0] = slowest   # a part without links waits for the class
         if worst.min() >= slowest * (1 - SAME_RTOL):
             return None
         return transfers.size_bytes * (slowest - worst)
+
+    def _settled_on_access(self, transfers: TransferClass, slowest: float) -> bool:
+        """Whether every part already loads one of the links its pairs take whatever their core paths (a direct link
+        or the access segments: ``part_routes(access=True)``, linear in the pairs) as much as the class's busiest
+        link, so that no part would save anything alone and its whole routes need not be made (a part's own
+        bottleneck is at least that link's load and at most the class's)."""
+        routes = part_routes(self.fabric, transfers, access=True)
+        if routes is None:
+            return False
+        lower = np.full(routes.parts, -1.0)
+        if len(routes.links):
+            np.maximum.at(lower, routes.part, routes.counts / self._capacity[routes.links])
+        return bool(lower.min() >= slowest * (1 - SAME_RTOL))
 
     def next_completion_s(self) -> float:
         return min(self._ends.values(), default=math.inf)
@@ -144,3 +188,19 @@ class AnalyticNetwork(NetworkModel):
         for handle in done:
             del self._ends[handle]
         return done
+
+
+def _class_key(transfers: TransferClass) -> tuple[bytes, bytes | None]:
+    """A class's pairs and parts (what its per-part routes depend on), as bytes; kept on the class."""
+    key = transfers.__dict__.get("_pairs_parts_key")
+    if key is None:
+        key = (transfers.pairs.tobytes(), None if transfers.parts is None else transfers.parts.tobytes())
+        object.__setattr__(transfers, "_pairs_parts_key", key)
+    return key
+
+
+def _keep(cache: dict, key: tuple, value) -> None:
+    """``cache[key] = value``, the cache cleared first when it holds ``_PER_PART_KEPT`` entries."""
+    if len(cache) >= _PER_PART_KEPT:
+        cache.clear()
+    cache[key] = value
