@@ -118,3 +118,28 @@ def test_fit_host_overheads_refuses_a_bad_jobs(capsys):
         with pytest.raises(SystemExit) as stop:
             fit.main(["--jobs", value])
         assert stop.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
+def test_workers_that_cannot_start_or_die_are_one_line_naming_jobs(cli, monkeypatch):
+    import contextlib
+    import errno
+    from concurrent.futures.process import BrokenProcessPool
+
+    @contextlib.contextmanager
+    def no_workers(jobs):
+        raise OSError(errno.EMFILE, "Too many open files")
+        yield  # pragma: no cover - a generator, as the pool it stands for
+
+    with monkeypatch.context() as patch:
+        patch.setattr(workers, "local", no_workers)
+        code, out, err = cli("validate", "--only", PAIR, "--jobs", "2")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: --jobs: cannot start the worker processes: Too many open files") and out == ""
+
+    def killed(*_args, **_kwargs):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    monkeypatch.setattr(validation, "run_case", killed)
+    code, out, err = cli("validate", "--only", PAIR, "--json", "--jobs", "1")
+    assert_one_line(code, err, 2)
+    assert err.startswith("error: --jobs: a worker process died (A process") and out == ""
