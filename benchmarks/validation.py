@@ -5,12 +5,18 @@ prints, per case, its CPU seconds (``time.process_time``: user + system of this 
 total and the slowest ``--top`` cases with their share of the total CPU. CPU seconds are the comparable figure on a
 shared machine (the load average is printed first and last: wall time also counts the other processes' turns).
 
+``--jobs N`` (default: one per CPU, as `validate`): first the same cases on N worker processes
+(``validation.run_cases``, what `validate --jobs N` runs; before the pass in this process, so that the workers fork
+from a process whose caches are as cold as that pass's), timed by the wall clock, every result checked equal to the
+pass in this process; both wall times are printed. On a machine others share, the load average says how many cores
+were the set's. ``--jobs 1``: the pass in this process only.
+
 ``--against FILE`` (a `validate --json` or `validate --held-out --json` output, e.g. a baseline taken on main) checks
 every case's step time, TFLOP/s and memory against that file's as floats (``==``, not a tolerance): speed work must not
 move a result; a case that differs prints DIFF and the script exits 1. ``--json FILE`` writes the per-case figures.
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/validation.py [--calibration] [--only SUBSTRING ...] [--top N]
-[--against BASELINE.json] [--json OUT.json]   (the held-out set alone: 7-12 min of CPU on one core)
+[--jobs N] [--against BASELINE.json] [--json OUT.json]   (the held-out set alone: 7-12 min of CPU on one core)
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 
 from simcluster.core import script_entry
 from simcluster.engine import simulate  # noqa: F401 (imported before the first case: not counted in its time)
-from simcluster.studies import validation
+from simcluster.studies import validation, workers
 
 
 def _load() -> str:
@@ -46,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=script_entry.count, default=12, help="how many of the slowest cases to list")
     parser.add_argument("--against", help="a validate --json output whose results every case must equal")
     parser.add_argument("--json", dest="out", help="write the per-case figures to this file")
+    parser.add_argument("--jobs", type=script_entry.count, default=None,
+                        help="then time the set on this many worker processes too (default: one per CPU; 1: not)")
     args = parser.parse_args(argv)
     cases = validation.cases() if args.calibration else validation.held_out_cases()
     if args.only:
@@ -61,11 +69,18 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--against {args.against}: not a validate --json output ({err!r})")
     label = "calibration" if args.calibration else "held-out"
     print(f"{len(cases)} {label} cases; load average {_load()}", flush=True)
-    rows, differ = [], 0
+    jobs, pooled_wall = min(args.jobs or workers.default_jobs(), len(cases)), None
+    if jobs > 1:  # first: the workers fork from this process before its own pass has warmed any cache
+        wall = time.perf_counter()
+        pooled = dict(validation.run_cases(cases, jobs=jobs))
+        pooled_wall = time.perf_counter() - wall
+        print(f"{pooled_wall:.1f} s wall on {jobs} worker processes; load average {_load()}", flush=True)
+    rows, results, differ = [], [], 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for case in cases:
         cpu, wall = time.process_time(), time.perf_counter()
         result = validation.run_case(case)
+        results.append(result)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         moved = compared(case["scenario"], result, baseline)
         differ += bool(moved)
@@ -79,12 +94,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slowest {min(args.top, len(rows))} (CPU s, share of the total):")
         for row in sorted(rows, key=lambda r: -r["cpu_s"])[:args.top]:
             print(f"  {row['cpu_s']:8.2f} s {row['cpu_s'] / max(total_cpu, 1e-9):6.1%}  {row['scenario']}")
+    if jobs > 1:
+        unequal = [case["scenario"] for index, case in enumerate(cases)
+                   if pooled[index].__dict__ != results[index].__dict__]
+        differ += len(unequal)
+        print(f"wall: {total_wall:.1f} s in this process, {pooled_wall:.1f} s on {jobs} worker processes "
+              f"({total_wall / pooled_wall:.2f}x; load average {_load()}); "
+              + (f"{len(unequal)} result(s) DIFFER: {', '.join(unequal)}" if unequal else
+                 f"all {len(cases)} results equal"))
     if baseline is not None:
         print(f"results against {args.against}: " + (f"{differ} case(s) DIFFER" if differ else
                                                        f"all {len(rows)} equal (step, TFLOP/s, memory)"))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"set": label, "total_cpu_s": total_cpu, "total_wall_s": total_wall, "cases": rows}, f, indent=1)
+            json.dump({"set": label, "total_cpu_s": total_cpu, "total_wall_s": total_wall, "jobs": jobs,
+                       "jobs_wall_s": pooled_wall, "cases": rows}, f, indent=1)
     return 1 if differ else 0
 
 

@@ -8,6 +8,7 @@
     python scripts/fit_host_overheads.py --structure gapfill # round 30's: the gap AND the GEMM fill fitted together
     python scripts/fit_host_overheads.py --write             # and put the fitted values into efficiency.yaml
     python scripts/fit_host_overheads.py --variability measured   # what-if: every run with GPU speed variability
+    python scripts/fit_host_overheads.py --jobs 1            # simulate in this process (default: one worker per CPU)
 
 The model (``workload.kernels.HostModel``, efficiency.yaml host_overhead), per block of kernels (one model chunk,
 one microbatch, one phase):
@@ -52,6 +53,7 @@ change per unit of each, relative to its step, columns scaled to unit norm).
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sys
 import time
@@ -148,15 +150,17 @@ STRUCTURES = {
 }
 STRUCTURE = STRUCTURES["gap"]   # set by main
 VARIABILITY = None              # set by main (--variability): every calibration run with it, a what-if
+JOBS = None                     # set by main (--jobs): worker processes simulating the calibration runs
 
 
 @contextlib.contextmanager
-def host_values(*at: float):
-    """Simulate with these fitted values (``STRUCTURE``'s values, pipeline step) and the structure's fixed ones: set
-    in the loaded efficiency table the simulator reads, restored after."""
+def host_values(*at: float, structure: Structure | None = None):
+    """Simulate with these fitted values (``structure``'s values, pipeline step; default ``STRUCTURE``) and the
+    structure's fixed ones: set in the loaded efficiency table the simulator reads, restored after."""
+    structure = structure or STRUCTURE
     table = catalog.load("efficiency")["host_overhead"]
     saved = dict(table)
-    table.update({**STRUCTURE.fitted_values(at), **STRUCTURE.fixed_values()})
+    table.update({**structure.fitted_values(at), **structure.fixed_values()})
     try:
         yield
     finally:
@@ -275,8 +279,19 @@ def share_text(drain_s: float, steps_s: float) -> str:
 
 
 def simulate(*at: float) -> list[validation.CaseResult]:
-    with host_values(*at):
-        return [validation.run_case(case, variability=VARIABILITY) for case in validation.cases()]
+    """Every calibration run simulated at ``at``, in the set's order, on ``JOBS`` worker processes
+    (``validation.run_cases``, as ``simcluster validate --jobs``: the results are the same for any number)."""
+    cases = validation.cases()
+    run = functools.partial(simulated_case, at=at, structure=STRUCTURE, variability=VARIABILITY)
+    results = dict(validation.run_cases(cases, run, JOBS))
+    return [results[index] for index in range(len(cases))]
+
+
+def simulated_case(case: dict, at: tuple[float, ...], structure: Structure, variability) -> validation.CaseResult:
+    """One calibration run simulated at ``at`` (a worker's call: the structure and variability main set are passed,
+    not read from this module's globals, which a worker started by spawning does not have)."""
+    with host_values(*at, structure=structure):
+        return validation.run_case(case, variability=variability)
 
 
 def estimated_errors(runs: list[Run], reference: list[validation.CaseResult], at: tuple[float, ...],
@@ -564,11 +579,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--variability", default=None,
                         help="what-if: simulate every run with this variability (simcluster validate --variability: "
                              "'measured' or key=value pairs); cannot be combined with --write")
+    parser.add_argument("--jobs", type=script_entry.count, default=None,
+                        help="worker processes simulating the calibration runs (default: one per CPU, as simcluster "
+                             "validate and sweep; 1: in this process); the printout is the same whatever the number")
     args = parser.parse_args(argv)
     if args.write and args.variability:
         parser.error("--variability is a what-if: efficiency.yaml is fitted on the runs as validation runs them")
-    global STRUCTURE, VARIABILITY
-    STRUCTURE = STRUCTURES[args.structure]
+    global STRUCTURE, VARIABILITY, JOBS
+    STRUCTURE, JOBS = STRUCTURES[args.structure], args.jobs
     VARIABILITY = validation.parse_variability(args.variability)
     if VARIABILITY is not None:
         print(f"variability (what-if): {VARIABILITY.model_dump()}")

@@ -28,13 +28,8 @@ from simcluster.core import outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, returns
 from simcluster.spec import config
-from simcluster.studies import grid, sweep
+from simcluster.studies import grid, sweep, workers
 from simcluster.studies.samples import MAX_SAMPLES
-
-# Local worker processes: each is a Python process of ~100 MB (numpy, pandas, networkx loaded), so 1024 of them is
-# already 100 GB; more is a typo.
-MAX_JOBS = 1024
-
 
 # The columns of the sweep's report.html, in order (those a run has).
 REPORT_COLUMNS = ["series", "gpus", "status", "step_time_s", "tokens_per_s", "mfu", "efficiency", "exposed_comm_s",
@@ -151,7 +146,7 @@ def sweep_command(
         fail("--threshold", f"must be within (0, 1], got {threshold:g}")
     if jobs is not None and scheduler is not None:
         raise ScenarioError("--jobs", "give --jobs (local processes) or --scheduler (Dask), not both")
-    check_count(jobs, "--jobs", MAX_JOBS, "worker processes of ~100 MB each")
+    check_count(jobs, "--jobs", workers.MAX_JOBS, workers.MAX_JOBS_REASON)
     if scheduler is not None:
         sweep.check_scheduler(scheduler)
     spec = config.load(scenario)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 from rich.table import Table
 
-from simcluster.cli.app import Interrupted, app, fail
+from simcluster.cli.app import Interrupted, app, check_count, fail
 from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.cli.terminal import Terminal, description
 from simcluster.core import outputs, units
-from simcluster.studies import trends, validation
+from simcluster.studies import trends, validation, workers
 
 
 @app.command()
@@ -29,11 +32,15 @@ def validate(
         False, "--steady-state", help="an interleaved pipeline of many microbatches gets its step extrapolated from "
         "three shorter runs pp microbatches apart where their steps lie on a line at the busiest stage's pace (said in "
         "its row's note; docs/performance.md, round 26); default: every microbatch simulated"),
+    jobs: int | None = typer.Option(None, "--jobs", min=1, help="worker processes running the cases (default: one "
+                                    "per CPU, as sweep, at most one per case; 1: in this process); the table and "
+                                    "--json are the same whatever the number"),
 ) -> None:
     """Hold the simulator against published training throughput: the calibration set, or --held-out runs. Prints
     each run's error, the error per series and precision, and the scaling trend series (runs of one source differing
     only in GPU count: simulated against published per-GPU throughput with scale)."""
     check_network(network)
+    check_count(jobs, "--jobs", workers.MAX_JOBS, workers.MAX_JOBS_REASON)
     if only is not None and not only.strip():  # '' is in every name: an unset shell variable ran them all
         fail("--only", f"expected part of a scenario name, got {only!r}; leave --only out to run every case")
     spread = validation.parse_variability(variability)
@@ -50,21 +57,24 @@ def validate(
                 f"case(s) do: {'leave out' if held_out else 'add'} --held-out"
                 if any(only in c["scenario"] for c in other) else "")
         fail("--only", f"no {label} case's scenario contains {only!r}{hint}")
-    results, interrupted = [], None
-    try:
+    run = functools.partial(validation.run_case, network=network, variability=spread, extrapolate=steady_state)
+    finished, interrupted = {}, None
+    try:  # on --jobs worker processes; the rows in the cases' order whichever finished first (any --jobs: one output)
         # no bar when stderr is not a terminal: rich's stopped bar left a blank line there, before the one line of
-        # an interrupt (and after every run with --json)
-        # rich.progress.track's bar, its description printed as written (--variability is the user's text)
-        with Progress(description("progress.description"), BarColumn(), TaskProgressColumn(),
-                      TimeRemainingColumn(elapsed_when_finished=True), console=console, transient=True,
-                      disable=not console.is_terminal) as progress:
-            for case in progress.track(cases, description=f"simulating {label} runs"):
-                results.append(validation.run_case(case, network, spread, extrapolate=steady_state))
+        # an interrupt (and after every run with --json); rich.progress.track's bar, its description printed as
+        # written (--variability is the user's text)
+        with contextlib.closing(validation.run_cases(cases, run, jobs)) as calls, \
+                Progress(description("progress.description"), BarColumn(), TaskProgressColumn(),
+                         TimeRemainingColumn(elapsed_when_finished=True), console=console, transient=True,
+                         disable=not console.is_terminal) as progress:
+            for index, result in progress.track(calls, total=len(cases), description=f"simulating {label} runs"):
+                finished[index] = result
     except Interrupted as err:  # Ctrl-C: the rows finished are printed, then exit 130 (docs/robustness.md)
-        if not results and not as_json:  # --json prints its object even so: none finished, every case pending
-            raise                        # (round 35: stdout was empty, and a reader of the JSON failed on it)
+        if not finished and not as_json:  # --json prints its object even so: none finished, every case pending
+            raise                         # (round 35: stdout was empty, and a reader of the JSON failed on it)
         interrupted = err
-        label += f", interrupted after {len(results)} of {len(cases)}"
+        label += f", interrupted after {len(finished)} of {len(cases)}"
+    results = [finished[index] for index in sorted(finished)]
     stats = validation.error_stats(results) if results else {}
     if as_json:
         typer.echo(outputs.dumps({"cases": [{**r.__dict__, "error": r.error} for r in results], **stats,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import ctypes
 import functools
 import glob
 import hashlib
@@ -21,8 +20,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
-import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +30,7 @@ from simcluster.core import inputs, outputs, units
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import economics, laws, returns
 from simcluster.spec import config
+from simcluster.studies import workers
 from simcluster.studies.grid import SHARD_FORMAT, Task
 
 if TYPE_CHECKING:  # pandas is loaded when a table is built, not by the commands importing this module
@@ -165,18 +163,6 @@ def write_shard(out_dir: Path, shard: dict) -> Path:
 
 
 # ---- executors -----------------------------------------------------------------------------------------------
-class InlineExecutor(cf.Executor):
-    """Runs each call at submit time in this process (``--jobs 1``, tests, debuggers)."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        future: cf.Future = cf.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as err:  # noqa: BLE001 - delivered through the future, like other executors
-            future.set_exception(err)
-        return future
-
-
 # Address schemes of Dask's communication layer (distributed.comm.registry); anything else cannot connect.
 SCHEDULER_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
 
@@ -201,7 +187,7 @@ def check_scheduler(address: str) -> str:
 @contextlib.contextmanager
 def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[tuple[cf.Executor, int]]:
     """(executor, parallel slots): a Dask cluster's when ``scheduler`` is given, else ``jobs`` local processes
-    (default: one per CPU; 1: in this process)."""
+    (``workers.local``: default one per CPU; 1: in this process)."""
     if scheduler is not None:
         try:
             from dask.distributed import Client
@@ -222,17 +208,8 @@ def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[
         finally:
             client.close()
         return
-    jobs = jobs or os.cpu_count() or 1
-    if jobs == 1:
-        yield InlineExecutor(), 1
-        return
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
-    try:
-        yield pool, jobs
-    except BaseException:
-        _stop_workers(pool)  # an error or an interrupt: in-flight runs are abandoned, not waited for
-        raise
-    pool.shutdown(wait=True)
+    with workers.local(jobs) as local:
+        yield local
 
 
 def _discard_client(trace, client_class) -> None:
@@ -247,37 +224,6 @@ def _discard_client(trace, client_class) -> None:
                 client._loop_runner.stop()  # noqa: SLF001 - no public way to drop a client that never started
             return
         trace = trace.tb_next
-
-
-# Linux prctl option: the signal a process receives when its parent dies (man 2 prctl).
-_PR_SET_PDEATHSIG = 1
-
-
-def _worker_init() -> None:
-    """In each worker process: Ctrl-C and a hangup are the parent's to handle (it stops the workers); SIGTERM ends
-    the worker at once (not the parent's handler, inherited through fork); and on Linux the worker gets SIGTERM when its
-    parent dies, even by SIGKILL, so that no worker outlives the sweep."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):  # a hangup too (the parent's handler, inherited, would raise in the task)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
-
-
-def _stop_workers(pool: cf.ProcessPoolExecutor, timeout_s: float = 5.0) -> None:
-    """Terminate a process pool's workers (the executor has no public call for it) and release the pool."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    for process in processes:
-        with contextlib.suppress(OSError, AttributeError):
-            process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        with contextlib.suppress(OSError, AttributeError, AssertionError):
-            process.join(timeout_s)
 
 
 # ---- running a grid ------------------------------------------------------------------------------------------
@@ -339,9 +285,7 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
         else:
             todo.append(task)
     executed: list[str] = []
-    pending: dict[cf.Future, Task] = {}
     claimed: set[str] = set()
-    window = max(1, 2 * slots)
 
     def finished_elsewhere(task: Task) -> bool:
         """Whether another sweep of this folder wrote the task's shard since this one looked (then reused)."""
@@ -387,19 +331,11 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
         if on_done:
             on_done(shard, False)
 
-    submissions = queue()
     try:
-        while True:
-            for task in itertools.islice(submissions, window - len(pending)):
-                pending[pool.submit(_run_task_safely, task)] = task
-            if not pending:
-                break
-            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for future in finished:
-                finish(future, pending.pop(future))
+        with contextlib.closing(workers.completed(pool, _run_task_safely, queue(), max(1, 2 * slots))) as calls:
+            for task, future in calls:
+                finish(future, task)
     finally:
-        for future in pending:
-            future.cancel()
         for key in list(claimed):
             _release(out_dir, claimed, key)
     return SweepRun([done[key] for key in keys], executed, reused)

@@ -16,6 +16,9 @@ instead, a what-if: 'measured' (data/variability.yaml's sourced defaults) or key
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +30,7 @@ from simcluster.parallel import memory
 from simcluster.spec import config
 from simcluster.spec.variability import Variability
 from simcluster.spec.variability import measured as measured_variability
-from simcluster.studies import steady_state
+from simcluster.studies import steady_state, workers
 from simcluster.workload import moe
 
 
@@ -187,6 +190,30 @@ def run_case(case: dict, network: str | None = None, variability: Variability | 
     return CaseResult(case["scenario"], case["metric"], published_tflops(case, scenario), simulated,
                       case["source"], memory_bytes, memory_bytes <= scenario.cluster.gpu.hbm_capacity,
                       case.get("series", case["source"]), scenario.training.precision, step_s, note)
+
+
+def run_cases(cases: list[dict], run: Callable[[dict], CaseResult] = run_case,
+              jobs: int | None = None) -> Iterator[tuple[int, CaseResult]]:
+    """``(index in cases, run(case))`` for every case as it finishes, on ``jobs`` worker processes (``workers.local``:
+    default one per CPU, never more than the cases; 1: one after the other in this process). The callers put the
+    results back in the cases' order, so that what they print is the same for any ``jobs``. ``run`` is called in
+    the workers: a module-level function or a ``functools.partial`` of one (pickled by name). A worker that dies
+    (killed: out of memory) or a pool that cannot start is the one-line error of ``--jobs``."""
+    position = {id(case): index for index, case in enumerate(cases)}  # the cases' own objects come back
+    count = min(jobs or workers.default_jobs(), len(cases))
+    try:
+        with (workers.local(count) as (pool, slots),
+              contextlib.closing(workers.completed(pool, run, cases, window=2 * slots)) as calls):
+            for case, future in calls:
+                yield position[id(case)], future.result()
+    except BrokenProcessPool as err:
+        raise ScenarioError("--jobs", f"a worker process died ({err}); --jobs 1 runs the cases in this "
+                            "process") from None
+    except OSError as err:  # no /dev/shm, too many open files: the workers could not start
+        if count == 1:  # in this process: a file of the run's own, named by the caller
+            raise
+        raise ScenarioError("--jobs", f"cannot start the worker processes: {err.strerror or err}; --jobs 1 runs "
+                            "the cases in this process") from None
 
 
 def error_stats(results: list[CaseResult]) -> dict[str, float]:

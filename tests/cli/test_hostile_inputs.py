@@ -351,7 +351,7 @@ def test_interrupted_validate_prints_the_finished_cases_and_exits_130(cli, monke
         return validation.CaseResult(case["scenario"], "model", 100.0, 110.0, "test", step_time_s=1.0)
 
     monkeypatch.setattr(validation, "run_case", run_case)
-    code, stdout, err = cli("validate", *(["--json"] if as_json else []))
+    code, stdout, err = cli("validate", "--jobs", "1", *(["--json"] if as_json else []))  # run_case patched here
     assert code == 130 and err.endswith("interrupted by SIGINT\n") and err.count("interrupted by") == 1, err
     if as_json:
         report = json.loads(stdout)
@@ -361,7 +361,7 @@ def test_interrupted_validate_prints_the_finished_cases_and_exits_130(cli, monke
     else:
         assert all(name in stdout for name in done) and "interrupted after 2 of" in stdout.replace("\n", " ")
     monkeypatch.setattr(validation, "run_case", lambda *_a, **_k: (_ for _ in ()).throw(Interrupted(signal.SIGINT)))
-    code, stdout, err = cli("validate")
+    code, stdout, err = cli("validate", "--jobs", "1")
     assert code == 130 and err == "interrupted by SIGINT\n" and "scenario" not in stdout  # none finished: no table
 
 

@@ -135,11 +135,11 @@ def test_points_another_sweep_claimed_or_finished_are_read_not_run(tmp_path, mon
     """Two sweeps of one grid started together both ran every point (round 34's note): a point another sweep has
     claimed (``shards/KEY.claim``) is put off to the end, and a point whose shard another sweep wrote since this one
     looked is read, not run; a claim nobody finishes (a sweep killed) is run at the end, and its claim removed."""
-    from simcluster.studies import grid, sweep
+    from simcluster.studies import grid, sweep, workers
 
     base = config.rebuildable(config.from_dict(copy.deepcopy(SMALL)))
     tasks = grid.grid(base, None, vary={"training.micro_batch_size": [1, 2, 4], "parallelism.tp": [1, 2]})
-    first = sweep.run_grid(tasks, tmp_path / "a", sweep.InlineExecutor())  # what the other sweep computes
+    first = sweep.run_grid(tasks, tmp_path / "a", workers.InlineExecutor())  # what the other sweep computes
     other, mine = tmp_path / "a" / "shards", tmp_path / "b" / "shards"
     mine.mkdir(parents=True)
     for task in (tasks[0], tasks[2]):  # claimed by the other sweep; only tasks[0] will it finish
@@ -155,7 +155,7 @@ def test_points_another_sweep_claimed_or_finished_are_read_not_run(tmp_path, mon
         return real(scenario, network, steps)
 
     monkeypatch.setattr(sweep, "_simulate", simulate)
-    run = sweep.run_grid(tasks, tmp_path / "b", sweep.InlineExecutor())
+    run = sweep.run_grid(tasks, tmp_path / "b", workers.InlineExecutor())
     point = {task.key: (task.params["training.micro_batch_size"], task.params["parallelism.tp"]) for task in tasks}
     assert ran == [point[tasks[i].key] for i in (1, 4, 5, 2)]  # the claim nobody finished last
     assert sorted(run.reused) == sorted([tasks[0].key, tasks[3].key])

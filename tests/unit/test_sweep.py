@@ -12,7 +12,7 @@ from scenario_data import MIXTRAL
 from simcluster.core.errors import ScenarioError
 from simcluster.outcomes import laws
 from simcluster.spec import config
-from simcluster.studies import grid, sweep
+from simcluster.studies import grid, sweep, workers
 
 TINY = {
     "name": "tiny",
@@ -154,24 +154,24 @@ def test_interrupted_sweep_resumes_computing_only_the_missing_runs(base, tmp_pat
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C after two runs
 
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor(), on_done=kill_after_two)
+        sweep.run_grid(tasks, tmp_path, workers.InlineExecutor(), on_done=kill_after_two)
     assert len(counted) == 2
     assert len(list((tmp_path / "shards").glob("*.json"))) == 2
     counted.clear()
-    resumed = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    resumed = sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     assert sorted(counted) == [32, 64]  # only the two runs without a shard were simulated
     assert len(resumed.reused) == 2 and len(resumed.executed) == 2
-    fresh = sweep.run_grid(tasks, tmp_path / "fresh", sweep.InlineExecutor())
+    fresh = sweep.run_grid(tasks, tmp_path / "fresh", workers.InlineExecutor())
     assert _numbers(resumed) == _numbers(fresh)
 
 
 def test_deleting_one_shard_recomputes_exactly_that_run(base, tmp_path, counted):
     tasks = grid.grid(base, [8, 16, 32])
-    sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     sweep.shard_path(tmp_path, tasks[1].key).unlink()
     (tmp_path / "shards" / f"{tasks[2].key}.json").write_text("{truncated")  # half-written by a crash
     counted.clear()
-    again = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    again = sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     assert sorted(counted) == [16, 32]
     assert sorted(again.executed) == sorted([tasks[1].key, tasks[2].key])
 
@@ -179,12 +179,12 @@ def test_deleting_one_shard_recomputes_exactly_that_run(base, tmp_path, counted)
 def test_failing_runs_are_reported_with_their_parameters_and_do_not_sink_the_sweep(base, tmp_path, counted):
     # tp=3 divides neither gpt3-1.3b's 32 heads nor the 8 and 16 GPUs (tp*pp = 6)
     tasks = grid.grid(base, [8, 16], vary={"parallelism.tp": [2, 3]})
-    run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    run = sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     assert [s["params"]["parallelism.tp"] for s in run.summaries] == [2, 2]
     assert {(s["params"]["parallelism.tp"], s["params"]["gpus"]) for s in run.failed} == {(3, 8), (3, 16)}
     assert all(s["status"] == "failed" and s["error"] for s in run.failed)
     counted.clear()
-    again = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    again = sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     assert counted == [] and len(again.failed) == 2  # user errors are deterministic: cached, not retried
 
 
@@ -198,12 +198,12 @@ def test_unexpected_crash_is_reported_but_retried_next_time(base, tmp_path, monk
         return real(scenario, network, steps)
 
     monkeypatch.setattr(sweep, "_simulate", flaky)
-    run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    run = sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     assert [(s["params"]["gpus"], s["status"]) for s in run.shards] == [(8, "ok"), (16, "error")]
     assert "RuntimeError: worker lost" in run.failed[0]["error"]
     assert not sweep.shard_path(tmp_path, tasks[1].key).exists()
     monkeypatch.setattr(sweep, "_simulate", real)
-    again = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    again = sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     assert again.executed == [tasks[1].key] and not again.failed
 
 
@@ -218,7 +218,7 @@ def test_shards_of_another_format_or_key_are_ignored(base, tmp_path):
 def test_table_efficiency_is_relative_to_the_smallest_run_of_each_series(base, tmp_path):
     fabrics = [grid.parse_fabric("rail-fat-tree"), grid.parse_fabric("leaf-spine")]
     tasks = grid.grid(base, [8, 16, 32], fabrics)
-    run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    run = sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     frame, groups = sweep.table(run, tasks, "chinchilla")
     assert len(groups) == 2 and len(frame) == 6
     for _series, rows in frame.groupby("series"):
@@ -245,7 +245,7 @@ def test_scheduler_without_dask_installed_is_a_clear_user_error(monkeypatch):
 
 def test_local_process_pool_gives_the_same_numbers_as_running_inline(base, tmp_path):
     tasks = grid.grid(base, [8, 16], [grid.parse_fabric("leaf-spine:oversubscription=4")])
-    inline = sweep.run_grid(tasks, tmp_path / "inline", sweep.InlineExecutor())
+    inline = sweep.run_grid(tasks, tmp_path / "inline", workers.InlineExecutor())
     with sweep.executor(jobs=2) as (pool, slots):
         assert slots == 2
         pooled = sweep.run_grid(tasks, tmp_path / "pool", pool, slots)
@@ -256,7 +256,7 @@ def test_samples_run_every_seed_and_give_the_scaling_curve_a_band(base, tmp_path
     base["variability"] = {"gpu_speed_cv": 0.05, "kernel_jitter_cv": 0.02}
     tasks = grid.grid(base, [8, 32], samples=3)
     assert {t.key for t in tasks}.isdisjoint(t.key for t in grid.grid(base, [8, 32]))  # keyed apart
-    run = sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor())
+    run = sweep.run_grid(tasks, tmp_path, workers.InlineExecutor())
     assert sorted(counted) == [8, 8, 8, 32, 32, 32]
     frame, groups = sweep.table(run, tasks, "chinchilla")
     for row in groups[0]["rows"]:
@@ -274,7 +274,7 @@ def test_a_varied_all_to_all_shows_the_token_drop_each_point_resolved(tmp_path):
 
     base = config.rebuildable(config.from_dict(copy.deepcopy(MIXTRAL)))
     tasks = grid.grid(base, vary=grid.parse_vary(["parallelism.ep_alltoall=direct,hierarchical"]))
-    frame, _groups = sweep.table(sweep.run_grid(tasks, tmp_path, sweep.InlineExecutor()), tasks, "chinchilla")
+    frame, _groups = sweep.table(sweep.run_grid(tasks, tmp_path, workers.InlineExecutor()), tasks, "chinchilla")
     by_mode = dict(zip(frame["parallelism.ep_alltoall"], frame[sweep.TOKEN_DROP_COLUMN], strict=True))
     assert by_mode == {"direct": True, "hierarchical": False}
     assert "training.moe_token_drop" in sweep.token_drop_note(frame[sweep.TOKEN_DROP_COLUMN])
@@ -282,5 +282,6 @@ def test_a_varied_all_to_all_shows_the_token_drop_each_point_resolved(tmp_path):
     rows = [compare.row(compare.run_point(task, str(i), None, law, None)) for i, task in enumerate(tasks)]
     assert [r[sweep.TOKEN_DROP_COLUMN] for r in rows] == [True, False]
     dense = grid.grid(config.from_dict(copy.deepcopy(TINY)).model_dump(mode="json"), [8])
-    frame, _groups = sweep.table(sweep.run_grid(dense, tmp_path / "dense", sweep.InlineExecutor()), dense, "chinchilla")
+    run = sweep.run_grid(dense, tmp_path / "dense", workers.InlineExecutor())
+    frame, _groups = sweep.table(run, dense, "chinchilla")
     assert sweep.TOKEN_DROP_COLUMN not in frame and sweep.token_drop_note([None, float("nan"), True]) is None
