@@ -8,6 +8,7 @@ Llama 2 70B block."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,24 @@ def test_a_stated_fsdp1_row_pays_the_kernels_beside_compute_not_on_its_stream(mo
 def test_runs_fsdp1_is_the_key_or_composers_optimizer_not_fsdp2():
     assert fsdp_runtime.runs_fsdp1(config.load(H100)) and fsdp_runtime.runs_fsdp1(config.load("mpt-13b-8-h100"))
     assert not fsdp_runtime.runs_fsdp1(config.load("torchtitan-llama31-405b-128-h100-bf16"))
+
+
+MPT_ROWS = sorted(p.stem for p in (Path(config.__file__).parents[1] / "data" / "scenarios").glob("mpt-*.yaml"))
+
+
+@pytest.mark.parametrize("name", MPT_ROWS)
+def test_composer_mpt_rows_pad_nothing_and_keep_their_units(name):
+    """Round 36 review: the pad and the merged root leave every llm-foundry MPT row as it was. Each unit (a block,
+    and the root with the tied embedding and the final norm) is a multiple of the row's power-of-two world, so
+    ``_get_reduce_scatter_tensors`` pads nothing (with ``use_orig_params=True`` FSDP1 would have padded the flat
+    parameter at construction instead: no ``F.pad`` either way), and a tied, unpipelined model has one root unit
+    whether or not it is counted merged."""
+    scenario = config.load(name)
+    m, p = scenario.model, scenario.parallelism
+    assert fsdp_runtime.runs_fsdp1(scenario) and m.tied_embeddings and p.pp == 1
+    numels = fsdp_runtime.unit_numels(memory.layer_params_per_rank(m, p.tp), m.layers,
+                                      memory.chunk_params(m, p.tp, m.layers, True, True, 1))
+    assert len(numels) == m.layers + 1
+    assert fsdp_runtime.pad_ops(numels, p.dp * p.cp, 2.0) == []
+    assert (memory.zero3_units(m, m.layers, True, True, 1, merged_root=True)
+            == memory.zero3_units(m, m.layers, True, True, 1) == m.layers + 1)
