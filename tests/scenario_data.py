@@ -23,6 +23,14 @@ def with_changes(data: dict, **changes) -> config.Scenario:
     return config.from_dict(data)
 
 
+def bundled_with_training(name: str, **training) -> config.Scenario:
+    """The bundled scenario ``name`` (as written: unset keys stay unset, so defaults resolve again) with each
+    ``training`` key set."""
+    data = config.load(name).model_dump(mode="json", exclude_none=True)
+    data["training"].update(training)
+    return config.from_dict(data)
+
+
 def sequence_parallel_grads_s(sim, group: tuple[int, ...]) -> float:
     """The step's TP all-reduce of the sequence-parallel parameters' gradients (parallel.sequence_parallel_grads)
     timed alone on ``group``, as the engine tallies it (tensor-parallel communication), for a one-stage plan."""

@@ -10,6 +10,7 @@ Fails if a kernel or a byte is dropped, if the kept tensor is not counted, or if
 """
 
 import pytest
+from scenario_data import bundled_with_training
 
 from simcluster.core.errors import ScenarioError
 from simcluster.parallel import memory
@@ -24,9 +25,7 @@ FUSED_FORWARD_BYTES, FUSED_BACKWARD_BYTES = 3 * E, 5 * E
 
 
 def _scenario(**training):
-    data = config.load(SCENARIO).model_dump(mode="json", exclude_none=True)
-    data["training"].update(training)
-    return config.from_dict(data)
+    return bundled_with_training(SCENARIO, **training)
 
 
 def _act(ops):

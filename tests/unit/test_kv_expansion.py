@@ -14,6 +14,7 @@ the sum's direction is swapped, if multi-head attention or a Megatron-Core row p
 """
 
 import pytest
+from scenario_data import bundled_with_training
 
 from simcluster.core.errors import ScenarioError
 from simcluster.parallel import memory
@@ -25,12 +26,6 @@ FMS = "fmsfsdp-llama2-70b-96-h100"                 # tp 1, micro batch 2, sequen
 MEGATRON = "nemo2409-llama31-8b-8-h100-bf16"        # Megatron-Core, GQA 32 / 8: TE attention reads the groups
 
 
-def _scenario(name, **training):
-    data = config.load(name).model_dump(mode="json", exclude_none=True)
-    data["training"].update(training)
-    return config.from_dict(data)
-
-
 def _expansion(ops):
     return [op for op in ops if op.name.startswith("kv_expand")]
 
@@ -38,7 +33,7 @@ def _expansion(ops):
 @pytest.mark.parametrize("name, tokens, heads_local, kv_heads_local", [(TITAN, 1 * 8192, 16, 1),
                                                                       (FMS, 2 * 4096, 64, 8)])
 def test_one_layer_copies_and_sums_keys_and_values_as_counted_by_hand(name, tokens, heads_local, kv_heads_local):
-    layer = layer_ops(*(lambda s: (s.model, shard_for(s)))(_scenario(name, kv_expansion="copy")))
+    layer = layer_ops(*(lambda s: (s.model, shard_for(s)))(bundled_with_training(name, kv_expansion="copy")))
     small, expanded = tokens * kv_heads_local * 128, tokens * heads_local * 128
     forward, backward = _expansion(layer["forward"]), _expansion(layer["backward_input"])
     assert [op.name for op in forward] == ["kv_expand_key", "kv_expand_value"]
@@ -58,11 +53,11 @@ def test_one_layer_copies_and_sums_keys_and_values_as_counted_by_hand(name, toke
 
 
 def test_multi_head_attention_megatron_and_the_default_pay_nothing():
-    mha = _scenario(TITAN, kv_expansion="copy")
+    mha = bundled_with_training(TITAN, kv_expansion="copy")
     mha_data = mha.model_dump(mode="json", exclude_none=True)
     mha_data["model"] = {**mha.model.model_dump(mode="json", exclude_none=True), "kv_heads": mha.model.heads}
     for scenario in (config.from_dict(mha_data),        # n_rep 1: repeat_kv returns x
-                     _scenario(TITAN, kv_expansion="none"), config.load(MEGATRON)):
+                     bundled_with_training(TITAN, kv_expansion="none"), config.load(MEGATRON)):
         layer = layer_ops(scenario.model, shard_for(scenario))
         assert not any(_expansion(layer[phase]) for phase in layer)
     assert config.load(MEGATRON).training.kv_expansion == "none"
@@ -71,7 +66,7 @@ def test_multi_head_attention_megatron_and_the_default_pay_nothing():
 @pytest.mark.parametrize("name", [MEGATRON, "automodel-deepseek-v3-256-h100-bf16"])
 def test_copy_is_refused_on_megatron_core_and_mla(name):
     with pytest.raises(ScenarioError, match=r"training\.kv_expansion"):
-        _scenario(name, kv_expansion="copy")
+        bundled_with_training(name, kv_expansion="copy")
 
 
 def test_sdpa_keeps_the_expanded_keys_and_values():
@@ -79,8 +74,9 @@ def test_sdpa_keeps_the_expanded_keys_and_values():
     than the small ones; under full recompute the layer being rebuilt holds them (the workspace margin)."""
     extra = 2 * 8192 * (16 - 1) * 128 * 2
     kept = {mode: memory.layer_activation_bytes(s.model, shard_for(s)) for mode, s in
-            ((mode, _scenario(TITAN, kv_expansion=mode, activation_recompute="none")) for mode in ("none", "copy"))}
+            ((mode, bundled_with_training(TITAN, kv_expansion=mode, activation_recompute="none"))
+             for mode in ("none", "copy"))}
     assert kept["copy"] - kept["none"] == pytest.approx(extra)
     margin = {mode: memory.workspace_bytes(s.model, shard_for(s)) for mode, s in
-              ((mode, _scenario(TITAN, kv_expansion=mode)) for mode in ("none", "copy"))}
+              ((mode, bundled_with_training(TITAN, kv_expansion=mode)) for mode in ("none", "copy"))}
     assert margin["copy"] - margin["none"] == pytest.approx(extra)
