@@ -30,6 +30,24 @@ def test_the_loss_is_transformer_engines_fused_cross_entropy(name):
     assert config.load(name).training.cross_entropy == "fused"
 
 
+# The DGX-H100 rows of the same page go through the same override: qwen3_235b_a22b_pretrain_config_h100 ends with
+# set_workload_base_configs, as the Blackwell builders do (scripts/performance/configs/qwen/qwen3_llm_pretrain.py,
+# stored radixark/Megatron-Bridge @ d063066b). Until round 36 the Qwen3-235B H100 row resolved the framework default,
+# Megatron-Core's own fused loss (docs/calibration.md "Round 36: audit of the NeMo Blackwell and MoE rows").
+H100_ROWS = sorted(name for name in config.bundled_names()
+                   if name.startswith("nemo2511-") and name.rsplit("-", 2)[-2] == "h100")
+
+
+def test_every_h100_row_is_found():
+    # Llama 3 70B on 64, Llama 3.1 405B on 1024, Qwen3-235B on 256
+    assert len(H100_ROWS) == 3, H100_ROWS
+
+
+@pytest.mark.parametrize("name", H100_ROWS)
+def test_the_h100_rows_run_the_same_loss(name):
+    assert config.load(name).training.cross_entropy == "fused"
+
+
 # DeepSeek-V3's pipeline layouts, decoder layers per model chunk in model order, from Megatron-Bridge's
 # set_deepseek_v3_pipeline_model_parallel_layout (recipes/deepseek/deepseek_v3.py, layout_map): (pp, vp) ->
 # embedding + 4, 14 x 4, 1 + (MTP) + loss, for both layouts the NeMo 25.11 DeepSeek rows on these GPUs share
