@@ -186,7 +186,7 @@ def replay_command(
     for sentence in _assumption_lines(outcomes):
         console.print(f"- {sentence}", highlight=False)
     console.print(f"wrote {', '.join(str(p.relative_to(out_dir)) for p in written)} to {out_dir}/",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)  # the path whole: the terminal wraps it, rich would fold it
 
 
 def _report(out_dir: Path, outcomes: list[ReplayOutcome], name: str, written: list[Path]) -> Path:

@@ -288,7 +288,7 @@ def run(
         typer.echo(outputs.dumps({**result.summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(summary_table(result.summary, result.memory))
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False, soft_wrap=True)
 
 
 def keep_summary(summary: dict, out_dir: Path, done: str = "the simulation had finished", what: str = "") -> str:
@@ -343,4 +343,4 @@ def run_jobs(spec, out: Path | None, network: str | None, steps: int | None, as_
         typer.echo(outputs.dumps({**summary, "out_dir": str(out_dir)}, indent=2))
         return
     console.print(jobs_table(summary))
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False, soft_wrap=True)

@@ -223,7 +223,7 @@ def sweep_command(
         console.print(_failures_table(run.failed))
     console.print(f"{len(tasks)} runs: {len(run.executed)} computed, {len(run.reused)} reused from shards, "
                   f"{len(run.failed)} failed", highlight=False)
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}/", highlight=False, soft_wrap=True)
 
 
 def _check_targets(tasks: list, law, target_loss: float | None) -> None:
