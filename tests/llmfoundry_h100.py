@@ -1,6 +1,7 @@
 """mosaicml/llm-foundry's benchmarking table "H100 80GB BF16" (scripts/train/benchmarking/README.md, commit
 061f2c7c) as the validation tests hold the MPT scenarios against it (tests/validation/test_round16_llmfoundry_h100.py,
-tests/validation/test_round19_mpt_h100_rows.py; ``tests/`` is on the path as the conftest's folder).
+tests/validation/test_round19_mpt_h100_rows.py, and with the GPU given, the A100 tables' rows in
+tests/validation/test_round37_mpt_a100_rows.py; ``tests/`` is on the path as the conftest's folder).
 
 A row, as the table prints it: (GPUs, micro batch, gradient accumulation steps, global batch, activation
 checkpointing, tokens/s per GPU ("Throughput (T/s/GPU)", an integer), "NumParams"); sequence 2048 in every row.
@@ -25,14 +26,15 @@ def flop_per_token(model, params: int) -> float:
     return 6 * params + 12 * model.layers * model.hidden * SEQ
 
 
-def assert_scenario_is_row(name: str, row: tuple) -> None:
-    """The bundled scenario ``name`` runs the table's row: held out with its source, its GPUs, batch, checkpointing
-    and parameter count, FULL_SHARD over every GPU, and global batch = GPUs x micro batch x accumulation steps."""
+def assert_scenario_is_row(name: str, row: tuple, gpu: str = "h100-sxm") -> None:
+    """The bundled scenario ``name`` runs the table's row on ``gpu`` (the A100 tables' rows too, round 37): held out
+    with its source, its GPUs, batch, checkpointing and parameter count, FULL_SHARD over every GPU, and global batch
+    = GPUs x micro batch x accumulation steps."""
     gpus, micro, accum, global_batch, checkpointing, _, params = row
     assert HELD_OUT[name]["source"] == "llmfoundry" and HELD_OUT[name]["metric"] == "model", name
     scenario = config.load(name)
     t, p = scenario.training, scenario.parallelism
-    assert scenario.cluster.gpus == gpus and scenario.cluster.gpu.name == "h100-sxm"
+    assert scenario.cluster.gpus == gpus and scenario.cluster.gpu.name == gpu
     assert (t.seq_len, t.micro_batch_size, t.global_batch_size, t.precision) == (SEQ, micro, global_batch, "bf16")
     assert global_batch == gpus * micro * accum
     assert t.activation_recompute == ("full" if checkpointing else "none")
