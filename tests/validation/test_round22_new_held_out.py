@@ -90,6 +90,9 @@ def test_scenario_is_table_3s_setup(name):
     # (tests/unit/test_round22_a100small_stack.py)
     assert model.tied_embeddings is True and p.layers_per_stage is None
     assert p.grad_reduce_dtype == "fp16"  # Megatron-LM under --fp16: main gradients in the parameters' dtype
+    # round 37: the paper-era script passes no --use-distributed-optimizer, and --max-position-embeddings 2048
+    # beside --seq-length 1024 (the learned position table, not the sequence)
+    assert p.zero_stage == 0 and model.max_seq_len == 2048
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
