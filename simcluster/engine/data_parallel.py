@@ -467,7 +467,8 @@ class GatherDuringForward(ParameterGathering):
     With ``overlap_param_gather_with_optimizer_step`` (``with_optimizer_step``; parallel/param_gather_overlap.py) the
     stage's first chunk's gathers are the ones the previous step's optimizer dispatched after that chunk's update:
     queued at the step's start, where the agent then runs the rest of that optimizer step (``plan.optimizer_tail_s``)
-    before its first forward; the schedule dispatches chunk 1 (aligned) at the first forward, after that tail.
+    before its first forward; the schedule dispatches chunk 1 (aligned) at its start (``start_schedule``), after
+    the tail.
 
     Holds the step's gathers until their forward: one instance per agent.
     """

@@ -634,9 +634,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         deferred_gather_bytes=activation_bytes if deferred_wgrads and p.tp > 1 and p.sequence_parallel else 0.0,
     )
     if p.overlap_param_gather_with_optimizer_step:
-        step_plan.optimizer_tail_s = [
-            stage_optimizer_s(stage, params, param_gather_overlap.later_chunks_share(
-                [n for c, n in zip(chunks, chunk_param_counts, strict=True) if c.stage == stage]))
+        step_plan.optimizer_tail_s = [   # a part of the stage's step: never more than the whole
+            min(step_plan.optimizer_s[stage], stage_optimizer_s(stage, params, param_gather_overlap.later_chunks_share(
+                [n for c, n in zip(chunks, chunk_param_counts, strict=True) if c.stage == stage])))
             for stage, params in enumerate(optimizer_params)]
     if p.ep_overlap and m.moe and p.ep > 1:
         step_plan.ep_overlap = ep_overlap.build(
