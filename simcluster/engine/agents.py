@@ -48,6 +48,10 @@ class Agent:
         self.parameters.start_step(self)
         if self.sim.variability is not None:  # the barrier that ended the last step: no replica behind
             self.sim.variability.start_step(self)
+        tail_s = self.sim.plan.optimizer_tail_s[self.stage] if self.sim.plan.optimizer_tail_s else 0.0
+        if tail_s > 0:  # the previous step's optimizer after its first chunk's update, under that chunk's gathers
+            yield from self._optimizer(tail_s, "optimizer tail")
+        self.parameters.start_schedule(self)
         reductions = []
         order = self.sim.plan.orders[self.stage]
         warmup = self._warmup()
@@ -63,7 +67,7 @@ class Agent:
             yield from self._deferred_wgrads()
         yield from self.wait_data_parallel(reductions)
         yield from self._finalize_gradients()
-        yield from self._optimizer()
+        yield from self._optimizer(self.sim.plan.optimizer_s[self.stage] - tail_s)
         yield from self.parameters.after_optimizer(self)
 
     def _forward(self, step_index: int, work, then=None):
@@ -167,14 +171,17 @@ class Agent:
         exposed_s = env.now - max(arrived_at_s, started_at_s)
         setattr(self.tally, tally_field, getattr(self.tally, tally_field) + exposed_s)
 
-    def _optimizer(self):
-        env, optimizer_s = self.sim.env, self.sim.plan.optimizer_s[self.stage]
+    def _optimizer(self, optimizer_s: float, name: str = "optimizer"):
+        """``optimizer_s`` of the optimizer step on the compute stream (split in two with
+        ``overlap_param_gather_with_optimizer_step``: the tail after the first chunk's update runs at the step's
+        start, ``GatherDuringForward``)."""
+        env = self.sim.env
         if self.sim.variability is not None:  # per-GPU speed and stragglers (engine.variability)
             optimizer_s *= self.sim.variability.speed_of(self)
         started_at_s = env.now
         yield env.timeout(optimizer_s)
         self.tally.optimizer_s += optimizer_s
-        self.sim.recorder.compute(self, "compute", "optimizer", -1, started_at_s, env.now)
+        self.sim.recorder.compute(self, "compute", name, -1, started_at_s, env.now)
 
     # ---- the streams ------------------------------------------------------------------------------------------
     def wait_data_parallel(self, events):

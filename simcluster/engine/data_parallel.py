@@ -15,6 +15,7 @@ from simcluster.parallel.fsdp_runtime import gathers_once_per_step, root_holds_o
 from simcluster.parallel.mcore_buckets import Bucket, gpt_param_tensors, layer_tensors, megatron_core_bucket_groups
 from simcluster.parallel.megatron_fsdp_prefetch import prefetches_next_unit
 from simcluster.parallel.memory import layer_params_per_rank, zero3_units
+from simcluster.parallel.param_gather_overlap import disables_bucketing
 from simcluster.parallel.plan import StepPlan, bucket_count
 from simcluster.spec.config import (
     Parallelism,
@@ -128,7 +129,8 @@ def chunk_buckets(plan: StepPlan, cost) -> int:
     Megatron-Core one bucket, the whole chunk's, off the first pipeline stage's first model chunk (``bucket_count``):
     reduced once the chunk's last backward ends, its parameters gathered before its first forward."""
     return bucket_count(cost.grad_bytes + cost.expert_grad_bytes, plan.bucket_bytes, cost.layers, stage=cost.stage,
-                        model_chunk=cost.chunk // plan.layout.pp, megatron_core=plan.scenario.megatron_core)
+                        model_chunk=cost.chunk // plan.layout.pp, megatron_core=plan.scenario.megatron_core,
+                        disable_bucketing=disables_bucketing(plan.scenario))
 
 
 def apex_group_elements(plan: StepPlan, cost) -> list[tuple[float, float]]:
@@ -188,7 +190,8 @@ def chunk_bucket_groups(plan: StepPlan, cost) -> list[Bucket] | None:
     s = plan.scenario
     p, model = s.parallelism, s.model
     shared = model.tied_embeddings and p.pp > 1 and p.zero_stage > 0
-    walked = cost.stage == 0 and cost.chunk // plan.layout.pp == 0
+    # overlap_param_gather_with_optimizer_step: every chunk one bucket (param_gather_overlap.disables_bucketing)
+    walked = cost.stage == 0 and cost.chunk // plan.layout.pp == 0 and not disables_bucketing(s)
     # the last stage's copy of a tied output layer under pipelining is marked shared_embedding as well
     # (language_module.py): a bucket of its own although the stage does not bucket (bucket_size None), its own group
     # on the stage's only model chunk (a later model chunk disables bucketing: one group, force_single_bucket_group)
@@ -379,6 +382,10 @@ class ParameterGathering:
     def start_step(self, agent) -> None:
         """Start what the step's forwards will wait for."""
 
+    def start_schedule(self, agent) -> None:
+        """The pipeline schedule starts (after the optimizer tail of ``overlap_param_gather_with_optimizer_step``):
+        start what it dispatches before its first receive."""
+
     def before_use(self, agent, work):
         """Make ``work``'s chunk's parameters whole before it runs (or start gathering them)."""
         yield from ()
@@ -457,12 +464,20 @@ class GatherDuringForward(ParameterGathering):
       keeps its gathers queued together (round 24: a one-ahead chain at the engine's layer-granular waits is an
       artefact of the cut, not the framework).
 
+    With ``overlap_param_gather_with_optimizer_step`` (``with_optimizer_step``; parallel/param_gather_overlap.py) the
+    stage's first chunk's gathers are the ones the previous step's optimizer dispatched after that chunk's update:
+    queued at the step's start, where the agent then runs the rest of that optimizer step (``plan.optimizer_tail_s``)
+    before its first forward; the schedule dispatches chunk 1 (aligned) at its start (``start_schedule``), after
+    the tail.
+
     Holds the step's gathers until their forward: one instance per agent.
     """
 
-    def __init__(self, lazy_first: bool = False, interleaved: str | None = None):
+    def __init__(self, lazy_first: bool = False, interleaved: str | None = None, with_optimizer_step: bool = False):
         self._lazy_first = lazy_first
         self._interleaved = interleaved  # None (all at the start), "aligned" (0.9 on) or "chained" (before 0.9)
+        self._with_optimizer_step = with_optimizer_step
+        self._at_schedule_start: list[int] = []  # chunks the schedule dispatches before its first receive
         self._buckets: dict[int, list[list]] = {}  # a chunk's gathers, by the forward part that first needs them
         self._deferred: set[int] = set()  # chunks whose gathers wait for their first forward
         self._at_forward: dict[tuple[int, int], list[int]] = {}  # aligned: (chunk, microbatch) -> chunks it starts
@@ -483,9 +498,17 @@ class GatherDuringForward(ParameterGathering):
                     k = (c - 1) * pp - agent.stage
                     if k < len(forwards):
                         self._at_forward.setdefault((forwards[k].chunk, forwards[k].microbatch), []).append(chunks[c])
+                if self._with_optimizer_step:  # chunk 0 under the optimizer's tail, chunk 1 at the schedule's start
+                    self._deferred.add(chunks[1])
+                    self._at_schedule_start = [chunks[1]]
         for chunk in chunks:
             if chunk not in self._deferred:
                 self._buckets[chunk] = self._queue(agent, chunk)
+
+    def start_schedule(self, agent) -> None:
+        for chunk in self._at_schedule_start:
+            self._dispatch(agent, chunk)
+        self._at_schedule_start = []
 
     def _dispatch(self, agent, chunk: int) -> None:
         """Queue ``chunk``'s gathers unless they are queued already."""
@@ -609,7 +632,8 @@ def strategies(options: Parallelism, plan: StepPlan, data_parallel: bool) -> tup
         parameters = GatherBeforeUse(prefetches_next_unit(plan.scenario))
     elif plan.param_gather:  # ZeRO-1/2
         lazy = plan.scenario.megatron_core and lazy_first_param_gather(plan.scenario.training.mcore_version)
-        parameters = (GatherDuringForward(lazy, interleaved_param_gather(plan.scenario))
+        parameters = (GatherDuringForward(lazy, interleaved_param_gather(plan.scenario),
+                                          options.overlap_param_gather_with_optimizer_step)
                       if options.overlap_param_gather else GatherAfterOptimizer())
     else:
         parameters = ParameterGathering()

@@ -21,6 +21,7 @@ from simcluster.parallel import (
     ep_overlap,
     fsdp_runtime,
     memory,
+    param_gather_overlap,
     sequence_parallel_grads,
 )
 from simcluster.parallel.ep_overlap import EpOverlap
@@ -181,6 +182,9 @@ class StepPlan:
     deferred_wgrad_clock_s: float = 0.0  # of it, the part the SM clock sets (``ChunkCost.forward_clock_s``)
     deferred_gather_bytes: float = 0.0
     ep_overlap: EpOverlap | None = None  # Megatron-Core's combined 1F1B all-to-all overlap (parallel.ep_overlap)
+    # per pipeline stage: the part of optimizer_s after the first model chunk's update, under which that chunk's
+    # parameter all-gather runs (overlap_param_gather_with_optimizer_step; parallel.param_gather_overlap); empty: none
+    optimizer_tail_s: list[float] = field(default_factory=list)
 
     def stage_of(self, chunk: int) -> int:
         return chunk % self.layout.pp
@@ -588,21 +592,26 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                           and deepspeed_pipeline.uses_bf16_optimizer(precision, p.grad_reduce_dtype))
     deferred_stream = (_phase_stream(output, ("backward_weight",), gpu, precision) if deferred_wgrads
                        else kernels.StreamTime())
+
+    def stage_optimizer_s(stage: int, params: float, tail_share: float | None = None) -> float:
+        """Stage ``stage``'s optimizer step over its ``params`` shard parameters (``optimizer_time_s``)."""
+        return optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer,
+                                params if p.zero_stage >= 2 else stage_params[stage],
+                                fsdp_runtime.optimizer_tensors(    # Composer's per-piece optimizer loop
+                                    sum(c.layers for c in chunks if c.stage == stage), sum(memory.zero3_units(
+                                        m, c.layers, c.chunk == 0, c.chunk == len(chunks) - 1, p.pp)
+                                        for c in chunks if c.stage == stage), layer_tensors,
+                                    shards if fsdp_runtime.applies(scenario) else 1)  # no ZeRO-1: all local
+                                if t.optimizer == "decoupled_adamw" else optimizer_step.shard_tensors(
+                                    sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
+                                p.zero_stage >= 1, wrapper_passes, stage_fp8[stage],
+                                gradient_buffers(scenario, sum(c.stage == stage for c in chunks)),
+                                t.adam_moments_dtype, lightning_loop.clip_over(scenario), tail_share)
+
     step_plan = StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
-        optimizer_s=[optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer,
-                                      params if p.zero_stage >= 2 else stage_params[stage],
-                                      fsdp_runtime.optimizer_tensors(    # Composer's per-piece optimizer loop
-                                          sum(c.layers for c in chunks if c.stage == stage), sum(memory.zero3_units(
-                                              m, c.layers, c.chunk == 0, c.chunk == len(chunks) - 1, p.pp)
-                                              for c in chunks if c.stage == stage), layer_tensors,
-                                          shards if fsdp_runtime.applies(scenario) else 1)  # no ZeRO-1: all local
-                                      if t.optimizer == "decoupled_adamw" else optimizer_step.shard_tensors(
-                                          sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
-                                      p.zero_stage >= 1, wrapper_passes, stage_fp8[stage],
-                                      gradient_buffers(scenario, sum(c.stage == stage for c in chunks)),
-                                      t.adam_moments_dtype, lightning_loop.clip_over(scenario))
+        optimizer_s=[stage_optimizer_s(stage, params)
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
                      + grad_scaling.serial_s(scenario, [(c.grad_bytes, c.expert_grad_bytes) for c in chunks
@@ -624,6 +633,11 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         deferred_wgrad_s=deferred_stream.elapsed_s(), deferred_wgrad_clock_s=deferred_stream.clock_bound_s(),
         deferred_gather_bytes=activation_bytes if deferred_wgrads and p.tp > 1 and p.sequence_parallel else 0.0,
     )
+    if p.overlap_param_gather_with_optimizer_step:
+        step_plan.optimizer_tail_s = [   # a part of the stage's step: never more than the whole
+            min(step_plan.optimizer_s[stage], stage_optimizer_s(stage, params, param_gather_overlap.later_chunks_share(
+                [n for c, n in zip(chunks, chunk_param_counts, strict=True) if c.stage == stage])))
+            for stage, params in enumerate(optimizer_params)]
     if p.ep_overlap and m.moe and p.ep > 1:
         step_plan.ep_overlap = ep_overlap.build(
             scenario, orders, {phase: interference.memory_bound_share(
@@ -1006,7 +1020,7 @@ def gradient_buffers(scenario: Scenario, stage_chunks: int) -> int:
 def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
                      buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True,
                      wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None, buffers: int = 1,
-                     moments: str = "fp32", clip_over: str = "shard") -> float:
+                     moments: str = "fp32", clip_over: str = "shard", tail_share: float | None = None) -> float:
     """The optimizer step over ``params`` shard parameters (the rank's optimizer state), memory-bound.
 
     ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
@@ -1017,6 +1031,9 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     further launches, queued back to back by its C++ loop, each the measured queued-launch latency (efficiency.yaml
     launch_overhead_s, the "fill" structure's gap); ``moments``: Adam's moment dtype (training.adam_moments_dtype);
     ``clip_over``: ``torch_adamw``'s clipping over the shard or the buffer (``optimizer_step.passes``).
+    ``tail_share`` (Megatron-Core's optimizers only): the time of the passes after the gradient norm's host sync,
+    over that share of the shard (its tensors alike) and the whole gradient buffer: what follows the first model
+    chunk's update under ``overlap_param_gather_with_optimizer_step`` (parallel/param_gather_overlap.py).
     ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
     (workload.megatron_fp16_step) as one memory-bound op; ``decoupled_adamw`` as ``composer_adamw.step_ops``' 10
@@ -1030,10 +1047,18 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
         if unscale:
             ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
         queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
-        for step_pass in optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8,
-                                               moments, clip_over):
-            elements = params if step_pass.over == "shard" else buffer
-            count = optimizer_step.launches(step_pass, elements, tensors, buffers)
+        step_passes = optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8,
+                                            moments, clip_over)
+        share = 1.0
+        if tail_share is not None:
+            synced = [i for i, step_pass in enumerate(step_passes) if step_pass.sync_after]
+            step_passes, share, ops = step_passes[synced[-1] + 1 if synced else 0:], tail_share, []
+        for step_pass in step_passes:
+            elements = params * share if step_pass.over == "shard" else buffer
+            if step_pass.over == "shard" and share == 0:   # a tail with no later chunk: no update launched
+                continue
+            count = optimizer_step.launches(step_pass, elements, tensors * share if step_pass.over == "shard"
+                                            else tensors, buffers)
             calls = 1 if step_pass.launch == "multi_tensor" else count
             queued += count - calls
             ops.extend([Op(name=step_pass.name, kind="memory", flop=0.0,
@@ -1112,13 +1137,14 @@ def gathered_param_bytes(dense: float, experts: float, gemm_weights: float | Non
 
 
 def bucket_count(grad_bytes: float, bucket_bytes: float, layers: int, stage: int = 0, model_chunk: int = 0,
-                 megatron_core: bool = False) -> int:
+                 megatron_core: bool = False, disable_bucketing: bool = False) -> int:
     """Gradient buckets of a chunk: DDP-style fixed-size buckets, never finer than one per layer.
 
     Megatron-Core's DistributedDataParallel keeps them only on the first pipeline stage's first model chunk: it sets
     ``bucket_size = None`` (one bucket) when ``get_pipeline_model_parallel_rank() > 0`` or ``disable_bucketing``,
     which Megatron-LM's ``get_model`` and NeMo 2.x's ``MegatronParallel.init_ddp`` pass as ``model_chunk_idx > 0``
-    (NVIDIA/Megatron-LM megatron/core/distributed/distributed_data_parallel.py, core_r0.7 to r0.12)."""
-    if megatron_core and (stage > 0 or model_chunk > 0):
+    (NVIDIA/Megatron-LM megatron/core/distributed/distributed_data_parallel.py, core_r0.7 to r0.12), or on every
+    chunk with ``disable_bucketing`` (``... or overlap_param_gather_with_optimizer_step``: param_gather_overlap)."""
+    if megatron_core and (stage > 0 or model_chunk > 0 or disable_bucketing):
         return 1
     return max(1, min(max(layers, 1), math.ceil(grad_bytes / bucket_bytes)))
