@@ -14,11 +14,13 @@ A ratio of two published steps of one run family, twins that differ only in the 
   per kernel not at all; FlashAttention-2's causal A100 rate from 2k to 4k (Dao 2023, Figures 4d/5d: forward 187 ->
   198, backward 145 -> 165 TFLOP/s, ``test_flash2_a100_causal.py``) bounds the attention's growth at 4 x 187/198 =
   3.78 forward and 4 x 145/165 = 3.52 backward.
-- Megatron's fused scale-mask-softmax runs only for 16 < key length <= 2048 in the 2021-22 releases
-  (``FusedScaleMaskSoftmax.is_kernel_available``; 4096 from 2023), beyond which it falls back to torch's softmax; the
-  unfused-attention rate the model uses (efficiency.yaml attention.naive) is Megatron's fused kernels measured at
-  1024 and 2048 tokens.
+- Megatron's fused scale-mask-softmax runs only for 16 < key length <= 2048 in the older copies
+  (``FusedScaleMaskSoftmax.is_kernel_available``; 4096 in later ones), beyond which it falls back to torch's
+  softmax; the unfused-attention rate the model uses (efficiency.yaml attention.naive) is Megatron's fused kernels
+  measured at 1024 and 2048 tokens.
 """
+
+import json
 
 import pytest
 import yaml
@@ -160,3 +162,19 @@ def test_no_unfused_attention_row_runs_beyond_the_fused_softmax():
             naive.append(training.get("seq_len", 2048))
     assert naive, "no unfused-attention scenario found"
     assert all(16 < s <= 2048 for s in naive)
+
+
+def test_script_help_and_bad_input(tmp_path, capsys):
+    """The project's rule for scripts: --help works; bad input is one line naming the file or scenario, exit 2."""
+    with pytest.raises(SystemExit) as done:
+        seq_pairs.main(["--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage:")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"cases": [{"scenario": f"vocabpar2024-none-s{s}-x", "error": 0.1, "step_time_s": 1.0}
+                                             for s in (2048, 4096)]}))
+    for path, word in ((tmp_path / "missing.json", "missing.json"), (bad, "not JSON"), (unknown, "vocabpar2024-none")):
+        code = seq_pairs.main([str(path)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and word in err and "Traceback" not in err, err
