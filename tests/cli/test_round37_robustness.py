@@ -153,3 +153,40 @@ def test_replay_leaves_no_cut_trace_when_its_write_fails(cli, tmp_path, monkeypa
     assert "No space left on device" in err
     assert not (out / "trace.json.gz").exists()
     assert (out / "events.csv").read_text().startswith("rank,")   # written whole before
+
+
+# ---- 5. a jobs scenario's name -------------------------------------------------------------------------------------
+def _two_jobs(name: str, first: str = "a", second: str = "b") -> dict:
+    job = {"model": "gpt3-1.3b", "training": {"seq_len": 1024, "global_batch_size": 16, "micro_batch_size": 1},
+           "parallelism": {"tp": 1, "pp": 1, "dp": 8}}
+    return {"name": name, "cluster": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2, "topology": "leaf-spine"},
+            "jobs": [{**job, "name": first, "placement": {"first_node": 0}},
+                     {**job, "name": second, "placement": {"first_node": 1}}]}
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("é" * 150, "is 300 bytes long, at most 200"),   # 150 characters passed; the first job was blamed
+    ("a\tb", "must not contain control characters"),
+    (" x", "must not start or end with white space"),
+])
+def test_a_jobs_scenario_s_name_is_refused_as_its_own(name, says):
+    from simcluster.core.errors import ScenarioError
+    from simcluster.spec import jobs
+
+    with pytest.raises(ScenarioError) as refused:
+        jobs.from_dict(_two_jobs(name))
+    assert refused.value.field == "name" and says in refused.value.message, str(refused.value)
+
+
+@pytest.mark.parametrize(("name", "first", "second"), [
+    ("n" * 190, "x" * 60 + "1", "x" * 60 + "2"),   # both cut to one name at 200 characters
+    ("é" * 100, "a", "b"),                           # 200 bytes: each job refused as 'jobs.0.name: is 202 bytes'
+])
+def test_each_job_keeps_a_name_of_its_own(name, first, second):
+    from simcluster.spec import config, jobs
+
+    placed = jobs.from_dict(_two_jobs(name, first, second)).jobs
+    names = [job.scenario.name for job in placed]
+    assert len(set(names)) == 2 and all(len(n.encode()) <= config.MAX_NAME_BYTES for n in names)
+    assert [n.rsplit("-", 1)[1] for n in names] == [first, second]
+    assert all(name.startswith(n.rsplit("-", 1)[0]) for n in names)
