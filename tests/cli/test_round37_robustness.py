@@ -190,3 +190,17 @@ def test_each_job_keeps_a_name_of_its_own(name, first, second):
     assert len(set(names)) == 2 and all(len(n.encode()) <= config.MAX_NAME_BYTES for n in names)
     assert [n.rsplit("-", 1)[1] for n in names] == [first, second]
     assert all(name.startswith(n.rsplit("-", 1)[0]) for n in names)
+
+
+# ---- 6. --vary of what names a run ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("field", "says"), [
+    ("name", "name: the sweep names each run itself"),          # 'two grid points are the same run' before
+    ("description", "description: a scenario's description changes nothing simulated"),   # two equal runs before
+])
+def test_varying_what_only_names_a_run_is_refused(cli, tmp_path, field, says):
+    scenario = write_scenario(tmp_path, SMALL)
+    code, _, err = cli("sweep", scenario, "--network", "analytic", "--vary", f"{field}=a,b", "--jobs", "1",
+                       "--out", tmp_path / "g")
+    assert_one_line(code, err, 2)
+    assert err.startswith(f"error: --vary: {says}"), err
+    assert not (tmp_path / "g").exists()
