@@ -27,7 +27,6 @@ from simcluster.cli.terminal import MAX_COLUMNS, MIN_COLUMNS, settle_widths
 from tests.cli.scenario_files import SMALL, assert_one_line, write_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
-TWO_RANKS = ROOT / "tests" / "data" / "kineto" / "a100-2rank-allreduce.rank0.json.gz"
 
 
 def _simcluster(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
@@ -97,7 +96,7 @@ def test_a_width_of_0_prints_the_table_at_the_narrowest_width(cli, monkeypatch):
     assert all(cell.strip() for row in rows for cell in row[1:-1].replace("┃", "│").split("│")), out
 
 
-@pytest.mark.parametrize("env", [{"TERMINAL_WIDTH": "abc"}, {"COLUMNS": "²"}, {"TERMINAL_WIDTH": "10000000000"}])
+@pytest.mark.parametrize("env", [{"TERMINAL_WIDTH": "abc", "COLUMNS": "²"}, {"TERMINAL_WIDTH": "10000000000"}])
 def test_a_width_that_is_no_terminal_s_leaves_help_bounded(env):
     """typer read TERMINAL_WIDTH with int() (ValueError traceback), rich read '²' as digits and int() raised; a
     width of 10^10 padded the help's panels to gigabytes."""
@@ -147,8 +146,15 @@ def test_replay_leaves_no_cut_trace_when_its_write_fails(cli, tmp_path, monkeypa
 
     monkeypatch.setattr(report, "chrome_trace", full_disk)
     monkeypatch.setattr(shutil, "rmtree", lambda *_args, **_kwargs: None)   # no cleanup, as after SIGKILL
+    trace = tmp_path / "rank0.json"   # rank 0 of two: a GEMM, then an all-reduce of 4 MiB
+    meta = {"Collective name": "allreduce", "dtype": "Float", "In msg nelems": 1 << 20, "Out msg nelems": 1 << 20,
+            "Group size": 2, "Process Group Ranks": "[0, 1]"}
+    trace.write_text(json.dumps({"schemaVersion": 1, "distributedInfo": {"rank": 0, "world_size": 2}, "traceEvents": [
+        {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": 100.0, "dur": 50.0, "args": {}},
+        {"ph": "X", "cat": "kernel", "name": "ncclDevKernel_AllReduce_Sum_f32_RING_LL", "pid": 0, "tid": 20,
+         "ts": 160.0, "dur": 30.0, "args": meta}]}))
     out = tmp_path / "o"
-    code, _, err = cli("replay", TWO_RANKS, "--network", "analytic", "--out", out)
+    code, _, err = cli("replay", trace, "--network", "analytic", "--out", out)
     assert_one_line(code, err, 2)
     assert "No space left on device" in err
     assert not (out / "trace.json.gz").exists()
