@@ -175,6 +175,10 @@ def _missing_command(err: Exception) -> str:
     return f"COMMAND: missing{f'; one of {names}' if names else ''}"
 
 
+# The line of a command whose stdout's reader left, as the scripts say it (core.script_entry._stdout_closed).
+READER_GONE = "stdout: closed by its reader (Broken pipe)"
+
+
 def _stdout_file() -> tuple[int, int] | None:
     """The file behind descriptor 1 (device and inode), None if there is none."""
     try:
@@ -184,13 +188,13 @@ def _stdout_file() -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-def _reader_gone(before: tuple[int, int] | None) -> bool:
+def _reader_gone(stream_before: object, before: tuple[int, int] | None) -> bool:
     """Whether a ``SystemExit(1)`` is how click, typer or rich ended a command whose stdout's reader left (``simcluster
     validate | head -1``: EPIPE). click and typer wrap sys.stdout in their ``PacifyFlushWrapper`` first; rich's
     ``Console.on_broken_pipe`` (a table, typer's help) points descriptor 1 at /dev/null first. Either way the exit
     was 1 and said nothing (round 37), where docs/robustness.md's rule for an output that cannot be written is one
     line and 2, as the scripts do (``script_entry._stdout_closed``)."""
-    if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+    if sys.stdout is not stream_before and type(sys.stdout).__name__ == "PacifyFlushWrapper":
         return True
     try:
         now_null = os.path.samestat(os.fstat(1), os.stat(os.devnull))
@@ -202,7 +206,7 @@ def _reader_gone(before: tuple[int, int] | None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: typer app with user errors turned into exit code 2."""
     settle_widths(os.environ)
-    stdout_before = _stdout_file()
+    stream_before, stdout_before = sys.stdout, _stdout_file()
     try:
         with _interrupts(), warnings.catch_warnings():
             # numpy's overflow and division warnings would add lines to a one-line error; results are checked
@@ -222,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as err:
         return err.exit_code
     except SystemExit as err:
-        if err.code == 1 and _reader_gone(stdout_before):
-            _error("stdout: closed by its reader (Broken pipe)")
+        if err.code == 1 and _reader_gone(stream_before, stdout_before):
+            _error(READER_GONE)
             return USER_ERROR_EXIT
         raise
     except (typer.Abort, KeyboardInterrupt):
@@ -234,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         # of the routing arrays before (round 36: 16,384 GPUs on the analytic network under a 1.5 GB limit)
         _error("out of memory: the simulation needed more memory than this process may use (fewer GPUs, or another "
                "--network)")
+        return USER_ERROR_EXIT
+    except BrokenPipeError:  # a write of ours, outside click's handling
+        _error(READER_GONE)
         return USER_ERROR_EXIT
     except OSError as err:
         # a file that cannot be written or read (full disk, read-only folder, closed or full stdout)
@@ -263,7 +270,8 @@ def console() -> None:
         except OSError as err:  # stdout on a full device or a closed pipe: one line, and no second error at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             if code == 0:  # else the error was reported already (main caught the failed write)
-                _error(f"cannot write to standard output: {err.strerror or err}")
+                _error(READER_GONE if isinstance(err, BrokenPipeError) else
+                       f"cannot write to standard output: {err.strerror or err}")
                 code = USER_ERROR_EXIT
     leave(code)
 
