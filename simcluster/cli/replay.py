@@ -324,8 +324,8 @@ def _write_one(out_dir: Path, outcome: ReplayOutcome, name: str) -> list[Path]:
     from simcluster.replay.report import chrome_trace, recorded_view
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    # through core.outputs, as run's: renamed into place whole (round 37: written in place, an interrupt or a full
-    # disk left a cut events.csv or trace.json.gz where a replay's good one was)
+    # through core.outputs, as run's: renamed into place whole (round 37: written in place, a crash that runs no
+    # cleanup, SIGKILL or the out-of-memory killer, left a cut events.csv or trace.json.gz under the good name)
     written = [outputs.write_table(outcome.events, out_dir / "events.csv")]
     max_ranks = catalog.load("engine")["trace"]["max_ranks"]
     written.append(out_dir / "trace.json.gz")
