@@ -154,7 +154,7 @@ def _caption(path: Path) -> str:
 
 def assumptions_blocks() -> list:
     """The assumptions section: the list above and the price file verbatim (its comments are the sources)."""
-    prices = resources.files("simcluster").joinpath("data", "fabric_costs.yaml").read_text()
+    prices = resources.files("simcluster").joinpath("data", "fabric_costs.yaml").read_text(encoding="utf-8")
     return [Heading("Assumptions and sources"), *[Text(line) for line in ASSUMPTIONS],
             Pre(prices, "Fabric prices and power (simcluster/data/fabric_costs.yaml; a scenario overrides them under "
                         "economics.fabric_prices):")]

@@ -47,6 +47,7 @@ try:
     # each subcommand module registers its commands on ``app`` when imported
     from simcluster.cli import collective, compare, explain, laws, replay, run, schema, sweep, validate  # noqa: F401
     from simcluster.cli.app import USER_ERROR_EXIT, Interrupted, app, fail
+    from simcluster.cli.terminal import settle_widths
     from simcluster.core.errors import ScenarioError, one_line
 finally:
     if _COLLECTING:
@@ -174,8 +175,38 @@ def _missing_command(err: Exception) -> str:
     return f"COMMAND: missing{f'; one of {names}' if names else ''}"
 
 
+# The line of a command whose stdout's reader left, as the scripts say it (core.script_entry._stdout_closed).
+READER_GONE = "stdout: closed by its reader (Broken pipe)"
+
+
+def _stdout_file() -> tuple[int, int] | None:
+    """The file behind descriptor 1 (device and inode), None if there is none."""
+    try:
+        status = os.fstat(1)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _reader_gone(stream_before: object, before: tuple[int, int] | None) -> bool:
+    """Whether a ``SystemExit(1)`` is how click, typer or rich ended a command whose stdout's reader left (``simcluster
+    validate | head -1``: EPIPE). click and typer wrap sys.stdout in their ``PacifyFlushWrapper`` first; rich's
+    ``Console.on_broken_pipe`` (a table, typer's help) points descriptor 1 at /dev/null first. Either way the exit
+    was 1 and said nothing (round 37), where docs/robustness.md's rule for an output that cannot be written is one
+    line and 2, as the scripts do (``script_entry._stdout_closed``)."""
+    if sys.stdout is not stream_before and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        return True
+    try:
+        now_null = os.path.samestat(os.fstat(1), os.stat(os.devnull))
+    except OSError:
+        return False
+    return now_null and before is not None and before != _stdout_file()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: typer app with user errors turned into exit code 2."""
+    settle_widths(os.environ)
+    stream_before, stdout_before = sys.stdout, _stdout_file()
     try:
         with _interrupts(), warnings.catch_warnings():
             # numpy's overflow and division warnings would add lines to a one-line error; results are checked
@@ -194,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except typer.Exit as err:
         return err.exit_code
+    except SystemExit as err:
+        if err.code == 1 and _reader_gone(stream_before, stdout_before):
+            _error(READER_GONE)
+            return USER_ERROR_EXIT
+        raise
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
@@ -202,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         # of the routing arrays before (round 36: 16,384 GPUs on the analytic network under a 1.5 GB limit)
         _error("out of memory: the simulation needed more memory than this process may use (fewer GPUs, or another "
                "--network)")
+        return USER_ERROR_EXIT
+    except BrokenPipeError:  # a write of ours, outside click's handling
+        _error(READER_GONE)
         return USER_ERROR_EXIT
     except OSError as err:
         # a file that cannot be written or read (full disk, read-only folder, closed or full stdout)
@@ -223,15 +262,44 @@ def console() -> None:
     # the command's modules (hundreds of thousands of objects) live as long as the process: kept out of the cycle
     # collector's passes, which otherwise walk them again at every full collection of a run (gc.freeze)
     gc.freeze()
-    code = main()
-    try:
-        sys.stdout.flush()
-    except OSError as err:  # stdout on a full device or a closed pipe: one line, and no second error at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        if code == 0:  # else the error was reported already (main caught the failed write)
-            _error(f"cannot write to standard output: {err.strerror or err}")
-            code = USER_ERROR_EXIT
+    code = _standard_streams()
+    if code is None:
+        code = main()
+        try:
+            sys.stdout.flush()
+        except OSError as err:  # stdout on a full device or a closed pipe: one line, and no second error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if code == 0:  # else the error was reported already (main caught the failed write)
+                _error(READER_GONE if isinstance(err, BrokenPipeError) else
+                       f"cannot write to standard output: {err.strerror or err}")
+                code = USER_ERROR_EXIT
     leave(code)
+
+
+def _standard_streams() -> int | None:
+    """The process's standard streams made fit for a command; an exit code if it cannot run (round 37):
+
+    - stderr closed by the shell (``2>&-``: Python sets ``sys.stderr`` to None): ``print(file=sys.stderr)`` wrote
+      the error line into stdout, and the exit ended in an AttributeError (exit 1). Its lines now go to /dev/null;
+      the exit code still says what happened.
+    - stdout closed (``>&-``): every line was dropped unsaid, exit 0, then a traceback at the last flush (exit 1).
+      Refused before anything runs: one line, exit 2 (docs/robustness.md: stdout closed).
+    - stdout in an encoding that cannot hold every character (``LC_ALL=C`` with ``PYTHONCOERCECLOCALE=0``, a
+      Latin-1 locale): a scenario named ``smäll`` ended ``run`` in a UnicodeEncodeError traceback after its files
+      were written. Such characters are written as backslash escapes (``sm\\xe4ll``), as Python writes them on
+      stderr; a UTF-8 stdout is left as it is."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (the process's stderr, never closed)
+    if sys.stdout is None:
+        _error("stdout: closed (>&-); redirect it to a file, or to /dev/null to discard what the command prints")
+        return USER_ERROR_EXIT
+    import codecs
+
+    encoding = getattr(sys.stdout, "encoding", None)
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if encoding and callable(reconfigure) and codecs.lookup(encoding).name != "utf-8":
+        reconfigure(errors="backslashreplace")
+    return None
 
 
 def leave(code: int) -> None:
@@ -248,6 +316,8 @@ def leave(code: int) -> None:
 
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # closed by the shell (>&-): nothing was written to it
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):  # closed or full: nothing more can be said on it

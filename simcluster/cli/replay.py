@@ -324,10 +324,12 @@ def _write_one(out_dir: Path, outcome: ReplayOutcome, name: str) -> list[Path]:
     from simcluster.replay.report import chrome_trace, recorded_view
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "events.csv", out_dir / "trace.json.gz"]
-    outcome.events.to_csv(written[0], index=False)
+    # through core.outputs, as run's: renamed into place whole (round 37: written in place, a crash that runs no
+    # cleanup, SIGKILL or the out-of-memory killer, left a cut events.csv or trace.json.gz under the good name)
+    written = [outputs.write_table(outcome.events, out_dir / "events.csv")]
     max_ranks = catalog.load("engine")["trace"]["max_ranks"]
-    with gzip.open(written[1], "wt") as handle:
+    written.append(out_dir / "trace.json.gz")
+    with outputs.atomic_path(written[1]) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as handle:
         json.dump(chrome_trace(outcome.events, max_ranks), handle)
     written.append(plot_timeline(outcome.events, out_dir / "timeline.png",
                                  title=f"{name}: replayed on {outcome.label}", stages=False))

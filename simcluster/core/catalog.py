@@ -11,6 +11,6 @@ import yaml
 @cache
 def load(name: str) -> dict:
     """The parsed YAML file ``simcluster/data/<name>.yaml``."""
-    text = resources.files("simcluster").joinpath("data", f"{name}.yaml").read_text()
+    text = resources.files("simcluster").joinpath("data", f"{name}.yaml").read_text(encoding="utf-8")
     # libyaml's parser when installed (several times faster; the same safe constructors build the data)
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

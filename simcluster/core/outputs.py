@@ -8,6 +8,9 @@
 - ``dumps``: JSON has no NaN or Infinity (Python's ``json`` would write the invalid tokens ``NaN`` and
   ``Infinity``); a non-finite float is written as ``null``. Inputs are validated so that results are finite; a
   null marks a figure that has no value (e.g. a ratio over zero).
+
+Text is written as UTF-8 whatever the locale (round 37: under ``LC_ALL=C`` without Python's locale coercion, the
+locale's ASCII refused a name such as ``smäll``), as ``core.table.Table.write_csv`` and pandas write CSV.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically; returns ``path``."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
@@ -55,7 +58,7 @@ def write_new(path: Path, text: str) -> bool:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.new{path.suffix}")
     try:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -65,7 +68,7 @@ def write_new(path: Path, text: str) -> bool:
                 descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 return False
-            with os.fdopen(descriptor, "w") as file:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
                 file.write(text)
         return True
     finally:

@@ -1182,6 +1182,20 @@ class Economics(_Strict):
 MAX_DESCRIPTION_CHARS = 200
 
 
+def folder_name(value: str) -> str:
+    """A scenario's ``name``, which becomes a folder: refuse what a file system refuses or what would hide in a
+    listing (a single-job scenario's and a jobs scenario's, ``spec.jobs``)."""
+    control = [c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if control:
+        raise ValueError(f"must not contain control characters (found {control[0]!r} in {value[:40]!r})")
+    if value != value.strip():
+        raise ValueError(f"must not start or end with white space, got {value[:40]!r}")
+    size = len(value.encode())
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"is {size} bytes long, at most {MAX_NAME_BYTES} (it names a folder)")
+    return value
+
+
 class Scenario(_Strict):
     name: str = Field("scenario", pattern=r"^[^/\\.][^/\\]*$",
                       description="names the output folder runs/<name>/: no '/' or '\\', no leading '.', no "
@@ -1429,16 +1443,7 @@ class Scenario(_Strict):
     @field_validator("name")
     @classmethod
     def _folder_name(cls, value: str) -> str:
-        """The name becomes a folder: refuse what a file system refuses or what would hide in a listing."""
-        control = [c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
-        if control:
-            raise ValueError(f"must not contain control characters (found {control[0]!r} in {value[:40]!r})")
-        if value != value.strip():
-            raise ValueError(f"must not start or end with white space, got {value[:40]!r}")
-        size = len(value.encode())
-        if size > MAX_NAME_BYTES:
-            raise ValueError(f"is {size} bytes long, at most {MAX_NAME_BYTES} (it names a folder)")
-        return value
+        return folder_name(value)
 
     @field_validator("model", mode="before")
     @classmethod

@@ -146,7 +146,7 @@ def write_csv(runs: list[dict], path: Path) -> Path:
     """compare.csv: one ``row`` per fabric (columns: the union of the rows' keys, in first-seen order)."""
     rows = [row(run) for run in runs]
     fields = list(dict.fromkeys(key for r in rows for key in r))
-    with outputs.atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+    with outputs.atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for r in rows:

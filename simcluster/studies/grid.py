@@ -258,6 +258,13 @@ def _first_repeat(texts: list[str], values: list) -> str | None:
     return None
 
 
+# Scenario keys that name a run without changing it (round 37): ``--vary name=a,b`` was refused as "two grid points
+# are the same run (a varied value repeats?)", the values being distinct, and ``description`` ran one simulation
+# once a value, each a point of its own in results.csv.
+NOT_VARIED = {"name": "the sweep names each run itself (SCENARIO-Ngpu-FABRIC)",
+              "description": "a scenario's description changes nothing simulated"}
+
+
 def parse_vary(items: list[str]) -> dict[str, list]:
     """``['parallelism.tp=4,8', 'micro_batch_size=1,2']`` -> {'parallelism.tp': [4, 8], 'training.micro_batch_size':
     [1, 2]} (values read as YAML scalars)."""
@@ -267,6 +274,9 @@ def parse_vary(items: list[str]) -> dict[str, list]:
         if not sep:
             raise ScenarioError("--vary", f"expected key=v1,v2,..., got {item!r}")
         path = resolve_key(key)
+        if path in NOT_VARIED:
+            raise ScenarioError("--vary", f"{path}: {NOT_VARIED[path]}; vary a field of the run (e.g. "
+                                "parallelism.tp=2,4)")
         if path in out:
             raise ScenarioError("--vary", f"{path} is varied twice")
         texts = _split_top_level(values, keep_empty=True)

@@ -28,7 +28,7 @@ class Group:
 def description(name: str) -> str:
     """The ``description:`` of the bundled scenario ``name`` (read without building the scenario: a listing of 77
     files must not validate them all)."""
-    text = (config.bundled_dir() / f"{name}.yaml").read_text()
+    text = (config.bundled_dir() / f"{name}.yaml").read_text(encoding="utf-8")
     return str((yaml.safe_load(text) or {}).get("description", ""))
 
 
