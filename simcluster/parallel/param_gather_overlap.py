@@ -41,10 +41,13 @@ optimizers' shard, ``later_share``, and the zeroing of every gradient buffer, ``
 waits for them (``engine/data_parallel.py`` ``GatherDuringForward``): exposed is what of the gather outlasts that
 tail. The head (the gradient copy and norm over the whole shard, then the first chunk's update) stays at the step's
 end. Each part is priced as its own block with its own calls, so the step counts the later optimizers' own
-launches (a second ``multi_tensor_adam`` call, with fp8 parameters a second set of scale-update kernels). Left out:
-the model-parallel ``logical_and`` / grad-norm reductions ``train_step`` runs after ``optimizer.step()`` (a host
-sync across the pipeline stages before the zeroing and chunk 1's dispatch; the engine starts chunk 1 after the
-stage's own tail).
+launches (a second ``multi_tensor_adam`` call, with fp8 parameters a second set of scale-update kernels).
+``train_step`` then reduces over the model-parallel group (``logical_and_across_model_parallel_group``,
+``reduce_max_stat_across_model_parallel_group``: an all-reduce and ``.item()`` each; Megatron-LM training.py and
+Megatron-Bridge train.py) before the next step zeroes the buffers and its schedule dispatches chunk 1: no stage
+starts its schedule before every stage's tail has ended. The engine runs what of each tail its step barrier did not
+already cover (``visible_tails_s``) and then holds the stages at ``Simulation.model_parallel_sync``; the
+reductions' own time is not charged, and the zeroing runs before them (in the tail), not after.
 """
 
 from __future__ import annotations
@@ -77,4 +80,3 @@ def visible_tails_s(optimizer_s: list[float], tails_s: list[float]) -> list[floa
     heads = [whole - tail for whole, tail in zip(optimizer_s, tails_s, strict=True)]
     longest = max(heads)
     return [max(0.0, tail - (longest - head)) for head, tail in zip(heads, tails_s, strict=True)]
-
