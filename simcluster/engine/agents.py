@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from simcluster.engine.data_parallel import GradientReduction, ParameterGathering, portion
 from simcluster.engine.record import Tally
-from simcluster.parallel import ep_overlap
+from simcluster.parallel import ep_overlap, param_gather_overlap
 from simcluster.parallel.plan import GRAD_NORM_BYTES
 from simcluster.parallel.schedules import batches_next_receive, warmup_forwards
 from simcluster.workload.interference import overlapped_s
@@ -48,9 +48,15 @@ class Agent:
         self.parameters.start_step(self)
         if self.sim.variability is not None:  # the barrier that ended the last step: no replica behind
             self.sim.variability.start_step(self)
-        tail_s = self.sim.plan.optimizer_tail_s[self.stage] if self.sim.plan.optimizer_tail_s else 0.0
-        if tail_s > 0:  # the previous step's optimizer after its first chunk's update, under that chunk's gathers
-            yield from self._optimizer(tail_s, "optimizer tail")
+        plan = self.sim.plan
+        tail_s = plan.optimizer_tail_s[self.stage] if plan.optimizer_tail_s else 0.0
+        if plan.optimizer_tail_s:  # the previous step's optimizer after its first chunk's update, under that chunk's
+            # gathers: what of it the last step's barrier did not hold (param_gather_overlap.visible_tails_s), then
+            # train_step's model-parallel reductions before the schedule starts
+            visible_s = param_gather_overlap.visible_tails_s(plan.optimizer_s, plan.optimizer_tail_s)[self.stage]
+            yield from self._optimizer(visible_s, "optimizer tail")
+            self.tally.optimizer_s += tail_s - visible_s   # run during that barrier: busy, not on this step's clock
+            yield from self.sim.model_parallel_sync(self, step_index)
         self.parameters.start_schedule(self)
         reductions = []
         order = self.sim.plan.orders[self.stage]

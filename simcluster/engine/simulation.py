@@ -117,6 +117,8 @@ class Simulation:
             self.agents = [self._agent(s, np.flatnonzero(self._stage_of == s).tolist()) for s in range(layout.pp)]
             self._agent_of_rank = {r: agent for agent in self.agents for r in agent.ranks}
         self._messages: dict = {}
+        # (step, dp, cp) -> the arrival events of a model-parallel group's agents (model_parallel_sync)
+        self._model_parallel_syncs: dict = {}
         # a rank's data-parallel streams (engine.data_parallel.communicator_streams): one per rank, keyed by the rank,
         # or with ``_dp_stream_per_group`` a second one, keyed (rank, "experts"), for its expert data-parallel group
         self._dp_streams: dict = {}
@@ -513,6 +515,25 @@ class Simulation:
                 groups = sorted(tuple(sorted(group)) for group in self._groups(agent, self.plan.grad_norm_axes))
             self._groups_cache[key] = Groups(groups)
         return self._groups_cache[key]
+
+    def model_parallel_sync(self, agent, step_index: int):
+        """``train_step``'s reductions over the model-parallel group after ``optimizer.step()`` (Megatron-LM and
+        Megatron-Bridge ``logical_and_across_model_parallel_group`` / ``reduce_max_stat_across_model_parallel_group``:
+        an all-reduce and ``.item()`` each), where the step's own barrier does not stand for them (the optimizer tail
+        of ``overlap_param_gather_with_optimizer_step``, parallel/param_gather_overlap.py): ``agent`` goes on once
+        every agent of its group (the tensor- and pipeline-parallel ranks of its data- and context-parallel
+        coordinates) has arrived. The reductions' own time is not charged (as at the step's end)."""
+        def group(rank: int) -> tuple[int, int]:
+            coords = self.plan.layout.coords(rank)
+            return coords["dp"], coords["cp"]
+
+        key = (step_index, *group(agent.rank))
+        arrived = self._model_parallel_syncs.get(key)
+        if arrived is None:
+            arrived = self._model_parallel_syncs[key] = {other.rank: self.env.event() for other in self.agents
+                                                         if group(other.rank) == key[1:]}
+        arrived[agent.rank].succeed()
+        yield self.env.all_of(list(arrived.values()))
 
     # ---- run --------------------------------------------------------------------------------------------------
     def run(self, steps: int | None = None, on_step=None) -> Result:

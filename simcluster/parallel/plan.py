@@ -593,7 +593,15 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
     deferred_stream = (_phase_stream(output, ("backward_weight",), gpu, precision) if deferred_wgrads
                        else kernels.StreamTime())
 
-    def stage_optimizer_s(stage: int, params: float, tail_share: float | None = None) -> float:
+    # overlap_param_gather_with_optimizer_step: per stage, the share of its optimizer shard stepped after the first
+    # model chunk's gather is dispatched (param_gather_overlap.later_share); None: one optimizer step
+    tail_shares = [param_gather_overlap.later_share(
+        [n - moe_counts[c.chunk] * experts_per_layer for c, n in zip(chunks, chunk_param_counts, strict=True)
+         if c.stage == stage],
+        [moe_counts[c.chunk] * experts_per_layer for c in chunks if c.stage == stage], shards, expert_shards)
+        if p.overlap_param_gather_with_optimizer_step else None for stage in range(p.pp)]
+
+    def stage_optimizer_s(stage: int, params: float, tail_share: float | None = None, head: bool = False) -> float:
         """Stage ``stage``'s optimizer step over its ``params`` shard parameters (``optimizer_time_s``)."""
         return optimizer_time_s(params, gpu, precision, p.grad_reduce_dtype, t.optimizer,
                                 params if p.zero_stage >= 2 else stage_params[stage],
@@ -606,12 +614,19 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
                                     sum(c.layers for c in chunks if c.stage == stage) * layer_tensors, shards),
                                 p.zero_stage >= 1, wrapper_passes, stage_fp8[stage],
                                 gradient_buffers(scenario, sum(c.stage == stage for c in chunks)),
-                                t.adam_moments_dtype, lightning_loop.clip_over(scenario), tail_share)
+                                t.adam_moments_dtype, lightning_loop.clip_over(scenario), tail_share, head)
+
+    def stage_step_s(stage: int, params: float) -> float:
+        """The whole optimizer step of stage ``stage``: one, or the head and tail of the split one."""
+        share = tail_shares[stage]
+        if share is None:
+            return stage_optimizer_s(stage, params)
+        return stage_optimizer_s(stage, params, share, head=True) + stage_optimizer_s(stage, params, share)
 
     step_plan = StepPlan(
         scenario=scenario, layout=layout, chunks=chunks, orders=orders, microbatches=scenario.microbatches,
         p2p_bytes=p2p_bytes, bucket_bytes=p.grad_bucket_size,
-        optimizer_s=[stage_optimizer_s(stage, params)
+        optimizer_s=[stage_step_s(stage, params)
                      + local_ddp_time_s(sum(c.grad_bytes + c.expert_grad_bytes for c in chunks if c.stage == stage),
                                         gpu, precision, p.local_ddp)
                      + grad_scaling.serial_s(scenario, [(c.grad_bytes, c.expert_grad_bytes) for c in chunks
@@ -633,11 +648,9 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         deferred_wgrad_s=deferred_stream.elapsed_s(), deferred_wgrad_clock_s=deferred_stream.clock_bound_s(),
         deferred_gather_bytes=activation_bytes if deferred_wgrads and p.tp > 1 and p.sequence_parallel else 0.0,
     )
-    if p.overlap_param_gather_with_optimizer_step:
-        step_plan.optimizer_tail_s = [   # a part of the stage's step: never more than the whole
-            min(step_plan.optimizer_s[stage], stage_optimizer_s(stage, params, param_gather_overlap.later_chunks_share(
-                [n for c, n in zip(chunks, chunk_param_counts, strict=True) if c.stage == stage])))
-            for stage, params in enumerate(optimizer_params)]
+    if p.overlap_param_gather_with_optimizer_step:   # the tail, a part of optimizer_s (stage_step_s)
+        step_plan.optimizer_tail_s = [stage_optimizer_s(stage, params, tail_shares[stage])
+                                      for stage, params in enumerate(optimizer_params)]
     if p.ep_overlap and m.moe and p.ep > 1:
         step_plan.ep_overlap = ep_overlap.build(
             scenario, orders, {phase: interference.memory_bound_share(
@@ -1020,7 +1033,8 @@ def gradient_buffers(scenario: Scenario, stage_chunks: int) -> int:
 def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
                      buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True,
                      wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None, buffers: int = 1,
-                     moments: str = "fp32", clip_over: str = "shard", tail_share: float | None = None) -> float:
+                     moments: str = "fp32", clip_over: str = "shard", tail_share: float | None = None,
+                     head: bool = False) -> float:
     """The optimizer step over ``params`` shard parameters (the rank's optimizer state), memory-bound.
 
     ``adam`` (Megatron-Core), ``adam_precision_aware``, ``torch_adamw``: the framework's kernels from source
@@ -1031,9 +1045,13 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     further launches, queued back to back by its C++ loop, each the measured queued-launch latency (efficiency.yaml
     launch_overhead_s, the "fill" structure's gap); ``moments``: Adam's moment dtype (training.adam_moments_dtype);
     ``clip_over``: ``torch_adamw``'s clipping over the shard or the buffer (``optimizer_step.passes``).
-    ``tail_share`` (Megatron-Core's optimizers only): the time of the passes after the gradient norm's host sync,
-    over that share of the shard (its tensors alike) and the whole gradient buffer: what follows the first model
-    chunk's update under ``overlap_param_gather_with_optimizer_step`` (parallel/param_gather_overlap.py).
+    ``tail_share`` (Megatron-Core's optimizers only; ``overlap_param_gather_with_optimizer_step``,
+    parallel/param_gather_overlap.py): the step as two optimizers run it, the share of the shard (its tensors alike)
+    the later ones step. ``head`` False: the tail, the passes after the gradient norm's host sync over that share and
+    the gradient buffers' zeroing; True: the head, the passes up to the sync over the whole shard (one norm over
+    both optimizers) and then the first chunk's update over the rest. Each part is one block with its own calls, so
+    head + tail counts the second optimizer's ``multi_tensor_apply`` calls and fp8 scale kernels a single step has
+    once.
     ``decoupled_adamw``: Composer's unfused DecoupledAdamW and FSDP's gradient clipping (workload.composer_adamw);
     ``megatron2020`` / ``megatron2021``: Megatron-LM's fp16 wrappers around apex FusedAdam
     (workload.megatron_fp16_step) as one memory-bound op; ``decoupled_adamw`` as ``composer_adamw.step_ops``' 10
@@ -1042,29 +1060,9 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     copy into fp32 main gradients."""
     unscale = LOSS_SCALING_UNSCALE_BYTES_PER_PARAM if precision == "fp16" else 0.0
     if optimizer in optimizer_step.OPTIMIZERS:
-        buffer = params if buffer_elements is None else buffer_elements
-        ops: list[Op] = []
-        if unscale:
-            ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
-        queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
-        step_passes = optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8,
-                                            moments, clip_over)
-        share = 1.0
-        if tail_share is not None:
-            synced = [i for i, step_pass in enumerate(step_passes) if step_pass.sync_after]
-            step_passes, share, ops = step_passes[synced[-1] + 1 if synced else 0:], tail_share, []
-        for step_pass in step_passes:
-            elements = params * share if step_pass.over == "shard" else buffer
-            if step_pass.over == "shard" and share == 0:   # a tail with no later chunk: no update launched
-                continue
-            count = optimizer_step.launches(step_pass, elements, tensors * share if step_pass.over == "shard"
-                                            else tensors, buffers)
-            calls = 1 if step_pass.launch == "multi_tensor" else count
-            queued += count - calls
-            ops.extend([Op(name=step_pass.name, kind="memory", flop=0.0,
-                           hbm_bytes=step_pass.bytes * elements / calls)] * calls)
-            if step_pass.sync_after:
-                ops.append(Op(name=kernels.HOST_SYNC, kind="memory", flop=0.0, hbm_bytes=0.0))
+        ops, queued = optimizer_step_ops(params, precision, grad_dtype, optimizer, buffer_elements, tensors,
+                                         distributed, wrapper_passes, fp8, buffers, moments, clip_over, tail_share,
+                                         head)
         return kernels.ops_time_s(ops, gpu, precision) + queued * kernels.launch_overhead_s()
     if optimizer == "decoupled_adamw":   # per tensor, each kernel with its gap (workload.composer_adamw)
         extra = unscale + (FP16_GRAD_COPY_BYTES_PER_PARAM if precision == "fp16" and grad_dtype != "fp32" else 0.0)
@@ -1079,6 +1077,48 @@ def optimizer_time_s(params: float, gpu, precision: str, grad_dtype: str = "fp32
     op = Op(name="adam", kind="memory", flop=_engine_constants()["optimizer"]["flop_per_param"] * params,
             hbm_bytes=hbm_bytes_per_param * params)
     return kernels.op_time_s(op, gpu, precision)
+
+
+def optimizer_step_ops(params: float, precision: str, grad_dtype: str = "fp32", optimizer: str = "adam",
+                       buffer_elements: float | None = None, tensors: float = 1.0, distributed: bool = True,
+                       wrapper_passes: bool = True, fp8: fp8_params.Fp8Shard | None = None, buffers: int = 1,
+                       moments: str = "fp32", clip_over: str = "shard", tail_share: float | None = None,
+                       head: bool = False) -> tuple[list[Op], int]:
+    """The kernels ``optimizer_time_s`` times for ``optimizer_step.OPTIMIZERS`` (its arguments): the ops the host
+    issues, in order, a ``kernels.HOST_SYNC`` after the gradient norm, and the launches ``multi_tensor_apply`` calls
+    queue beyond their first."""
+    unscale = LOSS_SCALING_UNSCALE_BYTES_PER_PARAM if precision == "fp16" else 0.0
+    buffer = params if buffer_elements is None else buffer_elements
+    ops: list[Op] = []
+    if unscale and (tail_share is None or head):
+        ops.append(Op(name="unscale_main_grads", kind="memory", flop=0.0, hbm_bytes=unscale * params))
+    queued = 0   # launches a multi_tensor_apply call queues after its first, from C++: no host dispatch each
+    step_passes = optimizer_step.passes(optimizer, grad_dtype, distributed, precision, wrapper_passes, fp8, moments,
+                                        clip_over)
+    synced = [i for i, step_pass in enumerate(step_passes) if step_pass.sync_after]
+    cut = synced[-1] + 1 if synced and tail_share is not None else 0   # the passes up to the norm's sync
+    for index, step_pass in enumerate(step_passes):
+        share = 1.0
+        if tail_share is not None and index < cut:    # prepare_grads and the norm over every optimizer: head
+            if not head:
+                continue
+        elif tail_share is not None and step_pass.over == "buffer":   # zero_grad_buffer, next step: tail
+            if head:
+                continue
+        elif tail_share is not None:
+            share = 1.0 - tail_share if head else tail_share
+        elements = params * share if step_pass.over == "shard" else buffer
+        if step_pass.over == "shard" and share == 0:   # an optimizer with nothing to step: no launch
+            continue
+        count = optimizer_step.launches(step_pass, elements, tensors * share if step_pass.over == "shard"
+                                        else tensors, buffers)
+        calls = 1 if step_pass.launch == "multi_tensor" else count
+        queued += count - calls
+        ops.extend([Op(name=step_pass.name, kind="memory", flop=0.0,
+                       hbm_bytes=step_pass.bytes * elements / calls)] * calls)
+        if step_pass.sync_after:
+            ops.append(Op(name=kernels.HOST_SYNC, kind="memory", flop=0.0, hbm_bytes=0.0))
+    return ops, queued
 
 
 def chunk_weight_quantize_s(scenario: Scenario, layers: int, moe_layers: int, fp8_weights: bool) -> float:

@@ -1086,8 +1086,9 @@ class Parallelism(_Defaulted):
     overlap_param_gather_with_optimizer_step: Annotated[bool, Strict()] = Field(
         False, description="Megatron-Core's overlap_param_gather_with_optimizer_step: each stage's first model "
         "chunk is stepped by an optimizer of its own and its parameter all-gather dispatched right after, under "
-        "the other chunks' optimizer step and the buffers' zeroing; every chunk one bucket. Needs Megatron-Core, "
-        "zero_stage 1 or 2, overlap_param_gather and virtual_stages > 1 (parallel/param_gather_overlap.py)")
+        "the other chunks' optimizer step and the buffers' zeroing; every chunk one bucket. Needs Megatron-Core "
+        "0.9 or later, zero_stage 1 or 2, overlap_param_gather and virtual_stages > 1 "
+        "(parallel/param_gather_overlap.py)")
     defer_embedding_wgrad: Annotated[bool, Strict()] | None = Field(
         None, description="Megatron-Core's defer_embedding_wgrad_compute: the last stage leaves the output layer's "
         "weight-gradient GEMM of a step's first wgrad_deferral_limit microbatches to the pipeline flush, where the "
@@ -1760,11 +1761,13 @@ class Scenario(_Strict):
                                 "reductions: needs zero_stage 1 or 2, overlap_grad_reduce true and a dense model")
         if p.overlap_param_gather_with_optimizer_step and not (
                 self.megatron_core and p.zero_stage in (1, 2) and p.overlap_param_gather and p.virtual_stages > 1
-                and p.grad_buckets != "apex"):
+                and p.grad_buckets != "apex" and _at_least(t.mcore_version, "param_gather_with_optimizer_step")):
+            first = catalog.load("mcore_versions")["param_gather_with_optimizer_step"]
             raise ScenarioError("parallelism.overlap_param_gather_with_optimizer_step", "true is Megatron-Core's "
                                 "distributed optimizer option (Megatron-LM validate_args): needs Megatron-Core's own "
-                                "buffers (not grad_buckets apex), zero_stage 1 or 2, overlap_param_gather true and "
-                                "virtual_stages > 1")
+                                "buffers (not grad_buckets apex), zero_stage 1 or 2, overlap_param_gather true, "
+                                f"virtual_stages > 1 and mcore_version {first} or later (the option's first release, "
+                                "data/mcore_versions.yaml)")
         if p.grad_buckets == "megatron_core" and (not self.megatron_core or p.zero_stage >= 3):
             raise ScenarioError("parallelism.grad_buckets", "megatron_core is Megatron-Core's DistributedDataParallel "
                                 "at ZeRO 0-2: this stack is not Megatron-Core or runs ZeRO 3 (set megatron or leave "
