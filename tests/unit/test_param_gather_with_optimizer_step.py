@@ -106,7 +106,11 @@ def test_the_tail_is_the_later_chunks_update_and_every_buffers_zeroing():
     halves = [optimizer_time_s(params, gpu, "bf16", "bf16", "adam", buffer, buffers=2, tail_share=s)
               for s in (0.0, 0.5, 1.0)]
     assert halves[0] < halves[1] < halves[2] < whole   # the gradient cast and norm (before the dispatch) excluded
+    # the second optimizer steps every chunk but the first (the one dispatched): uneven chunks tell the first from
+    # the last (round 37 test audit: [1, 2, 1] alone let a share taken without the last chunk pass)
     assert param_gather_overlap.later_chunks_share([1.0, 2.0, 1.0]) == pytest.approx(0.75)
+    assert param_gather_overlap.later_chunks_share([3.0, 1.0]) == pytest.approx(0.25)
+    assert param_gather_overlap.later_chunks_share([2.0]) == 0.0
 
 
 @pytest.mark.parametrize("parallelism", [{"virtual_stages": 1}, {"zero_stage": 0}, {"overlap_param_gather": False},
