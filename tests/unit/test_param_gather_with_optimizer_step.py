@@ -21,7 +21,7 @@ import pytest
 from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.engine.simulation import Simulation
-from simcluster.parallel import param_gather_overlap
+from simcluster.parallel import param_gather_overlap, plan
 from simcluster.parallel.plan import optimizer_time_s
 from simcluster.spec import config
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
@@ -111,6 +111,26 @@ def test_the_tail_is_the_later_chunks_update_and_every_buffers_zeroing():
     assert param_gather_overlap.later_chunks_share([1.0, 2.0, 1.0]) == pytest.approx(0.75)
     assert param_gather_overlap.later_chunks_share([3.0, 1.0]) == pytest.approx(0.25)
     assert param_gather_overlap.later_chunks_share([2.0]) == 0.0
+
+
+def test_each_stage_steps_its_first_chunk_before_the_dispatch_and_the_rest_after(monkeypatch):
+    """The plan hands each stage's chunks, in model order, to the share (round 37 test audit: the runs above compare
+    the engine with the plan's own tail, so a plan passing the chunks reversed went unseen). By hand, per TP rank of 4
+    (hidden 2048, GeLU MLP 4 h, biases, learned positions, untied output of a 32,000 vocabulary; sequence parallel:
+    the norms and the row-parallel biases whole): a layer 3 h^2 / 4 + 3 h / 4 (QKV) + h^2 / 4 + h (proj) + h^2 +
+    h (fc1) + h^2 + h (fc2) + 4 h (two norms) = 12,598,784; the embedding 8,000 x h + 2,048 x h positions; the
+    output 8,000 x h and the final norm. Stage 0 runs chunks 0 and 2, stage 1 chunks 1 and 3."""
+    h, vocab_local = 2048, 32000 // 4
+    layer = 3 * h * h // 4 + 3 * h // 4 + h * h // 4 + h + h * h + h + h * h + h + 4 * h
+    embedding, output = vocab_local * h + 2048 * h, vocab_local * h + 2 * h
+    seen = []
+    share = param_gather_overlap.later_chunks_share
+    monkeypatch.setattr(param_gather_overlap, "later_chunks_share", lambda counts: seen.append(list(counts)) or
+                        share(counts))
+    tails = plan.plan(config.from_dict(_data(True)), lambda *_: 0.0).optimizer_tail_s
+    assert layer == 12_598_784
+    assert seen == [[embedding + layer, layer], [layer, layer + output]]
+    assert tails[0] < tails[1]   # stage 0's second optimizer steps one layer; stage 1's a layer and the output
 
 
 @pytest.mark.parametrize("parallelism", [{"virtual_stages": 1}, {"zero_stage": 0}, {"overlap_param_gather": False},
