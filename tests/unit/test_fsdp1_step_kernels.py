@@ -14,6 +14,8 @@ import pytest
 
 from simcluster.parallel import fsdp_runtime, memory, plan
 from simcluster.spec import config
+from simcluster.workload import interference, kernels
+from simcluster.workload.ops import layer_ops, shard_for
 
 H100 = "fmsfsdp-llama2-70b-96-h100"    # 96 ranks: 96 = 3 x 32 divides no Llama 2 unit
 A100 = "fmsfsdp-llama2-70b-128-a100"   # 128 ranks: divides every unit
@@ -70,14 +72,19 @@ def test_a_stated_fsdp1_row_pays_the_kernels_beside_compute_not_on_its_stream(mo
     assert fsdp_runtime.stated_fsdp1(scenario) and not fsdp_runtime.applies(scenario)
     n, root, world = _llama2_70b_block(), 2 * 32000 * 8192 + 8192, scenario.parallelism.dp
     gpu = scenario.cluster.gpu
-    serial = fsdp_runtime.side_stream_interference_s(
-        fsdp_runtime.backward_ops(80 * n + root, 81, 2.0, 2.0, world, [n] * 80 + [root]), 1.0, gpu, "bf16")
+    serial = kernels.stream_time(   # the kernels in series: their HBM rooflines
+        fsdp_runtime.backward_ops(80 * n + root, 81, 2.0, 2.0, world, [n] * 80 + [root]), gpu, "bf16").device_s
     added = on.device_s - off.device_s
     assert on.kernels == off.kernels
     assert 0.0 < added < serial
+    # exactly the serial HBM time in the share of the layer's backward in HBM-bound kernels (round 37 test audit: the
+    # bounds alone let half the charge, or the units unpadded, pass)
+    layer = layer_ops(scenario.model, shard_for(scenario))
+    share = interference.memory_bound_share([op for phase in plan.BACKWARD_PHASES for op in layer[phase]], gpu,
+                                            scenario.training.precision)
+    assert added == pytest.approx(share * serial, rel=1e-9)
     # the pad is a third of the bytes on 96 ranks, none on 128
-    unpadded = fsdp_runtime.side_stream_interference_s(
-        fsdp_runtime.backward_ops(80 * n + root, 81, 2.0, 2.0, world), 1.0, gpu, "bf16")
+    unpadded = kernels.stream_time(fsdp_runtime.backward_ops(80 * n + root, 81, 2.0, 2.0, world), gpu, "bf16").device_s
     assert serial / unpadded == (pytest.approx(1.5, rel=1e-6) if pads else 1.0)
 
 

@@ -30,7 +30,7 @@ from simcluster.core.errors import ScenarioError
 from simcluster.engine import simulate
 from simcluster.engine.data_parallel import chunk_buckets
 from simcluster.engine.simulation import Simulation
-from simcluster.parallel import param_gather_overlap
+from simcluster.parallel import param_gather_overlap, plan
 from simcluster.parallel.plan import bucket_count, optimizer_step_ops, optimizer_time_s
 from simcluster.spec import config
 from simcluster.spec.hardware import BYTES_PER_ELEMENT
@@ -183,6 +183,10 @@ def test_the_tail_is_the_later_chunks_update_and_every_buffers_zeroing():
     assert halves[0] < halves[1] < halves[2] < whole   # the gradient cast and norm (before the dispatch) excluded
     # dense: every chunk but the first, whatever the sharding
     assert param_gather_overlap.later_share([1.0, 2.0, 1.0], [0.0] * 3, 4, 4) == pytest.approx(0.75)
+    # uneven chunks tell the first from the last (round 37 test audit: [1, 2, 1] alone let a share taken without
+    # the last chunk pass)
+    assert param_gather_overlap.later_share([3.0, 1.0], [0.0] * 2, 4, 4) == pytest.approx(0.25)
+    assert param_gather_overlap.later_share([2.0], [0.0], 4, 4) == 0.0
     # routed experts: the expert optimizer steps every chunk's after the dispatch; shards of 2 (dense) and 4
     # (experts): 1.5 + 2 elements, of which the first chunk's dense 1 before it
     assert param_gather_overlap.later_share([2.0, 1.0], [4.0, 4.0], 2, 4) == pytest.approx(2.5 / 3.5)
@@ -230,6 +234,25 @@ def test_the_flag_makes_every_chunk_one_bucket():
         plan = Simulation(config.from_dict(data)).plan
         counts.append(chunk_buckets(plan, plan.chunks[0]))
     assert counts == [2, 1]
+
+def test_each_stage_steps_its_first_chunk_before_the_dispatch_and_the_rest_after(monkeypatch):
+    """The plan hands each stage's chunks, in model order, to the share (round 37 test audit: the runs above compare
+    the engine with the plan's own tail, so a plan passing the chunks reversed went unseen). By hand, per TP rank of 4
+    (hidden 2048, GeLU MLP 4 h, biases, learned positions, untied output of a 32,000 vocabulary; sequence parallel:
+    the norms and the row-parallel biases whole): a layer 3 h^2 / 4 + 3 h / 4 (QKV) + h^2 / 4 + h (proj) + h^2 +
+    h (fc1) + h^2 + h (fc2) + 4 h (two norms) = 12,598,784; the embedding 8,000 x h + 2,048 x h positions; the
+    output 8,000 x h and the final norm. Stage 0 runs chunks 0 and 2, stage 1 chunks 1 and 3."""
+    h, vocab_local = 2048, 32000 // 4
+    layer = 3 * h * h // 4 + 3 * h // 4 + h * h // 4 + h + h * h + h + h * h + h + 4 * h
+    embedding, output = vocab_local * h + 2048 * h, vocab_local * h + 2 * h
+    seen = []
+    share = param_gather_overlap.later_share
+    monkeypatch.setattr(param_gather_overlap, "later_share", lambda dense, experts, *shards: seen.append(list(dense))
+                        or share(dense, experts, *shards))
+    tails = plan.plan(config.from_dict(_data(True)), lambda *_: 0.0).optimizer_tail_s
+    assert layer == 12_598_784
+    assert seen == [[embedding + layer, layer], [layer, layer + output]]
+    assert tails[0] < tails[1]   # stage 0's second optimizer steps one layer; stage 1's a layer and the output
 
 
 @pytest.mark.parametrize("parallelism", [{"virtual_stages": 1}, {"zero_stage": 0}, {"overlap_param_gather": False},

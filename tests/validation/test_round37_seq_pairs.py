@@ -31,6 +31,8 @@ from test_round23_vocabpar_review import RERUN_PEAK
 from simcluster.engine import simulate
 from simcluster.spec import config
 from simcluster.studies import validation
+from simcluster.workload import kernels
+from simcluster.workload.ops import layer_ops, output_ops, shard_for
 
 seq_pairs = load_script("seq_pairs")
 PUBLISHED = {c["scenario"]: c["step_time_s"] for c in validation.held_out_cases() if "step_time_s" in c}
@@ -119,6 +121,15 @@ def test_slot_terms_conserve_the_ratio_and_keep_their_closed_forms():
     for term in ("layout copies", "layer memory-bound", "output norm+loss"):
         assert long[term] / short[term] == pytest.approx(2.0, rel=1e-3)
     assert long["gaps"] == pytest.approx(short["gaps"], rel=1e-12)
+    # and the gaps are every kernel's one fitted gap: the last stage's 32 / 8 layers and the output layer, each kernel
+    # once (round 37 test audit: the ratio alone let a slot counting one layer's gaps pass)
+    scenario = config.load(name("4b", 2048, 32000))
+    assert (scenario.model.layers, scenario.parallelism.pp) == (32, 8)
+    shard = shard_for(scenario)
+    per_layer, output = (sum(len(ops) for ops in table(scenario.model, shard).values())
+                         for table in (layer_ops, output_ops))
+    assert short["gaps"] == pytest.approx(kernels.host_model().kernel_gap_s * (32 // 8 * per_layer + output),
+                                          rel=1e-12)
     assert long["layer GEMM"] / short["layer GEMM"] <= 2.0
     lower, upper = 4 * FA2_BACKWARD[0] / FA2_BACKWARD[1], 4 * FA2_FORWARD[0] / FA2_FORWARD[1]
     assert lower - 0.02 < long["attention core"] / short["attention core"] < upper + 0.02
