@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from accuracy_tables import InputError, load_cases
@@ -56,18 +57,26 @@ def row(case: dict) -> Row:
                t.global_batch_size // (p.dp * t.micro_batch_size), p.pp, p.tp, max(layers), t.micro_batch_size)
 
 
-def twins(rows: list[Row]) -> list[tuple[Row, Row]]:
-    """(smaller micro batch, larger) for every pair of rows whose names differ only in ``-mbsN-``."""
-    by_key: dict[str, list[Row]] = {}
+def name_twins(rows: list, token: re.Pattern, order: Callable, same: Callable | None = None) -> list[tuple]:
+    """(first, second) in ``order`` for every pair of ``rows`` (anything with a ``name``) whose names are equal but
+    for what ``token`` matches, and for which ``same(first, second)`` holds (any pair without it); rows whose name
+    has no match are left out. Shared with seq_pairs.py."""
+    by_key: dict[str, list] = {}
     for r in rows:
-        if MBS.search(r.name):
-            by_key.setdefault(MBS.sub("-mbs*-", r.name), []).append(r)
+        if token.search(r.name):
+            by_key.setdefault(token.sub("*", r.name), []).append(r)
     pairs = []
     for group in by_key.values():
-        group.sort(key=lambda r: r.micro_batch)
-        pairs += [(small, large) for i, small in enumerate(group) for large in group[i + 1:]
-                  if (small.pp, small.tp, small.max_layers) == (large.pp, large.tp, large.max_layers)]
+        group.sort(key=order)
+        pairs += [(a, b) for i, a in enumerate(group) for b in group[i + 1:] if same is None or same(a, b)]
     return pairs
+
+
+def twins(rows: list[Row]) -> list[tuple[Row, Row]]:
+    """(smaller micro batch, larger) for every pair of rows whose names differ only in ``-mbsN-`` and whose layouts
+    (pp, tp, largest stage) agree."""
+    return name_twins(rows, MBS, lambda r: r.micro_batch, lambda small, large: (
+        small.pp, small.tp, small.max_layers) == (large.pp, large.tp, large.max_layers))
 
 
 def per_layer_microbatch_s(small: Row, large: Row) -> float:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import yaml
 from accuracy_tables import InputError, load_cases
+from mbs_pairs import name_twins
+from scenario_walk import differences
 
 from simcluster.core import script_entry
 from simcluster.core.errors import ScenarioError
@@ -41,8 +43,9 @@ SEQUENCE = re.compile(r"-(s\d+|\d+k)-")
 PREFIXES = ("vocabpar2024", "dao2023")
 TERMS = ("attention core", "layout copies", "layer GEMM", "layer memory-bound", "output GEMM", "output norm+loss",
          "gaps")
-# keys of a scenario's sections a twin may share or not (the sequence itself not counted)
-SEQUENCE_KEYS = {("training", "seq_len"), ("model", "max_seq_len")}
+# the scenario sections whose settings a controlled pair shares, and the sequence's own keys (not counted)
+SECTIONS = ("model", "training", "parallelism", "cluster")
+SEQUENCE_KEYS = {"training.seq_len", "model.max_seq_len"}
 
 
 @dataclass(frozen=True)
@@ -89,15 +92,11 @@ def slots(name: str) -> int:
 
 
 def differing_keys(short: str, long: str) -> list[str]:
-    """The keys (section.key) in which two twins' scenario files differ, the sequence's own keys left out."""
+    """The settings (dotted paths of the model, training, parallelism and cluster sections, scenario_walk.py's
+    ``differences``) in which two twins' scenario files differ, the sequence's own keys left out."""
     a, b = (yaml.safe_load(config.resolve_path(name).read_text()) for name in (short, long))
-    out = []
-    for section in ("model", "training", "parallelism", "cluster"):
-        sa, sb = a.get(section) or {}, b.get(section) or {}
-        for key in sorted(set(sa) | set(sb)):
-            if (section, key) not in SEQUENCE_KEYS and sa.get(key) != sb.get(key):
-                out.append(f"{section}.{key}")
-    return out
+    return [path for path, _, _ in differences(a, b)
+            if path.split(".")[0] in SECTIONS and path not in SEQUENCE_KEYS]
 
 
 def sequence_of(name: str) -> int:
@@ -107,15 +106,7 @@ def sequence_of(name: str) -> int:
 
 def twins(rows: list[Row]) -> list[tuple[Row, Row]]:
     """(shorter, longer) for every pair of rows whose names differ only in the sequence token."""
-    by_key: dict[str, list[Row]] = {}
-    for r in rows:
-        if SEQUENCE.search(r.name):
-            by_key.setdefault(SEQUENCE.sub("-*-", r.name), []).append(r)
-    pairs = []
-    for group in by_key.values():
-        group.sort(key=lambda r: sequence_of(r.name))
-        pairs += [(short, long) for i, short in enumerate(group) for long in group[i + 1:]]
-    return pairs
+    return name_twins(rows, SEQUENCE, lambda r: sequence_of(r.name))
 
 
 @dataclass(frozen=True)

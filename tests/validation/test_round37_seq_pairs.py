@@ -83,6 +83,23 @@ def test_dao2023_twins_are_controlled_only_at_1_3b():
     assert "model.heads" in seq_pairs.differing_keys("dao2023-gpt3-2.7b-2k-8-a100", "dao2023-gpt3-2.7b-8k-8-a100")
 
 
+def test_differing_keys_reads_a_preset_model_and_nested_settings(tmp_path):
+    """A model named by its preset (a string, not a section) is one setting, and a nested one is named by its whole
+    path (scenario_walk.differences; round 37's docs audit: the section-by-section loop failed on a string model)."""
+    base = {"model": "llama3-8b", "training": {"seq_len": 2048, "global_batch_size": 64},
+            "cluster": {"nodes": 2, "topology_options": {"protocol": "infiniband"}}}
+    twin = {"model": "llama3-8b", "training": {"seq_len": 4096, "global_batch_size": 64},
+            "cluster": {"nodes": 2, "topology_options": {"protocol": "ethernet"}}, "description": "not a setting"}
+    paths = []
+    for label, data in (("short", base), ("long", twin)):
+        paths.append(tmp_path / f"{label}.yaml")
+        paths[-1].write_text(yaml.safe_dump(data))
+    assert seq_pairs.differing_keys(*paths) == ["cluster.topology_options.protocol"]
+    twin["model"] = "llama3-70b"
+    paths[1].write_text(yaml.safe_dump(twin))
+    assert seq_pairs.differing_keys(*paths) == ["cluster.topology_options.protocol", "model"]
+
+
 def test_twins_are_found_by_the_sequence_token():
     rows = [seq_pairs.Row(n, 1.0, 1.0) for n in (name("4b", 2048, 32000), name("4b", 4096, 32000),
                                                    name("4b", 2048, 64000), "dao2023-gpt3-1.3b-2k-8-a100",
