@@ -233,7 +233,8 @@ def test_ring_reduce_scatter_runs_tp_chunks_whether_or_not_aggregate():
 def test_te_version_moves_an_fp8_pipeline_on_hopper():
     """On H100 the SM margin changes nothing (persistent grids: both versions charged on SMs - num_sm), but the chunk
     concurrency does: the NeMo 24.07 Llama 2 70B fp8 row's pipelined proj/fc2 forwards (4 column chunks, 4096 tokens
-    at tp 4) share waves in TE 1.x (fp8_gemm's gemm_overlap) and not in TE 2.x, so the same GEMMs take longer."""
+    at tp 4; the launcher file of its shape, though the row itself runs without TP overlap since round 37) share waves
+    in TE 1.x (fp8_gemm's gemm_overlap) and not in TE 2.x, so the same GEMMs take longer."""
     scenario = config.load("nemo2407-llama2-70b-64-h100-fp8")
     p, t = scenario.parallelism, scenario.training
     shard = plan.shard_for(scenario)
