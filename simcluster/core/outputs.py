@@ -1,8 +1,8 @@
 """Files written for users: atomically, and JSON that is valid JSON.
 
-- ``atomic_path`` / ``write_text``: the file is written under a temporary name next to its target and renamed
-  into place when complete, so a command that fails, runs out of disk or is interrupted leaves the previous file or
-  none, never half of one (a rename within one folder is atomic on POSIX file systems);
+- ``atomic_path`` / ``write_text`` / ``write_bytes``: the file is written under a temporary name next to its target
+  and renamed into place when complete, so a command that fails, runs out of disk or is interrupted leaves the
+  previous file or none, never half of one (a rename within one folder is atomic on POSIX file systems);
 - ``write_new``: the same, but only where no file is: a file that claims a folder (a sweep's grid file), which
   two commands started together must not both believe they wrote;
 - ``dumps``: JSON has no NaN or Infinity (Python's ``json`` would write the invalid tokens ``NaN`` and
@@ -48,6 +48,13 @@ def write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically; returns ``path``."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
 
 

@@ -317,7 +317,10 @@ def write_chrome_trace(events, path: Path, max_ranks: int | None = None) -> Path
                [tids.get(stream, 9) for stream in streams], start_us.tolist(),
                dur_us.tolist(), kept_column("microbatch", np.int64).tolist(), sizes.tolist(),
                kept_column("group", np.int64).tolist())
-    with outputs.atomic_path(path) as tmp, gzip.open(tmp, "wt", compresslevel=TRACE_GZIP_LEVEL) as handle:
+    # UTF-8 whatever the locale, as every text file (core.outputs; the JSON below is ASCII today: names go
+    # through json.dumps)
+    with outputs.atomic_path(path) as tmp, gzip.open(tmp, "wt", compresslevel=TRACE_GZIP_LEVEL,
+                                                    encoding="utf-8") as handle:
         handle.write('{"traceEvents": [')
         handle.write(", ".join(head))
         separator = ", " if head else ""

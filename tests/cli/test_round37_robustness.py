@@ -112,12 +112,15 @@ ASCII_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONU
 
 def test_an_ascii_locale_prints_a_name_it_cannot_encode_as_an_escape(tmp_path):
     scenario = write_scenario(tmp_path, {**SMALL, "name": "smäll"})
-    child = _simcluster("run", str(scenario), "--network", "analytic", "--out", str(tmp_path / "o"),
+    child = _simcluster("run", str(scenario), "--network", "analytic", "--report", "--out", str(tmp_path / "o"),
                         env=ASCII_LOCALE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8")
     out, err = child.communicate(timeout=120)
     assert child.returncode == 0 and "Traceback" not in err, err[-800:]
     assert "sm\\xe4ll: 8 x h100-sxm" in out
     assert json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))["name"] == "smäll"
+    # report.html holds the name as written (outputs.write_text in UTF-8; in the locale's ASCII it was a
+    # UnicodeEncodeError; summary.json alone cannot tell, JSON escapes it)
+    assert "smäll" in (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(("args", "code", "says"), [
@@ -132,6 +135,18 @@ def test_an_ascii_locale_reads_the_bundled_data_as_utf8(args, code, says):
 
 
 # ---- 4. replay's files written whole -----------------------------------------------------------------------------
+def _two_rank_trace(tmp_path: Path) -> Path:
+    """Rank 0 of two as a Kineto trace: a GEMM, then an all-reduce of 4 MiB."""
+    trace = tmp_path / "rank0.json"
+    meta = {"Collective name": "allreduce", "dtype": "Float", "In msg nelems": 1 << 20, "Out msg nelems": 1 << 20,
+            "Group size": 2, "Process Group Ranks": "[0, 1]"}
+    trace.write_text(json.dumps({"schemaVersion": 1, "distributedInfo": {"rank": 0, "world_size": 2}, "traceEvents": [
+        {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": 100.0, "dur": 50.0, "args": {}},
+        {"ph": "X", "cat": "kernel", "name": "ncclDevKernel_AllReduce_Sum_f32_RING_LL", "pid": 0, "tid": 20,
+         "ts": 160.0, "dur": 30.0, "args": meta}]}))
+    return trace
+
+
 def test_replay_leaves_no_cut_trace_when_its_write_fails(cli, tmp_path, monkeypatch):
     """A crash while the Perfetto trace is written, one that runs no cleanup (SIGKILL, the OOM killer, a power cut:
     here the folder's removal on error is switched off and the trace's JSON fails) left trace.json.gz under its own
@@ -146,19 +161,34 @@ def test_replay_leaves_no_cut_trace_when_its_write_fails(cli, tmp_path, monkeypa
 
     monkeypatch.setattr(report, "chrome_trace", full_disk)
     monkeypatch.setattr(shutil, "rmtree", lambda *_args, **_kwargs: None)   # no cleanup, as after SIGKILL
-    trace = tmp_path / "rank0.json"   # rank 0 of two: a GEMM, then an all-reduce of 4 MiB
-    meta = {"Collective name": "allreduce", "dtype": "Float", "In msg nelems": 1 << 20, "Out msg nelems": 1 << 20,
-            "Group size": 2, "Process Group Ranks": "[0, 1]"}
-    trace.write_text(json.dumps({"schemaVersion": 1, "distributedInfo": {"rank": 0, "world_size": 2}, "traceEvents": [
-        {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": 100.0, "dur": 50.0, "args": {}},
-        {"ph": "X", "cat": "kernel", "name": "ncclDevKernel_AllReduce_Sum_f32_RING_LL", "pid": 0, "tid": 20,
-         "ts": 160.0, "dur": 30.0, "args": meta}]}))
+    trace = _two_rank_trace(tmp_path)
     out = tmp_path / "o"
     code, _, err = cli("replay", trace, "--network", "analytic", "--out", out)
     assert_one_line(code, err, 2)
     assert "No space left on device" in err
     assert not (out / "trace.json.gz").exists()
     assert (out / "events.csv").read_text().startswith("rank,")   # written whole before
+
+
+def test_replay_leaves_no_cut_events_when_their_write_fails(cli, tmp_path, monkeypatch):
+    """The same crash while events.csv is written (the review of round 37: the test above fails the trace only, so
+    events.csv written in place again passed it): half its rows written, then the disk full. Nothing is left under
+    the name events.csv."""
+    import shutil
+
+    import pandas
+
+    def half_then_full(self, path, *_args, **_kwargs):
+        Path(path).write_text("rank,name\n0,ge", encoding="utf-8")   # a row cut in two
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pandas.DataFrame, "to_csv", half_then_full)
+    monkeypatch.setattr(shutil, "rmtree", lambda *_args, **_kwargs: None)   # no cleanup, as after SIGKILL
+    out = tmp_path / "o"
+    code, _, err = cli("replay", _two_rank_trace(tmp_path), "--network", "analytic", "--out", out)
+    assert_one_line(code, err, 2)
+    assert "No space left on device" in err
+    assert out.is_dir() and not (out / "events.csv").exists()
 
 
 # ---- 5. a jobs scenario's name -------------------------------------------------------------------------------------
@@ -210,3 +240,22 @@ def test_varying_what_only_names_a_run_is_refused(cli, tmp_path, field, says):
     assert_one_line(code, err, 2)
     assert err.startswith(f"error: --vary: {says}"), err
     assert not (tmp_path / "g").exists()
+
+
+def test_the_library_s_trace_writers_leave_no_cut_file(tmp_path, monkeypatch):
+    """The review of round 37: the trace writers of ``replay.formats`` (Kineto, Chakra, the synthetic Chakra of the
+    tests and benchmarks) wrote in place, so a write cut short left half a trace under its name; now through
+    ``outputs.write_text`` / ``write_bytes``, renamed into place whole (or nothing is left)."""
+    import pathlib
+
+    from simcluster.replay.formats import synthetic
+
+    def half_then_full(self, data):
+        with open(self, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        synthetic.data_parallel_chakra(tmp_path, ranks=2, layers=2, fwd_us=10, ig_us=10, wg_us=10, grad_bytes=1 << 20)
+    assert list(tmp_path.iterdir()) == []   # neither dp.0.et cut in two nor its temporary file

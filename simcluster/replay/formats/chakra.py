@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
+from simcluster.core import outputs
 from simcluster.core.errors import ScenarioError
 from simcluster.replay.formats import protobuf as pb
 from simcluster.replay.recorded import (
@@ -456,6 +457,6 @@ def write_chakra(run: RecordedRun, out_dir: str | Path, prefix: str) -> list[Pat
             messages.append(_node(index, op, previous.get(op.stream)))
             previous[op.stream] = index
         path = out / f"{prefix}.{rank}.et"
-        path.write_bytes(pb.write_delimited(messages))
+        outputs.write_bytes(path, pb.write_delimited(messages))   # renamed into place whole (round 37 review)
         written.append(path)
     return written

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from simcluster.core import outputs
 from simcluster.replay.formats.kineto import (
     ARG_COLLECTIVE,
     ARG_CORRELATION,
@@ -79,7 +80,7 @@ def write_kineto(run: RecordedRun, out_dir: str | Path, prefix: str) -> list[Pat
                  "deviceProperties": [{"id": 0, "name": run.gpu_name}] if run.gpu_name else [],
                  "traceEvents": _events(run, rank, groups)}
         path = out / f"{prefix}.rank{rank}.json"
-        path.write_text(json.dumps(trace))
+        outputs.write_text(path, json.dumps(trace))   # renamed into place whole (round 37 review)
         written.append(path)
     return written
 
