@@ -92,6 +92,14 @@ class LinkClasses:
         self.class_of[links] = target
         return target
 
+    def split_since(self, before: int) -> tuple[np.ndarray, np.ndarray]:
+        """The classes made since there were ``before`` that were split from another, and the class each was split
+        from: a model's per-class counters copy the parent's column to the new class (its links carried the same)."""
+        new = np.arange(before, len(self.links))
+        parent = np.array(self.parent[before:], dtype=np.int64)
+        split = parent >= 0
+        return new[split], parent[split]
+
     def remove(self, route: int) -> None:
         """Forget ``route`` (its classes stay: the partition only ever gets finer)."""
         for known in self._of_route.pop(route):
