@@ -6,7 +6,8 @@ freeze the same routes. ``LinkClasses`` keeps the coarsest partition of the rout
 every route registered (each route's links grouped by (count, capacity), refined against the classes already there):
 every route then crosses a class with all of its links or with none, with one count. A route is a handful of
 (class, count) entries however many links it sprays over (a 16k-GPU data-parallel ring crosses ~10^5 links in a few
-classes), so a solve, its symmetry check and the overlap test of two routes cost that handful.
+classes), so a solve, its symmetry check and the overlap test of two routes cost that handful. The analytic model keeps
+its link bytes and windows on the same classes (round 37): a start adds to a handful of classes.
 
 A class's link array is replaced, never changed in place, when a new route splits it: a solve keeps the arrays it was
 made with, which stay right for it (the split changes no route's load on any link).

@@ -76,7 +76,7 @@ class LinkWindows:
 
 class GatheredWindows:
     """``LinkWindows`` of links grouped in classes whose links all carry the same bytes in every window (the flow
-    model's link classes): the windows of ``by_class`` (one column per class) are read per link through
+    and analytic models' link classes): the windows of ``by_class`` (one column per class) are read per link through
     ``class_of`` (each link's class, -1: none, nothing carried). The busiest windows are found per class and then
     gathered to the links, the same values as from a per-link table without making it (32 x 1.6 million links,
     0.4 GB, on a 131k-GPU fabric); ``bytes`` makes that table when asked for."""
