@@ -15,7 +15,8 @@ from simcluster.network.base import (
     latency_gaps_s,
     part_routes,
 )
-from simcluster.network.windows import LinkWindows
+from simcluster.network.link_classes import LinkClasses
+from simcluster.network.windows import GatheredWindows, LinkWindows, gathered
 
 # Classes (by pairs and parts) whose per-part bottleneck a model keeps (cleared when full): the distinct pipeline
 # boundaries and collective groups of a run, a few dozen (31 in the default scenario at 16,384 and at 131,072 GPUs);
@@ -26,6 +27,10 @@ _PER_PART_KEPT = 256
 # a time and reduced to each part's busiest link (on a sprayed core a pair's route spans every spine and core switch,
 # so the class's routes grow as parts x fabric size: 1.7 GB for the 16,384-GPU default scenario's 31 classes)
 _ROUTED_PAIRS = 4096
+# Distinct routes (a class's link array) registered in the link classes before they are all forgotten (the classes
+# stay, and so the counters kept on them): each pins its link arrays, so the bound keeps an expanded run's thousands
+# of small routes from holding memory; the default scenario's run has 41 at 131,072 GPUs
+_ROUTES_KEPT = 512
 
 
 class AnalyticNetwork(NetworkModel):
@@ -35,6 +40,12 @@ class AnalyticNetwork(NetworkModel):
     count_l is how many of its own transfers cross link l (Hockney's alpha-beta model, with the class's own
     load on its busiest link as beta). Classes active at the same time do not slow each other down: this is
     the oracle the contention-aware models are checked against on an idle fabric.
+
+    The bytes each link carried and its bytes per time window are counted per link class (``LinkClasses``: links
+    that every registered route crosses alike, with one count): every link of a class gets the same additions in
+    the same order, so the class's counter holds each of its links' value exactly, and a start costs a few classes
+    instead of the class's links (the 131,072-GPU default scenario's data-parallel rings cross 1.6 million links:
+    53 million link entries over a step's 561 starts, and 32 windows x 1.6 million links widened ten times).
 
     A class of several parts (``TransferClass.parts``) runs at its slowest part's bottleneck; a part whose own
     bottleneck is less loaded, or whose paths are shorter, is held back: ``held_back_classes`` counts such classes
@@ -56,25 +67,51 @@ class AnalyticNetwork(NetworkModel):
         count the bytes each link carried (False: ``link_bytes`` is None, for the same models: a pass over 1.6 million
         links per step repeated)."""
         super().__init__(fabric)
-        if not link_bytes:
-            self.link_bytes = None
         self._capacity = np.asarray(fabric.link_bytes_per_s, dtype=float)
+        # the counters per link class (``LinkClasses``), none for a model that keeps neither
+        self._classes = LinkClasses(self._capacity) if windows or link_bytes else None
+        self._class_bytes = np.zeros(16) if link_bytes else None
+        self._class_windows = LinkWindows(16) if windows else None
+        # link bytes per link class until someone sets ``link_bytes`` (``timing.simulate`` advances them by a step's
+        # repeats), per link from then on
+        self._by_class = link_bytes
+        self._link_bytes = None
+        self._route_of: dict[int, int] = {}   # id() of a route's link array -> its number in the link classes
+        self._route_links: dict[int, np.ndarray] = {}   # number -> the array (alive while its id() is a key)
+        self._next_route = 0
         self._ends: dict[int, float] = {}
         self._next_handle = 0
         self.held_back = HeldBack()
-        self.windows = LinkWindows(len(fabric.link_bytes_per_s)) if windows else None
         self.fastest_part = fastest_part
         self._busiest: dict[tuple, np.ndarray] = {}   # a class's pairs and parts -> ``_part_busiest``
         self._latency: dict[tuple, np.ndarray] = {}   # the same -> ``_fastest_part_s``'s per-part latency
+        self._access: dict[tuple, float | None] = {}   # the same -> ``_settled_on_access``'s least part load
+
+    @property
+    def link_bytes(self) -> np.ndarray | None:
+        """Bytes carried per directed link so far (None: the model does not count them)."""
+        if self._by_class:
+            return gathered(self._class_bytes, self._classes.class_of)
+        return self._link_bytes
+
+    @link_bytes.setter
+    def link_bytes(self, value: np.ndarray | None):
+        self._link_bytes = value
+        self._by_class = False
+
+    def link_windows(self) -> GatheredWindows | None:
+        """Bytes per link per time window so far (``windows.GatheredWindows``: the link classes' windows read per
+        link); None when the model keeps none (``windows=False``)."""
+        if self._class_windows is None:
+            return None
+        return GatheredWindows(self._class_windows, self._classes.class_of)
 
     def duration_s(self, transfers: TransferClass) -> float:
         """Time of ``transfers`` alone on the idle fabric (``fastest_part``: of its fastest part alone)."""
         if self.fastest_part and transfers.part_count > 1:
             return self._fastest_part_s(transfers)
         links, counts, latency_s = class_load(self.fabric, transfers)
-        if not len(links) or transfers.size_bytes == 0:
-            return latency_s
-        return latency_s + transfers.size_bytes * float(np.max(counts / self._capacity[links]))
+        return _duration_s(transfers, latency_s, float(np.max(counts / self._capacity[links])) if len(links) else None)
 
     def _fastest_part_s(self, transfers: TransferClass) -> float:
         """The least, over the parts of ``transfers``, of a part's time alone: its quickest pair's path latency plus
@@ -135,16 +172,25 @@ class AnalyticNetwork(NetworkModel):
             self._ends[handle] = now_s + self._fastest_part_s(transfers)
             return handle
         links, counts, latency_s = class_load(self.fabric, transfers)
-        if self.link_bytes is not None:
-            self.link_bytes[links] += counts * transfers.size_bytes
+        if self._link_bytes is not None:   # counted per link (``link_bytes`` was set)
+            self._link_bytes[links] += counts * transfers.size_bytes
+        if self._classes is not None and len(links):   # the class's links as link classes (a few)
+            known, known_counts = self._classes.route(self._route(links, counts))
+            capacity = self._classes.class_capacity[known]
+        else:
+            known, known_counts, capacity = links, counts, self._capacity[links]
+        if self._by_class:
+            self._class_bytes[known] += known_counts * transfers.size_bytes
+        # seconds per byte on the class's busiest link (the same value whether read per link or per link class)
+        slowest = float(np.max(known_counts / capacity)) if len(links) else None
         handle = self._next_handle
         self._next_handle += 1
-        self._ends[handle] = now_s + self.duration_s(transfers)
+        self._ends[handle] = now_s + _duration_s(transfers, latency_s, slowest)
         sending_s = self._ends[handle] - now_s - latency_s
-        if sending_s > 0 and self.windows is not None:  # the bytes at a constant rate over the sending time, alone
-            self.windows.add(now_s, now_s + sending_s, links, counts * transfers.size_bytes / sending_s)
+        if sending_s > 0 and self._class_windows is not None:  # the bytes at a constant rate over the sending time
+            self._class_windows.add(now_s, now_s + sending_s, known, known_counts * transfers.size_bytes / sending_s)
         if transfers.part_count > 1:
-            saved_s = self._bytes_saved_s(transfers, links, counts)
+            saved_s = self._bytes_saved_s(transfers, slowest)
             gaps_s = latency_gaps_s(self.fabric, transfers)
             latency_only = saved_s is None and gaps_s is not None
             if gaps_s is not None:
@@ -153,12 +199,43 @@ class AnalyticNetwork(NetworkModel):
                 self.held_back.add(saved_s, transfers=transfers, latency_only=latency_only)
         return handle
 
-    def _bytes_saved_s(self, transfers: TransferClass, links: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
-        """Sending time each part would save alone, its own bottleneck less loaded than the class's; None when no
-        part's is."""
-        if not len(links) or transfers.size_bytes == 0:
+    def _route(self, links: np.ndarray, counts: np.ndarray) -> int:
+        """The number of the route ``links`` (a class's link array; classes over the same pairs share it, routes are
+        cached) in the link classes, registered on first sight: a class split by it starts with its parent's
+        counters. Past ``_ROUTES_KEPT`` routes all are forgotten first (their classes stay: the partition only gets
+        finer, and each class's counters stay right for its links)."""
+        route = self._route_of.get(id(links))
+        if route is not None:
+            return route
+        classes = self._classes
+        if len(self._route_links) >= _ROUTES_KEPT:
+            for known in self._route_links:
+                classes.remove(known)
+            self._route_of.clear()
+            self._route_links.clear()
+        route = self._route_of[id(links)] = self._next_route
+        self._next_route += 1
+        self._route_links[route] = links
+        before = len(classes.links)
+        classes.add(route, links, counts)
+        if len(classes.links) > before:
+            columns = len(classes.class_capacity)   # grown by doubling with the classes
+            if self._class_bytes is not None and len(self._class_bytes) < columns:
+                self._class_bytes = np.concatenate((self._class_bytes, np.zeros(columns - len(self._class_bytes))))
+            if self._class_windows is not None and self._class_windows.bytes.shape[1] < columns:
+                self._class_windows.extend(columns - self._class_windows.bytes.shape[1])
+            new, parent = classes.split_since(before)
+            if self._class_bytes is not None:
+                self._class_bytes[new] = self._class_bytes[parent]
+            if self._class_windows is not None:
+                self._class_windows.bytes[:, new] = self._class_windows.bytes[:, parent]
+        return route
+
+    def _bytes_saved_s(self, transfers: TransferClass, slowest: float | None) -> np.ndarray | None:
+        """Sending time each part would save alone, its own bottleneck less loaded than the class's (``slowest``
+        seconds per byte; None: the class crosses no link); None when no part's is."""
+        if slowest is None or transfers.size_bytes == 0:
             return None
-        slowest = float(np.max(counts / self._capacity[links]))
         if self._settled_on_access(transfers, slowest):
             return None
         worst = self._part_busiest(transfers).copy()
@@ -171,14 +248,21 @@ class AnalyticNetwork(NetworkModel):
         """Whether every part already loads one of the links its pairs take whatever their core paths (a direct link
         or the access segments: ``part_routes(access=True)``, linear in the pairs) as much as the class's busiest
         link, so that no part would save anything alone and its whole routes need not be made (a part's own
-        bottleneck is at least that link's load and at most the class's)."""
-        routes = part_routes(self.fabric, transfers, access=True)
-        if routes is None:
-            return False
-        lower = np.full(routes.parts, -1.0)
-        if len(routes.links):
-            np.maximum.at(lower, routes.part, routes.counts / self._capacity[routes.links])
-        return bool(lower.min() >= slowest * (1 - SAME_RTOL))
+        bottleneck is at least that link's load and at most the class's). The least part's load is kept per model by
+        the class's pairs and parts (the pipeline sends and ring steps of every microbatch are new classes over the
+        same pairs)."""
+        key = _class_key(transfers)
+        least = self._access.get(key, _UNKNOWN)
+        if least is _UNKNOWN:
+            routes = part_routes(self.fabric, transfers, access=True)
+            least = None
+            if routes is not None:
+                lower = np.full(routes.parts, -1.0)
+                if len(routes.links):
+                    np.maximum.at(lower, routes.part, routes.counts / self._capacity[routes.links])
+                least = float(lower.min())
+            _keep(self._access, key, least)
+        return least is not None and least >= slowest * (1 - SAME_RTOL)
 
     def next_completion_s(self) -> float:
         return min(self._ends.values(), default=math.inf)
@@ -188,6 +272,17 @@ class AnalyticNetwork(NetworkModel):
         for handle in done:
             del self._ends[handle]
         return done
+
+
+_UNKNOWN = object()
+
+
+def _duration_s(transfers: TransferClass, latency_s: float, slowest: float | None) -> float:
+    """A class's time alone: its path latency, plus its bytes at ``slowest`` seconds per byte (its busiest link;
+    None: it crosses no link)."""
+    if slowest is None or transfers.size_bytes == 0:
+        return latency_s
+    return latency_s + transfers.size_bytes * slowest
 
 
 def _class_key(transfers: TransferClass) -> tuple[bytes, bytes | None]:

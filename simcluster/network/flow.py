@@ -414,11 +414,9 @@ class FlowNetwork(NetworkModel):
                 grow = max(len(classes.links) - columns, columns)
                 self._class_windows.extend(grow)
                 self._class_busy_s = np.concatenate((self._class_busy_s, np.zeros(grow)))
-            new = np.arange(before, len(classes.links))
-            parent = np.array(classes.parent[before:], dtype=np.int64)
-            split = parent >= 0
-            self._class_windows.bytes[:, new[split]] = self._class_windows.bytes[:, parent[split]]
-            self._class_busy_s[new[split]] = self._class_busy_s[parent[split]]
+            new, parent = classes.split_since(before)
+            self._class_windows.bytes[:, new] = self._class_windows.bytes[:, parent]
+            self._class_busy_s[new] = self._class_busy_s[parent]
 
     # ---- introspection -------------------------------------------------------------------------------
     def link_load_bytes_per_s(self) -> np.ndarray:

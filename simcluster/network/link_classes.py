@@ -6,7 +6,8 @@ freeze the same routes. ``LinkClasses`` keeps the coarsest partition of the rout
 every route registered (each route's links grouped by (count, capacity), refined against the classes already there):
 every route then crosses a class with all of its links or with none, with one count. A route is a handful of
 (class, count) entries however many links it sprays over (a 16k-GPU data-parallel ring crosses ~10^5 links in a few
-classes), so a solve, its symmetry check and the overlap test of two routes cost that handful.
+classes), so a solve, its symmetry check and the overlap test of two routes cost that handful. The analytic model keeps
+its link bytes and windows on the same classes (round 37): a start adds to a handful of classes.
 
 A class's link array is replaced, never changed in place, when a new route splits it: a solve keeps the arrays it was
 made with, which stay right for it (the split changes no route's load on any link).
@@ -91,6 +92,14 @@ class LinkClasses:
         self.class_capacity[target] = capacity
         self.class_of[links] = target
         return target
+
+    def split_since(self, before: int) -> tuple[np.ndarray, np.ndarray]:
+        """The classes made since there were ``before`` that were split from another, and the class each was split
+        from: a model's per-class counters copy the parent's column to the new class (its links carried the same)."""
+        new = np.arange(before, len(self.links))
+        parent = np.array(self.parent[before:], dtype=np.int64)
+        split = parent >= 0
+        return new[split], parent[split]
 
     def remove(self, route: int) -> None:
         """Forget ``route`` (its classes stay: the partition only ever gets finer)."""

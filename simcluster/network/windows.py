@@ -76,7 +76,7 @@ class LinkWindows:
 
 class GatheredWindows:
     """``LinkWindows`` of links grouped in classes whose links all carry the same bytes in every window (the flow
-    model's link classes): the windows of ``by_class`` (one column per class) are read per link through
+    and analytic models' link classes): the windows of ``by_class`` (one column per class) are read per link through
     ``class_of`` (each link's class, -1: none, nothing carried). The busiest windows are found per class and then
     gathered to the links, the same values as from a per-link table without making it (32 x 1.6 million links,
     0.4 GB, on a 131k-GPU fabric); ``bytes`` makes that table when asked for."""
@@ -87,12 +87,7 @@ class GatheredWindows:
         self._class_of = class_of.copy()
 
     def _gathered(self, per_class: np.ndarray) -> np.ndarray:
-        """``per_class`` values (last axis: classes) at each link, zero for links of no class."""
-        routed = self._class_of >= 0
-        out = np.zeros(per_class.shape[:-1] + (len(self._class_of),))
-        if routed.any():
-            out[..., routed] = per_class[..., self._class_of[routed]]
-        return out
+        return gathered(per_class, self._class_of)
 
     @property
     def bytes(self) -> np.ndarray:
@@ -104,6 +99,16 @@ class GatheredWindows:
         if self.end_s <= 0:
             return np.zeros(len(self._class_of))
         return self._gathered(_peak_bytes_per_s(self._by_class, self.end_s, self.width_s)) / capacity_bytes_per_s
+
+
+def gathered(per_class: np.ndarray, class_of: np.ndarray) -> np.ndarray:
+    """``per_class`` values (last axis: classes) at each link of ``class_of`` (its class, -1: none), zero for links
+    of no class."""
+    routed = class_of >= 0
+    out = np.zeros(per_class.shape[:-1] + (len(class_of),))
+    if routed.any():
+        out[..., routed] = per_class[..., class_of[routed]]
+    return out
 
 
 def _peak_bytes_per_s(table: np.ndarray, end_s: float, width_s: float) -> np.ndarray:
