@@ -57,6 +57,7 @@ def scenario_dict(model: str, seq: int, part: str, mbs: int, accumulation: int, 
     layers, hidden, heads = MODELS[model]
     d["name"] = f"llmfoundry-pair-mpt-{model}-{seq}-a100-{part}gb"
     d["cluster"].update(nodes=1, gpus_per_node=GPUS, topology="nvswitch-node")
+    d["cluster"].pop("topology_options", None)   # the fabric's options (e.g. RoCE's protocol) name no NVSwitch node's
     d["model"].update(name=f"mpt-{model}", layers=layers, hidden=hidden, heads=heads, ffn_hidden=4 * hidden,
                       max_seq_len=seq)
     d["training"].update(seq_len=seq, micro_batch_size=mbs, global_batch_size=mbs * accumulation * GPUS,
