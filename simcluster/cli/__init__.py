@@ -139,6 +139,10 @@ def _interrupts():
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _handled_signals()}
     try:
         yield
+    except Exception:
+        if _Command.received:  # a library turned the interrupt into an error of its own (``script_entry.call``)
+            raise Interrupted(_Command.received[0]) from None
+        raise
     finally:
         with _Command.lock:
             _Command.running = None
