@@ -4,6 +4,7 @@ layouts"). A diagnostic: nothing is fitted or written.
 
     PYTHONPATH=. python scripts/moe_dropless_pairs.py layouts     # the held-out rows, step terms side by side
     PYTHONPATH=. python scripts/moe_dropless_pairs.py pairs       # the long-context pairs, published and simulated
+    PYTHONPATH=. python scripts/moe_dropless_pairs.py loads       # every dropless row at the tokens-per-group reading
 
 Source: yanring/Megatron-MoE-ModelZoo ``best_practice/qwen3/readme.md`` (commit 020b8136; the table of the held-out
 rows is the same as at c1ad0b5c). Its "Long Context" table states, for 32 nodes of H100, DeepEP, bf16, TP 4, EP 8,
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from simcluster.core import script_entry
 from simcluster.engine import simulate
 from simcluster.spec import config
+from simcluster.workload import moe
 
 ROW_PREFIX = "moezoo-qwen3-235b-256-h100-"
 GPUS = 256
@@ -166,8 +168,67 @@ def layouts() -> None:
         print(f"a2a-tp4 line, {label}: {1e3 * fixed:.2f} ms a layer-microbatch + {1e6 * slope:.2f} us a token")
 
 
-main = script_entry.subcommands({"layouts": layouts, "pairs": pairs})
+# Round 38 (docs/calibration.md "Round 38: dropless routing imbalance against measurements"): a WHAT-IF, not a
+# constant. The long-context pairs route 32,768 tokens an EP group at every length (2 to 1/4 of a sequence) and their
+# excess a microbatch is flat, so the load follows the tokens an EP group routes, not its sequences. The CV that the
+# 16K pair reads (round 35: expert CV 1.65 at 32,768 tokens) is scaled as a sum over independent documents would
+# scale it (variance over the tokens, CV ~ 1 / sqrt(tokens)) to every dropless zoo row; both readings are of held-out
+# pairs, so nothing here may set data/moe.yaml.
+READ_CV, READ_TOKENS = 1.65, 32768
+DROPLESS_ROWS = ("tp4", "a2a", "fsdp", "deepep", "deepep-overlap", "lc16k-dropless", "lc32k-dropless",
+                 "lc64k-dropless", "lc128k-dropless")
+READ_EP = 8     # the pairs' expert-parallel size
+
+
+def group_tokens(scenario) -> float:
+    """Tokens one expert-parallel group routes a microbatch (``moe.ep_group_tokens``: ep x etp ranks, each its
+    micro batch's tokens over TP and CP)."""
+    p, t = scenario.parallelism, scenario.training
+    return p.ep * (p.etp or 1) * t.micro_batch_size * t.seq_len / (p.tp * p.cp)
+
+
+def tokens_law_cv(tokens: float, cv: float = READ_CV, at_tokens: float = READ_TOKENS) -> float:
+    """The expert CV at ``tokens`` an EP group if its variance falls as 1 / tokens from ``cv`` at ``at_tokens``."""
+    return cv * (at_tokens / tokens) ** 0.5
+
+
+def cv_for_busiest(spec, ep: int, tokens: float, busiest: float) -> float:
+    """The expert CV at which ``moe.busiest_rank_load`` of ``ep`` ranks routing ``tokens`` is ``busiest`` (bisection;
+    the load rises with the CV): the EP-invariant reading, the busiest rank's share kept as at the pairs' EP size."""
+    lo, hi = 0.0, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if moe.busiest_rank_load(spec.model_copy(update={"load": mid}), ep, tokens) < busiest:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def loads() -> None:
+    print(f"{'row':16s} {'tokens':>7s} {'seqs':>5s} {'E/rank':>6s} {'pub s':>7s}   step (error) at: balanced | "
+          "as held out | tokens law | tokens law, EP-invariant busiest rank")
+    published = {r.name: r.step_s for r in ZOO_ROWS}
+    model = config.load(ROW_PREFIX + "tp4").model
+    for lc in LONG_CONTEXT:
+        published[f"lc{lc.seq_len // 1024}k-dropless"] = zoo_step_s(model, lc.seq_len, LONG_CONTEXT_BATCH, 4,
+                                                                   lc.dropless_tflops)
+    for name in DROPLESS_ROWS:
+        s = config.load(ROW_PREFIX + name)
+        spec, ep, tokens = s.model.moe, s.parallelism.ep, group_tokens(s)
+        cv = tokens_law_cv(tokens)
+        at_pairs = moe.busiest_rank_load(spec.model_copy(update={"load": cv}), READ_EP, tokens)
+        cells = []
+        for load in ("balanced", "measured", cv, cv_for_busiest(spec, ep, tokens, at_pairs)):
+            step = simulate(config.from_dict(with_load(s, load)), check_memory=False).summary["step_time_s"]
+            busiest = moe.busiest_rank_load(spec.model_copy(update={"load": load}), ep, tokens)
+            cells.append(f"{step:7.3f} ({published[name] / step - 1:+6.1%}, x{busiest:.2f})")
+        print(f"{name:16s} {tokens:7.0f} {tokens / s.training.seq_len:5.2f} {spec.experts // ep:6d} "
+              f"{published[name]:7.2f}   " + " | ".join(cells), flush=True)
+
+
+main = script_entry.subcommands({"layouts": layouts, "pairs": pairs, "loads": loads})
 
 
 if __name__ == "__main__":
-    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, words=(1, 1), usage="layouts | pairs"))
+    sys.exit(script_entry.run(main, sys.argv[1:], __doc__, words=(1, 1), usage="layouts | pairs | loads"))

@@ -71,3 +71,34 @@ def test_long_context_scenario_is_the_zoos_layout(row):
         assert s.cluster.gpus == 256 == p.tp * p.pp * p.cp * p.dp
         assert (s.training.seq_len, s.training.global_batch_size) == (row.seq_len, 256)
         assert s.model.moe.load == load and s.model.max_seq_len >= row.seq_len
+
+
+def test_tokens_law_is_variance_over_tokens():
+    """Round 38's what-if reading: the expert CV read at 32,768 tokens an EP group, its variance falling as 1/tokens
+    (a sum over independent documents): the read CV at the read tokens, half of it at four times the tokens, twice it
+    at a quarter."""
+    assert pairs.tokens_law_cv(pairs.READ_TOKENS) == pytest.approx(pairs.READ_CV)
+    assert pairs.tokens_law_cv(4 * pairs.READ_TOKENS) == pytest.approx(pairs.READ_CV / 2)
+    assert pairs.tokens_law_cv(pairs.READ_TOKENS / 4) == pytest.approx(2 * pairs.READ_CV)
+
+
+@pytest.mark.parametrize("name, tokens", [("tp4", 8 * 4096 / 4), ("a2a", 8 * 4096 / 2), ("fsdp", 8 * 4 * 4096 / 2),
+                                          ("deepep", 32 * 4096 / 2), ("lc16k-dropless", 8 * 16384 / 4),
+                                          ("lc128k-dropless", 8 * 131072 / (4 * 8))])
+def test_group_tokens_are_the_zoo_layouts(name, tokens):
+    """Tokens an EP group routes a microbatch, by hand from the zoo's layouts (EP x micro batch x sequence / (TP x
+    CP)): the long-context pairs route 32,768 at every length, the premise of the reading."""
+    assert pairs.group_tokens(config.load(pairs.ROW_PREFIX + name)) == tokens
+
+
+def test_cv_for_busiest_inverts_the_load():
+    """The EP-invariant reading: at EP 8 the CV giving EP 8's busiest rank is the CV itself; at EP 32 (4 experts a
+    rank) it is smaller, and gives the same busiest rank."""
+    from simcluster.workload import moe
+    spec = config.load(pairs.ROW_PREFIX + "deepep").model.moe
+    tokens, cv = 65536.0, 1.2
+    target = moe.busiest_rank_load(spec.model_copy(update={"load": cv}), 8, tokens)
+    assert pairs.cv_for_busiest(spec, 8, tokens, target) == pytest.approx(cv, rel=1e-6)
+    at_32 = pairs.cv_for_busiest(spec, 32, tokens, target)
+    assert at_32 < cv / 2
+    assert moe.busiest_rank_load(spec.model_copy(update={"load": at_32}), 32, tokens) == pytest.approx(target)
