@@ -47,11 +47,6 @@ KERNELS = (("exp_avg.mul_", 1, 1), ("exp_avg.add_", 2, 1), ("exp_avg_sq.mul_", 1
 CLIPPING_KERNELS = (("clip_grad_norm_: vector_norm", 1, 0), ("clip_grad_norm_: grad.mul_", 1, 1))
 
 
-def clipping_bytes_per_param() -> float:
-    """HBM bytes per parameter of FSDP's gradient clipping (norm and rescale) before the step."""
-    return float(sum((reads + writes) * FP32_BYTES for _, reads, writes in CLIPPING_KERNELS))
-
-
 def hbm_bytes_per_param(weight_decay: bool = False) -> float:
     """HBM bytes per parameter of one DecoupledAdamW step (``weight_decay``: a nonzero decay adds param.mul_)."""
     kernels = KERNELS + ((WEIGHT_DECAY_KERNEL,) if weight_decay else ())
