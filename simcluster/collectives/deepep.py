@@ -37,15 +37,6 @@ from simcluster.core.token_routing import TokenRouting, deepep_slowdown
 from simcluster.core.units import BYTES_PER_S, parse
 
 
-def remote_rate(received_bytes_per_s: float, measured_sms: int, ranks: int, sms: int) -> float:
-    """Remote bytes a second one GPU's DeepEP intranode kernel moves on ``sms`` SMs, from a benchmark rate of
-    ``received_bytes_per_s`` (every received row, the rank's own among them) over ``ranks`` ranks at
-    ``measured_sms`` SMs: SM-bound, so proportional to the SMs, (ranks - 1)/ranks of the rows remote."""
-    if received_bytes_per_s <= 0 or measured_sms < 1 or ranks < 2 or sms < 1:
-        raise ValueError(f"need a rate {received_bytes_per_s} > 0, SMs {measured_sms}, {sms} >= 1, ranks {ranks} >= 2")
-    return received_bytes_per_s * sms / measured_sms * (ranks - 1) / ranks
-
-
 def intranode_ratio(gpu) -> float:
     """NCCL's all-to-all rate on ``gpu``'s NVLink (nccl.yaml efficiency x line rate) over the rate at which DeepEP's
     intranode kernels copy received rows on Megatron-Core's default SMs (the benchmark's rate scaled to the SMs: every

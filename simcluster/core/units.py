@@ -264,14 +264,10 @@ def exact_text(value: float, dimension: str) -> str:
 # finite. The Positive/NonNegative variants are for quantities that cannot be zero (rates, peaks, capacities: a
 # zero divides) or negative (latencies, powers: a negative latency runs time backwards).
 Bytes = _quantity(BYTES)
-BytesPerS = _quantity(BYTES_PER_S)
 Seconds = _quantity(SECONDS)
-FlopPerS = _quantity(FLOP_PER_S)
-Watts = _quantity(WATTS)
 PositiveBytes = _quantity(BYTES, POSITIVE)
 PositiveBytesPerS = _quantity(BYTES_PER_S, POSITIVE)
 PositiveFlopPerS = _quantity(FLOP_PER_S, POSITIVE)
-PositiveWatts = _quantity(WATTS, POSITIVE)
 BoardWatts = _quantity(WATTS, POSITIVE, PLAUSIBLE_BOARD_POWER)
 NonNegativeSeconds = _quantity(SECONDS, NON_NEGATIVE)
 NonNegativeDuration = _quantity(SECONDS, NON_NEGATIVE, PLAUSIBLE_DURATION)  # of a run, not a latency

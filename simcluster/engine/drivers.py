@@ -121,14 +121,15 @@ class _Hop(simpy.Event):
         self._value = None
 
 
-class _LightCondition(simpy.Event):
-    """A SimPy ``Condition`` for a waiter that reads no value: checks each of ``events`` as it is processed (at
-    once if it already is), fails with the first failure, succeeds when ``_met`` says so; ``_settled`` runs once it
-    has triggered."""
+class _AllOf(simpy.Event):
+    """SimPy's ``env.all_of(events)`` for a waiter that reads no value: checks each of ``events`` as it is processed
+    (at once if it already is), fails with the first failure, and is triggered, and queued, exactly when the
+    ``Condition`` would be (when the last of ``events`` is processed), without the ``ConditionValue`` it builds
+    and the callbacks it removes once processed (0.6 million of each in the calibration run: ~5% of its CPU)."""
 
     def __init__(self, env: simpy.Environment, events):
         super().__init__(env)
-        self._events = events
+        self._left = len(events)
         if not events:
             self.succeed()
             return
@@ -146,45 +147,10 @@ class _LightCondition(simpy.Event):
         if not event._ok:
             event._defused = True
             self.fail(event._value)
-        elif self._met():
-            self.succeed()
-        else:
             return
-        self._settled()
-
-    def _met(self) -> bool:
-        raise NotImplementedError
-
-    def _settled(self) -> None:
-        pass
-
-
-class _AllOf(_LightCondition):
-    """SimPy's ``env.all_of(events)`` for a waiter that reads no value: triggered, and queued, exactly when the
-    ``Condition`` would be (when the last of ``events`` is processed), without the ``ConditionValue`` it builds
-    and the callbacks it removes once processed (0.6 million of each in the calibration run: ~5% of its CPU)."""
-
-    def __init__(self, env: simpy.Environment, events):
-        self._left = len(events)
-        super().__init__(env, events)
-
-    def _met(self) -> bool:
         self._left -= 1
-        return self._left == 0
-
-
-class _FirstOf(_LightCondition):
-    """SimPy's ``a | b`` for a waiter that reads no value: triggered, and queued, when the first of ``events`` is
-    processed, as the ``Condition`` would be; its check leaves the other event's callbacks then (the network
-    driver's wake event outlives many of them), as the Condition does once processed."""
-
-    def _met(self) -> bool:
-        return True
-
-    def _settled(self) -> None:
-        for other in self._events:
-            if other.callbacks and self._check in other.callbacks:
-                other.callbacks.remove(self._check)
+        if self._left == 0:
+            self.succeed()
 
 
 class Groups(tuple):

@@ -78,13 +78,6 @@ def default_routing(switch_link_kinds) -> str:
     return "adaptive" if kinds and kinds <= ADAPTIVE_LINK_KINDS else "ecmp"
 
 
-def graph_default_routing(graph: nx.DiGraph) -> str:
-    """``default_routing`` of the links joining two network switches (leaf, spine, core, switch) of ``graph``."""
-    roles = graph.nodes(data="role")
-    return default_routing(d["kind"] for u, v, d in graph.edges(data=True)
-                           if roles[u] in NETWORK_SWITCH_ROLES and roles[v] in NETWORK_SWITCH_ROLES)
-
-
 def _csr(n: int, src: np.ndarray, dst: np.ndarray, link: np.ndarray):
     """Compressed adjacency: neighbours of node i are nbr[ptr[i]:ptr[i+1]], reached over link[...]."""
     order = np.argsort(src, kind="stable")

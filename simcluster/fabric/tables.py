@@ -98,14 +98,6 @@ class FabricTables:
                 out[key] = int(value)
         return out
 
-    def edge_attrs(self, link_id: int) -> dict:
-        d = {"bytes_per_s": float(self.bytes_per_s[link_id]), "latency_s": float(self.latency_s[link_id]),
-             "kind": self.kind[link_id], "link_id": link_id}
-        own = self.own_class.get(link_id)
-        if own:
-            d["link_class"] = own
-        return d
-
     @property
     def graph(self) -> nx.DiGraph:
         """The fabric as a NetworkX graph (``TableGraph``), made once and shared by every view of the fabric."""

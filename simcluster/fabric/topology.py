@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     import networkx as nx
 
 BUILTIN = tuple(fabric_options.BUILTIN_OPTIONS)
-ROLES = files.ROLES
-LINK_KINDS = files.LINK_KINDS
 
 # In-network reduction (IB SHARP) in the scale-out switches: ``cluster.sharp`` auto (where the fabric has it), on
 # (it must), off. NCCL reaches SHARP through CollNet with NVIDIA Quantum HDR switches or newer and ConnectX-6 HDR

@@ -87,8 +87,3 @@ def queued_weight_quantizes(recipe: str, kernels: list[tuple]) -> list[bool]:
     tensors = [(0.0, False)] * (zeroings if recipe == "current" else casts)
     return [tag and kernel[0] in made
             for kernel, tag in zip(kernels, queued_quantizes(recipe, kernels, tensors), strict=True)]
-
-
-def queued_count(ops: list) -> int:
-    """Kernels of ``ops`` the C++ of a call queues behind the kernel before it (``Op.queued``)."""
-    return sum(op.queued for op in ops)

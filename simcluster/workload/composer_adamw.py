@@ -47,17 +47,6 @@ KERNELS = (("exp_avg.mul_", 1, 1), ("exp_avg.add_", 2, 1), ("exp_avg_sq.mul_", 1
 CLIPPING_KERNELS = (("clip_grad_norm_: vector_norm", 1, 0), ("clip_grad_norm_: grad.mul_", 1, 1))
 
 
-def clipping_bytes_per_param() -> float:
-    """HBM bytes per parameter of FSDP's gradient clipping (norm and rescale) before the step."""
-    return float(sum((reads + writes) * FP32_BYTES for _, reads, writes in CLIPPING_KERNELS))
-
-
-def hbm_bytes_per_param(weight_decay: bool = False) -> float:
-    """HBM bytes per parameter of one DecoupledAdamW step (``weight_decay``: a nonzero decay adds param.mul_)."""
-    kernels = KERNELS + ((WEIGHT_DECAY_KERNEL,) if weight_decay else ())
-    return float(sum((reads + writes) * FP32_BYTES for _, reads, writes in kernels))
-
-
 def step_ops(params: float, tensors: float, flop_per_param: float, weight_decay: bool = False) -> list[Op]:
     """The kernels of one clipped DecoupledAdamW step over ``params`` parameters held in ``tensors`` tensors (at least
     one): ``CLIPPING_KERNELS`` then ``KERNELS`` per tensor, each over an equal share of the parameters, the step's

@@ -58,12 +58,6 @@ def applies(scenario: Scenario) -> bool:
     return scenario.training.optimizer == "decoupled_adamw"
 
 
-def logit_bytes_per_metric(logit_element_bytes: float) -> float:
-    """HBM bytes a logit of one metric update: autocast's fp32 cast (read the logit, write fp32; none for fp32
-    logits) and the fp32 ``log_softmax`` (read, write)."""
-    return (logit_element_bytes + FP32 if logit_element_bytes != FP32 else 0.0) + 2 * FP32
-
-
 def microbatch_ops(tokens: float, vocab: int, logit_element_bytes: float) -> list[Op]:
     """The kernels Composer's training metrics run after one microbatch's backward, over ``tokens`` rows of
     ``vocab`` logits of ``logit_element_bytes`` each, in issue order: the labels' shift, then per metric the cast

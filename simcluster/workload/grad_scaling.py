@@ -73,13 +73,6 @@ def scaled(scenario: Scenario) -> tuple[bool, bool]:
     return dense != 1.0, expert != 1.0
 
 
-def pass_bytes(grad_bytes: float, expert_grad_bytes: float, which: tuple[bool, bool]) -> float:
-    """HBM bytes of the scaling pass over a bucket of ``grad_bytes`` dense and ``expert_grad_bytes`` expert gradients
-    (each at the gradient buffer's width), ``which`` of them scaled."""
-    dense, expert = which
-    return ELEMENTS_PER_GRAD * ((grad_bytes if dense else 0.0) + (expert_grad_bytes if expert else 0.0))
-
-
 def kernel_s(hbm_bytes: float, gpu, precision: str) -> float:
     """One scaling kernel of ``hbm_bytes``, memory-bound at the achievable HBM bandwidth, with the stream's gap."""
     return kernels.op_time_s(Op(name=KERNEL_NAME, kind="memory", flop=0.0, hbm_bytes=hbm_bytes), gpu, precision)

@@ -17,6 +17,14 @@ PACKAGE = Path(__file__).resolve().parents[2] / "simcluster"
 LAYERS = ("core", "spec", "workload", "parallel", "fabric", "network", "collectives", "replay", "outcomes",
           "engine", "studies", "analysis", "cli")
 
+# The "may import" column of docs/architecture.md's layer table where it is narrower than "the layers before":
+# fabric/ and network/ know no workload or parallel plan, outcomes/ no fabric, network or collectives.
+MAY_IMPORT = {
+    "fabric": ("core", "spec"),
+    "network": ("core", "spec", "fabric"),
+    "outcomes": ("core", "spec", "workload", "parallel"),
+}
+
 # Third-party packages that only one layer may import.
 OWNERS = {"simpy": "engine", "matplotlib": "analysis", "typer": "cli", "rich": "cli"}
 
@@ -82,6 +90,20 @@ def test_no_module_imports_a_later_layer():
             elif (target := layer_of(dep)) is not None and LAYERS.index(target) > LAYERS.index(own):
                 upward.append(f"{module} -> {dep}")
     assert not upward, "upward imports:\n" + "\n".join(sorted(upward))
+
+
+def test_narrow_layers_import_only_what_their_row_names():
+    """fabric/, network/ and outcomes/ sit after layers they must not use (docs/architecture.md's table): a fabric is
+    built without a model, the network models time transfers without a plan, outcomes are functions of scenarios and
+    summaries (no simulation, no fabric)."""
+    strays = []
+    for module, deps in graph().items():
+        own = layer_of(module)
+        for dep in deps:
+            target = layer_of(dep)
+            if own in MAY_IMPORT and target is not None and target != own and target not in MAY_IMPORT[own]:
+                strays.append(f"{module} -> {dep}")
+    assert not strays, "imports outside the layer's row of docs/architecture.md:\n" + "\n".join(sorted(strays))
 
 
 def test_module_imports_have_no_cycle():

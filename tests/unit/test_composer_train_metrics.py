@@ -22,7 +22,6 @@ def test_two_metric_updates_read_and_write_28_bytes_a_bf16_logit():
     # nll_loss (8 + 4), target != ignore (8 + 1), sum (1)
     per_token = 2 * 16 + 2 * (12 + 9 + 1)
     assert sum(op.hbm_bytes for op in ops) == pytest.approx(28.0 * logits + per_token * TOKENS)
-    assert composer_train_metrics.logit_bytes_per_metric(2.0) == 14.0
     # three label-shift kernels, seven a metric update (cast, log_softmax, nll_loss, ne, sum, two accumulations)
     assert len(ops) == 3 + 7 * len(composer_train_metrics.METRICS) == 17
 
@@ -33,7 +32,6 @@ def test_fp32_logits_skip_the_cast():
     ops16 = composer_train_metrics.microbatch_ops(TOKENS, VOCAB, 2.0)
     ops32 = composer_train_metrics.microbatch_ops(TOKENS, VOCAB, 4.0)
     logits = TOKENS * VOCAB
-    assert composer_train_metrics.logit_bytes_per_metric(4.0) == 8.0
     assert sum(op.hbm_bytes for op in ops16) - sum(op.hbm_bytes for op in ops32) == pytest.approx(2 * 6.0 * logits)
     assert len(ops16) - len(ops32) == len(composer_train_metrics.METRICS) == 2
 

@@ -1,5 +1,5 @@
-"""The engine's light events keep SimPy's order: ``drivers._AllOf`` and ``drivers._FirstOf`` are queued when SimPy's
-``Condition`` (``env.all_of``, ``a | b``) would be, and ``simulation.fire`` resumes a waiter when ``succeed`` would.
+"""The engine's light events keep SimPy's order: ``drivers._AllOf`` is queued when SimPy's ``Condition``
+(``env.all_of``) would be, and ``simulation.fire`` resumes a waiter when ``succeed`` would.
 The engine merges transfers by the instant and order they start, so a waiter resumed one queue turn earlier or
 later can change a result: each test replays one interleaving with SimPy's own event and with the light one, and the
 two logs must be the same, step for step."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from simcluster.engine.drivers import _AllOf, _FirstOf
+from simcluster.engine.drivers import _AllOf
 from simcluster.engine.simulation import fire
 
 
@@ -63,27 +63,6 @@ def test_all_of_resumes_its_waiter_when_simpys_condition_does():
     want = _log_of(simpy_all_of, lambda event: event.succeed())
     assert ("waiter", 2) in want
     assert _log_of(light_all_of, lambda event: event.succeed()) == want
-
-
-def test_first_of_resumes_its_waiter_when_simpys_condition_does():
-    def simpy_first_of(env, events):
-        return events[0] | events[1]
-
-    def light_first_of(env, events):
-        return _FirstOf(env, tuple(events))
-
-    want = _log_of(simpy_first_of, lambda event: event.succeed())
-    assert ("waiter", 1) in want
-    assert _log_of(light_first_of, lambda event: event.succeed()) == want
-
-
-def test_first_of_leaves_the_later_event_without_its_check():
-    env = simpy.Environment()
-    wake, timeout = env.event(), env.timeout(1)
-    either = _FirstOf(env, (wake, timeout))
-    env.run()
-    assert either.processed and timeout.processed
-    assert wake.callbacks == []   # the driver's wake outlives many waits: no stale checks pile up on it
 
 
 def _guarded_log(succeed) -> list[tuple[str, float]]:
@@ -144,13 +123,3 @@ def test_fire_refuses_an_event_already_triggered():
     fire(other)
     with pytest.raises(RuntimeError, match="already been triggered"):
         fire(other)
-
-
-def test_first_of_leaves_no_check_behind_when_an_event_is_already_processed():
-    env = simpy.Environment()
-    done = env.event()
-    done.succeed()
-    env.run()
-    later = env.event()
-    _FirstOf(env, (done, later))
-    assert later.callbacks == []

@@ -69,8 +69,10 @@ def test_separate_projections_keep_flop_and_add_the_gradient_sums():
 
 
 def test_decoupled_adamw_is_eight_unfused_fp32_passes():
-    assert composer_adamw.hbm_bytes_per_param() == 4 * (2 + 3 + 2 + 3 + 2 + 2 + 2 + 4) == 80
-    assert composer_adamw.hbm_bytes_per_param(weight_decay=True) == 88
+    clip = 4 * (1 + 2)   # clip_grad_norm_'s vector_norm (read) and grad.mul_ (read, write), fp32
+    adam = 4 * (2 + 3 + 2 + 3 + 2 + 2 + 2 + 4)   # 80: the eight Adam kernels' fp32 reads and writes
+    assert sum(op.hbm_bytes for op in composer_adamw.step_ops(1.0, 1, 0.0)) == adam + clip
+    assert sum(op.hbm_bytes for op in composer_adamw.step_ops(1.0, 1, 0.0, weight_decay=True)) == 88 + clip
     params = 1e9  # memory-bound: 80 B a parameter and FSDP's clipping, 12 (norm read 4, rescale read + write 8)
     unfused = optimizer_time_s(params, H100, "bf16", optimizer="decoupled_adamw")
     # one tensor: 8 Adam kernels and clipping's 2, each with the stream's gap (parallel.fsdp_runtime's pieces)
