@@ -31,6 +31,7 @@ from simcluster.core import catalog, inputs, limits, units
 from simcluster.core.errors import ScenarioError, did_you_mean, quoted, shown
 from simcluster.core.units import Bytes, Count
 from simcluster.spec import fabric_options, hardware, model
+from simcluster.spec.base import Spec
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
 from simcluster.spec.model import TransformerSpec
 from simcluster.spec.reliability import Reliability
@@ -602,7 +603,7 @@ def recipe_models(m: TransformerSpec) -> frozenset[str]:
     return recipe_match(m)[0]
 
 
-class _Strict(BaseModel):
+class _Strict(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

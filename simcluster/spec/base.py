@@ -1,0 +1,34 @@
+"""The base of every model of a scenario: pydantic's ``BaseModel`` whose dump gives back an interrupt.
+
+pydantic wraps whatever a serializer raises as a ``PydanticSerializationError``, an interrupt too (Ctrl-C lands in a
+serializer easily: every quantity with a unit is written by ``units.exact_text``, which parses its candidates back).
+A dump of one of these models that fails while the command was interrupted raises the interrupt instead
+(``core.interrupts``), so that the command stops there and keeps what it finished, as for an interrupt anywhere else;
+inside a validator (a GPU or NIC preset's dump) the interrupt passes through pydantic's validation as it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
+
+from simcluster.core import interrupts
+
+
+class Spec(BaseModel):
+    """``BaseModel`` with ``model_dump`` and ``model_dump_json`` that give back an interrupt pydantic wrapped."""
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return super().model_dump(**kwargs)
+        except PydanticSerializationError:
+            interrupts.raise_received()
+            raise
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        try:
+            return super().model_dump_json(**kwargs)
+        except PydanticSerializationError:
+            interrupts.raise_received()
+            raise
