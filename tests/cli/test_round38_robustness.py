@@ -9,8 +9,10 @@ inside the serializer on purpose, so they do not depend on when a real Ctrl-C ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+from concurrent.futures.process import BrokenProcessPool
 from typing import Annotated
 
 import pytest
@@ -20,6 +22,7 @@ from pydantic_core import PydanticSerializationError
 from simcluster import cli
 from simcluster.core import script_entry
 from simcluster.spec import config, hardware
+from simcluster.studies import workers
 
 
 def _signal_self(_value):
@@ -166,3 +169,36 @@ def test_a_dump_outside_a_command_still_raises_pydantic_s_error():
 
     with pytest.raises(PydanticSerializationError, match="KeyboardInterrupt"):
         Model().model_dump()
+
+
+# ---- a sweep's worker killed (out of memory, kill -9) ------------------------------------------------------------
+
+class _DiesAfterOneRun(workers.InlineExecutor):
+    """A pool whose worker dies after one run: the next run submitted finds it broken, as a ProcessPoolExecutor's
+    ``submit`` does once a worker was killed."""
+
+    def __init__(self):
+        self.runs = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.runs += 1
+        if self.runs > 1:
+            raise BrokenProcessPool("A child process terminated abruptly, the process pool is not usable anymore")
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_sweep_whose_worker_died_is_one_line_and_keeps_its_shards(monkeypatch, tmp_path, capsys):
+    from simcluster.studies import sweep
+
+    monkeypatch.setattr(sweep, "executor", lambda *_a: contextlib.nullcontext((_DiesAfterOneRun(), 1)))
+    out = tmp_path / "sw"
+    args = ["sweep", "dao2023-gpt3-1.3b-2k-8-a100", "--vary", "parallelism.tp=1,2", "--network", "analytic",
+            "--no-plots", "--out", str(out)]
+    assert cli.main(args) == 2   # before: a BrokenProcessPool traceback, exit 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --jobs: a worker process died") and err.count("\n") == 1
+    assert "the 1 run(s) finished are kept" in err
+    assert len(list((out / "shards").glob("*.json"))) == 1
+    monkeypatch.undo()
+    assert cli.main([*args, "--jobs", "1"]) == 0
+    assert "1 computed, 1 reused from shards" in capsys.readouterr().out
