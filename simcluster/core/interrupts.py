@@ -29,8 +29,18 @@ def raising(raise_received: Callable[[], None]) -> Iterator[None]:
         _raise = previous
 
 
-def raise_received() -> None:
-    """Raise the interrupt the running command received (``Interrupted``), if one came; else return, and the caller
-    goes on with the error it caught."""
+def raise_received(err: BaseException | None = None) -> None:
+    """Raise the interrupt the running command received (``Interrupted``), if one came; outside a command, an
+    interrupt (a KeyboardInterrupt: any BaseException that is no Exception) the library kept as ``err``'s cause
+    (pydantic keeps it for a field's own serializer, not through a model's wrap serializer). Else return, and the
+    caller goes on with the error it caught."""
     if _raise is not None:
         _raise()
+        return
+    seen = set()
+    cause = err.__cause__ if err is not None else None
+    while cause is not None and id(cause) not in seen:
+        if not isinstance(cause, Exception):
+            raise cause
+        seen.add(id(cause))
+        cause = cause.__cause__

@@ -22,13 +22,13 @@ class Spec(BaseModel):
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         try:
             return super().model_dump(**kwargs)
-        except PydanticSerializationError:
-            interrupts.raise_received()
+        except PydanticSerializationError as err:
+            interrupts.raise_received(err)
             raise
 
     def model_dump_json(self, **kwargs: Any) -> str:
         try:
             return super().model_dump_json(**kwargs)
-        except PydanticSerializationError:
-            interrupts.raise_received()
+        except PydanticSerializationError as err:
+            interrupts.raise_received(err)
             raise

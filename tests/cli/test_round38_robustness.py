@@ -160,15 +160,29 @@ def test_run_interrupted_inside_the_report_s_dump_keeps_its_summary(sigint_in_ne
     assert [p.name for p in out.iterdir()] == ["summary.json"]   # before: the folder removed, nothing kept
 
 
-def test_a_dump_outside_a_command_still_raises_pydantic_s_error():
-    """Outside the CLI (a library user) nothing is received: the wrapped error is pydantic's, as before."""
+def test_a_dump_outside_a_command_gives_back_the_keyboard_interrupt_pydantic_kept():
+    """Outside the CLI (a library user, a script) nothing is recorded: the KeyboardInterrupt pydantic kept as the
+    error's cause is raised; a serializer's own error stays pydantic's."""
     from simcluster.spec import base
 
     class Model(base.Spec):
         x: Annotated[float, PlainSerializer(_signal_self)] = 1.0
 
-    with pytest.raises(PydanticSerializationError, match="KeyboardInterrupt"):
+    class Failing(base.Spec):
+        x: Annotated[float, PlainSerializer(lambda _v: 1 / 0)] = 1.0
+
+    with pytest.raises(KeyboardInterrupt):
         Model().model_dump()
+    with pytest.raises(PydanticSerializationError, match="ZeroDivisionError"):
+        Failing().model_dump()
+
+
+def test_a_scenario_read_outside_a_command_is_interrupted_not_invalid(sigint_in_next_dump):
+    """A library user's (or a script's) Ctrl-C while a GPU preset is dumped in the reader's validator: the
+    KeyboardInterrupt itself, not ``ScenarioError: cluster.gpu: ... KeyboardInterrupt`` (main)."""
+    sigint_in_next_dump()
+    with pytest.raises(KeyboardInterrupt):
+        config.load("dao2023-gpt3-1.3b-2k-8-a100")
 
 
 # ---- a sweep's worker killed (out of memory, kill -9) ------------------------------------------------------------
