@@ -216,3 +216,13 @@ def test_a_sweep_whose_worker_died_is_one_line_and_keeps_its_shards(monkeypatch,
     monkeypatch.undo()
     assert cli.main([*args, "--jobs", "1"]) == 0
     assert "1 computed, 1 reused from shards" in capsys.readouterr().out
+
+
+def test_validate_whose_worker_died_prints_the_cases_it_finished(monkeypatch, capsys):
+    monkeypatch.setattr(workers, "local", lambda _jobs=None: contextlib.nullcontext((_DiesAfterOneRun(), 2)))
+    code = cli.main(["validate", "--only", "megatron-1.2b-a100", "--jobs", "2", "--json"])
+    assert code == 2
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)   # before: stdout empty, the finished case lost
+    assert out["partial"] is True and len(out["cases"]) == 1 and out["pending"] == 1
+    assert captured.err.startswith("error: --jobs: a worker process died") and captured.err.count("\n") == 1
