@@ -32,3 +32,14 @@ class Spec(BaseModel):
         except PydanticSerializationError as err:
             interrupts.raise_received(err)
             raise
+
+
+def serialized(handler: Any, value: Any) -> Any:
+    """``handler(value)`` inside a model's wrap serializer (``model_serializer(mode="wrap")``), an interrupt pydantic
+    wrapped given back: the error reaching the wrap serializer still has the interrupt as its cause, but pydantic drops
+    it when the error leaves the wrap serializer, so that ``Spec.model_dump`` could not tell outside a command."""
+    try:
+        return handler(value)
+    except PydanticSerializationError as err:
+        interrupts.raise_received(err)
+        raise

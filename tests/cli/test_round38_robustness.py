@@ -226,3 +226,13 @@ def test_validate_whose_worker_died_prints_the_cases_it_finished(monkeypatch, ca
     out = json.loads(captured.out)   # before: stdout empty, the finished case lost
     assert out["partial"] is True and len(out["cases"]) == 1 and out["pending"] == 1
     assert captured.err.startswith("error: --jobs: a worker process died") and captured.err.count("\n") == 1
+
+
+def test_a_whole_scenario_dumped_outside_a_command_gives_back_the_keyboard_interrupt(sigint_in_next_dump):
+    """Through the Scenario's wrap serializers (``_dump_model_as_written``, each section's ``_dump_defaults_unset``)
+    pydantic drops the interrupt from the error's causes unless they give it back (``spec.base.serialized``): a
+    script's ``rebuildable`` (a sweep's grid, a validation layout) then took Ctrl-C for an error."""
+    scenario = config.load("dao2023-gpt3-1.3b-2k-8-a100")
+    sigint_in_next_dump()
+    with pytest.raises(KeyboardInterrupt):
+        config.rebuildable(scenario)
