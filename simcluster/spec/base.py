@@ -17,18 +17,12 @@ from simcluster.core import interrupts
 
 
 class Spec(BaseModel):
-    """``BaseModel`` with ``model_dump`` and ``model_dump_json`` that give back an interrupt pydantic wrapped."""
+    """``BaseModel`` whose ``model_dump`` gives back an interrupt pydantic wrapped (simcluster dumps no model to JSON
+    text: ``model_dump_json`` is pydantic's)."""
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         try:
             return super().model_dump(**kwargs)
-        except PydanticSerializationError as err:
-            interrupts.raise_received(err)
-            raise
-
-    def model_dump_json(self, **kwargs: Any) -> str:
-        try:
-            return super().model_dump_json(**kwargs)
         except PydanticSerializationError as err:
             interrupts.raise_received(err)
             raise
