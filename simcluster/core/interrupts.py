@@ -33,8 +33,7 @@ def raise_received(err: BaseException | None = None) -> None:
     """Raise the interrupt the running command received (``Interrupted``), if one came; outside a command, an
     interrupt (a KeyboardInterrupt: any BaseException that is no Exception) the library kept as ``err``'s cause
     (pydantic keeps it for a field's own serializer; through a wrap serializer only if that passes it on, as
-    ``spec.base.serialized`` does). Else return, and the
-    caller goes on with the error it caught."""
+    ``spec.base.serialized`` does). Else return, and the caller goes on with the error it caught."""
     if _raise is not None:
         _raise()
         return
