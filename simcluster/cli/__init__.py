@@ -48,6 +48,7 @@ try:
     from simcluster.cli import collective, compare, explain, laws, replay, run, schema, sweep, validate  # noqa: F401
     from simcluster.cli.app import USER_ERROR_EXIT, Interrupted, app, fail
     from simcluster.cli.terminal import settle_widths
+    from simcluster.core import interrupts
     from simcluster.core.errors import ScenarioError, one_line
 finally:
     if _COLLECTING:
@@ -138,10 +139,10 @@ def _interrupts():
     previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook, command)
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _handled_signals()}
     try:
-        yield
+        with interrupts.raising(_raise_received):  # where a library wrapped it, given back there (spec.base)
+            yield
     except Exception:
-        if _Command.received:  # a library turned the interrupt into an error of its own (``script_entry.call``)
-            raise Interrupted(_Command.received[0]) from None
+        _raise_received()  # a library turned the interrupt into an error of its own (``script_entry.call``)
         raise
     finally:
         with _Command.lock:
@@ -150,6 +151,12 @@ def _interrupts():
         _restore(previous)
     if _Command.received:  # the command ran to its end: an interrupt a library kept
         raise Interrupted(_Command.received[0])
+
+
+def _raise_received() -> None:
+    """Raise the interrupt the running command received, if one came (``core.interrupts``)."""
+    if _Command.received:
+        raise Interrupted(_Command.received[0]) from None
 
 
 def _restore(previous: dict) -> None:

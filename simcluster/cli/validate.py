@@ -13,6 +13,7 @@ from simcluster.cli.app import Interrupted, app, check_count, fail
 from simcluster.cli.run import NETWORK_HELP, check_network
 from simcluster.cli.terminal import Terminal, description
 from simcluster.core import outputs, units
+from simcluster.core.errors import ScenarioError
 from simcluster.studies import trends, validation, workers
 
 
@@ -58,7 +59,7 @@ def validate(
                 if any(only in c["scenario"] for c in other) else "")
         fail("--only", f"no {label} case's scenario contains {only!r}{hint}")
     run = functools.partial(validation.run_case, network=network, variability=spread, extrapolate=steady_state)
-    finished, interrupted = {}, None
+    finished, stopped = {}, None
     try:  # on --jobs worker processes; the rows in the cases' order whichever finished first (any --jobs: one output)
         # no bar when stderr is not a terminal: rich's stopped bar left a blank line there, before the one line of
         # an interrupt (and after every run with --json); rich.progress.track's bar, its description printed as
@@ -72,8 +73,13 @@ def validate(
     except Interrupted as err:  # Ctrl-C: the rows finished are printed, then exit 130 (docs/robustness.md)
         if not finished and not as_json:  # --json prints its object even so: none finished, every case pending
             raise                         # (round 35: stdout was empty, and a reader of the JSON failed on it)
-        interrupted = err
+        stopped = err
         label += f", interrupted after {len(finished)} of {len(cases)}"
+    except ScenarioError as err:  # a worker process died (killed: out of memory): the rows finished are printed, then
+        if err.field != "--jobs" or not finished:  # its one line and exit 2 (round 38: they were lost)
+            raise
+        stopped = err
+        label += f", stopped after {len(finished)} of {len(cases)}"  # why: the error line on stderr
     results = [finished[index] for index in sorted(finished)]
     stats = validation.error_stats(results) if results else {}
     if as_json:
@@ -82,10 +88,10 @@ def validate(
                                   "by_series": validation.error_by_group(results),
                                   "trends": trends.trends([r.__dict__ for r in results]),
                                   # as ``sweep``: an interrupted run says so and how many cases it left
-                                  "partial": interrupted is not None,
+                                  "partial": stopped is not None,
                                   "pending": len(cases) - len(results)}, indent=2))
-        if interrupted:
-            raise interrupted
+        if stopped:
+            raise stopped
         return
     table = Table(title=f"simulated vs published TFLOP/s per GPU ({label} runs)")
     for column in ("scenario", "metric", "published", "simulated", "error", "memory/GPU"):
@@ -114,8 +120,8 @@ def validate(
     if over:
         console.print(f"the memory model puts {', '.join(over)} above the GPU's HBM, though the published run fit: "
                       f"see docs/calibration.md")
-    if interrupted:
-        raise interrupted
+    if stopped:
+        raise stopped
 
 
 def print_trends(console: Terminal, found: dict, label: str) -> None:

@@ -31,6 +31,7 @@ from simcluster.core import catalog, inputs, limits, units
 from simcluster.core.errors import ScenarioError, did_you_mean, quoted, shown
 from simcluster.core.units import Bytes, Count
 from simcluster.spec import fabric_options, hardware, model
+from simcluster.spec.base import Spec, serialized
 from simcluster.spec.hardware import GpuSpec, NicSpec, Precision
 from simcluster.spec.model import TransformerSpec
 from simcluster.spec.reliability import Reliability
@@ -602,7 +603,7 @@ def recipe_models(m: TransformerSpec) -> frozenset[str]:
     return recipe_match(m)[0]
 
 
-class _Strict(BaseModel):
+class _Strict(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -635,7 +636,7 @@ class _Defaulted(_Strict):
 
     @model_serializer(mode="wrap")
     def _dump_defaults_unset(self, handler, info):
-        data = handler(self)
+        data = serialized(handler, self)
         if not isinstance(data, dict) or not (info.context or {}).get(UNRESOLVED):
             return data
         # a value set since (model_copy(update=...)) is the caller's, not the default: kept
@@ -1414,7 +1415,7 @@ class Scenario(_Strict):
         """``rebuildable`` dumps keep the model as written: a rebuilt scenario applies moe_token_drop anew. A model set
         since (model_copy(update=...), which copies the record of the written one) is the caller's: kept. A resolved
         dump (``model_dump``) states the model run: capacity_factor 1.0, pad_to_capacity true."""
-        data = handler(self)
+        data = serialized(handler, self)
         written = self._model_as_written
         if (isinstance(data, dict) and (info.context or {}).get(UNRESOLVED) and written is not None
                 and self.model == token_dropped(written)):

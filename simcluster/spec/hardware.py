@@ -10,7 +10,7 @@ import math
 import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import ConfigDict, Field, Strict, field_validator, model_validator
 
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError, unknown_name
@@ -24,6 +24,7 @@ from simcluster.core.units import (
     PositiveFlopPerS,
     WholeNumber,
 )
+from simcluster.spec.base import Spec
 
 Precision = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
 # Precisions a datasheet lists peaks for: the training precisions and fp4 (Blackwell's NVFP4/MXFP4 tensor cores;
@@ -39,7 +40,7 @@ BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2,
 MAX_PRICE_PER_GPU_HOUR = 1000.0
 
 
-class GpuSpec(BaseModel):
+class GpuSpec(Spec):
     """One accelerator: tensor-core peaks, HBM, scale-up link, power and an indicative price."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -76,7 +77,7 @@ class GpuSpec(BaseModel):
         return self.peak[precision]
 
 
-class NicSpec(BaseModel):
+class NicSpec(Spec):
     """A network adapter, one per GPU on the scale-out fabric."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -97,7 +98,7 @@ class NicSpec(BaseModel):
         return value
 
 
-class LinkSpec(BaseModel):
+class LinkSpec(Spec):
     """A host link (PCIe) or a switch traversal: bandwidth and/or latency."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

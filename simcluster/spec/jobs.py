@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from simcluster.core import inputs
 from simcluster.core.errors import ScenarioError
 from simcluster.spec import config
+from simcluster.spec.base import Spec
 from simcluster.spec.config import Cluster, Scenario
 
 Index = Annotated[int, Strict(), Field(ge=0)]
@@ -28,7 +29,7 @@ Positive = Annotated[int, Strict(), Field(ge=1)]
 JOB_SECTIONS = ("model", "training", "parallelism", "variability", "reliability", "economics")
 
 
-class Placement(BaseModel):
+class Placement(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     nodes: list[Index] | None = Field(None, description="the shared cluster's nodes the job runs on, in rank order "
@@ -51,7 +52,7 @@ class Placement(BaseModel):
 TOP_LEVEL_FILES = ("summary.json",)
 
 
-class Job(BaseModel):
+class Job(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
@@ -67,7 +68,7 @@ class Job(BaseModel):
     economics: Any = None
 
 
-class JobsScenario(BaseModel):
+class JobsScenario(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field("jobs", pattern=r"^[^/\\.][^/\\]*$")

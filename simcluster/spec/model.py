@@ -9,7 +9,6 @@ import math
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     Strict,
@@ -20,6 +19,7 @@ from pydantic import (
 from simcluster.core import catalog
 from simcluster.core.errors import ScenarioError, unknown_name
 from simcluster.core.units import Count, FiniteNumber, WholeNumber
+from simcluster.spec.base import Spec
 
 # Plausibility bounds of a model's shape, far above any trained model (docs/robustness.md): the largest published
 # dense shapes are 128 layers and a hidden size of 25,600 (Megatron-LM's 1T model, Narayanan et al. 2021, table 1),
@@ -39,7 +39,7 @@ MAX_EXPERTS = 2**20
 LOAD_NAMES = ("measured", "balanced", "round_robin")
 
 
-class MoESpec(BaseModel):
+class MoESpec(Spec):
     """Mixture-of-experts MLPs (``model.moe``): a router sends each token to ``top_k`` of ``experts`` SwiGLU/GELU
     experts of inner size ``ffn_hidden``; ``shared_experts`` more see every token (DeepSeekMoE, Dai et al. 2024).
     The first ``dense_layers`` layers keep the dense MLP of ``model.ffn_hidden``; after them every ``interval``-th
@@ -118,7 +118,7 @@ class MoESpec(BaseModel):
         return self
 
 
-class MLASpec(BaseModel):
+class MLASpec(Spec):
     """Multi-head latent attention (``model.mla``; DeepSeek-V2/V3, workload/mla.py): queries through a
     ``q_lora_rank`` bottleneck, keys and values through a ``kv_lora_rank`` one, each head's query and key
     ``qk_head_dim`` wide plus a ``qk_rope_head_dim`` rotary part (the key's shared by all heads), its value
@@ -134,7 +134,7 @@ class MLASpec(BaseModel):
     v_head_dim: Count = Field(le=MAX_HIDDEN, description="per-head value width")
 
 
-class TransformerSpec(BaseModel):
+class TransformerSpec(Spec):
     """A decoder-only transformer. GPT-style by default; Llama-style with mlp=swiglu, rmsnorm, rope, GQA;
     Nemotron-4-style with mlp=squared_relu, layernorm without linear biases (bias=false), rope, GQA."""
 

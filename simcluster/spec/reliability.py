@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import ConfigDict, Field, Strict, field_validator
 
 from simcluster.core.units import FiniteNumber, NonNegativeDuration, PositiveBytes, PositiveBytesPerS
+from simcluster.spec.base import Spec
 
 # Hot spares: at most the most nodes a scenario may have (config.MAX_GPUS at one GPU a node; config imports this
 # module, so the figure is repeated, and tests/cli/test_round23_robustness.py holds it >= config.MAX_GPUS). Only an
@@ -22,7 +23,7 @@ COMPONENTS = ("gpu", "hbm", "nvlink", "nic", "host", "network", "software")
 NonNegativeFloat = Annotated[FiniteNumber, Field(ge=0)]  # YAML's true is not a rate
 
 
-class Reliability(BaseModel):
+class Reliability(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     failures_per_1000_node_days: NonNegativeFloat | None = Field(

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import ConfigDict, Field, Strict, model_validator
 
 from simcluster.core import catalog
 from simcluster.core.units import FiniteNumber, NonNegativeSeconds
+from simcluster.spec.base import Spec
 
 # A coefficient of variation above 1 would make most lognormal draws tiny or huge: not a GPU fleet.
 MAX_CV = 1.0
@@ -24,7 +25,7 @@ MAX_SLOWDOWN = 1000.0
 Index = Annotated[int, Strict(), Field(ge=0)]
 
 
-class Straggler(BaseModel):
+class Straggler(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ranks: list[Index] | None = Field(None, description="global ranks slowed")
@@ -39,7 +40,7 @@ class Straggler(BaseModel):
         return self
 
 
-class Variability(BaseModel):
+class Variability(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gpu_speed_cv: FiniteNumber = Field(0.0, ge=0.0, le=MAX_CV,

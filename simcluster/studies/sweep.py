@@ -335,6 +335,11 @@ def run_grid(tasks: list[Task], out_dir: Path, pool: cf.Executor, slots: int = 1
         with contextlib.closing(workers.completed(pool, _run_task_safely, queue(), max(1, 2 * slots))) as calls:
             for task, future in calls:
                 finish(future, task)
+    except cf.BrokenExecutor as err:  # a worker killed (out of memory, kill -9): the pool takes no more runs
+        # (round 38: a BrokenProcessPool traceback, exit 1, at the next run submitted); ``validate`` says the same
+        kept = sum(done[key]["status"] != "error" for key in executed)
+        raise ScenarioError("--jobs", f"a worker process died ({err}); the {kept} run(s) finished are kept as "
+                            "shards: run the same command to resume (--jobs 1 runs in this process)") from None
     finally:
         for key in list(claimed):
             _release(out_dir, claimed, key)

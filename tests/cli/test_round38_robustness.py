@@ -9,7 +9,10 @@ inside the serializer on purpose, so they do not depend on when a real Ctrl-C ar
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
+from concurrent.futures.process import BrokenProcessPool
 from typing import Annotated
 
 import pytest
@@ -19,6 +22,7 @@ from pydantic_core import PydanticSerializationError
 from simcluster import cli
 from simcluster.core import script_entry
 from simcluster.spec import config, hardware
+from simcluster.studies import workers
 
 
 def _signal_self(_value):
@@ -77,3 +81,158 @@ def test_a_script_error_without_an_interrupt_is_still_2(capsys):
 def test_the_cli_interrupted_inside_a_serializer_is_130(interrupting_gpu_preset, capsys):
     assert cli.main(["run", "dao2023-gpt3-1.3b-2k-8-a100"]) == 130
     assert capsys.readouterr().err == "interrupted by SIGINT\n"
+
+
+# ---- the same wrap, given back where pydantic made it (spec.base.Spec, core.interrupts) -----------------------------
+# The serializer of every quantity with a unit calls ``units.exact_text``; a SIGINT landing there, after the command
+# has finished some of its work, was taken for an error by the code around the dump: a sweep cached the point as
+# failed and ran the rest; ``validate`` printed none of the cases it had finished; ``run --report`` removed the
+# summary.json of a finished simulation. Each test arms the SIGINT for the next dump once some work is finished.
+
+@pytest.fixture
+def sigint_in_next_dump(monkeypatch):
+    """``arm()``: the next call of ``units.exact_text`` (a serializer of a real spec model) receives a SIGINT."""
+    from simcluster.core import units
+
+    real, armed = units.exact_text, []
+
+    def exact_text(value, dimension):
+        if armed:
+            armed.clear()
+            signal.raise_signal(signal.SIGINT)
+        return real(value, dimension)
+
+    monkeypatch.setattr(units, "exact_text", exact_text)
+    return lambda *_args, **_kwargs: armed.append(True)
+
+
+def _after(monkeypatch, module, name, then):
+    """``module.name`` calling ``then()`` after it returns."""
+    real = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        result = real(*args, **kwargs)
+        then()
+        return result
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def test_a_sweep_interrupted_inside_a_dump_stops_and_caches_no_failure(sigint_in_next_dump, monkeypatch, tmp_path,
+                                                                        capsys):
+    from simcluster.studies import sweep
+
+    _after(monkeypatch, sweep, "write_shard", sigint_in_next_dump)  # the next point's GPU preset is dumped
+    out = tmp_path / "sw"
+    code = cli.main(["sweep", "dao2023-gpt3-1.3b-2k-8-a100", "--vary", "cluster.gpu=a100-80gb-sxm,h100-sxm,b200",
+                     "--network", "analytic", "--jobs", "1", "--out", str(out)])
+    assert code == 130
+    assert "1 of 3 runs finished" in capsys.readouterr().err
+    shards = [json.loads(p.read_text()) for p in (out / "shards").glob("*.json")]
+    assert [s["status"] for s in shards] == ["ok"]   # before: a 'failed' shard (reused on resume), every point run
+    report = json.loads((out / "sweep.json").read_text())
+    assert report["partial"] is True and report["pending"] == 2
+
+
+def test_validate_interrupted_inside_a_dump_prints_the_cases_it_finished(sigint_in_next_dump, monkeypatch, capsys):
+    from simcluster.studies import validation
+
+    _after(monkeypatch, validation, "run_case", sigint_in_next_dump)  # the next case's scenario dumps its GPU
+    code = cli.main(["validate", "--only", "megatron-1.2b-a100", "--jobs", "1", "--json"])
+    assert code == 130
+    out = json.loads(capsys.readouterr().out)   # before: stdout empty
+    assert out["partial"] is True and len(out["cases"]) == 1 and out["pending"] == 1
+
+
+def test_run_interrupted_inside_the_report_s_dump_keeps_its_summary(sigint_in_next_dump, monkeypatch, tmp_path,
+                                                                   capsys):
+    from simcluster.analysis import timeline
+
+    def plot(_events, path, title):  # the figure stands in (matplotlib costs a second); the scenario's dump follows
+        path.write_bytes(b"png")
+        sigint_in_next_dump()
+        return path
+
+    monkeypatch.setattr(timeline, "plot_timeline", plot)
+    out = tmp_path / "r"
+    assert cli.main(["run", "dao2023-gpt3-1.3b-2k-8-a100", "--report", "--out", str(out)]) == 130
+    assert "the simulation had finished; wrote summary.json" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["summary.json"]   # before: the folder removed, nothing kept
+
+
+def test_a_dump_outside_a_command_gives_back_the_keyboard_interrupt_pydantic_kept():
+    """Outside the CLI (a library user, a script) nothing is recorded: the KeyboardInterrupt pydantic kept as the
+    error's cause is raised; a serializer's own error stays pydantic's."""
+    from simcluster.spec import base
+
+    class Model(base.Spec):
+        x: Annotated[float, PlainSerializer(_signal_self)] = 1.0
+
+    class Failing(base.Spec):
+        x: Annotated[float, PlainSerializer(lambda _v: 1 / 0)] = 1.0
+
+    with pytest.raises(KeyboardInterrupt):
+        Model().model_dump()
+    with pytest.raises(PydanticSerializationError, match="ZeroDivisionError"):
+        Failing().model_dump()
+
+
+def test_a_scenario_read_outside_a_command_is_interrupted_not_invalid(sigint_in_next_dump):
+    """A library user's (or a script's) Ctrl-C while a GPU preset is dumped in the reader's validator: the
+    KeyboardInterrupt itself, not ``ScenarioError: cluster.gpu: ... KeyboardInterrupt`` (main)."""
+    sigint_in_next_dump()
+    with pytest.raises(KeyboardInterrupt):
+        config.load("dao2023-gpt3-1.3b-2k-8-a100")
+
+
+# ---- a sweep's worker killed (out of memory, kill -9) ------------------------------------------------------------
+
+class _DiesAfterOneRun(workers.InlineExecutor):
+    """A pool whose worker dies after one run: the next run submitted finds it broken, as a ProcessPoolExecutor's
+    ``submit`` does once a worker was killed."""
+
+    def __init__(self):
+        self.runs = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.runs += 1
+        if self.runs > 1:
+            raise BrokenProcessPool("A child process terminated abruptly, the process pool is not usable anymore")
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_sweep_whose_worker_died_is_one_line_and_keeps_its_shards(monkeypatch, tmp_path, capsys):
+    from simcluster.studies import sweep
+
+    monkeypatch.setattr(sweep, "executor", lambda *_a: contextlib.nullcontext((_DiesAfterOneRun(), 1)))
+    out = tmp_path / "sw"
+    args = ["sweep", "dao2023-gpt3-1.3b-2k-8-a100", "--vary", "parallelism.tp=1,2", "--network", "analytic",
+            "--no-plots", "--out", str(out)]
+    assert cli.main(args) == 2   # before: a BrokenProcessPool traceback, exit 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --jobs: a worker process died") and err.count("\n") == 1
+    assert "the 1 run(s) finished are kept" in err
+    assert len(list((out / "shards").glob("*.json"))) == 1
+    monkeypatch.undo()
+    assert cli.main([*args, "--jobs", "1"]) == 0
+    assert "1 computed, 1 reused from shards" in capsys.readouterr().out
+
+
+def test_validate_whose_worker_died_prints_the_cases_it_finished(monkeypatch, capsys):
+    monkeypatch.setattr(workers, "local", lambda _jobs=None: contextlib.nullcontext((_DiesAfterOneRun(), 2)))
+    code = cli.main(["validate", "--only", "megatron-1.2b-a100", "--jobs", "2", "--json"])
+    assert code == 2
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)   # before: stdout empty, the finished case lost
+    assert out["partial"] is True and len(out["cases"]) == 1 and out["pending"] == 1
+    assert captured.err.startswith("error: --jobs: a worker process died") and captured.err.count("\n") == 1
+
+
+def test_a_whole_scenario_dumped_outside_a_command_gives_back_the_keyboard_interrupt(sigint_in_next_dump):
+    """Through the Scenario's wrap serializers (``_dump_model_as_written``, each section's ``_dump_defaults_unset``)
+    pydantic drops the interrupt from the error's causes unless they give it back (``spec.base.serialized``): a
+    script's ``rebuildable`` (a sweep's grid, a validation layout) then took Ctrl-C for an error."""
+    scenario = config.load("dao2023-gpt3-1.3b-2k-8-a100")
+    sigint_in_next_dump()
+    with pytest.raises(KeyboardInterrupt):
+        config.rebuildable(scenario)
