@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 # How to raise the interrupt the running command received (nothing when none came); None between commands and
-# outside the CLI (a library user, a script: ``core.script_entry`` keeps its own record).
+# outside a command (a library user; a script run through ``core.script_entry`` registers its own record).
 _raise: Callable[[], None] | None = None
 
 

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from simcluster.core import interrupts
 from simcluster.core.errors import ScenarioError, one_line
 
 USAGE_ERROR = 2
@@ -156,9 +157,14 @@ def _recording_sigint(received: list[int]) -> Iterator[None]:
         received.append(signum)
         signal.default_int_handler(signum, frame)
 
+    def raise_received() -> None:   # what ``core.interrupts`` asks a caller of a wrapping library to raise
+        if received:
+            raise KeyboardInterrupt
+
     signal.signal(signal.SIGINT, record)
     try:
-        yield
+        with interrupts.raising(raise_received):
+            yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
