@@ -28,18 +28,26 @@ def _gpu_axis(ax, counts: Sequence[int]) -> None:
 
 
 class _PlainLogFormatter(LogFormatter):
-    """Tick labels of a log axis as the tables write counts: 300k, 2.9M, 40, 6 (matplotlib's default, 3x10^5 and
-    4x10^1, is unreadable on an axis of days or tokens/s that spans less than a decade)."""
+    """Tick labels of a log axis in plain numbers, ``text(value)``: 300k, 40, 1,000 (matplotlib's default, 3x10^5
+    and 4x10^1, is unreadable on an axis of days or tokens/s, and most sweeps span less than a decade of either)."""
+
+    def __init__(self, text, **kwargs):
+        super().__init__(**kwargs)
+        self.text = text
 
     def _num_to_string(self, x, vmin, vmax):
-        return units.fmt_count(x, 2)
+        return self.text(x)
 
 
-def _plain_log_y(ax) -> None:
-    """A log y axis labelled in plain numbers, its decades and (on a short span) the ticks between them."""
+def _plain_log_y(ax, text) -> None:
+    """A log y axis labelled by ``text``: its decades and, on a short span, the ticks between them."""
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(_PlainLogFormatter())
-    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_major_formatter(_PlainLogFormatter(text))
+    ax.yaxis.set_minor_formatter(_PlainLogFormatter(text, labelOnlyBase=False))
+
+
+def _days(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1 else f"{value:.2g}"
 
 
 def _counts(series: Sequence[dict]) -> list[int]:
@@ -91,7 +99,7 @@ def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure
         _mark_knee(right, group, line.get_color(), "efficiency")
     for ax in (left, right):
         _gpu_axis(ax, _counts(series))
-    _plain_log_y(left)
+    _plain_log_y(left, lambda value: units.fmt_count(value, 2))
     left.set_ylabel("throughput (tokens/s)")
     left.set_title("Throughput (dashed: linear scaling; dotted: with failures)")
     left.legend(loc="upper left")
@@ -125,7 +133,7 @@ def time_and_cost(series: Sequence[dict], title: str = "") -> Figure:
         _mark_knee(right, group, line.get_color(), "cost_usd")
     for ax in (left, right):
         _gpu_axis(ax, _counts(series))
-    _plain_log_y(left)
+    _plain_log_y(left, _days)
     left.set_ylabel("time to target loss (days)")
     left.set_title("Time to target")
     left.legend(loc="upper right")
