@@ -322,7 +322,8 @@ def _checked_summary(data: dict) -> dict:
 
 @laws_app.command("loss-vs-time")
 def loss_vs_time(
-    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the bundled demo (gpt3-175b-1024-h100)"),
+    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the bundled "
+                                          "demo (gpt3-175b-1024-h100)"),
     target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
                                              help="loss to reach (nats/token); this or --tokens"),
     tokens: float | None = typer.Option(None, "--tokens", parser=finite,

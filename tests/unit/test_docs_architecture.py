@@ -12,8 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "docs" / "architecture.md").read_text()
 ROWS = dict(re.findall(r"^\| `([a-z]+)/` \| (.*)$", PAGE, re.M))
-MODULES = sorted(path.relative_to(ROOT / "simcluster") for path in (ROOT / "simcluster").rglob("*.py")
-                 if path.name not in ("__init__.py", "__main__.py") and len(path.relative_to(ROOT / "simcluster").parts) > 1)
+PACKAGE = ROOT / "simcluster"
+MODULES = sorted(path.relative_to(PACKAGE) for path in PACKAGE.rglob("*.py")
+                 if path.name not in ("__init__.py", "__main__.py") and len(path.relative_to(PACKAGE).parts) > 1)
 
 
 def test_the_table_has_a_row_per_layer_folder():
