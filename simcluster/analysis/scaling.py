@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
 
 from simcluster.analysis.plots import SECONDS_PER_DAY, figure, styled
 from simcluster.core import units
@@ -25,6 +25,29 @@ def _gpu_axis(ax, counts: Sequence[int]) -> None:
     if len(set(counts)) > 7:
         for label in ax.get_xticklabels():
             label.set_rotation(30)
+
+
+class _PlainLogFormatter(LogFormatter):
+    """Tick labels of a log axis in plain numbers, ``text(value)``: 300k, 40, 1,000 (matplotlib's default, 3x10^5
+    and 4x10^1, is unreadable on an axis of days or tokens/s, and most sweeps span less than a decade of either)."""
+
+    def __init__(self, text, **kwargs):
+        super().__init__(**kwargs)
+        self.text = text
+
+    def _num_to_string(self, x, vmin, vmax):
+        return self.text(x)
+
+
+def _plain_log_y(ax, text) -> None:
+    """A log y axis labelled by ``text``: its decades and, on a short span, the ticks between them."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_PlainLogFormatter(text))
+    ax.yaxis.set_minor_formatter(_PlainLogFormatter(text, labelOnlyBase=False))
+
+
+def _days(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1 else f"{value:.2g}"
 
 
 def _counts(series: Sequence[dict]) -> list[int]:
@@ -76,7 +99,7 @@ def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure
         _mark_knee(right, group, line.get_color(), "efficiency")
     for ax in (left, right):
         _gpu_axis(ax, _counts(series))
-    left.set_yscale("log")
+    _plain_log_y(left, lambda value: units.fmt_count(value, 2))
     left.set_ylabel("throughput (tokens/s)")
     left.set_title("Throughput (dashed: linear scaling; dotted: with failures)")
     left.legend(loc="upper left")
@@ -88,7 +111,7 @@ def scaling(series: Sequence[dict], threshold: float, title: str = "") -> Figure
     right.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.0%}"))
     right.set_ylabel("scaling efficiency (vs. smallest run)")
     right.set_title("Per-GPU throughput vs smallest run (diamond: knee)")
-    right.legend(loc="lower left")
+    right.legend(loc="best")   # not "lower left": there it covered the threshold line
     if title:
         fig.suptitle(title)
     return fig
@@ -110,7 +133,7 @@ def time_and_cost(series: Sequence[dict], title: str = "") -> Figure:
         _mark_knee(right, group, line.get_color(), "cost_usd")
     for ax in (left, right):
         _gpu_axis(ax, _counts(series))
-    left.set_yscale("log")
+    _plain_log_y(left, _days)
     left.set_ylabel("time to target loss (days)")
     left.set_title("Time to target")
     left.legend(loc="upper right")

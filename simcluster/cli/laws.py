@@ -322,7 +322,8 @@ def _checked_summary(data: dict) -> dict:
 
 @laws_app.command("loss-vs-time")
 def loss_vs_time(
-    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the demo"),
+    scenario: str | None = typer.Argument(None, help="scenario YAML file or bundled name; default: the bundled "
+                                          "demo (gpt3-175b-1024-h100)"),
     target_loss: float | None = typer.Option(None, "--target-loss", parser=finite,
                                              help="loss to reach (nats/token); this or --tokens"),
     tokens: float | None = typer.Option(None, "--tokens", parser=finite,
@@ -391,8 +392,9 @@ def loss_vs_time(
         ("power", f"{units.fmt(report['facility_power_w'], units.WATTS)} "
                   f"(busy {report['busy_fraction']:.2f}: {report['busy_fraction_basis']})"),
         ("energy", units.fmt_energy(report["energy_j"], 4)),
-        ("CO2", f"{units.fmt_count(report['co2_kg'] / 1000.0, 4)} t"),
-        ("energy / Landauer bound", f"{report['energy_over_landauer']:.3g}"),
+        ("CO2", f"{units.fmt_count(report['co2_kg'] / 1000.0, 4)} t (grid {spec.economics.grid_kg_co2_per_kwh:g} "
+                "kg/kWh)"),
+        ("energy / Landauer bound", f"{units.fmt_count(report['energy_over_landauer'], 3)} x"),
     ]
     for name, value in rows:
         table.add_row(name, value)
