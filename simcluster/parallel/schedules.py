@@ -68,8 +68,9 @@ def p2p_blocks(p2p: str, schedule: str, virtual_stages: int) -> bool:
 
     ``auto`` follows Megatron-LM: its non-interleaved 1F1B (forward_backward_pipelining_without_interleaving)
     issues each send as a batched isend/irecv and waits on it (send_forward_recv_backward, ...); the interleaved
-    schedule overlaps the exchange with compute (overlap_p2p_comm). GPipe is not a Megatron schedule: its sends
-    stay asynchronous, as the engine always had them.
+    schedule overlaps the exchange with compute (overlap_p2p_comm) in its steady state; its warm-up and cool-down
+    exchanges are ``interleaved_blocking``'s. GPipe is not a Megatron schedule: its sends stay asynchronous, as the
+    engine always had them.
     """
     if p2p != "auto":
         return p2p == "blocking"
