@@ -16,7 +16,12 @@ from simcluster.engine.data_parallel import GradientReduction, ParameterGatherin
 from simcluster.engine.record import Tally
 from simcluster.parallel import ep_overlap, param_gather_overlap
 from simcluster.parallel.plan import GRAD_NORM_BYTES
-from simcluster.parallel.schedules import batches_next_receive, warmup_forwards
+from simcluster.parallel.schedules import (
+    batches_next_receive,
+    interleaved_blocking_sends,
+    receive_posts,
+    warmup_forwards,
+)
 from simcluster.workload.interference import overlapped_s
 
 
@@ -61,13 +66,16 @@ class Agent:
         reductions = []
         order = self.sim.plan.orders[self.stage]
         warmup = self._warmup()
+        blocking, posts = self._interleaved_exchanges(order, warmup)
         for index, work in enumerate(order):
             yield from self.parameters.before_use(self, work)
-            then = self._batched_receive(step_index, order, index, warmup)
+            then = self._batched_receive(step_index, order, index, warmup, blocking)
+            early = [key for j in posts.get(index, ()) if (key := self._receive_key(step_index, order[j]))
+                     ] if posts else ()
             if work.phase == "forward":
-                yield from self._forward(step_index, work, then)
+                yield from self._forward(step_index, work, then, index in blocking, early)
             else:
-                reductions += yield from self._backward(step_index, work, then)
+                reductions += yield from self._backward(step_index, work, then, index in blocking, early)
         reductions += yield from self.gradients.after_backward(self)
         if self.stage == self.sim.plan.layout.pp - 1 and self.sim.plan.deferred_wgrads:
             yield from self._deferred_wgrads()
@@ -76,25 +84,35 @@ class Agent:
         yield from self._optimizer(self.sim.plan.optimizer_s[self.stage] - tail_s)
         yield from self.parameters.after_optimizer(self)
 
-    def _forward(self, step_index: int, work, then=None):
+    def _forward(self, step_index: int, work, then=None, blocking: bool = False, early=()):
         """One microbatch through one chunk: its activations in, its compute, its activations out (``then``: the
-        receive batched with the send)."""
+        receive batched with the send; ``blocking``: an interleaved blocking exchange; ``early``: receives posted
+        once the compute is done, ``schedules.receive_posts``)."""
         key = self._receive_key(step_index, work)
         if key is not None:
             yield from self._receive(key)
         yield from self.parameters.forward(self, work)
+        self._post(early)
         if work.chunk < self.sim.plan.chunk_count - 1:
-            yield from self._send(("forward", step_index, work.microbatch, work.chunk + 1), work.chunk + 1, then)
+            yield from self._send(("forward", step_index, work.microbatch, work.chunk + 1), work.chunk + 1, then,
+                                  blocking)
 
-    def _backward(self, step_index: int, work, then=None):
+    def _backward(self, step_index: int, work, then=None, blocking: bool = False, early=()):
         """One microbatch back through one chunk; returns the gradient reductions it started."""
         key = self._receive_key(step_index, work)
         if key is not None:
             yield from self._receive(key)
         reductions = yield from self.gradients.backward(self, work)
+        self._post(early)
         if work.chunk > 0:
-            yield from self._send(("backward", step_index, work.microbatch, work.chunk - 1), work.chunk - 1, then)
+            yield from self._send(("backward", step_index, work.microbatch, work.chunk - 1), work.chunk - 1, then,
+                                  blocking)
         return reductions
+
+    def _post(self, keys) -> None:
+        """Post the receives ``keys`` (a blocking sender of one may start: ``Simulation.post_receive``)."""
+        for key in keys:
+            self.sim.post_receive(self, key)
 
     def _receive_key(self, step_index: int, work):
         """The message ``work`` waits for (None: the first chunk's forward, the last chunk's backward)."""
@@ -109,9 +127,20 @@ class Agent:
         p = plan.scenario.parallelism
         return warmup_forwards(p.schedule, plan.layout.pp, self.stage, plan.microbatches, p.virtual_stages)
 
-    def _batched_receive(self, step_index: int, order, index: int, warmup: int):
+    def _interleaved_exchanges(self, order, warmup: int) -> tuple[frozenset[int], dict]:
+        """An interleaved order's blocking exchanges (``schedules.interleaved_blocking_sends``) and, with any, when
+        each receive is posted (``schedules.receive_posts``): none without (``StepPlan.p2p_interleaved_blocking``)."""
+        warm_up, flush = self.sim.plan.p2p_interleaved_blocking
+        if not (warm_up or flush):
+            return frozenset(), {}
+        return interleaved_blocking_sends(order, warmup, warm_up, flush), receive_posts(order, warmup)
+
+    def _batched_receive(self, step_index: int, order, index: int, warmup: int, blocking=frozenset()):
         """With blocking sends, the receive of ``order[index + 1]`` when Megatron batches it with the send after
-        ``order[index]`` (``schedules.batches_next_receive``; ``warmup``: the order's warm-up forwards); else None."""
+        ``order[index]`` (``schedules.batches_next_receive``; ``warmup``: the order's warm-up forwards; ``blocking``:
+        an interleaved order's blocking exchanges, each batched with the next block's receive); else None."""
+        if index in blocking:
+            return self._receive_key(step_index, order[index + 1]) if index + 1 < len(order) else None
         if not self.sim.plan.p2p_blocking:
             return None
         if not batches_next_receive(order, index, warmup):
@@ -361,13 +390,14 @@ class Agent:
         yield done
         return env.now - computed_at_s
 
-    def _send(self, key, chunk: int, then):
+    def _send(self, key, chunk: int, then, blocking: bool = False):
         """Send ``key`` to the stage holding ``chunk``. Asynchronous sends let the sender go on. A blocking send
-        posts the receive ``then`` batched with it, starts once its receiver has posted the matching receive (an
-        NCCL send completes only into a posted receive) and holds the sender until it arrives: the wait for the
-        receiver is bubble, the time on the wire exposed pipeline communication."""
+        (``parallelism.p2p``, or ``blocking``: an interleaved warm-up or cool-down exchange) posts the receive
+        ``then`` batched with it, starts once its receiver has posted the matching receive (an NCCL send completes
+        only into a posted receive) and holds the sender until it arrives: the wait for the receiver is bubble, the
+        time on the wire exposed pipeline communication."""
         sim, env = self.sim, self.sim.env
-        if not sim.plan.p2p_blocking or sim.plan.stage_of(chunk) == self.stage:
+        if not (sim.plan.p2p_blocking or blocking) or sim.plan.stage_of(chunk) == self.stage:
             sim.send(self, key, chunk)
             return
         if then is not None:
@@ -392,7 +422,8 @@ class Agent:
         scattered message (no sequence parallelism) is then all-gathered over the TP group, also counted as
         pipeline communication."""
         sim, env = self.sim, self.sim.env
-        message = sim.post_receive(self, key) if sim.plan.p2p_blocking else sim.inbox(self, key)
+        posts = sim.plan.p2p_blocking or any(sim.plan.p2p_interleaved_blocking)
+        message = sim.post_receive(self, key) if posts else sim.inbox(self, key)
         if not message.arrived.triggered:
             started_at_s = env.now
             yield message.arrived

@@ -27,8 +27,8 @@ from simcluster.parallel import (
 from simcluster.parallel.ep_overlap import EpOverlap
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
-from simcluster.parallel.schedules import Work, p2p_blocks, pipeline_order
-from simcluster.spec.config import Scenario
+from simcluster.parallel.schedules import Work, interleaved_blocking, p2p_blocks, pipeline_order
+from simcluster.spec.config import Scenario, blocking_warmup_exchanges
 from simcluster.spec.hardware import BYTES_PER_ELEMENT, GpuSpec
 from simcluster.workload import (
     async_backward,
@@ -161,6 +161,9 @@ class StepPlan:
     stage_params: list[float] = field(default_factory=list)
     p2p_blocking: bool = False  # a pipeline send blocks its sender until the exchange completes (parallelism.p2p)
     p2p_gather_bytes: float = 0.0  # all-gather over the receiver's TP group rebuilding a scattered message (total)
+    # interleaved: whether the warm-up forwards and the cool-down backwards send by blocking exchanges
+    # (schedules.interleaved_blocking); the steady state's sends stay asynchronous
+    p2p_interleaved_blocking: tuple[bool, bool] = (False, False)
     embedding_grad_bytes: float = 0.0  # tied word-embedding gradient all-reduced by the first and last stage
     # (dense, expert): whether each bucket's gradients are scaled on the compute stream before its collective in the
     # backward (workload.grad_scaling; where it runs after the backward, in optimizer_s)
@@ -639,6 +642,8 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
+        p2p_interleaved_blocking=interleaved_blocking(p.p2p, p.virtual_stages, scenario.megatron_core,
+                                                      blocking_warmup_exchanges(t.mcore_version)),
         embedding_grad_bytes=embedding_grad_bytes(scenario),
         grad_scaled=grad_scaling.scaled(scenario) if grad_scaling.in_backward(scenario) else (False, False),
         nan_checked=nan_check.applies(scenario) and grad_scaling.in_backward(scenario),

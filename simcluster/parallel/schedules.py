@@ -68,12 +68,24 @@ def p2p_blocks(p2p: str, schedule: str, virtual_stages: int) -> bool:
 
     ``auto`` follows Megatron-LM: its non-interleaved 1F1B (forward_backward_pipelining_without_interleaving)
     issues each send as a batched isend/irecv and waits on it (send_forward_recv_backward, ...); the interleaved
-    schedule overlaps the exchange with compute (overlap_p2p_comm). GPipe is not a Megatron schedule: its sends
-    stay asynchronous, as the engine always had them.
+    schedule overlaps the exchange with compute (overlap_p2p_comm) in its steady state; its warm-up and cool-down
+    exchanges are ``interleaved_blocking``'s. GPipe is not a Megatron schedule: its sends stay asynchronous, as the
+    engine always had them.
     """
     if p2p != "auto":
         return p2p == "blocking"
     return schedule == "1f1b" and virtual_stages == 1
+
+
+def interleaved_blocking(p2p: str, virtual_stages: int, megatron: bool, blocking_warmup: bool) -> tuple[bool, bool]:
+    """(warm-up, flush): whether an interleaved run's warm-up forwards and cool-down backwards send by blocking
+    exchanges (``interleaved_blocking_sends``). Megatron's own schedule (``megatron``: Megatron-Core's stack,
+    ``Scenario.megatron_core``) with ``p2p: auto``: the flush in every release, the warm-up from the release that
+    added ``overlap_p2p_comm_warmup_flush`` (``blocking_warmup``: ``config.blocking_warmup_exchanges``). Another stack,
+    ``p2p: async`` or no interleaving: neither."""
+    if virtual_stages == 1 or p2p != "auto" or not megatron:
+        return False, False
+    return blocking_warmup, True
 
 
 def batches_next_receive(order: list[Work], index: int, warmup: int = 0) -> bool:
@@ -88,11 +100,49 @@ def batches_next_receive(order: list[Work], index: int, warmup: int = 0) -> bool
     one, and the last is followed by the first cool-down backward (Megatron-LM: send_forward, then recv_backward in
     the cool-down loop; DeepSpeed's TrainSchedule: the SendActivation of the backward step after it, whose own
     microbatch is out of range, so no RecvGrad with it; the first backward's RecvGrad comes steps later). The
-    interleaved schedule's blocking variant (its sends batched after a forward and a backward) is not modelled.
+    interleaved schedule's blocking exchanges are ``interleaved_blocking_sends``'s; its 2021 all-blocking variant
+    (its sends batched after a forward and a backward) is not modelled.
     """
     if index < warmup or index + 1 >= len(order):
         return False
     return order[index + 1].phase != order[index].phase
+
+
+def interleaved_blocking_sends(order: list[Work], warmup: int, warm_up: bool, flush: bool) -> frozenset[int]:
+    """The blocks of an interleaved order (``pipeline_order`` with virtual stages) whose send is a blocking exchange
+    batched with the receive of the block after it, as Megatron-Core's forward_backward_pipelining_with_interleaving
+    issues them under overlap_p2p_comm; the others' sends stay asynchronous. ``warmup``: the order's warm-up forwards.
+
+    ``warm_up``: each warm-up forward's ``send_forward_recv_forward(output_tensor, recv_prev)`` without
+    ``overlap_p2p_comm=True`` (Megatron-Core 0.10 on with ``overlap_p2p_comm_warmup_flush`` off, its default); before
+    0.10 the warm-up posts it asynchronously. ``flush``: each cool-down backward's ``send_backward_recv_backward``
+    (blocking in every release read). The cool-down is the backwards after the order's last forward."""
+    blocking = set()
+    if warm_up:
+        blocking.update(range(warmup))
+    if flush:
+        blocking.update(range(len(order) - warmup, len(order)))
+    return frozenset(blocking)
+
+
+def receive_posts(order: list[Work], warmup: int) -> dict[int, list[int]]:
+    """When an interleaved rank posts each receive: {block index i: the indices of the blocks whose receive it posts
+    once block i has run}. Under overlap_p2p_comm Megatron-Core posts the receive of a rank's next forward with the
+    send after its forward and of its next backward with the send after its backward (warm-up, steady state and
+    cool-down alike); the first backward's with the last warm-up forward's (``send_backward_recv_backward(None,
+    recv_next)``, or ``recv_backward`` before the cool-down when every forward is a warm-up one). The first forward's
+    is the blocking ``recv_forward`` before the loop: posted when the block starts (not listed). Only a blocking
+    sender waits for a posted receive (``Agent._send``)."""
+    posts: dict[int, list[int]] = {}
+    last = {"forward": None, "backward": None}
+    for index, work in enumerate(order):
+        before = last[work.phase]
+        if before is None and work.phase == "backward" and warmup > 0:
+            before = warmup - 1
+        if before is not None:
+            posts.setdefault(before, []).append(index)
+        last[work.phase] = index
+    return posts
 
 
 def aligned_grad_syncs(order: list[Work], stage: int, virtual_stages: int) -> dict[int, list[int]] | None:

@@ -256,6 +256,13 @@ def lazy_first_param_gather(version: str | None) -> bool:
     return _at_least(version, "lazy_first_param_gather")
 
 
+def blocking_warmup_exchanges(version: str | None) -> bool:
+    """Whether a release's interleaved schedule ends each warm-up forward with a blocking exchange
+    (``overlap_p2p_comm_warmup_flush``, default off, data/mcore_versions.yaml ``blocking_warmup_exchanges``: 0.10 on);
+    None (not Megatron-Core): no."""
+    return _at_least(version, "blocking_warmup_exchanges")
+
+
 def stated_mcore_version(training: Training) -> str | None:
     """The Megatron-Core release a scenario states (``training.mcore_version`` as written), None where it leaves it
     to the by-GPU default: a NeMo behaviour pinned by container reads only a stated release."""
@@ -1104,8 +1111,8 @@ class Parallelism(_Defaulted):
     p2p: Literal["auto", "blocking", "async"] = Field(
         "auto", description="pipeline send semantics: blocking (the sender waits until its batched send/receive "
         "with the peer completes, Megatron's non-interleaved 1F1B), async (the sender goes on), auto (blocking for "
-        "non-interleaved 1f1b, async for the interleaved schedule, which overlaps them, and gpipe); blocking needs "
-        "virtual_stages: 1")
+        "non-interleaved 1f1b, async for gpipe; Megatron-Core's interleaved schedule overlaps the steady state's and "
+        "blocks in the cool-down, and from mcore_version 0.10 in the warm-up); blocking needs virtual_stages: 1")
     p2p_scatter_gather: Annotated[bool, Strict()] = Field(
         True, description="without sequence parallelism, send 1/tp of a pipeline message per TP rank and all-gather "
         "it over the TP group on the receiver (Megatron-LM --scatter-gather-tensors-in-pipeline)")
