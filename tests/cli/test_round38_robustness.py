@@ -236,3 +236,76 @@ def test_a_whole_scenario_dumped_outside_a_command_gives_back_the_keyboard_inter
     sigint_in_next_dump()
     with pytest.raises(KeyboardInterrupt):
         config.rebuildable(scenario)
+
+
+# ---- round 38's review: the record of the signal, where pydantic's causes cannot tell ----------------------------
+# ``core.interrupts.raise_received`` has two ways to know: the record of the signal the running command (the CLI's
+# ``_interrupts``) or script (``script_entry._recording_sigint``) registered, else a KeyboardInterrupt pydantic kept
+# as the error's cause. Every test above passes with either registration removed, since pydantic keeps the cause for
+# a field's serializer and ``spec.base.serialized`` gives it back through the Scenario's wrap serializers. A wrap
+# serializer that calls its handler directly drops the cause: only the record tells, and these tests hold it there.
+
+def _drops_the_cause_model():
+    from pydantic import model_serializer
+
+    from simcluster.spec import base
+
+    class DropsTheCause(base.Spec):
+        x: Annotated[float, PlainSerializer(_signal_self)] = 1.0
+
+        @model_serializer(mode="wrap")
+        def _dump(self, handler, _info):
+            return handler(self)   # not through ``base.serialized``: the interrupt is not in the error's causes
+
+    return DropsTheCause
+
+
+def test_a_wrap_serializer_drops_the_interrupt_from_the_causes():
+    """The premise, and the limit outside a command or script: nothing recorded the signal, the error stays."""
+    with pytest.raises(PydanticSerializationError) as caught:
+        _drops_the_cause_model()().model_dump()
+    causes, cause = [], caught.value.__cause__
+    while cause is not None:
+        causes.append(cause)
+        cause = cause.__cause__
+    assert all(isinstance(c, Exception) for c in causes)
+
+
+def test_a_command_s_record_stops_a_sweep_where_the_cause_was_dropped(monkeypatch, tmp_path, capsys):
+    """A sweep's failing point is an error it runs on from (``_run_task_safely``); the CLI's record makes the dump's
+    error the command's interrupt: the sweep stops with the one point it finished (without the registration: the
+    point failed, the rest ran, every run computed)."""
+    from simcluster.studies import sweep
+
+    real, model, calls = sweep._simulate, _drops_the_cause_model(), []
+
+    def simulate(*args, **kwargs):
+        calls.append(True)
+        if len(calls) == 2:
+            model().model_dump()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "_simulate", simulate)
+    out = tmp_path / "sw"
+    code = cli.main(["sweep", "dao2023-gpt3-1.3b-2k-8-a100", "--vary", "parallelism.tp=1,2,4", "--network",
+                     "analytic", "--no-plots", "--jobs", "1", "--out", str(out)])
+    assert code == 130
+    assert "1 of 3 runs finished" in capsys.readouterr().err
+    assert len(calls) == 2 and len(list((out / "shards").glob("*.json"))) == 1
+
+
+def test_a_script_s_record_stops_it_where_the_cause_was_dropped(capsys):
+    """A script that takes a failed dump for an error and goes on (as a sweep's point): ``script_entry``'s record
+    makes it the KeyboardInterrupt, exit 130 (without the registration: the error was caught and the script ran to
+    exit 0)."""
+    model, went_on = _drops_the_cause_model(), []
+
+    def main(_argv):
+        try:
+            model().model_dump()
+        except ValueError:
+            went_on.append(True)
+        return 0
+
+    assert script_entry.call(main, []) == script_entry.INTERRUPTED
+    assert not went_on and capsys.readouterr().err == "interrupted by SIGINT\n"
