@@ -127,6 +127,8 @@ class Simulation:
         self._last_reduction: dict = {}  # rank -> (stream key, completion event) of its last reduction
         self._rendezvous: dict = {}
         self._pairs: dict = {}
+        self._p2p_busy_until: dict = {}  # rank -> when its asynchronous pipeline kernels leave the wire (isolated)
+        self._p2p_alone_s: dict = {}  # (rank, stage) -> a send's time alone on the wire, 0 when not charged
         self._groups_cache: dict = {}
 
     def _agent(self, stage: int, ranks: list[int]) -> Agent:
@@ -153,9 +155,35 @@ class Simulation:
             fire(message.arrived)
             return message.arrived
         started_at_s = self.env.now
+        if not plan.p2p_blocking:  # its kernels run beside both ends' compute while it is on the wire
+            self._p2p_beside_compute(agent, receiver, dst_stage)
         done = self.net.transfer(transfers)
         done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))
         return done
+
+    def _p2p_beside_compute(self, sender: Agent, receiver: Agent, stage: int) -> None:
+        """An asynchronous pipeline send from ``sender`` to ``stage`` holds NCCL's p2p kernel on the sender and on
+        the receiver (interference.yaml ``ctas.p2p_network``): each end's compute is slowed while it is on the wire
+        (``pipeline_busy_s``), for its time alone there (an estimate, as for the data-parallel stream), after any
+        earlier exchange still on it (kernels at once each hold their SMs: their times add). Charged across nodes
+        only: a peer on the same node is not (no sourced count of NVLink p2p CTAs)."""
+        key = (sender.rank, stage)
+        alone_s = self._p2p_alone_s.get(key)
+        if alone_s is None:
+            peer = int(self.plan.layout.moved(sender.rank, "pp", stage))
+            per_node = self.scenario.cluster.gpus_per_node
+            alone_s = self._p2p_alone_s[key] = (
+                timing.isolated_time_s(self.fabric, "sendrecv_ring", (sender.rank, peer), self.plan.p2p_bytes)
+                if sender.rank // per_node != peer // per_node else 0.0)
+        if alone_s > 0:
+            now = self.env.now
+            for end in (sender, receiver):
+                self._p2p_busy_until[end.rank] = max(self._p2p_busy_until.get(end.rank, 0.0), now) + alone_s
+
+    def pipeline_busy_s(self, agent: Agent) -> float:
+        """How much longer asynchronous pipeline exchanges to or from another node hold their kernels on ``agent``
+        (``_p2p_beside_compute``); 0 when none is on the wire."""
+        return max(0.0, self._p2p_busy_until.get(agent.rank, 0.0) - self.env.now)
 
     def received(self, agent: Agent, key) -> None:
         """``agent`` has taken message ``key`` from its inbox (sent and arrived): forget it (an expanded run keeps
