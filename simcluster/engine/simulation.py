@@ -172,9 +172,14 @@ class Simulation:
         if alone_s is None:
             peer = int(self.plan.layout.moved(sender.rank, "pp", stage))
             per_node = self.scenario.cluster.gpus_per_node
-            alone_s = self._p2p_alone_s[key] = (
-                timing.isolated_time_s(self.fabric, "sendrecv_ring", (sender.rank, peer), self.plan.p2p_bytes)
-                if sender.rank // per_node != peer // per_node else 0.0)
+            alone_s = 0.0
+            if sender.rank // per_node != peer // per_node:  # one time alone a boundary's cross-node pairs
+                boundary = ("across", sender.stage, stage)
+                if boundary not in self._p2p_alone_s:
+                    self._p2p_alone_s[boundary] = timing.isolated_time_s(
+                        self.fabric, "sendrecv_ring", (sender.rank, peer), self.plan.p2p_bytes)
+                alone_s = self._p2p_alone_s[boundary]
+            self._p2p_alone_s[key] = alone_s
         if alone_s > 0:
             now = self.env.now
             for end in (sender, receiver):
