@@ -383,7 +383,7 @@ class Agent:
         if not ready.triggered:
             yield ready
         started_at_s = env.now
-        done = sim.send(self, key, chunk)
+        done = sim.send(self, key, chunk, overlapped=False)  # the sender waits: no compute beside its kernel
         if not done.triggered:
             yield done
         self.tally.p2p_wait_s += env.now - started_at_s

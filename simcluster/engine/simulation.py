@@ -143,9 +143,10 @@ class Simulation:
             self._messages[full_key] = Message(self.env.event())
         return self._messages[full_key]
 
-    def send(self, agent: Agent, key, chunk: int) -> simpy.Event:
+    def send(self, agent: Agent, key, chunk: int, overlapped: bool | None = None) -> simpy.Event:
         """Send the activation (or its gradient) of ``key`` from ``agent`` to the stage holding ``chunk``; returns
-        the event of its arrival."""
+        the event of its arrival. ``overlapped``: whether both ends compute while it is on the wire (its kernels
+        then slow that compute, ``_p2p_beside_compute``); unset, whether the plan's sends are asynchronous."""
         plan = self.plan
         dst_stage = plan.stage_of(chunk)
         transfers, receiver = self._peer_sends(agent, dst_stage, plan.p2p_bytes)
@@ -155,7 +156,9 @@ class Simulation:
             fire(message.arrived)
             return message.arrived
         started_at_s = self.env.now
-        if not plan.p2p_blocking:  # its kernels run beside both ends' compute while it is on the wire
+        if overlapped is None:
+            overlapped = not plan.p2p_blocking
+        if overlapped:  # its kernels run beside both ends' compute while it is on the wire
             self._p2p_beside_compute(agent, receiver, dst_stage)
         done = self.net.transfer(transfers)
         done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))

@@ -58,6 +58,8 @@ def test_an_asynchronous_send_across_nodes_holds_both_ends_for_its_time_on_the_w
     alone_s = timing.isolated_time_s(sim.fabric, "sendrecv_ring", (sender.rank, peer), sim.plan.p2p_bytes)
     assert alone_s > 0
     assert sim.pipeline_busy_s(sender) == sim.pipeline_busy_s(receiver) == 0.0
+    sim.send(sender, ("forward", 0, 0, 0), 1, overlapped=False)   # a blocking exchange: its sender only waits
+    assert sim.pipeline_busy_s(sender) == sim.pipeline_busy_s(receiver) == 0.0
     sim.send(sender, ("forward", 0, 0, 1), 1)
     assert sim.pipeline_busy_s(sender) == pytest.approx(alone_s)
     assert sim.pipeline_busy_s(receiver) == pytest.approx(alone_s)
