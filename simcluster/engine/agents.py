@@ -257,6 +257,7 @@ class Agent:
         if sim.variability is not None:  # per-GPU speed, stragglers, jitter (engine.variability)
             alone_s = sim.variability.block_s(self, alone_s, clock_s)
         compute_s = overlapped_s(alone_s, sim.data_parallel_busy_s(self), sim.slowdowns.dp[phase])
+        compute_s = overlapped_s(compute_s, sim.pipeline_busy_s(self), sim.slowdowns.pp[phase])  # async p2p kernels
         started_at_s = env.now
         ep_done = partner = None
         if ep_calls and sim.plan.ep_overlap is not None:  # merged with another microbatch's work (parallel.ep_overlap)
@@ -412,7 +413,7 @@ class Agent:
         if not ready.triggered:
             yield ready
         started_at_s = env.now
-        done = sim.send(self, key, chunk)
+        done = sim.send(self, key, chunk, overlapped=False)  # the sender waits: no compute beside its kernel
         if not done.triggered:
             yield done
         self.tally.p2p_wait_s += env.now - started_at_s

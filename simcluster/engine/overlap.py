@@ -12,14 +12,18 @@ Two places overlap communication with compute in the engine, each with its own k
   of factors f_i running t_i each (``interference.overlapped_s``), which one factor f does for sum(t_i) when
   1/f = mean(1/f_i);
 - with ``tp_comm_overlap`` off, Megatron's and TE's async backward collectives (``workload.async_backward``): NCCL
-  NVLink rings beside the column-parallel GEMMs, at those GEMMs' memory-bound share.
+  NVLink rings beside the column-parallel GEMMs, at those GEMMs' memory-bound share;
+- asynchronous pipeline exchanges (the interleaved schedule's overlap_p2p_comm; not blocking ones): NCCL's p2p
+  kernel to a peer on another node, NCCL_NCHANNELS_PER_NET_PEER CTAs (interference.yaml ``ctas.p2p_network``) at
+  the NIC's achieved rate, beside the sender's and the receiver's compute while the message is on the wire
+  (``Simulation.pipeline_busy_s``). Peers on one node are not charged (no sourced CTA count).
 The memory-bound share of a phase is that of one transformer layer (the bulk of every chunk).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simcluster.collectives import nccl
 from simcluster.parallel.plan import BACKWARD_PHASES, tp_collective_bytes, tp_collectives_per_layer
@@ -31,11 +35,12 @@ PHASES = {"forward": ("forward",), "backward": BACKWARD_PHASES}
 
 @dataclass(frozen=True)
 class Slowdowns:
-    """Factors (>= 1) by which a phase's compute runs longer beside the data-parallel stream (``dp``) or the
-    overlapped tensor-parallel collectives (``tp``), per phase."""
+    """Factors (>= 1) by which a phase's compute runs longer beside the data-parallel stream (``dp``), the
+    overlapped tensor-parallel collectives (``tp``) or a pipeline send/receive to another node (``pp``), per phase."""
 
     dp: dict[str, float]
     tp: dict[str, float]
+    pp: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 1.0))
 
 
 def slowdowns(scenario, layout) -> Slowdowns:
@@ -68,7 +73,12 @@ def slowdowns(scenario, layout) -> Slowdowns:
     else:  # all-reduces: one kernel of TE's default num_sm
         tp = {phase: interference.slowdown(gpu, interference.comm_kernel("userbuffers", tp_wire, gpu), m)
               for phase, m in share.items()}
-    return Slowdowns(dp={phase: interference.slowdown(gpu, dp, m) for phase, m in share.items()}, tp=tp)
+    pp = dict.fromkeys(PHASES, 1.0)
+    if p.pp > 1:  # NCCL's p2p kernel to a peer across the network: its own rail, at the NIC's achieved rate
+        kernel = interference.comm_kernel(
+            "p2p_network", scenario.cluster.nic.rate * nccl.efficiency("ring", "Simple", "network"), gpu)
+        pp = {phase: interference.slowdown(gpu, kernel, m) for phase, m in share.items()}
+    return Slowdowns(dp={phase: interference.slowdown(gpu, dp, m) for phase, m in share.items()}, tp=tp, pp=pp)
 
 
 def _userbuffers_slowdown(scenario, phase: str, wire_bytes_per_s: float, memory_share: float) -> float:

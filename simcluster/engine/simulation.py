@@ -127,6 +127,8 @@ class Simulation:
         self._last_reduction: dict = {}  # rank -> (stream key, completion event) of its last reduction
         self._rendezvous: dict = {}
         self._pairs: dict = {}
+        self._p2p_busy_until: dict = {}  # rank -> when its asynchronous pipeline kernels leave the wire (isolated)
+        self._p2p_alone_s: dict = {}  # (rank, stage) -> a send's time alone on the wire, 0 when not charged
         self._groups_cache: dict = {}
 
     def _agent(self, stage: int, ranks: list[int]) -> Agent:
@@ -141,9 +143,10 @@ class Simulation:
             self._messages[full_key] = Message(self.env.event())
         return self._messages[full_key]
 
-    def send(self, agent: Agent, key, chunk: int) -> simpy.Event:
+    def send(self, agent: Agent, key, chunk: int, overlapped: bool | None = None) -> simpy.Event:
         """Send the activation (or its gradient) of ``key`` from ``agent`` to the stage holding ``chunk``; returns
-        the event of its arrival."""
+        the event of its arrival. ``overlapped``: whether both ends compute while it is on the wire (its kernels
+        then slow that compute, ``_p2p_beside_compute``); unset, whether the plan's sends are asynchronous."""
         plan = self.plan
         dst_stage = plan.stage_of(chunk)
         transfers, receiver = self._peer_sends(agent, dst_stage, plan.p2p_bytes)
@@ -153,9 +156,42 @@ class Simulation:
             fire(message.arrived)
             return message.arrived
         started_at_s = self.env.now
+        if overlapped is None:
+            overlapped = not plan.p2p_blocking
+        if overlapped:  # its kernels run beside both ends' compute while it is on the wire
+            self._p2p_beside_compute(agent, receiver, dst_stage)
         done = self.net.transfer(transfers)
         done.callbacks.append(lambda _event: self._delivered(agent, message, key, started_at_s))
         return done
+
+    def _p2p_beside_compute(self, sender: Agent, receiver: Agent, stage: int) -> None:
+        """An asynchronous pipeline send from ``sender`` to ``stage`` holds NCCL's p2p kernel on the sender and on
+        the receiver (interference.yaml ``ctas.p2p_network``): each end's compute is slowed while it is on the wire
+        (``pipeline_busy_s``), for its time alone there (an estimate, as for the data-parallel stream), after any
+        earlier exchange still on it (kernels at once each hold their SMs: their times add). Charged across nodes
+        only: a peer on the same node is not (no sourced count of NVLink p2p CTAs)."""
+        key = (sender.rank, stage)
+        alone_s = self._p2p_alone_s.get(key)
+        if alone_s is None:
+            peer = int(self.plan.layout.moved(sender.rank, "pp", stage))
+            per_node = self.scenario.cluster.gpus_per_node
+            alone_s = 0.0
+            if sender.rank // per_node != peer // per_node:  # one time alone a boundary's cross-node pairs
+                boundary = ("across", sender.stage, stage)
+                if boundary not in self._p2p_alone_s:
+                    self._p2p_alone_s[boundary] = timing.isolated_time_s(
+                        self.fabric, "sendrecv_ring", (sender.rank, peer), self.plan.p2p_bytes)
+                alone_s = self._p2p_alone_s[boundary]
+            self._p2p_alone_s[key] = alone_s
+        if alone_s > 0:
+            now = self.env.now
+            for end in (sender, receiver):
+                self._p2p_busy_until[end.rank] = max(self._p2p_busy_until.get(end.rank, 0.0), now) + alone_s
+
+    def pipeline_busy_s(self, agent: Agent) -> float:
+        """How much longer asynchronous pipeline exchanges to or from another node hold their kernels on ``agent``
+        (``_p2p_beside_compute``); 0 when none is on the wire."""
+        return max(0.0, self._p2p_busy_until.get(agent.rank, 0.0) - self.env.now)
 
     def received(self, agent: Agent, key) -> None:
         """``agent`` has taken message ``key`` from its inbox (sent and arrived): forget it (an expanded run keeps

@@ -52,7 +52,7 @@ from simcluster.spec.hardware import GpuSpec, NicSpec
 from simcluster.workload import kernels
 from simcluster.workload.ops import Op
 
-TRANSPORTS = ("nvlink", "network", "userbuffers")
+TRANSPORTS = ("nvlink", "network", "userbuffers", "p2p_network")
 
 
 @cache
@@ -77,8 +77,8 @@ class CommKernel:
 def comm_kernel(transport: str, wire_bytes_per_s: float, gpu: GpuSpec, ring: tuple[int, NicSpec] | None = None
                 ) -> CommKernel:
     """The kernel of a collective on ``transport`` (``TRANSPORTS``: an NVLink ring, a ring across nodes, Transformer
-    Engine's userbuffers) moving ``wire_bytes_per_s`` per direction on ``gpu``; ``ring``: for a ring across nodes,
-    its GPUs a node and the NIC (``ctas``)."""
+    Engine's userbuffers, a pipeline send or receive to a peer on another node) moving ``wire_bytes_per_s`` per
+    direction on ``gpu``; ``ring``: for a ring across nodes, its GPUs a node and the NIC (``ctas``)."""
     return CommKernel(ctas(transport, gpu, ring), wire_bytes_per_s)
 
 
