@@ -4,18 +4,30 @@ purpose, so it does not depend on when a real one arrives; each failed on main b
 
 - ``sweep``: a hangup (or Ctrl-C) after the last run, while the results table was computed, said "interrupted by
   SIGHUP" alone and left no results.csv nor sweep.json though every run had finished (round 29's test of a sweep's
-  hangup sent it after a fixed 5 s, which under load fell there).
+  hangup sent it after a fixed 5 s, which under load fell there);
+- ``run --samples``: Ctrl-C while the percentiles were taken over the finished samples said "interrupted by SIGINT"
+  alone and kept nothing;
+- ``compare``: Ctrl-C while a failed run's line was printed (after the last run) said "interrupted by SIGINT" alone
+  and kept nothing.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import json
 import signal
 
 import yaml
 
+from simcluster.core.errors import ScenarioError
+from simcluster.studies import compare as compare_study
+from simcluster.studies import samples as sampling
 from simcluster.studies import sweep as sweep_study
+from tests.cli import scenario_files
 from tests.conftest import SMALL
+
+compare_command = importlib.import_module("simcluster.cli.compare")
 
 
 def _signal_on_first_call(monkeypatch, module, name: str, signum: int) -> list:
@@ -43,3 +55,36 @@ def test_a_sweep_interrupted_after_its_last_run_keeps_every_run(cli, tmp_path, m
     assert calls and out == ""
     report = json.loads((tmp_path / "sw" / "sweep.json").read_text())
     assert report["pending"] == 0 and [row["gpus"] for row in report["series"][0]["rows"]] == [16, 32]
+
+
+def test_run_samples_interrupted_while_their_percentiles_are_taken_keeps_them(cli, tmp_path, monkeypatch):
+    data = copy.deepcopy(scenario_files.SMALL)
+    data["variability"] = {"kernel_jitter_cv": 0.05, "seed": 7}
+    path = scenario_files.write_scenario(tmp_path, data)
+    calls = _signal_on_first_call(monkeypatch, sampling, "combine", signal.SIGINT)
+    code, out, err = cli("run", path, "--network", "analytic", "--samples", "2", "--json", "--out", tmp_path / "two")
+    scenario_files.assert_one_line(code, err, 130)
+    assert "2 of 2 samples finished" in err and "summary.json" in err and calls and out == "", err
+    kept = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert kept["samples"] == 2 and len(kept["step_time_samples_s"]) == 2
+
+
+def test_compare_interrupted_while_saying_a_failed_run_keeps_the_finished_one(cli, tmp_path, monkeypatch):
+    real, calls = compare_study.run_point, []
+
+    def second_fails(task, label, *args):
+        calls.append(label)
+        if len(calls) == 2:
+            raise ScenarioError("cluster", "refused on purpose")
+        return real(task, label, *args)
+
+    monkeypatch.setattr(compare_study, "run_point", second_fails)
+    said = _signal_on_first_call(monkeypatch, compare_command, "styled", signal.SIGINT)
+    scenario = tmp_path / "small.yaml"
+    scenario.write_text(yaml.safe_dump(SMALL, sort_keys=False))
+    code, _, err = cli("compare", scenario, "--topology", "rail-fat-tree", "--topology", "leaf-spine", "--network",
+                       "analytic", "--out", tmp_path / "c")
+    scenario_files.assert_one_line(code, err, 130)
+    assert "1 of 2 runs finished; wrote compare.csv, compare.json" in err and len(calls) == 2 and said, err
+    report = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert len(report["runs"]) == 1 and len(report["failed"]) == 1 and report["pending"] == 0
