@@ -8,7 +8,10 @@ purpose, so it does not depend on when a real one arrives; each failed on main b
 - ``run --samples``: Ctrl-C while the percentiles were taken over the finished samples said "interrupted by SIGINT"
   alone and kept nothing;
 - ``compare``: Ctrl-C while a failed run's line was printed (after the last run) said "interrupted by SIGINT" alone
-  and kept nothing.
+  and kept nothing;
+- the ``simcluster`` command: a signal after its modules had loaded and before the command's handlers were in place
+  (a test's signal sent at a fixed time falls near there on a loaded machine, whose import takes 3-4 s) was a
+  KeyboardInterrupt traceback, or for SIGTERM and SIGHUP a silent death.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
 from simcluster.core.errors import ScenarioError
@@ -88,3 +96,16 @@ def test_compare_interrupted_while_saying_a_failed_run_keeps_the_finished_one(cl
     assert "1 of 2 runs finished; wrote compare.csv, compare.json" in err and len(calls) == 2 and said, err
     report = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert len(report["runs"]) == 1 and len(report["failed"]) == 1 and report["pending"] == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_between_the_import_and_the_commands_handlers_is_one_line(signum):
+    """The console entry, with the signal raised where ``main`` starts, before ``_interrupts`` (``settle_widths``)."""
+    code = ("import signal, sys\nimport simcluster.cli as cli\n"
+            f"cli.settle_widths = lambda environ: signal.raise_signal({int(signum)})\n"
+            "sys.argv = ['simcluster', 'schema']\ncli.console()\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert (done.returncode, done.stderr) == (128 + signum, f"interrupted by {signal.Signals(signum).name}\n")
+    assert done.stdout == ""
