@@ -11,7 +11,10 @@ purpose, so it does not depend on when a real one arrives; each failed on main b
   and kept nothing;
 - the ``simcluster`` command: a signal after its modules had loaded and before the command's handlers were in place
   (a test's signal sent at a fixed time falls near there on a loaded machine, whose import takes 3-4 s) was a
-  KeyboardInterrupt traceback, or for SIGTERM and SIGHUP a silent death.
+  KeyboardInterrupt traceback, or for SIGTERM and SIGHUP a silent death;
+- worker processes (``--jobs``): one forked with the parent's handler ran it on the parent's ``terminate`` (an
+  interrupt while the workers started) before its own handlers stood, and printed a traceback of ``Interrupted``
+  (round 24's test of a SIGINT during ``validate``, once it signalled as the workers appeared).
 """
 
 from __future__ import annotations
@@ -19,19 +22,23 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
 import yaml
 
+from simcluster import cli as cli_package
 from simcluster.core.errors import ScenarioError
 from simcluster.studies import compare as compare_study
 from simcluster.studies import samples as sampling
 from simcluster.studies import sweep as sweep_study
+from simcluster.studies import workers
 from tests.cli import scenario_files
 from tests.conftest import SMALL
 
@@ -109,3 +116,31 @@ def test_a_signal_between_the_import_and_the_commands_handlers_is_one_line(signu
                           env={**os.environ, "PYTHONPATH": str(root)})
     assert (done.returncode, done.stderr) == (128 + signum, f"interrupted by {signal.Signals(signum).name}\n")
     assert done.stdout == ""
+
+
+_WORKER_INIT = workers._worker_init
+
+
+def _terminated_before_its_handlers() -> None:
+    """A worker's initializer receiving SIGTERM first, as the parent's ``terminate`` can reach a worker just forked;
+    what it raised before its own handlers stand is written to $ROUND38_RAISED (multiprocessing printed it)."""
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # a handler inherited from the parent runs as this call returns
+        for _ in range(1000):
+            pass
+    except BaseException as err:
+        Path(os.environ["ROUND38_RAISED"]).write_text(repr(err))
+        raise
+    _WORKER_INIT()  # the worker's handlers: SIGTERM, pending until here, ends it
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="a handler is inherited through fork")
+def test_a_worker_stopped_before_its_own_handlers_dies_without_a_word(monkeypatch, tmp_path):
+    raised = tmp_path / "raised"
+    monkeypatch.setenv("ROUND38_RAISED", str(raised))
+    monkeypatch.setattr(workers, "_worker_init", _terminated_before_its_handlers)
+    with cli_package._interrupts(), workers.local(2) as (pool, _slots):  # the command's handlers, inherited
+        future = pool.submit(abs, -1)
+        with pytest.raises(BrokenProcessPool):
+            future.result(timeout=60)
+    assert not raised.exists(), raised.read_text()
