@@ -84,8 +84,11 @@ def _interrupts_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    # the mask as it is, read first: ``pthread_sigmask`` runs the handlers of signals already received as it returns,
+    # so the call that blocks can raise (an interrupt) with the mask changed and the previous one not handed back
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
