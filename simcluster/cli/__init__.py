@@ -20,8 +20,9 @@ import warnings
 
 
 def _exit_while_importing(signum, _frame):
-    """SIGINT/SIGTERM while the command's modules load (a second or more): nothing has started, so exit at once
-    with the one line and code of an interrupt, not a KeyboardInterrupt traceback or a silent death."""
+    """SIGINT/SIGTERM while the command's modules load (a second or more), or in ``console`` before the command's
+    handlers: nothing has started, so exit at once with the one line and code of an interrupt, not a
+    KeyboardInterrupt traceback or a silent death."""
     os.write(2, f"interrupted by {signal.Signals(signum).name}\n".encode())
     os._exit(128 + signum)
 
@@ -29,8 +30,8 @@ def _exit_while_importing(signum, _frame):
 def _handled_signals() -> tuple[signal.Signals, ...]:
     """SIGINT, SIGTERM, and SIGHUP (the terminal closed) unless it is ignored (``nohup``): a hangup killed a command
     mid-write without a word, exit 129, a half-written ``.NAME.PID.tmp`` file and half a folder left (round 29)."""
-    hangup = getattr(signal, "SIGHUP", None)
-    keep_hangup = hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL
+    hangup = getattr(signal, "SIGHUP", None)   # ``console``'s own handler until the command's stands for the default
+    keep_hangup = hangup is not None and signal.getsignal(hangup) in (signal.SIG_DFL, _exit_while_importing)
     return (signal.SIGINT, signal.SIGTERM, *((hangup,) if keep_hangup else ()))
 
 
@@ -270,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
+    # a signal before ``main``'s own handlers (``_interrupts``) is the one line and code too, as while importing:
+    # between the two, Python's default made a KeyboardInterrupt traceback or a silent death (round 38: a test's
+    # signal timed to a loaded machine's import can fall there); ``leave`` ends the process, nothing to put back
+    if threading.current_thread() is threading.main_thread():
+        for signum in _handled_signals():
+            signal.signal(signum, _exit_while_importing)
     # the command's modules (hundreds of thousands of objects) live as long as the process: kept out of the cycle
     # collector's passes, which otherwise walk them again at every full collection of a run (gc.freeze)
     gc.freeze()

@@ -221,13 +221,13 @@ def compare(
     if not runs:
         label, err = failures[0]
         raise ScenarioError(err.field, f"{err.message} (every run failed; first: {label})")
-    for label, err in failures:
-        # soft_wrap: the terminal wraps the line; rich would fold a long path mid-name (round 36's fresh-clone run:
-        # ``f.y aml`` under pytest-xdist's longer temporary folders)
-        console.print(Text.assemble(styled("failed", "red"), f" {label}: {err}"), soft_wrap=True)
-    target = runs[0]["economics"]["target_loss"]
-    title = spec.name if len(specs) == 1 else os.path.commonprefix([s.name for s in specs]).rstrip("-_") + "-*"
-    try:
+    try:  # from the last run on: an interrupt while the failures are said keeps the runs too (round 38)
+        for label, err in failures:
+            # soft_wrap: the terminal wraps the line; rich would fold a long path mid-name (round 36's fresh-clone
+            # run: ``f.y aml`` under pytest-xdist's longer temporary folders)
+            console.print(Text.assemble(styled("failed", "red"), f" {label}: {err}"), soft_wrap=True)
+        target = runs[0]["economics"]["target_loss"]
+        title = spec.name if len(specs) == 1 else os.path.commonprefix([s.name for s in specs]).rstrip("-_") + "-*"
         with fresh_folder(out_dir) as out_dir:
             written = _outputs(runs, failures, out_dir, chosen, target, title)
             if report:

@@ -259,6 +259,8 @@ def run(
             results.append(simulate(spec, sim))
             for seeded in list(sampling.scenarios(spec, samples))[1:]:
                 results.append(simulate(seeded))
+            # the percentiles here: an interrupt while they are taken keeps the samples (round 38: said nothing)
+            result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]
         except Interrupted as stop:  # samples that finished are kept, as a sweep's or a compare's runs (round 30)
             if samples > 1 and results:
                 partial = sampling.combine(results, spec.tokens_per_step)
@@ -266,10 +268,9 @@ def run(
                 stop.message = keep_summary(partial.summary, out_dir,
                                             f"{len(results)} of {samples} samples finished", "percentiles over them")
             raise
-        result = sampling.combine(results, spec.tokens_per_step) if samples > 1 else results[0]
-    if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
-        console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
     try:
+        if result.summary["symmetry"]["exact"] is False:  # the collapse approximated: say so, on one line
+            console.print(f"warning: {result.summary['symmetry']['note']}", soft_wrap=True)
         with fresh_folder(out_dir) as out_dir:  # unique again if another run took it meanwhile
             written = result.write(out_dir, trace_ranks=trace_ranks, table_format=table_format)
             if plot or report:  # opt-in (the report embeds it): matplotlib alone costs more than a small run

@@ -184,12 +184,13 @@ def sweep_command(
         if undo is not None:  # the folder, and its parents, made (or found empty) for this sweep
             undo()
         raise ScenarioError("sweep", f"all {len(tasks)} runs failed; first ({first['params']}): {first['error']}")
-    note.said()
-    frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold, out_dir)
-    report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed), "reused": len(run.reused),
-              "partial": False, "pending": 0, "out_dir": str(out_dir), "series": groups, "failed": run.failed}
     written, writing = [], "table"
-    try:
+    try:  # from the last run on: an interrupt while the table is computed keeps it too (round 38: said nothing)
+        note.said()
+        frame, groups = sweep.table(run, tasks, chosen, target_loss, threshold, out_dir)
+        report = {"law": chosen.name, "threshold": threshold, "executed": len(run.executed),
+                  "reused": len(run.reused), "partial": False, "pending": 0, "out_dir": str(out_dir),
+                  "series": groups, "failed": run.failed}
         written = _write_results(frame, report, out_dir, table_format)
         if plots:
             writing = "figures"

@@ -51,13 +51,47 @@ def local(jobs: int | None = None) -> Iterator[tuple[cf.Executor, int]]:
     if jobs == 1:
         yield InlineExecutor(), 1
         return
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    pool = _Pool(max_workers=jobs, initializer=_worker_init)
     try:
         yield pool, jobs
     except BaseException:
         _stop_workers(pool)  # an error or an interrupt: in-flight runs are abandoned, not waited for
         raise
     pool.shutdown(wait=True)
+
+
+# The signals a worker leaves to its parent or dies of (``_worker_init``), blocked from its fork to its own handlers.
+_INTERRUPTS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class _Pool(cf.ProcessPoolExecutor):
+    """A process pool whose workers start with the interrupt signals blocked (they are forked at ``submit``; the
+    threads it starts there keep them blocked too, so they reach the main thread): a worker forked with the parent's
+    handler ran it on the parent's own ``terminate`` (an interrupt while the workers started), before
+    ``_worker_init`` had put its own, and printed a traceback of ``Interrupted`` (round 38: round 24's test of a
+    SIGINT during ``validate``, once it signalled as the workers appeared). Pending there, the signal is the
+    worker's own once its handlers stand."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        with _interrupts_blocked():
+            return super().submit(fn, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def _interrupts_blocked() -> Iterator[None]:
+    """``_INTERRUPTS`` held pending in this thread for the block (POSIX threads' signal mask; elsewhere nothing),
+    delivered at its end."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    # the mask as it is, read first: ``pthread_sigmask`` runs the handlers of signals already received as it returns,
+    # so the call that blocks can raise (an interrupt) with the mask changed and the previous one not handed back
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def completed(pool: cf.Executor, fn: Callable, items: Iterable, window: int) -> Iterator[tuple[object, cf.Future]]:
@@ -106,6 +140,8 @@ def _worker_init() -> None:
     if hasattr(signal, "SIGHUP"):  # a hangup too (the parent's handler, inherited, would raise in the task)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # blocked since the fork (``_Pool``): what came meanwhile is handled now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -186,9 +186,9 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     ("cluster:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 150)), "nests deeper than 100 levels"),
 ])
 def test_yaml_that_would_explode_is_refused_quickly(cli, write_scenario, text, needle):
-    started = time.perf_counter()
+    started = time.process_time()  # CPU, what a blow-up spends: a loaded machine stretches the wall (round 38)
     code, _, err = cli("run", write_scenario(text), "--json")
-    assert time.perf_counter() - started < 10.0
+    assert time.process_time() - started < 10.0
     one_line_refusal(code, err, needle)
 
 
@@ -487,12 +487,12 @@ def test_a_million_gpus_are_refused_by_their_memory_before_building(cli, write_s
     import simcluster.fabric.topology as topology
 
     monkeypatch.setattr(topology, "build", lambda *a, **k: pytest.fail("built a fabric before the memory check"))
-    started = time.perf_counter()
+    started = time.process_time()  # CPU, not the wall: a loaded machine stretches the wall (round 38)
     code, _, err = cli("run", write_scenario(_cluster_of(10**6)), "--json")
     one_line_refusal(code, err, "cluster.nodes: 1,000,000 GPUs need at least 7.63 GiB", "4 GiB limit")
     code, _, err = cli("collective", "--gpus", 10**6, "--json")
     one_line_refusal(code, err, "--gpus: 1,000,000 GPUs need at least")
-    assert time.perf_counter() - started < 10.0
+    assert time.process_time() - started < 10.0
 
 
 def test_131072_gpus_are_allowed_and_the_limit_can_be_raised_or_lowered(monkeypatch):

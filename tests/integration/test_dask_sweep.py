@@ -33,6 +33,16 @@ def _wait_for(condition, what: str, processes: list[subprocess.Popen], logs: lis
         time.sleep(0.2)
 
 
+def _address(scheduler_file: Path) -> str | None:
+    """The scheduler's address once its file is whole: Dask writes it in place (``open(..., "w")``, then
+    ``json.dump``: distributed/scheduler.py), so the file exists empty or cut for a moment, which a loaded machine
+    stretches (round 38: it was read as soon as it existed)."""
+    try:
+        return json.loads(scheduler_file.read_text())["address"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
 @pytest.fixture
 def dask_cluster(tmp_path):
     """Address of a one-worker Dask cluster; both processes are killed afterwards, whatever happens."""
@@ -42,8 +52,8 @@ def dask_cluster(tmp_path):
     try:
         processes.append(_dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                "--scheduler-file", str(scheduler_file), log=logs[0]))
-        _wait_for(scheduler_file.exists, "the Dask scheduler", processes, logs)
-        address = json.loads(scheduler_file.read_text())["address"]
+        _wait_for(lambda: _address(scheduler_file) is not None, "the Dask scheduler", processes, logs)
+        address = _address(scheduler_file)
         processes.append(_dask("worker", address, "--nthreads", "1", "--nworkers", "1", "--no-nanny",
                                "--no-dashboard", "--host", "127.0.0.1", log=logs[1]))
         _wait_for(lambda: "Registered to" in logs[1].read_text(), "the Dask worker", processes, logs)
