@@ -135,3 +135,41 @@ def test_no_deadlock(pp):
     for v in (2, 3, 4):
         for m in (pp, 2 * pp):
             assert Simulation(_pipelined(pp, m, v, training__mcore_version="0.10")).run().summary["step_time_s"] > 0
+
+
+@pytest.mark.parametrize(("pp", "m", "v"), [(4, 8, 2), (3, 9, 3)])
+def test_a_steady_state_receive_is_posted_before_the_block_between(pp, m, v, monkeypatch):
+    # Megatron posts the receive of a rank's next forward with the send after its forward (next backward: after its
+    # backward), so in the steady state, where the blocks alternate, a receive is posted one block (of the other
+    # phase, taking time) before the block that needs it starts; posted only when that block starts, a blocking
+    # sender of it would wait the block between for nothing
+    from simcluster.engine.agents import Agent
+
+    posted, needed = {}, {}
+    sim = Simulation(_pipelined(pp, m, v, training__mcore_version="0.10"))
+    post = sim.post_receive
+
+    def recording_post(agent, key):
+        posted.setdefault((agent.stage, key), sim.env.now)
+        return post(agent, key)
+
+    receive = Agent._receive
+
+    def recording_receive(agent, key):
+        needed.setdefault((agent.stage, key), sim.env.now)
+        return (yield from receive(agent, key))
+
+    monkeypatch.setattr(sim, "post_receive", recording_post)
+    monkeypatch.setattr(Agent, "_receive", recording_receive)
+    sim.run()
+    steady = 0
+    for stage in range(pp):
+        order = pipeline_order("1f1b", pp, stage, m, v)
+        warmup = warmup_forwards("1f1b", pp, stage, m, v)
+        for index in range(warmup + 1, len(order) - warmup):
+            work = order[index]
+            key = (stage, (work.phase, 0, work.microbatch, work.chunk))
+            if key in needed and order[index - 1].phase != work.phase:
+                assert posted[key] < needed[key]
+                steady += 1
+    assert steady > 0
