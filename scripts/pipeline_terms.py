@@ -221,13 +221,15 @@ def bubble_terms(scenario) -> tuple[list[tuple[str, float]], dict]:
              ("(a) closed form: the blocks' TP/CP/EP waits, TP slowdown", closed - (pp - 1) * middle_s),
              ("(a) pure schedule less the closed form", bubble - closed),
              ("(c) of the closed form: fitted pipeline steps", 2 * (pp - 1) * step_s)]
+    p2p_wait_s = {}   # a stage's exposed pipeline communication after each rung (a held sender's wire time)
     for label, part in BUBBLE_LADDER:
         parts.add(part)
         before = bubble
         step, bubble, idle, _sim = _bubble_run(scenario, parts)
         terms.append((label, bubble - before))
+        p2p_wait_s[label] = sum(a.tally.p2p_wait_s for a in _sim.agents) / len(_sim.agents)
     facts = {"pp": pp, "v": v, "microbatches": m, "block_s": middle_s, "step_s": step, "bubble_s": bubble,
-             "idle_by_stage_s": idle, "p2p_bytes": messages}
+             "idle_by_stage_s": idle, "p2p_bytes": messages, "p2p_wait_by_rung_s": p2p_wait_s}
     return terms, facts
 
 

@@ -28,7 +28,7 @@ from simcluster.parallel.ep_overlap import EpOverlap
 from simcluster.parallel.layout import Layout, expert_groups
 from simcluster.parallel.memory import deferred_output_wgrads  # the last stage's deferred wgrads: memory and time
 from simcluster.parallel.schedules import Work, interleaved_blocking, p2p_blocks, pipeline_order
-from simcluster.spec.config import Scenario, blocking_warmup_exchanges
+from simcluster.spec.config import Scenario
 from simcluster.spec.hardware import BYTES_PER_ELEMENT, GpuSpec
 from simcluster.workload import (
     async_backward,
@@ -642,8 +642,7 @@ def plan(scenario: Scenario, collective_time_s: CollectiveTime) -> StepPlan:
         dp_grad_op="allreduce" if p.zero_stage == 0 else "reduce_scatter",
         param_gather=p.zero_stage in (1, 2), stage_params=stage_params,
         p2p_blocking=p2p_blocks(p.p2p, p.schedule, p.virtual_stages), p2p_gather_bytes=gather_bytes,
-        p2p_interleaved_blocking=interleaved_blocking(p.p2p, p.virtual_stages, scenario.megatron_core,
-                                                      blocking_warmup_exchanges(t.mcore_version)),
+        p2p_interleaved_blocking=interleaved_blocking(p.p2p, p.virtual_stages, scenario.megatron_core),
         embedding_grad_bytes=embedding_grad_bytes(scenario),
         grad_scaled=grad_scaling.scaled(scenario) if grad_scaling.in_backward(scenario) else (False, False),
         nan_checked=nan_check.applies(scenario) and grad_scaling.in_backward(scenario),

@@ -77,15 +77,20 @@ def p2p_blocks(p2p: str, schedule: str, virtual_stages: int) -> bool:
     return schedule == "1f1b" and virtual_stages == 1
 
 
-def interleaved_blocking(p2p: str, virtual_stages: int, megatron: bool, blocking_warmup: bool) -> tuple[bool, bool]:
+def interleaved_blocking(p2p: str, virtual_stages: int, megatron: bool) -> tuple[bool, bool]:
     """(warm-up, flush): whether an interleaved run's warm-up forwards and cool-down backwards send by blocking
     exchanges (``interleaved_blocking_sends``). Megatron's own schedule (``megatron``: Megatron-Core's stack,
-    ``Scenario.megatron_core``) with ``p2p: auto``: the flush in every release, the warm-up from the release that
-    added ``overlap_p2p_comm_warmup_flush`` (``blocking_warmup``: ``config.blocking_warmup_exchanges``). Another stack,
-    ``p2p: async`` or no interleaving: neither."""
+    ``Scenario.megatron_core``) with ``p2p: auto``: both, in every release. Megatron-Core's
+    forward_backward_pipelining_with_interleaving under overlap_p2p_comm (wheels 0.8.0, 0.9.0, 0.10.0, 0.14.0):
+    the cool-down's ``send_backward_recv_backward`` is a blocking call (no ``overlap_p2p_comm=True``) in each; the
+    warm-up's ``send_forward_recv_forward`` is blocking from 0.10 (``overlap_p2p_comm_warmup_flush`` off, its
+    default), and before 0.10 is posted with ``overlap_p2p_comm=True`` and its handles, the send's included
+    (p2p_communication ``_p2p_ops``), waited at the top of the next warm-up iteration, before its forward (0.8.0
+    lines 817-821, 0.9.0 832-836; the last one's at the top of the steady state, 0.8.0 932-934): no compute between
+    post and wait, the same hold on the sender. Another stack, ``p2p: async`` or no interleaving: neither."""
     if virtual_stages == 1 or p2p != "auto" or not megatron:
         return False, False
-    return blocking_warmup, True
+    return True, True
 
 
 def batches_next_receive(order: list[Work], index: int, warmup: int = 0) -> bool:
@@ -113,9 +118,9 @@ def interleaved_blocking_sends(order: list[Work], warmup: int, warm_up: bool, fl
     batched with the receive of the block after it, as Megatron-Core's forward_backward_pipelining_with_interleaving
     issues them under overlap_p2p_comm; the others' sends stay asynchronous. ``warmup``: the order's warm-up forwards.
 
-    ``warm_up``: each warm-up forward's ``send_forward_recv_forward(output_tensor, recv_prev)`` without
-    ``overlap_p2p_comm=True`` (Megatron-Core 0.10 on with ``overlap_p2p_comm_warmup_flush`` off, its default); before
-    0.10 the warm-up posts it asynchronously. ``flush``: each cool-down backward's ``send_backward_recv_backward``
+    ``warm_up``: each warm-up forward's ``send_forward_recv_forward(output_tensor, recv_prev)`` (blocking from
+    Megatron-Core 0.10 with ``overlap_p2p_comm_warmup_flush`` off, its default; before, posted and waited before the
+    next forward: ``interleaved_blocking``). ``flush``: each cool-down backward's ``send_backward_recv_backward``
     (blocking in every release read). The cool-down is the backwards after the order's last forward."""
     blocking = set()
     if warm_up:

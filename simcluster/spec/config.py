@@ -256,13 +256,6 @@ def lazy_first_param_gather(version: str | None) -> bool:
     return _at_least(version, "lazy_first_param_gather")
 
 
-def blocking_warmup_exchanges(version: str | None) -> bool:
-    """Whether a release's interleaved schedule ends each warm-up forward with a blocking exchange
-    (``overlap_p2p_comm_warmup_flush``, default off, data/mcore_versions.yaml ``blocking_warmup_exchanges``: 0.10 on);
-    None (not Megatron-Core): no."""
-    return _at_least(version, "blocking_warmup_exchanges")
-
-
 def stated_mcore_version(training: Training) -> str | None:
     """The Megatron-Core release a scenario states (``training.mcore_version`` as written), None where it leaves it
     to the by-GPU default: a NeMo behaviour pinned by container reads only a stated release."""

@@ -1,5 +1,5 @@
-"""Megatron-Core's blocking exchanges in the interleaved schedule: the warm-up forwards' (0.10 on, with
-``overlap_p2p_comm_warmup_flush`` off, its default) and the cool-down backwards' (every release), against closed forms
+"""Megatron-Core's blocking exchanges in the interleaved schedule: the warm-up forwards' and the cool-down backwards'
+(every release; ``overlap_p2p_comm_warmup_flush`` off, its default, from 0.10), against closed forms
 of the fill and Megatron's loop structure (docs/calibration.md "Round 38: Megatron-Core's blocking warm-up and flush
 exchanges")."""
 
@@ -17,7 +17,6 @@ from simcluster.parallel.schedules import (
     receive_posts,
     warmup_forwards,
 )
-from simcluster.spec.config import blocking_warmup_exchanges
 from tests.unit.test_engine import scenario
 
 
@@ -42,19 +41,20 @@ def _fill_s(pp, m, v, blocking, p2p_bytes=None):
     return sim.run().summary["step_time_s"] - max(sim.plan.optimizer_s)
 
 
-def test_the_release_and_the_stack_switch_the_exchanges():
-    # overlap_p2p_comm_warmup_flush first ships in megatron-core 0.10.0 (default False); before, the warm-up's exchange
-    # is posted with overlap_p2p_comm=True. The cool-down's send_backward_recv_backward is blocking in every release.
-    assert [blocking_warmup_exchanges(v) for v in (None, "0.8", "0.9", "0.10", "0.17")] == [False, False, False,
-                                                                                               True, True]
-    assert interleaved_blocking("auto", 4, True, True) == (True, True)
-    assert interleaved_blocking("auto", 4, True, False) == (False, True)
-    assert interleaved_blocking("async", 4, True, True) == (False, False)   # a stack that overlaps every exchange
-    assert interleaved_blocking("auto", 1, True, True) == (False, False)    # not interleaved
-    assert interleaved_blocking("auto", 4, False, True) == (False, False)   # not Megatron-Core's schedule
+def test_the_stack_switches_the_exchanges_in_every_release():
+    # the cool-down's send_backward_recv_backward is blocking in every release; the warm-up's send_forward_recv_forward
+    # is blocking from 0.10 (overlap_p2p_comm_warmup_flush off) and before is posted with overlap_p2p_comm=True and
+    # waited, its send included, before the next forward with nothing between: the same hold (round 38's review)
+    assert interleaved_blocking("auto", 4, True) == (True, True)
+    assert interleaved_blocking("async", 4, True) == (False, False)   # a stack that overlaps every exchange
+    assert interleaved_blocking("auto", 1, True) == (False, False)    # not interleaved
+    assert interleaved_blocking("auto", 4, False) == (False, False)   # not Megatron-Core's schedule
     plans = {version: Simulation(_pipelined(4, 8, 2, training__mcore_version=version)).plan.p2p_interleaved_blocking
+             for version in ("0.5", "0.8", "0.9", "0.10", "0.17")}
+    assert set(plans.values()) == {(True, True)}
+    steps = {version: Simulation(_pipelined(4, 4, 2, training__mcore_version=version)).run().summary["step_time_s"]
              for version in ("0.9", "0.10")}
-    assert plans == {"0.9": (False, True), "0.10": (True, True)}
+    assert steps["0.9"] == steps["0.10"]
 
 
 @pytest.mark.parametrize(("pp", "m", "v"), [(4, 8, 2), (2, 2, 3), (3, 6, 2), (4, 4, 4)])
@@ -135,3 +135,41 @@ def test_no_deadlock(pp):
     for v in (2, 3, 4):
         for m in (pp, 2 * pp):
             assert Simulation(_pipelined(pp, m, v, training__mcore_version="0.10")).run().summary["step_time_s"] > 0
+
+
+@pytest.mark.parametrize(("pp", "m", "v"), [(4, 8, 2), (3, 9, 3)])
+def test_a_steady_state_receive_is_posted_before_the_block_between(pp, m, v, monkeypatch):
+    # Megatron posts the receive of a rank's next forward with the send after its forward (next backward: after its
+    # backward), so in the steady state, where the blocks alternate, a receive is posted one block (of the other
+    # phase, taking time) before the block that needs it starts; posted only when that block starts, a blocking
+    # sender of it would wait the block between for nothing
+    from simcluster.engine.agents import Agent
+
+    posted, needed = {}, {}
+    sim = Simulation(_pipelined(pp, m, v, training__mcore_version="0.10"))
+    post = sim.post_receive
+
+    def recording_post(agent, key):
+        posted.setdefault((agent.stage, key), sim.env.now)
+        return post(agent, key)
+
+    receive = Agent._receive
+
+    def recording_receive(agent, key):
+        needed.setdefault((agent.stage, key), sim.env.now)
+        return (yield from receive(agent, key))
+
+    monkeypatch.setattr(sim, "post_receive", recording_post)
+    monkeypatch.setattr(Agent, "_receive", recording_receive)
+    sim.run()
+    steady = 0
+    for stage in range(pp):
+        order = pipeline_order("1f1b", pp, stage, m, v)
+        warmup = warmup_forwards("1f1b", pp, stage, m, v)
+        for index in range(warmup + 1, len(order) - warmup):
+            work = order[index]
+            key = (stage, (work.phase, 0, work.microbatch, work.chunk))
+            if key in needed and order[index - 1].phase != work.phase:
+                assert posted[key] < needed[key]
+                steady += 1
+    assert steady > 0

@@ -57,8 +57,9 @@ def test_the_collapsed_run_merging_by_stage_is_the_expanded_reference(expanded_1
     staged = Simulation(spec, link_windows=False).run().summary
     assert staged["symmetry"]["exact"] is True and staged["symmetry"]["held_back_classes"] == 0
     assert staged["step_time_s"] == pytest.approx(expanded_128_s, rel=1e-12)
-    # the collapse by label and size alone: flagged, and slower than the reference by about 2.7 ms (0.27%; 2.68 ms at
-    # 19 us / 460 us)
+    # the collapse by label and size alone: flagged, and slower than the reference by about 1.1 ms (0.11%; 2.68 ms at
+    # 19 us / 460 us before round 38's review made the interleaved warm-up's exchanges blocking in release 0.3, which
+    # this twin states; a regression value of the superseded key, the exact collapse above is the check)
     merged = Simulation(spec, link_windows=False, merge=LabelAndSize()).run().summary
     assert merged["symmetry"]["exact"] is False and merged["symmetry"]["held_back_classes"] > 0
-    assert merged["step_time_s"] - expanded_128_s == pytest.approx(2.68e-3, rel=0.1)
+    assert merged["step_time_s"] - expanded_128_s == pytest.approx(1.07e-3, rel=0.1)
