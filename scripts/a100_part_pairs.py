@@ -1,6 +1,6 @@
 """The A100 40GB against the A100 80GB on one stack: llm-foundry's own 8-GPU benchmark rows of the same MPT model and
-sequence on both parts, published against simulated per-GPU throughput ratio (issue 15; docs/calibration.md "Round
-28: the A100 80GB rows against the A100 40GB, part or stack"). A diagnostic: nothing is fitted or written.
+sequence on both parts, published against simulated per-GPU throughput ratio (issue 15; docs/calibration/round-28.md
+"Round 28: the A100 80GB rows against the A100 40GB, part or stack"). A diagnostic: nothing is fitted or written.
 
     PYTHONPATH=. python scripts/a100_part_pairs.py
 

@@ -275,15 +275,16 @@ def replace_block(page: str, block: str) -> str:
 
 DATA_HEADER = """\
 # The validation harness's error per published run, with the traits simcluster run's expected error matches on
-# (simcluster/outcomes/accuracy_card.py; docs/calibration.md, "Round 20: every run states the error to expect").
-# Written by scripts/accuracy_tables.py from `simcluster validate --json` (set calibration) and
+# (simcluster/outcomes/accuracy_card.py; docs/calibration/round-20.md, "Round 20: every run states the error to
+expect"). # Written by scripts/accuracy_tables.py from `simcluster validate --json` (set calibration) and
 # `simcluster validate --held-out --json` (set held-out); do not edit by hand. Regenerate:
 #   python scripts/accuracy_tables.py CAL.json HELDOUT.json --label 'main @ COMMIT' \\
 #       --write-data simcluster/data/accuracy.yaml
 # error = simulated / published throughput - 1 (positive: simulated fast); family: the run's series
 # (validation.yaml); model to gflop_per_token: accuracy_card.traits of the bundled scenario (gflop_per_token: model
 # FLOP per token, simcluster's count; stack: its software stack family, simcluster/spec/stack.py). calibrated_stacks:
-# the stacks of the calibration runs (docs/calibration.md, "Round 22: the expected-error card names the stack").
+# the stacks of the calibration runs (docs/calibration/round-22.md, "Round 22: the expected-error card names the
+stack").
 """
 
 

@@ -1,6 +1,7 @@
 """Published steps of one layout at several global batches, split into the pipeline's slot per microbatch and what
-runs once a step, against the model's (issue 15; docs/calibration.md "Round 32: the DeepSpeed pipeline rows split
-into slot and step"). Diagnostics: nothing is fitted or written back; the prequel's series are not validation rows.
+runs once a step, against the model's (issue 15; docs/calibration/round-32.md "Round 32: the DeepSpeed pipeline rows
+split into slot and step"). Diagnostics: nothing is fitted or written back; the prequel's series are not validation
+rows.
 
     PYTHONPATH=. python scripts/batch_slopes.py
 

@@ -1,5 +1,5 @@
 """Published Blackwell GEMM and attention measurements against the kernel model, each in the regime it was measured
-in (docs/calibration.md, "Round 23: Blackwell GEMMs and clocks against published measurements").
+in (docs/calibration/round-23.md, "Round 23: Blackwell GEMMs and clocks against published measurements").
 
     PYTHONPATH=. python scripts/blackwell_kernels.py
 
@@ -96,7 +96,7 @@ CUDNN_913_128K = {("b200", "forward"): 1355.0, ("b200", "backward"): 1048.0,
 # Sustained GEMM clocks read by mamf-finder (NVML) at the power cap, and the parts' caps and SMs: B200 (v4 MSMF,
 # siblings computing) 1399-1443 MHz at 1000 W; B300 (an earlier version, siblings idle) 1455 MHz at 1100 W, its MSMF
 # shape holding 1519 of its 1809 TFLOP/s burst (the same shape both ways: 0.840) and its MAMF shape 1487 of 1892
-# (0.786; docs/calibration.md, "Issue 15: the Hopper and Blackwell clocks"). SMs: efficiency.yaml gemm.sms.
+# (0.786; docs/calibration/rounds-1-9.md, "Issue 15: the Hopper and Blackwell clocks"). SMs: efficiency.yaml gemm.sms.
 B200_GEMM_MHZ = (1399.0, 1443.0)
 B300_GEMM_MHZ = 1455.0
 B300_SAME_SHAPE = {"burst": 1809.0, "sustained": 1519.0}

@@ -1,6 +1,6 @@
 """How well the expected-error card (simcluster/outcomes/accuracy_card.py) anticipates a held-out run it has not seen:
 each held-out run of a snapshot gets the card built from every other run, with and without matching on the stack
-(docs/calibration.md "Round 22: the expected-error card names the stack"). Analysis only: nothing is written.
+(docs/calibration/round-22.md "Round 22: the expected-error card names the stack"). Analysis only: nothing is written.
 
     PYTHONPATH=. python scripts/card_check.py [simcluster/data/accuracy.yaml]
 

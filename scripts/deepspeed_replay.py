@@ -1,7 +1,7 @@
 """DeepSpeed's TrainSchedule replayed event by event: the test oracle of the engine's DeepSpeed pipeline path
 (``parallel.deepspeed_pipeline``, ``engine.agents``; tests/unit/test_deepspeed_schedule.py), and a report of that replay
-with the engine's own block times against the engine's step (issue 15, docs/calibration.md "Round 17: DeepSpeed's
-pipeline timeline").
+with the engine's own block times against the engine's step (issue 15, docs/calibration/round-17.md "Round 17:
+DeepSpeed's pipeline timeline").
 
     PYTHONPATH=. python scripts/deepspeed_replay.py smith2022-mtnlg-530b-280-a100 bigscience-bloom-176b-384-a100
 

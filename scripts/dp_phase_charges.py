@@ -1,5 +1,5 @@
 """What the model charges for each data-parallel collective of a row, beside NCCL's own estimate, and how the row's
-error answers a slower or faster data-parallel phase (issue 15; docs/calibration.md "Round 32: the exposed
+error answers a slower or faster data-parallel phase (issue 15; docs/calibration/round-32.md "Round 32: the exposed
 data-parallel phase across families"). Analysis only: nothing here moves a constant.
 
     PYTHONPATH=. python scripts/dp_phase_charges.py SCENARIO [SCENARIO ...] [--stretch 1,1.5,2,3,5] [--solve]
@@ -20,7 +20,7 @@ Per scenario (a bundled validation row, simulated once as ``simcluster validate`
 - with ``--solve``: the closing stretch, the F (1 <= F <= 10) at which the row's simulated step equals its published
   step (``closing_stretch``: bracketing secant steps on the step, which does not fall as F grows), or why there is
   none (the row simulated slow already, or still fast at F = 10). One number a row, comparable across rows of one
-  recipe: a cause common to them would need about the same F in each (docs/calibration.md "Round 33: the MLPerf
+  recipe: a cause common to them would need about the same F in each (docs/calibration/round-33.md "Round 33: the MLPerf
   v5.1 Llama 3.1 8B TP 2 row, term by term").
 
 The data-parallel group's GPUs a node are gpus_per_node / (tp x cp), its nodes dp / that: the layouts of the rows

@@ -3,16 +3,16 @@
 For the message sizes of the Nemotron-4 15B rows (TP 8, so one GPU of each data-parallel group per node: 244 MB fp32
 gradient reduce-scatters, 122 MB bf16 parameter all-gathers; the contract-only twins' Megatron-Core buckets of
 max(40M, 1M x DP) parameters), it prints per rank count the protocol NCCL 2.18-2.21 chooses, its estimate, and what
-the run pays with each protocol; then the published nccl-tests points it can be set beside (docs/calibration.md,
-"Round 17: data-parallel rings over many nodes"); then the Nemotron-4 15B rows' data-parallel time split into the
-part no ring latency can remove (each chain at the NIC's bus rate against the compute it overlaps) and the part the
-rings' latency adds, for the bundled scenario and its variants (docs/calibration.md, "Round 18: data-parallel
-scaling"); then the same chains for NeMo 1.x's Apex DistributedFusedAdam layout (per-layer bucket groups of 100 MiB
-buckets, the embedding and output layer with the first layer; docs/calibration.md, "Round 18: NeMo 1.x's distributed
-Adam"), timed by a closed-form chain model checked against the engine (``--apex``: that table alone); with ``--rows``,
-also the data-parallel time of the other large-DP rows (about a minute more).
-``--terms``: each row's step terms and chains split into wire, protocol discount and ring latency (round 30).
-Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py
+the run pays with each protocol; then the published nccl-tests points it can be set beside
+(docs/calibration/round-17.md, "Round 17: data-parallel rings over many nodes"); then the Nemotron-4 15B rows'
+data-parallel time split into the part no ring latency can remove (each chain at the NIC's bus rate against the compute
+it overlaps) and the part the rings' latency adds, for the bundled scenario and its variants
+(docs/calibration/round-18.md, "Round 18: data-parallel scaling"); then the same chains for NeMo 1.x's Apex
+DistributedFusedAdam layout (per-layer bucket groups of 100 MiB buckets, the embedding and output layer with the first
+layer; docs/calibration/round-18.md, "Round 18: NeMo 1.x's distributed Adam"), timed by a closed-form chain model
+checked against the engine (``--apex``: that table alone); with ``--rows``, also the data-parallel time of the other
+large-DP rows (about a minute more). ``--terms``: each row's step terms and chains split into wire, protocol discount
+and ring latency (round 30). Usage: PYTHONPATH=. python scripts/dp_ring_scaling.py
        [--rows | --apex | --mcore-buckets | --growth | --angles | --terms]
 """
 
@@ -96,7 +96,7 @@ def measured_points() -> None:
 def compute_windows(events) -> tuple[float, float]:
     """Rank 0's compute the data-parallel chains overlap, in seconds (``events``: the engine's event table): the first
     microbatch's forward blocks (the parameter all-gathers') and the last microbatch's backward blocks (the gradient
-    reduce-scatters'), Megatron-Core's launch points (docs/calibration.md, round 16)."""
+    reduce-scatters'), Megatron-Core's launch points (docs/calibration/round-16.md, round 16)."""
     rank0 = events[events["rank"] == 0]
     compute = rank0[rank0["kind"] == "compute"]
     last = compute["microbatch"].max()
@@ -374,8 +374,8 @@ def growth_table() -> None:
         print(f"{label:<34} " + "  ".join(cells))
 
 
-# Round 26's five angles (docs/calibration.md, "Round 26: Nemotron-4 15B's data-parallel time, five more angles"):
-# each variant is a setting another source or stack of the period would give the run; none is applied.
+# Round 26's five angles (docs/calibration/round-26.md, "Round 26: Nemotron-4 15B's data-parallel time, five more
+# angles"): each variant is a setting another source or stack of the period would give the run; none is applied.
 ANGLES = (("bundled", None, {}), ("Apex layout (NeMo 1.x)", "apex", {}), ("Apex layout, bf16 grads", "apex bf16", {}),
           ("no overlap_param_gather", "no param gather", {}), ("Simple held, 14 us", None, {"simple_only": True}),
           ("IB SHARP RS/AG (NCCL 2.20+)", "sharp", {}), ("bf16 grads", "bf16 grads", {}),
@@ -399,7 +399,8 @@ def angles_table() -> None:
 
 
 # Round 30: each data-parallel chain of a row split into the part at the NIC's bus rate, the protocol's bandwidth
-# discount and the ring latency left unhidden (docs/calibration.md, "Round 30: what grows with the data-parallel size").
+# discount and the ring latency left unhidden (docs/calibration/round-30.md, "Round 30: what grows with the
+# data-parallel size").
 TERM_ROWS = ("nemotron4-15b-768-h100", "nemotron4-15b-1536-h100", "nemotron4-15b-2304-h100", "nemotron4-340b-1536-h100")
 
 

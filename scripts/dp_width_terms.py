@@ -1,16 +1,16 @@
-"""Throughput lost to data-parallel width at a fixed global batch, series by series (issue 15; docs/calibration.md
-"Round 24: throughput lost to data-parallel width").
+"""Throughput lost to data-parallel width at a fixed global batch, series by series (issue 15;
+docs/calibration/round-24.md "Round 24: throughput lost to data-parallel width").
 
     PYTHONPATH=. python scripts/dp_width_terms.py [--series NAME ...] [--summaries FILE.jsonl]
 
 For each held-out series that widens data parallelism at a fixed global batch (Narayanan et al. 2021 Table 2's 175B and
 530B, MegaScale's Megatron-LM baseline at batch 768, MT-NLG 530B on DeepSpeed's PipelineEngine at 280 / 350 / 420 nodes:
-docs/calibration.md "Round 35: the 2021-2022 A100 pipeline rows") and for Nemotron-4 15B's batch ramp (its per-GPU work
-per step fixed instead), it prints per row the layout facts (DP ranks, nodes, microbatches per pipeline m, the bubble's
-share (p - 1) / (v m), gradient bytes per GPU), the engine's step split (compute, bubble, exposed communication per
-parallelism, interference) and the published step (``studies.validation.published_step_s``). Then it asks what extra
-time the published steps imply: it fits, per series and by least squares, published = a x simulated + c x f
-for each candidate shape f of a missing per-step cost:
+docs/calibration/round-35.md "Round 35: the 2021-2022 A100 pipeline rows") and for Nemotron-4 15B's batch ramp (its
+per-GPU work per step fixed instead), it prints per row the layout facts (DP ranks, nodes, microbatches per pipeline m,
+the bubble's share (p - 1) / (v m), gradient bytes per GPU), the engine's step split (compute, bubble, exposed
+communication per parallelism, interference) and the published step (``studies.validation.published_step_s``). Then it
+asks what extra time the published steps imply: it fits, per series and by least squares, published = a x simulated + c
+x f for each candidate shape f of a missing per-step cost:
 
 - ``const``: one fixed cost a step (optimizer, host, synchronisation, a bubble the model prices too small: all
   independent of m at a fixed per-microbatch time);

@@ -17,7 +17,7 @@ series on its stream, so the step is at least each stage's sum, hence at least t
 holds the same number of GPUs): ``excess`` > 0 says the simulated non-EP work alone, on the mean rank, is longer
 than the published step allows, whatever the all-to-alls cost. Rows that overlap the all-to-alls (``ep_overlap``)
 have no such bound. A diagnostic: nothing is fitted or written; held-out scenarios are read, never tuned to
-(docs/calibration.md, "Round 15: the MoE zoo's Qwen3 rows").
+(docs/calibration/round-15.md, "Round 15: the MoE zoo's Qwen3 rows").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One MoE layer pair of Megatron-Core's combined 1F1B schedule (``parallelism.ep_overlap``,
-``overlap_moe_expert_parallel_comm``) raced against the host, launch by launch (docs/calibration.md "Round 37: the
-host side of Megatron-Core's EP overlap").
+``overlap_moe_expert_parallel_comm``) raced against the host, launch by launch (docs/calibration/round-37.md "Round 37:
+the host side of Megatron-Core's EP overlap").
 
     PYTHONPATH=.:scripts python scripts/ep_overlap_host_race.py SCENARIO ... [--node-us X]
 

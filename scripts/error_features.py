@@ -1,5 +1,5 @@
-"""Which run features the signed error tracks, across calibration and held-out rows (issue 15; docs/calibration.md
-"Round 22: what the held-out error tracks"). Analysis only: nothing here moves a constant.
+"""Which run features the signed error tracks, across calibration and held-out rows (issue 15;
+docs/calibration/round-22.md "Round 22: what the held-out error tracks"). Analysis only: nothing here moves a constant.
 
     PYTHONPATH=. python scripts/error_features.py CAL.json HO.json [--csv OUT] [--plot PNG]
                                                   [--cache /tmp/error_features_cache.json]
@@ -258,7 +258,7 @@ def correlations(rows: list[dict], features: tuple[str, ...] = NUMERIC) -> list[
 
 
 # feature sets fitted besides the combinations of the strongest: the coverage flag and the features whose within-family
-# rho keeps its sign in most families (docs/calibration.md "Round 22: what the held-out error tracks")
+# rho keeps its sign in most families (docs/calibration/round-22.md "Round 22: what the held-out error tracks")
 NAMED_FITS = (("stack_calibrated",), ("params_b",), ("pp",), ("exposed_tp_share",), ("stack_calibrated", "params_b"),
               ("stack_calibrated", "pp"), ("stack_calibrated", "params_b", "exposed_tp_share"))
 

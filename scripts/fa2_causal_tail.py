@@ -1,6 +1,6 @@
 """How much of a causal FlashAttention-2 kernel's time on A100 is its last wave's tail, for the training grids against
-the grid of the paper's benchmark (docs/calibration.md, "Round 27: why Transformer layers on the A100 80GB look too
-cheap at sequence 4,096"). An estimate from the kernel's launch geometry, not a measurement: nothing reads it.
+the grid of the paper's benchmark (docs/calibration/round-27.md, "Round 27: why Transformer layers on the A100 80GB look
+too cheap at sequence 4,096"). An estimate from the kernel's launch geometry, not a measurement: nothing reads it.
 
     python scripts/fa2_causal_tail.py
 

@@ -83,8 +83,8 @@ THREE_TERM_FILL = np.arange(0.0, 2.0001, 0.02)          # 0-2 waves
 THREE_TERM_STEP_S = np.arange(0.0, 1000.5e-6, 20e-6)    # 0-1 ms a pipeline step
 MAX_SIMULATIONS = 3
 SENSITIVITY = 0.25
-# Series whose residual is known not to be host time, kept out of the objective (docs/calibration.md, round 5):
-# Megatron-LM 2021 on A100 is over-predicted by 8-14% on one server and up to 19% across servers, the same as the
+# Series whose residual is known not to be host time, kept out of the objective (docs/calibration/rounds-1-9.md, round
+# 5): Megatron-LM 2021 on A100 is over-predicted by 8-14% on one server and up to 19% across servers, the same as the
 # held-out SC21 runs of that software; with it in the objective the fit sets the kernel gap to 70 us and the
 # pipeline step to 0 and puts every H100 Llama 3.1 8B run at -9 to -10% (median 7.8%).
 EXCLUDED_SERIES: dict[str, str] = {}   # series name -> why it is kept out of the objective

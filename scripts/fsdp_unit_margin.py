@@ -1,7 +1,7 @@
 """How much slack each llm-foundry (PyTorch FSDP1) row's simulated step leaves between a unit's compute and its
-collectives, and how long the collectives would have to run for the published step (issue 15; docs/calibration.md
-"Round 31: MPT-13B and MPT-70B on 32 against their siblings, unit by unit"). Analysis only: nothing here moves a
-constant.
+collectives, and how long the collectives would have to run for the published step (issue 15;
+docs/calibration/round-31.md "Round 31: MPT-13B and MPT-70B on 32 against their siblings, unit by unit"). Analysis only:
+nothing here moves a constant.
 
     PYTHONPATH=. python scripts/fsdp_unit_margin.py HELD_OUT.json [--prefix mpt-] [--baseline E] [--siblings] [--trend]
 
@@ -35,8 +35,8 @@ series hold fixed, and one accumulation: rows that differ in the GPU count alone
 at micro batch 2 x 1), its simulated step part by part
 (``step_shares.step_parts``: tensor-core roofline, HBM-bound kernels, fitted gap, interference, ``other`` = the
 optimizer step and block terms, exposed data-parallel time, ...) at each GPU count and each part's change from the
-series' fewest GPUs, beside the published step's change (docs/calibration.md "Round 35: llm-foundry's MPT rows on
-H100"). The parts partition the step, so their changes add up to the simulated step's change.
+series' fewest GPUs, beside the published step's change (docs/calibration/round-35.md "Round 35: llm-foundry's MPT rows
+on H100"). The parts partition the step, so their changes add up to the simulated step's change.
 """
 
 from __future__ import annotations

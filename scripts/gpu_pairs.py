@@ -1,4 +1,4 @@
-"""The same model on two GPUs: published against simulated per-GPU throughput ratios (docs/calibration.md,
+"""The same model on two GPUs: published against simulated per-GPU throughput ratios (docs/calibration/round-19.md,
 "Round 19: Blackwell GPU against GPU").
 
     PYTHONPATH=. python scripts/gpu_pairs.py VALIDATE.json HELD_OUT.json [--only nemo2511] [--base gb200]

@@ -1,5 +1,5 @@
-"""What the fitted per-kernel gap is made of, read on the CUDA-graphed rows (round 34; docs/calibration.md "Round 34:
-what the per-kernel gap is made of, read on the graphed rows"). A diagnostic: nothing is fitted or written.
+"""What the fitted per-kernel gap is made of, read on the CUDA-graphed rows (round 34; docs/calibration/round-34.md
+"Round 34: what the per-kernel gap is made of, read on the graphed rows"). A diagnostic: nothing is fitted or written.
 
     PYTHONPATH=.:scripts python scripts/graphed_rows_gap.py ON.json [ON.json ...] [--fixed-us 2,8]
     PYTHONPATH=.:scripts python scripts/graphed_rows_gap.py --trace TRACE.json.gz

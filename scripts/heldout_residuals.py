@@ -1,6 +1,6 @@
 """The structure of the held-out residual: which run features the signed error follows across held-out rows, inside
 each published series, and where the held-out rows leave the range the calibration rows cover (issue 15;
-docs/calibration.md "Round 25: the structure of the held-out fast bias"). Analysis only: nothing here moves a
+docs/calibration/round-25.md "Round 25: the structure of the held-out fast bias"). Analysis only: nothing here moves a
 constant, and held-out rows never fit anything in the model.
 
     PYTHONPATH=. python scripts/heldout_residuals.py CAL.json HELD_OUT.json [--cache /tmp/error_features_cache.json]

@@ -1,7 +1,7 @@
 """Megatron-LM's interleaved 1F1B with blocking exchanges against asynchronous sends, on one pipeline of uniform
-chunks (docs/calibration.md "Round 24: what a Megatron step costs per model chunk"). An analysis of the schedule, not
-part of the engine (which runs the interleaved schedule with asynchronous sends): it shows that the blocking batched
-exchanges of the 2021 / January 2023 code add (m - 1) hops a step, a per-microbatch rate.
+chunks (docs/calibration/round-24.md "Round 24: what a Megatron step costs per model chunk"). An analysis of the
+schedule, not part of the engine (which runs the interleaved schedule with asynchronous sends): it shows that the
+blocking batched exchanges of the 2021 / January 2023 code add (m - 1) hops a step, a per-microbatch rate.
 
     python scripts/interleaved_exchanges.py --pp 12 --v 4 --m 96 --forward 0.011 --backward 0.033 --hop 0.00045
 """

@@ -1,6 +1,6 @@
 """Validation rows with every fused attention kernel slower, or the sustained clock lower, than the model has them
-(issue 15; docs/calibration.md "Round 35: Llama 3 8B on H100, calibration against held out"). A diagnostic: nothing
-is fitted, written or kept; the model's own numbers are restored after each setting.
+(issue 15; docs/calibration/round-35.md "Round 35: Llama 3 8B on H100, calibration against held out"). A diagnostic:
+nothing is fitted, written or kept; the model's own numbers are restored after each setting.
 
     PYTHONPATH=. python scripts/kernel_rate_whatif.py ROW [ROW ...] [--attention 1,1.2,1.5] [--clock 1,0.95]
 

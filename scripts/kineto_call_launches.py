@@ -1,6 +1,7 @@
 """What a kernel launch costs when the C++ of one call queues it behind the call's previous launch, against launches
 from separate calls, in a Kineto trace of training: the measurement behind ``Op.no_work``'s queued-launch latency
-(efficiency.yaml launch_overhead_s; docs/calibration.md "Round 32: what a launch queued inside one C++ call costs").
+(efficiency.yaml launch_overhead_s; docs/calibration/round-32.md "Round 32: what a launch queued inside one C++ call
+costs").
 
     python scripts/kineto_call_launches.py ../shared/traces/kineto/a100-2rank-allreduce.rank0.json.gz [more]
 

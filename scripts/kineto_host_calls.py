@@ -1,5 +1,5 @@
-"""Two host costs of an MoE layer's launches, measured in a Kineto trace of training (docs/calibration.md, "Round 28:
-the MoE layer's zero-work launches at their measured cost and its host side"): how long after the GPU's last
+"""Two host costs of an MoE layer's launches, measured in a Kineto trace of training (docs/calibration/round-28.md,
+"Round 28: the MoE layer's zero-work launches at their measured cost and its host side"): how long after the GPU's last
 activity a blocking sync returns to the host (the device-to-host syncs of dropless routing), and the host time of
 each c10d collective call (the token dispatcher's ``all_to_all_single`` is ``c10d::alltoall_base_``).
 

@@ -1,5 +1,5 @@
 """One dense layer, kernel by kernel, of each scenario given (round 29: the hidden-6144 layer on H100 against the
-hidden-12288 one; docs/calibration.md "Round 29: the hidden-6144 layer on H100, kernel by kernel").
+hidden-12288 one; docs/calibration/round-29.md "Round 29: the hidden-6144 layer on H100, kernel by kernel").
 
     PYTHONPATH=. python scripts/layer_kernels.py megatron-16b-h100 megatron-177b-h100 nemotron4-15b-768-h100
 

@@ -1,5 +1,6 @@
 """Held-out twins that differ only in their micro batch: what the published step difference says a cost per layer
-and microbatch must be (issue 15; docs/calibration.md "Round 22: the A100 Megatron/DeepSpeed rows simulated fast").
+and microbatch must be (issue 15; docs/calibration/round-22.md "Round 22: the A100 Megatron/DeepSpeed rows simulated
+fast").
 
     PYTHONPATH=. python scripts/mbs_pairs.py HELD_OUT.json
 

@@ -1,6 +1,6 @@
 """The MoE zoo's Qwen3-235B-A22B on 256 H100: the four held-out layouts side by side, and the zoo's own long-context
-forced-balance / dropless pairs against the model's load spread (docs/calibration.md "Round 35: the MoE layer across
-layouts"). A diagnostic: nothing is fitted or written.
+forced-balance / dropless pairs against the model's load spread (docs/calibration/round-35.md "Round 35: the MoE layer
+across layouts"). A diagnostic: nothing is fitted or written.
 
     PYTHONPATH=. python scripts/moe_dropless_pairs.py layouts     # the held-out rows, step terms side by side
     PYTHONPATH=. python scripts/moe_dropless_pairs.py pairs       # the long-context pairs, published and simulated
@@ -11,8 +11,8 @@ rows is the same as at c1ad0b5c). Its "Long Context" table states, for 32 nodes 
 PP 8, VPP 4 (its command), GBS 256, per-GPU TFLOP/s with ``--moe-router-force-load-balancing`` and dropless. The
 zoo's TFLOP/s are Megatron-LM's count (``megatron_flop_per_token``), checked on the held-out rows, whose table gives
 both a step time and TFLOP/s (``ZOO_ROWS``); a long-context row's step is that count over its TFLOP/s. Since
-round 35 the pairs are held-out rows too (``moezoo-qwen3-235b-256-h100-lc*``, rule Z in docs/calibration.md "Round 35:
-the moe, mlp and shared_experts recompute modules"); nothing here sets a constant.
+round 35 the pairs are held-out rows too (``moezoo-qwen3-235b-256-h100-lc*``, rule Z in docs/calibration/round-35.md
+"Round 35: the moe, mlp and shared_experts recompute modules"); nothing here sets a constant.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def layouts() -> None:
         print(f"a2a-tp4 line, {label}: {1e3 * fixed:.2f} ms a layer-microbatch + {1e6 * slope:.2f} us a token")
 
 
-# Round 38 (docs/calibration.md "Round 38: dropless routing imbalance against measurements"): a WHAT-IF, not a
+# Round 38 (docs/calibration/round-38.md "Round 38: dropless routing imbalance against measurements"): a WHAT-IF, not a
 # constant. The long-context pairs route 32,768 tokens an EP group at every length (2 to 1/4 of a sequence) and their
 # excess a microbatch is flat, so the load follows the tokens an EP group routes, not its sequences. The CV that the
 # 16K pair reads (round 35: expert CV 1.65 at 32,768 tokens) is scaled as a sum over independent documents would

@@ -1,5 +1,5 @@
-"""What an MoE layer-microbatch costs whatever its tokens, in the model and in what was published (docs/calibration.md
-"Round 35: the MoE layer's fixed cost"). A diagnostic: nothing is fitted or written.
+"""What an MoE layer-microbatch costs whatever its tokens, in the model and in what was published
+(docs/calibration/round-35.md "Round 35: the MoE layer's fixed cost"). A diagnostic: nothing is fitted or written.
 
     PYTHONPATH=.:scripts python scripts/moe_fixed_cost.py lines    # the zoo's A2A / TP 4 rows, one line per layout
     PYTHONPATH=.:scripts python scripts/moe_fixed_cost.py terms    # the MoE layer alone, term by term, three rows

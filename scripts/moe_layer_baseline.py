@@ -1,5 +1,5 @@
 """Megatron-Core's moe_perf layer baseline (8 H100, one MoE layer) against the model, case by case and term by term
-(docs/calibration.md "Round 31: one MoE layer on 8 H100 against Megatron-Core's moe_perf baseline").
+(docs/calibration/round-31.md "Round 31: one MoE layer on 8 H100 against Megatron-Core's moe_perf baseline").
 
     PYTHONPATH=. python scripts/moe_layer_baseline.py
 

@@ -1,5 +1,5 @@
 """An MoE layer, term by term, per rank and microbatch, and a step's MoE kernel launches (issue 15: the MoE zoo's
-Qwen3-235B rows, docs/calibration.md "Round 16: the MoE zoo's Qwen3 rows itemised").
+Qwen3-235B rows, docs/calibration/round-16.md "Round 16: the MoE zoo's Qwen3 rows itemised").
 
     PYTHONPATH=.:scripts python scripts/moe_layer_terms.py moezoo-qwen3-235b-256-h100-a2a ...
 
@@ -89,7 +89,8 @@ def expert_wgrad_roofline(scenario) -> tuple[float, float]:
 def grouped_gemm_rate(scenario) -> tuple[int, float, float, float]:
     """(local experts, rows an expert, FLOP/s charged, fraction of the dense peak) of one MoE layer-microbatch's grouped
     expert GEMMs on the busiest EP rank: their FLOP over the time ``layer_terms`` gives them (roofline, sustained
-    clock), i.e. the efficiency the model charges at the row's per-expert M (docs/calibration.md "Round 18")."""
+    clock), i.e. the efficiency the model charges at the row's per-expert M (docs/calibration/round-18.md "Round
+    18")."""
     gpu, precision = scenario.cluster.gpu, scenario.training.precision
     block, shard = busiest_moe_block(scenario)
     ops = [op for ops in layer_ops(scenario.model, shard, block).values() for op in ops

@@ -1,6 +1,6 @@
 """A row against its twin on another GPU, with the row's layout moved onto the twin's cluster: which part of the
-simulated per-GPU throughput ratio is the layout and which the GPU and host (docs/calibration.md, "Round 19: MoE on
-B200 against NVL72").
+simulated per-GPU throughput ratio is the layout and which the GPU and host (docs/calibration/round-19.md, "Round 19:
+MoE on B200 against NVL72").
 
     PYTHONPATH=. python scripts/moe_layout_split.py nemo2511-deepseek-v3-256-b200-fp8 nemo2511-deepseek-v3-256-gb200-fp8
 

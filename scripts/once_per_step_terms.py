@@ -1,4 +1,4 @@
-"""Is the held-out fast trend a missing once-per-step cost? Series by series (issue 15; docs/calibration.md
+"""Is the held-out fast trend a missing once-per-step cost? Series by series (issue 15; docs/calibration/round-35.md
 "Round 35: a missing once-per-step cost? (a study)"). Analysis only: nothing here moves a constant.
 
     PYTHONPATH=. python scripts/once_per_step_terms.py CAL.json HO.json [--csv OUT]

@@ -6,8 +6,8 @@ With ``overlap_p2p_comm`` Megatron-Core's interleaved schedule waits, before eac
 of the previous forward's (backward's) exchange (``for req in fwd_wait_handles: req.wait()``; the list from
 ``p2p_communication._p2p_ops`` holds the isend handles as well as the irecvs). A send completes only once its receiver
 has posted the matching receive, which its pipeline stream queues behind its own previous block's send. The engine
-neither holds a sender nor waits for a send (docs/calibration.md, "the pipeline bubble, itemised"). Here both rules
-run on ``schedules.pipeline_order`` with uniform chunk blocks (forward F, backward 2F), the output layer's extra e
+neither holds a sender nor waits for a send (docs/calibration/round-15.md, "the pipeline bubble, itemised"). Here both
+rules run on ``schedules.pipeline_order`` with uniform chunk blocks (forward F, backward 2F), the output layer's extra e
 (2e backward) on the last chunk and one transfer time T per message. F, e and T are derived per row from
 ``scripts/pipeline_terms.py``'s terms of the row's busiest stage (``inputs``), reproducibly:
 
@@ -18,7 +18,7 @@ run on ``schedules.pipeline_order`` with uniform chunk blocks (forward F, backwa
 - T: one pipeline message (seq x micro batch x hidden, 2-byte activations, split by tp under sequence parallelism
   and by cp) at NCCL's measured per-NIC busbw (nccl.yaml measured.per_nic_busbw, 47 GB/s on NDR).
 
-Uniform blocks and one rate per message make the output an order of magnitude only (docs/calibration.md, "the
+Uniform blocks and one rate per message make the output an order of magnitude only (docs/calibration/round-16.md, "the
 Megatron-Core 2024 rows against NeMo's GPT-3").
 """
 

@@ -1,5 +1,5 @@
 """A pipelined step, term by term, on its busiest pipeline stage (issue 15: why the NeMo FP8 micro batch 1 rows are
-simulated slow; docs/calibration.md "NeMo FP8 pipelined rows, term by term").
+simulated slow; docs/calibration/rounds-10-14.md "NeMo FP8 pipelined rows, term by term").
 
     PYTHONPATH=. python scripts/pipeline_terms.py nemo2407-llama2-70b-64-h100-fp8 nemo2409-gpt3-175b-128-h100-bf16
 
@@ -18,13 +18,13 @@ async backward collectives, its own term; 0 unless a block is host-bound).
 
 ``--bubble`` itemises the engine's pipeline bubble (the step less the compute and exposed communication, both
 averaged over the stages: engine/results.py) by running the step again with its causes added one at a time
-(``bubble_terms``; docs/calibration.md "Round 15: the pipeline bubble, itemised").
+(``bubble_terms``; docs/calibration/round-15.md "Round 15: the pipeline bubble, itemised").
 
     PYTHONPATH=. python scripts/pipeline_terms.py --fitted nemo2604-llama3-70b-64-h100-fp8
 
 ``--fitted`` simulates the step again with each fitted host term at 0 (``host_overhead.kernel_gap_s``, then
 ``pipeline_step_s``, then both; ``fitted_steps``): what each fitted number holds of the step, as the engine runs it
-(docs/calibration.md "Round 29: the Llama 3 70B rows, H100 slow and Blackwell fast, side by side"). A what-if:
+(docs/calibration/round-29.md "Round 29: the Llama 3 70B rows, H100 slow and Blackwell fast, side by side"). A what-if:
 nothing is fitted or written.
 
     PYTHONPATH=. python scripts/pipeline_terms.py --per-layer nemo2511-llama3-70b-64-h100-fp8 \
@@ -36,8 +36,8 @@ microbatch, and the published step less the stage's chunk extras (embedding, out
 layers x microbatches after the closed-form fill (pp - 1) / (v m). What is left beyond the device time, per kernel,
 is what the published run spent beside its modelled kernels ("implied"), against what the model charges there
 ("fitted": gap and pipeline step). The same with the stage's extras spread evenly over the pp stages is printed
-too ("extras spread"), for rows whose last stage carries a large output layer (docs/calibration.md "Round 31: the
-Llama 3 70B FP8 rows against the 405B and GPT-3 rows, layer by layer").
+too ("extras spread"), for rows whose last stage carries a large output layer (docs/calibration/round-31.md "Round 31:
+the Llama 3 70B FP8 rows against the 405B and GPT-3 rows, layer by layer").
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Diagnostic runs of the BLOOM prequel's tp 8 tables outside the held-out rows (issue 15; docs/calibration.md "Round
-22: the A100 Megatron/DeepSpeed rows simulated fast"). Nothing is fitted or written back; these runs are not rows.
+"""Diagnostic runs of the BLOOM prequel's tp 8 tables outside the held-out rows (issue 15; docs/calibration/round-22.md
+"Round 22: the A100 Megatron/DeepSpeed rows simulated fast"). Nothing is fitted or written back; these runs are not
+rows.
 
     PYTHONPATH=. python scripts/prequel_layouts.py
 

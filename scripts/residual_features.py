@@ -1,6 +1,6 @@
 """What the fast bias correlates with, across every calibration and held-out row, one published series weighing as
-much as another (issue 15; docs/calibration.md "Round 34: what the fast bias correlates with (a study)"). Analysis
-only: nothing here moves a constant, and held-out rows fit nothing in the model.
+much as another (issue 15; docs/calibration/round-34.md "Round 34: what the fast bias correlates with (a study)").
+Analysis only: nothing here moves a constant, and held-out rows fit nothing in the model.
 
     PYTHONPATH=. python scripts/residual_features.py CAL.json HO.json [--csv /tmp/residual_features-CODE.csv]
         [--only SUBSTR,...] [--boot 1000] [--row NAME,...] [--plot PNG] [--plot-features a,b] [--simulate-only]
@@ -47,7 +47,7 @@ linearised grid of factors), since a term re-priced on the calibration rows move
 
 ``report`` also prints the calibration's coverage of each share (``coverage``): its range over the calibration rows,
 the held-out rows outside it with their mean error against the rows inside, and the held-out rows inside every
-share's range at once (docs/calibration.md "Round 36: what the held-out error correlates with (a study)").
+share's range at once (docs/calibration/round-36.md "Round 36: what the held-out error correlates with (a study)").
 """
 
 from __future__ import annotations

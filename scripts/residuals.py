@@ -1,4 +1,5 @@
-"""What the simulation's remaining error follows (issue 15; docs/calibration.md "Round 17: what the residual follows").
+"""What the simulation's remaining error follows (issue 15; docs/calibration/round-17.md "Round 17: what the residual
+follows").
 
     PYTHONPATH=. python scripts/residuals.py VALIDATE.json HELD_OUT.json [--cache /tmp/residuals.json]
                                              [--csv residuals.csv] [--plot docs/img/residuals.png]

@@ -1,5 +1,5 @@
 """Walk from one validation row's scenario to another's one setting at a time: which setting moves the simulated step,
-beside the published ratio of the two rows (docs/calibration.md, "Round 29: the Mixtral rows side by side").
+beside the published ratio of the two rows (docs/calibration/round-29.md, "Round 29: the Mixtral rows side by side").
 
     PYTHONPATH=. python scripts/scenario_walk.py mcore09-mixtral-8x22b-128-h100 moezoo-mixtral-8x22b-128-h100
 

@@ -1,6 +1,6 @@
 """Held-out twins that differ in their sequence length: the published step ratio (long over short) against the
-simulated one, and the simulated ratio split into the terms of the bottleneck stage (issue 15; docs/calibration.md
-"Round 37: what grows with the sequence on A100 (controlled pairs)").
+simulated one, and the simulated ratio split into the terms of the bottleneck stage (issue 15;
+docs/calibration/round-37.md "Round 37: what grows with the sequence on A100 (controlled pairs)").
 
     PYTHONPATH=. python scripts/seq_pairs.py HELD_OUT.json [--prefix vocabpar2024 --prefix dao2023]
 

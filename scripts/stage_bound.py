@@ -1,6 +1,6 @@
 """A pipelined step's lower bound from its busiest stage, against the engine and the published step (round 27: why
-NVIDIA's pipelined 70B FP8 recipes on H100 simulate slow; docs/calibration.md "Round 27: the pipelined 70B recipes'
-last stage").
+NVIDIA's pipelined 70B FP8 recipes on H100 simulate slow; docs/calibration/round-27.md "Round 27: the pipelined 70B
+recipes' last stage").
 
     PYTHONPATH=. python scripts/stage_bound.py nemo2511-llama3-70b-64-h100-fp8 nemo2407-llama2-70b-64-h100-fp8
     PYTHONPATH=. python scripts/stage_bound.py nemo2604-llama3-70b-64-h100-fp8 --split 2x35,3,2x3,1

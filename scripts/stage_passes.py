@@ -1,6 +1,6 @@
 """One microbatch of a pipeline stage as three passes, F (forward), B (input gradients) and W (weight gradients), the
-split Zero Bubble's profiler times (docs/calibration.md, "Round 22: per-microbatch compute at small hidden sizes on
-A100"), and one layer by kernel class.
+split Zero Bubble's profiler times (docs/calibration/round-22.md, "Round 22: per-microbatch compute at small hidden
+sizes on A100"), and one layer by kernel class.
 
     PYTHONPATH=. python scripts/stage_passes.py zerobubble2024-1f1b-1.5b-8-a100-m24 [--attention flash]
 

@@ -1,6 +1,6 @@
 """What the signed error tracks on today's model, by the parts of each row's simulated step (issue 15;
-docs/calibration.md "Round 30: what the held-out error tracks, by the parts of the step"). Analysis only: nothing
-here moves a constant.
+docs/calibration/round-30.md "Round 30: what the held-out error tracks, by the parts of the step"). Analysis only:
+nothing here moves a constant.
 
     PYTHONPATH=. python scripts/step_shares.py CAL.json HO.json [--csv OUT] [--plot PNG]
                                                [--cache /tmp/step_shares_cache.json] [--limit-s 20]
@@ -34,7 +34,7 @@ generation, precision, stack family (``spec.stack``), validation source, micro b
 
 ``--only`` keeps the rows whose scenario name contains one of the comma-separated substrings (only those are
 simulated). ``--budget`` prints, instead of the analysis, what each row's published step leaves for the fitted
-terms (``fitted_allowance``; docs/calibration.md "Round 31: the Mixtral rows against what their published steps
+terms (``fitted_allowance``; docs/calibration/round-31.md "Round 31: the Mixtral rows against what their published steps
 leave"): the published step less the tensor-core roofline and every part that is not fitted (HBM-bound kernels, the
 host's measured dispatch, interference, ``other``, exposed communication, bubble), against the fitted gap and
 pipeline-step terms the model charges; their ratio is the share of the calibrated fitted terms the published step

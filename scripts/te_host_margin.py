@@ -1,5 +1,5 @@
 """How far each scenario's blocks are from host-bound, with Transformer Engine's module calls on the host side
-(workload/host_dispatch.py; docs/calibration.md "Round 17: host time per Transformer Engine module").
+(workload/host_dispatch.py; docs/calibration/round-17.md "Round 17: host time per Transformer Engine module").
 
     python scripts/te_host_margin.py [SCENARIO ...]     (default: every calibration case)
 

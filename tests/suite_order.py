@@ -15,7 +15,7 @@ the tests it is given in one process with the groups of ``make test`` and replac
     PYTHONPATH=. python scripts/suite_costs.py tests/unit/test_sharp.py tests/validation --write
 
 (``tests`` for the whole table; without ``--write`` it prints what would change). Rounds 27 and 28 measured it by
-hand (docs/calibration.md "Round 27: the test suite's time", "Round 28: the suite's cost table by script"). The
+hand (docs/calibration/round-27.md "Round 27: the test suite's time", "Round 28: the suite's cost table by script"). The
 numbers set the order only: a stale or missing entry costs time, never a result; a unit not listed counts
 ``DEFAULT_TEST_S`` a test, which keeps pytest-xdist's own order (more tests first) among them.
 """

@@ -54,8 +54,8 @@ class LongRunNotice:
 # What --expand costs, said before the wait (round 34 review: the 10,752-GPU MLPerf GPT-3 row's expanded run printed
 # nothing in a log for minutes; a terminal shows only a spinner). Measured: docs/performance.md (round 16: ~140 events
 # an expanded GPU schedules a step, ~13 us of CPU each; 16,384 GPUs of Llama 3 405B one step in 30-60 s) and
-# docs/calibration.md "Round 34: the expanded run at 10,752 GPUs" (10,752 GPUs: 178.8 s of CPU with the split pass;
-# not done in 15 min before it).
+# docs/calibration/round-34.md "Round 34: the expanded run at 10,752 GPUs" (10,752 GPUs: 178.8 s of CPU with the split
+# pass; not done in 15 min before it).
 EXPAND_NOTE = ("--expand simulates every GPU as its own agent (about 140 events a GPU a step, ~13 us of CPU each): "
                "Llama 3 405B on 16,384 GPUs about a minute a step, MLPerf's GPT-3 175B on 10,752 GPUs about 3 min "
                "of CPU, and a run whose merged calls are not proven exact is simulated again (the flagged calls "

@@ -24,7 +24,7 @@ own bytes (a token once per destination node on the NIC, once per destination GP
 alltoall dispatcher), routing uniform (within the router's groups, if group-limited: ``TokenRouting.unit_hit``) and
 balanced, both links at their line rate, the phases pipelined. A blocking
 step's all-to-alls take at least that many times it, so a published step bounds from above what all its other work
-took (docs/calibration.md, "Round 15: the MoE zoo's Qwen3 rows"; ``scripts/ep_floor.py``).
+took (docs/calibration/round-15.md, "Round 15: the MoE zoo's Qwen3 rows"; ``scripts/ep_floor.py``).
 """
 
 from __future__ import annotations

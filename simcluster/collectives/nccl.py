@@ -291,7 +291,7 @@ def nvls_bytes(size_bytes: float, n: int, gpu=None) -> float:
       (Hopper 0.85, Blackwell 0.74) x (nChannels-1)/nChannels, converted to algbw by n / (2(n-1))): the multimem
       reductions and multicast stores the SMs issue, not the link bytes, set the rate. Bus bytes 2(n-1)/n S at the
       measured busbw are, in link bytes at the link efficiency, S (n-1)/n (n0+1)/(n0-1); equal to S(n+1)/n at n0.
-    Checked on NVL72 racks (docs/calibration.md, "Round 18: NVLS and all-to-all over the NVL72 domain").
+    Checked on NVL72 racks (docs/calibration/round-18.md, "Round 18: NVLS and all-to-all over the NVL72 domain").
     """
     n0 = int(constants()["measured"]["nvls_busbw"][nvlink_key(gpu, "nvls_busbw")]["gpus"])
     return size_bytes * max((n + 1) / n, (n - 1) / n * (n0 + 1) / (n0 - 1))

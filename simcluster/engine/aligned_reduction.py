@@ -3,7 +3,7 @@ at a point of its schedule chosen so that every stage starts it at about the sam
 aligned_grad_syncs``), rather than when the chunk's last backward ends.
 
 Megatron-Core's schedules do this by default (Megatron-LM ``--delay-grad-reduce``, later ``align_grad_reduce``;
-NeMo 2 wires the same ``grad_sync_func`` in some releases: docs/calibration.md "Round 15: the pipeline bubble,
+NeMo 2 wires the same ``grad_sync_func`` in some releases: docs/calibration/round-15.md "Round 15: the pipeline bubble,
 itemised") because "asynchronous communication tends to slow down compute": a
 reduction started when the cool-down reaches each stage slows that stage's next blocks while the cool-down's
 critical path passes through it, stage after stage; started together, they slow the stages at once.

@@ -153,7 +153,7 @@ def apex_group_elements(plan: StepPlan, cost) -> list[tuple[float, float]]:
     Apex one group per model chunk instead (``buckets.append(make_parameter_bucket(module))``): the chunk's parameters
     in one group, complete after the chunk's whole backward; 2.0.0rc0/rc1 (24.05, 24.07) still cut a group a layer.
     NeMo also puts every chunk's parameters of no layer in the first chunk's first-layer group (``buckets[-1]``);
-    here each chunk keeps its own (docs/calibration.md, round 26)."""
+    here each chunk keeps its own (docs/calibration/round-26.md, round 26)."""
     s = plan.scenario
     p = s.parallelism
     width = BYTES_PER_ELEMENT[p.grad_reduce_dtype]
@@ -444,7 +444,7 @@ class GatherDuringForward(ParameterGathering):
     False", as it is without a virtual pipeline), i.e. after its first microbatch's activations arrived.
 
     With virtual stages (``interleaved``; Megatron-Core's own buffers) the chunks after the first two (aligned) or
-    the first (chained) are dispatched after the step's start (docs/calibration.md, "Round 26: Megatron-Core's
+    the first (chained) are dispatched after the step's start (docs/calibration/round-26.md, "Round 26: Megatron-Core's
     vocabulary padding, interleaved parameter gathers and gradient zeroing"; the released megatron-core wheels
     0.8.0 and 0.9.0):
     - 0.9 on (``aligned``): Megatron-LM's align_param_gather (on by default with a virtual pipeline,

@@ -7,7 +7,7 @@ from the two ``validate --json`` outputs (tests/validation/test_accuracy_snapsho
 
 ``card(scenario)`` picks the published runs that resemble the scenario. First the runs of the scenario's software
 stack (``spec.stack``: DeepSpeed's pipeline engine, llm-foundry FSDP, Megatron-Core with TE 1.x, ...; the strongest
-predictor of the held-out error, docs/calibration.md "Round 22: what the held-out error tracks"), when at least
+predictor of the held-out error, docs/calibration/round-22.md "Round 22: what the held-out error tracks"), when at least
 ``MIN_HELD_OUT_RUNS`` held-out runs are on it; within them, or among every run when too few are, the same GPU
 generation, the same precision class and the same dense/MoE kind; while fewer than ``MIN_HELD_OUT_RUNS`` held-out
 runs match, it widens the match a trait at a time (``WIDENING``: MoE first, then precision, then generation; at the

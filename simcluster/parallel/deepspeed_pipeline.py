@@ -74,14 +74,14 @@ What this module adds to the plan (``apply``):
 
 - BigScience's ``--layernorm-tp-auto-sync`` where a scenario states it (``parallelism.layernorm_tp_auto_sync``: BLOOM
   176B from March 24, 2022): two blocking all-reduces of a norm's weight and bias over the TP group before every
-  LayerNorm forward, the recompute's included (``layernorm_syncs``, ``layernorm_sync_stream``; docs/calibration.md,
-  "Round 29: the BLOOM run's layer-norm syncs and the old A100 stacks").
+  LayerNorm forward, the recompute's included (``layernorm_syncs``, ``layernorm_sync_stream``;
+  docs/calibration/round-29.md, "Round 29: the BLOOM run's layer-norm syncs and the old A100 stacks").
 
 No synchronisation of the instruction loop itself: ``_exec_forward_pass`` starts ``tput_timer``, whose
 ``ThroughputTimer.start`` synchronises only once ``total_step_count`` reaches ``start_step``, a count only
 ``DeepSpeedEngine.step()`` advances (through ``tput_timer.stop``), which the PipelineEngine disables; its other timers
-run under ``wall_clock_breakdown`` (false in BLOOM's ds_config) but ``train_batch``'s, once a step (docs/calibration.md,
-"Session 16: DeepSpeed's PipelineEngine re-audited").
+run under ``wall_clock_breakdown`` (false in BLOOM's ds_config) but ``train_batch``'s, once a step
+(docs/calibration/round-16.md, "Session 16: DeepSpeed's PipelineEngine re-audited").
 
 Not modelled (each well under 1% of these runs' steps): the shapes sent before the first message only
 (``_send_tensor_meta``), the PartitionedTensor's meta sent with every message (a few int64: one more transfer's
@@ -91,7 +91,7 @@ all-reduce runs before the data-parallel one in DeepSpeed (after it here: the sa
 ``update_hp_grads`` loops over the parameter tensors, two kernels each (the cast to fp32, the add): charged as
 two HBM-bound kernels per tensor of the chunk's layers, each with the stream's per-kernel time like every kernel of
 the model (autograd's 16-bit accumulation: one per tensor); the embedding and final-norm tensors of the first and
-last stages (two to four) are left out (docs/calibration.md, "Round 15: the A100 runs of 2021-22").
+last stages (two to four) are left out (docs/calibration/round-15.md, "Round 15: the A100 runs of 2021-22").
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ BF16_STEP_BYTES_PER_PARAM = 4 + 4
 # default changed later (#2145, #2970 "Make fp32 default communication data type for bf16/fp32 training" of March
 # 2023, #3370). The BF16_Optimizer runs only at ZeRO stage 0 in the 2022 versions (``_exec_reduce_grads``: "only bf16
 # + z1 are supported"), so its fp32 gradients (accumulated in fp32 by ``update_hp_grads``; ``get_grads_for_reduction``
-# returns ``fp32_groups_gradients_flat``) travel as bf16. Round 24's review re-read this chain (docs/calibration.md,
-# "Round 24: review of DeepSpeed's bf16 all-reduce").
+# returns ``fp32_groups_gradients_flat``) travel as bf16. Round 24's review re-read this chain
+# (docs/calibration/round-24.md, "Round 24: review of DeepSpeed's bf16 all-reduce").
 BF16_OPTIMIZER_COMM_DTYPE = "bf16"
 
 

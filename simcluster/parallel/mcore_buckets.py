@@ -1,7 +1,7 @@
 """Megatron-Core's gradient buckets as its gradient buffer forms them: unequal buckets closed by parameter count.
 
-Sources (docs/calibration.md, "Round 22: Megatron-Core's own gradient buckets" and "Round 23: Megatron-Core's own
-gradient buckets, version by version"):
+Sources (docs/calibration/round-22.md, "Round 22: Megatron-Core's own gradient buckets" and "Round 23: Megatron-Core's
+own gradient buckets, version by version"):
 
 - the walk: every version from the early-2024 ``GradBuffer`` (NVIDIA/Megatron-LM megatron/core/distributed/
   grad_buffer.py, a8a5512) to ``_ParamAndGradBuffer`` (param_and_grad_buffer.py, 0011998, 2026) walks a model

@@ -3,8 +3,8 @@ optimizer of its own, and that chunk's parameter all-gather is dispatched as soo
 the optimizer step (``parallelism.overlap_param_gather_with_optimizer_step``).
 
 What the framework does (NVIDIA/Megatron-LM, megatron/core; the release-0.15 to 0.17 era the NeMo 25.11 / 26.02 /
-26.04 rows state, read in the stored files of that era and their forks, docs/calibration.md "Round 37: Megatron-Core's
-parameter gather overlapped with the optimizer step"):
+26.04 rows state, read in the stored files of that era and their forks, docs/calibration/round-37.md "Round 37:
+Megatron-Core's parameter gather overlapped with the optimizer step"):
 
 - ``optimizer/__init__.py`` ``get_megatron_optimizer``: "Separate out first model chunk if overlapping param AG with
   optimizer step": ``all_dense_model_chunks = [[model_chunks[0]], model_chunks[1:]]`` with the flags ``[True,

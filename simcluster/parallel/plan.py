@@ -987,11 +987,11 @@ def context_parallel_exchange(scenario: Scenario) -> dict[str, tuple[float, int,
     time it overlaps, its cp-1 ring steps, and the bytes each rank passes to its neighbour per step.
 
     Transformer Engine's p2p loop (``AttnFuncWithCP`` / ``AttnFuncWithCPAndKVP2P``, transformer_engine/pytorch/
-    attention.py, TE 1.x; docs/calibration.md "Round 19"): the attention runs in cp steps of equal work (causal load
-    balancing), each exchange posted at the top of a step and waited for at the top of the next (forward) or at the end
-    of its own step (backward), so an exchange hides behind one step's attention only. Forward: the K/V block of step
-    i+1 beside step i, none beside the last step, so cp-1 exchanges behind (cp-1)/cp of the attention. Backward: the
-    K/V block beside step 0, the K/V block with the running K/V gradients beside the middle steps, the K/V gradients
+    attention.py, TE 1.x; docs/calibration/round-19.md "Round 19"): the attention runs in cp steps of equal work (causal
+    load balancing), each exchange posted at the top of a step and waited for at the top of the next (forward) or at the
+    end of its own step (backward), so an exchange hides behind one step's attention only. Forward: the K/V block of
+    step i+1 beside step i, none beside the last step, so cp-1 exchanges behind (cp-1)/cp of the attention. Backward:
+    the K/V block beside step 0, the K/V block with the running K/V gradients beside the middle steps, the K/V gradients
     beside the last: 2(cp-1) K/V blocks of bytes behind all cp steps, charged as cp-1 ring steps of twice the bytes
     (the same total, the same exposure when every step's exchange outlasts it or none does). The engine times the
     exchange on the network; the part longer than the attention it overlaps is exposed. Empty without context

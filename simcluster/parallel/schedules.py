@@ -153,8 +153,8 @@ def receive_posts(order: list[Work], warmup: int) -> dict[int, list[int]]:
 def aligned_grad_syncs(order: list[Work], stage: int, virtual_stages: int) -> dict[int, list[int]] | None:
     """When Megatron's pipeline schedules start each model chunk's gradient reduction with its aligned reduction
     (Megatron-LM ``--delay-grad-reduce``, on unless ``--no-delay-grad-reduce``, later ``align_grad_reduce``; NeMo 2's
-    ``extract_ddp_funcs`` sets ``config.grad_sync_func`` the same way in some releases, docs/calibration.md "Round
-    15: the pipeline bubble, itemised"): {backward unit b: the
+    ``extract_ddp_funcs`` sets ``config.grad_sync_func`` the same way in some releases, docs/calibration/round-15.md
+    "Round 15: the pipeline bubble, itemised"): {backward unit b: the
     chunks whose reduction starts once the stage's b-th backward (0-based) has run}; unit ``len(backwards)``:
     after the cool-down, before the optimizer. None: the chunk's buckets start during its last backward (the
     gradient hooks), as without alignment.

@@ -121,8 +121,8 @@ NEMO_WGRAD_DEFERRAL_LIMIT = 22
 # 1 is right for 24.09 in any case. 2 on Blackwell (a GPU with an fp4 peak: NeMo's Blackwell recipes run NeMo 25.04+ /
 # Megatron-Bridge containers, TE 2.x; Megatron-Bridge docs/releases/software-versions.md: 25.09 TE 2.7, 25.11 TE 2.9),
 # with the TE 2.x fp8 recipes (current scaling, MXFP8) and with Megatron-Core's fused MoE router (needs TE >= 2.6).
-# docs/calibration.md, "Round 17: contract-only defaults against NeMo's recipes". Their userbuffers defaults (TE 2.x
-# base.py get_default_config: set_sm_margin for pipeline and bulk) are in data/userbuffers.yaml.
+# docs/calibration/round-17.md, "Round 17: contract-only defaults against NeMo's recipes". Their userbuffers defaults
+# (TE 2.x base.py get_default_config: set_sm_margin for pipeline and bulk) are in data/userbuffers.yaml.
 LATEST_TE_VERSION = 2
 TE2_FP8_RECIPES = frozenset({"current", "mxfp8"})
 
@@ -139,7 +139,7 @@ TE2_FP8_RECIPES = frozenset({"current", "mxfp8"})
 # not the framework: NeMo 2.x (25.02-25.07: bf16_with_fp8_mixed; the performance scripts take any --gpu and default to
 # ds) defaults to delayed scaling on Blackwell too, Megatron-Bridge runs fp8_cs on H100 too; NeMo 24.09 (PyTorch 24.07
 # container, TE 1.10) predates Blackwell. fp8_recipe_note says so on every run that takes this default.
-# docs/calibration.md, "Round 24: contract-only runs get the framework's defaults" and "Round 24: review of the
+# docs/calibration/round-24.md, "Round 24: contract-only runs get the framework's defaults" and "Round 24: review of the
 # framework's fp8 defaults".
 DEFAULT_FP8_RECIPE = "delayed"
 BLACKWELL_FP8_RECIPE = "current"
@@ -189,8 +189,8 @@ def default_te_version(gpu: GpuSpec, precision: str, fp8_recipe: str, moe_router
 
 
 # Whether Megatron-Core runs a multi-latent-attention model with TP communication overlap (userbuffers): no release
-# read does (docs/calibration.md, "Round 27: TP overlap with multi-latent attention and the MoE zoo's Megatron-Core
-# release"; the megatron-core wheels, PyPI, megatron/core/extensions/transformer_engine.py and
+# read does (docs/calibration/round-27.md, "Round 27: TP overlap with multi-latent attention and the MoE zoo's
+# Megatron-Core release"; the megatron-core wheels, PyPI, megatron/core/extensions/transformer_engine.py and
 # transformer/multi_latent_attention.py). 0.11 and 0.12: MLA's projections are built without a tp_comm_buffer_name,
 # and TELinear / TELayerNormColumnParallelLinear assert "Buffer name should be set to configure communication overlap
 # settings" under config.tp_comm_overlap (the model is not built). 0.13, 0.14 and 0.15: TELinear.__init__ sets
@@ -203,7 +203,7 @@ MLA_RUNS_TP_OVERLAP = False
 
 
 # Megatron-Core releases (training.mcore_version): the known ones, the era boundaries and the by-GPU default, each
-# with its source, in data/mcore_versions.yaml (docs/calibration.md, "Round 25: the Megatron-Core release as a
+# with its source, in data/mcore_versions.yaml (docs/calibration/round-25.md, "Round 25: the Megatron-Core release as a
 # scenario key").
 def mcore_release(version: str) -> tuple[int, int]:
     """A "major.minor" release as numbers, for ordering ('0.10' after '0.9')."""
@@ -396,12 +396,12 @@ NEMO_WGRAD_DEFERRAL_LIMITS = {"gpt3-175b": 50, "gpt3-175b-nemo": 50, "llama3-405
 # (nemotron4-340b-synth.yaml: grad_sync_dtype bf16); its 15B recipe reduces in fp32 (mcore_distributed_optim without
 # grad_sync_dtype: NeMo 1.x setup_mcore_distributed_parallel, grad_reduce_in_fp32 = grad_sync_dtype == 'fp32'). One
 # stored NeMo 2.x script version (pretrain_nemotron4_15b.py 10145fe, NeMo 2.2.0's "callbacks and bf16 grad" #11985)
-# reduces in bf16 for bf16 runs of every model, a later one (bf2c0d18) for fp8 only: docs/calibration.md, "Round 15".
-# Mixtral 8x7B and 8x22B reduce in bf16 in both releases: NeMo 2.x llm/recipes/mixtral_8x7b.py and mixtral_8x22b.py
-# pretrain_performance_optimizations set recipe.trainer.plugins.grad_reduce_in_fp32 = False (no precision test), and
-# the 24.09 launcher's conf/training/mixtral/mixtral_8x7b.yaml (0937882) sets optim.grad_sync_dtype: bf16 under
-# mcore_distributed_optim (NeMo 1.x: grad_reduce_in_fp32 = grad_sync_dtype == 'fp32'). docs/calibration.md,
-# "Round 18: the contract keys against every NeMo 2.x performance recipe".
+# reduces in bf16 for bf16 runs of every model, a later one (bf2c0d18) for fp8 only: docs/calibration/round-15.md,
+# "Round 15". Mixtral 8x7B and 8x22B reduce in bf16 in both releases: NeMo 2.x llm/recipes/mixtral_8x7b.py and
+# mixtral_8x22b.py pretrain_performance_optimizations set recipe.trainer.plugins.grad_reduce_in_fp32 = False (no
+# precision test), and the 24.09 launcher's conf/training/mixtral/mixtral_8x7b.yaml (0937882) sets
+# optim.grad_sync_dtype: bf16 under mcore_distributed_optim (NeMo 1.x: grad_reduce_in_fp32 = grad_sync_dtype == 'fp32').
+# docs/calibration/round-18.md, "Round 18: the contract keys against every NeMo 2.x performance recipe".
 NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotron4-340b", "mixtral-8x7b",
                                           "mixtral-8x22b"})
 
@@ -410,7 +410,7 @@ NEMO_BF16_GRAD_REDUCE_MODELS = frozenset({"gpt3-175b", "gpt3-175b-nemo", "nemotr
 # .moe_token_drop): NeMo 2.x llm/recipes/mixtral_8x7b.py and mixtral_8x22b.py performance mode append
 # MegatronTokenDropCallback (nemo/lightning/pytorch/callbacks/moe_token_drop.py: moe_expert_capacity_factor 1.0,
 # moe_pad_expert_input_to_capacity True), and NeMo-Framework-Launcher's conf/training/mixtral/mixtral_8x7b.yaml sets
-# moe_expert_capacity_factor 1.0 and moe_pad_expert_input_to_capacity True. docs/calibration.md, "Round 18".
+# moe_expert_capacity_factor 1.0 and moe_pad_expert_input_to_capacity True. docs/calibration/round-18.md, "Round 18".
 NEMO_TOKEN_DROP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
 NEMO_TOKEN_DROP_CAPACITY = 1.0
 
@@ -421,7 +421,7 @@ NEMO_TOKEN_DROP_CAPACITY = 1.0
 # nemo/lightning/pytorch/callbacks/megatron_comm_overlap.py @ 03ec896 and every stored version); NeMo 1.x (24.09):
 # NeMo-Framework-Launcher conf/training/mixtral/mixtral_8x7b.yaml and mixtral_8x22b.yaml (0937882) state
 # ub_tp_comm_overlap: false and no defer_embedding_wgrad_compute (NeMo 1.x's default False).
-# docs/calibration.md, "Round 27: contract-only defaults against NeMo's MoE and long-context recipes".
+# docs/calibration/round-27.md, "Round 27: contract-only defaults against NeMo's MoE and long-context recipes".
 NEMO_NO_COMM_OVERLAP_MODELS = frozenset({"mixtral-8x7b", "mixtral-8x22b"})
 
 # NeMo 2.x's long-context recipes (llm/recipes/llama3_8b_16k.py / _64k.py @ 0189a3b, llama3_8b_128k.py @ 4924ebf,

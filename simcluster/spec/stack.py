@@ -1,6 +1,7 @@
 """The software stack a scenario describes, read from its config (not its name): the family a published run's
-framework belongs to, as the validation harness groups its runs (docs/calibration.md "Round 22: what the held-out
-error tracks": the held-out error tracks whether a run's stack has calibration runs more than any other feature).
+framework belongs to, as the validation harness groups its runs (docs/calibration/round-22.md "Round 22: what the
+held-out error tracks": the held-out error tracks whether a run's stack has calibration runs more than any other
+feature).
 
 The config keys that tell the stacks apart, first match wins:
 

@@ -1,5 +1,5 @@
 """One MoE layer alone: its forward and backward time on the busiest expert-parallel rank, as the step plan builds
-it, with its token dispatch and combine on the fabric (docs/calibration.md "Round 31: one MoE layer on 8 H100
+it, with its token dispatch and combine on the fabric (docs/calibration/round-31.md "Round 31: one MoE layer on 8 H100
 against Megatron-Core's moe_perf baseline").
 
 What a layer-level benchmark times (Megatron-Core's ``tests/functional_tests/test_cases/common/moe_perf``: CUDA

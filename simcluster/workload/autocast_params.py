@@ -1,6 +1,6 @@
 """fp32 parameters cast to 16 bits at every use (``training.autocast_fp32_params``): torch.autocast over fp32
 weights without a 16-bit model copy, as PyTorch Lightning's ``precision: bf16`` runs it (flash-attention's
-training/ scripts, whose GPT rows Dao 2023 published; docs/calibration.md, "Round 19").
+training/ scripts, whose GPT rows Dao 2023 published; docs/calibration/round-19.md, "Round 19").
 
 **Forward.** flash-attention's ``FusedDenseFunc`` and ``FusedMLPFunc`` (flash_attn/ops/fused_dense.py) call
 ``weight.to(dtype=torch.get_autocast_gpu_dtype())`` and the same for the bias inside the autograd Function's forward

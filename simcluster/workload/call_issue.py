@@ -7,13 +7,13 @@ the kernels one C++ extension call launches back to back; those pay the measured
 (efficiency.yaml ``launch_overhead_s``), as the optimizer's multi_tensor_apply launches already do
 (workload/optimizer_step.py). Under ``gap_per: kernel`` (in use) every kernel pays the fitted gap and the tag is
 unused; under ``gap_per: call`` a kernel tagged ``Op.queued`` pays the queued-launch latency instead
-(``scripts/fit_host_overheads.py --structure call``; docs/calibration.md "Round 29: the fitted gap per Python call").
-Under either, a queued launch with no work of its own (``Op.no_work``: current scaling's one-element amax zeroing
-and scale kernels, here, per expert in ``moe.host_launches`` and per weight, ``queued_weight_quantizes``) pays the
-queued-launch latency, and MXFP8's scale swizzles, whose device time and queued latency are both inside the
+(``scripts/fit_host_overheads.py --structure call``; docs/calibration/round-29.md "Round 29: the fitted gap per Python
+call"). Under either, a queued launch with no work of its own (``Op.no_work``: current scaling's one-element amax
+zeroing and scale kernels, here, per expert in ``moe.host_launches`` and per weight, ``queued_weight_quantizes``) pays
+the queued-launch latency, and MXFP8's scale swizzles, whose device time and queued latency are both inside the
 measured block-scaled GEMM-call time (``Op.in_measured_call``), no gap (round-32 review): the fitted gap stands for
 the host falling behind between Python calls and for per-kernel time the roofline misses, and such a launch has
-neither (round 32, docs/calibration.md "Round 32: what a launch queued inside one C++ call costs"; the Kineto
+neither (round 32, docs/calibration/round-32.md "Round 32: what a launch queued inside one C++ call costs"; the Kineto
 traces, scripts/kineto_call_launches.py). Queued kernels that do work the model prices by a roofline (casts, amax
 passes, the userbuffers reduce, the per-expert GEMMs and quantizes whose work is in the batched ops) keep the fitted
 gap.

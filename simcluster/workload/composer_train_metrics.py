@@ -1,5 +1,5 @@
 """Composer's training metrics, recomputed on every microbatch's logits (llm-foundry's MPT, 2023; the stack of
-``training.optimizer: decoupled_adamw``, docs/calibration.md "Round 24").
+``training.optimizer: decoupled_adamw``, docs/calibration/round-24.md "Round 24").
 
 **What runs.** Composer's trainer, after each microbatch's ``loss.backward()``, updates the model's training metrics
 when it has any (composer/trainer/trainer.py ``_train_microbatch``: "Use microbatch outputs to update training
@@ -24,8 +24,8 @@ already charges reads 2 B forward and 4 B backward (workload/ops.py ``output_ops
 ``labels[:, -1] = -100``): three small int64 kernels. Every kernel is charged its launch (the stream's gap).
 Autocast casts a tensor only when its dtype differs (``cached_cast``): fp32 logits skip the cast kernel.
 
-**Where it runs** (review, docs/calibration.md "Round 24: review of Composer's training metrics"). On the host after
-``loss.backward()`` returns, so on the GPU after the microbatch's backward kernels and behind FSDP1's
+**Where it runs** (review, docs/calibration/round-24.md "Round 24: review of Composer's training metrics"). On the host
+after ``loss.backward()`` returns, so on the GPU after the microbatch's backward kernels and behind FSDP1's
 ``_post_backward_final_callback``, which makes the compute stream wait for the last reduce-scatter; the next
 microbatch's root pre-forward makes the all-gather streams wait for the compute stream
 (torch/distributed/fsdp/_runtime_utils.py ``_wait_for_computation_stream``), so the next forward's first all-gather

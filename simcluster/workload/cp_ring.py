@@ -1,5 +1,5 @@
 """The kernels of Transformer Engine's context-parallel p2p ring besides its attention steps, forward and backward,
-per layer on one rank (docs/calibration.md "Round 34: the context-parallel ring, kernel by kernel").
+per layer on one rank (docs/calibration/round-34.md "Round 34: the context-parallel ring, kernel by kernel").
 
 The model counts the ring's cp attention steps as one attention op a direction (``ops.attention_core``, its time
 from the step kernels: ``kernels.ring_key_length``) and its K/V exchange on the network (``parallel.plan``
@@ -31,7 +31,7 @@ launches; every rank's forward has the same count):
   ``flash_attn_fwd_out_correction``; backward as 2.x but per step dK and dV concatenated (one ``torch.cat``) and
   accumulated as one tensor (one copy / add, two at the last step on rank 0). K/V packed on dim -3 (``sb2hd``), so a
   K/V half is a contiguous view; batched p2p at cp 2 whatever the GPU. The loop also divides the int32 cu_seqlens
-  on the GPU, by release (``TE1_DIVISIONS``; docs/calibration.md "Round 34: review of the context-parallel ring
+  on the GPU, by release (``TE1_DIVISIONS``; docs/calibration/round-34.md "Round 34: review of the context-parallel ring
   kernels").
 
 At micro batch 1 the halves TE makes ``.contiguous()`` (q[1], the K/V first half, O and dO halves) are contiguous
@@ -65,8 +65,8 @@ def applied() -> bool:
     count is sourced; the price is not: every one of these small kernels would pay the fitted per-kernel gap, and the
     refit with them on (9 us / 630 us against 17 us / 500 us off) puts the calibration median at 3.1% (2.4% off) and
     the held-out median / max at 6.9% / 50.8% (6.1% / 34.3% off): the fitted gap cannot price kernels the host issues
-    while the other stream's attention runs (docs/calibration.md "Round 34: the context-parallel ring, kernel by
-    kernel", the lead's decision at its end)."""
+    while the other stream's attention runs (docs/calibration/round-34.md "Round 34: the context-parallel ring, kernel
+    by kernel", the lead's decision at its end)."""
     on = catalog.load("efficiency")["host_overhead"].get("cp_ring_kernels", False)
     if not isinstance(on, bool):  # bool('false') is True: YAML's true or false only
         raise ScenarioError("efficiency.yaml host_overhead.cp_ring_kernels", f"{on!r} is not true or false")

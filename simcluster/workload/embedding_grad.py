@@ -30,14 +30,14 @@ stack's single add into the main gradient, which therefore stays one. With the f
 korthikanti2022-22b), while Megatron-Core's later releases return a dummy, ``torch.zeros`` of the table at pp 1
 (``setup_embeddings_and_output_layer`` sets ``zero_out_wgrad``, language_module.py), which autograd sums too (a 2-byte
 fill and the 3 x g sum); the release that brought it is not pinned here, so nothing is charged there (docs/
-calibration.md, "Round 25: review of the dense embedding gradient"). With pp > 1 the last stage's copy has no lookup
-(its dummy is ``torch.empty``, no kernel): nothing of this there.
+calibration/round-25.md, "Round 25: review of the dense embedding gradient"). With pp > 1 the last stage's copy has no
+lookup (its dummy is ``torch.empty``, no kernel): nothing of this there.
 
 Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by`` x tp (128 x tp by default); the
 catalog's models state the unpadded vocabulary and every vocabulary-sized op takes ``ceil(V/tp)`` rows (also the
 output layer's, ``engine.data_parallel``), so the table here does the same (GPT-3's 50,257 at tp 8: 6,283 rows a
 rank against Megatron's 6,400, 1.8% fewer). Padding every vocabulary op moves no bundled row's step by more than
-0.02% (docs/calibration.md, "Round 26: Megatron-Core's vocabulary padding, interleaved parameter gathers and
+0.02% (docs/calibration/round-26.md, "Round 26: Megatron-Core's vocabulary padding, interleaved parameter gathers and
 gradient zeroing"), so it is left out.
 """
 

@@ -43,11 +43,11 @@ Megatron-Core 0.7) on: a scenario states its container as ``training.mcore_versi
 ``nemo_containers``, ``nemo_fp32_embedding_grads``). A run that leaves the release to the default has no NeMo
 pinned and is left at ``grad_reduce_dtype`` (``note`` says so).
 
-**Left out** (stated in docs/calibration.md, "Round 26: NeMo's fp32 word-embedding gradients, by NeMo release"): the
-tied output layer's wgrad GEMM accumulating into the fp32 ``main_grad`` on the last stage (C read and written at 4
-bytes: the GEMM stays compute-bound); Apex's zeroing of the fp32 buffer once a step (2 more bytes an element,
-~0.1 ms); the optimizer step reading an fp32 gradient shard for those elements; the buffer's 2 more bytes an element
-of memory; and the timing of NeMo's last bucket group (the parameters with ``_disable_overlap_grad_sync``, the
+**Left out** (stated in docs/calibration/round-26.md, "Round 26: NeMo's fp32 word-embedding gradients, by NeMo
+release"): the tied output layer's wgrad GEMM accumulating into the fp32 ``main_grad`` on the last stage (C read and
+written at 4 bytes: the GEMM stays compute-bound); Apex's zeroing of the fp32 buffer once a step (2 more bytes an
+element, ~0.1 ms); the optimizer step reading an fp32 gradient shard for those elements; the buffer's 2 more bytes an
+element of memory; and the timing of NeMo's last bucket group (the parameters with ``_disable_overlap_grad_sync``, the
 tied embedding under pipelining and the sequence-parallel norms, which Apex reduces only at the step).
 """
 

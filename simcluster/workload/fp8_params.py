@@ -40,9 +40,9 @@ What it is, from source (Megatron-Core core_r0.8-r0.11, Transformer Engine 1.x-2
   ``fill_cache``, transposes into a fresh buffer on every call; its fusible ``te.ops`` Linear creates fp8 weights
   ``with_transpose_cache=torch.is_grad_enabled()``. Whether the modules' own weights and workspaces get one is in that
   line's module/base.py, not stored. Were it not, each microbatch would transpose every weight (2 bytes a weight, +1.4%
-  to +4% of the NeMo 24.07 H100 steps; docs/calibration.md, "Transformer Engine 1.x fp8, kernel by kernel"). No
-  bundled or hidden-set container runs that line: NeMo 24.07 shipped TE 1.8.0.dev0, 24.09 TE 1.10 (NeMo user guide
-  24.09, "Software Component Versions"); 25.02's is unread (TE 1.14 or 2.x). Exceptions, not modelled:
+  to +4% of the NeMo 24.07 H100 steps; docs/calibration/rounds-10-14.md, "Transformer Engine 1.x fp8, kernel by
+  kernel"). No bundled or hidden-set container runs that line: NeMo 24.07 shipped TE 1.8.0.dev0, 24.09 TE 1.10 (NeMo
+  user guide 24.09, "Software Component Versions"); 25.02's is unread (TE 1.14 or 2.x). Exceptions, not modelled:
   Megatron-FSDP drops the cache after each module's use unless ``keep_fp8_transpose_cache``, and torch FSDP2 deletes
   it ("transposing fp8 weights at each micro-batch"): a Transformer Engine recipe at ZeRO 3 without fp8 parameters
   would re-quantize every microbatch and hold no cache, so it is refused (spec.config ``_check_precision_options``).
@@ -63,7 +63,7 @@ What it is, from source (Megatron-Core core_r0.8-r0.11, Transformer Engine 1.x-2
 - What it replaces: without fp8 parameters Transformer Engine casts and transposes each weight once a step (first
   microbatch, ``is_first_microbatch``), 4 bytes a parameter on Hopper; with them the forward reads the fp8 weight
   and, on Hopper, transposes it once after each optimizer step (2 bytes, one kernel per GEMM weight). Both are
-  charged once a step (``weight_quantize_kernels``, below; docs/calibration.md "Round 18: what an FP8 step does
+  charged once a step (``weight_quantize_kernels``, below; docs/calibration/round-18.md "Round 18: what an FP8 step does
   beyond its GEMMs").
 
 The weights' quantization once a step (``weight_quantize_kernels``), from source. TE 1.8 (NeMo 24.07): each

@@ -74,7 +74,8 @@ per phase. TE launches, per layer and microbatch beyond the bf16 layer's kernels
 fc2's input casts); backward at tp 1 6 (two output-gradient cast-transposes of the row-parallel layers, two of the
 column-parallel ones, two norm-output transposes), with sequence parallelism 10 (each row-parallel output gradient
 cast and transposed after its gather, each row-parallel input transposed, the four of tp 1 otherwise) plus the two
-bias sums where the layers have biases: 12 (docs/calibration.md, "Transformer Engine 1.x fp8, kernel by kernel").
+bias sums where the layers have biases: 12 (docs/calibration/rounds-10-14.md, "Transformer Engine 1.x fp8, kernel by
+kernel").
 
 Kernels (``quantize_kernels``). Delayed scaling stays one fused op per layer and phase (the convention the fitted
 per-kernel gap was fitted with on the Hopper rows). Current scaling runs as Transformer Engine 2.x launches
@@ -88,7 +89,7 @@ fc1's output gradient keep theirs: Megatron-Core's MLP runs its own ``bias_swigl
 Transformer Engine 2.7's fused activation amax (PR 2004, ``FUSED_ACTIVATION_AMAX_FP8`` in csrc/extensions/
 activation.cpp; the Megatron-Bridge 25.09 changelog's "Fusion of activation and cast") runs only where TE's own
 activation is handed the next GEMM's quantizer: its LayerNormMLP and the te.ops Sequential of Megatron-Core's
-``TEFusedMLP`` (``use_te_op_fuser``), neither on the Megatron-Bridge Llama recipes' path (docs/calibration.md,
+``TEFusedMLP`` (``use_te_op_fuser``), neither on the Megatron-Bridge Llama recipes' path (docs/calibration/round-29.md,
 "Round 29: the fused activation and cast"). Counted as kernels:
 the amax passes and the casts, which each move the whole tensor like every elementwise kernel of ``ops``; and, since
 round 31, the two one-element kernels of each quantization as launches (``AMAX_ZERO_OP``, ``SCALE_OP``: zero work):
@@ -100,8 +101,8 @@ behind its call's first launch, the stream pays it the measured queued-launch la
 call's first launch keeps the gap). Round 29 left them out because charging
 them for current scaling alone turned the published FP8-CS / FP8-MX pairs around; they are charged together with
 MXFP8's per-GEMM scale swizzles (workload/mxfp8_swizzles.py), the same kind of launch queued by the C++ of one call
-(docs/calibration.md, "Round 29: FP8 current scaling's cost, kernel by kernel against Transformer Engine 2.x" and
-"Round 31: MXFP8's per-GEMM scale swizzles as launches, by Transformer Engine release").
+(docs/calibration/round-29.md, "Round 29: FP8 current scaling's cost, kernel by kernel against Transformer Engine 2.x"
+and "Round 31: MXFP8's per-GEMM scale swizzles as launches, by Transformer Engine release").
 
 Gathered tensors (round 28). With sequence parallelism at tp > 1 four tensors of a dense layer are quantized on their
 shard and then all-gathered: QKV's and fc1's norm-fed inputs forward, the projection's and fc2's output gradients
@@ -174,7 +175,7 @@ weights' quantization once a step (bf16 into both MXFP8 copies, 2 + 2 x
 (1 + 1/32) bytes a weight: TE's first-microbatch cache, or, with ``fp8_param_gather`` and Megatron-Core's
 ``reuse_grad_buf_for_mxfp8_param_ag``, ``finish_param_sync`` casting the all-gathered bf16 weights into the MXFP8
 parameters, "The parameters are cast from bf16 to MXFP8 during copy", distributed/param_and_grad_buffer.py):
-0.1-0.2% of the NeMo 25.11 Llama steps (docs/calibration.md, round 18, "MXFP8 against current scaling").
+0.1-0.2% of the NeMo 25.11 Llama steps (docs/calibration/round-18.md, round 18, "MXFP8 against current scaling").
 
 Delayed scaling's amax reduction and scale update, per autocast region (``amax_reduction``). Transformer Engine 1.x
 (the NeMo 24.07-24.12 containers, TE 1.6-1.13; TE 2.x's fp8.py keeps the same structure) does not update scales per
@@ -356,8 +357,8 @@ def layernorm_mlp_cast_saving(ffn_elements: float, sequence_parallel: bool) -> t
     gradient and its transpose with the bias gradient (``fp8_cast_transpose_bgrad_dgelu_fused(fc2_dgrad, fc1_out,
     ...)``: the 16-bit gradient's 2 bytes written become 1 + 1), so fc1's output-gradient cast-transpose (4 bytes) is
     not run. The GELU's own forward write (1 byte, not 2) is the activation op's (``ops.mlp_block``). GELU only: other
-    activations run their backward and the cast-transpose apart in TE 1.x (docs/calibration.md, "Round 4b" and
-    "Round 31: GPT-3 175B in FP8 against its BF16 twin, per microbatch")."""
+    activations run their backward and the cast-transpose apart in TE 1.x (docs/calibration/rounds-1-9.md, "Round 4b"
+    and "Round 31: GPT-3 175B in FP8 against its BF16 twin, per microbatch")."""
     fc2_input = (BF16_BYTES + FP8_BYTES) if sequence_parallel else cast_bytes_per_element("delayed")
     fc2_input_transpose = 0.0 if sequence_parallel else 2 * FP8_BYTES
     fc1_output_grad = cast_bytes_per_element("delayed")

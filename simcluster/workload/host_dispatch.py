@@ -1,5 +1,5 @@
 """Host CPU time of Transformer Engine module calls: the host side of a block beyond one torch-level dispatch per
-kernel (docs/calibration.md, "Round 17: host time per Transformer Engine module").
+kernel (docs/calibration/round-17.md, "Round 17: host time per Transformer Engine module").
 
 Every kernel costs the host ``HostModel.dispatch_s`` (13.5 us on a DGX H100's Xeon: a torch.nn.Linear forward,
 NVIDIA/TransformerEngine#2053) times the host CPU's ratio (``kernels.host_cpu_ratio``). A Transformer Engine module

@@ -21,8 +21,8 @@ when the first ones end, so a GEMM takes about T + min(C, T) beside a kernel wit
 (``persistent_gemm_factor``: the static schedule, 2 for whole waves while the kernel outlasts it, less when the late
 CTAs hold a tile fewer); not charged again for kernels whose cost to the grid is charged elsewhere (``CommKernel``
 ``persistent``: TE's userbuffers kernels, round 18's ``userbuffers.charged``); behind the switch
-``persistent_grid_model``, off (rounds 18 and 19: calibration does not hold with it on, docs/calibration.md "Round 19:
-persistent-grid interference, on or off"). The engine applies factors as rates
+``persistent_grid_model``, off (rounds 18 and 19: calibration does not hold with it on, docs/calibration/round-19.md
+"Round 19: persistent-grid interference, on or off"). The engine applies factors as rates
 over the communication's window (``overlapped_s``), which charges the GEMM that straddles the kernel's end T + C / 2
 instead of T + C: low by at most half a GEMM per window.
 Signal-only kernels: Transformer Engine's ring exchange moves its data with cudaMemcpyAsync (copy engines) and the
@@ -38,7 +38,7 @@ before Transformer Engine's and async TP's chunking (``layer_ops``), not the chu
 expert-parallel factor weighs the layer as launched. Weighing the chunk GEMMs (tried in round 16, not kept) moved
 the small pinned cases by -9% to +1% and the default GPT-3 175B by +1.3% (its TP forward factor 1.013 -> 1.146: the
 wave cliff per chunk GEMM, where the model already overshoots its one measurement by 18%), the calibration rows by
-0.3 points at most; kept out until the wave model is checked on chunked GEMMs (docs/calibration.md, round 16).
+0.3 points at most; kept out until the wave model is checked on chunked GEMMs (docs/calibration/round-16.md, round 16).
 """
 
 from __future__ import annotations

@@ -250,9 +250,9 @@ def ring_key_length(op: Op) -> float:
     ring_steps`` = cp > 1) the key length of one kernel with the time of the ring's cp step kernels.
 
     Transformer Engine's p2p loop (``AttnFuncWithCP`` / ``AttnFuncWithCPAndKVP2P``, transformer_engine/pytorch/
-    attention.py in TE 1.x, attention/dot_product_attention/context_parallel.py in 2.x; docs/calibration.md "Round
-    8", "Round 27: attention and context parallelism at long sequences") cuts the sequence s into 2 cp chunks under
-    causal load balancing (rank r holds chunks r and 2cp-1-r, c = s/cp tokens) and runs one kernel a step, each
+    attention.py in TE 1.x, attention/dot_product_attention/context_parallel.py in 2.x; docs/calibration/rounds-1-9.md
+    "Round 8", "Round 27: attention and context parallelism at long sequences") cuts the sequence s into 2 cp chunks
+    under causal load balancing (rank r holds chunks r and 2cp-1-r, c = s/cp tokens) and runs one kernel a step, each
     executing the same work: step 0 causal over the rank's own c keys, step i > 0 non-causal with c queries over the
     received block's first c/2 keys (i <= r) or c/2 queries over its c keys (i > r); the backward runs each rank's
     kernels in reverse order. Rank cp-1 runs the c/2-key kernel at every later step and the ring couples neighbours,

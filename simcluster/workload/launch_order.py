@@ -18,7 +18,7 @@ block, which retire within a block's time: no wait counted.
 The engine knows blocks, not kernels, so ``start_delay_s`` is the mean wait of a collective issued at a uniformly
 random instant of a phase's kernels run back to back: sum over the GEMMs of (a_i T_i)^2 / 2 over the phase's total,
 a_i T_i the part of GEMM i during which no SM frees. Behind the switch ``launch_order.model`` (data/interference.yaml,
-off: docs/calibration.md "Round 19: collectives behind persistent GEMMs (launch order)").
+off: docs/calibration/round-19.md "Round 19: collectives behind persistent GEMMs (launch order)").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """PyTorch Lightning 1.8's training loop as flash-attention's own training script runs it (``training.trainer:
 lightning``; Dao-AILab/flash-attention ``training/``, the stack of the FlashAttention-2 paper's GPT rows; docs/
-calibration.md "Round 33: what flash-attention's training script runs beyond the layers").
+calibration/round-33.md "Round 33: what flash-attention's training script runs beyond the layers").
 
 **What runs each microbatch beyond the model** (Lightning's ``batch`` is one microbatch under
 ``accumulate_grad_batches``). ``training/src/tasks/seq.py`` ``SequenceLMModel.shared_step``, after the loss:

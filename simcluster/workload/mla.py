@@ -18,7 +18,7 @@ down-projections are not split (``duplicated``): each rank runs them whole on th
 holds, 1/tp of the microbatch's with sequence parallelism, all of them without it (``down_projection_tokens``), and
 the latents' norms run on the same share. Their weights, whole on every rank, get their gradients all-reduced over the
 tensor-parallel group once a step with sequence parallelism (``duplicated_params``;
-``parallel.sequence_parallel_grads``). Sources: docs/calibration.md "Round 27: MLA's down-projections per
+``parallel.sequence_parallel_grads``). Sources: docs/calibration/round-27.md "Round 27: MLA's down-projections per
 tensor-parallel rank". With ``training.recompute_modules: [mla_up_proj]`` the up-projections and rotary embedding are
 re-run before the backward (``up_projection_recompute``).
 """

@@ -1,5 +1,5 @@
 """The MoE layer's host work beyond one dispatch per launch, counted from Megatron-Core's and Transformer Engine's
-source (data/moe.yaml ``host_python``; docs/calibration.md "Round 22: the MoE layer's host time from source").
+source (data/moe.yaml ``host_python``; docs/calibration/round-22.md "Round 22: the MoE layer's host time from source").
 
 Two terms, both small by count:
 

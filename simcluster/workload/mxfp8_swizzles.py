@@ -38,7 +38,7 @@ call time (``Op.in_measured_call``): the benchmark's CUDA events timed the loop 
 their queued launches' latency with the GEMMs, so the stream pays it no gap at all and the host a dispatch (round-32
 review; round 32 had charged the queued-launch latency, efficiency.yaml ``launch_overhead_s``, round 31 the fitted
 gap: at the benchmark's shapes, 8 us a GEMM call over its 597 us, 1.3%, charged twice). Where fewer
-swizzles run (TE 2.12 on) that device time is an upper bound, not re-measured. docs/calibration.md, "Round 31:
+swizzles run (TE 2.12 on) that device time is an upper bound, not re-measured. docs/calibration/round-31.md, "Round 31:
 MXFP8's per-GEMM scale swizzles as launches, by Transformer Engine release".
 
 Not counted: NVFP4 and FP8 block scaling's conversions (no scenario runs them); a zero-row expert (TE zeroes its

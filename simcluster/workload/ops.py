@@ -336,7 +336,7 @@ def wgrad_output_bytes(shard: Shard) -> float | None:
       fp4 (transformer/module.py MegatronModule.set_is_first_microbatch, read at 00c51e1; bf16 runs accumulate on
       every microbatch). Not modelled: one microbatch of the step's M per chunk writes main_grad once instead of
       reading and writing it, at most main_grad_bytes / M per weight element and microbatch on average, and only on a
-      GEMM bound by its bytes (docs/calibration.md, "Round 17: the weight-gradient GEMM's fp32 accumulation").
+      GEMM bound by its bytes (docs/calibration/round-17.md, "Round 17: the weight-gradient GEMM's fp32 accumulation").
     Megatron's DDP zeroes main_grad once per step (``zero_grad_buffer``), so accumulating microbatches all read it.
 
     The bytes are the weights' own, whatever the rows: with few rows (grouped expert GEMMs: 16 local experts of 512
@@ -509,7 +509,7 @@ def qk_norm_input_copies(model: TransformerSpec, tp: int) -> tuple[str, ...]:
     is never contiguous: always copied. The query's reshape must copy (so no copy in the norm) where it merges
     several groups of several query heads (ng > 1 and np/ng > 1); otherwise (one group on the rank, or one query
     head a group) it stays a strided view and the norm copies it. The reshape's own copy runs with or without
-    ``qk_layernorm`` for every grouped-query model and is not charged here (docs/calibration.md, "Round 27:
+    ``qk_layernorm`` for every grouped-query model and is not charged here (docs/calibration/round-27.md, "Round 27:
     Megatron-Core's own q/k/v layout copies under rope fusion, release by release": open)."""
     if not model.qk_layernorm:
         return ()

@@ -1,6 +1,6 @@
 """Where Megatron's pipeline schedules drain the compute stream, per configuration, read from framework source, and
-what a drain costs at the measured host constants (docs/calibration.md "Round 16: pipeline step attribution"). The
-engine does not charge these drains: measured here at 0.3-1.8% of the fitted pipeline step on the calibration runs
+what a drain costs at the measured host constants (docs/calibration/round-16.md "Round 16: pipeline step attribution").
+The engine does not charge these drains: measured here at 0.3-1.8% of the fitted pipeline step on the calibration runs
 (``scripts/fit_host_overheads.py`` prints them), they are a check on that fitted step, not a term of the step time.
 The counts are LOWER BOUNDS: Megatron-Core's 1F1B warm-up and cool-down call two exchanges per block (recv_forward
 then send_forward; recv_backward then send_backward), each synchronizing, where one is counted; Megatron-LM 2021's

@@ -43,7 +43,7 @@ distributed/_composable/fsdp/_fsdp_collectives.py ``foreach_all_gather``):
   ``float8_copy_in_*``: their HBM time times the compute's HBM-bound share, every launch's host time, and the chain
   ahead of each gather -- kernels, one latency-bound amax all-reduce a weight -- where it outlasts the compute it
   hides behind); the precompute pass on the compute stream after the optimizer step (``parallel/plan.py``
-  ``Float8CopyIn``; docs/calibration.md, "Round 23: torchao's float8 all-gather charged in full").
+  ``Float8CopyIn``; docs/calibration/round-23.md, "Round 23: torchao's float8 all-gather charged in full").
 - ``fsdp_post_all_gather`` wraps the gathered bytes as a ``Float8Tensor`` (no copy), so the forward skips the weight
   cast (``get_weight_scale`` / ``cast_weight_to_float8_t`` return early when ``tensor_already_casted_to_fp8``) and
   a full recompute skips it again; the unsharded weight held is 1 byte an element. The backward's data-gradient GEMM

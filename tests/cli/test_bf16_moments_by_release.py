@@ -6,7 +6,7 @@ moments) by Megatron-Core release, read from the released wheels (data/mcore_ver
 - 0.13.0 first has OptimizerConfig.fp8_recipe and ``use_precision_aware_optimizer_no_fp8_or_ds_fp8``: with an fp8
   recipe neither None nor delayed (current scaling, MXFP8) and fp32 main params Megatron-Core keeps the master;
 - a bf16 run gets such a recipe on its optimizer config only from Megatron-Bridge (0.14 on).
-docs/calibration.md, "Round 29: bf16 Adam moments by release".
+docs/calibration/round-29.md, "Round 29: bf16 Adam moments by release".
 """
 
 from __future__ import annotations

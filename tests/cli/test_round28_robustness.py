@@ -1,6 +1,6 @@
-"""Round 28: round 27's scenario and script surface attacked as a hostile user would (docs/calibration.md, "Round 28:
-round 27's new inputs attacked"). Each case failed before its fix: a traceback, a MemoryError, or a run that went
-on silently with something other than what was written.
+"""Round 28: round 27's scenario and script surface attacked as a hostile user would (docs/calibration/round-28.md,
+"Round 28: round 27's new inputs attacked"). Each case failed before its fix: a traceback, a MemoryError, or a run that
+went on silently with something other than what was written.
 
 - ``model: llama3_8b_1k_1k_...``: round 27 read NeMo's long-context suffix recursively, one level a suffix, and a
   long chain overflowed Python's stack (RecursionError, a traceback). One suffix is read now.

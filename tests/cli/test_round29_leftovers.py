@@ -1,5 +1,5 @@
-"""Round 29's robustness leftovers (docs/calibration.md, "Round 29: robustness leftovers"). Each case guarding a fix
-failed before it:
+"""Round 29's robustness leftovers (docs/calibration/round-29.md, "Round 29: robustness leftovers"). Each case guarding
+a fix failed before it:
 
 - an inline GPU spec named like a catalog GPU (``name: b300``) with other compute or memory figures was simulated
   with that GPU's name-keyed tables (SM counts, clocks, GEMM and HBM fractions) under figures they were not

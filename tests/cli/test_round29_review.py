@@ -1,4 +1,4 @@
-"""Round 29's review of the robustness changes (docs/calibration.md, "Round 29: review of the robustness
+"""Round 29's review of the robustness changes (docs/calibration/round-29.md, "Round 29: review of the robustness
 changes"). Each case failed on main before its fix:
 
 - an interrupt dropped inside a weakref callback is delivered again by a timer thread; the timer only checked that

@@ -1,4 +1,4 @@
-"""Round 29: round 28's inputs and the commands attacked end to end (docs/calibration.md, "Round 29: round 28's
+"""Round 29: round 28's inputs and the commands attacked end to end (docs/calibration/round-29.md, "Round 29: round 28's
 inputs and the commands attacked"). The cases guarding a fix each failed on main before it (the others guard what
 stays accepted):
 

@@ -1,5 +1,5 @@
-"""Round 30: round 29's inputs attacked, and its robustness leftovers (docs/calibration.md, "Round 30: round 29's
-inputs attacked"). Each case guarding a fix failed before it:
+"""Round 30: round 29's inputs attacked, and its robustness leftovers (docs/calibration/round-30.md, "Round 30: round
+29's inputs attacked"). Each case guarding a fix failed before it:
 
 - ``model.moe.load`` an integer past a float's range (YAML ``1000...0``, 400 digits) was an OverflowError traceback;
 - an inline GPU named like a catalog GPU but for case (``name: B300`` with B300's figures) was simulated with the

@@ -1,4 +1,4 @@
-"""Round 31: round 30's additions and every command attacked (docs/calibration.md, "Round 31: round 30's
+"""Round 31: round 30's additions and every command attacked (docs/calibration/round-31.md, "Round 31: round 30's
 additions and the commands attacked"). Each case failed before its fix:
 
 - an integer of more than 4,300 digits in a YAML file (a scenario, a fabric file, a ``--vary`` or ``--gpus`` value)
@@ -429,7 +429,8 @@ def test_a_vary_list_past_the_grid_bound_is_refused_before_reading_its_values(cl
     assert grid.parse_vary(many[1:])["training.micro_batch_size"] == [1, 1.0, True, "1"]
 
 
-# ---- review of round 31 (docs/calibration.md, "Round 31: review of the robustness changes") ----------------------
+# ---- review of round 31 (docs/calibration/round-31.md, "Round 31: review of the robustness changes")
+# ----------------------
 def test_labels_whose_names_coincide_get_two_names():
     from simcluster.cli.compare import MAX_SLUG_CHARS, slug, slugs
 

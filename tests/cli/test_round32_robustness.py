@@ -1,5 +1,5 @@
-"""Round 32: round 31's additions and every command attacked (docs/calibration.md, "Round 32: round 31's additions
-and the commands attacked"). Each case failed before its fix:
+"""Round 32: round 31's additions and every command attacked (docs/calibration/round-32.md, "Round 32: round 31's
+additions and the commands attacked"). Each case failed before its fix:
 
 - a command refused after its output folder was chosen (a layout the memory check refuses) into a folder holding
   files printed ``X/ holds other files: writing to X-2/`` before its error: two lines;

@@ -1,5 +1,5 @@
-"""Round 33's review of the robustness changes and of the round's other additions (docs/calibration.md, "Round 33:
-review of the robustness changes"). Each case failed before its fix:
+"""Round 33's review of the robustness changes and of the round's other additions (docs/calibration/round-33.md, "Round
+33: review of the robustness changes"). Each case failed before its fix:
 
 - a sweep whose every run fails, into a folder that was there empty (one the user made), left its grid file and
   the failures' shards there, and with ``--out a/new/x`` left ``a/new/`` behind: only a folder the sweep made

@@ -1,5 +1,5 @@
-"""Round 33: round 32's additions and every command attacked (docs/calibration.md, "Round 33: round 32's additions
-and the commands attacked"). Each case failed before its fix:
+"""Round 33: round 32's additions and every command attacked (docs/calibration/round-33.md, "Round 33: round 32's
+additions and the commands attacked"). Each case failed before its fix:
 
 - ``--out ''`` (an unset shell variable: ``--out "$OUT"``) was read as ``.``, and the working folder holding files
   gave way to its sibling ``/abs/cwd-2/``: a folder made outside the working folder;

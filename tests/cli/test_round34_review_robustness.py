@@ -1,5 +1,5 @@
-"""Round 34's review of the robustness changes (docs/calibration.md, "Round 34: review of the robustness changes").
-Each case but the guards (named so) failed before its fix:
+"""Round 34's review of the robustness changes (docs/calibration/round-34.md, "Round 34: review of the robustness
+changes"). Each case but the guards (named so) failed before its fix:
 
 - a command killed by SIGKILL (or the out-of-memory killer, a power cut) left its claim ``.simcluster-writing`` in
   its output folder, and the folder counted as taken for good: every later ``--out X`` went to ``X-2`` with ``X/

@@ -1,5 +1,5 @@
-"""Round 34: round 33's additions and the commands attacked (docs/calibration.md, "Round 34: round 33's additions
-and the commands attacked"). Each case failed before its fix:
+"""Round 34: round 33's additions and the commands attacked (docs/calibration/round-34.md, "Round 34: round 33's
+additions and the commands attacked"). Each case failed before its fix:
 
 - two commands given one ``--out`` at once: both found the folder new (or empty), both made it and wrote there, the
   later one's files over the earlier's (two ``laws plot --out X`` started together, 4 of 4 tries; a run's window is

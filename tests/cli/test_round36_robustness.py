@@ -1,5 +1,5 @@
-"""Round 36's attack on the commands (docs/calibration.md, "Round 36: the commands attacked a third time"). Each
-case failed on main before it (a traceback, a silent exit 0 on a corrupt input, or an input lost):
+"""Round 36's attack on the commands (docs/calibration/round-36.md, "Round 36: the commands attacked a third time").
+Each case failed on main before it (a traceback, a silent exit 0 on a corrupt input, or an input lost):
 
 - a Kineto trace whose NCCL kernel names a process-group rank outside the world (``[0, 5]`` in a world of 2, ``-1``,
   a rank twice, a group without the rank that ran it) or a Chakra send to peer 9 of 8: an IndexError traceback in

@@ -1,5 +1,5 @@
-"""Round 37's attack on the commands (docs/calibration.md, "Round 37: the commands attacked a fourth time"). Each
-case failed on main before it:
+"""Round 37's attack on the commands (docs/calibration/round-37.md, "Round 37: the commands attacked a fourth time").
+Each case failed on main before it:
 
 - stdout's reader gone (``simcluster validate --help | head -1``): click, typer and rich each ended the command with
   exit 1 and no word, where docs/robustness.md's rule (and the scripts') is one line and exit 2;

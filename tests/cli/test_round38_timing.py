@@ -1,6 +1,6 @@
 """Round 38: tests that failed by timing on a loaded machine, and the gaps in the commands they revealed
-(docs/calibration.md, "Round 38: tests that failed by timing"). Each case lands the signal at the exact point on
-purpose, so it does not depend on when a real one arrives; each failed on main before its fix.
+(docs/calibration/round-38.md, "Round 38: tests that failed by timing"). Each case lands the signal at the exact point
+on purpose, so it does not depend on when a real one arrives; each failed on main before its fix.
 
 - ``sweep``: a hangup (or Ctrl-C) after the last run, while the results table was computed, said "interrupted by
   SIGHUP" alone and left no results.csv nor sweep.json though every run had finished (round 29's test of a sweep's

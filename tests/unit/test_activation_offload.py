@@ -1,6 +1,6 @@
 """Activation offload (Transformer Engine's OffloadSynchronizer schedule) and Megatron-FSDP's gradient copy,
-against closed forms and published measurements (docs/calibration.md, "Round 18: Megatron-FSDP and the activation
-offload on Grace")."""
+against closed forms and published measurements (docs/calibration/round-18.md, "Round 18: Megatron-FSDP and the
+activation offload on Grace")."""
 
 import pytest
 
@@ -57,7 +57,7 @@ def test_the_70b_recipes_offload_hides_by_a_wide_margin(name):
     (chunk,) = Simulation(s).plan.chunks
     assert chunk.forward_stream.stall_s == 0.0 and chunk.backward_stream.stall_s == 0.0
     fwd_s = chunk.forward_stream.elapsed_s() / layers
-    assert 0.010 < fwd_s < 0.015  # about 12-13 ms on these parts (docs/calibration.md round 15)
+    assert 0.010 < fwd_s < 0.015  # about 12-13 ms on these parts (docs/calibration/round-15.md round 15)
     needed = n * layer_bytes / ((layers - 2) * fwd_s)
     assert needed < activation_offload.host_link_bandwidth(s.cluster.gpu.name, "d2h") / 1.5
     assert activation_offload.microbatch_stalls_s(s.cluster.gpu.name, layers, n, fwd_s, 2 * fwd_s, layer_bytes) == (

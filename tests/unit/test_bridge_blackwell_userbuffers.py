@@ -1,5 +1,5 @@
-"""Megatron-Bridge's Blackwell Llama 3.1 405B userbuffers configurations (round 27, docs/calibration.md "Round 27:
-Megatron-Bridge's Blackwell userbuffers configurations"; data/userbuffers.yaml megatron_bridge_configs).
+"""Megatron-Bridge's Blackwell Llama 3.1 405B userbuffers configurations (round 27, docs/calibration/round-27.md "Round
+27: Megatron-Bridge's Blackwell userbuffers configurations"; data/userbuffers.yaml megatron_bridge_configs).
 
 Truth, read in the stored text: NVIDIA-NeMo/Megatron-Bridge src/megatron/bridge/training/comm_overlap.py @ 0685ff5d
 (``userbuffers_{bf16,fp8}_b200_h16384_tp4_cp2_mbs1_seqlen8192``, the table below; a ring exchange stating no num_sm or
@@ -76,7 +76,7 @@ def test_the_25_11_blackwell_405b_rows_take_the_fp8_configuration(name):
     assert userbuffers.scenario_config(scenario) == SOURCE["fp8"]
 
 
-# Round 28's 26.x rows (docs/calibration.md "Round 28: new held-out runs"): llama31_llm_pretrain.py and
+# Round 28's 26.x rows (docs/calibration/round-28.md "Round 28: new held-out runs"): llama31_llm_pretrain.py and
 # llama3_llm_pretrain.py @ d063066b pass the same fp8 configurations for fp8_cs and fp8_mx on GB300 / GB200.
 ROUND28_405B = ["nemo2604-llama3-405b-256-gb300-mxfp8", "nemo2604-llama3-405b-256-gb200-mxfp8",
                 "nemo2604-llama3-405b-256-gb300-fp8"]

@@ -1,5 +1,5 @@
-"""Megatron-Bridge's userbuffers configurations (round 27, docs/calibration.md "Round 27: the pipelined 70B recipes'
-last stage"; data/userbuffers.yaml megatron_bridge_configs).
+"""Megatron-Bridge's userbuffers configurations (round 27, docs/calibration/round-27.md "Round 27: the pipelined 70B
+recipes' last stage"; data/userbuffers.yaml megatron_bridge_configs).
 
 Megatron-Bridge's ``src/megatron/bridge/training/comm_overlap.py`` (NVIDIA-NeMo/Megatron-Bridge @ 0685ff5d; the 26.04
 page's copy radixark/Megatron-Bridge @ d063066b; ananthsub/Megatron-Bridge @ 5200461f) defines
@@ -108,11 +108,11 @@ def test_a_bridge_entry_taking_other_runs_than_nemo_says_is_refused(monkeypatch,
 
 
 # Megatron-Bridge's userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192 as its comm_overlap.py states it (the stored copies
-# above; re-read in round 36, docs/calibration.md "Round 36: NeMo's Llama 70B on 64 H100"): BulkOverlapCfg num_sm 4 /
-# 24 / 2 / 4 without the margin, RingExchangeOverlapCfg(aggregate=False) for the four all-gather GEMMs (TE's one flag
-# CTA), RingExchangeOverlapCfg(num_sm=1, set_sm_margin=True) for proj / fc2 fprop. The performance scripts name it for
-# H100 fp8 (llama3_70b_pretrain_config_h100, scripts/performance/configs/llama/llama3_llm_pretrain.py, round 27; an
-# earlier helper's COMM_OVERLAP_CONFIG_MAP["llama3_70b"]["h100"]["fp8"]).
+# above; re-read in round 36, docs/calibration/round-36.md "Round 36: NeMo's Llama 70B on 64 H100"): BulkOverlapCfg
+# num_sm 4 / 24 / 2 / 4 without the margin, RingExchangeOverlapCfg(aggregate=False) for the four all-gather GEMMs (TE's
+# one flag CTA), RingExchangeOverlapCfg(num_sm=1, set_sm_margin=True) for proj / fc2 fprop. The performance scripts name
+# it for H100 fp8 (llama3_70b_pretrain_config_h100, scripts/performance/configs/llama/llama3_llm_pretrain.py, round 27;
+# an earlier helper's COMM_OVERLAP_CONFIG_MAP["llama3_70b"]["h100"]["fp8"]).
 BRIDGE_70B_H100_FP8 = {
     "qkv_dgrad": userbuffers.Gemm("bulk", 4), "qkv_wgrad": userbuffers.Gemm("bulk", 24),
     "fc1_dgrad": userbuffers.Gemm("bulk", 2), "fc1_wgrad": userbuffers.Gemm("bulk", 4),

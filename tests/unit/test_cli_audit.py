@@ -1,5 +1,5 @@
-"""Round 20's audit of every command as a user runs it: one test per defect found (docs/calibration.md, "Round 20:
-every command as a user runs it"). Each fails without its fix; all run in process, in a few seconds in all."""
+"""Round 20's audit of every command as a user runs it: one test per defect found (docs/calibration/round-20.md, "Round
+20: every command as a user runs it"). Each fails without its fix; all run in process, in a few seconds in all."""
 
 from __future__ import annotations
 

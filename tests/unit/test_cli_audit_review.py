@@ -1,4 +1,4 @@
-"""Round 20's review of the CLI audit (docs/calibration.md, "Round 20: review of the CLI audit"): one test per
+"""Round 20's review of the CLI audit (docs/calibration/round-20.md, "Round 20: review of the CLI audit"): one test per
 defect the review found in the audit's fixes; each fails without its fix."""
 
 from __future__ import annotations

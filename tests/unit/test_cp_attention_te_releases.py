@@ -1,6 +1,6 @@
 """Context-parallel attention is charged alike in the Llama 3 8B BF16/FP8 pair, because Transformer Engine 1.8 and
-1.10/1.11 run the same bf16 p2p loop (docs/calibration.md "Round 20: context-parallel attention as each Transformer
-Engine release runs it").
+1.10/1.11 run the same bf16 p2p loop (docs/calibration/round-20.md "Round 20: context-parallel attention as each
+Transformer Engine release runs it").
 
 Read in NVIDIA/TransformerEngine ``transformer_engine/pytorch/attention.py``: a TE 1.7/1.8-era copy
 (``AttnFuncWithCP``, flash-attn 2.0.6-2.5.8) and the 1.10/1.11-era commit 001b736 (``AttnFuncWithCPAndKVP2P``). At

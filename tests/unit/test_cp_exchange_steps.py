@@ -1,5 +1,5 @@
 """Context parallelism's key/value exchange as Transformer Engine's p2p loop hides it (parallel/plan.py
-``context_parallel_exchange``; docs/calibration.md "Round 19").
+``context_parallel_exchange``; docs/calibration/round-19.md "Round 19").
 
 TE 1.x ``AttnFuncWithCP`` (transformer_engine/pytorch/attention.py): cp attention steps of equal work; forward, step
 i posts the exchange of the K/V block step i+1 needs and step i+1 waits for it, the last step has none; backward, each

@@ -1,5 +1,5 @@
-"""Transformer Engine's context-parallel p2p ring beside its attention steps (workload/cp_ring.py; docs/calibration.md
-"Round 34: the context-parallel ring, kernel by kernel").
+"""Transformer Engine's context-parallel p2p ring beside its attention steps (workload/cp_ring.py;
+docs/calibration/round-34.md "Round 34: the context-parallel ring, kernel by kernel").
 
 Truth: the launches counted in TE's source, rank 0, causal sbhd at micro batch 1, bf16 ring, fused attention
 (TE 2.x attention/dot_product_attention/context_parallel.py @015d2257; TE 1.x attention.py, stored ids 3102555733,

@@ -68,7 +68,7 @@ def test_each_collective_takes_nccl_ring_time_of_one_gpu_per_node(rank0):
 # Megatron-Core's buckets of this model by hand (parameters per TP rank, registration order per layer: proj weight
 # and bias, qkv's LayerNorm, qkv weight and bias, fc1's LayerNorm, fc1 weight and bias, fc2 weight and bias; tied
 # embeddings with learned positions; the parameters walked in reverse, a bucket closed at >= 50 MB / 4 B = 12.5M
-# elements; every end below a multiple of dp 16): mcore_buckets, docs/calibration.md "Round 23"
+# elements; every end below a multiple of dp 16): mcore_buckets, docs/calibration/round-23.md "Round 23"
 PROJ, QKV, FC1, FC2 = 4096 * 512 + 4096, 3 * 4096 * 512 + 1536, 4096 * 2048 + 2048, 2048 * 4096 + 4096
 NORM = 2 * 4096                                  # a LayerNorm's weight and bias
 EMBEDDING = 32000 // 8 * 4096 + 2048 * 4096      # word (vocabulary split by TP) and learned positions

@@ -1,6 +1,6 @@
-"""scripts/dp_phase_charges.py against closed forms (docs/calibration.md, "Round 32: the exposed data-parallel phase
-across families"): on a row whose data-parallel phase runs alone after the backward (FlagPerf's 440-GPU Llama 3 8B,
-Megatron-LM 0.6 without overlap: one reduce-scatter and one all-gather a step), the model prices its ring of four
+"""scripts/dp_phase_charges.py against closed forms (docs/calibration/round-32.md, "Round 32: the exposed data-parallel
+phase across families"): on a row whose data-parallel phase runs alone after the backward (FlagPerf's 440-GPU Llama 3
+8B, Megatron-LM 0.6 without overlap: one reduce-scatter and one all-gather a step), the model prices its ring of four
 GPUs a node at four NICs' measured busbw, and stretching every data-parallel collective by F adds exactly (F - 1) x
 the phase to the step."""
 

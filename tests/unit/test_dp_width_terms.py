@@ -1,4 +1,4 @@
-"""scripts/dp_width_terms.py (docs/calibration.md "Round 24: throughput lost to data-parallel width"): its fit
+"""scripts/dp_width_terms.py (docs/calibration/round-24.md "Round 24: throughput lost to data-parallel width"): its fit
 recovers a known rate factor and per-step cost exactly, a row's facts are the layout's (microbatches per pipeline,
 bubble share, the published step of Table 2's eq. 3 count), and an unreadable cache is a one-line error, exit 2."""
 
@@ -42,7 +42,8 @@ def test_row_facts_of_a_table2_row():
     row = dp_width_terms.row_facts("narayanan2021-t2-174.6b-384-a100", SUMMARY)
     assert (row["dp"], row["m"], row["gpus"], row["nodes"]) == (4, 384, 384, 48)
     assert row["bubble share"] == pytest.approx(11 / (4 * 384))
-    # Table 2's 153 TFLOP/s on 384 GPUs in eq. 3's count: 76.78 s (docs/calibration.md "Round 24: new held-out runs")
+    # Table 2's 153 TFLOP/s on 384 GPUs in eq. 3's count: 76.78 s (docs/calibration/round-24.md "Round 24: new held-out
+    # runs")
     assert row["published"] == pytest.approx(76.78, abs=0.01)
     assert row["dp exposed"] == 0.25 and row["sim"] == 78.0
     # fp16 gradients of the busiest stage's two-layer chunks (4 of them, 8 layers of 174.6B's 96, tp 8): ~3.6 GB

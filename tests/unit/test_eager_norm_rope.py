@@ -1,6 +1,6 @@
 """fms's RMSNorm and RoPE as eager fp32 PyTorch ops (``training.norm_kernels`` / ``rope_kernels: eager_fp32``;
-workload/eager_norm_rope.py) against a count by hand from their source (docs/calibration.md "Round 34: norms and
-RoPE as eager PyTorch ops"), in bf16 (2 B) and fp32 (4 B):
+workload/eager_norm_rope.py) against a count by hand from their source (docs/calibration/round-34.md "Round 34: norms
+and RoPE as eager PyTorch ops"), in bf16 (2 B) and fp32 (4 B):
 
 RMSNorm forward, ``LayerNormParameterized`` with use_high_precision_pow, per normalised element: x.float() 2 + 4,
 pow 4 + 4, mean 4 (one fp32 a row out), xf * r 4 + 4, type_as 4 + 2, weight * x 2 + 2: 36 B in 6 kernels, plus

@@ -1,8 +1,8 @@
 """scripts/ep_overlap_host_race.py: the combined 1F1B schedule's MoE layer pair raced against the host (docs/
-calibration.md "Round 37: the host side of Megatron-Core's EP overlap"). The race against closed forms (device-bound,
-host-bound, a sync whose queued work hides the host or not), the node split conserving the plan's ops and its device
-time per layer, the node calls counted by Megatron-Core release (5 a phase in 0.14 / 0.15, 4 from 0.16, read in the
-wheels), and the break-even price bounded by the totals."""
+calibration/round-37.md "Round 37: the host side of Megatron-Core's EP overlap"). The race against closed forms
+(device-bound, host-bound, a sync whose queued work hides the host or not), the node split conserving the plan's ops and
+its device time per layer, the node calls counted by Megatron-Core release (5 a phase in 0.14 / 0.15, 4 from 0.16, read
+in the wheels), and the break-even price bounded by the totals."""
 
 from __future__ import annotations
 

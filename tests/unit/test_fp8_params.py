@@ -196,9 +196,9 @@ def test_zero3_fp8_without_fp8_parameters_suggests_them_only_where_they_run():
     assert len(starts) == 1 and "zero_stage 1 or 2" in str(transpose.value)
 
 
-# Round 28 review (docs/calibration.md, "Round 28: review of the new held-out runs"): the Megatron-Bridge 26.x rows run
-# precision fp8_mx, the performance scripts' bf16_with_mxfp8_mixed() unchanged, which sets fp8_param_gather = True
-# (src/megatron/bridge/training/mixed_precision.py at d063066b, the 26.04 page's commit, and 8e0fe90d, 26.02's).
+# Round 28 review (docs/calibration/round-28.md, "Round 28: review of the new held-out runs"): the Megatron-Bridge 26.x
+# rows run precision fp8_mx, the performance scripts' bf16_with_mxfp8_mixed() unchanged, which sets fp8_param_gather =
+# True (src/megatron/bridge/training/mixed_precision.py at d063066b, the 26.04 page's commit, and 8e0fe90d, 26.02's).
 BRIDGE_26X_MXFP8 = ["nemo2604-llama3-70b-64-gb300-mxfp8", "nemo2604-llama3-70b-64-gb200-mxfp8",
                     "nemo2604-llama3-405b-256-gb300-mxfp8", "nemo2604-llama3-405b-256-gb200-mxfp8",
                     "nemo2604-deepseek-v3-256-gb300-mxfp8", "nemo2604-qwen3-235b-256-b300-mxfp8",

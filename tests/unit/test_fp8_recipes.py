@@ -65,7 +65,7 @@ def test_current_scaling_runs_an_amax_pass_and_a_cast_per_tensor_but_none_after_
     (a 16-bit read) per tensor no norm wrote. Fails if the amax pass is dropped, or charged after the norms. fc2's
     input keeps its pass: Megatron-Core's bias_swiglu writes it in 16 bits and TE 2.7's fused activation amax needs
     TE's own activation (LayerNormMLP or the op fuser's TEFusedMLP), which the Megatron-Bridge recipes do not run
-    (docs/calibration.md, "Round 29: the fused activation and cast")."""
+    (docs/calibration/round-29.md, "Round 29: the fused activation and cast")."""
     current = _casts("current")
     for phase in ("forward", "backward_input"):
         norm_fed, other = _norm_fed_and_other_elements(phase)

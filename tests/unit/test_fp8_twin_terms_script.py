@@ -2,13 +2,13 @@
 
 Checks: both itemisations account for every block of the stage (the conservation check of ``pipeline_terms``); the
 twin is the same layout in bf16 (same blocks, no fp8 term); the terms only FP8 has are positive; and the closed form
-of the fitted kernel gaps FP8 adds per block, from Transformer Engine 1.x and Megatron-Core source (docs/calibration.md
-"Transformer Engine 1.x fp8, kernel by kernel" and "the FP8 pipelined rows against their BF16 twins"): one fused cast
-op per layer and phase (``ops.layer_ops``) and two kernels per autocast region, one region per chunk, microbatch and
-direction (``torch.cat`` of the amaxes and ``fused_amax_and_scale_update_after_reduction``; TE fp8.py
-``reduce_and_update_fp8_tensors``), on Llama 2 70B at tp 4, pp 4, vp 20 (one layer a chunk) without userbuffers (whose
-bf16 dY copies would add kernels to the twin): (1 + 2) x gap per block. Fails if the amax kernels or the casts were
-dropped, counted per tensor, or per layer instead of per chunk.
+of the fitted kernel gaps FP8 adds per block, from Transformer Engine 1.x and Megatron-Core source
+(docs/calibration/rounds-10-14.md "Transformer Engine 1.x fp8, kernel by kernel" and "the FP8 pipelined rows against
+their BF16 twins"): one fused cast op per layer and phase (``ops.layer_ops``) and two kernels per autocast region, one
+region per chunk, microbatch and direction (``torch.cat`` of the amaxes and
+``fused_amax_and_scale_update_after_reduction``; TE fp8.py ``reduce_and_update_fp8_tensors``), on Llama 2 70B at tp 4,
+pp 4, vp 20 (one layer a chunk) without userbuffers (whose bf16 dY copies would add kernels to the twin): (1 + 2) x gap
+per block. Fails if the amax kernels or the casts were dropped, counted per tensor, or per layer instead of per chunk.
 """
 
 import copy

@@ -1,5 +1,5 @@
 """Transformer Engine's fp8 weights once a step (workload/fp8_params.py ``weight_quantize_kernels``,
-``weight_workspace_bytes_per_param``; docs/calibration.md "Round 18: what an FP8 step does beyond its GEMMs"),
+``weight_workspace_bytes_per_param``; docs/calibration/round-18.md "Round 18: what an FP8 step does beyond its GEMMs"),
 against counts made by hand from the sources the module cites: on a chunk's first microbatch TE 1.8-1.10's
 ``get_fp8_workspace(..., cache_name="weight", update_workspace=is_first_microbatch, with_transpose=True)`` runs one
 ``cast_transpose_`` per GEMM weight (read 2, write 1 + 1) into a cached fp8 copy with its transpose; with fp8

@@ -1,6 +1,6 @@
-"""The fp8 defaults a contract-only run gets (docs/calibration.md, "Round 24: contract-only runs get the framework's
-defaults" and "Round 24: review of the framework's fp8 defaults"): the values asserted are the frameworks' own, read
-from source, not simcluster's output. A scenario names no framework or version, so the GPU stands for the era:
+"""The fp8 defaults a contract-only run gets (docs/calibration/round-24.md, "Round 24: contract-only runs get the
+framework's defaults" and "Round 24: review of the framework's fp8 defaults"): the values asserted are the frameworks'
+own, read from source, not simcluster's output. A scenario names no framework or version, so the GPU stands for the era:
 Blackwell is read as Megatron-Bridge, anything else as NeMo 24.09 / 25.02. The proxy is stated on every run that
 takes the default (``config.fp8_recipe_note``), with what to state for the other framework.
 

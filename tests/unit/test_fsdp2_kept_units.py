@@ -1,6 +1,6 @@
 """FSDP2 (torchtitan) keeps its root unit and its last block gathered from the forward into the backward, and the
-kept root is whole beside the two units in flight (docs/calibration.md, "Round 19: FSDP2's kept units and the root
-in memory").
+kept root is whole beside the two units in flight (docs/calibration/round-19.md, "Round 19: FSDP2's kept units and the
+root in memory").
 
 Source: torch torch/distributed/_composable/fsdp/_fsdp_state.py ``_lazy_init`` ("For the root, do not reshard after
 forward": ``post_forward_mesh_info = None``); torchtitan torchtitan/parallelisms/parallelize_llama.py ``apply_fsdp``

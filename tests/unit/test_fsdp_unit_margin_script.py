@@ -1,6 +1,6 @@
-"""scripts/fsdp_unit_margin.py (docs/calibration.md "Round 31: MPT-13B and MPT-70B on 32 against their siblings,
-unit by unit"): the exposure a stretch of FSDP1's overlapped collectives would add, and the stretch each published
-step needs.
+"""scripts/fsdp_unit_margin.py (docs/calibration/round-31.md "Round 31: MPT-13B and MPT-70B on 32 against their
+siblings, unit by unit"): the exposure a stretch of FSDP1's overlapped collectives would add, and the stretch each
+published step needs.
 
 - ``exposure_s`` is the closed form of the script's doc: zero while k G <= T_f and k (G + R) <= T_b, the forward's
   part alone between the two margins, both parts (linear in k) beyond, times units x microbatches;

@@ -1,5 +1,5 @@
-"""Megatron's gradient scaling before the data-parallel reduction (workload/grad_scaling.py; docs/calibration.md,
-"Round 28: Megatron's gradient scaling before the data-parallel reduction").
+"""Megatron's gradient scaling before the data-parallel reduction (workload/grad_scaling.py;
+docs/calibration/round-28.md, "Round 28: Megatron's gradient scaling before the data-parallel reduction").
 
 What the source does, read from the released megatron-core wheels (PyPI 0.5.0-0.16.0), the nemo_toolkit 2.0.0rc1 /
 2.0.0 wheels and Megatron-LM's 2021-23 megatron/model/distributed.py, not from simcluster:

@@ -1,7 +1,7 @@
 """Megatron-Core's blocking exchanges in the interleaved schedule: the warm-up forwards' and the cool-down backwards'
 (every release; ``overlap_p2p_comm_warmup_flush`` off, its default, from 0.10), against closed forms
-of the fill and Megatron's loop structure (docs/calibration.md "Round 38: Megatron-Core's blocking warm-up and flush
-exchanges")."""
+of the fill and Megatron's loop structure (docs/calibration/round-38.md "Round 38: Megatron-Core's blocking warm-up and
+flush exchanges")."""
 
 from __future__ import annotations
 

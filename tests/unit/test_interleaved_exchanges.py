@@ -1,6 +1,6 @@
 """scripts/interleaved_exchanges.py interleaved_step_s: Megatron-LM 2021's interleaved 1F1B with its blocking batched
 exchanges against the closed form of the schedule (Narayanan et al. 2021, section 2.2.2: the bubble is (p - 1) / v
-of a microbatch's time), and what blocking adds over asynchronous sends (docs/calibration.md "Round 24: what a
+of a microbatch's time), and what blocking adds over asynchronous sends (docs/calibration/round-24.md "Round 24: what a
 Megatron step costs per model chunk")."""
 
 import pytest

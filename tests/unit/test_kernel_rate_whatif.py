@@ -1,7 +1,7 @@
-"""scripts/kernel_rate_whatif.py against closed forms (docs/calibration.md "Round 35: Llama 3 8B on H100, calibration
-against held out"): on FlagPerf's 8-GPU Llama 3 8B row (pp 1, one node, the attention kernels alone on the compute
-stream) attention K times slower adds exactly (K - 1) x the layers' attention time (forward and backward, one layer
-and microbatch from the kernel model, times 32 layers x 128 microbatches) to the step; the model's functions are
+"""scripts/kernel_rate_whatif.py against closed forms (docs/calibration/round-35.md "Round 35: Llama 3 8B on H100,
+calibration against held out"): on FlagPerf's 8-GPU Llama 3 8B row (pp 1, one node, the attention kernels alone on the
+compute stream) attention K times slower adds exactly (K - 1) x the layers' attention time (forward and backward, one
+layer and microbatch from the kernel model, times 32 layers x 128 microbatches) to the step; the model's functions are
 restored after the block, also after an error; bad factors and rows are one-line errors before any simulation."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """GQA's keys and values expanded to the query heads before SDPA (``training.kv_expansion: copy``;
-workload/kv_expansion.py) against a count by hand from the source that does it (docs/calibration.md "Round 36: GQA's
-key/value expansion in PyTorch-native stacks").
+workload/kv_expansion.py) against a count by hand from the source that does it (docs/calibration/round-36.md "Round 36:
+GQA's key/value expansion in PyTorch-native stacks").
 
 torchtitan's ``repeat_kv`` (torchtitan/models/llama/model.py @ 0199cbc1): ``unsqueeze(x, 3).expand(bs, slen,
 n_kv_heads, n_rep, head_dim).reshape(bs, slen, n_kv_heads * n_rep, head_dim)``, called on ``xk`` and ``xv`` after

@@ -50,7 +50,7 @@ def test_megatron_core_reduces_one_bucket_off_the_first_stages_first_chunk():
     assert sim.scenario.megatron_core
     chunks = sim.plan.chunks
     assert [(c.chunk, c.stage) for c in chunks] == [(0, 0), (1, 1), (2, 0), (3, 1)]
-    # chunk 0 by Megatron-Core's own walk (mcore_buckets; docs/calibration.md "Round 23"): GPT-3 1.3B at TP 2
+    # chunk 0 by Megatron-Core's own walk (mcore_buckets; docs/calibration/round-23.md "Round 23"): GPT-3 1.3B at TP 2
     # (hidden 2,048, biases, LayerNorm), buckets of 25 MB / 4 B = 6.25M elements, parameters in reverse: layer 5's
     # fc2 (8.39M) and fc1 (8.39M) each alone, its fc1 norm with qkv (6.30M); then for each lower layer its upper
     # neighbour's qkv norm and proj with its fc2 (10.49M), its fc1, its fc1 norm with qkv (3 a layer, layers 4-0);

@@ -1,5 +1,5 @@
-"""Megatron-Core's own gradient buckets in the engine (docs/calibration.md, "Round 22: Megatron-Core's own gradient
-buckets" and "Round 23: Megatron-Core's own gradient buckets, version by version"): its gradient buffer walks a
+"""Megatron-Core's own gradient buckets in the engine (docs/calibration/round-22.md, "Round 22: Megatron-Core's own
+gradient buckets" and "Round 23: Megatron-Core's own gradient buckets, version by version"): its gradient buffer walks a
 chunk's parameters in reverse registration order and closes a bucket once it holds at least ``bucket_size``
 elements, padding its end to a multiple of the data-parallel size (NVIDIA/Megatron-LM megatron/core/distributed/
 grad_buffer.py a8a5512 to param_and_grad_buffer.py 0011998); a shared (tied, pp > 1) embedding takes a bucket of its

@@ -1,5 +1,5 @@
-"""training.mcore_version: the Megatron-Core release a run used (docs/calibration.md, "Round 25: the Megatron-Core
-release as a scenario key"; sources in data/mcore_versions.yaml).
+"""training.mcore_version: the Megatron-Core release a run used (docs/calibration/round-25.md, "Round 25: the
+Megatron-Core release as a scenario key"; sources in data/mcore_versions.yaml).
 
 What the releases do, read from the released wheels (PyPI megatron_core 0.8.0 and 0.9.0), not from simcluster:
 - 0.8.0: ``DistributedOptimizer.zero_grad`` ends with ``self._dispatch_gather_model_params(all_gather_handle_index=0)``
@@ -218,7 +218,8 @@ def test_run_prints_the_defaulted_release(cli, write_scenario, tmp_path):
     assert "note: training.mcore_version (default) is 0.9" in err
 
 
-# ---- review (docs/calibration.md, "Round 25: review of the Megatron-Core release key") -----------------------------
+# ---- review (docs/calibration/round-25.md, "Round 25: review of the Megatron-Core release key")
+# -----------------------------
 @pytest.mark.parametrize("stages", [3, 4])
 def test_from_0_9_every_later_stage_exposes_its_gather_in_turn(stages):
     """With more stages the fill passes through each later stage's first forward, which waits for that stage's whole

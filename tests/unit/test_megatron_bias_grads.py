@@ -1,6 +1,6 @@
 """The bias gradients Megatron reduces by kernels of their own under ``layer_backward: fused``
-(workload/eager_backward.py ``megatron_autograd_biases``; docs/calibration.md "Round 32: the A100 Megatron rows of
-Sea AI Lab's papers"), against closed forms of the source's structure.
+(workload/eager_backward.py ``megatron_autograd_biases``; docs/calibration/round-32.md "Round 32: the A100 Megatron rows
+of Sea AI Lab's papers"), against closed forms of the source's structure.
 
 Megatron-Core builds the attention output projection and both MLP linears with ``skip_bias_add=True``
 (megatron/core/transformer/mlp.py): Transformer Engine returns the bias and Megatron adds it in the bias-GELU and the

@@ -1,5 +1,5 @@
 """The Megatron-Core r0.8.0 README rows (megatron_core_h100_2024 and its strong scaling) simulate what their source
-states (docs/calibration.md "Issue 15: the Megatron-Core 2024 rows against NeMo's GPT-3, term by term").
+states (docs/calibration/round-16.md "Issue 15: the Megatron-Core 2024 rows against NeMo's GPT-3, term by term").
 
 Truth: the NVIDIA/Megatron-LM README of July 2024 ("Training Speed and Scalability": vocabulary 131,072, sequence
 4,096, `--overlap-grad-reduce --overlap-param-gather`, `--tp-comm-overlap`, pipeline communication overlapped by

@@ -1,5 +1,5 @@
-"""The width Megatron-FSDP reduce-scatters gradients in, as Megatron-LM decides it (docs/calibration.md, "Issue 15:
-what Megatron-FSDP reduced the Qwen3 row's gradients in").
+"""The width Megatron-FSDP reduce-scatters gradients in, as Megatron-LM decides it (docs/calibration/rounds-10-14.md,
+"Issue 15: what Megatron-FSDP reduced the Qwen3 row's gradients in").
 
 Megatron-LM's validate_args (megatron/training/arguments.py, NVIDIA/Megatron-LM 000c4ac2): with --bf16 and without
 --grad-reduce-in-bf16, accumulate_allreduce_grads_in_fp32 is set True whenever --main-grads-dtype is fp32 (its

@@ -1,5 +1,5 @@
 """Megatron-FSDP's all-gather prefetch by Megatron-Core release (parallel/megatron_fsdp_prefetch.py;
-docs/calibration.md, "Round 29: review of the Megatron-FSDP prefetch and the QK-norm copies").
+docs/calibration/round-29.md, "Round 29: review of the Megatron-FSDP prefetch and the QK-norm copies").
 
 The truth here is ``AllGatherPipeline.all_gather_params``'s loop as the released megatron-core wheels have it, written
 out below (``units_prefetched``), not the model's rule:

@@ -1,5 +1,5 @@
 """16-bit parameters stepped in place (``training.master_weights: false``) and torch's loss on 16-bit logits
-(``logits_memory: torch_16bit``): NeMo AutoModel's DeepSeek-V3 benchmark (docs/calibration.md, "Round 29: NeMo
+(``logits_memory: torch_16bit``): NeMo AutoModel's DeepSeek-V3 benchmark (docs/calibration/round-29.md, "Round 29: NeMo
 AutoModel's DeepSeek-V3 row from its source").
 
 Sources (NVIDIA-NeMo/Automodel, 2025): ``DeepseekV3ForCausalLM.initialize_weights(dtype=torch.bfloat16)`` casts the

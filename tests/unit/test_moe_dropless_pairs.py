@@ -1,5 +1,5 @@
-"""scripts/moe_dropless_pairs.py (round 35, docs/calibration.md "Round 35: the MoE layer across layouts"): the MoE
-zoo's TFLOP/s turned into step times by Megatron-LM's FLOP count, checked against the zoo's own table, whose rows
+"""scripts/moe_dropless_pairs.py (round 35, docs/calibration/round-35.md "Round 35: the MoE layer across layouts"): the
+MoE zoo's TFLOP/s turned into step times by Megatron-LM's FLOP count, checked against the zoo's own table, whose rows
 state both a step time and a per-GPU TFLOP/s (yanring/Megatron-MoE-ModelZoo best_practice/Qwen3/readme.md @ c1ad0b5c).
 No simulation runs here."""
 

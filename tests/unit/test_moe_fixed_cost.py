@@ -1,6 +1,6 @@
-"""scripts/moe_fixed_cost.py (docs/calibration.md "Round 35: the MoE layer's fixed cost"): what the line through two
-rows of different layouts says about a fixed cost, in closed form, and the marin layer benchmark's scenario. No
-simulation of a step runs here."""
+"""scripts/moe_fixed_cost.py (docs/calibration/round-35.md "Round 35: the MoE layer's fixed cost"): what the line
+through two rows of different layouts says about a fixed cost, in closed form, and the marin layer benchmark's scenario.
+No simulation of a step runs here."""
 
 from __future__ import annotations
 

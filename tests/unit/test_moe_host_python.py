@@ -1,7 +1,8 @@
-"""The MoE layer's host work counted from source (workload/moe_host.py, data/moe.yaml host_python; docs/calibration.md
-"Round 22: the MoE layer's host time from source"): the chunk sorts' row-map kernels against a hand count of
-Megatron-Core's and Transformer Engine's calls, GroupedLinear's per-expert Function arguments against the published
-autograd.Function overhead, and the idle they expose after the layer's host sync in closed form."""
+"""The MoE layer's host work counted from source (workload/moe_host.py, data/moe.yaml host_python;
+docs/calibration/round-22.md "Round 22: the MoE layer's host time from source"): the chunk sorts' row-map kernels
+against a hand count of Megatron-Core's and Transformer Engine's calls, GroupedLinear's per-expert Function arguments
+against the published autograd.Function overhead, and the idle they expose after the layer's host sync in closed
+form."""
 
 import math
 

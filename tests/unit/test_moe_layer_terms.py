@@ -1,5 +1,5 @@
-"""scripts/moe_layer_terms.py: the MoE layer's itemisation conserves the plan's ops (docs/calibration.md, "Round 16:
-the MoE zoo's Qwen3 rows itemised")."""
+"""scripts/moe_layer_terms.py: the MoE layer's itemisation conserves the plan's ops (docs/calibration/round-16.md,
+"Round 16: the MoE zoo's Qwen3 rows itemised")."""
 
 from __future__ import annotations
 

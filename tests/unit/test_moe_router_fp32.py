@@ -1,5 +1,5 @@
-"""The fp32 router's GEMMs and casts (``moe.router_gemms``; Round 26, docs/calibration.md "Round 26: the MoE zoo's
-Qwen3-235B rows on 256 H100").
+"""The fp32 router's GEMMs and casts (``moe.router_gemms``; Round 26, docs/calibration/round-26.md "Round 26: the MoE
+zoo's Qwen3-235B rows on 256 H100").
 
 Source: Megatron-Core moe_utils.py ``RouterGatingLinearFunction`` (2025 releases, NVIDIA/Megatron-LM e61c384 and the
 stored 0.13-0.15 versions): forward ``te_general_gemm(weight, inp, router_dtype, layout="TN")`` (16-bit operands,

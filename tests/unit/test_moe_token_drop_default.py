@@ -1,8 +1,8 @@
 """training.moe_token_drop: NeMo's Mixtral performance recipes drop tokens at capacity 1.0 and pad every expert to it
-(MegatronTokenDropCallback on Megatron-Core; docs/calibration.md, "Round 18"), so a scenario naming a Mixtral preset
-with the contract's keys runs that; Megatron-LM's own dropless benchmarks say so (moe_token_drop: false). The callback
-is NeMo's on Megatron-Core and pads with the alltoall dispatcher's direct all-to-all: elsewhere it is off by default
-and refused when asked for; rebuilt scenarios (sweep, compare) resolve it anew from the model as written."""
+(MegatronTokenDropCallback on Megatron-Core; docs/calibration/round-18.md, "Round 18"), so a scenario naming a Mixtral
+preset with the contract's keys runs that; Megatron-LM's own dropless benchmarks say so (moe_token_drop: false). The
+callback is NeMo's on Megatron-Core and pads with the alltoall dispatcher's direct all-to-all: elsewhere it is off by
+default and refused when asked for; rebuilt scenarios (sweep, compare) resolve it anew from the model as written."""
 
 from __future__ import annotations
 

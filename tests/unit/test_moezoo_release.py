@@ -1,6 +1,6 @@
-"""The Megatron-Core release of the MoE model zoo's rows (docs/calibration.md, "Round 27: TP overlap with multi-latent
-attention and the MoE zoo's Megatron-Core release"). The zoo names Megatron-LM commits, not releases; its model yamls
-pass --moe-router-fusion, which the megatron-core 0.14.0 wheel has and 0.13.0 lacks (TransformerConfig
+"""The Megatron-Core release of the MoE model zoo's rows (docs/calibration/round-27.md, "Round 27: TP overlap with
+multi-latent attention and the MoE zoo's Megatron-Core release"). The zoo names Megatron-LM commits, not releases; its
+model yamls pass --moe-router-fusion, which the megatron-core 0.14.0 wheel has and 0.13.0 lacks (TransformerConfig
 moe_router_fusion; nothing of it in 0.13.0's transformer/moe/). So the rows state '0.14', and a fused-router run
 stating an earlier release is refused: a run cannot have used a flag its release did not have."""
 

@@ -1,5 +1,5 @@
-"""Megatron-Core's per-bucket NaN/Inf gradient check (workload/nan_check.py; docs/calibration.md, "Round 34: the
-per-bucket NaN check").
+"""Megatron-Core's per-bucket NaN/Inf gradient check (workload/nan_check.py; docs/calibration/round-34.md, "Round 34:
+the per-bucket NaN check").
 
 What the source does, read in the released megatron-core wheels 0.5.0-0.14.0 and nemo_toolkit 1.23.0 / 2.0.0 /
 2.2.0, not in simcluster:

@@ -1,6 +1,6 @@
 """The attention and loss kernels of the NeMo H100 scenarios, as their recipes set them.
 
-docs/calibration.md, "Issue 15: the NeMo H100 recipes' kernels".
+docs/calibration/rounds-10-14.md, "Issue 15: the NeMo H100 recipes' kernels".
 
 Sources: NVIDIA/dgxc-benchmarking v24.11.1 (commit 35a9aecc) nemo_megatron/launch.sh exports NVTE_FUSED_ATTN=0 for the
 GPT-3 175B runs (Transformer Engine 1.6 then runs the flash-attn package's FlashAttention-2) and its

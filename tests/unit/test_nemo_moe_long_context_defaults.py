@@ -1,5 +1,5 @@
-"""Contract-only runs of NeMo's MoE and long-context recipes resolve what those recipes set (docs/calibration.md,
-"Round 27: contract-only defaults against NeMo's MoE and long-context recipes").
+"""Contract-only runs of NeMo's MoE and long-context recipes resolve what those recipes set
+(docs/calibration/round-27.md, "Round 27: contract-only defaults against NeMo's MoE and long-context recipes").
 
 The expected values below are read from the recipe sources, not from simcluster's constants:
 - Mixtral 8x7B / 8x22B performance recipes (NeMo 2.x ``mixtral_8x7b.py`` / ``mixtral_8x22b.py`` performance mode; the

@@ -1,11 +1,11 @@
 """The SMs a data-parallel ring across nodes holds beside the compute: NCCL's channel count, one CTA each
-(data/interference.yaml ``network_ring``; docs/calibration.md "Round 35: review of NCCL's SMs per NIC"), checked
-against NCCL's maintainer and its logs: one PCI NIC "should just launch 2 SMs", a DGX (A100) with 8 NICs "16 SMs"
-(NVIDIA/nccl#689); two GH200 over one NDR port each, `Channel 00/04` (NVIDIA/nccl#1291); 3 x 8 H100, `Channel 00/16`
-(NVIDIA/nccl#1453); NCCL 2.10 over one Omni-Path port a GPU, `Channel 00/02` (Jean Zay, round 24). The same count
-splits a ring step's bytes into chunks (``algorithms.ring_channels``; docs/calibration.md "Round 35: one channel count
-a ring"): a channel's chunk is S / (channels x ranks), whose slices (prims_simple.h: two, at least 32 KiB) set how
-much of each step's latency the transfer hides."""
+(data/interference.yaml ``network_ring``; docs/calibration/round-35.md "Round 35: review of NCCL's SMs per NIC"),
+checked against NCCL's maintainer and its logs: one PCI NIC "should just launch 2 SMs", a DGX (A100) with 8 NICs "16
+SMs" (NVIDIA/nccl#689); two GH200 over one NDR port each, `Channel 00/04` (NVIDIA/nccl#1291); 3 x 8 H100, `Channel
+00/16` (NVIDIA/nccl#1453); NCCL 2.10 over one Omni-Path port a GPU, `Channel 00/02` (Jean Zay, round 24). The same count
+splits a ring step's bytes into chunks (``algorithms.ring_channels``; docs/calibration/round-35.md "Round 35: one
+channel count a ring"): a channel's chunk is S / (channels x ranks), whose slices (prims_simple.h: two, at least 32 KiB)
+set how much of each step's latency the transfer hides."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""scripts/once_per_step_terms.py (docs/calibration.md "Round 35: a missing once-per-step cost? (a study)"): its fits
-recover a hand-made per-step cost and per-microbatch rate, refuse the forms one m cannot identify, a series is one
-recipe's rows (MT-NLG's three node counts, m = 1920 / dp), and unreadable input is one line, exit 2."""
+"""scripts/once_per_step_terms.py (docs/calibration/round-35.md "Round 35: a missing once-per-step cost? (a study)"):
+its fits recover a hand-made per-step cost and per-microbatch rate, refuse the forms one m cannot identify, a series is
+one recipe's rows (MT-NLG's three node counts, m = 1920 / dp), and unreadable input is one line, exit 2."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Megatron-Core's ``overlap_param_gather_with_optimizer_step`` (parallel/param_gather_overlap.py; engine/
-data_parallel.py ``GatherDuringForward``; docs/calibration.md "Round 37: Megatron-Core's parameter gather overlapped
-with the optimizer step").
+data_parallel.py ``GatherDuringForward``; docs/calibration/round-37.md "Round 37: Megatron-Core's parameter gather
+overlapped with the optimizer step").
 
 Sources (NVIDIA/Megatron-LM, megatron/core): ``get_megatron_optimizer`` splits the rank's chunks into
 ``[[model_chunks[0]], model_chunks[1:]]``; ``ChainedOptimizer.step_with_ready_grads`` calls
@@ -13,8 +13,8 @@ The gradient norm is one over both optimizers and runs before the first update (
 megatron-core 0.15.0-0.17.0 wheels); ``train_step`` then reduces over the model-parallel group (``logical_and_across_
 model_parallel_group``, an all-reduce and ``.item()``) before the next step zeroes the buffers and starts the schedule,
 so every stage starts it together: at the longest head + tail less the longest head after the engine's step barrier
-(``param_gather_overlap.visible_tails_s``; review: docs/calibration.md "Round 37: review of the parameter gather with
-the optimizer step").
+(``param_gather_overlap.visible_tails_s``; review: docs/calibration/round-37.md "Round 37: review of the parameter
+gather with the optimizer step").
 
 The layouts: test_mcore_version's two stages of two virtual stages (one layer a chunk), dp 2 across the two nodes
 (``order: tp-cp-pp-dp``), so that stage 0's first chunk gathers for longer than the optimizer tail (the gather

@@ -1,5 +1,5 @@
-"""The pipeline bubble against closed forms and Megatron-Core's schedule (issue 15, docs/calibration.md "Round 15:
-the pipeline bubble, itemised")."""
+"""The pipeline bubble against closed forms and Megatron-Core's schedule (issue 15, docs/calibration/round-15.md "Round
+15: the pipeline bubble, itemised")."""
 
 from __future__ import annotations
 

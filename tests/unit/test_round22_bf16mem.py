@@ -1,4 +1,4 @@
-"""DeepSpeed's BF16_Optimizer in the memory model (docs/calibration.md, "Round 22: BF16_Optimizer's memory").
+"""DeepSpeed's BF16_Optimizer in the memory model (docs/calibration/round-22.md, "Round 22: BF16_Optimizer's memory").
 
 Per parameter of a rank, from deepspeed/runtime/bf16_optimizer.py (2022) and the pipeline engine's
 ``_exec_backward_pass`` (``clear_lp_grads()`` before the backward, ``update_hp_grads(clear_lp_grads=False)`` after):

@@ -1,5 +1,5 @@
-"""Round 22 (issue 15): the A100 Megatron/DeepSpeed rows simulated fast (docs/calibration.md "Round 22: the A100
-Megatron/DeepSpeed rows simulated fast").
+"""Round 22 (issue 15): the A100 Megatron/DeepSpeed rows simulated fast (docs/calibration/round-22.md "Round 22: the
+A100 Megatron/DeepSpeed rows simulated fast").
 
 1. Megatron's fused scale-mask-softmax, as its source gates it, runs for every bundled scenario with unfused
    attention, so the one fused softmax pass ``workload.ops.attention_core`` charges is what those runs executed (the

@@ -1,5 +1,5 @@
 """Round 22: the device-side terms of the held-out Mixtral rows' MoE layer against closed forms and independent
-published measurements (docs/calibration.md, "Round 22: Mixtral simulated slow"). Nothing here is fitted to a
+published measurements (docs/calibration/round-22.md, "Round 22: Mixtral simulated slow"). Nothing here is fitted to a
 held-out row; the rows are built as the step plan builds them (``plan.busiest_moe_block``) and only their ops are
 timed (no simulation).
 

@@ -1,6 +1,6 @@
 """Round 22 (issue 15): Nemotron-4 15B's data-parallel rings as Megatron-Core of early 2024 cuts them and NCCL 2.19
-prices them, and the report's batch ramp against the scenarios (docs/calibration.md, "Round 22: Nemotron-4 15B's
-data-parallel growth").
+prices them, and the report's batch ramp against the scenarios (docs/calibration/round-22.md, "Round 22: Nemotron-4
+15B's data-parallel growth").
 
 - Buckets: Megatron-Core's GradBuffer (megatron/core/distributed/grad_buffer.py, NVIDIA/Megatron-LM a8a5512) walks
   the parameters in reverse registration order and closes a bucket as soon as it holds at least ``bucket_size``

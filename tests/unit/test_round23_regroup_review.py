@@ -5,7 +5,7 @@ regroup (the fallback), sets revisited from the cache, component solves evicted 
 the whole-set cache cleared at its bounds (sets, routes held), and forgetting (``_prune``) followed by a route id
 reused for other links. And end to end: a flow network that regroups gives the same completions, link bytes, busy
 times and window bytes, to the last bit, as one that groups every set from scratch (within one process: route ids
-order the sums, docs/calibration.md "Round 23: review of the incremental regrouping").
+order the sums, docs/calibration/round-23.md "Round 23: review of the incremental regrouping").
 
 Independent truth: two routes are in one component when they share a link, directly or through other routes of the
 set (a breadth-first search over the raw link sets; no link classes, no caches), ordered by their first route.

@@ -1,5 +1,5 @@
 """Round 24: DeepSpeed's BF16_Optimizer all-reduces its fp32 gradients in bf16 (parallel/deepspeed_pipeline.py,
-``BF16_OPTIMIZER_COMM_DTYPE``; docs/calibration.md "Round 24: DeepSpeed's pipeline rows simulated fast").
+``BF16_OPTIMIZER_COMM_DTYPE``; docs/calibration/round-24.md "Round 24: DeepSpeed's pipeline rows simulated fast").
 
 Source: deepspeed/runtime/engine.py of 2022, ``allreduce_bucket`` casts the flat gradient to
 ``communication_data_type`` (bf16 by default for a bf16 run at ZeRO stage 0 in the versions of 2022, from

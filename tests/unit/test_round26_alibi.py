@@ -1,5 +1,5 @@
 """Round 26: ALiBi as BLOOM's Megatron-DeepSpeed runs it under unfused attention (``model.position: alibi``;
-workload/ops.py ``score_output_bytes``, ``alibi_bias_ops``; docs/calibration.md "Round 26: DeepSpeed's
+workload/ops.py ``score_output_bytes``, ``alibi_bias_ops``; docs/calibration/round-26.md "Round 26: DeepSpeed's
 Megatron-DeepSpeed rows simulated fast").
 
 Source: bigscience-workshop/Megatron-DeepSpeed megatron/model/transformer.py (stored at 4989bcde),

@@ -1,6 +1,6 @@
 """When Megatron-Core dispatches an interleaved stage's parameter gathers, per release (engine/data_parallel.py
-``GatherDuringForward``, ``interleaved_param_gather``; docs/calibration.md "Round 26: Megatron-Core's vocabulary
-padding, interleaved parameter gathers and gradient zeroing").
+``GatherDuringForward``, ``interleaved_param_gather``; docs/calibration/round-26.md "Round 26: Megatron-Core's
+vocabulary padding, interleaved parameter gathers and gradient zeroing").
 
 Sources (the released megatron-core wheels, read file by file):
 - 0.9.0 pipeline_parallel/schedules.py l. 685-688: ``param_sync_func[0]`` and ``[1]`` before the first forward;
@@ -13,8 +13,8 @@ Sources (the released megatron-core wheels, read file by file):
 
 The model is small and its gathers cross NVLink (dp 2 inside a node), so each gather ends long before the next is
 dispatched: a gather's start is its dispatch instant, which the tests compute by hand from the schedule. Four virtual
-stages (review, docs/calibration.md "Round 26: review of the interleaved parameter gathers"): with three, chunk 2 was
-the only one after the first two, and a trigger blind to the chunk (forward pp - pp_rank) passed.
+stages (review, docs/calibration/round-26.md "Round 26: review of the interleaved parameter gathers"): with three, chunk
+2 was the only one after the first two, and a trigger blind to the chunk (forward pp - pp_rank) passed.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Round 26's variants of the Nemotron-4 15B rows (scripts/dp_ring_scaling.py ``--angles``; docs/calibration.md,
-"Round 26: Nemotron-4 15B's data-parallel time, five more angles"): each variant changes the keys it names and no
-other, against the bundled scenario read here; an unknown variant is refused rather than run as the bundled row."""
+"""Round 26's variants of the Nemotron-4 15B rows (scripts/dp_ring_scaling.py ``--angles``;
+docs/calibration/round-26.md, "Round 26: Nemotron-4 15B's data-parallel time, five more angles"): each variant changes
+the keys it names and no other, against the bundled scenario read here; an unknown variant is refused rather than run as
+the bundled row."""
 
 from __future__ import annotations
 

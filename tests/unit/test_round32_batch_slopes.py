@@ -1,5 +1,6 @@
 """Round 32: the DeepSpeed pipeline rows' published steps split into a slot per microbatch and a once-a-step part
-(scripts/batch_slopes.py; docs/calibration.md "Round 32: the DeepSpeed pipeline rows split into slot and step").
+(scripts/batch_slopes.py; docs/calibration/round-32.md "Round 32: the DeepSpeed pipeline rows split into slot and
+step").
 
 Independent truths: the 1F1B closed form T = (m + pp - 1) t + d (a synthetic line is recovered exactly, and the
 engine's own steps of one layout at four global batches lie on a line); the source's second column (each prequel

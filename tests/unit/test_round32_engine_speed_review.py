@@ -1,6 +1,6 @@
-"""Review of round 32's engine speed change (docs/calibration.md, "Round 32: review of the engine speed change"):
-a collective of one kind of group routes its pairs once (the route set its latencies are read from is the one the
-network model then finds), several kinds keep the latency-only pass; the route caches are caches (evicting every
+"""Review of round 32's engine speed change (docs/calibration/round-32.md, "Round 32: review of the engine speed
+change"): a collective of one kind of group routes its pairs once (the route set its latencies are read from is the one
+the network model then finds), several kinds keep the latency-only pass; the route caches are caches (evicting every
 entry moves no step time, no event, and link figures by float rounding only); group members by strides are the
 groups their coordinates define for every axis set the engine asks; the bottleneck tier by class codes is the one
 the per-link class names give, own classes and ties included."""

@@ -1,5 +1,5 @@
-"""Round 35's review of the robustness changes (docs/calibration.md, "Round 35: review of the robustness changes").
-Each case failed on main before it:
+"""Round 35's review of the robustness changes (docs/calibration/round-35.md, "Round 35: review of the robustness
+changes"). Each case failed on main before it:
 
 - ``cluster.topology_options`` was checked when the fabric was built: ``run`` printed the scenario's notes first,
   and a scenario read without a fabric (``config.from_dict``) took a bad option; the scenario validator

@@ -1,5 +1,5 @@
-"""Round 35: the commands attacked again (docs/calibration.md, "Round 35: the commands attacked again"). Each case
-failed before its fix:
+"""Round 35: the commands attacked again (docs/calibration/round-35.md, "Round 35: the commands attacked again"). Each
+case failed before its fix:
 
 - a script's option taking a value given twice (``fit_host_overheads.py --structure gap --structure fill``) ran
   the last one unsaid: ``script_entry.Parser`` refuses the second;

@@ -1,6 +1,6 @@
 """spec/stack.py: the software stack family read from a scenario's config, on one bundled scenario per stack (the
-framework each one's source ran: docs/calibration.md "Round 22: what the held-out error tracks"), the config key that
-decides it (a scenario's name plays no part), and scripts/error_features.py using the same rule (no twin)."""
+framework each one's source ran: docs/calibration/round-22.md "Round 22: what the held-out error tracks"), the config
+key that decides it (a scenario's name plays no part), and scripts/error_features.py using the same rule (no twin)."""
 
 import pytest
 from scripts_loader import load_script
@@ -35,8 +35,8 @@ def test_error_features_uses_the_package_rule():
 
 
 # The stack each publication's runs used, by the prefix the bundled scenario names carry (the source's framework,
-# docs/calibration.md "Round 22: what the held-out error tracks"): an independent check of the config rule, which
-# never reads the name. Sources whose runs span stacks (NVIDIA's pages across TE 1 and 2) are left out.
+# docs/calibration/round-22.md "Round 22: what the held-out error tracks"): an independent check of the config rule,
+# which never reads the name. Sources whose runs span stacks (NVIDIA's pages across TE 1 and 2) are left out.
 SOURCE_STACK = {"bigscience": "deepspeed-pipeline", "smith2022": "deepspeed-pipeline", "dao2023": "flash-attn-gpt",
                 "mpt": "llm-foundry-fsdp", "torchtitan": "torchtitan", "narayanan2021": "megatron-lm-2021",
                 "megatronlm": "megatron-lm-2021", "korthikanti2022": "megatron-lm-2022-23", "nemo2407": "mcore-te1",

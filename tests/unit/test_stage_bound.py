@@ -1,6 +1,6 @@
 """A pipeline whose last rank is heavier (the output layer and loss of a large vocabulary on the last stage, as in
 NVIDIA's Llama 3 70B recipes on 64 H100: 80 layers over 8 x 5 chunks, 2 a chunk) against closed forms (round 27,
-docs/calibration.md "Round 27: the pipelined 70B recipes' last stage"; ``scripts/stage_bound.py``).
+docs/calibration/round-27.md "Round 27: the pipelined 70B recipes' last stage"; ``scripts/stage_bound.py``).
 
 Dependency bound: rank b's first block is a forward of chunk b, after the forwards of chunks 0 .. b - 1 of that
 microbatch; its last is a backward of chunk b, before the backwards of chunks b - 1 .. 0. So no schedule runs a

@@ -1,7 +1,7 @@
 """The collapsed run's merge key holds the pipeline stage (``engine.merge.SameLabelAndSize`` bound to the layout,
 round 34): replicas of one stage merge, other stages' equal-size transfers stay apart. Truth: the expanded reference
 (one agent per GPU, every call its own class) of the MLPerf v3.1 GPT-3 175B row's recipe on 128 GPUs, measured in
-round 34 (docs/calibration.md, "Round 34: the expanded run at 10,752 GPUs": ``merge=NO_MERGE`` and
+round 34 (docs/calibration/round-34.md, "Round 34: the expanded run at 10,752 GPUs": ``merge=NO_MERGE`` and
 ``engine.run_expanded`` agree to the last digit). The collapse by (label, size) alone held the stages' data-parallel
 rings back on the NICs one stage shares with a pipeline send and was slow by 2.68 ms."""
 

@@ -1,5 +1,5 @@
-"""scripts/step_shares.py: the partition of a simulated step into its parts (docs/calibration.md "Round 30: what the
-held-out error tracks, by the parts of the step").
+"""scripts/step_shares.py: the partition of a simulated step into its parts (docs/calibration/round-30.md "Round 30:
+what the held-out error tracks, by the parts of the step").
 
 On the conftest's small 16-GPU scenario (tp 2, pp 2, dp 4) and its one-stage twin:
 

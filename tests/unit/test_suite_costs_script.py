@@ -1,7 +1,7 @@
-"""scripts/suite_costs.py, the maker of tests/suite_costs.json (round 28, docs/calibration.md "Round 28: the suite's
-cost table by script"): a test's CPU seconds land in its work unit as tests/suite_order.py names it (one sum for the
-tests of an ``xdist_group``), a busy loop of known CPU time is recorded as at least that, a unit ``-k`` cut is left as
-it was, and the table keeps what was not run, replaces what was and drops what fell under the threshold."""
+"""scripts/suite_costs.py, the maker of tests/suite_costs.json (round 28, docs/calibration/round-28.md "Round 28: the
+suite's cost table by script"): a test's CPU seconds land in its work unit as tests/suite_order.py names it (one sum for
+the tests of an ``xdist_group``), a busy loop of known CPU time is recorded as at least that, a unit ``-k`` cut is left
+as it was, and the table keeps what was not run, replaces what was and drops what fell under the threshold."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Megatron-Core's [s, b, h, d] queries, keys and values copied to flash-attn's [b, s, h, d] and back around TE's
-FlashAttention backend (workload/te_flash_layout.py; docs/calibration.md, "Round 27" and its review). Independent
-truth, counted here by hand from source: with ``apply_rope_fusion`` on (Megatron-LM's default) Megatron-Core's
-``TEDotProductAttention`` passes bshd and runs ``transpose(0, 1).contiguous()`` on each of q, k, v itself, nothing
-backward; with sbhd TE's ``FlashAttention.forward`` runs ``_PrepareQKVForFA`` (``tex.fa_prepare_fwd`` /
+FlashAttention backend (workload/te_flash_layout.py; docs/calibration/round-27.md, "Round 27" and its review).
+Independent truth, counted here by hand from source: with ``apply_rope_fusion`` on (Megatron-LM's default)
+Megatron-Core's ``TEDotProductAttention`` passes bshd and runs ``transpose(0, 1).contiguous()`` on each of q, k, v
+itself, nothing backward; with sbhd TE's ``FlashAttention.forward`` runs ``_PrepareQKVForFA`` (``tex.fa_prepare_fwd`` /
 ``fa_prepare_bwd``) over the interleaved q, k, v at head dim 128, else one transpose copy per tensor; the output's
 transpose back is a copy only when b > 1; and TE's backend choice (FlashAttention on Ampere, cuDNN's fused attention
 preferred on Hopper)."""
@@ -147,8 +147,8 @@ def test_learned_positions_copy_views_not_the_reshaped_query():
 def test_the_copies_cost_what_their_bytes_do():
     """Closed form: each of the three 50 MB copies at the A100 80GB's HBM rate plus the stream's gap a kernel (about
     29 + 17 us at round 34's fitted gap); at 4096 tokens the three are 0.9% of the model's 4B layer (1.1% at round
-    27's 28 us gap; docs/calibration.md, "Round 27: review of the A100 layout copies, the new held-out rows and the
-    MoE load")."""
+    27's 28 us gap; docs/calibration/round-27.md, "Round 27: review of the A100 layout copies, the new held-out rows and
+    the MoE load")."""
     scenario = config.load("vocabpar2024-1f1b-4b-8-a100-s4096-v32k")
     gpu = scenario.cluster.gpu
     copies = layout_ops(scenario.name)["forward"]

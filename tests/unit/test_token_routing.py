@@ -126,8 +126,8 @@ def test_distinct_nodes_and_gpus_match_a_monte_carlo_count(experts, top_k, nodes
 
 
 def test_qwen3_on_four_nodes_reaches_2_72_other_nodes_not_6_copies():
-    """docs/calibration.md, "Issue 15: MoE on Hopper": 3 x (1 - C(96,8)/C(128,8)) = 2.72 off-node, against the
-    6 of 8 copies a per-expert all-to-all sends off-node."""
+    """docs/calibration/rounds-1-9.md, "Issue 15: MoE on Hopper": 3 x (1 - C(96,8)/C(128,8)) = 2.72 off-node, against
+    the 6 of 8 copies a per-expert all-to-all sends off-node."""
     routing = TokenRouting(128, 8)
     assert 3 * routing.node_hit(4) == pytest.approx(2.7218, abs=1e-4)
     network_bytes, _ = hierarchical_alltoall_bytes(4, 8, 8.0, routing)  # S = 8 bytes: one byte a copy

@@ -1,7 +1,7 @@
 """The A100's tensor-core clock in training (efficiency.yaml clock_ratio, A100 entries), held to two measurements.
 
-No SM clock reading of an A100 SXM (400 W) in training was found (docs/calibration.md, "Issue 15: the A100 clock").
-What is measured:
+No SM clock reading of an A100 SXM (400 W) in training was found (docs/calibration/rounds-1-9.md, "Issue 15: the A100
+clock"). What is measured:
 
 - One 8192^3 half-precision cuBLAS GEMM run back to back on an A100 SXM: 257-258 TFLOP/s with randn inputs, 295
   TFLOP/s with zeros (H. He, "Strangely, Matrix Multiplications on GPUs Run Faster When Given 'Predictable' Data!",

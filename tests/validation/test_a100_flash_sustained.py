@@ -9,7 +9,7 @@ head dim 128, 32 heads (hidden 4096), 16k tokens a call, causal forward: 143.70 
 
 What the model computes: the forward kernel of ``ops.attention_core`` at its roofline in training (``sustained``:
 clock_ratio x ceiling_ratio x sustained_share) plus the benchmark's launch overhead; the burst rate is the same
-without the sustained factors. docs/calibration.md "Round 33: the A100 80GB fast bias, kernel by kernel at the
+without the sustained factors. docs/calibration/round-33.md "Round 33: the A100 80GB fast bias, kernel by kernel at the
 FlashAttention-2 rows".
 """
 

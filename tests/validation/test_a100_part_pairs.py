@@ -1,5 +1,5 @@
-"""The A100 80GB against the A100 40GB on one stack (docs/calibration.md, "Round 28: the A100 80GB rows against the
-A100 40GB, part or stack").
+"""The A100 80GB against the A100 40GB on one stack (docs/calibration/round-28.md, "Round 28: the A100 80GB rows against
+the A100 40GB, part or stack").
 
 Independent truth: llm-foundry's own benchmark tables (mosaicml/llm-foundry scripts/train/benchmarking/README.md,
 "A100 80GB ..." and "A100 40GB with 1600 Gbps node-node interconnect (RoCE)"), the same MPT code on 8 GPUs of each

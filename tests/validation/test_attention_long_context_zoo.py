@@ -20,7 +20,7 @@ Asserted, the model in a short benchmark (``sustained=False``: no power-capped c
 the forward within 0 .. +5% of the ring composed from the FlashAttention-3 paper's H100 cuDNN (measured +2.4% ..
 +4.1%); the backward within 3% of the 2024 csv's ring (measured -2.0% .. -0.5%); both 10-18% below cuDNN 9.19's
 ring (measured 12-17%: the release gap of round 28, kept because the zoo states no container and its Megatron-Core
-0.14 maps to NeMo 25.09's cuDNN 9.11). docs/calibration.md, "Round 35: fused attention at long sequence".
+0.14 maps to NeMo 25.09's cuDNN 9.11). docs/calibration/round-35.md, "Round 35: fused attention at long sequence".
 """
 
 import pytest

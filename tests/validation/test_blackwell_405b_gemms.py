@@ -1,5 +1,5 @@
-"""The Llama 3.1 405B layer's FP8 GEMMs on B200 against the measured maximum sustained matmul rate (docs/calibration.md,
-"Round 28: the Blackwell Llama 3.1 405B rows, what is not under-charged").
+"""The Llama 3.1 405B layer's FP8 GEMMs on B200 against the measured maximum sustained matmul rate
+(docs/calibration/round-28.md, "Round 28: the Blackwell Llama 3.1 405B rows, what is not under-charged").
 
 The held-out Blackwell 405B rows are simulated 10-13% fast. One way they could be: GEMMs of the 405B's deep shapes
 (k up to 26,624) modelled above what a B200 sustains at its power cap. S. Bekman's mamf-finder MSMF is the best

@@ -1,6 +1,6 @@
 """The Blackwell entries of data/hardware.yaml against their datasheets and device readings, the sustained clocks
 of efficiency.yaml against each part's maximum clock, and NCCL over a whole NVL72 NVLink domain against a published
-nccl-tests run (docs/calibration.md, "Round 18: Blackwell hardware figures, clocks and the NVL72 fabric").
+nccl-tests run (docs/calibration/round-18.md, "Round 18: Blackwell hardware figures, clocks and the NVL72 fabric").
 
 Independent truths:
 - Dense peaks per GPU are the system datasheets' sparse figures halved: HGX B200 and HGX B300 per 8 GPUs FP8 72,
@@ -154,7 +154,7 @@ def test_nvls_busbw_is_flat_above_the_measured_group_and_link_bound_below():
 
 @pytest.mark.xfail(strict=True, reason="all-to-all over 64 GPUs of an NVL72 rack: the model keeps the 4-GPU ring "
                    "efficiency (679 GB/s busbw) where the rack measures 623 GB/s (-8%); collectives' owner "
-                   "(docs/calibration.md, Round 18)")
+                   "(docs/calibration/round-18.md, Round 18)")
 @pytest.mark.parametrize("size,busbw", NVL72_ALLTOALL_64)
 def test_nvl72_domain_alltoall_is_the_rack_measurement(size, busbw):
     assert _run("alltoall", "gb200", 64, size).busbw_bytes_per_s == pytest.approx(busbw, rel=0.05)

@@ -1,4 +1,5 @@
-"""Blackwell fp8 GEMMs and MXFP8's quantize kernel against published measurements (docs/calibration.md, "Round 17").
+"""Blackwell fp8 GEMMs and MXFP8's quantize kernel against published measurements (docs/calibration/round-17.md, "Round
+17").
 
 Sources (all short benchmarks: the model at the benchmark clock, ``sustained=False``):
 - Transformer Engine's GEMM benchmark (benchmarks/gemm/benchmark_gemm.py; docs/examples/gemm_profiling/

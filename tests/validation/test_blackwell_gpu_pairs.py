@@ -1,4 +1,4 @@
-"""Blackwell GPU against GPU (docs/calibration.md, "Round 19: Blackwell GPU against GPU").
+"""Blackwell GPU against GPU (docs/calibration/round-19.md, "Round 19: Blackwell GPU against GPU").
 
 Independent truths:
 - A GB200 device reading (pytorch/pytorch#172523, 2026: torch.cuda's GPULimits on a GB200 system, from
@@ -23,7 +23,7 @@ Independent truths:
   SMs, HBM, the exponential unit, GB200's measured fp8 GEMM rate at its cap): within 4.5% (3% until round 33;
   GB200's sustained GEMM ceiling, efficiency.yaml sustained_gemm_ceiling_tflops, moved the simulated ratio from
   1.057, +0.8%, to 1.090 against 1.048, +3.9%: GB300 has no such reading; a GB300 ceiling carried from GB200's by
-  the cube law, 3061 TFLOP/s, would give 1.058, not applied: docs/calibration.md "Round 33: review of the GB200
+  the cube law, 3061 TFLOP/s, would give 1.058, not applied: docs/calibration/round-33.md "Round 33: review of the GB200
   sustained GEMM ceiling"). A regression, stated, not hidden. Fails if the GB300 clock or tensor rate is
   raised by the ~12% the 8B and 405B GB300 rows would ask for. A regression guard only: a sourced per-GPU input (a
   clock or bandwidth reading) that moves the ratio outside its margin is reported with this test's new margin, never

@@ -1,5 +1,5 @@
 """The Blackwell clocks against the power each part may draw, and the published chip-to-chip ratios against the same
-bound (docs/calibration.md, "Round 21: Blackwell B200 / GB200 / GB300 on the same recipes").
+bound (docs/calibration/round-21.md, "Round 21: Blackwell B200 / GB200 / GB300 on the same recipes").
 
 Independent truths:
 - CMOS dynamic power P = C V^2 f per SM, with the supply voltage never falling as the clock rises (DVFS tables are
@@ -21,8 +21,8 @@ model's clock and at 1.1x it: T = C / k + N). A regression guard of a negative f
 GB200 ratio asks for more clock than the dynamic power allows at any n >= 1 (GB300 at its locked maximum), the B200
 / GB200 ratio for GB200 no faster than B200 per SM, and the two together for a clock that gains per watt nine times
 faster above 1200 W than below it (twenty before round 33's GB200 GEMM ceiling). No per-part clock meets both; the
-8B triple's presets differ in CUDA graphs and micro batch (docs/calibration.md, "Round 19: Blackwell GPU against
-GPU"). Should a sourced change to the non-clock terms or the scenarios bring a pair inside the bound, this test
+8B triple's presets differ in CUDA graphs and micro batch (docs/calibration/round-19.md, "Round 19: Blackwell GPU
+against GPU"). Should a sourced change to the non-clock terms or the scenarios bring a pair inside the bound, this test
 fails and the finding is revisited.
 """
 

@@ -1,4 +1,4 @@
-"""Blackwell GEMMs and attention under load against published measurements (docs/calibration.md, "Round 23:
+"""Blackwell GEMMs and attention under load against published measurements (docs/calibration/round-23.md, "Round 23:
 Blackwell GEMMs and clocks against published measurements"; the table and its sources: scripts/blackwell_kernels.py;
 the input they pin: efficiency.yaml sustained_share).
 

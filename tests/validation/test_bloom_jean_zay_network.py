@@ -17,7 +17,7 @@ The benchmark's own groups (all 8 GPUs of a node in one 32-rank ring; 4 GPUs of 
 the model misses: its ring sends one channel per GPU through that GPU's NIC (NCCL 2.12+ PXN rails,
 ``collectives.algorithms.ring_transfers``), so an m-GPU-per-node ring gets m half-ports, 162 / 81 Gb/s, where NCCL
 2.10 sent both channels through ONE port (``[send] via NET/IB/3``, ``[receive] via NET/IB/1``): 4x / 2x the
-measurement. Strict xfail until ports shared by GPUs and rings without PXN are modelled (docs/calibration.md,
+measurement. Strict xfail until ports shared by GPUs and rings without PXN are modelled (docs/calibration/round-24.md,
 "Round 24: NIC ports shared by concurrent rings").
 """
 

@@ -15,8 +15,8 @@
    cuDNN releases at 8k and 16k, and
    its dependence on the key length that of cuDNN 9.19's unmasked kernel (the shape the ring's steps run) to 1.5%.
 2. Transformer Engine's p2p ring (``AttnFuncWithCP`` / ``AttnFuncWithCPAndKVP2P``, TE 1.x, read in
-   docs/calibration.md "Round 8" and "Round 20"): causal load balancing in 2 cp chunks, rank r holding chunks r and
-   2cp-1-r; step 0 causal over the rank's own keys, step i > 0 non-causal on the whole query block over half a
+   docs/calibration/rounds-1-9.md "Round 8" and "Round 20"): causal load balancing in 2 cp chunks, rank r holding chunks
+   r and 2cp-1-r; step 0 causal over the rank's own keys, step i > 0 non-causal on the whole query block over half a
    key block (i <= r) or on the query block's second half over the whole key block (i > r). Enumerated here rank by
    rank and step by step and timed with the model's curve at each step kernel's key length; the model's one kernel
    (``kernels.ring_key_length``: s / (2cp - 1) keys) must take the slowest rank's time, and the executed work must

@@ -1,5 +1,5 @@
 """The host time the model charges each expert GEMM of a grouped GEMM against the measured cost of the cuBLASLt call
-sequence Transformer Engine runs for it (docs/calibration.md, "Round 30: host work per cuBLASLt GEMM call in
+sequence Transformer Engine runs for it (docs/calibration/round-30.md, "Round 30: host work per cuBLASLt GEMM call in
 Transformer Engine").
 
 What Transformer Engine does per expert, from source: ``multi_stream_cublas_gemm`` (TE 2.x,

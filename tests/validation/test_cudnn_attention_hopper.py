@@ -19,8 +19,8 @@ What the model gives (the kernel in a short benchmark, ``test_flash2_hopper.benc
 mask, forward -10% .. +4% and backward +2% .. +4% of cuDNN from 2k to 16k (tolerance 11%); shorter sequences are off
 by more (-26% forward, +20% backward at 512) and are not asserted. With the causal mask: until round 28 the model
 ran causal attention at the unmasked kernel's efficiency on half the tiles and was 14-15% faster than cuDNN's causal
-forward at 2k-16k. Round 28 (docs/calibration.md, "Round 28: cuDNN's causal attention on Hopper") multiplies the
-Hopper curve by cuDNN 2024's own causal loss per executed FLOP, forward and backward (efficiency.yaml
+forward at 2k-16k. Round 28 (docs/calibration/round-28.md, "Round 28: cuDNN's causal attention on Hopper") multiplies
+the Hopper curve by cuDNN 2024's own causal loss per executed FLOP, forward and backward (efficiency.yaml
 attention.causal_loss, fitted on cudnn-frontend's 2024 benchmark csv and this figure's ratios;
 test_cudnn_causal_hopper.py): the causal forward is now -4.3%, +1.6%, +3.9% of cuDNN's at 4k, 8k, 16k (tolerance
 6%); at 2k -11.9%, the unmasked curve's own -10% there (not asserted).

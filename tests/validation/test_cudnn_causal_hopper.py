@@ -20,8 +20,8 @@ kernel's):
 Asserted: the fitted form within 3% of every measured 2024 ratio from 2k (fit: 2.9% forward, 1.6% backward); the
 model's causal kernel in a short benchmark within 5% of the csv's causal backward at 4k-64k (measured -2.4% ..
 +1.1%); cuDNN 9.19's causal loss smaller than the 2024 form's at 4k-16k (the release moved: runs whose container
-shipped 9.19 or later take its kernel, the rest 2024's, docs/calibration.md "Round 28: cuDNN's causal attention on
-Hopper" and "Round 28: the attention kernel by the container's cuDNN release"); no other kernel or GPU takes the
+shipped 9.19 or later take its kernel, the rest 2024's, docs/calibration/round-28.md "Round 28: cuDNN's causal attention
+on Hopper" and "Round 28: the attention kernel by the container's cuDNN release"); no other kernel or GPU takes the
 share; the share is taken once per executed FLOP (the model's causal over unmasked TFLOP/s, both counted as the csv
 counts them, is the csv's ratio) and the newest measured release at or before the container's is picked (review,
 "Round 28: review of the causal attention kernel").
@@ -164,7 +164,7 @@ def test_bundled_rows_run_their_containers_cudnn(name, cudnn):
     assert shard_for(scenario).cudnn_release == cudnn
 
 
-# Round 28 review (docs/calibration.md "Round 28: review of the causal attention kernel")
+# Round 28 review (docs/calibration/round-28.md "Round 28: review of the causal attention kernel")
 @pytest.mark.parametrize("seq", CSV_SEQS)
 def test_causal_loss_is_taken_once_per_executed_flop(seq):
     """The model's causal kernel over its unmasked kernel, both in TFLOP/s counted as the csv counts them (the causal

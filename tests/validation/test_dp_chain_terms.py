@@ -1,5 +1,5 @@
-"""What grows with the data-parallel size in Nemotron-4 15B's batch ramp (docs/calibration.md, "Round 30: what grows
-with the data-parallel size"; ``scripts/dp_ring_scaling.py --terms``).
+"""What grows with the data-parallel size in Nemotron-4 15B's batch ramp (docs/calibration/round-30.md, "Round 30: what
+grows with the data-parallel size"; ``scripts/dp_ring_scaling.py --terms``).
 
 Table 2 of the report (arXiv 2402.16819) ramps the batch with DP (384 / 768 / 1,152 on DP 96 / 192 / 288), four
 sequences a replica at every stage, so the per-GPU work is fixed and only the rings widen. Each data-parallel group has

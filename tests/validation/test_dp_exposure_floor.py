@@ -1,7 +1,8 @@
 """What a data-parallel step exposes at one GPU per node: the chains at the NIC's rate against the compute they overlap.
 
 Megatron-Core's distributed optimizer with overlapped gradient reduce-scatter and parameter all-gather (core_r0.5 to
-r0.8, NeMo's Apex DistributedFusedAdam alike; docs/calibration.md, round 16, and "Round 18: data-parallel scaling"):
+r0.8, NeMo's Apex DistributedFusedAdam alike; docs/calibration/round-16.md, round 16, and "Round 18: data-parallel
+scaling"):
 - the all-gathers of the bf16 parameters run back to back on one communicator from the step's start (the first one
   dispatched in ``zero_grad``, each next one from the forward pre-hook that waits for the previous one), and only
   the first microbatch's forward waits for them;
@@ -105,7 +106,7 @@ def test_simple_rings_expose_the_closed_form_chains_only(name, ranks, buckets):
     exposed data-parallel time is the closed-form chains of the buckets with zero-latency rings, within at most one
     unhidden step (base + L + c) per collective, and above the zero-latency floor. (The bundled row's 40M-element
     buckets, 160-200 MB, are not all on Simple at 96 ranks: it exposes 32 ms more than its zero-latency chains, so it
-    is not a case of this test; docs/calibration.md "Round 23".)"""
+    is not a case of this test; docs/calibration/round-23.md "Round 23".)"""
     result = _run(name, rule_buckets=True)
     forward_s, backward_s, reduced = _windows(result.events)
     assert reduced == buckets

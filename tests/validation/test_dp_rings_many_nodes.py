@@ -1,6 +1,6 @@
 """Data-parallel rings of one GPU per node over many nodes: chosen by the run's NCCL, paid at what the hardware does.
 
-Sources (docs/calibration.md, "Round 17: data-parallel rings over many nodes"; data/nccl.yaml `protocols`):
+Sources (docs/calibration/round-17.md, "Round 17: data-parallel rings over many nodes"; data/nccl.yaml `protocols`):
 - CHOICE, NCCL 2.18-2.21 (the NCCL of the 2024 NeMo/Megatron containers): tuning.cc ncclTopoTuneModel prices a
   ring of fewer than 2 GPUs per node on LL128 at 0.7 of busBw ("apply some bw discount") with the Ring row's
   4.0 us a network step; Simple at 1.0 and 14 us (tests/unit/test_nccl_one_gpu_per_node_choice.py has the closed

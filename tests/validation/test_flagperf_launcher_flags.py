@@ -1,6 +1,6 @@
 """FlagPerf's Llama 3 Megatron-Core 0.6 rows (held out, source flagperf_mcore06_h100) run what FlagPerf's own files
-state (docs/calibration.md, "Round 27: what FlagPerf's Llama 3 runs ran"). The truth here is transcribed from those
-files, not from the scenarios:
+state (docs/calibration/round-27.md, "Round 27: what FlagPerf's Llama 3 runs ran"). The truth here is transcribed from
+those files, not from the scenarios:
 
 - the launchers, training/benchmarks/llama3_{8B,70B}/megatron/pretrain_llama3.sh (FlagOpen/FlagPerf at 8f45ae0a for
   the 8B's model arguments, b67b4389 and adb02a53 for the 70B's): MODEL_ARGS, TRAINING_ARGS and VENDOR_ARGS;
@@ -34,7 +34,7 @@ LAUNCHER_MODEL = {
 SEQ_LENGTH = 8192  # --seq-length 8192 --max-position-embeddings 8192
 # FlagPerf's Llama3Tokenizer (training/benchmarks/llama3_8B/megatron/tokenizer.py at 8f45ae0a, and the later
 # tokenizer.patch): vocab_size = the HF tokenizer's vocab_size + extra_vocab_size 256; Llama 3's HF tokenizer counts
-# 128,000 without its 256 added special tokens (docs/calibration.md "Round 28: FlagPerf's Llama 3 8B rows")
+# 128,000 without its 256 added special tokens (docs/calibration/round-28.md "Round 28: FlagPerf's Llama 3 8B rows")
 HF_TOKENIZER_VOCAB, EXTRA_VOCAB = 128_000, 256
 TOKENIZER_VOCAB = HF_TOKENIZER_VOCAB + EXTRA_VOCAB
 MAKE_VOCAB_DIVISIBLE_BY = 128  # Megatron-LM's --make-vocab-size-divisible-by default, times tp

@@ -1,5 +1,5 @@
-"""The sustained clock of FP8 against BF16 tensor-core kernels, per GPU family (docs/calibration.md, "Round 17: the
-FP8 clock"). One clock_ratio per GPU serves both precisions; these tests pin the measurements that decide it.
+"""The sustained clock of FP8 against BF16 tensor-core kernels, per GPU family (docs/calibration/round-17.md, "Round 17:
+the FP8 clock"). One clock_ratio per GPU serves both precisions; these tests pin the measurements that decide it.
 
 - Hopper: the 0.80 anchor is an FP8 reading (deepseek-ai/DeepGEMM#120: DeepGEMM's fp8 GEMMs overlapped with
   communication on an H800, 1980 -> 1575 MHz), and the fp8 ceiling is a boost-clock figure (DeepGEMM's bench_kineto

@@ -1,6 +1,6 @@
 """FP8 current scaling (Transformer Engine 2.x ``Float8CurrentScaling``, Megatron-Bridge "FP8-CS") against what
-the framework runs and what NVIDIA published for it (docs/calibration.md, "Round 29: FP8 current scaling's cost,
-kernel by kernel against Transformer Engine 2.x").
+the framework runs and what NVIDIA published for it (docs/calibration/round-29.md, "Round 29: FP8 current scaling's
+cost, kernel by kernel against Transformer Engine 2.x").
 
 What TE 2.x runs per quantized GEMM operand (read in NVIDIA/TransformerEngine's stored quantizer.cpp,
 ``Float8CurrentScalingQuantizer::quantize_impl``, the releases of 2025-26 alike, and normalization.cpp

@@ -1,5 +1,5 @@
 """Hopper FP8 GEMMs at the dense NeMo FP8 recipes' exact per-GPU shapes, against the nearest published measurements
-(round 27: docs/calibration.md "Round 27: Hopper FP8 GEMMs at the dense recipes' shapes").
+(round 27: docs/calibration/round-27.md "Round 27: Hopper FP8 GEMMs at the dense recipes' shapes").
 
 The pipelined Llama 3 70B FP8 recipes on 64 H100 (tp 4, M = 8192 tokens a microbatch) simulate slow while the 405B
 (tp 8, cp 2, M = 4096) and GPT-3 175B (tp 4, M = 2048) FP8 rows scatter around zero, and "Round 27: the pipelined

@@ -1,5 +1,5 @@
 """The FP8/BF16 GEMM speed ratio at the training shapes of the two NeMo BF16/FP8 pairs, against Hopper measurements
-grouped by reduction depth (issue 15, round 17: docs/calibration.md "Round 17: FP8 and BF16 GEMMs at training
+grouped by reduction depth (issue 15, round 17: docs/calibration/round-17.md "Round 17: FP8 and BF16 GEMMs at training
 shapes").
 
 The Llama 3 8B pair (8 H100, tp 1, cp 2: 4096 tokens a rank) runs M = 4096 GEMMs of reduction depth K = 4096
@@ -31,7 +31,7 @@ Depth bands: shallow K <= 2048 (the 175B's wgrads), the 8B's K = 4096-7168, deep
 dgrad). Per band, median measured / model per precision; their quotient is how far the model's fp8/bf16 ratio is off
 in that band. Asserted: every band within 5% (the pair target: BF16 and FP8 of a model within 5 points) and the
 8B band within 3% of the deep band. Closing the Llama 3 8B pair through the GEMMs would need the 8B's fp8 GEMMs
-about 11% slower and not GPT-3's (docs/calibration.md "Round 15 (issue 15): the Llama 3 8B BF16/FP8 pair"): the
+about 11% slower and not GPT-3's (docs/calibration/round-15.md "Round 15 (issue 15): the Llama 3 8B BF16/FP8 pair"): the
 measurements do not show it (bands: shallow 1.015, 8B 0.988, deep 0.999; 8B over deep 0.989). The band test fails if
 fp8's per-tile overhead were DeepGEMM-like (650 fp8 elements: shallow 1.23, 8B 1.06) or counted as bf16's element
 count (128: shallow 0.945), if the split accumulator's slowdown were dropped (8B 0.866) or 1.3 (deep 1.126); the

@@ -6,8 +6,8 @@ it compares MI350 against): rowwise 34.84 us, columnwise 39.61 us, both 52.34 us
 bf16 read, one fp8 byte and 1/32 scale byte per copy written; the kernel swizzles no scales) as one HBM-bound kernel
 of the model, a short benchmark (full clock, launch overhead). The model is a lower bound everywhere and 5-21% fast
 (both copies: 43.3 us against 52.34, the kernel at 0.68 of the 7.7 TB/s datasheet where the model gives every
-elementwise kernel 0.9): documented in docs/calibration.md (Round 9). Round 17 applies the measured rate to MXFP8
-runs' quantize (``Op.block_scaled``, efficiency.yaml gemm.mxfp8_quantize_bandwidth_fraction,
+elementwise kernel 0.9): documented in docs/calibration/rounds-1-9.md (Round 9). Round 17 applies the measured rate to
+MXFP8 runs' quantize (``Op.block_scaled``, efficiency.yaml gemm.mxfp8_quantize_bandwidth_fraction,
 test_blackwell_fp8_gemms.py); this file checks the generic, unmarked op.
 """
 

@@ -26,7 +26,7 @@ of which would raise the simulated FP8 gain: the float8 FSDP all-gather (the mod
 about 2.8% of the float8 step at batch 1), torch.compile's fusion of the abs-max and cast into neighbouring kernels.
 
 Tolerance: the simulated speedup lies within [0.92, 1.02] of the measured one for both bracket ends. The upper
-bound is the finding kept as a guard (docs/calibration.md, "Round 21: the FP8-over-BF16 speedup at 8B against
+bound is the finding kept as a guard (docs/calibration/round-21.md, "Round 21: the FP8-over-BF16 speedup at 8B against
 independent measurements"): a change that makes the model's FP8 gain at 8B larger than FP8 training measured fails
 here. It is a coarse guard: the model sits 3.5-6% below the measurements, so it fails only at a grossly
 over-generous fp8 GEMM (checked: no split-accumulator slowdown together with an fp8 ceiling 10% higher gives

@@ -1,15 +1,15 @@
 """The FP8-only work of a NeMo 24.07 step at hidden 4096 is the same per token in the Llama 3 8B and the Llama 2 7B
 FP8 rows, so no FP8 term can close the Llama 3 8B BF16/FP8 pair without moving the 7B row at least as far (issue 15,
-round 24: docs/calibration.md "Round 24: the FP8 step at 8B").
+round 24: docs/calibration/round-24.md "Round 24: the FP8 step at 8B").
 
 Both rows come from one page and one container (NeMo 24.07: Transformer Engine 1.8, Megatron-Core 0.8) and run
 tp 1 without sequence parallelism, 4,096 tokens a rank (the 8B sequence 8192 over cp 2, the 7B sequence 4096),
 micro batch 1, delayed scaling, no fp8 parameters, one amax group of all 8 GPUs of the node (the 8B's cp 2 x dp 4,
 the 7B's dp 8: ``get_amax_reduction_group(with_context_parallel=True)``). What TE 1.8 runs beyond the GEMMs, by hand
 from its source (transformer_engine/pytorch/module/linear.py, layernorm_linear.py, base.py ``get_fp8_workspace`` and
-``grad_output_preprocess``, fp8.py ``reduce_and_update_fp8_tensors``; docs/calibration.md round 13 and round 18):
-per layer and microbatch the projection's and fc2's inputs cast-transposed (2 read + 1 + 1 written), the four output
-gradients cast-transposed (4 bytes), the two norm outputs transposed for the weight gradients (1 + 1), the norms
+``grad_output_preprocess``, fp8.py ``reduce_and_update_fp8_tensors``; docs/calibration/rounds-10-14.md round 13 and
+round 18): per layer and microbatch the projection's and fc2's inputs cast-transposed (2 read + 1 + 1 written), the four
+output gradients cast-transposed (4 bytes), the two norm outputs transposed for the weight gradients (1 + 1), the norms
 writing fp8 themselves (no cast kernel); per chunk, microbatch and direction one amax region (``torch.cat``, one
 all-reduce, ``fused_amax_and_scale_update_after_reduction``); once a step each weight's cast-transpose on the first
 microbatch (``update_workspace = is_first_microbatch is None or is_first_microbatch``; the skip flag is a tensor only

@@ -1,5 +1,6 @@
 """GB200's fp8 GEMMs at its power cap, against one GPU held there by Azure's benchmark, and against H200 on the same
-benchmark (docs/calibration.md, "Round 33: the GB200's GEMMs at its power cap, against H200 on the same benchmark").
+benchmark (docs/calibration/round-33.md, "Round 33: the GB200's GEMMs at its power cap, against H200 on the same
+benchmark").
 
 Azure/AI-benchmarking-guide runs superbench's ``cublaslt_gemm`` (``Benchmarks/NVIDIA/GEMMCublasLt.py``: one process,
 one GPU, fp8 e4m3, random inputs, 10,000 warm-up and 1,000 timed calls a shape) on ND GB200 v6 (NVIDIA GB200 185GB,

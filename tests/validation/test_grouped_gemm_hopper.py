@@ -2,7 +2,7 @@
 
 The model times a grouped expert GEMM as one GEMM of ``batch`` = local experts whose output tiles pack across the
 experts (``kernels.gemm_efficiency``; workload/moe.py). The one H100 bf16 measurement with stated shapes and timing
-found (docs/calibration.md, "Round 18: grouped expert GEMMs at small rows per expert, measured"):
+found (docs/calibration/round-18.md, "Round 18: grouped expert GEMMs at small rows per expert, measured"):
 
 - pytorch/ao#2490 (2025), ``bench_grouped_mm.py``, ``torch._grouped_mm`` (a CUTLASS SM90 grouped kernel) on H100,
   16 experts, 8,192 rows split jagged (mean 512), bf16: K 5,120 / N 8,192 in 1.31 ms; K 8,192 / N 5,120 in 1.26 ms.
@@ -15,9 +15,9 @@ holds is the state: the batched-tile model is a LOWER bound of the measured grou
 fails if the model drops further below the measurement, or rises past it without a measurement of the kernel the
 rows ran.
 
-Round 30 (docs/calibration.md "Round 30: expert GEMM device time at small rows per expert") adds cuBLAS alone at the
-rows an expert GEMM has (vllm-project/vllm#23280, H100, 256 and 512 rows) and bounds what the expert GEMMs' device
-time can add per call against the launch-heavy MoE rows' unpriced ~27-31 us a call.
+Round 30 (docs/calibration/round-30.md "Round 30: expert GEMM device time at small rows per expert") adds cuBLAS alone
+at the rows an expert GEMM has (vllm-project/vllm#23280, H100, 256 and 512 rows) and bounds what the expert GEMMs'
+device time can add per call against the launch-heavy MoE rows' unpriced ~27-31 us a call.
 """
 
 import dataclasses
@@ -53,7 +53,7 @@ def test_per_expert_gemms_alone_are_no_faster_than_batched():
         assert alone <= batched
 
 
-# Round 30 (docs/calibration.md "Round 30: expert GEMM device time at small rows per expert"): the launch-heavy
+# Round 30 (docs/calibration/round-30.md "Round 30: expert GEMM device time at small rows per expert"): the launch-heavy
 # MoE held-out rows leave about 27-31 us per expert GEMM call unpriced ("Round 30: the eager MoE layer's host time
 # per layer, from published step times"; published step times, scored, not fitted). The lower end is the bound here.
 RESIDUAL_PER_CALL_S = 27e-6

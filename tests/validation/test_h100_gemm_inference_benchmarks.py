@@ -1,6 +1,6 @@
 """H100 GEMMs from inference-engine and cloud kernel benchmarks, at the mid-size N of the slow H100 rows and at the
-sustained clock (issue 15; docs/calibration.md "Round 30: H100 GEMMs at the slow rows' shapes, measured against the
-model").
+sustained clock (issue 15; docs/calibration/round-30.md "Round 30: H100 GEMMs at the slow rows' shapes, measured against
+the model").
 
 The slow H100 rows run per-rank GEMMs of mid-size N at M = 4096-8192 tokens (Llama 2/3 70B at tp 4: QKV N 2560,
 proj K 2048; hidden-6144 models at tp 4/8: N or K 1536-6144). Inference engines benchmark the same GEMMs with

@@ -2,9 +2,9 @@
 
 efficiency.yaml ``clock_ratio`` for ``h200-sxm`` (0.80, 1584 of 1980 MHz) is the Hopper value read on an H800
 (deepseek-ai/DeepGEMM#120: fp8 GEMMs beside communication at 1575 MHz), not on an H200. No clock reading of an H200
-GEMM stream at duty 1 was found (docs/calibration.md, "Round 27: the H200's clock under its power cap"). What was
-found is S. Bekman's mamf-finder v4 on H200 SXM (stas00/ml-engineering, compute/accelerator/benchmarks/README.md "How
-MAMF and MSMF are defined" and "The K walk", and compute/accelerator/README.md's MAMF/MSMF table): 1536x2816 GEMMs,
+GEMM stream at duty 1 was found (docs/calibration/round-27.md, "Round 27: the H200's clock under its power cap"). What
+was found is S. Bekman's mamf-finder v4 on H200 SXM (stas00/ml-engineering, compute/accelerator/benchmarks/README.md
+"How MAMF and MSMF are defined" and "The K walk", and compute/accelerator/README.md's MAMF/MSMF table): 1536x2816 GEMMs,
 each after a 256 MiB L2-flush memset, timed with their clock and power:
 
 - bf16 K = 4096: 722 TFLOP/s at the 1980 MHz ceiling, the board below its 700 W cap;

@@ -2,8 +2,8 @@
 
 The model runs an HBM-bound kernel at ``hbm_bandwidth x kernels.hbm_fraction(gpu)``. Here a 1 GiB copy (read once,
 written once) as the model runs it is held to published measurements of copy-like streams on the same part, read and
-write bytes counted, arrays far larger than the L2 (docs/calibration.md, "Round 27: achievable HBM bandwidth per
-GPU"; each figure's source is beside it):
+write bytes counted, arrays far larger than the L2 (docs/calibration/round-27.md, "Round 27: achievable HBM bandwidth
+per GPU"; each figure's source is beside it):
 
 - A100 SXM4 40GB (1.555 TB/s): cudaMemcpy device to device, 0.5 GiB, 1,220.7 GiB/s = 1.311 TB/s (pc2/GPUInspector.jl
   docs/src/devices/a100_sxm2.md @83ce4ac, DGX-A100 at PC2); the JuliaCon23 GPU workshop's measured memcopy 1.355

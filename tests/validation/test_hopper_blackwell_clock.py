@@ -1,9 +1,9 @@
 """The Hopper and Blackwell clocks under the power cap (efficiency.yaml clock_ratio), held to clock-validated GEMMs.
 
-The question (docs/calibration.md, "Issue 15: the Hopper and Blackwell clocks"): ``clock_ratio`` 0.80 multiplies a
-GEMM model whose ceilings come from measured GEMM throughputs. If those were the power-capped speed, 0.80 would count
-the cap twice (as it would on A100: test_a100_clock.py). One benchmark measures both regimes on the same node and
-reads the clock behind each: S. Bekman's mamf-finder.py, benchmark version 4 (stas00/ml-engineering,
+The question (docs/calibration/rounds-1-9.md, "Issue 15: the Hopper and Blackwell clocks"): ``clock_ratio`` 0.80
+multiplies a GEMM model whose ceilings come from measured GEMM throughputs. If those were the power-capped speed, 0.80
+would count the cap twice (as it would on A100: test_a100_clock.py). One benchmark measures both regimes on the same
+node and reads the clock behind each: S. Bekman's mamf-finder.py, benchmark version 4 (stas00/ml-engineering,
 compute/accelerator/README.md, "Maximum Achievable and Sustainable Matmul FLOPS comparison table", bf16 and
 float8_e4m3fn torch.mm, torch 2.14.0+cu130, every other GPU of the node running a continuous matmul meanwhile):
 

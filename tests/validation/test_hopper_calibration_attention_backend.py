@@ -1,6 +1,6 @@
 """Which attention kernel each Hopper calibration series ran, and that the model charges that kernel (round 29).
 
-docs/calibration.md, "Round 29: which attention kernel the Hopper calibration rows ran".
+docs/calibration/round-29.md, "Round 29: which attention kernel the Hopper calibration rows ran".
 
 Transformer Engine's backend choice, as its ``get_attention_backend`` makes it (transformer_engine/pytorch/
 attention.py, the stored TE 1.x copy of about 1.11; TE 1.2's release notes for the Hopper preference before that):

@@ -1,10 +1,10 @@
 """Llama 3 8B FP8 on 8 H100 as NVIDIA's later stack ran it, against the model: the bound an FP8 charge at 8B must keep.
 
 Issue 15's Llama 3 8B pair (`nemo2409-llama31-8b-8-h100-bf16` -4.7%, calibration; `nemo2407-llama3-8b-8-h100-fp8`
-+5.2%, held out) asks for an FP8 cost the 24.07 run paid and the model does not charge (docs/calibration.md, "Round 29:
-the Llama 3 8B BF16/FP8 pair against its FP8 sibling, per microbatch"). NVIDIA published the same model, GPU count,
-global batch and sequence on a later stack: the 25.11 page's DGX-H100 row LLAMA3_8B, 8 GPUs, FP8-CS, GBS 128, MBS 1,
-sequence 8192, FSDP 1, TP 1, PP 1, CP 1, GA 16: 14,451 tokens/s per GPU, a 9.070 s step (NVIDIA-NeMo/Megatron-Bridge
++5.2%, held out) asks for an FP8 cost the 24.07 run paid and the model does not charge (docs/calibration/round-29.md,
+"Round 29: the Llama 3 8B BF16/FP8 pair against its FP8 sibling, per microbatch"). NVIDIA published the same model, GPU
+count, global batch and sequence on a later stack: the 25.11 page's DGX-H100 row LLAMA3_8B, 8 GPUs, FP8-CS, GBS 128, MBS
+1, sequence 8192, FSDP 1, TP 1, PP 1, CP 1, GA 16: 14,451 tokens/s per GPU, a 9.070 s step (NVIDIA-NeMo/Megatron-Bridge
 docs/performance-summary.md, "25.11 NeMo Container", System: DGX-H100; stored copy pufanyi/Megatron-Bridge at 21a2ced8;
 the 25.09 section's row, precision not stated, 14,079). It is no validation row: round 27 left it out because its
 stored preset recomputes 5 of the 32 layers (full, block method: `recompute_num_layers` 5), which

@@ -1,5 +1,5 @@
-"""What a cost the two Llama 3 8B rows share can do to their pair (issue 15, round 25: docs/calibration.md "Round 25:
-the Llama 3 8B pair outside FP8").
+"""What a cost the two Llama 3 8B rows share can do to their pair (issue 15, round 25: docs/calibration/round-25.md
+"Round 25: the Llama 3 8B pair outside FP8").
 
 The pair is ``nemo2409-llama31-8b-8-h100-bf16`` (calibration: dgxc-benchmarking's NeMo 24.09 recipe) against
 ``nemo2407-llama3-8b-8-h100-fp8`` (held out: NeMo 24.07's launcher); the issue asks their errors within 5 points.

@@ -12,14 +12,14 @@ yaml's ``optimizer: name: decoupled_adamw``, weight decay 0 (mpt-1b.yaml): Compo
 (``optimizer: decoupled_adamw``, workload/composer_adamw.py), which also turns on Composer's training metrics after
 every microbatch (workload/composer_train_metrics.py); the gradients reduce-scattered in bf16 (Composer's
 ``get_mixed_precision`` DEFAULT sets no ``reduce_dtype`` before composer#2628, so FSDP1 reduces in the bf16
-parameter dtype; docs/calibration.md round 17); eager PyTorch's backward (``layer_backward: eager``).
+parameter dtype; docs/calibration/round-17.md round 17); eager PyTorch's backward (``layer_backward: eager``).
 
 The time per token is a straight line in the sequence (test_triton_attention_hopper.py): its slope is attention's
 time (12 x layers x d_model x s counted FLOP a token), its intercept everything else of the step per token (the
 GEMMs, norms, GELU, embedding, output layer and loss, FSDP's gathers and reductions beside them, the optimizer, the
 training metrics). Here the whole simulator runs each row (flow network, the table's layout) and the same least
 squares is taken over the simulated and the published times, so each part of the model is held to its own
-measurement (figures re-taken in docs/calibration.md, "Round 24: review of Composer's training metrics"):
+measurement (figures re-taken in docs/calibration/round-24.md, "Round 24: review of Composer's training metrics"):
 
 - intercept: simulated / measured = 0.943 on H100, 0.945 on A100. Of that, the eager backward's kernels
   (workload/eager_backward.py: autograd's bias reductions and LayerNorm weight passes, the Triton FlashAttention
@@ -97,7 +97,7 @@ def test_attention_matches_the_h100_sweeps_slope_end_to_end(fits):
 
 
 @pytest.mark.xfail(strict=True, reason="A100 line of attention.flash_triton 1.7x slower than these rows' kernel "
-                                       "(docs/calibration.md, Round 7)")
+                                       "(docs/calibration/rounds-1-9.md, Round 7)")
 def test_attention_matches_the_a100_sweeps_slope_end_to_end(fits):
     simulated, measured = fits["a100-80gb-sxm"]
     assert simulated[0] == pytest.approx(measured[0], rel=SLOPE_TOLERANCE)

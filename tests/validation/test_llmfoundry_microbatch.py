@@ -13,9 +13,9 @@ simcluster/data/validation.yaml, whose llm-foundry rows are the sequence-2,048 r
 The same simulator that puts the held-out MPT-13B H100 rows at micro batch 2 10-18% fast puts the 13B on the same
 GPUs at 10-40 sequences a microbatch within 3%, and reproduces the A100 7B at micro batch 4-6 within 2%: the compute
 per token is right. What it misses grows as the microbatch shrinks at a fixed model (7B on A100: +9.7% at micro
-batch 1, -0.5% at 6), i.e. a cost per microbatch that scales with what FSDP moves per microbatch (docs/calibration.md,
-"Round 18: llm-foundry's per-microbatch FSDP cost"). The measured gain from micro batch 1 to 6 (1.40x) is a strict
-expected failure (simulated 1.27x), so a model change that supplies the missing cost flips it.
+batch 1, -0.5% at 6), i.e. a cost per microbatch that scales with what FSDP moves per microbatch
+(docs/calibration/round-18.md, "Round 18: llm-foundry's per-microbatch FSDP cost"). The measured gain from micro batch 1
+to 6 (1.40x) is a strict expected failure (simulated 1.27x), so a model change that supplies the missing cost flips it.
 """
 
 import pytest
@@ -59,7 +59,7 @@ def test_large_microbatch_rows_match(row):
 
 
 @pytest.mark.xfail(strict=True, reason="FSDP's per-microbatch cost is under-modelled (simulated 1.27x, measured "
-                                       "1.40x); docs/calibration.md, round 18")
+                                       "1.40x); docs/calibration/round-18.md, round 18")
 def test_gain_from_micro_batch_1_to_6_matches_the_a100_sweep():
     simulated = {mb: _tokens_per_gpu_s("mpt-7b", 2048, mb, 2, "none", "a100-80gb-sxm") for mb in (1, 6)}
     assert simulated[6] / simulated[1] == pytest.approx(A100_SWEEP[6] / A100_SWEEP[1], rel=TOLERANCE)

@@ -74,8 +74,8 @@ def test_simulated_data_parallel_cost_against_the_readme(size):
         assert 0.95 * _exposed_all_reduce_bound_s(size) <= cost <= loss
 
 
-# The step outside the model, as 2020's Megatron-LM ran it (docs/calibration.md, "Issue 15: Megatron-LM's 2020-2021
-# fp16 step outside the model"). Bytes per parameter, read + write, counted here by hand from the source:
+# The step outside the model, as 2020's Megatron-LM ran it (docs/calibration/rounds-1-9.md, "Issue 15: Megatron-LM's
+# 2020-2021 fp16 step outside the model"). Bytes per parameter, read + write, counted here by hand from the source:
 # megatron/fp16/fp16.py FP16_Optimizer.zero_grad (fp32 master and fp16 model gradients zeroed: 4 + 2),
 # loss_scaler.py _has_inf_or_nan (x.float().sum(): read 2, write 4, read 4), mpu/grads.py clip_grad_norm (norm of
 # the fp32 master gradients: 4), apex FusedAdam (read weight, gradient, two moments, write weight, two moments:

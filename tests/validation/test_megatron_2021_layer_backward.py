@@ -87,8 +87,8 @@ def test_the_sc21_7_5b_layer_adds_its_qkv_bias_by_a_forward_kernel_of_its_own():
 def test_the_2021_kernels_stay_with_the_2021_layer(name, bias_add):
     """MPT (PyTorch 2.x: a contiguous 3-D input flattened into addmm, the bias in cuBLASLt's epilogue; ATen's one
     dgamma/dbeta kernel) launches neither the add nor apex's finalize. Korthikanti et al. 2022's rows run
-    ``layer_backward: fused`` (Megatron-LM 2022's mixed state, docs/calibration.md round 15): no apex finalize, but
-    their forward adds the QKV bias after the GEMM (``qkv_bias_add: separate``, tests/unit/test_qkv_bias_add.py)."""
+    ``layer_backward: fused`` (Megatron-LM 2022's mixed state, docs/calibration/round-15.md round 15): no apex finalize,
+    but their forward adds the QKV bias after the GEMM (``qkv_bias_add: separate``, tests/unit/test_qkv_bias_add.py)."""
     scenario = config.load(name)
     layer = ops.layer_ops(scenario.model, ops.shard_for(scenario))
     names = {op.name for phase in layer.values() for op in phase}

@@ -1,9 +1,9 @@
 """The MLPerf Training GPT-3 row is what its result logs measured, on the layout they state.
 
 Source: Azure + NVIDIA's closed-division MLPerf Training v3.1 GPT-3 175B submission on 1,344 ND H100 v5 (below).
-Rounds 31-34 also held NVIDIA's v4.0 (512 H100) and v4.1 (256 H100) Eos rows here; docs/calibration.md "Round 34: one
-admission rule for the MLPerf rows" removed them (rule (M5): v4.0's VBOOST is set by a MINIBS conditional the run
-changed; rule (M4): both rows' config_fp8.sh came from v3.1's folder, another round).
+Rounds 31-34 also held NVIDIA's v4.0 (512 H100) and v4.1 (256 H100) Eos rows here; docs/calibration/round-34.md "Round
+34: one admission rule for the MLPerf rows" removed them (rule (M5): v4.0's VBOOST is set by a MINIBS conditional the
+run changed; rule (M4): both rows' config_fp8.sh came from v3.1's folder, another round).
 Each log times evaluation intervals ("blocks") with MLLOG `block_start` / `block_stop` (milliseconds since the epoch);
 every block carries the same `epoch_count` in tokens, and each log ends with `trained_samples` in tokens.
 """

@@ -3,12 +3,12 @@
 Source: NVIDIA's closed-division submissions on Tyche (tyche_ngpu256 / tyche_ngpu512), read in the copy
 prishajain1/training_results_v5.0 @ 0fdc28f0: NVIDIA/results/*_ngc25.04_nemo/llama31_405b/result_0.txt .. result_2.txt
 (IBM + CoreWeave + NVIDIA's five Carina rows, held here in round 33 with their memory checks, were removed by
-docs/calibration.md "Round 34: one admission rule for the MLPerf rows", rule (M4)), configurations in
+docs/calibration/round-34.md "Round 34: one admission rule for the MLPerf rows", rule (M4)), configurations in
 */benchmarks/llama31_405b/implementations/*_ngc25.04_nemo/config_GB200_*.sh. Each log writes one MLLOG
 ``tracked_stats`` line per training step (``time_ms``, a ``step`` metadata in samples). Each log was read at its last
 stored page (16,000 characters), where the last evaluation block does not fit: from the page's first whole step line
 to the last step line before the final evaluation (rule (a'''')). Copied here: the span's first and last samples and
-the two ``time_ms`` (the Carina rows' whole-block spans and summary lines went with them). docs/calibration.md
+the two ``time_ms`` (the Carina rows' whole-block spans and summary lines went with them). docs/calibration/round-33.md
 "Round 33: MLPerf Training v5.0's Llama 3.1 405B on GB200 NVL72 (NVIDIA Tyche)" and "Round 33: review of the MLPerf
 v5.0 Llama 3.1 405B GB200 NVL72 rows" (the whole intervals, the memory figure's stage and warmup, the callbacks file
 each log names).

@@ -9,7 +9,7 @@ MLLOG ``tracked_stats`` line per training step (``time_ms``, a ``step`` metadata
 ``block_start`` / ``block_stop`` around every evaluation interval. Each log was read at its last block (the one that
 ends in ``run_stop``; the stored text's last pages), copied here: the block's first and last samples, its
 ``block_start``, its last step line, its ``block_stop`` and the block summary line's ``train_step_time``.
-docs/calibration.md "Round 33: MLPerf Training v5.0's Llama 3.1 405B on Nebius's H200 InfiniBand clusters"; the
+docs/calibration/round-33.md "Round 33: MLPerf Training v5.0's Llama 3.1 405B on Nebius's H200 InfiniBand clusters"; the
 review (the logging rank's memory, the kept slow steps): "Round 33: review of the MLPerf v5.0 Llama 3.1 405B rows".
 """
 
@@ -208,7 +208,7 @@ def test_without_the_stalls_the_logs_agree_as_the_others_do():
     (median 14.2645 s; the row, 14.6086 s, is 2.4% above it), 2,432 GPUs 12.7470, 12.7381, 12.9088 s (median 12.7470
     s; the row, 13.2620 s, is 4.0% above): the logs then agree within 0.1% and 1.4%, where with the slow steps they
     spread 4.2% and 3.2%. Not applied to the rows (their rule was committed before the first simulation): the lead's
-    choice, docs/calibration.md "Round 33: review of the MLPerf v5.0 Llama 3.1 405B rows"."""
+    choice, docs/calibration/round-33.md "Round 33: review of the MLPerf v5.0 Llama 3.1 405B rows"."""
     expected = {"mlperf50-llama31-405b-2048-h100-fp8": (14.2645, 0.001),
                 "mlperf50-llama31-405b-2432-h100-fp8": (12.7470, 0.014)}
     for scenario, (median, spread) in expected.items():

@@ -7,15 +7,15 @@ graph), admitted by round 34's review of the GB300 rows,
 Supermicro/results/AS-8126GS-NB3RT/llama31_8b/ result_1..10.txt and
 Dell/results/1xXE9780x8B300-SXM-270GB/llama31_8b/ result_0..9.txt.
 The ngc25.09 logs write one MLLOG ``tracked_stats`` step line every 32 steps (LOG_EVERY_N_STEPS 32), with its
-``time_ms`` and a ``samples_count`` in samples. Each log was read at its last evaluation interval (docs/calibration.md
-"Round 34: MLPerf Training v5.1 Llama 3.1 405B and 8B", rule (a''''')): copied here, the interval's ``block_start``
-(the same millisecond as the ``eval_stop`` before it, whose ``samples_count`` is the interval's first sample) and the
-interval's last step line. Where read, the interval's ``block_stop`` and its block summary line
-((block_stop - block_start) / steps, mlperf_common) are copied too, as a check on the copied times. Where the last
-interval holds the run's one garbage collection (step 10,000, GC_TRAIN 10000; docs/calibration.md "Round 34: review of
-the MLPerf v5.1 GB300 rows", the garbage-collection proviso) the span starts at its first step line after it.
-NVIDIA's Theia GB300 rows (72 and 512 GPUs) and Lambda's gb300_n18 row, first held here, were removed by
-docs/calibration.md "Round 34: one admission rule for the MLPerf rows" (rules (M4) and (M5)).
+``time_ms`` and a ``samples_count`` in samples. Each log was read at its last evaluation interval
+(docs/calibration/round-34.md "Round 34: MLPerf Training v5.1 Llama 3.1 405B and 8B", rule (a''''')): copied here, the
+interval's ``block_start`` (the same millisecond as the ``eval_stop`` before it, whose ``samples_count`` is the
+interval's first sample) and the interval's last step line. Where read, the interval's ``block_stop`` and its block
+summary line ((block_stop - block_start) / steps, mlperf_common) are copied too, as a check on the copied times. Where
+the last interval holds the run's one garbage collection (step 10,000, GC_TRAIN 10000; docs/calibration/round-34.md
+"Round 34: review of the MLPerf v5.1 GB300 rows", the garbage-collection proviso) the span starts at its first step line
+after it. NVIDIA's Theia GB300 rows (72 and 512 GPUs) and Lambda's gb300_n18 row, first held here, were removed by
+docs/calibration/round-34.md "Round 34: one admission rule for the MLPerf rows" (rules (M4) and (M5)).
 """
 
 import statistics
@@ -194,6 +194,6 @@ def test_the_graph_is_worth_under_one_percent_at_sixteen_thousand_tokens_a_gpu()
     """One recipe, GPU and batch (TP 1, MBS 2, 8 B300, two 8,192-token sequences a GPU) on two submitters' nodes:
     Dell's replays the full-iteration CUDA graph, Supermicro's config turns it off; Dell's step is 0.3-0.5% shorter,
     the ten runs of each within 0.3% of one another: what the graph buys at this size is under the runs' spread (the
-    model charges both eager; docs/calibration.md "Round 34: review of the MLPerf v5.1 GB300 rows")."""
+    model charges both eager; docs/calibration/round-34.md "Round 34: review of the MLPerf v5.1 GB300 rows")."""
     smc, dell = (HELD_OUT[s.scenario]["step_time_s"] for s in SUBMISSIONS[0:2])
     assert 0.995 < dell / smc < 0.997

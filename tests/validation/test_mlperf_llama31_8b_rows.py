@@ -8,7 +8,7 @@ Each log writes one MLLOG `tracked_stats` line per training step with its `time_
 a `step` metadata in samples (64 a step). Each log was read at one place, the stored text from character 500,000 (one
 16,000-character page); copied here: the first and last whole step line of that page, (samples, time_ms) each.
 
-Review (round 32, docs/calibration.md "Round 32: review of the MLPerf v5.1 Llama 3.1 8B rows"): the evaluation
+Review (round 32, docs/calibration/round-32.md "Round 32: review of the MLPerf v5.1 Llama 3.1 8B rows"): the evaluation
 pauses are read from the logs, not from custom.yaml's default. ``eval_start`` / ``eval_stop`` lines sit every 342 steps
 on hpf_n8 (samples 65,664, 87,552, 109,440, ..., 196,992, 218,880 in result_3) and every 192 steps on hpf_n16 (86,016,
 98,304, ..., 208,896, 221,184 in result_0): hpf_n8's launch set an interval the stored files do not (custom.yaml's
@@ -195,7 +195,8 @@ def test_the_forward_scales_from_tp_1_to_tp_2_as_the_logged_validation_steps_do(
     TP communication of the plan) must fall by the same ratio within 10% (it is 0.582; with three times the modelled
     TP communication 0.689, with none 0.529, both outside): an evaluation forward skips the saved activations and the
     transposed fp8 copies and carries a step's host and data work, so only the ratio compares. (The TP 2 row's excess
-    is therefore not in its forward: docs/calibration.md "Round 32: review of the MLPerf v5.1 Llama 3.1 8B rows".)"""
+    is therefore not in its forward: docs/calibration/round-32.md "Round 32: review of the MLPerf v5.1 Llama 3.1 8B
+    rows".)"""
     assert len(VALIDATION_N8) == len(VALIDATION_N16) == 45
     logged = statistics.median(VALIDATION_N16) / statistics.median(VALIDATION_N8)
     forward = {}

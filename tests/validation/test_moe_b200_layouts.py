@@ -1,5 +1,5 @@
 """The NeMo 25.11 MoE rows on B200 against the presets they ran, and the layout / GPU split of their ratio to the
-NVL72 twins (docs/calibration.md, "Round 19: MoE on B200 against NVL72").
+NVL72 twins (docs/calibration/round-19.md, "Round 19: MoE on B200 against NVL72").
 
 Independent truths:
 - Megatron-Bridge's B200 presets (scripts/performance/configs/deepseek/deepseek_v3_llm_pretrain.py and

@@ -88,7 +88,7 @@ def test_zoo_overlap_row_step_time_and_tflops_agree_in_the_halved_count():
 
 # Megatron-Core 0.9.0's own Mixtral release runs on H100 (NVIDIA/Megatron-LM tests/functional_tests/test_cases/
 # mixtral/, golden_values_0.9.0.json of mixtral_8x7b_tp1pp4ep8vpp8_release at a040e193 and of
-# mixtral_8x22b_tp2pp8ep8vpp1_release at 7b5b8b44; docs/calibration.md "Round 27"): every fifth step's
+# mixtral_8x22b_tp2pp8ep8vpp1_release at 7b5b8b44; docs/calibration/round-27.md "Round 27"): every fifth step's
 # `iteration-time` (s) and `throughput` (TFLOP/s per GPU, --log-throughput) as logged, GBS 256, sequence 4096,
 # Llama2Tokenizer (vocabulary 32,000). Per run: a checkpoint-load step, an early, a middle and the last sample.
 MCORE09_RELEASE_SAMPLES = {
@@ -117,9 +117,9 @@ def test_mcore_09_release_runs_count_attention_whole(preset, gpus):
     assert PUBLISHED_TFLOPS["mcore-mixtral-8x7b-64-h100"] == (468.0, False)
 
 
-# The held-out rows admitted from those release runs (round 27 inclusion rule, docs/calibration.md "Round 27: dropless
-# MoE on H100, the expert load spread from sources"): the logged (iteration time s, TFLOP/s) pairs of the scored
-# window, steps >= end_step - 100 (320-415 of the 8x7B file, 200-295 of the 8x22B file, same commits as above; no
+# The held-out rows admitted from those release runs (round 27 inclusion rule, docs/calibration/round-27.md "Round 27:
+# dropless MoE on H100, the expert load spread from sources"): the logged (iteration time s, TFLOP/s) pairs of the
+# scored window, steps >= end_step - 100 (320-415 of the 8x7B file, 200-295 of the 8x22B file, same commits as above; no
 # sample above twice its run's median of 3.2825 / 6.7949 s).
 MCORE09_RELEASE_WINDOWS = {
     "mcore09-mixtral-8x7b-64-h100": [

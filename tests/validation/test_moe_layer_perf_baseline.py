@@ -1,5 +1,5 @@
 """One MoE layer on 8 H100, forward and backward, against Megatron-Core's own layer performance baseline
-(docs/calibration.md "Round 31: one MoE layer on 8 H100 against Megatron-Core's moe_perf baseline").
+(docs/calibration/round-31.md "Round 31: one MoE layer on 8 H100 against Megatron-Core's moe_perf baseline").
 
 Independent truth: NVIDIA/Megatron-LM @ 32f2c9cfdd167616597fbe628ce9f9d4d64de601,
 ``tests/functional_tests/test_cases/common/moe_perf/baseline.json`` (the figures below, ms) with the cases'
@@ -22,8 +22,8 @@ Tolerance: the model's layer must land within 10% of each measured phase (the is
 benchmark's own spread, std/mean <= 2%, and the same folder's ``baseline_dev.json`` @ 8a7527dd, within 3.0% of these
 on every case, are far inside it), so that a change of the model past the measurement on either side fails. Round
 31 carried the DeepEP DeepSeek forward as a known gap (+19.3%); counting the proxy's group-limited routing (a token
-to at most 4 of the 8 GPUs, not 5.64) closed it (docs/calibration.md "Round 31: DeepEP's rows under group-limited
-routing"), and DeepEP's lead over the all-to-all dispatcher is asserted against its measured size.
+to at most 4 of the 8 GPUs, not 5.64) closed it (docs/calibration/round-31.md "Round 31: DeepEP's rows under
+group-limited routing"), and DeepEP's lead over the all-to-all dispatcher is asserted against its measured size.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """An eager Megatron-Core MoE step on H100 against the same step with the router and EP preprocess in CUDA graphs
-(docs/calibration.md, "Round 30: the eager MoE layer's host time per layer, from published step times").
+(docs/calibration/round-30.md, "Round 30: the eager MoE layer's host time per layer, from published step times").
 
 Independent truth: Megatron-Bridge, skills/mbridge-perf-cuda-graphs/SKILL.md, pitfall 13 (measured 2026-05-18, the
 experiment of NVIDIA-NeMo/Megatron-Bridge PR 3868): Qwen3-30B-A3B pretraining, H100, BF16, the performance
@@ -10,10 +10,10 @@ harness's config variant v1 (scripts/performance/configs/qwen/qwen3_workload_bas
 scoped graphs of ``attn, moe_router, moe_preprocess`` (48 graphable layers, capture ~6.9 s on rank 0): **42.00 s**.
 Graphing the router and preprocess (and attention) did not make that step faster.
 
-The eager run is the held-out row bridge3868-qwen3-30b-a3b-16-h100-bf16 (docs/calibration.md "Round 30: new held-out
-run (Megatron-Bridge PR 3868's eager Qwen3-30B-A3B)"); its scenario states the assumptions (sequence 4096, balanced
-routing, the router fused, no recompute) with their reasons, and both tests here run that scenario. The graphed run is
-not a row: Transformer Engine's attention-scope graphs are not modelled.
+The eager run is the held-out row bridge3868-qwen3-30b-a3b-16-h100-bf16 (docs/calibration/round-30.md "Round 30: new
+held-out run (Megatron-Bridge PR 3868's eager Qwen3-30B-A3B)"); its scenario states the assumptions (sequence 4096,
+balanced routing, the router fused, no recompute) with their reasons, and both tests here run that scenario. The graphed
+run is not a row: Transformer Engine's attention-scope graphs are not modelled.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_eager_step_is_within_tolerance_of_the_published_one():
 
 @pytest.mark.xfail(strict=True, reason="the model charges every eager router/preprocess launch the fitted 25 us "
                                        "device gap, so graphing them saves 6.9% of this step where the measured "
-                                       "change is -1.5%; docs/calibration.md, round 30")
+                                       "change is -1.5%; docs/calibration/round-30.md, round 30")
 def test_graphing_the_router_saves_no_more_than_measured():
     eager, graphed = _step_s(False), _step_s(True)
     assert (eager - graphed) / eager <= GRAPH_SAVING_BOUND

@@ -5,8 +5,8 @@ engine's, on the flow network, with the model's routing and load; a mean over GP
 on the mean over stages at the line-rate floor (``deepep.line_rate_floor_s`` x 4 a MoE layer and microbatch, 6 with
 full recompute: ``scripts/ep_floor.py``), and within 2.5x of it (NCCL's link efficiencies, DeepEP's SM-bound
 intranode rate, the busiest rank's load and the latencies are all the excess there is). Physics of the engine only:
-no published figure enters (docs/calibration.md, "Round 15: the MoE zoo's Qwen3 rows"). The DeepEP rows only: the
-alltoall dispatcher's row (PP 32, 86 s to simulate) is left out; its every-copy floor is
+no published figure enters (docs/calibration/round-15.md, "Round 15: the MoE zoo's Qwen3 rows"). The DeepEP rows only:
+the alltoall dispatcher's row (PP 32, 86 s to simulate) is left out; its every-copy floor is
 ``tests/unit/test_deepep_floor.py::test_every_copy_without_deduplication``.
 """
 

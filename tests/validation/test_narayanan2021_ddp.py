@@ -33,8 +33,8 @@ def test_the_local_ddp_hook_moves_six_bytes_per_parameter_and_microbatch():
     assert grad_accumulation.bytes_per_param(False, "fp16") == 6
 
 
-# Megatron-LM 2021's step outside the model (docs/calibration.md, "Issue 15: Megatron-LM's 2020-2021 fp16 step outside
-# the model"), bytes per parameter counted by hand from megatron/optimizer/optimizer.py
+# Megatron-LM 2021's step outside the model (docs/calibration/rounds-1-9.md, "Issue 15: Megatron-LM's 2020-2021 fp16
+# step outside the model"), bytes per parameter counted by hand from megatron/optimizer/optimizer.py
 # FP16OptimizerWithFP16Params.step: clip_grad_norm_fp32 (multi_tensor_l2norm of the fp32 main gradients: 4), apex
 # FusedAdam (read weight, gradient, two moments: 16; write weight, two moments: 12), _copy_main_params_to_model_params
 # (read fp32 4, write fp16 2). The local DDP's contiguous buffer (megatron/model/distributed.py): zero_grad_buffer

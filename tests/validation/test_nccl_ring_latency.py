@@ -4,8 +4,8 @@ The question: does a multi-node NCCL ring pay its per-step latency (data/nccl.ya
 `nccl.ring_latency_s` once per ring step, never below the fabric's path latency) when each step carries MBs, or do
 the Simple/LL128 protocols' pipelined slices (NCCL_STEPS = 8 FIFO slots per connection) hide it? Measured times
 at 0.5-4 MiB per rank and step match the model with the latency paid; with every per-step latency hidden (software
-and wire) the same rings would run 26-54% faster than measured. docs/calibration.md ("NCCL ring latency at MB-size
-steps") has the numbers.
+and wire) the same rings would run 26-54% faster than measured. docs/calibration/rounds-1-9.md ("NCCL ring latency at
+MB-size steps") has the numbers.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The loss: ``set_workload_base_configs`` ends with ``_set_common_perf_overrides``
 (NVIDIA-NeMo/Megatron-Bridge scripts/performance/utils/overrides.py, commit 00538e26; the older
 utils/helpers.py ``set_common_perf_overrides``, commit 01328424), on the providers' ``cross_entropy_loss_fusion =
 True``: Megatron-Core calls Transformer Engine's ``parallel_cross_entropy`` (``cross_entropy: fused``). Until round
-15 the three Qwen3-235B rows ran Megatron-LM's unfused loss (docs/calibration.md, "Round 15: Blackwell rows").
+15 the three Qwen3-235B rows ran Megatron-LM's unfused loss (docs/calibration/round-15.md, "Round 15: Blackwell rows").
 The set of rows is found by name (every bundled ``nemo2511-*`` scenario on a Blackwell GPU), so a row added later is
 held to the same recipe.
 """
@@ -33,7 +33,7 @@ def test_the_loss_is_transformer_engines_fused_cross_entropy(name):
 # The DGX-H100 rows of the same page go through the same override: qwen3_235b_a22b_pretrain_config_h100 ends with
 # set_workload_base_configs, as the Blackwell builders do (scripts/performance/configs/qwen/qwen3_llm_pretrain.py,
 # stored radixark/Megatron-Bridge @ d063066b). Until round 36 the Qwen3-235B H100 row resolved the framework default,
-# Megatron-Core's own fused loss (docs/calibration.md "Round 36: audit of the NeMo Blackwell and MoE rows").
+# Megatron-Core's own fused loss (docs/calibration/round-36.md "Round 36: audit of the NeMo Blackwell and MoE rows").
 H100_ROWS = sorted(name for name in config.bundled_names()
                    if name.startswith("nemo2511-") and name.rsplit("-", 2)[-2] == "h100")
 

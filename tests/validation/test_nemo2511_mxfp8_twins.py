@@ -2,7 +2,7 @@
 their own: each MXFP8 scenario is its current-scaling twin with only the fp8 recipe changed (the page gives one
 layout per row; Megatron-Bridge's LLAMA31_405B_PRETRAIN_CONFIG_B200_FP8_MX_V1 is the FP8_CS_V1 preset itself), and
 the rows are held out, never calibration. The MXFP8 / current-scaling throughput ratio the model gives is the
-held-out check reported in docs/calibration.md (round 18, "MXFP8 against current scaling"), not asserted here.
+held-out check reported in docs/calibration/round-18.md (round 18, "MXFP8 against current scaling"), not asserted here.
 """
 
 import pytest

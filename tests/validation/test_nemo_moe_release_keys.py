@@ -1,5 +1,5 @@
-"""Two NeMo Qwen3-235B rows run the MoE execution keys of the release their figure comes from (docs/calibration.md,
-"Round 37: audit of the NeMo MoE rows' overlap and dispatcher keys").
+"""Two NeMo Qwen3-235B rows run the MoE execution keys of the release their figure comes from
+(docs/calibration/round-37.md, "Round 37: audit of the NeMo MoE rows' overlap and dispatcher keys").
 
 Independent truths (Megatron-Bridge, read from source):
 - NeMo 25.11 on 64 B200, MXFP8 (page: PP 8, VP 2, EP 8, GBS 1024, 3269 tokens/s = 20.048 s): the B200 preset of the

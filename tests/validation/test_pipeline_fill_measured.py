@@ -1,5 +1,5 @@
-"""The 1F1B pipeline fill as measured (docs/calibration.md, "Round 37: the pipeline bubble against measurements").
-Held-out diagnosis only: nothing here sets a constant.
+"""The 1F1B pipeline fill as measured (docs/calibration/round-37.md, "Round 37: the pipeline bubble against
+measurements"). Held-out diagnosis only: nothing here sets a constant.
 
 Zero Bubble's Table 4 (Qi et al., ICLR 2024, arXiv 2401.10241) prints Megatron-LM's 1F1B throughput at three
 microbatch counts m for each model at one pipeline depth p (pure pipeline parallelism, dp 1). The step is then

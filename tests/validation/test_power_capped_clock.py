@@ -1,6 +1,6 @@
 """The clock of a power-capped GPU without a reading of its own: the cube law on the dynamic power, and what bounds it
-(efficiency.yaml power_capped_clock_source, blackwell_clock_source; docs/calibration.md, "Round 36: the clock of a
-power-capped GPU").
+(efficiency.yaml power_capped_clock_source, blackwell_clock_source; docs/calibration/round-36.md, "Round 36: the clock
+of a power-capped GPU").
 
 Independent truths:
 - CMOS dynamic power P = C V^2 f, with the voltage never falling as the clock rises (monotone DVFS tables; Weste and

@@ -1,7 +1,7 @@
 """The tensor-core clock under the power cap by duty cycle (workload/power_clock.py), held to its closed form and to
 clock- and power-read GEMM loops.
 
-Measurements (docs/calibration.md, "Round 17: the clock under the power cap by duty cycle"):
+Measurements (docs/calibration/round-17.md, "Round 17: the clock under the power cap by duty cycle"):
 
 - DeepGEMM#120 (H800 = H100 silicon and cap): FP8 GEMMs overlapped with communication kernels, a saturated stream
   (duty 1), at 1575 MHz of 1980: efficiency.yaml clock_ratio 0.80. flashinfer#2899: a B200's back-to-back attention
@@ -12,8 +12,8 @@ Measurements (docs/calibration.md, "Round 17: the clock under the power cap by d
   TFLOP/s at 1860-1918 MHz and 685-688 W (low_power_share is derived from this point); K = 20480 727 TFLOP/s; fp8
   K = 10240 1354 TFLOP/s at 1767-1848 MHz, 683-689 W. B200 (1000 W): bf16 3072x18944x4608 1439 TFLOP/s (MSMF).
 - Round 30 (second duty-cycle study): a lone H100 holds 0.84-0.87 of boost on 10 s of back-to-back fp8 GEMMs at its
-  cap (Azure/AI-benchmarking-guide NDv5 cuBLASLt table; docs/calibration.md, round 30's H100 GEMM section), against
-  DeepGEMM#120's 0.80 with communication beside the GEMMs; fp8 tensor time draws more power per clock than bf16
+  cap (Azure/AI-benchmarking-guide NDv5 cuBLASLt table; docs/calibration/round-30.md, round 30's H100 GEMM section),
+  against DeepGEMM#120's 0.80 with communication beside the GEMMs; fp8 tensor time draws more power per clock than bf16
   (efficiency.yaml power_clock_source: tensor_power, comm_power_share, controller_window_ms).
 """
 
@@ -139,7 +139,8 @@ def test_h100_fp8_stream_beside_communication_runs_at_deepgemms_clock():
 
 
 
-# --- the H100's bf16 tensor power (docs/calibration.md, "Round 30: the H100's bf16 tensor power, measured") --------
+# --- the H100's bf16 tensor power (docs/calibration/round-30.md, "Round 30: the H100's bf16 tensor power, measured")
+# --------
 
 # Over idle: HBM-saturating decode on an H200 draws <= 300 W board (Ma et al., arXiv 2605.11999).
 MEMORY_BOUND_MAX_W = 225.0

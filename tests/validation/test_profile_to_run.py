@@ -1,4 +1,4 @@
-"""Round 38: published runs against their own profiled passes (docs/calibration.md, "Round 38: published runs
+"""Round 38: published runs against their own profiled passes (docs/calibration/round-38.md, "Round 38: published runs
 against their own profiles"). A study: nothing here sets a constant.
 
 Zero Bubble (Qi, Wan, Huang and Lin, ICLR 2024, arXiv 2401.10241) publishes, for the same twelve setups, the

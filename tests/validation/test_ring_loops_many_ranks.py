@@ -1,6 +1,6 @@
 """Round 24 (issue 15): what NCCL's device code does with Nemotron-4 15B's data-parallel buckets at 96-288 ranks of
-one GPU per node, and that the simulator charges that chain (docs/calibration.md, "Round 24: all-gathers at many
-data-parallel ranks").
+one GPU per node, and that the simulator charges that chain (docs/calibration/round-24.md, "Round 24: all-gathers at
+many data-parallel ranks").
 
 NCCL 2.18-2.21 source (NVIDIA/nccl; V = read):
 - `src/collectives/device/all_gather.h` runRing (V): the buffer moves in loops of `loopSize = nChannels x chunkSize`

@@ -1,5 +1,5 @@
-"""Round 15's new held-out rows (docs/calibration.md, "Round 15: new held-out runs") against the other figures their
-sources publish, so that a wrong shape, batch or GPU count in a scenario cannot pass unseen:
+"""Round 15's new held-out rows (docs/calibration/round-15.md, "Round 15: new held-out runs") against the other figures
+their sources publish, so that a wrong shape, batch or GPU count in a scenario cannot pass unseen:
 
 - Narayanan et al. 2021 (SC21, arXiv 2104.04473) Table 1 states each model's parameter count (billion, one
   decimal) and the aggregate PFLOP/s over all GPUs beside the per-GPU TFLOP/s; Table 2 states 174.6B for the

@@ -1,5 +1,5 @@
-"""Round 16's held-out rows (docs/calibration.md, "Round 16: new held-out runs") against the other figures their
-source publishes, so that a wrong shape, batch or GPU count in a scenario cannot pass unseen.
+"""Round 16's held-out rows (docs/calibration/round-16.md, "Round 16: new held-out runs") against the other figures
+their source publishes, so that a wrong shape, batch or GPU count in a scenario cannot pass unseen.
 
 Source: mosaicml/llm-foundry, scripts/train/benchmarking/README.md (commit 061f2c7c), table "H100 80GB BF16": each
 row states the GPUs, micro batch, gradient accumulation, global batch, activation checkpointing, tokens/s per GPU
@@ -51,13 +51,13 @@ def test_published_tflops_are_the_tables_tokens_per_second_in_llm_foundrys_count
     assert simulated_count == pytest.approx(flop_per_token * SEQ * t.global_batch_size, rel=0.002)
 
 
-# d_model and n_heads of the yaml llm-foundry's benchmark script loads for each size (round 36, docs/calibration.md
-# "Round 36: MPT-13B against 7B and 30B"): submit_benchmarks.py reads scripts/train/yamls/mpt/<size>.yaml before
-# llm-foundry#543 (@ 12a63191) and scripts/train/yamls/pretrain/mpt-<size>.yaml after. mpt/30b.yaml @ 08875284 and
-# pretrain/mpt-30b.yaml @ 39393a21 and @ fe15f275: 7168 / 56; mpt/70b.yaml @ 47b89d49: 8192 / 64;
-# pretrain/mpt-13b.yaml @ 309f6837: 5120 / 40; pretrain/mpt-7b.yaml @ 15fb4ffa: 4096 / 32; mpt/1b.yaml @ 08875284:
-# 2048 / 16 ("Modified 24->16 so that d_head == 128 to statisfy FlashAttention"). Every size runs heads of 128; the
-# 30B scenarios carried 64 heads of 112 until round 36.
+# d_model and n_heads of the yaml llm-foundry's benchmark script loads for each size (round 36,
+# docs/calibration/round-36.md "Round 36: MPT-13B against 7B and 30B"): submit_benchmarks.py reads
+# scripts/train/yamls/mpt/<size>.yaml before llm-foundry#543 (@ 12a63191) and
+# scripts/train/yamls/pretrain/mpt-<size>.yaml after. mpt/30b.yaml @ 08875284 and pretrain/mpt-30b.yaml @ 39393a21 and @
+# fe15f275: 7168 / 56; mpt/70b.yaml @ 47b89d49: 8192 / 64; pretrain/mpt-13b.yaml @ 309f6837: 5120 / 40;
+# pretrain/mpt-7b.yaml @ 15fb4ffa: 4096 / 32; mpt/1b.yaml @ 08875284: 2048 / 16 ("Modified 24->16 so that d_head == 128
+# to statisfy FlashAttention"). Every size runs heads of 128; the 30B scenarios carried 64 heads of 112 until round 36.
 YAML_HEADS = {"mpt-1b": (2048, 16), "mpt-7b": (4096, 32), "mpt-13b": (5120, 40), "mpt-30b": (7168, 56),
               "mpt-70b": (8192, 64)}
 

@@ -1,5 +1,5 @@
-"""Round 18's new held-out rows (docs/calibration.md, "Round 18: new held-out runs"): the FlashAttention-2 paper's
-end-to-end GPT training rows (Dao 2023, arXiv 2307.08691, section 4.2, Table 1, column FlashAttention-2) against
+"""Round 18's new held-out rows (docs/calibration/round-18.md, "Round 18: new held-out runs"): the FlashAttention-2
+paper's end-to-end GPT training rows (Dao 2023, arXiv 2307.08691, section 4.2, Table 1, column FlashAttention-2) against
 the figures and conventions their sources publish, so that a wrong shape, batch or conversion cannot pass unseen:
 
 - The paper publishes TFLOP/s per GPU in its own count, 6 x seqlen x params + 12 x layers x hidden x seqlen^2 a

@@ -1,4 +1,4 @@
-"""Round 19 (docs/calibration.md, "Round 19: the MPT rows on H100, row by row"): the llm-foundry H100 rows that
+"""Round 19 (docs/calibration/round-19.md, "Round 19: the MPT rows on H100, row by row"): the llm-foundry H100 rows that
 round 16's table check does not cover, and the FSDP traffic per step that separates the rows simulated fast from
 the ones that fit.
 

@@ -1,5 +1,5 @@
-"""Round 20's new held-out rows (docs/calibration.md, "Round 20: new held-out runs"): BigScience's 02-28-2022 layout
-benchmarks for BLOOM on 48 Jean Zay nodes of 8 A100 80GB (bigscience-workshop/bigscience,
+"""Round 20's new held-out rows (docs/calibration/round-20.md, "Round 20: new held-out runs"): BigScience's 02-28-2022
+layout benchmarks for BLOOM on 48 Jean Zay nodes of 8 A100 80GB (bigscience-workshop/bigscience,
 train/tr11-176B-ml/chronicles-prequel.md, section "Rebalancing layers"), held to the other figures their source
 publishes, so that a wrong shape, layout, batch or partition cannot pass unseen:
 

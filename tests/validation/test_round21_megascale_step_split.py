@@ -1,4 +1,4 @@
-"""Round 21 (docs/calibration.md "Round 21: what a 2023 Megatron-LM step costs beyond its microbatches"): the
+"""Round 21 (docs/calibration/round-21.md "Round 21: what a 2023 Megatron-LM step costs beyond its microbatches"): the
 simulated step of MegaScale's Megatron-LM baseline (arXiv 2402.15627, 175B, tp 8 pp 8, six virtual stages, dp 4 on
 256 A100) split as T = F + m t over the microbatches m a replica runs, and its fixed part F held to the closed forms
 of what Megatron-LM at 285068c8 does once a step beyond the microbatches (no overlap of the gradient reduction):

@@ -1,5 +1,5 @@
-"""Round 21's new held-out rows (docs/calibration.md, "Round 21: new held-out runs"): the Megatron-LM baseline of
-MegaScale (Jiang et al., NSDI 2024, arXiv 2402.15627v1), GPT-3 175B on 256 to 12,288 Ampere GPUs, held to the other
+"""Round 21's new held-out rows (docs/calibration/round-21.md, "Round 21: new held-out runs"): the Megatron-LM baseline
+of MegaScale (Jiang et al., NSDI 2024, arXiv 2402.15627v1), GPT-3 175B on 256 to 12,288 Ampere GPUs, held to the other
 figures the paper publishes beside each step, so that a wrong shape, batch or layout cannot pass unseen:
 
 - Table 2 prints iteration time, throughput (tokens/s), training time for 300B tokens (days) and MFU for each row.

@@ -1,5 +1,5 @@
-"""Round 22's facts audit of the FlashAttention-2 and MPT H100 held-out rows (docs/calibration.md, "Round 22: facts
-audit of the FlashAttention-2 and MPT H100 rows"): figures the sources print beside the rows, checked against the
+"""Round 22's facts audit of the FlashAttention-2 and MPT H100 held-out rows (docs/calibration/round-22.md, "Round 22:
+facts audit of the FlashAttention-2 and MPT H100 rows"): figures the sources print beside the rows, checked against the
 model and against each other, so that the facts the scenarios carry stay tied to them.
 
 - flash-attention's own training configs print memory for the same stack (Dao-AILab/flash-attention

@@ -1,5 +1,5 @@
-"""Round 22's facts audit of the A100 Megatron/DeepSpeed rows (docs/calibration.md, "Round 22: facts audit of the
-MT-NLG, BLOOM and 530B rows"): facts the scenarios carry, held to a second figure their source prints.
+"""Round 22's facts audit of the A100 Megatron/DeepSpeed rows (docs/calibration/round-22.md, "Round 22: facts audit of
+the MT-NLG, BLOOM and 530B rows"): facts the scenarios carry, held to a second figure their source prints.
 
 - Activation checkpoints: BigScience's 02-28-2022 table (bigscience-workshop/bigscience train/tr11-176B-ml/
   chronicles-prequel.md, "Rebalancing layers") prints each run's memory ("Mem", nvidia-smi's maximum on the nodes that

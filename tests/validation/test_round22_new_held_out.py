@@ -1,5 +1,5 @@
-"""Round 22's new held-out rows (docs/calibration.md, "Round 22: new held-out runs"): the Megatron-LM 1F1B baseline
-of Zero Bubble Pipeline Parallelism (Qi, Wan, Huang and Lin, ICLR 2024, arXiv 2401.10241), pure pipeline
+"""Round 22's new held-out rows (docs/calibration/round-22.md, "Round 22: new held-out runs"): the Megatron-LM 1F1B
+baseline of Zero Bubble Pipeline Parallelism (Qi, Wan, Huang and Lin, ICLR 2024, arXiv 2401.10241), pure pipeline
 parallelism on 8-32 A100 SXM 80GB, held to the figures the paper and its authors' repository publish beside each
 row, so that a wrong shape, micro batch, microbatch count or pipeline depth cannot pass unseen:
 
@@ -11,7 +11,8 @@ row, so that a wrong shape, micro batch, microbatch count or pipeline depth cann
   gives exactly that for the four shapes.
 - The model names: one 32,000-row embedding beside 12 l h^2 gives 1.5 / 6.2 / 14.6 / 28.3B to the printed digit; a
   GPT-2 vocabulary (50,304 padded) would give 14.7B and 28.4B (so the scenarios' vocabulary is 32,000).
-- The attention (docs/calibration.md, "Round 22: review of the Zero Bubble rows"): the paper's Table 1 gives a layer's
+- The attention (docs/calibration/round-22.md, "Round 22: review of the Zero Bubble rows"): the paper's Table 1 gives a
+layer's
   stored activations as sb(34h + 5as) (Korthikanti et al.'s count with the s x s scores, softmax and dropout mask:
   Megatron-LM's unfused attention, no recompute), and every 1F1B memory figure the paper publishes (Table 4, Table 8's
   doubled micro batch, Table 9's m <= p) is that count on the busiest stage plus 16 B a parameter, within 5%;

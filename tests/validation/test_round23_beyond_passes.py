@@ -1,4 +1,4 @@
-"""Round 23: what a Megatron pipeline step holds beyond its passes (docs/calibration.md, "Round 23: a Megatron
+"""Round 23: what a Megatron pipeline step holds beyond its passes (docs/calibration/round-23.md, "Round 23: a Megatron
 pipeline step beyond its passes"). Held-out diagnosis only: nothing here sets a constant.
 
 - The vocabulary-parallelism artifact's ``exp_one_host.csv`` (NVIDIA/Megatron-LM fork, commit 4f7d3910; no header)

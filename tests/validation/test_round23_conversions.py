@@ -1,5 +1,5 @@
-"""How each held-out figure became a step time (docs/calibration.md, "Round 23: how each held-out figure became a step
-time"): for every audited family, the figure its source printed is recomputed from the validation row (its
+"""How each held-out figure became a step time (docs/calibration/round-23.md, "Round 23: how each held-out figure became
+a step time"): for every audited family, the figure its source printed is recomputed from the validation row (its
 ``step_time_s``, or the step ``validation.published_step_s`` derives from its ``tflops_per_gpu``) by the SOURCE's own
 FLOP formula and peak, so that a row converted with a wrong formula, peak, batch or GPU count fails here.
 

@@ -1,4 +1,4 @@
-"""Round 23's facts audit (docs/calibration.md, "Round 23: facts audit of the narayanan2021, torchtitan,
+"""Round 23's facts audit (docs/calibration/round-23.md, "Round 23: facts audit of the narayanan2021, torchtitan,
 korthikanti2022 and MegaScale rows"): every fact a held-out scenario of these families carries, held to what its
 source prints, so that a shape, batch, layout or stack fact that the source contradicts cannot pass unseen.
 

@@ -1,5 +1,5 @@
-"""Round 23's new held-out rows (docs/calibration.md, "Round 23: new held-out runs"): the Megatron-LM 1F1B Baseline
-of Balancing Pipeline Parallelism with Vocabulary Parallelism (Yeung, Qi, Lin and Wan, MLSys 2025, arXiv
+"""Round 23's new held-out rows (docs/calibration/round-23.md, "Round 23: new held-out runs"): the Megatron-LM 1F1B
+Baseline of Balancing Pipeline Parallelism with Vocabulary Parallelism (Yeung, Qi, Lin and Wan, MLSys 2025, arXiv
 2411.05288v2), pure pipeline parallelism on 8-32 A100 SXM 80GB at vocabularies 32K and 256K, held to the figures the
 paper and its artifact publish beside each row, so that a wrong shape, vocabulary, split or FLOP convention cannot
 pass unseen:
@@ -12,7 +12,8 @@ pass unseen:
   GPUs x 320 TFLOP/s, is the row's step time; simcluster's model FLOP of each scenario is exactly that count. 320, not
   the artifact's DEVICE_TFLOPS 312 (the rows' first conversion): Table 5's MFU is the artifact csv's throughput over
   320 TFLOP/s to the last printed digit, so on the four 8-GPU rows the csv covers the held-out step is the csv's own
-  step within print precision (docs/calibration.md, "Round 23: the vocabpar2024 steps at 320 TFLOP/s (applied)").
+  step within print precision (docs/calibration/round-23.md, "Round 23: the vocabpar2024 steps at 320 TFLOP/s
+  (applied)").
 - The attention: Table 5's Baseline peak memory is FlashAttention's activation count (34h bytes a token and layer,
   no s x s scores) plus 16 B a parameter on the first stage (8 / 16 / 32 microbatches in flight), within 0.96-0.99;
   the unfused attention's count (Korthikanti et al.'s 5as term) would be 1.6-4.6x it. So the scenarios run

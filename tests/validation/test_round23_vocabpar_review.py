@@ -1,6 +1,6 @@
-"""Round 23's review of the vocabpar2024 held-out rows (docs/calibration.md, "Round 23: review of the vocabpar2024
-rows"): the stack the scenarios assume, checked against the fork's source, and the sequence-4096 gap diagnosed
-against the authors' own re-run and independent kernel measurements. Nothing here moves a constant.
+"""Round 23's review of the vocabpar2024 held-out rows (docs/calibration/round-23.md, "Round 23: review of the
+vocabpar2024 rows"): the stack the scenarios assume, checked against the fork's source, and the sequence-4096 gap
+diagnosed against the authors' own re-run and independent kernel measurements. Nothing here moves a constant.
 
 Sources (read with the project's index, stored under NVIDIA/Megatron-LM as the sail-sg/VocabularyParallelism fork):
 - the fork's ``megatron/training/arguments.py`` at 4dca7d20 (the commit that also holds the fork's ``input_store.py``
@@ -17,8 +17,8 @@ Sources (read with the project's index, stored under NVIDIA/Megatron-LM as the s
   312 TFLOP/s, iteration 10's time) and its memory is ``max reserved``; ``artifact/quick_exp.sh`` (4f7d3910), the
   script beside Table 5's quick case, reads ``max allocated``. Table 5's own MFU is over 320 TFLOP/s
   (test_round23_new_held_out.py: the artifact csv's throughput over 320 to the last printed digit), so the two MFUs
-  are compared as steps, each through its own peak (docs/calibration.md, "Round 23: the vocabpar2024 steps at 320
-  TFLOP/s (applied)").
+  are compared as steps, each through its own peak (docs/calibration/round-23.md, "Round 23: the vocabpar2024 steps at
+  320 TFLOP/s (applied)").
 - the artifact's per-stage passes (``artifact/exp_one_host.csv``, 4f7d3910), as in test_round23_new_held_out.py.
 - FlashAttention-2 on A100, causal, head dim 128 (Dao 2023, Figures 4d/5d; tests/validation/test_flash2_a100_causal.py).
 """

@@ -1,5 +1,5 @@
-"""Round 24's new held-out rows (docs/calibration.md, "Round 24: new held-out runs"): the Megatron-LM 1F1B Baseline
-of Balancing Pipeline Parallelism with Vocabulary Parallelism (Yeung, Qi, Lin and Wan, MLSys 2025, arXiv
+"""Round 24's new held-out rows (docs/calibration/round-24.md, "Round 24: new held-out runs"): the Megatron-LM 1F1B
+Baseline of Balancing Pipeline Parallelism with Vocabulary Parallelism (Yeung, Qi, Lin and Wan, MLSys 2025, arXiv
 2411.05288v2) at vocabularies 64K and 128K, the block of twelve Table 5 rows that round 23's rule left out and
 admitted only whole. Everything but the vocabulary is round 23's (tests/validation/test_round23_new_held_out.py,
 whose setup, FLOP count and memory count are reused here, not restated):

@@ -1,5 +1,5 @@
-"""Round 26's new held-out rows (docs/calibration.md, "Round 26: new held-out runs"), each step time checked against
-the other figures its source printed, so that a wrong batch, GPU count or model shape cannot pass unseen:
+"""Round 26's new held-out rows (docs/calibration/round-26.md, "Round 26: new held-out runs"), each step time checked
+against the other figures its source printed, so that a wrong batch, GPU count or model shape cannot pass unseen:
 
 - KempnerForge (KempnerInstitute/KempnerForge benchmark reports, 4-GPU H200 nodes): the 175B run
   (benchmarks/175b_360gpu/README.md: 154,523 tokens/s, "Step time 19.09 s", MFU 47.7%, "175.0B (171.8B in layers +

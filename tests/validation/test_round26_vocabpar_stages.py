@@ -1,4 +1,4 @@
-"""Round 26: why the vocabpar2024 errors follow the sequence and fall with the vocabulary (docs/calibration.md,
+"""Round 26: why the vocabpar2024 errors follow the sequence and fall with the vocabulary (docs/calibration/round-26.md,
 "Round 26: the vocabpar2024 errors stage by stage"). Held-out diagnosis only: nothing here sets a constant.
 
 Independent truth: the artifact's per-stage forward and backward passes of the eight 8-GPU Baseline runs

@@ -1,5 +1,5 @@
-"""Round 27: the A100 80GB layer at 4096 tokens (docs/calibration.md, "Round 27: the A100 80GB layer at 4096 tokens
-against FlashAttention-2"). Held-out diagnosis: nothing here sets a constant.
+"""Round 27: the A100 80GB layer at 4096 tokens (docs/calibration/round-27.md, "Round 27: the A100 80GB layer at 4096
+tokens against FlashAttention-2"). Held-out diagnosis: nothing here sets a constant.
 
 Independent truth: the artifact's per-stage passes of the 8-GPU Baseline (the fork's ``artifact/exp_one_host.csv`` at
 4f7d3910, Table 5's run) and the authors' re-run of the same rows in the stated container (``artifact/run_exp.md``

@@ -1,4 +1,4 @@
-"""Round 28's held-out rows from Korthikanti et al. 2022's baseline column (docs/calibration.md, "Round 28: new
+"""Round 28's held-out rows from Korthikanti et al. 2022's baseline column (docs/calibration/round-28.md, "Round 28: new
 held-out runs (Korthikanti et al. 2022, the full-recompute baseline)").
 
 Source (arXiv 2205.05198): Table 5, "Full Recompute" iteration times beside the "present work" ones (22B 1.42 / 1.10 s,

@@ -1,4 +1,4 @@
-"""Round 29's held-out row against its source (docs/calibration.md "Round 29: new held-out runs").
+"""Round 29's held-out row against its source (docs/calibration/round-29.md "Round 29: new held-out runs").
 
 Section title in full: "Round 29: new held-out runs (Megatron-Bridge 26.06)"; its second source is this row's.
 
@@ -59,7 +59,7 @@ def test_the_scenario_is_the_rows_layout(scenario):
 # torchtitan docs/performance.md (the version with the "Llama 3.1 performance numbers" section): Llama 3.1 405B on 128
 # H100, FSDP2 16 x TP 8, local batch 2 (global 32): WPS (tokens/s per GPU), MFU as printed, and the local batch of the
 # run behind the figure: the BF16 figure is pytorch/torchtitan PR #481's "with current config (TP=8, FSDP=16)", whose
-# llama3_405b.toml sets batch_size 1 (round 36, docs/calibration.md "Round 36: torchtitan's BF16 405B batch and
+# llama3_405b.toml sets batch_size 1 (round 36, docs/calibration/round-36.md "Round 36: torchtitan's BF16 405B batch and
 # FSDP2's copy-out"): global 16
 TORCHTITAN_405B = {
     "torchtitan-llama31-405b-128-h100-bf16": (109, 0.290, "bf16", 1),

@@ -1,5 +1,5 @@
-"""Round 34's held-out rows from IBM's fms-fsdp runs against their sources (docs/calibration.md "Round 34: published
-runs from papers and open projects").
+"""Round 34's held-out rows from IBM's fms-fsdp runs against their sources (docs/calibration/round-34.md "Round 34:
+published runs from papers and open projects").
 
 Team PyTorch at IBM and Meta, "Maximizing training throughput using PyTorch FSDP" (PyTorch blog 2024-03-13,
 pytorch/pytorch.github.io _posts/2024-03-13-maximizing-training.md @ 2ad10059), Table 1, rows "34B | 2 | Yes | 700 |
@@ -14,9 +14,9 @@ plus the attention) and the batch-2 rows' MFU are within 9% of the 6N + 12 L h s
 names (not closer: the printed MFU sit 6-9% under it at 4096, the blog's own count is not stored).
 A changed shape, batch, sequence, checkpointing or conversion fails here.
 
-Round 34's review (docs/calibration.md "Round 34: review of the fms-fsdp rows"): the blog's "400Gbps" / "800Gbps
-inter-node interconnect" is each node's, 50 / 100 Gb/s a GPU: read per GPU, 400 Gb/s exceeds what an A100 host's
-PCIe Gen4 x16 link carries and 800 Gb/s two of the H100 generation's ConnectX-7; and fms's loop computes
+Round 34's review (docs/calibration/round-34.md "Round 34: review of the fms-fsdp rows"): the blog's "400Gbps" /
+"800Gbps inter-node interconnect" is each node's, 50 / 100 Gb/s a GPU: read per GPU, 400 Gb/s exceeds what an A100
+host's PCIe Gen4 x16 link carries and 800 Gb/s two of the H100 generation's ConnectX-7; and fms's loop computes
 CrossEntropyLoss on the bf16 logits its LLaMA returns (pretraining/utils/train_utils.py @ 27e655d4).
 """
 

@@ -1,5 +1,5 @@
-"""Round 36's held-out rows against their source (docs/calibration.md "Round 36: held-out runs added (NeMo 25.04's
-long-sequence Llama 3 8B on DGX-B200)").
+"""Round 36's held-out rows against their source (docs/calibration/round-36.md "Round 36: held-out runs added (NeMo
+25.04's long-sequence Llama 3 8B on DGX-B200)").
 
 NVIDIA/NeMo docs/source/performance/performance_long_sequence.md, "LLAMA3-8B (FP8) - B200" (Container NeMo25.04.rc2,
 System DGX-B200): per sequence length the batch, TP / PP / DP / CP and the TFLOP/s per GPU with CP, as printed. A row's

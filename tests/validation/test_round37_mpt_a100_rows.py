@@ -1,6 +1,6 @@
-"""Round 37 (docs/calibration.md, "Round 37: audit of llm-foundry's MPT rows"): the five A100 rows of the llm-foundry
-family against the tables they come from, and every MPT row's model and stack keys against the benchmark's own yamls
-and MPTConfig's defaults, so that a key changed away from its source fails here.
+"""Round 37 (docs/calibration/round-37.md, "Round 37: audit of llm-foundry's MPT rows"): the five A100 rows of the
+llm-foundry family against the tables they come from, and every MPT row's model and stack keys against the benchmark's
+own yamls and MPTConfig's defaults, so that a key changed away from its source fails here.
 
 Source of the rows: mosaicml/llm-foundry, scripts/train/benchmarking/README.md (commit 061f2c7c), tables "A100 80GB
 with 1600 Gbps node-node interconnect (RoCE)" and "A100 40GB with 1600 Gbps node-node interconnect (RoCE)": GPUs,

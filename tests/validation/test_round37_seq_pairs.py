@@ -1,5 +1,5 @@
-"""Round 37: what grows with the sequence on A100, controlled pairs (docs/calibration.md, "Round 37: what grows with
-the sequence on A100 (controlled pairs)"). Held-out diagnosis: nothing here sets a constant.
+"""Round 37: what grows with the sequence on A100, controlled pairs (docs/calibration/round-37.md, "Round 37: what grows
+with the sequence on A100 (controlled pairs)"). Held-out diagnosis: nothing here sets a constant.
 
 A ratio of two published steps of one run family, twins that differ only in the sequence, cancels what they share
 (host, clock, most of the GEMMs' efficiency). Independent truth:

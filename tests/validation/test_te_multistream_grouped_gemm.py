@@ -1,9 +1,9 @@
 """Transformer Engine's multi-stream grouped GEMM, measured whole, against the model's expert GEMMs on H100.
 
-What Megatron-Core's TEGroupedMLP runs per grouped GEMM (docs/calibration.md "Round 31: what one eager GroupedLinear
-does per expert, from source"): ``general_grouped_gemm`` -> ``te_general_grouped_gemm`` (one TensorWrapper set and,
-with one output, one ``at::from_blob`` view per expert) -> ``multi_stream_cublas_gemm``: one event recorded on the
-main stream, min(4, L) stream waits, L cuBLASLt GEMMs issued round-robin on the 4 compute streams, min(4, L)
+What Megatron-Core's TEGroupedMLP runs per grouped GEMM (docs/calibration/round-31.md "Round 31: what one eager
+GroupedLinear does per expert, from source"): ``general_grouped_gemm`` -> ``te_general_grouped_gemm`` (one TensorWrapper
+set and, with one output, one ``at::from_blob`` view per expert) -> ``multi_stream_cublas_gemm``: one event recorded on
+the main stream, min(4, L) stream waits, L cuBLASLt GEMMs issued round-robin on the 4 compute streams, min(4, L)
 events back and the main stream's waits on them. The model prices the device side as one batched GEMM whose tiles
 pack across the experts (``kernels.gemm_efficiency``, batch = L) and the host side as one ``dispatch_s`` a GEMM.
 
@@ -39,7 +39,7 @@ SHARD = Shard(seq_len=4096, micro_batch=1, precision="bf16")
 
 # (experts g, rows an expert m, n, k): measured TFLOP/s of TE 2.7's multi-stream general_grouped_gemm (PR 2045)
 TE27_TFLOPS = {(8, 4096, 768, 2048): 627.903, (16, 2048, 768, 2048): 553.945}
-# The per-call residual the launch-heavy MoE held-out rows leave (docs/calibration.md "Round 30: the eager MoE
+# The per-call residual the launch-heavy MoE held-out rows leave (docs/calibration/round-30.md "Round 30: the eager MoE
 # layer's host time per layer, from published step times"; scored, not fitted): its lower end
 RESIDUAL_PER_CALL_S = 27e-6
 # NVIDIA/raft PR 1736: host time of one cuBLASLt matmul call, descriptors and heuristics query made every call

@@ -9,7 +9,7 @@ checkpointing, local batch 16 (the layout of the held-out 2D rows), tokens/s per
 Simulated from the held-out 2D scenario with only the precision and the TP overlap changed. Each run within 10%,
 and the bf16 async-TP gain within 5% of the measured one. The float8 gain is not asserted: the pass of June 2025
 gained 1.16x where that of December 2024 gained 1.057x (the held-out pair), the model 1.09x between them
-(docs/calibration.md, "PyTorch-native stacks").
+(docs/calibration/rounds-1-9.md, "PyTorch-native stacks").
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def simulated() -> dict[tuple[str, bool], float]:
 
 # Round 35: a data-parallel ring across nodes holds NCCL's own channel count of SMs beside compute (4 for FSDP 32's
 # rings at one H100 a node on a 400 Gb/s port, where the model held 16: workload/interference.py
-# network_ring_channels, docs/calibration.md "Round 35: review of NCCL's SMs per NIC") and the refit to 18 us / 480
-# us: the four runs 0.6-0.7 points faster (bf16 +6.06 -> +6.64%, async +9.08 -> +9.70%; float8 +9.35 -> +10.10%,
+# network_ring_channels, docs/calibration/round-35.md "Round 35: review of NCCL's SMs per NIC") and the refit to 18 us /
+# 480 us: the four runs 0.6-0.7 points faster (bf16 +6.06 -> +6.64%, async +9.08 -> +9.70%; float8 +9.35 -> +10.10%,
 # async +3.55 -> +4.28%). The float8 vanilla run's band is its error + 3 points, as held-out rows past their band
 # take; the others keep 10%.
 TOLERANCE = {("fp8", False): 0.13}
