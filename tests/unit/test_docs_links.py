@@ -1,6 +1,7 @@
-"""Every relative link of README.md, CONTRIBUTING.md and docs/*.md lands: the file exists and, for `page.md#anchor`,
-the page has a heading of that anchor (GitHub's slugs, `test_accuracy_tables.headings`). Links inside code (a quoted
-README's image in calibration.md's round history) are text, not links."""
+"""Every relative link of README.md, CONTRIBUTING.md, docs/*.md and the calibration history (docs/calibration/*.md)
+lands: the file exists and, for `page.md#anchor`, the page has a heading of that anchor (GitHub's slugs,
+`test_accuracy_tables.headings`). Links inside code (a quoted README's image in the calibration history) are text,
+not links."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import pytest
 from test_accuracy_tables import headings
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", ROOT / "CONTRIBUTING.md"]
+PAGES = [*sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "calibration").glob("*.md")),
+         ROOT / "README.md", ROOT / "CONTRIBUTING.md"]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-# Link text quoted from another repository, not a link of this one: calibration.md's round history quotes
+# Link text quoted from another repository, not a link of this one: the calibration history's round 30 quotes
 # Azure/MS-AMP's docs/introduction.md, whose image sits beside that file.
-QUOTED = {("calibration.md", "./assets/gpt-performance.png")}
+QUOTED = {("round-30.md", "./assets/gpt-performance.png")}
 
 
 def _prose(markdown: str) -> str:
@@ -55,7 +57,7 @@ def test_the_pages_have_links():
     assert sum(len(links(page)) for page in PAGES) >= 500
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[page.relative_to(ROOT).as_posix() for page in PAGES])
 def test_every_relative_link_lands(page):
     assert broken(page) == []
 
