@@ -276,7 +276,8 @@ def replace_block(page: str, block: str) -> str:
 DATA_HEADER = """\
 # The validation harness's error per published run, with the traits simcluster run's expected error matches on
 # (simcluster/outcomes/accuracy_card.py; docs/calibration/round-20.md, "Round 20: every run states the error to
-expect"). # Written by scripts/accuracy_tables.py from `simcluster validate --json` (set calibration) and
+# expect").
+# Written by scripts/accuracy_tables.py from `simcluster validate --json` (set calibration) and
 # `simcluster validate --held-out --json` (set held-out); do not edit by hand. Regenerate:
 #   python scripts/accuracy_tables.py CAL.json HELDOUT.json --label 'main @ COMMIT' \\
 #       --write-data simcluster/data/accuracy.yaml
@@ -284,7 +285,7 @@ expect"). # Written by scripts/accuracy_tables.py from `simcluster validate --js
 # (validation.yaml); model to gflop_per_token: accuracy_card.traits of the bundled scenario (gflop_per_token: model
 # FLOP per token, simcluster's count; stack: its software stack family, simcluster/spec/stack.py). calibrated_stacks:
 # the stacks of the calibration runs (docs/calibration/round-22.md, "Round 22: the expected-error card names the
-stack").
+# stack").
 """
 
 

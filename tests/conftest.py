@@ -88,6 +88,26 @@ def pytest_configure(config):
     the tests are collected (longest first, below) instead of sorting it by the number of tests a group has."""
     if config.getoption("dist", None) == "loadgroup":
         config.option.loadscopereorder = False
+    _signals_at_their_defaults()
+
+
+def _signals_at_their_defaults() -> None:
+    """SIGINT and SIGHUP as an interactive terminal gives them, whatever started the suite: a shell's background job
+    (``make test &``) starts with SIGINT ignored and ``nohup`` with SIGHUP ignored, and an ignored signal stays ignored
+    in every process the tests start, so the tests that send one (``signal.raise_signal``, a child's Ctrl-C or hangup)
+    saw nothing happen and failed (round 38: 12 failures of a fresh clone's ``nohup make test &``). The suite tests
+    what a user's command does when the signal comes; the commands' own rule for an ignored signal (left ignored) is
+    tested by setting it ignored in the test."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is signal.SIG_IGN:
+        signal.signal(hangup, signal.SIG_DFL)
 
 
 # after the hook above, tests/validation/conftest.py's and pytest-xdist's (a second implementation of the hook)

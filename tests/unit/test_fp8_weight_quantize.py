@@ -102,13 +102,14 @@ def test_pipelined_step_pays_every_stage_on_the_fill(monkeypatch):
 def test_interleaved_step_pays_every_chunk_on_the_fill(monkeypatch):
     """pp 2 with 2 virtual stages, dp 1: the first microbatch's forward crosses chunks 0, 1, 2, 3 in turn (stage 0,
     1, 0, 1), each quantizing its 8 layers' weights on it, and everything after waits for it: the step grows by 4 x
-    the chunk term."""
+    the chunk term. Exchanges asynchronous (``p2p: async``): Megatron-Core's blocking warm-up and cool-down exchanges
+    (round 38) hold a sender for its transfer, shifting the fill by part of a transfer."""
     scenario = config.from_dict({
         "name": "fp8-fill-interleaved", "cluster": {"gpu": "h100-sxm", "gpus_per_node": 2, "nodes": 1},
         "model": "llama3-8b",
         "training": {"seq_len": 2048, "global_batch_size": 8, "micro_batch_size": 1, "precision": "fp8",
                      "fp8_param_gather": False},
-        "parallelism": {"tp": 1, "dp": 1, "pp": 2, "virtual_stages": 2, "zero_stage": 0}})
+        "parallelism": {"tp": 1, "dp": 1, "pp": 2, "virtual_stages": 2, "zero_stage": 0, "p2p": "async"}})
     chunks = Simulation(scenario).plan.chunks
     term = plan.chunk_weight_quantize_s(scenario, LAYERS // 4, 0, False)
     assert len(chunks) == 4 and [c.first_forward_s for c in chunks] == pytest.approx([term] * 4, rel=1e-12)
